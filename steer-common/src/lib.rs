@@ -1,0 +1,334 @@
+//! Types shared by the steer kernel programs and userspace.
+//!
+//! Everything the kernel and userspace exchange is defined here and nowhere else: map names,
+//! limits, the layout of every key and value, the XDP-to-TC metadata, and the meaning of every
+//! number stored in a map. The types are `#[repr(C)]` with explicit padding and compile-time size
+//! checks; there are no `bool`, `enum` or `Option` fields, because their representation is not a
+//! contract the kernel side can rely on.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Names of the maps in the steer object. Userspace opens and pins maps only through these.
+pub mod map_names {
+    /// LPM trie: IPv4 destination prefix -> [`crate::RuleRef`].
+    pub const DST_V4: &str = "DST_V4";
+    /// LPM trie: IPv6 destination prefix -> [`crate::RuleRef`].
+    pub const DST_V6: &str = "DST_V6";
+    /// LPM trie: IPv4 source prefix -> [`crate::RuleRef`].
+    pub const SRC_V4: &str = "SRC_V4";
+    /// LPM trie: IPv6 source prefix -> [`crate::RuleRef`].
+    pub const SRC_V6: &str = "SRC_V6";
+    /// Array `[GENERATIONS * MAX_RULES]` of [`crate::PolicyEntry`].
+    pub const POLICY: &str = "POLICY";
+    /// Array `[GENERATIONS * MAX_RULES * LB_SLOTS]` of [`crate::LbSlot`].
+    pub const LB: &str = "LB";
+    /// Array `[1]` of u32: the live generation.
+    pub const ACTIVE: &str = "ACTIVE";
+    /// Array `[1]` of [`crate::Settings`].
+    pub const SETTINGS: &str = "SETTINGS";
+    /// Per-CPU array `[MAX_RULES]` of [`crate::Counter`].
+    pub const STATS_RULE: &str = "STATS_RULE";
+    /// Per-CPU array `[MAX_WANS]` of [`crate::Counter`].
+    pub const STATS_WAN: &str = "STATS_WAN";
+    /// Per-CPU array `[PATH_COUNT]` of [`crate::Counter`], indexed by `crate::path::*`.
+    pub const STATS_PATH: &str = "STATS_PATH";
+    /// Array `[GENERATIONS * MAX_RULES]` of [`crate::RuleInfo`]: names for `steer dump`.
+    pub const RULE_INFO: &str = "RULE_INFO";
+    /// Array `[MAX_WANS]` of [`crate::WanInfo`]: names for `steer dump`.
+    pub const WAN_INFO: &str = "WAN_INFO";
+
+    /// Every map steer owns and pins, in the order `steer dump` shows them.
+    pub const ALL: [&str; 13] = [
+        DST_V4, DST_V6, SRC_V4, SRC_V6, POLICY, LB, ACTIVE, SETTINGS, STATS_RULE, STATS_WAN,
+        STATS_PATH, RULE_INFO, WAN_INFO,
+    ];
+}
+
+/// Names of the programs in the steer object.
+pub mod program_names {
+    /// TC ingress classifier on LAN interfaces.
+    pub const TC: &str = "steer_tc";
+    /// Optional XDP pre-classifier on the same interfaces.
+    pub const XDP: &str = "steer_xdp";
+}
+
+/// Rule ids per generation. Rule 0 is the default rule (what a packet gets when no set
+/// matches); sets use ids 1..MAX_RULES.
+pub const MAX_RULES: u32 = 256;
+/// The default rule id.
+pub const DEFAULT_RULE: u32 = 0;
+/// Two policy tables: the live one and the standby one the controller writes before a flip.
+pub const GENERATIONS: u32 = 2;
+/// WAN slots for per-WAN counters and names.
+pub const MAX_WANS: u32 = 32;
+/// Slots of the weighted consistent-hash table of one balanced rule in one generation.
+pub const LB_SLOTS: u32 = 64;
+/// `PolicyEntry::wan` / `LbSlot::wan` when the verdict is not a WAN (unmarked, last resort).
+pub const NO_WAN: u32 = u32::MAX;
+
+/// Default capacities of the prefix maps (LPM tries are never preallocated: a large capacity
+/// costs no memory until it is used).
+pub const DEFAULT_CAPACITY_DST_V4: u32 = 2 * 1024 * 1024;
+pub const DEFAULT_CAPACITY_DST_V6: u32 = 1024 * 1024;
+pub const DEFAULT_CAPACITY_SRC_V4: u32 = 64 * 1024;
+pub const DEFAULT_CAPACITY_SRC_V6: u32 = 64 * 1024;
+
+/// Index into `POLICY` / `RULE_INFO` for a generation and rule.
+#[inline(always)]
+pub const fn policy_index(generation: u32, rule: u32) -> u32 {
+    (generation & 1) * MAX_RULES + rule
+}
+
+/// Index of the first LB slot of a rule in a generation.
+#[inline(always)]
+pub const fn lb_base(generation: u32, rule: u32) -> u32 {
+    policy_index(generation, rule) * LB_SLOTS
+}
+
+/// The data part of an IPv4 LPM key (the kernel key is `{ prefix_len: u32, addr }`, packed).
+pub type AddrV4 = [u8; 4];
+/// The data part of an IPv6 LPM key.
+pub type AddrV6 = [u8; 16];
+/// Size of the full IPv4 LPM key the kernel sees.
+pub const LPM_KEY_V4_SIZE: usize = 4 + size_of::<AddrV4>();
+/// Size of the full IPv6 LPM key the kernel sees.
+pub const LPM_KEY_V6_SIZE: usize = 4 + size_of::<AddrV6>();
+
+/// Value of every prefix map: which rule a prefix belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleRef {
+    pub rule: u32,
+}
+
+/// What the classifier does with a packet that hit a rule (`PolicyEntry::action`).
+pub mod action {
+    /// Leave the mark alone: the main routing table decides.
+    pub const NONE: u32 = 0;
+    /// Write `PolicyEntry::mark` under `PolicyEntry::mask`.
+    pub const MARK: u32 = 1;
+    /// Pick one of the rule's `LB_SLOTS` slots by flow hash and write its mark.
+    pub const BALANCE: u32 = 2;
+}
+
+/// One rule's verdict in one generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyEntry {
+    /// One of `action::*`.
+    pub action: u32,
+    /// Mark to write for `action::MARK`.
+    pub mark: u32,
+    /// The skb->mark bits steer owns: `mark = (mark & !mask) | (new & mask)`.
+    pub mask: u32,
+    /// WAN slot for `action::MARK` (counters), or `NO_WAN`.
+    pub wan: u32,
+}
+
+/// One slot of a balanced rule's consistent-hash table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbSlot {
+    pub mark: u32,
+    /// WAN slot for counters, or `NO_WAN`.
+    pub wan: u32,
+}
+
+/// Runtime switches (`SETTINGS[0]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `settings_flags::*`.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Bits of `Settings::flags`.
+pub mod settings_flags {
+    /// Log every classified packet through aya-log. Off the packet path unless set.
+    pub const LOG_PACKETS: u32 = 1;
+}
+
+/// Packets and bytes. Per-CPU in the kernel; userspace sums the CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Indexes of `STATS_PATH`: how packets went through the TC classifier.
+pub mod path {
+    /// Classified by TC's own lookups.
+    pub const CLASSIFIED: u32 = 0;
+    /// Classified by the verdict the XDP program left in the packet metadata.
+    pub const XDP_META: u32 = 1;
+    /// Not IPv4/IPv6 (ARP, LLDP, ...): passed untouched.
+    pub const NOT_IP: u32 = 2;
+    /// Cut inside a header the classifier needs: passed untouched.
+    pub const TRUNCATED: u32 = 3;
+    /// Number of path counters.
+    pub const COUNT: u32 = 4;
+}
+
+/// Metadata the XDP program puts in front of the packet for TC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpMeta {
+    /// `XDP_META_MAGIC`: TC ignores metadata written by anyone else.
+    pub magic: u32,
+    /// Rule id the XDP lookups chose.
+    pub rule: u32,
+}
+
+/// Marks metadata written by steer's XDP program ("stxd").
+pub const XDP_META_MAGIC: u32 = 0x7374_7864;
+
+/// Longest name stored in `RULE_INFO` / `WAN_INFO` (NUL-padded, not necessarily terminated).
+pub const NAME_LEN: usize = 48;
+
+/// What a rule id means, for `steer dump` while the daemon is down.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// Set name (empty for the default rule).
+    pub set_name: [u8; NAME_LEN],
+    /// Policy name (empty when the rule leaves packets unmarked).
+    pub policy_name: [u8; NAME_LEN],
+    /// `rule_kind::*`.
+    pub kind: u32,
+    pub _pad: u32,
+}
+
+impl Default for RuleInfo {
+    fn default() -> Self {
+        Self {
+            set_name: [0; NAME_LEN],
+            policy_name: [0; NAME_LEN],
+            kind: 0,
+            _pad: 0,
+        }
+    }
+}
+
+/// Values of `RuleInfo::kind`.
+pub mod rule_kind {
+    pub const UNUSED: u32 = 0;
+    pub const DEFAULT: u32 = 1;
+    pub const DST: u32 = 2;
+    pub const SRC: u32 = 3;
+}
+
+/// What a WAN slot means, for `steer dump` while the daemon is down.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WanInfo {
+    pub name: [u8; NAME_LEN],
+    pub mark: u32,
+    pub table: u32,
+    /// Nonzero when the slot is used.
+    pub in_use: u32,
+    pub _pad: u32,
+}
+
+impl Default for WanInfo {
+    fn default() -> Self {
+        Self {
+            name: [0; NAME_LEN],
+            mark: 0,
+            table: 0,
+            in_use: 0,
+            _pad: 0,
+        }
+    }
+}
+
+// The kernel sees raw bytes: any change of layout must be deliberate.
+const _: () = assert!(size_of::<RuleRef>() == 4);
+const _: () = assert!(size_of::<PolicyEntry>() == 16);
+const _: () = assert!(size_of::<LbSlot>() == 8);
+const _: () = assert!(size_of::<Settings>() == 8);
+const _: () = assert!(size_of::<Counter>() == 16);
+const _: () = assert!(size_of::<XdpMeta>() == 8);
+const _: () = assert!(size_of::<XdpMeta>() % 4 == 0); // bpf_xdp_adjust_meta needs 4-byte steps
+const _: () = assert!(size_of::<RuleInfo>() == 2 * NAME_LEN + 8);
+const _: () = assert!(size_of::<WanInfo>() == NAME_LEN + 16);
+const _: () = assert!(LPM_KEY_V4_SIZE == 8 && LPM_KEY_V6_SIZE == 20);
+const _: () = assert!(MAX_RULES.is_power_of_two() && LB_SLOTS.is_power_of_two());
+const _: () = assert!(GENERATIONS == 2); // `policy_index` masks the generation with `& 1`
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    macro_rules! pod {
+        ($($t:ty),+) => {$(
+            // SAFETY: repr(C), only integer fields, explicit padding, no invalid bit patterns.
+            unsafe impl aya::Pod for $t {}
+            // SAFETY: as above.
+            unsafe impl bytemuck::Zeroable for $t {}
+            // SAFETY: as above.
+            unsafe impl bytemuck::Pod for $t {}
+        )+};
+    }
+    pod!(
+        RuleRef,
+        PolicyEntry,
+        LbSlot,
+        Settings,
+        Counter,
+        XdpMeta,
+        RuleInfo,
+        WanInfo
+    );
+}
+
+/// Decodes a NUL-padded name from `RULE_INFO` / `WAN_INFO`.
+pub fn name_from_bytes(bytes: &[u8; NAME_LEN]) -> &str {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(NAME_LEN);
+    match core::str::from_utf8(&bytes[..end]) {
+        Ok(s) => s,
+        Err(e) => {
+            // Only steer writes these; a partial name is better than none.
+            core::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default()
+        }
+    }
+}
+
+/// Encodes a name for `RULE_INFO` / `WAN_INFO`, cutting it at a char boundary if it is too long.
+pub fn name_to_bytes(name: &str) -> [u8; NAME_LEN] {
+    let mut out = [0u8; NAME_LEN];
+    let mut end = name.len().min(NAME_LEN);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    out[..end].copy_from_slice(&name.as_bytes()[..end]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_cut_at_char_boundary() {
+        assert_eq!(name_from_bytes(&name_to_bytes("bypass")), "bypass");
+        let long = "é".repeat(40); // 80 bytes
+        let cut = name_from_bytes(&name_to_bytes(&long)).len();
+        assert_eq!(cut, 48);
+        let odd = format!("x{}", "é".repeat(40));
+        assert_eq!(name_from_bytes(&name_to_bytes(&odd)).len(), 47);
+    }
+
+    #[test]
+    fn policy_index_separates_generations() {
+        assert_eq!(policy_index(0, 5), 5);
+        assert_eq!(policy_index(1, 5), MAX_RULES + 5);
+        assert_eq!(policy_index(3, 5), MAX_RULES + 5);
+        assert_eq!(lb_base(1, 1), (MAX_RULES + 1) * LB_SLOTS);
+    }
+
+    extern crate std;
+    use std::format;
+}

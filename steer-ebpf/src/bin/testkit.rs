@@ -1,0 +1,55 @@
+//! Helper programs for steer's tests and benchmarks; never loaded by the daemon.
+//!
+//! - `testkit_tc_empty` / `testkit_xdp_empty`: do nothing, the floor every benchmark is
+//!   measured against.
+//! - `testkit_witness`: attached after `steer_tc`, counts the packets it sees per skb->mark.
+//!   That it sees packets at all proves the classifier returned "continue"; the marks it sees
+//!   are the marks steer wrote.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
+    macros::{classifier, map, xdp},
+    maps::HashMap,
+    programs::{TcContext, XdpContext},
+};
+
+/// skb->mark -> packets seen by the witness.
+#[map]
+static WITNESS: HashMap<u32, u64> = HashMap::with_max_entries(1024, 0);
+
+#[classifier]
+pub fn testkit_tc_empty(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
+#[xdp]
+pub fn testkit_xdp_empty(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+#[classifier]
+pub fn testkit_witness(ctx: TcContext) -> i32 {
+    // SAFETY: `skb` is the context pointer of this program.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    match WITNESS.get_ptr_mut(&mark) {
+        // SAFETY: the value pointer is valid while the program runs. The tests send from one
+        // flow at a time, so increments do not race.
+        Some(seen) => unsafe { *seen += 1 },
+        None => {
+            let _ = WITNESS.insert(mark, 1, 0);
+        }
+    }
+    TC_ACT_UNSPEC
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

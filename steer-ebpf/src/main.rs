@@ -1,0 +1,175 @@
+//! steer kernel programs.
+//!
+//! `steer_tc` (TC ingress on LAN interfaces) classifies every packet and stamps the mark of the
+//! WAN that should carry it; `steer_xdp` (optional, same interfaces) does the lookups earlier and
+//! hands the rule to TC in the packet metadata. Both are fail-open: a packet they cannot read
+//! passes unmarked, and TC always returns "continue" so programs after it still run.
+#![no_std]
+#![no_main]
+
+mod classify;
+mod maps;
+mod parse;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
+    helpers::{bpf_get_hash_recalc, bpf_skb_pull_data, bpf_xdp_adjust_meta},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use aya_log_ebpf::info;
+use steer_common::{
+    LB_SLOTS, MAX_RULES, NO_WAN, XDP_META_MAGIC, XdpMeta, action, lb_base, path, policy_index,
+    settings_flags,
+};
+
+use crate::{
+    classify::rule_of,
+    maps::{ACTIVE, LB, POLICY, SETTINGS, STATS_PATH, STATS_RULE, STATS_WAN, count},
+    parse::{MAX_HEADERS, Parsed, parse},
+};
+
+/// TC ingress classifier. The return value is always `TC_ACT_UNSPEC`, the "continue" verdict of
+/// both tcx (`TCX_NEXT`) and cls_bpf direct-action: steer never ends the chain for others.
+#[classifier]
+pub fn steer_tc(ctx: TcContext) -> i32 {
+    classify_tc(&ctx);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn classify_tc(ctx: &TcContext) {
+    let len = ctx.len();
+    if let Some(rule) = xdp_verdict(ctx) {
+        count(&STATS_PATH, path::XDP_META, len);
+        apply_policy(ctx, rule);
+        return;
+    }
+    let mut parsed = parse(ctx.data(), ctx.data_end());
+    if matches!(parsed, Parsed::Truncated) && pull_headers(ctx) {
+        parsed = parse(ctx.data(), ctx.data_end());
+    }
+    match rule_of(&parsed) {
+        Some(rule) => {
+            count(&STATS_PATH, path::CLASSIFIED, len);
+            apply_policy(ctx, rule);
+        }
+        None if matches!(parsed, Parsed::NotIp) => count(&STATS_PATH, path::NOT_IP, len),
+        None => count(&STATS_PATH, path::TRUNCATED, len),
+    }
+}
+
+/// Headers of a non-linear skb may sit outside the directly readable part; pull them in once.
+/// Returns whether anything changed, so a really cut packet is not parsed twice.
+#[inline(always)]
+fn pull_headers(ctx: &TcContext) -> bool {
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    let len = ctx.len();
+    if len <= linear || linear >= MAX_HEADERS {
+        return false;
+    }
+    let want = if len < MAX_HEADERS { len } else { MAX_HEADERS };
+    // SAFETY: the helper only needs the skb the kernel gave this program.
+    unsafe { bpf_skb_pull_data(ctx.skb.skb, want) == 0 }
+}
+
+/// The rule steer's XDP program left in the metadata of this packet, if any.
+#[inline(always)]
+fn xdp_verdict(ctx: &TcContext) -> Option<u32> {
+    // SAFETY: `skb` is the context pointer of this program.
+    let meta = unsafe { (*ctx.skb.skb).data_meta } as usize;
+    let data = ctx.data();
+    if meta + core::mem::size_of::<XdpMeta>() > data {
+        return None;
+    }
+    // SAFETY: [meta, meta + size_of::<XdpMeta>()) was checked to lie before the packet data.
+    let verdict = unsafe { (meta as *const XdpMeta).read_unaligned() };
+    (verdict.magic == XDP_META_MAGIC && verdict.rule < MAX_RULES).then_some(verdict.rule)
+}
+
+/// Resolves `rule` in the live generation and writes the mark under the mask.
+#[inline(always)]
+fn apply_policy(ctx: &TcContext, rule: u32) {
+    if rule >= MAX_RULES {
+        return;
+    }
+    let generation = ACTIVE.get(0).copied().unwrap_or(0);
+    let Some(policy) = POLICY.get(policy_index(generation, rule)) else {
+        return;
+    };
+    let len = ctx.len();
+    count(&STATS_RULE, rule, len);
+    let (mark, wan) = match policy.action {
+        action::MARK => (policy.mark, policy.wan),
+        action::BALANCE => {
+            // SAFETY: the helper only needs the skb the kernel gave this program.
+            let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+            match LB.get(lb_base(generation, rule) + (hash & (LB_SLOTS - 1))) {
+                Some(slot) => (slot.mark, slot.wan),
+                None => return,
+            }
+        }
+        _ => return,
+    };
+    let skb = ctx.skb.skb;
+    // SAFETY: `skb` is the context pointer of this program; `mark` is writable for tc programs.
+    let new_mark = unsafe {
+        let merged = ((*skb).mark & !policy.mask) | (mark & policy.mask);
+        (*skb).mark = merged;
+        merged
+    };
+    if wan != NO_WAN {
+        count(&STATS_WAN, wan, len);
+    }
+    if packet_logging_on() {
+        info!(ctx, "steer: rule {} mark {:x} wan {}", rule, new_mark, wan);
+    }
+}
+
+#[inline(always)]
+fn packet_logging_on() -> bool {
+    SETTINGS
+        .get(0)
+        .is_some_and(|s| s.flags & settings_flags::LOG_PACKETS != 0)
+}
+
+/// XDP pre-classifier: the same lookups, the rule handed to TC in the packet metadata. Always
+/// passes the packet on; when the metadata cannot be written TC simply classifies by itself.
+#[xdp]
+pub fn steer_xdp(ctx: XdpContext) -> u32 {
+    if let Some(rule) = rule_of(&parse(ctx.data(), ctx.data_end())) {
+        write_meta(&ctx, rule);
+    }
+    XDP_PASS
+}
+
+#[inline(always)]
+fn write_meta(ctx: &XdpContext, rule: u32) {
+    const META_LEN: usize = core::mem::size_of::<XdpMeta>();
+    // SAFETY: the helper only needs the xdp_md the kernel gave this program.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(META_LEN as i32)) } != 0 {
+        return;
+    }
+    let meta = ctx.metadata();
+    if meta + META_LEN > ctx.data() {
+        return;
+    }
+    // SAFETY: [meta, meta + META_LEN) was checked to lie before the packet data.
+    unsafe {
+        (meta as *mut XdpMeta).write_unaligned(XdpMeta {
+            magic: XDP_META_MAGIC,
+            rule,
+        });
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach this: it exists only to satisfy no_std.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,102 @@
+//! Running the loaded programs on synthetic frames through `BPF_PROG_TEST_RUN`: the kernel runs
+//! the real program against the live maps. `steer explain`, the tests and the benchmarks all
+//! classify through here.
+
+use std::time::Duration;
+
+use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
+use steer_common::{XDP_META_MAGIC, XdpMeta};
+
+/// Offset of `mark` in `struct __sk_buff` (uapi: `len`, `pkt_type`, then `mark`).
+const SKB_MARK_OFFSET: usize = 8;
+/// The prefix of `struct __sk_buff` passed in: up to and including `mark`. The kernel accepts
+/// a shorter context and requires `len` and `pkt_type` to be zero.
+const SKB_CTX_IN_LEN: usize = SKB_MARK_OFFSET + 4;
+/// Room for the whole `struct __sk_buff` on the way out (the kernel refuses a shorter buffer
+/// with ENOSPC); 192 bytes on 6.x kernels.
+const SKB_CTX_OUT_LEN: usize = 512;
+/// Room for the largest frame plus metadata the programs may add.
+const OUT_LEN: usize = 2048;
+
+/// What the TC program did to one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcOutcome {
+    /// The program's return value (`TC_ACT_UNSPEC`, -1, means "continue").
+    pub verdict: i32,
+    /// skb->mark after the program ran.
+    pub mark: u32,
+}
+
+/// Runs the TC program once on `frame`, arriving with `mark_in` already in skb->mark.
+pub fn run_tc(
+    prog: &SchedClassifier,
+    frame: &[u8],
+    mark_in: u32,
+) -> Result<TcOutcome, ProgramError> {
+    let mut ctx_in = [0u8; SKB_CTX_IN_LEN];
+    ctx_in[SKB_MARK_OFFSET..].copy_from_slice(&mark_in.to_ne_bytes());
+    let mut ctx_out = [0u8; SKB_CTX_OUT_LEN];
+    let mut data_out = vec![0u8; OUT_LEN.max(frame.len())];
+    let result = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut data_out),
+        ctx_in: Some(&ctx_in),
+        ctx_out: Some(&mut ctx_out),
+        ..TestRunOptions::new()
+    })?;
+    let mark = u32::from_ne_bytes(
+        ctx_out[SKB_MARK_OFFSET..SKB_MARK_OFFSET + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    Ok(TcOutcome {
+        verdict: result.return_value as i32,
+        mark,
+    })
+}
+
+/// What the XDP program did to one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpOutcome {
+    /// The program's return value (`XDP_PASS` is 2).
+    pub verdict: u32,
+    /// steer's metadata in front of the packet, when the program wrote it.
+    pub meta: Option<XdpMeta>,
+}
+
+/// Runs the XDP program once on `frame` and reads back the metadata it left.
+pub fn run_xdp(prog: &Xdp, frame: &[u8]) -> Result<XdpOutcome, ProgramError> {
+    let mut data_out = vec![0u8; OUT_LEN.max(frame.len() + 64)];
+    let result = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut data_out),
+        ..TestRunOptions::new()
+    })?;
+    // data_out starts at the metadata: whatever precedes the unchanged frame is metadata.
+    let meta_len = (result.data_size_out as usize).saturating_sub(frame.len());
+    let meta = (meta_len == size_of::<XdpMeta>()).then(|| {
+        let word = |i: usize| u32::from_ne_bytes(data_out[i..i + 4].try_into().expect("4 bytes"));
+        XdpMeta {
+            magic: word(0),
+            rule: word(4),
+        }
+    });
+    Ok(XdpOutcome {
+        verdict: result.return_value,
+        meta: meta.filter(|m| m.magic == XDP_META_MAGIC),
+    })
+}
+
+/// Average time per run of a program over `repeat` kernel-side repetitions (the kernel's own
+/// measurement, which excludes the syscall).
+pub fn time_per_run<P>(prog: &P, frame: &[u8], repeat: u32) -> Result<Duration, ProgramError>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    let result = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::new()
+    })?;
+    Ok(result.duration)
+}

@@ -1,0 +1,199 @@
+//! Synthetic Ethernet frames: what `steer explain` feeds the real classifier, and what the tests
+//! and benchmarks run through it.
+
+use std::net::IpAddr;
+
+/// An 802.1Q (customer) VLAN tag protocol id.
+pub const TPID_8021Q: u16 = 0x8100;
+/// An 802.1ad (service, QinQ outer) VLAN tag protocol id.
+pub const TPID_8021AD: u16 = 0x88a8;
+
+/// Transport header of a synthetic packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    Tcp {
+        sport: u16,
+        dport: u16,
+    },
+    /// No transport header: the IP payload is zeros with this protocol number.
+    Other(u8),
+}
+
+impl Transport {
+    fn proto(self) -> u8 {
+        match self {
+            Transport::Udp { .. } => 17,
+            Transport::Tcp { .. } => 6,
+            Transport::Other(p) => p,
+        }
+    }
+
+    fn header(self) -> Vec<u8> {
+        match self {
+            Transport::Udp { sport, dport } => {
+                let mut h = Vec::with_capacity(8);
+                h.extend_from_slice(&sport.to_be_bytes());
+                h.extend_from_slice(&dport.to_be_bytes());
+                h.extend_from_slice(&8u16.to_be_bytes());
+                h.extend_from_slice(&[0, 0]);
+                h
+            }
+            Transport::Tcp { sport, dport } => {
+                let mut h = vec![0u8; 20];
+                h[0..2].copy_from_slice(&sport.to_be_bytes());
+                h[2..4].copy_from_slice(&dport.to_be_bytes());
+                h[12] = 5 << 4; // data offset
+                h[13] = 0x02; // SYN
+                h
+            }
+            Transport::Other(_) => Vec::new(),
+        }
+    }
+}
+
+/// A frame to build: addresses, VLAN tags (outermost first), transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// `(tpid, vlan id)`, outermost first.
+    pub vlans: Vec<(u16, u16)>,
+    pub transport: Transport,
+}
+
+impl Frame {
+    /// A UDP packet from `src` to `dst`, untagged.
+    pub fn udp(src: IpAddr, dst: IpAddr) -> Self {
+        Frame {
+            src,
+            dst,
+            vlans: Vec::new(),
+            transport: Transport::Udp {
+                sport: 40000,
+                dport: 53,
+            },
+        }
+    }
+
+    pub fn tagged(mut self, tpid: u16, vid: u16) -> Self {
+        self.vlans.push((tpid, vid));
+        self
+    }
+
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The frame's bytes. Panics if the two addresses are not of the same family.
+    pub fn build(&self) -> Vec<u8> {
+        let l4 = self.transport.header();
+        let (ethertype, l3) = match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => (
+                0x0800,
+                ipv4_header(s.octets(), d.octets(), self.transport.proto(), l4.len()),
+            ),
+            (IpAddr::V6(s), IpAddr::V6(d)) => (
+                0x86dd,
+                ipv6_header(s.octets(), d.octets(), self.transport.proto(), l4.len()),
+            ),
+            _ => panic!("source and destination must be the same address family"),
+        };
+        let mut f = Vec::with_capacity(14 + 8 + l3.len() + l4.len());
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // dst MAC (locally administered)
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // src MAC
+        for (tpid, vid) in &self.vlans {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+        }
+        f.extend_from_slice(&u16::to_be_bytes(ethertype));
+        f.extend_from_slice(&l3);
+        f.extend_from_slice(&l4);
+        f
+    }
+}
+
+/// Any Ethernet frame with the given ethertype and zero payload (ARP, LLDP, ...).
+pub fn non_ip_frame(ethertype: u16, payload_len: usize) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.resize(14 + payload_len, 0);
+    f
+}
+
+fn ipv4_header(src: [u8; 4], dst: [u8; 4], proto: u8, payload: usize) -> Vec<u8> {
+    let total = u16::try_from(20 + payload).expect("small packet");
+    let mut h = vec![0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[8] = 64; // TTL
+    h[9] = proto;
+    h[12..16].copy_from_slice(&src);
+    h[16..20].copy_from_slice(&dst);
+    let csum = checksum(&h);
+    h[10..12].copy_from_slice(&csum.to_be_bytes());
+    h
+}
+
+fn ipv6_header(src: [u8; 16], dst: [u8; 16], proto: u8, payload: usize) -> Vec<u8> {
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&u16::try_from(payload).expect("small packet").to_be_bytes());
+    h[6] = proto;
+    h[7] = 64; // hop limit
+    h[8..24].copy_from_slice(&src);
+    h[24..40].copy_from_slice(&dst);
+    h
+}
+
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_frame_has_valid_header_checksum() {
+        let f = Frame::udp(
+            "192.0.2.1".parse().unwrap(),
+            "198.51.100.7".parse().unwrap(),
+        )
+        .build();
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        assert_eq!(checksum(&f[14..34]), 0, "a correct header sums to zero");
+        assert_eq!(&f[26..30], &[192, 0, 2, 1]);
+        assert_eq!(&f[30..34], &[198, 51, 100, 7]);
+        assert_eq!(f.len(), 14 + 20 + 8);
+    }
+
+    #[test]
+    fn double_tagged_frame_layout() {
+        let f = Frame::udp(
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        )
+        .tagged(TPID_8021AD, 100)
+        .tagged(TPID_8021Q, 200)
+        .build();
+        assert_eq!(&f[12..14], &[0x88, 0xa8]);
+        assert_eq!(&f[14..16], &100u16.to_be_bytes());
+        assert_eq!(&f[16..18], &[0x81, 0x00]);
+        assert_eq!(&f[18..20], &200u16.to_be_bytes());
+        assert_eq!(&f[20..22], &[0x86, 0xdd]);
+        assert_eq!(f.len(), 22 + 40 + 8);
+    }
+}

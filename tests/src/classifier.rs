@@ -1,0 +1,122 @@
+//! A loaded steer object with helpers to fill its maps, for BPF_PROG_TEST_RUN fixtures.
+
+use std::net::IpAddr;
+
+use steer::{
+    dataplane::{
+        Capacities, Dataplane, Direction,
+        run::{TcOutcome, XdpOutcome, run_tc, run_xdp},
+    },
+    packet::Frame,
+    prefix::Prefix,
+};
+use steer_common::{GENERATIONS, NO_WAN, PolicyEntry, action};
+
+/// The mark mask the fixtures use (the DESIGN.md default).
+pub const MASK: u32 = 0xff00;
+/// `TC_ACT_UNSPEC`: the "continue" verdict.
+pub const TC_CONTINUE: i32 = -1;
+/// `XDP_PASS`.
+pub const XDP_PASS: u32 = 2;
+
+pub struct Classifier {
+    pub dp: Dataplane,
+}
+
+impl Classifier {
+    /// Loads a fresh object (its own maps, nothing attached).
+    pub fn load() -> Self {
+        crate::require_root();
+        let dp = Dataplane::load(Capacities::default()).unwrap_or_else(|e| panic!("load: {e}"));
+        Classifier { dp }
+    }
+
+    /// Makes `rule` stamp `mark` (under `MASK`) in every generation.
+    pub fn mark_rule(&mut self, rule: u32, mark: u32) -> &mut Self {
+        for generation in 0..GENERATIONS {
+            self.set_policy(generation, rule, mark);
+        }
+        self
+    }
+
+    /// Makes `rule` stamp `mark` in one generation only.
+    pub fn set_policy(&mut self, generation: u32, rule: u32, mark: u32) -> &mut Self {
+        let entry = PolicyEntry {
+            action: action::MARK,
+            mark,
+            mask: MASK,
+            wan: NO_WAN,
+        };
+        self.dp
+            .maps
+            .set_policy(generation, rule, entry)
+            .expect("write policy");
+        self
+    }
+
+    pub fn dst(&mut self, prefix: &str, rule: u32) -> &mut Self {
+        self.dp
+            .maps
+            .set_prefix(Direction::Dst, prefix_of(prefix), rule)
+            .expect("insert dst prefix");
+        self
+    }
+
+    pub fn src(&mut self, prefix: &str, rule: u32) -> &mut Self {
+        self.dp
+            .maps
+            .set_prefix(Direction::Src, prefix_of(prefix), rule)
+            .expect("insert src prefix");
+        self
+    }
+
+    pub fn remove_dst(&mut self, prefix: &str) -> &mut Self {
+        assert!(
+            self.dp
+                .maps
+                .remove_prefix(Direction::Dst, prefix_of(prefix))
+                .expect("remove")
+        );
+        self
+    }
+
+    /// Runs TC on `frame` with an empty skb->mark and asserts the "continue" verdict.
+    pub fn tc(&self, frame: &[u8]) -> TcOutcome {
+        self.tc_with_mark(frame, 0)
+    }
+
+    pub fn tc_with_mark(&self, frame: &[u8], mark_in: u32) -> TcOutcome {
+        let out = run_tc(self.dp.tc(), frame, mark_in)
+            .unwrap_or_else(|e| panic!("tc test run: {e}: {:?}", std::error::Error::source(&e)));
+        assert_eq!(
+            out.verdict, TC_CONTINUE,
+            "the classifier must never end the tc chain"
+        );
+        out
+    }
+
+    /// The mark TC gives a UDP packet `src -> dst`.
+    pub fn mark_of(&self, src: &str, dst: &str) -> u32 {
+        self.tc(&Frame::udp(ip(src), ip(dst)).build()).mark
+    }
+
+    pub fn xdp(&self, frame: &[u8]) -> XdpOutcome {
+        let out = run_xdp(self.dp.xdp(), frame).unwrap_or_else(|e| panic!("xdp test run: {e}"));
+        assert_eq!(
+            out.verdict, XDP_PASS,
+            "the XDP pre-classifier always passes packets on"
+        );
+        out
+    }
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+pub fn prefix_of(s: &str) -> Prefix {
+    let (addr, len) = s
+        .split_once('/')
+        .unwrap_or_else(|| panic!("{s}: want ADDR/LEN"));
+    Prefix::new(ip(addr), len.parse().expect("length")).unwrap_or_else(|e| panic!("{s}: {e}"))
+}

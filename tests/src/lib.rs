@@ -1,0 +1,30 @@
+//! Support for steer's privileged tests: privilege checks, unique names, a seeded random
+//! source, and network namespaces that clean up after themselves.
+//!
+//! Every test here talks to the real kernel. None is skipped: without root (CAP_BPF and
+//! CAP_NET_ADMIN) a test fails with a message saying how to run it.
+
+pub mod classifier;
+pub mod netns;
+pub mod rng;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Fails the test unless it runs with the privileges the kernel needs for BPF and namespaces.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test loads BPF programs and creates network namespaces: run it as root, \
+         e.g. `sudo -E cargo xtask test`"
+    );
+}
+
+/// A short tag unique to this process and call, for namespace and interface names
+/// (interface names have at most 15 bytes).
+pub fn unique_tag() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{n}", std::process::id() % 0xfffff)
+}

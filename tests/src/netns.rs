@@ -1,0 +1,122 @@
+//! Network namespaces for tests: created with unique names, removed on drop (also when the test
+//! panics), and swept when a crashed run left some behind.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    process::{Command, Output},
+};
+
+/// Prefix of every namespace a steer test creates: `st-<pid>-<tag>`.
+const PREFIX: &str = "st-";
+
+/// A network namespace owned by a test.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `st-<pid>-<role>` with loopback up. Panics with the reason if it cannot.
+    pub fn new(role: &str) -> Netns {
+        sweep_stale();
+        let name = format!(
+            "{PREFIX}{}-{}-{role}",
+            std::process::id(),
+            crate::unique_tag()
+        );
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.run("ip link set lo up");
+        ns
+    }
+
+    /// Runs a shell command inside the namespace; panics with its output if it fails.
+    pub fn run(&self, cmd: &str) -> String {
+        let out = self.try_run(cmd);
+        assert!(
+            out.status.success(),
+            "in {}: `{cmd}` failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a shell command inside the namespace and returns whatever happened.
+    pub fn try_run(&self, cmd: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+            .output()
+            .expect("iproute2 `ip` is installed")
+    }
+
+    /// Runs `f` on a thread that has entered this namespace: sockets it opens, interfaces it
+    /// resolves and programs it attaches live there.
+    pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                // SAFETY: `ns` is an open namespace file; setns only changes this thread.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Creates a veth pair with one end in each namespace.
+pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+    ip(&[
+        "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]);
+    a.run(&format!("ip link set {a_if} up"));
+    b.run(&format!("ip link set {b_if} up"));
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2 `ip` is installed");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Removes namespaces left by test processes that no longer exist (a crashed or killed run).
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! The TC and XDP classifiers, run in the kernel through BPF_PROG_TEST_RUN against real maps.
+//! Every case checks the verdict too: the TC program must always return "continue".
+
+use std::net::IpAddr;
+
+use steer::packet::{Frame, TPID_8021AD, TPID_8021Q, Transport, non_ip_frame};
+use steer_common::{
+    DEFAULT_RULE, LB_SLOTS, LbSlot, NO_WAN, PolicyEntry, XDP_META_MAGIC, action, path,
+};
+use steer_tests::classifier::{Classifier, MASK, ip};
+
+const CLIENT: &str = "192.168.1.10";
+const CLIENT6: &str = "fd00::10";
+const DEFAULT_MARK: u32 = 0x0100;
+
+/// Rules 1..=3 on nested IPv4 prefixes, each with its own mark, and a default rule.
+fn nested_v4() -> Classifier {
+    let mut c = Classifier::load();
+    c.mark_rule(DEFAULT_RULE, DEFAULT_MARK)
+        .mark_rule(1, 0x1100)
+        .mark_rule(2, 0x1200)
+        .mark_rule(3, 0x1300)
+        .dst("10.0.0.0/16", 1)
+        .dst("10.0.1.0/24", 2)
+        .dst("10.0.1.7/32", 3);
+    c
+}
+
+#[test]
+fn longest_prefix_wins_and_misses_take_the_default_rule() {
+    let c = nested_v4();
+    for (dst, want) in [
+        ("10.0.1.7", 0x1300),     // /32 beats /24 and /16
+        ("10.0.1.8", 0x1200),     // /24 beats /16
+        ("10.0.2.1", 0x1100),     // only the /16
+        ("10.0.255.255", 0x1100), // last address of the /16
+        ("10.1.0.0", DEFAULT_MARK),
+        ("8.8.8.8", DEFAULT_MARK),
+    ] {
+        assert_eq!(c.mark_of(CLIENT, dst), want, "dst {dst}");
+    }
+}
+
+#[test]
+fn deleting_the_longer_prefix_falls_back_to_the_shorter_one() {
+    let mut c = nested_v4();
+    assert_eq!(c.mark_of(CLIENT, "10.0.1.7"), 0x1300);
+    c.remove_dst("10.0.1.7/32");
+    assert_eq!(c.mark_of(CLIENT, "10.0.1.7"), 0x1200);
+    c.remove_dst("10.0.1.0/24");
+    assert_eq!(c.mark_of(CLIENT, "10.0.1.7"), 0x1100);
+    c.remove_dst("10.0.0.0/16");
+    assert_eq!(c.mark_of(CLIENT, "10.0.1.7"), DEFAULT_MARK);
+}
+
+#[test]
+fn ipv6_host_net_and_default_route_prefixes() {
+    let mut c = Classifier::load();
+    c.mark_rule(1, 0x1100)
+        .mark_rule(2, 0x1200)
+        .mark_rule(3, 0x1300)
+        .dst("::/0", 1)
+        .dst("2001:db8:1::/64", 2)
+        .dst("2001:db8:1::7/128", 3);
+    for (dst, want) in [
+        ("2001:db8:1::7", 0x1300),
+        ("2001:db8:1::8", 0x1200),
+        ("2001:db8:1:0:ffff:ffff:ffff:ffff", 0x1200),
+        ("2001:db8:1:1::", 0x1100),
+        ("2606:4700::1111", 0x1100),
+    ] {
+        assert_eq!(c.mark_of(CLIENT6, dst), want, "dst {dst}");
+    }
+    // An IPv4 packet never matches an IPv6 prefix, not even ::/0; no default policy is set.
+    assert_eq!(c.mark_of(CLIENT, "10.0.0.1"), 0);
+}
+
+#[test]
+fn source_rules_beat_destination_rules() {
+    let mut c = nested_v4();
+    c.mark_rule(9, 0x1900)
+        .src("192.168.1.0/28", 9)
+        .src("fd00::/64", 9)
+        .mark_rule(8, 0x1800)
+        .dst("2001:db8::/32", 8);
+    assert_eq!(
+        c.mark_of("192.168.1.10", "10.0.1.7"),
+        0x1900,
+        "source /28 beats destination /32"
+    );
+    assert_eq!(
+        c.mark_of("192.168.1.20", "10.0.1.7"),
+        0x1300,
+        "other sources still use destinations"
+    );
+    assert_eq!(c.mark_of("192.168.1.20", "1.1.1.1"), DEFAULT_MARK);
+    assert_eq!(c.mark_of("fd00::10", "2001:db8::1"), 0x1900);
+    assert_eq!(c.mark_of("fd00:1::10", "2001:db8::1"), 0x1800);
+}
+
+#[test]
+fn vlan_tagged_frames_single_and_double() {
+    let c = nested_v4();
+    let base = Frame::udp(ip(CLIENT), ip("10.0.1.7"));
+    let cases = [
+        ("802.1Q", base.clone().tagged(TPID_8021Q, 10)),
+        ("802.1ad", base.clone().tagged(TPID_8021AD, 10)),
+        (
+            "QinQ 802.1ad+802.1Q",
+            base.clone().tagged(TPID_8021AD, 100).tagged(TPID_8021Q, 10),
+        ),
+        (
+            "double 802.1Q",
+            base.clone().tagged(TPID_8021Q, 100).tagged(TPID_8021Q, 10),
+        ),
+    ];
+    for (name, frame) in cases {
+        assert_eq!(c.tc(&frame.build()).mark, 0x1300, "{name}");
+    }
+    let v6 = Frame::udp(ip(CLIENT6), ip("2001:db8::1"))
+        .tagged(TPID_8021AD, 7)
+        .tagged(TPID_8021Q, 8);
+    let mut c6 = Classifier::load();
+    c6.mark_rule(4, 0x1400).dst("2001:db8::/32", 4);
+    assert_eq!(c6.tc(&v6.build()).mark, 0x1400, "QinQ IPv6");
+    // A third tag is beyond what the classifier parses: fail-open, unmarked.
+    let three = base
+        .tagged(TPID_8021AD, 1)
+        .tagged(TPID_8021Q, 2)
+        .tagged(TPID_8021Q, 3);
+    assert_eq!(c.tc(&three.build()).mark, 0, "three tags");
+}
+
+#[test]
+fn non_ip_frames_pass_untouched() {
+    let c = nested_v4();
+    for (name, ethertype) in [
+        ("ARP", 0x0806u16),
+        ("LLDP", 0x88cc),
+        ("MPLS", 0x8847),
+        ("PPPoE discovery", 0x8863),
+    ] {
+        let out = c.tc_with_mark(&non_ip_frame(ethertype, 46), 0x00ab_0000);
+        assert_eq!(out.mark, 0x00ab_0000, "{name}: mark untouched");
+    }
+    let before = c.dp.maps.path_counter(path::NOT_IP).unwrap().packets;
+    assert_eq!(before, 4, "each non-IP frame counted once");
+    assert_eq!(
+        c.dp.maps.rule_counter(DEFAULT_RULE).unwrap().packets,
+        0,
+        "no rule counted"
+    );
+}
+
+/// Byte offsets where a frame with `tags` VLAN tags gets cut: inside every tag, right after the
+/// tags, and inside the IP header before, across and after its addresses.
+fn cut_points(tags: usize, v4: bool) -> Vec<(String, usize)> {
+    let mut cuts = Vec::new();
+    for t in 0..tags {
+        cuts.push((format!("inside VLAN tag {}", t + 1), 14 + 4 * t + 2));
+    }
+    let l3 = 14 + 4 * tags;
+    cuts.push(("no IP header".into(), l3));
+    let inside: &[usize] = if v4 {
+        &[1, 11, 14, 18, 19]
+    } else {
+        &[1, 7, 20, 30, 39]
+    };
+    for n in inside {
+        cuts.push((format!("{n} bytes into the IP header"), l3 + n));
+    }
+    cuts
+}
+
+#[test]
+fn truncated_frames_pass_unmarked() {
+    let mut c = nested_v4();
+    c.mark_rule(4, 0x1400).dst("2001:db8::/32", 4);
+    let frame = |v4: bool, tags: usize| {
+        let mut f = if v4 {
+            Frame::udp(ip(CLIENT), ip("10.0.1.7"))
+        } else {
+            Frame::udp(ip(CLIENT6), ip("2001:db8::1"))
+        };
+        for t in 0..tags {
+            f = f.tagged(if t == 0 { TPID_8021AD } else { TPID_8021Q }, 10 + t as u16);
+        }
+        f.build()
+    };
+    // TC. The kernel's skb test run checks untagged IP headers itself and refuses short ones
+    // (EINVAL) before the program runs, so TC gets its cut frames behind VLAN tags, where it
+    // does not look.
+    let mut tc_cases = 0;
+    for v4 in [true, false] {
+        for tags in [1, 2] {
+            let whole = frame(v4, tags);
+            assert_eq!(
+                c.tc(&whole).mark,
+                if v4 { 0x1300 } else { 0x1400 },
+                "the whole frame is classified"
+            );
+            for (name, cut) in cut_points(tags, v4) {
+                let out = c.tc_with_mark(&whole[..cut], 0x7);
+                assert_eq!(
+                    out.mark, 0x7,
+                    "TC, v4={v4}, {tags} tag(s), {name}: mark untouched"
+                );
+                tc_cases += 1;
+            }
+        }
+    }
+    assert_eq!(
+        c.dp.maps.path_counter(path::TRUNCATED).unwrap().packets,
+        tc_cases
+    );
+    // XDP accepts any frame from an Ethernet header up: cut frames, tagged or not, leave no
+    // verdict for TC.
+    for v4 in [true, false] {
+        for tags in [0, 1, 2] {
+            let whole = frame(v4, tags);
+            assert!(
+                c.xdp(&whole).meta.is_some(),
+                "XDP classifies the whole frame"
+            );
+            for (name, cut) in cut_points(tags, v4) {
+                assert_eq!(
+                    c.xdp(&whole[..cut]).meta,
+                    None,
+                    "XDP, v4={v4}, {tags} tag(s), {name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn frames_shorter_than_an_ethernet_header_never_reach_the_programs() {
+    // Neither test run accepts less than ETH_HLEN bytes, and the stack drops such frames before
+    // TC or XDP (dev_validate_header): there is no way to hand the classifier one. This pins
+    // that fact down; if a kernel ever starts delivering them, this test says so.
+    let c = nested_v4();
+    let v4 = Frame::udp(ip(CLIENT), ip("10.0.1.7")).build();
+    for cut in [0usize, 6, 12, 13] {
+        let tc = steer::dataplane::run::run_tc(c.dp.tc(), &v4[..cut], 0x5);
+        let xdp = steer::dataplane::run::run_xdp(c.dp.xdp(), &v4[..cut]);
+        assert!(
+            tc.is_err() && xdp.is_err(),
+            "{cut} bytes: the kernel ran a program on it"
+        );
+    }
+}
+
+#[test]
+fn foreign_mark_bits_survive() {
+    let c = nested_v4();
+    let frame = Frame::udp(ip(CLIENT), ip("10.0.1.7")).build();
+    for foreign in [
+        0u32,
+        0x1,
+        0xdead_00ff,
+        0xffff_00ff,
+        0x0000_ff00, /* steer's own bits */
+    ] {
+        let want = (foreign & !MASK) | 0x1300;
+        assert_eq!(
+            c.tc_with_mark(&frame, foreign).mark,
+            want,
+            "incoming mark {foreign:#x}"
+        );
+    }
+    // A policy mark with bits outside the mask cannot leak them.
+    let mut c = Classifier::load();
+    c.dp.maps
+        .set_policy(
+            0,
+            DEFAULT_RULE,
+            PolicyEntry {
+                action: action::MARK,
+                mark: 0xffff_ffff,
+                mask: MASK,
+                wan: NO_WAN,
+            },
+        )
+        .unwrap();
+    assert_eq!(c.tc_with_mark(&frame, 0x1234_0000).mark, 0x1234_ff00);
+}
+
+#[test]
+fn flipping_the_generation_switches_every_rule_at_once() {
+    let mut c = Classifier::load();
+    let rules = [
+        (DEFAULT_RULE, "8.8.8.8"),
+        (1, "10.1.0.1"),
+        (2, "10.2.0.1"),
+        (3, "10.3.0.1"),
+    ];
+    for (rule, dst) in rules {
+        c.set_policy(0, rule, 0x0100).set_policy(1, rule, 0x0200);
+        if rule != DEFAULT_RULE {
+            c.dst(&format!("{dst}/32"), rule);
+        }
+    }
+    let marks = |c: &Classifier| rules.map(|(_, dst)| c.mark_of(CLIENT, dst));
+    assert_eq!(c.dp.maps.active_generation().unwrap(), 0);
+    assert_eq!(marks(&c), [0x0100; 4]);
+    c.dp.maps.set_active_generation(1).unwrap();
+    assert_eq!(marks(&c), [0x0200; 4]);
+    // Writing the standby generation changes nothing until the flip.
+    for (rule, _) in rules {
+        c.set_policy(0, rule, 0x0300);
+    }
+    assert_eq!(marks(&c), [0x0200; 4]);
+    c.dp.maps.set_active_generation(0).unwrap();
+    assert_eq!(marks(&c), [0x0300; 4]);
+}
+
+#[test]
+fn counters_count_exactly() {
+    let mut c = nested_v4();
+    c.dp.maps
+        .set_policy(
+            0,
+            3,
+            PolicyEntry {
+                action: action::MARK,
+                mark: 0x1300,
+                mask: MASK,
+                wan: 2,
+            },
+        )
+        .unwrap();
+    let small = Frame::udp(ip(CLIENT), ip("10.0.1.7")).build();
+    let tcp = Frame::udp(ip(CLIENT), ip("10.0.1.7"))
+        .with_transport(Transport::Tcp {
+            sport: 1,
+            dport: 443,
+        })
+        .build();
+    let other = Frame::udp(ip(CLIENT), ip("10.0.1.8")).build();
+    for _ in 0..7 {
+        c.tc(&small);
+    }
+    for _ in 0..5 {
+        c.tc(&tcp);
+    }
+    for _ in 0..3 {
+        c.tc(&other);
+    }
+    let rule3 = c.dp.maps.rule_counter(3).unwrap();
+    assert_eq!(rule3.packets, 12);
+    assert_eq!(rule3.bytes, 7 * small.len() as u64 + 5 * tcp.len() as u64);
+    let rule2 = c.dp.maps.rule_counter(2).unwrap();
+    assert_eq!((rule2.packets, rule2.bytes), (3, 3 * other.len() as u64));
+    assert_eq!(c.dp.maps.rule_counter(1).unwrap().packets, 0);
+    assert_eq!(
+        c.dp.maps.wan_counter(2).unwrap().packets,
+        12,
+        "only rule 3 names WAN slot 2"
+    );
+    assert_eq!(
+        c.dp.maps.path_counter(path::CLASSIFIED).unwrap().packets,
+        15
+    );
+    c.dp.maps.reset_counters().unwrap();
+    assert_eq!(c.dp.maps.rule_counter(3).unwrap(), Default::default());
+}
+
+#[test]
+fn xdp_metadata_gives_the_same_verdict_as_tc_alone() {
+    let mut c = nested_v4();
+    c.mark_rule(9, 0x1900)
+        .src("192.168.1.0/28", 9)
+        .mark_rule(4, 0x1400)
+        .dst("2001:db8::/32", 4);
+    let frames = [
+        Frame::udp(ip(CLIENT), ip("10.0.1.7")),
+        Frame::udp(ip(CLIENT), ip("10.0.1.8")),
+        Frame::udp(ip(CLIENT), ip("10.0.9.9")),
+        Frame::udp(ip(CLIENT), ip("1.1.1.1")),
+        Frame::udp(ip("192.168.1.5"), ip("10.0.1.7")),
+        Frame::udp(ip(CLIENT6), ip("2001:db8::1")),
+        Frame::udp(ip(CLIENT6), ip("2001:db9::1")),
+        Frame::udp(ip(CLIENT), ip("10.0.1.7"))
+            .tagged(TPID_8021AD, 3)
+            .tagged(TPID_8021Q, 4),
+    ];
+    for frame in frames {
+        let bytes = frame.build();
+        let meta = c
+            .xdp(&bytes)
+            .meta
+            .unwrap_or_else(|| panic!("{frame:?}: XDP wrote no metadata"));
+        assert_eq!(meta.magic, XDP_META_MAGIC);
+        let policy = c.dp.maps.policy(0, meta.rule).unwrap();
+        assert_eq!(
+            policy.mark,
+            c.tc(&bytes).mark,
+            "{frame:?}: XDP chose rule {}",
+            meta.rule
+        );
+    }
+    // Nothing to say about a non-IP frame: no metadata, TC classifies (and passes) by itself.
+    assert_eq!(c.xdp(&non_ip_frame(0x0806, 46)).meta, None);
+}
+
+#[test]
+fn balanced_rules_spread_flows_over_their_slots() {
+    let mut c = Classifier::load();
+    let mut slots = [LbSlot::default(); LB_SLOTS as usize];
+    for (i, slot) in slots.iter_mut().enumerate() {
+        *slot = if i % 4 == 0 {
+            LbSlot {
+                mark: 0x0200,
+                wan: 1,
+            }
+        } else {
+            LbSlot {
+                mark: 0x0100,
+                wan: 0,
+            }
+        };
+    }
+    c.dp.maps.set_lb_slots(0, DEFAULT_RULE, &slots).unwrap();
+    c.dp.maps
+        .set_policy(
+            0,
+            DEFAULT_RULE,
+            PolicyEntry {
+                action: action::BALANCE,
+                mark: 0,
+                mask: MASK,
+                wan: NO_WAN,
+            },
+        )
+        .unwrap();
+    let mut seen = std::collections::BTreeMap::<u32, u32>::new();
+    for port in 0..400u16 {
+        let frame = Frame::udp(ip(CLIENT), ip("93.184.216.34")).with_transport(Transport::Udp {
+            sport: 20000 + port,
+            dport: 443,
+        });
+        let bytes = frame.build();
+        let mark = c.tc(&bytes).mark;
+        assert_eq!(
+            c.tc(&bytes).mark,
+            mark,
+            "one flow always takes the same slot"
+        );
+        *seen.entry(mark).or_default() += 1;
+    }
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        vec![0x0100, 0x0200],
+        "both WANs used"
+    );
+    let share = f64::from(seen[&0x0200]) / 400.0;
+    assert!(
+        (0.12..0.40).contains(&share),
+        "WAN 2 has 1/4 of the slots and got {share:.2} of the flows"
+    );
+    assert_eq!(
+        c.dp.maps.wan_counter(1).unwrap().packets,
+        2 * u64::from(seen[&0x0200])
+    );
+}
+
+#[test]
+fn every_map_and_program_name_exists_in_the_object() {
+    // Classifier::load opens every map and program by its steer-common name and fails on any
+    // missing one; check the object itself too, so a renamed map cannot hide behind a loader.
+    let _ = Classifier::load();
+    let obj = aya::Ebpf::load(steer::objects::STEER).expect("object loads");
+    let maps: Vec<&str> = obj.maps().map(|(n, _)| n).collect();
+    for name in steer_common::map_names::ALL {
+        assert!(
+            maps.contains(&name),
+            "map {name} missing from the object (has {maps:?})"
+        );
+    }
+    for name in [
+        steer_common::program_names::TC,
+        steer_common::program_names::XDP,
+    ] {
+        assert!(obj.program(name).is_some(), "program {name} missing");
+    }
+}
+
+#[test]
+fn unset_rules_leave_packets_unmarked() {
+    // Fail-open: a fresh object has no policy; nothing is marked, whatever matches.
+    let mut c = Classifier::load();
+    c.dst("10.0.0.0/8", 5);
+    assert_eq!(c.mark_of(CLIENT, "10.1.2.3"), 0);
+    assert_eq!(c.mark_of(CLIENT, "1.2.3.4"), 0);
+    let _: IpAddr = ip(CLIENT);
+}
