@@ -1,0 +1,1 @@
+//! Configuration: TOML parsing and complete validation (owned by the config work in progress).
