@@ -7,6 +7,7 @@
 pub mod classifier;
 pub mod netns;
 pub mod rng;
+pub mod witness;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -17,7 +17,7 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates `st-<pid>-<role>` with loopback up. Panics with the reason if it cannot.
+    /// Creates `st-<pid>-<tag>-<role>` with loopback up. Panics with the reason if it cannot.
     pub fn new(role: &str) -> Netns {
         sweep_stale();
         let name = format!(
@@ -27,7 +27,12 @@ impl Netns {
         );
         ip(&["netns", "add", &name]);
         let ns = Netns { name };
-        ns.run("ip link set lo up");
+        // No duplicate address detection: a tentative link-local address blocks neighbour
+        // discovery (and so all IPv6 forwarding) for the first second or two of every test.
+        ns.run(
+            "ip link set lo up && \
+             sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0",
+        );
         ns
     }
 
@@ -58,16 +63,34 @@ impl Netns {
         let path = format!("/run/netns/{}", self.name);
         std::thread::scope(|s| {
             s.spawn(|| {
-                let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-                // SAFETY: `ns` is an open namespace file; setns only changes this thread.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                enter_path(&path);
                 f()
             })
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }
+}
+
+impl Netns {
+    /// Like [`Netns::enter`] but returns at once: `f` runs on its own thread in the namespace.
+    pub fn spawn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::JoinHandle<R> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter_path(&path);
+            f()
+        })
+    }
+}
+
+fn enter_path(path: &str) {
+    let ns = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: `ns` is an open namespace file; setns only changes the calling thread.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
 impl Drop for Netns {
