@@ -4,6 +4,7 @@
 //! Every test here talks to the real kernel. None is skipped: without root (CAP_BPF and
 //! CAP_NET_ADMIN) a test fails with a message saying how to run it.
 
+pub mod bench;
 pub mod classifier;
 pub mod netns;
 pub mod rng;

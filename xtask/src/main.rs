@@ -1,1 +1,129 @@
-fn main() {}
+//! `cargo xtask <task>`: steer's development tasks.
+//!
+//! - `setup`: make this machine able to build and test steer (nightly rust-src, bpf-linker built
+//!   against the nightly toolchain's own LLVM, Debian packages, bpffs). Idempotent and quick
+//!   when everything is there.
+//! - `build-ebpf`: build the kernel object (with BTF) and copy it to `target/bpf/`.
+//! - `test`: setup, then every test tier, privileged ones included.
+//! - `bench`: the benchmarks (BPF_PROG_TEST_RUN timings, bulk loads, failover).
+//! - `demo`: the namespace lab showing steering and failover live.
+//! - `lint`: rustfmt and clippy for the user crates and the eBPF crate.
+
+mod build_ebpf;
+mod cmd;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "steer development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing steer needs (idempotent).
+    Setup,
+    /// Build the eBPF object with BTF into target/bpf/.
+    BuildEbpf,
+    /// Run setup, then every test tier (unit, config, privileged kernel and namespace tests).
+    Test {
+        /// Extra arguments for the test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the benchmarks (release build).
+    Bench {
+        /// Only benchmarks whose name contains one of these.
+        filters: Vec<String>,
+    },
+    /// Run the live namespace demo: steering, failover and recovery.
+    Demo,
+    /// rustfmt --check and clippy -D warnings for every crate, the eBPF crate included.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf => build_ebpf::run().map(|_| ()),
+        Task::Test { args } => test(&args),
+        Task::Bench { filters } => {
+            setup::run()?;
+            cmd::cargo(
+                &[
+                    "run",
+                    "--release",
+                    "-q",
+                    "-p",
+                    "steer-tests",
+                    "--bin",
+                    "steer-bench",
+                    "--",
+                ],
+                &filters,
+            )
+        }
+        Task::Demo => {
+            setup::run()?;
+            cmd::cargo(
+                &[
+                    "run",
+                    "--release",
+                    "-q",
+                    "-p",
+                    "steer-tests",
+                    "--bin",
+                    "steer-demo",
+                ],
+                &[],
+            )
+        }
+        Task::Lint => lint(),
+    }
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::run()?;
+    build_ebpf::run()?;
+    let mut extra = vec!["--".to_owned()];
+    extra.extend_from_slice(args);
+    cmd::step("unit and config tests (steer-common, steer-user, xtask)");
+    cmd::cargo(
+        &[
+            "test",
+            "-p",
+            "steer-common",
+            "-p",
+            "steer-user",
+            "-p",
+            "xtask",
+        ],
+        &extra,
+    )?;
+    cmd::step("privileged tests: programs in the kernel, real traffic in namespaces");
+    cmd::cargo(&["test", "-p", "steer-tests"], &extra)
+}
+
+fn lint() -> Result<()> {
+    cmd::step("rustfmt");
+    cmd::cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cmd::step("clippy: user crates");
+    cmd::cargo(&["clippy", "--all-targets", "--", "-D", "warnings"], &[])?;
+    cmd::step("clippy: eBPF crate");
+    cmd::nightly_cargo(&[
+        "clippy",
+        "-p",
+        "steer-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ])
+}

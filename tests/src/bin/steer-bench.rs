@@ -1,0 +1,181 @@
+//! `cargo xtask bench`: steer's benchmarks. Every number is printed next to a baseline measured
+//! in the same run (the empty program, per-element loading); nothing here asserts a timing.
+//!
+//! Groups (filter by name: `cargo xtask bench classifier load`):
+//! - `classifier`: BPF_PROG_TEST_RUN ns/packet of the TC and XDP classifiers for growing prefix
+//!   sets, against the empty TC/XDP program (the floor).
+//! - `load`: bulk-loading 1M IPv4 prefixes, per element and batched.
+
+use std::time::{Duration, Instant};
+
+use aya::{
+    Ebpf,
+    programs::{SchedClassifier, Xdp},
+};
+use steer::{
+    dataplane::{Capacities, Dataplane, Direction, WriteMode, run::time_per_run},
+    packet::Frame,
+    prefix::Prefix,
+};
+use steer_common::{DEFAULT_RULE, NO_WAN, PolicyEntry, action};
+use steer_tests::{bench::prefixes, require_root, rng::Rng};
+
+const REPEAT: u32 = 1_000_000;
+const RUNS: usize = 3;
+
+fn main() {
+    require_root();
+    let filters: Vec<String> = std::env::args().skip(1).collect();
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if wanted("classifier") {
+        classifier();
+    }
+    if wanted("load") {
+        bulk_load();
+    }
+}
+
+/// Median of `RUNS` kernel-measured averages over `REPEAT` runs each.
+fn median_ns(mut measure: impl FnMut() -> Duration) -> f64 {
+    let mut v: Vec<f64> = (0..RUNS).map(|_| measure().as_nanos() as f64).collect();
+    v.sort_by(f64::total_cmp);
+    v[RUNS / 2]
+}
+
+struct Floors {
+    _testkit: Ebpf,
+    tc: f64,
+    xdp: f64,
+}
+
+fn floors(frame: &[u8]) -> Floors {
+    let mut testkit = Ebpf::load(steer::objects::TESTKIT).expect("testkit loads");
+    let tc: &mut SchedClassifier = testkit
+        .program_mut("testkit_tc_empty")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    tc.load().unwrap();
+    let tc_ns = median_ns(|| time_per_run(&*tc, frame, REPEAT).unwrap());
+    let xdp: &mut Xdp = testkit
+        .program_mut("testkit_xdp_empty")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    xdp.load().unwrap();
+    let xdp_ns = median_ns(|| time_per_run(&*xdp, frame, REPEAT).unwrap());
+    Floors {
+        _testkit: testkit,
+        tc: tc_ns,
+        xdp: xdp_ns,
+    }
+}
+
+fn classifier() {
+    println!("\n== classifier: BPF_PROG_TEST_RUN, {REPEAT} repeats per run, median of {RUNS} runs");
+    println!(
+        "   every packet hits a prefix of the set (a miss when the set is empty); the floor is"
+    );
+    println!("   the empty program of the same type on the same packet.\n");
+    let mut rng = Rng::new(0x5733_7265);
+    let probe4 = Frame::udp(
+        "192.168.1.10".parse().unwrap(),
+        "203.0.113.9".parse().unwrap(),
+    )
+    .build();
+    let floors = floors(&probe4);
+    println!(
+        "{:<10} {:<22} {:>9} {:>9} {:>10}",
+        "program", "prefixes", "ns/pkt", "vs floor", "+ns"
+    );
+    row("tc", "empty (floor)", floors.tc, floors.tc);
+    row("xdp", "empty (floor)", floors.xdp, floors.xdp);
+    for (label, count, v4) in [
+        ("0 IPv4", 0usize, true),
+        ("10k IPv4", 10_000, true),
+        ("100k IPv4", 100_000, true),
+        ("1M IPv4", 1_000_000, true),
+        ("100k IPv6", 100_000, false),
+    ] {
+        let mut dp = Dataplane::load(Capacities::default()).expect("steer loads");
+        let policy = PolicyEntry {
+            action: action::MARK,
+            mark: 0x100,
+            mask: 0xff00,
+            wan: 0,
+        };
+        for rule in [DEFAULT_RULE, 1] {
+            dp.maps.set_policy(0, rule, policy).unwrap();
+        }
+        let set = prefixes(&mut rng, count, v4);
+        let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
+        dp.maps
+            .set_prefixes(Direction::Dst, &entries, WriteMode::Batched)
+            .expect("load set");
+        // Packets that hit prefixes of the set (or, for the empty set, a miss).
+        let frames: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let dst = match set.get(i * set.len().max(1) / 4) {
+                    Some(p) => p.addr(),
+                    None if v4 => "203.0.113.9".parse().unwrap(),
+                    None => "2001:db8::9".parse().unwrap(),
+                };
+                let src = if v4 { "192.168.1.10" } else { "fd00::10" };
+                Frame::udp(src.parse().unwrap(), dst).build()
+            })
+            .collect();
+        let avg = |f: &dyn Fn(&[u8]) -> f64| {
+            frames.iter().map(|fr| f(fr)).sum::<f64>() / frames.len() as f64
+        };
+        let tc = avg(&|fr| median_ns(|| time_per_run(dp.tc(), fr, REPEAT).unwrap()));
+        let xdp = avg(&|fr| median_ns(|| time_per_run(dp.xdp(), fr, REPEAT).unwrap()));
+        row("tc steer", label, tc, floors.tc);
+        row("xdp steer", label, xdp, floors.xdp);
+    }
+    let _ = NO_WAN;
+}
+
+fn row(program: &str, prefixes: &str, ns: f64, floor: f64) {
+    println!(
+        "{program:<10} {prefixes:<22} {ns:>9.1} {:>8.2}x {:>+10.1}",
+        ns / floor,
+        ns - floor
+    );
+}
+
+fn bulk_load() {
+    const N: usize = 1_000_000;
+    println!("\n== load: {N} IPv4 prefixes into an empty DST_V4 trie");
+    let mut rng = Rng::new(0x10ad);
+    let set = prefixes(&mut rng, N, true);
+    let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
+    let mut results = Vec::new();
+    for mode in [WriteMode::PerElement, WriteMode::Batched] {
+        let mut dp = Dataplane::load(Capacities::default()).expect("steer loads");
+        let start = Instant::now();
+        let used = dp
+            .maps
+            .set_prefixes(Direction::Dst, &entries, mode)
+            .expect("load");
+        let took = start.elapsed();
+        let count = dp.maps.prefixes(Direction::Dst, true).expect("dump").len();
+        assert_eq!(count, N, "every prefix landed");
+        results.push((mode, used, took));
+    }
+    let base = results[0].2.as_secs_f64();
+    for (asked, used, took) in results {
+        let note = if asked != used {
+            " (kernel refused batches; fell back)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<12} {:>7.3} s  {:>6.0} ns/prefix  {:>5.2}x of per-element{note}",
+            format!("{asked:?}"),
+            took.as_secs_f64(),
+            took.as_nanos() as f64 / N as f64,
+            took.as_secs_f64() / base
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! `cargo xtask build-ebpf`: builds the kernel programs the way the `steer` binary embeds them
+//! (steer-user's build script runs nightly cargo with bpf-linker and `--btf`), then copies the
+//! objects to `target/bpf/` and checks that they carry BTF.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd;
+
+/// Objects steer-user's build script leaves in its OUT_DIR, and their names under target/bpf/.
+const OBJECTS: &[(&str, &str)] = &[
+    ("steer", "steer.bpf.o"),
+    ("steer-testkit", "steer-testkit.bpf.o"),
+];
+
+pub fn run() -> Result<Vec<PathBuf>> {
+    cmd::step("build-ebpf");
+    let out_dir = build_and_find_out_dir()?;
+    let dest = workspace_root().join("target/bpf");
+    std::fs::create_dir_all(&dest)?;
+    let mut written = Vec::new();
+    for (built, name) in OBJECTS {
+        let src = out_dir.join(built);
+        let bytes = std::fs::read(&src).with_context(|| format!("read {}", src.display()))?;
+        let sections = elf_section_names(&bytes)
+            .with_context(|| format!("{} is not an ELF object", src.display()))?;
+        for needed in [".BTF", ".BTF.ext"] {
+            if !sections.iter().any(|s| s == needed) {
+                bail!(
+                    "{} has no {needed} section: the object was built without BTF",
+                    src.display()
+                );
+            }
+        }
+        let to = dest.join(name);
+        std::fs::write(&to, &bytes)?;
+        eprintln!("    {} ({} bytes, BTF)", to.display(), bytes.len());
+        written.push(to);
+    }
+    Ok(written)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
+}
+
+/// Builds steer-user (release) and returns the OUT_DIR its build script reported.
+fn build_and_find_out_dir() -> Result<PathBuf> {
+    let mut child = Command::new(cmd::cargo_bin())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "steer-user",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start cargo build")?;
+    let mut out_dir = None;
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let is_steer_user = msg["package_id"]
+            .as_str()
+            .is_some_and(|id| id.contains("steer-user"));
+        if msg["reason"] == "build-script-executed" && is_steer_user {
+            out_dir = msg["out_dir"].as_str().map(PathBuf::from);
+        }
+    }
+    if !child.wait()?.success() {
+        bail!("building steer-user (and with it the eBPF programs) failed");
+    }
+    out_dir.context("cargo reported no build-script output for steer-user")
+}
+
+/// Section names of a little-endian ELF64 object.
+fn elf_section_names(elf: &[u8]) -> Option<Vec<String>> {
+    if elf.get(..4)? != b"\x7fELF" || elf.get(4)? != &2 || elf.get(5)? != &1 {
+        return None;
+    }
+    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?) as usize);
+    let u32_at = |o: usize| Some(u32::from_le_bytes(elf.get(o..o + 4)?.try_into().ok()?) as usize);
+    let u64_at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?) as usize);
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28)?, u16_at(0x3a)?, u16_at(0x3c)?, u16_at(0x3e)?);
+    let header = |i: usize| shoff + i * shentsize;
+    let strtab = u64_at(header(shstrndx) + 0x18)?;
+    (0..shnum)
+        .map(|i| {
+            let name = strtab + u32_at(header(i))?;
+            let end = name + elf.get(name..)?.iter().position(|b| *b == 0)?;
+            Some(String::from_utf8_lossy(&elf[name..end]).into_owned())
+        })
+        .collect()
+}

@@ -1,0 +1,235 @@
+//! `cargo xtask setup`: everything a fresh machine lacks to build and test steer.
+//!
+//! Each step checks first and does nothing when its piece is already there, so a second run takes
+//! about a second.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::{self, output};
+
+/// Debian packages the tests and the demo use: iproute2 (ip, tc), nftables (NAT in the lab),
+/// conntrack (checking flushed flows), iputils-ping and procps (sysctl), bpftool and tcpdump
+/// (looking at what the kernel holds when something goes wrong).
+const PACKAGES: &[&str] = &[
+    "iproute2",
+    "nftables",
+    "conntrack",
+    "iputils-ping",
+    "procps",
+    "bpftool",
+    "tcpdump",
+];
+
+/// bpf-linker release line known to build against the nightly toolchain's LLVM.
+const BPF_LINKER_VERSION: &str = "^0.13";
+
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    cmd::step("setup");
+    let sysroot = nightly_sysroot()?;
+    ensure_rust_src(&sysroot)?;
+    ensure_bpf_linker(&sysroot)?;
+    ensure_packages()?;
+    ensure_bpffs()?;
+    eprintln!("    setup done in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn ok(what: &str) {
+    eprintln!("    ok  {what}");
+}
+
+/// The nightly toolchain's sysroot, installing the toolchain if rustup can.
+fn nightly_sysroot() -> Result<PathBuf> {
+    if let Some(s) = output("rustup", &["run", "nightly", "rustc", "--print", "sysroot"]) {
+        ok("nightly toolchain");
+        return Ok(PathBuf::from(s.trim()));
+    }
+    eprintln!("    installing the nightly toolchain");
+    cmd::run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+    ]))
+    .context("the eBPF programs need a nightly Rust toolchain and rustup could not install one")?;
+    let s = output("rustup", &["run", "nightly", "rustc", "--print", "sysroot"])
+        .context("nightly rustc does not run")?;
+    Ok(PathBuf::from(s.trim()))
+}
+
+fn ensure_rust_src(sysroot: &Path) -> Result<()> {
+    if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        ok("rust-src (nightly)");
+        return Ok(());
+    }
+    eprintln!("    installing rust-src for nightly");
+    cmd::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
+}
+
+/// bpf-linker must link against the same LLVM that nightly rustc emits bitcode for; no prebuilt
+/// binary is downloadable here, so it is built from crates.io against the libLLVM shipped inside
+/// the toolchain.
+fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
+    if output("rustup", &["run", "nightly", "bpf-linker", "--version"]).is_some() {
+        ok("bpf-linker");
+        return Ok(());
+    }
+    let version =
+        output("rustup", &["run", "nightly", "rustc", "-vV"]).context("nightly rustc -vV")?;
+    let major = llvm_major(&version).context("nightly rustc -vV reports no LLVM version")?;
+    let libllvm = find_libllvm(&sysroot.join("lib"))?;
+    let prefix = llvm_prefix_dir(major)?;
+    let link = prefix.join("lib/libLLVM.so");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)
+        .with_context(|| format!("link {} -> {}", link.display(), libllvm.display()))?;
+    eprintln!(
+        "    building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} ({}), about a minute",
+        libllvm.display()
+    );
+    cmd::run(
+        Command::new(cmd::cargo_bin())
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+            ])
+            .args(["--features", &format!("llvm-{major}")])
+            .env("LLVM_PREFIX", &prefix),
+    )
+    .context("building bpf-linker failed")?;
+    if output("rustup", &["run", "nightly", "bpf-linker", "--version"]).is_none() {
+        bail!("bpf-linker was installed but does not run under `rustup run nightly`");
+    }
+    Ok(())
+}
+
+/// "LLVM version: 22.1.4" -> 22.
+fn llvm_major(rustc_vv: &str) -> Option<u32> {
+    rustc_vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))?
+        .split('.')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The toolchain's shared libLLVM (`libLLVM.so.<ver>-rust-<ver>-nightly`). Its sibling
+/// `libLLVM-<major>-rust-...so` is a linker script, not a library, so only ELF files count.
+fn find_libllvm(libdir: &Path) -> Result<PathBuf> {
+    let entries =
+        std::fs::read_dir(libdir).with_context(|| format!("read {}", libdir.display()))?;
+    let is_elf = |p: &Path| {
+        let mut magic = [0u8; 4];
+        std::fs::File::open(p)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && &magic == b"\x7fELF"
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM") && n.contains(".so"))
+        })
+        .filter(|p| is_elf(p))
+        .collect();
+    found.sort();
+    found
+        .into_iter()
+        .next()
+        .with_context(|| format!("no shared libLLVM in {}", libdir.display()))
+}
+
+fn llvm_prefix_dir(major: u32) -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(format!(".cache/steer/llvm-{major}")))
+}
+
+fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        ok(&format!("Debian packages ({})", PACKAGES.join(", ")));
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {}: run `cargo xtask setup` as root to install them",
+            missing.join(" ")
+        );
+    }
+    eprintln!("    installing {}", missing.join(" "));
+    let apt = |args: &[&str]| {
+        cmd::run(
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    apt(&["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(&missing);
+    apt(&args)
+}
+
+fn installed(package: &str) -> bool {
+    output("dpkg-query", &["-W", "-f=${Status}", package])
+        .is_some_and(|s| s.contains("install ok installed"))
+}
+
+fn is_root() -> bool {
+    output("id", &["-u"]).is_some_and(|s| s.trim() == "0")
+}
+
+/// Pinned maps live on bpffs; mount it where the system did not.
+fn ensure_bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if mounts.lines().any(|l| {
+        l.split_whitespace().nth(1) == Some("/sys/fs/bpf")
+            && l.split_whitespace().nth(2) == Some("bpf")
+    }) {
+        ok("bpffs on /sys/fs/bpf");
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("bpffs is not mounted on /sys/fs/bpf: run `cargo xtask setup` as root");
+    }
+    std::fs::create_dir_all("/sys/fs/bpf").ok();
+    cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+    ok("mounted bpffs on /sys/fs/bpf");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::llvm_major;
+
+    #[test]
+    fn llvm_major_from_rustc_vv() {
+        let vv =
+            "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nLLVM version: 22.1.4\n";
+        assert_eq!(llvm_major(vv), Some(22));
+        assert_eq!(llvm_major("rustc 1.0\n"), None);
+    }
+}
