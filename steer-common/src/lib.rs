@@ -10,15 +10,24 @@
 use core::mem::size_of;
 
 /// Names of the maps in the steer object. Userspace opens and pins maps only through these.
+///
+/// Prefix sets are split tries: an array of `SLOTS` LPM tries indexed by the first bits of the
+/// address (`DST_V4`...), plus one LPM trie for the prefixes too short for that
+/// (`DST_V4_SHORT`...). See [`crate::SLOTS`].
 pub mod map_names {
-    /// LPM trie: IPv4 destination prefix -> [`crate::RuleRef`].
+    /// Array of maps `[SLOTS]` of LPM tries: IPv4 destination prefix -> [`crate::RuleRef`].
     pub const DST_V4: &str = "DST_V4";
-    /// LPM trie: IPv6 destination prefix -> [`crate::RuleRef`].
+    /// LPM trie of IPv4 destination prefixes shorter than `SPLIT_BITS_V4`.
+    pub const DST_V4_SHORT: &str = "DST_V4_SHORT";
+    /// Array of maps `[SLOTS]` of LPM tries: IPv6 destination prefix -> [`crate::RuleRef`].
     pub const DST_V6: &str = "DST_V6";
-    /// LPM trie: IPv4 source prefix -> [`crate::RuleRef`].
+    pub const DST_V6_SHORT: &str = "DST_V6_SHORT";
+    /// Array of maps `[SLOTS]` of LPM tries: IPv4 source prefix -> [`crate::RuleRef`].
     pub const SRC_V4: &str = "SRC_V4";
-    /// LPM trie: IPv6 source prefix -> [`crate::RuleRef`].
+    pub const SRC_V4_SHORT: &str = "SRC_V4_SHORT";
+    /// Array of maps `[SLOTS]` of LPM tries: IPv6 source prefix -> [`crate::RuleRef`].
     pub const SRC_V6: &str = "SRC_V6";
+    pub const SRC_V6_SHORT: &str = "SRC_V6_SHORT";
     /// Array `[GENERATIONS * MAX_RULES]` of [`crate::PolicyEntry`].
     pub const POLICY: &str = "POLICY";
     /// Array `[GENERATIONS * MAX_RULES * LB_SLOTS]` of [`crate::LbSlot`].
@@ -39,9 +48,24 @@ pub mod map_names {
     pub const WAN_INFO: &str = "WAN_INFO";
 
     /// Every map steer owns and pins, in the order `steer dump` shows them.
-    pub const ALL: [&str; 13] = [
-        DST_V4, DST_V6, SRC_V4, SRC_V6, POLICY, LB, ACTIVE, SETTINGS, STATS_RULE, STATS_WAN,
-        STATS_PATH, RULE_INFO, WAN_INFO,
+    pub const ALL: [&str; 17] = [
+        DST_V4,
+        DST_V4_SHORT,
+        DST_V6,
+        DST_V6_SHORT,
+        SRC_V4,
+        SRC_V4_SHORT,
+        SRC_V6,
+        SRC_V6_SHORT,
+        POLICY,
+        LB,
+        ACTIVE,
+        SETTINGS,
+        STATS_RULE,
+        STATS_WAN,
+        STATS_PATH,
+        RULE_INFO,
+        WAN_INFO,
     ];
 }
 
@@ -67,12 +91,43 @@ pub const LB_SLOTS: u32 = 64;
 /// `PolicyEntry::wan` / `LbSlot::wan` when the verdict is not a WAN (unmarked, last resort).
 pub const NO_WAN: u32 = u32::MAX;
 
-/// Default capacities of the prefix maps (LPM tries are never preallocated: a large capacity
-/// costs no memory until it is used).
+/// A prefix set is split over `SLOTS` LPM tries by the first bits of the address, plus one
+/// `_SHORT` trie for prefixes too short to have those bits. A lookup is one array access and a
+/// walk of a trie about 256 times smaller (8 levels, and up to 8 dependent cache misses, fewer);
+/// the short trie is consulted only when the slot trie misses. Longest-prefix order is kept:
+/// everything in a slot trie is longer than everything in the short trie.
+pub const SLOTS: u32 = 256;
+/// IPv4 prefixes of /8 and longer go to the slot of their first byte.
+pub const SLOT_MIN_LEN_V4: u32 = 8;
+/// IPv6 prefixes of /16 and longer go to a slot mixed from their first two bytes: allocations
+/// cluster under a few first bytes (2a0x::, 240x::, 260x::), so one byte would not spread them,
+/// and 65536 slot tries would cost too much kernel memory.
+pub const SLOT_MIN_LEN_V6: u32 = 16;
+/// `max_entries` of every slot trie. LPM tries are never preallocated, so this is only a
+/// ceiling; the configured capacity of a whole family is enforced by steer before it writes.
+pub const SLOT_TRIE_MAX_ENTRIES: u32 = 1 << 24;
+
+/// The slot of an IPv4 address (or of a prefix of at least `SLOT_MIN_LEN_V4` bits).
+#[inline(always)]
+pub fn slot_v4(addr: &AddrV4) -> u32 {
+    u32::from(addr[0])
+}
+
+/// The slot of an IPv6 address (or of a prefix of at least `SLOT_MIN_LEN_V6` bits).
+#[inline(always)]
+pub fn slot_v6(addr: &AddrV6) -> u32 {
+    u32::from(addr[0].rotate_left(4) ^ addr[1])
+}
+
+/// Default capacities of the prefix sets (whole family, all slots together).
 pub const DEFAULT_CAPACITY_DST_V4: u32 = 2 * 1024 * 1024;
 pub const DEFAULT_CAPACITY_DST_V6: u32 = 1024 * 1024;
 pub const DEFAULT_CAPACITY_SRC_V4: u32 = 64 * 1024;
 pub const DEFAULT_CAPACITY_SRC_V6: u32 = 64 * 1024;
+/// `max_entries` of the `_SHORT` tries: there are 2^8 - 1 IPv4 prefixes shorter than /8 and
+/// 2^16 - 1 IPv6 prefixes shorter than /16.
+pub const SHORT_MAX_ENTRIES_V4: u32 = 1 << SLOT_MIN_LEN_V4;
+pub const SHORT_MAX_ENTRIES_V6: u32 = 1 << SLOT_MIN_LEN_V6;
 
 /// Index into `POLICY` / `RULE_INFO` for a generation and rule.
 #[inline(always)]
@@ -251,12 +306,13 @@ const _: () = assert!(size_of::<LbSlot>() == 8);
 const _: () = assert!(size_of::<Settings>() == 8);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<XdpMeta>() == 8);
-const _: () = assert!(size_of::<XdpMeta>() % 4 == 0); // bpf_xdp_adjust_meta needs 4-byte steps
+const _: () = assert!(size_of::<XdpMeta>().is_multiple_of(4)); // bpf_xdp_adjust_meta needs 4-byte steps
 const _: () = assert!(size_of::<RuleInfo>() == 2 * NAME_LEN + 8);
 const _: () = assert!(size_of::<WanInfo>() == NAME_LEN + 16);
 const _: () = assert!(LPM_KEY_V4_SIZE == 8 && LPM_KEY_V6_SIZE == 20);
 const _: () = assert!(MAX_RULES.is_power_of_two() && LB_SLOTS.is_power_of_two());
 const _: () = assert!(GENERATIONS == 2); // `policy_index` masks the generation with `& 1`
+const _: () = assert!(SLOTS == 256 && SLOT_MIN_LEN_V4 >= 8 && SLOT_MIN_LEN_V6 >= 16); // slot_v4/v6
 
 #[cfg(feature = "user")]
 mod user {

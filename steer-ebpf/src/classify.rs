@@ -1,10 +1,16 @@
 //! Rule lookup: source rules, then destination rules, then the default rule.
 
-use aya_ebpf::maps::lpm_trie::Key;
-use steer_common::{AddrV4, AddrV6, DEFAULT_RULE};
+use aya_ebpf::{
+    btf_maps::ArrayOfMaps,
+    maps::{LpmTrie, lpm_trie::Key},
+};
+use steer_common::{AddrV4, AddrV6, DEFAULT_RULE, RuleRef, slot_v4, slot_v6};
 
 use crate::{
-    maps::{DST_V4, DST_V6, SRC_V4, SRC_V6},
+    maps::{
+        DST_V4, DST_V4_SHORT, DST_V6, DST_V6_SHORT, SRC_V4, SRC_V4_SHORT, SRC_V6, SRC_V6_SHORT,
+        SlotV4, SlotV6,
+    },
     parse::Parsed,
 };
 
@@ -20,22 +26,44 @@ pub fn rule_of(parsed: &Parsed) -> Option<u32> {
 
 #[inline(always)]
 fn rule_v4(src: AddrV4, dst: AddrV4) -> u32 {
-    if let Some(hit) = SRC_V4.get(Key::new(32, src)) {
-        return hit.rule;
+    if let Some(rule) = lookup_v4(&SRC_V4, &SRC_V4_SHORT, src) {
+        return rule;
     }
-    if let Some(hit) = DST_V4.get(Key::new(32, dst)) {
-        return hit.rule;
-    }
-    DEFAULT_RULE
+    lookup_v4(&DST_V4, &DST_V4_SHORT, dst).unwrap_or(DEFAULT_RULE)
 }
 
 #[inline(always)]
 fn rule_v6(src: AddrV6, dst: AddrV6) -> u32 {
-    if let Some(hit) = SRC_V6.get(Key::new(128, src)) {
-        return hit.rule;
+    if let Some(rule) = lookup_v6(&SRC_V6, &SRC_V6_SHORT, src) {
+        return rule;
     }
-    if let Some(hit) = DST_V6.get(Key::new(128, dst)) {
-        return hit.rule;
+    lookup_v6(&DST_V6, &DST_V6_SHORT, dst).unwrap_or(DEFAULT_RULE)
+}
+
+/// Longest-prefix match in a split set: the slot trie of the address first (every prefix there
+/// is at least `SPLIT_BITS_V4` long), then the short trie.
+#[inline(always)]
+fn lookup_v4<const N: usize>(
+    slots: &ArrayOfMaps<SlotV4, N>,
+    short: &LpmTrie<AddrV4, RuleRef>,
+    addr: AddrV4,
+) -> Option<u32> {
+    let key = Key::new(32, addr);
+    if let Some(hit) = slots.get(slot_v4(&addr)).and_then(|trie| trie.get(&key)) {
+        return Some(hit.rule);
     }
-    DEFAULT_RULE
+    short.get(&key).map(|hit| hit.rule)
+}
+
+#[inline(always)]
+fn lookup_v6<const N: usize>(
+    slots: &ArrayOfMaps<SlotV6, N>,
+    short: &LpmTrie<AddrV6, RuleRef>,
+    addr: AddrV6,
+) -> Option<u32> {
+    let key = Key::new(128, addr);
+    if let Some(hit) = slots.get(slot_v6(&addr)).and_then(|trie| trie.get(&key)) {
+        return Some(hit.rule);
+    }
+    short.get(&key).map(|hit| hit.rule)
 }

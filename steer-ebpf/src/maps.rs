@@ -1,23 +1,40 @@
 //! The maps of the steer object. Names, sizes and layouts come from steer-common.
 
 use aya_ebpf::{
-    macros::map,
+    btf_maps::{ArrayOfMaps, LpmTrie as SlotTrie},
+    macros::{btf_map, map},
     maps::{Array, LpmTrie, PerCpuArray},
 };
 use steer_common::{
-    AddrV4, AddrV6, Counter, DEFAULT_CAPACITY_DST_V4, DEFAULT_CAPACITY_DST_V6,
-    DEFAULT_CAPACITY_SRC_V4, DEFAULT_CAPACITY_SRC_V6, GENERATIONS, LB_SLOTS, LbSlot, MAX_RULES,
-    MAX_WANS, PolicyEntry, RuleInfo, RuleRef, Settings, WanInfo, path,
+    AddrV4, AddrV6, Counter, GENERATIONS, LB_SLOTS, LbSlot, MAX_RULES, MAX_WANS, PolicyEntry,
+    RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4, SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS,
+    Settings, WanInfo, path,
 };
 
+/// The trie of one slot of a split prefix set (created and filled by userspace).
+pub type SlotV4 = SlotTrie<AddrV4, RuleRef, { SLOT_TRIE_MAX_ENTRIES as usize }>;
+pub type SlotV6 = SlotTrie<AddrV6, RuleRef, { SLOT_TRIE_MAX_ENTRIES as usize }>;
+
+#[btf_map]
+pub static DST_V4: ArrayOfMaps<SlotV4, { SLOTS as usize }> = ArrayOfMaps::new();
 #[map]
-pub static DST_V4: LpmTrie<AddrV4, RuleRef> = LpmTrie::with_max_entries(DEFAULT_CAPACITY_DST_V4, 0);
+pub static DST_V4_SHORT: LpmTrie<AddrV4, RuleRef> =
+    LpmTrie::with_max_entries(SHORT_MAX_ENTRIES_V4, 0);
+#[btf_map]
+pub static DST_V6: ArrayOfMaps<SlotV6, { SLOTS as usize }> = ArrayOfMaps::new();
 #[map]
-pub static DST_V6: LpmTrie<AddrV6, RuleRef> = LpmTrie::with_max_entries(DEFAULT_CAPACITY_DST_V6, 0);
+pub static DST_V6_SHORT: LpmTrie<AddrV6, RuleRef> =
+    LpmTrie::with_max_entries(SHORT_MAX_ENTRIES_V6, 0);
+#[btf_map]
+pub static SRC_V4: ArrayOfMaps<SlotV4, { SLOTS as usize }> = ArrayOfMaps::new();
 #[map]
-pub static SRC_V4: LpmTrie<AddrV4, RuleRef> = LpmTrie::with_max_entries(DEFAULT_CAPACITY_SRC_V4, 0);
+pub static SRC_V4_SHORT: LpmTrie<AddrV4, RuleRef> =
+    LpmTrie::with_max_entries(SHORT_MAX_ENTRIES_V4, 0);
+#[btf_map]
+pub static SRC_V6: ArrayOfMaps<SlotV6, { SLOTS as usize }> = ArrayOfMaps::new();
 #[map]
-pub static SRC_V6: LpmTrie<AddrV6, RuleRef> = LpmTrie::with_max_entries(DEFAULT_CAPACITY_SRC_V6, 0);
+pub static SRC_V6_SHORT: LpmTrie<AddrV6, RuleRef> =
+    LpmTrie::with_max_entries(SHORT_MAX_ENTRIES_V6, 0);
 
 #[map]
 pub static POLICY: Array<PolicyEntry> = Array::with_max_entries(GENERATIONS * MAX_RULES, 0);

@@ -33,7 +33,7 @@ pub fn testkit_xdp_empty(_ctx: XdpContext) -> u32 {
 pub fn testkit_witness(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer of this program.
     let mark = unsafe { (*ctx.skb.skb).mark };
-    match WITNESS.get_ptr_mut(&mark) {
+    match WITNESS.get_ptr_mut(mark) {
         // SAFETY: the value pointer is valid while the program runs. The tests send from one
         // flow at a time, so increments do not race.
         Some(seen) => unsafe { *seen += 1 },

@@ -2,25 +2,25 @@
 //! prefixes, rule ids, generations and counters, never in raw bytes.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
-    os::fd::AsFd,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
 
 use aya::{
     Ebpf,
-    maps::{
-        Array, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuValues,
-        lpm_trie::{Key, LpmTrie},
-    },
+    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
 use steer_common::{
-    AddrV4, AddrV6, Counter, GENERATIONS, LB_SLOTS, LbSlot, MAX_RULES, MAX_WANS, PolicyEntry,
-    RuleInfo, RuleRef, Settings, WanInfo, lb_base, map_names as names, path, policy_index,
+    Counter, GENERATIONS, LB_SLOTS, LbSlot, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo,
+    SLOT_MIN_LEN_V4, SLOT_MIN_LEN_V6, Settings, WanInfo, lb_base, map_names as names, path,
+    policy_index, slot_v4, slot_v6,
 };
 
-use super::{DataplaneError, batch};
+use super::{
+    DataplaneError,
+    trie::{NamedMap, SplitTrie, TrieError},
+};
 use crate::prefix::Prefix;
 
 /// Which address of a packet a prefix map matches.
@@ -31,18 +31,29 @@ pub enum Direction {
 }
 
 impl Direction {
-    pub fn map_name(self, v4: bool) -> &'static str {
+    /// The split-trie map and its short-prefix trie for this direction and family.
+    pub fn map_names(self, v4: bool) -> (&'static str, &'static str) {
         match (self, v4) {
-            (Direction::Dst, true) => names::DST_V4,
-            (Direction::Dst, false) => names::DST_V6,
-            (Direction::Src, true) => names::SRC_V4,
-            (Direction::Src, false) => names::SRC_V6,
+            (Direction::Dst, true) => (names::DST_V4, names::DST_V4_SHORT),
+            (Direction::Dst, false) => (names::DST_V6, names::DST_V6_SHORT),
+            (Direction::Src, true) => (names::SRC_V4, names::SRC_V4_SHORT),
+            (Direction::Src, false) => (names::SRC_V6, names::SRC_V6_SHORT),
         }
     }
 }
 
-type TrieV4 = LpmTrie<MapData, AddrV4, RuleRef>;
-type TrieV6 = LpmTrie<MapData, AddrV6, RuleRef>;
+type TrieV4 = SplitTrie<4>;
+type TrieV6 = SplitTrie<16>;
+
+impl From<TrieError> for DataplaneError {
+    fn from(e: TrieError) -> Self {
+        DataplaneError::Map {
+            map: e.map,
+            op: e.op,
+            source: e.source,
+        }
+    }
+}
 
 /// Handles on all steer maps, from a freshly loaded object or from the pins of a running one.
 pub struct Maps {
@@ -66,9 +77,6 @@ impl std::fmt::Debug for Maps {
         f.debug_struct("Maps").finish_non_exhaustive()
     }
 }
-
-/// Batch sizes: large enough to amortise the syscall, small enough to keep buffers modest.
-const BATCH: usize = 16 * 1024;
 
 fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, op, source }
@@ -97,11 +105,18 @@ impl Maps {
                 take(name)?.try_into().map_err(map_err(name, "open"))?
             }};
         }
+        let mut split =
+            |dir: Direction, v4: bool| -> Result<(NamedMap, NamedMap), DataplaneError> {
+                let (outer, short) = dir.map_names(v4);
+                Ok(((outer, take(outer)?), (short, take(short)?)))
+            };
+        let (dst_v4, dst_v6) = (split(Direction::Dst, true)?, split(Direction::Dst, false)?);
+        let (src_v4, src_v6) = (split(Direction::Src, true)?, split(Direction::Src, false)?);
         Ok(Maps {
-            dst_v4: typed!(names::DST_V4),
-            dst_v6: typed!(names::DST_V6),
-            src_v4: typed!(names::SRC_V4),
-            src_v6: typed!(names::SRC_V6),
+            dst_v4: SplitTrie::new(dst_v4.0, dst_v4.1, SLOT_MIN_LEN_V4, slot_v4)?,
+            dst_v6: SplitTrie::new(dst_v6.0, dst_v6.1, SLOT_MIN_LEN_V6, slot_v6)?,
+            src_v4: SplitTrie::new(src_v4.0, src_v4.1, SLOT_MIN_LEN_V4, slot_v4)?,
+            src_v6: SplitTrie::new(src_v6.0, src_v6.1, SLOT_MIN_LEN_V6, slot_v6)?,
             policy: typed!(names::POLICY),
             lb: typed!(names::LB),
             active: typed!(names::ACTIVE),
@@ -123,13 +138,15 @@ impl Maps {
         prefix: Prefix,
         rule: u32,
     ) -> Result<(), DataplaneError> {
-        let value = RuleRef { rule };
-        let name = dir.map_name(prefix.is_v4());
-        let result = match prefix {
-            Prefix::V4 { addr, len } => self.trie_v4_mut(dir).insert(&key_v4(addr, len), value, 0),
-            Prefix::V6 { addr, len } => self.trie_v6_mut(dir).insert(&key_v6(addr, len), value, 0),
-        };
-        result.map_err(map_err(name, "insert"))
+        match prefix {
+            Prefix::V4 { addr, len } => self
+                .trie_v4_mut(dir)
+                .insert((len.into(), addr.octets()), rule)?,
+            Prefix::V6 { addr, len } => self
+                .trie_v6_mut(dir)
+                .insert((len.into(), addr.octets()), rule)?,
+        }
+        Ok(())
     }
 
     /// Removes `prefix`; returns whether it was there.
@@ -138,107 +155,71 @@ impl Maps {
         dir: Direction,
         prefix: Prefix,
     ) -> Result<bool, DataplaneError> {
-        let name = dir.map_name(prefix.is_v4());
-        let result = match prefix {
-            Prefix::V4 { addr, len } => self.trie_v4_mut(dir).remove(&key_v4(addr, len)),
-            Prefix::V6 { addr, len } => self.trie_v6_mut(dir).remove(&key_v6(addr, len)),
-        };
-        match result {
-            Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(false)
+        Ok(match prefix {
+            Prefix::V4 { addr, len } => {
+                self.trie_v4_mut(dir).remove((len.into(), addr.octets()))?
             }
-            Err(e) => Err(map_err(name, "remove")(e)),
-        }
+            Prefix::V6 { addr, len } => {
+                self.trie_v6_mut(dir).remove((len.into(), addr.octets()))?
+            }
+        })
     }
 
-    /// The rule a packet address hits in one map (longest-prefix match), if any.
-    pub fn lookup(
-        &self,
-        dir: Direction,
-        ip: std::net::IpAddr,
-    ) -> Result<Option<u32>, DataplaneError> {
-        let name = dir.map_name(ip.is_ipv4());
-        let found = match ip {
-            std::net::IpAddr::V4(a) => self.trie_v4(dir).get(&key_v4(a, 32), 0),
-            std::net::IpAddr::V6(a) => self.trie_v6(dir).get(&key_v6(a, 128), 0),
-        };
-        match found {
-            Ok(r) => Ok(Some(r.rule)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(None)
-            }
-            Err(e) => Err(map_err(name, "lookup")(e)),
-        }
+    /// The rule a packet address hits in one direction (longest-prefix match), if any.
+    pub fn lookup(&self, dir: Direction, ip: IpAddr) -> Result<Option<u32>, DataplaneError> {
+        Ok(match ip {
+            IpAddr::V4(a) => self.trie_v4(dir).lookup(a.octets())?,
+            IpAddr::V6(a) => self.trie_v6(dir).lookup(a.octets())?,
+        })
     }
 
-    /// Every prefix of one map with its rule, in no particular order.
+    /// Every prefix of one direction and family with its rule, in no particular order.
     pub fn prefixes(&self, dir: Direction, v4: bool) -> Result<Vec<(Prefix, u32)>, DataplaneError> {
-        let name = dir.map_name(v4);
-        let result = if v4 {
-            dump(
-                self.trie_v4(dir),
-                |raw: [u8; 8]| {
-                    let (len, addr) = split_raw_key(&raw);
-                    prefix_v4(
-                        Ipv4Addr::from(<[u8; 4]>::try_from(addr).expect("4 bytes")),
-                        len,
-                    )
-                },
-                |k| prefix_v4(Ipv4Addr::from(k.data()), k.prefix_len()),
-            )
+        Ok(if v4 {
+            let raw = self.trie_v4(dir).dump()?;
+            raw.into_iter()
+                .map(|((len, a), r)| (prefix_v4(Ipv4Addr::from(a), len), r))
+                .collect()
         } else {
-            dump(
-                self.trie_v6(dir),
-                |raw: [u8; 20]| {
-                    let (len, addr) = split_raw_key(&raw);
-                    prefix_v6(
-                        Ipv6Addr::from(<[u8; 16]>::try_from(addr).expect("16 bytes")),
-                        len,
-                    )
-                },
-                |k| prefix_v6(Ipv6Addr::from(k.data()), k.prefix_len()),
-            )
-        };
-        result.map_err(|e| map_err(name, "dump")(e))
+            let raw = self.trie_v6(dir).dump()?;
+            raw.into_iter()
+                .map(|((len, a), r)| (prefix_v6(Ipv6Addr::from(a), len), r))
+                .collect()
+        })
     }
 
-    /// Writes many prefixes of one family and direction. Uses one syscall per batch when the
-    /// kernel supports batched updates of LPM tries, per-element updates otherwise; returns
-    /// which way it went.
+    /// Writes many prefixes of one family and direction: batched (one syscall per slot trie
+    /// and chunk) when asked and the kernel supports it, per element otherwise. Returns which
+    /// way it went.
     pub fn set_prefixes(
         &mut self,
         dir: Direction,
         entries: &[(Prefix, u32)],
         mode: WriteMode,
     ) -> Result<WriteMode, DataplaneError> {
-        let Some((first, _)) = entries.first() else {
-            return Ok(mode);
-        };
-        let v4 = first.is_v4();
-        let name = dir.map_name(v4);
-        assert!(
-            entries.iter().all(|(p, _)| p.is_v4() == v4),
-            "one address family per call"
-        );
-        if mode == WriteMode::Batched {
-            let fd = if v4 {
-                self.trie_v4(dir).map().fd().as_fd()
-            } else {
-                self.trie_v6(dir).map().fd().as_fd()
-            };
-            match write_batched(fd, entries, v4) {
-                Ok(()) => return Ok(WriteMode::Batched),
-                Err((0, e)) if batch::is_unsupported(&e) => {}
-                Err((_, e)) => return Err(map_err(name, "batch update")(MapError::IoError(e))),
-            }
-        }
-        for (prefix, rule) in entries {
-            self.set_prefix(dir, *prefix, *rule)?;
-        }
-        Ok(WriteMode::PerElement)
+        let batched = mode == WriteMode::Batched;
+        let (v4, v6): (Vec<_>, Vec<_>) = entries.iter().partition(|(p, _)| p.is_v4());
+        let raw4: Vec<_> = v4
+            .iter()
+            .filter_map(|(p, r)| match p {
+                Prefix::V4 { addr, len } => Some(((u32::from(*len), addr.octets()), *r)),
+                Prefix::V6 { .. } => None,
+            })
+            .collect();
+        let raw6: Vec<_> = v6
+            .iter()
+            .filter_map(|(p, r)| match p {
+                Prefix::V6 { addr, len } => Some(((u32::from(*len), addr.octets()), *r)),
+                Prefix::V4 { .. } => None,
+            })
+            .collect();
+        let used4 = self.trie_v4_mut(dir).insert_many(&raw4, batched)?;
+        let used6 = self.trie_v6_mut(dir).insert_many(&raw6, batched)?;
+        Ok(if used4 || used6 {
+            WriteMode::Batched
+        } else {
+            WriteMode::PerElement
+        })
     }
 
     fn trie_v4(&self, dir: Direction) -> &TrieV4 {
@@ -428,14 +409,6 @@ fn sum_cpus(
     }))
 }
 
-pub(crate) fn key_v4(addr: Ipv4Addr, len: u8) -> Key<AddrV4> {
-    Key::new(u32::from(len), addr.octets())
-}
-
-pub(crate) fn key_v6(addr: Ipv6Addr, len: u8) -> Key<AddrV6> {
-    Key::new(u32::from(len), addr.octets())
-}
-
 // Keys read back from the kernel are steer's own: lengths are in range and host bits clear.
 fn prefix_v4(addr: Ipv4Addr, len: u32) -> Prefix {
     Prefix::V4 {
@@ -448,76 +421,5 @@ fn prefix_v6(addr: Ipv6Addr, len: u32) -> Prefix {
     Prefix::V6 {
         addr,
         len: len.min(128) as u8,
-    }
-}
-
-/// Splits a raw kernel key `{ prefix_len: u32 (host order), addr }` (packed).
-fn split_raw_key(raw: &[u8]) -> (u32, &[u8]) {
-    (
-        u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]),
-        &raw[4..],
-    )
-}
-
-fn raw_key<const N: usize>(len: u8, addr: &[u8]) -> [u8; N] {
-    let mut raw = [0u8; N];
-    raw[..4].copy_from_slice(&u32::from(len).to_ne_bytes());
-    raw[4..].copy_from_slice(addr);
-    raw
-}
-
-/// Reads a whole trie: batched when the kernel can, element by element otherwise.
-fn dump<const N: usize, A: aya::Pod>(
-    trie: &LpmTrie<MapData, A, RuleRef>,
-    decode_raw: impl Fn([u8; N]) -> Prefix,
-    decode_key: impl Fn(Key<A>) -> Prefix,
-) -> Result<Vec<(Prefix, u32)>, MapError>
-where
-    [u8; N]: Default,
-{
-    match batch::lookup_all::<[u8; N], u32>(trie.map().fd().as_fd(), BATCH) {
-        Ok(raw) => Ok(raw
-            .into_iter()
-            .map(|(k, rule)| (decode_raw(k), rule))
-            .collect()),
-        Err(e) if batch::is_unsupported(&e) => trie
-            .iter()
-            .map(|kv| kv.map(|(k, v)| (decode_key(k), v.rule)))
-            .collect(),
-        Err(e) => Err(MapError::IoError(e)),
-    }
-}
-
-fn write_batched(
-    fd: std::os::fd::BorrowedFd<'_>,
-    entries: &[(Prefix, u32)],
-    v4: bool,
-) -> Result<(), (usize, std::io::Error)> {
-    let mut done = 0;
-    for chunk in entries.chunks(BATCH) {
-        let values: Vec<u32> = chunk.iter().map(|(_, r)| *r).collect();
-        let result = if v4 {
-            let keys: Vec<[u8; 8]> = chunk
-                .iter()
-                .map(|(p, _)| raw_key(p.len(), &octets(p)))
-                .collect();
-            batch::update(fd, &keys, &values)
-        } else {
-            let keys: Vec<[u8; 20]> = chunk
-                .iter()
-                .map(|(p, _)| raw_key(p.len(), &octets(p)))
-                .collect();
-            batch::update(fd, &keys, &values)
-        };
-        result.map_err(|(n, e)| (done + n, e))?;
-        done += chunk.len();
-    }
-    Ok(())
-}
-
-fn octets(p: &Prefix) -> Vec<u8> {
-    match p {
-        Prefix::V4 { addr, .. } => addr.octets().to_vec(),
-        Prefix::V6 { addr, .. } => addr.octets().to_vec(),
     }
 }

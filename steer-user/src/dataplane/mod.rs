@@ -1,9 +1,10 @@
 //! The kernel side as userspace sees it: load the steer object, attach its programs to LAN
 //! interfaces, and reach its maps through typed handles.
 
-pub mod batch;
 pub mod maps;
 pub mod run;
+pub mod sys;
+pub mod trie;
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,7 @@ use aya::{
         xdp::XdpLinkId,
     },
 };
-use steer_common::{map_names, program_names};
+use steer_common::program_names;
 
 pub use maps::{Direction, Maps, WriteMode};
 
@@ -122,19 +123,15 @@ struct Attachment {
 pub struct Dataplane {
     ebpf: Ebpf,
     pub maps: Maps,
+    pub capacities: Capacities,
     attached: BTreeMap<String, Attachment>,
 }
 
 impl Dataplane {
-    /// Loads the embedded object with the given prefix-map capacities.
+    /// Loads the embedded object. `capacities` bound how many prefixes steer writes per
+    /// direction and family (the kernel tries themselves are not preallocated).
     pub fn load(capacities: Capacities) -> Result<Self, DataplaneError> {
-        let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries(map_names::DST_V4, capacities.dst_v4)
-            .map_max_entries(map_names::DST_V6, capacities.dst_v6)
-            .map_max_entries(map_names::SRC_V4, capacities.src_v4)
-            .map_max_entries(map_names::SRC_V6, capacities.src_v6);
-        let mut ebpf = loader
+        let mut ebpf = EbpfLoader::new()
             .load(objects::STEER)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
         load_program::<SchedClassifier>(&mut ebpf, program_names::TC)?;
@@ -142,6 +139,7 @@ impl Dataplane {
         let maps = Maps::from_ebpf(&mut ebpf)?;
         Ok(Dataplane {
             ebpf,
+            capacities,
             maps,
             attached: BTreeMap::new(),
         })

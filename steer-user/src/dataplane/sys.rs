@@ -1,13 +1,14 @@
-//! Batched map updates and lookups (`BPF_MAP_UPDATE_BATCH`, `BPF_MAP_LOOKUP_BATCH`): one
-//! syscall for many elements. aya 0.14 does not wrap these, so this module issues the syscall
-//! itself. Kernels or map types without batch support answer `EINVAL`/`ENOTSUPP`; callers fall
-//! back to per-element calls.
+//! Raw map syscalls aya 0.14 does not offer in the form steer needs: batched updates and
+//! lookups (`BPF_MAP_UPDATE_BATCH`, `BPF_MAP_LOOKUP_BATCH`: one syscall for many elements) and
+//! a single update through a shared handle. Kernels or map types without batch support answer
+//! `EINVAL`/`ENOTSUPP`; callers fall back to per-element calls.
 
 use std::{
     io,
     os::fd::{AsFd, AsRawFd},
 };
 
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 /// `ENOTSUPP` is kernel-internal (524) but leaks to userspace from some map types.
@@ -37,23 +38,40 @@ pub fn is_unsupported(err: &io::Error) -> bool {
     )
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
-    // SAFETY: `attr` is a valid, initialised bpf_attr prefix of the size passed; the kernel
-    // reads and writes only within it and within the buffers it points at, which the callers
-    // keep alive and sized for `count` elements.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            size_of::<BatchAttr>() as u32,
-        )
-    };
+/// The element-command member of `union bpf_attr` (`BPF_MAP_*_ELEM`).
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+const _: () = assert!(size_of::<ElemAttr>() == 32);
+
+fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    // SAFETY: `attr` is a valid, initialised bpf_attr prefix (BatchAttr or ElemAttr) of the
+    // size passed; the kernel reads and writes only within it and within the buffers it points
+    // at, which the callers keep alive and sized for the elements they describe.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>() as u32) };
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
     }
+}
+
+/// Writes one element (`BPF_ANY`).
+pub fn update_one<K: Copy, V: Copy>(map: impl AsFd, key: &K, value: &V) -> io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: map.as_fd().as_raw_fd() as u32,
+        key: key as *const K as u64,
+        value: value as *const V as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
 }
 
 /// Writes `keys[i] -> values[i]` for every i in one syscall. On error the kernel reports how

@@ -1,0 +1,370 @@
+//! A split prefix set as the kernel reads it: an array of LPM tries indexed by the first bits of
+//! the address, plus one LPM trie for prefixes shorter than those bits (see
+//! `steer_common::SLOTS`). This module hides the split: callers insert, remove, look up and
+//! dump prefixes of one family.
+//!
+//! Publishing a slot trie in the outer array makes the kernel wait for an RCU grace period
+//! (every update of a map-in-map does), so new slot tries are filled first and then published
+//! together in one batched update: one wait per load, not one per slot.
+
+use std::{
+    cell::OnceCell,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+};
+
+use aya::maps::{
+    ArrayOfMaps, IterableMap, Map, MapData, MapError,
+    lpm_trie::{Key, LpmTrie},
+};
+use steer_common::{RuleRef, SLOT_TRIE_MAX_ENTRIES, SLOTS};
+
+use super::sys;
+
+/// `BPF_F_NO_PREALLOC`: the kernel refuses LPM tries without it.
+const BPF_F_NO_PREALLOC: u32 = 1;
+/// Elements per batched syscall.
+const BATCH: usize = 16 * 1024;
+
+/// The LPM trie of one slot (or of the short prefixes), keyed by an `N`-byte address.
+pub type Trie<const N: usize> = LpmTrie<MapData, [u8; N], RuleRef>;
+
+/// A map taken out of the loaded object (or opened from its pin), with its name.
+pub type NamedMap = (&'static str, Map);
+
+/// A prefix as the kernel keys it: length in bits and the address bytes (network order).
+pub type RawPrefix<const N: usize> = (u32, [u8; N]);
+
+pub struct SplitTrie<const N: usize> {
+    name: &'static str,
+    short_name: &'static str,
+    /// Prefixes shorter than this go to the short trie.
+    slot_min_len: u32,
+    slot_of: fn(&[u8; N]) -> u32,
+    outer: ArrayOfMaps<MapData, Trie<N>>,
+    /// A second descriptor of `outer` for batched reads (aya does not expose its own).
+    outer_fd: OwnedFd,
+    short: Trie<N>,
+    /// Handles on the slot tries, opened on first use. `None`: the slot has no trie (yet).
+    slots: Vec<OnceCell<Option<Trie<N>>>>,
+}
+
+impl<const N: usize> std::fmt::Debug for SplitTrie<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SplitTrie")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What went wrong, and in which map.
+#[derive(Debug)]
+pub struct TrieError {
+    pub map: &'static str,
+    pub op: &'static str,
+    pub source: MapError,
+}
+
+type Result<T> = std::result::Result<T, TrieError>;
+
+impl<const N: usize> SplitTrie<N> {
+    pub fn new(
+        (name, outer): NamedMap,
+        (short_name, short): NamedMap,
+        slot_min_len: u32,
+        slot_of: fn(&[u8; N]) -> u32,
+    ) -> Result<Self> {
+        let outer_fd = match &outer {
+            Map::ArrayOfMaps(data) => data.fd().as_fd().try_clone_to_owned(),
+            _ => Err(std::io::Error::other("not an array of maps")),
+        }
+        .map_err(|e| err(name, "open")(MapError::IoError(e)))?;
+        let outer: ArrayOfMaps<MapData, Trie<N>> = outer.try_into().map_err(err(name, "open"))?;
+        let short: Trie<N> = short.try_into().map_err(err(short_name, "open"))?;
+        let slots = (0..SLOTS).map(|_| OnceCell::new()).collect();
+        Ok(SplitTrie {
+            name,
+            short_name,
+            slot_min_len,
+            slot_of,
+            outer,
+            outer_fd,
+            short,
+            slots,
+        })
+    }
+
+    /// The trie of `slot`, if it has one.
+    fn slot(&self, slot: u32) -> Result<Option<&Trie<N>>> {
+        let cell = &self.slots[slot as usize];
+        if let Some(open) = cell.get() {
+            return Ok(open.as_ref());
+        }
+        let opened = match self.outer.get(&slot, 0) {
+            Ok(trie) => Some(trie),
+            Err(MapError::KeyNotFound) => None,
+            Err(e) => return Err(err(self.name, "open slot")(e)),
+        };
+        Ok(cell.get_or_init(|| opened).as_ref())
+    }
+
+    /// The trie of `slot`, created and published in the outer array if it has none. An empty
+    /// published trie changes no lookup (it misses, and the short trie answers as before).
+    fn slot_mut(&mut self, slot: u32) -> Result<&mut Trie<N>> {
+        if self.slot(slot)?.is_none() {
+            let trie = Trie::<N>::create(SLOT_TRIE_MAX_ENTRIES, BPF_F_NO_PREALLOC)
+                .map_err(err(self.name, "create slot trie"))?;
+            self.outer
+                .set(slot, &trie, 0)
+                .map_err(err(self.name, "publish slot trie"))?;
+            self.slots[slot as usize] = OnceCell::from(Some(trie));
+        }
+        Ok(self.slots[slot as usize]
+            .get_mut()
+            .and_then(Option::as_mut)
+            .expect("slot trie exists"))
+    }
+
+    fn new_slot_trie(&self) -> Result<Trie<N>> {
+        Trie::<N>::create(SLOT_TRIE_MAX_ENTRIES, BPF_F_NO_PREALLOC)
+            .map_err(err(self.name, "create slot trie"))
+    }
+
+    /// Makes filled slot tries visible to the classifier: one batched update of the outer array
+    /// (one RCU wait), or one update per slot where the kernel has no batches for it.
+    fn publish(&mut self, new: Vec<(u32, Trie<N>)>) -> Result<()> {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<u32> = new.iter().map(|(slot, _)| *slot).collect();
+        let fds: Vec<u32> = new
+            .iter()
+            .map(|(_, t)| t.map().fd().as_fd().as_raw_fd() as u32)
+            .collect();
+        match sys::update(self.outer_fd.as_fd(), &keys, &fds) {
+            Ok(()) => {}
+            Err((0, e)) if sys::is_unsupported(&e) => {
+                for (slot, trie) in &new {
+                    self.outer
+                        .set(*slot, trie, 0)
+                        .map_err(err(self.name, "publish slot trie"))?;
+                }
+            }
+            Err((_, e)) => return Err(err(self.name, "publish slot tries")(MapError::IoError(e))),
+        }
+        for (slot, trie) in new {
+            self.slots[slot as usize] = OnceCell::from(Some(trie));
+        }
+        Ok(())
+    }
+
+    fn is_short(&self, len: u32) -> bool {
+        len < self.slot_min_len
+    }
+
+    /// Maps a prefix to `rule` (insert or overwrite).
+    pub fn insert(&mut self, (len, addr): RawPrefix<N>, rule: u32) -> Result<()> {
+        let key = Key::new(len, addr);
+        let value = RuleRef { rule };
+        if self.is_short(len) {
+            return self
+                .short
+                .insert(&key, value, 0)
+                .map_err(err(self.short_name, "insert"));
+        }
+        let name = self.name;
+        let slot = (self.slot_of)(&addr);
+        self.slot_mut(slot)?
+            .insert(&key, value, 0)
+            .map_err(err(name, "insert"))
+    }
+
+    /// Removes a prefix; returns whether it was there.
+    pub fn remove(&mut self, (len, addr): RawPrefix<N>) -> Result<bool> {
+        let key = Key::new(len, addr);
+        let (result, name) = if self.is_short(len) {
+            (self.short.remove(&key), self.short_name)
+        } else {
+            let name = self.name;
+            match self.slots_get_mut((self.slot_of)(&addr))? {
+                Some(trie) => (trie.remove(&key), name),
+                None => return Ok(false),
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(err(name, "remove")(e)),
+        }
+    }
+
+    fn slots_get_mut(&mut self, slot: u32) -> Result<Option<&mut Trie<N>>> {
+        self.slot(slot)?;
+        Ok(self.slots[slot as usize].get_mut().and_then(Option::as_mut))
+    }
+
+    /// Longest-prefix match of a full address, exactly as the classifier does it.
+    pub fn lookup(&self, addr: [u8; N]) -> Result<Option<u32>> {
+        let key = Key::new((N * 8) as u32, addr);
+        if let Some(trie) = self.slot((self.slot_of)(&addr))? {
+            match trie.get(&key, 0) {
+                Ok(hit) => return Ok(Some(hit.rule)),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(err(self.name, "lookup")(e)),
+            }
+        }
+        match self.short.get(&key, 0) {
+            Ok(hit) => Ok(Some(hit.rule)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(err(self.short_name, "lookup")(e)),
+        }
+    }
+
+    /// Every prefix with its rule, in no particular order.
+    pub fn dump(&self) -> Result<Vec<(RawPrefix<N>, u32)>> {
+        let mut out = dump_trie(&self.short).map_err(err(self.short_name, "dump"))?;
+        for slot in self.used_slots()? {
+            if let Some(trie) = self.slot(slot)? {
+                out.extend(dump_trie(trie).map_err(err(self.name, "dump"))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Slots that have a trie: one batched read of the outer array where the kernel can
+    /// (empty slots are skipped), one lookup per slot otherwise.
+    fn used_slots(&self) -> Result<Vec<u32>> {
+        let fd = self.outer_fd();
+        match sys::lookup_all::<u32, u32>(fd, self.slots.len()) {
+            Ok(used) => Ok(used.into_iter().map(|(slot, _map_id)| slot).collect()),
+            Err(e) if sys::is_unsupported(&e) => Ok((0..self.slots.len() as u32).collect()),
+            Err(e) => Err(err(self.name, "list slots")(MapError::IoError(e))),
+        }
+    }
+
+    fn outer_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.outer_fd.as_fd()
+    }
+
+    /// Writes many prefixes, one `BPF_MAP_UPDATE_BATCH` per slot trie and chunk when `batched`
+    /// and the kernel supports it, per element otherwise. Slot tries that do not exist yet are
+    /// filled before they are published, all at once. Returns whether batches were used.
+    pub fn insert_many(&mut self, entries: &[(RawPrefix<N>, u32)], batched: bool) -> Result<bool> {
+        let mut by_slot: Vec<Vec<(RawKey<N>, u32)>> = (0..SLOTS).map(|_| Vec::new()).collect();
+        for ((len, addr), rule) in entries {
+            if self.is_short(*len) {
+                self.insert((*len, *addr), *rule)?;
+            } else {
+                by_slot[(self.slot_of)(addr) as usize].push((
+                    RawKey {
+                        len: len.to_ne_bytes(),
+                        addr: *addr,
+                    },
+                    *rule,
+                ));
+            }
+        }
+        let mut fresh = Vec::new();
+        let mut used_batches = false;
+        for (slot, group) in by_slot
+            .into_iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+        {
+            let slot = slot as u32;
+            let existing = self.slot(slot)?.is_some();
+            let new_trie = if existing {
+                None
+            } else {
+                Some(self.new_slot_trie()?)
+            };
+            let trie = match &new_trie {
+                Some(t) => t,
+                None => self.slot(slot)?.expect("checked above"),
+            };
+            used_batches |= fill(trie, &group, batched).map_err(err(self.name, "insert"))?;
+            if let Some(t) = new_trie {
+                fresh.push((slot, t));
+            }
+        }
+        self.publish(fresh)?;
+        Ok(used_batches)
+    }
+}
+
+/// Writes `group` into one trie; returns whether batches were used.
+fn fill<const N: usize>(
+    trie: &Trie<N>,
+    group: &[(RawKey<N>, u32)],
+    batched: bool,
+) -> std::result::Result<bool, MapError> {
+    if batched {
+        let fd = trie.map().fd().as_fd();
+        let mut supported = true;
+        for chunk in group.chunks(BATCH) {
+            let keys: Vec<RawKey<N>> = chunk.iter().map(|(k, _)| *k).collect();
+            let values: Vec<u32> = chunk.iter().map(|(_, r)| *r).collect();
+            match sys::update(fd, &keys, &values) {
+                Ok(()) => {}
+                Err((0, e)) if sys::is_unsupported(&e) => {
+                    supported = false;
+                    break;
+                }
+                Err((_, e)) => return Err(MapError::IoError(e)),
+            }
+        }
+        if supported {
+            return Ok(true);
+        }
+    }
+    for (key, rule) in group {
+        sys::update_one(trie.map().fd().as_fd(), key, &RuleRef { rule: *rule })
+            .map_err(MapError::IoError)?;
+    }
+    Ok(false)
+}
+
+/// The kernel's LPM key: `{ prefix_len: u32 (host order), addr }`, packed (no padding: the
+/// address is bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawKey<const N: usize> {
+    len: [u8; 4],
+    addr: [u8; N],
+}
+
+impl<const N: usize> Default for RawKey<N> {
+    fn default() -> Self {
+        RawKey {
+            len: [0; 4],
+            addr: [0; N],
+        }
+    }
+}
+
+fn dump_trie<const N: usize>(
+    trie: &Trie<N>,
+) -> std::result::Result<Vec<(RawPrefix<N>, u32)>, MapError> {
+    match sys::lookup_all::<RawKey<N>, u32>(trie.map().fd().as_fd(), BATCH) {
+        Ok(raw) => Ok(raw
+            .into_iter()
+            .map(|(k, rule)| ((u32::from_ne_bytes(k.len), k.addr), rule))
+            .collect()),
+        Err(e) if sys::is_unsupported(&e) => trie
+            .iter()
+            .map(|kv| kv.map(|(k, v)| ((k.prefix_len(), k.data()), v.rule)))
+            .collect(),
+        Err(e) => Err(MapError::IoError(e)),
+    }
+}
+
+fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound | MapError::ElementNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+fn err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> TrieError {
+    move |source| TrieError { map, op, source }
+}
