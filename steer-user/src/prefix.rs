@@ -21,6 +21,8 @@ pub enum PrefixError {
     HostBits { network: Prefix },
 }
 
+// `len` is the prefix length in bits, not a number of elements.
+#[allow(clippy::len_without_is_empty)]
 impl Prefix {
     /// A network from an address and a length; refuses lengths past the family's width and
     /// addresses with host bits set (the error names the network that was probably meant).
@@ -122,6 +124,514 @@ fn mask128(len: u8) -> u128 {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Strict text parsing
+// ---------------------------------------------------------------------------------------------
+
+/// Why a piece of text is not an acceptable address or network. Every variant says what is wrong
+/// ([`AddrError::message`]) and what to write instead ([`AddrError::hint`]); `Display` prints both.
+///
+/// `text` is always the entry as written, with surrounding whitespace trimmed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddrError {
+    /// Nothing but whitespace.
+    Empty,
+    /// Whitespace inside the entry (two entries on one line, or a space before `/`).
+    Whitespace { text: String },
+    /// An IPv6 zone id (`fe80::1%eth0`).
+    ZoneId { text: String, without: String },
+    /// An IPv6 address in brackets (`[2001:db8::1]`).
+    Bracketed { text: String, inner: String },
+    /// An IPv4 octet with a leading zero (`010.1.1.1`): octal to some tools, decimal to others.
+    LeadingZero {
+        text: String,
+        decimal: String,
+        octal: Option<String>,
+    },
+    /// Fewer than four IPv4 octets (`10.1`, `10/8`, `10.0.0/24`).
+    Shorthand {
+        text: String,
+        padded: Option<String>,
+        inet_aton: Option<String>,
+    },
+    /// More than four IPv4 octets.
+    TooManyOctets { text: String },
+    /// Hexadecimal IPv4 notation (`0x0a.0.0.1`).
+    Hex { text: String },
+    /// An IPv4 address written as one integer (`167772161`).
+    Integer {
+        text: String,
+        dotted: Option<String>,
+    },
+    /// An IPv4 octet above 255.
+    OctetRange { text: String, octet: String },
+    /// Two dots in a row, or a leading or trailing dot.
+    EmptyOctet { text: String },
+    /// Looks like a host name, not an address.
+    Name { text: String },
+    /// A character that has no place in an address.
+    BadChar { text: String, ch: char },
+    /// Not a valid IPv6 address.
+    InvalidV6 { text: String },
+    /// A `/` with nothing after it.
+    LenMissing { text: String },
+    /// A prefix length that is not a plain decimal number (`/+24`, `/-1`, `/24x`, `/255.0.0.0`).
+    LenSyntax { text: String, len: String },
+    /// A prefix length with a leading zero (`/024`).
+    LenLeadingZero { text: String, suggestion: String },
+    /// A prefix length past the family's width.
+    LenRange { text: String, len: String, max: u8 },
+    /// Bits set after the prefix length.
+    HostBits { text: String, network: Prefix },
+    /// `/0` where it was not allowed.
+    DefaultRoute { text: String },
+    /// An IPv4-mapped IPv6 address or prefix (inside `::ffff:0:0/96`).
+    Mapped { text: String, v4: Prefix },
+    /// A network where a single address was expected.
+    NotHost { text: String },
+}
+
+impl AddrError {
+    /// What is wrong, naming the entry.
+    pub fn message(&self) -> String {
+        match self {
+            AddrError::Empty => "empty entry".into(),
+            AddrError::Whitespace { text } => format!("`{text}` contains whitespace"),
+            AddrError::ZoneId { text, .. } => {
+                format!("`{text}` has a zone id (%...), which a prefix cannot carry")
+            }
+            AddrError::Bracketed { text, .. } => {
+                format!("`{text}` is in brackets; brackets belong only in URLs and host:port")
+            }
+            AddrError::LeadingZero { text, .. } => format!(
+                "`{text}` has an IPv4 octet with a leading zero, which some tools read as octal"
+            ),
+            AddrError::Shorthand { text, .. } => {
+                format!("`{text}` is a shortened IPv4 form; tools disagree on what it means")
+            }
+            AddrError::TooManyOctets { text } => {
+                format!("`{text}` has more than four IPv4 octets")
+            }
+            AddrError::Hex { text } => format!("`{text}` uses hexadecimal IPv4 notation"),
+            AddrError::Integer { text, .. } => {
+                format!("`{text}` is an IPv4 address written as a single integer")
+            }
+            AddrError::OctetRange { text, octet } => {
+                format!("`{text}` has octet {octet}, but IPv4 octets are 0 to 255")
+            }
+            AddrError::EmptyOctet { text } => format!("`{text}` has an empty IPv4 octet"),
+            AddrError::Name { text } => format!("`{text}` is a name, not an IP address"),
+            AddrError::BadChar { text, ch } => {
+                format!("`{text}` is not an IP address (unexpected {ch:?})")
+            }
+            AddrError::InvalidV6 { text } => format!("`{text}` is not a valid IPv6 address"),
+            AddrError::LenMissing { text } => format!("`{text}` has a `/` but no prefix length"),
+            AddrError::LenSyntax { text, len } => {
+                format!("`{text}` has prefix length `{len}`, which is not a plain number")
+            }
+            AddrError::LenLeadingZero { text, .. } => {
+                format!("`{text}` has a prefix length with a leading zero")
+            }
+            AddrError::LenRange { text, len, max } => {
+                format!("`{text}` has prefix length /{len}, but the longest is /{max}")
+            }
+            AddrError::HostBits { text, network } => {
+                format!("`{text}` has host bits set; the network is {network}")
+            }
+            AddrError::DefaultRoute { text } => format!(
+                "`{text}` matches every {} address (a default route)",
+                if text.contains(':') { "IPv6" } else { "IPv4" }
+            ),
+            AddrError::Mapped { text, .. } => format!(
+                "`{text}` is an IPv4-mapped IPv6 address; packets never carry these, so it would never match"
+            ),
+            AddrError::NotHost { text } => {
+                format!("`{text}` is a network, but a single address is needed here")
+            }
+        }
+    }
+
+    /// What to write instead.
+    pub fn hint(&self) -> String {
+        match self {
+            AddrError::Empty => {
+                "write an address such as 192.0.2.1 or a network such as 192.0.2.0/24, or remove the entry".into()
+            }
+            AddrError::Whitespace { .. } => {
+                "write one address or network per entry, with no spaces inside (e.g. 192.0.2.0/24)".into()
+            }
+            AddrError::ZoneId { without, .. } => format!("write `{without}` without the zone id"),
+            AddrError::Bracketed { inner, .. } => format!("write `{inner}` without brackets"),
+            AddrError::LeadingZero { decimal, octal, .. } => match octal {
+                Some(octal) => format!(
+                    "write `{decimal}` if decimal was meant, or `{octal}` if octal was meant"
+                ),
+                None => format!("write `{decimal}` (no leading zeros)"),
+            },
+            AddrError::Shorthand {
+                padded, inet_aton, ..
+            } => match (padded, inet_aton) {
+                (Some(p), Some(a)) => format!(
+                    "write all four octets: `{p}` for the network, or `{a}` if you meant what inet_aton reads"
+                ),
+                (Some(p), None) => format!("write all four octets: `{p}`"),
+                _ => "write all four octets, e.g. 10.0.0.0/8".into(),
+            },
+            AddrError::TooManyOctets { .. } => {
+                "an IPv4 address has exactly four octets, e.g. 192.0.2.1".into()
+            }
+            AddrError::Hex { .. } | AddrError::EmptyOctet { .. } | AddrError::OctetRange { .. } => {
+                "write four decimal octets from 0 to 255, e.g. 10.0.0.1".into()
+            }
+            AddrError::Integer { dotted, .. } => match dotted {
+                Some(d) => format!("write it dotted: `{d}`"),
+                None => "write four decimal octets, e.g. 10.0.0.1".into(),
+            },
+            AddrError::Name { .. } => {
+                "only addresses and networks go here; put domain names in the set's `domains`".into()
+            }
+            AddrError::BadChar { .. } => {
+                "write an address such as 192.0.2.1 or 2001:db8::1, or a network such as 192.0.2.0/24".into()
+            }
+            AddrError::InvalidV6 { .. } => {
+                "IPv6 is up to eight groups of 1-4 hex digits separated by `:`, with at most one `::`, e.g. 2001:db8::1 or 2001:db8::/32".into()
+            }
+            AddrError::LenMissing { .. } | AddrError::LenSyntax { .. } => {
+                "write the prefix length as a decimal number of bits, e.g. /24 (IPv4: 0-32, IPv6: 0-128)".into()
+            }
+            AddrError::LenLeadingZero { suggestion, .. } => format!("write `{suggestion}`"),
+            AddrError::LenRange { max, .. } => format!(
+                "use a length from 0 to {max} ({} has {max} bits)",
+                if *max == 32 { "IPv4" } else { "IPv6" }
+            ),
+            AddrError::HostBits { text, network } => {
+                let host = text.split('/').next().unwrap_or(text);
+                format!("write `{network}` for the whole network, or `{host}` for just that address")
+            }
+            AddrError::DefaultRoute { .. } => "if this set really should take all traffic, set `allow_default_route = true` in the set; for traffic that no set matches, use [default] instead".into(),
+            AddrError::Mapped { v4, .. } => {
+                if v4.len() == 32 {
+                    format!("write the IPv4 address `{}`", v4.addr())
+                } else {
+                    format!("write the IPv4 network `{v4}`")
+                }
+            }
+            AddrError::NotHost { text } => {
+                format!("write only the address, without `/{}`", text.split('/').nth(1).unwrap_or(""))
+            }
+        }
+    }
+}
+
+impl fmt::Display for AddrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; {}", self.message(), self.hint())
+    }
+}
+
+impl std::error::Error for AddrError {}
+
+/// Parses one address (a host: /32 or /128) or CIDR network, strictly.
+///
+/// Surrounding whitespace is trimmed. Refused, each with its own [`AddrError`]: IPv4 octets with
+/// leading zeros, shortened, hexadecimal or single-integer IPv4 forms, prefix lengths that are
+/// not plain decimal or are too long, host bits after the length, IPv6 zone ids and brackets,
+/// IPv4-mapped IPv6 (inside `::ffff:0:0/96`; packets on the wire never carry those), and `/0`
+/// unless `allow_default_route`. Allocates nothing unless it fails.
+pub fn parse_prefix(text: &str, allow_default_route: bool) -> Result<Prefix, AddrError> {
+    let t = text.trim();
+    let (addr_text, len_text) = match t.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (t, None),
+    };
+    let addr = parse_ip_text(t, addr_text, len_text)?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len_text {
+        None => max,
+        Some(l) => parse_len(t, l, max)?,
+    };
+    let prefix = match Prefix::new(addr, u32::from(len)) {
+        Ok(p) => p,
+        Err(PrefixError::HostBits { network }) => {
+            return Err(AddrError::HostBits {
+                text: t.to_owned(),
+                network,
+            });
+        }
+        Err(PrefixError::TooLong { .. }) => {
+            return Err(AddrError::LenRange {
+                text: t.to_owned(),
+                len: len.to_string(),
+                max,
+            });
+        }
+    };
+    if let Some(v4) = mapped_v4(prefix) {
+        return Err(AddrError::Mapped {
+            text: t.to_owned(),
+            v4,
+        });
+    }
+    if prefix.len() == 0 && !allow_default_route {
+        return Err(AddrError::DefaultRoute { text: t.to_owned() });
+    }
+    Ok(prefix)
+}
+
+/// Parses one IP address (no prefix length), with the same strictness as [`parse_prefix`]:
+/// no leading zeros or shortened IPv4 forms, no zone ids, no IPv4-mapped IPv6.
+pub fn parse_addr(text: &str) -> Result<IpAddr, AddrError> {
+    let t = text.trim();
+    if t.contains('/') {
+        // Say what is wrong with the address part first, if anything.
+        let (a, _) = t.split_once('/').unwrap_or((t, ""));
+        parse_ip_text(t, a, Some(""))?;
+        return Err(AddrError::NotHost { text: t.to_owned() });
+    }
+    let addr = parse_ip_text(t, t, None)?;
+    if let Some(v4) = mapped_v4(Prefix::host(addr)) {
+        return Err(AddrError::Mapped {
+            text: t.to_owned(),
+            v4,
+        });
+    }
+    Ok(addr)
+}
+
+/// The IPv4 network an IPv4-mapped IPv6 prefix stands for, if it lies inside `::ffff:0:0/96`.
+fn mapped_v4(prefix: Prefix) -> Option<Prefix> {
+    match prefix {
+        Prefix::V6 { addr, len } if len >= 96 => {
+            let bits = u128::from(addr);
+            if bits >> 32 == 0xffff {
+                Some(Prefix::V4 {
+                    addr: Ipv4Addr::from(bits as u32),
+                    len: len - 96,
+                })
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Strict dotted-quad IPv4: exactly four decimal octets 0..=255 without leading zeros.
+fn parse_v4_strict(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u32 = 0;
+        while i < s.len() && i - start < 3 && s[i].is_ascii_digit() {
+            v = v * 10 + u32::from(s[i] - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || (digits > 1 && s[start] == b'0') || v > 255 {
+            return None;
+        }
+        *octet = v as u8;
+    }
+    (i == s.len()).then_some(Ipv4Addr::from(octets))
+}
+
+/// The address part of an entry; `whole` is the trimmed entry, for error messages.
+fn parse_ip_text(whole: &str, addr: &str, len: Option<&str>) -> Result<IpAddr, AddrError> {
+    if let Some(a) = parse_v4_strict(addr.as_bytes()) {
+        return Ok(IpAddr::V4(a));
+    }
+    if addr.contains(':')
+        && let Ok(a) = addr.parse::<Ipv6Addr>()
+    {
+        return Ok(IpAddr::V6(a));
+    }
+    Err(classify_addr(whole, addr, len))
+}
+
+/// Why `addr` (the part before any `/`) is not an address. Only runs on failure.
+fn classify_addr(whole: &str, addr: &str, len: Option<&str>) -> AddrError {
+    let text = whole.to_owned();
+    let with_len = |a: &str| match len {
+        Some(l) if !l.is_empty() => format!("{a}/{l}"),
+        _ => a.to_owned(),
+    };
+    if whole.is_empty() {
+        return AddrError::Empty;
+    }
+    if whole.contains(char::is_whitespace) {
+        return AddrError::Whitespace { text };
+    }
+    if let Some((a, _)) = addr.split_once('%') {
+        return AddrError::ZoneId {
+            text,
+            without: with_len(a),
+        };
+    }
+    if addr.starts_with('[') || addr.ends_with(']') {
+        let inner = addr.trim_start_matches('[').trim_end_matches(']');
+        return AddrError::Bracketed {
+            text,
+            inner: with_len(inner),
+        };
+    }
+    if addr.contains(':') {
+        return AddrError::InvalidV6 { text };
+    }
+    if addr.is_empty() {
+        return AddrError::Empty;
+    }
+    let parts: Vec<&str> = addr.split('.').collect();
+    if parts
+        .iter()
+        .any(|p| p.starts_with("0x") || p.starts_with("0X"))
+    {
+        return AddrError::Hex { text };
+    }
+    if let Some(ch) = addr.chars().find(|c| !c.is_ascii_digit() && *c != '.') {
+        let namelike = addr
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*'));
+        if namelike && addr.chars().any(|c| c.is_ascii_alphabetic()) {
+            return AddrError::Name { text };
+        }
+        return AddrError::BadChar { text, ch };
+    }
+    if parts.len() == 1 && addr.len() <= 3 && addr.parse::<u32>().is_ok_and(|v| v <= 255) {
+        // `10/8` or `10`: the shortest shorthand, not an integer address.
+    } else if parts.len() == 1 {
+        let dotted = addr
+            .parse::<u32>()
+            .ok()
+            .map(|v| with_len(&Ipv4Addr::from(v).to_string()));
+        return AddrError::Integer { text, dotted };
+    }
+    if parts.iter().any(|p| p.is_empty()) {
+        return AddrError::EmptyOctet { text };
+    }
+    if parts.len() > 4 {
+        return AddrError::TooManyOctets { text };
+    }
+    if let Some(octet) = parts
+        .iter()
+        .find(|p| p.len() > 3 || p.parse::<u32>().is_ok_and(|v| v > 255))
+    {
+        return AddrError::OctetRange {
+            text,
+            octet: (*octet).to_owned(),
+        };
+    }
+    let values: Vec<u32> = parts.iter().map(|p| p.parse().unwrap_or(0)).collect();
+    if parts.len() < 4 {
+        let mut octets = [0u8; 4];
+        for (o, v) in octets.iter_mut().zip(&values) {
+            *o = *v as u8;
+        }
+        let padded_addr = Ipv4Addr::from(octets);
+        let padded = match len.map(|l| l.parse::<u32>()) {
+            Some(Ok(l)) => Prefix::truncating(IpAddr::V4(padded_addr), l)
+                .ok()
+                .map(|p| p.to_string()),
+            Some(Err(_)) => None,
+            None => Some(format!("{padded_addr}/{}", 8 * parts.len())),
+        };
+        // inet_aton: the last part fills the remaining bytes.
+        let inet_aton = if len.is_none() {
+            let mut v: u32 = 0;
+            for (i, part) in values.iter().enumerate() {
+                if i + 1 < values.len() {
+                    v |= part << (24 - 8 * i);
+                } else {
+                    v |= part;
+                }
+            }
+            Some(Ipv4Addr::from(v).to_string())
+        } else {
+            None
+        };
+        return AddrError::Shorthand {
+            text,
+            padded,
+            inet_aton,
+        };
+    }
+    if parts.iter().any(|p| p.len() > 1 && p.starts_with('0')) {
+        let decimal: Vec<String> = values.iter().map(u32::to_string).collect();
+        let octal: Option<Vec<String>> = parts
+            .iter()
+            .map(|p| {
+                if p.len() > 1 && p.starts_with('0') {
+                    u32::from_str_radix(p, 8)
+                        .ok()
+                        .filter(|v| *v <= 255)
+                        .map(|v| v.to_string())
+                } else {
+                    Some((*p).to_owned())
+                }
+            })
+            .collect();
+        let decimal = with_len(&decimal.join("."));
+        let octal = octal
+            .map(|o| with_len(&o.join(".")))
+            .filter(|o| *o != decimal);
+        return AddrError::LeadingZero {
+            text,
+            decimal,
+            octal,
+        };
+    }
+    AddrError::BadChar { text, ch: '?' }
+}
+
+/// A prefix length: plain decimal, no sign, no leading zeros, at most `max`.
+fn parse_len(whole: &str, len: &str, max: u8) -> Result<u8, AddrError> {
+    let b = len.as_bytes();
+    if b.is_empty() {
+        return Err(AddrError::LenMissing {
+            text: whole.to_owned(),
+        });
+    }
+    if !b.iter().all(u8::is_ascii_digit) {
+        if whole.contains(char::is_whitespace) {
+            return Err(AddrError::Whitespace {
+                text: whole.to_owned(),
+            });
+        }
+        return Err(AddrError::LenSyntax {
+            text: whole.to_owned(),
+            len: len.to_owned(),
+        });
+    }
+    if b.len() > 1 && b[0] == b'0' {
+        let trimmed = len.trim_start_matches('0');
+        let trimmed = if trimmed.is_empty() { "0" } else { trimmed };
+        let addr = whole.split('/').next().unwrap_or(whole);
+        return Err(AddrError::LenLeadingZero {
+            text: whole.to_owned(),
+            suggestion: format!("{addr}/{trimmed}"),
+        });
+    }
+    let value = if b.len() > 3 {
+        u32::MAX
+    } else {
+        b.iter().fold(0u32, |v, d| v * 10 + u32::from(d - b'0'))
+    };
+    if value > u32::from(max) {
+        return Err(AddrError::LenRange {
+            text: whole.to_owned(),
+            len: len.to_owned(),
+            max,
+        });
+    }
+    Ok(value as u8)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +677,82 @@ mod tests {
                 .unwrap()
                 .contains(ip("2001:db8::1"))
         );
+    }
+
+    #[test]
+    fn strict_parsing_accepts_canonical_forms() {
+        for (text, want) in [
+            ("192.0.2.1", "192.0.2.1/32"),
+            (" 10.0.0.0/8 ", "10.0.0.0/8"),
+            ("0.0.0.0/32", "0.0.0.0/32"),
+            ("2001:db8::/32", "2001:db8::/32"),
+            ("::1", "::1/128"),
+            ("1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8/128"),
+            ("64:ff9b::192.0.2.1", "64:ff9b::c000:201/128"),
+        ] {
+            assert_eq!(
+                parse_prefix(text, false).unwrap().to_string(),
+                want,
+                "{text}"
+            );
+        }
+        assert_eq!(parse_prefix("0.0.0.0/0", true).unwrap().len(), 0);
+        assert_eq!(parse_addr("192.0.2.1").unwrap(), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn strict_parsing_refuses_ambiguous_forms() {
+        let err = |t: &str| parse_prefix(t, false).unwrap_err();
+        assert!(matches!(err("010.1.1.1"), AddrError::LeadingZero { .. }));
+        assert!(matches!(err("10.1"), AddrError::Shorthand { .. }));
+        assert!(matches!(err("10/8"), AddrError::Shorthand { .. }));
+        assert!(matches!(err("10"), AddrError::Shorthand { .. }));
+        assert!(matches!(err("1.2.3.4.5"), AddrError::TooManyOctets { .. }));
+        assert!(matches!(err("0x0a.0.0.1"), AddrError::Hex { .. }));
+        assert!(matches!(err("167772161"), AddrError::Integer { .. }));
+        assert!(matches!(err("1.2.3.256"), AddrError::OctetRange { .. }));
+        assert!(matches!(err("1.2..3"), AddrError::EmptyOctet { .. }));
+        assert!(matches!(
+            err("10.0.0.0/024"),
+            AddrError::LenLeadingZero { .. }
+        ));
+        assert!(matches!(err("10.0.0.0/"), AddrError::LenMissing { .. }));
+        assert!(matches!(err("10.0.0.0/x"), AddrError::LenSyntax { .. }));
+        assert!(matches!(err("10.0.0.0/33"), AddrError::LenRange { .. }));
+        assert!(matches!(err("::/129"), AddrError::LenRange { .. }));
+        assert!(matches!(err("10.0.0.1/8"), AddrError::HostBits { .. }));
+        assert!(matches!(err("::/0"), AddrError::DefaultRoute { .. }));
+        assert!(matches!(err("::ffff:1.2.3.4"), AddrError::Mapped { .. }));
+        assert!(matches!(err("fe80::1%eth0"), AddrError::ZoneId { .. }));
+        assert!(matches!(err("[::1]"), AddrError::Bracketed { .. }));
+        assert!(matches!(err("1::2::3"), AddrError::InvalidV6 { .. }));
+        assert!(matches!(err("a.example"), AddrError::Name { .. }));
+        assert!(matches!(err("1.2.3.4 5"), AddrError::Whitespace { .. }));
+        assert!(matches!(err(""), AddrError::Empty));
+        assert!(matches!(
+            parse_addr("10.0.0.0/8"),
+            Err(AddrError::NotHost { .. })
+        ));
+        assert!(matches!(
+            parse_addr("::ffff:10.0.0.1"),
+            Err(AddrError::Mapped { .. })
+        ));
+    }
+
+    #[test]
+    fn messages_say_what_to_write() {
+        let e = parse_prefix("10.1.2.3/16", false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`10.1.2.3/16` has host bits set; the network is 10.1.0.0/16; write `10.1.0.0/16` for the whole network, or `10.1.2.3` for just that address"
+        );
+        let e = parse_prefix("::ffff:10.0.0.0/104", false).unwrap_err();
+        assert!(e.hint().contains("`10.0.0.0/8`"), "{e}");
+        let e = parse_prefix("0.0.0.0/0", false).unwrap_err();
+        assert!(e.hint().contains("allow_default_route = true"), "{e}");
+        let e = parse_prefix("10.0.0/24", false).unwrap_err();
+        assert!(e.hint().contains("`10.0.0.0/24`"), "{e}");
+        let e = parse_prefix("167772161", false).unwrap_err();
+        assert!(e.hint().contains("`10.0.0.1`"), "{e}");
     }
 }

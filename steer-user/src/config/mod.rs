@@ -1,1 +1,330 @@
-//! Configuration: TOML parsing and complete validation (owned by the config work in progress).
+//! Configuration: TOML parsing and complete validation.
+//!
+//! [`load`] and [`parse`] either return a fully valid [`Config`] (list files read, every
+//! reference resolved, every range and cross-field rule checked) or every problem found, each
+//! located by file, line and column with the field, the value, what is wrong and what would be
+//! valid. Nothing in the system should be changed from a configuration that did not pass.
+//!
+//! The user-facing reference is `docs/configuration.md`.
+
+mod diag;
+mod list;
+mod names;
+mod raw;
+mod schema;
+mod targets;
+mod validate;
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+pub use diag::{ConfigErrors, Diagnostic};
+pub use list::{ListError, ListErrorKind, parse_list, parse_list_bytes};
+pub use names::{ifname_problem, normalize_domain, valid_name};
+
+use crate::{dataplane::Direction, prefix::Prefix};
+
+/// Default directory for pinned maps and programs.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/steer";
+/// Default control socket.
+pub const DEFAULT_SOCKET: &str = "/run/steer/steer.sock";
+/// Default `general.mark_mask`.
+pub const DEFAULT_MARK_MASK: u32 = 0xff00;
+/// Largest accepted map capacity (entries).
+pub const MAX_CAPACITY: u32 = 16_777_216;
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The configuration file, as given.
+    pub path: PathBuf,
+    pub general: General,
+    pub wans: Vec<Wan>,
+    pub policies: Vec<Policy>,
+    pub sets: Vec<Set>,
+    /// The policy for traffic that no set matches; `None` leaves it unmarked (main table).
+    pub default: Option<DefaultRule>,
+    pub control: Control,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct General {
+    /// Interfaces whose ingress is classified.
+    pub lan: Vec<String>,
+    /// The skb->mark bits steer owns (nonzero).
+    pub mark_mask: u32,
+    /// Also attach the XDP pre-classifier.
+    pub xdp: bool,
+    pub pin_dir: PathBuf,
+    pub capacity: Capacity,
+    /// Kernel-side per-packet logging (debug only).
+    pub log_packets: bool,
+    pub duplicates: DuplicatePolicy,
+}
+
+/// Map sizes (maximum entries) of the prefix tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub dst_v4: u32,
+    pub dst_v6: u32,
+    pub src_v4: u32,
+    pub src_v6: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            dst_v4: steer_common::DEFAULT_CAPACITY_DST_V4,
+            dst_v6: steer_common::DEFAULT_CAPACITY_DST_V6,
+            src_v4: steer_common::DEFAULT_CAPACITY_SRC_V4,
+            src_v6: steer_common::DEFAULT_CAPACITY_SRC_V6,
+        }
+    }
+}
+
+/// What to do when two sets with the same `match` direction hold the same prefix (or domain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DuplicatePolicy {
+    /// Refuse the configuration (`"error"`, the default).
+    #[default]
+    Error,
+    /// The set that comes first in the file keeps it; later ones drop it with a warning
+    /// (`"first-set-wins"`).
+    FirstSetWins,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wan {
+    pub name: String,
+    pub interface: String,
+    /// The mark stamped for this WAN (nonzero, inside `mark_mask`, unique).
+    pub mark: u32,
+    /// The routing table steer keeps for this WAN (unique, not 0/253/254/255, < 2^31).
+    pub table: u32,
+    pub gateway: Option<Ipv4Addr>,
+    pub gateway6: Option<Ipv6Addr>,
+    pub track: Track,
+}
+
+/// Health tracking of one WAN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Track {
+    pub method: TrackMethod,
+    /// Never empty; every target matches `method`.
+    pub targets: Vec<ProbeTarget>,
+    pub interval_ms: u32,
+    pub timeout_ms: u32,
+    /// Targets that must answer for a round to pass (1..=targets.len()).
+    pub reliability: u32,
+    /// Consecutive failed rounds before down.
+    pub down_after: u32,
+    /// Consecutive passed rounds before up.
+    pub up_after: u32,
+    /// A round whose answers are slower than this fails.
+    pub max_latency_ms: Option<u32>,
+    /// Down when the loss over `loss_window` rounds exceeds this.
+    pub max_loss_percent: Option<u32>,
+    /// Latency needed to come back up (<= max_latency_ms).
+    pub recover_latency_ms: Option<u32>,
+    /// Loss needed to come back up (<= max_loss_percent).
+    pub recover_loss_percent: Option<u32>,
+    /// Rounds the loss is computed over.
+    pub loss_window: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackMethod {
+    Icmp,
+    Tcp,
+    Dns,
+    Http,
+}
+
+impl TrackMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackMethod::Icmp => "icmp",
+            TrackMethod::Tcp => "tcp",
+            TrackMethod::Dns => "dns",
+            TrackMethod::Http => "http",
+        }
+    }
+}
+
+/// What one probe contacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeTarget {
+    /// Echo request to this address.
+    Icmp(IpAddr),
+    /// TCP connect to this address and port.
+    Tcp(SocketAddr),
+    /// A DNS query (type NS) for `query` sent to `server` port 53.
+    Dns { server: IpAddr, query: String },
+    /// `GET path` to `addr` with `Host: host`.
+    Http {
+        addr: SocketAddr,
+        host: String,
+        path: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    /// Never empty; no WAN twice.
+    pub members: Vec<Member>,
+    pub last_resort: LastResort,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub wan: String,
+    /// Lower is preferred (1..=255, default 1); members sharing the lowest metric of the
+    /// WANs that are up share the traffic.
+    pub metric: u32,
+    /// Share among members of the same metric (1..=64, default 1).
+    pub weight: u32,
+}
+
+/// What a policy does when none of its WANs is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LastResort {
+    /// Leave the packet unmarked: the main routing table decides.
+    #[default]
+    Default,
+    /// Reject (ICMP unreachable).
+    Unreachable,
+    /// Drop silently.
+    Blackhole,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Set {
+    pub name: String,
+    pub policy: String,
+    /// TOML key `match`: `"dst"` (default) or `"src"`.
+    pub direction: Direction,
+    /// Inline prefixes then list-file prefixes, in order, each once.
+    pub prefixes: Vec<Entry>,
+    /// The list files, resolved against the config file's directory.
+    pub files: Vec<PathBuf>,
+    /// Lowercase, no trailing dot, each once.
+    pub domains: Vec<String>,
+    pub allow_default_route: bool,
+}
+
+/// A prefix and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub prefix: Prefix,
+    pub origin: Origin,
+}
+
+/// Where an entry was written: the config file or a list file, and the 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub file: Arc<Path>,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRule {
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    pub socket: PathBuf,
+    /// Prometheus metrics listener; `None` = off.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            metrics: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn wan(&self, name: &str) -> Option<&Wan> {
+        self.wans.iter().find(|w| w.name == name)
+    }
+
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+
+    pub fn set(&self, name: &str) -> Option<&Set> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+}
+
+/// Reads and validates the configuration file at `path` and the list files it names.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        single(
+            path,
+            format!(
+                "cannot read the configuration file {}: {e}",
+                shown.display()
+            ),
+            "check the path given with -c and the file's permissions",
+        )
+    })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let bad = e.utf8_error().valid_up_to();
+            let good = String::from_utf8_lossy(&bytes[..bad]);
+            let line = good.matches('\n').count() + 1;
+            let column = good.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            return Err(ConfigErrors {
+                errors: vec![Diagnostic {
+                    file: path.to_path_buf(),
+                    line,
+                    column,
+                    field: String::new(),
+                    value: String::new(),
+                    message: "the configuration file is not valid UTF-8 text".into(),
+                    hint: "save it as UTF-8".into(),
+                }],
+            });
+        }
+    };
+    parse(&text, path)
+}
+
+/// Validates configuration text. `path` is used in messages and to resolve relative list-file
+/// paths (against its directory); list files are read.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    validate::parse(text, path)
+}
+
+fn single(path: &Path, message: String, hint: &str) -> ConfigErrors {
+    ConfigErrors {
+        errors: vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            value: String::new(),
+            message,
+            hint: hint.into(),
+        }],
+    }
+}

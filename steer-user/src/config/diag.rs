@@ -1,0 +1,280 @@
+//! Diagnostics: located, explained errors, and the helpers that build them.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+/// One problem in the configuration, located in the file where it was written.
+///
+/// `line` and `column` are 1-based (column counts characters). A `line` of 0 means the problem
+/// has no position (the file could not be read at all).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// Where in the configuration, e.g. `wan[wan1].mark` or `set[bypass].prefixes[2]`.
+    pub field: String,
+    /// The offending value as written (may be empty when something is missing).
+    pub value: String,
+    /// What is wrong.
+    pub message: String,
+    /// What would be valid, or what to do.
+    pub hint: String,
+}
+
+impl fmt::Display for Diagnostic {
+    /// `{file}:{line}:{column}: {field} = {value}: {message}; {hint}`; the position, ` = {value}`,
+    /// the field and `; {hint}` are left out when empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        f.write_str(": ")?;
+        if !self.field.is_empty() {
+            f.write_str(&self.field)?;
+            if !self.value.is_empty() {
+                write!(f, " = {}", self.value)?;
+            }
+            f.write_str(": ")?;
+        }
+        f.write_str(&self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, "; {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a configuration. Nothing may be applied when this is returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub errors: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One diagnostic per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A text with its line starts, to turn byte offsets into 1-based line and column.
+pub(crate) struct Source<'a> {
+    pub text: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Source { text, line_starts }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn locate(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|s| *s <= offset);
+        let start = self.line_starts[line - 1];
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count());
+        (line, column + 1)
+    }
+
+    /// The text of a span, as a short single-line snippet for messages.
+    pub fn snippet(&self, span: &Range<usize>) -> String {
+        let s = self.text.get(span.clone()).unwrap_or("");
+        shorten(s)
+    }
+}
+
+/// The first line of `s`, cut to a readable length.
+pub(crate) fn shorten(s: &str) -> String {
+    let first = s.lines().next().unwrap_or("").trim_end();
+    let multi = s.trim_end().contains('\n');
+    let mut out: String = first.chars().take(60).collect();
+    if multi || first.chars().count() > 60 {
+        out.push_str(" …");
+    }
+    out
+}
+
+/// Collects diagnostics for one configuration file.
+pub(crate) struct Ctx<'a> {
+    pub src: &'a Source<'a>,
+    pub file: &'a Path,
+    pub diags: Vec<Diagnostic>,
+    /// Field paths whose values had the wrong type (already reported, then removed): checks
+    /// that depend on them stay quiet instead of echoing the error.
+    pub removed: HashSet<String>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(src: &'a Source<'a>, file: &'a Path) -> Self {
+        Ctx {
+            src,
+            file,
+            diags: Vec::new(),
+            removed: HashSet::new(),
+        }
+    }
+
+    /// An error at `span` of the config file; the value is the span's text.
+    pub fn err(
+        &mut self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        let value = self.src.snippet(span);
+        self.err_value(span, field, value, message, hint);
+    }
+
+    /// An error at `span` of the config file with an explicit value text.
+    pub fn err_value(
+        &mut self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        value: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        let (line, column) = self.src.locate(span.start);
+        self.diags.push(Diagnostic {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            field: field.into(),
+            value: value.into(),
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    /// The 1-based line of a byte offset in the config file.
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.src.locate(offset).0
+    }
+}
+
+/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions).
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The closest candidate within edit distance 2 (and closer than the word is long), if any.
+pub(crate) fn closest<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
+    let lower = word.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), c))
+        .filter(|(d, c)| *d <= 2 && *d < word.chars().count().max(1) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// "did you mean `x`? " when a candidate is close, else "".
+pub(crate) fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> String {
+    closest(word, candidates).map_or_else(String::new, |c| format!("did you mean `{c}`? "))
+}
+
+/// `a`, `b`, `c` for hints.
+pub(crate) fn list_names<'c>(names: impl IntoIterator<Item = &'c str>) -> String {
+    let v: Vec<String> = names.into_iter().map(|n| format!("`{n}`")).collect();
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_is_one_based_in_characters() {
+        let s = Source::new("ab\nçd = 1\n");
+        assert_eq!(s.locate(0), (1, 1));
+        assert_eq!(s.locate(3), (2, 1));
+        assert_eq!(s.locate(6), (2, 3)); // after "çd" (ç is two bytes)
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(edit_distance("intreval_ms", "interval_ms"), 1);
+        assert_eq!(
+            closest("intervall_ms", ["interval_ms", "timeout_ms"]),
+            Some("interval_ms")
+        );
+        assert_eq!(closest("zzz", ["interval_ms"]), None);
+        assert_eq!(closest("ab", ["xy"]), None);
+    }
+
+    #[test]
+    fn display_leaves_out_empty_parts() {
+        let d = Diagnostic {
+            file: "a.toml".into(),
+            line: 3,
+            column: 7,
+            field: "wan[wan1].mark".into(),
+            value: "0".into(),
+            message: "mark is 0".into(),
+            hint: "use 0x100".into(),
+        };
+        assert_eq!(
+            d.to_string(),
+            "a.toml:3:7: wan[wan1].mark = 0: mark is 0; use 0x100"
+        );
+        let d = Diagnostic {
+            value: String::new(),
+            hint: String::new(),
+            line: 0,
+            ..d
+        };
+        assert_eq!(d.to_string(), "a.toml: wan[wan1].mark: mark is 0");
+    }
+}

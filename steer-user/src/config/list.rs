@@ -1,0 +1,211 @@
+//! List files: one IP or CIDR per line, `#` comments (whole-line or after an entry), blank
+//! lines; CRLF line endings and a UTF-8 byte-order mark are accepted.
+
+use std::fmt;
+
+use crate::prefix::{AddrError, Prefix, parse_prefix};
+
+/// What is wrong with one line of a list file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListErrorKind {
+    /// The entry is not an acceptable address or network.
+    Addr(AddrError),
+    /// The line is not UTF-8.
+    NotUtf8,
+    /// The file is UTF-16 (it starts with a UTF-16 byte-order mark).
+    Utf16,
+}
+
+/// One bad line of a list file: 1-based line and column (in characters) of the entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListError {
+    pub line: usize,
+    pub column: usize,
+    /// The entry as written (comment and surrounding whitespace removed); lossy for non-UTF-8.
+    pub text: String,
+    pub kind: ListErrorKind,
+}
+
+impl ListError {
+    pub fn message(&self) -> String {
+        match &self.kind {
+            ListErrorKind::Addr(e) => e.message(),
+            ListErrorKind::NotUtf8 => "the line is not valid UTF-8 text".into(),
+            ListErrorKind::Utf16 => "the file is UTF-16 encoded".into(),
+        }
+    }
+
+    pub fn hint(&self) -> String {
+        match &self.kind {
+            ListErrorKind::Addr(e) => e.hint(),
+            ListErrorKind::NotUtf8 => {
+                "save the file as UTF-8 (or plain ASCII); entries are addresses like 192.0.2.0/24"
+                    .into()
+            }
+            ListErrorKind::Utf16 => "save the file as UTF-8 (or plain ASCII)".into(),
+        }
+    }
+}
+
+impl fmt::Display for ListError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}; {}",
+            self.line,
+            self.column,
+            self.message(),
+            self.hint()
+        )
+    }
+}
+
+impl std::error::Error for ListError {}
+
+/// Parses the text of a list file into prefixes with their 1-based line numbers, or every bad
+/// line. `allow_default_route` permits `0.0.0.0/0` and `::/0`.
+pub fn parse_list(
+    text: &str,
+    allow_default_route: bool,
+) -> Result<Vec<(Prefix, usize)>, Vec<ListError>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        parse_line(line, i + 1, allow_default_route, &mut out, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Like [`parse_list`], for raw file contents: reports lines that are not UTF-8 (and UTF-16
+/// files) instead of failing on the whole file.
+pub fn parse_list_bytes(
+    bytes: &[u8],
+    allow_default_route: bool,
+) -> Result<Vec<(Prefix, usize)>, Vec<ListError>> {
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        return Err(vec![ListError {
+            line: 1,
+            column: 1,
+            text: String::new(),
+            kind: ListErrorKind::Utf16,
+        }]);
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return parse_list(text, allow_default_route);
+    }
+    let bytes = bytes.strip_prefix(&[0xef, 0xbb, 0xbf]).unwrap_or(bytes);
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        match std::str::from_utf8(line) {
+            Ok(line) => parse_line(line, i + 1, allow_default_route, &mut out, &mut errors),
+            Err(e) => {
+                let good = &line[..e.valid_up_to()];
+                let column = String::from_utf8_lossy(good).chars().count() + 1;
+                let lossy = String::from_utf8_lossy(line);
+                let content = lossy.split('#').next().unwrap_or("").trim();
+                errors.push(ListError {
+                    line: i + 1,
+                    column,
+                    text: content.to_owned(),
+                    kind: ListErrorKind::NotUtf8,
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+#[inline]
+fn parse_line(
+    line: &str,
+    number: usize,
+    allow_default_route: bool,
+    out: &mut Vec<(Prefix, usize)>,
+    errors: &mut Vec<ListError>,
+) {
+    let content = match line.find('#') {
+        Some(p) => &line[..p],
+        None => line,
+    };
+    let entry = content.trim();
+    if entry.is_empty() {
+        return;
+    }
+    match parse_prefix(entry, allow_default_route) {
+        Ok(p) => out.push((p, number)),
+        Err(e) => {
+            let offset = entry.as_ptr() as usize - line.as_ptr() as usize;
+            errors.push(ListError {
+                line: number,
+                column: line[..offset].chars().count() + 1,
+                text: entry.to_owned(),
+                kind: ListErrorKind::Addr(e),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_blank_lines_crlf_bom() {
+        let text =
+            "\u{feff}# header\r\n10.0.0.0/8\r\n\r\n  192.0.2.1  # a host\r\n2001:db8::/32#x\n\t\n";
+        let got = parse_list(text, false).unwrap();
+        let got: Vec<(String, usize)> = got.iter().map(|(p, l)| (p.to_string(), *l)).collect();
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.0/8".to_string(), 2),
+                ("192.0.2.1/32".to_string(), 4),
+                ("2001:db8::/32".to_string(), 5)
+            ]
+        );
+    }
+
+    #[test]
+    fn every_bad_line_is_reported_with_its_column() {
+        let text = "10.0.0.0/8\n  010.1.1.1\n\n10.1.2.3/16 # x\n";
+        let errs = parse_list(text, false).unwrap_err();
+        assert_eq!(errs.len(), 2);
+        assert_eq!((errs[0].line, errs[0].column), (2, 3));
+        assert!(matches!(
+            errs[0].kind,
+            ListErrorKind::Addr(AddrError::LeadingZero { .. })
+        ));
+        assert_eq!((errs[1].line, errs[1].column), (4, 1));
+        assert_eq!(errs[1].text, "10.1.2.3/16");
+    }
+
+    #[test]
+    fn non_utf8_lines_are_named() {
+        let bytes = b"10.0.0.0/8\n1\xff.0.0.1\n192.0.2.0/24\n\xfe\n";
+        let errs = parse_list_bytes(bytes, false).unwrap_err();
+        assert_eq!(errs.len(), 2);
+        assert_eq!((errs[0].line, errs[0].column), (2, 2));
+        assert_eq!(errs[0].kind, ListErrorKind::NotUtf8);
+        assert_eq!(errs[1].line, 4);
+        let errs = parse_list_bytes(b"\xff\xfe1\x000\x00", false).unwrap_err();
+        assert_eq!(errs[0].kind, ListErrorKind::Utf16);
+        let ok = parse_list_bytes(b"\xef\xbb\xbf10.0.0.0/8\r\n", false).unwrap();
+        assert_eq!(ok.len(), 1);
+    }
+
+    #[test]
+    fn default_route_needs_permission() {
+        assert!(parse_list("0.0.0.0/0\n", false).is_err());
+        assert_eq!(parse_list("0.0.0.0/0\n::/0\n", true).unwrap().len(), 2);
+    }
+}

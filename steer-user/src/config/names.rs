@@ -1,0 +1,200 @@
+//! Names: object names, Linux interface names, domain names.
+
+use crate::prefix::{parse_addr, parse_prefix};
+
+/// Longest object (WAN, policy, set) name.
+pub const MAX_NAME_LEN: usize = 47;
+/// Longest Linux interface name (IFNAMSIZ - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// Whether `name` is a valid WAN/policy/set name: 1..=47 of `[A-Za-z0-9_.-]`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Why `name` is not a valid object name (for messages).
+pub(crate) fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("the name is empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!(
+            "the name is {} bytes long; the limit is {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    name.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        .map(|c| format!("the name contains {c:?}"))
+}
+
+/// Why `name` is not a valid Linux interface name, if it is not.
+pub fn ifname_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("the interface name is empty".into());
+    }
+    if name.len() > MAX_IFNAME_LEN {
+        return Some(format!(
+            "interface names are at most {MAX_IFNAME_LEN} bytes; this one has {}",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Some(format!("`{name}` cannot be an interface name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || *c == '\0' || c.is_whitespace())
+    {
+        return Some(format!("interface names cannot contain {c:?}"));
+    }
+    None
+}
+
+/// A domain as steer stores it: lowercase, no trailing dot.
+///
+/// Refuses wildcards (a name already matches its subdomains), IP literals, empty labels, labels
+/// over 63 bytes, names over 253 bytes and anything outside letters, digits and `-` (a label may
+/// not start or end with `-`). The error is `(message, hint)`.
+pub fn normalize_domain(text: &str) -> Result<String, (String, String)> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err((
+            "empty domain".into(),
+            "write a name such as example.com, or remove the entry".into(),
+        ));
+    }
+    if let Some(rest) = t.strip_prefix("*.") {
+        return Err((
+            format!("`{t}` has a wildcard"),
+            format!("write `{rest}`: a name already matches itself and all its subdomains"),
+        ));
+    }
+    if parse_addr(t).is_ok() || parse_prefix(t, true).is_ok() {
+        return Err((
+            format!("`{t}` is an IP address, not a domain name"),
+            "put addresses and networks in the set's `prefixes` (or a list file)".into(),
+        ));
+    }
+    if t.contains("://") || t.contains('/') {
+        let host = t
+            .split("://")
+            .last()
+            .unwrap_or(t)
+            .split(['/', ':'])
+            .next()
+            .unwrap_or(t);
+        return Err((
+            format!("`{t}` is a URL, not a domain name"),
+            format!("write only the host name: `{host}`"),
+        ));
+    }
+    let name = t.strip_suffix('.').unwrap_or(t).to_ascii_lowercase();
+    if name.len() > 253 {
+        return Err((
+            format!(
+                "`{t}` is {} bytes long; domain names are at most 253",
+                name.len()
+            ),
+            "use a shorter name (a name also matches its subdomains)".into(),
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err((
+                format!("`{t}` has an empty label (two dots in a row, or a leading dot)"),
+                "write the name as labels separated by single dots, e.g. example.com".into(),
+            ));
+        }
+        if label.len() > 63 {
+            return Err((
+                format!(
+                    "label `{label}` is {} bytes long; labels are at most 63",
+                    label.len()
+                ),
+                "check the name; DNS labels cannot be longer".into(),
+            ));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            let hint = if c.is_ascii() {
+                "use only letters, digits and `-` in each label".to_string()
+            } else {
+                "write internationalized names in their ASCII (punycode) form, e.g. xn--bcher-kva.example".to_string()
+            };
+            return Err((format!("`{t}` contains {c:?}"), hint));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err((
+                format!("label `{label}` starts or ends with `-`"),
+                "a label may contain `-` only between letters or digits".into(),
+            ));
+        }
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names() {
+        assert!(valid_name("wan2-first"));
+        assert!(valid_name("a.b_c-1"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("has space"));
+        assert!(!valid_name(&"x".repeat(48)));
+        assert!(valid_name(&"x".repeat(47)));
+    }
+
+    #[test]
+    fn interface_names() {
+        assert_eq!(ifname_problem("br-lan"), None);
+        assert_eq!(ifname_problem("eth0.100"), None);
+        assert!(ifname_problem("").is_some());
+        assert!(ifname_problem("0123456789abcdef").is_some());
+        assert!(ifname_problem("eth0:1").is_some());
+        assert!(ifname_problem("a/b").is_some());
+        assert!(ifname_problem("a b").is_some());
+        assert!(ifname_problem("..").is_some());
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(normalize_domain("Example.COM.").unwrap(), "example.com");
+        assert_eq!(
+            normalize_domain("xn--bcher-kva.de").unwrap(),
+            "xn--bcher-kva.de"
+        );
+        assert!(
+            normalize_domain("*.example.com")
+                .unwrap_err()
+                .1
+                .contains("`example.com`")
+        );
+        assert!(
+            normalize_domain("192.0.2.1")
+                .unwrap_err()
+                .1
+                .contains("prefixes")
+        );
+        assert!(normalize_domain("2001:db8::1").is_err());
+        assert!(normalize_domain("a..b").is_err());
+        assert!(normalize_domain("-a.b").is_err());
+        assert!(normalize_domain("a_b.c").is_err());
+        assert!(normalize_domain(&format!("{}.com", "a".repeat(64))).is_err());
+        assert!(normalize_domain(&["abc"; 70].join(".")).is_err());
+        assert!(
+            normalize_domain("https://example.com/x")
+                .unwrap_err()
+                .1
+                .contains("`example.com`")
+        );
+    }
+}

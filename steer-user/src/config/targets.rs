@@ -1,0 +1,356 @@
+//! Health-probe targets and other `address:port` / URL values, parsed strictly.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use super::{ProbeTarget, TrackMethod};
+use crate::prefix::{AddrError, parse_addr};
+
+pub(super) fn target_example(method: TrackMethod) -> String {
+    match method {
+        TrackMethod::Icmp => {
+            "list addresses that answer pings, e.g. targets = [\"1.1.1.1\", \"9.9.9.9\"]"
+        }
+        TrackMethod::Tcp => {
+            "list address:port pairs, e.g. targets = [\"1.1.1.1:443\", \"[2606:4700::1111]:443\"]"
+        }
+        TrackMethod::Dns => "list DNS server addresses, e.g. targets = [\"1.1.1.1\", \"9.9.9.9\"]",
+        TrackMethod::Http => "list URLs with an IP address, e.g. targets = [\"http://1.1.1.1/\"]",
+    }
+    .into()
+}
+
+/// A probe target for `method`. Errors are `(message, hint)`.
+pub(super) fn parse_target(
+    method: TrackMethod,
+    text: &str,
+    query: &str,
+    host: Option<&str>,
+) -> Result<ProbeTarget, (String, String)> {
+    let addr = |text: &str| -> Result<IpAddr, (String, String)> {
+        let a = parse_addr(text).map_err(|e| {
+            if matches!(
+                e,
+                AddrError::BadChar { ch: ':', .. } | AddrError::InvalidV6 { .. }
+            ) || text.contains("://")
+            {
+                (e.message(), target_example(method))
+            } else {
+                (e.message(), e.hint())
+            }
+        })?;
+        probe_addr_ok(a)?;
+        Ok(a)
+    };
+    match method {
+        TrackMethod::Icmp => {
+            if text.contains("://") || (text.matches(':').count() == 1) {
+                return Err((
+                    format!("`{text}` is not an address; icmp targets are plain addresses"),
+                    "write only the address (e.g. 1.1.1.1), or use method = \"tcp\" or \"http\" for ports and URLs".into(),
+                ));
+            }
+            addr(text).map(ProbeTarget::Icmp)
+        }
+        TrackMethod::Dns => {
+            if text.contains("://") || text.matches(':').count() == 1 || text.starts_with('[') {
+                return Err((
+                    format!("`{text}` is not an address; dns targets are server addresses"),
+                    "write only the server address (e.g. 9.9.9.9); queries go to port 53".into(),
+                ));
+            }
+            addr(text).map(|server| ProbeTarget::Dns {
+                server,
+                query: query.to_owned(),
+            })
+        }
+        TrackMethod::Tcp => {
+            let sa = parse_socket_addr(text).map_err(|(m, h)| {
+                if h.is_empty() {
+                    (m, target_example(method))
+                } else {
+                    (m, h)
+                }
+            })?;
+            probe_addr_ok(sa.ip())?;
+            Ok(ProbeTarget::Tcp(sa))
+        }
+        TrackMethod::Http => parse_http(text, host),
+    }
+}
+
+fn probe_addr_ok(a: IpAddr) -> Result<(), (String, String)> {
+    if a.is_unspecified() || a.is_multicast() || a == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        return Err((
+            format!("{a} cannot be probed"),
+            "use a unicast address that answers, e.g. 1.1.1.1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `IPv4:port` or `[IPv6]:port`, strictly. Errors are `(message, hint)`.
+pub(super) fn parse_socket_addr(text: &str) -> Result<SocketAddr, (String, String)> {
+    let t = text.trim();
+    let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+        let Some((inner, after)) = rest.split_once(']') else {
+            return Err((
+                format!("`{t}` has `[` without `]`"),
+                "write an IPv6 address and port as [2001:db8::1]:443".into(),
+            ));
+        };
+        let Some(port) = after.strip_prefix(':') else {
+            return Err((
+                format!("`{t}` has no port"),
+                format!("add the port: [{inner}]:443"),
+            ));
+        };
+        let a = parse_addr(inner).map_err(|e| (e.message(), e.hint()))?;
+        if a.is_ipv4() {
+            return Err((
+                format!("`{t}` puts an IPv4 address in brackets"),
+                format!("write {inner}:{port}"),
+            ));
+        }
+        (a, port)
+    } else if t.matches(':').count() > 1 {
+        return Err((
+            format!("`{t}` looks like an IPv6 address without brackets"),
+            "write an IPv6 address and port as [2001:db8::1]:443".into(),
+        ));
+    } else {
+        let Some((a, port)) = t.rsplit_once(':') else {
+            return Err((
+                format!("`{t}` has no port"),
+                format!("add the port, e.g. {t}:443"),
+            ));
+        };
+        (parse_addr(a).map_err(|e| (e.message(), e.hint()))?, port)
+    };
+    let port = parse_port(port).ok_or_else(|| {
+        (
+            format!("`{port}` is not a valid port"),
+            "ports are 1 to 65535, written in decimal".into(),
+        )
+    })?;
+    Ok(SocketAddr::new(host, port))
+}
+
+fn parse_port(s: &str) -> Option<u16> {
+    if s.is_empty()
+        || s.len() > 5
+        || !s.bytes().all(|b| b.is_ascii_digit())
+        || (s.len() > 1 && s.starts_with('0'))
+    {
+        return None;
+    }
+    s.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// `http://IP[:port][/path]`; the Host header defaults to the address (and port when not 80).
+fn parse_http(text: &str, host: Option<&str>) -> Result<ProbeTarget, (String, String)> {
+    let t = text.trim();
+    let lower = t.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err((
+            "https probes are not supported".into(),
+            format!(
+                "use http://{} (the probe only checks that the WAN reaches the server)",
+                &t[8..]
+            ),
+        ));
+    }
+    if !lower.starts_with("http://") {
+        return Err((
+            format!("`{t}` is not an http:// URL"),
+            target_example(TrackMethod::Http),
+        ));
+    }
+    let rest = &t[7..];
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_owned()
+    };
+    if path
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+    {
+        return Err((
+            format!("the path `{path}` contains a space, control character or `#`"),
+            "percent-encode it (a space is %20) and leave out any #fragment".into(),
+        ));
+    }
+    let (ip_text, port_text) = if let Some(r) = authority.strip_prefix('[') {
+        let Some((inner, after)) = r.split_once(']') else {
+            return Err((
+                format!("`{authority}` has `[` without `]`"),
+                "write IPv6 URLs as http://[2001:db8::1]/path".into(),
+            ));
+        };
+        match after.strip_prefix(':') {
+            Some(p) => (inner, Some(p)),
+            None if after.is_empty() => (inner, None),
+            None => {
+                return Err((
+                    format!("unexpected `{after}` after `]`"),
+                    "write IPv6 URLs as http://[2001:db8::1]:8080/path".into(),
+                ));
+            }
+        }
+    } else if authority.matches(':').count() > 1 {
+        return Err((
+            format!("`{authority}` looks like an IPv6 address without brackets"),
+            "write IPv6 URLs as http://[2001:db8::1]/path".into(),
+        ));
+    } else {
+        match authority.split_once(':') {
+            Some((a, p)) => (a, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let ip = match parse_addr(ip_text) {
+        Ok(ip) => ip,
+        Err(AddrError::Name { .. }) => {
+            return Err((
+                format!(
+                    "`{ip_text}` is a name; http targets must be IP addresses (resolving a name needs DNS, which may be what is down)"
+                ),
+                format!("write http://<address>{path} and set host = \"{ip_text}\""),
+            ));
+        }
+        Err(e) => return Err((e.message(), e.hint())),
+    };
+    if authority.starts_with('[') != ip.is_ipv6() {
+        return Err((
+            format!("`{authority}`: only IPv6 addresses go in brackets, and they must"),
+            "write http://192.0.2.1/path or http://[2001:db8::1]/path".into(),
+        ));
+    }
+    let port = match port_text {
+        None => 80,
+        Some(p) => parse_port(p).ok_or_else(|| {
+            (
+                format!("`{p}` is not a valid port"),
+                "ports are 1 to 65535, written in decimal".to_string(),
+            )
+        })?,
+    };
+    probe_addr_ok(ip)?;
+    let addr = SocketAddr::new(ip, port);
+    let mut default_host = match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    if port != 80 {
+        default_host.push_str(&format!(":{port}"));
+    }
+    Ok(ProbeTarget::Http {
+        addr,
+        host: host.map_or(default_host, str::to_owned),
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets() {
+        assert_eq!(
+            parse_socket_addr("1.1.1.1:443").unwrap().to_string(),
+            "1.1.1.1:443"
+        );
+        assert_eq!(
+            parse_socket_addr("[2606:4700::1111]:53")
+                .unwrap()
+                .to_string(),
+            "[2606:4700::1111]:53"
+        );
+        assert!(
+            parse_socket_addr("1.1.1.1")
+                .unwrap_err()
+                .1
+                .contains("1.1.1.1:443")
+        );
+        assert!(
+            parse_socket_addr("2606:4700::1111:53")
+                .unwrap_err()
+                .1
+                .contains('[')
+        );
+        assert!(parse_socket_addr("1.1.1.1:0").is_err());
+        assert!(parse_socket_addr("1.1.1.1:080").is_err());
+        assert!(parse_socket_addr("1.1.1.1:65536").is_err());
+        assert!(parse_socket_addr("01.1.1.1:80").is_err());
+        assert!(parse_socket_addr("[1.1.1.1]:80").is_err());
+    }
+
+    #[test]
+    fn http_targets() {
+        let t = parse_http("http://1.1.1.1/generate_204", None).unwrap();
+        assert_eq!(
+            t,
+            ProbeTarget::Http {
+                addr: "1.1.1.1:80".parse().unwrap(),
+                host: "1.1.1.1".into(),
+                path: "/generate_204".into()
+            }
+        );
+        let t = parse_http("http://[2001:db8::1]:8080", Some("example.com")).unwrap();
+        assert_eq!(
+            t,
+            ProbeTarget::Http {
+                addr: "[2001:db8::1]:8080".parse().unwrap(),
+                host: "example.com".into(),
+                path: "/".into()
+            }
+        );
+        let t = parse_http("http://[2001:db8::1]/x", None).unwrap();
+        assert!(matches!(t, ProbeTarget::Http { ref host, .. } if host == "[2001:db8::1]"));
+        let t = parse_http("http://192.0.2.1:8080/x?y=1", None).unwrap();
+        assert!(
+            matches!(t, ProbeTarget::Http { ref host, ref path, .. } if host == "192.0.2.1:8080" && path == "/x?y=1")
+        );
+        assert!(
+            parse_http("https://1.1.1.1/", None)
+                .unwrap_err()
+                .0
+                .contains("https")
+        );
+        assert!(
+            parse_http("http://example.com/", None)
+                .unwrap_err()
+                .1
+                .contains("host = \"example.com\"")
+        );
+        assert!(parse_http("http://2001:db8::1/", None).is_err());
+        assert!(parse_http("1.1.1.1", None).is_err());
+        assert!(parse_http("http://1.1.1.1/a b", None).is_err());
+    }
+
+    #[test]
+    fn targets_per_method() {
+        assert_eq!(
+            parse_target(TrackMethod::Icmp, "9.9.9.9", ".", None).unwrap(),
+            ProbeTarget::Icmp("9.9.9.9".parse().unwrap())
+        );
+        assert!(parse_target(TrackMethod::Icmp, "9.9.9.9:53", ".", None).is_err());
+        assert!(parse_target(TrackMethod::Icmp, "0.0.0.0", ".", None).is_err());
+        assert!(parse_target(TrackMethod::Icmp, "224.0.0.1", ".", None).is_err());
+        assert!(parse_target(TrackMethod::Icmp, "2606:4700::1111", ".", None).is_ok());
+        assert_eq!(
+            parse_target(TrackMethod::Dns, "9.9.9.9", "example.com", None).unwrap(),
+            ProbeTarget::Dns {
+                server: "9.9.9.9".parse().unwrap(),
+                query: "example.com".into()
+            }
+        );
+        assert!(parse_target(TrackMethod::Dns, "9.9.9.9:53", ".", None).is_err());
+        assert!(parse_target(TrackMethod::Tcp, "9.9.9.9", ".", None).is_err());
+    }
+}

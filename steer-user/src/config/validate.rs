@@ -1,0 +1,1608 @@
+//! From text to a valid [`Config`]: syntax, schema, then every value and cross-field rule.
+//! Everything is checked before returning; placeholders stand in for bad values so the rest
+//! can still be checked, and never leave this module (any diagnostic means `Err`).
+
+use std::{
+    collections::{HashMap, HashSet, hash_map},
+    net::{IpAddr, Ipv4Addr},
+    ops::Range,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::Deserialize;
+use toml::de::DeTable;
+
+use super::{
+    Capacity, Config, Control, DEFAULT_MARK_MASK, DEFAULT_PIN_DIR, DEFAULT_SOCKET, DefaultRule,
+    DuplicatePolicy, Entry, General, LastResort, MAX_CAPACITY, Member, Origin, Policy, Set, Track,
+    TrackMethod, Wan,
+    diag::{ConfigErrors, Ctx, Diagnostic, Source, did_you_mean, list_names, shorten},
+    list::parse_list_bytes,
+    names::{ifname_problem, name_problem, normalize_domain},
+    raw::{RawGeneral, RawPolicy, RawRoot, RawSet, RawTrack, RawWan, S, Strings},
+    schema::{self, item_label},
+    targets::{parse_socket_addr, parse_target, target_example},
+};
+use crate::{
+    dataplane::Direction,
+    prefix::{AddrError, Prefix, parse_addr, parse_prefix},
+};
+
+/// Diagnostics reported per list file (and per pair of sets for duplicates) before summarizing.
+const REPORT_LIMIT: usize = 50;
+/// Individual first-set-wins warnings logged per set before summarizing.
+const WARN_LIMIT: usize = 10;
+
+pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let src = Source::new(text);
+    let mut cx = Ctx::new(&src, path);
+    let (mut doc, errors) = DeTable::parse_recoverable(text);
+    if let Some(e) = errors.first() {
+        // Later syntax errors are mostly echoes of the first one; report only that.
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().replace('\n', " ");
+        let hint = syntax_hint(&message);
+        let at = src.snippet(&span);
+        let message = if at.is_empty() {
+            format!("invalid TOML: {message}")
+        } else {
+            format!("invalid TOML at `{at}`: {message}")
+        };
+        cx.err_value(&span, "", "", message, hint);
+        return Err(finish(cx.diags, path));
+    }
+    let span = doc.span();
+    schema::check_table(&mut cx, doc.get_mut(), &span, schema::ROOT, "");
+    let raw = match RawRoot::deserialize(toml::de::Deserializer::from(doc)) {
+        Ok(raw) => raw,
+        Err(e) => {
+            // The schema walk should have caught this; report it anyway.
+            let span = e.span().unwrap_or(0..0);
+            cx.err(
+                &span,
+                "",
+                e.message().replace('\n', " "),
+                "fix this value's type",
+            );
+            return Err(finish(cx.diags, path));
+        }
+    };
+    let config = Builder::new(&mut cx, path).build(raw);
+    if cx.diags.is_empty() {
+        Ok(config)
+    } else {
+        Err(finish(cx.diags, path))
+    }
+}
+
+fn syntax_hint(message: &str) -> String {
+    if message.contains("must be quoted") {
+        "put text values in double quotes, e.g. name = \"wan1\"".into()
+    } else if message.contains("duplicate key") {
+        "each key may appear only once per table, and each [table] only once; merge or remove the repeated one".into()
+    } else if message.contains("unclosed array") {
+        "close the list with `]`".into()
+    } else if message.contains("unclosed") || message.contains("string") {
+        "close the string with the same quote it starts with".into()
+    } else {
+        "fix the TOML syntax here (nothing else was checked yet)".into()
+    }
+}
+
+/// Orders diagnostics: the config file first, by position; then list files, by position.
+fn finish(mut diags: Vec<Diagnostic>, config_file: &Path) -> ConfigErrors {
+    diags.sort_by(|a, b| {
+        let ka = (a.file != config_file, &a.file, a.line, a.column);
+        let kb = (b.file != config_file, &b.file, b.line, b.column);
+        ka.cmp(&kb)
+    });
+    diags.dedup();
+    ConfigErrors { errors: diags }
+}
+
+/// Where a prefix of a set came from, to place diagnostics about it (kept small: there is one
+/// per entry, and list files can have millions).
+#[derive(Clone, Copy)]
+enum Written {
+    /// `prefixes[i]` (its span is `PendingSet::inline_spans[i]`).
+    Inline(u32),
+    /// `files[i]`.
+    File(u32),
+}
+
+struct PendingSet {
+    name: String,
+    label: String,
+    span: Range<usize>,
+    policy: String,
+    direction: Direction,
+    allow_default_route: bool,
+    entries: Vec<(Prefix, Origin, Written)>,
+    /// Spans of the `prefixes` strings, by index.
+    inline_spans: Vec<Range<usize>>,
+    files: Vec<PathBuf>,
+    /// Shown list-file paths (joined to the config dir), for diagnostics.
+    file_paths: Vec<Arc<Path>>,
+    domains: Vec<(String, Range<usize>, usize)>,
+}
+
+struct Builder<'c, 'a> {
+    cx: &'c mut Ctx<'a>,
+    config_file: Arc<Path>,
+    base_dir: PathBuf,
+}
+
+impl<'c, 'a> Builder<'c, 'a> {
+    fn new(cx: &'c mut Ctx<'a>, path: &Path) -> Self {
+        let base_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::new(),
+        };
+        Builder {
+            cx,
+            config_file: Arc::from(path),
+            base_dir,
+        }
+    }
+
+    fn err(
+        &mut self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.cx.err(span, field, message, hint);
+    }
+
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.cx.line_of(span.start)
+    }
+
+    /// An integer in `lo..=hi`, or `None` after reporting.
+    fn ranged(
+        &mut self,
+        v: &S<i64>,
+        field: &str,
+        lo: i64,
+        hi: i64,
+        unit: &str,
+        hint: &str,
+    ) -> Option<u32> {
+        let n = *v.get_ref();
+        if (lo..=hi).contains(&n) {
+            u32::try_from(n).ok()
+        } else {
+            let unit = if unit.is_empty() {
+                String::new()
+            } else {
+                format!(" {unit}")
+            };
+            let hint = if hint.is_empty() {
+                format!("use a value from {lo} to {hi}")
+            } else {
+                hint.to_owned()
+            };
+            self.err(
+                &v.span(),
+                field,
+                format!("{n} is out of range: it must be from {lo} to {hi}{unit}"),
+                hint,
+            );
+            None
+        }
+    }
+
+    fn opt_ranged(
+        &mut self,
+        v: &Option<S<i64>>,
+        field: &str,
+        default: u32,
+        lo: i64,
+        hi: i64,
+        unit: &str,
+    ) -> u32 {
+        match v {
+            Some(v) => self.ranged(v, field, lo, hi, unit, "").unwrap_or(default),
+            None => default,
+        }
+    }
+
+    /// One of a fixed set of words.
+    fn choice<T: Copy>(
+        &mut self,
+        v: &Option<S<String>>,
+        field: &str,
+        choices: &[(&'static str, T)],
+        default: T,
+        what: &str,
+    ) -> T {
+        let Some(v) = v else { return default };
+        let s = v.get_ref().as_str();
+        if let Some((_, t)) = choices.iter().find(|(k, _)| *k == s) {
+            return *t;
+        }
+        let words: Vec<&str> = choices.iter().map(|(k, _)| *k).collect();
+        let lower = s.to_ascii_lowercase();
+        let dym = if words.contains(&lower.as_str()) {
+            format!("did you mean `{lower}` (lowercase)? ")
+        } else {
+            did_you_mean(s, words.iter().copied())
+        };
+        self.err(
+            &v.span(),
+            field,
+            format!("unknown {what} `{s}`"),
+            format!("{dym}use one of {}", list_names(words.iter().copied())),
+        );
+        default
+    }
+
+    fn build(mut self, raw: RawRoot) -> Config {
+        let general_span = raw.general.as_ref().map_or(0..0, |g| g.span());
+        let (general, mask_ok) = self.general(raw.general.map(|g| g.into_inner()));
+        let wans = self.wans(raw.wan, &general, mask_ok);
+        let wan_names: Vec<String> = wans.iter().map(|w| w.name.clone()).collect();
+        let policies = self.policies(raw.policy, &wan_names);
+        let policy_names: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
+        let sets = self.sets(raw.set, &policy_names, &general, &general_span);
+        let default = raw.default.and_then(|d| {
+            let d = d.into_inner();
+            let p = d.policy?;
+            self.reference(&p, "default.policy", "policy", &policy_names, "policies");
+            Some(DefaultRule {
+                policy: p.into_inner(),
+            })
+        });
+        let control = self.control(raw.control.map(|c| c.into_inner()));
+        Config {
+            path: self.config_file.to_path_buf(),
+            general,
+            wans,
+            policies,
+            sets,
+            default,
+            control,
+        }
+    }
+
+    /// Reports a reference to an undefined object.
+    fn reference(
+        &mut self,
+        v: &S<String>,
+        field: &str,
+        kind: &str,
+        defined: &[String],
+        plural: &str,
+    ) {
+        let name = v.get_ref().as_str();
+        if defined.iter().any(|d| d == name) {
+            return;
+        }
+        // A name with the wrong type was reported already; do not echo it here.
+        let key = if kind == "WAN" { "wan[" } else { "policy[" };
+        if self
+            .cx
+            .removed
+            .iter()
+            .any(|p| p.starts_with(key) && p.ends_with("].name"))
+        {
+            return;
+        }
+        let dym = did_you_mean(name, defined.iter().map(String::as_str));
+        let hint = if defined.is_empty() {
+            format!("no {plural} are defined; define one with [[{kind}]] first")
+        } else {
+            format!(
+                "{dym}defined {plural}: {}",
+                list_names(defined.iter().map(String::as_str))
+            )
+        };
+        self.err(
+            &v.span(),
+            field,
+            format!("{kind} `{name}` is not defined"),
+            hint,
+        );
+    }
+
+    /// Checks an object name and its uniqueness among `seen` (name -> line).
+    fn object_name(
+        &mut self,
+        v: &S<String>,
+        field: &str,
+        kind: &str,
+        seen: &mut HashMap<String, usize>,
+    ) {
+        let name = v.get_ref();
+        if let Some(problem) = name_problem(name) {
+            self.err(
+                &v.span(),
+                field,
+                format!("invalid {kind} name: {problem}"),
+                "use 1 to 47 letters, digits, `_`, `.` or `-`",
+            );
+        }
+        let line = self.line(&v.span());
+        match seen.entry(name.clone()) {
+            hash_map::Entry::Occupied(o) => {
+                let other = *o.get();
+                self.err(
+                    &v.span(),
+                    field,
+                    format!("{kind} name `{name}` is already used by the {kind} at line {other}"),
+                    format!("give each {kind} its own name"),
+                );
+            }
+            hash_map::Entry::Vacant(e) => {
+                e.insert(line);
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [general]
+    // -----------------------------------------------------------------------------------------
+
+    /// The general section, and whether mark_mask is usable for the WAN mark checks.
+    fn general(&mut self, g: Option<RawGeneral>) -> (General, bool) {
+        let g = g.unwrap_or_default();
+        let mut lan = Vec::new();
+        if let Some(list) = &g.lan {
+            if list.get_ref().is_empty() {
+                self.err(
+                    &list.span(),
+                    "general.lan",
+                    "no LAN interface is listed",
+                    "list the interfaces whose incoming traffic steer should classify, e.g. lan = [\"br-lan\"]",
+                );
+            }
+            let mut seen = HashSet::new();
+            for (i, v) in list.get_ref().iter().enumerate() {
+                let field = format!("general.lan[{i}]");
+                if let Some(problem) = ifname_problem(v.get_ref()) {
+                    self.err(
+                        &v.span(),
+                        &field,
+                        problem,
+                        "use the interface name as `ip link` shows it, e.g. br-lan",
+                    );
+                } else if !seen.insert(v.get_ref().clone()) {
+                    self.err(
+                        &v.span(),
+                        &field,
+                        format!("interface `{}` is listed twice", v.get_ref()),
+                        "list each interface once",
+                    );
+                }
+                lan.push(v.get_ref().clone());
+            }
+        }
+        let mut mask_ok = !self.cx.removed.contains("general.mark_mask");
+        let mark_mask = match &g.mark_mask {
+            None => DEFAULT_MARK_MASK,
+            Some(v) => {
+                let n = *v.get_ref();
+                if n == 0 {
+                    self.err(
+                        &v.span(),
+                        "general.mark_mask",
+                        "mark_mask is 0, so steer would own no bits of the packet mark",
+                        "set the bits steer may use, e.g. mark_mask = 0xff00",
+                    );
+                    mask_ok = false;
+                    0
+                } else if !(1..=i64::from(u32::MAX)).contains(&n) {
+                    self.err(
+                        &v.span(),
+                        "general.mark_mask",
+                        "mark_mask must fit in the 32-bit packet mark",
+                        "use a value from 0x1 to 0xffffffff, e.g. 0xff00",
+                    );
+                    mask_ok = false;
+                    0
+                } else {
+                    n as u32
+                }
+            }
+        };
+        let pin_dir = match &g.pin_dir {
+            None => PathBuf::from(DEFAULT_PIN_DIR),
+            Some(v) => self.absolute(
+                v,
+                "general.pin_dir",
+                "e.g. /sys/fs/bpf/steer (on a bpf filesystem)",
+            ),
+        };
+        let capacity = self.capacity(&g);
+        let duplicates = self.choice(
+            &g.duplicates,
+            "general.duplicates",
+            &[
+                ("error", DuplicatePolicy::Error),
+                ("first-set-wins", DuplicatePolicy::FirstSetWins),
+            ],
+            DuplicatePolicy::Error,
+            "duplicates policy",
+        );
+        let general = General {
+            lan,
+            mark_mask,
+            xdp: g.xdp.map(|v| v.into_inner()).unwrap_or(false),
+            pin_dir,
+            capacity,
+            log_packets: g.log_packets.map(|v| v.into_inner()).unwrap_or(false),
+            duplicates,
+        };
+        (general, mask_ok)
+    }
+
+    fn capacity(&mut self, g: &RawGeneral) -> Capacity {
+        let d = Capacity::default();
+        let Some(c) = &g.capacity else { return d };
+        let c = c.get_ref();
+        let max = i64::from(MAX_CAPACITY);
+        Capacity {
+            dst_v4: self.opt_ranged(
+                &c.dst_v4,
+                "general.capacity.dst_v4",
+                d.dst_v4,
+                1,
+                max,
+                "entries",
+            ),
+            dst_v6: self.opt_ranged(
+                &c.dst_v6,
+                "general.capacity.dst_v6",
+                d.dst_v6,
+                1,
+                max,
+                "entries",
+            ),
+            src_v4: self.opt_ranged(
+                &c.src_v4,
+                "general.capacity.src_v4",
+                d.src_v4,
+                1,
+                max,
+                "entries",
+            ),
+            src_v6: self.opt_ranged(
+                &c.src_v6,
+                "general.capacity.src_v6",
+                d.src_v6,
+                1,
+                max,
+                "entries",
+            ),
+        }
+    }
+
+    fn absolute(&mut self, v: &S<String>, field: &str, example: &str) -> PathBuf {
+        let p = PathBuf::from(v.get_ref());
+        if !p.is_absolute() {
+            self.err(
+                &v.span(),
+                field,
+                "must be an absolute path",
+                format!("write the full path, {example}"),
+            );
+        }
+        p
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [[wan]]
+    // -----------------------------------------------------------------------------------------
+
+    fn wans(
+        &mut self,
+        raw: Option<S<Vec<S<RawWan>>>>,
+        general: &General,
+        mask_ok: bool,
+    ) -> Vec<Wan> {
+        let Some(raw) = raw else { return Vec::new() };
+        let list_span = raw.span();
+        let raw = raw.into_inner();
+        if raw.is_empty() {
+            self.err(
+                &list_span,
+                "wan",
+                "no WAN is defined",
+                "add at least one [[wan]] with name, interface, mark, table and [wan.track]",
+            );
+        }
+        let mut names = HashMap::new();
+        let mut marks: HashMap<u32, (String, usize)> = HashMap::new();
+        let mut tables: HashMap<u32, (String, usize)> = HashMap::new();
+        let mut out = Vec::new();
+        for (i, w) in raw.into_iter().enumerate() {
+            let span = w.span();
+            let w = w.into_inner();
+            let label = item_label("", "wan", i, w.name.as_ref().map(|n| n.get_ref().as_str()));
+            let f = |k: &str| format!("{label}.{k}");
+            if i == steer_common::MAX_WANS as usize {
+                self.err(
+                    &span,
+                    &label,
+                    format!(
+                        "too many WANs: steer supports at most {}",
+                        steer_common::MAX_WANS
+                    ),
+                    "remove WANs you do not need",
+                );
+            }
+            if let Some(n) = &w.name {
+                self.object_name(n, &f("name"), "WAN", &mut names);
+            }
+            let name = w
+                .name
+                .as_ref()
+                .map(|n| n.get_ref().clone())
+                .unwrap_or_default();
+            if let Some(v) = &w.interface {
+                if let Some(problem) = ifname_problem(v.get_ref()) {
+                    self.err(
+                        &v.span(),
+                        f("interface"),
+                        problem,
+                        "use the interface name as `ip link` shows it, e.g. eth1 or pppoe-wan",
+                    );
+                } else if general.lan.iter().any(|l| l == v.get_ref()) {
+                    self.err(
+                        &v.span(),
+                        f("interface"),
+                        format!("`{}` is also listed in general.lan", v.get_ref()),
+                        "a WAN interface carries traffic to the internet; list only LAN-side interfaces in general.lan",
+                    );
+                }
+            }
+            let mark = w.mark.as_ref().map_or(0, |v| {
+                self.wan_mark(v, &f("mark"), &name, general.mark_mask, mask_ok, &mut marks)
+            });
+            let table = w
+                .table
+                .as_ref()
+                .map_or(0, |v| self.wan_table(v, &f("table"), &name, &mut tables));
+            let gateway = w.gateway.as_ref().and_then(|v| {
+                let a = self.gateway(v, &f("gateway"), true)?;
+                match a {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => None,
+                }
+            });
+            let gateway6 = w.gateway6.as_ref().and_then(|v| {
+                let a = self.gateway(v, &f("gateway6"), false)?;
+                match a {
+                    IpAddr::V6(a) => Some(a),
+                    IpAddr::V4(_) => None,
+                }
+            });
+            let track = match w.track {
+                Some(t) => self.track(t, &format!("{label}.track")),
+                None => placeholder_track(),
+            };
+            out.push(Wan {
+                name,
+                interface: w.interface.map(|v| v.into_inner()).unwrap_or_default(),
+                mark,
+                table,
+                gateway,
+                gateway6,
+                track,
+            });
+        }
+        out
+    }
+
+    fn wan_mark(
+        &mut self,
+        v: &S<i64>,
+        field: &str,
+        name: &str,
+        mask: u32,
+        mask_ok: bool,
+        marks: &mut HashMap<u32, (String, usize)>,
+    ) -> u32 {
+        let n = *v.get_ref();
+        let low = mask & mask.wrapping_neg();
+        let examples = if mask_ok && low != 0 {
+            let mut e = vec![format!("{low:#x}")];
+            if let Some(two) = low.checked_mul(2).filter(|t| t & !mask == 0) {
+                e.push(format!("{two:#x}"));
+            }
+            format!(", such as {}", e.join(" or "))
+        } else {
+            String::new()
+        };
+        if n == 0 {
+            self.err(
+                &v.span(),
+                field,
+                "mark is 0, which means \"no WAN\"",
+                format!("give each WAN its own nonzero mark inside general.mark_mask{examples}"),
+            );
+            return 0;
+        }
+        let Ok(mark) = u32::try_from(n) else {
+            self.err(
+                &v.span(),
+                field,
+                "marks are 32-bit",
+                format!("use a mark inside general.mark_mask{examples}"),
+            );
+            return 0;
+        };
+        if mask_ok && mark & !mask != 0 {
+            self.err(
+                &v.span(),
+                field,
+                if mark & mask == 0 {
+                    format!("mark {mark:#x} is outside general.mark_mask ({mask:#x})")
+                } else {
+                    format!(
+                        "mark {mark:#x} has bits outside general.mark_mask ({mask:#x}): {:#x}",
+                        mark & !mask
+                    )
+                },
+                format!("use a mark made only of the mask's bits{examples}"),
+            );
+        }
+        let line = self.line(&v.span());
+        match marks.entry(mark) {
+            hash_map::Entry::Occupied(o) => {
+                let (other, other_line) = o.get().clone();
+                self.err(
+                    &v.span(),
+                    field,
+                    format!("mark {mark:#x} is already used by WAN `{other}` (line {other_line})"),
+                    "each WAN needs its own mark, so packets for different WANs can be told apart",
+                );
+            }
+            hash_map::Entry::Vacant(e) => {
+                e.insert((name.to_owned(), line));
+            }
+        }
+        mark
+    }
+
+    fn wan_table(
+        &mut self,
+        v: &S<i64>,
+        field: &str,
+        name: &str,
+        tables: &mut HashMap<u32, (String, usize)>,
+    ) -> u32 {
+        let n = *v.get_ref();
+        let reserved = match n {
+            0 => Some("unspec"),
+            253 => Some("default"),
+            254 => Some("main"),
+            255 => Some("local"),
+            _ => None,
+        };
+        if let Some(r) = reserved {
+            self.err(
+                &v.span(),
+                field,
+                format!("table {n} is the kernel's reserved `{r}` table"),
+                "steer owns and rewrites this WAN's table; pick an unused number such as 101",
+            );
+            return 0;
+        }
+        if !(1..(1i64 << 31)).contains(&n) {
+            self.err(
+                &v.span(),
+                field,
+                format!("{n} is out of range: routing tables here are 1 to 2147483647"),
+                "pick an unused table number such as 101",
+            );
+            return 0;
+        }
+        let table = n as u32;
+        let line = self.line(&v.span());
+        match tables.entry(table) {
+            hash_map::Entry::Occupied(o) => {
+                let (other, other_line) = o.get().clone();
+                self.err(
+                    &v.span(),
+                    field,
+                    format!("table {table} is already used by WAN `{other}` (line {other_line})"),
+                    "each WAN needs its own routing table",
+                );
+            }
+            hash_map::Entry::Vacant(e) => {
+                e.insert((name.to_owned(), line));
+            }
+        }
+        table
+    }
+
+    fn gateway(&mut self, v: &S<String>, field: &str, v4: bool) -> Option<IpAddr> {
+        let a = match parse_addr(v.get_ref()) {
+            Ok(a) => a,
+            Err(e) => {
+                self.err(&v.span(), field, e.message(), e.hint());
+                return None;
+            }
+        };
+        if a.is_ipv4() != v4 {
+            let (msg, hint) = if v4 {
+                (
+                    "`gateway` is the IPv4 next hop",
+                    "put an IPv6 gateway in `gateway6`",
+                )
+            } else {
+                (
+                    "`gateway6` is the IPv6 next hop",
+                    "put an IPv4 gateway in `gateway`",
+                )
+            };
+            self.err(&v.span(), field, msg, hint);
+            return None;
+        }
+        if a.is_unspecified() || a.is_multicast() || a == IpAddr::V4(Ipv4Addr::BROADCAST) {
+            self.err(
+                &v.span(),
+                field,
+                format!("{a} cannot be a gateway"),
+                "write the address of the next-hop router on this WAN",
+            );
+            return None;
+        }
+        Some(a)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [wan.track]
+    // -----------------------------------------------------------------------------------------
+
+    fn track(&mut self, t: S<RawTrack>, label: &str) -> Track {
+        let t = t.into_inner();
+        let f = |k: &str| format!("{label}.{k}");
+        let method = self.choice(
+            &t.method,
+            &f("method"),
+            &[
+                ("icmp", TrackMethod::Icmp),
+                ("tcp", TrackMethod::Tcp),
+                ("dns", TrackMethod::Dns),
+                ("http", TrackMethod::Http),
+            ],
+            TrackMethod::Icmp,
+            "tracking method",
+        );
+        let query = match &t.query {
+            Some(q) if method != TrackMethod::Dns => {
+                self.err(
+                    &q.span(),
+                    f("query"),
+                    format!(
+                        "`query` only applies to method = \"dns\" (this WAN uses \"{}\")",
+                        method.as_str()
+                    ),
+                    "remove it, or set method = \"dns\"",
+                );
+                String::new()
+            }
+            Some(q) if q.get_ref() == "." => ".".to_owned(),
+            Some(q) => match normalize_domain(q.get_ref()) {
+                Ok(n) => n,
+                Err((m, h)) => {
+                    self.err(&q.span(), f("query"), m, h);
+                    String::new()
+                }
+            },
+            None => ".".to_owned(),
+        };
+        let host = match &t.host {
+            Some(h) if method != TrackMethod::Http => {
+                self.err(
+                    &h.span(),
+                    f("host"),
+                    format!(
+                        "`host` only applies to method = \"http\" (this WAN uses \"{}\")",
+                        method.as_str()
+                    ),
+                    "remove it, or set method = \"http\"",
+                );
+                None
+            }
+            Some(h) => {
+                let s = h.get_ref();
+                if s.is_empty()
+                    || s.chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+                {
+                    self.err(
+                        &h.span(),
+                        f("host"),
+                        "not a valid HTTP Host header value",
+                        "write a host name such as example.com (optionally with :port)",
+                    );
+                }
+                Some(s.clone())
+            }
+            None => None,
+        };
+        let mut targets = Vec::new();
+        if let Some(list) = &t.targets {
+            if list.get_ref().is_empty() {
+                self.err(
+                    &list.span(),
+                    f("targets"),
+                    "no probe targets are listed",
+                    target_example(method),
+                );
+            }
+            for (i, v) in list.get_ref().iter().enumerate() {
+                let field = format!("{label}.targets[{i}]");
+                match parse_target(method, v.get_ref(), &query, host.as_deref()) {
+                    Ok(target) => {
+                        if let Some(j) = targets.iter().position(|x| *x == target) {
+                            self.err(
+                                &v.span(),
+                                &field,
+                                format!("this target is already listed (targets[{j}])"),
+                                "list each target once; use reliability to require several answers",
+                            );
+                        } else {
+                            targets.push(target);
+                        }
+                    }
+                    Err((m, h)) => self.err(&v.span(), &field, m, h),
+                }
+            }
+        }
+        let interval_ms =
+            self.opt_ranged(&t.interval_ms, &f("interval_ms"), 500, 10, 3_600_000, "ms");
+        let timeout_ms = match &t.timeout_ms {
+            Some(v) => {
+                let n = *v.get_ref();
+                if (1..=i64::from(interval_ms)).contains(&n) {
+                    n as u32
+                } else {
+                    self.err(
+                        &v.span(),
+                        f("timeout_ms"),
+                        format!("{n} is out of range: it must be from 1 to interval_ms ({interval_ms}) ms"),
+                        "a probe must time out before the next round starts",
+                    );
+                    interval_ms
+                }
+            }
+            None if interval_ms < 400 && !self.cx.removed.contains(&f("timeout_ms")) => {
+                let span = t.interval_ms.as_ref().map_or(0..0, |v| v.span());
+                self.err(
+                    &span,
+                    f("interval_ms"),
+                    format!(
+                        "interval_ms {interval_ms} is shorter than the default timeout_ms (400)"
+                    ),
+                    format!("also set timeout_ms to at most {interval_ms}"),
+                );
+                interval_ms
+            }
+            None => 400,
+        };
+        let reliability = match &t.reliability {
+            Some(v) => {
+                let n = *v.get_ref();
+                // Count the targets as written: bad ones are reported on their own.
+                let written = t.targets.as_ref().map_or(0, |l| l.get_ref().len());
+                let max = written.max(1) as i64;
+                if (1..=max).contains(&n) || t.targets.is_none() {
+                    n as u32
+                } else {
+                    self.err(
+                        &v.span(),
+                        f("reliability"),
+                        format!(
+                            "reliability {n} must be from 1 to the number of targets ({written})"
+                        ),
+                        "reliability is how many targets must answer for a round to pass",
+                    );
+                    1
+                }
+            }
+            None => 1,
+        };
+        let down_after = self.opt_ranged(&t.down_after, &f("down_after"), 3, 1, 1000, "rounds");
+        let up_after = self.opt_ranged(&t.up_after, &f("up_after"), 5, 1, 1000, "rounds");
+        let loss_window = self.opt_ranged(&t.loss_window, &f("loss_window"), 10, 1, 1000, "rounds");
+        let max_latency_ms = t.max_latency_ms.as_ref().and_then(|v| {
+            self.ranged(
+                v,
+                &f("max_latency_ms"),
+                1,
+                i64::from(timeout_ms),
+                "ms",
+                "it must be at most timeout_ms, since a slower answer already counts as lost",
+            )
+        });
+        let max_loss_percent = t
+            .max_loss_percent
+            .as_ref()
+            .and_then(|v| self.ranged(v, &f("max_loss_percent"), 0, 100, "%", ""));
+        let recover_latency_ms = self.recover(
+            &t.recover_latency_ms,
+            &f("recover_latency_ms"),
+            t.max_latency_ms.is_some() || self.cx.removed.contains(&f("max_latency_ms")),
+            max_latency_ms,
+            "max_latency_ms",
+            "ms",
+        );
+        let recover_loss_percent = self.recover(
+            &t.recover_loss_percent,
+            &f("recover_loss_percent"),
+            t.max_loss_percent.is_some() || self.cx.removed.contains(&f("max_loss_percent")),
+            max_loss_percent,
+            "max_loss_percent",
+            "%",
+        );
+        Track {
+            method,
+            targets,
+            interval_ms,
+            timeout_ms,
+            reliability,
+            down_after,
+            up_after,
+            max_latency_ms,
+            max_loss_percent,
+            recover_latency_ms,
+            recover_loss_percent,
+            loss_window,
+        }
+    }
+
+    /// A recover_* threshold: needs its max_* and must not be looser than it.
+    fn recover(
+        &mut self,
+        v: &Option<S<i64>>,
+        field: &str,
+        max_written: bool,
+        max: Option<u32>,
+        max_key: &str,
+        unit: &str,
+    ) -> Option<u32> {
+        let v = v.as_ref()?;
+        if !max_written {
+            self.err(
+                &v.span(),
+                field,
+                format!("this recovery threshold needs `{max_key}`"),
+                format!("set `{max_key}` (the limit that takes the WAN down) too, or remove this"),
+            );
+            return None;
+        }
+        let max = max?;
+        let n = *v.get_ref();
+        if (0..=i64::from(max)).contains(&n) {
+            Some(n as u32)
+        } else {
+            self.err(
+                &v.span(),
+                field,
+                format!("{n} is looser than {max_key} ({max}{unit})"),
+                format!("a WAN should come back only when it is at least as good as the limit: use 0 to {max}"),
+            );
+            None
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [[policy]]
+    // -----------------------------------------------------------------------------------------
+
+    fn policies(&mut self, raw: Option<S<Vec<S<RawPolicy>>>>, wans: &[String]) -> Vec<Policy> {
+        let Some(raw) = raw else { return Vec::new() };
+        let mut names = HashMap::new();
+        let mut out = Vec::new();
+        for (i, p) in raw.into_inner().into_iter().enumerate() {
+            let p = p.into_inner();
+            let label = item_label(
+                "",
+                "policy",
+                i,
+                p.name.as_ref().map(|n| n.get_ref().as_str()),
+            );
+            if let Some(n) = &p.name {
+                self.object_name(n, &format!("{label}.name"), "policy", &mut names);
+            }
+            let mut members: Vec<Member> = Vec::new();
+            if let Some(list) = &p.members {
+                if list.get_ref().is_empty() {
+                    self.err(
+                        &list.span(),
+                        format!("{label}.members"),
+                        "this policy has no members",
+                        "list at least one WAN, e.g. members = [{ wan = \"wan1\" }]",
+                    );
+                }
+                let mut seen: HashMap<String, usize> = HashMap::new();
+                for (j, m) in list.get_ref().iter().enumerate() {
+                    let m = m.get_ref();
+                    let ml = format!("{label}.members[{j}]");
+                    let Some(w) = &m.wan else { continue };
+                    self.reference(w, &format!("{ml}.wan"), "WAN", wans, "WANs");
+                    if let Some(first) = seen.get(w.get_ref()) {
+                        self.err(
+                            &w.span(),
+                            format!("{ml}.wan"),
+                            format!("WAN `{}` is already a member of this policy (members[{first}])", w.get_ref()),
+                            "list each WAN once; use metric (preference) and weight (share) instead",
+                        );
+                    } else {
+                        seen.insert(w.get_ref().clone(), j);
+                    }
+                    let metric = self.opt_ranged(&m.metric, &format!("{ml}.metric"), 1, 1, 255, "");
+                    let weight = self.opt_ranged(&m.weight, &format!("{ml}.weight"), 1, 1, 64, "");
+                    members.push(Member {
+                        wan: w.get_ref().clone(),
+                        metric,
+                        weight,
+                    });
+                }
+            }
+            let last_resort = self.choice(
+                &p.last_resort,
+                &format!("{label}.last_resort"),
+                &[
+                    ("default", LastResort::Default),
+                    ("unreachable", LastResort::Unreachable),
+                    ("blackhole", LastResort::Blackhole),
+                ],
+                LastResort::Default,
+                "last_resort",
+            );
+            out.push(Policy {
+                name: p.name.map(|n| n.into_inner()).unwrap_or_default(),
+                members,
+                last_resort,
+            });
+        }
+        out
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [[set]]
+    // -----------------------------------------------------------------------------------------
+
+    fn sets(
+        &mut self,
+        raw: Option<S<Vec<S<RawSet>>>>,
+        policies: &[String],
+        general: &General,
+        general_span: &Range<usize>,
+    ) -> Vec<Set> {
+        let Some(raw) = raw else { return Vec::new() };
+        let mut names = HashMap::new();
+        let mut pending = Vec::new();
+        let max_sets = (steer_common::MAX_RULES - 1) as usize;
+        for (i, s) in raw.into_inner().into_iter().enumerate() {
+            let span = s.span();
+            let s = s.into_inner();
+            let label = item_label("", "set", i, s.name.as_ref().map(|n| n.get_ref().as_str()));
+            if i == max_sets {
+                self.err(
+                    &span,
+                    &label,
+                    format!("too many sets: steer supports at most {max_sets}"),
+                    "merge sets that use the same policy and match",
+                );
+            }
+            if let Some(n) = &s.name {
+                self.object_name(n, &format!("{label}.name"), "set", &mut names);
+            }
+            pending.push(self.set(s, span, label, policies));
+        }
+        let sets = self.resolve_duplicates(pending, general.duplicates);
+        self.check_capacity(&sets, general, general_span);
+        sets
+    }
+
+    fn set(
+        &mut self,
+        s: RawSet,
+        span: Range<usize>,
+        label: String,
+        policies: &[String],
+    ) -> PendingSet {
+        let f = |k: &str| format!("{label}.{k}");
+        if let Some(p) = &s.policy {
+            self.reference(p, &f("policy"), "policy", policies, "policies");
+        }
+        let direction = self.choice(
+            &s.direction,
+            &f("match"),
+            &[("dst", Direction::Dst), ("src", Direction::Src)],
+            Direction::Dst,
+            "match direction",
+        );
+        let allow = s.allow_default_route.as_ref().is_some_and(|v| *v.get_ref());
+        let name = s
+            .name
+            .as_ref()
+            .map(|n| n.get_ref().clone())
+            .unwrap_or_default();
+        let empty = |l: &Option<Strings>| l.as_ref().is_none_or(|l| l.get_ref().is_empty());
+        let removed = ["prefixes", "files", "domains"]
+            .iter()
+            .any(|k| self.cx.removed.contains(&f(k)));
+        if empty(&s.prefixes) && empty(&s.files) && empty(&s.domains) && !removed {
+            self.cx.err_value(
+                &span,
+                &label,
+                "",
+                "this set has nothing to match",
+                "add prefixes = [...], files = [...] or domains = [...]",
+            );
+        }
+        let mut set = PendingSet {
+            name,
+            label: label.clone(),
+            span,
+            policy: s
+                .policy
+                .as_ref()
+                .map(|p| p.get_ref().clone())
+                .unwrap_or_default(),
+            direction,
+            allow_default_route: allow,
+            entries: Vec::new(),
+            inline_spans: Vec::new(),
+            files: Vec::new(),
+            file_paths: Vec::new(),
+            domains: Vec::new(),
+        };
+        if let Some(list) = &s.prefixes {
+            set.inline_spans = list.get_ref().iter().map(|v| v.span()).collect();
+            for (i, v) in list.get_ref().iter().enumerate() {
+                let field = format!("{label}.prefixes[{i}]");
+                match parse_prefix(v.get_ref(), allow) {
+                    Ok(p) => {
+                        let origin = Origin {
+                            file: self.config_file.clone(),
+                            line: self.line(&v.span()),
+                        };
+                        set.entries.push((p, origin, Written::Inline(i as u32)));
+                    }
+                    Err(e) => self.addr_err(&v.span(), &field, &e, &label),
+                }
+            }
+        }
+        if let Some(list) = &s.files {
+            for (i, v) in list.get_ref().iter().enumerate() {
+                self.list_file(&mut set, i, v);
+            }
+        }
+        if let Some(list) = &s.domains {
+            if direction == Direction::Src && !list.get_ref().is_empty() {
+                self.err(
+                    &list.span(),
+                    f("domains"),
+                    "domains only work in sets with match = \"dst\"",
+                    "steer learns a domain's addresses from DNS answers, which are destinations; move the domains to a dst set",
+                );
+            }
+            for (i, v) in list.get_ref().iter().enumerate() {
+                match normalize_domain(v.get_ref()) {
+                    Ok(d) => {
+                        if !set.domains.iter().any(|(x, _, _)| *x == d) {
+                            set.domains.push((d, v.span(), i));
+                        }
+                    }
+                    Err((m, h)) => self.err(&v.span(), format!("{label}.domains[{i}]"), m, h),
+                }
+            }
+        }
+        set
+    }
+
+    fn addr_err(&mut self, span: &Range<usize>, field: &str, e: &AddrError, label: &str) {
+        let hint = match e {
+            AddrError::DefaultRoute { .. } => format!(
+                "if {label} really should take all such traffic, set `allow_default_route = true` in it; for traffic that no set matches, use [default] instead"
+            ),
+            _ => e.hint(),
+        };
+        self.err(span, field, e.message(), hint);
+    }
+
+    fn list_file(&mut self, set: &mut PendingSet, index: usize, v: &S<String>) {
+        let field = format!("{}.files[{index}]", set.label);
+        let written = v.get_ref();
+        if written.trim().is_empty() {
+            self.err(
+                &v.span(),
+                &field,
+                "empty file name",
+                "write the path of a list file, e.g. \"lists/bypass.txt\"",
+            );
+            return;
+        }
+        let path = self.base_dir.join(written);
+        let shown: Arc<Path> = Arc::from(path.as_path());
+        let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+        set.files.push(absolute.clone());
+        set.file_paths.push(shown.clone());
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                let set_name = &set.name;
+                self.err(
+                    &v.span(),
+                    &field,
+                    format!("cannot read list file `{written}` of set `{set_name}` (resolved to {}): {e}", absolute.display()),
+                    format!(
+                        "relative paths are relative to the config file's directory ({}); fix the path or create the file",
+                        std::path::absolute(self.base_dir.join(".")).unwrap_or_else(|_| self.base_dir.clone()).display()
+                    ),
+                );
+                return;
+            }
+        };
+        match parse_list_bytes(&bytes, set.allow_default_route) {
+            Ok(entries) => {
+                set.entries.reserve(entries.len());
+                let file_index = set.file_paths.len() - 1;
+                for (p, line) in entries {
+                    let origin = Origin {
+                        file: shown.clone(),
+                        line,
+                    };
+                    set.entries
+                        .push((p, origin, Written::File(file_index as u32)));
+                }
+            }
+            Err(errors) => {
+                let total = errors.len();
+                for e in errors.iter().take(REPORT_LIMIT) {
+                    let hint = match &e.kind {
+                        super::ListErrorKind::Addr(AddrError::DefaultRoute { .. }) => format!(
+                            "if {} really should take all such traffic, set `allow_default_route = true` in it; for traffic that no set matches, use [default] instead",
+                            set.label
+                        ),
+                        _ => e.hint(),
+                    };
+                    self.cx.diags.push(Diagnostic {
+                        file: shown.to_path_buf(),
+                        line: e.line,
+                        column: e.column,
+                        field: field.clone(),
+                        value: shorten(&e.text),
+                        message: e.message(),
+                        hint,
+                    });
+                }
+                if total > REPORT_LIMIT {
+                    let last = &errors[REPORT_LIMIT];
+                    self.cx.diags.push(Diagnostic {
+                        file: shown.to_path_buf(),
+                        line: last.line,
+                        column: last.column,
+                        field: field.clone(),
+                        value: String::new(),
+                        message: format!(
+                            "{} more bad lines in this file are not shown",
+                            total - REPORT_LIMIT
+                        ),
+                        hint: "is this really a list of addresses?".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Where to report a pending entry: file, line, column, field, value.
+    fn entry_place(
+        &self,
+        set: &PendingSet,
+        prefix: &Prefix,
+        origin: &Origin,
+        written: Written,
+    ) -> Diagnostic {
+        match written {
+            Written::Inline(index) => {
+                let span = &set.inline_spans[index as usize];
+                let (line, column) = self.cx.src.locate(span.start);
+                Diagnostic {
+                    file: self.config_file.to_path_buf(),
+                    line,
+                    column,
+                    field: format!("{}.prefixes[{index}]", set.label),
+                    value: self.cx.src.snippet(span),
+                    message: String::new(),
+                    hint: String::new(),
+                }
+            }
+            Written::File(index) => Diagnostic {
+                file: origin.file.to_path_buf(),
+                line: origin.line,
+                column: list_column(origin),
+                field: format!("{}.files[{index}]", set.label),
+                value: prefix.to_string(),
+                message: String::new(),
+                hint: String::new(),
+            },
+        }
+    }
+
+    /// Drops repeats inside a set, and resolves prefixes (and domains) claimed by two sets of
+    /// the same direction according to `general.duplicates`.
+    fn resolve_duplicates(
+        &mut self,
+        pending: Vec<PendingSet>,
+        policy: DuplicatePolicy,
+    ) -> Vec<Set> {
+        let total: usize = pending.iter().map(|s| s.entries.len()).sum();
+        let mut owner: HashMap<(Direction, Prefix), (u32, u32), FastHash> =
+            HashMap::with_capacity_and_hasher(total, FastHash);
+        let mut domain_owner: HashMap<String, (usize, usize)> = HashMap::new();
+        let mut out: Vec<Set> = Vec::with_capacity(pending.len());
+        for (si, mut set) in pending.into_iter().enumerate() {
+            let entries = std::mem::take(&mut set.entries);
+            let mut kept: Vec<Entry> = Vec::with_capacity(entries.len());
+            let mut clashes: HashMap<usize, usize> = HashMap::new();
+            let mut warned = 0usize;
+            for (prefix, origin, written) in entries {
+                match owner.entry((set.direction, prefix)) {
+                    hash_map::Entry::Vacant(v) => {
+                        v.insert((si as u32, kept.len() as u32));
+                        kept.push(Entry { prefix, origin });
+                    }
+                    hash_map::Entry::Occupied(o) => {
+                        let (other, idx) = *o.get();
+                        let other = other as usize;
+                        if other == si {
+                            continue; // the same prefix twice in one set: keep the first
+                        }
+                        let first = &out[other];
+                        let first_origin = first.prefixes[idx as usize].origin.clone();
+                        let first_name = first.name.clone();
+                        let count = clashes.entry(other).or_insert(0);
+                        *count += 1;
+                        match policy {
+                            DuplicatePolicy::Error => {
+                                if *count <= REPORT_LIMIT {
+                                    let mut d = self.entry_place(&set, &prefix, &origin, written);
+                                    d.message = format!(
+                                        "{prefix} is in set `{}` ({origin}) and also in set `{first_name}` ({first_origin}); a {} prefix can belong to one set only",
+                                        set.name,
+                                        dir_word(set.direction)
+                                    );
+                                    d.hint = "remove it from one of the sets, or set general.duplicates = \"first-set-wins\" to let the earlier set keep it".into();
+                                    self.cx.diags.push(d);
+                                }
+                            }
+                            DuplicatePolicy::FirstSetWins => {
+                                warned += 1;
+                                if warned <= WARN_LIMIT {
+                                    log::warn!(
+                                        "set `{}`: {prefix} ({origin}) is already in set `{first_name}` ({first_origin}); dropped from `{}` (general.duplicates = \"first-set-wins\")",
+                                        set.name,
+                                        set.name
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if warned > WARN_LIMIT {
+                log::warn!(
+                    "set `{}`: {} more prefixes already in earlier sets were dropped (general.duplicates = \"first-set-wins\")",
+                    set.name,
+                    warned - WARN_LIMIT
+                );
+            }
+            let mut clashes: Vec<(usize, usize)> = clashes.into_iter().collect();
+            clashes.sort_unstable();
+            for (other, count) in clashes {
+                if policy == DuplicatePolicy::Error && count > REPORT_LIMIT {
+                    let other_name = out[other].name.clone();
+                    self.cx.err_value(
+                        &set.span,
+                        &set.label,
+                        "",
+                        format!(
+                            "{} more prefixes of set `{}` are also in set `{other_name}` (not shown)",
+                            count - REPORT_LIMIT,
+                            set.name
+                        ),
+                        "remove them from one of the sets, or set general.duplicates = \"first-set-wins\"",
+                    );
+                }
+            }
+            let mut domains = Vec::with_capacity(set.domains.len());
+            for (d, span, i) in std::mem::take(&mut set.domains) {
+                if set.direction != Direction::Dst {
+                    continue; // already reported
+                }
+                match domain_owner.get(&d) {
+                    Some(&(other, line)) if other != si => {
+                        let other_name = out[other].name.clone();
+                        match policy {
+                            DuplicatePolicy::Error => self.err(
+                                &span,
+                                format!("{}.domains[{i}]", set.label),
+                                format!(
+                                    "domain `{d}` is also in set `{other_name}` ({}:{line})",
+                                    self.config_file.display()
+                                ),
+                                "remove it from one of the sets, or set general.duplicates = \"first-set-wins\" to let the earlier set keep it",
+                            ),
+                            DuplicatePolicy::FirstSetWins => log::warn!(
+                                "set `{}`: domain `{d}` is already in set `{other_name}` ({}:{line}); dropped (general.duplicates = \"first-set-wins\")",
+                                set.name,
+                                self.config_file.display()
+                            ),
+                        }
+                    }
+                    _ => {
+                        let line = self.line(&span);
+                        domain_owner.entry(d.clone()).or_insert((si, line));
+                        domains.push(d);
+                    }
+                }
+            }
+            out.push(Set {
+                name: set.name,
+                policy: set.policy,
+                direction: set.direction,
+                prefixes: kept,
+                files: set.files,
+                domains,
+                allow_default_route: set.allow_default_route,
+            });
+        }
+        out
+    }
+
+    fn check_capacity(&mut self, sets: &[Set], general: &General, general_span: &Range<usize>) {
+        let c = general.capacity;
+        let checks = [
+            (Direction::Dst, true, c.dst_v4, "dst_v4", "IPv4 destination"),
+            (
+                Direction::Dst,
+                false,
+                c.dst_v6,
+                "dst_v6",
+                "IPv6 destination",
+            ),
+            (Direction::Src, true, c.src_v4, "src_v4", "IPv4 source"),
+            (Direction::Src, false, c.src_v6, "src_v6", "IPv6 source"),
+        ];
+        for (dir, v4, cap, key, what) in checks {
+            let n: usize = sets
+                .iter()
+                .filter(|s| s.direction == dir)
+                .map(|s| s.prefixes.iter().filter(|e| e.prefix.is_v4() == v4).count())
+                .sum();
+            if n > cap as usize {
+                let hint = if n <= MAX_CAPACITY as usize {
+                    format!(
+                        "raise general.capacity.{key} to at least {n} (kernel memory grows with it)"
+                    )
+                } else {
+                    format!(
+                        "steer's limit is {MAX_CAPACITY}; aggregate the lists (fewer, shorter prefixes)"
+                    )
+                };
+                self.cx.err_value(
+                    general_span,
+                    format!("general.capacity.{key}"),
+                    cap.to_string(),
+                    format!("the sets hold {n} {what} prefixes, more than the capacity of {cap}"),
+                    hint,
+                );
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // [control]
+    // -----------------------------------------------------------------------------------------
+
+    fn control(&mut self, c: Option<super::raw::RawControl>) -> Control {
+        let Some(c) = c else {
+            return Control::default();
+        };
+        let socket = match &c.socket {
+            Some(v) => self.absolute(v, "control.socket", "e.g. /run/steer/steer.sock"),
+            None => PathBuf::from(DEFAULT_SOCKET),
+        };
+        let metrics = c
+            .metrics
+            .as_ref()
+            .and_then(|v| match parse_socket_addr(v.get_ref()) {
+                Ok(a) => Some(a),
+                Err((m, h)) => {
+                    self.err(&v.span(), "control.metrics", m, h);
+                    None
+                }
+            });
+        Control { socket, metrics }
+    }
+}
+
+/// A fast, non-cryptographic hasher for the duplicate map (the keys come from the operator's
+/// own files, so hash flooding is not a concern; SipHash would dominate large lists).
+#[derive(Clone, Copy, Default)]
+struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        // Spread the high bits down: hashbrown uses the top 7 bits and the low bits.
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+fn dir_word(d: Direction) -> &'static str {
+    match d {
+        Direction::Dst => "destination",
+        Direction::Src => "source",
+    }
+}
+
+/// The column of the entry on its line of a list file (the file is re-read only to report).
+fn list_column(origin: &Origin) -> usize {
+    let Ok(bytes) = std::fs::read(&origin.file) else {
+        return 1;
+    };
+    let line = bytes
+        .split(|b| *b == b'\n')
+        .nth(origin.line - 1)
+        .unwrap_or(b"");
+    let line = String::from_utf8_lossy(line);
+    let line = line.trim_start_matches('\u{feff}');
+    line.chars().take_while(|c| c.is_whitespace()).count() + 1
+}
+
+fn placeholder_track() -> Track {
+    Track {
+        method: TrackMethod::Icmp,
+        targets: Vec::new(),
+        interval_ms: 500,
+        timeout_ms: 400,
+        reliability: 1,
+        down_after: 3,
+        up_after: 5,
+        max_latency_ms: None,
+        max_loss_percent: None,
+        recover_latency_ms: None,
+        recover_loss_percent: None,
+        loss_window: 10,
+    }
+}
