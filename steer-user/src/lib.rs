@@ -4,6 +4,7 @@
 //! `packet` (synthetic frames for explain, tests and benchmarks), `objects` (the embedded
 //! eBPF objects).
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod objects;
 pub mod packet;

@@ -1,0 +1,1 @@
+//! Control socket: the daemon side (server) and the CLI side (client).
