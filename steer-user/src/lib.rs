@@ -3,9 +3,14 @@
 //! One module per concern: `dataplane` (kernel programs and maps), `prefix` (networks),
 //! `packet` (synthetic frames for explain, tests and benchmarks), `objects` (the embedded
 //! eBPF objects).
+pub mod cli;
 pub mod config;
 pub mod control;
+pub mod controller;
+pub mod daemon;
 pub mod dataplane;
 pub mod objects;
 pub mod packet;
+pub mod policy;
 pub mod prefix;
+pub mod sets;

@@ -19,6 +19,7 @@ pub const TC_CONTINUE: i32 = -1;
 /// `XDP_PASS`.
 pub const XDP_PASS: u32 = 2;
 
+#[derive(Debug)]
 pub struct Classifier {
     pub dp: Dataplane,
 }

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod classifier;
+pub mod daemon;
 pub mod lab;
 pub mod netns;
 pub mod rng;

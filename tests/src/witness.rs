@@ -8,6 +8,7 @@ use aya::{
     programs::{LinkOrder, SchedClassifier, TcAttachType, tc::TcAttachOptions},
 };
 
+#[derive(Debug)]
 pub struct Witness {
     ebpf: Ebpf,
 }
@@ -39,6 +40,30 @@ impl Witness {
             TcAttachOptions::TcxOrder(order),
         )
         .unwrap_or_else(|e| panic!("attach witness to {iface}: {e}"));
+    }
+
+    /// Attaches to the ingress of `iface` last in its tcx chain (steer attaches first), so it
+    /// stays behind steer's link even when a restarted daemon swaps the program in that link.
+    pub fn attach_last(&mut self, iface: &str) {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut("testkit_witness")
+            .expect("witness program")
+            .try_into()
+            .expect("tc program");
+        prog.attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::last()),
+        )
+        .unwrap_or_else(|e| panic!("attach witness to {iface}: {e}"));
+    }
+
+    /// Packets the witness saw, per mark.
+    pub fn all(&self) -> std::collections::BTreeMap<u32, u64> {
+        let map: HashMap<_, u32, u64> =
+            HashMap::try_from(self.ebpf.map("WITNESS").expect("WITNESS map")).expect("hash map");
+        map.iter().filter_map(Result::ok).collect()
     }
 
     /// Packets the witness saw carrying exactly `mark`.

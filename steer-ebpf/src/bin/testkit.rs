@@ -2,7 +2,7 @@
 //!
 //! - `testkit_tc_empty` / `testkit_xdp_empty`: do nothing, the floor every benchmark is
 //!   measured against.
-//! - `testkit_witness`: attached after `steer_tc`, counts the packets it sees per skb->mark.
+//! - `testkit_witness`: attached after `steer_tc`, counts the IP packets it sees per skb->mark.
 //!   That it sees packets at all proves the classifier returned "continue"; the marks it sees
 //!   are the marks steer wrote.
 #![no_std]
@@ -29,10 +29,19 @@ pub fn testkit_xdp_empty(_ctx: XdpContext) -> u32 {
     XDP_PASS
 }
 
+/// `skb->protocol` values (network byte order on the wire, host order here after `from_be`).
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
 #[classifier]
 pub fn testkit_witness(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer of this program.
-    let mark = unsafe { (*ctx.skb.skb).mark };
+    let (mark, protocol) = unsafe { ((*ctx.skb.skb).mark, (*ctx.skb.skb).protocol) };
+    // Only IP packets: ARP and friends are never classified, and would blur "unmarked".
+    let protocol = u16::from_be(protocol as u16);
+    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+        return TC_ACT_UNSPEC;
+    }
     match WITNESS.get_ptr_mut(mark) {
         // SAFETY: the value pointer is valid while the program runs. The tests send from one
         // flow at a time, so increments do not race.

@@ -650,6 +650,23 @@ impl<'c, 'a> Builder<'c, 'a> {
                 format!("use a mark made only of the mask's bits{examples}"),
             );
         }
+        let (unreachable, blackhole) = crate::policy::last_resort_marks(mask);
+        if mask_ok && (mark == unreachable || mark == blackhole) {
+            let what = if mark == unreachable {
+                "unreachable"
+            } else {
+                "blackhole"
+            };
+            self.err(
+                &v.span(),
+                field,
+                format!(
+                    "mark {mark:#x} is reserved for the `{what}` last resort (the two highest \
+                     marks inside mark_mask, {unreachable:#x} and {blackhole:#x}, are)"
+                ),
+                format!("use a lower mark inside general.mark_mask{examples}"),
+            );
+        }
         let line = self.line(&v.span());
         match marks.entry(mark) {
             hash_map::Entry::Occupied(o) => {

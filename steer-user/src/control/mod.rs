@@ -1,1 +1,186 @@
 //! Control socket: the daemon side (server) and the CLI side (client).
+//!
+//! The daemon (`steer run`) serves a Unix stream socket, by default [`DEFAULT_SOCKET`]; the CLI
+//! (`steer status`, `steer reload`, `steer stop`, `steer wan NAME up|down|auto`) connects to it.
+//! One request per connection: the client writes one JSON object and a newline, the server
+//! answers one JSON object and a newline and closes (see [`proto`]).
+//!
+//! The server is the router's control plane, so it is built to survive hostile local users:
+//! the socket is created with a restrictive umask and mode, every peer's uid is checked with
+//! `SO_PEERCRED`, requests are size- and time-limited, each connection runs on its own task
+//! and the number of connections is capped.
+
+pub mod client;
+pub mod proto;
+pub mod server;
+
+use std::{io, path::PathBuf, time::Duration};
+
+pub use client::call;
+pub use proto::{Request, Response, WanMode};
+pub use server::{Call, PeerCred, Server, ServerOptions, serve};
+
+/// Where `steer run` serves and the CLI connects unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/steer/steer.sock";
+
+/// Everything that can go wrong creating the control socket or talking to it. Every message
+/// names the socket (or its directory) and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The client found no socket file.
+    #[error("steer is not running (no socket at {}); start it with `steer run -c FILE`", path.display())]
+    NotRunning { path: PathBuf },
+
+    /// The socket file exists but nobody listens on it (a daemon that died).
+    #[error(
+        "steer is not running (nobody is listening on {}, a stale socket); start it with `steer run -c FILE`",
+        path.display()
+    )]
+    NotListening { path: PathBuf },
+
+    /// The client may not connect (the socket is mode 0600, owned by root).
+    #[error("permission denied on {}: run as root", path.display())]
+    PermissionDenied { path: PathBuf },
+
+    /// The daemon did not answer in time.
+    #[error(
+        "the steer daemon on {} did not answer within {timeout:?}; it may be busy or hung: check its log, or retry",
+        path.display()
+    )]
+    Timeout { path: PathBuf, timeout: Duration },
+
+    /// The answer was not one valid JSON response line.
+    #[error(
+        "invalid answer from the steer daemon on {}: {detail}; check that the steer CLI and the daemon are the same version",
+        path.display()
+    )]
+    BadResponse { path: PathBuf, detail: String },
+
+    /// The request could not be encoded (a bug in steer).
+    #[error("cannot encode the request for {}: {detail}; this is a bug in steer, please report it", path.display())]
+    BadRequest { path: PathBuf, detail: String },
+
+    /// Another daemon is live on the socket.
+    #[error(
+        "another steer daemon is serving {}{}; stop it first (`steer stop`) or choose another socket path",
+        path.display(),
+        match pid { Some(pid) => format!(" (pid {pid})"), None => String::new() }
+    )]
+    AlreadyServing { path: PathBuf, pid: Option<i32> },
+
+    /// Something other than a socket sits where the socket should be; it is never deleted.
+    #[error(
+        "{} exists and is not a socket; steer will not delete it: move it away or choose another socket path",
+        path.display()
+    )]
+    NotASocket { path: PathBuf },
+
+    /// The socket's directory exists but is not a directory.
+    #[error(
+        "{} is not a directory, so the control socket cannot be created in it; choose another socket path",
+        dir.display()
+    )]
+    NotADirectory { dir: PathBuf },
+
+    /// The socket's directory is world-writable without the sticky bit: anyone could replace
+    /// the socket.
+    #[error(
+        "refusing to create the control socket in {}: the directory is world-writable without the sticky bit (mode {mode:04o}); run `chmod 0700 {}` or choose another socket path",
+        dir.display(),
+        dir.display()
+    )]
+    InsecureDirectory { dir: PathBuf, mode: u32 },
+
+    /// `serve` was called outside a tokio runtime (a bug in steer).
+    #[error(
+        "cannot serve the control socket {}: not called inside a tokio runtime; this is a bug in steer, please report it",
+        path.display()
+    )]
+    NoRuntime { path: PathBuf },
+
+    /// Any other system error; `op` says what was being done ("bind", "connect to", ...).
+    #[error("cannot {op} {}: {source}; check the socket path and run as root", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ControlError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_names_the_path() {
+        let path = PathBuf::from("/run/steer/test.sock");
+        let dir = PathBuf::from("/run/steer");
+        let errors = [
+            ControlError::NotRunning { path: path.clone() },
+            ControlError::NotListening { path: path.clone() },
+            ControlError::PermissionDenied { path: path.clone() },
+            ControlError::Timeout {
+                path: path.clone(),
+                timeout: Duration::from_secs(5),
+            },
+            ControlError::BadResponse {
+                path: path.clone(),
+                detail: "x".into(),
+            },
+            ControlError::BadRequest {
+                path: path.clone(),
+                detail: "x".into(),
+            },
+            ControlError::AlreadyServing {
+                path: path.clone(),
+                pid: Some(42),
+            },
+            ControlError::AlreadyServing {
+                path: path.clone(),
+                pid: None,
+            },
+            ControlError::NotASocket { path: path.clone() },
+            ControlError::NoRuntime { path: path.clone() },
+            ControlError::io("bind", path.clone(), io::Error::other("boom")),
+        ];
+        for e in &errors {
+            let text = e.to_string();
+            assert!(text.contains("/run/steer/test.sock"), "{text}");
+        }
+        for e in [
+            ControlError::NotADirectory { dir: dir.clone() },
+            ControlError::InsecureDirectory {
+                dir: dir.clone(),
+                mode: 0o777,
+            },
+        ] {
+            assert!(e.to_string().contains("/run/steer"), "{e}");
+        }
+        assert_eq!(
+            errors[0].to_string(),
+            "steer is not running (no socket at /run/steer/test.sock); start it with `steer run -c FILE`"
+        );
+        assert_eq!(
+            errors[2].to_string(),
+            "permission denied on /run/steer/test.sock: run as root"
+        );
+        assert!(errors[6].to_string().contains("(pid 42)"));
+        assert!(!errors[7].to_string().contains("pid"));
+        assert!(
+            ControlError::InsecureDirectory { dir, mode: 0o777 }
+                .to_string()
+                .contains("mode 0777")
+        );
+    }
+}

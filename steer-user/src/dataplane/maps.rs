@@ -50,7 +50,7 @@ impl From<TrieError> for DataplaneError {
         DataplaneError::Map {
             map: e.map,
             op: e.op,
-            source: e.source,
+            source: Box::new(e.source),
         }
     }
 }
@@ -70,6 +70,10 @@ pub struct Maps {
     stats_path: PerCpuArray<MapData, Counter>,
     rule_info: Array<MapData, RuleInfo>,
     wan_info: Array<MapData, WanInfo>,
+    /// Element writes issued through this handle (a batch of n counts n).
+    writes: u64,
+    /// Fault injection for tests: the write that would pass this count fails.
+    fail_after: Option<u64>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -79,7 +83,11 @@ impl std::fmt::Debug for Maps {
 }
 
 fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
-    move |source| DataplaneError::Map { map, op, source }
+    move |source| DataplaneError::Map {
+        map,
+        op,
+        source: Box::new(source),
+    }
 }
 
 impl Maps {
@@ -88,10 +96,15 @@ impl Maps {
         Self::build(|name| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name)))
     }
 
-    /// Opens the maps pinned in `dir` (one file per map name).
-    pub fn from_pins(dir: &Path) -> Result<Self, DataplaneError> {
+    /// Opens the maps pinned under the pin directory `root` (read or write, no lock: readers
+    /// such as `steer dump` use this while the daemon runs).
+    pub fn from_pins(root: &Path) -> Result<Self, DataplaneError> {
         Self::build(|name| {
-            let data = MapData::from_pin(dir.join(name)).map_err(map_err(name, "open pin"))?;
+            let path = super::pin::map_path(root, name);
+            if !path.exists() {
+                return Err(DataplaneError::NotPinned { path });
+            }
+            let data = MapData::from_pin(&path).map_err(map_err(name, "open pin"))?;
             Map::from_map_data(data).map_err(map_err(name, "open pin"))
         })
     }
@@ -126,7 +139,33 @@ impl Maps {
             stats_path: typed!(names::STATS_PATH),
             rule_info: typed!(names::RULE_INFO),
             wan_info: typed!(names::WAN_INFO),
+            writes: 0,
+            fail_after: None,
         })
+    }
+
+    /// Element writes issued through this handle so far (prefixes, policy entries, slots,
+    /// names, the generation word). A batched write of n elements counts n.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// Fault injection for tests of the rollback paths: once `Some(n)` writes have been
+    /// counted, every further write fails without reaching the kernel.
+    #[doc(hidden)]
+    pub fn fail_after_writes(&mut self, n: Option<u64>) {
+        self.fail_after = n;
+    }
+
+    /// Counts `n` element writes, or refuses them when an injected fault says so.
+    fn meter(&mut self, n: u64) -> Result<(), DataplaneError> {
+        if let Some(limit) = self.fail_after
+            && self.writes + n > limit
+        {
+            return Err(DataplaneError::InjectedFault { after: limit });
+        }
+        self.writes += n;
+        Ok(())
     }
 
     // ---- prefixes -------------------------------------------------------------------------
@@ -138,6 +177,7 @@ impl Maps {
         prefix: Prefix,
         rule: u32,
     ) -> Result<(), DataplaneError> {
+        self.meter(1)?;
         match prefix {
             Prefix::V4 { addr, len } => self
                 .trie_v4_mut(dir)
@@ -155,6 +195,7 @@ impl Maps {
         dir: Direction,
         prefix: Prefix,
     ) -> Result<bool, DataplaneError> {
+        self.meter(1)?;
         Ok(match prefix {
             Prefix::V4 { addr, len } => {
                 self.trie_v4_mut(dir).remove((len.into(), addr.octets()))?
@@ -171,6 +212,30 @@ impl Maps {
             IpAddr::V4(a) => self.trie_v4(dir).lookup(a.octets())?,
             IpAddr::V6(a) => self.trie_v6(dir).lookup(a.octets())?,
         })
+    }
+
+    /// Every prefix of one direction that contains `ip`, with its rule, longest first.
+    pub fn containing(
+        &self,
+        dir: Direction,
+        ip: IpAddr,
+    ) -> Result<Vec<(Prefix, u32)>, DataplaneError> {
+        let mut out: Vec<(Prefix, u32)> = match ip {
+            IpAddr::V4(a) => self
+                .trie_v4(dir)
+                .containing(a.octets())?
+                .into_iter()
+                .map(|((len, n), r)| (prefix_v4(Ipv4Addr::from(n), len), r))
+                .collect(),
+            IpAddr::V6(a) => self
+                .trie_v6(dir)
+                .containing(a.octets())?
+                .into_iter()
+                .map(|((len, n), r)| (prefix_v6(Ipv6Addr::from(n), len), r))
+                .collect(),
+        };
+        out.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        Ok(out)
     }
 
     /// Every prefix of one direction and family with its rule, in no particular order.
@@ -197,6 +262,14 @@ impl Maps {
         entries: &[(Prefix, u32)],
         mode: WriteMode,
     ) -> Result<WriteMode, DataplaneError> {
+        if self.fail_after.is_some() {
+            // Element by element, so an injected fault hits exactly where it is armed.
+            for (prefix, rule) in entries {
+                self.set_prefix(dir, *prefix, *rule)?;
+            }
+            return Ok(WriteMode::PerElement);
+        }
+        self.meter(entries.len() as u64)?;
         let batched = mode == WriteMode::Batched;
         let (v4, v6): (Vec<_>, Vec<_>) = entries.iter().partition(|(p, _)| p.is_v4());
         let raw4: Vec<_> = v4
@@ -262,6 +335,7 @@ impl Maps {
         entry: PolicyEntry,
     ) -> Result<(), DataplaneError> {
         check_rule(rule)?;
+        self.meter(1)?;
         self.policy
             .set(policy_index(generation, rule), entry, 0)
             .map_err(map_err(names::POLICY, "write"))
@@ -281,6 +355,7 @@ impl Maps {
         slots: &[LbSlot; LB_SLOTS as usize],
     ) -> Result<(), DataplaneError> {
         check_rule(rule)?;
+        self.meter(u64::from(LB_SLOTS))?;
         let base = lb_base(generation, rule);
         for (i, slot) in (base..).zip(slots) {
             self.lb
@@ -303,6 +378,7 @@ impl Maps {
         info: RuleInfo,
     ) -> Result<(), DataplaneError> {
         check_rule(rule)?;
+        self.meter(1)?;
         self.rule_info
             .set(policy_index(generation, rule), info, 0)
             .map_err(map_err(names::RULE_INFO, "write"))
@@ -315,6 +391,7 @@ impl Maps {
     }
 
     pub fn set_wan_info(&mut self, slot: u32, info: WanInfo) -> Result<(), DataplaneError> {
+        self.meter(1)?;
         self.wan_info
             .set(slot, info, 0)
             .map_err(map_err(names::WAN_INFO, "write"))
@@ -330,6 +407,7 @@ impl Maps {
 
     /// Makes `generation` live with one word write: every packet after it sees the new table.
     pub fn set_active_generation(&mut self, generation: u32) -> Result<(), DataplaneError> {
+        self.meter(1)?;
         self.active
             .set(0, generation % GENERATIONS, 0)
             .map_err(map_err(names::ACTIVE, "write"))
@@ -342,6 +420,7 @@ impl Maps {
     }
 
     pub fn set_settings(&mut self, settings: Settings) -> Result<(), DataplaneError> {
+        self.meter(1)?;
         self.settings
             .set(0, settings, 0)
             .map_err(map_err(names::SETTINGS, "write"))

@@ -1,0 +1,339 @@
+//! `steer dump`: what the kernel holds, read from the pinned maps, with set, policy and WAN names
+//! instead of raw bytes. Works while the daemon is down.
+
+use std::{collections::BTreeMap, fmt::Write, path::Path};
+
+use clap::ValueEnum;
+use serde_json::{Value, json};
+use steer_common::{
+    LB_SLOTS, MAX_RULES, MAX_WANS, NO_WAN, action, name_from_bytes, path, rule_kind,
+};
+
+use super::txt;
+use crate::dataplane::{DataplaneError, Maps, sync::PrefixSets};
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// Rule ids: set, match, policy.
+    Rules,
+    /// Every prefix with its set and policy.
+    Sets,
+    /// The live policy table: what each rule stamps now.
+    Policies,
+    /// Packets and bytes per rule, per WAN and per classifier path.
+    Counters,
+    All,
+}
+
+/// Names the pinned maps carry, so the dump needs no configuration.
+pub(crate) struct Names {
+    pub generation: u32,
+    /// Rule id -> (set, policy, kind).
+    pub rules: BTreeMap<u32, (String, String, u32)>,
+    /// WAN slot -> (name, mark).
+    pub wans: BTreeMap<u32, (String, u32)>,
+}
+
+impl Names {
+    pub(crate) fn read(maps: &Maps) -> Result<Names, DataplaneError> {
+        let generation = maps.active_generation()?;
+        let mut rules = BTreeMap::new();
+        for rule in 0..MAX_RULES {
+            let info = maps.rule_info(generation, rule)?;
+            if info.kind != rule_kind::UNUSED {
+                let set = name_from_bytes(&info.set_name).to_owned();
+                rules.insert(
+                    rule,
+                    (
+                        set,
+                        name_from_bytes(&info.policy_name).to_owned(),
+                        info.kind,
+                    ),
+                );
+            }
+        }
+        let mut wans = BTreeMap::new();
+        for slot in 0..MAX_WANS {
+            let info = maps.wan_info(slot)?;
+            if info.in_use != 0 {
+                wans.insert(slot, (name_from_bytes(&info.name).to_owned(), info.mark));
+            }
+        }
+        Ok(Names {
+            generation,
+            rules,
+            wans,
+        })
+    }
+
+    pub(crate) fn set(&self, rule: u32) -> String {
+        self.rules
+            .get(&rule)
+            .map(|r| r.0.clone())
+            .unwrap_or_else(|| format!("rule {rule} (unnamed)"))
+    }
+
+    pub(crate) fn policy(&self, rule: u32) -> String {
+        match self.rules.get(&rule).map(|r| r.1.as_str()) {
+            Some("") | None => "-".into(),
+            Some(p) => p.to_owned(),
+        }
+    }
+
+    pub(crate) fn wan(&self, slot: u32) -> String {
+        if slot == NO_WAN {
+            return "-".into();
+        }
+        self.wans
+            .get(&slot)
+            .map(|w| w.0.clone())
+            .unwrap_or_else(|| format!("wan slot {slot}"))
+    }
+
+    /// The WAN a mark belongs to, or what the mark means.
+    pub(crate) fn wan_of_mark(&self, mark: u32, mask: u32) -> String {
+        if mark & mask == 0 {
+            return "none (unmarked: main routing table)".into();
+        }
+        let (unreachable, blackhole) = crate::policy::last_resort_marks(mask);
+        match self.wans.values().find(|(_, m)| *m == mark & mask) {
+            Some((name, _)) => name.clone(),
+            None if mark & mask == unreachable => "none (last resort: unreachable)".into(),
+            None if mark & mask == blackhole => "none (last resort: blackhole)".into(),
+            None => format!("unknown mark {:#x}", mark & mask),
+        }
+    }
+}
+
+fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        rule_kind::DST => "dst",
+        rule_kind::SRC => "src",
+        rule_kind::DEFAULT => "default",
+        _ => "unused",
+    }
+}
+
+/// Renders one section (or all) of the pinned state under `pin_dir`, as text or JSON.
+pub fn dump(pin_dir: &Path, what: Section, as_json: bool) -> Result<String, DataplaneError> {
+    let maps = Maps::from_pins(pin_dir)?;
+    let names = Names::read(&maps)?;
+    let sections: Vec<Section> = match what {
+        Section::All => vec![
+            Section::Rules,
+            Section::Policies,
+            Section::Counters,
+            Section::Sets,
+        ],
+        one => vec![one],
+    };
+    let mut doc = serde_json::Map::new();
+    let mut text = format!(
+        "pinned state {} (live policy generation {})\n",
+        pin_dir.display(),
+        names.generation
+    );
+    for section in sections {
+        let (key, value, rendered) = match section {
+            Section::Rules => ("rules", rules(&names), render_rules(&names)),
+            Section::Policies => {
+                let v = policies(&maps, &names)?;
+                let t = render_policies(&v);
+                ("policies", v, t)
+            }
+            Section::Counters => {
+                let v = counters(&maps, &names)?;
+                let t = render_counters(&v);
+                ("counters", v, t)
+            }
+            Section::Sets => {
+                let v = sets(&maps, &names)?;
+                let t = render_sets(&v);
+                ("sets", v, t)
+            }
+            Section::All => unreachable!("expanded above"),
+        };
+        doc.insert(key.into(), value);
+        text.push('\n');
+        text.push_str(&rendered);
+    }
+    if as_json {
+        doc.insert("generation".into(), json!(names.generation));
+        Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&Value::Object(doc)).unwrap_or_default()
+        ))
+    } else {
+        Ok(text)
+    }
+}
+
+fn rules(names: &Names) -> Value {
+    Value::Array(
+        names
+            .rules
+            .iter()
+            .map(|(id, (set, _, kind))| json!({ "rule": id, "set": set, "match": kind_name(*kind), "policy": names.policy(*id) }))
+            .collect(),
+    )
+}
+
+fn render_rules(names: &Names) -> String {
+    let mut out = "rule  set              match    policy\n".to_owned();
+    for (id, (set, _, kind)) in &names.rules {
+        let _ = writeln!(
+            out,
+            "{id:<5} {set:<16} {:<8} {}",
+            kind_name(*kind),
+            names.policy(*id)
+        );
+    }
+    out
+}
+
+fn policies(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
+    let mut out = Vec::new();
+    for id in names.rules.keys() {
+        let entry = maps.policy(names.generation, *id)?;
+        let verdict = match entry.action {
+            action::MARK => json!({
+                "action": "mark", "mark": format!("{:#x}", entry.mark), "mask": format!("{:#x}", entry.mask),
+                "wan": names.wan_of_mark(entry.mark, entry.mask),
+            }),
+            action::BALANCE => {
+                let mut share: BTreeMap<String, u32> = BTreeMap::new();
+                for slot in maps.lb_slots(names.generation, *id)? {
+                    *share.entry(names.wan(slot.wan)).or_default() += 1;
+                }
+                json!({
+                    "action": "balance", "mask": format!("{:#x}", entry.mask),
+                    "slots": share.iter().map(|(w, n)| json!({ "wan": w, "slots": n })).collect::<Vec<_>>(),
+                })
+            }
+            _ => json!({ "action": "none", "wan": "none (unmarked: main routing table)" }),
+        };
+        out.push(json!({ "rule": id, "set": names.set(*id), "policy": names.policy(*id), "verdict": verdict }));
+    }
+    Ok(Value::Array(out))
+}
+
+fn render_policies(v: &Value) -> String {
+    let mut out = "rule  set              policy           verdict\n".to_owned();
+    for p in v.as_array().into_iter().flatten() {
+        let verdict = &p["verdict"];
+        let what = match verdict["action"].as_str() {
+            Some("mark") => format!("mark {} -> {}", txt(&verdict["mark"]), txt(&verdict["wan"])),
+            Some("balance") => {
+                let parts: Vec<String> = verdict["slots"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| format!("{} {}/{LB_SLOTS}", txt(&s["wan"]), txt(&s["slots"])))
+                    .collect();
+                format!("balance: {}", parts.join(", "))
+            }
+            _ => "unmarked (main routing table)".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<5} {:<16} {:<16} {what}",
+            txt(&p["rule"]),
+            txt(&p["set"]),
+            txt(&p["policy"])
+        );
+    }
+    out
+}
+
+fn counters(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
+    let mut rules = Vec::new();
+    for id in names.rules.keys() {
+        let c = maps.rule_counter(*id)?;
+        rules.push(
+            json!({ "rule": id, "set": names.set(*id), "packets": c.packets, "bytes": c.bytes }),
+        );
+    }
+    let mut wans = Vec::new();
+    for (slot, (name, _)) in &names.wans {
+        let c = maps.wan_counter(*slot)?;
+        wans.push(json!({ "wan": name, "packets": c.packets, "bytes": c.bytes }));
+    }
+    let mut paths = serde_json::Map::new();
+    for (name, which) in [
+        ("classified", path::CLASSIFIED),
+        ("xdp_metadata", path::XDP_META),
+        ("not_ip", path::NOT_IP),
+        ("truncated", path::TRUNCATED),
+    ] {
+        let c = maps.path_counter(which)?;
+        paths.insert(
+            name.into(),
+            json!({ "packets": c.packets, "bytes": c.bytes }),
+        );
+    }
+    Ok(json!({ "rules": rules, "wans": wans, "paths": paths }))
+}
+
+fn render_counters(v: &Value) -> String {
+    let mut out = "counter                       packets          bytes\n".to_owned();
+    for r in v["rules"].as_array().into_iter().flatten() {
+        let label = format!("set {}", txt(&r["set"]));
+        let _ = writeln!(
+            out,
+            "{label:<29} {:<16} {}",
+            txt(&r["packets"]),
+            txt(&r["bytes"])
+        );
+    }
+    for w in v["wans"].as_array().into_iter().flatten() {
+        let label = format!("wan {}", txt(&w["wan"]));
+        let _ = writeln!(
+            out,
+            "{label:<29} {:<16} {}",
+            txt(&w["packets"]),
+            txt(&w["bytes"])
+        );
+    }
+    for (name, c) in v["paths"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<29} {:<16} {}",
+            format!("path {name}"),
+            txt(&c["packets"]),
+            txt(&c["bytes"])
+        );
+    }
+    out
+}
+
+fn sets(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
+    let state = PrefixSets::read(maps)?;
+    let mut rows = Vec::new();
+    for (dir, v4) in PrefixSets::KEYS {
+        let mut entries: Vec<_> = state.map(dir, v4).iter().collect();
+        entries.sort();
+        for (prefix, rule) in entries {
+            rows.push(json!({
+                "prefix": prefix.to_string(), "match": if dir == crate::dataplane::Direction::Src { "src" } else { "dst" },
+                "set": names.set(*rule), "rule": rule, "policy": names.policy(*rule),
+            }));
+        }
+    }
+    Ok(Value::Array(rows))
+}
+
+fn render_sets(v: &Value) -> String {
+    let mut out =
+        "prefix                                      match  set              policy\n".to_owned();
+    for r in v.as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<43} {:<6} {:<16} {}",
+            txt(&r["prefix"]),
+            txt(&r["match"]),
+            txt(&r["set"]),
+            txt(&r["policy"])
+        );
+    }
+    out
+}

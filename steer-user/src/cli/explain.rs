@@ -1,0 +1,192 @@
+//! `steer explain`: why a packet goes where it goes. A private copy of the classifier (the same
+//! object the daemon runs) is run through BPF_PROG_TEST_RUN on a synthetic packet against the
+//! live pinned maps: the XDP program says which rule matched (its verdict metadata), the TC
+//! program what mark the packet leaves with. Names come from the pinned maps.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use clap::ValueEnum;
+use serde_json::{Value, json};
+use steer_common::{DEFAULT_RULE, rule_kind};
+
+use super::dump::Names;
+use crate::{
+    dataplane::{
+        Dataplane, DataplaneError, Direction,
+        run::{run_tc, run_xdp},
+    },
+    packet::{Frame, Transport},
+    prefix::Prefix,
+};
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// The answer to "why did this packet go out there?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: Proto,
+    pub dport: u16,
+    /// Rule the classifier matched (0: the default rule).
+    pub rule: u32,
+    pub set: String,
+    /// "src", "dst" or "default".
+    pub matched_on: &'static str,
+    /// The set's prefix that matched (longest), if a set matched.
+    pub prefix: Option<Prefix>,
+    /// Shorter prefixes of other rules that also contain the address (what the packet would
+    /// get without the match).
+    pub shadowed: Vec<(Prefix, String)>,
+    pub policy: String,
+    /// skb->mark as the TC program left it.
+    pub mark: u32,
+    pub mask: u32,
+    pub wan: String,
+    pub generation: u32,
+}
+
+impl Explanation {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "src": self.src, "dst": self.dst,
+            "proto": format!("{:?}", self.proto).to_lowercase(), "dport": self.dport,
+            "rule": self.rule, "set": self.set, "matched_on": self.matched_on,
+            "prefix": self.prefix.map(|p| p.to_string()),
+            "shadowed": self.shadowed.iter().map(|(p, s)| json!({ "prefix": p.to_string(), "set": s })).collect::<Vec<_>>(),
+            "policy": self.policy, "mark": format!("{:#x}", self.mark), "wan": self.wan,
+            "generation": self.generation,
+        })
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "packet   {} -> {} {:?} dport {}",
+            self.src, self.dst, self.proto, self.dport
+        )?;
+        match (&self.prefix, self.matched_on) {
+            (Some(p), on) => {
+                let addr = if on == "src" { self.src } else { self.dst };
+                writeln!(
+                    f,
+                    "matched  rule {} = set {} ({on} {addr} in {p})",
+                    self.rule, self.set
+                )?
+            }
+            _ => writeln!(f, "matched  rule {} = default (no set matched)", self.rule)?,
+        }
+        for (p, s) in &self.shadowed {
+            writeln!(f, "         also in {p} of set {s} (shorter, so it loses)")?;
+        }
+        writeln!(f, "policy   {}", self.policy)?;
+        writeln!(f, "mark     {:#x} (mask {:#x})", self.mark, self.mask)?;
+        writeln!(f, "wan      {}", self.wan)?;
+        writeln!(
+            f,
+            "(the real classifier ran on this packet against the live maps, policy generation {})",
+            self.generation
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(
+        "source {src} and destination {dst} are not the same address family; give --src of the family of {dst}"
+    )]
+    Family { src: IpAddr, dst: IpAddr },
+    #[error("running the classifier on the synthetic packet failed: {0}")]
+    Run(String),
+}
+
+impl From<ExplainError> for super::CliError {
+    fn from(e: ExplainError) -> Self {
+        match e {
+            ExplainError::Dataplane(d) => super::CliError::Dataplane(d),
+            other => super::CliError::Refused(other.to_string()),
+        }
+    }
+}
+
+/// Runs the classifier of the steer pinned under `pin_dir` on one synthetic packet.
+pub fn explain(
+    pin_dir: &Path,
+    dst: IpAddr,
+    src: Option<IpAddr>,
+    proto: Proto,
+    dport: u16,
+) -> Result<Explanation, ExplainError> {
+    let src = src.unwrap_or(match dst {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    if src.is_ipv4() != dst.is_ipv4() {
+        return Err(ExplainError::Family { src, dst });
+    }
+    let transport = match proto {
+        Proto::Tcp => Transport::Tcp {
+            sport: 40000,
+            dport,
+        },
+        Proto::Udp => Transport::Udp {
+            sport: 40000,
+            dport,
+        },
+    };
+    let frame = Frame::udp(src, dst).with_transport(transport).build();
+    let dp = Dataplane::load_beside(pin_dir)?;
+    let xdp = run_xdp(dp.xdp(), &frame).map_err(|e| ExplainError::Run(e.to_string()))?;
+    let tc = run_tc(dp.tc(), &frame, 0).map_err(|e| ExplainError::Run(e.to_string()))?;
+    let rule = xdp.meta.map(|m| m.rule).unwrap_or(DEFAULT_RULE);
+    let names = Names::read(&dp.maps)?;
+    let kind = names
+        .rules
+        .get(&rule)
+        .map(|r| r.2)
+        .unwrap_or(rule_kind::DEFAULT);
+    let (dir, addr, matched_on) = match kind {
+        rule_kind::SRC => (Some(Direction::Src), src, "src"),
+        rule_kind::DST => (Some(Direction::Dst), dst, "dst"),
+        _ => (None, dst, "default"),
+    };
+    let (mut prefix, mut shadowed) = (None, Vec::new());
+    if let Some(dir) = dir {
+        for (p, r) in dp.maps.containing(dir, addr)? {
+            if r == rule && prefix.is_none() {
+                prefix = Some(p);
+            } else if r != rule {
+                shadowed.push((p, names.set(r)));
+            }
+        }
+    }
+    let entry = dp.maps.policy(names.generation, rule)?;
+    Ok(Explanation {
+        src,
+        dst,
+        proto,
+        dport,
+        rule,
+        set: names.set(rule),
+        matched_on,
+        prefix,
+        shadowed,
+        policy: names.policy(rule),
+        mark: tc.mark,
+        mask: entry.mask,
+        wan: names.wan_of_mark(tc.mark, entry.mask),
+        generation: names.generation,
+    })
+}

@@ -1,0 +1,412 @@
+//! The `steer` command line: parsing and the commands. `main` is a thin wrapper around
+//! [`run`].
+
+mod dump;
+mod explain;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{
+    config::{self, DEFAULT_PIN_DIR},
+    control::{self, DEFAULT_SOCKET, Request, WanMode},
+    dataplane,
+};
+
+pub use dump::{Section, dump};
+pub use explain::{Explanation, Proto, explain};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "steer",
+    version,
+    about = "eBPF traffic steering for multi-WAN routers",
+    long_about = "steer classifies every packet from the LAN in the kernel (TC/XDP, LPM tries) and \
+                  stamps the mark of the WAN that should carry it; policy routing sends it there. \
+                  `steer run` is the daemon; the other commands inspect and control it."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where to find a running steer: its configuration (which names the socket and pin directory)
+/// or the paths themselves.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Configuration file to take the socket and pin directory from.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Control socket of the daemon.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Pin directory of the classifier's maps.
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon in the foreground: load, attach, sync the sets, serve the control socket.
+    /// SIGHUP reloads; SIGTERM/SIGINT stop the daemon but leave the classifier running.
+    Run {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration and its list files; every error is listed (exit 0 or 1).
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show the daemon's state: WANs, policies, sets, attachments, last change.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the status document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what the kernel holds, read straight from the pinned maps (works while the daemon
+    /// is down).
+    Dump {
+        /// What to show.
+        #[arg(value_enum, default_value = "all")]
+        what: Section,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the real classifier on a synthetic packet against the live maps and say where it
+    /// goes and why.
+    Explain {
+        /// Destination address.
+        dst: std::net::IpAddr,
+        /// Source address (a LAN host); default 0.0.0.0 or ::.
+        #[arg(long)]
+        src: Option<std::net::IpAddr>,
+        /// Transport protocol of the synthetic packet (matters for balanced policies).
+        #[arg(long, value_enum, default_value = "udp")]
+        proto: Proto,
+        /// Destination port.
+        #[arg(long, default_value_t = 443)]
+        dport: u16,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the configuration; an invalid one keeps the running one and says why.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Force a WAN up or down, or give it back to health tracking.
+    Wan {
+        name: String,
+        #[arg(value_enum)]
+        mode: ModeArg,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop steering: detach the classifier and remove all pinned state (the daemon too, if it
+    /// runs). Safe to repeat.
+    Stop {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ModeArg {
+    Up,
+    Down,
+    Auto,
+}
+
+impl From<ModeArg> for WanMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Up => WanMode::Up,
+            ModeArg::Down => WanMode::Down,
+            ModeArg::Auto => WanMode::Auto,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigErrors),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    #[error(transparent)]
+    Dataplane(#[from] dataplane::DataplaneError),
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Socket and pin directory of the steer a command talks to.
+struct Resolved {
+    socket: PathBuf,
+    pin_dir: PathBuf,
+}
+
+impl Target {
+    fn resolve(&self) -> Result<Resolved, CliError> {
+        let from_config = match &self.config {
+            Some(path) => Some(config::load(path)?),
+            None => None,
+        };
+        Ok(Resolved {
+            socket: self
+                .socket
+                .clone()
+                .or_else(|| from_config.as_ref().map(|c| c.control.socket.clone()))
+                .unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            pin_dir: self
+                .pin_dir
+                .clone()
+                .or_else(|| from_config.as_ref().map(|c| c.general.pin_dir.clone()))
+                .unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
+        })
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs one command; the exit code is 0 on success, 1 when the command reports a failure.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Run { config } => {
+            crate::daemon::run(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => check(&config),
+        Command::Status { target, json } => {
+            let body = request(&target, Request::Status)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                );
+            } else {
+                print!("{}", render_status(&body));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dump { what, target, json } => {
+            let pin_dir = target.resolve()?.pin_dir;
+            print!("{}", dump(&pin_dir, what, json)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain {
+            dst,
+            src,
+            proto,
+            dport,
+            target,
+            json,
+        } => {
+            let pin_dir = target.resolve()?.pin_dir;
+            let e = explain(&pin_dir, dst, src, proto, dport)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&e.to_json()).unwrap_or_default()
+                );
+            } else {
+                print!("{e}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload { target } => {
+            let body = request(&target, Request::Reload)?;
+            for line in body["changes"].as_array().into_iter().flatten() {
+                println!("{}", line.as_str().unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Wan { name, mode, target } => {
+            let body = request(
+                &target,
+                Request::Wan {
+                    name,
+                    mode: mode.into(),
+                },
+            )?;
+            if let Some(s) = body["message"].as_str() {
+                println!("{s}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stop { target } => stop(&target),
+    }
+}
+
+/// Sends a request and returns the body of a successful answer.
+fn request(target: &Target, request: Request) -> Result<serde_json::Value, CliError> {
+    let socket = target.resolve()?.socket;
+    let response = control::call(&socket, &request, TIMEOUT)?;
+    if response.ok {
+        Ok(response.body)
+    } else {
+        Err(CliError::Refused(response.error.unwrap_or_else(|| {
+            "the daemon refused without a reason".into()
+        })))
+    }
+}
+
+fn check(path: &Path) -> Result<ExitCode, CliError> {
+    match config::load(path) {
+        Ok(c) => {
+            let prefixes: usize = c.sets.iter().map(|s| s.prefixes.len()).sum();
+            let domains: usize = c.sets.iter().map(|s| s.domains.len()).sum();
+            println!(
+                "{}: OK: {} WAN(s), {} policies, {} set(s) with {prefixes} prefixes and {domains} domains, LAN {}",
+                path.display(),
+                c.wans.len(),
+                c.policies.len(),
+                c.sets.len(),
+                c.general.lan.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} error(s); nothing was applied",
+                path.display(),
+                errors.errors.len()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Asks a running daemon to stop steering; without one, removes the pinned state itself.
+fn stop(target: &Target) -> Result<ExitCode, CliError> {
+    let r = target.resolve()?;
+    match control::call(&r.socket, &Request::Stop, TIMEOUT) {
+        Ok(response) if response.ok => {
+            println!("steer stopped: classifier detached, pinned state removed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(response) => Err(CliError::Refused(response.error.unwrap_or_default())),
+        Err(
+            control::ControlError::NotRunning { .. } | control::ControlError::NotListening { .. },
+        ) => {
+            match dataplane::remove_pinned(&r.pin_dir)? {
+                0 => println!(
+                    "nothing to stop: no daemon, nothing pinned at {}",
+                    r.pin_dir.display()
+                ),
+                n => println!(
+                    "steer stopped: removed {n} pins under {} (classifier detached)",
+                    r.pin_dir.display()
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A JSON value as table text: strings without quotes, null as "-".
+pub(crate) fn txt(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn render_status(s: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "steer: config {}, up {} s, policy generation {}{}",
+        txt(&s["config"]),
+        txt(&s["uptime_s"]),
+        txt(&s["generation"]),
+        if s["adopted"].as_bool() == Some(true) {
+            ", adopted pinned state"
+        } else {
+            ""
+        }
+    );
+    let lan: Vec<String> = s["lan"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| match l["xdp"].as_str() {
+            Some(m) => format!("{} (tc + xdp {m})", txt(&l["interface"])),
+            None => format!("{} (tc)", txt(&l["interface"])),
+        })
+        .collect();
+    let _ = writeln!(out, "LAN: {}", lan.join(", "));
+    let _ = writeln!(
+        out,
+        "\nWAN        state     mark    table  packets      bytes"
+    );
+    for w in s["wans"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<9} {:<7} {:<6} {:<12} {}",
+            txt(&w["name"]),
+            txt(&w["state"]),
+            txt(&w["mark"]),
+            txt(&w["table"]),
+            txt(&w["packets"]),
+            txt(&w["bytes"])
+        );
+        if let Some(detail) = w["detail"].as_str() {
+            let _ = writeln!(out, "           {detail}");
+        }
+    }
+    let _ = writeln!(out, "\npolicy          now");
+    for p in s["policies"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "{:<15} {}", txt(&p["name"]), txt(&p["now"]));
+    }
+    let _ = writeln!(
+        out,
+        "\nset             rule match   policy          prefixes  packets"
+    );
+    for r in s["sets"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<15} {:<4} {:<7} {:<15} {:<9} {}",
+            txt(&r["name"]),
+            txt(&r["rule"]),
+            txt(&r["match"]),
+            txt(&r["policy"]),
+            txt(&r["prefixes"]),
+            txt(&r["packets"])
+        );
+    }
+    if let Some(routing) = s.get("routing").filter(|r| !r.is_null()) {
+        let _ = writeln!(out, "\nrouting (desired vs actual)");
+        for item in routing["items"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "  {}", item.as_str().unwrap_or("?"));
+        }
+    }
+    if let Some(changes) = s["last_apply"]["changes"].as_array() {
+        let _ = writeln!(
+            out,
+            "\nlast change ({} s ago):",
+            txt(&s["last_apply"]["seconds_ago"])
+        );
+        for c in changes {
+            let _ = writeln!(out, "  {}", c.as_str().unwrap_or("?"));
+        }
+    }
+    out
+}

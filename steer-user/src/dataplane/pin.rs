@@ -1,0 +1,281 @@
+//! Pinned state on bpffs: where steer keeps its maps, programs and links so that steering goes on
+//! while the daemon is down and a new daemon adopts it. Also the lock that keeps a second daemon
+//! (or a CLI writer) off the same pin directory.
+//!
+//! Layout under the pin directory (default `/sys/fs/bpf/steer`):
+//! `maps/<MAP>` for every map in `steer_common::map_names::ALL`, `progs/steer_tc` and
+//! `progs/steer_xdp`, `links/tc-<interface>` and `links/xdp-<interface>`.
+
+use std::{
+    fs::File,
+    io,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{Map, MapData, MapInfo};
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{path} is not on a BPF filesystem (bpffs): pinned state can only live there; set \
+         general.pin_dir to a directory under /sys/fs/bpf"
+    )]
+    NotBpffs { path: PathBuf },
+    #[error(
+        "mounting bpffs on /sys/fs/bpf failed: {0}; mount it yourself: mount -t bpf bpf /sys/fs/bpf"
+    )]
+    Mount(io::Error),
+    #[error(
+        "another steer process holds {path} (a daemon is running, or `steer stop` is at work); \
+         stop it first, or give this one another general.pin_dir"
+    )]
+    Locked { path: PathBuf },
+    #[error(
+        "pinned map {path} does not fit this steer: {mismatch}. It was made by another steer \
+         version or configuration; run `steer stop` to remove the old state (steering stops \
+         until the daemon starts again)"
+    )]
+    Incompatible { path: PathBuf, mismatch: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PinError + '_ {
+    move |source| PinError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Which program a link pin belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    Tc,
+    Xdp,
+}
+
+impl LinkKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            LinkKind::Tc => "tc-",
+            LinkKind::Xdp => "xdp-",
+        }
+    }
+}
+
+/// The pin directory, locked for this process as long as the value lives.
+#[derive(Debug)]
+pub struct PinDir {
+    root: PathBuf,
+    /// flock(LOCK_EX) on the directory; released by the kernel when the process dies, so a
+    /// `kill -9` never leaves a stale lock.
+    _lock: File,
+}
+
+impl PinDir {
+    /// Mounts bpffs on /sys/fs/bpf if needed, creates the layout and takes the lock.
+    pub fn open_locked(root: &Path) -> Result<PinDir, PinError> {
+        ensure_bpffs(root)?;
+        for sub in ["maps", "progs", "links"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let lock = File::open(root).map_err(io_err(root))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                PinError::Locked {
+                    path: root.to_path_buf(),
+                }
+            } else {
+                PinError::Io {
+                    path: root.to_path_buf(),
+                    source: e,
+                }
+            });
+        }
+        Ok(PinDir {
+            root: root.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        map_path(&self.root, name)
+    }
+
+    pub fn prog(&self, name: &str) -> PathBuf {
+        self.root.join("progs").join(name)
+    }
+
+    pub fn link(&self, kind: LinkKind, iface: &str) -> PathBuf {
+        self.root
+            .join("links")
+            .join(format!("{}{iface}", kind.prefix()))
+    }
+
+    /// Interfaces that have a pinned link of `kind`.
+    pub fn linked_interfaces(&self, kind: LinkKind) -> Result<Vec<String>, PinError> {
+        let dir = self.root.join("links");
+        let entries = std::fs::read_dir(&dir).map_err(io_err(&dir))?;
+        let mut out: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix(kind.prefix())
+                    .map(str::to_owned)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Refuses pinned maps whose type, key size, value size, capacity or flags differ from the
+    /// maps this binary's object defines (`expected`, one fresh map per name).
+    pub fn check_compatible(&self, expected: &[(&'static str, MapInfo)]) -> Result<(), PinError> {
+        for (name, want) in expected {
+            let path = self.map(name);
+            if !path.exists() {
+                continue;
+            }
+            let have = MapInfo::from_pin(&path).map_err(|e| PinError::Io {
+                path: path.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
+            if let Some(mismatch) = mismatch(want, &have) {
+                return Err(PinError::Incompatible { path, mismatch });
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the pin at `path` (a program or link pinned by an earlier daemon).
+    pub fn clear(&self, path: &Path) -> Result<(), PinError> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(path)(e)),
+        }
+    }
+
+    /// Removes every pin and the directory itself: links first (which detaches the programs
+    /// from the interfaces), then programs and maps. Returns what was removed.
+    pub fn remove_all(self) -> Result<Vec<PathBuf>, PinError> {
+        let mut removed = Vec::new();
+        for sub in ["links", "progs", "maps"] {
+            let dir = self.root.join(sub);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+                removed.push(path);
+            }
+            std::fs::remove_dir(&dir).map_err(io_err(&dir))?;
+        }
+        std::fs::remove_dir(&self.root).map_err(io_err(&self.root))?;
+        Ok(removed)
+    }
+}
+
+/// Where map `name` is pinned under `root` (also used by readers that do not take the lock).
+pub fn map_path(root: &Path, name: &str) -> PathBuf {
+    root.join("maps").join(name)
+}
+
+fn mismatch(want: &MapInfo, have: &MapInfo) -> Option<String> {
+    let fields = [
+        (
+            "type",
+            want.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+            have.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+        ),
+        ("key size", want.key_size(), have.key_size()),
+        ("value size", want.value_size(), have.value_size()),
+        (
+            "capacity (max entries)",
+            want.max_entries(),
+            have.max_entries(),
+        ),
+        ("flags", want.map_flags(), have.map_flags()),
+    ];
+    fields
+        .iter()
+        .find(|(_, w, h)| w != h)
+        .map(|(what, w, h)| format!("its {what} is {h}, this steer needs {w}"))
+}
+
+/// The `MapInfo` of a map of a loaded object.
+pub fn info_of(map: &Map) -> Option<MapInfo> {
+    let data: &MapData = match map {
+        Map::Array(d)
+        | Map::PerCpuArray(d)
+        | Map::LpmTrie(d)
+        | Map::ArrayOfMaps(d)
+        | Map::HashMap(d)
+        | Map::RingBuf(d) => d,
+        _ => return None,
+    };
+    data.info().ok()
+}
+
+/// Mounts bpffs on /sys/fs/bpf when `path` is under it and nothing is mounted there yet, then
+/// checks that `path`'s filesystem (or its nearest existing ancestor's) is bpffs.
+pub fn ensure_bpffs(path: &Path) -> Result<(), PinError> {
+    let sys_bpf = Path::new("/sys/fs/bpf");
+    if path.starts_with(sys_bpf) && !is_bpffs(sys_bpf) {
+        std::fs::create_dir_all(sys_bpf).map_err(io_err(sys_bpf))?;
+        let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+        // SAFETY: all strings are NUL-terminated literals; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(PinError::Mount(io::Error::last_os_error()));
+        }
+        log::info!("mounted bpffs on /sys/fs/bpf");
+    }
+    let existing = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if is_bpffs(existing) {
+        Ok(())
+    } else {
+        Err(PinError::NotBpffs {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we pass; `c` is NUL-terminated.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}

@@ -1,0 +1,146 @@
+//! From a valid configuration to the desired contents of the prefix maps and the rule table.
+//!
+//! Every set is one rule. Rule ids are stable across reloads (a set keeps its id while its name
+//! stays), so a reload that leaves a set's prefixes alone writes none of them. Rule 0 is the
+//! default rule: what a packet no set matches gets.
+
+use std::collections::BTreeMap;
+
+use steer_common::{DEFAULT_RULE, MAX_RULES, MAX_WANS, rule_kind};
+
+use crate::{
+    config::Config,
+    dataplane::{Direction, sync::PrefixSets},
+};
+
+/// Name of the default rule in reports (`[default]` in the configuration).
+pub const DEFAULT_RULE_NAME: &str = "default";
+
+/// What one rule id stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub id: u32,
+    /// Set name; [`DEFAULT_RULE_NAME`] for rule 0.
+    pub name: String,
+    /// The policy it follows; `None` leaves packets unmarked.
+    pub policy: Option<String>,
+    /// `steer_common::rule_kind::*`.
+    pub kind: u32,
+}
+
+/// Everything the sets of a configuration ask of the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compiled {
+    /// By rule id; always holds rule 0.
+    pub rules: BTreeMap<u32, Rule>,
+    pub prefixes: PrefixSets,
+}
+
+impl Compiled {
+    /// The rule id of a set, by name.
+    pub fn rule_id(&self, set: &str) -> Option<u32> {
+        self.rules
+            .values()
+            .find(|r| r.name == set && r.id != DEFAULT_RULE)
+            .map(|r| r.id)
+    }
+}
+
+/// Gives every name an id: names in `previous` keep theirs, new names take the lowest free id
+/// in `first..limit`. `wanted` must fit (the configuration checks the limits).
+pub fn stable_ids(
+    wanted: &[&str],
+    previous: &BTreeMap<String, u32>,
+    first: u32,
+    limit: u32,
+) -> BTreeMap<String, u32> {
+    let mut ids: BTreeMap<String, u32> = wanted
+        .iter()
+        .filter_map(|n| {
+            previous
+                .get(*n)
+                .filter(|id| (first..limit).contains(*id))
+                .map(|id| ((*n).to_owned(), *id))
+        })
+        .collect();
+    let mut taken: Vec<bool> = (0..limit)
+        .map(|id| ids.values().any(|v| *v == id))
+        .collect();
+    for name in wanted {
+        if ids.contains_key(*name) {
+            continue;
+        }
+        let id = (first..limit)
+            .find(|id| !taken[*id as usize])
+            .expect("the configuration limits the number of names");
+        taken[id as usize] = true;
+        ids.insert((*name).to_owned(), id);
+    }
+    ids
+}
+
+/// Compiles the sets of `config`, keeping the rule ids of `previous` (set name -> id).
+pub fn compile(config: &Config, previous: &BTreeMap<String, u32>) -> Compiled {
+    let names: Vec<&str> = config.sets.iter().map(|s| s.name.as_str()).collect();
+    let ids = stable_ids(&names, previous, DEFAULT_RULE + 1, MAX_RULES);
+    let mut rules = BTreeMap::new();
+    rules.insert(
+        DEFAULT_RULE,
+        Rule {
+            id: DEFAULT_RULE,
+            name: DEFAULT_RULE_NAME.into(),
+            policy: config.default.as_ref().map(|d| d.policy.clone()),
+            kind: rule_kind::DEFAULT,
+        },
+    );
+    let mut prefixes = PrefixSets::default();
+    for set in &config.sets {
+        let id = ids[&set.name];
+        let kind = match set.direction {
+            Direction::Dst => rule_kind::DST,
+            Direction::Src => rule_kind::SRC,
+        };
+        rules.insert(
+            id,
+            Rule {
+                id,
+                name: set.name.clone(),
+                policy: Some(set.policy.clone()),
+                kind,
+            },
+        );
+        for entry in &set.prefixes {
+            prefixes.insert(set.direction, entry.prefix, id);
+        }
+    }
+    Compiled { rules, prefixes }
+}
+
+/// WAN slots (per-WAN counters and names in the kernel), stable across reloads like rule ids.
+pub fn wan_slots(config: &Config, previous: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+    let names: Vec<&str> = config.wans.iter().map(|w| w.name.as_str()).collect();
+    stable_ids(&names, previous, 0, MAX_WANS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_reuse_the_lowest_free() {
+        let prev: BTreeMap<String, u32> = [
+            ("a".to_owned(), 1),
+            ("b".to_owned(), 2),
+            ("c".to_owned(), 3),
+        ]
+        .into();
+        let ids = stable_ids(&["c", "new", "a"], &prev, 1, 10);
+        assert_eq!(ids["a"], 1);
+        assert_eq!(ids["c"], 3);
+        assert_eq!(ids["new"], 2, "b's id is free again");
+        let fresh = stable_ids(&["x", "y"], &BTreeMap::new(), 1, 10);
+        assert_eq!((fresh["x"], fresh["y"]), (1, 2));
+        let out_of_range: BTreeMap<String, u32> = [("x".to_owned(), 0)].into();
+        assert_eq!(stable_ids(&["x"], &out_of_range, 1, 10)["x"], 1);
+    }
+}

@@ -1,0 +1,219 @@
+//! Running the real `steer` binary inside a test's network namespace, with its own pin directory
+//! and control socket. The process enters the namespace with `setns` only (not `ip netns exec`,
+//! which would also give it a private mount namespace and hide its bpffs pins from the test).
+
+use std::{
+    fs::File,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::netns::Netns;
+
+/// The `steer` binary of this build (`cargo build -p steer-user` puts it next to the test
+/// binaries' directory; `STEER_BIN` overrides).
+pub fn steer_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("STEER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/steer
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("steer");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p steer-user`; `cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `steer` command that runs inside `ns`'s network namespace.
+pub fn steer_in(ns: &Netns) -> Command {
+    let mut cmd = Command::new(steer_bin());
+    let path = format!("/run/netns/{}", ns.name);
+    let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: between fork and exec only async-signal-safe calls: setns on an inherited fd.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Scratch space of one test: a directory for the config, lists and the socket, and a pin
+/// directory on bpffs. Both are removed on drop (after `steer stop`).
+#[derive(Debug)]
+pub struct Workdir {
+    pub dir: PathBuf,
+    pub pin_dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Workdir {
+    pub fn new(tag: &str) -> Workdir {
+        let id = format!("{}-{}", crate::unique_tag(), tag);
+        let dir = std::env::temp_dir().join(format!("steer-test-{id}"));
+        std::fs::create_dir_all(dir.join("lists")).expect("create test dir");
+        Workdir {
+            socket: dir.join("steer.sock"),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/steer-test-{id}")),
+            dir,
+        }
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.dir.join(rel);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("steer.toml")
+    }
+
+    /// `[general]` and `[control]` lines that keep this test's state apart from every other.
+    pub fn private_paths(&self) -> String {
+        format!("pin_dir = \"{}\"\n", self.pin_dir.display())
+    }
+
+    pub fn control_section(&self) -> String {
+        format!("[control]\nsocket = \"{}\"\n", self.socket.display())
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = Command::new(steer_bin())
+            .args(["stop", "--socket"])
+            .arg(&self.socket)
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `steer run`. Dropping it kills the process (SIGKILL) and reaps it; pins stay
+/// until the Workdir is dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `steer run -c <config>` in `ns` and waits (bounded) until it answers `status`.
+    pub fn start(ns: &Netns, work: &Workdir) -> Daemon {
+        let log = work.dir.join(format!("steer-{}.log", crate::unique_tag()));
+        let out = File::create(&log).expect("log file");
+        let child = steer_in(ns)
+            .args(["run", "-c"])
+            .arg(work.config())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn steer run");
+        let mut d = Daemon {
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if d.exited() {
+                panic!("steer run exited during start:\n{}", d.log_text());
+            }
+            if cli(&["status", "--socket"], &[&work.socket])
+                .status
+                .success()
+            {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "steer run did not come up in 20 s:\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal and waits (bounded) for the process to end; returns whether it did.
+    pub fn signal_and_wait(&mut self, sig: i32, within: Duration) -> bool {
+        let Some(c) = self.child.as_mut() else {
+            return true;
+        };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, sig) };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if c.try_wait().ok().flatten().is_some() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs the `steer` CLI (in the host namespace: the CLI only needs the socket and the pins).
+pub fn cli(args: &[&str], paths: &[&Path]) -> Output {
+    Command::new(steer_bin())
+        .args(args)
+        .args(paths)
+        .output()
+        .expect("run steer")
+}
+
+/// Runs the CLI with arbitrary arguments and returns (success, stdout, stderr).
+pub fn steer(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (bool, String, String) {
+    let out = Command::new(steer_bin())
+        .args(args)
+        .output()
+        .expect("run steer");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,565 @@
+//! The network-namespace lab: a LAN client, the router steer runs on, two ISPs and an
+//! "internet" with servers and probe targets. Reused by the end-to-end failover tests and by
+//! `cargo xtask demo`.
+//!
+//! ```text
+//!  client                router                       isp1                 internet
+//!  eth0 ─────────── lan0        wan1 ─────────── down      up ─────────── isp1
+//!  10.10.0.2/24     10.10.0.1/24  100.64.1.2/30   100.64.1.1  198.18.1.2  198.18.1.1/30
+//!  fd10::2/64       fd10::1/64    fd64:1::2/64    fd64:1::1   fd98:1::2   fd98:1::1/64
+//!                                 wan2 ─────────── down      up ─────────── isp2
+//!                                 100.64.2.2/30   100.64.2.1  198.18.2.2  198.18.2.1/30
+//!                                 fd64:2::2/64    fd64:2::1   fd98:2::2   fd98:2::1/64
+//!                                                     isp2
+//! ```
+//!
+//! - `client` has default routes via the router (10.10.0.1, fd10::1).
+//! - `router` forwards IPv4 and IPv6 and masquerades (NAT44 and NAT66, nftables table
+//!   `inet steer_lab`) everything leaving `wan1`/`wan2`, like a home router: the internet sees
+//!   [`Lab::nat_addr_v4`]/[`Lab::nat_addr_v6`] of the WAN that carried a flow. Its main table has
+//!   **no default route**: steer installs per-WAN tables and rules; a test that wants plain
+//!   routing calls [`Lab::set_main_default`]. Conntrack is loaded (by the NAT rules).
+//! - `isp1`/`isp2` forward between `down` (towards the router) and `up` (towards the internet),
+//!   default route via the internet. Their nftables table `inet steer_lab` counts what they
+//!   forward towards the internet ([`Lab::isp_forwarded_packets`]) and holds the
+//!   `blackhole` chain that [`Lab::blackhole_upstream`] fills.
+//! - `internet` owns the servers ([`Lab::SERVER_A`], ...) and probe targets ([`Lab::PROBE_1`],
+//!   ...) on `lo`, and routes each WAN /30 (/64) back through its ISP.
+//!
+//! Every namespace has loopback up, IPv6 DAD off, `keep_addr_on_down` on and `rp_filter` off.
+//! Interface names are fixed (namespaces isolate them); namespace names are unique
+//! ([`Netns::new`]), so labs run in parallel in one process and across processes, and are
+//! removed when the [`Lab`] drops (also on panic).
+//!
+//! Beware: the ISP interfaces are literally called `down` and `up`, which are also keywords of
+//! `ip link`: always name them with `dev` (`ip link set dev down up`), never positionally.
+
+mod sock;
+mod udp;
+
+pub use udp::{Arrival, Stream, udp_arrivals, udp_via};
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use crate::netns::Netns;
+
+/// One of the lab's two uplinks. `Wan::One` is `wan1` via `isp1` (index 0 in arrays such as
+/// [`udp_via`]'s result and [`Lab::isp`]), `Wan::Two` is `wan2` via `isp2` (index 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Wan {
+    One,
+    Two,
+}
+
+impl Wan {
+    /// Both WANs, in order.
+    pub const ALL: [Wan; 2] = [Wan::One, Wan::Two];
+
+    /// 0 for `One`, 1 for `Two`: the position in `[_; 2]` arrays.
+    pub const fn index(self) -> usize {
+        match self {
+            Wan::One => 0,
+            Wan::Two => 1,
+        }
+    }
+
+    /// 1 or 2: the number in the interface, namespace and address names.
+    pub const fn number(self) -> u8 {
+        match self {
+            Wan::One => 1,
+            Wan::Two => 2,
+        }
+    }
+
+    /// The WAN with this index (0 or 1); panics otherwise.
+    pub const fn from_index(i: usize) -> Wan {
+        match i {
+            0 => Wan::One,
+            1 => Wan::Two,
+            _ => panic!("a Wan index is 0 or 1"),
+        }
+    }
+
+    /// The other WAN.
+    pub const fn other(self) -> Wan {
+        match self {
+            Wan::One => Wan::Two,
+            Wan::Two => Wan::One,
+        }
+    }
+}
+
+/// The five namespaces of the lab; see the [module documentation](self) for the topology.
+#[derive(Debug)]
+pub struct Lab {
+    pub client: Netns,
+    pub router: Netns,
+    /// `isp[0]` is ISP 1 (behind `wan1`), `isp[1]` is ISP 2. See also [`Lab::isp`].
+    pub isp: [Netns; 2],
+    pub internet: Netns,
+}
+
+/// nftables table the lab uses in the router and the ISPs (family `inet`).
+pub const NFT_TABLE: &str = "steer_lab";
+/// Bound on waiting for links, neighbours and carrier changes.
+const SETTLE: Duration = Duration::from_secs(3);
+
+impl Lab {
+    /// Server A in the internet namespace.
+    pub const SERVER_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    /// Server B in the internet namespace.
+    pub const SERVER_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+    /// Server A, IPv6.
+    pub const SERVER_A6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 0x10);
+    /// Server B, IPv6.
+    pub const SERVER_B6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 0x20);
+    /// First health-probe target in the internet namespace (answers ping).
+    pub const PROBE_1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    /// Second health-probe target.
+    pub const PROBE_2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    /// First probe target, IPv6.
+    pub const PROBE_1_6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+    /// Second probe target, IPv6.
+    pub const PROBE_2_6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
+
+    /// The client's address on the LAN.
+    pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
+    /// The client's IPv6 address on the LAN.
+    pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd10, 0, 0, 0, 0, 0, 0, 2);
+    /// The router's LAN address (the client's gateway).
+    pub const LAN_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
+    /// The router's LAN IPv6 address (the client's gateway).
+    pub const LAN_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfd10, 0, 0, 0, 0, 0, 0, 1);
+    /// The router's LAN interface (where steer classifies).
+    pub const LAN_IFACE: &str = "lan0";
+    /// The client's interface.
+    pub const CLIENT_IFACE: &str = "eth0";
+    /// An ISP's interface towards the router (an `ip` keyword: use `dev down`).
+    pub const ISP_DOWN_IFACE: &str = "down";
+    /// An ISP's interface towards the internet (an `ip` keyword: use `dev up`).
+    pub const ISP_UP_IFACE: &str = "up";
+
+    /// Builds the lab: namespaces, links, addresses, routes, forwarding, NAT, ISP counters.
+    /// Returns once every link is up and its neighbours answer (bounded by 3 s). Panics naming
+    /// the step that failed and the command output.
+    pub fn new() -> Lab {
+        crate::require_root();
+        let client = Netns::new("cli");
+        let router = Netns::new("rtr");
+        let isp = [Netns::new("isp1"), Netns::new("isp2")];
+        let internet = Netns::new("inet");
+        let lab = Lab {
+            client,
+            router,
+            isp,
+            internet,
+        };
+        lab.build();
+        lab
+    }
+
+    fn build(&self) {
+        // Before any link exists, so that every interface inherits these defaults.
+        for ns in self.all() {
+            step(
+                ns,
+                "sysctl defaults",
+                "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+                 net.ipv6.conf.all.keep_addr_on_down=1 net.ipv6.conf.default.keep_addr_on_down=1",
+            );
+        }
+        for ns in [&self.router, &self.isp[0], &self.isp[1]] {
+            step(
+                ns,
+                "enable forwarding",
+                "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+                 net.ipv6.conf.default.forwarding=1",
+            );
+        }
+
+        // All four links in one `ip` process. Each end is created directly in its namespace
+        // (never in the host's). `name` is explicit because `up`/`down` are `ip` keywords.
+        let links = [
+            (&self.client, "eth0", &self.router, "lan0"),
+            (&self.router, "wan1", &self.isp[0], "down"),
+            (&self.router, "wan2", &self.isp[1], "down"),
+            (&self.isp[0], "up", &self.internet, "isp1"),
+            (&self.isp[1], "up", &self.internet, "isp2"),
+        ];
+        let batch: String = links
+            .iter()
+            .map(|(a, a_if, b, b_if)| {
+                format!(
+                    "link add name {a_if} netns {} type veth peer name {b_if} netns {}\n",
+                    a.name, b.name
+                )
+            })
+            .collect();
+        host_ip_batch("create links", &batch);
+
+        step(
+            &self.client,
+            "configure client",
+            "ip link set dev eth0 up && \
+             ip addr add 10.10.0.2/24 dev eth0 && ip -6 addr add fd10::2/64 dev eth0 nodad && \
+             ip route add default via 10.10.0.1 dev eth0 && \
+             ip -6 route add default via fd10::1 dev eth0",
+        );
+        step(
+            &self.router,
+            "configure router",
+            "ip link set dev lan0 up && ip link set dev wan1 up && ip link set dev wan2 up && \
+             ip addr add 10.10.0.1/24 dev lan0 && ip -6 addr add fd10::1/64 dev lan0 nodad && \
+             ip addr add 100.64.1.2/30 dev wan1 && ip -6 addr add fd64:1::2/64 dev wan1 nodad && \
+             ip addr add 100.64.2.2/30 dev wan2 && ip -6 addr add fd64:2::2/64 dev wan2 nodad",
+        );
+        step(
+            &self.router,
+            "router NAT (nftables masquerade on wan1/wan2)",
+            &format!(
+                "nft -f - <<'EOF'\n\
+                 table inet {NFT_TABLE} {{\n\
+                   chain postrouting {{\n\
+                     type nat hook postrouting priority srcnat; policy accept;\n\
+                     oifname {{ \"wan1\", \"wan2\" }} masquerade\n\
+                   }}\n\
+                 }}\n\
+                 EOF"
+            ),
+        );
+        for w in Wan::ALL {
+            let n = w.number();
+            let isp = self.isp(w);
+            step(
+                isp,
+                "configure ISP",
+                &format!(
+                    "ip link set dev down up && ip link set dev up up && \
+                     ip addr add 100.64.{n}.1/30 dev down && \
+                     ip -6 addr add fd64:{n}::1/64 dev down nodad && \
+                     ip addr add 198.18.{n}.2/30 dev up && \
+                     ip -6 addr add fd98:{n}::2/64 dev up nodad && \
+                     ip route add default via 198.18.{n}.1 dev up && \
+                     ip -6 route add default via fd98:{n}::1 dev up"
+                ),
+            );
+            step(
+                isp,
+                "ISP nftables (forward counter, blackhole chain)",
+                &format!(
+                    "nft -f - <<'EOF'\n\
+                     table inet {NFT_TABLE} {{\n\
+                       counter towards_internet {{ }}\n\
+                       chain blackhole {{\n\
+                         type filter hook forward priority -10; policy accept;\n\
+                       }}\n\
+                       chain forward {{\n\
+                         type filter hook forward priority 0; policy accept;\n\
+                         iifname \"down\" oifname \"up\" counter name \"towards_internet\"\n\
+                       }}\n\
+                     }}\n\
+                     EOF"
+                ),
+            );
+        }
+        let mut inet = String::from(
+            "ip link set dev isp1 up && ip link set dev isp2 up && \
+             ip addr add 198.18.1.1/30 dev isp1 && ip -6 addr add fd98:1::1/64 dev isp1 nodad && \
+             ip addr add 198.18.2.1/30 dev isp2 && ip -6 addr add fd98:2::1/64 dev isp2 nodad && \
+             ip route add 100.64.1.0/30 via 198.18.1.2 dev isp1 && \
+             ip route add 100.64.2.0/30 via 198.18.2.2 dev isp2 && \
+             ip -6 route add fd64:1::/64 via fd98:1::2 dev isp1 && \
+             ip -6 route add fd64:2::/64 via fd98:2::2 dev isp2",
+        );
+        for a in [Self::SERVER_A, Self::SERVER_B, Self::PROBE_1, Self::PROBE_2] {
+            inet.push_str(&format!(" && ip addr add {a}/32 dev lo"));
+        }
+        for a in [
+            Self::SERVER_A6,
+            Self::SERVER_B6,
+            Self::PROBE_1_6,
+            Self::PROBE_2_6,
+        ] {
+            inet.push_str(&format!(" && ip -6 addr add {a}/128 dev lo nodad"));
+        }
+        step(&self.internet, "configure internet", &inet);
+
+        self.wait_ready();
+    }
+
+    /// Pings across every link, from all namespaces at once, until each answers (bounded).
+    fn wait_ready(&self) {
+        let checks: [(&Netns, &[&str]); 5] = [
+            (&self.client, &["10.10.0.1", "fd10::1"]),
+            (
+                &self.router,
+                &["100.64.1.1", "fd64:1::1", "100.64.2.1", "fd64:2::1"],
+            ),
+            (&self.isp[0], &["198.18.1.1", "fd98:1::1"]),
+            (&self.isp[1], &["198.18.2.1", "fd98:2::1"]),
+            // Through each ISP (forwarding and routes back) to its router-facing address.
+            (
+                &self.internet,
+                &["100.64.1.1", "fd64:1::1", "100.64.2.1", "fd64:2::1"],
+            ),
+        ];
+        std::thread::scope(|s| {
+            for (ns, targets) in checks {
+                s.spawn(move || {
+                    let unreachable = ping_all(ns, targets, SETTLE);
+                    assert!(
+                        unreachable.is_empty(),
+                        "lab setup: wait for links: from {} no answer from {} within {SETTLE:?}\n{}",
+                        ns.name,
+                        unreachable.join(", "),
+                        diagnostics(ns)
+                    );
+                });
+            }
+        });
+    }
+
+    fn all(&self) -> [&Netns; 5] {
+        [
+            &self.client,
+            &self.router,
+            &self.isp[0],
+            &self.isp[1],
+            &self.internet,
+        ]
+    }
+
+    /// The namespace of the ISP behind `w`.
+    pub fn isp(&self, w: Wan) -> &Netns {
+        &self.isp[w.index()]
+    }
+
+    /// The router's interface towards `w`: `"wan1"` or `"wan2"`.
+    pub fn wan_iface(w: Wan) -> &'static str {
+        match w {
+            Wan::One => "wan1",
+            Wan::Two => "wan2",
+        }
+    }
+
+    /// The ISP gateway of `w` as the router sees it: 100.64.N.1.
+    pub fn gateway_v4(w: Wan) -> Ipv4Addr {
+        Ipv4Addr::new(100, 64, w.number(), 1)
+    }
+
+    /// The ISP gateway of `w`, IPv6: fd64:N::1.
+    pub fn gateway_v6(w: Wan) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd64, w.number().into(), 0, 0, 0, 0, 0, 1)
+    }
+
+    /// The router's address on `w` (100.64.N.2): the source the internet sees after NAT.
+    pub fn nat_addr_v4(w: Wan) -> Ipv4Addr {
+        Ipv4Addr::new(100, 64, w.number(), 2)
+    }
+
+    /// The router's IPv6 address on `w` (fd64:N::2): the source the internet sees after NAT66.
+    pub fn nat_addr_v6(w: Wan) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd64, w.number().into(), 0, 0, 0, 0, 0, 2)
+    }
+
+    /// Which WAN's NAT address `addr` is, if any (v4 or v6; IPv4-mapped IPv6 counts as v4).
+    pub fn wan_of_nat_addr(addr: std::net::IpAddr) -> Option<Wan> {
+        let addr = addr.to_canonical();
+        Wan::ALL.into_iter().find(|&w| {
+            addr == Self::nat_addr_v4(w) || addr == std::net::IpAddr::V6(Self::nat_addr_v6(w))
+        })
+    }
+
+    /// Adds (or replaces) the router's main-table default routes, v4 and v6, via `w`'s
+    /// gateway. The lab has none until this is called.
+    pub fn set_main_default(&self, w: Wan) {
+        let (iface, gw4, gw6) = (Self::wan_iface(w), Self::gateway_v4(w), Self::gateway_v6(w));
+        self.router.run(&format!(
+            "ip route replace default via {gw4} dev {iface} && \
+             ip -6 route replace default via {gw6} dev {iface}"
+        ));
+    }
+
+    /// Removes the router's main-table default routes (v4 and v6), if any.
+    pub fn clear_main_default(&self) {
+        self.router.run(
+            "while ip route del default 2>/dev/null; do :; done; \
+             while ip -6 route del default 2>/dev/null; do :; done; true",
+        );
+    }
+
+    /// Flushes the router's conntrack table (NAT bindings included). Not needed for a flow to
+    /// follow its route to another WAN (masquerade re-binds by itself, dropping one packet).
+    pub fn flush_conntrack(&self) {
+        let out = self.router.try_run("conntrack -F");
+        // conntrack -F reports on stderr and exits 0 even on an empty table.
+        assert!(
+            out.status.success(),
+            "conntrack -F in {}: {}",
+            self.router.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Whether the router's interface towards `w` has carrier (IFF_LOWER_UP), read from
+    /// `/sys/class/net/wanN/carrier` in the router namespace.
+    pub fn carrier(&self, w: Wan) -> bool {
+        let out = self.router.run(&format!(
+            "cat /sys/class/net/{}/carrier 2>/dev/null || echo 0",
+            Self::wan_iface(w)
+        ));
+        out.trim() == "1"
+    }
+
+    /// Carrier loss on `w`: the ISP takes its side of the link down, so the router's `wanN`
+    /// reports NO-CARRIER (IFF_LOWER_UP off) while staying administratively up. Returns once
+    /// the router sees it (bounded).
+    pub fn cut_carrier(&self, w: Wan) {
+        self.isp(w).run("ip link set dev down down");
+        self.wait_carrier(w, false);
+    }
+
+    /// Undoes [`Lab::cut_carrier`]: the ISP side comes back up and the router's `wanN` regains
+    /// carrier (LOWER_UP). Returns once the router sees carrier and the gateway answers
+    /// (bounded).
+    pub fn restore_carrier(&self, w: Wan) {
+        self.isp(w).run("ip link set dev down up");
+        self.wait_carrier(w, true);
+        let gws = [
+            Self::gateway_v4(w).to_string(),
+            Self::gateway_v6(w).to_string(),
+        ];
+        let unreachable = ping_all(&self.router, &[&gws[0], &gws[1]], SETTLE);
+        assert!(
+            unreachable.is_empty(),
+            "restore_carrier({w:?}): gateway {} does not answer\n{}",
+            unreachable.join(", "),
+            diagnostics(&self.router)
+        );
+    }
+
+    fn wait_carrier(&self, w: Wan, want: bool) {
+        let deadline = Instant::now() + SETTLE;
+        while self.carrier(w) != want {
+            assert!(
+                Instant::now() < deadline,
+                "router {} carrier did not become {want} within {SETTLE:?}\n{}",
+                Self::wan_iface(w),
+                diagnostics(&self.router)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Silent upstream loss on `w`: the ISP keeps its link to the router up (carrier stays, its
+    /// gateway address still answers the router) but drops everything it would forward, to and
+    /// from the internet (an nftables `drop` in its forward hook). Only probes notice.
+    pub fn blackhole_upstream(&self, w: Wan) {
+        self.isp(w).run(&format!(
+            "printf 'flush chain inet {NFT_TABLE} blackhole\\n\
+             add rule inet {NFT_TABLE} blackhole drop\\n' | nft -f -"
+        ));
+    }
+
+    /// Undoes [`Lab::blackhole_upstream`].
+    pub fn restore_upstream(&self, w: Wan) {
+        self.isp(w)
+            .run(&format!("nft flush chain inet {NFT_TABLE} blackhole"));
+    }
+
+    /// Packets (IPv4 and IPv6) ISP `w` has forwarded from the router towards the internet so
+    /// far (an nftables counter after the blackhole, so dropped packets do not count).
+    pub fn isp_forwarded_packets(&self, w: Wan) -> u64 {
+        let out = self.isp(w).run(&format!(
+            "nft list counter inet {NFT_TABLE} towards_internet"
+        ));
+        out.split_whitespace()
+            .skip_while(|t| *t != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no packet count in nft output: {out}"))
+    }
+
+    /// Names of the lab's namespaces (to check they are gone after drop, or for logs).
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.all().iter().map(|ns| ns.name.clone()).collect()
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Lab::new()
+    }
+}
+
+/// Runs a setup step; panics naming the step, the namespace, the command and its output.
+fn step(ns: &Netns, what: &str, cmd: &str) {
+    let out = ns.try_run(cmd);
+    assert!(
+        out.status.success(),
+        "lab setup: {what} in {} failed:\n`{cmd}`\n{}{}",
+        ns.name,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `ip -batch -` in the host namespace; only for commands that create devices directly in
+/// other namespaces.
+fn host_ip_batch(what: &str, batch: &str) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("iproute2 `ip` is installed");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(batch.as_bytes())
+        .expect("write to ip -batch");
+    let out = child.wait_with_output().expect("ip -batch runs");
+    assert!(
+        out.status.success(),
+        "lab setup: {what} failed:\n{batch}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Pings every target from `ns` in parallel until each answers once or `within` passes;
+/// returns the targets that never answered.
+fn ping_all(ns: &Netns, targets: &[&str], within: Duration) -> Vec<String> {
+    let secs = within.as_secs().max(1);
+    let script: String = targets
+        .iter()
+        .map(|t| format!("(ping -q -n -c 1 -i 0.05 -w {secs} {t} >/dev/null 2>&1 || echo {t}) & "))
+        .chain(std::iter::once("wait".to_owned()))
+        .collect();
+    let out = ns.try_run(&script);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Links, addresses, routes and neighbours of `ns`, for failure messages.
+fn diagnostics(ns: &Netns) -> String {
+    let out = ns.try_run(
+        "ip -br link; ip -br addr; ip route; ip -6 route; ip neigh; ip -6 neigh; \
+         nft list ruleset 2>&1",
+    );
+    format!(
+        "state of {}:\n{}{}",
+        ns.name,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -1,0 +1,129 @@
+//! UDP receive with the arrival interface (IP_PKTINFO / IPV6_PKTINFO), which std does not
+//! offer: the internet namespace uses it to tell which ISP link carried a datagram.
+
+use std::{
+    ffi::CString,
+    io,
+    mem::{size_of, size_of_val},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket},
+    os::fd::AsRawFd,
+};
+
+/// Asks the kernel to attach the arrival interface to every datagram `sock` receives.
+pub(super) fn enable_pktinfo(sock: &UdpSocket, v6: bool) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    let (level, opt) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    // SAFETY: the fd is an open socket for the duration of the call; optval points to a live
+    // c_int and optlen is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            opt,
+            (&raw const one).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The ifindex of `name` in the calling thread's network namespace.
+pub(super) fn ifindex(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// One received datagram.
+pub(super) struct Datagram {
+    pub len: usize,
+    pub from: SocketAddr,
+    /// The interface it arrived on, when the kernel said (see [`enable_pktinfo`]).
+    pub ifindex: Option<u32>,
+}
+
+/// `recvmsg` on `sock` into `buf`, honouring the socket's read timeout (WouldBlock/TimedOut).
+pub(super) fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
+    // SAFETY: sockaddr_storage and msghdr are plain C structs for which all-zero is valid.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // u64 elements: aligned for cmsghdr; 128 bytes hold either pktinfo message.
+    let mut control = [0u64; 16];
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut name).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control);
+    // SAFETY: every pointer in `msg` refers to a live local buffer of the stated size.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let from = sockaddr_to_std(&name)
+        .ok_or_else(|| io::Error::other("recvmsg: unexpected source address family"))?;
+    let mut ifindex = None;
+    // SAFETY: `msg` was filled by a successful recvmsg, so its control fields describe valid
+    // cmsg headers inside `control`; CMSG_FIRSTHDR/NXTHDR stay within msg_controllen, and the
+    // payloads are read unaligned with the type the (level, type) pair guarantees.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
+            if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
+                let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                ifindex = u32::try_from(info.ipi_ifindex).ok();
+            } else if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
+                let info: libc::in6_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                ifindex = Some(info.ipi6_ifindex);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(Datagram {
+        len: n as usize,
+        from,
+        ifindex,
+    })
+}
+
+fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large and
+            // aligned enough for.
+            let sin: &libc::sockaddr_in = unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which it is large and
+            // aligned enough for.
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,469 @@
+//! The `steer` binary end to end, in the namespace lab: the daemon, its pinned state and
+//! restarts, the CLI (check, status, dump, explain, reload, stop) and the control socket.
+
+use std::{
+    io::{Read, Write},
+    net::IpAddr,
+    os::unix::{net::UnixStream, process::CommandExt},
+    time::Duration,
+};
+
+use aya::programs::{SchedClassifier, TcAttachType};
+use steer::dataplane::{Direction, Maps, run::run_tc};
+use steer_tests::{
+    daemon::{Daemon, Workdir, steer},
+    lab::{Lab, Stream},
+    witness::Witness,
+};
+
+/// Two WANs of the lab, a bypass set (v4 and v6, inline and from a list) on wan2, a source set,
+/// and the default rule balanced over both.
+fn write_config(work: &Workdir, xdp: bool) {
+    work.write(
+        "lists/bypass.txt",
+        "# bypass list\n203.0.113.0/24\n2001:db8:113::/48\n198.51.100.7\n",
+    );
+    work.write(
+        "steer.toml",
+        &format!(
+            r#"
+[general]
+lan = ["lan0"]
+xdp = {xdp}
+{pins}
+[[wan]]
+name = "wan1"
+interface = "wan1"
+mark = 0x100
+table = 101
+gateway = "100.64.1.1"
+gateway6 = "fd64:1::1"
+[wan.track]
+targets = ["192.0.2.1"]
+
+[[wan]]
+name = "wan2"
+interface = "wan2"
+mark = 0x200
+table = 102
+gateway = "100.64.2.1"
+gateway6 = "fd64:2::1"
+[wan.track]
+targets = ["192.0.2.2"]
+
+[[policy]]
+name = "wan2-first"
+members = [{{ wan = "wan2", metric = 1 }}, {{ wan = "wan1", metric = 2 }}]
+
+[[policy]]
+name = "balanced"
+members = [{{ wan = "wan1", weight = 3 }}, {{ wan = "wan2", weight = 1 }}]
+
+[[set]]
+name = "bypass"
+policy = "wan2-first"
+prefixes = ["192.0.2.128/25"]
+files = ["lists/bypass.txt"]
+
+[[set]]
+name = "kids"
+policy = "wan2-first"
+match = "src"
+prefixes = ["10.10.0.64/27", "fd10::40/122"]
+
+[default]
+policy = "balanced"
+{control}"#,
+            pins = work.private_paths(),
+            control = work.control_section()
+        ),
+    );
+}
+
+fn setup(tag: &str) -> (Lab, Workdir) {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new(tag);
+    write_config(&work, false);
+    (lab, work)
+}
+
+fn tcx_programs(lab: &Lab) -> Vec<String> {
+    lab.router.enter(|| {
+        let (_, progs) =
+            SchedClassifier::query_tcx("lan0", TcAttachType::Ingress).expect("query tcx");
+        progs
+            .iter()
+            .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+            .collect()
+    })
+}
+
+fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let (success, out, err) = steer(args);
+    assert!(
+        success,
+        "steer {:?} failed:\n{out}{err}",
+        args.iter()
+            .map(|a| a.as_ref().to_owned())
+            .collect::<Vec<_>>()
+    );
+    out
+}
+
+#[test]
+fn kill9_then_restart_adopts_with_no_unclassified_packet_and_one_attachment() {
+    let (lab, work) = setup("restart");
+    let mut daemon = Daemon::start(&lab.router, &work);
+    assert_eq!(tcx_programs(&lab), ["steer_tc"]);
+    let mut witness = Witness::load();
+    lab.router.enter(|| witness.attach_last("lan0"));
+
+    // A continuous stream to a bypass address through the router's LAN interface.
+    let stream = Stream::start(
+        &lab,
+        Lab::SERVER_A.into(),
+        7001,
+        Duration::from_millis(1),
+        Duration::from_secs(8),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.kill9();
+    std::thread::sleep(Duration::from_millis(300)); // steering goes on without the daemon
+    let pinned = work.pin_dir.join("links/tc-lan0");
+    assert!(pinned.exists(), "the link stays pinned");
+    let daemon2 = Daemon::start(&lab.router, &work);
+    assert!(
+        daemon2.log_text().contains("adopted the pinned TC link"),
+        "{}",
+        daemon2.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = stream.sent();
+    drop(stream);
+
+    let seen = witness.all();
+    assert_eq!(
+        seen.get(&0),
+        None,
+        "IP packets that left steer unclassified: {seen:x?}"
+    );
+    assert!(
+        seen.get(&0x200).copied().unwrap_or(0) >= sent * 9 / 10,
+        "bypass packets marked for wan2: {seen:x?}, sent {sent}"
+    );
+    assert_eq!(
+        tcx_programs(&lab),
+        ["steer_tc", "testkit_witness"],
+        "one steer program, still first"
+    );
+    // The classifier state survived: the set is still there, with the same rule id.
+    let out = ok(&[&"dump", &"rules", &"--pin-dir", &work.pin_dir]);
+    assert!(out.contains("bypass") && out.contains("kids"), "{out}");
+}
+
+#[test]
+fn sigterm_leaves_steering_running_and_stop_removes_it() {
+    let (lab, work) = setup("stop");
+    let mut daemon = Daemon::start(&lab.router, &work);
+    assert!(
+        daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(10)),
+        "SIGTERM ends the daemon"
+    );
+    assert!(
+        daemon.log_text().contains("keeps running"),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        tcx_programs(&lab),
+        ["steer_tc"],
+        "the classifier stays attached"
+    );
+    let out = ok(&[&"dump", &"policies", &"--pin-dir", &work.pin_dir]);
+    assert!(
+        out.contains("mark 0x200 -> wan2"),
+        "dump works with the daemon down:\n{out}"
+    );
+
+    // stop without a daemon removes the pins itself; a second stop has nothing to do.
+    let out = ok(&[
+        &"stop",
+        &"--socket",
+        &work.socket,
+        &"--pin-dir",
+        &work.pin_dir,
+    ]);
+    assert!(out.contains("steer stopped"), "{out}");
+    assert!(tcx_programs(&lab).is_empty(), "detached");
+    assert!(!work.pin_dir.exists(), "pin directory removed");
+    let out = ok(&[
+        &"stop",
+        &"--socket",
+        &work.socket,
+        &"--pin-dir",
+        &work.pin_dir,
+    ]);
+    assert!(out.contains("nothing to stop"), "{out}");
+
+    // stop through a running daemon.
+    let mut daemon = Daemon::start(&lab.router, &work);
+    let out = ok(&[&"stop", &"--socket", &work.socket]);
+    assert!(out.contains("steer stopped"), "{out}");
+    assert!(
+        daemon.signal_and_wait(0, Duration::from_secs(10)),
+        "the daemon exits after stop"
+    );
+    assert!(tcx_programs(&lab).is_empty());
+    assert!(!work.pin_dir.exists());
+}
+
+#[test]
+fn a_second_daemon_on_the_same_pin_directory_is_refused() {
+    let (lab, work) = setup("lock");
+    let _daemon = Daemon::start(&lab.router, &work);
+    let other = Workdir::new("lock2");
+    std::fs::copy(
+        work.dir.join("lists/bypass.txt"),
+        other.dir.join("lists/bypass.txt"),
+    )
+    .unwrap();
+    std::fs::write(
+        other.config(),
+        std::fs::read_to_string(work.config()).unwrap().replace(
+            work.socket.to_str().unwrap(),
+            other.socket.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let out = steer_tests::daemon::steer_in(&lab.router)
+        .args(["run", "-c"])
+        .arg(other.config())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second daemon must not start");
+    assert!(
+        err.contains("another steer process holds") && err.contains(work.pin_dir.to_str().unwrap()),
+        "{err}"
+    );
+    assert_eq!(tcx_programs(&lab), ["steer_tc"]);
+}
+
+#[test]
+fn reload_applies_the_difference_and_an_invalid_config_keeps_the_running_one() {
+    let (lab, work) = setup("reload");
+    let daemon = Daemon::start(&lab.router, &work);
+    work.write(
+        "lists/bypass.txt",
+        "# bypass list\n203.0.113.0/24\n2001:db8:113::/48\n198.51.100.8\n",
+    );
+    let out = ok(&[&"reload", &"--socket", &work.socket]);
+    assert!(
+        out.contains("set bypass: 1 added, 0 changed, 1 removed"),
+        "{out}"
+    );
+    assert!(out.contains("2 prefix writes, 0 policy writes"), "{out}");
+
+    // A broken line: refused with file:line, nothing applied, the daemon keeps going.
+    work.write(
+        "lists/bypass.txt",
+        "# bypass list\n203.0.113.0/24\n010.1.2.3\n",
+    );
+    let (success, _, err) = steer(&[&"reload", &"--socket", &work.socket]);
+    assert!(!success);
+    assert!(
+        err.contains("reload refused") && err.contains("bypass.txt:3:"),
+        "{err}"
+    );
+    let dump = ok(&[&"dump", &"sets", &"--json", &"--pin-dir", &work.pin_dir]);
+    assert!(
+        dump.contains("198.51.100.8/32") && dump.contains("2001:db8:113::/48"),
+        "previous state kept:\n{dump}"
+    );
+    let status = ok(&[&"status", &"--socket", &work.socket]);
+    assert!(status.contains("bypass"), "{status}");
+    assert!(
+        daemon.log_text().contains("reload refused"),
+        "{}",
+        daemon.log_text()
+    );
+
+    // SIGHUP reloads too.
+    work.write("lists/bypass.txt", "203.0.113.0/24\n");
+    // SAFETY: kill(2) on the daemon we started.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !daemon
+        .log_text()
+        .contains("set bypass: 0 added, 0 changed, 2 removed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn dump_and_explain_agree_with_the_kernel_v4_and_v6() {
+    let (lab, work) = setup("explain");
+    let _daemon = Daemon::start(&lab.router, &work);
+    let maps = Maps::from_pins(&work.pin_dir).expect("pinned maps");
+    let prog = SchedClassifier::from_pin(work.pin_dir.join("progs/steer_tc"))
+        .expect("the daemon's pinned program");
+    for (src, dst, want_set, want_wan) in [
+        ("10.10.0.2", "203.0.113.99", "bypass", "wan2"),
+        ("10.10.0.2", "198.51.100.7", "bypass", "wan2"),
+        ("10.10.0.2", "192.0.2.200", "bypass", "wan2"),
+        ("10.10.0.70", "8.8.8.8", "kids", "wan2"),
+        ("fd10::2", "2001:db8:113::1", "bypass", "wan2"),
+        ("fd10::41", "2606:4700::1111", "kids", "wan2"),
+        ("10.10.0.2", "8.8.8.8", "default", ""),
+        ("fd10::2", "2606:4700::1111", "default", ""),
+    ] {
+        let out = ok(&[
+            &"explain",
+            &dst,
+            &"--src",
+            &src,
+            &"--json",
+            &"--pin-dir",
+            &work.pin_dir,
+        ]);
+        let e: serde_json::Value = serde_json::from_str(&out).expect("explain --json");
+        assert_eq!(e["set"], want_set, "{src} -> {dst}: {e}");
+        if !want_wan.is_empty() {
+            assert_eq!(e["wan"], want_wan, "{src} -> {dst}: {e}");
+        }
+        // The daemon's own program, on the same packet, stamps the same mark.
+        let frame = steer::packet::Frame::udp(ip(src), ip(dst))
+            .with_transport(steer::packet::Transport::Udp {
+                sport: 40000,
+                dport: 443,
+            })
+            .build();
+        let mark = run_tc(&prog, &frame, 0).expect("test run").mark;
+        assert_eq!(e["mark"], format!("{mark:#x}"), "{src} -> {dst}");
+        if want_set != "default" {
+            let addr = if e["matched_on"] == "src" {
+                ip(src)
+            } else {
+                ip(dst)
+            };
+            let prefix = e["prefix"].as_str().expect("matched prefix");
+            let dir = if e["matched_on"] == "src" {
+                Direction::Src
+            } else {
+                Direction::Dst
+            };
+            let hit = maps.containing(dir, addr).unwrap();
+            assert_eq!(
+                hit.first().map(|(p, _)| p.to_string()).as_deref(),
+                Some(prefix),
+                "{addr}: longest prefix in the kernel"
+            );
+        }
+    }
+    // The dump lists exactly the kernel's prefixes, with set and policy names.
+    let dump: serde_json::Value = serde_json::from_str(&ok(&[
+        &"dump",
+        &"sets",
+        &"--json",
+        &"--pin-dir",
+        &work.pin_dir,
+    ]))
+    .unwrap();
+    let rows = dump["sets"].as_array().expect("rows");
+    let kernel: usize = [
+        (Direction::Dst, true),
+        (Direction::Dst, false),
+        (Direction::Src, true),
+        (Direction::Src, false),
+    ]
+    .iter()
+    .map(|(d, v4)| maps.prefixes(*d, *v4).unwrap().len())
+    .sum();
+    assert_eq!(rows.len(), kernel);
+    assert_eq!(
+        rows.len(),
+        6,
+        "1 inline and 3 listed bypass prefixes, 2 kids prefixes"
+    );
+    for row in rows {
+        let set = row["set"].as_str().unwrap();
+        assert!(set == "bypass" || set == "kids", "{row}");
+        assert_eq!(row["policy"], "wan2-first");
+    }
+    let text = ok(&[&"dump", &"--pin-dir", &work.pin_dir]);
+    for needle in [
+        "balance: wan1 ",
+        "wan2 ",
+        "/64",
+        "kids",
+        "2001:db8:113::/48",
+    ] {
+        assert!(text.contains(needle.trim()), "dump lacks {needle}:\n{text}");
+    }
+}
+
+#[test]
+fn the_control_socket_refuses_strangers_and_survives_garbage() {
+    let (lab, work) = setup("socket");
+    let _daemon = Daemon::start(&lab.router, &work);
+    // A non-root user cannot even open the socket (0600, root).
+    let out = std::process::Command::new(steer_tests::daemon::steer_bin())
+        .args(["status", "--socket"])
+        .arg(&work.socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Malformed and oversized requests get an error; the daemon keeps answering.
+    for raw in [
+        b"garbage\n".to_vec(),
+        b"{\"cmd\":\"nope\"}\n".to_vec(),
+        vec![b'x'; 200_000],
+    ] {
+        let mut s = UnixStream::connect(&work.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(&raw);
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.contains("\"ok\":false"), "{answer}");
+    }
+    let status = ok(&[&"status", &"--json", &"--socket", &work.socket]);
+    assert!(status.contains("\"sets\""), "{status}");
+}
+
+#[test]
+fn check_lists_every_error_and_exits_1() {
+    steer_tests::require_root();
+    let work = Workdir::new("check");
+    write_config(&work, false);
+    let good = ok(&[&"check", &"-c", &work.config()]);
+    assert!(good.contains("OK: 2 WAN(s)"), "{good}");
+    let text = std::fs::read_to_string(work.config())
+        .unwrap()
+        .replace("mark = 0x200", "mark = 0x10000")
+        .replace("table = 102", "table = 254");
+    work.write("steer.toml", &text);
+    let (success, _, err) = steer(&[&"check", &"-c", &work.config()]);
+    assert!(!success);
+    assert!(
+        err.contains("0x10000") && err.contains("main") && err.contains("2 error(s)"),
+        "{err}"
+    );
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
