@@ -73,10 +73,11 @@ impl ApplyReport {
                 .map(|i| format!("{i}: classifier detached")),
         );
         out.push(format!(
-            "{} prefix writes, {} policy writes in {:.1} ms",
+            "{} prefix writes, {} policy writes in {:.1} ms ({:.2} ms of it in the kernel)",
             self.sync.prefix_writes,
             self.sync.policy_writes,
-            self.took.as_secs_f64() * 1e3
+            self.took.as_secs_f64() * 1e3,
+            self.sync.kernel_time.as_secs_f64() * 1e3
         ));
         out
     }

@@ -105,6 +105,8 @@ fn test(args: &[String]) -> Result<()> {
         &extra,
     )?;
     cmd::step("privileged tests: programs in the kernel, real traffic in namespaces");
+    // The end-to-end tests run the `steer` binary itself.
+    cmd::cargo(&["build", "-p", "steer-user", "--bins"], &[])?;
     cmd::cargo(&["test", "-p", "steer-tests"], &extra)
 }
 

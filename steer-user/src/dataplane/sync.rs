@@ -138,6 +138,10 @@ pub struct SyncReport {
     pub flipped: Option<(u32, u32)>,
     /// Whether prefix additions went out in batches.
     pub batched: bool,
+    /// Time spent computing the difference (userspace only).
+    pub diff_time: std::time::Duration,
+    /// Time spent reading and writing kernel maps.
+    pub kernel_time: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,7 +253,11 @@ pub fn sync(
             format!("set {name}")
         }
     })?;
+    let started = std::time::Instant::now();
     let mut report = SyncReport::default();
+    let planned = plan_writes(state, want, &mut report);
+    let mut left = removals(state, want);
+    report.diff_time = started.elapsed();
     let live_gen = maps.active_generation().map_err(|e| rolled_back(e, 0))?;
     let live = PolicyTable::read(maps, live_gen).map_err(|e| rolled_back(e, 0))?;
     let removed_rules: Vec<u32> = (0..MAX_RULES)
@@ -271,7 +279,7 @@ pub fn sync(
     // 3. Additions and changes.
     let mut undo = Vec::new();
     let start = maps.writes();
-    if let Err(e) = add_and_change(maps, state, want, &mut undo, &mut report) {
+    if let Err(e) = write_planned(maps, state, planned, &mut undo, &mut report) {
         return Err(restore(maps, state, undo, e));
     }
     report.prefix_writes += maps.writes() - start;
@@ -299,7 +307,6 @@ pub fn sync(
 
     // 5. Removals, once the new verdicts are live. Retried once before giving up.
     let start = maps.writes();
-    let mut left = removals(state, want);
     for attempt in 0..2 {
         match remove_all(maps, state, &mut left, &mut report) {
             Ok(()) => break,
@@ -323,6 +330,7 @@ pub fn sync(
         }
     }
     report.policy_writes += maps.writes() - start;
+    report.kernel_time = started.elapsed() - report.diff_time;
     Ok(report)
 }
 
@@ -394,13 +402,9 @@ fn write_generation(
     Ok(live != table)
 }
 
-fn add_and_change(
-    maps: &mut Maps,
-    state: &mut PrefixSets,
-    want: &PrefixSets,
-    undo: &mut Vec<Undo>,
-    report: &mut SyncReport,
-) -> Result<(), DataplaneError> {
+/// The additions and changes, per map, counted into `report`.
+fn plan_writes(state: &PrefixSets, want: &PrefixSets, report: &mut SyncReport) -> Vec<(Direction, bool, Vec<(Prefix, u32)>)> {
+    let mut planned = Vec::new();
     for (dir, v4) in PrefixSets::KEYS {
         let have = state.map(dir, v4);
         let mut writes: Vec<(Prefix, u32)> = Vec::new();
@@ -412,22 +416,27 @@ fn add_and_change(
             }
             writes.push((*prefix, *rule));
         }
-        if writes.is_empty() {
-            continue;
+        if !writes.is_empty() {
+            planned.push((dir, v4, writes));
         }
+    }
+    planned
+}
+
+fn write_planned(
+    maps: &mut Maps,
+    state: &mut PrefixSets,
+    planned: Vec<(Direction, bool, Vec<(Prefix, u32)>)>,
+    undo: &mut Vec<Undo>,
+    report: &mut SyncReport,
+) -> Result<(), DataplaneError> {
+    for (dir, v4, writes) in planned {
+        let have = state.map(dir, v4);
         // Record the undo before writing: a failing batch may have written part of it.
         for (prefix, _) in &writes {
-            undo.push(Undo {
-                dir,
-                prefix: *prefix,
-                previous: have.get(prefix).copied(),
-            });
+            undo.push(Undo { dir, prefix: *prefix, previous: have.get(prefix).copied() });
         }
-        let mode = if writes.len() > 16 {
-            WriteMode::Batched
-        } else {
-            WriteMode::PerElement
-        };
+        let mode = if writes.len() > 16 { WriteMode::Batched } else { WriteMode::PerElement };
         report.batched |= maps.set_prefixes(dir, &writes, mode)? == WriteMode::Batched;
         let have = state.map_mut(dir, v4);
         for (prefix, rule) in writes {
