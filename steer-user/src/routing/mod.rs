@@ -1,0 +1,1 @@
+//! Routing: per-WAN tables and fwmark rules, reconciled with rtnetlink (in progress).
