@@ -16,10 +16,12 @@ use steer_common::{
 
 use crate::{
     config::{self, Config, ConfigErrors},
+    conntrack,
     dataplane::{
         Adopted, Capacities, Dataplane, DataplaneError, XdpAttachMode,
         sync::{self, PolicyTable, PrefixSets, SyncError, SyncReport},
     },
+    health::{Override, RoundSummary, Tracker, Transition},
     policy::{self, Outcome, WanView},
     sets::{self, Compiled},
 };
@@ -83,6 +85,66 @@ impl ApplyReport {
     }
 }
 
+/// One WAN state change and what it did: the one log line the daemon writes per change.
+#[derive(Clone, Debug)]
+pub struct FailoverReport {
+    pub wan: String,
+    pub up: bool,
+    pub cause: String,
+    /// (policy, before, after) for every policy whose verdict moved.
+    pub moved: Vec<(String, String, String)>,
+    /// From the first sign of the fault to the decision.
+    pub detection: Duration,
+    /// From the decision to the flipped generation word.
+    pub switch: Duration,
+    pub flip: Option<(u32, u32)>,
+    /// Writing the new policy table failed: the old one stays live.
+    pub error: Option<String>,
+    /// Conntrack flush of the WAN's mark (on down).
+    pub flushed: Option<String>,
+}
+
+impl std::fmt::Display for FailoverReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} ({})",
+            self.wan,
+            if self.up { "up" } else { "down" },
+            self.cause
+        )?;
+        if self.moved.is_empty() {
+            write!(f, "; no policy moved")?;
+        } else {
+            let moved: Vec<String> = self
+                .moved
+                .iter()
+                .map(|(p, a, b)| format!("{p}: {a} -> {b}"))
+                .collect();
+            write!(f, "; policies moved: {}", moved.join(", "))?;
+        }
+        write!(
+            f,
+            "; detected in {:.1} ms, switched in {:.2} ms",
+            self.detection.as_secs_f64() * 1e3,
+            self.switch.as_secs_f64() * 1e3
+        )?;
+        if let Some((from, to)) = self.flip {
+            write!(f, " (generation {from} -> {to})")?;
+        }
+        if let Some(flushed) = &self.flushed {
+            write!(f, "; {flushed}")?;
+        }
+        if let Some(e) = &self.error {
+            write!(
+                f,
+                "; FAILED to write the new policy table, the old one stays live: {e}"
+            )?;
+        }
+        Ok(())
+    }
+}
+
 pub struct Controller {
     config: Config,
     dp: Dataplane,
@@ -95,6 +157,9 @@ pub struct Controller {
     adopted: Adopted,
     started: Instant,
     last_apply: Option<(Instant, ApplyReport)>,
+    /// Health of every configured WAN, by name.
+    health: BTreeMap<String, Tracker>,
+    last_failover: Option<(Instant, FailoverReport)>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -116,8 +181,12 @@ fn capacities(c: &config::Capacity) -> Capacities {
 
 impl Controller {
     /// Opens (or adopts) the pinned dataplane, reads what the maps hold, applies `config` and
-    /// attaches the classifier to the LAN interfaces.
-    pub fn start(config: Config) -> Result<(Controller, ApplyReport), ControllerError> {
+    /// attaches the classifier to the LAN interfaces. `carrier` tells whether each WAN's
+    /// interface has carrier now (a WAN with carrier starts up; probes take it down if not).
+    pub fn start(
+        config: Config,
+        carrier: impl Fn(&str) -> bool,
+    ) -> Result<(Controller, ApplyReport), ControllerError> {
         let (dp, adopted) = Dataplane::open_pinned(
             &config.general.pin_dir,
             capacities(&config.general.capacity),
@@ -149,7 +218,10 @@ impl Controller {
             adopted,
             started: Instant::now(),
             last_apply: None,
+            health: BTreeMap::new(),
+            last_failover: None,
         };
+        ctl.track_wans(&config, &carrier);
         let report = ctl.apply(config, true)?;
         Ok((ctl, report))
     }
@@ -166,7 +238,119 @@ impl Controller {
     /// configuration stays and the errors are returned.
     pub fn reload(&mut self) -> Result<ApplyReport, ControllerError> {
         let config = config::load(&self.config.path)?;
+        // New WANs start as if they had carrier; the daemon feeds their real link state next.
+        self.track_wans(&config, &|_: &str| true);
         self.apply(config, false)
+    }
+
+    /// Keeps a tracker per configured WAN: existing ones keep their state (with the new track
+    /// settings), new ones start from `carrier`, removed ones go.
+    fn track_wans(&mut self, config: &Config, carrier: &dyn Fn(&str) -> bool) {
+        let now = Instant::now();
+        self.health.retain(|name, _| config.wan(name).is_some());
+        for wan in &config.wans {
+            match self.health.get_mut(&wan.name) {
+                Some(t) => t.retune(wan.track.clone()),
+                None => {
+                    let t = Tracker::new(wan.track.clone(), carrier(&wan.interface), now);
+                    self.health.insert(wan.name.clone(), t);
+                }
+            }
+        }
+    }
+
+    /// The carrier of an interface changed (netlink). Returns the failover it caused, if any.
+    pub fn carrier(&mut self, interface: &str, carrier: bool) -> Option<FailoverReport> {
+        let wan = self
+            .config
+            .wans
+            .iter()
+            .find(|w| w.interface == interface)?
+            .name
+            .clone();
+        let transition = self
+            .health
+            .get_mut(&wan)?
+            .set_carrier(carrier, Instant::now())?;
+        self.fail_over(&wan, transition)
+    }
+
+    /// A probe round of `wan` finished.
+    pub fn probe_round(&mut self, wan: &str, round: &RoundSummary) -> Option<FailoverReport> {
+        let transition = self.health.get_mut(wan)?.round(round, Instant::now())?;
+        self.fail_over(wan, transition)
+    }
+
+    /// `steer wan NAME up|down|auto`.
+    pub fn set_manual(
+        &mut self,
+        wan: &str,
+        manual: Option<Override>,
+    ) -> Result<Option<FailoverReport>, String> {
+        let Some(tracker) = self.health.get_mut(wan) else {
+            let names: Vec<&str> = self.config.wans.iter().map(|w| w.name.as_str()).collect();
+            return Err(format!(
+                "no WAN named `{wan}`; configured: {}",
+                names.join(", ")
+            ));
+        };
+        Ok(tracker
+            .set_manual(manual, Instant::now())
+            .and_then(|t| self.fail_over(wan, t)))
+    }
+
+    /// A WAN changed state: recompute every policy from the cached compilation, write the
+    /// standby generation and flip. Flows that were on a WAN that went down lose their
+    /// conntrack entries (by mark), so they start over on the WAN that carries them now.
+    fn fail_over(&mut self, wan: &str, transition: Transition) -> Option<FailoverReport> {
+        let started = Instant::now();
+        let (table, outcomes) = policy::table(&self.config, &self.compiled.rules, |name| {
+            let w = self.config.wan(name)?;
+            let slot = *self.wan_slots.get(name)?;
+            Some(WanView {
+                slot,
+                mark: w.mark,
+                up: self.health.get(name).is_none_or(Tracker::up),
+            })
+        });
+        let flip = sync::flip_policy(&mut self.dp.maps, &table);
+        let switch = started.elapsed();
+        let moved: Vec<(String, String, String)> = outcomes
+            .iter()
+            .filter_map(|(p, now)| {
+                let before = self.outcomes.get(p)?;
+                (before != now).then(|| (p.clone(), before.to_string(), now.to_string()))
+            })
+            .collect();
+        let mut report = FailoverReport {
+            wan: wan.to_owned(),
+            up: transition.up,
+            cause: transition.cause,
+            moved,
+            detection: transition.detection,
+            switch,
+            flip: flip.as_ref().ok().copied().flatten(),
+            error: flip.err().map(|e| e.to_string()),
+            flushed: None,
+        };
+        if !transition.up
+            && let Some(w) = self.config.wan(wan)
+        {
+            report.flushed = Some(
+                match conntrack::flush_mark(w.mark, self.config.general.mark_mask) {
+                    Ok(()) => format!(
+                        "conntrack entries with mark {:#x}/{:#x} flushed",
+                        w.mark, self.config.general.mark_mask
+                    ),
+                    Err(e) => format!("conntrack flush failed: {e}"),
+                },
+            );
+        }
+        if report.error.is_none() {
+            self.outcomes = outcomes;
+        }
+        self.last_failover = Some((Instant::now(), report.clone()));
+        Some(report)
     }
 
     /// Brings the kernel to `config`: prefix maps and policy table (diff-synced), WAN names,
@@ -178,7 +362,9 @@ impl Controller {
             wan_slots,
             table,
             outcomes,
-        } = desired(&config, &self.rule_ids, &self.wan_slots, |_| true);
+        } = desired(&config, &self.rule_ids, &self.wan_slots, |w| {
+            self.health.get(w).is_none_or(Tracker::up)
+        });
         self.dp.capacities = capacities(&config.general.capacity);
         let sync = sync::sync(
             &mut self.dp.maps,
@@ -329,7 +515,11 @@ impl Controller {
                 let counter = self.dp.maps.wan_counter(slot).unwrap_or_default();
                 json!({
                     "name": w.name, "interface": w.interface, "mark": format!("{:#x}", w.mark),
-                    "table": w.table, "state": "up", "packets": counter.packets, "bytes": counter.bytes,
+                    "table": w.table,
+                    "state": if self.health.get(&w.name).is_none_or(Tracker::up) { "up" } else { "down" },
+                    "detail": self.health.get(&w.name).map(|t| t.describe(Instant::now())),
+                    "carrier": self.health.get(&w.name).map(Tracker::carrier),
+                    "packets": counter.packets, "bytes": counter.bytes,
                 })
             })
             .collect();
@@ -353,6 +543,9 @@ impl Controller {
             "wans": wans,
             "policies": policies,
             "sets": sets,
+            "last_failover": self.last_failover.as_ref().map(|(at, r)| json!({
+                "seconds_ago": at.elapsed().as_secs(), "line": r.to_string(),
+            })),
             "last_apply": self.last_apply.as_ref().map(|(at, r)| json!({
                 "seconds_ago": at.elapsed().as_secs(), "changes": r.lines(),
             })),

@@ -1,23 +1,44 @@
-//! `steer run`: the controller in a foreground event loop. Events (control requests, SIGHUP,
-//! SIGTERM/SIGINT, kernel log records) are handled one at a time by the single task that owns
-//! the controller, so no state is shared and nothing needs a lock.
+//! `steer run`: the controller in a foreground event loop. Events (control requests, probe
+//! rounds, netlink link and routing events, SIGHUP, SIGTERM/SIGINT, kernel log records) are
+//! handled one at a time by the single task that owns the controller, so no state is shared and
+//! nothing needs a lock. Routing is reconciled at start, shortly after every netlink event that
+//! may touch it, and every `RECONCILE_EVERY`.
 //!
-//! Stopping the daemon (SIGTERM, SIGINT) leaves the pinned classifier running with its last
-//! state, so a restart or an upgrade never interrupts steering; `steer stop` removes it.
+//! Stopping the daemon (SIGTERM, SIGINT) leaves the pinned classifier, the routing rules and
+//! tables and the connection-marking table in place, so a restart or an upgrade never
+//! interrupts steering; `steer stop` removes all of it.
 
-use std::{path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
 
+use futures::StreamExt;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
     sync::mpsc,
+    task::JoinHandle,
 };
 
 use crate::{
-    config::{self, ConfigErrors},
-    control::{self, Call, Request, Response, ServerOptions},
-    controller::{Controller, ControllerError},
+    config::{self, Config, ConfigErrors},
+    conntrack,
+    control::{self, Call, Request, Response, ServerOptions, WanMode},
+    controller::{Controller, ControllerError, FailoverReport},
+    health::{
+        Override, RoundSummary,
+        probe::{ProbeOutcome, ProbeSpec, Round, spawn_prober},
+    },
+    routing::{self, NetEvent, Routing},
 };
+
+/// Routing drift is repaired at least this often even without a netlink event.
+const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+/// Netlink events come in bursts (a link flap touches links, addresses and routes): reconcile
+/// once the burst is over.
+const RECONCILE_SETTLE: Duration = Duration::from_millis(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -27,13 +48,15 @@ pub enum DaemonError {
     Controller(#[from] ControllerError),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error(transparent)]
+    Routing(#[from] routing::RoutingError),
     #[error("cannot start the event loop: {0}")]
     Runtime(#[from] std::io::Error),
 }
 
 /// How the event loop ended.
 enum Exit {
-    /// Signal: leave the classifier running.
+    /// Signal: leave steering running.
     Leave,
     /// `steer stop`: tear everything down.
     Stop(tokio::sync::oneshot::Sender<Response>),
@@ -48,11 +71,106 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     runtime.block_on(serve(config))
 }
 
-async fn serve(config: config::Config) -> Result<(), DaemonError> {
-    let (mut ctl, report) = Controller::start(config)?;
+/// The probers of the configured WANs, restarted when the configuration changes.
+struct Probers {
+    tasks: BTreeMap<String, (ProbeSpec, Duration, JoinHandle<()>)>,
+    tx: mpsc::Sender<(String, Round)>,
+}
+
+impl Probers {
+    fn sync(&mut self, config: &Config) {
+        self.tasks.retain(|name, (_, _, task)| {
+            let keep = config.wan(name).is_some();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for wan in &config.wans {
+            let spec = ProbeSpec::from_wan(wan);
+            let interval = Duration::from_millis(u64::from(wan.track.interval_ms));
+            let same = self
+                .tasks
+                .get(&wan.name)
+                .is_some_and(|(s, i, _)| format!("{s:?}") == format!("{spec:?}") && *i == interval);
+            if same {
+                continue;
+            }
+            if let Some((_, _, old)) = self.tasks.remove(&wan.name) {
+                old.abort();
+            }
+            let task = spawn_prober(wan.name.clone(), spec.clone(), interval, self.tx.clone());
+            self.tasks.insert(wan.name.clone(), (spec, interval, task));
+        }
+    }
+}
+
+impl Drop for Probers {
+    fn drop(&mut self) {
+        for (_, _, task) in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+fn summary(round: &Round) -> RoundSummary {
+    RoundSummary {
+        started: round.started,
+        answers: round
+            .outcomes
+            .iter()
+            .map(|(_, o)| match o {
+                ProbeOutcome::Answered(rtt) => Some(*rtt),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+fn log_failover(report: Option<FailoverReport>) {
+    if let Some(r) = report {
+        if r.error.is_some() {
+            log::error!("{r}");
+        } else {
+            log::warn!("{r}");
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), DaemonError> {
+    let routing = Routing::new()?;
+    let mut events = routing::watch()?;
+    let mut carriers = BTreeMap::new();
+    for wan in &config.wans {
+        let carrier = routing
+            .link_state(&wan.interface)
+            .await
+            .is_some_and(|(_, carrier, admin_up)| carrier && admin_up);
+        if !carrier {
+            log::warn!(
+                "{}: interface {} has no carrier (or does not exist): starting down",
+                wan.name,
+                wan.interface
+            );
+        }
+        carriers.insert(wan.interface.clone(), carrier);
+    }
+    let (mut ctl, report) = Controller::start(config, |iface| {
+        carriers.get(iface).copied().unwrap_or(false)
+    })?;
     for line in report.lines() {
         log::info!("{line}");
     }
+    ensure_conntrack_marking(&ctl);
+    reconcile(&routing, &ctl, "start").await;
+
+    let (round_tx, mut rounds) = mpsc::channel::<(String, Round)>(64);
+    let mut probers = Probers {
+        tasks: BTreeMap::new(),
+        tx: round_tx,
+    };
+    probers.sync(ctl.config());
+
     let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
     let server = control::serve(ServerOptions::new(ctl.socket()), calls_tx)?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -69,20 +187,55 @@ async fn serve(config: config::Config) -> Result<(), DaemonError> {
             None
         }
     };
+    let mut periodic = tokio::time::interval(RECONCILE_EVERY);
+    periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A reconcile is due at this instant (after a burst of netlink events).
+    let mut due: Option<tokio::time::Instant> = None;
     log::info!("steer running: control socket {}", server.path().display());
 
     let exit = loop {
+        let settle = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            Some((wan, round)) = rounds.recv() => log_failover(ctl.probe_round(&wan, &summary(&round))),
+            Some(event) = events.next() => match event {
+                NetEvent::Link { name, carrier, admin_up, .. } => {
+                    log_failover(ctl.carrier(&name, carrier && admin_up));
+                    due.get_or_insert(tokio::time::Instant::now() + RECONCILE_SETTLE);
+                }
+                NetEvent::LinkGone { name, .. } => {
+                    log_failover(ctl.carrier(&name, false));
+                    due.get_or_insert(tokio::time::Instant::now() + RECONCILE_SETTLE);
+                }
+                NetEvent::Changed => {
+                    due.get_or_insert(tokio::time::Instant::now() + RECONCILE_SETTLE);
+                }
+            },
+            () = settle => {
+                due = None;
+                reconcile(&routing, &ctl, "netlink event").await;
+            }
+            _ = periodic.tick() => {
+                reconcile(&routing, &ctl, "periodic check").await;
+                if !conntrack::installed() {
+                    log::warn!("nftables table inet {} was missing: restoring it", conntrack::NFT_TABLE);
+                    ensure_conntrack_marking(&ctl);
+                }
+            }
             Some(call) = calls.recv() => {
                 if call.request == Request::Stop {
                     break Exit::Stop(call.reply);
                 }
-                let response = handle(&mut ctl, call.request);
+                let response = handle(&mut ctl, &routing, &mut probers, call.request).await;
                 let _ = call.reply.send(response);
             }
             _ = hup.recv() => {
                 log::info!("SIGHUP: reloading {}", ctl.config().path.display());
-                let _ = reload(&mut ctl);
+                let _ = reload(&mut ctl, &routing, &mut probers).await;
             }
             _ = term.recv() => break Exit::Leave,
             _ = int.recv() => break Exit::Leave,
@@ -94,26 +247,60 @@ async fn serve(config: config::Config) -> Result<(), DaemonError> {
             }
         }
     };
+    drop(probers);
     server.shutdown().await;
     match exit {
         Exit::Leave => {
             log::info!(
-                "stopping the daemon; the classifier keeps running with its last state (`steer stop` removes it)"
+                "stopping the daemon; steering keeps running with its last state (`steer stop` removes it)"
             );
             Ok(())
         }
         Exit::Stop(reply) => {
+            let tables: Vec<u32> = ctl.config().wans.iter().map(|w| w.table).collect();
+            let routes = routing.remove_all(&tables).await;
+            for line in routes.changes.iter().chain(&routes.failures) {
+                log::info!("stop: {line}");
+            }
+            if let Err(e) = conntrack::uninstall() {
+                log::warn!("stop: {e}");
+            }
             let result = ctl.teardown();
             let response = match &result {
-                Ok(n) => Response::ok(serde_json::json!({ "removed_pins": n })),
+                Ok(n) => Response::ok(
+                    serde_json::json!({ "removed_pins": n, "routing": routes.changes }),
+                ),
                 Err(e) => Response::error(format!("stopping failed: {e}")),
             };
             let _ = reply.send(response);
             // Give the reply a moment to leave before the runtime goes away.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            log::info!("stopped: classifier detached and pinned state removed");
+            log::info!("stopped: classifier detached, routing and pinned state removed");
             result.map(|_| ()).map_err(DaemonError::from)
         }
+    }
+}
+
+fn ensure_conntrack_marking(ctl: &Controller) {
+    if let Err(e) = conntrack::install(ctl.config().general.mark_mask) {
+        log::warn!("{e}");
+    }
+}
+
+async fn reconcile(routing: &Routing, ctl: &Controller, why: &str) {
+    let started = Instant::now();
+    let report = routing.reconcile(&routing::desired(ctl.config())).await;
+    for line in &report.changes {
+        log::warn!("routing ({why}): {line}");
+    }
+    for line in &report.failures {
+        log::error!("routing ({why}): {line}");
+    }
+    if !report.changes.is_empty() {
+        log::info!(
+            "routing reconciled in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
     }
 }
 
@@ -126,28 +313,68 @@ async fn readable<T: std::os::fd::AsRawFd>(
     }
 }
 
-fn handle(ctl: &mut Controller, request: Request) -> Response {
+async fn handle(
+    ctl: &mut Controller,
+    routing: &Routing,
+    probers: &mut Probers,
+    request: Request,
+) -> Response {
     match request {
-        Request::Status => Response::ok(ctl.status()),
-        Request::Reload => match reload(ctl) {
+        Request::Status => {
+            let mut status = ctl.status();
+            let routing_status = routing.status(&routing::desired(ctl.config())).await;
+            status["routing"] = serde_json::to_value(routing_status).unwrap_or_default();
+            Response::ok(status)
+        }
+        Request::Reload => match reload(ctl, routing, probers).await {
             Ok(lines) => Response::ok(serde_json::json!({ "changes": lines })),
             Err(e) => Response::error(e),
         },
-        Request::Wan { name, .. } => Response::error(format!(
-            "manual WAN control is not available in this build (WAN `{name}`)"
-        )),
+        Request::Wan { name, mode } => {
+            let manual = match mode {
+                WanMode::Up => Some(Override::Up),
+                WanMode::Down => Some(Override::Down),
+                WanMode::Auto => None,
+            };
+            match ctl.set_manual(&name, manual) {
+                Ok(report) => {
+                    let message = match &report {
+                        Some(r) => r.to_string(),
+                        None => format!("{name}: no change in where traffic goes"),
+                    };
+                    log_failover(report);
+                    Response::ok(serde_json::json!({ "message": message }))
+                }
+                Err(e) => Response::error(e),
+            }
+        }
         Request::Stop => unreachable!("handled by the event loop"),
     }
 }
 
 /// Reloads and logs the outcome; an invalid configuration keeps the running one.
-fn reload(ctl: &mut Controller) -> Result<Vec<String>, String> {
+async fn reload(
+    ctl: &mut Controller,
+    routing: &Routing,
+    probers: &mut Probers,
+) -> Result<Vec<String>, String> {
     match ctl.reload() {
         Ok(report) => {
             let lines = report.lines();
             for line in &lines {
                 log::info!("reload: {line}");
             }
+            // New WANs' real link state, then routing and probes for the new configuration.
+            for wan in ctl.config().wans.clone() {
+                let carrier = routing
+                    .link_state(&wan.interface)
+                    .await
+                    .is_some_and(|(_, c, up)| c && up);
+                log_failover(ctl.carrier(&wan.interface, carrier));
+            }
+            ensure_conntrack_marking(ctl);
+            reconcile(routing, ctl, "reload").await;
+            probers.sync(ctl.config());
             Ok(lines)
         }
         Err(e) => {

@@ -5,6 +5,7 @@
 //! eBPF objects).
 pub mod cli;
 pub mod config;
+pub mod conntrack;
 pub mod control;
 pub mod controller;
 pub mod daemon;

@@ -93,12 +93,9 @@ impl Workdir {
 
 impl Drop for Workdir {
     fn drop(&mut self) {
-        let _ = Command::new(steer_bin())
-            .args(["stop", "--socket"])
-            .arg(&self.socket)
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .output();
+        // Only the pins: routing and the nftables table live in the test's namespaces, which go
+        // with them. (`steer stop` here would act on the host namespace's routing.)
+        let _ = steer::dataplane::remove_pinned(&self.pin_dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod lab;
 pub mod netns;
 pub mod rng;
+pub mod scenario;
 pub mod witness;
 
 use std::sync::atomic::{AtomicU32, Ordering};

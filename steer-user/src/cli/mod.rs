@@ -153,10 +153,12 @@ pub enum CliError {
     Refused(String),
 }
 
-/// Socket and pin directory of the steer a command talks to.
+/// Socket, pin directory and WAN tables of the steer a command talks to.
 struct Resolved {
     socket: PathBuf,
     pin_dir: PathBuf,
+    /// Routing tables of the WANs (known only with `-c`).
+    tables: Vec<u32>,
 }
 
 impl Target {
@@ -176,6 +178,10 @@ impl Target {
                 .clone()
                 .or_else(|| from_config.as_ref().map(|c| c.general.pin_dir.clone()))
                 .unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
+            tables: from_config
+                .iter()
+                .flat_map(|c| c.wans.iter().map(|w| w.table))
+                .collect(),
         })
     }
 }
@@ -291,27 +297,58 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
     }
 }
 
-/// Asks a running daemon to stop steering; without one, removes the pinned state itself.
+/// Removes steer's rules (protocol 201) and the routes of `tables` (and steer's routes anywhere).
+fn remove_routing(tables: &[u32]) -> Result<Vec<String>, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Refused(format!("cannot start a runtime: {e}")))?;
+    runtime.block_on(async {
+        let routing =
+            crate::routing::Routing::new().map_err(|e| CliError::Refused(e.to_string()))?;
+        let report = routing.remove_all(tables).await;
+        if !report.failures.is_empty() {
+            return Err(CliError::Refused(report.failures.join("; ")));
+        }
+        Ok(report.changes)
+    })
+}
+
+/// Asks a running daemon to stop steering; without one, removes the pinned state, routing and
+/// the connection-marking table itself.
 fn stop(target: &Target) -> Result<ExitCode, CliError> {
     let r = target.resolve()?;
     match control::call(&r.socket, &Request::Stop, TIMEOUT) {
         Ok(response) if response.ok => {
-            println!("steer stopped: classifier detached, pinned state removed");
+            println!("steer stopped: classifier detached, routing and pinned state removed");
             Ok(ExitCode::SUCCESS)
         }
         Ok(response) => Err(CliError::Refused(response.error.unwrap_or_default())),
         Err(
             control::ControlError::NotRunning { .. } | control::ControlError::NotListening { .. },
         ) => {
-            match dataplane::remove_pinned(&r.pin_dir)? {
-                0 => println!(
-                    "nothing to stop: no daemon, nothing pinned at {}",
+            let pins = dataplane::remove_pinned(&r.pin_dir)?;
+            let routes = remove_routing(&r.tables)?;
+            let nft = crate::conntrack::installed();
+            if nft {
+                crate::conntrack::uninstall().map_err(|e| CliError::Refused(e.to_string()))?;
+            }
+            if pins == 0 && routes.is_empty() && !nft {
+                println!(
+                    "nothing to stop: no daemon, nothing pinned at {}, no steer routing",
                     r.pin_dir.display()
-                ),
-                n => println!(
-                    "steer stopped: removed {n} pins under {} (classifier detached)",
-                    r.pin_dir.display()
-                ),
+                );
+            } else {
+                println!(
+                    "steer stopped: removed {pins} pins under {} (classifier detached), {} routing entries{}",
+                    r.pin_dir.display(),
+                    routes.len(),
+                    if nft {
+                        ", the connection-marking table"
+                    } else {
+                        ""
+                    }
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -402,8 +402,15 @@ fn write_generation(
     Ok(live != table)
 }
 
+/// The additions and changes of one map: (direction, IPv4?, prefix -> rule).
+type PlannedWrites = (Direction, bool, Vec<(Prefix, u32)>);
+
 /// The additions and changes, per map, counted into `report`.
-fn plan_writes(state: &PrefixSets, want: &PrefixSets, report: &mut SyncReport) -> Vec<(Direction, bool, Vec<(Prefix, u32)>)> {
+fn plan_writes(
+    state: &PrefixSets,
+    want: &PrefixSets,
+    report: &mut SyncReport,
+) -> Vec<PlannedWrites> {
     let mut planned = Vec::new();
     for (dir, v4) in PrefixSets::KEYS {
         let have = state.map(dir, v4);
@@ -426,7 +433,7 @@ fn plan_writes(state: &PrefixSets, want: &PrefixSets, report: &mut SyncReport) -
 fn write_planned(
     maps: &mut Maps,
     state: &mut PrefixSets,
-    planned: Vec<(Direction, bool, Vec<(Prefix, u32)>)>,
+    planned: Vec<PlannedWrites>,
     undo: &mut Vec<Undo>,
     report: &mut SyncReport,
 ) -> Result<(), DataplaneError> {
@@ -434,9 +441,17 @@ fn write_planned(
         let have = state.map(dir, v4);
         // Record the undo before writing: a failing batch may have written part of it.
         for (prefix, _) in &writes {
-            undo.push(Undo { dir, prefix: *prefix, previous: have.get(prefix).copied() });
+            undo.push(Undo {
+                dir,
+                prefix: *prefix,
+                previous: have.get(prefix).copied(),
+            });
         }
-        let mode = if writes.len() > 16 { WriteMode::Batched } else { WriteMode::PerElement };
+        let mode = if writes.len() > 16 {
+            WriteMode::Batched
+        } else {
+            WriteMode::PerElement
+        };
         report.batched |= maps.set_prefixes(dir, &writes, mode)? == WriteMode::Batched;
         let have = state.map_mut(dir, v4);
         for (prefix, rule) in writes {

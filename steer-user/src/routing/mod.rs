@@ -1,1 +1,369 @@
-//! Routing: per-WAN tables and fwmark rules, reconciled with rtnetlink (in progress).
+//! Routing: the per-WAN routing tables and the `ip rule`s that send marked packets to them,
+//! kept in line with the configuration over rtnetlink.
+//!
+//! The classifier stamps each WAN's mark (under `general.mark_mask`); policy routing then sends
+//! marked packets out of that WAN. steer computes the routing state it wants from the
+//! configuration ([`desired`]) and reconciles the kernel with it ([`Routing::reconcile`]):
+//! whatever differs is repaired and reported, one line per item.
+//!
+//! # What steer owns
+//!
+//! - **Rules**: exactly the `ip rule`s whose routing protocol is 201 ([`RTPROT_STEER`]; `ip rule`
+//!   shows `proto 201`). A rule with any other protocol is never touched, even at one of
+//!   steer's priorities.
+//! - **The WAN tables**: every route in the table of a configured WAN (`wan.table`) is steer's,
+//!   whatever its protocol: a route added there by hand is removed at the next reconcile.
+//! - **Its routes elsewhere**: a route with protocol 201 in any other table (for example the
+//!   table of a WAN since removed from the configuration) is steer's and is removed. No other
+//!   route outside the WAN tables is ever touched.
+//!
+//! # Rules (IPv4 and IPv6 alike)
+//!
+//! | priority | selector | action |
+//! |---|---|---|
+//! | 1090 ([`PRIORITY_UNREACHABLE`]) | `fwmark U/mask` | `unreachable` |
+//! | 1091 ([`PRIORITY_BLACKHOLE`]) | `fwmark B/mask` | `blackhole` |
+//! | 1100 + n ([`PRIORITY_WAN_BASE`]) | `fwmark <wan.mark>/mask` | `lookup <wan.table>` |
+//!
+//! `mask` is `general.mark_mask`; U and B are the two last-resort marks (the highest two values
+//! inside the mask: 0xff00 and 0xfe00 for the default mask), which WAN marks may not use; n is
+//! the WAN's position in the configuration, the first `[[wan]]` being 0. Other software may use
+//! the same priorities: the kernel evaluates rules of equal priority in the order they were
+//! added. A packet whose WAN table has no route for its family (a WAN without `gateway6`, for
+//! IPv6) falls through to the rules after steer's, normally to the main table.
+//!
+//! # Routes (in each WAN's table)
+//!
+//! - IPv4: `default via <gateway> dev <interface>`, or `default dev <interface> scope link` when
+//!   the WAN has no gateway (point-to-point links such as PPPoE).
+//! - IPv6: `default via <gateway6> dev <interface>` when `gateway6` is set (a link-local gateway
+//!   is fine: the route names the interface); no IPv6 route otherwise.
+//!
+//! They carry protocol 201 and the kernel's default metric (0 for IPv4, 1024 for IPv6).
+//!
+//! # Reconciling
+//!
+//! A missing rule or route is added; a route that differs (another gateway, interface, protocol)
+//! is replaced in place; anything else steer owns is removed (a rule for an old mark, an extra
+//! route in a WAN table, a route for an old gateway). New and replaced items go in before stale
+//! ones are removed, so a table is never empty while it is being repaired.
+//!
+//! A route the kernel flags `linkdown` is left alone while its interface really has no carrier
+//! (the kernel clears the flag itself when the carrier returns); one still flagged while the
+//! carrier is up is deleted and added again.
+//!
+//! When a WAN's interface does not exist yet or is administratively down, its routes cannot be
+//! added (the kernel also removes routes through an interface that goes down): this is reported
+//! as a failure, and the next reconcile (the daemon runs one after every link, address, route or
+//! rule event, see [`watch`]) adds them once the interface is back. A failure on one item never
+//! stops the others.
+//!
+//! `steer stop` ([`Routing::remove_all`]) removes every protocol-201 rule and every route of
+//! the WAN tables (and protocol-201 routes anywhere).
+
+mod kernel;
+mod plan;
+mod watch;
+
+use std::{fmt, net::IpAddr};
+
+/// The crate of the stream trait [`watch`]'s events come through (`futures::StreamExt` gives
+/// `next()`), for callers that do not depend on it directly.
+pub use futures;
+
+pub use watch::{Watch, watch};
+
+/// Routing protocol number of every rule and route steer creates (`proto 201`).
+pub const RTPROT_STEER: u8 = 201;
+/// Priority of the rule that sends the "unreachable" last-resort mark to `unreachable`.
+pub const PRIORITY_UNREACHABLE: u32 = 1090;
+/// Priority of the rule that sends the "blackhole" last-resort mark to `blackhole`.
+pub const PRIORITY_BLACKHOLE: u32 = 1091;
+/// Priority of the first WAN's rule; WAN n (0-based, configuration order) gets this + n.
+pub const PRIORITY_WAN_BASE: u32 = 1100;
+
+/// Address family of a rule or route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Both families, IPv4 first.
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        })
+    }
+}
+
+/// What a rule does with the packets it selects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleAction {
+    /// Look the destination up in this table.
+    Lookup(u32),
+    /// Reject (the sender gets "network unreachable").
+    Unreachable,
+    /// Drop silently.
+    Blackhole,
+}
+
+/// One fwmark rule: `ip rule add fwmark <fwmark>/<mask> <action> pref <priority> proto 201`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleSpec {
+    pub family: Family,
+    pub priority: u32,
+    pub fwmark: u32,
+    pub mask: u32,
+    pub action: RuleAction,
+}
+
+impl fmt::Display for RuleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rule {} fwmark {:#x}/{:#x} ",
+            self.priority, self.fwmark, self.mask
+        )?;
+        match self.action {
+            RuleAction::Lookup(t) => write!(f, "lookup {t}")?,
+            RuleAction::Unreachable => f.write_str("unreachable")?,
+            RuleAction::Blackhole => f.write_str("blackhole")?,
+        }
+        write!(f, " ({})", self.family)
+    }
+}
+
+/// A default route in a WAN's table: `default via <gateway> dev <interface> table <table>`, or
+/// `default dev <interface> scope link table <table>` without a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteSpec {
+    pub family: Family,
+    pub table: u32,
+    pub gateway: Option<IpAddr>,
+    pub interface: String,
+}
+
+impl fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("route default")?;
+        match self.gateway {
+            Some(gw) => write!(f, " via {gw} dev {}", self.interface)?,
+            None => write!(f, " dev {} scope link", self.interface)?,
+        }
+        write!(f, " table {} ({})", self.table, self.family)
+    }
+}
+
+/// The routing state steer wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub rules: Vec<RuleSpec>,
+    pub routes: Vec<RouteSpec>,
+    /// The tables steer owns (every route in them is steer's): the WANs' tables.
+    pub tables: Vec<u32>,
+}
+
+/// The rules, routes and tables `config` asks for (see the [module documentation](self)).
+pub fn desired(config: &crate::config::Config) -> Desired {
+    let mask = config.general.mark_mask;
+    let (unreachable, blackhole) = crate::policy::last_resort_marks(mask);
+    let mut d = Desired::default();
+    for family in Family::ALL {
+        d.rules.push(RuleSpec {
+            family: family.clone(),
+            priority: PRIORITY_UNREACHABLE,
+            fwmark: unreachable,
+            mask,
+            action: RuleAction::Unreachable,
+        });
+        d.rules.push(RuleSpec {
+            family: family.clone(),
+            priority: PRIORITY_BLACKHOLE,
+            fwmark: blackhole,
+            mask,
+            action: RuleAction::Blackhole,
+        });
+        for (n, wan) in config.wans.iter().enumerate() {
+            d.rules.push(RuleSpec {
+                family: family.clone(),
+                priority: PRIORITY_WAN_BASE.saturating_add(n as u32),
+                fwmark: wan.mark,
+                mask,
+                action: RuleAction::Lookup(wan.table),
+            });
+        }
+    }
+    for wan in &config.wans {
+        d.routes.push(RouteSpec {
+            family: Family::V4,
+            table: wan.table,
+            gateway: wan.gateway.map(IpAddr::V4),
+            interface: wan.interface.clone(),
+        });
+        if let Some(gw6) = wan.gateway6 {
+            d.routes.push(RouteSpec {
+                family: Family::V6,
+                table: wan.table,
+                gateway: Some(IpAddr::V6(gw6)),
+                interface: wan.interface.clone(),
+            });
+        }
+        if !d.tables.contains(&wan.table) {
+            d.tables.push(wan.table);
+        }
+    }
+    d
+}
+
+/// What a reconcile (or removal) found and did.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileReport {
+    /// One line per difference found and what was done, e.g. `repaired: rule 1100 fwmark
+    /// 0x100/0xff00 lookup 101 (v4) was missing`, `removed stale: route default via 100.64.1.9
+    /// dev wan1 table 101 (v4)`. Empty when nothing differed.
+    pub changes: Vec<String>,
+    /// One line per item that could not be put right, with the reason, e.g. `failed: route
+    /// default via 100.64.1.1 dev wan1 table 101 (v4): Network is down (os error 100); retrying
+    /// on the next link or address event`.
+    pub failures: Vec<String>,
+}
+
+impl ReconcileReport {
+    /// Nothing differed and nothing failed.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.failures.is_empty()
+    }
+}
+
+/// Desired versus actual, for `steer status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RoutingStatus {
+    /// One entry per desired item (`<item>: ok`, `<item>: missing`, `<item>: differs: found
+    /// <what>`) and one per stale item steer owns (`stale: <item>`).
+    pub items: Vec<String>,
+    /// Every desired item is ok and nothing is stale.
+    pub in_sync: bool,
+}
+
+/// Why routing could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    #[error("routing needs a tokio runtime (create Routing and watch() from inside one)")]
+    NoRuntime,
+    #[error("cannot open a netlink route socket: {0}")]
+    Socket(#[source] std::io::Error),
+}
+
+/// steer's view of the kernel's routing: reads and changes rules and routes over an rtnetlink
+/// socket whose connection task runs on the tokio runtime that created it.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    handle: rtnetlink::Handle,
+}
+
+impl Routing {
+    /// Opens the netlink socket and spawns its connection task on the current tokio runtime
+    /// (the daemon uses a current-thread runtime). Fails outside a runtime.
+    pub fn new() -> Result<Routing, RoutingError> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| RoutingError::NoRuntime)?;
+        // Strict checking makes the kernel filter route dumps by table and protocol.
+        let (conn, handle, _) =
+            rtnetlink::new_connection_with_strict_check().map_err(RoutingError::Socket)?;
+        rt.spawn(conn);
+        Ok(Routing { handle })
+    }
+
+    /// Makes the kernel match `desired`: adds what is missing, replaces what differs, removes
+    /// what steer owns but does not want (see the [module documentation](self)). Idempotent: a
+    /// second call with no drift in between returns an empty report.
+    pub async fn reconcile(&self, desired: &Desired) -> ReconcileReport {
+        let snapshot = match kernel::Snapshot::read(&self.handle, &plan::owned_tables(desired))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                return ReconcileReport {
+                    changes: Vec::new(),
+                    failures: vec![format!(
+                        "failed: reading the kernel's rules and routes: {}; retrying on the next event",
+                        kernel::describe_error(&e)
+                    )],
+                };
+            }
+        };
+        let plan = plan::plan(desired, &snapshot);
+        kernel::execute(&self.handle, &snapshot.links, plan.steps).await
+    }
+
+    /// Desired versus actual, without changing anything.
+    pub async fn status(&self, desired: &Desired) -> RoutingStatus {
+        match kernel::Snapshot::read(&self.handle, &plan::owned_tables(desired)).await {
+            Ok(snapshot) => {
+                let plan = plan::plan(desired, &snapshot);
+                RoutingStatus {
+                    in_sync: plan.in_sync,
+                    items: plan.status,
+                }
+            }
+            Err(e) => RoutingStatus {
+                items: vec![format!(
+                    "cannot read the kernel's rules and routes: {}",
+                    kernel::describe_error(&e)
+                )],
+                in_sync: false,
+            },
+        }
+    }
+
+    /// Removes every protocol-201 rule, every route in `owned_tables` and every protocol-201
+    /// route anywhere (`steer stop`).
+    pub async fn remove_all(&self, owned_tables: &[u32]) -> ReconcileReport {
+        let snapshot = match kernel::Snapshot::read(&self.handle, owned_tables).await {
+            Ok(s) => s,
+            Err(e) => {
+                return ReconcileReport {
+                    changes: Vec::new(),
+                    failures: vec![format!(
+                        "failed: reading the kernel's rules and routes: {}",
+                        kernel::describe_error(&e)
+                    )],
+                };
+            }
+        };
+        let steps = plan::removal(owned_tables, &snapshot);
+        kernel::execute(&self.handle, &snapshot.links, steps).await
+    }
+
+    /// The index, carrier (IFF_LOWER_UP) and administrative state (IFF_UP) of the interface
+    /// called `name`; `None` if there is none.
+    pub async fn link_state(&self, name: &str) -> Option<(u32, bool, bool)> {
+        kernel::link_by_name(&self.handle, name)
+            .await
+            .map(|l| (l.index, l.carrier, l.admin_up))
+    }
+}
+
+/// Kernel routing events the controller cares about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// An interface appeared or its state changed: carrier is IFF_LOWER_UP, admin_up IFF_UP.
+    /// Only changes are reported (a link's first event after [`watch`] starts always is).
+    Link {
+        index: u32,
+        name: String,
+        carrier: bool,
+        admin_up: bool,
+    },
+    /// An interface was removed.
+    LinkGone { index: u32, name: String },
+    /// An address, route or rule changed (or events were lost): routing may need a reconcile.
+    /// Consecutive ones that are already queued are merged into one.
+    Changed,
+}

@@ -188,10 +188,16 @@ fn bulk_load() {
 fn list_end_to_end() {
     use std::collections::BTreeMap;
 
-    use steer::{config, controller::desired, dataplane::sync::{self, PrefixSets}};
+    use steer::{
+        config,
+        controller::desired,
+        dataplane::sync::{self, PrefixSets},
+    };
 
     const N: usize = 1_000_000;
-    println!("\n== reload: a {N}-line list file, end to end (config::load, compile, sync into the kernel)");
+    println!(
+        "\n== reload: a {N}-line list file, end to end (config::load, compile, sync into the kernel)"
+    );
     let dir = std::env::temp_dir().join(format!("steer-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
     let mut rng = Rng::new(0x11575);
@@ -223,14 +229,29 @@ fn list_end_to_end() {
         let t1 = Instant::now();
         let d = desired(&cfg, &ids, &BTreeMap::new(), |_| true);
         let t2 = Instant::now();
-        let report = sync::sync(&mut dp.maps, state, &d.compiled.prefixes, &d.table, &dp.capacities).expect("sync");
+        let report = sync::sync(
+            &mut dp.maps,
+            state,
+            &d.compiled.prefixes,
+            &d.table,
+            &dp.capacities,
+        )
+        .expect("sync");
         let t3 = Instant::now();
         (t1 - t0, t2 - t1, t3 - t2, report)
     };
     let (parse, compile, load, first) = run(&mut dp, &mut state);
     let total = parse + compile + load;
-    println!("{:<34} {:>9.3} s", "parse + validate (config::load)", parse.as_secs_f64());
-    println!("{:<34} {:>9.3} s", "compile (rule ids, policy table)", compile.as_secs_f64());
+    println!(
+        "{:<34} {:>9.3} s",
+        "parse + validate (config::load)",
+        parse.as_secs_f64()
+    );
+    println!(
+        "{:<34} {:>9.3} s",
+        "compile (rule ids, policy table)",
+        compile.as_secs_f64()
+    );
     println!(
         "{:<34} {:>9.3} s   ({} prefix writes, diff {:.3} s, kernel {:.3} s)",
         "sync into the kernel",
@@ -239,7 +260,11 @@ fn list_end_to_end() {
         first.diff_time.as_secs_f64(),
         first.kernel_time.as_secs_f64()
     );
-    println!("{:<34} {:>9.3} s   (target <= 5 s)", "end to end", total.as_secs_f64());
+    println!(
+        "{:<34} {:>9.3} s   (target <= 5 s)",
+        "end to end",
+        total.as_secs_f64()
+    );
 
     // One line changes.
     let mut changed = set.clone();

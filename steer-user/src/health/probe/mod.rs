@@ -1,1 +1,192 @@
-//! Probes sent out through one WAN: ICMP echo, TCP connect, DNS query, HTTP GET (in progress).
+//! Probes sent out through one WAN: ICMP echo, TCP connect, DNS query, HTTP GET.
+//!
+//! Every probe socket is bound to the WAN's interface (`SO_BINDTODEVICE`) and carries the WAN's
+//! packet mark (`SO_MARK`). The mark selects the WAN's routing table through steer's
+//! `fwmark <mark> lookup <table>` rule and the device binding pins the output interface, so a
+//! probe tests *that* WAN even when a steering rule (or the main table) would send LAN traffic
+//! for the same target elsewhere. Sockets are created fresh for every probe and closed after it.
+//!
+//! A [`round`] sends one probe to every target concurrently and returns once all of them have
+//! an outcome or the spec's timeout has passed, whichever comes first; no probe outlives it.
+//! [`spawn_prober`] runs rounds at a fixed interval and hands each finished [`Round`] to the
+//! health state machine.
+//!
+//! What counts as an answer, per method:
+//! - **ICMP** (v4 and v6): an echo reply from the target carrying this probe's identifier and
+//!   sequence number, received on the WAN's interface. An ICMP destination unreachable about
+//!   this very echo request is [`ProbeOutcome::Failed`].
+//! - **TCP**: the three-way handshake completes, *or* the target answers the SYN with a RST
+//!   (connection refused). A RST proves that the WAN carries traffic both ways, which is what
+//!   the probe is about; that the port is closed is the target's business. (The kernel reports
+//!   an ICMP port unreachable for a SYN as "connection refused" too, and it is counted the
+//!   same way: someone beyond the WAN answered.) Hard ICMP errors (e.g. host unreachable) fail
+//!   the probe at once; soft ones (e.g. ICMPv6 "no route") leave the kernel retrying the SYN,
+//!   so the probe times out.
+//! - **DNS**: one UDP query (random id, recursion desired, type NS for the configured name,
+//!   class IN) to port 53; any well-formed response with the same id passes, whatever its
+//!   RCODE: the server answered through this WAN.
+//! - **HTTP**: `GET` over a fresh TCP connection; passes when a status line `HTTP/1.x NNN`
+//!   with NNN < 500 arrives. A refused connection fails (no server answered the request).
+//!
+//! The kind of probe follows the target's variant ([`ProbeTarget`]); the configuration
+//! guarantees that every target matches [`ProbeSpec::method`], which is kept for reporting.
+
+mod dns;
+mod icmp;
+mod sock;
+mod tcp;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream::FuturesUnordered};
+use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
+
+use crate::config::{ProbeTarget, TrackMethod, Wan};
+
+use sock::ProbeError;
+
+/// What to probe through which WAN, and for how long a round may wait.
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    /// The WAN's interface; every probe socket is bound to it.
+    pub interface: String,
+    /// The WAN's packet mark; every probe socket carries it.
+    pub mark: u32,
+    pub method: TrackMethod,
+    pub targets: Vec<ProbeTarget>,
+    /// How long a round waits for answers.
+    pub timeout: Duration,
+}
+
+impl ProbeSpec {
+    /// The probes of `wan`'s `[wan.track]` section.
+    pub fn from_wan(wan: &Wan) -> ProbeSpec {
+        ProbeSpec {
+            interface: wan.interface.clone(),
+            mark: wan.mark,
+            method: wan.track.method,
+            targets: wan.track.targets.clone(),
+            timeout: Duration::from_millis(wan.track.timeout_ms.into()),
+        }
+    }
+}
+
+/// The outcome of one probe: `Answered(rtt)` when a valid answer arrived within the timeout,
+/// else why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// A valid answer arrived after this round-trip time.
+    Answered(Duration),
+    /// No valid answer within the timeout.
+    Timeout,
+    /// The probe failed before the timeout, e.g. "connection refused",
+    /// "ICMP destination unreachable (code 1) from 100.64.1.1",
+    /// "bind to wan1: No such device".
+    Failed(String),
+}
+
+impl ProbeOutcome {
+    /// Whether the probe was answered.
+    pub fn is_answered(&self) -> bool {
+        matches!(self, ProbeOutcome::Answered(_))
+    }
+
+    /// The round-trip time of an answered probe.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self {
+            ProbeOutcome::Answered(rtt) => Some(*rtt),
+            _ => None,
+        }
+    }
+}
+
+/// One round: a probe to every target of a [`ProbeSpec`], in the order of its targets.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub started: Instant,
+    pub outcomes: Vec<(ProbeTarget, ProbeOutcome)>,
+}
+
+impl Round {
+    /// How many targets answered.
+    pub fn answered(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|(_, o)| o.is_answered())
+            .count()
+    }
+}
+
+/// Sends one probe per target concurrently and returns when all have an outcome or `timeout`
+/// has passed (never later than `started + timeout` plus scheduling delay).
+pub async fn round(spec: &ProbeSpec) -> Round {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + spec.timeout);
+    let probes = spec
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, target)| async move {
+            // The sequence number of an ICMP echo: unique per target within the round.
+            let seq = i as u16;
+            let outcome = match tokio::time::timeout_at(deadline, probe(spec, target, seq)).await {
+                Ok(Ok(rtt)) => ProbeOutcome::Answered(rtt),
+                Ok(Err(e)) => ProbeOutcome::Failed(e.to_string()),
+                Err(_) => ProbeOutcome::Timeout,
+            };
+            log::trace!("probe {target:?} via {}: {outcome:?}", spec.interface);
+            (target.clone(), outcome)
+        });
+    let outcomes = futures::future::join_all(probes).await;
+    Round { started, outcomes }
+}
+
+/// One probe of `target` through the spec's WAN; the caller bounds it in time.
+async fn probe(spec: &ProbeSpec, target: &ProbeTarget, seq: u16) -> Result<Duration, ProbeError> {
+    match target {
+        ProbeTarget::Icmp(addr) => icmp::probe(spec, *addr, seq).await,
+        ProbeTarget::Tcp(addr) => tcp::connect(spec, *addr).await,
+        ProbeTarget::Dns { server, query } => dns::probe(spec, *server, query).await,
+        ProbeTarget::Http { addr, host, path } => tcp::http(spec, *addr, host, path).await,
+    }
+}
+
+/// Runs a round every `interval` and sends each finished [`Round`] to `tx`, tagged with `wan`.
+///
+/// A round starts `interval` after the previous one *started*, even if that one is still
+/// waiting for answers (rounds overlap when `timeout > interval`; the configuration guarantees
+/// `timeout <= interval`). When rounds fall behind (a slow receiver), the schedule shifts
+/// rather than bursting. The task stops when `tx` is closed (the receiver dropped) or when the
+/// returned handle is aborted; dropping the handle only detaches the task, which then stops
+/// with the receiver.
+pub fn spawn_prober(
+    wan: String,
+    spec: ProbeSpec,
+    interval: Duration,
+    tx: mpsc::Sender<(String, Round)>,
+) -> JoinHandle<()> {
+    let spec = Arc::new(spec);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut running = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                _ = tx.closed() => break,
+                _ = ticks.tick() => {
+                    let spec = Arc::clone(&spec);
+                    running.push(async move { round(&spec).await });
+                }
+                Some(done) = running.next(), if !running.is_empty() => {
+                    if tx.send((wan.clone(), done)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        log::debug!("prober for {wan} stopped: the receiver is gone");
+    })
+}

@@ -1,0 +1,702 @@
+//! The kernel side: reading links, rules and routes over rtnetlink into plain descriptions,
+//! building the messages that add and remove steer's items, and carrying out a plan.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use futures::TryStreamExt;
+use netlink_packet_route::{
+    AddressFamily,
+    link::{LinkAttribute, LinkFlags, LinkMessage},
+    route::{
+        RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope,
+        RouteType, RouteVia,
+    },
+    rule::{RuleAction as NlRuleAction, RuleAttribute, RuleFlags, RuleMessage},
+};
+use rtnetlink::{Handle, IpVersion};
+
+use super::{Family, RTPROT_STEER, ReconcileReport, RouteSpec, RuleAction, RuleSpec};
+
+/// The metric the kernel gives a route that does not ask for one.
+pub(crate) fn default_metric(family: &Family) -> u32 {
+    match family {
+        Family::V4 => 0,
+        Family::V6 => 1024,
+    }
+}
+
+/// One interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LinkInfo {
+    pub index: u32,
+    pub name: String,
+    /// IFF_LOWER_UP.
+    pub carrier: bool,
+    /// IFF_UP.
+    pub admin_up: bool,
+}
+
+impl LinkInfo {
+    pub(crate) fn from_message(m: &LinkMessage) -> Option<LinkInfo> {
+        let name = m.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })?;
+        Some(LinkInfo {
+            index: m.header.index,
+            name,
+            carrier: m.header.flags.contains(LinkFlags::LowerUp),
+            admin_up: m.header.flags.contains(LinkFlags::Up),
+        })
+    }
+}
+
+/// The interfaces, by name and by index.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Links {
+    by_name: HashMap<String, LinkInfo>,
+    names: HashMap<u32, String>,
+}
+
+impl Links {
+    pub(crate) fn insert(&mut self, l: LinkInfo) {
+        self.names.insert(l.index, l.name.clone());
+        self.by_name.insert(l.name.clone(), l);
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&LinkInfo> {
+        self.by_name.get(name)
+    }
+
+    pub(crate) fn name(&self, index: u32) -> Option<&str> {
+        self.names.get(&index).map(String::as_str)
+    }
+
+    /// The name of interface `index`, or `if#<index>` for one that is gone.
+    fn shown(&self, index: u32) -> String {
+        self.name(index)
+            .map_or_else(|| format!("if#{index}"), str::to_owned)
+    }
+}
+
+/// A rule as found in the kernel.
+#[derive(Debug, Clone)]
+pub(crate) struct ActualRule {
+    pub family: Family,
+    pub protocol: u8,
+    pub priority: u32,
+    /// The rule as a [`RuleSpec`] when a spec says all there is to it.
+    pub spec: Option<RuleSpec>,
+    /// `ip rule`-like description.
+    pub desc: String,
+    pub msg: RuleMessage,
+}
+
+/// A route as found in the kernel.
+#[derive(Debug, Clone)]
+pub(crate) struct ActualRoute {
+    pub family: Family,
+    pub table: u32,
+    pub protocol: u8,
+    /// A default route with the default metric: what adding or replacing steer's default route
+    /// would collide with.
+    pub default_key: bool,
+    /// The route as a [`RouteSpec`] when it is exactly one steer could have made (default,
+    /// unicast, protocol 201, default metric, nothing else).
+    pub spec: Option<RouteSpec>,
+    /// RTNH_F_LINKDOWN.
+    pub linkdown: bool,
+    /// `ip route`-like description.
+    pub desc: String,
+    pub msg: RouteMessage,
+}
+
+/// What the kernel has: every interface, every rule, and the routes steer may own (those of the
+/// owned tables and those with protocol 201 anywhere).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Snapshot {
+    pub links: Links,
+    pub rules: Vec<ActualRule>,
+    pub routes: Vec<ActualRoute>,
+}
+
+impl Snapshot {
+    pub(crate) async fn read(
+        handle: &Handle,
+        owned_tables: &[u32],
+    ) -> Result<Snapshot, rtnetlink::Error> {
+        let mut s = Snapshot::default();
+        {
+            let mut links = std::pin::pin!(handle.link().get().execute());
+            while let Some(m) = links.try_next().await? {
+                if let Some(l) = LinkInfo::from_message(&m) {
+                    s.links.insert(l);
+                }
+            }
+        }
+        for family in Family::ALL {
+            let version = match family {
+                Family::V4 => IpVersion::V4,
+                Family::V6 => IpVersion::V6,
+            };
+            let mut rules = std::pin::pin!(handle.rule().get(version).execute());
+            while let Some(m) = rules.try_next().await? {
+                if let Some(r) = parse_rule(m) {
+                    s.rules.push(r);
+                }
+            }
+        }
+        for family in Family::ALL {
+            for &table in owned_tables {
+                for m in dump_routes(handle, &family, Some(table), None).await? {
+                    // Filtered by the kernel already, unless it predates strict checking.
+                    if let Some(r) = parse_route(m, &s.links)
+                        && r.table == table
+                        && r.family == family
+                    {
+                        s.routes.push(r);
+                    }
+                }
+            }
+            for m in dump_routes(handle, &family, None, Some(RTPROT_STEER)).await? {
+                if let Some(r) = parse_route(m, &s.links)
+                    && r.protocol == RTPROT_STEER
+                    && r.family == family
+                    && !owned_tables.contains(&r.table)
+                {
+                    s.routes.push(r);
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// The routes of one family, filtered by table and protocol (kernel-side with strict checking).
+/// A table that does not exist (yet) has no routes.
+async fn dump_routes(
+    handle: &Handle,
+    family: &Family,
+    table: Option<u32>,
+    protocol: Option<u8>,
+) -> Result<Vec<RouteMessage>, rtnetlink::Error> {
+    let mut req = RouteMessage::default();
+    req.header.address_family = address_family(family);
+    if let Some(t) = table {
+        req.header.table = u8::try_from(t).unwrap_or(0);
+        req.attributes.push(RouteAttribute::Table(t));
+    }
+    if let Some(p) = protocol {
+        req.header.protocol = RouteProtocol::from(p);
+    }
+    let mut out = Vec::new();
+    let mut routes = std::pin::pin!(handle.route().get(req).execute());
+    loop {
+        match routes.try_next().await {
+            Ok(Some(m)) => out.push(m),
+            Ok(None) => break,
+            Err(e) if errno(&e) == Some(libc::ENOENT) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The interface called `name`, if there is one.
+pub(crate) async fn link_by_name(handle: &Handle, name: &str) -> Option<LinkInfo> {
+    let mut links = std::pin::pin!(handle.link().get().match_name(name).execute());
+    match links.try_next().await {
+        Ok(Some(m)) => LinkInfo::from_message(&m),
+        _ => None,
+    }
+}
+
+fn address_family(family: &Family) -> AddressFamily {
+    match family {
+        Family::V4 => AddressFamily::Inet,
+        Family::V6 => AddressFamily::Inet6,
+    }
+}
+
+fn family_of(af: AddressFamily) -> Option<Family> {
+    match af {
+        AddressFamily::Inet => Some(Family::V4),
+        AddressFamily::Inet6 => Some(Family::V6),
+        _ => None,
+    }
+}
+
+/// The errno of a netlink error answer.
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| c.get().abs()),
+        _ => None,
+    }
+}
+
+/// An error in words: the OS error for a netlink error answer ("Network is down (os error
+/// 100)").
+pub(crate) fn describe_error(e: &rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn protocol_name(p: u8) -> String {
+    match p {
+        1 => "redirect".into(),
+        2 => "kernel".into(),
+        3 => "boot".into(),
+        4 => "static".into(),
+        9 => "ra".into(),
+        16 => "dhcp".into(),
+        n => n.to_string(),
+    }
+}
+
+fn prefix(addr: Option<IpAddr>, len: u8, family: &Family) -> String {
+    let addr = addr.unwrap_or(match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    format!("{addr}/{len}")
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+fn via_ip(v: &RouteVia) -> Option<IpAddr> {
+    match v {
+        RouteVia::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteVia::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+/// Reads a rule of the kernel's dump; `None` for families other than IPv4 and IPv6.
+pub(crate) fn parse_rule(msg: RuleMessage) -> Option<ActualRule> {
+    let family = family_of(msg.header.family)?;
+    let h = &msg.header;
+    let mut priority = 0;
+    let mut fwmark = None;
+    let mut mask = None;
+    let mut table = u32::from(h.table);
+    let mut protocol = 0;
+    let mut selectors = String::new();
+    let mut other = false;
+    if h.flags.contains(RuleFlags::Invert) {
+        selectors.push_str(" not");
+    }
+    let (mut src, mut dst) = (None, None);
+    for a in &msg.attributes {
+        match a {
+            RuleAttribute::Priority(p) => priority = *p,
+            RuleAttribute::FwMark(m) => fwmark = Some(*m),
+            RuleAttribute::FwMask(m) => mask = Some(*m),
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::Protocol(p) => protocol = u8::from(*p),
+            RuleAttribute::Source(a) => src = Some(*a),
+            RuleAttribute::Destination(a) => dst = Some(*a),
+            RuleAttribute::Iifname(n) => {
+                let _ = write!(selectors, " iif {n}");
+            }
+            RuleAttribute::Oifname(n) => {
+                let _ = write!(selectors, " oif {n}");
+            }
+            RuleAttribute::L3MDev(false) => {}
+            // The kernel reports "no suppression" as -1.
+            RuleAttribute::SuppressPrefixLen(u32::MAX)
+            | RuleAttribute::SuppressIfGroup(u32::MAX)
+            | RuleAttribute::Goto(_) => {}
+            _ => other = true,
+        }
+    }
+    let mut desc = format!("rule {priority}");
+    if h.src_len > 0 || src.is_some() {
+        let _ = write!(desc, " from {}", prefix(src, h.src_len, &family));
+    }
+    if h.dst_len > 0 || dst.is_some() {
+        let _ = write!(desc, " to {}", prefix(dst, h.dst_len, &family));
+    }
+    desc.push_str(&selectors);
+    if h.tos != 0 {
+        let _ = write!(desc, " tos {:#x}", h.tos);
+    }
+    if let Some(m) = fwmark {
+        let _ = write!(desc, " fwmark {m:#x}/{:#x}", mask.unwrap_or(u32::MAX));
+    }
+    if other {
+        desc.push_str(" (and other selectors)");
+    }
+    let action = match h.action {
+        NlRuleAction::ToTable => {
+            let _ = write!(desc, " lookup {table}");
+            Some(RuleAction::Lookup(table))
+        }
+        NlRuleAction::Unreachable => {
+            desc.push_str(" unreachable");
+            Some(RuleAction::Unreachable)
+        }
+        NlRuleAction::Blackhole => {
+            desc.push_str(" blackhole");
+            Some(RuleAction::Blackhole)
+        }
+        NlRuleAction::Prohibit => {
+            desc.push_str(" prohibit");
+            None
+        }
+        NlRuleAction::Goto => {
+            let target = msg.attributes.iter().find_map(|a| match a {
+                RuleAttribute::Goto(g) => Some(*g),
+                _ => None,
+            });
+            let _ = write!(desc, " goto {}", target.unwrap_or(0));
+            None
+        }
+        NlRuleAction::Nop => {
+            desc.push_str(" nop");
+            None
+        }
+        a => {
+            let _ = write!(desc, " action {}", u8::from(a));
+            None
+        }
+    };
+    if protocol != RTPROT_STEER {
+        let _ = write!(desc, " proto {}", protocol_name(protocol));
+    }
+    let _ = write!(desc, " ({family})");
+    let plain = selectors.is_empty()
+        && !other
+        && h.src_len == 0
+        && h.dst_len == 0
+        && src.is_none()
+        && dst.is_none()
+        && h.tos == 0;
+    let spec = match (action, fwmark) {
+        (Some(action), Some(fwmark)) if plain => Some(RuleSpec {
+            family: family.clone(),
+            priority,
+            fwmark,
+            mask: mask.unwrap_or(u32::MAX),
+            action,
+        }),
+        _ => None,
+    };
+    Some(ActualRule {
+        family,
+        protocol,
+        priority,
+        spec,
+        desc,
+        msg,
+    })
+}
+
+/// Reads a route of the kernel's dump; `None` for families other than IPv4 and IPv6.
+pub(crate) fn parse_route(msg: RouteMessage, links: &Links) -> Option<ActualRoute> {
+    let family = family_of(msg.header.address_family)?;
+    let h = &msg.header;
+    let mut table = u32::from(h.table);
+    let mut gateway = None;
+    let mut oif = None;
+    let mut metric = 0;
+    let (mut dst, mut src, mut prefsrc) = (None, None, None);
+    let mut nexthops = Vec::new();
+    let mut other = false;
+    for a in &msg.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Gateway(g) => gateway = route_ip(g),
+            RouteAttribute::Via(v) => gateway = via_ip(v),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::Destination(d) => dst = route_ip(d),
+            RouteAttribute::Source(s) => src = route_ip(s),
+            RouteAttribute::PrefSource(s) => prefsrc = route_ip(s),
+            RouteAttribute::MultiPath(hops) => {
+                nexthops = hops
+                    .iter()
+                    .map(|nh| {
+                        let gw = nh.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Gateway(g) => route_ip(g),
+                            RouteAttribute::Via(v) => via_ip(v),
+                            _ => None,
+                        });
+                        (gw, nh.interface_index)
+                    })
+                    .collect();
+            }
+            RouteAttribute::Metrics(m) if m.is_empty() => {}
+            RouteAttribute::Metrics(_)
+            | RouteAttribute::NhId(_)
+            | RouteAttribute::Encap(_)
+            | RouteAttribute::EncapType(_)
+            | RouteAttribute::Iif(_)
+            | RouteAttribute::Mark(_) => other = true,
+            _ => {}
+        }
+    }
+    let protocol = u8::from(h.protocol);
+    let linkdown = h.flags.contains(RouteFlags::Linkdown);
+    let is_default = h.destination_prefix_length == 0 && h.source_prefix_length == 0 && h.tos == 0;
+    let default_key = is_default && metric == default_metric(&family);
+
+    let mut desc = String::from("route ");
+    match h.kind {
+        RouteType::Unicast => {}
+        RouteType::Unreachable => desc.push_str("unreachable "),
+        RouteType::BlackHole => desc.push_str("blackhole "),
+        RouteType::Prohibit => desc.push_str("prohibit "),
+        RouteType::Throw => desc.push_str("throw "),
+        RouteType::Local => desc.push_str("local "),
+        RouteType::Broadcast => desc.push_str("broadcast "),
+        RouteType::Anycast => desc.push_str("anycast "),
+        RouteType::Multicast => desc.push_str("multicast "),
+        k => {
+            let _ = write!(desc, "type {} ", u8::from(k));
+        }
+    }
+    if h.destination_prefix_length == 0 {
+        desc.push_str("default");
+    } else {
+        desc.push_str(&prefix(dst, h.destination_prefix_length, &family));
+    }
+    if h.source_prefix_length > 0 {
+        let _ = write!(
+            desc,
+            " from {}",
+            prefix(src, h.source_prefix_length, &family)
+        );
+    }
+    if h.tos != 0 {
+        let _ = write!(desc, " tos {:#x}", h.tos);
+    }
+    if let Some(gw) = gateway {
+        let _ = write!(desc, " via {gw}");
+    }
+    if let Some(i) = oif {
+        let _ = write!(desc, " dev {}", links.shown(i));
+    }
+    for (gw, i) in &nexthops {
+        desc.push_str(" nexthop");
+        if let Some(gw) = gw {
+            let _ = write!(desc, " via {gw}");
+        }
+        let _ = write!(desc, " dev {}", links.shown(*i));
+    }
+    let scope_ok = match (&family, h.scope) {
+        (Family::V6, _) => true,
+        (Family::V4, RouteScope::Universe) => gateway.is_some(),
+        (Family::V4, RouteScope::Link) => gateway.is_none(),
+        _ => false,
+    };
+    match h.scope {
+        RouteScope::Universe => {}
+        RouteScope::Link => desc.push_str(" scope link"),
+        RouteScope::Host => desc.push_str(" scope host"),
+        RouteScope::Site => desc.push_str(" scope site"),
+        s => {
+            let _ = write!(desc, " scope {}", u8::from(s));
+        }
+    }
+    let _ = write!(desc, " table {table}");
+    if protocol != RTPROT_STEER {
+        let _ = write!(desc, " proto {}", protocol_name(protocol));
+    }
+    if metric != default_metric(&family) {
+        let _ = write!(desc, " metric {metric}");
+    }
+    if let Some(s) = prefsrc {
+        let _ = write!(desc, " src {s}");
+    }
+    if linkdown {
+        desc.push_str(" linkdown");
+    }
+    if other {
+        desc.push_str(" (and other attributes)");
+    }
+    let _ = write!(desc, " ({family})");
+
+    let interface = oif.and_then(|i| links.name(i)).map(str::to_owned);
+    let plain = default_key
+        && h.kind == RouteType::Unicast
+        && protocol == RTPROT_STEER
+        && scope_ok
+        && nexthops.is_empty()
+        && prefsrc.is_none()
+        && !other;
+    let spec = match interface {
+        Some(interface) if plain => Some(RouteSpec {
+            family: family.clone(),
+            table,
+            gateway,
+            interface,
+        }),
+        _ => None,
+    };
+    Some(ActualRoute {
+        family,
+        table,
+        protocol,
+        default_key,
+        spec,
+        linkdown,
+        desc,
+        msg,
+    })
+}
+
+/// The message that adds rule `spec` with protocol 201.
+fn rule_message(spec: &RuleSpec) -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = address_family(&spec.family);
+    match spec.action {
+        RuleAction::Lookup(t) => {
+            m.header.action = NlRuleAction::ToTable;
+            m.header.table = u8::try_from(t).unwrap_or(0);
+            m.attributes.push(RuleAttribute::Table(t));
+        }
+        RuleAction::Unreachable => m.header.action = NlRuleAction::Unreachable,
+        RuleAction::Blackhole => m.header.action = NlRuleAction::Blackhole,
+    }
+    m.attributes.push(RuleAttribute::Priority(spec.priority));
+    m.attributes.push(RuleAttribute::FwMark(spec.fwmark));
+    m.attributes.push(RuleAttribute::FwMask(spec.mask));
+    m.attributes
+        .push(RuleAttribute::Protocol(RouteProtocol::from(RTPROT_STEER)));
+    m
+}
+
+/// The message that adds route `spec` through interface `oif` with protocol 201.
+fn route_message(spec: &RouteSpec, oif: u32) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = address_family(&spec.family);
+    m.header.table = u8::try_from(spec.table).unwrap_or(0);
+    m.header.protocol = RouteProtocol::from(RTPROT_STEER);
+    m.header.kind = RouteType::Unicast;
+    m.header.scope = match (&spec.family, spec.gateway) {
+        (Family::V4, None) => RouteScope::Link,
+        _ => RouteScope::Universe,
+    };
+    m.attributes.push(RouteAttribute::Table(spec.table));
+    m.attributes.push(RouteAttribute::Oif(oif));
+    if let Some(gw) = spec.gateway {
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+    }
+    m
+}
+
+/// One change to make.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    AddRule(RuleSpec),
+    DelRule(Box<RuleMessage>),
+    /// Add (`replace: false`, fails if a route with the same key exists) or replace in place.
+    AddRoute {
+        spec: RouteSpec,
+        replace: bool,
+    },
+    /// Delete `old` (the same route, but stale in the kernel) and add `spec` afresh.
+    RecreateRoute {
+        old: Box<RouteMessage>,
+        spec: RouteSpec,
+    },
+    DelRoute(Box<RouteMessage>),
+}
+
+/// A change and how to report it.
+#[derive(Debug, Clone)]
+pub(crate) struct Step {
+    pub op: Op,
+    /// The item, as failures name it.
+    pub item: String,
+    /// The report line when it worked (`None`: part of a change reported by another step).
+    pub change: Option<String>,
+    /// Failures end with "retrying on the next link or address event".
+    pub retry: bool,
+}
+
+/// Carries out `steps` in order; one failing does not stop the others.
+pub(crate) async fn execute(handle: &Handle, links: &Links, steps: Vec<Step>) -> ReconcileReport {
+    let mut report = ReconcileReport::default();
+    for step in steps {
+        match run(handle, links, &step.op).await {
+            Ok(()) => report.changes.extend(step.change),
+            Err(why) => {
+                let mut line = format!("failed: {}: {why}", step.item);
+                if step.retry {
+                    line.push_str("; retrying on the next link or address event");
+                }
+                report.failures.push(line);
+            }
+        }
+    }
+    report
+}
+
+async fn run(handle: &Handle, links: &Links, op: &Op) -> Result<(), String> {
+    match op {
+        Op::AddRule(spec) => {
+            let mut req = handle.rule().add();
+            *req.message_mut() = rule_message(spec);
+            req.execute().await.map_err(|e| describe_error(&e))
+        }
+        Op::DelRule(msg) => gone_is_fine(handle.rule().del((**msg).clone()).execute().await),
+        Op::AddRoute { spec, replace } => add_route(handle, links, spec, *replace).await,
+        Op::RecreateRoute { old, spec } => {
+            gone_is_fine(handle.route().del(sanitized(old)).execute().await)?;
+            add_route(handle, links, spec, false).await
+        }
+        Op::DelRoute(msg) => gone_is_fine(handle.route().del(sanitized(msg)).execute().await),
+    }
+}
+
+async fn add_route(
+    handle: &Handle,
+    links: &Links,
+    spec: &RouteSpec,
+    replace: bool,
+) -> Result<(), String> {
+    let Some(link) = links.get(&spec.interface) else {
+        return Err(format!("interface {} does not exist", spec.interface));
+    };
+    let mut req = handle.route().add(route_message(spec, link.index));
+    if replace {
+        req = req.replace();
+    }
+    req.execute().await.map_err(|e| {
+        let why = describe_error(&e);
+        if !link.admin_up {
+            format!("interface {} is down: {why}", spec.interface)
+        } else {
+            why
+        }
+    })
+}
+
+/// A dumped route ready to be sent back as a deletion: only the flags a request may carry.
+fn sanitized(msg: &RouteMessage) -> RouteMessage {
+    let mut m = msg.clone();
+    m.header.flags &= RouteFlags::Onlink;
+    m
+}
+
+/// A deletion of something that is already gone did its job.
+fn gone_is_fine(r: Result<(), rtnetlink::Error>) -> Result<(), String> {
+    match r {
+        Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENOENT)) => Ok(()),
+        other => other.map_err(|e| describe_error(&e)),
+    }
+}

@@ -1,0 +1,535 @@
+//! Desired versus actual: what differs, what to do about it, and in which order.
+
+use super::{
+    Desired, RTPROT_STEER,
+    kernel::{ActualRule, Op, Snapshot, Step},
+};
+
+/// The differences between desired and actual, as status lines and as steps.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Route additions and replacements, then rule additions, then rule removals, then route
+    /// removals: new items are in place before stale ones go.
+    pub steps: Vec<Step>,
+    pub status: Vec<String>,
+    pub in_sync: bool,
+}
+
+/// The tables steer owns under `desired`: its tables and those its routes live in.
+pub(crate) fn owned_tables(desired: &Desired) -> Vec<u32> {
+    let mut t: Vec<u32> = desired
+        .tables
+        .iter()
+        .copied()
+        .chain(desired.routes.iter().map(|r| r.table))
+        .collect();
+    t.sort_unstable();
+    t.dedup();
+    t
+}
+
+pub(crate) fn plan(desired: &Desired, s: &Snapshot) -> Plan {
+    let mut status = Vec::new();
+    let mut route_adds = Vec::new();
+    let mut rule_adds = Vec::new();
+    let mut rule_dels = Vec::new();
+    let mut route_dels = Vec::new();
+
+    // Rules: only protocol 201 ones are steer's.
+    let owned: Vec<&ActualRule> = s
+        .rules
+        .iter()
+        .filter(|r| r.protocol == RTPROT_STEER)
+        .collect();
+    let mut claimed = vec![false; owned.len()];
+    let exact: Vec<bool> = desired
+        .rules
+        .iter()
+        .map(|d| {
+            let i = (0..owned.len()).find(|&i| !claimed[i] && owned[i].spec.as_ref() == Some(d));
+            if let Some(i) = i {
+                claimed[i] = true;
+            }
+            i.is_some()
+        })
+        .collect();
+    for (d, exact) in desired.rules.iter().zip(exact) {
+        if exact {
+            status.push(format!("{d}: ok"));
+            continue;
+        }
+        let near = (0..owned.len()).find(|&i| {
+            !claimed[i] && owned[i].family == d.family && owned[i].priority == d.priority
+        });
+        match near {
+            Some(i) => {
+                claimed[i] = true;
+                let found = &owned[i].desc;
+                status.push(format!("{d}: differs: found {found}"));
+                rule_adds.push(Step {
+                    op: Op::AddRule(d.clone()),
+                    item: d.to_string(),
+                    change: Some(format!("replaced: {found} with {d}")),
+                    retry: true,
+                });
+                rule_dels.push(Step {
+                    op: Op::DelRule(Box::new(owned[i].msg.clone())),
+                    item: format!("removing {found}"),
+                    change: None,
+                    retry: true,
+                });
+            }
+            None => {
+                status.push(format!("{d}: missing"));
+                rule_adds.push(Step {
+                    op: Op::AddRule(d.clone()),
+                    item: d.to_string(),
+                    change: Some(format!("repaired: {d} was missing")),
+                    retry: true,
+                });
+            }
+        }
+    }
+    for (r, _) in owned.iter().zip(&claimed).filter(|(_, c)| !**c) {
+        status.push(format!("stale: {}", r.desc));
+        rule_dels.push(Step {
+            op: Op::DelRule(Box::new(r.msg.clone())),
+            item: format!("removing {}", r.desc),
+            change: Some(format!("removed stale: {}", r.desc)),
+            retry: true,
+        });
+    }
+
+    // Routes: the snapshot holds those of the owned tables and protocol-201 ones elsewhere,
+    // all steer's.
+    let routes = &s.routes;
+    let mut claimed = vec![false; routes.len()];
+    let exact: Vec<Option<usize>> = desired
+        .routes
+        .iter()
+        .map(|d| {
+            let i = (0..routes.len()).find(|&i| !claimed[i] && routes[i].spec.as_ref() == Some(d));
+            if let Some(i) = i {
+                claimed[i] = true;
+            }
+            i
+        })
+        .collect();
+    for (d, exact) in desired.routes.iter().zip(exact) {
+        let link = s.links.get(&d.interface);
+        if let Some(i) = exact {
+            let r = &routes[i];
+            let carrier = link.is_some_and(|l| l.carrier && l.admin_up);
+            if r.linkdown && carrier {
+                status.push(format!(
+                    "{d}: differs: linkdown although {} has carrier",
+                    d.interface
+                ));
+                route_adds.push(Step {
+                    op: Op::RecreateRoute {
+                        old: Box::new(r.msg.clone()),
+                        spec: d.clone(),
+                    },
+                    item: d.to_string(),
+                    change: Some(format!(
+                        "replaced linkdown route {}: {} has carrier",
+                        d.to_string().trim_start_matches("route "),
+                        d.interface
+                    )),
+                    retry: true,
+                });
+            } else if r.linkdown {
+                status.push(format!(
+                    "{d}: ok (linkdown: {} has no carrier)",
+                    d.interface
+                ));
+            } else {
+                status.push(format!("{d}: ok"));
+            }
+            continue;
+        }
+        let key = (0..routes.len()).find(|&i| {
+            !claimed[i]
+                && routes[i].family == d.family
+                && routes[i].table == d.table
+                && routes[i].default_key
+        });
+        match key {
+            Some(i) => {
+                claimed[i] = true;
+                let found = &routes[i].desc;
+                status.push(format!("{d}: differs: found {found}"));
+                route_adds.push(Step {
+                    op: Op::AddRoute {
+                        spec: d.clone(),
+                        replace: true,
+                    },
+                    item: d.to_string(),
+                    change: Some(format!("replaced: {found} with {d}")),
+                    retry: true,
+                });
+            }
+            None => {
+                let why = match link {
+                    None => format!(" (interface {} does not exist)", d.interface),
+                    Some(l) if !l.admin_up => format!(" (interface {} is down)", d.interface),
+                    Some(_) => String::new(),
+                };
+                status.push(format!("{d}: missing{why}"));
+                route_adds.push(Step {
+                    op: Op::AddRoute {
+                        spec: d.clone(),
+                        replace: false,
+                    },
+                    item: d.to_string(),
+                    change: Some(format!("repaired: {d} was missing")),
+                    retry: true,
+                });
+            }
+        }
+    }
+    for (r, _) in routes.iter().zip(&claimed).filter(|(_, c)| !**c) {
+        status.push(format!("stale: {}", r.desc));
+        route_dels.push(Step {
+            op: Op::DelRoute(Box::new(r.msg.clone())),
+            item: format!("removing {}", r.desc),
+            change: Some(format!("removed stale: {}", r.desc)),
+            retry: true,
+        });
+    }
+
+    let in_sync = route_adds.is_empty()
+        && rule_adds.is_empty()
+        && rule_dels.is_empty()
+        && route_dels.is_empty();
+    let mut steps = route_adds;
+    steps.extend(rule_adds);
+    steps.extend(rule_dels);
+    steps.extend(route_dels);
+    Plan {
+        steps,
+        status,
+        in_sync,
+    }
+}
+
+/// Everything steer owns, to remove: protocol-201 rules, then the routes of the snapshot (those
+/// of `owned_tables` and protocol-201 ones elsewhere).
+pub(crate) fn removal(owned_tables: &[u32], s: &Snapshot) -> Vec<Step> {
+    let rules = s
+        .rules
+        .iter()
+        .filter(|r| r.protocol == RTPROT_STEER)
+        .map(|r| Step {
+            op: Op::DelRule(Box::new(r.msg.clone())),
+            item: format!("removing {}", r.desc),
+            change: Some(format!("removed: {}", r.desc)),
+            retry: false,
+        });
+    let routes = s
+        .routes
+        .iter()
+        .filter(|r| owned_tables.contains(&r.table) || r.protocol == RTPROT_STEER)
+        .map(|r| Step {
+            op: Op::DelRoute(Box::new(r.msg.clone())),
+            item: format!("removing {}", r.desc),
+            change: Some(format!("removed: {}", r.desc)),
+            retry: false,
+        });
+    rules.chain(routes).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use netlink_packet_route::{
+        route::{RouteAttribute, RouteFlags, RouteMessage, RouteProtocol},
+        rule::{RuleAttribute, RuleMessage},
+    };
+
+    use super::*;
+    use crate::routing::{
+        Family, RouteSpec, RuleAction, RuleSpec,
+        kernel::{self, LinkInfo, Links},
+    };
+
+    fn links() -> Links {
+        let mut l = Links::default();
+        for (index, name, carrier) in [(2, "wan1", true), (3, "wan2", false)] {
+            l.insert(LinkInfo {
+                index,
+                name: name.into(),
+                carrier,
+                admin_up: true,
+            });
+        }
+        l
+    }
+
+    fn desired() -> Desired {
+        Desired {
+            rules: vec![
+                RuleSpec {
+                    family: Family::V4,
+                    priority: 1090,
+                    fwmark: 0xff00,
+                    mask: 0xff00,
+                    action: RuleAction::Unreachable,
+                },
+                RuleSpec {
+                    family: Family::V4,
+                    priority: 1100,
+                    fwmark: 0x100,
+                    mask: 0xff00,
+                    action: RuleAction::Lookup(101),
+                },
+            ],
+            routes: vec![
+                RouteSpec {
+                    family: Family::V4,
+                    table: 101,
+                    gateway: Some("100.64.1.1".parse().unwrap()),
+                    interface: "wan1".into(),
+                },
+                RouteSpec {
+                    family: Family::V6,
+                    table: 101,
+                    gateway: Some("fd64:1::1".parse().unwrap()),
+                    interface: "wan1".into(),
+                },
+            ],
+            tables: vec![101],
+        }
+    }
+
+    /// A rule as the kernel dumps it.
+    fn rule(prio: u32, mark: u32, mask: u32, table: u32, proto: u8) -> ActualRule {
+        let mut m = RuleMessage::default();
+        m.header.family = netlink_packet_route::AddressFamily::Inet;
+        m.header.action = netlink_packet_route::rule::RuleAction::ToTable;
+        m.header.table = table as u8;
+        m.attributes = vec![
+            RuleAttribute::Table(table),
+            RuleAttribute::Priority(prio),
+            RuleAttribute::FwMark(mark),
+            RuleAttribute::FwMask(mask),
+            RuleAttribute::Protocol(RouteProtocol::from(proto)),
+        ];
+        kernel::parse_rule(m).unwrap()
+    }
+
+    fn unreachable_rule() -> ActualRule {
+        let mut m = RuleMessage::default();
+        m.header.family = netlink_packet_route::AddressFamily::Inet;
+        m.header.action = netlink_packet_route::rule::RuleAction::Unreachable;
+        m.attributes = vec![
+            RuleAttribute::Table(0),
+            RuleAttribute::Priority(1090),
+            RuleAttribute::FwMark(0xff00),
+            RuleAttribute::FwMask(0xff00),
+            RuleAttribute::Protocol(RouteProtocol::from(201)),
+        ];
+        kernel::parse_rule(m).unwrap()
+    }
+
+    /// A default route as the kernel dumps it.
+    fn route(v6: bool, table: u32, gw: &str, oif: u32, proto: u8, metric: u32) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.address_family = if v6 {
+            netlink_packet_route::AddressFamily::Inet6
+        } else {
+            netlink_packet_route::AddressFamily::Inet
+        };
+        m.header.table = table as u8;
+        m.header.protocol = RouteProtocol::from(proto);
+        m.header.kind = netlink_packet_route::route::RouteType::Unicast;
+        m.attributes = vec![
+            RouteAttribute::Table(table),
+            RouteAttribute::Gateway(gw.parse::<IpAddr>().unwrap().into()),
+            RouteAttribute::Oif(oif),
+        ];
+        if metric != 0 {
+            m.attributes.push(RouteAttribute::Priority(metric));
+        }
+        m
+    }
+
+    fn snapshot(rules: Vec<ActualRule>, routes: Vec<RouteMessage>) -> Snapshot {
+        let links = links();
+        let routes = routes
+            .into_iter()
+            .map(|m| kernel::parse_route(m, &links).unwrap())
+            .collect();
+        Snapshot {
+            links,
+            rules,
+            routes,
+        }
+    }
+
+    fn in_sync() -> Snapshot {
+        snapshot(
+            vec![unreachable_rule(), rule(1100, 0x100, 0xff00, 101, 201)],
+            vec![
+                route(false, 101, "100.64.1.1", 2, 201, 0),
+                route(true, 101, "fd64:1::1", 2, 201, 1024),
+            ],
+        )
+    }
+
+    fn changes(p: &Plan) -> Vec<String> {
+        p.steps.iter().filter_map(|s| s.change.clone()).collect()
+    }
+
+    #[test]
+    fn nothing_to_do_when_in_sync() {
+        let p = plan(&desired(), &in_sync());
+        assert!(p.in_sync, "{:?}", p.status);
+        assert!(p.steps.is_empty());
+        assert_eq!(
+            p.status,
+            [
+                "rule 1090 fwmark 0xff00/0xff00 unreachable (v4): ok",
+                "rule 1100 fwmark 0x100/0xff00 lookup 101 (v4): ok",
+                "route default via 100.64.1.1 dev wan1 table 101 (v4): ok",
+                "route default via fd64:1::1 dev wan1 table 101 (v6): ok",
+            ]
+        );
+    }
+
+    #[test]
+    fn foreign_rules_are_ignored_and_stale_owned_ones_removed() {
+        let mut s = in_sync();
+        s.rules.push(rule(1100, 0x5, u32::MAX, 200, 3));
+        s.rules.push(rule(1102, 0x300, 0xff00, 103, 201));
+        let p = plan(&desired(), &s);
+        assert_eq!(
+            changes(&p),
+            ["removed stale: rule 1102 fwmark 0x300/0xff00 lookup 103 (v4)"]
+        );
+        assert!(
+            p.status
+                .contains(&"stale: rule 1102 fwmark 0x300/0xff00 lookup 103 (v4)".into())
+        );
+    }
+
+    #[test]
+    fn a_changed_mark_replaces_the_rule() {
+        let mut s = in_sync();
+        s.rules[1] = rule(1100, 0x400, 0xff00, 101, 201);
+        let p = plan(&desired(), &s);
+        assert_eq!(
+            changes(&p),
+            [
+                "replaced: rule 1100 fwmark 0x400/0xff00 lookup 101 (v4) with \
+                 rule 1100 fwmark 0x100/0xff00 lookup 101 (v4)"
+            ]
+        );
+        assert!(matches!(p.steps[0].op, Op::AddRule(_)));
+        assert!(matches!(p.steps[1].op, Op::DelRule(_)), "add before delete");
+    }
+
+    #[test]
+    fn a_foreign_rule_does_not_count_as_ours() {
+        let mut s = in_sync();
+        s.rules[1] = rule(1100, 0x100, 0xff00, 101, 4);
+        let p = plan(&desired(), &s);
+        assert_eq!(
+            changes(&p),
+            ["repaired: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) was missing"]
+        );
+    }
+
+    #[test]
+    fn wrong_and_extra_routes() {
+        let s = snapshot(
+            vec![unreachable_rule(), rule(1100, 0x100, 0xff00, 101, 201)],
+            vec![
+                // Another gateway, by hand: replaced in place.
+                route(false, 101, "100.64.1.9", 2, 3, 0),
+                // An extra route (other metric): removed.
+                route(false, 101, "100.64.2.1", 3, 3, 50),
+                // Correct.
+                route(true, 101, "fd64:1::1", 2, 201, 1024),
+                // steer's route in a table it no longer owns: removed.
+                route(false, 103, "100.64.3.1", 3, 201, 0),
+            ],
+        );
+        let p = plan(&desired(), &s);
+        assert_eq!(
+            changes(&p),
+            [
+                "replaced: route default via 100.64.1.9 dev wan1 table 101 proto boot (v4) with \
+                 route default via 100.64.1.1 dev wan1 table 101 (v4)",
+                "removed stale: route default via 100.64.2.1 dev wan2 table 101 proto boot metric 50 (v4)",
+                "removed stale: route default via 100.64.3.1 dev wan2 table 103 (v4)",
+            ]
+        );
+        assert!(matches!(p.steps[0].op, Op::AddRoute { replace: true, .. }));
+    }
+
+    #[test]
+    fn linkdown_routes_depend_on_the_carrier() {
+        let mut s = in_sync();
+        let mut m = route(false, 101, "100.64.1.1", 2, 201, 0);
+        m.header.flags = RouteFlags::Linkdown;
+        s.routes[0] = kernel::parse_route(m, &s.links).unwrap();
+        // wan1 has carrier: the flag is stale.
+        let p = plan(&desired(), &s);
+        assert_eq!(
+            changes(&p),
+            [
+                "replaced linkdown route default via 100.64.1.1 dev wan1 table 101 (v4): wan1 has carrier"
+            ]
+        );
+        assert!(matches!(p.steps[0].op, Op::RecreateRoute { .. }));
+        // Without carrier it is left alone.
+        let mut l = s.links.get("wan1").unwrap().clone();
+        l.carrier = false;
+        s.links.insert(l);
+        let p = plan(&desired(), &s);
+        assert!(p.in_sync);
+        assert!(p.status.contains(
+            &"route default via 100.64.1.1 dev wan1 table 101 (v4): ok (linkdown: wan1 has no carrier)".into()
+        ));
+    }
+
+    #[test]
+    fn missing_items_and_missing_interfaces() {
+        let mut d = desired();
+        d.routes.push(RouteSpec {
+            family: Family::V4,
+            table: 104,
+            gateway: None,
+            interface: "ppp0".into(),
+        });
+        d.tables.push(104);
+        let p = plan(&d, &snapshot(Vec::new(), Vec::new()));
+        assert!(!p.in_sync);
+        assert_eq!(p.steps.len(), 5);
+        assert!(p.status.contains(
+            &"route default dev ppp0 scope link table 104 (v4): missing (interface ppp0 does not exist)".into()
+        ));
+        // Routes first, then rules.
+        assert!(matches!(p.steps[0].op, Op::AddRoute { replace: false, .. }));
+        assert!(matches!(p.steps[4].op, Op::AddRule(_)));
+    }
+
+    #[test]
+    fn removal_takes_only_what_steer_owns() {
+        let mut s = in_sync();
+        s.rules.push(rule(1100, 0x5, u32::MAX, 200, 3));
+        let steps = removal(&[101], &s);
+        let lines: Vec<_> = steps.iter().filter_map(|s| s.change.clone()).collect();
+        assert_eq!(
+            lines,
+            [
+                "removed: rule 1090 fwmark 0xff00/0xff00 unreachable (v4)",
+                "removed: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4)",
+                "removed: route default via 100.64.1.1 dev wan1 table 101 (v4)",
+                "removed: route default via fd64:1::1 dev wan1 table 101 (v6)",
+            ]
+        );
+    }
+}

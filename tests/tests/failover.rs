@@ -1,0 +1,403 @@
+//! WAN health, failover and routing end to end, observed where it matters: at the ISPs (which
+//! NAT address reached the internet) and in the router's routing tables.
+
+use std::{
+    net::{IpAddr, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use steer_tests::{
+    lab::{Lab, Stream, Wan, udp_via},
+    scenario::{Options, Scenario},
+};
+
+const N: usize = 20;
+const SETTLE: Duration = Duration::from_secs(5);
+
+fn a() -> IpAddr {
+    Lab::SERVER_A.into()
+}
+fn b() -> IpAddr {
+    Lab::SERVER_B.into()
+}
+
+#[test]
+fn default_leaves_by_wan1_and_bypass_by_wan2_v4_and_v6() {
+    let s = Scenario::start("paths", &Options::default());
+    assert_eq!(
+        udp_via(&s.lab, a(), 6001, N),
+        [N, 0],
+        "default traffic via WAN 1"
+    );
+    assert_eq!(
+        udp_via(&s.lab, b(), 6002, N),
+        [0, N],
+        "bypass traffic via WAN 2"
+    );
+    assert_eq!(
+        udp_via(&s.lab, Lab::SERVER_A6.into(), 6003, N),
+        [N, 0],
+        "IPv6 default via WAN 1"
+    );
+    assert_eq!(
+        udp_via(&s.lab, Lab::SERVER_B6.into(), 6004, N),
+        [0, N],
+        "IPv6 bypass via WAN 2"
+    );
+    let st = s.status();
+    assert_eq!(st["routing"]["in_sync"], true, "{st}");
+}
+
+#[test]
+fn carrier_loss_moves_traffic_to_wan2_at_once() {
+    let s = Scenario::start("carrier", &Options::default());
+    let stream = Stream::start(
+        &s.lab,
+        a(),
+        6010,
+        Duration::from_millis(1),
+        Duration::from_secs(6),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let fault = Instant::now();
+    s.lab.cut_carrier(Wan::One);
+    let moved = wait_first_via(&stream, Wan::Two, fault, Duration::from_secs(3));
+    let after = moved.duration_since(fault);
+    drop(stream);
+    assert!(
+        after < Duration::from_millis(500),
+        "first packet via WAN 2 after {after:?}"
+    );
+    s.wait_wan("wan1", "down", SETTLE);
+    let log = s.daemon.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("wan1 down (carrier lost)"))
+        .unwrap_or_else(|| panic!("no failover line:\n{log}"));
+    assert!(
+        line.contains("wan1-first: wan1 -> wan2")
+            && line.contains("detected in")
+            && line.contains("switched in"),
+        "{line}"
+    );
+    assert_eq!(udp_via(&s.lab, a(), 6011, N), [0, N]);
+}
+
+#[test]
+fn silent_upstream_loss_is_found_by_probes_and_moves_traffic() {
+    let s = Scenario::start("silent", &Options::default());
+    assert_eq!(udp_via(&s.lab, a(), 6020, N), [N, 0]);
+    s.lab.blackhole_upstream(Wan::One);
+    assert!(s.lab.carrier(Wan::One), "the link stays up");
+    let took = s.wait_wan("wan1", "down", SETTLE);
+    assert!(
+        took < Duration::from_secs(2),
+        "probes noticed after {took:?}"
+    );
+    let log = s.daemon.log_text();
+    assert!(log.contains("wan1 down (3 failed rounds in a row"), "{log}");
+    assert_eq!(udp_via(&s.lab, a(), 6021, N), [0, N]);
+    assert_eq!(
+        udp_via(&s.lab, b(), 6022, N),
+        [0, N],
+        "bypass traffic unaffected"
+    );
+}
+
+#[test]
+fn recovery_needs_up_after_good_rounds_and_one_good_probe_does_not_re_promote() {
+    let options = Options {
+        up_after: 5,
+        ..Options::default()
+    };
+    let s = Scenario::start("recover", &options);
+    s.lab.blackhole_upstream(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    // The line works again for about one probe round only.
+    s.lab.restore_upstream(Wan::One);
+    std::thread::sleep(Duration::from_millis(130));
+    s.lab.blackhole_upstream(Wan::One);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        s.wan_state("wan1"),
+        "down",
+        "one good round must not re-promote:\n{}",
+        s.daemon.log_text()
+    );
+    assert!(
+        !s.daemon.log_text().contains("wan1 up"),
+        "{}",
+        s.daemon.log_text()
+    );
+    // Now for good: up only after up_after (5) consecutive good rounds of 100 ms.
+    let restored = Instant::now();
+    s.lab.restore_upstream(Wan::One);
+    s.wait_wan("wan1", "up", SETTLE);
+    let took = restored.elapsed();
+    assert!(
+        took >= Duration::from_millis(400),
+        "came back after {took:?}, before 5 rounds could pass"
+    );
+    let log = s.daemon.log_text();
+    assert!(log.contains("wan1 up (5 good rounds in a row"), "{log}");
+    assert_eq!(
+        udp_via(&s.lab, a(), 6030, N),
+        [N, 0],
+        "traffic back on WAN 1"
+    );
+}
+
+#[test]
+fn twenty_quick_flaps_leave_no_stale_state() {
+    let s = Scenario::start("flap", &Options::default());
+    for _ in 0..20 {
+        s.lab.router.run("ip link set dev wan1 down");
+        std::thread::sleep(Duration::from_millis(15));
+        s.lab.router.run("ip link set dev wan1 up");
+        std::thread::sleep(Duration::from_millis(15));
+        s.lab.cut_carrier(Wan::One);
+        s.lab.restore_carrier(Wan::One);
+    }
+    s.wait_wan("wan1", "up", SETTLE);
+    s.wait_until("routing in sync", SETTLE, |st| {
+        st["routing"]["in_sync"] == true
+    });
+    for (family, table, want) in [
+        ("-4", "101", "default via 100.64.1.1 dev wan1"),
+        ("-6", "101", "default via fd64:1::1 dev wan1"),
+        ("-4", "102", "default via 100.64.2.1 dev wan2"),
+        ("-6", "102", "default via fd64:2::1 dev wan2"),
+    ] {
+        let routes = s
+            .lab
+            .router
+            .run(&format!("ip {family} route show table {table}"));
+        let lines: Vec<&str> = routes.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "table {table} {family}: exactly one route, got:\n{routes}"
+        );
+        assert!(
+            lines[0].starts_with(want),
+            "table {table} {family}: {routes}"
+        );
+        assert!(
+            !routes.contains("linkdown"),
+            "no linkdown route left: {routes}"
+        );
+    }
+    for family in ["-4", "-6"] {
+        let rules = s.lab.router.run(&format!("ip {family} rule show"));
+        let ours: Vec<&str> = rules
+            .lines()
+            .filter(|l| {
+                l.contains("proto 201")
+                    || l.starts_with("1090")
+                    || l.starts_with("1091")
+                    || l.starts_with("1100")
+                    || l.starts_with("1101")
+            })
+            .collect();
+        assert_eq!(
+            ours.len(),
+            4,
+            "exactly steer's four rules ({family}):\n{rules}"
+        );
+    }
+    assert_eq!(udp_via(&s.lab, a(), 6040, N), [N, 0]);
+}
+
+#[test]
+fn all_wans_down_applies_the_last_resort() {
+    let s = Scenario::start("allgone", &Options::default());
+    s.lab.cut_carrier(Wan::One);
+    s.lab.cut_carrier(Wan::Two);
+    s.wait_wan("wan1", "down", SETTLE);
+    s.wait_wan("wan2", "down", SETTLE);
+    let st = s.status();
+    let now = |p: &str| {
+        st["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == p)
+            .unwrap()["now"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(now("wan1-first"), "last resort: unreachable");
+    assert_eq!(now("wan2-first"), "last resort: main table");
+    let e = s.steer(&[
+        "explain",
+        &Lab::SERVER_A.to_string(),
+        "--src",
+        &Lab::CLIENT_V4.to_string(),
+    ]);
+    assert!(
+        e.contains("mark     0xff00") && e.contains("last resort: unreachable"),
+        "{e}"
+    );
+    // The router answers default traffic with ICMP unreachable: the client's connected
+    // socket sees the error.
+    let refused = s.lab.client.enter(|| {
+        let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+        // Net-unreachable is a "soft" ICMP error: Linux reports it only with IP_RECVERR.
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt on our own socket with a valid int option.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::IPPROTO_IP,
+                libc::IP_RECVERR,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        sock.connect((Lab::SERVER_A, 6050)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut errors = Vec::new();
+        for _ in 0..5 {
+            let _ = sock.send(b"x");
+            let mut buf = [0u8; 16];
+            if let Err(e) = sock.recv(&mut buf) {
+                errors.push(e.raw_os_error());
+            }
+        }
+        errors
+    });
+    assert!(
+        refused
+            .iter()
+            .any(|e| matches!(*e, Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH))),
+        "ICMP unreachable reached the client: {refused:?}"
+    );
+    assert_eq!(
+        udp_via(&s.lab, a(), 6051, N),
+        [0, 0],
+        "nothing left the router"
+    );
+}
+
+#[test]
+fn wan2_probes_leave_by_wan2_even_when_a_bypass_sends_their_target_to_wan1() {
+    // A set steers LAN traffic for WAN 2's probe target to WAN 1 only.
+    let extra = format!(
+        "[[policy]]\nname = \"wan1-only\"\nmembers = [{{ wan = \"wan1\" }}]\n\n\
+         [[set]]\nname = \"probe-target\"\npolicy = \"wan1-only\"\nprefixes = [\"{}\"]\n",
+        Lab::PROBE_2
+    );
+    let s = Scenario::start(
+        "probepath",
+        &Options {
+            extra_sets: extra,
+            ..Options::default()
+        },
+    );
+    assert_eq!(
+        udp_via(&s.lab, Lab::PROBE_2.into(), 6060, N),
+        [N, 0],
+        "LAN traffic to the probe target goes via WAN 1"
+    );
+    // WAN 2 only carries its own probes now: its ISP keeps forwarding, and WAN 2 stays up.
+    let before = s.lab.isp_forwarded_packets(Wan::Two);
+    std::thread::sleep(Duration::from_millis(600));
+    let probes = s.lab.isp_forwarded_packets(Wan::Two) - before;
+    assert!(
+        probes >= 4,
+        "WAN 2's ISP forwarded {probes} probe packets in 600 ms"
+    );
+    assert_eq!(s.wan_state("wan2"), "up");
+    // And they really depend on WAN 2: blackholing it takes WAN 2 down although WAN 1 still
+    // reaches the same target.
+    s.lab.blackhole_upstream(Wan::Two);
+    s.wait_wan("wan2", "down", SETTLE);
+    assert_eq!(s.wan_state("wan1"), "up");
+}
+
+#[test]
+fn a_rule_or_route_deleted_by_hand_is_restored() {
+    let s = Scenario::start("drift", &Options::default());
+    s.lab.router.run("ip rule del pref 1100");
+    s.lab.router.run("ip route del default table 102");
+    s.lab.router.run("ip -6 route del default table 101");
+    s.wait_until("routing repaired", SETTLE, |st| {
+        st["routing"]["in_sync"] == true
+    });
+    assert!(s.lab.router.run("ip rule show").contains("lookup 101"));
+    assert!(
+        s.lab
+            .router
+            .run("ip route show table 102")
+            .contains("default via 100.64.2.1")
+    );
+    assert!(
+        s.lab
+            .router
+            .run("ip -6 route show table 101")
+            .contains("default via fd64:1::1")
+    );
+    let log = s.daemon.log_text();
+    assert!(
+        log.contains("routing (netlink event)") || log.contains("routing (periodic check)"),
+        "{log}"
+    );
+    assert_eq!(udp_via(&s.lab, a(), 6070, N), [N, 0]);
+    assert_eq!(udp_via(&s.lab, b(), 6071, N), [0, N]);
+}
+
+#[test]
+fn flows_of_a_dead_wan_lose_their_conntrack_entries_and_only_they() {
+    let s = Scenario::start(
+        "conntrack",
+        &Options {
+            down_after: 100,
+            ..Options::default()
+        },
+    );
+    assert_eq!(udp_via(&s.lab, a(), 6080, N), [N, 0]);
+    assert_eq!(udp_via(&s.lab, b(), 6081, N), [0, N]);
+    let count = |mark: &str| {
+        let out = s
+            .lab
+            .router
+            .try_run(&format!("conntrack -L -m {mark}/0xff00 2>/dev/null"));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("dport=608"))
+            .count()
+    };
+    assert!(
+        count("0x100") >= 1 && count("0x200") >= 1,
+        "connections carry the WAN mark"
+    );
+    // `steer wan wan1 down`: a manual failover flushes WAN 1's entries.
+    let out = s.steer(&["wan", "wan1", "down"]);
+    assert!(
+        out.contains("wan1 down (set by hand)") && out.contains("flushed"),
+        "{out}"
+    );
+    assert_eq!(count("0x100"), 0, "WAN 1's connections are gone");
+    assert!(count("0x200") >= 1, "WAN 2's connections are untouched");
+    assert_eq!(udp_via(&s.lab, a(), 6082, N), [0, N], "moved to WAN 2");
+    let out = s.steer(&["wan", "wan1", "auto"]);
+    assert!(out.contains("wan1 up"), "{out}");
+    assert_eq!(udp_via(&s.lab, a(), 6083, N), [N, 0], "back on WAN 1");
+}
+
+/// The first arrival through `w` after `since`, waiting up to `within`.
+fn wait_first_via(stream: &Stream, w: Wan, since: Instant, within: Duration) -> Instant {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(a) = stream.first_via_after(w, since) {
+            return a.at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no packet via {w:?} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,590 @@
+//! Health probes in the namespace lab: every probe leaves through the WAN it tests (device
+//! binding + mark), answers count only when they really come back, and no probe outlives its
+//! round's timeout.
+//!
+//! The router gets the per-WAN tables and fwmark rules steer itself installs (table 101/102,
+//! `fwmark 0x100/0x200 … pref 1100/1200`), v4 and v6; its main table has no default route
+//! unless a test adds one. Servers (HTTP, DNS) run on threads in the internet namespace for
+//! the length of a test.
+
+use std::{
+    future::Future,
+    io::{ErrorKind, Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use steer::{
+    config::{ProbeTarget, TrackMethod},
+    health::probe::{ProbeOutcome, ProbeSpec, Round, round, spawn_prober},
+};
+use steer_tests::lab::{Lab, Wan};
+
+/// How late a round may return after its timeout (scheduling of a loaded test machine).
+const SLACK: Duration = Duration::from_millis(60);
+const HTTP_PORT: u16 = 8080;
+/// Nothing listens here: the internet answers a SYN with a RST.
+const CLOSED_PORT: u16 = 8081;
+
+fn mark(w: Wan) -> u32 {
+    u32::from(w.number()) << 8
+}
+
+/// The tables and rules steer installs for both WANs, v4 and v6.
+fn install_wan_routing(lab: &Lab) {
+    let mut cmd = String::new();
+    for w in Wan::ALL {
+        let (n, dev) = (w.number(), Lab::wan_iface(w));
+        let (gw4, gw6, m) = (Lab::gateway_v4(w), Lab::gateway_v6(w), mark(w));
+        cmd.push_str(&format!(
+            "ip route add default via {gw4} dev {dev} table 10{n} && \
+             ip -6 route add default via {gw6} dev {dev} table 10{n} && \
+             ip rule add fwmark {m:#x}/0xff00 lookup 10{n} pref 1{n}00 && \
+             ip -6 rule add fwmark {m:#x}/0xff00 lookup 10{n} pref 1{n}00 && "
+        ));
+    }
+    cmd.push_str("true");
+    lab.router.run(&cmd);
+}
+
+fn spec(w: Wan, method: TrackMethod, targets: Vec<ProbeTarget>, timeout_ms: u64) -> ProbeSpec {
+    ProbeSpec {
+        interface: Lab::wan_iface(w).to_owned(),
+        mark: mark(w),
+        method,
+        targets,
+        timeout: Duration::from_millis(timeout_ms),
+    }
+}
+
+fn icmp_targets() -> Vec<ProbeTarget> {
+    [
+        IpAddr::from(Lab::PROBE_1),
+        Lab::PROBE_2.into(),
+        Lab::PROBE_1_6.into(),
+        Lab::PROBE_2_6.into(),
+    ]
+    .into_iter()
+    .map(ProbeTarget::Icmp)
+    .collect()
+}
+
+/// Runs async code on a current-thread runtime on a thread inside the router namespace.
+fn in_router<R: Send, F: Future<Output = R>>(lab: &Lab, f: impl FnOnce() -> F + Send) -> R {
+    lab.router.enter(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(f())
+    })
+}
+
+/// One round through the router, with how long it took.
+fn run_round(lab: &Lab, spec: &ProbeSpec) -> (Round, Duration) {
+    in_router(lab, || async {
+        let r = round(spec).await;
+        let took = r.started.elapsed();
+        (r, took)
+    })
+}
+
+fn assert_all_answered(r: &Round, spec: &ProbeSpec) {
+    assert_eq!(r.outcomes.len(), spec.targets.len());
+    for ((target, outcome), want) in r.outcomes.iter().zip(&spec.targets) {
+        assert_eq!(target, want, "outcomes follow the targets' order");
+        match outcome {
+            ProbeOutcome::Answered(rtt) => assert!(*rtt <= spec.timeout, "{target:?}: {rtt:?}"),
+            other => panic!("{target:?} via {}: {other:?}", spec.interface),
+        }
+    }
+}
+
+fn assert_all(r: &Round, spec: &ProbeSpec, want: &ProbeOutcome) {
+    for (target, outcome) in &r.outcomes {
+        assert_eq!(outcome, want, "{target:?} via {}", spec.interface);
+    }
+}
+
+/// Asserts the round waited out its timeout, and not (much) longer.
+fn assert_bounded_by_timeout(took: Duration, spec: &ProbeSpec) {
+    assert!(
+        took >= spec.timeout && took <= spec.timeout + SLACK,
+        "round took {took:?} with timeout {:?}",
+        spec.timeout
+    );
+}
+
+/// HTTP (204 on every request) and DNS (a minimal response echoing the query) servers on
+/// threads in the internet namespace, stopped and joined on drop (or after `life`).
+struct Servers {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// The request line and Host header of every HTTP request served.
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Servers {
+    fn start(lab: &Lab, http: Vec<SocketAddr>, dns: Vec<SocketAddr>) -> Servers {
+        let life = Duration::from_secs(20);
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = lab.internet.spawn({
+            let (stop, requests) = (stop.clone(), requests.clone());
+            move || {
+                let listeners: Vec<TcpListener> = http
+                    .iter()
+                    .map(|a| TcpListener::bind(a).unwrap_or_else(|e| panic!("bind {a}: {e}")))
+                    .collect();
+                let udps: Vec<UdpSocket> = dns
+                    .iter()
+                    .map(|a| UdpSocket::bind(a).unwrap_or_else(|e| panic!("bind {a}: {e}")))
+                    .collect();
+                for l in &listeners {
+                    l.set_nonblocking(true).unwrap();
+                }
+                for u in &udps {
+                    u.set_nonblocking(true).unwrap();
+                }
+                ready_tx.send(()).unwrap();
+                let deadline = Instant::now() + life;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let mut idle = true;
+                    for l in &listeners {
+                        if let Ok((stream, _)) = l.accept() {
+                            idle = false;
+                            if let Some(head) = serve_http(stream) {
+                                requests.lock().unwrap().push(head);
+                            }
+                        }
+                    }
+                    for u in &udps {
+                        let mut buf = [0u8; 512];
+                        if let Ok((n, from)) = u.recv_from(&mut buf) {
+                            idle = false;
+                            if n >= 12 {
+                                let mut reply = buf[..n].to_vec();
+                                reply[2] = 0x80 | (buf[2] & 0x01); // QR, RD copied
+                                reply[3] = 0x80; // RA, NOERROR
+                                let _ = u.send_to(&reply, from);
+                            }
+                        }
+                    }
+                    if idle {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(2))
+            .expect("servers bound in the internet namespace");
+        Servers {
+            stop,
+            thread: Some(thread),
+            requests,
+        }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one request head, answers 204; returns "request line | host header".
+fn serve_http(mut stream: std::net::TcpStream) -> Option<String> {
+    stream.set_nonblocking(false).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .ok()?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").ok()?;
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let request = lines.next().unwrap_or_default().to_owned();
+    let host = lines
+        .find(|l| l.to_ascii_lowercase().starts_with("host:"))
+        .unwrap_or_default()
+        .to_owned();
+    Some(format!("{request} | {host}"))
+}
+
+#[test]
+fn icmp_v4_v6_through_each_wan_and_timeout_when_blackholed() {
+    let lab = Lab::new();
+    install_wan_routing(&lab);
+
+    for w in Wan::ALL {
+        let s = spec(w, TrackMethod::Icmp, icmp_targets(), 1000);
+        let before = Wan::ALL.map(|x| lab.isp_forwarded_packets(x));
+        let (r, _) = run_round(&lab, &s);
+        assert_all_answered(&r, &s);
+        let after = Wan::ALL.map(|x| lab.isp_forwarded_packets(x));
+        assert!(
+            after[w.index()] >= before[w.index()] + 4,
+            "the echoes crossed ISP {w:?}"
+        );
+        assert_eq!(
+            after[w.other().index()],
+            before[w.other().index()],
+            "nothing crossed the other ISP"
+        );
+    }
+
+    lab.blackhole_upstream(Wan::One);
+    let s1 = spec(Wan::One, TrackMethod::Icmp, icmp_targets(), 300);
+    let s2 = spec(Wan::Two, TrackMethod::Icmp, icmp_targets(), 300);
+    let ((r1, took1), (r2, _)) = in_router(&lab, || async {
+        let (r1, r2) = tokio::join!(round(&s1), round(&s2));
+        let took1 = r1.started.elapsed();
+        ((r1, took1), (r2, ()))
+    });
+    assert_all(&r1, &s1, &ProbeOutcome::Timeout);
+    assert_bounded_by_timeout(took1, &s1);
+    assert_all_answered(&r2, &s2);
+
+    lab.restore_upstream(Wan::One);
+    let (r, _) = run_round(&lab, &s1);
+    assert_all_answered(&r, &s1);
+}
+
+#[test]
+fn failures_missing_interface_unreachable_and_carrier_loss() {
+    let lab = Lab::new();
+    install_wan_routing(&lab);
+
+    // An interface that does not exist: every kind of probe fails at once, naming it.
+    let missing = ProbeSpec {
+        interface: "nosuch0".into(),
+        mark: 0x100,
+        method: TrackMethod::Icmp,
+        targets: vec![
+            ProbeTarget::Icmp(Lab::PROBE_1.into()),
+            ProbeTarget::Icmp(Lab::PROBE_1_6.into()),
+            ProbeTarget::Tcp(SocketAddr::new(Lab::SERVER_A.into(), HTTP_PORT)),
+            ProbeTarget::Dns {
+                server: Lab::PROBE_1.into(),
+                query: "example.com".into(),
+            },
+            ProbeTarget::Http {
+                addr: SocketAddr::new(Lab::SERVER_A6.into(), HTTP_PORT),
+                host: "probe.test".into(),
+                path: "/".into(),
+            },
+        ],
+        timeout: Duration::from_millis(1000),
+    };
+    let (r, took) = run_round(&lab, &missing);
+    assert!(took < Duration::from_millis(100), "failed fast: {took:?}");
+    assert_all(
+        &r,
+        &missing,
+        &ProbeOutcome::Failed("bind to nosuch0: No such device".into()),
+    );
+
+    // The ISP reports a destination as unreachable: ICMP probes fail at once, saying so. A TCP
+    // SYN fails at once on an ICMPv4 host unreachable (a hard error); the kernel treats an
+    // ICMPv6 "no route" as a soft error for a SYN and keeps trying, so that one times out.
+    lab.isp(Wan::Two).run(
+        "ip route add unreachable 198.51.100.0/24 && \
+         ip -6 route add unreachable 2001:db8:dead::/48",
+    );
+    let v4 = IpAddr::from([198, 51, 100, 1]);
+    let v6: IpAddr = "2001:db8:dead::1".parse().unwrap();
+    let targets = vec![
+        ProbeTarget::Icmp(v4),
+        ProbeTarget::Icmp(v6),
+        ProbeTarget::Tcp(SocketAddr::new(v4, 80)),
+        ProbeTarget::Tcp(SocketAddr::new(v6, 80)),
+    ];
+    let s = spec(Wan::Two, TrackMethod::Icmp, targets, 300);
+    let (r, took) = run_round(&lab, &s);
+    assert!(took <= s.timeout + SLACK, "round took {took:?}");
+    let outcome = |i: usize| &r.outcomes[i].1;
+    for (i, code, gw) in [
+        (0, 1, IpAddr::from(Lab::gateway_v4(Wan::Two))),
+        (1, 0, Lab::gateway_v6(Wan::Two).into()),
+    ] {
+        assert_eq!(
+            outcome(i),
+            &ProbeOutcome::Failed(format!(
+                "ICMP destination unreachable (code {code}) from {gw}"
+            )),
+        );
+    }
+    assert_eq!(
+        outcome(2),
+        &ProbeOutcome::Failed("connect to 198.51.100.1:80: No route to host".into())
+    );
+    assert!(
+        matches!(outcome(3), ProbeOutcome::Timeout | ProbeOutcome::Failed(_)),
+        "{:?}",
+        outcome(3)
+    );
+
+    // Carrier loss on WAN 1: its probes get no answer (or fail), WAN 2's still answer.
+    lab.cut_carrier(Wan::One);
+    let s1 = spec(Wan::One, TrackMethod::Icmp, icmp_targets(), 300);
+    let s2 = spec(Wan::Two, TrackMethod::Icmp, icmp_targets(), 300);
+    let (r1, took1) = run_round(&lab, &s1);
+    assert!(took1 <= s1.timeout + SLACK, "round took {took1:?}");
+    for (target, outcome) in &r1.outcomes {
+        assert!(
+            matches!(outcome, ProbeOutcome::Timeout | ProbeOutcome::Failed(_)),
+            "{target:?} via wan1 without carrier: {outcome:?}"
+        );
+    }
+    let (r2, _) = run_round(&lab, &s2);
+    assert_all_answered(&r2, &s2);
+
+    lab.restore_carrier(Wan::One);
+    let (r1, _) = run_round(&lab, &s1);
+    assert_all_answered(&r1, &s1);
+}
+
+#[test]
+fn tcp_connect_open_closed_and_blackholed() {
+    let lab = Lab::new();
+    install_wan_routing(&lab);
+    let servers: Vec<IpAddr> = vec![Lab::SERVER_A.into(), Lab::SERVER_A6.into()];
+    let _servers = Servers::start(
+        &lab,
+        servers
+            .iter()
+            .map(|&a| SocketAddr::new(a, HTTP_PORT))
+            .collect(),
+        vec![],
+    );
+    let targets: Vec<ProbeTarget> = servers
+        .iter()
+        .flat_map(|&a| [HTTP_PORT, CLOSED_PORT].map(|p| ProbeTarget::Tcp(SocketAddr::new(a, p))))
+        .collect();
+
+    for w in Wan::ALL {
+        // Open ports complete the handshake; closed ones answer with a RST: both prove the
+        // path works both ways, so both count as answered.
+        let s = spec(w, TrackMethod::Tcp, targets.clone(), 1000);
+        let (r, _) = run_round(&lab, &s);
+        assert_all_answered(&r, &s);
+    }
+
+    lab.blackhole_upstream(Wan::One);
+    let s1 = spec(Wan::One, TrackMethod::Tcp, targets.clone(), 300);
+    let (r1, took1) = run_round(&lab, &s1);
+    assert_all(&r1, &s1, &ProbeOutcome::Timeout);
+    assert_bounded_by_timeout(took1, &s1);
+    let s2 = spec(Wan::Two, TrackMethod::Tcp, targets, 300);
+    let (r2, _) = run_round(&lab, &s2);
+    assert_all_answered(&r2, &s2);
+}
+
+#[test]
+fn dns_and_http_through_each_wan_and_timeout_when_blackholed() {
+    let lab = Lab::new();
+    install_wan_routing(&lab);
+    let servers = Servers::start(
+        &lab,
+        vec![
+            SocketAddr::new(Lab::SERVER_A.into(), HTTP_PORT),
+            SocketAddr::new(Lab::SERVER_A6.into(), HTTP_PORT),
+        ],
+        vec![
+            SocketAddr::new(Lab::PROBE_1.into(), 53),
+            SocketAddr::new(Lab::PROBE_1_6.into(), 53),
+        ],
+    );
+    let dns: Vec<ProbeTarget> = [IpAddr::from(Lab::PROBE_1), Lab::PROBE_1_6.into()]
+        .into_iter()
+        .map(|server| ProbeTarget::Dns {
+            server,
+            query: "example.com".into(),
+        })
+        .collect();
+    let http: Vec<ProbeTarget> = [IpAddr::from(Lab::SERVER_A), Lab::SERVER_A6.into()]
+        .into_iter()
+        .map(|a| ProbeTarget::Http {
+            addr: SocketAddr::new(a, HTTP_PORT),
+            host: "probe.test".into(),
+            path: "/generate_204".into(),
+        })
+        .collect();
+
+    for w in Wan::ALL {
+        let s = spec(w, TrackMethod::Dns, dns.clone(), 1000);
+        assert_all_answered(&run_round(&lab, &s).0, &s);
+        let s = spec(w, TrackMethod::Http, http.clone(), 1000);
+        assert_all_answered(&run_round(&lab, &s).0, &s);
+    }
+    {
+        let seen = servers.requests.lock().unwrap();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert!(
+            seen.iter()
+                .all(|r| r == "GET /generate_204 HTTP/1.1 | Host: probe.test"),
+            "{seen:?}"
+        );
+    }
+
+    // A DNS server that is not there: the ICMP port unreachable comes back through the WAN.
+    let s = spec(
+        Wan::Two,
+        TrackMethod::Dns,
+        vec![ProbeTarget::Dns {
+            server: Lab::PROBE_2.into(),
+            query: "example.com".into(),
+        }],
+        1000,
+    );
+    let (r, took) = run_round(&lab, &s);
+    assert_all(&r, &s, &ProbeOutcome::Failed("connection refused".into()));
+    assert!(took < Duration::from_millis(500), "{took:?}");
+
+    lab.blackhole_upstream(Wan::One);
+    let both: Vec<ProbeTarget> = dns.iter().chain(&http).cloned().collect();
+    let s1 = spec(Wan::One, TrackMethod::Dns, both.clone(), 300);
+    let (r1, took1) = run_round(&lab, &s1);
+    assert_all(&r1, &s1, &ProbeOutcome::Timeout);
+    assert_bounded_by_timeout(took1, &s1);
+    let s2 = spec(Wan::Two, TrackMethod::Dns, both, 300);
+    assert_all_answered(&run_round(&lab, &s2).0, &s2);
+}
+
+/// WAN 2's probes leave by WAN 2 even when the main table and a bypass rule send their target
+/// to WAN 1.
+#[test]
+fn device_binding_beats_a_conflicting_rule() {
+    let lab = Lab::new();
+    install_wan_routing(&lab);
+    lab.set_main_default(Wan::One);
+    lab.router.run(&format!(
+        "ip rule add to {} lookup 101 pref 100 && ip -6 rule add to {} lookup 101 pref 100",
+        Lab::PROBE_2,
+        Lab::PROBE_2_6
+    ));
+
+    // Control: the rule works. Marked traffic that is not bound to a device goes to WAN 1.
+    let before = Wan::ALL.map(|w| lab.isp_forwarded_packets(w));
+    lab.router.run(&format!(
+        "ping -q -n -c 1 -w 1 -m {m} {p} && ping -q -n -c 1 -w 1 -m {m} {p6}",
+        m = mark(Wan::Two),
+        p = Lab::PROBE_2,
+        p6 = Lab::PROBE_2_6
+    ));
+    let after = Wan::ALL.map(|w| lab.isp_forwarded_packets(w));
+    assert!(after[0] >= before[0] + 2, "{before:?} -> {after:?}");
+    assert_eq!(after[1], before[1], "{before:?} -> {after:?}");
+
+    let targets = vec![
+        ProbeTarget::Icmp(Lab::PROBE_2.into()),
+        ProbeTarget::Icmp(Lab::PROBE_2_6.into()),
+        ProbeTarget::Tcp(SocketAddr::new(Lab::PROBE_2.into(), CLOSED_PORT)),
+        ProbeTarget::Tcp(SocketAddr::new(Lab::PROBE_2_6.into(), CLOSED_PORT)),
+    ];
+    let s = spec(Wan::Two, TrackMethod::Icmp, targets, 1000);
+    let before = Wan::ALL.map(|w| lab.isp_forwarded_packets(w));
+    let (r, _) = run_round(&lab, &s);
+    assert_all_answered(&r, &s);
+    let after = Wan::ALL.map(|w| lab.isp_forwarded_packets(w));
+    assert!(
+        after[1] >= before[1] + 4,
+        "WAN 2's probes crossed ISP 2: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after[0], before[0],
+        "none crossed ISP 1: {before:?} -> {after:?}"
+    );
+
+    // And with WAN 2 blackholed they do not sneak out through WAN 1.
+    lab.blackhole_upstream(Wan::Two);
+    let s = ProbeSpec {
+        timeout: Duration::from_millis(300),
+        ..s
+    };
+    let (r, _) = run_round(&lab, &s);
+    assert_all(&r, &s, &ProbeOutcome::Timeout);
+    assert_eq!(lab.isp_forwarded_packets(Wan::One), before[0]);
+}
+
+#[test]
+fn prober_delivers_rounds_at_the_interval_and_stops() {
+    let lab = Lab::new();
+    install_wan_routing(&lab);
+    let s = spec(
+        Wan::Two,
+        TrackMethod::Icmp,
+        vec![
+            ProbeTarget::Icmp(Lab::PROBE_1.into()),
+            ProbeTarget::Icmp(Lab::PROBE_1_6.into()),
+        ],
+        80,
+    );
+    let interval = Duration::from_millis(100);
+    in_router(&lab, || async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let handle = spawn_prober("wan2".into(), s.clone(), interval, tx);
+        let t0 = Instant::now();
+        let mut rounds = Vec::new();
+        let window = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                _ = &mut window => break,
+                got = rx.recv() => rounds.push(got.expect("the prober runs")),
+            }
+        }
+        assert!(
+            (9..=11).contains(&rounds.len()),
+            "{} rounds in 1 s at 100 ms",
+            rounds.len()
+        );
+        for (wan, r) in &rounds {
+            assert_eq!(wan, "wan2");
+            assert_all_answered(r, &s);
+            assert!(r.started >= t0);
+        }
+        for pair in rounds.windows(2) {
+            let gap = pair[1].1.started - pair[0].1.started;
+            assert!(
+                gap >= Duration::from_millis(90) && gap <= Duration::from_millis(130),
+                "rounds start every interval: {gap:?}"
+            );
+        }
+
+        // Dropping the receiver stops the prober.
+        drop(rx);
+        tokio::time::timeout(Duration::from_millis(500), handle)
+            .await
+            .expect("the prober stops when the receiver is gone")
+            .expect("the prober did not panic");
+
+        // Aborting the handle stops it too.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let handle = spawn_prober("wan2".into(), s.clone(), interval, tx);
+        assert!(rx.recv().await.is_some());
+        handle.abort();
+        assert!(handle.await.unwrap_err().is_cancelled());
+        // The sender went with the task: the channel drains and closes.
+        while rx.recv().await.is_some() {}
+    });
+}

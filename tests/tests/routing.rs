@@ -1,0 +1,838 @@
+//! `steer::routing` against the real kernel, in the lab's router namespace (never the host's):
+//! reconciling rules and per-WAN tables, leaving foreign state alone, repairing drift, carrier
+//! flaps, marked packets taking their WAN, netlink events and removal.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    path::PathBuf,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use steer::{
+    config::Config,
+    routing::{self, Desired, NetEvent, ReconcileReport, Routing, futures::StreamExt},
+};
+use steer_tests::{
+    lab::{Lab, Wan, udp_via},
+    netns::Netns,
+};
+
+const CONFIG: &str = r#"
+[general]
+lan = ["lan0"]
+mark_mask = 0xff00
+
+[[wan]]
+name = "wan1"
+interface = "wan1"
+mark = 0x100
+table = 101
+gateway = "100.64.1.1"
+gateway6 = "fd64:1::1"
+[wan.track]
+targets = ["192.0.2.1"]
+
+[[wan]]
+name = "wan2"
+interface = "wan2"
+mark = 0x200
+table = 102
+gateway = "100.64.2.1"
+gateway6 = "fd64:2::1"
+[wan.track]
+targets = ["192.0.2.1"]
+"#;
+
+/// A third WAN on an interface the lab does not have.
+const WAN3: &str = r#"
+[[wan]]
+name = "wan3"
+interface = "wan3"
+mark = 0x300
+table = 103
+gateway = "100.64.3.1"
+[wan.track]
+targets = ["192.0.2.1"]
+"#;
+
+/// A config file in a scratch directory, removed on drop.
+struct ConfigFile {
+    dir: PathBuf,
+}
+
+impl ConfigFile {
+    fn new(text: &str) -> (ConfigFile, Config) {
+        let dir =
+            std::env::temp_dir().join(format!("steer-routing-test-{}", steer_tests::unique_tag()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("steer.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = steer::config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
+        (ConfigFile { dir }, config)
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn lab_desired() -> (ConfigFile, Desired) {
+    let (file, config) = ConfigFile::new(CONFIG);
+    (file, routing::desired(&config))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Runs `f` with a fresh [`Routing`] on a current-thread runtime in the router namespace.
+fn with_routing<R: Send>(lab: &Lab, f: impl AsyncFnOnce(&Routing) -> R + Send) -> R {
+    lab.router.enter(|| {
+        block_on(async {
+            let routing = Routing::new().expect("routing");
+            f(&routing).await
+        })
+    })
+}
+
+/// `ip -j <family> rule` entries with protocol 201, as `ip rule`-like lines.
+fn steer_rules(ns: &Netns, family: &str) -> Vec<String> {
+    let out = ns.run(&format!("ip -j {family} rule show"));
+    let rules: serde_json::Value = serde_json::from_str(&out).expect("ip -j rule");
+    let mut lines: Vec<String> = rules
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter(|r| r["protocol"].as_str() == Some("201") || r["protocol"].as_u64() == Some(201))
+        .map(|r| {
+            let prio = &r["priority"];
+            let mark = r["fwmark"].as_str().unwrap_or("?");
+            let mask = r["fwmask"].as_str().unwrap_or("?");
+            let action = match r["action"].as_str() {
+                Some(a) => a.to_owned(),
+                None => format!("lookup {}", r["table"].as_str().unwrap_or("?")),
+            };
+            format!("{prio} fwmark {mark}/{mask} {action}")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn all_rules(ns: &Netns) -> String {
+    ns.run("ip -4 rule show; ip -6 rule show")
+}
+
+const WANT_RULES: [&str; 4] = [
+    "1090 fwmark 0xff00/0xff00 unreachable",
+    "1091 fwmark 0xfe00/0xff00 blackhole",
+    "1100 fwmark 0x100/0xff00 lookup 101",
+    "1101 fwmark 0x200/0xff00 lookup 102",
+];
+
+/// `ip route show table <t>` (or `ip -6 ...`), trimmed lines. A table that does not exist is
+/// empty.
+fn table(ns: &Netns, family: &str, t: u32) -> Vec<String> {
+    let out = ns.try_run(&format!("ip {family} route show table {t}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Asserts the kernel holds exactly the lab's desired rules and routes.
+fn assert_exactly_desired(lab: &Lab) {
+    let r = &lab.router;
+    assert_eq!(steer_rules(r, "-4"), WANT_RULES, "{}", all_rules(r));
+    assert_eq!(steer_rules(r, "-6"), WANT_RULES, "{}", all_rules(r));
+    assert_eq!(
+        table(r, "-4", 101),
+        ["default via 100.64.1.1 dev wan1 proto 201"]
+    );
+    assert_eq!(
+        table(r, "-4", 102),
+        ["default via 100.64.2.1 dev wan2 proto 201"]
+    );
+    assert_eq!(
+        table(r, "-6", 101),
+        ["default via fd64:1::1 dev wan1 proto 201 metric 1024 pref medium"]
+    );
+    assert_eq!(
+        table(r, "-6", 102),
+        ["default via fd64:2::1 dev wan2 proto 201 metric 1024 pref medium"]
+    );
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn assert_quiet(report: &ReconcileReport, what: &str) {
+    assert!(
+        report.is_empty(),
+        "{what}: expected no changes, got {:#?} {:#?}",
+        report.changes,
+        report.failures
+    );
+}
+
+#[test]
+fn fresh_reconcile_creates_exactly_the_desired_state_and_then_nothing() {
+    let lab = Lab::new();
+    let (_file, desired) = lab_desired();
+    assert_eq!(desired.rules.len(), 8);
+    assert_eq!(desired.routes.len(), 4);
+    assert_eq!(desired.tables, [101, 102]);
+
+    let (first, second, status) = with_routing(&lab, async |rt| {
+        let before = rt.status(&desired).await;
+        assert!(!before.in_sync);
+        assert!(
+            before
+                .items
+                .contains(&"rule 1100 fwmark 0x100/0xff00 lookup 101 (v4): missing".to_owned()),
+            "{:#?}",
+            before.items
+        );
+        let first = rt.reconcile(&desired).await;
+        let second = rt.reconcile(&desired).await;
+        (first, second, rt.status(&desired).await)
+    });
+    assert!(first.failures.is_empty(), "{:#?}", first.failures);
+    assert_eq!(
+        sorted(first.changes.clone()),
+        sorted(vec![
+            "repaired: route default via 100.64.1.1 dev wan1 table 101 (v4) was missing".into(),
+            "repaired: route default via fd64:1::1 dev wan1 table 101 (v6) was missing".into(),
+            "repaired: route default via 100.64.2.1 dev wan2 table 102 (v4) was missing".into(),
+            "repaired: route default via fd64:2::1 dev wan2 table 102 (v6) was missing".into(),
+            "repaired: rule 1090 fwmark 0xff00/0xff00 unreachable (v4) was missing".into(),
+            "repaired: rule 1091 fwmark 0xfe00/0xff00 blackhole (v4) was missing".into(),
+            "repaired: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) was missing".into(),
+            "repaired: rule 1101 fwmark 0x200/0xff00 lookup 102 (v4) was missing".into(),
+            "repaired: rule 1090 fwmark 0xff00/0xff00 unreachable (v6) was missing".into(),
+            "repaired: rule 1091 fwmark 0xfe00/0xff00 blackhole (v6) was missing".into(),
+            "repaired: rule 1100 fwmark 0x100/0xff00 lookup 101 (v6) was missing".into(),
+            "repaired: rule 1101 fwmark 0x200/0xff00 lookup 102 (v6) was missing".into(),
+        ])
+    );
+    assert_quiet(&second, "second reconcile");
+    assert!(status.in_sync, "{:#?}", status.items);
+    assert_eq!(status.items.len(), 12);
+    assert!(
+        status.items.iter().all(|i| i.ends_with(": ok")),
+        "{:#?}",
+        status.items
+    );
+    assert_exactly_desired(&lab);
+    // `ip rule` shows them with protocol 201.
+    let rules = lab.router.run("ip rule show");
+    assert!(
+        rules.contains("1100:\tfrom all fwmark 0x100/0xff00 lookup 101 proto 201"),
+        "{rules}"
+    );
+}
+
+#[test]
+fn foreign_rules_and_routes_are_never_touched() {
+    let lab = Lab::new();
+    let (_file, desired) = lab_desired();
+    let r = &lab.router;
+    r.run(
+        "ip rule add fwmark 0x5 lookup 200 pref 1100 && \
+         ip -6 rule add fwmark 0x5 lookup 200 pref 1100 && \
+         ip rule add fwmark 0x100/0xff00 lookup 101 pref 1095 && \
+         ip route add 198.51.100.0/24 via 100.64.1.1 dev wan1 table 200 && \
+         ip route add default via 100.64.2.1 dev wan2 table 200 && \
+         ip route add 198.51.100.0/24 via 100.64.2.1 dev wan2 && \
+         ip -6 route add 2001:db8:51::/48 via fd64:1::1 dev wan1",
+    );
+    let foreign_rules = |r: &Netns| {
+        let all = all_rules(r);
+        let lines: Vec<String> = all
+            .lines()
+            .filter(|l| !l.contains("proto 201"))
+            .map(str::to_owned)
+            .collect();
+        lines
+    };
+    let rules_before = foreign_rules(r);
+    assert_eq!(
+        rules_before
+            .iter()
+            .filter(|l| l.contains("lookup 200"))
+            .count(),
+        2,
+        "{rules_before:?}"
+    );
+    let main_before = (table(r, "-4", 254), table(r, "-6", 254));
+    let t200_before = table(r, "-4", 200);
+    assert_eq!(t200_before.len(), 2);
+
+    let (first, second) = with_routing(&lab, async |rt| {
+        (rt.reconcile(&desired).await, rt.reconcile(&desired).await)
+    });
+    assert!(first.failures.is_empty(), "{:#?}", first.failures);
+    assert_eq!(first.changes.len(), 12, "{:#?}", first.changes);
+    assert_quiet(&second, "second reconcile");
+    assert_exactly_desired(&lab);
+    assert_eq!(foreign_rules(r), rules_before);
+    assert_eq!((table(r, "-4", 254), table(r, "-6", 254)), main_before);
+    assert_eq!(table(r, "-4", 200), t200_before);
+
+    // remove_all: nothing of steer's is left, everything else is.
+    let removed = with_routing(&lab, async |rt| rt.remove_all(&desired.tables).await);
+    assert!(removed.failures.is_empty(), "{:#?}", removed.failures);
+    assert_eq!(removed.changes.len(), 12, "{:#?}", removed.changes);
+    assert!(
+        removed
+            .changes
+            .contains(&"removed: route default via fd64:2::1 dev wan2 table 102 (v6)".to_owned()),
+        "{:#?}",
+        removed.changes
+    );
+    assert!(steer_rules(r, "-4").is_empty(), "{}", all_rules(r));
+    assert!(steer_rules(r, "-6").is_empty(), "{}", all_rules(r));
+    for t in [101, 102] {
+        assert!(table(r, "-4", t).is_empty());
+        assert!(table(r, "-6", t).is_empty());
+    }
+    assert_eq!(foreign_rules(r), rules_before);
+    assert_eq!((table(r, "-4", 254), table(r, "-6", 254)), main_before);
+    assert_eq!(table(r, "-4", 200), t200_before);
+    // And a second removal finds nothing.
+    let again = with_routing(&lab, async |rt| rt.remove_all(&desired.tables).await);
+    assert_quiet(&again, "second remove_all");
+}
+
+#[test]
+fn drift_is_repaired_and_reported() {
+    let lab = Lab::new();
+    let (_file, desired) = lab_desired();
+    let r = &lab.router;
+    let first = with_routing(&lab, async |rt| rt.reconcile(&desired).await);
+    assert!(first.failures.is_empty(), "{:#?}", first.failures);
+
+    // A rule deleted by hand.
+    r.run("ip rule del pref 1101");
+    // The route's gateway changed by hand (no gateway at all), and a second route.
+    r.run("ip route replace default dev wan1 table 101");
+    r.run("ip route add default via 100.64.2.1 dev wan2 table 101 metric 50");
+    // IPv6: another gateway by hand, and a route deleted.
+    r.run("ip -6 route replace default via fe80::1 dev wan1 table 101");
+    r.run("ip -6 route del default table 102");
+    // A stale steer rule (a WAN since removed from the config) and that WAN's route.
+    r.run("ip rule add fwmark 0x300/0xff00 lookup 103 pref 1102 proto 201");
+    r.run("ip route add default via 100.64.2.1 dev wan2 table 103 proto 201");
+    let (status, report, again, after) = with_routing(&lab, async |rt| {
+        let status = rt.status(&desired).await;
+        let report = rt.reconcile(&desired).await;
+        let again = rt.reconcile(&desired).await;
+        (status, report, again, rt.status(&desired).await)
+    });
+    assert!(!status.in_sync);
+    for item in [
+        "rule 1101 fwmark 0x200/0xff00 lookup 102 (v4): missing",
+        "route default via 100.64.1.1 dev wan1 table 101 (v4): differs: found route default dev wan1 scope link table 101 proto boot (v4)",
+        "route default via fd64:1::1 dev wan1 table 101 (v6): differs: found route default via fe80::1 dev wan1 table 101 proto boot (v6)",
+        "route default via fd64:2::1 dev wan2 table 102 (v6): missing",
+        "stale: rule 1102 fwmark 0x300/0xff00 lookup 103 (v4)",
+        "stale: route default via 100.64.2.1 dev wan2 table 101 proto boot metric 50 (v4)",
+        "stale: route default via 100.64.2.1 dev wan2 table 103 (v4)",
+    ] {
+        assert!(
+            status.items.contains(&item.to_owned()),
+            "{item}\nin {:#?}",
+            status.items
+        );
+    }
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert_eq!(
+        sorted(report.changes.clone()),
+        sorted(vec![
+            "repaired: rule 1101 fwmark 0x200/0xff00 lookup 102 (v4) was missing".into(),
+            "replaced: route default dev wan1 scope link table 101 proto boot (v4) with \
+             route default via 100.64.1.1 dev wan1 table 101 (v4)"
+                .into(),
+            "replaced: route default via fe80::1 dev wan1 table 101 proto boot (v6) with \
+             route default via fd64:1::1 dev wan1 table 101 (v6)"
+                .into(),
+            "repaired: route default via fd64:2::1 dev wan2 table 102 (v6) was missing".into(),
+            "removed stale: rule 1102 fwmark 0x300/0xff00 lookup 103 (v4)".into(),
+            "removed stale: route default via 100.64.2.1 dev wan2 table 101 proto boot metric 50 (v4)"
+                .into(),
+            "removed stale: route default via 100.64.2.1 dev wan2 table 103 (v4)".into(),
+        ])
+    );
+    assert_quiet(&again, "reconcile after the repair");
+    assert!(after.in_sync, "{:#?}", after.items);
+    assert_exactly_desired(&lab);
+    assert!(table(r, "-4", 103).is_empty());
+}
+
+#[test]
+fn missing_or_down_interfaces_fail_and_recover() {
+    let lab = Lab::new();
+    let (_file, config) = ConfigFile::new(&format!("{CONFIG}{WAN3}"));
+    let desired = routing::desired(&config);
+    let r = &lab.router;
+    let report = with_routing(&lab, async |rt| rt.reconcile(&desired).await);
+    assert_eq!(
+        report.failures,
+        [
+            "failed: route default via 100.64.3.1 dev wan3 table 103 (v4): interface wan3 does not \
+          exist; retrying on the next link or address event"
+        ]
+    );
+    // Everything else is in place, the rule for wan3 included.
+    assert_eq!(report.changes.len(), 14, "{:#?}", report.changes);
+
+    r.run(
+        "ip link add wan3 type veth peer name wan3p && ip addr add 100.64.3.2/30 dev wan3 && \
+         ip link set wan3 up && ip link set wan3p up && ip link set wan2 down",
+    );
+    let (down, status) = with_routing(&lab, async |rt| {
+        (rt.reconcile(&desired).await, rt.status(&desired).await)
+    });
+    assert_eq!(
+        down.changes,
+        ["repaired: route default via 100.64.3.1 dev wan3 table 103 (v4) was missing"]
+    );
+    // The kernel removed wan2's routes when it went down; they cannot come back yet.
+    assert_eq!(down.failures.len(), 2, "{:#?}", down.failures);
+    assert!(
+        down.failures[0].starts_with(
+            "failed: route default via 100.64.2.1 dev wan2 table 102 (v4): interface wan2 is down: "
+        ),
+        "{:#?}",
+        down.failures
+    );
+    assert!(
+        status.items.contains(
+            &"route default via 100.64.2.1 dev wan2 table 102 (v4): missing (interface wan2 is down)"
+                .to_owned()
+        ),
+        "{:#?}",
+        status.items
+    );
+
+    r.run("ip link set wan2 up");
+    let up = with_routing(&lab, async |rt| {
+        // IPv6 needs the link's address back before its gateway is reachable: retry like the
+        // daemon does on the next events.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut report = rt.reconcile(&desired).await;
+        let mut changes = report.changes.clone();
+        while !report.failures.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            report = rt.reconcile(&desired).await;
+            changes.extend(report.changes.clone());
+        }
+        (report, changes)
+    });
+    assert!(up.0.failures.is_empty(), "{:#?}", up.0.failures);
+    assert_eq!(
+        sorted(up.1),
+        [
+            "repaired: route default via 100.64.2.1 dev wan2 table 102 (v4) was missing",
+            "repaired: route default via fd64:2::1 dev wan2 table 102 (v6) was missing",
+        ]
+    );
+    assert_eq!(
+        table(r, "-4", 103),
+        ["default via 100.64.3.1 dev wan3 proto 201"]
+    );
+    assert_eq!(
+        table(r, "-4", 102),
+        ["default via 100.64.2.1 dev wan2 proto 201"]
+    );
+}
+
+/// Runs a reconciler in the router namespace: it reconciles once, then after every event
+/// `watch()` yields, until told to stop; returns the number of reconciles and every failure.
+fn spawn_reconciler(
+    lab: &Lab,
+    desired: Desired,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<(usize, Vec<String>)>,
+) {
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let handle = lab.router.spawn(move || {
+        block_on(async move {
+            let rt = Routing::new().expect("routing");
+            let mut events = routing::watch().expect("watch");
+            let mut failures = Vec::new();
+            let report = rt.reconcile(&desired).await;
+            failures.extend(report.failures);
+            ready_tx.send(()).unwrap();
+            let mut n = 1;
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    ev = events.next() => {
+                        ev.expect("the event stream does not end");
+                        let report = rt.reconcile(&desired).await;
+                        for line in &report.changes {
+                            eprintln!("reconcile {n}: {line}");
+                        }
+                        failures.extend(report.failures);
+                        n += 1;
+                    }
+                }
+            }
+            (n, failures)
+        })
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("reconciler started");
+    (stop_tx, handle)
+}
+
+#[test]
+fn carrier_flaps_leave_no_linkdown_route() {
+    let lab = Lab::new();
+    let (_file, desired) = lab_desired();
+    let (stop, reconciler) = spawn_reconciler(&lab, desired.clone());
+    let mut saw_linkdown = false;
+    for _ in 0..20 {
+        lab.cut_carrier(Wan::One);
+        saw_linkdown |= table(&lab.router, "-4", 101)
+            .iter()
+            .any(|l| l.contains("linkdown"));
+        lab.restore_carrier(Wan::One);
+    }
+    assert!(
+        saw_linkdown,
+        "the kernel flags routes linkdown while carrier is off"
+    );
+    // Let the last events be handled.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.send(()).unwrap();
+    let (reconciles, failures) = reconciler.join().unwrap();
+    eprintln!("{reconciles} reconciles, failures while flapping: {failures:#?}");
+    assert!(reconciles > 20, "reconciled on events: {reconciles}");
+
+    let r = &lab.router;
+    for (fam, t) in [("-4", 101), ("-6", 101), ("-4", 102), ("-6", 102)] {
+        let routes = table(r, fam, t);
+        assert!(
+            routes.iter().all(|l| !l.contains("linkdown")),
+            "table {t} {fam}: {routes:?}"
+        );
+    }
+    assert_exactly_desired(&lab);
+    let (report, status) = with_routing(&lab, async |rt| {
+        (rt.reconcile(&desired).await, rt.status(&desired).await)
+    });
+    assert_quiet(&report, "reconcile after flapping");
+    assert!(status.in_sync, "{:#?}", status.items);
+}
+
+/// Sets an integer socket option; panics if the kernel refuses.
+fn set_int_option(sock: &UdpSocket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: `sock` is an open socket; the option value is a c_int of the given size that
+    // outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt({level}, {name}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn unbound(server: IpAddr) -> UdpSocket {
+    let bind: SocketAddr = match server {
+        IpAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
+        IpAddr::V6(_) => "[::]:0".parse().unwrap(),
+    };
+    UdpSocket::bind(bind).expect("bind a UDP socket")
+}
+
+/// Sends one UDP datagram with `mark` from the router to `server:port`.
+fn send_marked(server: IpAddr, port: u16, mark: u32) -> std::io::Result<usize> {
+    let sock = unbound(server);
+    set_int_option(&sock, libc::SOL_SOCKET, libc::SO_MARK, mark as libc::c_int);
+    sock.send_to(b"steer routing test", (server, port))
+}
+
+/// The source address of the next datagram `sock` receives, if one comes within `wait`.
+fn received_from(sock: &UdpSocket, wait: Duration) -> Option<IpAddr> {
+    sock.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 64];
+    sock.recv_from(&mut buf).ok().map(|(_, from)| from.ip())
+}
+
+#[test]
+fn marked_packets_take_their_wan() {
+    let lab = Lab::new();
+    let (_file, desired) = lab_desired();
+    let report = with_routing(&lab, async |rt| rt.reconcile(&desired).await);
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+
+    // Locally generated traffic from the router (the main table has no default route: only
+    // steer's rules can send it anywhere).
+    for (server, port) in [
+        (IpAddr::from(Lab::SERVER_A), 7401),
+        (Lab::SERVER_A6.into(), 7402),
+    ] {
+        let listener = lab
+            .internet
+            .enter(|| UdpSocket::bind((server, port)).expect("bind in the internet namespace"));
+        for (mark, wan) in [
+            (0x200, Wan::Two),
+            (0x100, Wan::One),
+            (0x0001_0207, Wan::Two),
+        ] {
+            let before = lab.isp_forwarded_packets(wan);
+            lab.router
+                .enter(|| send_marked(server, port, mark))
+                .unwrap_or_else(|e| panic!("send with mark {mark:#x} to {server}: {e}"));
+            let from = received_from(&listener, Duration::from_secs(2))
+                .unwrap_or_else(|| panic!("mark {mark:#x} to {server}: nothing arrived"));
+            assert_eq!(
+                Lab::wan_of_nat_addr(from),
+                Some(wan),
+                "mark {mark:#x} to {server}: arrived from {from}"
+            );
+            assert_eq!(lab.isp_forwarded_packets(wan), before + 1);
+        }
+        // Unmarked: no route at all.
+        let err = lab
+            .router
+            .enter(|| send_marked(server, port, 0))
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENETUNREACH), "{err}");
+        // The unreachable mark is refused at once.
+        let err = lab
+            .router
+            .enter(|| send_marked(server, port, 0xff00))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.raw_os_error(),
+                Some(libc::ENETUNREACH | libc::EHOSTUNREACH)
+            ),
+            "unreachable mark: {err}"
+        );
+        // The blackhole mark goes nowhere (a local sender learns EINVAL from the lookup).
+        let sent = lab.router.enter(|| send_marked(server, port, 0xfe00));
+        assert!(
+            sent.as_ref()
+                .is_err_and(|e| e.raw_os_error() == Some(libc::EINVAL)),
+            "blackhole mark: {sent:?}"
+        );
+        assert_eq!(received_from(&listener, Duration::from_millis(300)), None);
+    }
+
+    // Forwarded traffic from the LAN client, marked by an nftables rule in the router's
+    // prerouting hook (where the classifier would stamp it).
+    let set_mark = |mark: u32| {
+        lab.router.run(&format!(
+            "nft delete table inet steer_routing_test 2>/dev/null; nft -f - <<'EOF'\n\
+             table inet steer_routing_test {{\n\
+               chain prerouting {{\n\
+                 type filter hook prerouting priority mangle; policy accept;\n\
+                 iifname \"lan0\" meta mark set {mark:#x}\n\
+               }}\n\
+             }}\n\
+             EOF"
+        ));
+    };
+    set_mark(0x200);
+    assert_eq!(udp_via(&lab, Lab::SERVER_A.into(), 7403, 5), [0, 5]);
+    assert_eq!(udp_via(&lab, Lab::SERVER_A6.into(), 7404, 5), [0, 5]);
+    set_mark(0x100);
+    assert_eq!(udp_via(&lab, Lab::SERVER_B.into(), 7405, 5), [5, 0]);
+    assert_eq!(udp_via(&lab, Lab::SERVER_B6.into(), 7406, 5), [5, 0]);
+
+    // Last resorts, forwarded: unreachable answers with ICMP, blackhole is silent.
+    // The client learns about "network unreachable" (a soft ICMP error) with IP_RECVERR.
+    let client_send = |server: IpAddr, port: u16| -> std::io::Result<()> {
+        lab.client.enter(|| {
+            let sock = unbound(server);
+            match server {
+                IpAddr::V4(_) => set_int_option(&sock, libc::IPPROTO_IP, libc::IP_RECVERR, 1),
+                IpAddr::V6(_) => set_int_option(&sock, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1),
+            }
+            sock.connect((server, port))?;
+            sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+            sock.send(b"x")?;
+            let mut buf = [0u8; 16];
+            sock.recv(&mut buf).map(|_| ())
+        })
+    };
+    let forwarded = [
+        lab.isp_forwarded_packets(Wan::One),
+        lab.isp_forwarded_packets(Wan::Two),
+    ];
+    set_mark(0xff00);
+    for (server, port) in [
+        (IpAddr::from(Lab::SERVER_A), 7407),
+        (Lab::SERVER_A6.into(), 7408),
+    ] {
+        let err = client_send(server, port).unwrap_err();
+        assert!(
+            matches!(
+                err.raw_os_error(),
+                Some(libc::ENETUNREACH | libc::EHOSTUNREACH)
+            ),
+            "unreachable mark, forwarded to {server}: {err}"
+        );
+    }
+    set_mark(0xfe00);
+    for (server, port) in [
+        (IpAddr::from(Lab::SERVER_A), 7409),
+        (Lab::SERVER_A6.into(), 7410),
+    ] {
+        let err = client_send(server, port).unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "blackhole mark, forwarded to {server}: silence expected, got {err}"
+        );
+    }
+    assert_eq!(
+        [
+            lab.isp_forwarded_packets(Wan::One),
+            lab.isp_forwarded_packets(Wan::Two)
+        ],
+        forwarded,
+        "nothing left through a WAN"
+    );
+}
+
+#[test]
+fn watch_reports_carrier_and_routing_changes() {
+    let lab = Lab::new();
+    let (tx, rx) = mpsc::channel::<(Instant, NetEvent)>();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let watcher = lab.router.spawn(move || {
+        block_on(async move {
+            let mut events = routing::watch().expect("watch");
+            ready_tx.send(()).unwrap();
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    ev = events.next() => {
+                        let ev = ev.expect("the event stream does not end");
+                        if tx.send((Instant::now(), ev)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let wan1 = with_routing(&lab, async |rt| rt.link_state("wan1").await).expect("wan1 exists");
+    assert!(
+        wan1.1 && wan1.2,
+        "wan1 starts with carrier and up: {wan1:?}"
+    );
+    assert_eq!(
+        with_routing(&lab, async |rt| rt.link_state("nosuchlink").await),
+        None
+    );
+
+    let wait_for = |what: &str, pred: &dyn Fn(&NetEvent) -> bool, within: Duration| {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((at, ev)) if pred(&ev) => return at,
+                Ok((_, ev)) => seen.push(ev),
+                Err(_) => panic!("no {what} within {within:?}; saw {seen:?}"),
+            }
+        }
+    };
+    let is_wan1 = |carrier: bool| {
+        move |ev: &NetEvent| {
+            matches!(ev, NetEvent::Link { index, name, carrier: c, admin_up: true }
+                if name == "wan1" && *index == wan1.0 && *c == carrier)
+        }
+    };
+
+    while rx.try_recv().is_ok() {}
+    lab.cut_carrier(Wan::One);
+    let returned = Instant::now();
+    let at = wait_for(
+        "carrier-off event for wan1",
+        &is_wan1(false),
+        Duration::from_millis(100),
+    );
+    assert!(at <= returned + Duration::from_millis(100));
+    assert_eq!(
+        with_routing(&lab, async |rt| rt.link_state("wan1").await),
+        Some((wan1.0, false, true))
+    );
+
+    lab.restore_carrier(Wan::One);
+    let returned = Instant::now();
+    let at = wait_for(
+        "carrier-on event for wan1",
+        &is_wan1(true),
+        Duration::from_millis(100),
+    );
+    assert!(at <= returned + Duration::from_millis(100));
+
+    while rx.try_recv().is_ok() {}
+    lab.router
+        .run("ip route add 198.51.100.0/24 via 100.64.1.1 dev wan1 table 200");
+    wait_for(
+        "Changed after a route was added",
+        &|ev| *ev == NetEvent::Changed,
+        Duration::from_millis(500),
+    );
+    lab.router
+        .run("ip rule add fwmark 0x7 lookup 200 pref 3000");
+    wait_for(
+        "Changed after a rule was added",
+        &|ev| *ev == NetEvent::Changed,
+        Duration::from_millis(500),
+    );
+
+    lab.router.run("ip link add wanx type veth peer name wanxp");
+    let index = with_routing(&lab, async |rt| rt.link_state("wanx").await)
+        .expect("wanx")
+        .0;
+    lab.router.run("ip link del wanx");
+    wait_for(
+        "LinkGone for wanx",
+        &|ev| {
+            *ev == NetEvent::LinkGone {
+                index,
+                name: "wanx".into(),
+            }
+        },
+        Duration::from_millis(500),
+    );
+
+    stop_tx.send(()).unwrap();
+    watcher.join().unwrap();
+}
