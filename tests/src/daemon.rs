@@ -18,13 +18,17 @@ pub fn steer_bin() -> PathBuf {
     if let Ok(p) = std::env::var("STEER_BIN") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<test> -> target/<profile>/steer
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("steer");
+    let exe = std::env::current_exe().expect("own binary path");
+    // Binaries: target/<profile>/<bin>; tests: target/<profile>/deps/<test>. Both next to
+    // target/<profile>/steer.
+    let dir = exe.parent().expect("target/<profile>");
+    let bin = [
+        dir.join("steer"),
+        dir.parent().map(|p| p.join("steer")).unwrap_or_default(),
+    ]
+    .into_iter()
+    .find(|b| b.is_file())
+    .unwrap_or_else(|| dir.join("steer"));
     assert!(
         bin.exists(),
         "{} is missing: build it first (`cargo build -p steer-user`; `cargo xtask test` does)",

@@ -467,3 +467,57 @@ fn check_lists_every_error_and_exits_1() {
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
+
+#[test]
+fn a_pinned_map_that_does_not_fit_is_refused_with_the_reason() {
+    steer_tests::require_root();
+    let work = Workdir::new("compat");
+    // A POLICY map of another shape, pinned where steer keeps its own.
+    std::fs::create_dir_all(work.pin_dir.join("maps")).unwrap();
+    let bogus = aya::maps::Array::<aya::maps::MapData, u64>::create(512, 0).expect("create a map");
+    bogus.pin(work.pin_dir.join("maps/POLICY")).expect("pin it");
+    let err = steer::dataplane::Dataplane::open_pinned(&work.pin_dir, Default::default())
+        .expect_err("must not adopt it");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("maps/POLICY")
+            && msg.contains("value size is 8, this steer needs 16")
+            && msg.contains("steer stop"),
+        "{msg}"
+    );
+    // Nothing else was created or attached.
+    assert!(!work.pin_dir.join("maps/DST_V4").exists());
+    assert!(!work.pin_dir.join("progs/steer_tc").exists());
+}
+
+#[test]
+fn packet_logging_reaches_the_daemon_log_only_when_switched_on() {
+    let (lab, work) = setup("log");
+    let text = std::fs::read_to_string(work.config()).unwrap();
+    work.write(
+        "steer.toml",
+        &text.replace("xdp = false", "xdp = false\nlog_packets = true"),
+    );
+    let daemon = Daemon::start(&lab.router, &work);
+    steer_tests::lab::udp_via(&lab, Lab::SERVER_B.into(), 7401, 5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !daemon.log_text().contains("steer: rule 1 mark 200") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no kernel log line:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Switched off by a reload: the kernel stops logging.
+    work.write("steer.toml", &text);
+    ok(&[&"reload", &"--socket", &work.socket]);
+    let before = daemon.log_text().matches("steer: rule").count();
+    steer_tests::lab::udp_via(&lab, Lab::SERVER_B.into(), 7402, 5);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        daemon.log_text().matches("steer: rule").count(),
+        before,
+        "no packet logged once switched off"
+    );
+}

@@ -53,6 +53,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Bench { filters } => {
             setup::run()?;
+            build_release_steer()?;
             cmd::cargo(
                 &[
                     "run",
@@ -69,6 +70,7 @@ fn main() -> Result<()> {
         }
         Task::Demo => {
             setup::run()?;
+            build_release_steer()?;
             cmd::cargo(
                 &[
                     "run",
@@ -108,6 +110,14 @@ fn test(args: &[String]) -> Result<()> {
     // The end-to-end tests run the `steer` binary itself.
     cmd::cargo(&["build", "-p", "steer-user", "--bins"], &[])?;
     cmd::cargo(&["test", "-p", "steer-tests"], &extra)
+}
+
+/// The demo and the failover benchmark run the `steer` binary itself.
+fn build_release_steer() -> Result<()> {
+    cmd::cargo(
+        &["build", "--release", "-q", "-p", "steer-user", "--bins"],
+        &[],
+    )
 }
 
 fn lint() -> Result<()> {

@@ -34,6 +34,7 @@ pub fn run() -> Result<()> {
     cmd::step("setup");
     let sysroot = nightly_sysroot()?;
     ensure_rust_src(&sysroot)?;
+    ensure_nightly_clippy()?;
     ensure_bpf_linker(&sysroot)?;
     ensure_packages()?;
     ensure_bpffs()?;
@@ -78,6 +79,21 @@ fn ensure_rust_src(sysroot: &Path) -> Result<()> {
         "--toolchain",
         "nightly",
     ]))
+}
+
+/// `cargo xtask lint` runs clippy on the eBPF crate with the nightly toolchain.
+fn ensure_nightly_clippy() -> Result<()> {
+    if output(
+        "rustup",
+        &["run", "nightly", "cargo", "clippy", "--version"],
+    )
+    .is_some()
+    {
+        ok("clippy (nightly)");
+        return Ok(());
+    }
+    eprintln!("    installing clippy for nightly");
+    cmd::run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))
 }
 
 /// bpf-linker must link against the same LLVM that nightly rustc emits bitcode for; no prebuilt

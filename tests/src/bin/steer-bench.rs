@@ -7,6 +7,9 @@
 //! - `load`: bulk-loading 1M IPv4 prefixes, per element and batched.
 //! - `reload`: a 1M-line list file parsed, compiled and loaded end to end; then one changed line
 //!   applied on reload.
+//! - `failover`: in the namespace lab with `steer run`, a 1 ms UDP stream from the LAN client;
+//!   time from the fault to the first packet on the other ISP, for carrier loss and for silent
+//!   upstream loss (100 ms probes, down_after = 3).
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +41,9 @@ fn main() {
     }
     if wanted("reload") {
         list_end_to_end();
+    }
+    if wanted("failover") {
+        failover();
     }
 }
 
@@ -288,4 +294,113 @@ fn list_end_to_end() {
         again.kernel_time.as_secs_f64() / first.kernel_time.as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn failover() {
+    use steer_tests::{
+        lab::{Lab, Stream, Wan},
+        scenario::{Options, Scenario},
+    };
+
+    const RUNS: usize = 5;
+    let options = Options {
+        interval_ms: 100,
+        timeout_ms: 80,
+        down_after: 3,
+        up_after: 3,
+        ..Options::default()
+    };
+    println!(
+        "\n== failover: lab + steer run, 1 ms UDP stream to the default server, {RUNS} runs each; probes every {} ms, down_after = {}",
+        options.interval_ms, options.down_after
+    );
+    let s = Scenario::start("bench-failover", &options);
+    let measure = |fault: &dyn Fn(), repair: &dyn Fn()| -> Vec<Duration> {
+        (0..RUNS)
+            .map(|_| {
+                let stream = Stream::start(
+                    &s.lab,
+                    Lab::SERVER_A.into(),
+                    7300,
+                    Duration::from_millis(1),
+                    Duration::from_secs(10),
+                );
+                std::thread::sleep(Duration::from_millis(200));
+                assert!(
+                    stream
+                        .first_via_after(Wan::One, stream.started_at())
+                        .is_some(),
+                    "traffic starts on WAN 1"
+                );
+                let at = Instant::now();
+                fault();
+                let deadline = at + Duration::from_secs(5);
+                let moved = loop {
+                    if let Some(a) = stream.first_via_after(Wan::Two, at) {
+                        break a.at;
+                    }
+                    assert!(Instant::now() < deadline, "no failover within 5 s");
+                    std::thread::sleep(Duration::from_millis(1));
+                };
+                drop(stream);
+                repair();
+                s.wait_wan("wan1", "up", Duration::from_secs(10));
+                moved - at
+            })
+            .collect()
+    };
+    let carrier = measure(&|| s.lab.cut_carrier(Wan::One), &|| {
+        s.lab.restore_carrier(Wan::One)
+    });
+    let silent = measure(&|| s.lab.blackhole_upstream(Wan::One), &|| {
+        s.lab.restore_upstream(Wan::One)
+    });
+    let bound = Duration::from_millis(u64::from(options.interval_ms * options.down_after));
+    report_failover(
+        "carrier loss",
+        &carrier,
+        Duration::from_millis(50),
+        "the 50 ms target",
+    );
+    report_failover(
+        "silent upstream loss",
+        &silent,
+        bound,
+        "down_after x interval",
+    );
+    println!("(fault = the moment the test starts the `ip`/`nft` command that causes it)");
+    let log = s.daemon.log_text();
+    if let Some(line) = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("wan1 down (carrier lost)"))
+    {
+        println!(
+            "daemon: {}",
+            line.split_once("] ").map(|(_, r)| r).unwrap_or(line)
+        );
+    }
+    if let Some(line) = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("wan1 down (3 failed rounds"))
+    {
+        println!(
+            "daemon: {}",
+            line.split_once("] ").map(|(_, r)| r).unwrap_or(line)
+        );
+    }
+}
+
+fn report_failover(what: &str, runs: &[Duration], baseline: Duration, baseline_name: &str) {
+    let mut v: Vec<f64> = runs.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    v.sort_by(f64::total_cmp);
+    let median = v[v.len() / 2];
+    println!(
+        "{what:<22} median {median:>7.1} ms  min {:>7.1}  max {:>7.1}   {:.2}x {baseline_name} ({} ms)",
+        v[0],
+        v[v.len() - 1],
+        median / (baseline.as_secs_f64() * 1e3),
+        baseline.as_millis()
+    );
 }

@@ -31,10 +31,12 @@ fn main() {
         "\nsteer run -c {} (in the router namespace), with:",
         s.work.config().display()
     );
-    for line in config_text(&s.work, &options)
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("pin_dir") && !l.starts_with("socket"))
-    {
+    for line in config_text(&s.work, &options).lines().filter(|l| {
+        !l.trim().is_empty()
+            && !l.starts_with("pin_dir")
+            && !l.starts_with("socket")
+            && !l.starts_with("[control]")
+    }) {
         println!("    {line}");
     }
 
@@ -114,10 +116,8 @@ fn main() {
 
     section("steer status");
     print!("{}", s.steer(&["status"]));
-    section("steer dump rules policies counters");
-    for what in ["rules", "policies", "counters"] {
-        print!("{}", s.steer(&["dump", what]));
-    }
+    section("steer dump");
+    print!("{}", s.steer(&["dump", "all"]));
     section(&format!(
         "steer explain {} --src {}",
         Lab::SERVER_B,
