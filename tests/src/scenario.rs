@@ -40,37 +40,36 @@ impl Default for Options {
     }
 }
 
-/// The configuration for the lab (see the module docs).
-pub fn config_text(work: &Workdir, o: &Options) -> String {
-    let track = |probe: &str| {
+/// The lab's two `[[wan]]` tables (marks 0x100/0x200, tables 101/102, the ISPs' gateways),
+/// each followed by its `[wan.track]` table.
+pub fn lab_wans(track1: &str, track2: &str) -> String {
+    let wan = |n: u8, track: &str| {
         format!(
-            "[wan.track]\nmethod = \"icmp\"\ntargets = [\"{probe}\"]\ninterval_ms = {}\ntimeout_ms = {}\n\
-             reliability = 1\ndown_after = {}\nup_after = {}\n",
-            o.interval_ms, o.timeout_ms, o.down_after, o.up_after
+            "[[wan]]\nname = \"wan{n}\"\ninterface = \"wan{n}\"\nmark = 0x{n}00\ntable = 10{n}\n\
+             gateway = \"100.64.{n}.1\"\ngateway6 = \"fd64:{n}::1\"\n[wan.track]\n{track}\n"
         )
     };
+    format!("{}{}", wan(1, track1), wan(2, track2))
+}
+
+/// The `[wan.track]` body of ICMP probes to `target` with the scenario's timing.
+fn icmp_track(target: &str, o: &Options) -> String {
+    format!(
+        "method = \"icmp\"\ntargets = [\"{target}\"]\ninterval_ms = {}\ntimeout_ms = {}\n\
+         reliability = 1\ndown_after = {}\nup_after = {}\n",
+        o.interval_ms, o.timeout_ms, o.down_after, o.up_after
+    )
+}
+
+/// The configuration for the lab (see the module docs).
+pub fn config_text(work: &Workdir, o: &Options) -> String {
     format!(
         r#"# The lab: two WANs; default traffic prefers wan1, the bypass set prefers wan2.
 [general]
 lan = ["lan0"]
 mark_mask = 0xff00
 {pins}
-[[wan]]
-name = "wan1"
-interface = "wan1"
-mark = 0x100
-table = 101
-gateway = "100.64.1.1"
-gateway6 = "fd64:1::1"
-{track1}
-[[wan]]
-name = "wan2"
-interface = "wan2"
-mark = 0x200
-table = 102
-gateway = "100.64.2.1"
-gateway6 = "fd64:2::1"
-{track2}
+{wans}
 [[policy]]
 name = "wan1-first"
 members = [{{ wan = "wan1", metric = 1 }}, {{ wan = "wan2", metric = 2 }}]
@@ -90,8 +89,10 @@ policy = "wan1-first"
 
 {control}"#,
         pins = work.private_paths(),
-        track1 = track(&Lab::PROBE_1.to_string()),
-        track2 = track(&Lab::PROBE_2.to_string()),
+        wans = lab_wans(
+            &icmp_track(&Lab::PROBE_1.to_string(), o),
+            &icmp_track(&Lab::PROBE_2.to_string(), o)
+        ),
         last_resort = o.last_resort,
         b = Lab::SERVER_B,
         b6 = Lab::SERVER_B6,

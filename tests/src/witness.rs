@@ -25,9 +25,10 @@ impl Witness {
         Witness { ebpf }
     }
 
-    /// Attaches to the ingress of `iface` right after `after` (call inside the namespace).
-    pub fn attach_after(&mut self, iface: &str, after: &SchedClassifier) {
-        let order = LinkOrder::after_program(after).expect("steer program is loaded");
+    /// Attaches to the ingress of `iface` at `order` in its tcx chain (call inside the
+    /// namespace): `LinkOrder::after_program(steer)` right behind steer, or `LinkOrder::last()`,
+    /// which stays behind steer's link even when a restarted daemon swaps the program in it.
+    pub fn attach(&mut self, iface: &str, order: LinkOrder) {
         let prog: &mut SchedClassifier = self
             .ebpf
             .program_mut("testkit_witness")
@@ -38,23 +39,6 @@ impl Witness {
             iface,
             TcAttachType::Ingress,
             TcAttachOptions::TcxOrder(order),
-        )
-        .unwrap_or_else(|e| panic!("attach witness to {iface}: {e}"));
-    }
-
-    /// Attaches to the ingress of `iface` last in its tcx chain (steer attaches first), so it
-    /// stays behind steer's link even when a restarted daemon swaps the program in that link.
-    pub fn attach_last(&mut self, iface: &str) {
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut("testkit_witness")
-            .expect("witness program")
-            .try_into()
-            .expect("tc program");
-        prog.attach_with_options(
-            iface,
-            TcAttachType::Ingress,
-            TcAttachOptions::TcxOrder(LinkOrder::last()),
         )
         .unwrap_or_else(|e| panic!("attach witness to {iface}: {e}"));
     }

@@ -13,6 +13,7 @@ use steer::dataplane::{Direction, Maps, run::run_tc};
 use steer_tests::{
     daemon::{Daemon, Workdir, steer},
     lab::{Lab, Stream},
+    scenario::lab_wans,
     witness::Witness,
 };
 
@@ -31,26 +32,7 @@ fn write_config(work: &Workdir, xdp: bool) {
 lan = ["lan0"]
 xdp = {xdp}
 {pins}
-[[wan]]
-name = "wan1"
-interface = "wan1"
-mark = 0x100
-table = 101
-gateway = "100.64.1.1"
-gateway6 = "fd64:1::1"
-[wan.track]
-targets = ["192.0.2.1"]
-
-[[wan]]
-name = "wan2"
-interface = "wan2"
-mark = 0x200
-table = 102
-gateway = "100.64.2.1"
-gateway6 = "fd64:2::1"
-[wan.track]
-targets = ["192.0.2.2"]
-
+{wans}
 [[policy]]
 name = "wan2-first"
 members = [{{ wan = "wan2", metric = 1 }}, {{ wan = "wan1", metric = 2 }}]
@@ -75,6 +57,7 @@ prefixes = ["10.10.0.64/27", "fd10::40/122"]
 policy = "balanced"
 {control}"#,
             pins = work.private_paths(),
+            wans = lab_wans("targets = [\"192.0.2.1\"]", "targets = [\"192.0.2.2\"]"),
             control = work.control_section()
         ),
     );
@@ -117,7 +100,8 @@ fn kill9_then_restart_adopts_with_no_unclassified_packet_and_one_attachment() {
     let mut daemon = Daemon::start(&lab.router, &work);
     assert_eq!(tcx_programs(&lab), ["steer_tc"]);
     let mut witness = Witness::load();
-    lab.router.enter(|| witness.attach_last("lan0"));
+    lab.router
+        .enter(|| witness.attach("lan0", aya::programs::LinkOrder::last()));
 
     // A continuous stream to a bypass address through the router's LAN interface.
     let stream = Stream::start(

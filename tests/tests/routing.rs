@@ -17,33 +17,17 @@ use steer::{
 use steer_tests::{
     lab::{Lab, Wan, udp_via},
     netns::Netns,
+    scenario::lab_wans,
 };
 
-const CONFIG: &str = r#"
-[general]
-lan = ["lan0"]
-mark_mask = 0xff00
-
-[[wan]]
-name = "wan1"
-interface = "wan1"
-mark = 0x100
-table = 101
-gateway = "100.64.1.1"
-gateway6 = "fd64:1::1"
-[wan.track]
-targets = ["192.0.2.1"]
-
-[[wan]]
-name = "wan2"
-interface = "wan2"
-mark = 0x200
-table = 102
-gateway = "100.64.2.1"
-gateway6 = "fd64:2::1"
-[wan.track]
-targets = ["192.0.2.1"]
-"#;
+/// Two WANs as in the lab (see `steer_tests::scenario::lab_wans`).
+fn config() -> String {
+    let track = "targets = [\"192.0.2.1\"]";
+    format!(
+        "[general]\nlan = [\"lan0\"]\nmark_mask = 0xff00\n\n{}",
+        lab_wans(track, track)
+    )
+}
 
 /// A third WAN on an interface the lab does not have.
 const WAN3: &str = r#"
@@ -81,7 +65,7 @@ impl Drop for ConfigFile {
 }
 
 fn lab_desired() -> (ConfigFile, Desired) {
-    let (file, config) = ConfigFile::new(CONFIG);
+    let (file, config) = ConfigFile::new(&config());
     (file, routing::desired(&config))
 }
 
@@ -383,7 +367,7 @@ fn drift_is_repaired_and_reported() {
 #[test]
 fn missing_or_down_interfaces_fail_and_recover() {
     let lab = Lab::new();
-    let (_file, config) = ConfigFile::new(&format!("{CONFIG}{WAN3}"));
+    let (_file, config) = ConfigFile::new(&format!("{}{WAN3}", config()));
     let desired = routing::desired(&config);
     let r = &lab.router;
     let report = with_routing(&lab, async |rt| rt.reconcile(&desired).await);

@@ -122,7 +122,10 @@ fn steer_real_traffic(with_xdp: bool) {
     let mut witness = Witness::load();
     let mode = lab.router.enter(|| {
         let mode = dp.attach("lan0", with_xdp).expect("attach steer");
-        witness.attach_after("lan0", dp.tc());
+        witness.attach(
+            "lan0",
+            aya::programs::LinkOrder::after_program(dp.tc()).expect("steer is loaded"),
+        );
         mode
     });
     if with_xdp {
