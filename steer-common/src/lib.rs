@@ -203,6 +203,12 @@ pub struct Settings {
 pub mod settings_flags {
     /// Log every classified packet through aya-log. Off the packet path unless set.
     pub const LOG_PACKETS: u32 = 1;
+    /// There are IPv4 source prefixes: without it the classifier skips the source lookup.
+    /// Userspace sets it before the first source prefix lands and clears it after the last one
+    /// left, so no lookup is ever skipped that could match.
+    pub const HAS_SRC_V4: u32 = 2;
+    /// The same for IPv6 source prefixes.
+    pub const HAS_SRC_V6: u32 = 4;
 }
 
 /// Packets and bytes. Per-CPU in the kernel; userspace sums the CPUs.

@@ -4,7 +4,7 @@ use aya_ebpf::{
     btf_maps::ArrayOfMaps,
     maps::{LpmTrie, lpm_trie::Key},
 };
-use steer_common::{AddrV4, AddrV6, DEFAULT_RULE, RuleRef, slot_v4, slot_v6};
+use steer_common::{AddrV4, AddrV6, DEFAULT_RULE, RuleRef, settings_flags, slot_v4, slot_v6};
 
 use crate::{
     maps::{
@@ -15,26 +15,31 @@ use crate::{
 };
 
 /// The rule of a parsed packet, or `None` when it is not an IP packet the classifier can read.
+/// `flags` are `Settings::flags`: source lookups run only when there are source prefixes.
 #[inline(always)]
-pub fn rule_of(parsed: &Parsed) -> Option<u32> {
+pub fn rule_of(parsed: &Parsed, flags: u32) -> Option<u32> {
     match parsed {
-        Parsed::V4 { src, dst } => Some(rule_v4(*src, *dst)),
-        Parsed::V6 { src, dst } => Some(rule_v6(*src, *dst)),
+        Parsed::V4 { src, dst } => {
+            Some(rule_v4(*src, *dst, flags & settings_flags::HAS_SRC_V4 != 0))
+        }
+        Parsed::V6 { src, dst } => {
+            Some(rule_v6(*src, *dst, flags & settings_flags::HAS_SRC_V6 != 0))
+        }
         Parsed::NotIp | Parsed::Truncated => None,
     }
 }
 
 #[inline(always)]
-fn rule_v4(src: AddrV4, dst: AddrV4) -> u32 {
-    if let Some(rule) = lookup_v4(&SRC_V4, &SRC_V4_SHORT, src) {
+fn rule_v4(src: AddrV4, dst: AddrV4, by_source: bool) -> u32 {
+    if by_source && let Some(rule) = lookup_v4(&SRC_V4, &SRC_V4_SHORT, src) {
         return rule;
     }
     lookup_v4(&DST_V4, &DST_V4_SHORT, dst).unwrap_or(DEFAULT_RULE)
 }
 
 #[inline(always)]
-fn rule_v6(src: AddrV6, dst: AddrV6) -> u32 {
-    if let Some(rule) = lookup_v6(&SRC_V6, &SRC_V6_SHORT, src) {
+fn rule_v6(src: AddrV6, dst: AddrV6, by_source: bool) -> u32 {
+    if by_source && let Some(rule) = lookup_v6(&SRC_V6, &SRC_V6_SHORT, src) {
         return rule;
     }
     lookup_v6(&DST_V6, &DST_V6_SHORT, dst).unwrap_or(DEFAULT_RULE)

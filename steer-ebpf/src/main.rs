@@ -40,19 +40,20 @@ pub fn steer_tc(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn classify_tc(ctx: &TcContext) {
     let len = ctx.len();
+    let flags = settings();
     if let Some(rule) = xdp_verdict(ctx) {
         count(&STATS_PATH, path::XDP_META, len);
-        apply_policy(ctx, rule);
+        apply_policy(ctx, rule, flags);
         return;
     }
     let mut parsed = parse(ctx.data(), ctx.data_end());
     if matches!(parsed, Parsed::Truncated) && pull_headers(ctx) {
         parsed = parse(ctx.data(), ctx.data_end());
     }
-    match rule_of(&parsed) {
+    match rule_of(&parsed, flags) {
         Some(rule) => {
             count(&STATS_PATH, path::CLASSIFIED, len);
-            apply_policy(ctx, rule);
+            apply_policy(ctx, rule, flags);
         }
         None if matches!(parsed, Parsed::NotIp) => count(&STATS_PATH, path::NOT_IP, len),
         None => count(&STATS_PATH, path::TRUNCATED, len),
@@ -89,7 +90,7 @@ fn xdp_verdict(ctx: &TcContext) -> Option<u32> {
 
 /// Resolves `rule` in the live generation and writes the mark under the mask.
 #[inline(always)]
-fn apply_policy(ctx: &TcContext, rule: u32) {
+fn apply_policy(ctx: &TcContext, rule: u32, flags: u32) {
     if rule >= MAX_RULES {
         return;
     }
@@ -121,23 +122,22 @@ fn apply_policy(ctx: &TcContext, rule: u32) {
     if wan != NO_WAN {
         count(&STATS_WAN, wan, len);
     }
-    if packet_logging_on() {
+    if flags & settings_flags::LOG_PACKETS != 0 {
         info!(ctx, "steer: rule {} mark {:x} wan {}", rule, new_mark, wan);
     }
 }
 
+/// `Settings::flags`, read once per packet (an array access the verifier inlines).
 #[inline(always)]
-fn packet_logging_on() -> bool {
-    SETTINGS
-        .get(0)
-        .is_some_and(|s| s.flags & settings_flags::LOG_PACKETS != 0)
+fn settings() -> u32 {
+    SETTINGS.get(0).map_or(0, |s| s.flags)
 }
 
 /// XDP pre-classifier: the same lookups, the rule handed to TC in the packet metadata. Always
 /// passes the packet on; when the metadata cannot be written TC simply classifies by itself.
 #[xdp]
 pub fn steer_xdp(ctx: XdpContext) -> u32 {
-    if let Some(rule) = rule_of(&parse(ctx.data(), ctx.data_end())) {
+    if let Some(rule) = rule_of(&parse(ctx.data(), ctx.data_end()), settings()) {
         write_meta(&ctx, rule);
     }
     XDP_PASS

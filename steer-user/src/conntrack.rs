@@ -1,8 +1,10 @@
 //! Connections of flows that moved off a dead WAN: marking them, and flushing them by mark.
 //!
 //! The classifier stamps the packet mark; conntrack entries do not see it unless something
-//! copies it. steer owns one nftables table, `inet steer`, whose single rule copies steer's mark
-//! bits into the connection mark when a connection starts. When a WAN goes down, the entries
+//! copies it. steer owns one nftables table, `inet steer`, whose rules copy the WAN mark into
+//! the connection mark when a connection starts, one rule per WAN (nftables can only combine a
+//! register with constants, so keeping the connection mark's foreign bits needs the mark as a
+//! constant). When a WAN goes down, the entries
 //! whose connection mark is that WAN's mark (under the mask) are deleted through ctnetlink, so
 //! the next packet of each such flow starts a new connection (new NAT binding) on the WAN that
 //! carries it now, instead of sticking to the dead one. Entries of other WANs are untouched.
@@ -33,24 +35,28 @@ pub enum ConntrackError {
     },
 }
 
-/// The ruleset of `inet steer` for a mark mask.
-pub fn ruleset(mask: u32) -> String {
+/// The ruleset of `inet steer`: for every WAN mark, a new connection whose packet carries it
+/// gets it in its connection mark; bits outside `mask` keep their value.
+pub fn ruleset(mask: u32, marks: &[u32]) -> String {
+    let mut rules = String::new();
+    for mark in marks {
+        rules.push_str(&format!(
+            "\t\tct state new meta mark and {mask:#x} == {mark:#x} ct mark set ct mark and {keep:#x} or {mark:#x}\n",
+            keep = !mask
+        ));
+    }
     format!(
-        "table inet {NFT_TABLE} {{\n\
-         \tchain mark_connections {{\n\
-         \t\ttype filter hook prerouting priority mangle + 10; policy accept;\n\
-         \t\tct state new meta mark and {mask:#x} != 0 ct mark set meta mark and {mask:#x}\n\
-         \t}}\n\
-         }}\n"
+        "table inet {NFT_TABLE} {{\n\tchain mark_connections {{\n\
+         \t\ttype filter hook prerouting priority mangle + 10; policy accept;\n{rules}\t}}\n}}\n"
     )
 }
 
 /// Installs (or replaces, in one transaction) steer's nftables table.
-pub fn install(mask: u32) -> Result<(), ConntrackError> {
+pub fn install(mask: u32, marks: &[u32]) -> Result<(), ConntrackError> {
     // Declaring the table first makes the delete succeed when it does not exist yet.
     let script = format!(
         "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{}",
-        ruleset(mask)
+        ruleset(mask, marks)
     );
     nft(&["-f", "-"], Some(&script))
 }
@@ -212,10 +218,11 @@ mod tests {
     }
 
     #[test]
-    fn ruleset_copies_only_steer_bits_of_new_connections() {
-        let r = ruleset(0xff00);
+    fn ruleset_copies_each_wan_mark_and_keeps_foreign_bits() {
+        let r = ruleset(0xff00, &[0x100, 0x200]);
+        assert!(r.contains("ct state new meta mark and 0xff00 == 0x100 ct mark set ct mark and 0xffff00ff or 0x100"), "{r}");
         assert!(
-            r.contains("ct state new meta mark and 0xff00 != 0 ct mark set meta mark and 0xff00"),
+            r.contains("== 0x200 ct mark set ct mark and 0xffff00ff or 0x200"),
             "{r}"
         );
         assert!(r.contains("hook prerouting"));

@@ -1,9 +1,9 @@
-//! The controller: owns the running configuration and the dataplane, computes the desired
-//! kernel state from them and reconciles. Event handlers (reload, control requests) only call
-//! in here; nothing else writes kernel state.
+//! The controller: owns the running configuration, the dataplane and the WAN health, computes
+//! the desired kernel state from them and reconciles. Event handlers (reload, link events,
+//! probe rounds, control requests) only call in here; nothing else writes kernel state.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -18,12 +18,12 @@ use crate::{
     config::{self, Config, ConfigErrors},
     conntrack,
     dataplane::{
-        Adopted, Capacities, Dataplane, DataplaneError, XdpAttachMode,
+        Adopted, Capacities, Dataplane, DataplaneError, Direction,
         sync::{self, PolicyTable, PrefixSets, SyncError, SyncReport},
     },
     health::{Override, RoundSummary, Tracker, Transition},
     policy::{self, Outcome, WanView},
-    sets::{self, Compiled},
+    sets::{self, Compiled, Rule},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -34,12 +34,18 @@ pub enum ControllerError {
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Sync(#[from] SyncError),
-    #[error("interface {iface}: {source}")]
+    #[error(
+        "the new configuration is live, but attaching the classifier to {iface} failed: {source}; \
+         traffic entering {iface} is not classified until that is fixed (steer retries when the \
+         interface changes)"
+    )]
     Attach {
         iface: String,
         #[source]
         source: DataplaneError,
     },
+    #[error("LAN interface {0} does not exist: fix general.lan or create it; nothing was applied")]
+    NoLan(String),
 }
 
 /// What one apply (start or reload) changed, for the log and for `steer reload`.
@@ -50,6 +56,8 @@ pub struct ApplyReport {
     pub per_set: BTreeMap<String, (usize, usize, usize)>,
     pub attached: Vec<String>,
     pub detached: Vec<String>,
+    /// Problems that did not stop the apply (XDP unavailable, ...).
+    pub warnings: Vec<String>,
     pub took: Duration,
 }
 
@@ -74,6 +82,7 @@ impl ApplyReport {
                 .iter()
                 .map(|i| format!("{i}: classifier detached")),
         );
+        out.extend(self.warnings.iter().cloned());
         out.push(format!(
             "{} prefix writes, {} policy writes in {:.1} ms ({:.2} ms of it in the kernel)",
             self.sync.prefix_writes,
@@ -93,12 +102,13 @@ pub struct FailoverReport {
     pub cause: String,
     /// (policy, before, after) for every policy whose verdict moved.
     pub moved: Vec<(String, String, String)>,
-    /// From the first sign of the fault to the decision.
-    pub detection: Duration,
+    /// From the first sign of the fault to the decision; `None` when an event (carrier, a
+    /// command) was itself the sign.
+    pub detection: Option<Duration>,
     /// From the decision to the flipped generation word.
     pub switch: Duration,
     pub flip: Option<(u32, u32)>,
-    /// Writing the new policy table failed: the old one stays live.
+    /// Writing the new policy table failed: the old one stays live (retried).
     pub error: Option<String>,
     /// Conntrack flush of the WAN's mark (on down).
     pub flushed: Option<String>,
@@ -123,12 +133,11 @@ impl std::fmt::Display for FailoverReport {
                 .collect();
             write!(f, "; policies moved: {}", moved.join(", "))?;
         }
-        write!(
-            f,
-            "; detected in {:.1} ms, switched in {:.2} ms",
-            self.detection.as_secs_f64() * 1e3,
-            self.switch.as_secs_f64() * 1e3
-        )?;
+        match self.detection {
+            Some(d) => write!(f, "; detected in {:.1} ms", d.as_secs_f64() * 1e3)?,
+            None => write!(f, "; detected by the event itself")?,
+        }
+        write!(f, ", switched in {:.2} ms", self.switch.as_secs_f64() * 1e3)?;
         if let Some((from, to)) = self.flip {
             write!(f, " (generation {from} -> {to})")?;
         }
@@ -138,7 +147,7 @@ impl std::fmt::Display for FailoverReport {
         if let Some(e) = &self.error {
             write!(
                 f,
-                "; FAILED to write the new policy table, the old one stays live: {e}"
+                "; FAILED to write the new policy table, the old one stays live (retrying): {e}"
             )?;
         }
         Ok(())
@@ -150,9 +159,9 @@ pub struct Controller {
     dp: Dataplane,
     /// What the prefix maps hold (read at start, kept current by every sync).
     prefixes: PrefixSets,
+    /// The rules the kernel knows (at start: read back from the pinned maps).
     compiled: Compiled,
-    rule_ids: BTreeMap<String, u32>,
-    wan_slots: BTreeMap<String, u32>,
+    wan_slots: NameIds,
     outcomes: BTreeMap<String, Outcome>,
     adopted: Adopted,
     started: Instant,
@@ -160,6 +169,9 @@ pub struct Controller {
     /// Health of every configured WAN, by name.
     health: BTreeMap<String, Tracker>,
     last_failover: Option<(Instant, FailoverReport)>,
+    /// The policy table in the kernel is behind the WAN states (a failover's write failed):
+    /// retried on every event until it succeeds.
+    policy_dirty: bool,
 }
 
 impl std::fmt::Debug for Controller {
@@ -187,6 +199,7 @@ impl Controller {
         config: Config,
         carrier: impl Fn(&str) -> bool,
     ) -> Result<(Controller, ApplyReport), ControllerError> {
+        check_lan(&config)?;
         let (dp, adopted) = Dataplane::open_pinned(
             &config.general.pin_dir,
             capacities(&config.general.capacity),
@@ -203,16 +216,16 @@ impl Controller {
             );
         }
         let prefixes = PrefixSets::read(&dp.maps)?;
-        let (rule_ids, wan_slots) = previous_ids(&dp)?;
+        let (rules, wan_slots) = previous_ids(&dp)?;
         let mut ctl = Controller {
             compiled: Compiled {
-                rules: BTreeMap::new(),
+                rules,
                 prefixes: PrefixSets::default(),
+                recycled: Vec::new(),
             },
             config: config.clone(),
             dp,
             prefixes,
-            rule_ids,
             wan_slots,
             outcomes: BTreeMap::new(),
             adopted,
@@ -220,6 +233,7 @@ impl Controller {
             last_apply: None,
             health: BTreeMap::new(),
             last_failover: None,
+            policy_dirty: false,
         };
         ctl.track_wans(&config, &carrier);
         let report = ctl.apply(config, true)?;
@@ -234,12 +248,26 @@ impl Controller {
         &mut self.dp
     }
 
+    /// Set name -> rule id of what the kernel holds.
+    fn rule_ids(&self) -> NameIds {
+        self.compiled
+            .rules
+            .values()
+            .filter(|r| r.id != DEFAULT_RULE)
+            .map(|r| (r.name.clone(), r.id))
+            .collect()
+    }
+
     /// Re-reads the configuration file. An invalid file changes nothing: the running
-    /// configuration stays and the errors are returned.
-    pub fn reload(&mut self) -> Result<ApplyReport, ControllerError> {
+    /// configuration stays and the errors are returned. `carrier` gives the link state of WANs
+    /// that are new.
+    pub fn reload(
+        &mut self,
+        carrier: impl Fn(&str) -> bool,
+    ) -> Result<ApplyReport, ControllerError> {
         let config = config::load(&self.config.path)?;
-        // New WANs start as if they had carrier; the daemon feeds their real link state next.
-        self.track_wans(&config, &|_: &str| true);
+        check_lan(&config)?;
+        self.track_wans(&config, &carrier);
         self.apply(config, false)
     }
 
@@ -261,6 +289,7 @@ impl Controller {
 
     /// The carrier of an interface changed (netlink). Returns the failover it caused, if any.
     pub fn carrier(&mut self, interface: &str, carrier: bool) -> Option<FailoverReport> {
+        // The configuration gives every WAN its own interface.
         let wan = self
             .config
             .wans
@@ -299,12 +328,49 @@ impl Controller {
             .and_then(|t| self.fail_over(wan, t)))
     }
 
-    /// A WAN changed state: recompute every policy from the cached compilation, write the
-    /// standby generation and flip. Flows that were on a WAN that went down lose their
-    /// conntrack entries (by mark), so they start over on the WAN that carries them now.
-    fn fail_over(&mut self, wan: &str, transition: Transition) -> Option<FailoverReport> {
-        let started = Instant::now();
-        let (table, outcomes) = policy::table(&self.config, &self.compiled.rules, |name| {
+    /// A LAN interface appeared, changed or disappeared (`index` None). A recreated interface
+    /// (new index) lost its links with the old one: attach again.
+    pub fn lan_link(&mut self, iface: &str, index: Option<u32>) -> Option<String> {
+        if !self.config.general.lan.iter().any(|l| l == iface) {
+            return None;
+        }
+        match index {
+            None => {
+                self.dp.forget(iface);
+                Some(format!(
+                    "{iface}: LAN interface gone, its classifier links with it"
+                ))
+            }
+            Some(i) if self.dp.attached_index(iface) == Some(i) => None,
+            Some(_) => Some(match self.dp.attach(iface, self.config.general.xdp) {
+                Ok(r) => format!(
+                    "{iface}: LAN interface (re)appeared: classifier attached{}",
+                    xdp_note(&r)
+                ),
+                Err(e) => format!("{iface}: attaching the classifier failed: {e}"),
+            }),
+        }
+    }
+
+    /// Retries a policy table write that failed; call on any event.
+    pub fn retry_pending(&mut self) -> Option<String> {
+        if !self.policy_dirty {
+            return None;
+        }
+        let (table, outcomes) = self.live_table();
+        match sync::flip_policy(&mut self.dp.maps, &table) {
+            Ok(_) => {
+                self.policy_dirty = false;
+                self.outcomes = outcomes;
+                Some("policy table written after an earlier failure: the kernel follows the WAN states again".into())
+            }
+            Err(e) => Some(format!("writing the policy table still fails: {e}")),
+        }
+    }
+
+    /// Every policy resolved with the WANs as they are now, from the cached compilation.
+    fn live_table(&self) -> (PolicyTable, BTreeMap<String, Outcome>) {
+        policy::table(&self.config, &self.compiled.rules, |name| {
             let w = self.config.wan(name)?;
             let slot = *self.wan_slots.get(name)?;
             Some(WanView {
@@ -312,7 +378,16 @@ impl Controller {
                 mark: w.mark,
                 up: self.health.get(name).is_none_or(Tracker::up),
             })
-        });
+        })
+    }
+
+    /// A WAN changed state: recompute every policy from the cached compilation (not the whole
+    /// configuration), write the standby generation and flip. Flows that were on a WAN that
+    /// went down lose their conntrack entries (by mark), so they start over on the WAN that
+    /// carries them now.
+    fn fail_over(&mut self, wan: &str, transition: Transition) -> Option<FailoverReport> {
+        let started = Instant::now();
+        let (table, outcomes) = self.live_table();
         let flip = sync::flip_policy(&mut self.dp.maps, &table);
         let switch = started.elapsed();
         let moved: Vec<(String, String, String)> = outcomes
@@ -336,17 +411,17 @@ impl Controller {
         if !transition.up
             && let Some(w) = self.config.wan(wan)
         {
-            report.flushed = Some(
-                match conntrack::flush_mark(w.mark, self.config.general.mark_mask) {
-                    Ok(()) => format!(
-                        "conntrack entries with mark {:#x}/{:#x} flushed",
-                        w.mark, self.config.general.mark_mask
-                    ),
-                    Err(e) => format!("conntrack flush failed: {e}"),
-                },
-            );
+            let mask = self.config.general.mark_mask;
+            report.flushed = Some(match conntrack::flush_mark(w.mark, mask) {
+                Ok(()) => format!(
+                    "conntrack entries with mark {:#x}/{mask:#x} flushed",
+                    w.mark
+                ),
+                Err(e) => format!("conntrack flush failed: {e}"),
+            });
         }
-        if report.error.is_none() {
+        self.policy_dirty = report.error.is_some();
+        if !self.policy_dirty {
             self.outcomes = outcomes;
         }
         self.last_failover = Some((Instant::now(), report.clone()));
@@ -354,60 +429,103 @@ impl Controller {
     }
 
     /// Brings the kernel to `config`: prefix maps and policy table (diff-synced), WAN names,
-    /// settings, then LAN attachments.
+    /// settings, then LAN attachments. Once the sync succeeded the controller follows the new
+    /// configuration, even if an attachment then fails (reported as such).
     fn apply(&mut self, config: Config, first: bool) -> Result<ApplyReport, ControllerError> {
         let started = Instant::now();
-        let Desired {
-            compiled,
-            wan_slots,
-            table,
-            outcomes,
-        } = desired(&config, &self.rule_ids, &self.wan_slots, |w| {
-            self.health.get(w).is_none_or(Tracker::up)
-        });
-        self.dp.capacities = capacities(&config.general.capacity);
-        let sync = sync::sync(
-            &mut self.dp.maps,
-            &mut self.prefixes,
-            &compiled.prefixes,
-            &table,
-            &self.dp.capacities,
-        )?;
-        self.write_wan_info(&config, &wan_slots)?;
-        self.write_settings(&config)?;
-        let (attached, detached) = self.reconcile_lan(&config, first)?;
-        let mut report = ApplyReport {
-            sync,
-            attached,
-            detached,
-            ..Default::default()
-        };
-        report.per_set = per_set(&report.sync, &compiled, &self.compiled);
-        report.took = started.elapsed();
-        self.rule_ids = compiled
-            .rules
-            .values()
-            .filter(|r| r.id != DEFAULT_RULE)
-            .map(|r| (r.name.clone(), r.id))
+        let old = self.compiled.clone();
+        let states: BTreeMap<String, bool> = self
+            .health
+            .iter()
+            .map(|(n, t)| (n.clone(), t.up()))
             .collect();
-        self.wan_slots = wan_slots;
-        self.compiled = compiled;
-        self.outcomes = outcomes;
-        self.config = config;
+        let up = |w: &str| states.get(w).copied().unwrap_or(true);
+        let mut want = desired(&config, &self.rule_ids(), &self.wan_slots, up);
+        self.dp.capacities = capacities(&config.general.capacity);
+        let mut report = ApplyReport::default();
+        if !want.compiled.recycled.is_empty() {
+            // A new set would take the id of a set removed in this same reload while that set's
+            // prefixes are still in the maps. Remove the old sets first, then add the new ones.
+            let mut first_step = config.clone();
+            first_step
+                .sets
+                .retain(|s| !want.compiled.recycled.contains(&s.name));
+            let step = desired(&first_step, &self.rule_ids(), &self.wan_slots, up);
+            report.sync = self.sync_to(&config, &step)?;
+            self.commit(&step, first_step);
+            want = desired(&config, &self.rule_ids(), &self.wan_slots, up);
+        }
+        let sync = self.sync_to(&config, &want)?;
+        merge(&mut report.sync, sync);
+        report.per_set = per_set(&report.sync, &want.compiled, &old);
+        self.commit(&want, config.clone());
+        self.write_wan_info(&config)?;
+        self.reconcile_lan(&config, first, &mut report)?;
+        report.took = started.elapsed();
         self.last_apply = Some((Instant::now(), report.clone()));
         Ok(report)
     }
 
-    fn write_wan_info(
-        &mut self,
-        config: &Config,
-        slots: &BTreeMap<String, u32>,
-    ) -> Result<(), DataplaneError> {
+    /// One sync, with the settings flags widened around it: source lookups are switched on
+    /// before the first source prefix lands and off only after the last one left.
+    fn sync_to(&mut self, config: &Config, want: &Desired) -> Result<SyncReport, ControllerError> {
+        let (before, after) = (
+            self.settings_for(config, &self.prefixes),
+            self.settings_for(config, &want.compiled.prefixes),
+        );
+        self.write_settings(Settings {
+            flags: before.flags | after.flags,
+            _pad: 0,
+        })?;
+        let report = sync::sync(
+            &mut self.dp.maps,
+            &mut self.prefixes,
+            &want.compiled.prefixes,
+            &want.table,
+            &self.dp.capacities,
+        )?;
+        let now = self.settings_for(config, &self.prefixes);
+        self.write_settings(now)?;
+        Ok(report)
+    }
+
+    fn commit(&mut self, want: &Desired, config: Config) {
+        self.compiled = want.compiled.clone();
+        self.wan_slots = want.wan_slots.clone();
+        self.outcomes = want.outcomes.clone();
+        self.config = config;
+        self.policy_dirty = false;
+    }
+
+    fn settings_for(&self, config: &Config, prefixes: &PrefixSets) -> Settings {
+        let mut flags = if config.general.log_packets {
+            settings_flags::LOG_PACKETS
+        } else {
+            0
+        };
+        if !prefixes.map(Direction::Src, true).is_empty() {
+            flags |= settings_flags::HAS_SRC_V4;
+        }
+        if !prefixes.map(Direction::Src, false).is_empty() {
+            flags |= settings_flags::HAS_SRC_V6;
+        }
+        Settings { flags, _pad: 0 }
+    }
+
+    fn write_settings(&mut self, want: Settings) -> Result<(), DataplaneError> {
+        if self.dp.maps.settings()? != want {
+            self.dp.maps.set_settings(want)?;
+        }
+        Ok(())
+    }
+
+    /// WAN names for `steer dump`; a slot that changes hands starts its counters from zero.
+    fn write_wan_info(&mut self, config: &Config) -> Result<(), DataplaneError> {
         for slot in 0..MAX_WANS {
             let want = config
                 .wans
                 .iter()
-                .find(|w| slots.get(&w.name) == Some(&slot))
+                .find(|w| self.wan_slots.get(&w.name) == Some(&slot))
                 .map(|w| WanInfo {
                     name: name_to_bytes(&w.name),
                     mark: w.mark,
@@ -416,61 +534,53 @@ impl Controller {
                     _pad: 0,
                 })
                 .unwrap_or_default();
-            if self.dp.maps.wan_info(slot)? != want {
+            let have = self.dp.maps.wan_info(slot)?;
+            if have != want {
+                if have.name != want.name {
+                    self.dp.maps.reset_wan_counter(slot)?;
+                }
                 self.dp.maps.set_wan_info(slot, want)?;
             }
         }
         Ok(())
     }
 
-    fn write_settings(&mut self, config: &Config) -> Result<(), DataplaneError> {
-        let flags = if config.general.log_packets {
-            settings_flags::LOG_PACKETS
-        } else {
-            0
-        };
-        let want = Settings { flags, _pad: 0 };
-        if self.dp.maps.settings()? != want {
-            self.dp.maps.set_settings(want)?;
-        }
-        Ok(())
-    }
-
-    /// Attaches to LAN interfaces that are new (or whose XDP setting changed) and detaches
-    /// from those no longer listed. At start every configured interface is (re)attached, which
-    /// adopts the links an earlier daemon pinned.
+    /// Attaches to every configured LAN interface (at start: adopting pinned links; later: new
+    /// interfaces, and XDP switched on or off) and detaches from those no longer listed.
     fn reconcile_lan(
         &mut self,
         config: &Config,
         first: bool,
-    ) -> Result<(Vec<String>, Vec<String>), ControllerError> {
-        let current: BTreeMap<String, Option<XdpAttachMode>> =
-            self.dp.attached().map(|(i, m)| (i.to_owned(), m)).collect();
-        let xdp_changed = config.general.xdp != self.config.general.xdp;
-        let mut attached = Vec::new();
+        report: &mut ApplyReport,
+    ) -> Result<(), ControllerError> {
+        let current: Vec<String> = self.dp.attached().map(|(i, _)| i.to_owned()).collect();
+
         for iface in &config.general.lan {
-            if !first && current.contains_key(iface) && !xdp_changed {
-                continue;
-            }
-            let mode = self
+            let r = self
                 .dp
                 .attach(iface, config.general.xdp)
                 .map_err(|source| ControllerError::Attach {
                     iface: iface.clone(),
                     source,
                 })?;
-            if let Some(mode) = mode {
+            if let Some(mode) = r.xdp {
                 log::info!("{iface}: XDP pre-classifier attached ({mode})");
             }
-            attached.push(iface.clone());
+            if let Some(e) = r.xdp_error {
+                report.warnings.push(format!(
+                    "{iface}: XDP could not be attached ({e}); TC classifies alone"
+                ));
+            }
+            if r.tc_attached || first {
+                report.attached.push(iface.clone());
+            }
         }
-        let mut detached = Vec::new();
-        for iface in current.keys().filter(|i| !config.general.lan.contains(i)) {
+        for iface in current.iter().filter(|i| !config.general.lan.contains(i)) {
             self.dp.detach(iface)?;
-            detached.push(iface.clone());
+            report.detached.push(iface.clone());
         }
-        detached.extend(self.dp.detach_unconfigured()?);
-        Ok((attached, detached))
+        report.detached.extend(self.dp.detach_unconfigured()?);
+        Ok(())
     }
 
     /// Detaches everything and removes all pinned state (`steer stop`).
@@ -488,24 +598,27 @@ impl Controller {
     /// The status document (`steer status`).
     pub fn status(&self) -> serde_json::Value {
         let generation = self.dp.maps.active_generation().ok();
+        let mut per_rule: HashMap<u32, usize> = HashMap::new();
+        for (dir, v4) in PrefixSets::KEYS {
+            for rule in self.prefixes.map(dir, v4).values() {
+                *per_rule.entry(*rule).or_default() += 1;
+            }
+        }
         let sets: Vec<serde_json::Value> = self
             .compiled
             .rules
             .values()
             .map(|r| {
                 let counter = self.dp.maps.rule_counter(r.id).unwrap_or_default();
-                let prefixes: usize = PrefixSets::KEYS
-                    .iter()
-                    .map(|(d, v4)| self.prefixes.map(*d, *v4).values().filter(|id| **id == r.id).count())
-                    .sum();
                 json!({
                     "name": r.name, "rule": r.id,
                     "match": match r.kind { rule_kind::SRC => "src", rule_kind::DST => "dst", _ => "default" },
-                    "policy": r.policy, "prefixes": prefixes,
+                    "policy": r.policy, "prefixes": per_rule.get(&r.id).copied().unwrap_or(0),
                     "packets": counter.packets, "bytes": counter.bytes,
                 })
             })
             .collect();
+        let now = Instant::now();
         let wans: Vec<serde_json::Value> = self
             .config
             .wans
@@ -513,12 +626,13 @@ impl Controller {
             .map(|w| {
                 let slot = self.wan_slots.get(&w.name).copied().unwrap_or(0);
                 let counter = self.dp.maps.wan_counter(slot).unwrap_or_default();
+                let health = self.health.get(&w.name);
                 json!({
                     "name": w.name, "interface": w.interface, "mark": format!("{:#x}", w.mark),
                     "table": w.table,
-                    "state": if self.health.get(&w.name).is_none_or(Tracker::up) { "up" } else { "down" },
-                    "detail": self.health.get(&w.name).map(|t| t.describe(Instant::now())),
-                    "carrier": self.health.get(&w.name).map(Tracker::carrier),
+                    "state": if health.is_none_or(Tracker::up) { "up" } else { "down" },
+                    "detail": health.map(|t| t.describe(now)),
+                    "carrier": health.map(Tracker::carrier),
                     "packets": counter.packets, "bytes": counter.bytes,
                 })
             })
@@ -539,6 +653,7 @@ impl Controller {
             "uptime_s": self.started.elapsed().as_secs(),
             "generation": generation,
             "adopted": self.adopted.maps,
+            "policy_in_sync": !self.policy_dirty,
             "lan": lan,
             "wans": wans,
             "policies": policies,
@@ -559,6 +674,42 @@ impl Controller {
     pub fn socket(&self) -> PathBuf {
         self.config.control.socket.clone()
     }
+}
+
+fn xdp_note(r: &crate::dataplane::AttachReport) -> String {
+    match (&r.xdp, &r.xdp_error) {
+        (Some(mode), _) => format!(" (with XDP, {mode})"),
+        (None, Some(e)) => format!(" (XDP failed: {e})"),
+        _ => String::new(),
+    }
+}
+
+/// Every configured LAN interface must exist before anything is applied.
+fn check_lan(config: &Config) -> Result<(), ControllerError> {
+    for iface in &config.general.lan {
+        let name = std::ffi::CString::new(iface.as_str())
+            .map_err(|_| ControllerError::NoLan(iface.clone()))?;
+        // SAFETY: `name` is NUL-terminated; if_nametoindex only reads it.
+        if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
+            return Err(ControllerError::NoLan(iface.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn merge(into: &mut SyncReport, more: SyncReport) {
+    for (rule, c) in more.per_rule {
+        let e = into.per_rule.entry(rule).or_default();
+        e.added += c.added;
+        e.changed += c.changed;
+        e.removed += c.removed;
+    }
+    into.prefix_writes += more.prefix_writes;
+    into.policy_writes += more.policy_writes;
+    into.flipped = more.flipped.or(into.flipped);
+    into.batched |= more.batched;
+    into.diff_time += more.diff_time;
+    into.kernel_time += more.kernel_time;
 }
 
 /// Names and the ids the kernel knows them by.
@@ -600,14 +751,24 @@ pub fn desired(
     }
 }
 
-/// Set names and WAN slots the pinned maps already use, so a restart keeps every id.
-fn previous_ids(dp: &Dataplane) -> Result<(NameIds, NameIds), DataplaneError> {
+/// The rules and WAN slots the pinned maps already hold, so a restart keeps every id.
+fn previous_ids(dp: &Dataplane) -> Result<(BTreeMap<u32, Rule>, NameIds), DataplaneError> {
     let generation = dp.maps.active_generation()?;
     let mut rules = BTreeMap::new();
-    for rule in DEFAULT_RULE + 1..steer_common::MAX_RULES {
-        let info = dp.maps.rule_info(generation, rule)?;
+    for id in 0..steer_common::MAX_RULES {
+        let info = dp.maps.rule_info(generation, id)?;
         if info.kind != rule_kind::UNUSED {
-            rules.insert(name_from_bytes(&info.set_name).to_owned(), rule);
+            let policy =
+                Some(name_from_bytes(&info.policy_name).to_owned()).filter(|p| !p.is_empty());
+            rules.insert(
+                id,
+                Rule {
+                    id,
+                    name: name_from_bytes(&info.set_name).to_owned(),
+                    policy,
+                    kind: info.kind,
+                },
+            );
         }
     }
     let mut wans = BTreeMap::new();

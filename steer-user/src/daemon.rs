@@ -92,7 +92,7 @@ impl Probers {
             let same = self
                 .tasks
                 .get(&wan.name)
-                .is_some_and(|(s, i, _)| format!("{s:?}") == format!("{spec:?}") && *i == interval);
+                .is_some_and(|(s, i, _)| *s == spec && *i == interval);
             if same {
                 continue;
             }
@@ -138,22 +138,20 @@ fn log_failover(report: Option<FailoverReport>) {
 }
 
 async fn serve(config: Config) -> Result<(), DaemonError> {
+    raise_fd_limit();
     let routing = Routing::new()?;
     let mut events = routing::watch()?;
-    let mut carriers = BTreeMap::new();
-    for wan in &config.wans {
-        let carrier = routing
-            .link_state(&wan.interface)
-            .await
-            .is_some_and(|(_, carrier, admin_up)| carrier && admin_up);
-        if !carrier {
-            log::warn!(
-                "{}: interface {} has no carrier (or does not exist): starting down",
-                wan.name,
-                wan.interface
-            );
-        }
-        carriers.insert(wan.interface.clone(), carrier);
+    let carriers = link_states(&routing, &config).await;
+    for wan in config
+        .wans
+        .iter()
+        .filter(|w| carriers.get(&w.interface) != Some(&true))
+    {
+        log::warn!(
+            "{}: interface {} has no carrier (or does not exist): starting down",
+            wan.name,
+            wan.interface
+        );
     }
     let (mut ctl, report) = Controller::start(config, |iface| {
         carriers.get(iface).copied().unwrap_or(false)
@@ -201,14 +199,25 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         };
         tokio::select! {
-            Some((wan, round)) = rounds.recv() => log_failover(ctl.probe_round(&wan, &summary(&round))),
+            Some((wan, round)) = rounds.recv() => {
+                log_failover(ctl.probe_round(&wan, &summary(&round)));
+                if let Some(line) = ctl.retry_pending() {
+                    log::warn!("{line}");
+                }
+            }
             Some(event) = events.next() => match event {
-                NetEvent::Link { name, carrier, admin_up, .. } => {
+                NetEvent::Link { index, name, carrier, admin_up } => {
                     log_failover(ctl.carrier(&name, carrier && admin_up));
+                    if let Some(line) = ctl.lan_link(&name, Some(index)) {
+                        log::warn!("{line}");
+                    }
                     due.get_or_insert(tokio::time::Instant::now() + RECONCILE_SETTLE);
                 }
                 NetEvent::LinkGone { name, .. } => {
                     log_failover(ctl.carrier(&name, false));
+                    if let Some(line) = ctl.lan_link(&name, None) {
+                        log::warn!("{line}");
+                    }
                     due.get_or_insert(tokio::time::Instant::now() + RECONCILE_SETTLE);
                 }
                 NetEvent::Changed => {
@@ -220,6 +229,9 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
                 reconcile(&routing, &ctl, "netlink event").await;
             }
             _ = periodic.tick() => {
+                if let Some(line) = ctl.retry_pending() {
+                    log::warn!("{line}");
+                }
                 reconcile(&routing, &ctl, "periodic check").await;
                 if !conntrack::installed() {
                     log::warn!("nftables table inet {} was missing: restoring it", conntrack::NFT_TABLE);
@@ -248,9 +260,9 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         }
     };
     drop(probers);
-    server.shutdown().await;
     match exit {
         Exit::Leave => {
+            server.shutdown().await;
             log::info!(
                 "stopping the daemon; steering keeps running with its last state (`steer stop` removes it)"
             );
@@ -272,9 +284,10 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
                 ),
                 Err(e) => Response::error(format!("stopping failed: {e}")),
             };
+            // Answer first: shutting the server down waits for connections in progress, and the
+            // one asking for the stop is one of them.
             let _ = reply.send(response);
-            // Give the reply a moment to leave before the runtime goes away.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            server.shutdown().await;
             log::info!("stopped: classifier detached, routing and pinned state removed");
             result.map(|_| ()).map_err(DaemonError::from)
         }
@@ -282,7 +295,9 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
 }
 
 fn ensure_conntrack_marking(ctl: &Controller) {
-    if let Err(e) = conntrack::install(ctl.config().general.mark_mask) {
+    let config = ctl.config();
+    let marks: Vec<u32> = config.wans.iter().map(|w| w.mark).collect();
+    if let Err(e) = conntrack::install(config.general.mark_mask, &marks) {
         log::warn!("{e}");
     }
 }
@@ -358,19 +373,16 @@ async fn reload(
     routing: &Routing,
     probers: &mut Probers,
 ) -> Result<Vec<String>, String> {
-    match ctl.reload() {
+    // The link state of every interface the new file may name, before anything is decided.
+    let carriers = match config::load(&ctl.config().path) {
+        Ok(next) => link_states(routing, &next).await,
+        Err(_) => BTreeMap::new(), // reload() reports the errors
+    };
+    match ctl.reload(|iface| carriers.get(iface).copied().unwrap_or(false)) {
         Ok(report) => {
             let lines = report.lines();
             for line in &lines {
                 log::info!("reload: {line}");
-            }
-            // New WANs' real link state, then routing and probes for the new configuration.
-            for wan in ctl.config().wans.clone() {
-                let carrier = routing
-                    .link_state(&wan.interface)
-                    .await
-                    .is_some_and(|(_, c, up)| c && up);
-                log_failover(ctl.carrier(&wan.interface, carrier));
             }
             ensure_conntrack_marking(ctl);
             reconcile(routing, ctl, "reload").await;
@@ -378,9 +390,43 @@ async fn reload(
             Ok(lines)
         }
         Err(e) => {
-            let msg = format!("reload refused, still running the previous configuration:\n{e}");
+            let msg = match e {
+                ControllerError::Attach { .. } => format!("reload applied with a problem:\n{e}"),
+                e => format!("reload refused, still running the previous configuration:\n{e}"),
+            };
             log::error!("{msg}");
             Err(msg)
+        }
+    }
+}
+
+/// Carrier (and admin up) of every WAN interface of `config`, by interface name.
+async fn link_states(routing: &Routing, config: &Config) -> BTreeMap<String, bool> {
+    let mut out = BTreeMap::new();
+    for wan in &config.wans {
+        let up = routing
+            .link_state(&wan.interface)
+            .await
+            .is_some_and(|(_, carrier, admin_up)| carrier && admin_up);
+        out.insert(wan.interface.clone(), up);
+    }
+    out
+}
+
+/// Raises the soft limit on open files to the hard one: every slot trie of the prefix sets is
+/// an open map (up to 4 x 256), and probes open sockets on top.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a zeroed struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                log::warn!(
+                    "cannot raise the open-file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct Compiled {
     /// By rule id; always holds rule 0.
     pub rules: BTreeMap<u32, Rule>,
     pub prefixes: PrefixSets,
+    /// New sets that had to take the id of a set removed in this same compilation (every other
+    /// id was taken); the controller removes the old sets first, then adds these.
+    pub recycled: Vec<String>,
 }
 
 impl Compiled {
@@ -46,14 +49,25 @@ impl Compiled {
     }
 }
 
-/// Gives every name an id: names in `previous` keep theirs, new names take the lowest free id
-/// in `first..limit`. `wanted` must fit (the configuration checks the limits).
+/// Ids for names: the result, and the new names that got an id `previous` gave to a name that
+/// is gone.
+#[derive(Debug)]
+pub struct Ids {
+    pub ids: BTreeMap<String, u32>,
+    pub recycled: Vec<String>,
+}
+
+/// Gives every name an id in `first..limit`: names in `previous` keep theirs; new names take the
+/// lowest id nobody in `previous` had, so an id whose old owner's entries may still be in the
+/// kernel is not handed out in the same step. Only when no such id is left does a new name
+/// take one that was freed (reported in `recycled`). `wanted` must fit in the range (the
+/// configuration checks the limits).
 pub fn stable_ids(
     wanted: &[&str],
     previous: &BTreeMap<String, u32>,
     first: u32,
     limit: u32,
-) -> BTreeMap<String, u32> {
+) -> Ids {
     let mut ids: BTreeMap<String, u32> = wanted
         .iter()
         .filter_map(|n| {
@@ -63,26 +77,36 @@ pub fn stable_ids(
                 .map(|id| ((*n).to_owned(), *id))
         })
         .collect();
-    let mut taken: Vec<bool> = (0..limit)
-        .map(|id| ids.values().any(|v| *v == id))
-        .collect();
+    let mut kept = vec![false; limit as usize];
+    let mut held_before = vec![false; limit as usize];
+    for id in ids.values() {
+        kept[*id as usize] = true;
+    }
+    for id in previous.values().filter(|id| (first..limit).contains(*id)) {
+        held_before[*id as usize] = true;
+    }
+    let mut recycled = Vec::new();
     for name in wanted {
         if ids.contains_key(*name) {
             continue;
         }
-        let id = (first..limit)
-            .find(|id| !taken[*id as usize])
-            .expect("the configuration limits the number of names");
-        taken[id as usize] = true;
+        let fresh = (first..limit).find(|id| !kept[*id as usize] && !held_before[*id as usize]);
+        let id = fresh.unwrap_or_else(|| {
+            recycled.push((*name).to_owned());
+            (first..limit)
+                .find(|id| !kept[*id as usize])
+                .expect("the configuration limits the number of names")
+        });
+        kept[id as usize] = true;
         ids.insert((*name).to_owned(), id);
     }
-    ids
+    Ids { ids, recycled }
 }
 
 /// Compiles the sets of `config`, keeping the rule ids of `previous` (set name -> id).
 pub fn compile(config: &Config, previous: &BTreeMap<String, u32>) -> Compiled {
     let names: Vec<&str> = config.sets.iter().map(|s| s.name.as_str()).collect();
-    let ids = stable_ids(&names, previous, DEFAULT_RULE + 1, MAX_RULES);
+    let Ids { ids, recycled } = stable_ids(&names, previous, DEFAULT_RULE + 1, MAX_RULES);
     let mut rules = BTreeMap::new();
     rules.insert(
         DEFAULT_RULE,
@@ -113,13 +137,17 @@ pub fn compile(config: &Config, previous: &BTreeMap<String, u32>) -> Compiled {
             prefixes.insert(set.direction, entry.prefix, id);
         }
     }
-    Compiled { rules, prefixes }
+    Compiled {
+        rules,
+        prefixes,
+        recycled,
+    }
 }
 
 /// WAN slots (per-WAN counters and names in the kernel), stable across reloads like rule ids.
 pub fn wan_slots(config: &Config, previous: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
     let names: Vec<&str> = config.wans.iter().map(|w| w.name.as_str()).collect();
-    stable_ids(&names, previous, 0, MAX_WANS)
+    stable_ids(&names, previous, 0, MAX_WANS).ids
 }
 
 #[cfg(test)]
@@ -127,20 +155,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_stable_and_reuse_the_lowest_free() {
+    fn ids_are_stable_and_freed_ids_wait_a_step() {
         let prev: BTreeMap<String, u32> = [
             ("a".to_owned(), 1),
             ("b".to_owned(), 2),
             ("c".to_owned(), 3),
         ]
         .into();
-        let ids = stable_ids(&["c", "new", "a"], &prev, 1, 10);
-        assert_eq!(ids["a"], 1);
-        assert_eq!(ids["c"], 3);
-        assert_eq!(ids["new"], 2, "b's id is free again");
+        let r = stable_ids(&["c", "new", "a"], &prev, 1, 10);
+        assert_eq!((r.ids["a"], r.ids["c"]), (1, 3));
+        assert_eq!(
+            r.ids["new"], 4,
+            "b's id 2 may still be in the kernel: not reused yet"
+        );
+        assert!(r.recycled.is_empty());
         let fresh = stable_ids(&["x", "y"], &BTreeMap::new(), 1, 10);
-        assert_eq!((fresh["x"], fresh["y"]), (1, 2));
+        assert_eq!((fresh.ids["x"], fresh.ids["y"]), (1, 2));
         let out_of_range: BTreeMap<String, u32> = [("x".to_owned(), 0)].into();
-        assert_eq!(stable_ids(&["x"], &out_of_range, 1, 10)["x"], 1);
+        assert_eq!(stable_ids(&["x"], &out_of_range, 1, 10).ids["x"], 1);
+        // All ids taken before: a new name has to take a freed one, and says so.
+        let full: BTreeMap<String, u32> = [("a".to_owned(), 1), ("b".to_owned(), 2)].into();
+        let r = stable_ids(&["a", "z"], &full, 1, 3);
+        assert_eq!(r.ids["z"], 2);
+        assert_eq!(r.recycled, vec!["z".to_owned()]);
     }
 }

@@ -543,6 +543,20 @@ const CASES: &[Case] = &[
         "also listed in general.lan",
     ),
     case(
+        "interface = \"eth2\"",
+        "interface = \"eth1\"",
+        "\"eth1\"\nmark = 0x200",
+        "wan[wan2].interface",
+        "already the interface of WAN `wan1` (line 6)",
+    ),
+    case(
+        "mark = 0x200",
+        "mark = 0xff00",
+        "0xff00",
+        "wan[wan2].mark",
+        "reserved for the `unreachable` last resort",
+    ),
+    case(
         "lan = [\"br-lan\"]",
         "lan = [\"br-lan\"]\nmark_mask = 0",
         "mark_mask = |0",

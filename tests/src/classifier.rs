@@ -10,7 +10,7 @@ use steer::{
     packet::Frame,
     prefix::Prefix,
 };
-use steer_common::{GENERATIONS, NO_WAN, PolicyEntry, action};
+use steer_common::{GENERATIONS, NO_WAN, PolicyEntry, action, settings_flags};
 
 /// The mark mask the fixtures use (the DESIGN.md default).
 pub const MASK: u32 = 0xff00;
@@ -63,11 +63,26 @@ impl Classifier {
         self
     }
 
+    /// A source prefix, with the settings flag that makes the classifier look at sources.
     pub fn src(&mut self, prefix: &str, rule: u32) -> &mut Self {
+        let p = prefix_of(prefix);
+        self.with_source_lookups(p.is_v4());
         self.dp
             .maps
-            .set_prefix(Direction::Src, prefix_of(prefix), rule)
+            .set_prefix(Direction::Src, p, rule)
             .expect("insert src prefix");
+        self
+    }
+
+    /// Sets `HAS_SRC_V4` or `HAS_SRC_V6` (the controller does this for source sets).
+    pub fn with_source_lookups(&mut self, v4: bool) -> &mut Self {
+        let mut settings = self.dp.maps.settings().expect("read settings");
+        settings.flags |= if v4 {
+            settings_flags::HAS_SRC_V4
+        } else {
+            settings_flags::HAS_SRC_V6
+        };
+        self.dp.maps.set_settings(settings).expect("write settings");
         self
     }
 

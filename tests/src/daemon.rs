@@ -42,10 +42,13 @@ pub fn steer_in(ns: &Netns) -> Command {
     let mut cmd = Command::new(steer_bin());
     let path = format!("/run/netns/{}", ns.name);
     let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: between fork and exec only async-signal-safe calls: setns on an inherited fd.
+    // SAFETY: between fork and exec only async-signal-safe calls: setns on an inherited fd, and
+    // prctl so the daemon dies with the test process (no orphan after a crashed test run).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0
+                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -65,7 +68,8 @@ pub struct Workdir {
 
 impl Workdir {
     pub fn new(tag: &str) -> Workdir {
-        let id = format!("{}-{}", crate::unique_tag(), tag);
+        sweep_stale();
+        let id = format!("{}-{}-{tag}", std::process::id(), crate::unique_tag());
         let dir = std::env::temp_dir().join(format!("steer-test-{id}"));
         std::fs::create_dir_all(dir.join("lists")).expect("create test dir");
         Workdir {
@@ -92,6 +96,35 @@ impl Workdir {
 
     pub fn control_section(&self) -> String {
         format!("[control]\nsocket = \"{}\"\n", self.socket.display())
+    }
+}
+
+/// Removes the pin directories and scratch directories of test processes that no longer exist
+/// (a crashed or killed run).
+fn sweep_stale() {
+    let dead = |name: &str| {
+        name.strip_prefix("steer-test-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    for (root, pins) in [
+        (Path::new("/sys/fs/bpf"), true),
+        (std::env::temp_dir().as_path(), false),
+    ] {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if dead(&name) {
+                if pins {
+                    let _ = steer::dataplane::remove_pinned(&entry.path());
+                } else {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
     }
 }
 

@@ -538,3 +538,34 @@ fn prefixes_on_both_sides_of_the_trie_split_keep_longest_match() {
     );
     assert_eq!(c.mark_of(CLIENT6, "2001:db9:5::1"), 0x1300);
 }
+
+#[test]
+fn source_lookups_run_only_when_the_settings_say_there_are_source_prefixes() {
+    // The controller sets HAS_SRC_V4/V6 before the first source prefix lands and clears it
+    // after the last one left; without the flag the classifier skips the source tries.
+    let mut c = nested_v4();
+    c.mark_rule(9, 0x1900);
+    c.dp.maps
+        .set_prefix(
+            steer::dataplane::Direction::Src,
+            steer_tests::classifier::prefix_of("192.168.1.0/28"),
+            9,
+        )
+        .unwrap();
+    assert_eq!(
+        c.mark_of("192.168.1.10", "10.0.1.7"),
+        0x1300,
+        "flag off: destination rules decide"
+    );
+    c.with_source_lookups(true);
+    assert_eq!(
+        c.mark_of("192.168.1.10", "10.0.1.7"),
+        0x1900,
+        "flag on: the source rule wins"
+    );
+    assert_eq!(
+        c.mark_of("fd00::10", "2001:db8::1"),
+        DEFAULT_MARK,
+        "the IPv6 flag is separate"
+    );
+}

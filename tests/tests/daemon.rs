@@ -505,3 +505,70 @@ fn packet_logging_reaches_the_daemon_log_only_when_switched_on() {
         "no packet logged once switched off"
     );
 }
+
+#[test]
+fn a_recreated_lan_interface_gets_the_classifier_again() {
+    let (lab, work) = setup("relan");
+    let daemon = Daemon::start(&lab.router, &work);
+    assert_eq!(tcx_programs(&lab), ["steer_tc"]);
+    // Delete the LAN link (both veth ends go) and make it again, as netifd does with br-lan.
+    lab.router.run("ip link del dev lan0");
+    steer_tests::netns::veth(&lab.client, "eth0", &lab.router, "lan0");
+    lab.router
+        .run("ip addr add 10.10.0.1/24 dev lan0 && ip -6 addr add fd10::1/64 dev lan0 nodad");
+    lab.client.run(
+        "ip addr add 10.10.0.2/24 dev eth0 && ip -6 addr add fd10::2/64 dev eth0 nodad && \
+         ip route add default via 10.10.0.1 && ip -6 route add default via fd10::1",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tcx_programs(&lab) != ["steer_tc"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not re-attached:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        daemon
+            .log_text()
+            .contains("lan0: LAN interface (re)appeared: classifier attached"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+#[test]
+fn a_stranger_that_reaches_the_socket_is_refused_by_its_credentials() {
+    let (lab, work) = setup("peercred");
+    let _daemon = Daemon::start(&lab.router, &work);
+    // Open the socket file and its directory to everyone: only SO_PEERCRED stands in the way.
+    std::fs::set_permissions(
+        &work.dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &work.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let out = std::process::Command::new(steer_tests::daemon::steer_bin())
+        .args(["wan", "wan1", "down", "--socket"])
+        .arg(&work.socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("permission denied: uid 65534 may not control steer"),
+        "{err}"
+    );
+    let status = ok(&[&"status", &"--json", &"--socket", &work.socket]);
+    assert!(
+        status.contains("\"state\": \"up\""),
+        "the request had no effect: {status}"
+    );
+}

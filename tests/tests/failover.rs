@@ -76,7 +76,7 @@ fn carrier_loss_moves_traffic_to_wan2_at_once() {
         .unwrap_or_else(|| panic!("no failover line:\n{log}"));
     assert!(
         line.contains("wan1-first: wan1 -> wan2")
-            && line.contains("detected in")
+            && line.contains("detected by the event itself")
             && line.contains("switched in"),
         "{line}"
     );

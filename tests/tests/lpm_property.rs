@@ -101,6 +101,11 @@ fn random_sets(rng: &mut Rng, v4: bool, dst_count: usize, src_count: usize) -> S
 }
 
 fn load(c: &mut Classifier, sets: &Sets) {
+    for v4 in [true, false] {
+        if sets.src.keys().any(|p| p.is_v4() == v4) {
+            c.with_source_lookups(v4);
+        }
+    }
     for (dir, set) in [(Direction::Dst, &sets.dst), (Direction::Src, &sets.src)] {
         for (p, rule) in set {
             c.dp.maps.set_prefix(dir, *p, *rule).expect("insert");

@@ -15,7 +15,7 @@ use steer::{
     config::{self, Config},
     controller::{NameIds, desired},
     dataplane::{
-        Capacities, Dataplane, DataplaneError,
+        Capacities, Dataplane, DataplaneError, Direction,
         run::run_tc,
         sync::{self, PrefixSets, SyncError, SyncReport},
     },
@@ -148,12 +148,13 @@ fn one_changed_line_in_a_large_list_touches_only_that_entry() {
         .expect("first sync");
     assert_eq!(first.per_rule.values().map(|c| c.added).sum::<usize>(), N);
 
-    // Line 5001 changes from 10.19.136.0/24 to 172.16.0.0/24.
+    // Line 5001 changes from 10.19.136.0/24 to 11.200.0.0/24 (a slot that has a trie already).
+    let kernel_before = PrefixSets::read(&dp.maps).expect("dump");
     work.write(
         "lists/bypass.txt",
         &list((0..N).map(|i| {
             if i == 5000 {
-                "172.16.0.0/24".into()
+                "11.200.0.0/24".into()
             } else {
                 prefix24(i)
             }
@@ -181,6 +182,26 @@ fn one_changed_line_in_a_large_list_touches_only_that_entry() {
         .expect("the bypass rule changed");
     assert_eq!((c.added, c.changed, c.removed), (1, 0, 1));
     kernel_matches_state(&dp, &applied.state);
+    // Independently of the write meter: the kernel's contents differ in exactly those two.
+    let kernel_after = PrefixSets::read(&dp.maps).expect("dump");
+    let (old, new) = (
+        kernel_before.map(Direction::Dst, true),
+        kernel_after.map(Direction::Dst, true),
+    );
+    let gone: Vec<_> = old.keys().filter(|p| !new.contains_key(*p)).collect();
+    let came: Vec<_> = new.keys().filter(|p| !old.contains_key(*p)).collect();
+    assert_eq!(
+        (gone.len(), came.len()),
+        (1, 1),
+        "gone {gone:?}, came {came:?}"
+    );
+    assert_eq!(gone[0].to_string(), "10.19.136.0/24");
+    assert_eq!(came[0].to_string(), "11.200.0.0/24");
+    assert!(
+        old.iter()
+            .all(|(p, r)| p == gone[0] || new.get(p) == Some(r)),
+        "every other entry kept its rule"
+    );
 
     // Reloading the same thing writes nothing at all.
     let before = dp.maps.writes();
@@ -320,9 +341,8 @@ fn a_write_failing_midway_restores_the_previous_state() {
     work.write("lists/bypass.txt", &list((100..500).map(prefix24)));
     let cfg = load(&work, BYPASS_FROM_LIST);
     let start = dp.maps.writes();
-    dp.maps.fail_after_writes(Some(start + 49));
+    dp.maps.fail_writes_after(start + 49, 1);
     let err = applied.apply(&mut dp, &cfg).expect_err("injected failure");
-    dp.maps.fail_after_writes(None);
     match &err {
         SyncError::RolledBack {
             source: DataplaneError::InjectedFault { .. },
@@ -369,9 +389,9 @@ fn a_removal_failing_after_the_flip_is_completed_later() {
     work.write("lists/bypass.txt", &list((0..5).map(prefix24)));
     let cfg = load(&work, BYPASS_FROM_LIST);
     let start = dp.maps.writes();
-    dp.maps.fail_after_writes(Some(start));
+    // The first removal fails, and so does its retry.
+    dp.maps.fail_writes_after(start, 2);
     let err = applied.apply(&mut dp, &cfg).expect_err("removals fail");
-    dp.maps.fail_after_writes(None);
     assert!(
         matches!(err, SyncError::Incomplete { left: 6, .. }),
         "{err}"

@@ -121,7 +121,7 @@ fn steer_real_traffic(with_xdp: bool) {
 
     let mut witness = Witness::load();
     let mode = lab.router.enter(|| {
-        let mode = dp.attach("lan0", with_xdp).expect("attach steer");
+        let mode = dp.attach("lan0", with_xdp).expect("attach steer").xdp;
         witness.attach(
             "lan0",
             aya::programs::LinkOrder::after_program(dp.tc()).expect("steer is loaded"),
@@ -214,4 +214,41 @@ fn tc_marks_steer_real_traffic() {
 #[test]
 fn xdp_verdicts_reach_tc_through_metadata_in_real_traffic() {
     steer_real_traffic(true);
+}
+
+#[test]
+fn xdp_falls_back_to_generic_where_the_driver_has_none_and_the_pin_remembers_it() {
+    require_root();
+    // A macvlan has no native XDP: steer attaches generic XDP, says so, and a new daemon
+    // adopting the pinned link reports the same mode.
+    let ns = Netns::new("xdpgen");
+    ns.run("ip link add base0 type veth peer name base1 && ip link set base0 up && ip link set base1 up && \
+            ip link add mv0 link base0 type macvlan mode bridge && ip link set mv0 up");
+    let work = steer_tests::daemon::Workdir::new("xdpgen");
+    let mode = ns.enter(|| {
+        let (mut dp, _) =
+            Dataplane::open_pinned(&work.pin_dir, Capacities::default()).expect("open pinned");
+        let r = dp.attach("mv0", true).expect("attach");
+        assert!(r.xdp_error.is_none(), "{:?}", r.xdp_error);
+        r.xdp
+    });
+    assert_eq!(mode, Some(XdpAttachMode::Generic));
+    assert!(work.pin_dir.join("links/xdp-generic-mv0").exists());
+    let adopted = ns.enter(|| {
+        let (mut dp, adopted) =
+            Dataplane::open_pinned(&work.pin_dir, Capacities::default()).expect("reopen");
+        assert_eq!(adopted.xdp_links, ["mv0"]);
+        let r = dp.attach("mv0", true).expect("adopt");
+        assert!(r.adopted, "the TC link was adopted");
+        // Switching XDP off keeps the TC link (no moment without a classifier).
+        let r2 = dp.attach("mv0", false).expect("xdp off");
+        assert!(!r2.tc_attached && r2.xdp.is_none());
+        r.xdp
+    });
+    assert_eq!(adopted, Some(XdpAttachMode::Generic));
+    assert!(
+        !work.pin_dir.join("links/xdp-generic-mv0").exists(),
+        "xdp pin removed"
+    );
+    assert!(work.pin_dir.join("links/tc-mv0").exists(), "tc pin kept");
 }

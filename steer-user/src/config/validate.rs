@@ -518,6 +518,7 @@ impl<'c, 'a> Builder<'c, 'a> {
         let mut marks: HashMap<u32, (String, usize)> = HashMap::new();
         let mut tables: HashMap<u32, (String, usize)> = HashMap::new();
         let mut out = Vec::new();
+        let mut interfaces: HashMap<String, (String, usize)> = HashMap::new();
         for (i, w) in raw.into_iter().enumerate() {
             let span = w.span();
             let w = w.into_inner();
@@ -557,6 +558,16 @@ impl<'c, 'a> Builder<'c, 'a> {
                         format!("`{}` is also listed in general.lan", v.get_ref()),
                         "a WAN interface carries traffic to the internet; list only LAN-side interfaces in general.lan",
                     );
+                } else if let Some((other, line)) = interfaces.get(v.get_ref()) {
+                    self.err(
+                        &v.span(),
+                        f("interface"),
+                        format!("`{}` is already the interface of WAN `{other}` (line {line})", v.get_ref()),
+                        "each WAN needs its own interface: its carrier and probes tell about that line only",
+                    );
+                } else {
+                    let line = self.line(&v.span());
+                    interfaces.insert(v.get_ref().clone(), (name.clone(), line));
                 }
             }
             let mark = w.mark.as_ref().map_or(0, |v| {

@@ -31,14 +31,33 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// The four prefix sets in the order of every four-entry table about them: destination
+    /// IPv4, destination IPv6, source IPv4, source IPv6.
+    pub const ALL: [(Direction, bool); 4] = [
+        (Direction::Dst, true),
+        (Direction::Dst, false),
+        (Direction::Src, true),
+        (Direction::Src, false),
+    ];
+
+    /// Position of (this direction, IPv4?) in [`Direction::ALL`].
+    pub const fn index(self, v4: bool) -> usize {
+        match (self, v4) {
+            (Direction::Dst, true) => 0,
+            (Direction::Dst, false) => 1,
+            (Direction::Src, true) => 2,
+            (Direction::Src, false) => 3,
+        }
+    }
+
     /// The split-trie map and its short-prefix trie for this direction and family.
     pub fn map_names(self, v4: bool) -> (&'static str, &'static str) {
-        match (self, v4) {
-            (Direction::Dst, true) => (names::DST_V4, names::DST_V4_SHORT),
-            (Direction::Dst, false) => (names::DST_V6, names::DST_V6_SHORT),
-            (Direction::Src, true) => (names::SRC_V4, names::SRC_V4_SHORT),
-            (Direction::Src, false) => (names::SRC_V6, names::SRC_V6_SHORT),
-        }
+        [
+            (names::DST_V4, names::DST_V4_SHORT),
+            (names::DST_V6, names::DST_V6_SHORT),
+            (names::SRC_V4, names::SRC_V4_SHORT),
+            (names::SRC_V6, names::SRC_V6_SHORT),
+        ][self.index(v4)]
     }
 }
 
@@ -72,8 +91,8 @@ pub struct Maps {
     wan_info: Array<MapData, WanInfo>,
     /// Element writes issued through this handle (a batch of n counts n).
     writes: u64,
-    /// Fault injection for tests: the write that would pass this count fails.
-    fail_after: Option<u64>,
+    /// Fault injection for tests: (writes before the fault, failing writes left).
+    fail_after: Option<(u64, u32)>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -150,22 +169,36 @@ impl Maps {
         self.writes
     }
 
-    /// Fault injection for tests of the rollback paths: once `Some(n)` writes have been
-    /// counted, every further write fails without reaching the kernel.
+    /// Fault injection for tests of the failure paths: the write that would pass `n` counted
+    /// writes fails without reaching the kernel, and so does every write after it, `times`
+    /// times in all; then writes work again (so a rollback or a retry can be observed).
     #[doc(hidden)]
-    pub fn fail_after_writes(&mut self, n: Option<u64>) {
-        self.fail_after = n;
+    pub fn fail_writes_after(&mut self, n: u64, times: u32) {
+        self.fail_after = Some((n, times));
     }
 
     /// Counts `n` element writes, or refuses them when an injected fault says so.
     fn meter(&mut self, n: u64) -> Result<(), DataplaneError> {
-        if let Some(limit) = self.fail_after
+        if let Some((limit, left)) = self.fail_after
             && self.writes + n > limit
         {
+            self.fail_after = (left > 1).then_some((limit, left - 1));
             return Err(DataplaneError::InjectedFault { after: limit });
         }
         self.writes += n;
         Ok(())
+    }
+
+    /// Counts the slot tries the split tries published while writing prefixes.
+    fn meter_published(&mut self) {
+        self.writes += [
+            self.dst_v4.take_published(),
+            self.dst_v6.take_published(),
+            self.src_v4.take_published(),
+            self.src_v6.take_published(),
+        ]
+        .iter()
+        .sum::<u64>();
     }
 
     // ---- prefixes -------------------------------------------------------------------------
@@ -186,6 +219,7 @@ impl Maps {
                 .trie_v6_mut(dir)
                 .insert((len.into(), addr.octets()), rule)?,
         }
+        self.meter_published();
         Ok(())
     }
 
@@ -288,6 +322,7 @@ impl Maps {
             .collect();
         let used4 = self.trie_v4_mut(dir).insert_many(&raw4, batched)?;
         let used6 = self.trie_v6_mut(dir).insert_many(&raw6, batched)?;
+        self.meter_published();
         Ok(if used4 || used6 {
             WriteMode::Batched
         } else {
@@ -443,20 +478,37 @@ impl Maps {
 
     /// Zeroes every counter (rules, WANs, paths).
     pub fn reset_counters(&mut self) -> Result<(), DataplaneError> {
-        let cpus = nr_cpus()
-            .map_err(|(_, e)| map_err(names::STATS_RULE, "count CPUs")(MapError::IoError(e)))?;
-        let zero = || PerCpuValues::try_from(vec![Counter::default(); cpus]).expect("non-empty");
-        for (map, name, len) in [
-            (&mut self.stats_rule, names::STATS_RULE, MAX_RULES),
-            (&mut self.stats_wan, names::STATS_WAN, MAX_WANS),
-            (&mut self.stats_path, names::STATS_PATH, path::COUNT),
-        ] {
-            for i in 0..len {
-                map.set(i, zero(), 0).map_err(map_err(name, "reset"))?;
-            }
+        for i in 0..MAX_RULES {
+            self.reset_rule_counter(i)?;
+        }
+        for i in 0..MAX_WANS {
+            self.reset_wan_counter(i)?;
+        }
+        for i in 0..path::COUNT {
+            reset(&mut self.stats_path, i, names::STATS_PATH)?;
         }
         Ok(())
     }
+
+    /// Zeroes one rule's counters (a rule id that starts to mean another set).
+    pub fn reset_rule_counter(&mut self, rule: u32) -> Result<(), DataplaneError> {
+        reset(&mut self.stats_rule, rule, names::STATS_RULE)
+    }
+
+    /// Zeroes one WAN slot's counters (a slot that starts to mean another WAN).
+    pub fn reset_wan_counter(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        reset(&mut self.stats_wan, slot, names::STATS_WAN)
+    }
+}
+
+fn reset(
+    map: &mut PerCpuArray<MapData, Counter>,
+    index: u32,
+    name: &'static str,
+) -> Result<(), DataplaneError> {
+    let cpus = nr_cpus().map_err(|(_, e)| map_err(name, "count CPUs")(MapError::IoError(e)))?;
+    let zero = PerCpuValues::try_from(vec![Counter::default(); cpus]).expect("at least one CPU");
+    map.set(index, zero, 0).map_err(map_err(name, "reset"))
 }
 
 /// How `Maps::set_prefixes` writes.

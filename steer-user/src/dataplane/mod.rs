@@ -1,6 +1,7 @@
 //! The kernel side as userspace sees it: load the steer object, attach its programs to LAN
 //! interfaces, and reach its maps through typed handles.
 
+mod attach;
 pub mod maps;
 pub mod pin;
 pub mod run;
@@ -16,18 +17,15 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::MapError,
-    programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::{FdLink, LinkError, PinnedLink},
-        tc::{SchedClassifierLink, TcAttachOptions},
-        xdp::XdpLink,
-    },
+    programs::{ProgramError, SchedClassifier, Xdp},
 };
 use steer_common::{map_names, program_names};
 
+pub use attach::AttachReport;
 pub use maps::{Direction, Maps, WriteMode};
 
 use crate::objects;
+use attach::Attachment;
 use pin::{LinkKind, PinDir};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +54,8 @@ pub enum DataplaneError {
     RuleOutOfRange(u32),
     #[error("interface {0} is not attached")]
     NotAttached(String),
+    #[error("interface {0} does not exist; check general.lan (nothing was attached to it)")]
+    NoInterface(String),
     #[error(transparent)]
     Pin(#[from] pin::PinError),
     #[error("bpf link: {0}")]
@@ -71,7 +71,7 @@ pub enum DataplaneError {
     InjectedFault { after: u64 },
 }
 
-fn prog_err(
+pub(crate) fn prog_err(
     program: &'static str,
     op: impl Into<String>,
 ) -> impl FnOnce(ProgramError) -> DataplaneError {
@@ -105,12 +105,7 @@ impl Default for Capacities {
 
 impl Capacities {
     pub fn of(&self, dir: Direction, v4: bool) -> u32 {
-        match (dir, v4) {
-            (Direction::Dst, true) => self.dst_v4,
-            (Direction::Dst, false) => self.dst_v6,
-            (Direction::Src, true) => self.src_v4,
-            (Direction::Src, false) => self.src_v6,
-        }
+        [self.dst_v4, self.dst_v6, self.src_v4, self.src_v6][dir.index(v4)]
     }
 }
 
@@ -130,37 +125,6 @@ impl std::fmt::Display for XdpAttachMode {
             XdpAttachMode::Generic => "generic",
         })
     }
-}
-
-/// A link this process holds: plain (detached when dropped) or pinned (stays attached after the
-/// process exits, until `steer stop` removes the pin).
-#[derive(Debug)]
-enum HeldLink {
-    Plain(FdLink),
-    Pinned(PinnedLink, PathBuf),
-}
-
-impl HeldLink {
-    /// Detaches: unpin (if pinned) and close the last descriptor.
-    fn detach(self) -> Result<(), DataplaneError> {
-        match self {
-            HeldLink::Plain(link) => drop(link),
-            HeldLink::Pinned(link, path) => {
-                drop(
-                    link.unpin().map_err(|source| {
-                        DataplaneError::Pin(pin::PinError::Io { path, source })
-                    })?,
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug)]
-struct Attachment {
-    tc: HeldLink,
-    xdp: Option<(HeldLink, XdpAttachMode)>,
 }
 
 /// What opening a pinned dataplane found from a previous daemon.
@@ -204,7 +168,11 @@ impl Dataplane {
         let adopted = Adopted {
             maps: pins.map(map_names::POLICY).exists(),
             tc_links: pins.linked_interfaces(LinkKind::Tc)?,
-            xdp_links: pins.linked_interfaces(LinkKind::Xdp)?,
+            xdp_links: pins
+                .linked_interfaces(LinkKind::XdpNative)?
+                .into_iter()
+                .chain(pins.linked_interfaces(LinkKind::XdpGeneric)?)
+                .collect(),
         };
         let mut loader = EbpfLoader::new();
         let paths: Vec<(&'static str, PathBuf)> =
@@ -305,188 +273,6 @@ impl Dataplane {
     pub fn logger(&mut self) -> Result<aya_log::EbpfLogger<&'static dyn log::Log>, DataplaneError> {
         aya_log::EbpfLogger::init(&mut self.ebpf).map_err(|e| DataplaneError::Logger(e.to_string()))
     }
-
-    /// Attaches the TC classifier to the ingress of `iface`, first in its tcx chain so every
-    /// later program sees the mark, and the XDP pre-classifier too when `with_xdp` (native
-    /// where the driver has it, generic otherwise; the mode is returned).
-    ///
-    /// With pinned state, a link an earlier daemon pinned for `iface` is adopted: its program is
-    /// swapped for this one in one atomic link update, so the interface is never without a
-    /// classifier and never has two. New links are pinned.
-    pub fn attach(
-        &mut self,
-        iface: &str,
-        with_xdp: bool,
-    ) -> Result<Option<XdpAttachMode>, DataplaneError> {
-        if self.attached.contains_key(iface) {
-            self.detach(iface)?;
-        }
-        let tc = self.attach_tc(iface)?;
-        let xdp = if with_xdp {
-            match self.attach_xdp(iface) {
-                Ok(x) => Some(x),
-                Err(e) => {
-                    tc.detach()?;
-                    return Err(e);
-                }
-            }
-        } else {
-            self.drop_stale_link(LinkKind::Xdp, iface)?;
-            None
-        };
-        let mode = xdp.as_ref().map(|(_, m)| *m);
-        self.attached
-            .insert(iface.to_owned(), Attachment { tc, xdp });
-        Ok(mode)
-    }
-
-    fn attach_tc(&mut self, iface: &str) -> Result<HeldLink, DataplaneError> {
-        let pinned = self.pins.as_ref().map(|p| p.link(LinkKind::Tc, iface));
-        let tc = program_mut::<SchedClassifier>(&mut self.ebpf, program_names::TC)?;
-        if let Some(path) = pinned.as_ref().filter(|p| p.exists()) {
-            match adopt_link::<SchedClassifierLink>(path).and_then(|old| {
-                tc.attach_to_link(old).map_err(prog_err(
-                    program_names::TC,
-                    format!("swap program in {}", path.display()),
-                ))
-            }) {
-                Ok(id) => {
-                    let link: FdLink = tc
-                        .take_link(id)
-                        .map_err(prog_err(program_names::TC, "take link"))?
-                        .try_into()
-                        .map_err(link_err)?;
-                    log::info!("{iface}: adopted the pinned TC link, classifier replaced in place");
-                    return Ok(HeldLink::Pinned(reopen_pinned(link, path)?, path.clone()));
-                }
-                Err(e) => {
-                    log::warn!(
-                        "{iface}: pinned TC link {} is unusable ({e}); attaching anew",
-                        path.display()
-                    );
-                    std::fs::remove_file(path).ok();
-                }
-            }
-        }
-        let id = tc
-            .attach_with_options(
-                iface,
-                TcAttachType::Ingress,
-                TcAttachOptions::TcxOrder(LinkOrder::first()),
-            )
-            .map_err(prog_err(
-                program_names::TC,
-                format!("attach to {iface} ingress"),
-            ))?;
-        let link: FdLink = tc
-            .take_link(id)
-            .map_err(prog_err(program_names::TC, "take link"))?
-            .try_into()
-            .map_err(link_err)?;
-        hold(link, pinned)
-    }
-
-    fn attach_xdp(&mut self, iface: &str) -> Result<(HeldLink, XdpAttachMode), DataplaneError> {
-        let pinned = self.pins.as_ref().map(|p| p.link(LinkKind::Xdp, iface));
-        let xdp = program_mut::<Xdp>(&mut self.ebpf, program_names::XDP)?;
-        if let Some(path) = pinned.as_ref().filter(|p| p.exists()) {
-            // The mode of an adopted link is the one it was created with.
-            let mode = xdp_mode_of(path);
-            match adopt_link::<XdpLink>(path).and_then(|old| {
-                xdp.attach_to_link(old).map_err(prog_err(
-                    program_names::XDP,
-                    format!("swap program in {}", path.display()),
-                ))
-            }) {
-                Ok(id) => {
-                    let link: FdLink = xdp
-                        .take_link(id)
-                        .map_err(prog_err(program_names::XDP, "take link"))?
-                        .try_into()
-                        .map_err(link_err)?;
-                    log::info!("{iface}: adopted the pinned XDP link ({mode})");
-                    return Ok((
-                        HeldLink::Pinned(reopen_pinned(link, path)?, path.clone()),
-                        mode,
-                    ));
-                }
-                Err(e) => {
-                    log::warn!(
-                        "{iface}: pinned XDP link {} is unusable ({e}); attaching anew",
-                        path.display()
-                    );
-                    std::fs::remove_file(path).ok();
-                }
-            }
-        }
-        let (id, mode) = match xdp.attach(iface, XdpMode::Driver) {
-            Ok(id) => (id, XdpAttachMode::Native),
-            Err(native) => {
-                let id = xdp
-                    .attach(iface, XdpMode::Skb)
-                    .map_err(prog_err(program_names::XDP, format!("attach to {iface}")))?;
-                log::info!("{iface}: no native XDP ({native}); using generic XDP");
-                (id, XdpAttachMode::Generic)
-            }
-        };
-        let link: FdLink = xdp
-            .take_link(id)
-            .map_err(prog_err(program_names::XDP, "take link"))?
-            .try_into()
-            .map_err(link_err)?;
-        Ok((hold(link, pinned)?, mode))
-    }
-
-    /// Removes a pinned link of `kind` for `iface` that this configuration no longer wants.
-    fn drop_stale_link(&mut self, kind: LinkKind, iface: &str) -> Result<(), DataplaneError> {
-        if let Some(pins) = &self.pins {
-            let path = pins.link(kind, iface);
-            if path.exists() {
-                pins.clear(&path)?;
-                log::info!("{iface}: removed the pinned {kind:?} link (no longer configured)");
-            }
-        }
-        Ok(())
-    }
-
-    /// Detaches both programs from `iface` (and removes their pins).
-    pub fn detach(&mut self, iface: &str) -> Result<(), DataplaneError> {
-        let att = self
-            .attached
-            .remove(iface)
-            .ok_or_else(|| DataplaneError::NotAttached(iface.to_owned()))?;
-        if let Some((link, _)) = att.xdp {
-            link.detach()?;
-        }
-        att.tc.detach()
-    }
-
-    /// Pinned links of interfaces this process has not attached (left by an earlier daemon
-    /// for interfaces no longer configured): detach them.
-    pub fn detach_unconfigured(&mut self) -> Result<Vec<String>, DataplaneError> {
-        let Some(pins) = &self.pins else {
-            return Ok(Vec::new());
-        };
-        let mut gone = Vec::new();
-        for kind in [LinkKind::Tc, LinkKind::Xdp] {
-            for iface in pins.linked_interfaces(kind)? {
-                if !self.attached.contains_key(&iface) {
-                    pins.clear(&pins.link(kind, &iface))?;
-                    gone.push(iface);
-                }
-            }
-        }
-        gone.sort();
-        gone.dedup();
-        Ok(gone)
-    }
-
-    /// Interfaces the programs are attached to, with the XDP mode where XDP is attached.
-    pub fn attached(&self) -> impl Iterator<Item = (&str, Option<XdpAttachMode>)> {
-        self.attached
-            .iter()
-            .map(|(i, a)| (i.as_str(), a.xdp.as_ref().map(|(_, m)| *m)))
-    }
 }
 
 /// Removes all pinned steer state under `root`: links (detaching the programs), programs, maps.
@@ -515,45 +301,6 @@ fn expected_map_infos() -> Result<Vec<(&'static str, aya::maps::MapInfo)>, Datap
         .collect()
 }
 
-fn adopt_link<L: TryFrom<FdLink, Error = LinkError>>(path: &Path) -> Result<L, DataplaneError> {
-    let pinned = PinnedLink::from_pin(path).map_err(link_err)?;
-    L::try_from(FdLink::from(pinned)).map_err(link_err)
-}
-
-/// After `attach_to_link` the link is the same kernel object the pin points at; keep a
-/// `PinnedLink` for it so it can be unpinned later.
-fn reopen_pinned(link: FdLink, path: &Path) -> Result<PinnedLink, DataplaneError> {
-    drop(link);
-    PinnedLink::from_pin(path).map_err(link_err)
-}
-
-fn hold(link: FdLink, pin_path: Option<PathBuf>) -> Result<HeldLink, DataplaneError> {
-    match pin_path {
-        None => Ok(HeldLink::Plain(link)),
-        Some(path) => {
-            let pinned = link.pin(&path).map_err(|e| {
-                DataplaneError::Pin(pin::PinError::Io {
-                    path: path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })?;
-            Ok(HeldLink::Pinned(pinned, path))
-        }
-    }
-}
-
-/// The mode a pinned XDP link was attached in (generic links report `XDP_FLAGS_SKB_MODE`).
-fn xdp_mode_of(path: &Path) -> XdpAttachMode {
-    // The link info does not carry the mode in aya 0.14; native is what steer asks for first
-    // and what veth and most NICs give, generic only where the driver lacks XDP.
-    let _ = path;
-    XdpAttachMode::Native
-}
-
-fn link_err(e: LinkError) -> DataplaneError {
-    DataplaneError::Link(e.to_string())
-}
-
 fn program<'a, P>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a P, DataplaneError>
 where
     &'a P: TryFrom<&'a aya::programs::Program, Error = ProgramError>,
@@ -564,7 +311,10 @@ where
     prog.try_into().map_err(prog_err(name, "open"))
 }
 
-fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DataplaneError>
+pub(crate) fn program_mut<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut P, DataplaneError>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {

@@ -4,7 +4,8 @@
 //!
 //! Layout under the pin directory (default `/sys/fs/bpf/steer`):
 //! `maps/<MAP>` for every map in `steer_common::map_names::ALL`, `progs/steer_tc` and
-//! `progs/steer_xdp`, `links/tc-<interface>` and `links/xdp-<interface>`.
+//! `progs/steer_xdp`, `links/tc-<interface>` and `links/xdp-native-<interface>` (or
+//! `xdp-generic-`).
 
 use std::{
     fs::File,
@@ -55,18 +56,21 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PinError + '_ {
     }
 }
 
-/// Which program a link pin belongs to.
+/// Which program a link pin belongs to (for XDP, also the mode it was attached in, which the
+/// kernel's link info does not tell).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkKind {
     Tc,
-    Xdp,
+    XdpNative,
+    XdpGeneric,
 }
 
 impl LinkKind {
     fn prefix(self) -> &'static str {
         match self {
             LinkKind::Tc => "tc-",
-            LinkKind::Xdp => "xdp-",
+            LinkKind::XdpNative => "xdp-native-",
+            LinkKind::XdpGeneric => "xdp-generic-",
         }
     }
 }

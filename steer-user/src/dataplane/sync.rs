@@ -30,18 +30,10 @@ pub struct PrefixSets {
 
 impl PrefixSets {
     /// The four (direction, IPv4?) maps, in a fixed order.
-    pub const KEYS: [(Direction, bool); 4] = [
-        (Direction::Dst, true),
-        (Direction::Dst, false),
-        (Direction::Src, true),
-        (Direction::Src, false),
-    ];
+    pub const KEYS: [(Direction, bool); 4] = Direction::ALL;
 
     fn index(dir: Direction, v4: bool) -> usize {
-        Self::KEYS
-            .iter()
-            .position(|k| *k == (dir, v4))
-            .expect("all four keys are listed")
+        dir.index(v4)
     }
 
     pub fn map(&self, dir: Direction, v4: bool) -> &HashMap<Prefix, u32> {
@@ -188,12 +180,12 @@ pub enum SyncError {
 
 /// Names of the maps for messages, by (direction, IPv4?).
 fn describe(dir: Direction, v4: bool) -> (&'static str, &'static str) {
-    match (dir, v4) {
-        (Direction::Dst, true) => ("IPv4 destination sets", "dst_v4"),
-        (Direction::Dst, false) => ("IPv6 destination sets", "dst_v6"),
-        (Direction::Src, true) => ("IPv4 source sets", "src_v4"),
-        (Direction::Src, false) => ("IPv6 source sets", "src_v6"),
-    }
+    [
+        ("IPv4 destination sets", "dst_v4"),
+        ("IPv6 destination sets", "dst_v6"),
+        ("IPv4 source sets", "src_v4"),
+        ("IPv6 source sets", "src_v6"),
+    ][dir.index(v4)]
 }
 
 /// Checks every map's capacity against the desired contents before anything is written.
@@ -268,10 +260,13 @@ pub fn sync(
         .collect();
 
     let start = maps.writes();
-    // 2. New rules: nothing points at them yet, so both generations can learn them now.
+    // 2. New rules: nothing points at them yet, so both generations can learn them now, and
+    // their counters start from zero.
     for rule in &new_rules {
-        for generation in 0..GENERATIONS {
-            write_rule(maps, generation, *rule, table).map_err(|e| rolled_back(e, 0))?;
+        let learn =
+            (0..GENERATIONS).try_for_each(|generation| write_rule(maps, generation, *rule, table));
+        if let Err(e) = learn.and_then(|()| maps.reset_rule_counter(*rule)) {
+            return Err(restore(maps, state, Vec::new(), &new_rules, e));
         }
     }
     report.policy_writes += maps.writes() - start;
@@ -280,7 +275,7 @@ pub fn sync(
     let mut undo = Vec::new();
     let start = maps.writes();
     if let Err(e) = write_planned(maps, state, planned, &mut undo, &mut report) {
-        return Err(restore(maps, state, undo, e));
+        return Err(restore(maps, state, undo, &new_rules, e));
     }
     report.prefix_writes += maps.writes() - start;
 
@@ -301,7 +296,7 @@ pub fn sync(
     match flip {
         Ok(true) => report.flipped = Some((live_gen, standby)),
         Ok(false) => {}
-        Err(e) => return Err(restore(maps, state, undo, e)),
+        Err(e) => return Err(restore(maps, state, undo, &new_rules, e)),
     }
     report.policy_writes += maps.writes() - start;
 
@@ -461,14 +456,15 @@ fn write_planned(
     Ok(())
 }
 
-/// Undoes the additions and changes of a failed sync; `state` follows.
+/// Undoes the additions and changes of a failed sync, and forgets the rules it introduced;
+/// `state` follows.
 fn restore(
     maps: &mut Maps,
     state: &mut PrefixSets,
     undo: Vec<Undo>,
+    new_rules: &[u32],
     source: DataplaneError,
 ) -> SyncError {
-    maps.fail_after_writes(None);
     let undone = undo.len();
     for u in undo.into_iter().rev() {
         let result = match u.previous {
@@ -483,6 +479,14 @@ fn restore(
             Some(rule) => have.insert(u.prefix, rule),
             None => have.remove(&u.prefix),
         };
+    }
+    let unused = PolicyTable::default();
+    for rule in new_rules {
+        for generation in 0..GENERATIONS {
+            if let Err(undo) = write_rule(maps, generation, *rule, &unused) {
+                return SyncError::RollbackFailed { source, undo };
+            }
+        }
     }
     SyncError::RolledBack { source, undone }
 }

@@ -64,7 +64,11 @@ fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
 }
 
 /// Writes one element (`BPF_ANY`).
-pub fn update_one<K: Copy, V: Copy>(map: impl AsFd, key: &K, value: &V) -> io::Result<()> {
+///
+/// # Safety
+/// `K` and `V` must be exactly the map's key and value layout: the kernel reads `key_size` and
+/// `value_size` bytes through the pointers.
+pub unsafe fn update_one<K: Copy, V: Copy>(map: impl AsFd, key: &K, value: &V) -> io::Result<()> {
     let mut attr = ElemAttr {
         map_fd: map.as_fd().as_raw_fd() as u32,
         key: key as *const K as u64,
@@ -76,7 +80,11 @@ pub fn update_one<K: Copy, V: Copy>(map: impl AsFd, key: &K, value: &V) -> io::R
 
 /// Writes `keys[i] -> values[i]` for every i in one syscall. On error the kernel reports how
 /// many elements it wrote before failing; that count is returned with the error.
-pub fn update<K: Copy, V: Copy>(
+///
+/// # Safety
+/// `K` and `V` must be exactly the map's key and value layout: the kernel reads `key_size` and
+/// `value_size` bytes per element through the pointers.
+pub unsafe fn update<K: Copy, V: Copy>(
     map: impl AsFd,
     keys: &[K],
     values: &[V],
@@ -93,7 +101,11 @@ pub fn update<K: Copy, V: Copy>(
 }
 
 /// Reads every element of the map, `chunk` elements per syscall.
-pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
+///
+/// # Safety
+/// `K` and `V` must be exactly the map's key and value layout, and every bit pattern must be a
+/// valid `K` and `V`: the kernel writes `key_size` and `value_size` bytes per element.
+pub unsafe fn lookup_all<K: Copy + Default, V: Copy + Default>(
     map: impl AsFd,
     chunk: usize,
 ) -> io::Result<Vec<(K, V)>> {

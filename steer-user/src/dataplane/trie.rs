@@ -46,6 +46,8 @@ pub struct SplitTrie<const N: usize> {
     short: Trie<N>,
     /// Handles on the slot tries, opened on first use. `None`: the slot has no trie (yet).
     slots: Vec<OnceCell<Option<Trie<N>>>>,
+    /// Outer-array writes not yet reported by `take_published`.
+    published: u64,
 }
 
 impl<const N: usize> std::fmt::Debug for SplitTrie<N> {
@@ -90,6 +92,7 @@ impl<const N: usize> SplitTrie<N> {
             outer_fd,
             short,
             slots,
+            published: 0,
         })
     }
 
@@ -140,7 +143,8 @@ impl<const N: usize> SplitTrie<N> {
             .iter()
             .map(|(_, t)| t.map().fd().as_fd().as_raw_fd() as u32)
             .collect();
-        match sys::update(self.outer_fd.as_fd(), &keys, &fds) {
+        // SAFETY: an array of maps has u32 keys (the slot) and u32 values (a map fd on write).
+        match unsafe { sys::update(self.outer_fd.as_fd(), &keys, &fds) } {
             Ok(()) => {}
             Err((0, e)) if sys::is_unsupported(&e) => {
                 for (slot, trie) in &new {
@@ -151,10 +155,17 @@ impl<const N: usize> SplitTrie<N> {
             }
             Err((_, e)) => return Err(err(self.name, "publish slot tries")(MapError::IoError(e))),
         }
+        self.published += new.len() as u64;
         for (slot, trie) in new {
             self.slots[slot as usize] = OnceCell::from(Some(trie));
         }
         Ok(())
+    }
+
+    /// Slot tries published in the outer array since the last call (kernel writes the caller
+    /// counts along with the prefixes).
+    pub fn take_published(&mut self) -> u64 {
+        std::mem::take(&mut self.published)
     }
 
     fn is_short(&self, len: u32) -> bool {
@@ -245,7 +256,8 @@ impl<const N: usize> SplitTrie<N> {
     /// (empty slots are skipped), one lookup per slot otherwise.
     fn used_slots(&self) -> Result<Vec<u32>> {
         let fd = self.outer_fd();
-        match sys::lookup_all::<u32, u32>(fd, self.slots.len()) {
+        // SAFETY: an array of maps reads back u32 keys (the slot) and u32 values (a map id).
+        match unsafe { sys::lookup_all::<u32, u32>(fd, self.slots.len()) } {
             Ok(used) => Ok(used.into_iter().map(|(slot, _map_id)| slot).collect()),
             Err(e) if sys::is_unsupported(&e) => Ok((0..self.slots.len() as u32).collect()),
             Err(e) => Err(err(self.name, "list slots")(MapError::IoError(e))),
@@ -314,7 +326,9 @@ fn fill<const N: usize>(
         for chunk in group.chunks(BATCH) {
             let keys: Vec<RawKey<N>> = chunk.iter().map(|(k, _)| *k).collect();
             let values: Vec<u32> = chunk.iter().map(|(_, r)| *r).collect();
-            match sys::update(fd, &keys, &values) {
+            // SAFETY: slot tries are keyed by RawKey<N> (prefix length + N address bytes, packed)
+            // and hold a u32 rule id.
+            match unsafe { sys::update(fd, &keys, &values) } {
                 Ok(()) => {}
                 Err((0, e)) if sys::is_unsupported(&e) => {
                     supported = false;
@@ -328,7 +342,8 @@ fn fill<const N: usize>(
         }
     }
     for (key, rule) in group {
-        sys::update_one(trie.map().fd().as_fd(), key, &RuleRef { rule: *rule })
+        // SAFETY: as above, RawKey<N> and RuleRef (a u32) are the trie's key and value.
+        unsafe { sys::update_one(trie.map().fd().as_fd(), key, &RuleRef { rule: *rule }) }
             .map_err(MapError::IoError)?;
     }
     Ok(false)
@@ -355,7 +370,8 @@ impl<const N: usize> Default for RawKey<N> {
 fn dump_trie<const N: usize>(
     trie: &Trie<N>,
 ) -> std::result::Result<Vec<(RawPrefix<N>, u32)>, MapError> {
-    match sys::lookup_all::<RawKey<N>, u32>(trie.map().fd().as_fd(), BATCH) {
+    // SAFETY: RawKey<N> and u32 are the trie's key and value; any bytes are valid for both.
+    match unsafe { sys::lookup_all::<RawKey<N>, u32>(trie.map().fd().as_fd(), BATCH) } {
         Ok(raw) => Ok(raw
             .into_iter()
             .map(|(k, rule)| ((u32::from_ne_bytes(k.len), k.addr), rule))

@@ -42,9 +42,9 @@ pub struct Transition {
     pub up: bool,
     /// Why, in words ("carrier lost", "3 failed rounds: 0/2 targets answered", ...).
     pub cause: String,
-    /// From the first sign of the fault (start of the first failed round, the carrier event)
-    /// to the decision.
-    pub detection: Duration,
+    /// From the first sign of the fault (the start of the first failed round) to the decision;
+    /// `None` when the event itself was the sign (carrier, a manual override).
+    pub detection: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -152,7 +152,7 @@ impl Tracker {
             self.reason = "carrier back, probing".into();
             return None;
         }
-        self.change(false, "carrier lost".into(), Duration::ZERO, now)
+        self.change(false, "carrier lost".into(), None, now)
     }
 
     /// A probe round finished.
@@ -188,7 +188,12 @@ impl Tracker {
             let since = self.failing_since.unwrap_or(round.started);
             if self.fails >= self.track.down_after {
                 let cause = format!("{} failed rounds in a row (last: {summary})", self.fails);
-                return self.change(false, cause, now.saturating_duration_since(since), now);
+                return self.change(
+                    false,
+                    cause,
+                    Some(now.saturating_duration_since(since)),
+                    now,
+                );
             }
             if let Some(max) = self.track.max_loss_percent
                 && self.window_full()
@@ -199,7 +204,12 @@ impl Tracker {
                     self.loss_percent(),
                     self.window.len()
                 );
-                return self.change(false, cause, Duration::ZERO, now);
+                return self.change(
+                    false,
+                    cause,
+                    Some(now.saturating_duration_since(self.window_started(round))),
+                    now,
+                );
             }
             return None;
         }
@@ -210,7 +220,12 @@ impl Tracker {
             .is_none_or(|r| self.loss_percent() <= f64::from(r));
         if self.carrier && self.passes >= self.track.up_after && loss_ok {
             let cause = format!("{} good rounds in a row (last: {summary})", self.passes);
-            return self.change(true, cause, Duration::ZERO, now);
+            return self.change(
+                true,
+                cause,
+                Some(now.saturating_duration_since(round.started)),
+                now,
+            );
         }
         None
     }
@@ -231,7 +246,7 @@ impl Tracker {
         Some(Transition {
             up: after,
             cause: self.reason.clone(),
-            detection: Duration::ZERO,
+            detection: None,
         })
     }
 
@@ -242,6 +257,16 @@ impl Tracker {
             self.track.recover_latency_ms.or(self.track.max_latency_ms)
         };
         ms.map(|m| Duration::from_millis(u64::from(m)))
+    }
+
+    /// When the rounds now in the loss window started (approximately: the newest round's start
+    /// minus the window's length in rounds).
+    fn window_started(&self, newest: &RoundSummary) -> Instant {
+        let rounds = self.window.len().saturating_sub(1) as u32;
+        newest
+            .started
+            .checked_sub(Duration::from_millis(u64::from(self.track.interval_ms)) * rounds)
+            .unwrap_or(newest.started)
     }
 
     fn window_full(&self) -> bool {
@@ -266,7 +291,7 @@ impl Tracker {
         &mut self,
         healthy: bool,
         cause: String,
-        detection: Duration,
+        detection: Option<Duration>,
         now: Instant,
     ) -> Option<Transition> {
         let before = self.up();
@@ -340,7 +365,7 @@ mod tests {
         assert!(tr.cause.contains("3 failed rounds"), "{}", tr.cause);
         assert_eq!(
             tr.detection,
-            Duration::from_millis(300),
+            Some(Duration::from_millis(300)),
             "from the start of the first failed round of the run"
         );
         assert!(!t.up());
@@ -379,7 +404,7 @@ mod tests {
         let tr = t.set_carrier(false, t0).expect("down at once");
         assert_eq!(
             (tr.up, tr.cause.as_str(), tr.detection),
-            (false, "carrier lost", Duration::ZERO)
+            (false, "carrier lost", None)
         );
         assert_eq!(
             t.round(&round(t0, 0, GOOD), t0),

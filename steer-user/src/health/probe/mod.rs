@@ -49,7 +49,7 @@ use crate::config::{ProbeTarget, TrackMethod, Wan};
 use sock::ProbeError;
 
 /// What to probe through which WAN, and for how long a round may wait.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSpec {
     /// The WAN's interface; every probe socket is bound to it.
     pub interface: String,

@@ -1,0 +1,357 @@
+//! Attaching the classifier to LAN interfaces: TC ingress always, XDP when asked.
+//!
+//! With pinned state, a link an earlier daemon pinned for an interface is adopted: its program
+//! is swapped for this one in one atomic link update, so the interface is never without a
+//! classifier and never has two. New links are pinned (`links/tc-<iface>`,
+//! `links/xdp-native-<iface>` or `links/xdp-generic-<iface>`: the pin name keeps the XDP mode).
+
+use std::path::{Path, PathBuf};
+
+use aya::programs::{
+    LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    links::{FdLink, LinkError, PinnedLink},
+    tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions},
+    xdp::{XdpLink, XdpLinkId},
+};
+use steer_common::program_names;
+
+use super::{
+    Dataplane, DataplaneError, XdpAttachMode,
+    pin::{LinkKind, PinError},
+    prog_err, program_mut,
+};
+
+/// A link this process holds: plain (detached when dropped) or pinned (stays attached after the
+/// process exits, until `steer stop` removes the pin).
+#[derive(Debug)]
+pub(super) enum HeldLink {
+    Plain(FdLink),
+    Pinned(PinnedLink, PathBuf),
+}
+
+impl HeldLink {
+    /// Detaches: unpin (if pinned) and close the last descriptor.
+    fn detach(self) -> Result<(), DataplaneError> {
+        match self {
+            HeldLink::Plain(link) => drop(link),
+            HeldLink::Pinned(link, path) => {
+                drop(
+                    link.unpin()
+                        .map_err(|source| PinError::Io { path, source })?,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The links of one LAN interface.
+#[derive(Debug)]
+pub(super) struct Attachment {
+    /// The interface index the links were made for: a deleted and recreated interface gets a
+    /// new one, and the old links are dead.
+    index: u32,
+    tc: HeldLink,
+    xdp: Option<(HeldLink, XdpAttachMode)>,
+}
+
+/// What attaching to one interface did.
+#[derive(Debug, Default)]
+pub struct AttachReport {
+    /// The TC classifier was attached now (adopted or new); false when it already was.
+    pub tc_attached: bool,
+    /// It was adopted from a pinned link.
+    pub adopted: bool,
+    /// XDP mode, when XDP is attached.
+    pub xdp: Option<XdpAttachMode>,
+    /// XDP was asked for and failed: TC classifies alone.
+    pub xdp_error: Option<String>,
+}
+
+/// TC and XDP programs, so that adopting a pinned link and making a new one are written once.
+trait Hook {
+    type Link: TryFrom<FdLink, Error = LinkError> + TryInto<FdLink, Error = LinkError>;
+    type LinkId;
+    const NAME: &'static str;
+    fn swap_into(&mut self, old: Self::Link) -> Result<Self::LinkId, ProgramError>;
+    fn take(&mut self, id: Self::LinkId) -> Result<Self::Link, ProgramError>;
+}
+
+impl Hook for SchedClassifier {
+    type Link = SchedClassifierLink;
+    type LinkId = SchedClassifierLinkId;
+    const NAME: &'static str = program_names::TC;
+    fn swap_into(&mut self, old: Self::Link) -> Result<Self::LinkId, ProgramError> {
+        self.attach_to_link(old)
+    }
+    fn take(&mut self, id: Self::LinkId) -> Result<Self::Link, ProgramError> {
+        self.take_link(id)
+    }
+}
+
+impl Hook for Xdp {
+    type Link = XdpLink;
+    type LinkId = XdpLinkId;
+    const NAME: &'static str = program_names::XDP;
+    fn swap_into(&mut self, old: Self::Link) -> Result<Self::LinkId, ProgramError> {
+        self.attach_to_link(old)
+    }
+    fn take(&mut self, id: Self::LinkId) -> Result<Self::Link, ProgramError> {
+        self.take_link(id)
+    }
+}
+
+/// Swaps `prog` into the link pinned at `path`.
+fn adopt<P: Hook>(prog: &mut P, path: &Path) -> Result<HeldLink, DataplaneError> {
+    let pinned = PinnedLink::from_pin(path).map_err(link_err)?;
+    let old = P::Link::try_from(FdLink::from(pinned)).map_err(link_err)?;
+    let id = prog.swap_into(old).map_err(prog_err(
+        P::NAME,
+        format!("swap program in {}", path.display()),
+    ))?;
+    let link: FdLink = prog
+        .take(id)
+        .map_err(prog_err(P::NAME, "take link"))?
+        .try_into()
+        .map_err(link_err)?;
+    // The link is the kernel object the pin points at; hold it through the pin so it can be
+    // unpinned later.
+    drop(link);
+    Ok(HeldLink::Pinned(
+        PinnedLink::from_pin(path).map_err(link_err)?,
+        path.to_owned(),
+    ))
+}
+
+/// Takes a freshly attached link out of `prog` (so dropping the program does not detach it) and
+/// pins it when `pin` says where.
+fn own<P: Hook>(
+    prog: &mut P,
+    id: P::LinkId,
+    pin: Option<PathBuf>,
+) -> Result<HeldLink, DataplaneError> {
+    let link: FdLink = prog
+        .take(id)
+        .map_err(prog_err(P::NAME, "take link"))?
+        .try_into()
+        .map_err(link_err)?;
+    match pin {
+        None => Ok(HeldLink::Plain(link)),
+        Some(path) => {
+            let pinned = link.pin(&path).map_err(|e| PinError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            Ok(HeldLink::Pinned(pinned, path))
+        }
+    }
+}
+
+fn link_err(e: LinkError) -> DataplaneError {
+    DataplaneError::Link(e.to_string())
+}
+
+fn xdp_kind(mode: XdpAttachMode) -> LinkKind {
+    match mode {
+        XdpAttachMode::Native => LinkKind::XdpNative,
+        XdpAttachMode::Generic => LinkKind::XdpGeneric,
+    }
+}
+
+fn ifindex(iface: &str) -> Result<u32, DataplaneError> {
+    let name =
+        std::ffi::CString::new(iface).map_err(|_| DataplaneError::NoInterface(iface.to_owned()))?;
+    // SAFETY: `name` is a NUL-terminated string; if_nametoindex only reads it.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(DataplaneError::NoInterface(iface.to_owned())),
+        index => Ok(index),
+    }
+}
+
+impl Dataplane {
+    /// Attaches the classifier to the ingress of `iface` (TC first in its tcx chain, so every
+    /// later program sees the mark) and, when `with_xdp`, the XDP pre-classifier (native where
+    /// the driver has it, generic otherwise). What is already attached to this same interface
+    /// stays as it is; links of an interface that was deleted and recreated are replaced. XDP
+    /// failing leaves TC classifying alone (reported, not an error).
+    pub fn attach(&mut self, iface: &str, with_xdp: bool) -> Result<AttachReport, DataplaneError> {
+        let index = ifindex(iface)?;
+        let mut report = AttachReport::default();
+        if self.attached.get(iface).is_some_and(|a| a.index != index) {
+            log::warn!("{iface} was recreated: its old links died with it; attaching anew");
+            self.forget(iface);
+        }
+        let mut att = match self.attached.remove(iface) {
+            Some(att) => att,
+            None => {
+                let (tc, adopted) = self.attach_tc(iface)?;
+                report.tc_attached = true;
+                report.adopted = adopted;
+                Attachment {
+                    index,
+                    tc,
+                    xdp: None,
+                }
+            }
+        };
+        match (with_xdp, att.xdp.take()) {
+            (true, Some(xdp)) => att.xdp = Some(xdp),
+            (true, None) => match self.attach_xdp(iface) {
+                Ok(xdp) => att.xdp = Some(xdp),
+                Err(e) => report.xdp_error = Some(e.to_string()),
+            },
+            (false, Some((link, _))) => link.detach()?,
+            (false, None) => self.drop_pinned_xdp(iface)?,
+        }
+        report.xdp = att.xdp.as_ref().map(|(_, m)| *m);
+        self.attached.insert(iface.to_owned(), att);
+        Ok(report)
+    }
+
+    /// Drops the links of an interface that is gone (they are dead with it), and their pins.
+    pub fn forget(&mut self, iface: &str) {
+        if let Some(att) = self.attached.remove(iface) {
+            for link in [Some(att.tc), att.xdp.map(|(l, _)| l)]
+                .into_iter()
+                .flatten()
+            {
+                if let Err(e) = link.detach() {
+                    log::warn!("{iface}: removing a dead link: {e}");
+                }
+            }
+        }
+    }
+
+    /// Returns the link and whether it was adopted.
+    fn attach_tc(&mut self, iface: &str) -> Result<(HeldLink, bool), DataplaneError> {
+        let pin = self.pins.as_ref().map(|p| p.link(LinkKind::Tc, iface));
+        let tc = program_mut::<SchedClassifier>(&mut self.ebpf, program_names::TC)?;
+        if let Some(path) = pin.as_deref().filter(|p| p.exists()) {
+            match adopt(tc, path) {
+                Ok(link) => {
+                    log::info!("{iface}: adopted the pinned TC link, classifier replaced in place");
+                    return Ok((link, true));
+                }
+                Err(e) => {
+                    log::warn!(
+                        "{iface}: pinned TC link {} is unusable ({e}); attaching anew",
+                        path.display()
+                    );
+                    std::fs::remove_file(path).ok();
+                }
+            }
+        }
+        let id = tc
+            .attach_with_options(
+                iface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .map_err(prog_err(
+                program_names::TC,
+                format!("attach to {iface} ingress"),
+            ))?;
+        Ok((own(tc, id, pin)?, false))
+    }
+
+    fn attach_xdp(&mut self, iface: &str) -> Result<(HeldLink, XdpAttachMode), DataplaneError> {
+        let pins: Vec<(XdpAttachMode, Option<PathBuf>)> =
+            [XdpAttachMode::Native, XdpAttachMode::Generic]
+                .into_iter()
+                .map(|m| (m, self.pins.as_ref().map(|p| p.link(xdp_kind(m), iface))))
+                .collect();
+        let xdp = program_mut::<Xdp>(&mut self.ebpf, program_names::XDP)?;
+        for (mode, pin) in &pins {
+            let Some(path) = pin.as_deref().filter(|p| p.exists()) else {
+                continue;
+            };
+            match adopt(xdp, path) {
+                Ok(link) => {
+                    log::info!("{iface}: adopted the pinned XDP link ({mode})");
+                    return Ok((link, *mode));
+                }
+                Err(e) => {
+                    log::warn!(
+                        "{iface}: pinned XDP link {} is unusable ({e}); attaching anew",
+                        path.display()
+                    );
+                    std::fs::remove_file(path).ok();
+                }
+            }
+        }
+        let (id, mode) = match xdp.attach(iface, XdpMode::Driver) {
+            Ok(id) => (id, XdpAttachMode::Native),
+            Err(native) => {
+                let id = xdp
+                    .attach(iface, XdpMode::Skb)
+                    .map_err(prog_err(program_names::XDP, format!("attach to {iface}")))?;
+                log::info!("{iface}: no native XDP ({native}); using generic XDP");
+                (id, XdpAttachMode::Generic)
+            }
+        };
+        let pin = pins
+            .into_iter()
+            .find(|(m, _)| *m == mode)
+            .and_then(|(_, p)| p);
+        Ok((own(xdp, id, pin)?, mode))
+    }
+
+    /// Removes pinned XDP links of `iface` when XDP is no longer wanted there.
+    fn drop_pinned_xdp(&mut self, iface: &str) -> Result<(), DataplaneError> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        for kind in [LinkKind::XdpNative, LinkKind::XdpGeneric] {
+            let path = pins.link(kind, iface);
+            if path.exists() {
+                pins.clear(&path)?;
+                log::info!("{iface}: removed the pinned XDP link (xdp is off)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches both programs from `iface` (and removes their pins).
+    pub fn detach(&mut self, iface: &str) -> Result<(), DataplaneError> {
+        let att = self
+            .attached
+            .remove(iface)
+            .ok_or_else(|| DataplaneError::NotAttached(iface.to_owned()))?;
+        if let Some((link, _)) = att.xdp {
+            link.detach()?;
+        }
+        att.tc.detach()
+    }
+
+    /// Pinned links of interfaces this process has not attached (left by an earlier daemon
+    /// for interfaces no longer configured): detach them.
+    pub fn detach_unconfigured(&mut self) -> Result<Vec<String>, DataplaneError> {
+        let Some(pins) = &self.pins else {
+            return Ok(Vec::new());
+        };
+        let mut gone = Vec::new();
+        for kind in [LinkKind::Tc, LinkKind::XdpNative, LinkKind::XdpGeneric] {
+            for iface in pins.linked_interfaces(kind)? {
+                if !self.attached.contains_key(&iface) {
+                    pins.clear(&pins.link(kind, &iface))?;
+                    gone.push(iface);
+                }
+            }
+        }
+        gone.sort();
+        gone.dedup();
+        Ok(gone)
+    }
+
+    /// Interfaces the programs are attached to, with the XDP mode where XDP is attached.
+    pub fn attached(&self) -> impl Iterator<Item = (&str, Option<XdpAttachMode>)> {
+        self.attached
+            .iter()
+            .map(|(i, a)| (i.as_str(), a.xdp.as_ref().map(|(_, m)| *m)))
+    }
+
+    /// The interface index `iface` had when the classifier was attached to it.
+    pub fn attached_index(&self, iface: &str) -> Option<u32> {
+        self.attached.get(iface).map(|a| a.index)
+    }
+}
