@@ -170,6 +170,10 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     probers.sync(ctl.config());
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
+    let metrics = match ctl.config().control.metrics {
+        Some(addr) => Some(control::metrics::serve(addr, calls_tx.clone()).await?),
+        None => None,
+    };
     let server = control::serve(ServerOptions::new(ctl.socket()), calls_tx)?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -260,6 +264,9 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         }
     };
     drop(probers);
+    if let Some(task) = metrics {
+        task.abort();
+    }
     match exit {
         Exit::Leave => {
             server.shutdown().await;

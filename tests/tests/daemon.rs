@@ -572,3 +572,39 @@ fn a_stranger_that_reaches_the_socket_is_refused_by_its_credentials() {
         "the request had no effect: {status}"
     );
 }
+
+#[test]
+fn prometheus_metrics_show_wans_and_sets() {
+    let (lab, work) = setup("metrics");
+    let text = std::fs::read_to_string(work.config()).unwrap();
+    work.write(
+        "steer.toml",
+        &text.replace("[control]\n", "[control]\nmetrics = \"127.0.0.1:9464\"\n"),
+    );
+    let _daemon = Daemon::start(&lab.router, &work);
+    steer_tests::lab::udp_via(&lab, Lab::SERVER_B.into(), 7501, 5);
+    let scrape = lab.router.enter(|| {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9464").expect("metrics listener");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    });
+    assert!(scrape.starts_with("HTTP/1.1 200 OK"), "{scrape}");
+    for line in [
+        "steer_wan_up{wan=\"wan1\"} 1",
+        "steer_wan_up{wan=\"wan2\"} 1",
+        "steer_set_prefixes{set=\"bypass\"} 4",
+        "steer_routing_in_sync 1",
+    ] {
+        assert!(scrape.contains(line), "missing `{line}`:\n{scrape}");
+    }
+    let bypass = scrape
+        .lines()
+        .find(|l| l.starts_with("steer_set_packets_total{set=\"bypass\"}"))
+        .expect("bypass packets");
+    let n: u64 = bypass.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 5, "{bypass}");
+}

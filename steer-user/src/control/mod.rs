@@ -11,6 +11,7 @@
 //! and the number of connections is capped.
 
 pub mod client;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 

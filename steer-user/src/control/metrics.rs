@@ -1,0 +1,218 @@
+//! Prometheus metrics (`[control] metrics = "ADDR:PORT"`): a minimal HTTP endpoint serving
+//! `GET /metrics` in the text exposition format. Each scrape asks the controller for its status
+//! document through the same channel as the control socket, so the numbers are the ones
+//! `steer status` shows, read on the controller's own task.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, oneshot},
+};
+
+use super::{Call, ControlError, PeerCred, Request};
+
+/// Longest request head read.
+const MAX_HEAD: usize = 8 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds `addr` and serves scrapes until the returned task is aborted.
+pub async fn serve(
+    addr: SocketAddr,
+    calls: mpsc::Sender<Call>,
+) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ControlError::Io {
+            op: "bind the metrics listener",
+            path: addr.to_string().into(),
+            source,
+        })?;
+    log::info!("metrics: serving http://{addr}/metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                if let Err(e) = tokio::time::timeout(TIMEOUT, answer(stream, calls)).await {
+                    log::debug!("metrics: slow client dropped ({e})");
+                }
+            });
+        }
+    }))
+}
+
+async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let response = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?") {
+        match status(&calls).await {
+            Some(s) => http(200, "text/plain; version=0.0.4", &render(&s)),
+            None => http(503, "text/plain", "the controller did not answer\n"),
+        }
+    } else {
+        http(404, "text/plain", "only GET /metrics is served here\n")
+    };
+    let _ = stream.write_all(response.as_bytes()).await;
+}
+
+async fn status(calls: &mpsc::Sender<Call>) -> Option<serde_json::Value> {
+    let (reply, answer) = oneshot::channel();
+    // Scrapes are read-only; they come from the metrics listener, not a socket peer.
+    let peer = PeerCred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    calls
+        .send(Call {
+            request: Request::Status,
+            peer,
+            reply,
+        })
+        .await
+        .ok()?;
+    let response = tokio::time::timeout(TIMEOUT, answer).await.ok()?.ok()?;
+    response.ok.then_some(response.body)
+}
+
+fn http(code: u16, kind: &str, body: &str) -> String {
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Service Unavailable",
+    };
+    format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The status document in the Prometheus text format.
+pub fn render(s: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let wans: Vec<&serde_json::Value> = s["wans"].as_array().into_iter().flatten().collect();
+    let sets: Vec<&serde_json::Value> = s["sets"].as_array().into_iter().flatten().collect();
+    let label = |k: &str, v: &serde_json::Value| {
+        format!("{{{k}=\"{}\"}}", escape(v.as_str().unwrap_or("?")))
+    };
+    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0).to_string();
+    family(
+        "steer_wan_up",
+        "gauge",
+        "Whether the WAN carries traffic (1) or is down (0).",
+        wans.iter()
+            .map(|w| {
+                (
+                    label("wan", &w["name"]),
+                    u8::from(w["state"] == "up").to_string(),
+                )
+            })
+            .collect(),
+    );
+    family(
+        "steer_wan_packets_total",
+        "counter",
+        "Packets steered to the WAN.",
+        wans.iter()
+            .map(|w| (label("wan", &w["name"]), num(&w["packets"])))
+            .collect(),
+    );
+    family(
+        "steer_wan_bytes_total",
+        "counter",
+        "Bytes steered to the WAN.",
+        wans.iter()
+            .map(|w| (label("wan", &w["name"]), num(&w["bytes"])))
+            .collect(),
+    );
+    family(
+        "steer_set_packets_total",
+        "counter",
+        "Packets that matched the set (the default rule: set=\"default\").",
+        sets.iter()
+            .map(|r| (label("set", &r["name"]), num(&r["packets"])))
+            .collect(),
+    );
+    family(
+        "steer_set_bytes_total",
+        "counter",
+        "Bytes that matched the set.",
+        sets.iter()
+            .map(|r| (label("set", &r["name"]), num(&r["bytes"])))
+            .collect(),
+    );
+    family(
+        "steer_set_prefixes",
+        "gauge",
+        "Prefixes of the set in the kernel.",
+        sets.iter()
+            .map(|r| (label("set", &r["name"]), num(&r["prefixes"])))
+            .collect(),
+    );
+    family(
+        "steer_policy_generation",
+        "gauge",
+        "The live generation of the policy table.",
+        vec![(String::new(), num(&s["generation"]))],
+    );
+    family(
+        "steer_routing_in_sync",
+        "gauge",
+        "Whether the routing rules and tables are as desired.",
+        vec![(
+            String::new(),
+            u8::from(s["routing"]["in_sync"] == true).to_string(),
+        )],
+    );
+    out
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let s = serde_json::json!({
+            "generation": 1,
+            "wans": [{ "name": "wan1", "state": "up", "packets": 5, "bytes": 300 }, { "name": "wan2", "state": "down", "packets": 0, "bytes": 0 }],
+            "sets": [{ "name": "by\"pass", "packets": 2, "bytes": 80, "prefixes": 3 }],
+            "routing": { "in_sync": true },
+        });
+        let text = render(&s);
+        for line in [
+            "steer_wan_up{wan=\"wan1\"} 1",
+            "steer_wan_up{wan=\"wan2\"} 0",
+            "steer_wan_bytes_total{wan=\"wan1\"} 300",
+            "steer_set_prefixes{set=\"by\\\"pass\"} 3",
+            "steer_policy_generation 1",
+            "steer_routing_in_sync 1",
+            "# TYPE steer_wan_packets_total counter",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in\n{text}");
+        }
+    }
+}
