@@ -461,6 +461,14 @@ impl Controller {
         self.commit(&want, config.clone());
         self.write_wan_info(&config)?;
         self.reconcile_lan(&config, first, &mut report)?;
+        for set in config.sets.iter().filter(|s| !s.domains.is_empty()) {
+            report.warnings.push(format!(
+                "set {}: its {} domain(s) are not steered yet: learning addresses from DNS answers \
+                 comes with the [dns] section, which this version does not have",
+                set.name,
+                set.domains.len()
+            ));
+        }
         report.took = started.elapsed();
         self.last_apply = Some((Instant::now(), report.clone()));
         Ok(report)

@@ -275,6 +275,12 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
         Ok(c) => {
             let prefixes: usize = c.sets.iter().map(|s| s.prefixes.len()).sum();
             let domains: usize = c.sets.iter().map(|s| s.domains.len()).sum();
+            if domains > 0 {
+                eprintln!(
+                    "note: {domains} domain(s) are listed; this version does not resolve them yet (no [dns] section): \
+                     only the prefixes are steered"
+                );
+            }
             println!(
                 "{}: OK: {} WAN(s), {} policies, {} set(s) with {prefixes} prefixes and {domains} domains, LAN {}",
                 path.display(),
