@@ -63,6 +63,14 @@ policy = "balanced"
     );
 }
 
+/// Replaces `from` with `to` in the test's configuration; returns the text before the change.
+fn edit_config(work: &Workdir, from: &str, to: &str) -> String {
+    let text = std::fs::read_to_string(work.config()).unwrap();
+    assert!(text.contains(from), "`{from}` is not in the configuration");
+    work.write("steer.toml", &text.replace(from, to));
+    text
+}
+
 fn setup(tag: &str) -> (Lab, Workdir) {
     steer_tests::require_root();
     let lab = Lab::new();
@@ -477,11 +485,7 @@ fn a_pinned_map_that_does_not_fit_is_refused_with_the_reason() {
 #[test]
 fn packet_logging_reaches_the_daemon_log_only_when_switched_on() {
     let (lab, work) = setup("log");
-    let text = std::fs::read_to_string(work.config()).unwrap();
-    work.write(
-        "steer.toml",
-        &text.replace("xdp = false", "xdp = false\nlog_packets = true"),
-    );
+    let text = edit_config(&work, "xdp = false", "xdp = false\nlog_packets = true");
     let daemon = Daemon::start(&lab.router, &work);
     steer_tests::lab::udp_via(&lab, Lab::SERVER_B.into(), 7401, 5);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -576,10 +580,10 @@ fn a_stranger_that_reaches_the_socket_is_refused_by_its_credentials() {
 #[test]
 fn prometheus_metrics_show_wans_and_sets() {
     let (lab, work) = setup("metrics");
-    let text = std::fs::read_to_string(work.config()).unwrap();
-    work.write(
-        "steer.toml",
-        &text.replace("[control]\n", "[control]\nmetrics = \"127.0.0.1:9464\"\n"),
+    edit_config(
+        &work,
+        "[control]\n",
+        "[control]\nmetrics = \"127.0.0.1:9464\"\n",
     );
     let _daemon = Daemon::start(&lab.router, &work);
     steer_tests::lab::udp_via(&lab, Lab::SERVER_B.into(), 7501, 5);

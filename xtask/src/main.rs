@@ -51,39 +51,8 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::BuildEbpf => build_ebpf::run().map(|_| ()),
         Task::Test { args } => test(&args),
-        Task::Bench { filters } => {
-            setup::run()?;
-            build_release_steer()?;
-            cmd::cargo(
-                &[
-                    "run",
-                    "--release",
-                    "-q",
-                    "-p",
-                    "steer-tests",
-                    "--bin",
-                    "steer-bench",
-                    "--",
-                ],
-                &filters,
-            )
-        }
-        Task::Demo => {
-            setup::run()?;
-            build_release_steer()?;
-            cmd::cargo(
-                &[
-                    "run",
-                    "--release",
-                    "-q",
-                    "-p",
-                    "steer-tests",
-                    "--bin",
-                    "steer-demo",
-                ],
-                &[],
-            )
-        }
+        Task::Bench { filters } => release_bin("steer-bench", &filters),
+        Task::Demo => release_bin("steer-demo", &[]),
         Task::Lint => lint(),
     }
 }
@@ -112,11 +81,26 @@ fn test(args: &[String]) -> Result<()> {
     cmd::cargo(&["test", "-p", "steer-tests"], &extra)
 }
 
-/// The demo and the failover benchmark run the `steer` binary itself.
-fn build_release_steer() -> Result<()> {
+/// Runs a binary of the tests crate (release), after setup and a release build of `steer`,
+/// which the demo and the failover benchmark run themselves.
+fn release_bin(name: &str, args: &[String]) -> Result<()> {
+    setup::run()?;
     cmd::cargo(
         &["build", "--release", "-q", "-p", "steer-user", "--bins"],
         &[],
+    )?;
+    cmd::cargo(
+        &[
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "steer-tests",
+            "--bin",
+            name,
+            "--",
+        ],
+        args,
     )
 }
 

@@ -22,7 +22,7 @@ use steer::{
     packet::Frame,
     prefix::Prefix,
 };
-use steer_common::{DEFAULT_RULE, NO_WAN, PolicyEntry, action};
+use steer_common::{DEFAULT_RULE, PolicyEntry, action};
 use steer_tests::{bench::prefixes, require_root, rng::Rng};
 
 const REPEAT: u32 = 1_000_000;
@@ -144,7 +144,6 @@ fn classifier() {
         row("tc steer", label, tc, floors.tc);
         row("xdp steer", label, xdp, floors.xdp);
     }
-    let _ = NO_WAN;
 }
 
 fn row(program: &str, prefixes: &str, ns: f64, floor: f64) {
