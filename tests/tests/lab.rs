@@ -10,6 +10,9 @@ use std::{
 use steer_tests::lab::{Lab, Stream, Wan, udp_arrivals, udp_via};
 
 const N: usize = 20;
+/// A stream that would run far longer than the test: stopping or dropping it must not wait it
+/// out (the bounds below are a tenth of it, not a timing target).
+const LONG: Duration = Duration::from_secs(30);
 
 fn link_flags(lab: &Lab, w: Wan) -> String {
     lab.router
@@ -32,9 +35,7 @@ fn router_pings(lab: &Lab, target: impl std::fmt::Display) -> bool {
 fn main_default_route_decides_the_wan_v4_and_v6() {
     let t = Instant::now();
     let lab = Lab::new();
-    let setup = t.elapsed();
-    assert!(setup < Duration::from_secs(3), "lab setup took {setup:?}");
-    eprintln!("lab setup: {setup:?}");
+    eprintln!("lab setup: {:?}", t.elapsed());
 
     // No main default: nothing leaves the LAN.
     assert_eq!(udp_via(&lab, Lab::SERVER_A.into(), 7001, 3), [0, 0]);
@@ -193,17 +194,13 @@ fn stream_is_complete_in_order_and_bounded() {
         Lab::SERVER_B6.into(),
         7302,
         Duration::from_millis(1),
-        Duration::from_secs(30),
+        LONG,
     );
     std::thread::sleep(Duration::from_millis(150));
     let t = Instant::now();
     let sent_before_stop = s.sent();
     let got = s.stop();
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "stop took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < LONG / 10, "stop took {:?}", t.elapsed());
     assert!(got.len() as u64 >= sent_before_stop);
     let sent = got.len() as u64;
     assert_complete_in_order(&got, sent, Wan::Two);
@@ -214,12 +211,12 @@ fn stream_is_complete_in_order_and_bounded() {
         Lab::SERVER_A.into(),
         7303,
         Duration::from_millis(1),
-        Duration::from_secs(30),
+        LONG,
     );
     std::thread::sleep(Duration::from_millis(20));
     let t = Instant::now();
     drop(s);
-    assert!(t.elapsed() < Duration::from_millis(500));
+    assert!(t.elapsed() < LONG / 10, "drop took {:?}", t.elapsed());
 }
 
 #[test]
@@ -273,7 +270,6 @@ fn masquerade_moves_a_flow_with_its_route() {
         Duration::from_secs(5),
     );
     std::thread::sleep(Duration::from_millis(50));
-    let moved = Instant::now();
     lab.set_main_default(Wan::Two);
     std::thread::sleep(Duration::from_millis(50));
     let got = s.stop();
@@ -286,11 +282,20 @@ fn masquerade_moves_a_flow_with_its_route() {
     let before = got.iter().filter(|a| a.via == Some(Wan::One)).count();
     let after = got.iter().filter(|a| a.via == Some(Wan::Two)).count();
     assert!(before > 20 && after > 20, "{before} then {after}");
-    assert!(
-        got.iter()
-            .filter(|a| a.at > moved + Duration::from_millis(5))
-            .all(|a| a.via == Some(Wan::Two))
-    );
+    // The flow moves once, in sending order: nothing sent after the first datagram via WAN 2
+    // goes out WAN 1 again. (Ordered by sequence, not by clock: how long the route change
+    // takes depends on the machine's load.)
+    let last_via_one = got
+        .iter()
+        .filter(|a| a.via == Some(Wan::One))
+        .map(|a| a.seq)
+        .max();
+    let first_via_two = got
+        .iter()
+        .filter(|a| a.via == Some(Wan::Two))
+        .map(|a| a.seq)
+        .min();
+    assert!(last_via_one < first_via_two, "{got:?}");
     let lost = got.last().unwrap().seq + 1 - got.len() as u64;
     assert!(lost <= 2, "lost {lost} datagrams when the route moved");
 }

@@ -26,8 +26,11 @@ use steer::{
 };
 use steer_tests::lab::{Lab, Wan};
 
-/// How late a round may return after its timeout (scheduling of a loaded test machine).
-const SLACK: Duration = Duration::from_millis(60);
+/// The latest a round may return: its timeout plus half of it for the scheduling of a loaded
+/// test machine. Probes that waited one after the other would take a multiple of the timeout.
+fn latest_end(spec: &ProbeSpec) -> Duration {
+    spec.timeout + spec.timeout / 2
+}
 const HTTP_PORT: u16 = 8080;
 /// Nothing listens here: the internet answers a SYN with a RST.
 const CLOSED_PORT: u16 = 8081;
@@ -115,7 +118,7 @@ fn assert_all(r: &Round, spec: &ProbeSpec, want: &ProbeOutcome) {
 /// Asserts the round waited out its timeout, and not (much) longer.
 fn assert_bounded_by_timeout(took: Duration, spec: &ProbeSpec) {
     assert!(
-        took >= spec.timeout && took <= spec.timeout + SLACK,
+        took >= spec.timeout && took <= latest_end(spec),
         "round took {took:?} with timeout {:?}",
         spec.timeout
     );
@@ -296,7 +299,8 @@ fn failures_missing_interface_unreachable_and_carrier_loss() {
         timeout: Duration::from_millis(1000),
     };
     let (r, took) = run_round(&lab, &missing);
-    assert!(took < Duration::from_millis(100), "failed fast: {took:?}");
+    // Failed at once, without waiting for any answer.
+    assert!(took < missing.timeout / 4, "failed fast: {took:?}");
     assert_all(
         &r,
         &missing,
@@ -320,7 +324,7 @@ fn failures_missing_interface_unreachable_and_carrier_loss() {
     ];
     let s = spec(Wan::Two, TrackMethod::Icmp, targets, 300);
     let (r, took) = run_round(&lab, &s);
-    assert!(took <= s.timeout + SLACK, "round took {took:?}");
+    assert!(took <= latest_end(&s), "round took {took:?}");
     let outcome = |i: usize| &r.outcomes[i].1;
     for (i, code, gw) in [
         (0, 1, IpAddr::from(Lab::gateway_v4(Wan::Two))),
@@ -348,7 +352,7 @@ fn failures_missing_interface_unreachable_and_carrier_loss() {
     let s1 = spec(Wan::One, TrackMethod::Icmp, icmp_targets(), 300);
     let s2 = spec(Wan::Two, TrackMethod::Icmp, icmp_targets(), 300);
     let (r1, took1) = run_round(&lab, &s1);
-    assert!(took1 <= s1.timeout + SLACK, "round took {took1:?}");
+    assert!(took1 <= latest_end(&s1), "round took {took1:?}");
     for (target, outcome) in &r1.outcomes {
         assert!(
             matches!(outcome, ProbeOutcome::Timeout | ProbeOutcome::Failed(_)),
@@ -458,7 +462,7 @@ fn dns_and_http_through_each_wan_and_timeout_when_blackholed() {
     );
     let (r, took) = run_round(&lab, &s);
     assert_all(&r, &s, &ProbeOutcome::Failed("connection refused".into()));
-    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert!(took < s.timeout / 2, "refused before the timeout: {took:?}");
 
     lab.blackhole_upstream(Wan::One);
     let both: Vec<ProbeTarget> = dns.iter().chain(&http).cloned().collect();
