@@ -620,7 +620,7 @@ impl Controller {
                 let counter = self.dp.maps.rule_counter(r.id).unwrap_or_default();
                 json!({
                     "name": r.name, "rule": r.id,
-                    "match": match r.kind { rule_kind::SRC => "src", rule_kind::DST => "dst", _ => "default" },
+                    "match": Direction::rule_kind_name(r.kind),
                     "policy": r.policy, "prefixes": per_rule.get(&r.id).copied().unwrap_or(0),
                     "packets": counter.packets, "bytes": counter.bytes,
                 })

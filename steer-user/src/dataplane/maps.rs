@@ -14,7 +14,7 @@ use aya::{
 use steer_common::{
     Counter, GENERATIONS, LB_SLOTS, LbSlot, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo,
     SLOT_MIN_LEN_V4, SLOT_MIN_LEN_V6, Settings, WanInfo, lb_base, map_names as names, path,
-    policy_index, slot_v4, slot_v6,
+    policy_index, rule_kind, slot_v4, slot_v6,
 };
 
 use super::{
@@ -39,6 +39,32 @@ impl Direction {
         (Direction::Src, true),
         (Direction::Src, false),
     ];
+
+    /// The word for it in config (`match = "src"`), `steer dump` and `steer explain`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::Src => "src",
+            Direction::Dst => "dst",
+        }
+    }
+
+    /// The direction a rule of this kind ([`rule_kind`]) matches on; `None` for the default
+    /// rule (and unused ids).
+    pub const fn of_rule_kind(kind: u32) -> Option<Direction> {
+        match kind {
+            rule_kind::SRC => Some(Direction::Src),
+            rule_kind::DST => Some(Direction::Dst),
+            _ => None,
+        }
+    }
+
+    /// How a rule of this kind is named to users: "src", "dst" or "default".
+    pub const fn rule_kind_name(kind: u32) -> &'static str {
+        match Direction::of_rule_kind(kind) {
+            Some(d) => d.as_str(),
+            None => "default",
+        }
+    }
 
     /// Position of (this direction, IPv4?) in [`Direction::ALL`].
     pub const fn index(self, v4: bool) -> usize {
