@@ -158,7 +158,9 @@ fn xdp_kind(mode: XdpAttachMode) -> LinkKind {
     }
 }
 
-fn ifindex(iface: &str) -> Result<u32, DataplaneError> {
+/// The kernel's index of interface `iface`; [`DataplaneError::NoInterface`] when there is no such
+/// interface (or the name cannot be one).
+pub fn ifindex(iface: &str) -> Result<u32, DataplaneError> {
     let name =
         std::ffi::CString::new(iface).map_err(|_| DataplaneError::NoInterface(iface.to_owned()))?;
     // SAFETY: `name` is a NUL-terminated string; if_nametoindex only reads it.

@@ -21,7 +21,7 @@ use aya::{
 };
 use steer_common::{map_names, program_names};
 
-pub use attach::AttachReport;
+pub use attach::{AttachReport, ifindex};
 pub use maps::{Direction, Maps, WriteMode};
 
 use crate::objects;
