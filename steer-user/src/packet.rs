@@ -151,7 +151,9 @@ fn ipv6_header(src: [u8; 16], dst: [u8; 16], proto: u8, payload: usize) -> Vec<u
     h
 }
 
-fn checksum(bytes: &[u8]) -> u16 {
+/// The Internet checksum (RFC 1071) of `bytes`: an odd last byte is padded with zero. Over data
+/// that already carries its checksum it is 0.
+pub(crate) fn checksum(bytes: &[u8]) -> u16 {
     let mut sum: u32 = bytes
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))

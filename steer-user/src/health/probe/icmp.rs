@@ -25,6 +25,7 @@ use super::{
     ProbeSpec,
     sock::{OsError, ProbeError, random_u64, wan_socket},
 };
+use crate::packet::checksum;
 
 /// The echo payload: a fixed pattern (no timestamp; the RTT is measured locally).
 const PAYLOAD: &[u8; 48] = b"steer-probe.steer-probe.steer-probe.steer-probe.";
@@ -138,18 +139,6 @@ fn echo_request(target: IpAddr, id: u16, seq: u16) -> Vec<u8> {
         p[2..4].copy_from_slice(&sum.to_be_bytes());
     }
     p
-}
-
-/// The Internet checksum (RFC 1071).
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Matches a received packet (IPv4: with its IP header; IPv6: the ICMPv6 message alone, the
