@@ -21,8 +21,8 @@ pub use client::call;
 pub use proto::{Request, Response, WanMode};
 pub use server::{Call, PeerCred, Server, ServerOptions, serve};
 
-/// Where `steer run` serves and the CLI connects unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/steer/steer.sock";
+/// Where `steer run` serves and the CLI connects unless told otherwise (`[control] socket`).
+pub use crate::config::DEFAULT_SOCKET;
 
 /// Everything that can go wrong creating the control socket or talking to it. Every message
 /// names the socket (or its directory) and says what to do.
