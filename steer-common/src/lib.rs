@@ -17,7 +17,7 @@ use core::mem::size_of;
 pub mod map_names {
     /// Array of maps `[SLOTS]` of LPM tries: IPv4 destination prefix -> [`crate::RuleRef`].
     pub const DST_V4: &str = "DST_V4";
-    /// LPM trie of IPv4 destination prefixes shorter than `SPLIT_BITS_V4`.
+    /// LPM trie of IPv4 destination prefixes shorter than [`crate::SLOT_MIN_LEN_V4`].
     pub const DST_V4_SHORT: &str = "DST_V4_SHORT";
     /// Array of maps `[SLOTS]` of LPM tries: IPv6 destination prefix -> [`crate::RuleRef`].
     pub const DST_V6: &str = "DST_V6";

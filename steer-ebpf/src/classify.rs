@@ -46,7 +46,7 @@ fn rule_v6(src: AddrV6, dst: AddrV6, by_source: bool) -> u32 {
 }
 
 /// Longest-prefix match in a split set: the slot trie of the address first (every prefix there
-/// is at least `SPLIT_BITS_V4` long), then the short trie.
+/// is at least `SLOT_MIN_LEN_V4` long), then the short trie.
 #[inline(always)]
 fn lookup_v4<const N: usize>(
     slots: &ArrayOfMaps<SlotV4, N>,
