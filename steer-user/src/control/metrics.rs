@@ -3,19 +3,22 @@
 //! document through the same channel as the control socket, so the numbers are the ones
 //! `steer status` shows, read on the controller's own task.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{io::ErrorKind, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{mpsc, oneshot},
+    sync::{Semaphore, mpsc},
+    time::Instant,
 };
 
-use super::{Call, ControlError, PeerCred, Request};
+use super::{Call, ControlError, PeerCred, Request, server::ask};
 
 /// Longest request head read.
 const MAX_HEAD: usize = 8 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Scrapes served at once; a scraper is one Prometheus, so a few is plenty.
+const MAX_SCRAPES: usize = 8;
 
 /// Binds `addr` and serves scrapes until the returned task is aborted.
 pub async fn serve(
@@ -30,19 +33,34 @@ pub async fn serve(
             source,
         })?;
     log::info!("metrics: serving http://{addr}/metrics");
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let calls = calls.clone();
-            tokio::spawn(async move {
-                if let Err(e) = tokio::time::timeout(TIMEOUT, answer(stream, calls)).await {
-                    log::debug!("metrics: slow client dropped ({e})");
-                }
-            });
+    Ok(tokio::spawn(accept_loop(listener, calls)))
+}
+
+async fn accept_loop(listener: TcpListener, calls: mpsc::Sender<Call>) {
+    let scrapes = Arc::new(Semaphore::new(MAX_SCRAPES));
+    loop {
+        // Take a slot before accepting: at the cap, scrapers wait in the listen backlog.
+        let Ok(permit) = scrapes.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let calls = calls.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = tokio::time::timeout(TIMEOUT, answer(stream, calls)).await {
+                        log::debug!("metrics: slow client dropped ({e})");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
+            Err(e) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                log::warn!("metrics: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-    }))
+    }
 }
 
 async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) {
@@ -67,22 +85,10 @@ async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) {
 }
 
 async fn status(calls: &mpsc::Sender<Call>) -> Option<serde_json::Value> {
-    let (reply, answer) = oneshot::channel();
-    // Scrapes are read-only; they come from the metrics listener, not a socket peer.
-    let peer = PeerCred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    calls
-        .send(Call {
-            request: Request::Status,
-            peer,
-            reply,
-        })
+    let deadline = Instant::now() + TIMEOUT;
+    let response = ask(calls, Request::Status, PeerCred::own(), deadline)
         .await
         .ok()?;
-    let response = tokio::time::timeout(TIMEOUT, answer).await.ok()?.ok()?;
     response.ok.then_some(response.body)
 }
 

@@ -63,6 +63,19 @@ pub struct PeerCred {
     pub gid: u32,
 }
 
+impl PeerCred {
+    /// The daemon's own process: the asker for calls it makes itself (metrics scrapes).
+    pub fn own() -> PeerCred {
+        PeerCred {
+            pid: i32::try_from(std::process::id()).unwrap_or(0),
+            // SAFETY: getuid and getgid cannot fail and touch no memory.
+            uid: unsafe { libc::getuid() },
+            // SAFETY: as above.
+            gid: unsafe { libc::getgid() },
+        }
+    }
+}
+
 /// How to serve the control socket. Start from [`ServerOptions::new`] and adjust fields.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -434,42 +447,68 @@ async fn dispatch(ctx: &Context, request: Request, peer: PeerCred) -> Response {
         "control: pid {} uid {} requests {request:?}",
         peer.pid, peer.uid
     );
-    let deadline = Instant::now() + ctx.reply_timeout;
-    let not_in_time = || {
-        warn!(
-            "control: the controller did not answer pid {} uid {} within {:?}",
-            peer.pid, peer.uid, ctx.reply_timeout
-        );
-        Response::error(format!(
-            "the daemon did not answer within {:?}; it may be busy: see its log and retry",
-            ctx.reply_timeout
-        ))
-    };
-    let (reply, answer) = oneshot::channel();
-    match timeout_at(
-        deadline,
-        ctx.calls.send(Call {
-            request,
-            peer,
-            reply,
-        }),
+    match ask(
+        &ctx.calls,
+        request,
+        peer,
+        Instant::now() + ctx.reply_timeout,
     )
     .await
     {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => {
-            return Response::error(
-                "the daemon did not answer: it is shutting down; start it again with `steer run -c FILE`",
-            );
-        }
-        Err(_) => return not_in_time(),
-    }
-    match timeout_at(deadline, answer).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(_)) => Response::error(
+        Ok(response) => response,
+        Err(Unanswered::ShuttingDown) => Response::error(
+            "the daemon did not answer: it is shutting down; start it again with `steer run -c FILE`",
+        ),
+        Err(Unanswered::Dropped) => Response::error(
             "the daemon did not answer (it dropped the request); see its log and retry",
         ),
-        Err(_) => not_in_time(),
+        Err(Unanswered::TimedOut) => {
+            warn!(
+                "control: the controller did not answer pid {} uid {} within {:?}",
+                peer.pid, peer.uid, ctx.reply_timeout
+            );
+            Response::error(format!(
+                "the daemon did not answer within {:?}; it may be busy: see its log and retry",
+                ctx.reply_timeout
+            ))
+        }
+    }
+}
+
+/// Why a call to the controller got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unanswered {
+    /// The controller's channel is closed: the daemon is stopping.
+    ShuttingDown,
+    /// The controller dropped the reply sender.
+    Dropped,
+    /// No answer by the deadline.
+    TimedOut,
+}
+
+/// Hands `request` to the controller's task and waits for its answer until `deadline`. The one
+/// way into the controller for the control socket and the metrics endpoint.
+pub(crate) async fn ask(
+    calls: &mpsc::Sender<Call>,
+    request: Request,
+    peer: PeerCred,
+    deadline: Instant,
+) -> Result<Response, Unanswered> {
+    let (reply, answer) = oneshot::channel();
+    let call = Call {
+        request,
+        peer,
+        reply,
+    };
+    match timeout_at(deadline, calls.send(call)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(Unanswered::ShuttingDown),
+        Err(_) => return Err(Unanswered::TimedOut),
+    }
+    match timeout_at(deadline, answer).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(_)) => Err(Unanswered::Dropped),
+        Err(_) => Err(Unanswered::TimedOut),
     }
 }
 
