@@ -233,6 +233,16 @@ pub mod path {
     pub const COUNT: u32 = 4;
 }
 
+/// EtherTypes the kernel programs parse, in host order, named as in `linux/if_ether.h`.
+pub mod ethertype {
+    pub const ETH_P_IP: u16 = 0x0800;
+    pub const ETH_P_IPV6: u16 = 0x86dd;
+    /// 802.1Q VLAN tag.
+    pub const ETH_P_8021Q: u16 = 0x8100;
+    /// 802.1ad (QinQ) outer VLAN tag.
+    pub const ETH_P_8021AD: u16 = 0x88a8;
+}
+
 /// Metadata the XDP program puts in front of the packet for TC.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

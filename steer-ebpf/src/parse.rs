@@ -1,14 +1,13 @@
 //! Header parsing shared by the TC and XDP programs: Ethernet, up to two VLAN tags
 //! (802.1Q / 802.1ad), then the IPv4 or IPv6 addresses. Nothing else is needed to classify.
 
-use steer_common::{AddrV4, AddrV6};
+use steer_common::{
+    AddrV4, AddrV6,
+    ethertype::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6},
+};
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 

@@ -14,6 +14,7 @@ use aya_ebpf::{
     maps::HashMap,
     programs::{TcContext, XdpContext},
 };
+use steer_common::ethertype::{ETH_P_IP, ETH_P_IPV6};
 
 /// skb->mark -> packets seen by the witness.
 #[map]
@@ -29,15 +30,12 @@ pub fn testkit_xdp_empty(_ctx: XdpContext) -> u32 {
     XDP_PASS
 }
 
-/// `skb->protocol` values (network byte order on the wire, host order here after `from_be`).
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-
 #[classifier]
 pub fn testkit_witness(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer of this program.
     let (mark, protocol) = unsafe { ((*ctx.skb.skb).mark, (*ctx.skb.skb).protocol) };
     // Only IP packets: ARP and friends are never classified, and would blur "unmarked".
+    // skb->protocol is in network order.
     let protocol = u16::from_be(protocol as u16);
     if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
         return TC_ACT_UNSPEC;
