@@ -130,13 +130,8 @@ impl Snapshot {
         owned_tables: &[u32],
     ) -> Result<Snapshot, rtnetlink::Error> {
         let mut s = Snapshot::default();
-        {
-            let mut links = std::pin::pin!(handle.link().get().execute());
-            while let Some(m) = links.try_next().await? {
-                if let Some(l) = LinkInfo::from_message(&m) {
-                    s.links.insert(l);
-                }
-            }
+        for l in dump_links(handle).await? {
+            s.links.insert(l);
         }
         for family in Family::ALL {
             let version = match family {
@@ -202,6 +197,16 @@ async fn dump_routes(
             Err(e) if errno(&e) == Some(libc::ENOENT) => break,
             Err(e) => return Err(e),
         }
+    }
+    Ok(out)
+}
+
+/// Every interface, in one dump.
+pub(crate) async fn dump_links(handle: &Handle) -> Result<Vec<LinkInfo>, rtnetlink::Error> {
+    let mut out = Vec::new();
+    let mut links = std::pin::pin!(handle.link().get().execute());
+    while let Some(m) = links.try_next().await? {
+        out.extend(LinkInfo::from_message(&m));
     }
     Ok(out)
 }

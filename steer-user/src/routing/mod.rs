@@ -65,7 +65,7 @@ mod kernel;
 mod plan;
 mod watch;
 
-use std::{fmt, net::IpAddr};
+use std::{collections::HashMap, fmt, net::IpAddr};
 
 /// The crate of the stream trait [`watch`]'s events come through (`futures::StreamExt` gives
 /// `next()`), for callers that do not depend on it directly.
@@ -252,13 +252,16 @@ pub struct RoutingStatus {
     pub in_sync: bool,
 }
 
-/// Why routing could not start.
+/// Why routing could not start, or could not read the kernel's interfaces.
 #[derive(Debug, thiserror::Error)]
 pub enum RoutingError {
     #[error("routing needs a tokio runtime (create Routing and watch() from inside one)")]
     NoRuntime,
     #[error("cannot open a netlink route socket: {0}")]
     Socket(#[source] std::io::Error),
+    /// The kernel's answer to a link dump, in words.
+    #[error("cannot read the kernel's interfaces: {0}")]
+    Links(String),
 }
 
 /// steer's view of the kernel's routing: reads and changes rules and routes over an rtnetlink
@@ -341,6 +344,23 @@ impl Routing {
         kernel::execute(&self.handle, &snapshot.links, steps).await
     }
 
+    /// The index, carrier (IFF_LOWER_UP) and administrative state (IFF_UP) of every interface,
+    /// by name, from a single link dump: one request however many interfaces the caller needs.
+    pub async fn link_states(&self) -> Result<HashMap<String, (u32, bool, bool)>, RoutingError> {
+        Ok(self
+            .links()
+            .await?
+            .into_iter()
+            .map(|l| (l.name, (l.index, l.carrier, l.admin_up)))
+            .collect())
+    }
+
+    async fn links(&self) -> Result<Vec<kernel::LinkInfo>, RoutingError> {
+        kernel::dump_links(&self.handle)
+            .await
+            .map_err(|e| RoutingError::Links(kernel::describe_error(&e)))
+    }
+
     /// The index, carrier (IFF_LOWER_UP) and administrative state (IFF_UP) of the interface
     /// called `name`; `None` if there is none.
     pub async fn link_state(&self, name: &str) -> Option<(u32, bool, bool)> {
@@ -366,4 +386,20 @@ pub enum NetEvent {
     /// An address, route or rule changed (or events were lost): routing may need a reconcile.
     /// Consecutive ones that are already queued are merged into one.
     Changed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Routing;
+
+    /// The single dump reports an interface as the lookup by name does (`lo`: every network
+    /// namespace has it, and nothing changes it while the test runs).
+    #[tokio::test]
+    async fn link_states_agree_with_link_state() {
+        let routing = Routing::new().expect("a netlink route socket");
+        let all = routing.link_states().await.expect("a link dump");
+        let lo = routing.link_state("lo").await.expect("lo exists");
+        assert_eq!(all.get("lo"), Some(&lo));
+        assert!(all.values().all(|&(index, _, _)| index > 0));
+    }
 }

@@ -8,15 +8,15 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures::{Stream, StreamExt, TryStreamExt, channel::mpsc::UnboundedReceiver};
+use futures::{Stream, StreamExt, channel::mpsc::UnboundedReceiver};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage, link::LinkAttribute};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{
     MulticastGroup,
     sys::{AsyncSocket, SocketAddr},
 };
 
-use super::{NetEvent, RoutingError, kernel::LinkInfo};
+use super::{NetEvent, Routing, RoutingError, kernel::LinkInfo};
 
 /// Receive buffer of the event socket. Should it still overflow (a burst of route changes),
 /// the stream re-reads every link and reports `Changed`.
@@ -113,13 +113,8 @@ impl State {
             {
                 let index = l.header.index;
                 let known = self.links.remove(&index).map(|l| l.name);
-                let name = l
-                    .attributes
-                    .iter()
-                    .find_map(|a| match a {
-                        LinkAttribute::IfName(n) => Some(n.clone()),
-                        _ => None,
-                    })
+                let name = LinkInfo::from_message(&l)
+                    .map(|l| l.name)
                     .or(known)
                     .unwrap_or_default();
                 self.pending.push_back(NetEvent::LinkGone { index, name });
@@ -163,30 +158,18 @@ impl State {
     /// After lost events: every link that changed or vanished, then `Changed`. The links are
     /// read on a socket of their own, so that the answer cannot be lost to a full buffer.
     async fn resync(&mut self) {
-        let handle = match rtnetlink::new_connection() {
-            Ok((conn, handle, _)) => {
-                tokio::spawn(conn);
-                handle
-            }
+        let now = match Routing::new() {
+            Ok(routing) => routing.links().await,
+            Err(e) => Err(e),
+        };
+        let now = match now {
+            Ok(now) => now,
             Err(e) => {
-                log::warn!("netlink events: cannot re-read links: {e}");
+                log::warn!("netlink events: re-reading links failed: {e}");
                 self.changed();
                 return;
             }
         };
-        let mut now = Vec::new();
-        let mut dump = std::pin::pin!(handle.link().get().execute());
-        loop {
-            match dump.try_next().await {
-                Ok(Some(m)) => now.extend(LinkInfo::from_message(&m)),
-                Ok(None) => break,
-                Err(e) => {
-                    log::warn!("netlink events: re-reading links failed: {e}");
-                    self.changed();
-                    return;
-                }
-            }
-        }
         let gone: Vec<LinkInfo> = self
             .links
             .values()
