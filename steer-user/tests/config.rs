@@ -3,6 +3,8 @@
 //! once, unknown keys, the address corpus, list files, duplicates across sets, and a timing run
 //! over a 1,000,000-line list.
 
+mod common;
+
 use std::{
     fmt::Write as _,
     net::{IpAddr, SocketAddr},
@@ -10,6 +12,7 @@ use std::{
     time::Instant,
 };
 
+use common::TempDir;
 use steer::{
     config::{
         self, Config, ConfigErrors, DuplicatePolicy, LastResort, Member, ProbeTarget, TrackMethod,
@@ -1593,7 +1596,7 @@ fn list_file_errors_name_file_line_and_column() {
 
 #[test]
 fn non_utf8_list_lines_are_reported() {
-    let dir = scratch_dir("non-utf8");
+    let dir = TempDir::new("non-utf8");
     std::fs::write(dir.join("l.txt"), b"10.0.0.0/8\n10.\xff.0.0/16\n").unwrap();
     let cfg = dir.join("steer.toml");
     let text = MIN.replacen("prefixes = [\"10.0.0.0/8\"]", "files = [\"l.txt\"]", 1);
@@ -1606,7 +1609,6 @@ fn non_utf8_list_lines_are_reported() {
         (dir.join("l.txt"), 2, 4)
     );
     assert!(d.message.contains("not valid UTF-8"), "{d}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -1736,16 +1738,10 @@ fn the_same_prefix_twice_in_one_set_is_kept_once_with_its_first_origin() {
 // Scale
 // ---------------------------------------------------------------------------------------------
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("steer-config-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn a_million_line_list_parses_and_loads() {
     const LINES: u32 = 1_000_000;
-    let dir = scratch_dir("million");
+    let dir = TempDir::new("million");
     let mut text = String::with_capacity(LINES as usize * 20);
     text.push_str("# generated\n");
     for i in 0..LINES {
@@ -1787,7 +1783,6 @@ fn a_million_line_list_parses_and_loads() {
             "release"
         }
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! or sit on a request, socket creation (modes, stale, live and foreign files) and clean-up, and
 //! the client's errors.
 
+mod common;
+
 use std::{
     fs,
     io::{ErrorKind, Read, Write},
@@ -15,14 +17,12 @@ use std::{
     },
     path::{Path, PathBuf},
     process::Command,
-    sync::{
-        Arc, Barrier, Mutex, MutexGuard,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Barrier, Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
 
+use common::TempDir;
 use serde_json::{Value, json};
 use steer::control::{
     self, Call, ControlError, PeerCred, Request, Response, ServerOptions, WanMode,
@@ -38,35 +38,6 @@ const SECOND: Duration = Duration::from_secs(1);
 // ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
-
-/// A fresh directory under /tmp (mode 0755), removed when dropped, even on panic.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = PathBuf::from(format!(
-            "/tmp/steer-control-{}-{n}-{name}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).unwrap();
-        // Explicitly: another test's serve() may have the umask at 0177 right now.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        Self(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Serializes `serve` calls, which briefly change the process umask, with the one test that
 /// checks the umask is restored.

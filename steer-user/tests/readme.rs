@@ -1,6 +1,10 @@
 //! The configuration shown in README.md is valid: `steer check` accepts it as printed.
 
+mod common;
+
 use std::path::PathBuf;
+
+use common::TempDir;
 
 #[test]
 fn the_readme_example_configuration_loads() {
@@ -11,13 +15,11 @@ fn the_readme_example_configuration_loads() {
         .expect("a toml block in the README")
         + "```toml\n".len();
     let end = start + readme[start..].find("```").expect("closed block");
-    let dir = std::env::temp_dir().join(format!("steer-readme-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("example");
     let path = dir.join("steer.toml");
     std::fs::write(&path, &readme[start..end]).unwrap();
-    let result = steer::config::load(&path);
-    let _ = std::fs::remove_dir_all(&dir);
-    let config = result.unwrap_or_else(|e| panic!("README example is invalid:\n{e}"));
+    let config =
+        steer::config::load(&path).unwrap_or_else(|e| panic!("README example is invalid:\n{e}"));
     assert_eq!(config.wans.len(), 2);
     assert_eq!(config.sets.len(), 2);
     assert_eq!(
