@@ -136,6 +136,17 @@ pub struct Track {
     pub loss_window: u32,
 }
 
+/// What an unwritten `[wan.track]` key means (also the documented defaults).
+impl Track {
+    pub const DEFAULT_METHOD: TrackMethod = TrackMethod::Icmp;
+    pub const DEFAULT_INTERVAL_MS: u32 = 500;
+    pub const DEFAULT_TIMEOUT_MS: u32 = 400;
+    pub const DEFAULT_RELIABILITY: u32 = 1;
+    pub const DEFAULT_DOWN_AFTER: u32 = 3;
+    pub const DEFAULT_UP_AFTER: u32 = 5;
+    pub const DEFAULT_LOSS_WINDOW: u32 = 10;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrackMethod {
     Icmp,
@@ -326,5 +337,54 @@ fn single(path: &Path, message: String, hint: &str) -> ConfigErrors {
             message,
             hint: hint.into(),
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Default column of the first row of a table in `doc` whose key is `key`.
+    fn documented_default<'d>(doc: &'d str, key: &str) -> &'d str {
+        let row = format!("| `{key}` |");
+        let line = doc
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("docs/configuration.md has no row for `{key}`"));
+        line.split('|').nth(3).unwrap_or("").trim()
+    }
+
+    #[test]
+    fn the_reference_documents_the_defaults_in_use() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/configuration.md");
+        let capacity = Capacity::default();
+        let expected = [
+            ("mark_mask", format!("`{DEFAULT_MARK_MASK:#x}`")),
+            ("pin_dir", format!("`\"{DEFAULT_PIN_DIR}\"`")),
+            ("dst_v4", format!("`{}`", capacity.dst_v4)),
+            ("dst_v6", format!("`{}`", capacity.dst_v6)),
+            ("src_v4", format!("`{}`", capacity.src_v4)),
+            ("src_v6", format!("`{}`", capacity.src_v6)),
+            (
+                "method",
+                format!("`\"{}\"`", Track::DEFAULT_METHOD.as_str()),
+            ),
+            ("interval_ms", format!("`{}`", Track::DEFAULT_INTERVAL_MS)),
+            ("timeout_ms", format!("`{}`", Track::DEFAULT_TIMEOUT_MS)),
+            ("reliability", format!("`{}`", Track::DEFAULT_RELIABILITY)),
+            ("down_after", format!("`{}`", Track::DEFAULT_DOWN_AFTER)),
+            ("up_after", format!("`{}`", Track::DEFAULT_UP_AFTER)),
+            ("loss_window", format!("`{}`", Track::DEFAULT_LOSS_WINDOW)),
+            ("socket", format!("`\"{DEFAULT_SOCKET}\"`")),
+        ];
+        for (key, value) in expected {
+            assert_eq!(documented_default(&doc, key), value, "default of `{key}`");
+        }
+        let advice = format!("below {}, set `timeout_ms` too", Track::DEFAULT_TIMEOUT_MS);
+        assert!(
+            doc.contains(&advice),
+            "the timeout_ms advice names the default"
+        );
     }
 }

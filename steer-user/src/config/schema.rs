@@ -10,7 +10,7 @@ use toml::{
     de::{DeTable, DeValue},
 };
 
-use super::{diag::Ctx, names::valid_name};
+use super::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, Track, diag::Ctx, names::valid_name};
 
 #[derive(Clone, Copy)]
 pub(crate) enum Kind {
@@ -27,10 +27,35 @@ pub(crate) struct Field {
     pub kind: Kind,
     pub required: bool,
     /// How the key is written, for hints.
-    pub example: &'static str,
+    example: Example,
+}
+
+/// How a key is written, for hints. Defaults are shown from their constants, so a hint never
+/// suggests a value that differs from what leaving the key out gives.
+#[derive(Clone, Copy)]
+enum Example {
+    Text(&'static str),
+    /// These pieces in a row (a `const` string cannot go into `concat!`).
+    Pieces(&'static [&'static str]),
+    /// `key = n`.
+    Int(u32),
+}
+
+impl Field {
+    fn example(&self) -> String {
+        match self.example {
+            Example::Text(t) => t.to_owned(),
+            Example::Pieces(p) => p.concat(),
+            Example::Int(n) => format!("{} = {n}", self.key),
+        }
+    }
 }
 
 const fn opt(key: &'static str, kind: Kind, example: &'static str) -> Field {
+    opt_shown(key, kind, Example::Text(example))
+}
+
+const fn opt_shown(key: &'static str, kind: Kind, example: Example) -> Field {
     Field {
         key,
         kind,
@@ -39,12 +64,17 @@ const fn opt(key: &'static str, kind: Kind, example: &'static str) -> Field {
     }
 }
 
+/// An optional integer key, shown at its default.
+const fn opt_int(key: &'static str, default: u32) -> Field {
+    opt_shown(key, Kind::Int, Example::Int(default))
+}
+
 const fn req(key: &'static str, kind: Kind, example: &'static str) -> Field {
     Field {
         key,
         kind,
         required: true,
-        example,
+        example: Example::Text(example),
     }
 }
 
@@ -76,10 +106,10 @@ pub(crate) const ROOT: &[Field] = &[
         Table(DEFAULT),
         "[default] with policy = \"balanced\"",
     ),
-    opt(
+    opt_shown(
         "control",
         Table(CONTROL),
-        "[control] with socket = \"/run/steer/steer.sock\"",
+        Example::Pieces(&["[control] with socket = \"", DEFAULT_SOCKET, "\""]),
     ),
 ];
 
@@ -87,7 +117,11 @@ const GENERAL: &[Field] = &[
     req("lan", StrList, "lan = [\"br-lan\"]"),
     opt("mark_mask", Int, "mark_mask = 0xff00"),
     opt("xdp", Bool, "xdp = false"),
-    opt("pin_dir", Str, "pin_dir = \"/sys/fs/bpf/steer\""),
+    opt_shown(
+        "pin_dir",
+        Str,
+        Example::Pieces(&["pin_dir = \"", DEFAULT_PIN_DIR, "\""]),
+    ),
     opt(
         "capacity",
         Table(CAPACITY),
@@ -98,10 +132,10 @@ const GENERAL: &[Field] = &[
 ];
 
 const CAPACITY: &[Field] = &[
-    opt("dst_v4", Int, "dst_v4 = 2097152"),
-    opt("dst_v6", Int, "dst_v6 = 1048576"),
-    opt("src_v4", Int, "src_v4 = 65536"),
-    opt("src_v6", Int, "src_v6 = 65536"),
+    opt_int("dst_v4", steer_common::DEFAULT_CAPACITY_DST_V4),
+    opt_int("dst_v6", steer_common::DEFAULT_CAPACITY_DST_V6),
+    opt_int("src_v4", steer_common::DEFAULT_CAPACITY_SRC_V4),
+    opt_int("src_v6", steer_common::DEFAULT_CAPACITY_SRC_V6),
 ];
 
 const WAN: &[Field] = &[
@@ -123,16 +157,16 @@ const TRACK: &[Field] = &[
     req("targets", StrList, "targets = [\"1.1.1.1\", \"9.9.9.9\"]"),
     opt("query", Str, "query = \"example.com\""),
     opt("host", Str, "host = \"example.com\""),
-    opt("interval_ms", Int, "interval_ms = 500"),
-    opt("timeout_ms", Int, "timeout_ms = 400"),
-    opt("reliability", Int, "reliability = 1"),
-    opt("down_after", Int, "down_after = 3"),
-    opt("up_after", Int, "up_after = 5"),
+    opt_int("interval_ms", Track::DEFAULT_INTERVAL_MS),
+    opt_int("timeout_ms", Track::DEFAULT_TIMEOUT_MS),
+    opt_int("reliability", Track::DEFAULT_RELIABILITY),
+    opt_int("down_after", Track::DEFAULT_DOWN_AFTER),
+    opt_int("up_after", Track::DEFAULT_UP_AFTER),
     opt("max_latency_ms", Int, "max_latency_ms = 300"),
     opt("max_loss_percent", Int, "max_loss_percent = 20"),
     opt("recover_latency_ms", Int, "recover_latency_ms = 200"),
     opt("recover_loss_percent", Int, "recover_loss_percent = 5"),
-    opt("loss_window", Int, "loss_window = 10"),
+    opt_int("loss_window", Track::DEFAULT_LOSS_WINDOW),
 ];
 
 const POLICY: &[Field] = &[
@@ -164,7 +198,11 @@ const SET: &[Field] = &[
 const DEFAULT: &[Field] = &[req("policy", Str, "policy = \"balanced\"")];
 
 const CONTROL: &[Field] = &[
-    opt("socket", Str, "socket = \"/run/steer/steer.sock\""),
+    opt_shown(
+        "socket",
+        Str,
+        Example::Pieces(&["socket = \"", DEFAULT_SOCKET, "\""]),
+    ),
     opt("metrics", Str, "metrics = \"127.0.0.1:9464\""),
 ];
 
@@ -260,17 +298,17 @@ fn missing_text(label: &str, f: &Field) -> (String, String) {
         ),
         ("", "wan") => (
             "no WAN is defined".into(),
-            format!("add at least one {}", f.example),
+            format!("add at least one {}", f.example()),
         ),
         (_, "track") => (
             "this WAN has no health tracking".into(),
-            format!("add {} after the WAN's keys", f.example),
+            format!("add {} after the WAN's keys", f.example()),
         ),
         _ => (
             format!("required key `{}` is missing", f.key),
             format!(
                 "add `{}`{}",
-                f.example,
+                f.example(),
                 if label.is_empty() {
                     String::new()
                 } else {
@@ -300,7 +338,7 @@ fn check_value(
                     &span,
                     path,
                     "number is far too large",
-                    format!("write it like `{}`", field.example),
+                    format!("write it like `{}`", field.example()),
                 );
                 false
             }
@@ -316,7 +354,7 @@ fn check_value(
                             "expected a string (in quotes), found {}",
                             a_type(item.get_ref())
                         ),
-                        format!("write it like `{}`", field.example),
+                        format!("write it like `{}`", field.example()),
                     );
                     ok = false;
                 }
@@ -344,7 +382,7 @@ fn check_value(
                             &item_span,
                             format!("{path}[{i}]"),
                             format!("expected a table, found {found}"),
-                            format!("write it like `{}`", field.example),
+                            format!("write it like `{}`", field.example()),
                         );
                         ok = false;
                     }
@@ -356,24 +394,25 @@ fn check_value(
             let (expected, hint) = match kind {
                 Kind::Str => (
                     "a string (in quotes)",
-                    format!("write it like `{}`", field.example),
+                    format!("write it like `{}`", field.example()),
                 ),
-                Kind::Int => ("an integer", format!("write it like `{}`", field.example)),
+                Kind::Int => ("an integer", format!("write it like `{}`", field.example())),
                 Kind::Bool => (
                     "true or false (without quotes)",
-                    format!("write it like `{}`", field.example),
+                    format!("write it like `{}`", field.example()),
                 ),
                 Kind::StrList => (
                     "a list of strings",
                     format!(
                         "write it like `{}` (a single entry still needs the brackets)",
-                        field.example
+                        field.example()
                     ),
                 ),
-                Kind::Table(_) => ("a table", format!("write it as {}", field.example)),
-                Kind::TableList(_) => {
-                    ("a list of tables", format!("write it as {}", field.example))
-                }
+                Kind::Table(_) => ("a table", format!("write it as {}", field.example())),
+                Kind::TableList(_) => (
+                    "a list of tables",
+                    format!("write it as {}", field.example()),
+                ),
             };
             cx.err(
                 &span,

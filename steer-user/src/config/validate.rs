@@ -413,7 +413,7 @@ impl<'c, 'a> Builder<'c, 'a> {
             Some(v) => self.absolute(
                 v,
                 "general.pin_dir",
-                "e.g. /sys/fs/bpf/steer (on a bpf filesystem)",
+                &format!("e.g. {DEFAULT_PIN_DIR} (on a bpf filesystem)"),
             ),
         };
         let capacity = self.capacity(&g);
@@ -799,7 +799,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                 ("dns", TrackMethod::Dns),
                 ("http", TrackMethod::Http),
             ],
-            TrackMethod::Icmp,
+            Track::DEFAULT_METHOD,
             "tracking method",
         );
         let query = match &t.query {
@@ -884,8 +884,14 @@ impl<'c, 'a> Builder<'c, 'a> {
                 }
             }
         }
-        let interval_ms =
-            self.opt_ranged(&t.interval_ms, &f("interval_ms"), 500, 10, 3_600_000, "ms");
+        let interval_ms = self.opt_ranged(
+            &t.interval_ms,
+            &f("interval_ms"),
+            Track::DEFAULT_INTERVAL_MS,
+            10,
+            3_600_000,
+            "ms",
+        );
         let timeout_ms = match &t.timeout_ms {
             Some(v) => {
                 let n = *v.get_ref();
@@ -901,19 +907,22 @@ impl<'c, 'a> Builder<'c, 'a> {
                     interval_ms
                 }
             }
-            None if interval_ms < 400 && !self.cx.removed.contains(&f("timeout_ms")) => {
+            None if interval_ms < Track::DEFAULT_TIMEOUT_MS
+                && !self.cx.removed.contains(&f("timeout_ms")) =>
+            {
                 let span = t.interval_ms.as_ref().map_or(0..0, |v| v.span());
                 self.err(
                     &span,
                     f("interval_ms"),
                     format!(
-                        "interval_ms {interval_ms} is shorter than the default timeout_ms (400)"
+                        "interval_ms {interval_ms} is shorter than the default timeout_ms ({})",
+                        Track::DEFAULT_TIMEOUT_MS
                     ),
                     format!("also set timeout_ms to at most {interval_ms}"),
                 );
                 interval_ms
             }
-            None => 400,
+            None => Track::DEFAULT_TIMEOUT_MS,
         };
         let reliability = match &t.reliability {
             Some(v) => {
@@ -932,14 +941,22 @@ impl<'c, 'a> Builder<'c, 'a> {
                         ),
                         "reliability is how many targets must answer for a round to pass",
                     );
-                    1
+                    Track::DEFAULT_RELIABILITY
                 }
             }
-            None => 1,
+            None => Track::DEFAULT_RELIABILITY,
         };
-        let down_after = self.opt_ranged(&t.down_after, &f("down_after"), 3, 1, 1000, "rounds");
-        let up_after = self.opt_ranged(&t.up_after, &f("up_after"), 5, 1, 1000, "rounds");
-        let loss_window = self.opt_ranged(&t.loss_window, &f("loss_window"), 10, 1, 1000, "rounds");
+        let rounds = |this: &mut Self, v: &Option<S<i64>>, key: &str, default: u32| {
+            this.opt_ranged(v, &f(key), default, 1, 1000, "rounds")
+        };
+        let down_after = rounds(self, &t.down_after, "down_after", Track::DEFAULT_DOWN_AFTER);
+        let up_after = rounds(self, &t.up_after, "up_after", Track::DEFAULT_UP_AFTER);
+        let loss_window = rounds(
+            self,
+            &t.loss_window,
+            "loss_window",
+            Track::DEFAULT_LOSS_WINDOW,
+        );
         let max_latency_ms = t.max_latency_ms.as_ref().and_then(|v| {
             self.ranged(
                 v,
@@ -1540,7 +1557,7 @@ impl<'c, 'a> Builder<'c, 'a> {
             return Control::default();
         };
         let socket = match &c.socket {
-            Some(v) => self.absolute(v, "control.socket", "e.g. /run/steer/steer.sock"),
+            Some(v) => self.absolute(v, "control.socket", &format!("e.g. {DEFAULT_SOCKET}")),
             None => PathBuf::from(DEFAULT_SOCKET),
         };
         let metrics = c
@@ -1618,19 +1635,20 @@ fn list_column(origin: &Origin) -> usize {
     line.chars().take_while(|c| c.is_whitespace()).count() + 1
 }
 
+/// Stands in for a missing `[wan.track]` (already reported): every key at its default.
 fn placeholder_track() -> Track {
     Track {
-        method: TrackMethod::Icmp,
+        method: Track::DEFAULT_METHOD,
         targets: Vec::new(),
-        interval_ms: 500,
-        timeout_ms: 400,
-        reliability: 1,
-        down_after: 3,
-        up_after: 5,
+        interval_ms: Track::DEFAULT_INTERVAL_MS,
+        timeout_ms: Track::DEFAULT_TIMEOUT_MS,
+        reliability: Track::DEFAULT_RELIABILITY,
+        down_after: Track::DEFAULT_DOWN_AFTER,
+        up_after: Track::DEFAULT_UP_AFTER,
         max_latency_ms: None,
         max_loss_percent: None,
         recover_latency_ms: None,
         recover_loss_percent: None,
-        loss_window: 10,
+        loss_window: Track::DEFAULT_LOSS_WINDOW,
     }
 }
