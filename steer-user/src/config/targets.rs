@@ -88,62 +88,84 @@ fn probe_addr_ok(a: IpAddr) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// How a socket address writes IPv6, for hints.
+const SOCKET_V6: &str = "write an IPv6 address and port as [2001:db8::1]:443";
+/// How an http target writes IPv6, for hints.
+const HTTP_V6: &str = "write IPv6 URLs as http://[2001:db8::1]/path";
+
 /// `IPv4:port` or `[IPv6]:port`, strictly. Errors are `(message, hint)`.
 pub(super) fn parse_socket_addr(text: &str) -> Result<SocketAddr, (String, String)> {
     let t = text.trim();
-    let (host, port) = if let Some(rest) = t.strip_prefix('[') {
-        let Some((inner, after)) = rest.split_once(']') else {
-            return Err((
-                format!("`{t}` has `[` without `]`"),
-                "write an IPv6 address and port as [2001:db8::1]:443".into(),
-            ));
-        };
-        let Some(port) = after.strip_prefix(':') else {
-            return Err((
-                format!("`{t}` has no port"),
-                format!("add the port: [{inner}]:443"),
-            ));
-        };
-        let a = parse_addr(inner).map_err(|e| (e.message(), e.hint()))?;
-        if a.is_ipv4() {
-            return Err((
-                format!("`{t}` puts an IPv4 address in brackets"),
-                format!("write {inner}:{port}"),
-            ));
-        }
-        (a, port)
-    } else if t.matches(':').count() > 1 {
+    let (ip, port) = split_addr_port(t, SOCKET_V6).map_err(Bad::into_pair)?;
+    let Some(port) = port else {
         return Err((
-            format!("`{t}` looks like an IPv6 address without brackets"),
-            "write an IPv6 address and port as [2001:db8::1]:443".into(),
+            format!("`{t}` has no port"),
+            format!("add the port, e.g. {t}:443"),
         ));
-    } else {
-        let Some((a, port)) = t.rsplit_once(':') else {
-            return Err((
-                format!("`{t}` has no port"),
-                format!("add the port, e.g. {t}:443"),
-            ));
-        };
-        (parse_addr(a).map_err(|e| (e.message(), e.hint()))?, port)
     };
-    let port = parse_port(port).ok_or_else(|| {
-        (
-            format!("`{port}` is not a valid port"),
-            "ports are 1 to 65535, written in decimal".into(),
-        )
-    })?;
-    Ok(SocketAddr::new(host, port))
+    Ok(SocketAddr::new(ip, parse_port(port)?))
 }
 
-fn parse_port(s: &str) -> Option<u16> {
-    if s.is_empty()
-        || s.len() > 5
-        || !s.bytes().all(|b| b.is_ascii_digit())
-        || (s.len() > 1 && s.starts_with('0'))
-    {
-        return None;
+/// Why an `address[:port]` is not acceptable: the address itself (for the caller to word), or
+/// how it is written around it.
+enum Bad {
+    Addr(AddrError),
+    Shape(String, String),
+}
+
+impl Bad {
+    fn into_pair(self) -> (String, String) {
+        match self {
+            Bad::Addr(e) => (e.message(), e.hint()),
+            Bad::Shape(m, h) => (m, h),
+        }
     }
-    s.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// `IPv4[:port]` or `[IPv6][:port]`: the address, and the port text if one is written.
+/// `v6_hint` says how the caller's syntax writes an IPv6 address.
+fn split_addr_port<'t>(t: &'t str, v6_hint: &str) -> Result<(IpAddr, Option<&'t str>), Bad> {
+    let shape = |message: String| Bad::Shape(message, v6_hint.to_owned());
+    if let Some(rest) = t.strip_prefix('[') {
+        let Some((inner, after)) = rest.split_once(']') else {
+            return Err(shape(format!("`{t}` has `[` without `]`")));
+        };
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(shape(format!("unexpected `{after}` after `]` in `{t}`"))),
+        };
+        let ip = parse_addr(inner).map_err(Bad::Addr)?;
+        if ip.is_ipv4() {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            return Err(Bad::Shape(
+                format!("`{t}` puts an IPv4 address in brackets"),
+                format!("write {inner}{port} (only IPv6 addresses go in brackets)"),
+            ));
+        }
+        Ok((ip, port))
+    } else if t.matches(':').count() > 1 {
+        Err(shape(format!(
+            "`{t}` looks like an IPv6 address without brackets"
+        )))
+    } else {
+        let (addr, port) = match t.rsplit_once(':') {
+            Some((a, p)) => (a, Some(p)),
+            None => (t, None),
+        };
+        Ok((parse_addr(addr).map_err(Bad::Addr)?, port))
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, (String, String)> {
+    let plain = s.bytes().all(|b| b.is_ascii_digit()) && !(s.len() > 1 && s.starts_with('0'));
+    match s.parse::<u16>() {
+        Ok(port) if plain && port != 0 => Ok(port),
+        _ => Err((
+            format!("`{s}` is not a valid port"),
+            "ports are 1 to 65535, written in decimal".into(),
+        )),
+    }
 }
 
 /// `http://IP[:port][/path]`; the Host header defaults to the address (and port when not 80).
@@ -184,61 +206,16 @@ fn parse_http(text: &str, host: Option<&str>) -> Result<ProbeTarget, (String, St
             "percent-encode it (a space is %20) and leave out any #fragment".into(),
         ));
     }
-    let (ip_text, port_text) = if let Some(r) = authority.strip_prefix('[') {
-        let Some((inner, after)) = r.split_once(']') else {
-            return Err((
-                format!("`{authority}` has `[` without `]`"),
-                "write IPv6 URLs as http://[2001:db8::1]/path".into(),
-            ));
-        };
-        match after.strip_prefix(':') {
-            Some(p) => (inner, Some(p)),
-            None if after.is_empty() => (inner, None),
-            None => {
-                return Err((
-                    format!("unexpected `{after}` after `]`"),
-                    "write IPv6 URLs as http://[2001:db8::1]:8080/path".into(),
-                ));
-            }
-        }
-    } else if authority.matches(':').count() > 1 {
-        return Err((
-            format!("`{authority}` looks like an IPv6 address without brackets"),
-            "write IPv6 URLs as http://[2001:db8::1]/path".into(),
-        ));
-    } else {
-        match authority.split_once(':') {
-            Some((a, p)) => (a, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let ip = match parse_addr(ip_text) {
-        Ok(ip) => ip,
-        Err(AddrError::Name { .. }) => {
-            return Err((
-                format!(
-                    "`{ip_text}` is a name; http targets must be IP addresses (resolving a name needs DNS, which may be what is down)"
-                ),
-                format!("write http://<address>{path} and set host = \"{ip_text}\""),
-            ));
-        }
-        Err(e) => return Err((e.message(), e.hint())),
-    };
-    if authority.starts_with('[') != ip.is_ipv6() {
-        return Err((
-            format!("`{authority}`: only IPv6 addresses go in brackets, and they must"),
-            "write http://192.0.2.1/path or http://[2001:db8::1]/path".into(),
-        ));
-    }
-    let port = match port_text {
-        None => 80,
-        Some(p) => parse_port(p).ok_or_else(|| {
-            (
-                format!("`{p}` is not a valid port"),
-                "ports are 1 to 65535, written in decimal".to_string(),
-            )
-        })?,
-    };
+    let (ip, port) = split_addr_port(authority, HTTP_V6).map_err(|e| match e {
+        Bad::Addr(AddrError::Name { text }) => (
+            format!(
+                "`{text}` is a name; http targets must be IP addresses (resolving a name needs DNS, which may be what is down)"
+            ),
+            format!("write http://<address>{path} and set host = \"{text}\""),
+        ),
+        other => other.into_pair(),
+    })?;
+    let port = port.map_or(Ok(80), parse_port)?;
     probe_addr_ok(ip)?;
     let addr = SocketAddr::new(ip, port);
     let mut default_host = match ip {
@@ -328,7 +305,26 @@ mod tests {
                 .1
                 .contains("host = \"example.com\"")
         );
-        assert!(parse_http("http://2001:db8::1/", None).is_err());
+        assert!(
+            parse_http("http://2001:db8::1/", None)
+                .unwrap_err()
+                .1
+                .contains("http://[2001:db8::1]/path")
+        );
+        let (m, h) = parse_http("http://[192.0.2.1]/x", None).unwrap_err();
+        assert!(m.contains("IPv4 address in brackets"), "{m}");
+        assert!(h.starts_with("write 192.0.2.1 "), "{h}");
+        assert!(
+            parse_http("http://[2001:db8::1]8080/", None)
+                .unwrap_err()
+                .0
+                .contains("unexpected `8080` after `]`")
+        );
+        assert_eq!(
+            parse_http("http://192.0.2.1:0/", None).unwrap_err(),
+            parse_socket_addr("192.0.2.1:0").unwrap_err(),
+            "one port rule and one wording for both"
+        );
         assert!(parse_http("1.1.1.1", None).is_err());
         assert!(parse_http("http://1.1.1.1/a b", None).is_err());
     }
