@@ -61,9 +61,19 @@ pub fn install(mask: u32, marks: &[u32]) -> Result<(), ConntrackError> {
     nft(&["-f", "-"], Some(&script))
 }
 
-/// Whether steer's table is there (drift check).
+/// Whether steer's table is there.
 pub fn installed() -> bool {
-    nft(&["list", "table", "inet", NFT_TABLE], None).is_ok()
+    matches!(table_present(), Ok(true))
+}
+
+/// Whether steer's table is there (drift check); an error when `nft` cannot be run at all,
+/// which installing again would not mend.
+pub fn table_present() -> Result<bool, ConntrackError> {
+    match nft(&["list", "table", "inet", NFT_TABLE], None) {
+        Ok(()) => Ok(true),
+        Err(ConntrackError::Nft(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes steer's table (`steer stop`); fine when it is not there.
@@ -108,6 +118,13 @@ const NLM_F_ACK: u16 = 0x4;
 const NLMSG_ERROR: u16 = 0x2;
 const CTA_MARK: u16 = 8;
 const CTA_MARK_MASK: u16 = 21;
+
+/// How long the kernel may take to acknowledge one flush; it deletes synchronously, so only a
+/// huge table comes near this, and the caller (the failover) must not hang on a lost ack.
+const FLUSH_ACK_TIMEOUT: libc::timeval = libc::timeval {
+    tv_sec: 2,
+    tv_usec: 0,
+};
 
 /// Deletes every conntrack entry (IPv4 and IPv6) whose connection mark matches `mark` under
 /// `mask`.
@@ -157,9 +174,22 @@ impl NetlinkSocket {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        Ok(NetlinkSocket(unsafe {
-            std::os::fd::OwnedFd::from_raw_fd(fd)
-        }))
+        let sock = NetlinkSocket(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        let timeout = FLUSH_ACK_TIMEOUT;
+        // SAFETY: `timeout` is a valid timeval, passed with its size.
+        let set = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const timeout).cast(),
+                size_of::<libc::timeval>() as u32,
+            )
+        };
+        if set != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sock)
     }
 
     /// Sends one request and waits for its acknowledgement (an error message with code 0).

@@ -237,7 +237,9 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
                     log::warn!("{line}");
                 }
                 reconcile(&routing, &ctl, "periodic check").await;
-                if !conntrack::installed() {
+                // nft runs off the event loop: probes and requests are not held up by it.
+                let installed = tokio::task::spawn_blocking(conntrack::table_present).await;
+                if matches!(installed, Ok(Ok(false))) {
                     log::warn!("nftables table inet {} was missing: restoring it", conntrack::NFT_TABLE);
                     ensure_conntrack_marking(&ctl);
                 }
