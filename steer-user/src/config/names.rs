@@ -9,10 +9,7 @@ pub const MAX_IFNAME_LEN: usize = 15;
 
 /// Whether `name` is a valid WAN/policy/set name: 1..=47 of `[A-Za-z0-9_.-]`.
 pub fn valid_name(name: &str) -> bool {
-    (1..=MAX_NAME_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    name_problem(name).is_none()
 }
 
 /// Why `name` is not a valid object name (for messages).
@@ -149,6 +146,7 @@ mod tests {
         assert!(valid_name("a.b_c-1"));
         assert!(!valid_name(""));
         assert!(!valid_name("has space"));
+        assert!(!valid_name("wän1"));
         assert!(!valid_name(&"x".repeat(48)));
         assert!(valid_name(&"x".repeat(47)));
     }
