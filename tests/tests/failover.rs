@@ -2,12 +2,16 @@
 //! NAT address reached the internet) and in the router's routing tables.
 
 use std::{
-    net::{IpAddr, UdpSocket},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
 use steer_tests::{
-    lab::{Lab, Stream, Wan, udp_via},
+    lab::{
+        Lab, Stream, Wan,
+        sock::{enable_recverr, unbound_udp},
+        udp_via,
+    },
     scenario::{Options, Scenario},
 };
 
@@ -242,20 +246,8 @@ fn all_wans_down_applies_the_last_resort() {
     // The router answers default traffic with ICMP unreachable: the client's connected
     // socket sees the error.
     let refused = s.lab.client.enter(|| {
-        let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
-        // Net-unreachable is a "soft" ICMP error: Linux reports it only with IP_RECVERR.
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt on our own socket with a valid int option.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::IPPROTO_IP,
-                libc::IP_RECVERR,
-                (&raw const on).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
+        let sock = unbound_udp(a());
+        enable_recverr(&sock, false).expect("IP_RECVERR");
         sock.connect((Lab::SERVER_A, 6050)).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut errors = Vec::new();

@@ -3,8 +3,7 @@
 //! flaps, marked packets taking their WAN, netlink events and removal.
 
 use std::{
-    net::{IpAddr, SocketAddr, UdpSocket},
-    os::fd::AsRawFd,
+    net::{IpAddr, UdpSocket},
     path::PathBuf,
     sync::mpsc,
     time::{Duration, Instant},
@@ -15,7 +14,11 @@ use steer::{
     routing::{self, Desired, NetEvent, ReconcileReport, Routing, futures::StreamExt},
 };
 use steer_tests::{
-    lab::{Lab, Wan, udp_via},
+    lab::{
+        Lab, Wan,
+        sock::{enable_recverr, set_int_option, unbound_udp},
+        udp_via,
+    },
     netns::Netns,
     scenario::lab_wans,
 };
@@ -529,39 +532,11 @@ fn carrier_flaps_leave_no_linkdown_route() {
     assert!(status.in_sync, "{:#?}", status.items);
 }
 
-/// Sets an integer socket option; panics if the kernel refuses.
-fn set_int_option(sock: &UdpSocket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
-    // SAFETY: `sock` is an open socket; the option value is a c_int of the given size that
-    // outlives the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&raw const value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt({level}, {name}): {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-fn unbound(server: IpAddr) -> UdpSocket {
-    let bind: SocketAddr = match server {
-        IpAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
-        IpAddr::V6(_) => "[::]:0".parse().unwrap(),
-    };
-    UdpSocket::bind(bind).expect("bind a UDP socket")
-}
-
 /// Sends one UDP datagram with `mark` from the router to `server:port`.
 fn send_marked(server: IpAddr, port: u16, mark: u32) -> std::io::Result<usize> {
-    let sock = unbound(server);
-    set_int_option(&sock, libc::SOL_SOCKET, libc::SO_MARK, mark as libc::c_int);
+    let sock = unbound_udp(server);
+    set_int_option(&sock, libc::SOL_SOCKET, libc::SO_MARK, mark as libc::c_int)
+        .unwrap_or_else(|e| panic!("SO_MARK {mark:#x}: {e}"));
     sock.send_to(b"steer routing test", (server, port))
 }
 
@@ -659,11 +634,8 @@ fn marked_packets_take_their_wan() {
     // The client learns about "network unreachable" (a soft ICMP error) with IP_RECVERR.
     let client_send = |server: IpAddr, port: u16| -> std::io::Result<()> {
         lab.client.enter(|| {
-            let sock = unbound(server);
-            match server {
-                IpAddr::V4(_) => set_int_option(&sock, libc::IPPROTO_IP, libc::IP_RECVERR, 1),
-                IpAddr::V6(_) => set_int_option(&sock, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1),
-            }
+            let sock = unbound_udp(server);
+            enable_recverr(&sock, server.is_ipv6()).expect("IP_RECVERR/IPV6_RECVERR");
             sock.connect((server, port))?;
             sock.set_read_timeout(Some(Duration::from_millis(500)))?;
             sock.send(b"x")?;

@@ -34,7 +34,7 @@
 //! Beware: the ISP interfaces are literally called `down` and `up`, which are also keywords of
 //! `ip link`: always name them with `dev` (`ip link set dev down up`), never positionally.
 
-mod sock;
+pub mod sock;
 mod udp;
 
 pub use udp::{Arrival, Stream, udp_arrivals, udp_via};

@@ -1,30 +1,30 @@
-//! UDP receive with the arrival interface (IP_PKTINFO / IPV6_PKTINFO), which std does not
-//! offer: the internet namespace uses it to tell which ISP link carried a datagram.
+//! Socket helpers std does not offer: integer socket options (marks, ICMP error reporting,
+//! packet info), and UDP receive with the arrival interface (IP_PKTINFO / IPV6_PKTINFO), which
+//! the internet namespace uses to tell which ISP link carried a datagram.
 
 use std::{
     ffi::CString,
     io,
     mem::{size_of, size_of_val},
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket},
     os::fd::AsRawFd,
 };
 
-/// Asks the kernel to attach the arrival interface to every datagram `sock` receives.
-pub(super) fn enable_pktinfo(sock: &UdpSocket, v6: bool) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    let (level, opt) = if v6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
-    } else {
-        (libc::IPPROTO_IP, libc::IP_PKTINFO)
-    };
+/// Sets an integer socket option (`setsockopt` with a `c_int` value) on `sock`.
+pub fn set_int_option(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the fd is an open socket for the duration of the call; optval points to a live
     // c_int and optlen is its size.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
             level,
-            opt,
-            (&raw const one).cast(),
+            name,
+            (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -32,6 +32,35 @@ pub(super) fn enable_pktinfo(sock: &UdpSocket, v6: bool) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// A UDP socket on an ephemeral port of the wildcard address of `peer`'s family, to send to
+/// `peer` from whatever namespace the calling thread is in. Panics if it cannot bind.
+pub fn unbound_udp(peer: IpAddr) -> UdpSocket {
+    let any = match peer {
+        IpAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        IpAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    UdpSocket::bind(any).unwrap_or_else(|e| panic!("bind a UDP socket to {any}: {e}"))
+}
+
+/// Makes `sock` report every ICMP error it receives (IP_RECVERR / IPV6_RECVERR): without it
+/// Linux passes only "hard" errors to a connected UDP socket, and "network unreachable" is soft.
+pub fn enable_recverr(sock: &UdpSocket, v6: bool) -> io::Result<()> {
+    if v6 {
+        set_int_option(sock, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)
+    } else {
+        set_int_option(sock, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
+    }
+}
+
+/// Asks the kernel to attach the arrival interface to every datagram `sock` receives.
+pub(super) fn enable_pktinfo(sock: &UdpSocket, v6: bool) -> io::Result<()> {
+    if v6 {
+        set_int_option(sock, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
+    } else {
+        set_int_option(sock, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
     }
 }
 

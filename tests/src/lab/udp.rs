@@ -3,7 +3,7 @@
 
 use std::{
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -155,15 +155,6 @@ fn spawn_receiver<R: Send + 'static>(
     }
 }
 
-fn client_socket(server: SocketAddr) -> UdpSocket {
-    let any = if server.is_ipv4() {
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-    } else {
-        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-    };
-    UdpSocket::bind(any).unwrap_or_else(|e| panic!("client bind {any}: {e}"))
-}
-
 /// Sends `n` datagrams (0.5 ms apart, one source port) from the client to `server:port` and
 /// counts, in the internet namespace, how many arrived through each WAN (by NAT source
 /// address): index 0 is WAN 1, index 1 is WAN 2. Returns when all `n` arrived, or 300 ms after
@@ -201,7 +192,7 @@ pub fn udp_arrivals(lab: &Lab, server: IpAddr, port: u16, n: usize) -> Vec<Arriv
         got
     });
     lab.client.enter(|| {
-        let sock = client_socket(server);
+        let sock = sock::unbound_udp(server.ip());
         for seq in 0..n as u64 {
             // Errors (no route yet, ...) count as losses.
             let _ = sock.send_to(&payload(nonce, seq), server);
@@ -289,7 +280,7 @@ impl Stream {
         let tx = Arc::clone(&shared);
         let sender = lab.client.spawn(move || {
             let _done = SetOnDrop(&tx.sender_done);
-            let sock = client_socket(server);
+            let sock = sock::unbound_udp(server.ip());
             let end = started + max_duration;
             let mut next = Instant::now();
             let mut seq = 0u64;
