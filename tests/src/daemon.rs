@@ -89,6 +89,14 @@ impl Workdir {
         self.dir.join("steer.toml")
     }
 
+    /// Writes `text` as the configuration and loads it as steer would; panics with steer's
+    /// error (file:line:col, field, hint) if it is not valid.
+    pub fn load_config(&self, text: &str) -> steer::config::Config {
+        let path = self.write("steer.toml", text);
+        steer::config::load(&path)
+            .unwrap_or_else(|e| panic!("test configuration {}:\n{e}", path.display()))
+    }
+
     /// `[general]` and `[control]` lines that keep this test's state apart from every other.
     pub fn private_paths(&self) -> String {
         format!("pin_dir = \"{}\"\n", self.pin_dir.display())

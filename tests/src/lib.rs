@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod lab;
 pub mod netns;
 pub mod rng;
+pub mod routing;
 pub mod scenario;
 pub mod witness;
 

@@ -84,6 +84,29 @@ impl Netns {
             f()
         })
     }
+
+    /// Runs the future `f` makes to completion on a current-thread tokio runtime, on a thread
+    /// in this namespace (netlink sockets, probes and timers of steer's async code live there).
+    /// `f` builds the future on that thread, so the future itself need not be `Send`.
+    pub fn block_on<R: Send, F: Future<Output = R>>(&self, f: impl FnOnce() -> F + Send) -> R {
+        self.enter(|| current_thread_runtime().block_on(f()))
+    }
+
+    /// Like [`Netns::block_on`] but returns at once, for async code that runs alongside the
+    /// test (an event watcher, a reconciler) until the test tells it to stop.
+    pub fn spawn_async<R: Send + 'static, F: Future<Output = R>>(
+        &self,
+        f: impl FnOnce() -> F + Send + 'static,
+    ) -> std::thread::JoinHandle<R> {
+        self.spawn(|| current_thread_runtime().block_on(f()))
+    }
+}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime")
 }
 
 fn enter_path(path: &str) {

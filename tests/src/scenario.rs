@@ -11,7 +11,7 @@ use std::{
 
 use crate::{
     daemon::{Daemon, Workdir, steer},
-    lab::Lab,
+    lab::{Lab, Wan},
 };
 
 /// Knobs of the scenario's configuration.
@@ -40,16 +40,21 @@ impl Default for Options {
     }
 }
 
-/// The lab's two `[[wan]]` tables (marks 0x100/0x200, tables 101/102, the ISPs' gateways),
-/// each followed by its `[wan.track]` table.
+/// The lab's two `[[wan]]` tables, named after their interfaces, with [`Wan::mark`],
+/// [`Wan::table`] and the ISPs' gateways, each followed by its `[wan.track]` table.
 pub fn lab_wans(track1: &str, track2: &str) -> String {
-    let wan = |n: u8, track: &str| {
+    let wan = |w: Wan, track: &str| {
         format!(
-            "[[wan]]\nname = \"wan{n}\"\ninterface = \"wan{n}\"\nmark = 0x{n}00\ntable = 10{n}\n\
-             gateway = \"100.64.{n}.1\"\ngateway6 = \"fd64:{n}::1\"\n[wan.track]\n{track}\n"
+            "[[wan]]\nname = \"{name}\"\ninterface = \"{name}\"\nmark = {mark:#x}\n\
+             table = {table}\ngateway = \"{gw4}\"\ngateway6 = \"{gw6}\"\n[wan.track]\n{track}\n",
+            name = Lab::wan_iface(w),
+            mark = w.mark(),
+            table = w.table(),
+            gw4 = Lab::gateway_v4(w),
+            gw6 = Lab::gateway_v6(w),
         )
     };
-    format!("{}{}", wan(1, track1), wan(2, track2))
+    format!("{}{}", wan(Wan::One, track1), wan(Wan::Two, track2))
 }
 
 /// The `[wan.track]` body of ICMP probes to `target` with the scenario's timing.

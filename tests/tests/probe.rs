@@ -2,13 +2,12 @@
 //! binding + mark), answers count only when they really come back, and no probe outlives its
 //! round's timeout.
 //!
-//! The router gets the per-WAN tables and fwmark rules steer itself installs (table 101/102,
-//! `fwmark 0x100/0x200 … pref 1100/1200`), v4 and v6; its main table has no default route
-//! unless a test adds one. Servers (HTTP, DNS) run on threads in the internet namespace for
+//! The router gets the per-WAN tables and fwmark rules of the lab's WANs, v4 and v6, installed
+//! by steer's own `Routing::reconcile`; its main table has no default route unless a test adds
+//! one. Servers (HTTP, DNS) run on threads in the internet namespace for
 //! the length of a test.
 
 use std::{
-    future::Future,
     io::{ErrorKind, Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
     sync::{
@@ -24,7 +23,10 @@ use steer::{
     config::{ProbeTarget, TrackMethod},
     health::probe::{ProbeOutcome, ProbeSpec, Round, round, spawn_prober},
 };
-use steer_tests::lab::{Lab, Wan};
+use steer_tests::{
+    lab::{Lab, Wan},
+    routing,
+};
 
 /// The latest a round may return: its timeout plus half of it for the scheduling of a loaded
 /// test machine. Probes that waited one after the other would take a multiple of the timeout.
@@ -35,31 +37,10 @@ const HTTP_PORT: u16 = 8080;
 /// Nothing listens here: the internet answers a SYN with a RST.
 const CLOSED_PORT: u16 = 8081;
 
-fn mark(w: Wan) -> u32 {
-    u32::from(w.number()) << 8
-}
-
-/// The tables and rules steer installs for both WANs, v4 and v6.
-fn install_wan_routing(lab: &Lab) {
-    let mut cmd = String::new();
-    for w in Wan::ALL {
-        let (n, dev) = (w.number(), Lab::wan_iface(w));
-        let (gw4, gw6, m) = (Lab::gateway_v4(w), Lab::gateway_v6(w), mark(w));
-        cmd.push_str(&format!(
-            "ip route add default via {gw4} dev {dev} table 10{n} && \
-             ip -6 route add default via {gw6} dev {dev} table 10{n} && \
-             ip rule add fwmark {m:#x}/0xff00 lookup 10{n} pref 1{n}00 && \
-             ip -6 rule add fwmark {m:#x}/0xff00 lookup 10{n} pref 1{n}00 && "
-        ));
-    }
-    cmd.push_str("true");
-    lab.router.run(&cmd);
-}
-
 fn spec(w: Wan, method: TrackMethod, targets: Vec<ProbeTarget>, timeout_ms: u64) -> ProbeSpec {
     ProbeSpec {
         interface: Lab::wan_iface(w).to_owned(),
-        mark: mark(w),
+        mark: w.mark(),
         method,
         targets,
         timeout: Duration::from_millis(timeout_ms),
@@ -78,20 +59,9 @@ fn icmp_targets() -> Vec<ProbeTarget> {
     .collect()
 }
 
-/// Runs async code on a current-thread runtime on a thread inside the router namespace.
-fn in_router<R: Send, F: Future<Output = R>>(lab: &Lab, f: impl FnOnce() -> F + Send) -> R {
-    lab.router.enter(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-            .block_on(f())
-    })
-}
-
 /// One round through the router, with how long it took.
 fn run_round(lab: &Lab, spec: &ProbeSpec) -> (Round, Duration) {
-    in_router(lab, || async {
+    lab.router.block_on(|| async {
         let r = round(spec).await;
         let took = r.started.elapsed();
         (r, took)
@@ -236,7 +206,7 @@ fn serve_http(mut stream: std::net::TcpStream) -> Option<String> {
 #[test]
 fn icmp_v4_v6_through_each_wan_and_timeout_when_blackholed() {
     let lab = Lab::new();
-    install_wan_routing(&lab);
+    routing::install(&lab);
 
     for w in Wan::ALL {
         let s = spec(w, TrackMethod::Icmp, icmp_targets(), 1000);
@@ -258,7 +228,7 @@ fn icmp_v4_v6_through_each_wan_and_timeout_when_blackholed() {
     lab.blackhole_upstream(Wan::One);
     let s1 = spec(Wan::One, TrackMethod::Icmp, icmp_targets(), 300);
     let s2 = spec(Wan::Two, TrackMethod::Icmp, icmp_targets(), 300);
-    let ((r1, took1), (r2, _)) = in_router(&lab, || async {
+    let ((r1, took1), (r2, _)) = lab.router.block_on(|| async {
         let (r1, r2) = tokio::join!(round(&s1), round(&s2));
         let took1 = r1.started.elapsed();
         ((r1, took1), (r2, ()))
@@ -275,12 +245,12 @@ fn icmp_v4_v6_through_each_wan_and_timeout_when_blackholed() {
 #[test]
 fn failures_missing_interface_unreachable_and_carrier_loss() {
     let lab = Lab::new();
-    install_wan_routing(&lab);
+    routing::install(&lab);
 
     // An interface that does not exist: every kind of probe fails at once, naming it.
     let missing = ProbeSpec {
         interface: "nosuch0".into(),
-        mark: 0x100,
+        mark: Wan::One.mark(),
         method: TrackMethod::Icmp,
         targets: vec![
             ProbeTarget::Icmp(Lab::PROBE_1.into()),
@@ -370,7 +340,7 @@ fn failures_missing_interface_unreachable_and_carrier_loss() {
 #[test]
 fn tcp_connect_open_closed_and_blackholed() {
     let lab = Lab::new();
-    install_wan_routing(&lab);
+    routing::install(&lab);
     let servers: Vec<IpAddr> = vec![Lab::SERVER_A.into(), Lab::SERVER_A6.into()];
     let _servers = Servers::start(
         &lab,
@@ -406,7 +376,7 @@ fn tcp_connect_open_closed_and_blackholed() {
 #[test]
 fn dns_and_http_through_each_wan_and_timeout_when_blackholed() {
     let lab = Lab::new();
-    install_wan_routing(&lab);
+    routing::install(&lab);
     let servers = Servers::start(
         &lab,
         vec![
@@ -479,7 +449,7 @@ fn dns_and_http_through_each_wan_and_timeout_when_blackholed() {
 #[test]
 fn device_binding_beats_a_conflicting_rule() {
     let lab = Lab::new();
-    install_wan_routing(&lab);
+    routing::install(&lab);
     lab.set_main_default(Wan::One);
     lab.router.run(&format!(
         "ip rule add to {} lookup 101 pref 100 && ip -6 rule add to {} lookup 101 pref 100",
@@ -491,7 +461,7 @@ fn device_binding_beats_a_conflicting_rule() {
     let before = Wan::ALL.map(|w| lab.isp_forwarded_packets(w));
     lab.router.run(&format!(
         "ping -q -n -c 1 -w 1 -m {m} {p} && ping -q -n -c 1 -w 1 -m {m} {p6}",
-        m = mark(Wan::Two),
+        m = Wan::Two.mark(),
         p = Lab::PROBE_2,
         p6 = Lab::PROBE_2_6
     ));
@@ -533,7 +503,7 @@ fn device_binding_beats_a_conflicting_rule() {
 #[test]
 fn prober_delivers_rounds_at_the_interval_and_stops() {
     let lab = Lab::new();
-    install_wan_routing(&lab);
+    routing::install(&lab);
     let s = spec(
         Wan::Two,
         TrackMethod::Icmp,
@@ -544,7 +514,7 @@ fn prober_delivers_rounds_at_the_interval_and_stops() {
         80,
     );
     let interval = Duration::from_millis(100);
-    in_router(&lab, || async move {
+    lab.router.block_on(|| async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let handle = spawn_prober("wan2".into(), s.clone(), interval, tx);
         let t0 = Instant::now();

@@ -4,15 +4,11 @@
 
 use std::{
     net::{IpAddr, UdpSocket},
-    path::PathBuf,
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-use steer::{
-    config::Config,
-    routing::{self, Desired, NetEvent, ReconcileReport, Routing, futures::StreamExt},
-};
+use steer::routing::{self, Desired, NetEvent, ReconcileReport, Routing, futures::StreamExt};
 use steer_tests::{
     lab::{
         Lab, Wan,
@@ -20,23 +16,14 @@ use steer_tests::{
         udp_via,
     },
     netns::Netns,
-    scenario::lab_wans,
+    routing::{desired_from, lab_config, lab_desired, with_routing},
 };
 
-/// Two WANs as in the lab (see `steer_tests::scenario::lab_wans`).
-fn config() -> String {
-    let track = "targets = [\"192.0.2.1\"]";
-    format!(
-        "[general]\nlan = [\"lan0\"]\nmark_mask = 0xff00\n\n{}",
-        lab_wans(track, track)
-    )
-}
-
-/// A third WAN on an interface the lab does not have.
 /// How soon a carrier change reaches the watcher: netlink pushes it, nothing polls, so this only
 /// bounds the wait on a loaded test machine.
 const LINK_EVENT_WITHIN: Duration = Duration::from_secs(1);
 
+/// A third WAN on an interface the lab does not have.
 const WAN3: &str = r#"
 [[wan]]
 name = "wan3"
@@ -47,52 +34,6 @@ gateway = "100.64.3.1"
 [wan.track]
 targets = ["192.0.2.1"]
 "#;
-
-/// A config file in a scratch directory, removed on drop.
-struct ConfigFile {
-    dir: PathBuf,
-}
-
-impl ConfigFile {
-    fn new(text: &str) -> (ConfigFile, Config) {
-        let dir =
-            std::env::temp_dir().join(format!("steer-routing-test-{}", steer_tests::unique_tag()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("steer.toml");
-        std::fs::write(&path, text).unwrap();
-        let config = steer::config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
-        (ConfigFile { dir }, config)
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn lab_desired() -> (ConfigFile, Desired) {
-    let (file, config) = ConfigFile::new(&config());
-    (file, routing::desired(&config))
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-/// Runs `f` with a fresh [`Routing`] on a current-thread runtime in the router namespace.
-fn with_routing<R: Send>(lab: &Lab, f: impl AsyncFnOnce(&Routing) -> R + Send) -> R {
-    lab.router.enter(|| {
-        block_on(async {
-            let routing = Routing::new().expect("routing");
-            f(&routing).await
-        })
-    })
-}
 
 /// `ip -j <family> rule` entries with protocol 201, as `ip rule`-like lines.
 fn steer_rules(ns: &Netns, family: &str) -> Vec<String> {
@@ -180,7 +121,7 @@ fn assert_quiet(report: &ReconcileReport, what: &str) {
 #[test]
 fn fresh_reconcile_creates_exactly_the_desired_state_and_then_nothing() {
     let lab = Lab::new();
-    let (_file, desired) = lab_desired();
+    let desired = lab_desired();
     assert_eq!(desired.rules.len(), 8);
     assert_eq!(desired.routes.len(), 4);
     assert_eq!(desired.tables, [101, 102]);
@@ -237,7 +178,7 @@ fn fresh_reconcile_creates_exactly_the_desired_state_and_then_nothing() {
 #[test]
 fn foreign_rules_and_routes_are_never_touched() {
     let lab = Lab::new();
-    let (_file, desired) = lab_desired();
+    let desired = lab_desired();
     let r = &lab.router;
     r.run(
         "ip rule add fwmark 0x5 lookup 200 pref 1100 && \
@@ -309,7 +250,7 @@ fn foreign_rules_and_routes_are_never_touched() {
 #[test]
 fn drift_is_repaired_and_reported() {
     let lab = Lab::new();
-    let (_file, desired) = lab_desired();
+    let desired = lab_desired();
     let r = &lab.router;
     let first = with_routing(&lab, async |rt| rt.reconcile(&desired).await);
     assert!(first.failures.is_empty(), "{:#?}", first.failures);
@@ -374,8 +315,7 @@ fn drift_is_repaired_and_reported() {
 #[test]
 fn missing_or_down_interfaces_fail_and_recover() {
     let lab = Lab::new();
-    let (_file, config) = ConfigFile::new(&format!("{}{WAN3}", config()));
-    let desired = routing::desired(&config);
+    let desired = desired_from(&format!("{}{WAN3}", lab_config()));
     let r = &lab.router;
     let report = with_routing(&lab, async |rt| rt.reconcile(&desired).await);
     assert_eq!(
@@ -460,31 +400,29 @@ fn spawn_reconciler(
 ) {
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = mpsc::channel();
-    let handle = lab.router.spawn(move || {
-        block_on(async move {
-            let rt = Routing::new().expect("routing");
-            let mut events = routing::watch().expect("watch");
-            let mut failures = Vec::new();
-            let report = rt.reconcile(&desired).await;
-            failures.extend(report.failures);
-            ready_tx.send(()).unwrap();
-            let mut n = 1;
-            loop {
-                tokio::select! {
-                    _ = &mut stop_rx => break,
-                    ev = events.next() => {
-                        ev.expect("the event stream does not end");
-                        let report = rt.reconcile(&desired).await;
-                        for line in &report.changes {
-                            eprintln!("reconcile {n}: {line}");
-                        }
-                        failures.extend(report.failures);
-                        n += 1;
+    let handle = lab.router.spawn_async(move || async move {
+        let rt = Routing::new().expect("routing");
+        let mut events = routing::watch().expect("watch");
+        let mut failures = Vec::new();
+        let report = rt.reconcile(&desired).await;
+        failures.extend(report.failures);
+        ready_tx.send(()).unwrap();
+        let mut n = 1;
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                ev = events.next() => {
+                    ev.expect("the event stream does not end");
+                    let report = rt.reconcile(&desired).await;
+                    for line in &report.changes {
+                        eprintln!("reconcile {n}: {line}");
                     }
+                    failures.extend(report.failures);
+                    n += 1;
                 }
             }
-            (n, failures)
-        })
+        }
+        (n, failures)
     });
     ready_rx
         .recv_timeout(Duration::from_secs(5))
@@ -495,7 +433,7 @@ fn spawn_reconciler(
 #[test]
 fn carrier_flaps_leave_no_linkdown_route() {
     let lab = Lab::new();
-    let (_file, desired) = lab_desired();
+    let desired = lab_desired();
     let (stop, reconciler) = spawn_reconciler(&lab, desired.clone());
     let mut saw_linkdown = false;
     for _ in 0..20 {
@@ -550,7 +488,7 @@ fn received_from(sock: &UdpSocket, wait: Duration) -> Option<IpAddr> {
 #[test]
 fn marked_packets_take_their_wan() {
     let lab = Lab::new();
-    let (_file, desired) = lab_desired();
+    let desired = lab_desired();
     let report = with_routing(&lab, async |rt| rt.reconcile(&desired).await);
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
 
@@ -691,22 +629,20 @@ fn watch_reports_carrier_and_routing_changes() {
     let (tx, rx) = mpsc::channel::<(Instant, NetEvent)>();
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = mpsc::channel();
-    let watcher = lab.router.spawn(move || {
-        block_on(async move {
-            let mut events = routing::watch().expect("watch");
-            ready_tx.send(()).unwrap();
-            loop {
-                tokio::select! {
-                    _ = &mut stop_rx => break,
-                    ev = events.next() => {
-                        let ev = ev.expect("the event stream does not end");
-                        if tx.send((Instant::now(), ev)).is_err() {
-                            break;
-                        }
+    let watcher = lab.router.spawn_async(move || async move {
+        let mut events = routing::watch().expect("watch");
+        ready_tx.send(()).unwrap();
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                ev = events.next() => {
+                    let ev = ev.expect("the event stream does not end");
+                    if tx.send((Instant::now(), ev)).is_err() {
+                        break;
                     }
                 }
             }
-        })
+        }
     });
     ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     let wan1 = with_routing(&lab, async |rt| rt.link_state("wan1").await).expect("wan1 exists");

@@ -75,13 +75,15 @@ impl Wan {
         }
     }
 
-    /// The WAN with this index (0 or 1); panics otherwise.
-    pub const fn from_index(i: usize) -> Wan {
-        match i {
-            0 => Wan::One,
-            1 => Wan::Two,
-            _ => panic!("a Wan index is 0 or 1"),
-        }
+    /// The fwmark of this WAN in the lab's steer configuration
+    /// ([`crate::scenario::lab_wans`]): 0x100 or 0x200, under the mask 0xff00.
+    pub const fn mark(self) -> u32 {
+        (self.number() as u32) << 8
+    }
+
+    /// The routing table of this WAN in the lab's steer configuration: 101 or 102.
+    pub const fn table(self) -> u32 {
+        100 + self.number() as u32
     }
 
     /// The other WAN.
