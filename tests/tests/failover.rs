@@ -65,7 +65,9 @@ fn carrier_loss_moves_traffic_to_wan2_at_once() {
     std::thread::sleep(Duration::from_millis(300));
     let fault = Instant::now();
     s.lab.cut_carrier(Wan::One);
-    let moved = wait_first_via(&stream, Wan::Two, fault, Duration::from_secs(3));
+    let moved = stream
+        .wait_first_via(Wan::Two, fault, Duration::from_secs(3))
+        .at;
     let after = moved.duration_since(fault);
     drop(stream);
     assert!(
@@ -377,19 +379,4 @@ fn flows_of_a_dead_wan_lose_their_conntrack_entries_and_only_they() {
     let out = s.steer(&["wan", "wan1", "auto"]);
     assert!(out.contains("wan1 up"), "{out}");
     assert_eq!(udp_via(&s.lab, a(), 6083, N), [N, 0], "back on WAN 1");
-}
-
-/// The first arrival through `w` after `since`, waiting up to `within`.
-fn wait_first_via(stream: &Stream, w: Wan, since: Instant, within: Duration) -> Instant {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(a) = stream.first_via_after(w, since) {
-            return a.at;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no packet via {w:?} within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }

@@ -14,6 +14,8 @@ use steer_tests::{
 };
 
 const N: usize = 20;
+/// Bound on waiting for traffic to move to a WAN.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn main() {
     steer_tests::require_root();
@@ -65,15 +67,16 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let cut = Instant::now();
     s.lab.cut_carrier(Wan::One);
-    let moved = first_via(&stream, Wan::Two, cut);
-    let last_one = stream.last_via_before(Wan::One, moved).map(|a| a.seq);
-    let first_two = stream.first_via_after(Wan::Two, cut).map(|a| a.seq);
+    let moved = stream.wait_first_via(Wan::Two, cut, WAIT);
     println!(
         "a 1 ms UDP stream to server A: first packet on ISP 2 {:.1} ms after the cut",
-        ms(moved - cut)
+        ms(moved.at - cut)
     );
-    if let (Some(l), Some(f)) = (last_one, first_two) {
-        println!("datagrams lost in the switch: {}", f.saturating_sub(l + 1));
+    if let Some(last_one) = stream.last_via_before(Wan::One, moved.at) {
+        println!(
+            "datagrams lost in the switch: {}",
+            moved.seq.saturating_sub(last_one.seq + 1)
+        );
     }
     s.wait_wan("wan1", "down", Duration::from_secs(5));
     print_log_lines(&s, "wan1 down");
@@ -83,7 +86,7 @@ fn main() {
     );
     let back = Instant::now();
     s.lab.restore_carrier(Wan::One);
-    let returned = first_via(&stream, Wan::One, back);
+    let returned = stream.wait_first_via(Wan::One, back, WAIT).at;
     println!(
         "first packet on ISP 1 again {:.0} ms after the carrier came back",
         ms(returned - back)
@@ -102,7 +105,7 @@ fn main() {
     std::thread::sleep(Duration::from_millis(300));
     let hole = Instant::now();
     s.lab.blackhole_upstream(Wan::One);
-    let moved = first_via(&stream, Wan::Two, hole);
+    let moved = stream.wait_first_via(Wan::Two, hole, WAIT).at;
     println!(
         "probes every {} ms, down after {} failed rounds: traffic on ISP 2 {:.0} ms after the fault",
         options.interval_ms,
@@ -147,17 +150,6 @@ fn section(title: &str) {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn first_via(stream: &Stream, w: Wan, since: Instant) -> Instant {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(a) = stream.first_via_after(w, since) {
-            return a.at;
-        }
-        assert!(Instant::now() < deadline, "no packet via {w:?} within 10 s");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 fn print_log_lines(s: &Scenario, needle: &str) {

@@ -329,6 +329,26 @@ impl Stream {
             .copied()
     }
 
+    /// Waits for the first arrival through `w` (by NAT source address) at or after `since`;
+    /// panics if none arrives within `within`. Its `at` is when the receiver got it, so how
+    /// often this polls does not change the answer.
+    pub fn wait_first_via(&self, w: Wan, since: Instant, within: Duration) -> Arrival {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(a) = self.first_via_after(w, since) {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no datagram to {} via {w:?} within {within:?} ({} sent, {} received)",
+                self.server,
+                self.sent(),
+                self.shared.arrivals.lock().expect("lock").len()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// The last arrival through `w` (by NAT source address) before `until`.
     pub fn last_via_before(&self, w: Wan, until: Instant) -> Option<Arrival> {
         self.shared
