@@ -44,8 +44,10 @@ pub struct SplitTrie<const N: usize> {
     /// A second descriptor of `outer` for batched reads (aya does not expose its own).
     outer_fd: OwnedFd,
     short: Trie<N>,
-    /// Handles on the slot tries, opened on first use. `None`: the slot has no trie (yet).
-    slots: Vec<OnceCell<Option<Trie<N>>>>,
+    /// Handles on the slot tries, opened on first use. Only tries are kept, never the absence
+    /// of one: a publish that failed half-way may have made tries live that this process did
+    /// not record, and the next look at such a slot must find them in the kernel.
+    slots: Vec<OnceCell<Trie<N>>>,
     /// Outer-array writes not yet reported by `take_published`.
     published: u64,
 }
@@ -100,31 +102,25 @@ impl<const N: usize> SplitTrie<N> {
     fn slot(&self, slot: u32) -> Result<Option<&Trie<N>>> {
         let cell = &self.slots[slot as usize];
         if let Some(open) = cell.get() {
-            return Ok(open.as_ref());
+            return Ok(Some(open));
         }
-        let opened = match self.outer.get(&slot, 0) {
-            Ok(trie) => Some(trie),
-            Err(MapError::KeyNotFound) => None,
-            Err(e) => return Err(err(self.name, "open slot")(e)),
-        };
-        Ok(cell.get_or_init(|| opened).as_ref())
+        match self.outer.get(&slot, 0) {
+            Ok(trie) => Ok(Some(cell.get_or_init(|| trie))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(err(self.name, "open slot")(e)),
+        }
     }
 
     /// The trie of `slot`, created and published in the outer array if it has none. An empty
     /// published trie changes no lookup (it misses, and the short trie answers as before).
     fn slot_mut(&mut self, slot: u32) -> Result<&mut Trie<N>> {
         if self.slot(slot)?.is_none() {
-            let trie = Trie::<N>::create(SLOT_TRIE_MAX_ENTRIES, BPF_F_NO_PREALLOC)
-                .map_err(err(self.name, "create slot trie"))?;
-            self.outer
-                .set(slot, &trie, 0)
-                .map_err(err(self.name, "publish slot trie"))?;
-            self.slots[slot as usize] = OnceCell::from(Some(trie));
+            let trie = self.new_slot_trie()?;
+            self.publish(vec![(slot, trie)])?;
         }
         Ok(self.slots[slot as usize]
             .get_mut()
-            .and_then(Option::as_mut)
-            .expect("slot trie exists"))
+            .expect("opened or published above"))
     }
 
     fn new_slot_trie(&self) -> Result<Trie<N>> {
@@ -133,7 +129,8 @@ impl<const N: usize> SplitTrie<N> {
     }
 
     /// Makes filled slot tries visible to the classifier: one batched update of the outer array
-    /// (one RCU wait), or one update per slot where the kernel has no batches for it.
+    /// (one RCU wait), or one update per slot where the kernel has no batches for it. On failure
+    /// the tries written before it stay live, and are recorded as such.
     fn publish(&mut self, new: Vec<(u32, Trie<N>)>) -> Result<()> {
         if new.is_empty() {
             return Ok(());
@@ -144,22 +141,29 @@ impl<const N: usize> SplitTrie<N> {
             .map(|(_, t)| t.map().fd().as_fd().as_raw_fd() as u32)
             .collect();
         // SAFETY: an array of maps has u32 keys (the slot) and u32 values (a map fd on write).
-        match unsafe { sys::update(self.outer_fd.as_fd(), &keys, &fds) } {
-            Ok(()) => {}
-            Err((0, e)) if sys::is_unsupported(&e) => {
-                for (slot, trie) in &new {
-                    self.outer
-                        .set(*slot, trie, 0)
-                        .map_err(err(self.name, "publish slot trie"))?;
-                }
+        let (written, result) = match unsafe { sys::update(self.outer_fd.as_fd(), &keys, &fds) } {
+            Ok(()) => (new.len(), Ok(())),
+            Err((0, e)) if sys::is_unsupported(&e) => self.publish_each(&new),
+            Err((written, e)) => (
+                written,
+                Err(err(self.name, "publish slot tries")(MapError::IoError(e))),
+            ),
+        };
+        self.published += written as u64;
+        for (slot, trie) in new.into_iter().take(written) {
+            self.slots[slot as usize] = OnceCell::from(trie);
+        }
+        result
+    }
+
+    /// One outer-array update per slot; returns how many were written.
+    fn publish_each(&mut self, new: &[(u32, Trie<N>)]) -> (usize, Result<()>) {
+        for (written, (slot, trie)) in new.iter().enumerate() {
+            if let Err(e) = self.outer.set(*slot, trie, 0) {
+                return (written, Err(err(self.name, "publish slot trie")(e)));
             }
-            Err((_, e)) => return Err(err(self.name, "publish slot tries")(MapError::IoError(e))),
         }
-        self.published += new.len() as u64;
-        for (slot, trie) in new {
-            self.slots[slot as usize] = OnceCell::from(Some(trie));
-        }
-        Ok(())
+        (new.len(), Ok(()))
     }
 
     /// Slot tries published in the outer array since the last call (kernel writes the caller
@@ -210,7 +214,7 @@ impl<const N: usize> SplitTrie<N> {
 
     fn slots_get_mut(&mut self, slot: u32) -> Result<Option<&mut Trie<N>>> {
         self.slot(slot)?;
-        Ok(self.slots[slot as usize].get_mut().and_then(Option::as_mut))
+        Ok(self.slots[slot as usize].get_mut())
     }
 
     /// Longest-prefix match of a full address, exactly as the classifier does it.
@@ -403,4 +407,63 @@ fn is_not_found(e: &MapError) -> bool {
 
 fn err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> TrieError {
     move |source| TrieError { map, op, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use steer_common::{SLOT_MIN_LEN_V4, map_names, slot_v4};
+
+    use super::*;
+
+    /// `BPF_F_RDONLY_PROG`: a map flag the outer array's template lacks, so the kernel refuses
+    /// to publish a trie that has it.
+    const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+
+    fn dst_v4(ebpf: &mut aya::Ebpf) -> SplitTrie<4> {
+        let mut take = |name| (name, ebpf.take_map(name).expect("map in the object"));
+        SplitTrie::new(
+            take(map_names::DST_V4),
+            take(map_names::DST_V4_SHORT),
+            SLOT_MIN_LEN_V4,
+            slot_v4,
+        )
+        .expect("split trie opens")
+    }
+
+    /// A batched publish that the kernel fails part-way leaves the tries before the failure
+    /// live: later removals must find their prefixes, and later inserts must add to them.
+    #[test]
+    fn a_publish_that_fails_part_way_keeps_track_of_what_went_live() {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "this test creates BPF maps: run it as root");
+        let mut ebpf = aya::EbpfLoader::new()
+            .load(crate::objects::STEER)
+            .expect("steer object loads");
+        let mut trie = dst_v4(&mut ebpf);
+        let net = (16, [10, 1, 0, 0]);
+        // Asked before the publish: an answer "no trie here" must not be kept.
+        assert!(!trie.remove(net).unwrap());
+
+        let mut live = trie.new_slot_trie().unwrap();
+        live.insert(&Key::new(net.0, net.1), RuleRef { rule: 7 }, 0)
+            .unwrap();
+        let refused =
+            Trie::<4>::create(SLOT_TRIE_MAX_ENTRIES, BPF_F_NO_PREALLOC | BPF_F_RDONLY_PROG)
+                .expect("a trie the outer array refuses");
+        let failed = trie.publish(vec![(10, live), (11, refused)]);
+        assert!(failed.is_err(), "the kernel refused the second trie");
+        assert_eq!(trie.take_published(), 1, "the first trie went live");
+        assert!(trie.slot(11).unwrap().is_none());
+
+        trie.insert((16, [10, 2, 0, 0]), 8).unwrap();
+        let mut held = trie.dump().unwrap();
+        held.sort();
+        assert_eq!(held, vec![(net, 7), ((16, [10, 2, 0, 0]), 8)]);
+        assert!(
+            trie.remove(net).unwrap(),
+            "the live prefix was found and removed"
+        );
+        assert_eq!(trie.dump().unwrap(), vec![((16, [10, 2, 0, 0]), 8)]);
+    }
 }
