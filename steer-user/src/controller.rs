@@ -18,7 +18,7 @@ use crate::{
     config::{self, Config, ConfigErrors},
     conntrack,
     dataplane::{
-        Adopted, Capacities, Dataplane, DataplaneError, Direction,
+        Adopted, Capacities, Dataplane, DataplaneError, Direction, ifindex,
         sync::{self, PolicyTable, PrefixSets, SyncError, SyncReport},
     },
     health::{Override, RoundSummary, Tracker, Transition},
@@ -34,16 +34,6 @@ pub enum ControllerError {
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Sync(#[from] SyncError),
-    #[error(
-        "the new configuration is live, but attaching the classifier to {iface} failed: {source}; \
-         traffic entering {iface} is not classified until that is fixed (steer retries when the \
-         interface changes)"
-    )]
-    Attach {
-        iface: String,
-        #[source]
-        source: DataplaneError,
-    },
     #[error("LAN interface {0} does not exist: fix general.lan or create it; nothing was applied")]
     NoLan(String),
 }
@@ -159,8 +149,8 @@ pub struct Controller {
     dp: Dataplane,
     /// What the prefix maps hold (read at start, kept current by every sync).
     prefixes: PrefixSets,
-    /// The rules the kernel knows (at start: read back from the pinned maps).
-    compiled: Compiled,
+    /// The rules the kernel knows, by id (at start: read back from the pinned maps).
+    rules: BTreeMap<u32, Rule>,
     wan_slots: NameIds,
     outcomes: BTreeMap<String, Outcome>,
     adopted: Adopted,
@@ -218,11 +208,7 @@ impl Controller {
         let prefixes = PrefixSets::read(&dp.maps)?;
         let (rules, wan_slots) = previous_ids(&dp)?;
         let mut ctl = Controller {
-            compiled: Compiled {
-                rules,
-                prefixes: PrefixSets::default(),
-                recycled: Vec::new(),
-            },
+            rules,
             config: config.clone(),
             dp,
             prefixes,
@@ -250,32 +236,38 @@ impl Controller {
 
     /// Set name -> rule id of what the kernel holds.
     fn rule_ids(&self) -> NameIds {
-        self.compiled
-            .rules
+        self.rules
             .values()
             .filter(|r| r.id != DEFAULT_RULE)
             .map(|r| (r.name.clone(), r.id))
             .collect()
     }
 
-    /// Re-reads the configuration file. An invalid file changes nothing: the running
-    /// configuration stays and the errors are returned. `carrier` gives the link state of WANs
-    /// that are new.
+    /// Applies a new, validated configuration (re-read from the file by the caller). An error
+    /// means nothing changed: the running configuration stays. Once the new configuration is
+    /// live, what still fails (attaching to a LAN interface) is in the report's warnings.
+    /// `carrier` gives the link state of interfaces WANs are new on.
     pub fn reload(
         &mut self,
+        config: Config,
         carrier: impl Fn(&str) -> bool,
     ) -> Result<ApplyReport, ControllerError> {
-        let config = config::load(&self.config.path)?;
         check_lan(&config)?;
         self.track_wans(&config, &carrier);
         self.apply(config, false)
     }
 
     /// Keeps a tracker per configured WAN: existing ones keep their state (with the new track
-    /// settings), new ones start from `carrier`, removed ones go.
+    /// settings), new ones and ones moved to another interface start from that interface's
+    /// `carrier` (the old interface's carrier says nothing about the new line, and a link that
+    /// does not change sends no event), removed ones go.
     fn track_wans(&mut self, config: &Config, carrier: &dyn Fn(&str) -> bool) {
         let now = Instant::now();
-        self.health.retain(|name, _| config.wan(name).is_some());
+        let running = &self.config;
+        self.health.retain(|name, _| {
+            let (old, new) = (running.wan(name), config.wan(name));
+            new.is_some_and(|n| old.is_none_or(|o| o.interface == n.interface))
+        });
         for wan in &config.wans {
             match self.health.get_mut(&wan.name) {
                 Some(t) => t.retune(wan.track.clone()),
@@ -370,14 +362,9 @@ impl Controller {
 
     /// Every policy resolved with the WANs as they are now, from the cached compilation.
     fn live_table(&self) -> (PolicyTable, BTreeMap<String, Outcome>) {
-        policy::table(&self.config, &self.compiled.rules, |name| {
-            let w = self.config.wan(name)?;
-            let slot = *self.wan_slots.get(name)?;
-            Some(WanView {
-                slot,
-                mark: w.mark,
-                up: self.health.get(name).is_none_or(Tracker::up),
-            })
+        policy::table(&self.config, &self.rules, |name| {
+            let up = self.health.get(name).is_none_or(Tracker::up);
+            wan_view(&self.config, &self.wan_slots, name, up)
         })
     }
 
@@ -429,11 +416,12 @@ impl Controller {
     }
 
     /// Brings the kernel to `config`: prefix maps and policy table (diff-synced), WAN names,
-    /// settings, then LAN attachments. Once the sync succeeded the controller follows the new
-    /// configuration, even if an attachment then fails (reported as such).
+    /// settings, then LAN attachments. An error means the sync failed and the kernel and the
+    /// controller still follow the previous configuration. Once the sync succeeded the new
+    /// configuration is live, and what fails after that is reported as a warning.
     fn apply(&mut self, config: Config, first: bool) -> Result<ApplyReport, ControllerError> {
         let started = Instant::now();
-        let old = self.compiled.clone();
+        let old_rules = self.rules.clone();
         let states: BTreeMap<String, bool> = self
             .health
             .iter()
@@ -451,17 +439,16 @@ impl Controller {
                 .sets
                 .retain(|s| !want.compiled.recycled.contains(&s.name));
             let step = desired(&first_step, &self.rule_ids(), &self.wan_slots, up);
-            report.sync = self.sync_to(&config, &step)?;
-            self.commit(&step, first_step);
+            report.sync = self.sync_to(&first_step, &step)?;
+            self.commit(step, first_step);
             want = desired(&config, &self.rule_ids(), &self.wan_slots, up);
         }
         let sync = self.sync_to(&config, &want)?;
         merge(&mut report.sync, sync);
-        report.per_set = per_set(&report.sync, &want.compiled, &old);
-        self.commit(&want, config.clone());
-        self.write_wan_info(&config)?;
-        self.reconcile_lan(&config, first, &mut report)?;
-        for set in config.sets.iter().filter(|s| !s.domains.is_empty()) {
+        report.per_set = per_set(&report.sync, &want.compiled.rules, &old_rules);
+        self.commit(want, config);
+        self.finish_live(first, &mut report);
+        for set in self.config.sets.iter().filter(|s| !s.domains.is_empty()) {
             report.warnings.push(format!(
                 "set {}: its {} domain(s) are not steered yet: learning addresses from DNS answers \
                  comes with the [dns] section, which this version does not have",
@@ -472,6 +459,20 @@ impl Controller {
         report.took = started.elapsed();
         self.last_apply = Some((Instant::now(), report.clone()));
         Ok(report)
+    }
+
+    /// The steps after the new configuration went live: WAN names for `steer dump`, then the
+    /// LAN attachments. Nothing here is undone on failure (the maps already follow the new
+    /// configuration), so failures are warnings; a LAN interface is attached again when it
+    /// changes.
+    fn finish_live(&mut self, first: bool, report: &mut ApplyReport) {
+        if let Err(e) = self.write_wan_info() {
+            report.warnings.push(format!(
+                "writing the WAN names for `steer dump` failed: {e}; `steer dump` may show \
+                 stale WAN names until the next reload"
+            ));
+        }
+        self.reconcile_lan(first, report);
     }
 
     /// One sync, with the settings flags widened around it: source lookups are switched on
@@ -497,10 +498,10 @@ impl Controller {
         Ok(report)
     }
 
-    fn commit(&mut self, want: &Desired, config: Config) {
-        self.compiled = want.compiled.clone();
-        self.wan_slots = want.wan_slots.clone();
-        self.outcomes = want.outcomes.clone();
+    fn commit(&mut self, want: Desired, config: Config) {
+        self.rules = want.compiled.rules;
+        self.wan_slots = want.wan_slots;
+        self.outcomes = want.outcomes;
         self.config = config;
         self.policy_dirty = false;
     }
@@ -528,9 +529,10 @@ impl Controller {
     }
 
     /// WAN names for `steer dump`; a slot that changes hands starts its counters from zero.
-    fn write_wan_info(&mut self, config: &Config) -> Result<(), DataplaneError> {
+    fn write_wan_info(&mut self) -> Result<(), DataplaneError> {
         for slot in 0..MAX_WANS {
-            let want = config
+            let want = self
+                .config
                 .wans
                 .iter()
                 .find(|w| self.wan_slots.get(&w.name) == Some(&slot))
@@ -554,23 +556,23 @@ impl Controller {
     }
 
     /// Attaches to every configured LAN interface (at start: adopting pinned links; later: new
-    /// interfaces, and XDP switched on or off) and detaches from those no longer listed.
-    fn reconcile_lan(
-        &mut self,
-        config: &Config,
-        first: bool,
-        report: &mut ApplyReport,
-    ) -> Result<(), ControllerError> {
+    /// interfaces, and XDP switched on or off) and detaches from those no longer listed. An
+    /// interface that fails is reported and the others are still done.
+    fn reconcile_lan(&mut self, first: bool, report: &mut ApplyReport) {
         let current: Vec<String> = self.dp.attached().map(|(i, _)| i.to_owned()).collect();
-
-        for iface in &config.general.lan {
-            let r = self
-                .dp
-                .attach(iface, config.general.xdp)
-                .map_err(|source| ControllerError::Attach {
-                    iface: iface.clone(),
-                    source,
-                })?;
+        let general = &self.config.general;
+        for iface in &general.lan {
+            let r = match self.dp.attach(iface, general.xdp) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.warnings.push(format!(
+                        "the new configuration is live, but attaching the classifier to {iface} \
+                         failed: {e}; traffic entering {iface} is not classified until that is \
+                         fixed (steer retries when the interface changes)"
+                    ));
+                    continue;
+                }
+            };
             if let Some(mode) = r.xdp {
                 log::info!("{iface}: XDP pre-classifier attached ({mode})");
             }
@@ -583,12 +585,20 @@ impl Controller {
                 report.attached.push(iface.clone());
             }
         }
-        for iface in current.iter().filter(|i| !config.general.lan.contains(i)) {
-            self.dp.detach(iface)?;
-            report.detached.push(iface.clone());
+        for iface in current.iter().filter(|i| !general.lan.contains(i)) {
+            match self.dp.detach(iface) {
+                Ok(()) => report.detached.push(iface.clone()),
+                Err(e) => report.warnings.push(format!(
+                    "{iface}: detaching the classifier failed: {e}; it still classifies there"
+                )),
+            }
         }
-        report.detached.extend(self.dp.detach_unconfigured()?);
-        Ok(())
+        match self.dp.detach_unconfigured() {
+            Ok(gone) => report.detached.extend(gone),
+            Err(e) => report.warnings.push(format!(
+                "removing links of interfaces no longer configured failed: {e}"
+            )),
+        }
     }
 
     /// Detaches everything and removes all pinned state (`steer stop`).
@@ -613,7 +623,6 @@ impl Controller {
             }
         }
         let sets: Vec<serde_json::Value> = self
-            .compiled
             .rules
             .values()
             .map(|r| {
@@ -694,15 +703,10 @@ fn xdp_note(r: &crate::dataplane::AttachReport) -> String {
 
 /// Every configured LAN interface must exist before anything is applied.
 fn check_lan(config: &Config) -> Result<(), ControllerError> {
-    for iface in &config.general.lan {
-        let name = std::ffi::CString::new(iface.as_str())
-            .map_err(|_| ControllerError::NoLan(iface.clone()))?;
-        // SAFETY: `name` is NUL-terminated; if_nametoindex only reads it.
-        if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
-            return Err(ControllerError::NoLan(iface.clone()));
-        }
+    match config.general.lan.iter().find(|i| ifindex(i).is_err()) {
+        Some(missing) => Err(ControllerError::NoLan(missing.clone())),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn merge(into: &mut SyncReport, more: SyncReport) {
@@ -744,12 +748,7 @@ pub fn desired(
     let compiled = sets::compile(config, rule_ids);
     let wan_slots = sets::wan_slots(config, wan_slots);
     let (table, outcomes) = policy::table(config, &compiled.rules, |name| {
-        let w = config.wan(name)?;
-        Some(WanView {
-            slot: wan_slots[name],
-            mark: w.mark,
-            up: up(name),
-        })
+        wan_view(config, &wan_slots, name, up(name))
     });
     Desired {
         compiled,
@@ -757,6 +756,15 @@ pub fn desired(
         table,
         outcomes,
     }
+}
+
+/// How the policies see WAN `name`: its slot, its mark and whether it is up.
+fn wan_view(config: &Config, wan_slots: &NameIds, name: &str, up: bool) -> Option<WanView> {
+    Some(WanView {
+        slot: *wan_slots.get(name)?,
+        mark: config.wan(name)?.mark,
+        up,
+    })
 }
 
 /// The rules and WAN slots the pinned maps already hold, so a restart keeps every id.
@@ -792,13 +800,12 @@ fn previous_ids(dp: &Dataplane) -> Result<(BTreeMap<u32, Rule>, NameIds), Datapl
 /// Per-set change counts: rules of the new compilation, plus removed sets from the old one.
 fn per_set(
     sync: &SyncReport,
-    new: &Compiled,
-    old: &Compiled,
+    new: &BTreeMap<u32, Rule>,
+    old: &BTreeMap<u32, Rule>,
 ) -> BTreeMap<String, (usize, usize, usize)> {
     let name_of = |id: u32| {
-        new.rules
-            .get(&id)
-            .or_else(|| old.rules.get(&id))
+        new.get(&id)
+            .or_else(|| old.get(&id))
             .map(|r| r.name.clone())
             .unwrap_or_else(|| format!("rule {id}"))
     };

@@ -26,10 +26,10 @@ use crate::{
     config::{self, Config, ConfigErrors},
     conntrack,
     control::{self, Call, Request, Response, ServerOptions, WanMode},
-    controller::{Controller, ControllerError, FailoverReport},
+    controller::{ApplyReport, Controller, ControllerError, FailoverReport},
     health::{
         Override, RoundSummary,
-        probe::{ProbeOutcome, ProbeSpec, Round, spawn_prober},
+        probe::{ProbeSpec, Round, spawn_prober},
     },
     routing::{self, NetEvent, Routing},
 };
@@ -116,14 +116,7 @@ impl Drop for Probers {
 fn summary(round: &Round) -> RoundSummary {
     RoundSummary {
         started: round.started,
-        answers: round
-            .outcomes
-            .iter()
-            .map(|(_, o)| match o {
-                ProbeOutcome::Answered(rtt) => Some(*rtt),
-                _ => None,
-            })
-            .collect(),
+        answers: round.outcomes.iter().map(|(_, o)| o.rtt()).collect(),
     }
 }
 
@@ -156,9 +149,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let (mut ctl, report) = Controller::start(config, |iface| {
         carriers.get(iface).copied().unwrap_or(false)
     })?;
-    for line in report.lines() {
-        log::info!("{line}");
-    }
+    log_apply("", &report);
     ensure_conntrack_marking(&ctl);
     reconcile(&routing, &ctl, "start").await;
 
@@ -382,44 +373,57 @@ async fn reload(
     routing: &Routing,
     probers: &mut Probers,
 ) -> Result<Vec<String>, String> {
-    // The link state of every interface the new file may name, before anything is decided.
-    let carriers = match config::load(&ctl.config().path) {
-        Ok(next) => link_states(routing, &next).await,
-        Err(_) => BTreeMap::new(), // reload() reports the errors
+    let refused = |e: &dyn std::fmt::Display| {
+        let msg = format!("reload refused, still running the previous configuration:\n{e}");
+        log::error!("{msg}");
+        msg
     };
-    match ctl.reload(|iface| carriers.get(iface).copied().unwrap_or(false)) {
-        Ok(report) => {
-            let lines = report.lines();
-            for line in &lines {
-                log::info!("reload: {line}");
-            }
-            ensure_conntrack_marking(ctl);
-            reconcile(routing, ctl, "reload").await;
-            probers.sync(ctl.config());
-            Ok(lines)
-        }
-        Err(e) => {
-            let msg = match e {
-                ControllerError::Attach { .. } => format!("reload applied with a problem:\n{e}"),
-                e => format!("reload refused, still running the previous configuration:\n{e}"),
-            };
-            log::error!("{msg}");
-            Err(msg)
+    let next = config::load(&ctl.config().path).map_err(|e| refused(&e))?;
+    // The link state of every interface the new file names, before anything is decided.
+    let carriers = link_states(routing, &next).await;
+    let report = ctl
+        .reload(next, |iface| carriers.get(iface).copied().unwrap_or(false))
+        .map_err(|e| refused(&e))?;
+    log_apply("reload: ", &report);
+    ensure_conntrack_marking(ctl);
+    reconcile(routing, ctl, "reload").await;
+    probers.sync(ctl.config());
+    Ok(report.lines())
+}
+
+/// Logs what an apply did, its warnings as warnings.
+fn log_apply(prefix: &str, report: &ApplyReport) {
+    for line in report.lines() {
+        if report.warnings.contains(&line) {
+            log::warn!("{prefix}{line}");
+        } else {
+            log::info!("{prefix}{line}");
         }
     }
 }
 
-/// Carrier (and admin up) of every WAN interface of `config`, by interface name.
+/// Carrier (and admin up) of every WAN interface of `config`, by interface name, from one link
+/// dump. If the dump fails every WAN is taken to have carrier: its probes decide.
 async fn link_states(routing: &Routing, config: &Config) -> BTreeMap<String, bool> {
-    let mut out = BTreeMap::new();
-    for wan in &config.wans {
-        let up = routing
-            .link_state(&wan.interface)
-            .await
-            .is_some_and(|(_, carrier, admin_up)| carrier && admin_up);
-        out.insert(wan.interface.clone(), up);
-    }
-    out
+    let links = match routing.link_states().await {
+        Ok(links) => Some(links),
+        Err(e) => {
+            log::warn!("cannot read the link states: {e}; assuming carrier, probes decide");
+            None
+        }
+    };
+    config
+        .wans
+        .iter()
+        .map(|w| {
+            let up = links.as_ref().is_none_or(|links| {
+                links
+                    .get(&w.interface)
+                    .is_some_and(|&(_, carrier, admin_up)| carrier && admin_up)
+            });
+            (w.interface.clone(), up)
+        })
+        .collect()
 }
 
 /// Raises the soft limit on open files to the hard one: every slot trie of the prefix sets is

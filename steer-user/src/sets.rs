@@ -39,16 +39,6 @@ pub struct Compiled {
     pub recycled: Vec<String>,
 }
 
-impl Compiled {
-    /// The rule id of a set, by name.
-    pub fn rule_id(&self, set: &str) -> Option<u32> {
-        self.rules
-            .values()
-            .find(|r| r.name == set && r.id != DEFAULT_RULE)
-            .map(|r| r.id)
-    }
-}
-
 /// Ids for names: the result, and the new names that got an id `previous` gave to a name that
 /// is gone.
 #[derive(Debug)]
