@@ -166,7 +166,8 @@ impl fmt::Display for RouteSpec {
 pub struct Desired {
     pub rules: Vec<RuleSpec>,
     pub routes: Vec<RouteSpec>,
-    /// The tables steer owns (every route in them is steer's): the WANs' tables.
+    /// The tables steer owns (every route in them is steer's): the WANs' tables, each once. The
+    /// table of every route in `routes` is among them.
     pub tables: Vec<u32>,
 }
 
@@ -287,9 +288,7 @@ impl Routing {
     /// what steer owns but does not want (see the [module documentation](self)). Idempotent: a
     /// second call with no drift in between returns an empty report.
     pub async fn reconcile(&self, desired: &Desired) -> ReconcileReport {
-        let snapshot = match kernel::Snapshot::read(&self.handle, &plan::owned_tables(desired))
-            .await
-        {
+        let snapshot = match kernel::Snapshot::read(&self.handle, &desired.tables).await {
             Ok(s) => s,
             Err(e) => {
                 return ReconcileReport {
@@ -307,7 +306,7 @@ impl Routing {
 
     /// Desired versus actual, without changing anything.
     pub async fn status(&self, desired: &Desired) -> RoutingStatus {
-        match kernel::Snapshot::read(&self.handle, &plan::owned_tables(desired)).await {
+        match kernel::Snapshot::read(&self.handle, &desired.tables).await {
             Ok(snapshot) => {
                 let plan = plan::plan(desired, &snapshot);
                 RoutingStatus {
@@ -340,7 +339,7 @@ impl Routing {
                 };
             }
         };
-        let steps = plan::removal(owned_tables, &snapshot);
+        let steps = plan::removal(&snapshot);
         kernel::execute(&self.handle, &snapshot.links, steps).await
     }
 

@@ -15,189 +15,10 @@ pub(crate) struct Plan {
     pub in_sync: bool,
 }
 
-/// The tables steer owns under `desired`: its tables and those its routes live in.
-pub(crate) fn owned_tables(desired: &Desired) -> Vec<u32> {
-    let mut t: Vec<u32> = desired
-        .tables
-        .iter()
-        .copied()
-        .chain(desired.routes.iter().map(|r| r.table))
-        .collect();
-    t.sort_unstable();
-    t.dedup();
-    t
-}
-
 pub(crate) fn plan(desired: &Desired, s: &Snapshot) -> Plan {
     let mut status = Vec::new();
-    let mut route_adds = Vec::new();
-    let mut rule_adds = Vec::new();
-    let mut rule_dels = Vec::new();
-    let mut route_dels = Vec::new();
-
-    // Rules: only protocol 201 ones are steer's.
-    let owned: Vec<&ActualRule> = s
-        .rules
-        .iter()
-        .filter(|r| r.protocol == RTPROT_STEER)
-        .collect();
-    let mut claimed = vec![false; owned.len()];
-    let exact: Vec<bool> = desired
-        .rules
-        .iter()
-        .map(|d| {
-            let i = (0..owned.len()).find(|&i| !claimed[i] && owned[i].spec.as_ref() == Some(d));
-            if let Some(i) = i {
-                claimed[i] = true;
-            }
-            i.is_some()
-        })
-        .collect();
-    for (d, exact) in desired.rules.iter().zip(exact) {
-        if exact {
-            status.push(format!("{d}: ok"));
-            continue;
-        }
-        let near = (0..owned.len()).find(|&i| {
-            !claimed[i] && owned[i].family == d.family && owned[i].priority == d.priority
-        });
-        match near {
-            Some(i) => {
-                claimed[i] = true;
-                let found = &owned[i].desc;
-                status.push(format!("{d}: differs: found {found}"));
-                rule_adds.push(Step {
-                    op: Op::AddRule(d.clone()),
-                    item: d.to_string(),
-                    change: Some(format!("replaced: {found} with {d}")),
-                    retry: true,
-                });
-                rule_dels.push(Step {
-                    op: Op::DelRule(Box::new(owned[i].msg.clone())),
-                    item: format!("removing {found}"),
-                    change: None,
-                    retry: true,
-                });
-            }
-            None => {
-                status.push(format!("{d}: missing"));
-                rule_adds.push(Step {
-                    op: Op::AddRule(d.clone()),
-                    item: d.to_string(),
-                    change: Some(format!("repaired: {d} was missing")),
-                    retry: true,
-                });
-            }
-        }
-    }
-    for (r, _) in owned.iter().zip(&claimed).filter(|(_, c)| !**c) {
-        status.push(format!("stale: {}", r.desc));
-        rule_dels.push(Step {
-            op: Op::DelRule(Box::new(r.msg.clone())),
-            item: format!("removing {}", r.desc),
-            change: Some(format!("removed stale: {}", r.desc)),
-            retry: true,
-        });
-    }
-
-    // Routes: the snapshot holds those of the owned tables and protocol-201 ones elsewhere,
-    // all steer's.
-    let routes = &s.routes;
-    let mut claimed = vec![false; routes.len()];
-    let exact: Vec<Option<usize>> = desired
-        .routes
-        .iter()
-        .map(|d| {
-            let i = (0..routes.len()).find(|&i| !claimed[i] && routes[i].spec.as_ref() == Some(d));
-            if let Some(i) = i {
-                claimed[i] = true;
-            }
-            i
-        })
-        .collect();
-    for (d, exact) in desired.routes.iter().zip(exact) {
-        let link = s.links.get(&d.interface);
-        if let Some(i) = exact {
-            let r = &routes[i];
-            let carrier = link.is_some_and(|l| l.carrier && l.admin_up);
-            if r.linkdown && carrier {
-                status.push(format!(
-                    "{d}: differs: linkdown although {} has carrier",
-                    d.interface
-                ));
-                route_adds.push(Step {
-                    op: Op::RecreateRoute {
-                        old: Box::new(r.msg.clone()),
-                        spec: d.clone(),
-                    },
-                    item: d.to_string(),
-                    change: Some(format!(
-                        "replaced linkdown route {}: {} has carrier",
-                        d.to_string().trim_start_matches("route "),
-                        d.interface
-                    )),
-                    retry: true,
-                });
-            } else if r.linkdown {
-                status.push(format!(
-                    "{d}: ok (linkdown: {} has no carrier)",
-                    d.interface
-                ));
-            } else {
-                status.push(format!("{d}: ok"));
-            }
-            continue;
-        }
-        let key = (0..routes.len()).find(|&i| {
-            !claimed[i]
-                && routes[i].family == d.family
-                && routes[i].table == d.table
-                && routes[i].default_key
-        });
-        match key {
-            Some(i) => {
-                claimed[i] = true;
-                let found = &routes[i].desc;
-                status.push(format!("{d}: differs: found {found}"));
-                route_adds.push(Step {
-                    op: Op::AddRoute {
-                        spec: d.clone(),
-                        replace: true,
-                    },
-                    item: d.to_string(),
-                    change: Some(format!("replaced: {found} with {d}")),
-                    retry: true,
-                });
-            }
-            None => {
-                let why = match link {
-                    None => format!(" (interface {} does not exist)", d.interface),
-                    Some(l) if !l.admin_up => format!(" (interface {} is down)", d.interface),
-                    Some(_) => String::new(),
-                };
-                status.push(format!("{d}: missing{why}"));
-                route_adds.push(Step {
-                    op: Op::AddRoute {
-                        spec: d.clone(),
-                        replace: false,
-                    },
-                    item: d.to_string(),
-                    change: Some(format!("repaired: {d} was missing")),
-                    retry: true,
-                });
-            }
-        }
-    }
-    for (r, _) in routes.iter().zip(&claimed).filter(|(_, c)| !**c) {
-        status.push(format!("stale: {}", r.desc));
-        route_dels.push(Step {
-            op: Op::DelRoute(Box::new(r.msg.clone())),
-            item: format!("removing {}", r.desc),
-            change: Some(format!("removed stale: {}", r.desc)),
-            retry: true,
-        });
-    }
-
+    let (rule_adds, rule_dels) = plan_rules(desired, s, &mut status);
+    let (route_adds, route_dels) = plan_routes(desired, s, &mut status);
     let in_sync = route_adds.is_empty()
         && rule_adds.is_empty()
         && rule_dels.is_empty()
@@ -213,9 +34,200 @@ pub(crate) fn plan(desired: &Desired, s: &Snapshot) -> Plan {
     }
 }
 
-/// Everything steer owns, to remove: protocol-201 rules, then the routes of the snapshot (those
-/// of `owned_tables` and protocol-201 ones elsewhere).
-pub(crate) fn removal(owned_tables: &[u32], s: &Snapshot) -> Vec<Step> {
+/// What became of one desired item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pairing {
+    /// Actual item `i` is exactly it.
+    Exact(usize),
+    /// Actual item `i` stands in its place (same key) but differs.
+    Near(usize),
+    Missing,
+}
+
+/// Pairs desired items with actual ones, each actual item with at most one desired item. Every
+/// exact match is claimed before any near one, so that an item that is already right is never
+/// taken as another's near match and replaced. Returns the pairings in desired order and the
+/// indices of the actual items left over (stale).
+fn pair<D, A>(
+    desired: &[D],
+    actual: &[A],
+    exact: impl Fn(&D, &A) -> bool,
+    near: impl Fn(&D, &A) -> bool,
+) -> (Vec<Pairing>, Vec<usize>) {
+    let mut claimed = vec![false; actual.len()];
+    let mut claim = |matches: &dyn Fn(&A) -> bool| {
+        let i = (0..actual.len()).find(|&i| !claimed[i] && matches(&actual[i]))?;
+        claimed[i] = true;
+        Some(i)
+    };
+    let exact: Vec<Option<usize>> = desired.iter().map(|d| claim(&|a| exact(d, a))).collect();
+    let pairings = desired
+        .iter()
+        .zip(exact)
+        .map(|(d, e)| match e {
+            Some(i) => Pairing::Exact(i),
+            None => claim(&|a| near(d, a)).map_or(Pairing::Missing, Pairing::Near),
+        })
+        .collect();
+    let stale = (0..actual.len()).filter(|&i| !claimed[i]).collect();
+    (pairings, stale)
+}
+
+/// Status lines and (additions, removals) for the rules. Only protocol 201 rules are steer's;
+/// one at the same priority and family stands in a desired rule's place.
+fn plan_rules(desired: &Desired, s: &Snapshot, status: &mut Vec<String>) -> (Vec<Step>, Vec<Step>) {
+    let owned: Vec<&ActualRule> = s
+        .rules
+        .iter()
+        .filter(|r| r.protocol == RTPROT_STEER)
+        .collect();
+    let (pairings, stale) = pair(
+        &desired.rules,
+        &owned,
+        |d, a| a.spec.as_ref() == Some(d),
+        |d, a| a.family == d.family && a.priority == d.priority,
+    );
+    let (mut adds, mut dels) = (Vec::new(), Vec::new());
+    for (d, pairing) in desired.rules.iter().zip(pairings) {
+        match pairing {
+            Pairing::Exact(_) => status.push(format!("{d}: ok")),
+            Pairing::Near(i) => {
+                let found = &owned[i].desc;
+                status.push(format!("{d}: differs: found {found}"));
+                adds.push(Step {
+                    op: Op::AddRule(d.clone()),
+                    item: d.to_string(),
+                    change: Some(format!("replaced: {found} with {d}")),
+                    retry: true,
+                });
+                dels.push(Step {
+                    op: Op::DelRule(Box::new(owned[i].msg.clone())),
+                    item: format!("removing {found}"),
+                    change: None,
+                    retry: true,
+                });
+            }
+            Pairing::Missing => {
+                status.push(format!("{d}: missing"));
+                adds.push(Step {
+                    op: Op::AddRule(d.clone()),
+                    item: d.to_string(),
+                    change: Some(format!("repaired: {d} was missing")),
+                    retry: true,
+                });
+            }
+        }
+    }
+    for r in stale.into_iter().map(|i| owned[i]) {
+        status.push(format!("stale: {}", r.desc));
+        dels.push(Step {
+            op: Op::DelRule(Box::new(r.msg.clone())),
+            item: format!("removing {}", r.desc),
+            change: Some(format!("removed stale: {}", r.desc)),
+            retry: true,
+        });
+    }
+    (adds, dels)
+}
+
+/// Status lines and (additions and replacements, removals) for the routes. Every route of the
+/// snapshot is steer's (those of the owned tables and protocol 201 ones elsewhere); a default
+/// route with the default metric in the same table and family stands in a desired route's
+/// place.
+fn plan_routes(
+    desired: &Desired,
+    s: &Snapshot,
+    status: &mut Vec<String>,
+) -> (Vec<Step>, Vec<Step>) {
+    let routes = &s.routes;
+    let (pairings, stale) = pair(
+        &desired.routes,
+        routes,
+        |d, a| a.spec.as_ref() == Some(d),
+        |d, a| a.family == d.family && a.table == d.table && a.default_key,
+    );
+    let (mut adds, mut dels) = (Vec::new(), Vec::new());
+    for (d, pairing) in desired.routes.iter().zip(pairings) {
+        let link = s.links.get(&d.interface);
+        match pairing {
+            Pairing::Exact(i) => {
+                let r = &routes[i];
+                let carrier = link.is_some_and(|l| l.carrier && l.admin_up);
+                if r.linkdown && carrier {
+                    status.push(format!(
+                        "{d}: differs: linkdown although {} has carrier",
+                        d.interface
+                    ));
+                    adds.push(Step {
+                        op: Op::RecreateRoute {
+                            old: Box::new(r.msg.clone()),
+                            spec: d.clone(),
+                        },
+                        item: d.to_string(),
+                        change: Some(format!(
+                            "replaced linkdown route {}: {} has carrier",
+                            d.to_string().trim_start_matches("route "),
+                            d.interface
+                        )),
+                        retry: true,
+                    });
+                } else if r.linkdown {
+                    status.push(format!(
+                        "{d}: ok (linkdown: {} has no carrier)",
+                        d.interface
+                    ));
+                } else {
+                    status.push(format!("{d}: ok"));
+                }
+            }
+            Pairing::Near(i) => {
+                let found = &routes[i].desc;
+                status.push(format!("{d}: differs: found {found}"));
+                adds.push(Step {
+                    op: Op::AddRoute {
+                        spec: d.clone(),
+                        replace: true,
+                    },
+                    item: d.to_string(),
+                    change: Some(format!("replaced: {found} with {d}")),
+                    retry: true,
+                });
+            }
+            Pairing::Missing => {
+                let why = match link {
+                    None => format!(" (interface {} does not exist)", d.interface),
+                    Some(l) if !l.admin_up => format!(" (interface {} is down)", d.interface),
+                    Some(_) => String::new(),
+                };
+                status.push(format!("{d}: missing{why}"));
+                adds.push(Step {
+                    op: Op::AddRoute {
+                        spec: d.clone(),
+                        replace: false,
+                    },
+                    item: d.to_string(),
+                    change: Some(format!("repaired: {d} was missing")),
+                    retry: true,
+                });
+            }
+        }
+    }
+    for r in stale.into_iter().map(|i| &routes[i]) {
+        status.push(format!("stale: {}", r.desc));
+        dels.push(Step {
+            op: Op::DelRoute(Box::new(r.msg.clone())),
+            item: format!("removing {}", r.desc),
+            change: Some(format!("removed stale: {}", r.desc)),
+            retry: true,
+        });
+    }
+    (adds, dels)
+}
+
+/// Everything steer owns, to remove: protocol-201 rules, then every route of the snapshot (it
+/// holds only steer's: those of the owned tables it was read for and protocol-201 ones
+/// elsewhere).
+pub(crate) fn removal(s: &Snapshot) -> Vec<Step> {
     let rules = s
         .rules
         .iter()
@@ -226,16 +238,12 @@ pub(crate) fn removal(owned_tables: &[u32], s: &Snapshot) -> Vec<Step> {
             change: Some(format!("removed: {}", r.desc)),
             retry: false,
         });
-    let routes = s
-        .routes
-        .iter()
-        .filter(|r| owned_tables.contains(&r.table) || r.protocol == RTPROT_STEER)
-        .map(|r| Step {
-            op: Op::DelRoute(Box::new(r.msg.clone())),
-            item: format!("removing {}", r.desc),
-            change: Some(format!("removed: {}", r.desc)),
-            retry: false,
-        });
+    let routes = s.routes.iter().map(|r| Step {
+        op: Op::DelRoute(Box::new(r.msg.clone())),
+        item: format!("removing {}", r.desc),
+        change: Some(format!("removed: {}", r.desc)),
+        retry: false,
+    });
     rules.chain(routes).collect()
 }
 
@@ -431,6 +439,21 @@ mod tests {
     }
 
     #[test]
+    fn an_exact_rule_found_after_a_near_one_is_kept() {
+        let mut s = in_sync();
+        s.rules.insert(1, rule(1100, 0x400, 0xff00, 101, 201));
+        let p = plan(&desired(), &s);
+        assert_eq!(
+            changes(&p),
+            ["removed stale: rule 1100 fwmark 0x400/0xff00 lookup 101 (v4)"]
+        );
+        assert!(
+            p.status
+                .contains(&"rule 1100 fwmark 0x100/0xff00 lookup 101 (v4): ok".into())
+        );
+    }
+
+    #[test]
     fn a_foreign_rule_does_not_count_as_ours() {
         let mut s = in_sync();
         s.rules[1] = rule(1100, 0x100, 0xff00, 101, 4);
@@ -520,7 +543,7 @@ mod tests {
     fn removal_takes_only_what_steer_owns() {
         let mut s = in_sync();
         s.rules.push(rule(1100, 0x5, u32::MAX, 200, 3));
-        let steps = removal(&[101], &s);
+        let steps = removal(&s);
         let lines: Vec<_> = steps.iter().filter_map(|s| s.change.clone()).collect();
         assert_eq!(
             lines,
