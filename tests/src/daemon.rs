@@ -3,10 +3,11 @@
 //! which would also give it a private mount namespace and hide its bpffs pins from the test).
 
 use std::{
+    ffi::OsStr,
     fs::File,
     os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -105,6 +106,42 @@ impl Workdir {
     pub fn control_section(&self) -> String {
         format!("[control]\nsocket = \"{}\"\n", self.socket.display())
     }
+
+    /// Runs the `steer` CLI against this test's daemon, pins and configuration, never the
+    /// host's defaults: commands that talk to the daemon get `--socket`, those that read the
+    /// pins `--pin-dir`, `stop` both, `check` gets `-c` with the configuration. The CLI runs in
+    /// the host namespace (it only needs the socket and the pins). Returns (success, stdout,
+    /// stderr).
+    pub fn steer(&self, args: &[&str]) -> (bool, String, String) {
+        let config = self.config();
+        let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let command = args.first().copied().unwrap_or_default();
+        if matches!(command, "status" | "reload" | "wan" | "stop") {
+            all.extend([OsStr::new("--socket"), self.socket.as_os_str()]);
+        }
+        if matches!(command, "dump" | "explain" | "stop") {
+            all.extend([OsStr::new("--pin-dir"), self.pin_dir.as_os_str()]);
+        }
+        if command == "check" {
+            all.extend([OsStr::new("-c"), config.as_os_str()]);
+        }
+        let out = Command::new(steer_bin())
+            .args(&all)
+            .output()
+            .expect("run steer");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Like [`Workdir::steer`]; panics with the output unless the command succeeds.
+    pub fn steer_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.steer(args);
+        assert!(ok, "steer {args:?} failed:\n{out}{err}");
+        out
+    }
 }
 
 /// Removes the pin directories and scratch directories of test processes that no longer exist
@@ -176,10 +213,7 @@ impl Daemon {
             if d.exited() {
                 panic!("steer run exited during start:\n{}", d.log_text());
             }
-            if cli(&["status", "--socket"], &[&work.socket])
-                .status
-                .success()
-            {
+            if work.steer(&["status"]).0 {
                 return d;
             }
             assert!(
@@ -199,6 +233,19 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log after `within`.
+    pub fn wait_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not log `{needle}` within {within:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -236,26 +283,4 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-/// Runs the `steer` CLI (in the host namespace: the CLI only needs the socket and the pins).
-pub fn cli(args: &[&str], paths: &[&Path]) -> Output {
-    Command::new(steer_bin())
-        .args(args)
-        .args(paths)
-        .output()
-        .expect("run steer")
-}
-
-/// Runs the CLI with arbitrary arguments and returns (success, stdout, stderr).
-pub fn steer(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (bool, String, String) {
-    let out = Command::new(steer_bin())
-        .args(args)
-        .output()
-        .expect("run steer");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }

@@ -4,13 +4,10 @@
 //! Default traffic prefers WAN 1 (`wan1-first`), the `bypass` set (SERVER_B) prefers WAN 2
 //! (`wan2-first`); each WAN is probed by ICMP through itself (WAN 1: PROBE_1, WAN 2: PROBE_2).
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::{
-    daemon::{Daemon, Workdir, steer},
+    daemon::{Daemon, Workdir},
     lab::{Lab, Wan},
 };
 
@@ -136,24 +133,10 @@ impl Scenario {
         s
     }
 
-    /// Runs the CLI against this scenario's daemon and pins; panics with its output on failure.
+    /// Runs the CLI against this scenario's daemon and pins ([`Workdir::steer`]); panics with
+    /// its output and the daemon's log on failure.
     pub fn steer(&self, args: &[&str]) -> String {
-        let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> = args
-            .iter()
-            .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
-            .collect();
-        let needs_socket = matches!(args.first(), Some(&("status" | "reload" | "wan")));
-        let needs_pins = matches!(args.first(), Some(&("dump" | "explain")));
-        let (socket, pins): (&Path, &Path) = (&self.work.socket, &self.work.pin_dir);
-        if needs_socket {
-            all.push(&"--socket");
-            all.push(&socket);
-        }
-        if needs_pins {
-            all.push(&"--pin-dir");
-            all.push(&pins);
-        }
-        let (ok, out, err) = steer(&all);
+        let (ok, out, err) = self.work.steer(args);
         assert!(
             ok,
             "steer {args:?} failed:\n{out}{err}\ndaemon log:\n{}",

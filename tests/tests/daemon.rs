@@ -11,7 +11,7 @@ use std::{
 use aya::programs::{SchedClassifier, TcAttachType};
 use steer::dataplane::{Direction, Maps, run::run_tc};
 use steer_tests::{
-    daemon::{Daemon, Workdir, steer},
+    daemon::{Daemon, Workdir},
     lab::{Lab, Stream},
     scenario::lab_wans,
     witness::Witness,
@@ -90,18 +90,6 @@ fn tcx_programs(lab: &Lab) -> Vec<String> {
     })
 }
 
-fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
-    let (success, out, err) = steer(args);
-    assert!(
-        success,
-        "steer {:?} failed:\n{out}{err}",
-        args.iter()
-            .map(|a| a.as_ref().to_owned())
-            .collect::<Vec<_>>()
-    );
-    out
-}
-
 #[test]
 fn kill9_then_restart_adopts_with_no_unclassified_packet_and_one_attachment() {
     let (lab, work) = setup("restart");
@@ -150,7 +138,7 @@ fn kill9_then_restart_adopts_with_no_unclassified_packet_and_one_attachment() {
         "one steer program, still first"
     );
     // The classifier state survived: the set is still there, with the same rule id.
-    let out = ok(&[&"dump", &"rules", &"--pin-dir", &work.pin_dir]);
+    let out = work.steer_ok(&["dump", "rules"]);
     assert!(out.contains("bypass") && out.contains("kids"), "{out}");
 }
 
@@ -172,35 +160,23 @@ fn sigterm_leaves_steering_running_and_stop_removes_it() {
         ["steer_tc"],
         "the classifier stays attached"
     );
-    let out = ok(&[&"dump", &"policies", &"--pin-dir", &work.pin_dir]);
+    let out = work.steer_ok(&["dump", "policies"]);
     assert!(
         out.contains("mark 0x200 -> wan2"),
         "dump works with the daemon down:\n{out}"
     );
 
     // stop without a daemon removes the pins itself; a second stop has nothing to do.
-    let out = ok(&[
-        &"stop",
-        &"--socket",
-        &work.socket,
-        &"--pin-dir",
-        &work.pin_dir,
-    ]);
+    let out = work.steer_ok(&["stop"]);
     assert!(out.contains("steer stopped"), "{out}");
     assert!(tcx_programs(&lab).is_empty(), "detached");
     assert!(!work.pin_dir.exists(), "pin directory removed");
-    let out = ok(&[
-        &"stop",
-        &"--socket",
-        &work.socket,
-        &"--pin-dir",
-        &work.pin_dir,
-    ]);
+    let out = work.steer_ok(&["stop"]);
     assert!(out.contains("nothing to stop"), "{out}");
 
     // stop through a running daemon.
     let mut daemon = Daemon::start(&lab.router, &work);
-    let out = ok(&[&"stop", &"--socket", &work.socket]);
+    let out = work.steer_ok(&["stop"]);
     assert!(out.contains("steer stopped"), "{out}");
     assert!(
         daemon.signal_and_wait(0, Duration::from_secs(10)),
@@ -250,7 +226,7 @@ fn reload_applies_the_difference_and_an_invalid_config_keeps_the_running_one() {
         "lists/bypass.txt",
         "# bypass list\n203.0.113.0/24\n2001:db8:113::/48\n198.51.100.8\n",
     );
-    let out = ok(&[&"reload", &"--socket", &work.socket]);
+    let out = work.steer_ok(&["reload"]);
     assert!(
         out.contains("set bypass: 1 added, 0 changed, 1 removed"),
         "{out}"
@@ -262,18 +238,18 @@ fn reload_applies_the_difference_and_an_invalid_config_keeps_the_running_one() {
         "lists/bypass.txt",
         "# bypass list\n203.0.113.0/24\n010.1.2.3\n",
     );
-    let (success, _, err) = steer(&[&"reload", &"--socket", &work.socket]);
+    let (success, _, err) = work.steer(&["reload"]);
     assert!(!success);
     assert!(
         err.contains("reload refused") && err.contains("bypass.txt:3:"),
         "{err}"
     );
-    let dump = ok(&[&"dump", &"sets", &"--json", &"--pin-dir", &work.pin_dir]);
+    let dump = work.steer_ok(&["dump", "sets", "--json"]);
     assert!(
         dump.contains("198.51.100.8/32") && dump.contains("2001:db8:113::/48"),
         "previous state kept:\n{dump}"
     );
-    let status = ok(&[&"status", &"--socket", &work.socket]);
+    let status = work.steer_ok(&["status"]);
     assert!(status.contains("bypass"), "{status}");
     assert!(
         daemon.log_text().contains("reload refused"),
@@ -285,18 +261,10 @@ fn reload_applies_the_difference_and_an_invalid_config_keeps_the_running_one() {
     work.write("lists/bypass.txt", "203.0.113.0/24\n");
     // SAFETY: kill(2) on the daemon we started.
     unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !daemon
-        .log_text()
-        .contains("set bypass: 0 added, 0 changed, 2 removed")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "SIGHUP did not reload:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.wait_log(
+        "set bypass: 0 added, 0 changed, 2 removed",
+        Duration::from_secs(10),
+    );
 }
 
 #[test]
@@ -316,15 +284,7 @@ fn dump_and_explain_agree_with_the_kernel_v4_and_v6() {
         ("10.10.0.2", "8.8.8.8", "default", ""),
         ("fd10::2", "2606:4700::1111", "default", ""),
     ] {
-        let out = ok(&[
-            &"explain",
-            &dst,
-            &"--src",
-            &src,
-            &"--json",
-            &"--pin-dir",
-            &work.pin_dir,
-        ]);
+        let out = work.steer_ok(&["explain", dst, "--src", src, "--json"]);
         let e: serde_json::Value = serde_json::from_str(&out).expect("explain --json");
         assert_eq!(e["set"], want_set, "{src} -> {dst}: {e}");
         if !want_wan.is_empty() {
@@ -360,14 +320,8 @@ fn dump_and_explain_agree_with_the_kernel_v4_and_v6() {
         }
     }
     // The dump lists exactly the kernel's prefixes, with set and policy names.
-    let dump: serde_json::Value = serde_json::from_str(&ok(&[
-        &"dump",
-        &"sets",
-        &"--json",
-        &"--pin-dir",
-        &work.pin_dir,
-    ]))
-    .unwrap();
+    let dump: serde_json::Value =
+        serde_json::from_str(&work.steer_ok(&["dump", "sets", "--json"])).unwrap();
     let rows = dump["sets"].as_array().expect("rows");
     let kernel: usize = [
         (Direction::Dst, true),
@@ -389,7 +343,7 @@ fn dump_and_explain_agree_with_the_kernel_v4_and_v6() {
         assert!(set == "bypass" || set == "kids", "{row}");
         assert_eq!(row["policy"], "wan2-first");
     }
-    let text = ok(&[&"dump", &"--pin-dir", &work.pin_dir]);
+    let text = work.steer_ok(&["dump"]);
     for needle in [
         "balance: wan1 ",
         "wan2 ",
@@ -432,7 +386,7 @@ fn the_control_socket_refuses_strangers_and_survives_garbage() {
         let _ = s.read_to_string(&mut answer);
         assert!(answer.contains("\"ok\":false"), "{answer}");
     }
-    let status = ok(&[&"status", &"--json", &"--socket", &work.socket]);
+    let status = work.steer_ok(&["status", "--json"]);
     assert!(status.contains("\"sets\""), "{status}");
 }
 
@@ -441,14 +395,14 @@ fn check_lists_every_error_and_exits_1() {
     steer_tests::require_root();
     let work = Workdir::new("check");
     write_config(&work, false);
-    let good = ok(&[&"check", &"-c", &work.config()]);
+    let good = work.steer_ok(&["check"]);
     assert!(good.contains("OK: 2 WAN(s)"), "{good}");
     let text = std::fs::read_to_string(work.config())
         .unwrap()
         .replace("mark = 0x200", "mark = 0x10000")
         .replace("table = 102", "table = 254");
     work.write("steer.toml", &text);
-    let (success, _, err) = steer(&[&"check", &"-c", &work.config()]);
+    let (success, _, err) = work.steer(&["check"]);
     assert!(!success);
     assert!(
         err.contains("0x10000") && err.contains("main") && err.contains("2 error(s)"),
@@ -488,18 +442,10 @@ fn packet_logging_reaches_the_daemon_log_only_when_switched_on() {
     let text = edit_config(&work, "xdp = false", "xdp = false\nlog_packets = true");
     let daemon = Daemon::start(&lab.router, &work);
     steer_tests::lab::udp_via(&lab, Lab::SERVER_B.into(), 7401, 5);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !daemon.log_text().contains("steer: rule 1 mark 200") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no kernel log line:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.wait_log("steer: rule 1 mark 200", Duration::from_secs(5));
     // Switched off by a reload: the kernel stops logging.
     work.write("steer.toml", &text);
-    ok(&[&"reload", &"--socket", &work.socket]);
+    work.steer_ok(&["reload"]);
     let before = daemon.log_text().matches("steer: rule").count();
     steer_tests::lab::udp_via(&lab, Lab::SERVER_B.into(), 7402, 5);
     std::thread::sleep(Duration::from_millis(200));
@@ -515,6 +461,12 @@ fn a_recreated_lan_interface_gets_the_classifier_again() {
     let (lab, work) = setup("relan");
     let daemon = Daemon::start(&lab.router, &work);
     assert_eq!(tcx_programs(&lab), ["steer_tc"]);
+    const REATTACHED: &str = "lan0: LAN interface (re)appeared: classifier attached";
+    assert!(
+        !daemon.log_text().contains(REATTACHED),
+        "{}",
+        daemon.log_text()
+    );
     // Delete the LAN link (both veth ends go) and make it again, as netifd does with br-lan.
     lab.router.run("ip link del dev lan0");
     steer_tests::netns::veth(&lab.client, "eth0", &lab.router, "lan0");
@@ -524,22 +476,9 @@ fn a_recreated_lan_interface_gets_the_classifier_again() {
         "ip addr add 10.10.0.2/24 dev eth0 && ip -6 addr add fd10::2/64 dev eth0 nodad && \
          ip route add default via 10.10.0.1 && ip -6 route add default via fd10::1",
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while tcx_programs(&lab) != ["steer_tc"] {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not re-attached:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        daemon
-            .log_text()
-            .contains("lan0: LAN interface (re)appeared: classifier attached"),
-        "{}",
-        daemon.log_text()
-    );
+    // The daemon logs the line once the new link is attached.
+    daemon.wait_log(REATTACHED, Duration::from_secs(5));
+    assert_eq!(tcx_programs(&lab), ["steer_tc"], "attached once, again");
 }
 
 #[test]
@@ -570,7 +509,7 @@ fn a_stranger_that_reaches_the_socket_is_refused_by_its_credentials() {
         err.contains("permission denied: uid 65534 may not control steer"),
         "{err}"
     );
-    let status = ok(&[&"status", &"--json", &"--socket", &work.socket]);
+    let status = work.steer_ok(&["status", "--json"]);
     assert!(
         status.contains("\"state\": \"up\""),
         "the request had no effect: {status}"
