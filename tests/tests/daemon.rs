@@ -3,7 +3,6 @@
 
 use std::{
     io::{Read, Write},
-    net::IpAddr,
     os::unix::{net::UnixStream, process::CommandExt},
     time::Duration,
 };
@@ -11,6 +10,7 @@ use std::{
 use aya::programs::{SchedClassifier, TcAttachType};
 use steer::dataplane::{Direction, Maps, run::run_tc};
 use steer_tests::{
+    classifier::ip,
     daemon::{Daemon, Workdir},
     lab::{Lab, Stream},
     scenario::lab_wans,
@@ -408,10 +408,6 @@ fn check_lists_every_error_and_exits_1() {
         err.contains("0x10000") && err.contains("main") && err.contains("2 error(s)"),
         "{err}"
     );
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
 }
 
 #[test]

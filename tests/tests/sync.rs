@@ -3,7 +3,6 @@
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -22,7 +21,7 @@ use steer::{
     packet::Frame,
 };
 use steer_common::{GENERATIONS, MAX_RULES, action, rule_kind};
-use steer_tests::{daemon::Workdir, require_root};
+use steer_tests::{classifier::ip, daemon::Workdir, require_root};
 
 /// Two WANs, a wan2-first and a wan1 policy, the default rule on wan1, and the given sets.
 fn config_text(work: &Workdir, sets: &str) -> String {
@@ -471,8 +470,4 @@ fn reordering_or_renaming_nothing_keeps_rule_ids_and_writes_nothing() {
         .expect("swapped");
     assert_eq!(applied.rule_ids, ids);
     assert_eq!((r.prefix_writes, r.policy_writes), (0, 0));
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("address")
 }
