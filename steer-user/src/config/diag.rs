@@ -114,6 +114,13 @@ pub(crate) fn shorten(s: &str) -> String {
     out
 }
 
+/// A position in a file other than the config file: 1-based line and column (in characters).
+pub(crate) struct Place<'p> {
+    pub file: &'p Path,
+    pub line: usize,
+    pub column: usize,
+}
+
 /// Collects diagnostics for one configuration file.
 pub(crate) struct Ctx<'a> {
     pub src: &'a Source<'a>,
@@ -160,6 +167,26 @@ impl<'a> Ctx<'a> {
             file: self.file.to_path_buf(),
             line,
             column,
+            field: field.into(),
+            value: value.into(),
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    /// An error in a file other than the config file (a list file), at `place`.
+    pub fn err_in(
+        &mut self,
+        place: Place<'_>,
+        field: impl Into<String>,
+        value: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.diags.push(Diagnostic {
+            file: place.file.to_path_buf(),
+            line: place.line,
+            column: place.column,
             field: field.into(),
             value: value.into(),
             message: message.into(),

@@ -17,7 +17,7 @@ use super::{
     Capacity, Config, Control, DEFAULT_MARK_MASK, DEFAULT_PIN_DIR, DEFAULT_SOCKET, DefaultRule,
     DuplicatePolicy, Entry, General, LastResort, MAX_CAPACITY, Member, Origin, Policy, Set, Track,
     TrackMethod, Wan,
-    diag::{ConfigErrors, Ctx, Diagnostic, Source, did_you_mean, list_names, shorten},
+    diag::{ConfigErrors, Ctx, Diagnostic, Place, Source, did_you_mean, list_names, shorten},
     list::parse_list_bytes,
     names::{ifname_problem, name_problem, normalize_domain},
     raw::{RawGeneral, RawPolicy, RawRoot, RawSet, RawTrack, RawWan, S, Strings},
@@ -1248,13 +1248,7 @@ impl<'c, 'a> Builder<'c, 'a> {
     }
 
     fn addr_err(&mut self, span: &Range<usize>, field: &str, e: &AddrError, label: &str) {
-        let hint = match e {
-            AddrError::DefaultRoute { .. } => format!(
-                "if {label} really should take all such traffic, set `allow_default_route = true` in it; for traffic that no set matches, use [default] instead"
-            ),
-            _ => e.hint(),
-        };
-        self.err(span, field, e.message(), hint);
+        self.err(span, field, e.message(), addr_hint(e, label));
     }
 
     fn list_file(&mut self, set: &mut PendingSet, index: usize, v: &S<String>) {
@@ -1305,74 +1299,60 @@ impl<'c, 'a> Builder<'c, 'a> {
             }
             Err(errors) => {
                 let total = errors.len();
+                let place = |e: &super::ListError| Place {
+                    file: &shown,
+                    line: e.line,
+                    column: e.column,
+                };
                 for e in errors.iter().take(REPORT_LIMIT) {
                     let hint = match &e.kind {
-                        super::ListErrorKind::Addr(AddrError::DefaultRoute { .. }) => format!(
-                            "if {} really should take all such traffic, set `allow_default_route = true` in it; for traffic that no set matches, use [default] instead",
-                            set.label
-                        ),
+                        super::ListErrorKind::Addr(a) => addr_hint(a, &set.label),
                         _ => e.hint(),
                     };
-                    self.cx.diags.push(Diagnostic {
-                        file: shown.to_path_buf(),
-                        line: e.line,
-                        column: e.column,
-                        field: field.clone(),
-                        value: shorten(&e.text),
-                        message: e.message(),
-                        hint,
-                    });
+                    self.cx
+                        .err_in(place(e), &field, shorten(&e.text), e.message(), hint);
                 }
-                if total > REPORT_LIMIT {
-                    let last = &errors[REPORT_LIMIT];
-                    self.cx.diags.push(Diagnostic {
-                        file: shown.to_path_buf(),
-                        line: last.line,
-                        column: last.column,
-                        field: field.clone(),
-                        value: String::new(),
-                        message: format!(
+                if let Some(first_unshown) = errors.get(REPORT_LIMIT) {
+                    self.cx.err_in(
+                        place(first_unshown),
+                        &field,
+                        "",
+                        format!(
                             "{} more bad lines in this file are not shown",
                             total - REPORT_LIMIT
                         ),
-                        hint: "is this really a list of addresses?".into(),
-                    });
+                        "is this really a list of addresses?",
+                    );
                 }
             }
         }
     }
 
-    /// Where to report a pending entry: file, line, column, field, value.
-    fn entry_place(
-        &self,
+    /// Reports a problem with a pending entry where it was written: the config file's
+    /// `prefixes` or a line of a list file.
+    fn entry_err(
+        &mut self,
         set: &PendingSet,
-        prefix: &Prefix,
-        origin: &Origin,
-        written: Written,
-    ) -> Diagnostic {
+        entry: (&Prefix, &Origin, Written),
+        message: String,
+        hint: &str,
+    ) {
+        let (prefix, origin, written) = entry;
         match written {
             Written::Inline(index) => {
-                let span = &set.inline_spans[index as usize];
-                let (line, column) = self.cx.src.locate(span.start);
-                Diagnostic {
-                    file: self.config_file.to_path_buf(),
-                    line,
-                    column,
-                    field: format!("{}.prefixes[{index}]", set.label),
-                    value: self.cx.src.snippet(span),
-                    message: String::new(),
-                    hint: String::new(),
-                }
+                let field = format!("{}.prefixes[{index}]", set.label);
+                self.err(&set.inline_spans[index as usize], field, message, hint);
             }
-            Written::File(index) => Diagnostic {
-                file: origin.file.to_path_buf(),
-                line: origin.line,
-                column: list_column(origin),
-                field: format!("{}.files[{index}]", set.label),
-                value: prefix.to_string(),
-                message: String::new(),
-                hint: String::new(),
-            },
+            Written::File(index) => {
+                let place = Place {
+                    file: &origin.file,
+                    line: origin.line,
+                    column: list_column(origin),
+                };
+                let field = format!("{}.files[{index}]", set.label);
+                self.cx
+                    .err_in(place, field, prefix.to_string(), message, hint);
+            }
         }
     }
 
@@ -1413,14 +1393,17 @@ impl<'c, 'a> Builder<'c, 'a> {
                         match policy {
                             DuplicatePolicy::Error => {
                                 if *count <= REPORT_LIMIT {
-                                    let mut d = self.entry_place(&set, &prefix, &origin, written);
-                                    d.message = format!(
+                                    let message = format!(
                                         "{prefix} is in set `{}` ({origin}) and also in set `{first_name}` ({first_origin}); a {} prefix can belong to one set only",
                                         set.name,
                                         dir_word(set.direction)
                                     );
-                                    d.hint = "remove it from one of the sets, or set general.duplicates = \"first-set-wins\" to let the earlier set keep it".into();
-                                    self.cx.diags.push(d);
+                                    self.entry_err(
+                                        &set,
+                                        (&prefix, &origin, written),
+                                        message,
+                                        "remove it from one of the sets, or set general.duplicates = \"first-set-wins\" to let the earlier set keep it",
+                                    );
                                 }
                             }
                             DuplicatePolicy::FirstSetWins => {
@@ -1614,6 +1597,16 @@ impl std::hash::Hasher for FxHasher {
     }
 }
 
+/// The hint for a bad address in set `label`: a default route names the set's switch for it.
+fn addr_hint(e: &AddrError, label: &str) -> String {
+    match e {
+        AddrError::DefaultRoute { .. } => format!(
+            "if {label} really should take all such traffic, set `allow_default_route = true` in it; for traffic that no set matches, use [default] instead"
+        ),
+        _ => e.hint(),
+    }
+}
+
 fn dir_word(d: Direction) -> &'static str {
     match d {
         Direction::Dst => "destination",
@@ -1650,5 +1643,99 @@ fn placeholder_track() -> Track {
         recover_latency_ms: None,
         recover_loss_percent: None,
         loss_window: Track::DEFAULT_LOSS_WINDOW,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of its own for one test's config and list files, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("steer-validate-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const BASE: &str = r#"
+[general]
+lan = ["br-lan"]
+
+[[wan]]
+name = "wan1"
+interface = "eth1"
+mark = 0x100
+table = 101
+[wan.track]
+targets = ["1.1.1.1"]
+
+[[policy]]
+name = "p"
+members = [{ wan = "wan1" }]
+"#;
+
+    fn errors_of(config: &Path) -> Vec<Diagnostic> {
+        let text = std::fs::read_to_string(config).unwrap();
+        match parse(&text, config) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(e) => e.errors,
+        }
+    }
+
+    #[test]
+    fn list_file_errors_are_placed_in_the_list_file_and_summarized_past_the_limit() {
+        let dir = Scratch::new("list-errors");
+        let mut list = "0.0.0.0/0\n".to_owned();
+        for _ in 0..REPORT_LIMIT + 1 {
+            list.push_str("  010.0.0.1\n");
+        }
+        let list_path = dir.write("list.txt", &list);
+        let config = dir.write(
+            "steer.toml",
+            &format!("{BASE}\n[[set]]\nname = \"s\"\npolicy = \"p\"\nfiles = [\"list.txt\"]\n"),
+        );
+        let errors = errors_of(&config);
+        assert_eq!(errors.len(), REPORT_LIMIT + 1, "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .all(|d| d.file == list_path && d.field == "set[s].files[0]")
+        );
+        let first = &errors[0];
+        assert_eq!((first.line, first.column), (1, 1));
+        assert_eq!(first.value, "0.0.0.0/0");
+        assert!(
+            first
+                .hint
+                .starts_with("if set[s] really should take all such traffic, set `allow_default_route = true` in it"),
+            "{}",
+            first.hint
+        );
+        assert_eq!((errors[1].line, errors[1].column), (2, 3));
+        let summary = &errors[REPORT_LIMIT];
+        assert_eq!((summary.line, summary.column), (REPORT_LIMIT + 1, 3));
+        assert_eq!(
+            summary.message,
+            "2 more bad lines in this file are not shown"
+        );
+        assert_eq!(summary.value, "");
     }
 }
