@@ -7,11 +7,11 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use steer::{
-    config::{self, Config},
+    config::Config,
     controller::{NameIds, desired},
     dataplane::{
         Capacities, Dataplane, DataplaneError, Direction,
@@ -21,31 +21,17 @@ use steer::{
     packet::Frame,
 };
 use steer_common::{GENERATIONS, MAX_RULES, action, rule_kind};
-use steer_tests::{classifier::ip, daemon::Workdir, require_root};
+use steer_tests::{classifier::ip, daemon::Workdir, lab::Wan, require_root, scenario::lab_wans};
 
-/// Two WANs, a wan2-first and a wan1 policy, the default rule on wan1, and the given sets.
+/// The lab's two WANs, a wan2-first and a wan1 policy, the default rule on wan1, and the given
+/// sets.
 fn config_text(work: &Workdir, sets: &str) -> String {
     format!(
         r#"
 [general]
 lan = ["lan0"]
 {pins}
-[[wan]]
-name = "wan1"
-interface = "wan1"
-mark = 0x100
-table = 101
-[wan.track]
-targets = ["192.0.2.1"]
-
-[[wan]]
-name = "wan2"
-interface = "wan2"
-mark = 0x200
-table = 102
-[wan.track]
-targets = ["192.0.2.2"]
-
+{wans}
 [[policy]]
 name = "via-wan1"
 members = [{{ wan = "wan1" }}]
@@ -59,13 +45,13 @@ policy = "via-wan1"
 {sets}
 {control}"#,
         pins = work.private_paths(),
+        wans = lab_wans("targets = [\"192.0.2.1\"]", "targets = [\"192.0.2.2\"]"),
         control = work.control_section()
     )
 }
 
 fn load(work: &Workdir, sets: &str) -> Config {
-    let path = work.write("steer.toml", &config_text(work, sets));
-    config::load(&path).unwrap_or_else(|e| panic!("test config is valid:\n{e}"))
+    work.load_config(&config_text(work, sets))
 }
 
 /// What the daemon keeps between syncs.
@@ -255,7 +241,7 @@ fn additions_land_before_removals_so_lookups_never_fall_through() {
                 for f in &frames {
                     let mark = run_tc(beside.tc(), f, 0).expect("test run").mark;
                     lookups.fetch_add(1, Ordering::Relaxed);
-                    if mark != 0x200 {
+                    if mark != Wan::Two.mark() {
                         wrong.fetch_add(1, Ordering::Relaxed);
                         bad.push(mark);
                     }
@@ -267,7 +253,19 @@ fn additions_land_before_removals_so_lookups_never_fall_through() {
     ready
         .recv_timeout(Duration::from_secs(30))
         .expect("the lookup loop started");
+    let deadline = Instant::now() + Duration::from_secs(30);
     while lookups.load(Ordering::Relaxed) < 100 {
+        if reader.is_finished() {
+            match reader.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(bad) => panic!("the lookup loop ended before any sync: marks {bad:x?}"),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lookup loop made {} lookups in 30 s",
+            lookups.load(Ordering::Relaxed)
+        );
         std::thread::yield_now();
     }
     for cycle in 0..40 {
@@ -402,12 +400,16 @@ fn a_removal_failing_after_the_flip_is_completed_later() {
             .unwrap()
             .mark
     };
-    assert_eq!(mark(&dp, "172.16.1.1"), 0x200);
+    assert_eq!(mark(&dp, "172.16.1.1"), Wan::Two.mark());
     // The next sync completes it.
     let report = applied.apply(&mut dp, &cfg).expect("completes");
     assert_eq!(report.prefix_writes, 6);
     kernel_matches_state(&dp, &applied.state);
-    assert_eq!(mark(&dp, "172.16.1.1"), 0x100, "now the default rule");
+    assert_eq!(
+        mark(&dp, "172.16.1.1"),
+        Wan::One.mark(),
+        "now the default rule"
+    );
     let live = dp.maps.active_generation().unwrap();
     for generation in 0..GENERATIONS {
         let unused = (0..MAX_RULES)
@@ -440,7 +442,7 @@ fn a_policy_change_flips_once_and_writes_no_prefix() {
         .unwrap()
         .mark
     };
-    assert_eq!(mark(&dp), 0x200);
+    assert_eq!(mark(&dp), Wan::Two.mark());
     let to_wan1 = BYPASS_FROM_LIST.replace("via-wan2", "via-wan1");
     let gen_before = dp.maps.active_generation().unwrap();
     let report = applied
@@ -448,9 +450,9 @@ fn a_policy_change_flips_once_and_writes_no_prefix() {
         .expect("policy change");
     assert_eq!(report.prefix_writes, 0);
     assert_eq!(report.flipped, Some((gen_before, 1 - gen_before)));
-    assert_eq!(mark(&dp), 0x100);
+    assert_eq!(mark(&dp), Wan::One.mark());
     let live = dp.maps.policy(1 - gen_before, 1).unwrap();
-    assert_eq!((live.action, live.mark), (action::MARK, 0x100));
+    assert_eq!((live.action, live.mark), (action::MARK, Wan::One.mark()));
 }
 
 #[test]
