@@ -9,10 +9,11 @@ use std::{
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use steer::dataplane::{Direction, Maps, run::run_tc};
+use steer_common::LB_SLOTS;
 use steer_tests::{
     classifier::ip,
     daemon::{Daemon, Workdir},
-    lab::{Lab, Stream},
+    lab::{Lab, Stream, udp_via},
     scenario::lab_wans,
     witness::Witness,
 };
@@ -344,14 +345,14 @@ fn dump_and_explain_agree_with_the_kernel_v4_and_v6() {
         assert_eq!(row["policy"], "wan2-first");
     }
     let text = work.steer_ok(&["dump"]);
-    for needle in [
-        "balance: wan1 ",
-        "wan2 ",
-        "/64",
-        "kids",
-        "2001:db8:113::/48",
-    ] {
-        assert!(text.contains(needle.trim()), "dump lacks {needle}:\n{text}");
+    // The default rule balances 3:1 (weights 3 and 1) over the slots.
+    let balance = format!(
+        "balance: wan1 {}/{LB_SLOTS}, wan2 {}/{LB_SLOTS}",
+        LB_SLOTS / 4 * 3,
+        LB_SLOTS / 4
+    );
+    for needle in [&balance, "mark 0x200 -> wan2", "kids", "2001:db8:113::/48"] {
+        assert!(text.contains(needle), "dump lacks `{needle}`:\n{text}");
     }
 }
 
@@ -437,13 +438,18 @@ fn packet_logging_reaches_the_daemon_log_only_when_switched_on() {
     let (lab, work) = setup("log");
     let text = edit_config(&work, "xdp = false", "xdp = false\nlog_packets = true");
     let daemon = Daemon::start(&lab.router, &work);
-    steer_tests::lab::udp_via(&lab, Lab::SERVER_B.into(), 7401, 5);
+    // SERVER_B is in the bypass list: set bypass, policy wan2-first.
+    assert_eq!(udp_via(&lab, Lab::SERVER_B.into(), 7401, 5), [0, 5]);
     daemon.wait_log("steer: rule 1 mark 200", Duration::from_secs(5));
     // Switched off by a reload: the kernel stops logging.
     work.write("steer.toml", &text);
     work.steer_ok(&["reload"]);
     let before = daemon.log_text().matches("steer: rule").count();
-    steer_tests::lab::udp_via(&lab, Lab::SERVER_B.into(), 7402, 5);
+    assert_eq!(
+        udp_via(&lab, Lab::SERVER_B.into(), 7402, 5),
+        [0, 5],
+        "the packets that are not logged flowed"
+    );
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         daemon.log_text().matches("steer: rule").count(),
@@ -521,7 +527,7 @@ fn prometheus_metrics_show_wans_and_sets() {
         "[control]\nmetrics = \"127.0.0.1:9464\"\n",
     );
     let _daemon = Daemon::start(&lab.router, &work);
-    steer_tests::lab::udp_via(&lab, Lab::SERVER_B.into(), 7501, 5);
+    assert_eq!(udp_via(&lab, Lab::SERVER_B.into(), 7501, 5), [0, 5]);
     let scrape = lab.router.enter(|| {
         let mut s = std::net::TcpStream::connect("127.0.0.1:9464").expect("metrics listener");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
