@@ -280,20 +280,24 @@ impl Maps {
         dir: Direction,
         ip: IpAddr,
     ) -> Result<Vec<(Prefix, u32)>, DataplaneError> {
-        let mut out: Vec<(Prefix, u32)> = match ip {
+        let candidates: Vec<(Prefix, u32)> = match ip {
             IpAddr::V4(a) => self
                 .trie_v4(dir)
-                .containing(a.octets())?
+                .candidates(a.octets())?
                 .into_iter()
                 .map(|((len, n), r)| (prefix_v4(Ipv4Addr::from(n), len), r))
                 .collect(),
             IpAddr::V6(a) => self
                 .trie_v6(dir)
-                .containing(a.octets())?
+                .candidates(a.octets())?
                 .into_iter()
                 .map(|((len, n), r)| (prefix_v6(Ipv6Addr::from(n), len), r))
                 .collect(),
         };
+        let mut out: Vec<(Prefix, u32)> = candidates
+            .into_iter()
+            .filter(|(p, _)| p.contains(ip))
+            .collect();
         out.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         Ok(out)
     }

@@ -234,14 +234,13 @@ impl<const N: usize> SplitTrie<N> {
         }
     }
 
-    /// The prefixes that contain `addr` (all of them, not only the longest), with their rules:
-    /// reads only the trie of the address's slot and the short trie.
-    pub fn containing(&self, addr: [u8; N]) -> Result<Vec<(RawPrefix<N>, u32)>> {
+    /// Every prefix that can contain `addr`, with its rule: the contents of the short trie and
+    /// of the address's slot trie (the caller keeps those that do).
+    pub fn candidates(&self, addr: [u8; N]) -> Result<Vec<(RawPrefix<N>, u32)>> {
         let mut out = dump_trie(&self.short).map_err(err(self.short_name, "dump"))?;
         if let Some(trie) = self.slot((self.slot_of)(&addr))? {
             out.extend(dump_trie(trie).map_err(err(self.name, "dump"))?);
         }
-        out.retain(|((len, net), _)| covers(*len, net, &addr));
         Ok(out)
     }
 
@@ -386,15 +385,6 @@ fn dump_trie<const N: usize>(
             .collect(),
         Err(e) => Err(MapError::IoError(e)),
     }
-}
-
-/// Whether the network `net/len` contains `addr`.
-fn covers<const N: usize>(len: u32, net: &[u8; N], addr: &[u8; N]) -> bool {
-    let (full, rest) = ((len / 8) as usize, len % 8);
-    if net[..full] != addr[..full] {
-        return false;
-    }
-    rest == 0 || (net[full] ^ addr[full]) & (0xffu8 << (8 - rest)) == 0
 }
 
 fn is_not_found(e: &MapError) -> bool {
