@@ -398,6 +398,12 @@ pub fn parse_addr(text: &str) -> Result<IpAddr, AddrError> {
     Ok(addr)
 }
 
+/// Whether `addr` names one host that can be talked to (a gateway, a probe target): not the
+/// unspecified address, not multicast, not the IPv4 limited broadcast.
+pub fn is_unicast(addr: IpAddr) -> bool {
+    !(addr.is_unspecified() || addr.is_multicast() || addr == IpAddr::V4(Ipv4Addr::BROADCAST))
+}
+
 /// The IPv4 network an IPv4-mapped IPv6 prefix stands for, if it lies inside `::ffff:0:0/96`.
 fn mapped_v4(prefix: Prefix) -> Option<Prefix> {
     match prefix {
@@ -638,6 +644,16 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn unicast_hosts() {
+        for a in ["192.0.2.1", "10.0.0.255", "2001:db8::1", "fe80::1"] {
+            assert!(is_unicast(ip(a)), "{a}");
+        }
+        for a in ["0.0.0.0", "::", "224.0.0.1", "ff02::1", "255.255.255.255"] {
+            assert!(!is_unicast(ip(a)), "{a}");
+        }
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Health-probe targets and other `address:port` / URL values, parsed strictly.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use super::{ProbeTarget, TrackMethod};
-use crate::prefix::{AddrError, parse_addr};
+use crate::prefix::{AddrError, is_unicast, parse_addr};
 
 pub(super) fn target_example(method: TrackMethod) -> String {
     match method {
@@ -79,7 +79,7 @@ pub(super) fn parse_target(
 }
 
 fn probe_addr_ok(a: IpAddr) -> Result<(), (String, String)> {
-    if a.is_unspecified() || a.is_multicast() || a == IpAddr::V4(Ipv4Addr::BROADCAST) {
+    if !is_unicast(a) {
         return Err((
             format!("{a} cannot be probed"),
             "use a unicast address that answers, e.g. 1.1.1.1".into(),

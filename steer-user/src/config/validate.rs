@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet, hash_map},
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     ops::Range,
     path::{Path, PathBuf},
     sync::Arc,
@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     dataplane::Direction,
-    prefix::{AddrError, Prefix, parse_addr, parse_prefix},
+    prefix::{AddrError, Prefix, is_unicast, parse_addr, parse_prefix},
 };
 
 /// Diagnostics reported per list file (and per pair of sets for duplicates) before summarizing.
@@ -771,7 +771,7 @@ impl<'c, 'a> Builder<'c, 'a> {
             self.err(&v.span(), field, msg, hint);
             return None;
         }
-        if a.is_unspecified() || a.is_multicast() || a == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        if !is_unicast(a) {
             self.err(
                 &v.span(),
                 field,
