@@ -299,11 +299,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            let bytes = e.as_bytes();
-            let bad = e.utf8_error().valid_up_to();
-            let good = String::from_utf8_lossy(&bytes[..bad]);
-            let line = good.matches('\n').count() + 1;
-            let column = good.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            let valid = String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]);
+            let (line, column) = diag::Source::new(&valid).locate(valid.len());
             return Err(ConfigErrors {
                 errors: vec![Diagnostic {
                     file: path.to_path_buf(),
@@ -352,6 +349,22 @@ mod tests {
             .find(|l| l.starts_with(&row))
             .unwrap_or_else(|| panic!("docs/configuration.md has no row for `{key}`"));
         line.split('|').nth(3).unwrap_or("").trim()
+    }
+
+    #[test]
+    fn a_config_file_that_is_not_utf8_is_refused_at_the_first_bad_byte() {
+        let path = std::env::temp_dir().join(format!("steer-not-utf8-{}.toml", std::process::id()));
+        std::fs::write(&path, b"[general]\nlan = [\"\xc3\xa7\xff\"]\n").unwrap();
+        let result = load(&path);
+        let _ = std::fs::remove_file(&path);
+        let errors = result.unwrap_err().errors;
+        assert_eq!(errors.len(), 1);
+        let d = &errors[0];
+        assert_eq!(
+            (d.file.as_path(), d.line, d.column),
+            (path.as_path(), 2, 10)
+        );
+        assert_eq!(d.message, "the configuration file is not valid UTF-8 text");
     }
 
     #[test]
