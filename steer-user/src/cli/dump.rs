@@ -10,7 +10,7 @@ use steer_common::{
 };
 
 use super::txt;
-use crate::dataplane::{DataplaneError, Maps, sync::PrefixSets};
+use crate::dataplane::{DataplaneError, Direction, Maps, sync::PrefixSets};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Section {
@@ -105,15 +105,6 @@ impl Names {
     }
 }
 
-fn kind_name(kind: u32) -> &'static str {
-    match kind {
-        rule_kind::DST => "dst",
-        rule_kind::SRC => "src",
-        rule_kind::DEFAULT => "default",
-        _ => "unused",
-    }
-}
-
 /// Renders one section (or all) of the pinned state under `pin_dir`, as text or JSON.
 pub fn dump(pin_dir: &Path, what: Section, as_json: bool) -> Result<String, DataplaneError> {
     let maps = Maps::from_pins(pin_dir)?;
@@ -173,7 +164,7 @@ fn rules(names: &Names) -> Value {
         names
             .rules
             .iter()
-            .map(|(id, (set, _, kind))| json!({ "rule": id, "set": set, "match": kind_name(*kind), "policy": names.policy(*id) }))
+            .map(|(id, (set, _, kind))| json!({ "rule": id, "set": set, "match": Direction::rule_kind_name(*kind), "policy": names.policy(*id) }))
             .collect(),
     )
 }
@@ -184,7 +175,7 @@ fn render_rules(names: &Names) -> String {
         let _ = writeln!(
             out,
             "{id:<5} {set:<16} {:<8} {}",
-            kind_name(*kind),
+            Direction::rule_kind_name(*kind),
             names.policy(*id)
         );
     }
@@ -314,7 +305,7 @@ fn sets(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
         entries.sort();
         for (prefix, rule) in entries {
             rows.push(json!({
-                "prefix": prefix.to_string(), "match": if dir == crate::dataplane::Direction::Src { "src" } else { "dst" },
+                "prefix": prefix.to_string(), "match": dir.as_str(),
                 "set": names.set(*rule), "rule": rule, "policy": names.policy(*rule),
             }));
         }

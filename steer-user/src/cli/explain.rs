@@ -39,8 +39,8 @@ pub struct Explanation {
     /// Rule the classifier matched (0: the default rule).
     pub rule: u32,
     pub set: String,
-    /// "src", "dst" or "default".
-    pub matched_on: &'static str,
+    /// What the matched rule looks at; `None` for the default rule.
+    pub matched_on: Option<Direction>,
     /// The set's prefix that matched (longest), if a set matched.
     pub prefix: Option<Prefix>,
     /// Shorter prefixes of other rules that also contain the address (what the packet would
@@ -55,11 +55,16 @@ pub struct Explanation {
 }
 
 impl Explanation {
+    /// "src", "dst" or "default", as `steer dump` names rule kinds.
+    pub fn matched_on_name(&self) -> &'static str {
+        self.matched_on.map_or("default", Direction::as_str)
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "src": self.src, "dst": self.dst,
             "proto": format!("{:?}", self.proto).to_lowercase(), "dport": self.dport,
-            "rule": self.rule, "set": self.set, "matched_on": self.matched_on,
+            "rule": self.rule, "set": self.set, "matched_on": self.matched_on_name(),
             "prefix": self.prefix.map(|p| p.to_string()),
             "shadowed": self.shadowed.iter().map(|(p, s)| json!({ "prefix": p.to_string(), "set": s })).collect::<Vec<_>>(),
             "policy": self.policy, "mark": format!("{:#x}", self.mark), "wan": self.wan,
@@ -76,12 +81,17 @@ impl fmt::Display for Explanation {
             self.src, self.dst, self.proto, self.dport
         )?;
         match (&self.prefix, self.matched_on) {
-            (Some(p), on) => {
-                let addr = if on == "src" { self.src } else { self.dst };
+            (Some(p), Some(dir)) => {
+                let addr = match dir {
+                    Direction::Src => self.src,
+                    Direction::Dst => self.dst,
+                };
                 writeln!(
                     f,
-                    "matched  rule {} = set {} ({on} {addr} in {p})",
-                    self.rule, self.set
+                    "matched  rule {} = set {} ({} {addr} in {p})",
+                    self.rule,
+                    self.set,
+                    dir.as_str()
                 )?
             }
             _ => writeln!(f, "matched  rule {} = default (no set matched)", self.rule)?,
@@ -157,13 +167,13 @@ pub fn explain(
         .get(&rule)
         .map(|r| r.2)
         .unwrap_or(rule_kind::DEFAULT);
-    let (dir, addr, matched_on) = match kind {
-        rule_kind::SRC => (Some(Direction::Src), src, "src"),
-        rule_kind::DST => (Some(Direction::Dst), dst, "dst"),
-        _ => (None, dst, "default"),
-    };
+    let matched_on = Direction::of_rule_kind(kind);
     let (mut prefix, mut shadowed) = (None, Vec::new());
-    if let Some(dir) = dir {
+    if let Some(dir) = matched_on {
+        let addr = match dir {
+            Direction::Src => src,
+            Direction::Dst => dst,
+        };
         for (p, r) in dp.maps.containing(dir, addr)? {
             if r == rule && prefix.is_none() {
                 prefix = Some(p);
