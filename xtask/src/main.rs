@@ -11,6 +11,7 @@
 
 mod build_ebpf;
 mod cmd;
+mod ebpf_toolchain;
 mod setup;
 
 use anyhow::Result;

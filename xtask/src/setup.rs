@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::cmd::{self, output};
+use crate::{
+    cmd::{self, output},
+    ebpf_toolchain,
+};
 
 /// Debian packages the tests and the demo use: iproute2 (ip, tc), nftables (NAT in the lab),
 /// conntrack (checking flushed flows), iputils-ping and procps (sysctl), bpftool and tcpdump
@@ -38,6 +41,9 @@ pub fn run() -> Result<()> {
     ensure_bpf_linker(&sysroot)?;
     ensure_packages()?;
     ensure_bpffs()?;
+    // What steer-user's build script will demand, checked its way.
+    ebpf_toolchain::check()
+        .map_err(|missing| anyhow::anyhow!("the eBPF toolchain is still not ready: {missing}"))?;
     eprintln!("    setup done in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -48,9 +54,9 @@ fn ok(what: &str) {
 
 /// The nightly toolchain's sysroot, installing the toolchain if rustup can.
 fn nightly_sysroot() -> Result<PathBuf> {
-    if let Some(s) = output("rustup", &["run", "nightly", "rustc", "--print", "sysroot"]) {
+    if let Some(sysroot) = ebpf_toolchain::nightly_sysroot() {
         ok("nightly toolchain");
-        return Ok(PathBuf::from(s.trim()));
+        return Ok(sysroot);
     }
     eprintln!("    installing the nightly toolchain");
     cmd::run(Command::new("rustup").args([
@@ -61,13 +67,11 @@ fn nightly_sysroot() -> Result<PathBuf> {
         "minimal",
     ]))
     .context("the eBPF programs need a nightly Rust toolchain and rustup could not install one")?;
-    let s = output("rustup", &["run", "nightly", "rustc", "--print", "sysroot"])
-        .context("nightly rustc does not run")?;
-    Ok(PathBuf::from(s.trim()))
+    ebpf_toolchain::nightly_sysroot().context("nightly rustc does not run")
 }
 
 fn ensure_rust_src(sysroot: &Path) -> Result<()> {
-    if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+    if ebpf_toolchain::has_rust_src(sysroot) {
         ok("rust-src (nightly)");
         return Ok(());
     }
@@ -100,7 +104,7 @@ fn ensure_nightly_clippy() -> Result<()> {
 /// binary is downloadable here, so it is built from crates.io against the libLLVM shipped inside
 /// the toolchain.
 fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
-    if output("rustup", &["run", "nightly", "bpf-linker", "--version"]).is_some() {
+    if ebpf_toolchain::has_bpf_linker() {
         ok("bpf-linker");
         return Ok(());
     }
@@ -130,11 +134,7 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
             .args(["--features", &format!("llvm-{major}")])
             .env("LLVM_PREFIX", &prefix),
     )
-    .context("building bpf-linker failed")?;
-    if output("rustup", &["run", "nightly", "bpf-linker", "--version"]).is_none() {
-        bail!("bpf-linker was installed but does not run under `rustup run nightly`");
-    }
-    Ok(())
+    .context("building bpf-linker failed")
 }
 
 /// "LLVM version: 22.1.4" -> 22.
