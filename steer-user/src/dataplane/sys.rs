@@ -1,14 +1,14 @@
-//! Raw map syscalls aya 0.14 does not offer in the form steer needs: batched updates and
-//! lookups (`BPF_MAP_UPDATE_BATCH`, `BPF_MAP_LOOKUP_BATCH`: one syscall for many elements) and
-//! a single update through a shared handle. Kernels or map types without batch support answer
-//! `EINVAL`/`ENOTSUPP`; callers fall back to per-element calls.
+//! Batched map syscalls aya 0.14 does not offer: `BPF_MAP_UPDATE_BATCH` and
+//! `BPF_MAP_LOOKUP_BATCH`, one syscall for many elements. Kernels or map types without batch
+//! support answer `EINVAL`/`ENOTSUPP`; callers fall back to per-element calls.
 
 use std::{
     io,
     os::fd::{AsFd, AsRawFd},
 };
 
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+use aya::Pod;
+
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 /// `ENOTSUPP` is kernel-internal (524) but leaks to userspace from some map types.
@@ -38,44 +38,23 @@ pub fn is_unsupported(err: &io::Error) -> bool {
     )
 }
 
-/// The element-command member of `union bpf_attr` (`BPF_MAP_*_ELEM`).
-#[repr(C)]
-#[derive(Default)]
-struct ElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-const _: () = assert!(size_of::<ElemAttr>() == 32);
-
-fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
-    // SAFETY: `attr` is a valid, initialised bpf_attr prefix (BatchAttr or ElemAttr) of the
-    // size passed; the kernel reads and writes only within it and within the buffers it points
-    // at, which the callers keep alive and sized for the elements they describe.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>() as u32) };
+fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: `attr` is a valid, initialised `batch` member of bpf_attr of the size passed; the
+    // kernel reads and writes only within it and within the buffers it points at, which the
+    // callers keep alive and sized for the elements they describe.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>() as u32,
+        )
+    };
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
     }
-}
-
-/// Writes one element (`BPF_ANY`).
-///
-/// # Safety
-/// `K` and `V` must be exactly the map's key and value layout: the kernel reads `key_size` and
-/// `value_size` bytes through the pointers.
-pub unsafe fn update_one<K: Copy, V: Copy>(map: impl AsFd, key: &K, value: &V) -> io::Result<()> {
-    let mut attr = ElemAttr {
-        map_fd: map.as_fd().as_raw_fd() as u32,
-        key: key as *const K as u64,
-        value: value as *const V as u64,
-        ..Default::default()
-    };
-    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
 }
 
 /// Writes `keys[i] -> values[i]` for every i in one syscall. On error the kernel reports how
@@ -84,7 +63,7 @@ pub unsafe fn update_one<K: Copy, V: Copy>(map: impl AsFd, key: &K, value: &V) -
 /// # Safety
 /// `K` and `V` must be exactly the map's key and value layout: the kernel reads `key_size` and
 /// `value_size` bytes per element through the pointers.
-pub unsafe fn update<K: Copy, V: Copy>(
+pub unsafe fn update<K: Pod, V: Pod>(
     map: impl AsFd,
     keys: &[K],
     values: &[V],
@@ -103,16 +82,15 @@ pub unsafe fn update<K: Copy, V: Copy>(
 /// Reads every element of the map, `chunk` elements per syscall.
 ///
 /// # Safety
-/// `K` and `V` must be exactly the map's key and value layout, and every bit pattern must be a
-/// valid `K` and `V`: the kernel writes `key_size` and `value_size` bytes per element.
-pub unsafe fn lookup_all<K: Copy + Default, V: Copy + Default>(
-    map: impl AsFd,
-    chunk: usize,
-) -> io::Result<Vec<(K, V)>> {
+/// `K` and `V` must be exactly the map's key and value layout: the kernel writes `key_size` and
+/// `value_size` bytes per element.
+pub unsafe fn lookup_all<K: Pod, V: Pod>(map: impl AsFd, chunk: usize) -> io::Result<Vec<(K, V)>> {
     let fd = map.as_fd().as_raw_fd() as u32;
     let mut out = Vec::new();
-    let mut keys = vec![K::default(); chunk];
-    let mut values = vec![V::default(); chunk];
+    // SAFETY: `Pod` types are valid for any bytes, zeroes included.
+    let (blank_key, blank_value) = unsafe { (std::mem::zeroed::<K>(), std::mem::zeroed::<V>()) };
+    let mut keys = vec![blank_key; chunk];
+    let mut values = vec![blank_value; chunk];
     // The batch cursor is opaque to userspace; the kernel's generic implementation stores a key.
     let mut cursor = [0u8; 256];
     let mut first = true;

@@ -275,42 +275,31 @@ impl<const N: usize> SplitTrie<N> {
     /// and the kernel supports it, per element otherwise. Slot tries that do not exist yet are
     /// filled before they are published, all at once. Returns whether batches were used.
     pub fn insert_many(&mut self, entries: &[(RawPrefix<N>, u32)], batched: bool) -> Result<bool> {
-        let mut by_slot: Vec<Vec<(RawKey<N>, u32)>> = (0..SLOTS).map(|_| Vec::new()).collect();
-        for ((len, addr), rule) in entries {
-            if self.is_short(*len) {
-                self.insert((*len, *addr), *rule)?;
+        let mut by_slot: Vec<Vec<(Key<[u8; N]>, RuleRef)>> =
+            (0..SLOTS).map(|_| Vec::new()).collect();
+        for &((len, addr), rule) in entries {
+            if self.is_short(len) {
+                self.insert((len, addr), rule)?;
             } else {
-                by_slot[(self.slot_of)(addr) as usize].push((
-                    RawKey {
-                        len: len.to_ne_bytes(),
-                        addr: *addr,
-                    },
-                    *rule,
-                ));
+                by_slot[(self.slot_of)(&addr) as usize]
+                    .push((Key::new(len, addr), RuleRef { rule }));
             }
         }
+        let name = self.name;
         let mut fresh = Vec::new();
         let mut used_batches = false;
-        for (slot, group) in by_slot
-            .into_iter()
-            .enumerate()
-            .filter(|(_, g)| !g.is_empty())
-        {
+        for (slot, group) in by_slot.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
             let slot = slot as u32;
-            let existing = self.slot(slot)?.is_some();
-            let new_trie = if existing {
-                None
-            } else {
-                Some(self.new_slot_trie()?)
+            let filled = match self.slots_get_mut(slot)? {
+                Some(trie) => fill(trie, group, batched),
+                None => {
+                    let mut trie = self.new_slot_trie()?;
+                    let filled = fill(&mut trie, group, batched);
+                    fresh.push((slot, trie));
+                    filled
+                }
             };
-            let trie = match &new_trie {
-                Some(t) => t,
-                None => self.slot(slot)?.expect("checked above"),
-            };
-            used_batches |= fill(trie, &group, batched).map_err(err(self.name, "insert"))?;
-            if let Some(t) = new_trie {
-                fresh.push((slot, t));
-            }
+            used_batches |= filled.map_err(err(name, "insert"))?;
         }
         self.publish(fresh)?;
         Ok(used_batches)
@@ -319,19 +308,18 @@ impl<const N: usize> SplitTrie<N> {
 
 /// Writes `group` into one trie; returns whether batches were used.
 fn fill<const N: usize>(
-    trie: &Trie<N>,
-    group: &[(RawKey<N>, u32)],
+    trie: &mut Trie<N>,
+    group: &[(Key<[u8; N]>, RuleRef)],
     batched: bool,
 ) -> std::result::Result<bool, MapError> {
     if batched {
         let fd = trie.map().fd().as_fd();
         let mut supported = true;
         for chunk in group.chunks(BATCH) {
-            let keys: Vec<RawKey<N>> = chunk.iter().map(|(k, _)| *k).collect();
-            let values: Vec<u32> = chunk.iter().map(|(_, r)| *r).collect();
-            // SAFETY: slot tries are keyed by RawKey<N> (prefix length + N address bytes, packed)
-            // and hold a u32 rule id.
-            match unsafe { sys::update(fd, &keys, &values) } {
+            let (keys, values): (Vec<_>, Vec<_>) = chunk.iter().copied().unzip();
+            // SAFETY: aya's lpm_trie::Key<[u8; N]> is the kernel's packed LPM key of a slot trie
+            // (prefix length, then N address bytes), and RuleRef its value.
+            match unsafe { sys::update::<Key<[u8; N]>, RuleRef>(fd, &keys, &values) } {
                 Ok(()) => {}
                 Err((0, e)) if sys::is_unsupported(&e) => {
                     supported = false;
@@ -344,40 +332,20 @@ fn fill<const N: usize>(
             return Ok(true);
         }
     }
-    for (key, rule) in group {
-        // SAFETY: as above, RawKey<N> and RuleRef (a u32) are the trie's key and value.
-        unsafe { sys::update_one(trie.map().fd().as_fd(), key, &RuleRef { rule: *rule }) }
-            .map_err(MapError::IoError)?;
+    for (key, value) in group {
+        trie.insert(key, value, 0)?;
     }
     Ok(false)
-}
-
-/// The kernel's LPM key: `{ prefix_len: u32 (host order), addr }`, packed (no padding: the
-/// address is bytes).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawKey<const N: usize> {
-    len: [u8; 4],
-    addr: [u8; N],
-}
-
-impl<const N: usize> Default for RawKey<N> {
-    fn default() -> Self {
-        RawKey {
-            len: [0; 4],
-            addr: [0; N],
-        }
-    }
 }
 
 fn dump_trie<const N: usize>(
     trie: &Trie<N>,
 ) -> std::result::Result<Vec<(RawPrefix<N>, u32)>, MapError> {
-    // SAFETY: RawKey<N> and u32 are the trie's key and value; any bytes are valid for both.
-    match unsafe { sys::lookup_all::<RawKey<N>, u32>(trie.map().fd().as_fd(), BATCH) } {
+    // SAFETY: as in `fill`, the trie's key and value.
+    match unsafe { sys::lookup_all::<Key<[u8; N]>, RuleRef>(trie.map().fd().as_fd(), BATCH) } {
         Ok(raw) => Ok(raw
             .into_iter()
-            .map(|(k, rule)| ((u32::from_ne_bytes(k.len), k.addr), rule))
+            .map(|(k, v)| ((k.prefix_len(), k.data()), v.rule))
             .collect()),
         Err(e) if sys::is_unsupported(&e) => trie
             .iter()
