@@ -123,8 +123,6 @@ struct PendingSet {
     /// Spans of the `prefixes` strings, by index.
     inline_spans: Vec<Range<usize>>,
     files: Vec<PathBuf>,
-    /// Shown list-file paths (joined to the config dir), for diagnostics.
-    file_paths: Vec<Arc<Path>>,
     domains: Vec<(String, Range<usize>, usize)>,
 }
 
@@ -1200,7 +1198,6 @@ impl<'c, 'a> Builder<'c, 'a> {
             entries: Vec::new(),
             inline_spans: Vec::new(),
             files: Vec::new(),
-            file_paths: Vec::new(),
             domains: Vec::new(),
         };
         if let Some(list) = &s.prefixes {
@@ -1267,7 +1264,6 @@ impl<'c, 'a> Builder<'c, 'a> {
         let shown: Arc<Path> = Arc::from(path.as_path());
         let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
         set.files.push(absolute.clone());
-        set.file_paths.push(shown.clone());
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) => {
@@ -1287,14 +1283,12 @@ impl<'c, 'a> Builder<'c, 'a> {
         match parse_list_bytes(&bytes, set.allow_default_route) {
             Ok(entries) => {
                 set.entries.reserve(entries.len());
-                let file_index = set.file_paths.len() - 1;
                 for (p, line) in entries {
                     let origin = Origin {
                         file: shown.clone(),
                         line,
                     };
-                    set.entries
-                        .push((p, origin, Written::File(file_index as u32)));
+                    set.entries.push((p, origin, Written::File(index as u32)));
                 }
             }
             Err(errors) => {
@@ -1737,5 +1731,29 @@ members = [{ wan = "wan1" }]
             "2 more bad lines in this file are not shown"
         );
         assert_eq!(summary.value, "");
+    }
+
+    #[test]
+    fn a_listed_duplicate_names_the_files_entry_it_came_from() {
+        let dir = Scratch::new("dup-field");
+        let list_path = dir.write("l.txt", "# x\n198.51.100.0/24\n");
+        let config = dir.write(
+            "steer.toml",
+            &format!(
+                "{BASE}\n[[set]]\nname = \"a\"\npolicy = \"p\"\nprefixes = [\"198.51.100.0/24\"]\n\
+                 \n[[set]]\nname = \"b\"\npolicy = \"p\"\nfiles = [\"\", \"l.txt\"]\n"
+            ),
+        );
+        let errors = errors_of(&config);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert_eq!(errors[0].field, "set[b].files[0]");
+        assert_eq!(errors[0].message, "empty file name");
+        let dup = &errors[1];
+        assert_eq!(
+            (dup.file.as_path(), dup.line, dup.column),
+            (list_path.as_path(), 2, 1)
+        );
+        assert_eq!(dup.field, "set[b].files[1]");
+        assert!(dup.message.contains("also in set `a`"), "{}", dup.message);
     }
 }
