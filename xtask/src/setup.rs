@@ -4,8 +4,9 @@
 //! about a second.
 
 use std::{
+    collections::HashSet,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
     time::Instant,
 };
 
@@ -184,7 +185,7 @@ fn llvm_prefix_dir(major: u32) -> Result<PathBuf> {
 }
 
 fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let missing = missing_packages();
     if missing.is_empty() {
         ok(&format!("Debian packages ({})", PACKAGES.join(", ")));
         return Ok(());
@@ -209,13 +210,43 @@ fn ensure_packages() -> Result<()> {
     apt(&args)
 }
 
-fn installed(package: &str) -> bool {
-    output("dpkg-query", &["-W", "-f=${Status}", package])
-        .is_some_and(|s| s.contains("install ok installed"))
+/// The packages dpkg does not list as installed, from one dpkg-query for all of them. It exits 1
+/// when it has never heard of some, but still lists the others, so its status is not a verdict.
+fn missing_packages() -> Vec<&'static str> {
+    let listed = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${Status}\n"])
+        .args(PACKAGES)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    not_installed(PACKAGES, &listed)
 }
 
+/// The `wanted` packages that `listed` (lines of "${Package} ${Status}") does not show installed.
+fn not_installed<'a>(wanted: &[&'a str], listed: &str) -> Vec<&'a str> {
+    let installed: HashSet<&str> = listed
+        .lines()
+        .filter_map(|line| line.strip_suffix(" install ok installed"))
+        .collect();
+    wanted
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(p))
+        .collect()
+}
+
+/// Whether the effective uid is 0, from /proc/self/status ("Uid: real effective saved fs"): what
+/// `geteuid` returns, without spawning `id` or adding a libc dependency to the xtask.
 fn is_root() -> bool {
-    output("id", &["-u"]).is_some_and(|s| s.trim() == "0")
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|uids| uids.split_whitespace().nth(1))
+            == Some("0")
+    })
 }
 
 /// Pinned maps live on bpffs; mount it where the system did not.
@@ -239,7 +270,26 @@ fn ensure_bpffs() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::llvm_major;
+    use super::{is_root, llvm_major, not_installed};
+
+    #[test]
+    fn packages_count_only_when_installed() {
+        let listed = "bpftool install ok installed\n\
+                      iproute2 deinstall ok config-files\n\
+                      procps install ok half-configured\n";
+        assert_eq!(
+            not_installed(&["bpftool", "iproute2", "procps", "tcpdump"], listed),
+            ["iproute2", "procps", "tcpdump"]
+        );
+        assert_eq!(not_installed(&["bpftool"], ""), ["bpftool"]);
+    }
+
+    #[test]
+    fn is_root_agrees_with_id() {
+        let id = std::process::Command::new("id").arg("-u").output().unwrap();
+        let euid = String::from_utf8(id.stdout).unwrap();
+        assert_eq!(is_root(), euid.trim() == "0", "id -u says {euid}");
+    }
 
     #[test]
     fn llvm_major_from_rustc_vv() {
