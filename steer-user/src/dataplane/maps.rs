@@ -266,14 +266,6 @@ impl Maps {
         })
     }
 
-    /// The rule a packet address hits in one direction (longest-prefix match), if any.
-    pub fn lookup(&self, dir: Direction, ip: IpAddr) -> Result<Option<u32>, DataplaneError> {
-        Ok(match ip {
-            IpAddr::V4(a) => self.trie_v4(dir).lookup(a.octets())?,
-            IpAddr::V6(a) => self.trie_v6(dir).lookup(a.octets())?,
-        })
-    }
-
     /// Every prefix of one direction that contains `ip`, with its rule, longest first.
     pub fn containing(
         &self,

@@ -1,7 +1,7 @@
 //! A split prefix set as the kernel reads it: an array of LPM tries indexed by the first bits of
 //! the address, plus one LPM trie for prefixes shorter than those bits (see
-//! `steer_common::SLOTS`). This module hides the split: callers insert, remove, look up and
-//! dump prefixes of one family.
+//! `steer_common::SLOTS`). This module hides the split: callers insert, remove and dump
+//! prefixes of one family (lookups are the classifier's: `steer explain` runs the real one).
 //!
 //! Publishing a slot trie in the outer array makes the kernel wait for an RCU grace period
 //! (every update of a map-in-map does), so new slot tries are filled first and then published
@@ -215,23 +215,6 @@ impl<const N: usize> SplitTrie<N> {
     fn slots_get_mut(&mut self, slot: u32) -> Result<Option<&mut Trie<N>>> {
         self.slot(slot)?;
         Ok(self.slots[slot as usize].get_mut())
-    }
-
-    /// Longest-prefix match of a full address, exactly as the classifier does it.
-    pub fn lookup(&self, addr: [u8; N]) -> Result<Option<u32>> {
-        let key = Key::new((N * 8) as u32, addr);
-        if let Some(trie) = self.slot((self.slot_of)(&addr))? {
-            match trie.get(&key, 0) {
-                Ok(hit) => return Ok(Some(hit.rule)),
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(err(self.name, "lookup")(e)),
-            }
-        }
-        match self.short.get(&key, 0) {
-            Ok(hit) => Ok(Some(hit.rule)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(err(self.short_name, "lookup")(e)),
-        }
     }
 
     /// Every prefix that can contain `addr`, with its rule: the contents of the short trie and
