@@ -25,6 +25,11 @@ fn b() -> IpAddr {
     Lab::SERVER_B.into()
 }
 
+/// How long `rounds` probe rounds take at the scenario's interval.
+fn probe_rounds(o: &Options, rounds: u32) -> Duration {
+    Duration::from_millis(u64::from(o.interval_ms * rounds))
+}
+
 #[test]
 fn default_leaves_by_wan1_and_bypass_by_wan2_v4_and_v6() {
     let s = Scenario::start("paths", &Options::default());
@@ -54,26 +59,27 @@ fn default_leaves_by_wan1_and_bypass_by_wan2_v4_and_v6() {
 
 #[test]
 fn carrier_loss_moves_traffic_to_wan2_at_once() {
-    let s = Scenario::start("carrier", &Options::default());
+    // Probes alone would need down_after failed rounds (10 s here): traffic that moves sooner
+    // was moved by the carrier event itself.
+    let options = Options {
+        down_after: 100,
+        ..Options::default()
+    };
+    let probes_would_take = probe_rounds(&options, options.down_after);
+    let s = Scenario::start("carrier", &options);
     let stream = Stream::start(
         &s.lab,
         a(),
         6010,
         Duration::from_millis(1),
-        Duration::from_secs(6),
+        probes_would_take,
     );
-    std::thread::sleep(Duration::from_millis(300));
+    stream.wait_first_via(Wan::One, stream.started_at(), SETTLE);
     let fault = Instant::now();
     s.lab.cut_carrier(Wan::One);
-    let moved = stream
-        .wait_first_via(Wan::Two, fault, Duration::from_secs(3))
-        .at;
-    let after = moved.duration_since(fault);
+    // Half the probes' time leaves room for a loaded machine and still tells them apart.
+    stream.wait_first_via(Wan::Two, fault, probes_would_take / 2);
     drop(stream);
-    assert!(
-        after < Duration::from_millis(500),
-        "first packet via WAN 2 after {after:?}"
-    );
     s.wait_wan("wan1", "down", SETTLE);
     let log = s.daemon.log_text();
     let line = log
@@ -91,17 +97,29 @@ fn carrier_loss_moves_traffic_to_wan2_at_once() {
 
 #[test]
 fn silent_upstream_loss_is_found_by_probes_and_moves_traffic() {
-    let s = Scenario::start("silent", &Options::default());
+    let options = Options::default();
+    let s = Scenario::start("silent", &options);
     assert_eq!(udp_via(&s.lab, a(), 6020, N), [N, 0]);
+    let fault = Instant::now();
     s.lab.blackhole_upstream(Wan::One);
     assert!(s.lab.carrier(Wan::One), "the link stays up");
-    let took = s.wait_wan("wan1", "down", SETTLE);
+    // down_after failed rounds, plus the round in flight at the fault, plus the last round's
+    // timeout; five times that for a loaded machine running every test at once.
+    let rounds = probe_rounds(&options, options.down_after + 1)
+        + Duration::from_millis(options.timeout_ms.into());
+    s.wait_wan("wan1", "down", rounds * 5);
+    // And not before down_after rounds could have failed: the first may have started just
+    // before the fault, the others follow one interval apart.
+    let took = fault.elapsed();
+    let earliest = probe_rounds(&options, options.down_after - 1);
     assert!(
-        took < Duration::from_secs(2),
-        "probes noticed after {took:?}"
+        took >= earliest,
+        "wan1 down {took:?} after the fault, before {} rounds could fail",
+        options.down_after
     );
     let log = s.daemon.log_text();
-    assert!(log.contains("wan1 down (3 failed rounds in a row"), "{log}");
+    let line = format!("wan1 down ({} failed rounds in a row", options.down_after);
+    assert!(log.contains(&line), "{log}");
     assert_eq!(udp_via(&s.lab, a(), 6021, N), [0, N]);
     assert_eq!(
         udp_via(&s.lab, b(), 6022, N),
@@ -297,12 +315,15 @@ fn wan2_probes_leave_by_wan2_even_when_a_bypass_sends_their_target_to_wan1() {
     );
     // WAN 2 only carries its own probes now: its ISP keeps forwarding, and WAN 2 stays up.
     let before = s.lab.isp_forwarded_packets(Wan::Two);
-    std::thread::sleep(Duration::from_millis(600));
-    let probes = s.lab.isp_forwarded_packets(Wan::Two) - before;
-    assert!(
-        probes >= 4,
-        "WAN 2's ISP forwarded {probes} probe packets in 600 ms"
-    );
+    let deadline = Instant::now() + SETTLE;
+    while s.lab.isp_forwarded_packets(Wan::Two) < before + 4 {
+        assert!(
+            Instant::now() < deadline,
+            "WAN 2's ISP forwarded {} probe packets in {SETTLE:?}",
+            s.lab.isp_forwarded_packets(Wan::Two) - before
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(s.wan_state("wan2"), "up");
     // And they really depend on WAN 2: blackholing it takes WAN 2 down although WAN 1 still
     // reaches the same target.
