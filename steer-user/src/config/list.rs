@@ -16,6 +16,14 @@ pub enum ListErrorKind {
     Utf16,
 }
 
+/// One entry of a list file and where it is written: 1-based line and column (in characters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub prefix: Prefix,
+    pub line: usize,
+    pub column: usize,
+}
+
 /// One bad line of a list file: 1-based line and column (in characters) of the entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListError {
@@ -62,12 +70,9 @@ impl fmt::Display for ListError {
 
 impl std::error::Error for ListError {}
 
-/// Parses the text of a list file into prefixes with their 1-based line numbers, or every bad
-/// line. `allow_default_route` permits `0.0.0.0/0` and `::/0`.
-pub fn parse_list(
-    text: &str,
-    allow_default_route: bool,
-) -> Result<Vec<(Prefix, usize)>, Vec<ListError>> {
+/// Parses the text of a list file into prefixes with their places, or every bad line.
+/// `allow_default_route` permits `0.0.0.0/0` and `::/0`.
+pub fn parse_list(text: &str, allow_default_route: bool) -> Result<Vec<Listed>, Vec<ListError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -86,7 +91,7 @@ pub fn parse_list(
 pub fn parse_list_bytes(
     bytes: &[u8],
     allow_default_route: bool,
-) -> Result<Vec<(Prefix, usize)>, Vec<ListError>> {
+) -> Result<Vec<Listed>, Vec<ListError>> {
     if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
         return Err(vec![ListError {
             line: 1,
@@ -130,7 +135,7 @@ fn parse_line(
     line: &str,
     number: usize,
     allow_default_route: bool,
-    out: &mut Vec<(Prefix, usize)>,
+    out: &mut Vec<Listed>,
     errors: &mut Vec<ListError>,
 ) {
     let content = match line.find('#') {
@@ -141,17 +146,20 @@ fn parse_line(
     if entry.is_empty() {
         return;
     }
+    let offset = entry.as_ptr() as usize - line.as_ptr() as usize;
+    let column = line[..offset].chars().count() + 1;
     match parse_prefix(entry, allow_default_route) {
-        Ok(p) => out.push((p, number)),
-        Err(e) => {
-            let offset = entry.as_ptr() as usize - line.as_ptr() as usize;
-            errors.push(ListError {
-                line: number,
-                column: line[..offset].chars().count() + 1,
-                text: entry.to_owned(),
-                kind: ListErrorKind::Addr(e),
-            });
-        }
+        Ok(prefix) => out.push(Listed {
+            prefix,
+            line: number,
+            column,
+        }),
+        Err(e) => errors.push(ListError {
+            line: number,
+            column,
+            text: entry.to_owned(),
+            kind: ListErrorKind::Addr(e),
+        }),
     }
 }
 
@@ -164,13 +172,16 @@ mod tests {
         let text =
             "\u{feff}# header\r\n10.0.0.0/8\r\n\r\n  192.0.2.1  # a host\r\n2001:db8::/32#x\n\t\n";
         let got = parse_list(text, false).unwrap();
-        let got: Vec<(String, usize)> = got.iter().map(|(p, l)| (p.to_string(), *l)).collect();
+        let got: Vec<(String, usize, usize)> = got
+            .iter()
+            .map(|l| (l.prefix.to_string(), l.line, l.column))
+            .collect();
         assert_eq!(
             got,
             [
-                ("10.0.0.0/8".to_string(), 2),
-                ("192.0.2.1/32".to_string(), 4),
-                ("2001:db8::/32".to_string(), 5)
+                ("10.0.0.0/8".to_string(), 2, 1),
+                ("192.0.2.1/32".to_string(), 4, 3),
+                ("2001:db8::/32".to_string(), 5, 1)
             ]
         );
     }

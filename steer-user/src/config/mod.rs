@@ -23,7 +23,7 @@ use std::{
 };
 
 pub use diag::{ConfigErrors, Diagnostic};
-pub use list::{ListError, ListErrorKind, parse_list, parse_list_bytes};
+pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 
 use crate::{dataplane::Direction, prefix::Prefix};

@@ -108,8 +108,8 @@ fn finish(mut diags: Vec<Diagnostic>, config_file: &Path) -> ConfigErrors {
 enum Written {
     /// `prefixes[i]` (its span is `PendingSet::inline_spans[i]`).
     Inline(u32),
-    /// `files[i]`.
-    File(u32),
+    /// `files[index]`, at this column of its line.
+    File { index: u32, column: u32 },
 }
 
 struct PendingSet {
@@ -1283,12 +1283,16 @@ impl<'c, 'a> Builder<'c, 'a> {
         match parse_list_bytes(&bytes, set.allow_default_route) {
             Ok(entries) => {
                 set.entries.reserve(entries.len());
-                for (p, line) in entries {
+                for listed in entries {
                     let origin = Origin {
                         file: shown.clone(),
-                        line,
+                        line: listed.line,
                     };
-                    set.entries.push((p, origin, Written::File(index as u32)));
+                    let written = Written::File {
+                        index: index as u32,
+                        column: u32::try_from(listed.column).unwrap_or(u32::MAX),
+                    };
+                    set.entries.push((listed.prefix, origin, written));
                 }
             }
             Err(errors) => {
@@ -1337,11 +1341,11 @@ impl<'c, 'a> Builder<'c, 'a> {
                 let field = format!("{}.prefixes[{index}]", set.label);
                 self.err(&set.inline_spans[index as usize], field, message, hint);
             }
-            Written::File(index) => {
+            Written::File { index, column } => {
                 let place = Place {
                     file: &origin.file,
                     line: origin.line,
-                    column: list_column(origin),
+                    column: column as usize,
                 };
                 let field = format!("{}.files[{index}]", set.label);
                 self.cx
@@ -1380,8 +1384,8 @@ impl<'c, 'a> Builder<'c, 'a> {
                             continue; // the same prefix twice in one set: keep the first
                         }
                         let first = &out[other];
-                        let first_origin = first.prefixes[idx as usize].origin.clone();
-                        let first_name = first.name.clone();
+                        let first_origin = &first.prefixes[idx as usize].origin;
+                        let first_name = &first.name;
                         let count = clashes.entry(other).or_insert(0);
                         *count += 1;
                         match policy {
@@ -1606,20 +1610,6 @@ fn dir_word(d: Direction) -> &'static str {
         Direction::Dst => "destination",
         Direction::Src => "source",
     }
-}
-
-/// The column of the entry on its line of a list file (the file is re-read only to report).
-fn list_column(origin: &Origin) -> usize {
-    let Ok(bytes) = std::fs::read(&origin.file) else {
-        return 1;
-    };
-    let line = bytes
-        .split(|b| *b == b'\n')
-        .nth(origin.line - 1)
-        .unwrap_or(b"");
-    let line = String::from_utf8_lossy(line);
-    let line = line.trim_start_matches('\u{feff}');
-    line.chars().take_while(|c| c.is_whitespace()).count() + 1
 }
 
 /// Stands in for a missing `[wan.track]` (already reported): every key at its default.
