@@ -230,28 +230,41 @@ impl<const N: usize> SplitTrie<N> {
     /// Every prefix with its rule, in no particular order.
     pub fn dump(&self) -> Result<Vec<(RawPrefix<N>, u32)>> {
         let mut out = dump_trie(&self.short).map_err(err(self.short_name, "dump"))?;
-        for slot in self.used_slots()? {
-            if let Some(trie) = self.slot(slot)? {
-                out.extend(dump_trie(trie).map_err(err(self.name, "dump"))?);
-            }
+        for trie in self.slot_tries()? {
+            out.extend(dump_trie(trie).map_err(err(self.name, "dump"))?);
         }
         Ok(out)
     }
 
-    /// Slots that have a trie: one batched read of the outer array where the kernel can
-    /// (empty slots are skipped), one lookup per slot otherwise.
-    fn used_slots(&self) -> Result<Vec<u32>> {
-        let fd = self.outer_fd();
+    /// The slot tries there are: one batched read of the outer array where the kernel can
+    /// (empty slots are skipped; used ones answer the map id of their trie), one lookup per
+    /// slot otherwise.
+    fn slot_tries(&self) -> Result<Vec<&Trie<N>>> {
         // SAFETY: an array of maps reads back u32 keys (the slot) and u32 values (a map id).
-        match unsafe { sys::lookup_all::<u32, u32>(fd, self.slots.len()) } {
-            Ok(used) => Ok(used.into_iter().map(|(slot, _map_id)| slot).collect()),
-            Err(e) if sys::is_unsupported(&e) => Ok((0..self.slots.len() as u32).collect()),
+        match unsafe { sys::lookup_all::<u32, u32>(self.outer_fd.as_fd(), self.slots.len()) } {
+            Ok(used) => used
+                .into_iter()
+                .map(|(slot, id)| self.slot_by_id(slot, id))
+                .collect(),
+            Err(e) if sys::is_unsupported(&e) => (0..SLOTS)
+                .filter_map(|slot| self.slot(slot).transpose())
+                .collect(),
             Err(e) => Err(err(self.name, "list slots")(MapError::IoError(e))),
         }
     }
 
-    fn outer_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.outer_fd.as_fd()
+    /// The trie of a used `slot`, opened from the map id the outer array answered for it
+    /// unless it is open already.
+    fn slot_by_id(&self, slot: u32, id: u32) -> Result<&Trie<N>> {
+        let cell = &self.slots[slot as usize];
+        if let Some(open) = cell.get() {
+            return Ok(open);
+        }
+        let trie = MapData::from_id(id)
+            .and_then(Map::from_map_data)
+            .and_then(Trie::<N>::try_from)
+            .map_err(err(self.name, "open slot"))?;
+        Ok(cell.get_or_init(|| trie))
     }
 
     /// Writes many prefixes, one `BPF_MAP_UPDATE_BATCH` per slot trie and chunk when `batched`
