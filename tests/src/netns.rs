@@ -124,16 +124,6 @@ impl Drop for Netns {
     }
 }
 
-/// Creates a veth pair with one end in each namespace.
-pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
-    ip(&[
-        "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
-        &b.name,
-    ]);
-    a.run(&format!("ip link set {a_if} up"));
-    b.run(&format!("ip link set {b_if} up"));
-}
-
 fn ip(args: &[&str]) {
     let out = Command::new("ip")
         .args(args)

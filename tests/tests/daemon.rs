@@ -83,7 +83,7 @@ fn setup(tag: &str) -> (Lab, Workdir) {
 fn tcx_programs(lab: &Lab) -> Vec<String> {
     lab.router.enter(|| {
         let (_, progs) =
-            SchedClassifier::query_tcx("lan0", TcAttachType::Ingress).expect("query tcx");
+            SchedClassifier::query_tcx(Lab::LAN_IFACE, TcAttachType::Ingress).expect("query tcx");
         progs
             .iter()
             .map(|p| p.name_as_str().unwrap_or("?").to_owned())
@@ -98,7 +98,7 @@ fn kill9_then_restart_adopts_with_no_unclassified_packet_and_one_attachment() {
     assert_eq!(tcx_programs(&lab), ["steer_tc"]);
     let mut witness = Witness::load();
     lab.router
-        .enter(|| witness.attach("lan0", aya::programs::LinkOrder::last()));
+        .enter(|| witness.attach(Lab::LAN_IFACE, aya::programs::LinkOrder::last()));
 
     // A continuous stream to a bypass address through the router's LAN interface.
     let stream = Stream::start(
@@ -470,14 +470,9 @@ fn a_recreated_lan_interface_gets_the_classifier_again() {
         daemon.log_text()
     );
     // Delete the LAN link (both veth ends go) and make it again, as netifd does with br-lan.
-    lab.router.run("ip link del dev lan0");
-    steer_tests::netns::veth(&lab.client, "eth0", &lab.router, "lan0");
     lab.router
-        .run("ip addr add 10.10.0.1/24 dev lan0 && ip -6 addr add fd10::1/64 dev lan0 nodad");
-    lab.client.run(
-        "ip addr add 10.10.0.2/24 dev eth0 && ip -6 addr add fd10::2/64 dev eth0 nodad && \
-         ip route add default via 10.10.0.1 && ip -6 route add default via fd10::1",
-    );
+        .run(&format!("ip link del dev {}", Lab::LAN_IFACE));
+    lab.connect_lan();
     // The daemon logs the line once the new link is attached.
     daemon.wait_log(REATTACHED, Duration::from_secs(5));
     assert_eq!(tcx_programs(&lab), ["steer_tc"], "attached once, again");

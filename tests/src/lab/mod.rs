@@ -107,6 +107,10 @@ pub struct Lab {
 
 /// nftables table the lab uses in the router and the ISPs (family `inet`).
 pub const NFT_TABLE: &str = "steer_lab";
+/// An ISP's interface towards the router (an `ip` keyword: always after `dev`).
+const ISP_DOWN: &str = "down";
+/// An ISP's interface towards the internet (an `ip` keyword: always after `dev`).
+const ISP_UP: &str = "up";
 /// Bound on waiting for links, neighbours and carrier changes.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -140,10 +144,6 @@ impl Lab {
     pub const LAN_IFACE: &str = "lan0";
     /// The client's interface.
     pub const CLIENT_IFACE: &str = "eth0";
-    /// An ISP's interface towards the router (an `ip` keyword: use `dev down`).
-    pub const ISP_DOWN_IFACE: &str = "down";
-    /// An ISP's interface towards the internet (an `ip` keyword: use `dev up`).
-    pub const ISP_UP_IFACE: &str = "up";
 
     /// Builds the lab: namespaces, links, addresses, routes, forwarding, NAT, ISP counters.
     /// Returns once every link is up and its neighbours answer (bounded by 3 s). Panics naming
@@ -183,42 +183,50 @@ impl Lab {
             );
         }
 
-        // All four links in one `ip` process. Each end is created directly in its namespace
-        // (never in the host's). `name` is explicit because `up`/`down` are `ip` keywords.
+        // All links in one `ip` process.
         let links = [
-            (&self.client, "eth0", &self.router, "lan0"),
-            (&self.router, "wan1", &self.isp[0], "down"),
-            (&self.router, "wan2", &self.isp[1], "down"),
-            (&self.isp[0], "up", &self.internet, "isp1"),
-            (&self.isp[1], "up", &self.internet, "isp2"),
+            (
+                &self.client,
+                Self::CLIENT_IFACE,
+                &self.router,
+                Self::LAN_IFACE,
+            ),
+            (
+                &self.router,
+                Self::wan_iface(Wan::One),
+                &self.isp[0],
+                ISP_DOWN,
+            ),
+            (
+                &self.router,
+                Self::wan_iface(Wan::Two),
+                &self.isp[1],
+                ISP_DOWN,
+            ),
+            (&self.isp[0], ISP_UP, &self.internet, "isp1"),
+            (&self.isp[1], ISP_UP, &self.internet, "isp2"),
         ];
         let batch: String = links
             .iter()
-            .map(|(a, a_if, b, b_if)| {
-                format!(
-                    "link add name {a_if} netns {} type veth peer name {b_if} netns {}\n",
-                    a.name, b.name
-                )
-            })
+            .map(|&(a, a_if, b, b_if)| veth_batch_line(a, a_if, b, b_if))
             .collect();
         host_ip_batch("create links", &batch);
 
-        step(
-            &self.client,
-            "configure client",
-            "ip link set dev eth0 up && \
-             ip addr add 10.10.0.2/24 dev eth0 && ip -6 addr add fd10::2/64 dev eth0 nodad && \
-             ip route add default via 10.10.0.1 dev eth0 && \
-             ip -6 route add default via fd10::1 dev eth0",
-        );
-        step(
-            &self.router,
-            "configure router",
-            "ip link set dev lan0 up && ip link set dev wan1 up && ip link set dev wan2 up && \
-             ip addr add 10.10.0.1/24 dev lan0 && ip -6 addr add fd10::1/64 dev lan0 nodad && \
-             ip addr add 100.64.1.2/30 dev wan1 && ip -6 addr add fd64:1::2/64 dev wan1 nodad && \
-             ip addr add 100.64.2.2/30 dev wan2 && ip -6 addr add fd64:2::2/64 dev wan2 nodad",
-        );
+        self.configure_lan();
+        let mut wans = String::new();
+        for w in Wan::ALL {
+            let (dev, nat4, nat6) = (
+                Self::wan_iface(w),
+                Self::nat_addr_v4(w),
+                Self::nat_addr_v6(w),
+            );
+            wans.push_str(&format!(
+                "ip link set dev {dev} up && ip addr add {nat4}/30 dev {dev} && \
+                 ip -6 addr add {nat6}/64 dev {dev} nodad && "
+            ));
+        }
+        wans.push_str("true");
+        step(&self.router, "configure the router's WAN side", &wans);
         step(
             &self.router,
             "router NAT (nftables masquerade on wan1/wan2)",
@@ -227,26 +235,29 @@ impl Lab {
                  table inet {NFT_TABLE} {{\n\
                    chain postrouting {{\n\
                      type nat hook postrouting priority srcnat; policy accept;\n\
-                     oifname {{ \"wan1\", \"wan2\" }} masquerade\n\
+                     oifname {{ \"{}\", \"{}\" }} masquerade\n\
                    }}\n\
                  }}\n\
-                 EOF"
+                 EOF",
+                Self::wan_iface(Wan::One),
+                Self::wan_iface(Wan::Two)
             ),
         );
         for w in Wan::ALL {
             let n = w.number();
             let isp = self.isp(w);
+            let (gw4, gw6) = (Self::gateway_v4(w), Self::gateway_v6(w));
             step(
                 isp,
                 "configure ISP",
                 &format!(
-                    "ip link set dev down up && ip link set dev up up && \
-                     ip addr add 100.64.{n}.1/30 dev down && \
-                     ip -6 addr add fd64:{n}::1/64 dev down nodad && \
-                     ip addr add 198.18.{n}.2/30 dev up && \
-                     ip -6 addr add fd98:{n}::2/64 dev up nodad && \
-                     ip route add default via 198.18.{n}.1 dev up && \
-                     ip -6 route add default via fd98:{n}::1 dev up"
+                    "ip link set dev {ISP_DOWN} up && ip link set dev {ISP_UP} up && \
+                     ip addr add {gw4}/30 dev {ISP_DOWN} && \
+                     ip -6 addr add {gw6}/64 dev {ISP_DOWN} nodad && \
+                     ip addr add 198.18.{n}.2/30 dev {ISP_UP} && \
+                     ip -6 addr add fd98:{n}::2/64 dev {ISP_UP} nodad && \
+                     ip route add default via 198.18.{n}.1 dev {ISP_UP} && \
+                     ip -6 route add default via fd98:{n}::1 dev {ISP_UP}"
                 ),
             );
             step(
@@ -261,7 +272,7 @@ impl Lab {
                        }}\n\
                        chain forward {{\n\
                          type filter hook forward priority 0; policy accept;\n\
-                         iifname \"down\" oifname \"up\" counter name \"towards_internet\"\n\
+                         iifname \"{ISP_DOWN}\" oifname \"{ISP_UP}\" counter name \"towards_internet\"\n\
                        }}\n\
                      }}\n\
                      EOF"
@@ -293,10 +304,66 @@ impl Lab {
         self.wait_ready();
     }
 
+    /// Addresses and routes of both ends of the LAN link (client and router).
+    fn configure_lan(&self) {
+        let (cli, lan) = (Self::CLIENT_IFACE, Self::LAN_IFACE);
+        let (c4, c6) = (Self::CLIENT_V4, Self::CLIENT_V6);
+        let (g4, g6) = (Self::LAN_GATEWAY_V4, Self::LAN_GATEWAY_V6);
+        step(
+            &self.client,
+            "configure client",
+            &format!(
+                "ip link set dev {cli} up && \
+                 ip addr add {c4}/24 dev {cli} && ip -6 addr add {c6}/64 dev {cli} nodad && \
+                 ip route add default via {g4} dev {cli} && \
+                 ip -6 route add default via {g6} dev {cli}"
+            ),
+        );
+        step(
+            &self.router,
+            "configure the router's LAN side",
+            &format!(
+                "ip link set dev {lan} up && \
+                 ip addr add {g4}/24 dev {lan} && ip -6 addr add {g6}/64 dev {lan} nodad"
+            ),
+        );
+    }
+
+    /// Creates the LAN link again, configured as [`Lab::new`] does, after a test deleted it
+    /// (`ip link del dev lan0` in the router takes both ends): a new `lan0` with a new ifindex,
+    /// as netifd makes when it recreates a bridge. Returns once the client reaches the router.
+    pub fn connect_lan(&self) {
+        host_ip_batch(
+            "create the LAN link",
+            &veth_batch_line(
+                &self.client,
+                Self::CLIENT_IFACE,
+                &self.router,
+                Self::LAN_IFACE,
+            ),
+        );
+        self.configure_lan();
+        let gw = [
+            Self::LAN_GATEWAY_V4.to_string(),
+            Self::LAN_GATEWAY_V6.to_string(),
+        ];
+        let unreachable = ping_all(&self.client, &[&gw[0], &gw[1]], SETTLE);
+        assert!(
+            unreachable.is_empty(),
+            "connect_lan: no answer from {}\n{}",
+            unreachable.join(", "),
+            diagnostics(&self.client)
+        );
+    }
+
     /// Pings across every link, from all namespaces at once, until each answers (bounded).
     fn wait_ready(&self) {
+        let lan_gw = [
+            Self::LAN_GATEWAY_V4.to_string(),
+            Self::LAN_GATEWAY_V6.to_string(),
+        ];
         let checks: [(&Netns, &[&str]); 5] = [
-            (&self.client, &["10.10.0.1", "fd10::1"]),
+            (&self.client, &[&lan_gw[0], &lan_gw[1]]),
             (
                 &self.router,
                 &["100.64.1.1", "fd64:1::1", "100.64.2.1", "fd64:2::1"],
@@ -421,7 +488,7 @@ impl Lab {
     /// reports NO-CARRIER (IFF_LOWER_UP off) while staying administratively up. Returns once
     /// the router sees it (bounded).
     pub fn cut_carrier(&self, w: Wan) {
-        self.isp(w).run("ip link set dev down down");
+        self.isp(w).run(&format!("ip link set dev {ISP_DOWN} down"));
         self.wait_carrier(w, false);
     }
 
@@ -429,7 +496,7 @@ impl Lab {
     /// carrier (LOWER_UP). Returns once the router sees carrier and the gateway answers
     /// (bounded).
     pub fn restore_carrier(&self, w: Wan) {
-        self.isp(w).run("ip link set dev down up");
+        self.isp(w).run(&format!("ip link set dev {ISP_DOWN} up"));
         self.wait_carrier(w, true);
         let gws = [
             Self::gateway_v4(w).to_string(),
@@ -492,6 +559,7 @@ impl Lab {
     }
 }
 
+/// Only for clippy's `new_without_default`: a lab is five namespaces, never a cheap value.
 impl Default for Lab {
     fn default() -> Self {
         Lab::new()
@@ -508,6 +576,15 @@ fn step(ns: &Netns, what: &str, cmd: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The `ip -batch` line that creates a veth pair with each end directly in its namespace (never
+/// in the host's). `name` is explicit because `up`/`down` are `ip` keywords.
+fn veth_batch_line(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> String {
+    format!(
+        "link add name {a_if} netns {} type veth peer name {b_if} netns {}\n",
+        a.name, b.name
+    )
 }
 
 /// `ip -batch -` in the host namespace; only for commands that create devices directly in

@@ -371,11 +371,6 @@ impl Stream {
         self.started
     }
 
-    /// The server address and port the stream goes to.
-    pub fn server(&self) -> SocketAddr {
-        self.server
-    }
-
     /// Whether both threads are done (the bound passed or the stream was stopped).
     pub fn is_finished(&self) -> bool {
         self.shared.sender_done.load(Ordering::Acquire)
