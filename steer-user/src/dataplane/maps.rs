@@ -309,9 +309,9 @@ impl Maps {
         })
     }
 
-    /// Writes many prefixes of one family and direction: batched (one syscall per slot trie
-    /// and chunk) when asked and the kernel supports it, per element otherwise. Returns which
-    /// way it went.
+    /// Writes many prefixes of one direction, of either family: batched (one syscall per slot
+    /// trie and chunk) when asked and the kernel supports it, per element otherwise. Returns
+    /// which way it went.
     pub fn set_prefixes(
         &mut self,
         dir: Direction,
@@ -327,21 +327,13 @@ impl Maps {
         }
         self.meter(entries.len() as u64)?;
         let batched = mode == WriteMode::Batched;
-        let (v4, v6): (Vec<_>, Vec<_>) = entries.iter().partition(|(p, _)| p.is_v4());
-        let raw4: Vec<_> = v4
-            .iter()
-            .filter_map(|(p, r)| match p {
-                Prefix::V4 { addr, len } => Some(((u32::from(*len), addr.octets()), *r)),
-                Prefix::V6 { .. } => None,
-            })
-            .collect();
-        let raw6: Vec<_> = v6
-            .iter()
-            .filter_map(|(p, r)| match p {
-                Prefix::V6 { addr, len } => Some(((u32::from(*len), addr.octets()), *r)),
-                Prefix::V4 { .. } => None,
-            })
-            .collect();
+        let (mut raw4, mut raw6) = (Vec::new(), Vec::new());
+        for &(prefix, rule) in entries {
+            match prefix {
+                Prefix::V4 { addr, len } => raw4.push(((len.into(), addr.octets()), rule)),
+                Prefix::V6 { addr, len } => raw6.push(((len.into(), addr.octets()), rule)),
+            }
+        }
         let used4 = self.trie_v4_mut(dir).insert_many(&raw4, batched)?;
         let used6 = self.trie_v6_mut(dir).insert_many(&raw6, batched)?;
         self.meter_published();
