@@ -6,9 +6,11 @@ use std::{
     path::Path,
 };
 
+use std::os::fd::AsFd;
+
 use aya::{
-    Ebpf,
-    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    Ebpf, Pod,
+    maps::{Array, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
 use steer_common::{
@@ -18,7 +20,7 @@ use steer_common::{
 };
 
 use super::{
-    DataplaneError,
+    DataplaneError, sys,
     trie::{NamedMap, SplitTrie, TrieError},
 };
 use crate::prefix::Prefix;
@@ -377,6 +379,16 @@ impl Maps {
             .map_err(map_err(names::POLICY, "read"))
     }
 
+    /// The policy entries of every rule id of `generation`, in one read.
+    pub fn policies(&self, generation: u32) -> Result<Vec<PolicyEntry>, DataplaneError> {
+        read_range(
+            &self.policy,
+            names::POLICY,
+            policy_index(generation, 0),
+            MAX_RULES,
+        )
+    }
+
     pub fn set_policy(
         &mut self,
         generation: u32,
@@ -391,10 +403,7 @@ impl Maps {
     }
 
     pub fn lb_slots(&self, generation: u32, rule: u32) -> Result<Vec<LbSlot>, DataplaneError> {
-        let base = lb_base(generation, rule);
-        (base..base + LB_SLOTS)
-            .map(|i| self.lb.get(&i, 0).map_err(map_err(names::LB, "read")))
-            .collect()
+        read_range(&self.lb, names::LB, lb_base(generation, rule), LB_SLOTS)
     }
 
     pub fn set_lb_slots(
@@ -405,19 +414,23 @@ impl Maps {
     ) -> Result<(), DataplaneError> {
         check_rule(rule)?;
         self.meter(u64::from(LB_SLOTS))?;
-        let base = lb_base(generation, rule);
-        for (i, slot) in (base..).zip(slots) {
-            self.lb
-                .set(i, slot, 0)
-                .map_err(map_err(names::LB, "write"))?;
-        }
-        Ok(())
+        write_range(&mut self.lb, names::LB, lb_base(generation, rule), slots)
     }
 
     pub fn rule_info(&self, generation: u32, rule: u32) -> Result<RuleInfo, DataplaneError> {
         self.rule_info
             .get(&policy_index(generation, rule), 0)
             .map_err(map_err(names::RULE_INFO, "read"))
+    }
+
+    /// The names and kinds of every rule id of `generation`, in one read.
+    pub fn rule_infos(&self, generation: u32) -> Result<Vec<RuleInfo>, DataplaneError> {
+        read_range(
+            &self.rule_info,
+            names::RULE_INFO,
+            policy_index(generation, 0),
+            MAX_RULES,
+        )
     }
 
     pub fn set_rule_info(
@@ -515,6 +528,46 @@ impl Maps {
     }
 }
 
+/// Elements `first .. first + count` of an array: one batched read, or one read per element
+/// where the kernel has no batches for arrays.
+fn read_range<V: Pod>(
+    map: &Array<MapData, V>,
+    name: &'static str,
+    first: u32,
+    count: u32,
+) -> Result<Vec<V>, DataplaneError> {
+    // SAFETY: aya checked when it opened the array that its values are `V`-sized, and `V` is the
+    // steer-common type of this map.
+    match unsafe { sys::lookup_array::<V>(map.map().fd().as_fd(), first, count as usize) } {
+        Ok(values) => Ok(values),
+        Err(e) if sys::is_unsupported(&e) => (first..first + count)
+            .map(|i| map.get(&i, 0).map_err(map_err(name, "read")))
+            .collect(),
+        Err(e) => Err(map_err(name, "read")(MapError::IoError(e))),
+    }
+}
+
+/// Writes `values` to the elements from `first` on: one batched write, or one write per element
+/// where the kernel has no batches for arrays.
+fn write_range<V: Pod>(
+    map: &mut Array<MapData, V>,
+    name: &'static str,
+    first: u32,
+    values: &[V],
+) -> Result<(), DataplaneError> {
+    let keys: Vec<u32> = (first..).take(values.len()).collect();
+    // SAFETY: arrays have u32 keys; the values as in `read_range`.
+    match unsafe { sys::update(map.map().fd().as_fd(), &keys, values) } {
+        Ok(()) => Ok(()),
+        Err((0, e)) if sys::is_unsupported(&e) => keys
+            .iter()
+            .zip(values)
+            .try_for_each(|(i, v)| map.set(*i, v, 0))
+            .map_err(map_err(name, "write")),
+        Err((_, e)) => Err(map_err(name, "write")(MapError::IoError(e))),
+    }
+}
+
 fn reset(
     map: &mut PerCpuArray<MapData, Counter>,
     index: u32,
@@ -566,5 +619,78 @@ fn prefix_v6(addr: Ipv6Addr, len: u32) -> Prefix {
     Prefix::V6 {
         addr,
         len: len.min(128) as u8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use steer_common::{action, name_to_bytes};
+
+    use super::*;
+
+    /// The batched range reads and writes reach exactly the elements of their generation and
+    /// rule, at both ends of each array (where the batch cursor is easiest to get wrong).
+    #[test]
+    fn range_reads_and_writes_hit_exactly_their_elements() {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "this test creates BPF maps: run it as root");
+        let mut ebpf = aya::EbpfLoader::new()
+            .load(crate::objects::STEER)
+            .expect("steer object loads");
+        let mut maps = Maps::from_ebpf(&mut ebpf).expect("maps open");
+        let last = MAX_RULES - 1;
+        for (generation, rule) in [(0, 0), (0, last), (1, 0), (1, last)] {
+            let tag = generation * 1000 + rule + 1;
+            let entry = PolicyEntry {
+                action: action::BALANCE,
+                mark: tag,
+                mask: 0xff00,
+                wan: generation,
+            };
+            maps.set_policy(generation, rule, entry).unwrap();
+            let info = RuleInfo {
+                set_name: name_to_bytes(&format!("set{tag}")),
+                ..RuleInfo::default()
+            };
+            maps.set_rule_info(generation, rule, info).unwrap();
+            let slots: [LbSlot; LB_SLOTS as usize] = std::array::from_fn(|i| LbSlot {
+                mark: tag,
+                wan: i as u32,
+            });
+            maps.set_lb_slots(generation, rule, &slots).unwrap();
+        }
+        for generation in 0..GENERATIONS {
+            let entries = maps.policies(generation).unwrap();
+            let infos = maps.rule_infos(generation).unwrap();
+            assert_eq!(entries.len(), MAX_RULES as usize);
+            assert_eq!(infos.len(), MAX_RULES as usize);
+            for rule in 0..MAX_RULES {
+                let r = rule as usize;
+                assert_eq!(entries[r], maps.policy(generation, rule).unwrap());
+                assert_eq!(infos[r], maps.rule_info(generation, rule).unwrap());
+                let slots = maps.lb_slots(generation, rule).unwrap();
+                let one_by_one: Vec<LbSlot> = (0..LB_SLOTS)
+                    .map(|i| maps.lb.get(&(lb_base(generation, rule) + i), 0).unwrap())
+                    .collect();
+                assert_eq!(slots, one_by_one, "generation {generation} rule {rule}");
+            }
+            for rule in [0, last] {
+                let tag = generation * 1000 + rule + 1;
+                assert_eq!(entries[rule as usize].mark, tag);
+                let slots = maps.lb_slots(generation, rule).unwrap();
+                assert!(
+                    slots
+                        .iter()
+                        .zip(0..)
+                        .all(|(s, i)| *s == LbSlot { mark: tag, wan: i })
+                );
+            }
+            assert_eq!(
+                entries[1],
+                PolicyEntry::default(),
+                "untouched rules stay empty"
+            );
+        }
     }
 }

@@ -90,22 +90,26 @@ impl PolicyTable {
         self.info[rule as usize].kind != rule_kind::UNUSED
     }
 
-    /// What generation `generation` of the kernel holds.
+    /// What generation `generation` of the kernel holds: a few batched reads (one per map, and
+    /// one per balanced rule), since a sync or a failover reads two generations while the
+    /// switch is being timed.
     pub fn read(maps: &Maps, generation: u32) -> Result<Self, DataplaneError> {
-        let mut t = PolicyTable::default();
-        for rule in 0..MAX_RULES {
-            let entry = maps.policy(generation, rule)?;
+        let entries = maps.policies(generation)?;
+        let mut slots = BTreeMap::new();
+        for (rule, entry) in (0..).zip(&entries) {
             if entry.action == action::BALANCE {
-                let slots: [LbSlot; LB_SLOTS as usize] = maps
+                let held: [LbSlot; LB_SLOTS as usize] = maps
                     .lb_slots(generation, rule)?
                     .try_into()
                     .expect("LB_SLOTS slots");
-                t.slots.insert(rule, Box::new(slots));
+                slots.insert(rule, Box::new(held));
             }
-            t.entries[rule as usize] = entry;
-            t.info[rule as usize] = maps.rule_info(generation, rule)?;
         }
-        Ok(t)
+        Ok(PolicyTable {
+            entries,
+            slots,
+            info: maps.rule_infos(generation)?,
+        })
     }
 }
 

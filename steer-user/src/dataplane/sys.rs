@@ -85,22 +85,69 @@ pub unsafe fn update<K: Pod, V: Pod>(
 /// `K` and `V` must be exactly the map's key and value layout: the kernel writes `key_size` and
 /// `value_size` bytes per element.
 pub unsafe fn lookup_all<K: Pod, V: Pod>(map: impl AsFd, chunk: usize) -> io::Result<Vec<(K, V)>> {
+    // SAFETY: passed on from the caller.
+    unsafe { lookup_batches(map, None, chunk, usize::MAX) }
+}
+
+/// Reads elements `first .. first + count` of an array map, in one syscall where the kernel can.
+///
+/// # Safety
+/// `V` must be exactly the array's value layout: the kernel writes `value_size` bytes per
+/// element.
+pub unsafe fn lookup_array<V: Pod>(map: impl AsFd, first: u32, count: usize) -> io::Result<Vec<V>> {
+    // The generic batch cursor is the last key read, and an array's next key is the index after
+    // it; no cursor starts at index 0.
+    let resume_after = first.checked_sub(1);
+    // SAFETY: arrays have u32 keys; `V` is passed on from the caller.
+    let read = unsafe { lookup_batches::<u32, V>(map, resume_after, count, count) }?;
+    if read.len() != count
+        || read
+            .iter()
+            .zip(first..)
+            .any(|((index, _), want)| *index != want)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("array batch read from {first}: expected {count} consecutive elements"),
+        ));
+    }
+    Ok(read.into_iter().map(|(_, value)| value).collect())
+}
+
+/// Reads up to `limit` elements, `chunk` per syscall, starting after the key `resume_after` (from
+/// the first key when `None`).
+///
+/// # Safety
+/// As [`lookup_all`].
+unsafe fn lookup_batches<K: Pod, V: Pod>(
+    map: impl AsFd,
+    resume_after: Option<K>,
+    chunk: usize,
+    limit: usize,
+) -> io::Result<Vec<(K, V)>> {
     let fd = map.as_fd().as_raw_fd() as u32;
     let mut out = Vec::new();
     // SAFETY: `Pod` types are valid for any bytes, zeroes included.
     let (blank_key, blank_value) = unsafe { (std::mem::zeroed::<K>(), std::mem::zeroed::<V>()) };
     let mut keys = vec![blank_key; chunk];
     let mut values = vec![blank_value; chunk];
-    // The batch cursor is opaque to userspace; the kernel's generic implementation stores a key.
+    // The batch cursor is opaque to userspace in general; the kernel's generic implementation
+    // (arrays, LPM tries) stores the last key read in it.
     let mut cursor = [0u8; 256];
-    let mut first = true;
-    loop {
+    const { assert!(size_of::<K>() <= 256) };
+    let mut resume = resume_after.is_some();
+    if let Some(key) = resume_after {
+        // SAFETY: the cursor holds at least size_of::<K>() bytes (checked above); unaligned
+        // because a byte array has no alignment.
+        unsafe { cursor.as_mut_ptr().cast::<K>().write_unaligned(key) };
+    }
+    while out.len() < limit {
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { cursor.as_ptr() as u64 },
+            in_batch: if resume { cursor.as_ptr() as u64 } else { 0 },
             out_batch: cursor.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
-            count: u32::try_from(chunk).expect("chunk fits in u32"),
+            count: u32::try_from(chunk.min(limit - out.len())).expect("chunk fits in u32"),
             map_fd: fd,
             ..Default::default()
         };
@@ -113,9 +160,10 @@ pub unsafe fn lookup_all<K: Pod, V: Pod>(map: impl AsFd, chunk: usize) -> io::Re
                 .zip(values[..got].iter().copied()),
         );
         match result {
-            Ok(()) => first = false,
+            Ok(()) => resume = true,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
             Err(e) => return Err(e),
         }
     }
+    Ok(out)
 }
