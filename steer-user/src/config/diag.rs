@@ -126,8 +126,9 @@ pub(crate) struct Ctx<'a> {
     pub src: &'a Source<'a>,
     pub file: &'a Path,
     pub diags: Vec<Diagnostic>,
-    /// Field paths whose values had the wrong type (already reported, then removed): checks
-    /// that depend on them stay quiet instead of echoing the error.
+    /// Field paths whose values had the wrong type (already reported, then removed; a list
+    /// item is replaced by an empty stand-in that validation skips): checks that depend on
+    /// them stay quiet instead of echoing the error.
     pub removed: HashSet<String>,
 }
 

@@ -319,6 +319,20 @@ fn missing_text(label: &str, f: &Field) -> (String, String) {
     }
 }
 
+/// Replaces a list item of the wrong type (already reported) with an empty value of the right
+/// type and records its path: removing it would shift the positions that the items after it
+/// are reported at, and removing the whole list would hide the others (and, for `wan` or
+/// `policy`, make every reference to them look undefined).
+fn stand_in<'i>(
+    cx: &mut Ctx<'_>,
+    item: &mut Spanned<DeValue<'i>>,
+    empty: DeValue<'i>,
+    path: String,
+) {
+    *item.get_mut() = empty;
+    cx.removed.insert(path);
+}
+
 /// Whether `value` has the field's type (recursing into tables); reports when it does not.
 fn check_value(
     cx: &mut Ctx<'_>,
@@ -344,29 +358,28 @@ fn check_value(
             }
         }
         (Kind::StrList, DeValue::Array(items)) => {
-            let mut ok = true;
-            for (i, item) in items.iter().enumerate() {
+            for (i, item) in items.iter_mut().enumerate() {
                 if !matches!(item.get_ref(), DeValue::String(_)) {
+                    let item_path = format!("{path}[{i}]");
                     cx.err(
                         &item.span(),
-                        format!("{path}[{i}]"),
+                        &item_path,
                         format!(
                             "expected a string (in quotes), found {}",
                             a_type(item.get_ref())
                         ),
                         format!("write it like `{}`", field.example()),
                     );
-                    ok = false;
+                    stand_in(cx, item, DeValue::String("".into()), item_path);
                 }
             }
-            ok
+            true
         }
         (Kind::Table(sub), DeValue::Table(t)) => {
             check_table(cx, t, &span, sub, path);
             true
         }
         (Kind::TableList(sub), DeValue::Array(items)) => {
-            let mut ok = true;
             let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
             for (i, item) in items.iter_mut().enumerate() {
                 let item_span = item.span();
@@ -378,17 +391,18 @@ fn check_value(
                     }
                     other => {
                         let found = a_type(other);
+                        let item_path = format!("{path}[{i}]");
                         cx.err(
                             &item_span,
-                            format!("{path}[{i}]"),
+                            &item_path,
                             format!("expected a table, found {found}"),
                             format!("write it like `{}`", field.example()),
                         );
-                        ok = false;
+                        stand_in(cx, item, DeValue::Table(DeTable::new()), item_path);
                     }
                 }
             }
-            ok
+            true
         }
         (kind, _) => {
             let (expected, hint) = match kind {

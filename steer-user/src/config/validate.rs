@@ -112,6 +112,16 @@ enum Written {
     File { index: u32, column: u32 },
 }
 
+/// The names of one kind of object, to check references to them.
+struct Defined {
+    /// How messages name one: `WAN`, `policy`.
+    kind: &'static str,
+    plural: &'static str,
+    /// Its key in the file: `wan`, `policy`.
+    key: &'static str,
+    names: Vec<String>,
+}
+
 struct PendingSet {
     name: String,
     label: String,
@@ -242,14 +252,24 @@ impl<'c, 'a> Builder<'c, 'a> {
         let general_span = raw.general.as_ref().map_or(0..0, |g| g.span());
         let (general, mask_ok) = self.general(raw.general.map(|g| g.into_inner()));
         let wans = self.wans(raw.wan, &general, mask_ok);
-        let wan_names: Vec<String> = wans.iter().map(|w| w.name.clone()).collect();
+        let wan_names = Defined {
+            kind: "WAN",
+            plural: "WANs",
+            key: "wan",
+            names: wans.iter().map(|w| w.name.clone()).collect(),
+        };
         let policies = self.policies(raw.policy, &wan_names);
-        let policy_names: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
+        let policy_names = Defined {
+            kind: "policy",
+            plural: "policies",
+            key: "policy",
+            names: policies.iter().map(|p| p.name.clone()).collect(),
+        };
         let sets = self.sets(raw.set, &policy_names, &general, &general_span);
         let default = raw.default.and_then(|d| {
             let d = d.into_inner();
             let p = d.policy?;
-            self.reference(&p, "default.policy", "policy", &policy_names, "policies");
+            self.reference(&p, "default.policy", &policy_names);
             Some(DefaultRule {
                 policy: p.into_inner(),
             })
@@ -267,35 +287,25 @@ impl<'c, 'a> Builder<'c, 'a> {
     }
 
     /// Reports a reference to an undefined object.
-    fn reference(
-        &mut self,
-        v: &S<String>,
-        field: &str,
-        kind: &str,
-        defined: &[String],
-        plural: &str,
-    ) {
+    fn reference(&mut self, v: &S<String>, field: &str, defined: &Defined) {
         let name = v.get_ref().as_str();
-        if defined.iter().any(|d| d == name) {
+        if defined.names.iter().any(|d| d == name) {
             return;
         }
-        // A name with the wrong type was reported already; do not echo it here.
-        let key = if kind == "WAN" { "wan[" } else { "policy[" };
-        if self
-            .cx
-            .removed
-            .iter()
-            .any(|p| p.starts_with(key) && p.ends_with("].name"))
-        {
-            return;
+        if self.definition_removed(defined.key) {
+            return; // it may be the one written with the wrong type, reported already
         }
-        let dym = did_you_mean(name, defined.iter().map(String::as_str));
-        let hint = if defined.is_empty() {
-            format!("no {plural} are defined; define one with [[{kind}]] first")
+        let Defined {
+            kind, plural, key, ..
+        } = defined;
+        let names = || defined.names.iter().map(String::as_str);
+        let hint = if defined.names.is_empty() {
+            format!("no {plural} are defined; define one with [[{key}]] first")
         } else {
             format!(
-                "{dym}defined {plural}: {}",
-                list_names(defined.iter().map(String::as_str))
+                "{}defined {plural}: {}",
+                did_you_mean(name, names()),
+                list_names(names())
             )
         };
         self.err(
@@ -304,6 +314,27 @@ impl<'c, 'a> Builder<'c, 'a> {
             format!("{kind} `{name}` is not defined"),
             hint,
         );
+    }
+
+    /// Whether a definition under `key` (`wan`, `policy`) was removed for its type: the whole
+    /// list, one item, or an item's name. Its name is then unknown.
+    fn definition_removed(&self, key: &str) -> bool {
+        self.cx.removed.iter().any(|path| {
+            let Some(rest) = path.strip_prefix(key) else {
+                return false;
+            };
+            let item = rest
+                .strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+                .map(|(_, after)| after);
+            rest.is_empty() || matches!(item, Some("" | ".name"))
+        })
+    }
+
+    /// Whether the item at `field` was written with the wrong type: the schema walk reported
+    /// it and left a stand-in so that the positions of the others hold.
+    fn stand_in(&self, field: &str) -> bool {
+        self.cx.removed.contains(field)
     }
 
     /// Checks an object name and its uniqueness among `seen` (name -> line).
@@ -360,6 +391,9 @@ impl<'c, 'a> Builder<'c, 'a> {
             let mut seen = HashSet::new();
             for (i, v) in list.get_ref().iter().enumerate() {
                 let field = format!("general.lan[{i}]");
+                if self.stand_in(&field) {
+                    continue;
+                }
                 if let Some(problem) = ifname_problem(v.get_ref()) {
                     self.err(
                         &v.span(),
@@ -532,6 +566,9 @@ impl<'c, 'a> Builder<'c, 'a> {
                     ),
                     "remove WANs you do not need",
                 );
+            }
+            if self.stand_in(&label) {
+                continue;
             }
             if let Some(n) = &w.name {
                 self.object_name(n, &f("name"), "WAN", &mut names);
@@ -865,6 +902,9 @@ impl<'c, 'a> Builder<'c, 'a> {
             }
             for (i, v) in list.get_ref().iter().enumerate() {
                 let field = format!("{label}.targets[{i}]");
+                if self.stand_in(&field) {
+                    continue;
+                }
                 match parse_target(method, v.get_ref(), &query, host.as_deref()) {
                     Ok(target) => {
                         if let Some(j) = targets.iter().position(|x| *x == target) {
@@ -1040,7 +1080,7 @@ impl<'c, 'a> Builder<'c, 'a> {
     // [[policy]]
     // -----------------------------------------------------------------------------------------
 
-    fn policies(&mut self, raw: Option<S<Vec<S<RawPolicy>>>>, wans: &[String]) -> Vec<Policy> {
+    fn policies(&mut self, raw: Option<S<Vec<S<RawPolicy>>>>, wans: &Defined) -> Vec<Policy> {
         let Some(raw) = raw else { return Vec::new() };
         let mut names = HashMap::new();
         let mut out = Vec::new();
@@ -1052,6 +1092,9 @@ impl<'c, 'a> Builder<'c, 'a> {
                 i,
                 p.name.as_ref().map(|n| n.get_ref().as_str()),
             );
+            if self.stand_in(&label) {
+                continue;
+            }
             if let Some(n) = &p.name {
                 self.object_name(n, &format!("{label}.name"), "policy", &mut names);
             }
@@ -1070,7 +1113,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                     let m = m.get_ref();
                     let ml = format!("{label}.members[{j}]");
                     let Some(w) = &m.wan else { continue };
-                    self.reference(w, &format!("{ml}.wan"), "WAN", wans, "WANs");
+                    self.reference(w, &format!("{ml}.wan"), wans);
                     if let Some(first) = seen.get(w.get_ref()) {
                         self.err(
                             &w.span(),
@@ -1117,7 +1160,7 @@ impl<'c, 'a> Builder<'c, 'a> {
     fn sets(
         &mut self,
         raw: Option<S<Vec<S<RawSet>>>>,
-        policies: &[String],
+        policies: &Defined,
         general: &General,
         general_span: &Range<usize>,
     ) -> Vec<Set> {
@@ -1137,6 +1180,9 @@ impl<'c, 'a> Builder<'c, 'a> {
                     "merge sets that use the same policy and match",
                 );
             }
+            if self.stand_in(&label) {
+                continue;
+            }
             if let Some(n) = &s.name {
                 self.object_name(n, &format!("{label}.name"), "set", &mut names);
             }
@@ -1152,11 +1198,11 @@ impl<'c, 'a> Builder<'c, 'a> {
         s: RawSet,
         span: Range<usize>,
         label: String,
-        policies: &[String],
+        policies: &Defined,
     ) -> PendingSet {
         let f = |k: &str| format!("{label}.{k}");
         if let Some(p) = &s.policy {
-            self.reference(p, &f("policy"), "policy", policies, "policies");
+            self.reference(p, &f("policy"), policies);
         }
         let direction = self.choice(
             &s.direction,
@@ -1204,6 +1250,9 @@ impl<'c, 'a> Builder<'c, 'a> {
             set.inline_spans = list.get_ref().iter().map(|v| v.span()).collect();
             for (i, v) in list.get_ref().iter().enumerate() {
                 let field = format!("{label}.prefixes[{i}]");
+                if self.stand_in(&field) {
+                    continue;
+                }
                 match parse_prefix(v.get_ref(), allow) {
                     Ok(p) => {
                         let origin = Origin {
@@ -1231,13 +1280,17 @@ impl<'c, 'a> Builder<'c, 'a> {
                 );
             }
             for (i, v) in list.get_ref().iter().enumerate() {
+                let field = format!("{label}.domains[{i}]");
+                if self.stand_in(&field) {
+                    continue;
+                }
                 match normalize_domain(v.get_ref()) {
                     Ok(d) => {
                         if !set.domains.iter().any(|(x, _, _)| *x == d) {
                             set.domains.push((d, v.span(), i));
                         }
                     }
-                    Err((m, h)) => self.err(&v.span(), format!("{label}.domains[{i}]"), m, h),
+                    Err((m, h)) => self.err(&v.span(), field, m, h),
                 }
             }
         }
@@ -1250,6 +1303,9 @@ impl<'c, 'a> Builder<'c, 'a> {
 
     fn list_file(&mut self, set: &mut PendingSet, index: usize, v: &S<String>) {
         let field = format!("{}.files[{index}]", set.label);
+        if self.stand_in(&field) {
+            return;
+        }
         let written = v.get_ref();
         if written.trim().is_empty() {
             self.err(
@@ -1682,6 +1738,86 @@ members = [{ wan = "wan1" }]
             Ok(_) => panic!("expected errors for:\n{text}"),
             Err(e) => e.errors,
         }
+    }
+
+    /// The errors of a config without list files, as `field: message` lines.
+    fn errors_in(text: &str) -> Vec<String> {
+        match parse(text, Path::new("steer.toml")) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(e) => e
+                .errors
+                .iter()
+                .map(|d| format!("{}: {}", d.field, d.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_mistyped_wan_item_is_the_only_error_and_the_other_wans_are_still_checked() {
+        let text = r#"
+wan = [
+  { name = "wan1", interface = "eth1", mark = 0, table = 101, track = { targets = ["1.1.1.1"] } },
+  "wan2",
+]
+
+[general]
+lan = ["br-lan"]
+
+[[policy]]
+name = "p"
+members = [{ wan = "wan1" }, { wan = "wan2" }]
+"#;
+        assert_eq!(
+            errors_in(text),
+            [
+                "wan[wan1].mark: mark is 0, which means \"no WAN\"",
+                "wan[1]: expected a table, found a string",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_mistyped_list_of_definitions_is_not_echoed_by_its_references() {
+        let text = r#"
+wan = "wan1"
+policy = 5
+
+[general]
+lan = ["br-lan"]
+
+[[set]]
+name = "s"
+policy = "p"
+prefixes = ["192.0.2.0/24"]
+
+[default]
+policy = "p"
+"#;
+        assert_eq!(
+            errors_in(text),
+            [
+                "wan: expected a list of tables, found a string",
+                "policy: expected a list of tables, found an integer",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_mistyped_string_item_keeps_the_positions_of_the_others() {
+        let text = BASE.replacen(
+            "targets = [\"1.1.1.1\"]",
+            "targets = [\"1.1.1.1\", 5, \"1.1.1.1\"]",
+            1,
+        ) + "\n[[set]]\nname = \"s\"\npolicy = \"p\"\nprefixes = [true, \"10.0.0.1/8\"]\n";
+        assert_eq!(
+            errors_in(&text),
+            [
+                "wan[wan1].track.targets[1]: expected a string (in quotes), found an integer",
+                "wan[wan1].track.targets[2]: this target is already listed (targets[0])",
+                "set[s].prefixes[0]: expected a string (in quotes), found a boolean",
+                "set[s].prefixes[1]: `10.0.0.1/8` has host bits set; the network is 10.0.0.0/8",
+            ]
+        );
     }
 
     #[test]
