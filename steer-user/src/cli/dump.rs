@@ -109,54 +109,63 @@ impl Names {
 pub fn dump(pin_dir: &Path, what: Section, as_json: bool) -> Result<String, DataplaneError> {
     let maps = Maps::from_pins(pin_dir)?;
     let names = Names::read(&maps)?;
-    let sections: Vec<Section> = match what {
-        Section::All => vec![
+    let sections = match what {
+        Section::All => &[
             Section::Rules,
             Section::Policies,
             Section::Counters,
             Section::Sets,
-        ],
-        one => vec![one],
+        ][..],
+        one => &[one][..],
     };
-    let mut doc = serde_json::Map::new();
+    if as_json {
+        let mut doc = serde_json::Map::new();
+        for section in sections {
+            let (key, value) = section_json(*section, &maps, &names)?;
+            doc.insert(key.into(), value);
+        }
+        doc.insert("generation".into(), json!(names.generation));
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&Value::Object(doc)).unwrap_or_default()
+        ));
+    }
     let mut text = format!(
         "pinned state {} (live policy generation {})\n",
         pin_dir.display(),
         names.generation
     );
     for section in sections {
-        let (key, value, rendered) = match section {
-            Section::Rules => ("rules", rules(&names), render_rules(&names)),
-            Section::Policies => {
-                let v = policies(&maps, &names)?;
-                let t = render_policies(&v);
-                ("policies", v, t)
-            }
-            Section::Counters => {
-                let v = counters(&maps, &names)?;
-                let t = render_counters(&v);
-                ("counters", v, t)
-            }
-            Section::Sets => {
-                let v = sets(&maps, &names)?;
-                let t = render_sets(&v);
-                ("sets", v, t)
-            }
-            Section::All => unreachable!("expanded above"),
-        };
-        doc.insert(key.into(), value);
         text.push('\n');
-        text.push_str(&rendered);
+        text.push_str(&section_text(*section, &maps, &names)?);
     }
-    if as_json {
-        doc.insert("generation".into(), json!(names.generation));
-        Ok(format!(
-            "{}\n",
-            serde_json::to_string_pretty(&Value::Object(doc)).unwrap_or_default()
-        ))
-    } else {
-        Ok(text)
-    }
+    Ok(text)
+}
+
+/// One section as its key in the JSON document and its value.
+fn section_json(
+    section: Section,
+    maps: &Maps,
+    names: &Names,
+) -> Result<(&'static str, Value), DataplaneError> {
+    Ok(match section {
+        Section::Rules => ("rules", rules(names)),
+        Section::Policies => ("policies", policies(maps, names)?),
+        Section::Counters => ("counters", counters(maps, names)?),
+        Section::Sets => ("sets", sets(maps, names)?),
+        Section::All => unreachable!("expanded by dump"),
+    })
+}
+
+/// One section as a text table.
+fn section_text(section: Section, maps: &Maps, names: &Names) -> Result<String, DataplaneError> {
+    Ok(match section {
+        Section::Rules => render_rules(names),
+        Section::Policies => render_policies(&policies(maps, names)?),
+        Section::Counters => render_counters(&counters(maps, names)?),
+        Section::Sets => render_sets(&sets(maps, names)?),
+        Section::All => unreachable!("expanded by dump"),
+    })
 }
 
 fn rules(names: &Names) -> Value {
