@@ -13,8 +13,8 @@ use std::{
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
-    config::{self, DEFAULT_PIN_DIR},
-    control::{self, DEFAULT_SOCKET, Request, WanMode},
+    config::{self, DEFAULT_PIN_DIR, DEFAULT_SOCKET},
+    control::{self, Request, WanMode},
     dataplane,
 };
 
@@ -39,7 +39,8 @@ pub struct Cli {
 /// or the paths themselves.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Target {
-    /// Configuration file to take the socket and pin directory from.
+    /// Configuration file to take the socket, pin directory and WAN tables from (nothing else
+    /// in it is read or checked).
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Control socket of the daemon.
@@ -162,26 +163,25 @@ struct Resolved {
 }
 
 impl Target {
+    /// Reads from `-c` only what these commands need (not the list files, not the rest of the
+    /// file): stopping or inspecting a steer must not depend on its sets being valid.
     fn resolve(&self) -> Result<Resolved, CliError> {
         let from_config = match &self.config {
-            Some(path) => Some(config::load(path)?),
+            Some(path) => Some(config::load_endpoints(path)?),
             None => None,
         };
         Ok(Resolved {
             socket: self
                 .socket
                 .clone()
-                .or_else(|| from_config.as_ref().map(|c| c.control.socket.clone()))
+                .or_else(|| from_config.as_ref().map(|c| c.socket.clone()))
                 .unwrap_or_else(|| DEFAULT_SOCKET.into()),
             pin_dir: self
                 .pin_dir
                 .clone()
-                .or_else(|| from_config.as_ref().map(|c| c.general.pin_dir.clone()))
+                .or_else(|| from_config.as_ref().map(|c| c.pin_dir.clone()))
                 .unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
-            tables: from_config
-                .iter()
-                .flat_map(|c| c.wans.iter().map(|w| w.table))
-                .collect(),
+            tables: from_config.map(|c| c.tables).unwrap_or_default(),
         })
     }
 }

@@ -285,6 +285,28 @@ impl Config {
 
 /// Reads and validates the configuration file at `path` and the list files it names.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    parse(&read_text(path)?, path)
+}
+
+/// Where the steer started from a configuration can be reached, and what it owns outside the
+/// pin directory: for the CLI's `-c`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    pub socket: PathBuf,
+    pub pin_dir: PathBuf,
+    /// The WANs' routing tables.
+    pub tables: Vec<u32>,
+}
+
+/// Reads only `control.socket`, `general.pin_dir` and the WANs' `table`s of the configuration
+/// at `path`, checked as [`load`] checks them. Nothing else is checked and list files are not
+/// read, so `steer stop -c` still works when the rest of the file is broken.
+pub fn load_endpoints(path: &Path) -> Result<Endpoints, ConfigErrors> {
+    validate::endpoints(&read_text(path)?, path)
+}
+
+/// The configuration file as text, or why it cannot be read.
+fn read_text(path: &Path) -> Result<String, ConfigErrors> {
     let bytes = std::fs::read(path).map_err(|e| {
         let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         single(
@@ -296,25 +318,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             "check the path given with -c and the file's permissions",
         )
     })?;
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let valid = String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]);
-            let (line, column) = diag::Source::new(&valid).locate(valid.len());
-            return Err(ConfigErrors {
-                errors: vec![Diagnostic {
-                    file: path.to_path_buf(),
-                    line,
-                    column,
-                    field: String::new(),
-                    value: String::new(),
-                    message: "the configuration file is not valid UTF-8 text".into(),
-                    hint: "save it as UTF-8".into(),
-                }],
-            });
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]);
+        let (line, column) = diag::Source::new(&valid).locate(valid.len());
+        ConfigErrors {
+            errors: vec![Diagnostic {
+                file: path.to_path_buf(),
+                line,
+                column,
+                field: String::new(),
+                value: String::new(),
+                message: "the configuration file is not valid UTF-8 text".into(),
+                hint: "save it as UTF-8".into(),
+            }],
         }
-    };
-    parse(&text, path)
+    })
 }
 
 /// Validates configuration text. `path` is used in messages and to resolve relative list-file

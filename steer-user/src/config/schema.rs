@@ -20,6 +20,9 @@ pub(crate) enum Kind {
     StrList,
     Table(&'static [Field]),
     TableList(&'static [Field]),
+    /// A string that only names its table in messages, in a partial read: of another type it
+    /// is dropped without a word (the full check reports it).
+    Label,
 }
 
 pub(crate) struct Field {
@@ -81,16 +84,8 @@ const fn req(key: &'static str, kind: Kind, example: &'static str) -> Field {
 use Kind::{Bool, Int, Str, StrList, Table, TableList};
 
 pub(crate) const ROOT: &[Field] = &[
-    req(
-        "general",
-        Table(GENERAL),
-        "[general] with lan = [\"br-lan\"]",
-    ),
-    req(
-        "wan",
-        TableList(WAN),
-        "[[wan]] with name, interface, mark, table and [wan.track]",
-    ),
+    req("general", Table(GENERAL), GENERAL_EXAMPLE),
+    req("wan", TableList(WAN), WAN_EXAMPLE),
     opt(
         "policy",
         TableList(POLICY),
@@ -106,22 +101,19 @@ pub(crate) const ROOT: &[Field] = &[
         Table(DEFAULT),
         "[default] with policy = \"balanced\"",
     ),
-    opt_shown(
-        "control",
-        Table(CONTROL),
-        Example::Pieces(&["[control] with socket = \"", DEFAULT_SOCKET, "\""]),
-    ),
+    opt_shown("control", Table(CONTROL), CONTROL_EXAMPLE),
 ];
+
+const GENERAL_EXAMPLE: &str = "[general] with lan = [\"br-lan\"]";
+const WAN_EXAMPLE: &str = "[[wan]] with name, interface, mark, table and [wan.track]";
+const CONTROL_EXAMPLE: Example =
+    Example::Pieces(&["[control] with socket = \"", DEFAULT_SOCKET, "\""]);
 
 const GENERAL: &[Field] = &[
     req("lan", StrList, "lan = [\"br-lan\"]"),
     opt("mark_mask", Int, "mark_mask = 0xff00"),
     opt("xdp", Bool, "xdp = false"),
-    opt_shown(
-        "pin_dir",
-        Str,
-        Example::Pieces(&["pin_dir = \"", DEFAULT_PIN_DIR, "\""]),
-    ),
+    PIN_DIR,
     opt(
         "capacity",
         Table(CAPACITY),
@@ -139,10 +131,10 @@ const CAPACITY: &[Field] = &[
 ];
 
 const WAN: &[Field] = &[
-    req("name", Str, "name = \"wan1\""),
+    req("name", Str, WAN_NAME),
     req("interface", Str, "interface = \"eth1\""),
     req("mark", Int, "mark = 0x100"),
-    req("table", Int, "table = 101"),
+    req("table", Int, WAN_TABLE),
     opt("gateway", Str, "gateway = \"192.168.2.1\""),
     opt("gateway6", Str, "gateway6 = \"fe80::1\""),
     req(
@@ -197,14 +189,65 @@ const SET: &[Field] = &[
 
 const DEFAULT: &[Field] = &[req("policy", Str, "policy = \"balanced\"")];
 
-const CONTROL: &[Field] = &[
-    opt_shown(
-        "socket",
-        Str,
-        Example::Pieces(&["socket = \"", DEFAULT_SOCKET, "\""]),
+const CONTROL: &[Field] = &[SOCKET, opt("metrics", Str, "metrics = \"127.0.0.1:9464\"")];
+
+const PIN_DIR: Field = opt_shown(
+    "pin_dir",
+    Str,
+    Example::Pieces(&["pin_dir = \"", DEFAULT_PIN_DIR, "\""]),
+);
+const SOCKET: Field = opt_shown(
+    "socket",
+    Str,
+    Example::Pieces(&["socket = \"", DEFAULT_SOCKET, "\""]),
+);
+const WAN_NAME: &str = "name = \"wan1\"";
+const WAN_TABLE: &str = "table = 101";
+
+/// The part of the file the CLI reads to find a running steer (see
+/// [`super::load_endpoints`]); a WAN's name only labels its table in messages. Nothing here is
+/// required: a missing key has its default, or is part of the rest, which is not checked.
+pub(crate) const ENDPOINTS: &[Field] = &[
+    opt("general", Table(&[PIN_DIR]), GENERAL_EXAMPLE),
+    opt(
+        "wan",
+        TableList(&[
+            opt("name", Kind::Label, WAN_NAME),
+            opt("table", Int, WAN_TABLE),
+        ]),
+        WAN_EXAMPLE,
     ),
-    opt("metrics", Str, "metrics = \"127.0.0.1:9464\""),
+    opt_shown("control", Table(&[SOCKET]), CONTROL_EXAMPLE),
 ];
+
+/// Removes every key that `fields` does not name, at every depth, so that a partial read
+/// neither reports nor depends on the rest of the file.
+pub(crate) fn retain_known(table: &mut DeTable<'_>, fields: &[Field]) {
+    let unknown: Vec<String> = table
+        .iter()
+        .map(|(k, _)| k.get_ref().to_string())
+        .filter(|k| !fields.iter().any(|f| f.key == k))
+        .collect();
+    for k in &unknown {
+        table.remove(k.as_str());
+    }
+    for (key, value) in table.iter_mut() {
+        let Some(field) = fields.iter().find(|f| f.key == key.get_ref()) else {
+            continue;
+        };
+        match (field.kind, value.get_mut()) {
+            (Kind::Table(sub), DeValue::Table(t)) => retain_known(t, sub),
+            (Kind::TableList(sub), DeValue::Array(items)) => {
+                for item in items.iter_mut() {
+                    if let DeValue::Table(t) = item.get_mut() {
+                        retain_known(t, sub);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
 
 /// `parent.key` (or `key` at the top).
 pub(crate) fn join(parent: &str, key: &str) -> String {
@@ -343,7 +386,8 @@ fn check_value(
     let span = value.span();
     let found = a_type(value.get_ref());
     match (field.kind, value.get_mut()) {
-        (Kind::Str, DeValue::String(_)) | (Kind::Bool, DeValue::Boolean(_)) => true,
+        (Kind::Str | Kind::Label, DeValue::String(_)) | (Kind::Bool, DeValue::Boolean(_)) => true,
+        (Kind::Label, _) => false,
         (Kind::Int, DeValue::Integer(i)) => {
             if i64::from_str_radix(i.as_str(), i.radix()).is_ok() {
                 true
@@ -406,7 +450,7 @@ fn check_value(
         }
         (kind, _) => {
             let (expected, hint) = match kind {
-                Kind::Str => (
+                Kind::Str | Kind::Label => (
                     "a string (in quotes)",
                     format!("write it like `{}`", field.example()),
                 ),

@@ -15,8 +15,8 @@ use toml::de::DeTable;
 
 use super::{
     Capacity, Config, Control, DEFAULT_MARK_MASK, DEFAULT_PIN_DIR, DEFAULT_SOCKET, DefaultRule,
-    DuplicatePolicy, Entry, General, LastResort, MAX_CAPACITY, Member, Origin, Policy, Set, Track,
-    TrackMethod, Wan,
+    DuplicatePolicy, Endpoints, Entry, General, LastResort, MAX_CAPACITY, Member, Origin, Policy,
+    Set, Track, TrackMethod, Wan,
     diag::{ConfigErrors, Ctx, Diagnostic, Place, Source, did_you_mean, list_names, shorten},
     list::parse_list_bytes,
     names::{ifname_problem, name_problem, normalize_domain},
@@ -35,6 +35,30 @@ const REPORT_LIMIT: usize = 50;
 const WARN_LIMIT: usize = 10;
 
 pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    check(text, path, Scope::Whole, |builder, raw| builder.build(raw))
+}
+
+/// Reads only [`schema::ENDPOINTS`]; the rest of the file is neither checked nor used.
+pub(super) fn endpoints(text: &str, path: &Path) -> Result<Endpoints, ConfigErrors> {
+    check(text, path, Scope::Endpoints, |mut builder, raw| {
+        builder.endpoints(raw)
+    })
+}
+
+/// How much of the file to read.
+#[derive(Clone, Copy)]
+enum Scope {
+    Whole,
+    Endpoints,
+}
+
+/// Syntax, then the schema of `scope`, then `build`; any diagnostic means `Err`.
+fn check<T>(
+    text: &str,
+    path: &Path,
+    scope: Scope,
+    build: impl FnOnce(Builder<'_, '_>, RawRoot) -> T,
+) -> Result<T, ConfigErrors> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let src = Source::new(text);
     let mut cx = Ctx::new(&src, path);
@@ -54,7 +78,14 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         return Err(finish(cx.diags, path));
     }
     let span = doc.span();
-    schema::check_table(&mut cx, doc.get_mut(), &span, schema::ROOT, "");
+    let fields = match scope {
+        Scope::Whole => schema::ROOT,
+        Scope::Endpoints => {
+            schema::retain_known(doc.get_mut(), schema::ENDPOINTS);
+            schema::ENDPOINTS
+        }
+    };
+    schema::check_table(&mut cx, doc.get_mut(), &span, fields, "");
     let raw = match RawRoot::deserialize(toml::de::Deserializer::from(doc)) {
         Ok(raw) => raw,
         Err(e) => {
@@ -69,9 +100,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             return Err(finish(cx.diags, path));
         }
     };
-    let config = Builder::new(&mut cx, path).build(raw);
+    let result = build(Builder::new(&mut cx, path), raw);
     if cx.diags.is_empty() {
-        Ok(config)
+        Ok(result)
     } else {
         Err(finish(cx.diags, path))
     }
@@ -286,6 +317,36 @@ impl<'c, 'a> Builder<'c, 'a> {
         }
     }
 
+    /// The socket, pin directory and WAN tables of a document cut to [`schema::ENDPOINTS`].
+    fn endpoints(&mut self, raw: RawRoot) -> Endpoints {
+        let general = raw.general.map(|g| g.into_inner()).unwrap_or_default();
+        let pin_dir = self.pin_dir(&general);
+        let mut seen = HashMap::new();
+        let mut tables = Vec::new();
+        let wans = raw.wan.map(|w| w.into_inner()).unwrap_or_default();
+        for (i, w) in wans.iter().enumerate() {
+            let w = w.get_ref();
+            let name = w.name.as_ref().map(|n| n.get_ref().as_str());
+            let label = item_label("", "wan", i, name);
+            let Some(table) = w.table.as_ref().filter(|_| !self.stand_in(&label)) else {
+                continue;
+            };
+            let table = self.wan_table(
+                table,
+                &format!("{label}.table"),
+                name.unwrap_or_default(),
+                &mut seen,
+            );
+            tables.push(table);
+        }
+        let control = self.control(raw.control.map(|c| c.into_inner()));
+        Endpoints {
+            socket: control.socket,
+            pin_dir,
+            tables,
+        }
+    }
+
     /// Reports a reference to an undefined object.
     fn reference(&mut self, v: &S<String>, field: &str, defined: &Defined) {
         let name = v.get_ref().as_str();
@@ -440,14 +501,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                 }
             }
         };
-        let pin_dir = match &g.pin_dir {
-            None => PathBuf::from(DEFAULT_PIN_DIR),
-            Some(v) => self.absolute(
-                v,
-                "general.pin_dir",
-                &format!("e.g. {DEFAULT_PIN_DIR} (on a bpf filesystem)"),
-            ),
-        };
+        let pin_dir = self.pin_dir(&g);
         let capacity = self.capacity(&g);
         let duplicates = self.choice(
             &g.duplicates,
@@ -469,6 +523,17 @@ impl<'c, 'a> Builder<'c, 'a> {
             duplicates,
         };
         (general, mask_ok)
+    }
+
+    fn pin_dir(&mut self, g: &RawGeneral) -> PathBuf {
+        match &g.pin_dir {
+            None => PathBuf::from(DEFAULT_PIN_DIR),
+            Some(v) => self.absolute(
+                v,
+                "general.pin_dir",
+                &format!("e.g. {DEFAULT_PIN_DIR} (on a bpf filesystem)"),
+            ),
+        }
     }
 
     fn capacity(&mut self, g: &RawGeneral) -> Capacity {
@@ -1817,6 +1882,88 @@ policy = "p"
                 "set[s].prefixes[0]: expected a string (in quotes), found a boolean",
                 "set[s].prefixes[1]: `10.0.0.1/8` has host bits set; the network is 10.0.0.0/8",
             ]
+        );
+    }
+
+    /// A configuration broken everywhere except in what the CLI reads from it.
+    const BROKEN_ELSEWHERE: &str = r#"
+[general]
+xdp = "yes"
+lann = ["br-lan"]
+pin_dir = "/sys/fs/bpf/steer-test"
+
+[[wan]]
+name = "wan1"
+interface = "br-lan"
+mark = 0
+table = 101
+
+[[wan]]
+name = 7
+table = 102
+[wan.track]
+method = "carrier-pigeon"
+
+[[set]]
+name = "s"
+policy = "nowhere"
+files = ["missing.txt"]
+
+[control]
+socket = "/run/steer-test/steer.sock"
+metrics = "localhost"
+"#;
+
+    #[test]
+    fn the_endpoints_are_read_from_a_file_that_is_broken_elsewhere() {
+        let path = Path::new("/nonexistent/steer.toml");
+        assert!(parse(BROKEN_ELSEWHERE, path).is_err());
+        let found = endpoints(BROKEN_ELSEWHERE, path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            found,
+            Endpoints {
+                socket: "/run/steer-test/steer.sock".into(),
+                pin_dir: "/sys/fs/bpf/steer-test".into(),
+                tables: vec![101, 102],
+            }
+        );
+        let defaults = endpoints("", path).unwrap();
+        assert_eq!(defaults.socket, Path::new(DEFAULT_SOCKET));
+        assert_eq!(defaults.pin_dir, Path::new(DEFAULT_PIN_DIR));
+        assert!(defaults.tables.is_empty());
+    }
+
+    #[test]
+    fn the_endpoints_themselves_are_checked_as_a_full_load_checks_them() {
+        let path = Path::new("/nonexistent/steer.toml");
+        let text = BROKEN_ELSEWHERE
+            .replacen("\"/sys/fs/bpf/steer-test\"", "\"steer-test\"", 1)
+            .replacen("table = 102", "table = 254", 1)
+            .replacen("socket = \"/run/steer-test/steer.sock\"", "socket = 5", 1);
+        let errors: Vec<String> = match endpoints(&text, path) {
+            Ok(found) => panic!("accepted: {found:?}"),
+            Err(e) => e
+                .errors
+                .iter()
+                .map(|d| format!("{}: {}", d.field, d.message))
+                .collect(),
+        };
+        assert_eq!(
+            errors,
+            [
+                "general.pin_dir: must be an absolute path",
+                "wan[1].table: table 254 is the kernel's reserved `main` table",
+                "control.socket: expected a string (in quotes), found an integer",
+            ]
+        );
+        let full = errors_in(&text);
+        for e in &errors {
+            assert!(full.contains(e), "a full load words `{e}` the same");
+        }
+        let syntax = endpoints("[general\n", path).unwrap_err();
+        assert!(
+            syntax.errors[0].message.starts_with("invalid TOML"),
+            "{syntax}"
         );
     }
 

@@ -1,0 +1,144 @@
+//! `-c` for the commands that reach a running steer (status, dump, explain, reload, wan, stop)
+//! reads only the control socket, the pin directory and the WANs' tables: a broken list file or
+//! a mistake elsewhere in the file must not keep `steer stop` from stopping. The real binary
+//! runs; `stop` runs in a network namespace of its own (`unshare --net`, needs root), so the
+//! routing and conntrack clean-up it does cannot touch the host's.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use common::TempDir;
+
+const STEER: &str = env!("CARGO_BIN_EXE_steer");
+
+/// A configuration whose list file has a bad line; the socket and pin directory are inside
+/// `dir` and do not exist.
+fn broken_list_config(dir: &TempDir, pin_dir: &str) -> PathBuf {
+    std::fs::write(dir.join("bad.txt"), "10.0.0.0/8\nnot-an-address\n").unwrap();
+    let config = dir.join("steer.toml");
+    let text = format!(
+        r#"
+[general]
+lan = ["br-lan"]
+pin_dir = "{pin_dir}"
+
+[[wan]]
+name = "wan1"
+interface = "eth1"
+mark = 0x100
+table = 101
+[wan.track]
+targets = ["1.1.1.1"]
+
+[[policy]]
+name = "p"
+members = [{{ wan = "wan1" }}]
+
+[[set]]
+name = "s"
+policy = "p"
+files = ["bad.txt"]
+
+[control]
+socket = "{}"
+"#,
+        dir.join("steer.sock").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `steer stop -c config` in a fresh network namespace.
+fn stop_isolated(config: &Path) -> Output {
+    let out = Command::new("unshare")
+        .arg("--net")
+        .arg(STEER)
+        .arg("stop")
+        .arg("-c")
+        .arg(config)
+        .output()
+        .expect("run unshare");
+    assert!(
+        !text(&out.stderr).contains("unshare failed"),
+        "unshare --net needs root: {}",
+        text(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn stop_with_a_broken_list_file_still_stops() {
+    let dir = TempDir::new("stop");
+    let pins = dir.join("pins");
+    let config = broken_list_config(&dir, &pins.display().to_string());
+
+    let check = Command::new(STEER)
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!check.status.success(), "the list file is broken");
+    assert!(
+        text(&check.stderr).contains("bad.txt:2:1"),
+        "{}",
+        text(&check.stderr)
+    );
+
+    let out = stop_isolated(&config);
+    assert!(out.status.success(), "stop failed: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "nothing to stop: no daemon, nothing pinned at {}, no steer routing\n",
+            pins.display()
+        ),
+        "stop used the configuration's pin directory"
+    );
+}
+
+#[test]
+fn status_with_a_broken_list_file_asks_the_configured_socket() {
+    let dir = TempDir::new("status");
+    let config = broken_list_config(&dir, "/sys/fs/bpf/steer-cli-target");
+    let out = Command::new(STEER)
+        .args(["status", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "steer is not running (no socket at {})",
+            dir.join("steer.sock").display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("bad.txt"), "{err}");
+}
+
+#[test]
+fn stop_refuses_a_bad_pin_dir_before_doing_anything() {
+    let dir = TempDir::new("bad-pin-dir");
+    let config = broken_list_config(&dir, "pins");
+    let out = stop_isolated(&config);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:4:11: general.pin_dir = \"pins\": must be an absolute path",
+            config.display()
+        )),
+        "{err}"
+    );
+    assert!(text(&out.stdout).is_empty(), "nothing was done");
+    assert!(!err.contains("bad.txt"), "{err}");
+}
