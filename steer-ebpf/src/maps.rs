@@ -12,8 +12,9 @@ use steer_common::{
 };
 
 /// The trie of one slot of a split prefix set (created and filled by userspace).
-pub type SlotV4 = SlotTrie<AddrV4, RuleRef, { SLOT_TRIE_MAX_ENTRIES as usize }>;
-pub type SlotV6 = SlotTrie<AddrV6, RuleRef, { SLOT_TRIE_MAX_ENTRIES as usize }>;
+pub type Slot<A> = SlotTrie<A, RuleRef, { SLOT_TRIE_MAX_ENTRIES as usize }>;
+type SlotV4 = Slot<AddrV4>;
+type SlotV6 = Slot<AddrV6>;
 
 #[btf_map]
 pub static DST_V4: ArrayOfMaps<SlotV4, { SLOTS as usize }> = ArrayOfMaps::new();
