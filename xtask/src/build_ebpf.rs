@@ -1,6 +1,7 @@
-//! `cargo xtask build-ebpf`: builds the kernel programs the way the `steer` binary embeds them
-//! (steer-user's build script runs nightly cargo with bpf-linker and `--btf`), then copies the
-//! objects to `target/bpf/` and checks that they carry BTF.
+//! The kernel programs are built by steer-user's build script (nightly cargo with bpf-linker and
+//! `--btf`) and embedded from its OUT_DIR. `cargo xtask build-ebpf` builds them for release and
+//! copies them to `target/bpf/`; `cargo xtask test` checks the ones its own build embeds. Both
+//! refuse objects without BTF.
 
 use std::{
     io::{BufRead, BufReader},
@@ -18,31 +19,51 @@ const OBJECTS: &[(&str, &str)] = &[
     ("steer-testkit", "steer-testkit.bpf.o"),
 ];
 
+/// `cargo xtask build-ebpf`: a release build, its objects copied to `target/bpf/`.
 pub fn run() -> Result<Vec<PathBuf>> {
     cmd::step("build-ebpf");
-    let out_dir = build_and_find_out_dir()?;
+    let out_dir = build_and_find_out_dir(&["--release"])?;
     let dest = workspace_root().join("target/bpf");
     std::fs::create_dir_all(&dest)?;
     let mut written = Vec::new();
     for (built, name) in OBJECTS {
-        let src = out_dir.join(built);
-        let bytes = std::fs::read(&src).with_context(|| format!("read {}", src.display()))?;
-        let sections = elf_section_names(&bytes)
-            .with_context(|| format!("{} is not an ELF object", src.display()))?;
-        for needed in [".BTF", ".BTF.ext"] {
-            if !sections.iter().any(|s| s == needed) {
-                bail!(
-                    "{} has no {needed} section: the object was built without BTF",
-                    src.display()
-                );
-            }
-        }
+        let bytes = read_with_btf(&out_dir.join(built))?;
         let to = dest.join(name);
         std::fs::write(&to, &bytes)?;
         eprintln!("    {} ({} bytes, BTF)", to.display(), bytes.len());
         written.push(to);
     }
     Ok(written)
+}
+
+/// Builds the debug `steer` binary the end-to-end tests run, and checks the objects it embeds.
+/// The test builds share this build script run and so embed the very same files.
+pub fn build_for_tests() -> Result<()> {
+    cmd::step("build: steer and the kernel programs it embeds");
+    let out_dir = build_and_find_out_dir(&[])?;
+    for (built, _) in OBJECTS {
+        let src = out_dir.join(built);
+        let bytes = read_with_btf(&src)?;
+        eprintln!("    {} ({} bytes, BTF)", src.display(), bytes.len());
+    }
+    Ok(())
+}
+
+/// Reads a built object, refusing it without .BTF and .BTF.ext (the build passes `--btf` to
+/// bpf-linker; this catches a toolchain that ignores it).
+fn read_with_btf(src: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(src).with_context(|| format!("read {}", src.display()))?;
+    let sections = elf_section_names(&bytes)
+        .with_context(|| format!("{} is not an ELF object", src.display()))?;
+    for needed in [".BTF", ".BTF.ext"] {
+        if !sections.iter().any(|s| s == needed) {
+            bail!(
+                "{} has no {needed} section: the object was built without BTF",
+                src.display()
+            );
+        }
+    }
+    Ok(bytes)
 }
 
 fn workspace_root() -> PathBuf {
@@ -52,16 +73,13 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds steer-user (release) and returns the OUT_DIR its build script reported.
-fn build_and_find_out_dir() -> Result<PathBuf> {
+/// Builds steer-user's binaries (with `profile`, e.g. `--release`) and returns the OUT_DIR its
+/// build script reported.
+fn build_and_find_out_dir(profile: &[&str]) -> Result<PathBuf> {
     let mut child = Command::new(cmd::cargo_bin())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "steer-user",
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(["build", "-p", "steer-user", "--bins"])
+        .args(profile)
+        .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped())
         .spawn()
         .context("start cargo build")?;

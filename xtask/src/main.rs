@@ -60,7 +60,8 @@ fn main() -> Result<()> {
 
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
-    build_ebpf::run()?;
+    // The end-to-end tests run the `steer` binary itself.
+    build_ebpf::build_for_tests()?;
     let mut extra = vec!["--".to_owned()];
     extra.extend_from_slice(args);
     cmd::step("unit and config tests (steer-common, steer-user, xtask)");
@@ -77,8 +78,6 @@ fn test(args: &[String]) -> Result<()> {
         &extra,
     )?;
     cmd::step("privileged tests: programs in the kernel, real traffic in namespaces");
-    // The end-to-end tests run the `steer` binary itself.
-    cmd::cargo(&["build", "-p", "steer-user", "--bins"], &[])?;
     cmd::cargo(&["test", "-p", "steer-tests"], &extra)
 }
 
