@@ -133,9 +133,12 @@ impl Servers {
                     for l in &listeners {
                         if let Ok((stream, _)) = l.accept() {
                             idle = false;
-                            if let Some(head) = serve_http(stream) {
-                                requests.lock().unwrap().push(head);
-                            }
+                            serve_http(stream, |head| {
+                                requests
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(head);
+                            });
                         }
                     }
                     for u in &udps {
@@ -177,22 +180,22 @@ impl Drop for Servers {
 }
 
 /// Reads one request head, answers 204; returns "request line | host header".
-fn serve_http(mut stream: std::net::TcpStream) -> Option<String> {
-    stream.set_nonblocking(false).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .ok()?;
+/// Reads one request head, hands its request line and Host header to `record`, then answers
+/// 204. Recording comes first: the prober's round ends with the answer, and the test reads the
+/// record right after.
+fn serve_http(mut stream: std::net::TcpStream, record: impl FnOnce(String)) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         match stream.read(&mut buf) {
-            Ok(0) => return None,
+            Ok(0) => return,
             Ok(n) => head.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return None,
+            Err(_) => return,
         }
     }
-    stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").ok()?;
     let head = String::from_utf8_lossy(&head).into_owned();
     let mut lines = head.split("\r\n");
     let request = lines.next().unwrap_or_default().to_owned();
@@ -200,7 +203,8 @@ fn serve_http(mut stream: std::net::TcpStream) -> Option<String> {
         .find(|l| l.to_ascii_lowercase().starts_with("host:"))
         .unwrap_or_default()
         .to_owned();
-    Some(format!("{request} | {host}"))
+    record(format!("{request} | {host}"));
+    let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
 }
 
 #[test]
