@@ -109,31 +109,28 @@ impl Workdir {
 
     /// Runs the `steer` CLI against this test's daemon, pins and configuration, never the
     /// host's defaults: commands that talk to the daemon get `--socket`, those that read the
-    /// pins `--pin-dir`, `stop` both, `check` gets `-c` with the configuration. The CLI runs in
-    /// the host namespace (it only needs the socket and the pins). Returns (success, stdout,
-    /// stderr).
+    /// pins `--pin-dir`, `check` gets `-c` with the configuration. The CLI runs in the host
+    /// namespace: these commands only need the socket and the pins. `stop` acts on the routing
+    /// and nftables of the namespace it runs in, so it goes through [`Workdir::stop_in`].
+    /// Returns (success, stdout, stderr).
     pub fn steer(&self, args: &[&str]) -> (bool, String, String) {
+        let command = args.first().copied().unwrap_or_default();
+        assert_ne!(
+            command, "stop",
+            "run stop with Workdir::stop_in, in the router's namespace"
+        );
         let config = self.config();
         let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-        let command = args.first().copied().unwrap_or_default();
-        if matches!(command, "status" | "reload" | "wan" | "stop") {
+        if matches!(command, "status" | "reload" | "wan") {
             all.extend([OsStr::new("--socket"), self.socket.as_os_str()]);
         }
-        if matches!(command, "dump" | "explain" | "stop") {
+        if matches!(command, "dump" | "explain") {
             all.extend([OsStr::new("--pin-dir"), self.pin_dir.as_os_str()]);
         }
         if command == "check" {
             all.extend([OsStr::new("-c"), config.as_os_str()]);
         }
-        let out = Command::new(steer_bin())
-            .args(&all)
-            .output()
-            .expect("run steer");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        output(Command::new(steer_bin()).args(&all))
     }
 
     /// Like [`Workdir::steer`]; panics with the output unless the command succeeds.
@@ -142,6 +139,24 @@ impl Workdir {
         assert!(ok, "steer {args:?} failed:\n{out}{err}");
         out
     }
+
+    /// `steer stop -c <config>` in `ns` (the router's namespace: without a daemon the CLI removes
+    /// the routing and the nftables table there itself). Panics with the output on failure.
+    pub fn stop_in(&self, ns: &Netns) -> String {
+        let (ok, out, err) = output(steer_in(ns).arg("stop").arg("-c").arg(self.config()));
+        assert!(ok, "steer stop failed:\n{out}{err}");
+        out
+    }
+}
+
+/// Runs `cmd` to completion: (success, stdout, stderr).
+fn output(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run steer");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Removes the pin directories and scratch directories of test processes that no longer exist

@@ -167,17 +167,26 @@ fn sigterm_leaves_steering_running_and_stop_removes_it() {
         "dump works with the daemon down:\n{out}"
     );
 
-    // stop without a daemon removes the pins itself; a second stop has nothing to do.
-    let out = work.steer_ok(&["stop"]);
+    assert!(!steer_routing(&lab).is_empty(), "routing stays too");
+
+    // stop without a daemon removes the pins, routing and nftables table itself; a second stop
+    // has nothing to do.
+    let out = work.stop_in(&lab.router);
     assert!(out.contains("steer stopped"), "{out}");
     assert!(tcx_programs(&lab).is_empty(), "detached");
     assert!(!work.pin_dir.exists(), "pin directory removed");
-    let out = work.steer_ok(&["stop"]);
+    assert_eq!(
+        steer_routing(&lab),
+        "",
+        "rules, routes and nftables table removed"
+    );
+    let out = work.stop_in(&lab.router);
     assert!(out.contains("nothing to stop"), "{out}");
 
     // stop through a running daemon.
     let mut daemon = Daemon::start(&lab.router, &work);
-    let out = work.steer_ok(&["stop"]);
+    assert!(!steer_routing(&lab).is_empty());
+    let out = work.stop_in(&lab.router);
     assert!(out.contains("steer stopped"), "{out}");
     assert!(
         daemon.signal_and_wait(0, Duration::from_secs(10)),
@@ -185,6 +194,23 @@ fn sigterm_leaves_steering_running_and_stop_removes_it() {
     );
     assert!(tcx_programs(&lab).is_empty());
     assert!(!work.pin_dir.exists());
+    assert_eq!(steer_routing(&lab), "");
+}
+
+/// What steer owns in the router's routing and nftables: its rules (all but the kernel's own
+/// local, main and default rules: the lab adds none), the routes
+/// of the WAN tables 101 and 102, and the `inet steer` table. Empty when none is there.
+fn steer_routing(lab: &Lab) -> String {
+    let out = lab
+        .router
+        .try_run(
+            "{ ip rule show; ip -6 rule show; } | grep -v -E 'lookup (local|main|default)$'; \
+             ip route show table 101; ip route show table 102; \
+             ip -6 route show table 101; ip -6 route show table 102; \
+             nft list table inet steer 2>/dev/null",
+        )
+        .stdout;
+    String::from_utf8_lossy(&out).trim().to_owned()
 }
 
 #[test]
