@@ -140,6 +140,12 @@ impl Workdir {
         out
     }
 
+    /// The state ("up"/"down") of WAN `wan` in `steer status`.
+    pub fn wan_state(&self, wan: &str) -> String {
+        let status = self.steer_ok(&["status", "--json"]);
+        wan_state_in(&serde_json::from_str(&status).expect("status --json"), wan)
+    }
+
     /// `steer stop -c <config>` in `ns` (the router's namespace: without a daemon the CLI removes
     /// the routing and the nftables table there itself). Panics with the output on failure.
     pub fn stop_in(&self, ns: &Netns) -> String {
@@ -147,6 +153,18 @@ impl Workdir {
         assert!(ok, "steer stop failed:\n{out}{err}");
         out
     }
+}
+
+/// The state ("up"/"down") of WAN `wan` in a `steer status --json` document; empty if the WAN
+/// is not there.
+pub fn wan_state_in(status: &serde_json::Value, wan: &str) -> String {
+    status["wans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["name"] == wan)
+        .map(|w| w["state"].as_str().unwrap_or("?").to_owned())
+        .unwrap_or_default()
 }
 
 /// Runs `cmd` to completion: (success, stdout, stderr).

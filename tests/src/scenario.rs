@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::{
-    daemon::{Daemon, Workdir},
+    daemon::{Daemon, Workdir, wan_state_in},
     lab::{Lab, Wan},
 };
 
@@ -151,14 +151,7 @@ impl Scenario {
 
     /// The state ("up"/"down") of a WAN in `steer status`.
     pub fn wan_state(&self, wan: &str) -> String {
-        let st = self.status();
-        st["wans"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|w| w["name"] == wan)
-            .map(|w| w["state"].as_str().unwrap_or("?").to_owned())
-            .unwrap_or_default()
+        wan_state_in(&self.status(), wan)
     }
 
     /// Polls `steer status` until `cond` holds; panics with the status and log after `within`.

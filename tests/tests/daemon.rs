@@ -246,6 +246,24 @@ fn a_second_daemon_on_the_same_pin_directory_is_refused() {
 }
 
 #[test]
+fn a_wan_moved_to_another_interface_follows_that_interface_s_carrier() {
+    let (lab, work) = setup("moved");
+    // wan2 on an interface that does not exist: down from the start, so the bypass set's
+    // traffic falls back to WAN 1.
+    edit_config(&work, "interface = \"wan2\"", "interface = \"wan9\"");
+    let daemon = Daemon::start(&lab.router, &work);
+    assert_eq!(work.wan_state("wan2"), "down", "{}", daemon.log_text());
+    assert_eq!(udp_via(&lab, Lab::SERVER_B.into(), 7601, 5), [5, 0]);
+
+    // Fixed to the real interface, whose link has carrier and does not change: no link event
+    // will come, so the reload itself must take the new interface's carrier.
+    edit_config(&work, "interface = \"wan9\"", "interface = \"wan2\"");
+    work.steer_ok(&["reload"]);
+    assert_eq!(work.wan_state("wan2"), "up", "{}", daemon.log_text());
+    assert_eq!(udp_via(&lab, Lab::SERVER_B.into(), 7602, 5), [0, 5]);
+}
+
+#[test]
 fn reload_applies_the_difference_and_an_invalid_config_keeps_the_running_one() {
     let (lab, work) = setup("reload");
     let daemon = Daemon::start(&lab.router, &work);
