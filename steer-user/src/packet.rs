@@ -3,10 +3,9 @@
 
 use std::net::IpAddr;
 
-/// An 802.1Q (customer) VLAN tag protocol id.
-pub const TPID_8021Q: u16 = 0x8100;
-/// An 802.1ad (service, QinQ outer) VLAN tag protocol id.
-pub const TPID_8021AD: u16 = 0x88a8;
+/// VLAN tag protocol ids: 802.1Q (customer) and 802.1ad (service, QinQ outer).
+pub use steer_common::ethertype::{ETH_P_8021AD as TPID_8021AD, ETH_P_8021Q as TPID_8021Q};
+use steer_common::ethertype::{ETH_P_IP, ETH_P_IPV6};
 
 /// Transport header of a synthetic packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,11 +93,11 @@ impl Frame {
         let l4 = self.transport.header();
         let (ethertype, l3) = match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => (
-                0x0800,
+                ETH_P_IP,
                 ipv4_header(s.octets(), d.octets(), self.transport.proto(), l4.len()),
             ),
             (IpAddr::V6(s), IpAddr::V6(d)) => (
-                0x86dd,
+                ETH_P_IPV6,
                 ipv6_header(s.octets(), d.octets(), self.transport.proto(), l4.len()),
             ),
             _ => panic!("source and destination must be the same address family"),
