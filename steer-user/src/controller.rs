@@ -15,7 +15,7 @@ use steer_common::{
 };
 
 use crate::{
-    config::{self, Config, ConfigErrors},
+    config::{self, Config},
     conntrack,
     dataplane::{
         Adopted, Capacities, Dataplane, DataplaneError, Direction, ifindex,
@@ -29,13 +29,14 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     #[error(transparent)]
-    Config(#[from] ConfigErrors),
-    #[error(transparent)]
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Sync(#[from] SyncError),
     #[error("LAN interface {0} does not exist: fix general.lan or create it; nothing was applied")]
     NoLan(String),
+    /// At start a step after the sync failed: better not to run half attached.
+    #[error("steer could not finish starting: {}", .0.join("; "))]
+    Start(Vec<String>),
 }
 
 /// What one apply (start or reload) changed, for the log and for `steer reload`.
@@ -48,6 +49,9 @@ pub struct ApplyReport {
     pub detached: Vec<String>,
     /// Problems that did not stop the apply (XDP unavailable, ...).
     pub warnings: Vec<String>,
+    /// Steps that failed after the new configuration went live (attaching to a LAN interface,
+    /// ...): not undone, retried when the interface changes.
+    pub failures: Vec<String>,
     pub took: Duration,
 }
 
@@ -73,6 +77,7 @@ impl ApplyReport {
                 .map(|i| format!("{i}: classifier detached")),
         );
         out.extend(self.warnings.iter().cloned());
+        out.extend(self.failures.iter().cloned());
         out.push(format!(
             "{} prefix writes, {} policy writes in {:.1} ms ({:.2} ms of it in the kernel)",
             self.sync.prefix_writes,
@@ -245,7 +250,7 @@ impl Controller {
 
     /// Applies a new, validated configuration (re-read from the file by the caller). An error
     /// means nothing changed: the running configuration stays. Once the new configuration is
-    /// live, what still fails (attaching to a LAN interface) is in the report's warnings.
+    /// live, what still fails (attaching to a LAN interface) is in the report's failures.
     /// `carrier` gives the link state of interfaces WANs are new on.
     pub fn reload(
         &mut self,
@@ -253,8 +258,14 @@ impl Controller {
         carrier: impl Fn(&str) -> bool,
     ) -> Result<ApplyReport, ControllerError> {
         check_lan(&config)?;
+        let health = self.health.clone();
         self.track_wans(&config, &carrier);
-        self.apply(config, false)
+        let applied = self.apply(config, false);
+        if applied.is_err() {
+            // The running configuration stays, and so do the WAN states that go with it.
+            self.health = health;
+        }
+        applied
     }
 
     /// Keeps a tracker per configured WAN: existing ones keep their state (with the new track
@@ -448,6 +459,9 @@ impl Controller {
         report.per_set = per_set(&report.sync, &want.compiled.rules, &old_rules);
         self.commit(want, config);
         self.finish_live(first, &mut report);
+        if first && !report.failures.is_empty() {
+            return Err(ControllerError::Start(report.failures));
+        }
         for set in self.config.sets.iter().filter(|s| !s.domains.is_empty()) {
             report.warnings.push(format!(
                 "set {}: its {} domain(s) are not steered yet: learning addresses from DNS answers \
@@ -463,11 +477,11 @@ impl Controller {
 
     /// The steps after the new configuration went live: WAN names for `steer dump`, then the
     /// LAN attachments. Nothing here is undone on failure (the maps already follow the new
-    /// configuration), so failures are warnings; a LAN interface is attached again when it
+    /// configuration): failures are reported, and a LAN interface is attached again when it
     /// changes.
     fn finish_live(&mut self, first: bool, report: &mut ApplyReport) {
         if let Err(e) = self.write_wan_info() {
-            report.warnings.push(format!(
+            report.failures.push(format!(
                 "writing the WAN names for `steer dump` failed: {e}; `steer dump` may show \
                  stale WAN names until the next reload"
             ));
@@ -565,10 +579,10 @@ impl Controller {
             let r = match self.dp.attach(iface, general.xdp) {
                 Ok(r) => r,
                 Err(e) => {
-                    report.warnings.push(format!(
-                        "the new configuration is live, but attaching the classifier to {iface} \
-                         failed: {e}; traffic entering {iface} is not classified until that is \
-                         fixed (steer retries when the interface changes)"
+                    report.failures.push(format!(
+                        "{iface}: attaching the classifier failed: {e}; traffic entering {iface} \
+                         is not classified until that is fixed (steer retries when the interface \
+                         changes)"
                     ));
                     continue;
                 }
@@ -588,14 +602,14 @@ impl Controller {
         for iface in current.iter().filter(|i| !general.lan.contains(i)) {
             match self.dp.detach(iface) {
                 Ok(()) => report.detached.push(iface.clone()),
-                Err(e) => report.warnings.push(format!(
+                Err(e) => report.failures.push(format!(
                     "{iface}: detaching the classifier failed: {e}; it still classifies there"
                 )),
             }
         }
         match self.dp.detach_unconfigured() {
             Ok(gone) => report.detached.extend(gone),
-            Err(e) => report.warnings.push(format!(
+            Err(e) => report.failures.push(format!(
                 "removing links of interfaces no longer configured failed: {e}"
             )),
         }

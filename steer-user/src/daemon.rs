@@ -228,12 +228,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
                     log::warn!("{line}");
                 }
                 reconcile(&routing, &ctl, "periodic check").await;
-                // nft runs off the event loop: probes and requests are not held up by it.
-                let installed = tokio::task::spawn_blocking(conntrack::table_present).await;
-                if matches!(installed, Ok(Ok(false))) {
-                    log::warn!("nftables table inet {} was missing: restoring it", conntrack::NFT_TABLE);
-                    ensure_conntrack_marking(&ctl);
-                }
+                check_conntrack_marking(&ctl).await;
             }
             Some(call) = calls.recv() => {
                 if call.request == Request::Stop {
@@ -291,6 +286,25 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             log::info!("stopped: classifier detached, routing and pinned state removed");
             result.map(|_| ()).map_err(DaemonError::from)
         }
+    }
+}
+
+/// Restores steer's nftables table if something removed it. `nft` runs off the event loop, so
+/// probes and requests are not held up by it.
+async fn check_conntrack_marking(ctl: &Controller) {
+    match tokio::task::spawn_blocking(conntrack::table_present).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            log::warn!(
+                "nftables table inet {} was missing: restoring it",
+                conntrack::NFT_TABLE
+            );
+            ensure_conntrack_marking(ctl);
+        }
+        // Said at start and on every reload already (installing failed the same way); the
+        // periodic check only repeats it at debug level.
+        Ok(Err(e)) => log::debug!("{e}"),
+        Err(e) => log::warn!("checking the nftables table failed: {e}"),
     }
 }
 
@@ -391,10 +405,12 @@ async fn reload(
     Ok(report.lines())
 }
 
-/// Logs what an apply did, its warnings as warnings.
+/// Logs what an apply did: warnings as warnings, failed steps as errors.
 fn log_apply(prefix: &str, report: &ApplyReport) {
     for line in report.lines() {
-        if report.warnings.contains(&line) {
+        if report.failures.contains(&line) {
+            log::error!("{prefix}{line}");
+        } else if report.warnings.contains(&line) {
             log::warn!("{prefix}{line}");
         } else {
             log::info!("{prefix}{line}");
