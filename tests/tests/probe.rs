@@ -553,6 +553,14 @@ fn prober_delivers_rounds_at_the_interval_and_stops() {
             "{ROUNDS} rounds at {interval:?} started within {:?}",
             last - t0
         );
+        // And not much slower: on average the rounds start an interval apart, not a multiple of
+        // it (twice the interval on average leaves room for ticks a loaded machine delays).
+        let first = rounds.iter().map(|(_, r)| r.started).min().expect("rounds");
+        assert!(
+            last - first <= interval * (ROUNDS - 1) * 2,
+            "{ROUNDS} rounds at {interval:?} took {:?} from first to last",
+            last - first
+        );
 
         // Dropping the receiver stops the prober.
         drop(rx);
