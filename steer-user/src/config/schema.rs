@@ -10,7 +10,9 @@ use toml::{
     de::{DeTable, DeValue},
 };
 
-use super::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, Track, diag::Ctx, names::valid_name};
+use super::{
+    DEFAULT_MARK_MASK, DEFAULT_PIN_DIR, DEFAULT_SOCKET, Track, diag::Ctx, names::valid_name,
+};
 
 #[derive(Clone, Copy)]
 pub(crate) enum Kind {
@@ -42,6 +44,8 @@ enum Example {
     Pieces(&'static [&'static str]),
     /// `key = n`.
     Int(u32),
+    /// `key = 0xn`.
+    Hex(u32),
 }
 
 impl Field {
@@ -50,6 +54,7 @@ impl Field {
             Example::Text(t) => t.to_owned(),
             Example::Pieces(p) => p.concat(),
             Example::Int(n) => format!("{} = {n}", self.key),
+            Example::Hex(n) => format!("{} = {n:#x}", self.key),
         }
     }
 }
@@ -111,7 +116,7 @@ const CONTROL_EXAMPLE: Example =
 
 const GENERAL: &[Field] = &[
     req("lan", StrList, "lan = [\"br-lan\"]"),
-    opt("mark_mask", Int, "mark_mask = 0xff00"),
+    opt_shown("mark_mask", Int, Example::Hex(DEFAULT_MARK_MASK)),
     opt("xdp", Bool, "xdp = false"),
     PIN_DIR,
     opt(
