@@ -10,8 +10,7 @@ use std::{
 
 use serde_json::json;
 use steer_common::{
-    DEFAULT_RULE, MAX_WANS, Settings, WanInfo, name_from_bytes, name_to_bytes, rule_kind,
-    settings_flags,
+    DEFAULT_RULE, MAX_WANS, Settings, WanInfo, name_from_bytes, name_to_bytes, settings_flags,
 };
 
 use crate::{
@@ -784,30 +783,29 @@ fn wan_view(config: &Config, wan_slots: &NameIds, name: &str, up: bool) -> Optio
 /// The rules and WAN slots the pinned maps already hold, so a restart keeps every id.
 fn previous_ids(dp: &Dataplane) -> Result<(BTreeMap<u32, Rule>, NameIds), DataplaneError> {
     let generation = dp.maps.active_generation()?;
-    let mut rules = BTreeMap::new();
-    for id in 0..steer_common::MAX_RULES {
-        let info = dp.maps.rule_info(generation, id)?;
-        if info.kind != rule_kind::UNUSED {
+    let rules = dp
+        .maps
+        .rules_in_use(generation)?
+        .into_iter()
+        .map(|(id, info)| {
             let policy =
                 Some(name_from_bytes(&info.policy_name).to_owned()).filter(|p| !p.is_empty());
-            rules.insert(
+            let name = name_from_bytes(&info.set_name).to_owned();
+            let rule = Rule {
                 id,
-                Rule {
-                    id,
-                    name: name_from_bytes(&info.set_name).to_owned(),
-                    policy,
-                    kind: info.kind,
-                },
-            );
-        }
-    }
-    let mut wans = BTreeMap::new();
-    for slot in 0..MAX_WANS {
-        let info = dp.maps.wan_info(slot)?;
-        if info.in_use != 0 {
-            wans.insert(name_from_bytes(&info.name).to_owned(), slot);
-        }
-    }
+                name,
+                policy,
+                kind: info.kind,
+            };
+            (id, rule)
+        })
+        .collect();
+    let wans = dp
+        .maps
+        .wans_in_use()?
+        .into_iter()
+        .map(|(slot, info)| (name_from_bytes(&info.name).to_owned(), slot))
+        .collect();
     Ok((rules, wans))
 }
 

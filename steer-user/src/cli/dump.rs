@@ -5,9 +5,7 @@ use std::{collections::BTreeMap, fmt::Write, path::Path};
 
 use clap::ValueEnum;
 use serde_json::{Value, json};
-use steer_common::{
-    LB_SLOTS, MAX_RULES, MAX_WANS, NO_WAN, action, name_from_bytes, path, rule_kind,
-};
+use steer_common::{LB_SLOTS, NO_WAN, action, name_from_bytes, path};
 
 use super::txt;
 use crate::dataplane::{DataplaneError, Direction, Maps, sync::PrefixSets};
@@ -37,28 +35,20 @@ pub(crate) struct Names {
 impl Names {
     pub(crate) fn read(maps: &Maps) -> Result<Names, DataplaneError> {
         let generation = maps.active_generation()?;
-        let mut rules = BTreeMap::new();
-        for rule in 0..MAX_RULES {
-            let info = maps.rule_info(generation, rule)?;
-            if info.kind != rule_kind::UNUSED {
+        let rules = maps
+            .rules_in_use(generation)?
+            .into_iter()
+            .map(|(rule, info)| {
                 let set = name_from_bytes(&info.set_name).to_owned();
-                rules.insert(
-                    rule,
-                    (
-                        set,
-                        name_from_bytes(&info.policy_name).to_owned(),
-                        info.kind,
-                    ),
-                );
-            }
-        }
-        let mut wans = BTreeMap::new();
-        for slot in 0..MAX_WANS {
-            let info = maps.wan_info(slot)?;
-            if info.in_use != 0 {
-                wans.insert(slot, (name_from_bytes(&info.name).to_owned(), info.mark));
-            }
-        }
+                let policy = name_from_bytes(&info.policy_name).to_owned();
+                (rule, (set, policy, info.kind))
+            })
+            .collect();
+        let wans = maps
+            .wans_in_use()?
+            .into_iter()
+            .map(|(slot, info)| (slot, (name_from_bytes(&info.name).to_owned(), info.mark)))
+            .collect();
         Ok(Names {
             generation,
             rules,

@@ -433,6 +433,14 @@ impl Maps {
         )
     }
 
+    /// The rule ids of `generation` in use, with their names and kinds, from one read.
+    pub fn rules_in_use(&self, generation: u32) -> Result<Vec<(u32, RuleInfo)>, DataplaneError> {
+        Ok((0..)
+            .zip(self.rule_infos(generation)?)
+            .filter(|(_, info)| info.kind != rule_kind::UNUSED)
+            .collect())
+    }
+
     pub fn set_rule_info(
         &mut self,
         generation: u32,
@@ -450,6 +458,18 @@ impl Maps {
         self.wan_info
             .get(&slot, 0)
             .map_err(map_err(names::WAN_INFO, "read"))
+    }
+
+    /// The WAN slots in use, with their names, marks and tables.
+    pub fn wans_in_use(&self) -> Result<Vec<(u32, WanInfo)>, DataplaneError> {
+        let mut wans = Vec::new();
+        for slot in 0..MAX_WANS {
+            let info = self.wan_info(slot)?;
+            if info.in_use != 0 {
+                wans.push((slot, info));
+            }
+        }
+        Ok(wans)
     }
 
     pub fn set_wan_info(&mut self, slot: u32, info: WanInfo) -> Result<(), DataplaneError> {
