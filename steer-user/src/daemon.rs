@@ -1,18 +1,15 @@
 //! `steer run`: the controller in a foreground event loop. Events (control requests, probe
 //! rounds, netlink link and routing events, SIGHUP, SIGTERM/SIGINT, kernel log records) are
 //! handled one at a time by the single task that owns the controller, so no state is shared and
-//! nothing needs a lock. Routing is reconciled at start, shortly after every netlink event that
-//! may touch it, and every `RECONCILE_EVERY`.
+//! nothing needs a lock. This module only turns events into controller calls and writes their
+//! reports to the log; every kernel change is the controller's. Routing is reconciled at start,
+//! shortly after every netlink event that may touch it, and every `RECONCILE_EVERY`.
 //!
 //! Stopping the daemon (SIGTERM, SIGINT) leaves the pinned classifier, the routing rules and
 //! tables and the connection-marking table in place, so a restart or an upgrade never
 //! interrupts steering; `steer stop` removes all of it.
 
-use std::{
-    collections::BTreeMap,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use futures::StreamExt;
 use tokio::{
@@ -24,14 +21,14 @@ use tokio::{
 
 use crate::{
     config::{self, Config, ConfigErrors},
-    conntrack,
     control::{self, Call, Request, Response, ServerOptions, WanMode},
-    controller::{ApplyReport, Controller, ControllerError, FailoverReport},
+    controller::{Controller, ControllerError},
     health::{
-        Override, RoundSummary,
+        Override,
         probe::{ProbeSpec, Round, spawn_prober},
     },
-    routing::{self, NetEvent, Routing},
+    routing::{self, NetEvent},
+    status::ReportLine,
 };
 
 /// Routing drift is repaired at least this often even without a netlink event.
@@ -113,45 +110,17 @@ impl Drop for Probers {
     }
 }
 
-fn summary(round: &Round) -> RoundSummary {
-    RoundSummary {
-        started: round.started,
-        answers: round.outcomes.iter().map(|(_, o)| o.rtt()).collect(),
-    }
-}
-
-fn log_failover(report: Option<FailoverReport>) {
-    if let Some(r) = report {
-        if r.error.is_some() {
-            log::error!("{r}");
-        } else {
-            log::warn!("{r}");
-        }
+fn log_lines<'a>(prefix: &str, lines: impl IntoIterator<Item = &'a ReportLine>) {
+    for line in lines {
+        line.log(prefix);
     }
 }
 
 async fn serve(config: Config) -> Result<(), DaemonError> {
     raise_fd_limit();
-    let routing = Routing::new()?;
     let mut events = routing::watch()?;
-    let carriers = link_states(&routing, &config).await;
-    for wan in config
-        .wans
-        .iter()
-        .filter(|w| carriers.get(&w.interface) != Some(&true))
-    {
-        log::warn!(
-            "{}: interface {} has no carrier (or does not exist): starting down",
-            wan.name,
-            wan.interface
-        );
-    }
-    let (mut ctl, report) = Controller::start(config, |iface| {
-        carriers.get(iface).copied().unwrap_or(false)
-    })?;
-    log_apply("", &report);
-    ensure_conntrack_marking(&ctl);
-    reconcile(&routing, &ctl, "start").await;
+    let (mut ctl, report) = Controller::start(config).await?;
+    log_lines("", &report.lines());
 
     let (round_tx, mut rounds) = mpsc::channel::<(String, Round)>(64);
     let mut probers = Probers {
@@ -169,7 +138,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut kernel_log = match ctl.dataplane().logger() {
+    let mut kernel_log = match ctl.kernel_logger() {
         // SAFETY: the logger owns its ring buffer's descriptor and keeps it open, unchanged,
         // for as long as the AsyncFd holds the logger.
         Ok(l) => Some(
@@ -195,51 +164,43 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         };
         tokio::select! {
             Some((wan, round)) = rounds.recv() => {
-                log_failover(ctl.probe_round(&wan, &summary(&round)));
-                if let Some(line) = ctl.retry_pending() {
-                    log::warn!("{line}");
-                }
+                let failover = ctl.probe_round(&wan, &round).map(|r| r.line());
+                log_lines("", failover.iter().chain(ctl.retry_pending().iter()));
             }
-            Some(event) = events.next() => match event {
-                NetEvent::Link { index, name, carrier, admin_up } => {
-                    log_failover(ctl.carrier(&name, carrier && admin_up));
-                    if let Some(line) = ctl.lan_link(&name, Some(index)) {
-                        log::warn!("{line}");
-                    }
-                    due.get_or_insert(tokio::time::Instant::now() + RECONCILE_SETTLE);
-                }
-                NetEvent::LinkGone { name, .. } => {
-                    log_failover(ctl.carrier(&name, false));
-                    if let Some(line) = ctl.lan_link(&name, None) {
-                        log::warn!("{line}");
-                    }
-                    due.get_or_insert(tokio::time::Instant::now() + RECONCILE_SETTLE);
-                }
-                NetEvent::Changed => {
-                    due.get_or_insert(tokio::time::Instant::now() + RECONCILE_SETTLE);
-                }
-            },
+            Some(event) = events.next() => {
+                let lines = match event {
+                    NetEvent::Link { index, name, carrier, admin_up } => [
+                        ctl.carrier(&name, carrier && admin_up).map(|r| r.line()),
+                        ctl.lan_link(&name, Some(index)),
+                    ],
+                    NetEvent::LinkGone { name, .. } => [
+                        ctl.carrier(&name, false).map(|r| r.line()),
+                        ctl.lan_link(&name, None),
+                    ],
+                    NetEvent::Changed => [None, None],
+                };
+                log_lines("", lines.iter().flatten());
+                due.get_or_insert(tokio::time::Instant::now() + RECONCILE_SETTLE);
+            }
             () = settle => {
                 due = None;
-                reconcile(&routing, &ctl, "netlink event").await;
+                log_lines("", &ctl.reconcile_routing("netlink event").await);
             }
             _ = periodic.tick() => {
-                if let Some(line) = ctl.retry_pending() {
-                    log::warn!("{line}");
-                }
-                reconcile(&routing, &ctl, "periodic check").await;
-                check_conntrack_marking(&ctl).await;
+                log_lines("", ctl.retry_pending().iter());
+                log_lines("", &ctl.reconcile_routing("periodic check").await);
+                log_lines("", ctl.check_conntrack_marking().await.iter());
             }
             Some(call) = calls.recv() => {
                 if call.request == Request::Stop {
                     break Exit::Stop(call.reply);
                 }
-                let response = handle(&mut ctl, &routing, &mut probers, call.request).await;
+                let response = handle(&mut ctl, &mut probers, call.request).await;
                 let _ = call.reply.send(response);
             }
             _ = hup.recv() => {
                 log::info!("SIGHUP: reloading {}", ctl.config().path.display());
-                let _ = reload(&mut ctl, &routing, &mut probers).await;
+                let _ = reload(&mut ctl, &mut probers).await;
             }
             _ = term.recv() => break Exit::Leave,
             _ = int.recv() => break Exit::Leave,
@@ -252,6 +213,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         }
     };
     drop(probers);
+    drop(kernel_log);
     if let Some(task) = metrics {
         task.abort();
     }
@@ -264,19 +226,19 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             Ok(())
         }
         Exit::Stop(reply) => {
-            let tables: Vec<u32> = ctl.config().wans.iter().map(|w| w.table).collect();
-            let routes = routing.remove_all(&tables).await;
-            for line in routes.changes.iter().chain(&routes.failures) {
-                log::info!("stop: {line}");
-            }
-            if let Err(e) = conntrack::uninstall() {
-                log::warn!("stop: {e}");
-            }
-            let result = ctl.teardown();
+            let result = ctl.stop().await;
             let response = match &result {
-                Ok(n) => Response::ok(
-                    serde_json::json!({ "removed_pins": n, "routing": routes.changes }),
-                ),
+                Ok(done) => {
+                    for line in done.routing.changes.iter().chain(&done.routing.failures) {
+                        log::info!("stop: {line}");
+                    }
+                    if let Some(e) = &done.nft_error {
+                        log::warn!("stop: {e}");
+                    }
+                    Response::ok(serde_json::json!({
+                        "removed_pins": done.pins, "routing": done.routing.changes,
+                    }))
+                }
                 Err(e) => Response::error(format!("stopping failed: {e}")),
             };
             // Answer first: shutting the server down waits for connections in progress, and the
@@ -289,50 +251,6 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     }
 }
 
-/// Restores steer's nftables table if something removed it. `nft` runs off the event loop, so
-/// probes and requests are not held up by it.
-async fn check_conntrack_marking(ctl: &Controller) {
-    match tokio::task::spawn_blocking(conntrack::table_present).await {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => {
-            log::warn!(
-                "nftables table inet {} was missing: restoring it",
-                conntrack::NFT_TABLE
-            );
-            ensure_conntrack_marking(ctl);
-        }
-        // Said at start and on every reload already (installing failed the same way); the
-        // periodic check only repeats it at debug level.
-        Ok(Err(e)) => log::debug!("{e}"),
-        Err(e) => log::warn!("checking the nftables table failed: {e}"),
-    }
-}
-
-fn ensure_conntrack_marking(ctl: &Controller) {
-    let config = ctl.config();
-    let marks: Vec<u32> = config.wans.iter().map(|w| w.mark).collect();
-    if let Err(e) = conntrack::install(config.general.mark_mask, &marks) {
-        log::warn!("{e}");
-    }
-}
-
-async fn reconcile(routing: &Routing, ctl: &Controller, why: &str) {
-    let started = Instant::now();
-    let report = routing.reconcile(&routing::desired(ctl.config())).await;
-    for line in &report.changes {
-        log::warn!("routing ({why}): {line}");
-    }
-    for line in &report.failures {
-        log::error!("routing ({why}): {line}");
-    }
-    if !report.changes.is_empty() {
-        log::info!(
-            "routing reconciled in {:.1} ms",
-            started.elapsed().as_secs_f64() * 1e3
-        );
-    }
-}
-
 async fn readable<T: std::os::fd::AsRawFd>(
     fd: &mut Option<AsyncFd<T>>,
 ) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>> {
@@ -342,20 +260,13 @@ async fn readable<T: std::os::fd::AsRawFd>(
     }
 }
 
-async fn handle(
-    ctl: &mut Controller,
-    routing: &Routing,
-    probers: &mut Probers,
-    request: Request,
-) -> Response {
+async fn handle(ctl: &mut Controller, probers: &mut Probers, request: Request) -> Response {
     match request {
-        Request::Status => {
-            let mut status = ctl.status();
-            let routing_status = routing.status(&routing::desired(ctl.config())).await;
-            status["routing"] = serde_json::to_value(routing_status).unwrap_or_default();
-            Response::ok(status)
-        }
-        Request::Reload => match reload(ctl, routing, probers).await {
+        Request::Status => match serde_json::to_value(ctl.status().await) {
+            Ok(body) => Response::ok(body),
+            Err(e) => Response::error(format!("cannot encode the status: {e}")),
+        },
+        Request::Reload => match reload(ctl, probers).await {
             Ok(lines) => Response::ok(serde_json::json!({ "changes": lines })),
             Err(e) => Response::error(e),
         },
@@ -371,10 +282,10 @@ async fn handle(
                         Some(r) => r.to_string(),
                         None => format!("{name}: no change in where traffic goes"),
                     };
-                    log_failover(report);
+                    log_lines("", report.map(|r| r.line()).iter());
                     Response::ok(serde_json::json!({ "message": message }))
                 }
-                Err(e) => Response::error(e),
+                Err(e) => Response::error(e.to_string()),
             }
         }
         Request::Stop => unreachable!("handled by the event loop"),
@@ -382,64 +293,18 @@ async fn handle(
 }
 
 /// Reloads and logs the outcome; an invalid configuration keeps the running one.
-async fn reload(
-    ctl: &mut Controller,
-    routing: &Routing,
-    probers: &mut Probers,
-) -> Result<Vec<String>, String> {
+async fn reload(ctl: &mut Controller, probers: &mut Probers) -> Result<Vec<ReportLine>, String> {
     let refused = |e: &dyn std::fmt::Display| {
         let msg = format!("reload refused, still running the previous configuration:\n{e}");
         log::error!("{msg}");
         msg
     };
     let next = config::load(&ctl.config().path).map_err(|e| refused(&e))?;
-    // The link state of every interface the new file names, before anything is decided.
-    let carriers = link_states(routing, &next).await;
-    let report = ctl
-        .reload(next, |iface| carriers.get(iface).copied().unwrap_or(false))
-        .map_err(|e| refused(&e))?;
-    log_apply("reload: ", &report);
-    ensure_conntrack_marking(ctl);
-    reconcile(routing, ctl, "reload").await;
+    let report = ctl.reload(next).await.map_err(|e| refused(&e))?;
+    let lines = report.lines();
+    log_lines("reload: ", &lines);
     probers.sync(ctl.config());
-    Ok(report.lines())
-}
-
-/// Logs what an apply did: warnings as warnings, failed steps as errors.
-fn log_apply(prefix: &str, report: &ApplyReport) {
-    for line in report.lines() {
-        if report.failures.contains(&line) {
-            log::error!("{prefix}{line}");
-        } else if report.warnings.contains(&line) {
-            log::warn!("{prefix}{line}");
-        } else {
-            log::info!("{prefix}{line}");
-        }
-    }
-}
-
-/// Carrier (and admin up) of every WAN interface of `config`, by interface name, from one link
-/// dump. If the dump fails every WAN is taken to have carrier: its probes decide.
-async fn link_states(routing: &Routing, config: &Config) -> BTreeMap<String, bool> {
-    let links = match routing.link_states().await {
-        Ok(links) => Some(links),
-        Err(e) => {
-            log::warn!("cannot read the link states: {e}; assuming carrier, probes decide");
-            None
-        }
-    };
-    config
-        .wans
-        .iter()
-        .map(|w| {
-            let up = links.as_ref().is_none_or(|links| {
-                links
-                    .get(&w.interface)
-                    .is_some_and(|&(_, carrier, admin_up)| carrier && admin_up)
-            });
-            (w.interface.clone(), up)
-        })
-        .collect()
+    Ok(lines)
 }
 
 /// Raises the soft limit on open files to the hard one: every slot trie of the prefix sets is

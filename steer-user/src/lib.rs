@@ -1,8 +1,23 @@
 //! steer: eBPF fast-path traffic steering for multi-WAN Linux routers.
 //!
-//! One module per concern: `dataplane` (kernel programs and maps), `prefix` (networks),
-//! `packet` (synthetic frames for explain, tests and benchmarks), `objects` (the embedded
-//! eBPF objects).
+//! One module per concern, in layers; a module only uses the ones below it:
+//!
+//! - bottom: [`prefix`] (networks and strict address parsing), [`model`] (the vocabulary the
+//!   others share: directions, the four prefix maps, capacities, rules, prefix sets, the policy
+//!   table), [`status`] (the typed status document and report lines);
+//! - [`config`]: the configuration file, parsed and fully validated, one file per section;
+//! - [`sets`] (sets -> rule ids and prefix-map contents) and [`policy`] (policies + WAN states
+//!   -> what each rule stamps);
+//! - kernel and system I/O, each owning its own state: [`dataplane`] (programs, maps and their
+//!   write order), [`routing`] (rules and per-WAN tables over rtnetlink), [`conntrack`]
+//!   (connection marking and flushes), [`health`] (probes and the up/down state machines);
+//! - [`controller`]: the one owner of every kernel change, computing the desired state and
+//!   reconciling;
+//! - [`daemon`] (the event loop: events -> controller calls), [`control`] (the socket protocol
+//!   and metrics endpoint), [`cli`] (the commands; `main` is a thin wrapper over it).
+//!
+//! [`packet`] builds synthetic frames (explain, tests, benchmarks); [`objects`] embeds the eBPF
+//! objects.
 pub mod cli;
 pub mod config;
 pub mod conntrack;
@@ -11,9 +26,11 @@ pub mod controller;
 pub mod daemon;
 pub mod dataplane;
 pub mod health;
+pub mod model;
 pub mod objects;
 pub mod packet;
 pub mod policy;
 pub mod prefix;
 pub mod routing;
 pub mod sets;
+pub mod status;

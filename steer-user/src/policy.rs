@@ -6,9 +6,14 @@
 //! the controller feeds them the current WAN states and writes the result to the standby
 //! generation before flipping.
 
+use std::collections::BTreeMap;
+
 use steer_common::{LB_SLOTS, LbSlot, NO_WAN, PolicyEntry, action};
 
-use crate::config::{LastResort, Policy};
+use crate::{
+    config::{Config, LastResort, Policy},
+    model::{PolicyTable, Rule, last_resort_marks},
+};
 
 /// What the controller knows about one WAN when it resolves policies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,14 +54,6 @@ pub struct Resolution {
     pub entry: PolicyEntry,
     pub slots: Option<Box<[LbSlot; LB_SLOTS as usize]>>,
     pub outcome: Outcome,
-}
-
-/// The marks of the two last-resort verdicts that need routing help: the highest two values
-/// inside the mask (0xff00 -> unreachable 0xff00, blackhole 0xfe00). Routing sends them to
-/// `unreachable` and `blackhole` rules; WAN marks may not use them (config validation).
-pub fn last_resort_marks(mask: u32) -> (u32, u32) {
-    let lowest = mask & mask.wrapping_neg();
-    (mask, mask & !lowest)
 }
 
 /// Resolves `policy` against the WANs as `wan` reports them (by name).
@@ -186,29 +183,20 @@ fn mix(mut z: u64) -> u64 {
 /// The policy table of a compiled configuration: for every rule, what its policy resolves to
 /// with the WANs as `wan` reports them, plus the names `steer dump` shows.
 pub fn table(
-    config: &crate::config::Config,
-    rules: &std::collections::BTreeMap<u32, crate::sets::Rule>,
+    config: &Config,
+    rules: &BTreeMap<u32, Rule>,
     wan: impl Fn(&str) -> Option<WanView>,
-) -> (
-    crate::dataplane::sync::PolicyTable,
-    std::collections::BTreeMap<String, Outcome>,
-) {
-    use steer_common::{RuleInfo, name_to_bytes};
+) -> (PolicyTable, BTreeMap<String, Outcome>) {
     let mask = config.general.mark_mask;
-    let resolved: std::collections::BTreeMap<String, Resolution> = config
+    let resolved: BTreeMap<String, Resolution> = config
         .policies
         .iter()
         .map(|p| (p.name.clone(), resolve(p, &wan, mask)))
         .collect();
-    let mut t = crate::dataplane::sync::PolicyTable::default();
+    let mut t = PolicyTable::default();
     for (id, rule) in rules {
         let i = *id as usize;
-        t.info[i] = RuleInfo {
-            set_name: name_to_bytes(&rule.name),
-            policy_name: name_to_bytes(rule.policy.as_deref().unwrap_or("")),
-            kind: rule.kind,
-            _pad: 0,
-        };
+        t.info[i] = rule.info();
         let Some(r) = rule.policy.as_ref().and_then(|p| resolved.get(p)) else {
             t.entries[i] = PolicyEntry {
                 action: action::NONE,
@@ -284,7 +272,6 @@ mod tests {
     #[test]
     fn last_resort_when_nothing_is_up() {
         let (u, b) = last_resort_marks(0xff00);
-        assert_eq!((u, b), (0xff00, 0xfe00));
         for (lr, want) in [
             (LastResort::Default, (action::NONE, 0)),
             (LastResort::Unreachable, (action::MARK, u)),
@@ -294,7 +281,6 @@ mod tests {
             assert_eq!((r.entry.action, r.entry.mark), want, "{lr:?}");
             assert_eq!(r.outcome, Outcome::LastResort(lr));
         }
-        assert_eq!(last_resort_marks(0x00f0_0000), (0x00f0_0000, 0x00e0_0000));
     }
 
     #[test]

@@ -6,27 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use steer_common::{DEFAULT_RULE, MAX_RULES, MAX_WANS, rule_kind};
+use steer_common::{DEFAULT_RULE, MAX_RULES, MAX_WANS};
 
 use crate::{
     config::Config,
-    dataplane::{Direction, sync::PrefixSets},
+    model::{DEFAULT_RULE_NAME, NameIds, PrefixSets, Rule, RuleKind},
 };
-
-/// Name of the default rule in reports (`[default]` in the configuration).
-pub const DEFAULT_RULE_NAME: &str = "default";
-
-/// What one rule id stands for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule {
-    pub id: u32,
-    /// Set name; [`DEFAULT_RULE_NAME`] for rule 0.
-    pub name: String,
-    /// The policy it follows; `None` leaves packets unmarked.
-    pub policy: Option<String>,
-    /// `steer_common::rule_kind::*`.
-    pub kind: u32,
-}
 
 /// Everything the sets of a configuration ask of the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +28,7 @@ pub struct Compiled {
 /// is gone.
 #[derive(Debug)]
 pub struct Ids {
-    pub ids: BTreeMap<String, u32>,
+    pub ids: NameIds,
     pub recycled: Vec<String>,
 }
 
@@ -52,12 +37,7 @@ pub struct Ids {
 /// kernel is not handed out in the same step. Only when no such id is left does a new name
 /// take one that was freed (reported in `recycled`). `wanted` must fit in the range (the
 /// configuration checks the limits).
-pub fn stable_ids(
-    wanted: &[&str],
-    previous: &BTreeMap<String, u32>,
-    first: u32,
-    limit: u32,
-) -> Ids {
+pub fn stable_ids(wanted: &[&str], previous: &NameIds, first: u32, limit: u32) -> Ids {
     let mut ids: BTreeMap<String, u32> = wanted
         .iter()
         .filter_map(|n| {
@@ -94,7 +74,7 @@ pub fn stable_ids(
 }
 
 /// Compiles the sets of `config`, keeping the rule ids of `previous` (set name -> id).
-pub fn compile(config: &Config, previous: &BTreeMap<String, u32>) -> Compiled {
+pub fn compile(config: &Config, previous: &NameIds) -> Compiled {
     let names: Vec<&str> = config.sets.iter().map(|s| s.name.as_str()).collect();
     let Ids { ids, recycled } = stable_ids(&names, previous, DEFAULT_RULE + 1, MAX_RULES);
     let mut rules = BTreeMap::new();
@@ -104,16 +84,13 @@ pub fn compile(config: &Config, previous: &BTreeMap<String, u32>) -> Compiled {
             id: DEFAULT_RULE,
             name: DEFAULT_RULE_NAME.into(),
             policy: config.default.as_ref().map(|d| d.policy.clone()),
-            kind: rule_kind::DEFAULT,
+            kind: RuleKind::Default,
         },
     );
     let mut prefixes = PrefixSets::default();
     for set in &config.sets {
         let id = ids[&set.name];
-        let kind = match set.direction {
-            Direction::Dst => rule_kind::DST,
-            Direction::Src => rule_kind::SRC,
-        };
+        let kind = RuleKind::Set(set.direction);
         rules.insert(
             id,
             Rule {
@@ -135,7 +112,7 @@ pub fn compile(config: &Config, previous: &BTreeMap<String, u32>) -> Compiled {
 }
 
 /// WAN slots (per-WAN counters and names in the kernel), stable across reloads like rule ids.
-pub fn wan_slots(config: &Config, previous: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+pub fn wan_slots(config: &Config, previous: &NameIds) -> NameIds {
     let names: Vec<&str> = config.wans.iter().map(|w| w.name.as_str()).collect();
     stable_ids(&names, previous, 0, MAX_WANS).ids
 }

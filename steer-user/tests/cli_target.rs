@@ -75,6 +75,10 @@ fn stop_isolated(config: &Path) -> Output {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 fn stop_with_a_broken_list_file_still_stops() {
     let dir = TempDir::new("stop");
     let pins = dir.join("pins");
@@ -126,6 +130,10 @@ fn status_with_a_broken_list_file_asks_the_configured_socket() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 fn stop_refuses_a_bad_pin_dir_before_doing_anything() {
     let dir = TempDir::new("bad-pin-dir");
     let config = broken_list_config(&dir, "pins");

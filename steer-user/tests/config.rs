@@ -17,7 +17,7 @@ use steer::{
     config::{
         self, Config, ConfigErrors, DuplicatePolicy, LastResort, Member, ProbeTarget, TrackMethod,
     },
-    dataplane::Direction,
+    model::Direction,
     prefix::{AddrError, Prefix, parse_prefix},
 };
 

@@ -371,23 +371,13 @@ fn a_refused_peer_gets_one_json_line_and_the_controller_nothing() {
     assert!(daemon.received().is_empty(), "{:?}", daemon.received());
 }
 
-/// Whether this process can run `steer` as nobody, which takes root. Under CI=true a test that
-/// cannot fails instead, because CI skips nothing; elsewhere the skip is printed where it is seen.
-fn can_run_as_nobody(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    let why = format!("{test} needs root to run `steer` as uid {NOBODY}");
+/// Running `steer` as nobody takes root; these tests only run where root is promised.
+fn require_root(test: &str) {
     assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{why}, and under CI=true nothing is skipped: run the tests as root, e.g. `sudo -E cargo xtask test`"
+        is_root(),
+        "{test} needs root to run `steer` as uid {NOBODY}: run the tests as root, e.g. \
+         `sudo -E cargo xtask test`"
     );
-    // Straight to stderr: libtest captures eprintln! and shows it only when a test fails.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {why}; run the tests as root to check it"
-    );
-    false
 }
 
 /// Runs `steer status --socket <path>` as uid/gid nobody; returns its exit code, stdout and
@@ -412,10 +402,12 @@ fn steer_status_as_nobody(path: &Path) -> (Option<i32>, String, String) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 fn non_root_peer_is_refused_before_the_controller() {
-    if !can_run_as_nobody("non_root_peer_is_refused_before_the_controller") {
-        return;
-    }
+    require_root("non_root_peer_is_refused_before_the_controller");
     let dir = TempDir::new("refused");
     let mut opts = ServerOptions::new(dir.join("steer.sock"));
     opts.socket_mode = 0o666; // let the connection reach the peer check
@@ -439,10 +431,12 @@ fn non_root_peer_is_refused_before_the_controller() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "privileged-tests"),
+    ignore = "needs root: `cargo xtask test` runs it"
+)]
 fn non_root_cannot_even_connect_with_the_default_mode() {
-    if !can_run_as_nobody("non_root_cannot_even_connect_with_the_default_mode") {
-        return;
-    }
+    require_root("non_root_cannot_even_connect_with_the_default_mode");
     let dir = TempDir::new("eacces");
     let daemon = Daemon::start(ServerOptions::new(dir.join("steer.sock"))).unwrap();
     assert_eq!(mode_of(&daemon.path), 0o600);

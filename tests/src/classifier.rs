@@ -4,9 +4,10 @@ use std::net::IpAddr;
 
 use steer::{
     dataplane::{
-        Capacities, Dataplane, Direction,
+        Dataplane,
         run::{TcOutcome, XdpOutcome, run_tc, run_xdp},
     },
+    model::Direction,
     packet::Frame,
     prefix::Prefix,
 };
@@ -28,7 +29,7 @@ impl Classifier {
     /// Loads a fresh object (its own maps, nothing attached).
     pub fn load() -> Self {
         crate::require_root();
-        let dp = Dataplane::load(Capacities::default()).unwrap_or_else(|e| panic!("load: {e}"));
+        let dp = Dataplane::load().unwrap_or_else(|e| panic!("load: {e}"));
         Classifier { dp }
     }
 
@@ -49,7 +50,7 @@ impl Classifier {
             wan: NO_WAN,
         };
         self.dp
-            .maps
+            .maps_mut()
             .set_policy(generation, rule, entry)
             .expect("write policy");
         self
@@ -57,7 +58,7 @@ impl Classifier {
 
     pub fn dst(&mut self, prefix: &str, rule: u32) -> &mut Self {
         self.dp
-            .maps
+            .maps_mut()
             .set_prefix(Direction::Dst, prefix_of(prefix), rule)
             .expect("insert dst prefix");
         self
@@ -68,7 +69,7 @@ impl Classifier {
         let p = prefix_of(prefix);
         self.with_source_lookups(p.is_v4());
         self.dp
-            .maps
+            .maps_mut()
             .set_prefix(Direction::Src, p, rule)
             .expect("insert src prefix");
         self
@@ -76,20 +77,23 @@ impl Classifier {
 
     /// Sets `HAS_SRC_V4` or `HAS_SRC_V6` (the controller does this for source sets).
     pub fn with_source_lookups(&mut self, v4: bool) -> &mut Self {
-        let mut settings = self.dp.maps.settings().expect("read settings");
+        let mut settings = self.dp.maps().settings().expect("read settings");
         settings.flags |= if v4 {
             settings_flags::HAS_SRC_V4
         } else {
             settings_flags::HAS_SRC_V6
         };
-        self.dp.maps.set_settings(settings).expect("write settings");
+        self.dp
+            .maps_mut()
+            .set_settings(settings)
+            .expect("write settings");
         self
     }
 
     pub fn remove_dst(&mut self, prefix: &str) -> &mut Self {
         assert!(
             self.dp
-                .maps
+                .maps_mut()
                 .remove_prefix(Direction::Dst, prefix_of(prefix))
                 .expect("remove")
         );

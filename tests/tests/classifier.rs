@@ -141,10 +141,10 @@ fn non_ip_frames_pass_untouched() {
         let out = c.tc_with_mark(&non_ip_frame(ethertype, 46), 0x00ab_0000);
         assert_eq!(out.mark, 0x00ab_0000, "{name}: mark untouched");
     }
-    let before = c.dp.maps.path_counter(path::NOT_IP).unwrap().packets;
+    let before = c.dp.maps().path_counter(path::NOT_IP).unwrap().packets;
     assert_eq!(before, 4, "each non-IP frame counted once");
     assert_eq!(
-        c.dp.maps.rule_counter(DEFAULT_RULE).unwrap().packets,
+        c.dp.maps().rule_counter(DEFAULT_RULE).unwrap().packets,
         0,
         "no rule counted"
     );
@@ -208,7 +208,7 @@ fn truncated_frames_pass_unmarked() {
         }
     }
     assert_eq!(
-        c.dp.maps.path_counter(path::TRUNCATED).unwrap().packets,
+        c.dp.maps().path_counter(path::TRUNCATED).unwrap().packets,
         tc_cases
     );
     // XDP accepts any frame from an Ethernet header up: cut frames, tagged or not, leave no
@@ -268,7 +268,7 @@ fn foreign_mark_bits_survive() {
     }
     // A policy mark with bits outside the mask cannot leak them.
     let mut c = Classifier::load();
-    c.dp.maps
+    c.dp.maps_mut()
         .set_policy(
             0,
             DEFAULT_RULE,
@@ -299,23 +299,23 @@ fn flipping_the_generation_switches_every_rule_at_once() {
         }
     }
     let marks = |c: &Classifier| rules.map(|(_, dst)| c.mark_of(CLIENT, dst));
-    assert_eq!(c.dp.maps.active_generation().unwrap(), 0);
+    assert_eq!(c.dp.maps().active_generation().unwrap(), 0);
     assert_eq!(marks(&c), [0x0100; 4]);
-    c.dp.maps.set_active_generation(1).unwrap();
+    c.dp.maps_mut().set_active_generation(1).unwrap();
     assert_eq!(marks(&c), [0x0200; 4]);
     // Writing the standby generation changes nothing until the flip.
     for (rule, _) in rules {
         c.set_policy(0, rule, 0x0300);
     }
     assert_eq!(marks(&c), [0x0200; 4]);
-    c.dp.maps.set_active_generation(0).unwrap();
+    c.dp.maps_mut().set_active_generation(0).unwrap();
     assert_eq!(marks(&c), [0x0300; 4]);
 }
 
 #[test]
 fn counters_count_exactly() {
     let mut c = nested_v4();
-    c.dp.maps
+    c.dp.maps_mut()
         .set_policy(
             0,
             3,
@@ -344,23 +344,23 @@ fn counters_count_exactly() {
     for _ in 0..3 {
         c.tc(&other);
     }
-    let rule3 = c.dp.maps.rule_counter(3).unwrap();
+    let rule3 = c.dp.maps().rule_counter(3).unwrap();
     assert_eq!(rule3.packets, 12);
     assert_eq!(rule3.bytes, 7 * small.len() as u64 + 5 * tcp.len() as u64);
-    let rule2 = c.dp.maps.rule_counter(2).unwrap();
+    let rule2 = c.dp.maps().rule_counter(2).unwrap();
     assert_eq!((rule2.packets, rule2.bytes), (3, 3 * other.len() as u64));
-    assert_eq!(c.dp.maps.rule_counter(1).unwrap().packets, 0);
+    assert_eq!(c.dp.maps().rule_counter(1).unwrap().packets, 0);
     assert_eq!(
-        c.dp.maps.wan_counter(2).unwrap().packets,
+        c.dp.maps().wan_counter(2).unwrap().packets,
         12,
         "only rule 3 names WAN slot 2"
     );
     assert_eq!(
-        c.dp.maps.path_counter(path::CLASSIFIED).unwrap().packets,
+        c.dp.maps().path_counter(path::CLASSIFIED).unwrap().packets,
         15
     );
-    c.dp.maps.reset_counters().unwrap();
-    assert_eq!(c.dp.maps.rule_counter(3).unwrap(), Default::default());
+    c.dp.maps_mut().reset_counters().unwrap();
+    assert_eq!(c.dp.maps().rule_counter(3).unwrap(), Default::default());
 }
 
 #[test]
@@ -389,7 +389,7 @@ fn xdp_metadata_gives_the_same_verdict_as_tc_alone() {
             .meta
             .unwrap_or_else(|| panic!("{frame:?}: XDP wrote no metadata"));
         assert_eq!(meta.magic, XDP_META_MAGIC);
-        let policy = c.dp.maps.policy(0, meta.rule).unwrap();
+        let policy = c.dp.maps().policy(0, meta.rule).unwrap();
         assert_eq!(
             policy.mark,
             c.tc(&bytes).mark,
@@ -418,8 +418,10 @@ fn balanced_rules_spread_flows_over_their_slots() {
             }
         };
     }
-    c.dp.maps.set_lb_slots(0, DEFAULT_RULE, &slots).unwrap();
-    c.dp.maps
+    c.dp.maps_mut()
+        .set_lb_slots(0, DEFAULT_RULE, &slots)
+        .unwrap();
+    c.dp.maps_mut()
         .set_policy(
             0,
             DEFAULT_RULE,
@@ -457,7 +459,7 @@ fn balanced_rules_spread_flows_over_their_slots() {
         "WAN 2 has 1/4 of the slots and got {share:.2} of the flows"
     );
     assert_eq!(
-        c.dp.maps.wan_counter(1).unwrap().packets,
+        c.dp.maps().wan_counter(1).unwrap().packets,
         2 * u64::from(seen[&0x0200])
     );
 }
@@ -542,9 +544,9 @@ fn source_lookups_run_only_when_the_settings_say_there_are_source_prefixes() {
     // after the last one left; without the flag the classifier skips the source tries.
     let mut c = nested_v4();
     c.mark_rule(9, 0x1900);
-    c.dp.maps
+    c.dp.maps_mut()
         .set_prefix(
-            steer::dataplane::Direction::Src,
+            steer::model::Direction::Src,
             steer_tests::classifier::prefix_of("192.168.1.0/28"),
             9,
         )

@@ -8,7 +8,10 @@ use std::{
 };
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use steer::dataplane::{Direction, Maps, run::run_tc};
+use steer::{
+    dataplane::{Maps, run::run_tc},
+    model::{Direction, PrefixMap},
+};
 use steer_common::LB_SLOTS;
 use steer_tests::{
     classifier::ip,
@@ -368,15 +371,10 @@ fn dump_and_explain_agree_with_the_kernel_v4_and_v6() {
     let dump: serde_json::Value =
         serde_json::from_str(&work.steer_ok(&["dump", "sets", "--json"])).unwrap();
     let rows = dump["sets"].as_array().expect("rows");
-    let kernel: usize = [
-        (Direction::Dst, true),
-        (Direction::Dst, false),
-        (Direction::Src, true),
-        (Direction::Src, false),
-    ]
-    .iter()
-    .map(|(d, v4)| maps.prefixes(*d, *v4).unwrap().len())
-    .sum();
+    let kernel: usize = PrefixMap::ALL
+        .iter()
+        .map(|m| maps.prefixes(*m).unwrap().len())
+        .sum();
     assert_eq!(rows.len(), kernel);
     assert_eq!(
         rows.len(),
@@ -398,6 +396,22 @@ fn dump_and_explain_agree_with_the_kernel_v4_and_v6() {
     for needle in [&balance, "mark 0x200 -> wan2", "kids", "2001:db8:113::/48"] {
         assert!(text.contains(needle), "dump lacks `{needle}`:\n{text}");
     }
+    // `steer dump | head -1`: the reader is gone before steer writes; steer ends quietly.
+    let mut dump = std::process::Command::new(steer_tests::daemon::steer_bin())
+        .args(["dump", "--pin-dir"])
+        .arg(&work.pin_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run steer dump");
+    drop(dump.stdout.take());
+    let out = dump.wait_with_output().expect("steer dump ends");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "steer dump into a closed pipe: {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -463,8 +477,8 @@ fn a_pinned_map_that_does_not_fit_is_refused_with_the_reason() {
     std::fs::create_dir_all(work.pin_dir.join("maps")).unwrap();
     let bogus = aya::maps::Array::<aya::maps::MapData, u64>::create(512, 0).expect("create a map");
     bogus.pin(work.pin_dir.join("maps/POLICY")).expect("pin it");
-    let err = steer::dataplane::Dataplane::open_pinned(&work.pin_dir, Default::default())
-        .expect_err("must not adopt it");
+    let err =
+        steer::dataplane::Dataplane::open_pinned(&work.pin_dir).expect_err("must not adopt it");
     let msg = err.to_string();
     assert!(
         msg.contains("maps/POLICY")

@@ -8,7 +8,11 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use steer::{dataplane::Direction, packet::Frame, prefix::Prefix};
+use steer::{
+    model::{Direction, PrefixMap},
+    packet::Frame,
+    prefix::Prefix,
+};
 use steer_common::MAX_RULES;
 use steer_tests::{classifier::Classifier, rng::Rng};
 
@@ -108,7 +112,7 @@ fn load(c: &mut Classifier, sets: &Sets) {
     }
     for (dir, set) in [(Direction::Dst, &sets.dst), (Direction::Src, &sets.src)] {
         for (p, rule) in set {
-            c.dp.maps.set_prefix(dir, *p, *rule).expect("insert");
+            c.dp.maps_mut().set_prefix(dir, *p, *rule).expect("insert");
         }
     }
 }
@@ -163,7 +167,7 @@ fn property(v4: bool) {
         let doomed: Vec<Prefix> = set.keys().copied().filter(|_| rng.chance(50)).collect();
         for p in doomed {
             assert!(
-                c.dp.maps.remove_prefix(dir, p).expect("remove"),
+                c.dp.maps_mut().remove_prefix(dir, p).expect("remove"),
                 "{p} was in the map"
             );
             set.remove(&p);
@@ -179,7 +183,7 @@ fn property(v4: bool) {
 
     // The map holds exactly what the oracle holds.
     for (dir, set) in [(Direction::Dst, &sets.dst), (Direction::Src, &sets.src)] {
-        let mut dumped = c.dp.maps.prefixes(dir, v4).expect("dump");
+        let mut dumped = c.dp.maps().prefixes(PrefixMap::new(dir, v4)).expect("dump");
         dumped.sort();
         assert_eq!(
             dumped,

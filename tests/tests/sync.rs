@@ -12,12 +12,9 @@ use std::{
 
 use steer::{
     config::Config,
-    controller::{NameIds, desired},
-    dataplane::{
-        Capacities, Dataplane, DataplaneError, Direction,
-        run::run_tc,
-        sync::{self, PrefixSets, SyncError, SyncReport},
-    },
+    controller::desired,
+    dataplane::{Dataplane, DataplaneError, SyncError, SyncReport, run::run_tc},
+    model::{Capacity, NameIds, PrefixMap, PrefixSets},
     packet::Frame,
 };
 use steer_common::{GENERATIONS, MAX_RULES, action, rule_kind};
@@ -54,38 +51,30 @@ fn load(work: &Workdir, sets: &str) -> Config {
     work.load_config(&config_text(work, sets))
 }
 
-/// What the daemon keeps between syncs.
+/// What the controller keeps between syncs (the dataplane keeps what the maps hold).
 struct Applied {
-    state: PrefixSets,
     rule_ids: NameIds,
     wan_slots: NameIds,
+    /// Capacities instead of the configuration's.
+    capacity: Option<Capacity>,
 }
 
 impl Applied {
     fn new() -> Applied {
         Applied {
-            state: PrefixSets::default(),
             rule_ids: BTreeMap::new(),
             wan_slots: BTreeMap::new(),
+            capacity: None,
         }
     }
 
     fn apply(&mut self, dp: &mut Dataplane, cfg: &Config) -> Result<SyncReport, SyncError> {
-        let d = desired(cfg, &self.rule_ids, &self.wan_slots, |_| true);
-        let report = sync::sync(
-            &mut dp.maps,
-            &mut self.state,
-            &d.compiled.prefixes,
-            &d.table,
-            &dp.capacities,
-        )?;
-        self.rule_ids = d
-            .compiled
-            .rules
-            .values()
-            .filter(|r| r.id != 0)
-            .map(|r| (r.name.clone(), r.id))
-            .collect();
+        let mut d = desired(cfg, &self.rule_ids, &self.wan_slots, |_| true);
+        if let Some(capacity) = self.capacity {
+            d.contents.capacity = capacity;
+        }
+        let report = dp.sync(&d.contents)?;
+        self.rule_ids = d.rule_ids();
         self.wan_slots = d.wan_slots;
         Ok(report)
     }
@@ -112,12 +101,17 @@ policy = "via-wan2"
 files = ["lists/bypass.txt"]
 "#;
 
-fn kernel_matches_state(dp: &Dataplane, state: &PrefixSets) {
+fn kernel_matches_state(dp: &Dataplane) {
     assert_eq!(
-        &PrefixSets::read(&dp.maps).expect("dump"),
-        state,
+        &dump(dp),
+        dp.prefixes(),
         "the kernel holds exactly what the sync recorded"
     );
+}
+
+/// What the prefix maps hold, read back from the kernel.
+fn dump(dp: &Dataplane) -> PrefixSets {
+    dp.maps().prefix_sets().expect("dump")
 }
 
 #[test]
@@ -126,7 +120,7 @@ fn one_changed_line_in_a_large_list_touches_only_that_entry() {
     const N: usize = 100_000;
     let work = Workdir::new("oneline");
     work.write("lists/bypass.txt", &list((0..N).map(prefix24)));
-    let mut dp = Dataplane::load(Capacities::default()).expect("load");
+    let mut dp = Dataplane::load().expect("load");
     let mut applied = Applied::new();
     let first = applied
         .apply(&mut dp, &load(&work, BYPASS_FROM_LIST))
@@ -134,7 +128,7 @@ fn one_changed_line_in_a_large_list_touches_only_that_entry() {
     assert_eq!(first.per_rule.values().map(|c| c.added).sum::<usize>(), N);
 
     // Line 5001 changes from 10.19.136.0/24 to 11.200.0.0/24 (a slot that has a trie already).
-    let kernel_before = PrefixSets::read(&dp.maps).expect("dump");
+    let kernel_before = dump(&dp);
     work.write(
         "lists/bypass.txt",
         &list((0..N).map(|i| {
@@ -145,7 +139,7 @@ fn one_changed_line_in_a_large_list_touches_only_that_entry() {
             }
         })),
     );
-    let before = dp.maps.writes();
+    let before = dp.maps().writes();
     let report = applied
         .apply(&mut dp, &load(&work, BYPASS_FROM_LIST))
         .expect("reload");
@@ -155,7 +149,7 @@ fn one_changed_line_in_a_large_list_touches_only_that_entry() {
     );
     assert_eq!(report.policy_writes, 0, "no policy changed");
     assert_eq!(
-        dp.maps.writes() - before,
+        dp.maps().writes() - before,
         2,
         "nothing else was written to the kernel"
     );
@@ -166,12 +160,12 @@ fn one_changed_line_in_a_large_list_touches_only_that_entry() {
         .next()
         .expect("the bypass rule changed");
     assert_eq!((c.added, c.changed, c.removed), (1, 0, 1));
-    kernel_matches_state(&dp, &applied.state);
+    kernel_matches_state(&dp);
     // Independently of the write meter: the kernel's contents differ in exactly those two.
-    let kernel_after = PrefixSets::read(&dp.maps).expect("dump");
+    let kernel_after = dump(&dp);
     let (old, new) = (
-        kernel_before.map(Direction::Dst, true),
-        kernel_after.map(Direction::Dst, true),
+        kernel_before.map(PrefixMap::DstV4),
+        kernel_after.map(PrefixMap::DstV4),
     );
     let gone: Vec<_> = old.keys().filter(|p| !new.contains_key(*p)).collect();
     let came: Vec<_> = new.keys().filter(|p| !old.contains_key(*p)).collect();
@@ -189,12 +183,12 @@ fn one_changed_line_in_a_large_list_touches_only_that_entry() {
     );
 
     // Reloading the same thing writes nothing at all.
-    let before = dp.maps.writes();
+    let before = dp.maps().writes();
     let again = applied
         .apply(&mut dp, &load(&work, BYPASS_FROM_LIST))
         .expect("no-op reload");
     assert_eq!((again.prefix_writes, again.policy_writes), (0, 0));
-    assert_eq!(dp.maps.writes(), before);
+    assert_eq!(dp.maps().writes(), before);
 }
 
 #[test]
@@ -212,8 +206,7 @@ fn additions_land_before_removals_so_lookups_never_fall_through() {
         b_prefixes.join(", ")
     );
     let (cfg_a, cfg_b) = (load(&work, &a), load(&work, &b));
-    let (mut dp, _) =
-        Dataplane::open_pinned(&work.pin_dir, Capacities::default()).expect("open pinned");
+    let (mut dp, _) = Dataplane::open_pinned(&work.pin_dir).expect("open pinned");
     let mut applied = Applied::new();
     applied.apply(&mut dp, &cfg_a).expect("initial sync");
 
@@ -288,7 +281,7 @@ fn additions_land_before_removals_so_lookups_never_fall_through() {
         0,
         "lookups that fell through during a sync: marks {bad:x?}"
     );
-    kernel_matches_state(&dp, &applied.state);
+    kernel_matches_state(&dp);
 }
 
 #[test]
@@ -298,12 +291,13 @@ fn capacity_is_checked_before_the_first_write() {
     let sets = "[[set]]\nname = \"big\"\npolicy = \"via-wan2\"\nprefixes = [\"10.0.0.0/24\", \"10.0.1.0/24\", \"10.0.2.0/24\"]\n\
                 [[set]]\nname = \"small\"\npolicy = \"via-wan1\"\nprefixes = [\"10.9.0.0/16\"]\n";
     let cfg = load(&work, sets);
-    let mut dp = Dataplane::load(Capacities {
+    let mut dp = Dataplane::load().expect("load");
+    let mut applied = Applied::new();
+    applied.capacity = Some(Capacity {
         dst_v4: 3,
-        ..Capacities::default()
-    })
-    .expect("load");
-    let err = Applied::new()
+        ..Capacity::default()
+    });
+    let err = applied
         .apply(&mut dp, &cfg)
         .expect_err("4 prefixes do not fit 3");
     let msg = err.to_string();
@@ -317,8 +311,8 @@ fn capacity_is_checked_before_the_first_write() {
     ] {
         assert!(msg.contains(needle), "message lacks `{needle}`: {msg}");
     }
-    assert_eq!(dp.maps.writes(), 0, "not a single write");
-    assert!(PrefixSets::read(&dp.maps).unwrap().is_empty());
+    assert_eq!(dp.maps().writes(), 0, "not a single write");
+    assert!(dump(&dp).is_empty());
 }
 
 #[test]
@@ -326,19 +320,19 @@ fn a_write_failing_midway_restores_the_previous_state() {
     require_root();
     let work = Workdir::new("rollback");
     work.write("lists/bypass.txt", &list((0..300).map(prefix24)));
-    let mut dp = Dataplane::load(Capacities::default()).expect("load");
+    let mut dp = Dataplane::load().expect("load");
     let mut applied = Applied::new();
     applied
         .apply(&mut dp, &load(&work, BYPASS_FROM_LIST))
         .expect("first sync");
-    let kernel_before = PrefixSets::read(&dp.maps).unwrap();
-    let generation_before = dp.maps.active_generation().unwrap();
+    let kernel_before = dump(&dp);
+    let generation_before = dp.maps().active_generation().unwrap();
 
     // The new list adds 200 prefixes and drops 100; the 50th addition fails.
     work.write("lists/bypass.txt", &list((100..500).map(prefix24)));
     let cfg = load(&work, BYPASS_FROM_LIST);
-    let start = dp.maps.writes();
-    dp.maps.fail_writes_after(start + 49, 1);
+    let start = dp.maps().writes();
+    dp.maps_mut().fail_writes_after(start + 49, 1);
     let err = applied.apply(&mut dp, &cfg).expect_err("injected failure");
     match &err {
         SyncError::RolledBack {
@@ -351,22 +345,18 @@ fn a_write_failing_midway_restores_the_previous_state() {
         err.to_string().contains("the previous state was restored"),
         "{err}"
     );
+    assert_eq!(dump(&dp), kernel_before, "every prefix as before");
+    assert_eq!(dp.prefixes(), &kernel_before, "the recorded state agrees");
     assert_eq!(
-        PrefixSets::read(&dp.maps).unwrap(),
-        kernel_before,
-        "every prefix as before"
-    );
-    assert_eq!(applied.state, kernel_before, "the recorded state agrees");
-    assert_eq!(
-        dp.maps.active_generation().unwrap(),
+        dp.maps().active_generation().unwrap(),
         generation_before,
         "no flip"
     );
 
     // The same reload without the fault goes through completely.
     applied.apply(&mut dp, &cfg).expect("retry");
-    kernel_matches_state(&dp, &applied.state);
-    assert_eq!(applied.state.len(), 400);
+    kernel_matches_state(&dp);
+    assert_eq!(dp.prefixes().len(), 400);
 }
 
 #[test]
@@ -377,7 +367,7 @@ fn a_removal_failing_after_the_flip_is_completed_later() {
         "{BYPASS_FROM_LIST}[[set]]\nname = \"old\"\npolicy = \"via-wan2\"\nprefixes = [\"172.16.0.0/12\"]\n"
     );
     work.write("lists/bypass.txt", &list((0..10).map(prefix24)));
-    let mut dp = Dataplane::load(Capacities::default()).expect("load");
+    let mut dp = Dataplane::load().expect("load");
     let mut applied = Applied::new();
     applied
         .apply(&mut dp, &load(&work, &with))
@@ -385,9 +375,9 @@ fn a_removal_failing_after_the_flip_is_completed_later() {
     // Drop set `old` and five list lines: removals only; fail the first removal and its retry.
     work.write("lists/bypass.txt", &list((0..5).map(prefix24)));
     let cfg = load(&work, BYPASS_FROM_LIST);
-    let start = dp.maps.writes();
+    let start = dp.maps().writes();
     // The first removal fails, and so does its retry.
-    dp.maps.fail_writes_after(start, 2);
+    dp.maps_mut().fail_writes_after(start, 2);
     let err = applied.apply(&mut dp, &cfg).expect_err("removals fail");
     assert!(
         matches!(err, SyncError::Incomplete { left: 6, .. }),
@@ -404,16 +394,16 @@ fn a_removal_failing_after_the_flip_is_completed_later() {
     // The next sync completes it.
     let report = applied.apply(&mut dp, &cfg).expect("completes");
     assert_eq!(report.prefix_writes, 6);
-    kernel_matches_state(&dp, &applied.state);
+    kernel_matches_state(&dp);
     assert_eq!(
         mark(&dp, "172.16.1.1"),
         Wan::One.mark(),
         "now the default rule"
     );
-    let live = dp.maps.active_generation().unwrap();
+    let live = dp.maps().active_generation().unwrap();
     for generation in 0..GENERATIONS {
         let unused = (0..MAX_RULES)
-            .filter(|r| dp.maps.rule_info(generation, *r).unwrap().kind == rule_kind::UNUSED)
+            .filter(|r| dp.maps().rule_info(generation, *r).unwrap().kind == rule_kind::UNUSED)
             .count();
         assert_eq!(
             unused as u32,
@@ -428,7 +418,7 @@ fn a_policy_change_flips_once_and_writes_no_prefix() {
     require_root();
     let work = Workdir::new("flip");
     work.write("lists/bypass.txt", &list((0..1000).map(prefix24)));
-    let mut dp = Dataplane::load(Capacities::default()).expect("load");
+    let mut dp = Dataplane::load().expect("load");
     let mut applied = Applied::new();
     applied
         .apply(&mut dp, &load(&work, BYPASS_FROM_LIST))
@@ -444,14 +434,14 @@ fn a_policy_change_flips_once_and_writes_no_prefix() {
     };
     assert_eq!(mark(&dp), Wan::Two.mark());
     let to_wan1 = BYPASS_FROM_LIST.replace("via-wan2", "via-wan1");
-    let gen_before = dp.maps.active_generation().unwrap();
+    let gen_before = dp.maps().active_generation().unwrap();
     let report = applied
         .apply(&mut dp, &load(&work, &to_wan1))
         .expect("policy change");
     assert_eq!(report.prefix_writes, 0);
     assert_eq!(report.flipped, Some((gen_before, 1 - gen_before)));
     assert_eq!(mark(&dp), Wan::One.mark());
-    let live = dp.maps.policy(1 - gen_before, 1).unwrap();
+    let live = dp.maps().policy(1 - gen_before, 1).unwrap();
     assert_eq!((live.action, live.mark), (action::MARK, Wan::One.mark()));
 }
 
@@ -463,7 +453,7 @@ fn reordering_or_renaming_nothing_keeps_rule_ids_and_writes_nothing() {
                 [[set]]\nname = \"b\"\npolicy = \"via-wan1\"\nmatch = \"src\"\nprefixes = [\"192.168.1.0/28\", \"fd00::/64\"]\n";
     let swapped = "[[set]]\nname = \"b\"\npolicy = \"via-wan1\"\nmatch = \"src\"\nprefixes = [\"fd00::/64\", \"192.168.1.0/28\"]\n\
                    [[set]]\nname = \"a\"\npolicy = \"via-wan2\"\nprefixes = [\"10.0.0.0/8\"]\n";
-    let mut dp = Dataplane::load(Capacities::default()).expect("load");
+    let mut dp = Dataplane::load().expect("load");
     let mut applied = Applied::new();
     applied.apply(&mut dp, &load(&work, sets)).expect("first");
     let ids = applied.rule_ids.clone();

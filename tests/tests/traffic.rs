@@ -7,7 +7,10 @@
 
 use std::net::IpAddr;
 
-use steer::dataplane::{Capacities, Dataplane, Direction, XdpAttachMode};
+use steer::{
+    dataplane::{Dataplane, XdpAttachMode},
+    model::Direction,
+};
 use steer_common::{PolicyEntry, action, path};
 use steer_tests::{
     classifier::{MASK, prefix_of},
@@ -40,7 +43,7 @@ fn steer_real_traffic(with_xdp: bool) {
     let lab = Lab::new();
     lab.set_main_default(BYPASS.other());
     route_mark_via(&lab, BYPASS);
-    let mut dp = Dataplane::load(Capacities::default()).expect("load steer");
+    let mut dp = Dataplane::load().expect("load steer");
     // Bypass set (rule 1): server B, v4 and v6, gets the bypass WAN's mark. Everything else keeps
     // the default rule, which has no policy: unmarked, main table, the other WAN.
     let bypass = PolicyEntry {
@@ -49,12 +52,12 @@ fn steer_real_traffic(with_xdp: bool) {
         mask: MASK,
         wan: 1,
     };
-    dp.maps.set_policy(0, 1, bypass).unwrap();
+    dp.maps_mut().set_policy(0, 1, bypass).unwrap();
     for prefix in [
         format!("{}/32", Lab::SERVER_B),
         format!("{}/128", Lab::SERVER_B6),
     ] {
-        dp.maps
+        dp.maps_mut()
             .set_prefix(Direction::Dst, prefix_of(&prefix), 1)
             .unwrap();
     }
@@ -99,12 +102,15 @@ fn steer_real_traffic(with_xdp: bool) {
         "witness saw the unmarked default traffic"
     );
     assert_eq!(
-        dp.maps.rule_counter(1).unwrap().packets,
+        dp.maps().rule_counter(1).unwrap().packets,
         2 * PER_FLOW as u64
     );
-    assert_eq!(dp.maps.wan_counter(1).unwrap().packets, 2 * PER_FLOW as u64);
-    let via_meta = dp.maps.path_counter(path::XDP_META).unwrap().packets;
-    let by_tc = dp.maps.path_counter(path::CLASSIFIED).unwrap().packets;
+    assert_eq!(
+        dp.maps().wan_counter(1).unwrap().packets,
+        2 * PER_FLOW as u64
+    );
+    let via_meta = dp.maps().path_counter(path::XDP_META).unwrap().packets;
+    let by_tc = dp.maps().path_counter(path::CLASSIFIED).unwrap().packets;
     if with_xdp {
         // Every IP packet was classified in XDP and TC took the verdict from the metadata.
         assert!(
@@ -139,8 +145,7 @@ fn xdp_falls_back_to_generic_where_the_driver_has_none_and_the_pin_remembers_it(
             ip link add mv0 link base0 type macvlan mode bridge && ip link set mv0 up");
     let work = steer_tests::daemon::Workdir::new("xdpgen");
     let mode = ns.enter(|| {
-        let (mut dp, _) =
-            Dataplane::open_pinned(&work.pin_dir, Capacities::default()).expect("open pinned");
+        let (mut dp, _) = Dataplane::open_pinned(&work.pin_dir).expect("open pinned");
         let r = dp.attach("mv0", true).expect("attach");
         assert!(r.xdp_error.is_none(), "{:?}", r.xdp_error);
         r.xdp
@@ -148,8 +153,7 @@ fn xdp_falls_back_to_generic_where_the_driver_has_none_and_the_pin_remembers_it(
     assert_eq!(mode, Some(XdpAttachMode::Generic));
     assert!(work.pin_dir.join("links/xdp-generic-mv0").exists());
     let adopted = ns.enter(|| {
-        let (mut dp, adopted) =
-            Dataplane::open_pinned(&work.pin_dir, Capacities::default()).expect("reopen");
+        let (mut dp, adopted) = Dataplane::open_pinned(&work.pin_dir).expect("reopen");
         assert_eq!(adopted.xdp_links, ["mv0"]);
         let r = dp.attach("mv0", true).expect("adopt");
         assert!(r.adopted, "the TC link was adopted");

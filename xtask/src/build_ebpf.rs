@@ -40,7 +40,7 @@ pub fn run() -> Result<Vec<PathBuf>> {
 /// The test builds share this build script run and so embed the very same files.
 pub fn build_for_tests() -> Result<()> {
     cmd::step("build: steer and the kernel programs it embeds");
-    let out_dir = build_and_find_out_dir(&[])?;
+    let out_dir = build_and_find_out_dir(&crate::TEST_FEATURES)?;
     for (built, _) in OBJECTS {
         let src = out_dir.join(built);
         let bytes = read_with_btf(&src)?;
@@ -75,10 +75,10 @@ fn workspace_root() -> PathBuf {
 
 /// Builds steer-user's binaries (with `profile`, e.g. `--release`) and returns the OUT_DIR its
 /// build script reported.
-fn build_and_find_out_dir(profile: &[&str]) -> Result<PathBuf> {
+fn build_and_find_out_dir(options: &[&str]) -> Result<PathBuf> {
     let mut child = Command::new(cmd::cargo_bin())
         .args(["build", "-p", "steer-user", "--bins"])
-        .args(profile)
+        .args(options)
         .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped())
         .spawn()

@@ -58,13 +58,20 @@ fn main() -> Result<()> {
     }
 }
 
+/// The feature that turns on steer-user's root-only tests. Every build of `cargo xtask test`
+/// passes it, so steer-user (and the eBPF objects its build script makes) is built once.
+pub const TEST_FEATURES: [&str; 2] = ["--features", "steer-user/privileged-tests"];
+
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
     // The end-to-end tests run the `steer` binary itself.
     build_ebpf::build_for_tests()?;
     let mut extra = vec!["--".to_owned()];
     extra.extend_from_slice(args);
-    cmd::step("unit and config tests (steer-common, steer-user, xtask)");
+    unprivileged_plain_test(&extra)?;
+    cmd::step(
+        "unit and config tests (steer-common, steer-user, xtask), the root-only ones included",
+    );
     cmd::cargo(
         &[
             "test",
@@ -74,11 +81,43 @@ fn test(args: &[String]) -> Result<()> {
             "steer-user",
             "-p",
             "xtask",
+            TEST_FEATURES[0],
+            TEST_FEATURES[1],
         ],
         &extra,
     )?;
     cmd::step("privileged tests: programs in the kernel, real traffic in namespaces");
-    cmd::cargo(&["test", "-p", "steer-tests"], &extra)
+    cmd::cargo(
+        &[
+            "test",
+            "-p",
+            "steer-tests",
+            TEST_FEATURES[0],
+            TEST_FEATURES[1],
+        ],
+        &extra,
+    )
+}
+
+/// A plain `cargo test` (the default members, no features) must pass without root. As root,
+/// its test binaries run with every capability dropped (through cargo's runner; `noroot`
+/// keeps exec from handing them back), so a test that needs privileges without saying so fails
+/// here instead of on a developer's machine. The uid stays 0, so the checkout's files stay
+/// readable wherever CI put them.
+fn unprivileged_plain_test(extra: &[String]) -> Result<()> {
+    let mut run = std::process::Command::new(cmd::cargo_bin());
+    run.arg("test").args(extra);
+    if setup::is_root() {
+        cmd::step("plain `cargo test` with no capabilities: it must pass without root");
+        run.env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER",
+            "setpriv --bounding-set=-all --inh-caps=-all \
+             --securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked",
+        );
+    } else {
+        cmd::step("plain `cargo test` (not root)");
+    }
+    cmd::run(&mut run)
 }
 
 /// Runs a binary of the tests crate (release), after setup and a release build of `steer`,

@@ -239,7 +239,7 @@ fn not_installed<'a>(wanted: &[&'a str], listed: &str) -> Vec<&'a str> {
 
 /// Whether the effective uid is 0, from /proc/self/status ("Uid: real effective saved fs"): what
 /// `geteuid` returns, without spawning `id` or adding a libc dependency to the xtask.
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
         status
             .lines()

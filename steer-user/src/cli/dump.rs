@@ -5,10 +5,13 @@ use std::{collections::BTreeMap, fmt::Write, path::Path};
 
 use clap::ValueEnum;
 use serde_json::{Value, json};
-use steer_common::{LB_SLOTS, NO_WAN, action, name_from_bytes, path};
+use steer_common::{LB_SLOTS, NO_WAN, action, path};
 
 use super::txt;
-use crate::dataplane::{DataplaneError, Direction, Maps, sync::PrefixSets};
+use crate::{
+    dataplane::{DataplaneError, Maps, WanName},
+    model::{PrefixMap, Rule, RuleKind, last_resort_marks},
+};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Section {
@@ -26,48 +29,38 @@ pub enum Section {
 /// Names the pinned maps carry, so the dump needs no configuration.
 pub(crate) struct Names {
     pub generation: u32,
-    /// Rule id -> (set, policy, kind).
-    pub rules: BTreeMap<u32, (String, String, u32)>,
-    /// WAN slot -> (name, mark).
-    pub wans: BTreeMap<u32, (String, u32)>,
+    pub rules: BTreeMap<u32, Rule>,
+    /// By WAN slot.
+    pub wans: BTreeMap<u32, WanName>,
 }
 
 impl Names {
     pub(crate) fn read(maps: &Maps) -> Result<Names, DataplaneError> {
         let generation = maps.active_generation()?;
-        let rules = maps
-            .rules_in_use(generation)?
-            .into_iter()
-            .map(|(rule, info)| {
-                let set = name_from_bytes(&info.set_name).to_owned();
-                let policy = name_from_bytes(&info.policy_name).to_owned();
-                (rule, (set, policy, info.kind))
-            })
-            .collect();
-        let wans = maps
-            .wans_in_use()?
-            .into_iter()
-            .map(|(slot, info)| (slot, (name_from_bytes(&info.name).to_owned(), info.mark)))
-            .collect();
         Ok(Names {
             generation,
-            rules,
-            wans,
+            rules: maps.rules(generation)?,
+            wans: maps.wans()?,
         })
     }
 
     pub(crate) fn set(&self, rule: u32) -> String {
         self.rules
             .get(&rule)
-            .map(|r| r.0.clone())
+            .map(|r| r.name.clone())
             .unwrap_or_else(|| format!("rule {rule} (unnamed)"))
     }
 
     pub(crate) fn policy(&self, rule: u32) -> String {
-        match self.rules.get(&rule).map(|r| r.1.as_str()) {
-            Some("") | None => "-".into(),
+        match self.rules.get(&rule).and_then(|r| r.policy.as_deref()) {
             Some(p) => p.to_owned(),
+            None => "-".into(),
         }
+    }
+
+    /// What rule `rule` matches on; the default rule for ids the maps do not name.
+    pub(crate) fn kind(&self, rule: u32) -> RuleKind {
+        self.rules.get(&rule).map_or(RuleKind::Default, |r| r.kind)
     }
 
     pub(crate) fn wan(&self, slot: u32) -> String {
@@ -76,7 +69,7 @@ impl Names {
         }
         self.wans
             .get(&slot)
-            .map(|w| w.0.clone())
+            .map(|w| w.name.clone())
             .unwrap_or_else(|| format!("wan slot {slot}"))
     }
 
@@ -85,9 +78,9 @@ impl Names {
         if mark & mask == 0 {
             return "none (unmarked: main routing table)".into();
         }
-        let (unreachable, blackhole) = crate::policy::last_resort_marks(mask);
-        match self.wans.values().find(|(_, m)| *m == mark & mask) {
-            Some((name, _)) => name.clone(),
+        let (unreachable, blackhole) = last_resort_marks(mask);
+        match self.wans.values().find(|w| w.mark == mark & mask) {
+            Some(w) => w.name.clone(),
             None if mark & mask == unreachable => "none (last resort: unreachable)".into(),
             None if mark & mask == blackhole => "none (last resort: blackhole)".into(),
             None => format!("unknown mark {:#x}", mark & mask),
@@ -163,18 +156,19 @@ fn rules(names: &Names) -> Value {
         names
             .rules
             .iter()
-            .map(|(id, (set, _, kind))| json!({ "rule": id, "set": set, "match": Direction::rule_kind_name(*kind), "policy": names.policy(*id) }))
+            .map(|(id, r)| json!({ "rule": id, "set": r.name, "match": r.kind.name(), "policy": names.policy(*id) }))
             .collect(),
     )
 }
 
 fn render_rules(names: &Names) -> String {
     let mut out = "rule  set              match    policy\n".to_owned();
-    for (id, (set, _, kind)) in &names.rules {
+    for (id, r) in &names.rules {
         let _ = writeln!(
             out,
-            "{id:<5} {set:<16} {:<8} {}",
-            Direction::rule_kind_name(*kind),
+            "{id:<5} {:<16} {:<8} {}",
+            r.name,
+            r.kind.name(),
             names.policy(*id)
         );
     }
@@ -244,9 +238,9 @@ fn counters(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
         );
     }
     let mut wans = Vec::new();
-    for (slot, (name, _)) in &names.wans {
+    for (slot, w) in &names.wans {
         let c = maps.wan_counter(*slot)?;
-        wans.push(json!({ "wan": name, "packets": c.packets, "bytes": c.bytes }));
+        wans.push(json!({ "wan": w.name, "packets": c.packets, "bytes": c.bytes }));
     }
     let mut paths = serde_json::Map::new();
     for (name, which) in [
@@ -297,15 +291,14 @@ fn render_counters(v: &Value) -> String {
 }
 
 fn sets(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
-    let state = PrefixSets::read(maps)?;
     let mut rows = Vec::new();
-    for (dir, v4) in PrefixSets::KEYS {
-        let mut entries: Vec<_> = state.map(dir, v4).iter().collect();
+    for map in PrefixMap::ALL {
+        let mut entries = maps.prefixes(map)?;
         entries.sort();
         for (prefix, rule) in entries {
             rows.push(json!({
-                "prefix": prefix.to_string(), "match": dir.as_str(),
-                "set": names.set(*rule), "rule": rule, "policy": names.policy(*rule),
+                "prefix": prefix.to_string(), "match": map.direction().as_str(),
+                "set": names.set(rule), "rule": rule, "policy": names.policy(rule),
             }));
         }
     }

@@ -11,14 +11,15 @@ use std::{
 
 use clap::ValueEnum;
 use serde_json::{Value, json};
-use steer_common::{DEFAULT_RULE, rule_kind};
+use steer_common::DEFAULT_RULE;
 
 use super::dump::Names;
 use crate::{
     dataplane::{
-        Dataplane, DataplaneError, Direction,
+        Dataplane, DataplaneError,
         run::{run_tc, run_xdp},
     },
+    model::Direction,
     packet::{Frame, Transport},
     prefix::Prefix,
 };
@@ -161,20 +162,16 @@ pub fn explain(
     let xdp = run_xdp(dp.xdp(), &frame).map_err(|e| ExplainError::Run(e.to_string()))?;
     let tc = run_tc(dp.tc(), &frame, 0).map_err(|e| ExplainError::Run(e.to_string()))?;
     let rule = xdp.meta.map(|m| m.rule).unwrap_or(DEFAULT_RULE);
-    let names = Names::read(&dp.maps)?;
-    let kind = names
-        .rules
-        .get(&rule)
-        .map(|r| r.2)
-        .unwrap_or(rule_kind::DEFAULT);
-    let matched_on = Direction::of_rule_kind(kind);
+    let maps = dp.maps();
+    let names = Names::read(maps)?;
+    let matched_on = names.kind(rule).direction();
     let (mut prefix, mut shadowed) = (None, Vec::new());
     if let Some(dir) = matched_on {
         let addr = match dir {
             Direction::Src => src,
             Direction::Dst => dst,
         };
-        for (p, r) in dp.maps.containing(dir, addr)? {
+        for (p, r) in maps.containing(dir, addr)? {
             if r == rule && prefix.is_none() {
                 prefix = Some(p);
             } else if r != rule {
@@ -182,7 +179,7 @@ pub fn explain(
             }
         }
     }
-    let entry = dp.maps.policy(names.generation, rule)?;
+    let entry = maps.policy(names.generation, rule)?;
     Ok(Explanation {
         src,
         dst,

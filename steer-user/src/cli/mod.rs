@@ -3,6 +3,7 @@
 
 mod dump;
 mod explain;
+mod output;
 
 use std::{
     path::{Path, PathBuf},
@@ -15,8 +16,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::{
     config::{self, DEFAULT_PIN_DIR, DEFAULT_SOCKET},
     control::{self, Request, WanMode},
+    controller::{self, TeardownError},
     dataplane,
+    status::{ReportLine, Status},
 };
+use output::{out, outln};
 
 pub use dump::{Section, dump};
 pub use explain::{Explanation, Proto, explain};
@@ -150,6 +154,8 @@ pub enum CliError {
     Dataplane(#[from] dataplane::DataplaneError),
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
+    #[error(transparent)]
+    Teardown(#[from] TeardownError),
     #[error("{0}")]
     Refused(String),
 }
@@ -199,18 +205,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Status { target, json } => {
             let body = request(&target, Request::Status)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&body).unwrap_or_default()
-                );
+                outln(&serde_json::to_string_pretty(&body).unwrap_or_default());
             } else {
-                print!("{}", render_status(&body));
+                let status: Status = decode(&target, body)?;
+                out(&render_status(&status));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Dump { what, target, json } => {
             let pin_dir = target.resolve()?.pin_dir;
-            print!("{}", dump(&pin_dir, what, json)?);
+            out(&dump(&pin_dir, what, json)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain {
@@ -224,19 +228,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let pin_dir = target.resolve()?.pin_dir;
             let e = explain(&pin_dir, dst, src, proto, dport)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&e.to_json()).unwrap_or_default()
-                );
+                outln(&serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
             } else {
-                print!("{e}");
+                out(&e.to_string());
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Reload { target } => {
-            let body = request(&target, Request::Reload)?;
-            for line in body["changes"].as_array().into_iter().flatten() {
-                println!("{}", line.as_str().unwrap_or_default());
+            let mut body = request(&target, Request::Reload)?;
+            let lines: Vec<ReportLine> = decode(&target, body["changes"].take())?;
+            for line in lines {
+                outln(&line.text);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -249,12 +251,29 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 },
             )?;
             if let Some(s) = body["message"].as_str() {
-                println!("{s}");
+                outln(s);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Stop { target } => stop(&target),
     }
+}
+
+/// A typed answer body; a body that does not decode means the CLI and the daemon differ.
+fn decode<T: serde::de::DeserializeOwned>(
+    target: &Target,
+    body: serde_json::Value,
+) -> Result<T, CliError> {
+    serde_json::from_value(body).map_err(|e| {
+        let path = target
+            .resolve()
+            .map(|r| r.socket)
+            .unwrap_or_else(|_| DEFAULT_SOCKET.into());
+        CliError::Control(control::ControlError::BadResponse {
+            path,
+            detail: e.to_string(),
+        })
+    })
 }
 
 /// Sends a request and returns the body of a successful answer.
@@ -281,14 +300,14 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
                      only the prefixes are steered"
                 );
             }
-            println!(
+            outln(&format!(
                 "{}: OK: {} WAN(s), {} policies, {} set(s) with {prefixes} prefixes and {domains} domains, LAN {}",
                 path.display(),
                 c.wans.len(),
                 c.policies.len(),
                 c.sets.len(),
                 c.general.lan.join(", ")
-            );
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -303,58 +322,46 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
     }
 }
 
-/// Removes steer's rules (protocol 201) and the routes of `tables` (and steer's routes anywhere).
-fn remove_routing(tables: &[u32]) -> Result<Vec<String>, CliError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Refused(format!("cannot start a runtime: {e}")))?;
-    runtime.block_on(async {
-        let routing =
-            crate::routing::Routing::new().map_err(|e| CliError::Refused(e.to_string()))?;
-        let report = routing.remove_all(tables).await;
-        if !report.failures.is_empty() {
-            return Err(CliError::Refused(report.failures.join("; ")));
-        }
-        Ok(report.changes)
-    })
-}
-
-/// Asks a running daemon to stop steering; without one, removes the pinned state, routing and
-/// the connection-marking table itself.
+/// Asks a running daemon to stop steering; without one, runs the same teardown itself.
 fn stop(target: &Target) -> Result<ExitCode, CliError> {
     let r = target.resolve()?;
     match control::call(&r.socket, &Request::Stop, TIMEOUT) {
         Ok(response) if response.ok => {
-            println!("steer stopped: classifier detached, routing and pinned state removed");
+            outln("steer stopped: classifier detached, routing and pinned state removed");
             Ok(ExitCode::SUCCESS)
         }
         Ok(response) => Err(CliError::Refused(response.error.unwrap_or_default())),
         Err(
             control::ControlError::NotRunning { .. } | control::ControlError::NotListening { .. },
         ) => {
-            let pins = dataplane::remove_pinned(&r.pin_dir)?;
-            let routes = remove_routing(&r.tables)?;
-            let nft = crate::conntrack::installed();
-            if nft {
-                crate::conntrack::uninstall().map_err(|e| CliError::Refused(e.to_string()))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::Refused(format!("cannot start a runtime: {e}")))?;
+            let done = runtime.block_on(controller::teardown(&r.pin_dir, &r.tables))?;
+            if !done.routing.failures.is_empty() {
+                return Err(CliError::Refused(done.routing.failures.join("; ")));
             }
-            if pins == 0 && routes.is_empty() && !nft {
-                println!(
+            if let Some(e) = done.nft_error {
+                return Err(CliError::Refused(e));
+            }
+            if done.was_empty() {
+                outln(&format!(
                     "nothing to stop: no daemon, nothing pinned at {}, no steer routing",
                     r.pin_dir.display()
-                );
+                ));
             } else {
-                println!(
-                    "steer stopped: removed {pins} pins under {} (classifier detached), {} routing entries{}",
+                outln(&format!(
+                    "steer stopped: removed {} pins under {} (classifier detached), {} routing entries{}",
+                    done.pins,
                     r.pin_dir.display(),
-                    routes.len(),
-                    if nft {
+                    done.routing.changes.len(),
+                    if done.nft_removed {
                         ", the connection-marking table"
                     } else {
                         ""
                     }
-                );
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -371,28 +378,27 @@ pub(crate) fn txt(v: &serde_json::Value) -> String {
     }
 }
 
-fn render_status(s: &serde_json::Value) -> String {
+fn render_status(s: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "steer: config {}, up {} s, policy generation {}{}",
-        txt(&s["config"]),
-        txt(&s["uptime_s"]),
-        txt(&s["generation"]),
-        if s["adopted"].as_bool() == Some(true) {
+        s.config.display(),
+        s.uptime_s,
+        s.generation.map_or("-".to_owned(), |g| g.to_string()),
+        if s.adopted {
             ", adopted pinned state"
         } else {
             ""
         }
     );
-    let lan: Vec<String> = s["lan"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| match l["xdp"].as_str() {
-            Some(m) => format!("{} (tc + xdp {m})", txt(&l["interface"])),
-            None => format!("{} (tc)", txt(&l["interface"])),
+    let lan: Vec<String> = s
+        .lan
+        .iter()
+        .map(|l| match &l.xdp {
+            Some(m) => format!("{} (tc + xdp {m})", l.interface),
+            None => format!("{} (tc)", l.interface),
         })
         .collect();
     let _ = writeln!(out, "LAN: {}", lan.join(", "));
@@ -400,55 +406,49 @@ fn render_status(s: &serde_json::Value) -> String {
         out,
         "\nWAN        state     mark    table  packets      bytes"
     );
-    for w in s["wans"].as_array().into_iter().flatten() {
+    for w in &s.wans {
         let _ = writeln!(
             out,
             "{:<10} {:<9} {:<7} {:<6} {:<12} {}",
-            txt(&w["name"]),
-            txt(&w["state"]),
-            txt(&w["mark"]),
-            txt(&w["table"]),
-            txt(&w["packets"]),
-            txt(&w["bytes"])
+            w.name,
+            w.state.as_str(),
+            format!("{:#x}", w.mark),
+            w.table,
+            w.packets,
+            w.bytes
         );
-        if let Some(detail) = w["detail"].as_str() {
-            let _ = writeln!(out, "           {detail}");
+        if !w.detail.is_empty() {
+            let _ = writeln!(out, "           {}", w.detail);
         }
     }
     let _ = writeln!(out, "\npolicy          now");
-    for p in s["policies"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "{:<15} {}", txt(&p["name"]), txt(&p["now"]));
+    for p in &s.policies {
+        let _ = writeln!(out, "{:<15} {}", p.name, p.now);
     }
     let _ = writeln!(
         out,
         "\nset             rule match   policy          prefixes  packets"
     );
-    for r in s["sets"].as_array().into_iter().flatten() {
+    for r in &s.sets {
         let _ = writeln!(
             out,
             "{:<15} {:<4} {:<7} {:<15} {:<9} {}",
-            txt(&r["name"]),
-            txt(&r["rule"]),
-            txt(&r["match"]),
-            txt(&r["policy"]),
-            txt(&r["prefixes"]),
-            txt(&r["packets"])
+            r.name,
+            r.rule,
+            r.matches,
+            r.policy.as_deref().unwrap_or("-"),
+            r.prefixes,
+            r.packets
         );
     }
-    if let Some(routing) = s.get("routing").filter(|r| !r.is_null()) {
-        let _ = writeln!(out, "\nrouting (desired vs actual)");
-        for item in routing["items"].as_array().into_iter().flatten() {
-            let _ = writeln!(out, "  {}", item.as_str().unwrap_or("?"));
-        }
+    let _ = writeln!(out, "\nrouting (desired vs actual)");
+    for item in &s.routing.items {
+        let _ = writeln!(out, "  {item}");
     }
-    if let Some(changes) = s["last_apply"]["changes"].as_array() {
-        let _ = writeln!(
-            out,
-            "\nlast change ({} s ago):",
-            txt(&s["last_apply"]["seconds_ago"])
-        );
-        for c in changes {
-            let _ = writeln!(out, "  {}", c.as_str().unwrap_or("?"));
+    if let Some(last) = &s.last_apply {
+        let _ = writeln!(out, "\nlast change ({} s ago):", last.seconds_ago);
+        for c in &last.changes {
+            let _ = writeln!(out, "  {c}");
         }
     }
     out

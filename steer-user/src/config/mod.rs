@@ -26,7 +26,8 @@ pub use diag::{ConfigErrors, Diagnostic};
 pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 
-use crate::{dataplane::Direction, prefix::Prefix};
+pub use crate::model::Capacity;
+use crate::{model::Direction, prefix::Prefix};
 
 /// Default directory for pinned maps and programs.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/steer";
@@ -64,26 +65,6 @@ pub struct General {
     /// Kernel-side per-packet logging (debug only).
     pub log_packets: bool,
     pub duplicates: DuplicatePolicy,
-}
-
-/// Map sizes (maximum entries) of the prefix tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capacity {
-    pub dst_v4: u32,
-    pub dst_v6: u32,
-    pub src_v4: u32,
-    pub src_v6: u32,
-}
-
-impl Default for Capacity {
-    fn default() -> Self {
-        Capacity {
-            dst_v4: steer_common::DEFAULT_CAPACITY_DST_V4,
-            dst_v6: steer_common::DEFAULT_CAPACITY_DST_V6,
-            src_v4: steer_common::DEFAULT_CAPACITY_SRC_V4,
-            src_v6: steer_common::DEFAULT_CAPACITY_SRC_V6,
-        }
-    }
 }
 
 /// What to do when two sets with the same `match` direction hold the same prefix (or domain).

@@ -25,7 +25,7 @@ use super::{
     targets::{parse_socket_addr, parse_target, target_example},
 };
 use crate::{
-    dataplane::Direction,
+    model::Direction,
     prefix::{AddrError, Prefix, is_unicast, parse_addr, parse_prefix},
 };
 
@@ -761,7 +761,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                 format!("use a mark made only of the mask's bits{examples}"),
             );
         }
-        let (unreachable, blackhole) = crate::policy::last_resort_marks(mask);
+        let (unreachable, blackhole) = crate::model::last_resort_marks(mask);
         if mask_ok && (mark == unreachable || mark == blackhole) {
             let what = if mark == unreachable {
                 "unreachable"

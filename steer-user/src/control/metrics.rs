@@ -13,6 +13,7 @@ use tokio::{
 };
 
 use super::{Call, ControlError, PeerCred, Request, server::ask};
+use crate::status::{Status, WanState};
 
 /// Longest request head read.
 const MAX_HEAD: usize = 8 * 1024;
@@ -84,12 +85,15 @@ async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) {
     let _ = stream.write_all(response.as_bytes()).await;
 }
 
-async fn status(calls: &mpsc::Sender<Call>) -> Option<serde_json::Value> {
+async fn status(calls: &mpsc::Sender<Call>) -> Option<Status> {
     let deadline = Instant::now() + TIMEOUT;
     let response = ask(calls, Request::Status, PeerCred::own(), deadline)
         .await
         .ok()?;
-    response.ok.then_some(response.body)
+    if !response.ok {
+        return None;
+    }
+    serde_json::from_value(response.body).ok()
 }
 
 fn http(code: u16, kind: &str, body: &str) -> String {
@@ -105,7 +109,7 @@ fn http(code: u16, kind: &str, body: &str) -> String {
 }
 
 /// The status document in the Prometheus text format.
-pub fn render(s: &serde_json::Value) -> String {
+pub fn render(s: &Status) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -113,79 +117,66 @@ pub fn render(s: &serde_json::Value) -> String {
             out.push_str(&format!("{name}{labels} {value}\n"));
         }
     };
-    let wans: Vec<&serde_json::Value> = s["wans"].as_array().into_iter().flatten().collect();
-    let sets: Vec<&serde_json::Value> = s["sets"].as_array().into_iter().flatten().collect();
-    let label = |k: &str, v: &serde_json::Value| {
-        format!("{{{k}=\"{}\"}}", escape(v.as_str().unwrap_or("?")))
+    let label = |k: &str, v: &str| format!("{{{k}=\"{}\"}}", escape(v));
+    let per_wan = |value: &dyn Fn(&crate::status::WanStatus) -> String| {
+        s.wans
+            .iter()
+            .map(|w| (label("wan", &w.name), value(w)))
+            .collect::<Vec<_>>()
     };
-    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0).to_string();
+    let per_set = |value: &dyn Fn(&crate::status::SetStatus) -> String| {
+        s.sets
+            .iter()
+            .map(|r| (label("set", &r.name), value(r)))
+            .collect::<Vec<_>>()
+    };
     family(
         "steer_wan_up",
         "gauge",
         "Whether the WAN carries traffic (1) or is down (0).",
-        wans.iter()
-            .map(|w| {
-                (
-                    label("wan", &w["name"]),
-                    u8::from(w["state"] == "up").to_string(),
-                )
-            })
-            .collect(),
+        per_wan(&|w| u8::from(w.state == WanState::Up).to_string()),
     );
     family(
         "steer_wan_packets_total",
         "counter",
         "Packets steered to the WAN.",
-        wans.iter()
-            .map(|w| (label("wan", &w["name"]), num(&w["packets"])))
-            .collect(),
+        per_wan(&|w| w.packets.to_string()),
     );
     family(
         "steer_wan_bytes_total",
         "counter",
         "Bytes steered to the WAN.",
-        wans.iter()
-            .map(|w| (label("wan", &w["name"]), num(&w["bytes"])))
-            .collect(),
+        per_wan(&|w| w.bytes.to_string()),
     );
     family(
         "steer_set_packets_total",
         "counter",
         "Packets that matched the set (the default rule: set=\"default\").",
-        sets.iter()
-            .map(|r| (label("set", &r["name"]), num(&r["packets"])))
-            .collect(),
+        per_set(&|r| r.packets.to_string()),
     );
     family(
         "steer_set_bytes_total",
         "counter",
         "Bytes that matched the set.",
-        sets.iter()
-            .map(|r| (label("set", &r["name"]), num(&r["bytes"])))
-            .collect(),
+        per_set(&|r| r.bytes.to_string()),
     );
     family(
         "steer_set_prefixes",
         "gauge",
         "Prefixes of the set in the kernel.",
-        sets.iter()
-            .map(|r| (label("set", &r["name"]), num(&r["prefixes"])))
-            .collect(),
+        per_set(&|r| r.prefixes.to_string()),
     );
     family(
         "steer_policy_generation",
         "gauge",
         "The live generation of the policy table.",
-        vec![(String::new(), num(&s["generation"]))],
+        vec![(String::new(), s.generation.unwrap_or(0).to_string())],
     );
     family(
         "steer_routing_in_sync",
         "gauge",
         "Whether the routing rules and tables are as desired.",
-        vec![(
-            String::new(),
-            u8::from(s["routing"]["in_sync"] == true).to_string(),
-        )],
+        vec![(String::new(), u8::from(s.routing.in_sync).to_string())],
     );
     out
 }
@@ -202,12 +193,21 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text() {
-        let s = serde_json::json!({
-            "generation": 1,
-            "wans": [{ "name": "wan1", "state": "up", "packets": 5, "bytes": 300 }, { "name": "wan2", "state": "down", "packets": 0, "bytes": 0 }],
-            "sets": [{ "name": "by\"pass", "packets": 2, "bytes": 80, "prefixes": 3 }],
-            "routing": { "in_sync": true },
-        });
+        let s: Status = serde_json::from_value(serde_json::json!({
+            "config": "/etc/steer/steer.toml", "pin_dir": "/sys/fs/bpf/steer", "uptime_s": 1,
+            "generation": 1, "adopted": false, "policy_in_sync": true, "lan": [],
+            "wans": [
+                { "name": "wan1", "interface": "eth1", "mark": "0x100", "table": 101, "state": "up",
+                  "detail": "", "carrier": true, "packets": 5, "bytes": 300 },
+                { "name": "wan2", "interface": "eth2", "mark": "0x200", "table": 102, "state": "down",
+                  "detail": "", "carrier": false, "packets": 0, "bytes": 0 },
+            ],
+            "policies": [],
+            "sets": [{ "name": "by\"pass", "rule": 1, "match": "dst", "policy": "p", "packets": 2, "bytes": 80, "prefixes": 3 }],
+            "routing": { "items": [], "in_sync": true },
+            "last_failover": null, "last_apply": null,
+        }))
+        .expect("a status document");
         let text = render(&s);
         for line in [
             "steer_wan_up{wan=\"wan1\"} 1",

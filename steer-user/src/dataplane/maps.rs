@@ -2,6 +2,7 @@
 //! prefixes, rule ids, generations and counters, never in raw bytes.
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
@@ -15,79 +16,18 @@ use aya::{
 };
 use steer_common::{
     Counter, GENERATIONS, LB_SLOTS, LbSlot, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo,
-    SLOT_MIN_LEN_V4, SLOT_MIN_LEN_V6, Settings, WanInfo, lb_base, map_names as names, path,
-    policy_index, rule_kind, slot_v4, slot_v6,
+    SLOT_MIN_LEN_V4, SLOT_MIN_LEN_V6, Settings, WanInfo, action, lb_base, map_names as names, path,
+    policy_index, slot_v4, slot_v6,
 };
 
 use super::{
     DataplaneError, sys,
     trie::{NamedMap, SplitTrie, TrieError},
 };
-use crate::prefix::Prefix;
-
-/// Which address of a packet a prefix map matches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Direction {
-    Src,
-    Dst,
-}
-
-impl Direction {
-    /// The four prefix sets in the order of every four-entry table about them: destination
-    /// IPv4, destination IPv6, source IPv4, source IPv6.
-    pub const ALL: [(Direction, bool); 4] = [
-        (Direction::Dst, true),
-        (Direction::Dst, false),
-        (Direction::Src, true),
-        (Direction::Src, false),
-    ];
-
-    /// The word for it in config (`match = "src"`), `steer dump` and `steer explain`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Direction::Src => "src",
-            Direction::Dst => "dst",
-        }
-    }
-
-    /// The direction a rule of this kind ([`rule_kind`]) matches on; `None` for the default
-    /// rule (and unused ids).
-    pub const fn of_rule_kind(kind: u32) -> Option<Direction> {
-        match kind {
-            rule_kind::SRC => Some(Direction::Src),
-            rule_kind::DST => Some(Direction::Dst),
-            _ => None,
-        }
-    }
-
-    /// How a rule of this kind is named to users: "src", "dst" or "default".
-    pub const fn rule_kind_name(kind: u32) -> &'static str {
-        match Direction::of_rule_kind(kind) {
-            Some(d) => d.as_str(),
-            None => "default",
-        }
-    }
-
-    /// Position of (this direction, IPv4?) in [`Direction::ALL`].
-    pub const fn index(self, v4: bool) -> usize {
-        match (self, v4) {
-            (Direction::Dst, true) => 0,
-            (Direction::Dst, false) => 1,
-            (Direction::Src, true) => 2,
-            (Direction::Src, false) => 3,
-        }
-    }
-
-    /// The split-trie map and its short-prefix trie for this direction and family.
-    pub fn map_names(self, v4: bool) -> (&'static str, &'static str) {
-        [
-            (names::DST_V4, names::DST_V4_SHORT),
-            (names::DST_V6, names::DST_V6_SHORT),
-            (names::SRC_V4, names::SRC_V4_SHORT),
-            (names::SRC_V6, names::SRC_V6_SHORT),
-        ][self.index(v4)]
-    }
-}
+use crate::{
+    model::{Direction, PolicyTable, PrefixMap, PrefixSets, Rule},
+    prefix::Prefix,
+};
 
 type TrieV4 = SplitTrie<4>;
 type TrieV6 = SplitTrie<16>;
@@ -165,13 +105,12 @@ impl Maps {
                 take(name)?.try_into().map_err(map_err(name, "open"))?
             }};
         }
-        let mut split =
-            |dir: Direction, v4: bool| -> Result<(NamedMap, NamedMap), DataplaneError> {
-                let (outer, short) = dir.map_names(v4);
-                Ok(((outer, take(outer)?), (short, take(short)?)))
-            };
-        let (dst_v4, dst_v6) = (split(Direction::Dst, true)?, split(Direction::Dst, false)?);
-        let (src_v4, src_v6) = (split(Direction::Src, true)?, split(Direction::Src, false)?);
+        let mut split = |map: PrefixMap| -> Result<(NamedMap, NamedMap), DataplaneError> {
+            let (outer, short) = map.map_names();
+            Ok(((outer, take(outer)?), (short, take(short)?)))
+        };
+        let (dst_v4, dst_v6) = (split(PrefixMap::DstV4)?, split(PrefixMap::DstV6)?);
+        let (src_v4, src_v6) = (split(PrefixMap::SrcV4)?, split(PrefixMap::SrcV6)?);
         Ok(Maps {
             dst_v4: SplitTrie::new(dst_v4.0, dst_v4.1, SLOT_MIN_LEN_V4, slot_v4)?,
             dst_v6: SplitTrie::new(dst_v6.0, dst_v6.1, SLOT_MIN_LEN_V6, slot_v6)?,
@@ -296,9 +235,10 @@ impl Maps {
         Ok(out)
     }
 
-    /// Every prefix of one direction and family with its rule, in no particular order.
-    pub fn prefixes(&self, dir: Direction, v4: bool) -> Result<Vec<(Prefix, u32)>, DataplaneError> {
-        Ok(if v4 {
+    /// Every prefix of one map with its rule, in no particular order.
+    pub fn prefixes(&self, map: PrefixMap) -> Result<Vec<(Prefix, u32)>, DataplaneError> {
+        let dir = map.direction();
+        Ok(if map.is_v4() {
             let raw = self.trie_v4(dir).dump()?;
             raw.into_iter()
                 .map(|((len, a), r)| (prefix_v4(Ipv4Addr::from(a), len), r))
@@ -309,6 +249,15 @@ impl Maps {
                 .map(|((len, a), r)| (prefix_v6(Ipv6Addr::from(a), len), r))
                 .collect()
         })
+    }
+
+    /// What all four prefix maps hold.
+    pub fn prefix_sets(&self) -> Result<PrefixSets, DataplaneError> {
+        let mut out = PrefixSets::default();
+        for map in PrefixMap::ALL {
+            out.map_mut(map).extend(self.prefixes(map)?);
+        }
+        Ok(out)
     }
 
     /// Writes many prefixes of one direction, of either family: batched (one syscall per slot
@@ -433,12 +382,35 @@ impl Maps {
         )
     }
 
-    /// The rule ids of `generation` in use, with their names and kinds, from one read.
-    pub fn rules_in_use(&self, generation: u32) -> Result<Vec<(u32, RuleInfo)>, DataplaneError> {
+    /// The rules of `generation` in use, by id, from one read: the one decoder of
+    /// `RULE_INFO`, for a restarted daemon, `steer dump` and `steer explain` alike.
+    pub fn rules(&self, generation: u32) -> Result<BTreeMap<u32, Rule>, DataplaneError> {
         Ok((0..)
             .zip(self.rule_infos(generation)?)
-            .filter(|(_, info)| info.kind != rule_kind::UNUSED)
+            .filter_map(|(id, info)| Some((id, Rule::from_info(id, &info)?)))
             .collect())
+    }
+
+    /// What generation `generation` of the policy table holds: a few batched reads (one per
+    /// map, and one per balanced rule), since a sync or a failover reads two generations while
+    /// the switch is being timed.
+    pub fn policy_table(&self, generation: u32) -> Result<PolicyTable, DataplaneError> {
+        let entries = self.policies(generation)?;
+        let mut slots = BTreeMap::new();
+        for (rule, entry) in (0..).zip(&entries) {
+            if entry.action == action::BALANCE {
+                let held: [LbSlot; LB_SLOTS as usize] = self
+                    .lb_slots(generation, rule)?
+                    .try_into()
+                    .expect("LB_SLOTS slots");
+                slots.insert(rule, Box::new(held));
+            }
+        }
+        Ok(PolicyTable {
+            entries,
+            slots,
+            info: self.rule_infos(generation)?,
+        })
     }
 
     pub fn set_rule_info(
@@ -460,13 +432,21 @@ impl Maps {
             .map_err(map_err(names::WAN_INFO, "read"))
     }
 
-    /// The WAN slots in use, with their names, marks and tables.
-    pub fn wans_in_use(&self) -> Result<Vec<(u32, WanInfo)>, DataplaneError> {
-        let mut wans = Vec::new();
+    /// The WAN slots in use, by slot: the one decoder of `WAN_INFO`.
+    pub fn wans(&self) -> Result<BTreeMap<u32, WanName>, DataplaneError> {
+        let mut wans = BTreeMap::new();
         for slot in 0..MAX_WANS {
             let info = self.wan_info(slot)?;
             if info.in_use != 0 {
-                wans.push((slot, info));
+                let name = steer_common::name_from_bytes(&info.name).to_owned();
+                wans.insert(
+                    slot,
+                    WanName {
+                        name,
+                        mark: info.mark,
+                        table: info.table,
+                    },
+                );
             }
         }
         Ok(wans)
@@ -598,6 +578,14 @@ fn reset(
     map.set(index, zero, 0).map_err(map_err(name, "reset"))
 }
 
+/// A WAN slot as the kernel keeps it for `steer dump`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WanName {
+    pub name: String,
+    pub mark: u32,
+    pub table: u32,
+}
+
 /// How `Maps::set_prefixes` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteMode {
@@ -651,6 +639,10 @@ mod tests {
     /// The batched range reads and writes reach exactly the elements of their generation and
     /// rule, at both ends of each array (where the batch cursor is easiest to get wrong).
     #[test]
+    #[cfg_attr(
+        not(feature = "privileged-tests"),
+        ignore = "needs root: `cargo xtask test` runs it"
+    )]
     fn range_reads_and_writes_hit_exactly_their_elements() {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };

@@ -1,5 +1,10 @@
 //! The kernel side as userspace sees it: load the steer object, attach its programs to LAN
-//! interfaces, and reach its maps through typed handles.
+//! interfaces, and bring its maps to a desired state.
+//!
+//! The maps are private to this module: the controller hands [`Dataplane::sync`] what they
+//! should hold ([`MapContents`]) and [`Dataplane::flip_policy`] a new policy table, and the
+//! order of the writes is [`sync`]'s business. Readers (status, `steer dump`, `steer explain`)
+//! get [`Dataplane::maps`], whose writers all need `&mut`.
 
 mod attach;
 pub mod maps;
@@ -22,9 +27,13 @@ use aya::{
 use steer_common::{map_names, program_names};
 
 pub use attach::{AttachReport, ifindex};
-pub use maps::{Direction, Maps, WriteMode};
+pub use maps::{Maps, WanName, WriteMode};
+pub use sync::{MapContents, SyncError, SyncReport};
 
-use crate::objects;
+use crate::{
+    model::{self, PrefixSets},
+    objects,
+};
 use attach::Attachment;
 use pin::{LinkKind, PinDir};
 
@@ -83,32 +92,6 @@ pub(crate) fn prog_err(
     }
 }
 
-/// Map capacities (max entries) of the prefix maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Capacities {
-    pub dst_v4: u32,
-    pub dst_v6: u32,
-    pub src_v4: u32,
-    pub src_v6: u32,
-}
-
-impl Default for Capacities {
-    fn default() -> Self {
-        Capacities {
-            dst_v4: steer_common::DEFAULT_CAPACITY_DST_V4,
-            dst_v6: steer_common::DEFAULT_CAPACITY_DST_V6,
-            src_v4: steer_common::DEFAULT_CAPACITY_SRC_V4,
-            src_v6: steer_common::DEFAULT_CAPACITY_SRC_V6,
-        }
-    }
-}
-
-impl Capacities {
-    pub fn of(&self, dir: Direction, v4: bool) -> u32 {
-        [self.dst_v4, self.dst_v6, self.src_v4, self.src_v6][dir.index(v4)]
-    }
-}
-
 /// How the XDP program ended up attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpAttachMode {
@@ -142,27 +125,24 @@ pub struct Adopted {
 #[derive(Debug)]
 pub struct Dataplane {
     ebpf: Ebpf,
-    pub maps: Maps,
-    pub capacities: Capacities,
+    maps: Maps,
+    /// What the prefix maps hold: read when the maps are adopted, kept current by every sync,
+    /// so a sync diffs against it instead of reading the maps back.
+    prefixes: PrefixSets,
     attached: BTreeMap<String, Attachment>,
     pins: Option<PinDir>,
 }
 
 impl Dataplane {
-    /// Loads the embedded object with private, unpinned maps (tests, benchmarks, `explain`).
-    /// `capacities` bound how many prefixes steer writes per direction and family (the kernel
-    /// tries themselves are not preallocated).
-    pub fn load(capacities: Capacities) -> Result<Self, DataplaneError> {
-        Self::load_with(EbpfLoader::new(), capacities, None)
+    /// Loads the embedded object with private, unpinned maps (tests, benchmarks).
+    pub fn load() -> Result<Self, DataplaneError> {
+        Self::load_with(EbpfLoader::new(), None)
     }
 
     /// Loads the object with its maps pinned under `root` (adopting maps pinned by an earlier
     /// daemon after checking that they fit), takes the pin-directory lock and pins the programs.
     /// Interfaces are attached separately with [`Dataplane::attach`], which adopts pinned links.
-    pub fn open_pinned(
-        root: &Path,
-        capacities: Capacities,
-    ) -> Result<(Self, Adopted), DataplaneError> {
+    pub fn open_pinned(root: &Path) -> Result<(Self, Adopted), DataplaneError> {
         let pins = PinDir::open_locked(root)?;
         pins.check_compatible(&expected_map_infos()?)?;
         let adopted = Adopted {
@@ -180,8 +160,11 @@ impl Dataplane {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut dp = Self::load_with(loader, capacities, Some(pins))?;
+        let mut dp = Self::load_with(loader, Some(pins))?;
         dp.pin_programs()?;
+        if adopted.maps {
+            dp.prefixes = dp.maps.prefix_sets()?;
+        }
         Ok((dp, adopted))
     }
 
@@ -207,14 +190,10 @@ impl Dataplane {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        Self::load_with(loader, Capacities::default(), None)
+        Self::load_with(loader, None)
     }
 
-    fn load_with(
-        mut loader: EbpfLoader<'_>,
-        capacities: Capacities,
-        pins: Option<PinDir>,
-    ) -> Result<Self, DataplaneError> {
+    fn load_with(mut loader: EbpfLoader<'_>, pins: Option<PinDir>) -> Result<Self, DataplaneError> {
         let mut ebpf = loader
             .load(objects::STEER)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
@@ -224,10 +203,43 @@ impl Dataplane {
         Ok(Dataplane {
             ebpf,
             maps,
-            capacities,
+            prefixes: PrefixSets::default(),
             attached: BTreeMap::new(),
             pins,
         })
+    }
+
+    /// Brings the maps to `want`, in the order [`sync`] documents. On error before the flip
+    /// nothing changed; [`SyncError::is_live`] says when the new state went live anyway.
+    pub fn sync(&mut self, want: &MapContents) -> Result<SyncReport, SyncError> {
+        sync::sync(&mut self.maps, &mut self.prefixes, want)
+    }
+
+    /// Makes `table` the live policy table (standby generation, then one word flipped): a
+    /// failover. Returns the flip, or `None` when the table was live already.
+    pub fn flip_policy(
+        &mut self,
+        table: &model::PolicyTable,
+    ) -> Result<Option<(u32, u32)>, DataplaneError> {
+        sync::flip_policy(&mut self.maps, table)
+    }
+
+    /// What the prefix maps hold.
+    pub fn prefixes(&self) -> &PrefixSets {
+        &self.prefixes
+    }
+
+    /// Read access to every map (counters, names, the live generation).
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// Raw write access for test fixtures and benchmarks, which set up maps by hand. The
+    /// daemon never uses it: it writes through [`Dataplane::sync`] and
+    /// [`Dataplane::flip_policy`] only.
+    #[doc(hidden)]
+    pub fn maps_mut(&mut self) -> &mut Maps {
+        &mut self.maps
     }
 
     /// Pins both programs (replacing the pins of an earlier daemon), so `steer explain` and

@@ -2,115 +2,48 @@
 //! that never lets a packet fall through a gap:
 //!
 //! 1. capacity is checked before the first write;
-//! 2. rules that are new get their policy in both generations (no prefix points at them yet);
-//! 3. prefixes are added and changed (batched where the kernel can);
-//! 4. the standby generation is brought to the desired policy table (rules being removed keep
+//! 2. the settings are widened: source lookups are switched on before the first source prefix
+//!    of a family lands (a superset of the flags only costs a lookup);
+//! 3. rules that are new get their policy in both generations (no prefix points at them yet);
+//! 4. prefixes are added and changed (batched where the kernel can);
+//! 5. the standby generation is brought to the desired policy table (rules being removed keep
 //!    their old verdict there, since their prefixes are still in the maps) and the generation
 //!    word flips: every packet sees either the old table or the new one;
-//! 5. prefixes are removed;
-//! 6. removed rules are cleared.
+//! 6. prefixes are removed;
+//! 7. removed rules are cleared;
+//! 8. the WAN names `steer dump` shows are written (a slot that changes hands starts its
+//!    counters from zero), and the settings narrowed to what the maps now hold.
 //!
 //! A failure before the flip undoes every write made so far (the previous state is restored);
-//! a failure after it is retried, and what could not be completed is reported.
+//! a failure after it is retried where that makes sense, and what could not be completed is
+//! reported as [`SyncError::Incomplete`]: the new state is live and the caller must treat it so.
+//!
+//! This module is the only place that knows the order. Callers hand it a [`MapContents`]
+//! (what the maps should hold) and get a [`SyncReport`] or a [`SyncError`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use steer_common::{
-    GENERATIONS, LB_SLOTS, LbSlot, MAX_RULES, PolicyEntry, RuleInfo, action, rule_kind,
+    GENERATIONS, MAX_RULES, MAX_WANS, Settings, WanInfo, name_to_bytes, settings_flags,
 };
 
-use super::{Capacities, DataplaneError, Direction, Maps, WriteMode};
-use crate::prefix::Prefix;
+use super::{DataplaneError, Maps, WriteMode, maps::WanName};
+use crate::{
+    model::{Capacity, Direction, PolicyTable, PrefixMap, PrefixSets},
+    prefix::Prefix,
+};
 
-/// Contents of the four prefix maps, as prefix -> rule id.
+/// Everything steer wants the maps to hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PrefixSets {
-    maps: [HashMap<Prefix, u32>; 4],
-}
-
-impl PrefixSets {
-    /// The four (direction, IPv4?) maps, in a fixed order.
-    pub const KEYS: [(Direction, bool); 4] = Direction::ALL;
-
-    fn index(dir: Direction, v4: bool) -> usize {
-        dir.index(v4)
-    }
-
-    pub fn map(&self, dir: Direction, v4: bool) -> &HashMap<Prefix, u32> {
-        &self.maps[Self::index(dir, v4)]
-    }
-
-    pub fn map_mut(&mut self, dir: Direction, v4: bool) -> &mut HashMap<Prefix, u32> {
-        &mut self.maps[Self::index(dir, v4)]
-    }
-
-    pub fn insert(&mut self, dir: Direction, prefix: Prefix, rule: u32) {
-        self.map_mut(dir, prefix.is_v4()).insert(prefix, rule);
-    }
-
-    pub fn len(&self) -> usize {
-        self.maps.iter().map(HashMap::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// What the kernel maps hold now.
-    pub fn read(maps: &Maps) -> Result<Self, DataplaneError> {
-        let mut out = PrefixSets::default();
-        for (dir, v4) in Self::KEYS {
-            out.map_mut(dir, v4).extend(maps.prefixes(dir, v4)?);
-        }
-        Ok(out)
-    }
-}
-
-/// The desired policy table of one generation: an entry, LB slots (for balanced entries) and
-/// names per rule id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicyTable {
-    pub entries: Vec<PolicyEntry>,
-    pub slots: BTreeMap<u32, Box<[LbSlot; LB_SLOTS as usize]>>,
-    pub info: Vec<RuleInfo>,
-}
-
-impl Default for PolicyTable {
-    fn default() -> Self {
-        PolicyTable {
-            entries: vec![PolicyEntry::default(); MAX_RULES as usize],
-            slots: BTreeMap::new(),
-            info: vec![RuleInfo::default(); MAX_RULES as usize],
-        }
-    }
-}
-
-impl PolicyTable {
-    fn in_use(&self, rule: u32) -> bool {
-        self.info[rule as usize].kind != rule_kind::UNUSED
-    }
-
-    /// What generation `generation` of the kernel holds: a few batched reads (one per map, and
-    /// one per balanced rule), since a sync or a failover reads two generations while the
-    /// switch is being timed.
-    pub fn read(maps: &Maps, generation: u32) -> Result<Self, DataplaneError> {
-        let entries = maps.policies(generation)?;
-        let mut slots = BTreeMap::new();
-        for (rule, entry) in (0..).zip(&entries) {
-            if entry.action == action::BALANCE {
-                let held: [LbSlot; LB_SLOTS as usize] = maps
-                    .lb_slots(generation, rule)?
-                    .try_into()
-                    .expect("LB_SLOTS slots");
-                slots.insert(rule, Box::new(held));
-            }
-        }
-        Ok(PolicyTable {
-            entries,
-            slots,
-            info: maps.rule_infos(generation)?,
-        })
-    }
+pub struct MapContents {
+    pub prefixes: PrefixSets,
+    pub table: PolicyTable,
+    /// WAN names by slot, for `steer dump` and per-WAN counters.
+    pub wans: BTreeMap<u32, WanName>,
+    /// How many prefixes each map may hold.
+    pub capacity: Capacity,
+    /// Kernel-side per-packet logging.
+    pub log_packets: bool,
 }
 
 /// Additions, changes and removals of one rule's prefixes.
@@ -143,7 +76,7 @@ pub struct SyncReport {
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error(
-        "{what} would hold {wanted} prefixes but its capacity is {capacity} \
+        "{what} sets would hold {wanted} prefixes but its capacity is {capacity} \
          (general.capacity.{key}); sets contributing: {sets}. Raise the capacity or shorten \
          the lists; nothing was changed"
     )]
@@ -182,25 +115,23 @@ pub enum SyncError {
     },
 }
 
-/// Names of the maps for messages, by (direction, IPv4?).
-fn describe(dir: Direction, v4: bool) -> (&'static str, &'static str) {
-    [
-        ("IPv4 destination sets", "dst_v4"),
-        ("IPv6 destination sets", "dst_v6"),
-        ("IPv4 source sets", "src_v4"),
-        ("IPv6 source sets", "src_v6"),
-    ][dir.index(v4)]
+impl SyncError {
+    /// Whether the new state went live despite the error (it failed after the flip): the
+    /// caller must then follow the new state, not keep the old one.
+    pub fn is_live(&self) -> bool {
+        matches!(self, SyncError::Incomplete { .. })
+    }
 }
 
 /// Checks every map's capacity against the desired contents before anything is written.
 pub fn check_capacity(
     want: &PrefixSets,
-    capacities: &Capacities,
+    capacity: &Capacity,
     rule_name: impl Fn(u32) -> String,
 ) -> Result<(), SyncError> {
-    for (dir, v4) in PrefixSets::KEYS {
-        let map = want.map(dir, v4);
-        let capacity = capacities.of(dir, v4);
+    for prefix_map in PrefixMap::ALL {
+        let map = want.map(prefix_map);
+        let capacity = capacity.of(prefix_map);
         if map.len() > capacity as usize {
             let mut per_rule: BTreeMap<u32, usize> = BTreeMap::new();
             for rule in map.values() {
@@ -211,10 +142,9 @@ pub fn check_capacity(
                 .map(|(r, n)| format!("{} ({n})", rule_name(*r)))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let (what, key) = describe(dir, v4);
             return Err(SyncError::Capacity {
-                what,
-                key,
+                what: prefix_map.describe(),
+                key: prefix_map.key(),
                 wanted: map.len(),
                 capacity,
                 sets,
@@ -231,17 +161,16 @@ struct Undo {
     previous: Option<u32>,
 }
 
-/// Brings the prefix maps and the live policy table to `want` and `table`. `state` is what
-/// the prefix maps hold (read from the kernel when the daemon started, kept current by every
-/// sync): the diff is taken against it, so a reload reads nothing back.
+/// Brings the maps to `want`. `state` is what the prefix maps hold (read from the kernel when
+/// the dataplane was opened, kept current by every sync): the diff is taken against it, so a
+/// reload reads no prefix back.
 pub fn sync(
     maps: &mut Maps,
     state: &mut PrefixSets,
-    want: &PrefixSets,
-    table: &PolicyTable,
-    capacities: &Capacities,
+    want: &MapContents,
 ) -> Result<SyncReport, SyncError> {
-    check_capacity(want, capacities, |r| {
+    let table = &want.table;
+    check_capacity(&want.prefixes, &want.capacity, |r| {
         let name = steer_common::name_from_bytes(&table.info[r as usize].set_name);
         if name.is_empty() {
             format!("rule {r}")
@@ -251,11 +180,22 @@ pub fn sync(
     })?;
     let started = std::time::Instant::now();
     let mut report = SyncReport::default();
-    let planned = plan_writes(state, want, &mut report);
-    let mut left = removals(state, want);
+    let planned = plan_writes(state, &want.prefixes, &mut report);
+    let mut left = removals(state, &want.prefixes);
     report.diff_time = started.elapsed();
+
+    let start = maps.writes();
+    let widened = settings(state, want.log_packets).flags | settings(&want.prefixes, false).flags;
+    write_settings(
+        maps,
+        Settings {
+            flags: widened,
+            _pad: 0,
+        },
+    )
+    .map_err(|e| rolled_back(e, 0))?;
     let live_gen = maps.active_generation().map_err(|e| rolled_back(e, 0))?;
-    let live = PolicyTable::read(maps, live_gen).map_err(|e| rolled_back(e, 0))?;
+    let live = maps.policy_table(live_gen).map_err(|e| rolled_back(e, 0))?;
     let removed_rules: Vec<u32> = (0..MAX_RULES)
         .filter(|r| live.in_use(*r) && !table.in_use(*r))
         .collect();
@@ -263,8 +203,7 @@ pub fn sync(
         .filter(|r| table.in_use(*r) && !live.in_use(*r))
         .collect();
 
-    let start = maps.writes();
-    // 2. New rules: nothing points at them yet, so both generations can learn them now, and
+    // New rules: nothing points at them yet, so both generations can learn them now, and
     // their counters start from zero.
     for rule in &new_rules {
         let learn =
@@ -275,7 +214,7 @@ pub fn sync(
     }
     report.policy_writes += maps.writes() - start;
 
-    // 3. Additions and changes.
+    // Additions and changes.
     let mut undo = Vec::new();
     let start = maps.writes();
     if let Err(e) = write_planned(maps, state, planned, &mut undo, &mut report) {
@@ -283,12 +222,12 @@ pub fn sync(
     }
     report.prefix_writes += maps.writes() - start;
 
-    // 4. Standby generation, then the flip.
+    // Standby generation, then the flip.
     let start = maps.writes();
     let standby = 1 - live_gen;
     let mut staged = table.clone();
     for rule in &removed_rules {
-        copy_rule(&mut staged, &live, *rule);
+        staged.copy_rule(&live, *rule);
     }
     let flip = write_generation(maps, standby, &staged, &live).and_then(|changed| {
         if changed {
@@ -304,23 +243,10 @@ pub fn sync(
     }
     report.policy_writes += maps.writes() - start;
 
-    // 5. Removals, once the new verdicts are live. Retried once before giving up.
+    // From here on the new state is live: what fails is completed later, never undone.
     let start = maps.writes();
-    for attempt in 0..2 {
-        match remove_all(maps, state, &mut left, &mut report) {
-            Ok(()) => break,
-            Err(e) if attempt == 1 => {
-                return Err(SyncError::Incomplete {
-                    source: e,
-                    left: left.len(),
-                });
-            }
-            Err(e) => log::warn!("removing stale prefixes failed ({e}); retrying"),
-        }
-    }
+    remove_stale(maps, state, &mut left, &mut report)?;
     report.prefix_writes += maps.writes() - start;
-
-    // 6. Removed rules: no prefix points at them any more.
     let start = maps.writes();
     for rule in &removed_rules {
         for generation in 0..GENERATIONS {
@@ -328,6 +254,9 @@ pub fn sync(
                 .map_err(|e| SyncError::Incomplete { source: e, left: 0 })?;
         }
     }
+    sync_wan_names(maps, &want.wans).map_err(|e| SyncError::Incomplete { source: e, left: 0 })?;
+    write_settings(maps, settings(state, want.log_packets))
+        .map_err(|e| SyncError::Incomplete { source: e, left: 0 })?;
     report.policy_writes += maps.writes() - start;
     report.kernel_time = started.elapsed() - report.diff_time;
     Ok(report)
@@ -339,13 +268,62 @@ pub fn flip_policy(
     table: &PolicyTable,
 ) -> Result<Option<(u32, u32)>, DataplaneError> {
     let live_gen = maps.active_generation()?;
-    let live = PolicyTable::read(maps, live_gen)?;
+    let live = maps.policy_table(live_gen)?;
     let standby = 1 - live_gen;
     if !write_generation(maps, standby, table, &live)? {
         return Ok(None);
     }
     maps.set_active_generation(standby)?;
     Ok(Some((live_gen, standby)))
+}
+
+/// The settings for maps holding `prefixes`: source lookups only for families that have
+/// source prefixes.
+fn settings(prefixes: &PrefixSets, log_packets: bool) -> Settings {
+    let mut flags = if log_packets {
+        settings_flags::LOG_PACKETS
+    } else {
+        0
+    };
+    if !prefixes.map(PrefixMap::SrcV4).is_empty() {
+        flags |= settings_flags::HAS_SRC_V4;
+    }
+    if !prefixes.map(PrefixMap::SrcV6).is_empty() {
+        flags |= settings_flags::HAS_SRC_V6;
+    }
+    Settings { flags, _pad: 0 }
+}
+
+fn write_settings(maps: &mut Maps, want: Settings) -> Result<(), DataplaneError> {
+    if maps.settings()? != want {
+        maps.set_settings(want)?;
+    }
+    Ok(())
+}
+
+/// Writes the WAN names where they differ; a slot that changes hands starts its counters from
+/// zero.
+fn sync_wan_names(maps: &mut Maps, wans: &BTreeMap<u32, WanName>) -> Result<(), DataplaneError> {
+    for slot in 0..MAX_WANS {
+        let want = wans
+            .get(&slot)
+            .map(|w| WanInfo {
+                name: name_to_bytes(&w.name),
+                mark: w.mark,
+                table: w.table,
+                in_use: 1,
+                _pad: 0,
+            })
+            .unwrap_or_default();
+        let have = maps.wan_info(slot)?;
+        if have != want {
+            if have.name != want.name {
+                maps.reset_wan_counter(slot)?;
+            }
+            maps.set_wan_info(slot, want)?;
+        }
+    }
+    Ok(())
 }
 
 fn rolled_back(source: DataplaneError, undone: usize) -> SyncError {
@@ -365,16 +343,6 @@ fn write_rule(
     maps.set_rule_info(generation, rule, table.info[rule as usize])
 }
 
-fn copy_rule(to: &mut PolicyTable, from: &PolicyTable, rule: u32) {
-    let r = rule as usize;
-    to.entries[r] = from.entries[r];
-    to.info[r] = from.info[r];
-    match from.slots.get(&rule) {
-        Some(s) => to.slots.insert(rule, s.clone()),
-        None => to.slots.remove(&rule),
-    };
-}
-
 /// Writes `table` into `generation`, only where it differs from what that generation holds.
 /// Returns whether the table differs from `live` at all (if not, no flip is needed).
 fn write_generation(
@@ -383,7 +351,7 @@ fn write_generation(
     table: &PolicyTable,
     live: &PolicyTable,
 ) -> Result<bool, DataplaneError> {
-    let held = PolicyTable::read(maps, generation)?;
+    let held = maps.policy_table(generation)?;
     for rule in 0..MAX_RULES {
         let r = rule as usize;
         if let Some(slots) = table.slots.get(&rule)
@@ -401,20 +369,21 @@ fn write_generation(
     Ok(live != table)
 }
 
-/// The additions and changes of one map: (direction, IPv4?, prefix -> rule).
-type PlannedWrites = (Direction, bool, Vec<(Prefix, u32)>);
+/// The additions and changes of one map: its direction and prefix -> rule.
+pub type PlannedWrites = (Direction, Vec<(Prefix, u32)>);
 
-/// The additions and changes, per map, counted into `report`.
-fn plan_writes(
+/// The additions and changes, per map, counted into `report`: every prefix of `want` that
+/// `state` does not hold with the same rule.
+pub fn plan_writes(
     state: &PrefixSets,
     want: &PrefixSets,
     report: &mut SyncReport,
 ) -> Vec<PlannedWrites> {
     let mut planned = Vec::new();
-    for (dir, v4) in PrefixSets::KEYS {
-        let have = state.map(dir, v4);
+    for (map, wanted) in want.iter() {
+        let have = state.map(map);
         let mut writes: Vec<(Prefix, u32)> = Vec::new();
-        for (prefix, rule) in want.map(dir, v4) {
+        for (prefix, rule) in wanted {
             match have.get(prefix) {
                 Some(old) if old == rule => continue,
                 Some(_) => report.per_rule.entry(*rule).or_default().changed += 1,
@@ -423,7 +392,7 @@ fn plan_writes(
             writes.push((*prefix, *rule));
         }
         if !writes.is_empty() {
-            planned.push((dir, v4, writes));
+            planned.push((map.direction(), writes));
         }
     }
     planned
@@ -436,14 +405,13 @@ fn write_planned(
     undo: &mut Vec<Undo>,
     report: &mut SyncReport,
 ) -> Result<(), DataplaneError> {
-    for (dir, v4, writes) in planned {
-        let have = state.map(dir, v4);
+    for (dir, writes) in planned {
         // Record the undo before writing: a failing batch may have written part of it.
         for (prefix, _) in &writes {
             undo.push(Undo {
                 dir,
                 prefix: *prefix,
-                previous: have.get(prefix).copied(),
+                previous: state.map(PrefixMap::of(dir, prefix)).get(prefix).copied(),
             });
         }
         let mode = if writes.len() > 16 {
@@ -452,16 +420,16 @@ fn write_planned(
             WriteMode::PerElement
         };
         report.batched |= maps.set_prefixes(dir, &writes, mode)? == WriteMode::Batched;
-        let have = state.map_mut(dir, v4);
         for (prefix, rule) in writes {
-            have.insert(prefix, rule);
+            state.insert(dir, prefix, rule);
         }
     }
     Ok(())
 }
 
-/// Undoes the additions and changes of a failed sync, and forgets the rules it introduced;
-/// `state` follows.
+/// Undoes the additions and changes of a failed sync and forgets the rules it introduced;
+/// `state` follows. The widened settings stay: a superset of the flags only costs a lookup,
+/// and the next sync narrows them.
 fn restore(
     maps: &mut Maps,
     state: &mut PrefixSets,
@@ -478,7 +446,7 @@ fn restore(
         if let Err(undo) = result {
             return SyncError::RollbackFailed { source, undo };
         }
-        let have = state.map_mut(u.dir, u.prefix.is_v4());
+        let have = state.map_mut(PrefixMap::of(u.dir, &u.prefix));
         match u.previous {
             Some(rule) => have.insert(u.prefix, rule),
             None => have.remove(&u.prefix),
@@ -495,19 +463,40 @@ fn restore(
     SyncError::RolledBack { source, undone }
 }
 
-fn removals(state: &PrefixSets, want: &PrefixSets) -> Vec<(Direction, Prefix)> {
+/// Every prefix `state` holds that `want` does not.
+pub fn removals(state: &PrefixSets, want: &PrefixSets) -> Vec<(Direction, Prefix)> {
     let mut out = Vec::new();
-    for (dir, v4) in PrefixSets::KEYS {
-        let keep: &HashMap<Prefix, u32> = want.map(dir, v4);
+    for (map, held) in state.iter() {
+        let keep = want.map(map);
         out.extend(
-            state
-                .map(dir, v4)
-                .keys()
+            held.keys()
                 .filter(|p| !keep.contains_key(*p))
-                .map(|p| (dir, *p)),
+                .map(|p| (map.direction(), *p)),
         );
     }
     out
+}
+
+/// Removes the stale prefixes, once the new verdicts are live; retried once before giving up.
+fn remove_stale(
+    maps: &mut Maps,
+    state: &mut PrefixSets,
+    left: &mut Vec<(Direction, Prefix)>,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    for attempt in 0..2 {
+        match remove_all(maps, state, left, report) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt == 1 => {
+                return Err(SyncError::Incomplete {
+                    source: e,
+                    left: left.len(),
+                });
+            }
+            Err(e) => log::warn!("removing stale prefixes failed ({e}); retrying"),
+        }
+    }
+    Ok(())
 }
 
 fn remove_all(
@@ -519,7 +508,7 @@ fn remove_all(
     let mut done = HashSet::new();
     let result = left.iter().try_for_each(|(dir, prefix)| {
         maps.remove_prefix(*dir, *prefix)?;
-        if let Some(rule) = state.map_mut(*dir, prefix.is_v4()).remove(prefix) {
+        if let Some(rule) = state.map_mut(PrefixMap::of(*dir, prefix)).remove(prefix) {
             report.per_rule.entry(rule).or_default().removed += 1;
         }
         done.insert((*dir, *prefix));
@@ -527,4 +516,87 @@ fn remove_all(
     });
     left.retain(|k| !done.contains(k));
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sets(entries: &[(Direction, &str, u32)]) -> PrefixSets {
+        let mut s = PrefixSets::default();
+        for (dir, p, rule) in entries {
+            let (addr, len) = p.split_once('/').unwrap();
+            s.insert(
+                *dir,
+                Prefix::new(addr.parse().unwrap(), len.parse().unwrap()).unwrap(),
+                *rule,
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn the_plan_writes_only_new_and_changed_prefixes_and_removes_only_stale_ones() {
+        use Direction::{Dst, Src};
+        let state = sets(&[
+            (Dst, "10.0.0.0/8", 1),
+            (Dst, "2001:db8::/32", 1),
+            (Src, "192.168.1.0/24", 2),
+            (Dst, "203.0.113.0/24", 3),
+        ]);
+        let want = sets(&[
+            (Dst, "10.0.0.0/8", 1),      // kept
+            (Dst, "2001:db8::/32", 4),   // changed
+            (Src, "192.168.1.0/24", 2),  // kept
+            (Src, "fd00::/8", 2),        // added
+            (Dst, "198.51.100.0/24", 3), // added; 203.0.113.0/24 goes
+        ]);
+        let mut report = SyncReport::default();
+        let mut planned = plan_writes(&state, &want, &mut report);
+        planned.sort_by_key(|(dir, w)| (*dir, w.clone()));
+        let p = |s: &str| {
+            let (a, l) = s.split_once('/').unwrap();
+            Prefix::new(a.parse().unwrap(), l.parse().unwrap()).unwrap()
+        };
+        assert_eq!(
+            planned,
+            vec![
+                (Src, vec![(p("fd00::/8"), 2)]),
+                (Dst, vec![(p("198.51.100.0/24"), 3)]),
+                (Dst, vec![(p("2001:db8::/32"), 4)]),
+            ]
+        );
+        assert_eq!(report.per_rule[&2].added, 1);
+        assert_eq!(report.per_rule[&3].added, 1);
+        assert_eq!(report.per_rule[&4].changed, 1);
+        assert!(
+            !report.per_rule.contains_key(&1),
+            "unchanged rules are not reported"
+        );
+        assert_eq!(removals(&state, &want), vec![(Dst, p("203.0.113.0/24"))]);
+        assert!(plan_writes(&want, &want, &mut SyncReport::default()).is_empty());
+        assert!(removals(&want, &want).is_empty());
+    }
+
+    #[test]
+    fn source_lookups_are_on_exactly_for_families_with_source_prefixes() {
+        use Direction::{Dst, Src};
+        assert_eq!(settings(&PrefixSets::default(), false).flags, 0);
+        assert_eq!(
+            settings(&sets(&[(Dst, "10.0.0.0/8", 1)]), true).flags,
+            settings_flags::LOG_PACKETS
+        );
+        assert_eq!(
+            settings(&sets(&[(Src, "10.0.0.0/8", 1)]), false).flags,
+            settings_flags::HAS_SRC_V4
+        );
+        assert_eq!(
+            settings(
+                &sets(&[(Src, "fd00::/8", 1), (Src, "10.0.0.0/8", 1)]),
+                false
+            )
+            .flags,
+            settings_flags::HAS_SRC_V4 | settings_flags::HAS_SRC_V6
+        );
+    }
 }

@@ -387,6 +387,10 @@ mod tests {
     /// A batched publish that the kernel fails part-way leaves the tries before the failure
     /// live: later removals must find their prefixes, and later inserts must add to them.
     #[test]
+    #[cfg_attr(
+        not(feature = "privileged-tests"),
+        ignore = "needs root: `cargo xtask test` runs it"
+    )]
     fn a_publish_that_fails_part_way_keeps_track_of_what_went_live() {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };

@@ -174,7 +174,7 @@ pub struct Desired {
 /// The rules, routes and tables `config` asks for (see the [module documentation](self)).
 pub fn desired(config: &crate::config::Config) -> Desired {
     let mask = config.general.mark_mask;
-    let (unreachable, blackhole) = crate::policy::last_resort_marks(mask);
+    let (unreachable, blackhole) = crate::model::last_resort_marks(mask);
     let mut d = Desired::default();
     for family in Family::ALL {
         d.rules.push(RuleSpec {
@@ -244,7 +244,7 @@ impl ReconcileReport {
 }
 
 /// Desired versus actual, for `steer status`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoutingStatus {
     /// One entry per desired item (`<item>: ok`, `<item>: missing`, `<item>: differs: found
     /// <what>`) and one per stale item steer owns (`stale: <item>`).

@@ -18,7 +18,8 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use steer::{
-    dataplane::{Capacities, Dataplane, Direction, WriteMode, run::time_per_run},
+    dataplane::{Dataplane, WriteMode, run::time_per_run},
+    model::{Direction, PrefixMap},
     packet::Frame,
     prefix::Prefix,
 };
@@ -109,7 +110,7 @@ fn classifier() {
         ("1M IPv4", 1_000_000, true),
         ("100k IPv6", 100_000, false),
     ] {
-        let mut dp = Dataplane::load(Capacities::default()).expect("steer loads");
+        let mut dp = Dataplane::load().expect("steer loads");
         let policy = PolicyEntry {
             action: action::MARK,
             mark: 0x100,
@@ -117,11 +118,11 @@ fn classifier() {
             wan: 0,
         };
         for rule in [DEFAULT_RULE, 1] {
-            dp.maps.set_policy(0, rule, policy).unwrap();
+            dp.maps_mut().set_policy(0, rule, policy).unwrap();
         }
         let set = prefixes(&mut rng, count, v4);
         let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
-        dp.maps
+        dp.maps_mut()
             .set_prefixes(Direction::Dst, &entries, WriteMode::Batched)
             .expect("load set");
         // Packets that hit prefixes of the set (or, for the empty set, a miss).
@@ -162,14 +163,14 @@ fn bulk_load() {
     let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
     let mut results = Vec::new();
     for mode in [WriteMode::PerElement, WriteMode::Batched] {
-        let mut dp = Dataplane::load(Capacities::default()).expect("steer loads");
+        let mut dp = Dataplane::load().expect("steer loads");
         let start = Instant::now();
         let used = dp
-            .maps
+            .maps_mut()
             .set_prefixes(Direction::Dst, &entries, mode)
             .expect("load");
         let took = start.elapsed();
-        let count = dp.maps.prefixes(Direction::Dst, true).expect("dump").len();
+        let count = dp.maps().prefixes(PrefixMap::DstV4).expect("dump").len();
         assert_eq!(count, N, "every prefix landed");
         results.push((mode, used, took));
     }
@@ -193,11 +194,7 @@ fn bulk_load() {
 fn list_end_to_end() {
     use std::collections::BTreeMap;
 
-    use steer::{
-        config,
-        controller::desired,
-        dataplane::sync::{self, PrefixSets},
-    };
+    use steer::{config, controller::desired};
 
     const N: usize = 1_000_000;
     println!(
@@ -225,27 +222,19 @@ fn list_end_to_end() {
     )
     .expect("write config");
 
-    let mut dp = Dataplane::load(Capacities::default()).expect("steer loads");
-    let mut state = PrefixSets::default();
+    let mut dp = Dataplane::load().expect("steer loads");
     let ids = BTreeMap::new();
-    let run = |dp: &mut Dataplane, state: &mut PrefixSets| {
+    let run = |dp: &mut Dataplane| {
         let t0 = Instant::now();
         let cfg = config::load(&cfg_path).expect("valid config");
         let t1 = Instant::now();
         let d = desired(&cfg, &ids, &BTreeMap::new(), |_| true);
         let t2 = Instant::now();
-        let report = sync::sync(
-            &mut dp.maps,
-            state,
-            &d.compiled.prefixes,
-            &d.table,
-            &dp.capacities,
-        )
-        .expect("sync");
+        let report = dp.sync(&d.contents).expect("sync");
         let t3 = Instant::now();
         (t1 - t0, t2 - t1, t3 - t2, report)
     };
-    let (parse, compile, load, first) = run(&mut dp, &mut state);
+    let (parse, compile, load, first) = run(&mut dp);
     let total = parse + compile + load;
     println!(
         "{:<34} {:>9.3} s",
@@ -275,7 +264,7 @@ fn list_end_to_end() {
     let mut changed = set.clone();
     changed[N / 2] = Prefix::truncating("172.31.255.0".parse().unwrap(), 24).unwrap();
     write_list(&changed);
-    let (parse2, compile2, sync2, again) = run(&mut dp, &mut state);
+    let (parse2, compile2, sync2, again) = run(&mut dp);
     println!("\none changed line, reloaded:");
     println!("{:<34} {:>9.3} s", "parse + validate", parse2.as_secs_f64());
     println!("{:<34} {:>9.3} s", "compile", compile2.as_secs_f64());

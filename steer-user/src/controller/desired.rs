@@ -1,0 +1,274 @@
+//! The kernel state a configuration asks for, given the WAN states and the ids the kernel
+//! already uses: pure, so it is tested without a kernel. The controller computes it, then hands
+//! its [`MapContents`] to the dataplane's sync.
+
+use std::collections::BTreeMap;
+
+use steer_common::DEFAULT_RULE;
+
+use crate::{
+    config::Config,
+    dataplane::{MapContents, WanName},
+    model::{NameIds, Rule},
+    policy::{self, Outcome, WanView},
+    sets,
+};
+
+/// The kernel state one configuration asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    /// By rule id; always holds rule 0.
+    pub rules: BTreeMap<u32, Rule>,
+    pub wan_slots: NameIds,
+    pub contents: MapContents,
+    /// Policy name -> where it sends traffic now.
+    pub outcomes: BTreeMap<String, Outcome>,
+}
+
+impl Desired {
+    /// Set name -> rule id.
+    pub fn rule_ids(&self) -> NameIds {
+        rule_ids(&self.rules)
+    }
+}
+
+/// Set name -> rule id of `rules` (the default rule has no set name).
+pub fn rule_ids(rules: &BTreeMap<u32, Rule>) -> NameIds {
+    rules
+        .values()
+        .filter(|r| r.id != DEFAULT_RULE)
+        .map(|r| (r.name.clone(), r.id))
+        .collect()
+}
+
+/// One step towards a configuration: the configuration it applies and what it asks of the
+/// kernel.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub config: Config,
+    pub desired: Desired,
+}
+
+/// The steps that bring the kernel from `rule_ids`/`wan_slots` to `config`: usually one. When a
+/// new set has to take the id of a set removed in the same change (every other id is taken)
+/// while that set's prefixes are still in the maps, the old sets are removed first (a step
+/// without the new sets), then the new ones added.
+pub fn steps(
+    config: &Config,
+    rule_ids: &NameIds,
+    wan_slots: &NameIds,
+    up: impl Fn(&str) -> bool,
+) -> Vec<Step> {
+    let whole = desired(config, rule_ids, wan_slots, &up);
+    let recycled = sets::compile(config, rule_ids).recycled;
+    if recycled.is_empty() {
+        return vec![Step {
+            config: config.clone(),
+            desired: whole,
+        }];
+    }
+    let mut first = config.clone();
+    first.sets.retain(|s| !recycled.contains(&s.name));
+    let before = desired(&first, rule_ids, wan_slots, &up);
+    let after = desired(config, &before.rule_ids(), &before.wan_slots, &up);
+    vec![
+        Step {
+            config: first,
+            desired: before,
+        },
+        Step {
+            config: config.clone(),
+            desired: after,
+        },
+    ]
+}
+
+/// Computes the desired state of `config`, keeping earlier rule ids and WAN slots, with each
+/// WAN up or down as `up` says.
+pub fn desired(
+    config: &Config,
+    rule_ids: &NameIds,
+    wan_slots: &NameIds,
+    up: impl Fn(&str) -> bool,
+) -> Desired {
+    let compiled = sets::compile(config, rule_ids);
+    let wan_slots = sets::wan_slots(config, wan_slots);
+    let (table, outcomes) = policy_table(config, &compiled.rules, &wan_slots, up);
+    let wans = config
+        .wans
+        .iter()
+        .filter_map(|w| {
+            let slot = *wan_slots.get(&w.name)?;
+            let name = WanName {
+                name: w.name.clone(),
+                mark: w.mark,
+                table: w.table,
+            };
+            Some((slot, name))
+        })
+        .collect();
+    Desired {
+        rules: compiled.rules,
+        wan_slots,
+        contents: MapContents {
+            prefixes: compiled.prefixes,
+            table,
+            wans,
+            capacity: config.general.capacity,
+            log_packets: config.general.log_packets,
+        },
+        outcomes,
+    }
+}
+
+/// Every policy resolved with the WANs as `up` says: the policy table and the outcomes.
+pub fn policy_table(
+    config: &Config,
+    rules: &BTreeMap<u32, Rule>,
+    wan_slots: &NameIds,
+    up: impl Fn(&str) -> bool,
+) -> (crate::model::PolicyTable, BTreeMap<String, Outcome>) {
+    policy::table(config, rules, |name| {
+        Some(WanView {
+            slot: *wan_slots.get(name)?,
+            mark: config.wan(name)?.mark,
+            up: up(name),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use steer_common::{LB_SLOTS, MAX_RULES, action};
+
+    use super::*;
+    use crate::model::{PrefixMap, RuleKind};
+
+    fn config(sets: &str) -> Config {
+        let text = format!(
+            r#"
+[general]
+lan = ["lan0"]
+[[wan]]
+name = "wan1"
+interface = "eth1"
+mark = 0x100
+table = 101
+[wan.track]
+targets = ["192.0.2.1"]
+[[wan]]
+name = "wan2"
+interface = "eth2"
+mark = 0x200
+table = 102
+[wan.track]
+targets = ["192.0.2.2"]
+[[policy]]
+name = "wan2-first"
+members = [{{ wan = "wan2" }}, {{ wan = "wan1", metric = 2 }}]
+[[policy]]
+name = "balanced"
+members = [{{ wan = "wan1" }}, {{ wan = "wan2" }}]
+[default]
+policy = "balanced"
+{sets}"#
+        );
+        crate::config::parse(&text, Path::new("/nonexistent/steer.toml")).expect("valid")
+    }
+
+    const BYPASS: &str = r#"
+[[set]]
+name = "bypass"
+policy = "wan2-first"
+prefixes = ["203.0.113.0/24", "2001:db8::/32"]
+[[set]]
+name = "kids"
+policy = "wan2-first"
+match = "src"
+prefixes = ["192.168.1.64/27"]
+"#;
+
+    #[test]
+    fn a_configuration_becomes_rules_prefixes_wan_names_and_a_policy_table() {
+        let d = desired(&config(BYPASS), &NameIds::new(), &NameIds::new(), |_| true);
+        let kinds: Vec<(u32, &str, RuleKind)> = d
+            .rules
+            .values()
+            .map(|r| (r.id, r.name.as_str(), r.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (0, "default", RuleKind::Default),
+                (1, "bypass", RuleKind::Set(crate::model::Direction::Dst)),
+                (2, "kids", RuleKind::Set(crate::model::Direction::Src)),
+            ]
+        );
+        let p = &d.contents.prefixes;
+        assert_eq!(
+            (
+                p.map(PrefixMap::DstV4).len(),
+                p.map(PrefixMap::DstV6).len(),
+                p.map(PrefixMap::SrcV4).len(),
+                p.map(PrefixMap::SrcV6).len()
+            ),
+            (1, 1, 1, 0)
+        );
+        assert_eq!(d.wan_slots["wan1"], 0);
+        assert_eq!(d.contents.wans[&1].name, "wan2");
+        let t = &d.contents.table;
+        assert_eq!(
+            t.entries[0].action,
+            action::BALANCE,
+            "default rule balanced"
+        );
+        assert_eq!(t.slots[&0].len(), LB_SLOTS as usize);
+        assert_eq!(
+            (t.entries[1].action, t.entries[1].mark),
+            (action::MARK, 0x200)
+        );
+        assert!((3..MAX_RULES).all(|r| !t.in_use(r)));
+        assert_eq!(d.outcomes["wan2-first"], Outcome::Wan("wan2".into()));
+    }
+
+    #[test]
+    fn wan_states_move_policies_and_ids_stay_put() {
+        let cfg = config(BYPASS);
+        let up = desired(&cfg, &NameIds::new(), &NameIds::new(), |_| true);
+        let wan2_down = desired(&cfg, &up.rule_ids(), &up.wan_slots, |w| w != "wan2");
+        assert_eq!(wan2_down.rules, up.rules);
+        assert_eq!(wan2_down.contents.prefixes, up.contents.prefixes);
+        assert_eq!(
+            wan2_down.outcomes["wan2-first"],
+            Outcome::Wan("wan1".into())
+        );
+        assert_eq!(wan2_down.contents.table.entries[1].mark, 0x100);
+        assert_eq!(wan2_down.contents.table.entries[0].action, action::MARK);
+    }
+
+    #[test]
+    fn a_set_that_needs_a_freed_id_is_added_in_a_second_step() {
+        // Every id but the default rule's is held: a new set must reuse the id of one that goes.
+        let mut previous: NameIds = (1..MAX_RULES).map(|id| (format!("old{id}"), id)).collect();
+        let cfg = config(BYPASS);
+        previous.insert("kids".into(), 9);
+        previous.remove("old9");
+        let steps = steps(&cfg, &previous, &NameIds::new(), |_| true);
+        assert_eq!(steps.len(), 2);
+        let first: Vec<&str> = steps[0]
+            .config
+            .sets
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(first, ["kids"], "the first step only removes and keeps");
+        assert_eq!(steps[0].desired.rules.len(), 2);
+        let last = &steps[1].desired;
+        assert_eq!(last.rule_ids()["kids"], 9);
+        assert!(last.rule_ids().contains_key("bypass"));
+        let one = self::steps(&cfg, &NameIds::new(), &NameIds::new(), |_| true);
+        assert_eq!(one.len(), 1, "with free ids one step does it");
+    }
+}

@@ -1,0 +1,59 @@
+//! Removing everything steer set up, in one sequence that serves `steer stop` whether a daemon
+//! runs (it calls this after letting go of the dataplane) or not (the CLI calls it itself):
+//! the pinned classifier first (unpinning its links detaches it), then the routing rules and
+//! tables, then the connection-marking table.
+
+use std::path::Path;
+
+use crate::{
+    conntrack,
+    dataplane::{self, DataplaneError},
+    routing::{ReconcileReport, Routing, RoutingError},
+};
+
+/// What a teardown removed.
+#[derive(Debug, Default)]
+pub struct Teardown {
+    /// Pins removed under the pin directory (links, programs, maps).
+    pub pins: usize,
+    pub routing: ReconcileReport,
+    /// The nftables table was there and is gone.
+    pub nft_removed: bool,
+    /// Removing the nftables table failed.
+    pub nft_error: Option<String>,
+}
+
+impl Teardown {
+    /// Nothing was there to remove.
+    pub fn was_empty(&self) -> bool {
+        self.pins == 0 && self.routing.changes.is_empty() && !self.nft_removed
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    #[error(transparent)]
+    Pins(#[from] DataplaneError),
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+}
+
+/// Removes the pinned state under `pin_dir` (refused while a daemon holds it), steer's routing
+/// rules and the routes of `tables` (and steer's routes anywhere), and steer's nftables table.
+/// Safe to repeat: a second call finds nothing.
+pub async fn teardown(pin_dir: &Path, tables: &[u32]) -> Result<Teardown, TeardownError> {
+    let pins = dataplane::remove_pinned(pin_dir)?;
+    let routing = Routing::new()?.remove_all(tables).await;
+    let mut done = Teardown {
+        pins,
+        routing,
+        ..Teardown::default()
+    };
+    if conntrack::installed() {
+        match conntrack::uninstall() {
+            Ok(()) => done.nft_removed = true,
+            Err(e) => done.nft_error = Some(e.to_string()),
+        }
+    }
+    Ok(done)
+}

@@ -1,0 +1,239 @@
+//! The daemon's state as one typed document: what `steer status` prints, what the control
+//! protocol carries (as JSON), and what the metrics endpoint exports. The controller fills it;
+//! everyone else only reads it, by field, never by string key.
+//!
+//! Report lines ([`ReportLine`]) carry a [`Severity`], so the daemon's log, `steer reload` and
+//! the status agree on what was a warning or a failure without comparing strings.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::routing::RoutingStatus;
+
+/// How much a report line matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// What changed as asked.
+    Info,
+    /// Something that did not stop the change but the operator should know.
+    Warning,
+    /// A step that failed.
+    Error,
+}
+
+/// One line of what the daemon did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportLine {
+    pub severity: Severity,
+    pub text: String,
+}
+
+impl ReportLine {
+    pub fn info(text: impl Into<String>) -> Self {
+        Self::new(Severity::Info, text)
+    }
+
+    pub fn warning(text: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, text)
+    }
+
+    pub fn error(text: impl Into<String>) -> Self {
+        Self::new(Severity::Error, text)
+    }
+
+    pub fn new(severity: Severity, text: impl Into<String>) -> Self {
+        ReportLine {
+            severity,
+            text: text.into(),
+        }
+    }
+
+    /// Writes the line to the daemon's log at its severity.
+    pub fn log(&self, prefix: &str) {
+        let level = match self.severity {
+            Severity::Info => log::Level::Info,
+            Severity::Warning => log::Level::Warn,
+            Severity::Error => log::Level::Error,
+        };
+        log::log!(level, "{prefix}{}", self.text);
+    }
+}
+
+impl std::fmt::Display for ReportLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// `steer status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The configuration file the daemon runs.
+    pub config: PathBuf,
+    pub pin_dir: PathBuf,
+    pub uptime_s: u64,
+    /// The live policy generation; `None` when the maps could not be read.
+    pub generation: Option<u32>,
+    /// The daemon adopted pinned state from an earlier one.
+    pub adopted: bool,
+    /// The policy table in the kernel follows the WAN states (false while a failed write is
+    /// being retried).
+    pub policy_in_sync: bool,
+    pub lan: Vec<LanStatus>,
+    pub wans: Vec<WanStatus>,
+    pub policies: Vec<PolicyStatus>,
+    pub sets: Vec<SetStatus>,
+    pub routing: RoutingStatus,
+    pub last_failover: Option<LastFailover>,
+    pub last_apply: Option<LastApply>,
+}
+
+/// A LAN interface the classifier is attached to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanStatus {
+    pub interface: String,
+    /// XDP attach mode ("native", "generic") when the XDP pre-classifier is attached.
+    pub xdp: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WanState {
+    Up,
+    Down,
+}
+
+impl WanState {
+    pub fn from_up(up: bool) -> Self {
+        if up { WanState::Up } else { WanState::Down }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WanState::Up => "up",
+            WanState::Down => "down",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WanStatus {
+    pub name: String,
+    pub interface: String,
+    #[serde(with = "hex")]
+    pub mark: u32,
+    pub table: u32,
+    pub state: WanState,
+    /// Why it is in that state, since when, and how far the next change is.
+    pub detail: String,
+    pub carrier: bool,
+    /// Packets and bytes the classifier steered to it.
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    pub name: String,
+    /// Where it sends traffic now, in words.
+    pub now: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetStatus {
+    pub name: String,
+    pub rule: u32,
+    /// "dst", "src" or "default".
+    #[serde(rename = "match")]
+    pub matches: String,
+    pub policy: Option<String>,
+    /// Prefixes of the set in the kernel.
+    pub prefixes: usize,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastFailover {
+    pub seconds_ago: u64,
+    pub line: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastApply {
+    pub seconds_ago: u64,
+    pub changes: Vec<ReportLine>,
+}
+
+/// A `u32` written as `"0x100"`, as marks are everywhere else.
+mod hex {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:#x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let text = String::deserialize(d)?;
+        let digits = text
+            .strip_prefix("0x")
+            .ok_or_else(|| D::Error::custom(format!("`{text}` is not a 0x… mark")))?;
+        u32::from_str_radix(digits, 16).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_round_trips_through_json_with_the_documented_field_names() {
+        let status = Status {
+            config: "/etc/steer/steer.toml".into(),
+            pin_dir: "/sys/fs/bpf/steer".into(),
+            uptime_s: 5,
+            generation: Some(1),
+            adopted: false,
+            policy_in_sync: true,
+            lan: vec![LanStatus {
+                interface: "br-lan".into(),
+                xdp: None,
+            }],
+            wans: vec![WanStatus {
+                name: "wan1".into(),
+                interface: "eth1".into(),
+                mark: 0x100,
+                table: 101,
+                state: WanState::Up,
+                detail: "up".into(),
+                carrier: true,
+                packets: 3,
+                bytes: 180,
+            }],
+            policies: vec![],
+            sets: vec![SetStatus {
+                name: "bypass".into(),
+                rule: 1,
+                matches: "dst".into(),
+                policy: Some("p".into()),
+                prefixes: 2,
+                packets: 0,
+                bytes: 0,
+            }],
+            routing: RoutingStatus::default(),
+            last_failover: None,
+            last_apply: Some(LastApply {
+                seconds_ago: 1,
+                changes: vec![ReportLine::warning("careful")],
+            }),
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["wans"][0]["mark"], "0x100");
+        assert_eq!(json["wans"][0]["state"], "up");
+        assert_eq!(json["sets"][0]["match"], "dst");
+        assert_eq!(json["last_apply"]["changes"][0]["severity"], "warning");
+        assert_eq!(serde_json::from_value::<Status>(json).unwrap(), status);
+    }
+}
