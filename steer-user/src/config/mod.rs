@@ -5,15 +5,39 @@
 //! located by file, line and column with the field, the value, what is wrong and what would be
 //! valid. Nothing in the system should be changed from a configuration that did not pass.
 //!
+//! This module holds the valid configuration's types. Each section of the file has a module
+//! that owns its keys (a field table), their raw form and their checks: `general`, `wan`,
+//! `track` (`[wan.track]`), `policy`, `set` (with its list files and duplicates), `default` and
+//! `control`; `root` lists the sections and checks them in order, `endpoints` is the partial
+//! read behind [`load_endpoints`]. What the sections share: `document` (syntax, schema walk,
+//! deserialization, the order of diagnostics), `schema` (field tables and the walk), `diag`
+//! (diagnostics and the context that collects them), `check` (ranges, choices, paths,
+//! uniqueness), `names`, `references` (names one section defines and another uses),
+//! `suggest` ("did you mean"), `targets` (probe targets, socket addresses) and `list` (the
+//! list-file format).
+//!
 //! The user-facing reference is `docs/configuration.md`.
 
+mod check;
+mod control;
+mod default;
 mod diag;
+mod document;
+mod endpoints;
+mod general;
 mod list;
 mod names;
-mod raw;
+mod policy;
+mod references;
+mod root;
 mod schema;
+mod set;
+mod suggest;
 mod targets;
-mod validate;
+#[cfg(test)]
+mod testing;
+mod track;
+mod wan;
 
 use std::{
     fmt,
@@ -283,7 +307,7 @@ pub struct Endpoints {
 /// at `path`, checked as [`load`] checks them. Nothing else is checked and list files are not
 /// read, so `steer stop -c` still works when the rest of the file is broken.
 pub fn load_endpoints(path: &Path) -> Result<Endpoints, ConfigErrors> {
-    validate::endpoints(&read_text(path)?, path)
+    endpoints::read(&read_text(path)?, path)
 }
 
 /// The configuration file as text, or why it cannot be read.
@@ -319,7 +343,7 @@ fn read_text(path: &Path) -> Result<String, ConfigErrors> {
 /// Validates configuration text. `path` is used in messages and to resolve relative list-file
 /// paths (against its directory); list files are read.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-    validate::parse(text, path)
+    root::parse(text, path)
 }
 
 fn single(path: &Path, message: String, hint: &str) -> ConfigErrors {

@@ -1,5 +1,7 @@
-//! Names: object names, Linux interface names, domain names.
+//! Names: the rules for object names, Linux interface names and domain names, and the check of
+//! an object's name that every section with named items shares.
 
+use super::{check::Claims, diag::Ctx, schema::S};
 use crate::prefix::{parse_addr, parse_prefix};
 
 /// Longest object (WAN, policy, set) name.
@@ -13,7 +15,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// Why `name` is not a valid object name (for messages).
-pub(crate) fn name_problem(name: &str) -> Option<String> {
+fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("the name is empty".into());
     }
@@ -26,6 +28,34 @@ pub(crate) fn name_problem(name: &str) -> Option<String> {
     name.chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
         .map(|c| format!("the name contains {c:?}"))
+}
+
+/// Checks the name of an object of `kind` (`WAN`, `policy`, `set`) and that no other object of
+/// its kind has it.
+pub(super) fn check_object_name(
+    cx: &mut Ctx<'_>,
+    v: &S<String>,
+    field: &str,
+    kind: &str,
+    names: &mut Claims<String, ()>,
+) {
+    let name = v.get_ref();
+    if let Some(problem) = name_problem(name) {
+        cx.err(
+            &v.span(),
+            field,
+            format!("invalid {kind} name: {problem}"),
+            "use 1 to 47 letters, digits, `_`, `.` or `-`",
+        );
+    }
+    if let Err(((), other)) = names.claim(cx, name.clone(), (), &v.span()) {
+        cx.err(
+            &v.span(),
+            field,
+            format!("{kind} name `{name}` is already used by the {kind} at line {other}"),
+            format!("give each {kind} its own name"),
+        );
+    }
 }
 
 /// Why `name` is not a valid Linux interface name, if it is not.

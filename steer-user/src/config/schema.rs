@@ -1,7 +1,13 @@
-//! The shape of the configuration file: which keys exist where, their TOML types, which are
-//! required. One walk over the parsed document reports every unknown key (with a suggestion),
-//! every value of the wrong type and every missing required key, and removes wrongly typed
-//! values so that deserialization can go on and the remaining checks still run.
+//! The shape of the configuration file, and one walk over the parsed document that checks it.
+//!
+//! Each section declares its keys as a table of [`Field`]s (in its own module); the root table
+//! lists the sections. The walk reports every unknown key (with a suggestion), every value of
+//! the wrong type and every missing required key, and removes wrongly typed values so that
+//! deserialization can go on and the remaining checks still run.
+//!
+//! After the walk, each section deserializes into its raw struct: the file as written, every
+//! key optional and spanned ([`S`]), every integer an `i64`, every enum a string. The types are
+//! then known to be right; the sections' checks report everything else.
 
 use std::ops::Range;
 
@@ -10,12 +16,15 @@ use toml::{
     de::{DeTable, DeValue},
 };
 
-use super::{
-    DEFAULT_MARK_MASK, DEFAULT_PIN_DIR, DEFAULT_SOCKET, Track, diag::Ctx, names::valid_name,
-};
+use super::{diag::Ctx, names::valid_name, suggest};
+
+/// A value as written, with its place in the file.
+pub(super) type S<T> = Spanned<T>;
+/// A list of strings as written.
+pub(super) type Strings = S<Vec<S<String>>>;
 
 #[derive(Clone, Copy)]
-pub(crate) enum Kind {
+pub(super) enum Kind {
     Str,
     Int,
     Bool,
@@ -27,18 +36,21 @@ pub(crate) enum Kind {
     Label,
 }
 
-pub(crate) struct Field {
+pub(super) struct Field {
     pub key: &'static str,
     pub kind: Kind,
     pub required: bool,
     /// How the key is written, for hints.
     example: Example,
+    /// What a missing required key is reported as, when "required key is missing" would say
+    /// too little (a whole section).
+    missing: Option<Missing>,
 }
 
 /// How a key is written, for hints. Defaults are shown from their constants, so a hint never
 /// suggests a value that differs from what leaving the key out gives.
 #[derive(Clone, Copy)]
-enum Example {
+pub(super) enum Example {
     Text(&'static str),
     /// These pieces in a row (a `const` string cannot go into `concat!`).
     Pieces(&'static [&'static str]),
@@ -46,6 +58,15 @@ enum Example {
     Int(u32),
     /// `key = 0xn`.
     Hex(u32),
+}
+
+/// The message for a missing required key, and its hint: the key's example between `before`
+/// and `after`.
+#[derive(Clone, Copy)]
+struct Missing {
+    message: &'static str,
+    before: &'static str,
+    after: &'static str,
 }
 
 impl Field {
@@ -57,177 +78,58 @@ impl Field {
             Example::Hex(n) => format!("{} = {n:#x}", self.key),
         }
     }
+
+    /// This field, reported as `message` when missing, with the hint `before`, its example,
+    /// `after`.
+    pub(super) const fn when_missing(
+        self,
+        message: &'static str,
+        before: &'static str,
+        after: &'static str,
+    ) -> Field {
+        Field {
+            missing: Some(Missing {
+                message,
+                before,
+                after,
+            }),
+            ..self
+        }
+    }
 }
 
-const fn opt(key: &'static str, kind: Kind, example: &'static str) -> Field {
+pub(super) const fn opt(key: &'static str, kind: Kind, example: &'static str) -> Field {
     opt_shown(key, kind, Example::Text(example))
 }
 
-const fn opt_shown(key: &'static str, kind: Kind, example: Example) -> Field {
+pub(super) const fn opt_shown(key: &'static str, kind: Kind, example: Example) -> Field {
     Field {
         key,
         kind,
         required: false,
         example,
+        missing: None,
     }
 }
 
 /// An optional integer key, shown at its default.
-const fn opt_int(key: &'static str, default: u32) -> Field {
+pub(super) const fn opt_int(key: &'static str, default: u32) -> Field {
     opt_shown(key, Kind::Int, Example::Int(default))
 }
 
-const fn req(key: &'static str, kind: Kind, example: &'static str) -> Field {
+pub(super) const fn req(key: &'static str, kind: Kind, example: &'static str) -> Field {
     Field {
         key,
         kind,
         required: true,
         example: Example::Text(example),
+        missing: None,
     }
 }
 
-use Kind::{Bool, Int, Str, StrList, Table, TableList};
-
-pub(crate) const ROOT: &[Field] = &[
-    req("general", Table(GENERAL), GENERAL_EXAMPLE),
-    req("wan", TableList(WAN), WAN_EXAMPLE),
-    opt(
-        "policy",
-        TableList(POLICY),
-        "[[policy]] with name and members",
-    ),
-    opt(
-        "set",
-        TableList(SET),
-        "[[set]] with name, policy and prefixes",
-    ),
-    opt(
-        "default",
-        Table(DEFAULT),
-        "[default] with policy = \"balanced\"",
-    ),
-    opt_shown("control", Table(CONTROL), CONTROL_EXAMPLE),
-];
-
-const GENERAL_EXAMPLE: &str = "[general] with lan = [\"br-lan\"]";
-const WAN_EXAMPLE: &str = "[[wan]] with name, interface, mark, table and [wan.track]";
-const CONTROL_EXAMPLE: Example =
-    Example::Pieces(&["[control] with socket = \"", DEFAULT_SOCKET, "\""]);
-
-const GENERAL: &[Field] = &[
-    req("lan", StrList, "lan = [\"br-lan\"]"),
-    opt_shown("mark_mask", Int, Example::Hex(DEFAULT_MARK_MASK)),
-    opt("xdp", Bool, "xdp = false"),
-    PIN_DIR,
-    opt(
-        "capacity",
-        Table(CAPACITY),
-        "[general.capacity] with dst_v4 = 2097152",
-    ),
-    opt("log_packets", Bool, "log_packets = false"),
-    opt("duplicates", Str, "duplicates = \"error\""),
-];
-
-const CAPACITY: &[Field] = &[
-    opt_int("dst_v4", steer_common::DEFAULT_CAPACITY_DST_V4),
-    opt_int("dst_v6", steer_common::DEFAULT_CAPACITY_DST_V6),
-    opt_int("src_v4", steer_common::DEFAULT_CAPACITY_SRC_V4),
-    opt_int("src_v6", steer_common::DEFAULT_CAPACITY_SRC_V6),
-];
-
-const WAN: &[Field] = &[
-    req("name", Str, WAN_NAME),
-    req("interface", Str, "interface = \"eth1\""),
-    req("mark", Int, "mark = 0x100"),
-    req("table", Int, WAN_TABLE),
-    opt("gateway", Str, "gateway = \"192.168.2.1\""),
-    opt("gateway6", Str, "gateway6 = \"fe80::1\""),
-    req(
-        "track",
-        Table(TRACK),
-        "[wan.track] with targets = [\"1.1.1.1\", \"9.9.9.9\"]",
-    ),
-];
-
-const TRACK: &[Field] = &[
-    opt("method", Str, "method = \"icmp\""),
-    req("targets", StrList, "targets = [\"1.1.1.1\", \"9.9.9.9\"]"),
-    opt("query", Str, "query = \"example.com\""),
-    opt("host", Str, "host = \"example.com\""),
-    opt_int("interval_ms", Track::DEFAULT_INTERVAL_MS),
-    opt_int("timeout_ms", Track::DEFAULT_TIMEOUT_MS),
-    opt_int("reliability", Track::DEFAULT_RELIABILITY),
-    opt_int("down_after", Track::DEFAULT_DOWN_AFTER),
-    opt_int("up_after", Track::DEFAULT_UP_AFTER),
-    opt("max_latency_ms", Int, "max_latency_ms = 300"),
-    opt("max_loss_percent", Int, "max_loss_percent = 20"),
-    opt("recover_latency_ms", Int, "recover_latency_ms = 200"),
-    opt("recover_loss_percent", Int, "recover_loss_percent = 5"),
-    opt_int("loss_window", Track::DEFAULT_LOSS_WINDOW),
-];
-
-const POLICY: &[Field] = &[
-    req("name", Str, "name = \"balanced\""),
-    req(
-        "members",
-        TableList(MEMBER),
-        "members = [{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }]",
-    ),
-    opt("last_resort", Str, "last_resort = \"default\""),
-];
-
-const MEMBER: &[Field] = &[
-    req("wan", Str, "{ wan = \"wan1\" }"),
-    opt("metric", Int, "{ wan = \"wan1\", metric = 1 }"),
-    opt("weight", Int, "{ wan = \"wan1\", weight = 1 }"),
-];
-
-const SET: &[Field] = &[
-    req("name", Str, "name = \"bypass\""),
-    req("policy", Str, "policy = \"wan2-first\""),
-    opt("match", Str, "match = \"dst\""),
-    opt("prefixes", StrList, "prefixes = [\"203.0.113.0/24\"]"),
-    opt("files", StrList, "files = [\"lists/bypass.txt\"]"),
-    opt("domains", StrList, "domains = [\"example.com\"]"),
-    opt("allow_default_route", Bool, "allow_default_route = false"),
-];
-
-const DEFAULT: &[Field] = &[req("policy", Str, "policy = \"balanced\"")];
-
-const CONTROL: &[Field] = &[SOCKET, opt("metrics", Str, "metrics = \"127.0.0.1:9464\"")];
-
-const PIN_DIR: Field = opt_shown(
-    "pin_dir",
-    Str,
-    Example::Pieces(&["pin_dir = \"", DEFAULT_PIN_DIR, "\""]),
-);
-const SOCKET: Field = opt_shown(
-    "socket",
-    Str,
-    Example::Pieces(&["socket = \"", DEFAULT_SOCKET, "\""]),
-);
-const WAN_NAME: &str = "name = \"wan1\"";
-const WAN_TABLE: &str = "table = 101";
-
-/// The part of the file the CLI reads to find a running steer (see
-/// [`super::load_endpoints`]); a WAN's name only labels its table in messages. Nothing here is
-/// required: a missing key has its default, or is part of the rest, which is not checked.
-pub(crate) const ENDPOINTS: &[Field] = &[
-    opt("general", Table(&[PIN_DIR]), GENERAL_EXAMPLE),
-    opt(
-        "wan",
-        TableList(&[
-            opt("name", Kind::Label, WAN_NAME),
-            opt("table", Int, WAN_TABLE),
-        ]),
-        WAN_EXAMPLE,
-    ),
-    opt_shown("control", Table(&[SOCKET]), CONTROL_EXAMPLE),
-];
-
 /// Removes every key that `fields` does not name, at every depth, so that a partial read
 /// neither reports nor depends on the rest of the file.
-pub(crate) fn retain_known(table: &mut DeTable<'_>, fields: &[Field]) {
+pub(super) fn retain_known(table: &mut DeTable<'_>, fields: &[Field]) {
     let unknown: Vec<String> = table
         .iter()
         .map(|(k, _)| k.get_ref().to_string())
@@ -255,7 +157,7 @@ pub(crate) fn retain_known(table: &mut DeTable<'_>, fields: &[Field]) {
 }
 
 /// `parent.key` (or `key` at the top).
-pub(crate) fn join(parent: &str, key: &str) -> String {
+pub(super) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_owned()
     } else {
@@ -265,7 +167,7 @@ pub(crate) fn join(parent: &str, key: &str) -> String {
 
 /// The label of an element of an array of tables: `wan[wan1]` when it has a valid name,
 /// else `wan[0]` (0-based position).
-pub(crate) fn item_label(parent: &str, key: &str, index: usize, name: Option<&str>) -> String {
+pub(super) fn item_label(parent: &str, key: &str, index: usize, name: Option<&str>) -> String {
     match name.filter(|n| valid_name(n)) {
         Some(n) => format!("{}[{n}]", join(parent, key)),
         None => format!("{}[{index}]", join(parent, key)),
@@ -285,7 +187,7 @@ fn a_type(v: &DeValue<'_>) -> &'static str {
 }
 
 /// Checks a table against its fields, reporting into `cx`, removing wrongly typed values.
-pub(crate) fn check_table(
+pub(super) fn check_table(
     cx: &mut Ctx<'_>,
     table: &mut DeTable<'_>,
     span: &Range<usize>,
@@ -297,11 +199,11 @@ pub(crate) fn check_table(
         let k: &str = key.get_ref().as_ref();
         let Some(field) = fields.iter().find(|f| f.key == k) else {
             let path = join(label, k);
-            let hint = match super::diag::closest(k, fields.iter().map(|f| f.key)) {
+            let hint = match suggest::closest(k, fields.iter().map(|f| f.key)) {
                 Some(c) => format!("did you mean `{c}`?"),
                 None => format!(
                     "valid keys here are {}",
-                    super::diag::list_names(fields.iter().map(|f| f.key))
+                    suggest::list_names(fields.iter().map(|f| f.key))
                 ),
             };
             let where_ = if label.is_empty() {
@@ -338,33 +240,19 @@ pub(crate) fn check_table(
 }
 
 fn missing_text(label: &str, f: &Field) -> (String, String) {
-    match (label, f.key) {
-        ("", "general") => (
-            "the [general] section is missing".into(),
-            "add [general] with lan = [\"br-lan\"] (the interfaces whose traffic steer classifies)"
-                .into(),
-        ),
-        ("", "wan") => (
-            "no WAN is defined".into(),
-            format!("add at least one {}", f.example()),
-        ),
-        (_, "track") => (
-            "this WAN has no health tracking".into(),
-            format!("add {} after the WAN's keys", f.example()),
-        ),
-        _ => (
-            format!("required key `{}` is missing", f.key),
-            format!(
-                "add `{}`{}",
-                f.example(),
-                if label.is_empty() {
-                    String::new()
-                } else {
-                    format!(" to {label}")
-                }
-            ),
-        ),
+    if let Some(m) = f.missing {
+        let hint = format!("{}{}{}", m.before, f.example(), m.after);
+        return (m.message.into(), hint);
     }
+    let to = if label.is_empty() {
+        String::new()
+    } else {
+        format!(" to {label}")
+    };
+    (
+        format!("required key `{}` is missing", f.key),
+        format!("add `{}`{to}", f.example()),
+    )
 }
 
 /// Replaces a list item of the wrong type (already reported) with an empty value of the right
@@ -485,5 +373,52 @@ fn check_value(
             );
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::{BASE, errors_in};
+
+    #[test]
+    fn a_mistyped_wan_item_is_the_only_error_and_the_other_wans_are_still_checked() {
+        let text = r#"
+wan = [
+  { name = "wan1", interface = "eth1", mark = 0, table = 101, track = { targets = ["1.1.1.1"] } },
+  "wan2",
+]
+
+[general]
+lan = ["br-lan"]
+
+[[policy]]
+name = "p"
+members = [{ wan = "wan1" }, { wan = "wan2" }]
+"#;
+        assert_eq!(
+            errors_in(text),
+            [
+                "wan[wan1].mark: mark is 0, which means \"no WAN\"",
+                "wan[1]: expected a table, found a string",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_mistyped_string_item_keeps_the_positions_of_the_others() {
+        let text = BASE.replacen(
+            "targets = [\"1.1.1.1\"]",
+            "targets = [\"1.1.1.1\", 5, \"1.1.1.1\"]",
+            1,
+        ) + "\n[[set]]\nname = \"s\"\npolicy = \"p\"\nprefixes = [true, \"10.0.0.1/8\"]\n";
+        assert_eq!(
+            errors_in(&text),
+            [
+                "wan[wan1].track.targets[1]: expected a string (in quotes), found an integer",
+                "wan[wan1].track.targets[2]: this target is already listed (targets[0])",
+                "set[s].prefixes[0]: expected a string (in quotes), found a boolean",
+                "set[s].prefixes[1]: `10.0.0.1/8` has host bits set; the network is 10.0.0.0/8",
+            ]
+        );
     }
 }

@@ -1,0 +1,105 @@
+//! From text to a checked result: TOML syntax, then the schema walk, then deserialization into
+//! the raw structs, then the sections' checks; and the order diagnostics are reported in.
+//!
+//! Everything is checked before returning; placeholders stand in for bad values so the rest
+//! can still be checked, and never leave the checks (any diagnostic means `Err`).
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use toml::de::DeTable;
+
+use super::{
+    diag::{ConfigErrors, Ctx, Diagnostic, Source},
+    schema::{self, Field},
+};
+
+/// Which keys of the file to read.
+pub(super) enum Keys {
+    /// Every key, against this table: an unknown one is an error.
+    All(&'static [Field]),
+    /// Only the keys this table names; the rest is dropped unread and unchecked.
+    Only(&'static [Field]),
+}
+
+/// Syntax, then the schema of `keys`, then `build` from the raw document; any diagnostic
+/// means `Err`.
+pub(super) fn check<R: DeserializeOwned, T>(
+    text: &str,
+    path: &Path,
+    keys: Keys,
+    build: impl FnOnce(&mut Ctx<'_>, R) -> T,
+) -> Result<T, ConfigErrors> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let src = Source::new(text);
+    let mut cx = Ctx::new(&src, path);
+    let (mut doc, errors) = DeTable::parse_recoverable(text);
+    if let Some(e) = errors.first() {
+        // Later syntax errors are mostly echoes of the first one; report only that.
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().replace('\n', " ");
+        let hint = syntax_hint(&message);
+        let at = src.snippet(&span);
+        let message = if at.is_empty() {
+            format!("invalid TOML: {message}")
+        } else {
+            format!("invalid TOML at `{at}`: {message}")
+        };
+        cx.err_value(&span, "", "", message, hint);
+        return Err(finish(cx.diags, path));
+    }
+    let span = doc.span();
+    let fields = match keys {
+        Keys::All(fields) => fields,
+        Keys::Only(fields) => {
+            schema::retain_known(doc.get_mut(), fields);
+            fields
+        }
+    };
+    schema::check_table(&mut cx, doc.get_mut(), &span, fields, "");
+    let raw = match R::deserialize(toml::de::Deserializer::from(doc)) {
+        Ok(raw) => raw,
+        Err(e) => {
+            // The schema walk should have caught this; report it anyway.
+            let span = e.span().unwrap_or(0..0);
+            cx.err(
+                &span,
+                "",
+                e.message().replace('\n', " "),
+                "fix this value's type",
+            );
+            return Err(finish(cx.diags, path));
+        }
+    };
+    let result = build(&mut cx, raw);
+    if cx.diags.is_empty() {
+        Ok(result)
+    } else {
+        Err(finish(cx.diags, path))
+    }
+}
+
+fn syntax_hint(message: &str) -> String {
+    if message.contains("must be quoted") {
+        "put text values in double quotes, e.g. name = \"wan1\"".into()
+    } else if message.contains("duplicate key") {
+        "each key may appear only once per table, and each [table] only once; merge or remove the repeated one".into()
+    } else if message.contains("unclosed array") {
+        "close the list with `]`".into()
+    } else if message.contains("unclosed") || message.contains("string") {
+        "close the string with the same quote it starts with".into()
+    } else {
+        "fix the TOML syntax here (nothing else was checked yet)".into()
+    }
+}
+
+/// Orders diagnostics: the config file first, by position; then list files, by position.
+fn finish(mut diags: Vec<Diagnostic>, config_file: &Path) -> ConfigErrors {
+    diags.sort_by(|a, b| {
+        let ka = (a.file != config_file, &a.file, a.line, a.column);
+        let kb = (b.file != config_file, &b.file, b.line, b.column);
+        ka.cmp(&kb)
+    });
+    diags.dedup();
+    ConfigErrors { errors: diags }
+}

@@ -1,0 +1,203 @@
+//! `[general]`: the LAN interfaces, the packet-mark bits steer owns, the pin directory, the map
+//! capacities and the duplicates policy — its keys, their raw form and their checks.
+
+use std::{collections::HashSet, path::PathBuf};
+
+use serde::Deserialize;
+
+use super::{
+    Capacity, DEFAULT_MARK_MASK, DEFAULT_PIN_DIR, DuplicatePolicy, General, MAX_CAPACITY,
+    check::{self, Bounds, Choices},
+    diag::Ctx,
+    names::ifname_problem,
+    schema::{
+        Example, Field,
+        Kind::{Bool, Int, Str, StrList, Table},
+        S, Strings, opt, opt_int, opt_shown, req,
+    },
+};
+use crate::model::PrefixMap;
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawGeneral {
+    pub lan: Option<Strings>,
+    pub mark_mask: Option<S<i64>>,
+    pub xdp: Option<S<bool>>,
+    pub pin_dir: Option<S<String>>,
+    pub capacity: Option<S<RawCapacity>>,
+    pub log_packets: Option<S<bool>>,
+    pub duplicates: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawCapacity {
+    pub dst_v4: Option<S<i64>>,
+    pub dst_v6: Option<S<i64>>,
+    pub src_v4: Option<S<i64>>,
+    pub src_v6: Option<S<i64>>,
+}
+
+pub(super) const EXAMPLE: &str = "[general] with lan = [\"br-lan\"]";
+
+pub(super) const FIELD: Field = req("general", Table(FIELDS), EXAMPLE).when_missing(
+    "the [general] section is missing",
+    "add ",
+    " (the interfaces whose traffic steer classifies)",
+);
+
+const FIELDS: &[Field] = &[
+    req("lan", StrList, "lan = [\"br-lan\"]"),
+    opt_shown("mark_mask", Int, Example::Hex(DEFAULT_MARK_MASK)),
+    opt("xdp", Bool, "xdp = false"),
+    PIN_DIR,
+    opt(
+        "capacity",
+        Table(CAPACITY),
+        "[general.capacity] with dst_v4 = 2097152",
+    ),
+    opt("log_packets", Bool, "log_packets = false"),
+    opt("duplicates", Str, "duplicates = \"error\""),
+];
+
+const CAPACITY: &[Field] = &[
+    opt_int("dst_v4", steer_common::DEFAULT_CAPACITY_DST_V4),
+    opt_int("dst_v6", steer_common::DEFAULT_CAPACITY_DST_V6),
+    opt_int("src_v4", steer_common::DEFAULT_CAPACITY_SRC_V4),
+    opt_int("src_v6", steer_common::DEFAULT_CAPACITY_SRC_V6),
+];
+
+pub(super) const PIN_DIR: Field = opt_shown(
+    "pin_dir",
+    Str,
+    Example::Pieces(&["pin_dir = \"", DEFAULT_PIN_DIR, "\""]),
+);
+
+const CAPACITY_BOUNDS: Bounds = Bounds {
+    lo: 1,
+    hi: MAX_CAPACITY as i64,
+    unit: "entries",
+};
+
+const DUPLICATES: Choices<DuplicatePolicy> = Choices {
+    what: "duplicates policy",
+    words: &[
+        ("error", DuplicatePolicy::Error),
+        ("first-set-wins", DuplicatePolicy::FirstSetWins),
+    ],
+};
+
+pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawGeneral>>) -> General {
+    let g = raw.map(S::into_inner).unwrap_or_default();
+    General {
+        lan: lan(cx, &g.lan),
+        mark_mask: mark_mask(cx, &g.mark_mask),
+        xdp: g.xdp.as_ref().is_some_and(|v| *v.get_ref()),
+        pin_dir: pin_dir(cx, &g),
+        capacity: capacity(cx, &g),
+        log_packets: g.log_packets.as_ref().is_some_and(|v| *v.get_ref()),
+        duplicates: check::choice(
+            cx,
+            &g.duplicates,
+            "general.duplicates",
+            &DUPLICATES,
+            DuplicatePolicy::Error,
+        ),
+    }
+}
+
+/// The mask that WAN marks are checked against, unless it was refused (and reported): every
+/// mark would then look wrong.
+pub(super) fn usable_mark_mask(cx: &Ctx<'_>, general: &General) -> Option<u32> {
+    let refused = general.mark_mask == 0 || cx.mistyped("general.mark_mask");
+    (!refused).then_some(general.mark_mask)
+}
+
+fn lan(cx: &mut Ctx<'_>, list: &Option<Strings>) -> Vec<String> {
+    let Some(list) = list else {
+        return Vec::new();
+    };
+    if list.get_ref().is_empty() {
+        cx.err(
+            &list.span(),
+            "general.lan",
+            "no LAN interface is listed",
+            "list the interfaces whose incoming traffic steer should classify, e.g. lan = [\"br-lan\"]",
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut lan = Vec::new();
+    for (i, v) in list.get_ref().iter().enumerate() {
+        let field = format!("general.lan[{i}]");
+        if cx.mistyped(&field) {
+            continue;
+        }
+        if let Some(problem) = ifname_problem(v.get_ref()) {
+            cx.err(
+                &v.span(),
+                &field,
+                problem,
+                "use the interface name as `ip link` shows it, e.g. br-lan",
+            );
+        } else if !seen.insert(v.get_ref().clone()) {
+            cx.err(
+                &v.span(),
+                &field,
+                format!("interface `{}` is listed twice", v.get_ref()),
+                "list each interface once",
+            );
+        }
+        lan.push(v.get_ref().clone());
+    }
+    lan
+}
+
+/// The mask as written, or 0 after reporting.
+fn mark_mask(cx: &mut Ctx<'_>, v: &Option<S<i64>>) -> u32 {
+    let Some(v) = v else {
+        return DEFAULT_MARK_MASK;
+    };
+    let n = *v.get_ref();
+    let (message, hint) = if n == 0 {
+        (
+            "mark_mask is 0, so steer would own no bits of the packet mark",
+            "set the bits steer may use, e.g. mark_mask = 0xff00",
+        )
+    } else if let Ok(mask) = u32::try_from(n) {
+        return mask;
+    } else {
+        (
+            "mark_mask must fit in the 32-bit packet mark",
+            "use a value from 0x1 to 0xffffffff, e.g. 0xff00",
+        )
+    };
+    cx.err(&v.span(), "general.mark_mask", message, hint);
+    0
+}
+
+pub(super) fn pin_dir(cx: &mut Ctx<'_>, g: &RawGeneral) -> PathBuf {
+    match &g.pin_dir {
+        None => PathBuf::from(DEFAULT_PIN_DIR),
+        Some(v) => check::absolute(
+            cx,
+            v,
+            "general.pin_dir",
+            &format!("e.g. {DEFAULT_PIN_DIR} (on a bpf filesystem)"),
+        ),
+    }
+}
+
+fn capacity(cx: &mut Ctx<'_>, g: &RawGeneral) -> Capacity {
+    let d = Capacity::default();
+    let Some(c) = &g.capacity else { return d };
+    let c = c.get_ref();
+    let mut entries = |map: PrefixMap, v: &Option<S<i64>>| {
+        let field = format!("general.capacity.{}", map.key());
+        check::opt_ranged(cx, v, &field, CAPACITY_BOUNDS, d.of(map))
+    };
+    Capacity {
+        dst_v4: entries(PrefixMap::DstV4, &c.dst_v4),
+        dst_v6: entries(PrefixMap::DstV6, &c.dst_v6),
+        src_v4: entries(PrefixMap::SrcV4, &c.src_v4),
+        src_v6: entries(PrefixMap::SrcV6, &c.src_v6),
+    }
+}

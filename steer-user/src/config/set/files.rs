@@ -1,0 +1,175 @@
+//! A set's list files: found relative to the configuration file's directory, read, and their
+//! bad lines reported where they are written (up to a limit, then summarized).
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use super::{
+    REPORT_LIMIT,
+    pending::{PendingSet, Written},
+};
+use crate::config::{
+    ListError, ListErrorKind, Origin,
+    diag::{Ctx, Place, shorten},
+    list::parse_list_bytes,
+    schema::S,
+};
+
+/// Reads the list files of a configuration file's sets.
+pub(super) struct ListFiles {
+    /// The configuration file's directory (empty for the working directory).
+    base_dir: PathBuf,
+}
+
+impl ListFiles {
+    pub fn new(config_file: &Path) -> Self {
+        let base_dir = match config_file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::new(),
+        };
+        ListFiles { base_dir }
+    }
+
+    /// Reads `files[index]` of `set`, written as `v`, into the set's entries.
+    pub fn read(&self, cx: &mut Ctx<'_>, set: &mut PendingSet, index: usize, v: &S<String>) {
+        let field = format!("{}.files[{index}]", set.label);
+        if cx.mistyped(&field) {
+            return;
+        }
+        let written = v.get_ref();
+        if written.trim().is_empty() {
+            cx.err(
+                &v.span(),
+                &field,
+                "empty file name",
+                "write the path of a list file, e.g. \"lists/bypass.txt\"",
+            );
+            return;
+        }
+        let path = self.base_dir.join(written);
+        let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+        set.files.push(absolute.clone());
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                cx.err(
+                    &v.span(),
+                    &field,
+                    format!(
+                        "cannot read list file `{written}` of set `{}` (resolved to {}): {e}",
+                        set.name,
+                        absolute.display()
+                    ),
+                    format!(
+                        "relative paths are relative to the config file's directory ({}); fix the path or create the file",
+                        self.shown_base_dir().display()
+                    ),
+                );
+                return;
+            }
+        };
+        let shown: Arc<Path> = Arc::from(path.as_path());
+        match parse_list_bytes(&bytes, set.allow_default_route) {
+            Ok(entries) => {
+                set.entries.reserve(entries.len());
+                for listed in entries {
+                    let origin = Origin {
+                        file: shown.clone(),
+                        line: listed.line,
+                    };
+                    let written = Written::File {
+                        index: index as u32,
+                        column: u32::try_from(listed.column).unwrap_or(u32::MAX),
+                    };
+                    set.entries.push((listed.prefix, origin, written));
+                }
+            }
+            Err(errors) => report_bad_lines(cx, set, &field, &shown, &errors),
+        }
+    }
+
+    fn shown_base_dir(&self) -> PathBuf {
+        std::path::absolute(self.base_dir.join(".")).unwrap_or_else(|_| self.base_dir.clone())
+    }
+}
+
+/// Reports the first [`REPORT_LIMIT`] bad lines of a list file, then how many more there are.
+fn report_bad_lines(
+    cx: &mut Ctx<'_>,
+    set: &PendingSet,
+    field: &str,
+    file: &Path,
+    errors: &[ListError],
+) {
+    let place = |e: &ListError| Place {
+        file,
+        line: e.line,
+        column: e.column,
+    };
+    for e in errors.iter().take(REPORT_LIMIT) {
+        let hint = match &e.kind {
+            ListErrorKind::Addr(a) => set.addr_hint(a),
+            _ => e.hint(),
+        };
+        cx.err_in(place(e), field, shorten(&e.text), e.message(), hint);
+    }
+    if let Some(first_unshown) = errors.get(REPORT_LIMIT) {
+        cx.err_in(
+            place(first_unshown),
+            field,
+            "",
+            format!(
+                "{} more bad lines in this file are not shown",
+                errors.len() - REPORT_LIMIT
+            ),
+            "is this really a list of addresses?",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::REPORT_LIMIT;
+    use crate::config::testing::{BASE, Scratch, errors_of};
+
+    #[test]
+    fn list_file_errors_are_placed_in_the_list_file_and_summarized_past_the_limit() {
+        let dir = Scratch::new("list-errors");
+        let mut list = "0.0.0.0/0\n".to_owned();
+        for _ in 0..REPORT_LIMIT + 1 {
+            list.push_str("  010.0.0.1\n");
+        }
+        let list_path = dir.write("list.txt", &list);
+        let config = dir.write(
+            "steer.toml",
+            &format!("{BASE}\n[[set]]\nname = \"s\"\npolicy = \"p\"\nfiles = [\"list.txt\"]\n"),
+        );
+        let errors = errors_of(&config);
+        assert_eq!(errors.len(), REPORT_LIMIT + 1, "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .all(|d| d.file == list_path && d.field == "set[s].files[0]")
+        );
+        let first = &errors[0];
+        assert_eq!((first.line, first.column), (1, 1));
+        assert_eq!(first.value, "0.0.0.0/0");
+        assert!(
+            first
+                .hint
+                .starts_with("if set[s] really should take all such traffic, set `allow_default_route = true` in it"),
+            "{}",
+            first.hint
+        );
+        assert_eq!((errors[1].line, errors[1].column), (2, 3));
+        let summary = &errors[REPORT_LIMIT];
+        assert_eq!((summary.line, summary.column), (REPORT_LIMIT + 1, 3));
+        assert_eq!(
+            summary.message,
+            "2 more bad lines in this file are not shown"
+        );
+        assert_eq!(summary.value, "");
+    }
+}

@@ -1,0 +1,262 @@
+//! `[[set]]`: the prefixes (inline and from list files) and domains that a policy steers, and in
+//! which direction — its keys, their raw form and their checks. Reading list files and
+//! resolving prefixes claimed by two sets are submodules of their own.
+
+mod duplicates;
+mod fast_hash;
+mod files;
+mod pending;
+
+use std::{ops::Range, path::Path, sync::Arc};
+
+use serde::Deserialize;
+
+use self::{
+    files::ListFiles,
+    pending::{PendingSet, Written},
+};
+use super::{
+    General, MAX_CAPACITY, Origin, Set,
+    check::{self, Choices, Claims},
+    diag::Ctx,
+    names::{check_object_name, normalize_domain},
+    references::{Defined, check_reference},
+    schema::{
+        Field,
+        Kind::{Bool, Str, StrList, TableList},
+        S, Strings, item_label, opt, req,
+    },
+};
+use crate::{
+    model::{Direction, PrefixMap},
+    prefix::parse_prefix,
+};
+
+/// Diagnostics reported per list file (and per pair of sets for duplicates) before summarizing.
+const REPORT_LIMIT: usize = 50;
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawSet {
+    pub name: Option<S<String>>,
+    pub policy: Option<S<String>>,
+    #[serde(rename = "match")]
+    pub direction: Option<S<String>>,
+    pub prefixes: Option<Strings>,
+    pub files: Option<Strings>,
+    pub domains: Option<Strings>,
+    pub allow_default_route: Option<S<bool>>,
+}
+
+pub(super) const FIELD: Field = opt(
+    "set",
+    TableList(FIELDS),
+    "[[set]] with name, policy and prefixes",
+);
+
+const FIELDS: &[Field] = &[
+    req("name", Str, "name = \"bypass\""),
+    req("policy", Str, "policy = \"wan2-first\""),
+    opt("match", Str, "match = \"dst\""),
+    opt("prefixes", StrList, "prefixes = [\"203.0.113.0/24\"]"),
+    opt("files", StrList, "files = [\"lists/bypass.txt\"]"),
+    opt("domains", StrList, "domains = [\"example.com\"]"),
+    opt("allow_default_route", Bool, "allow_default_route = false"),
+];
+
+const DIRECTIONS: Choices<Direction> = Choices {
+    what: "match direction",
+    words: &[
+        (Direction::Dst.as_str(), Direction::Dst),
+        (Direction::Src.as_str(), Direction::Src),
+    ],
+};
+
+/// The sets, their list files read and duplicates resolved; `general_span` places the
+/// capacity errors.
+pub(super) fn build(
+    cx: &mut Ctx<'_>,
+    raw: Option<S<Vec<S<RawSet>>>>,
+    policies: &Defined,
+    general: &General,
+    general_span: &Range<usize>,
+) -> Vec<Set> {
+    let Some(raw) = raw else { return Vec::new() };
+    let reader = SetReader {
+        config_file: Arc::from(cx.file),
+        list_files: ListFiles::new(cx.file),
+        policies,
+    };
+    let mut names = Claims::new();
+    let mut pending = Vec::new();
+    let max_sets = (steer_common::MAX_RULES - 1) as usize;
+    for (i, s) in raw.into_inner().into_iter().enumerate() {
+        let span = s.span();
+        let s = s.into_inner();
+        let label = item_label("", "set", i, s.name.as_ref().map(|n| n.get_ref().as_str()));
+        if i == max_sets {
+            cx.err(
+                &span,
+                &label,
+                format!("too many sets: steer supports at most {max_sets}"),
+                "merge sets that use the same policy and match",
+            );
+        }
+        if cx.mistyped(&label) {
+            continue;
+        }
+        if let Some(n) = &s.name {
+            check_object_name(cx, n, &format!("{label}.name"), "set", &mut names);
+        }
+        pending.push(reader.read(cx, s, span, label));
+    }
+    let sets = duplicates::resolve(cx, pending, general.duplicates);
+    check_capacity(cx, &sets, general, general_span);
+    sets
+}
+
+/// What reading one set needs beyond its own keys.
+struct SetReader<'d> {
+    /// Shared by the origins of the inline prefixes.
+    config_file: Arc<Path>,
+    list_files: ListFiles,
+    policies: &'d Defined,
+}
+
+impl SetReader<'_> {
+    /// One set as written: checked key by key, its list files read, duplicates not resolved.
+    fn read(&self, cx: &mut Ctx<'_>, s: RawSet, span: Range<usize>, label: String) -> PendingSet {
+        let f = |k: &str| format!("{label}.{k}");
+        if let Some(p) = &s.policy {
+            check_reference(cx, p, &f("policy"), self.policies);
+        }
+        let direction = check::choice(cx, &s.direction, &f("match"), &DIRECTIONS, Direction::Dst);
+        check_not_empty(cx, &s, &span, &label);
+        let mut set = PendingSet {
+            name: s
+                .name
+                .as_ref()
+                .map(|n| n.get_ref().clone())
+                .unwrap_or_default(),
+            label,
+            span,
+            policy: s
+                .policy
+                .as_ref()
+                .map(|p| p.get_ref().clone())
+                .unwrap_or_default(),
+            direction,
+            allow_default_route: s.allow_default_route.as_ref().is_some_and(|v| *v.get_ref()),
+            entries: Vec::new(),
+            inline_spans: Vec::new(),
+            files: Vec::new(),
+            domains: Vec::new(),
+        };
+        if let Some(list) = &s.prefixes {
+            self.read_prefixes(cx, &mut set, list);
+        }
+        if let Some(list) = &s.files {
+            for (i, v) in list.get_ref().iter().enumerate() {
+                self.list_files.read(cx, &mut set, i, v);
+            }
+        }
+        if let Some(list) = &s.domains {
+            read_domains(cx, &mut set, list);
+        }
+        set
+    }
+
+    fn read_prefixes(&self, cx: &mut Ctx<'_>, set: &mut PendingSet, list: &Strings) {
+        set.inline_spans = list.get_ref().iter().map(|v| v.span()).collect();
+        for (i, v) in list.get_ref().iter().enumerate() {
+            let field = format!("{}.prefixes[{i}]", set.label);
+            if cx.mistyped(&field) {
+                continue;
+            }
+            match parse_prefix(v.get_ref(), set.allow_default_route) {
+                Ok(p) => {
+                    let origin = Origin {
+                        file: self.config_file.clone(),
+                        line: cx.line_of(&v.span()),
+                    };
+                    set.entries.push((p, origin, Written::Inline(i as u32)));
+                }
+                Err(e) => cx.err(&v.span(), &field, e.message(), set.addr_hint(&e)),
+            }
+        }
+    }
+}
+
+/// A set must match something (unless what it had was written with the wrong type).
+fn check_not_empty(cx: &mut Ctx<'_>, s: &RawSet, span: &Range<usize>, label: &str) {
+    let empty = |l: &Option<Strings>| l.as_ref().is_none_or(|l| l.get_ref().is_empty());
+    let mistyped = ["prefixes", "files", "domains"]
+        .iter()
+        .any(|k| cx.mistyped(&format!("{label}.{k}")));
+    if empty(&s.prefixes) && empty(&s.files) && empty(&s.domains) && !mistyped {
+        cx.err_value(
+            span,
+            label,
+            "",
+            "this set has nothing to match",
+            "add prefixes = [...], files = [...] or domains = [...]",
+        );
+    }
+}
+
+fn read_domains(cx: &mut Ctx<'_>, set: &mut PendingSet, list: &Strings) {
+    if set.direction == Direction::Src && !list.get_ref().is_empty() {
+        cx.err(
+            &list.span(),
+            format!("{}.domains", set.label),
+            "domains only work in sets with match = \"dst\"",
+            "steer learns a domain's addresses from DNS answers, which are destinations; move the domains to a dst set",
+        );
+    }
+    for (i, v) in list.get_ref().iter().enumerate() {
+        let field = format!("{}.domains[{i}]", set.label);
+        if cx.mistyped(&field) {
+            continue;
+        }
+        match normalize_domain(v.get_ref()) {
+            Ok(d) => {
+                if !set.domains.iter().any(|(x, _, _)| *x == d) {
+                    set.domains.push((d, v.span(), i));
+                }
+            }
+            Err((m, h)) => cx.err(&v.span(), field, m, h),
+        }
+    }
+}
+
+/// The sets' prefixes must fit the maps they go into.
+fn check_capacity(cx: &mut Ctx<'_>, sets: &[Set], general: &General, general_span: &Range<usize>) {
+    let mut held = [0usize; PrefixMap::ALL.len()];
+    for s in sets {
+        for e in &s.prefixes {
+            held[PrefixMap::of(s.direction, &e.prefix).index()] += 1;
+        }
+    }
+    for map in PrefixMap::ALL {
+        let (n, cap, key) = (held[map.index()], general.capacity.of(map), map.key());
+        if n <= cap as usize {
+            continue;
+        }
+        let hint = if n <= MAX_CAPACITY as usize {
+            format!("raise general.capacity.{key} to at least {n} (kernel memory grows with it)")
+        } else {
+            format!(
+                "steer's limit is {MAX_CAPACITY}; aggregate the lists (fewer, shorter prefixes)"
+            )
+        };
+        cx.err_value(
+            general_span,
+            format!("general.capacity.{key}"),
+            cap.to_string(),
+            format!(
+                "the sets hold {n} {} prefixes, more than the capacity of {cap}",
+                map.describe()
+            ),
+            hint,
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! What the unit tests of the configuration modules share: a scratch directory, a small valid
+//! configuration, and the errors of a text or file.
+
+use std::path::{Path, PathBuf};
+
+use super::{ConfigErrors, Diagnostic, parse};
+
+/// A directory of its own for one test's config and list files, removed on drop.
+pub(super) struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("steer-config-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(super) const BASE: &str = r#"
+[general]
+lan = ["br-lan"]
+
+[[wan]]
+name = "wan1"
+interface = "eth1"
+mark = 0x100
+table = 101
+[wan.track]
+targets = ["1.1.1.1"]
+
+[[policy]]
+name = "p"
+members = [{ wan = "wan1" }]
+"#;
+
+pub(super) fn errors_of(config: &Path) -> Vec<Diagnostic> {
+    let text = std::fs::read_to_string(config).unwrap();
+    match parse(&text, config) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.errors,
+    }
+}
+
+/// The errors of a config without list files, as `field: message` lines.
+pub(super) fn errors_in(text: &str) -> Vec<String> {
+    match parse(text, Path::new("steer.toml")) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => field_messages(&e),
+    }
+}
+
+/// Each error as a `field: message` line.
+pub(super) fn field_messages(errors: &ConfigErrors) -> Vec<String> {
+    errors
+        .errors
+        .iter()
+        .map(|d| format!("{}: {}", d.field, d.message))
+        .collect()
+}

@@ -1,0 +1,379 @@
+//! `[[wan]]`: each WAN's name, interface, mark, routing table and gateways — its keys, their raw
+//! form and their checks. Its `[wan.track]` table is the `track` module's.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use super::{
+    General, Wan,
+    check::Claims,
+    diag::Ctx,
+    general,
+    names::{check_object_name, ifname_problem},
+    references::Defined,
+    schema::{
+        Field,
+        Kind::{Int, Str, TableList},
+        S, item_label, opt, req,
+    },
+    track::{self, RawTrack},
+};
+use crate::prefix::{is_unicast, parse_addr};
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawWan {
+    pub name: Option<S<String>>,
+    pub interface: Option<S<String>>,
+    pub mark: Option<S<i64>>,
+    pub table: Option<S<i64>>,
+    pub gateway: Option<S<String>>,
+    pub gateway6: Option<S<String>>,
+    pub track: Option<S<RawTrack>>,
+}
+
+pub(super) const EXAMPLE: &str = "[[wan]] with name, interface, mark, table and [wan.track]";
+pub(super) const NAME_EXAMPLE: &str = "name = \"wan1\"";
+pub(super) const TABLE_EXAMPLE: &str = "table = 101";
+
+pub(super) const FIELD: Field = req("wan", TableList(FIELDS), EXAMPLE).when_missing(
+    "no WAN is defined",
+    "add at least one ",
+    "",
+);
+
+const FIELDS: &[Field] = &[
+    req("name", Str, NAME_EXAMPLE),
+    req("interface", Str, "interface = \"eth1\""),
+    req("mark", Int, "mark = 0x100"),
+    req("table", Int, TABLE_EXAMPLE),
+    opt("gateway", Str, "gateway = \"192.168.2.1\""),
+    opt("gateway6", Str, "gateway6 = \"fe80::1\""),
+    track::FIELD,
+];
+
+/// What each WAN must have to itself, and which WAN has it.
+struct Taken {
+    names: Claims<String, ()>,
+    interfaces: Claims<String, String>,
+    marks: Claims<u32, String>,
+    tables: Claims<u32, String>,
+}
+
+pub(super) fn build(
+    cx: &mut Ctx<'_>,
+    raw: Option<S<Vec<S<RawWan>>>>,
+    general: &General,
+) -> Vec<Wan> {
+    let Some(raw) = raw else { return Vec::new() };
+    let list_span = raw.span();
+    let raw = raw.into_inner();
+    if raw.is_empty() {
+        cx.err(
+            &list_span,
+            "wan",
+            "no WAN is defined",
+            format!("add at least one {EXAMPLE}"),
+        );
+    }
+    let mask = general::usable_mark_mask(cx, general);
+    let mut taken = Taken {
+        names: Claims::new(),
+        interfaces: Claims::new(),
+        marks: Claims::new(),
+        tables: Claims::new(),
+    };
+    let mut out = Vec::new();
+    for (i, w) in raw.into_iter().enumerate() {
+        let span = w.span();
+        let w = w.into_inner();
+        let label = item_label("", "wan", i, w.name.as_ref().map(|n| n.get_ref().as_str()));
+        if i == steer_common::MAX_WANS as usize {
+            cx.err(
+                &span,
+                &label,
+                format!(
+                    "too many WANs: steer supports at most {}",
+                    steer_common::MAX_WANS
+                ),
+                "remove WANs you do not need",
+            );
+        }
+        if cx.mistyped(&label) {
+            continue;
+        }
+        out.push(wan(cx, w, &label, &general.lan, mask, &mut taken));
+    }
+    out
+}
+
+/// The WANs' names, for the sections that refer to them.
+pub(super) fn defined(wans: &[Wan]) -> Defined {
+    Defined::new("WAN", "WANs", "wan", wans.iter().map(|w| &w.name))
+}
+
+fn wan(
+    cx: &mut Ctx<'_>,
+    w: RawWan,
+    label: &str,
+    lan: &[String],
+    mask: Option<u32>,
+    taken: &mut Taken,
+) -> Wan {
+    let f = |k: &str| format!("{label}.{k}");
+    if let Some(n) = &w.name {
+        check_object_name(cx, n, &f("name"), "WAN", &mut taken.names);
+    }
+    let name = w
+        .name
+        .as_ref()
+        .map(|n| n.get_ref().clone())
+        .unwrap_or_default();
+    if let Some(v) = &w.interface {
+        interface(cx, v, &f("interface"), &name, lan, &mut taken.interfaces);
+    }
+    let mark = w.mark.as_ref().map_or(0, |v| {
+        self::mark(cx, v, &f("mark"), &name, mask, &mut taken.marks)
+    });
+    let table = w.table.as_ref().map_or(0, |v| {
+        self::table(cx, v, &f("table"), &name, &mut taken.tables)
+    });
+    let gateway = w
+        .gateway
+        .as_ref()
+        .and_then(|v| match next_hop(cx, v, &f("gateway"), true)? {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        });
+    let gateway6 =
+        w.gateway6
+            .as_ref()
+            .and_then(|v| match next_hop(cx, v, &f("gateway6"), false)? {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => None,
+            });
+    let track = track::build(cx, w.track, &f("track"));
+    Wan {
+        name,
+        interface: w.interface.map(S::into_inner).unwrap_or_default(),
+        mark,
+        table,
+        gateway,
+        gateway6,
+        track,
+    }
+}
+
+fn interface(
+    cx: &mut Ctx<'_>,
+    v: &S<String>,
+    field: &str,
+    wan: &str,
+    lan: &[String],
+    interfaces: &mut Claims<String, String>,
+) {
+    let interface = v.get_ref();
+    if let Some(problem) = ifname_problem(interface) {
+        cx.err(
+            &v.span(),
+            field,
+            problem,
+            "use the interface name as `ip link` shows it, e.g. eth1 or pppoe-wan",
+        );
+    } else if lan.contains(interface) {
+        cx.err(
+            &v.span(),
+            field,
+            format!("`{interface}` is also listed in general.lan"),
+            "a WAN interface carries traffic to the internet; list only LAN-side interfaces in general.lan",
+        );
+    } else if let Err((other, line)) =
+        interfaces.claim(cx, interface.clone(), wan.to_owned(), &v.span())
+    {
+        cx.err(
+            &v.span(),
+            field,
+            format!("`{interface}` is already the interface of WAN `{other}` (line {line})"),
+            "each WAN needs its own interface: its carrier and probes tell about that line only",
+        );
+    }
+}
+
+/// The WAN's mark (0 after reporting one that cannot be used at all). `mask` is the usable
+/// general.mark_mask; without one, only what does not depend on it is checked.
+fn mark(
+    cx: &mut Ctx<'_>,
+    v: &S<i64>,
+    field: &str,
+    wan: &str,
+    mask: Option<u32>,
+    marks: &mut Claims<u32, String>,
+) -> u32 {
+    let examples = mask.map_or_else(String::new, mark_examples);
+    let n = *v.get_ref();
+    if n == 0 {
+        cx.err(
+            &v.span(),
+            field,
+            "mark is 0, which means \"no WAN\"",
+            format!("give each WAN its own nonzero mark inside general.mark_mask{examples}"),
+        );
+        return 0;
+    }
+    let Ok(mark) = u32::try_from(n) else {
+        cx.err(
+            &v.span(),
+            field,
+            "marks are 32-bit",
+            format!("use a mark inside general.mark_mask{examples}"),
+        );
+        return 0;
+    };
+    if let Some(mask) = mask {
+        check_mark_against_mask(cx, v, field, mark, mask, &examples);
+    }
+    if let Err((other, line)) = marks.claim(cx, mark, wan.to_owned(), &v.span()) {
+        cx.err(
+            &v.span(),
+            field,
+            format!("mark {mark:#x} is already used by WAN `{other}` (line {line})"),
+            "each WAN needs its own mark, so packets for different WANs can be told apart",
+        );
+    }
+    mark
+}
+
+/// `, such as 0x100 or 0x200`: the lowest marks made of the mask's bits.
+fn mark_examples(mask: u32) -> String {
+    let low = mask & mask.wrapping_neg();
+    let mut e = vec![format!("{low:#x}")];
+    if let Some(two) = low.checked_mul(2).filter(|t| t & !mask == 0) {
+        e.push(format!("{two:#x}"));
+    }
+    format!(", such as {}", e.join(" or "))
+}
+
+/// A mark must be made of the mask's bits and must not be one of the two the last resorts use.
+fn check_mark_against_mask(
+    cx: &mut Ctx<'_>,
+    v: &S<i64>,
+    field: &str,
+    mark: u32,
+    mask: u32,
+    examples: &str,
+) {
+    if mark & !mask != 0 {
+        cx.err(
+            &v.span(),
+            field,
+            if mark & mask == 0 {
+                format!("mark {mark:#x} is outside general.mark_mask ({mask:#x})")
+            } else {
+                format!(
+                    "mark {mark:#x} has bits outside general.mark_mask ({mask:#x}): {:#x}",
+                    mark & !mask
+                )
+            },
+            format!("use a mark made only of the mask's bits{examples}"),
+        );
+    }
+    let (unreachable, blackhole) = crate::model::last_resort_marks(mask);
+    if mark == unreachable || mark == blackhole {
+        let what = if mark == unreachable {
+            "unreachable"
+        } else {
+            "blackhole"
+        };
+        cx.err(
+            &v.span(),
+            field,
+            format!(
+                "mark {mark:#x} is reserved for the `{what}` last resort (the two highest \
+                 marks inside mark_mask, {unreachable:#x} and {blackhole:#x}, are)"
+            ),
+            format!("use a lower mark inside general.mark_mask{examples}"),
+        );
+    }
+}
+
+/// The WAN's routing table, or 0 after reporting.
+pub(super) fn table(
+    cx: &mut Ctx<'_>,
+    v: &S<i64>,
+    field: &str,
+    wan: &str,
+    tables: &mut Claims<u32, String>,
+) -> u32 {
+    let n = *v.get_ref();
+    let reserved = match n {
+        0 => Some("unspec"),
+        253 => Some("default"),
+        254 => Some("main"),
+        255 => Some("local"),
+        _ => None,
+    };
+    if let Some(r) = reserved {
+        cx.err(
+            &v.span(),
+            field,
+            format!("table {n} is the kernel's reserved `{r}` table"),
+            "steer owns and rewrites this WAN's table; pick an unused number such as 101",
+        );
+        return 0;
+    }
+    if !(1..(1i64 << 31)).contains(&n) {
+        cx.err(
+            &v.span(),
+            field,
+            format!("{n} is out of range: routing tables here are 1 to 2147483647"),
+            "pick an unused table number such as 101",
+        );
+        return 0;
+    }
+    let table = n as u32;
+    if let Err((other, line)) = tables.claim(cx, table, wan.to_owned(), &v.span()) {
+        cx.err(
+            &v.span(),
+            field,
+            format!("table {table} is already used by WAN `{other}` (line {line})"),
+            "each WAN needs its own routing table",
+        );
+    }
+    table
+}
+
+/// A next hop of the family the key is for (`v4`: `gateway`, else `gateway6`).
+fn next_hop(cx: &mut Ctx<'_>, v: &S<String>, field: &str, v4: bool) -> Option<IpAddr> {
+    let a = match parse_addr(v.get_ref()) {
+        Ok(a) => a,
+        Err(e) => {
+            cx.err(&v.span(), field, e.message(), e.hint());
+            return None;
+        }
+    };
+    if a.is_ipv4() != v4 {
+        let (msg, hint) = if v4 {
+            (
+                "`gateway` is the IPv4 next hop",
+                "put an IPv6 gateway in `gateway6`",
+            )
+        } else {
+            (
+                "`gateway6` is the IPv6 next hop",
+                "put an IPv4 gateway in `gateway`",
+            )
+        };
+        cx.err(&v.span(), field, msg, hint);
+        return None;
+    }
+    if !is_unicast(a) {
+        cx.err(
+            &v.span(),
+            field,
+            format!("{a} cannot be a gateway"),
+            "write the address of the next-hop router on this WAN",
+        );
+        return None;
+    }
+    Some(a)
+}

@@ -1,0 +1,81 @@
+//! `[general]`.
+
+use super::*;
+
+const CASES: &[Case] = &[
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = []",
+        "[]",
+        "general.lan",
+        "no LAN interface",
+    ),
+    case(
+        "\"br-lan\"",
+        "\"br-lan-with-a-long-name\"",
+        "\"br-lan-",
+        "general.lan[0]",
+        "at most 15 bytes",
+    ),
+    case(
+        "\"br-lan\"",
+        "\"br lan\"",
+        "\"br lan\"",
+        "general.lan[0]",
+        "cannot contain ' '",
+    ),
+    case(
+        "\"br-lan\"",
+        "\"br-lan\", \"br-lan\"",
+        "\"br-lan\"]",
+        "general.lan[1]",
+        "listed twice",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nmark_mask = 0",
+        "mark_mask = |0",
+        "general.mark_mask",
+        "would own no bits",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nmark_mask = 0x1ffffffff",
+        "0x1ff",
+        "general.mark_mask",
+        "32-bit",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nduplicates = \"first_set_wins\"",
+        "\"first_set_wins\"",
+        "general.duplicates",
+        "did you mean `first-set-wins`?",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\npin_dir = \"bpf/steer\"",
+        "\"bpf/steer\"",
+        "general.pin_dir",
+        "absolute path",
+    ),
+    case(
+        "",
+        "[general.capacity]\nsrc_v6 = 0\n",
+        "src_v6 = |0",
+        "general.capacity.src_v6",
+        "from 1 to 16777216",
+    ),
+    case(
+        "",
+        "[general.capacity]\ndst_v4 = 16777217\n",
+        "16777217",
+        "general.capacity.dst_v4",
+        "from 1 to 16777216",
+    ),
+];
+
+#[test]
+fn each_class_of_error_has_its_own_located_message() {
+    check_cases(CASES);
+}
