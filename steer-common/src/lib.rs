@@ -46,9 +46,20 @@ pub mod map_names {
     pub const RULE_INFO: &str = "RULE_INFO";
     /// Array `[MAX_WANS]` of [`crate::WanInfo`]: names for `steer dump`.
     pub const WAN_INFO: &str = "WAN_INFO";
+    /// LPM trie: IPv4 destinations the router reaches without a WAN -> [`crate::LocalRef`].
+    /// A packet to one of them is never steered.
+    pub const LOCAL_V4: &str = "LOCAL_V4";
+    /// The same for IPv6.
+    pub const LOCAL_V6: &str = "LOCAL_V6";
+    /// LRU hash [`crate::FragKey`] -> u32: the flow hash of a fragmented datagram, written
+    /// by its first fragment (the one with ports) for the fragments after it.
+    pub const FRAGS: &str = "FRAGS";
+    /// Per-CPU array `[MAX_RULES * MAX_WANS]` of [`crate::Counter`]: what each rule sent to
+    /// each WAN (a balanced policy's measured shares).
+    pub const STATS_RULE_WAN: &str = "STATS_RULE_WAN";
 
     /// Every map steer owns and pins, in the order `steer dump` shows them.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 21] = [
         DST_V4,
         DST_V4_SHORT,
         DST_V6,
@@ -66,6 +77,10 @@ pub mod map_names {
         STATS_PATH,
         RULE_INFO,
         WAN_INFO,
+        LOCAL_V4,
+        LOCAL_V6,
+        FRAGS,
+        STATS_RULE_WAN,
     ];
 }
 
@@ -86,8 +101,9 @@ pub const DEFAULT_RULE: u32 = 0;
 pub const GENERATIONS: u32 = 2;
 /// WAN slots for per-WAN counters and names.
 pub const MAX_WANS: u32 = 32;
-/// Slots of the weighted consistent-hash table of one balanced rule in one generation.
-pub const LB_SLOTS: u32 = 64;
+/// Slots of the weighted consistent-hash table of one balanced rule in one generation: enough
+/// that every weight up to 64 gets its share within one slot.
+pub const LB_SLOTS: u32 = 256;
 /// `PolicyEntry::wan` / `LbSlot::wan` when the verdict is not a WAN (unmarked, last resort).
 pub const NO_WAN: u32 = u32::MAX;
 
@@ -135,6 +151,20 @@ pub const fn policy_index(generation: u32, rule: u32) -> u32 {
     (generation & 1) * MAX_RULES + rule
 }
 
+/// Index into `STATS_RULE_WAN` for a rule and a WAN slot.
+#[inline(always)]
+pub const fn rule_wan_index(rule: u32, wan: u32) -> u32 {
+    rule * MAX_WANS + wan
+}
+
+/// `max_entries` of `LOCAL_V4` / `LOCAL_V6`: the router's own addresses and the routes of its
+/// main table, which are few.
+pub const LOCAL_MAX_ENTRIES: u32 = 16 * 1024;
+/// `max_entries` of `FRAGS`: datagrams being fragmented at once.
+pub const FRAGS_MAX_ENTRIES: u32 = 8 * 1024;
+/// `XdpMeta::rule` for a packet to a local destination: not steered.
+pub const LOCAL_RULE: u32 = u32::MAX;
+
 /// Index of the first LB slot of a rule in a generation.
 #[inline(always)]
 pub const fn lb_base(generation: u32, rule: u32) -> u32 {
@@ -179,6 +209,47 @@ pub struct PolicyEntry {
     pub mask: u32,
     /// WAN slot for `action::MARK` (counters), or `NO_WAN`.
     pub wan: u32,
+    /// `policy_flags::*`.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Bits of `PolicyEntry::flags`.
+pub mod policy_flags {
+    /// A balanced rule picks its slot from the source address alone (one LAN host, one WAN)
+    /// instead of the whole flow.
+    pub const HASH_SRC: u32 = 1;
+}
+
+/// Value of `LOCAL_V4` / `LOCAL_V6`: why a destination is local (`local_kind::*`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalRef {
+    pub kind: u32,
+}
+
+/// Values of `LocalRef::kind`.
+pub mod local_kind {
+    /// An address of the router itself.
+    pub const ADDRESS: u32 = 1;
+    /// A subnet on one of its interfaces.
+    pub const CONNECTED: u32 = 2;
+    /// Another route of the main table (a VPN, a static route).
+    pub const ROUTE: u32 = 3;
+    /// Listed in the configuration.
+    pub const CONFIGURED: u32 = 4;
+}
+
+/// Key of `FRAGS`: one datagram being fragmented (IPv4 addresses sit in the first 4 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// IPv4 identification or IPv6 fragment identification.
+    pub id: u32,
+    /// 4 or 6 in the low byte, the transport protocol in the next.
+    pub family_proto: u32,
 }
 
 /// One slot of a balanced rule's consistent-hash table.
@@ -229,8 +300,10 @@ pub mod path {
     pub const NOT_IP: u32 = 2;
     /// Cut inside a header the classifier needs: passed untouched.
     pub const TRUNCATED: u32 = 3;
+    /// To a destination the router reaches without a WAN: passed unmarked.
+    pub const LOCAL: u32 = 4;
     /// Number of path counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// EtherTypes the kernel programs parse, in host order, named as in `linux/if_ether.h`.
@@ -249,8 +322,11 @@ pub mod ethertype {
 pub struct XdpMeta {
     /// `XDP_META_MAGIC`: TC ignores metadata written by anyone else.
     pub magic: u32,
-    /// Rule id the XDP lookups chose.
+    /// Rule id the XDP lookups chose, or `LOCAL_RULE`.
     pub rule: u32,
+    /// The packet's [`flow_hash`] and [`src_hash`], for a balanced rule.
+    pub flow_hash: u32,
+    pub src_hash: u32,
 }
 
 /// Marks metadata written by steer's XDP program ("stxd").
@@ -317,11 +393,13 @@ impl Default for WanInfo {
 
 // The kernel sees raw bytes: any change of layout must be deliberate.
 const _: () = assert!(size_of::<RuleRef>() == 4);
-const _: () = assert!(size_of::<PolicyEntry>() == 16);
+const _: () = assert!(size_of::<PolicyEntry>() == 24);
+const _: () = assert!(size_of::<LocalRef>() == 4);
+const _: () = assert!(size_of::<FragKey>() == 40);
 const _: () = assert!(size_of::<LbSlot>() == 8);
 const _: () = assert!(size_of::<Settings>() == 8);
 const _: () = assert!(size_of::<Counter>() == 16);
-const _: () = assert!(size_of::<XdpMeta>() == 8);
+const _: () = assert!(size_of::<XdpMeta>() == 16);
 const _: () = assert!(size_of::<XdpMeta>().is_multiple_of(4)); // bpf_xdp_adjust_meta needs 4-byte steps
 const _: () = assert!(size_of::<RuleInfo>() == 2 * NAME_LEN + 8);
 const _: () = assert!(size_of::<WanInfo>() == NAME_LEN + 16);
@@ -352,8 +430,68 @@ mod user {
         Counter,
         XdpMeta,
         RuleInfo,
-        WanInfo
+        WanInfo,
+        LocalRef,
+        FragKey
     );
+}
+
+/// One round of the hash: a murmur3-style finaliser over the running value and the next word.
+#[inline(always)]
+const fn hash_round(h: u32, word: u32) -> u32 {
+    let mut x = (h ^ word).wrapping_mul(0x9e37_79b1);
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
+/// The hash a balanced rule picks its slot by (`hash & (LB_SLOTS - 1)`): over the addresses,
+/// the transport protocol and the ports, and nothing else (not the IPv6 flow label, which the
+/// sender may change mid-flow). Addresses are four words, IPv4 in the first; every fragment of
+/// a datagram gets the hash of its first fragment (see `FRAGS`). Defined once, here, so the
+/// kernel programs and userspace tests compute the same thing.
+#[inline(always)]
+pub const fn flow_hash(src: &[u32; 4], dst: &[u32; 4], proto: u8, sport: u16, dport: u16) -> u32 {
+    let mut h = 0x5733_7201;
+    let mut i = 0;
+    while i < 4 {
+        h = hash_round(h, src[i]);
+        h = hash_round(h, dst[i]);
+        i += 1;
+    }
+    h = hash_round(h, proto as u32);
+    hash_round(h, ((sport as u32) << 16) | dport as u32)
+}
+
+/// An IPv4 address as the hash functions take it.
+#[inline(always)]
+pub const fn words_v4(addr: &AddrV4) -> [u32; 4] {
+    [u32::from_ne_bytes(*addr), 0, 0, 0]
+}
+
+/// An IPv6 address as the hash functions take it.
+#[inline(always)]
+pub const fn words_v6(a: &AddrV6) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// The hash of the source address alone (`policy_flags::HASH_SRC`): one LAN host, one WAN.
+#[inline(always)]
+pub const fn src_hash(src: &[u32; 4]) -> u32 {
+    let mut h = 0x5733_7202;
+    let mut i = 0;
+    while i < 4 {
+        h = hash_round(h, src[i]);
+        i += 1;
+    }
+    h
 }
 
 /// Decodes a NUL-padded name from `RULE_INFO` / `WAN_INFO`.

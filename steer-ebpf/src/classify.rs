@@ -1,37 +1,99 @@
-//! Rule lookup: source rules, then destination rules, then the default rule.
+//! Rule lookup, in a fixed order: local destinations (never steered), source rules,
+//! destination rules, the default rule. And the hashes a balanced rule picks its slot by.
 
 use aya_ebpf::{
     btf_maps::ArrayOfMaps,
     maps::{LpmTrie, lpm_trie::Key},
 };
-use steer_common::{AddrV4, AddrV6, DEFAULT_RULE, RuleRef, settings_flags, slot_v4, slot_v6};
+use steer_common::{
+    AddrV4, AddrV6, DEFAULT_RULE, FragKey, LOCAL_RULE, LocalRef, RuleRef, flow_hash,
+    settings_flags, slot_v4, slot_v6, src_hash, words_v4, words_v6,
+};
 
 use crate::{
     maps::{
-        DST_V4, DST_V4_SHORT, DST_V6, DST_V6_SHORT, SRC_V4, SRC_V4_SHORT, SRC_V6, SRC_V6_SHORT,
-        Slot,
+        DST_V4, DST_V4_SHORT, DST_V6, DST_V6_SHORT, FRAGS, LOCAL_V4, LOCAL_V6, SRC_V4,
+        SRC_V4_SHORT, SRC_V6, SRC_V6_SHORT, Slot,
     },
-    parse::Parsed,
+    parse::{FragKind, Kind, Parsed, Transport},
 };
 
-/// The rule of a parsed packet, or `None` when it is not an IP packet the classifier can read.
-/// `flags` are `Settings::flags`: source lookups run only when there are source prefixes.
+/// The rule of a parsed packet (`LOCAL_RULE` for a local destination), or `None` when it is
+/// not an IP packet the classifier can read. `flags` are `Settings::flags`: source lookups run
+/// only when there are source prefixes.
 #[inline(always)]
 pub fn rule_of(parsed: &Parsed, flags: u32) -> Option<u32> {
-    match parsed {
-        Parsed::V4 { src, dst } => Some(rule(
+    match parsed.kind {
+        Kind::V4 => Some(rule(
+            &LOCAL_V4,
             Split(&SRC_V4, &SRC_V4_SHORT),
             Split(&DST_V4, &DST_V4_SHORT),
-            (*src, *dst),
+            (parsed.src_v4(), parsed.dst_v4()),
             flags & settings_flags::HAS_SRC_V4 != 0,
         )),
-        Parsed::V6 { src, dst } => Some(rule(
+        Kind::V6 => Some(rule(
+            &LOCAL_V6,
             Split(&SRC_V6, &SRC_V6_SHORT),
             Split(&DST_V6, &DST_V6_SHORT),
-            (*src, *dst),
+            (parsed.src, parsed.dst),
             flags & settings_flags::HAS_SRC_V6 != 0,
         )),
-        Parsed::NotIp | Parsed::Truncated => None,
+        Kind::NotIp | Kind::Truncated => None,
+    }
+}
+
+/// The packet's flow hash and source hash. A later fragment has no ports: it takes the hash its
+/// datagram's first fragment recorded, so one flow's datagrams leave by one WAN however they
+/// were cut.
+#[inline(always)]
+pub fn hashes(parsed: &Parsed) -> (u32, u32) {
+    let (s, d, family) = match parsed.kind {
+        Kind::V4 => (words_v4(&parsed.src_v4()), words_v4(&parsed.dst_v4()), 4),
+        Kind::V6 => (words_v6(&parsed.src), words_v6(&parsed.dst), 6),
+        Kind::NotIp | Kind::Truncated => return (0, 0),
+    };
+    (flow(&s, &d, &parsed.l4, family), src_hash(&s))
+}
+
+#[inline(always)]
+fn flow(src: &[u32; 4], dst: &[u32; 4], l4: &Transport, family: u32) -> u32 {
+    let hash = flow_hash(src, dst, l4.proto, l4.sport, l4.dport);
+    match l4.frag {
+        FragKind::No => hash,
+        FragKind::First => {
+            let key = frag_key(src, dst, l4.frag_id, l4.proto, family);
+            // A full table only means a later fragment falls back to the address hash.
+            let _ = FRAGS.insert(key, hash, 0);
+            hash
+        }
+        FragKind::Later => {
+            let key = frag_key(src, dst, l4.frag_id, l4.proto, family);
+            // SAFETY: the value is a plain u32 copied out at once.
+            unsafe { FRAGS.get(key) }.copied().unwrap_or(hash)
+        }
+    }
+}
+
+#[inline(always)]
+fn frag_key(src: &[u32; 4], dst: &[u32; 4], id: u32, proto: u8, family: u32) -> FragKey {
+    let bytes = |w: &[u32; 4]| {
+        let mut out = [0u8; 16];
+        let mut i = 0;
+        while i < 4 {
+            let b = w[i].to_ne_bytes();
+            out[i * 4] = b[0];
+            out[i * 4 + 1] = b[1];
+            out[i * 4 + 2] = b[2];
+            out[i * 4 + 3] = b[3];
+            i += 1;
+        }
+        out
+    };
+    FragKey {
+        src: bytes(src),
+        dst: bytes(dst),
+        id,
+        family_proto: family | (u32::from(proto) << 8),
     }
 }
 
@@ -63,11 +125,15 @@ struct Split<'a, A: 'static, const N: usize>(&'a ArrayOfMaps<Slot<A>, N>, &'a Lp
 
 #[inline(always)]
 fn rule<A: Address, const N: usize>(
+    local: &LpmTrie<A, LocalRef>,
     by_src: Split<'_, A, N>,
     by_dst: Split<'_, A, N>,
     (src, dst): (A, A),
     src_lookup: bool,
 ) -> u32 {
+    if local.get(Key::new(A::BITS, dst)).is_some() {
+        return LOCAL_RULE;
+    }
     if src_lookup && let Some(rule) = by_src.lookup(src) {
         return rule;
     }

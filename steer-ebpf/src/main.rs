@@ -2,8 +2,9 @@
 //!
 //! `steer_tc` (TC ingress on LAN interfaces) classifies every packet and stamps the mark of the
 //! WAN that should carry it; `steer_xdp` (optional, same interfaces) does the lookups earlier and
-//! hands the rule to TC in the packet metadata. Both are fail-open: a packet they cannot read
-//! passes unmarked, and TC always returns "continue" so programs after it still run.
+//! hands the rule and the flow hashes to TC in the packet metadata. Both are fail-open: a packet
+//! they cannot read passes unmarked, and TC always returns "continue" so programs after it still
+//! run. A packet to a destination the router reaches without a WAN is never marked.
 #![no_std]
 #![no_main]
 
@@ -13,20 +14,22 @@ mod parse;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
-    helpers::{bpf_get_hash_recalc, bpf_skb_pull_data, bpf_xdp_adjust_meta},
+    helpers::{bpf_skb_pull_data, bpf_xdp_adjust_meta},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::info;
 use steer_common::{
-    LB_SLOTS, MAX_RULES, NO_WAN, XDP_META_MAGIC, XdpMeta, action, lb_base, path, policy_index,
-    settings_flags,
+    LB_SLOTS, LOCAL_RULE, MAX_RULES, NO_WAN, XDP_META_MAGIC, XdpMeta, action, lb_base, path,
+    policy_flags, policy_index, rule_wan_index, settings_flags,
 };
 
 use crate::{
-    classify::rule_of,
-    maps::{ACTIVE, LB, POLICY, SETTINGS, STATS_PATH, STATS_RULE, STATS_WAN, count},
-    parse::{MAX_HEADERS, Parsed, parse},
+    classify::{hashes, rule_of},
+    maps::{
+        ACTIVE, LB, POLICY, SETTINGS, STATS_PATH, STATS_RULE, STATS_RULE_WAN, STATS_WAN, count,
+    },
+    parse::{Kind, MAX_HEADERS, parse},
 };
 
 /// TC ingress classifier. The return value is always `TC_ACT_UNSPEC`, the "continue" verdict of
@@ -41,22 +44,33 @@ pub fn steer_tc(ctx: TcContext) -> i32 {
 fn classify_tc(ctx: &TcContext) {
     let len = ctx.len();
     let flags = settings();
-    if let Some(rule) = xdp_verdict(ctx) {
+    if let Some(meta) = xdp_verdict(ctx) {
         count(&STATS_PATH, path::XDP_META, len);
-        apply_policy(ctx, rule, flags);
+        apply(ctx, meta.rule, flags, || (meta.flow_hash, meta.src_hash));
         return;
     }
     let mut parsed = parse(ctx.data(), ctx.data_end());
-    if matches!(parsed, Parsed::Truncated) && pull_headers(ctx) {
+    if parsed.wants_more() && pull_headers(ctx) {
         parsed = parse(ctx.data(), ctx.data_end());
     }
     match rule_of(&parsed, flags) {
+        Some(LOCAL_RULE) => count(&STATS_PATH, path::LOCAL, len),
         Some(rule) => {
             count(&STATS_PATH, path::CLASSIFIED, len);
-            apply_policy(ctx, rule, flags);
+            apply(ctx, rule, flags, || hashes(&parsed));
         }
-        None if matches!(parsed, Parsed::NotIp) => count(&STATS_PATH, path::NOT_IP, len),
+        None if parsed.kind == Kind::NotIp => count(&STATS_PATH, path::NOT_IP, len),
         None => count(&STATS_PATH, path::TRUNCATED, len),
+    }
+}
+
+/// Applies the verdict XDP left, or the one TC found; a local destination stays unmarked.
+#[inline(always)]
+fn apply(ctx: &TcContext, rule: u32, flags: u32, hashes: impl FnOnce() -> (u32, u32)) {
+    if rule == LOCAL_RULE {
+        count(&STATS_PATH, path::LOCAL, ctx.len());
+    } else {
+        apply_policy(ctx, rule, flags, hashes);
     }
 }
 
@@ -74,9 +88,9 @@ fn pull_headers(ctx: &TcContext) -> bool {
     unsafe { bpf_skb_pull_data(ctx.skb.skb, want) == 0 }
 }
 
-/// The rule steer's XDP program left in the metadata of this packet, if any.
+/// The verdict steer's XDP program left in the metadata of this packet, if any.
 #[inline(always)]
-fn xdp_verdict(ctx: &TcContext) -> Option<u32> {
+fn xdp_verdict(ctx: &TcContext) -> Option<XdpMeta> {
     // SAFETY: `skb` is the context pointer of this program.
     let meta = unsafe { (*ctx.skb.skb).data_meta } as usize;
     let data = ctx.data();
@@ -85,12 +99,14 @@ fn xdp_verdict(ctx: &TcContext) -> Option<u32> {
     }
     // SAFETY: [meta, meta + size_of::<XdpMeta>()) was checked to lie before the packet data.
     let verdict = unsafe { (meta as *const XdpMeta).read_unaligned() };
-    (verdict.magic == XDP_META_MAGIC && verdict.rule < MAX_RULES).then_some(verdict.rule)
+    let known = verdict.rule < MAX_RULES || verdict.rule == LOCAL_RULE;
+    (verdict.magic == XDP_META_MAGIC && known).then_some(verdict)
 }
 
-/// Resolves `rule` in the live generation and writes the mark under the mask.
+/// Resolves `rule` in the live generation and writes the mark under the mask. `hashes` gives
+/// the packet's flow and source hashes, computed only for a balanced rule.
 #[inline(always)]
-fn apply_policy(ctx: &TcContext, rule: u32, flags: u32) {
+fn apply_policy(ctx: &TcContext, rule: u32, flags: u32, hashes: impl FnOnce() -> (u32, u32)) {
     if rule >= MAX_RULES {
         return;
     }
@@ -103,8 +119,12 @@ fn apply_policy(ctx: &TcContext, rule: u32, flags: u32) {
     let (mark, wan) = match policy.action {
         action::MARK => (policy.mark, policy.wan),
         action::BALANCE => {
-            // SAFETY: the helper only needs the skb the kernel gave this program.
-            let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+            let (flow, src) = hashes();
+            let hash = if policy.flags & policy_flags::HASH_SRC != 0 {
+                src
+            } else {
+                flow
+            };
             match LB.get(lb_base(generation, rule) + (hash & (LB_SLOTS - 1))) {
                 Some(slot) => (slot.mark, slot.wan),
                 None => return,
@@ -121,6 +141,7 @@ fn apply_policy(ctx: &TcContext, rule: u32, flags: u32) {
     };
     if wan != NO_WAN {
         count(&STATS_WAN, wan, len);
+        count(&STATS_RULE_WAN, rule_wan_index(rule, wan), len);
     }
     if flags & settings_flags::LOG_PACKETS != 0 {
         info!(ctx, "steer: rule {} mark {:x} wan {}", rule, new_mark, wan);
@@ -137,14 +158,24 @@ fn settings() -> u32 {
 /// passes the packet on; when the metadata cannot be written TC simply classifies by itself.
 #[xdp]
 pub fn steer_xdp(ctx: XdpContext) -> u32 {
-    if let Some(rule) = rule_of(&parse(ctx.data(), ctx.data_end()), settings()) {
-        write_meta(&ctx, rule);
+    let parsed = parse(ctx.data(), ctx.data_end());
+    if let Some(rule) = rule_of(&parsed, settings()) {
+        let (flow_hash, src_hash) = hashes(&parsed);
+        write_meta(
+            &ctx,
+            XdpMeta {
+                magic: XDP_META_MAGIC,
+                rule,
+                flow_hash,
+                src_hash,
+            },
+        );
     }
     XDP_PASS
 }
 
 #[inline(always)]
-fn write_meta(ctx: &XdpContext, rule: u32) {
+fn write_meta(ctx: &XdpContext, verdict: XdpMeta) {
     const META_LEN: usize = core::mem::size_of::<XdpMeta>();
     // SAFETY: the helper only needs the xdp_md the kernel gave this program.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(META_LEN as i32)) } != 0 {
@@ -156,10 +187,7 @@ fn write_meta(ctx: &XdpContext, rule: u32) {
     }
     // SAFETY: [meta, meta + META_LEN) was checked to lie before the packet data.
     unsafe {
-        (meta as *mut XdpMeta).write_unaligned(XdpMeta {
-            magic: XDP_META_MAGIC,
-            rule,
-        });
+        (meta as *mut XdpMeta).write_unaligned(verdict);
     }
 }
 

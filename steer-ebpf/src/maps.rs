@@ -3,12 +3,12 @@
 use aya_ebpf::{
     btf_maps::{ArrayOfMaps, LpmTrie as SlotTrie},
     macros::{btf_map, map},
-    maps::{Array, LpmTrie, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
 };
 use steer_common::{
-    AddrV4, AddrV6, Counter, GENERATIONS, LB_SLOTS, LbSlot, MAX_RULES, MAX_WANS, PolicyEntry,
-    RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4, SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS,
-    Settings, WanInfo, path,
+    AddrV4, AddrV6, Counter, FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_SLOTS, LOCAL_MAX_ENTRIES,
+    LbSlot, LocalRef, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4,
+    SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS, Settings, WanInfo, path,
 };
 
 /// The trie of one slot of a split prefix set (created and filled by userspace).
@@ -38,6 +38,13 @@ pub static SRC_V6_SHORT: LpmTrie<AddrV6, RuleRef> =
     LpmTrie::with_max_entries(SHORT_MAX_ENTRIES_V6, 0);
 
 #[map]
+pub static LOCAL_V4: LpmTrie<AddrV4, LocalRef> = LpmTrie::with_max_entries(LOCAL_MAX_ENTRIES, 0);
+#[map]
+pub static LOCAL_V6: LpmTrie<AddrV6, LocalRef> = LpmTrie::with_max_entries(LOCAL_MAX_ENTRIES, 0);
+#[map]
+pub static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::with_max_entries(FRAGS_MAX_ENTRIES, 0);
+
+#[map]
 pub static POLICY: Array<PolicyEntry> = Array::with_max_entries(GENERATIONS * MAX_RULES, 0);
 #[map]
 pub static LB: Array<LbSlot> = Array::with_max_entries(GENERATIONS * MAX_RULES * LB_SLOTS, 0);
@@ -52,6 +59,9 @@ pub static STATS_RULE: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_
 pub static STATS_WAN: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_WANS, 0);
 #[map]
 pub static STATS_PATH: PerCpuArray<Counter> = PerCpuArray::with_max_entries(path::COUNT, 0);
+#[map]
+pub static STATS_RULE_WAN: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(MAX_RULES * MAX_WANS, 0);
 
 // Read only by userspace (`steer dump` while the daemon is down); kept in the object so they are
 // created and pinned with the rest.

@@ -1,5 +1,10 @@
 //! Header parsing shared by the TC and XDP programs: Ethernet, up to two VLAN tags
-//! (802.1Q / 802.1ad), then the IPv4 or IPv6 addresses. Nothing else is needed to classify.
+//! (802.1Q / 802.1ad), the IPv4 or IPv6 header (with up to four IPv6 extension headers), and
+//! the ports of TCP, UDP, SCTP and UDP-Lite. That is all classifying and balancing need.
+//!
+//! Fragments: the first fragment of a datagram carries the ports; the ones after it carry
+//! none, so they are reported with the datagram's identification and the balancer gives them
+//! the hash their first fragment recorded.
 
 use steer_common::{
     AddrV4, AddrV6,
@@ -10,15 +15,110 @@ const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
+/// IPv6 extension headers walked before the transport header.
+const MAX_EXT_HEADERS: usize = 4;
 
-/// Bytes of headers the classifier may need: Ethernet, two tags, an IPv6 header.
-pub const MAX_HEADERS: u32 = (ETH_HLEN + 2 * VLAN_HLEN + IPV6_HLEN) as u32;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_SCTP: u8 = 132;
+const IPPROTO_UDPLITE: u8 = 136;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_DEST: u8 = 60;
 
-pub enum Parsed {
-    V4 { src: AddrV4, dst: AddrV4 },
-    V6 { src: AddrV6, dst: AddrV6 },
+/// Bytes of headers the classifier may need: Ethernet, two tags, an IPv6 header, extension
+/// headers and the ports.
+pub const MAX_HEADERS: u32 = 192;
+
+/// Whether a packet is part of a fragmented datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum FragKind {
+    /// A whole datagram.
+    No,
+    /// The first fragment (it has the ports).
+    First,
+    /// A later fragment (no ports).
+    Later,
+}
+
+/// What is known above the IP header.
+#[derive(Clone, Copy)]
+pub struct Transport {
+    pub proto: u8,
+    /// 0 when the protocol has no ports, or for a later fragment.
+    pub sport: u16,
+    pub dport: u16,
+    pub frag: FragKind,
+    /// The datagram's identification, for a fragment.
+    pub frag_id: u32,
+    /// The ports should be there but lie past the readable bytes (a non-linear skb).
+    pub ports_cut: bool,
+}
+
+impl Transport {
+    const NONE: Transport = Transport {
+        proto: 0,
+        sport: 0,
+        dport: 0,
+        frag: FragKind::No,
+        frag_id: 0,
+        ports_cut: false,
+    };
+}
+
+/// What kind of packet it is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    V4,
+    V6,
     NotIp,
     Truncated,
+}
+
+/// A parsed packet. A plain struct whose every field is always set, not an enum with payloads:
+/// the compiler may read a payload before it checks which variant it has (harmless in Rust,
+/// refused by the verifier when the bytes it reads happen to hold a pointer).
+#[derive(Clone, Copy)]
+pub struct Parsed {
+    pub kind: Kind,
+    /// Source address; IPv4 in the first four bytes.
+    pub src: AddrV6,
+    pub dst: AddrV6,
+    pub l4: Transport,
+}
+
+impl Parsed {
+    const fn of(kind: Kind) -> Parsed {
+        Parsed {
+            kind,
+            src: [0; 16],
+            dst: [0; 16],
+            l4: Transport::NONE,
+        }
+    }
+
+    /// The packet should be parsed again with more of it readable.
+    #[inline(always)]
+    pub fn wants_more(&self) -> bool {
+        match self.kind {
+            Kind::Truncated => true,
+            Kind::V4 | Kind::V6 => self.l4.ports_cut,
+            Kind::NotIp => false,
+        }
+    }
+
+    /// The IPv4 source address.
+    #[inline(always)]
+    pub fn src_v4(&self) -> AddrV4 {
+        [self.src[0], self.src[1], self.src[2], self.src[3]]
+    }
+
+    /// The IPv4 destination address.
+    #[inline(always)]
+    pub fn dst_v4(&self) -> AddrV4 {
+        [self.dst[0], self.dst[1], self.dst[2], self.dst[3]]
+    }
 }
 
 /// Reads a `T` at `start + offset` if it lies before `end`; the bounds check is what the verifier
@@ -36,7 +136,7 @@ fn read<T: Copy>(start: usize, end: usize, offset: usize) -> Option<T> {
 #[inline(always)]
 pub fn parse(start: usize, end: usize) -> Parsed {
     let Some(mut proto) = read::<u16>(start, end, ETH_HLEN - 2) else {
-        return Parsed::Truncated;
+        return Parsed::of(Kind::Truncated);
     };
     let mut l3 = ETH_HLEN;
     // Two tags at most: an 802.1ad outer tag and an 802.1Q inner one (or two 802.1Q).
@@ -46,7 +146,7 @@ pub fn parse(start: usize, end: usize) -> Parsed {
             break;
         }
         let Some(inner) = read::<u16>(start, end, l3 + 2) else {
-            return Parsed::Truncated;
+            return Parsed::of(Kind::Truncated);
         };
         proto = inner;
         l3 += VLAN_HLEN;
@@ -54,30 +154,107 @@ pub fn parse(start: usize, end: usize) -> Parsed {
     match u16::from_be(proto) {
         ETH_P_IP => parse_v4(start, end, l3),
         ETH_P_IPV6 => parse_v6(start, end, l3),
-        _ => Parsed::NotIp,
+        _ => Parsed::of(Kind::NotIp),
     }
 }
+
+// Every read below is of 4 bytes or more: a one-byte check `at + 1 > end` is compiled to
+// `at >= end`, which the verifier cannot turn into a readable range for a variable offset.
 
 #[inline(always)]
 fn parse_v4(start: usize, end: usize, l3: usize) -> Parsed {
     // The whole fixed header must be there, not only the addresses: a packet cut inside its IP
     // header is malformed and passes untouched.
-    if start + l3 + IPV4_MIN_HLEN > end {
-        return Parsed::Truncated;
-    }
-    match (read(start, end, l3 + 12), read(start, end, l3 + 16)) {
-        (Some(src), Some(dst)) => Parsed::V4 { src, dst },
-        _ => Parsed::Truncated,
-    }
+    let Some(h) = read::<[u8; IPV4_MIN_HLEN]>(start, end, l3) else {
+        return Parsed::of(Kind::Truncated);
+    };
+    let mut p = Parsed::of(Kind::V4);
+    p.src[..4].copy_from_slice(&h[12..16]);
+    p.dst[..4].copy_from_slice(&h[16..20]);
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    let id = u32::from(u16::from_be_bytes([h[4], h[5]]));
+    let frag_off = u16::from_be_bytes([h[6], h[7]]);
+    let frag = frag_kind(frag_off & 0x1fff, frag_off & 0x2000 != 0);
+    p.l4 = transport(start, end, l3 + ihl.max(IPV4_MIN_HLEN), h[9], frag, id);
+    p
 }
 
 #[inline(always)]
 fn parse_v6(start: usize, end: usize, l3: usize) -> Parsed {
-    if start + l3 + IPV6_HLEN > end {
-        return Parsed::Truncated;
+    let (Some(src), Some(dst), Some(fixed)) = (
+        read::<AddrV6>(start, end, l3 + 8),
+        read::<AddrV6>(start, end, l3 + 24),
+        read::<[u8; 8]>(start, end, l3),
+    ) else {
+        return Parsed::of(Kind::Truncated);
+    };
+    let mut p = Parsed {
+        src,
+        dst,
+        ..Parsed::of(Kind::V6)
+    };
+    let mut next = fixed[6];
+    let mut at = l3 + IPV6_HLEN;
+    let (mut frag, mut frag_id) = (FragKind::No, 0);
+    for _ in 0..MAX_EXT_HEADERS {
+        let is_ext = matches!(
+            next,
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_FRAGMENT
+        );
+        if !is_ext {
+            break;
+        }
+        // Every extension header is at least 8 bytes.
+        let Some(h) = read::<[u8; 8]>(start, end, at) else {
+            p.l4 = Transport {
+                proto: next,
+                frag,
+                frag_id,
+                ports_cut: true,
+                ..Transport::NONE
+            };
+            return p;
+        };
+        if next == NEXTHDR_FRAGMENT {
+            let off = u16::from_be_bytes([h[2], h[3]]);
+            frag_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            frag = frag_kind(off >> 3, off & 1 != 0);
+            at += 8;
+        } else {
+            at += (usize::from(h[1]) + 1) * 8;
+        }
+        next = h[0];
     }
-    match (read(start, end, l3 + 8), read(start, end, l3 + 24)) {
-        (Some(src), Some(dst)) => Parsed::V6 { src, dst },
-        _ => Parsed::Truncated,
+    p.l4 = transport(start, end, at, next, frag, frag_id);
+    p
+}
+
+#[inline(always)]
+fn frag_kind(offset: u16, more: bool) -> FragKind {
+    match (offset, more) {
+        (0, false) => FragKind::No,
+        (0, true) => FragKind::First,
+        _ => FragKind::Later,
+    }
+}
+
+#[inline(always)]
+fn transport(start: usize, end: usize, at: usize, proto: u8, frag: FragKind, id: u32) -> Transport {
+    let has_ports = matches!(
+        proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
+    ) && frag != FragKind::Later;
+    let ports = if has_ports {
+        read::<[u16; 2]>(start, end, at)
+    } else {
+        None
+    };
+    Transport {
+        proto,
+        sport: ports.map_or(0, |p| u16::from_be(p[0])),
+        dport: ports.map_or(0, |p| u16::from_be(p[1])),
+        frag,
+        frag_id: id,
+        ports_cut: has_ports && ports.is_none(),
     }
 }

@@ -22,7 +22,7 @@ use tokio::{
 use crate::{
     config::{self, Config, ConfigErrors},
     control::{self, Call, Request, Response, ServerOptions, WanMode},
-    controller::{Controller, ControllerError},
+    controller::{Controller, ControllerError, FailoverReport},
     health::{
         Override,
         probe::{ProbeSpec, Round, spawn_prober},
@@ -164,30 +164,34 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         };
         tokio::select! {
             Some((wan, round)) = rounds.recv() => {
-                let failover = ctl.probe_round(&wan, &round).map(|r| r.line());
-                log_lines("", failover.iter().chain(ctl.retry_pending().iter()));
+                let failover = ctl.probe_round(&wan, &round);
+                after_failover(&mut ctl, failover).await;
+                log_lines("", ctl.retry_pending().iter());
             }
             Some(event) = events.next() => {
-                let lines = match event {
-                    NetEvent::Link { index, name, carrier, admin_up } => [
-                        ctl.carrier(&name, carrier && admin_up).map(|r| r.line()),
-                        ctl.lan_link(&name, Some(index)),
-                    ],
-                    NetEvent::LinkGone { name, .. } => [
-                        ctl.carrier(&name, false).map(|r| r.line()),
-                        ctl.lan_link(&name, None),
-                    ],
-                    NetEvent::Changed => [None, None],
-                };
-                log_lines("", lines.iter().flatten());
+                match event {
+                    NetEvent::Link { index, name, carrier, admin_up } => {
+                        let failover = ctl.carrier(&name, carrier && admin_up);
+                        after_failover(&mut ctl, failover).await;
+                        log_lines("", ctl.lan_link(&name, Some(index)).iter());
+                    }
+                    NetEvent::LinkGone { name, .. } => {
+                        let failover = ctl.carrier(&name, false);
+                        after_failover(&mut ctl, failover).await;
+                        log_lines("", ctl.lan_link(&name, None).iter());
+                    }
+                    NetEvent::Changed => {}
+                }
                 due.get_or_insert(tokio::time::Instant::now() + RECONCILE_SETTLE);
             }
             () = settle => {
                 due = None;
+                log_lines("", ctl.refresh_local().await.iter());
                 log_lines("", &ctl.reconcile_routing("netlink event").await);
             }
             _ = periodic.tick() => {
                 log_lines("", ctl.retry_pending().iter());
+                log_lines("", ctl.refresh_local().await.iter());
                 log_lines("", &ctl.reconcile_routing("periodic check").await);
                 log_lines("", ctl.check_conntrack_marking().await.iter());
             }
@@ -251,6 +255,15 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     }
 }
 
+/// Logs a WAN state change; a WAN that came back gets the flows of failback-moving policies.
+async fn after_failover(ctl: &mut Controller, report: Option<FailoverReport>) {
+    let Some(report) = report else { return };
+    report.line().log("");
+    if report.up {
+        log_lines("", ctl.move_flows_back(&report.wan).await.iter());
+    }
+}
+
 async fn readable<T: std::os::fd::AsRawFd>(
     fd: &mut Option<AsyncFd<T>>,
 ) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>> {
@@ -282,7 +295,7 @@ async fn handle(ctl: &mut Controller, probers: &mut Probers, request: Request) -
                         Some(r) => r.to_string(),
                         None => format!("{name}: no change in where traffic goes"),
                     };
-                    log_lines("", report.map(|r| r.line()).iter());
+                    after_failover(ctl, report).await;
                     Response::ok(serde_json::json!({ "message": message }))
                 }
                 Err(e) => Response::error(e.to_string()),

@@ -62,6 +62,19 @@ pub struct Frame {
     /// `(tpid, vlan id)`, outermost first.
     pub vlans: Vec<(u16, u16)>,
     pub transport: Transport,
+    /// The IPv6 flow label (20 bits).
+    pub flow_label: u32,
+    /// The frame is a fragment of a datagram.
+    pub fragment: Option<Fragment>,
+}
+
+/// A fragment: the datagram's identification, where the fragment starts (in 8-byte units) and
+/// whether more follow. A fragment that does not start at 0 carries no transport header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    pub id: u32,
+    pub offset: u16,
+    pub more: bool,
 }
 
 impl Frame {
@@ -75,7 +88,19 @@ impl Frame {
                 sport: 40000,
                 dport: 53,
             },
+            flow_label: 0,
+            fragment: None,
         }
+    }
+
+    pub fn with_flow_label(mut self, label: u32) -> Self {
+        self.flow_label = label & 0xf_ffff;
+        self
+    }
+
+    pub fn fragment(mut self, fragment: Fragment) -> Self {
+        self.fragment = Some(fragment);
+        self
     }
 
     pub fn tagged(mut self, tpid: u16, vid: u16) -> Self {
@@ -90,16 +115,41 @@ impl Frame {
 
     /// The frame's bytes. Panics if the two addresses are not of the same family.
     pub fn build(&self) -> Vec<u8> {
-        let l4 = self.transport.header();
+        let later = self.fragment.is_some_and(|f| f.offset != 0);
+        // A later fragment carries part of the payload, not the transport header.
+        let l4 = if later {
+            vec![0u8; 8]
+        } else {
+            self.transport.header()
+        };
+        let proto = self.transport.proto();
         let (ethertype, l3) = match (self.src, self.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => (
-                ETH_P_IP,
-                ipv4_header(s.octets(), d.octets(), self.transport.proto(), l4.len()),
-            ),
-            (IpAddr::V6(s), IpAddr::V6(d)) => (
-                ETH_P_IPV6,
-                ipv6_header(s.octets(), d.octets(), self.transport.proto(), l4.len()),
-            ),
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let mut h = ipv4_header(s.octets(), d.octets(), proto, l4.len());
+                if let Some(f) = self.fragment {
+                    h[4..6].copy_from_slice(&(f.id as u16).to_be_bytes());
+                    let flags = (f.offset & 0x1fff) | if f.more { 0x2000 } else { 0 };
+                    h[6..8].copy_from_slice(&flags.to_be_bytes());
+                    h[10..12].copy_from_slice(&[0, 0]);
+                    let csum = checksum(&h);
+                    h[10..12].copy_from_slice(&csum.to_be_bytes());
+                }
+                (ETH_P_IP, h)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let ext = self.fragment.map(|f| fragment_header(proto, f));
+                let next = if ext.is_some() {
+                    NEXTHDR_FRAGMENT
+                } else {
+                    proto
+                };
+                let payload = l4.len() + ext.as_ref().map_or(0, Vec::len);
+                let mut h = ipv6_header(s.octets(), d.octets(), next, payload);
+                h[1] |= (self.flow_label >> 16) as u8;
+                h[2..4].copy_from_slice(&(self.flow_label as u16).to_be_bytes());
+                h.extend(ext.unwrap_or_default());
+                (ETH_P_IPV6, h)
+            }
             _ => panic!("source and destination must be the same address family"),
         };
         let mut f = Vec::with_capacity(14 + 8 + l3.len() + l4.len());
@@ -136,6 +186,17 @@ fn ipv4_header(src: [u8; 4], dst: [u8; 4], proto: u8, payload: usize) -> Vec<u8>
     h[16..20].copy_from_slice(&dst);
     let csum = checksum(&h);
     h[10..12].copy_from_slice(&csum.to_be_bytes());
+    h
+}
+
+const NEXTHDR_FRAGMENT: u8 = 44;
+
+/// The IPv6 fragment header, its next header being `proto`.
+fn fragment_header(proto: u8, f: Fragment) -> Vec<u8> {
+    let mut h = vec![proto, 0];
+    let off = (f.offset << 3) | u16::from(f.more);
+    h.extend_from_slice(&off.to_be_bytes());
+    h.extend_from_slice(&f.id.to_be_bytes());
     h
 }
 

@@ -134,11 +134,24 @@ pub struct WanStatus {
     pub bytes: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PolicyStatus {
     pub name: String,
     /// Where it sends traffic now, in words.
     pub now: String,
+    /// For a balanced policy: each WAN's share of new flows by its weight, and the share of
+    /// packets the classifier actually sent it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShareStatus {
+    pub wan: String,
+    /// Percent of the slots, from the weights of the WANs that are up.
+    pub target_percent: f64,
+    /// Percent of the packets the policy's rules sent to this WAN since the counters started.
+    pub measured_percent: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,11 +7,13 @@ use steer::{
         Dataplane,
         run::{TcOutcome, XdpOutcome, run_tc, run_xdp},
     },
-    model::Direction,
+    model::{Direction, LocalKind},
     packet::Frame,
     prefix::Prefix,
 };
-use steer_common::{GENERATIONS, NO_WAN, PolicyEntry, action, settings_flags};
+use steer_common::{
+    GENERATIONS, LB_SLOTS, LbSlot, NO_WAN, PolicyEntry, action, policy_flags, settings_flags,
+};
 
 /// The mark mask the fixtures use (the DESIGN.md default).
 pub const MASK: u32 = 0xff00;
@@ -48,6 +50,7 @@ impl Classifier {
             mark,
             mask: MASK,
             wan: NO_WAN,
+            ..PolicyEntry::default()
         };
         self.dp
             .maps_mut()
@@ -87,6 +90,39 @@ impl Classifier {
             .maps_mut()
             .set_settings(settings)
             .expect("write settings");
+        self
+    }
+
+    /// Makes `prefix` a local destination (never steered).
+    pub fn local(&mut self, prefix: &str) -> &mut Self {
+        self.dp
+            .maps_mut()
+            .set_local(prefix_of(prefix), LocalKind::Connected)
+            .expect("insert local prefix");
+        self
+    }
+
+    /// Makes `rule` balance over `marks` slot by slot (slot i gets `marks[i % len]`), in every
+    /// generation; `by_source` picks slots by the source hash.
+    pub fn balance_rule(&mut self, rule: u32, marks: &[u32], by_source: bool) -> &mut Self {
+        let slots: [LbSlot; LB_SLOTS as usize] = std::array::from_fn(|i| LbSlot {
+            mark: marks[i % marks.len()],
+            wan: (i % marks.len()) as u32,
+        });
+        let entry = PolicyEntry {
+            action: action::BALANCE,
+            mask: MASK,
+            wan: NO_WAN,
+            flags: if by_source { policy_flags::HASH_SRC } else { 0 },
+            ..PolicyEntry::default()
+        };
+        for generation in 0..GENERATIONS {
+            let maps = self.dp.maps_mut();
+            maps.set_lb_slots(generation, rule, &slots)
+                .expect("write slots");
+            maps.set_policy(generation, rule, entry)
+                .expect("write policy");
+        }
         self
     }
 

@@ -1,5 +1,5 @@
 //! The testkit's witness program: attached after steer on the same tc hook, it counts packets
-//! per skb->mark. Packets reaching it prove steer returned "continue"; the marks it sees are the
+//! UDP packets per skb->mark. Packets reaching it prove steer returned "continue"; the marks it sees are the
 //! marks steer wrote.
 
 use aya::{

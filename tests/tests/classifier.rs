@@ -277,6 +277,7 @@ fn foreign_mark_bits_survive() {
                 mark: 0xffff_ffff,
                 mask: MASK,
                 wan: NO_WAN,
+                ..PolicyEntry::default()
             },
         )
         .unwrap();
@@ -324,6 +325,7 @@ fn counters_count_exactly() {
                 mark: 0x1300,
                 mask: MASK,
                 wan: 2,
+                ..PolicyEntry::default()
             },
         )
         .unwrap();
@@ -430,6 +432,7 @@ fn balanced_rules_spread_flows_over_their_slots() {
                 mark: 0,
                 mask: MASK,
                 wan: NO_WAN,
+                ..PolicyEntry::default()
             },
         )
         .unwrap();
@@ -567,4 +570,147 @@ fn source_lookups_run_only_when_the_settings_say_there_are_source_prefixes() {
         DEFAULT_MARK,
         "the IPv6 flag is separate"
     );
+}
+
+#[test]
+fn local_destinations_are_never_steered() {
+    let mut c = Classifier::load();
+    c.mark_rule(DEFAULT_RULE, 0x0100)
+        .mark_rule(1, 0x0200)
+        .mark_rule(9, 0x0900)
+        .dst("10.0.0.0/8", 1)
+        .src("10.10.0.0/24", 9)
+        .local("10.9.0.0/24")
+        .local("10.8.0.0/16")
+        .local("fd09::/64");
+    // A second LAN and a routed subnet, inside a destination set and from a source set's host,
+    // and IPv6: unmarked.
+    for (src, dst) in [
+        ("10.10.0.2", "10.9.0.10"),
+        ("192.168.7.1", "10.8.200.1"),
+        ("fd10::2", "fd09::7"),
+    ] {
+        assert_eq!(c.mark_of(src, dst), 0, "{src} -> {dst} is local");
+    }
+    // Next to them, the sets and the default rule apply as before.
+    assert_eq!(c.mark_of("10.10.0.2", "10.7.0.1"), 0x0900, "source set");
+    assert_eq!(
+        c.mark_of("192.168.7.1", "10.7.0.1"),
+        0x0200,
+        "destination set"
+    );
+    assert_eq!(c.mark_of("192.168.7.1", "192.0.2.1"), 0x0100, "default");
+    assert_eq!(c.dp.maps().path_counter(path::LOCAL).unwrap().packets, 3);
+    // XDP says "local" in its metadata (TC then leaves the packet alone).
+    let frame = Frame::udp(ip("10.10.0.2"), ip("10.9.0.10")).build();
+    let meta = c.xdp(&frame).meta.expect("XDP wrote its verdict");
+    assert_eq!(meta.rule, steer_common::LOCAL_RULE);
+}
+
+#[test]
+fn a_flow_keeps_its_slot_when_the_ipv6_flow_label_changes() {
+    let mut c = Classifier::load();
+    c.balance_rule(DEFAULT_RULE, &[0x0100, 0x0200], false);
+    let mut moved = 0;
+    for sport in 0..200u16 {
+        let base = Frame::udp(ip("fd10::2"), ip("2001:db8::80")).with_transport(Transport::Udp {
+            sport: 30000 + sport,
+            dport: 443,
+        });
+        let first = c.tc(&base.clone().with_flow_label(1).build()).mark;
+        for label in [0x12345, 0xfffff, 7] {
+            if c.tc(&base.clone().with_flow_label(label).build()).mark != first {
+                moved += 1;
+            }
+        }
+    }
+    assert_eq!(moved, 0, "flows that changed WAN with their flow label");
+}
+
+#[test]
+fn every_fragment_of_a_datagram_leaves_with_its_flow() {
+    use steer::packet::Fragment;
+    let mut c = Classifier::load();
+    c.balance_rule(DEFAULT_RULE, &[0x0100, 0x0200], false);
+    let mut marks_seen = std::collections::BTreeSet::new();
+    for (i, (src, dst)) in [("10.10.0.2", "198.51.100.9"), ("fd10::2", "2001:db8::9")]
+        .iter()
+        .cycle()
+        .take(200)
+        .enumerate()
+    {
+        let flow = Frame::udp(ip(src), ip(dst)).with_transport(Transport::Udp {
+            sport: 20000 + i as u16,
+            dport: 4500,
+        });
+        let whole = c.tc(&flow.build()).mark;
+        let id = 1000 + i as u32;
+        let first = flow.clone().fragment(Fragment {
+            id,
+            offset: 0,
+            more: true,
+        });
+        let later = flow.clone().fragment(Fragment {
+            id,
+            offset: 185,
+            more: false,
+        });
+        assert_eq!(
+            c.tc(&first.build()).mark,
+            whole,
+            "first fragment of flow {i}"
+        );
+        assert_eq!(
+            c.tc(&later.build()).mark,
+            whole,
+            "later fragment of flow {i}"
+        );
+        marks_seen.insert(whole);
+    }
+    assert_eq!(marks_seen.len(), 2, "the flows used both WANs");
+}
+
+#[test]
+fn two_thousand_flows_split_one_to_one_within_three_sigma() {
+    let mut c = Classifier::load();
+    c.balance_rule(DEFAULT_RULE, &[0x0100, 0x0200], false);
+    let mut rng = steer_tests::rng::Rng::new(0x5eed_2000);
+    let mut on_first = 0;
+    for _ in 0..2000 {
+        let src = std::net::Ipv4Addr::from(rng.bytes::<4>());
+        let dst = std::net::Ipv4Addr::from(rng.bytes::<4>());
+        let sport = u16::from_be_bytes(rng.bytes::<2>());
+        let frame = Frame::udp(src.into(), dst.into())
+            .with_transport(Transport::Tcp { sport, dport: 443 })
+            .build();
+        if c.tc(&frame).mark == 0x0100 {
+            on_first += 1;
+        }
+    }
+    // Binomial(2000, 1/2): sigma = sqrt(500) = 22.4.
+    assert!(
+        (1000 - 67..=1000 + 67).contains(&on_first),
+        "{on_first} of 2000 on the first WAN"
+    );
+}
+
+#[test]
+fn a_source_hashed_policy_keeps_each_host_on_one_wan() {
+    let mut c = Classifier::load();
+    c.balance_rule(DEFAULT_RULE, &[0x0100, 0x0200], true);
+    let mut per_host = std::collections::BTreeMap::<u8, std::collections::BTreeSet<u32>>::new();
+    for host in 1..=40u8 {
+        for sport in 0..20u16 {
+            let frame = Frame::udp(ip(&format!("10.10.0.{host}")), ip("198.51.100.9"))
+                .with_transport(Transport::Udp {
+                    sport: 1024 + sport,
+                    dport: 443,
+                })
+                .build();
+            per_host.entry(host).or_default().insert(c.tc(&frame).mark);
+        }
+    }
+    assert!(per_host.values().all(|m| m.len() == 1), "{per_host:?}");
+    let wans: std::collections::BTreeSet<u32> = per_host.values().flatten().copied().collect();
+    assert_eq!(wans.len(), 2, "the hosts are spread over both WANs");
 }

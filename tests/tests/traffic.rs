@@ -51,6 +51,7 @@ fn steer_real_traffic(with_xdp: bool) {
         mark: BYPASS.mark(),
         mask: MASK,
         wan: 1,
+        ..PolicyEntry::default()
     };
     dp.maps_mut().set_policy(0, 1, bypass).unwrap();
     for prefix in [

@@ -2,7 +2,7 @@
 //!
 //! - `testkit_tc_empty` / `testkit_xdp_empty`: do nothing, the floor every benchmark is
 //!   measured against.
-//! - `testkit_witness`: attached after `steer_tc`, counts the IP packets it sees per skb->mark.
+//! - `testkit_witness`: attached after `steer_tc`, counts the UDP packets it sees per skb->mark.
 //!   That it sees packets at all proves the classifier returned "continue"; the marks it sees
 //!   are the marks steer wrote.
 #![no_std]
@@ -34,10 +34,15 @@ pub fn testkit_xdp_empty(_ctx: XdpContext) -> u32 {
 pub fn testkit_witness(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the context pointer of this program.
     let (mark, protocol) = unsafe { ((*ctx.skb.skb).mark, (*ctx.skb.skb).protocol) };
-    // Only IP packets: ARP and friends are never classified, and would blur "unmarked".
-    // skb->protocol is in network order.
-    let protocol = u16::from_be(protocol as u16);
-    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+    // Only UDP: the tests' streams are UDP, while ARP, neighbour discovery and packets to the
+    // router itself are never steered and would blur "unmarked". skb->protocol is in network
+    // order; the offsets are those of an untagged frame.
+    let transport = match u16::from_be(protocol as u16) {
+        ETH_P_IP => ctx.load::<u8>(ETH_HLEN + 9),
+        ETH_P_IPV6 => ctx.load::<u8>(ETH_HLEN + 6),
+        _ => return TC_ACT_UNSPEC,
+    };
+    if transport != Ok(IPPROTO_UDP) {
         return TC_ACT_UNSPEC;
     }
     match WITNESS.get_ptr_mut(mark) {
@@ -50,6 +55,9 @@ pub fn testkit_witness(ctx: TcContext) -> i32 {
     }
     TC_ACT_UNSPEC
 }
+
+const ETH_HLEN: usize = 14;
+const IPPROTO_UDP: u8 = 17;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -23,6 +23,8 @@ pub enum Section {
     Policies,
     /// Packets and bytes per rule, per WAN and per classifier path.
     Counters,
+    /// Destinations the router reaches without a WAN: never steered.
+    Local,
     All,
 }
 
@@ -97,6 +99,7 @@ pub fn dump(pin_dir: &Path, what: Section, as_json: bool) -> Result<String, Data
             Section::Rules,
             Section::Policies,
             Section::Counters,
+            Section::Local,
             Section::Sets,
         ][..],
         one => &[one][..],
@@ -136,6 +139,7 @@ fn section_json(
         Section::Policies => ("policies", policies(maps, names)?),
         Section::Counters => ("counters", counters(maps, names)?),
         Section::Sets => ("sets", sets(maps, names)?),
+        Section::Local => ("local", local(maps)?),
         Section::All => unreachable!("expanded by dump"),
     })
 }
@@ -147,6 +151,7 @@ fn section_text(section: Section, maps: &Maps, names: &Names) -> Result<String, 
         Section::Policies => render_policies(&policies(maps, names)?),
         Section::Counters => render_counters(&counters(maps, names)?),
         Section::Sets => render_sets(&sets(maps, names)?),
+        Section::Local => render_local(&local(maps)?),
         Section::All => unreachable!("expanded by dump"),
     })
 }
@@ -246,6 +251,7 @@ fn counters(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
     for (name, which) in [
         ("classified", path::CLASSIFIED),
         ("xdp_metadata", path::XDP_META),
+        ("local", path::LOCAL),
         ("not_ip", path::NOT_IP),
         ("truncated", path::TRUNCATED),
     ] {
@@ -317,6 +323,25 @@ fn render_sets(v: &Value) -> String {
             txt(&r["set"]),
             txt(&r["policy"])
         );
+    }
+    out
+}
+
+fn local(maps: &Maps) -> Result<Value, DataplaneError> {
+    Ok(Value::Array(
+        maps.locals()?
+            .into_iter()
+            .map(
+                |(prefix, kind)| json!({ "prefix": prefix.to_string(), "reason": kind.describe() }),
+            )
+            .collect(),
+    ))
+}
+
+fn render_local(v: &Value) -> String {
+    let mut out = "local destination (never steered)            reason\n".to_owned();
+    for r in v.as_array().into_iter().flatten() {
+        let _ = writeln!(out, "{:<45} {}", txt(&r["prefix"]), txt(&r["reason"]));
     }
     out
 }

@@ -11,7 +11,7 @@ use std::{
 
 use clap::ValueEnum;
 use serde_json::{Value, json};
-use steer_common::DEFAULT_RULE;
+use steer_common::{DEFAULT_RULE, LOCAL_RULE};
 
 use super::dump::Names;
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
         Dataplane, DataplaneError,
         run::{run_tc, run_xdp},
     },
-    model::Direction,
+    model::{Direction, LocalKind},
     packet::{Frame, Transport},
     prefix::Prefix,
 };
@@ -37,7 +37,10 @@ pub struct Explanation {
     pub dst: IpAddr,
     pub proto: Proto,
     pub dport: u16,
-    /// Rule the classifier matched (0: the default rule).
+    /// The destination is local (reached without a WAN): the prefix and why. Such a packet is
+    /// never steered, whatever the rules say.
+    pub local: Option<(Prefix, LocalKind)>,
+    /// Rule the classifier matched (0: the default rule; meaningless for a local destination).
     pub rule: u32,
     pub set: String,
     /// What the matched rule looks at; `None` for the default rule.
@@ -65,6 +68,7 @@ impl Explanation {
         json!({
             "src": self.src, "dst": self.dst,
             "proto": format!("{:?}", self.proto).to_lowercase(), "dport": self.dport,
+            "local": self.local.map(|(p, k)| json!({ "prefix": p.to_string(), "reason": k.describe() })),
             "rule": self.rule, "set": self.set, "matched_on": self.matched_on_name(),
             "prefix": self.prefix.map(|p| p.to_string()),
             "shadowed": self.shadowed.iter().map(|(p, s)| json!({ "prefix": p.to_string(), "set": s })).collect::<Vec<_>>(),
@@ -81,6 +85,20 @@ impl fmt::Display for Explanation {
             "packet   {} -> {} {:?} dport {}",
             self.src, self.dst, self.proto, self.dport
         )?;
+        if let Some((p, kind)) = self.local {
+            writeln!(
+                f,
+                "local    dst {} in {p} ({}): never steered, the main table routes it",
+                self.dst,
+                kind.describe()
+            )?;
+            writeln!(f, "mark     {:#x} (unchanged)", self.mark)?;
+            return writeln!(
+                f,
+                "(the real classifier ran on this packet against the live maps, policy generation {})",
+                self.generation
+            );
+        }
         match (&self.prefix, self.matched_on) {
             (Some(p), Some(dir)) => {
                 let addr = match dir {
@@ -161,9 +179,28 @@ pub fn explain(
     let dp = Dataplane::load_beside(pin_dir)?;
     let xdp = run_xdp(dp.xdp(), &frame).map_err(|e| ExplainError::Run(e.to_string()))?;
     let tc = run_tc(dp.tc(), &frame, 0).map_err(|e| ExplainError::Run(e.to_string()))?;
-    let rule = xdp.meta.map(|m| m.rule).unwrap_or(DEFAULT_RULE);
     let maps = dp.maps();
     let names = Names::read(maps)?;
+    let rule = xdp.meta.map(|m| m.rule).unwrap_or(DEFAULT_RULE);
+    if rule == LOCAL_RULE {
+        return Ok(Explanation {
+            src,
+            dst,
+            proto,
+            dport,
+            local: maps.local_of(dst)?,
+            rule,
+            set: String::new(),
+            matched_on: None,
+            prefix: None,
+            shadowed: Vec::new(),
+            policy: "-".into(),
+            mark: tc.mark,
+            mask: 0,
+            wan: "none (local destination: main table)".into(),
+            generation: names.generation,
+        });
+    }
     let matched_on = names.kind(rule).direction();
     let (mut prefix, mut shadowed) = (None, Vec::new());
     if let Some(dir) = matched_on {
@@ -185,6 +222,7 @@ pub fn explain(
         dst,
         proto,
         dport,
+        local: None,
         rule,
         set: names.set(rule),
         matched_on,

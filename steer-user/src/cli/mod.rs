@@ -424,6 +424,13 @@ fn render_status(s: &Status) -> String {
     let _ = writeln!(out, "\npolicy          now");
     for p in &s.policies {
         let _ = writeln!(out, "{:<15} {}", p.name, p.now);
+        for share in &p.shares {
+            let _ = writeln!(
+                out,
+                "{:<15}   {:<10} target {:>5.1}%  measured {:>5.1}%",
+                "", share.wan, share.target_percent, share.measured_percent
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -6,7 +6,8 @@ use std::{collections::HashSet, path::PathBuf};
 use serde::Deserialize;
 
 use super::{
-    Capacity, DEFAULT_MARK_MASK, DEFAULT_PIN_DIR, DuplicatePolicy, General, MAX_CAPACITY,
+    Capacity, DEFAULT_MARK_MASK, DEFAULT_PIN_DIR, DuplicatePolicy, General, LocalScope,
+    MAX_CAPACITY,
     check::{self, Bounds, Choices},
     diag::Ctx,
     names::ifname_problem,
@@ -16,7 +17,10 @@ use super::{
         S, Strings, opt, opt_int, opt_shown, req,
     },
 };
-use crate::model::PrefixMap;
+use crate::{
+    model::PrefixMap,
+    prefix::{Prefix, parse_prefix},
+};
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawGeneral {
@@ -27,6 +31,8 @@ pub(super) struct RawGeneral {
     pub capacity: Option<S<RawCapacity>>,
     pub log_packets: Option<S<bool>>,
     pub duplicates: Option<S<String>>,
+    pub local: Option<S<String>>,
+    pub local_prefixes: Option<Strings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +63,12 @@ const FIELDS: &[Field] = &[
     ),
     opt("log_packets", Bool, "log_packets = false"),
     opt("duplicates", Str, "duplicates = \"error\""),
+    opt("local", Str, "local = \"routes\""),
+    opt(
+        "local_prefixes",
+        StrList,
+        "local_prefixes = [\"172.16.0.0/12\"]",
+    ),
 ];
 
 const CAPACITY: &[Field] = &[
@@ -76,6 +88,15 @@ const CAPACITY_BOUNDS: Bounds = Bounds {
     lo: 1,
     hi: MAX_CAPACITY as i64,
     unit: "entries",
+};
+
+const LOCAL: Choices<LocalScope> = Choices {
+    what: "local",
+    words: &[
+        ("routes", LocalScope::Routes),
+        ("connected", LocalScope::Connected),
+        ("off", LocalScope::Off),
+    ],
 };
 
 const DUPLICATES: Choices<DuplicatePolicy> = Choices {
@@ -102,7 +123,28 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawGeneral>>) -> General {
             &DUPLICATES,
             DuplicatePolicy::Error,
         ),
+        local: check::choice(cx, &g.local, "general.local", &LOCAL, LocalScope::Routes),
+        local_prefixes: local_prefixes(cx, &g.local_prefixes),
     }
+}
+
+/// `local_prefixes`: networks as strict as a set's.
+fn local_prefixes(cx: &mut Ctx<'_>, list: &Option<Strings>) -> Vec<Prefix> {
+    let Some(list) = list else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, v) in list.get_ref().iter().enumerate() {
+        let field = format!("general.local_prefixes[{i}]");
+        if cx.mistyped(&field) {
+            continue;
+        }
+        match parse_prefix(v.get_ref(), false) {
+            Ok(p) => out.push(p),
+            Err(e) => cx.err(&v.span(), &field, e.message(), e.hint()),
+        }
+    }
+    out
 }
 
 /// The mask that WAN marks are checked against, unless it was refused (and reported): every

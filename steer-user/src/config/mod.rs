@@ -50,7 +50,7 @@ pub use diag::{ConfigErrors, Diagnostic};
 pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 
-pub use crate::model::Capacity;
+pub use crate::model::{Capacity, LocalScope};
 use crate::{model::Direction, prefix::Prefix};
 
 /// Default directory for pinned maps and programs.
@@ -61,6 +61,8 @@ pub const DEFAULT_SOCKET: &str = "/run/steer/steer.sock";
 pub const DEFAULT_MARK_MASK: u32 = 0xff00;
 /// Largest accepted map capacity (entries).
 pub const MAX_CAPACITY: u32 = 16_777_216;
+/// The built-in policy a set names to leave its traffic unsteered (the main routing table).
+pub const MAIN_POLICY: &str = "main";
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +91,10 @@ pub struct General {
     /// Kernel-side per-packet logging (debug only).
     pub log_packets: bool,
     pub duplicates: DuplicatePolicy,
+    /// Which destinations the router reaches without a WAN are never steered.
+    pub local: LocalScope,
+    /// More destinations that are never steered.
+    pub local_prefixes: Vec<Prefix>,
 }
 
 /// What to do when two sets with the same `match` direction hold the same prefix (or domain).
@@ -194,6 +200,32 @@ pub struct Policy {
     /// Never empty; no WAN twice.
     pub members: Vec<Member>,
     pub last_resort: LastResort,
+    /// What a balanced policy's slot is picked by.
+    pub hash: HashBy,
+    /// What happens to flows a failover moved when their WAN comes back.
+    pub failback: Failback,
+}
+
+/// What a balanced policy spreads by (`hash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashBy {
+    /// Each flow (addresses, protocol, ports) on its own (`"flow"`, the default).
+    #[default]
+    Flow,
+    /// Each LAN host on one WAN (`"src"`): for sites that bind a session to the address.
+    Src,
+}
+
+/// What a policy does with the flows a failover moved, once their WAN is back (`failback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Failback {
+    /// They stay where they are until they end; new flows use the WAN that is back
+    /// (`"keep"`, the default: no connection is cut).
+    #[default]
+    Keep,
+    /// They are cut (their connection entries deleted) so they start over on the WAN that is
+    /// back (`"move"`).
+    Move,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use super::{
-    LastResort, Member, Policy,
+    Failback, HashBy, LastResort, MAIN_POLICY, Member, Policy,
     check::{self, Bounds, Choices, Claims},
     diag::Ctx,
     names::check_object_name,
@@ -23,6 +23,8 @@ pub(super) struct RawPolicy {
     pub name: Option<S<String>>,
     pub members: Option<S<Vec<S<RawMember>>>>,
     pub last_resort: Option<S<String>>,
+    pub hash: Option<S<String>>,
+    pub failback: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +48,8 @@ const FIELDS: &[Field] = &[
         "members = [{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }]",
     ),
     opt("last_resort", Str, "last_resort = \"default\""),
+    opt("hash", Str, "hash = \"flow\""),
+    opt("failback", Str, "failback = \"keep\""),
 ];
 
 const MEMBER: &[Field] = &[
@@ -63,6 +67,16 @@ const WEIGHT: Bounds = Bounds {
     lo: 1,
     hi: 64,
     unit: "",
+};
+
+const HASHES: Choices<HashBy> = Choices {
+    what: "hash",
+    words: &[("flow", HashBy::Flow), ("src", HashBy::Src)],
+};
+
+const FAILBACKS: Choices<Failback> = Choices {
+    what: "failback",
+    words: &[("keep", Failback::Keep), ("move", Failback::Move)],
 };
 
 const LAST_RESORTS: Choices<LastResort> = Choices {
@@ -91,6 +105,14 @@ pub(super) fn build(
         }
         if let Some(n) = &p.name {
             check_object_name(cx, n, &format!("{label}.name"), "policy", &mut names);
+            if n.get_ref() == MAIN_POLICY {
+                cx.err(
+                    &n.span(),
+                    format!("{label}.name"),
+                    format!("`{MAIN_POLICY}` is the built-in policy that leaves traffic to the main routing table"),
+                    "choose another name; a set with policy = \"main\" is never steered",
+                );
+            }
         }
         let members = p
             .members
@@ -103,10 +125,20 @@ pub(super) fn build(
             &LAST_RESORTS,
             LastResort::Default,
         );
+        let hash = check::choice(cx, &p.hash, &format!("{label}.hash"), &HASHES, HashBy::Flow);
+        let failback = check::choice(
+            cx,
+            &p.failback,
+            &format!("{label}.failback"),
+            &FAILBACKS,
+            Failback::Keep,
+        );
         out.push(Policy {
             name: p.name.map(S::into_inner).unwrap_or_default(),
             members,
             last_resort,
+            hash,
+            failback,
         });
     }
     out
@@ -114,12 +146,15 @@ pub(super) fn build(
 
 /// The policies' names, for the sections that refer to them.
 pub(super) fn defined(policies: &[Policy]) -> Defined {
-    Defined::new(
-        "policy",
-        "policies",
-        "policy",
-        policies.iter().map(|p| &p.name),
-    )
+    Defined {
+        built_in: Some(MAIN_POLICY),
+        ..Defined::new(
+            "policy",
+            "policies",
+            "policy",
+            policies.iter().map(|p| &p.name),
+        )
+    }
 }
 
 fn members(

@@ -15,6 +15,8 @@ pub(super) struct Defined {
     /// Its key in the file: `wan`, `policy`.
     pub key: &'static str,
     pub names: Vec<String>,
+    /// A name that needs no definition (the `main` policy).
+    pub built_in: Option<&'static str>,
 }
 
 impl Defined {
@@ -29,6 +31,7 @@ impl Defined {
             plural,
             key,
             names: names.cloned().collect(),
+            built_in: None,
         }
     }
 }
@@ -36,7 +39,7 @@ impl Defined {
 /// Reports a reference to an undefined object.
 pub(super) fn check_reference(cx: &mut Ctx<'_>, v: &S<String>, field: &str, defined: &Defined) {
     let name = v.get_ref().as_str();
-    if defined.names.iter().any(|d| d == name) {
+    if defined.names.iter().any(|d| d == name) || defined.built_in == Some(name) {
         return;
     }
     if definition_mistyped(cx, defined.key) {

@@ -14,6 +14,7 @@
 //! kernel agree.
 
 pub mod desired;
+mod failback;
 mod report;
 pub mod teardown;
 
@@ -30,16 +31,16 @@ pub use report::{ApplyReport, FailoverReport};
 pub use teardown::{Teardown, TeardownError, teardown};
 
 use crate::{
-    config::Config,
+    config::{Config, Failback},
     conntrack,
     dataplane::{Adopted, AttachReport, Dataplane, DataplaneError, SyncError, ifindex},
     health::{Health, Override, UnknownWan, Verdict, probe::Round},
-    model::{NameIds, Rule},
+    model::{NameIds, Rule, local_set},
     policy::Outcome,
     routing::{self, ReconcileReport, Routing, RoutingError},
     status::{
-        LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine, SetStatus, Status, WanState,
-        WanStatus,
+        LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine, SetStatus, ShareStatus,
+        Status, WanState, WanStatus,
     },
 };
 
@@ -231,6 +232,91 @@ impl Controller {
         routing_lines(why, &report, started)
     }
 
+    /// After WAN `recovered` came back: cuts the flows of policies with `failback = "move"`
+    /// that a failover had put on another WAN, so they start over on it. Their connection
+    /// entries are listed and deleted off the event loop.
+    pub async fn move_flows_back(&self, recovered: &str) -> Option<ReportLine> {
+        let wanted = self
+            .config
+            .policies
+            .iter()
+            .any(|p| p.failback == Failback::Move);
+        if !wanted {
+            return None;
+        }
+        let mask = self.config.general.mark_mask;
+        let marks: Vec<u32> = self
+            .config
+            .wans
+            .iter()
+            .filter(|w| w.name != recovered)
+            .map(|w| w.mark)
+            .collect();
+        let listed = tokio::task::spawn_blocking(move || {
+            marks
+                .iter()
+                .map(|m| conntrack::connections(*m, mask))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await;
+        let conns = match listed {
+            Ok(Ok(lists)) => lists.into_iter().flatten(),
+            Ok(Err(e)) => return Some(ReportLine::error(format!("moving flows back: {e}"))),
+            Err(e) => return Some(ReportLine::error(format!("moving flows back: {e}"))),
+        };
+        let (table, _) = self.live_table();
+        let verdicts = failback::Verdicts {
+            config: &self.config,
+            rules: &self.rules,
+            prefixes: self.dp.prefixes(),
+            local: self.dp.local(),
+            table: &table,
+        };
+        let moving: Vec<conntrack::Connection> =
+            conns.filter(|c| verdicts.should_move(c)).collect();
+        let found = moving.len();
+        let cut = tokio::task::spawn_blocking(move || {
+            moving
+                .iter()
+                .filter(|c| conntrack::delete(c).is_ok())
+                .count()
+        })
+        .await
+        .unwrap_or(0);
+        Some(ReportLine::info(format!(
+            "{recovered} back: {cut} of {found} flows of policies with failback = \"move\" cut, so they start over on their policy's WAN"
+        )))
+    }
+
+    /// Brings the local destinations (never steered) in line with the kernel's local and main
+    /// tables: call after every routing change. A failure to read the tables keeps the last
+    /// set.
+    pub async fn refresh_local(&mut self) -> Option<ReportLine> {
+        let found = match self.routing.local_destinations().await {
+            Ok(found) => found,
+            Err(e) => {
+                return Some(ReportLine::error(format!(
+                    "{e}; the local destinations stay as they were"
+                )));
+            }
+        };
+        let want = local_set(
+            self.config.general.local,
+            found,
+            &self.config.general.local_prefixes,
+        );
+        match self.dp.sync_local(&want) {
+            Ok((0, 0)) => None,
+            Ok((added, removed)) => Some(ReportLine::info(format!(
+                "local destinations (never steered): {added} added or changed, {removed} removed, {} in all",
+                want.len()
+            ))),
+            Err(e) => Some(ReportLine::error(format!(
+                "writing the local destinations failed: {e}; retried on the next routing change"
+            ))),
+        }
+    }
+
     /// Restores steer's nftables table if something removed it. `nft` runs off the event
     /// loop, so probes and requests are not held up by it.
     pub async fn check_conntrack_marking(&self) -> Option<ReportLine> {
@@ -352,6 +438,7 @@ impl Controller {
             self.commit(step.desired, step.config);
         }
         report.per_set = per_set(&report.sync, &wanted, &old_rules);
+        report.notes.extend(self.refresh_local().await);
         self.reconcile_lan(first, &mut report);
         if first && !report.failures().is_empty() {
             return Err(ControllerError::Start(report.failures()));
@@ -385,10 +472,19 @@ impl Controller {
         desired::rule_ids(&self.rules)
     }
 
-    /// Installs (or replaces) steer's nftables table for the configured WANs' marks.
+    /// Installs (or replaces) steer's nftables table for the configured WANs and LANs.
     fn ensure_conntrack_marking(&self) -> Option<ReportLine> {
-        let marks: Vec<u32> = self.config.wans.iter().map(|w| w.mark).collect();
-        conntrack::install(self.config.general.mark_mask, &marks)
+        let wans: Vec<conntrack::MarkedWan> = self
+            .config
+            .wans
+            .iter()
+            .map(|w| conntrack::MarkedWan {
+                interface: w.interface.clone(),
+                mark: w.mark,
+            })
+            .collect();
+        let general = &self.config.general;
+        conntrack::install(general.mark_mask, &wans, &general.lan)
             .err()
             .map(|e| ReportLine::warning(e.to_string()))
     }
@@ -503,6 +599,7 @@ impl Controller {
                 .map(|(p, o)| PolicyStatus {
                     name: p.clone(),
                     now: o.to_string(),
+                    shares: self.shares(p, o),
                 })
                 .collect(),
             sets,
@@ -516,6 +613,51 @@ impl Controller {
                 changes: r.lines(),
             }),
         }
+    }
+
+    /// A balanced policy's target and measured share per WAN (empty for any other outcome).
+    fn shares(&self, policy: &str, outcome: &Outcome) -> Vec<ShareStatus> {
+        let (Outcome::Balanced(up), Some(p)) = (outcome, self.config.policy(policy)) else {
+            return Vec::new();
+        };
+        let members: Vec<(&str, u32)> = p
+            .members
+            .iter()
+            .filter(|m| up.contains(&m.wan))
+            .map(|m| (m.wan.as_str(), m.weight))
+            .collect();
+        let weights: u32 = members.iter().map(|(_, w)| w).sum();
+        let rules: Vec<u32> = self
+            .rules
+            .values()
+            .filter(|r| r.policy.as_deref() == Some(policy))
+            .map(|r| r.id)
+            .collect();
+        let sent = |wan: &str| -> u64 {
+            let Some(slot) = self.wan_slots.get(wan) else {
+                return 0;
+            };
+            rules
+                .iter()
+                .filter_map(|r| self.dp.maps().rule_wan_counter(*r, *slot).ok())
+                .map(|c| c.packets)
+                .sum()
+        };
+        let measured: Vec<u64> = members.iter().map(|(w, _)| sent(w)).collect();
+        let total: u64 = measured.iter().sum();
+        members
+            .iter()
+            .zip(measured)
+            .map(|((wan, weight), packets)| ShareStatus {
+                wan: (*wan).to_owned(),
+                target_percent: 100.0 * f64::from(*weight) / f64::from(weights.max(1)),
+                measured_percent: if total == 0 {
+                    0.0
+                } else {
+                    100.0 * packets as f64 / total as f64
+                },
+            })
+            .collect()
     }
 
     pub fn pin_dir(&self) -> &Path {

@@ -11,13 +11,16 @@ use std::os::fd::AsFd;
 
 use aya::{
     Ebpf, Pod,
-    maps::{Array, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{
+        Array, IterableMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        lpm_trie::Key,
+    },
     util::nr_cpus,
 };
 use steer_common::{
-    Counter, GENERATIONS, LB_SLOTS, LbSlot, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo,
+    Counter, GENERATIONS, LB_SLOTS, LbSlot, LocalRef, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo,
     SLOT_MIN_LEN_V4, SLOT_MIN_LEN_V6, Settings, WanInfo, action, lb_base, map_names as names, path,
-    policy_index, slot_v4, slot_v6,
+    policy_index, rule_wan_index, slot_v4, slot_v6,
 };
 
 use super::{
@@ -25,7 +28,7 @@ use super::{
     trie::{NamedMap, SplitTrie, TrieError},
 };
 use crate::{
-    model::{Direction, PolicyTable, PrefixMap, PrefixSets, Rule},
+    model::{Direction, LocalKind, LocalSet, PolicyTable, PrefixMap, PrefixSets, Rule},
     prefix::Prefix,
 };
 
@@ -55,6 +58,9 @@ pub struct Maps {
     stats_rule: PerCpuArray<MapData, Counter>,
     stats_wan: PerCpuArray<MapData, Counter>,
     stats_path: PerCpuArray<MapData, Counter>,
+    stats_rule_wan: PerCpuArray<MapData, Counter>,
+    local_v4: LpmTrie<MapData, [u8; 4], LocalRef>,
+    local_v6: LpmTrie<MapData, [u8; 16], LocalRef>,
     rule_info: Array<MapData, RuleInfo>,
     wan_info: Array<MapData, WanInfo>,
     /// Element writes issued through this handle (a batch of n counts n).
@@ -123,6 +129,9 @@ impl Maps {
             stats_rule: typed!(names::STATS_RULE),
             stats_wan: typed!(names::STATS_WAN),
             stats_path: typed!(names::STATS_PATH),
+            stats_rule_wan: typed!(names::STATS_RULE_WAN),
+            local_v4: typed!(names::LOCAL_V4),
+            local_v6: typed!(names::LOCAL_V6),
             rule_info: typed!(names::RULE_INFO),
             wan_info: typed!(names::WAN_INFO),
             writes: 0,
@@ -320,6 +329,65 @@ impl Maps {
         }
     }
 
+    // ---- local destinations ----------------------------------------------------------------
+
+    /// Makes `prefix` local for `kind` (insert or overwrite).
+    pub fn set_local(&mut self, prefix: Prefix, kind: LocalKind) -> Result<(), DataplaneError> {
+        self.meter(1)?;
+        let value = LocalRef { kind: kind.raw() };
+        let err = map_err(local_name(&prefix), "write");
+        match prefix {
+            Prefix::V4 { addr, len } => {
+                self.local_v4
+                    .insert(&Key::new(len.into(), addr.octets()), value, 0)
+            }
+            Prefix::V6 { addr, len } => {
+                self.local_v6
+                    .insert(&Key::new(len.into(), addr.octets()), value, 0)
+            }
+        }
+        .map_err(err)
+    }
+
+    /// Makes `prefix` no longer local.
+    pub fn remove_local(&mut self, prefix: Prefix) -> Result<(), DataplaneError> {
+        self.meter(1)?;
+        let err = map_err(local_name(&prefix), "remove");
+        let result = match prefix {
+            Prefix::V4 { addr, len } => self.local_v4.remove(&Key::new(len.into(), addr.octets())),
+            Prefix::V6 { addr, len } => self.local_v6.remove(&Key::new(len.into(), addr.octets())),
+        };
+        match result {
+            Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Every local destination with its reason.
+    pub fn locals(&self) -> Result<LocalSet, DataplaneError> {
+        let mut out = LocalSet::new();
+        for entry in self.local_v4.iter() {
+            let (key, value) = entry.map_err(map_err(names::LOCAL_V4, "read"))?;
+            let prefix = prefix_v4(Ipv4Addr::from(key.data()), key.prefix_len());
+            out.extend(LocalKind::from_raw(value.kind).map(|k| (prefix, k)));
+        }
+        for entry in self.local_v6.iter() {
+            let (key, value) = entry.map_err(map_err(names::LOCAL_V6, "read"))?;
+            let prefix = prefix_v6(Ipv6Addr::from(key.data()), key.prefix_len());
+            out.extend(LocalKind::from_raw(value.kind).map(|k| (prefix, k)));
+        }
+        Ok(out)
+    }
+
+    /// The longest local prefix containing `ip`, with its reason.
+    pub fn local_of(&self, ip: IpAddr) -> Result<Option<(Prefix, LocalKind)>, DataplaneError> {
+        Ok(self
+            .locals()?
+            .into_iter()
+            .filter(|(p, _)| p.contains(ip))
+            .max_by_key(|(p, _)| p.len()))
+    }
+
     // ---- policy tables and the generation word --------------------------------------------
 
     pub fn policy(&self, generation: u32, rule: u32) -> Result<PolicyEntry, DataplaneError> {
@@ -498,6 +566,15 @@ impl Maps {
         sum_cpus(&self.stats_wan, wan, names::STATS_WAN)
     }
 
+    /// What `rule` sent to WAN slot `wan`.
+    pub fn rule_wan_counter(&self, rule: u32, wan: u32) -> Result<Counter, DataplaneError> {
+        sum_cpus(
+            &self.stats_rule_wan,
+            rule_wan_index(rule, wan),
+            names::STATS_RULE_WAN,
+        )
+    }
+
     /// One of `steer_common::path::*`.
     pub fn path_counter(&self, which: u32) -> Result<Counter, DataplaneError> {
         sum_cpus(&self.stats_path, which, names::STATS_PATH)
@@ -517,8 +594,16 @@ impl Maps {
         Ok(())
     }
 
-    /// Zeroes one rule's counters (a rule id that starts to mean another set).
+    /// Zeroes one rule's counters (a rule id that starts to mean another set), its per-WAN
+    /// ones included.
     pub fn reset_rule_counter(&mut self, rule: u32) -> Result<(), DataplaneError> {
+        for wan in 0..MAX_WANS {
+            reset(
+                &mut self.stats_rule_wan,
+                rule_wan_index(rule, wan),
+                names::STATS_RULE_WAN,
+            )?;
+        }
         reset(&mut self.stats_rule, rule, names::STATS_RULE)
     }
 
@@ -584,6 +669,14 @@ pub struct WanName {
     pub name: String,
     pub mark: u32,
     pub table: u32,
+}
+
+fn local_name(prefix: &Prefix) -> &'static str {
+    if prefix.is_v4() {
+        names::LOCAL_V4
+    } else {
+        names::LOCAL_V6
+    }
 }
 
 /// How `Maps::set_prefixes` writes.
@@ -659,6 +752,7 @@ mod tests {
                 mark: tag,
                 mask: 0xff00,
                 wan: generation,
+                ..PolicyEntry::default()
             };
             maps.set_policy(generation, rule, entry).unwrap();
             let info = RuleInfo {

@@ -31,7 +31,7 @@ pub use maps::{Maps, WanName, WriteMode};
 pub use sync::{MapContents, SyncError, SyncReport};
 
 use crate::{
-    model::{self, PrefixSets},
+    model::{self, LocalSet, PrefixSets},
     objects,
 };
 use attach::Attachment;
@@ -129,6 +129,8 @@ pub struct Dataplane {
     /// What the prefix maps hold: read when the maps are adopted, kept current by every sync,
     /// so a sync diffs against it instead of reading the maps back.
     prefixes: PrefixSets,
+    /// What the local-destination maps hold, kept the same way.
+    local: LocalSet,
     attached: BTreeMap<String, Attachment>,
     pins: Option<PinDir>,
 }
@@ -164,6 +166,7 @@ impl Dataplane {
         dp.pin_programs()?;
         if adopted.maps {
             dp.prefixes = dp.maps.prefix_sets()?;
+            dp.local = dp.maps.locals()?;
         }
         Ok((dp, adopted))
     }
@@ -204,6 +207,7 @@ impl Dataplane {
             ebpf,
             maps,
             prefixes: PrefixSets::default(),
+            local: LocalSet::new(),
             attached: BTreeMap::new(),
             pins,
         })
@@ -227,6 +231,37 @@ impl Dataplane {
     /// What the prefix maps hold.
     pub fn prefixes(&self) -> &PrefixSets {
         &self.prefixes
+    }
+
+    /// Brings the local-destination maps to `want`: additions and changes first, then
+    /// removals, so a destination that stays local (under a new prefix) never looks remote.
+    /// Returns (added or changed, removed).
+    pub fn sync_local(&mut self, want: &LocalSet) -> Result<(usize, usize), DataplaneError> {
+        let changed: Vec<_> = want
+            .iter()
+            .filter(|(p, k)| self.local.get(p) != Some(k))
+            .map(|(p, k)| (*p, *k))
+            .collect();
+        for (prefix, kind) in &changed {
+            self.maps.set_local(*prefix, *kind)?;
+            self.local.insert(*prefix, *kind);
+        }
+        let stale: Vec<_> = self
+            .local
+            .keys()
+            .filter(|p| !want.contains_key(p))
+            .copied()
+            .collect();
+        for prefix in &stale {
+            self.maps.remove_local(*prefix)?;
+            self.local.remove(prefix);
+        }
+        Ok((changed.len(), stale.len()))
+    }
+
+    /// What the local-destination maps hold.
+    pub fn local(&self) -> &LocalSet {
+        &self.local
     }
 
     /// Read access to every map (counters, names, the live generation).

@@ -232,6 +232,7 @@ pub fn info_of(map: &Map) -> Option<MapInfo> {
         | Map::LpmTrie(d)
         | Map::ArrayOfMaps(d)
         | Map::HashMap(d)
+        | Map::LruHashMap(d)
         | Map::RingBuf(d) => d,
         _ => return None,
     };

@@ -74,13 +74,8 @@ pub fn run_xdp(prog: &Xdp, frame: &[u8]) -> Result<XdpOutcome, ProgramError> {
     })?;
     // data_out starts at the metadata: whatever precedes the unchanged frame is metadata.
     let meta_len = (result.data_size_out as usize).saturating_sub(frame.len());
-    let meta = (meta_len == size_of::<XdpMeta>()).then(|| {
-        let word = |i: usize| u32::from_ne_bytes(data_out[i..i + 4].try_into().expect("4 bytes"));
-        XdpMeta {
-            magic: word(0),
-            rule: word(4),
-        }
-    });
+    let meta = (meta_len == size_of::<XdpMeta>())
+        .then(|| bytemuck::pod_read_unaligned::<XdpMeta>(&data_out[..meta_len]));
     Ok(XdpOutcome {
         verdict: result.return_value,
         meta: meta.filter(|m| m.magic == XDP_META_MAGIC),

@@ -1,12 +1,14 @@
 //! The vocabulary the other modules share, at the bottom of the crate: which address a set
 //! matches ([`Direction`]), the four prefix maps ([`PrefixMap`]), their capacities
-//! ([`Capacity`]), rules ([`Rule`]), the contents of the prefix maps ([`PrefixSets`]) and the
-//! policy table of one generation ([`PolicyTable`]).
+//! ([`Capacity`]), rules ([`Rule`]), the contents of the prefix maps ([`PrefixSets`]), the
+//! policy table of one generation ([`PolicyTable`]) and the destinations that are never
+//! steered ([`LocalSet`]).
 //!
 //! Everything here is plain data with no I/O. `config`, `sets`, `policy` and `dataplane` build
 //! on it; it imports nothing from them (only [`crate::prefix`], the other bottom module), so the
 //! modules above never need each other's types to talk about the kernel's state.
 
+mod local;
 mod prefixes;
 mod rules;
 mod table;
@@ -15,6 +17,7 @@ use std::collections::BTreeMap;
 
 use steer_common::map_names;
 
+pub use local::{LocalKind, LocalScope, LocalSet, local_set};
 pub use prefixes::PrefixSets;
 pub use rules::{DEFAULT_RULE_NAME, Rule, RuleKind};
 pub use table::{PolicyTable, last_resort_marks};

@@ -1,7 +1,7 @@
 //! The contents of the four prefix maps as steer wants them (compiled from the configuration)
 //! or as the kernel holds them (read back at start, kept current by every sync).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::IpAddr};
 
 use super::{Direction, PrefixMap};
 use crate::prefix::Prefix;
@@ -38,6 +38,20 @@ impl PrefixSets {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The longest prefix of `map` containing `ip`, with its rule: the classifier's answer,
+    /// computed here for what the kernel cannot be asked (existing connections).
+    pub fn longest(&self, map: PrefixMap, ip: IpAddr) -> Option<(Prefix, u32)> {
+        let held = self.map(map);
+        if held.is_empty() || ip.is_ipv4() != map.is_v4() {
+            return None;
+        }
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        (0..=bits).rev().find_map(|len| {
+            let p = Prefix::truncating(ip, len).ok()?;
+            held.get(&p).map(|rule| (p, *rule))
+        })
     }
 
     /// How many prefixes each rule has, over all maps.

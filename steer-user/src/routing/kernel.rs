@@ -20,6 +20,7 @@ use netlink_packet_route::{
 use rtnetlink::{Handle, IpVersion};
 
 use super::{Family, RTPROT_STEER, ReconcileReport, RouteSpec, RuleAction, RuleSpec};
+use crate::{model::LocalKind, prefix::Prefix};
 
 /// The metric the kernel gives a route that does not ask for one.
 pub(crate) fn default_metric(family: &Family) -> u32 {
@@ -200,6 +201,71 @@ async fn dump_routes(
     }
     Ok(out)
 }
+
+/// The main table's id.
+const RT_TABLE_MAIN: u32 = 254;
+/// The local table's id (the router's own addresses).
+const RT_TABLE_LOCAL: u32 = 255;
+
+/// The destinations the router reaches without a WAN, from its local and main tables: own
+/// addresses, connected subnets and every other non-default route of the main table.
+pub(crate) async fn local_routes(
+    handle: &Handle,
+) -> Result<Vec<(Prefix, LocalKind)>, rtnetlink::Error> {
+    let mut out = Vec::new();
+    for family in Family::ALL {
+        for table in [RT_TABLE_LOCAL, RT_TABLE_MAIN] {
+            for m in dump_routes(handle, &family, Some(table), None).await? {
+                out.extend(local_route(&m, table));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What one route of the local or main table says about local destinations.
+fn local_route(m: &RouteMessage, wanted_table: u32) -> Option<(Prefix, LocalKind)> {
+    let h = &m.header;
+    let table = m
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(h.table));
+    if table != wanted_table || h.source_prefix_length != 0 {
+        return None;
+    }
+    let family = family_of(h.address_family)?;
+    let dst = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(d) => route_ip(d),
+        _ => None,
+    });
+    let kind = match (table, h.kind) {
+        (RT_TABLE_LOCAL, RouteType::Local) => LocalKind::Address,
+        (RT_TABLE_LOCAL, _) => return None,
+        // The default route is what steering replaces.
+        (_, _) if h.destination_prefix_length == 0 => return None,
+        (_, RouteType::Unicast)
+            if h.scope == RouteScope::Link && u8::from(h.protocol) == RTPROT_KERNEL =>
+        {
+            LocalKind::Connected
+        }
+        (_, RouteType::Unicast | RouteType::Unreachable | RouteType::BlackHole)
+        | (_, RouteType::Prohibit) => LocalKind::Route,
+        _ => return None,
+    };
+    let addr = dst.unwrap_or(match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    let prefix = Prefix::truncating(addr, u32::from(h.destination_prefix_length)).ok()?;
+    Some((prefix, kind))
+}
+
+/// `RTPROT_KERNEL`: routes the kernel adds for an address (connected subnets).
+const RTPROT_KERNEL: u8 = 2;
 
 /// Every interface, in one dump.
 pub(crate) async fn dump_links(handle: &Handle) -> Result<Vec<LinkInfo>, rtnetlink::Error> {

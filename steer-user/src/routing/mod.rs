@@ -263,6 +263,9 @@ pub enum RoutingError {
     /// The kernel's answer to a link dump, in words.
     #[error("cannot read the kernel's interfaces: {0}")]
     Links(String),
+    /// The kernel's answer to a route dump, in words.
+    #[error("cannot read the kernel's routes: {0}")]
+    Routes(String),
 }
 
 /// steer's view of the kernel's routing: reads and changes rules and routes over an rtnetlink
@@ -341,6 +344,16 @@ impl Routing {
         };
         let steps = plan::removal(&snapshot);
         kernel::execute(&self.handle, &snapshot.links, steps).await
+    }
+
+    /// The destinations the router reaches without a WAN, as its local and main tables say
+    /// (see [`crate::model::LocalKind`]).
+    pub async fn local_destinations(
+        &self,
+    ) -> Result<Vec<(crate::prefix::Prefix, crate::model::LocalKind)>, RoutingError> {
+        kernel::local_routes(&self.handle)
+            .await
+            .map_err(|e| RoutingError::Routes(kernel::describe_error(&e)))
     }
 
     /// The index, carrier (IFF_LOWER_UP) and administrative state (IFF_UP) of every interface,

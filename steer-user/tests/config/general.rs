@@ -5,6 +5,27 @@ use super::*;
 const CASES: &[Case] = &[
     case(
         "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nlocal = \"everything\"",
+        "\"everything\"",
+        "general.local",
+        "use one of `routes`, `connected`, `off`",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nlocal_prefixes = [\"172.16.0.1/12\"]",
+        "\"172.16.0.1/12\"",
+        "general.local_prefixes[0]",
+        "172.16.0.0/12",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nlocal_prefixes = [\"0.0.0.0/0\"]",
+        "\"0.0.0.0/0\"",
+        "general.local_prefixes[0]",
+        "default route",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
         "lan = []",
         "[]",
         "general.lan",

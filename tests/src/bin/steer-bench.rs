@@ -116,6 +116,7 @@ fn classifier() {
             mark: 0x100,
             mask: 0xff00,
             wan: 0,
+            ..PolicyEntry::default()
         };
         for rule in [DEFAULT_RULE, 1] {
             dp.maps_mut().set_policy(0, rule, policy).unwrap();

@@ -1,17 +1,19 @@
 //! From a policy and the state of its WANs to what the classifier stamps.
 //!
 //! A policy's members are tried by tier: the lowest metric among the WANs that are up wins;
-//! members sharing that metric split the traffic by weight through a consistent-hash table of
-//! `LB_SLOTS` slots; when no member is up, the policy's `last_resort` applies. Pure functions:
-//! the controller feeds them the current WAN states and writes the result to the standby
-//! generation before flipping.
+//! members sharing that metric split the traffic by weight through a table of `LB_SLOTS`
+//! slots ([`slots`]: exact shares, only a failed member's slots move); when no member is up,
+//! the policy's `last_resort` applies. Pure functions: the controller feeds them the current
+//! WAN states and writes the result to the standby generation before flipping.
+
+pub mod slots;
 
 use std::collections::BTreeMap;
 
-use steer_common::{LB_SLOTS, LbSlot, NO_WAN, PolicyEntry, action};
+use steer_common::{LB_SLOTS, LbSlot, NO_WAN, PolicyEntry, action, policy_flags};
 
 use crate::{
-    config::{Config, LastResort, Policy},
+    config::{Config, HashBy, LastResort, Policy},
     model::{PolicyTable, Rule, last_resort_marks},
 };
 
@@ -58,56 +60,57 @@ pub struct Resolution {
 
 /// Resolves `policy` against the WANs as `wan` reports them (by name).
 pub fn resolve(policy: &Policy, wan: impl Fn(&str) -> Option<WanView>, mask: u32) -> Resolution {
-    let up: Vec<(&str, WanView, u32, u32)> = policy
+    let known: Vec<(&str, WanView, u32, u32)> = policy
         .members
         .iter()
-        .filter_map(|m| {
-            wan(&m.wan)
-                .filter(|v| v.up)
-                .map(|v| (m.wan.as_str(), v, m.metric, m.weight))
-        })
+        .filter_map(|m| wan(&m.wan).map(|v| (m.wan.as_str(), v, m.metric, m.weight)))
         .collect();
-    let Some(best) = up.iter().map(|(_, _, metric, _)| *metric).min() else {
+    let Some(best) = known
+        .iter()
+        .filter(|(_, v, ..)| v.up)
+        .map(|(_, _, metric, _)| *metric)
+        .min()
+    else {
         return last_resort(policy.last_resort, mask);
     };
-    let tier: Vec<_> = up
-        .into_iter()
-        .filter(|(_, _, metric, _)| *metric == best)
-        .collect();
-    if let [(name, view, _, _)] = tier.as_slice() {
+    // The whole tier, down members included: the slot table keeps their places for them.
+    let tier: Vec<_> = known.into_iter().filter(|m| m.2 == best).collect();
+    let up: Vec<&(&str, WanView, u32, u32)> = tier.iter().filter(|m| m.1.up).collect();
+    let flags = match policy.hash {
+        HashBy::Flow => 0,
+        HashBy::Src => policy_flags::HASH_SRC,
+    };
+    if let [(name, view, _, _)] = up.as_slice() {
         return Resolution {
             entry: PolicyEntry {
                 action: action::MARK,
                 mark: view.mark,
                 mask,
                 wan: view.slot,
+                ..PolicyEntry::default()
             },
             slots: None,
             outcome: Outcome::Wan((*name).to_owned()),
         };
     }
-    let members: Vec<(&str, LbSlot, u32)> = tier
-        .iter()
-        .map(|(name, view, _, weight)| {
-            (
-                *name,
-                LbSlot {
-                    mark: view.mark,
-                    wan: view.slot,
-                },
-                *weight,
-            )
-        })
-        .collect();
+    let weights: Vec<u32> = tier.iter().map(|m| m.3).collect();
+    let states: Vec<bool> = tier.iter().map(|m| m.1.up).collect();
+    let owners = slots::owners(&weights, &states).expect("a member is up");
+    let table = owners.map(|m| LbSlot {
+        mark: tier[m].1.mark,
+        wan: tier[m].1.slot,
+    });
     Resolution {
         entry: PolicyEntry {
             action: action::BALANCE,
             mark: 0,
             mask,
             wan: NO_WAN,
+            flags,
+            _pad: 0,
         },
-        slots: Some(Box::new(weighted_slots(&members))),
-        outcome: Outcome::Balanced(tier.iter().map(|(n, ..)| (*n).to_owned()).collect()),
+        slots: Some(Box::new(table)),
+        outcome: Outcome::Balanced(up.iter().map(|(n, ..)| (*n).to_owned()).collect()),
     }
 }
 
@@ -119,18 +122,21 @@ fn last_resort(lr: LastResort, mask: u32) -> Resolution {
             mark: 0,
             mask,
             wan: NO_WAN,
+            ..PolicyEntry::default()
         },
         LastResort::Unreachable => PolicyEntry {
             action: action::MARK,
             mark: unreachable,
             mask,
             wan: NO_WAN,
+            ..PolicyEntry::default()
         },
         LastResort::Blackhole => PolicyEntry {
             action: action::MARK,
             mark: blackhole,
             mask,
             wan: NO_WAN,
+            ..PolicyEntry::default()
         },
     };
     Resolution {
@@ -138,46 +144,6 @@ fn last_resort(lr: LastResort, mask: u32) -> Resolution {
         slots: None,
         outcome: Outcome::LastResort(lr),
     }
-}
-
-/// Fills the consistent-hash table by weighted rendezvous hashing: every slot goes to the
-/// member with the highest `-weight / ln(u)`, `u` a hash of (slot, member name) in (0, 1).
-/// A slot only ever moves when its winner leaves or a new member outbids it, so when a WAN
-/// fails only its own flows move, and they come back when it returns.
-pub fn weighted_slots(members: &[(&str, LbSlot, u32)]) -> [LbSlot; LB_SLOTS as usize] {
-    let mut slots = [LbSlot::default(); LB_SLOTS as usize];
-    for (i, slot) in slots.iter_mut().enumerate() {
-        let winner = members.iter().max_by(|a, b| {
-            score(i as u64, a.0, a.2)
-                .total_cmp(&score(i as u64, b.0, b.2))
-                .then_with(|| b.0.cmp(a.0))
-        });
-        if let Some((_, s, _)) = winner {
-            *slot = *s;
-        }
-    }
-    slots
-}
-
-fn score(slot: u64, name: &str, weight: u32) -> f64 {
-    let h = mix(fnv1a(name.as_bytes()) ^ mix(slot.wrapping_add(0x5eed)));
-    // 53 random bits, shifted off zero so ln() stays finite and negative.
-    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    -f64::from(weight) / u.ln()
-}
-
-/// FNV-1a: stable across Rust versions and platforms (std's hasher is not).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
-/// SplitMix64 finaliser.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The policy table of a compiled configuration: for every rule, what its policy resolves to
@@ -203,6 +169,7 @@ pub fn table(
                 mark: 0,
                 mask,
                 wan: NO_WAN,
+                ..PolicyEntry::default()
             };
             continue;
         };
@@ -235,6 +202,8 @@ mod tests {
                 })
                 .collect(),
             last_resort: lr,
+            hash: HashBy::Flow,
+            failback: crate::config::Failback::Keep,
         }
     }
 
@@ -292,55 +261,53 @@ mod tests {
         let r = resolve(&p, wans(&["wan1", "wan2", "wan3"]), 0xff00);
         assert_eq!(r.entry.action, action::BALANCE);
         let slots = r.slots.expect("balanced");
-        let wan1 = slots.iter().filter(|s| s.mark == 0x100).count();
-        let wan2 = slots.iter().filter(|s| s.mark == 0x200).count();
+        let share = |mark| slots.iter().filter(|s| s.mark == mark).count();
         assert_eq!(
-            wan1 + wan2,
-            LB_SLOTS as usize,
-            "the metric-2 member gets nothing"
-        );
-        assert!(
-            (36..=60).contains(&wan1),
-            "3:1 by weight, got {wan1}:{wan2}"
+            (share(0x100), share(0x200), share(0x300)),
+            (192, 64, 0),
+            "3:1 exactly; the metric-2 member gets nothing"
         );
     }
 
     #[test]
-    fn a_failing_member_only_moves_its_own_slots() {
-        let both: Vec<(&str, LbSlot, u32)> = vec![
-            (
-                "wan1",
-                LbSlot {
-                    mark: 0x100,
-                    wan: 0,
-                },
-                1,
-            ),
-            (
-                "wan2",
-                LbSlot {
-                    mark: 0x200,
-                    wan: 1,
-                },
-                1,
-            ),
-            (
-                "wan3",
-                LbSlot {
-                    mark: 0x300,
-                    wan: 2,
-                },
-                1,
-            ),
-        ];
-        let before = weighted_slots(&both);
-        let after = weighted_slots(&both[..2]);
-        for (b, a) in before.iter().zip(&after) {
+    fn a_failing_member_only_moves_its_own_slots_and_its_return_restores_them() {
+        let p = policy(
+            &[("wan1", 1, 1), ("wan2", 1, 1), ("wan3", 1, 1)],
+            LastResort::Default,
+        );
+        let all = resolve(&p, wans(&["wan1", "wan2", "wan3"]), 0xff00)
+            .slots
+            .unwrap();
+        let without3 = resolve(&p, wans(&["wan1", "wan2"]), 0xff00).slots.unwrap();
+        for (b, a) in all.iter().zip(without3.iter()) {
             if b.mark != 0x300 {
                 assert_eq!(b, a, "slots of surviving members stay put");
             }
         }
-        assert!(after.iter().all(|s| s.mark != 0x300));
-        assert_eq!(weighted_slots(&both), before, "deterministic");
+        assert!(without3.iter().all(|s| s.mark != 0x300));
+        let back = resolve(&p, wans(&["wan1", "wan2", "wan3"]), 0xff00)
+            .slots
+            .unwrap();
+        assert_eq!(back, all, "identical after the return");
+        let share = |t: &[LbSlot], mark| t.iter().filter(|s| s.mark == mark).count();
+        assert_eq!(share(&without3[..], 0x100), 128);
+        assert_eq!(share(&without3[..], 0x200), 128);
+    }
+
+    #[test]
+    fn the_names_do_not_change_the_shares() {
+        for (a, b) in [("eth1", "eth2"), ("wan", "wanb"), ("dsl", "lte")] {
+            let p = policy(&[(a, 1, 1), (b, 1, 1)], LastResort::Default);
+            let view = |name: &str| {
+                Some(WanView {
+                    slot: u32::from(name == b),
+                    mark: if name == a { 0x100 } else { 0x200 },
+                    up: true,
+                })
+            };
+            let slots = resolve(&p, view, 0xff00).slots.unwrap();
+            let first = slots.iter().filter(|s| s.mark == 0x100).count();
+            assert_eq!(first, 128, "{a}/{b}");
+        }
     }
 }

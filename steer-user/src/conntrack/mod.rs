@@ -1,0 +1,51 @@
+//! Connections: which WAN each one belongs to, kept for its whole life.
+//!
+//! The classifier stamps the packet mark of the first packet; conntrack entries do not see it
+//! unless something copies it, and later packets would follow whatever the verdict is by then.
+//! steer owns one nftables table, `inet steer` ([`nft`]), in the prerouting hook after
+//! conntrack:
+//!
+//! - a connection that starts on the LAN takes the WAN mark its first packet was stamped with
+//!   into its connection mark; one that comes in through a WAN takes that WAN's mark;
+//! - every later packet entering from the LAN (replies of inbound connections included) gets
+//!   its connection's WAN mark back, over whatever the classifier stamped: an established
+//!   connection keeps its WAN (and its NAT binding) when a verdict changes — a failback, a
+//!   reload, a balancing slot that moves, a learned address that expires.
+//!
+//! Bits outside the mark mask keep their value in both marks (nftables can only combine a
+//! register with constants, so there is one rule per WAN). When a WAN goes down the entries
+//! with its mark are deleted through ctnetlink ([`netlink`]), so those flows start over on the
+//! WAN that carries them now; a policy that moves flows back on recovery has the entries of its
+//! flows deleted one by one.
+
+pub mod netlink;
+pub mod nft;
+
+use std::io;
+
+pub use netlink::{Connection, connections, delete, flush_mark};
+pub use nft::{MarkedWan, NFT_TABLE, install, installed, ruleset, table_present, uninstall};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConntrackError {
+    #[error(
+        "cannot run `nft` to set up connection marking ({0}); install nftables, or flows that \
+         moved off a dead WAN keep their old conntrack entries until they time out"
+    )]
+    NoNft(io::Error),
+    #[error("nft refused steer's table: {0}")]
+    Nft(String),
+    #[error("ctnetlink flush of mark {mark:#x}/{mask:#x}: {source}")]
+    Flush {
+        mark: u32,
+        mask: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("ctnetlink delete of {what}: {source}")]
+    Delete {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}

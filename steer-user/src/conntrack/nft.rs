@@ -1,0 +1,141 @@
+//! steer's nftables table, `inet steer`: connection marks from the first packet (or from the
+//! WAN a connection came in by), and restored on every later packet from the LAN.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
+
+use super::ConntrackError;
+
+/// The nftables table steer owns (family inet).
+pub const NFT_TABLE: &str = "steer";
+
+/// A WAN as the ruleset needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MarkedWan {
+    pub interface: String,
+    pub mark: u32,
+}
+
+/// The ruleset of `inet steer` for WANs `wans` and LAN interfaces `lan` (see the module
+/// documentation of [`super`]).
+pub fn ruleset(mask: u32, wans: &[MarkedWan], lan: &[String]) -> String {
+    let keep = !mask;
+    let mut rules = String::new();
+    for w in wans {
+        let (iface, mark) = (quoted(&w.interface), w.mark);
+        rules.push_str(&format!(
+            "\t\tct state new iifname {iface} ct mark set ct mark and {keep:#x} or {mark:#x}\n"
+        ));
+        rules.push_str(&format!(
+            "\t\tct state new meta mark and {mask:#x} == {mark:#x} ct mark set ct mark and {keep:#x} or {mark:#x}\n"
+        ));
+    }
+    if !lan.is_empty() {
+        let lan: Vec<String> = lan.iter().map(|l| quoted(l)).collect();
+        let lan = lan.join(", ");
+        for w in wans {
+            rules.push_str(&format!(
+                "\t\tiifname {{ {lan} }} ct state established,related ct mark and {mask:#x} == {mark:#x} meta mark set meta mark and {keep:#x} or {mark:#x}\n",
+                mark = w.mark
+            ));
+        }
+    }
+    format!(
+        "table inet {NFT_TABLE} {{\n\tchain mark_connections {{\n\
+         \t\ttype filter hook prerouting priority mangle + 10; policy accept;\n{rules}\t}}\n}}\n"
+    )
+}
+
+/// An interface name as an nftables string (names cannot hold quotes: the configuration checks
+/// them).
+fn quoted(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+/// Installs (or replaces, in one transaction) steer's nftables table.
+pub fn install(mask: u32, wans: &[MarkedWan], lan: &[String]) -> Result<(), ConntrackError> {
+    // Declaring the table first makes the delete succeed when it does not exist yet.
+    let script = format!(
+        "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{}",
+        ruleset(mask, wans, lan)
+    );
+    nft(&["-f", "-"], Some(&script))
+}
+
+/// Whether steer's table is there.
+pub fn installed() -> bool {
+    matches!(table_present(), Ok(true))
+}
+
+/// Whether steer's table is there (drift check); an error when `nft` cannot be run at all,
+/// which installing again would not mend.
+pub fn table_present() -> Result<bool, ConntrackError> {
+    match nft(&["list", "table", "inet", NFT_TABLE], None) {
+        Ok(()) => Ok(true),
+        Err(ConntrackError::Nft(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes steer's table (`steer stop`); fine when it is not there.
+pub fn uninstall() -> Result<(), ConntrackError> {
+    let script = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n");
+    nft(&["-f", "-"], Some(&script))
+}
+
+fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), ConntrackError> {
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(ConntrackError::NoNft)?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .map_err(ConntrackError::NoNft)?;
+    }
+    let out = child.wait_with_output().map_err(ConntrackError::NoNft)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ConntrackError::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ruleset_marks_new_connections_and_restores_established_ones() {
+        let wans = [
+            MarkedWan {
+                interface: "eth1".into(),
+                mark: 0x100,
+            },
+            MarkedWan {
+                interface: "wwan0".into(),
+                mark: 0x200,
+            },
+        ];
+        let r = ruleset(0xff00, &wans, &["br-lan".into(), "lan2".into()]);
+        for line in [
+            "ct state new meta mark and 0xff00 == 0x100 ct mark set ct mark and 0xffff00ff or 0x100",
+            "ct state new meta mark and 0xff00 == 0x200 ct mark set ct mark and 0xffff00ff or 0x200",
+            "ct state new iifname \"wwan0\" ct mark set ct mark and 0xffff00ff or 0x200",
+            "iifname { \"br-lan\", \"lan2\" } ct state established,related ct mark and 0xff00 == 0x100 meta mark set meta mark and 0xffff00ff or 0x100",
+        ] {
+            assert!(r.contains(line), "missing `{line}` in\n{r}");
+        }
+        assert!(r.contains("hook prerouting priority mangle + 10"));
+    }
+}

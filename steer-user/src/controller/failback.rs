@@ -1,0 +1,98 @@
+//! Moving flows back to a WAN that recovered, for the policies that ask for it
+//! (`failback = "move"`). Established connections keep their WAN otherwise.
+//!
+//! The kernel's verdict for a new packet is what the classifier computes; for a connection that
+//! already exists it is asked here in userspace, with the same answer: the longest matching
+//! source prefix, then destination prefix, then the default rule (local destinations are never
+//! steered), and for a balanced rule the slot of the same hash the kernel uses.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use steer_common::{
+    LB_SLOTS, PolicyEntry, action, flow_hash, policy_flags, src_hash, words_v4, words_v6,
+};
+
+use crate::{
+    config::{Config, Failback},
+    conntrack::Connection,
+    model::{Direction, LocalSet, PolicyTable, PrefixMap, PrefixSets, Rule},
+};
+
+/// What the live state says about a connection's flow.
+pub struct Verdicts<'a> {
+    pub config: &'a Config,
+    pub rules: &'a BTreeMap<u32, Rule>,
+    pub prefixes: &'a PrefixSets,
+    pub local: &'a LocalSet,
+    pub table: &'a PolicyTable,
+}
+
+impl Verdicts<'_> {
+    /// Whether `conn` belongs to a policy that moves its flows back and would be stamped with
+    /// another WAN mark now.
+    pub fn should_move(&self, conn: &Connection) -> bool {
+        let Some(rule) = self.rule_of(conn.src, conn.dst) else {
+            return false;
+        };
+        let moves_back = self
+            .rules
+            .get(&rule)
+            .and_then(|r| r.policy.as_deref())
+            .and_then(|p| self.config.policy(p))
+            .is_some_and(|p| p.failback == Failback::Move);
+        if !moves_back {
+            return false;
+        }
+        let entry = self.table.entries[rule as usize];
+        let mask = entry.mask;
+        match self.mark_of(rule, &entry, conn) {
+            Some(mark) => mark & mask != conn.mark & mask,
+            None => false,
+        }
+    }
+
+    /// The rule a packet `src -> dst` hits, `None` for a local destination.
+    fn rule_of(&self, src: IpAddr, dst: IpAddr) -> Option<u32> {
+        if self.local.keys().any(|p| p.contains(dst)) {
+            return None;
+        }
+        let v4 = dst.is_ipv4();
+        let by = |dir: Direction, ip: IpAddr| {
+            self.prefixes
+                .longest(PrefixMap::new(dir, v4), ip)
+                .map(|(_, r)| r)
+        };
+        Some(
+            by(Direction::Src, src)
+                .or_else(|| by(Direction::Dst, dst))
+                .unwrap_or(steer_common::DEFAULT_RULE),
+        )
+    }
+
+    /// The mark the live table gives this connection's packets; `None` when it gives none.
+    fn mark_of(&self, rule: u32, entry: &PolicyEntry, conn: &Connection) -> Option<u32> {
+        match entry.action {
+            action::MARK => Some(entry.mark),
+            action::BALANCE => {
+                let slots = self.table.slots.get(&rule)?;
+                let hash = hash_of(conn, entry.flags & policy_flags::HASH_SRC != 0);
+                Some(slots[(hash & (LB_SLOTS - 1)) as usize].mark)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The hash the classifier computes for this connection's packets.
+fn hash_of(conn: &Connection, by_source: bool) -> u32 {
+    let words = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => words_v4(&a.octets()),
+        IpAddr::V6(a) => words_v6(&a.octets()),
+    };
+    let (src, dst) = (words(conn.src), words(conn.dst));
+    if by_source {
+        src_hash(&src)
+    } else {
+        flow_hash(&src, &dst, conn.proto, conn.sport, conn.dport)
+    }
+}
