@@ -35,6 +35,7 @@
 //! `ip link`: always name them with `dev` (`ip link set dev down up`), never positionally.
 
 pub mod sock;
+pub mod tcp;
 mod udp;
 
 pub use udp::{Arrival, Stream, udp_arrivals, udp_via};

@@ -1,0 +1,257 @@
+//! Steering that is safe on a real router, with real traffic through the namespace lab: traffic
+//! the router delivers without a WAN stays local, a port forward is answered by its WAN, and
+//! established connections keep their WAN when the verdict changes (a WAN's return, a reload)
+//! unless their policy asks to move them back.
+
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use steer_tests::{
+    daemon::steer_bin,
+    lab::{
+        Lab, Wan,
+        tcp::{Conversation, EchoServer},
+    },
+    netns::Netns,
+    scenario::{Options, Scenario},
+};
+
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Each ISP drops what the router sends it from the other ISP's addresses (BCP38, as real ISPs
+/// do): a packet that leaves by the wrong WAN is lost, as it would be in the field.
+fn enforce_source_addresses(lab: &Lab) {
+    for w in Wan::ALL {
+        let (other4, other6) = (Lab::nat_addr_v4(w.other()), Lab::nat_addr_v6(w.other()));
+        lab.isp(w).run(&format!(
+            "nft add rule inet {t} blackhole iifname down ip saddr {other4} drop && \
+             nft add rule inet {t} blackhole iifname down ip6 saddr {other6} drop",
+            t = steer_tests::lab::NFT_TABLE
+        ));
+    }
+}
+
+/// How the echo server's answer starts for a connection that left by `w`: its NAT address.
+fn seen_via(w: Wan) -> String {
+    format!("{}:", Lab::nat_addr_v4(w))
+}
+
+fn server_a(port: u16) -> SocketAddr {
+    SocketAddr::new(Lab::SERVER_A.into(), port)
+}
+
+/// One exchange over `c`; panics with the daemon's log when it fails.
+fn exchange(s: &Scenario, c: &mut Conversation, what: &str) -> String {
+    c.exchange().unwrap_or_else(|e| {
+        panic!(
+            "{what}: the connection broke: {e}\ndaemon log:\n{}",
+            s.daemon.log_text()
+        )
+    })
+}
+
+#[test]
+fn a_second_lan_and_a_routed_subnet_stay_local() {
+    let s = Scenario::start("local", &Options::default());
+    // A second LAN on the router, with a host that also routes a "VPN" subnet behind it.
+    let host = Netns::new("lan2");
+    let (router_end, host_end) = (format!("l2r{}", std::process::id() % 10000), "eth0");
+    let out = Command::new("ip")
+        .args(["link", "add", &router_end, "netns", &s.lab.router.name])
+        .args([
+            "type", "veth", "peer", "name", host_end, "netns", &host.name,
+        ])
+        .output()
+        .expect("ip");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.lab.router.run(&format!(
+        "ip addr add 10.9.0.1/24 dev {router_end} && ip link set {router_end} up && \
+         ip route add 172.30.0.0/16 via 10.9.0.10"
+    ));
+    host.run(
+        "ip addr add 10.9.0.10/24 dev eth0 && ip link set eth0 up && \
+         ip addr add 172.30.0.1/32 dev lo && ip route add default via 10.9.0.1",
+    );
+    // steer follows the kernel's routes without a reload.
+    for dst in ["10.9.0.10", "172.30.0.1"] {
+        let deadline = std::time::Instant::now() + SETTLE;
+        loop {
+            let explained = s.steer(&["explain", dst]);
+            if explained.contains("never steered") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{dst} did not become local:\n{explained}\n{}",
+                s.daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ping = s
+            .lab
+            .client
+            .try_run(&format!("ping -c 3 -i 0.2 -W 1 {dst}"));
+        assert!(
+            ping.status.success(),
+            "ping {dst} from the LAN: {}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
+    }
+    let dump = s.steer(&["dump", "local"]);
+    assert!(
+        dump.contains("10.9.0.0/24") && dump.contains("172.30.0.0/16"),
+        "{dump}"
+    );
+    // The internet is still steered.
+    let explained = s.steer(&["explain", &Lab::SERVER_A.to_string()]);
+    assert!(explained.contains("wan      wan1"), "{explained}");
+}
+
+#[test]
+fn a_port_forward_on_wan2_is_answered_via_wan2() {
+    let s = Scenario::start("portfwd", &Options::default());
+    enforce_source_addresses(&s.lab);
+    // The LAN client is a server; the router forwards WAN 2's port 8080 to it.
+    let lan_server = EchoServer::start(&s.lab.client, SocketAddr::new(Lab::CLIENT_V4.into(), 8080));
+    s.lab.router.run(&format!(
+        "nft add table ip pf && \
+         nft 'add chain ip pf pre {{ type nat hook prerouting priority dstnat; }}' && \
+         nft add rule ip pf pre iifname {} tcp dport 8080 dnat to {}:8080",
+        Lab::wan_iface(Wan::Two),
+        Lab::CLIENT_V4
+    ));
+    // Default traffic prefers WAN 1: the replies must still leave by WAN 2.
+    let wan2 = SocketAddr::new(Lab::nat_addr_v4(Wan::Two).into(), 8080);
+    let mut c = Conversation::open(&s.lab.internet, wan2).unwrap_or_else(|e| {
+        panic!(
+            "connecting to the port forward on WAN 2: {e}\n{}",
+            s.daemon.log_text()
+        )
+    });
+    for _ in 0..20 {
+        exchange(&s, &mut c, "port forward");
+    }
+    assert_eq!(lan_server.peers().len(), 1);
+}
+
+#[test]
+fn a_connection_made_during_an_outage_keeps_its_wan_when_the_wan_returns() {
+    let o = Options::default();
+    let s = Scenario::start("sticky", &o);
+    enforce_source_addresses(&s.lab);
+    let server = EchoServer::start(&s.lab.internet, server_a(8001));
+    s.lab.cut_carrier(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    let mut during = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut during, "during the outage").starts_with(&seen_via(Wan::Two)));
+    s.lab.restore_carrier(Wan::One);
+    s.wait_wan("wan1", "up", SETTLE);
+    // New connections take WAN 1 again; the old one stays on WAN 2, its address unchanged.
+    let mut after = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut after, "new connection").starts_with(&seen_via(Wan::One)));
+    for _ in 0..20 {
+        let seen = exchange(&s, &mut during, "after the return");
+        assert!(seen.starts_with(&seen_via(Wan::Two)), "{seen}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.peers().len(), 2, "no connection was made again");
+}
+
+#[test]
+fn a_reload_that_moves_a_destination_moves_no_live_connection() {
+    let s = Scenario::start("reload-sticky", &Options::default());
+    enforce_source_addresses(&s.lab);
+    let server = EchoServer::start(&s.lab.internet, server_a(8002));
+    let mut live = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut live, "before").starts_with(&seen_via(Wan::One)));
+    // A new set sends server A to WAN 2.
+    let config = std::fs::read_to_string(s.work.config()).expect("config");
+    let moved = config.replace(
+        "[default]",
+        &format!(
+            "[[set]]\nname = \"moved\"\npolicy = \"wan2-first\"\nprefixes = [\"{}/32\"]\n\n[default]",
+            Lab::SERVER_A
+        ),
+    );
+    s.work.write("steer.toml", &moved);
+    s.steer(&["reload"]);
+    let mut fresh = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut fresh, "new connection").starts_with(&seen_via(Wan::Two)));
+    for _ in 0..20 {
+        let seen = exchange(&s, &mut live, "after the reload");
+        assert!(seen.starts_with(&seen_via(Wan::One)), "{seen}");
+    }
+}
+
+#[test]
+fn failback_move_cuts_the_moved_connections_when_the_wan_returns() {
+    let s = Scenario::start("failback-move", &Options::default());
+    enforce_source_addresses(&s.lab);
+    let config = std::fs::read_to_string(s.work.config()).expect("config");
+    let moving = config.replace(
+        "name = \"wan1-first\"\n",
+        "name = \"wan1-first\"\nfailback = \"move\"\n",
+    );
+    assert_ne!(moving, config);
+    s.work.write("steer.toml", &moving);
+    s.steer(&["reload"]);
+    let server = EchoServer::start(&s.lab.internet, server_a(8003));
+    s.lab.cut_carrier(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    let mut during = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut during, "during").starts_with(&seen_via(Wan::Two)));
+    s.lab.restore_carrier(Wan::One);
+    s.wait_wan("wan1", "up", SETTLE);
+    // The moved connection is cut: within a few exchanges it breaks (its entry is gone, the
+    // next segment leaves by WAN 1 and the server resets it).
+    let deadline = std::time::Instant::now() + SETTLE;
+    let broke = loop {
+        match during.exchange() {
+            Err(_) => break true,
+            Ok(seen) if !seen.starts_with(&seen_via(Wan::Two)) => break true,
+            Ok(_) if std::time::Instant::now() > deadline => break false,
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    assert!(
+        broke,
+        "the moved connection survived:\n{}",
+        s.daemon.log_text()
+    );
+    assert!(
+        s.daemon.log_text().contains("failback = \"move\" cut"),
+        "{}",
+        s.daemon.log_text()
+    );
+    let mut again = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut again, "reconnected").starts_with(&seen_via(Wan::One)));
+}
+
+#[test]
+fn explain_names_the_local_reason_and_the_balanced_share() {
+    let extra = "[[policy]]\nname = \"even\"\nmembers = [{ wan = \"wan1\" }, { wan = \"wan2\" }]\n";
+    let o = Options {
+        extra_sets: format!(
+            "{extra}\n[[set]]\nname = \"spread\"\npolicy = \"even\"\nprefixes = [\"198.51.100.0/24\"]\n"
+        ),
+        ..Options::default()
+    };
+    let s = Scenario::start("shares", &o);
+    let status = s.steer(&["status"]);
+    assert!(
+        status.contains("target  50.0%"),
+        "a 1:1 policy shows its target shares:\n{status}"
+    );
+    let own = s.steer(&["explain", &Lab::LAN_GATEWAY_V4.to_string()]);
+    assert!(own.contains("an address of this router"), "{own}");
+    let out = Command::new(steer_bin())
+        .args(["explain", "10.10.0.99", "--pin-dir"])
+        .arg(&s.work.pin_dir)
+        .output()
+        .expect("steer explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("a connected subnet"), "{text}");
+}
