@@ -19,7 +19,7 @@ use steer_common::{DEFAULT_RULE, PolicyEntry, action};
 
 use super::{
     lab::{MARK_MASK, MARKS, Router},
-    measure::kernel_memory,
+    measure::{kernel_memory, settle_kernel_memory},
     workload::Workload,
 };
 
@@ -114,8 +114,9 @@ pub const CONTENDERS: &[Contender] = &[
 pub struct Loaded {
     pub what: &'static str,
     pub time: Duration,
-    /// Growth of slab + vmalloc + per-CPU memory while loading (machine-wide).
-    pub kernel_memory: i64,
+    /// Kernel memory charged to this process's cgroup by the load (see
+    /// [`measure::kernel_memory`](super::measure::kernel_memory)).
+    pub kernel_memory: Option<i64>,
     /// The structure's own account, where it has one (ipset's memsize, the BPF maps' memlock).
     pub own_account: Option<u64>,
 }
@@ -241,6 +242,7 @@ fn push_joined(s: &mut String, prefixes: &[Prefix], sep: &str) {
 
 fn install_nft(router: &Router, w: &Workload) -> Loaded {
     let script = nft_ruleset(w, &router.lan);
+    settle_kernel_memory();
     let mem = kernel_memory();
     let start = Instant::now();
     nft(router, &script);
@@ -248,7 +250,7 @@ fn install_nft(router: &Router, w: &Workload) -> Loaded {
     Loaded {
         what: "nftables interval set (nft -f)",
         time,
-        kernel_memory: kernel_memory() as i64 - mem as i64,
+        kernel_memory: growth(mem),
         own_account: None,
     }
 }
@@ -275,13 +277,14 @@ pub fn ipset_restore(w: &Workload) -> String {
 
 fn install_iptables(router: &Router, w: &Workload) -> Loaded {
     let file = ScratchFile::new("ipset", &ipset_restore(w));
+    settle_kernel_memory();
     let mem = kernel_memory();
     let start = Instant::now();
     router
         .ns
         .run(&format!("ipset restore -f {}", file.path.display()));
     let time = start.elapsed();
-    let kernel = kernel_memory() as i64 - mem as i64;
+    let kernel = growth(mem);
     let set = if w.v4 { "fwb4" } else { "fwb6" };
     let memsize = router
         .ns
@@ -313,6 +316,7 @@ fn install_iptables(router: &Router, w: &Workload) -> Loaded {
 /// steer's dataplane with the bypass set as rule 1 (WAN 2's mark) and the default rule on WAN
 /// 1's mark, loaded with batched writes as the controller does.
 fn load_steer(w: &Workload) -> (Dataplane, Loaded) {
+    settle_kernel_memory();
     let mem = kernel_memory();
     let memlock = own_map_memlock();
     let start = Instant::now();
@@ -334,10 +338,14 @@ fn load_steer(w: &Workload) -> (Dataplane, Loaded) {
     let loaded = Loaded {
         what: "steer LPM maps (batched)",
         time,
-        kernel_memory: kernel_memory() as i64 - mem as i64,
+        kernel_memory: growth(mem),
         own_account: Some(own_map_memlock().saturating_sub(memlock)),
     };
     (dp, loaded)
+}
+
+fn growth(before: Option<u64>) -> Option<i64> {
+    Some(kernel_memory()? as i64 - before? as i64)
 }
 
 /// The memlock the kernel accounts to the BPF maps this process holds (`/proc/self/fdinfo`).

@@ -66,8 +66,12 @@ pub fn measure(
     set_own_priority(MEASURER_PRIORITY);
     std::thread::sleep(warmup);
     let a = snapshot(lab, router);
+    let profile = profile_router_cpu(router, window);
     std::thread::sleep(window);
     let b = snapshot(lab, router);
+    if let Some(mut perf) = profile {
+        let _ = perf.wait();
+    }
     set_own_priority(0);
     drop(generator);
     let secs = (b.at - a.at).as_secs_f64();
@@ -91,6 +95,24 @@ pub fn measure(
     }
 }
 
+/// With `STEER_FWD_PERF=<dir>`, a `perf record -g` of the router CPU over the window, into
+/// `<dir>/router<k>.data` (to find where a contender's time goes; it costs time itself, so the
+/// figures of such a run are not the benchmark's).
+fn profile_router_cpu(router: &Router, window: Duration) -> Option<std::process::Child> {
+    let dir = std::env::var("STEER_FWD_PERF").ok()?;
+    std::process::Command::new("perf")
+        .args(["record", "-q", "-g", "-C"])
+        .arg(super::lab::ROUTER_CPU.to_string())
+        .arg("-o")
+        .arg(format!("{dir}/router{}.data", router.index))
+        .args(["--", "sleep"])
+        .arg(format!("{:.3}", window.as_secs_f64()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()
+}
+
 /// The median of `v` (NaN-free).
 pub fn median(v: &[f64]) -> f64 {
     let mut s: Vec<f64> = v.to_vec();
@@ -109,16 +131,46 @@ pub fn spread(v: &[f64]) -> f64 {
     (hi - lo) / median(v)
 }
 
-/// Kernel memory that grows when a set is loaded: slab, vmalloc and per-CPU allocations, in
-/// bytes, from /proc/meminfo (machine-wide, so concurrent activity adds noise).
-pub fn kernel_memory() -> u64 {
-    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| {
-            let (key, rest) = l.split_once(':')?;
-            matches!(key, "Slab" | "VmallocUsed" | "Percpu")
-                .then(|| rest.split_whitespace().next()?.parse::<u64>().ok())?
-        })
-        .sum::<u64>()
-        * 1024
+/// Kernel memory charged to this process's memory cgroup, in bytes: what a set loaded by this
+/// process or its children (`nft`, `ipset`) costs, without the machine-wide noise of
+/// /proc/meminfo. Read only; cgroup v1 (`memory.kmem.usage_in_bytes`) or v2 (`kernel` in
+/// `memory.stat`). `None` where neither is readable.
+pub fn kernel_memory() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "memory") {
+            let file = format!("/sys/fs/cgroup/memory{path}/memory.kmem.usage_in_bytes");
+            if let Ok(v) = std::fs::read_to_string(file) {
+                return v.trim().parse().ok();
+            }
+        } else if controllers.is_empty() {
+            let stat = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.stat")).ok();
+            if let Some(v) = stat.as_deref().and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("kernel "))
+                    .and_then(|n| n.trim().parse().ok())
+            }) {
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+/// Waits (bounded) until this cgroup's kernel memory stops moving: namespaces of an earlier
+/// scenario are torn down asynchronously, and their memory returns while the next set loads.
+pub fn settle_kernel_memory() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = kernel_memory();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = kernel_memory();
+        match (last, now) {
+            (Some(a), Some(b)) if a.abs_diff(b) < 256 * 1024 => return,
+            (None, _) | (_, None) => return,
+            _ => last = now,
+        }
+    }
 }

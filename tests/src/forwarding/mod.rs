@@ -94,7 +94,8 @@ pub struct Attribution {
     pub contender: &'static str,
     pub router_ns: f64,
     pub tc_ns: f64,
-    pub xdp_ns: f64,
+    /// For the contenders with XDP.
+    pub xdp_ns: Option<f64>,
 }
 
 /// Builds the lab for `scenario`, installs every contender and measures `options.rounds` rounds,
@@ -182,7 +183,7 @@ fn attribute(
             contender: c.name,
             router_ns: s.ns_per_packet,
             tc_ns: per_packet(0),
-            xdp_ns: per_packet(1),
+            xdp_ns: c.layers.contains(&Layer::SteerXdp).then(|| per_packet(1)),
         });
     }
     out
@@ -241,8 +242,17 @@ fn print_results(r: &Results, contenders: &[Contender]) {
         r.samples.first().map_or(0, Vec::len)
     );
     println!(
-        "{:<31} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} {:>5} {:>5} {:>6}",
-        "contender", "kpps", "/floor", "/nft", "ns/pkt", "/floor", "/nft", "busy", "wan2", "spread"
+        "{:<31} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} {:>5} {:>5} {:>11}",
+        "contender",
+        "kpps",
+        "/floor",
+        "/nft",
+        "ns/pkt",
+        "/floor",
+        "/nft",
+        "busy",
+        "wan2",
+        "spread p/ns"
     );
     let med =
         |i: usize, f: fn(&Sample) -> f64| median(&r.samples[i].iter().map(f).collect::<Vec<_>>());
@@ -258,8 +268,9 @@ fn print_results(r: &Results, contenders: &[Contender]) {
             ""
         };
         let pps_all: Vec<f64> = r.samples[i].iter().map(|s| s.pps).collect();
+        let ns_all: Vec<f64> = r.samples[i].iter().map(|s| s.ns_per_packet).collect();
         println!(
-            "{:<31} {:>7.1} {:>6.2} {:>6.2} {:>7.0} {:>6.2} {:>6.2} {:>4.0}% {:>4.0}% {:>5.1}%{flag}",
+            "{:<31} {:>7.1} {:>6.2} {:>6.2} {:>7.0} {:>6.2} {:>6.2} {:>4.0}% {:>4.0}% {:>4.0}%/{:>3.0}%{flag}",
             c.name,
             pps / 1e3,
             pps / floor_pps,
@@ -269,7 +280,8 @@ fn print_results(r: &Results, contenders: &[Contender]) {
             ns / nft_ns,
             med(i, |s| s.busy) * 100.0,
             wan2 * 100.0,
-            spread(&pps_all) * 100.0
+            spread(&pps_all) * 100.0,
+            spread(&ns_all) * 100.0
         );
     }
     let offered = median(
@@ -284,10 +296,13 @@ fn print_results(r: &Results, contenders: &[Contender]) {
         offered / 1e3
     );
     for a in &r.attribution {
+        let xdp = match a.xdp_ns {
+            Some(ns) => format!(" + XDP program {ns:.0} ns"),
+            None => String::new(),
+        };
         println!(
-            "({}: with BPF run-time statistics on, router {:.0} ns/pkt, of which steer's TC \
-             program {:.0} ns and XDP program {:.0} ns per run)",
-            a.contender, a.router_ns, a.tc_ns, a.xdp_ns
+            "({}, BPF run-time statistics on: router {:.0} ns/pkt, steer's TC program {:.0} ns{xdp})",
+            a.contender, a.router_ns, a.tc_ns
         );
     }
     if let Some((meta, tc)) = r.steer_paths {
@@ -311,17 +326,22 @@ fn print_loads(all: &[Results]) {
         "{:<10} {:<32} {:>9} {:>11} {:>14}",
         "prefixes", "structure", "load s", "kernel MB", "own account MB"
     );
+    println!(
+        "(kernel MB: kernel memory charged to this process's cgroup by the load; own account: \
+         ipset's memsize, the BPF maps' memlock)"
+    );
     let mut seen = std::collections::HashSet::new();
     for (label, l) in rows {
         if !seen.insert((label, l.what)) {
             continue;
         }
         println!(
-            "{:<10} {:<32} {:>9.2} {:>11.1} {:>14}",
+            "{:<10} {:<32} {:>9.2} {:>11} {:>14}",
             label,
             l.what,
             l.time.as_secs_f64(),
-            l.kernel_memory as f64 / 1e6,
+            l.kernel_memory
+                .map_or("-".to_owned(), |b| format!("{:.1}", b as f64 / 1e6)),
             l.own_account
                 .map_or("-".to_owned(), |b| format!("{:.1}", b as f64 / 1e6))
         );
