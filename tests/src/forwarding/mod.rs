@@ -236,6 +236,9 @@ pub fn bench(scenario_filters: &[String]) {
 }
 
 fn print_results(r: &Results, contenders: &[Contender]) {
+    if r.samples.iter().all(Vec::is_empty) {
+        return;
+    }
     println!(
         "\n-- {} prefixes ({} rounds)\n",
         r.scenario.label,
