@@ -331,15 +331,6 @@ impl ForwardingLab {
     pub fn delivered(&self, k: usize, w: usize) -> u64 {
         self.anchors[1 + w].rx_packets(&self.routers[k].sink_iface)
     }
-
-    /// The number of routers.
-    pub fn len(&self) -> usize {
-        self.routers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routers.is_empty()
-    }
 }
 
 fn gateway_v4(w: u8) -> Ipv4Addr {
