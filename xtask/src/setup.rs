@@ -17,9 +17,12 @@ use crate::{
     ebpf_toolchain,
 };
 
-/// Debian packages the tests and the demo use: iproute2 (ip, tc), nftables (NAT in the lab),
-/// conntrack (checking flushed flows), iputils-ping and procps (sysctl), bpftool and tcpdump
-/// (looking at what the kernel holds when something goes wrong).
+/// Debian packages the tests, the demo and the benchmarks use: iproute2 (ip, tc), nftables (NAT
+/// in the lab; a contender of the forwarding benchmark), conntrack (checking flushed flows),
+/// iputils-ping and procps (sysctl), bpftool and tcpdump (looking at what the kernel holds when
+/// something goes wrong); for the forwarding benchmark and its test: netsniff-ng (trafgen, the
+/// generator), iptables and ipset (the iptables+ipset contender), ethtool (veth offloads and
+/// GRO, which decide where veth receives).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -28,6 +31,10 @@ const PACKAGES: &[&str] = &[
     "procps",
     "bpftool",
     "tcpdump",
+    "netsniff-ng",
+    "iptables",
+    "ipset",
+    "ethtool",
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM.

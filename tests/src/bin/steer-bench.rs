@@ -10,6 +10,10 @@
 //! - `failover`: in the namespace lab with `steer run`, a 1 ms UDP stream from the LAN client;
 //!   time from the fault to the first packet on the other ISP, for carrier loss and for silent
 //!   upstream loss (100 ms probes, down_after = 3).
+//! - `forwarding`: real forwarding through a router namespace, one router per contender (no
+//!   classification, nftables, iptables+ipset, steer TC, steer XDP+TC, conntrack variants), with
+//!   trafgen; packets/s and router CPU per packet, memory and load time of the sets.
+//!   `forwarding/100k-IPv4` picks one scenario (10k-IPv4, 100k-IPv4, 1M-IPv4, 100k-IPv6).
 
 use std::time::{Duration, Instant};
 
@@ -32,8 +36,13 @@ const RUNS: usize = 3;
 fn main() {
     require_root();
     let filters: Vec<String> = std::env::args().skip(1).collect();
-    let wanted =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    // `forwarding/<scenario>` selects the forwarding group (and one of its scenarios).
+    let wanted = |name: &str| {
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| name.contains(f.split('/').next().unwrap_or(f)))
+    };
     if wanted("classifier") {
         classifier();
     }
@@ -45,6 +54,13 @@ fn main() {
     }
     if wanted("failover") {
         failover();
+    }
+    if wanted("forwarding") {
+        let scenarios: Vec<String> = filters
+            .iter()
+            .filter_map(|f| f.strip_prefix("forwarding/").map(str::to_owned))
+            .collect();
+        steer_tests::forwarding::bench(&scenarios);
     }
 }
 
