@@ -12,7 +12,8 @@ use std::{
 };
 
 use steer::{
-    dataplane::{Capacities, Dataplane, Direction, WriteMode},
+    dataplane::{Dataplane, WriteMode},
+    model::Direction,
     prefix::Prefix,
 };
 use steer_common::{DEFAULT_RULE, PolicyEntry, action};
@@ -167,7 +168,16 @@ impl Shared {
                 None
             }
             Layer::SteerCtMark => {
-                nft(router, &steer::conntrack::ruleset(MARK_MASK, &MARKS));
+                let wans: Vec<steer::conntrack::MarkedWan> = MARKS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, mark)| steer::conntrack::MarkedWan {
+                        interface: format!("wan{}", i + 1),
+                        mark: *mark,
+                    })
+                    .collect();
+                let lan = [router.lan.clone()];
+                nft(router, &steer::conntrack::ruleset(MARK_MASK, &wans, &lan));
                 None
             }
         }
@@ -189,12 +199,12 @@ impl Shared {
     pub fn steer_paths(&self) -> Option<(u64, u64)> {
         let dp = self.steer.as_ref()?;
         let meta = dp
-            .maps
+            .maps()
             .path_counter(steer_common::path::XDP_META)
             .ok()?
             .packets;
         let tc = dp
-            .maps
+            .maps()
             .path_counter(steer_common::path::CLASSIFIED)
             .ok()?
             .packets;
@@ -319,20 +329,21 @@ fn load_steer(w: &Workload) -> (Dataplane, Loaded) {
     settle_kernel_memory();
     let mem = kernel_memory();
     let memlock = own_map_memlock();
-    let mut dp = Dataplane::load(Capacities::default()).expect("steer loads");
+    let mut dp = Dataplane::load().expect("steer loads");
     for (rule, wan) in [(DEFAULT_RULE, 0usize), (1, 1)] {
         let policy = PolicyEntry {
             action: action::MARK,
             mark: MARKS[wan],
             mask: MARK_MASK,
             wan: wan as u32,
+            ..PolicyEntry::default()
         };
-        dp.maps.set_policy(0, rule, policy).expect("policy");
+        dp.maps_mut().set_policy(0, rule, policy).expect("policy");
     }
     let entries: Vec<(Prefix, u32)> = w.prefixes.iter().map(|p| (*p, 1)).collect();
     // The set load alone, as for the others (the programs and empty maps exist before any set).
     let start = Instant::now();
-    dp.maps
+    dp.maps_mut()
         .set_prefixes(Direction::Dst, &entries, WriteMode::Batched)
         .expect("load the bypass set");
     let time = start.elapsed();
