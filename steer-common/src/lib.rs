@@ -324,10 +324,16 @@ pub struct XdpMeta {
     pub magic: u32,
     /// Rule id the XDP lookups chose, or `LOCAL_RULE`.
     pub rule: u32,
-    /// The packet's [`flow_hash`] and [`src_hash`], for a balanced rule.
-    pub flow_hash: u32,
-    pub src_hash: u32,
+    /// For a balanced rule: the packet's [`flow_hash`] or [`src_hash`], whichever its policy
+    /// picks by (`hash_kind` says which).
+    pub hash: u32,
+    /// `policy_flags::HASH_SRC` when `hash` is the source hash, 0 for the flow hash,
+    /// [`XDP_HASH_NONE`] when XDP computed none (the rule was not balanced when it looked).
+    pub hash_kind: u32,
 }
+
+/// `XdpMeta::hash_kind` when XDP computed no hash.
+pub const XDP_HASH_NONE: u32 = u32::MAX;
 
 /// Marks metadata written by steer's XDP program ("stxd").
 pub const XDP_META_MAGIC: u32 = 0x7374_7864;
@@ -436,10 +442,15 @@ mod user {
     );
 }
 
-/// One round of the hash: a murmur3-style finaliser over the running value and the next word.
+/// Folds one word into the running hash: one multiply per word (this is on the packet path).
 #[inline(always)]
-const fn hash_round(h: u32, word: u32) -> u32 {
-    let mut x = (h ^ word).wrapping_mul(0x9e37_79b1);
+const fn hash_word(h: u32, word: u32) -> u32 {
+    (h ^ word).wrapping_mul(0x9e37_79b1).rotate_left(13)
+}
+
+/// The murmur3 finaliser: every input bit reaches the low bits a slot is taken from.
+#[inline(always)]
+const fn hash_finish(mut x: u32) -> u32 {
     x ^= x >> 16;
     x = x.wrapping_mul(0x7feb_352d);
     x ^= x >> 15;
@@ -451,18 +462,18 @@ const fn hash_round(h: u32, word: u32) -> u32 {
 /// the transport protocol and the ports, and nothing else (not the IPv6 flow label, which the
 /// sender may change mid-flow). Addresses are four words, IPv4 in the first; every fragment of
 /// a datagram gets the hash of its first fragment (see `FRAGS`). Defined once, here, so the
-/// kernel programs and userspace tests compute the same thing.
+/// kernel programs and userspace compute the same thing.
 #[inline(always)]
 pub const fn flow_hash(src: &[u32; 4], dst: &[u32; 4], proto: u8, sport: u16, dport: u16) -> u32 {
     let mut h = 0x5733_7201;
     let mut i = 0;
     while i < 4 {
-        h = hash_round(h, src[i]);
-        h = hash_round(h, dst[i]);
+        h = hash_word(h, src[i]);
+        h = hash_word(h, dst[i]);
         i += 1;
     }
-    h = hash_round(h, proto as u32);
-    hash_round(h, ((sport as u32) << 16) | dport as u32)
+    h = hash_word(h, proto as u32);
+    hash_finish(hash_word(h, ((sport as u32) << 16) | dport as u32))
 }
 
 /// An IPv4 address as the hash functions take it.
@@ -488,10 +499,10 @@ pub const fn src_hash(src: &[u32; 4]) -> u32 {
     let mut h = 0x5733_7202;
     let mut i = 0;
     while i < 4 {
-        h = hash_round(h, src[i]);
+        h = hash_word(h, src[i]);
         i += 1;
     }
-    h
+    hash_finish(h)
 }
 
 /// Decodes a NUL-padded name from `RULE_INFO` / `WAN_INFO`.
