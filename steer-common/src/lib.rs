@@ -28,9 +28,10 @@ pub mod map_names {
     /// Array of maps `[SLOTS]` of LPM tries: IPv6 source prefix -> [`crate::RuleRef`].
     pub const SRC_V6: &str = "SRC_V6";
     pub const SRC_V6_SHORT: &str = "SRC_V6_SHORT";
-    /// Array `[GENERATIONS * MAX_RULES]` of [`crate::PolicyEntry`].
+    /// Array `[GENERATIONS * FAMILIES * MAX_RULES]` of [`crate::PolicyEntry`]: each rule's
+    /// verdict per generation and address family (a WAN may be down for one family only).
     pub const POLICY: &str = "POLICY";
-    /// Array `[GENERATIONS * MAX_RULES * LB_SLOTS]` of [`crate::LbSlot`].
+    /// Array `[GENERATIONS * FAMILIES * MAX_RULES * LB_SLOTS]` of [`crate::LbSlot`].
     pub const LB: &str = "LB";
     /// Array `[1]` of u32: the live generation.
     pub const ACTIVE: &str = "ACTIVE";
@@ -145,9 +146,23 @@ pub const DEFAULT_CAPACITY_SRC_V6: u32 = 64 * 1024;
 pub const SHORT_MAX_ENTRIES_V4: u32 = 1 << SLOT_MIN_LEN_V4;
 pub const SHORT_MAX_ENTRIES_V6: u32 = 1 << SLOT_MIN_LEN_V6;
 
-/// Index into `POLICY` / `RULE_INFO` for a generation and rule.
+/// Address families the policy table is kept for: a WAN's IPv4 and IPv6 can be up or down on
+/// their own.
+pub const FAMILIES: u32 = 2;
+/// Family index of IPv4 (`policy_index`, `XdpMeta::family`).
+pub const FAMILY_V4: u32 = 0;
+/// Family index of IPv6.
+pub const FAMILY_V6: u32 = 1;
+
+/// Index into `POLICY` for a generation, an address family and a rule.
 #[inline(always)]
-pub const fn policy_index(generation: u32, rule: u32) -> u32 {
+pub const fn policy_index(generation: u32, family: u32, rule: u32) -> u32 {
+    ((generation & 1) * FAMILIES + (family & 1)) * MAX_RULES + rule
+}
+
+/// Index into `RULE_INFO` for a generation and a rule.
+#[inline(always)]
+pub const fn rule_info_index(generation: u32, rule: u32) -> u32 {
     (generation & 1) * MAX_RULES + rule
 }
 
@@ -165,10 +180,10 @@ pub const FRAGS_MAX_ENTRIES: u32 = 8 * 1024;
 /// `XdpMeta::rule` for a packet to a local destination: not steered.
 pub const LOCAL_RULE: u32 = u32::MAX;
 
-/// Index of the first LB slot of a rule in a generation.
+/// Index of the first LB slot of a rule in a generation and family.
 #[inline(always)]
-pub const fn lb_base(generation: u32, rule: u32) -> u32 {
-    policy_index(generation, rule) * LB_SLOTS
+pub const fn lb_base(generation: u32, family: u32, rule: u32) -> u32 {
+    policy_index(generation, family, rule) * LB_SLOTS
 }
 
 /// The data part of an IPv4 LPM key (the kernel key is `{ prefix_len: u32, addr }`, packed).
@@ -330,6 +345,8 @@ pub struct XdpMeta {
     /// `policy_flags::HASH_SRC` when `hash` is the source hash, 0 for the flow hash,
     /// [`XDP_HASH_NONE`] when XDP computed none (the rule was not balanced when it looked).
     pub hash_kind: u32,
+    /// `FAMILY_V4` or `FAMILY_V6`: which half of the policy table applies.
+    pub family: u32,
 }
 
 /// `XdpMeta::hash_kind` when XDP computed no hash.
@@ -405,13 +422,14 @@ const _: () = assert!(size_of::<FragKey>() == 40);
 const _: () = assert!(size_of::<LbSlot>() == 8);
 const _: () = assert!(size_of::<Settings>() == 8);
 const _: () = assert!(size_of::<Counter>() == 16);
-const _: () = assert!(size_of::<XdpMeta>() == 16);
+const _: () = assert!(size_of::<XdpMeta>() == 20);
 const _: () = assert!(size_of::<XdpMeta>().is_multiple_of(4)); // bpf_xdp_adjust_meta needs 4-byte steps
 const _: () = assert!(size_of::<RuleInfo>() == 2 * NAME_LEN + 8);
 const _: () = assert!(size_of::<WanInfo>() == NAME_LEN + 16);
 const _: () = assert!(LPM_KEY_V4_SIZE == 8 && LPM_KEY_V6_SIZE == 20);
 const _: () = assert!(MAX_RULES.is_power_of_two() && LB_SLOTS.is_power_of_two());
-const _: () = assert!(GENERATIONS == 2); // `policy_index` masks the generation with `& 1`
+// `policy_index` masks the generation and the family with `& 1`.
+const _: () = assert!(GENERATIONS == 2 && FAMILIES == 2);
 const _: () = assert!(SLOTS == 256 && SLOT_MIN_LEN_V4 >= 8 && SLOT_MIN_LEN_V6 >= 16); // slot_v4/v6
 
 #[cfg(feature = "user")]
@@ -543,11 +561,13 @@ mod tests {
     }
 
     #[test]
-    fn policy_index_separates_generations() {
-        assert_eq!(policy_index(0, 5), 5);
-        assert_eq!(policy_index(1, 5), MAX_RULES + 5);
-        assert_eq!(policy_index(3, 5), MAX_RULES + 5);
-        assert_eq!(lb_base(1, 1), (MAX_RULES + 1) * LB_SLOTS);
+    fn policy_index_separates_generations_and_families() {
+        assert_eq!(policy_index(0, FAMILY_V4, 5), 5);
+        assert_eq!(policy_index(0, FAMILY_V6, 5), MAX_RULES + 5);
+        assert_eq!(policy_index(1, FAMILY_V4, 5), 2 * MAX_RULES + 5);
+        assert_eq!(policy_index(3, FAMILY_V6, 5), 3 * MAX_RULES + 5);
+        assert_eq!(lb_base(1, FAMILY_V4, 1), (2 * MAX_RULES + 1) * LB_SLOTS);
+        assert_eq!(rule_info_index(1, 5), MAX_RULES + 5);
     }
 
     extern crate std;

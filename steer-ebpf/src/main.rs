@@ -20,8 +20,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use steer_common::{
-    LB_SLOTS, LOCAL_RULE, MAX_RULES, NO_WAN, XDP_HASH_NONE, XDP_META_MAGIC, XdpMeta, action,
-    lb_base, path, policy_flags, policy_index, rule_wan_index, settings_flags,
+    FAMILY_V4, FAMILY_V6, LB_SLOTS, LOCAL_RULE, MAX_RULES, NO_WAN, XDP_HASH_NONE, XDP_META_MAGIC,
+    XdpMeta, action, lb_base, path, policy_flags, policy_index, rule_wan_index, settings_flags,
 };
 
 use crate::{
@@ -55,7 +55,7 @@ fn classify_tc(ctx: &TcContext) {
                 hash_of(&parse(ctx.data(), ctx.data_end()), by_source)
             }
         };
-        apply(ctx, meta.rule, flags, hash);
+        apply(ctx, meta.rule, meta.family, flags, hash);
         return;
     }
     let mut parsed = parse(ctx.data(), ctx.data_end());
@@ -66,7 +66,9 @@ fn classify_tc(ctx: &TcContext) {
         Some(LOCAL_RULE) => count(&STATS_PATH, path::LOCAL, len),
         Some(rule) => {
             count(&STATS_PATH, path::CLASSIFIED, len);
-            apply(ctx, rule, flags, |by_source| hash_of(&parsed, by_source));
+            apply(ctx, rule, family_of(parsed.kind), flags, |by_source| {
+                hash_of(&parsed, by_source)
+            });
         }
         None if parsed.kind == Kind::NotIp => count(&STATS_PATH, path::NOT_IP, len),
         None => count(&STATS_PATH, path::TRUNCATED, len),
@@ -75,11 +77,11 @@ fn classify_tc(ctx: &TcContext) {
 
 /// Applies the verdict XDP left, or the one TC found; a local destination stays unmarked.
 #[inline(always)]
-fn apply(ctx: &TcContext, rule: u32, flags: u32, hash: impl FnOnce(bool) -> u32) {
+fn apply(ctx: &TcContext, rule: u32, family: u32, flags: u32, hash: impl FnOnce(bool) -> u32) {
     if rule == LOCAL_RULE {
         count(&STATS_PATH, path::LOCAL, ctx.len());
     } else {
-        apply_policy(ctx, rule, flags, hash);
+        apply_policy(ctx, rule, family, flags, hash);
     }
 }
 
@@ -115,12 +117,18 @@ fn xdp_verdict(ctx: &TcContext) -> Option<XdpMeta> {
 /// Resolves `rule` in the live generation and writes the mark under the mask. `hash` gives the
 /// packet's source hash (`true`) or flow hash, asked only for a balanced rule.
 #[inline(always)]
-fn apply_policy(ctx: &TcContext, rule: u32, flags: u32, hash: impl FnOnce(bool) -> u32) {
+fn apply_policy(
+    ctx: &TcContext,
+    rule: u32,
+    family: u32,
+    flags: u32,
+    hash: impl FnOnce(bool) -> u32,
+) {
     if rule >= MAX_RULES {
         return;
     }
     let generation = ACTIVE.get(0).copied().unwrap_or(0);
-    let Some(policy) = POLICY.get(policy_index(generation, rule)) else {
+    let Some(policy) = POLICY.get(policy_index(generation, family, rule)) else {
         return;
     };
     let len = ctx.len();
@@ -129,7 +137,7 @@ fn apply_policy(ctx: &TcContext, rule: u32, flags: u32, hash: impl FnOnce(bool) 
         action::MARK => (policy.mark, policy.wan),
         action::BALANCE => {
             let hash = hash(policy.flags & policy_flags::HASH_SRC != 0);
-            match LB.get(lb_base(generation, rule) + (hash & (LB_SLOTS - 1))) {
+            match LB.get(lb_base(generation, family, rule) + (hash & (LB_SLOTS - 1))) {
                 Some(slot) => (slot.mark, slot.wan),
                 None => return,
             }
@@ -152,6 +160,16 @@ fn apply_policy(ctx: &TcContext, rule: u32, flags: u32, hash: impl FnOnce(bool) 
     }
 }
 
+/// The policy-table half for a parsed packet's family.
+#[inline(always)]
+fn family_of(kind: Kind) -> u32 {
+    if kind == Kind::V6 {
+        FAMILY_V6
+    } else {
+        FAMILY_V4
+    }
+}
+
 /// `Settings::flags`, read once per packet (an array access the verifier inlines).
 #[inline(always)]
 fn settings() -> u32 {
@@ -164,7 +182,8 @@ fn settings() -> u32 {
 pub fn steer_xdp(ctx: XdpContext) -> u32 {
     let parsed = parse(ctx.data(), ctx.data_end());
     if let Some(rule) = rule_of(&parsed, settings()) {
-        let (hash, hash_kind) = match balanced_by(rule) {
+        let family = family_of(parsed.kind);
+        let (hash, hash_kind) = match balanced_by(rule, family) {
             Some(kind) => (hash_of(&parsed, kind != 0), kind),
             None => (0, XDP_HASH_NONE),
         };
@@ -175,6 +194,7 @@ pub fn steer_xdp(ctx: XdpContext) -> u32 {
                 rule,
                 hash,
                 hash_kind,
+                family,
             },
         );
     }
@@ -184,12 +204,12 @@ pub fn steer_xdp(ctx: XdpContext) -> u32 {
 /// For a rule the live generation balances: what it hashes by (`policy_flags::HASH_SRC` or 0),
 /// so XDP computes only the hash TC will need.
 #[inline(always)]
-fn balanced_by(rule: u32) -> Option<u32> {
+fn balanced_by(rule: u32, family: u32) -> Option<u32> {
     if rule >= MAX_RULES {
         return None;
     }
     let generation = ACTIVE.get(0).copied().unwrap_or(0);
-    let policy = POLICY.get(policy_index(generation, rule))?;
+    let policy = POLICY.get(policy_index(generation, family, rule))?;
     (policy.action == action::BALANCE).then_some(policy.flags & policy_flags::HASH_SRC)
 }
 

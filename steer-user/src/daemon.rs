@@ -27,6 +27,7 @@ use crate::{
         Override,
         probe::{ProbeSpec, Round, spawn_prober},
     },
+    model::Family,
     routing::{self, NetEvent},
     status::ReportLine,
 };
@@ -68,36 +69,42 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     runtime.block_on(serve(config))
 }
 
-/// The probers of the configured WANs, restarted when the configuration changes.
+/// Which prober: a WAN and an address family.
+type ProberKey = (String, Family);
+
+/// The probers of the configured WANs, one per WAN and family with probe targets, restarted
+/// when the configuration changes.
 struct Probers {
-    tasks: BTreeMap<String, (ProbeSpec, Duration, JoinHandle<()>)>,
-    tx: mpsc::Sender<(String, Round)>,
+    tasks: BTreeMap<ProberKey, (ProbeSpec, Duration, JoinHandle<()>)>,
+    tx: mpsc::Sender<(ProberKey, Round)>,
 }
 
 impl Probers {
     fn sync(&mut self, config: &Config) {
-        self.tasks.retain(|name, (_, _, task)| {
-            let keep = config.wan(name).is_some();
+        let wanted: BTreeMap<ProberKey, (ProbeSpec, Duration)> = config
+            .wans
+            .iter()
+            .flat_map(|wan| {
+                let interval = Duration::from_millis(u64::from(wan.track.interval_ms));
+                Family::ALL.into_iter().filter_map(move |family| {
+                    let spec = ProbeSpec::from_wan(wan, family)?;
+                    Some(((wan.name.clone(), family), (spec, interval)))
+                })
+            })
+            .collect();
+        self.tasks.retain(|key, (spec, interval, task)| {
+            let keep = wanted.get(key) == Some(&(spec.clone(), *interval));
             if !keep {
                 task.abort();
             }
             keep
         });
-        for wan in &config.wans {
-            let spec = ProbeSpec::from_wan(wan);
-            let interval = Duration::from_millis(u64::from(wan.track.interval_ms));
-            let same = self
-                .tasks
-                .get(&wan.name)
-                .is_some_and(|(s, i, _)| *s == spec && *i == interval);
-            if same {
+        for (key, (spec, interval)) in wanted {
+            if self.tasks.contains_key(&key) {
                 continue;
             }
-            if let Some((_, _, old)) = self.tasks.remove(&wan.name) {
-                old.abort();
-            }
-            let task = spawn_prober(wan.name.clone(), spec.clone(), interval, self.tx.clone());
-            self.tasks.insert(wan.name.clone(), (spec, interval, task));
+            let task = spawn_prober(key.clone(), spec.clone(), interval, self.tx.clone());
+            self.tasks.insert(key, (spec, interval, task));
         }
     }
 }
@@ -122,7 +129,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let (mut ctl, report) = Controller::start(config).await?;
     log_lines("", &report.lines());
 
-    let (round_tx, mut rounds) = mpsc::channel::<(String, Round)>(64);
+    let (round_tx, mut rounds) = mpsc::channel::<(ProberKey, Round)>(64);
     let mut probers = Probers {
         tasks: BTreeMap::new(),
         tx: round_tx,
@@ -163,8 +170,8 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         };
         tokio::select! {
-            Some((wan, round)) = rounds.recv() => {
-                let failover = ctl.probe_round(&wan, &round);
+            Some(((wan, family), round)) = rounds.recv() => {
+                let failover = ctl.probe_round(&wan, family, &round);
                 after_failover(&mut ctl, failover).await;
                 log_lines("", ctl.retry_pending().iter());
             }

@@ -1,7 +1,10 @@
 //! The TC and XDP classifiers, run in the kernel through BPF_PROG_TEST_RUN against real maps.
 //! Every case checks the verdict too: the TC program must always return "continue".
 
-use steer::packet::{Frame, TPID_8021AD, TPID_8021Q, Transport, non_ip_frame};
+use steer::{
+    model::Family,
+    packet::{Frame, TPID_8021AD, TPID_8021Q, Transport, non_ip_frame},
+};
 use steer_common::{
     DEFAULT_RULE, LB_SLOTS, LbSlot, NO_WAN, PolicyEntry, XDP_META_MAGIC, action, path,
 };
@@ -271,6 +274,7 @@ fn foreign_mark_bits_survive() {
     c.dp.maps_mut()
         .set_policy(
             0,
+            Family::V4,
             DEFAULT_RULE,
             PolicyEntry {
                 action: action::MARK,
@@ -319,6 +323,7 @@ fn counters_count_exactly() {
     c.dp.maps_mut()
         .set_policy(
             0,
+            Family::V4,
             3,
             PolicyEntry {
                 action: action::MARK,
@@ -391,7 +396,17 @@ fn xdp_metadata_gives_the_same_verdict_as_tc_alone() {
             .meta
             .unwrap_or_else(|| panic!("{frame:?}: XDP wrote no metadata"));
         assert_eq!(meta.magic, XDP_META_MAGIC);
-        let policy = c.dp.maps().policy(0, meta.rule).unwrap();
+        let family = if meta.family == steer_common::FAMILY_V6 {
+            Family::V6
+        } else {
+            Family::V4
+        };
+        assert_eq!(
+            family,
+            Family::of(&frame.dst),
+            "XDP names the packet's family"
+        );
+        let policy = c.dp.maps().policy(0, family, meta.rule).unwrap();
         assert_eq!(
             policy.mark,
             c.tc(&bytes).mark,
@@ -421,11 +436,12 @@ fn balanced_rules_spread_flows_over_their_slots() {
         };
     }
     c.dp.maps_mut()
-        .set_lb_slots(0, DEFAULT_RULE, &slots)
+        .set_lb_slots(0, Family::V4, DEFAULT_RULE, &slots)
         .unwrap();
     c.dp.maps_mut()
         .set_policy(
             0,
+            Family::V4,
             DEFAULT_RULE,
             PolicyEntry {
                 action: action::BALANCE,

@@ -19,7 +19,7 @@ use crate::{
         Dataplane, DataplaneError,
         run::{run_tc, run_xdp},
     },
-    model::{Direction, LocalKind},
+    model::{Direction, Family, LocalKind},
     packet::{Frame, Transport},
     prefix::Prefix,
 };
@@ -216,7 +216,7 @@ pub fn explain(
             }
         }
     }
-    let entry = maps.policy(names.generation, rule)?;
+    let entry = maps.policy(names.generation, Family::of(&dst), rule)?;
     Ok(Explanation {
         src,
         dst,

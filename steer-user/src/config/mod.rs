@@ -194,6 +194,16 @@ pub enum ProbeTarget {
     },
 }
 
+impl ProbeTarget {
+    /// The address a probe of this target is sent to.
+    pub fn ip(&self) -> IpAddr {
+        match self {
+            ProbeTarget::Icmp(a) | ProbeTarget::Dns { server: a, .. } => *a,
+            ProbeTarget::Tcp(a) | ProbeTarget::Http { addr: a, .. } => a.ip(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub name: String,

@@ -35,12 +35,12 @@ use crate::{
     conntrack,
     dataplane::{Adopted, AttachReport, Dataplane, DataplaneError, SyncError, ifindex},
     health::{Health, Override, UnknownWan, Verdict, probe::Round},
-    model::{NameIds, Rule, local_set},
-    policy::Outcome,
+    model::{Family, NameIds, Rule, local_set},
+    policy::{Outcome, Outcomes},
     routing::{self, ReconcileReport, Routing, RoutingError},
     status::{
-        LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine, SetStatus, ShareStatus,
-        Status, WanState, WanStatus,
+        FamilyStatus, LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine, SetStatus,
+        ShareStatus, Status, WanState, WanStatus,
     },
 };
 
@@ -68,7 +68,7 @@ pub struct Controller {
     /// The rules the kernel knows, by id (at start: read back from the pinned maps).
     rules: BTreeMap<u32, Rule>,
     wan_slots: NameIds,
-    outcomes: BTreeMap<String, Outcome>,
+    outcomes: BTreeMap<String, Outcomes>,
     adopted: Adopted,
     started: Instant,
     last_apply: Option<(Instant, ApplyReport)>,
@@ -158,9 +158,14 @@ impl Controller {
         Some(self.fail_over(verdict))
     }
 
-    /// A probe round of `wan` finished.
-    pub fn probe_round(&mut self, wan: &str, round: &Round) -> Option<FailoverReport> {
-        let verdict = self.health.round(wan, round, Instant::now())?;
+    /// A probe round of `family` of `wan` finished.
+    pub fn probe_round(
+        &mut self,
+        wan: &str,
+        family: Family,
+        round: &Round,
+    ) -> Option<FailoverReport> {
+        let verdict = self.health.round(wan, family, round, Instant::now())?;
         Some(self.fail_over(verdict))
     }
 
@@ -357,10 +362,15 @@ impl Controller {
     }
 
     /// Every policy resolved with the WANs as they are now, from the cached compilation.
-    fn live_table(&self) -> (crate::model::PolicyTable, BTreeMap<String, Outcome>) {
-        desired::policy_table(&self.config, &self.rules, &self.wan_slots, |w| {
-            self.health.up(w)
+    fn live_table(&self) -> (crate::model::PolicyTable, BTreeMap<String, Outcomes>) {
+        desired::policy_table(&self.config, &self.rules, &self.wan_slots, |w, f| {
+            self.usable(w, f)
         })
+    }
+
+    /// Whether policies may send `family` traffic to WAN `wan` now.
+    fn usable(&self, wan: &str, family: Family) -> bool {
+        self.health.up(wan, family)
     }
 
     /// A WAN changed state: recompute every policy from the cached compilation (not the whole
@@ -368,7 +378,11 @@ impl Controller {
     /// went down lose their conntrack entries (by mark), so they start over on the WAN that
     /// carries them now.
     fn fail_over(&mut self, verdict: Verdict) -> FailoverReport {
-        let Verdict { wan, transition } = verdict;
+        let Verdict {
+            wan,
+            families,
+            transition,
+        } = verdict;
         let started = Instant::now();
         let (table, outcomes) = self.live_table();
         let flip = self.dp.flip_policy(&table);
@@ -382,6 +396,7 @@ impl Controller {
             .collect();
         let mut report = FailoverReport {
             wan,
+            families,
             up: transition.up,
             cause: transition.cause,
             moved,
@@ -392,7 +407,7 @@ impl Controller {
             flushed: None,
         };
         if !transition.up {
-            report.flushed = self.flush_connections(&report.wan);
+            report.flushed = self.flush_connections(&report.wan, &report.families);
         }
         self.policy_dirty = report.error.is_some();
         if !self.policy_dirty {
@@ -402,11 +417,11 @@ impl Controller {
         report
     }
 
-    /// Deletes the conntrack entries carrying `wan`'s mark, in words.
-    fn flush_connections(&self, wan: &str) -> Option<String> {
+    /// Deletes the conntrack entries of `families` carrying `wan`'s mark, in words.
+    fn flush_connections(&self, wan: &str, families: &[Family]) -> Option<String> {
         let w = self.config.wan(wan)?;
         let mask = self.config.general.mark_mask;
-        Some(match conntrack::flush_mark(w.mark, mask) {
+        Some(match conntrack::flush_mark(w.mark, mask, families) {
             Ok(()) => format!(
                 "conntrack entries with mark {:#x}/{mask:#x} flushed",
                 w.mark
@@ -424,8 +439,8 @@ impl Controller {
         let started = Instant::now();
         let old_rules = self.rules.clone();
         let mut report = ApplyReport::default();
-        let steps = desired::steps(&config, &self.rule_ids(), &self.wan_slots, |w| {
-            self.health.up(w)
+        let steps = desired::steps(&config, &self.rule_ids(), &self.wan_slots, |w, f| {
+            self.usable(w, f)
         });
         let mut wanted = BTreeMap::new();
         for step in steps {
@@ -563,14 +578,22 @@ impl Controller {
             .map(|w| {
                 let slot = self.wan_slots.get(&w.name).copied().unwrap_or(0);
                 let counter = maps.wan_counter(slot).unwrap_or_default();
-                let tracker = self.health.tracker(&w.name);
+                let tracker = self.health.deciding(&w.name, Family::V4);
                 WanStatus {
                     name: w.name.clone(),
                     interface: w.interface.clone(),
                     mark: w.mark,
                     table: w.table,
-                    state: WanState::from_up(self.health.up(&w.name)),
+                    state: WanState::of(&Family::ALL.map(|f| self.usable(&w.name, f))),
                     detail: tracker.map(|t| t.describe(now)).unwrap_or_default(),
+                    families: Family::ALL
+                        .iter()
+                        .map(|f| FamilyStatus {
+                            family: f.name().to_owned(),
+                            state: WanState::from_up(self.usable(&w.name, *f)),
+                            detail: self.family_detail(&w.name, *f, now),
+                        })
+                        .collect(),
                     carrier: tracker.is_some_and(|t| t.carrier()),
                     packets: counter.packets,
                     bytes: counter.bytes,
@@ -599,7 +622,7 @@ impl Controller {
                 .map(|(p, o)| PolicyStatus {
                     name: p.clone(),
                     now: o.to_string(),
-                    shares: self.shares(p, o),
+                    shares: self.shares(p, o.family(Family::V4)),
                 })
                 .collect(),
             sets,
@@ -612,6 +635,20 @@ impl Controller {
                 seconds_ago: at.elapsed().as_secs(),
                 changes: r.lines(),
             }),
+        }
+    }
+
+    /// Why `family` of WAN `wan` is in its state.
+    fn family_detail(&self, wan: &str, family: Family, now: Instant) -> String {
+        match self.health.deciding(wan, family) {
+            Some(t) if self.health.tracks(wan, family) => t.describe(now),
+            Some(t) => format!(
+                "follows {} (no {} probe targets): {}",
+                family.other().name(),
+                family.name(),
+                t.describe(now)
+            ),
+            None => "not tracked".into(),
         }
     }
 

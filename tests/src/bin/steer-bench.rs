@@ -23,7 +23,7 @@ use aya::{
 };
 use steer::{
     dataplane::{Dataplane, WriteMode, run::time_per_run},
-    model::{Direction, PrefixMap},
+    model::{Direction, Family, PrefixMap},
     packet::Frame,
     prefix::Prefix,
 };
@@ -135,7 +135,9 @@ fn classifier() {
             ..PolicyEntry::default()
         };
         for rule in [DEFAULT_RULE, 1] {
-            dp.maps_mut().set_policy(0, rule, policy).unwrap();
+            for family in Family::ALL {
+                dp.maps_mut().set_policy(0, family, rule, policy).unwrap();
+            }
         }
         let set = prefixes(&mut rng, count, v4);
         let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
@@ -245,7 +247,7 @@ fn list_end_to_end() {
         let t0 = Instant::now();
         let cfg = config::load(&cfg_path).expect("valid config");
         let t1 = Instant::now();
-        let d = desired(&cfg, &ids, &BTreeMap::new(), |_| true);
+        let d = desired(&cfg, &ids, &BTreeMap::new(), |_, _| true);
         let t2 = Instant::now();
         let report = dp.sync(&d.contents).expect("sync");
         let t3 = Instant::now();

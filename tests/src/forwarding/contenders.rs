@@ -338,7 +338,11 @@ fn load_steer(w: &Workload) -> (Dataplane, Loaded) {
             wan: wan as u32,
             ..PolicyEntry::default()
         };
-        dp.maps_mut().set_policy(0, rule, policy).expect("policy");
+        for family in steer::model::Family::ALL {
+            dp.maps_mut()
+                .set_policy(0, family, rule, policy)
+                .expect("policy");
+        }
     }
     let entries: Vec<(Prefix, u32)> = w.prefixes.iter().map(|p| (*p, 1)).collect();
     // The set load alone, as for the others (the programs and empty maps exist before any set).
