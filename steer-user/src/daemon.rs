@@ -193,12 +193,12 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
             () = settle => {
                 due = None;
-                log_lines("", ctl.refresh_local().await.iter());
+                log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("netlink event").await);
             }
             _ = periodic.tick() => {
                 log_lines("", ctl.retry_pending().iter());
-                log_lines("", ctl.refresh_local().await.iter());
+                log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("periodic check").await);
                 log_lines("", ctl.check_conntrack_marking().await.iter());
             }
@@ -308,6 +308,14 @@ async fn handle(ctl: &mut Controller, probers: &mut Probers, request: Request) -
                 Err(e) => Response::error(e.to_string()),
             }
         }
+        Request::Gateway { name, gateway } => match ctl.set_gateway(&name, gateway).await {
+            Ok(lines) => {
+                log_lines("", &lines);
+                let text: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
+                Response::ok(serde_json::json!({ "message": text.join("\n") }))
+            }
+            Err(e) => Response::error(e.to_string()),
+        },
         Request::Stop => unreachable!("handled by the event loop"),
     }
 }

@@ -137,6 +137,9 @@ pub struct FamilyStatus {
     pub family: String,
     pub state: WanState,
     pub detail: String,
+    /// Its next hop and where it came from, or what it waits for.
+    #[serde(default)]
+    pub gateway: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

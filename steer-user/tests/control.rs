@@ -188,6 +188,9 @@ async fn fake_daemon(
                 continue;
             }
             Request::Wan { name, mode } => Response::ok(json!({"name": name, "mode": mode})),
+            Request::Gateway { name, gateway } => {
+                Response::ok(json!({"name": name, "gateway": gateway}))
+            }
         };
         let _ = call.reply.send(answer);
     }

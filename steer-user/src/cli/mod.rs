@@ -111,11 +111,15 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Force a WAN up or down, or give it back to health tracking.
+    /// Force a WAN up or down, or give it back to health tracking (`auto`); or hand in its
+    /// gateway from a DHCP client hook (`gateway ADDR`, `gateway auto` to go back to what the
+    /// system's routes say).
     Wan {
         name: String,
         #[arg(value_enum)]
         mode: ModeArg,
+        /// With `gateway`: the next hop (IPv4 or IPv6), or `auto`.
+        value: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -127,20 +131,59 @@ pub enum Command {
     },
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModeArg {
     Up,
     Down,
     Auto,
+    Gateway,
 }
 
-impl From<ModeArg> for WanMode {
-    fn from(m: ModeArg) -> Self {
-        match m {
-            ModeArg::Up => WanMode::Up,
-            ModeArg::Down => WanMode::Down,
-            ModeArg::Auto => WanMode::Auto,
-        }
+impl ModeArg {
+    /// The request for `steer wan NAME <mode> [value]`, or what is wrong with the words.
+    fn request(self, name: String, value: Option<String>) -> Result<Request, CliError> {
+        let mode = match (self, value) {
+            (ModeArg::Gateway, Some(v)) => return gateway_request(name, &v),
+            (ModeArg::Gateway, None) => {
+                return Err(CliError::Refused(
+                    "`steer wan NAME gateway` needs the next hop (e.g. 100.64.1.1) or `auto`"
+                        .into(),
+                ));
+            }
+            (_, Some(v)) => {
+                return Err(CliError::Refused(format!(
+                    "unexpected `{v}`: only `steer wan NAME gateway` takes a value"
+                )));
+            }
+            (ModeArg::Up, None) => WanMode::Up,
+            (ModeArg::Down, None) => WanMode::Down,
+            (ModeArg::Auto, None) => WanMode::Auto,
+        };
+        Ok(Request::Wan { name, mode })
+    }
+}
+
+/// `steer wan NAME gateway ADDR|auto`, checked like a configured gateway.
+fn gateway_request(name: String, value: &str) -> Result<Request, CliError> {
+    if value == "auto" {
+        return Ok(Request::Gateway {
+            name,
+            gateway: None,
+        });
+    }
+    match crate::prefix::parse_addr(value) {
+        Ok(a) if crate::prefix::is_unicast(a) => Ok(Request::Gateway {
+            name,
+            gateway: Some(a),
+        }),
+        Ok(a) => Err(CliError::Refused(format!(
+            "{a} cannot be a gateway: give the address of the next-hop router on this WAN"
+        ))),
+        Err(e) => Err(CliError::Refused(format!(
+            "gateway `{value}`: {}; {}",
+            e.message(),
+            e.hint()
+        ))),
     }
 }
 
@@ -242,14 +285,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Wan { name, mode, target } => {
-            let body = request(
-                &target,
-                Request::Wan {
-                    name,
-                    mode: mode.into(),
-                },
-            )?;
+        Command::Wan {
+            name,
+            mode,
+            value,
+            target,
+        } => {
+            let body = request(&target, mode.request(name, value)?)?;
             if let Some(s) = body["message"].as_str() {
                 outln(s);
             }
@@ -419,6 +461,15 @@ fn render_status(s: &Status) -> String {
         );
         if !w.detail.is_empty() {
             let _ = writeln!(out, "           {}", w.detail);
+        }
+        for f in &w.families {
+            let _ = writeln!(
+                out,
+                "           {} {}: gateway {}",
+                f.family,
+                f.state.as_str(),
+                f.gateway
+            );
         }
     }
     let _ = writeln!(out, "\npolicy          now");

@@ -41,7 +41,7 @@ mod wan;
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -116,9 +116,35 @@ pub struct Wan {
     pub mark: u32,
     /// The routing table steer keeps for this WAN (unique, not 0/253/254/255, < 2^31).
     pub table: u32,
-    pub gateway: Option<Ipv4Addr>,
-    pub gateway6: Option<Ipv6Addr>,
+    /// The IPv4 next hop (`gateway`).
+    pub gateway: NextHop,
+    /// The IPv6 next hop (`gateway6`).
+    pub gateway6: NextHop,
     pub track: Track,
+}
+
+impl Wan {
+    /// The next hop setting of `family`.
+    pub fn next_hop(&self, family: crate::model::Family) -> NextHop {
+        match family {
+            crate::model::Family::V4 => self.gateway,
+            crate::model::Family::V6 => self.gateway6,
+        }
+    }
+}
+
+/// Where a WAN's default route of one family goes (`gateway`, `gateway6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NextHop {
+    /// Learned from the system: the default route the DHCP client, PPP or router
+    /// advertisements installed through the WAN's interface, or none on a point-to-point link
+    /// (`"auto"`, and what leaving the key out means).
+    #[default]
+    Auto,
+    /// No next hop: the route names the interface only (`"none"`, for point-to-point links).
+    Direct,
+    /// This address (of the key's family).
+    Via(IpAddr),
 }
 
 /// Health tracking of one WAN.

@@ -112,6 +112,19 @@ impl Health {
             .is_some_and(|t| t.trackers[family.index()].is_some())
     }
 
+    /// Starts `family` of WAN `name` over, as at start (up if `carrier`; probes decide): its
+    /// line is new (a gateway appeared, a device was created again). A family without a
+    /// tracker of its own follows the other and has nothing to restart.
+    pub fn restart(&mut self, name: &str, family: Family, carrier: bool, now: Instant) {
+        if let Some(t) = self
+            .wans
+            .get_mut(name)
+            .and_then(|t| t.trackers[family.index()].as_mut())
+        {
+            *t = t.restarted(carrier, now);
+        }
+    }
+
     /// The carrier of `interface` changed (each WAN has its own interface).
     pub fn carrier(&mut self, interface: &str, carrier: bool, now: Instant) -> Option<Verdict> {
         let (wan, t) = self

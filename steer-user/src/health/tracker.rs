@@ -131,6 +131,11 @@ impl Tracker {
         )
     }
 
+    /// A fresh tracker with the same settings, as at start.
+    pub fn restarted(&self, carrier: bool, now: Instant) -> Tracker {
+        Tracker::new(self.track.clone(), carrier, now)
+    }
+
     /// Takes a new track configuration (after a reload); the state is kept.
     pub fn retune(&mut self, track: Track) {
         if track.loss_window as usize != self.track.loss_window as usize {

@@ -270,6 +270,7 @@ mod tests {
                 name: name.into(),
                 carrier,
                 admin_up: true,
+                point_to_point: false,
             });
         }
         l
