@@ -13,6 +13,7 @@ pub mod netns;
 pub mod rng;
 pub mod routing;
 pub mod scenario;
+pub mod service;
 pub mod witness;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -22,7 +22,10 @@ use crate::{
 /// iputils-ping and procps (sysctl), bpftool and tcpdump (looking at what the kernel holds when
 /// something goes wrong); for the forwarding benchmark and its test: netsniff-ng (trafgen, the
 /// generator), iptables and ipset (the iptables+ipset contender), ethtool (veth offloads and
-/// GRO, which decide where veth receives).
+/// GRO, which decide where veth receives); for WANs as they come: dnsmasq-base (the ISP's DHCP
+/// server), busybox (udhcpc), isc-dhcp-client (dhclient) and dhcpcd-base (dhcpcd), the router's
+/// DHCP clients whose hooks in contrib/dhcp are tested, socat (a point-to-point link between
+/// namespaces, like a PPP session) and radvd (router advertisements).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -35,6 +38,12 @@ const PACKAGES: &[&str] = &[
     "iptables",
     "ipset",
     "ethtool",
+    "dnsmasq-base",
+    "busybox",
+    "isc-dhcp-client",
+    "dhcpcd-base",
+    "socat",
+    "radvd",
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM.

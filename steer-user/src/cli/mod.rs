@@ -115,6 +115,7 @@ pub enum Command {
     /// gateway from a DHCP client hook (`gateway ADDR`, `gateway auto` to go back to what the
     /// system's routes say).
     Wan {
+        /// The WAN's name; with `gateway` also its interface (what a DHCP hook knows).
         name: String,
         #[arg(value_enum)]
         mode: ModeArg,
@@ -269,7 +270,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             json,
         } => {
             let pin_dir = target.resolve()?.pin_dir;
-            let e = explain(&pin_dir, dst, src, proto, dport)?;
+            let mut e = explain(&pin_dir, dst, src, proto, dport)?;
+            // The maps alone answer; the daemon adds the WAN states the verdict came from.
+            if let Ok(status) =
+                request(&target, Request::Status).and_then(|body| decode::<Status>(&target, body))
+            {
+                e = e.with_health(&status);
+            }
             if json {
                 outln(&serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
             } else {
@@ -341,6 +348,9 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
                     "note: {domains} domain(s) are listed; this version does not resolve them yet (no [dns] section): \
                      only the prefixes are steered"
                 );
+            }
+            for note in config::notes(&c) {
+                eprintln!("note: {note}");
             }
             outln(&format!(
                 "{}: OK: {} WAN(s), {} policies, {} set(s) with {prefixes} prefixes and {domains} domains, LAN {}",
@@ -459,15 +469,16 @@ fn render_status(s: &Status) -> String {
             w.packets,
             w.bytes
         );
-        if !w.detail.is_empty() {
+        if w.families.is_empty() && !w.detail.is_empty() {
             let _ = writeln!(out, "           {}", w.detail);
         }
         for f in &w.families {
             let _ = writeln!(
                 out,
-                "           {} {}: gateway {}",
+                "           {} {:<5} {}\n                      gateway {}",
                 f.family,
                 f.state.as_str(),
+                f.detail,
                 f.gateway
             );
         }

@@ -13,7 +13,7 @@
 //! deserialization, the order of diagnostics), `schema` (field tables and the walk), `diag`
 //! (diagnostics and the context that collects them), `check` (ranges, choices, paths,
 //! uniqueness), `names`, `references` (names one section defines and another uses),
-//! `suggest` ("did you mean"), `targets` (probe targets, socket addresses) and `list` (the
+//! `suggest` ("did you mean"), `notes` (advice on a valid file), `targets` (probe targets, socket addresses) and `list` (the
 //! list-file format).
 //!
 //! The user-facing reference is `docs/configuration.md`.
@@ -27,6 +27,7 @@ mod endpoints;
 mod general;
 mod list;
 mod names;
+mod notes;
 mod policy;
 mod references;
 mod root;
@@ -49,6 +50,7 @@ use std::{
 pub use diag::{ConfigErrors, Diagnostic};
 pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
 pub use names::{ifname_problem, normalize_domain, valid_name};
+pub use notes::notes;
 
 pub use crate::model::{Capacity, LocalScope};
 use crate::{model::Direction, prefix::Prefix};
@@ -182,6 +184,13 @@ impl Track {
     pub const DEFAULT_DOWN_AFTER: u32 = 3;
     pub const DEFAULT_UP_AFTER: u32 = 5;
     pub const DEFAULT_LOSS_WINDOW: u32 = 10;
+
+    /// Whether some target is of `family` (a family without targets follows the other).
+    pub fn probes(&self, family: crate::model::Family) -> bool {
+        self.targets
+            .iter()
+            .any(|t| crate::model::Family::of(&t.ip()) == family)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +354,18 @@ impl Default for Control {
 impl Config {
     pub fn wan(&self, name: &str) -> Option<&Wan> {
         self.wans.iter().find(|w| w.name == name)
+    }
+
+    /// The WAN named `name`, or else the one WAN on interface `name` (what a DHCP client hook
+    /// knows).
+    pub fn wan_or_interface(&self, name: &str) -> Option<&Wan> {
+        self.wan(name).or_else(|| {
+            let mut on = self.wans.iter().filter(|w| w.interface == name);
+            match (on.next(), on.next()) {
+                (Some(w), None) => Some(w),
+                _ => None,
+            }
+        })
     }
 
     pub fn policy(&self, name: &str) -> Option<&Policy> {

@@ -83,8 +83,8 @@ pub fn resolve(wan: &Wan, family: Family, system: &SystemView, hooked: &Hooked) 
     }
 }
 
-/// The default route through `interface` the system prefers: the main table's first, then the
-/// lowest metric.
+/// The default route through `interface` the system prefers: the main table's first, one for
+/// every source before a source-specific one, then the lowest metric.
 fn best_default<'v>(
     system: &'v SystemView,
     interface: &str,
@@ -94,7 +94,7 @@ fn best_default<'v>(
         .defaults
         .iter()
         .filter(|r| r.family == family && r.interface == interface)
-        .min_by_key(|r| (r.table != MAIN_TABLE, r.metric))
+        .min_by_key(|r| (r.table != MAIN_TABLE, r.source_specific, r.metric))
 }
 
 const MAIN_TABLE: u32 = 254;
@@ -152,6 +152,7 @@ mod tests {
             table,
             protocol: 16,
             metric,
+            source_specific: false,
         }
     }
 
@@ -174,6 +175,29 @@ mod tests {
         );
         let r6 = resolve(&w, Family::V6, &v, &Hooked::new());
         assert_eq!(r6.gateway, Some(Gateway::Via("fe80::1".parse().unwrap())));
+    }
+
+    #[test]
+    fn a_source_specific_default_gives_the_next_hop_when_there_is_no_plain_one() {
+        let w = wan(NextHop::Auto, NextHop::Auto);
+        let from = |gw: &str, metric| DefaultRoute {
+            source_specific: true,
+            ..default(Family::V6, gw, 254, metric)
+        };
+        // OpenWrt's netifd: `default from 2001:db8:1::/56 via fe80::1 dev eth1 metric 512`.
+        let v = view(false, vec![from("fe80::1", 512)]);
+        let r = resolve(&w, Family::V6, &v, &Hooked::new());
+        assert_eq!(r.gateway, Some(Gateway::Via("fe80::1".parse().unwrap())));
+        assert!(r.describe().ends_with("from a prefix)"), "{}", r.describe());
+        let v = view(
+            false,
+            vec![
+                from("fe80::1", 1),
+                default(Family::V6, "fe80::2", 254, 1024),
+            ],
+        );
+        let r = resolve(&w, Family::V6, &v, &Hooked::new());
+        assert_eq!(r.gateway, Some(Gateway::Via("fe80::2".parse().unwrap())));
     }
 
     #[test]

@@ -194,7 +194,8 @@ impl Controller {
             None => {
                 self.dp.forget(iface);
                 Some(ReportLine::warning(format!(
-                    "{iface}: LAN interface gone, its classifier links with it"
+                    "{iface}: LAN interface gone (deleted or renamed): classifier detached until \
+                     an interface of that name appears"
                 )))
             }
             Some(i) if self.dp.attached_index(iface) == Some(i) => None,
@@ -378,13 +379,13 @@ impl Controller {
     }
 
     /// Sets (`Some`) or clears (`None`: back to what the system says) the gateway a DHCP client
-    /// hook hands in for `wan` (`steer wan NAME gateway ADDR|auto`).
+    /// hook hands in for `wan`, a WAN's name or interface (`steer wan NAME gateway ADDR|auto`).
     pub async fn set_gateway(
         &mut self,
         wan: &str,
         gateway: Option<IpAddr>,
     ) -> Result<Vec<ReportLine>, UnknownWan> {
-        let Some(w) = self.config.wan(wan) else {
+        let Some(w) = self.config.wan_or_interface(wan) else {
             return Err(UnknownWan {
                 name: wan.to_owned(),
                 configured: self

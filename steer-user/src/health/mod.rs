@@ -55,14 +55,6 @@ pub struct UnknownWan {
     pub configured: String,
 }
 
-/// Whether `wan` probes targets of `family`.
-pub fn probes_family(wan: &Wan, family: Family) -> bool {
-    wan.track
-        .targets
-        .iter()
-        .any(|t| Family::of(&t.ip()) == family)
-}
-
 impl Health {
     /// Keeps trackers per WAN of `wans`: existing ones keep their state (with the new track
     /// settings), new ones and ones moved to another interface start from that interface's
@@ -83,7 +75,7 @@ impl Health {
                 });
             for family in Family::ALL {
                 let slot = &mut tracked.trackers[family.index()];
-                match (slot.as_mut(), probes_family(wan, family)) {
+                match (slot.as_mut(), wan.track.probes(family)) {
                     (Some(t), true) => t.retune(wan.track.clone()),
                     (None, true) => {
                         let up = carrier(&wan.interface);

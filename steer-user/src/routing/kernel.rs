@@ -293,10 +293,7 @@ pub(crate) async fn default_routes(
 fn default_route(m: &RouteMessage, links: &Links) -> Option<DefaultRoute> {
     let h = &m.header;
     let protocol = u8::from(h.protocol);
-    if h.destination_prefix_length != 0
-        || h.source_prefix_length != 0
-        || h.kind != RouteType::Unicast
-        || protocol == RTPROT_STEER
+    if h.destination_prefix_length != 0 || h.kind != RouteType::Unicast || protocol == RTPROT_STEER
     {
         return None;
     }
@@ -307,6 +304,7 @@ fn default_route(m: &RouteMessage, links: &Links) -> Option<DefaultRoute> {
         table: u32::from(h.table),
         protocol,
         metric: 0,
+        source_specific: h.source_prefix_length != 0,
     };
     let mut oif = None;
     for a in &m.attributes {

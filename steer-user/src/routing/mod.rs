@@ -412,6 +412,9 @@ pub struct DefaultRoute {
     pub table: u32,
     pub protocol: u8,
     pub metric: u32,
+    /// Only for some sources (`default from PREFIX`), as OpenWrt's netifd installs IPv6
+    /// defaults for the delegated prefixes: its next hop is the line's all the same.
+    pub source_specific: bool,
 }
 
 impl DefaultRoute {
@@ -421,8 +424,13 @@ impl DefaultRoute {
             254 => "main".to_owned(),
             t => t.to_string(),
         };
+        let from = if self.source_specific {
+            ", from a prefix"
+        } else {
+            ""
+        };
         format!(
-            "table {table}, proto {}",
+            "table {table}, proto {}{from}",
             kernel::protocol_name(self.protocol)
         )
     }
