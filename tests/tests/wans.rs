@@ -501,8 +501,17 @@ fn a_point_to_point_wan_comes_goes_and_comes_back_as_a_new_device() {
     let wans = format!("{}{ppp}", lab_wans(&track1, &track2));
     let members = "{ wan = \"ppp\" }, { wan = \"wan1\", metric = 2 }";
     work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
-    let mut first = session(&lab, &work, 0);
+    // The daemon starts before the line is up: the WAN waits for its device.
     let daemon = Daemon::start(&lab.router, &work);
+    wait_status(&work, &daemon, "no device at start", |st| {
+        gateway_is(
+            st,
+            "ppp",
+            "IPv4",
+            "waiting for a gateway: interface pppoe-wan does not exist",
+        )
+    });
+    let mut first = session(&lab, &work, 0);
     wait_status(
         &work,
         &daemon,
