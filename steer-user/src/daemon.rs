@@ -27,6 +27,7 @@ use crate::{
         Override,
         probe::{ProbeSpec, Round, spawn_prober},
     },
+    instance,
     model::Family,
     routing::{self, NetEvent},
     status::ReportLine,
@@ -48,6 +49,8 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Routing(#[from] routing::RoutingError),
+    #[error(transparent)]
+    Instance(#[from] instance::InstanceError),
     #[error("cannot start the event loop: {0}")]
     Runtime(#[from] std::io::Error),
 }
@@ -125,6 +128,19 @@ fn log_lines<'a>(prefix: &str, lines: impl IntoIterator<Item = &'a ReportLine>) 
 
 async fn serve(config: Config) -> Result<(), DaemonError> {
     raise_fd_limit();
+    // Everything that can refuse this daemon comes before the first change to the system: the
+    // namespace's lock, the control socket, the metrics port (and, in the controller, the pin
+    // directory's lock).
+    let _instance = instance::lock_namespace()?;
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
+    let server = control::serve(
+        ServerOptions::new(config.control.socket.clone()),
+        calls_tx.clone(),
+    )?;
+    let metrics = match config.control.metrics {
+        Some(addr) => Some(control::metrics::serve(addr, calls_tx).await?),
+        None => None,
+    };
     let mut events = routing::watch()?;
     let (mut ctl, report) = Controller::start(config).await?;
     log_lines("", &report.lines());
@@ -135,13 +151,6 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         tx: round_tx,
     };
     probers.sync(ctl.config());
-
-    let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
-    let metrics = match ctl.config().control.metrics {
-        Some(addr) => Some(control::metrics::serve(addr, calls_tx.clone()).await?),
-        None => None,
-    };
-    let server = control::serve(ServerOptions::new(ctl.socket()), calls_tx)?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -13,7 +13,8 @@
 //! deserialization, the order of diagnostics), `schema` (field tables and the walk), `diag`
 //! (diagnostics and the context that collects them), `check` (ranges, choices, paths,
 //! uniqueness), `names`, `references` (names one section defines and another uses),
-//! `suggest` ("did you mean"), `notes` (advice on a valid file), `targets` (probe targets, socket addresses) and `list` (the
+//! `suggest` ("did you mean"), `notes` (advice on a valid file), `read` (which files are
+//! read and how), `targets` (probe targets, socket addresses) and `list` (the
 //! list-file format).
 //!
 //! The user-facing reference is `docs/configuration.md`.
@@ -29,6 +30,7 @@ mod list;
 mod names;
 mod notes;
 mod policy;
+mod read;
 mod references;
 mod root;
 mod schema;
@@ -51,6 +53,7 @@ pub use diag::{ConfigErrors, Diagnostic};
 pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 pub use notes::notes;
+pub use read::{MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, read_file};
 
 pub use crate::model::{Capacity, LocalScope};
 use crate::{model::Direction, prefix::Prefix};
@@ -338,8 +341,10 @@ pub struct DefaultRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Control {
     pub socket: PathBuf,
-    /// Prometheus metrics listener; `None` = off.
+    /// Prometheus metrics listener; `None` = off. A loopback address unless `metrics_public`.
     pub metrics: Option<SocketAddr>,
+    /// The metrics may be served on an address other hosts reach (opted in, warned about).
+    pub metrics_public: bool,
 }
 
 impl Default for Control {
@@ -347,6 +352,7 @@ impl Default for Control {
         Control {
             socket: PathBuf::from(DEFAULT_SOCKET),
             metrics: None,
+            metrics_public: false,
         }
     }
 }
@@ -401,7 +407,7 @@ pub fn load_endpoints(path: &Path) -> Result<Endpoints, ConfigErrors> {
 
 /// The configuration file as text, or why it cannot be read.
 fn read_text(path: &Path) -> Result<String, ConfigErrors> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = read_file(path, MAX_CONFIG_BYTES).map_err(|e| {
         let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         single(
             path,
@@ -409,7 +415,10 @@ fn read_text(path: &Path) -> Result<String, ConfigErrors> {
                 "cannot read the configuration file {}: {e}",
                 shown.display()
             ),
-            "check the path given with -c and the file's permissions",
+            match &e {
+                ReadError::Io(_) => "check the path given with -c and the file's permissions",
+                e => e.hint(),
+            },
         )
     })?;
     String::from_utf8(bytes).map_err(|e| {

@@ -33,7 +33,14 @@ pub async fn serve(
             path: addr.to_string().into(),
             source,
         })?;
-    log::info!("metrics: serving http://{addr}/metrics");
+    if addr.ip().is_loopback() {
+        log::info!("metrics: serving http://{addr}/metrics");
+    } else {
+        log::warn!(
+            "metrics: serving http://{addr}/metrics to every host that reaches {addr} \
+             (metrics_public = true): firewall the port"
+        );
+    }
     Ok(tokio::spawn(accept_loop(listener, calls)))
 }
 

@@ -60,6 +60,40 @@ pub enum ControllerError {
     /// At start a step after the sync failed: better not to run half attached.
     #[error("steer could not finish starting: {}", .0.join("; "))]
     Start(Vec<String>),
+    /// A reload changed what only a restart can change.
+    #[error(
+        "{}; a reload cannot apply this: restart steer (its service, or `steer run` again) \
+         to use the new value",
+        .0.join("; ")
+    )]
+    NeedsRestart(Vec<String>),
+}
+
+/// What differs between `old` and `new` that a running daemon cannot move: where its pinned
+/// state, its socket and its metrics listener are.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let show = |v: Option<std::net::SocketAddr>| v.map_or("none".to_owned(), |a| a.to_string());
+    [
+        (
+            "general.pin_dir",
+            old.general.pin_dir.display().to_string(),
+            new.general.pin_dir.display().to_string(),
+        ),
+        (
+            "control.socket",
+            old.control.socket.display().to_string(),
+            new.control.socket.display().to_string(),
+        ),
+        (
+            "control.metrics",
+            show(old.control.metrics),
+            show(new.control.metrics),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, was, is)| was != is)
+    .map(|(field, was, is)| format!("{field} changed from {was} to {is}"))
+    .collect()
 }
 
 pub struct Controller {
@@ -145,6 +179,10 @@ impl Controller {
     /// means nothing changed: the running configuration stays. Once the new configuration is
     /// live, what still fails (attaching to a LAN interface) is in the report.
     pub async fn reload(&mut self, config: Config) -> Result<ApplyReport, ControllerError> {
+        let restart = restart_only_changes(&self.config, &config);
+        if !restart.is_empty() {
+            return Err(ControllerError::NeedsRestart(restart));
+        }
         let carriers = link_states(&self.routing, &config).await;
         let health = self.health.clone();
         self.health
@@ -846,7 +884,15 @@ fn routing_lines(why: &str, report: &ReconcileReport, started: Instant) -> Vec<R
     let mut lines: Vec<ReportLine> = report
         .changes
         .iter()
-        .map(|l| ReportLine::warning(format!("routing ({why}): {l}")))
+        .map(|l| {
+            // Putting something in place for the first time is news, not drift.
+            let line = format!("routing ({why}): {l}");
+            if l.starts_with("created: ") {
+                ReportLine::info(line)
+            } else {
+                ReportLine::warning(line)
+            }
+        })
         .chain(
             report
                 .failures

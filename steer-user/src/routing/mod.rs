@@ -154,6 +154,16 @@ pub struct Desired {
     pub tables: Vec<u32>,
 }
 
+impl Desired {
+    /// Every rule and route, as reports name them.
+    pub fn items(&self) -> impl Iterator<Item = String> + '_ {
+        self.rules
+            .iter()
+            .map(ToString::to_string)
+            .chain(self.routes.iter().map(ToString::to_string))
+    }
+}
+
 /// Where a WAN's default route of one family goes, once it is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gateway {
@@ -270,6 +280,9 @@ pub enum RoutingError {
 #[derive(Debug, Clone)]
 pub struct Routing {
     handle: rtnetlink::Handle,
+    /// What earlier reconciles put in place: a missing item is then "repaired", otherwise
+    /// "created".
+    placed: std::sync::Arc<std::sync::Mutex<plan::Placed>>,
 }
 
 impl Routing {
@@ -281,7 +294,10 @@ impl Routing {
         let (conn, handle, _) =
             rtnetlink::new_connection_with_strict_check().map_err(RoutingError::Socket)?;
         rt.spawn(conn);
-        Ok(Routing { handle })
+        Ok(Routing {
+            handle,
+            placed: Default::default(),
+        })
     }
 
     /// Makes the kernel match `desired`: adds what is missing, replaces what differs, removes
@@ -300,15 +316,28 @@ impl Routing {
                 };
             }
         };
-        let plan = plan::plan(desired, &snapshot);
-        kernel::execute(&self.handle, &snapshot.links, plan.steps).await
+        let plan = {
+            let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+            plan::plan(desired, &snapshot, &placed)
+        };
+        let report = kernel::execute(&self.handle, &snapshot.links, plan.steps).await;
+        let failed = |item: &String| {
+            let head = format!("failed: {item}: ");
+            report.failures.iter().any(|f| f.starts_with(&head))
+        };
+        self.placed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(desired.items().filter(|i| !failed(i)));
+        report
     }
 
     /// Desired versus actual, without changing anything.
     pub async fn status(&self, desired: &Desired) -> RoutingStatus {
         match kernel::Snapshot::read(&self.handle, &desired.tables).await {
             Ok(snapshot) => {
-                let plan = plan::plan(desired, &snapshot);
+                let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+                let plan = plan::plan(desired, &snapshot, &placed);
                 RoutingStatus {
                     in_sync: plan.in_sync,
                     items: plan.status,
