@@ -15,14 +15,14 @@ use futures::StreamExt;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
     task::JoinHandle,
 };
 
 use crate::{
     config::{self, Config, ConfigErrors},
     control::{self, Call, Request, Response, ServerOptions, WanMode},
-    controller::{Controller, ControllerError, FailoverReport},
+    controller::{Controller, ControllerError, FailoverReport, Prepared},
     health::{
         Override,
         probe::{ProbeSpec, Round, spawn_prober},
@@ -165,6 +165,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             None
         }
     };
+    let mut reloads = Reloads::default();
     let mut periodic = tokio::time::interval(RECONCILE_EVERY);
     periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A reconcile is due at this instant (after a burst of netlink events).
@@ -181,19 +182,19 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         tokio::select! {
             Some(((wan, family), round)) = rounds.recv() => {
                 let failover = ctl.probe_round(&wan, family, &round);
-                after_failover(&mut ctl, failover).await;
+                let _ = after_failover(&mut ctl, failover).await;
                 log_lines("", ctl.retry_pending().iter());
             }
             Some(event) = events.next() => {
                 match event {
                     NetEvent::Link { index, name, carrier, admin_up } => {
                         let failover = ctl.carrier(&name, carrier && admin_up);
-                        after_failover(&mut ctl, failover).await;
+                        let _ = after_failover(&mut ctl, failover).await;
                         log_lines("", ctl.lan_link(&name, Some(index)).iter());
                     }
                     NetEvent::LinkGone { name, .. } => {
                         let failover = ctl.carrier(&name, false);
-                        after_failover(&mut ctl, failover).await;
+                        let _ = after_failover(&mut ctl, failover).await;
                         log_lines("", ctl.lan_link(&name, None).iter());
                     }
                     NetEvent::Changed => {}
@@ -212,15 +213,18 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
                 log_lines("", ctl.check_conntrack_marking().await.iter());
             }
             Some(call) = calls.recv() => {
-                if call.request == Request::Stop {
-                    break Exit::Stop(call.reply);
+                match call.request {
+                    Request::Stop => break Exit::Stop(call.reply),
+                    Request::Reload => reloads.request(&ctl, Some(call.reply)),
+                    request => handle(&mut ctl, request).await.send(call.reply),
                 }
-                let response = handle(&mut ctl, &mut probers, call.request).await;
-                let _ = call.reply.send(response);
             }
             _ = hup.recv() => {
                 log::info!("SIGHUP: reloading {}", ctl.config().path.display());
-                let _ = reload(&mut ctl, &mut probers).await;
+                reloads.request(&ctl, None);
+            }
+            (prepared, waiting) = reloads.prepared() => {
+                reloads.finish(&mut ctl, &mut probers, prepared, waiting).await;
             }
             _ = term.recv() => break Exit::Leave,
             _ = int.recv() => break Exit::Leave,
@@ -271,13 +275,26 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     }
 }
 
-/// Logs a WAN state change; a WAN that came back gets the flows of failback-moving policies.
-async fn after_failover(ctl: &mut Controller, report: Option<FailoverReport>) {
-    let Some(report) = report else { return };
+/// Logs a WAN state change and starts its conntrack flush off the event loop; a WAN that came
+/// back gets the flows of failback-moving policies. Returns the flush, to wait for when someone
+/// asked for the change.
+async fn after_failover(
+    ctl: &mut Controller,
+    report: Option<FailoverReport>,
+) -> Option<JoinHandle<String>> {
+    let report = report?;
     report.line().log("");
     if report.up {
         log_lines("", ctl.move_flows_back(&report.wan).await.iter());
     }
+    let flush = report.flush?;
+    Some(tokio::spawn(async move {
+        let line = tokio::task::spawn_blocking(move || flush.run())
+            .await
+            .unwrap_or_else(|e| format!("conntrack flush failed: {e}"));
+        log::info!("{line}");
+        line
+    }))
 }
 
 async fn readable<T: std::os::fd::AsRawFd>(
@@ -289,16 +306,37 @@ async fn readable<T: std::os::fd::AsRawFd>(
     }
 }
 
-async fn handle(ctl: &mut Controller, probers: &mut Probers, request: Request) -> Response {
+/// How a control request is answered: at once, or by a task (a flush, a reload) that does not
+/// hold up the event loop.
+enum Reply {
+    Now(Response),
+    Later(JoinHandle<Response>),
+}
+
+impl Reply {
+    fn send(self, to: oneshot::Sender<Response>) {
+        match self {
+            Reply::Now(response) => {
+                let _ = to.send(response);
+            }
+            Reply::Later(task) => {
+                tokio::spawn(async move {
+                    let response = task
+                        .await
+                        .unwrap_or_else(|e| Response::error(format!("request failed: {e}")));
+                    let _ = to.send(response);
+                });
+            }
+        }
+    }
+}
+
+async fn handle(ctl: &mut Controller, request: Request) -> Reply {
     match request {
-        Request::Status => match serde_json::to_value(ctl.status().await) {
+        Request::Status => Reply::Now(match serde_json::to_value(ctl.status().await) {
             Ok(body) => Response::ok(body),
             Err(e) => Response::error(format!("cannot encode the status: {e}")),
-        },
-        Request::Reload => match reload(ctl, probers).await {
-            Ok(lines) => Response::ok(serde_json::json!({ "changes": lines })),
-            Err(e) => Response::error(e),
-        },
+        }),
         Request::Wan { name, mode } => {
             let manual = match mode {
                 WanMode::Up => Some(Override::Up),
@@ -311,33 +349,106 @@ async fn handle(ctl: &mut Controller, probers: &mut Probers, request: Request) -
                         Some(r) => r.to_string(),
                         None => format!("{name}: no change in where traffic goes"),
                     };
-                    after_failover(ctl, report).await;
-                    Response::ok(serde_json::json!({ "message": message }))
+                    match after_failover(ctl, report).await {
+                        // Answered once the flush is done, without holding the event loop.
+                        Some(flush) => Reply::Later(tokio::spawn(async move {
+                            let flushed = flush.await.unwrap_or_default();
+                            let message = format!("{message}; {flushed}");
+                            Response::ok(serde_json::json!({ "message": message }))
+                        })),
+                        None => Reply::Now(Response::ok(serde_json::json!({ "message": message }))),
+                    }
                 }
-                Err(e) => Response::error(e.to_string()),
+                Err(e) => Reply::Now(Response::error(e.to_string())),
             }
         }
-        Request::Gateway { name, gateway } => match ctl.set_gateway(&name, gateway).await {
-            Ok(lines) => {
-                log_lines("", &lines);
-                let text: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
-                Response::ok(serde_json::json!({ "message": text.join("\n") }))
-            }
-            Err(e) => Response::error(e.to_string()),
-        },
-        Request::Stop => unreachable!("handled by the event loop"),
+        Request::Gateway { name, gateway } => {
+            Reply::Now(match ctl.set_gateway(&name, gateway).await {
+                Ok(lines) => {
+                    log_lines("", &lines);
+                    let text: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
+                    Response::ok(serde_json::json!({ "message": text.join("\n") }))
+                }
+                Err(e) => Response::error(e.to_string()),
+            })
+        }
+        Request::Reload | Request::Stop => unreachable!("handled by the event loop"),
     }
 }
 
-/// Reloads and logs the outcome; an invalid configuration keeps the running one.
-async fn reload(ctl: &mut Controller, probers: &mut Probers) -> Result<Vec<ReportLine>, String> {
+/// Reloads: the configuration is read and compiled on a blocking thread while the event loop
+/// goes on handling carrier events, probes and failovers; only the kernel writes happen on the
+/// loop. One reload runs at a time; requests that come meanwhile share the next one (the file
+/// may have changed since the running one read it).
+#[derive(Default)]
+struct Reloads {
+    running: Option<(JoinHandle<Result<Prepared, ConfigErrors>>, Waiting)>,
+    next: Option<Waiting>,
+}
+
+/// Who waits for a reload's outcome (nobody for SIGHUP).
+type Waiting = Vec<oneshot::Sender<Response>>;
+
+impl Reloads {
+    fn request(&mut self, ctl: &Controller, reply: Option<oneshot::Sender<Response>>) {
+        if self.running.is_some() {
+            self.next.get_or_insert_with(Vec::new).extend(reply);
+            return;
+        }
+        let plan = ctl.reload_plan();
+        let task = tokio::task::spawn_blocking(move || plan.prepare());
+        self.running = Some((task, reply.into_iter().collect()));
+    }
+
+    /// Waits for the running reload's preparation (never, when none runs).
+    async fn prepared(&mut self) -> (Result<Prepared, String>, Waiting) {
+        let Some((task, _)) = &mut self.running else {
+            return std::future::pending().await;
+        };
+        let prepared = match task.await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("reading the configuration failed: {e}")),
+        };
+        let (_, waiting) = self.running.take().expect("running");
+        (prepared, waiting)
+    }
+
+    /// Applies a prepared reload, answers who waited, and starts the next one if asked.
+    async fn finish(
+        &mut self,
+        ctl: &mut Controller,
+        probers: &mut Probers,
+        prepared: Result<Prepared, String>,
+        waiting: Waiting,
+    ) {
+        let response = match apply_reload(ctl, probers, prepared).await {
+            Ok(lines) => Response::ok(serde_json::json!({ "changes": lines })),
+            Err(e) => Response::error(e),
+        };
+        for reply in waiting {
+            let _ = reply.send(response.clone());
+        }
+        if let Some(next) = self.next.take() {
+            let plan = ctl.reload_plan();
+            let task = tokio::task::spawn_blocking(move || plan.prepare());
+            self.running = Some((task, next));
+        }
+    }
+}
+
+/// Applies a reload and logs the outcome; an invalid configuration keeps the running one.
+async fn apply_reload(
+    ctl: &mut Controller,
+    probers: &mut Probers,
+    prepared: Result<Prepared, String>,
+) -> Result<Vec<ReportLine>, String> {
     let refused = |e: &dyn std::fmt::Display| {
         let msg = format!("reload refused, still running the previous configuration:\n{e}");
         log::error!("{msg}");
         msg
     };
-    let next = config::load(&ctl.config().path).map_err(|e| refused(&e))?;
-    let report = ctl.reload(next).await.map_err(|e| refused(&e))?;
+    let prepared = prepared.map_err(|e| refused(&e))?;
+    let report = ctl.reload(prepared).await.map_err(|e| refused(&e))?;
     let lines = report.lines();
     log_lines("reload: ", &lines);
     probers.sync(ctl.config());

@@ -73,7 +73,7 @@ impl Applied {
         if let Some(capacity) = self.capacity {
             d.contents.capacity = capacity;
         }
-        let report = dp.sync(&d.contents)?;
+        let report = dp.sync(&d.contents, None)?;
         self.rule_ids = d.rule_ids();
         self.wan_slots = d.wan_slots;
         Ok(report)

@@ -2,8 +2,9 @@
 //! WAN a connection came in by), and restored on every later packet from the LAN.
 
 use std::{
-    io::Write,
-    process::{Command, Stdio},
+    io::{Read, Write},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
 };
 
 use super::ConntrackError;
@@ -101,13 +102,40 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), ConntrackError> {
         pipe.write_all(text.as_bytes())
             .map_err(ConntrackError::NoNft)?;
     }
-    let out = child.wait_with_output().map_err(ConntrackError::NoNft)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(ConntrackError::Nft(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ))
+    let status = wait_bounded(&mut child).map_err(ConntrackError::NoNft)?;
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(ConntrackError::Nft(format!(
+            "nft did not finish within {} s and was killed",
+            NFT_TIMEOUT.as_secs()
+        )));
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    Err(ConntrackError::Nft(stderr.trim().to_owned()))
+}
+
+/// `nft` talks to the kernel only: a run that takes longer than this is stuck (a wedged
+/// netlink, a lock) and must not hold up the caller.
+const NFT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits for `child` up to [`NFT_TIMEOUT`]; `None` when it is still running.
+fn wait_bounded(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + NFT_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -1,14 +1,25 @@
 //! Prometheus metrics (`[control] metrics = "ADDR:PORT"`): a minimal HTTP endpoint serving
-//! `GET /metrics` in the text exposition format. Each scrape asks the controller for its status
-//! document through the same channel as the control socket, so the numbers are the ones
-//! `steer status` shows, read on the controller's own task.
+//! `GET /metrics` in the text exposition format. The numbers are the ones `steer status` shows:
+//! the controller's status document, asked for through the same channel as the control socket
+//! and rendered at most once per [`FRESH`] (scrapes in between get that snapshot). Slots are
+//! few and a client that connects and sends nothing loses its slot to the next one.
 
-use std::{io::ErrorKind, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    io::ErrorKind,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
+    sync::{Mutex, mpsc},
+    task::AbortHandle,
     time::Instant,
 };
 
@@ -17,9 +28,15 @@ use crate::status::{Status, WanState};
 
 /// Longest request head read.
 const MAX_HEAD: usize = 8 * 1024;
+/// A client must send its request head within this; one that does not loses its slot.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Answering (asking the controller and writing) takes at most this.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Scrapes served at once; a scraper is one Prometheus, so a few is plenty.
 const MAX_SCRAPES: usize = 8;
+/// A rendered answer is served again for this long: a hundred scrapes a second cost the
+/// controller one status a second.
+const FRESH: Duration = Duration::from_secs(1);
 
 /// Binds `addr` and serves scrapes until the returned task is aborted.
 pub async fn serve(
@@ -44,34 +61,91 @@ pub async fn serve(
     Ok(tokio::spawn(accept_loop(listener, calls)))
 }
 
+/// A connection being served: whether its request head is in (then it is being answered, which
+/// is bounded by [`TIMEOUT`]), and the task to abort to free its slot.
+struct Slot {
+    asked: Arc<AtomicBool>,
+    task: AbortHandle,
+}
+
+/// The last rendered answer and when it was made.
+type Snapshot = Arc<Mutex<Option<(Instant, String)>>>;
+
 async fn accept_loop(listener: TcpListener, calls: mpsc::Sender<Call>) {
-    let scrapes = Arc::new(Semaphore::new(MAX_SCRAPES));
+    let mut slots: VecDeque<Slot> = VecDeque::new();
+    let snapshot: Snapshot = Arc::default();
     loop {
-        // Take a slot before accepting: at the cap, scrapers wait in the listen backlog.
-        let Ok(permit) = scrapes.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let calls = calls.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = tokio::time::timeout(TIMEOUT, answer(stream, calls)).await {
-                        log::debug!("metrics: slow client dropped ({e})");
-                    }
-                    drop(permit);
-                });
-            }
-            Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
                 log::warn!("metrics: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
+        };
+        slots.retain(|s| !s.task.is_finished());
+        if slots.len() >= MAX_SCRAPES && !evict_idle(&mut slots) {
+            // Every slot is answering a real request: this one waits for the next scrape.
+            continue;
         }
+        let asked = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(answer(
+            stream,
+            calls.clone(),
+            asked.clone(),
+            snapshot.clone(),
+        ));
+        slots.push_back(Slot {
+            asked,
+            task: task.abort_handle(),
+        });
     }
 }
 
-async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) {
+/// Frees the slot of the oldest connection that has not sent its request yet: clients that
+/// connect and say nothing cannot keep a scraper out. Returns whether one was freed.
+fn evict_idle(slots: &mut VecDeque<Slot>) -> bool {
+    let Some(i) = slots.iter().position(|s| !s.asked.load(Ordering::Relaxed)) else {
+        return false;
+    };
+    if let Some(slot) = slots.remove(i) {
+        slot.task.abort();
+        log::debug!("metrics: dropped a client that sent no request, for a new one");
+    }
+    true
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    calls: mpsc::Sender<Call>,
+    asked: Arc<AtomicBool>,
+    snapshot: Snapshot,
+) {
+    let Ok(head) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await else {
+        log::debug!("metrics: a client sent no request within {HEAD_TIMEOUT:?}");
+        return;
+    };
+    asked.store(true, Ordering::Relaxed);
+    let respond = async {
+        let line = String::from_utf8_lossy(&head);
+        let response = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?") {
+            match rendered(&calls, &snapshot).await {
+                Some(body) => http(200, "text/plain; version=0.0.4", &body),
+                None => http(503, "text/plain", "the controller did not answer\n"),
+            }
+        } else {
+            http(404, "text/plain", "only GET /metrics is served here\n")
+        };
+        let _ = stream.write_all(response.as_bytes()).await;
+    };
+    if tokio::time::timeout(TIMEOUT, respond).await.is_err() {
+        log::debug!("metrics: slow client dropped");
+    }
+}
+
+async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
@@ -80,16 +154,21 @@ async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let line = String::from_utf8_lossy(&head);
-    let response = if line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?") {
-        match status(&calls).await {
-            Some(s) => http(200, "text/plain; version=0.0.4", &render(&s)),
-            None => http(503, "text/plain", "the controller did not answer\n"),
-        }
-    } else {
-        http(404, "text/plain", "only GET /metrics is served here\n")
-    };
-    let _ = stream.write_all(response.as_bytes()).await;
+    head
+}
+
+/// The metrics text: the snapshot when it is fresh, else a new one from the controller's
+/// status. Scrapes that come together wait for one status instead of asking one each.
+async fn rendered(calls: &mpsc::Sender<Call>, snapshot: &Snapshot) -> Option<String> {
+    let mut cached = snapshot.lock().await;
+    if let Some((at, body)) = cached.as_ref()
+        && at.elapsed() < FRESH
+    {
+        return Some(body.clone());
+    }
+    let body = render(&status(calls).await?);
+    *cached = Some((Instant::now(), body.clone()));
+    Some(body)
 }
 
 async fn status(calls: &mpsc::Sender<Call>) -> Option<Status> {

@@ -20,25 +20,26 @@ mod report;
 pub mod teardown;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Instant,
 };
 
 use aya_log::EbpfLogger;
 
-pub use desired::{Desired, desired};
+pub use desired::{Desired, Step, desired};
 pub use gateways::{Hooked, Resolved};
-pub use report::{ApplyReport, FailoverReport};
+pub use report::{ApplyReport, FailoverReport, Flush};
 pub use teardown::{Teardown, TeardownError, teardown};
 
 use crate::{
-    config::{Config, Failback},
+    config::{self, Config, ConfigErrors, Failback},
     conntrack,
-    dataplane::{Adopted, AttachReport, Dataplane, DataplaneError, SyncError},
+    dataplane::{Adopted, AttachReport, Dataplane, DataplaneError, Diff, SyncError},
     health::{Health, Override, Transition, UnknownWan, Verdict, probe::Round},
-    model::{Family, NameIds, Rule, local_set},
+    model::{Family, NameIds, PrefixSets, Rule, local_set},
     policy::{Outcome, Outcomes},
     routing::{self, ReconcileReport, Routing, RoutingError},
     status::{
@@ -71,6 +72,62 @@ pub enum ControllerError {
 
 /// What differs between `old` and `new` that a running daemon cannot move: where its pinned
 /// state, its socket and its metrics listener are.
+/// A reload's inputs, taken from the controller so the configuration can be read and
+/// compiled on another thread.
+#[derive(Clone, Debug)]
+pub struct ReloadPlan {
+    path: PathBuf,
+    rule_ids: NameIds,
+    wan_slots: NameIds,
+    up: HashSet<(String, Family)>,
+    /// What the prefix maps hold, and its version: the diff is taken against it.
+    held: (Arc<PrefixSets>, u64),
+}
+
+/// A configuration read, validated and compiled, ready for [`Controller::reload`].
+#[derive(Debug)]
+pub struct Prepared {
+    config: Config,
+    steps: Vec<Compiled>,
+}
+
+/// A step with what is computed ahead of the kernel writes: the prefixes per rule it leaves
+/// in the maps, and (first step only) its diff against the maps' version it was taken from.
+#[derive(Debug)]
+struct Compiled {
+    step: Step,
+    counts: HashMap<u32, usize>,
+    diff: Option<(u64, Diff)>,
+}
+
+impl Compiled {
+    fn of(step: Step) -> Compiled {
+        Compiled {
+            counts: step.desired.contents.prefixes.per_rule(),
+            step,
+            diff: None,
+        }
+    }
+}
+
+impl ReloadPlan {
+    /// Reads, validates and compiles the configuration file and diffs it against the maps (the
+    /// slow part of a reload: list files of a million lines). Touches nothing in the kernel.
+    pub fn prepare(self) -> Result<Prepared, ConfigErrors> {
+        let config = config::load(&self.path)?;
+        let steps = desired::steps(&config, &self.rule_ids, &self.wan_slots, |w, f| {
+            self.up.contains(&(w.to_owned(), f))
+        });
+        let (held, version) = self.held;
+        let mut steps: Vec<Compiled> = steps.into_iter().map(Compiled::of).collect();
+        if let Some(first) = steps.first_mut() {
+            let diff = Diff::new(&held, &first.step.desired.contents.prefixes);
+            first.diff = Some((version, diff));
+        }
+        Ok(Prepared { config, steps })
+    }
+}
+
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let show = |v: Option<std::net::SocketAddr>| v.map_or("none".to_owned(), |a| a.to_string());
     [
@@ -116,6 +173,9 @@ pub struct Controller {
     gateways: BTreeMap<(String, Family), Resolved>,
     /// Gateways handed in by DHCP client hooks.
     hooked: Hooked,
+    /// Prefixes per rule id, counted after each sync: a status (a metrics scrape) must not
+    /// walk a million prefixes.
+    prefix_counts: HashMap<u32, usize>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -163,8 +223,9 @@ impl Controller {
             policy_dirty: false,
             gateways: BTreeMap::new(),
             hooked: Hooked::new(),
+            prefix_counts: HashMap::new(),
         };
-        let mut report = ctl.apply(config, true).await?;
+        let mut report = ctl.apply(config, true, None).await?;
         report
             .notes
             .splice(0..0, no_carrier_warnings(&ctl.config, &carriers));
@@ -175,10 +236,31 @@ impl Controller {
         &self.config
     }
 
-    /// Applies a new, validated configuration (re-read from the file by the caller). An error
-    /// means nothing changed: the running configuration stays. Once the new configuration is
-    /// live, what still fails (attaching to a LAN interface) is in the report.
-    pub async fn reload(&mut self, config: Config) -> Result<ApplyReport, ControllerError> {
+    /// What a reload needs to read and compile the configuration off the event loop: the
+    /// file, and the rule ids and WAN slots in use (so the compilation keeps them).
+    pub fn reload_plan(&self) -> ReloadPlan {
+        let up: HashSet<(String, Family)> = self
+            .config
+            .wans
+            .iter()
+            .flat_map(|w| Family::ALL.map(|f| (w.name.clone(), f)))
+            .filter(|(w, f)| self.usable(w, *f))
+            .collect();
+        ReloadPlan {
+            path: self.config.path.clone(),
+            rule_ids: self.rule_ids(),
+            wan_slots: self.wan_slots.clone(),
+            up,
+            held: self.dp.snapshot(),
+        }
+    }
+
+    /// Applies a configuration read and compiled by [`ReloadPlan::prepare`]. An error means
+    /// nothing changed: the running configuration stays. Once the new configuration is live,
+    /// what still fails (attaching to a LAN interface) is in the report. WANs that changed
+    /// state while the configuration was being compiled are accounted for before this returns.
+    pub async fn reload(&mut self, prepared: Prepared) -> Result<ApplyReport, ControllerError> {
+        let Prepared { config, steps } = prepared;
         let restart = restart_only_changes(&self.config, &config);
         if !restart.is_empty() {
             return Err(ControllerError::NeedsRestart(restart));
@@ -187,7 +269,7 @@ impl Controller {
         let health = self.health.clone();
         self.health
             .follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
-        let applied = self.apply(config, false).await;
+        let applied = self.apply(config, false, Some(steps)).await;
         if applied.is_err() {
             // The running configuration stays, and so do the WAN states that go with it.
             self.health = health;
@@ -246,6 +328,28 @@ impl Controller {
                     ReportLine::error(format!("{iface}: attaching the classifier failed: {e}"))
                 }
             }),
+        }
+    }
+
+    /// Writes the policy table the WAN states of now ask for, when it is not the live one (a
+    /// WAN changed state while a reload was compiled).
+    fn follow_wan_states(&mut self) -> Option<ReportLine> {
+        let (table, outcomes) = self.live_table();
+        match self.dp.flip_policy(&table) {
+            Ok(flip) => {
+                self.outcomes = outcomes;
+                flip.map(|_| {
+                    ReportLine::info(
+                        "policy table rewritten for WANs that changed state during the reload",
+                    )
+                })
+            }
+            Err(e) => {
+                self.policy_dirty = true;
+                Some(ReportLine::error(format!(
+                    "writing the policy table for the WANs' states failed (retrying): {e}"
+                )))
+            }
         }
     }
 
@@ -546,10 +650,10 @@ impl Controller {
             switch,
             flip: flip.as_ref().ok().copied().flatten(),
             error: flip.err().map(|e| e.to_string()),
-            flushed: None,
+            flush: None,
         };
         if !transition.up {
-            report.flushed = self.flush_connections(&report.wan, &report.families);
+            report.flush = self.flush_of(&report.wan, &report.families);
         }
         self.policy_dirty = report.error.is_some();
         if !self.policy_dirty {
@@ -559,16 +663,15 @@ impl Controller {
         report
     }
 
-    /// Deletes the conntrack entries of `families` carrying `wan`'s mark, in words.
-    fn flush_connections(&self, wan: &str, families: &[Family]) -> Option<String> {
+    /// The conntrack flush of `families` carrying `wan`'s mark, for the caller to run off the
+    /// event loop.
+    fn flush_of(&self, wan: &str, families: &[Family]) -> Option<Flush> {
         let w = self.config.wan(wan)?;
-        let mask = self.config.general.mark_mask;
-        Some(match conntrack::flush_mark(w.mark, mask, families) {
-            Ok(()) => format!(
-                "conntrack entries with mark {:#x}/{mask:#x} flushed",
-                w.mark
-            ),
-            Err(e) => format!("conntrack flush failed: {e}"),
+        Some(Flush {
+            wan: wan.to_owned(),
+            mark: w.mark,
+            mask: self.config.general.mark_mask,
+            families: families.to_vec(),
         })
     }
 
@@ -577,7 +680,15 @@ impl Controller {
     /// and the controller still follows the previous configuration. Once the new policy
     /// generation is live the new configuration is the controller's, and what fails after
     /// that is reported.
-    async fn apply(&mut self, config: Config, first: bool) -> Result<ApplyReport, ControllerError> {
+    /// `compiled` are the steps when the caller compiled them off the event loop (a reload),
+    /// with the WAN states of that moment: the policy table then follows the states of now
+    /// before this returns.
+    async fn apply(
+        &mut self,
+        config: Config,
+        first: bool,
+        compiled: Option<Vec<Compiled>>,
+    ) -> Result<ApplyReport, ControllerError> {
         let started = Instant::now();
         let old_rules = self.rules.clone();
         let mut report = ApplyReport::default();
@@ -587,18 +698,40 @@ impl Controller {
             Ok(seen) => report.notes.extend(seen.lines),
             Err(line) => report.notes.push(line),
         }
-        let steps = desired::steps(&config, &self.rule_ids(), &self.wan_slots, |w, f| {
-            self.usable(w, f)
+        let precompiled = compiled.is_some();
+        let steps = compiled.unwrap_or_else(|| {
+            desired::steps(&config, &self.rule_ids(), &self.wan_slots, |w, f| {
+                self.usable(w, f)
+            })
+            .into_iter()
+            .map(Compiled::of)
+            .collect()
         });
         let mut wanted = BTreeMap::new();
-        for step in steps {
-            wanted.clone_from(&step.desired.rules);
-            match self.dp.sync(&step.desired.contents) {
+        let mut committed = false;
+        for Compiled { step, counts, diff } in steps {
+            let rules = step.desired.rules.clone();
+            match self.dp.sync(&step.desired.contents, diff) {
                 Ok(sync) => report.merge_sync(sync),
                 Err(e) if e.is_live() => report.notes.push(ReportLine::error(e.to_string())),
-                Err(e) => return Err(e.into()),
+                Err(e) if !committed => return Err(e.into()),
+                Err(e) => {
+                    // An earlier step is live: steer follows it, so the controller and the
+                    // kernel agree, and the log says which sets did not make it.
+                    report.notes.push(ReportLine::error(format!(
+                        "{e}; running the new configuration without its sets {} (they had to \
+                         wait for the removed sets' ids); run `steer reload` to add them",
+                        missing_sets(&step.config, &self.config)
+                    )));
+                    break;
+                }
             }
-            self.commit(step.desired, step.config);
+            wanted = rules;
+            self.commit(step.desired, step.config, counts);
+            committed = true;
+        }
+        if precompiled && committed {
+            report.notes.extend(self.follow_wan_states());
         }
         report.per_set = per_set(&report.sync, &wanted, &old_rules);
         self.reconcile_lan(first, &mut report);
@@ -621,12 +754,13 @@ impl Controller {
         Ok(report)
     }
 
-    fn commit(&mut self, want: Desired, config: Config) {
+    fn commit(&mut self, want: Desired, config: Config, counts: HashMap<u32, usize>) {
         self.rules = want.rules;
         self.wan_slots = want.wan_slots;
         self.outcomes = want.outcomes;
         self.config = config;
         self.policy_dirty = false;
+        self.prefix_counts = counts;
     }
 
     /// Set name -> rule id of what the kernel holds.
@@ -708,7 +842,7 @@ impl Controller {
     /// The status document (`steer status`).
     pub async fn status(&self) -> Status {
         let maps = self.dp.maps();
-        let per_rule = self.dp.prefixes().per_rule();
+        let per_rule = &self.prefix_counts;
         let sets = self
             .rules
             .values()
@@ -952,6 +1086,17 @@ fn no_carrier_warnings(config: &Config, carriers: &HashMap<String, bool>) -> Vec
 }
 
 /// The rules and WAN slots the pinned maps already hold, so a restart keeps every id.
+/// The sets of `wanted` that `running` does not have, for messages.
+fn missing_sets(wanted: &Config, running: &Config) -> String {
+    wanted
+        .sets
+        .iter()
+        .filter(|s| !running.sets.iter().any(|r| r.name == s.name))
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn previous_ids(dp: &Dataplane) -> Result<(BTreeMap<u32, Rule>, NameIds), DataplaneError> {
     let maps = dp.maps();
     let rules = maps.rules(maps.active_generation()?)?;

@@ -104,8 +104,34 @@ pub struct FailoverReport {
     pub flip: Option<(u32, u32)>,
     /// Writing the new policy table failed: the old one stays live (retried).
     pub error: Option<String>,
-    /// Conntrack flush of the WAN's mark (on down).
-    pub flushed: Option<String>,
+    /// The WAN's connections to cut (on down): run off the event loop, since the kernel walks
+    /// the whole conntrack table to do it.
+    pub flush: Option<Flush>,
+}
+
+/// Deleting the conntrack entries of one WAN's mark after it went down.
+#[derive(Clone, Debug)]
+pub struct Flush {
+    pub wan: String,
+    pub mark: u32,
+    pub mask: u32,
+    pub families: Vec<Family>,
+}
+
+impl Flush {
+    /// Deletes the entries (blocking: the kernel deletes while it answers) and says how it went.
+    pub fn run(&self) -> String {
+        let started = std::time::Instant::now();
+        let (mark, mask) = (self.mark, self.mask);
+        match crate::conntrack::flush_mark(mark, mask, &self.families) {
+            Ok(()) => format!(
+                "{}: conntrack entries with mark {mark:#x}/{mask:#x} flushed in {:.1} ms",
+                self.wan,
+                started.elapsed().as_secs_f64() * 1e3
+            ),
+            Err(e) => format!("{}: conntrack flush failed: {e}", self.wan),
+        }
+    }
 }
 
 impl FailoverReport {
@@ -150,9 +176,6 @@ impl std::fmt::Display for FailoverReport {
         write!(f, ", switched in {:.2} ms", self.switch.as_secs_f64() * 1e3)?;
         if let Some((from, to)) = self.flip {
             write!(f, " (generation {from} -> {to})")?;
-        }
-        if let Some(flushed) = &self.flushed {
-            write!(f, "; {flushed}")?;
         }
         if let Some(e) = &self.error {
             write!(

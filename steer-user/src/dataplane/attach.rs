@@ -101,6 +101,30 @@ impl Hook for Xdp {
     }
 }
 
+/// Whether the link pinned at `path` (named after `iface`) is attached to `iface`'s device. A
+/// device renamed while no daemon ran keeps its links, and a new device may have taken the
+/// name: that pin is removed (which detaches the old device, held by nothing else), so the
+/// interface gets a link of its own instead of none.
+fn pin_is_for(path: &Path, iface: &str) -> bool {
+    let Ok(index) = ifindex(iface) else {
+        return true;
+    };
+    match super::sys::pinned_link_ifindex(path) {
+        Ok(pinned) if pinned == index => true,
+        Ok(pinned) => {
+            log::warn!(
+                "{iface}: the pinned link {} is attached to interface index {pinned}, not to \
+                 {iface} (index {index}): the device was renamed; detaching it and attaching anew",
+                path.display()
+            );
+            std::fs::remove_file(path).ok();
+            false
+        }
+        // Adopting says what is wrong with it.
+        Err(_) => true,
+    }
+}
+
 /// Swaps `prog` into the link pinned at `path`.
 fn adopt<P: Hook>(prog: &mut P, path: &Path) -> Result<HeldLink, DataplaneError> {
     let pinned = PinnedLink::from_pin(path).map_err(link_err)?;
@@ -228,7 +252,10 @@ impl Dataplane {
     fn attach_tc(&mut self, iface: &str) -> Result<(HeldLink, bool), DataplaneError> {
         let pin = self.pins.as_ref().map(|p| p.link(LinkKind::Tc, iface));
         let tc = program_mut::<SchedClassifier>(&mut self.ebpf, program_names::TC)?;
-        if let Some(path) = pin.as_deref().filter(|p| p.exists()) {
+        if let Some(path) = pin
+            .as_deref()
+            .filter(|p| p.exists() && pin_is_for(p, iface))
+        {
             match adopt(tc, path) {
                 Ok(link) => {
                     log::info!("{iface}: adopted the pinned TC link, classifier replaced in place");
@@ -264,7 +291,10 @@ impl Dataplane {
                 .collect();
         let xdp = program_mut::<Xdp>(&mut self.ebpf, program_names::XDP)?;
         for (mode, pin) in &pins {
-            let Some(path) = pin.as_deref().filter(|p| p.exists()) else {
+            let Some(path) = pin
+                .as_deref()
+                .filter(|p| p.exists() && pin_is_for(p, iface))
+            else {
                 continue;
             };
             match adopt(xdp, path) {

@@ -17,6 +17,7 @@ pub mod trie;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use aya::{
@@ -28,7 +29,7 @@ use steer_common::{map_names, program_names};
 
 pub use attach::{AttachReport, ifindex};
 pub use maps::{Maps, WanName, WriteMode};
-pub use sync::{MapContents, SyncError, SyncReport};
+pub use sync::{Diff, MapContents, SyncError, SyncReport};
 
 use crate::{
     model::{self, LocalSet, PrefixSets},
@@ -127,8 +128,10 @@ pub struct Dataplane {
     ebpf: Ebpf,
     maps: Maps,
     /// What the prefix maps hold: read when the maps are adopted, kept current by every sync,
-    /// so a sync diffs against it instead of reading the maps back.
-    prefixes: PrefixSets,
+    /// so a sync diffs against it instead of reading the maps back. Shared with a reload that
+    /// takes its diff on another thread; `version` counts the syncs, to know the diff is current.
+    prefixes: Arc<PrefixSets>,
+    version: u64,
     /// What the local-destination maps hold, kept the same way.
     local: LocalSet,
     attached: BTreeMap<String, Attachment>,
@@ -165,7 +168,7 @@ impl Dataplane {
         let mut dp = Self::load_with(loader, Some(pins))?;
         dp.pin_programs()?;
         if adopted.maps {
-            dp.prefixes = dp.maps.prefix_sets()?;
+            dp.prefixes = Arc::new(dp.maps.prefix_sets()?);
             dp.local = dp.maps.locals()?;
         }
         Ok((dp, adopted))
@@ -206,7 +209,8 @@ impl Dataplane {
         Ok(Dataplane {
             ebpf,
             maps,
-            prefixes: PrefixSets::default(),
+            prefixes: Arc::default(),
+            version: 0,
             local: LocalSet::new(),
             attached: BTreeMap::new(),
             pins,
@@ -215,8 +219,28 @@ impl Dataplane {
 
     /// Brings the maps to `want`, in the order [`sync`] documents. On error before the flip
     /// nothing changed; [`SyncError::is_live`] says when the new state went live anyway.
-    pub fn sync(&mut self, want: &MapContents) -> Result<SyncReport, SyncError> {
-        sync::sync(&mut self.maps, &mut self.prefixes, want)
+    /// `diff` is the difference computed elsewhere against [`Dataplane::snapshot`]: taken when
+    /// the prefixes have not changed since that snapshot, recomputed otherwise.
+    pub fn sync(
+        &mut self,
+        want: &MapContents,
+        diff: Option<(u64, Diff)>,
+    ) -> Result<SyncReport, SyncError> {
+        let diff = diff
+            .filter(|(version, _)| *version == self.version)
+            .map(|(_, d)| d);
+        self.version += 1;
+        sync::sync(
+            &mut self.maps,
+            Arc::make_mut(&mut self.prefixes),
+            want,
+            diff,
+        )
+    }
+
+    /// What the prefix maps hold, shared (for a diff on another thread), and its version.
+    pub fn snapshot(&self) -> (Arc<PrefixSets>, u64) {
+        (self.prefixes.clone(), self.version)
     }
 
     /// Makes `table` the live policy table (standby generation, then one word flipped): a

@@ -161,13 +161,39 @@ struct Undo {
     previous: Option<u32>,
 }
 
+/// The prefix writes that bring `state` to `want`: pure, so a reload computes it on another
+/// thread (against a snapshot of the state) and the sync only writes.
+#[derive(Debug)]
+pub struct Diff {
+    planned: Vec<PlannedWrites>,
+    left: Vec<(Direction, Prefix)>,
+    per_rule: BTreeMap<u32, Changes>,
+    took: std::time::Duration,
+}
+
+impl Diff {
+    pub fn new(state: &PrefixSets, want: &PrefixSets) -> Diff {
+        let started = std::time::Instant::now();
+        let mut report = SyncReport::default();
+        let planned = plan_writes(state, want, &mut report);
+        let left = removals(state, want);
+        Diff {
+            planned,
+            left,
+            per_rule: report.per_rule,
+            took: started.elapsed(),
+        }
+    }
+}
+
 /// Brings the maps to `want`. `state` is what the prefix maps hold (read from the kernel when
-/// the dataplane was opened, kept current by every sync): the diff is taken against it, so a
-/// reload reads no prefix back.
+/// the dataplane was opened, kept current by every sync): the diff is taken against it (or
+/// handed in, taken against that same state elsewhere), so a reload reads no prefix back.
 pub fn sync(
     maps: &mut Maps,
     state: &mut PrefixSets,
     want: &MapContents,
+    diff: Option<Diff>,
 ) -> Result<SyncReport, SyncError> {
     let table = &want.table;
     check_capacity(&want.prefixes, &want.capacity, |r| {
@@ -179,10 +205,17 @@ pub fn sync(
         }
     })?;
     let started = std::time::Instant::now();
-    let mut report = SyncReport::default();
-    let planned = plan_writes(state, &want.prefixes, &mut report);
-    let mut left = removals(state, &want.prefixes);
-    report.diff_time = started.elapsed();
+    let Diff {
+        planned,
+        mut left,
+        per_rule,
+        took,
+    } = diff.unwrap_or_else(|| Diff::new(state, &want.prefixes));
+    let mut report = SyncReport {
+        per_rule,
+        diff_time: took,
+        ..SyncReport::default()
+    };
 
     let start = maps.writes();
     let widened = settings(state, want.log_packets).flags | settings(&want.prefixes, false).flags;
@@ -258,7 +291,7 @@ pub fn sync(
     write_settings(maps, settings(state, want.log_packets))
         .map_err(|e| SyncError::Incomplete { source: e, left: 0 })?;
     report.policy_writes += maps.writes() - start;
-    report.kernel_time = started.elapsed() - report.diff_time;
+    report.kernel_time = started.elapsed();
     Ok(report)
 }
 

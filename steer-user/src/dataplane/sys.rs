@@ -167,3 +167,80 @@ unsafe fn lookup_batches<K: Pod, V: Pod>(
     }
     Ok(out)
 }
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// The `obj_pin` member of `union bpf_attr`, for `BPF_OBJ_GET`.
+#[repr(C)]
+#[derive(Default)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    path_fd: i32,
+    _pad: u32,
+}
+
+const _: () = assert!(size_of::<ObjGetAttr>() == 24);
+
+/// The `info` member of `union bpf_attr`, for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+const _: () = assert!(size_of::<InfoAttr>() == 16);
+
+/// The head of `struct bpf_link_info`: type, id and program id, then the 8-aligned union whose
+/// `xdp` and `tcx` members both start with the interface index.
+#[repr(C)]
+#[derive(Default)]
+struct LinkInfoHead {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    ifindex: u32,
+    attach_type: u32,
+    _rest: [u64; 4],
+}
+
+const _: () = assert!(size_of::<LinkInfoHead>() == 56);
+
+fn bpf_raw<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, initialised member of bpf_attr for `cmd`, of the size passed;
+    // any buffer it points at is alive and as large as the attribute says.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>() as u32) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The interface index of the XDP or TCX link pinned at `path`: a pin is named after the
+/// interface it was made for, but a renamed device keeps its links.
+pub fn pinned_link_ifindex(path: &std::path::Path) -> io::Result<u32> {
+    use std::os::{fd::FromRawFd, unix::ffi::OsStrExt};
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut get = ObjGetAttr {
+        pathname: name.as_ptr() as u64,
+        ..ObjGetAttr::default()
+    };
+    let fd = bpf_raw(BPF_OBJ_GET, &mut get)?;
+    // SAFETY: BPF_OBJ_GET returned a new descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let mut info = LinkInfoHead::default();
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<LinkInfoHead>() as u32,
+        info: &raw mut info as u64,
+    };
+    bpf_raw(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info.ifindex)
+}

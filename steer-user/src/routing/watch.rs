@@ -57,6 +57,20 @@ impl Stream for Watch {
 /// them (no polling). Carrier is IFF_LOWER_UP. Must be called inside a tokio runtime: the
 /// socket's connection task is spawned on it.
 pub fn watch() -> Result<Watch, RoutingError> {
+    let rx = subscribe()?;
+    let state = State {
+        rx,
+        links: HashMap::new(),
+        pending: VecDeque::new(),
+        forged: 0,
+    };
+    Ok(Watch {
+        inner: Box::pin(futures::stream::unfold(state, next_event)),
+    })
+}
+
+/// A new event socket, its connection task spawned on the current runtime.
+fn subscribe() -> Result<UnboundedReceiver<Received>, RoutingError> {
     let rt = tokio::runtime::Handle::try_current().map_err(|_| RoutingError::NoRuntime)?;
     let (mut conn, _, rx) =
         rtnetlink::new_multicast_connection(&GROUPS).map_err(RoutingError::Socket)?;
@@ -64,14 +78,7 @@ pub fn watch() -> Result<Watch, RoutingError> {
         log::debug!("netlink event socket: cannot enlarge the receive buffer: {e}");
     }
     rt.spawn(conn);
-    let state = State {
-        rx,
-        links: HashMap::new(),
-        pending: VecDeque::new(),
-    };
-    Ok(Watch {
-        inner: Box::pin(futures::stream::unfold(state, next_event)),
-    })
+    Ok(rx)
 }
 
 type Received = (NetlinkMessage<RouteNetlinkMessage>, SocketAddr);
@@ -81,23 +88,67 @@ struct State {
     /// The last state reported per link index.
     links: HashMap<u32, LinkInfo>,
     pending: VecDeque<NetEvent>,
+    /// Messages from senders other than the kernel, ignored.
+    forged: u64,
 }
+
+/// How long to wait before opening the event socket again after it closed or failed.
+const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn next_event(mut st: State) -> Option<(NetEvent, State)> {
     loop {
         if let Some(ev) = st.pending.pop_front() {
             return Some((ev, st));
         }
-        let (msg, _) = st.rx.next().await?;
-        st.absorb(msg).await;
+        let Some(received) = st.rx.next().await else {
+            st.reopen().await;
+            continue;
+        };
+        st.take(received).await;
         // Whatever else is already here, so that a burst yields one `Changed`.
-        while let Ok((msg, _)) = st.rx.try_recv() {
-            st.absorb(msg).await;
+        while let Ok(received) = st.rx.try_recv() {
+            st.take(received).await;
         }
     }
 }
 
 impl State {
+    /// Absorbs a message if the kernel sent it. Any local process may send to the socket's
+    /// port: a forged "carrier lost" must not fail a WAN over.
+    async fn take(&mut self, (msg, from): Received) {
+        if from.port_number() == 0 {
+            self.absorb(msg).await;
+            return;
+        }
+        self.forged += 1;
+        if self.forged.is_power_of_two() {
+            log::warn!(
+                "netlink events: ignored {} message(s) not sent by the kernel (last from port {})",
+                self.forged,
+                from.port_number()
+            );
+        }
+    }
+
+    /// The event socket closed (its connection task ended on an error): a new one, then every
+    /// link read again, since events were lost in between.
+    async fn reopen(&mut self) {
+        loop {
+            log::warn!("netlink events: the event socket closed; opening a new one");
+            match subscribe() {
+                Ok(rx) => {
+                    self.rx = rx;
+                    self.resync().await;
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("netlink events: cannot open a new event socket ({e}); retrying");
+                    tokio::time::sleep(REOPEN_AFTER).await;
+                }
+            }
+        }
+    }
+
     async fn absorb(&mut self, msg: NetlinkMessage<RouteNetlinkMessage>) {
         use RouteNetlinkMessage as M;
         match msg.payload {

@@ -249,7 +249,7 @@ fn list_end_to_end() {
         let t1 = Instant::now();
         let d = desired(&cfg, &ids, &BTreeMap::new(), |_, _| true);
         let t2 = Instant::now();
-        let report = dp.sync(&d.contents).expect("sync");
+        let report = dp.sync(&d.contents, None).expect("sync");
         let t3 = Instant::now();
         (t1 - t0, t2 - t1, t3 - t2, report)
     };
