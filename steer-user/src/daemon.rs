@@ -49,6 +49,8 @@ pub enum DaemonError {
     Routing(#[from] routing::RoutingError),
     #[error("cannot start the event loop: {0}")]
     Runtime(#[from] std::io::Error),
+    #[error("{0}")]
+    Dns(String),
 }
 
 /// How the event loop ended.
@@ -68,14 +70,18 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     runtime.block_on(serve(config))
 }
 
-/// The probers of the configured WANs, restarted when the configuration changes.
+/// The probers of the configured WANs, and the DNS forwarder and snooper, restarted when the
+/// configuration changes.
 struct Probers {
     tasks: BTreeMap<String, (ProbeSpec, Duration, JoinHandle<()>)>,
     tx: mpsc::Sender<(String, Round)>,
+    dns: crate::dns::service::Services,
+    learner: std::sync::Arc<dyn crate::dns::Learn>,
 }
 
 impl Probers {
-    fn sync(&mut self, config: &Config) {
+    /// Returns what the DNS services report (a forwarder that could not bind, ...).
+    fn sync(&mut self, config: &Config) -> Vec<ReportLine> {
         self.tasks.retain(|name, (_, _, task)| {
             let keep = config.wan(name).is_some();
             if !keep {
@@ -99,6 +105,7 @@ impl Probers {
             let task = spawn_prober(wan.name.clone(), spec.clone(), interval, self.tx.clone());
             self.tasks.insert(wan.name.clone(), (spec, interval, task));
         }
+        self.dns.sync(config, std::sync::Arc::clone(&self.learner))
     }
 }
 
@@ -126,8 +133,20 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut probers = Probers {
         tasks: BTreeMap::new(),
         tx: round_tx,
+        dns: Default::default(),
+        learner: ctl.dns_learner(),
     };
-    probers.sync(ctl.config());
+    let dns = probers.sync(ctl.config());
+    log_lines("", &dns);
+    if let Some(e) = dns
+        .iter()
+        .find(|l| l.severity == crate::status::Severity::Error)
+    {
+        return Err(DaemonError::Dns(e.text.clone()));
+    }
+    // Expired learned hosts are removed within this of their expiry.
+    let mut expiry = tokio::time::interval(Duration::from_secs(1));
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
     let metrics = match ctl.config().control.metrics {
@@ -188,6 +207,12 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
                 due = None;
                 log_lines("", ctl.refresh_local().await.iter());
                 log_lines("", &ctl.reconcile_routing("netlink event").await);
+            }
+            _ = expiry.tick() => {
+                let n = ctl.expire_learned();
+                if n > 0 {
+                    log::debug!("dns: {n} learned hosts expired");
+                }
             }
             _ = periodic.tick() => {
                 log_lines("", ctl.retry_pending().iter());
@@ -316,7 +341,7 @@ async fn reload(ctl: &mut Controller, probers: &mut Probers) -> Result<Vec<Repor
     let report = ctl.reload(next).await.map_err(|e| refused(&e))?;
     let lines = report.lines();
     log_lines("reload: ", &lines);
-    probers.sync(ctl.config());
+    log_lines("reload: ", &probers.sync(ctl.config()));
     Ok(lines)
 }
 

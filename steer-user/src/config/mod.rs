@@ -22,6 +22,7 @@ mod check;
 mod control;
 mod default;
 mod diag;
+mod dns;
 mod document;
 mod endpoints;
 mod general;
@@ -47,6 +48,7 @@ use std::{
 };
 
 pub use diag::{ConfigErrors, Diagnostic};
+pub use dns::Dns;
 pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 
@@ -76,6 +78,8 @@ pub struct Config {
     /// The policy for traffic that no set matches; `None` leaves it unmarked (main table).
     pub default: Option<DefaultRule>,
     pub control: Control,
+    /// How domain sets learn their addresses; `None`: domains are not steered.
+    pub dns: Option<Dns>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -260,8 +264,13 @@ pub struct Set {
     pub prefixes: Vec<Entry>,
     /// The list files, resolved against the config file's directory.
     pub files: Vec<PathBuf>,
-    /// Lowercase, no trailing dot, each once.
+    /// Lowercase, no trailing dot, each once: inline ones first, then those of the domain
+    /// list files.
     pub domains: Vec<String>,
+    /// The domain list files, resolved against the config file's directory.
+    pub domain_files: Vec<PathBuf>,
+    /// Answer AAAA questions for the set's names with no address, learn no IPv6 address.
+    pub filter_aaaa: bool,
     pub allow_default_route: bool,
 }
 

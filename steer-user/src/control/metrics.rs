@@ -3,6 +3,8 @@
 //! document through the same channel as the control socket, so the numbers are the ones
 //! `steer status` shows, read on the controller's own task.
 
+mod dns;
+
 use std::{io::ErrorKind, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
@@ -178,6 +180,9 @@ pub fn render(s: &Status) -> String {
         "Whether the routing rules and tables are as desired.",
         vec![(String::new(), u8::from(s.routing.in_sync).to_string())],
     );
+    if let Some(d) = &s.dns {
+        dns::render(d, &mut out);
+    }
     out
 }
 

@@ -14,6 +14,7 @@
 //! kernel agree.
 
 pub mod desired;
+pub mod dns;
 mod failback;
 mod report;
 pub mod teardown;
@@ -77,6 +78,8 @@ pub struct Controller {
     /// The policy table in the kernel is behind the WAN states (a failover's write failed):
     /// retried on every event until it succeeds.
     policy_dirty: bool,
+    /// The learned-host maps and their lifetimes (domain sets).
+    dns: std::sync::Arc<dns::Learner>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -95,7 +98,11 @@ impl Controller {
         check_lan(&config)?;
         let routing = Routing::new()?;
         let carriers = link_states(&routing, &config).await;
-        let (dp, adopted) = Dataplane::open_pinned(&config.general.pin_dir)?;
+        let (mut dp, adopted) = Dataplane::open_pinned(&config.general.pin_dir)?;
+        let (learner, learned) = dns::Learner::new(dp.take_learned());
+        if learned > 0 {
+            log::info!("{learned} learned hosts adopted with their expiries");
+        }
         if adopted.maps {
             log::info!(
                 "adopting pinned state in {} (classifier attached to: {})",
@@ -123,6 +130,7 @@ impl Controller {
             health,
             last_failover: None,
             policy_dirty: false,
+            dns: std::sync::Arc::new(learner),
         };
         let mut report = ctl.apply(config, true).await?;
         report
@@ -305,7 +313,9 @@ impl Controller {
             found,
             &self.config.general.local_prefixes,
         );
-        match self.dp.sync_local(&want) {
+        let synced = self.dp.sync_local(&want);
+        self.dns.set_own(self.dp.local());
+        match synced {
             Ok((0, 0)) => None,
             Ok((added, removed)) => Some(ReportLine::info(format!(
                 "local destinations (never steered): {added} added or changed, {removed} removed, {} in all",
@@ -443,14 +453,8 @@ impl Controller {
         if first && !report.failures().is_empty() {
             return Err(ControllerError::Start(report.failures()));
         }
-        for set in self.config.sets.iter().filter(|s| !s.domains.is_empty()) {
-            report.notes.push(ReportLine::warning(format!(
-                "set {}: its {} domain(s) are not steered yet: learning addresses from DNS answers \
-                 comes with the [dns] section, which this version does not have",
-                set.name,
-                set.domains.len()
-            )));
-        }
+        let dns_lines = self.configure_dns();
+        report.notes.extend(dns_lines);
         report.took = started.elapsed();
         report.after.extend(self.ensure_conntrack_marking());
         let why = if first { "start" } else { "reload" };
@@ -484,9 +488,14 @@ impl Controller {
             })
             .collect();
         let general = &self.config.general;
-        conntrack::install(general.mark_mask, &wans, &general.lan)
-            .err()
-            .map(|e| ReportLine::warning(e.to_string()))
+        conntrack::install_with(
+            general.mark_mask,
+            &wans,
+            &general.lan,
+            &self.dns_nft_chains(),
+        )
+        .err()
+        .map(|e| ReportLine::warning(e.to_string()))
     }
 
     /// Attaches to every configured LAN interface (at start: adopting pinned links; later: new
@@ -612,6 +621,7 @@ impl Controller {
                 seconds_ago: at.elapsed().as_secs(),
                 changes: r.lines(),
             }),
+            dns: self.dns_status(),
         }
     }
 
