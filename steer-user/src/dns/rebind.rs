@@ -118,13 +118,17 @@ pub struct Rebind {
 impl Rebind {
     /// Why `addr` may not be learned, if it may not.
     pub fn check(&self, addr: IpAddr) -> Option<Refusal> {
-        if self.own.iter().any(|p| p.contains(addr)) {
-            return Some(Refusal::OwnSubnet);
+        let allowed = self.allow.iter().any(|p| p.contains(addr));
+        if self.enabled
+            && !allowed
+            && let Some(c) = class(addr)
+        {
+            return Some(c);
         }
-        if !self.enabled || self.allow.iter().any(|p| p.contains(addr)) {
-            return None;
-        }
-        class(addr)
+        self.own
+            .iter()
+            .any(|p| p.contains(addr))
+            .then_some(Refusal::OwnSubnet)
     }
 }
 
