@@ -387,13 +387,47 @@ impl Controller {
         self.config.dns.as_ref().map(|d| self.dns.status(d))
     }
 
-    /// The nftables chains snoop mode needs in steer's table.
-    pub(super) fn dns_nft_chains(&self) -> String {
-        match &self.config.dns {
-            Some(d) if d.snoop => {
-                crate::dns::snoop::nft_chain(&self.config.general.lan, d.snoop_queue)
+    /// Installs steer's nftables table, with snoop mode's chain when it is on. A kernel without
+    /// nftables' `queue` expression refuses that chain: the table goes in without it and the
+    /// same rules go into an iptables chain of steer's (NFQUEUE target) instead.
+    pub(super) fn install_marking(
+        &self,
+        wans: &[crate::conntrack::MarkedWan],
+    ) -> Option<ReportLine> {
+        use crate::{conntrack, dns::snoop};
+        let general = &self.config.general;
+        let snoop_queue = self
+            .config
+            .dns
+            .as_ref()
+            .filter(|d| d.snoop)
+            .map(|d| d.snoop_queue);
+        let Some(queue) = snoop_queue else {
+            snoop::remove_fallback_if_installed();
+            return conntrack::install(general.mark_mask, wans, &general.lan)
+                .err()
+                .map(|e| ReportLine::warning(e.to_string()));
+        };
+        let chain = snoop::nft_chain(&general.lan, queue);
+        if conntrack::install_with(general.mark_mask, wans, &general.lan, &chain).is_ok() {
+            snoop::remove_fallback_if_installed();
+            return None;
+        }
+        if let Err(e) = conntrack::install(general.mark_mask, wans, &general.lan) {
+            return Some(ReportLine::warning(e.to_string()));
+        }
+        match snoop::install_fallback(&general.lan, queue) {
+            Ok(()) => {
+                log::debug!(
+                    "dns snoop: nftables has no queue expression here; using iptables chain {}",
+                    snoop::FALLBACK_CHAIN
+                );
+                None
             }
-            _ => String::new(),
+            Err(e) => Some(ReportLine::error(format!(
+                "dns snoop: cannot queue DNS answers (nftables refused its queue rule and {e}); \
+                 snooped answers pass unlearned"
+            ))),
         }
     }
 }

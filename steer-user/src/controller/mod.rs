@@ -487,15 +487,7 @@ impl Controller {
                 mark: w.mark,
             })
             .collect();
-        let general = &self.config.general;
-        conntrack::install_with(
-            general.mark_mask,
-            &wans,
-            &general.lan,
-            &self.dns_nft_chains(),
-        )
-        .err()
-        .map(|e| ReportLine::warning(e.to_string()))
+        self.install_marking(&wans)
     }
 
     /// Attaches to every configured LAN interface (at start: adopting pinned links; later: new

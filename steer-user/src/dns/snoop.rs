@@ -47,6 +47,94 @@ pub fn nft_chain(lan: &[String], queue: u16) -> String {
     )
 }
 
+/// The iptables chain (mangle table, IPv4 and IPv6) snoop mode falls back to on kernels
+/// without nftables' `queue` expression (`CONFIG_NFT_QUEUE`) but with the xtables NFQUEUE
+/// target.
+pub const FALLBACK_CHAIN: &str = "STEER_DNS_SNOOP";
+
+fn xtables(bin: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(bin)
+        .arg("-w")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `{bin}`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{bin} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Installs (or replaces) the fallback: the same rules as [`nft_chain`] in the chain
+/// [`FALLBACK_CHAIN`] of the mangle table, jumped to from FORWARD, for IPv4 and IPv6.
+pub fn install_fallback(lan: &[String], queue: u16) -> Result<(), String> {
+    let queue = queue.to_string();
+    for bin in ["iptables", "ip6tables"] {
+        let _ = xtables(bin, &["-t", "mangle", "-N", FALLBACK_CHAIN]);
+        xtables(bin, &["-t", "mangle", "-F", FALLBACK_CHAIN])?;
+        for lan in lan {
+            for proto in ["udp", "tcp"] {
+                xtables(
+                    bin,
+                    &[
+                        "-t",
+                        "mangle",
+                        "-A",
+                        FALLBACK_CHAIN,
+                        "-o",
+                        lan,
+                        "-p",
+                        proto,
+                        "--sport",
+                        "53",
+                        "-j",
+                        "NFQUEUE",
+                        "--queue-num",
+                        &queue,
+                        "--queue-bypass",
+                    ],
+                )?;
+            }
+        }
+        let jump = ["-t", "mangle", "-C", "FORWARD", "-j", FALLBACK_CHAIN];
+        if xtables(bin, &jump).is_err() {
+            xtables(
+                bin,
+                &["-t", "mangle", "-I", "FORWARD", "-j", FALLBACK_CHAIN],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// [`remove_fallback`] when the chain exists (one cheap check otherwise).
+pub fn remove_fallback_if_installed() {
+    if xtables("iptables", &["-t", "mangle", "-n", "-L", FALLBACK_CHAIN]).is_ok()
+        || xtables("ip6tables", &["-t", "mangle", "-n", "-L", FALLBACK_CHAIN]).is_ok()
+    {
+        remove_fallback();
+    }
+}
+
+/// Removes the fallback chain, if it is there (`steer stop`, snoop mode switched off).
+pub fn remove_fallback() {
+    for bin in ["iptables", "ip6tables"] {
+        while xtables(
+            bin,
+            &["-t", "mangle", "-D", "FORWARD", "-j", FALLBACK_CHAIN],
+        )
+        .is_ok()
+        {}
+        let _ = xtables(bin, &["-t", "mangle", "-F", FALLBACK_CHAIN]);
+        let _ = xtables(bin, &["-t", "mangle", "-X", FALLBACK_CHAIN]);
+    }
+}
+
 /// The reader of the snoop queue; dropping it stops it (answers then pass unseen).
 #[derive(Debug)]
 pub struct Snooper {
