@@ -19,7 +19,9 @@ use crate::{
 
 /// Debian packages the tests and the demo use: iproute2 (ip, tc), nftables (NAT in the lab),
 /// conntrack (checking flushed flows), iputils-ping and procps (sysctl), bpftool and tcpdump
-/// (looking at what the kernel holds when something goes wrong).
+/// (looking at what the kernel holds when something goes wrong), dnsmasq-base (the resolver
+/// behind steer's DNS forwarder), bind9-dnsutils (dig), dnsperf (the DNS benchmark) and
+/// iptables (snoop mode's NFQUEUE rule on kernels whose nftables has no queue expression).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -28,6 +30,10 @@ const PACKAGES: &[&str] = &[
     "procps",
     "bpftool",
     "tcpdump",
+    "dnsmasq-base",
+    "bind9-dnsutils",
+    "dnsperf",
+    "iptables",
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM.
