@@ -281,3 +281,35 @@ fn prefixes(cx: &mut Ctx<'_>, list: &Option<Strings>) -> Vec<Prefix> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::{BASE, errors_in};
+
+    #[test]
+    fn the_forwarder_needs_listen_and_upstreams_and_no_loop() {
+        assert_eq!(
+            errors_in(&format!("{BASE}\n[dns]\nmin_ttl = 10\n")),
+            [
+                "dns.listen: the forwarder needs `listen`",
+                "dns.upstreams: the forwarder needs `upstreams`",
+            ]
+        );
+        assert_eq!(
+            errors_in(&format!(
+                "{BASE}\n[dns]\nlisten = [\"0.0.0.0:53\", \"0.0.0.0:53\"]\nupstreams = [\"127.0.0.1:53\"]\n\
+                 min_ttl = 600\nmax_ttl = 60\ncapacity_v4 = 0\nrebind_allow = [\"10.0.0.1/8\"]\n"
+            )),
+            [
+                "dns.listen[1]: 0.0.0.0:53 is listed twice",
+                "dns.upstreams[0]: 127.0.0.1:53 is where steer itself listens: queries would go round in a loop",
+                "dns.max_ttl: max_ttl (60 s) is below min_ttl (600 s)",
+                "dns.capacity_v4: 0 is out of range: it must be from 1 to 1048576 entries",
+                "dns.rebind_allow[0]: `10.0.0.1/8` has host bits set; the network is 10.0.0.0/8",
+            ]
+        );
+        let snoop_only = format!("{BASE}\n[dns]\nforward = false\nsnoop = true\n");
+        let c = crate::config::parse(&snoop_only, std::path::Path::new("s.toml")).unwrap();
+        assert!(c.dns.is_some_and(|d| d.snoop && !d.forward));
+    }
+}

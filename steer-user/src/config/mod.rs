@@ -458,6 +458,55 @@ mod tests {
         for (key, value) in expected {
             assert_eq!(documented_default(&doc, key), value, "default of `{key}`");
         }
+        let dns = &doc[doc.find("\n## [dns]").expect("a [dns] section")..];
+        let bool_default = |b: bool| format!("`{b}`");
+        for (key, value) in [
+            ("forward", bool_default(true)),
+            ("timeout_ms", format!("`{}`", Dns::DEFAULT_TIMEOUT_MS)),
+            ("min_ttl", format!("`{}`", Dns::DEFAULT_MIN_TTL)),
+            ("max_ttl", format!("`{}`", Dns::DEFAULT_MAX_TTL)),
+            ("capacity_v4", format!("`{}`", Dns::DEFAULT_CAPACITY_V4)),
+            ("capacity_v6", format!("`{}`", Dns::DEFAULT_CAPACITY_V6)),
+            ("rebind_protection", bool_default(true)),
+            ("block_application_dns", bool_default(true)),
+            ("snoop", bool_default(false)),
+            ("snoop_queue", format!("`{}`", Dns::DEFAULT_SNOOP_QUEUE)),
+        ] {
+            assert_eq!(
+                documented_default(dns, key),
+                value,
+                "default of dns.`{key}`"
+            );
+        }
+        let parsed = parse(
+            &format!(
+                "{}\n[dns]\nlisten = [\"192.0.2.1:53\"]\nupstreams = [\"127.0.0.1:5335\"]\n",
+                testing::BASE
+            ),
+            Path::new("steer.toml"),
+        )
+        .expect("valid");
+        let d = parsed.dns.expect("a [dns] section");
+        assert!(d.forward && d.rebind_protection && d.block_application_dns && !d.snoop);
+        assert_eq!(
+            (
+                d.timeout_ms,
+                d.min_ttl,
+                d.max_ttl,
+                d.capacity_v4,
+                d.capacity_v6,
+                d.snoop_queue
+            ),
+            (
+                Dns::DEFAULT_TIMEOUT_MS,
+                Dns::DEFAULT_MIN_TTL,
+                Dns::DEFAULT_MAX_TTL,
+                Dns::DEFAULT_CAPACITY_V4,
+                Dns::DEFAULT_CAPACITY_V6,
+                Dns::DEFAULT_SNOOP_QUEUE
+            ),
+            "the defaults in use are the documented ones"
+        );
         let advice = format!("below {}, set `timeout_ms` too", Track::DEFAULT_TIMEOUT_MS);
         assert!(
             doc.contains(&advice),
