@@ -450,7 +450,8 @@ const _: () = assert!(size_of::<XdpMeta>() == 16);
 const _: () = assert!(size_of::<XdpMeta>().is_multiple_of(4)); // bpf_xdp_adjust_meta needs 4-byte steps
 const _: () = assert!(size_of::<RuleInfo>() == 2 * NAME_LEN + 8);
 const _: () = assert!(size_of::<WanInfo>() == NAME_LEN + 16);
-const _: () = assert!(size_of::<Learned>() == 16 + LEARNED_NAME_LEN && LEARNED_NAME_LEN % 8 == 0);
+const _: () =
+    assert!(size_of::<Learned>() == 16 + LEARNED_NAME_LEN && LEARNED_NAME_LEN.is_multiple_of(8));
 const _: () = assert!(LPM_KEY_V4_SIZE == 8 && LPM_KEY_V6_SIZE == 20);
 const _: () = assert!(MAX_RULES.is_power_of_two() && LB_SLOTS.is_power_of_two());
 const _: () = assert!(GENERATIONS == 2); // `policy_index` masks the generation with `& 1`

@@ -190,10 +190,8 @@ impl Queue {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let q = Queue {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            num,
-        };
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let q = Queue { fd, num };
         let timeout = libc::timeval {
             tv_sec: poll.as_secs() as libc::time_t,
             tv_usec: poll.subsec_micros() as libc::suseconds_t,

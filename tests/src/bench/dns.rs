@@ -58,7 +58,7 @@ fn dnsperf(t: &DnsScenario, server: SocketAddr, data: &Path) -> (f64, f64) {
     let field = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.trim().strip_prefix(name))
-            .and_then(|rest| rest.trim().split_whitespace().next())
+            .and_then(|rest| rest.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("dnsperf printed no `{name}`:\n{text}"))
     };
