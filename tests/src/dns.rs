@@ -10,9 +10,8 @@ use std::{
     collections::HashMap,
     fs::File,
     net::{IpAddr, SocketAddr, UdpSocket},
-    os::{fd::AsRawFd, unix::process::CommandExt},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -39,25 +38,21 @@ pub fn host_v4(i: usize) -> IpAddr {
     IpAddr::from([198, 19, (i / 256) as u8, (i % 256) as u8])
 }
 
-/// A command that runs `program` inside `ns` (setns only, like the daemon tests' `steer`), and
-/// dies with the test process.
-pub fn command_in(ns: &Netns, program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    let path = format!("/run/netns/{}", ns.name);
-    let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: between fork and exec only async-signal-safe calls: setns on an inherited fd and
-    // prctl.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0
-                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+/// Writes a hosts file `name` in `dir` with `lines` ("address name"), readable by dnsmasq
+/// (which reads it after dropping privileges), and returns dnsmasq's `--addn-hosts` argument.
+pub fn hosts_file(dir: &Path, name: &str, lines: impl Iterator<Item = String>) -> String {
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(&l);
+        text.push('\n');
     }
-    cmd
+    let file = dir.join(name);
+    std::fs::write(&file, text).expect("hosts file");
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir)
+        .status();
+    format!("--addn-hosts={}", file.display())
 }
 
 /// A dnsmasq process; killed on drop.
@@ -78,7 +73,8 @@ impl Dnsmasq {
     ) -> Dnsmasq {
         let log = dir.join(format!("dnsmasq-{}.log", crate::unique_tag()));
         let out = File::create(&log).expect("dnsmasq log");
-        let child = command_in(ns, "dnsmasq")
+        let child = ns
+            .command("dnsmasq")
             .args([
                 "--keep-in-foreground",
                 "--conf-file=/dev/null",

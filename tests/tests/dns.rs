@@ -11,7 +11,7 @@ use steer::dns::wire::{self, rtype};
 use steer_tests::{
     dns::{
         DnsScenario, Dnsmasq, FORWARDER, FirstPackets, UPSTREAM, addresses, ask, dig, exchange,
-        host_v4, resolve_and_connect,
+        host_v4, hosts_file, resolve_and_connect,
     },
     lab::{Lab, Wan},
     rng::Rng,
@@ -28,20 +28,13 @@ fn forwarder() -> SocketAddr {
 /// HTTPS hints, a name too big for 512 bytes, two sets sharing an address, two TTLs of one
 /// address.
 fn records(dir: &std::path::Path) -> Vec<String> {
-    let mut hosts = String::new();
-    for i in 0..FRESH {
-        hosts.push_str(&format!("{} n{i}.fresh.example\n", host_v4(256 + i)));
-    }
-    for i in 1..=40 {
-        hosts.push_str(&format!("198.19.110.{i} big.video.example\n"));
-    }
-    let file = dir.join("hosts");
-    std::fs::write(&file, hosts).unwrap();
-    // dnsmasq reads it after dropping privileges.
-    let _ = std::process::Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(dir)
-        .status();
+    let hosts = hosts_file(
+        dir,
+        "hosts",
+        (0..FRESH)
+            .map(|i| format!("{} n{i}.fresh.example", host_v4(256 + i)))
+            .chain((1..=40).map(|i| format!("198.19.110.{i} big.video.example"))),
+    );
     // Priority 1, target ".", ipv4hint 198.19.103.1, ipv6hint 2001:db8:53::2.
     let https = [
         "0001",
@@ -55,7 +48,7 @@ fn records(dir: &std::path::Path) -> Vec<String> {
     ]
     .concat();
     [
-        format!("--addn-hosts={}", file.display()),
+        hosts,
         "--cname=www.video.example,edge.cdn.test".into(),
         "--host-record=edge.cdn.test,198.19.101.1".into(),
         "--cname=a.video.example,b.cdn.test".into(),
@@ -676,22 +669,12 @@ fn snoop_mode_learns_answers_crossing_the_router_and_fails_open() {
     );
     let mut t = DnsScenario::start_with("dns-snoop", &tail, |lab, dir| {
         lab.internet.run("ip addr add 203.0.113.53/32 dev lo");
-        let mut hosts = String::new();
-        for i in 0..300 {
-            hosts.push_str(&format!("{} s{i}.fresh.example\n", host_v4(4096 + i)));
-        }
-        let file = dir.join("snoop-hosts");
-        std::fs::write(&file, hosts).unwrap();
-        let _ = std::process::Command::new("chmod")
-            .args(["-R", "a+rX"])
-            .arg(dir)
-            .status();
-        Dnsmasq::start(
-            &lab.internet,
+        let hosts = hosts_file(
             dir,
-            INTERNET_DNS.parse().unwrap(),
-            &[format!("--addn-hosts={}", file.display())],
-        )
+            "snoop-hosts",
+            (0..300).map(|i| format!("{} s{i}.fresh.example", host_v4(4096 + i))),
+        );
+        Dnsmasq::start(&lab.internet, dir, INTERNET_DNS.parse().unwrap(), &[hosts])
     });
     let lab = &t.s.lab;
     let server: SocketAddr = INTERNET_DNS.parse().unwrap();

@@ -16,7 +16,7 @@ use super::{
     },
     targets::parse_socket_addr,
 };
-use crate::prefix::{Prefix, parse_prefix};
+use crate::prefix::Prefix;
 
 /// The `[dns]` section, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,7 +211,7 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawDns>>) -> Option<Dns> {
             Dns::DEFAULT_CAPACITY_V6,
         ),
         rebind_protection: flag(&d.rebind_protection, true),
-        rebind_allow: prefixes(cx, &d.rebind_allow),
+        rebind_allow: check::prefixes(cx, &d.rebind_allow, "dns.rebind_allow"),
         block_application_dns: flag(&d.block_application_dns, true),
         snoop: flag(&d.snoop, false),
         snoop_queue: u16::try_from(snoop_queue).unwrap_or(Dns::DEFAULT_SNOOP_QUEUE),
@@ -265,21 +265,6 @@ fn check_no_loop(
             );
         }
     }
-}
-
-fn prefixes(cx: &mut Ctx<'_>, list: &Option<Strings>) -> Vec<Prefix> {
-    let mut out = Vec::new();
-    for (i, v) in list.iter().flat_map(|l| l.get_ref().iter()).enumerate() {
-        let field = format!("dns.rebind_allow[{i}]");
-        if cx.mistyped(&field) {
-            continue;
-        }
-        match parse_prefix(v.get_ref(), false) {
-            Ok(p) => out.push(p),
-            Err(e) => cx.err(&v.span(), &field, e.message(), e.hint()),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

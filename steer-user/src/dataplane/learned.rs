@@ -13,6 +13,8 @@ use aya::{
     Ebpf,
     maps::{HashMap, Map, MapData, MapError},
 };
+
+use super::maps::{map_err, open_pin};
 use steer_common::{LEARNED_NAME_LEN, Learned, NO_RULE, map_names};
 
 use super::{Dataplane, DataplaneError};
@@ -26,14 +28,6 @@ pub struct LearnedMaps {
 impl std::fmt::Debug for LearnedMaps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LearnedMaps").finish_non_exhaustive()
-    }
-}
-
-fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
-    move |source| DataplaneError::Map {
-        map,
-        op,
-        source: Box::new(source),
     }
 }
 
@@ -53,14 +47,7 @@ impl LearnedMaps {
     /// Opens the maps pinned under the pin directory `root` (readers: `steer dump dns`,
     /// `steer explain`).
     pub fn from_pins(root: &Path) -> Result<Self, DataplaneError> {
-        Self::build(|name| {
-            let path = super::pin::map_path(root, name);
-            if !path.exists() {
-                return Err(DataplaneError::NotPinned { path });
-            }
-            let data = MapData::from_pin(&path).map_err(map_err(name, "open pin"))?;
-            Map::from_map_data(data).map_err(map_err(name, "open pin"))
-        })
+        Self::build(|name| open_pin(root, name))
     }
 
     fn build(

@@ -4,11 +4,12 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     time::Duration,
 };
 
-const NETLINK_NETFILTER: i32 = 12;
+use crate::conntrack::netlink::{attributes, messages, netfilter_socket};
+
 const NFNL_SUBSYS_QUEUE: u16 = 3;
 const NFQNL_MSG_PACKET: u16 = 0;
 const NFQNL_MSG_VERDICT: u16 = 1;
@@ -16,9 +17,7 @@ const NFQNL_MSG_CONFIG: u16 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLMSG_ERROR: u16 = 0x2;
-const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const NFQA_CFG_CMD: u16 = 1;
 const NFQA_CFG_PARAMS: u16 = 2;
@@ -117,39 +116,6 @@ pub fn verdict_message(num: u16, id: u32, verdict: u32) -> Vec<u8> {
     msg
 }
 
-fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > buf.len() {
-            return None;
-        }
-        let value = &buf[4..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-        Some((kind, value))
-    })
-}
-
-/// The messages of one datagram: (type, payload after the nlmsghdr).
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < NLMSG_HDRLEN {
-            return None;
-        }
-        let len = u32::from_ne_bytes(buf[..4].try_into().ok()?) as usize;
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            return None;
-        }
-        let payload = &buf[NLMSG_HDRLEN..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-        Some((kind, payload))
-    })
-}
-
 /// The queued packets in one datagram from the kernel.
 pub fn packets(buf: &[u8]) -> Vec<Packet<'_>> {
     messages(buf)
@@ -158,7 +124,7 @@ pub fn packets(buf: &[u8]) -> Vec<Packet<'_>> {
             let attrs = payload.get(NFGENMSG_LEN..)?;
             let mut id = None;
             let mut data: &[u8] = &[];
-            for (kind, value) in attributes(attrs) {
+            for (kind, value, _) in attributes(attrs) {
                 match kind {
                     NFQA_PACKET_HDR => {
                         id = Some(u32::from_be_bytes(value.get(..4)?.try_into().ok()?));
@@ -178,20 +144,10 @@ pub fn packets(buf: &[u8]) -> Vec<Packet<'_>> {
 impl Queue {
     /// Binds queue `num`; `poll` bounds every receive, so the caller can check for a stop.
     pub fn bind(num: u16, poll: Duration) -> io::Result<Queue> {
-        // SAFETY: plain socket(2); the descriptor is owned right away.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_NETFILTER,
-            )
+        let q = Queue {
+            fd: netfilter_socket()?,
+            num,
         };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let q = Queue { fd, num };
         let timeout = libc::timeval {
             tv_sec: poll.as_secs() as libc::time_t,
             tv_usec: poll.subsec_micros() as libc::suseconds_t,

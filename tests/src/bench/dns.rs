@@ -21,29 +21,21 @@ use steer::dns::wire;
 
 use crate::{
     dns::{
-        DnsScenario, Dnsmasq, FORWARDER, FirstPackets, UPSTREAM, exchange, host_v4,
+        DnsScenario, Dnsmasq, FORWARDER, FirstPackets, UPSTREAM, exchange, host_v4, hosts_file,
         resolve_and_connect,
     },
     lab::Wan,
+    netns::Netns,
 };
 
 const NAMES: usize = 10_000;
 
 fn hosts(dir: &Path, prefix: &str, first_host: usize) -> String {
-    let mut text = String::new();
-    for i in 0..NAMES {
-        text.push_str(&format!(
-            "{} {prefix}{i}.fresh.example\n",
-            host_v4(first_host + i)
-        ));
-    }
-    let file = dir.join(format!("{prefix}-hosts"));
-    std::fs::write(&file, text).expect("hosts file");
-    let _ = std::process::Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(dir)
-        .status();
-    format!("--addn-hosts={}", file.display())
+    hosts_file(
+        dir,
+        &format!("{prefix}-hosts"),
+        (0..NAMES).map(|i| format!("{} {prefix}{i}.fresh.example", host_v4(first_host + i))),
+    )
 }
 
 /// dnsperf's queries per second and average latency (s) against `server`.
@@ -65,16 +57,14 @@ fn dnsperf(t: &DnsScenario, server: SocketAddr, data: &Path) -> (f64, f64) {
     (field("Queries per second:"), field("Average Latency (s):"))
 }
 
-/// p50 and p99 (µs) of `n` closed-loop queries from the router namespace to `server`.
-fn closed_loop(t: &DnsScenario, server: SocketAddr, n: usize, prefix: &str) -> (f64, f64) {
-    let mut v: Vec<f64> = t.s.lab.router.enter(|| {
+/// p50 and p99 (µs) of `n` closed-loop queries from `ns` to `server` for the names
+/// `{prefix}{i}.fresh.example`.
+fn closed_loop(ns: &Netns, server: SocketAddr, n: usize, prefix: &str) -> (f64, f64) {
+    let mut v: Vec<f64> = ns.enter(|| {
         (0..n)
             .map(|i| {
-                let q = wire::query(
-                    i as u16,
-                    &format!("{prefix}{}.fresh.example", i % NAMES),
-                    wire::rtype::A,
-                );
+                let name = format!("{prefix}{}.fresh.example", i % NAMES);
+                let q = wire::query(i as u16, &name, wire::rtype::A);
                 let started = Instant::now();
                 exchange(server, &q, Duration::from_secs(2)).expect("an answer");
                 started.elapsed().as_secs_f64() * 1e6
@@ -126,7 +116,7 @@ pub fn run() {
     let alone: SocketAddr = UPSTREAM.parse().expect("addr");
     let steer: SocketAddr = FORWARDER.parse().expect("addr");
     // Warm both (dnsmasq's hosts are in memory; steer learns every name once).
-    let _ = closed_loop(&t, steer, NAMES, "n");
+    let _ = closed_loop(&t.s.lab.router, steer, NAMES, "n");
     let (qps_alone, avg_alone) = dnsperf(&t, alone, &data);
     let (qps_steer, avg_steer) = dnsperf(&t, steer, &data);
     println!(
@@ -142,8 +132,8 @@ pub fn run() {
         avg_steer * 1e6,
         qps_steer / qps_alone
     );
-    let (p50_a, p99_a) = closed_loop(&t, alone, 5000, "n");
-    let (p50_s, p99_s) = closed_loop(&t, steer, 5000, "n");
+    let (p50_a, p99_a) = closed_loop(&t.s.lab.router, alone, 5000, "n");
+    let (p50_s, p99_s) = closed_loop(&t.s.lab.router, steer, 5000, "n");
     println!("closed loop, 5000 queries one at a time:");
     println!(
         "{:<28} p50 {:>7.1} us   p99 {:>7.1} us",
@@ -201,24 +191,10 @@ fn snoop() {
         )
     });
     let server: SocketAddr = "203.0.113.53:53".parse().expect("addr");
-    let client = |t: &DnsScenario, n: usize| -> (f64, f64) {
-        let mut v: Vec<f64> = t.s.lab.client.enter(|| {
-            (0..n)
-                .map(|i| {
-                    let q = wire::query(i as u16, &format!("s{i}.fresh.example"), wire::rtype::A);
-                    let started = Instant::now();
-                    exchange(server, &q, Duration::from_secs(2)).expect("an answer");
-                    started.elapsed().as_secs_f64() * 1e6
-                })
-                .collect()
-        });
-        v.sort_by(f64::total_cmp);
-        (v[n / 2], v[n * 99 / 100])
-    };
-    let (p50_on, p99_on) = client(&t, 3000);
+    let (p50_on, p99_on) = closed_loop(&t.s.lab.client, server, 3000, "s");
     let snoop = t.s.status()["dns"]["latency"]["snoop"].clone();
     t.s.daemon.kill9();
-    let (p50_off, p99_off) = client(&t, 3000);
+    let (p50_off, p99_off) = closed_loop(&t.s.lab.client, server, 3000, "s");
     println!("snoop mode, 3000 answers from a resolver on the internet, held until learned:");
     println!(
         "answer-to-insert (daemon: queued answer to verdict): p50 {}, p99 {} over {} answers",
