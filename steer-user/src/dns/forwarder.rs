@@ -29,9 +29,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use socket2::{Domain, Protocol, Socket, Type};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncWriteExt, Interest},
     net::{TcpListener, TcpStream, UdpSocket},
     sync::oneshot,
 };
@@ -39,6 +41,7 @@ use tokio::{
 use super::{
     Learn,
     matcher::Matcher,
+    mmsg::{self, RecvBatch},
     stats::{Count, Latency},
     wire::{self, CLASS_IN, Question, rcode, rtype},
 };
@@ -181,6 +184,8 @@ async fn serve(
         .map(|s| UdpSocket::from_std(s).map(Rc::new))
         .collect::<io::Result<Vec<_>>>()?;
     let state = Rc::new(RefCell::new(Udp {
+        outbox: vec![Vec::new(); upstreams.len()],
+        replies: Vec::new(),
         upstreams: upstreams.clone(),
         pending: HashMap::new(),
         order: VecDeque::new(),
@@ -245,6 +250,10 @@ struct Pending {
 
 struct Udp {
     upstreams: Vec<Rc<UdpSocket>>,
+    /// Queries to send to each upstream at the end of the batch being handled.
+    outbox: Vec<Vec<Vec<u8>>>,
+    /// Answers to send to clients at the end of the batch: (listener, answer, client).
+    replies: Vec<(Rc<UdpSocket>, Vec<u8>, SocketAddr)>,
     pending: HashMap<u16, Pending>,
     /// (deadline, id, serial) in deadline order (every try has the same timeout).
     order: VecDeque<(Instant, u16, u64)>,
@@ -276,36 +285,147 @@ impl Udp {
         }
     }
 
-    /// Sends pending query `id` to its current upstream and arms its deadline. Returns false
-    /// when the send failed at once.
-    fn send(&mut self, id: u16, timeout: Duration) -> bool {
+    /// Queues pending query `id` for its current upstream (sent by [`flush`]) and arms its
+    /// deadline.
+    fn send(&mut self, id: u16, timeout: Duration) {
         self.serial += 1;
         let serial = self.serial;
         let Some(p) = self.pending.get_mut(&id) else {
-            return true;
+            return;
         };
         p.serial = serial;
         p.sent = Instant::now();
-        let sock = &self.upstreams[p.upstream];
-        let ok = sock.try_send(&p.query).is_ok();
+        self.outbox[p.upstream].push(p.query.clone());
         self.order.push_back((p.sent + timeout, id, serial));
-        ok
+    }
+
+    /// Moves every query waiting for upstream `index` on (it refused them).
+    fn fail_upstream(&mut self, index: usize, shared: &Shared) {
+        let waiting: Vec<u16> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.upstream == index)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            shared.count(Count::UpstreamRefused);
+            next_upstream(self, id, shared);
+        }
+    }
+}
+
+/// Sends what the batch just handled produced: queries to the upstreams (one call each; an
+/// upstream that refuses moves its queries on, possibly to the next upstream's outbox), then
+/// answers to the clients (one call per listener).
+fn flush(st: &mut Udp, shared: &Shared) {
+    for _ in 0..=st.upstreams.len() {
+        let mut refused = Vec::new();
+        for (i, out) in st.outbox.iter_mut().enumerate() {
+            if out.is_empty() {
+                continue;
+            }
+            let datagrams: Vec<(&[u8], Option<&SockAddr>)> =
+                out.iter().map(|q| (q.as_slice(), None)).collect();
+            if let Err(e) = mmsg::send(st.upstreams[i].as_raw_fd(), &datagrams) {
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    refused.push(i);
+                } else {
+                    log::debug!("dns forwarder: send to {}: {e}", shared.upstream_addrs[i]);
+                }
+            }
+            out.clear();
+        }
+        for i in &refused {
+            st.fail_upstream(*i, shared);
+        }
+        if st.outbox.iter().all(Vec::is_empty) {
+            break;
+        }
+    }
+    let mut replies = std::mem::take(&mut st.replies);
+    while let Some((listener, _, _)) = replies.first() {
+        let listener = Rc::clone(listener);
+        let (mine, rest): (Vec<_>, Vec<_>) = replies
+            .into_iter()
+            .partition(|(l, _, _)| Rc::ptr_eq(l, &listener));
+        replies = rest;
+        let to: Vec<SockAddr> = mine.iter().map(|(_, _, c)| SockAddr::from(*c)).collect();
+        let datagrams: Vec<(&[u8], Option<&SockAddr>)> = mine
+            .iter()
+            .zip(&to)
+            .map(|((_, a, _), c)| (a.as_slice(), Some(c)))
+            .collect();
+        if let Err(e) = mmsg::send(listener.as_raw_fd(), &datagrams) {
+            log::debug!("dns forwarder: answering clients: {e}");
+        }
+    }
+}
+
+/// Reads batches of datagrams from `sock` as they come, handing each to `each`, then flushes.
+async fn batches(
+    sock: &UdpSocket,
+    size: usize,
+    state: &RefCell<Udp>,
+    shared: &Shared,
+    mut each: impl FnMut(&RecvBatch, usize, &mut Udp),
+    mut on_error: impl FnMut(io::Error, &mut Udp),
+) {
+    let mut batch = RecvBatch::new(size);
+    loop {
+        // Errors too: a connected socket learns that its upstream's port is closed (ICMP) as
+        // an error, without any datagram to read.
+        let ready = match sock.ready(Interest::READABLE | Interest::ERROR).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!("dns forwarder: waiting for datagrams: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if ready.is_error() {
+            // Reading takes the error from the socket; then the readiness is cleared.
+            let got = batch.recv(sock.as_raw_fd());
+            let mut st = state.borrow_mut();
+            match got {
+                Ok(n) => (0..n).for_each(|i| each(&batch, i, &mut st)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => on_error(e, &mut st),
+            }
+            flush(&mut st, shared);
+            let _ = sock.try_io(Interest::ERROR, || {
+                Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+            });
+        }
+        loop {
+            let got = sock.try_io(Interest::READABLE, || batch.recv(sock.as_raw_fd()));
+            let mut st = state.borrow_mut();
+            match got {
+                Ok(n) => (0..n).for_each(|i| each(&batch, i, &mut st)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => on_error(e, &mut st),
+            }
+            flush(&mut st, shared);
+        }
     }
 }
 
 async fn udp_listener(sock: Rc<UdpSocket>, state: Rc<RefCell<Udp>>, shared: Rc<Shared>) {
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                log::debug!("dns forwarder: UDP receive: {e}");
-                continue;
+    let listener = Rc::clone(&sock);
+    batches(
+        &sock,
+        4096,
+        &state,
+        &shared,
+        |batch, i, st| {
+            shared.count(Count::QueriesUdp);
+            match (batch.datagram(i), batch.from(i)) {
+                (Some(query), Some(from)) => on_udp_query(query, from, &listener, st, &shared),
+                _ => shared.count(Count::MalformedQueries),
             }
-        };
-        shared.count(Count::QueriesUdp);
-        on_udp_query(&buf[..n], from, &sock, &state, &shared);
-    }
+        },
+        |e, _| log::debug!("dns forwarder: UDP receive: {e}"),
+    )
+    .await;
 }
 
 /// Checks a query's header and question. `Err(Some(answer))`: answer this (FORMERR or an
@@ -356,21 +476,21 @@ fn on_udp_query(
     query: &[u8],
     from: SocketAddr,
     listener: &Rc<UdpSocket>,
-    state: &Rc<RefCell<Udp>>,
+    st: &mut Udp,
     shared: &Shared,
 ) {
     let question = match screen(query, shared) {
         Ok(q) => q,
         Err(Some(answer)) => {
-            let _ = listener.try_send_to(&answer, from);
+            st.replies.push((Rc::clone(listener), answer, from));
             return;
         }
         Err(None) => return,
     };
-    let mut st = state.borrow_mut();
     let Some(id) = st.fresh_id() else {
         shared.count(Count::Servfail);
-        let _ = listener.try_send_to(&wire::reply(query, rcode::SERVFAIL), from);
+        let answer = wire::reply(query, rcode::SERVFAIL);
+        st.replies.push((Rc::clone(listener), answer, from));
         return;
     };
     let mut ours = query.to_vec();
@@ -388,32 +508,24 @@ fn on_udp_query(
             serial: 0,
         },
     );
-    if !st.send(id, shared.timeout) {
-        shared.count(Count::UpstreamRefused);
-        next_upstream(&mut st, id, shared);
-    }
+    st.send(id, shared.timeout);
 }
 
 /// Moves query `id` to the next upstream, or answers SERVFAIL when none is left.
 fn next_upstream(st: &mut Udp, id: u16, shared: &Shared) {
-    loop {
-        let Some(p) = st.pending.get_mut(&id) else {
-            return;
-        };
-        p.upstream += 1;
-        if p.upstream >= st.upstreams.len() {
-            let p = st.pending.remove(&id).expect("present");
-            let mut answer = wire::reply(&p.query, rcode::SERVFAIL);
-            wire::set_id(&mut answer, p.client_id);
-            shared.count(Count::Servfail);
-            let _ = p.listener.try_send_to(&answer, p.client);
-            return;
-        }
-        if st.send(id, shared.timeout) {
-            return;
-        }
-        shared.count(Count::UpstreamRefused);
+    let Some(p) = st.pending.get_mut(&id) else {
+        return;
+    };
+    p.upstream += 1;
+    if p.upstream >= st.upstreams.len() {
+        let p = st.pending.remove(&id).expect("present");
+        let mut answer = wire::reply(&p.query, rcode::SERVFAIL);
+        wire::set_id(&mut answer, p.client_id);
+        shared.count(Count::Servfail);
+        st.replies.push((p.listener, answer, p.client));
+        return;
     }
+    st.send(id, shared.timeout);
 }
 
 async fn upstream_reader(
@@ -422,59 +534,58 @@ async fn upstream_reader(
     state: Rc<RefCell<Udp>>,
     shared: Rc<Shared>,
 ) {
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        match sock.recv(&mut buf).await {
-            Ok(n) => on_udp_answer(index, &buf[..n], &state, &shared),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                // The upstream's port is closed: every query waiting for it moves on now.
-                let mut st = state.borrow_mut();
-                let waiting: Vec<u16> = st
-                    .pending
-                    .iter()
-                    .filter(|(_, p)| p.upstream == index)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in waiting {
-                    shared.count(Count::UpstreamRefused);
-                    next_upstream(&mut st, id, &shared);
-                }
+    batches(
+        &sock,
+        65_535,
+        &state,
+        &shared,
+        |batch, i, st| {
+            if let Some(answer) = batch.datagram(i) {
+                on_udp_answer(index, answer, st, &shared);
             }
-            Err(e) => {
+        },
+        |e, st| {
+            if e.kind() == io::ErrorKind::ConnectionRefused {
+                // The upstream's port is closed: every query waiting for it moves on now.
+                st.fail_upstream(index, &shared);
+            } else {
                 log::debug!(
                     "dns forwarder: receive from {}: {e}",
                     shared.upstream_addrs[index]
                 );
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
+        },
+    )
+    .await;
+}
+
+/// Whether `answer` answers `q`, asked in `query`: the upstream echoes the question, its bytes
+/// compared as names compare (letter case aside) without reading them again.
+fn same_question(answer: &[u8], query: &[u8], q: &Question) -> bool {
+    let range = wire::HEADER_LEN..q.end;
+    match (answer.get(range.clone()), query.get(range)) {
+        (Some(a), Some(b)) => {
+            wire::Header::parse(answer).is_ok_and(|h| h.qdcount >= 1) && a.eq_ignore_ascii_case(b)
         }
+        _ => false,
     }
 }
 
-/// Whether `answer` answers `q` (the upstream echoes the question).
-fn same_question(answer: &[u8], q: &Question) -> bool {
-    wire::question(answer)
-        .is_ok_and(|a| a.name == q.name && a.qtype == q.qtype && a.qclass == q.qclass)
-}
-
-fn on_udp_answer(index: usize, answer: &[u8], state: &Rc<RefCell<Udp>>, shared: &Shared) {
+fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
     let Some(id) = wire::id(answer) else { return };
-    let pending = {
-        let mut st = state.borrow_mut();
-        let ours = st
-            .pending
-            .get(&id)
-            .is_some_and(|p| p.upstream == index && same_question(answer, &p.question));
-        if !ours {
-            return;
-        }
-        st.pending.remove(&id).expect("present")
-    };
+    let ours = st
+        .pending
+        .get(&id)
+        .is_some_and(|p| p.upstream == index && same_question(answer, &p.query, &p.question));
+    if !ours {
+        return;
+    }
+    let pending = st.pending.remove(&id).expect("present");
     let stats = shared.learner.stats();
     stats.record(Latency::Upstream, pending.sent.elapsed());
     let mut out = relay(answer, &pending.query, shared);
     wire::set_id(&mut out, pending.client_id);
-    let _ = pending.listener.try_send_to(&out, pending.client);
+    st.replies.push((pending.listener, out, pending.client));
 }
 
 /// The answer to relay for `answer` to `query`, once what it teaches is in the kernel: the
@@ -518,6 +629,7 @@ async fn deadlines(state: Rc<RefCell<Udp>>, shared: Rc<Shared>) {
                 next_upstream(&mut st, id, &shared);
             }
         }
+        flush(&mut st, &shared);
     }
 }
 
@@ -629,7 +741,7 @@ async fn tcp_upstream(
             None
         };
         match answer {
-            Some(a) if wire::id(&a) == Some(id) && same_question(&a, question) => {
+            Some(a) if wire::id(&a) == Some(id) && same_question(&a, query, question) => {
                 shared
                     .learner
                     .stats()
