@@ -16,7 +16,7 @@ pub mod answer;
 pub mod forwarder;
 pub mod lifetimes;
 pub mod matcher;
-mod mmsg;
+pub mod mmsg;
 mod nfqueue;
 pub mod rebind;
 pub mod service;
