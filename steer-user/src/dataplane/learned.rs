@@ -80,6 +80,10 @@ impl LearnedMaps {
         match result {
             Ok(()) => Ok(true),
             Err(MapError::KeyNotFound) => Ok(false),
+            // aya reports a missing key on delete as the syscall's ENOENT.
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(false)
+            }
             Err(e) => Err(err(e)),
         }
     }

@@ -56,3 +56,41 @@ pub(super) fn render(d: &DnsStatus, out: &mut String) {
         out.push_str(&format!("{metric}_count {}\n", h.count));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Histogram;
+
+    #[test]
+    fn dns_families_are_rendered_with_cumulative_buckets() {
+        let d = DnsStatus {
+            entries_v4: 3,
+            counters: [("learned".to_owned(), 5)].into(),
+            refused: [("private".to_owned(), 2)].into(),
+            latency: [(
+                "insert".to_owned(),
+                Histogram {
+                    bounds_us: vec![10, 100],
+                    counts: vec![1, 2, 1],
+                    count: 4,
+                    sum_us: 500,
+                },
+            )]
+            .into(),
+            ..DnsStatus::default()
+        };
+        let mut out = String::new();
+        render(&d, &mut out);
+        for line in [
+            "steer_dns_events_total{event=\"learned\"} 5",
+            "steer_dns_refused_total{reason=\"private\"} 2",
+            "steer_dns_learned_hosts{family=\"ipv4\"} 3",
+            "steer_dns_insert_latency_seconds_bucket{le=\"0.0001\"} 3",
+            "steer_dns_insert_latency_seconds_bucket{le=\"+Inf\"} 4",
+            "steer_dns_insert_latency_seconds_count 4",
+        ] {
+            assert!(out.contains(line), "missing `{line}` in\n{out}");
+        }
+    }
+}
