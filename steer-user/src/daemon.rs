@@ -27,6 +27,8 @@ use crate::{
         Override,
         probe::{ProbeSpec, Round, spawn_prober},
     },
+    instance,
+    model::Family,
     routing::{self, NetEvent},
     status::ReportLine,
 };
@@ -47,6 +49,8 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Routing(#[from] routing::RoutingError),
+    #[error(transparent)]
+    Instance(#[from] instance::InstanceError),
     #[error("cannot start the event loop: {0}")]
     Runtime(#[from] std::io::Error),
     #[error("{0}")]
@@ -70,11 +74,14 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     runtime.block_on(serve(config))
 }
 
-/// The probers of the configured WANs, and the DNS forwarder and snooper, restarted when the
-/// configuration changes.
+/// Which prober: a WAN and an address family.
+type ProberKey = (String, Family);
+
+/// The probers of the configured WANs, one per WAN and family with probe targets, and the DNS
+/// forwarder and snooper, restarted when the configuration changes.
 struct Probers {
-    tasks: BTreeMap<String, (ProbeSpec, Duration, JoinHandle<()>)>,
-    tx: mpsc::Sender<(String, Round)>,
+    tasks: BTreeMap<ProberKey, (ProbeSpec, Duration, JoinHandle<()>)>,
+    tx: mpsc::Sender<(ProberKey, Round)>,
     dns: crate::dns::service::Services,
     learner: std::sync::Arc<dyn crate::dns::Learn>,
 }
@@ -82,28 +89,30 @@ struct Probers {
 impl Probers {
     /// Returns what the DNS services report (a forwarder that could not bind, ...).
     fn sync(&mut self, config: &Config) -> Vec<ReportLine> {
-        self.tasks.retain(|name, (_, _, task)| {
-            let keep = config.wan(name).is_some();
+        let wanted: BTreeMap<ProberKey, (ProbeSpec, Duration)> = config
+            .wans
+            .iter()
+            .flat_map(|wan| {
+                let interval = Duration::from_millis(u64::from(wan.track.interval_ms));
+                Family::ALL.into_iter().filter_map(move |family| {
+                    let spec = ProbeSpec::from_wan(wan, family)?;
+                    Some(((wan.name.clone(), family), (spec, interval)))
+                })
+            })
+            .collect();
+        self.tasks.retain(|key, (spec, interval, task)| {
+            let keep = wanted.get(key) == Some(&(spec.clone(), *interval));
             if !keep {
                 task.abort();
             }
             keep
         });
-        for wan in &config.wans {
-            let spec = ProbeSpec::from_wan(wan);
-            let interval = Duration::from_millis(u64::from(wan.track.interval_ms));
-            let same = self
-                .tasks
-                .get(&wan.name)
-                .is_some_and(|(s, i, _)| *s == spec && *i == interval);
-            if same {
+        for (key, (spec, interval)) in wanted {
+            if self.tasks.contains_key(&key) {
                 continue;
             }
-            if let Some((_, _, old)) = self.tasks.remove(&wan.name) {
-                old.abort();
-            }
-            let task = spawn_prober(wan.name.clone(), spec.clone(), interval, self.tx.clone());
-            self.tasks.insert(wan.name.clone(), (spec, interval, task));
+            let task = spawn_prober(key.clone(), spec.clone(), interval, self.tx.clone());
+            self.tasks.insert(key, (spec, interval, task));
         }
         self.dns.sync(config, std::sync::Arc::clone(&self.learner))
     }
@@ -125,15 +134,30 @@ fn log_lines<'a>(prefix: &str, lines: impl IntoIterator<Item = &'a ReportLine>) 
 
 async fn serve(config: Config) -> Result<(), DaemonError> {
     raise_fd_limit();
+    // Everything that can refuse this daemon comes before the first change to the system: the
+    // namespace's lock, the control socket, the metrics port, the DNS listen addresses and
+    // snoop queue (and, in the controller, the pin directory's lock).
+    let _instance = instance::lock_namespace()?;
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
+    let server = control::serve(
+        ServerOptions::new(config.control.socket.clone()),
+        calls_tx.clone(),
+    )?;
+    let metrics = match config.control.metrics {
+        Some(addr) => Some(control::metrics::serve(addr, calls_tx).await?),
+        None => None,
+    };
+    // The DNS forwarder's listen addresses and the snoop queue, bound (not served) here.
+    let dns = crate::dns::service::Services::bind(&config).map_err(DaemonError::Dns)?;
     let mut events = routing::watch()?;
     let (mut ctl, report) = Controller::start(config).await?;
     log_lines("", &report.lines());
 
-    let (round_tx, mut rounds) = mpsc::channel::<(String, Round)>(64);
+    let (round_tx, mut rounds) = mpsc::channel::<(ProberKey, Round)>(64);
     let mut probers = Probers {
         tasks: BTreeMap::new(),
         tx: round_tx,
-        dns: Default::default(),
+        dns,
         learner: ctl.dns_learner(),
     };
     let dns = probers.sync(ctl.config());
@@ -147,13 +171,6 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     // Expired learned hosts are removed within this of their expiry.
     let mut expiry = tokio::time::interval(Duration::from_secs(1));
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
-    let metrics = match ctl.config().control.metrics {
-        Some(addr) => Some(control::metrics::serve(addr, calls_tx.clone()).await?),
-        None => None,
-    };
-    let server = control::serve(ServerOptions::new(ctl.socket()), calls_tx)?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -182,8 +199,8 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         };
         tokio::select! {
-            Some((wan, round)) = rounds.recv() => {
-                let failover = ctl.probe_round(&wan, &round);
+            Some(((wan, family), round)) = rounds.recv() => {
+                let failover = ctl.probe_round(&wan, family, &round);
                 after_failover(&mut ctl, failover).await;
                 log_lines("", ctl.retry_pending().iter());
             }
@@ -205,7 +222,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
             () = settle => {
                 due = None;
-                log_lines("", ctl.refresh_local().await.iter());
+                log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("netlink event").await);
             }
             _ = expiry.tick() => {
@@ -216,7 +233,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
             _ = periodic.tick() => {
                 log_lines("", ctl.retry_pending().iter());
-                log_lines("", ctl.refresh_local().await.iter());
+                log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("periodic check").await);
                 log_lines("", ctl.check_conntrack_marking().await.iter());
             }
@@ -326,6 +343,14 @@ async fn handle(ctl: &mut Controller, probers: &mut Probers, request: Request) -
                 Err(e) => Response::error(e.to_string()),
             }
         }
+        Request::Gateway { name, gateway } => match ctl.set_gateway(&name, gateway).await {
+            Ok(lines) => {
+                log_lines("", &lines);
+                let text: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
+                Response::ok(serde_json::json!({ "message": text.join("\n") }))
+            }
+            Err(e) => Response::error(e.to_string()),
+        },
         Request::Stop => unreachable!("handled by the event loop"),
     }
 }

@@ -15,7 +15,8 @@
 //!   forwarder and snooper around it, which learn through the controller's learner;
 //! - [`controller`]: the one owner of every kernel change, computing the desired state and
 //!   reconciling;
-//! - [`daemon`] (the event loop: events -> controller calls), [`control`] (the socket protocol
+//! - [`daemon`] (the event loop: events -> controller calls; [`instance`], one daemon per
+//!   network namespace), [`control`] (the socket protocol
 //!   and metrics endpoint), [`cli`] (the commands; `main` is a thin wrapper over it).
 //!
 //! [`packet`] builds synthetic frames (explain, tests, benchmarks); [`objects`] embeds the eBPF
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod dns;
 pub mod health;
+pub mod instance;
 pub mod model;
 pub mod objects;
 pub mod packet;

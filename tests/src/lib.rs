@@ -8,11 +8,13 @@ pub mod bench;
 pub mod classifier;
 pub mod daemon;
 pub mod dns;
+pub mod forwarding;
 pub mod lab;
 pub mod netns;
 pub mod rng;
 pub mod routing;
 pub mod scenario;
+pub mod service;
 pub mod witness;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -2,7 +2,7 @@
 //! lookup order is local destinations, source sets, learned hosts, destination prefixes, the
 //! default rule — in TC and in XDP alike.
 
-use steer::{dataplane::learned::entry, packet::Frame};
+use steer::{dataplane::learned::entry, model::Family, packet::Frame};
 use steer_common::DEFAULT_RULE;
 use steer_tests::classifier::{Classifier, ip};
 
@@ -66,7 +66,10 @@ fn learned_hosts_come_after_source_sets_and_before_destination_prefixes() {
         let xdp_mark = if meta.rule == steer_common::LOCAL_RULE {
             0
         } else {
-            c.dp.maps().policy(0, meta.rule).unwrap().mark
+            c.dp.maps()
+                .policy(0, Family::of(&ip(dst)), meta.rule)
+                .unwrap()
+                .mark
         };
         assert_eq!(xdp_mark, mark, "XDP agrees for {src} -> {dst}");
     }

@@ -17,11 +17,18 @@ use crate::{
     ebpf_toolchain,
 };
 
-/// Debian packages the tests and the demo use: iproute2 (ip, tc), nftables (NAT in the lab),
-/// conntrack (checking flushed flows), iputils-ping and procps (sysctl), bpftool and tcpdump
-/// (looking at what the kernel holds when something goes wrong), dnsmasq-base (the resolver
-/// behind steer's DNS forwarder), bind9-dnsutils (dig), dnsperf (the DNS benchmark) and
-/// iptables (snoop mode's NFQUEUE rule on kernels whose nftables has no queue expression).
+/// Debian packages the tests, the demo and the benchmarks use: iproute2 (ip, tc), nftables (NAT
+/// in the lab; a contender of the forwarding benchmark), conntrack (checking flushed flows),
+/// iputils-ping and procps (sysctl), bpftool and tcpdump (looking at what the kernel holds when
+/// something goes wrong); for the forwarding benchmark and its test: netsniff-ng (trafgen, the
+/// generator), iptables and ipset (the iptables+ipset contender), ethtool (veth offloads and
+/// GRO, which decide where veth receives); for WANs as they come: dnsmasq-base (the ISP's DHCP
+/// server), busybox (udhcpc), isc-dhcp-client (dhclient) and dhcpcd-base (dhcpcd), the router's
+/// DHCP clients whose hooks in contrib/dhcp are tested, socat (a point-to-point link between
+/// namespaces, like a PPP session) and radvd (router advertisements);
+/// for domain sets: bind9-dnsutils (dig, the lab's clients), dnsperf (the DNS benchmark), and
+/// iptables again (snoop mode's NFQUEUE chain on kernels whose nftables has no queue
+/// expression) with dnsmasq-base (the resolver behind steer's DNS forwarder).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -30,10 +37,18 @@ const PACKAGES: &[&str] = &[
     "procps",
     "bpftool",
     "tcpdump",
+    "netsniff-ng",
+    "iptables",
+    "ipset",
+    "ethtool",
     "dnsmasq-base",
+    "busybox",
+    "isc-dhcp-client",
+    "dhcpcd-base",
+    "socat",
+    "radvd",
     "bind9-dnsutils",
     "dnsperf",
-    "iptables",
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM.

@@ -76,10 +76,26 @@ pub struct Forwarder {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A forwarder's sockets, bound but not served yet (see [`Forwarder::bind`]).
+#[derive(Debug)]
+pub struct Bound {
+    pub settings: Settings,
+    udp: Vec<Socket>,
+    tcp: Vec<Socket>,
+    upstream: Vec<std::net::UdpSocket>,
+}
+
 impl Forwarder {
     /// Binds every listen address (UDP and TCP; also addresses the router does not hold yet,
     /// such as a VIP) and starts serving on a thread of its own.
     pub fn start(settings: Settings, learner: Arc<dyn Learn>) -> io::Result<Forwarder> {
+        Self::bind(settings)?.start(learner)
+    }
+
+    /// Binds every listen address and connects the upstream sockets without serving yet: the
+    /// daemon binds before it changes anything, so a listen address that is taken refuses it
+    /// with the system untouched.
+    pub fn bind(settings: Settings) -> io::Result<Bound> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for addr in &settings.listen {
@@ -99,6 +115,24 @@ impl Forwarder {
             s.set_nonblocking(true)?;
             upstream.push(s);
         }
+        Ok(Bound {
+            settings,
+            udp,
+            tcp,
+            upstream,
+        })
+    }
+}
+
+impl Bound {
+    /// Starts serving on a thread of its own, learning through `learner`.
+    pub fn start(self, learner: Arc<dyn Learn>) -> io::Result<Forwarder> {
+        let Bound {
+            settings,
+            udp,
+            tcp,
+            upstream,
+        } = self;
         let (stop, stopped) = oneshot::channel();
         let run = settings.clone();
         let thread = std::thread::Builder::new()

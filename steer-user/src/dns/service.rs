@@ -6,8 +6,8 @@ use std::{sync::Arc, time::Duration};
 
 use super::{
     Learn,
-    forwarder::{Forwarder, Settings},
-    snoop::Snooper,
+    forwarder::{self, Forwarder, Settings},
+    snoop::{BoundQueue, Snooper},
 };
 use crate::{config::Config, status::ReportLine};
 
@@ -16,6 +16,17 @@ use crate::{config::Config, status::ReportLine};
 pub struct Services {
     forwarder: Option<Forwarder>,
     snooper: Option<Snooper>,
+    /// Sockets [`Services::bind`] bound, served by the first [`Services::sync`].
+    bound: Option<forwarder::Bound>,
+    bound_queue: Option<BoundQueue>,
+}
+
+fn snoop_queue(config: &Config) -> Option<u16> {
+    config
+        .dns
+        .as_ref()
+        .filter(|d| d.snoop)
+        .map(|d| d.snoop_queue)
 }
 
 fn settings(config: &Config) -> Option<Settings> {
@@ -29,6 +40,26 @@ fn settings(config: &Config) -> Option<Settings> {
 }
 
 impl Services {
+    /// Binds what `config`'s services listen on (the forwarder's addresses and upstream
+    /// sockets, the snoop queue) without serving yet. The daemon calls it before it changes
+    /// anything, so a listen address or queue that is taken refuses it with the system
+    /// untouched; the first [`Services::sync`] serves these sockets.
+    pub fn bind(config: &Config) -> Result<Services, String> {
+        let bound = settings(config)
+            .map(Forwarder::bind)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let bound_queue = snoop_queue(config)
+            .map(Snooper::bind)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(Services {
+            bound,
+            bound_queue,
+            ..Services::default()
+        })
+    }
+
     /// Brings the services in line with `config`. Error lines say what could not be started
     /// (a listen address taken, no NFQUEUE support); a forwarder that cannot start with new
     /// settings is started again with the ones it had.
@@ -38,7 +69,11 @@ impl Services {
         if self.forwarder.as_ref().map(|f| &f.settings) != want.as_ref() {
             let old = self.forwarder.take().map(|f| f.settings.clone());
             if let Some(s) = want {
-                match Forwarder::start(s.clone(), Arc::clone(&learner)) {
+                let started = match self.bound.take().filter(|b| b.settings == s) {
+                    Some(bound) => bound.start(Arc::clone(&learner)),
+                    None => Forwarder::start(s.clone(), Arc::clone(&learner)),
+                };
+                match started {
                     Ok(f) => {
                         lines.push(ReportLine::info(format!(
                             "dns forwarder: listening on {} (UDP and TCP), upstreams {}",
@@ -58,15 +93,17 @@ impl Services {
                 lines.push(ReportLine::info("dns forwarder stopped"));
             }
         }
-        let queue = config
-            .dns
-            .as_ref()
-            .filter(|d| d.snoop)
-            .map(|d| d.snoop_queue);
+        // Sockets bound for another configuration are not kept.
+        self.bound = None;
+        let queue = snoop_queue(config);
         if self.snooper.as_ref().map(|s| s.queue) != queue {
             self.snooper = None;
             if let Some(q) = queue {
-                match Snooper::start(q, learner) {
+                let started = match self.bound_queue.take().filter(|b| b.queue == q) {
+                    Some(bound) => bound.start(learner),
+                    None => Snooper::start(q, learner),
+                };
+                match started {
                     Ok(s) => {
                         lines.push(ReportLine::info(format!(
                             "dns snoop: answers to {} are learned from NFQUEUE {q} before they pass",
@@ -78,6 +115,7 @@ impl Services {
                 }
             }
         }
+        self.bound_queue = None;
         lines
     }
 }

@@ -143,12 +143,33 @@ pub struct Snooper {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The snoop queue, bound but not read yet (see [`Snooper::bind`]).
+#[derive(Debug)]
+pub struct BoundQueue {
+    pub queue: u16,
+    q: Queue,
+}
+
 impl Snooper {
     /// Binds queue `queue` and starts reading it on a thread of its own.
     pub fn start(queue: u16, learner: Arc<dyn Learn>) -> io::Result<Snooper> {
+        Self::bind(queue)?.start(learner)
+    }
+
+    /// Binds queue `queue` without reading it yet: the daemon binds before it changes
+    /// anything, so a queue another program holds refuses it with the system untouched.
+    pub fn bind(queue: u16) -> io::Result<BoundQueue> {
         let q = Queue::bind(queue, POLL).map_err(|e| {
             io::Error::new(e.kind(), format!("dns snoop: binding NFQUEUE {queue}: {e}"))
         })?;
+        Ok(BoundQueue { queue, q })
+    }
+}
+
+impl BoundQueue {
+    /// Starts reading the queue on a thread of its own, learning through `learner`.
+    pub fn start(self, learner: Arc<dyn Learn>) -> io::Result<Snooper> {
+        let BoundQueue { queue, q } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
