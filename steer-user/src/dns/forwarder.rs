@@ -818,4 +818,54 @@ mod tests {
         assert_eq!(ask("www.v4.example", rtype::A, false), None);
         assert_eq!(ask("other.example", rtype::AAAA, false), None);
     }
+
+    /// A learner whose every kernel write fails.
+    struct Failing {
+        matcher: Arc<Matcher>,
+        stats: crate::dns::stats::Stats,
+    }
+
+    impl Learn for Failing {
+        fn matcher(&self) -> Arc<Matcher> {
+            Arc::clone(&self.matcher)
+        }
+        fn learn(&self, what: &crate::dns::answer::Learnable) -> crate::dns::Outcome {
+            self.stats.inc(Count::InsertFailed);
+            crate::dns::Outcome {
+                failed: what.addrs.len(),
+                ..Default::default()
+            }
+        }
+        fn stats(&self) -> &crate::dns::stats::Stats {
+            &self.stats
+        }
+    }
+
+    #[test]
+    fn a_failed_insert_still_answers_unchanged_and_is_counted() {
+        let failing = Arc::new(Failing {
+            matcher: Arc::new(Matcher::new(vec![DomainSet {
+                rule: 1,
+                name: "video".into(),
+                domains: vec!["video.example".into()],
+                filter_aaaa: false,
+            }])),
+            stats: Default::default(),
+        });
+        let shared = Shared {
+            learner: failing.clone(),
+            timeout: Duration::from_millis(100),
+            block_application_dns: true,
+            upstream_addrs: Vec::new(),
+        };
+        let q = wire::query(7, "a.video.example", rtype::A);
+        let answer = wire::tests::answer(
+            &q,
+            &[("a.video.example", rtype::A, 60, vec![198, 19, 0, 1])],
+        );
+        assert_eq!(relay(&answer, &q, &shared), answer, "relayed byte for byte");
+        assert_eq!(failing.stats.get(Count::InsertFailed), 1);
+        assert_eq!(failing.stats.get(Count::Servfail), 0);
+        assert_eq!(failing.stats.get(Count::Answered), 1);
+    }
 }
