@@ -58,9 +58,14 @@ pub mod map_names {
     /// Per-CPU array `[MAX_RULES * MAX_WANS]` of [`crate::Counter`]: what each rule sent to
     /// each WAN (a balanced policy's measured shares).
     pub const STATS_RULE_WAN: &str = "STATS_RULE_WAN";
+    /// Hash IPv4 address -> [`crate::Learned`]: hosts learned from DNS answers (domain sets).
+    /// Looked up after the source sets and before the destination tries.
+    pub const LEARNED_V4: &str = "LEARNED_V4";
+    /// Hash IPv6 address -> [`crate::Learned`].
+    pub const LEARNED_V6: &str = "LEARNED_V6";
 
     /// Every map steer owns and pins, in the order `steer dump` shows them.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 23] = [
         DST_V4,
         DST_V4_SHORT,
         DST_V6,
@@ -82,6 +87,8 @@ pub mod map_names {
         LOCAL_V6,
         FRAGS,
         STATS_RULE_WAN,
+        LEARNED_V4,
+        LEARNED_V6,
     ];
 }
 
@@ -179,6 +186,46 @@ pub const LOCAL_MAX_ENTRIES: u32 = 16 * 1024;
 pub const FRAGS_MAX_ENTRIES: u32 = 8 * 1024;
 /// `XdpMeta::rule` for a packet to a local destination: not steered.
 pub const LOCAL_RULE: u32 = u32::MAX;
+
+/// `max_entries` of `LEARNED_V4` / `LEARNED_V6`. They are hash maps without preallocation
+/// (`BPF_F_NO_PREALLOC`: memory follows the entries), so this is only a ceiling; the configured
+/// capacity (`dns.capacity_v4`/`_v6`) is enforced by steer, the maps' only writer, before it
+/// writes. A plain hash, not an LRU: a full map refuses, it never evicts a live entry.
+pub const LEARNED_MAX_ENTRIES: u32 = 1 << 20;
+/// `BPF_F_NO_PREALLOC`.
+pub const MAP_F_NO_PREALLOC: u32 = 1;
+/// Bytes of the name kept in a [`Learned`] entry (NUL-padded; a longer name keeps its end,
+/// where the domain that matched is).
+pub const LEARNED_NAME_LEN: usize = 112;
+/// `Learned::also_rule` when no other set claimed the address.
+pub const NO_RULE: u32 = u32::MAX;
+
+/// Value of `LEARNED_V4` / `LEARNED_V6`: a host learned from a DNS answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Learned {
+    /// The rule (set) the address steers to: the only field the classifier reads.
+    pub rule: u32,
+    /// Another set that also claimed the address and lost (it comes later in the
+    /// configuration), or `NO_RULE`.
+    pub also_rule: u32,
+    /// When the entry expires, in seconds of `CLOCK_BOOTTIME` (kept across daemon restarts;
+    /// the daemon removes expired entries).
+    pub expires: u64,
+    /// The name whose answer taught it (the name that matched the set), NUL-padded.
+    pub name: [u8; LEARNED_NAME_LEN],
+}
+
+impl Default for Learned {
+    fn default() -> Self {
+        Self {
+            rule: 0,
+            also_rule: NO_RULE,
+            expires: 0,
+            name: [0; LEARNED_NAME_LEN],
+        }
+    }
+}
 
 /// Index of the first LB slot of a rule in a generation and family.
 #[inline(always)]
@@ -426,6 +473,8 @@ const _: () = assert!(size_of::<XdpMeta>() == 20);
 const _: () = assert!(size_of::<XdpMeta>().is_multiple_of(4)); // bpf_xdp_adjust_meta needs 4-byte steps
 const _: () = assert!(size_of::<RuleInfo>() == 2 * NAME_LEN + 8);
 const _: () = assert!(size_of::<WanInfo>() == NAME_LEN + 16);
+const _: () =
+    assert!(size_of::<Learned>() == 16 + LEARNED_NAME_LEN && LEARNED_NAME_LEN.is_multiple_of(8));
 const _: () = assert!(LPM_KEY_V4_SIZE == 8 && LPM_KEY_V6_SIZE == 20);
 const _: () = assert!(MAX_RULES.is_power_of_two() && LB_SLOTS.is_power_of_two());
 // `policy_index` masks the generation and the family with `& 1`.
@@ -456,7 +505,8 @@ mod user {
         RuleInfo,
         WanInfo,
         LocalRef,
-        FragKey
+        FragKey,
+        Learned
     );
 }
 

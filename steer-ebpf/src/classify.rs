@@ -1,19 +1,20 @@
-//! Rule lookup, in a fixed order: local destinations (never steered), source rules,
-//! destination rules, the default rule. And the hashes a balanced rule picks its slot by.
+//! Rule lookup, in a fixed order: local destinations (never steered), source rules, hosts
+//! learned from DNS answers (exact), destination rules, the default rule. And the hashes a
+//! balanced rule picks its slot by.
 
 use aya_ebpf::{
     btf_maps::ArrayOfMaps,
-    maps::{LpmTrie, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, lpm_trie::Key},
 };
 use steer_common::{
-    AddrV4, AddrV6, DEFAULT_RULE, FragKey, LOCAL_RULE, LocalRef, RuleRef, flow_hash,
+    AddrV4, AddrV6, DEFAULT_RULE, FragKey, LOCAL_RULE, Learned, LocalRef, RuleRef, flow_hash,
     settings_flags, slot_v4, slot_v6, src_hash, words_v4, words_v6,
 };
 
 use crate::{
     maps::{
-        DST_V4, DST_V4_SHORT, DST_V6, DST_V6_SHORT, FRAGS, LOCAL_V4, LOCAL_V6, SRC_V4,
-        SRC_V4_SHORT, SRC_V6, SRC_V6_SHORT, Slot,
+        DST_V4, DST_V4_SHORT, DST_V6, DST_V6_SHORT, FRAGS, LEARNED_V4, LEARNED_V6, LOCAL_V4,
+        LOCAL_V6, SRC_V4, SRC_V4_SHORT, SRC_V6, SRC_V6_SHORT, Slot,
     },
     parse::{FragKind, Kind, Parsed, Transport},
 };
@@ -24,22 +25,37 @@ use crate::{
 #[inline(always)]
 pub fn rule_of(parsed: &Parsed, flags: u32) -> Option<u32> {
     match parsed.kind {
-        Kind::V4 => Some(rule(
-            &LOCAL_V4,
-            Split(&SRC_V4, &SRC_V4_SHORT),
-            Split(&DST_V4, &DST_V4_SHORT),
-            (parsed.src_v4(), parsed.dst_v4()),
-            flags & settings_flags::HAS_SRC_V4 != 0,
-        )),
-        Kind::V6 => Some(rule(
-            &LOCAL_V6,
-            Split(&SRC_V6, &SRC_V6_SHORT),
-            Split(&DST_V6, &DST_V6_SHORT),
-            (parsed.src, parsed.dst),
-            flags & settings_flags::HAS_SRC_V6 != 0,
-        )),
+        Kind::V4 => Some(rule_v4(parsed, flags)),
+        Kind::V6 => Some(rule_v6(parsed, flags)),
         Kind::NotIp | Kind::Truncated => None,
     }
+}
+
+// The lookups of each family are a function of their own (a BPF-to-BPF call): their keys live
+// in its frame, not in the program's, which the parser and the hashes nearly fill.
+
+#[inline(never)]
+fn rule_v4(parsed: &Parsed, flags: u32) -> u32 {
+    rule(
+        &LOCAL_V4,
+        &LEARNED_V4,
+        Split(&SRC_V4, &SRC_V4_SHORT),
+        Split(&DST_V4, &DST_V4_SHORT),
+        (parsed.src_v4(), parsed.dst_v4()),
+        flags & settings_flags::HAS_SRC_V4 != 0,
+    )
+}
+
+#[inline(never)]
+fn rule_v6(parsed: &Parsed, flags: u32) -> u32 {
+    rule(
+        &LOCAL_V6,
+        &LEARNED_V6,
+        Split(&SRC_V6, &SRC_V6_SHORT),
+        Split(&DST_V6, &DST_V6_SHORT),
+        (parsed.src, parsed.dst),
+        flags & settings_flags::HAS_SRC_V6 != 0,
+    )
 }
 
 /// The hash a balanced rule picks its slot by: the source hash with `by_source`, the flow
@@ -101,6 +117,8 @@ fn frag_key(src: &[u32; 4], dst: &[u32; 4], id: u32, proto: u8, family: u32) -> 
     }
 }
 
+const _: () = assert!(align_of::<AddrV4>() == 1 && align_of::<AddrV6>() == 1);
+
 /// An address family's address as the tries key it.
 trait Address: Copy {
     /// Full-length prefix: a lookup key for one address.
@@ -130,29 +148,40 @@ struct Split<'a, A: 'static, const N: usize>(&'a ArrayOfMaps<Slot<A>, N>, &'a Lp
 #[inline(always)]
 fn rule<A: Address, const N: usize>(
     local: &LpmTrie<A, LocalRef>,
+    learned: &HashMap<A, Learned>,
     by_src: Split<'_, A, N>,
     by_dst: Split<'_, A, N>,
     (src, dst): (A, A),
     src_lookup: bool,
 ) -> u32 {
-    if local.get(Key::new(A::BITS, dst)).is_some() {
+    // One key for every lookup of the destination: the hash lookup reads its address part,
+    // so the learned hosts cost no stack of their own (the XDP program is near the limit).
+    let dst_key = Key::new(A::BITS, dst);
+    if local.get(&dst_key).is_some() {
         return LOCAL_RULE;
     }
-    if src_lookup && let Some(rule) = by_src.lookup(src) {
+    if src_lookup && let Some(rule) = by_src.lookup(&Key::new(A::BITS, src), src.slot()) {
         return rule;
     }
-    by_dst.lookup(dst).unwrap_or(DEFAULT_RULE)
+    // A learned host is more specific than any prefix: it comes before the destination tries.
+    // SAFETY: the addresses are byte arrays (alignment 1, asserted below), so a reference to
+    // the key's address part is aligned although the key is packed.
+    let dst_addr: &A = unsafe { &*core::ptr::addr_of!(dst_key.data) };
+    if let Some(hit) = learned.get_ptr(dst_addr) {
+        // SAFETY: the map returned a pointer to a live value; one u32 is copied out at once.
+        return unsafe { (*hit).rule };
+    }
+    by_dst.lookup(&dst_key, dst.slot()).unwrap_or(DEFAULT_RULE)
 }
 
 impl<A: Address, const N: usize> Split<'_, A, N> {
     /// Longest-prefix match: the slot trie of the address first (every prefix there is at
     /// least `SLOT_MIN_LEN_V4`/`_V6` long), then the short trie.
     #[inline(always)]
-    fn lookup(&self, addr: A) -> Option<u32> {
-        let key = Key::new(A::BITS, addr);
-        if let Some(hit) = self.0.get(addr.slot()).and_then(|trie| trie.get(&key)) {
+    fn lookup(&self, key: &Key<A>, slot: u32) -> Option<u32> {
+        if let Some(hit) = self.0.get(slot).and_then(|trie| trie.get(key)) {
             return Some(hit.rule);
         }
-        self.1.get(&key).map(|hit| hit.rule)
+        self.1.get(key).map(|hit| hit.rule)
     }
 }

@@ -3,13 +3,13 @@
 use aya_ebpf::{
     btf_maps::{ArrayOfMaps, LpmTrie as SlotTrie},
     macros::{btf_map, map},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use steer_common::{
     AddrV4, AddrV6, Counter, FAMILIES, FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_SLOTS,
-    LOCAL_MAX_ENTRIES, LbSlot, LocalRef, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo, RuleRef,
-    SHORT_MAX_ENTRIES_V4, SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS, Settings, WanInfo,
-    path,
+    LEARNED_MAX_ENTRIES, LOCAL_MAX_ENTRIES, LbSlot, Learned, LocalRef, MAP_F_NO_PREALLOC,
+    MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4,
+    SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS, Settings, WanInfo, path,
 };
 
 /// The trie of one slot of a split prefix set (created and filled by userspace).
@@ -42,6 +42,13 @@ pub static SRC_V6_SHORT: LpmTrie<AddrV6, RuleRef> =
 pub static LOCAL_V4: LpmTrie<AddrV4, LocalRef> = LpmTrie::with_max_entries(LOCAL_MAX_ENTRIES, 0);
 #[map]
 pub static LOCAL_V6: LpmTrie<AddrV6, LocalRef> = LpmTrie::with_max_entries(LOCAL_MAX_ENTRIES, 0);
+/// Hosts learned from DNS answers: exact addresses, written only by the daemon.
+#[map]
+pub static LEARNED_V4: HashMap<AddrV4, Learned> =
+    HashMap::with_max_entries(LEARNED_MAX_ENTRIES, MAP_F_NO_PREALLOC);
+#[map]
+pub static LEARNED_V6: HashMap<AddrV6, Learned> =
+    HashMap::with_max_entries(LEARNED_MAX_ENTRIES, MAP_F_NO_PREALLOC);
 #[map]
 pub static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::with_max_entries(FRAGS_MAX_ENTRIES, 0);
 

@@ -53,6 +53,8 @@ pub enum DaemonError {
     Instance(#[from] instance::InstanceError),
     #[error("cannot start the event loop: {0}")]
     Runtime(#[from] std::io::Error),
+    #[error("{0}")]
+    Dns(String),
 }
 
 /// How the event loop ended.
@@ -75,15 +77,18 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
 /// Which prober: a WAN and an address family.
 type ProberKey = (String, Family);
 
-/// The probers of the configured WANs, one per WAN and family with probe targets, restarted
-/// when the configuration changes.
+/// The probers of the configured WANs, one per WAN and family with probe targets, and the DNS
+/// forwarder and snooper, restarted when the configuration changes.
 struct Probers {
     tasks: BTreeMap<ProberKey, (ProbeSpec, Duration, JoinHandle<()>)>,
     tx: mpsc::Sender<(ProberKey, Round)>,
+    dns: crate::dns::service::Services,
+    learner: std::sync::Arc<dyn crate::dns::Learn>,
 }
 
 impl Probers {
-    fn sync(&mut self, config: &Config) {
+    /// Returns what the DNS services report (a forwarder that could not bind, ...).
+    fn sync(&mut self, config: &Config) -> Vec<ReportLine> {
         let wanted: BTreeMap<ProberKey, (ProbeSpec, Duration)> = config
             .wans
             .iter()
@@ -109,6 +114,7 @@ impl Probers {
             let task = spawn_prober(key.clone(), spec.clone(), interval, self.tx.clone());
             self.tasks.insert(key, (spec, interval, task));
         }
+        self.dns.sync(config, std::sync::Arc::clone(&self.learner))
     }
 }
 
@@ -129,8 +135,8 @@ fn log_lines<'a>(prefix: &str, lines: impl IntoIterator<Item = &'a ReportLine>) 
 async fn serve(config: Config) -> Result<(), DaemonError> {
     raise_fd_limit();
     // Everything that can refuse this daemon comes before the first change to the system: the
-    // namespace's lock, the control socket, the metrics port (and, in the controller, the pin
-    // directory's lock).
+    // namespace's lock, the control socket, the metrics port, the DNS listen addresses and
+    // snoop queue (and, in the controller, the pin directory's lock).
     let _instance = instance::lock_namespace()?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
     let server = control::serve(
@@ -141,6 +147,8 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         Some(addr) => Some(control::metrics::serve(addr, calls_tx).await?),
         None => None,
     };
+    // The DNS forwarder's listen addresses and the snoop queue, bound (not served) here.
+    let dns = crate::dns::service::Services::bind(&config).map_err(DaemonError::Dns)?;
     let mut events = routing::watch()?;
     let (mut ctl, report) = Controller::start(config).await?;
     log_lines("", &report.lines());
@@ -149,8 +157,20 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut probers = Probers {
         tasks: BTreeMap::new(),
         tx: round_tx,
+        dns,
+        learner: ctl.dns_learner(),
     };
-    probers.sync(ctl.config());
+    let dns = probers.sync(ctl.config());
+    log_lines("", &dns);
+    if let Some(e) = dns
+        .iter()
+        .find(|l| l.severity == crate::status::Severity::Error)
+    {
+        return Err(DaemonError::Dns(e.text.clone()));
+    }
+    // Expired learned hosts are removed within this of their expiry.
+    let mut expiry = tokio::time::interval(Duration::from_secs(1));
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -205,6 +225,12 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
                 due = None;
                 log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("netlink event").await);
+            }
+            _ = expiry.tick() => {
+                let n = ctl.expire_learned();
+                if n > 0 {
+                    log::debug!("dns: {n} learned hosts expired");
+                }
             }
             _ = periodic.tick() => {
                 log_lines("", ctl.retry_pending().iter());
@@ -451,7 +477,7 @@ async fn apply_reload(
     let report = ctl.reload(prepared).await.map_err(|e| refused(&e))?;
     let lines = report.lines();
     log_lines("reload: ", &lines);
-    probers.sync(ctl.config());
+    log_lines("reload: ", &probers.sync(ctl.config()));
     Ok(lines)
 }
 

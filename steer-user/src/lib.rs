@@ -11,6 +11,8 @@
 //! - kernel and system I/O, each owning its own state: [`dataplane`] (programs, maps and their
 //!   write order), [`routing`] (rules and per-WAN tables over rtnetlink), [`conntrack`]
 //!   (connection marking and flushes), [`health`] (probes and the up/down state machines);
+//! - [`dns`]: domain sets, a pure core (messages, matching, rebinding, lifetimes) and the
+//!   forwarder and snooper around it, which learn through the controller's learner;
 //! - [`controller`]: the one owner of every kernel change, computing the desired state and
 //!   reconciling;
 //! - [`daemon`] (the event loop: events -> controller calls; [`instance`], one daemon per
@@ -26,6 +28,7 @@ pub mod control;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod dns;
 pub mod health;
 pub mod instance;
 pub mod model;

@@ -5,9 +5,13 @@
 //! Report lines ([`ReportLine`]) carry a [`Severity`], so the daemon's log, `steer reload` and
 //! the status agree on what was a warning or a failure without comparing strings.
 
+mod dns;
+
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+pub use dns::{DnsStatus, Histogram};
 
 use crate::routing::RoutingStatus;
 
@@ -88,6 +92,9 @@ pub struct Status {
     pub routing: RoutingStatus,
     pub last_failover: Option<LastFailover>,
     pub last_apply: Option<LastApply>,
+    /// Domain sets: the forwarder, the snooper and the learned hosts (with a `[dns]` section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsStatus>,
 }
 
 /// A LAN interface the classifier is attached to.
@@ -270,6 +277,7 @@ mod tests {
                 seconds_ago: 1,
                 changes: vec![ReportLine::warning("careful")],
             }),
+            dns: None,
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["wans"][0]["mark"], "0x100");

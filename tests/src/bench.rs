@@ -1,4 +1,7 @@
-//! Workloads shared by the benchmarks.
+//! Workloads shared by the benchmarks, and the benchmark groups that live in modules of their
+//! own ([`dns`]).
+
+pub mod dns;
 
 use std::{
     collections::HashSet,

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod classifier;
 pub mod daemon;
+pub mod dns;
 pub mod forwarding;
 pub mod lab;
 pub mod netns;

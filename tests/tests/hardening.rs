@@ -718,3 +718,92 @@ fn netlink_messages_not_from_the_kernel_are_ignored() {
         daemon.log_text()
     );
 }
+
+/// The lab's configuration with one more set reading the domain lists `files`.
+fn with_domain_list_set(work: &Workdir, files: &str) {
+    let text = config_text(
+        work,
+        &Options {
+            extra_sets: format!(
+                "\n[[set]]\nname = \"listed\"\npolicy = \"wan2-first\"\ndomain_files = [{files}]\n"
+            ),
+            ..Options::default()
+        },
+    );
+    work.write("steer.toml", &text);
+}
+
+#[test]
+fn domain_lists_that_are_devices_fifos_or_untrusted_links_are_refused() {
+    steer_tests::require_root();
+    let work = Workdir::new("hostile-domain-lists");
+    let fifo = work.dir.join("lists/domains.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let planted = work.dir.join("lists/planted-domains.txt");
+    std::os::unix::fs::symlink("/etc/shadow", &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(NOBODY), Some(NOBODY)).unwrap();
+    for (file, says) in [
+        ("/dev/zero", "it is a device, not a regular file"),
+        (
+            "lists/domains.fifo",
+            "it is a FIFO (named pipe), not a regular file",
+        ),
+        (
+            "lists/planted-domains.txt",
+            &format!(
+                "the symbolic link {} belongs to uid {NOBODY}",
+                planted.display()
+            ),
+        ),
+    ] {
+        with_domain_list_set(&work, &format!("\"{file}\""));
+        let (ok, _, err) = check_bounded(&work);
+        assert!(!ok && err.contains(says), "{file}: {err}");
+        assert!(
+            !err.contains("root:"),
+            "{file}: a line of /etc/shadow shown: {err}"
+        );
+    }
+    // root's own link: followed, and /etc/shadow is no domain list; none of its lines shown.
+    std::fs::remove_file(&planted).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", &planted).unwrap();
+    with_domain_list_set(&work, "\"lists/planted-domains.txt\"");
+    let (ok, _, err) = check_bounded(&work);
+    assert!(!ok && err.contains("this is not a domain list"), "{err}");
+    assert!(!err.contains("root:"), "a line of /etc/shadow shown: {err}");
+}
+
+#[test]
+fn a_taken_dns_listen_address_is_refused_before_anything_changes() {
+    let (lab, work) = setup("dnstaken");
+    let listen = steer_tests::dns::FORWARDER;
+    let text = config_text(
+        &work,
+        &Options {
+            extra_sets: format!(
+                "\n[dns]\nlisten = [\"{listen}\"]\nupstreams = [\"{}\"]\n",
+                steer_tests::dns::UPSTREAM
+            ),
+            ..Options::default()
+        },
+    );
+    work.write("steer.toml", &text);
+    // Another DNS server already answers on the LAN address.
+    let taken = lab
+        .router
+        .enter(|| std::net::UdpSocket::bind(listen).expect("bind the LAN address's port 53"));
+    let err = run_refused(&lab, &work);
+    assert!(
+        err.contains(&format!("dns forwarder: bind UDP {listen}")),
+        "{err}"
+    );
+    assert_eq!(steer_traces(&lab), Vec::<String>::new());
+    assert!(!work.pin_dir.exists(), "nothing was pinned");
+    drop(taken);
+}

@@ -25,7 +25,10 @@ use crate::{
 /// GRO, which decide where veth receives); for WANs as they come: dnsmasq-base (the ISP's DHCP
 /// server), busybox (udhcpc), isc-dhcp-client (dhclient) and dhcpcd-base (dhcpcd), the router's
 /// DHCP clients whose hooks in contrib/dhcp are tested, socat (a point-to-point link between
-/// namespaces, like a PPP session) and radvd (router advertisements).
+/// namespaces, like a PPP session) and radvd (router advertisements);
+/// for domain sets: bind9-dnsutils (dig, the lab's clients), dnsperf (the DNS benchmark), and
+/// iptables again (snoop mode's NFQUEUE chain on kernels whose nftables has no queue
+/// expression) with dnsmasq-base (the resolver behind steer's DNS forwarder).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -44,6 +47,8 @@ const PACKAGES: &[&str] = &[
     "dhcpcd-base",
     "socat",
     "radvd",
+    "bind9-dnsutils",
+    "dnsperf",
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM.

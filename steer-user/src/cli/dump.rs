@@ -25,6 +25,8 @@ pub enum Section {
     Counters,
     /// Destinations the router reaches without a WAN: never steered.
     Local,
+    /// Hosts learned from DNS answers: address, set, name, expires in.
+    Dns,
     All,
 }
 
@@ -100,6 +102,7 @@ pub fn dump(pin_dir: &Path, what: Section, as_json: bool) -> Result<String, Data
             Section::Policies,
             Section::Counters,
             Section::Local,
+            Section::Dns,
             Section::Sets,
         ][..],
         one => &[one][..],
@@ -107,7 +110,7 @@ pub fn dump(pin_dir: &Path, what: Section, as_json: bool) -> Result<String, Data
     if as_json {
         let mut doc = serde_json::Map::new();
         for section in sections {
-            let (key, value) = section_json(*section, &maps, &names)?;
+            let (key, value) = section_json(*section, &maps, &names, pin_dir)?;
             doc.insert(key.into(), value);
         }
         doc.insert("generation".into(), json!(names.generation));
@@ -123,7 +126,7 @@ pub fn dump(pin_dir: &Path, what: Section, as_json: bool) -> Result<String, Data
     );
     for section in sections {
         text.push('\n');
-        text.push_str(&section_text(*section, &maps, &names)?);
+        text.push_str(&section_text(*section, &maps, &names, pin_dir)?);
     }
     Ok(text)
 }
@@ -133,6 +136,7 @@ fn section_json(
     section: Section,
     maps: &Maps,
     names: &Names,
+    pin_dir: &Path,
 ) -> Result<(&'static str, Value), DataplaneError> {
     Ok(match section {
         Section::Rules => ("rules", rules(names)),
@@ -140,18 +144,25 @@ fn section_json(
         Section::Counters => ("counters", counters(maps, names)?),
         Section::Sets => ("sets", sets(maps, names)?),
         Section::Local => ("local", local(maps)?),
+        Section::Dns => ("dns", super::dns::learned_json(pin_dir, names)?),
         Section::All => unreachable!("expanded by dump"),
     })
 }
 
 /// One section as a text table.
-fn section_text(section: Section, maps: &Maps, names: &Names) -> Result<String, DataplaneError> {
+fn section_text(
+    section: Section,
+    maps: &Maps,
+    names: &Names,
+    pin_dir: &Path,
+) -> Result<String, DataplaneError> {
     Ok(match section {
         Section::Rules => render_rules(names),
         Section::Policies => render_policies(&policies(maps, names)?),
         Section::Counters => render_counters(&counters(maps, names)?),
         Section::Sets => render_sets(&sets(maps, names)?),
         Section::Local => render_local(&local(maps)?),
+        Section::Dns => super::dns::render_learned(&super::dns::learned_json(pin_dir, names)?),
         Section::All => unreachable!("expanded by dump"),
     })
 }

@@ -13,7 +13,7 @@ use clap::ValueEnum;
 use serde_json::{Value, json};
 use steer_common::{DEFAULT_RULE, LOCAL_RULE};
 
-use super::dump::Names;
+use super::{dns::LearnedHost, dump::Names};
 use crate::{
     dataplane::{
         Dataplane, DataplaneError,
@@ -48,6 +48,8 @@ pub struct Explanation {
     pub matched_on: Option<Direction>,
     /// The set's prefix that matched (longest), if a set matched.
     pub prefix: Option<Prefix>,
+    /// The destination was learned from a DNS answer: that is what matched.
+    pub learned: Option<LearnedHost>,
     /// Shorter prefixes of other rules that also contain the address (what the packet would
     /// get without the match).
     pub shadowed: Vec<(Prefix, String)>,
@@ -103,6 +105,7 @@ impl Explanation {
             "local": self.local.map(|(p, k)| json!({ "prefix": p.to_string(), "reason": k.describe() })),
             "rule": self.rule, "set": self.set, "matched_on": self.matched_on_name(),
             "prefix": self.prefix.map(|p| p.to_string()),
+            "learned": self.learned.as_ref().map(|l| json!({ "name": l.name, "expires_in_s": l.expires_in, "also_set": l.also })),
             "shadowed": self.shadowed.iter().map(|(p, s)| json!({ "prefix": p.to_string(), "set": s })).collect::<Vec<_>>(),
             "policy": self.policy, "mark": format!("{:#x}", self.mark), "wan": self.wan,
             "generation": self.generation,
@@ -133,6 +136,20 @@ impl fmt::Display for Explanation {
             );
         }
         match (&self.prefix, self.matched_on) {
+            _ if self.learned.is_some() => {
+                let l = self.learned.as_ref().expect("checked");
+                writeln!(
+                    f,
+                    "matched  rule {} = set {} (dst {} learned from the answer for {}, expires in {} s)",
+                    self.rule, self.set, self.dst, l.name, l.expires_in
+                )?;
+                if let Some(also) = &l.also {
+                    writeln!(
+                        f,
+                        "         also claimed by set {also} (later in the configuration, so it loses)"
+                    )?;
+                }
+            }
             (Some(p), Some(dir)) => {
                 let addr = match dir {
                     Direction::Src => self.src,
@@ -231,6 +248,7 @@ pub fn explain(
             set: String::new(),
             matched_on: None,
             prefix: None,
+            learned: None,
             shadowed: Vec::new(),
             policy: "-".into(),
             mark: tc.mark,
@@ -255,6 +273,10 @@ pub fn explain(
             }
         }
     }
+    let learned = match matched_on {
+        Some(Direction::Dst) => super::dns::learned_host(pin_dir, dst, rule, &names)?,
+        _ => None,
+    };
     let entry = maps.policy(names.generation, Family::of(&dst), rule)?;
     Ok(Explanation {
         src,
@@ -266,6 +288,7 @@ pub fn explain(
         set: names.set(rule),
         matched_on,
         prefix,
+        learned,
         shadowed,
         policy: names.policy(rule),
         mark: tc.mark,

@@ -1,6 +1,7 @@
 //! The `steer` command line: parsing and the commands. `main` is a thin wrapper around
 //! [`run`].
 
+mod dns;
 mod dump;
 mod explain;
 mod output;
@@ -343,10 +344,10 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
         Ok(c) => {
             let prefixes: usize = c.sets.iter().map(|s| s.prefixes.len()).sum();
             let domains: usize = c.sets.iter().map(|s| s.domains.len()).sum();
-            if domains > 0 {
+            if domains > 0 && c.dns.is_none() {
                 eprintln!(
-                    "note: {domains} domain(s) are listed; this version does not resolve them yet (no [dns] section): \
-                     only the prefixes are steered"
+                    "note: {domains} domain(s) are listed but there is no [dns] section: their \
+                     addresses are not learned, so they are not steered"
                 );
             }
             for note in config::notes(&c) {
@@ -513,6 +514,9 @@ fn render_status(s: &Status) -> String {
     let _ = writeln!(out, "\nrouting (desired vs actual)");
     for item in &s.routing.items {
         let _ = writeln!(out, "  {item}");
+    }
+    if let Some(d) = &s.dns {
+        out.push_str(&dns::render_status(d));
     }
     if let Some(last) = &s.last_apply {
         let _ = writeln!(out, "\nlast change ({} s ago):", last.seconds_ago);

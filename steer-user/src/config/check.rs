@@ -6,7 +6,7 @@ use std::{collections::HashMap, hash::Hash, ops::Range, path::PathBuf};
 
 use super::{
     diag::Ctx,
-    schema::S,
+    schema::{S, Strings},
     suggest::{did_you_mean, list_names},
 };
 
@@ -49,6 +49,26 @@ pub(super) fn ranged(
         hint,
     );
     None
+}
+
+/// A list of networks as strict as a set's (`key[i]` in messages).
+pub(super) fn prefixes(
+    cx: &mut Ctx<'_>,
+    list: &Option<Strings>,
+    key: &str,
+) -> Vec<crate::prefix::Prefix> {
+    let mut out = Vec::new();
+    for (i, v) in list.iter().flat_map(|l| l.get_ref().iter()).enumerate() {
+        let field = format!("{key}[{i}]");
+        if cx.mistyped(&field) {
+            continue;
+        }
+        match crate::prefix::parse_prefix(v.get_ref(), false) {
+            Ok(p) => out.push(p),
+            Err(e) => cx.err(&v.span(), &field, e.message(), e.hint()),
+        }
+    }
+    out
 }
 
 /// An optional integer within `bounds`: `default` when unwritten or refused.

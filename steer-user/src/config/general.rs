@@ -17,10 +17,7 @@ use super::{
         S, Strings, opt, opt_int, opt_shown, req,
     },
 };
-use crate::{
-    model::PrefixMap,
-    prefix::{Prefix, parse_prefix},
-};
+use crate::model::PrefixMap;
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawGeneral {
@@ -124,27 +121,8 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawGeneral>>) -> General {
             DuplicatePolicy::Error,
         ),
         local: check::choice(cx, &g.local, "general.local", &LOCAL, LocalScope::Routes),
-        local_prefixes: local_prefixes(cx, &g.local_prefixes),
+        local_prefixes: check::prefixes(cx, &g.local_prefixes, "general.local_prefixes"),
     }
-}
-
-/// `local_prefixes`: networks as strict as a set's.
-fn local_prefixes(cx: &mut Ctx<'_>, list: &Option<Strings>) -> Vec<Prefix> {
-    let Some(list) = list else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, v) in list.get_ref().iter().enumerate() {
-        let field = format!("general.local_prefixes[{i}]");
-        if cx.mistyped(&field) {
-            continue;
-        }
-        match parse_prefix(v.get_ref(), false) {
-            Ok(p) => out.push(p),
-            Err(e) => cx.err(&v.span(), &field, e.message(), e.hint()),
-        }
-    }
-    out
 }
 
 /// The mask that WAN marks are checked against, unless it was refused (and reported): every

@@ -23,6 +23,7 @@ mod check;
 mod control;
 mod default;
 mod diag;
+mod dns;
 mod document;
 mod endpoints;
 mod general;
@@ -50,6 +51,7 @@ use std::{
 };
 
 pub use diag::{ConfigErrors, Diagnostic};
+pub use dns::Dns;
 pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 pub use notes::notes;
@@ -81,6 +83,8 @@ pub struct Config {
     /// The policy for traffic that no set matches; `None` leaves it unmarked (main table).
     pub default: Option<DefaultRule>,
     pub control: Control,
+    /// How domain sets learn their addresses; `None`: domains are not steered.
+    pub dns: Option<Dns>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -308,8 +312,13 @@ pub struct Set {
     pub prefixes: Vec<Entry>,
     /// The list files, resolved against the config file's directory.
     pub files: Vec<PathBuf>,
-    /// Lowercase, no trailing dot, each once.
+    /// Lowercase, no trailing dot, each once: inline ones first, then those of the domain
+    /// list files.
     pub domains: Vec<String>,
+    /// The domain list files, resolved against the config file's directory.
+    pub domain_files: Vec<PathBuf>,
+    /// Answer AAAA questions for the set's names with no address, learn no IPv6 address.
+    pub filter_aaaa: bool,
     pub allow_default_route: bool,
 }
 
@@ -515,6 +524,55 @@ mod tests {
         for (key, value) in expected {
             assert_eq!(documented_default(&doc, key), value, "default of `{key}`");
         }
+        let dns = &doc[doc.find("\n## [dns]").expect("a [dns] section")..];
+        let bool_default = |b: bool| format!("`{b}`");
+        for (key, value) in [
+            ("forward", bool_default(true)),
+            ("timeout_ms", format!("`{}`", Dns::DEFAULT_TIMEOUT_MS)),
+            ("min_ttl", format!("`{}`", Dns::DEFAULT_MIN_TTL)),
+            ("max_ttl", format!("`{}`", Dns::DEFAULT_MAX_TTL)),
+            ("capacity_v4", format!("`{}`", Dns::DEFAULT_CAPACITY_V4)),
+            ("capacity_v6", format!("`{}`", Dns::DEFAULT_CAPACITY_V6)),
+            ("rebind_protection", bool_default(true)),
+            ("block_application_dns", bool_default(true)),
+            ("snoop", bool_default(false)),
+            ("snoop_queue", format!("`{}`", Dns::DEFAULT_SNOOP_QUEUE)),
+        ] {
+            assert_eq!(
+                documented_default(dns, key),
+                value,
+                "default of dns.`{key}`"
+            );
+        }
+        let parsed = parse(
+            &format!(
+                "{}\n[dns]\nlisten = [\"192.0.2.1:53\"]\nupstreams = [\"127.0.0.1:5335\"]\n",
+                testing::BASE
+            ),
+            Path::new("steer.toml"),
+        )
+        .expect("valid");
+        let d = parsed.dns.expect("a [dns] section");
+        assert!(d.forward && d.rebind_protection && d.block_application_dns && !d.snoop);
+        assert_eq!(
+            (
+                d.timeout_ms,
+                d.min_ttl,
+                d.max_ttl,
+                d.capacity_v4,
+                d.capacity_v6,
+                d.snoop_queue
+            ),
+            (
+                Dns::DEFAULT_TIMEOUT_MS,
+                Dns::DEFAULT_MIN_TTL,
+                Dns::DEFAULT_MAX_TTL,
+                Dns::DEFAULT_CAPACITY_V4,
+                Dns::DEFAULT_CAPACITY_V6,
+                Dns::DEFAULT_SNOOP_QUEUE
+            ),
+            "the defaults in use are the documented ones"
+        );
         let advice = format!("below {}, set `timeout_ms` too", Track::DEFAULT_TIMEOUT_MS);
         assert!(
             doc.contains(&advice),

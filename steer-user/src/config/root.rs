@@ -12,6 +12,7 @@ use super::{
     control::{self, RawControl},
     default::{self, RawDefault},
     diag::{ConfigErrors, Ctx},
+    dns::{self, RawDns},
     document::{self, Keys},
     general::{self, RawGeneral},
     policy::{self, RawPolicy},
@@ -27,6 +28,7 @@ pub(super) const ROOT: &[Field] = &[
     set::FIELD,
     default::FIELD,
     control::FIELD,
+    dns::FIELD,
 ];
 
 /// The file as written, by section.
@@ -38,6 +40,7 @@ pub(super) struct RawRoot {
     pub set: Option<S<Vec<S<RawSet>>>>,
     pub default: Option<S<RawDefault>>,
     pub control: Option<S<RawControl>>,
+    pub dns: Option<S<RawDns>>,
 }
 
 /// The whole configuration in `text`, read from `path`.
@@ -54,6 +57,7 @@ fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
     let sets = set::build(cx, raw.set, &policy_names, &general, &general_span);
     let default = default::build(cx, raw.default, &policy_names);
     let control = control::build(cx, raw.control);
+    let dns = dns::build(cx, raw.dns);
     Config {
         path: cx.file.to_path_buf(),
         general,
@@ -62,5 +66,6 @@ fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
         sets,
         default,
         control,
+        dns,
     }
 }

@@ -24,7 +24,10 @@ pub mod nft;
 use std::io;
 
 pub use netlink::{Connection, connections, delete, flush_mark};
-pub use nft::{MarkedWan, NFT_TABLE, install, installed, ruleset, table_present, uninstall};
+pub use nft::{
+    MarkedWan, NFT_TABLE, install, install_with, installed, ruleset, ruleset_with, table_present,
+    uninstall,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConntrackError {

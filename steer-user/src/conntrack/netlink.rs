@@ -145,7 +145,7 @@ fn mark_message(kind: u16, family: u8, mark: u32, mask: u32) -> Vec<u8> {
 }
 
 /// The attributes of a netlink payload: (type without flags, value, the whole attribute).
-fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8], &[u8])> {
+pub(crate) fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8], &[u8])> {
     std::iter::from_fn(move || {
         if buf.len() < 4 {
             return None;
@@ -207,28 +207,33 @@ fn parse_connection(payload: &[u8]) -> Option<Connection> {
     })
 }
 
+/// A raw `NETLINK_NETFILTER` socket (ctnetlink here, nfnetlink_queue for snoop mode).
+pub(crate) fn netfilter_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_NETFILTER,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 struct NetlinkSocket(OwnedFd);
 
 impl NetlinkSocket {
     fn open() -> io::Result<NetlinkSocket> {
-        // SAFETY: plain socket(2); the descriptor is owned right away.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let sock = NetlinkSocket(unsafe { OwnedFd::from_raw_fd(fd) });
+        let sock = NetlinkSocket(netfilter_socket()?);
         let timeout = ACK_TIMEOUT;
         // SAFETY: `timeout` is a valid timeval, passed with its size.
         let set = unsafe {
             libc::setsockopt(
-                fd,
+                sock.0.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
                 (&raw const timeout).cast(),
@@ -301,7 +306,7 @@ impl NetlinkSocket {
 }
 
 /// The messages of one datagram: (type, payload after the nlmsghdr).
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if buf.len() < NLMSG_HDRLEN {
             return None;

@@ -22,6 +22,11 @@ pub struct MarkedWan {
 /// The ruleset of `inet steer` for WANs `wans` and LAN interfaces `lan` (see the module
 /// documentation of [`super`]).
 pub fn ruleset(mask: u32, wans: &[MarkedWan], lan: &[String]) -> String {
+    ruleset_with(mask, wans, lan, "")
+}
+
+/// [`ruleset`] with more chains of other parts of steer (snoop mode's) in the same table.
+pub fn ruleset_with(mask: u32, wans: &[MarkedWan], lan: &[String], extra: &str) -> String {
     let keep = !mask;
     let mut rules = String::new();
     for w in wans {
@@ -45,7 +50,7 @@ pub fn ruleset(mask: u32, wans: &[MarkedWan], lan: &[String]) -> String {
     }
     format!(
         "table inet {NFT_TABLE} {{\n\tchain mark_connections {{\n\
-         \t\ttype filter hook prerouting priority mangle + 10; policy accept;\n{rules}\t}}\n}}\n"
+         \t\ttype filter hook prerouting priority mangle + 10; policy accept;\n{rules}\t}}\n{extra}}}\n"
     )
 }
 
@@ -57,10 +62,20 @@ fn quoted(name: &str) -> String {
 
 /// Installs (or replaces, in one transaction) steer's nftables table.
 pub fn install(mask: u32, wans: &[MarkedWan], lan: &[String]) -> Result<(), ConntrackError> {
+    install_with(mask, wans, lan, "")
+}
+
+/// [`install`] with `extra` chains in the table (see [`ruleset_with`]).
+pub fn install_with(
+    mask: u32,
+    wans: &[MarkedWan],
+    lan: &[String],
+    extra: &str,
+) -> Result<(), ConntrackError> {
     // Declaring the table first makes the delete succeed when it does not exist yet.
     let script = format!(
         "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{}",
-        ruleset(mask, wans, lan)
+        ruleset_with(mask, wans, lan, extra)
     );
     nft(&["-f", "-"], Some(&script))
 }

@@ -4,6 +4,8 @@
 //! and rendered at most once per [`FRESH`] (scrapes in between get that snapshot). Slots are
 //! few and a client that connects and sends nothing loses its slot to the next one.
 
+mod dns;
+
 use std::{
     collections::VecDeque,
     io::ErrorKind,
@@ -282,6 +284,9 @@ pub fn render(s: &Status) -> String {
         "Whether the routing rules and tables are as desired.",
         vec![(String::new(), u8::from(s.routing.in_sync).to_string())],
     );
+    if let Some(d) = &s.dns {
+        dns::render(d, &mut out);
+    }
     out
 }
 

@@ -14,6 +14,7 @@
 //! kernel agree.
 
 pub mod desired;
+pub mod dns;
 mod failback;
 pub mod gateways;
 mod report;
@@ -169,6 +170,8 @@ pub struct Controller {
     /// The policy table in the kernel is behind the WAN states (a failover's write failed):
     /// retried on every event until it succeeds.
     policy_dirty: bool,
+    /// The learned-host maps and their lifetimes (domain sets).
+    dns: std::sync::Arc<dns::Learner>,
     /// Each WAN family's next hop, as last resolved from the configuration and the system.
     gateways: BTreeMap<(String, Family), Resolved>,
     /// Gateways handed in by DHCP client hooks.
@@ -193,7 +196,11 @@ impl Controller {
     pub async fn start(config: Config) -> Result<(Controller, ApplyReport), ControllerError> {
         let routing = Routing::new()?;
         let carriers = link_states(&routing, &config).await;
-        let (dp, adopted) = Dataplane::open_pinned(&config.general.pin_dir)?;
+        let (mut dp, adopted) = Dataplane::open_pinned(&config.general.pin_dir)?;
+        let (learner, learned) = dns::Learner::new(dp.take_learned());
+        if learned > 0 {
+            log::info!("{learned} learned hosts adopted with their expiries");
+        }
         if adopted.maps {
             log::info!(
                 "adopting pinned state in {} (classifier attached to: {})",
@@ -221,6 +228,7 @@ impl Controller {
             health,
             last_failover: None,
             policy_dirty: false,
+            dns: std::sync::Arc::new(learner),
             gateways: BTreeMap::new(),
             hooked: Hooked::new(),
             prefix_counts: HashMap::new(),
@@ -478,7 +486,10 @@ impl Controller {
         let mut seen = Observed::default();
         let general = &config.general;
         let want = local_set(general.local, system.local.clone(), &general.local_prefixes);
-        match self.dp.sync_local(&want) {
+        let synced = self.dp.sync_local(&want);
+        // The router's own subnets are never learned from DNS answers (rebinding protection).
+        self.dns.set_own(self.dp.local());
+        match synced {
             Ok((0, 0)) => {}
             Ok((added, removed)) => seen.lines.push(ReportLine::info(format!(
                 "local destinations (never steered): {added} added or changed, {removed} removed, {} in all",
@@ -738,14 +749,8 @@ impl Controller {
         if first && !report.failures().is_empty() {
             return Err(ControllerError::Start(report.failures()));
         }
-        for set in self.config.sets.iter().filter(|s| !s.domains.is_empty()) {
-            report.notes.push(ReportLine::warning(format!(
-                "set {}: its {} domain(s) are not steered yet: learning addresses from DNS answers \
-                 comes with the [dns] section, which this version does not have",
-                set.name,
-                set.domains.len()
-            )));
-        }
+        let dns_lines = self.configure_dns();
+        report.notes.extend(dns_lines);
         report.took = started.elapsed();
         report.after.extend(self.ensure_conntrack_marking());
         let why = if first { "start" } else { "reload" };
@@ -779,10 +784,7 @@ impl Controller {
                 mark: w.mark,
             })
             .collect();
-        let general = &self.config.general;
-        conntrack::install(general.mark_mask, &wans, &general.lan)
-            .err()
-            .map(|e| ReportLine::warning(e.to_string()))
+        self.install_marking(&wans)
     }
 
     /// Attaches to every configured LAN interface (at start: adopting pinned links; later: new
@@ -925,6 +927,7 @@ impl Controller {
                 seconds_ago: at.elapsed().as_secs(),
                 changes: r.lines(),
             }),
+            dns: self.dns_status(),
         }
     }
 

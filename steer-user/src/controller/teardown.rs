@@ -49,6 +49,7 @@ pub async fn teardown(pin_dir: &Path, tables: &[u32]) -> Result<Teardown, Teardo
         routing,
         ..Teardown::default()
     };
+    crate::dns::snoop::remove_fallback_if_installed();
     if conntrack::installed() {
         match conntrack::uninstall() {
             Ok(()) => done.nft_removed = true,

@@ -78,7 +78,10 @@ impl std::fmt::Debug for Maps {
     }
 }
 
-fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+pub(super) fn map_err(
+    map: &'static str,
+    op: &'static str,
+) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map {
         map,
         op,
@@ -95,14 +98,7 @@ impl Maps {
     /// Opens the maps pinned under the pin directory `root` (read or write, no lock: readers
     /// such as `steer dump` use this while the daemon runs).
     pub fn from_pins(root: &Path) -> Result<Self, DataplaneError> {
-        Self::build(|name| {
-            let path = super::pin::map_path(root, name);
-            if !path.exists() {
-                return Err(DataplaneError::NotPinned { path });
-            }
-            let data = MapData::from_pin(&path).map_err(map_err(name, "open pin"))?;
-            Map::from_map_data(data).map_err(map_err(name, "open pin"))
-        })
+        Self::build(|name| open_pin(root, name))
     }
 
     fn build(
@@ -635,6 +631,16 @@ impl Maps {
     pub fn reset_wan_counter(&mut self, slot: u32) -> Result<(), DataplaneError> {
         reset(&mut self.stats_wan, slot, names::STATS_WAN)
     }
+}
+
+/// The map `name` pinned under the pin directory `root`.
+pub(super) fn open_pin(root: &Path, name: &'static str) -> Result<Map, DataplaneError> {
+    let path = super::pin::map_path(root, name);
+    if !path.exists() {
+        return Err(DataplaneError::NotPinned { path });
+    }
+    let data = MapData::from_pin(&path).map_err(map_err(name, "open pin"))?;
+    Map::from_map_data(data).map_err(map_err(name, "open pin"))
 }
 
 /// Elements `first .. first + count` of an array: one batched read, or one read per element

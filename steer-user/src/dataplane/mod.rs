@@ -7,6 +7,7 @@
 //! get [`Dataplane::maps`], whose writers all need `&mut`.
 
 mod attach;
+pub mod learned;
 pub mod maps;
 pub mod pin;
 pub mod run;
@@ -134,6 +135,9 @@ pub struct Dataplane {
     version: u64,
     /// What the local-destination maps hold, kept the same way.
     local: LocalSet,
+    /// The learned-host maps until the controller's DNS state takes them
+    /// ([`Dataplane::take_learned`]).
+    learned: Option<learned::LearnedMaps>,
     attached: BTreeMap<String, Attachment>,
     pins: Option<PinDir>,
 }
@@ -206,12 +210,14 @@ impl Dataplane {
         load_program::<SchedClassifier>(&mut ebpf, program_names::TC)?;
         load_program::<Xdp>(&mut ebpf, program_names::XDP)?;
         let maps = Maps::from_ebpf(&mut ebpf)?;
+        let learned = Some(learned::LearnedMaps::from_ebpf(&mut ebpf)?);
         Ok(Dataplane {
             ebpf,
             maps,
             prefixes: Arc::default(),
             version: 0,
             local: LocalSet::new(),
+            learned,
             attached: BTreeMap::new(),
             pins,
         })

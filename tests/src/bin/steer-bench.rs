@@ -10,6 +10,9 @@
 //! - `failover`: in the namespace lab with `steer run`, a 1 ms UDP stream from the LAN client;
 //!   time from the fault to the first packet on the other ISP, for carrier loss and for silent
 //!   upstream loss (100 ms probes, down_after = 3).
+//! - `dns`: the forwarder in front of dnsmasq against dnsmasq alone (dnsperf throughput,
+//!   added latency p50/p99), first packets of fresh names, snoop mode's answer-to-insert
+//!   latency ([`steer_tests::bench::dns`]).
 //! - `forwarding`: real forwarding through a router namespace, one router per contender (no
 //!   classification, nftables, iptables+ipset, steer TC, steer XDP+TC, conntrack variants), with
 //!   trafgen; packets/s and router CPU per packet, memory and load time of the sets.
@@ -54,6 +57,9 @@ fn main() {
     }
     if wanted("failover") {
         failover();
+    }
+    if wanted("dns") {
+        steer_tests::bench::dns::run();
     }
     if wanted("forwarding") {
         let scenarios: Vec<String> = filters

@@ -40,6 +40,8 @@ pub(super) fn resolve(
             prefixes,
             files: set.files,
             domains,
+            domain_files: Vec::new(),
+            filter_aaaa: false,
             allow_default_route: set.allow_default_route,
         });
     }

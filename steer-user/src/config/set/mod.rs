@@ -2,6 +2,7 @@
 //! which direction — its keys, their raw form and their checks. Reading list files and
 //! resolving prefixes claimed by two sets are submodules of their own.
 
+mod domain_files;
 mod duplicates;
 mod fast_hash;
 mod files;
@@ -44,6 +45,8 @@ pub(super) struct RawSet {
     pub prefixes: Option<Strings>,
     pub files: Option<Strings>,
     pub domains: Option<Strings>,
+    pub domain_files: Option<Strings>,
+    pub filter_aaaa: Option<S<bool>>,
     pub allow_default_route: Option<S<bool>>,
 }
 
@@ -60,6 +63,12 @@ const FIELDS: &[Field] = &[
     opt("prefixes", StrList, "prefixes = [\"203.0.113.0/24\"]"),
     opt("files", StrList, "files = [\"lists/bypass.txt\"]"),
     opt("domains", StrList, "domains = [\"example.com\"]"),
+    opt(
+        "domain_files",
+        StrList,
+        "domain_files = [\"lists/streaming.txt\"]",
+    ),
+    opt("filter_aaaa", Bool, "filter_aaaa = false"),
     opt("allow_default_route", Bool, "allow_default_route = false"),
 ];
 
@@ -88,6 +97,7 @@ pub(super) fn build(
     };
     let mut names = Claims::new();
     let mut pending = Vec::new();
+    let mut extra = Vec::new();
     let max_sets = (steer_common::MAX_RULES - 1) as usize;
     for (i, s) in raw.into_inner().into_iter().enumerate() {
         let span = s.span();
@@ -107,9 +117,15 @@ pub(super) fn build(
         if let Some(n) = &s.name {
             check_object_name(cx, n, &format!("{label}.name"), "set", &mut names);
         }
+        extra.push(domain_files::Extra {
+            label: label.clone(),
+            files: s.domain_files.clone(),
+            filter_aaaa: s.filter_aaaa.as_ref().is_some_and(|v| *v.get_ref()),
+        });
         pending.push(reader.read(cx, s, span, label));
     }
-    let sets = duplicates::resolve(cx, pending, general.duplicates);
+    let mut sets = duplicates::resolve(cx, pending, general.duplicates);
+    domain_files::add(cx, &mut sets, extra, general.duplicates);
     check_capacity(cx, &sets, general, general_span);
     sets
 }
@@ -189,16 +205,17 @@ impl SetReader<'_> {
 /// A set must match something (unless what it had was written with the wrong type).
 fn check_not_empty(cx: &mut Ctx<'_>, s: &RawSet, span: &Range<usize>, label: &str) {
     let empty = |l: &Option<Strings>| l.as_ref().is_none_or(|l| l.get_ref().is_empty());
-    let mistyped = ["prefixes", "files", "domains"]
+    let mistyped = ["prefixes", "files", "domains", "domain_files"]
         .iter()
         .any(|k| cx.mistyped(&format!("{label}.{k}")));
-    if empty(&s.prefixes) && empty(&s.files) && empty(&s.domains) && !mistyped {
+    let nothing = empty(&s.prefixes) && empty(&s.files) && empty(&s.domains);
+    if nothing && empty(&s.domain_files) && !mistyped {
         cx.err_value(
             span,
             label,
             "",
             "this set has nothing to match",
-            "add prefixes = [...], files = [...] or domains = [...]",
+            "add prefixes = [...], files = [...], domains = [...] or domain_files = [...]",
         );
     }
 }

@@ -1,0 +1,158 @@
+//! The DNS parts of the CLI: `steer dump dns` (the learned hosts, from the pinned maps), what
+//! `steer explain` says about a learned destination, and the `dns` section of `steer status`.
+
+use std::{fmt::Write, net::IpAddr, path::Path};
+
+use serde_json::{Value, json};
+use steer_common::NO_RULE;
+
+use super::{dump::Names, txt};
+use crate::{
+    dataplane::{
+        DataplaneError,
+        learned::{LearnedMaps, boottime_secs, name_from_bytes},
+    },
+    status::DnsStatus,
+};
+
+/// What explain says about a destination learned from a DNS answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LearnedHost {
+    pub name: String,
+    /// Seconds until it expires (negative: expired, not yet removed).
+    pub expires_in: i64,
+    /// A later set that also claimed the address (and lost).
+    pub also: Option<String>,
+}
+
+/// The learned entry of `dst` for `rule`, if that is why the packet matched.
+pub(crate) fn learned_host(
+    pin_dir: &Path,
+    dst: IpAddr,
+    rule: u32,
+    names: &Names,
+) -> Result<Option<LearnedHost>, DataplaneError> {
+    let Some(v) = LearnedMaps::from_pins(pin_dir)?.get(dst)? else {
+        return Ok(None);
+    };
+    if v.rule != rule {
+        return Ok(None);
+    }
+    Ok(Some(LearnedHost {
+        name: name_from_bytes(&v.name),
+        expires_in: v.expires as i64 - boottime_secs() as i64,
+        also: (v.also_rule != NO_RULE).then(|| names.set(v.also_rule)),
+    }))
+}
+
+/// `steer dump dns` as JSON: one row per learned host, sorted by address.
+pub(crate) fn learned_json(pin_dir: &Path, names: &Names) -> Result<Value, DataplaneError> {
+    let mut entries = LearnedMaps::from_pins(pin_dir)?.entries()?;
+    entries.sort_by_key(|(a, _)| *a);
+    let now = boottime_secs() as i64;
+    Ok(Value::Array(
+        entries
+            .into_iter()
+            .map(|(addr, v)| {
+                json!({
+                    "address": addr.to_string(),
+                    "set": names.set(v.rule),
+                    "rule": v.rule,
+                    "also_set": (v.also_rule != NO_RULE).then(|| names.set(v.also_rule)),
+                    "name": name_from_bytes(&v.name),
+                    "expires_in_s": v.expires as i64 - now,
+                    "expires_boottime_s": v.expires,
+                })
+            })
+            .collect(),
+    ))
+}
+
+pub(crate) fn render_learned(v: &Value) -> String {
+    let mut out =
+        "learned host                             set              expires in  name\n".to_owned();
+    for r in v.as_array().into_iter().flatten() {
+        let set = match r["also_set"].as_str() {
+            Some(also) => format!("{} (also {also})", txt(&r["set"])),
+            None => txt(&r["set"]),
+        };
+        let _ = writeln!(
+            out,
+            "{:<40} {:<16} {:>8} s  {}",
+            txt(&r["address"]),
+            set,
+            txt(&r["expires_in_s"]),
+            txt(&r["name"])
+        );
+    }
+    out
+}
+
+/// The `dns` section of `steer status`.
+pub(crate) fn render_status(d: &DnsStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\ndns");
+    if d.listen.is_empty() {
+        let _ = writeln!(out, "  forwarder   off");
+    } else {
+        let _ = writeln!(
+            out,
+            "  forwarder   {} -> {}",
+            d.listen.join(", "),
+            d.upstreams.join(", ")
+        );
+    }
+    if let Some(q) = d.snoop_queue {
+        let _ = writeln!(out, "  snoop       NFQUEUE {q}");
+    }
+    let _ = writeln!(
+        out,
+        "  learned     {} IPv4 (of {}), {} IPv6 (of {})",
+        d.entries_v4, d.capacity_v4, d.entries_v6, d.capacity_v6
+    );
+    let c = |k: &str| d.counters.get(k).copied().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  queries     {} UDP, {} TCP; {} answered, {} SERVFAIL, {} answered by steer",
+        c("queries_udp"),
+        c("queries_tcp"),
+        c("answered"),
+        c("servfail"),
+        c("local_answers")
+    );
+    let _ = writeln!(
+        out,
+        "  hosts       {} learned, {} refreshed, {} expired, {} removed, {} failed writes",
+        c("learned"),
+        c("refreshed"),
+        c("expired"),
+        c("removed"),
+        c("insert_failed")
+    );
+    let refused: Vec<String> = d
+        .refused
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    if !refused.is_empty() {
+        let _ = writeln!(out, "  refused     {}", refused.join(", "));
+    }
+    for (name, h) in &d.latency {
+        if h.count == 0 {
+            continue;
+        }
+        let q = |p: f64| {
+            h.quantile_us(p)
+                .map_or("> 5 s".to_owned(), |us| format!("<= {us} us"))
+        };
+        let _ = writeln!(
+            out,
+            "  {name:<11} p50 {}, p99 {} ({} samples)",
+            q(0.5),
+            q(0.99),
+            h.count
+        );
+    }
+    out
+}

@@ -1,0 +1,433 @@
+//! The controller's part of domain sets: the one writer of the learned-host maps.
+//!
+//! [`Learner`] owns the maps (taken from the dataplane at start) and the lifetime table that
+//! mirrors them. The forwarder and the snooper hold it as a [`Learn`] handle: an answer's
+//! addresses are written straight into the kernel, one map update each, on the thread that
+//! relays the answer, before the answer goes out — never behind a reload or a routing
+//! reconcile of the event loop. Everything else that changes these maps comes from the
+//! controller's own calls: [`Controller::configure_dns`] after every apply (a reload that
+//! removes a domain or a set removes what it learned), [`Controller::expire_learned`] on the
+//! daemon's timer, the router's own subnets after every routing change, and `steer stop`,
+//! which removes the maps with every other pin.
+//!
+//! A kernel write comes first and the table follows only when it succeeded, so the two never
+//! disagree; a failed write is counted and logged once, and the answer still goes out.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use steer_common::NO_RULE;
+
+use super::Controller;
+use crate::{
+    config::{Config, Dns},
+    dataplane::learned::{self, LearnedMaps, boottime_secs},
+    dns::{
+        Learn, Outcome,
+        answer::Learnable,
+        lifetimes::{Claim, Clamp, Entry, Plan, Table},
+        matcher::{DomainSet, Matcher},
+        rebind::{Rebind, Refusal},
+        stats::{Count, Latency, Stats},
+    },
+    model::{LocalSet, Rule},
+    status::{DnsStatus, ReportLine},
+};
+
+/// The learned-host maps and their lifetime table, shared with the forwarder and the snooper.
+#[derive(Debug)]
+pub struct Learner {
+    inner: Mutex<Inner>,
+    matcher: RwLock<Arc<Matcher>>,
+    stats: Arc<Stats>,
+    warned_insert: AtomicBool,
+    warned_capacity: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    table: Table,
+    /// `None` only when the dataplane had none to give (it always has).
+    maps: Option<LearnedMaps>,
+    rebind: Rebind,
+}
+
+fn clamp_of(dns: Option<&Dns>) -> Clamp {
+    Clamp {
+        min_ttl: dns.map_or(Dns::DEFAULT_MIN_TTL, |d| d.min_ttl),
+        max_ttl: dns.map_or(Dns::DEFAULT_MAX_TTL, |d| d.max_ttl),
+    }
+}
+
+fn capacity_of(dns: Option<&Dns>) -> [usize; 2] {
+    [
+        dns.map_or(Dns::DEFAULT_CAPACITY_V4, |d| d.capacity_v4) as usize,
+        dns.map_or(Dns::DEFAULT_CAPACITY_V6, |d| d.capacity_v6) as usize,
+    ]
+}
+
+impl Learner {
+    /// Takes the maps and reads back what they hold (entries an earlier daemon learned keep
+    /// their expiry). Returns the learner and how many entries it found.
+    pub fn new(maps: Option<LearnedMaps>) -> (Learner, usize) {
+        let mut table = Table::new(clamp_of(None), capacity_of(None));
+        let mut found = 0;
+        if let Some(m) = &maps {
+            match m.entries() {
+                Ok(entries) => {
+                    found = entries.len();
+                    for (addr, v) in entries {
+                        table.commit(
+                            addr,
+                            Entry {
+                                rule: v.rule,
+                                also_rule: (v.also_rule != NO_RULE).then_some(v.also_rule),
+                                expires: v.expires,
+                                name: learned::name_from_bytes(&v.name),
+                            },
+                        );
+                    }
+                }
+                Err(e) => log::error!("reading the learned hosts back failed: {e}"),
+            }
+        }
+        let learner = Learner {
+            inner: Mutex::new(Inner {
+                table,
+                maps,
+                rebind: Rebind {
+                    enabled: true,
+                    ..Rebind::default()
+                },
+            }),
+            matcher: RwLock::new(Arc::new(Matcher::default())),
+            stats: Arc::new(Stats::default()),
+            warned_insert: AtomicBool::new(false),
+            warned_capacity: AtomicBool::new(false),
+        };
+        (learner, found)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current(&self) -> Arc<Matcher> {
+        self.matcher
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Takes a new configuration: the sets' domains (with the rule ids the kernel uses), the
+    /// lifetimes, capacities and rebinding protection. Entries whose name no longer matches the
+    /// set that learned them are removed. Returns how many were removed.
+    pub fn configure(&self, config: &Config, rules: &BTreeMap<u32, Rule>) -> usize {
+        let ids: BTreeMap<&str, u32> = rules.values().map(|r| (r.name.as_str(), r.id)).collect();
+        let dns = config.dns.as_ref();
+        let sets = if dns.is_some() {
+            config
+                .sets
+                .iter()
+                .filter(|s| !s.domains.is_empty())
+                .filter_map(|s| {
+                    Some(DomainSet {
+                        rule: *ids.get(s.name.as_str())?,
+                        name: s.name.clone(),
+                        domains: s.domains.clone(),
+                        filter_aaaa: s.filter_aaaa,
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let matcher = Arc::new(Matcher::new(sets));
+        let mut inner = self.lock();
+        inner.table.clamp = clamp_of(dns);
+        inner.table.capacity = capacity_of(dns);
+        inner.rebind.enabled = dns.is_none_or(|d| d.rebind_protection);
+        inner.rebind.allow = dns.map(|d| d.rebind_allow.clone()).unwrap_or_default();
+        *self.matcher.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&matcher);
+        let keep = |addr: &IpAddr, e: &Entry| {
+            matcher
+                .find(&e.name)
+                .is_some_and(|m| m.set.rule == e.rule && !(addr.is_ipv6() && m.set.filter_aaaa))
+        };
+        let stale: Vec<IpAddr> = inner
+            .table
+            .iter()
+            .filter(|(a, e)| !keep(a, e))
+            .map(|(a, _)| *a)
+            .collect();
+        let removed = remove(&mut inner, &stale);
+        self.stats.add(Count::Removed, removed as u64);
+        // A losing set that is gone is forgotten.
+        let orphaned: Vec<(IpAddr, Entry)> = inner
+            .table
+            .iter()
+            .filter(|(_, e)| e.also_rule.is_some_and(|r| matcher.set(r).is_none()))
+            .map(|(a, e)| {
+                (
+                    *a,
+                    Entry {
+                        also_rule: None,
+                        ..e.clone()
+                    },
+                )
+            })
+            .collect();
+        for (addr, entry) in orphaned {
+            let _ = write(&mut inner, addr, entry);
+        }
+        removed
+    }
+
+    /// The router's own destinations (never learned).
+    pub fn set_own(&self, local: &LocalSet) {
+        self.lock().rebind.own = local.keys().copied().collect();
+    }
+
+    /// Removes the entries expired at `now` (seconds of `CLOCK_BOOTTIME`); returns how many.
+    pub fn expire(&self, now: u64) -> usize {
+        let mut inner = self.lock();
+        if inner.table.next_expiry().is_none_or(|t| t > now) {
+            return 0;
+        }
+        let due = inner.table.expired(now);
+        let n = remove(&mut inner, &due);
+        self.stats.add(Count::Expired, n as u64);
+        n
+    }
+
+    /// The DNS section of the status.
+    pub fn status(&self, dns: &Dns) -> DnsStatus {
+        let (counts, capacity) = {
+            let inner = self.lock();
+            (inner.table.counts(), inner.table.capacity)
+        };
+        let (counters, refused, latency) = self.stats.snapshot();
+        DnsStatus {
+            listen: if dns.forward {
+                dns.listen.iter().map(|a| a.to_string()).collect()
+            } else {
+                Vec::new()
+            },
+            upstreams: dns.upstreams.iter().map(|a| a.to_string()).collect(),
+            snoop_queue: dns.snoop.then_some(dns.snoop_queue),
+            entries_v4: counts[0],
+            entries_v6: counts[1],
+            capacity_v4: capacity[0],
+            capacity_v6: capacity[1],
+            counters,
+            refused,
+            latency,
+        }
+    }
+
+    /// An entry the table holds (tests).
+    pub fn entry(&self, addr: &IpAddr) -> Option<Entry> {
+        self.lock().table.get(addr).cloned()
+    }
+
+    /// Logs a failure the first time it happens.
+    fn warn_once(&self, flag: &AtomicBool, text: impl FnOnce() -> String) {
+        if !flag.swap(true, Ordering::Relaxed) {
+            log::warn!("{} (logged once; counted in `steer status`)", text());
+        }
+    }
+}
+
+/// Removes `addrs` from the kernel, then from the table; returns how many went.
+fn remove(inner: &mut Inner, addrs: &[IpAddr]) -> usize {
+    let mut n = 0;
+    for addr in addrs {
+        let gone = match inner.maps.as_mut() {
+            Some(m) => m.remove(*addr),
+            None => Ok(true),
+        };
+        match gone {
+            Ok(_) => {
+                inner.table.remove(addr);
+                n += 1;
+            }
+            Err(e) => log::error!("removing learned host {addr} failed: {e}; retried later"),
+        }
+    }
+    n
+}
+
+/// Writes `entry` into the kernel, then records it.
+fn write(inner: &mut Inner, addr: IpAddr, entry: Entry) -> Result<(), String> {
+    let value = learned::entry(entry.rule, entry.also_rule, entry.expires, &entry.name);
+    if let Some(m) = inner.maps.as_mut() {
+        m.insert(addr, &value).map_err(|e| e.to_string())?;
+    }
+    inner.table.commit(addr, entry);
+    Ok(())
+}
+
+impl Learn for Learner {
+    fn matcher(&self) -> Arc<Matcher> {
+        self.current()
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn learn(&self, what: &Learnable) -> Outcome {
+        let started = Instant::now();
+        let mut out = Outcome::default();
+        let now = boottime_secs();
+        let mut inner = self.lock();
+        // Under the lock, so a reload cannot slip between: the rule must still be the set's.
+        let matcher = self.current();
+        if matcher.find(&what.name).map(|m| m.set.rule) != Some(what.rule) {
+            return out;
+        }
+        for (addr, ttl) in &what.addrs {
+            if let Some(why) = inner.rebind.check(*addr) {
+                self.stats.refused(why);
+                out.refused += 1;
+                continue;
+            }
+            let claim = Claim {
+                rule: what.rule,
+                rank: what.rank,
+                name: &what.name,
+                ttl: *ttl,
+            };
+            match inner.table.plan(*addr, &claim, now, |r| matcher.rank(r)) {
+                Plan::Refused(why) => {
+                    self.stats.refused(why);
+                    out.refused += 1;
+                    if why == Refusal::Capacity {
+                        self.warn_once(&self.warned_capacity, || {
+                            format!(
+                                "the learned hosts of {} are at capacity: {addr} ({}) not learned; raise dns.capacity_{}",
+                                if addr.is_ipv4() { "IPv4" } else { "IPv6" },
+                                what.name,
+                                if addr.is_ipv4() { "v4" } else { "v6" }
+                            )
+                        });
+                    }
+                }
+                Plan::Unchanged => out.unchanged += 1,
+                Plan::Write { entry, new } => match write(&mut inner, *addr, entry) {
+                    Ok(()) => {
+                        self.stats.inc(if new {
+                            Count::Learned
+                        } else {
+                            Count::Refreshed
+                        });
+                        out.written += 1;
+                    }
+                    Err(e) => {
+                        self.stats.inc(Count::InsertFailed);
+                        out.failed += 1;
+                        self.warn_once(&self.warned_insert, || {
+                            format!("writing learned host {addr} ({}) failed: {e}", what.name)
+                        });
+                    }
+                },
+            }
+        }
+        drop(inner);
+        if out.written > 0 {
+            self.stats.record(Latency::Insert, started.elapsed());
+        }
+        out
+    }
+}
+
+impl Controller {
+    /// The handle the forwarder and the snooper learn through.
+    pub fn dns_learner(&self) -> Arc<Learner> {
+        Arc::clone(&self.dns)
+    }
+
+    /// Brings the learner to the running configuration (after every apply): removes what a
+    /// removed domain or set learned.
+    pub(super) fn configure_dns(&mut self) -> Vec<ReportLine> {
+        let mut lines = Vec::new();
+        self.dns.set_own(self.dp.local());
+        let removed = self.dns.configure(&self.config, &self.rules);
+        if removed > 0 {
+            lines.push(ReportLine::info(format!(
+                "dns: {removed} learned hosts removed (their domain or set is no longer configured)"
+            )));
+        }
+        if self.config.dns.is_none() {
+            for set in self.config.sets.iter().filter(|s| !s.domains.is_empty()) {
+                lines.push(ReportLine::warning(format!(
+                    "set {}: its {} domain(s) are not steered: learning addresses from DNS answers needs a [dns] section",
+                    set.name,
+                    set.domains.len()
+                )));
+            }
+        }
+        lines
+    }
+
+    /// Removes the learned hosts that expired (the daemon's timer); returns how many.
+    pub fn expire_learned(&mut self) -> usize {
+        self.dns.expire(boottime_secs())
+    }
+
+    /// The DNS section of `steer status`.
+    pub(super) fn dns_status(&self) -> Option<DnsStatus> {
+        self.config.dns.as_ref().map(|d| self.dns.status(d))
+    }
+
+    /// Installs steer's nftables table, with snoop mode's chain when it is on. A kernel without
+    /// nftables' `queue` expression refuses that chain: the table goes in without it and the
+    /// same rules go into an iptables chain of steer's (NFQUEUE target) instead.
+    pub(super) fn install_marking(
+        &self,
+        wans: &[crate::conntrack::MarkedWan],
+    ) -> Option<ReportLine> {
+        use crate::{conntrack, dns::snoop};
+        let general = &self.config.general;
+        let snoop_queue = self
+            .config
+            .dns
+            .as_ref()
+            .filter(|d| d.snoop)
+            .map(|d| d.snoop_queue);
+        let Some(queue) = snoop_queue else {
+            snoop::remove_fallback_if_installed();
+            return conntrack::install(general.mark_mask, wans, &general.lan)
+                .err()
+                .map(|e| ReportLine::warning(e.to_string()));
+        };
+        let chain = snoop::nft_chain(&general.lan, queue);
+        if conntrack::install_with(general.mark_mask, wans, &general.lan, &chain).is_ok() {
+            snoop::remove_fallback_if_installed();
+            return None;
+        }
+        if let Err(e) = conntrack::install(general.mark_mask, wans, &general.lan) {
+            return Some(ReportLine::warning(e.to_string()));
+        }
+        match snoop::install_fallback(&general.lan, queue) {
+            Ok(()) => {
+                log::debug!(
+                    "dns snoop: nftables has no queue expression here; using iptables chain {}",
+                    snoop::FALLBACK_CHAIN
+                );
+                None
+            }
+            Err(e) => Some(ReportLine::error(format!(
+                "dns snoop: cannot queue DNS answers (nftables refused its queue rule and {e}); \
+                 snooped answers pass unlearned"
+            ))),
+        }
+    }
+}

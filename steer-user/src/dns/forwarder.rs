@@ -1,0 +1,871 @@
+//! The DNS forwarder: listens on UDP and TCP at the configured addresses, relays every query
+//! to the upstreams (in order, each given `timeout_ms`), and relays each answer back unchanged
+//! but for the ID, after the learner has put every address it teaches into the kernel.
+//!
+//! - UDP queries go out on one connected socket per upstream with an ID of steer's own (the
+//!   client's is put back in the answer); an answer is taken only from that upstream, for that
+//!   ID and that question. An upstream that refuses (ICMP unreachable) fails its queries at
+//!   once; one that does not answer in time hands them to the next; when none is left the
+//!   client gets SERVFAIL. A truncated answer (TC) goes back as it is, and the client asks
+//!   again over TCP.
+//! - TCP connections are served one query at a time each, over one upstream TCP connection of
+//!   their own, with idle and I/O timeouts and a cap on connections.
+//! - Answers steer makes itself: NXDOMAIN for `use-application-dns.net` (with
+//!   `block_application_dns`), and an empty answer to AAAA questions for the names of sets
+//!   that filter AAAA. Queries that cannot be read are dropped (not even a header) or answered
+//!   FORMERR; answers that cannot be read give SERVFAIL (nothing is learned from them).
+//!
+//! Everything runs on one thread of its own with a current-thread runtime, so answers never
+//! wait for the daemon's event loop (a reload, a routing reconcile).
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::{HashMap, VecDeque},
+    io,
+    net::SocketAddr,
+    rc::Rc,
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt, Interest},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::oneshot,
+};
+
+use super::{
+    Learn,
+    matcher::Matcher,
+    mmsg::{self, RecvBatch},
+    stats::{Count, Latency},
+    wire::{self, CLASS_IN, Question, rcode, rtype},
+};
+
+/// Queries waiting for an upstream at once (UDP); beyond it a query gets SERVFAIL.
+const MAX_PENDING: usize = 60_000;
+/// TCP client connections served at once; more wait in the listen backlog.
+const MAX_TCP: usize = 256;
+/// A TCP client connection that sends nothing for this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Reading or writing one TCP message may take this long.
+const TCP_IO: Duration = Duration::from_secs(5);
+/// How often pending UDP queries are checked for their deadline.
+const TICK: Duration = Duration::from_millis(5);
+/// The name browsers ask to learn whether the network wants them to keep its DNS.
+pub const APPLICATION_DNS_CANARY: &str = "use-application-dns.net";
+
+/// What the forwarder is configured with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub listen: Vec<SocketAddr>,
+    pub upstreams: Vec<SocketAddr>,
+    pub timeout: Duration,
+    pub block_application_dns: bool,
+}
+
+/// A running forwarder; dropping it stops it (its sockets are closed when this returns).
+#[derive(Debug)]
+pub struct Forwarder {
+    pub settings: Settings,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A forwarder's sockets, bound but not served yet (see [`Forwarder::bind`]).
+#[derive(Debug)]
+pub struct Bound {
+    pub settings: Settings,
+    udp: Vec<Socket>,
+    tcp: Vec<Socket>,
+    upstream: Vec<std::net::UdpSocket>,
+}
+
+impl Forwarder {
+    /// Binds every listen address (UDP and TCP; also addresses the router does not hold yet,
+    /// such as a VIP) and starts serving on a thread of its own.
+    pub fn start(settings: Settings, learner: Arc<dyn Learn>) -> io::Result<Forwarder> {
+        Self::bind(settings)?.start(learner)
+    }
+
+    /// Binds every listen address and connects the upstream sockets without serving yet: the
+    /// daemon binds before it changes anything, so a listen address that is taken refuses it
+    /// with the system untouched.
+    pub fn bind(settings: Settings) -> io::Result<Bound> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for addr in &settings.listen {
+            udp.push(bind(*addr, Type::DGRAM).map_err(|e| named(e, "bind UDP", *addr))?);
+            tcp.push(bind(*addr, Type::STREAM).map_err(|e| named(e, "bind TCP", *addr))?);
+        }
+        let mut upstream = Vec::new();
+        for addr in &settings.upstreams {
+            let any: SocketAddr = if addr.is_ipv4() {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let s = std::net::UdpSocket::bind(any)?;
+            s.connect(addr)
+                .map_err(|e| named(e, "connect to upstream", *addr))?;
+            s.set_nonblocking(true)?;
+            upstream.push(s);
+        }
+        Ok(Bound {
+            settings,
+            udp,
+            tcp,
+            upstream,
+        })
+    }
+}
+
+impl Bound {
+    /// Starts serving on a thread of its own, learning through `learner`.
+    pub fn start(self, learner: Arc<dyn Learn>) -> io::Result<Forwarder> {
+        let Bound {
+            settings,
+            udp,
+            tcp,
+            upstream,
+        } = self;
+        let (stop, stopped) = oneshot::channel();
+        let run = settings.clone();
+        let thread = std::thread::Builder::new()
+            .name("steer-dns".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        log::error!("dns forwarder: cannot start its runtime: {e}");
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, async move {
+                    if let Err(e) = serve(run, udp, tcp, upstream, learner, stopped).await {
+                        log::error!("dns forwarder stopped: {e}");
+                    }
+                });
+            })?;
+        Ok(Forwarder {
+            settings,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn named(e: io::Error, what: &str, addr: SocketAddr) -> io::Error {
+    io::Error::new(e.kind(), format!("dns forwarder: {what} {addr}: {e}"))
+}
+
+fn bind(addr: SocketAddr, kind: Type) -> io::Result<Socket> {
+    let protocol = if kind == Type::DGRAM {
+        Protocol::UDP
+    } else {
+        Protocol::TCP
+    };
+    let s = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+        s.set_freebind_v6(true)?;
+    } else {
+        s.set_freebind_v4(true)?;
+    }
+    if kind == Type::STREAM {
+        s.set_reuse_address(true)?;
+    } else {
+        // Room for a burst of queries while one answer is being learned.
+        let _ = s.set_recv_buffer_size(4 << 20);
+    }
+    s.bind(&addr.into())?;
+    if kind == Type::STREAM {
+        s.listen(1024)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+async fn serve(
+    settings: Settings,
+    udp: Vec<Socket>,
+    tcp: Vec<Socket>,
+    upstream: Vec<std::net::UdpSocket>,
+    learner: Arc<dyn Learn>,
+    stopped: oneshot::Receiver<()>,
+) -> io::Result<()> {
+    let upstreams = upstream
+        .into_iter()
+        .map(|s| UdpSocket::from_std(s).map(Rc::new))
+        .collect::<io::Result<Vec<_>>>()?;
+    let state = Rc::new(RefCell::new(Udp {
+        outbox: vec![Vec::new(); upstreams.len()],
+        replies: Vec::new(),
+        upstreams: upstreams.clone(),
+        pending: HashMap::new(),
+        order: VecDeque::new(),
+        rng: seed(),
+        serial: 0,
+    }));
+    let shared = Rc::new(Shared {
+        learner,
+        timeout: settings.timeout,
+        block_application_dns: settings.block_application_dns,
+        upstream_addrs: settings.upstreams.clone(),
+    });
+    for s in udp {
+        let sock = Rc::new(UdpSocket::from_std(std::net::UdpSocket::from(s))?);
+        tokio::task::spawn_local(udp_listener(sock, Rc::clone(&state), Rc::clone(&shared)));
+    }
+    for (i, s) in upstreams.into_iter().enumerate() {
+        tokio::task::spawn_local(upstream_reader(i, s, Rc::clone(&state), Rc::clone(&shared)));
+    }
+    tokio::task::spawn_local(deadlines(Rc::clone(&state), Rc::clone(&shared)));
+    let connections = Rc::new(Cell::new(0usize));
+    for s in tcp {
+        let listener = TcpListener::from_std(std::net::TcpListener::from(s))?;
+        tokio::task::spawn_local(tcp_listener(
+            listener,
+            Rc::clone(&connections),
+            Rc::clone(&shared),
+        ));
+    }
+    let _ = stopped.await;
+    Ok(())
+}
+
+/// What every task needs.
+struct Shared {
+    learner: Arc<dyn Learn>,
+    timeout: Duration,
+    block_application_dns: bool,
+    upstream_addrs: Vec<SocketAddr>,
+}
+
+impl Shared {
+    fn count(&self, what: Count) {
+        self.learner.stats().inc(what);
+    }
+}
+
+/// A UDP query waiting for an upstream.
+struct Pending {
+    client: SocketAddr,
+    client_id: u16,
+    listener: Rc<UdpSocket>,
+    /// The query with steer's ID.
+    query: Vec<u8>,
+    question: Question,
+    /// Index of the upstream being tried.
+    upstream: usize,
+    sent: Instant,
+    /// Which try this is (a deadline of an earlier try is ignored).
+    serial: u64,
+}
+
+struct Udp {
+    upstreams: Vec<Rc<UdpSocket>>,
+    /// Queries to send to each upstream at the end of the batch being handled.
+    outbox: Vec<Vec<Vec<u8>>>,
+    /// Answers to send to clients at the end of the batch: (listener, answer, client).
+    replies: Vec<(Rc<UdpSocket>, Vec<u8>, SocketAddr)>,
+    pending: HashMap<u16, Pending>,
+    /// (deadline, id, serial) in deadline order (every try has the same timeout).
+    order: VecDeque<(Instant, u16, u64)>,
+    rng: u64,
+    serial: u64,
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40) | 1
+}
+
+impl Udp {
+    /// An ID no pending query has, or `None` when too many are pending.
+    fn fresh_id(&mut self) -> Option<u16> {
+        if self.pending.len() >= MAX_PENDING {
+            return None;
+        }
+        loop {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let id = (self.rng >> 24) as u16;
+            if !self.pending.contains_key(&id) {
+                return Some(id);
+            }
+        }
+    }
+
+    /// Queues pending query `id` for its current upstream (sent by [`flush`]) and arms its
+    /// deadline.
+    fn send(&mut self, id: u16, timeout: Duration) {
+        self.serial += 1;
+        let serial = self.serial;
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        p.serial = serial;
+        p.sent = Instant::now();
+        self.outbox[p.upstream].push(p.query.clone());
+        self.order.push_back((p.sent + timeout, id, serial));
+    }
+
+    /// Moves every query waiting for upstream `index` on (it refused them).
+    fn fail_upstream(&mut self, index: usize, shared: &Shared) {
+        let waiting: Vec<u16> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.upstream == index)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            shared.count(Count::UpstreamRefused);
+            next_upstream(self, id, shared);
+        }
+    }
+}
+
+/// Sends what the batch just handled produced: queries to the upstreams (one call each; an
+/// upstream that refuses moves its queries on, possibly to the next upstream's outbox), then
+/// answers to the clients (one call per listener).
+fn flush(st: &mut Udp, shared: &Shared) {
+    for _ in 0..=st.upstreams.len() {
+        let mut refused = Vec::new();
+        for (i, out) in st.outbox.iter_mut().enumerate() {
+            if out.is_empty() {
+                continue;
+            }
+            let datagrams: Vec<(&[u8], Option<&SockAddr>)> =
+                out.iter().map(|q| (q.as_slice(), None)).collect();
+            if let Err(e) = mmsg::send(st.upstreams[i].as_raw_fd(), &datagrams) {
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    refused.push(i);
+                } else {
+                    log::debug!("dns forwarder: send to {}: {e}", shared.upstream_addrs[i]);
+                }
+            }
+            out.clear();
+        }
+        for i in &refused {
+            st.fail_upstream(*i, shared);
+        }
+        if st.outbox.iter().all(Vec::is_empty) {
+            break;
+        }
+    }
+    let mut replies = std::mem::take(&mut st.replies);
+    while let Some((listener, _, _)) = replies.first() {
+        let listener = Rc::clone(listener);
+        let (mine, rest): (Vec<_>, Vec<_>) = replies
+            .into_iter()
+            .partition(|(l, _, _)| Rc::ptr_eq(l, &listener));
+        replies = rest;
+        let to: Vec<SockAddr> = mine.iter().map(|(_, _, c)| SockAddr::from(*c)).collect();
+        let datagrams: Vec<(&[u8], Option<&SockAddr>)> = mine
+            .iter()
+            .zip(&to)
+            .map(|((_, a, _), c)| (a.as_slice(), Some(c)))
+            .collect();
+        if let Err(e) = mmsg::send(listener.as_raw_fd(), &datagrams) {
+            log::debug!("dns forwarder: answering clients: {e}");
+        }
+    }
+}
+
+/// Reads batches of datagrams from `sock` as they come, handing each to `each`, then flushes.
+async fn batches(
+    sock: &UdpSocket,
+    size: usize,
+    state: &RefCell<Udp>,
+    shared: &Shared,
+    mut each: impl FnMut(&RecvBatch, usize, &mut Udp),
+    mut on_error: impl FnMut(io::Error, &mut Udp),
+) {
+    let mut batch = RecvBatch::new(size);
+    loop {
+        // Errors too: a connected socket learns that its upstream's port is closed (ICMP) as
+        // an error, without any datagram to read.
+        let ready = match sock.ready(Interest::READABLE | Interest::ERROR).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!("dns forwarder: waiting for datagrams: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if ready.is_error() {
+            // Reading takes the error from the socket; then the readiness is cleared.
+            let got = batch.recv(sock.as_raw_fd());
+            let mut st = state.borrow_mut();
+            match got {
+                Ok(n) => (0..n).for_each(|i| each(&batch, i, &mut st)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => on_error(e, &mut st),
+            }
+            flush(&mut st, shared);
+            let _ = sock.try_io(Interest::ERROR, || {
+                Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+            });
+        }
+        loop {
+            let got = sock.try_io(Interest::READABLE, || batch.recv(sock.as_raw_fd()));
+            let mut st = state.borrow_mut();
+            match got {
+                Ok(n) => (0..n).for_each(|i| each(&batch, i, &mut st)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => on_error(e, &mut st),
+            }
+            flush(&mut st, shared);
+        }
+    }
+}
+
+async fn udp_listener(sock: Rc<UdpSocket>, state: Rc<RefCell<Udp>>, shared: Rc<Shared>) {
+    let listener = Rc::clone(&sock);
+    batches(
+        &sock,
+        4096,
+        &state,
+        &shared,
+        |batch, i, st| {
+            shared.count(Count::QueriesUdp);
+            match (batch.datagram(i), batch.from(i)) {
+                (Some(query), Some(from)) => on_udp_query(query, from, &listener, st, &shared),
+                _ => shared.count(Count::MalformedQueries),
+            }
+        },
+        |e, _| log::debug!("dns forwarder: UDP receive: {e}"),
+    )
+    .await;
+}
+
+/// Checks a query's header and question. `Err(Some(answer))`: answer this (FORMERR or an
+/// answer of steer's own); `Err(None)`: drop it.
+fn screen(query: &[u8], shared: &Shared) -> Result<Question, Option<Vec<u8>>> {
+    let Ok(h) = wire::Header::parse(query) else {
+        shared.count(Count::MalformedQueries);
+        return Err(None);
+    };
+    if h.is_response() {
+        shared.count(Count::MalformedQueries);
+        return Err(None);
+    }
+    let q = match wire::question(query) {
+        Ok(q) => q,
+        Err(_) => {
+            shared.count(Count::MalformedQueries);
+            return Err(Some(wire::reply(query, rcode::FORMERR)));
+        }
+    };
+    let matcher = shared.learner.matcher();
+    match local_answer(query, &q, &matcher, shared.block_application_dns) {
+        Some(a) => {
+            shared.count(Count::LocalAnswers);
+            Err(Some(a))
+        }
+        None => Ok(q),
+    }
+}
+
+/// The answer steer gives itself to `query`, if it gives one.
+pub fn local_answer(
+    query: &[u8],
+    q: &Question,
+    matcher: &Matcher,
+    block_application_dns: bool,
+) -> Option<Vec<u8>> {
+    if block_application_dns && q.qclass == CLASS_IN && q.name == APPLICATION_DNS_CANARY {
+        return Some(wire::reply(query, rcode::NXDOMAIN));
+    }
+    if q.qtype == rtype::AAAA && matcher.find(&q.name).is_some_and(|m| m.set.filter_aaaa) {
+        return Some(wire::reply(query, rcode::NOERROR));
+    }
+    None
+}
+
+fn on_udp_query(
+    query: &[u8],
+    from: SocketAddr,
+    listener: &Rc<UdpSocket>,
+    st: &mut Udp,
+    shared: &Shared,
+) {
+    let question = match screen(query, shared) {
+        Ok(q) => q,
+        Err(Some(answer)) => {
+            st.replies.push((Rc::clone(listener), answer, from));
+            return;
+        }
+        Err(None) => return,
+    };
+    let Some(id) = st.fresh_id() else {
+        shared.count(Count::Servfail);
+        let answer = wire::reply(query, rcode::SERVFAIL);
+        st.replies.push((Rc::clone(listener), answer, from));
+        return;
+    };
+    let mut ours = query.to_vec();
+    wire::set_id(&mut ours, id);
+    st.pending.insert(
+        id,
+        Pending {
+            client: from,
+            client_id: wire::id(query).unwrap_or(0),
+            listener: Rc::clone(listener),
+            query: ours,
+            question,
+            upstream: 0,
+            sent: Instant::now(),
+            serial: 0,
+        },
+    );
+    st.send(id, shared.timeout);
+}
+
+/// Moves query `id` to the next upstream, or answers SERVFAIL when none is left.
+fn next_upstream(st: &mut Udp, id: u16, shared: &Shared) {
+    let Some(p) = st.pending.get_mut(&id) else {
+        return;
+    };
+    p.upstream += 1;
+    if p.upstream >= st.upstreams.len() {
+        let p = st.pending.remove(&id).expect("present");
+        let mut answer = wire::reply(&p.query, rcode::SERVFAIL);
+        wire::set_id(&mut answer, p.client_id);
+        shared.count(Count::Servfail);
+        st.replies.push((p.listener, answer, p.client));
+        return;
+    }
+    st.send(id, shared.timeout);
+}
+
+async fn upstream_reader(
+    index: usize,
+    sock: Rc<UdpSocket>,
+    state: Rc<RefCell<Udp>>,
+    shared: Rc<Shared>,
+) {
+    batches(
+        &sock,
+        65_535,
+        &state,
+        &shared,
+        |batch, i, st| {
+            if let Some(answer) = batch.datagram(i) {
+                on_udp_answer(index, answer, st, &shared);
+            }
+        },
+        |e, st| {
+            if e.kind() == io::ErrorKind::ConnectionRefused {
+                // The upstream's port is closed: every query waiting for it moves on now.
+                st.fail_upstream(index, &shared);
+            } else {
+                log::debug!(
+                    "dns forwarder: receive from {}: {e}",
+                    shared.upstream_addrs[index]
+                );
+            }
+        },
+    )
+    .await;
+}
+
+/// Whether `answer` answers `q`, asked in `query`: the upstream echoes the question, its bytes
+/// compared as names compare (letter case aside) without reading them again.
+fn same_question(answer: &[u8], query: &[u8], q: &Question) -> bool {
+    let range = wire::HEADER_LEN..q.end;
+    match (answer.get(range.clone()), query.get(range)) {
+        (Some(a), Some(b)) => {
+            wire::Header::parse(answer).is_ok_and(|h| h.qdcount >= 1) && a.eq_ignore_ascii_case(b)
+        }
+        _ => false,
+    }
+}
+
+fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
+    let Some(id) = wire::id(answer) else { return };
+    let ours = st
+        .pending
+        .get(&id)
+        .is_some_and(|p| p.upstream == index && same_question(answer, &p.query, &p.question));
+    if !ours {
+        return;
+    }
+    let pending = st.pending.remove(&id).expect("present");
+    let stats = shared.learner.stats();
+    stats.record(Latency::Upstream, pending.sent.elapsed());
+    let mut out = relay(answer, &pending.query, shared);
+    wire::set_id(&mut out, pending.client_id);
+    st.replies.push((pending.listener, out, pending.client));
+}
+
+/// The answer to relay for `answer` to `query`, once what it teaches is in the kernel: the
+/// answer itself, or SERVFAIL when it cannot be read.
+fn relay(answer: &[u8], query: &[u8], shared: &Shared) -> Vec<u8> {
+    let cut = wire::Header::parse(answer).is_ok_and(|h| h.truncated());
+    if cut {
+        // The client asks again over TCP; that answer is the one learned from.
+        shared.count(Count::Answered);
+        return answer.to_vec();
+    }
+    match super::learn_answer(&*shared.learner, answer) {
+        Ok(_) => {
+            shared.count(Count::Answered);
+            answer.to_vec()
+        }
+        Err(e) => {
+            shared.count(Count::MalformedAnswers);
+            log::debug!("dns forwarder: unreadable answer ({e}): SERVFAIL");
+            shared.count(Count::Servfail);
+            wire::reply(query, rcode::SERVFAIL)
+        }
+    }
+}
+
+/// Moves queries whose upstream did not answer in time to the next one.
+async fn deadlines(state: Rc<RefCell<Udp>>, shared: Rc<Shared>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let mut st = state.borrow_mut();
+        while let Some(&(deadline, id, serial)) = st.order.front() {
+            if deadline > now {
+                break;
+            }
+            st.order.pop_front();
+            if st.pending.get(&id).is_some_and(|p| p.serial == serial) {
+                shared.count(Count::UpstreamTimeouts);
+                next_upstream(&mut st, id, &shared);
+            }
+        }
+        flush(&mut st, &shared);
+    }
+}
+
+async fn tcp_listener(listener: TcpListener, connections: Rc<Cell<usize>>, shared: Rc<Shared>) {
+    loop {
+        if connections.get() >= MAX_TCP {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                connections.set(connections.get() + 1);
+                let (c, s) = (Rc::clone(&connections), Rc::clone(&shared));
+                tokio::task::spawn_local(async move {
+                    tcp_client(stream, &s).await;
+                    c.set(c.get() - 1);
+                });
+            }
+            Err(e) => {
+                log::debug!("dns forwarder: TCP accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Reads one length-prefixed message within `within`; `None` at the end of the stream, on a
+/// timeout or an error.
+async fn read_message(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    tokio::time::timeout(within, stream.read_exact(&mut len))
+        .await
+        .ok()?
+        .ok()?;
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    tokio::time::timeout(TCP_IO, stream.read_exact(&mut msg))
+        .await
+        .ok()?
+        .ok()?;
+    Some(msg)
+}
+
+async fn write_message(stream: &mut TcpStream, msg: &[u8]) -> bool {
+    let mut out = Vec::with_capacity(msg.len() + 2);
+    out.extend_from_slice(&(msg.len().min(65_535) as u16).to_be_bytes());
+    out.extend_from_slice(&msg[..msg.len().min(65_535)]);
+    tokio::time::timeout(TCP_IO, stream.write_all(&out))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+async fn tcp_client(mut client: TcpStream, shared: &Shared) {
+    let _ = client.set_nodelay(true);
+    // One upstream connection per client connection, opened when needed: (upstream, stream).
+    let mut upstream: Option<(usize, TcpStream)> = None;
+    while let Some(query) = read_message(&mut client, TCP_IDLE).await {
+        shared.count(Count::QueriesTcp);
+        let question = match screen(&query, shared) {
+            Ok(q) => q,
+            Err(Some(answer)) => {
+                if !write_message(&mut client, &answer).await {
+                    return;
+                }
+                continue;
+            }
+            Err(None) => return,
+        };
+        let answer = tcp_upstream(&query, &question, &mut upstream, shared).await;
+        if !write_message(&mut client, &answer).await {
+            return;
+        }
+    }
+}
+
+/// Asks the upstreams in order over TCP; SERVFAIL when none answers.
+async fn tcp_upstream(
+    query: &[u8],
+    question: &Question,
+    conn: &mut Option<(usize, TcpStream)>,
+    shared: &Shared,
+) -> Vec<u8> {
+    let id = wire::id(query).unwrap_or(0);
+    let start = conn.as_ref().map_or(0, |(i, _)| *i);
+    for index in start..shared.upstream_addrs.len() {
+        let addr = shared.upstream_addrs[index];
+        if conn.as_ref().is_none_or(|(i, _)| *i != index) {
+            *conn = match tokio::time::timeout(shared.timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    Some((index, s))
+                }
+                Ok(Err(_)) => {
+                    shared.count(Count::UpstreamRefused);
+                    None
+                }
+                Err(_) => {
+                    shared.count(Count::UpstreamTimeouts);
+                    None
+                }
+            };
+        }
+        let Some((_, stream)) = conn.as_mut() else {
+            continue;
+        };
+        let sent = Instant::now();
+        let answer = if write_message(stream, query).await {
+            read_message(stream, shared.timeout).await
+        } else {
+            None
+        };
+        match answer {
+            Some(a) if wire::id(&a) == Some(id) && same_question(&a, query, question) => {
+                shared
+                    .learner
+                    .stats()
+                    .record(Latency::Upstream, sent.elapsed());
+                return relay(&a, query, shared);
+            }
+            _ => {
+                shared.count(Count::UpstreamTimeouts);
+                *conn = None;
+            }
+        }
+    }
+    shared.count(Count::Servfail);
+    wire::reply(query, rcode::SERVFAIL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::matcher::DomainSet;
+
+    #[test]
+    fn steer_answers_the_canary_and_filtered_aaaa_itself() {
+        let m = Matcher::new(vec![DomainSet {
+            rule: 1,
+            name: "v4only".into(),
+            domains: vec!["v4.example".into()],
+            filter_aaaa: true,
+        }]);
+        let ask = |name: &str, t: u16, block: bool| {
+            let q = wire::query(9, name, t);
+            let question = wire::question(&q).unwrap();
+            local_answer(&q, &question, &m, block).map(|a| wire::Header::parse(&a).unwrap())
+        };
+        let canary = ask("Use-Application-DNS.net.", rtype::A, true).unwrap();
+        assert_eq!((canary.id, canary.rcode()), (9, rcode::NXDOMAIN));
+        assert_eq!(ask("use-application-dns.net", rtype::A, false), None);
+        let aaaa = ask("www.v4.example", rtype::AAAA, false).unwrap();
+        assert_eq!((aaaa.rcode(), aaaa.ancount), (rcode::NOERROR, 0));
+        assert_eq!(ask("www.v4.example", rtype::A, false), None);
+        assert_eq!(ask("other.example", rtype::AAAA, false), None);
+    }
+
+    /// A learner whose every kernel write fails.
+    struct Failing {
+        matcher: Arc<Matcher>,
+        stats: crate::dns::stats::Stats,
+    }
+
+    impl Learn for Failing {
+        fn matcher(&self) -> Arc<Matcher> {
+            Arc::clone(&self.matcher)
+        }
+        fn learn(&self, what: &crate::dns::answer::Learnable) -> crate::dns::Outcome {
+            self.stats.inc(Count::InsertFailed);
+            crate::dns::Outcome {
+                failed: what.addrs.len(),
+                ..Default::default()
+            }
+        }
+        fn stats(&self) -> &crate::dns::stats::Stats {
+            &self.stats
+        }
+    }
+
+    #[test]
+    fn a_failed_insert_still_answers_unchanged_and_is_counted() {
+        let failing = Arc::new(Failing {
+            matcher: Arc::new(Matcher::new(vec![DomainSet {
+                rule: 1,
+                name: "video".into(),
+                domains: vec!["video.example".into()],
+                filter_aaaa: false,
+            }])),
+            stats: Default::default(),
+        });
+        let shared = Shared {
+            learner: failing.clone(),
+            timeout: Duration::from_millis(100),
+            block_application_dns: true,
+            upstream_addrs: Vec::new(),
+        };
+        let q = wire::query(7, "a.video.example", rtype::A);
+        let answer = wire::tests::answer(
+            &q,
+            &[("a.video.example", rtype::A, 60, vec![198, 19, 0, 1])],
+        );
+        assert_eq!(relay(&answer, &q, &shared), answer, "relayed byte for byte");
+        assert_eq!(failing.stats.get(Count::InsertFailed), 1);
+        assert_eq!(failing.stats.get(Count::Servfail), 0);
+        assert_eq!(failing.stats.get(Count::Answered), 1);
+    }
+}

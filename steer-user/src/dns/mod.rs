@@ -1,0 +1,68 @@
+//! Domain sets: addresses learned from DNS answers, in the kernel before the client sees the
+//! answer.
+//!
+//! A pure core, tested without privileges and on a virtual clock: [`wire`] (the message format,
+//! bounded against any input), [`matcher`] (which set a name belongs to), [`answer`] (what an
+//! answer teaches), [`rebind`] (addresses never learned) and [`lifetimes`] (expiry, capacity,
+//! two sets claiming one address). Thin I/O around it: [`forwarder`] (UDP and TCP listeners
+//! relaying to upstream resolvers), [`snoop`] (answers routed to the LAN, held in an NFQUEUE
+//! until learned) and [`service`] (starting and restarting both with the configuration).
+//!
+//! Neither writes the kernel itself: both hand an answer's addresses to a [`Learn`] handle —
+//! the controller's learner, the one writer of the learned-host maps — and relay the answer
+//! only once it returned.
+
+pub mod answer;
+pub mod forwarder;
+pub mod lifetimes;
+pub mod matcher;
+pub mod mmsg;
+mod nfqueue;
+pub mod rebind;
+pub mod service;
+pub mod snoop;
+pub mod stats;
+pub mod wire;
+
+use std::sync::Arc;
+
+use answer::Learnable;
+use matcher::Matcher;
+use stats::Stats;
+
+/// What learning one answer did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Entries written (new or extended).
+    pub written: usize,
+    /// Entries that already said it all.
+    pub unchanged: usize,
+    /// Addresses not learned (rebinding protection, capacity).
+    pub refused: usize,
+    /// Kernel writes that failed.
+    pub failed: usize,
+}
+
+/// The learner as the forwarder and the snooper see it.
+pub trait Learn: Send + Sync {
+    /// The domains of the running configuration.
+    fn matcher(&self) -> Arc<Matcher>;
+    /// Writes what an answer teaches into the kernel; returns once it is there.
+    fn learn(&self, what: &Learnable) -> Outcome;
+    /// The DNS counters.
+    fn stats(&self) -> &Stats;
+}
+
+/// Reads an answer and learns what it teaches. `Err` when it cannot be read (nothing is
+/// learned from it).
+pub fn learn_answer(learner: &dyn Learn, msg: &[u8]) -> Result<Outcome, wire::WireError> {
+    let parsed = wire::parse(msg)?;
+    let matcher = learner.matcher();
+    if matcher.is_empty() {
+        return Ok(Outcome::default());
+    }
+    Ok(match answer::learnable(msg, &parsed, &matcher) {
+        Some(l) if !l.addrs.is_empty() => learner.learn(&l),
+        _ => Outcome::default(),
+    })
+}

@@ -1,0 +1,582 @@
+//! The DNS wire format (RFC 1035), as much of it as steer needs: the header, the question, the
+//! answer section's records, names with compression pointers, and the few answers steer makes
+//! itself (SERVFAIL, NXDOMAIN, an empty NOERROR). Pure and bounded: every read is checked
+//! against the message's length, a name follows at most [`MAX_POINTERS`] compression pointers
+//! and each must point backwards, so no input can loop, panic or read out of bounds.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Bytes of the header.
+pub const HEADER_LEN: usize = 12;
+/// Compression pointers one name may follow.
+pub const MAX_POINTERS: usize = 32;
+/// Longest name on the wire (RFC 1035 2.3.4).
+pub const MAX_NAME_WIRE: usize = 255;
+
+/// Record types steer reads.
+pub mod rtype {
+    pub const A: u16 = 1;
+    pub const CNAME: u16 = 5;
+    pub const AAAA: u16 = 28;
+    pub const OPT: u16 = 41;
+    pub const SVCB: u16 = 64;
+    pub const HTTPS: u16 = 65;
+}
+
+/// The IN class.
+pub const CLASS_IN: u16 = 1;
+
+/// Response codes steer uses.
+pub mod rcode {
+    pub const NOERROR: u8 = 0;
+    pub const FORMERR: u8 = 1;
+    pub const SERVFAIL: u8 = 2;
+    pub const NXDOMAIN: u8 = 3;
+}
+
+/// SvcParamKeys of SVCB/HTTPS records that carry addresses (RFC 9460).
+const SVC_IPV4HINT: u16 = 4;
+const SVC_IPV6HINT: u16 = 6;
+
+/// Why a message could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("shorter than a DNS header")]
+    Short,
+    #[error("cut inside a {0}")]
+    Truncated(&'static str),
+    #[error("a name longer than 255 bytes")]
+    LongName,
+    #[error("a compression pointer that does not point backwards")]
+    BadPointer,
+    #[error("more than {MAX_POINTERS} compression pointers in one name")]
+    PointerLoop,
+    #[error("a label type that does not exist (0x40 or 0x80)")]
+    BadLabel,
+    #[error("no question")]
+    NoQuestion,
+}
+
+/// The fixed header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub id: u16,
+    pub flags: u16,
+    pub qdcount: u16,
+    pub ancount: u16,
+    pub nscount: u16,
+    pub arcount: u16,
+}
+
+impl Header {
+    pub fn parse(msg: &[u8]) -> Result<Header, WireError> {
+        let h = msg.get(..HEADER_LEN).ok_or(WireError::Short)?;
+        let w = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+        Ok(Header {
+            id: w(0),
+            flags: w(2),
+            qdcount: w(4),
+            ancount: w(6),
+            nscount: w(8),
+            arcount: w(10),
+        })
+    }
+
+    /// A response (QR set).
+    pub fn is_response(&self) -> bool {
+        self.flags & 0x8000 != 0
+    }
+
+    pub fn opcode(&self) -> u8 {
+        ((self.flags >> 11) & 0xf) as u8
+    }
+
+    /// The TC bit: the answer did not fit and was cut.
+    pub fn truncated(&self) -> bool {
+        self.flags & 0x0200 != 0
+    }
+
+    pub fn rcode(&self) -> u8 {
+        (self.flags & 0xf) as u8
+    }
+}
+
+/// The first question of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Question {
+    /// Lowercase, dotted, without the trailing dot ("" for the root); bytes other than letters,
+    /// digits, `-`, `_` and `*` are written `\DDD`, so a dot inside a label cannot pass for a
+    /// label boundary.
+    pub name: String,
+    pub qtype: u16,
+    pub qclass: u16,
+    /// Where the question ends in the message (the header and this question are what steer
+    /// copies into the answers it makes).
+    pub end: usize,
+}
+
+/// One resource record of the answer section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record<'m> {
+    /// As [`Question::name`].
+    pub name: String,
+    pub rtype: u16,
+    pub class: u16,
+    pub ttl: u32,
+    pub rdata: &'m [u8],
+    /// Offset of the rdata in the message (names in it may point backwards from there).
+    pub rdata_at: usize,
+}
+
+/// A message as steer reads it: the header, the first question and the answer section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message<'m> {
+    pub header: Header,
+    pub question: Option<Question>,
+    pub answers: Vec<Record<'m>>,
+}
+
+/// Reads a name at `at`; returns it and the offset after it in the message (after the first
+/// pointer when it is compressed).
+pub fn read_name(msg: &[u8], mut at: usize) -> Result<(String, usize), WireError> {
+    let mut name = String::new();
+    let mut wire_len = 0usize;
+    let mut after = None;
+    let mut pointers = 0usize;
+    loop {
+        let len = *msg.get(at).ok_or(WireError::Truncated("name"))?;
+        match len & 0xc0 {
+            0xc0 => {
+                let low = *msg.get(at + 1).ok_or(WireError::Truncated("name"))?;
+                let target = usize::from(u16::from_be_bytes([len & 0x3f, low]));
+                // Strictly backwards: every pointer lands earlier than the last, so the walk
+                // ends even before the pointer limit.
+                if target >= at {
+                    return Err(WireError::BadPointer);
+                }
+                pointers += 1;
+                if pointers > MAX_POINTERS {
+                    return Err(WireError::PointerLoop);
+                }
+                after.get_or_insert(at + 2);
+                at = target;
+            }
+            0x00 => {
+                let len = usize::from(len);
+                wire_len += len + 1;
+                if wire_len > MAX_NAME_WIRE {
+                    return Err(WireError::LongName);
+                }
+                if len == 0 {
+                    return Ok((name, after.unwrap_or(at + 1)));
+                }
+                let label = msg
+                    .get(at + 1..at + 1 + len)
+                    .ok_or(WireError::Truncated("name"))?;
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                push_label(&mut name, label);
+                at += 1 + len;
+            }
+            _ => return Err(WireError::BadLabel),
+        }
+    }
+}
+
+fn push_label(out: &mut String, label: &[u8]) {
+    for &b in label {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*') {
+            out.push(char::from(b.to_ascii_lowercase()));
+        } else {
+            out.push_str(&format!("\\{b:03}"));
+        }
+    }
+}
+
+fn u16_at(msg: &[u8], at: usize, what: &'static str) -> Result<u16, WireError> {
+    let b = msg.get(at..at + 2).ok_or(WireError::Truncated(what))?;
+    Ok(u16::from_be_bytes([b[0], b[1]]))
+}
+
+fn u32_at(msg: &[u8], at: usize, what: &'static str) -> Result<u32, WireError> {
+    let b = msg.get(at..at + 4).ok_or(WireError::Truncated(what))?;
+    Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Reads the question at `at` (after the header).
+fn read_question(msg: &[u8], at: usize) -> Result<Question, WireError> {
+    let (name, at) = read_name(msg, at)?;
+    Ok(Question {
+        name,
+        qtype: u16_at(msg, at, "question")?,
+        qclass: u16_at(msg, at + 2, "question")?,
+        end: at + 4,
+    })
+}
+
+/// The first question of a query (or of an answer).
+pub fn question(msg: &[u8]) -> Result<Question, WireError> {
+    let h = Header::parse(msg)?;
+    if h.qdcount == 0 {
+        return Err(WireError::NoQuestion);
+    }
+    read_question(msg, HEADER_LEN)
+}
+
+/// Reads the header, the first question and the answer section. Further questions, the
+/// authority and additional sections are not read: nothing is learned from them.
+pub fn parse(msg: &[u8]) -> Result<Message<'_>, WireError> {
+    let header = Header::parse(msg)?;
+    let mut at = HEADER_LEN;
+    let mut question = None;
+    for i in 0..header.qdcount {
+        let q = read_question(msg, at)?;
+        at = q.end;
+        if i == 0 {
+            question = Some(q);
+        }
+    }
+    let mut answers = Vec::with_capacity(usize::from(header.ancount).min(64));
+    for _ in 0..header.ancount {
+        let (name, next) = read_name(msg, at)?;
+        let rtype = u16_at(msg, next, "record")?;
+        let class = u16_at(msg, next + 2, "record")?;
+        let ttl = u32_at(msg, next + 4, "record")?;
+        let rdlen = usize::from(u16_at(msg, next + 8, "record")?);
+        let rdata_at = next + 10;
+        let rdata = msg
+            .get(rdata_at..rdata_at + rdlen)
+            .ok_or(WireError::Truncated("record data"))?;
+        answers.push(Record {
+            name,
+            rtype,
+            class,
+            // RFC 2181 8: a TTL with the top bit set is read as 0.
+            ttl: if ttl & 0x8000_0000 != 0 { 0 } else { ttl },
+            rdata,
+            rdata_at,
+        });
+        at = rdata_at + rdlen;
+    }
+    Ok(Message {
+        header,
+        question,
+        answers,
+    })
+}
+
+impl Record<'_> {
+    /// The address of an A or AAAA record (`None` for other types or a wrong length).
+    pub fn address(&self) -> Option<IpAddr> {
+        match (self.rtype, self.rdata.len()) {
+            (rtype::A, 4) => {
+                let o: [u8; 4] = self.rdata.try_into().ok()?;
+                Some(IpAddr::V4(Ipv4Addr::from(o)))
+            }
+            (rtype::AAAA, 16) => {
+                let o: [u8; 16] = self.rdata.try_into().ok()?;
+                Some(IpAddr::V6(Ipv6Addr::from(o)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The target of a CNAME record (names in its rdata may be compressed).
+    pub fn cname_target(&self, msg: &[u8]) -> Option<String> {
+        if self.rtype != rtype::CNAME {
+            return None;
+        }
+        read_name(msg, self.rdata_at)
+            .ok()
+            .filter(|(_, end)| *end <= self.rdata_at + self.rdata.len())
+            .map(|(n, _)| n)
+    }
+
+    /// The `ipv4hint` and `ipv6hint` addresses of an SVCB or HTTPS record (RFC 9460); empty for
+    /// other types, AliasMode records and malformed parameters.
+    pub fn svc_hints(&self) -> Vec<IpAddr> {
+        if self.rtype != rtype::SVCB && self.rtype != rtype::HTTPS {
+            return Vec::new();
+        }
+        svc_hints(self.rdata).unwrap_or_default()
+    }
+}
+
+fn svc_hints(rdata: &[u8]) -> Option<Vec<IpAddr>> {
+    let priority = u16::from_be_bytes(rdata.get(..2)?.try_into().ok()?);
+    if priority == 0 {
+        return Some(Vec::new());
+    }
+    // The target name is never compressed (RFC 9460 2.2).
+    let mut at = 2;
+    loop {
+        let len = usize::from(*rdata.get(at)?);
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        at += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    while at < rdata.len() {
+        let key = u16::from_be_bytes(rdata.get(at..at + 2)?.try_into().ok()?);
+        let len = usize::from(u16::from_be_bytes(
+            rdata.get(at + 2..at + 4)?.try_into().ok()?,
+        ));
+        let value = rdata.get(at + 4..at + 4 + len)?;
+        match key {
+            SVC_IPV4HINT if len % 4 == 0 => out.extend(
+                value
+                    .chunks_exact(4)
+                    .map(|c| IpAddr::V4(Ipv4Addr::new(c[0], c[1], c[2], c[3]))),
+            ),
+            SVC_IPV6HINT if len % 16 == 0 => out.extend(value.chunks_exact(16).map(|c| {
+                let o: [u8; 16] = c.try_into().expect("16 bytes");
+                IpAddr::V6(Ipv6Addr::from(o))
+            })),
+            SVC_IPV4HINT | SVC_IPV6HINT => return None,
+            _ => {}
+        }
+        at += 4 + len;
+    }
+    Some(out)
+}
+
+/// The ID of a message (`None` if it is shorter than a header).
+pub fn id(msg: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(msg.get(..2)?.try_into().ok()?))
+}
+
+/// Writes `id` into a message of at least two bytes.
+pub fn set_id(msg: &mut [u8], id: u16) {
+    if let Some(b) = msg.get_mut(..2) {
+        b.copy_from_slice(&id.to_be_bytes());
+    }
+}
+
+/// An answer steer makes itself for `query`: its ID, opcode, RD bit and question, QR and RA
+/// set, `rcode`, no records. A query whose question cannot be read gets the header alone.
+pub fn reply(query: &[u8], rcode: u8) -> Vec<u8> {
+    let Ok(h) = Header::parse(query) else {
+        return Vec::new();
+    };
+    let q = if h.qdcount > 0 {
+        read_question(query, HEADER_LEN).ok()
+    } else {
+        None
+    };
+    let end = q.as_ref().map_or(HEADER_LEN, |q| q.end);
+    let mut out = query[..end].to_vec();
+    // QR, the query's opcode and RD, RA; AA, TC, Z, AD, CD clear.
+    let flags = 0x8000 | (h.flags & 0x7900) | 0x0080 | u16::from(rcode & 0xf);
+    out[2..4].copy_from_slice(&flags.to_be_bytes());
+    let qd = u16::from(q.is_some());
+    out[4..6].copy_from_slice(&qd.to_be_bytes());
+    out[6..12].fill(0);
+    out
+}
+
+/// A query for `name` (dotted, no escapes) of type `qtype`, with `id` and RD set: for tests,
+/// probes and the benchmark.
+pub fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + name.len() + 6);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&0x0100u16.to_be_bytes());
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
+        let bytes = &label.as_bytes()[..label.len().min(63)];
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    out.push(0);
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A response to `query` with `records` (name, type, ttl, rdata) in the answer section,
+    /// names written uncompressed.
+    pub(crate) fn answer(query: &[u8], records: &[(&str, u16, u32, Vec<u8>)]) -> Vec<u8> {
+        let mut out = reply(query, rcode::NOERROR);
+        out[6..8].copy_from_slice(&(records.len() as u16).to_be_bytes());
+        for (name, t, ttl, rdata) in records {
+            out.extend_from_slice(&encode_name(name));
+            out.extend_from_slice(&t.to_be_bytes());
+            out.extend_from_slice(&CLASS_IN.to_be_bytes());
+            out.extend_from_slice(&ttl.to_be_bytes());
+            out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            out.extend_from_slice(rdata);
+        }
+        out
+    }
+
+    pub(crate) fn encode_name(name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in name.split('.').filter(|l| !l.is_empty()) {
+            out.push(l.len() as u8);
+            out.extend_from_slice(l.as_bytes());
+        }
+        out.push(0);
+        out
+    }
+
+    #[test]
+    fn a_query_and_its_answer_read_back() {
+        let q = query(0x1234, "WWW.Example.COM.", rtype::A);
+        let question = super::question(&q).unwrap();
+        assert_eq!(question.name, "www.example.com");
+        assert_eq!((question.qtype, question.qclass), (rtype::A, CLASS_IN));
+        let a = answer(
+            &q,
+            &[
+                (
+                    "www.example.com",
+                    rtype::CNAME,
+                    60,
+                    encode_name("cdn.example.net"),
+                ),
+                ("cdn.example.net", rtype::A, 30, vec![203, 0, 113, 7]),
+            ],
+        );
+        let m = parse(&a).unwrap();
+        assert!(m.header.is_response());
+        assert_eq!(m.header.id, 0x1234);
+        assert_eq!(m.answers.len(), 2);
+        assert_eq!(m.answers[0].cname_target(&a).unwrap(), "cdn.example.net");
+        assert_eq!(m.answers[1].address(), Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(m.answers[1].ttl, 30);
+    }
+
+    #[test]
+    fn compression_pointers_are_followed_only_backwards() {
+        let q = query(1, "a.example", rtype::A);
+        let mut a = reply(&q, 0);
+        a[6..8].copy_from_slice(&1u16.to_be_bytes());
+        // The record's owner: "www" then a pointer to the question name at offset 12.
+        a.extend_from_slice(&[3, b'w', b'w', b'w', 0xc0, 12]);
+        a.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 9, 0, 4, 192, 0, 2, 1]);
+        let m = parse(&a).unwrap();
+        assert_eq!(m.answers[0].name, "www.a.example");
+        // A pointer to itself, and one forwards.
+        let mut looped = reply(&q, 0);
+        looped[6..8].copy_from_slice(&1u16.to_be_bytes());
+        let here = looped.len() as u8;
+        looped.extend_from_slice(&[0xc0, here]);
+        assert_eq!(parse(&looped).unwrap_err(), WireError::BadPointer);
+        let mut forward = reply(&q, 0);
+        forward[6..8].copy_from_slice(&1u16.to_be_bytes());
+        let ahead = forward.len() as u8 + 2;
+        forward.extend_from_slice(&[0xc0, ahead, 0]);
+        assert_eq!(parse(&forward).unwrap_err(), WireError::BadPointer);
+    }
+
+    #[test]
+    fn odd_label_bytes_are_escaped_so_they_cannot_fake_a_dot() {
+        let mut q = query(1, "x", rtype::A);
+        // Replace the name with the single label "a.b".
+        q.truncate(HEADER_LEN);
+        q.extend_from_slice(&[3, b'a', b'.', b'B', 0, 0, 1, 0, 1]);
+        assert_eq!(super::question(&q).unwrap().name, "a\\046b");
+    }
+
+    #[test]
+    fn svcb_hints_are_read() {
+        let mut rdata = vec![0, 1, 0]; // priority 1, target "."
+        rdata.extend_from_slice(&[0, 1, 0, 3, 2, b'h', b'2']); // alpn
+        rdata.extend_from_slice(&[0, 4, 0, 8, 192, 0, 2, 1, 192, 0, 2, 2]);
+        rdata.extend_from_slice(&[0, 6, 0, 16]);
+        rdata.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        let q = query(1, "h.example", rtype::HTTPS);
+        let a = answer(&q, &[("h.example", rtype::HTTPS, 300, rdata)]);
+        let m = parse(&a).unwrap();
+        let hints: Vec<String> = m.answers[0]
+            .svc_hints()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(hints, ["192.0.2.1", "192.0.2.2", "2001:db8::1"]);
+        let alias = answer(&q, &[("h.example", rtype::HTTPS, 300, vec![0, 0, 0])]);
+        assert!(parse(&alias).unwrap().answers[0].svc_hints().is_empty());
+    }
+
+    #[test]
+    fn replies_keep_id_question_and_rd() {
+        let mut q = query(0xbeef, "use-application-dns.net", rtype::A);
+        q.extend_from_slice(&[0, 0, 41, 4, 208]); // junk after the question is not copied
+        let r = reply(&q, rcode::NXDOMAIN);
+        let h = Header::parse(&r).unwrap();
+        assert_eq!(h.id, 0xbeef);
+        assert!(h.is_response());
+        assert_eq!(h.rcode(), rcode::NXDOMAIN);
+        assert_eq!(h.flags & 0x0100, 0x0100, "RD copied");
+        assert_eq!((h.qdcount, h.ancount, h.arcount), (1, 0, 0));
+        assert_eq!(super::question(&r).unwrap().name, "use-application-dns.net");
+        assert!(reply(&[1, 2, 3], rcode::SERVFAIL).is_empty());
+    }
+
+    /// Random bytes, random cuts and random single-byte changes of valid messages: nothing
+    /// panics, and the parser stays within the message.
+    #[test]
+    fn random_and_mangled_messages_never_panic() {
+        let mut seed = 0x5eed_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let q = query(7, "a.b.example.com", rtype::A);
+        let valid = answer(
+            &q,
+            &[
+                (
+                    "a.b.example.com",
+                    rtype::CNAME,
+                    5,
+                    encode_name("x.example.net"),
+                ),
+                ("x.example.net", rtype::A, 5, vec![1, 2, 3, 4]),
+                (
+                    "x.example.net",
+                    rtype::HTTPS,
+                    5,
+                    vec![0, 1, 0, 0, 4, 0, 4, 1, 1, 1, 1],
+                ),
+            ],
+        );
+        for round in 0..200_000u32 {
+            let msg: Vec<u8> = if round % 2 == 0 {
+                let len = (next() % 300) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut m = valid.clone();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() as usize) % m.len();
+                    m[i] = next() as u8;
+                }
+                m.truncate((next() as usize) % (m.len() + 1));
+                m
+            };
+            if let Ok(m) = parse(&msg) {
+                for r in &m.answers {
+                    let _ = r.address();
+                    let _ = r.cname_target(&msg);
+                    let _ = r.svc_hints();
+                }
+            }
+            let _ = super::question(&msg);
+            let _ = reply(&msg, rcode::SERVFAIL);
+        }
+    }
+}

@@ -1,0 +1,698 @@
+//! Domain sets with real components: steer's forwarder in front of dnsmasq on the router,
+//! clients in the client namespace (a stub that connects the moment its answer arrives, and
+//! `dig`), first packets observed at the ISPs.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use steer::dns::wire::{self, rtype};
+use steer_tests::{
+    dns::{
+        DnsScenario, Dnsmasq, FORWARDER, FirstPackets, UPSTREAM, addresses, ask, dig, exchange,
+        host_v4, hosts_file, resolve_and_connect,
+    },
+    lab::{Lab, Wan},
+    rng::Rng,
+};
+
+/// Names n0.fresh.example ... in the hosts file, each its own address (from host 256 on).
+const FRESH: usize = 2000;
+
+fn forwarder() -> SocketAddr {
+    FORWARDER.parse().unwrap()
+}
+
+/// The records of the tests: fresh names, CNAME chains, every rebinding class, dual-stack,
+/// HTTPS hints, a name too big for 512 bytes, two sets sharing an address, two TTLs of one
+/// address.
+fn records(dir: &std::path::Path) -> Vec<String> {
+    let hosts = hosts_file(
+        dir,
+        "hosts",
+        (0..FRESH)
+            .map(|i| format!("{} n{i}.fresh.example", host_v4(256 + i)))
+            .chain((1..=40).map(|i| format!("198.19.110.{i} big.video.example"))),
+    );
+    // Priority 1, target ".", ipv4hint 198.19.103.1, ipv6hint 2001:db8:53::2.
+    let https = [
+        "0001",
+        "00",
+        "0004",
+        "0004",
+        "c6136701",
+        "0006",
+        "0010",
+        "20010db8005300000000000000000002",
+    ]
+    .concat();
+    [
+        hosts,
+        "--cname=www.video.example,edge.cdn.test".into(),
+        "--host-record=edge.cdn.test,198.19.101.1".into(),
+        "--cname=a.video.example,b.cdn.test".into(),
+        "--cname=b.cdn.test,c.cdn.test".into(),
+        "--host-record=c.cdn.test,198.19.101.2".into(),
+        "--host-record=private.video.example,10.1.2.3".into(),
+        "--host-record=loop.video.example,127.0.0.2".into(),
+        "--host-record=ll.video.example,169.254.1.1".into(),
+        "--host-record=ula.video.example,fd00::1".into(),
+        "--host-record=zero.video.example,0.0.0.0".into(),
+        "--host-record=mc.video.example,224.0.0.5".into(),
+        "--host-record=mapped.video.example,::ffff:198.19.1.1".into(),
+        "--host-record=own.video.example,100.64.1.2".into(),
+        "--host-record=dual.video.example,198.19.102.1,2001:db8:53::1".into(),
+        "--host-record=dual.v4only.example,198.19.102.2,2001:db8:53::3".into(),
+        format!("--dns-rr=hints.video.example,65,{https}"),
+        "--host-record=shared.video.example,198.19.104.1".into(),
+        "--host-record=x.other.example,198.19.104.1".into(),
+        "--host-record=y.other.example,198.19.104.2".into(),
+        "--host-record=long.video.example,198.19.105.1,3600".into(),
+        "--host-record=short.video.example,198.19.105.1,5".into(),
+    ]
+    .to_vec()
+}
+
+#[test]
+fn fresh_names_are_steered_from_their_first_packet() {
+    let t = DnsScenario::start("dns-fresh", "", records);
+    let lab = &t.s.lab;
+    let rx = FirstPackets::start(lab, 9999);
+    // 1,000 names one after the other, each connected to the moment its answer arrives.
+    lab.client.enter(|| {
+        for i in 0..1000 {
+            let addrs =
+                resolve_and_connect(forwarder(), &format!("n{i}.fresh.example"), i as u64, 9999);
+            assert_eq!(addrs, [host_v4(256 + i)], "answer for n{i}");
+        }
+    });
+    // 50 clients at once, 20 fresh names each.
+    std::thread::scope(|s| {
+        for c in 0..50u64 {
+            s.spawn(move || {
+                lab.client.enter(|| {
+                    for k in 0..20u64 {
+                        let i = 1000 + c * 20 + k;
+                        let addrs = resolve_and_connect(
+                            forwarder(),
+                            &format!("N{i}.Fresh.Example."),
+                            i,
+                            9999,
+                        );
+                        assert_eq!(addrs.len(), 1, "answer for n{i}");
+                    }
+                })
+            });
+        }
+    });
+    let seen = rx.wait(2000, Duration::from_secs(5));
+    let missed: Vec<u64> = seen
+        .iter()
+        .filter(|(_, w)| **w != Some(Wan::Two))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(seen.len(), 2000, "every first packet arrived");
+    assert!(
+        missed.is_empty(),
+        "first packets not on the set's WAN: {missed:?}\n{}",
+        t.s.daemon.log_text()
+    );
+    assert_eq!(t.counter("learned"), 2000);
+    assert_eq!(t.learned().len(), 2000);
+}
+
+/// A query with a random ID, random case and, every other time, an EDNS OPT record.
+fn mangled_query(rng: &mut Rng, name: &str, qtype: u16) -> Vec<u8> {
+    let cased: String = name
+        .chars()
+        .map(|c| {
+            if rng.below(2) == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect();
+    let mut q = wire::query(rng.below(65536) as u16, &cased, qtype);
+    if rng.below(2) == 0 {
+        q[11] = 1; // ARCOUNT
+        q.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    q
+}
+
+#[test]
+fn answers_pass_unchanged_and_teach_exactly_their_chain() {
+    let t = DnsScenario::start("dns-answers", "min_ttl = 1\nmax_ttl = 86400", records);
+    let lab = &t.s.lab;
+    let upstream: SocketAddr = UPSTREAM.parse().unwrap();
+
+    // Byte for byte what dnsmasq answers, but for the ID, over 1,000 queries (EDNS or not,
+    // random case, answers, NXDOMAIN, CNAMEs, HTTPS, AAAA).
+    let names = [
+        ("n1.fresh.example", rtype::A),
+        ("www.video.example", rtype::A),
+        ("a.video.example", rtype::A),
+        ("dual.video.example", rtype::AAAA),
+        ("hints.video.example", rtype::HTTPS),
+        ("nothing.example", rtype::A),
+        ("private.video.example", rtype::A),
+        ("x.other.example", 16),
+        ("dual.video.example", 15),
+    ];
+    let mut rng = Rng::new(0xd45);
+    lab.router.enter(|| {
+        for i in 0..1000 {
+            let (name, qtype) = names[i % names.len()];
+            let q = mangled_query(&mut rng, name, qtype);
+            let direct = exchange(upstream, &q, Duration::from_secs(2)).expect("dnsmasq answers");
+            let via = exchange(forwarder(), &q, Duration::from_secs(2)).expect("steer answers");
+            assert_eq!(
+                via, direct,
+                "query {i} ({name}, type {qtype}): steer's answer differs from dnsmasq's"
+            );
+        }
+    });
+
+    // Case and a trailing dot do not matter; a CNAME chain teaches its end.
+    let out = dig(
+        &lab.client,
+        &format!("@{} +short WWW.Video.EXAMPLE.", Lab::LAN_GATEWAY_V4),
+    );
+    assert!(out.contains("198.19.101.1"), "{out}");
+    let out = dig(
+        &lab.client,
+        &format!("@{} +short a.video.example", Lab::LAN_GATEWAY_V4),
+    );
+    assert!(out.contains("198.19.101.2"), "{out}");
+    let learned = t.learned();
+    assert_eq!(learned["198.19.101.1"]["name"], "www.video.example");
+    assert_eq!(learned["198.19.101.1"]["set"], "video");
+    assert_eq!(learned["198.19.101.2"]["name"], "a.video.example");
+
+    // AAAA and HTTPS hints are learned; a set that filters AAAA gets no IPv6 address.
+    dig(
+        &lab.client,
+        &format!("@{} AAAA dual.video.example", Lab::LAN_GATEWAY_V4),
+    );
+    dig(
+        &lab.client,
+        &format!("@{} TYPE65 hints.video.example", Lab::LAN_GATEWAY_V4),
+    );
+    let learned = t.learned();
+    for a in ["2001:db8:53::1", "198.19.103.1", "2001:db8:53::2"] {
+        assert_eq!(
+            learned.get(a).map(|e| e["set"].clone()),
+            Some("video".into()),
+            "{a}"
+        );
+    }
+    let aaaa = ask(&lab.client, forwarder(), "dual.v4only.example", rtype::AAAA).unwrap();
+    assert!(addresses(&aaaa).is_empty(), "AAAA filtered for v4only");
+    let a = ask(&lab.client, forwarder(), "dual.v4only.example", rtype::A).unwrap();
+    assert_eq!(addresses(&a), ["198.19.102.2".parse::<IpAddr>().unwrap()]);
+    assert!(t.learned().contains_key("198.19.102.2"));
+    assert!(!t.learned().contains_key("2001:db8:53::3"));
+    // The canary: browsers keep the router's DNS.
+    let out = dig(
+        &lab.client,
+        &format!("@{} use-application-dns.net", Lab::LAN_GATEWAY_V4),
+    );
+    assert!(out.contains("NXDOMAIN"), "{out}");
+
+    // Every rebinding class is refused, and the answer still delivered.
+    for (name, addr, reason) in [
+        ("private", "10.1.2.3", "private"),
+        ("loop", "127.0.0.2", "loopback"),
+        ("ll", "169.254.1.1", "link_local"),
+        ("zero", "0.0.0.0", "unspecified"),
+        ("mc", "224.0.0.5", "multicast"),
+        ("own", "100.64.1.2", "own_subnet"),
+    ] {
+        let before = t.refused(reason);
+        let out = dig(
+            &lab.client,
+            &format!("@{} +short {name}.video.example", Lab::LAN_GATEWAY_V4),
+        );
+        assert_eq!(out.trim(), addr, "{name}: the answer is delivered");
+        assert_eq!(t.refused(reason), before + 1, "{name}: refused as {reason}");
+    }
+    for (name, addr, reason) in [
+        ("ula", "fd00::1", "unique_local"),
+        ("mapped", "::ffff:198.19.1.1", "ipv4_mapped"),
+    ] {
+        let before = t.refused(reason);
+        let out = dig(
+            &lab.client,
+            &format!("@{} +short AAAA {name}.video.example", Lab::LAN_GATEWAY_V4),
+        );
+        assert_eq!(out.trim(), addr, "{name}: the answer is delivered");
+        assert_eq!(t.refused(reason), before + 1, "{name}: refused as {reason}");
+    }
+    let learned = t.learned();
+    for a in [
+        "10.1.2.3",
+        "127.0.0.2",
+        "169.254.1.1",
+        "0.0.0.0",
+        "224.0.0.5",
+        "100.64.1.2",
+        "fd00::1",
+        "::ffff:198.19.1.1",
+    ] {
+        assert!(!learned.contains_key(a), "{a} must not be learned");
+    }
+
+    // Truncated over UDP, the client asks again over TCP, and that answer teaches all 40.
+    let out = dig(
+        &lab.client,
+        &format!("@{} +noedns big.video.example", Lab::LAN_GATEWAY_V4),
+    );
+    assert!(
+        out.contains("Truncated, retrying in TCP mode") || out.contains("ANSWER: 40"),
+        "{out}"
+    );
+    assert!(out.contains("ANSWER: 40"), "{out}");
+    let learned = t.learned();
+    assert!((1..=40).all(|i| learned.contains_key(&format!("198.19.110.{i}"))));
+    assert!(t.counter("queries_tcp") >= 1);
+
+    // A TTL never shortens an expiry.
+    dig(
+        &lab.client,
+        &format!("@{} long.video.example", Lab::LAN_GATEWAY_V4),
+    );
+    let long = t.learned()["198.19.105.1"]["expires_boottime_s"]
+        .as_u64()
+        .unwrap();
+    dig(
+        &lab.client,
+        &format!("@{} short.video.example", Lab::LAN_GATEWAY_V4),
+    );
+    let after = &t.learned()["198.19.105.1"];
+    assert_eq!(
+        after["expires_boottime_s"].as_u64().unwrap(),
+        long,
+        "not shortened"
+    );
+    assert!(after["expires_in_s"].as_i64().unwrap() > 3000);
+
+    // Two sets claim one address: the first in the configuration wins, whatever the order of
+    // the answers, and explain names both.
+    dig(
+        &lab.client,
+        &format!("@{} x.other.example", Lab::LAN_GATEWAY_V4),
+    );
+    assert_eq!(t.learned()["198.19.104.1"]["set"], "second");
+    dig(
+        &lab.client,
+        &format!("@{} shared.video.example", Lab::LAN_GATEWAY_V4),
+    );
+    let e = &t.learned()["198.19.104.1"];
+    assert_eq!(
+        (e["set"].as_str(), e["also_set"].as_str()),
+        (Some("video"), Some("second"))
+    );
+    let explained = t.s.steer(&["explain", "198.19.104.1"]);
+    assert!(
+        explained.contains("set video (dst 198.19.104.1 learned from the answer for shared.video.example, expires in"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("also claimed by set second"),
+        "{explained}"
+    );
+    assert!(explained.contains("wan      wan2"), "{explained}");
+    let text = t.s.steer(&["dump", "dns"]);
+    assert!(
+        text.contains("198.19.104.1") && text.contains("video (also second)"),
+        "{text}"
+    );
+    let status = t.s.steer(&["status"]);
+    assert!(
+        status.contains("learned     ") && status.contains("insert"),
+        "{status}"
+    );
+}
+
+/// The authoritative side in the internet namespace, for the tests that need a real cache in
+/// the router's dnsmasq (or clients asking a resolver on the internet).
+const INTERNET_DNS: &str = "203.0.113.53:53";
+
+fn internet_dnsmasq(t: &DnsScenario, records: &[String]) -> Dnsmasq {
+    t.s.lab.internet.run("ip addr add 203.0.113.53/32 dev lo");
+    Dnsmasq::start(
+        &t.s.lab.internet,
+        &t.s.work.dir,
+        INTERNET_DNS.parse().unwrap(),
+        records,
+    )
+}
+
+fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_dnsmasq_cache_hit_relearns_an_expired_host() {
+    // dnsmasq on the router forwards to the internet and caches (TTL 60); steer keeps hosts 2 s.
+    let t = DnsScenario::start("dns-cache", "min_ttl = 1\nmax_ttl = 2", |_| {
+        vec!["--server=203.0.113.53".into()]
+    });
+    t.s.lab.set_main_default(Wan::One);
+    let auth = internet_dnsmasq(
+        &t,
+        &["--host-record=cached.video.example,198.19.120.1,60".into()],
+    );
+    let ask_it = || {
+        dig(
+            &t.s.lab.client,
+            &format!("@{} +short cached.video.example", Lab::LAN_GATEWAY_V4),
+        )
+    };
+    assert_eq!(ask_it().trim(), "198.19.120.1");
+    assert!(t.learned().contains_key("198.19.120.1"));
+    wait_for("the host expires", Duration::from_secs(5), || {
+        !t.learned().contains_key("198.19.120.1")
+    });
+    assert!(t.counter("expired") >= 1);
+    // Asked again: dnsmasq answers from its cache, and steer learns the host again.
+    assert_eq!(ask_it().trim(), "198.19.120.1");
+    let e = &t.learned()["198.19.120.1"];
+    assert!(e["expires_in_s"].as_i64().unwrap() >= 1, "{e}");
+    assert!(
+        t.dnsmasq
+            .log_text()
+            .contains("cached cached.video.example is 198.19.120.1"),
+        "the second answer came from dnsmasq's cache:\n{}",
+        t.dnsmasq.log_text()
+    );
+    let asked = auth
+        .log_text()
+        .matches("query[A] cached.video.example")
+        .count();
+    assert_eq!(
+        asked,
+        1,
+        "the authoritative server was asked once:\n{}",
+        auth.log_text()
+    );
+}
+
+#[test]
+fn learned_hosts_survive_kill9_a_reload_removes_its_domains_and_stop_removes_all() {
+    let mut t = DnsScenario::start("dns-restart", "", records);
+    let lab = &t.s.lab;
+    for name in [
+        "n1.fresh.example",
+        "n2.fresh.example",
+        "x.other.example",
+        "y.other.example",
+    ] {
+        assert_eq!(
+            addresses(&ask(&lab.client, forwarder(), name, rtype::A).unwrap()).len(),
+            1
+        );
+    }
+    let before = t.learned();
+    assert_eq!(before.len(), 4);
+    t.s.daemon.kill9();
+    // The pins keep them, with their expiries, while no daemon runs...
+    let during = t.learned();
+    // ...and a new daemon adopts them as they are.
+    t.s.daemon = steer_tests::daemon::Daemon::start(&lab.router, &t.s.work);
+    let after = t.learned();
+    for (addr, e) in &before {
+        for (when, map) in [("while down", &during), ("after the restart", &after)] {
+            assert_eq!(
+                map[addr]["expires_boottime_s"], e["expires_boottime_s"],
+                "{addr} {when}"
+            );
+            assert_eq!(map[addr]["set"], e["set"], "{addr} {when}");
+        }
+    }
+    assert_eq!(t.s.status()["dns"]["entries_v4"], 4);
+    let explained = t.s.steer(&["explain", &host_v4(257).to_string()]);
+    assert!(
+        explained.contains("learned from the answer for n1.fresh.example"),
+        "{explained}"
+    );
+    // A packet to a learned host still leaves by the set's WAN.
+    let rx = FirstPackets::start(lab, 9998);
+    lab.client.enter(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(&7u64.to_be_bytes(), (host_v4(257), 9998))
+            .unwrap();
+    });
+    assert_eq!(
+        rx.wait(1, Duration::from_secs(3)).get(&7),
+        Some(&Some(Wan::Two))
+    );
+
+    // A reload without other.example removes what it taught, and only that.
+    let config = std::fs::read_to_string(t.s.work.config()).unwrap();
+    t.s.work.write(
+        "steer.toml",
+        &config.replace("\"other.example\"", "\"else.example\""),
+    );
+    t.s.steer(&["reload"]);
+    let reloaded = t.learned();
+    assert_eq!(reloaded.len(), 2, "{reloaded:?}");
+    assert!(reloaded.values().all(|e| e["set"] == "video"));
+    assert_eq!(t.counter("removed"), 2);
+
+    // `steer stop` removes everything.
+    t.s.work.stop_in(&lab.router);
+    let (ok, _, err) = t.s.work.steer(&["dump", "dns"]);
+    assert!(!ok && err.contains("nothing is pinned"), "{err}");
+}
+
+#[test]
+fn the_capacity_limit_refuses_new_hosts_and_counts_them() {
+    let t = DnsScenario::start("dns-capacity", "capacity_v4 = 10", records);
+    for i in 0..15 {
+        let a = ask(
+            &t.s.lab.client,
+            forwarder(),
+            &format!("n{i}.fresh.example"),
+            rtype::A,
+        );
+        assert_eq!(
+            addresses(&a.expect("answered")).len(),
+            1,
+            "n{i} is still answered"
+        );
+    }
+    assert_eq!(t.learned().len(), 10);
+    assert_eq!(t.refused("capacity"), 5);
+    assert_eq!(t.s.status()["dns"]["entries_v4"], 10);
+    // A known host is still refreshed at capacity.
+    let a = ask(&t.s.lab.client, forwarder(), "n3.fresh.example", rtype::A);
+    assert!(a.is_some());
+    assert_eq!(t.refused("capacity"), 5);
+    assert!(t.s.daemon.log_text().contains("at capacity"), "logged once");
+}
+
+/// A fake upstream in the router namespace that answers every query with `answer(query)`.
+fn bad_upstream(
+    lab: &Lab,
+    addr: &'static str,
+    answer: fn(&[u8]) -> Option<Vec<u8>>,
+) -> std::thread::JoinHandle<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = lab.router.spawn(move || {
+        let s = UdpSocket::bind(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            if let Some(a) = answer(&buf[..n]) {
+                let _ = s.send_to(&a, from);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(3)).unwrap();
+    h
+}
+
+/// Points the forwarder at `upstream` (a reload).
+fn reload_upstream(t: &DnsScenario, upstream: &str) {
+    let config = std::fs::read_to_string(t.s.work.config()).unwrap();
+    let start = config.find("upstreams = ").unwrap();
+    let end = start + config[start..].find('\n').unwrap();
+    let mut next = config.clone();
+    next.replace_range(start..end, &format!("upstreams = [\"{upstream}\"]"));
+    t.s.work.write("steer.toml", &next);
+    t.s.steer(&["reload"]);
+}
+
+fn rcode_of(answer: &[u8]) -> u8 {
+    wire::Header::parse(answer).unwrap().rcode()
+}
+
+#[test]
+fn a_failing_upstream_gives_servfail_promptly_and_bad_input_never_stalls() {
+    let mut t = DnsScenario::start("dns-failures", "timeout_ms = 300", records);
+    let lab = &t.s.lab;
+    // The upstream's port is closed: SERVFAIL at once.
+    t.dnsmasq.kill();
+    let started = Instant::now();
+    let a = ask(&lab.client, forwarder(), "n1.fresh.example", rtype::A).expect("an answer");
+    assert_eq!(rcode_of(&a), wire::rcode::SERVFAIL);
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // An upstream that never answers: SERVFAIL after timeout_ms, and other queries are served
+    // meanwhile.
+    let _silent = bad_upstream(lab, "127.0.0.1:5998", |_| None);
+    reload_upstream(&t, "127.0.0.1:5998");
+    let slow = lab.client.spawn(|| {
+        let started = Instant::now();
+        let q = wire::query(1, "n2.fresh.example", rtype::A);
+        let a = exchange(FORWARDER.parse().unwrap(), &q, Duration::from_secs(3));
+        (a, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let canary = ask(
+        &lab.client,
+        forwarder(),
+        "use-application-dns.net",
+        rtype::A,
+    )
+    .unwrap();
+    assert_eq!(rcode_of(&canary), wire::rcode::NXDOMAIN);
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "not stalled: {:?}",
+        started.elapsed()
+    );
+    let (a, took) = slow.join().unwrap();
+    assert_eq!(rcode_of(&a.expect("an answer")), wire::rcode::SERVFAIL);
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1000),
+        "{took:?}"
+    );
+
+    // Malformed answers (a bogus record, a compression loop, a cut record): SERVFAIL, nothing
+    // learned, nothing stalls.
+    let _bad = bad_upstream(lab, "127.0.0.1:5997", |q| {
+        let mut a = wire::reply(q, 0);
+        a[7] = 1; // one answer...
+        match q[1] % 3 {
+            0 => a.extend_from_slice(&[0xc0, 0xff, 0, 1]),
+            1 => {
+                let here = a.len() as u8;
+                a.extend_from_slice(&[0xc0, here, 0, 1, 0, 1, 0, 0, 0, 9, 0, 4, 198, 19, 9, 9]);
+            }
+            _ => a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 9, 0, 40, 198, 19]),
+        }
+        Some(a)
+    });
+    reload_upstream(&t, "127.0.0.1:5997");
+    for id in 0..30u16 {
+        let q = wire::query(id << 8 | id, "n3.fresh.example", rtype::A);
+        let a = lab
+            .client
+            .enter(|| exchange(forwarder(), &q, Duration::from_secs(2)));
+        assert_eq!(
+            rcode_of(&a.expect("an answer")),
+            wire::rcode::SERVFAIL,
+            "answer {id}"
+        );
+    }
+    assert!(t.learned().is_empty());
+    assert!(t.counter("malformed_answers") >= 30);
+
+    // Malformed queries: random bytes over UDP, and TCP clients sending junk or half a
+    // message and holding on; the forwarder keeps answering.
+    t.dnsmasq = Dnsmasq::start(
+        &lab.router,
+        &t.s.work.dir,
+        UPSTREAM.parse().unwrap(),
+        &records(&t.s.work.dir),
+    );
+    reload_upstream(&t, UPSTREAM);
+    let mut rng = Rng::new(0xbad);
+    let held = lab.client.enter(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..3000 {
+            let len = rng.below(80) as usize;
+            let junk: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+            let _ = s.send_to(&junk, forwarder());
+        }
+        let mut held = Vec::new();
+        for junk in [
+            &[0u8, 0][..],
+            &[0, 40, 1, 2, 3],
+            &[0xff, 0xff, 9],
+            &[0, 5, 0, 0, 0, 0, 0],
+        ] {
+            if let Ok(mut c) = std::net::TcpStream::connect(forwarder()) {
+                use std::io::Write;
+                let _ = c.write_all(junk);
+                held.push(c);
+            }
+        }
+        held
+    });
+    let started = Instant::now();
+    let out = dig(
+        &lab.client,
+        &format!("@{} +tcp +short n4.fresh.example", Lab::LAN_GATEWAY_V4),
+    );
+    assert_eq!(out.trim(), host_v4(260).to_string());
+    let a = ask(&lab.client, forwarder(), "n5.fresh.example", rtype::A).unwrap();
+    assert_eq!(addresses(&a), [host_v4(261)]);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(t.counter("malformed_queries") > 0);
+    drop(held);
+}
+
+#[test]
+fn snoop_mode_learns_answers_crossing_the_router_and_fails_open() {
+    let tail = format!(
+        "{}\n[dns]\nforward = false\nsnoop = true\n",
+        steer_tests::dns::SETS
+    );
+    let mut t = DnsScenario::start_with("dns-snoop", &tail, |lab, dir| {
+        lab.internet.run("ip addr add 203.0.113.53/32 dev lo");
+        let hosts = hosts_file(
+            dir,
+            "snoop-hosts",
+            (0..300).map(|i| format!("{} s{i}.fresh.example", host_v4(4096 + i))),
+        );
+        Dnsmasq::start(&lab.internet, dir, INTERNET_DNS.parse().unwrap(), &[hosts])
+    });
+    let lab = &t.s.lab;
+    let server: SocketAddr = INTERNET_DNS.parse().unwrap();
+    let rx = FirstPackets::start(lab, 9997);
+    lab.client.enter(|| {
+        for i in 0..300u64 {
+            let addrs = resolve_and_connect(server, &format!("s{i}.fresh.example"), i, 9997);
+            assert_eq!(addrs, [host_v4(4096 + i as usize)], "answer for s{i}");
+        }
+    });
+    let seen = rx.wait(300, Duration::from_secs(5));
+    let missed = seen.values().filter(|w| **w != Some(Wan::Two)).count();
+    assert_eq!((seen.len(), missed), (300, 0), "{}", t.s.daemon.log_text());
+    assert!(t.counter("snoop_learned") >= 300);
+    let snoop = &t.s.status()["dns"]["latency"]["snoop"];
+    assert!(snoop["count"].as_u64().unwrap() >= 300, "{snoop}");
+    // No daemon: the queue has no listener and the answers pass unseen (fail-open).
+    t.s.daemon.kill9();
+    let out = dig(&lab.client, "@203.0.113.53 +short s7.fresh.example");
+    assert_eq!(out.trim(), host_v4(4103).to_string());
+}
