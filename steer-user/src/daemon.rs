@@ -21,8 +21,9 @@ use tokio::{
 
 use crate::{
     config::{self, Config, ConfigErrors},
+    conntrack::{Connection, ConntrackError},
     control::{self, Call, Request, Response, ServerOptions, WanMode},
-    controller::{Controller, ControllerError, FailoverReport, Prepared},
+    controller::{Controller, ControllerError, FailoverReport, FlowsBack, Prepared},
     health::{
         Override,
         probe::{ProbeSpec, Round, spawn_prober},
@@ -192,7 +193,10 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut due: Option<tokio::time::Instant> = None;
     log::info!("steer running: control socket {}", server.path().display());
 
+    let (listed_tx, mut listed) = mpsc::unbounded_channel::<Listed>();
     let exit = loop {
+        // Whatever the last event failed over gets its connections cut, in the background.
+        let _ = flush_connections(&mut ctl);
         let settle = async {
             match due {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -202,19 +206,19 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         tokio::select! {
             Some(((wan, family), round)) = rounds.recv() => {
                 let failover = ctl.probe_round(&wan, family, &round);
-                let _ = after_failover(&mut ctl, failover).await;
+                after_failover(&mut ctl, failover, &listed_tx);
                 log_lines("", ctl.retry_pending().iter());
             }
             Some(event) = events.next() => {
                 match event {
                     NetEvent::Link { index, name, carrier, admin_up } => {
                         let failover = ctl.carrier(&name, carrier && admin_up);
-                        let _ = after_failover(&mut ctl, failover).await;
+                        after_failover(&mut ctl, failover, &listed_tx);
                         log_lines("", ctl.lan_link(&name, Some(index)).iter());
                     }
                     NetEvent::LinkGone { name, .. } => {
                         let failover = ctl.carrier(&name, false);
-                        let _ = after_failover(&mut ctl, failover).await;
+                        after_failover(&mut ctl, failover, &listed_tx);
                         log_lines("", ctl.lan_link(&name, None).iter());
                     }
                     NetEvent::Changed => {}
@@ -242,13 +246,14 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
                 match call.request {
                     Request::Stop => break Exit::Stop(call.reply),
                     Request::Reload => reloads.request(&ctl, Some(call.reply)),
-                    request => handle(&mut ctl, request).await.send(call.reply),
+                    request => handle(&mut ctl, request, &listed_tx).await.send(call.reply),
                 }
             }
             _ = hup.recv() => {
                 log::info!("SIGHUP: reloading {}", ctl.config().path.display());
                 reloads.request(&ctl, None);
             }
+            Some(flows) = listed.recv() => move_flows_back(&ctl, flows),
             (prepared, waiting) = reloads.prepared() => {
                 reloads.finish(&mut ctl, &mut probers, prepared, waiting).await;
             }
@@ -301,25 +306,58 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     }
 }
 
-/// Logs a WAN state change and starts its conntrack flush off the event loop; a WAN that came
-/// back gets the flows of failback-moving policies. Returns the flush, to wait for when someone
-/// asked for the change.
-async fn after_failover(
+/// Connections listed for a recovered WAN, back from the background: (the job, its listing).
+type Listed = (FlowsBack, Result<Vec<Connection>, ConntrackError>);
+
+/// Logs a WAN state change; a WAN that came back gets the flows of failback-moving policies:
+/// listed in the background, handed back through `listed` to be picked on the event loop.
+fn after_failover(
     ctl: &mut Controller,
     report: Option<FailoverReport>,
-) -> Option<JoinHandle<String>> {
-    let report = report?;
+    listed: &mpsc::UnboundedSender<Listed>,
+) {
+    let Some(report) = report else { return };
     report.line().log("");
-    if report.up {
-        log_lines("", ctl.move_flows_back(&report.wan).await.iter());
+    if !report.up {
+        return;
     }
-    let flush = report.flush?;
+    if let Some(job) = ctl.flows_back(&report.wan) {
+        let listed = listed.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = job.list();
+            let _ = listed.send((job, result));
+        });
+    }
+}
+
+/// Cuts, in the background, the listed connections the controller picks to move back.
+fn move_flows_back(ctl: &Controller, (job, result): Listed) {
+    match result {
+        Ok(conns) => {
+            let moving = ctl.flows_to_move(conns);
+            tokio::task::spawn_blocking(move || log::info!("{}", job.cut(&moving)));
+        }
+        Err(e) => log::error!("moving flows back to {}: {e}", job.recovered),
+    }
+}
+
+/// Runs the conntrack flushes failovers asked for, off the event loop; the task ends with their
+/// report lines (also logged).
+fn flush_connections(ctl: &mut Controller) -> Option<JoinHandle<Vec<String>>> {
+    let flushes = ctl.take_flushes();
+    if flushes.is_empty() {
+        return None;
+    }
     Some(tokio::spawn(async move {
-        let line = tokio::task::spawn_blocking(move || flush.run())
-            .await
-            .unwrap_or_else(|e| format!("conntrack flush failed: {e}"));
-        log::info!("{line}");
-        line
+        let lines = tokio::task::spawn_blocking(move || {
+            flushes.iter().map(|f| f.run()).collect::<Vec<String>>()
+        })
+        .await
+        .unwrap_or_else(|e| vec![format!("conntrack flush failed: {e}")]);
+        for line in &lines {
+            log::info!("{line}");
+        }
+        lines
     }))
 }
 
@@ -357,7 +395,11 @@ impl Reply {
     }
 }
 
-async fn handle(ctl: &mut Controller, request: Request) -> Reply {
+async fn handle(
+    ctl: &mut Controller,
+    request: Request,
+    listed: &mpsc::UnboundedSender<Listed>,
+) -> Reply {
     match request {
         Request::Status => Reply::Now(match serde_json::to_value(ctl.status().await) {
             Ok(body) => Response::ok(body),
@@ -375,11 +417,12 @@ async fn handle(ctl: &mut Controller, request: Request) -> Reply {
                         Some(r) => r.to_string(),
                         None => format!("{name}: no change in where traffic goes"),
                     };
-                    match after_failover(ctl, report).await {
+                    after_failover(ctl, report, listed);
+                    match flush_connections(ctl) {
                         // Answered once the flush is done, without holding the event loop.
                         Some(flush) => Reply::Later(tokio::spawn(async move {
                             let flushed = flush.await.unwrap_or_default();
-                            let message = format!("{message}; {flushed}");
+                            let message = format!("{message}; {}", flushed.join("; "));
                             Response::ok(serde_json::json!({ "message": message }))
                         })),
                         None => Reply::Now(Response::ok(serde_json::json!({ "message": message }))),

@@ -32,7 +32,7 @@ use aya_log::EbpfLogger;
 
 pub use desired::{Desired, Step, desired};
 pub use gateways::{Hooked, Resolved};
-pub use report::{ApplyReport, FailoverReport, Flush};
+pub use report::{ApplyReport, FailoverReport, FlowsBack, Flush};
 pub use teardown::{Teardown, TeardownError, teardown};
 
 use crate::{
@@ -179,6 +179,8 @@ pub struct Controller {
     /// Prefixes per rule id, counted after each sync: a status (a metrics scrape) must not
     /// walk a million prefixes.
     prefix_counts: HashMap<u32, usize>,
+    /// Flushes failovers asked for, not yet taken by the daemon ([`Controller::take_flushes`]).
+    flushes: Vec<Flush>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -232,6 +234,7 @@ impl Controller {
             gateways: BTreeMap::new(),
             hooked: Hooked::new(),
             prefix_counts: HashMap::new(),
+            flushes: Vec::new(),
         };
         let mut report = ctl.apply(config, true, None).await?;
         report
@@ -390,10 +393,10 @@ impl Controller {
         routing_lines(why, &report, started)
     }
 
-    /// After WAN `recovered` came back: cuts the flows of policies with `failback = "move"`
-    /// that a failover had put on another WAN, so they start over on it. Their connection
-    /// entries are listed and deleted off the event loop.
-    pub async fn move_flows_back(&self, recovered: &str) -> Option<ReportLine> {
+    /// After WAN `recovered` came back: the listing of connections that policies with
+    /// `failback = "move"` may want back on it, for the caller to run off the event loop and
+    /// hand to [`Controller::flows_to_move`]. `None` when no policy moves flows back.
+    pub fn flows_back(&self, recovered: &str) -> Option<FlowsBack> {
         let wanted = self
             .config
             .policies
@@ -402,26 +405,22 @@ impl Controller {
         if !wanted {
             return None;
         }
-        let mask = self.config.general.mark_mask;
-        let marks: Vec<u32> = self
-            .config
-            .wans
-            .iter()
-            .filter(|w| w.name != recovered)
-            .map(|w| w.mark)
-            .collect();
-        let listed = tokio::task::spawn_blocking(move || {
-            marks
+        Some(FlowsBack {
+            recovered: recovered.to_owned(),
+            mask: self.config.general.mark_mask,
+            marks: self
+                .config
+                .wans
                 .iter()
-                .map(|m| conntrack::connections(*m, mask))
-                .collect::<Result<Vec<_>, _>>()
+                .filter(|w| w.name != recovered)
+                .map(|w| w.mark)
+                .collect(),
         })
-        .await;
-        let conns = match listed {
-            Ok(Ok(lists)) => lists.into_iter().flatten(),
-            Ok(Err(e)) => return Some(ReportLine::error(format!("moving flows back: {e}"))),
-            Err(e) => return Some(ReportLine::error(format!("moving flows back: {e}"))),
-        };
+    }
+
+    /// Of the listed connections, those whose policy now sends them elsewhere than the WAN they
+    /// are on: to be cut, so they start over on their policy's WAN.
+    pub fn flows_to_move(&self, listed: Vec<conntrack::Connection>) -> Vec<conntrack::Connection> {
         let (table, _) = self.live_table();
         let verdicts = failback::Verdicts {
             config: &self.config,
@@ -430,20 +429,10 @@ impl Controller {
             local: self.dp.local(),
             table: &table,
         };
-        let moving: Vec<conntrack::Connection> =
-            conns.filter(|c| verdicts.should_move(c)).collect();
-        let found = moving.len();
-        let cut = tokio::task::spawn_blocking(move || {
-            moving
-                .iter()
-                .filter(|c| conntrack::delete(c).is_ok())
-                .count()
-        })
-        .await
-        .unwrap_or(0);
-        Some(ReportLine::info(format!(
-            "{recovered} back: {cut} of {found} flows of policies with failback = \"move\" cut, so they start over on their policy's WAN"
-        )))
+        listed
+            .into_iter()
+            .filter(|c| verdicts.should_move(c))
+            .collect()
     }
 
     /// Reads the system (interfaces, default routes, local and main tables) and follows it:
@@ -651,7 +640,7 @@ impl Controller {
                 (before != now).then(|| (p.clone(), before.to_string(), now.to_string()))
             })
             .collect();
-        let mut report = FailoverReport {
+        let report = FailoverReport {
             wan,
             families,
             up: transition.up,
@@ -661,10 +650,10 @@ impl Controller {
             switch,
             flip: flip.as_ref().ok().copied().flatten(),
             error: flip.err().map(|e| e.to_string()),
-            flush: None,
         };
         if !transition.up {
-            report.flush = self.flush_of(&report.wan, &report.families);
+            self.flushes
+                .extend(self.flush_of(&report.wan, &report.families));
         }
         self.policy_dirty = report.error.is_some();
         if !self.policy_dirty {
@@ -674,8 +663,13 @@ impl Controller {
         report
     }
 
-    /// The conntrack flush of `families` carrying `wan`'s mark, for the caller to run off the
-    /// event loop.
+    /// The conntrack flushes failovers asked for since the last call: the caller runs them off
+    /// the event loop (the kernel walks its whole conntrack table to delete by mark).
+    pub fn take_flushes(&mut self) -> Vec<Flush> {
+        std::mem::take(&mut self.flushes)
+    }
+
+    /// The conntrack flush of `families` carrying `wan`'s mark.
     fn flush_of(&self, wan: &str, families: &[Family]) -> Option<Flush> {
         let w = self.config.wan(wan)?;
         Some(Flush {

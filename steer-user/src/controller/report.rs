@@ -104,9 +104,6 @@ pub struct FailoverReport {
     pub flip: Option<(u32, u32)>,
     /// Writing the new policy table failed: the old one stays live (retried).
     pub error: Option<String>,
-    /// The WAN's connections to cut (on down): run off the event loop, since the kernel walks
-    /// the whole conntrack table to do it.
-    pub flush: Option<Flush>,
 }
 
 /// Deleting the conntrack entries of one WAN's mark after it went down.
@@ -116,6 +113,44 @@ pub struct Flush {
     pub mark: u32,
     pub mask: u32,
     pub families: Vec<Family>,
+}
+
+/// Listing the connections a recovered WAN may want back (`failback = "move"`), and cutting
+/// those [`super::Controller::flows_to_move`] picks: blocking conntrack work for a background
+/// thread.
+#[derive(Clone, Debug)]
+pub struct FlowsBack {
+    pub recovered: String,
+    pub mask: u32,
+    /// The marks of the other WANs.
+    pub marks: Vec<u32>,
+}
+
+impl FlowsBack {
+    /// The connections carrying the other WANs' marks.
+    pub fn list(
+        &self,
+    ) -> Result<Vec<crate::conntrack::Connection>, crate::conntrack::ConntrackError> {
+        let mut all = Vec::new();
+        for mark in &self.marks {
+            all.extend(crate::conntrack::connections(*mark, self.mask)?);
+        }
+        Ok(all)
+    }
+
+    /// Deletes `moving` and says so.
+    pub fn cut(&self, moving: &[crate::conntrack::Connection]) -> String {
+        let cut = moving
+            .iter()
+            .filter(|c| crate::conntrack::delete(c).is_ok())
+            .count();
+        format!(
+            "{} back: {cut} of {} flows of policies with failback = \"move\" cut, so they start \
+             over on their policy's WAN",
+            self.recovered,
+            moving.len()
+        )
+    }
 }
 
 impl Flush {
