@@ -440,8 +440,9 @@ impl Controller {
     /// gateway appears or goes is failed over like a WAN that comes up or goes down. Call after
     /// every routing change. A failure to read keeps the last state.
     pub async fn refresh_system(&mut self) -> Vec<ReportLine> {
-        let config = self.config.clone();
-        let changes = match self.observe(&config).await {
+        // Not the whole configuration: its sets may hold a million prefixes.
+        let (wans, general) = (self.config.wans.clone(), self.config.general.clone());
+        let changes = match self.observe(&wans, &general).await {
             Ok(changes) => changes,
             Err(line) => return vec![line],
         };
@@ -462,18 +463,21 @@ impl Controller {
         lines
     }
 
-    /// Reads the system and updates the local destinations and the gateways of `config` (the
-    /// running one, or the one about to be applied); says what changed, and which WAN families
-    /// became usable or unusable by it.
-    async fn observe(&mut self, config: &Config) -> Result<Observed, ReportLine> {
-        let tables: Vec<u32> = config.wans.iter().map(|w| w.table).collect();
+    /// Reads the system and updates the local destinations and the gateways of `wans` (the
+    /// running configuration's, or those of one about to be applied); says what changed, and
+    /// which WAN families became usable or unusable by it.
+    async fn observe(
+        &mut self,
+        wans: &[config::Wan],
+        general: &config::General,
+    ) -> Result<Observed, ReportLine> {
+        let tables: Vec<u32> = wans.iter().map(|w| w.table).collect();
         let system = self.routing.system(&tables).await.map_err(|e| {
             ReportLine::error(format!(
                 "{e}; local destinations and gateways stay as they were"
             ))
         })?;
         let mut seen = Observed::default();
-        let general = &config.general;
         let want = local_set(general.local, system.local.clone(), &general.local_prefixes);
         let synced = self.dp.sync_local(&want);
         // The router's own subnets are never learned from DNS answers (rebinding protection).
@@ -490,7 +494,7 @@ impl Controller {
         }
         let now = Instant::now();
         let mut gateways = BTreeMap::new();
-        for wan in &config.wans {
+        for wan in wans {
             for family in Family::ALL {
                 let resolved = gateways::resolve(wan, family, &system, &self.hooked);
                 let key = (wan.name.clone(), family);
@@ -699,7 +703,7 @@ impl Controller {
         let mut report = ApplyReport::default();
         // Gateways and local destinations first: which WAN families are usable decides the
         // policy table. A family whose gateway changes here is written by the sync below.
-        match self.observe(&config).await {
+        match self.observe(&config.wans, &config.general).await {
             Ok(seen) => report.notes.extend(seen.lines),
             Err(line) => report.notes.push(line),
         }
