@@ -75,15 +75,17 @@ struct Probers {
 }
 
 impl Probers {
-    fn sync(&mut self, config: &Config) {
+    /// Probes the WANs of the running configuration, except those VRRP holds down.
+    fn sync(&mut self, ctl: &Controller) {
+        let config = ctl.config();
         self.tasks.retain(|name, (_, _, task)| {
-            let keep = config.wan(name).is_some();
+            let keep = config.wan(name).is_some() && ctl.vrrp_probed(name);
             if !keep {
                 task.abort();
             }
             keep
         });
-        for wan in &config.wans {
+        for wan in config.wans.iter().filter(|w| ctl.vrrp_probed(&w.name)) {
             let spec = ProbeSpec::from_wan(wan);
             let interval = Duration::from_millis(u64::from(wan.track.interval_ms));
             let same = self
@@ -121,13 +123,15 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut events = routing::watch()?;
     let (mut ctl, report) = Controller::start(config).await?;
     log_lines("", &report.lines());
+    let (vrrp_tx, mut vrrp_events) = mpsc::unbounded_channel();
+    log_lines("", &ctl.vrrp_start(vrrp_tx).await);
 
     let (round_tx, mut rounds) = mpsc::channel::<(String, Round)>(64);
     let mut probers = Probers {
         tasks: BTreeMap::new(),
         tx: round_tx,
     };
-    probers.sync(ctl.config());
+    probers.sync(&ctl);
 
     let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
     let metrics = match ctl.config().control.metrics {
@@ -163,6 +167,10 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         };
         tokio::select! {
+            Some(event) = vrrp_events.recv() => {
+                log_lines("", &ctl.vrrp_event(event).await);
+                probers.sync(&ctl);
+            }
             Some((wan, round)) = rounds.recv() => {
                 let failover = ctl.probe_round(&wan, &round);
                 after_failover(&mut ctl, failover).await;
@@ -190,6 +198,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
                 log_lines("", &ctl.reconcile_routing("netlink event").await);
             }
             _ = periodic.tick() => {
+                log_lines("", &ctl.vrrp_tick());
                 log_lines("", ctl.retry_pending().iter());
                 log_lines("", ctl.refresh_local().await.iter());
                 log_lines("", &ctl.reconcile_routing("periodic check").await);
@@ -216,6 +225,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         }
     };
+    log_lines("", &ctl.vrrp_shutdown().await);
     drop(probers);
     drop(kernel_log);
     if let Some(task) = metrics {
@@ -316,7 +326,8 @@ async fn reload(ctl: &mut Controller, probers: &mut Probers) -> Result<Vec<Repor
     let report = ctl.reload(next).await.map_err(|e| refused(&e))?;
     let lines = report.lines();
     log_lines("reload: ", &lines);
-    probers.sync(ctl.config());
+    log_lines("reload: ", &ctl.vrrp_sync().await);
+    probers.sync(ctl);
     Ok(lines)
 }
 

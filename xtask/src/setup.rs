@@ -19,7 +19,9 @@ use crate::{
 
 /// Debian packages the tests and the demo use: iproute2 (ip, tc), nftables (NAT in the lab),
 /// conntrack (checking flushed flows), iputils-ping and procps (sysctl), bpftool and tcpdump
-/// (looking at what the kernel holds when something goes wrong).
+/// (looking at what the kernel holds when something goes wrong); the HA tests' real peers:
+/// keepalived (VRRP interop, the keepalived engine), bird2 (OSPF for the routed VIP),
+/// conntrackd (connections across a failover).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -28,6 +30,9 @@ const PACKAGES: &[&str] = &[
     "procps",
     "bpftool",
     "tcpdump",
+    "keepalived",
+    "bird2",
+    "conntrackd",
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM.

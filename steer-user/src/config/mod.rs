@@ -37,6 +37,7 @@ mod targets;
 #[cfg(test)]
 mod testing;
 mod track;
+mod vrrp;
 mod wan;
 
 use std::{
@@ -49,6 +50,7 @@ use std::{
 pub use diag::{ConfigErrors, Diagnostic};
 pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
 pub use names::{ifname_problem, normalize_domain, valid_name};
+pub use vrrp::{AllWansDown, Checksum, Engine, Follow, Speaker, Vip, Vrrp, VrrpWan};
 
 pub use crate::model::{Capacity, LocalScope};
 use crate::{model::Direction, prefix::Prefix};
@@ -76,6 +78,8 @@ pub struct Config {
     /// The policy for traffic that no set matches; `None` leaves it unmarked (main table).
     pub default: Option<DefaultRule>,
     pub control: Control,
+    /// The HA pair's virtual routers (`[[vrrp]]`); empty = no HA.
+    pub vrrp: Vec<Vrrp>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -17,6 +17,7 @@ use super::{
     policy::{self, RawPolicy},
     schema::{Field, S},
     set::{self, RawSet},
+    vrrp::{self, RawVrrp},
     wan::{self, RawWan},
 };
 
@@ -27,6 +28,7 @@ pub(super) const ROOT: &[Field] = &[
     set::FIELD,
     default::FIELD,
     control::FIELD,
+    vrrp::FIELD,
 ];
 
 /// The file as written, by section.
@@ -38,6 +40,7 @@ pub(super) struct RawRoot {
     pub set: Option<S<Vec<S<RawSet>>>>,
     pub default: Option<S<RawDefault>>,
     pub control: Option<S<RawControl>>,
+    pub vrrp: Option<S<Vec<S<RawVrrp>>>>,
 }
 
 /// The whole configuration in `text`, read from `path`.
@@ -49,6 +52,7 @@ fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
     let general_span = raw.general.as_ref().map_or(0..0, |g| g.span());
     let general = general::build(cx, raw.general);
     let wans = wan::build(cx, raw.wan, &general);
+    let vrrp = vrrp::build(cx, raw.vrrp, &wan::defined(&wans));
     let policies = policy::build(cx, raw.policy, &wan::defined(&wans));
     let policy_names = policy::defined(&policies);
     let sets = set::build(cx, raw.set, &policy_names, &general, &general_span);
@@ -62,5 +66,6 @@ fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
         sets,
         default,
         control,
+        vrrp,
     }
 }

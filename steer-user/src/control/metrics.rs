@@ -178,6 +178,7 @@ pub fn render(s: &Status) -> String {
         "Whether the routing rules and tables are as desired.",
         vec![(String::new(), u8::from(s.routing.in_sync).to_string())],
     );
+    out.push_str(&crate::vrrp::metrics::render(&s.vrrp));
     out
 }
 

@@ -17,6 +17,7 @@ pub mod desired;
 mod failback;
 mod report;
 pub mod teardown;
+mod vrrp;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -37,7 +38,7 @@ use crate::{
     health::{Health, Override, UnknownWan, Verdict, probe::Round},
     model::{NameIds, Rule, local_set},
     policy::Outcome,
-    routing::{self, ReconcileReport, Routing, RoutingError},
+    routing::{ReconcileReport, Routing, RoutingError},
     status::{
         LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine, SetStatus, ShareStatus,
         Status, WanState, WanStatus,
@@ -77,6 +78,8 @@ pub struct Controller {
     /// The policy table in the kernel is behind the WAN states (a failover's write failed):
     /// retried on every event until it succeeds.
     policy_dirty: bool,
+    /// VRRP: roles, the WANs mastership gates, the speakers ([`vrrp`]).
+    vrrp: vrrp::VrrpCtl,
 }
 
 impl std::fmt::Debug for Controller {
@@ -123,6 +126,7 @@ impl Controller {
             health,
             last_failover: None,
             policy_dirty: false,
+            vrrp: vrrp::VrrpCtl::default(),
         };
         let mut report = ctl.apply(config, true).await?;
         report
@@ -154,6 +158,7 @@ impl Controller {
 
     /// The carrier of an interface changed (netlink). Returns the failover it caused, if any.
     pub fn carrier(&mut self, interface: &str, carrier: bool) -> Option<FailoverReport> {
+        self.vrrp_link(interface, carrier);
         let verdict = self.health.carrier(interface, carrier, Instant::now())?;
         Some(self.fail_over(verdict))
     }
@@ -225,10 +230,7 @@ impl Controller {
     /// names the occasion in the report lines.
     pub async fn reconcile_routing(&self, why: &str) -> Vec<ReportLine> {
         let started = Instant::now();
-        let report = self
-            .routing
-            .reconcile(&routing::desired(&self.config))
-            .await;
+        let report = self.routing.reconcile(&self.routing_desired()).await;
         routing_lines(why, &report, started)
     }
 
@@ -391,7 +393,7 @@ impl Controller {
             error: flip.err().map(|e| e.to_string()),
             flushed: None,
         };
-        if !transition.up {
+        if !transition.up && !self.vrrp_keeps_connections(&report.wan) {
             report.flushed = self.flush_connections(&report.wan);
         }
         self.policy_dirty = report.error.is_some();
@@ -399,6 +401,7 @@ impl Controller {
             self.outcomes = outcomes;
         }
         self.last_failover = Some((Instant::now(), report.clone()));
+        self.vrrp_reweigh();
         report
     }
 
@@ -603,7 +606,7 @@ impl Controller {
                 })
                 .collect(),
             sets,
-            routing: self.routing.status(&routing::desired(&self.config)).await,
+            routing: self.routing.status(&self.routing_desired()).await,
             last_failover: self.last_failover.as_ref().map(|(at, r)| LastFailover {
                 seconds_ago: at.elapsed().as_secs(),
                 line: r.to_string(),
@@ -612,6 +615,7 @@ impl Controller {
                 seconds_ago: at.elapsed().as_secs(),
                 changes: r.lines(),
             }),
+            vrrp: self.vrrp_status(),
         }
     }
 

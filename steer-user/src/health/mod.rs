@@ -90,6 +90,34 @@ impl Health {
         Some(verdict(wan, transition))
     }
 
+    /// Starts `wan`'s tracking afresh, as at start: with carrier it is up until probes say
+    /// otherwise, without it down (VRRP brings master-only WANs up and down). A manual override
+    /// stays. Reports the change of the effective state, with `cause`.
+    pub fn restart(
+        &mut self,
+        wan: &Wan,
+        carrier: bool,
+        cause: &str,
+        now: Instant,
+    ) -> Option<Verdict> {
+        let t = self.wans.get_mut(&wan.name)?;
+        let before = t.tracker.up();
+        let manual = t.tracker.manual();
+        t.tracker = Tracker::new(wan.track.clone(), carrier, now);
+        t.tracker.set_manual(manual, now);
+        let up = t.tracker.up();
+        (up != before).then(|| {
+            verdict(
+                &wan.name,
+                Transition {
+                    up,
+                    cause: cause.to_owned(),
+                    detection: None,
+                },
+            )
+        })
+    }
+
     /// `steer wan NAME up|down|auto`.
     pub fn set_manual(
         &mut self,

@@ -1,0 +1,186 @@
+//! Telling the link where addresses live now: gratuitous ARP (IPv4) and unsolicited neighbour
+//! advertisements (IPv6, override flag set), sent with the interface's own MAC address (no
+//! virtual MAC, as keepalived does by default). Hosts and switches update their tables at once
+//! instead of waiting for entries to expire.
+
+use std::{
+    io, mem,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd,
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::socket::ifindex;
+
+/// Copies of each announcement sent at once.
+pub const REPEAT: usize = 3;
+
+const ETH_P_ARP: u16 = 0x0806;
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+/// The MAC address of `interface`, if it has an Ethernet-like one.
+pub fn mac(interface: &str) -> io::Result<[u8; 6]> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+    // SAFETY: a zeroed ifreq is valid; the name is copied within its bounds (IFNAMSIZ - 1).
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    for (d, c) in req
+        .ifr_name
+        .iter_mut()
+        .zip(interface.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = c as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR fills the ifreq we own.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFHWADDR set the hwaddr member of the union.
+    let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
+    if i32::from(hw.sa_family) != i32::from(libc::ARPHRD_ETHER) {
+        return Err(io::Error::other(format!(
+            "{interface} has no Ethernet address"
+        )));
+    }
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(hw.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    Ok(mac)
+}
+
+/// Announces `addrs` on `interface` ([`REPEAT`] times each); returns how many packets went out.
+pub fn announce(interface: &str, addrs: &[IpAddr]) -> Result<usize, String> {
+    let mac = mac(interface).map_err(|e| format!("{interface}: {e}"))?;
+    let index = ifindex(interface).map_err(|e| format!("{interface}: {e}"))?;
+    let v4: Vec<Ipv4Addr> = addrs
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(a) => Some(*a),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let v6: Vec<Ipv6Addr> = addrs
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V6(a) => Some(*a),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    let mut sent = 0;
+    if !v4.is_empty() {
+        sent += gratuitous_arp(index, mac, &v4)
+            .map_err(|e| format!("gratuitous ARP on {interface}: {e}"))?;
+    }
+    if !v6.is_empty() {
+        sent += unsolicited_na(interface, index, mac, &v6)
+            .map_err(|e| format!("neighbour advertisement on {interface}: {e}"))?;
+    }
+    Ok(sent)
+}
+
+/// The 28-byte ARP request that announces `addr` at `mac` (sender = target = `addr`).
+pub fn garp_frame(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 28] {
+    let mut p = [0u8; 28];
+    p[0..2].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
+    p[2..4].copy_from_slice(&0x0800u16.to_be_bytes()); // IPv4
+    p[4] = 6;
+    p[5] = 4;
+    p[6..8].copy_from_slice(&1u16.to_be_bytes()); // request
+    p[8..14].copy_from_slice(&mac);
+    p[14..18].copy_from_slice(&addr.octets());
+    p[24..28].copy_from_slice(&addr.octets());
+    p
+}
+
+fn gratuitous_arp(index: u32, mac: [u8; 6], addrs: &[Ipv4Addr]) -> io::Result<usize> {
+    let proto = i32::from(ETH_P_ARP.to_be());
+    let s = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(proto)))?;
+    // SAFETY: a zeroed sockaddr_ll is valid; the fields set below are plain integers.
+    let mut to: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = ETH_P_ARP.to_be();
+    to.sll_ifindex = index as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    let mut sent = 0;
+    for _ in 0..REPEAT {
+        for a in addrs {
+            let frame = garp_frame(mac, *a);
+            // SAFETY: sendto with a buffer and a sockaddr_ll we own, with their sizes.
+            let rc = unsafe {
+                libc::sendto(
+                    s.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&to as *const libc::sockaddr_ll).cast(),
+                    mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
+
+/// An unsolicited neighbour advertisement of `target` at `mac`: router and override flags set,
+/// solicited clear, with the target link-layer address option (the kernel fills the checksum).
+pub fn na_message(mac: [u8; 6], target: Ipv6Addr) -> [u8; 32] {
+    let mut p = [0u8; 32];
+    p[0] = 136;
+    p[4] = 0xa0; // R | O
+    p[8..24].copy_from_slice(&target.octets());
+    p[24] = 2; // target link-layer address
+    p[25] = 1;
+    p[26..32].copy_from_slice(&mac);
+    p
+}
+
+fn unsolicited_na(
+    interface: &str,
+    index: u32,
+    mac: [u8; 6],
+    addrs: &[Ipv6Addr],
+) -> io::Result<usize> {
+    let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+    s.bind_device(Some(interface.as_bytes()))?;
+    s.set_multicast_if_v6(index)?;
+    s.set_multicast_hops_v6(255)?;
+    s.set_multicast_loop_v6(false)?;
+    let to = socket2::SockAddr::from(std::net::SocketAddrV6::new(ALL_NODES, 0, 0, index));
+    let mut sent = 0;
+    for _ in 0..REPEAT {
+        for a in addrs {
+            s.send_to(&na_message(mac, *a), &to)?;
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gratuitous_arp_names_the_address_as_sender_and_target() {
+        let f = garp_frame([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 10, 0, 1));
+        assert_eq!(f[6..8], [0, 1], "request");
+        assert_eq!(f[8..14], [2, 0, 0, 0, 0, 1]);
+        assert_eq!(f[14..18], [10, 10, 0, 1]);
+        assert_eq!(f[24..28], [10, 10, 0, 1]);
+    }
+
+    #[test]
+    fn an_unsolicited_na_overrides_and_is_not_solicited() {
+        let m = na_message([2, 0, 0, 0, 0, 1], "fd10::1".parse().unwrap());
+        assert_eq!((m[0], m[1]), (136, 0));
+        assert_eq!(m[4] & 0x40, 0, "solicited flag clear");
+        assert_eq!(m[4] & 0x20, 0x20, "override flag set");
+        assert_eq!(m[24..26], [2, 1]);
+    }
+}
