@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod classifier;
 pub mod daemon;
+pub mod ha;
 pub mod lab;
 pub mod netns;
 pub mod rng;

@@ -590,7 +590,7 @@ fn veth_batch_line(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> String {
 
 /// `ip -batch -` in the host namespace; only for commands that create devices directly in
 /// other namespaces.
-fn host_ip_batch(what: &str, batch: &str) {
+pub fn host_ip_batch(what: &str, batch: &str) {
     use std::io::Write;
     let mut child = Command::new("ip")
         .args(["-batch", "-"])
@@ -616,7 +616,7 @@ fn host_ip_batch(what: &str, batch: &str) {
 
 /// Pings every target from `ns` in parallel until each answers once or `within` passes;
 /// returns the targets that never answered.
-fn ping_all(ns: &Netns, targets: &[&str], within: Duration) -> Vec<String> {
+pub fn ping_all(ns: &Netns, targets: &[&str], within: Duration) -> Vec<String> {
     let secs = within.as_secs().max(1);
     let script: String = targets
         .iter()
