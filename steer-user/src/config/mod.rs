@@ -449,6 +449,24 @@ mod tests {
             ("up_after", format!("`{}`", Track::DEFAULT_UP_AFTER)),
             ("loss_window", format!("`{}`", Track::DEFAULT_LOSS_WINDOW)),
             ("socket", format!("`\"{DEFAULT_SOCKET}\"`")),
+            ("engine", "`\"steer\"`".to_owned()),
+            ("priority", format!("`{}`", Vrrp::DEFAULT_PRIORITY)),
+            (
+                "advert_interval_ms",
+                format!("`{}`", Vrrp::DEFAULT_ADVERT_INTERVAL_MS),
+            ),
+            ("preempt", "`true`".to_owned()),
+            ("preempt_delay_ms", "`0`".to_owned()),
+            (
+                "checksum",
+                format!("`\"{}\"`", Checksum::default().as_str()),
+            ),
+            ("all_wans_down", "`\"fault\"`".to_owned()),
+            (
+                "step_timeout_ms",
+                format!("`{}`", Vrrp::DEFAULT_STEP_TIMEOUT_MS),
+            ),
+            ("master_only", "`false`".to_owned()),
         ];
         for (key, value) in expected {
             assert_eq!(documented_default(&doc, key), value, "default of `{key}`");

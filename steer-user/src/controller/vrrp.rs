@@ -51,6 +51,9 @@ pub const STEP_FAULT_HOLD: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub(super) struct VrrpCtl {
     engines: Option<Engines>,
+    announcer: announce::Announcer,
+    /// Interface -> the task announcing its addresses again (aborted when they are given up).
+    again: BTreeMap<String, tokio::task::JoinHandle<()>>,
     nl: Option<Netlink>,
     board: Board,
     roles: BTreeMap<String, Role>,
@@ -125,7 +128,7 @@ impl Controller {
             .iter()
             .filter(|(_, r)| r.state == State::Master)
             .map(|(n, _)| n.clone())
-            .filter(|n| self.config.vrrp.iter().all(|v| v.name != *n) || self.vrrp_changed(n))
+            .filter(|n| self.vrrp_changed(n))
             .collect();
         for name in leaving {
             lines.extend(self.leave(&name, State::Initialize).await);
@@ -133,6 +136,13 @@ impl Controller {
         let names: Vec<String> = self.config.vrrp.iter().map(|v| v.name.clone()).collect();
         self.vrrp.roles.retain(|n, _| names.contains(n));
         lines.extend(self.settle().await);
+        // A master that stays one may have gained master-only WANs.
+        for v in self.config.vrrp.clone() {
+            let role = self.vrrp.roles.get(&v.name);
+            if role.is_some_and(|r| r.state == State::Master && r.wans_clear) {
+                lines.extend(self.raise_wans(&v).await);
+            }
+        }
         self.vrrp.told.clear();
         let config = self.config.vrrp.clone();
         let priorities: BTreeMap<String, u8> = config
@@ -150,11 +160,15 @@ impl Controller {
         lines
     }
 
-    /// Whether instance `name` runs with another configuration than the one now loaded.
+    /// Whether instance `name` must restart for the configuration now loaded (it is gone, or
+    /// what it puts on the wire changed).
     fn vrrp_changed(&self, name: &str) -> bool {
         let now = self.config.vrrp.iter().find(|v| v.name == name);
         let before = self.vrrp.running.iter().find(|v| v.name == name);
-        now != before
+        match (before, now) {
+            (Some(b), Some(n)) => speaker::restarts(b, n),
+            _ => true,
+        }
     }
 
     /// Makes the kernel match "not master" for every instance that is not: addresses removed,
@@ -189,6 +203,7 @@ impl Controller {
                 why,
                 master,
                 priority,
+                at,
             } => {
                 let Some(v) = self.vrrp_instance(&instance) else {
                     return lines;
@@ -197,7 +212,7 @@ impl Controller {
                 let before = role.state;
                 *role = Role {
                     state,
-                    since: Instant::now(),
+                    since: at,
                     why: why.clone(),
                     master,
                     priority,
@@ -350,15 +365,25 @@ impl Controller {
                 }
             }
             if self.vrrp.told.contains_key(&v.name) {
-                log::info!(
-                    "vrrp {}: priority {}{}",
-                    v.name,
-                    w.why,
-                    fault
-                        .as_deref()
-                        .map(|f| format!("; fault: {f}"))
-                        .unwrap_or_default()
-                );
+                let fault_words = fault
+                    .as_deref()
+                    .map(|f| format!("; fault: {f}"))
+                    .unwrap_or_default();
+                match v.engine {
+                    Engine::Steer(_) => {
+                        log::info!("vrrp {}: priority {}{fault_words}", v.name, w.why);
+                    }
+                    Engine::Keepalived(_) => log::info!(
+                        "vrrp {}: track file {} (weights of the WANs down: {}){fault_words}",
+                        v.name,
+                        if fault.is_some() {
+                            254
+                        } else {
+                            w.track_value()
+                        },
+                        w.penalty
+                    ),
+                }
             }
             self.vrrp.told.insert(v.name.clone(), told);
         }
@@ -503,7 +528,6 @@ impl Controller {
     }
 
     async fn take_over(&mut self, v: &Vrrp) -> Vec<ReportLine> {
-        let started = Instant::now();
         let mut lines = Vec::new();
         if let Some(conf) = &v.conntrackd {
             lines.extend(
@@ -529,11 +553,11 @@ impl Controller {
                 }
             }
             lines.push(ReportLine::info(format!(
-                "vrrp {}: {} virtual address(es) on {} in {:.1} ms",
+                "vrrp {}: {} virtual address(es) on {}, {:.1} ms after becoming master",
                 v.name,
                 s.vips.len(),
                 s.vip_interface(),
-                started.elapsed().as_secs_f64() * 1e3
+                self.since_master(&v.name)
             )));
             lines.extend(self.announce_vips(v, "after taking over"));
         } else if let Some(r) = self.vrrp.roles.get_mut(&v.name) {
@@ -548,7 +572,7 @@ impl Controller {
 
     /// Announces the instance's addresses on its interface (not on a routed VIP's holder: no
     /// host lives there).
-    fn announce_vips(&self, v: &Vrrp, when: &str) -> Vec<ReportLine> {
+    fn announce_vips(&mut self, v: &Vrrp, when: &str) -> Vec<ReportLine> {
         let Some(s) = v.speaker() else {
             return Vec::new();
         };
@@ -556,13 +580,16 @@ impl Controller {
             return Vec::new();
         }
         let addrs: Vec<IpAddr> = s.vips.iter().map(|v| v.addr).collect();
-        vec![match announce::announce(&s.interface, &addrs) {
-            Ok(n) => ReportLine::info(format!(
-                "vrrp {}: addresses announced {when} ({n} packets on {})",
-                v.name, s.interface
-            )),
-            Err(e) => ReportLine::warning(format!("vrrp {}: announcing failed: {e}", v.name)),
-        }]
+        self.announce_again(&s.interface, addrs.clone(), None);
+        vec![
+            match self.vrrp.announcer.announce(&s.interface, &addrs, None) {
+                Ok(n) => ReportLine::info(format!(
+                    "vrrp {}: addresses announced {when} ({n} packets on {})",
+                    v.name, s.interface
+                )),
+                Err(e) => ReportLine::warning(format!("vrrp {}: announcing failed: {e}", v.name)),
+            },
+        ]
     }
 
     async fn raise_wans(&mut self, v: &Vrrp) -> Vec<ReportLine> {
@@ -604,7 +631,12 @@ impl Controller {
                     let announced = if addrs.is_empty() {
                         String::new()
                     } else {
-                        match announce::announce(&wan.interface, &addrs) {
+                        self.announce_again(&wan.interface, addrs.clone(), wan.gateway);
+                        match self
+                            .vrrp
+                            .announcer
+                            .announce(&wan.interface, &addrs, wan.gateway)
+                        {
                             Ok(_) => ", its addresses announced".into(),
                             Err(e) => format!(" (announcing its addresses failed: {e})"),
                         }
@@ -654,9 +686,22 @@ impl Controller {
                     .iter()
                     .map(|f| ReportLine::error(format!("vrrp {}: routing: {f}", v.name))),
             );
+            lines.push(ReportLine::info(format!(
+                "vrrp {}: master-only WANs up and steered, {:.1} ms after becoming master",
+                v.name,
+                self.since_master(&v.name)
+            )));
             lines.extend(self.refresh_local().await);
         }
         lines
+    }
+
+    /// Milliseconds since instance `name` last changed state.
+    fn since_master(&self, name: &str) -> f64 {
+        self.vrrp
+            .roles
+            .get(name)
+            .map_or(0.0, |r| r.since.elapsed().as_secs_f64() * 1e3)
     }
 
     /// Leaving MASTER for `to`: WANs down first, then the addresses, then conntrackd.
@@ -707,6 +752,7 @@ impl Controller {
         }
         self.vrrp.raised.remove(&w.wan);
         self.vrrp.failed.remove(&w.wan);
+        self.stop_announcing(&wan.interface);
         self.vrrp.handing_over = Some(w.wan.clone());
         if let Some(verdict) = self.health.restart(&wan, false, cause, Instant::now()) {
             lines.push(self.fail_over(verdict).line());
@@ -760,10 +806,31 @@ impl Controller {
         }]
     }
 
-    async fn remove_vips(&self, v: &Vrrp) -> Vec<ReportLine> {
-        let (Some(s), Some(nl)) = (v.speaker(), &self.vrrp.nl) else {
+    /// Announces `addrs` on `interface` again a few times ([`announce::AGAIN`]), asking for
+    /// `gateway` too.
+    fn announce_again(
+        &mut self,
+        interface: &str,
+        addrs: Vec<IpAddr>,
+        gateway: Option<std::net::Ipv4Addr>,
+    ) {
+        let task = announce::announce_later(interface.to_owned(), addrs, gateway);
+        if let Some(old) = self.vrrp.again.insert(interface.to_owned(), task) {
+            old.abort();
+        }
+    }
+
+    fn stop_announcing(&mut self, interface: &str) {
+        if let Some(task) = self.vrrp.again.remove(interface) {
+            task.abort();
+        }
+    }
+
+    async fn remove_vips(&mut self, v: &Vrrp) -> Vec<ReportLine> {
+        let (Some(s), Some(nl)) = (v.speaker(), self.vrrp.nl.clone()) else {
             return Vec::new();
         };
+        self.stop_announcing(&s.interface);
         let mut removed = 0;
         let mut lines = Vec::new();
         for vip in &s.vips {

@@ -7,6 +7,7 @@ use std::{
     io, mem,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd,
+    time::Duration,
 };
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -15,6 +16,36 @@ use super::socket::ifindex;
 
 /// Copies of each announcement sent at once.
 pub const REPEAT: usize = 3;
+/// When the announcements are sent again after the first burst: a bridge or switch port that
+/// has only just seen the link come up (a WAN brought up a moment ago) drops what came before
+/// it noticed.
+pub const AGAIN: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+];
+
+/// Announces `addrs` on `interface` again at each of [`AGAIN`] (asking for `gateway` too),
+/// off the event loop. Abort the task when the addresses are given up.
+pub fn announce_later(
+    interface: String,
+    addrs: Vec<IpAddr>,
+    gateway: Option<Ipv4Addr>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for at in AGAIN {
+            tokio::time::sleep_until(start + at).await;
+            let (i, a) = (interface.clone(), addrs.clone());
+            let sent =
+                tokio::task::spawn_blocking(move || Announcer::default().announce(&i, &a, gateway))
+                    .await;
+            if let Ok(Err(e)) = sent {
+                log::debug!("announcing again on {interface}: {e}");
+            }
+        }
+    })
+}
 
 const ETH_P_ARP: u16 = 0x0806;
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
@@ -49,38 +80,70 @@ pub fn mac(interface: &str) -> io::Result<[u8; 6]> {
     Ok(mac)
 }
 
-/// Announces `addrs` on `interface` ([`REPEAT`] times each); returns how many packets went out.
-pub fn announce(interface: &str, addrs: &[IpAddr]) -> Result<usize, String> {
-    let mac = mac(interface).map_err(|e| format!("{interface}: {e}"))?;
-    let index = ifindex(interface).map_err(|e| format!("{interface}: {e}"))?;
-    let v4: Vec<Ipv4Addr> = addrs
-        .iter()
-        .filter_map(|a| match a {
-            IpAddr::V4(a) => Some(*a),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    let v6: Vec<Ipv6Addr> = addrs
-        .iter()
-        .filter_map(|a| match a {
-            IpAddr::V6(a) => Some(*a),
-            IpAddr::V4(_) => None,
-        })
-        .collect();
-    let mut sent = 0;
-    if !v4.is_empty() {
-        sent += gratuitous_arp(index, mac, &v4)
-            .map_err(|e| format!("gratuitous ARP on {interface}: {e}"))?;
-    }
-    if !v6.is_empty() {
-        sent += unsolicited_na(interface, index, mac, &v6)
-            .map_err(|e| format!("neighbour advertisement on {interface}: {e}"))?;
-    }
-    Ok(sent)
+/// Sends the announcements. It keeps its packet socket: closing one makes the kernel wait for
+/// an RCU grace period (milliseconds), which a takeover should not.
+#[derive(Debug, Default)]
+pub struct Announcer {
+    arp: Option<Socket>,
 }
 
-/// The 28-byte ARP request that announces `addr` at `mac` (sender = target = `addr`).
-pub fn garp_frame(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 28] {
+impl Announcer {
+    /// Announces `addrs` on `interface` ([`REPEAT`] times each); returns how many packets went
+    /// out. With `gateway`, it also asks for the gateway's address (an ARP request from the
+    /// first IPv4 address): the kernel takes the answer into an entry it is resolving, so a
+    /// first request of its own that a link still coming up dropped costs no retransmit time.
+    pub fn announce(
+        &mut self,
+        interface: &str,
+        addrs: &[IpAddr],
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<usize, String> {
+        let mac = mac(interface).map_err(|e| format!("{interface}: {e}"))?;
+        let index = ifindex(interface).map_err(|e| format!("{interface}: {e}"))?;
+        let v4: Vec<Ipv4Addr> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let v6: Vec<Ipv6Addr> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(a) => Some(*a),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        let mut sent = 0;
+        if !v4.is_empty() {
+            if self.arp.is_none() {
+                // Protocol 0: it only sends, so no receive hook is registered.
+                let s = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))
+                    .map_err(|e| format!("packet socket: {e}"))?;
+                self.arp = Some(s);
+            }
+            let sock = self.arp.as_ref().ok_or("no packet socket")?;
+            let mut frames: Vec<[u8; 28]> = Vec::new();
+            for _ in 0..REPEAT {
+                frames.extend(v4.iter().map(|a| arp_request(mac, *a, *a)));
+            }
+            if let Some(gw) = gateway {
+                frames.push(arp_request(mac, v4[0], gw));
+            }
+            sent += send_arp(sock, index, &frames)
+                .map_err(|e| format!("gratuitous ARP on {interface}: {e}"))?;
+        }
+        if !v6.is_empty() {
+            sent += unsolicited_na(interface, index, mac, &v6)
+                .map_err(|e| format!("neighbour advertisement on {interface}: {e}"))?;
+        }
+        Ok(sent)
+    }
+}
+
+/// The 28-byte ARP request from `sender` at `mac` for `target`; with `target` = `sender` it is a
+/// gratuitous ARP announcing `sender` at `mac`.
+pub fn arp_request(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> [u8; 28] {
     let mut p = [0u8; 28];
     p[0..2].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
     p[2..4].copy_from_slice(&0x0800u16.to_be_bytes()); // IPv4
@@ -88,14 +151,12 @@ pub fn garp_frame(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 28] {
     p[5] = 4;
     p[6..8].copy_from_slice(&1u16.to_be_bytes()); // request
     p[8..14].copy_from_slice(&mac);
-    p[14..18].copy_from_slice(&addr.octets());
-    p[24..28].copy_from_slice(&addr.octets());
+    p[14..18].copy_from_slice(&sender.octets());
+    p[24..28].copy_from_slice(&target.octets());
     p
 }
 
-fn gratuitous_arp(index: u32, mac: [u8; 6], addrs: &[Ipv4Addr]) -> io::Result<usize> {
-    let proto = i32::from(ETH_P_ARP.to_be());
-    let s = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(proto)))?;
+fn send_arp(s: &Socket, index: u32, frames: &[[u8; 28]]) -> io::Result<usize> {
     // SAFETY: a zeroed sockaddr_ll is valid; the fields set below are plain integers.
     let mut to: libc::sockaddr_ll = unsafe { mem::zeroed() };
     to.sll_family = libc::AF_PACKET as u16;
@@ -103,28 +164,23 @@ fn gratuitous_arp(index: u32, mac: [u8; 6], addrs: &[Ipv4Addr]) -> io::Result<us
     to.sll_ifindex = index as i32;
     to.sll_halen = 6;
     to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    let mut sent = 0;
-    for _ in 0..REPEAT {
-        for a in addrs {
-            let frame = garp_frame(mac, *a);
-            // SAFETY: sendto with a buffer and a sockaddr_ll we own, with their sizes.
-            let rc = unsafe {
-                libc::sendto(
-                    s.as_raw_fd(),
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&to as *const libc::sockaddr_ll).cast(),
-                    mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            sent += 1;
+    for frame in frames {
+        // SAFETY: sendto with a buffer and a sockaddr_ll we own, with their sizes.
+        let rc = unsafe {
+            libc::sendto(
+                s.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&to as *const libc::sockaddr_ll).cast(),
+                mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
         }
     }
-    Ok(sent)
+    Ok(frames.len())
 }
 
 /// An unsolicited neighbour advertisement of `target` at `mac`: router and override flags set,
@@ -168,7 +224,8 @@ mod tests {
 
     #[test]
     fn a_gratuitous_arp_names_the_address_as_sender_and_target() {
-        let f = garp_frame([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 10, 0, 1));
+        let a = Ipv4Addr::new(10, 10, 0, 1);
+        let f = arp_request([2, 0, 0, 0, 0, 1], a, a);
         assert_eq!(f[6..8], [0, 1], "request");
         assert_eq!(f[8..14], [2, 0, 0, 0, 0, 1]);
         assert_eq!(f[14..18], [10, 10, 0, 1]);

@@ -147,6 +147,7 @@ async fn read(rx: pipe::Receiver, names: Vec<String>, events: mpsc::UnboundedSen
                     why,
                     master: None,
                     priority,
+                    at: std::time::Instant::now(),
                 });
             }
             Ok(None) => return,

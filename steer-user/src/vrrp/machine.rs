@@ -156,6 +156,12 @@ impl Machine {
         &self.p
     }
 
+    /// New preemption settings (a reload); the running timers stay.
+    pub fn set_preempt(&mut self, preempt: bool, delay: Duration) {
+        self.p.preempt = preempt;
+        self.p.preempt_delay = delay;
+    }
+
     /// This router's primary address (known once its socket is open).
     pub fn set_own(&mut self, own: IpAddr) {
         self.p.own = own;

@@ -33,6 +33,8 @@ pub enum Event {
         master: Option<IpAddr>,
         /// The priority the instance advertises (keepalived's, as its fifo says).
         priority: Option<u8>,
+        /// When the change happened (the speaker's decision, or the fifo line read).
+        at: Instant,
     },
     /// As master: no other router claims mastership any more; master-only WANs may come up.
     WansClear { instance: String },
@@ -49,6 +51,11 @@ pub enum Command {
     Fault(Option<String>),
     /// The instance's interface went down or came back.
     Link(bool),
+    /// New preemption settings (a reload).
+    Retune {
+        preempt: bool,
+        preempt_delay: Duration,
+    },
     /// Shut down (a master resigns with priority 0); answered once the advert is out.
     Stop(oneshot::Sender<()>),
 }
@@ -113,9 +120,25 @@ impl Speakers {
         let gone: Vec<String> = self
             .instances
             .iter()
-            .filter(|(name, (old, _))| !wanted.iter().any(|v| v.name == **name && *v == old))
+            .filter(|(name, (old, _))| {
+                !wanted.iter().any(|v| v.name == **name && !restarts(old, v))
+            })
             .map(|(name, _)| name.clone())
             .collect();
+        // Changes that do not touch the wire are applied in place (the priority comes with the
+        // next weighing).
+        for v in &wanted {
+            if let (Some((old, tx)), Some(s)) = (self.instances.get_mut(&v.name), v.speaker())
+                && *old != **v
+                && !restarts(old, v)
+            {
+                let _ = tx.send(Command::Retune {
+                    preempt: s.preempt,
+                    preempt_delay: Duration::from_millis(u64::from(s.preempt_delay_ms)),
+                });
+                *old = (*v).clone();
+            }
+        }
         for name in gone {
             if let Some((_, tx)) = self.instances.remove(&name) {
                 stop(&tx).await;
@@ -212,6 +235,30 @@ impl Drop for Speakers {
         if let Some(s) = self.stop_thread.take() {
             let _ = s.send(());
         }
+    }
+}
+
+/// Whether going from `old` to `new` needs the instance restarted: what goes on the wire, or
+/// where, changed (a master then resigns first). Anything else is applied in place.
+pub fn restarts(old: &Vrrp, new: &Vrrp) -> bool {
+    match (old.speaker(), new.speaker()) {
+        (Some(o), Some(n)) => {
+            let wire = |s: &Speaker| {
+                (
+                    s.interface.clone(),
+                    s.vrid,
+                    s.vips.clone(),
+                    s.peers.clone(),
+                    s.unicast_src,
+                    s.checksum,
+                    s.advert_interval_cs,
+                    s.holder.clone(),
+                )
+            };
+            wire(o) != wire(n)
+        }
+        (None, None) => false,
+        _ => true,
     }
 }
 
@@ -338,6 +385,13 @@ impl Instance {
             Command::Fault(f) => {
                 self.ctl_fault = f;
                 self.machine.set_fault(self.fault(), now)
+            }
+            Command::Retune {
+                preempt,
+                preempt_delay,
+            } => {
+                self.machine.set_preempt(preempt, preempt_delay);
+                Vec::new()
             }
             Command::Link(true) => self.reconnect(),
             Command::Link(false) => {
@@ -483,6 +537,7 @@ impl Instance {
                         why,
                         master,
                         priority: Some(self.machine.params().priority),
+                        at: Instant::now(),
                     });
                 }
                 Action::WansClear => {
@@ -550,5 +605,45 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn instance(extra: &str) -> Vrrp {
+        let text = format!(
+            "[general]\nlan = [\"br-lan\"]\n[[wan]]\nname = \"wan1\"\ninterface = \"eth1\"\n\
+             mark = 0x100\ntable = 101\n[wan.track]\ntargets = [\"192.0.2.1\"]\n\
+             [[vrrp]]\nname = \"lan\"\ninterface = \"br-lan\"\nvrid = 1\n\
+             vips = [\"192.168.1.1/24\"]\n{extra}\n"
+        );
+        crate::config::parse(&text, Path::new("/nonexistent/steer.toml"))
+            .unwrap()
+            .vrrp
+            .remove(0)
+    }
+
+    #[test]
+    fn only_what_goes_on_the_wire_restarts_an_instance() {
+        let base = instance("");
+        for same in [
+            "priority = 200",
+            "preempt = false",
+            "preempt_delay_ms = 5000",
+        ] {
+            assert!(!restarts(&base, &instance(same)), "{same}");
+        }
+        for changed in [
+            "advert_interval_ms = 100",
+            "checksum = \"plain\"",
+            "holder = \"vip0\"",
+            "peers = [\"192.168.1.3\"]",
+        ] {
+            assert!(restarts(&base, &instance(changed)), "{changed}");
+        }
     }
 }

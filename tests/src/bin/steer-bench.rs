@@ -10,6 +10,9 @@
 //! - `failover`: in the namespace lab with `steer run`, a 1 ms UDP stream from the LAN client;
 //!   time from the fault to the first packet on the other ISP, for carrier loss and for silent
 //!   upstream loss (100 ms probes, down_after = 3).
+//! - `vrrp`: in the HA lab, the master dies; time until the client's traffic flows through the
+//!   new master, a steer pair against a keepalived pair, 100 ms and 10 ms adverts
+//!   (`steer_tests::ha::bench`).
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +48,9 @@ fn main() {
     }
     if wanted("failover") {
         failover();
+    }
+    if wanted("vrrp") {
+        steer_tests::ha::bench::run();
     }
 }
 

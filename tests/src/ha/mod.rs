@@ -20,6 +20,7 @@
 //!   keepalived baseline relies on it; steer announces the WAN's addresses itself).
 //! - Namespaces are unique and removed on drop (also on panic).
 
+pub mod bench;
 pub mod peers;
 pub mod routed;
 pub mod traffic;
