@@ -7,7 +7,7 @@
 //!   virtual addresses are added (on `holder` for a routed VIP) and announced (gratuitous ARP,
 //!   unsolicited NA); once no other router claims mastership ([`Event::WansClear`]; at once for
 //!   keepalived) each master-only WAN comes up (link up, or its `up_command`), must show carrier
-//!   within `step_timeout_ms`, has its own addresses announced on its link, its tracking starts
+//!   within `step_timeout_ms` (and its IPv4 gateway, if it has one, answer ARP), has its own addresses announced on its link, its tracking starts
 //!   afresh (up, as at start; its probes start) and the policies use it again.
 //! - **Leaving master** (backup, fault, shutdown): master-only WANs go down first (their
 //!   connections are kept: conntrackd hands them over; their health is remembered), then the
@@ -580,16 +580,14 @@ impl Controller {
             return Vec::new();
         }
         let addrs: Vec<IpAddr> = s.vips.iter().map(|v| v.addr).collect();
-        self.announce_again(&s.interface, addrs.clone(), None);
-        vec![
-            match self.vrrp.announcer.announce(&s.interface, &addrs, None) {
-                Ok(n) => ReportLine::info(format!(
-                    "vrrp {}: addresses announced {when} ({n} packets on {})",
-                    v.name, s.interface
-                )),
-                Err(e) => ReportLine::warning(format!("vrrp {}: announcing failed: {e}", v.name)),
-            },
-        ]
+        self.announce_again(&s.interface, addrs.clone());
+        vec![match self.vrrp.announcer.announce(&s.interface, &addrs) {
+            Ok(n) => ReportLine::info(format!(
+                "vrrp {}: addresses announced {when} ({n} packets on {})",
+                v.name, s.interface
+            )),
+            Err(e) => ReportLine::warning(format!("vrrp {}: announcing failed: {e}", v.name)),
+        }]
     }
 
     async fn raise_wans(&mut self, v: &Vrrp) -> Vec<ReportLine> {
@@ -617,6 +615,19 @@ impl Controller {
                 Ok(()) => nl.wait_carrier(&wan.interface, started + timeout).await,
                 Err(e) => Err(e),
             };
+            // With a gateway: it must answer ARP (the link works both ways).
+            let up = match (up, wan.gateway) {
+                (Ok(_), Some(gw)) => match nl.ipv4_addresses(&wan.interface).await.first() {
+                    Some(src) => {
+                        self.vrrp
+                            .announcer
+                            .gateway_answers(&wan.interface, *src, gw, started + timeout)
+                            .await
+                    }
+                    None => Err(format!("{} has no IPv4 address", wan.interface)),
+                },
+                (up, _) => up,
+            };
             match up {
                 Ok(_) => {
                     raised = true;
@@ -631,12 +642,8 @@ impl Controller {
                     let announced = if addrs.is_empty() {
                         String::new()
                     } else {
-                        self.announce_again(&wan.interface, addrs.clone(), wan.gateway);
-                        match self
-                            .vrrp
-                            .announcer
-                            .announce(&wan.interface, &addrs, wan.gateway)
-                        {
+                        self.announce_again(&wan.interface, addrs.clone());
+                        match self.vrrp.announcer.announce(&wan.interface, &addrs) {
                             Ok(_) => ", its addresses announced".into(),
                             Err(e) => format!(" (announcing its addresses failed: {e})"),
                         }
@@ -806,15 +813,9 @@ impl Controller {
         }]
     }
 
-    /// Announces `addrs` on `interface` again a few times ([`announce::AGAIN`]), asking for
-    /// `gateway` too.
-    fn announce_again(
-        &mut self,
-        interface: &str,
-        addrs: Vec<IpAddr>,
-        gateway: Option<std::net::Ipv4Addr>,
-    ) {
-        let task = announce::announce_later(interface.to_owned(), addrs, gateway);
+    /// Announces `addrs` on `interface` again a few times ([`announce::AGAIN`]).
+    fn announce_again(&mut self, interface: &str, addrs: Vec<IpAddr>) {
+        let task = announce::announce_later(interface.to_owned(), addrs);
         if let Some(old) = self.vrrp.again.insert(interface.to_owned(), task) {
             old.abort();
         }

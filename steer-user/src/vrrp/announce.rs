@@ -25,21 +25,16 @@ pub const AGAIN: [Duration; 3] = [
     Duration::from_secs(1),
 ];
 
-/// Announces `addrs` on `interface` again at each of [`AGAIN`] (asking for `gateway` too),
-/// off the event loop. Abort the task when the addresses are given up.
-pub fn announce_later(
-    interface: String,
-    addrs: Vec<IpAddr>,
-    gateway: Option<Ipv4Addr>,
-) -> tokio::task::JoinHandle<()> {
+/// Announces `addrs` on `interface` again at each of [`AGAIN`], off the event loop. Abort the
+/// task when the addresses are given up.
+pub fn announce_later(interface: String, addrs: Vec<IpAddr>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let start = tokio::time::Instant::now();
         for at in AGAIN {
             tokio::time::sleep_until(start + at).await;
             let (i, a) = (interface.clone(), addrs.clone());
             let sent =
-                tokio::task::spawn_blocking(move || Announcer::default().announce(&i, &a, gateway))
-                    .await;
+                tokio::task::spawn_blocking(move || Announcer::default().announce(&i, &a)).await;
             if let Ok(Err(e)) = sent {
                 log::debug!("announcing again on {interface}: {e}");
             }
@@ -85,19 +80,113 @@ pub fn mac(interface: &str) -> io::Result<[u8; 6]> {
 #[derive(Debug, Default)]
 pub struct Announcer {
     arp: Option<Socket>,
+    /// Interface -> (its index, a socket receiving its ARP packets).
+    listeners: std::collections::BTreeMap<String, (u32, Socket)>,
 }
 
 impl Announcer {
-    /// Announces `addrs` on `interface` ([`REPEAT`] times each); returns how many packets went
-    /// out. With `gateway`, it also asks for the gateway's address (an ARP request from the
-    /// first IPv4 address): the kernel takes the answer into an entry it is resolving, so a
-    /// first request of its own that a link still coming up dropped costs no retransmit time.
-    pub fn announce(
+    /// Asks for `gateway` on `interface` (from `src`) every 2 ms until it answers or `deadline`
+    /// passes: the link works both ways (a link that has only just come up may still drop the
+    /// first frames, and the kernel would wait a second before asking again), and the answer
+    /// reaches the kernel's entry if it is resolving it.
+    /// Returns how long it took.
+    pub async fn gateway_answers(
         &mut self,
         interface: &str,
-        addrs: &[IpAddr],
-        gateway: Option<Ipv4Addr>,
-    ) -> Result<usize, String> {
+        src: Ipv4Addr,
+        gateway: Ipv4Addr,
+        deadline: std::time::Instant,
+    ) -> Result<Duration, String> {
+        let mac = mac(interface).map_err(|e| format!("{interface}: {e}"))?;
+        let index = ifindex(interface).map_err(|e| format!("{interface}: {e}"))?;
+        self.send_socket()?;
+        self.listener(interface, index)?;
+        let (Some(tx), Some((_, rx))) = (&self.arp, self.listeners.get(interface)) else {
+            return Err("no packet socket".into());
+        };
+        let start = std::time::Instant::now();
+        let mut ask_at = start;
+        loop {
+            let now = std::time::Instant::now();
+            if now >= ask_at {
+                send_arp(tx, index, &[arp_request(mac, src, gateway)])
+                    .map_err(|e| format!("asking for {gateway} on {interface}: {e}"))?;
+                ask_at = now + Duration::from_millis(2);
+            }
+            let mut buf = [0u8; 64];
+            loop {
+                // SAFETY: recv into a buffer we own, within its length, without blocking.
+                let n = unsafe {
+                    libc::recv(
+                        rx.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                let Ok(n) = usize::try_from(n) else { break };
+                if is_reply_from(&buf[..n], gateway) {
+                    return Ok(start.elapsed());
+                }
+            }
+            if now >= deadline {
+                return Err(format!(
+                    "the gateway {gateway} did not answer ARP on {interface}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn send_socket(&mut self) -> Result<(), String> {
+        if self.arp.is_none() {
+            // Protocol 0: it only sends, so no receive hook is registered.
+            let s = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))
+                .map_err(|e| format!("packet socket: {e}"))?;
+            self.arp = Some(s);
+        }
+        Ok(())
+    }
+
+    /// The ARP listener of `interface` (index `index`), opened once (closing packet sockets
+    /// stalls) and again when the interface was recreated.
+    fn listener(&mut self, interface: &str, index: u32) -> Result<(), String> {
+        if self
+            .listeners
+            .get(interface)
+            .is_some_and(|(i, _)| *i == index)
+        {
+            return Ok(());
+        }
+        let proto = i32::from(ETH_P_ARP.to_be());
+        let s = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(proto)))
+            .map_err(|e| format!("packet socket: {e}"))?;
+        // SAFETY: a zeroed sockaddr_ll is valid; the fields set are plain integers.
+        let mut at: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        at.sll_family = libc::AF_PACKET as u16;
+        at.sll_protocol = ETH_P_ARP.to_be();
+        at.sll_ifindex = index as i32;
+        // SAFETY: bind with a sockaddr_ll we own and its size.
+        let rc = unsafe {
+            libc::bind(
+                s.as_raw_fd(),
+                (&at as *const libc::sockaddr_ll).cast(),
+                mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(format!(
+                "ARP listener on {interface}: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        self.listeners.insert(interface.to_owned(), (index, s));
+        Ok(())
+    }
+
+    /// Announces `addrs` on `interface` ([`REPEAT`] times each); returns how many packets went
+    /// out.
+    pub fn announce(&mut self, interface: &str, addrs: &[IpAddr]) -> Result<usize, String> {
         let mac = mac(interface).map_err(|e| format!("{interface}: {e}"))?;
         let index = ifindex(interface).map_err(|e| format!("{interface}: {e}"))?;
         let v4: Vec<Ipv4Addr> = addrs
@@ -116,19 +205,11 @@ impl Announcer {
             .collect();
         let mut sent = 0;
         if !v4.is_empty() {
-            if self.arp.is_none() {
-                // Protocol 0: it only sends, so no receive hook is registered.
-                let s = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))
-                    .map_err(|e| format!("packet socket: {e}"))?;
-                self.arp = Some(s);
-            }
+            self.send_socket()?;
             let sock = self.arp.as_ref().ok_or("no packet socket")?;
             let mut frames: Vec<[u8; 28]> = Vec::new();
             for _ in 0..REPEAT {
                 frames.extend(v4.iter().map(|a| arp_request(mac, *a, *a)));
-            }
-            if let Some(gw) = gateway {
-                frames.push(arp_request(mac, v4[0], gw));
             }
             sent += send_arp(sock, index, &frames)
                 .map_err(|e| format!("gratuitous ARP on {interface}: {e}"))?;
@@ -154,6 +235,11 @@ pub fn arp_request(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> [u8; 28]
     p[14..18].copy_from_slice(&sender.octets());
     p[24..28].copy_from_slice(&target.octets());
     p
+}
+
+/// Whether `p` (an ARP packet) is a reply from `sender`.
+fn is_reply_from(p: &[u8], sender: Ipv4Addr) -> bool {
+    p.len() >= 28 && p[6..8] == [0, 2] && p[14..18] == sender.octets()
 }
 
 fn send_arp(s: &Socket, index: u32, frames: &[[u8; 28]]) -> io::Result<usize> {
@@ -230,6 +316,16 @@ mod tests {
         assert_eq!(f[8..14], [2, 0, 0, 0, 0, 1]);
         assert_eq!(f[14..18], [10, 10, 0, 1]);
         assert_eq!(f[24..28], [10, 10, 0, 1]);
+    }
+
+    #[test]
+    fn only_the_gateways_reply_counts() {
+        let gw = Ipv4Addr::new(100, 64, 0, 1);
+        let mut reply = arp_request([2, 0, 0, 0, 0, 9], gw, Ipv4Addr::new(100, 64, 0, 2));
+        assert!(!is_reply_from(&reply, gw), "a request is no answer");
+        reply[7] = 2;
+        assert!(is_reply_from(&reply, gw));
+        assert!(!is_reply_from(&reply, Ipv4Addr::new(100, 64, 0, 3)));
     }
 
     #[test]
