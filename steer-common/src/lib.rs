@@ -28,9 +28,10 @@ pub mod map_names {
     /// Array of maps `[SLOTS]` of LPM tries: IPv6 source prefix -> [`crate::RuleRef`].
     pub const SRC_V6: &str = "SRC_V6";
     pub const SRC_V6_SHORT: &str = "SRC_V6_SHORT";
-    /// Array `[GENERATIONS * MAX_RULES]` of [`crate::PolicyEntry`].
+    /// Array `[GENERATIONS * FAMILIES * MAX_RULES]` of [`crate::PolicyEntry`]: each rule's
+    /// verdict per generation and address family (a WAN may be down for one family only).
     pub const POLICY: &str = "POLICY";
-    /// Array `[GENERATIONS * MAX_RULES * LB_SLOTS]` of [`crate::LbSlot`].
+    /// Array `[GENERATIONS * FAMILIES * MAX_RULES * LB_SLOTS]` of [`crate::LbSlot`].
     pub const LB: &str = "LB";
     /// Array `[1]` of u32: the live generation.
     pub const ACTIVE: &str = "ACTIVE";
@@ -145,9 +146,23 @@ pub const DEFAULT_CAPACITY_SRC_V6: u32 = 64 * 1024;
 pub const SHORT_MAX_ENTRIES_V4: u32 = 1 << SLOT_MIN_LEN_V4;
 pub const SHORT_MAX_ENTRIES_V6: u32 = 1 << SLOT_MIN_LEN_V6;
 
-/// Index into `POLICY` / `RULE_INFO` for a generation and rule.
+/// Address families the policy table is kept for: a WAN's IPv4 and IPv6 can be up or down on
+/// their own.
+pub const FAMILIES: u32 = 2;
+/// Family index of IPv4 (`policy_index`, `XdpMeta::family`).
+pub const FAMILY_V4: u32 = 0;
+/// Family index of IPv6.
+pub const FAMILY_V6: u32 = 1;
+
+/// Index into `POLICY` for a generation, an address family and a rule.
 #[inline(always)]
-pub const fn policy_index(generation: u32, rule: u32) -> u32 {
+pub const fn policy_index(generation: u32, family: u32, rule: u32) -> u32 {
+    ((generation & 1) * FAMILIES + (family & 1)) * MAX_RULES + rule
+}
+
+/// Index into `RULE_INFO` for a generation and a rule.
+#[inline(always)]
+pub const fn rule_info_index(generation: u32, rule: u32) -> u32 {
     (generation & 1) * MAX_RULES + rule
 }
 
@@ -165,10 +180,10 @@ pub const FRAGS_MAX_ENTRIES: u32 = 8 * 1024;
 /// `XdpMeta::rule` for a packet to a local destination: not steered.
 pub const LOCAL_RULE: u32 = u32::MAX;
 
-/// Index of the first LB slot of a rule in a generation.
+/// Index of the first LB slot of a rule in a generation and family.
 #[inline(always)]
-pub const fn lb_base(generation: u32, rule: u32) -> u32 {
-    policy_index(generation, rule) * LB_SLOTS
+pub const fn lb_base(generation: u32, family: u32, rule: u32) -> u32 {
+    policy_index(generation, family, rule) * LB_SLOTS
 }
 
 /// The data part of an IPv4 LPM key (the kernel key is `{ prefix_len: u32, addr }`, packed).
@@ -324,10 +339,18 @@ pub struct XdpMeta {
     pub magic: u32,
     /// Rule id the XDP lookups chose, or `LOCAL_RULE`.
     pub rule: u32,
-    /// The packet's [`flow_hash`] and [`src_hash`], for a balanced rule.
-    pub flow_hash: u32,
-    pub src_hash: u32,
+    /// For a balanced rule: the packet's [`flow_hash`] or [`src_hash`], whichever its policy
+    /// picks by (`hash_kind` says which).
+    pub hash: u32,
+    /// `policy_flags::HASH_SRC` when `hash` is the source hash, 0 for the flow hash,
+    /// [`XDP_HASH_NONE`] when XDP computed none (the rule was not balanced when it looked).
+    pub hash_kind: u32,
+    /// `FAMILY_V4` or `FAMILY_V6`: which half of the policy table applies.
+    pub family: u32,
 }
+
+/// `XdpMeta::hash_kind` when XDP computed no hash.
+pub const XDP_HASH_NONE: u32 = u32::MAX;
 
 /// Marks metadata written by steer's XDP program ("stxd").
 pub const XDP_META_MAGIC: u32 = 0x7374_7864;
@@ -399,13 +422,14 @@ const _: () = assert!(size_of::<FragKey>() == 40);
 const _: () = assert!(size_of::<LbSlot>() == 8);
 const _: () = assert!(size_of::<Settings>() == 8);
 const _: () = assert!(size_of::<Counter>() == 16);
-const _: () = assert!(size_of::<XdpMeta>() == 16);
+const _: () = assert!(size_of::<XdpMeta>() == 20);
 const _: () = assert!(size_of::<XdpMeta>().is_multiple_of(4)); // bpf_xdp_adjust_meta needs 4-byte steps
 const _: () = assert!(size_of::<RuleInfo>() == 2 * NAME_LEN + 8);
 const _: () = assert!(size_of::<WanInfo>() == NAME_LEN + 16);
 const _: () = assert!(LPM_KEY_V4_SIZE == 8 && LPM_KEY_V6_SIZE == 20);
 const _: () = assert!(MAX_RULES.is_power_of_two() && LB_SLOTS.is_power_of_two());
-const _: () = assert!(GENERATIONS == 2); // `policy_index` masks the generation with `& 1`
+// `policy_index` masks the generation and the family with `& 1`.
+const _: () = assert!(GENERATIONS == 2 && FAMILIES == 2);
 const _: () = assert!(SLOTS == 256 && SLOT_MIN_LEN_V4 >= 8 && SLOT_MIN_LEN_V6 >= 16); // slot_v4/v6
 
 #[cfg(feature = "user")]
@@ -436,10 +460,15 @@ mod user {
     );
 }
 
-/// One round of the hash: a murmur3-style finaliser over the running value and the next word.
+/// Folds one word into the running hash: one multiply per word (this is on the packet path).
 #[inline(always)]
-const fn hash_round(h: u32, word: u32) -> u32 {
-    let mut x = (h ^ word).wrapping_mul(0x9e37_79b1);
+const fn hash_word(h: u32, word: u32) -> u32 {
+    (h ^ word).wrapping_mul(0x9e37_79b1).rotate_left(13)
+}
+
+/// The murmur3 finaliser: every input bit reaches the low bits a slot is taken from.
+#[inline(always)]
+const fn hash_finish(mut x: u32) -> u32 {
     x ^= x >> 16;
     x = x.wrapping_mul(0x7feb_352d);
     x ^= x >> 15;
@@ -451,18 +480,18 @@ const fn hash_round(h: u32, word: u32) -> u32 {
 /// the transport protocol and the ports, and nothing else (not the IPv6 flow label, which the
 /// sender may change mid-flow). Addresses are four words, IPv4 in the first; every fragment of
 /// a datagram gets the hash of its first fragment (see `FRAGS`). Defined once, here, so the
-/// kernel programs and userspace tests compute the same thing.
+/// kernel programs and userspace compute the same thing.
 #[inline(always)]
 pub const fn flow_hash(src: &[u32; 4], dst: &[u32; 4], proto: u8, sport: u16, dport: u16) -> u32 {
     let mut h = 0x5733_7201;
     let mut i = 0;
     while i < 4 {
-        h = hash_round(h, src[i]);
-        h = hash_round(h, dst[i]);
+        h = hash_word(h, src[i]);
+        h = hash_word(h, dst[i]);
         i += 1;
     }
-    h = hash_round(h, proto as u32);
-    hash_round(h, ((sport as u32) << 16) | dport as u32)
+    h = hash_word(h, proto as u32);
+    hash_finish(hash_word(h, ((sport as u32) << 16) | dport as u32))
 }
 
 /// An IPv4 address as the hash functions take it.
@@ -488,10 +517,10 @@ pub const fn src_hash(src: &[u32; 4]) -> u32 {
     let mut h = 0x5733_7202;
     let mut i = 0;
     while i < 4 {
-        h = hash_round(h, src[i]);
+        h = hash_word(h, src[i]);
         i += 1;
     }
-    h
+    hash_finish(h)
 }
 
 /// Decodes a NUL-padded name from `RULE_INFO` / `WAN_INFO`.
@@ -532,11 +561,13 @@ mod tests {
     }
 
     #[test]
-    fn policy_index_separates_generations() {
-        assert_eq!(policy_index(0, 5), 5);
-        assert_eq!(policy_index(1, 5), MAX_RULES + 5);
-        assert_eq!(policy_index(3, 5), MAX_RULES + 5);
-        assert_eq!(lb_base(1, 1), (MAX_RULES + 1) * LB_SLOTS);
+    fn policy_index_separates_generations_and_families() {
+        assert_eq!(policy_index(0, FAMILY_V4, 5), 5);
+        assert_eq!(policy_index(0, FAMILY_V6, 5), MAX_RULES + 5);
+        assert_eq!(policy_index(1, FAMILY_V4, 5), 2 * MAX_RULES + 5);
+        assert_eq!(policy_index(3, FAMILY_V6, 5), 3 * MAX_RULES + 5);
+        assert_eq!(lb_base(1, FAMILY_V4, 1), (2 * MAX_RULES + 1) * LB_SLOTS);
+        assert_eq!(rule_info_index(1, 5), MAX_RULES + 5);
     }
 
     extern crate std;

@@ -42,17 +42,21 @@ pub fn rule_of(parsed: &Parsed, flags: u32) -> Option<u32> {
     }
 }
 
-/// The packet's flow hash and source hash. A later fragment has no ports: it takes the hash its
-/// datagram's first fragment recorded, so one flow's datagrams leave by one WAN however they
-/// were cut.
+/// The hash a balanced rule picks its slot by: the source hash with `by_source`, the flow
+/// hash otherwise. A later fragment has no ports: it takes the hash its datagram's first
+/// fragment recorded, so one flow's datagrams leave by one WAN however they were cut.
 #[inline(always)]
-pub fn hashes(parsed: &Parsed) -> (u32, u32) {
+pub fn hash_of(parsed: &Parsed, by_source: bool) -> u32 {
     let (s, d, family) = match parsed.kind {
         Kind::V4 => (words_v4(&parsed.src_v4()), words_v4(&parsed.dst_v4()), 4),
         Kind::V6 => (words_v6(&parsed.src), words_v6(&parsed.dst), 6),
-        Kind::NotIp | Kind::Truncated => return (0, 0),
+        Kind::NotIp | Kind::Truncated => return 0,
     };
-    (flow(&s, &d, &parsed.l4, family), src_hash(&s))
+    if by_source {
+        src_hash(&s)
+    } else {
+        flow(&s, &d, &parsed.l4, family)
+    }
 }
 
 #[inline(always)]

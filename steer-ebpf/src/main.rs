@@ -2,7 +2,7 @@
 //!
 //! `steer_tc` (TC ingress on LAN interfaces) classifies every packet and stamps the mark of the
 //! WAN that should carry it; `steer_xdp` (optional, same interfaces) does the lookups earlier and
-//! hands the rule and the flow hashes to TC in the packet metadata. Both are fail-open: a packet
+//! hands the rule (and a balanced rule's hash) to TC in the packet metadata. Both are fail-open: a packet
 //! they cannot read passes unmarked, and TC always returns "continue" so programs after it still
 //! run. A packet to a destination the router reaches without a WAN is never marked.
 #![no_std]
@@ -20,12 +20,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use steer_common::{
-    LB_SLOTS, LOCAL_RULE, MAX_RULES, NO_WAN, XDP_META_MAGIC, XdpMeta, action, lb_base, path,
-    policy_flags, policy_index, rule_wan_index, settings_flags,
+    FAMILY_V4, FAMILY_V6, LB_SLOTS, LOCAL_RULE, MAX_RULES, NO_WAN, XDP_HASH_NONE, XDP_META_MAGIC,
+    XdpMeta, action, lb_base, path, policy_flags, policy_index, rule_wan_index, settings_flags,
 };
 
 use crate::{
-    classify::{hashes, rule_of},
+    classify::{hash_of, rule_of},
     maps::{
         ACTIVE, LB, POLICY, SETTINGS, STATS_PATH, STATS_RULE, STATS_RULE_WAN, STATS_WAN, count,
     },
@@ -46,7 +46,16 @@ fn classify_tc(ctx: &TcContext) {
     let flags = settings();
     if let Some(meta) = xdp_verdict(ctx) {
         count(&STATS_PATH, path::XDP_META, len);
-        apply(ctx, meta.rule, flags, || (meta.flow_hash, meta.src_hash));
+        let hash = |by_source: bool| {
+            let kind = if by_source { policy_flags::HASH_SRC } else { 0 };
+            if meta.hash_kind == kind {
+                meta.hash
+            } else {
+                // The generation flipped between XDP and TC: hash it here.
+                hash_of(&parse(ctx.data(), ctx.data_end()), by_source)
+            }
+        };
+        apply(ctx, meta.rule, meta.family, flags, hash);
         return;
     }
     let mut parsed = parse(ctx.data(), ctx.data_end());
@@ -57,7 +66,9 @@ fn classify_tc(ctx: &TcContext) {
         Some(LOCAL_RULE) => count(&STATS_PATH, path::LOCAL, len),
         Some(rule) => {
             count(&STATS_PATH, path::CLASSIFIED, len);
-            apply(ctx, rule, flags, || hashes(&parsed));
+            apply(ctx, rule, family_of(parsed.kind), flags, |by_source| {
+                hash_of(&parsed, by_source)
+            });
         }
         None if parsed.kind == Kind::NotIp => count(&STATS_PATH, path::NOT_IP, len),
         None => count(&STATS_PATH, path::TRUNCATED, len),
@@ -66,11 +77,11 @@ fn classify_tc(ctx: &TcContext) {
 
 /// Applies the verdict XDP left, or the one TC found; a local destination stays unmarked.
 #[inline(always)]
-fn apply(ctx: &TcContext, rule: u32, flags: u32, hashes: impl FnOnce() -> (u32, u32)) {
+fn apply(ctx: &TcContext, rule: u32, family: u32, flags: u32, hash: impl FnOnce(bool) -> u32) {
     if rule == LOCAL_RULE {
         count(&STATS_PATH, path::LOCAL, ctx.len());
     } else {
-        apply_policy(ctx, rule, flags, hashes);
+        apply_policy(ctx, rule, family, flags, hash);
     }
 }
 
@@ -103,15 +114,21 @@ fn xdp_verdict(ctx: &TcContext) -> Option<XdpMeta> {
     (verdict.magic == XDP_META_MAGIC && known).then_some(verdict)
 }
 
-/// Resolves `rule` in the live generation and writes the mark under the mask. `hashes` gives
-/// the packet's flow and source hashes, computed only for a balanced rule.
+/// Resolves `rule` in the live generation and writes the mark under the mask. `hash` gives the
+/// packet's source hash (`true`) or flow hash, asked only for a balanced rule.
 #[inline(always)]
-fn apply_policy(ctx: &TcContext, rule: u32, flags: u32, hashes: impl FnOnce() -> (u32, u32)) {
+fn apply_policy(
+    ctx: &TcContext,
+    rule: u32,
+    family: u32,
+    flags: u32,
+    hash: impl FnOnce(bool) -> u32,
+) {
     if rule >= MAX_RULES {
         return;
     }
     let generation = ACTIVE.get(0).copied().unwrap_or(0);
-    let Some(policy) = POLICY.get(policy_index(generation, rule)) else {
+    let Some(policy) = POLICY.get(policy_index(generation, family, rule)) else {
         return;
     };
     let len = ctx.len();
@@ -119,13 +136,8 @@ fn apply_policy(ctx: &TcContext, rule: u32, flags: u32, hashes: impl FnOnce() ->
     let (mark, wan) = match policy.action {
         action::MARK => (policy.mark, policy.wan),
         action::BALANCE => {
-            let (flow, src) = hashes();
-            let hash = if policy.flags & policy_flags::HASH_SRC != 0 {
-                src
-            } else {
-                flow
-            };
-            match LB.get(lb_base(generation, rule) + (hash & (LB_SLOTS - 1))) {
+            let hash = hash(policy.flags & policy_flags::HASH_SRC != 0);
+            match LB.get(lb_base(generation, family, rule) + (hash & (LB_SLOTS - 1))) {
                 Some(slot) => (slot.mark, slot.wan),
                 None => return,
             }
@@ -148,6 +160,16 @@ fn apply_policy(ctx: &TcContext, rule: u32, flags: u32, hashes: impl FnOnce() ->
     }
 }
 
+/// The policy-table half for a parsed packet's family.
+#[inline(always)]
+fn family_of(kind: Kind) -> u32 {
+    if kind == Kind::V6 {
+        FAMILY_V6
+    } else {
+        FAMILY_V4
+    }
+}
+
 /// `Settings::flags`, read once per packet (an array access the verifier inlines).
 #[inline(always)]
 fn settings() -> u32 {
@@ -160,18 +182,35 @@ fn settings() -> u32 {
 pub fn steer_xdp(ctx: XdpContext) -> u32 {
     let parsed = parse(ctx.data(), ctx.data_end());
     if let Some(rule) = rule_of(&parsed, settings()) {
-        let (flow_hash, src_hash) = hashes(&parsed);
+        let family = family_of(parsed.kind);
+        let (hash, hash_kind) = match balanced_by(rule, family) {
+            Some(kind) => (hash_of(&parsed, kind != 0), kind),
+            None => (0, XDP_HASH_NONE),
+        };
         write_meta(
             &ctx,
             XdpMeta {
                 magic: XDP_META_MAGIC,
                 rule,
-                flow_hash,
-                src_hash,
+                hash,
+                hash_kind,
+                family,
             },
         );
     }
     XDP_PASS
+}
+
+/// For a rule the live generation balances: what it hashes by (`policy_flags::HASH_SRC` or 0),
+/// so XDP computes only the hash TC will need.
+#[inline(always)]
+fn balanced_by(rule: u32, family: u32) -> Option<u32> {
+    if rule >= MAX_RULES {
+        return None;
+    }
+    let generation = ACTIVE.get(0).copied().unwrap_or(0);
+    let policy = POLICY.get(policy_index(generation, family, rule))?;
+    (policy.action == action::BALANCE).then_some(policy.flags & policy_flags::HASH_SRC)
 }
 
 #[inline(always)]

@@ -6,9 +6,10 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
 };
 use steer_common::{
-    AddrV4, AddrV6, Counter, FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_SLOTS, LOCAL_MAX_ENTRIES,
-    LbSlot, LocalRef, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4,
-    SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS, Settings, WanInfo, path,
+    AddrV4, AddrV6, Counter, FAMILIES, FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_SLOTS,
+    LOCAL_MAX_ENTRIES, LbSlot, LocalRef, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo, RuleRef,
+    SHORT_MAX_ENTRIES_V4, SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS, Settings, WanInfo,
+    path,
 };
 
 /// The trie of one slot of a split prefix set (created and filled by userspace).
@@ -45,9 +46,11 @@ pub static LOCAL_V6: LpmTrie<AddrV6, LocalRef> = LpmTrie::with_max_entries(LOCAL
 pub static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::with_max_entries(FRAGS_MAX_ENTRIES, 0);
 
 #[map]
-pub static POLICY: Array<PolicyEntry> = Array::with_max_entries(GENERATIONS * MAX_RULES, 0);
+pub static POLICY: Array<PolicyEntry> =
+    Array::with_max_entries(GENERATIONS * FAMILIES * MAX_RULES, 0);
 #[map]
-pub static LB: Array<LbSlot> = Array::with_max_entries(GENERATIONS * MAX_RULES * LB_SLOTS, 0);
+pub static LB: Array<LbSlot> =
+    Array::with_max_entries(GENERATIONS * FAMILIES * MAX_RULES * LB_SLOTS, 0);
 #[map]
 pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 #[map]

@@ -32,6 +32,7 @@ const NEXTHDR_DEST: u8 = 60;
 pub const MAX_HEADERS: u32 = 192;
 
 /// Whether a packet is part of a fragmented datagram.
+#[repr(u8)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum FragKind {
     /// A whole datagram.
@@ -42,32 +43,37 @@ pub enum FragKind {
     Later,
 }
 
-/// What is known above the IP header.
+/// What is known above the IP header. `repr(C)` with explicit padding, like [`Parsed`]: no
+/// byte of it is ever uninitialised.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Transport {
     pub proto: u8,
+    pub frag: FragKind,
+    /// The ports should be there but lie past the readable bytes (a non-linear skb).
+    pub ports_cut: bool,
+    pub _pad: u8,
     /// 0 when the protocol has no ports, or for a later fragment.
     pub sport: u16,
     pub dport: u16,
-    pub frag: FragKind,
     /// The datagram's identification, for a fragment.
     pub frag_id: u32,
-    /// The ports should be there but lie past the readable bytes (a non-linear skb).
-    pub ports_cut: bool,
 }
 
 impl Transport {
     const NONE: Transport = Transport {
         proto: 0,
+        frag: FragKind::No,
+        ports_cut: false,
+        _pad: 0,
         sport: 0,
         dport: 0,
-        frag: FragKind::No,
         frag_id: 0,
-        ports_cut: false,
     };
 }
 
 /// What kind of packet it is.
+#[repr(u32)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     V4,
@@ -76,17 +82,22 @@ pub enum Kind {
     Truncated,
 }
 
-/// A parsed packet. A plain struct whose every field is always set, not an enum with payloads:
-/// the compiler may read a payload before it checks which variant it has (harmless in Rust,
-/// refused by the verifier when the bytes it reads happen to hold a pointer).
+/// A parsed packet. A plain struct whose every field is always set, not an enum with payloads,
+/// and `repr(C)` without padding: the compiler may read a payload before it checks which
+/// variant it has, and copies padding as it likes; both are harmless in Rust and refused by the
+/// verifier (a pointer read as a byte, a spilled register that holds nothing).
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Parsed {
+    pub l4: Transport,
     pub kind: Kind,
     /// Source address; IPv4 in the first four bytes.
     pub src: AddrV6,
     pub dst: AddrV6,
-    pub l4: Transport,
 }
+
+const _: () = assert!(core::mem::size_of::<Transport>() == 12);
+const _: () = assert!(core::mem::size_of::<Parsed>() == 48);
 
 impl Parsed {
     const fn of(kind: Kind) -> Parsed {
@@ -133,7 +144,10 @@ fn read<T: Copy>(start: usize, end: usize, offset: usize) -> Option<T> {
     Some(unsafe { (at as *const T).read_unaligned() })
 }
 
-#[inline(always)]
+// Not inlined: one copy for every caller, and the verifier sees the parse as a subprogram
+// whose locals cannot mix with the caller's (LLVM merges dead values across paths otherwise,
+// spilling registers that hold nothing).
+#[inline(never)]
 pub fn parse(start: usize, end: usize) -> Parsed {
     let Some(mut proto) = read::<u16>(start, end, ETH_HLEN - 2) else {
         return Parsed::of(Kind::Truncated);
@@ -209,8 +223,8 @@ fn parse_v6(start: usize, end: usize, l3: usize) -> Parsed {
             p.l4 = Transport {
                 proto: next,
                 frag,
-                frag_id,
                 ports_cut: true,
+                frag_id,
                 ..Transport::NONE
             };
             return p;
@@ -251,10 +265,11 @@ fn transport(start: usize, end: usize, at: usize, proto: u8, frag: FragKind, id:
     };
     Transport {
         proto,
+        frag,
+        ports_cut: has_ports && ports.is_none(),
+        _pad: 0,
         sport: ports.map_or(0, |p| u16::from_be(p[0])),
         dport: ports.map_or(0, |p| u16::from_be(p[1])),
-        frag,
         frag_id: id,
-        ports_cut: has_ports && ports.is_none(),
     }
 }

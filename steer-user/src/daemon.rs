@@ -27,6 +27,8 @@ use crate::{
         Override,
         probe::{ProbeSpec, Round, spawn_prober},
     },
+    instance,
+    model::Family,
     routing::{self, NetEvent},
     status::ReportLine,
 };
@@ -47,6 +49,8 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Routing(#[from] routing::RoutingError),
+    #[error(transparent)]
+    Instance(#[from] instance::InstanceError),
     #[error("cannot start the event loop: {0}")]
     Runtime(#[from] std::io::Error),
 }
@@ -68,38 +72,46 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     runtime.block_on(serve(config))
 }
 
-/// The probers of the configured WANs, restarted when the configuration changes.
+/// Which prober: a WAN and an address family.
+type ProberKey = (String, Family);
+
+/// The probers of the configured WANs, one per WAN and family with probe targets, restarted
+/// when the configuration changes.
 struct Probers {
-    tasks: BTreeMap<String, (ProbeSpec, Duration, JoinHandle<()>)>,
-    tx: mpsc::Sender<(String, Round)>,
+    tasks: BTreeMap<ProberKey, (ProbeSpec, Duration, JoinHandle<()>)>,
+    tx: mpsc::Sender<(ProberKey, Round)>,
 }
 
 impl Probers {
-    /// Probes the WANs of the running configuration, except those VRRP holds down.
+    /// Probes the WANs of the running configuration (each family with targets), except those
+    /// VRRP holds down.
     fn sync(&mut self, ctl: &Controller) {
         let config = ctl.config();
-        self.tasks.retain(|name, (_, _, task)| {
-            let keep = config.wan(name).is_some() && ctl.vrrp_probed(name);
+        let wanted: BTreeMap<ProberKey, (ProbeSpec, Duration)> = config
+            .wans
+            .iter()
+            .filter(|wan| ctl.vrrp_probed(&wan.name))
+            .flat_map(|wan| {
+                let interval = Duration::from_millis(u64::from(wan.track.interval_ms));
+                Family::ALL.into_iter().filter_map(move |family| {
+                    let spec = ProbeSpec::from_wan(wan, family)?;
+                    Some(((wan.name.clone(), family), (spec, interval)))
+                })
+            })
+            .collect();
+        self.tasks.retain(|key, (spec, interval, task)| {
+            let keep = wanted.get(key) == Some(&(spec.clone(), *interval));
             if !keep {
                 task.abort();
             }
             keep
         });
-        for wan in config.wans.iter().filter(|w| ctl.vrrp_probed(&w.name)) {
-            let spec = ProbeSpec::from_wan(wan);
-            let interval = Duration::from_millis(u64::from(wan.track.interval_ms));
-            let same = self
-                .tasks
-                .get(&wan.name)
-                .is_some_and(|(s, i, _)| *s == spec && *i == interval);
-            if same {
+        for (key, (spec, interval)) in wanted {
+            if self.tasks.contains_key(&key) {
                 continue;
             }
-            if let Some((_, _, old)) = self.tasks.remove(&wan.name) {
-                old.abort();
-            }
-            let task = spawn_prober(wan.name.clone(), spec.clone(), interval, self.tx.clone());
-            self.tasks.insert(wan.name.clone(), (spec, interval, task));
+            let task = spawn_prober(key.clone(), spec.clone(), interval, self.tx.clone());
+            self.tasks.insert(key, (spec, interval, task));
         }
     }
 }
@@ -120,25 +132,31 @@ fn log_lines<'a>(prefix: &str, lines: impl IntoIterator<Item = &'a ReportLine>) 
 
 async fn serve(config: Config) -> Result<(), DaemonError> {
     raise_fd_limit();
+    // Everything that can refuse this daemon comes before the first change to the system: the
+    // namespace's lock, the control socket, the metrics port (and, in the controller, the pin
+    // directory's lock).
+    let _instance = instance::lock_namespace()?;
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
+    let server = control::serve(
+        ServerOptions::new(config.control.socket.clone()),
+        calls_tx.clone(),
+    )?;
+    let metrics = match config.control.metrics {
+        Some(addr) => Some(control::metrics::serve(addr, calls_tx).await?),
+        None => None,
+    };
     let mut events = routing::watch()?;
     let (mut ctl, report) = Controller::start(config).await?;
     log_lines("", &report.lines());
     let (vrrp_tx, mut vrrp_events) = mpsc::unbounded_channel();
     log_lines("", &ctl.vrrp_start(vrrp_tx).await);
 
-    let (round_tx, mut rounds) = mpsc::channel::<(String, Round)>(64);
+    let (round_tx, mut rounds) = mpsc::channel::<(ProberKey, Round)>(64);
     let mut probers = Probers {
         tasks: BTreeMap::new(),
         tx: round_tx,
     };
     probers.sync(&ctl);
-
-    let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
-    let metrics = match ctl.config().control.metrics {
-        Some(addr) => Some(control::metrics::serve(addr, calls_tx.clone()).await?),
-        None => None,
-    };
-    let server = control::serve(ServerOptions::new(ctl.socket()), calls_tx)?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -171,8 +189,8 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
                 log_lines("", &ctl.vrrp_event(event).await);
                 probers.sync(&ctl);
             }
-            Some((wan, round)) = rounds.recv() => {
-                let failover = ctl.probe_round(&wan, &round);
+            Some(((wan, family), round)) = rounds.recv() => {
+                let failover = ctl.probe_round(&wan, family, &round);
                 after_failover(&mut ctl, failover).await;
                 log_lines("", ctl.retry_pending().iter());
             }
@@ -194,13 +212,13 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
             () = settle => {
                 due = None;
-                log_lines("", ctl.refresh_local().await.iter());
+                log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("netlink event").await);
             }
             _ = periodic.tick() => {
                 log_lines("", &ctl.vrrp_tick());
                 log_lines("", ctl.retry_pending().iter());
-                log_lines("", ctl.refresh_local().await.iter());
+                log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("periodic check").await);
                 log_lines("", ctl.check_conntrack_marking().await.iter());
             }
@@ -311,6 +329,14 @@ async fn handle(ctl: &mut Controller, probers: &mut Probers, request: Request) -
                 Err(e) => Response::error(e.to_string()),
             }
         }
+        Request::Gateway { name, gateway } => match ctl.set_gateway(&name, gateway).await {
+            Ok(lines) => {
+                log_lines("", &lines);
+                let text: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
+                Response::ok(serde_json::json!({ "message": text.join("\n") }))
+            }
+            Err(e) => Response::error(e.to_string()),
+        },
         Request::Stop => unreachable!("handled by the event loop"),
     }
 }

@@ -14,7 +14,8 @@
 //!   [`vrrp`] (the HA pair: VRRPv3 speakers, keepalived's fifo, the takeover steps' pieces);
 //! - [`controller`]: the one owner of every kernel change, computing the desired state and
 //!   reconciling;
-//! - [`daemon`] (the event loop: events -> controller calls), [`control`] (the socket protocol
+//! - [`daemon`] (the event loop: events -> controller calls; [`instance`], one daemon per
+//!   network namespace), [`control`] (the socket protocol
 //!   and metrics endpoint), [`cli`] (the commands; `main` is a thin wrapper over it).
 //!
 //! [`packet`] builds synthetic frames (explain, tests, benchmarks); [`objects`] embeds the eBPF
@@ -27,6 +28,7 @@ pub mod controller;
 pub mod daemon;
 pub mod dataplane;
 pub mod health;
+pub mod instance;
 pub mod model;
 pub mod objects;
 pub mod packet;

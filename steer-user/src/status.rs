@@ -106,6 +106,8 @@ pub struct LanStatus {
 pub enum WanState {
     Up,
     Down,
+    /// One address family up, the other down.
+    Partial,
 }
 
 impl WanState {
@@ -113,12 +115,34 @@ impl WanState {
         if up { WanState::Up } else { WanState::Down }
     }
 
+    /// The state of a WAN whose families are up or down as `families` says.
+    pub fn of(families: &[bool]) -> Self {
+        match (families.iter().all(|u| *u), families.iter().any(|u| *u)) {
+            (true, _) => WanState::Up,
+            (false, true) => WanState::Partial,
+            (false, false) => WanState::Down,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             WanState::Up => "up",
             WanState::Down => "down",
+            WanState::Partial => "partial",
         }
     }
+}
+
+/// One address family of a WAN.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyStatus {
+    /// "IPv4" or "IPv6".
+    pub family: String,
+    pub state: WanState,
+    pub detail: String,
+    /// Its next hop and where it came from, or what it waits for.
+    #[serde(default)]
+    pub gateway: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,9 +152,13 @@ pub struct WanStatus {
     #[serde(with = "hex")]
     pub mark: u32,
     pub table: u32,
+    /// Up when both families are, down when both are, partial otherwise.
     pub state: WanState,
     /// Why it is in that state, since when, and how far the next change is.
     pub detail: String,
+    /// Each address family's own state.
+    #[serde(default)]
+    pub families: Vec<FamilyStatus>,
     pub carrier: bool,
     /// Packets and bytes the classifier steered to it.
     pub packets: u64,
@@ -271,6 +299,7 @@ mod tests {
                 table: 101,
                 state: WanState::Up,
                 detail: "up".into(),
+                families: vec![],
                 carrier: true,
                 packets: 3,
                 bytes: 180,

@@ -188,6 +188,9 @@ async fn fake_daemon(
                 continue;
             }
             Request::Wan { name, mode } => Response::ok(json!({"name": name, "mode": mode})),
+            Request::Gateway { name, gateway } => {
+                Response::ok(json!({"name": name, "gateway": gateway}))
+            }
         };
         let _ = call.reply.send(answer);
     }
@@ -759,23 +762,27 @@ fn creates_directory_0700_and_socket_0600_and_restores_the_umask() {
 }
 
 #[test]
-fn world_writable_directory_needs_the_sticky_bit() {
+fn a_directory_others_may_write_into_is_refused_sticky_or_not() {
     let dir = TempDir::new("world");
     let open = dir.join("open");
     fs::create_dir(&open).unwrap();
-    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
-    let e = Daemon::start(ServerOptions::new(open.join("steer.sock"))).unwrap_err();
-    assert!(
-        matches!(&e, ControlError::InsecureDirectory { mode: 0o777, .. }),
-        "{e}"
-    );
-    assert!(e.to_string().contains(&open.display().to_string()), "{e}");
-    assert!(!open.join("steer.sock").exists());
-
-    fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+    for (mode, why) in [
+        (0o777, "everyone may write into the directory"),
+        (0o1777, "everyone may write into the directory"),
+        (0o775, "the directory's group may write into it"),
+    ] {
+        fs::set_permissions(&open, fs::Permissions::from_mode(mode)).unwrap();
+        let e = Daemon::start(ServerOptions::new(open.join("steer.sock"))).unwrap_err();
+        assert!(
+            matches!(&e, ControlError::InsecureDirectory { mode: m, why: w, .. } if *m == mode && *w == why),
+            "{mode:o}: {e}"
+        );
+        assert!(e.to_string().contains(&open.display().to_string()), "{e}");
+        assert!(!open.join("steer.sock").exists());
+    }
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
     let daemon = Daemon::start(ServerOptions::new(open.join("steer.sock"))).unwrap();
     assert!(daemon.status().ok);
-    assert_eq!(mode_of(&open), 0o1777);
 }
 
 #[test]

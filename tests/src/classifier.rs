@@ -7,7 +7,7 @@ use steer::{
         Dataplane,
         run::{TcOutcome, XdpOutcome, run_tc, run_xdp},
     },
-    model::{Direction, LocalKind},
+    model::{Direction, Family, LocalKind},
     packet::Frame,
     prefix::Prefix,
 };
@@ -52,10 +52,12 @@ impl Classifier {
             wan: NO_WAN,
             ..PolicyEntry::default()
         };
-        self.dp
-            .maps_mut()
-            .set_policy(generation, rule, entry)
-            .expect("write policy");
+        for family in Family::ALL {
+            self.dp
+                .maps_mut()
+                .set_policy(generation, family, rule, entry)
+                .expect("write policy");
+        }
         self
     }
 
@@ -117,11 +119,13 @@ impl Classifier {
             ..PolicyEntry::default()
         };
         for generation in 0..GENERATIONS {
-            let maps = self.dp.maps_mut();
-            maps.set_lb_slots(generation, rule, &slots)
-                .expect("write slots");
-            maps.set_policy(generation, rule, entry)
-                .expect("write policy");
+            for family in Family::ALL {
+                let maps = self.dp.maps_mut();
+                maps.set_lb_slots(generation, family, rule, &slots)
+                    .expect("write slots");
+                maps.set_policy(generation, family, rule, entry)
+                    .expect("write policy");
+            }
         }
         self
     }

@@ -5,7 +5,6 @@
 use std::{
     ffi::OsStr,
     fs::File,
-    os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -40,22 +39,7 @@ pub fn steer_bin() -> PathBuf {
 
 /// A `steer` command that runs inside `ns`'s network namespace.
 pub fn steer_in(ns: &Netns) -> Command {
-    let mut cmd = Command::new(steer_bin());
-    let path = format!("/run/netns/{}", ns.name);
-    let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: between fork and exec only async-signal-safe calls: setns on an inherited fd, and
-    // prctl so the daemon dies with the test process (no orphan after a crashed test run).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0
-                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd
+    ns.command(steer_bin())
 }
 
 /// Scratch space of one test: a directory for the config, lists and the socket, and a pin
@@ -121,7 +105,7 @@ impl Workdir {
         );
         let config = self.config();
         let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-        if matches!(command, "status" | "reload" | "wan") {
+        if matches!(command, "status" | "reload" | "wan" | "explain") {
             all.extend([OsStr::new("--socket"), self.socket.as_os_str()]);
         }
         if matches!(command, "dump" | "explain") {

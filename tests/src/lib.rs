@@ -7,12 +7,14 @@
 pub mod bench;
 pub mod classifier;
 pub mod daemon;
+pub mod forwarding;
 pub mod ha;
 pub mod lab;
 pub mod netns;
 pub mod rng;
 pub mod routing;
 pub mod scenario;
+pub mod service;
 pub mod witness;
 
 use std::sync::atomic::{AtomicU32, Ordering};

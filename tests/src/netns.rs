@@ -73,6 +73,28 @@ impl Netns {
 }
 
 impl Netns {
+    /// A command whose process runs in this namespace and dies with the test process (no
+    /// orphan after a crashed run).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(program);
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: between fork and exec only async-signal-safe calls: setns on an inherited fd,
+        // and prctl so the process dies with the test process.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0
+                    || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
     /// Like [`Netns::enter`] but returns at once: `f` runs on its own thread in the namespace.
     pub fn spawn<R: Send + 'static>(
         &self,

@@ -3,7 +3,10 @@
 //! Tests of the routing module use it, and so do tests that need WAN traffic to leave by its
 //! WAN the way steer makes it (the probes).
 
-use steer::routing::{self, Desired, Routing};
+use steer::{
+    config::NextHop,
+    routing::{self, Desired, Gateway, Routing},
+};
 
 use crate::{daemon::Workdir, lab::Lab, scenario::lab_wans};
 
@@ -16,10 +19,18 @@ pub fn lab_config() -> String {
     )
 }
 
-/// The routing steer wants for the configuration `text`.
+/// The routing steer wants for the configuration `text`, with the next hops it configures
+/// (a family left on `auto` gets no route: there is no system to learn from here).
 pub fn desired_from(text: &str) -> Desired {
     let work = Workdir::new("routing");
-    routing::desired(&work.load_config(text))
+    let config = work.load_config(text);
+    routing::desired(&config, |wan, family| {
+        match config.wan(wan)?.next_hop(family) {
+            NextHop::Via(a) => Some(Gateway::Via(a)),
+            NextHop::Direct => Some(Gateway::Direct),
+            NextHop::Auto => None,
+        }
+    })
 }
 
 /// The routing steer wants for the lab's two WANs ([`lab_config`]).

@@ -1,7 +1,10 @@
 //! The TC and XDP classifiers, run in the kernel through BPF_PROG_TEST_RUN against real maps.
 //! Every case checks the verdict too: the TC program must always return "continue".
 
-use steer::packet::{Frame, TPID_8021AD, TPID_8021Q, Transport, non_ip_frame};
+use steer::{
+    model::Family,
+    packet::{Frame, TPID_8021AD, TPID_8021Q, Transport, non_ip_frame},
+};
 use steer_common::{
     DEFAULT_RULE, LB_SLOTS, LbSlot, NO_WAN, PolicyEntry, XDP_META_MAGIC, action, path,
 };
@@ -271,6 +274,7 @@ fn foreign_mark_bits_survive() {
     c.dp.maps_mut()
         .set_policy(
             0,
+            Family::V4,
             DEFAULT_RULE,
             PolicyEntry {
                 action: action::MARK,
@@ -319,6 +323,7 @@ fn counters_count_exactly() {
     c.dp.maps_mut()
         .set_policy(
             0,
+            Family::V4,
             3,
             PolicyEntry {
                 action: action::MARK,
@@ -391,7 +396,17 @@ fn xdp_metadata_gives_the_same_verdict_as_tc_alone() {
             .meta
             .unwrap_or_else(|| panic!("{frame:?}: XDP wrote no metadata"));
         assert_eq!(meta.magic, XDP_META_MAGIC);
-        let policy = c.dp.maps().policy(0, meta.rule).unwrap();
+        let family = if meta.family == steer_common::FAMILY_V6 {
+            Family::V6
+        } else {
+            Family::V4
+        };
+        assert_eq!(
+            family,
+            Family::of(&frame.dst),
+            "XDP names the packet's family"
+        );
+        let policy = c.dp.maps().policy(0, family, meta.rule).unwrap();
         assert_eq!(
             policy.mark,
             c.tc(&bytes).mark,
@@ -421,11 +436,12 @@ fn balanced_rules_spread_flows_over_their_slots() {
         };
     }
     c.dp.maps_mut()
-        .set_lb_slots(0, DEFAULT_RULE, &slots)
+        .set_lb_slots(0, Family::V4, DEFAULT_RULE, &slots)
         .unwrap();
     c.dp.maps_mut()
         .set_policy(
             0,
+            Family::V4,
             DEFAULT_RULE,
             PolicyEntry {
                 action: action::BALANCE,
@@ -713,4 +729,54 @@ fn a_source_hashed_policy_keeps_each_host_on_one_wan() {
     assert!(per_host.values().all(|m| m.len() == 1), "{per_host:?}");
     let wans: std::collections::BTreeSet<u32> = per_host.values().flatten().copied().collect();
     assert_eq!(wans.len(), 2, "the hosts are spread over both WANs");
+}
+
+#[test]
+fn the_kernel_hashes_as_userspace_does_and_xdp_hands_the_hash_to_tc() {
+    use steer_common::{flow_hash, src_hash, words_v4, words_v6};
+    for by_source in [false, true] {
+        let mut c = Classifier::load();
+        let marks = [0x0100, 0x0200, 0x0300];
+        c.balance_rule(DEFAULT_RULE, &marks, by_source);
+        for i in 0..100u16 {
+            let (src, dst) = if i % 2 == 0 {
+                (
+                    ip(&format!("10.10.{}.{}", i % 7, i % 250)),
+                    ip("198.51.100.9"),
+                )
+            } else {
+                (ip(&format!("fd10::{i:x}")), ip("2001:db8::9"))
+            };
+            let (sport, dport) = (30000 + i, 443 + i % 3);
+            let frame = Frame::udp(src, dst)
+                .with_transport(Transport::Tcp { sport, dport })
+                .build();
+            let words = |a: std::net::IpAddr| match a {
+                std::net::IpAddr::V4(a) => words_v4(&a.octets()),
+                std::net::IpAddr::V6(a) => words_v6(&a.octets()),
+            };
+            let want = if by_source {
+                src_hash(&words(src))
+            } else {
+                flow_hash(&words(src), &words(dst), 6, sport, dport)
+            };
+            let slot = (want & (LB_SLOTS - 1)) as usize;
+            assert_eq!(c.tc(&frame).mark, marks[slot % marks.len()], "flow {i}");
+            let meta = c.xdp(&frame).meta.expect("XDP wrote its verdict");
+            assert_eq!(meta.hash, want, "flow {i}: the hash XDP hands to TC");
+            let kind = if by_source {
+                steer_common::policy_flags::HASH_SRC
+            } else {
+                0
+            };
+            assert_eq!(meta.hash_kind, kind);
+        }
+    }
+    // A rule that is not balanced gets no hash from XDP.
+    let c = nested_v4();
+    let meta = c
+        .xdp(&Frame::udp(ip(CLIENT), ip("10.0.1.7")).build())
+        .meta
+        .unwrap();
+    assert_eq!(meta.hash_kind, steer_common::XDP_HASH_NONE);
 }

@@ -216,10 +216,13 @@ fn steer_routing(lab: &Lab) -> String {
     String::from_utf8_lossy(&out).trim().to_owned()
 }
 
+/// A second daemon in another network namespace (another router's) on the same pin
+/// directory: refused by the pin directory's lock before it changes anything there.
 #[test]
 fn a_second_daemon_on_the_same_pin_directory_is_refused() {
     let (lab, work) = setup("lock");
     let _daemon = Daemon::start(&lab.router, &work);
+    let second_router = Lab::new();
     let other = Workdir::new("lock2");
     std::fs::copy(
         work.dir.join("lists/bypass.txt"),
@@ -234,7 +237,7 @@ fn a_second_daemon_on_the_same_pin_directory_is_refused() {
         ),
     )
     .unwrap();
-    let out = steer_tests::daemon::steer_in(&lab.router)
+    let out = steer_tests::daemon::steer_in(&second_router.router)
         .args(["run", "-c"])
         .arg(other.config())
         .output()
@@ -246,6 +249,8 @@ fn a_second_daemon_on_the_same_pin_directory_is_refused() {
         "{err}"
     );
     assert_eq!(tcx_programs(&lab), ["steer_tc"]);
+    assert_eq!(tcx_programs(&second_router), Vec::<String>::new());
+    assert_eq!(steer_routing(&second_router), "", "nothing changed there");
 }
 
 #[test]

@@ -524,7 +524,7 @@ fn prober_delivers_rounds_at_the_interval_and_stops() {
         // Taken before the prober's task runs: its first tick is no earlier, and tick k no
         // earlier than k intervals later (a late tick delays the ones after it).
         let t0 = Instant::now();
-        let handle = spawn_prober("wan2".into(), s.clone(), interval, tx);
+        let handle = spawn_prober("wan2".to_owned(), s.clone(), interval, tx);
         // Generous: each round ends within its timeout, and a loaded machine may delay every
         // tick by as much again, several times over.
         let within = (interval + s.timeout) * ROUNDS * 4;
@@ -571,7 +571,7 @@ fn prober_delivers_rounds_at_the_interval_and_stops() {
 
         // Aborting the handle stops it too.
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let handle = spawn_prober("wan2".into(), s.clone(), interval, tx);
+        let handle = spawn_prober("wan2".to_owned(), s.clone(), interval, tx);
         assert!(rx.recv().await.is_some());
         handle.abort();
         assert!(handle.await.unwrap_err().is_cancelled());

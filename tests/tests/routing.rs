@@ -138,24 +138,32 @@ fn fresh_reconcile_creates_exactly_the_desired_state_and_then_nothing() {
         );
         let first = rt.reconcile(&desired).await;
         let second = rt.reconcile(&desired).await;
+        // Something steer had put in place goes: that is drift, repaired.
+        lab.router
+            .run("ip rule del pref 1100 fwmark 0x100/0xff00 lookup 101");
+        let repair = rt.reconcile(&desired).await;
+        assert_eq!(
+            repair.changes,
+            ["repaired: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) was missing"]
+        );
         (first, second, rt.status(&desired).await)
     });
     assert!(first.failures.is_empty(), "{:#?}", first.failures);
     assert_eq!(
         sorted(first.changes.clone()),
         sorted(vec![
-            "repaired: route default via 100.64.1.1 dev wan1 table 101 (v4) was missing".into(),
-            "repaired: route default via fd64:1::1 dev wan1 table 101 (v6) was missing".into(),
-            "repaired: route default via 100.64.2.1 dev wan2 table 102 (v4) was missing".into(),
-            "repaired: route default via fd64:2::1 dev wan2 table 102 (v6) was missing".into(),
-            "repaired: rule 1090 fwmark 0xff00/0xff00 unreachable (v4) was missing".into(),
-            "repaired: rule 1091 fwmark 0xfe00/0xff00 blackhole (v4) was missing".into(),
-            "repaired: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) was missing".into(),
-            "repaired: rule 1101 fwmark 0x200/0xff00 lookup 102 (v4) was missing".into(),
-            "repaired: rule 1090 fwmark 0xff00/0xff00 unreachable (v6) was missing".into(),
-            "repaired: rule 1091 fwmark 0xfe00/0xff00 blackhole (v6) was missing".into(),
-            "repaired: rule 1100 fwmark 0x100/0xff00 lookup 101 (v6) was missing".into(),
-            "repaired: rule 1101 fwmark 0x200/0xff00 lookup 102 (v6) was missing".into(),
+            "created: route default via 100.64.1.1 dev wan1 table 101 (v4)".into(),
+            "created: route default via fd64:1::1 dev wan1 table 101 (v6)".into(),
+            "created: route default via 100.64.2.1 dev wan2 table 102 (v4)".into(),
+            "created: route default via fd64:2::1 dev wan2 table 102 (v6)".into(),
+            "created: rule 1090 fwmark 0xff00/0xff00 unreachable (v4)".into(),
+            "created: rule 1091 fwmark 0xfe00/0xff00 blackhole (v4)".into(),
+            "created: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4)".into(),
+            "created: rule 1101 fwmark 0x200/0xff00 lookup 102 (v4)".into(),
+            "created: rule 1090 fwmark 0xff00/0xff00 unreachable (v6)".into(),
+            "created: rule 1091 fwmark 0xfe00/0xff00 blackhole (v6)".into(),
+            "created: rule 1100 fwmark 0x100/0xff00 lookup 101 (v6)".into(),
+            "created: rule 1101 fwmark 0x200/0xff00 lookup 102 (v6)".into(),
         ])
     );
     assert_quiet(&second, "second reconcile");
@@ -292,14 +300,14 @@ fn drift_is_repaired_and_reported() {
     assert_eq!(
         sorted(report.changes.clone()),
         sorted(vec![
-            "repaired: rule 1101 fwmark 0x200/0xff00 lookup 102 (v4) was missing".into(),
+            "created: rule 1101 fwmark 0x200/0xff00 lookup 102 (v4)".into(),
             "replaced: route default dev wan1 scope link table 101 proto boot (v4) with \
              route default via 100.64.1.1 dev wan1 table 101 (v4)"
                 .into(),
             "replaced: route default via fe80::1 dev wan1 table 101 proto boot (v6) with \
              route default via fd64:1::1 dev wan1 table 101 (v6)"
                 .into(),
-            "repaired: route default via fd64:2::1 dev wan2 table 102 (v6) was missing".into(),
+            "created: route default via fd64:2::1 dev wan2 table 102 (v6)".into(),
             "removed stale: rule 1102 fwmark 0x300/0xff00 lookup 103 (v4)".into(),
             "removed stale: route default via 100.64.2.1 dev wan2 table 101 proto boot metric 50 (v4)"
                 .into(),
@@ -337,7 +345,7 @@ fn missing_or_down_interfaces_fail_and_recover() {
     });
     assert_eq!(
         down.changes,
-        ["repaired: route default via 100.64.3.1 dev wan3 table 103 (v4) was missing"]
+        ["created: route default via 100.64.3.1 dev wan3 table 103 (v4)"]
     );
     // The kernel removed wan2's routes when it went down; they cannot come back yet.
     assert_eq!(down.failures.len(), 2, "{:#?}", down.failures);
@@ -375,8 +383,8 @@ fn missing_or_down_interfaces_fail_and_recover() {
     assert_eq!(
         sorted(up.1),
         [
-            "repaired: route default via 100.64.2.1 dev wan2 table 102 (v4) was missing",
-            "repaired: route default via fd64:2::1 dev wan2 table 102 (v6) was missing",
+            "created: route default via 100.64.2.1 dev wan2 table 102 (v4)",
+            "created: route default via fd64:2::1 dev wan2 table 102 (v6)",
         ]
     );
     assert_eq!(

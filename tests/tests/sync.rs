@@ -14,7 +14,7 @@ use steer::{
     config::Config,
     controller::desired,
     dataplane::{Dataplane, DataplaneError, SyncError, SyncReport, run::run_tc},
-    model::{Capacity, NameIds, PrefixMap, PrefixSets},
+    model::{Capacity, Family, NameIds, PrefixMap, PrefixSets},
     packet::Frame,
 };
 use steer_common::{GENERATIONS, MAX_RULES, action, rule_kind};
@@ -69,7 +69,7 @@ impl Applied {
     }
 
     fn apply(&mut self, dp: &mut Dataplane, cfg: &Config) -> Result<SyncReport, SyncError> {
-        let mut d = desired(cfg, &self.rule_ids, &self.wan_slots, |_| true);
+        let mut d = desired(cfg, &self.rule_ids, &self.wan_slots, |_, _| true);
         if let Some(capacity) = self.capacity {
             d.contents.capacity = capacity;
         }
@@ -441,7 +441,7 @@ fn a_policy_change_flips_once_and_writes_no_prefix() {
     assert_eq!(report.prefix_writes, 0);
     assert_eq!(report.flipped, Some((gen_before, 1 - gen_before)));
     assert_eq!(mark(&dp), Wan::One.mark());
-    let live = dp.maps().policy(1 - gen_before, 1).unwrap();
+    let live = dp.maps().policy(1 - gen_before, Family::V4, 1).unwrap();
     assert_eq!((live.action, live.mark), (action::MARK, Wan::One.mark()));
 }
 

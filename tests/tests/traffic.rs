@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use steer::{
     dataplane::{Dataplane, XdpAttachMode},
-    model::Direction,
+    model::{Direction, Family},
 };
 use steer_common::{PolicyEntry, action, path};
 use steer_tests::{
@@ -53,7 +53,9 @@ fn steer_real_traffic(with_xdp: bool) {
         wan: 1,
         ..PolicyEntry::default()
     };
-    dp.maps_mut().set_policy(0, 1, bypass).unwrap();
+    for family in Family::ALL {
+        dp.maps_mut().set_policy(0, family, 1, bypass).unwrap();
+    }
     for prefix in [
         format!("{}/32", Lab::SERVER_B),
         format!("{}/128", Lab::SERVER_B6),

@@ -17,11 +17,17 @@ use crate::{
     ebpf_toolchain,
 };
 
-/// Debian packages the tests and the demo use: iproute2 (ip, tc), nftables (NAT in the lab),
-/// conntrack (checking flushed flows), iputils-ping and procps (sysctl), bpftool and tcpdump
-/// (looking at what the kernel holds when something goes wrong); the HA tests' real peers:
-/// keepalived (VRRP interop, the keepalived engine), bird2 (OSPF for the routed VIP),
-/// conntrackd (connections across a failover).
+/// Debian packages the tests, the demo and the benchmarks use: iproute2 (ip, tc), nftables (NAT
+/// in the lab; a contender of the forwarding benchmark), conntrack (checking flushed flows),
+/// iputils-ping and procps (sysctl), bpftool and tcpdump (looking at what the kernel holds when
+/// something goes wrong); for the forwarding benchmark and its test: netsniff-ng (trafgen, the
+/// generator), iptables and ipset (the iptables+ipset contender), ethtool (veth offloads and
+/// GRO, which decide where veth receives); for WANs as they come: dnsmasq-base (the ISP's DHCP
+/// server), busybox (udhcpc), isc-dhcp-client (dhclient) and dhcpcd-base (dhcpcd), the router's
+/// DHCP clients whose hooks in contrib/dhcp are tested, socat (a point-to-point link between
+/// namespaces, like a PPP session) and radvd (router advertisements); the HA tests' real
+/// peers: keepalived (VRRP interop, the keepalived engine), bird2 (OSPF for the routed VIP)
+/// and conntrackd (connections across a failover).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -30,6 +36,16 @@ const PACKAGES: &[&str] = &[
     "procps",
     "bpftool",
     "tcpdump",
+    "netsniff-ng",
+    "iptables",
+    "ipset",
+    "ethtool",
+    "dnsmasq-base",
+    "busybox",
+    "isc-dhcp-client",
+    "dhcpcd-base",
+    "socat",
+    "radvd",
     "keepalived",
     "bird2",
     "conntrackd",

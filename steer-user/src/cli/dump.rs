@@ -10,7 +10,7 @@ use steer_common::{LB_SLOTS, NO_WAN, action, path};
 use super::txt;
 use crate::{
     dataplane::{DataplaneError, Maps, WanName},
-    model::{PrefixMap, Rule, RuleKind, last_resort_marks},
+    model::{Family, PrefixMap, Rule, RuleKind, last_resort_marks},
 };
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,45 +183,64 @@ fn render_rules(names: &Names) -> String {
 fn policies(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
     let mut out = Vec::new();
     for id in names.rules.keys() {
-        let entry = maps.policy(names.generation, *id)?;
-        let verdict = match entry.action {
-            action::MARK => json!({
-                "action": "mark", "mark": format!("{:#x}", entry.mark), "mask": format!("{:#x}", entry.mask),
-                "wan": names.wan_of_mark(entry.mark, entry.mask),
-            }),
-            action::BALANCE => {
-                let mut share: BTreeMap<String, u32> = BTreeMap::new();
-                for slot in maps.lb_slots(names.generation, *id)? {
-                    *share.entry(names.wan(slot.wan)).or_default() += 1;
-                }
-                json!({
-                    "action": "balance", "mask": format!("{:#x}", entry.mask),
-                    "slots": share.iter().map(|(w, n)| json!({ "wan": w, "slots": n })).collect::<Vec<_>>(),
-                })
-            }
-            _ => json!({ "action": "none", "wan": "none (unmarked: main routing table)" }),
-        };
-        out.push(json!({ "rule": id, "set": names.set(*id), "policy": names.policy(*id), "verdict": verdict }));
+        let mut row = json!({ "rule": id, "set": names.set(*id), "policy": names.policy(*id) });
+        for (family, key) in [(Family::V4, "verdict"), (Family::V6, "verdict_v6")] {
+            row[key] = verdict(maps, names, family, *id)?;
+        }
+        out.push(row);
     }
     Ok(Value::Array(out))
+}
+
+/// What rule `id` stamps on packets of `family` in the live generation.
+fn verdict(maps: &Maps, names: &Names, family: Family, id: u32) -> Result<Value, DataplaneError> {
+    let entry = maps.policy(names.generation, family, id)?;
+    Ok(match entry.action {
+        action::MARK => json!({
+            "action": "mark", "mark": format!("{:#x}", entry.mark), "mask": format!("{:#x}", entry.mask),
+            "wan": names.wan_of_mark(entry.mark, entry.mask),
+        }),
+        action::BALANCE => {
+            let mut share: BTreeMap<String, u32> = BTreeMap::new();
+            for slot in maps.lb_slots(names.generation, family, id)? {
+                *share.entry(names.wan(slot.wan)).or_default() += 1;
+            }
+            json!({
+                "action": "balance", "mask": format!("{:#x}", entry.mask),
+                "slots": share.iter().map(|(w, n)| json!({ "wan": w, "slots": n })).collect::<Vec<_>>(),
+            })
+        }
+        _ => json!({ "action": "none", "wan": "none (unmarked: main routing table)" }),
+    })
+}
+
+fn render_verdict(verdict: &Value) -> String {
+    match verdict["action"].as_str() {
+        Some("mark") => format!("mark {} -> {}", txt(&verdict["mark"]), txt(&verdict["wan"])),
+        Some("balance") => {
+            let parts: Vec<String> = verdict["slots"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| format!("{} {}/{LB_SLOTS}", txt(&s["wan"]), txt(&s["slots"])))
+                .collect();
+            format!("balance: {}", parts.join(", "))
+        }
+        _ => "unmarked (main routing table)".into(),
+    }
 }
 
 fn render_policies(v: &Value) -> String {
     let mut out = "rule  set              policy           verdict\n".to_owned();
     for p in v.as_array().into_iter().flatten() {
-        let verdict = &p["verdict"];
-        let what = match verdict["action"].as_str() {
-            Some("mark") => format!("mark {} -> {}", txt(&verdict["mark"]), txt(&verdict["wan"])),
-            Some("balance") => {
-                let parts: Vec<String> = verdict["slots"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|s| format!("{} {}/{LB_SLOTS}", txt(&s["wan"]), txt(&s["slots"])))
-                    .collect();
-                format!("balance: {}", parts.join(", "))
-            }
-            _ => "unmarked (main routing table)".into(),
+        let (v4, v6) = (
+            render_verdict(&p["verdict"]),
+            render_verdict(&p["verdict_v6"]),
+        );
+        let what = if v4 == v6 {
+            v4
+        } else {
+            format!("IPv4: {v4}; IPv6: {v6}")
         };
         let _ = writeln!(
             out,

@@ -19,9 +19,10 @@ use crate::{
         Dataplane, DataplaneError,
         run::{run_tc, run_xdp},
     },
-    model::{Direction, LocalKind},
+    model::{Direction, Family, LocalKind},
     packet::{Frame, Transport},
     prefix::Prefix,
+    status::{Status, WanState},
 };
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,12 +57,43 @@ pub struct Explanation {
     pub mask: u32,
     pub wan: String,
     pub generation: u32,
+    /// Each WAN's state in the packet's address family, when the daemon answered (the policy
+    /// decided from these).
+    pub health: Vec<WanHealth>,
+}
+
+/// One WAN's state in one address family, as the daemon reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WanHealth {
+    pub wan: String,
+    pub state: WanState,
+    pub detail: String,
 }
 
 impl Explanation {
     /// "src", "dst" or "default", as `steer dump` names rule kinds.
     pub fn matched_on_name(&self) -> &'static str {
         self.matched_on.map_or("default", Direction::as_str)
+    }
+
+    /// Adds each WAN's state in the packet's family from the daemon's status.
+    pub fn with_health(mut self, status: &Status) -> Self {
+        let family = Family::of(&self.dst).name();
+        self.health = status
+            .wans
+            .iter()
+            .filter_map(|w| {
+                let f = w.families.iter().find(|f| f.family == family)?;
+                // A family without a gateway carries nothing whatever its probes say.
+                let waiting = f.state != WanState::Up && f.gateway.starts_with("waiting");
+                Some(WanHealth {
+                    wan: w.name.clone(),
+                    state: f.state,
+                    detail: if waiting { &f.gateway } else { &f.detail }.clone(),
+                })
+            })
+            .collect();
+        self
     }
 
     pub fn to_json(&self) -> Value {
@@ -74,6 +106,7 @@ impl Explanation {
             "shadowed": self.shadowed.iter().map(|(p, s)| json!({ "prefix": p.to_string(), "set": s })).collect::<Vec<_>>(),
             "policy": self.policy, "mark": format!("{:#x}", self.mark), "wan": self.wan,
             "generation": self.generation,
+            "health": self.health.iter().map(|h| json!({ "wan": h.wan, "state": h.state.as_str(), "detail": h.detail })).collect::<Vec<_>>(),
         })
     }
 }
@@ -121,6 +154,11 @@ impl fmt::Display for Explanation {
         writeln!(f, "policy   {}", self.policy)?;
         writeln!(f, "mark     {:#x} (mask {:#x})", self.mark, self.mask)?;
         writeln!(f, "wan      {}", self.wan)?;
+        let family = Family::of(&self.dst).name();
+        for (i, h) in self.health.iter().enumerate() {
+            let head = if i == 0 { "health" } else { "" };
+            writeln!(f, "{head:<8} {family} {}: {}", h.wan, h.detail)?;
+        }
         writeln!(
             f,
             "(the real classifier ran on this packet against the live maps, policy generation {})",
@@ -199,6 +237,7 @@ pub fn explain(
             mask: 0,
             wan: "none (local destination: main table)".into(),
             generation: names.generation,
+            health: Vec::new(),
         });
     }
     let matched_on = names.kind(rule).direction();
@@ -216,7 +255,7 @@ pub fn explain(
             }
         }
     }
-    let entry = maps.policy(names.generation, rule)?;
+    let entry = maps.policy(names.generation, Family::of(&dst), rule)?;
     Ok(Explanation {
         src,
         dst,
@@ -233,5 +272,6 @@ pub fn explain(
         mask: entry.mask,
         wan: names.wan_of_mark(tc.mark, entry.mask),
         generation: names.generation,
+        health: Vec::new(),
     })
 }

@@ -112,11 +112,16 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Force a WAN up or down, or give it back to health tracking.
+    /// Force a WAN up or down, or give it back to health tracking (`auto`); or hand in its
+    /// gateway from a DHCP client hook (`gateway ADDR`, `gateway auto` to go back to what the
+    /// system's routes say).
     Wan {
+        /// The WAN's name; with `gateway` also its interface (what a DHCP hook knows).
         name: String,
         #[arg(value_enum)]
         mode: ModeArg,
+        /// With `gateway`: the next hop (IPv4 or IPv6), or `auto`.
+        value: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -128,20 +133,59 @@ pub enum Command {
     },
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModeArg {
     Up,
     Down,
     Auto,
+    Gateway,
 }
 
-impl From<ModeArg> for WanMode {
-    fn from(m: ModeArg) -> Self {
-        match m {
-            ModeArg::Up => WanMode::Up,
-            ModeArg::Down => WanMode::Down,
-            ModeArg::Auto => WanMode::Auto,
-        }
+impl ModeArg {
+    /// The request for `steer wan NAME <mode> [value]`, or what is wrong with the words.
+    fn request(self, name: String, value: Option<String>) -> Result<Request, CliError> {
+        let mode = match (self, value) {
+            (ModeArg::Gateway, Some(v)) => return gateway_request(name, &v),
+            (ModeArg::Gateway, None) => {
+                return Err(CliError::Refused(
+                    "`steer wan NAME gateway` needs the next hop (e.g. 100.64.1.1) or `auto`"
+                        .into(),
+                ));
+            }
+            (_, Some(v)) => {
+                return Err(CliError::Refused(format!(
+                    "unexpected `{v}`: only `steer wan NAME gateway` takes a value"
+                )));
+            }
+            (ModeArg::Up, None) => WanMode::Up,
+            (ModeArg::Down, None) => WanMode::Down,
+            (ModeArg::Auto, None) => WanMode::Auto,
+        };
+        Ok(Request::Wan { name, mode })
+    }
+}
+
+/// `steer wan NAME gateway ADDR|auto`, checked like a configured gateway.
+fn gateway_request(name: String, value: &str) -> Result<Request, CliError> {
+    if value == "auto" {
+        return Ok(Request::Gateway {
+            name,
+            gateway: None,
+        });
+    }
+    match crate::prefix::parse_addr(value) {
+        Ok(a) if crate::prefix::is_unicast(a) => Ok(Request::Gateway {
+            name,
+            gateway: Some(a),
+        }),
+        Ok(a) => Err(CliError::Refused(format!(
+            "{a} cannot be a gateway: give the address of the next-hop router on this WAN"
+        ))),
+        Err(e) => Err(CliError::Refused(format!(
+            "gateway `{value}`: {}; {}",
+            e.message(),
+            e.hint()
+        ))),
     }
 }
 
@@ -227,7 +271,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             json,
         } => {
             let pin_dir = target.resolve()?.pin_dir;
-            let e = explain(&pin_dir, dst, src, proto, dport)?;
+            let mut e = explain(&pin_dir, dst, src, proto, dport)?;
+            // The maps alone answer; the daemon adds the WAN states the verdict came from.
+            if let Ok(status) =
+                request(&target, Request::Status).and_then(|body| decode::<Status>(&target, body))
+            {
+                e = e.with_health(&status);
+            }
             if json {
                 outln(&serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
             } else {
@@ -243,14 +293,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Wan { name, mode, target } => {
-            let body = request(
-                &target,
-                Request::Wan {
-                    name,
-                    mode: mode.into(),
-                },
-            )?;
+        Command::Wan {
+            name,
+            mode,
+            value,
+            target,
+        } => {
+            let body = request(&target, mode.request(name, value)?)?;
             if let Some(s) = body["message"].as_str() {
                 outln(s);
             }
@@ -300,6 +349,9 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
                     "note: {domains} domain(s) are listed; this version does not resolve them yet (no [dns] section): \
                      only the prefixes are steered"
                 );
+            }
+            for note in config::notes(&c) {
+                eprintln!("note: {note}");
             }
             outln(&format!(
                 "{}: OK: {} WAN(s), {} policies, {} set(s) with {prefixes} prefixes and {domains} domains, LAN {}",
@@ -418,8 +470,18 @@ fn render_status(s: &Status) -> String {
             w.packets,
             w.bytes
         );
-        if !w.detail.is_empty() {
+        if w.families.is_empty() && !w.detail.is_empty() {
             let _ = writeln!(out, "           {}", w.detail);
+        }
+        for f in &w.families {
+            let _ = writeln!(
+                out,
+                "           {} {:<5} {}\n                      gateway {}",
+                f.family,
+                f.state.as_str(),
+                f.detail,
+                f.gateway
+            );
         }
     }
     let _ = writeln!(out, "\npolicy          now");

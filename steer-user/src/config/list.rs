@@ -14,6 +14,10 @@ pub enum ListErrorKind {
     NotUtf8,
     /// The file is UTF-16 (it starts with a UTF-16 byte-order mark).
     Utf16,
+    /// No line of the file is an address: it is some other file (a wrong path, or a link to a
+    /// file that is not a list). Its lines are not repeated in messages, which may reach
+    /// someone who may not read it.
+    NotAList { bad_lines: usize },
 }
 
 /// One entry of a list file and where it is written: 1-based line and column (in characters).
@@ -40,6 +44,10 @@ impl ListError {
             ListErrorKind::Addr(e) => e.message(),
             ListErrorKind::NotUtf8 => "the line is not valid UTF-8 text".into(),
             ListErrorKind::Utf16 => "the file is UTF-16 encoded".into(),
+            ListErrorKind::NotAList { bad_lines } => format!(
+                "this is not a list file: none of its {bad_lines} non-comment lines is an IP \
+                 address or prefix (its lines are not shown)"
+            ),
         }
     }
 
@@ -51,6 +59,11 @@ impl ListError {
                     .into()
             }
             ListErrorKind::Utf16 => "save the file as UTF-8 (or plain ASCII)".into(),
+            ListErrorKind::NotAList { .. } => {
+                "check the path: a list file holds one address or prefix per line, e.g. \
+                 192.0.2.0/24"
+                    .into()
+            }
         }
     }
 }
@@ -79,10 +92,24 @@ pub fn parse_list(text: &str, allow_default_route: bool) -> Result<Vec<Listed>, 
     for (i, line) in text.split('\n').enumerate() {
         parse_line(line, i + 1, allow_default_route, &mut out, &mut errors);
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
+    outcome(out, errors)
+}
+
+/// The entries, or the bad lines; a file none of whose lines is an entry is not a list, and
+/// none of its lines is repeated.
+fn outcome(out: Vec<Listed>, errors: Vec<ListError>) -> Result<Vec<Listed>, Vec<ListError>> {
+    match errors.first() {
+        None => Ok(out),
+        Some(_) if !out.is_empty() => Err(errors),
+        Some(first) if first.kind == ListErrorKind::Utf16 => Err(errors),
+        Some(first) => Err(vec![ListError {
+            line: first.line,
+            column: 1,
+            text: String::new(),
+            kind: ListErrorKind::NotAList {
+                bad_lines: errors.len(),
+            },
+        }]),
     }
 }
 
@@ -123,11 +150,7 @@ pub fn parse_list_bytes(
             }
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    outcome(out, errors)
 }
 
 #[inline]

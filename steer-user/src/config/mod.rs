@@ -13,7 +13,8 @@
 //! deserialization, the order of diagnostics), `schema` (field tables and the walk), `diag`
 //! (diagnostics and the context that collects them), `check` (ranges, choices, paths,
 //! uniqueness), `names`, `references` (names one section defines and another uses),
-//! `suggest` ("did you mean"), `targets` (probe targets, socket addresses) and `list` (the
+//! `suggest` ("did you mean"), `notes` (advice on a valid file), `read` (which files are
+//! read and how), `targets` (probe targets, socket addresses) and `list` (the
 //! list-file format).
 //!
 //! The user-facing reference is `docs/configuration.md`.
@@ -27,7 +28,9 @@ mod endpoints;
 mod general;
 mod list;
 mod names;
+mod notes;
 mod policy;
+mod read;
 mod references;
 mod root;
 mod schema;
@@ -42,7 +45,7 @@ mod wan;
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -50,6 +53,8 @@ use std::{
 pub use diag::{ConfigErrors, Diagnostic};
 pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
 pub use names::{ifname_problem, normalize_domain, valid_name};
+pub use notes::notes;
+pub use read::{MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, read_file};
 pub use vrrp::{AllWansDown, Checksum, Engine, Follow, Speaker, Vip, Vrrp, VrrpWan};
 
 pub use crate::model::{Capacity, LocalScope};
@@ -120,9 +125,35 @@ pub struct Wan {
     pub mark: u32,
     /// The routing table steer keeps for this WAN (unique, not 0/253/254/255, < 2^31).
     pub table: u32,
-    pub gateway: Option<Ipv4Addr>,
-    pub gateway6: Option<Ipv6Addr>,
+    /// The IPv4 next hop (`gateway`).
+    pub gateway: NextHop,
+    /// The IPv6 next hop (`gateway6`).
+    pub gateway6: NextHop,
     pub track: Track,
+}
+
+impl Wan {
+    /// The next hop setting of `family`.
+    pub fn next_hop(&self, family: crate::model::Family) -> NextHop {
+        match family {
+            crate::model::Family::V4 => self.gateway,
+            crate::model::Family::V6 => self.gateway6,
+        }
+    }
+}
+
+/// Where a WAN's default route of one family goes (`gateway`, `gateway6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NextHop {
+    /// Learned from the system: the default route the DHCP client, PPP or router
+    /// advertisements installed through the WAN's interface, or none on a point-to-point link
+    /// (`"auto"`, and what leaving the key out means).
+    #[default]
+    Auto,
+    /// No next hop: the route names the interface only (`"none"`, for point-to-point links).
+    Direct,
+    /// This address (of the key's family).
+    Via(IpAddr),
 }
 
 /// Health tracking of one WAN.
@@ -160,6 +191,13 @@ impl Track {
     pub const DEFAULT_DOWN_AFTER: u32 = 3;
     pub const DEFAULT_UP_AFTER: u32 = 5;
     pub const DEFAULT_LOSS_WINDOW: u32 = 10;
+
+    /// Whether some target is of `family` (a family without targets follows the other).
+    pub fn probes(&self, family: crate::model::Family) -> bool {
+        self.targets
+            .iter()
+            .any(|t| crate::model::Family::of(&t.ip()) == family)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +234,16 @@ pub enum ProbeTarget {
         host: String,
         path: String,
     },
+}
+
+impl ProbeTarget {
+    /// The address a probe of this target is sent to.
+    pub fn ip(&self) -> IpAddr {
+        match self {
+            ProbeTarget::Icmp(a) | ProbeTarget::Dns { server: a, .. } => *a,
+            ProbeTarget::Tcp(a) | ProbeTarget::Http { addr: a, .. } => a.ip(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -297,8 +345,10 @@ pub struct DefaultRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Control {
     pub socket: PathBuf,
-    /// Prometheus metrics listener; `None` = off.
+    /// Prometheus metrics listener; `None` = off. A loopback address unless `metrics_public`.
     pub metrics: Option<SocketAddr>,
+    /// The metrics may be served on an address other hosts reach (opted in, warned about).
+    pub metrics_public: bool,
 }
 
 impl Default for Control {
@@ -306,6 +356,7 @@ impl Default for Control {
         Control {
             socket: PathBuf::from(DEFAULT_SOCKET),
             metrics: None,
+            metrics_public: false,
         }
     }
 }
@@ -313,6 +364,18 @@ impl Default for Control {
 impl Config {
     pub fn wan(&self, name: &str) -> Option<&Wan> {
         self.wans.iter().find(|w| w.name == name)
+    }
+
+    /// The WAN named `name`, or else the one WAN on interface `name` (what a DHCP client hook
+    /// knows).
+    pub fn wan_or_interface(&self, name: &str) -> Option<&Wan> {
+        self.wan(name).or_else(|| {
+            let mut on = self.wans.iter().filter(|w| w.interface == name);
+            match (on.next(), on.next()) {
+                (Some(w), None) => Some(w),
+                _ => None,
+            }
+        })
     }
 
     pub fn policy(&self, name: &str) -> Option<&Policy> {
@@ -348,7 +411,7 @@ pub fn load_endpoints(path: &Path) -> Result<Endpoints, ConfigErrors> {
 
 /// The configuration file as text, or why it cannot be read.
 fn read_text(path: &Path) -> Result<String, ConfigErrors> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = read_file(path, MAX_CONFIG_BYTES).map_err(|e| {
         let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         single(
             path,
@@ -356,7 +419,10 @@ fn read_text(path: &Path) -> Result<String, ConfigErrors> {
                 "cannot read the configuration file {}: {e}",
                 shown.display()
             ),
-            "check the path given with -c and the file's permissions",
+            match &e {
+                ReadError::Io(_) => "check the path given with -c and the file's permissions",
+                e => e.hint(),
+            },
         )
     })?;
     String::from_utf8(bytes).map_err(|e| {

@@ -1,12 +1,10 @@
 //! `[[wan]]`: each WAN's name, interface, mark, routing table and gateways — its keys, their raw
 //! form and their checks. Its `[wan.track]` table is the `track` module's.
 
-use std::net::IpAddr;
-
 use serde::Deserialize;
 
 use super::{
-    General, Wan,
+    General, NextHop, Wan,
     check::Claims,
     diag::Ctx,
     general,
@@ -47,8 +45,8 @@ const FIELDS: &[Field] = &[
     req("interface", Str, "interface = \"eth1\""),
     req("mark", Int, "mark = 0x100"),
     req("table", Int, TABLE_EXAMPLE),
-    opt("gateway", Str, "gateway = \"192.168.2.1\""),
-    opt("gateway6", Str, "gateway6 = \"fe80::1\""),
+    opt("gateway", Str, "gateway = \"auto\""),
+    opt("gateway6", Str, "gateway6 = \"auto\""),
     track::FIELD,
 ];
 
@@ -141,17 +139,11 @@ fn wan(
     let gateway = w
         .gateway
         .as_ref()
-        .and_then(|v| match next_hop(cx, v, &f("gateway"), true)? {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        });
-    let gateway6 =
-        w.gateway6
-            .as_ref()
-            .and_then(|v| match next_hop(cx, v, &f("gateway6"), false)? {
-                IpAddr::V6(a) => Some(a),
-                IpAddr::V4(_) => None,
-            });
+        .map_or(NextHop::Auto, |v| next_hop(cx, v, &f("gateway"), true));
+    let gateway6 = w
+        .gateway6
+        .as_ref()
+        .map_or(NextHop::Auto, |v| next_hop(cx, v, &f("gateway6"), false));
     let track = track::build(cx, w.track, &f("track"));
     Wan {
         name,
@@ -342,13 +334,23 @@ pub(super) fn table(
     table
 }
 
-/// A next hop of the family the key is for (`v4`: `gateway`, else `gateway6`).
-fn next_hop(cx: &mut Ctx<'_>, v: &S<String>, field: &str, v4: bool) -> Option<IpAddr> {
+/// A next hop of the family the key is for (`v4`: `gateway`, else `gateway6`): `"auto"`,
+/// `"none"` or an address. A bad value is reported and read as `auto`.
+fn next_hop(cx: &mut Ctx<'_>, v: &S<String>, field: &str, v4: bool) -> NextHop {
+    match v.get_ref().as_str() {
+        "auto" => return NextHop::Auto,
+        "none" => return NextHop::Direct,
+        _ => {}
+    }
     let a = match parse_addr(v.get_ref()) {
         Ok(a) => a,
         Err(e) => {
-            cx.err(&v.span(), field, e.message(), e.hint());
-            return None;
+            let hint = format!(
+                "{}; or \"auto\" (learned from DHCP, PPP or router advertisements) or \"none\" (a point-to-point link)",
+                e.hint()
+            );
+            cx.err(&v.span(), field, e.message(), hint);
+            return NextHop::Auto;
         }
     };
     if a.is_ipv4() != v4 {
@@ -364,7 +366,7 @@ fn next_hop(cx: &mut Ctx<'_>, v: &S<String>, field: &str, v4: bool) -> Option<Ip
             )
         };
         cx.err(&v.span(), field, msg, hint);
-        return None;
+        return NextHop::Auto;
     }
     if !is_unicast(a) {
         cx.err(
@@ -373,7 +375,7 @@ fn next_hop(cx: &mut Ctx<'_>, v: &S<String>, field: &str, v4: bool) -> Option<Ip
             format!("{a} cannot be a gateway"),
             "write the address of the next-hop router on this WAN",
         );
-        return None;
+        return NextHop::Auto;
     }
-    Some(a)
+    NextHop::Via(a)
 }

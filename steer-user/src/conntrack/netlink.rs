@@ -11,6 +11,7 @@ use std::{
 };
 
 use super::ConntrackError;
+use crate::model::Family;
 
 const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -46,13 +47,17 @@ const ACK_TIMEOUT: libc::timeval = libc::timeval {
     tv_usec: 0,
 };
 
-/// Deletes every conntrack entry (IPv4 and IPv6) whose connection mark matches `mark` under
+/// Deletes every conntrack entry of `families` whose connection mark matches `mark` under
 /// `mask`.
-pub fn flush_mark(mark: u32, mask: u32) -> Result<(), ConntrackError> {
+pub fn flush_mark(mark: u32, mask: u32, families: &[Family]) -> Result<(), ConntrackError> {
     let err = |source| ConntrackError::Flush { mark, mask, source };
     let sock = NetlinkSocket::open().map_err(err)?;
-    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        sock.request(&mark_message(IPCTNL_MSG_CT_DELETE, family, mark, mask))
+    for family in families {
+        let af = match family {
+            Family::V4 => libc::AF_INET as u8,
+            Family::V6 => libc::AF_INET6 as u8,
+        };
+        sock.request(&mark_message(IPCTNL_MSG_CT_DELETE, af, mark, mask))
             .map_err(err)?;
     }
     Ok(())

@@ -33,7 +33,14 @@ pub async fn serve(
             path: addr.to_string().into(),
             source,
         })?;
-    log::info!("metrics: serving http://{addr}/metrics");
+    if addr.ip().is_loopback() {
+        log::info!("metrics: serving http://{addr}/metrics");
+    } else {
+        log::warn!(
+            "metrics: serving http://{addr}/metrics to every host that reaches {addr} \
+             (metrics_public = true): firewall the port"
+        );
+    }
     Ok(tokio::spawn(accept_loop(listener, calls)))
 }
 
@@ -133,8 +140,26 @@ pub fn render(s: &Status) -> String {
     family(
         "steer_wan_up",
         "gauge",
-        "Whether the WAN carries traffic (1) or is down (0).",
+        "1 when the WAN is up for every address family, 0 when down or partial (see steer_wan_family_up).",
         per_wan(&|w| u8::from(w.state == WanState::Up).to_string()),
+    );
+    family(
+        "steer_wan_family_up",
+        "gauge",
+        "Whether the WAN carries the address family's traffic (1) or not (0): down, or waiting for a gateway.",
+        s.wans
+            .iter()
+            .flat_map(|w| {
+                w.families.iter().map(|f| {
+                    let labels = format!(
+                        "{{wan=\"{}\",family=\"{}\"}}",
+                        escape(&w.name),
+                        f.family.to_lowercase()
+                    );
+                    (labels, u8::from(f.state == WanState::Up).to_string())
+                })
+            })
+            .collect(),
     );
     family(
         "steer_wan_packets_total",
@@ -199,7 +224,10 @@ mod tests {
             "generation": 1, "adopted": false, "policy_in_sync": true, "lan": [],
             "wans": [
                 { "name": "wan1", "interface": "eth1", "mark": "0x100", "table": 101, "state": "up",
-                  "detail": "", "carrier": true, "packets": 5, "bytes": 300 },
+                  "detail": "", "carrier": true, "packets": 5, "bytes": 300,
+                  "families": [
+                    { "family": "IPv4", "state": "up", "detail": "" },
+                    { "family": "IPv6", "state": "down", "detail": "" } ] },
                 { "name": "wan2", "interface": "eth2", "mark": "0x200", "table": 102, "state": "down",
                   "detail": "", "carrier": false, "packets": 0, "bytes": 0 },
             ],
@@ -213,6 +241,8 @@ mod tests {
         for line in [
             "steer_wan_up{wan=\"wan1\"} 1",
             "steer_wan_up{wan=\"wan2\"} 0",
+            "steer_wan_family_up{wan=\"wan1\",family=\"ipv4\"} 1",
+            "steer_wan_family_up{wan=\"wan1\",family=\"ipv6\"} 0",
             "steer_wan_bytes_total{wan=\"wan1\"} 300",
             "steer_set_prefixes{set=\"by\\\"pass\"} 3",
             "steer_policy_generation 1",

@@ -83,14 +83,21 @@ pub enum ControlError {
     )]
     NotADirectory { dir: PathBuf },
 
-    /// The socket's directory is world-writable without the sticky bit: anyone could replace
-    /// the socket.
+    /// The socket's directory is another user's, or others may write into it: they could
+    /// replace the socket (and read what root's commands send).
     #[error(
-        "refusing to create the control socket in {}: the directory is world-writable without the sticky bit (mode {mode:04o}); run `chmod 0700 {}` or choose another socket path",
+        "refusing to create the control socket in {}: {why} (owner uid {owner}, mode {mode:04o}); only the user steer runs as may own and write that directory: run `chown {me} {} && chmod go-w {}` or choose another socket path",
+        dir.display(),
         dir.display(),
         dir.display()
     )]
-    InsecureDirectory { dir: PathBuf, mode: u32 },
+    InsecureDirectory {
+        dir: PathBuf,
+        why: &'static str,
+        owner: u32,
+        mode: u32,
+        me: u32,
+    },
 
     /// `serve` was called outside a tokio runtime (a bug in steer).
     #[error(
@@ -163,7 +170,10 @@ mod tests {
             ControlError::NotADirectory { dir: dir.clone() },
             ControlError::InsecureDirectory {
                 dir: dir.clone(),
+                why: "everyone may write into the directory",
+                owner: 0,
                 mode: 0o777,
+                me: 0,
             },
         ] {
             assert!(e.to_string().contains("/run/steer"), "{e}");
@@ -179,9 +189,15 @@ mod tests {
         assert!(errors[6].to_string().contains("(pid 42)"));
         assert!(!errors[7].to_string().contains("pid"));
         assert!(
-            ControlError::InsecureDirectory { dir, mode: 0o777 }
-                .to_string()
-                .contains("mode 0777")
+            ControlError::InsecureDirectory {
+                dir,
+                why: "everyone may write into the directory",
+                owner: 0,
+                mode: 0o777,
+                me: 0
+            }
+            .to_string()
+            .contains("mode 0777")
         );
     }
 }

@@ -28,6 +28,12 @@ pub enum Request {
     Stop,
     /// `{"cmd":"wan","name":"wan1","mode":"down"}`: force a WAN up or down, or back to automatic.
     Wan { name: String, mode: WanMode },
+    /// `{"cmd":"gateway","name":"wan1","gateway":"100.64.1.1"}`: the gateway a DHCP client
+    /// hook hands in for a WAN (`null`: back to what the system says).
+    Gateway {
+        name: String,
+        gateway: Option<std::net::IpAddr>,
+    },
 }
 
 /// [`Request`] as read from the wire: struct variants, so that unknown fields are refused for
@@ -38,7 +44,14 @@ enum WireRequest {
     Status {},
     Reload {},
     Stop {},
-    Wan { name: String, mode: WanMode },
+    Wan {
+        name: String,
+        mode: WanMode,
+    },
+    Gateway {
+        name: String,
+        gateway: Option<std::net::IpAddr>,
+    },
 }
 
 impl TryFrom<serde_json::Map<String, serde_json::Value>> for Request {
@@ -51,6 +64,7 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for Request {
                 WireRequest::Reload {} => Self::Reload,
                 WireRequest::Stop {} => Self::Stop,
                 WireRequest::Wan { name, mode } => Self::Wan { name, mode },
+                WireRequest::Gateway { name, gateway } => Self::Gateway { name, gateway },
             },
         )
     }
@@ -118,6 +132,24 @@ mod tests {
             mode: WanMode::Down,
         };
         assert_eq!(wire(&wan), r#"{"cmd":"wan","name":"wan1","mode":"down"}"#);
+        let gateway = Request::Gateway {
+            name: "wan1".into(),
+            gateway: Some("100.64.1.1".parse().unwrap()),
+        };
+        let line = wire(&gateway);
+        assert_eq!(
+            line,
+            r#"{"cmd":"gateway","name":"wan1","gateway":"100.64.1.1"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), gateway);
+        let auto = Request::Gateway {
+            name: "wan1".into(),
+            gateway: None,
+        };
+        assert_eq!(
+            wire(&auto),
+            r#"{"cmd":"gateway","name":"wan1","gateway":null}"#
+        );
         for (mode, text) in [
             (WanMode::Up, "up"),
             (WanMode::Down, "down"),
@@ -181,7 +213,7 @@ mod tests {
         };
         assert!(message("garbage").starts_with("expected value"));
         assert!(message(r#"{"cmd":"nope"}"#).starts_with(
-            "unknown variant `nope`, expected one of `status`, `reload`, `stop`, `wan`"
+            "unknown variant `nope`, expected one of `status`, `reload`, `stop`, `wan`, `gateway`"
         ));
         assert!(message(r#"{"cmd":"status","x":1}"#).starts_with("unknown field `x`"));
         assert!(message("{}").starts_with("missing field `cmd`"));

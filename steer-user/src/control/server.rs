@@ -182,7 +182,7 @@ impl Drop for Server {
 /// Binds the socket and spawns the accept loop on the current tokio runtime. Calls go to `calls`.
 ///
 /// The socket's directory is created (mode 0700) when missing; an existing one keeps its mode
-/// but must not be world-writable without the sticky bit. A stale socket (nobody listening) is
+/// but must belong to the user steer runs as and be writable by nobody else (sticky or not). A stale socket (nobody listening) is
 /// replaced; a live one, or anything that is not a socket, is an error and left alone.
 pub fn serve(opts: ServerOptions, calls: mpsc::Sender<Call>) -> Result<Server, ControlError> {
     let path = opts.path.clone();
@@ -260,15 +260,25 @@ fn prepare_directory(path: &Path) -> Result<(), ControlError> {
     match fs::metadata(dir) {
         Ok(meta) if !meta.is_dir() => Err(ControlError::NotADirectory { dir: dir.into() }),
         Ok(meta) => {
-            let mode = meta.mode() & 0o7777;
-            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-                Err(ControlError::InsecureDirectory {
-                    dir: dir.into(),
-                    mode,
-                })
+            let (mode, owner) = (meta.mode() & 0o7777, meta.uid());
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            let why = if owner != me {
+                "the directory belongs to another user"
+            } else if mode & 0o002 != 0 {
+                "everyone may write into the directory"
+            } else if mode & 0o020 != 0 {
+                "the directory's group may write into it"
             } else {
-                Ok(())
-            }
+                return Ok(());
+            };
+            Err(ControlError::InsecureDirectory {
+                dir: dir.into(),
+                why,
+                owner,
+                mode,
+                me,
+            })
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             fs::DirBuilder::new()

@@ -9,8 +9,9 @@ use steer_common::DEFAULT_RULE;
 use crate::{
     config::Config,
     dataplane::{MapContents, WanName},
+    model::Family,
     model::{NameIds, Rule},
-    policy::{self, Outcome, WanView},
+    policy::{self, Outcomes, WanView},
     sets,
 };
 
@@ -21,8 +22,8 @@ pub struct Desired {
     pub rules: BTreeMap<u32, Rule>,
     pub wan_slots: NameIds,
     pub contents: MapContents,
-    /// Policy name -> where it sends traffic now.
-    pub outcomes: BTreeMap<String, Outcome>,
+    /// Policy name -> where it sends each family's traffic now.
+    pub outcomes: BTreeMap<String, Outcomes>,
 }
 
 impl Desired {
@@ -57,7 +58,7 @@ pub fn steps(
     config: &Config,
     rule_ids: &NameIds,
     wan_slots: &NameIds,
-    up: impl Fn(&str) -> bool,
+    up: impl Fn(&str, Family) -> bool,
 ) -> Vec<Step> {
     let whole = desired(config, rule_ids, wan_slots, &up);
     let recycled = sets::compile(config, rule_ids).recycled;
@@ -84,12 +85,12 @@ pub fn steps(
 }
 
 /// Computes the desired state of `config`, keeping earlier rule ids and WAN slots, with each
-/// WAN up or down as `up` says.
+/// WAN's families up or down as `up` says.
 pub fn desired(
     config: &Config,
     rule_ids: &NameIds,
     wan_slots: &NameIds,
-    up: impl Fn(&str) -> bool,
+    up: impl Fn(&str, Family) -> bool,
 ) -> Desired {
     let compiled = sets::compile(config, rule_ids);
     let wan_slots = sets::wan_slots(config, wan_slots);
@@ -121,18 +122,19 @@ pub fn desired(
     }
 }
 
-/// Every policy resolved with the WANs as `up` says: the policy table and the outcomes.
+/// Every policy resolved with the WANs' families as `up` says: the policy table and the
+/// outcomes.
 pub fn policy_table(
     config: &Config,
     rules: &BTreeMap<u32, Rule>,
     wan_slots: &NameIds,
-    up: impl Fn(&str) -> bool,
-) -> (crate::model::PolicyTable, BTreeMap<String, Outcome>) {
-    policy::table(config, rules, |name| {
+    up: impl Fn(&str, Family) -> bool,
+) -> (crate::model::PolicyTable, BTreeMap<String, Outcomes>) {
+    policy::table(config, rules, |name, family| {
         Some(WanView {
             slot: *wan_slots.get(name)?,
             mark: config.wan(name)?.mark,
-            up: up(name),
+            up: up(name, family),
         })
     })
 }
@@ -145,6 +147,7 @@ mod tests {
 
     use super::*;
     use crate::model::{PrefixMap, RuleKind};
+    use crate::policy::Outcome;
 
     fn config(sets: &str) -> Config {
         let text = format!(
@@ -192,7 +195,9 @@ prefixes = ["192.168.1.64/27"]
 
     #[test]
     fn a_configuration_becomes_rules_prefixes_wan_names_and_a_policy_table() {
-        let d = desired(&config(BYPASS), &NameIds::new(), &NameIds::new(), |_| true);
+        let d = desired(&config(BYPASS), &NameIds::new(), &NameIds::new(), |_, _| {
+            true
+        });
         let kinds: Vec<(u32, &str, RuleKind)> = d
             .rules
             .values()
@@ -219,33 +224,50 @@ prefixes = ["192.168.1.64/27"]
         assert_eq!(d.wan_slots["wan1"], 0);
         assert_eq!(d.contents.wans[&1].name, "wan2");
         let t = &d.contents.table;
-        assert_eq!(
-            t.entries[0].action,
-            action::BALANCE,
-            "default rule balanced"
-        );
-        assert_eq!(t.slots[&0].len(), LB_SLOTS as usize);
-        assert_eq!(
-            (t.entries[1].action, t.entries[1].mark),
-            (action::MARK, 0x200)
-        );
+        for family in Family::ALL {
+            let half = t.family(family);
+            assert_eq!(
+                half.entries[0].action,
+                action::BALANCE,
+                "default rule balanced"
+            );
+            assert_eq!(half.slots[&0].len(), LB_SLOTS as usize);
+            assert_eq!(
+                (half.entries[1].action, half.entries[1].mark),
+                (action::MARK, 0x200)
+            );
+        }
         assert!((3..MAX_RULES).all(|r| !t.in_use(r)));
-        assert_eq!(d.outcomes["wan2-first"], Outcome::Wan("wan2".into()));
+        assert_eq!(
+            d.outcomes["wan2-first"].0,
+            [Outcome::Wan("wan2".into()), Outcome::Wan("wan2".into())]
+        );
     }
 
     #[test]
     fn wan_states_move_policies_and_ids_stay_put() {
         let cfg = config(BYPASS);
-        let up = desired(&cfg, &NameIds::new(), &NameIds::new(), |_| true);
-        let wan2_down = desired(&cfg, &up.rule_ids(), &up.wan_slots, |w| w != "wan2");
+        let up = desired(&cfg, &NameIds::new(), &NameIds::new(), |_, _| true);
+        let wan2_down = desired(&cfg, &up.rule_ids(), &up.wan_slots, |w, _| w != "wan2");
         assert_eq!(wan2_down.rules, up.rules);
         assert_eq!(wan2_down.contents.prefixes, up.contents.prefixes);
+        assert_eq!(wan2_down.outcomes["wan2-first"].to_string(), "wan1");
+        let t = &wan2_down.contents.table;
+        assert_eq!(t.entry(Family::V4, 1).mark, 0x100);
+        assert_eq!(t.entry(Family::V6, 0).action, action::MARK);
+        // wan2 down for IPv6 only: only IPv6 moves.
+        let v6_down = desired(&cfg, &up.rule_ids(), &up.wan_slots, |w, f| {
+            !(w == "wan2" && f == Family::V6)
+        });
+        let t = &v6_down.contents.table;
         assert_eq!(
-            wan2_down.outcomes["wan2-first"],
-            Outcome::Wan("wan1".into())
+            (t.entry(Family::V4, 1).mark, t.entry(Family::V6, 1).mark),
+            (0x200, 0x100)
         );
-        assert_eq!(wan2_down.contents.table.entries[1].mark, 0x100);
-        assert_eq!(wan2_down.contents.table.entries[0].action, action::MARK);
+        assert_eq!(
+            v6_down.outcomes["wan2-first"].to_string(),
+            "IPv4: wan2; IPv6: wan1"
+        );
     }
 
     #[test]
@@ -255,7 +277,7 @@ prefixes = ["192.168.1.64/27"]
         let cfg = config(BYPASS);
         previous.insert("kids".into(), 9);
         previous.remove("old9");
-        let steps = steps(&cfg, &previous, &NameIds::new(), |_| true);
+        let steps = steps(&cfg, &previous, &NameIds::new(), |_, _| true);
         assert_eq!(steps.len(), 2);
         let first: Vec<&str> = steps[0]
             .config
@@ -268,7 +290,7 @@ prefixes = ["192.168.1.64/27"]
         let last = &steps[1].desired;
         assert_eq!(last.rule_ids()["kids"], 9);
         assert!(last.rule_ids().contains_key("bypass"));
-        let one = self::steps(&cfg, &NameIds::new(), &NameIds::new(), |_| true);
+        let one = self::steps(&cfg, &NameIds::new(), &NameIds::new(), |_, _| true);
         assert_eq!(one.len(), 1, "with free ids one step does it");
     }
 }

@@ -15,7 +15,7 @@ use steer_common::{
 use crate::{
     config::{Config, Failback},
     conntrack::Connection,
-    model::{Direction, LocalSet, PolicyTable, PrefixMap, PrefixSets, Rule},
+    model::{Direction, Family, LocalSet, PolicyTable, PrefixMap, PrefixSets, Rule},
 };
 
 /// What the live state says about a connection's flow.
@@ -43,9 +43,10 @@ impl Verdicts<'_> {
         if !moves_back {
             return false;
         }
-        let entry = self.table.entries[rule as usize];
+        let family = Family::of(&conn.dst);
+        let entry = self.table.entry(family, rule);
         let mask = entry.mask;
-        match self.mark_of(rule, &entry, conn) {
+        match self.mark_of(family, rule, &entry, conn) {
             Some(mark) => mark & mask != conn.mark & mask,
             None => false,
         }
@@ -70,11 +71,17 @@ impl Verdicts<'_> {
     }
 
     /// The mark the live table gives this connection's packets; `None` when it gives none.
-    fn mark_of(&self, rule: u32, entry: &PolicyEntry, conn: &Connection) -> Option<u32> {
+    fn mark_of(
+        &self,
+        family: Family,
+        rule: u32,
+        entry: &PolicyEntry,
+        conn: &Connection,
+    ) -> Option<u32> {
         match entry.action {
             action::MARK => Some(entry.mark),
             action::BALANCE => {
-                let slots = self.table.slots.get(&rule)?;
+                let slots = self.table.family(family).slots.get(&rule)?;
                 let hash = hash_of(conn, entry.flags & policy_flags::HASH_SRC != 0);
                 Some(slots[(hash & (LB_SLOTS - 1)) as usize].mark)
             }

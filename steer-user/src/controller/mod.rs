@@ -15,12 +15,14 @@
 
 pub mod desired;
 mod failback;
+pub mod gateways;
 mod report;
 pub mod teardown;
 mod vrrp;
 
 use std::{
     collections::{BTreeMap, HashMap},
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -28,20 +30,21 @@ use std::{
 use aya_log::EbpfLogger;
 
 pub use desired::{Desired, desired};
+pub use gateways::{Hooked, Resolved};
 pub use report::{ApplyReport, FailoverReport};
 pub use teardown::{Teardown, TeardownError, teardown};
 
 use crate::{
     config::{Config, Failback},
     conntrack,
-    dataplane::{Adopted, AttachReport, Dataplane, DataplaneError, SyncError, ifindex},
-    health::{Health, Override, UnknownWan, Verdict, probe::Round},
-    model::{NameIds, Rule, local_set},
-    policy::Outcome,
-    routing::{ReconcileReport, Routing, RoutingError},
+    dataplane::{Adopted, AttachReport, Dataplane, DataplaneError, SyncError},
+    health::{Health, Override, Transition, UnknownWan, Verdict, probe::Round},
+    model::{Family, NameIds, Rule, local_set},
+    policy::{Outcome, Outcomes},
+    routing::{self, ReconcileReport, Routing, RoutingError},
     status::{
-        LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine, SetStatus, ShareStatus,
-        Status, WanState, WanStatus,
+        FamilyStatus, LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine, SetStatus,
+        ShareStatus, Status, WanState, WanStatus,
     },
 };
 
@@ -55,11 +58,43 @@ pub enum ControllerError {
     Routing(#[from] RoutingError),
     #[error(transparent)]
     Teardown(#[from] TeardownError),
-    #[error("LAN interface {0} does not exist: fix general.lan or create it; nothing was applied")]
-    NoLan(String),
     /// At start a step after the sync failed: better not to run half attached.
     #[error("steer could not finish starting: {}", .0.join("; "))]
     Start(Vec<String>),
+    /// A reload changed what only a restart can change.
+    #[error(
+        "{}; a reload cannot apply this: restart steer (its service, or `steer run` again) \
+         to use the new value",
+        .0.join("; ")
+    )]
+    NeedsRestart(Vec<String>),
+}
+
+/// What differs between `old` and `new` that a running daemon cannot move: where its pinned
+/// state, its socket and its metrics listener are.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let show = |v: Option<std::net::SocketAddr>| v.map_or("none".to_owned(), |a| a.to_string());
+    [
+        (
+            "general.pin_dir",
+            old.general.pin_dir.display().to_string(),
+            new.general.pin_dir.display().to_string(),
+        ),
+        (
+            "control.socket",
+            old.control.socket.display().to_string(),
+            new.control.socket.display().to_string(),
+        ),
+        (
+            "control.metrics",
+            show(old.control.metrics),
+            show(new.control.metrics),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, was, is)| was != is)
+    .map(|(field, was, is)| format!("{field} changed from {was} to {is}"))
+    .collect()
 }
 
 pub struct Controller {
@@ -69,7 +104,7 @@ pub struct Controller {
     /// The rules the kernel knows, by id (at start: read back from the pinned maps).
     rules: BTreeMap<u32, Rule>,
     wan_slots: NameIds,
-    outcomes: BTreeMap<String, Outcome>,
+    outcomes: BTreeMap<String, Outcomes>,
     adopted: Adopted,
     started: Instant,
     last_apply: Option<(Instant, ApplyReport)>,
@@ -78,6 +113,10 @@ pub struct Controller {
     /// The policy table in the kernel is behind the WAN states (a failover's write failed):
     /// retried on every event until it succeeds.
     policy_dirty: bool,
+    /// Each WAN family's next hop, as last resolved from the configuration and the system.
+    gateways: BTreeMap<(String, Family), Resolved>,
+    /// Gateways handed in by DHCP client hooks.
+    hooked: Hooked,
     /// VRRP: roles, the WANs mastership gates, the speakers ([`vrrp`]).
     vrrp: vrrp::VrrpCtl,
 }
@@ -95,7 +134,6 @@ impl Controller {
     /// attaches the classifier to the LAN interfaces, and brings connection marking and routing
     /// in line. A WAN whose interface has carrier starts up (probes take it down if not).
     pub async fn start(config: Config) -> Result<(Controller, ApplyReport), ControllerError> {
-        check_lan(&config)?;
         let routing = Routing::new()?;
         let carriers = link_states(&routing, &config).await;
         let (dp, adopted) = Dataplane::open_pinned(&config.general.pin_dir)?;
@@ -126,6 +164,8 @@ impl Controller {
             health,
             last_failover: None,
             policy_dirty: false,
+            gateways: BTreeMap::new(),
+            hooked: Hooked::new(),
             vrrp: vrrp::VrrpCtl::default(),
         };
         let mut report = ctl.apply(config, true).await?;
@@ -143,7 +183,10 @@ impl Controller {
     /// means nothing changed: the running configuration stays. Once the new configuration is
     /// live, what still fails (attaching to a LAN interface) is in the report.
     pub async fn reload(&mut self, config: Config) -> Result<ApplyReport, ControllerError> {
-        check_lan(&config)?;
+        let restart = restart_only_changes(&self.config, &config);
+        if !restart.is_empty() {
+            return Err(ControllerError::NeedsRestart(restart));
+        }
         let carriers = link_states(&self.routing, &config).await;
         let health = self.health.clone();
         self.health
@@ -163,9 +206,14 @@ impl Controller {
         Some(self.fail_over(verdict))
     }
 
-    /// A probe round of `wan` finished.
-    pub fn probe_round(&mut self, wan: &str, round: &Round) -> Option<FailoverReport> {
-        let verdict = self.health.round(wan, round, Instant::now())?;
+    /// A probe round of `family` of `wan` finished.
+    pub fn probe_round(
+        &mut self,
+        wan: &str,
+        family: Family,
+        round: &Round,
+    ) -> Option<FailoverReport> {
+        let verdict = self.health.round(wan, family, round, Instant::now())?;
         Some(self.fail_over(verdict))
     }
 
@@ -189,7 +237,8 @@ impl Controller {
             None => {
                 self.dp.forget(iface);
                 Some(ReportLine::warning(format!(
-                    "{iface}: LAN interface gone, its classifier links with it"
+                    "{iface}: LAN interface gone (deleted or renamed): classifier detached until \
+                     an interface of that name appears"
                 )))
             }
             Some(i) if self.dp.attached_index(iface) == Some(i) => None,
@@ -230,7 +279,7 @@ impl Controller {
     /// names the occasion in the report lines.
     pub async fn reconcile_routing(&self, why: &str) -> Vec<ReportLine> {
         let started = Instant::now();
-        let report = self.routing.reconcile(&self.routing_desired()).await;
+        let report = self.routing.reconcile(&self.desired_routing()).await;
         routing_lines(why, &report, started)
     }
 
@@ -290,33 +339,136 @@ impl Controller {
         )))
     }
 
-    /// Brings the local destinations (never steered) in line with the kernel's local and main
-    /// tables: call after every routing change. A failure to read the tables keeps the last
-    /// set.
-    pub async fn refresh_local(&mut self) -> Option<ReportLine> {
-        let found = match self.routing.local_destinations().await {
-            Ok(found) => found,
-            Err(e) => {
-                return Some(ReportLine::error(format!(
-                    "{e}; the local destinations stay as they were"
-                )));
-            }
+    /// Reads the system (interfaces, default routes, local and main tables) and follows it:
+    /// the local destinations (never steered), and each WAN family's gateway. A family whose
+    /// gateway appears or goes is failed over like a WAN that comes up or goes down. Call after
+    /// every routing change. A failure to read keeps the last state.
+    pub async fn refresh_system(&mut self) -> Vec<ReportLine> {
+        let config = self.config.clone();
+        let changes = match self.observe(&config).await {
+            Ok(changes) => changes,
+            Err(line) => return vec![line],
         };
-        let want = local_set(
-            self.config.general.local,
-            found,
-            &self.config.general.local_prefixes,
-        );
+        let mut lines = changes.lines;
+        for (wan, family, up) in changes.availability {
+            let cause = self.gateway_of(&wan, family).describe();
+            let verdict = Verdict {
+                wan,
+                families: vec![family],
+                transition: Transition {
+                    up,
+                    cause: format!("gateway: {cause}"),
+                    detection: None,
+                },
+            };
+            lines.push(self.fail_over(verdict).line());
+        }
+        lines
+    }
+
+    /// Reads the system and updates the local destinations and the gateways of `config` (the
+    /// running one, or the one about to be applied); says what changed, and which WAN families
+    /// became usable or unusable by it.
+    async fn observe(&mut self, config: &Config) -> Result<Observed, ReportLine> {
+        let tables: Vec<u32> = config.wans.iter().map(|w| w.table).collect();
+        let system = self.routing.system(&tables).await.map_err(|e| {
+            ReportLine::error(format!(
+                "{e}; local destinations and gateways stay as they were"
+            ))
+        })?;
+        let mut seen = Observed::default();
+        let general = &config.general;
+        let want = local_set(general.local, system.local.clone(), &general.local_prefixes);
         match self.dp.sync_local(&want) {
-            Ok((0, 0)) => None,
-            Ok((added, removed)) => Some(ReportLine::info(format!(
+            Ok((0, 0)) => {}
+            Ok((added, removed)) => seen.lines.push(ReportLine::info(format!(
                 "local destinations (never steered): {added} added or changed, {removed} removed, {} in all",
                 want.len()
             ))),
-            Err(e) => Some(ReportLine::error(format!(
+            Err(e) => seen.lines.push(ReportLine::error(format!(
                 "writing the local destinations failed: {e}; retried on the next routing change"
             ))),
         }
+        let now = Instant::now();
+        let mut gateways = BTreeMap::new();
+        for wan in &config.wans {
+            for family in Family::ALL {
+                let resolved = gateways::resolve(wan, family, &system, &self.hooked);
+                let key = (wan.name.clone(), family);
+                let before = self.gateways.get(&key);
+                if before != Some(&resolved) {
+                    seen.lines.push(ReportLine::info(format!(
+                        "{} {}: gateway {}",
+                        wan.name,
+                        family.name(),
+                        resolved.describe()
+                    )));
+                }
+                let was = before.is_some_and(|r| r.gateway.is_some());
+                let is = resolved.gateway.is_some();
+                if was != is && before.is_some() {
+                    if is {
+                        // A new gateway is a new line: health starts over, as at start.
+                        let carrier = system.links.get(&wan.interface).is_some_and(|l| l.carrier);
+                        self.health.restart(&wan.name, family, carrier, now);
+                    }
+                    seen.availability.push((wan.name.clone(), family, is));
+                }
+                gateways.insert(key, resolved);
+            }
+        }
+        self.gateways = gateways;
+        Ok(seen)
+    }
+
+    /// Sets (`Some`) or clears (`None`: back to what the system says) the gateway a DHCP client
+    /// hook hands in for `wan`, a WAN's name or interface (`steer wan NAME gateway ADDR|auto`).
+    pub async fn set_gateway(
+        &mut self,
+        wan: &str,
+        gateway: Option<IpAddr>,
+    ) -> Result<Vec<ReportLine>, UnknownWan> {
+        let Some(w) = self.config.wan_or_interface(wan) else {
+            return Err(UnknownWan {
+                name: wan.to_owned(),
+                configured: self
+                    .config
+                    .wans
+                    .iter()
+                    .map(|w| w.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let name = w.name.clone();
+        match gateway {
+            Some(a) => {
+                self.hooked.insert((name, Family::of(&a)), a);
+            }
+            None => self.hooked.retain(|(w, _), _| *w != name),
+        }
+        let mut lines = self.refresh_system().await;
+        lines.extend(self.reconcile_routing("gateway set").await);
+        Ok(lines)
+    }
+
+    /// The next hop of `family` of `wan` as last resolved.
+    fn gateway_of(&self, wan: &str, family: Family) -> Resolved {
+        self.gateways
+            .get(&(wan.to_owned(), family))
+            .cloned()
+            .unwrap_or_else(|| Resolved {
+                gateway: None,
+                source: "not resolved yet".into(),
+            })
+    }
+
+    /// The routing the configuration and the resolved gateways ask for, without the routes of
+    /// master-only WANs VRRP holds down.
+    fn desired_routing(&self) -> routing::Desired {
+        let mut d = routing::desired(&self.config, |w, f| self.gateway_of(w, f).gateway);
+        self.vrrp_hold_routes(&mut d);
+        d
     }
 
     /// Restores steer's nftables table if something removed it. `nft` runs off the event
@@ -359,10 +511,16 @@ impl Controller {
     }
 
     /// Every policy resolved with the WANs as they are now, from the cached compilation.
-    fn live_table(&self) -> (crate::model::PolicyTable, BTreeMap<String, Outcome>) {
-        desired::policy_table(&self.config, &self.rules, &self.wan_slots, |w| {
-            self.health.up(w)
+    fn live_table(&self) -> (crate::model::PolicyTable, BTreeMap<String, Outcomes>) {
+        desired::policy_table(&self.config, &self.rules, &self.wan_slots, |w, f| {
+            self.usable(w, f)
         })
+    }
+
+    /// Whether policies may send `family` traffic to WAN `wan` now: it is up, and its gateway
+    /// is known.
+    fn usable(&self, wan: &str, family: Family) -> bool {
+        self.health.up(wan, family) && self.gateway_of(wan, family).gateway.is_some()
     }
 
     /// A WAN changed state: recompute every policy from the cached compilation (not the whole
@@ -370,7 +528,11 @@ impl Controller {
     /// went down lose their conntrack entries (by mark), so they start over on the WAN that
     /// carries them now.
     fn fail_over(&mut self, verdict: Verdict) -> FailoverReport {
-        let Verdict { wan, transition } = verdict;
+        let Verdict {
+            wan,
+            families,
+            transition,
+        } = verdict;
         let started = Instant::now();
         let (table, outcomes) = self.live_table();
         let flip = self.dp.flip_policy(&table);
@@ -384,6 +546,7 @@ impl Controller {
             .collect();
         let mut report = FailoverReport {
             wan,
+            families,
             up: transition.up,
             cause: transition.cause,
             moved,
@@ -394,7 +557,7 @@ impl Controller {
             flushed: None,
         };
         if !transition.up && !self.vrrp_keeps_connections(&report.wan) {
-            report.flushed = self.flush_connections(&report.wan);
+            report.flushed = self.flush_connections(&report.wan, &report.families);
         }
         self.policy_dirty = report.error.is_some();
         if !self.policy_dirty {
@@ -405,11 +568,11 @@ impl Controller {
         report
     }
 
-    /// Deletes the conntrack entries carrying `wan`'s mark, in words.
-    fn flush_connections(&self, wan: &str) -> Option<String> {
+    /// Deletes the conntrack entries of `families` carrying `wan`'s mark, in words.
+    fn flush_connections(&self, wan: &str, families: &[Family]) -> Option<String> {
         let w = self.config.wan(wan)?;
         let mask = self.config.general.mark_mask;
-        Some(match conntrack::flush_mark(w.mark, mask) {
+        Some(match conntrack::flush_mark(w.mark, mask, families) {
             Ok(()) => format!(
                 "conntrack entries with mark {:#x}/{mask:#x} flushed",
                 w.mark
@@ -427,8 +590,14 @@ impl Controller {
         let started = Instant::now();
         let old_rules = self.rules.clone();
         let mut report = ApplyReport::default();
-        let steps = desired::steps(&config, &self.rule_ids(), &self.wan_slots, |w| {
-            self.health.up(w)
+        // Gateways and local destinations first: which WAN families are usable decides the
+        // policy table. A family whose gateway changes here is written by the sync below.
+        match self.observe(&config).await {
+            Ok(seen) => report.notes.extend(seen.lines),
+            Err(line) => report.notes.push(line),
+        }
+        let steps = desired::steps(&config, &self.rule_ids(), &self.wan_slots, |w, f| {
+            self.usable(w, f)
         });
         let mut wanted = BTreeMap::new();
         for step in steps {
@@ -441,7 +610,6 @@ impl Controller {
             self.commit(step.desired, step.config);
         }
         report.per_set = per_set(&report.sync, &wanted, &old_rules);
-        report.notes.extend(self.refresh_local().await);
         self.reconcile_lan(first, &mut report);
         if first && !report.failures().is_empty() {
             return Err(ControllerError::Start(report.failures()));
@@ -501,6 +669,14 @@ impl Controller {
         for iface in &general.lan {
             let r = match self.dp.attach(iface, general.xdp) {
                 Ok(r) => r,
+                Err(DataplaneError::NoInterface(_)) => {
+                    // A bridge or VLAN that appears after steer starts (boot order): attached
+                    // the moment its link event arrives.
+                    report.notes.push(ReportLine::warning(format!(
+                        "{iface}: LAN interface does not exist yet: the classifier attaches when it appears"
+                    )));
+                    continue;
+                }
                 Err(e) => {
                     report.notes.push(ReportLine::error(format!(
                         "{iface}: attaching the classifier failed: {e}; traffic entering {iface} \
@@ -566,14 +742,23 @@ impl Controller {
             .map(|w| {
                 let slot = self.wan_slots.get(&w.name).copied().unwrap_or(0);
                 let counter = maps.wan_counter(slot).unwrap_or_default();
-                let tracker = self.health.tracker(&w.name);
+                let tracker = self.health.deciding(&w.name, Family::V4);
                 WanStatus {
                     name: w.name.clone(),
                     interface: w.interface.clone(),
                     mark: w.mark,
                     table: w.table,
-                    state: WanState::from_up(self.health.up(&w.name)),
+                    state: WanState::of(&Family::ALL.map(|f| self.usable(&w.name, f))),
                     detail: tracker.map(|t| t.describe(now)).unwrap_or_default(),
+                    families: Family::ALL
+                        .iter()
+                        .map(|f| FamilyStatus {
+                            family: f.name().to_owned(),
+                            state: WanState::from_up(self.usable(&w.name, *f)),
+                            detail: self.family_detail(&w.name, *f, now),
+                            gateway: self.gateway_of(&w.name, *f).describe(),
+                        })
+                        .collect(),
                     carrier: tracker.is_some_and(|t| t.carrier()),
                     packets: counter.packets,
                     bytes: counter.bytes,
@@ -602,11 +787,11 @@ impl Controller {
                 .map(|(p, o)| PolicyStatus {
                     name: p.clone(),
                     now: o.to_string(),
-                    shares: self.shares(p, o),
+                    shares: self.shares(p, o.family(Family::V4)),
                 })
                 .collect(),
             sets,
-            routing: self.routing.status(&self.routing_desired()).await,
+            routing: self.routing.status(&self.desired_routing()).await,
             last_failover: self.last_failover.as_ref().map(|(at, r)| LastFailover {
                 seconds_ago: at.elapsed().as_secs(),
                 line: r.to_string(),
@@ -616,6 +801,20 @@ impl Controller {
                 changes: r.lines(),
             }),
             vrrp: self.vrrp_status(),
+        }
+    }
+
+    /// Why `family` of WAN `wan` is in its state.
+    fn family_detail(&self, wan: &str, family: Family, now: Instant) -> String {
+        match self.health.deciding(wan, family) {
+            Some(t) if self.health.tracks(wan, family) => t.describe(now),
+            Some(t) => format!(
+                "follows {} (no {} probe targets): {}",
+                family.other().name(),
+                family.name(),
+                t.describe(now)
+            ),
+            None => "not tracked".into(),
         }
     }
 
@@ -681,12 +880,12 @@ fn xdp_note(r: &AttachReport) -> String {
     }
 }
 
-/// Every configured LAN interface must exist before anything is applied.
-fn check_lan(config: &Config) -> Result<(), ControllerError> {
-    match config.general.lan.iter().find(|i| ifindex(i).is_err()) {
-        Some(missing) => Err(ControllerError::NoLan(missing.clone())),
-        None => Ok(()),
-    }
+/// What reading the system changed.
+#[derive(Default)]
+struct Observed {
+    lines: Vec<ReportLine>,
+    /// WAN families whose gateway appeared (`true`) or went (`false`).
+    availability: Vec<(String, Family, bool)>,
 }
 
 /// The lines a routing reconcile gives: drift repaired (warnings), items that could not be
@@ -695,7 +894,15 @@ fn routing_lines(why: &str, report: &ReconcileReport, started: Instant) -> Vec<R
     let mut lines: Vec<ReportLine> = report
         .changes
         .iter()
-        .map(|l| ReportLine::warning(format!("routing ({why}): {l}")))
+        .map(|l| {
+            // Putting something in place for the first time is news, not drift.
+            let line = format!("routing ({why}): {l}");
+            if l.starts_with("created: ") {
+                ReportLine::info(line)
+            } else {
+                ReportLine::warning(line)
+            }
+        })
         .chain(
             report
                 .failures

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use crate::{dataplane::SyncReport, status::ReportLine};
+use crate::{dataplane::SyncReport, model::Family, status::ReportLine};
 
 /// What one apply (start or reload) changed, for the log and for `steer reload`.
 #[derive(Clone, Debug, Default)]
@@ -90,6 +90,8 @@ impl ApplyReport {
 #[derive(Clone, Debug)]
 pub struct FailoverReport {
     pub wan: String,
+    /// The families that changed (both, or one).
+    pub families: Vec<Family>,
     pub up: bool,
     pub cause: String,
     /// (policy, before, after) for every policy whose verdict moved.
@@ -120,9 +122,13 @@ impl FailoverReport {
 
 impl std::fmt::Display for FailoverReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let family = match self.families.as_slice() {
+            [one] => format!(" {}", one.name()),
+            _ => String::new(),
+        };
         write!(
             f,
-            "{} {} ({})",
+            "{}{family} {} ({})",
             self.wan,
             if self.up { "up" } else { "down" },
             self.cause

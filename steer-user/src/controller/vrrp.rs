@@ -32,7 +32,8 @@ use tokio::sync::mpsc;
 
 use super::Controller;
 use crate::{
-    config::{Engine, Vrrp, VrrpWan},
+    config::{Engine, NextHop, Vrrp, VrrpWan},
+    model::Family,
     routing,
     status::{ReportLine, VrrpStatus, VrrpTransition, VrrpWanStatus},
     vrrp::{
@@ -304,14 +305,14 @@ impl Controller {
         }
     }
 
-    /// The WAN being handed over keeps its connections (no flush when it goes down).
+    /// The WAN being handed over, or held down, keeps its connections (no flush when it goes
+    /// down, or when its learned gateway goes with its link): conntrackd hands them over.
     pub(super) fn vrrp_keeps_connections(&self, wan: &str) -> bool {
-        self.vrrp.handing_over.as_deref() == Some(wan)
+        self.vrrp.handing_over.as_deref() == Some(wan) || !self.vrrp_probed(wan)
     }
 
-    /// The routing steer wants, without the routes of held-down master-only WANs.
-    pub(super) fn routing_desired(&self) -> routing::Desired {
-        let mut d = routing::desired(&self.config);
+    /// Leaves the routes of held-down master-only WANs out of `d`.
+    pub(super) fn vrrp_hold_routes(&self, d: &mut routing::Desired) {
         let held: Vec<&str> = self
             .config
             .wans
@@ -320,7 +321,6 @@ impl Controller {
             .map(|w| w.interface.as_str())
             .collect();
         d.routes.retain(|r| !held.contains(&r.interface.as_str()));
-        d
     }
 
     /// Weighs every instance again and tells its engine what changed.
@@ -477,10 +477,29 @@ impl Controller {
             } else {
                 WanHealth::Unprobed(self.vrrp.remembered.get(&w.wan).copied())
             }
-        } else if self.health.up(&w.wan) {
+        } else if self.wan_up(&w.wan) {
             WanHealth::Up
         } else {
             WanHealth::Down
+        }
+    }
+
+    /// Whether WAN `name` counts as up for VRRP: every family it carries is up (a router whose
+    /// IPv4 is down while IPv6 works cannot serve the LAN as well as its peer).
+    fn wan_up(&self, name: &str) -> bool {
+        Family::ALL.into_iter().all(|f| self.health.up(name, f))
+    }
+
+    /// The IPv4 gateway of `wan` to check a raised link with: the configured one, else the one
+    /// learned (none on a point-to-point link or while the DHCP client has not installed it).
+    fn ipv4_gateway(&self, wan: &crate::config::Wan) -> Option<std::net::Ipv4Addr> {
+        match wan.gateway {
+            NextHop::Via(IpAddr::V4(gw)) => Some(gw),
+            NextHop::Via(_) | NextHop::Direct => None,
+            NextHop::Auto => match self.gateway_of(&wan.name, Family::V4).gateway {
+                Some(routing::Gateway::Via(IpAddr::V4(gw))) => Some(gw),
+                _ => None,
+            },
         }
     }
 
@@ -615,8 +634,9 @@ impl Controller {
                 Ok(()) => nl.wait_carrier(&wan.interface, started + timeout).await,
                 Err(e) => Err(e),
             };
-            // With a gateway: it must answer ARP (the link works both ways).
-            let up = match (up, wan.gateway) {
+            // With an IPv4 gateway (configured, or already learned): it must answer ARP (the
+            // link works both ways).
+            let up = match (up, self.ipv4_gateway(&wan)) {
                 (Ok(_), Some(gw)) => match nl.ipv4_addresses(&wan.interface).await.first() {
                     Some(src) => {
                         self.vrrp
@@ -654,8 +674,8 @@ impl Controller {
                         wan.name,
                         started.elapsed().as_secs_f64() * 1e3
                     )));
-                    let verdict = self.health.restart(
-                        &wan,
+                    let verdict = self.health.restart_wan(
+                        &wan.name,
                         true,
                         "brought up: this router is VRRP master",
                         Instant::now(),
@@ -680,7 +700,7 @@ impl Controller {
         }
         if raised {
             // The WAN's routes now, not at the next netlink-triggered reconcile.
-            let report = self.routing.reconcile(&self.routing_desired()).await;
+            let report = self.routing.reconcile(&self.desired_routing()).await;
             lines.extend(
                 report
                     .changes
@@ -698,7 +718,7 @@ impl Controller {
                 v.name,
                 self.since_master(&v.name)
             )));
-            lines.extend(self.refresh_local().await);
+            lines.extend(self.refresh_system().await);
         }
         lines
     }
@@ -754,14 +774,17 @@ impl Controller {
             return lines;
         };
         if remember {
-            let was_up = !self.vrrp.failed.contains(&w.wan) && self.health.up(&w.wan);
+            let was_up = !self.vrrp.failed.contains(&w.wan) && self.wan_up(&w.wan);
             self.vrrp.remembered.insert(w.wan.clone(), was_up);
         }
         self.vrrp.raised.remove(&w.wan);
         self.vrrp.failed.remove(&w.wan);
         self.stop_announcing(&wan.interface);
         self.vrrp.handing_over = Some(w.wan.clone());
-        if let Some(verdict) = self.health.restart(&wan, false, cause, Instant::now()) {
+        if let Some(verdict) = self
+            .health
+            .restart_wan(&wan.name, false, cause, Instant::now())
+        {
             lines.push(self.fail_over(verdict).line());
         }
         self.vrrp.handing_over = None;

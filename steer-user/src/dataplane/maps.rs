@@ -20,7 +20,7 @@ use aya::{
 use steer_common::{
     Counter, GENERATIONS, LB_SLOTS, LbSlot, LocalRef, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo,
     SLOT_MIN_LEN_V4, SLOT_MIN_LEN_V6, Settings, WanInfo, action, lb_base, map_names as names, path,
-    policy_index, rule_wan_index, slot_v4, slot_v6,
+    policy_index, rule_info_index, rule_wan_index, slot_v4, slot_v6,
 };
 
 use super::{
@@ -28,7 +28,10 @@ use super::{
     trie::{NamedMap, SplitTrie, TrieError},
 };
 use crate::{
-    model::{Direction, LocalKind, LocalSet, PolicyTable, PrefixMap, PrefixSets, Rule},
+    model::{
+        Direction, Family, FamilyTable, LocalKind, LocalSet, PolicyTable, PrefixMap, PrefixSets,
+        Rule,
+    },
     prefix::Prefix,
 };
 
@@ -390,18 +393,27 @@ impl Maps {
 
     // ---- policy tables and the generation word --------------------------------------------
 
-    pub fn policy(&self, generation: u32, rule: u32) -> Result<PolicyEntry, DataplaneError> {
+    pub fn policy(
+        &self,
+        generation: u32,
+        family: Family,
+        rule: u32,
+    ) -> Result<PolicyEntry, DataplaneError> {
         self.policy
-            .get(&policy_index(generation, rule), 0)
+            .get(&policy_index(generation, family.raw(), rule), 0)
             .map_err(map_err(names::POLICY, "read"))
     }
 
-    /// The policy entries of every rule id of `generation`, in one read.
-    pub fn policies(&self, generation: u32) -> Result<Vec<PolicyEntry>, DataplaneError> {
+    /// The policy entries of every rule id of one family of `generation`, in one read.
+    pub fn policies(
+        &self,
+        generation: u32,
+        family: Family,
+    ) -> Result<Vec<PolicyEntry>, DataplaneError> {
         read_range(
             &self.policy,
             names::POLICY,
-            policy_index(generation, 0),
+            policy_index(generation, family.raw(), 0),
             MAX_RULES,
         )
     }
@@ -409,34 +421,43 @@ impl Maps {
     pub fn set_policy(
         &mut self,
         generation: u32,
+        family: Family,
         rule: u32,
         entry: PolicyEntry,
     ) -> Result<(), DataplaneError> {
         check_rule(rule)?;
         self.meter(1)?;
         self.policy
-            .set(policy_index(generation, rule), entry, 0)
+            .set(policy_index(generation, family.raw(), rule), entry, 0)
             .map_err(map_err(names::POLICY, "write"))
     }
 
-    pub fn lb_slots(&self, generation: u32, rule: u32) -> Result<Vec<LbSlot>, DataplaneError> {
-        read_range(&self.lb, names::LB, lb_base(generation, rule), LB_SLOTS)
+    pub fn lb_slots(
+        &self,
+        generation: u32,
+        family: Family,
+        rule: u32,
+    ) -> Result<Vec<LbSlot>, DataplaneError> {
+        let first = lb_base(generation, family.raw(), rule);
+        read_range(&self.lb, names::LB, first, LB_SLOTS)
     }
 
     pub fn set_lb_slots(
         &mut self,
         generation: u32,
+        family: Family,
         rule: u32,
         slots: &[LbSlot; LB_SLOTS as usize],
     ) -> Result<(), DataplaneError> {
         check_rule(rule)?;
         self.meter(u64::from(LB_SLOTS))?;
-        write_range(&mut self.lb, names::LB, lb_base(generation, rule), slots)
+        let first = lb_base(generation, family.raw(), rule);
+        write_range(&mut self.lb, names::LB, first, slots)
     }
 
     pub fn rule_info(&self, generation: u32, rule: u32) -> Result<RuleInfo, DataplaneError> {
         self.rule_info
-            .get(&policy_index(generation, rule), 0)
+            .get(&rule_info_index(generation, rule), 0)
             .map_err(map_err(names::RULE_INFO, "read"))
     }
 
@@ -445,7 +466,7 @@ impl Maps {
         read_range(
             &self.rule_info,
             names::RULE_INFO,
-            policy_index(generation, 0),
+            rule_info_index(generation, 0),
             MAX_RULES,
         )
     }
@@ -460,25 +481,28 @@ impl Maps {
     }
 
     /// What generation `generation` of the policy table holds: a few batched reads (one per
-    /// map, and one per balanced rule), since a sync or a failover reads two generations while
-    /// the switch is being timed.
+    /// map and family, and one per balanced rule), since a sync or a failover reads two
+    /// generations while the switch is being timed.
     pub fn policy_table(&self, generation: u32) -> Result<PolicyTable, DataplaneError> {
-        let entries = self.policies(generation)?;
-        let mut slots = BTreeMap::new();
-        for (rule, entry) in (0..).zip(&entries) {
-            if entry.action == action::BALANCE {
-                let held: [LbSlot; LB_SLOTS as usize] = self
-                    .lb_slots(generation, rule)?
-                    .try_into()
-                    .expect("LB_SLOTS slots");
-                slots.insert(rule, Box::new(held));
-            }
-        }
-        Ok(PolicyTable {
-            entries,
-            slots,
+        let mut table = PolicyTable {
             info: self.rule_infos(generation)?,
-        })
+            ..PolicyTable::default()
+        };
+        for family in Family::ALL {
+            let entries = self.policies(generation, family)?;
+            let mut slots = BTreeMap::new();
+            for (rule, entry) in (0..).zip(&entries) {
+                if entry.action == action::BALANCE {
+                    let held: [LbSlot; LB_SLOTS as usize] = self
+                        .lb_slots(generation, family, rule)?
+                        .try_into()
+                        .expect("LB_SLOTS slots");
+                    slots.insert(rule, Box::new(held));
+                }
+            }
+            *table.family_mut(family) = FamilyTable { entries, slots };
+        }
+        Ok(table)
     }
 
     pub fn set_rule_info(
@@ -490,7 +514,7 @@ impl Maps {
         check_rule(rule)?;
         self.meter(1)?;
         self.rule_info
-            .set(policy_index(generation, rule), info, 0)
+            .set(rule_info_index(generation, rule), info, 0)
             .map_err(map_err(names::RULE_INFO, "write"))
     }
 
@@ -745,58 +769,66 @@ mod tests {
             .expect("steer object loads");
         let mut maps = Maps::from_ebpf(&mut ebpf).expect("maps open");
         let last = MAX_RULES - 1;
+        let tag = |generation: u32, family: Family, rule: u32| {
+            generation * 1000 + family.raw() * 500 + rule + 1
+        };
         for (generation, rule) in [(0, 0), (0, last), (1, 0), (1, last)] {
-            let tag = generation * 1000 + rule + 1;
-            let entry = PolicyEntry {
-                action: action::BALANCE,
-                mark: tag,
-                mask: 0xff00,
-                wan: generation,
-                ..PolicyEntry::default()
-            };
-            maps.set_policy(generation, rule, entry).unwrap();
+            for family in Family::ALL {
+                let tag = tag(generation, family, rule);
+                let entry = PolicyEntry {
+                    action: action::BALANCE,
+                    mark: tag,
+                    mask: 0xff00,
+                    wan: generation,
+                    ..PolicyEntry::default()
+                };
+                maps.set_policy(generation, family, rule, entry).unwrap();
+                let slots: [LbSlot; LB_SLOTS as usize] = std::array::from_fn(|i| LbSlot {
+                    mark: tag,
+                    wan: i as u32,
+                });
+                maps.set_lb_slots(generation, family, rule, &slots).unwrap();
+            }
             let info = RuleInfo {
-                set_name: name_to_bytes(&format!("set{tag}")),
+                set_name: name_to_bytes(&format!("set{}", tag(generation, Family::V4, rule))),
                 ..RuleInfo::default()
             };
             maps.set_rule_info(generation, rule, info).unwrap();
-            let slots: [LbSlot; LB_SLOTS as usize] = std::array::from_fn(|i| LbSlot {
-                mark: tag,
-                wan: i as u32,
-            });
-            maps.set_lb_slots(generation, rule, &slots).unwrap();
         }
         for generation in 0..GENERATIONS {
-            let entries = maps.policies(generation).unwrap();
             let infos = maps.rule_infos(generation).unwrap();
-            assert_eq!(entries.len(), MAX_RULES as usize);
             assert_eq!(infos.len(), MAX_RULES as usize);
-            for rule in 0..MAX_RULES {
-                let r = rule as usize;
-                assert_eq!(entries[r], maps.policy(generation, rule).unwrap());
-                assert_eq!(infos[r], maps.rule_info(generation, rule).unwrap());
-                let slots = maps.lb_slots(generation, rule).unwrap();
-                let one_by_one: Vec<LbSlot> = (0..LB_SLOTS)
-                    .map(|i| maps.lb.get(&(lb_base(generation, rule) + i), 0).unwrap())
-                    .collect();
-                assert_eq!(slots, one_by_one, "generation {generation} rule {rule}");
-            }
-            for rule in [0, last] {
-                let tag = generation * 1000 + rule + 1;
-                assert_eq!(entries[rule as usize].mark, tag);
-                let slots = maps.lb_slots(generation, rule).unwrap();
-                assert!(
-                    slots
-                        .iter()
-                        .zip(0..)
-                        .all(|(s, i)| *s == LbSlot { mark: tag, wan: i })
+            for family in Family::ALL {
+                let entries = maps.policies(generation, family).unwrap();
+                assert_eq!(entries.len(), MAX_RULES as usize);
+                for rule in 0..MAX_RULES {
+                    let r = rule as usize;
+                    assert_eq!(entries[r], maps.policy(generation, family, rule).unwrap());
+                    assert_eq!(infos[r], maps.rule_info(generation, rule).unwrap());
+                    let slots = maps.lb_slots(generation, family, rule).unwrap();
+                    let base = lb_base(generation, family.raw(), rule);
+                    let one_by_one: Vec<LbSlot> = (0..LB_SLOTS)
+                        .map(|i| maps.lb.get(&(base + i), 0).unwrap())
+                        .collect();
+                    assert_eq!(slots, one_by_one, "generation {generation} rule {rule}");
+                }
+                for rule in [0, last] {
+                    let tag = tag(generation, family, rule);
+                    assert_eq!(entries[rule as usize].mark, tag);
+                    let slots = maps.lb_slots(generation, family, rule).unwrap();
+                    assert!(
+                        slots
+                            .iter()
+                            .zip(0..)
+                            .all(|(s, i)| *s == LbSlot { mark: tag, wan: i })
+                    );
+                }
+                assert_eq!(
+                    entries[1],
+                    PolicyEntry::default(),
+                    "untouched rules stay empty"
                 );
             }
-            assert_eq!(
-                entries[1],
-                PolicyEntry::default(),
-                "untouched rules stay empty"
-            );
         }
     }
 }

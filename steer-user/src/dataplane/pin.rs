@@ -6,6 +6,15 @@
 //! `maps/<MAP>` for every map in `steer_common::map_names::ALL`, `progs/steer_tc` and
 //! `progs/steer_xdp`, `links/tc-<interface>` and `links/xdp-native-<interface>` (or
 //! `xdp-generic-`).
+//!
+//! Pinned state is the user's who runs the daemon (root) and nobody else's: whoever can write
+//! into the pin directory can plant maps the classifier would adopt, and whoever can open it
+//! can take its lock and keep `steer run` and `steer stop` out. So bpffs is mounted with mode
+//! 0700 when steer mounts it, the directories are created 0700, an existing one must belong to
+//! that user (a looser mode is tightened) and every directory above it up to the mount must be
+//! that user's or root's and not writable by others (or sticky). The lock is a `flock` on the
+//! pin directory itself: bpffs holds no regular files, and a 0700 directory only its owner can
+//! open.
 
 use std::{
     fs::File,
@@ -41,6 +50,22 @@ pub enum PinError {
          stop it first, or give this one another general.pin_dir"
     )]
     Locked { path: PathBuf },
+    #[error(
+        "{path} belongs to uid {owner}, not to the user steer runs as (uid {me}): another user \
+         could plant pins there or lock steer out; remove it (`rm -r {path}`) or set \
+         general.pin_dir to a directory of your own"
+    )]
+    NotOwned { path: PathBuf, owner: u32, me: u32 },
+    #[error(
+        "{path} is writable by {who}: another user could replace the pin directory under it; \
+         `chmod go-w {path}` (or make it sticky), or set general.pin_dir elsewhere"
+    )]
+    Writable { path: PathBuf, who: &'static str },
+    #[error(
+        "{path} is a symbolic link: a pin directory and the directories above it must be real \
+         directories; remove it or set general.pin_dir elsewhere"
+    )]
+    Symlink { path: PathBuf },
     #[error(
         "pinned map {path} does not fit this steer: {mismatch}. It was made by another steer \
          version or configuration; run `steer stop` to remove the old state (steering stops \
@@ -85,12 +110,16 @@ pub struct PinDir {
 }
 
 impl PinDir {
-    /// Mounts bpffs on /sys/fs/bpf if needed, creates the layout and takes the lock.
+    /// Mounts bpffs on /sys/fs/bpf if needed, creates the layout (or checks that an existing
+    /// one is this user's alone) and takes the lock.
     pub fn open_locked(root: &Path) -> Result<PinDir, PinError> {
         ensure_bpffs(root)?;
-        for sub in ["maps", "progs", "links"] {
-            let dir = root.join(sub);
-            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        check_ancestors(root)?;
+        for dir in [root.to_path_buf()]
+            .into_iter()
+            .chain(["maps", "progs", "links"].map(|sub| root.join(sub)))
+        {
+            private_dir(&dir)?;
         }
         let lock = File::open(root).map_err(io_err(root))?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
@@ -197,6 +226,80 @@ impl PinDir {
     }
 }
 
+/// Creates `dir` with mode 0700, or checks that the existing one is this user's (and tightens
+/// a looser mode, as an older steer left it).
+fn private_dir(dir: &Path) -> Result<(), PinError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(dir)(e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
+    if meta.file_type().is_symlink() {
+        return Err(PinError::Symlink {
+            path: dir.to_path_buf(),
+        });
+    }
+    let me = effective_uid();
+    if meta.uid() != me {
+        return Err(PinError::NotOwned {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+/// The directories above `root` that exist, up to the bpffs mount: each must be this user's or
+/// root's, and not writable by others unless sticky (where nobody removes what is not theirs).
+fn check_ancestors(root: &Path) -> Result<(), PinError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = effective_uid();
+    for dir in root.ancestors().skip(1).filter(|d| d.exists()) {
+        if !is_bpffs(dir) {
+            break;
+        }
+        let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
+        if meta.file_type().is_symlink() {
+            return Err(PinError::Symlink {
+                path: dir.to_path_buf(),
+            });
+        }
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(PinError::NotOwned {
+                path: dir.to_path_buf(),
+                owner: meta.uid(),
+                me,
+            });
+        }
+        let sticky = meta.mode() & 0o1000 != 0;
+        let who = match meta.mode() & 0o022 {
+            _ if sticky => None,
+            0 => None,
+            0o020 => Some("its group"),
+            _ => Some("everyone"),
+        };
+        if let Some(who) = who {
+            return Err(PinError::Writable {
+                path: dir.to_path_buf(),
+                who,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Where map `name` is pinned under `root` (also used by readers that do not take the lock).
 pub fn map_path(root: &Path, name: &str) -> PathBuf {
     root.join("maps").join(name)
@@ -245,15 +348,16 @@ pub fn ensure_bpffs(path: &Path) -> Result<(), PinError> {
     let sys_bpf = Path::new("/sys/fs/bpf");
     if path.starts_with(sys_bpf) && !is_bpffs(sys_bpf) {
         std::fs::create_dir_all(sys_bpf).map_err(io_err(sys_bpf))?;
-        let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
-        // SAFETY: all strings are NUL-terminated literals; no data argument.
+        // Root's alone (the kernel's default is 1777 when no mode is given).
+        let (src, target, fstype, data) = (c"bpf", c"/sys/fs/bpf", c"bpf", c"mode=0700");
+        // SAFETY: all strings are NUL-terminated literals that outlive the call.
         let rc = unsafe {
             libc::mount(
                 src.as_ptr(),
                 target.as_ptr(),
                 fstype.as_ptr(),
                 0,
-                std::ptr::null(),
+                data.as_ptr().cast(),
             )
         };
         if rc != 0 {

@@ -29,7 +29,7 @@ use steer_common::{
 
 use super::{DataplaneError, Maps, WriteMode, maps::WanName};
 use crate::{
-    model::{Capacity, Direction, PolicyTable, PrefixMap, PrefixSets},
+    model::{Capacity, Direction, Family, PolicyTable, PrefixMap, PrefixSets},
     prefix::Prefix,
 };
 
@@ -336,10 +336,13 @@ fn write_rule(
     rule: u32,
     table: &PolicyTable,
 ) -> Result<(), DataplaneError> {
-    if let Some(slots) = table.slots.get(&rule) {
-        maps.set_lb_slots(generation, rule, slots)?;
+    for family in Family::ALL {
+        let half = table.family(family);
+        if let Some(slots) = half.slots.get(&rule) {
+            maps.set_lb_slots(generation, family, rule, slots)?;
+        }
+        maps.set_policy(generation, family, rule, half.entries[rule as usize])?;
     }
-    maps.set_policy(generation, rule, table.entries[rule as usize])?;
     maps.set_rule_info(generation, rule, table.info[rule as usize])
 }
 
@@ -354,13 +357,16 @@ fn write_generation(
     let held = maps.policy_table(generation)?;
     for rule in 0..MAX_RULES {
         let r = rule as usize;
-        if let Some(slots) = table.slots.get(&rule)
-            && held.slots.get(&rule) != Some(slots)
-        {
-            maps.set_lb_slots(generation, rule, slots)?;
-        }
-        if held.entries[r] != table.entries[r] {
-            maps.set_policy(generation, rule, table.entries[r])?;
+        for family in Family::ALL {
+            let (want, have) = (table.family(family), held.family(family));
+            if let Some(slots) = want.slots.get(&rule)
+                && have.slots.get(&rule) != Some(slots)
+            {
+                maps.set_lb_slots(generation, family, rule, slots)?;
+            }
+            if have.entries[r] != want.entries[r] {
+                maps.set_policy(generation, family, rule, want.entries[r])?;
+            }
         }
         if held.info[r] != table.info[r] {
             maps.set_rule_info(generation, rule, table.info[r])?;

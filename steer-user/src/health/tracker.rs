@@ -2,7 +2,8 @@
 //! overrides, and says when the WAN's state changes and why.
 //!
 //! - Carrier loss takes the WAN down at once. Carrier back does not bring it up: probing does.
-//! - A round passes when at least `reliability` targets answered within the latency limit
+//! - A round passes when at least `reliability` targets (all of the round's, if it has fewer)
+//!   answered within the latency limit
 //!   (`max_latency_ms` while up, the stricter `recover_latency_ms` while down).
 //! - Up -> down after `down_after` failed rounds in a row, or when the loss over the last
 //!   `loss_window` rounds exceeds `max_loss_percent`.
@@ -130,6 +131,11 @@ impl Tracker {
         )
     }
 
+    /// A fresh tracker with the same settings, as at start.
+    pub fn restarted(&self, carrier: bool, now: Instant) -> Tracker {
+        Tracker::new(self.track.clone(), carrier, now)
+    }
+
     /// Takes a new track configuration (after a reload); the state is kept.
     pub fn retune(&mut self, track: Track) {
         if track.loss_window as usize != self.track.loss_window as usize {
@@ -168,7 +174,9 @@ impl Tracker {
         while self.window.len() > self.track.loss_window as usize {
             self.window.pop_front();
         }
-        let passed = good >= self.track.reliability;
+        // Targets are split by family: a family with fewer targets than `reliability` needs
+        // all of its own.
+        let passed = good >= self.track.reliability.min(probes);
         let summary = format!(
             "{good}/{probes} targets answered{}",
             limit

@@ -20,7 +20,64 @@ use steer_common::map_names;
 pub use local::{LocalKind, LocalScope, LocalSet, local_set};
 pub use prefixes::PrefixSets;
 pub use rules::{DEFAULT_RULE_NAME, Rule, RuleKind};
-pub use table::{PolicyTable, last_resort_marks};
+pub use table::{FamilyTable, PolicyTable, Slots, last_resort_marks};
+
+/// An address family, where steer keeps the two apart: each WAN has an IPv4 and an IPv6 state,
+/// and the policy table has a half for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Both families, IPv4 first.
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// 0 for IPv4, 1 for IPv6: the position in arrays of two and in the kernel's tables.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kernel's family index (`steer_common::FAMILY_V4` / `FAMILY_V6`).
+    pub const fn raw(self) -> u32 {
+        match self {
+            Family::V4 => steer_common::FAMILY_V4,
+            Family::V6 => steer_common::FAMILY_V6,
+        }
+    }
+
+    pub const fn of(ip: &std::net::IpAddr) -> Family {
+        match ip {
+            std::net::IpAddr::V4(_) => Family::V4,
+            std::net::IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// "IPv4" or "IPv6", for messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+
+    pub const fn other(self) -> Family {
+        match self {
+            Family::V4 => Family::V6,
+            Family::V6 => Family::V4,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        })
+    }
+}
 
 /// Which address of a packet a set matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

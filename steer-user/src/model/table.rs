@@ -1,25 +1,44 @@
-//! The policy table of one generation: per rule id, what the classifier stamps (a
-//! [`PolicyEntry`]), the consistent-hash slots of a balanced rule, and the names `steer dump`
-//! shows. The kernel holds two generations and reads the one the generation word names.
+//! The policy table of one generation: per address family and rule id, what the classifier
+//! stamps (a [`PolicyEntry`]) and the slots of a balanced rule; per rule id, the names `steer
+//! dump` shows. The kernel holds two generations and reads the one the generation word names.
 
 use std::collections::BTreeMap;
 
 use steer_common::{LB_SLOTS, LbSlot, MAX_RULES, PolicyEntry, RuleInfo, rule_kind};
 
-/// One generation's policy table, indexed by rule id.
+use super::Family;
+
+/// The slot table of one balanced rule.
+pub type Slots = Box<[LbSlot; LB_SLOTS as usize]>;
+
+/// One family's half of a generation: entries by rule id, and the slots of balanced rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FamilyTable {
+    pub entries: Vec<PolicyEntry>,
+    pub slots: BTreeMap<u32, Slots>,
+}
+
+impl Default for FamilyTable {
+    fn default() -> Self {
+        FamilyTable {
+            entries: vec![PolicyEntry::default(); MAX_RULES as usize],
+            slots: BTreeMap::new(),
+        }
+    }
+}
+
+/// One generation's policy table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyTable {
-    pub entries: Vec<PolicyEntry>,
-    /// The slots of every balanced rule.
-    pub slots: BTreeMap<u32, Box<[LbSlot; LB_SLOTS as usize]>>,
+    /// By [`Family::index`].
+    pub families: [FamilyTable; 2],
     pub info: Vec<RuleInfo>,
 }
 
 impl Default for PolicyTable {
     fn default() -> Self {
         PolicyTable {
-            entries: vec![PolicyEntry::default(); MAX_RULES as usize],
-            slots: BTreeMap::new(),
+            families: Default::default(),
             info: vec![RuleInfo::default(); MAX_RULES as usize],
         }
     }
@@ -31,15 +50,30 @@ impl PolicyTable {
         self.info[rule as usize].kind != rule_kind::UNUSED
     }
 
-    /// Takes rule `rule` (entry, slots, names) over from `from`.
+    pub fn family(&self, family: Family) -> &FamilyTable {
+        &self.families[family.index()]
+    }
+
+    pub fn family_mut(&mut self, family: Family) -> &mut FamilyTable {
+        &mut self.families[family.index()]
+    }
+
+    /// What rule `rule` stamps for packets of `family`.
+    pub fn entry(&self, family: Family, rule: u32) -> PolicyEntry {
+        self.family(family).entries[rule as usize]
+    }
+
+    /// Takes rule `rule` (entries, slots, names) over from `from`.
     pub fn copy_rule(&mut self, from: &PolicyTable, rule: u32) {
         let r = rule as usize;
-        self.entries[r] = from.entries[r];
         self.info[r] = from.info[r];
-        match from.slots.get(&rule) {
-            Some(s) => self.slots.insert(rule, s.clone()),
-            None => self.slots.remove(&rule),
-        };
+        for (to, from) in self.families.iter_mut().zip(&from.families) {
+            to.entries[r] = from.entries[r];
+            match from.slots.get(&rule) {
+                Some(s) => to.slots.insert(rule, s.clone()),
+                None => to.slots.remove(&rule),
+            };
+        }
     }
 }
 

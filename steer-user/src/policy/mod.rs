@@ -14,7 +14,7 @@ use steer_common::{LB_SLOTS, LbSlot, NO_WAN, PolicyEntry, action, policy_flags};
 
 use crate::{
     config::{Config, HashBy, LastResort, Policy},
-    model::{PolicyTable, Rule, last_resort_marks},
+    model::{Family, PolicyTable, Rule, last_resort_marks},
 };
 
 /// What the controller knows about one WAN when it resolves policies.
@@ -146,41 +146,75 @@ fn last_resort(lr: LastResort, mask: u32) -> Resolution {
     }
 }
 
-/// The policy table of a compiled configuration: for every rule, what its policy resolves to
-/// with the WANs as `wan` reports them, plus the names `steer dump` shows.
+/// Where a policy sends each address family's traffic now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcomes(pub [Outcome; 2]);
+
+impl Outcomes {
+    pub fn family(&self, family: Family) -> &Outcome {
+        &self.0[family.index()]
+    }
+}
+
+impl std::fmt::Display for Outcomes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [v4, v6] = &self.0;
+        if v4 == v6 {
+            write!(f, "{v4}")
+        } else {
+            write!(f, "IPv4: {v4}; IPv6: {v6}")
+        }
+    }
+}
+
+/// The policy table of a compiled configuration: for every rule and address family, what its
+/// policy resolves to with the WANs as `wan` reports them for that family, plus the names
+/// `steer dump` shows.
 pub fn table(
     config: &Config,
     rules: &BTreeMap<u32, Rule>,
-    wan: impl Fn(&str) -> Option<WanView>,
-) -> (PolicyTable, BTreeMap<String, Outcome>) {
+    wan: impl Fn(&str, Family) -> Option<WanView>,
+) -> (PolicyTable, BTreeMap<String, Outcomes>) {
     let mask = config.general.mark_mask;
-    let resolved: BTreeMap<String, Resolution> = config
-        .policies
-        .iter()
-        .map(|p| (p.name.clone(), resolve(p, &wan, mask)))
-        .collect();
     let mut t = PolicyTable::default();
     for (id, rule) in rules {
-        let i = *id as usize;
-        t.info[i] = rule.info();
-        let Some(r) = rule.policy.as_ref().and_then(|p| resolved.get(p)) else {
-            t.entries[i] = PolicyEntry {
-                action: action::NONE,
-                mark: 0,
-                mask,
-                wan: NO_WAN,
-                ..PolicyEntry::default()
+        t.info[*id as usize] = rule.info();
+    }
+    let mut outcomes: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
+    for family in Family::ALL {
+        let resolved: BTreeMap<&str, Resolution> = config
+            .policies
+            .iter()
+            .map(|p| (p.name.as_str(), resolve(p, |w| wan(w, family), mask)))
+            .collect();
+        let half = t.family_mut(family);
+        for (id, rule) in rules {
+            let i = *id as usize;
+            let Some(r) = rule.policy.as_deref().and_then(|p| resolved.get(p)) else {
+                half.entries[i] = PolicyEntry {
+                    action: action::NONE,
+                    mark: 0,
+                    mask,
+                    wan: NO_WAN,
+                    ..PolicyEntry::default()
+                };
+                continue;
             };
-            continue;
-        };
-        t.entries[i] = r.entry;
-        if let Some(slots) = &r.slots {
-            t.slots.insert(*id, slots.clone());
+            half.entries[i] = r.entry;
+            if let Some(slots) = &r.slots {
+                half.slots.insert(*id, slots.clone());
+            }
+        }
+        for (name, r) in resolved {
+            outcomes.entry(name.to_owned()).or_default().push(r.outcome);
         }
     }
-    let outcomes = resolved
+    let outcomes = outcomes
         .into_iter()
-        .map(|(name, r)| (name, r.outcome))
+        .map(|(name, o)| {
+            let [v4, v6]: [Outcome; 2] = o.try_into().expect("one outcome per family");
+            (name, Outcomes([v4, v6]))
+        })
         .collect();
     (t, outcomes)
 }

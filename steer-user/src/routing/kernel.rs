@@ -19,7 +19,7 @@ use netlink_packet_route::{
 };
 use rtnetlink::{Handle, IpVersion};
 
-use super::{Family, RTPROT_STEER, ReconcileReport, RouteSpec, RuleAction, RuleSpec};
+use super::{DefaultRoute, Family, RTPROT_STEER, ReconcileReport, RouteSpec, RuleAction, RuleSpec};
 use crate::{model::LocalKind, prefix::Prefix};
 
 /// The metric the kernel gives a route that does not ask for one.
@@ -32,13 +32,16 @@ pub(crate) fn default_metric(family: &Family) -> u32 {
 
 /// One interface as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LinkInfo {
+pub struct LinkInfo {
     pub index: u32,
     pub name: String,
     /// IFF_LOWER_UP.
     pub carrier: bool,
     /// IFF_UP.
     pub admin_up: bool,
+    /// IFF_POINTOPOINT or IFF_NOARP: PPP, WireGuard, a tun device, raw-IP LTE. Its default
+    /// route needs no next hop.
+    pub point_to_point: bool,
 }
 
 impl LinkInfo {
@@ -52,24 +55,26 @@ impl LinkInfo {
             name,
             carrier: m.header.flags.contains(LinkFlags::LowerUp),
             admin_up: m.header.flags.contains(LinkFlags::Up),
+            point_to_point: m.header.flags.contains(LinkFlags::Pointopoint)
+                || m.header.flags.contains(LinkFlags::Noarp),
         })
     }
 }
 
 /// The interfaces, by name and by index.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Links {
+pub struct Links {
     by_name: HashMap<String, LinkInfo>,
     names: HashMap<u32, String>,
 }
 
 impl Links {
-    pub(crate) fn insert(&mut self, l: LinkInfo) {
+    pub fn insert(&mut self, l: LinkInfo) {
         self.names.insert(l.index, l.name.clone());
         self.by_name.insert(l.name.clone(), l);
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<&LinkInfo> {
+    pub fn get(&self, name: &str) -> Option<&LinkInfo> {
         self.by_name.get(name)
     }
 
@@ -264,6 +269,69 @@ fn local_route(m: &RouteMessage, wanted_table: u32) -> Option<(Prefix, LocalKind
     Some((prefix, kind))
 }
 
+/// The default routes outside steer's tables and protocol: what DHCP clients, PPP and router
+/// advertisements installed, each with the interface it leaves by.
+pub(crate) async fn default_routes(
+    handle: &Handle,
+    owned_tables: &[u32],
+    links: &Links,
+) -> Result<Vec<DefaultRoute>, rtnetlink::Error> {
+    let mut out = Vec::new();
+    for family in Family::ALL {
+        for m in dump_routes(handle, &family, None, None).await? {
+            if let Some(r) = default_route(&m, links)
+                && r.family == family
+                && !owned_tables.contains(&r.table)
+            {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn default_route(m: &RouteMessage, links: &Links) -> Option<DefaultRoute> {
+    let h = &m.header;
+    let protocol = u8::from(h.protocol);
+    if h.destination_prefix_length != 0 || h.kind != RouteType::Unicast || protocol == RTPROT_STEER
+    {
+        return None;
+    }
+    let mut route = DefaultRoute {
+        family: family_of(h.address_family)?,
+        interface: String::new(),
+        gateway: None,
+        table: u32::from(h.table),
+        protocol,
+        metric: 0,
+        source_specific: h.source_prefix_length != 0,
+    };
+    let mut oif = None;
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Table(t) => route.table = *t,
+            RouteAttribute::Gateway(g) => route.gateway = route_ip(g),
+            RouteAttribute::Via(v) => route.gateway = via_ip(v),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => route.metric = *p,
+            RouteAttribute::MultiPath(hops) => {
+                // The first next hop stands for the route.
+                if let Some(nh) = hops.first() {
+                    oif = Some(nh.interface_index);
+                    route.gateway = nh.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Gateway(g) => route_ip(g),
+                        RouteAttribute::Via(v) => via_ip(v),
+                        _ => None,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    route.interface = links.name(oif?)?.to_owned();
+    Some(route)
+}
+
 /// `RTPROT_KERNEL`: routes the kernel adds for an address (connected subnets).
 const RTPROT_KERNEL: u8 = 2;
 
@@ -318,7 +386,7 @@ pub(crate) fn describe_error(e: &rtnetlink::Error) -> String {
     }
 }
 
-fn protocol_name(p: u8) -> String {
+pub(crate) fn protocol_name(p: u8) -> String {
     match p {
         1 => "redirect".into(),
         2 => "kernel".into(),
@@ -456,7 +524,7 @@ pub(crate) fn parse_rule(msg: RuleMessage) -> Option<ActualRule> {
         && h.tos == 0;
     let spec = match (action, fwmark) {
         (Some(action), Some(fwmark)) if plain => Some(RuleSpec {
-            family: family.clone(),
+            family,
             priority,
             fwmark,
             mask: mask.unwrap_or(u32::MAX),
@@ -609,7 +677,7 @@ pub(crate) fn parse_route(msg: RouteMessage, links: &Links) -> Option<ActualRout
         && !other;
     let spec = match interface {
         Some(interface) if plain => Some(RouteSpec {
-            family: family.clone(),
+            family,
             table,
             gateway,
             interface,

@@ -71,6 +71,7 @@ use std::{collections::HashMap, fmt, net::IpAddr};
 /// `next()`), for callers that do not depend on it directly.
 pub use futures;
 
+pub use kernel::{LinkInfo, Links};
 pub use watch::{Watch, watch};
 
 /// Routing protocol number of every rule and route steer creates (`proto 201`).
@@ -83,25 +84,7 @@ pub const PRIORITY_BLACKHOLE: u32 = 1091;
 pub const PRIORITY_WAN_BASE: u32 = 1100;
 
 /// Address family of a rule or route.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    /// Both families, IPv4 first.
-    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "v4",
-            Family::V6 => "v6",
-        })
-    }
-}
+pub use crate::model::Family;
 
 /// What a rule does with the packets it selects.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -171,21 +154,45 @@ pub struct Desired {
     pub tables: Vec<u32>,
 }
 
-/// The rules, routes and tables `config` asks for (see the [module documentation](self)).
-pub fn desired(config: &crate::config::Config) -> Desired {
+impl Desired {
+    /// Every rule and route, as reports name them.
+    pub fn items(&self) -> impl Iterator<Item = String> + '_ {
+        self.rules
+            .iter()
+            .map(ToString::to_string)
+            .chain(self.routes.iter().map(ToString::to_string))
+    }
+}
+
+/// Where a WAN's default route of one family goes, once it is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gateway {
+    /// `default via <address>`.
+    Via(IpAddr),
+    /// `default dev <interface> scope link`: a point-to-point link.
+    Direct,
+}
+
+/// The rules, routes and tables `config` asks for (see the [module documentation](self)), with
+/// each WAN family's default route going where `gateway` says; a family whose gateway is not
+/// known yet gets no route.
+pub fn desired(
+    config: &crate::config::Config,
+    gateway: impl Fn(&str, Family) -> Option<Gateway>,
+) -> Desired {
     let mask = config.general.mark_mask;
     let (unreachable, blackhole) = crate::model::last_resort_marks(mask);
     let mut d = Desired::default();
     for family in Family::ALL {
         d.rules.push(RuleSpec {
-            family: family.clone(),
+            family,
             priority: PRIORITY_UNREACHABLE,
             fwmark: unreachable,
             mask,
             action: RuleAction::Unreachable,
         });
         d.rules.push(RuleSpec {
-            family: family.clone(),
+            family,
             priority: PRIORITY_BLACKHOLE,
             fwmark: blackhole,
             mask,
@@ -193,7 +200,7 @@ pub fn desired(config: &crate::config::Config) -> Desired {
         });
         for (n, wan) in config.wans.iter().enumerate() {
             d.rules.push(RuleSpec {
-                family: family.clone(),
+                family,
                 priority: PRIORITY_WAN_BASE.saturating_add(n as u32),
                 fwmark: wan.mark,
                 mask,
@@ -202,17 +209,17 @@ pub fn desired(config: &crate::config::Config) -> Desired {
         }
     }
     for wan in &config.wans {
-        d.routes.push(RouteSpec {
-            family: Family::V4,
-            table: wan.table,
-            gateway: wan.gateway.map(IpAddr::V4),
-            interface: wan.interface.clone(),
-        });
-        if let Some(gw6) = wan.gateway6 {
+        for family in Family::ALL {
+            let Some(gw) = gateway(&wan.name, family) else {
+                continue;
+            };
             d.routes.push(RouteSpec {
-                family: Family::V6,
+                family,
                 table: wan.table,
-                gateway: Some(IpAddr::V6(gw6)),
+                gateway: match gw {
+                    Gateway::Via(a) => Some(a),
+                    Gateway::Direct => None,
+                },
                 interface: wan.interface.clone(),
             });
         }
@@ -273,6 +280,9 @@ pub enum RoutingError {
 #[derive(Debug, Clone)]
 pub struct Routing {
     handle: rtnetlink::Handle,
+    /// What earlier reconciles put in place: a missing item is then "repaired", otherwise
+    /// "created".
+    placed: std::sync::Arc<std::sync::Mutex<plan::Placed>>,
 }
 
 impl Routing {
@@ -284,7 +294,10 @@ impl Routing {
         let (conn, handle, _) =
             rtnetlink::new_connection_with_strict_check().map_err(RoutingError::Socket)?;
         rt.spawn(conn);
-        Ok(Routing { handle })
+        Ok(Routing {
+            handle,
+            placed: Default::default(),
+        })
     }
 
     /// Makes the kernel match `desired`: adds what is missing, replaces what differs, removes
@@ -303,15 +316,28 @@ impl Routing {
                 };
             }
         };
-        let plan = plan::plan(desired, &snapshot);
-        kernel::execute(&self.handle, &snapshot.links, plan.steps).await
+        let plan = {
+            let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+            plan::plan(desired, &snapshot, &placed)
+        };
+        let report = kernel::execute(&self.handle, &snapshot.links, plan.steps).await;
+        let failed = |item: &String| {
+            let head = format!("failed: {item}: ");
+            report.failures.iter().any(|f| f.starts_with(&head))
+        };
+        self.placed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(desired.items().filter(|i| !failed(i)));
+        report
     }
 
     /// Desired versus actual, without changing anything.
     pub async fn status(&self, desired: &Desired) -> RoutingStatus {
         match kernel::Snapshot::read(&self.handle, &desired.tables).await {
             Ok(snapshot) => {
-                let plan = plan::plan(desired, &snapshot);
+                let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+                let plan = plan::plan(desired, &snapshot, &placed);
                 RoutingStatus {
                     in_sync: plan.in_sync,
                     items: plan.status,
@@ -346,14 +372,24 @@ impl Routing {
         kernel::execute(&self.handle, &snapshot.links, steps).await
     }
 
-    /// The destinations the router reaches without a WAN, as its local and main tables say
-    /// (see [`crate::model::LocalKind`]).
-    pub async fn local_destinations(
-        &self,
-    ) -> Result<Vec<(crate::prefix::Prefix, crate::model::LocalKind)>, RoutingError> {
-        kernel::local_routes(&self.handle)
+    /// What the system says about the WANs' surroundings, from one read: every interface,
+    /// the default routes outside steer's tables (`owned_tables`), and the destinations the
+    /// router reaches without a WAN.
+    pub async fn system(&self, owned_tables: &[u32]) -> Result<SystemView, RoutingError> {
+        let routes = |e: rtnetlink::Error| RoutingError::Routes(kernel::describe_error(&e));
+        let mut links = kernel::Links::default();
+        for l in self.links().await? {
+            links.insert(l);
+        }
+        let defaults = kernel::default_routes(&self.handle, owned_tables, &links)
             .await
-            .map_err(|e| RoutingError::Routes(kernel::describe_error(&e)))
+            .map_err(routes)?;
+        let local = kernel::local_routes(&self.handle).await.map_err(routes)?;
+        Ok(SystemView {
+            links,
+            defaults,
+            local,
+        })
     }
 
     /// The index, carrier (IFF_LOWER_UP) and administrative state (IFF_UP) of every interface,
@@ -379,6 +415,53 @@ impl Routing {
         kernel::link_by_name(&self.handle, name)
             .await
             .map(|l| (l.index, l.carrier, l.admin_up))
+    }
+}
+
+/// The kernel's interfaces and routes as steer reads them around its own (see
+/// [`Routing::system`]).
+#[derive(Debug, Clone, Default)]
+pub struct SystemView {
+    pub links: kernel::Links,
+    /// Default routes outside steer's tables.
+    pub defaults: Vec<DefaultRoute>,
+    /// Destinations reached without a WAN.
+    pub local: Vec<(crate::prefix::Prefix, crate::model::LocalKind)>,
+}
+
+/// A default route some other software installed (a DHCP client, pppd, the kernel from router
+/// advertisements).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRoute {
+    pub family: Family,
+    /// The interface it leaves by.
+    pub interface: String,
+    /// Its next hop; `None` for `default dev X`.
+    pub gateway: Option<IpAddr>,
+    pub table: u32,
+    pub protocol: u8,
+    pub metric: u32,
+    /// Only for some sources (`default from PREFIX`), as OpenWrt's netifd installs IPv6
+    /// defaults for the delegated prefixes: its next hop is the line's all the same.
+    pub source_specific: bool,
+}
+
+impl DefaultRoute {
+    /// Where it came from, in words: "table main, proto dhcp".
+    pub fn origin(&self) -> String {
+        let table = match self.table {
+            254 => "main".to_owned(),
+            t => t.to_string(),
+        };
+        let from = if self.source_specific {
+            ", from a prefix"
+        } else {
+            ""
+        };
+        format!(
+            "table {table}, proto {}{from}",
+            kernel::protocol_name(self.protocol)
+        )
     }
 }
 

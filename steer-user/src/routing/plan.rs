@@ -1,9 +1,24 @@
 //! Desired versus actual: what differs, what to do about it, and in which order.
 
+use std::collections::HashSet;
+
 use super::{
     Desired, RTPROT_STEER,
     kernel::{ActualRule, Op, Snapshot, Step},
 };
+
+/// The desired items (as their descriptions) that were in place at an earlier reconcile: one
+/// missing now was removed by someone ("repaired"), one never placed is new ("created").
+pub(crate) type Placed = HashSet<String>;
+
+/// The report line for a desired item that is missing.
+fn missing_change(item: &str, placed: &Placed) -> String {
+    if placed.contains(item) {
+        format!("repaired: {item} was missing")
+    } else {
+        format!("created: {item}")
+    }
+}
 
 /// The differences between desired and actual, as status lines and as steps.
 #[derive(Debug, Default)]
@@ -15,10 +30,10 @@ pub(crate) struct Plan {
     pub in_sync: bool,
 }
 
-pub(crate) fn plan(desired: &Desired, s: &Snapshot) -> Plan {
+pub(crate) fn plan(desired: &Desired, s: &Snapshot, placed: &Placed) -> Plan {
     let mut status = Vec::new();
-    let (rule_adds, rule_dels) = plan_rules(desired, s, &mut status);
-    let (route_adds, route_dels) = plan_routes(desired, s, &mut status);
+    let (rule_adds, rule_dels) = plan_rules(desired, s, placed, &mut status);
+    let (route_adds, route_dels) = plan_routes(desired, s, placed, &mut status);
     let in_sync = route_adds.is_empty()
         && rule_adds.is_empty()
         && rule_dels.is_empty()
@@ -75,7 +90,12 @@ fn pair<D, A>(
 
 /// Status lines and (additions, removals) for the rules. Only protocol 201 rules are steer's;
 /// one at the same priority and family stands in a desired rule's place.
-fn plan_rules(desired: &Desired, s: &Snapshot, status: &mut Vec<String>) -> (Vec<Step>, Vec<Step>) {
+fn plan_rules(
+    desired: &Desired,
+    s: &Snapshot,
+    placed: &Placed,
+    status: &mut Vec<String>,
+) -> (Vec<Step>, Vec<Step>) {
     let owned: Vec<&ActualRule> = s
         .rules
         .iter()
@@ -112,7 +132,7 @@ fn plan_rules(desired: &Desired, s: &Snapshot, status: &mut Vec<String>) -> (Vec
                 adds.push(Step {
                     op: Op::AddRule(d.clone()),
                     item: d.to_string(),
-                    change: Some(format!("repaired: {d} was missing")),
+                    change: Some(missing_change(&d.to_string(), placed)),
                     retry: true,
                 });
             }
@@ -137,6 +157,7 @@ fn plan_rules(desired: &Desired, s: &Snapshot, status: &mut Vec<String>) -> (Vec
 fn plan_routes(
     desired: &Desired,
     s: &Snapshot,
+    placed: &Placed,
     status: &mut Vec<String>,
 ) -> (Vec<Step>, Vec<Step>) {
     let routes = &s.routes;
@@ -206,7 +227,7 @@ fn plan_routes(
                         replace: false,
                     },
                     item: d.to_string(),
-                    change: Some(format!("repaired: {d} was missing")),
+                    change: Some(missing_change(&d.to_string(), placed)),
                     retry: true,
                 });
             }
@@ -270,6 +291,7 @@ mod tests {
                 name: name.into(),
                 carrier,
                 admin_up: true,
+                point_to_point: false,
             });
         }
         l
@@ -386,13 +408,18 @@ mod tests {
         )
     }
 
+    /// Every desired item, as if an earlier reconcile had placed it.
+    fn placed_all() -> Placed {
+        desired().items().collect()
+    }
+
     fn changes(p: &Plan) -> Vec<String> {
         p.steps.iter().filter_map(|s| s.change.clone()).collect()
     }
 
     #[test]
     fn nothing_to_do_when_in_sync() {
-        let p = plan(&desired(), &in_sync());
+        let p = plan(&desired(), &in_sync(), &placed_all());
         assert!(p.in_sync, "{:?}", p.status);
         assert!(p.steps.is_empty());
         assert_eq!(
@@ -411,7 +438,7 @@ mod tests {
         let mut s = in_sync();
         s.rules.push(rule(1100, 0x5, u32::MAX, 200, 3));
         s.rules.push(rule(1102, 0x300, 0xff00, 103, 201));
-        let p = plan(&desired(), &s);
+        let p = plan(&desired(), &s, &placed_all());
         assert_eq!(
             changes(&p),
             ["removed stale: rule 1102 fwmark 0x300/0xff00 lookup 103 (v4)"]
@@ -426,7 +453,7 @@ mod tests {
     fn a_changed_mark_replaces_the_rule() {
         let mut s = in_sync();
         s.rules[1] = rule(1100, 0x400, 0xff00, 101, 201);
-        let p = plan(&desired(), &s);
+        let p = plan(&desired(), &s, &placed_all());
         assert_eq!(
             changes(&p),
             [
@@ -442,7 +469,7 @@ mod tests {
     fn an_exact_rule_found_after_a_near_one_is_kept() {
         let mut s = in_sync();
         s.rules.insert(1, rule(1100, 0x400, 0xff00, 101, 201));
-        let p = plan(&desired(), &s);
+        let p = plan(&desired(), &s, &placed_all());
         assert_eq!(
             changes(&p),
             ["removed stale: rule 1100 fwmark 0x400/0xff00 lookup 101 (v4)"]
@@ -457,7 +484,7 @@ mod tests {
     fn a_foreign_rule_does_not_count_as_ours() {
         let mut s = in_sync();
         s.rules[1] = rule(1100, 0x100, 0xff00, 101, 4);
-        let p = plan(&desired(), &s);
+        let p = plan(&desired(), &s, &placed_all());
         assert_eq!(
             changes(&p),
             ["repaired: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) was missing"]
@@ -479,7 +506,7 @@ mod tests {
                 route(false, 103, "100.64.3.1", 3, 201, 0),
             ],
         );
-        let p = plan(&desired(), &s);
+        let p = plan(&desired(), &s, &placed_all());
         assert_eq!(
             changes(&p),
             [
@@ -499,7 +526,7 @@ mod tests {
         m.header.flags = RouteFlags::Linkdown;
         s.routes[0] = kernel::parse_route(m, &s.links).unwrap();
         // wan1 has carrier: the flag is stale.
-        let p = plan(&desired(), &s);
+        let p = plan(&desired(), &s, &placed_all());
         assert_eq!(
             changes(&p),
             [
@@ -511,7 +538,7 @@ mod tests {
         let mut l = s.links.get("wan1").unwrap().clone();
         l.carrier = false;
         s.links.insert(l);
-        let p = plan(&desired(), &s);
+        let p = plan(&desired(), &s, &placed_all());
         assert!(p.in_sync);
         assert!(p.status.contains(
             &"route default via 100.64.1.1 dev wan1 table 101 (v4): ok (linkdown: wan1 has no carrier)".into()
@@ -528,9 +555,14 @@ mod tests {
             interface: "ppp0".into(),
         });
         d.tables.push(104);
-        let p = plan(&d, &snapshot(Vec::new(), Vec::new()));
+        let p = plan(&d, &snapshot(Vec::new(), Vec::new()), &Placed::new());
         assert!(!p.in_sync);
         assert_eq!(p.steps.len(), 5);
+        assert!(
+            changes(&p).iter().all(|c| c.starts_with("created: ")),
+            "never placed, so created: {:?}",
+            changes(&p)
+        );
         assert!(p.status.contains(
             &"route default dev ppp0 scope link table 104 (v4): missing (interface ppp0 does not exist)".into()
         ));

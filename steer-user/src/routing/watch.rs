@@ -137,8 +137,17 @@ impl State {
 
     /// Reports a link whose state differs from the last one reported.
     fn link(&mut self, info: LinkInfo) {
-        if self.links.get(&info.index) == Some(&info) {
+        let known = self.links.get(&info.index);
+        if known == Some(&info) {
             return;
+        }
+        // A rename: the old name is gone as surely as if the device were deleted (a LAN
+        // interface renamed away keeps no classifier, a WAN waits for its device).
+        if let Some(old) = known.filter(|k| k.name != info.name) {
+            self.pending.push_back(NetEvent::LinkGone {
+                index: info.index,
+                name: old.name.clone(),
+            });
         }
         self.pending.push_back(NetEvent::Link {
             index: info.index,

@@ -24,7 +24,24 @@ const CASES: &[Case] = &[
         "control.metrics",
         "not a valid port",
     ),
+    case(
+        "",
+        "[control]\nmetrics = \"0.0.0.0:9464\"\n",
+        "\"0.0.0.0:9464\"",
+        "control.metrics",
+        "is not a loopback address",
+    ),
 ];
+
+#[test]
+fn metrics_on_another_address_need_the_opt_in() {
+    let c = parse_in_fixtures(&format!(
+        "{MIN}\n[control]\nmetrics = \"0.0.0.0:9464\"\nmetrics_public = true\n"
+    ))
+    .expect("valid with the opt-in");
+    assert_eq!(c.control.metrics, Some("0.0.0.0:9464".parse().unwrap()));
+    assert!(c.control.metrics_public);
+}
 
 #[test]
 fn each_class_of_error_has_its_own_located_message() {

@@ -30,7 +30,7 @@ const CASES: &[Case] = &[
         "[control]\nfoo = 1\n",
         "foo",
         "control.foo",
-        "valid keys here are `socket`, `metrics`",
+        "valid keys here are `socket`, `metrics`, `metrics_public`",
     ),
     case(
         "",

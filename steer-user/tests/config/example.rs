@@ -1,7 +1,7 @@
 //! The documented example and the defaults of everything optional.
 
 use steer::{
-    config::{DuplicatePolicy, LastResort, Member, ProbeTarget, TrackMethod},
+    config::{DuplicatePolicy, LastResort, Member, NextHop, ProbeTarget, TrackMethod},
     model::Direction,
 };
 
@@ -31,8 +31,12 @@ fn the_documented_example_loads_with_the_expected_values() {
         (w1.name.as_str(), w1.interface.as_str(), w1.mark, w1.table),
         ("wan1", "eth1", 0x100, 101)
     );
-    assert_eq!(w1.gateway, Some("192.168.2.1".parse().unwrap()));
-    assert_eq!(w1.gateway6, None);
+    assert_eq!(w1.gateway, NextHop::Via(ip("192.168.2.1")));
+    assert_eq!(
+        w1.gateway6,
+        NextHop::Auto,
+        "left out: learned from the system"
+    );
     let t = &w1.track;
     assert_eq!(t.method, TrackMethod::Icmp);
     assert_eq!(
@@ -60,8 +64,8 @@ fn the_documented_example_loads_with_the_expected_values() {
         (w2.name.as_str(), w2.interface.as_str(), w2.mark, w2.table),
         ("wan2", "pppoe-wan2", 0x200, 102)
     );
-    assert_eq!(w2.gateway, None);
-    assert_eq!(w2.gateway6, Some("fe80::1".parse().unwrap()));
+    assert_eq!(w2.gateway, NextHop::Auto);
+    assert_eq!(w2.gateway6, NextHop::Via(ip("fe80::1")));
     let t = &w2.track;
     assert_eq!(t.method, TrackMethod::Http);
     assert_eq!(

@@ -10,6 +10,10 @@
 //! - `failover`: in the namespace lab with `steer run`, a 1 ms UDP stream from the LAN client;
 //!   time from the fault to the first packet on the other ISP, for carrier loss and for silent
 //!   upstream loss (100 ms probes, down_after = 3).
+//! - `forwarding`: real forwarding through a router namespace, one router per contender (no
+//!   classification, nftables, iptables+ipset, steer TC, steer XDP+TC, conntrack variants), with
+//!   trafgen; packets/s and router CPU per packet, memory and load time of the sets.
+//!   `forwarding/100k-IPv4` picks one scenario (10k-IPv4, 100k-IPv4, 1M-IPv4, 100k-IPv6).
 //! - `vrrp`: in the HA lab, the master dies; time until the client's traffic flows through the
 //!   new master, a steer pair against a keepalived pair, 100 ms and 10 ms adverts
 //!   (`steer_tests::ha::bench`).
@@ -22,7 +26,7 @@ use aya::{
 };
 use steer::{
     dataplane::{Dataplane, WriteMode, run::time_per_run},
-    model::{Direction, PrefixMap},
+    model::{Direction, Family, PrefixMap},
     packet::Frame,
     prefix::Prefix,
 };
@@ -35,8 +39,13 @@ const RUNS: usize = 3;
 fn main() {
     require_root();
     let filters: Vec<String> = std::env::args().skip(1).collect();
-    let wanted =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    // `forwarding/<scenario>` selects the forwarding group (and one of its scenarios).
+    let wanted = |name: &str| {
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| name.contains(f.split('/').next().unwrap_or(f)))
+    };
     if wanted("classifier") {
         classifier();
     }
@@ -48,6 +57,13 @@ fn main() {
     }
     if wanted("failover") {
         failover();
+    }
+    if wanted("forwarding") {
+        let scenarios: Vec<String> = filters
+            .iter()
+            .filter_map(|f| f.strip_prefix("forwarding/").map(str::to_owned))
+            .collect();
+        steer_tests::forwarding::bench(&scenarios);
     }
     if wanted("vrrp") {
         steer_tests::ha::bench::run();
@@ -125,7 +141,9 @@ fn classifier() {
             ..PolicyEntry::default()
         };
         for rule in [DEFAULT_RULE, 1] {
-            dp.maps_mut().set_policy(0, rule, policy).unwrap();
+            for family in Family::ALL {
+                dp.maps_mut().set_policy(0, family, rule, policy).unwrap();
+            }
         }
         let set = prefixes(&mut rng, count, v4);
         let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
@@ -235,7 +253,7 @@ fn list_end_to_end() {
         let t0 = Instant::now();
         let cfg = config::load(&cfg_path).expect("valid config");
         let t1 = Instant::now();
-        let d = desired(&cfg, &ids, &BTreeMap::new(), |_| true);
+        let d = desired(&cfg, &ids, &BTreeMap::new(), |_, _| true);
         let t2 = Instant::now();
         let report = dp.sync(&d.contents).expect("sync");
         let t3 = Instant::now();

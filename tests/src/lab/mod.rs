@@ -568,7 +568,7 @@ impl Default for Lab {
 }
 
 /// Runs a setup step; panics naming the step, the namespace, the command and its output.
-fn step(ns: &Netns, what: &str, cmd: &str) {
+pub(crate) fn step(ns: &Netns, what: &str, cmd: &str) {
     let out = ns.try_run(cmd);
     assert!(
         out.status.success(),
@@ -581,7 +581,7 @@ fn step(ns: &Netns, what: &str, cmd: &str) {
 
 /// The `ip -batch` line that creates a veth pair with each end directly in its namespace (never
 /// in the host's). `name` is explicit because `up`/`down` are `ip` keywords.
-fn veth_batch_line(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> String {
+pub(crate) fn veth_batch_line(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> String {
     format!(
         "link add name {a_if} netns {} type veth peer name {b_if} netns {}\n",
         a.name, b.name
@@ -590,7 +590,7 @@ fn veth_batch_line(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> String {
 
 /// `ip -batch -` in the host namespace; only for commands that create devices directly in
 /// other namespaces.
-pub fn host_ip_batch(what: &str, batch: &str) {
+pub(crate) fn host_ip_batch(what: &str, batch: &str) {
     use std::io::Write;
     let mut child = Command::new("ip")
         .args(["-batch", "-"])

@@ -11,9 +11,10 @@ use super::{
     pending::{PendingSet, Written},
 };
 use crate::config::{
-    ListError, ListErrorKind, Origin,
+    ListError, ListErrorKind, MAX_LIST_BYTES, Origin,
     diag::{Ctx, Place, shorten},
     list::parse_list_bytes,
+    read_file,
     schema::S,
 };
 
@@ -51,7 +52,7 @@ impl ListFiles {
         let path = self.base_dir.join(written);
         let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
         set.files.push(absolute.clone());
-        let bytes = match std::fs::read(&path) {
+        let bytes = match read_file(&path, MAX_LIST_BYTES) {
             Ok(b) => b,
             Err(e) => {
                 cx.err(
@@ -63,7 +64,8 @@ impl ListFiles {
                         absolute.display()
                     ),
                     format!(
-                        "relative paths are relative to the config file's directory ({}); fix the path or create the file",
+                        "{} (relative paths are relative to the config file's directory, {})",
+                        e.hint(),
                         self.shown_base_dir().display()
                     ),
                 );
@@ -141,6 +143,7 @@ mod tests {
         for _ in 0..REPORT_LIMIT + 1 {
             list.push_str("  010.0.0.1\n");
         }
+        list.push_str("192.0.2.0/24\n");
         let list_path = dir.write("list.txt", &list);
         let config = dir.write(
             "steer.toml",
@@ -171,5 +174,34 @@ mod tests {
             "2 more bad lines in this file are not shown"
         );
         assert_eq!(summary.value, "");
+    }
+
+    #[test]
+    fn a_file_without_a_single_address_is_not_a_list_and_its_lines_are_not_shown() {
+        let dir = Scratch::new("not-a-list");
+        let secret = "root:$y$j9T$secret:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n";
+        let list_path = dir.write("shadow", secret);
+        let config = dir.write(
+            "steer.toml",
+            &format!("{BASE}\n[[set]]\nname = \"s\"\npolicy = \"p\"\nfiles = [\"shadow\"]\n"),
+        );
+        let errors = errors_of(&config);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        let e = &errors[0];
+        assert_eq!(
+            (e.file.as_path(), e.line, e.value.as_str()),
+            (list_path.as_path(), 1, "")
+        );
+        assert!(
+            e.message
+                .starts_with("this is not a list file: none of its 2 non-comment lines"),
+            "{}",
+            e.message
+        );
+        let shown = format!("{e:?}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("daemon"),
+            "{shown}"
+        );
     }
 }

@@ -44,7 +44,10 @@ use std::{
 use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
 
-use crate::config::{ProbeTarget, TrackMethod, Wan};
+use crate::{
+    config::{ProbeTarget, TrackMethod, Wan},
+    model::Family,
+};
 
 use sock::ProbeError;
 
@@ -62,15 +65,23 @@ pub struct ProbeSpec {
 }
 
 impl ProbeSpec {
-    /// The probes of `wan`'s `[wan.track]` section.
-    pub fn from_wan(wan: &Wan) -> ProbeSpec {
-        ProbeSpec {
+    /// The probes of `wan`'s `[wan.track]` section to targets of `family`; `None` when it has
+    /// none of that family.
+    pub fn from_wan(wan: &Wan, family: Family) -> Option<ProbeSpec> {
+        let targets: Vec<ProbeTarget> = wan
+            .track
+            .targets
+            .iter()
+            .filter(|t| Family::of(&t.ip()) == family)
+            .cloned()
+            .collect();
+        (!targets.is_empty()).then(|| ProbeSpec {
             interface: wan.interface.clone(),
             mark: wan.mark,
             method: wan.track.method,
-            targets: wan.track.targets.clone(),
+            targets,
             timeout: Duration::from_millis(wan.track.timeout_ms.into()),
-        }
+        })
     }
 }
 
@@ -154,7 +165,8 @@ async fn probe(spec: &ProbeSpec, target: &ProbeTarget, seq: u16) -> Result<Durat
     }
 }
 
-/// Runs a round every `interval` and sends each finished [`Round`] to `tx`, tagged with `wan`.
+/// Runs a round every `interval` and sends each finished [`Round`] to `tx`, tagged with `key`
+/// (which WAN, and which family, the rounds are for).
 ///
 /// A round starts `interval` after the previous one *started*, even if that one is still
 /// waiting for answers (rounds overlap when `timeout > interval`; the configuration guarantees
@@ -162,12 +174,15 @@ async fn probe(spec: &ProbeSpec, target: &ProbeTarget, seq: u16) -> Result<Durat
 /// rather than bursting. The task stops when `tx` is closed (the receiver dropped) or when the
 /// returned handle is aborted; dropping the handle only detaches the task, which then stops
 /// with the receiver.
-pub fn spawn_prober(
-    wan: String,
+pub fn spawn_prober<K>(
+    key: K,
     spec: ProbeSpec,
     interval: Duration,
-    tx: mpsc::Sender<(String, Round)>,
-) -> JoinHandle<()> {
+    tx: mpsc::Sender<(K, Round)>,
+) -> JoinHandle<()>
+where
+    K: Clone + std::fmt::Debug + Send + Sync + 'static,
+{
     let spec = Arc::new(spec);
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
@@ -181,12 +196,12 @@ pub fn spawn_prober(
                     running.push(async move { round(&spec).await });
                 }
                 Some(done) = running.next(), if !running.is_empty() => {
-                    if tx.send((wan.clone(), done)).await.is_err() {
+                    if tx.send((key.clone(), done)).await.is_err() {
                         break;
                     }
                 }
             }
         }
-        log::debug!("prober for {wan} stopped: the receiver is gone");
+        log::debug!("prober for {key:?} stopped: the receiver is gone");
     })
 }

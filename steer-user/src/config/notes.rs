@@ -1,0 +1,76 @@
+//! Advice on a valid configuration: what works as written but may not be what was meant.
+//! `steer check` prints these as notes; none of them stops the daemon.
+
+use super::Config;
+use crate::model::Family;
+
+/// Every note on `config`, in file order.
+pub fn notes(config: &Config) -> Vec<String> {
+    config.wans.iter().filter_map(one_family_probed).collect()
+}
+
+/// A WAN probed over one family only: the other family's state follows it, so an outage of
+/// the other family alone goes unseen.
+fn one_family_probed(wan: &super::Wan) -> Option<String> {
+    let (only, other) = match (wan.track.probes(Family::V4), wan.track.probes(Family::V6)) {
+        (true, false) => (Family::V4, Family::V6),
+        (false, true) => (Family::V6, Family::V4),
+        _ => return None,
+    };
+    Some(format!(
+        "wan `{}` has {} probe targets only: if it carries {other_name}, its {other_name} state follows \
+         {} and a {other_name}-only outage is not seen; add an {other_name} target to [wan.track] \
+         targets to judge {other_name} by itself",
+        wan.name,
+        only.name(),
+        only.name(),
+        other_name = other.name(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    use crate::config::parse;
+
+    #[test]
+    fn a_wan_probed_over_one_family_gets_a_note_naming_the_other() {
+        let c = parse(
+            r#"
+[general]
+lan = ["lan0"]
+[[wan]]
+name = "dsl"
+interface = "eth1"
+mark = 0x100
+table = 101
+[wan.track]
+targets = ["1.1.1.1"]
+[[wan]]
+name = "lte"
+interface = "eth2"
+mark = 0x200
+table = 102
+[wan.track]
+targets = ["1.1.1.1", "2606:4700:4700::1111"]
+[[policy]]
+name = "p"
+members = [{ wan = "dsl" }, { wan = "lte" }]
+[default]
+policy = "p"
+"#,
+            Path::new("steer.toml"),
+        )
+        .expect("a valid configuration");
+        let notes = notes(&c);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("wan `dsl` has IPv4 probe targets only")
+                && notes[0].contains("add an IPv6 target"),
+            "{}",
+            notes[0]
+        );
+    }
+}

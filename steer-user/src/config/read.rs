@@ -1,0 +1,299 @@
+//! Reading the configuration and list files. steer reads them as root, often from directories
+//! other programs write (a list updated by a cron job or a web interface), so a path is not
+//! trusted just because it opens:
+//!
+//! - Only a regular file is read: a FIFO or a device (`/dev/zero`) would block the daemon or
+//!   fill its memory. It is opened without blocking and checked before a byte is read.
+//! - Its size is capped ([`MAX_CONFIG_BYTES`], [`MAX_LIST_BYTES`]); no more than the cap is
+//!   ever read, even from a file that grows.
+//! - A symbolic link anywhere on the path is followed only when root (or the user steer runs
+//!   as) made it: a link planted by another user into a directory it may write cannot point
+//!   steer at a file that user may not read. (The lines of a file that turns out not to be a
+//!   list are never repeated in messages either, see `list`.)
+//! - The file is read whole and must be the same file, with the same size and modification
+//!   time, before and after the read, and must not have been modified in the last moment: a
+//!   list rewritten in place while it is read is read again (a few times) or refused, never
+//!   applied half-written. Writing the new file next to the old one and renaming it into place
+//!   is always safe.
+
+use std::{
+    fs::{File, Metadata},
+    io::{self, Read},
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    path::{Component, Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+/// Largest configuration file read.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// Largest list file read: a million IPv6 prefixes with comments fit easily.
+pub const MAX_LIST_BYTES: u64 = 64 << 20;
+
+/// Symbolic links followed on one path before giving up (the kernel's limit).
+const MAX_LINKS: usize = 40;
+/// Reads of a file that keeps changing before it is refused.
+const TRIES: u32 = 4;
+/// A file modified more recently than this may still be being written: wait for it to settle.
+/// (A writer that pauses longer in the middle of a file cannot be told from a finished one;
+/// renaming a complete file into place is the safe way.)
+const SETTLE: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("it is {kind}, not a regular file")]
+    NotRegular { kind: &'static str },
+    #[error("it is larger than the {limit} bytes such a file may have")]
+    TooBig { limit: u64 },
+    #[error(
+        "the symbolic link {} belongs to uid {owner}: steer follows only links made by root or \
+         by the user it runs as",
+        link.display()
+    )]
+    UntrustedLink { link: PathBuf, owner: u32 },
+    #[error("more than {MAX_LINKS} symbolic links on the way")]
+    TooManyLinks,
+    #[error("it changed while it was read ({TRIES} tries)")]
+    Unstable,
+}
+
+impl ReadError {
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ReadError::Io(e) if e.kind() == io::ErrorKind::NotFound => {
+                "fix the path or create the file"
+            }
+            ReadError::Io(_) => "check the path and the file's permissions",
+            ReadError::NotRegular { .. } => "give the path of a regular file",
+            ReadError::TooBig { .. } => "split it into several files",
+            ReadError::UntrustedLink { .. } => {
+                "replace the link by the file, or have root make the link"
+            }
+            ReadError::TooManyLinks => "the path has a loop of symbolic links; fix it",
+            ReadError::Unstable => {
+                "something rewrites it in place; write the new file next to it and rename it \
+                 into place (`mv`), which is atomic"
+            }
+        }
+    }
+}
+
+/// The whole contents of the regular file at `path`, at most `limit` bytes (see the module
+/// docs for what is refused).
+pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let resolved = resolve(path)?;
+    for _ in 0..TRIES {
+        if let Some(bytes) = read_once(&resolved, limit)? {
+            return Ok(bytes);
+        }
+        std::thread::sleep(SETTLE);
+    }
+    Err(ReadError::Unstable)
+}
+
+/// One read; `None` when the file changed meanwhile (or was modified a moment ago).
+fn read_once(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, ReadError> {
+    // Not following a link here: `resolve` checked them all, and a link that appeared since is
+    // refused instead of followed. Non-blocking, so that opening a FIFO returns at once.
+    let mut file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let before = file.metadata()?;
+    check_regular(&before)?;
+    if before.size() > limit {
+        return Err(ReadError::TooBig { limit });
+    }
+    if recently_modified(&before) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(before.size() as usize);
+    (&mut file).take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooBig { limit });
+    }
+    let after = std::fs::symlink_metadata(path)?;
+    let same = |m: &Metadata| {
+        (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())
+            == (
+                before.dev(),
+                before.ino(),
+                bytes.len() as u64,
+                before.mtime(),
+                before.mtime_nsec(),
+            )
+    };
+    Ok((same(&file.metadata()?) && same(&after)).then_some(bytes))
+}
+
+fn check_regular(meta: &Metadata) -> Result<(), ReadError> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Err(ReadError::NotRegular { kind })
+}
+
+fn recently_modified(meta: &Metadata) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age < SETTLE)
+}
+
+/// `path` with every symbolic link on it resolved, each checked to be root's or this user's.
+fn resolve(path: &Path) -> Result<PathBuf, ReadError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mut todo: Vec<PathBuf> = components_reversed(path);
+    let mut done = if path.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        std::env::current_dir()?
+    };
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        if part.as_os_str() == ".." {
+            done.pop();
+            continue;
+        }
+        let next = done.join(&part);
+        let meta = match std::fs::symlink_metadata(&next) {
+            Ok(m) => m,
+            // The open reports it, with the path as written.
+            Err(_) if todo.is_empty() => return Ok(next),
+            Err(e) => return Err(e.into()),
+        };
+        if !meta.file_type().is_symlink() {
+            done = next;
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(ReadError::TooManyLinks);
+        }
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(ReadError::UntrustedLink {
+                link: next,
+                owner: meta.uid(),
+            });
+        }
+        let target = std::fs::read_link(&next)?;
+        if target.is_absolute() {
+            done = PathBuf::from("/");
+        }
+        todo.extend(components_reversed(&target));
+    }
+    Ok(done)
+}
+
+/// The normal and `..` components of `path`, last first (a stack to pop from).
+fn components_reversed(path: &Path) -> Vec<PathBuf> {
+    path.components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(PathBuf::from(p)),
+            Component::ParentDir => Some(PathBuf::from("..")),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::Scratch;
+
+    #[test]
+    fn a_regular_file_is_read_whole() {
+        let dir = Scratch::new("read-ok");
+        let path = dir.write("list.txt", "192.0.2.0/24\n");
+        std::thread::sleep(SETTLE);
+        assert_eq!(read_file(&path, 100).unwrap(), b"192.0.2.0/24\n");
+        // Through a link of our own, and through `..`.
+        let link = path.with_file_name("link.txt");
+        std::os::unix::fs::symlink("list.txt", &link).unwrap();
+        assert_eq!(read_file(&link, 100).unwrap(), b"192.0.2.0/24\n");
+        let dotdot = path
+            .parent()
+            .unwrap()
+            .join("../")
+            .join(path.parent().unwrap().file_name().unwrap());
+        assert_eq!(
+            read_file(&dotdot.join("list.txt"), 100).unwrap(),
+            b"192.0.2.0/24\n"
+        );
+    }
+
+    #[test]
+    fn a_file_that_never_settles_is_refused() {
+        let dir = Scratch::new("read-unstable");
+        let path = dir.write("list.txt", "192.0.2.0/24\n");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (stop, path) = (stop.clone(), path.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::write(&path, "192.0.2.0/24\n").unwrap();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let e = read_file(&path, 100).unwrap_err();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(matches!(e, ReadError::Unstable), "{e}");
+        assert!(e.hint().contains("rename it into place"), "{}", e.hint());
+    }
+
+    #[test]
+    fn devices_fifos_directories_and_big_files_are_refused() {
+        let dir = Scratch::new("read-refused");
+        let e = read_file(Path::new("/dev/zero"), 100).unwrap_err();
+        assert!(
+            matches!(e, ReadError::NotRegular { kind: "a device" }),
+            "{e}"
+        );
+        let fifo = dir.write("x", "").with_file_name("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_file(&fifo, 100).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReadError::NotRegular {
+                    kind: "a FIFO (named pipe)"
+                }
+            ),
+            "{e}"
+        );
+        let e = read_file(fifo.parent().unwrap(), 100).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReadError::NotRegular {
+                    kind: "a directory"
+                }
+            ),
+            "{e}"
+        );
+        let big = dir.write("big.txt", &"1.2.3.4\n".repeat(20));
+        std::thread::sleep(SETTLE);
+        let e = read_file(&big, 100).unwrap_err();
+        assert!(matches!(e, ReadError::TooBig { limit: 100 }), "{e}");
+    }
+}

@@ -1,0 +1,819 @@
+//! WANs as they really come, with real peers in the namespace lab: a DHCP lease (dnsmasq as the
+//! ISP's server, busybox udhcpc on the router) that moves into another subnet and is then lost;
+//! a point-to-point link whose device comes and goes like a PPP session (socat TUN); IPv6
+//! gateways from router advertisements (radvd) and a source-specific default as OpenWrt's
+//! netifd installs it; the DHCP hooks of `contrib/dhcp` run by udhcpc, dhclient and dhcpcd;
+//! health per address family; a LAN bridge that appears after the daemon started; devices
+//! renamed away and back. Each test prints how long steer took from the
+//! system's change to its routing and to traffic flowing.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use steer_tests::{
+    daemon::{Daemon, Workdir},
+    lab::{Arrival, Lab, NFT_TABLE, Wan, udp_arrivals},
+    scenario::lab_wans,
+    service::Service,
+};
+
+/// Bound on every wait for the system or the daemon.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// The configuration of these tests: the lab's two WANs with `wan_tables` (their `[[wan]]`
+/// tables, as written), default traffic preferring the first policy member.
+fn config(work: &Workdir, lan: &str, wans: &str, default_members: &str, extra: &str) -> String {
+    format!(
+        "[general]\nlan = [\"{lan}\"]\n{pins}\n{wans}\n\
+         [[policy]]\nname = \"first\"\nmembers = [{default_members}]\n\n\
+         [[policy]]\nname = \"wan2-first\"\nmembers = [{{ wan = \"wan2\" }}, {{ wan = \"wan1\", metric = 2 }}]\n\n\
+         [[set]]\nname = \"bypass\"\npolicy = \"wan2-first\"\nprefixes = [\"{b}\", \"{b6}\"]\n\n\
+         {extra}\n[default]\npolicy = \"first\"\n\n{control}",
+        pins = work.private_paths(),
+        b = Lab::SERVER_B,
+        b6 = Lab::SERVER_B6,
+        control = work.control_section(),
+    )
+}
+
+fn icmp(targets: &[String]) -> String {
+    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        "method = \"icmp\"\ntargets = [{}]\ninterval_ms = 100\ntimeout_ms = 80\ndown_after = 3\nup_after = 3\n",
+        list.join(", ")
+    )
+}
+
+/// The lab's wan1 with its `gateway = ...` line removed (so `auto`), wan2 as in the lab.
+fn wans_with_auto_gateway(wan: Wan, family_key: &str, track1: &str, track2: &str) -> String {
+    let text = lab_wans(track1, track2);
+    let line = match (wan, family_key) {
+        (w, "gateway") => format!("gateway = \"{}\"\n", Lab::gateway_v4(w)),
+        (w, _) => format!("gateway6 = \"{}\"\n", Lab::gateway_v6(w)),
+    };
+    assert!(text.contains(&line), "{line} in {text}");
+    text.replacen(&line, "", 1)
+}
+
+/// Waits until `steer status --json` satisfies `cond`; returns how long that took.
+fn wait_status(
+    work: &Workdir,
+    daemon: &Daemon,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (ok, out, _) = work.steer(&["status", "--json"]);
+        if ok
+            && let Ok(st) = serde_json::from_str::<serde_json::Value>(&out)
+            && cond(&st)
+        {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < SETTLE,
+            "{what}: not within {SETTLE:?}\nstatus: {out}\ndaemon log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The status line of `family` ("IPv4"/"IPv6") of WAN `wan`.
+fn family_of<'s>(st: &'s serde_json::Value, wan: &str, family: &str) -> &'s serde_json::Value {
+    st["wans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["name"] == wan)
+        .and_then(|w| w["families"].as_array())
+        .into_iter()
+        .flatten()
+        .find(|f| f["family"] == family)
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+fn gateway_is(st: &serde_json::Value, wan: &str, family: &str, starts: &str) -> bool {
+    family_of(st, wan, family)["gateway"]
+        .as_str()
+        .is_some_and(|g| g.starts_with(starts))
+}
+
+/// Sends datagrams to `server` until one arrives from `source` (the NAT address of the WAN
+/// expected to carry it); returns how long that took.
+fn wait_traffic_from(
+    lab: &Lab,
+    server: IpAddr,
+    port: u16,
+    source: IpAddr,
+    daemon: &Daemon,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got: Vec<Arrival> = udp_arrivals(lab, server, port, 3);
+        if got.iter().any(|a| a.from.ip() == source) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < SETTLE,
+            "no datagram to {server} from {source} within {SETTLE:?}: {got:?}\n{}",
+            daemon.log_text()
+        );
+    }
+}
+
+/// The udhcpc script a router's DHCP client runs: address and default route from the lease
+/// (as OpenWrt's netifd and Debian's default script do), nothing on deconfig.
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  deconfig) ip -4 addr flush dev "$interface" ;;
+  bound|renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    for r in $router; do ip route replace default via "$r" dev "$interface" metric 10; break; done
+    ;;
+esac
+exit 0
+"#;
+
+/// dnsmasq as the ISP's DHCP server on its `down` interface, handing out `addr` with router
+/// `gateway`.
+fn dhcp_server(lab: &Lab, work: &Workdir, addr: &str, gateway: &str) -> Service {
+    let leases = work.dir.join(format!("leases-{addr}"));
+    Service::start(
+        lab.isp(Wan::One),
+        &work.dir,
+        "dnsmasq",
+        &[
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--user=root",
+            "--interface=down",
+            "--bind-interfaces",
+            &format!("--dhcp-range={addr},{addr},255.255.255.252,2m"),
+            &format!("--dhcp-option=option:router,{gateway}"),
+            &format!("--dhcp-leasefile={}", leases.display()),
+            "--dhcp-authoritative",
+            "--log-dhcp",
+        ],
+    )
+}
+
+#[test]
+fn a_dhcp_wan_follows_its_lease_into_another_subnet_and_waits_when_it_is_lost() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("dhcp");
+    lab.router.run("ip -4 addr flush dev wan1");
+    let script = work.write("udhcpc.sh", UDHCPC_SCRIPT);
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut server = dhcp_server(&lab, &work, "100.64.1.2", "100.64.1.1");
+    let client = Service::start(
+        &lab.router,
+        &work.dir,
+        "udhcpc",
+        &[
+            "busybox",
+            "udhcpc",
+            "-f",
+            "-i",
+            "wan1",
+            "-s",
+            &script.display().to_string(),
+            "-t",
+            "10",
+            "-T",
+            "1",
+            "-A",
+            "1",
+        ],
+    );
+    let track = icmp(&[Lab::PROBE_1.to_string()]);
+    let wans = wans_with_auto_gateway(
+        Wan::One,
+        "gateway",
+        &track,
+        &icmp(&[Lab::PROBE_2.to_string()]),
+    );
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    let daemon = Daemon::start(&lab.router, &work);
+    wait_status(&work, &daemon, "the first lease's gateway", |st| {
+        gateway_is(
+            st,
+            "wan1",
+            "IPv4",
+            "via 100.64.1.1 (learned: table main, proto",
+        )
+    });
+    let a: IpAddr = Lab::SERVER_A.into();
+    wait_traffic_from(&lab, a, 7101, "100.64.1.2".parse().unwrap(), &daemon);
+
+    // The ISP renumbers: another subnet, another gateway. The client renews, is refused, and
+    // takes the new lease.
+    server.stop();
+    lab.isp(Wan::One)
+        .run("ip addr del 100.64.1.1/30 dev down && ip addr add 100.64.11.1/30 dev down");
+    lab.internet
+        .run("ip route add 100.64.11.0/30 via 198.18.1.2 dev isp1");
+    let _renumbered = dhcp_server(&lab, &work, "100.64.11.2", "100.64.11.1");
+    client.signal(libc::SIGUSR1);
+    let lease = Instant::now();
+    loop {
+        let addrs = lab.router.run("ip -4 -o addr show dev wan1");
+        if addrs.contains("100.64.11.2") {
+            break;
+        }
+        assert!(
+            lease.elapsed() < SETTLE,
+            "no new lease: {}",
+            client.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let leased = lease.elapsed();
+    let table = wait_status(&work, &daemon, "the new gateway", |st| {
+        gateway_is(st, "wan1", "IPv4", "via 100.64.11.1")
+    });
+    let traffic = wait_traffic_from(&lab, a, 7102, "100.64.11.2".parse().unwrap(), &daemon);
+    eprintln!(
+        "renumbered lease: address after {leased:?}; steer's routing followed {table:?} after it, \
+         traffic via the new gateway {:?} after that",
+        traffic
+    );
+    let routes = lab.router.run("ip -4 route show table 101");
+    assert!(
+        routes.contains("default via 100.64.11.1 dev wan1"),
+        "{routes}"
+    );
+
+    // The lease is lost: wan1 waits for a gateway (not "down"), traffic moves to wan2.
+    client.signal(libc::SIGUSR2);
+    wait_status(&work, &daemon, "waiting for a gateway", |st| {
+        gateway_is(st, "wan1", "IPv4", "waiting for a gateway")
+    });
+    wait_traffic_from(&lab, a, 7103, Lab::nat_addr_v4(Wan::Two).into(), &daemon);
+    drop(client);
+}
+
+/// A DHCP client on the router that installs the lease's address but no route, and hands the
+/// router to steer through the hook in `contrib/dhcp/` (what a router owner copies).
+#[derive(Clone, Copy, Debug)]
+enum HookedClient {
+    Udhcpc,
+    Dhclient,
+    Dhcpcd,
+}
+
+impl HookedClient {
+    /// The client's script: the address of the lease, then the hook with udhcpc's arguments or
+    /// dhclient's and dhcpcd's variables.
+    fn script(self, work: &Workdir) -> String {
+        let hook = |name: &str| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../contrib/dhcp")
+                .join(name)
+                .display()
+                .to_string()
+        };
+        let steer = format!(
+            "export STEER={} STEER_ARGS=\"--socket {}\"\n",
+            steer_tests::daemon::steer_bin().display(),
+            work.socket.display()
+        );
+        let body = match self {
+            HookedClient::Udhcpc => format!(
+                "case \"$1\" in\n\
+                 deconfig) ip -4 addr flush dev \"$interface\" ;;\n\
+                 bound|renew) ip -4 addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\" ;;\n\
+                 esac\n. {} \"$@\"\n",
+                hook("udhcpc.user")
+            ),
+            HookedClient::Dhclient => format!(
+                "case \"$reason\" in\n\
+                 PREINIT) ip link set \"$interface\" up ;;\n\
+                 BOUND|RENEW|REBIND|REBOOT) ip -4 addr flush dev \"$interface\"; ip addr add \"$new_ip_address/$new_subnet_mask\" dev \"$interface\" ;;\n\
+                 EXPIRE|FAIL|RELEASE|STOP) ip -4 addr flush dev \"$interface\" ;;\n\
+                 esac\n. {}\n",
+                hook("dhclient-exit-hook")
+            ),
+            // dhcpcd configures the address itself (`nogateway`: no route).
+            HookedClient::Dhcpcd => format!(". {}\n", hook("dhcpcd-hook")),
+        };
+        format!("#!/bin/sh\n{steer}{body}exit 0\n")
+    }
+
+    fn start(self, lab: &Lab, work: &Workdir) -> Service {
+        let script = work.write(&format!("{self:?}.sh"), &self.script(work));
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let script = script.display().to_string();
+        let file = |name: &str| work.dir.join(name).display().to_string();
+        let args: Vec<String> = match self {
+            HookedClient::Udhcpc => ["busybox", "udhcpc", "-f", "-i", "wan1", "-s", &script]
+                .into_iter()
+                .map(String::from)
+                .chain(["-t", "10", "-T", "1", "-A", "1"].map(String::from))
+                .collect(),
+            HookedClient::Dhclient => [
+                "dhclient",
+                "-4",
+                "-d",
+                "-sf",
+                &script,
+                "-lf",
+                &file("dhclient.leases"),
+                "-pf",
+                &file("dhclient.pid"),
+                "wan1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            HookedClient::Dhcpcd => [
+                "dhcpcd",
+                "-B",
+                "-4",
+                "-G",
+                "-f",
+                "/dev/null",
+                "-c",
+                &script,
+                "--noipv4ll",
+                "wan1",
+            ]
+            .map(String::from)
+            .to_vec(),
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Service::start(&lab.router, &work.dir, &format!("{self:?}"), &args)
+    }
+
+    /// Gives the lease back, as on shutdown or a lost line.
+    fn release(self, lab: &Lab, work: &Workdir, client: &mut Service) {
+        let file = |name: &str| work.dir.join(name).display().to_string();
+        match self {
+            HookedClient::Udhcpc => client.signal(libc::SIGUSR2),
+            HookedClient::Dhclient => {
+                let script = work.dir.join(format!("{self:?}.sh")).display().to_string();
+                lab.router.run(&format!(
+                    "dhclient -4 -r -sf {script} -lf {} -pf {} wan1",
+                    file("dhclient.leases"),
+                    file("dhclient.pid")
+                ));
+            }
+            HookedClient::Dhcpcd => {
+                lab.router.run("dhcpcd -4 -k wan1");
+            }
+        }
+    }
+}
+
+/// Each client's hook hands the lease's router to steer and takes it back with the lease.
+fn a_dhcp_hook_hands_in_the_gateway(kind: HookedClient) {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new(&format!("hook-{kind:?}"));
+    lab.router.run("ip -4 addr flush dev wan1");
+    let _server = dhcp_server(&lab, &work, "100.64.1.2", "100.64.1.1");
+    let track = icmp(&[Lab::PROBE_1.to_string()]);
+    let wans = wans_with_auto_gateway(
+        Wan::One,
+        "gateway",
+        &track,
+        &icmp(&[Lab::PROBE_2.to_string()]),
+    );
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    let daemon = Daemon::start(&lab.router, &work);
+    let mut client = kind.start(&lab, &work);
+    let handed = |st: &serde_json::Value| {
+        gateway_is(
+            st,
+            "wan1",
+            "IPv4",
+            "via 100.64.1.1 (set by `steer wan wan1 gateway`)",
+        )
+    };
+    let start = Instant::now();
+    while !work
+        .steer(&["status", "--json"])
+        .1
+        .parse::<serde_json::Value>()
+        .is_ok_and(|st| handed(&st))
+    {
+        assert!(
+            start.elapsed() < SETTLE * 2,
+            "{kind:?}: the hook did not hand in the gateway\nclient log:\n{}\ndaemon log:\n{}",
+            client.log_text(),
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let main = lab.router.run("ip -4 route show default");
+    assert!(!main.contains("wan1"), "{kind:?} installed a route: {main}");
+    let a: IpAddr = Lab::SERVER_A.into();
+    wait_traffic_from(&lab, a, 7151, "100.64.1.2".parse().unwrap(), &daemon);
+
+    kind.release(&lab, &work, &mut client);
+    wait_status(&work, &daemon, "the released lease", |st| {
+        gateway_is(st, "wan1", "IPv4", "waiting for a gateway")
+    });
+    wait_traffic_from(&lab, a, 7152, Lab::nat_addr_v4(Wan::Two).into(), &daemon);
+}
+
+#[test]
+fn the_udhcpc_hook_hands_in_the_gateway() {
+    a_dhcp_hook_hands_in_the_gateway(HookedClient::Udhcpc);
+}
+
+#[test]
+fn the_dhclient_hook_hands_in_the_gateway() {
+    a_dhcp_hook_hands_in_the_gateway(HookedClient::Dhclient);
+}
+
+#[test]
+fn the_dhcpcd_hook_hands_in_the_gateway() {
+    a_dhcp_hook_hands_in_the_gateway(HookedClient::Dhcpcd);
+}
+
+/// A point-to-point link between ISP 1 and the router, carried by two socat processes over a
+/// UNIX socket: the router's device (`pppoe-wan`) exists while both run, as a PPP session's.
+struct Session {
+    _isp: Service,
+    router: Service,
+}
+
+fn session(lab: &Lab, work: &Workdir, subnet: u8) -> Session {
+    let sock = work.dir.join(format!("ppp-{subnet}.sock"));
+    let (peer, local) = (
+        format!("10.99.0.{}", subnet + 1),
+        format!("10.99.0.{}", subnet + 2),
+    );
+    let isp = Service::start(
+        lab.isp(Wan::One),
+        &work.dir,
+        "socat-isp",
+        &[
+            "socat",
+            &format!("UNIX-LISTEN:{}", sock.display()),
+            &format!("TUN:{peer}/30,tun-name=ppps,iff-up"),
+        ],
+    );
+    let deadline = Instant::now() + SETTLE;
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "socat did not listen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let router = Service::start(
+        &lab.router,
+        &work.dir,
+        "socat-router",
+        &[
+            "socat",
+            &format!("UNIX-CONNECT:{}", sock.display()),
+            &format!("TUN:{local}/30,tun-name=pppoe-wan,iff-up"),
+        ],
+    );
+    Session { _isp: isp, router }
+}
+
+#[test]
+fn a_point_to_point_wan_comes_goes_and_comes_back_as_a_new_device() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("ppp");
+    lab.router.run(&format!(
+        "nft add rule inet {NFT_TABLE} postrouting oifname pppoe-wan masquerade"
+    ));
+    lab.internet
+        .run("ip route add 10.99.0.0/24 via 198.18.1.2 dev isp1");
+    let track1 = icmp(&[Lab::PROBE_1.to_string()]);
+    let track2 = icmp(&[Lab::PROBE_2.to_string()]);
+    let ppp = format!(
+        "[[wan]]\nname = \"ppp\"\ninterface = \"pppoe-wan\"\nmark = 0x300\ntable = 103\n[wan.track]\n{}",
+        icmp(&[Lab::PROBE_1.to_string()])
+    );
+    let wans = format!("{}{ppp}", lab_wans(&track1, &track2));
+    let members = "{ wan = \"ppp\" }, { wan = \"wan1\", metric = 2 }";
+    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    // The daemon starts before the line is up: the WAN waits for its device.
+    let daemon = Daemon::start(&lab.router, &work);
+    wait_status(&work, &daemon, "no device at start", |st| {
+        gateway_is(
+            st,
+            "ppp",
+            "IPv4",
+            "waiting for a gateway: interface pppoe-wan does not exist",
+        )
+    });
+    let mut first = session(&lab, &work, 0);
+    wait_status(
+        &work,
+        &daemon,
+        "a direct route on the point-to-point link",
+        |st| gateway_is(st, "ppp", "IPv4", "direct (point-to-point link)"),
+    );
+    let a: IpAddr = Lab::SERVER_A.into();
+    wait_traffic_from(&lab, a, 7201, "10.99.0.2".parse().unwrap(), &daemon);
+
+    // The session drops: the device is gone, traffic takes wan1.
+    first.router.stop();
+    wait_status(&work, &daemon, "the gone device waits", |st| {
+        gateway_is(
+            st,
+            "ppp",
+            "IPv4",
+            "waiting for a gateway: interface pppoe-wan does not exist",
+        )
+    });
+    wait_traffic_from(&lab, a, 7202, Lab::nat_addr_v4(Wan::One).into(), &daemon);
+    drop(first);
+
+    // A new session: a new device, a new index, a new address.
+    let up = Instant::now();
+    let _second = session(&lab, &work, 4);
+    let routed = wait_status(&work, &daemon, "the new device", |st| {
+        gateway_is(st, "ppp", "IPv4", "direct")
+    });
+    let traffic = wait_traffic_from(&lab, a, 7203, "10.99.0.6".parse().unwrap(), &daemon);
+    eprintln!(
+        "reconnected session: steer routed it {routed:?} after the new device came up, traffic \
+         flowed {:?} after that (from the socat start {:?})",
+        traffic,
+        up.elapsed()
+    );
+}
+
+#[test]
+fn router_advertisements_give_the_ipv6_gateway_and_steer_follows_a_new_router() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("ra");
+    lab.router.run("sysctl -qw net.ipv6.conf.wan2.accept_ra=2");
+    let radvd_conf = work.write(
+        "radvd.conf",
+        "interface down {\n AdvSendAdvert on;\n MinRtrAdvInterval 3;\n MaxRtrAdvInterval 4;\n \
+         AdvDefaultLifetime 30;\n prefix fd64:2::/64 { AdvAutonomous off; };\n};\n",
+    );
+    let radvd = |tag: &str| {
+        Service::start(
+            lab.isp(Wan::Two),
+            &work.dir,
+            "radvd",
+            &[
+                "radvd",
+                "-n",
+                "-m",
+                "stderr",
+                "-C",
+                &radvd_conf.display().to_string(),
+                "-p",
+                &work
+                    .dir
+                    .join(format!("radvd-{tag}.pid"))
+                    .display()
+                    .to_string(),
+            ],
+        )
+    };
+    let mut first = radvd("first");
+    let track1 = icmp(&[Lab::PROBE_1.to_string(), Lab::PROBE_1_6.to_string()]);
+    let track2 = icmp(&[Lab::PROBE_2.to_string(), Lab::PROBE_2_6.to_string()]);
+    let wans = wans_with_auto_gateway(Wan::Two, "gateway6", &track1, &track2);
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    let daemon = Daemon::start(&lab.router, &work);
+    wait_status(&work, &daemon, "the advertised router", |st| {
+        gateway_is(st, "wan2", "IPv6", "via fe80::")
+            && family_of(st, "wan2", "IPv6")["gateway"]
+                .as_str()
+                .is_some_and(|g| g.contains("proto ra"))
+    });
+    let b6: IpAddr = Lab::SERVER_B6.into();
+    wait_traffic_from(&lab, b6, 7301, Lab::nat_addr_v6(Wan::Two).into(), &daemon);
+
+    // The router goes away (radvd says so as it stops): IPv6 waits, IPv4 is untouched.
+    first.stop();
+    wait_status(&work, &daemon, "no IPv6 router", |st| {
+        gateway_is(st, "wan2", "IPv6", "waiting for a gateway")
+            && gateway_is(st, "wan2", "IPv4", "via")
+    });
+    wait_traffic_from(&lab, b6, 7302, Lab::nat_addr_v6(Wan::One).into(), &daemon);
+    let b: IpAddr = Lab::SERVER_B.into();
+    wait_traffic_from(&lab, b, 7303, Lab::nat_addr_v4(Wan::Two).into(), &daemon);
+
+    // Another router on the link: another link-local address.
+    lab.isp(Wan::Two)
+        .run("ip -6 addr flush dev down scope link && ip -6 addr add fe80::99/64 dev down nodad");
+    let _second = radvd("second");
+    let learned = wait_status(&work, &daemon, "the new router", |st| {
+        gateway_is(st, "wan2", "IPv6", "via fe80::99")
+    });
+    eprintln!("a new IPv6 router: steer's routing followed {learned:?} after radvd started");
+    let routes = lab.router.run("ip -6 route show table 102");
+    assert!(routes.contains("default via fe80::99 dev wan2"), "{routes}");
+    wait_traffic_from(&lab, b6, 7304, Lab::nat_addr_v6(Wan::Two).into(), &daemon);
+}
+
+/// OpenWrt's netifd installs a line's IPv6 default only for the prefixes delegated by it
+/// (`default from PREFIX via ROUTER`): steer takes the line's next hop from it all the same.
+#[test]
+fn a_source_specific_ipv6_default_as_netifd_installs_it_gives_the_gateway() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("from");
+    let track1 = icmp(&[Lab::PROBE_1.to_string(), Lab::PROBE_1_6.to_string()]);
+    let track2 = icmp(&[Lab::PROBE_2.to_string(), Lab::PROBE_2_6.to_string()]);
+    let wans = wans_with_auto_gateway(Wan::Two, "gateway6", &track1, &track2);
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    let daemon = Daemon::start(&lab.router, &work);
+    wait_status(&work, &daemon, "no IPv6 gateway yet", |st| {
+        gateway_is(st, "wan2", "IPv6", "waiting for a gateway")
+    });
+    lab.router.run(&format!(
+        "ip -6 route add default from fd64:2::/64 via {} dev wan2 proto static metric 512",
+        Lab::gateway_v6(Wan::Two)
+    ));
+    let learned = wait_status(&work, &daemon, "the netifd route's next hop", |st| {
+        gateway_is(
+            st,
+            "wan2",
+            "IPv6",
+            &format!(
+                "via {} (learned: table main, proto static, from a prefix)",
+                Lab::gateway_v6(Wan::Two)
+            ),
+        )
+    });
+    eprintln!("a source-specific IPv6 default: steer's routing followed {learned:?} after it");
+    let b6: IpAddr = Lab::SERVER_B6.into();
+    wait_traffic_from(&lab, b6, 7351, Lab::nat_addr_v6(Wan::Two).into(), &daemon);
+}
+
+#[test]
+fn an_outage_of_one_family_moves_only_that_family() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("family");
+    let track1 = icmp(&[Lab::PROBE_1.to_string(), Lab::PROBE_1_6.to_string()]);
+    let track2 = icmp(&[Lab::PROBE_2.to_string(), Lab::PROBE_2_6.to_string()]);
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    work.write(
+        "steer.toml",
+        &config(&work, "lan0", &lab_wans(&track1, &track2), members, ""),
+    );
+    let daemon = Daemon::start(&lab.router, &work);
+    let (a, a6): (IpAddr, IpAddr) = (Lab::SERVER_A.into(), Lab::SERVER_A6.into());
+    for (nfproto, down, up) in [("ipv4", "IPv4", "IPv6"), ("ipv6", "IPv6", "IPv4")] {
+        lab.isp(Wan::One).run(&format!(
+            "nft add rule inet {NFT_TABLE} blackhole meta nfproto {nfproto} drop"
+        ));
+        wait_status(&work, &daemon, &format!("{down} of wan1 down"), |st| {
+            family_of(st, "wan1", down)["state"] == "down"
+                && family_of(st, "wan1", up)["state"] == "up"
+        });
+        let (moved, stays) = if down == "IPv4" { (a, a6) } else { (a6, a) };
+        let other = |ip: IpAddr, w: Wan| -> IpAddr {
+            if ip.is_ipv4() {
+                Lab::nat_addr_v4(w).into()
+            } else {
+                Lab::nat_addr_v6(w).into()
+            }
+        };
+        wait_traffic_from(&lab, moved, 7401, other(moved, Wan::Two), &daemon);
+        wait_traffic_from(&lab, stays, 7402, other(stays, Wan::One), &daemon);
+        // `explain` says where each family goes and the states it was decided from.
+        for (ip, wan, wan1_state) in [(moved, "wan2", "down"), (stays, "wan1", "up")] {
+            let (ok, out, err) = work.steer(&["explain", &ip.to_string(), "--json"]);
+            assert!(ok, "{err}");
+            let e: serde_json::Value = serde_json::from_str(&out).expect("explain --json");
+            let wan1 = e["health"]
+                .as_array()
+                .and_then(|h| h.iter().find(|w| w["wan"] == "wan1"))
+                .unwrap_or_else(|| panic!("no wan1 health in {out}"));
+            assert!(
+                e["wan"].as_str().is_some_and(|w| w.contains(wan)) && wan1["state"] == wan1_state,
+                "{ip} while {down} of wan1 is down: {out}"
+            );
+        }
+        lab.restore_upstream(Wan::One);
+        wait_status(&work, &daemon, "wan1 back", |st| {
+            family_of(st, "wan1", down)["state"] == "up"
+        });
+    }
+    assert!(
+        daemon.log_text().contains("wan1 IPv4 down")
+            && daemon.log_text().contains("wan1 IPv6 down"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+#[test]
+fn a_lan_bridge_created_after_the_daemon_started_gets_the_classifier() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("latelan");
+    let track1 = icmp(&[Lab::PROBE_1.to_string()]);
+    let track2 = icmp(&[Lab::PROBE_2.to_string()]);
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    work.write(
+        "steer.toml",
+        &config(&work, "br-late", &lab_wans(&track1, &track2), members, ""),
+    );
+    let daemon = Daemon::start(&lab.router, &work);
+    daemon.wait_log("br-late: LAN interface does not exist yet", SETTLE);
+    std::thread::sleep(Duration::from_secs(1));
+    let created = Instant::now();
+    lab.router.run(&format!(
+        "ip link add br-late type bridge && ip link set br-late up && \
+         ip addr flush dev lan0 && ip link set lan0 master br-late && \
+         ip addr add {}/24 dev br-late && ip -6 addr add {}/64 dev br-late nodad",
+        Lab::LAN_GATEWAY_V4,
+        Lab::LAN_GATEWAY_V6
+    ));
+    let attached = wait_status(&work, &daemon, "the bridge attached", |st| {
+        st["lan"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["interface"] == "br-late")
+    });
+    eprintln!(
+        "a late LAN bridge: classifier attached {attached:?} after it was created ({:?} in all)",
+        created.elapsed()
+    );
+    // Steering works through it: the bypass set leaves by wan2.
+    let b: IpAddr = Lab::SERVER_B.into();
+    wait_traffic_from(&lab, b, 7501, Lab::nat_addr_v4(Wan::Two).into(), &daemon);
+}
+
+/// A device renamed away is gone for steer (no classifier on a LAN interface that is not
+/// `lan0` any more, a WAN waits for its device) until its name comes back.
+#[test]
+fn a_device_renamed_away_is_gone_until_its_name_returns() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("rename");
+    let track1 = icmp(&[Lab::PROBE_1.to_string()]);
+    let track2 = icmp(&[Lab::PROBE_2.to_string()]);
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    work.write(
+        "steer.toml",
+        &config(&work, "lan0", &lab_wans(&track1, &track2), members, ""),
+    );
+    // Unsteered traffic leaves by wan1, steered bypass traffic by wan2.
+    lab.set_main_default(Wan::One);
+    let daemon = Daemon::start(&lab.router, &work);
+    let b: IpAddr = Lab::SERVER_B.into();
+    let (via1, via2): (IpAddr, IpAddr) = (
+        Lab::nat_addr_v4(Wan::One).into(),
+        Lab::nat_addr_v4(Wan::Two).into(),
+    );
+    wait_traffic_from(&lab, b, 7601, via2, &daemon);
+    let rename = |from: &str, to: &str| {
+        lab.router.run(&format!(
+            "ip link set {from} down && ip link set {from} name {to} && ip link set {to} up"
+        ));
+    };
+    let lan_attached = |st: &serde_json::Value, name: &str| {
+        st["lan"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["interface"] == name)
+    };
+
+    rename("lan0", "lan0x");
+    wait_status(&work, &daemon, "lan0 gone", |st| !lan_attached(st, "lan0"));
+    wait_traffic_from(&lab, b, 7602, via1, &daemon);
+    rename("lan0x", "lan0");
+    wait_status(&work, &daemon, "lan0 back", |st| lan_attached(st, "lan0"));
+    wait_traffic_from(&lab, b, 7603, via2, &daemon);
+
+    rename("wan2", "wan2x");
+    wait_status(&work, &daemon, "wan2 gone", |st| {
+        gateway_is(
+            st,
+            "wan2",
+            "IPv4",
+            "waiting for a gateway: interface wan2 does not exist",
+        )
+    });
+    wait_traffic_from(&lab, b, 7604, via1, &daemon);
+    assert!(
+        !lab.router.run("ip route show table 102").contains("wan2x"),
+        "steer's table of wan2 points at the renamed device"
+    );
+    rename("wan2x", "wan2");
+    wait_status(&work, &daemon, "wan2 back", |st| {
+        family_of(st, "wan2", "IPv4")["state"] == "up"
+    });
+    wait_traffic_from(&lab, b, 7605, via2, &daemon);
+}
