@@ -480,6 +480,31 @@ fn malformed_adverts_are_dropped_and_counted_without_disturbing_the_masters_timi
             );
         }
     }
+    // Each kind is logged by name, once per source and minute: the flood does not flood the log.
+    for r in [&a, &b] {
+        let log = r.log();
+        for words in [
+            "with TTL 64 (must be 255 on multicast)",
+            "VRRP version 2 advert",
+            "with an address count of 0",
+            "with an advert interval of 0",
+            "another virtual router (vrid 77)",
+            "truncated advert",
+        ] {
+            assert!(
+                log.contains(words),
+                "router {:?} logs `{words}`\n{}",
+                r.side,
+                r.context()
+            );
+        }
+        let lines = log.lines().filter(|l| l.contains("dropped: ")).count();
+        assert!(
+            lines <= 6,
+            "router {:?}: {lines} log lines for 300 invalid adverts of 6 kinds\n{log}",
+            r.side
+        );
+    }
     // The master's own adverts kept their rhythm.
     let gaps = |from: Instant, to: Instant| {
         let at: Vec<Instant> = sniff

@@ -160,20 +160,52 @@ async fn read(rx: pipe::Receiver, names: Vec<String>, events: mpsc::UnboundedSen
 }
 
 /// Writes `value` to keepalived's track file (a temporary file renamed over it, so keepalived
-/// never reads half a number).
+/// never reads half a number). The temporary file is created afresh, never through a link
+/// someone put in its place (the directory may be writable by others); the rename replaces
+/// the track file's own entry, never what a link there points to.
 pub fn write_track_file(path: &Path, value: u8) -> io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".steer-tmp");
-    std::fs::write(&tmp, format!("{value}\n"))?;
+    // A stale one, or a link planted there: removed, not followed.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(format!("{value}\n").as_bytes())?;
+    drop(f);
     std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_track_file_is_written_through_no_planted_link() {
+        let dir = std::env::temp_dir().join(format!("steer-track-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "keep\n").unwrap();
+        let track = dir.join("track");
+        std::os::unix::fs::symlink(&victim, dir.join("track.steer-tmp")).unwrap();
+        write_track_file(&track, 30).unwrap();
+        assert_eq!(std::fs::read_to_string(&track).unwrap(), "30\n");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+        write_track_file(&track, 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&track).unwrap(), "0\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn notify_fifo_lines_as_keepalived_2_2_7_writes_them() {

@@ -283,8 +283,10 @@ impl VrrpSocket {
     }
 }
 
-/// An IPv4 packet as a raw socket hands it over (header included).
-fn parse_v4(b: &[u8]) -> Option<Received> {
+/// An IPv4 packet as a raw socket hands it over (header included): its VRRP message and what
+/// the header says, or `None` when it is no IPv4 VRRP packet (the kernel checked the header
+/// already; this never reads out of bounds whatever `b` holds). Public for the fuzz target.
+pub fn parse_v4(b: &[u8]) -> Option<Received> {
     if b.len() < 20 || b[0] >> 4 != 4 || b[9] != PROTOCOL {
         return None;
     }

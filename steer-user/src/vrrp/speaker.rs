@@ -271,6 +271,8 @@ async fn stop(tx: &mpsc::UnboundedSender<Command>) {
 
 /// How often the log repeats a drop of the same kind from the same source.
 const LOG_AGAIN: Duration = Duration::from_secs(60);
+/// How many (source, kind) pairs `Instance::log_once` tells apart.
+const LOG_SOURCES: usize = 64;
 /// How often a socket that could not be opened (no address yet, no interface) is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -494,16 +496,31 @@ impl Instance {
         }
     }
 
-    /// Logs `text` for (source, kind) once per [`LOG_AGAIN`].
+    /// Logs `text` for (source, kind) once per [`LOG_AGAIN`]. Sources are the sender's to
+    /// choose: past [`LOG_SOURCES`] recent ones, a kind is logged once per [`LOG_AGAIN`] for
+    /// all other sources together, so forged sources neither flood the log nor grow memory.
     fn log_once(&mut self, from: IpAddr, kind: &'static str, text: impl FnOnce() -> String) {
         let now = Instant::now();
+        let mut key = (from, kind);
+        if !self.logged.contains_key(&key) && self.logged.len() >= LOG_SOURCES {
+            self.logged
+                .retain(|_, at| now.duration_since(*at) < LOG_AGAIN);
+            if self.logged.len() >= LOG_SOURCES {
+                key = (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), kind);
+            }
+        }
         let due = self
             .logged
-            .get(&(from, kind))
+            .get(&key)
             .is_none_or(|at| now.duration_since(*at) >= LOG_AGAIN);
         if due {
-            self.logged.insert((from, kind), now);
-            log::warn!("vrrp {}: {}", self.name, text());
+            self.logged.insert(key, now);
+            let more = if key.0 == from {
+                ""
+            } else {
+                " (and more from other sources, counted, not logged)"
+            };
+            log::warn!("vrrp {}: {}{more}", self.name, text());
         }
     }
 
