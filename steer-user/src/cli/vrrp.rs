@@ -72,3 +72,63 @@ pub fn render(instances: &[VrrpStatus]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{VrrpTransition, VrrpWanStatus};
+
+    #[test]
+    fn status_shows_state_priorities_master_transition_counters_and_wans() {
+        let v = VrrpStatus {
+            name: "lan".into(),
+            engine: "steer".into(),
+            interface: Some("br-lan".into()),
+            vrid: Some(51),
+            state: "master".into(),
+            base_priority: 150,
+            effective_priority: 130,
+            priority_why: "150 - 20 (wan2 down)".into(),
+            fault: None,
+            master: Some("10.10.0.11".into()),
+            vips: vec!["10.10.0.1/24".into()],
+            last_transition: Some(VrrpTransition {
+                seconds_ago: 7,
+                to: "master".into(),
+                why: "no advert for the master-down interval".into(),
+            }),
+            transitions: 3,
+            adverts_sent: 40,
+            adverts_received: 12,
+            dropped: [("ttl".to_owned(), 5)].into_iter().collect(),
+            wans: vec![VrrpWanStatus {
+                wan: "wan1".into(),
+                master_only: true,
+                weight: 50,
+                state: "up".into(),
+            }],
+        };
+        let out = render(std::slice::from_ref(&v));
+        for words in [
+            "lan             master  priority 130 (base 150; 150 - 20 (wan2 down))  br-lan vrid 51",
+            "master 10.10.0.11; vips 10.10.0.1/24",
+            "master for 7 s: no advert for the master-down interval",
+            "adverts sent 40, received 12; transitions 3; dropped: ttl 5",
+            "wan1       up, master-only, weight 50",
+        ] {
+            assert!(out.contains(words), "`{words}` in\n{out}");
+        }
+        assert_eq!(render(&[]), "", "nothing without [[vrrp]]");
+        let followed = VrrpStatus {
+            engine: "keepalived".into(),
+            interface: None,
+            vrid: None,
+            fault: Some("every WAN is down".into()),
+            ..v
+        };
+        let out = render(&[followed]);
+        assert!(out.contains("followed from keepalived"), "{out}");
+        assert!(out.contains("fault: every WAN is down"), "{out}");
+        assert!(!out.contains("adverts sent"), "{out}");
+    }
+}

@@ -104,6 +104,9 @@ impl Announcer {
         let (Some(tx), Some((_, rx))) = (&self.arp, self.listeners.get(interface)) else {
             return Err("no packet socket".into());
         };
+        // Replies queued since the last takeover say nothing about the link now.
+        let mut buf = [0u8; 64];
+        while recv_now(rx, &mut buf).is_some() {}
         let start = std::time::Instant::now();
         let mut ask_at = start;
         loop {
@@ -113,18 +116,7 @@ impl Announcer {
                     .map_err(|e| format!("asking for {gateway} on {interface}: {e}"))?;
                 ask_at = now + Duration::from_millis(2);
             }
-            let mut buf = [0u8; 64];
-            loop {
-                // SAFETY: recv into a buffer we own, within its length, without blocking.
-                let n = unsafe {
-                    libc::recv(
-                        rx.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                let Ok(n) = usize::try_from(n) else { break };
+            while let Some(n) = recv_now(rx, &mut buf) {
                 if is_reply_from(&buf[..n], gateway) {
                     return Ok(start.elapsed());
                 }
@@ -235,6 +227,20 @@ pub fn arp_request(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> [u8; 28]
     p[14..18].copy_from_slice(&sender.octets());
     p[24..28].copy_from_slice(&target.octets());
     p
+}
+
+/// The next packet queued on `s`, into `buf`, without waiting; `None` when none is.
+fn recv_now(s: &Socket, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: recv into a buffer we own, within its length, without blocking.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).ok()
 }
 
 /// Whether `p` (an ARP packet) is a reply from `sender`.
