@@ -36,7 +36,7 @@ const TRIES: u32 = 4;
 /// A file modified more recently than this may still be being written: wait for it to settle.
 /// (A writer that pauses longer in the middle of a file cannot be told from a finished one;
 /// renaming a complete file into place is the safe way.)
-const SETTLE: Duration = Duration::from_millis(250);
+const SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
