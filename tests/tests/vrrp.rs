@@ -224,7 +224,8 @@ fn keepalived_follows_a_steer_master_sigterm_preemption_and_kill9() {
 }
 
 #[test]
-fn steer_follows_a_keepalived_master_without_preemption_then_takes_over_a_dead_one() {
+fn steer_follows_a_keepalived_master_takes_over_on_its_sigterm_then_without_preemption_a_dead_one()
+{
     let lab = HaLab::new();
     let mut k = Keepalived::start(
         lab.router(Side::A),
@@ -248,6 +249,50 @@ fn steer_follows_a_keepalived_master_without_preemption_then_takes_over_a_dead_o
     assert_eq!(v["master"], Side::A.lan().to_string());
     assert!(lab.has_vip(Side::A) && !lab.has_vip(Side::B) && !lab.wan_up(Side::B));
     assert_no_complaints(&k);
+
+    // SIGTERM of keepalived: it resigns with priority 0; steer takes over within its skew time
+    // plus one interval of that advert, as the sniffer on the LAN sees it.
+    let sniff = Sniffer::start(&lab.client, "eth0");
+    let t = Instant::now();
+    k.term();
+    let zero = sniff.wait(
+        t,
+        Duration::from_secs(10),
+        "keepalived's priority-0 advert",
+        |f| f.priority() == Some(0),
+    );
+    let next = sniff.wait(
+        zero.at,
+        Duration::from_secs(5),
+        "steer's advert as master",
+        |f| {
+            matches!(&f.kind, Kind::Vrrp { src, .. } if *src == IpAddr::V4(Side::B.lan()))
+                && f.priority() == Some(100)
+        },
+    );
+    let took = next.at - zero.at;
+    let bound = skew(INTERVAL, 100) + INTERVAL;
+    assert!(
+        took <= bound,
+        "steer took over {took:?} after keepalived's priority-0 advert, bound {bound:?}\n{}",
+        b.context()
+    );
+    eprintln!("SIGTERM: steer master {took:?} after keepalived's priority 0 (bound {bound:?})");
+    b.wait_state("master", Duration::from_secs(5));
+    // keepalived comes back with the higher priority and preempts; steer steps back, WANs first.
+    k.restart(lab.router(Side::A));
+    k.wait_log("(VI_1) Entering MASTER STATE", START);
+    wait_for(
+        "steer back to backup, the VIP on A only, B's WAN down",
+        Duration::from_secs(5),
+        || {
+            b.state() == "backup"
+                && lab.has_vip(Side::A)
+                && !lab.has_vip(Side::B)
+                && !lab.wan_up(Side::B)
+        },
+        || format!("{}\n{}", b.context(), k.log()),
+    );
 
     // No preemption: a higher priority with preempt = false stays backup.
     b.reconfigure(&SteerOptions {
