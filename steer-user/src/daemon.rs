@@ -88,11 +88,15 @@ struct Probers {
 }
 
 impl Probers {
-    /// Returns what the DNS services report (a forwarder that could not bind, ...).
-    fn sync(&mut self, config: &Config) -> Vec<ReportLine> {
+    /// Probes the WANs of the running configuration (each family with targets), except those
+    /// VRRP holds down, and runs the DNS services it asks for. Returns what the DNS services
+    /// report (a forwarder that could not bind, ...).
+    fn sync(&mut self, ctl: &Controller) -> Vec<ReportLine> {
+        let config = ctl.config();
         let wanted: BTreeMap<ProberKey, (ProbeSpec, Duration)> = config
             .wans
             .iter()
+            .filter(|wan| ctl.vrrp_probed(&wan.name))
             .flat_map(|wan| {
                 let interval = Duration::from_millis(u64::from(wan.track.interval_ms));
                 Family::ALL.into_iter().filter_map(move |family| {
@@ -153,6 +157,8 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut events = routing::watch()?;
     let (mut ctl, report) = Controller::start(config).await?;
     log_lines("", &report.lines());
+    let (vrrp_tx, mut vrrp_events) = mpsc::unbounded_channel();
+    log_lines("", &ctl.vrrp_start(vrrp_tx).await);
 
     let (round_tx, mut rounds) = mpsc::channel::<(ProberKey, Round)>(64);
     let mut probers = Probers {
@@ -161,7 +167,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         dns,
         learner: ctl.dns_learner(),
     };
-    let dns = probers.sync(ctl.config());
+    let dns = probers.sync(&ctl);
     log_lines("", &dns);
     if let Some(e) = dns
         .iter()
@@ -204,6 +210,10 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         };
         tokio::select! {
+            Some(event) = vrrp_events.recv() => {
+                log_lines("", &ctl.vrrp_event(event).await);
+                log_lines("", &probers.sync(&ctl));
+            }
             Some(((wan, family), round)) = rounds.recv() => {
                 let failover = ctl.probe_round(&wan, family, &round);
                 after_failover(&mut ctl, failover, &listed_tx);
@@ -237,6 +247,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
                 }
             }
             _ = periodic.tick() => {
+                log_lines("", &ctl.vrrp_tick());
                 log_lines("", ctl.retry_pending().iter());
                 log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("periodic check").await);
@@ -267,6 +278,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         }
     };
+    log_lines("", &ctl.vrrp_shutdown().await);
     drop(probers);
     drop(kernel_log);
     if let Some(task) = metrics {
@@ -520,7 +532,8 @@ async fn apply_reload(
     let report = ctl.reload(prepared).await.map_err(|e| refused(&e))?;
     let lines = report.lines();
     log_lines("reload: ", &lines);
-    log_lines("reload: ", &probers.sync(ctl.config()));
+    log_lines("reload: ", &ctl.vrrp_sync().await);
+    log_lines("reload: ", &probers.sync(ctl));
     Ok(lines)
 }
 

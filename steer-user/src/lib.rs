@@ -10,7 +10,8 @@
 //!   -> what each rule stamps);
 //! - kernel and system I/O, each owning its own state: [`dataplane`] (programs, maps and their
 //!   write order), [`routing`] (rules and per-WAN tables over rtnetlink), [`conntrack`]
-//!   (connection marking and flushes), [`health`] (probes and the up/down state machines);
+//!   (connection marking and flushes), [`health`] (probes and the up/down state machines),
+//!   [`vrrp`] (the HA pair: VRRPv3 speakers, keepalived's fifo, the takeover steps' pieces);
 //! - [`dns`]: domain sets, a pure core (messages, matching, rebinding, lifetimes) and the
 //!   forwarder and snooper around it, which learn through the controller's learner;
 //! - [`controller`]: the one owner of every kernel change, computing the desired state and
@@ -39,3 +40,4 @@ pub mod prefix;
 pub mod routing;
 pub mod sets;
 pub mod status;
+pub mod vrrp;

@@ -95,6 +95,9 @@ pub struct Status {
     /// Domain sets: the forwarder, the snooper and the learned hosts (with a `[dns]` section).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsStatus>,
+    /// The `[[vrrp]]` instances (none without HA).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<VrrpStatus>,
 }
 
 /// A LAN interface the classifier is attached to.
@@ -215,6 +218,53 @@ pub struct LastApply {
     pub changes: Vec<ReportLine>,
 }
 
+/// One `[[vrrp]]` instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpStatus {
+    pub name: String,
+    /// "steer" (steer speaks VRRP) or "keepalived" (steer follows it).
+    pub engine: String,
+    pub interface: Option<String>,
+    pub vrid: Option<u8>,
+    /// "initialize", "backup", "master" or "fault".
+    pub state: String,
+    /// The configured priority.
+    pub base_priority: u8,
+    /// What the adverts carry now (WAN health taken off).
+    pub effective_priority: u8,
+    /// How the effective priority came about.
+    pub priority_why: String,
+    /// Why the instance is held in the fault state, if it is.
+    pub fault: Option<String>,
+    /// The master's address, as far as this router knows.
+    pub master: Option<String>,
+    pub vips: Vec<String>,
+    pub last_transition: Option<VrrpTransition>,
+    pub transitions: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Received packets dropped, by reason (`ttl`, `version`, `count`, ...).
+    pub dropped: std::collections::BTreeMap<String, u64>,
+    pub wans: Vec<VrrpWanStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpTransition {
+    pub seconds_ago: u64,
+    pub to: String,
+    pub why: String,
+}
+
+/// A WAN an instance gates or weighs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpWanStatus {
+    pub wan: String,
+    pub master_only: bool,
+    pub weight: u8,
+    /// "up", "down", "held down (not master)", ...
+    pub state: String,
+}
+
 /// A `u32` written as `"0x100"`, as marks are everywhere else.
 mod hex {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
@@ -278,6 +328,7 @@ mod tests {
                 changes: vec![ReportLine::warning("careful")],
             }),
             dns: None,
+            vrrp: vec![],
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["wans"][0]["mark"], "0x100");

@@ -9,6 +9,7 @@ pub mod classifier;
 pub mod daemon;
 pub mod dns;
 pub mod forwarding;
+pub mod ha;
 pub mod lab;
 pub mod netns;
 pub mod rng;

@@ -28,7 +28,9 @@ use crate::{
 /// namespaces, like a PPP session) and radvd (router advertisements);
 /// for domain sets: bind9-dnsutils (dig, the lab's clients), dnsperf (the DNS benchmark), and
 /// iptables again (snoop mode's NFQUEUE chain on kernels whose nftables has no queue
-/// expression) with dnsmasq-base (the resolver behind steer's DNS forwarder).
+/// expression) with dnsmasq-base (the resolver behind steer's DNS forwarder); the HA tests'
+/// real peers: keepalived (VRRP interop, the keepalived engine), bird2 (OSPF for the routed
+/// VIP) and conntrackd (connections across a failover).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -49,6 +51,9 @@ const PACKAGES: &[&str] = &[
     "radvd",
     "bind9-dnsutils",
     "dnsperf",
+    "keepalived",
+    "bird2",
+    "conntrackd",
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM.

@@ -5,6 +5,7 @@ mod dns;
 mod dump;
 mod explain;
 mod output;
+mod vrrp;
 
 use std::{
     path::{Path, PathBuf},
@@ -511,6 +512,7 @@ fn render_status(s: &Status) -> String {
             r.packets
         );
     }
+    out.push_str(&vrrp::render(&s.vrrp));
     let _ = writeln!(out, "\nrouting (desired vs actual)");
     for item in &s.routing.items {
         let _ = writeln!(out, "  {item}");

@@ -41,6 +41,7 @@ mod targets;
 #[cfg(test)]
 mod testing;
 mod track;
+mod vrrp;
 mod wan;
 
 use std::{
@@ -56,6 +57,7 @@ pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 pub use notes::notes;
 pub use read::{MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, read_file};
+pub use vrrp::{AllWansDown, Checksum, Engine, Follow, Speaker, Vip, Vrrp, VrrpWan};
 
 pub use crate::model::{Capacity, LocalScope};
 use crate::{model::Direction, prefix::Prefix};
@@ -85,6 +87,8 @@ pub struct Config {
     pub control: Control,
     /// How domain sets learn their addresses; `None`: domains are not steered.
     pub dns: Option<Dns>,
+    /// The HA pair's virtual routers (`[[vrrp]]`); empty = no HA.
+    pub vrrp: Vec<Vrrp>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -520,6 +524,24 @@ mod tests {
             ("up_after", format!("`{}`", Track::DEFAULT_UP_AFTER)),
             ("loss_window", format!("`{}`", Track::DEFAULT_LOSS_WINDOW)),
             ("socket", format!("`\"{DEFAULT_SOCKET}\"`")),
+            ("engine", "`\"steer\"`".to_owned()),
+            ("priority", format!("`{}`", Vrrp::DEFAULT_PRIORITY)),
+            (
+                "advert_interval_ms",
+                format!("`{}`", Vrrp::DEFAULT_ADVERT_INTERVAL_MS),
+            ),
+            ("preempt", "`true`".to_owned()),
+            ("preempt_delay_ms", "`0`".to_owned()),
+            (
+                "checksum",
+                format!("`\"{}\"`", Checksum::default().as_str()),
+            ),
+            ("all_wans_down", "`\"fault\"`".to_owned()),
+            (
+                "step_timeout_ms",
+                format!("`{}`", Vrrp::DEFAULT_STEP_TIMEOUT_MS),
+            ),
+            ("master_only", "`false`".to_owned()),
         ];
         for (key, value) in expected {
             assert_eq!(documented_default(&doc, key), value, "default of `{key}`");

@@ -18,6 +18,7 @@ use super::{
     policy::{self, RawPolicy},
     schema::{Field, S},
     set::{self, RawSet},
+    vrrp::{self, RawVrrp},
     wan::{self, RawWan},
 };
 
@@ -29,6 +30,7 @@ pub(super) const ROOT: &[Field] = &[
     default::FIELD,
     control::FIELD,
     dns::FIELD,
+    vrrp::FIELD,
 ];
 
 /// The file as written, by section.
@@ -41,6 +43,7 @@ pub(super) struct RawRoot {
     pub default: Option<S<RawDefault>>,
     pub control: Option<S<RawControl>>,
     pub dns: Option<S<RawDns>>,
+    pub vrrp: Option<S<Vec<S<RawVrrp>>>>,
 }
 
 /// The whole configuration in `text`, read from `path`.
@@ -52,6 +55,7 @@ fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
     let general_span = raw.general.as_ref().map_or(0..0, |g| g.span());
     let general = general::build(cx, raw.general);
     let wans = wan::build(cx, raw.wan, &general);
+    let vrrp = vrrp::build(cx, raw.vrrp, &wan::defined(&wans));
     let policies = policy::build(cx, raw.policy, &wan::defined(&wans));
     let policy_names = policy::defined(&policies);
     let sets = set::build(cx, raw.set, &policy_names, &general, &general_span);
@@ -67,5 +71,6 @@ fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
         default,
         control,
         dns,
+        vrrp,
     }
 }

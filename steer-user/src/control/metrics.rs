@@ -287,6 +287,7 @@ pub fn render(s: &Status) -> String {
     if let Some(d) = &s.dns {
         dns::render(d, &mut out);
     }
+    out.push_str(&crate::vrrp::metrics::render(&s.vrrp));
     out
 }
 

@@ -19,6 +19,7 @@ mod failback;
 pub mod gateways;
 mod report;
 pub mod teardown;
+mod vrrp;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -181,6 +182,8 @@ pub struct Controller {
     prefix_counts: HashMap<u32, usize>,
     /// Flushes failovers asked for, not yet taken by the daemon ([`Controller::take_flushes`]).
     flushes: Vec<Flush>,
+    /// VRRP: roles, the WANs mastership gates, the speakers ([`vrrp`]).
+    vrrp: vrrp::VrrpCtl,
 }
 
 impl std::fmt::Debug for Controller {
@@ -235,6 +238,7 @@ impl Controller {
             hooked: Hooked::new(),
             prefix_counts: HashMap::new(),
             flushes: Vec::new(),
+            vrrp: vrrp::VrrpCtl::default(),
         };
         let mut report = ctl.apply(config, true, None).await?;
         report
@@ -290,6 +294,7 @@ impl Controller {
 
     /// The carrier of an interface changed (netlink). Returns the failover it caused, if any.
     pub fn carrier(&mut self, interface: &str, carrier: bool) -> Option<FailoverReport> {
+        self.vrrp_link(interface, carrier);
         let verdict = self.health.carrier(interface, carrier, Instant::now())?;
         Some(self.fail_over(verdict))
     }
@@ -566,9 +571,12 @@ impl Controller {
             })
     }
 
-    /// The routing the configuration and the resolved gateways ask for.
+    /// The routing the configuration and the resolved gateways ask for, without the routes of
+    /// master-only WANs VRRP holds down.
     fn desired_routing(&self) -> routing::Desired {
-        routing::desired(&self.config, |w, f| self.gateway_of(w, f).gateway)
+        let mut d = routing::desired(&self.config, |w, f| self.gateway_of(w, f).gateway);
+        self.vrrp_hold_routes(&mut d);
+        d
     }
 
     /// Restores steer's nftables table if something removed it. `nft` runs off the event
@@ -655,7 +663,7 @@ impl Controller {
             flip: flip.as_ref().ok().copied().flatten(),
             error: flip.err().map(|e| e.to_string()),
         };
-        if !transition.up {
+        if !transition.up && !self.vrrp_keeps_connections(&report.wan) {
             self.flushes
                 .extend(self.flush_of(&report.wan, &report.families));
         }
@@ -664,6 +672,7 @@ impl Controller {
             self.outcomes = outcomes;
         }
         self.last_failover = Some((Instant::now(), report.clone()));
+        self.vrrp_reweigh();
         report
     }
 
@@ -926,6 +935,7 @@ impl Controller {
                 changes: r.lines(),
             }),
             dns: self.dns_status(),
+            vrrp: self.vrrp_status(),
         }
     }
 

@@ -150,6 +150,31 @@ impl Health {
         })
     }
 
+    /// Starts every family of WAN `name` afresh, as at start: with `carrier` up until probes
+    /// say otherwise, without it down (VRRP brings master-only WANs up and down). A manual
+    /// override stays. Reports the families whose effective state changed, with `cause`.
+    pub fn restart_wan(
+        &mut self,
+        name: &str,
+        carrier: bool,
+        cause: &str,
+        now: Instant,
+    ) -> Option<Verdict> {
+        let t = self.wans.get_mut(name)?;
+        joined(name, &mut t.trackers, |tracker| {
+            let before = tracker.up();
+            let manual = tracker.manual();
+            *tracker = tracker.restarted(carrier, now);
+            tracker.set_manual(manual, now);
+            let up = tracker.up();
+            (up != before).then(|| Transition {
+                up,
+                cause: cause.to_owned(),
+                detection: None,
+            })
+        })
+    }
+
     /// `steer wan NAME up|down|auto`.
     pub fn set_manual(
         &mut self,

@@ -35,9 +35,9 @@ const CASES: &[Case] = &[
     case(
         "",
         "[vrrp]\nvrid = 1\n",
+        "[vrrp]",
         "vrrp",
-        "vrrp",
-        "unknown key `vrrp` at the top level",
+        "expected a list of tables, found a table",
     ),
     case(
         "mark = 0x100",

@@ -17,6 +17,9 @@
 //!   classification, nftables, iptables+ipset, steer TC, steer XDP+TC, conntrack variants), with
 //!   trafgen; packets/s and router CPU per packet, memory and load time of the sets.
 //!   `forwarding/100k-IPv4` picks one scenario (10k-IPv4, 100k-IPv4, 1M-IPv4, 100k-IPv6).
+//! - `vrrp`: in the HA lab, the master dies; time until the client's traffic flows through the
+//!   new master, a steer pair against a keepalived pair, 100 ms and 10 ms adverts
+//!   (`steer_tests::ha::bench`).
 
 use std::time::{Duration, Instant};
 
@@ -67,6 +70,9 @@ fn main() {
             .filter_map(|f| f.strip_prefix("forwarding/").map(str::to_owned))
             .collect();
         steer_tests::forwarding::bench(&scenarios);
+    }
+    if wanted("vrrp") {
+        steer_tests::ha::bench::run();
     }
 }
 

@@ -616,7 +616,7 @@ pub(crate) fn host_ip_batch(what: &str, batch: &str) {
 
 /// Pings every target from `ns` in parallel until each answers once or `within` passes;
 /// returns the targets that never answered.
-fn ping_all(ns: &Netns, targets: &[&str], within: Duration) -> Vec<String> {
+pub fn ping_all(ns: &Netns, targets: &[&str], within: Duration) -> Vec<String> {
     let secs = within.as_secs().max(1);
     let script: String = targets
         .iter()

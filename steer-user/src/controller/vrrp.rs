@@ -1,0 +1,885 @@
+//! The controller's part in VRRP: mastership turned into kernel changes, in checked steps.
+//!
+//! The speakers (or keepalived's fifo) only report states; everything that changes the kernel
+//! happens here, one step after the other, each checked and logged:
+//!
+//! - **Becoming master**: conntrackd commits the peer's connections (when configured); the
+//!   virtual addresses are added (on `holder` for a routed VIP) and announced (gratuitous ARP,
+//!   unsolicited NA); once no other router claims mastership ([`Event::WansClear`]; at once for
+//!   keepalived) each master-only WAN comes up (link up, or its `up_command`), must show carrier
+//!   within `step_timeout_ms` (and its IPv4 gateway, if it has one, answer ARP), has its own addresses announced on its link, its tracking starts
+//!   afresh (up, as at start; its probes start) and the policies use it again.
+//! - **Leaving master** (backup, fault, shutdown): master-only WANs go down first (their
+//!   connections are kept: conntrackd hands them over; their health is remembered), then the
+//!   virtual addresses go, then conntrackd's backup (or fault) steps run.
+//! - **Failures**: a WAN that does not come up counts as down (its weight comes off the
+//!   priority, the peer may take over); addresses that cannot be added put the instance in
+//!   fault for [`STEP_FAULT_HOLD`] (it resigns with priority 0). Everything is logged.
+//! - **Health**: after every WAN state change the instances are weighed again
+//!   ([`crate::vrrp::weigh`]) and the speakers told their priority and fault (keepalived: the
+//!   track file).
+//!
+//! While this router is not master its master-only WANs are down: they are not probed, and
+//! their routes are left out of the desired routing (the kernel drops them anyway).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+
+use super::Controller;
+use crate::{
+    config::{Engine, NextHop, Vrrp, VrrpWan},
+    model::Family,
+    routing,
+    status::{ReportLine, VrrpStatus, VrrpTransition, VrrpWanStatus},
+    vrrp::{
+        Board, Command, Engines, Event, State, announce, command, conntrackd,
+        follow::write_track_file,
+        kernel::Netlink,
+        speaker,
+        weigh::{WanHealth, weigh},
+    },
+};
+
+/// How long an instance stays in fault after its addresses could not be added.
+pub const STEP_FAULT_HOLD: Duration = Duration::from_secs(10);
+
+/// What the controller knows and did about VRRP.
+#[derive(Default)]
+pub(super) struct VrrpCtl {
+    engines: Option<Engines>,
+    announcer: announce::Announcer,
+    /// Interface -> the task announcing its addresses again (aborted when they are given up).
+    again: BTreeMap<String, tokio::task::JoinHandle<()>>,
+    nl: Option<Netlink>,
+    board: Board,
+    roles: BTreeMap<String, Role>,
+    /// Master-only WANs this router brought up.
+    raised: BTreeSet<String>,
+    /// Master-only WANs that did not come up while master: they count as down.
+    failed: BTreeSet<String>,
+    /// A master-only WAN's health when this router last left MASTER.
+    remembered: BTreeMap<String, bool>,
+    /// The WAN being handed over right now: its connections are not flushed.
+    handing_over: Option<String>,
+    /// Instance -> (until, why): in fault after a failed step.
+    step_faults: BTreeMap<String, (Instant, String)>,
+    /// Instance -> the priority and fault last told to its engine.
+    told: BTreeMap<String, (u8, Option<String>)>,
+    /// The instances as the engines run them (the configuration of the last sync).
+    running: Vec<Vrrp>,
+}
+
+#[derive(Clone, Debug)]
+struct Role {
+    state: State,
+    since: Instant,
+    why: String,
+    master: Option<IpAddr>,
+    /// The priority the engine last reported (keepalived's own).
+    priority: Option<u8>,
+    /// As master: no other router claims mastership any more.
+    wans_clear: bool,
+}
+
+impl Default for Role {
+    fn default() -> Self {
+        Role {
+            state: State::Initialize,
+            since: Instant::now(),
+            why: "not started".into(),
+            master: None,
+            priority: None,
+            wans_clear: false,
+        }
+    }
+}
+
+impl Controller {
+    /// Starts VRRP: takes every instance as not master (its addresses removed, its master-only
+    /// WANs down), then starts the speakers and keepalived readers, which report on `events`.
+    pub async fn vrrp_start(&mut self, events: mpsc::UnboundedSender<Event>) -> Vec<ReportLine> {
+        self.vrrp.engines = Some(Engines::new(events, self.vrrp.board.clone()));
+        self.vrrp_sync().await
+    }
+
+    /// After a reload: instances that changed (or went) and are master leave mastership first;
+    /// then every instance is settled as not master unless it is, and the engines follow the
+    /// configuration.
+    pub async fn vrrp_sync(&mut self) -> Vec<ReportLine> {
+        let mut lines = Vec::new();
+        if self.config.vrrp.is_empty() && self.vrrp.roles.is_empty() {
+            return lines;
+        }
+        if self.vrrp.nl.is_none() {
+            match Netlink::new() {
+                Ok(nl) => self.vrrp.nl = Some(nl),
+                Err(e) => lines.push(ReportLine::error(format!(
+                    "vrrp: cannot open a netlink socket: {e}"
+                ))),
+            }
+        }
+        let leaving: Vec<String> = self
+            .vrrp
+            .roles
+            .iter()
+            .filter(|(_, r)| r.state == State::Master)
+            .map(|(n, _)| n.clone())
+            .filter(|n| self.vrrp_changed(n))
+            .collect();
+        for name in leaving {
+            lines.extend(self.leave(&name, State::Initialize).await);
+        }
+        let names: Vec<String> = self.config.vrrp.iter().map(|v| v.name.clone()).collect();
+        self.vrrp.roles.retain(|n, _| names.contains(n));
+        lines.extend(self.settle().await);
+        // A master that stays one may have gained master-only WANs.
+        for v in self.config.vrrp.clone() {
+            let role = self.vrrp.roles.get(&v.name);
+            if role.is_some_and(|r| r.state == State::Master && r.wans_clear) {
+                lines.extend(self.raise_wans(&v).await);
+            }
+        }
+        self.vrrp.told.clear();
+        let config = self.config.vrrp.clone();
+        let priorities: BTreeMap<String, u8> = config
+            .iter()
+            .map(|v| (v.name.clone(), weigh(v, |w| self.wan_health(w)).priority))
+            .collect();
+        if let Some(engines) = self.vrrp.engines.as_mut() {
+            let errors = engines
+                .sync(&config, |n| priorities.get(n).copied().unwrap_or(100))
+                .await;
+            lines.extend(errors.into_iter().map(ReportLine::error));
+        }
+        self.vrrp_reweigh();
+        self.vrrp.running = config.clone();
+        lines
+    }
+
+    /// Whether instance `name` must restart for the configuration now loaded (it is gone, or
+    /// what it puts on the wire changed).
+    fn vrrp_changed(&self, name: &str) -> bool {
+        let now = self.config.vrrp.iter().find(|v| v.name == name);
+        let before = self.vrrp.running.iter().find(|v| v.name == name);
+        match (before, now) {
+            (Some(b), Some(n)) => speaker::restarts(b, n),
+            _ => true,
+        }
+    }
+
+    /// Makes the kernel match "not master" for every instance that is not: addresses removed,
+    /// master-only WANs that no master instance holds down.
+    async fn settle(&mut self) -> Vec<ReportLine> {
+        let mut lines = Vec::new();
+        for v in self.config.vrrp.clone() {
+            let role = self.vrrp.roles.entry(v.name.clone()).or_default().state;
+            if role != State::Master {
+                lines.extend(self.remove_vips(&v).await);
+            }
+        }
+        for w in self.master_only_wans() {
+            if self.vrrp.raised.contains(&w.wan) || self.held_by_master(&w.wan) {
+                continue;
+            }
+            lines.extend(
+                self.lower_wan(&w, "held down: this router is not VRRP master", false)
+                    .await,
+            );
+        }
+        lines
+    }
+
+    /// A speaker or keepalived reported something.
+    pub async fn vrrp_event(&mut self, event: Event) -> Vec<ReportLine> {
+        let mut lines = Vec::new();
+        match event {
+            Event::State {
+                instance,
+                state,
+                why,
+                master,
+                priority,
+                at,
+            } => {
+                let Some(v) = self.vrrp_instance(&instance) else {
+                    return lines;
+                };
+                let role = self.vrrp.roles.entry(instance.clone()).or_default();
+                let before = role.state;
+                *role = Role {
+                    state,
+                    since: at,
+                    why: why.clone(),
+                    master,
+                    priority,
+                    wans_clear: false,
+                };
+                let line = format!("vrrp {instance}: {before} -> {state} ({why})");
+                lines.push(if state == State::Master || before == State::Master {
+                    ReportLine::warning(line)
+                } else {
+                    ReportLine::info(line)
+                });
+                if state == State::Master && before != State::Master {
+                    lines.extend(self.take_over(&v).await);
+                } else if state != State::Master && before == State::Master {
+                    lines.extend(self.leave(&instance, state).await);
+                } else if state != State::Master {
+                    lines.extend(self.remove_vips(&v).await);
+                }
+            }
+            Event::WansClear { instance } => {
+                let Some(v) = self.vrrp_instance(&instance) else {
+                    return lines;
+                };
+                let role = self.vrrp.roles.entry(instance).or_default();
+                role.wans_clear = true;
+                if role.state == State::Master {
+                    lines.extend(self.raise_wans(&v).await);
+                }
+            }
+            Event::Announce { instance } => {
+                let Some(v) = self.vrrp_instance(&instance) else {
+                    return lines;
+                };
+                if self.vrrp_state(&instance) == State::Master {
+                    lines.extend(self.announce_vips(&v, "again (another router had claimed them)"));
+                }
+            }
+        }
+        self.vrrp_reweigh();
+        lines
+    }
+
+    /// Ends step faults whose time is up; call periodically.
+    pub fn vrrp_tick(&mut self) -> Vec<ReportLine> {
+        let now = Instant::now();
+        let before = self.vrrp.step_faults.len();
+        self.vrrp.step_faults.retain(|_, (until, _)| *until > now);
+        if before != self.vrrp.step_faults.len() {
+            self.vrrp_reweigh();
+        }
+        Vec::new()
+    }
+
+    /// Stopping the daemon: every instance steer speaks leaves mastership (WANs down first,
+    /// then the addresses), then the speakers resign with priority 0. Instances keepalived
+    /// speaks stay as they are: keepalived still runs them.
+    pub async fn vrrp_shutdown(&mut self) -> Vec<ReportLine> {
+        let mut lines = Vec::new();
+        let masters: Vec<String> = self
+            .config
+            .vrrp
+            .iter()
+            .filter(|v| v.speaker().is_some() && self.vrrp_state(&v.name) == State::Master)
+            .map(|v| v.name.clone())
+            .collect();
+        for name in masters {
+            lines.extend(self.leave(&name, State::Initialize).await);
+        }
+        if let Some(engines) = self.vrrp.engines.as_mut() {
+            engines.shutdown().await;
+        }
+        lines
+    }
+
+    /// Whether WAN `wan` is probed now: not while it is held down (master-only, not master).
+    pub fn vrrp_probed(&self, wan: &str) -> bool {
+        !self.is_master_only(wan) || self.vrrp.raised.contains(wan)
+    }
+
+    /// The shared views of the speakers.
+    pub fn vrrp_board(&self) -> Board {
+        self.vrrp.board.clone()
+    }
+
+    /// A link changed: the speakers on it hear of it.
+    pub(super) fn vrrp_link(&self, interface: &str, up: bool) {
+        if let Some(e) = &self.vrrp.engines {
+            e.link(interface, up);
+        }
+    }
+
+    /// The WAN being handed over, or held down, keeps its connections (no flush when it goes
+    /// down, or when its learned gateway goes with its link): conntrackd hands them over.
+    pub(super) fn vrrp_keeps_connections(&self, wan: &str) -> bool {
+        self.vrrp.handing_over.as_deref() == Some(wan) || !self.vrrp_probed(wan)
+    }
+
+    /// Leaves the routes of held-down master-only WANs out of `d`.
+    pub(super) fn vrrp_hold_routes(&self, d: &mut routing::Desired) {
+        let held: Vec<&str> = self
+            .config
+            .wans
+            .iter()
+            .filter(|w| !self.vrrp_probed(&w.name))
+            .map(|w| w.interface.as_str())
+            .collect();
+        d.routes.retain(|r| !held.contains(&r.interface.as_str()));
+    }
+
+    /// Weighs every instance again and tells its engine what changed.
+    pub(super) fn vrrp_reweigh(&mut self) {
+        let now = Instant::now();
+        for v in self.config.vrrp.clone() {
+            let w = weigh(&v, |vw| self.wan_health(vw));
+            let fault = w.fault.clone().or_else(|| {
+                self.vrrp
+                    .step_faults
+                    .get(&v.name)
+                    .filter(|(until, _)| *until > now)
+                    .map(|(_, why)| why.clone())
+            });
+            let told = (w.priority, fault.clone());
+            if self.vrrp.told.get(&v.name) == Some(&told) {
+                continue;
+            }
+            match &v.engine {
+                Engine::Steer(_) => {
+                    if let Some(e) = &self.vrrp.engines {
+                        e.command(&v.name, Command::Priority(w.priority));
+                        e.command(&v.name, Command::Fault(fault.clone()));
+                    }
+                }
+                Engine::Keepalived(f) => {
+                    if let Some(path) = &f.track_file {
+                        let value = if fault.is_some() {
+                            254
+                        } else {
+                            w.track_value()
+                        };
+                        if let Err(e) = write_track_file(path, value) {
+                            log::error!(
+                                "vrrp {}: writing the track file {}: {e}",
+                                v.name,
+                                path.display()
+                            );
+                            continue;
+                        }
+                    }
+                }
+            }
+            if self.vrrp.told.contains_key(&v.name) {
+                let fault_words = fault
+                    .as_deref()
+                    .map(|f| format!("; fault: {f}"))
+                    .unwrap_or_default();
+                match v.engine {
+                    Engine::Steer(_) => {
+                        log::info!("vrrp {}: priority {}{fault_words}", v.name, w.why);
+                    }
+                    Engine::Keepalived(_) => log::info!(
+                        "vrrp {}: track file {} (weights of the WANs down: {}){fault_words}",
+                        v.name,
+                        if fault.is_some() {
+                            254
+                        } else {
+                            w.track_value()
+                        },
+                        w.penalty
+                    ),
+                }
+            }
+            self.vrrp.told.insert(v.name.clone(), told);
+        }
+    }
+
+    /// Every instance for `steer status`.
+    pub(super) fn vrrp_status(&self) -> Vec<VrrpStatus> {
+        self.config
+            .vrrp
+            .iter()
+            .map(|v| {
+                let role = self.vrrp.roles.get(&v.name).cloned().unwrap_or_default();
+                let view = speaker::view(&self.vrrp.board, &v.name);
+                let w = weigh(v, |vw| self.wan_health(vw));
+                let (fault_told, effective) = self
+                    .vrrp
+                    .told
+                    .get(&v.name)
+                    .map(|(p, f)| (f.clone(), *p))
+                    .unwrap_or((None, w.priority));
+                let s = v.speaker();
+                let (base, effective, why) = match (s, role.priority) {
+                    (Some(_), _) => (v.base_priority(), effective, w.why),
+                    (None, reported) => {
+                        let p = reported.unwrap_or(0);
+                        let why = format!(
+                            "keepalived's own; steer's track file holds {} ({})",
+                            w.track_value(),
+                            w.why
+                        );
+                        (p, p, why)
+                    }
+                };
+                VrrpStatus {
+                    name: v.name.clone(),
+                    engine: if s.is_some() { "steer" } else { "keepalived" }.into(),
+                    interface: s.map(|s| s.interface.clone()),
+                    vrid: s.map(|s| s.vrid),
+                    state: role.state.as_str().into(),
+                    base_priority: base,
+                    effective_priority: effective,
+                    priority_why: why,
+                    fault: fault_told,
+                    master: role.master.or(view.master).map(|m| m.to_string()),
+                    vips: s
+                        .map(|s| s.vips.iter().map(ToString::to_string).collect())
+                        .unwrap_or_default(),
+                    last_transition: Some(VrrpTransition {
+                        seconds_ago: role.since.elapsed().as_secs(),
+                        to: role.state.as_str().into(),
+                        why: role.why.clone(),
+                    }),
+                    transitions: view.transitions,
+                    adverts_sent: view.adverts_sent,
+                    adverts_received: view.adverts_received,
+                    dropped: view
+                        .drops
+                        .iter()
+                        .map(|(k, n)| ((*k).to_owned(), *n))
+                        .collect(),
+                    wans: v
+                        .wans
+                        .iter()
+                        .map(|w| VrrpWanStatus {
+                            wan: w.wan.clone(),
+                            master_only: w.master_only,
+                            weight: w.weight,
+                            state: self.wan_words(w),
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn wan_words(&self, w: &VrrpWan) -> String {
+        match self.wan_health(w) {
+            WanHealth::Up => "up".into(),
+            WanHealth::Failed => "down (did not come up)".into(),
+            WanHealth::Down => "down".into(),
+            WanHealth::Unprobed(None) => "held down (not master)".into(),
+            WanHealth::Unprobed(Some(true)) => "held down (not master; was up)".into(),
+            WanHealth::Unprobed(Some(false)) => "held down (not master; was down)".into(),
+        }
+    }
+
+    fn wan_health(&self, w: &VrrpWan) -> WanHealth {
+        if w.master_only && !self.vrrp.raised.contains(&w.wan) {
+            if self.vrrp.failed.contains(&w.wan) {
+                WanHealth::Failed
+            } else {
+                WanHealth::Unprobed(self.vrrp.remembered.get(&w.wan).copied())
+            }
+        } else if self.wan_up(&w.wan) {
+            WanHealth::Up
+        } else {
+            WanHealth::Down
+        }
+    }
+
+    /// Whether WAN `name` counts as up for VRRP: every family it carries is up (a router whose
+    /// IPv4 is down while IPv6 works cannot serve the LAN as well as its peer).
+    fn wan_up(&self, name: &str) -> bool {
+        Family::ALL.into_iter().all(|f| self.health.up(name, f))
+    }
+
+    /// The IPv4 gateway of `wan` to check a raised link with: the configured one, else the one
+    /// learned (none on a point-to-point link or while the DHCP client has not installed it).
+    fn ipv4_gateway(&self, wan: &crate::config::Wan) -> Option<std::net::Ipv4Addr> {
+        match wan.gateway {
+            NextHop::Via(IpAddr::V4(gw)) => Some(gw),
+            NextHop::Via(_) | NextHop::Direct => None,
+            NextHop::Auto => match self.gateway_of(&wan.name, Family::V4).gateway {
+                Some(routing::Gateway::Via(IpAddr::V4(gw))) => Some(gw),
+                _ => None,
+            },
+        }
+    }
+
+    fn vrrp_instance(&self, name: &str) -> Option<Vrrp> {
+        self.config.vrrp.iter().find(|v| v.name == name).cloned()
+    }
+
+    fn vrrp_state(&self, name: &str) -> State {
+        self.vrrp
+            .roles
+            .get(name)
+            .map_or(State::Initialize, |r| r.state)
+    }
+
+    fn is_master_only(&self, wan: &str) -> bool {
+        self.config
+            .vrrp
+            .iter()
+            .any(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only))
+    }
+
+    /// Every master-only WAN, once (the first instance's settings for it).
+    fn master_only_wans(&self) -> Vec<VrrpWan> {
+        let mut out: Vec<VrrpWan> = Vec::new();
+        for v in &self.config.vrrp {
+            for w in v.wans.iter().filter(|w| w.master_only) {
+                if !out.iter().any(|o| o.wan == w.wan) {
+                    out.push(w.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether a master instance lists `wan` as master-only.
+    fn held_by_master(&self, wan: &str) -> bool {
+        self.config.vrrp.iter().any(|v| {
+            self.vrrp_state(&v.name) == State::Master
+                && v.wans.iter().any(|w| w.wan == wan && w.master_only)
+        })
+    }
+
+    fn step_timeout(v: &Vrrp) -> Duration {
+        Duration::from_millis(u64::from(v.step_timeout_ms))
+    }
+
+    async fn take_over(&mut self, v: &Vrrp) -> Vec<ReportLine> {
+        let mut lines = Vec::new();
+        if let Some(conf) = &v.conntrackd {
+            lines.extend(
+                conntrackd::steps(&v.name, conf, conntrackd::MASTER, Self::step_timeout(v)).await,
+            );
+        }
+        if let Some(s) = v.speaker() {
+            let Some(nl) = self.vrrp.nl.clone() else {
+                return lines;
+            };
+            for vip in &s.vips {
+                if let Err(e) = nl.add_vip(s.vip_interface(), vip).await {
+                    let why = format!("the virtual address could not be added: {e}");
+                    lines.push(ReportLine::error(format!(
+                        "vrrp {}: {why}; in fault for {} s",
+                        v.name,
+                        STEP_FAULT_HOLD.as_secs()
+                    )));
+                    self.vrrp
+                        .step_faults
+                        .insert(v.name.clone(), (Instant::now() + STEP_FAULT_HOLD, why));
+                    return lines;
+                }
+            }
+            lines.push(ReportLine::info(format!(
+                "vrrp {}: {} virtual address(es) on {}, {:.1} ms after becoming master",
+                v.name,
+                s.vips.len(),
+                s.vip_interface(),
+                self.since_master(&v.name)
+            )));
+            lines.extend(self.announce_vips(v, "after taking over"));
+        } else if let Some(r) = self.vrrp.roles.get_mut(&v.name) {
+            // keepalived says nothing of other routers' adverts: the WANs come up at once.
+            r.wans_clear = true;
+        }
+        if self.vrrp.roles.get(&v.name).is_some_and(|r| r.wans_clear) {
+            lines.extend(self.raise_wans(v).await);
+        }
+        lines
+    }
+
+    /// Announces the instance's addresses on its interface (not on a routed VIP's holder: no
+    /// host lives there).
+    fn announce_vips(&mut self, v: &Vrrp, when: &str) -> Vec<ReportLine> {
+        let Some(s) = v.speaker() else {
+            return Vec::new();
+        };
+        if s.vip_interface() != s.interface {
+            return Vec::new();
+        }
+        let addrs: Vec<IpAddr> = s.vips.iter().map(|v| v.addr).collect();
+        self.announce_again(&s.interface, addrs.clone());
+        vec![match self.vrrp.announcer.announce(&s.interface, &addrs) {
+            Ok(n) => ReportLine::info(format!(
+                "vrrp {}: addresses announced {when} ({n} packets on {})",
+                v.name, s.interface
+            )),
+            Err(e) => ReportLine::warning(format!("vrrp {}: announcing failed: {e}", v.name)),
+        }]
+    }
+
+    async fn raise_wans(&mut self, v: &Vrrp) -> Vec<ReportLine> {
+        let mut lines = Vec::new();
+        let Some(nl) = self.vrrp.nl.clone() else {
+            return lines;
+        };
+        let mut raised = false;
+        for w in v.wans.iter().filter(|w| w.master_only) {
+            if self.vrrp.raised.contains(&w.wan) {
+                continue;
+            }
+            let Some(wan) = self.config.wan(&w.wan).cloned() else {
+                continue;
+            };
+            let started = Instant::now();
+            let timeout = Self::step_timeout(v);
+            let up = match &w.up_command {
+                Some(cmd) => command::shell(cmd, &env(&v.name, &wan.name, &wan.interface), timeout)
+                    .await
+                    .map(|_| ()),
+                None => nl.set_link(&wan.interface, true).await,
+            };
+            let up = match up {
+                Ok(()) => nl.wait_carrier(&wan.interface, started + timeout).await,
+                Err(e) => Err(e),
+            };
+            // With an IPv4 gateway (configured, or already learned): it must answer ARP (the
+            // link works both ways).
+            let up = match (up, self.ipv4_gateway(&wan)) {
+                (Ok(_), Some(gw)) => match nl.ipv4_addresses(&wan.interface).await.first() {
+                    Some(src) => {
+                        self.vrrp
+                            .announcer
+                            .gateway_answers(&wan.interface, *src, gw, started + timeout)
+                            .await
+                    }
+                    None => Err(format!("{} has no IPv4 address", wan.interface)),
+                },
+                (up, _) => up,
+            };
+            match up {
+                Ok(_) => {
+                    raised = true;
+                    self.vrrp.raised.insert(w.wan.clone());
+                    self.vrrp.failed.remove(&w.wan);
+                    let addrs: Vec<IpAddr> = nl
+                        .ipv4_addresses(&wan.interface)
+                        .await
+                        .into_iter()
+                        .map(IpAddr::V4)
+                        .collect();
+                    let announced = if addrs.is_empty() {
+                        String::new()
+                    } else {
+                        self.announce_again(&wan.interface, addrs.clone());
+                        match self.vrrp.announcer.announce(&wan.interface, &addrs) {
+                            Ok(_) => ", its addresses announced".into(),
+                            Err(e) => format!(" (announcing its addresses failed: {e})"),
+                        }
+                    };
+                    lines.push(ReportLine::info(format!(
+                        "vrrp {}: {} up in {:.1} ms{announced}; probing it",
+                        v.name,
+                        wan.name,
+                        started.elapsed().as_secs_f64() * 1e3
+                    )));
+                    let verdict = self.health.restart_wan(
+                        &wan.name,
+                        true,
+                        "brought up: this router is VRRP master",
+                        Instant::now(),
+                    );
+                    if let Some(verdict) = verdict {
+                        lines.push(self.fail_over(verdict).line());
+                    }
+                }
+                Err(e) => {
+                    self.vrrp.failed.insert(w.wan.clone());
+                    lines.push(ReportLine::error(format!(
+                        "vrrp {}: {} did not come up within {} ms: {e}; it counts as down \
+                         (weight {} off the priority)",
+                        v.name,
+                        wan.name,
+                        timeout.as_millis(),
+                        w.weight
+                    )));
+                    lines.extend(self.wan_down_step(v, w, &wan).await);
+                }
+            }
+        }
+        if raised {
+            // The WAN's routes now, not at the next netlink-triggered reconcile.
+            let report = self.routing.reconcile(&self.desired_routing()).await;
+            lines.extend(
+                report
+                    .changes
+                    .iter()
+                    .map(|c| ReportLine::info(format!("vrrp {}: routing: {c}", v.name))),
+            );
+            lines.extend(
+                report
+                    .failures
+                    .iter()
+                    .map(|f| ReportLine::error(format!("vrrp {}: routing: {f}", v.name))),
+            );
+            lines.push(ReportLine::info(format!(
+                "vrrp {}: master-only WANs up and steered, {:.1} ms after becoming master",
+                v.name,
+                self.since_master(&v.name)
+            )));
+            lines.extend(self.refresh_system().await);
+        }
+        lines
+    }
+
+    /// Milliseconds since instance `name` last changed state.
+    fn since_master(&self, name: &str) -> f64 {
+        self.vrrp
+            .roles
+            .get(name)
+            .map_or(0.0, |r| r.since.elapsed().as_secs_f64() * 1e3)
+    }
+
+    /// Leaving MASTER for `to`: WANs down first, then the addresses, then conntrackd.
+    async fn leave(&mut self, name: &str, to: State) -> Vec<ReportLine> {
+        let mut lines = Vec::new();
+        let Some(v) = self
+            .vrrp_instance(name)
+            .or_else(|| self.vrrp.running.iter().find(|v| v.name == name).cloned())
+        else {
+            return lines;
+        };
+        if let Some(r) = self.vrrp.roles.get_mut(name)
+            && r.state == State::Master
+        {
+            r.state = to;
+        }
+        for w in v.wans.iter().filter(|w| w.master_only) {
+            if self.held_by_master(&w.wan) {
+                continue;
+            }
+            lines.extend(
+                self.lower_wan(w, "held down: this router left VRRP MASTER", true)
+                    .await,
+            );
+        }
+        lines.extend(self.remove_vips(&v).await);
+        if let Some(conf) = &v.conntrackd {
+            let steps = if to == State::Backup {
+                conntrackd::BACKUP
+            } else {
+                conntrackd::FAULT
+            };
+            lines.extend(conntrackd::steps(name, conf, steps, Self::step_timeout(&v)).await);
+        }
+        lines
+    }
+
+    /// Takes master-only WAN `w` down (remembering its health when `remember`), without
+    /// flushing its connections.
+    async fn lower_wan(&mut self, w: &VrrpWan, cause: &str, remember: bool) -> Vec<ReportLine> {
+        let mut lines = Vec::new();
+        let Some(wan) = self.config.wan(&w.wan).cloned() else {
+            return lines;
+        };
+        if remember {
+            let was_up = !self.vrrp.failed.contains(&w.wan) && self.wan_up(&w.wan);
+            self.vrrp.remembered.insert(w.wan.clone(), was_up);
+        }
+        self.vrrp.raised.remove(&w.wan);
+        self.vrrp.failed.remove(&w.wan);
+        self.stop_announcing(&wan.interface);
+        self.vrrp.handing_over = Some(w.wan.clone());
+        if let Some(verdict) = self
+            .health
+            .restart_wan(&wan.name, false, cause, Instant::now())
+        {
+            lines.push(self.fail_over(verdict).line());
+        }
+        self.vrrp.handing_over = None;
+        let owner = self
+            .config
+            .vrrp
+            .iter()
+            .find(|v| v.wans.iter().any(|x| x.wan == w.wan))
+            .cloned();
+        if let Some(v) = owner {
+            lines.extend(self.wan_down_step(&v, w, &wan).await);
+        }
+        lines
+    }
+
+    /// Sets the WAN's link down, or runs its `down_command`.
+    async fn wan_down_step(
+        &self,
+        v: &Vrrp,
+        w: &VrrpWan,
+        wan: &crate::config::Wan,
+    ) -> Vec<ReportLine> {
+        let started = Instant::now();
+        let done = match (&w.down_command, &self.vrrp.nl) {
+            (Some(cmd), _) => command::shell(
+                cmd,
+                &env(&v.name, &wan.name, &wan.interface),
+                Self::step_timeout(v),
+            )
+            .await
+            .map(|_| ()),
+            (None, Some(nl)) => match nl.link(&wan.interface).await {
+                Some(l) if l.admin_up => nl.set_link(&wan.interface, false).await,
+                _ => return Vec::new(),
+            },
+            (None, None) => return Vec::new(),
+        };
+        vec![match done {
+            Ok(()) => ReportLine::info(format!(
+                "vrrp {}: {} down in {:.1} ms",
+                v.name,
+                wan.name,
+                started.elapsed().as_secs_f64() * 1e3
+            )),
+            Err(e) => ReportLine::error(format!(
+                "vrrp {}: taking {} down failed: {e}",
+                v.name, wan.name
+            )),
+        }]
+    }
+
+    /// Announces `addrs` on `interface` again a few times ([`announce::AGAIN`]).
+    fn announce_again(&mut self, interface: &str, addrs: Vec<IpAddr>) {
+        let task = announce::announce_later(interface.to_owned(), addrs);
+        if let Some(old) = self.vrrp.again.insert(interface.to_owned(), task) {
+            old.abort();
+        }
+    }
+
+    fn stop_announcing(&mut self, interface: &str) {
+        if let Some(task) = self.vrrp.again.remove(interface) {
+            task.abort();
+        }
+    }
+
+    async fn remove_vips(&mut self, v: &Vrrp) -> Vec<ReportLine> {
+        let (Some(s), Some(nl)) = (v.speaker(), self.vrrp.nl.clone()) else {
+            return Vec::new();
+        };
+        self.stop_announcing(&s.interface);
+        let mut removed = 0;
+        let mut lines = Vec::new();
+        for vip in &s.vips {
+            match nl.del_vip(s.vip_interface(), vip).await {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) => lines.push(ReportLine::error(format!("vrrp {}: {e}", v.name))),
+            }
+        }
+        if removed > 0 {
+            lines.push(ReportLine::info(format!(
+                "vrrp {}: {removed} virtual address(es) removed from {}",
+                v.name,
+                s.vip_interface()
+            )));
+        }
+        lines
+    }
+}
+
+/// What an `up_command` / `down_command` finds in its environment.
+fn env<'a>(instance: &'a str, wan: &'a str, interface: &'a str) -> [(&'static str, &'a str); 3] {
+    [
+        ("STEER_VRRP_INSTANCE", instance),
+        ("STEER_WAN", wan),
+        ("STEER_INTERFACE", interface),
+    ]
+}

@@ -1,0 +1,56 @@
+//! conntrackd (Debian `conntrackd`, FT-FW mode) on a mastership change, as its primary-backup
+//! script and the OpenWrt HA guide do by hand:
+//!
+//! - becoming master, before the addresses move and the WANs come up: `-c` commits the external
+//!   cache (the peer's connections) into the kernel's table, `-f` flushes both caches, `-R`
+//!   resynchronises the internal cache with the kernel, `-B` sends a bulk update to the peer;
+//! - becoming backup: `-t` shortens the kernel's timers (the zombie entries of the old master
+//!   expire), `-n` asks the new master for a resynchronisation;
+//! - fault or shutdown: `-t`.
+//!
+//! Each step is run as `conntrackd -C <config> <flag>` with the instance's step timeout; a
+//! failure is reported and the next steps still run (the takeover does not wait for it).
+
+use std::{path::Path, time::Duration};
+
+use super::command;
+use crate::status::ReportLine;
+
+/// The steps of becoming master.
+pub const MASTER: &[(&str, &str)] = &[
+    ("-c", "commit the external cache"),
+    ("-f", "flush the caches"),
+    ("-R", "resync the internal cache with the kernel"),
+    ("-B", "send a bulk update"),
+];
+/// The steps of becoming backup.
+pub const BACKUP: &[(&str, &str)] = &[
+    ("-t", "shorten the kernel's timers"),
+    ("-n", "request a resync"),
+];
+/// The steps of a fault or a shutdown.
+pub const FAULT: &[(&str, &str)] = &[("-t", "shorten the kernel's timers")];
+
+/// Runs `steps`; one line per step.
+pub async fn steps(
+    instance: &str,
+    config: &Path,
+    steps: &[(&str, &str)],
+    timeout: Duration,
+) -> Vec<ReportLine> {
+    let conf = config.to_string_lossy();
+    let mut out = Vec::new();
+    for (flag, what) in steps {
+        let line = match command::run("conntrackd", &["-C", &conf, flag], &[], timeout).await {
+            Ok(took) => ReportLine::info(format!(
+                "vrrp {instance}: conntrackd {flag} ({what}) in {:.1} ms",
+                took.as_secs_f64() * 1e3
+            )),
+            Err(e) => ReportLine::error(format!(
+                "vrrp {instance}: conntrackd {flag} ({what}) failed: {e}"
+            )),
+        };
+        out.push(line);
+    }
+    out
+}

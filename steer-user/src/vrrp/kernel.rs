@@ -1,0 +1,227 @@
+//! The kernel changes mastership makes, over rtnetlink: virtual addresses added and removed,
+//! master-only WANs' links set up and down, and what the controller reads back (link state,
+//! an interface's IPv4 addresses). Only the controller calls these.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use futures::TryStreamExt;
+use netlink_packet_route::{
+    AddressFamily,
+    address::{AddressAttribute, AddressFlags, AddressMessage},
+    link::{LinkAttribute, LinkFlags},
+};
+use rtnetlink::{Handle, LinkUnspec};
+
+use crate::config::Vip;
+
+/// An rtnetlink socket for the controller's VRRP steps.
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+/// One interface's index and state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    /// IFF_LOWER_UP.
+    pub carrier: bool,
+    /// IFF_UP.
+    pub admin_up: bool,
+}
+
+fn describe(e: &rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| c.get().abs()),
+        _ => None,
+    }
+}
+
+impl Netlink {
+    /// Opens the socket; its connection task runs on the current tokio runtime.
+    pub fn new() -> std::io::Result<Netlink> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// The interface called `name`, if there is one.
+    pub async fn link(&self, name: &str) -> Option<Link> {
+        let mut links = std::pin::pin!(
+            self.handle
+                .link()
+                .get()
+                .match_name(name.to_owned())
+                .execute()
+        );
+        let m = links.try_next().await.ok()??;
+        Some(Link {
+            index: m.header.index,
+            carrier: m.header.flags.contains(LinkFlags::LowerUp),
+            admin_up: m.header.flags.contains(LinkFlags::Up),
+        })
+    }
+
+    /// Whether `name` has a link-layer address (Ethernet-like): where ARP and NDP make sense.
+    pub async fn has_mac(&self, name: &str) -> bool {
+        let mut links = std::pin::pin!(
+            self.handle
+                .link()
+                .get()
+                .match_name(name.to_owned())
+                .execute()
+        );
+        match links.try_next().await {
+            Ok(Some(m)) => m
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::Address(mac) if mac.len() == 6)),
+            _ => false,
+        }
+    }
+
+    /// Adds `vip` to `interface` (IPv6 without duplicate address detection: the address must
+    /// work at once). Returns false when it was there already.
+    pub async fn add_vip(&self, interface: &str, vip: &Vip) -> Result<bool, String> {
+        let link = self
+            .link(interface)
+            .await
+            .ok_or_else(|| format!("interface {interface} does not exist"))?;
+        let mut req = self
+            .handle
+            .address()
+            .add(link.index, vip.addr, vip.prefix_len);
+        if vip.addr.is_ipv6() {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(format!("adding {vip} to {interface}: {}", describe(&e))),
+        }
+    }
+
+    /// Removes `vip` from `interface`; returns false when it was not there.
+    pub async fn del_vip(&self, interface: &str, vip: &Vip) -> Result<bool, String> {
+        let Some(link) = self.link(interface).await else {
+            return Ok(false);
+        };
+        let Some(msg) = self.find_address(link.index, vip.addr).await? else {
+            return Ok(false);
+        };
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENOENT)) => Ok(false),
+            Err(e) => Err(format!("removing {vip} from {interface}: {}", describe(&e))),
+        }
+    }
+
+    async fn find_address(
+        &self,
+        index: u32,
+        addr: IpAddr,
+    ) -> Result<Option<AddressMessage>, String> {
+        let mut all = std::pin::pin!(
+            self.handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .execute()
+        );
+        loop {
+            match all.try_next().await {
+                Ok(Some(m)) => {
+                    let has = m.attributes.iter().any(|a| {
+                        matches!(a, AddressAttribute::Address(a) | AddressAttribute::Local(a) if *a == addr)
+                    });
+                    if has {
+                        return Ok(Some(m));
+                    }
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(format!("reading addresses: {}", describe(&e))),
+            }
+        }
+    }
+
+    /// The IPv4 addresses of `interface`.
+    pub async fn ipv4_addresses(&self, interface: &str) -> Vec<Ipv4Addr> {
+        let Some(link) = self.link(interface).await else {
+            return Vec::new();
+        };
+        let mut all = std::pin::pin!(
+            self.handle
+                .address()
+                .get()
+                .set_link_index_filter(link.index)
+                .execute()
+        );
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = all.try_next().await {
+            if m.header.family != AddressFamily::Inet {
+                continue;
+            }
+            for a in &m.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(v4)) = a
+                    && !out.contains(v4)
+                {
+                    out.push(*v4);
+                }
+            }
+        }
+        out
+    }
+
+    /// Sets `interface` administratively up or down.
+    pub async fn set_link(&self, interface: &str, up: bool) -> Result<(), String> {
+        let link = self
+            .link(interface)
+            .await
+            .ok_or_else(|| format!("interface {interface} does not exist"))?;
+        let b = LinkUnspec::new_with_index(link.index);
+        let msg = if up { b.up() } else { b.down() }.build();
+        self.handle.link().set(msg).execute().await.map_err(|e| {
+            format!(
+                "setting {interface} {}: {}",
+                if up { "up" } else { "down" },
+                describe(&e)
+            )
+        })
+    }
+
+    /// Waits (polling every millisecond, until `deadline`) for `interface` to be up with carrier.
+    pub async fn wait_carrier(
+        &self,
+        interface: &str,
+        deadline: Instant,
+    ) -> Result<Duration, String> {
+        let start = Instant::now();
+        loop {
+            match self.link(interface).await {
+                Some(l) if l.carrier && l.admin_up => return Ok(start.elapsed()),
+                state => {
+                    if Instant::now() >= deadline {
+                        return Err(match state {
+                            None => format!("{interface} does not exist"),
+                            Some(l) if !l.admin_up => format!("{interface} is not up"),
+                            Some(_) => format!("{interface} has no carrier"),
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}

@@ -1,0 +1,762 @@
+//! The state machine of one virtual router (RFC 9568 section 6.4), pure: it is fed the start,
+//! valid adverts, timer ticks, priority changes, faults and the shutdown, each with the time
+//! passed in, and answers with [`Action`]s for the socket code (send an advert, announce the
+//! addresses) and the controller (the state changed, the master-only WANs may come up).
+//! [`Machine::next_deadline`] says when to tick next. Tested rule by rule below.
+//!
+//! The RFC's rules, as steer applies them:
+//!
+//! - Timers: Skew_Time = (256 - Priority) x Master_Adver_Interval / 256; Master_Down_Interval =
+//!   3 x Master_Adver_Interval + Skew_Time. Master_Adver_Interval is the master's advertised
+//!   interval, learnt from each advert a backup accepts.
+//! - Initialize: the address owner (priority 255) becomes master at once (advert, announce);
+//!   anyone else becomes backup with the master-down timer at Master_Down_Interval.
+//! - Backup: the master-down timer firing makes it master (advert, announce). An advert with
+//!   priority 0 sets the timer to Skew_Time. An advert with a priority at least ours, or any
+//!   advert when preemption is off (or still delayed by `preempt_delay`), restarts the timer.
+//!   A lower-priority advert is discarded when preempting: the timer runs out and this router
+//!   takes over.
+//! - Master: the advert timer sends an advert every Advertisement_Interval. An advert with
+//!   priority 0 is answered with an advert at once. An advert with a higher priority, or the
+//!   same priority from a higher primary address (unsigned, network order), makes it backup.
+//! - Shutdown: a master sends an advert with priority 0 so a backup takes over after its skew
+//!   time instead of the whole master-down interval.
+//!
+//! steer's additions (not in the RFC):
+//!
+//! - Fault: while the interface is down or the instance cannot serve (every WAN down, a failed
+//!   takeover step), it neither sends nor takes over; a master entering it sends priority 0.
+//!   Leaving it is a new start.
+//! - Split brain: a master that hears a lower-priority advert (another router also believes it
+//!   is master: the advert path was cut and healed) answers with an advert at once and announces
+//!   its addresses again, so the loser backs off and every host points at the winner.
+//! - WAN gating: a new master says [`Action::WansClear`] once no other router has advertised
+//!   for 1.5 of that router's intervals (at once after a crash: the master-down interval has
+//!   already passed), at the latest one master-down interval after taking over. The old master
+//!   takes its master-only WANs down before anything else when it leaves, so both routers'
+//!   master-only WANs are never up together unless that step takes longer than the wait.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+/// The states of a virtual router (Fault is steer's, see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum State {
+    Initialize,
+    Backup,
+    Master,
+    Fault,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Initialize => "initialize",
+            State::Backup => "backup",
+            State::Master => "master",
+            State::Fault => "fault",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The settings the machine runs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// The effective priority (1..=255).
+    pub priority: u8,
+    /// Advertisement_Interval, centiseconds.
+    pub interval_cs: u16,
+    pub preempt: bool,
+    /// Preemption is held this long after a start (or after leaving fault).
+    pub preempt_delay: Duration,
+    /// This router's primary address on the link (the source of its adverts): the tie-breaker
+    /// between equal priorities.
+    pub own: IpAddr,
+}
+
+/// A valid advert, as the machine needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub from: IpAddr,
+    pub priority: u8,
+    pub interval_cs: u16,
+}
+
+/// What the machine asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send an advert with this priority (0: resigning).
+    Send(u8),
+    /// Announce the virtual addresses (gratuitous ARP, unsolicited neighbour advertisements).
+    Announce,
+    /// The state changed, and why (in words).
+    Became { state: State, why: String },
+    /// As master: the master-only WANs may come up now.
+    WansClear,
+}
+
+/// One virtual router.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    p: Params,
+    state: State,
+    /// Master_Adver_Interval, centiseconds.
+    master_adver_cs: u16,
+    master_down_at: Option<Instant>,
+    /// The master-down timer was set by a resigning master (priority 0).
+    resigned: Option<IpAddr>,
+    adver_at: Option<Instant>,
+    /// When the last start was (preempt_delay counts from it).
+    started: Instant,
+    master: Option<IpAddr>,
+    /// As master: when the master-only WANs may come up (`None`: they may, or not master).
+    wans_clear_at: Option<Instant>,
+    /// As master: the latest the WANs wait.
+    wans_clear_by: Option<Instant>,
+    /// The last advert of another router claiming mastership: when, and its interval.
+    other: Option<(Instant, Duration)>,
+    fault: Option<String>,
+}
+
+fn cs(v: u16) -> Duration {
+    Duration::from_millis(u64::from(v) * 10)
+}
+
+impl Machine {
+    pub fn new(p: Params, now: Instant) -> Machine {
+        Machine {
+            master_adver_cs: p.interval_cs,
+            p,
+            state: State::Initialize,
+            master_down_at: None,
+            resigned: None,
+            adver_at: None,
+            started: now,
+            master: None,
+            wans_clear_at: None,
+            wans_clear_by: None,
+            other: None,
+            fault: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.p
+    }
+
+    /// New preemption settings (a reload); the running timers stay.
+    pub fn set_preempt(&mut self, preempt: bool, delay: Duration) {
+        self.p.preempt = preempt;
+        self.p.preempt_delay = delay;
+    }
+
+    /// This router's primary address (known once its socket is open).
+    pub fn set_own(&mut self, own: IpAddr) {
+        self.p.own = own;
+    }
+
+    /// The master as far as this router knows: itself as master, the sender of the adverts it
+    /// follows as backup.
+    pub fn master(&self) -> Option<IpAddr> {
+        match self.state {
+            State::Master => Some(self.p.own),
+            State::Backup => self.master,
+            _ => None,
+        }
+    }
+
+    /// Skew_Time for the current Master_Adver_Interval.
+    pub fn skew(&self) -> Duration {
+        cs(self.master_adver_cs) * (256 - u32::from(self.p.priority)) / 256
+    }
+
+    /// Master_Down_Interval.
+    pub fn master_down_interval(&self) -> Duration {
+        cs(self.master_adver_cs) * 3 + self.skew()
+    }
+
+    /// The earliest instant a timer of the current state fires.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [self.master_down_at, self.adver_at, self.wans_clear_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The Startup event.
+    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        self.started = now;
+        if let Some(why) = self.fault.clone() {
+            return self.enter(State::Fault, why);
+        }
+        if self.p.priority == 255 {
+            return self.become_master(now, "address owner (priority 255)".into());
+        }
+        self.master_adver_cs = self.p.interval_cs;
+        self.master = None;
+        self.master_down_at = Some(now + self.master_down_interval());
+        let why = format!(
+            "started: waiting {} ms for a master's advert",
+            self.master_down_interval().as_millis()
+        );
+        self.enter(State::Backup, why)
+    }
+
+    /// A valid advert arrived.
+    pub fn receive(&mut self, h: Heard, now: Instant) -> Vec<Action> {
+        if h.priority > 0 {
+            self.other = Some((now, cs(h.interval_cs)));
+        }
+        match self.state {
+            State::Backup => self.backup_receives(h, now),
+            State::Master => self.master_receives(h, now),
+            State::Initialize | State::Fault => Vec::new(),
+        }
+    }
+
+    fn backup_receives(&mut self, h: Heard, now: Instant) -> Vec<Action> {
+        if h.priority == 0 {
+            self.master_down_at = Some(now + self.skew());
+            self.resigned = Some(h.from);
+            return Vec::new();
+        }
+        if !self.preempting(now) || h.priority >= self.p.priority {
+            self.master_adver_cs = h.interval_cs;
+            self.master_down_at = Some(now + self.master_down_interval());
+            self.resigned = None;
+            self.master = Some(h.from);
+        }
+        // Else: a lower priority while preempting: discarded, the timer runs out.
+        Vec::new()
+    }
+
+    fn master_receives(&mut self, h: Heard, now: Instant) -> Vec<Action> {
+        let interval = cs(self.p.interval_cs);
+        if h.priority == 0 {
+            self.adver_at = Some(now + interval);
+            return vec![Action::Send(self.p.priority)];
+        }
+        let wins = h.priority > self.p.priority
+            || (h.priority == self.p.priority && addr_bits(h.from) > addr_bits(self.p.own));
+        if wins {
+            self.adver_at = None;
+            self.wans_clear_at = None;
+            self.wans_clear_by = None;
+            self.master_adver_cs = h.interval_cs;
+            self.master_down_at = Some(now + self.master_down_interval());
+            self.resigned = None;
+            self.master = Some(h.from);
+            let why = if h.priority > self.p.priority {
+                format!(
+                    "{} advertises priority {}, higher than ours ({})",
+                    h.from, h.priority, self.p.priority
+                )
+            } else {
+                format!(
+                    "{} advertises the same priority ({}) from a higher address",
+                    h.from, h.priority
+                )
+            };
+            return self.enter(State::Backup, why);
+        }
+        // Another router believes it is master (split brain healing): answer at once, show
+        // every host where the addresses are, and keep the WANs waiting while it still claims.
+        self.adver_at = Some(now + interval);
+        if let Some(at) = self.wans_clear_at.as_mut() {
+            let later = now + cs(h.interval_cs) * 3 / 2;
+            *at = (*at).max(later).min(self.wans_clear_by.unwrap_or(later));
+        }
+        vec![Action::Send(self.p.priority), Action::Announce]
+    }
+
+    /// Timers that are due at `now`.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match self.state {
+            State::Backup if self.master_down_at.is_some_and(|t| t <= now) => {
+                let why = match self.resigned {
+                    Some(from) => format!("the master {from} resigned (priority 0)"),
+                    None => format!(
+                        "no advert from a master for {} ms",
+                        self.master_down_interval().as_millis()
+                    ),
+                };
+                out.extend(self.become_master(now, why));
+            }
+            State::Master => {
+                if self.adver_at.is_some_and(|t| t <= now) {
+                    self.adver_at = Some(now + cs(self.p.interval_cs));
+                    out.push(Action::Send(self.p.priority));
+                }
+                if self.wans_clear_at.is_some_and(|t| t <= now) {
+                    self.wans_clear_at = None;
+                    self.wans_clear_by = None;
+                    out.push(Action::WansClear);
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// The effective priority changed (WAN health). A master tells the others at once.
+    pub fn set_priority(&mut self, priority: u8, now: Instant) -> Vec<Action> {
+        let priority = priority.max(1);
+        if priority == self.p.priority {
+            return Vec::new();
+        }
+        self.p.priority = priority;
+        if self.state == State::Master {
+            self.adver_at = Some(now + cs(self.p.interval_cs));
+            return vec![Action::Send(priority)];
+        }
+        Vec::new()
+    }
+
+    /// Enters (`Some(why)`) or leaves (`None`) the fault state. A master entering it resigns
+    /// with priority 0; leaving it is a new start.
+    pub fn set_fault(&mut self, fault: Option<String>, now: Instant) -> Vec<Action> {
+        if fault == self.fault {
+            return Vec::new();
+        }
+        self.fault = fault;
+        match (&self.fault, self.state) {
+            (Some(why), State::Fault) => {
+                let why = why.clone();
+                self.enter(State::Fault, why)
+            }
+            (Some(why), state) => {
+                let why = why.clone();
+                let mut out = Vec::new();
+                if state == State::Master {
+                    out.push(Action::Send(0));
+                }
+                self.clear_timers();
+                out.extend(self.enter(State::Fault, why));
+                out
+            }
+            (None, State::Fault) => self.start(now),
+            (None, _) => Vec::new(),
+        }
+    }
+
+    /// The Shutdown event: a master resigns with priority 0.
+    pub fn shutdown(&mut self, _now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.state == State::Master {
+            out.push(Action::Send(0));
+        }
+        self.clear_timers();
+        out.extend(self.enter(State::Initialize, "shutting down".into()));
+        out
+    }
+
+    fn become_master(&mut self, now: Instant, why: String) -> Vec<Action> {
+        self.master_down_at = None;
+        self.resigned = None;
+        self.adver_at = Some(now + cs(self.p.interval_cs));
+        self.master_adver_cs = self.p.interval_cs;
+        let mut out = vec![Action::Send(self.p.priority), Action::Announce];
+        out.extend(self.enter(State::Master, why));
+        let by = now + self.master_down_interval();
+        let clear = self
+            .other
+            .map(|(at, interval)| at + interval * 3 / 2)
+            .filter(|t| *t > now)
+            .map(|t| t.min(by));
+        match clear {
+            Some(t) => {
+                self.wans_clear_at = Some(t);
+                self.wans_clear_by = Some(by);
+            }
+            None => out.push(Action::WansClear),
+        }
+        out
+    }
+
+    fn preempting(&self, now: Instant) -> bool {
+        self.p.preempt && now >= self.started + self.p.preempt_delay
+    }
+
+    fn clear_timers(&mut self) {
+        self.master_down_at = None;
+        self.adver_at = None;
+        self.wans_clear_at = None;
+        self.wans_clear_by = None;
+        self.resigned = None;
+    }
+
+    fn enter(&mut self, state: State, why: String) -> Vec<Action> {
+        self.state = state;
+        vec![Action::Became { state, why }]
+    }
+}
+
+/// An address as an unsigned integer in network byte order.
+fn addr_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: &str = "10.0.0.11";
+    const PEER: &str = "10.0.0.12";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn params(priority: u8) -> Params {
+        Params {
+            priority,
+            interval_cs: 100,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            own: ip(OWN),
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn heard(priority: u8) -> Heard {
+        Heard {
+            from: ip(PEER),
+            priority,
+            interval_cs: 100,
+        }
+    }
+
+    fn became(actions: &[Action]) -> Option<State> {
+        actions.iter().find_map(|a| match a {
+            Action::Became { state, .. } => Some(*state),
+            _ => None,
+        })
+    }
+
+    /// A machine started at `t0` with `p`.
+    fn started(p: Params, t0: Instant) -> Machine {
+        let mut m = Machine::new(p, t0);
+        m.start(t0);
+        m
+    }
+
+    #[test]
+    fn skew_and_master_down_interval_follow_the_formulas() {
+        let t0 = Instant::now();
+        let m = started(params(100), t0);
+        // 1 s interval: skew = 156/256 s = 609.375 ms; down = 3 s + skew.
+        assert_eq!(m.skew(), Duration::from_micros(609_375));
+        assert_eq!(m.master_down_interval(), Duration::from_micros(3_609_375));
+        let m = started(params(254), t0);
+        assert_eq!(m.skew(), Duration::from_nanos(7_812_500));
+    }
+
+    #[test]
+    fn startup_makes_a_backup_with_the_master_down_timer() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(params(100), t0);
+        let a = m.start(t0);
+        assert_eq!(became(&a), Some(State::Backup));
+        assert!(
+            !a.contains(&Action::Send(100)),
+            "a backup does not advertise"
+        );
+        assert_eq!(m.next_deadline(), Some(t0 + m.master_down_interval()));
+    }
+
+    #[test]
+    fn the_address_owner_becomes_master_at_once() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(params(255), t0);
+        let a = m.start(t0);
+        assert_eq!(a[..2], [Action::Send(255), Action::Announce]);
+        assert_eq!(became(&a), Some(State::Master));
+        assert!(a.contains(&Action::WansClear), "nobody else was heard");
+    }
+
+    #[test]
+    fn master_down_timer_makes_master_which_advertises_every_interval() {
+        let t0 = Instant::now();
+        let mut m = started(params(100), t0);
+        let down = m.master_down_interval();
+        assert!(m.tick(t0 + down - ms(1)).is_empty(), "not yet");
+        let a = m.tick(t0 + down);
+        assert_eq!(a[..2], [Action::Send(100), Action::Announce]);
+        assert_eq!(became(&a), Some(State::Master));
+        assert_eq!(m.master(), Some(ip(OWN)));
+        let t1 = t0 + down;
+        assert_eq!(m.next_deadline(), Some(t1 + ms(1000)));
+        assert_eq!(m.tick(t1 + ms(1000)), [Action::Send(100)]);
+        assert_eq!(m.tick(t1 + ms(2000)), [Action::Send(100)]);
+    }
+
+    #[test]
+    fn a_backup_follows_a_master_with_priority_at_least_its_own() {
+        let t0 = Instant::now();
+        let mut m = started(params(100), t0);
+        for p in [100, 200] {
+            let t = t0 + ms(3000);
+            assert!(m.receive(heard(p), t).is_empty());
+            assert_eq!(m.next_deadline(), Some(t + m.master_down_interval()));
+            assert_eq!(m.master(), Some(ip(PEER)));
+        }
+    }
+
+    #[test]
+    fn a_backup_learns_the_masters_interval() {
+        let t0 = Instant::now();
+        let mut m = started(params(100), t0);
+        let fast = Heard {
+            interval_cs: 10,
+            ..heard(200)
+        };
+        m.receive(fast, t0);
+        // 3 x 100 ms + 156/256 x 100 ms.
+        assert_eq!(m.master_down_interval(), Duration::from_nanos(360_937_500));
+    }
+
+    #[test]
+    fn priority_zero_sets_the_master_down_timer_to_skew_time() {
+        let t0 = Instant::now();
+        let mut m = started(params(100), t0);
+        m.receive(heard(200), t0);
+        let t1 = t0 + ms(500);
+        assert!(m.receive(heard(0), t1).is_empty());
+        assert_eq!(m.next_deadline(), Some(t1 + m.skew()));
+        let a = m.tick(t1 + m.skew());
+        assert_eq!(became(&a), Some(State::Master));
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Became { why, .. } if why.contains("resigned"))),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn preemption_discards_lower_priority_adverts_so_the_timer_runs_out() {
+        let t0 = Instant::now();
+        let mut m = started(params(200), t0);
+        let down = m.master_down_interval();
+        for i in 0..3 {
+            assert!(m.receive(heard(100), t0 + ms(1000 * i)).is_empty());
+        }
+        assert_eq!(
+            m.next_deadline(),
+            Some(t0 + down),
+            "lower adverts did not restart the timer"
+        );
+        assert_eq!(became(&m.tick(t0 + down)), Some(State::Master));
+    }
+
+    #[test]
+    fn without_preemption_a_higher_backup_stays_backup() {
+        let t0 = Instant::now();
+        let mut m = started(
+            Params {
+                preempt: false,
+                ..params(200)
+            },
+            t0,
+        );
+        for i in 0..10 {
+            let t = t0 + ms(1000 * i);
+            m.receive(heard(100), t);
+            assert!(m.tick(t).is_empty());
+        }
+        assert_eq!(m.state(), State::Backup);
+    }
+
+    #[test]
+    fn preempt_delay_holds_preemption_after_a_start() {
+        let t0 = Instant::now();
+        let mut m = started(
+            Params {
+                preempt_delay: ms(10_000),
+                ..params(200)
+            },
+            t0,
+        );
+        for i in 0..10 {
+            let t = t0 + ms(1000 * i);
+            m.receive(heard(100), t);
+            assert!(m.tick(t).is_empty(), "held at {i} s");
+        }
+        // From 10 s on, lower adverts are discarded: master one master-down interval after
+        // the last one that still counted (at 9 s).
+        let down = m.master_down_interval();
+        m.receive(heard(100), t0 + ms(10_000));
+        assert_eq!(m.next_deadline(), Some(t0 + ms(9_000) + down));
+        assert_eq!(became(&m.tick(t0 + ms(9_000) + down)), Some(State::Master));
+    }
+
+    /// A master at `t0` (waited out its master-down interval), returning the time it took over.
+    fn master(p: Params, t0: Instant) -> (Machine, Instant) {
+        let mut m = started(p, t0);
+        let t1 = t0 + m.master_down_interval();
+        m.tick(t1);
+        assert_eq!(m.state(), State::Master);
+        (m, t1)
+    }
+
+    #[test]
+    fn a_master_answers_priority_zero_with_an_advert() {
+        let (mut m, t1) = master(params(100), Instant::now());
+        let t = t1 + ms(300);
+        assert_eq!(m.receive(heard(0), t), [Action::Send(100)]);
+        assert_eq!(m.next_deadline(), Some(t + ms(1000)), "advert timer reset");
+    }
+
+    #[test]
+    fn a_master_yields_to_a_higher_priority() {
+        let (mut m, t1) = master(params(100), Instant::now());
+        let a = m.receive(heard(150), t1);
+        assert_eq!(became(&a), Some(State::Backup));
+        assert!(!a.iter().any(|x| matches!(x, Action::Send(_))));
+        assert_eq!(m.master(), Some(ip(PEER)));
+        assert_eq!(m.next_deadline(), Some(t1 + m.master_down_interval()));
+    }
+
+    #[test]
+    fn equal_priorities_go_to_the_higher_address() {
+        let t0 = Instant::now();
+        let (mut m, t1) = master(params(100), t0);
+        assert_eq!(
+            became(&m.receive(heard(100), t1)),
+            Some(State::Backup),
+            "10.0.0.12 > 10.0.0.11"
+        );
+        let (mut m, t1) = master(params(100), t0);
+        let lower = Heard {
+            from: ip("10.0.0.3"),
+            ..heard(100)
+        };
+        let a = m.receive(lower, t1);
+        assert_eq!(became(&a), None, "10.0.0.3 < 10.0.0.11: stays master");
+    }
+
+    #[test]
+    fn a_master_that_hears_a_lower_master_reasserts_and_announces() {
+        let (mut m, t1) = master(params(200), Instant::now());
+        assert_eq!(
+            m.receive(heard(100), t1 + ms(10)),
+            [Action::Send(200), Action::Announce]
+        );
+        assert_eq!(m.state(), State::Master);
+    }
+
+    #[test]
+    fn shutdown_of_a_master_sends_priority_zero() {
+        let t0 = Instant::now();
+        let (mut m, t1) = master(params(100), t0);
+        let a = m.shutdown(t1);
+        assert_eq!(a[0], Action::Send(0));
+        assert_eq!(became(&a), Some(State::Initialize));
+        assert_eq!(m.next_deadline(), None);
+        let mut b = started(params(100), t0);
+        assert!(
+            !b.shutdown(t0).iter().any(|x| matches!(x, Action::Send(_))),
+            "a backup leaves quietly"
+        );
+    }
+
+    #[test]
+    fn fault_resigns_mastership_and_leaving_it_starts_again() {
+        let (mut m, t1) = master(params(100), Instant::now());
+        let a = m.set_fault(Some("every WAN is down".into()), t1);
+        assert_eq!(a[0], Action::Send(0));
+        assert_eq!(became(&a), Some(State::Fault));
+        assert_eq!(m.next_deadline(), None, "silent in fault");
+        assert!(m.receive(heard(50), t1).is_empty());
+        let a = m.set_fault(None, t1 + ms(100));
+        assert_eq!(became(&a), Some(State::Backup));
+    }
+
+    #[test]
+    fn a_master_announces_a_priority_change_at_once() {
+        let (mut m, t1) = master(params(200), Instant::now());
+        assert_eq!(m.set_priority(150, t1), [Action::Send(150)]);
+        assert!(m.set_priority(150, t1).is_empty(), "no change, no advert");
+    }
+
+    #[test]
+    fn wans_wait_until_the_old_master_is_quiet() {
+        // A higher-priority router takes over from a live lower one (preemption): the old
+        // master's last advert came 200 ms before; the WANs may rise 1.5 of its intervals
+        // after that advert.
+        let t0 = Instant::now();
+        let mut m = started(params(200), t0);
+        let t1 = t0 + m.master_down_interval();
+        m.receive(heard(100), t1 - ms(200));
+        let a = m.tick(t1);
+        assert_eq!(became(&a), Some(State::Master));
+        assert!(
+            !a.contains(&Action::WansClear),
+            "the old master spoke 200 ms ago"
+        );
+        assert_eq!(m.tick(t1 + ms(1000)), [Action::Send(200)]);
+        assert_eq!(m.next_deadline(), Some(t1 + ms(1300)));
+        // It speaks once more before hearing us: we answer, and the wait moves on.
+        let again = t1 + ms(1100);
+        assert_eq!(
+            m.receive(heard(100), again),
+            [Action::Send(200), Action::Announce]
+        );
+        assert!(m.tick(t1 + ms(1300)).is_empty());
+        assert_eq!(m.tick(again + ms(1000)), [Action::Send(200)]);
+        assert_eq!(m.tick(again + ms(1500)), [Action::WansClear]);
+    }
+
+    #[test]
+    fn after_a_crash_the_wans_are_clear_at_once() {
+        let t0 = Instant::now();
+        let mut m = started(params(100), t0);
+        m.receive(heard(200), t0);
+        let t1 = t0 + m.master_down_interval();
+        let a = m.tick(t1);
+        assert!(a.contains(&Action::WansClear), "{a:?}");
+    }
+
+    #[test]
+    fn the_wait_for_the_wans_is_bounded_by_one_master_down_interval() {
+        let t0 = Instant::now();
+        let mut m = started(params(200), t0);
+        let down = m.master_down_interval();
+        m.receive(heard(100), t0 + down - ms(1));
+        let t1 = t0 + down;
+        m.tick(t1);
+        // A one-way link: the other keeps claiming, every 500 ms.
+        let mut cleared = None;
+        for i in 1..20 {
+            let t = t1 + ms(500 * i);
+            m.receive(heard(100), t);
+            if m.tick(t).contains(&Action::WansClear) {
+                cleared = Some(t);
+                break;
+            }
+        }
+        let bound = t1 + m.master_down_interval();
+        assert!(
+            cleared.is_some_and(|t| t <= bound + ms(500)),
+            "{cleared:?} vs {bound:?}"
+        );
+    }
+}
