@@ -284,8 +284,9 @@ struct Pending {
 
 struct Udp {
     upstreams: Vec<Rc<UdpSocket>>,
-    /// Queries to send to each upstream at the end of the batch being handled.
-    outbox: Vec<Vec<Vec<u8>>>,
+    /// Queries to send to each upstream at the end of the batch being handled, by pending ID
+    /// (their bytes stay in `pending`: no copy per try).
+    outbox: Vec<Vec<u16>>,
     /// Answers to send to clients at the end of the batch: (listener, answer, client).
     replies: Vec<(Rc<UdpSocket>, Vec<u8>, SocketAddr)>,
     pending: HashMap<u16, Pending>,
@@ -329,7 +330,7 @@ impl Udp {
         };
         p.serial = serial;
         p.sent = Instant::now();
-        self.outbox[p.upstream].push(p.query.clone());
+        self.outbox[p.upstream].push(id);
         self.order.push_back((p.sent + timeout, id, serial));
     }
 
@@ -358,8 +359,13 @@ fn flush(st: &mut Udp, shared: &Shared) {
             if out.is_empty() {
                 continue;
             }
-            let datagrams: Vec<(&[u8], Option<&SockAddr>)> =
-                out.iter().map(|q| (q.as_slice(), None)).collect();
+            // A query answered (SERVFAIL) or moved on since it was queued is not sent here.
+            let pending = &st.pending;
+            let datagrams: Vec<(&[u8], Option<&SockAddr>)> = out
+                .iter()
+                .filter_map(|id| pending.get(id).filter(|p| p.upstream == i))
+                .map(|p| (p.query.as_slice(), None))
+                .collect();
             if let Err(e) = mmsg::send(st.upstreams[i].as_raw_fd(), &datagrams) {
                 if e.kind() == io::ErrorKind::ConnectionRefused {
                     refused.push(i);
@@ -376,17 +382,31 @@ fn flush(st: &mut Udp, shared: &Shared) {
             break;
         }
     }
+    if st.replies.is_empty() {
+        return;
+    }
     let mut replies = std::mem::take(&mut st.replies);
-    while let Some((listener, _, _)) = replies.first() {
-        let listener = Rc::clone(listener);
-        let (mine, rest): (Vec<_>, Vec<_>) = replies
-            .into_iter()
-            .partition(|(l, _, _)| Rc::ptr_eq(l, &listener));
-        replies = rest;
-        let to: Vec<SockAddr> = mine.iter().map(|(_, _, c)| SockAddr::from(*c)).collect();
-        let datagrams: Vec<(&[u8], Option<&SockAddr>)> = mine
+    send_replies(&replies);
+    // The buffer is kept for the next batch.
+    replies.clear();
+    st.replies = replies;
+}
+
+/// Sends answers to clients: one call per listener (usually there is one), each in the order
+/// its answers came.
+fn send_replies(replies: &[(Rc<UdpSocket>, Vec<u8>, SocketAddr)]) {
+    let to: Vec<SockAddr> = replies.iter().map(|(_, _, c)| SockAddr::from(*c)).collect();
+    let mut listeners: Vec<&Rc<UdpSocket>> = Vec::with_capacity(1);
+    for (l, _, _) in replies {
+        if !listeners.iter().any(|x| Rc::ptr_eq(x, l)) {
+            listeners.push(l);
+        }
+    }
+    for listener in listeners {
+        let datagrams: Vec<(&[u8], Option<&SockAddr>)> = replies
             .iter()
             .zip(&to)
+            .filter(|((l, _, _), _)| Rc::ptr_eq(l, listener))
             .map(|((_, a, _), c)| (a.as_slice(), Some(c)))
             .collect();
         if let Err(e) = mmsg::send(listener.as_raw_fd(), &datagrams) {

@@ -123,6 +123,11 @@ impl Table {
                 new: true,
             };
         };
+        // The common case (the same set asked again within the expiry it already has) is
+        // decided without building a new entry.
+        if claim.rule == old.rule && old.expires >= until && old.name == claim.name {
+            return Plan::Unchanged;
+        }
         let mut entry = old.clone();
         entry.expires = old.expires.max(until);
         if claim.rule == old.rule {

@@ -139,7 +139,8 @@ pub struct Message<'m> {
 /// Reads a name at `at`; returns it and the offset after it in the message (after the first
 /// pointer when it is compressed).
 pub fn read_name(msg: &[u8], mut at: usize) -> Result<(String, usize), WireError> {
-    let mut name = String::new();
+    // Most names fit; one allocation instead of a growth per few labels.
+    let mut name = String::with_capacity(64);
     let mut wire_len = 0usize;
     let mut after = None;
     let mut pointers = 0usize;

@@ -2,10 +2,11 @@
 //!
 //! - Throughput: dnsperf (Debian) from the router namespace, 4 clients, 3 alternating rounds
 //!   of 3 s against dnsmasq directly (127.0.0.1:5353) and against steer's forwarder
-//!   (10.10.0.1:53) in front of it, with names of a domain set (every answer goes through the
+//!   (10.10.0.1:53) in front of it (which goes first alternates), with names of a domain set (every answer goes through the
 //!   learner, and a name's first answer each second writes the kernel); the CPU time steer and
 //!   dnsmasq spend per relayed query.
-//! - Added latency: closed-loop queries one at a time, p50/p99 of each path and the difference.
+//! - Added latency: closed-loop queries one at a time, the two paths taking turns query by
+//!   query (so the machine's load weighs on both alike); p50/p99 of each and the difference.
 //! - First packets: 1,000 fresh names, each connected to the moment its answer arrives; how many
 //!   first packets left by the wrong WAN.
 //! - Snoop mode: answers from a resolver on the internet held until learned; the daemon's
@@ -94,6 +95,58 @@ fn closed_loop(ns: &Netns, server: SocketAddr, n: usize, prefix: &str) -> (f64, 
     (v[n / 2], v[n * 99 / 100])
 }
 
+/// p50 and p99 (µs) of each of `servers`, asked in turn (one query to each, then the next
+/// name): a burst of load on the machine weighs on every path alike instead of on whichever
+/// ran while it lasted.
+fn closed_loop_interleaved<const N: usize>(
+    ns: &Netns,
+    servers: [SocketAddr; N],
+    n: usize,
+    prefix: &str,
+) -> [(f64, f64); N] {
+    let mut v: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(n));
+    ns.enter(|| {
+        for i in 0..n {
+            let name = format!("{prefix}{}.fresh.example", i % NAMES);
+            let q = wire::query(i as u16, &name, wire::rtype::A);
+            for j in 0..N {
+                // Which path goes first alternates too.
+                let k = (j + i) % N;
+                let started = Instant::now();
+                exchange(servers[k], &q, Duration::from_secs(2)).expect("an answer");
+                v[k].push(started.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    });
+    v.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        (v[n / 2], v[n * 99 / 100])
+    })
+}
+
+/// The histogram of what was recorded between `before` and `now` (two status snapshots).
+fn since(now: &serde_json::Value, before: &serde_json::Value) -> serde_json::Value {
+    let counts = |h: &serde_json::Value| -> Vec<u64> {
+        h["counts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_u64())
+            .collect()
+    };
+    let (a, b) = (counts(now), counts(before));
+    let diff: Vec<u64> = a
+        .iter()
+        .enumerate()
+        .map(|(i, n)| n.saturating_sub(b.get(i).copied().unwrap_or(0)))
+        .collect();
+    serde_json::json!({
+        "bounds_us": now["bounds_us"].clone(),
+        "counts": diff,
+        "count": diff.iter().sum::<u64>(),
+    })
+}
+
 fn pct(h: &serde_json::Value, q: f64) -> String {
     let counts: Vec<u64> = h["counts"]
         .as_array()
@@ -141,11 +194,21 @@ pub fn run() {
     let mut ratios = Vec::new();
     let (mut steer_cpu, mut dnsmasq_cpu, mut relayed) = (0u64, 0u64, 0.0);
     for round in 1..=ROUNDS {
-        let (qps_alone, avg_alone) = dnsperf(&t, alone, &data);
-        let before = (cpu_ticks(steer_pid), cpu_ticks(dnsmasq_pid));
-        let (qps_steer, avg_steer) = dnsperf(&t, steer, &data);
-        steer_cpu += cpu_ticks(steer_pid) - before.0;
-        dnsmasq_cpu += cpu_ticks(dnsmasq_pid) - before.1;
+        // Which path goes first alternates from round to round.
+        let mut via_steer = || {
+            let before = (cpu_ticks(steer_pid), cpu_ticks(dnsmasq_pid));
+            let r = dnsperf(&t, steer, &data);
+            steer_cpu += cpu_ticks(steer_pid) - before.0;
+            dnsmasq_cpu += cpu_ticks(dnsmasq_pid) - before.1;
+            r
+        };
+        let ((qps_alone, avg_alone), (qps_steer, avg_steer)) = if round % 2 == 1 {
+            let a = dnsperf(&t, alone, &data);
+            (a, via_steer())
+        } else {
+            let s = via_steer();
+            (dnsperf(&t, alone, &data), s)
+        };
         relayed += qps_steer * SECONDS as f64;
         ratios.push(qps_steer / qps_alone);
         println!(
@@ -162,9 +225,14 @@ pub fn run() {
         steer_cpu as f64 * 1e4 / relayed,
         dnsmasq_cpu as f64 * 1e4 / relayed
     );
-    let (p50_a, p99_a) = closed_loop(&t.s.lab.router, alone, 5000, "n");
-    let (p50_s, p99_s) = closed_loop(&t.s.lab.router, steer, 5000, "n");
-    println!("closed loop, 5000 queries one at a time:");
+    let upstream_before = t.s.status()["dns"]["latency"]["upstream"].clone();
+    let [(p50_a, p99_a), (p50_s, p99_s)] =
+        closed_loop_interleaved(&t.s.lab.router, [alone, steer], 5000, "n");
+    let upstream = since(
+        &t.s.status()["dns"]["latency"]["upstream"],
+        &upstream_before,
+    );
+    println!("closed loop, 5000 queries one at a time to each path, the paths taking turns:");
     println!(
         "{:<28} p50 {:>7.1} us   p99 {:>7.1} us",
         "dnsmasq alone", p50_a, p99_a
@@ -178,6 +246,13 @@ pub fn run() {
         p99_s - p99_a,
         p50_s / p50_a,
         p99_s / p99_a
+    );
+    // Where steer's tail comes from: its own wait for dnsmasq (query sent upstream to answer
+    // read, as the daemon sees it) against the whole path the client sees.
+    println!(
+        "  of which steer -> dnsmasq -> steer (daemon's view, same queries): p50 {}, p99 {}",
+        pct(&upstream, 0.5),
+        pct(&upstream, 0.99)
     );
     let st = t.s.status();
     let insert = &st["dns"]["latency"]["insert"];
