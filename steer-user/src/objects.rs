@@ -2,7 +2,8 @@
 
 use aya::include_bytes_aligned;
 
-/// The classifier object: `steer_tc`, `steer_xdp` and their maps.
+/// The classifier object: `steer_tc`, `steer_xdp` and their maps. Empty in a fuzzing build
+/// (`--cfg fuzzing`), which never loads a program.
 pub static STEER: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer"));
 
 /// Helper programs for tests and benchmarks (the empty floor programs and the tc witness).

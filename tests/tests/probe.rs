@@ -6,6 +6,10 @@
 //! by steer's own `Routing::reconcile`; its main table has no default route unless a test adds
 //! one. Servers (HTTP, DNS) run on threads in the internet namespace for
 //! the length of a test.
+//!
+//! What counts as an answer is tested against real peers too: a closed port's RST and an
+//! nftables `reject` (ICMP port unreachable, administratively prohibited) in the internet
+//! namespace, and HTTP servers that answer 204, 200, 404 or a captive portal's 302.
 
 use std::{
     io::{ErrorKind, Read, Write},
@@ -20,12 +24,14 @@ use std::{
 };
 
 use steer::{
-    config::{ProbeTarget, TrackMethod},
+    config::{ProbeTarget, StatusCodes, TcpRefused, TrackMethod},
     health::probe::{ProbeOutcome, ProbeSpec, Round, round, spawn_prober},
 };
 use steer_tests::{
-    lab::{Lab, Wan},
+    daemon::{Daemon, Workdir},
+    lab::{Lab, NFT_TABLE, Wan},
     routing,
+    scenario::lab_wans,
 };
 
 /// The latest a round may return: its timeout plus half of it for the scheduling of a loaded
@@ -36,6 +42,23 @@ fn latest_end(spec: &ProbeSpec) -> Duration {
 const HTTP_PORT: u16 = 8080;
 /// Nothing listens here: the internet answers a SYN with a RST.
 const CLOSED_PORT: u16 = 8081;
+/// The internet rejects SYNs to this port with an ICMP port unreachable ([`Rejects`]).
+const PORT_UNREACHABLE: u16 = 8082;
+/// The internet rejects SYNs to this port with an ICMP "administratively prohibited".
+const PROHIBITED_PORT: u16 = 8083;
+/// A captive portal: every request is redirected to its login page (302).
+const PORTAL_PORT: u16 = 8090;
+/// A server that answers 200 with a page.
+const OK_PORT: u16 = 8091;
+/// A server that answers 404.
+const NOT_FOUND_PORT: u16 = 8092;
+
+/// What the lab's HTTP servers answer, by port.
+const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\n\r\n";
+const PORTAL: &str =
+    "HTTP/1.1 302 Found\r\nLocation: http://portal.example/login\r\nContent-Length: 0\r\n\r\n";
+const PAGE: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+const NOT_FOUND: &str = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
 
 fn spec(w: Wan, method: TrackMethod, targets: Vec<ProbeTarget>, timeout_ms: u64) -> ProbeSpec {
     ProbeSpec {
@@ -45,6 +68,27 @@ fn spec(w: Wan, method: TrackMethod, targets: Vec<ProbeTarget>, timeout_ms: u64)
         targets,
         timeout: Duration::from_millis(timeout_ms),
     }
+}
+
+fn tcp(addr: IpAddr, port: u16, refused: TcpRefused) -> ProbeTarget {
+    ProbeTarget::Tcp {
+        addr: SocketAddr::new(addr, port),
+        refused,
+    }
+}
+
+fn http(addr: IpAddr, port: u16, status: &StatusCodes) -> ProbeTarget {
+    ProbeTarget::Http {
+        addr: SocketAddr::new(addr, port),
+        host: "probe.test".into(),
+        path: "/generate_204".into(),
+        status: status.clone(),
+    }
+}
+
+/// Server A's addresses, IPv4 and IPv6.
+fn server_a() -> [IpAddr; 2] {
+    [Lab::SERVER_A.into(), Lab::SERVER_A6.into()]
 }
 
 fn icmp_targets() -> Vec<ProbeTarget> {
@@ -94,8 +138,9 @@ fn assert_bounded_by_timeout(took: Duration, spec: &ProbeSpec) {
     );
 }
 
-/// HTTP (204 on every request) and DNS (a minimal response echoing the query) servers on
-/// threads in the internet namespace, stopped and joined on drop (or after `life`).
+/// HTTP (each listener with its own answer: 204 unless told) and DNS (a minimal response
+/// echoing the query) servers on threads in the internet namespace, stopped and joined on drop
+/// (or after `life`).
 struct Servers {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -104,23 +149,37 @@ struct Servers {
 }
 
 impl Servers {
+    /// HTTP servers answering 204 on `http`, DNS servers on `dns`.
     fn start(lab: &Lab, http: Vec<SocketAddr>, dns: Vec<SocketAddr>) -> Servers {
-        let life = Duration::from_secs(20);
+        let http = http.into_iter().map(|a| (a, NO_CONTENT)).collect();
+        Servers::answering(lab, http, dns)
+    }
+
+    /// HTTP servers, each answering every request with its response; DNS servers on `dns`.
+    fn answering(
+        lab: &Lab,
+        http: Vec<(SocketAddr, &'static str)>,
+        dns: Vec<SocketAddr>,
+    ) -> Servers {
+        let life = Duration::from_secs(60);
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = lab.internet.spawn({
             let (stop, requests) = (stop.clone(), requests.clone());
             move || {
-                let listeners: Vec<TcpListener> = http
+                let listeners: Vec<(TcpListener, &str)> = http
                     .iter()
-                    .map(|a| TcpListener::bind(a).unwrap_or_else(|e| panic!("bind {a}: {e}")))
+                    .map(|&(a, answer)| {
+                        let l = TcpListener::bind(a).unwrap_or_else(|e| panic!("bind {a}: {e}"));
+                        (l, answer)
+                    })
                     .collect();
                 let udps: Vec<UdpSocket> = dns
                     .iter()
                     .map(|a| UdpSocket::bind(a).unwrap_or_else(|e| panic!("bind {a}: {e}")))
                     .collect();
-                for l in &listeners {
+                for (l, _) in &listeners {
                     l.set_nonblocking(true).unwrap();
                 }
                 for u in &udps {
@@ -130,10 +189,10 @@ impl Servers {
                 let deadline = Instant::now() + life;
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     let mut idle = true;
-                    for l in &listeners {
+                    for &(ref l, answer) in &listeners {
                         if let Ok((stream, _)) = l.accept() {
                             idle = false;
-                            serve_http(stream, |head| {
+                            serve_http(stream, answer, |head| {
                                 requests
                                     .lock()
                                     .unwrap_or_else(|e| e.into_inner())
@@ -179,11 +238,10 @@ impl Drop for Servers {
     }
 }
 
-/// Reads one request head, answers 204; returns "request line | host header".
-/// Reads one request head, hands its request line and Host header to `record`, then answers
-/// 204. Recording comes first: the prober's round ends with the answer, and the test reads the
-/// record right after.
-fn serve_http(mut stream: std::net::TcpStream, record: impl FnOnce(String)) {
+/// Reads one request head, hands its request line and Host header to `record`
+/// ("request line | host header"), then writes `answer`. Recording comes first: the prober's
+/// round ends with the answer, and the test reads the record right after.
+fn serve_http(mut stream: std::net::TcpStream, answer: &str, record: impl FnOnce(String)) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
     let mut head = Vec::new();
@@ -204,7 +262,61 @@ fn serve_http(mut stream: std::net::TcpStream, record: impl FnOnce(String)) {
         .unwrap_or_default()
         .to_owned();
     record(format!("{request} | {host}"));
-    let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+    let _ = stream.write_all(answer.as_bytes());
+}
+
+/// nftables rules in the internet namespace that reject SYNs to [`PORT_UNREACHABLE`] with an
+/// ICMP(v6) port unreachable and to [`PROHIBITED_PORT`] with "administratively prohibited",
+/// each counted. The table goes with the lab's namespace.
+///
+/// The first SYN of every connection to those ports is dropped, so the error answers the
+/// retransmission a second later. On the lab's veth links the round trip takes microseconds,
+/// and an error that arrives while `connect()` still holds the socket's lock is only noted as
+/// a soft error by the kernel (`TcpExtLockDroppedIcmps`), leaving the SYN to be retried: a
+/// race no real WAN (a round trip of a millisecond or more) runs, which made the outcome a
+/// coin toss.
+struct Rejects<'l> {
+    lab: &'l Lab,
+}
+
+impl<'l> Rejects<'l> {
+    /// How long after the connect the error arrives: the kernel's first SYN retransmission.
+    const DELAY: Duration = Duration::from_secs(1);
+
+    fn install(lab: &'l Lab) -> Rejects<'l> {
+        lab.internet.run(&format!(
+            "nft -f - <<'EOF'\n\
+             table inet {NFT_TABLE} {{\n\
+               counter port_unreachable {{ }}\n\
+               counter prohibited {{ }}\n\
+               set first_syn {{ type inet_service; flags dynamic,timeout; timeout 1m; }}\n\
+               chain input {{\n\
+                 type filter hook input priority 0; policy accept;\n\
+                 tcp dport {{ {PORT_UNREACHABLE}, {PROHIBITED_PORT} }} tcp sport != @first_syn \
+                   update @first_syn {{ tcp sport }} drop\n\
+                 tcp dport {PORT_UNREACHABLE} counter name \"port_unreachable\" \
+                   reject with icmpx type port-unreachable\n\
+                 tcp dport {PROHIBITED_PORT} counter name \"prohibited\" \
+                   reject with icmpx type admin-prohibited\n\
+               }}\n\
+             }}\n\
+             EOF"
+        ));
+        Rejects { lab }
+    }
+
+    /// SYNs rejected so far with `counter` (`port_unreachable` or `prohibited`).
+    fn rejected(&self, counter: &str) -> u64 {
+        let out = self
+            .lab
+            .internet
+            .run(&format!("nft list counter inet {NFT_TABLE} {counter}"));
+        out.split_whitespace()
+            .skip_while(|t| *t != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no packet count in nft output: {out}"))
+    }
 }
 
 #[test]
@@ -259,16 +371,12 @@ fn failures_missing_interface_unreachable_and_carrier_loss() {
         targets: vec![
             ProbeTarget::Icmp(Lab::PROBE_1.into()),
             ProbeTarget::Icmp(Lab::PROBE_1_6.into()),
-            ProbeTarget::Tcp(SocketAddr::new(Lab::SERVER_A.into(), HTTP_PORT)),
+            tcp(Lab::SERVER_A.into(), HTTP_PORT, TcpRefused::Fail),
             ProbeTarget::Dns {
                 server: Lab::PROBE_1.into(),
                 query: "example.com".into(),
             },
-            ProbeTarget::Http {
-                addr: SocketAddr::new(Lab::SERVER_A6.into(), HTTP_PORT),
-                host: "probe.test".into(),
-                path: "/".into(),
-            },
+            http(Lab::SERVER_A6.into(), HTTP_PORT, &StatusCodes::default()),
         ],
         timeout: Duration::from_millis(1000),
     };
@@ -293,8 +401,8 @@ fn failures_missing_interface_unreachable_and_carrier_loss() {
     let targets = vec![
         ProbeTarget::Icmp(v4),
         ProbeTarget::Icmp(v6),
-        ProbeTarget::Tcp(SocketAddr::new(v4, 80)),
-        ProbeTarget::Tcp(SocketAddr::new(v6, 80)),
+        tcp(v4, 80, TcpRefused::Pass),
+        tcp(v6, 80, TcpRefused::Pass),
     ];
     let s = spec(Wan::Two, TrackMethod::Icmp, targets, 300);
     let (r, took) = run_round(&lab, &s);
@@ -342,39 +450,152 @@ fn failures_missing_interface_unreachable_and_carrier_loss() {
 }
 
 #[test]
-fn tcp_connect_open_closed_and_blackholed() {
+fn tcp_connect_open_refused_and_blackholed() {
     let lab = Lab::new();
     routing::install(&lab);
-    let servers: Vec<IpAddr> = vec![Lab::SERVER_A.into(), Lab::SERVER_A6.into()];
     let _servers = Servers::start(
         &lab,
-        servers
+        server_a()
             .iter()
             .map(|&a| SocketAddr::new(a, HTTP_PORT))
             .collect(),
         vec![],
     );
-    let targets: Vec<ProbeTarget> = servers
-        .iter()
-        .flat_map(|&a| [HTTP_PORT, CLOSED_PORT].map(|p| ProbeTarget::Tcp(SocketAddr::new(a, p))))
-        .collect();
+    let targets = |port: u16, refused: TcpRefused| -> Vec<ProbeTarget> {
+        server_a().iter().map(|&a| tcp(a, port, refused)).collect()
+    };
 
     for w in Wan::ALL {
-        // Open ports complete the handshake; closed ones answer with a RST: both prove the
-        // path works both ways, so both count as answered.
-        let s = spec(w, TrackMethod::Tcp, targets.clone(), 1000);
+        // Open ports complete the handshake.
+        let s = spec(
+            w,
+            TrackMethod::Tcp,
+            targets(HTTP_PORT, TcpRefused::Fail),
+            1000,
+        );
+        let (r, _) = run_round(&lab, &s);
+        assert_all_answered(&r, &s);
+
+        // A closed port answers the SYN with a RST: a failed probe by default, at once.
+        let s = spec(
+            w,
+            TrackMethod::Tcp,
+            targets(CLOSED_PORT, TcpRefused::Fail),
+            1000,
+        );
+        let (r, took) = run_round(&lab, &s);
+        assert_all(
+            &r,
+            &s,
+            &ProbeOutcome::Failed("connection refused (tcp_refused = \"fail\")".into()),
+        );
+        assert!(took < s.timeout / 2, "refused before the timeout: {took:?}");
+
+        // With tcp_refused = "pass" the RST is an answer: it crossed the WAN both ways.
+        let s = spec(
+            w,
+            TrackMethod::Tcp,
+            targets(CLOSED_PORT, TcpRefused::Pass),
+            1000,
+        );
         let (r, _) = run_round(&lab, &s);
         assert_all_answered(&r, &s);
     }
 
     lab.blackhole_upstream(Wan::One);
-    let s1 = spec(Wan::One, TrackMethod::Tcp, targets.clone(), 300);
+    let mut both = targets(HTTP_PORT, TcpRefused::Pass);
+    both.extend(targets(CLOSED_PORT, TcpRefused::Pass));
+    let s1 = spec(Wan::One, TrackMethod::Tcp, both.clone(), 300);
     let (r1, took1) = run_round(&lab, &s1);
     assert_all(&r1, &s1, &ProbeOutcome::Timeout);
     assert_bounded_by_timeout(took1, &s1);
-    let s2 = spec(Wan::Two, TrackMethod::Tcp, targets, 300);
+    let s2 = spec(Wan::Two, TrackMethod::Tcp, both, 300);
     let (r2, _) = run_round(&lab, &s2);
     assert_all_answered(&r2, &s2);
+}
+
+/// The timeout of rounds against [`Rejects`]: the error comes with the SYN's retransmission.
+const REJECTED_TIMEOUT_MS: u64 = 3000;
+
+/// A round against [`Rejects`] ended with the errors, after the retransmission and well
+/// before its timeout.
+fn assert_rejected_in_time(took: Duration, spec: &ProbeSpec) {
+    assert!(
+        took >= Rejects::DELAY / 2 && took < Rejects::DELAY * 2 && took < spec.timeout,
+        "ended by the ICMP errors that answered the retransmitted SYN: {took:?}"
+    );
+}
+
+/// An ICMP port unreachable for the SYN is a refusal like a RST: it fails by default and
+/// passes with `tcp_refused = "pass"`. An ICMP "administratively prohibited" always fails.
+#[test]
+fn tcp_rejected_with_icmp_fails_unless_refusals_pass() {
+    let lab = Lab::new();
+    routing::install(&lab);
+    let rejects = Rejects::install(&lab);
+    let targets = |port: u16, refused: TcpRefused| -> Vec<ProbeTarget> {
+        server_a().iter().map(|&a| tcp(a, port, refused)).collect()
+    };
+
+    let s = spec(
+        Wan::One,
+        TrackMethod::Tcp,
+        targets(PORT_UNREACHABLE, TcpRefused::Fail),
+        REJECTED_TIMEOUT_MS,
+    );
+    let (r, took) = run_round(&lab, &s);
+    assert_all(
+        &r,
+        &s,
+        &ProbeOutcome::Failed("connection refused (tcp_refused = \"fail\")".into()),
+    );
+    assert_rejected_in_time(took, &s);
+    assert!(
+        rejects.rejected("port_unreachable") >= 2,
+        "the internet sent ICMP port unreachables (v4 and v6), not RSTs"
+    );
+
+    let s = spec(
+        Wan::One,
+        TrackMethod::Tcp,
+        targets(PORT_UNREACHABLE, TcpRefused::Pass),
+        REJECTED_TIMEOUT_MS,
+    );
+    let (r, took) = run_round(&lab, &s);
+    assert_all_answered(&r, &s);
+    assert_rejected_in_time(took, &s);
+
+    // Administratively prohibited: EHOSTUNREACH for IPv4, EACCES for IPv6; never an answer.
+    for refused in [TcpRefused::Fail, TcpRefused::Pass] {
+        let s = spec(
+            Wan::One,
+            TrackMethod::Tcp,
+            targets(PROHIBITED_PORT, refused),
+            REJECTED_TIMEOUT_MS,
+        );
+        let (r, took) = run_round(&lab, &s);
+        assert_rejected_in_time(took, &s);
+        let [(_, v4), (_, v6)] = &r.outcomes[..] else {
+            panic!("two outcomes: {:?}", r.outcomes);
+        };
+        assert_eq!(
+            v4,
+            &ProbeOutcome::Failed(format!(
+                "connect to {}:{PROHIBITED_PORT}: No route to host",
+                Lab::SERVER_A
+            )),
+            "{refused:?}"
+        );
+        assert_eq!(
+            v6,
+            &ProbeOutcome::Failed(format!(
+                "connect to [{}]:{PROHIBITED_PORT}: Permission denied",
+                Lab::SERVER_A6
+            )),
+            "{refused:?}"
+        );
+    }
+    assert!(rejects.rejected("prohibited") >= 4);
 }
 
 #[test]
@@ -399,13 +620,9 @@ fn dns_and_http_through_each_wan_and_timeout_when_blackholed() {
             query: "example.com".into(),
         })
         .collect();
-    let http: Vec<ProbeTarget> = [IpAddr::from(Lab::SERVER_A), Lab::SERVER_A6.into()]
+    let http: Vec<ProbeTarget> = server_a()
         .into_iter()
-        .map(|a| ProbeTarget::Http {
-            addr: SocketAddr::new(a, HTTP_PORT),
-            host: "probe.test".into(),
-            path: "/generate_204".into(),
-        })
+        .map(|a| self::http(a, HTTP_PORT, &StatusCodes::default()))
         .collect();
 
     for w in Wan::ALL {
@@ -448,6 +665,143 @@ fn dns_and_http_through_each_wan_and_timeout_when_blackholed() {
     assert_all_answered(&run_round(&lab, &s2).0, &s2);
 }
 
+/// A captive portal's 302 is not "up": only the listed status codes pass (by default 2xx),
+/// and the failure names the status and what was wanted.
+#[test]
+fn http_passes_only_on_a_wanted_status() {
+    let lab = Lab::new();
+    routing::install(&lab);
+    let answers = [
+        (HTTP_PORT, NO_CONTENT),
+        (PORTAL_PORT, PORTAL),
+        (OK_PORT, PAGE),
+        (NOT_FOUND_PORT, NOT_FOUND),
+    ];
+    let _servers = Servers::answering(
+        &lab,
+        server_a()
+            .into_iter()
+            .flat_map(|a| answers.map(|(port, answer)| (SocketAddr::new(a, port), answer)))
+            .collect(),
+        vec![],
+    );
+    let on_both = |port: u16, status: &StatusCodes| -> Vec<ProbeTarget> {
+        server_a()
+            .into_iter()
+            .map(|a| http(a, port, status))
+            .collect()
+    };
+    let round_of = |targets: Vec<ProbeTarget>| {
+        let s = spec(Wan::Two, TrackMethod::Http, targets, 1000);
+        let (r, _) = run_round(&lab, &s);
+        (s, r)
+    };
+
+    // The default, 200-299: 204 and 200 pass; the portal's 302 and a 404 fail, saying why.
+    let any_2xx = StatusCodes::default();
+    for port in [HTTP_PORT, OK_PORT] {
+        let (s, r) = round_of(on_both(port, &any_2xx));
+        assert_all_answered(&r, &s);
+    }
+    for (port, code) in [(PORTAL_PORT, 302), (NOT_FOUND_PORT, 404)] {
+        let (s, r) = round_of(on_both(port, &any_2xx));
+        assert_all(
+            &r,
+            &s,
+            &ProbeOutcome::Failed(format!("HTTP status {code} (wanted 200-299)")),
+        );
+        let failure = r.first_failure().expect("a failure to name");
+        assert_eq!(
+            failure,
+            format!(
+                "http://{}:{port}/generate_204: HTTP status {code} (wanted 200-299)",
+                Lab::SERVER_A
+            )
+        );
+    }
+
+    // Exactly what a connectivity check answers: a page served with 200 fails too.
+    let only_204 = StatusCodes::new(vec![204..=204]).unwrap();
+    let (s, r) = round_of(on_both(HTTP_PORT, &only_204));
+    assert_all_answered(&r, &s);
+    let (s, r) = round_of(on_both(OK_PORT, &only_204));
+    assert_all(
+        &r,
+        &s,
+        &ProbeOutcome::Failed("HTTP status 200 (wanted 204)".into()),
+    );
+
+    // A configured set that takes redirects: the portal's 302 passes, a 404 still fails.
+    let with_redirects = StatusCodes::new(vec![200..=200, 300..=399]).unwrap();
+    let (s, r) = round_of(on_both(PORTAL_PORT, &with_redirects));
+    assert_all_answered(&r, &s);
+    let (s, r) = round_of(on_both(NOT_FOUND_PORT, &with_redirects));
+    assert_all(
+        &r,
+        &s,
+        &ProbeOutcome::Failed("HTTP status 404 (wanted 200, 300-399)".into()),
+    );
+}
+
+/// End to end: `steer run` with a WAN probed over HTTP behind a captive portal takes it down
+/// and says why in its log and in `steer status`; a reload that lists 302 brings it back.
+#[test]
+fn the_daemon_takes_a_wan_behind_a_captive_portal_down_and_says_why() {
+    let lab = Lab::new();
+    let _servers = Servers::answering(
+        &lab,
+        vec![(SocketAddr::new(Lab::SERVER_A.into(), PORTAL_PORT), PORTAL)],
+        vec![],
+    );
+    let work = Workdir::new("portal");
+    let portal_track = |status: &str| {
+        format!(
+            "method = \"http\"\ntargets = [\"http://{}:{PORTAL_PORT}/generate_204\"]\n{status}\
+             interval_ms = 100\ntimeout_ms = 80\ndown_after = 3\nup_after = 2\n",
+            Lab::SERVER_A
+        )
+    };
+    let config = |status: &str| {
+        format!(
+            "[general]\nlan = [\"{lan}\"]\n{pins}{wans}\n[[policy]]\nname = \"p\"\n\
+             members = [{{ wan = \"wan2\" }}, {{ wan = \"wan1\", metric = 2 }}]\n\
+             [default]\npolicy = \"p\"\n{control}",
+            lan = Lab::LAN_IFACE,
+            pins = work.private_paths(),
+            wans = lab_wans(
+                &format!(
+                    "targets = [\"{}\"]\ninterval_ms = 100\ntimeout_ms = 80\n",
+                    Lab::PROBE_1
+                ),
+                &portal_track(status),
+            ),
+            control = work.control_section(),
+        )
+    };
+    work.write("steer.toml", &config(""));
+    let daemon = Daemon::start(&lab.router, &work);
+
+    let reason = format!(
+        "wan2 down (3 failed rounds in a row (last: 0/1 targets answered; \
+         http://{}:{PORTAL_PORT}/generate_204: HTTP status 302 (wanted 200-299)))",
+        Lab::SERVER_A
+    );
+    daemon.wait_log(&reason, Duration::from_secs(10));
+    let status = work.steer_ok(&["status"]);
+    assert!(
+        status.contains("HTTP status 302 (wanted 200-299)"),
+        "steer status names the failure:\n{status}"
+    );
+    assert_eq!(work.wan_state("wan2"), "down");
+
+    // The operator lists the portal's redirect as good: after a reload the prober asks with
+    // the new set, and the WAN comes back after up_after good rounds.
+    work.write("steer.toml", &config("http_status = [\"200-299\", 302]\n"));
+    work.steer_ok(&["reload"]);
+    daemon.wait_log("wan2 up (2 good rounds in a row", Duration::from_secs(10));
+    assert_eq!(work.wan_state("wan2"), "up");
+}
+
 /// WAN 2's probes leave by WAN 2 even when the main table and a bypass rule send their target
 /// to WAN 1.
 #[test]
@@ -476,8 +830,8 @@ fn device_binding_beats_a_conflicting_rule() {
     let targets = vec![
         ProbeTarget::Icmp(Lab::PROBE_2.into()),
         ProbeTarget::Icmp(Lab::PROBE_2_6.into()),
-        ProbeTarget::Tcp(SocketAddr::new(Lab::PROBE_2.into(), CLOSED_PORT)),
-        ProbeTarget::Tcp(SocketAddr::new(Lab::PROBE_2_6.into(), CLOSED_PORT)),
+        tcp(Lab::PROBE_2.into(), CLOSED_PORT, TcpRefused::Pass),
+        tcp(Lab::PROBE_2_6.into(), CLOSED_PORT, TcpRefused::Pass),
     ];
     let s = spec(Wan::Two, TrackMethod::Icmp, targets, 1000);
     let before = Wan::ALL.map(|w| lab.isp_forwarded_packets(w));

@@ -8,10 +8,13 @@
 //! - `bench`: the benchmarks (BPF_PROG_TEST_RUN timings, bulk loads, failover).
 //! - `demo`: the namespace lab showing steering and failover live.
 //! - `lint`: rustfmt and clippy for the user crates and the eBPF crate.
+//! - `fuzz`: the `cargo fuzz` targets in fuzz/ (parsers of untrusted input), longer than the
+//!   short run `test` makes.
 
 mod build_ebpf;
 mod cmd;
 mod ebpf_toolchain;
+mod fuzz;
 mod setup;
 
 use anyhow::Result;
@@ -30,7 +33,8 @@ enum Task {
     Setup,
     /// Build the eBPF object with BTF into target/bpf/.
     BuildEbpf,
-    /// Run setup, then every test tier (unit, config, privileged kernel and namespace tests).
+    /// Run setup, then every test tier (unit, config, privileged kernel and namespace tests, a
+    /// short fuzz run of every fuzz target).
     Test {
         /// Extra arguments for the test binaries (e.g. a test name filter).
         #[arg(last = true)]
@@ -45,6 +49,14 @@ enum Task {
     Demo,
     /// rustfmt --check and clippy -D warnings for every crate, the eBPF crate included.
     Lint,
+    /// Fuzz the parsers of untrusted input (cargo fuzz, nightly): every target, or one.
+    Fuzz {
+        /// One of the targets in fuzz/ (config, list, control); all of them when left out.
+        target: Option<String>,
+        /// How long to fuzz each target.
+        #[arg(long, default_value_t = fuzz::LONG.as_secs())]
+        seconds: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -55,6 +67,15 @@ fn main() -> Result<()> {
         Task::Bench { filters } => release_bin("steer-bench", &filters),
         Task::Demo => release_bin("steer-demo", &[]),
         Task::Lint => lint(),
+        Task::Fuzz { target, seconds } => {
+            let targets = fuzz::select(target.as_deref())?;
+            setup::run()?;
+            fuzz::run(
+                &targets,
+                std::time::Duration::from_secs(seconds),
+                fuzz::Build::Optimized,
+            )
+        }
     }
 }
 
@@ -96,7 +117,12 @@ fn test(args: &[String]) -> Result<()> {
             TEST_FEATURES[1],
         ],
         &extra,
-    )
+    )?;
+    if !args.is_empty() {
+        cmd::step("fuzz: not run, the tests were filtered");
+        return Ok(());
+    }
+    fuzz::short()
 }
 
 /// A plain `cargo test` (the default members, no features) must pass without root. As root,

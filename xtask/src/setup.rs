@@ -68,6 +68,7 @@ pub fn run() -> Result<()> {
     ensure_bpf_linker(&sysroot)?;
     ensure_packages()?;
     ensure_bpffs()?;
+    ensure_cargo_fuzz()?;
     // What steer-user's build script will demand, checked its way.
     ebpf_toolchain::check()
         .map_err(|missing| anyhow::anyhow!("the eBPF toolchain is still not ready: {missing}"))?;
@@ -273,6 +274,32 @@ pub fn is_root() -> bool {
             .and_then(|uids| uids.split_whitespace().nth(1))
             == Some("0")
     })
+}
+
+/// The fuzz targets run under `cargo fuzz` (with the nightly toolchain, installed above).
+/// Installing it takes a minute or two; where that fails, the fuzz tier of `cargo xtask test`
+/// is skipped, except under CI, where setup fails.
+fn ensure_cargo_fuzz() -> Result<()> {
+    if let Some(version) = crate::fuzz::cargo_fuzz_version() {
+        ok(&version);
+        return Ok(());
+    }
+    eprintln!("    installing cargo-fuzz (about two minutes)");
+    let installed =
+        cmd::run(Command::new(cmd::cargo_bin()).args(["install", "cargo-fuzz", "--locked"]));
+    match installed {
+        Ok(()) if crate::fuzz::cargo_fuzz_version().is_some() => Ok(()),
+        Ok(()) => {
+            bail!("cargo-fuzz was installed but `rustup run nightly cargo fuzz` does not run")
+        }
+        Err(e) if crate::fuzz::in_ci() => Err(e.context("installing cargo-fuzz failed")),
+        Err(e) => {
+            eprintln!(
+                "    WARNING: installing cargo-fuzz failed ({e:#}): the fuzz tier is skipped"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Pinned maps live on bpffs; mount it where the system did not.

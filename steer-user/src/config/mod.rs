@@ -47,6 +47,7 @@ mod wan;
 use std::{
     fmt,
     net::{IpAddr, SocketAddr},
+    ops::RangeInclusive,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -186,6 +187,78 @@ pub struct Track {
     pub loss_window: u32,
 }
 
+/// What a TCP probe counts a refused connection as (`tcp_refused`): the target answered the SYN
+/// with a RST, or an ICMP port unreachable came back (the kernel reports both as "connection
+/// refused").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TcpRefused {
+    /// A failed probe (`"fail"`, the default). A refusal need not come from the target: a
+    /// captive portal, an ISP's access router that lost its upstream, or a transparent proxy
+    /// answers SYNs with RSTs or ICMP errors of its own, so it proves nothing about the way to
+    /// the internet.
+    #[default]
+    Fail,
+    /// An answer (`"pass"`): something beyond the WAN answered, which is enough when the
+    /// target's port is known to be closed and only the path is in question.
+    Pass,
+}
+
+impl TcpRefused {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpRefused::Fail => "fail",
+            TcpRefused::Pass => "pass",
+        }
+    }
+}
+
+/// The HTTP status codes that pass an http probe (`http_status`): inclusive ranges, in the
+/// order written, never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCodes(Vec<RangeInclusive<u16>>);
+
+impl StatusCodes {
+    /// The lowest and highest status code a configuration may name (RFC 9110, section 15).
+    pub const VALID: RangeInclusive<u16> = 100..=599;
+    /// What an unwritten `http_status` accepts: success (2xx) only. A captive portal redirects
+    /// (302) or serves its login page under another status; a redirect means the page was not
+    /// the one asked for.
+    pub const DEFAULT: RangeInclusive<u16> = 200..=299;
+
+    /// The codes of `ranges`; `None` when there are none (no probe could ever pass).
+    pub fn new(ranges: Vec<RangeInclusive<u16>>) -> Option<StatusCodes> {
+        (!ranges.is_empty()).then_some(StatusCodes(ranges))
+    }
+
+    /// Whether `code` passes.
+    pub fn contains(&self, code: u16) -> bool {
+        self.0.iter().any(|r| r.contains(&code))
+    }
+}
+
+impl Default for StatusCodes {
+    fn default() -> Self {
+        StatusCodes(vec![StatusCodes::DEFAULT])
+    }
+}
+
+impl fmt::Display for StatusCodes {
+    /// As written in the configuration: `200-299`, or `200, 204, 300-399`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            if r.start() == r.end() {
+                write!(f, "{}", r.start())?;
+            } else {
+                write!(f, "{}-{}", r.start(), r.end())?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What an unwritten `[wan.track]` key means (also the documented defaults).
 impl Track {
     pub const DEFAULT_METHOD: TrackMethod = TrackMethod::Icmp;
@@ -195,6 +268,7 @@ impl Track {
     pub const DEFAULT_DOWN_AFTER: u32 = 3;
     pub const DEFAULT_UP_AFTER: u32 = 5;
     pub const DEFAULT_LOSS_WINDOW: u32 = 10;
+    pub const DEFAULT_TCP_REFUSED: TcpRefused = TcpRefused::Fail;
 
     /// Whether some target is of `family` (a family without targets follows the other).
     pub fn probes(&self, family: crate::model::Family) -> bool {
@@ -228,15 +302,19 @@ impl TrackMethod {
 pub enum ProbeTarget {
     /// Echo request to this address.
     Icmp(IpAddr),
-    /// TCP connect to this address and port.
-    Tcp(SocketAddr),
+    /// TCP connect to this address and port; `refused` says what a refusal counts as.
+    Tcp {
+        addr: SocketAddr,
+        refused: TcpRefused,
+    },
     /// A DNS query (type NS) for `query` sent to `server` port 53.
     Dns { server: IpAddr, query: String },
-    /// `GET path` to `addr` with `Host: host`.
+    /// `GET path` to `addr` with `Host: host`; passes on a status in `status`.
     Http {
         addr: SocketAddr,
         host: String,
         path: String,
+        status: StatusCodes,
     },
 }
 
@@ -245,7 +323,23 @@ impl ProbeTarget {
     pub fn ip(&self) -> IpAddr {
         match self {
             ProbeTarget::Icmp(a) | ProbeTarget::Dns { server: a, .. } => *a,
-            ProbeTarget::Tcp(a) | ProbeTarget::Http { addr: a, .. } => a.ip(),
+            ProbeTarget::Tcp { addr: a, .. } | ProbeTarget::Http { addr: a, .. } => a.ip(),
+        }
+    }
+}
+
+impl fmt::Display for ProbeTarget {
+    /// The target as a configuration writes it: `1.1.1.1`, `1.1.1.1:443`,
+    /// `http://[2001:db8::1]:8080/health`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeTarget::Icmp(a) | ProbeTarget::Dns { server: a, .. } => write!(f, "{a}"),
+            ProbeTarget::Tcp { addr, .. } => write!(f, "{addr}"),
+            ProbeTarget::Http { addr, path, .. } if addr.port() == 80 => match addr.ip() {
+                IpAddr::V4(a) => write!(f, "http://{a}{path}"),
+                IpAddr::V6(a) => write!(f, "http://[{a}]{path}"),
+            },
+            ProbeTarget::Http { addr, path, .. } => write!(f, "http://{addr}{path}"),
         }
     }
 }
@@ -523,6 +617,11 @@ mod tests {
             ("down_after", format!("`{}`", Track::DEFAULT_DOWN_AFTER)),
             ("up_after", format!("`{}`", Track::DEFAULT_UP_AFTER)),
             ("loss_window", format!("`{}`", Track::DEFAULT_LOSS_WINDOW)),
+            (
+                "tcp_refused",
+                format!("`\"{}\"`", Track::DEFAULT_TCP_REFUSED.as_str()),
+            ),
+            ("http_status", format!("`[\"{}\"]`", StatusCodes::default())),
             ("socket", format!("`\"{DEFAULT_SOCKET}\"`")),
             ("engine", "`\"steer\"`".to_owned()),
             ("priority", format!("`{}`", Vrrp::DEFAULT_PRIORITY)),

@@ -22,6 +22,16 @@ use super::{diag::Ctx, names::valid_name, suggest};
 pub(super) type S<T> = Spanned<T>;
 /// A list of strings as written.
 pub(super) type Strings = S<Vec<S<String>>>;
+/// A list whose items are integers or strings, as written.
+pub(super) type IntsOrStrs = S<Vec<S<IntOrStr>>>;
+
+/// An item of a list that takes both integers and strings (`http_status = [204, "300-399"]`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub(super) enum IntOrStr {
+    Int(i64),
+    Str(String),
+}
 
 #[derive(Clone, Copy)]
 pub(super) enum Kind {
@@ -29,6 +39,8 @@ pub(super) enum Kind {
     Int,
     Bool,
     StrList,
+    /// A list of integers and strings, mixed (each item is checked by the section).
+    IntOrStrList,
     Table(&'static [Field]),
     TableList(&'static [Field]),
     /// A string that only names its table in messages, in a partial read: of another type it
@@ -269,6 +281,19 @@ fn stand_in<'i>(
     cx.removed.insert(path);
 }
 
+/// Why `item` cannot be an item of a [`Kind::IntOrStrList`], if it cannot.
+fn not_int_or_str(item: &DeValue<'_>) -> Option<String> {
+    match item {
+        DeValue::String(_) => None,
+        DeValue::Integer(i) if i64::from_str_radix(i.as_str(), i.radix()).is_ok() => None,
+        DeValue::Integer(_) => Some("number is far too large".into()),
+        other => Some(format!(
+            "expected an integer or a string (in quotes), found {}",
+            a_type(other)
+        )),
+    }
+}
+
 /// Whether `value` has the field's type (recursing into tables); reports when it does not.
 fn check_value(
     cx: &mut Ctx<'_>,
@@ -305,6 +330,21 @@ fn check_value(
                             "expected a string (in quotes), found {}",
                             a_type(item.get_ref())
                         ),
+                        format!("write it like `{}`", field.example()),
+                    );
+                    stand_in(cx, item, DeValue::String("".into()), item_path);
+                }
+            }
+            true
+        }
+        (Kind::IntOrStrList, DeValue::Array(items)) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                if let Some(problem) = not_int_or_str(item.get_ref()) {
+                    let item_path = format!("{path}[{i}]");
+                    cx.err(
+                        &item.span(),
+                        &item_path,
+                        problem,
                         format!("write it like `{}`", field.example()),
                     );
                     stand_in(cx, item, DeValue::String("".into()), item_path);
@@ -354,6 +394,13 @@ fn check_value(
                 ),
                 Kind::StrList => (
                     "a list of strings",
+                    format!(
+                        "write it like `{}` (a single entry still needs the brackets)",
+                        field.example()
+                    ),
+                ),
+                Kind::IntOrStrList => (
+                    "a list of integers or strings",
                     format!(
                         "write it like `{}` (a single entry still needs the brackets)",
                         field.example()

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{ProbeTarget, TrackMethod};
+use super::{ProbeTarget, StatusCodes, TcpRefused, TrackMethod};
 use crate::prefix::{AddrError, is_unicast, parse_addr};
 
 pub(super) fn target_example(method: TrackMethod) -> String {
@@ -19,12 +19,24 @@ pub(super) fn target_example(method: TrackMethod) -> String {
     .into()
 }
 
+/// What the `[wan.track]` keys besides `targets` give every target of a method.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TargetOptions<'a> {
+    /// The name dns probes ask for (`query`).
+    pub query: &'a str,
+    /// The Host header of http probes (`host`), when written.
+    pub host: Option<&'a str>,
+    /// What a refused tcp probe counts as (`tcp_refused`).
+    pub tcp_refused: TcpRefused,
+    /// The status codes that pass an http probe (`http_status`).
+    pub http_status: &'a StatusCodes,
+}
+
 /// A probe target for `method`. Errors are `(message, hint)`.
 pub(super) fn parse_target(
     method: TrackMethod,
     text: &str,
-    query: &str,
-    host: Option<&str>,
+    options: &TargetOptions<'_>,
 ) -> Result<ProbeTarget, (String, String)> {
     let addr = |text: &str| -> Result<IpAddr, (String, String)> {
         let a = parse_addr(text).map_err(|e| {
@@ -60,7 +72,7 @@ pub(super) fn parse_target(
             }
             addr(text).map(|server| ProbeTarget::Dns {
                 server,
-                query: query.to_owned(),
+                query: options.query.to_owned(),
             })
         }
         TrackMethod::Tcp => {
@@ -72,9 +84,12 @@ pub(super) fn parse_target(
                 }
             })?;
             probe_addr_ok(sa.ip())?;
-            Ok(ProbeTarget::Tcp(sa))
+            Ok(ProbeTarget::Tcp {
+                addr: sa,
+                refused: options.tcp_refused,
+            })
         }
-        TrackMethod::Http => parse_http(text, host),
+        TrackMethod::Http => parse_http(text, options.host, options.http_status),
     }
 }
 
@@ -169,7 +184,11 @@ fn parse_port(s: &str) -> Result<u16, (String, String)> {
 }
 
 /// `http://IP[:port][/path]`; the Host header defaults to the address (and port when not 80).
-fn parse_http(text: &str, host: Option<&str>) -> Result<ProbeTarget, (String, String)> {
+fn parse_http(
+    text: &str,
+    host: Option<&str>,
+    status: &StatusCodes,
+) -> Result<ProbeTarget, (String, String)> {
     let t = text.trim();
     let lower = t.to_ascii_lowercase();
     if lower.starts_with("https://") {
@@ -229,12 +248,31 @@ fn parse_http(text: &str, host: Option<&str>) -> Result<ProbeTarget, (String, St
         addr,
         host: host.map_or(default_host, str::to_owned),
         path,
+        status: status.clone(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn http(text: &str, host: Option<&str>) -> Result<ProbeTarget, (String, String)> {
+        parse_http(text, host, &StatusCodes::default())
+    }
+
+    fn target(
+        method: TrackMethod,
+        text: &str,
+        query: &str,
+    ) -> Result<ProbeTarget, (String, String)> {
+        let options = TargetOptions {
+            query,
+            host: None,
+            tcp_refused: TcpRefused::Fail,
+            http_status: &StatusCodes::default(),
+        };
+        parse_target(method, text, &options)
+    }
 
     #[test]
     fn sockets() {
@@ -269,84 +307,101 @@ mod tests {
 
     #[test]
     fn http_targets() {
-        let t = parse_http("http://1.1.1.1/generate_204", None).unwrap();
+        let t = http("http://1.1.1.1/generate_204", None).unwrap();
         assert_eq!(
             t,
             ProbeTarget::Http {
                 addr: "1.1.1.1:80".parse().unwrap(),
                 host: "1.1.1.1".into(),
-                path: "/generate_204".into()
+                path: "/generate_204".into(),
+                status: StatusCodes::default(),
             }
         );
-        let t = parse_http("http://[2001:db8::1]:8080", Some("example.com")).unwrap();
+        let t = http("http://[2001:db8::1]:8080", Some("example.com")).unwrap();
         assert_eq!(
             t,
             ProbeTarget::Http {
                 addr: "[2001:db8::1]:8080".parse().unwrap(),
                 host: "example.com".into(),
-                path: "/".into()
+                path: "/".into(),
+                status: StatusCodes::default(),
             }
         );
-        let t = parse_http("http://[2001:db8::1]/x", None).unwrap();
+        let t = http("http://[2001:db8::1]/x", None).unwrap();
         assert!(matches!(t, ProbeTarget::Http { ref host, .. } if host == "[2001:db8::1]"));
-        let t = parse_http("http://192.0.2.1:8080/x?y=1", None).unwrap();
+        let t = http("http://192.0.2.1:8080/x?y=1", None).unwrap();
         assert!(
             matches!(t, ProbeTarget::Http { ref host, ref path, .. } if host == "192.0.2.1:8080" && path == "/x?y=1")
         );
         assert!(
-            parse_http("https://1.1.1.1/", None)
+            http("https://1.1.1.1/", None)
                 .unwrap_err()
                 .0
                 .contains("https")
         );
         assert!(
-            parse_http("http://example.com/", None)
+            http("http://example.com/", None)
                 .unwrap_err()
                 .1
                 .contains("host = \"example.com\"")
         );
         assert!(
-            parse_http("http://2001:db8::1/", None)
+            http("http://2001:db8::1/", None)
                 .unwrap_err()
                 .1
                 .contains("http://[2001:db8::1]/path")
         );
-        let (m, h) = parse_http("http://[192.0.2.1]/x", None).unwrap_err();
+        let (m, h) = http("http://[192.0.2.1]/x", None).unwrap_err();
         assert!(m.contains("IPv4 address in brackets"), "{m}");
         assert!(h.starts_with("write 192.0.2.1 "), "{h}");
         assert!(
-            parse_http("http://[2001:db8::1]8080/", None)
+            http("http://[2001:db8::1]8080/", None)
                 .unwrap_err()
                 .0
                 .contains("unexpected `8080` after `]`")
         );
         assert_eq!(
-            parse_http("http://192.0.2.1:0/", None).unwrap_err(),
+            http("http://192.0.2.1:0/", None).unwrap_err(),
             parse_socket_addr("192.0.2.1:0").unwrap_err(),
             "one port rule and one wording for both"
         );
-        assert!(parse_http("1.1.1.1", None).is_err());
-        assert!(parse_http("http://1.1.1.1/a b", None).is_err());
+        assert!(http("1.1.1.1", None).is_err());
+        assert!(http("http://1.1.1.1/a b", None).is_err());
+    }
+
+    #[test]
+    fn targets_are_shown_as_written() {
+        for (method, text) in [
+            (TrackMethod::Icmp, "2606:4700::1111"),
+            (TrackMethod::Dns, "9.9.9.9"),
+            (TrackMethod::Tcp, "[2001:db8::1]:443"),
+            (TrackMethod::Http, "http://192.0.2.1/generate_204"),
+            (TrackMethod::Http, "http://[2001:db8::1]:8080/x?y=1"),
+        ] {
+            assert_eq!(target(method, text, ".").unwrap().to_string(), text);
+        }
+        let shown = target(TrackMethod::Http, "http://[2001:db8::1]:80", ".").unwrap();
+        assert_eq!(shown.to_string(), "http://[2001:db8::1]/");
     }
 
     #[test]
     fn targets_per_method() {
         assert_eq!(
-            parse_target(TrackMethod::Icmp, "9.9.9.9", ".", None).unwrap(),
+            target(TrackMethod::Icmp, "9.9.9.9", ".").unwrap(),
             ProbeTarget::Icmp("9.9.9.9".parse().unwrap())
         );
-        assert!(parse_target(TrackMethod::Icmp, "9.9.9.9:53", ".", None).is_err());
-        assert!(parse_target(TrackMethod::Icmp, "0.0.0.0", ".", None).is_err());
-        assert!(parse_target(TrackMethod::Icmp, "224.0.0.1", ".", None).is_err());
-        assert!(parse_target(TrackMethod::Icmp, "2606:4700::1111", ".", None).is_ok());
+        assert!(target(TrackMethod::Icmp, "9.9.9.9:53", ".").is_err());
+        assert!(target(TrackMethod::Icmp, "0.0.0.0", ".").is_err());
+        assert!(target(TrackMethod::Icmp, "224.0.0.1", ".").is_err());
+        assert!(target(TrackMethod::Icmp, "2606:4700::1111", ".").is_ok());
         assert_eq!(
-            parse_target(TrackMethod::Dns, "9.9.9.9", "example.com", None).unwrap(),
+            target(TrackMethod::Dns, "9.9.9.9", "example.com").unwrap(),
             ProbeTarget::Dns {
                 server: "9.9.9.9".parse().unwrap(),
                 query: "example.com".into()
             }
         );
-        assert!(parse_target(TrackMethod::Dns, "9.9.9.9:53", ".", None).is_err());
-        assert!(parse_target(TrackMethod::Tcp, "9.9.9.9", ".", None).is_err());
+        assert!(target(TrackMethod::Dns, "9.9.9.9:53", ".").is_err());
+        assert!(target(TrackMethod::Tcp, "9.9.9.9", ".").is_err());
     }
 }

@@ -1,19 +1,21 @@
 //! `[wan.track]`: how a WAN's health is probed and judged — its keys, their raw form and their
 //! checks. Probe targets themselves are parsed by the `targets` module.
 
+use std::ops::RangeInclusive;
+
 use serde::Deserialize;
 
 use super::{
-    ProbeTarget, Track, TrackMethod,
+    ProbeTarget, StatusCodes, TcpRefused, Track, TrackMethod,
     check::{self, Bounds, Choices},
     diag::Ctx,
     names::normalize_domain,
     schema::{
-        Field,
-        Kind::{Int, Str, StrList, Table},
+        Field, IntOrStr, IntsOrStrs,
+        Kind::{Int, IntOrStrList, Str, StrList, Table},
         S, Strings, opt, opt_int, req,
     },
-    targets::{parse_target, target_example},
+    targets::{TargetOptions, parse_target, target_example},
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +24,8 @@ pub(super) struct RawTrack {
     pub targets: Option<Strings>,
     pub query: Option<S<String>>,
     pub host: Option<S<String>>,
+    pub tcp_refused: Option<S<String>>,
+    pub http_status: Option<IntsOrStrs>,
     pub interval_ms: Option<S<i64>>,
     pub timeout_ms: Option<S<i64>>,
     pub reliability: Option<S<i64>>,
@@ -51,6 +55,8 @@ const FIELDS: &[Field] = &[
     req("targets", StrList, "targets = [\"1.1.1.1\", \"9.9.9.9\"]"),
     opt("query", Str, "query = \"example.com\""),
     opt("host", Str, "host = \"example.com\""),
+    opt("tcp_refused", Str, "tcp_refused = \"pass\""),
+    opt("http_status", IntOrStrList, "http_status = [200, 204]"),
     opt_int("interval_ms", Track::DEFAULT_INTERVAL_MS),
     opt_int("timeout_ms", Track::DEFAULT_TIMEOUT_MS),
     opt_int("reliability", Track::DEFAULT_RELIABILITY),
@@ -71,6 +77,11 @@ const METHODS: Choices<TrackMethod> = Choices {
         ("dns", TrackMethod::Dns),
         ("http", TrackMethod::Http),
     ],
+};
+
+const REFUSED: Choices<TcpRefused> = Choices {
+    what: "answer to a refused connection",
+    words: &[("fail", TcpRefused::Fail), ("pass", TcpRefused::Pass)],
 };
 
 const INTERVAL: Bounds = Bounds {
@@ -100,7 +111,15 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawTrack>>, label: &str) -> 
     let method = check::choice(cx, &t.method, &f("method"), &METHODS, Track::DEFAULT_METHOD);
     let query = query(cx, &t.query, &f("query"), method);
     let host = host(cx, &t.host, &f("host"), method);
-    let targets = targets(cx, &t.targets, label, method, &query, host.as_deref());
+    let tcp_refused = tcp_refused(cx, &t.tcp_refused, &f("tcp_refused"), method);
+    let http_status = http_status(cx, &t.http_status, &f("http_status"), method);
+    let options = TargetOptions {
+        query: &query,
+        host: host.as_deref(),
+        tcp_refused,
+        http_status: &http_status,
+    };
+    let targets = targets(cx, &t.targets, label, method, &options);
     let interval_ms = check::opt_ranged(
         cx,
         &t.interval_ms,
@@ -224,13 +243,157 @@ fn host(
     Some(s.clone())
 }
 
+/// What a refused connection counts as for tcp probes: a failure unless written.
+fn tcp_refused(
+    cx: &mut Ctx<'_>,
+    v: &Option<S<String>>,
+    field: &str,
+    method: TrackMethod,
+) -> TcpRefused {
+    match v {
+        Some(w) if applies(cx, w, field, TrackMethod::Tcp, method) => {
+            check::choice(cx, v, field, &REFUSED, Track::DEFAULT_TCP_REFUSED)
+        }
+        _ => Track::DEFAULT_TCP_REFUSED,
+    }
+}
+
+/// The status codes that pass http probes: success (2xx) unless written.
+fn http_status(
+    cx: &mut Ctx<'_>,
+    v: &Option<IntsOrStrs>,
+    field: &str,
+    method: TrackMethod,
+) -> StatusCodes {
+    let Some(list) = v else {
+        return StatusCodes::default();
+    };
+    if method != TrackMethod::Http {
+        let written = S::new(list.span(), String::new());
+        applies(cx, &written, field, TrackMethod::Http, method);
+        return StatusCodes::default();
+    }
+    let mut ranges: Vec<RangeInclusive<u16>> = Vec::new();
+    for (i, item) in list.get_ref().iter().enumerate() {
+        let item_field = format!("{field}[{i}]");
+        if cx.mistyped(&item_field) {
+            continue;
+        }
+        let range = match status_range(item.get_ref()) {
+            Ok(r) => r,
+            Err((m, h)) => {
+                cx.err(&item.span(), &item_field, m, h);
+                continue;
+            }
+        };
+        match ranges.iter().position(|r| overlap(r, &range)) {
+            Some(j) => cx.err(
+                &item.span(),
+                &item_field,
+                format!(
+                    "{} is already accepted by http_status[{j}] ({})",
+                    range_text(&range),
+                    range_text(&ranges[j])
+                ),
+                "list each status code once",
+            ),
+            None => ranges.push(range),
+        }
+    }
+    StatusCodes::new(ranges).unwrap_or_else(|| {
+        if list.get_ref().is_empty() {
+            cx.err(
+                &list.span(),
+                field,
+                "no status code is listed, so every http probe would fail",
+                "list the codes that mean the server was reached, e.g. http_status = [200, 204], or leave the key out for any 2xx",
+            );
+        }
+        StatusCodes::default()
+    })
+}
+
+/// One item of `http_status`: a code (`204`, `"204"`) or an inclusive range (`"200-299"`).
+/// Errors are `(message, hint)`.
+fn status_range(item: &IntOrStr) -> Result<RangeInclusive<u16>, (String, String)> {
+    let hint = || "write a code such as 204, or a range such as \"200-299\"".to_owned();
+    let range = match item {
+        IntOrStr::Int(n) => {
+            let code = status_code(*n).ok_or_else(|| not_a_status(&n.to_string()))?;
+            code..=code
+        }
+        IntOrStr::Str(s) => {
+            let s = s.trim();
+            if let Some(hundreds) = s.strip_suffix("xx").filter(|h| h.len() == 1) {
+                return Err((
+                    format!("`{s}` is not a range steer reads"),
+                    format!("write \"{hundreds}00-{hundreds}99\""),
+                ));
+            }
+            let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+            let code = |t: &str| {
+                decimal(t.trim()).and_then(status_code).ok_or_else(|| {
+                    (
+                        format!("`{s}` is not a status code or a range of them"),
+                        hint(),
+                    )
+                })
+            };
+            let (lo, hi) = (code(lo)?, code(hi)?);
+            if lo > hi {
+                return Err((
+                    format!("the range `{s}` runs backwards"),
+                    format!("write the lower code first: \"{hi}-{lo}\""),
+                ));
+            }
+            lo..=hi
+        }
+    };
+    Ok(range)
+}
+
+/// A plain decimal number (digits only, no sign).
+fn decimal(t: &str) -> Option<i64> {
+    if t.is_empty() || t.len() > 9 || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.parse().ok()
+}
+
+/// `n` as an HTTP status code, if it is one.
+fn status_code(n: i64) -> Option<u16> {
+    u16::try_from(n)
+        .ok()
+        .filter(|c| StatusCodes::VALID.contains(c))
+}
+
+fn not_a_status(written: &str) -> (String, String) {
+    let (lo, hi) = (StatusCodes::VALID.start(), StatusCodes::VALID.end());
+    (
+        format!("{written} is not an HTTP status code: they run from {lo} to {hi}"),
+        "write a code such as 204, or a range such as \"200-299\"".into(),
+    )
+}
+
+fn overlap(a: &RangeInclusive<u16>, b: &RangeInclusive<u16>) -> bool {
+    a.start() <= b.end() && b.start() <= a.end()
+}
+
+/// A range as `http_status` writes it: `204` or `200-299`.
+fn range_text(r: &RangeInclusive<u16>) -> String {
+    if r.start() == r.end() {
+        r.start().to_string()
+    } else {
+        format!("{}-{}", r.start(), r.end())
+    }
+}
+
 fn targets(
     cx: &mut Ctx<'_>,
     list: &Option<Strings>,
     label: &str,
     method: TrackMethod,
-    query: &str,
-    host: Option<&str>,
+    options: &TargetOptions<'_>,
 ) -> Vec<ProbeTarget> {
     let mut targets = Vec::new();
     let Some(list) = list else {
@@ -249,7 +412,7 @@ fn targets(
         if cx.mistyped(&field) {
             continue;
         }
-        match parse_target(method, v.get_ref(), query, host) {
+        match parse_target(method, v.get_ref(), options) {
             Ok(target) => {
                 if let Some(j) = targets.iter().position(|x| *x == target) {
                     cx.err(

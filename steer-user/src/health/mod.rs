@@ -224,6 +224,7 @@ impl From<&probe::Round> for RoundSummary {
         RoundSummary {
             started: round.started,
             answers: round.outcomes.iter().map(|(_, o)| o.rtt()).collect(),
+            failure: round.first_failure(),
         }
     }
 }

@@ -35,6 +35,10 @@ pub enum Override {
 pub struct RoundSummary {
     pub started: Instant,
     pub answers: Vec<Option<Duration>>,
+    /// The first probe that failed before its timeout, as `target: why`; named in the reason
+    /// of a change, so that a WAN taken down by answers that do not count (a captive portal's
+    /// redirect, a refused connection) says so.
+    pub failure: Option<String>,
 }
 
 /// A change of the WAN's effective state.
@@ -178,9 +182,14 @@ impl Tracker {
         // all of its own.
         let passed = good >= self.track.reliability.min(probes);
         let summary = format!(
-            "{good}/{probes} targets answered{}",
+            "{good}/{probes} targets answered{}{}",
             limit
                 .map(|l| format!(" within {} ms", l.as_millis()))
+                .unwrap_or_default(),
+            round
+                .failure
+                .as_ref()
+                .map(|f| format!("; {f}"))
                 .unwrap_or_default()
         );
         if passed {
@@ -349,6 +358,7 @@ mod tests {
                 .iter()
                 .map(|a| a.map(Duration::from_millis))
                 .collect(),
+            failure: None,
         }
     }
 
@@ -377,6 +387,27 @@ mod tests {
             "from the start of the first failed round of the run"
         );
         assert!(!t.up());
+    }
+
+    #[test]
+    fn the_reason_names_a_probe_that_failed_before_its_timeout() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(track(1, 5), true, t0);
+        let failed = RoundSummary {
+            failure: Some("http://192.0.2.1/: HTTP status 302 (wanted 200-299)".into()),
+            ..round(t0, 0, BAD)
+        };
+        let tr = t.round(&failed, t0).expect("down after one failed round");
+        assert_eq!(
+            tr.cause,
+            "1 failed rounds in a row (last: 0/2 targets answered; \
+             http://192.0.2.1/: HTTP status 302 (wanted 200-299))"
+        );
+        assert!(
+            t.describe(t0).contains("HTTP status 302"),
+            "{}",
+            t.describe(t0)
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The documented example and the defaults of everything optional.
 
 use steer::{
-    config::{DuplicatePolicy, LastResort, Member, NextHop, ProbeTarget, TrackMethod},
+    config::{DuplicatePolicy, LastResort, Member, NextHop, ProbeTarget, StatusCodes, TrackMethod},
     model::Direction,
 };
 
@@ -74,12 +74,14 @@ fn the_documented_example_loads_with_the_expected_values() {
             ProbeTarget::Http {
                 addr: sock("1.1.1.1:80"),
                 host: "connectivity.example.net".into(),
-                path: "/generate_204".into()
+                path: "/generate_204".into(),
+                status: StatusCodes::new(vec![204..=204]).unwrap(),
             },
             ProbeTarget::Http {
                 addr: sock("[2606:4700:4700::1111]:80"),
                 host: "connectivity.example.net".into(),
-                path: "/generate_204".into()
+                path: "/generate_204".into(),
+                status: StatusCodes::new(vec![204..=204]).unwrap(),
             }
         ]
     );
@@ -145,9 +147,9 @@ fn the_documented_example_loads_with_the_expected_values() {
     assert_eq!(
         got,
         [
-            ("203.0.113.0/24".to_string(), format!("{cfg}:56")),
-            ("2001:db8::/32".to_string(), format!("{cfg}:56")),
-            ("198.51.100.7/32".to_string(), format!("{cfg}:56")),
+            ("203.0.113.0/24".to_string(), format!("{cfg}:57")),
+            ("2001:db8::/32".to_string(), format!("{cfg}:57")),
+            ("198.51.100.7/32".to_string(), format!("{cfg}:57")),
             ("192.0.2.0/24".to_string(), format!("{list}:2")),
             ("198.51.100.0/25".to_string(), format!("{list}:4")),
             ("2001:db8:ffff::/48".to_string(), format!("{list}:5")),

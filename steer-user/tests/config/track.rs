@@ -1,6 +1,6 @@
 //! `[wan.track]`.
 
-use steer::config::ProbeTarget;
+use steer::config::{ProbeTarget, StatusCodes, TcpRefused};
 
 use super::*;
 
@@ -95,6 +95,90 @@ const CASES: &[Case] = &[
         "\"example.com\"",
         "wan[wan1].track.host",
         "only applies to method = \"http\"",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "targets = [\"1.1.1.1\"]\ntcp_refused = \"pass\"",
+        "\"pass\"",
+        "wan[wan1].track.tcp_refused",
+        "only applies to method = \"tcp\"",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "method = \"tcp\"\ntargets = [\"1.1.1.1:443\"]\ntcp_refused = \"up\"",
+        "\"up\"",
+        "wan[wan1].track.tcp_refused",
+        "use one of `fail`, `pass`",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "method = \"tcp\"\ntargets = [\"1.1.1.1:443\"]\ntcp_refused = true",
+        "true",
+        "wan[wan1].track.tcp_refused",
+        "expected a string (in quotes), found a boolean",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "targets = [\"1.1.1.1\"]\nhttp_status = [204]",
+        "[204]",
+        "wan[wan1].track.http_status",
+        "only applies to method = \"http\"",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "method = \"http\"\ntargets = [\"http://1.1.1.1/\"]\nhttp_status = []",
+        "[]",
+        "wan[wan1].track.http_status",
+        "no status code is listed, so every http probe would fail",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "method = \"http\"\ntargets = [\"http://1.1.1.1/\"]\nhttp_status = [204, 600]",
+        "600",
+        "wan[wan1].track.http_status[1]",
+        "600 is not an HTTP status code: they run from 100 to 599",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "method = \"http\"\ntargets = [\"http://1.1.1.1/\"]\nhttp_status = [\"2xx\"]",
+        "\"2xx\"",
+        "wan[wan1].track.http_status[0]",
+        "write \"200-299\"",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "method = \"http\"\ntargets = [\"http://1.1.1.1/\"]\nhttp_status = [\"299-200\"]",
+        "\"299-200\"",
+        "wan[wan1].track.http_status[0]",
+        "write the lower code first: \"200-299\"",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "method = \"http\"\ntargets = [\"http://1.1.1.1/\"]\nhttp_status = [\"20O\"]",
+        "\"20O\"",
+        "wan[wan1].track.http_status[0]",
+        "`20O` is not a status code or a range of them",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "method = \"http\"\ntargets = [\"http://1.1.1.1/\"]\nhttp_status = [204, \"200-299\"]",
+        "\"200-299\"",
+        "wan[wan1].track.http_status[1]",
+        "200-299 is already accepted by http_status[0] (204)",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "method = \"http\"\ntargets = [\"http://1.1.1.1/\"]\nhttp_status = [204, true]",
+        "true",
+        "wan[wan1].track.http_status[1]",
+        "expected an integer or a string (in quotes), found a boolean",
+    ),
+    case(
+        "targets = [\"1.1.1.1\"]",
+        "method = \"http\"\ntargets = [\"http://1.1.1.1/\"]\nhttp_status = 204",
+        "http_status = |204",
+        "wan[wan1].track.http_status",
+        "write it like `http_status = [200, 204]` (a single entry still needs the brackets)",
     ),
     case(
         "targets = [\"1.1.1.1\"]",
@@ -220,9 +304,28 @@ fn track_methods_parse_their_targets() {
     assert_eq!(
         c.wans[1].track.targets,
         [
-            ProbeTarget::Tcp(sock("9.9.9.9:443")),
-            ProbeTarget::Tcp(sock("[2620:fe::fe]:53"))
-        ]
+            ProbeTarget::Tcp {
+                addr: sock("9.9.9.9:443"),
+                refused: TcpRefused::Fail
+            },
+            ProbeTarget::Tcp {
+                addr: sock("[2620:fe::fe]:53"),
+                refused: TcpRefused::Fail
+            }
+        ],
+        "a refused connection is a failed probe unless the file says otherwise"
+    );
+    let text = MIN.replace(
+        "targets = [\"9.9.9.9\"]",
+        "method = \"tcp\"\ntargets = [\"9.9.9.9:443\"]\ntcp_refused = \"pass\"",
+    );
+    let c = parse_in_fixtures(&text).unwrap();
+    assert_eq!(
+        c.wans[1].track.targets,
+        [ProbeTarget::Tcp {
+            addr: sock("9.9.9.9:443"),
+            refused: TcpRefused::Pass
+        }]
     );
     let text = MIN.replace(
         "targets = [\"9.9.9.9\"]",
@@ -234,7 +337,50 @@ fn track_methods_parse_their_targets() {
         [ProbeTarget::Http {
             addr: sock("192.0.2.1:8080"),
             host: "192.0.2.1:8080".into(),
-            path: "/health".into()
-        }]
+            path: "/health".into(),
+            status: StatusCodes::new(vec![200..=299]).unwrap(),
+        }],
+        "any 2xx passes unless the file says otherwise"
+    );
+}
+
+#[test]
+fn http_status_takes_codes_and_ranges_in_the_order_written() {
+    let text = MIN.replace(
+        "targets = [\"9.9.9.9\"]",
+        "method = \"http\"\ntargets = [\"http://192.0.2.1/\"]\n\
+         http_status = [204, \" 300 - 399 \", \"200\", \"302-302\"]",
+    );
+    let err = errors(&text);
+    assert_eq!(err.errors.len(), 1, "{err}");
+    assert!(
+        err.errors[0]
+            .message
+            .contains("302 is already accepted by http_status[1] (300-399)"),
+        "{err}"
+    );
+    let text = text.replace(", \"302-302\"", "");
+    let c = parse_in_fixtures(&text).unwrap();
+    let ProbeTarget::Http { status, .. } = &c.wans[1].track.targets[0] else {
+        panic!("an http target: {:?}", c.wans[1].track.targets);
+    };
+    assert_eq!(
+        status,
+        &StatusCodes::new(vec![204..=204, 300..=399, 200..=200]).unwrap()
+    );
+    assert_eq!(status.to_string(), "204, 300-399, 200");
+    for (code, passes) in [
+        (204, true),
+        (200, true),
+        (302, true),
+        (201, false),
+        (404, false),
+    ] {
+        assert_eq!(status.contains(code), passes, "{code}");
+    }
+    assert_eq!(StatusCodes::default().to_string(), "200-299");
+    assert!(
+        !StatusCodes::default().contains(302),
+        "a captive portal's redirect fails"
     );
 }

@@ -15,18 +15,22 @@
 //! - **ICMP** (v4 and v6): an echo reply from the target carrying this probe's identifier and
 //!   sequence number, received on the WAN's interface. An ICMP destination unreachable about
 //!   this very echo request is [`ProbeOutcome::Failed`].
-//! - **TCP**: the three-way handshake completes, *or* the target answers the SYN with a RST
-//!   (connection refused). A RST proves that the WAN carries traffic both ways, which is what
-//!   the probe is about; that the port is closed is the target's business. (The kernel reports
-//!   an ICMP port unreachable for a SYN as "connection refused" too, and it is counted the
-//!   same way: someone beyond the WAN answered.) Hard ICMP errors (e.g. host unreachable) fail
-//!   the probe at once; soft ones (e.g. ICMPv6 "no route") leave the kernel retrying the SYN,
-//!   so the probe times out.
+//! - **TCP**: the three-way handshake completes. A refused connection (the target answered
+//!   the SYN with a RST, or an ICMP port unreachable came back: the kernel reports both as
+//!   "connection refused") fails by default, because a refusal need not come from the target:
+//!   a captive portal, an ISP's access router without upstream or a transparent proxy sends
+//!   RSTs and ICMP errors of its own. With `tcp_refused = "pass"` it counts as an answer
+//!   (something beyond the WAN answered), for targets whose port is known to be closed. Other
+//!   hard ICMP errors (host unreachable, administratively prohibited) always fail the probe at
+//!   once; soft ones (e.g. ICMPv6 "no route") leave the kernel retrying the SYN, so the probe
+//!   times out.
 //! - **DNS**: one UDP query (random id, recursion desired, type NS for the configured name,
 //!   class IN) to port 53; any well-formed response with the same id passes, whatever its
 //!   RCODE: the server answered through this WAN.
 //! - **HTTP**: `GET` over a fresh TCP connection; passes when a status line `HTTP/1.x NNN`
-//!   with NNN < 500 arrives. A refused connection fails (no server answered the request).
+//!   arrives whose NNN is one of `http_status` (by default 200-299: a captive portal's 302, or
+//!   its login page under another code, is not the answer asked for). A refused connection
+//!   fails (no server answered the request).
 //!
 //! The kind of probe follows the target's variant ([`ProbeTarget`]); the configuration
 //! guarantees that every target matches [`ProbeSpec::method`], which is kept for reporting.
@@ -129,6 +133,19 @@ impl Round {
             .filter(|(_, o)| o.is_answered())
             .count()
     }
+
+    /// The first probe that failed before its timeout, as `target: why`
+    /// (`http://192.0.2.1/: HTTP status 302 (wanted 200-299)`): what an operator needs to see
+    /// when a WAN is down although its targets "answer". Timeouts say nothing more than the
+    /// count of answers does, so they are not named.
+    pub fn first_failure(&self) -> Option<String> {
+        self.outcomes
+            .iter()
+            .find_map(|(target, outcome)| match outcome {
+                ProbeOutcome::Failed(why) => Some(format!("{target}: {why}")),
+                _ => None,
+            })
+    }
 }
 
 /// Sends one probe per target concurrently and returns when all have an outcome or `timeout`
@@ -159,9 +176,14 @@ pub async fn round(spec: &ProbeSpec) -> Round {
 async fn probe(spec: &ProbeSpec, target: &ProbeTarget, seq: u16) -> Result<Duration, ProbeError> {
     match target {
         ProbeTarget::Icmp(addr) => icmp::probe(spec, *addr, seq).await,
-        ProbeTarget::Tcp(addr) => tcp::connect(spec, *addr).await,
+        ProbeTarget::Tcp { addr, refused } => tcp::connect(spec, *addr, *refused).await,
         ProbeTarget::Dns { server, query } => dns::probe(spec, *server, query).await,
-        ProbeTarget::Http { addr, host, path } => tcp::http(spec, *addr, host, path).await,
+        ProbeTarget::Http {
+            addr,
+            host,
+            path,
+            status,
+        } => tcp::http(spec, *addr, &tcp::HttpRequest { host, path }, status).await,
     }
 }
 

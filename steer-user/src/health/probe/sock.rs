@@ -30,10 +30,16 @@ pub enum ProbeError {
     },
     #[error("connection refused")]
     Refused,
+    /// A tcp probe refused, which `tcp_refused = "fail"` (the default) counts as failed.
+    #[error("connection refused (tcp_refused = \"fail\")")]
+    RefusedCountsAsFailed,
     #[error("ICMP destination unreachable (code {code}) from {from}")]
     Unreachable { code: u8, from: IpAddr },
-    #[error("HTTP status {0}")]
-    HttpStatus(u16),
+    #[error("HTTP status {code} (wanted {wanted})")]
+    HttpStatus {
+        code: u16,
+        wanted: crate::config::StatusCodes,
+    },
     #[error("not an HTTP response: {0:?}")]
     NotHttp(String),
     #[error("connection closed before an HTTP status line")]

@@ -15,6 +15,7 @@ use super::{
     ProbeSpec,
     sock::{ProbeError, wan_socket},
 };
+use crate::config::{StatusCodes, TcpRefused};
 
 /// The most of an HTTP response read while looking for the status line.
 const STATUS_LINE_MAX: usize = 1024;
@@ -30,28 +31,41 @@ async fn connect_wan(spec: &ProbeSpec, addr: SocketAddr) -> Result<TcpStream, Pr
         .map_err(|e| ProbeError::io("connect to", addr, e))
 }
 
-/// TCP connect probe: passes when the handshake completes or the target answers the SYN with
-/// a RST (the WAN carried the SYN there and the RST back; the port being closed is beside the
-/// point).
-pub(super) async fn connect(spec: &ProbeSpec, addr: SocketAddr) -> Result<Duration, ProbeError> {
+/// TCP connect probe: passes when the handshake completes; a refusal (a RST, or an ICMP port
+/// unreachable) passes only with `refused` = [`TcpRefused::Pass`], since it may come from the
+/// ISP's equipment rather than the target.
+pub(super) async fn connect(
+    spec: &ProbeSpec,
+    addr: SocketAddr,
+    refused: TcpRefused,
+) -> Result<Duration, ProbeError> {
     let started = Instant::now();
-    match connect_wan(spec, addr).await {
-        Ok(_stream) => Ok(started.elapsed()),
-        Err(ProbeError::Refused) => Ok(started.elapsed()),
-        Err(e) => Err(e),
+    match (connect_wan(spec, addr).await, refused) {
+        (Ok(_stream), _) => Ok(started.elapsed()),
+        (Err(ProbeError::Refused), TcpRefused::Pass) => Ok(started.elapsed()),
+        (Err(ProbeError::Refused), TcpRefused::Fail) => Err(ProbeError::RefusedCountsAsFailed),
+        (Err(e), _) => Err(e),
     }
 }
 
-/// HTTP probe: `GET path` with `Host: host`; passes on a status line `HTTP/1.x NNN` with
-/// NNN < 500. The RTT runs from the connect to the status line.
+/// What an HTTP probe asks for.
+pub(super) struct HttpRequest<'a> {
+    /// The `Host` header.
+    pub host: &'a str,
+    pub path: &'a str,
+}
+
+/// HTTP probe: `GET path` with `Host: host`; passes on a status line `HTTP/1.x NNN` with NNN
+/// in `wanted`. The RTT runs from the connect to the status line.
 pub(super) async fn http(
     spec: &ProbeSpec,
     addr: SocketAddr,
-    host: &str,
-    path: &str,
+    request: &HttpRequest<'_>,
+    wanted: &StatusCodes,
 ) -> Result<Duration, ProbeError> {
     let started = Instant::now();
     let mut stream = connect_wan(spec, addr).await?;
+    let HttpRequest { host, path } = request;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: steer-probe\r\nConnection: close\r\n\r\n"
     );
@@ -79,8 +93,11 @@ pub(super) async fn http(
     };
     let rtt = started.elapsed();
     match status_code(line) {
-        Some(code) if code < 500 => Ok(rtt),
-        Some(code) => Err(ProbeError::HttpStatus(code)),
+        Some(code) if wanted.contains(code) => Ok(rtt),
+        Some(code) => Err(ProbeError::HttpStatus {
+            code,
+            wanted: wanted.clone(),
+        }),
         None => {
             let shown = String::from_utf8_lossy(&line[..line.len().min(64)]).into_owned();
             Err(ProbeError::NotHttp(shown))
