@@ -51,7 +51,7 @@ enum Task {
     Lint,
     /// Fuzz the parsers of untrusted input (cargo fuzz, nightly): every target, or one.
     Fuzz {
-        /// One of the targets in fuzz/ (config, list, control); all of them when left out.
+        /// One of the targets in fuzz/ (config, list, control, dns_wire, vrrp_packet); all of them when left out.
         target: Option<String>,
         /// How long to fuzz each target.
         #[arg(long, default_value_t = fuzz::LONG.as_secs())]
