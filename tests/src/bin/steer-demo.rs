@@ -80,6 +80,7 @@ fn main() {
     }
     s.wait_wan("wan1", "down", Duration::from_secs(5));
     print_log_lines(&s, "wan1 down");
+    print_last_log_line(&s, "wan1: conntrack entries");
 
     section(
         "recovery: carrier back, WAN 1 must pass 5 probe rounds before it carries traffic again",
@@ -113,6 +114,7 @@ fn main() {
         ms(moved - hole)
     );
     print_log_lines(&s, "failed rounds");
+    print_last_log_line(&s, "wan1: conntrack entries");
     s.lab.restore_upstream(Wan::One);
     s.wait_wan("wan1", "up", Duration::from_secs(5));
     drop(stream);
@@ -154,9 +156,21 @@ fn ms(d: Duration) -> f64 {
 
 fn print_log_lines(s: &Scenario, needle: &str) {
     for line in s.daemon.log_text().lines().filter(|l| l.contains(needle)) {
-        println!(
-            "daemon: {}",
-            line.split_once("] ").map(|(_, rest)| rest).unwrap_or(line)
-        );
+        print_log_line(line);
     }
+}
+
+/// The last line with `needle` (the conntrack flush of the latest failover, which the daemon
+/// logs once it is done, off its event loop).
+fn print_last_log_line(s: &Scenario, needle: &str) {
+    if let Some(line) = s.daemon.log_text().lines().rfind(|l| l.contains(needle)) {
+        print_log_line(line);
+    }
+}
+
+fn print_log_line(line: &str) {
+    println!(
+        "daemon: {}",
+        line.split_once("] ").map(|(_, rest)| rest).unwrap_or(line)
+    );
 }
