@@ -960,3 +960,45 @@ fn start_routed(lab: &RoutedLab) -> (Routed, Routed) {
     }
     (a, b)
 }
+
+/// The gateway check of a master-only WAN on a link that drops every frame (a modem-side port
+/// that has not noticed the carrier yet): an answer left queued from the last takeover must not
+/// pass it. The WAN going down sets the ARP listener's error (ENETDOWN), which the next read
+/// returns once in place of the queued packets; the check's drain used to stop there.
+#[test]
+fn a_gateway_answer_queued_before_the_wan_went_down_does_not_pass_the_check() {
+    steer_tests::require_root();
+    let (r, g) = (
+        steer_tests::netns::Netns::new("gwr"),
+        steer_tests::netns::Netns::new("gwg"),
+    );
+    r.run(&format!(
+        "ip link add name wan1 type veth peer name gw0 netns {} && ip link set wan1 up && \
+         ip addr add 100.64.0.2/24 dev wan1",
+        g.name
+    ));
+    g.run("ip link set gw0 up && ip addr add 100.64.0.1/24 dev gw0");
+    let (src, gw) = (Ipv4Addr::new(100, 64, 0, 2), Ipv4Addr::new(100, 64, 0, 1));
+    let check = |a: &mut steer::vrrp::announce::Announcer, within: Duration| {
+        r.enter(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(a.gateway_answers("wan1", src, gw, Instant::now() + within))
+        })
+    };
+    let mut a = steer::vrrp::announce::Announcer::default();
+    check(&mut a, Duration::from_secs(2)).expect("the gateway answers on a working link");
+    // Another answer, to the kernel's own request, waits in the listener's queue.
+    r.run("ping -c 1 -W 1 100.64.0.1 >/dev/null");
+    r.run("ip link set wan1 down");
+    // The link comes back, but nothing the router sends gets through any more.
+    g.run("ip link set gw0 arp off");
+    r.run("ip link set wan1 up");
+    let again = check(&mut a, Duration::from_millis(300));
+    assert!(
+        again.is_err(),
+        "a queued answer passed the check on a link that drops everything: {again:?}"
+    );
+}

@@ -106,7 +106,7 @@ impl Announcer {
         };
         // Replies queued since the last takeover say nothing about the link now.
         let mut buf = [0u8; 64];
-        while recv_now(rx, &mut buf).is_some() {}
+        drain(rx, &mut buf);
         let start = std::time::Instant::now();
         let mut ask_at = start;
         loop {
@@ -241,6 +241,34 @@ fn recv_now(s: &Socket, buf: &mut [u8]) -> Option<usize> {
         )
     };
     usize::try_from(n).ok()
+}
+
+/// Empties `s`'s queue without waiting. The listener's interface went down since it last
+/// read (this router left MASTER): the kernel then set the socket's error (ENETDOWN), which
+/// the next read returns once *in place of* the packets still queued. Stopping at that error
+/// left the gateway's answer from the previous takeover queued, and the check took it for an
+/// answer to this one while the link (a bridge or switch port that has not noticed the carrier
+/// yet) still dropped every frame: the kernel's own ARP request for the gateway went the same
+/// way, and it asks again only after a second. So only "nothing queued" (EAGAIN) ends it.
+fn drain(s: &Socket, buf: &mut [u8]) {
+    // Bounded: a flood of ARP on the link cannot hold the takeover here.
+    for _ in 0..4096 {
+        // SAFETY: recv into a buffer we own, within its length, without blocking.
+        let n = unsafe {
+            libc::recv(
+                s.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if matches!(e.kind(), io::ErrorKind::WouldBlock) {
+                return;
+            }
+        }
+    }
 }
 
 /// Whether `p` (an ARP packet) is a reply from `sender`.

@@ -8,7 +8,11 @@
 //! priority 200). Then A comes back, preempts, and the next run starts. The deaths are spread
 //! evenly over one advert interval (the outage depends on how long before the death A's last
 //! advert went out). Nothing is asserted: the numbers are printed next to the master-down
-//! interval the RFC gives B.
+//! interval the RFC gives B. Each run also prints what the client's wire showed (A's last
+//! advert, B's first advert, that is its decision, B's gratuitous ARP, the client's first
+//! datagram to B's MAC address), so an outlier says whether B decided late or the traffic did
+//! not follow its decision; a run slower than the master-down interval plus one interval
+//! prints B's log of it.
 
 use std::{
     net::IpAddr,
@@ -16,16 +20,18 @@ use std::{
 };
 
 use super::{
-    HaLab, Side,
+    HaLab, Side, VIP,
     peers::{Keepalived, KeepalivedOptions, SteerOptions, SteerRouter},
     traffic::Flow,
     wait_for,
-    wire::{Kind, Sniffer},
+    wire::{Frame, Kind, Sniffer},
 };
 
 const RUNS: usize = 10;
 const PRIO_A: u8 = 250;
 const PRIO_B: u8 = 200;
+/// The client's stream goes to this UDP port.
+const PORT: u16 = 7500;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pair {
@@ -61,7 +67,7 @@ pub fn run() {
         let since: Vec<f64> = runs.iter().filter_map(|r| r.since_advert).map(ms).collect();
         let since_mean = since.iter().sum::<f64>() / since.len().max(1) as f64;
         let interval = Duration::from_millis(u64::from(interval_ms));
-        let down = interval * 3 + interval * u32::from(256 - u16::from(PRIO_B)) / 256;
+        let down = down_interval(interval);
         let name = match pair {
             Pair::Steer => "steer",
             Pair::Keepalived => "keepalived 2.2.7 + notify scripts",
@@ -108,10 +114,93 @@ struct Run {
     since_advert: Option<Duration>,
 }
 
+/// What the client's wire showed around one death, in ms from the death (negative: before).
+#[derive(Default)]
+struct Timeline {
+    /// A's last advert before the death, and its priority.
+    a_last: Option<(f64, u8)>,
+    /// Adverts from A after the death (none should be).
+    a_after: usize,
+    /// B's first advert after the death: B's decision, as the LAN sees it.
+    b_advert: Option<f64>,
+    /// B's first gratuitous ARP for the virtual address after the death.
+    b_garp: Option<f64>,
+    /// The client's first datagram to B's MAC address after the death.
+    to_b: Option<f64>,
+    /// The client's own ARP requests for the virtual address after the death.
+    client_arps: usize,
+}
+
+impl Timeline {
+    fn read(frames: &[Frame], dead: Instant, b_mac: &str) -> Timeline {
+        let rel = |at: Instant| {
+            if at >= dead {
+                (at - dead).as_secs_f64() * 1e3
+            } else {
+                -(dead - at).as_secs_f64() * 1e3
+            }
+        };
+        let from = |side: Side| IpAddr::V4(side.lan());
+        let after = |f: &&Frame| f.at >= dead;
+        let mut t = Timeline {
+            a_last: frames
+                .iter()
+                .filter(|f| f.at < dead)
+                .filter(|f| matches!(&f.kind, Kind::Vrrp { src, .. } if *src == from(Side::A)))
+                .max_by_key(|f| f.at)
+                .map(|f| (rel(f.at), f.priority().unwrap_or(0))),
+            ..Timeline::default()
+        };
+        for f in frames.iter().filter(after) {
+            match &f.kind {
+                Kind::Vrrp { src, .. } if *src == from(Side::A) => t.a_after += 1,
+                Kind::Vrrp { src, .. } if *src == from(Side::B) => {
+                    t.b_advert.get_or_insert(rel(f.at));
+                }
+                Kind::Arp { sender, .. } if *sender == VIP && f.mac() == b_mac => {
+                    t.b_garp.get_or_insert(rel(f.at));
+                }
+                Kind::Arp { op: 1, target, .. } if *target == VIP && f.mac() != b_mac => {
+                    t.client_arps += 1;
+                }
+                Kind::Udp { .. } if f.dst() == b_mac => {
+                    t.to_b.get_or_insert(rel(f.at));
+                }
+                _ => {}
+            }
+        }
+        t
+    }
+
+    fn words(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:+.1}"));
+        format!(
+            "A's last advert {} (priority {}){}; B's first advert {}, its GARP {}; the client \
+             sends to B's MAC from {}{}",
+            ms(self.a_last.map(|a| a.0)),
+            self.a_last.map_or(0, |a| a.1),
+            if self.a_after > 0 {
+                format!(", {} more from A after the death", self.a_after)
+            } else {
+                String::new()
+            },
+            ms(self.b_advert),
+            ms(self.b_garp),
+            ms(self.to_b),
+            if self.client_arps > 0 {
+                format!(" (after {} ARP requests of its own)", self.client_arps)
+            } else {
+                String::new()
+            },
+        )
+    }
+}
+
 /// The runs, and for a steer pair the mean of B's own takeover steps (from its log).
 fn measure(pair: Pair, interval_ms: u32) -> (Vec<Run>, Option<f64>) {
     let lab = HaLab::new();
-    let sniff = Sniffer::start(&lab.client, "eth0");
+    let sniff = Sniffer::start_udp(&lab.client, "eth0", Some(PORT));
+    let b_mac = lab.lan_mac(Side::B);
     let steer = |priority| SteerOptions {
         priority,
         interval_ms,
@@ -129,12 +218,17 @@ fn measure(pair: Pair, interval_ms: u32) -> (Vec<Run>, Option<f64>) {
         }
     };
     let (mut a, b) = (start(Side::A, PRIO_A), start(Side::B, PRIO_B));
-    let flow = Flow::start(&lab, 7500, Duration::from_millis(1));
+    let flow = Flow::start(&lab, PORT, Duration::from_millis(1));
+    let name = match pair {
+        Pair::Steer => "steer",
+        Pair::Keepalived => "keepalived",
+    };
     let mut runs = Vec::new();
     let interval = Duration::from_millis(u64::from(interval_ms));
     let from_a = IpAddr::V4(Side::A.lan());
     for run in 0..RUNS as u32 {
         settled(&lab, &flow);
+        let b_log_from = b_log(&b).len();
         // The outage depends on when in A's advert cycle it dies: spread the deaths evenly
         // over one interval.
         std::thread::sleep(interval * (2 * run + 1) / (2 * RUNS as u32));
@@ -153,8 +247,23 @@ fn measure(pair: Pair, interval_ms: u32) -> (Vec<Run>, Option<f64>) {
             .filter(|f| f.at < dead && matches!(&f.kind, Kind::Vrrp { src, .. } if *src == from_a))
             .map(|f| f.at)
             .max();
+        let outage = back - dead;
+        // Let the re-announcements and B's log catch up before reading them.
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Timeline::read(&sniff.frames(), dead, &b_mac);
+        println!(
+            "  {name} {interval_ms} ms run {run}: outage {:.1} ms; {}",
+            outage.as_secs_f64() * 1e3,
+            t.words()
+        );
+        // A run slower than B's master-down interval plus an interval: B's log of it.
+        if outage > down_interval(interval) + interval {
+            for l in b_log(&b).get(b_log_from..).unwrap_or_default().lines() {
+                println!("      B: {l}");
+            }
+        }
         runs.push(Run {
-            outage: back - dead,
+            outage,
             since_advert: last.map(|l| back - l),
         });
         lab.set_lan(Side::A, true);
@@ -176,6 +285,19 @@ fn measure(pair: Pair, interval_ms: u32) -> (Vec<Run>, Option<f64>) {
         Router::Keepalived(_) => None,
     };
     (runs, steps)
+}
+
+/// B's log so far (steer's; keepalived's own).
+fn b_log(b: &Router) -> String {
+    match b {
+        Router::Steer(r) => r.log(),
+        Router::Keepalived(k) => k.log(),
+    }
+}
+
+/// The master-down interval the RFC gives B.
+fn down_interval(interval: Duration) -> Duration {
+    interval * 3 + interval * u32::from(256 - u16::from(PRIO_B)) / 256
 }
 
 /// Waits until A is master with its WAN up, B is not, and the traffic flows; then a second more.

@@ -24,6 +24,7 @@ const ETH_P_ALL: u16 = 0x0003;
 pub struct Frame {
     pub at: Instant,
     pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
     pub kind: Kind,
 }
 
@@ -44,6 +45,9 @@ pub enum Kind {
     },
     /// An ICMPv6 neighbour advertisement of `target`.
     Na { target: Ipv6Addr },
+    /// An IPv4 UDP datagram to the port the sniffer was asked to watch
+    /// ([`Sniffer::start_udp`]).
+    Udp { dst: Ipv4Addr, dport: u16 },
 }
 
 impl Frame {
@@ -56,12 +60,20 @@ impl Frame {
     }
 
     pub fn mac(&self) -> String {
-        self.src_mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
+        mac_text(&self.src_mac)
     }
+
+    /// The destination MAC address, as `ip link` writes it.
+    pub fn dst(&self) -> String {
+        mac_text(&self.dst_mac)
+    }
+}
+
+fn mac_text(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Captures on an interface of a namespace until dropped.
@@ -74,6 +86,12 @@ pub struct Sniffer {
 
 impl Sniffer {
     pub fn start(ns: &Netns, interface: &str) -> Sniffer {
+        Sniffer::start_udp(ns, interface, None)
+    }
+
+    /// Like [`Sniffer::start`], and also every IPv4 UDP datagram to port `udp` (with its MAC
+    /// addresses: which router a host sends through).
+    pub fn start_udp(ns: &Netns, interface: &str, udp: Option<u16>) -> Sniffer {
         let iface = interface.to_owned();
         let sock = ns.enter(move || {
             let s = Socket::new(
@@ -104,7 +122,7 @@ impl Sniffer {
                         continue;
                     }
                     let at = Instant::now();
-                    if let Some(f) = parse(&buf[..n as usize], at) {
+                    if let Some(f) = parse(&buf[..n as usize], at, udp) {
                         frames.lock().expect("frames").push(f);
                     }
                 }
@@ -160,12 +178,14 @@ impl Drop for Sniffer {
     }
 }
 
-fn parse(b: &[u8], at: Instant) -> Option<Frame> {
+fn parse(b: &[u8], at: Instant, udp: Option<u16>) -> Option<Frame> {
     if b.len() < 14 {
         return None;
     }
     let mut src_mac = [0u8; 6];
     src_mac.copy_from_slice(&b[6..12]);
+    let mut dst_mac = [0u8; 6];
+    dst_mac.copy_from_slice(&b[0..6]);
     let ethertype = u16::from_be_bytes([b[12], b[13]]);
     let p = &b[14..];
     let kind = match ethertype {
@@ -177,6 +197,17 @@ fn parse(b: &[u8], at: Instant) -> Option<Frame> {
                 dst: IpAddr::V4(Ipv4Addr::new(p[16], p[17], p[18], p[19])),
                 ttl: p[8],
                 msg: p.get(ihl..total)?.to_vec(),
+            }
+        }
+        0x0800 if p.len() >= 28 && p[9] == 17 => {
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            let dport = u16::from_be_bytes([*p.get(ihl + 2)?, *p.get(ihl + 3)?]);
+            if Some(dport) != udp {
+                return None;
+            }
+            Kind::Udp {
+                dst: Ipv4Addr::new(p[16], p[17], p[18], p[19]),
+                dport,
             }
         }
         0x86dd if p.len() >= 40 && p[6] == 112 => Kind::Vrrp {
@@ -195,7 +226,12 @@ fn parse(b: &[u8], at: Instant) -> Option<Frame> {
         },
         _ => return None,
     };
-    Some(Frame { at, src_mac, kind })
+    Some(Frame {
+        at,
+        src_mac,
+        dst_mac,
+        kind,
+    })
 }
 
 /// Sends hand-made IPv4 VRRP packets from a namespace.
