@@ -476,9 +476,14 @@ impl Reloads {
             self.next.get_or_insert_with(Vec::new).extend(reply);
             return;
         }
+        self.start(ctl, reply.into_iter().collect());
+    }
+
+    /// Reads and compiles the configuration on a blocking thread for those `waiting`.
+    fn start(&mut self, ctl: &Controller, waiting: Waiting) {
         let plan = ctl.reload_plan();
         let task = tokio::task::spawn_blocking(move || plan.prepare());
-        self.running = Some((task, reply.into_iter().collect()));
+        self.running = Some((task, waiting));
     }
 
     /// Waits for the running reload's preparation (never, when none runs).
@@ -510,9 +515,7 @@ impl Reloads {
             let _ = reply.send(response.clone());
         }
         if let Some(next) = self.next.take() {
-            let plan = ctl.reload_plan();
-            let task = tokio::task::spawn_blocking(move || plan.prepare());
-            self.running = Some((task, next));
+            self.start(ctl, next);
         }
     }
 }

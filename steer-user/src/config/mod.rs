@@ -39,7 +39,7 @@ mod set;
 mod suggest;
 mod targets;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod track;
 mod vrrp;
 mod wan;

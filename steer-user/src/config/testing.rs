@@ -50,6 +50,25 @@ name = "p"
 members = [{ wan = "wan1" }]
 "#;
 
+/// Two WANs, `wan1` on eth1 (mark 0x100, table 101) and `wan2` on eth2 (0x200, 102), each
+/// probed by ICMP: what the controller's and VRRP's unit tests build their configurations on.
+pub(crate) const TWO_WANS: &str = r#"
+[[wan]]
+name = "wan1"
+interface = "eth1"
+mark = 0x100
+table = 101
+[wan.track]
+targets = ["192.0.2.1"]
+[[wan]]
+name = "wan2"
+interface = "eth2"
+mark = 0x200
+table = 102
+[wan.track]
+targets = ["192.0.2.2"]
+"#;
+
 pub(super) fn errors_of(config: &Path) -> Vec<Diagnostic> {
     let text = std::fs::read_to_string(config).unwrap();
     match parse(&text, config) {

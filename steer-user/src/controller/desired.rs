@@ -154,21 +154,7 @@ mod tests {
             r#"
 [general]
 lan = ["lan0"]
-[[wan]]
-name = "wan1"
-interface = "eth1"
-mark = 0x100
-table = 101
-[wan.track]
-targets = ["192.0.2.1"]
-[[wan]]
-name = "wan2"
-interface = "eth2"
-mark = 0x200
-table = 102
-[wan.track]
-targets = ["192.0.2.2"]
-[[policy]]
+{wans}[[policy]]
 name = "wan2-first"
 members = [{{ wan = "wan2" }}, {{ wan = "wan1", metric = 2 }}]
 [[policy]]
@@ -176,7 +162,8 @@ name = "balanced"
 members = [{{ wan = "wan1" }}, {{ wan = "wan2" }}]
 [default]
 policy = "balanced"
-{sets}"#
+{sets}"#,
+            wans = crate::config::testing::TWO_WANS
         );
         crate::config::parse(&text, Path::new("/nonexistent/steer.toml")).expect("valid")
     }

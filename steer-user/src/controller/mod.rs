@@ -13,6 +13,7 @@
 //! takes the new state as its own and reports what is incomplete. Either way its view and the
 //! kernel agree.
 
+mod conntrack_jobs;
 pub mod desired;
 pub mod dns;
 mod failback;
@@ -31,9 +32,10 @@ use std::{
 
 use aya_log::EbpfLogger;
 
+pub use conntrack_jobs::{FlowsBack, Flush};
 pub use desired::{Desired, Step, desired};
 pub use gateways::{Hooked, Resolved};
-pub use report::{ApplyReport, FailoverReport, FlowsBack, Flush};
+pub use report::{ApplyReport, FailoverReport};
 pub use teardown::{Teardown, TeardownError, teardown};
 
 use crate::{
@@ -350,22 +352,15 @@ impl Controller {
     /// Writes the policy table the WAN states of now ask for, when it is not the live one (a
     /// WAN changed state while a reload was compiled).
     fn follow_wan_states(&mut self) -> Option<ReportLine> {
-        let (table, outcomes) = self.live_table();
-        match self.dp.flip_policy(&table) {
-            Ok(flip) => {
-                self.outcomes = outcomes;
-                flip.map(|_| {
-                    ReportLine::info(
-                        "policy table rewritten for WANs that changed state during the reload",
-                    )
-                })
-            }
-            Err(e) => {
-                self.policy_dirty = true;
-                Some(ReportLine::error(format!(
-                    "writing the policy table for the WANs' states failed (retrying): {e}"
-                )))
-            }
+        match self.write_live_table() {
+            Ok(flip) => flip.map(|_| {
+                ReportLine::info(
+                    "policy table rewritten for WANs that changed state during the reload",
+                )
+            }),
+            Err(e) => Some(ReportLine::error(format!(
+                "writing the policy table for the WANs' states failed (retrying): {e}"
+            ))),
         }
     }
 
@@ -374,20 +369,25 @@ impl Controller {
         if !self.policy_dirty {
             return None;
         }
+        Some(match self.write_live_table() {
+            Ok(_) => ReportLine::warning(
+                "policy table written after an earlier failure: the kernel follows the WAN \
+                 states again",
+            ),
+            Err(e) => ReportLine::error(format!("writing the policy table still fails: {e}")),
+        })
+    }
+
+    /// Makes the policy table of the WANs' states of now the live one (a flip when it differs);
+    /// a failure leaves it pending for [`Controller::retry_pending`].
+    fn write_live_table(&mut self) -> Result<Option<(u32, u32)>, DataplaneError> {
         let (table, outcomes) = self.live_table();
-        match self.dp.flip_policy(&table) {
-            Ok(_) => {
-                self.policy_dirty = false;
-                self.outcomes = outcomes;
-                Some(ReportLine::warning(
-                    "policy table written after an earlier failure: the kernel follows the WAN \
-                     states again",
-                ))
-            }
-            Err(e) => Some(ReportLine::error(format!(
-                "writing the policy table still fails: {e}"
-            ))),
+        let flip = self.dp.flip_policy(&table);
+        self.policy_dirty = flip.is_err();
+        if flip.is_ok() {
+            self.outcomes = outcomes;
         }
+        flip
     }
 
     /// Brings the routing rules and the WANs' tables in line with the configuration; `why`

@@ -115,21 +115,7 @@ mod tests {
             r#"
 [general]
 lan = ["br-lan"]
-[[wan]]
-name = "wan1"
-interface = "eth1"
-mark = 0x100
-table = 101
-[wan.track]
-targets = ["192.0.2.1"]
-[[wan]]
-name = "wan2"
-interface = "eth2"
-mark = 0x200
-table = 102
-[wan.track]
-targets = ["192.0.2.2"]
-[[vrrp]]
+{wans}[[vrrp]]
 name = "lan"
 interface = "br-lan"
 vrid = 1
@@ -137,7 +123,8 @@ priority = {priority}
 vips = ["192.168.1.1/24"]
 all_wans_down = "{all_down}"
 wans = [{{ wan = "wan1", weight = 50, master_only = true }}, {{ wan = "wan2", weight = 30 }}]
-"#
+"#,
+            wans = crate::config::testing::TWO_WANS
         );
         crate::config::parse(&text, Path::new("/nonexistent/steer.toml"))
             .unwrap()

@@ -1,0 +1,70 @@
+//! Conntrack work a failover or a recovery asks for, done off the event loop: the kernel walks
+//! its whole conntrack table to delete by mark or to list, which can take long on a busy
+//! router. The controller decides what to flush or move; the daemon runs these on a blocking
+//! thread and logs what they say.
+
+use crate::{
+    conntrack::{self, Connection, ConntrackError},
+    model::Family,
+};
+
+/// Deleting the conntrack entries of one WAN's mark after it went down.
+#[derive(Clone, Debug)]
+pub struct Flush {
+    pub wan: String,
+    pub mark: u32,
+    pub mask: u32,
+    pub families: Vec<Family>,
+}
+
+/// Listing the connections a recovered WAN may want back (`failback = "move"`), and cutting
+/// those [`super::Controller::flows_to_move`] picks: blocking conntrack work for a background
+/// thread.
+#[derive(Clone, Debug)]
+pub struct FlowsBack {
+    pub recovered: String,
+    pub mask: u32,
+    /// The marks of the other WANs.
+    pub marks: Vec<u32>,
+}
+
+impl FlowsBack {
+    /// The connections carrying the other WANs' marks.
+    pub fn list(&self) -> Result<Vec<Connection>, ConntrackError> {
+        let mut all = Vec::new();
+        for mark in &self.marks {
+            all.extend(conntrack::connections(*mark, self.mask)?);
+        }
+        Ok(all)
+    }
+
+    /// Deletes `moving` and says so.
+    pub fn cut(&self, moving: &[Connection]) -> String {
+        let cut = moving
+            .iter()
+            .filter(|c| conntrack::delete(c).is_ok())
+            .count();
+        format!(
+            "{} back: {cut} of {} flows of policies with failback = \"move\" cut, so they start \
+             over on their policy's WAN",
+            self.recovered,
+            moving.len()
+        )
+    }
+}
+
+impl Flush {
+    /// Deletes the entries (blocking: the kernel deletes while it answers) and says how it went.
+    pub fn run(&self) -> String {
+        let started = std::time::Instant::now();
+        let (mark, mask) = (self.mark, self.mask);
+        match conntrack::flush_mark(mark, mask, &self.families) {
+            Ok(()) => format!(
+                "{}: conntrack entries with mark {mark:#x}/{mask:#x} flushed in {:.1} ms",
+                self.wan,
+                started.elapsed().as_secs_f64() * 1e3
+            ),
+            Err(e) => format!("{}: conntrack flush failed: {e}", self.wan),
+        }
+    }
+}
