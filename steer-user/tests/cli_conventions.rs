@@ -230,4 +230,45 @@ fn no_color_turns_colors_off() {
     };
     assert!(error(false).contains('\u{1b}'), "{}", error(false));
     assert!(!error(true).contains('\u{1b}'), "{}", error(true));
+
+    // Log lines (env_logger): `steer check` warns about each prefix a later set loses under
+    // `duplicates = "first-set-wins"`.
+    let dir = TempDir::new("no-color");
+    let config = dir.join("steer.toml");
+    std::fs::write(
+        &config,
+        "[general]\nlan = [\"br-lan\"]\nduplicates = \"first-set-wins\"\n\n\
+         [[wan]]\nname = \"w\"\ninterface = \"eth1\"\nmark = 0x100\ntable = 101\n\
+         [wan.track]\ntargets = [\"1.1.1.1\"]\n\n\
+         [[policy]]\nname = \"p\"\nmembers = [{ wan = \"w\" }]\n\n\
+         [[set]]\nname = \"a\"\npolicy = \"p\"\nprefixes = [\"192.0.2.0/24\"]\n\n\
+         [[set]]\nname = \"b\"\npolicy = \"p\"\nprefixes = [\"192.0.2.0/24\"]\n",
+    )
+    .unwrap();
+    let log = |no_color: bool| {
+        let mut cmd = Command::new(STEER);
+        cmd.arg("check")
+            .arg("-c")
+            .arg(&config)
+            .env("CLICOLOR_FORCE", "1")
+            .env_remove("RUST_LOG");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = cmd.output().expect("run steer check");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let colored = log(false);
+    assert!(
+        colored.contains("WARN") && colored.contains('\u{1b}'),
+        "{colored}"
+    );
+    let plain = log(true);
+    assert!(
+        plain.contains("WARN") && !plain.contains('\u{1b}'),
+        "{plain}"
+    );
 }

@@ -143,7 +143,8 @@ fn the_dashboard_is_importable_grafana_json() {
     for panel in all_panels(&d) {
         for t in panel["targets"].as_array().into_iter().flatten() {
             targets += 1;
-            assert!(t["expr"].as_str().is_some_and(|e| !e.is_empty()), "{t}");
+            let expr = t["expr"].as_str().unwrap_or_default();
+            assert!(balanced(expr), "unbalanced brackets or quotes in `{expr}`");
             assert_eq!(t["datasource"]["uid"], "${datasource}", "{t}");
         }
         if panel["type"] != "row" {
@@ -161,4 +162,46 @@ fn all_panels(d: &serde_json::Value) -> Vec<&serde_json::Value> {
         out.extend(p["panels"].as_array().into_iter().flatten());
     }
     out
+}
+
+/// Whether the brackets of a PromQL expression pair up, outside its string literals.
+fn balanced(expr: &str) -> bool {
+    let mut open = Vec::new();
+    let mut quote = None;
+    let mut escaped = false;
+    for c in expr.chars() {
+        if let Some(q) = quote {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                _ if c == q => quote = None,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '(' | '[' | '{' => open.push(c),
+            ')' | ']' | '}' => {
+                let want = match c {
+                    ')' => '(',
+                    ']' => '[',
+                    _ => '{',
+                };
+                if open.pop() != Some(want) {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    !expr.trim().is_empty() && open.is_empty() && quote.is_none()
+}
+
+#[test]
+fn bracket_check_finds_mistakes() {
+    assert!(balanced("sum by (le) (rate(x{a=\"(\"}[5m]))"));
+    assert!(!balanced("sum(rate(x[5m])"));
+    assert!(!balanced("x{a=\"b}"));
+    assert!(!balanced("rate(x[5m)]"));
 }
