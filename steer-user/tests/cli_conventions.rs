@@ -133,6 +133,18 @@ fn man_pages_cover_every_command_and_render_without_warnings() {
     expected.push("steer.1".into());
     expected.sort();
     assert_eq!(pages, expected, "one page per command, no `steer-help.1`");
+    let listed = text(&out.stdout);
+    assert_eq!(listed.lines().count(), expected.len(), "{listed}");
+
+    // A directory that cannot be made: exit 1, one line naming it and why.
+    let bad = steer(&["manpages", "/proc/steer-no-such-dir"]);
+    let err = text(&bad.stderr);
+    assert!(!bad.status.success());
+    assert_eq!(
+        err.trim(),
+        "steer: cannot create /proc/steer-no-such-dir: No such file or directory (os error 2)"
+    );
+
     if !have("man", "rendering the man pages") {
         return;
     }

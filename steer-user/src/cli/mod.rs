@@ -221,7 +221,8 @@ pub enum CliError {
     Teardown(#[from] TeardownError),
     #[error("{0}")]
     Refused(String),
-    #[error("cannot {op} {}: {source}", path.display())]
+    /// The source is printed after the message by the binary (`{:#}`).
+    #[error("cannot {op} {}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
