@@ -54,6 +54,12 @@ const PACKAGES: &[&str] = &[
     "keepalived",
     "bird2",
     "conntrackd",
+    // `bash -n`, `zsh -n`, `fish -n` check the completion scripts; `man -l` (man-db, with
+    // groff-base) renders the man pages, both in steer-user/tests/cli_conventions.rs.
+    "zsh",
+    "fish",
+    "man-db",
+    "groff-base",
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM.

@@ -4,6 +4,7 @@
 mod dns;
 mod dump;
 mod explain;
+mod generate;
 mod output;
 mod vrrp;
 
@@ -26,11 +27,16 @@ use output::{out, outln};
 
 pub use dump::{Section, dump};
 pub use explain::{Explanation, Proto, explain};
+pub use generate::{Shell, color_choice, completions, manpages};
+
+/// `steer --version`: the package version and the git commit it was built from (the build
+/// script reads it; `unknown revision` for a build outside a git checkout).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("STEER_REVISION"), ")");
 
 #[derive(Parser, Debug)]
 #[command(
     name = "steer",
-    version,
+    version = VERSION,
     about = "eBPF traffic steering for multi-WAN routers",
     long_about = "steer classifies every packet from the LAN in the kernel (TC/XDP, LPM tries) and \
                   stamps the mark of the WAN that should carry it; policy routing sends it there. \
@@ -132,6 +138,17 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Print the completion script for a shell on stdout (e.g. `steer completions bash >
+    /// /usr/share/bash-completion/completions/steer`).
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages, steer.1 and steer-<command>.1, into DIR (created if missing).
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,6 +221,13 @@ pub enum CliError {
     Teardown(#[from] TeardownError),
     #[error("{0}")]
     Refused(String),
+    /// The source is printed after the message by the binary (`{:#}`).
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Socket, pin directory and WAN tables of the steer a command talks to.
@@ -307,6 +331,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Stop { target } => stop(&target),
+        Command::Completions { shell } => {
+            generate::print_completions(shell);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpages { dir } => {
+            for page in manpages(&dir)? {
+                outln(&page.display().to_string());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
