@@ -716,3 +716,158 @@ fn check_kernel_passes_here_and_names_what_is_missing_without_privilege() {
         "{out:?}"
     );
 }
+
+/// What OpenWrt's `/etc/rc.common` does with a procd init script, in the order it does it
+/// (`start`: start_service, whose instance procd runs; `stop`: stop_service, procd kills the
+/// instance with SIGTERM and waits, then service_stopped; `restart`: rc.common's default,
+/// which the script may override; `reload`: reload_service). procd is not on this machine, so
+/// this stand-in runs the instance's command in the background and kills it itself; the init
+/// script and steer are the real ones. PROG and CONFIG are pointed at this build and test.
+const RC_COMMON: &str = r#"
+initscript=$1
+action=$2
+shift 2
+restart() { trap '' TERM; stop "$@"; trap - TERM; start "$@"; }
+start_service() { return 0; }
+stop_service() { return 0; }
+. "$initscript"
+PROG=$STEER
+CONFIG=$STEER_CONFIG
+procd_open_instance() { :; }
+procd_set_param() {
+	case "$1" in
+	command) shift; printf '%s\n' "$*" > "$STATE/command" ;;
+	respawn) echo "$*" > "$STATE/respawn" ;;
+	esac
+}
+procd_close_instance() {
+	$(cat "$STATE/command") >> "$STATE/log" 2>&1 &
+	echo $! > "$STATE/pid"
+}
+gone() { [ ! -d "/proc/$1" ] || grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat"; }
+procd_kill() {
+	pid=$(cat "$STATE/pid")
+	kill -TERM "$pid"
+	while ! gone "$pid"; do sleep 0.05; done
+}
+start() { start_service "$@"; }
+stop() {
+	stop_service "$@"
+	procd_kill
+	if type service_stopped >/dev/null 2>&1; then service_stopped; fi
+}
+reload() { reload_service "$@"; }
+$action "$@"
+"#;
+
+/// The daemon the stand-in started, killed when the test ends (also on panic).
+struct InitScript<'a> {
+    lab: &'a Lab,
+    work: &'a Workdir,
+    state: PathBuf,
+}
+
+impl InitScript<'_> {
+    fn run(&self, action: &str) -> String {
+        let out = self
+            .lab
+            .router
+            .command(tool("busybox"))
+            .arg("ash")
+            .arg(self.work.dir.join("rc.common"))
+            .arg(repo().join("contrib/openwrt/steer.init"))
+            .arg(action)
+            .env("STEER", steer_bin())
+            .env("STEER_CONFIG", self.work.config())
+            .env("STATE", &self.state)
+            .output()
+            .expect("run the init script");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{action}: {text}");
+        text
+    }
+
+    fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.state.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join("log")).unwrap_or_default()
+    }
+
+    /// Waits until the daemon answers `status` (bounded).
+    fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.work.steer(&["status"]).0 {
+            assert!(Instant::now() < deadline, "not up:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for InitScript<'_> {
+    fn drop(&mut self) {
+        let pid = self.pid();
+        if pid > 0 {
+            // SAFETY: kill(2) on the daemon this test's stand-in started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn the_openwrt_init_script_keeps_steering_on_restart_and_removes_it_on_stop() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("procd");
+    work.write("steer.toml", &config_text(&work, &Options::default()));
+    work.write("rc.common", RC_COMMON);
+    let state = work.dir.join("procd");
+    std::fs::create_dir_all(&state).unwrap();
+    let init = InitScript {
+        lab: &lab,
+        work: &work,
+        state: state.clone(),
+    };
+
+    init.run("start");
+    init.wait_up();
+    let command = std::fs::read_to_string(state.join("command")).unwrap();
+    assert!(command.contains(" run -c "), "{command}");
+    assert!(
+        std::fs::read_to_string(state.join("respawn"))
+            .unwrap()
+            .starts_with("respawn"),
+        "respawned by procd"
+    );
+    assert_eq!(udp_via(&lab, Lab::SERVER_B.into(), 7401, 5), [0, 5]);
+
+    let out = init.run("reload");
+    assert!(
+        out.contains("prefix writes"),
+        "reload is `steer reload`: {out}"
+    );
+
+    let first = init.pid();
+    init.run("restart");
+    assert_ne!(init.pid(), first, "a new daemon");
+    init.wait_up();
+    assert!(
+        init.log().contains("adopted the pinned TC link"),
+        "{}",
+        init.log()
+    );
+    assert_eq!(udp_via(&lab, Lab::SERVER_B.into(), 7402, 5), [0, 5]);
+
+    let out = init.run("stop");
+    assert!(out.contains("steer stopped"), "{out}");
+    assert!(tcx_programs(&lab).is_empty(), "detached on stop");
+    assert!(!work.pin_dir.exists(), "pins removed on stop");
+}
