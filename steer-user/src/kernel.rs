@@ -240,14 +240,16 @@ fn has_bpf_fs(filesystems: &str) -> bool {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    // Compared as 32 bits: f_type is a signed 32-bit word on 32-bit targets (ARM, MIPS
+    // routers), where this magic reads back negative.
+    const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };
     // SAFETY: statfs writes into the zeroed struct we own; `c` is a valid C string.
     unsafe {
         let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as u32 == BPF_FS_MAGIC
     }
 }
 

@@ -288,7 +288,7 @@ fn capped(ns: &steer_tests::netns::Netns, caps: &[String]) -> Command {
         .chain(caps.iter().map(|c| format!("+{c}")))
         .collect::<Vec<_>>()
         .join(",");
-    let mut cmd = ns.command("setpriv");
+    let mut cmd = ns.command(tool("setpriv"));
     cmd.args(["--bounding-set", &set, "--"]).arg(steer_bin());
     cmd
 }
@@ -330,7 +330,12 @@ fn the_unit_s_capabilities_are_enough_to_steer_reload_and_adopt_after_a_restart(
     let caps = unit_capabilities();
     let lab = Lab::new();
     let work = Workdir::new("caps");
-    work.write("steer.toml", &config_text(&work, &Options::default()));
+    // With the XDP program too: its attachment is one more thing the set must allow.
+    let config = config_text(&work, &Options::default());
+    work.write(
+        "steer.toml",
+        &config.replacen("lan = [\"lan0\"]", "lan = [\"lan0\"]\nxdp = true", 1),
+    );
     let mut daemon = Daemon::spawn(&work, capped(&lab.router, &caps)).wait_up(&work);
     let want: u64 = caps.iter().map(|c| cap_bit(c)).sum();
     assert_eq!(
@@ -341,6 +346,11 @@ fn the_unit_s_capabilities_are_enough_to_steer_reload_and_adopt_after_a_restart(
 
     // Steering: the bypass set leaves by wan2, the rest by wan1; probes keep both up.
     wait_in_sync(&work, &daemon);
+    let lan = status(&work)["lan"].clone();
+    assert!(
+        lan[0]["interface"] == "lan0" && lan[0]["xdp"].is_string(),
+        "TC and XDP attached: {lan}"
+    );
     assert_eq!(udp_via(&lab, Lab::SERVER_B.into(), 7301, 5), [0, 5]);
     assert_eq!(udp_via(&lab, Lab::SERVER_A.into(), 7302, 5), [5, 0]);
     std::thread::sleep(Duration::from_millis(500));
@@ -695,7 +705,7 @@ fn check_kernel_passes_here_and_names_what_is_missing_without_privilege() {
     }
     // Without CAP_BPF (and CAP_SYS_ADMIN) the kernel refuses every map: each line says which
     // option the feature is, and what is missing.
-    let out = Command::new("setpriv")
+    let out = Command::new(tool("setpriv"))
         .args(["--bounding-set", "-all,+net_admin", "--"])
         .arg(steer_bin())
         .args(["check", "--kernel"])
