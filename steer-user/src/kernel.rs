@@ -154,7 +154,7 @@ fn tcx() -> Finding {
     };
     Finding {
         feature: "tcx attachment of the TC classifier",
-        option: "CONFIG_NET_XGRESS, Linux 6.6+; CONFIG_NET_CLS_ACT",
+        option: "CONFIG_NET_XGRESS, Linux 6.6+",
         verdict,
         detail,
     }
