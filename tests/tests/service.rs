@@ -881,3 +881,58 @@ fn the_openwrt_init_script_keeps_steering_on_restart_and_removes_it_on_stop() {
     assert!(tcx_programs(&lab).is_empty(), "detached on stop");
     assert!(!work.pin_dir.exists(), "pins removed on stop");
 }
+
+/// A WAN whose device does not exist yet (a PPPoE session still to come) is waited for, not
+/// out of place: readiness comes without waiting out the deadline, and says nothing is missing.
+#[test]
+fn a_wan_device_that_does_not_exist_yet_does_not_hold_up_readiness() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("ready-nodev");
+    let config = config_text(&work, &Options::default());
+    work.write(
+        "steer.toml",
+        &config.replace("interface = \"wan2\"", "interface = \"pppoe-wan\""),
+    );
+    let notify = Notifications::path(&work);
+    let started = Instant::now();
+    let mut cmd = steer_in(&lab.router);
+    cmd.env("NOTIFY_SOCKET", &notify.address);
+    let daemon = Daemon::spawn(&work, cmd);
+    let ready = notify.expect("READY=1", Duration::from_secs(20), &daemon);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "READY=1 after {:?}: the deadline, not the state",
+        started.elapsed()
+    );
+    assert!(!ready.contains("NOT IN PLACE"), "{ready:?}");
+    assert!(ready.contains("down: wan2"), "{ready:?}");
+    assert_eq!(tcx_programs(&lab), ["steer_tc"]);
+    drop(daemon);
+    work.stop_in(&lab.router);
+}
+
+/// Nor does a WAN whose link is down at start: its routes wait for the link.
+#[test]
+fn a_wan_without_carrier_does_not_hold_up_readiness() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("ready-nocarrier");
+    work.write("steer.toml", &config_text(&work, &Options::default()));
+    lab.cut_carrier(Wan::Two);
+    let notify = Notifications::path(&work);
+    let started = Instant::now();
+    let mut cmd = steer_in(&lab.router);
+    cmd.env("NOTIFY_SOCKET", &notify.address);
+    let daemon = Daemon::spawn(&work, cmd);
+    let ready = notify.expect("READY=1", Duration::from_secs(20), &daemon);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "READY=1 after {:?}: the deadline, not the state",
+        started.elapsed()
+    );
+    assert!(!ready.contains("NOT IN PLACE"), "{ready:?}");
+    assert!(ready.contains("down: wan2"), "{ready:?}");
+    drop(daemon);
+    work.stop_in(&lab.router);
+}
