@@ -30,7 +30,9 @@ use crate::{
 /// iptables again (snoop mode's NFQUEUE chain on kernels whose nftables has no queue
 /// expression) with dnsmasq-base (the resolver behind steer's DNS forwarder); the HA tests'
 /// real peers: keepalived (VRRP interop, the keepalived engine), bird2 (OSPF for the routed
-/// VIP) and conntrackd (connections across a failover).
+/// VIP) and conntrackd (connections across a failover); for the service files: systemd
+/// (`systemd-analyze verify` on the unit) and util-linux (`setpriv`, which runs the daemon with
+/// exactly the unit's capabilities).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -54,6 +56,8 @@ const PACKAGES: &[&str] = &[
     "keepalived",
     "bird2",
     "conntrackd",
+    "systemd",
+    "util-linux",
     // `bash -n`, `zsh -n`, `fish -n` check the completion scripts; `man -l` (man-db, with
     // groff-base) renders the man pages, both in steer-user/tests/cli_conventions.rs.
     "zsh",

@@ -72,9 +72,14 @@ pub enum Command {
         config: PathBuf,
     },
     /// Validate a configuration and its list files; every error is listed (exit 0 or 1).
+    /// With --kernel, also check that this kernel has what steer needs.
     Check {
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        #[arg(short, long, value_name = "FILE", required_unless_present = "kernel")]
+        config: Option<PathBuf>,
+        /// Probe the running kernel (BPF maps, tcx, JIT, bpffs); every missing piece is named
+        /// with its kernel option.
+        #[arg(long)]
+        kernel: bool,
     },
     /// Show the daemon's state: WANs, policies, sets, attachments, last change.
     Status {
@@ -271,7 +276,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             crate::daemon::run(&config)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => check(&config),
+        Command::Check { config, kernel } => {
+            let kernel_ok = !kernel || check_kernel();
+            let config_ok = match config {
+                Some(path) => check(&path)? == ExitCode::SUCCESS,
+                None => true,
+            };
+            Ok(if kernel_ok && config_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Status { target, json } => {
             let body = request(&target, Request::Status)?;
             if json {
@@ -408,6 +424,26 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Prints what the kernel probes found; false when something steer needs is missing.
+fn check_kernel() -> bool {
+    let findings = crate::kernel::probe();
+    outln(&format!("kernel {}:", kernel_release()));
+    for f in &findings {
+        outln(&format!("  {f}"));
+    }
+    let missing = crate::kernel::any_missing(&findings);
+    if missing {
+        eprintln!("the kernel lacks what steer needs (MISSING lines above)");
+    }
+    !missing
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_owned())
+        .unwrap_or_else(|_| "(release unknown)".into())
 }
 
 /// Asks a running daemon to stop steering; without one, runs the same teardown itself.

@@ -1027,6 +1027,37 @@ impl Controller {
         &self.config.general.pin_dir
     }
 
+    /// Whether the kernel's rules and WAN tables are what the configuration asks for (read
+    /// back, not assumed from the last reconcile's report).
+    pub async fn routing_in_sync(&self) -> bool {
+        self.routing.status(&self.desired_routing()).await.in_sync
+    }
+
+    /// One line on where steering stands, for the service manager's status (`systemctl
+    /// status`): the LAN interfaces classified, and the WANs that carry traffic now.
+    pub fn summary(&self) -> String {
+        let lan: Vec<&str> = self.dp.attached().map(|(iface, _)| iface).collect();
+        let (up, down): (Vec<&str>, Vec<&str>) = self
+            .config
+            .wans
+            .iter()
+            .map(|w| w.name.as_str())
+            .partition(|w| Family::ALL.into_iter().any(|f| self.usable(w, f)));
+        let list = |names: &[&str]| {
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
+        format!(
+            "classifying {}; WANs up: {}; down: {}",
+            list(&lan),
+            list(&up),
+            list(&down)
+        )
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.config.control.socket.clone()
     }
