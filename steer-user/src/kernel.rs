@@ -14,6 +14,8 @@ use aya::{
     sys::{SyscallError, is_map_supported},
 };
 
+use crate::dataplane::pin::is_bpffs;
+
 /// How one probe came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -237,20 +239,6 @@ fn has_bpf_fs(filesystems: &str) -> bool {
     filesystems
         .lines()
         .any(|l| l.split_whitespace().last() == Some("bpf"))
-}
-
-fn is_bpffs(path: &Path) -> bool {
-    // Compared as 32 bits: f_type is a signed 32-bit word on 32-bit targets (ARM, MIPS
-    // routers), where this magic reads back negative.
-    const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into the zeroed struct we own; `c` is a valid C string.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as u32 == BPF_FS_MAGIC
-    }
 }
 
 #[cfg(test)]
