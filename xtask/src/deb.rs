@@ -304,7 +304,9 @@ pub fn copyright(crates: &str) -> String {
         if name.starts_with("steer-") {
             continue;
         }
-        bundled.insert(format!("{name} {version}"), licence.trim().to_owned());
+        // cargo tree marks a crate it already printed with (*).
+        let licence = licence.trim().trim_end_matches("(*)").trim_end();
+        bundled.insert(format!("{name} {version}"), licence.to_owned());
     }
     let list: String = bundled
         .iter()
@@ -659,7 +661,7 @@ drwxr-xr-x root/root         0 2026-12-03 13:30 ./usr/sbin/
     fn the_copyright_file_lists_bundled_crates_but_not_steer() {
         let crates = "steer-user v0.1.0 (/src/steer-user)|MIT OR Apache-2.0\n\
                       tokio v1.48.0|MIT\n\
-                      aya v0.14.0|MIT OR Apache-2.0\n\
+                      aya v0.14.0|MIT OR Apache-2.0 (*)\n\
                       tokio v1.48.0|MIT\n";
         let text = copyright(crates);
         assert!(text.contains("\n aya v0.14.0: MIT OR Apache-2.0\n tokio v1.48.0: MIT\n"));

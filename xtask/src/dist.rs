@@ -44,7 +44,7 @@ pub const AARCH64: Target = Target {
 pub const TARGETS: [&Target; 2] = [&X86_64, &AARCH64];
 
 /// The profile of `cargo xtask dist` (Cargo.toml: release, fat LTO, stripped).
-const DIST_PROFILE: &str = "dist";
+const DIST_PROFILE: &str = "dist-release";
 /// The profile of the test tier (Cargo.toml: unoptimized, no debug info, stripped).
 const CHECK_PROFILE: &str = "dist-check";
 
@@ -101,7 +101,7 @@ pub fn test(host_steer: &Path) -> Result<()> {
     let started = Instant::now();
     let root = build_ebpf::workspace_root();
     let examples = deb::example_files(&root)?;
-    let work = root.join("target/dist-check");
+    let work = root.join("target/dist-test");
     let docs = deb::generate_docs(host_steer, &work.join("docs"))?;
     let built = build(target, CHECK_PROFILE)?;
     let deb_file = work.join(format!("steer_{VERSION}_{}.deb", target.deb_arch));
@@ -206,7 +206,8 @@ fn package(
     Ok(unpacked)
 }
 
-/// The crates linked into steer for `target`, as "name version|licence" lines.
+/// The crates linked into steer for `target`, as "name version|licence" lines (not the proc
+/// macros: they run in the compiler and leave nothing of theirs in the binary).
 fn bundled_crates(target: &Target) -> Result<String> {
     let out = cmd::capture(Command::new(cmd::cargo_bin()).args([
         "tree",
@@ -214,7 +215,7 @@ fn bundled_crates(target: &Target) -> Result<String> {
         "-p",
         "steer-user",
         "-e",
-        "normal",
+        "normal,no-proc-macro",
         "--target",
         target.triple,
         "--prefix",
