@@ -120,16 +120,23 @@ fn missing_subcommand(name: &str, e: anyhow::Error) -> anyhow::Error {
     ))
 }
 
-/// Every file of the package but the generated ones: the binary, the unit, the examples and the
-/// copyright file. Fails, naming the missing piece, when the tree lacks the unit or examples.
-pub fn tree_entries(root: &Path, binary: &Path, copyright: &Path) -> Result<Vec<Entry>> {
-    let unit = root.join(UNIT_SOURCE);
-    if !unit.is_file() {
+/// What the package takes from the tree: the unit must be there, and the examples (their files
+/// are returned, as [`example_files`]). Fails naming the missing piece.
+pub fn check_tree(root: &Path) -> Result<Vec<String>> {
+    if !root.join(UNIT_SOURCE).is_file() {
         bail!(
             "{UNIT_SOURCE} is missing: the package ships exactly that unit as /{UNIT} \
              (issue 13 item 1, branch `service`)"
         );
     }
+    example_files(root)
+}
+
+/// Every file of the package but the generated ones: the binary, the unit, the examples and the
+/// copyright file. Fails, naming the missing piece, when the tree lacks the unit or examples.
+pub fn tree_entries(root: &Path, binary: &Path, copyright: &Path) -> Result<Vec<Entry>> {
+    check_tree(root)?;
+    let unit = root.join(UNIT_SOURCE);
     let file = |path: &str, source: &Path, mode| Entry {
         path: path.to_owned(),
         source: source.to_owned(),

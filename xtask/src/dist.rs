@@ -56,7 +56,7 @@ pub fn run() -> Result<()> {
     let started = Instant::now();
     let root = build_ebpf::workspace_root();
     // Before minutes of building: what the package takes from the tree must be there.
-    let examples = deb::example_files(&root)?;
+    let examples = deb::check_tree(&root)?;
     let out = root.join("target/dist");
     let work = root.join("target/dist-work");
     deb::recreate_dir(&out)?;
@@ -100,7 +100,7 @@ pub fn test(host_steer: &Path) -> Result<()> {
     ));
     let started = Instant::now();
     let root = build_ebpf::workspace_root();
-    let examples = deb::example_files(&root)?;
+    let examples = deb::check_tree(&root)?;
     let work = root.join("target/dist-test");
     let docs = deb::generate_docs(host_steer, &work.join("docs"))?;
     let built = build(target, CHECK_PROFILE)?;
