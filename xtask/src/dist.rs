@@ -74,7 +74,14 @@ pub fn run() -> Result<()> {
         }
         let docs = docs.as_deref().unwrap_or_default();
         let deb_file = out.join(format!("steer_{VERSION}_{}.deb", target.deb_arch));
-        let unpacked = package(target, &built, docs, &work.join(target.deb_arch), &deb_file)?;
+        let unpacked = package(
+            target,
+            &built,
+            docs,
+            &examples,
+            &work.join(target.deb_arch),
+            &deb_file,
+        )?;
         smoke(target, &unpacked, &examples)?;
         outputs.push(deb_file);
     }
@@ -109,6 +116,7 @@ pub fn test(host_steer: &Path) -> Result<()> {
         target,
         &built,
         &docs,
+        &examples,
         &work.join(target.deb_arch),
         &deb_file,
     )?;
@@ -184,6 +192,7 @@ fn package(
     target: &Target,
     binary: &Path,
     docs: &[deb::Entry],
+    examples: &[String],
     work: &Path,
     deb_file: &Path,
 ) -> Result<PathBuf> {
@@ -199,8 +208,7 @@ fn package(
     };
     deb::build(&entries, &control, &work.join("stage"), deb_file)?;
     let unpacked = work.join("unpacked");
-    let examples = deb::example_files(&root)?;
-    deb::check(deb_file, &control, target.machine, &examples, &unpacked)?;
+    deb::check(deb_file, &control, target.machine, examples, &unpacked)?;
     let size = std::fs::metadata(deb_file)?.len();
     eprintln!("    {}: {size} bytes, contents checked", deb_file.display());
     Ok(unpacked)
@@ -229,11 +237,10 @@ fn bundled_crates(target: &Target) -> Result<String> {
 /// Runs the packaged binary (under qemu where it is for another machine) with every capability
 /// dropped: `--version`, and `check` on every packaged example configuration.
 fn smoke(target: &Target, unpacked: &Path, examples: &[String]) -> Result<()> {
-    let prefix = runner(target)?;
-    let steer = unpacked.join(deb::BINARY);
+    let words = command_words(target, &unpacked.join(deb::BINARY))?;
     let run = |args: &[&std::ffi::OsStr]| -> Result<String> {
-        let mut command = Command::new(&prefix[0]);
-        command.args(&prefix[1..]).arg(&steer).args(args);
+        let mut command = Command::new(&words[0]);
+        command.args(&words[1..]).args(args);
         let out = cmd::capture(&mut command)?;
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
     };
@@ -252,24 +259,23 @@ fn smoke(target: &Target, unpacked: &Path, examples: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// What runs a `target` binary here, without capabilities: setpriv (as root), then qemu-user
-/// unless `target` is this machine. Missing qemu is an error (setup installs it), never a skip.
-fn runner(target: &Target) -> Result<Vec<OsString>> {
-    let mut prefix: Vec<OsString> = Vec::new();
+/// The command line that runs `binary`, built for `target`, here without capabilities:
+/// setpriv (as root), then qemu-user unless `target` is this machine. Missing qemu is an error
+/// (setup installs it), never a skip.
+fn command_words(target: &Target, binary: &Path) -> Result<Vec<OsString>> {
+    let mut words: Vec<OsString> = Vec::new();
     if crate::setup::is_root() {
-        prefix.extend(
+        words.extend(
             crate::NO_CAPABILITIES
                 .split_whitespace()
                 .map(OsString::from),
         );
     }
     if target.arch != std::env::consts::ARCH {
-        prefix.push(qemu(target.arch)?.into());
+        words.push(qemu(target.arch)?.into());
     }
-    if prefix.is_empty() {
-        prefix.push("env".into());
-    }
-    Ok(prefix)
+    words.push(binary.into());
+    Ok(words)
 }
 
 /// qemu-user for `arch`: Debian's qemu-user names it `qemu-<arch>`, qemu-user-static

@@ -9,7 +9,8 @@
 //! - `demo`: the namespace lab showing steering and failover live.
 //! - `lint`: rustfmt and clippy for the user crates and the eBPF crate.
 //! - `dist`: static (musl) binaries for x86_64 and aarch64 and a `.deb` for each, in
-//!   `target/dist/` with a manifest.
+//!   `target/dist/` with a manifest; `dist --check` is the dist tier of `test` alone (aarch64,
+//!   quick profile, the package checked, the binary under qemu). See docs/packaging.md.
 //! - `fuzz`: the `cargo fuzz` targets in fuzz/ (parsers of untrusted input), longer than the
 //!   short run `test` makes.
 
