@@ -1,18 +1,24 @@
 //! Builds the kernel programs (steer-ebpf) with the nightly toolchain and bpf-linker, so that a
 //! plain `cargo build` produces a `steer` binary with the object embedded. When the eBPF
 //! toolchain is missing the build stops with one line that says how to install it.
+//!
+//! It also hands the source's git revision to `steer --version` (`STEER_REVISION`).
 
 use std::path::Path;
 
 // The same checks `cargo xtask setup` makes before it calls the toolchain ready.
 #[path = "../xtask/src/ebpf_toolchain.rs"]
 mod ebpf_toolchain;
+// Reading HEAD's commit from the files; shared with tests/revision.rs.
+#[path = "build/git_head.rs"]
+mod git_head;
 
 fn main() {
     let manifest_dir = env!("CARGO_MANIFEST_DIR");
     let root = Path::new(manifest_dir)
         .parent()
         .expect("steer-user sits in the workspace");
+    println!("cargo::rustc-env=STEER_REVISION={}", revision(root));
     println!(
         "cargo::rerun-if-changed={}",
         root.join("steer-common").display()
@@ -41,5 +47,37 @@ fn main() {
     };
     if let Err(e) = aya_build::build_ebpf([ebpf], aya_build::Toolchain::Nightly) {
         println!("cargo::error=building the eBPF programs failed: {e:#}");
+    }
+}
+
+/// Overrides the revision for builds outside a git checkout (a distribution building from a
+/// release tarball knows the tag's commit).
+const REVISION_ENV: &str = "STEER_GIT_REVISION";
+
+/// `git <12 hex digits>` of the checkout `root` is in, `git <what the environment says>`, or
+/// `unknown revision` (a tarball without `.git`). Read from the files (no `git` binary needed);
+/// a revision that cannot be worked out is unknown, never a failed build.
+///
+/// Cargo reruns this script (and so recompiles steer-user) when one of the files it prints
+/// changes: HEAD (a checkout of another branch) and the one ref HEAD points to (a commit on
+/// this branch). Not the whole refs directory: in a checkout with worktrees it holds every
+/// branch, and a commit elsewhere must not rebuild this one.
+fn revision(root: &Path) -> String {
+    println!("cargo::rerun-if-env-changed={REVISION_ENV}");
+    if let Some(rev) = std::env::var(REVISION_ENV)
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        return format!("git {}", rev.trim());
+    }
+    match git_head::git_head(root) {
+        Some((hash, watched)) => {
+            // Cargo reruns a script on every build while a file it watches is missing.
+            for path in watched.iter().filter(|p| p.exists()) {
+                println!("cargo::rerun-if-changed={}", path.display());
+            }
+            format!("git {}", &hash[..12])
+        }
+        None => "unknown revision".to_owned(),
     }
 }

@@ -8,6 +8,10 @@
 //! Stopping the daemon (SIGTERM, SIGINT) leaves the pinned classifier, the routing rules and
 //! tables and the connection-marking table in place, so a restart or an upgrade never
 //! interrupts steering; `steer stop` removes all of it.
+//!
+//! Under a service manager the daemon reports readiness, reloads and stopping ([`service`]).
+
+mod service;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
@@ -30,6 +34,7 @@ use crate::{
     },
     instance,
     model::Family,
+    notify::Notifier,
     routing::{self, NetEvent},
     status::ReportLine,
 };
@@ -69,10 +74,16 @@ enum Exit {
 /// Runs the daemon until a signal or `steer stop`.
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     let config = config::load(config_path)?;
+    // A broken NOTIFY_SOCKET must not keep steering from starting: the service manager then
+    // times the start out, which says more than a refusal here.
+    let notifier = Notifier::from_env().unwrap_or_else(|e| {
+        log::warn!("{e}: readiness is not reported");
+        None
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, notifier))
 }
 
 /// Which prober: a WAN and an address family.
@@ -137,7 +148,7 @@ fn log_lines<'a>(prefix: &str, lines: impl IntoIterator<Item = &'a ReportLine>) 
     }
 }
 
-async fn serve(config: Config) -> Result<(), DaemonError> {
+async fn serve(config: Config, notifier: Option<Notifier>) -> Result<(), DaemonError> {
     raise_fd_limit();
     // Everything that can refuse this daemon comes before the first change to the system: the
     // namespace's lock, the control socket, the metrics port, the DNS listen addresses and
@@ -169,6 +180,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     };
     let dns = probers.sync(&ctl);
     log_lines("", &dns);
+    let mut service = service::Service::new(notifier, &ctl, probers.tasks.keys());
     if let Some(e) = dns
         .iter()
         .find(|l| l.severity == crate::status::Severity::Error)
@@ -203,6 +215,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let exit = loop {
         // Whatever the last event failed over gets its connections cut, in the background.
         let _ = flush_connections(&mut ctl);
+        service.ready_if_due(&ctl).await;
         let settle = async {
             match due {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -213,22 +226,26 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             Some(event) = vrrp_events.recv() => {
                 log_lines("", &ctl.vrrp_event(event).await);
                 log_lines("", &probers.sync(&ctl));
+                service.probers_now(probers.tasks.keys());
+                service.status(&ctl);
             }
-            Some(((wan, family), round)) = rounds.recv() => {
-                let failover = ctl.probe_round(&wan, family, &round);
-                after_failover(&mut ctl, failover, &listed_tx);
+            Some((key, round)) = rounds.recv() => {
+                let failover = ctl.probe_round(&key.0, key.1, &round);
+                service.round(&key);
+                after_failover(&mut ctl, &service, failover, &listed_tx);
                 log_lines("", ctl.retry_pending().iter());
             }
+            () = service.deadline() => {}
             Some(event) = events.next() => {
                 match event {
                     NetEvent::Link { index, name, carrier, admin_up } => {
                         let failover = ctl.carrier(&name, carrier && admin_up);
-                        after_failover(&mut ctl, failover, &listed_tx);
+                        after_failover(&mut ctl, &service, failover, &listed_tx);
                         log_lines("", ctl.lan_link(&name, Some(index)).iter());
                     }
                     NetEvent::LinkGone { name, .. } => {
                         let failover = ctl.carrier(&name, false);
-                        after_failover(&mut ctl, failover, &listed_tx);
+                        after_failover(&mut ctl, &service, failover, &listed_tx);
                         log_lines("", ctl.lan_link(&name, None).iter());
                     }
                     NetEvent::Changed => {}
@@ -256,17 +273,21 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             Some(call) = calls.recv() => {
                 match call.request {
                     Request::Stop => break Exit::Stop(call.reply),
-                    Request::Reload => reloads.request(&ctl, Some(call.reply)),
-                    request => handle(&mut ctl, request, &listed_tx).await.send(call.reply),
+                    Request::Reload => reloads.request(&ctl, &service, Some(call.reply)),
+                    request => handle(&mut ctl, &service, request, &listed_tx)
+                        .await
+                        .send(call.reply),
                 }
             }
             _ = hup.recv() => {
                 log::info!("SIGHUP: reloading {}", ctl.config().path.display());
-                reloads.request(&ctl, None);
+                reloads.request(&ctl, &service, None);
             }
             Some(flows) = listed.recv() => move_flows_back(&ctl, flows),
             (prepared, waiting) = reloads.prepared() => {
-                reloads.finish(&mut ctl, &mut probers, prepared, waiting).await;
+                reloads
+                    .finish(&mut ctl, &mut probers, &mut service, prepared, waiting)
+                    .await;
             }
             _ = term.recv() => break Exit::Leave,
             _ = int.recv() => break Exit::Leave,
@@ -278,6 +299,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         }
     };
+    service.stopping(matches!(exit, Exit::Stop(_)));
     log_lines("", &ctl.vrrp_shutdown().await);
     drop(probers);
     drop(kernel_log);
@@ -325,11 +347,13 @@ type Listed = (FlowsBack, Result<Vec<Connection>, ConntrackError>);
 /// listed in the background, handed back through `listed` to be picked on the event loop.
 fn after_failover(
     ctl: &mut Controller,
+    service: &service::Service,
     report: Option<FailoverReport>,
     listed: &mpsc::UnboundedSender<Listed>,
 ) {
     let Some(report) = report else { return };
     report.line().log("");
+    service.status(ctl);
     if !report.up {
         return;
     }
@@ -409,6 +433,7 @@ impl Reply {
 
 async fn handle(
     ctl: &mut Controller,
+    service: &service::Service,
     request: Request,
     listed: &mpsc::UnboundedSender<Listed>,
 ) -> Reply {
@@ -429,7 +454,7 @@ async fn handle(
                         Some(r) => r.to_string(),
                         None => format!("{name}: no change in where traffic goes"),
                     };
-                    after_failover(ctl, report, listed);
+                    after_failover(ctl, service, report, listed);
                     match flush_connections(ctl) {
                         // Answered once the flush is done, without holding the event loop.
                         Some(flush) => Reply::Later(tokio::spawn(async move {
@@ -471,11 +496,17 @@ struct Reloads {
 type Waiting = Vec<oneshot::Sender<Response>>;
 
 impl Reloads {
-    fn request(&mut self, ctl: &Controller, reply: Option<oneshot::Sender<Response>>) {
+    fn request(
+        &mut self,
+        ctl: &Controller,
+        service: &service::Service,
+        reply: Option<oneshot::Sender<Response>>,
+    ) {
         if self.running.is_some() {
             self.next.get_or_insert_with(Vec::new).extend(reply);
             return;
         }
+        service.reloading();
         self.start(ctl, reply.into_iter().collect());
     }
 
@@ -499,22 +530,31 @@ impl Reloads {
         (prepared, waiting)
     }
 
-    /// Applies a prepared reload, answers who waited, and starts the next one if asked.
+    /// Applies a prepared reload, answers who waited, and starts the next one if asked. The
+    /// service manager hears `READY=1` before anyone gets an answer, so `systemctl reload`
+    /// (whose `ExecReload=steer reload` returns on the answer) ends with the service ready.
     async fn finish(
         &mut self,
         ctl: &mut Controller,
         probers: &mut Probers,
+        service: &mut service::Service,
         prepared: Result<Prepared, String>,
         waiting: Waiting,
     ) {
-        let response = match apply_reload(ctl, probers, prepared).await {
+        let applied = apply_reload(ctl, probers, prepared).await;
+        service.probers_now(probers.tasks.keys());
+        let next = self.next.take();
+        if next.is_none() {
+            service.reloaded(ctl, applied.is_err());
+        }
+        let response = match applied {
             Ok(lines) => Response::ok(serde_json::json!({ "changes": lines })),
             Err(e) => Response::error(e),
         };
         for reply in waiting {
             let _ = reply.send(response.clone());
         }
-        if let Some(next) = self.next.take() {
+        if let Some(next) = next {
             self.start(ctl, next);
         }
     }

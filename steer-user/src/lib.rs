@@ -17,9 +17,10 @@
 //! - [`controller`]: the one owner of every kernel change, computing the desired state and
 //!   reconciling;
 //! - [`daemon`] (the event loop: events -> controller calls; [`instance`], one daemon per
-//!   network namespace), [`control`] (the socket protocol
+//!   network namespace; [`notify`], readiness for the service manager), [`control`] (the socket protocol
 //!   and metrics endpoint), [`cli`] (the commands; `main` is a thin wrapper over it).
 //!
+//! [`kernel`] probes the running kernel for what steer needs (`steer check --kernel`).
 //! [`packet`] builds synthetic frames (explain, tests, benchmarks); [`objects`] embeds the eBPF
 //! objects.
 pub mod cli;
@@ -32,7 +33,9 @@ pub mod dataplane;
 pub mod dns;
 pub mod health;
 pub mod instance;
+pub mod kernel;
 pub mod model;
+pub mod notify;
 pub mod objects;
 pub mod packet;
 pub mod policy;

@@ -2,17 +2,25 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = steer::cli::Cli::parse();
+    // NO_COLOR (https://no-color.org) turns off every color steer prints: clap's help and
+    // errors here, the log lines below.
+    let color = steer::cli::color_choice(std::env::var_os("NO_COLOR").as_deref());
+    let matches = steer::cli::Cli::command().color(color).get_matches();
+    let cli = steer::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let default_level = if matches!(cli.command, steer::cli::Command::Run { .. }) {
         "info"
     } else {
         "warn"
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    if color == clap::ColorChoice::Never {
+        logger.write_style(env_logger::WriteStyle::Never);
+    }
+    logger.init();
     match steer::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

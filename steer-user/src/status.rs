@@ -98,6 +98,50 @@ pub struct Status {
     /// The `[[vrrp]]` instances (none without HA).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<VrrpStatus>,
+    /// How long the WAN state changes since the daemon started took to detect and to switch.
+    #[serde(default)]
+    pub failover_times: FailoverTimes,
+}
+
+/// The detection and switch times of every WAN state change (the numbers of the change's log
+/// line), as histograms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailoverTimes {
+    /// From the first failed (or first good) probe round to the decision; only changes probes
+    /// found (a carrier event or a command is its own detection and has none).
+    pub detection: Histogram,
+    /// From the decision to the flipped policy generation.
+    pub switch: Histogram,
+}
+
+impl FailoverTimes {
+    /// Bucket bounds of detection: probe rounds, from fast (10 ms intervals) to slow.
+    const DETECTION_US: [u64; 12] = [
+        10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+        10_000_000, 30_000_000, 60_000_000,
+    ];
+    /// Bucket bounds of the switch: one policy-table write and a flip, well under a millisecond
+    /// unless the machine is loaded.
+    const SWITCH_US: [u64; 10] = [
+        50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000,
+    ];
+
+    /// Records one change.
+    pub fn record(&mut self, detection: Option<std::time::Duration>, switch: std::time::Duration) {
+        if let Some(d) = detection {
+            self.detection.record(d);
+        }
+        self.switch.record(switch);
+    }
+}
+
+impl Default for FailoverTimes {
+    fn default() -> Self {
+        FailoverTimes {
+            detection: Histogram::with_bounds(&Self::DETECTION_US),
+            switch: Histogram::with_bounds(&Self::SWITCH_US),
+        }
+    }
 }
 
 /// A LAN interface the classifier is attached to.
@@ -150,6 +194,11 @@ pub struct FamilyStatus {
     /// Its next hop and where it came from, or what it waits for.
     #[serde(default)]
     pub gateway: String,
+    /// Times the family went up, and down, since the daemon started.
+    #[serde(default)]
+    pub went_up: u64,
+    #[serde(default)]
+    pub went_down: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,12 +378,39 @@ mod tests {
             }),
             dns: None,
             vrrp: vec![],
+            failover_times: FailoverTimes::default(),
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["wans"][0]["mark"], "0x100");
         assert_eq!(json["wans"][0]["state"], "up");
         assert_eq!(json["sets"][0]["match"], "dst");
         assert_eq!(json["last_apply"]["changes"][0]["severity"], "warning");
+        assert_eq!(json["failover_times"]["switch"]["count"], 0);
         assert_eq!(serde_json::from_value::<Status>(json).unwrap(), status);
+    }
+}
+
+#[cfg(test)]
+mod failover_times_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn detection_is_recorded_only_when_probes_found_the_change() {
+        let mut t = FailoverTimes::default();
+        t.record(Some(Duration::from_millis(300)), Duration::from_micros(400));
+        t.record(None, Duration::from_micros(40));
+        assert_eq!(t.detection.count, 1);
+        assert_eq!(t.detection.sum_us, 300_000);
+        // 300 ms is in the 500 ms bucket (above 250 ms).
+        assert_eq!(t.detection.quantile_us(1.0), Some(500_000));
+        assert_eq!(t.switch.count, 2);
+        assert_eq!(t.switch.counts[0], 1, "40 us: the first bucket");
+        assert_eq!(t.switch.quantile_us(1.0), Some(500));
+        assert_eq!(t.switch.counts.len(), t.switch.bounds_us.len() + 1);
+        // Older daemons' status documents have no times: they read as empty.
+        let json = serde_json::json!({ "detection": t.detection, "switch": t.switch });
+        assert_eq!(serde_json::from_value::<FailoverTimes>(json).unwrap(), t);
     }
 }

@@ -210,9 +210,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `steer run -c <config>` in `ns` and waits (bounded) until it answers `status`.
     pub fn start(ns: &Netns, work: &Workdir) -> Daemon {
+        Daemon::spawn(work, steer_in(ns)).wait_up(work)
+    }
+
+    /// Starts `cmd run -c <config>` (`cmd` is steer, or a wrapper such as `setpriv ... --
+    /// steer` that ends with it; already placed in its namespace) and returns at once. Its
+    /// output goes to the log.
+    pub fn spawn(work: &Workdir, mut cmd: Command) -> Daemon {
         let log = work.dir.join(format!("steer-{}.log", crate::unique_tag()));
         let out = File::create(&log).expect("log file");
-        let child = steer_in(ns)
+        let child = cmd
             .args(["run", "-c"])
             .arg(work.config())
             .env("RUST_LOG", "info")
@@ -221,25 +228,43 @@ impl Daemon {
             .stderr(out)
             .spawn()
             .expect("spawn steer run");
-        let mut d = Daemon {
+        Daemon {
             child: Some(child),
             log,
-        };
+        }
+    }
+
+    /// Waits (bounded) until the daemon answers `status`; panics with its log if it exits.
+    pub fn wait_up(mut self, work: &Workdir) -> Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if d.exited() {
-                panic!("steer run exited during start:\n{}", d.log_text());
+            if self.exited() {
+                panic!("steer run exited during start:\n{}", self.log_text());
             }
             if work.steer(&["status"]).0 {
-                return d;
+                return self;
             }
             assert!(
                 Instant::now() < deadline,
                 "steer run did not come up in 20 s:\n{}",
-                d.log_text()
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits (bounded) for the process to end by itself; its exit status, None if it still
+    /// runs after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     fn exited(&mut self) -> bool {

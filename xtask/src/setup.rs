@@ -30,7 +30,9 @@ use crate::{
 /// iptables again (snoop mode's NFQUEUE chain on kernels whose nftables has no queue
 /// expression) with dnsmasq-base (the resolver behind steer's DNS forwarder); the HA tests'
 /// real peers: keepalived (VRRP interop, the keepalived engine), bird2 (OSPF for the routed
-/// VIP) and conntrackd (connections across a failover); for `cargo xtask dist` and its test tier:
+/// VIP) and conntrackd (connections across a failover); for the service files: systemd
+/// (`systemd-analyze verify` on the unit) and util-linux (`setpriv`, which runs the daemon with
+/// exactly the unit's capabilities); for `cargo xtask dist` and its test tier:
 /// gcc-aarch64-linux-gnu (the linker of the static aarch64 build) and qemu-user (qemu-aarch64
 /// runs that binary in the tests).
 const PACKAGES: &[&str] = &[
@@ -56,6 +58,14 @@ const PACKAGES: &[&str] = &[
     "keepalived",
     "bird2",
     "conntrackd",
+    "systemd",
+    "util-linux",
+    // `bash -n`, `zsh -n`, `fish -n` check the completion scripts; `man -l` (man-db, with
+    // groff-base) renders the man pages, both in steer-user/tests/cli_conventions.rs.
+    "zsh",
+    "fish",
+    "man-db",
+    "groff-base",
     "gcc-aarch64-linux-gnu",
     "qemu-user",
 ];

@@ -4,6 +4,7 @@
 mod dns;
 mod dump;
 mod explain;
+mod generate;
 mod output;
 mod vrrp;
 
@@ -26,11 +27,16 @@ use output::{out, outln};
 
 pub use dump::{Section, dump};
 pub use explain::{Explanation, Proto, explain};
+pub use generate::{Shell, color_choice, completions, manpages};
+
+/// `steer --version`: the package version and the git commit it was built from (the build
+/// script reads it; `unknown revision` for a build outside a git checkout).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("STEER_REVISION"), ")");
 
 #[derive(Parser, Debug)]
 #[command(
     name = "steer",
-    version,
+    version = VERSION,
     about = "eBPF traffic steering for multi-WAN routers",
     long_about = "steer classifies every packet from the LAN in the kernel (TC/XDP, LPM tries) and \
                   stamps the mark of the WAN that should carry it; policy routing sends it there. \
@@ -66,9 +72,14 @@ pub enum Command {
         config: PathBuf,
     },
     /// Validate a configuration and its list files; every error is listed (exit 0 or 1).
+    /// With --kernel, also check that this kernel has what steer needs.
     Check {
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        #[arg(short, long, value_name = "FILE", required_unless_present = "kernel")]
+        config: Option<PathBuf>,
+        /// Probe the running kernel (BPF maps, tcx, JIT, bpffs); every missing piece is named
+        /// with its kernel option.
+        #[arg(long)]
+        kernel: bool,
     },
     /// Show the daemon's state: WANs, policies, sets, attachments, last change.
     Status {
@@ -131,6 +142,17 @@ pub enum Command {
     Stop {
         #[command(flatten)]
         target: Target,
+    },
+    /// Print the completion script for a shell on stdout (e.g. `steer completions bash >
+    /// /usr/share/bash-completion/completions/steer`).
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages, steer.1 and steer-<command>.1, into DIR (created if missing).
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -204,6 +226,13 @@ pub enum CliError {
     Teardown(#[from] TeardownError),
     #[error("{0}")]
     Refused(String),
+    /// The source is printed after the message by the binary (`{:#}`).
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Socket, pin directory and WAN tables of the steer a command talks to.
@@ -247,7 +276,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             crate::daemon::run(&config)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => check(&config),
+        Command::Check { config, kernel } => {
+            let kernel_ok = !kernel || check_kernel();
+            let config_ok = match config {
+                Some(path) => check(&path)? == ExitCode::SUCCESS,
+                None => true,
+            };
+            Ok(if kernel_ok && config_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Status { target, json } => {
             let body = request(&target, Request::Status)?;
             if json {
@@ -307,6 +347,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Stop { target } => stop(&target),
+        Command::Completions { shell } => {
+            generate::print_completions(shell);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpages { dir } => {
+            for page in manpages(&dir)? {
+                outln(&page.display().to_string());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -374,6 +424,26 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Prints what the kernel probes found; false when something steer needs is missing.
+fn check_kernel() -> bool {
+    let findings = crate::kernel::probe();
+    outln(&format!("kernel {}:", kernel_release()));
+    for f in &findings {
+        outln(&format!("  {f}"));
+    }
+    let missing = crate::kernel::any_missing(&findings);
+    if missing {
+        eprintln!("the kernel lacks what steer needs (MISSING lines above)");
+    }
+    !missing
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_owned())
+        .unwrap_or_else(|_| "(release unknown)".into())
 }
 
 /// Asks a running daemon to stop steering; without one, runs the same teardown itself.

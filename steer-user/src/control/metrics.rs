@@ -243,6 +243,34 @@ pub fn render(s: &Status) -> String {
             .collect(),
     );
     family(
+        "steer_wan_carrier",
+        "gauge",
+        "Whether the WAN's interface has carrier (1) or not, or is missing (0).",
+        per_wan(&|w| u8::from(w.carrier).to_string()),
+    );
+    family(
+        "steer_wan_transitions_total",
+        "counter",
+        "Health state changes of the WAN's address family since the daemon started, by the state it went to (to=\"up\"|\"down\").",
+        s.wans
+            .iter()
+            .flat_map(|w| {
+                w.families.iter().flat_map(|f| {
+                    let family = f.family.to_lowercase();
+                    [("up", f.went_up), ("down", f.went_down)].map(|(to, n)| {
+                        (
+                            format!(
+                                "{{wan=\"{}\",family=\"{family}\",to=\"{to}\"}}",
+                                escape(&w.name)
+                            ),
+                            n.to_string(),
+                        )
+                    })
+                })
+            })
+            .collect(),
+    );
+    family(
         "steer_wan_packets_total",
         "counter",
         "Packets steered to the WAN.",
@@ -284,11 +312,45 @@ pub fn render(s: &Status) -> String {
         "Whether the routing rules and tables are as desired.",
         vec![(String::new(), u8::from(s.routing.in_sync).to_string())],
     );
+    family(
+        "steer_policy_in_sync",
+        "gauge",
+        "Whether the policy table in the kernel follows the WAN states (0 while a failed write is retried).",
+        vec![(String::new(), u8::from(s.policy_in_sync).to_string())],
+    );
+    histogram(
+        &mut out,
+        "steer_failover_detection_seconds",
+        "From the first sign of a WAN fault (or recovery) to the decision, for changes probes found; a carrier event or a command is its own detection and is not counted here.",
+        &s.failover_times.detection,
+    );
+    histogram(
+        &mut out,
+        "steer_failover_switch_seconds",
+        "From the decision on a WAN state change to the flipped policy generation.",
+        &s.failover_times.switch,
+    );
     if let Some(d) = &s.dns {
         dns::render(d, &mut out);
     }
     out.push_str(&crate::vrrp::metrics::render(&s.vrrp));
     out
+}
+
+/// One histogram family (`_bucket` with cumulative counts, `_sum`, `_count`) in seconds.
+fn histogram(out: &mut String, name: &str, help: &str, h: &crate::status::Histogram) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+    let mut cumulative = 0;
+    for (i, c) in h.counts.iter().enumerate() {
+        cumulative += c;
+        let le = h
+            .bounds_us
+            .get(i)
+            .map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+        out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
+    }
+    out.push_str(&format!("{name}_sum {}\n", h.sum_us as f64 / 1e6));
+    out.push_str(&format!("{name}_count {}\n", h.count));
 }
 
 fn escape(v: &str) -> String {
@@ -310,7 +372,7 @@ mod tests {
                 { "name": "wan1", "interface": "eth1", "mark": "0x100", "table": 101, "state": "up",
                   "detail": "", "carrier": true, "packets": 5, "bytes": 300,
                   "families": [
-                    { "family": "IPv4", "state": "up", "detail": "" },
+                    { "family": "IPv4", "state": "up", "detail": "", "went_up": 0, "went_down": 2 },
                     { "family": "IPv6", "state": "down", "detail": "" } ] },
                 { "name": "wan2", "interface": "eth2", "mark": "0x200", "table": 102, "state": "down",
                   "detail": "", "carrier": false, "packets": 0, "bytes": 0 },
@@ -321,6 +383,13 @@ mod tests {
             "last_failover": null, "last_apply": null,
         }))
         .expect("a status document");
+        let mut s = s;
+        s.failover_times.record(
+            Some(std::time::Duration::from_millis(300)),
+            std::time::Duration::from_micros(400),
+        );
+        s.failover_times
+            .record(None, std::time::Duration::from_micros(30));
         let text = render(&s);
         for line in [
             "steer_wan_up{wan=\"wan1\"} 1",
@@ -332,6 +401,19 @@ mod tests {
             "steer_policy_generation 1",
             "steer_routing_in_sync 1",
             "# TYPE steer_wan_packets_total counter",
+            "steer_wan_carrier{wan=\"wan2\"} 0",
+            "steer_wan_transitions_total{wan=\"wan1\",family=\"ipv4\",to=\"down\"} 2",
+            "steer_wan_transitions_total{wan=\"wan1\",family=\"ipv6\",to=\"up\"} 0",
+            "steer_policy_in_sync 1",
+            "# TYPE steer_failover_detection_seconds histogram",
+            "steer_failover_detection_seconds_bucket{le=\"0.25\"} 0",
+            "steer_failover_detection_seconds_bucket{le=\"0.5\"} 1",
+            "steer_failover_detection_seconds_bucket{le=\"+Inf\"} 1",
+            "steer_failover_detection_seconds_sum 0.3",
+            "steer_failover_detection_seconds_count 1",
+            "steer_failover_switch_seconds_bucket{le=\"0.00005\"} 1",
+            "steer_failover_switch_seconds_bucket{le=\"0.0005\"} 2",
+            "steer_failover_switch_seconds_count 2",
         ] {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }

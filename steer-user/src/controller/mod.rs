@@ -47,8 +47,8 @@ use crate::{
     policy::{Outcome, Outcomes},
     routing::{self, ReconcileReport, Routing, RoutingError},
     status::{
-        FamilyStatus, LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine, SetStatus,
-        ShareStatus, Status, WanState, WanStatus,
+        FailoverTimes, FamilyStatus, LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine,
+        SetStatus, ShareStatus, Status, WanState, WanStatus,
     },
 };
 
@@ -170,6 +170,10 @@ pub struct Controller {
     last_apply: Option<(Instant, ApplyReport)>,
     health: Health,
     last_failover: Option<(Instant, FailoverReport)>,
+    /// Per WAN family: how often it went up and down (metrics).
+    transitions: BTreeMap<(String, Family), (u64, u64)>,
+    /// Detection and switch times of every change (metrics).
+    failover_times: FailoverTimes,
     /// The policy table in the kernel is behind the WAN states (a failover's write failed):
     /// retried on every event until it succeeds.
     policy_dirty: bool,
@@ -234,6 +238,8 @@ impl Controller {
             last_apply: None,
             health,
             last_failover: None,
+            transitions: BTreeMap::new(),
+            failover_times: FailoverTimes::default(),
             policy_dirty: false,
             dns: std::sync::Arc::new(learner),
             gateways: BTreeMap::new(),
@@ -671,6 +677,14 @@ impl Controller {
         if !self.policy_dirty {
             self.outcomes = outcomes;
         }
+        for f in &report.families {
+            let (ups, downs) = self
+                .transitions
+                .entry((report.wan.clone(), *f))
+                .or_default();
+            *if report.up { ups } else { downs } += 1;
+        }
+        self.failover_times.record(report.detection, report.switch);
         self.last_failover = Some((Instant::now(), report.clone()));
         self.vrrp_reweigh();
         report
@@ -891,6 +905,8 @@ impl Controller {
                             state: WanState::from_up(self.usable(&w.name, *f)),
                             detail: self.family_detail(&w.name, *f, now),
                             gateway: self.gateway_of(&w.name, *f).describe(),
+                            went_up: self.transitions_of(&w.name, *f).0,
+                            went_down: self.transitions_of(&w.name, *f).1,
                         })
                         .collect(),
                     carrier: tracker.is_some_and(|t| t.carrier()),
@@ -936,7 +952,16 @@ impl Controller {
             }),
             dns: self.dns_status(),
             vrrp: self.vrrp_status(),
+            failover_times: self.failover_times.clone(),
         }
+    }
+
+    /// How often `family` of `wan` went (up, down).
+    fn transitions_of(&self, wan: &str, family: Family) -> (u64, u64) {
+        self.transitions
+            .get(&(wan.to_owned(), family))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Why `family` of WAN `wan` is in its state.
@@ -1000,6 +1025,37 @@ impl Controller {
 
     pub fn pin_dir(&self) -> &Path {
         &self.config.general.pin_dir
+    }
+
+    /// Whether the kernel's rules and WAN tables are what the configuration asks for (read
+    /// back, not assumed from the last reconcile's report).
+    pub async fn routing_in_sync(&self) -> bool {
+        self.routing.status(&self.desired_routing()).await.in_sync
+    }
+
+    /// One line on where steering stands, for the service manager's status (`systemctl
+    /// status`): the LAN interfaces classified, and the WANs that carry traffic now.
+    pub fn summary(&self) -> String {
+        let lan: Vec<&str> = self.dp.attached().map(|(iface, _)| iface).collect();
+        let (up, down): (Vec<&str>, Vec<&str>) = self
+            .config
+            .wans
+            .iter()
+            .map(|w| w.name.as_str())
+            .partition(|w| Family::ALL.into_iter().any(|f| self.usable(w, f)));
+        let list = |names: &[&str]| {
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
+        format!(
+            "classifying {}; WANs up: {}; down: {}",
+            list(&lan),
+            list(&up),
+            list(&down)
+        )
     }
 
     pub fn socket(&self) -> PathBuf {

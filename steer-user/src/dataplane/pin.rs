@@ -25,8 +25,9 @@ use std::{
 
 use aya::maps::{Map, MapData, MapInfo};
 
-/// `BPF_FS_MAGIC` from linux/magic.h.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+/// `BPF_FS_MAGIC` from linux/magic.h. Compared as 32 bits: `f_type` is a signed 32-bit word
+/// on 32-bit targets (ARM, MIPS routers), where this magic reads back negative.
+const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -378,13 +379,14 @@ pub fn ensure_bpffs(path: &Path) -> Result<(), PinError> {
     }
 }
 
-fn is_bpffs(path: &Path) -> bool {
+/// Whether a BPF filesystem is mounted at `path`.
+pub fn is_bpffs(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };
     // SAFETY: statfs writes into the zeroed struct we pass; `c` is NUL-terminated.
     unsafe {
         let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as u32 == BPF_FS_MAGIC
     }
 }

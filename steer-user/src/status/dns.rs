@@ -38,6 +38,27 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// An empty histogram with these bucket bounds (ascending, microseconds).
+    pub fn with_bounds(bounds_us: &[u64]) -> Histogram {
+        Histogram {
+            bounds_us: bounds_us.to_vec(),
+            counts: vec![0; bounds_us.len() + 1],
+            count: 0,
+            sum_us: 0,
+        }
+    }
+
+    /// Adds one sample: into the first bucket whose bound it does not exceed, else the last.
+    pub fn record(&mut self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = self.bounds_us.partition_point(|b| *b < us);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
     /// The upper bound of the bucket holding quantile `q` (0..=1), `None` without samples or
     /// when it falls above the last bound.
     pub fn quantile_us(&self, q: f64) -> Option<u64> {

@@ -7,7 +7,9 @@ use crate::status::VrrpStatus;
 const STATES: [&str; 4] = ["initialize", "backup", "master", "fault"];
 
 /// `steer_vrrp_*` families: state (one gauge per state, 1 for the current one), priorities,
-/// transitions, adverts sent and received, and dropped packets by reason.
+/// transitions, adverts sent and received, and dropped packets by reason. The instance's name is
+/// the `vrrp_instance` label: Prometheus gives every scraped series an `instance` label of its
+/// own (the target) and would rename ours to `exported_instance`.
 pub fn render(instances: &[VrrpStatus]) -> String {
     let mut out = String::new();
     if instances.is_empty() {
@@ -24,7 +26,7 @@ pub fn render(instances: &[VrrpStatus]) -> String {
             let _ = writeln!(out, "{name}{{{labels}}} {v}");
         }
     };
-    let inst = |v: &VrrpStatus| format!("instance=\"{}\"", esc(&v.name));
+    let inst = |v: &VrrpStatus| format!("vrrp_instance=\"{}\"", esc(&v.name));
     family(
         "steer_vrrp_state",
         "gauge",
@@ -128,11 +130,11 @@ mod tests {
         };
         let text = render(&[v]);
         for line in [
-            "steer_vrrp_state{instance=\"lan\",state=\"master\"} 1",
-            "steer_vrrp_state{instance=\"lan\",state=\"backup\"} 0",
-            "steer_vrrp_priority{instance=\"lan\",kind=\"effective\"} 100",
-            "steer_vrrp_adverts_sent_total{instance=\"lan\"} 40",
-            "steer_vrrp_dropped_total{instance=\"lan\",reason=\"ttl\"} 7",
+            "steer_vrrp_state{vrrp_instance=\"lan\",state=\"master\"} 1",
+            "steer_vrrp_state{vrrp_instance=\"lan\",state=\"backup\"} 0",
+            "steer_vrrp_priority{vrrp_instance=\"lan\",kind=\"effective\"} 100",
+            "steer_vrrp_adverts_sent_total{vrrp_instance=\"lan\"} 40",
+            "steer_vrrp_dropped_total{vrrp_instance=\"lan\",reason=\"ttl\"} 7",
         ] {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }

@@ -39,21 +39,12 @@ pub(super) fn render(d: &DnsStatus, out: &mut String) {
         ],
     );
     for (name, h) in &d.latency {
-        let metric = format!("steer_dns_{name}_latency_seconds");
-        out.push_str(&format!(
-            "# HELP {metric} DNS {name} latency.\n# TYPE {metric} histogram\n"
-        ));
-        let mut cumulative = 0;
-        for (i, c) in h.counts.iter().enumerate() {
-            cumulative += c;
-            let le = h
-                .bounds_us
-                .get(i)
-                .map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
-            out.push_str(&format!("{metric}_bucket{{le=\"{le}\"}} {cumulative}\n"));
-        }
-        out.push_str(&format!("{metric}_sum {}\n", h.sum_us as f64 / 1e6));
-        out.push_str(&format!("{metric}_count {}\n", h.count));
+        super::histogram(
+            out,
+            &format!("steer_dns_{name}_latency_seconds"),
+            &format!("DNS {name} latency."),
+            h,
+        );
     }
 }
 
