@@ -3,8 +3,10 @@
 //! handed to it). `check` reads a built package back with `dpkg-deb` the way a reviewer would.
 //!
 //! What goes in, from the tree and the binary:
-//! - `/usr/sbin/steer`, the static binary;
-//! - `/lib/systemd/system/steer.service`, exactly `contrib/systemd/steer.service`;
+//! - `/usr/bin/steer`, the static binary (where the unit and its stop script run it);
+//! - `/usr/lib/systemd/system/steer.service`, exactly `contrib/systemd/steer.service`, and its
+//!   `ExecStopPost=` script `/usr/lib/steer/steer-stop-post`; `docs/install.md`, which the unit
+//!   names as its documentation, in `/usr/share/doc/steer/`;
 //! - `/usr/share/doc/steer/examples/`, every file under `examples/` (the `*.toml` setups, their
 //!   README.md and whatever they refer to, so each still passes `steer check` where installed);
 //! - completions (`steer completions bash|zsh|fish`) and man pages (`steer manpages DIR`),
@@ -26,9 +28,14 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cmd, elf};
 
-pub const BINARY: &str = "usr/sbin/steer";
+pub const BINARY: &str = "usr/bin/steer";
 pub const UNIT_SOURCE: &str = "contrib/systemd/steer.service";
-const UNIT: &str = "lib/systemd/system/steer.service";
+/// /usr/lib, not /lib: where Debian puts units since /usr was merged (and the unit says so).
+const UNIT: &str = "usr/lib/systemd/system/steer.service";
+const STOP_POST_SOURCE: &str = "contrib/systemd/steer-stop-post";
+const STOP_POST: &str = "usr/lib/steer/steer-stop-post";
+const INSTALL_DOC_SOURCE: &str = "docs/install.md";
+const INSTALL_DOC: &str = "usr/share/doc/steer/install.md";
 pub const EXAMPLES_SOURCE: &str = "examples";
 pub const EXAMPLES: &str = "usr/share/doc/steer/examples";
 const COPYRIGHT: &str = "usr/share/doc/steer/copyright";
@@ -120,14 +127,21 @@ fn missing_subcommand(name: &str, e: anyhow::Error) -> anyhow::Error {
     ))
 }
 
-/// What the package takes from the tree: the unit must be there, and the examples (their files
-/// are returned, as [`example_files`]). Fails naming the missing piece.
+/// What the package takes from the tree: the unit, its stop script and its documentation must
+/// be there, and the examples (their files are returned, as [`example_files`]). Fails naming
+/// the missing piece.
 pub fn check_tree(root: &Path) -> Result<Vec<String>> {
-    if !root.join(UNIT_SOURCE).is_file() {
-        bail!(
-            "{UNIT_SOURCE} is missing: the package ships exactly that unit as /{UNIT} \
-             (issue 13 item 1, branch `service`)"
-        );
+    for (source, dest) in [
+        (UNIT_SOURCE, UNIT),
+        (STOP_POST_SOURCE, STOP_POST),
+        (INSTALL_DOC_SOURCE, INSTALL_DOC),
+    ] {
+        if !root.join(source).is_file() {
+            bail!(
+                "{source} is missing: the package ships exactly that file as /{dest} \
+                 (issue 13 item 1, the service files)"
+            );
+        }
     }
     example_files(root)
 }
@@ -136,7 +150,6 @@ pub fn check_tree(root: &Path) -> Result<Vec<String>> {
 /// copyright file. Fails, naming the missing piece, when the tree lacks the unit or examples.
 pub fn tree_entries(root: &Path, binary: &Path, copyright: &Path) -> Result<Vec<Entry>> {
     check_tree(root)?;
-    let unit = root.join(UNIT_SOURCE);
     let file = |path: &str, source: &Path, mode| Entry {
         path: path.to_owned(),
         source: source.to_owned(),
@@ -144,7 +157,9 @@ pub fn tree_entries(root: &Path, binary: &Path, copyright: &Path) -> Result<Vec<
     };
     let mut entries = vec![
         file(BINARY, binary, 0o755),
-        file(UNIT, &unit, 0o644),
+        file(UNIT, &root.join(UNIT_SOURCE), 0o644),
+        file(STOP_POST, &root.join(STOP_POST_SOURCE), 0o755),
+        file(INSTALL_DOC, &root.join(INSTALL_DOC_SOURCE), 0o644),
         file(COPYRIGHT, copyright, 0o644),
     ];
     for relative in example_files(root)? {
@@ -166,11 +181,7 @@ pub fn example_files(root: &Path) -> Result<Vec<String>> {
         walk(&dir, "", &mut files)?;
     }
     files.sort();
-    let tomls = files
-        .iter()
-        .filter(|f| !f.contains('/') && f.ends_with(".toml"))
-        .count();
-    if tomls == 0 || !files.iter().any(|f| f == "README.md") {
+    if example_configs(&files).next().is_none() || !files.iter().any(|f| f == "README.md") {
         bail!(
             "examples/ has no README.md or no *.toml configuration: the package ships the example \
              setups (issue 13 item 5)"
@@ -197,11 +208,10 @@ fn walk(dir: &Path, prefix: &str, files: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// The top-level `*.toml` files of the examples (the configurations `steer check` must pass).
+/// The `*.toml` files of the examples, at any depth (the configurations `steer check` must
+/// pass).
 pub fn example_configs(files: &[String]) -> impl Iterator<Item = &String> {
-    files
-        .iter()
-        .filter(|f| !f.contains('/') && f.ends_with(".toml"))
+    files.iter().filter(|f| f.ends_with(".toml"))
 }
 
 /// The package's control fields.
@@ -378,6 +388,8 @@ pub fn check(
             .arg(deb)
             .arg(unpack),
     )?;
+    let unit = std::fs::read_to_string(unpack.join(UNIT))?;
+    check_unit_references(&unit, &listed).with_context(|| format!("{what}: /{UNIT}"))?;
     let binary = std::fs::read(unpack.join(BINARY))?;
     elf::check_static(&binary, machine, &format!("{what}: /{BINARY}"))
 }
@@ -450,7 +462,48 @@ pub struct Listed {
     pub owner: String,
 }
 
-/// "-rwxr-xr-x root/root   123 2026-12-03 13:30 ./usr/sbin/steer" per line, by path
+/// Every program the unit runs (`Exec*=`) is an executable of the package, and every
+/// `Documentation=file:` page is in it: the unit and the package agree on where things are.
+fn check_unit_references(unit: &str, listed: &BTreeMap<String, Listed>) -> Result<()> {
+    for (path, executable) in unit_references(unit) {
+        let entry = listed.get(path.trim_start_matches('/'));
+        match entry {
+            Some(l) if l.kind == '-' && (!executable || l.mode & 0o111 != 0) => {}
+            _ if !executable => bail!("its documentation {path} is not in the package"),
+            _ => bail!("it runs {path}, which is not an executable of the package"),
+        }
+    }
+    Ok(())
+}
+
+/// (absolute path, whether it is run) of what a unit refers to: the program of each `Exec*=`
+/// line (after systemd's `-+!@:` prefixes) and each `Documentation=file:` page.
+fn unit_references(unit: &str) -> Vec<(String, bool)> {
+    let mut found = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key.starts_with("Exec") {
+            let program = value.trim_start_matches(['-', '+', '!', '@', ':']);
+            if let Some(program) = program
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/'))
+            {
+                found.push((program.to_owned(), true));
+            }
+        } else if key == "Documentation" {
+            let pages = value
+                .split_whitespace()
+                .filter_map(|d| d.strip_prefix("file:"));
+            found.extend(pages.map(|p| (p.to_owned(), false)));
+        }
+    }
+    found
+}
+
+/// "-rwxr-xr-x root/root   123 2026-12-03 13:30 ./usr/bin/steer" per line, by path
 /// without the leading "./" (directories without their trailing "/").
 fn parse_listing(listing: &str) -> Result<BTreeMap<String, Listed>> {
     let mut listed = BTreeMap::new();
@@ -490,13 +543,20 @@ fn mode_from_perms(perms: &str) -> Option<u32> {
         })
 }
 
-/// Every file where a Debian system looks for it, with 0644 (0755 for the binary and the
+/// Every file where a Debian system looks for it, with 0644 (0755 for the programs and the
 /// directories), owned by root, and nothing else.
 fn check_paths(listed: &BTreeMap<String, Listed>, examples: &[String]) -> Result<()> {
-    let mut expected: Vec<String> = [BINARY, UNIT, COPYRIGHT, &format!("{MAN1}/steer.1.gz")]
-        .iter()
-        .map(|p| (*p).to_owned())
-        .collect();
+    let mut expected: Vec<String> = [
+        BINARY,
+        UNIT,
+        STOP_POST,
+        INSTALL_DOC,
+        COPYRIGHT,
+        &format!("{MAN1}/steer.1.gz"),
+    ]
+    .iter()
+    .map(|p| (*p).to_owned())
+    .collect();
     expected.extend(COMPLETIONS.iter().map(|(_, path)| (*path).to_owned()));
     expected.extend(examples.iter().map(|e| format!("{EXAMPLES}/{e}")));
     for path in &expected {
@@ -508,7 +568,7 @@ fn check_paths(listed: &BTreeMap<String, Listed>, examples: &[String]) -> Result
     for (path, entry) in listed {
         let expected_mode = match entry.kind {
             'd' => 0o755,
-            '-' if path == BINARY => 0o755,
+            '-' if path == BINARY || path == STOP_POST => 0o755,
             '-' => 0o644,
             other => bail!("/{path} is of type {other:?}: only files and directories belong here"),
         };
@@ -566,12 +626,14 @@ mod tests {
     const LISTING: &str = "\
 drwxr-xr-x root/root         0 2026-12-03 13:30 ./
 drwxr-xr-x root/root         0 2026-12-03 13:30 ./usr/
-drwxr-xr-x root/root         0 2026-12-03 13:30 ./usr/sbin/
--rwxr-xr-x root/root   5000000 2026-12-03 13:30 ./usr/sbin/steer
--rw-r--r-- root/root       900 2026-12-03 13:30 ./lib/systemd/system/steer.service
+drwxr-xr-x root/root         0 2026-12-03 13:30 ./usr/bin/
+-rwxr-xr-x root/root   5000000 2026-12-03 13:30 ./usr/bin/steer
+-rw-r--r-- root/root       900 2026-12-03 13:30 ./usr/lib/systemd/system/steer.service
+-rwxr-xr-x root/root      2000 2026-12-03 13:30 ./usr/lib/steer/steer-stop-post
 -rw-r--r-- root/root      3000 2026-12-03 13:30 ./usr/share/doc/steer/copyright
+-rw-r--r-- root/root      9000 2026-12-03 13:30 ./usr/share/doc/steer/install.md
 -rw-r--r-- root/root      2000 2026-12-03 13:30 ./usr/share/doc/steer/examples/README.md
--rw-r--r-- root/root      1000 2026-12-03 13:30 ./usr/share/doc/steer/examples/dual-wan.toml
+-rw-r--r-- root/root      1000 2026-12-03 13:30 ./usr/share/doc/steer/examples/dual/steer.toml
 -rw-r--r-- root/root      1000 2026-12-03 13:30 ./usr/share/bash-completion/completions/steer
 -rw-r--r-- root/root      1000 2026-12-03 13:30 ./usr/share/zsh/vendor-completions/_steer
 -rw-r--r-- root/root      1000 2026-12-03 13:30 ./usr/share/fish/vendor_completions.d/steer.fish
@@ -580,21 +642,21 @@ drwxr-xr-x root/root         0 2026-12-03 13:30 ./usr/sbin/
 ";
 
     fn examples() -> Vec<String> {
-        vec!["README.md".into(), "dual-wan.toml".into()]
+        vec!["README.md".into(), "dual/steer.toml".into()]
     }
 
     #[test]
     fn a_complete_listing_passes() {
         let listed = parse_listing(LISTING).unwrap();
         assert_eq!(
-            listed["usr/sbin/steer"],
+            listed["usr/bin/steer"],
             Listed {
                 kind: '-',
                 mode: 0o755,
                 owner: "root/root".into()
             }
         );
-        assert_eq!(listed["usr/sbin"].kind, 'd');
+        assert_eq!(listed["usr/bin"].kind, 'd');
         check_paths(&listed, &examples()).unwrap();
     }
 
@@ -616,7 +678,7 @@ drwxr-xr-x root/root         0 2026-12-03 13:30 ./usr/sbin/
                 "rwxr-xr-x root/root   5000000",
                 "rw-r--r-- root/root   5000000",
             ),
-            "/usr/sbin/steer is 644 root/root, expected 755",
+            "/usr/bin/steer is 644 root/root, expected 755",
         );
         fails(
             LISTING.replace("root/root       900", "steer/steer       900"),
@@ -634,7 +696,7 @@ drwxr-xr-x root/root         0 2026-12-03 13:30 ./usr/sbin/
             LISTING.replace("./usr/share/man/man1/steer-check.1.gz\n", "./usr/share/x\n"),
             "/usr/share/x should not be in the package",
         );
-        let link = "lrwxrwxrwx root/root 0 2026-12-03 13:30 ./usr/bin/steer -> ../sbin/steer";
+        let link = "lrwxrwxrwx root/root 0 2026-12-03 13:30 ./usr/sbin/steer -> ../bin/steer";
         let e = parse_listing(&format!("{LISTING}{link}\n")).unwrap_err();
         assert!(e.to_string().contains("unexpected line"), "{e}");
     }
@@ -653,6 +715,38 @@ drwxr-xr-x root/root         0 2026-12-03 13:30 ./usr/sbin/
             control_members(info),
             [("control".into(), false), ("postinst".into(), true)]
         );
+    }
+
+    #[test]
+    fn the_unit_runs_only_programs_of_the_package() {
+        let listed = parse_listing(LISTING).unwrap();
+        let unit = "[Unit]\nDocumentation=man:steer(1) file:/usr/share/doc/steer/install.md\n\
+                    [Service]\nExecStart=/usr/bin/steer run -c ${STEER_CONFIG}\n\
+                    ExecStopPost=-/usr/lib/steer/steer-stop-post %n ${STEER_CONFIG}\n";
+        assert_eq!(
+            unit_references(unit),
+            [
+                ("/usr/share/doc/steer/install.md".to_owned(), false),
+                ("/usr/bin/steer".to_owned(), true),
+                ("/usr/lib/steer/steer-stop-post".to_owned(), true),
+            ]
+        );
+        check_unit_references(unit, &listed).unwrap();
+        let e = check_unit_references(&unit.replace("/usr/bin/", "/usr/sbin/"), &listed)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("runs /usr/sbin/steer, which is not"), "{e}");
+        let e = check_unit_references(&unit.replace("install.md", "x.md"), &listed)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("documentation /usr/share/doc/steer/x.md"), "{e}");
+        // A program that lost its x bits does not count.
+        let listing = LISTING.replace(
+            "-rwxr-xr-x root/root      2000",
+            "-rw-r--r-- root/root 2000",
+        );
+        let e = check_unit_references(unit, &parse_listing(&listing).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("steer-stop-post"), "{e}");
     }
 
     #[test]
