@@ -22,7 +22,7 @@ const OBJECTS: &[(&str, &str)] = &[
 /// `cargo xtask build-ebpf`: a release build, its objects copied to `target/bpf/`.
 pub fn run() -> Result<Vec<PathBuf>> {
     cmd::step("build-ebpf");
-    let out_dir = build_and_find_out_dir(&["--release"])?;
+    let out_dir = build_steer(&["--release"])?.out_dir;
     let dest = workspace_root().join("target/bpf");
     std::fs::create_dir_all(&dest)?;
     let mut written = Vec::new();
@@ -37,21 +37,22 @@ pub fn run() -> Result<Vec<PathBuf>> {
 }
 
 /// Builds the debug `steer` binary the end-to-end tests run, and checks the objects it embeds.
-/// The test builds share this build script run and so embed the very same files.
-pub fn build_for_tests() -> Result<()> {
+/// The test builds share this build script run and so embed the very same files. Returns that
+/// binary's path.
+pub fn build_for_tests() -> Result<PathBuf> {
     cmd::step("build: steer and the kernel programs it embeds");
-    let out_dir = build_and_find_out_dir(&crate::TEST_FEATURES)?;
-    for (built, _) in OBJECTS {
-        let src = out_dir.join(built);
+    let built = build_steer(&crate::TEST_FEATURES)?;
+    for (object, _) in OBJECTS {
+        let src = built.out_dir.join(object);
         let bytes = read_with_btf(&src)?;
         eprintln!("    {} ({} bytes, BTF)", src.display(), bytes.len());
     }
-    Ok(())
+    Ok(built.steer)
 }
 
 /// Reads a built object, refusing it without .BTF and .BTF.ext (the build passes `--btf` to
 /// bpf-linker; this catches a toolchain that ignores it).
-fn read_with_btf(src: &Path) -> Result<Vec<u8>> {
+pub fn read_with_btf(src: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(src).with_context(|| format!("read {}", src.display()))?;
     let sections = elf_section_names(&bytes)
         .with_context(|| format!("{} is not an ELF object", src.display()))?;
@@ -66,16 +67,24 @@ fn read_with_btf(src: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask is in the workspace")
         .to_path_buf()
 }
 
-/// Builds steer-user's binaries (with `profile`, e.g. `--release`) and returns the OUT_DIR its
-/// build script reported.
-fn build_and_find_out_dir(options: &[&str]) -> Result<PathBuf> {
+/// What a build of steer-user's binaries made: the OUT_DIR its build script reported (where
+/// the eBPF objects are) and the `steer` executable.
+#[derive(Debug)]
+pub struct SteerBuild {
+    pub out_dir: PathBuf,
+    pub steer: PathBuf,
+}
+
+/// Builds steer-user's binaries (with `options`, e.g. `--release`) and returns what cargo
+/// reported of them.
+pub fn build_steer(options: &[&str]) -> Result<SteerBuild> {
     let mut child = Command::new(cmd::cargo_bin())
         .args(["build", "-p", "steer-user", "--bins"])
         .args(options)
@@ -83,7 +92,7 @@ fn build_and_find_out_dir(options: &[&str]) -> Result<PathBuf> {
         .stdout(Stdio::piped())
         .spawn()
         .context("start cargo build")?;
-    let mut out_dir = None;
+    let (mut out_dir, mut steer) = (None, None);
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -95,11 +104,18 @@ fn build_and_find_out_dir(options: &[&str]) -> Result<PathBuf> {
         if msg["reason"] == "build-script-executed" && is_steer_user {
             out_dir = msg["out_dir"].as_str().map(PathBuf::from);
         }
+        if msg["reason"] == "compiler-artifact" && is_steer_user && msg["target"]["name"] == "steer"
+        {
+            steer = msg["executable"].as_str().map(PathBuf::from).or(steer);
+        }
     }
     if !child.wait()?.success() {
         bail!("building steer-user (and with it the eBPF programs) failed");
     }
-    out_dir.context("cargo reported no build-script output for steer-user")
+    Ok(SteerBuild {
+        out_dir: out_dir.context("cargo reported no build-script output for steer-user")?,
+        steer: steer.context("cargo reported no `steer` executable")?,
+    })
 }
 
 /// Section names of a little-endian ELF64 object.

@@ -8,12 +8,18 @@
 //! - `bench`: the benchmarks (BPF_PROG_TEST_RUN timings, bulk loads, failover).
 //! - `demo`: the namespace lab showing steering and failover live.
 //! - `lint`: rustfmt and clippy for the user crates and the eBPF crate.
+//! - `dist`: static (musl) binaries for x86_64 and aarch64 and a `.deb` for each, in
+//!   `target/dist/` with a manifest; `dist --check` is the dist tier of `test` alone (aarch64,
+//!   quick profile, the package checked, the binary under qemu). See docs/packaging.md.
 //! - `fuzz`: the `cargo fuzz` targets in fuzz/ (parsers of untrusted input), longer than the
 //!   short run `test` makes.
 
 mod build_ebpf;
 mod cmd;
+mod deb;
+mod dist;
 mod ebpf_toolchain;
+mod elf;
 mod fuzz;
 mod setup;
 
@@ -33,8 +39,8 @@ enum Task {
     Setup,
     /// Build the eBPF object with BTF into target/bpf/.
     BuildEbpf,
-    /// Run setup, then every test tier (unit, config, privileged kernel and namespace tests, a
-    /// short fuzz run of every fuzz target).
+    /// Run setup, then every test tier (unit, config, privileged kernel and namespace tests, the
+    /// aarch64 static build and its .deb, a short fuzz run of every fuzz target).
     Test {
         /// Extra arguments for the test binaries (e.g. a test name filter).
         #[arg(last = true)]
@@ -47,6 +53,14 @@ enum Task {
     },
     /// Run the live namespace demo: steering, failover and recovery.
     Demo,
+    /// Static (musl) release binaries for x86_64 and aarch64 and a .deb for each, in
+    /// target/dist/ with a manifest (file, size, sha256).
+    Dist {
+        /// Only the dist tier of `cargo xtask test`: the aarch64 build in a quick profile, its
+        /// .deb checked, the binary run under qemu.
+        #[arg(long)]
+        check: bool,
+    },
     /// rustfmt --check and clippy -D warnings for every crate, the eBPF crate included.
     Lint,
     /// Fuzz the parsers of untrusted input (cargo fuzz, nightly): every target, or one.
@@ -66,6 +80,11 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Bench { filters } => release_bin("steer-bench", &filters),
         Task::Demo => release_bin("steer-demo", &[]),
+        Task::Dist { check: false } => dist::run(),
+        Task::Dist { check: true } => {
+            setup::run()?;
+            dist::test(&build_ebpf::build_for_tests()?)
+        }
         Task::Lint => lint(),
         Task::Fuzz { target, seconds } => {
             let targets = fuzz::select(target.as_deref())?;
@@ -83,10 +102,16 @@ fn main() -> Result<()> {
 /// passes it, so steer-user (and the eBPF objects its build script makes) is built once.
 pub const TEST_FEATURES: [&str; 2] = ["--features", "steer-user/privileged-tests"];
 
+/// A command prefix (as root) that runs a program with every capability dropped and no way to
+/// regain one: `noroot` keeps exec from handing them back to uid 0. The uid stays 0, so the
+/// checkout's files stay readable wherever CI put them.
+pub const NO_CAPABILITIES: &str = "setpriv --bounding-set=-all --inh-caps=-all \
+     --securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked";
+
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
     // The end-to-end tests run the `steer` binary itself.
-    build_ebpf::build_for_tests()?;
+    let host_steer = build_ebpf::build_for_tests()?;
     let mut extra = vec!["--".to_owned()];
     extra.extend_from_slice(args);
     unprivileged_plain_test(&extra)?;
@@ -119,17 +144,17 @@ fn test(args: &[String]) -> Result<()> {
         &extra,
     )?;
     if !args.is_empty() {
-        cmd::step("fuzz: not run, the tests were filtered");
+        cmd::step("dist and fuzz: not run, the tests were filtered");
         return Ok(());
     }
+    dist::test(&host_steer)?;
     fuzz::short()
 }
 
 /// A plain `cargo test` (the default members, no features) must pass without root. As root,
-/// its test binaries run with every capability dropped (through cargo's runner; `noroot`
-/// keeps exec from handing them back), so a test that needs privileges without saying so fails
-/// here instead of on a developer's machine. The uid stays 0, so the checkout's files stay
-/// readable wherever CI put them.
+/// its test binaries run with every capability dropped (through cargo's runner, with
+/// [`NO_CAPABILITIES`]), so a test that needs privileges without saying so fails here instead
+/// of on a developer's machine.
 fn unprivileged_plain_test(extra: &[String]) -> Result<()> {
     let mut run = std::process::Command::new(cmd::cargo_bin());
     run.arg("test").args(extra);
@@ -137,8 +162,7 @@ fn unprivileged_plain_test(extra: &[String]) -> Result<()> {
         cmd::step("plain `cargo test` with no capabilities: it must pass without root");
         run.env(
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER",
-            "setpriv --bounding-set=-all --inh-caps=-all \
-             --securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked",
+            NO_CAPABILITIES,
         );
     } else {
         cmd::step("plain `cargo test` (not root)");

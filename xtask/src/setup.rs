@@ -32,7 +32,9 @@ use crate::{
 /// real peers: keepalived (VRRP interop, the keepalived engine), bird2 (OSPF for the routed
 /// VIP) and conntrackd (connections across a failover); for the service files: systemd
 /// (`systemd-analyze verify` on the unit) and util-linux (`setpriv`, which runs the daemon with
-/// exactly the unit's capabilities).
+/// exactly the unit's capabilities); for `cargo xtask dist` and its test tier:
+/// gcc-aarch64-linux-gnu (the linker of the static aarch64 build) and qemu-user (qemu-aarch64
+/// runs that binary in the tests).
 const PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -64,7 +66,13 @@ const PACKAGES: &[&str] = &[
     "fish",
     "man-db",
     "groff-base",
+    "gcc-aarch64-linux-gnu",
+    "qemu-user",
 ];
+
+/// The Rust targets of the static builds (`cargo xtask dist`); their std ships the musl C
+/// library, so no musl toolchain is needed.
+const DIST_TARGETS: [&str; 2] = [crate::dist::X86_64.triple, crate::dist::AARCH64.triple];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM.
 const BPF_LINKER_VERSION: &str = "^0.13";
@@ -77,6 +85,7 @@ pub fn run() -> Result<()> {
     ensure_nightly_clippy()?;
     ensure_bpf_linker(&sysroot)?;
     ensure_packages()?;
+    ensure_dist_targets()?;
     ensure_bpffs()?;
     ensure_cargo_fuzz()?;
     // What steer-user's build script will demand, checked its way.
@@ -310,6 +319,26 @@ fn ensure_cargo_fuzz() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The musl targets, for the toolchain that runs the xtask (rustup sets RUSTUP_TOOLCHAIN for it,
+/// so `rustup target` acts on that one).
+fn ensure_dist_targets() -> Result<()> {
+    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    let missing: Vec<&str> = DIST_TARGETS
+        .into_iter()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if missing.is_empty() {
+        ok(&format!("Rust targets {}", DIST_TARGETS.join(", ")));
+        return Ok(());
+    }
+    eprintln!("    adding the Rust targets {}", missing.join(" "));
+    cmd::run(
+        Command::new("rustup")
+            .args(["target", "add"])
+            .args(&missing),
+    )
 }
 
 /// Pinned maps live on bpffs; mount it where the system did not.

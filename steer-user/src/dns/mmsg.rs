@@ -70,7 +70,8 @@ impl RecvBatch {
                 fd,
                 hdrs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_DONTWAIT,
+                // The flags are an int in glibc and an unsigned int in musl.
+                libc::MSG_DONTWAIT as _,
                 std::ptr::null_mut(),
             )
         };
@@ -155,8 +156,14 @@ pub fn send(fd: RawFd, datagrams: &[(&[u8], Option<&SockAddr>)]) -> io::Result<(
         let left = &mut hdrs[done..];
         // SAFETY: every header points at a live buffer (and address) of `datagrams`; the
         // kernel only reads them.
-        let n =
-            unsafe { libc::sendmmsg(fd, left.as_mut_ptr(), left.len() as u32, libc::MSG_DONTWAIT) };
+        let n = unsafe {
+            libc::sendmmsg(
+                fd,
+                left.as_mut_ptr(),
+                left.len() as u32,
+                libc::MSG_DONTWAIT as _,
+            )
+        };
         if n > 0 {
             done += n as usize;
             continue;

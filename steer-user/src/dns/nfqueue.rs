@@ -149,8 +149,9 @@ impl Queue {
             num,
         };
         let timeout = libc::timeval {
-            tv_sec: poll.as_secs() as libc::time_t,
-            tv_usec: poll.subsec_micros() as libc::suseconds_t,
+            // Not `libc::time_t`: the libc crate deprecates it on musl (its width changes).
+            tv_sec: poll.as_secs() as _,
+            tv_usec: poll.subsec_micros() as _,
         };
         q.setsockopt(libc::SO_RCVTIMEO, &timeout)?;
         // Room for bursts of answers; best effort.

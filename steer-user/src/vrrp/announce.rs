@@ -57,8 +57,9 @@ pub fn mac(interface: &str) -> io::Result<[u8; 6]> {
     {
         *d = c as libc::c_char;
     }
-    // SAFETY: SIOCGIFHWADDR fills the ifreq we own.
-    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
+    // SAFETY: SIOCGIFHWADDR fills the ifreq we own. (The request is an unsigned long in glibc
+    // and an int in musl.)
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFHWADDR as _, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: SIOCGIFHWADDR set the hwaddr member of the union.

@@ -163,11 +163,11 @@ impl VrrpSocket {
                         },
                         ipi_addr: libc::in_addr { s_addr: 0 },
                     };
-                    msg.msg_controllen = libc::CMSG_SPACE(mem::size_of_val(&info) as u32) as usize;
+                    msg.msg_controllen = libc::CMSG_SPACE(mem::size_of_val(&info) as u32) as _;
                     let c = libc::CMSG_FIRSTHDR(&msg);
                     (*c).cmsg_level = libc::IPPROTO_IP;
                     (*c).cmsg_type = libc::IP_PKTINFO;
-                    (*c).cmsg_len = libc::CMSG_LEN(mem::size_of_val(&info) as u32) as usize;
+                    (*c).cmsg_len = libc::CMSG_LEN(mem::size_of_val(&info) as u32) as _;
                     std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
                 }
                 (IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -186,11 +186,11 @@ impl VrrpSocket {
                         },
                         ipi6_ifindex: self.ifindex,
                     };
-                    msg.msg_controllen = libc::CMSG_SPACE(mem::size_of_val(&info) as u32) as usize;
+                    msg.msg_controllen = libc::CMSG_SPACE(mem::size_of_val(&info) as u32) as _;
                     let c = libc::CMSG_FIRSTHDR(&msg);
                     (*c).cmsg_level = libc::IPPROTO_IPV6;
                     (*c).cmsg_type = libc::IPV6_PKTINFO;
-                    (*c).cmsg_len = libc::CMSG_LEN(mem::size_of_val(&info) as u32) as usize;
+                    (*c).cmsg_len = libc::CMSG_LEN(mem::size_of_val(&info) as u32) as _;
                     std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
                 }
                 _ => {
@@ -238,7 +238,8 @@ impl VrrpSocket {
             msg.msg_name = from.as_mut_ptr().cast();
             msg.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as u32;
             msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = mem::size_of_val(&control);
+            // A size_t in glibc, a socklen_t in musl (and so for the lengths above).
+            msg.msg_controllen = mem::size_of_val(&control) as _;
             let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
             (n, msg)
         };
