@@ -237,6 +237,20 @@ impl Diff {
     }
 }
 
+impl Diff {
+    /// What maps holding `state` hold once these writes are made.
+    pub fn apply_to(&self, state: &mut PrefixSets) {
+        for (dir, writes) in &self.planned {
+            for (prefix, rule) in writes {
+                state.insert(*dir, *prefix, *rule);
+            }
+        }
+        for (dir, prefix) in &self.left {
+            state.map_mut(PrefixMap::of(*dir, prefix)).remove(prefix);
+        }
+    }
+}
+
 /// Writes a change of prefixes alone (`diff`, from [`Diff::of_changes`]): the policy table
 /// stays as it is. Capacity first, then widened settings, additions (undone on failure),
 /// removals, narrowed settings, as [`sync`] does.
