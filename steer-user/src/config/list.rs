@@ -87,7 +87,9 @@ impl std::error::Error for ListError {}
 /// `allow_default_route` permits `0.0.0.0/0` and `::/0`.
 pub fn parse_list(text: &str, allow_default_route: bool) -> Result<Vec<Listed>, Vec<ListError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut out = Vec::new();
+    // At most one entry per line: one allocation instead of twenty doublings of up to 40 MB.
+    let lines = text.bytes().filter(|b| *b == b'\n').count() + 1;
+    let mut out = Vec::with_capacity(lines);
     let mut errors = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
         parse_line(line, i + 1, allow_default_route, &mut out, &mut errors);

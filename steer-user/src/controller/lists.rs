@@ -117,9 +117,59 @@ pub(super) fn prepare(
     if readers.next().is_some() || !set.list_only {
         return None;
     }
+    // What the set holds now is collected and sorted on a second thread while the list is
+    // parsed and sorted on this one (most routers have two cores or more).
+    std::thread::scope(|scope| {
+        let old = scope.spawn(|| held_sorted(held, set.direction, set.rule));
+        diff_list(
+            set,
+            inputs,
+            index,
+            &bytes,
+            stamp,
+            held,
+            version,
+            &sets.capacity,
+            || old.join().ok(),
+        )
+    })
+}
+
+/// What the set with `rule` holds in `held`, sorted: IPv4 as [`v4_key`]s, IPv6 as tuples.
+fn held_sorted(held: &PrefixSets, direction: Direction, rule: u32) -> (Vec<u64>, Vec<(u128, u8)>) {
+    let mut old4: Vec<u64> = Vec::new();
+    let mut old6: Vec<(u128, u8)> = Vec::new();
+    for v4 in [true, false] {
+        for (p, r) in held.map(PrefixMap::new(direction, v4)) {
+            match *p {
+                _ if *r != rule => {}
+                Prefix::V4 { addr, len } => old4.push(v4_key(u32::from(addr), len)),
+                Prefix::V6 { addr, len } => old6.push((u128::from(addr), len)),
+            }
+        }
+    }
+    radix_sort(&mut old4);
+    old6.sort_unstable();
+    (old4, old6)
+}
+
+/// The change of list file `index` of `set`, now `bytes`; `old` gives what the set holds
+/// (see [`held_sorted`]).
+#[allow(clippy::too_many_arguments)]
+fn diff_list(
+    set: &ListSet,
+    inputs: &Inputs,
+    index: usize,
+    bytes: &[u8],
+    stamp: crate::config::Stamp,
+    held: &PrefixSets,
+    version: u64,
+    capacity: &Capacity,
+    old: impl FnOnce() -> Option<(Vec<u64>, Vec<(u128, u8)>)>,
+) -> Option<Delta> {
+    let named = inputs.path(index);
     let started = std::time::Instant::now();
-    let listed = parse_list_bytes(&bytes, set.allow_default_route).ok()?;
-    drop(bytes);
+    let listed = parse_list_bytes(bytes, set.allow_default_route).ok()?;
     let parse = started.elapsed();
     let started = std::time::Instant::now();
 
@@ -155,19 +205,7 @@ pub(super) fn prepare(
             keep[i as usize] = true;
         }
     }
-    let mut old4: Vec<u64> = Vec::new();
-    let mut old6: Vec<(u128, u8)> = Vec::new();
-    for v4 in [true, false] {
-        for (p, r) in held.map(PrefixMap::new(set.direction, v4)) {
-            match *p {
-                _ if *r != set.rule => {}
-                Prefix::V4 { addr, len } => old4.push(v4_key(u32::from(addr), len)),
-                Prefix::V6 { addr, len } => old6.push((u128::from(addr), len)),
-            }
-        }
-    }
-    radix_sort(&mut old4);
-    old6.sort_unstable();
+    let (old4, old6) = old()?;
     let (added4, removed4) = merge(&old4, new4_keys.iter().copied());
     let (added6, removed6) = merge(&old6, new6_keys.iter().copied());
     drop((old4, old6, new4_keys, new6_keys));
@@ -207,7 +245,7 @@ pub(super) fn prepare(
     }
     if PrefixMap::ALL
         .iter()
-        .any(|m| count[m.index()] > i64::from(sets.capacity.of(*m)))
+        .any(|m| count[m.index()] > i64::from(capacity.of(*m)))
     {
         return None;
     }

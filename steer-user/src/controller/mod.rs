@@ -428,7 +428,9 @@ impl Controller {
             }
         }
         self.prefix_counts.insert(delta.rule, delta.entries.len());
-        self.config.sets[index].prefixes = delta.entries;
+        let old = std::mem::replace(&mut self.config.sets[index].prefixes, delta.entries);
+        // A million entries take milliseconds to free: not on the event loop.
+        tokio::task::spawn_blocking(move || drop(old));
         report.per_set = per_set(&report.sync, &self.rules, &self.rules);
         report.notes.push(ReportLine::info(format!(
             "only a list of set {} changed: files checked in {:.1} ms, {} lines parsed in {:.1} ms, merged against the set in {:.1} ms; nothing else read or compiled",

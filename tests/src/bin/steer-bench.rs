@@ -345,6 +345,12 @@ fn list_end_to_end() {
     ratio(
         "steer reload, one changed line",
         daemon.one_line,
+        base.nft_plain_add,
+        "nft add, no auto-merge",
+    );
+    ratio(
+        "steer reload, one changed line",
+        daemon.one_line,
         base.ipset_add,
         "ipset add",
     );
@@ -571,6 +577,7 @@ const N_HALF: usize = 500_000;
 struct Baselines {
     nft_load: Duration,
     nft_add: Duration,
+    nft_plain_add: Duration,
     ipset_load: Duration,
     ipset_add: Duration,
 }
@@ -591,6 +598,25 @@ fn set_baselines(set: &[Prefix]) -> Baselines {
         t.elapsed()
     };
     let floor = median((0..5).map(|_| timed("true")).collect());
+    // The parser alone, in this process: ns per line of a 1M-line list.
+    let text = set.iter().map(|p| format!("{p}\n")).collect::<String>();
+    let parse = median(
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let listed = steer::config::parse_list_bytes(text.as_bytes(), false).expect("list");
+                assert_eq!(listed.len(), set.len());
+                t.elapsed()
+            })
+            .collect(),
+    );
+    println!(
+        "{:<44} {:>9.1} ms  ({:.0} ns/line; in-process, median of 3)",
+        "parse_list_bytes: the 1M-line list",
+        ms(parse),
+        parse.as_nanos() as f64 / set.len() as f64
+    );
+    drop(text);
     let mut nft = String::from(
         "table inet bench {\n\tset s { type ipv4_addr; flags interval; auto-merge; }\n}\n",
     );
@@ -608,6 +634,43 @@ fn set_baselines(set: &[Prefix]) -> Baselines {
     let nft_load = timed(&format!("nft -f {}", dir.join("nft").display()));
     let add = |fmt: &dyn Fn(u8) -> String| median((0..5u8).map(|i| timed(&fmt(i))).collect());
     let nft_add = add(&|i| format!("nft add element inet bench s {{ 172.30.{i}.0/24 }}"));
+    let _ = ns.try_run("nft delete table inet bench");
+    // Without auto-merge (an add then does not read the whole set back): the set holds the
+    // prefixes that do not overlap an earlier one, as an interval set without it must.
+    let mut sorted = set.to_vec();
+    sorted.sort_unstable();
+    let mut disjoint: Vec<Prefix> = Vec::with_capacity(sorted.len());
+    for p in sorted {
+        if disjoint.last().is_none_or(|q| !q.contains(p.addr())) {
+            disjoint.push(p);
+        }
+    }
+    let mut plain =
+        String::from("table inet bench {\n\tset s { type ipv4_addr; flags interval; }\n}\n");
+    for chunk in disjoint.chunks(10_000) {
+        plain.push_str("add element inet bench s { ");
+        for (i, p) in chunk.iter().enumerate() {
+            if i > 0 {
+                plain.push_str(", ");
+            }
+            plain.push_str(&p.to_string());
+        }
+        plain.push_str(" }\n");
+    }
+    std::fs::write(dir.join("nft-plain"), plain).expect("nft script");
+    let disjoint_len = disjoint.len();
+    let nft_plain_load = timed(&format!("nft -f {}", dir.join("nft-plain").display()));
+    // Addresses no element holds (an interval set without auto-merge refuses an overlap).
+    let free: Vec<std::net::Ipv4Addr> = (0u32..)
+        .map(|a| std::net::Ipv4Addr::from(a.wrapping_mul(0x9e37_79b9)))
+        .filter(|a| {
+            let at = disjoint.partition_point(|p| p.addr() <= std::net::IpAddr::V4(*a));
+            at == 0 || !disjoint[at - 1].contains(std::net::IpAddr::V4(*a))
+        })
+        .take(5)
+        .collect();
+    let nft_plain_add =
+        add(&|i| format!("nft add element inet bench s {{ {} }}", free[i as usize]));
     let mut ipset = format!(
         "create bench hash:net family inet maxelem {}\n",
         set.len() * 2
@@ -627,9 +690,20 @@ fn set_baselines(set: &[Prefix]) -> Baselines {
         ms(floor)
     );
     println!(
-        "{:<44} {:>9.1} ms  (median of 5)",
+        "{:<44} {:>9.1} ms  (median of 5; auto-merge reads the set back)",
         "nft add element: one prefix",
         ms(nft_add)
+    );
+    println!(
+        "{:<44} {:>9.1} ms  ({} disjoint elements, no auto-merge)",
+        "nft -f: interval set without auto-merge",
+        ms(nft_plain_load),
+        disjoint_len
+    );
+    println!(
+        "{:<44} {:>9.1} ms  (median of 5)",
+        "nft add element, no auto-merge",
+        ms(nft_plain_add)
     );
     println!(
         "{:<44} {:>9.1} ms",
@@ -644,6 +718,7 @@ fn set_baselines(set: &[Prefix]) -> Baselines {
     Baselines {
         nft_load,
         nft_add,
+        nft_plain_add,
         ipset_load,
         ipset_add,
     }
