@@ -190,6 +190,20 @@ impl ReloadPlan {
     }
 }
 
+/// Hands the memory a reload freed back to the system. A reload reads and sorts a list of
+/// up to a million lines on a blocking thread, and glibc keeps what a thread's arena freed.
+/// Measured with `cargo xtask bench reload` (noisy): the daemon's RSS after five one-line
+/// reloads of a 1M-line list was 252 MB without this, 133 to 223 MB with it (118 MB after the
+/// load). Called where no reload waits for it.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the system; it has no
+    // preconditions and touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let show = |v: Option<std::net::SocketAddr>| v.map_or("none".to_owned(), |a| a.to_string());
     [
@@ -430,7 +444,10 @@ impl Controller {
         self.prefix_counts.insert(delta.rule, delta.entries.len());
         let old = std::mem::replace(&mut self.config.sets[index].prefixes, delta.entries);
         // A million entries take milliseconds to free: not on the event loop.
-        tokio::task::spawn_blocking(move || drop(old));
+        tokio::task::spawn_blocking(move || {
+            drop(old);
+            release_freed_memory();
+        });
         report.per_set = per_set(&report.sync, &self.rules, &self.rules);
         report.notes.push(ReportLine::info(format!(
             "only a list of set {} changed: files checked in {:.1} ms, {} lines parsed in {:.1} ms, merged against the set in {:.1} ms; nothing else read or compiled",
