@@ -73,7 +73,7 @@ enum Exit {
 
 /// Runs the daemon until a signal or `steer stop`.
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
-    let config = config::load(config_path)?;
+    let (config, inputs) = config::load_stamped(config_path)?;
     // A broken NOTIFY_SOCKET must not keep steering from starting: the service manager then
     // times the start out, which says more than a refusal here.
     let notifier = Notifier::from_env().unwrap_or_else(|e| {
@@ -83,7 +83,7 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config, notifier))
+    runtime.block_on(serve(config, inputs, notifier))
 }
 
 /// Which prober: a WAN and an address family.
@@ -148,7 +148,11 @@ fn log_lines<'a>(prefix: &str, lines: impl IntoIterator<Item = &'a ReportLine>) 
     }
 }
 
-async fn serve(config: Config, notifier: Option<Notifier>) -> Result<(), DaemonError> {
+async fn serve(
+    config: Config,
+    inputs: config::Inputs,
+    notifier: Option<Notifier>,
+) -> Result<(), DaemonError> {
     raise_fd_limit();
     // Everything that can refuse this daemon comes before the first change to the system: the
     // namespace's lock, the control socket, the metrics port, the DNS listen addresses and
@@ -167,6 +171,7 @@ async fn serve(config: Config, notifier: Option<Notifier>) -> Result<(), DaemonE
     let dns = crate::dns::service::Services::bind(&config).map_err(DaemonError::Dns)?;
     let mut events = routing::watch()?;
     let (mut ctl, report) = Controller::start(config).await?;
+    ctl.remember_inputs(inputs);
     log_lines("", &report.lines());
     let (vrrp_tx, mut vrrp_events) = mpsc::unbounded_channel();
     log_lines("", &ctl.vrrp_start(vrrp_tx).await);
@@ -554,6 +559,7 @@ impl Reloads {
         for reply in waiting {
             let _ = reply.send(response.clone());
         }
+        crate::controller::release_freed_memory();
         if let Some(next) = next {
             self.start(ctl, next);
         }

@@ -87,7 +87,9 @@ impl std::error::Error for ListError {}
 /// `allow_default_route` permits `0.0.0.0/0` and `::/0`.
 pub fn parse_list(text: &str, allow_default_route: bool) -> Result<Vec<Listed>, Vec<ListError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut out = Vec::new();
+    // At most one entry per line: one allocation instead of twenty doublings of up to 40 MB.
+    let lines = text.bytes().filter(|b| *b == b'\n').count() + 1;
+    let mut out = Vec::with_capacity(lines);
     let mut errors = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
         parse_line(line, i + 1, allow_default_route, &mut out, &mut errors);
@@ -155,6 +157,71 @@ pub fn parse_list_bytes(
 
 #[inline]
 fn parse_line(
+    line: &str,
+    number: usize,
+    allow_default_route: bool,
+    out: &mut Vec<Listed>,
+    errors: &mut Vec<ListError>,
+) {
+    if let Some(prefix) = fast_v4(line.as_bytes()) {
+        out.push(Listed {
+            prefix,
+            line: number,
+            column: 1,
+        });
+        return;
+    }
+    parse_line_general(line, number, allow_default_route, out, errors);
+}
+
+/// The line nearly every list is made of, parsed without the general path: a canonical IPv4
+/// address or network alone on its line (a `\r` may end it). Anything else — whitespace, a
+/// comment, a leading zero, a length of 0, host bits, IPv6 — returns `None` and takes the
+/// general path, so this accepts only lines `parse_prefix` accepts, with the same prefix at
+/// column 1 (the tests compare the two on tricky and random lines). About three times faster
+/// than the general path, which trims, counts characters and splits strings.
+#[inline]
+fn fast_v4(line: &[u8]) -> Option<Prefix> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut i = 0;
+    let mut addr: u32 = 0;
+    for k in 0..4 {
+        if k > 0 {
+            if line.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u32 = 0;
+        while i < line.len() && i - start < 3 && line[i].is_ascii_digit() {
+            v = v * 10 + u32::from(line[i] - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || (digits > 1 && line[start] == b'0') || v > 255 {
+            return None;
+        }
+        addr = addr << 8 | v;
+    }
+    let len: u32 = match &line[i..] {
+        [] => 32,
+        [b'/', d @ b'1'..=b'9'] => u32::from(d - b'0'),
+        [b'/', a @ b'1'..=b'9', b @ b'0'..=b'9'] => u32::from(a - b'0') * 10 + u32::from(b - b'0'),
+        _ => return None,
+    };
+    // Host bits set (or a length past 32): the general path says which.
+    if len > 32 || addr & u32::MAX.checked_shr(len).unwrap_or(0) != 0 {
+        return None;
+    }
+    Some(Prefix::V4 {
+        addr: std::net::Ipv4Addr::from(addr),
+        len: len as u8,
+    })
+}
+
+/// Any line: comment, whitespace, every form and every error.
+fn parse_line_general(
     line: &str,
     number: usize,
     allow_default_route: bool,
@@ -235,6 +302,112 @@ mod tests {
         assert_eq!(errs[0].kind, ListErrorKind::Utf16);
         let ok = parse_list_bytes(b"\xef\xbb\xbf10.0.0.0/8\r\n", false).unwrap();
         assert_eq!(ok.len(), 1);
+    }
+
+    /// Both paths on one line: (entries, errors).
+    fn both(line: &str, allow: bool) -> [(Vec<Listed>, Vec<ListError>); 2] {
+        let (mut fast, mut fast_errors) = (Vec::new(), Vec::new());
+        parse_line(line, 7, allow, &mut fast, &mut fast_errors);
+        let (mut general, mut general_errors) = (Vec::new(), Vec::new());
+        parse_line_general(line, 7, allow, &mut general, &mut general_errors);
+        [(fast, fast_errors), (general, general_errors)]
+    }
+
+    #[test]
+    fn the_fast_path_is_exactly_as_strict_as_the_general_one() {
+        let tricky = [
+            "10.0.0.0/8",
+            "10.0.0.0/8\r",
+            "192.0.2.1",
+            "255.255.255.255/32",
+            "0.0.0.0/0",
+            "0.0.0.0",
+            "1.2.3.4/0",
+            "010.1.1.1",
+            "10.01.1.1",
+            "10.0.0.0/08",
+            "10.0.0.0/08\r",
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "10.0.0.0/-1",
+            "256.0.0.0",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "0x0a.0.0.1",
+            "167772161",
+            " 10.0.0.0/8",
+            "10.0.0.0/8 ",
+            "\t10.0.0.0/8",
+            "10.0.0.0 /8",
+            "10.0.0.0/8#c",
+            "10.0.0.0/8 # c",
+            "# 10.0.0.0/8",
+            "",
+            "\r",
+            "::ffff:10.0.0.1",
+            "::ffff:0:0/96",
+            "2001:db8::/32",
+            "fe80::1%eth0",
+            "[2001:db8::1]",
+            "\u{feff}10.0.0.0/8",
+            "10.0.0.0/8\r\r",
+            "1000.0.0.0",
+            "1.2.3.4/320",
+            "1.2.3.4/3x",
+            "01.2.3.4/32",
+            "1.2.3.4/32\u{a0}",
+            "１.2.3.4",
+            "10.0.0.0\\8",
+            "10.0.0.0/8/8",
+            "example.com",
+        ];
+        for line in tricky {
+            for allow in [false, true] {
+                let [fast, general] = both(line, allow);
+                assert_eq!(fast, general, "{line:?} (allow_default_route = {allow})");
+            }
+        }
+        // Random lines from the characters that matter, shaped like addresses half the time.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let alphabet: Vec<char> = "0123456789./:#% \t\rxaf\u{feff}".chars().collect();
+        for _ in 0..200_000 {
+            let line: String = if next(2) == 0 {
+                (0..next(20))
+                    .map(|_| alphabet[next(alphabet.len() as u64) as usize])
+                    .collect()
+            } else {
+                let octet = |next: &mut dyn FnMut(u64) -> u64| match next(6) {
+                    0 => format!("0{}", next(300)),
+                    1 => next(1000).to_string(),
+                    _ => next(256).to_string(),
+                };
+                let mut l = (0..4)
+                    .map(|_| octet(&mut next))
+                    .collect::<Vec<_>>()
+                    .join(".");
+                match next(4) {
+                    0 => {}
+                    1 => l.push_str(&format!("/{}", next(40))),
+                    2 => l.push_str(&format!("/0{}", next(40))),
+                    _ => l.push_str(&format!("/{}\r", next(34))),
+                }
+                l
+            };
+            let allow = next(2) == 0;
+            let [fast, general] = both(&line, allow);
+            assert_eq!(fast, general, "{line:?} (allow_default_route = {allow})");
+        }
     }
 
     #[test]

@@ -57,7 +57,10 @@ pub use dns::Dns;
 pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 pub use notes::notes;
-pub use read::{MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, read_file};
+pub use read::{
+    Changed, Check, Inputs, MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, Stamp, content_hash,
+    read_file,
+};
 pub use vrrp::{AllWansDown, Checksum, Engine, Follow, Speaker, Vip, Vrrp, VrrpWan};
 
 pub use crate::model::{Capacity, LocalScope};
@@ -493,6 +496,13 @@ impl Config {
 /// Reads and validates the configuration file at `path` and the list files it names.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(&read_text(path)?, path)
+}
+
+/// [`load`], with every file it read stamped: a reload that finds them all unchanged
+/// ([`Inputs::unchanged`]) need not parse anything.
+pub fn load_stamped(path: &Path) -> Result<(Config, Inputs), ConfigErrors> {
+    let (config, inputs) = Inputs::record(|| load(path));
+    Ok((config?, inputs))
 }
 
 /// Where the steer started from a configuration can be reached, and what it owns outside the

@@ -81,20 +81,184 @@ impl ReadError {
 }
 
 /// The whole contents of the regular file at `path`, at most `limit` bytes (see the module
-/// docs for what is refused).
+/// docs for what is refused). Recorded into [`Inputs::record`]'s list when one is running.
 pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let (bytes, stamp) = read_stamped(path, limit)?;
+    RECORDING.with(|r| {
+        if let Some(stamps) = r.borrow_mut().as_mut() {
+            stamps.push(stamp);
+        }
+    });
+    Ok(bytes)
+}
+
+/// [`read_file`], with what identifies the bytes read.
+fn read_stamped(path: &Path, limit: u64) -> Result<(Vec<u8>, Stamp), ReadError> {
     let resolved = resolve(path)?;
     for _ in 0..TRIES {
-        if let Some(bytes) = read_once(&resolved, limit)? {
-            return Ok(bytes);
+        if let Some((bytes, meta)) = read_once(&resolved, limit)? {
+            let stamp = Stamp {
+                path: path.to_path_buf(),
+                limit,
+                id: (meta.dev(), meta.ino()),
+                size: bytes.len() as u64,
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                hash: content_hash(&bytes),
+            };
+            return Ok((bytes, stamp));
         }
         std::thread::sleep(SETTLE);
     }
     Err(ReadError::Unstable)
 }
 
+thread_local! {
+    // The files a configuration is made of are read deep inside its parsing (each set's list
+    // files, domain lists); recording them where every read passes spares threading a
+    // collector through every builder, and cannot miss a file a new key adds.
+    static RECORDING: std::cell::RefCell<Option<Vec<Stamp>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// One file as it was read: where it is, which file it was, its size, modification time and
+/// a hash of the bytes. The bytes themselves are not kept (a list can be 64 MB).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// As the configuration names it (links are resolved again on every read).
+    path: PathBuf,
+    limit: u64,
+    /// Device and inode: a list replaced by a rename is another file even with the same size
+    /// and time.
+    id: (u64, u64),
+    size: u64,
+    mtime: (i64, i64),
+    hash: u64,
+}
+
+/// Every file a configuration was read from (the configuration file, its list and domain
+/// files), as read: what a reload checks to skip parsing when none of them changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inputs {
+    stamps: Vec<Stamp>,
+}
+
+impl Inputs {
+    /// Runs `f` (a [`load`](super::load) on this thread) and records every file it reads.
+    pub fn record<T>(f: impl FnOnce() -> T) -> (T, Inputs) {
+        let outer = RECORDING.with(|r| r.borrow_mut().replace(Vec::new()));
+        let out = f();
+        let stamps = RECORDING
+            .with(|r| std::mem::replace(&mut *r.borrow_mut(), outer))
+            .unwrap_or_default();
+        (out, Inputs { stamps })
+    }
+
+    /// How many files were read.
+    pub fn len(&self) -> usize {
+        self.stamps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stamps.is_empty()
+    }
+
+    /// Whether reading every file again gives what was read: the same file (device, inode),
+    /// size, modification time and content hash. Reads each once (no parsing); any error reads
+    /// as a change, so the full load reports it.
+    pub fn unchanged(&self) -> bool {
+        matches!(self.check(), Check::Unchanged)
+    }
+
+    /// Reads every file again (no parsing) and says which read differently from their stamps,
+    /// with what they hold now.
+    pub fn check(&self) -> Check {
+        if self.stamps.is_empty() {
+            return Check::Unreadable;
+        }
+        let mut changed = Vec::new();
+        for (index, s) in self.stamps.iter().enumerate() {
+            match read_stamped(&s.path, s.limit) {
+                Ok((_, now)) if now == *s => {}
+                Ok((bytes, stamp)) => changed.push(Changed {
+                    index,
+                    bytes,
+                    stamp,
+                }),
+                Err(_) => return Check::Unreadable,
+            }
+        }
+        if changed.is_empty() {
+            Check::Unchanged
+        } else {
+            Check::Changed(changed)
+        }
+    }
+
+    /// The path of file `index` as the configuration names it. The configuration file itself
+    /// is always file 0 (it is read first).
+    pub fn path(&self, index: usize) -> &Path {
+        &self.stamps[index].path
+    }
+
+    /// These inputs with the files of `changed` stamped as they are now.
+    pub fn with(&self, changed: impl IntoIterator<Item = (usize, Stamp)>) -> Inputs {
+        let mut out = self.clone();
+        for (index, stamp) in changed {
+            out.stamps[index] = stamp;
+        }
+        out
+    }
+}
+
+/// What [`Inputs::check`] found.
+#[derive(Debug)]
+pub enum Check {
+    Unchanged,
+    /// These files read differently (and nothing failed to read).
+    Changed(Vec<Changed>),
+    /// A file could not be read again (the full load says why), or nothing was recorded.
+    Unreadable,
+}
+
+/// A file that reads differently from its stamp, as it reads now.
+#[derive(Debug)]
+pub struct Changed {
+    /// Its index in the [`Inputs`].
+    pub index: usize,
+    pub bytes: Vec<u8>,
+    pub stamp: Stamp,
+}
+
+/// A fast 64-bit hash of a file's bytes, four independent lanes of 8-byte words (about a word
+/// per cycle here; 16 MB in a few ms). Not cryptographic: whoever can write a list can write
+/// any list, and size, time and inode are compared too.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    const K: [u64; 4] = [
+        0x9e37_79b9_7f4a_7c15,
+        0xc2b2_ae3d_27d4_eb4f,
+        0x1656_67b1_9e37_79f9,
+        0x85eb_ca77_c2b2_ae63,
+    ];
+    let mut lanes = K;
+    let mut blocks = bytes.chunks_exact(32);
+    for block in &mut blocks {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let w = u64::from_le_bytes(block[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            *lane = (*lane ^ w).wrapping_mul(K[i]).rotate_left(31);
+        }
+    }
+    let mut h = bytes.len() as u64;
+    for lane in lanes {
+        h = (h ^ lane).wrapping_mul(K[0]).rotate_left(27);
+    }
+    for &b in blocks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(K[1]);
+    }
+    h ^ (h >> 32)
+}
+
 /// One read; `None` when the file changed meanwhile (or was modified a moment ago).
-fn read_once(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, ReadError> {
+fn read_once(path: &Path, limit: u64) -> Result<Option<(Vec<u8>, Metadata)>, ReadError> {
     // Not following a link here: `resolve` checked them all, and a link that appeared since is
     // refused instead of followed. Non-blocking, so that opening a FIFO returns at once.
     let mut file = File::options()
@@ -125,7 +289,7 @@ fn read_once(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, ReadError> {
                 before.mtime_nsec(),
             )
     };
-    Ok((same(&file.metadata()?) && same(&after)).then_some(bytes))
+    Ok((same(&file.metadata()?) && same(&after)).then_some((bytes, before)))
 }
 
 fn check_regular(meta: &Metadata) -> Result<(), ReadError> {

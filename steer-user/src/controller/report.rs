@@ -20,6 +20,11 @@ pub struct ApplyReport {
     /// Connection marking and routing, brought in line after the maps.
     pub after: Vec<ReportLine>,
     pub took: Duration,
+    /// A reload that found no file changed: nothing was parsed or written.
+    pub unchanged: bool,
+    /// Every kernel map write a reload made (prefixes, policy, settings, names, local
+    /// destinations), from the dataplane's write meter.
+    pub map_writes: Option<u64>,
 }
 
 impl ApplyReport {
@@ -55,6 +60,9 @@ impl ApplyReport {
             self.took.as_secs_f64() * 1e3,
             self.sync.kernel_time.as_secs_f64() * 1e3
         )));
+        if let Some(n) = self.map_writes {
+            out.push(ReportLine::info(format!("{n} map writes in all")));
+        }
         out.extend(self.after.iter().cloned());
         out
     }

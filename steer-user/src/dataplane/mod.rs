@@ -244,6 +244,27 @@ impl Dataplane {
         )
     }
 
+    /// Writes a change of prefixes alone (see [`sync::sync_prefixes`]), computed against the
+    /// snapshot of version `diff.0`; refused without a write when the maps changed since.
+    pub fn sync_prefixes(
+        &mut self,
+        diff: (u64, Diff),
+        capacity: &model::Capacity,
+        log_packets: bool,
+    ) -> Result<SyncReport, SyncError> {
+        if diff.0 != self.version {
+            return Err(SyncError::Stale);
+        }
+        self.version += 1;
+        sync::sync_prefixes(
+            &mut self.maps,
+            Arc::make_mut(&mut self.prefixes),
+            diff.1,
+            capacity,
+            log_packets,
+        )
+    }
+
     /// What the prefix maps hold, shared (for a diff on another thread), and its version.
     pub fn snapshot(&self) -> (Arc<PrefixSets>, u64) {
         (self.prefixes.clone(), self.version)

@@ -20,6 +20,12 @@
 //!
 //! This module is the only place that knows the order. Callers hand it a [`MapContents`]
 //! (what the maps should hold) and get a [`SyncReport`] or a [`SyncError`].
+//!
+//! A change of prefixes alone (a list file edited, the configuration otherwise the same) goes
+//! through [`sync_prefixes`] with a [`Diff::of_changes`]: the same steps without the policy
+//! table (it does not change, so there is no flip): capacity, widened settings, additions,
+//! removals, narrowed settings. Its diff comes from the change itself, so its cost follows the
+//! change, not the size of the sets.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -105,6 +111,11 @@ pub enum SyncError {
         undo: DataplaneError,
     },
     #[error(
+        "the maps changed while this change was prepared; nothing was changed; run `steer \
+         reload` again"
+    )]
+    Stale,
+    #[error(
         "the new state is live, but removing {left} stale prefixes failed ({source}); they keep \
          their old verdict until the next reload retries"
     )]
@@ -184,6 +195,137 @@ impl Diff {
             took: started.elapsed(),
         }
     }
+}
+
+impl Diff {
+    /// The writes of a change known in advance: `added` prefixes with their rule, `removed`
+    /// prefixes, of sets matching on `dir`. `state` is what the maps hold: an added prefix it
+    /// holds with another rule counts as changed, a removed one it does not hold is skipped.
+    pub fn of_changes(
+        state: &PrefixSets,
+        dir: Direction,
+        added: Vec<(Prefix, u32)>,
+        removed: Vec<Prefix>,
+    ) -> Diff {
+        let started = std::time::Instant::now();
+        let mut per_rule: BTreeMap<u32, Changes> = BTreeMap::new();
+        let mut writes = Vec::with_capacity(added.len());
+        for (prefix, rule) in added {
+            match state.map(PrefixMap::of(dir, &prefix)).get(&prefix) {
+                Some(old) if *old == rule => continue,
+                Some(_) => per_rule.entry(rule).or_default().changed += 1,
+                None => per_rule.entry(rule).or_default().added += 1,
+            }
+            writes.push((prefix, rule));
+        }
+        let left = removed
+            .into_iter()
+            .filter(|p| state.map(PrefixMap::of(dir, p)).contains_key(p))
+            .map(|p| (dir, p))
+            .collect();
+        let planned = if writes.is_empty() {
+            Vec::new()
+        } else {
+            vec![(dir, writes)]
+        };
+        Diff {
+            planned,
+            left,
+            per_rule,
+            took: started.elapsed(),
+        }
+    }
+}
+
+impl Diff {
+    /// What maps holding `state` hold once these writes are made.
+    pub fn apply_to(&self, state: &mut PrefixSets) {
+        for (dir, writes) in &self.planned {
+            for (prefix, rule) in writes {
+                state.insert(*dir, *prefix, *rule);
+            }
+        }
+        for (dir, prefix) in &self.left {
+            state.map_mut(PrefixMap::of(*dir, prefix)).remove(prefix);
+        }
+    }
+}
+
+/// Writes a change of prefixes alone (`diff`, from [`Diff::of_changes`]): the policy table
+/// stays as it is. Capacity first, then widened settings, additions (undone on failure),
+/// removals, narrowed settings, as [`sync`] does.
+pub fn sync_prefixes(
+    maps: &mut Maps,
+    state: &mut PrefixSets,
+    diff: Diff,
+    capacity: &Capacity,
+    log_packets: bool,
+) -> Result<SyncReport, SyncError> {
+    let Diff {
+        planned,
+        mut left,
+        per_rule,
+        took,
+    } = diff;
+    // `left` holds only prefixes the maps hold (see `Diff::of_changes`).
+    let mut wanted = PrefixMap::ALL.map(|m| state.map(m).len());
+    for (dir, writes) in &planned {
+        for (p, _) in writes {
+            let m = PrefixMap::of(*dir, p);
+            if !state.map(m).contains_key(p) {
+                wanted[m.index()] += 1;
+            }
+        }
+    }
+    for (dir, p) in &left {
+        wanted[PrefixMap::of(*dir, p).index()] -= 1;
+    }
+    for prefix_map in PrefixMap::ALL {
+        let (wanted, cap) = (wanted[prefix_map.index()], capacity.of(prefix_map));
+        if wanted > cap as usize {
+            return Err(SyncError::Capacity {
+                what: prefix_map.describe(),
+                key: prefix_map.key(),
+                wanted,
+                capacity: cap,
+                sets: "the changed list".into(),
+            });
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut report = SyncReport {
+        per_rule,
+        diff_time: took,
+        ..SyncReport::default()
+    };
+    let start = maps.writes();
+    let mut widened = settings(state, log_packets);
+    for (dir, writes) in &planned {
+        if *dir == Direction::Src {
+            for (p, _) in writes {
+                widened.flags |= if p.is_v4() {
+                    settings_flags::HAS_SRC_V4
+                } else {
+                    settings_flags::HAS_SRC_V6
+                };
+            }
+        }
+    }
+    write_settings(maps, widened).map_err(|e| rolled_back(e, 0))?;
+    report.policy_writes += maps.writes() - start;
+    let mut undo = Vec::new();
+    let start = maps.writes();
+    if let Err(e) = write_planned(maps, state, planned, &mut undo, &mut report) {
+        return Err(restore(maps, state, undo, &[], e));
+    }
+    remove_stale(maps, state, &mut left, &mut report)?;
+    report.prefix_writes += maps.writes() - start;
+    let start = maps.writes();
+    write_settings(maps, settings(state, log_packets))
+        .map_err(|e| SyncError::Incomplete { source: e, left: 0 })?;
+    report.policy_writes += maps.writes() - start;
+    report.kernel_time = started.elapsed();
+    Ok(report)
 }
 
 /// Brings the maps to `want`. `state` is what the prefix maps hold (read from the kernel when

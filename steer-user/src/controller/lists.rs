@@ -1,0 +1,495 @@
+//! A reload where only a list file changed: its cost follows the change, not the list.
+//!
+//! The full path of a reload reads the configuration and every list, resolves duplicates over
+//! every prefix, compiles the whole desired state and compares it with the whole kernel mirror:
+//! about two seconds for a million-line list, whatever changed. Here, when the configuration
+//! file and every other file read the same as when the running configuration was loaded
+//! ([`Inputs::check`]), the one changed list is parsed (nothing else is), sorted, and merged
+//! against what its set holds now (the set's prefixes in the kernel mirror, which is exact while
+//! [`Inputs`] are kept: the last apply left nothing undone); the added and removed prefixes are
+//! the diff ([`Diff::of_changes`]).
+//!
+//! This path is taken only where it gives exactly what the full path would: the set's list
+//! file is the only source of its prefixes and no other set reads it, and
+//! `general.duplicates = "error"` (so no prefix of the running configuration is in two sets).
+//! Anything this path cannot decide exactly — a bad line, a prefix another set holds, a
+//! capacity exceeded, a file that cannot be read again — sends the reload down the full path,
+//! which reports it as it always has (file:line:column) and changes nothing.
+
+use std::{path::PathBuf, sync::Arc};
+
+use crate::{
+    config::{Changed, Config, DuplicatePolicy, Entry, Inputs, Origin, parse_list_bytes},
+    dataplane::Diff,
+    model::{Capacity, Direction, NameIds, PrefixMap, PrefixSets},
+    prefix::Prefix,
+};
+
+/// What a reload needs of the running configuration to apply a changed list without reading
+/// the rest: small (no prefixes), taken on the event loop.
+#[derive(Clone, Debug)]
+pub(super) struct ListSets {
+    sets: Vec<ListSet>,
+    duplicates_refused: bool,
+    capacity: Capacity,
+}
+
+#[derive(Clone, Debug)]
+struct ListSet {
+    name: String,
+    rule: u32,
+    direction: Direction,
+    /// The list files, resolved as `Set::files` holds them.
+    files: Vec<PathBuf>,
+    /// Its one list file is all it has (no inline prefixes).
+    list_only: bool,
+    allow_default_route: bool,
+}
+
+impl ListSets {
+    pub fn of(config: &Config, rule_ids: &NameIds) -> ListSets {
+        let sets = config
+            .sets
+            .iter()
+            .filter_map(|s| {
+                // Inline prefixes come first in a set's entries: a set whose first entry is
+                // not from the configuration file has none.
+                let inline = s
+                    .prefixes
+                    .first()
+                    .is_some_and(|e| *e.origin.file == *config.path);
+                Some(ListSet {
+                    name: s.name.clone(),
+                    rule: *rule_ids.get(&s.name)?,
+                    direction: s.direction,
+                    files: s.files.clone(),
+                    list_only: s.files.len() == 1 && !inline,
+                    allow_default_route: s.allow_default_route,
+                })
+            })
+            .collect();
+        ListSets {
+            sets,
+            duplicates_refused: config.general.duplicates == DuplicatePolicy::Error,
+            capacity: config.general.capacity,
+        }
+    }
+}
+
+/// A changed list, ready to be written.
+#[derive(Debug)]
+pub(super) struct Delta {
+    pub set: String,
+    pub rule: u32,
+    /// The set's entries now, as the full path would have them (file order, each once).
+    pub entries: Vec<Entry>,
+    /// Against the mirror's version it was taken from.
+    pub diff: (u64, Diff),
+    pub inputs: Inputs,
+    pub lines: usize,
+    /// Reading the files again and comparing their stamps (set by the caller).
+    pub check: std::time::Duration,
+    pub parse: std::time::Duration,
+    pub diff_time: std::time::Duration,
+}
+
+/// The change of one list file against the mirror `held` (version `version`), or `None` when
+/// only the full path can tell what it means.
+pub(super) fn prepare(
+    sets: &ListSets,
+    inputs: &Inputs,
+    mut changed: Vec<Changed>,
+    held: &PrefixSets,
+    version: u64,
+) -> Option<Delta> {
+    if !sets.duplicates_refused || changed.len() != 1 || changed[0].index == 0 {
+        return None;
+    }
+    let Changed {
+        index,
+        bytes,
+        stamp,
+    } = changed.pop()?;
+    let named = inputs.path(index);
+    let resolved = std::path::absolute(named).ok()?;
+    let mut readers = sets.sets.iter().filter(|s| s.files.contains(&resolved));
+    let set = readers.next()?;
+    if readers.next().is_some() || !set.list_only {
+        return None;
+    }
+    // What the set holds now is collected and sorted on a second thread while the list is
+    // parsed and sorted on this one (most routers have two cores or more).
+    std::thread::scope(|scope| {
+        let old = scope.spawn(|| held_sorted(held, set.direction, set.rule));
+        diff_list(
+            set,
+            inputs,
+            index,
+            &bytes,
+            stamp,
+            held,
+            version,
+            &sets.capacity,
+            || old.join().ok(),
+        )
+    })
+}
+
+/// What the set with `rule` holds in `held`, sorted: IPv4 as [`v4_key`]s, IPv6 as tuples.
+fn held_sorted(held: &PrefixSets, direction: Direction, rule: u32) -> (Vec<u64>, Vec<(u128, u8)>) {
+    let mut old4: Vec<u64> = Vec::new();
+    let mut old6: Vec<(u128, u8)> = Vec::new();
+    for v4 in [true, false] {
+        for (p, r) in held.map(PrefixMap::new(direction, v4)) {
+            match *p {
+                _ if *r != rule => {}
+                Prefix::V4 { addr, len } => old4.push(v4_key(u32::from(addr), len)),
+                Prefix::V6 { addr, len } => old6.push((u128::from(addr), len)),
+            }
+        }
+    }
+    radix_sort(&mut old4);
+    old6.sort_unstable();
+    (old4, old6)
+}
+
+/// The change of list file `index` of `set`, now `bytes`; `old` gives what the set holds
+/// (see [`held_sorted`]).
+#[allow(clippy::too_many_arguments)]
+fn diff_list(
+    set: &ListSet,
+    inputs: &Inputs,
+    index: usize,
+    bytes: &[u8],
+    stamp: crate::config::Stamp,
+    held: &PrefixSets,
+    version: u64,
+    capacity: &Capacity,
+    old: impl FnOnce() -> Option<(Vec<u64>, Vec<(u128, u8)>)>,
+) -> Option<Delta> {
+    let named = inputs.path(index);
+    let started = std::time::Instant::now();
+    let listed = parse_list_bytes(bytes, set.allow_default_route).ok()?;
+    let parse = started.elapsed();
+    let started = std::time::Instant::now();
+
+    // The new list sorted, each prefix once at its first line (as the full path keeps it),
+    // and what the set holds now, sorted: IPv4 as integers (radix-sorted: a million prefixes
+    // in a few ms, where comparing `Prefix`es took a quarter of a second), IPv6 as tuples.
+    if listed.len() >= 1 << IDX_BITS {
+        return None;
+    }
+    let mut keep = vec![false; listed.len()];
+    let (mut new4, mut new6) = (Vec::with_capacity(listed.len()), Vec::new());
+    for (i, l) in listed.iter().enumerate() {
+        match l.prefix {
+            Prefix::V4 { addr, len } => {
+                new4.push(v4_key(u32::from(addr), len) << IDX_BITS | i as u64)
+            }
+            Prefix::V6 { addr, len } => new6.push((u128::from(addr), len, i as u32)),
+        }
+    }
+    radix_sort(&mut new4);
+    new6.sort_unstable();
+    let mut new4_keys = Vec::with_capacity(new4.len());
+    for k in new4 {
+        if new4_keys.last() != Some(&(k >> IDX_BITS)) {
+            new4_keys.push(k >> IDX_BITS);
+            keep[(k & ((1 << IDX_BITS) - 1)) as usize] = true;
+        }
+    }
+    let mut new6_keys = Vec::with_capacity(new6.len());
+    for (a, l, i) in new6 {
+        if new6_keys.last() != Some(&(a, l)) {
+            new6_keys.push((a, l));
+            keep[i as usize] = true;
+        }
+    }
+    let (old4, old6) = old()?;
+    let (added4, removed4) = merge(&old4, new4_keys.iter().copied());
+    let (added6, removed6) = merge(&old6, new6_keys.iter().copied());
+    drop((old4, old6, new4_keys, new6_keys));
+    let from4 = |k: u64| Prefix::V4 {
+        addr: std::net::Ipv4Addr::from((k >> 6) as u32),
+        len: (k & 63) as u8,
+    };
+    let from6 = |(a, len): (u128, u8)| Prefix::V6 {
+        addr: std::net::Ipv6Addr::from(a),
+        len,
+    };
+    let added: Vec<Prefix> = added4
+        .into_iter()
+        .map(from4)
+        .chain(added6.into_iter().map(from6))
+        .collect();
+    let removed: Vec<Prefix> = removed4
+        .into_iter()
+        .map(from4)
+        .chain(removed6.into_iter().map(from6))
+        .collect();
+
+    // A prefix another set holds is a duplicate: the full path says where.
+    let map_of = |p: &Prefix| PrefixMap::of(set.direction, p);
+    if added
+        .iter()
+        .any(|p| held.map(map_of(p)).get(p).is_some_and(|r| *r != set.rule))
+    {
+        return None;
+    }
+    let mut count = PrefixMap::ALL.map(|m| held.map(m).len() as i64);
+    for p in &added {
+        count[map_of(p).index()] += 1;
+    }
+    for p in &removed {
+        count[map_of(p).index()] -= 1;
+    }
+    if PrefixMap::ALL
+        .iter()
+        .any(|m| count[m.index()] > i64::from(capacity.of(*m)))
+    {
+        return None;
+    }
+    let file: Arc<std::path::Path> = Arc::from(named);
+    let entries: Vec<Entry> = listed
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(l, _)| Entry {
+            prefix: l.prefix,
+            origin: Origin {
+                file: file.clone(),
+                line: l.line,
+            },
+        })
+        .collect();
+    let lines = listed.len();
+    drop(listed);
+    let added = added.into_iter().map(|p| (p, set.rule)).collect();
+    let diff = Diff::of_changes(held, set.direction, added, removed);
+    Some(Delta {
+        set: set.name.clone(),
+        rule: set.rule,
+        entries,
+        diff: (version, diff),
+        inputs: inputs.with([(index, stamp)]),
+        lines,
+        check: std::time::Duration::ZERO,
+        parse,
+        diff_time: started.elapsed(),
+    })
+}
+
+/// Bits of a line's index below an IPv4 key while sorting (a 64 MB list has fewer lines).
+const IDX_BITS: u32 = 26;
+
+/// An IPv4 prefix as an integer that sorts as `Prefix` does (address, then length): 38 bits.
+fn v4_key(addr: u32, len: u8) -> u64 {
+    u64::from(addr) << 6 | u64::from(len)
+}
+
+/// Sorts by 16-bit digits, least significant first (four passes; a pass whose digit is the
+/// same in every key is skipped).
+fn radix_sort(keys: &mut Vec<u64>) {
+    let mut buf = vec![0u64; keys.len()];
+    for shift in [0, 16, 32, 48] {
+        let mut count = vec![0usize; 1 << 16];
+        for k in keys.iter() {
+            count[((k >> shift) & 0xffff) as usize] += 1;
+        }
+        if count.contains(&keys.len()) {
+            continue;
+        }
+        let mut at = 0;
+        for c in count.iter_mut() {
+            let n = *c;
+            *c = at;
+            at += n;
+        }
+        for k in keys.iter() {
+            let d = ((k >> shift) & 0xffff) as usize;
+            buf[count[d]] = *k;
+            count[d] += 1;
+        }
+        std::mem::swap(keys, &mut buf);
+    }
+}
+
+/// Merges two sorted, duplicate-free runs: what `new` has that `old` has not (added), and what
+/// `old` has that `new` has not (removed).
+fn merge<T: Ord + Copy>(old: &[T], new: impl Iterator<Item = T>) -> (Vec<T>, Vec<T>) {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let mut old = old.iter().peekable();
+    for p in new {
+        while let Some(o) = old.next_if(|o| **o < p) {
+            removed.push(*o);
+        }
+        if old.next_if(|o| **o == p).is_none() {
+            added.push(p);
+        }
+    }
+    removed.extend(old);
+    (added, removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        path::Path,
+        time::{Duration, SystemTime},
+    };
+
+    use super::*;
+    use crate::{
+        config::{Check, testing::TWO_WANS},
+        controller::desired::rule_ids,
+        sets::compile,
+    };
+
+    /// Writes `text` to `path`, dated `age` ago: steer's reader waits for a file modified in
+    /// the last second, and each version gets a time of its own.
+    fn write_dated(path: &Path, text: &str, age: u64) {
+        std::fs::write(path, text).unwrap();
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(age))
+            .unwrap();
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("steer-lists-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    const LIST: &str =
+        "# list\r\n10.0.0.0/8\r\n192.0.2.7\n2001:db8::/32 # v6\n10.0.0.0/8\n\n198.51.100.0/24\n";
+
+    /// Set `a` holds 203.0.113.0/24 inline; set `big` is list-only.
+    fn setup(tag: &str) -> (PathBuf, PathBuf) {
+        let dir = scratch(tag);
+        let toml = dir.join("steer.toml");
+        write_dated(
+            &toml,
+            &format!(
+                "[general]\nlan = [\"br-lan\"]\n{TWO_WANS}\n[[policy]]\nname = \"p\"\nmembers = [{{ wan = \"wan1\" }}]\n\
+                 [[set]]\nname = \"a\"\npolicy = \"p\"\nprefixes = [\"203.0.113.0/24\"]\n\
+                 [[set]]\nname = \"big\"\npolicy = \"p\"\nfiles = [\"big.txt\"]\n"
+            ),
+            60,
+        );
+        write_dated(&dir.join("big.txt"), LIST, 60);
+        (dir, toml)
+    }
+
+    #[test]
+    fn a_changed_list_gives_exactly_what_the_full_path_gives() {
+        let (dir, toml) = setup("same");
+        let (before, inputs) = crate::config::load_stamped(&toml).unwrap();
+        let compiled = compile(&before, &NameIds::new());
+        let ids = rule_ids(&compiled.rules);
+        let held = compiled.prefixes;
+        let lists = ListSets::of(&before, &ids);
+        // A line gone, lines added (one twice, one of them at the top), a line moved.
+        write_dated(
+            &dir.join("big.txt"),
+            "172.16.0.0/12\n# list\n198.51.100.0/24\n10.0.0.0/8\n2001:db8::/32\n172.16.0.0/12\nfd00::/8\n",
+            50,
+        );
+        let Check::Changed(changed) = inputs.check() else {
+            panic!("the list changed")
+        };
+        let delta = prepare(&lists, &inputs, changed, &held, 7).expect("a list-only change");
+        let (after, after_inputs) = crate::config::load_stamped(&toml).unwrap();
+        assert_eq!(delta.entries, after.set("big").unwrap().prefixes);
+        assert_eq!(delta.inputs, after_inputs);
+        assert_eq!(delta.diff.0, 7);
+        let mut state = held.clone();
+        delta.diff.1.apply_to(&mut state);
+        assert_eq!(state, compile(&after, &ids).prefixes);
+        assert!(after_inputs.unchanged());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn what_only_the_full_path_can_tell_is_left_to_it() {
+        let (dir, toml) = setup("full");
+        let (config, inputs) = crate::config::load_stamped(&toml).unwrap();
+        let compiled = compile(&config, &NameIds::new());
+        let ids = rule_ids(&compiled.rules);
+        let lists = ListSets::of(&config, &ids);
+        let changed = |text: &str, age: u64| {
+            write_dated(&dir.join("big.txt"), text, age);
+            match inputs.check() {
+                Check::Changed(c) => c,
+                other => panic!("{other:?}"),
+            }
+        };
+        let delta = |c| prepare(&lists, &inputs, c, &compiled.prefixes, 0);
+        // A bad line (the full path says where), a prefix set `a` holds (a duplicate).
+        assert!(delta(changed("10.0.0.0/8\n010.1.1.1\n", 50)).is_none());
+        assert!(delta(changed("10.0.0.0/8\n203.0.113.0/24\n", 40)).is_none());
+        // The configuration file changed too.
+        let mut two = changed("10.0.0.0/8\n", 30);
+        write_dated(
+            &toml,
+            &(std::fs::read_to_string(&toml).unwrap() + "#\n"),
+            30,
+        );
+        let Check::Changed(both) = inputs.check() else {
+            panic!()
+        };
+        assert_eq!(both.len(), 2);
+        assert!(delta(both).is_none());
+        two.truncate(1);
+        // A set with inline prefixes and a list is not list-only.
+        let mut mixed = config.clone();
+        mixed.sets[1]
+            .prefixes
+            .insert(0, config.sets[0].prefixes[0].clone());
+        let lists = ListSets::of(&mixed, &ids);
+        assert!(prepare(&lists, &inputs, two, &compiled.prefixes, 0).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn p(s: &str) -> Prefix {
+        crate::prefix::parse_prefix(s, false).unwrap()
+    }
+
+    #[test]
+    fn the_radix_sort_sorts() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut keys: Vec<u64> = (0..10_000)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            })
+            .collect();
+        keys.extend([0, u64::MAX, 5, 5]);
+        let mut want = keys.clone();
+        want.sort_unstable();
+        radix_sort(&mut keys);
+        assert_eq!(keys, want);
+        let mut same = vec![7u64; 5];
+        radix_sort(&mut same);
+        assert_eq!(same, [7; 5]);
+    }
+
+    #[test]
+    fn a_sorted_merge_finds_exactly_what_was_added_and_removed() {
+        let mut old = vec![p("10.0.0.0/8"), p("192.0.2.0/24"), p("2001:db8::/32")];
+        old.sort_unstable();
+        let mut new = vec![p("10.0.0.0/8"), p("198.51.100.0/24"), p("2001:db8::/32")];
+        new.sort_unstable();
+        let (added, removed) = merge(&old, new.into_iter());
+        assert_eq!(added, vec![p("198.51.100.0/24")]);
+        assert_eq!(removed, vec![p("192.0.2.0/24")]);
+        let (a, r) = merge(&old, old.clone().into_iter());
+        assert!(a.is_empty() && r.is_empty());
+        let (a, r) = merge(&[], old.clone().into_iter());
+        assert_eq!((a.len(), r.len()), (3, 0));
+        let (a, r) = merge(&old, std::iter::empty());
+        assert_eq!((a.len(), r.len()), (0, 3));
+    }
+}

@@ -1,0 +1,208 @@
+//! Reloads whose cost follows the change (issue 15), with the real daemon in the namespace lab:
+//! nothing changed reads and writes nothing, one changed list line writes exactly its entries,
+//! and a bad or duplicate line in a changed list is refused where it is written with nothing
+//! changed. What the kernel holds is read from the pinned maps, not from the daemon's word.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use steer::{
+    dataplane::Maps,
+    model::{Direction, PrefixMap},
+    prefix::Prefix,
+};
+use steer_tests::{
+    daemon::{Daemon, Workdir},
+    lab::Lab,
+    scenario::lab_wans,
+};
+
+/// A set `other` with an inline prefix, then a list-only set `big` (destinations, v4 and v6
+/// from one file), both on wan2. `other` comes first, so a duplicate is reported in the list.
+fn setup(tag: &str, list: &str) -> (Lab, Workdir, Daemon) {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new(tag);
+    work.write("lists/big.txt", list);
+    work.write(
+        "steer.toml",
+        &format!(
+            r#"
+[general]
+lan = ["lan0"]
+{pins}
+{wans}
+[[policy]]
+name = "wan2-first"
+members = [{{ wan = "wan2", metric = 1 }}, {{ wan = "wan1", metric = 2 }}]
+
+[[set]]
+name = "other"
+policy = "wan2-first"
+prefixes = ["192.0.2.128/25"]
+
+[[set]]
+name = "big"
+policy = "wan2-first"
+files = ["lists/big.txt"]
+{control}"#,
+            pins = work.private_paths(),
+            wans = lab_wans("targets = [\"192.0.2.1\"]", "targets = [\"192.0.2.2\"]"),
+            control = work.control_section()
+        ),
+    );
+    let daemon = Daemon::start(&lab.router, &work);
+    (lab, work, daemon)
+}
+
+/// The list the tests start from: 2,000 IPv4 /24s and 200 IPv6 /48s.
+fn list() -> Vec<String> {
+    let mut lines: Vec<String> = (0..2000u32)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    lines.extend((0..200u32).map(|i| format!("2001:db8:{i:x}::/48")));
+    lines
+}
+
+fn text(lines: &[String]) -> String {
+    let mut t = String::from("# a list\n");
+    for l in lines {
+        t.push_str(l);
+        t.push('\n');
+    }
+    t
+}
+
+/// Every destination prefix the kernel holds.
+fn kernel(work: &Workdir) -> BTreeSet<Prefix> {
+    let maps = Maps::from_pins(&work.pin_dir).expect("pinned maps");
+    [PrefixMap::DstV4, PrefixMap::DstV6]
+        .iter()
+        .flat_map(|m| maps.prefixes(*m).expect("read map"))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+fn p(s: &str) -> Prefix {
+    steer::prefix::parse_prefix(s, false).unwrap()
+}
+
+/// A list written less than a second ago is waited for (config::read); the tests wait instead,
+/// so the reload's own timing is not that wait.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+#[test]
+fn a_reload_with_nothing_changed_parses_nothing_and_writes_nothing() {
+    let (_lab, work, daemon) = setup("reload-same", &text(&list()));
+    let before = kernel(&work);
+    assert_eq!(before.len(), 2201, "{}", daemon.log_text());
+    settle();
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains("are unchanged"), "{out}");
+    assert!(out.contains("nothing parsed"), "{out}");
+    assert!(out.contains("0 map writes in all"), "{out}");
+    assert_eq!(kernel(&work), before);
+    // Rewritten with the same bytes: its time differs, so it is parsed, but nothing is written.
+    work.write("lists/big.txt", &text(&list()));
+    settle();
+    let again = work.steer_ok(&["reload"]);
+    assert!(again.contains("only a list of set big changed"), "{again}");
+    assert!(again.contains("0 map writes in all"), "{again}");
+    assert_eq!(kernel(&work), before);
+}
+
+#[test]
+fn one_changed_line_writes_exactly_its_entries_and_nothing_else_is_read() {
+    let mut lines = list();
+    let (_lab, work, _daemon) = setup("reload-line", &text(&lines));
+    let before = kernel(&work);
+    lines[1000] = "10.200.1.0/24".into();
+    work.write("lists/big.txt", &text(&lines));
+    settle();
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains("only a list of set big changed"), "{out}");
+    assert!(
+        out.contains("set big: 1 added, 0 changed, 1 removed"),
+        "{out}"
+    );
+    assert!(out.contains("2 prefix writes, 0 policy writes"), "{out}");
+    assert!(out.contains("2 map writes in all"), "{out}");
+    let after = kernel(&work);
+    let added: Vec<_> = after.difference(&before).collect();
+    let removed: Vec<_> = before.difference(&after).collect();
+    assert_eq!(added, [&p("10.200.1.0/24")]);
+    assert_eq!(removed, [&p("10.3.232.0/24")]);
+
+    // A line moved and a repeat added: the same prefixes, nothing written.
+    lines.swap(0, 5);
+    lines.push("10.0.0.0/24".into());
+    work.write("lists/big.txt", &text(&lines));
+    settle();
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains("only a list of set big changed"), "{out}");
+    assert!(out.contains("0 map writes in all"), "{out}");
+    assert_eq!(kernel(&work), after);
+
+    // An IPv6 line goes: one removal, and `explain` names the list's new line numbers.
+    lines.retain(|l| l != "2001:db8:7::/48");
+    work.write("lists/big.txt", &text(&lines));
+    settle();
+    let out = work.steer_ok(&["reload"]);
+    assert!(
+        out.contains("set big: 0 added, 0 changed, 1 removed"),
+        "{out}"
+    );
+    assert!(!kernel(&work).contains(&p("2001:db8:7::/48")));
+    let explain = work.steer_ok(&["explain", "10.200.1.9"]);
+    assert!(explain.contains("big"), "{explain}");
+}
+
+#[test]
+fn a_bad_line_in_a_changed_list_is_refused_where_it_is_and_nothing_changes() {
+    let mut lines = list();
+    let (_lab, work, _daemon) = setup("reload-bad", &text(&lines));
+    let before = kernel(&work);
+    lines[1] = "  010.1.2.3".into();
+    lines[7] = "172.31.0.0/24".into();
+    work.write("lists/big.txt", &text(&lines));
+    settle();
+    let (ok, _, err) = work.steer(&["reload"]);
+    assert!(!ok);
+    // Line 3 of the file (a comment comes first), column 3.
+    assert!(err.contains("big.txt:3:3"), "{err}");
+    assert!(err.contains("leading zero"), "{err}");
+    assert_eq!(kernel(&work), before, "a refused list changes nothing");
+
+    // Fixed: the next reload applies the list (against what the kernel still holds).
+    lines[1] = "10.201.2.0/24".into();
+    work.write("lists/big.txt", &text(&lines));
+    settle();
+    let out = work.steer_ok(&["reload"]);
+    assert!(
+        out.contains("set big: 2 added, 0 changed, 2 removed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_changed_line_that_another_set_holds_is_refused_as_a_duplicate() {
+    let mut lines = list();
+    let (_lab, work, _daemon) = setup("reload-dup", &text(&lines));
+    let before = kernel(&work);
+    lines.push("192.0.2.128/25".into());
+    work.write("lists/big.txt", &text(&lines));
+    settle();
+    let (ok, _, err) = work.steer(&["reload"]);
+    assert!(!ok);
+    let line = lines.len() + 1;
+    assert!(err.contains(&format!("big.txt:{line}:1")), "{err}");
+    assert!(err.contains("also in set `other`"), "{err}");
+    assert_eq!(kernel(&work), before, "a refused list changes nothing");
+    // The kernel's view of the other set is untouched.
+    let maps = Maps::from_pins(&work.pin_dir).expect("pinned maps");
+    let hit = maps
+        .containing(Direction::Dst, "192.0.2.200".parse().unwrap())
+        .unwrap();
+    assert_eq!(hit.first().map(|(p, _)| *p), Some(p("192.0.2.128/25")));
+}
