@@ -206,3 +206,36 @@ fn a_changed_line_that_another_set_holds_is_refused_as_a_duplicate() {
         .unwrap();
     assert_eq!(hit.first().map(|(p, _)| *p), Some(p("192.0.2.128/25")));
 }
+
+/// A firewall restart flushes the ruleset, steer's connection-marking table with it: a reload
+/// with nothing changed still puts it back (and still writes no map).
+#[test]
+fn a_reload_with_nothing_changed_restores_a_flushed_nftables_table() {
+    let (lab, work, daemon) = setup("reload-repair", &text(&list()));
+    let table = format!("inet {}", steer::conntrack::NFT_TABLE);
+    assert!(
+        lab.router
+            .try_run(&format!("nft list table {table}"))
+            .status
+            .success(),
+        "{}",
+        daemon.log_text()
+    );
+    settle();
+    // Deleted just before the reload, so the daemon's periodic check (every 10 s) cannot be
+    // what puts it back.
+    lab.router.run(&format!("nft delete table {table}"));
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains("are unchanged"), "{out}");
+    assert!(out.contains("0 map writes in all"), "{out}");
+    assert!(
+        out.contains("was missing"),
+        "the reload says it restored the table: {out}"
+    );
+    let listed = lab.router.try_run(&format!("nft list table {table}"));
+    assert!(
+        listed.status.success(),
+        "the table is back after the reload: {out}\n{}",
+        daemon.log_text()
+    );
+}

@@ -458,11 +458,20 @@ impl Controller {
             delta.diff_time.as_secs_f64() * 1e3
         )));
         report.notes.extend(self.refresh_system().await);
+        self.repair_attachments(&mut report).await;
         report.took = prepared + started.elapsed();
         report.after.extend(self.reconcile_routing("reload").await);
         self.last_apply = Some((Instant::now(), report.clone()));
         self.inputs = report.failures().is_empty().then_some(delta.inputs);
         Ok(report)
+    }
+
+    /// What every reload repairs, whatever changed: the classifier on every LAN interface and
+    /// steer's nftables table. Something else may have detached or flushed them (a firewall
+    /// restart flushes the ruleset), and `steer reload` is how an operator asks for them back.
+    async fn repair_attachments(&mut self, report: &mut ApplyReport) {
+        self.reconcile_lan(false, report);
+        report.after.extend(self.check_conntrack_marking().await);
     }
 
     /// A reload that found every file unchanged: the maps already hold what the configuration
@@ -484,6 +493,7 @@ impl Controller {
             checked.as_secs_f64() * 1e3
         )));
         report.notes.extend(self.refresh_system().await);
+        self.repair_attachments(&mut report).await;
         report.took = started.elapsed() + checked;
         report.after.extend(self.reconcile_routing("reload").await);
         report
@@ -779,13 +789,13 @@ impl Controller {
     pub async fn check_conntrack_marking(&self) -> Option<ReportLine> {
         match tokio::task::spawn_blocking(conntrack::table_present).await {
             Ok(Ok(true)) => None,
-            Ok(Ok(false)) => {
-                log::warn!(
-                    "nftables table inet {} was missing: restoring it",
+            Ok(Ok(false)) => Some(self.ensure_conntrack_marking().unwrap_or_else(|| {
+                ReportLine::warning(format!(
+                    "nftables table inet {} was missing (a firewall reload flushes the \
+                     ruleset): restored",
                     conntrack::NFT_TABLE
-                );
-                self.ensure_conntrack_marking()
-            }
+                ))
+            })),
             // Said at start and on every reload already (installing failed the same way); the
             // periodic check only repeats it at debug level.
             Ok(Err(e)) => {
