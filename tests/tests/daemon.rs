@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::programs::SchedClassifier;
 use steer::{
     dataplane::{Maps, run::run_tc},
     model::{Direction, PrefixMap},
@@ -83,22 +83,11 @@ fn setup(tag: &str) -> (Lab, Workdir) {
     (lab, work)
 }
 
-fn tcx_programs(lab: &Lab) -> Vec<String> {
-    lab.router.enter(|| {
-        let (_, progs) =
-            SchedClassifier::query_tcx(Lab::LAN_IFACE, TcAttachType::Ingress).expect("query tcx");
-        progs
-            .iter()
-            .map(|p| p.name_as_str().unwrap_or("?").to_owned())
-            .collect()
-    })
-}
-
 #[test]
 fn kill9_then_restart_adopts_with_no_unclassified_packet_and_one_attachment() {
     let (lab, work) = setup("restart");
     let mut daemon = Daemon::start(&lab.router, &work);
-    assert_eq!(tcx_programs(&lab), ["steer_tc"]);
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"]);
     let mut witness = Witness::load();
     lab.router
         .enter(|| witness.attach(Lab::LAN_IFACE, aya::programs::LinkOrder::last()));
@@ -137,7 +126,7 @@ fn kill9_then_restart_adopts_with_no_unclassified_packet_and_one_attachment() {
         "bypass packets marked for wan2: {seen:x?}, sent {sent}"
     );
     assert_eq!(
-        tcx_programs(&lab),
+        lab.lan_tcx_programs(),
         ["steer_tc", "testkit_witness"],
         "one steer program, still first"
     );
@@ -160,7 +149,7 @@ fn sigterm_leaves_steering_running_and_stop_removes_it() {
         daemon.log_text()
     );
     assert_eq!(
-        tcx_programs(&lab),
+        lab.lan_tcx_programs(),
         ["steer_tc"],
         "the classifier stays attached"
     );
@@ -176,7 +165,7 @@ fn sigterm_leaves_steering_running_and_stop_removes_it() {
     // has nothing to do.
     let out = work.stop_in(&lab.router);
     assert!(out.contains("steer stopped"), "{out}");
-    assert!(tcx_programs(&lab).is_empty(), "detached");
+    assert!(lab.lan_tcx_programs().is_empty(), "detached");
     assert!(!work.pin_dir.exists(), "pin directory removed");
     assert_eq!(
         steer_routing(&lab),
@@ -195,7 +184,7 @@ fn sigterm_leaves_steering_running_and_stop_removes_it() {
         daemon.signal_and_wait(0, Duration::from_secs(10)),
         "the daemon exits after stop"
     );
-    assert!(tcx_programs(&lab).is_empty());
+    assert!(lab.lan_tcx_programs().is_empty());
     assert!(!work.pin_dir.exists());
     assert_eq!(steer_routing(&lab), "");
 }
@@ -248,8 +237,8 @@ fn a_second_daemon_on_the_same_pin_directory_is_refused() {
         err.contains("another steer process holds") && err.contains(work.pin_dir.to_str().unwrap()),
         "{err}"
     );
-    assert_eq!(tcx_programs(&lab), ["steer_tc"]);
-    assert_eq!(tcx_programs(&second_router), Vec::<String>::new());
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"]);
+    assert_eq!(second_router.lan_tcx_programs(), Vec::<String>::new());
     assert_eq!(steer_routing(&second_router), "", "nothing changed there");
 }
 
@@ -527,7 +516,7 @@ fn packet_logging_reaches_the_daemon_log_only_when_switched_on() {
 fn a_recreated_lan_interface_gets_the_classifier_again() {
     let (lab, work) = setup("relan");
     let daemon = Daemon::start(&lab.router, &work);
-    assert_eq!(tcx_programs(&lab), ["steer_tc"]);
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"]);
     const REATTACHED: &str = "lan0: LAN interface (re)appeared: classifier attached";
     assert!(
         !daemon.log_text().contains(REATTACHED),
@@ -540,7 +529,7 @@ fn a_recreated_lan_interface_gets_the_classifier_again() {
     lab.connect_lan();
     // The daemon logs the line once the new link is attached.
     daemon.wait_log(REATTACHED, Duration::from_secs(5));
-    assert_eq!(tcx_programs(&lab), ["steer_tc"], "attached once, again");
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"], "attached once, again");
 }
 
 #[test]

@@ -15,7 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{SchedClassifier, TcAttachType};
 use steer_tests::{
     daemon::{Daemon, Workdir, steer_bin, steer_in, wan_state_in},
     lab::{Lab, Wan, udp_via},
@@ -118,17 +117,6 @@ impl Drop for Notifications {
     }
 }
 
-fn tcx_programs(lab: &Lab) -> Vec<String> {
-    lab.router.enter(|| {
-        let (_, progs) =
-            SchedClassifier::query_tcx(Lab::LAN_IFACE, TcAttachType::Ingress).expect("query tcx");
-        progs
-            .iter()
-            .map(|p| p.name_as_str().unwrap_or("?").to_owned())
-            .collect()
-    })
-}
-
 /// steer's fwmark rules in the router (priorities 1090.., protocol 201).
 fn steer_rules(lab: &Lab) -> String {
     lab.router.run("ip rule show | grep fwmark || true")
@@ -176,7 +164,7 @@ fn ready_comes_only_once_classifier_routing_and_first_probe_rounds_are_in_place(
     let after = started.elapsed();
 
     // The kernel state is in place the moment READY=1 arrives.
-    assert_eq!(tcx_programs(&lab), ["steer_tc"], "classifier attached");
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"], "classifier attached");
     let rules = steer_rules(&lab);
     assert!(
         rules.contains("lookup 101") && rules.contains("lookup 102"),
@@ -250,7 +238,11 @@ fn reload_is_bracketed_by_reloading_and_ready_and_sigterm_says_stopping() {
     assert!(daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(10)));
     let stopping = notify.expect("STOPPING=1", Duration::from_secs(1), &daemon);
     assert!(stopping.contains("steering stays in place"), "{stopping:?}");
-    assert_eq!(tcx_programs(&lab), ["steer_tc"], "SIGTERM left steering");
+    assert_eq!(
+        lab.lan_tcx_programs(),
+        ["steer_tc"],
+        "SIGTERM left steering"
+    );
     work.write("steer.toml", &text);
     work.stop_in(&lab.router);
 }
@@ -376,7 +368,7 @@ fn the_unit_s_capabilities_are_enough_to_steer_reload_and_adopt_after_a_restart(
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(tcx_programs(&lab).is_empty(), "detached");
+    assert!(lab.lan_tcx_programs().is_empty(), "detached");
     assert!(!work.pin_dir.exists(), "pins removed");
 }
 
@@ -455,7 +447,7 @@ fn without_cap_sys_admin_a_restart_cannot_adopt_the_classifier_and_says_why() {
         "{log}"
     );
     assert_eq!(
-        tcx_programs(&lab),
+        lab.lan_tcx_programs(),
         ["steer_tc"],
         "the old state still steers"
     );
@@ -505,7 +497,10 @@ fn without_cap_net_bind_service_a_dns_forwarder_on_port_53_is_refused() {
         log.contains("10.10.0.1:53") && log.contains("Permission denied"),
         "{log}"
     );
-    assert!(tcx_programs(&lab).is_empty(), "refused before any change");
+    assert!(
+        lab.lan_tcx_programs().is_empty(),
+        "refused before any change"
+    );
     // With the capability the same configuration starts.
     let daemon = Daemon::spawn(&work, capped(&lab.router, &unit_capabilities())).wait_up(&work);
     drop(daemon);
@@ -629,16 +624,16 @@ fn exec_stop_post_keeps_steering_on_restart_and_crash_and_removes_it_on_stop() {
     // `systemctl restart`: the stop phase of a restart job.
     let out = stop_post(&lab, &work, Some("restart"), "success");
     assert!(out.contains("restarting"), "{out}");
-    assert_eq!(tcx_programs(&lab), ["steer_tc"], "kept on restart");
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"], "kept on restart");
     // A crash, which Restart=on-failure answers.
     let out = stop_post(&lab, &work, None, "signal");
     assert!(out.contains("ended with signal"), "{out}");
-    assert_eq!(tcx_programs(&lab), ["steer_tc"], "kept after a crash");
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"], "kept after a crash");
     assert!(work.pin_dir.exists());
     // `systemctl stop`, even when the daemon had to be killed (a stop timeout).
     let out = stop_post(&lab, &work, Some("stop"), "timeout");
     assert!(out.contains("steer stopped"), "{out}");
-    assert!(tcx_programs(&lab).is_empty(), "removed on stop");
+    assert!(lab.lan_tcx_programs().is_empty(), "removed on stop");
     assert!(!work.pin_dir.exists());
     // The daemon ended by itself (after `steer stop`): nothing left, and it says so.
     let out = stop_post(&lab, &work, None, "success");
@@ -878,7 +873,7 @@ fn the_openwrt_init_script_keeps_steering_on_restart_and_removes_it_on_stop() {
 
     let out = init.run("stop");
     assert!(out.contains("steer stopped"), "{out}");
-    assert!(tcx_programs(&lab).is_empty(), "detached on stop");
+    assert!(lab.lan_tcx_programs().is_empty(), "detached on stop");
     assert!(!work.pin_dir.exists(), "pins removed on stop");
 }
 
@@ -895,7 +890,7 @@ fn a_wan_device_that_does_not_exist_yet_does_not_hold_up_readiness() {
         &config.replace("interface = \"wan2\"", "interface = \"pppoe-wan\""),
     );
     let daemon = ready_without_waiting_for_wan2(&lab, &work);
-    assert_eq!(tcx_programs(&lab), ["steer_tc"]);
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"]);
     drop(daemon);
     work.stop_in(&lab.router);
 }

@@ -46,6 +46,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::programs::{SchedClassifier, TcAttachType};
+
 use crate::netns::Netns;
 
 /// One of the lab's two uplinks. `Wan::One` is `wan1` via `isp1` (index 0 in arrays such as
@@ -143,6 +145,19 @@ impl Lab {
     pub const LAN_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfd10, 0, 0, 0, 0, 0, 0, 1);
     /// The router's LAN interface (where steer classifies).
     pub const LAN_IFACE: &str = "lan0";
+
+    /// The names of the programs on the tcx ingress chain of the router's LAN interface, in
+    /// order: what classifies traffic from the LAN right now.
+    pub fn lan_tcx_programs(&self) -> Vec<String> {
+        self.router.enter(|| {
+            let (_, progs) = SchedClassifier::query_tcx(Self::LAN_IFACE, TcAttachType::Ingress)
+                .expect("query tcx");
+            progs
+                .iter()
+                .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+    }
     /// The client's interface.
     pub const CLIENT_IFACE: &str = "eth0";
 
