@@ -20,7 +20,6 @@ use std::{path::PathBuf, sync::Arc};
 
 use crate::{
     config::{Changed, Config, DuplicatePolicy, Entry, Inputs, Origin, parse_list_bytes},
-    dataplane::Diff,
     model::{Capacity, Direction, NameIds, PrefixMap, PrefixSets},
     prefix::Prefix,
 };
@@ -83,8 +82,13 @@ pub(super) struct Delta {
     pub rule: u32,
     /// The set's entries now, as the full path would have them (file order, each once).
     pub entries: Vec<Entry>,
-    /// Against the mirror's version it was taken from.
-    pub diff: (u64, Diff),
+    pub direction: Direction,
+    /// Prefixes the list has and the set did not hold, and the other way round, against the
+    /// mirror's version the change was taken from. The controller turns them into writes
+    /// against the mirror of the moment it applies them (a runtime edit may have come between;
+    /// see `controller::set_edits`).
+    pub added: Vec<Prefix>,
+    pub removed: Vec<Prefix>,
     pub inputs: Inputs,
     pub lines: usize,
     /// Reading the files again and comparing their stamps (set by the caller).
@@ -93,14 +97,13 @@ pub(super) struct Delta {
     pub diff_time: std::time::Duration,
 }
 
-/// The change of one list file against the mirror `held` (version `version`), or `None` when
+/// The change of one list file against the mirror `held`, or `None` when
 /// only the full path can tell what it means.
 pub(super) fn prepare(
     sets: &ListSets,
     inputs: &Inputs,
     mut changed: Vec<Changed>,
     held: &PrefixSets,
-    version: u64,
 ) -> Option<Delta> {
     if !sets.duplicates_refused || changed.len() != 1 || changed[0].index == 0 {
         return None;
@@ -128,7 +131,6 @@ pub(super) fn prepare(
             &bytes,
             stamp,
             held,
-            version,
             &sets.capacity,
             || old.join().ok(),
         )
@@ -163,7 +165,6 @@ fn diff_list(
     bytes: &[u8],
     stamp: crate::config::Stamp,
     held: &PrefixSets,
-    version: u64,
     capacity: &Capacity,
     old: impl FnOnce() -> Option<(Vec<u64>, Vec<(u128, u8)>)>,
 ) -> Option<Delta> {
@@ -264,13 +265,13 @@ fn diff_list(
         .collect();
     let lines = listed.len();
     drop(listed);
-    let added = added.into_iter().map(|p| (p, set.rule)).collect();
-    let diff = Diff::of_changes(held, set.direction, added, removed);
     Some(Delta {
         set: set.name.clone(),
         rule: set.rule,
         entries,
-        diff: (version, diff),
+        direction: set.direction,
+        added,
+        removed,
         inputs: inputs.with([(index, stamp)]),
         lines,
         check: std::time::Duration::ZERO,
@@ -333,6 +334,7 @@ fn merge<T: Ord + Copy>(old: &[T], new: impl Iterator<Item = T>) -> (Vec<T>, Vec
 
 #[cfg(test)]
 mod tests {
+    use crate::dataplane::Diff;
     use std::{
         path::Path,
         time::{Duration, SystemTime},
@@ -398,13 +400,14 @@ mod tests {
         let Check::Changed(changed) = inputs.check() else {
             panic!("the list changed")
         };
-        let delta = prepare(&lists, &inputs, changed, &held, 7).expect("a list-only change");
+        let delta = prepare(&lists, &inputs, changed, &held).expect("a list-only change");
         let (after, after_inputs) = crate::config::load_stamped(&toml).unwrap();
         assert_eq!(delta.entries, after.set("big").unwrap().prefixes);
         assert_eq!(delta.inputs, after_inputs);
-        assert_eq!(delta.diff.0, 7);
+        let added = delta.added.iter().map(|p| (*p, delta.rule)).collect();
+        let diff = Diff::of_changes(&held, delta.direction, added, delta.removed.clone());
         let mut state = held.clone();
-        delta.diff.1.apply_to(&mut state);
+        diff.apply_to(&mut state);
         assert_eq!(state, compile(&after, &ids).prefixes);
         assert!(after_inputs.unchanged());
         let _ = std::fs::remove_dir_all(&dir);
@@ -424,7 +427,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        let delta = |c| prepare(&lists, &inputs, c, &compiled.prefixes, 0);
+        let delta = |c| prepare(&lists, &inputs, c, &compiled.prefixes);
         // A bad line (the full path says where), a prefix set `a` holds (a duplicate).
         assert!(delta(changed("10.0.0.0/8\n010.1.1.1\n", 50)).is_none());
         assert!(delta(changed("10.0.0.0/8\n203.0.113.0/24\n", 40)).is_none());
@@ -447,7 +450,7 @@ mod tests {
             .prefixes
             .insert(0, config.sets[0].prefixes[0].clone());
         let lists = ListSets::of(&mixed, &ids);
-        assert!(prepare(&lists, &inputs, two, &compiled.prefixes, 0).is_none());
+        assert!(prepare(&lists, &inputs, two, &compiled.prefixes).is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -158,9 +158,8 @@ impl ReloadPlan {
                     }));
                 }
                 Check::Changed(changed) => {
-                    let (held, version) = &self.held;
                     if let Some(mut delta) =
-                        lists::prepare(&self.lists, inputs, changed, held, *version)
+                        lists::prepare(&self.lists, inputs, changed, &self.held.0)
                     {
                         delta.check = checked;
                         return Ok(Prepared(Ready::List {
@@ -428,10 +427,11 @@ impl Controller {
             return Err(SyncError::Stale.into());
         };
         let mut report = ApplyReport::default();
+        let diff = self.list_diff(&delta, &mut report);
         let general = &self.config.general;
         match self
             .dp
-            .sync_prefixes(delta.diff, &general.capacity, general.log_packets)
+            .sync_prefixes(diff, &general.capacity, general.log_packets)
         {
             Ok(sync) => report.merge_sync(sync),
             Err(e) if e.is_live() => report.notes.push(ReportLine::error(e.to_string())),
@@ -464,6 +464,18 @@ impl Controller {
         self.last_apply = Some((Instant::now(), report.clone()));
         self.inputs = report.failures().is_empty().then_some(delta.inputs);
         Ok(report)
+    }
+
+    /// The writes of a changed list against what the maps hold now.
+    fn list_diff(&self, delta: &lists::Delta, _report: &mut ApplyReport) -> (u64, Diff) {
+        let added = delta.added.iter().map(|p| (*p, delta.rule)).collect();
+        let diff = Diff::of_changes(
+            self.dp.prefixes(),
+            delta.direction,
+            added,
+            delta.removed.clone(),
+        );
+        (self.dp.version(), diff)
     }
 
     /// What every reload repairs, whatever changed: the classifier on every LAN interface and

@@ -265,6 +265,11 @@ impl Dataplane {
         )
     }
 
+    /// The version of what the prefix maps hold: every sync makes a new one.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// What the prefix maps hold, shared (for a diff on another thread), and its version.
     pub fn snapshot(&self) -> (Arc<PrefixSets>, u64) {
         (self.prefixes.clone(), self.version)
