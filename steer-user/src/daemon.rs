@@ -26,7 +26,7 @@ use tokio::{
 use crate::{
     config::{self, Config, ConfigErrors},
     conntrack::{Connection, ConntrackError},
-    control::{self, Call, Request, Response, ServerOptions, WanMode},
+    control::{self, Call, Request, Response, ServerOptions, WanMode, proto::SetOp},
     controller::{Controller, ControllerError, FailoverReport, FlowsBack, Prepared},
     health::{
         Override,
@@ -267,6 +267,7 @@ async fn serve(
                 if n > 0 {
                     log::debug!("dns: {n} learned hosts expired");
                 }
+                log_lines("", &ctl.expire_runtime());
             }
             _ = periodic.tick() => {
                 log_lines("", &ctl.vrrp_tick());
@@ -483,6 +484,29 @@ async fn handle(
                 Err(e) => Response::error(e.to_string()),
             })
         }
+        Request::Set {
+            name,
+            op: SetOp::List,
+            ..
+        } => Reply::Now(match ctl.list_set(&name) {
+            Ok(entries) => Response::ok(serde_json::json!({ "entries": entries })),
+            Err(e) => Response::error(e),
+        }),
+        Request::Set {
+            name,
+            op,
+            prefixes,
+            timeout,
+            batch,
+        } => Reply::Now(match ctl.edit_set(&name, op, prefixes, timeout, batch) {
+            Ok(edited) => {
+                if !edited.message.is_empty() {
+                    log::info!("{}", edited.message);
+                }
+                Response::ok(serde_json::json!({ "message": edited.message }))
+            }
+            Err(e) => Response::error(e),
+        }),
         Request::Reload | Request::Stop => unreachable!("handled by the event loop"),
     }
 }

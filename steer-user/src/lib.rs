@@ -41,6 +41,7 @@ pub mod packet;
 pub mod policy;
 pub mod prefix;
 pub mod routing;
+pub mod runtime_sets;
 pub mod sets;
 pub mod status;
 pub mod vrrp;

@@ -251,6 +251,9 @@ pub struct SetStatus {
     pub policy: Option<String>,
     /// Prefixes of the set in the kernel.
     pub prefixes: usize,
+    /// Of those, runtime entries (`steer set`).
+    #[serde(default)]
+    pub runtime: usize,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -367,6 +370,7 @@ mod tests {
                 matches: "dst".into(),
                 policy: Some("p".into()),
                 prefixes: 2,
+                runtime: 0,
                 packets: 0,
                 bytes: 0,
             }],

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use steer_common::{LB_SLOTS, NO_WAN, action, path};
 
 use super::txt;
+use crate::runtime_sets::RuntimeSets;
 use crate::{
     dataplane::{DataplaneError, Maps, WanName},
     model::{Family, PrefixMap, Rule, RuleKind, last_resort_marks},
@@ -93,9 +94,22 @@ impl Names {
 }
 
 /// Renders one section (or all) of the pinned state under `pin_dir`, as text or JSON.
-pub fn dump(pin_dir: &Path, what: Section, as_json: bool) -> Result<String, DataplaneError> {
+/// `runtime` (the daemon's journal of `steer set` entries) marks which prefixes were added at
+/// runtime.
+pub fn dump(
+    pin_dir: &Path,
+    runtime: &RuntimeSets,
+    what: Section,
+    as_json: bool,
+) -> Result<String, DataplaneError> {
     let maps = Maps::from_pins(pin_dir)?;
     let names = Names::read(&maps)?;
+    let view = View {
+        maps: &maps,
+        names: &names,
+        pin_dir,
+        runtime,
+    };
     let sections = match what {
         Section::All => &[
             Section::Rules,
@@ -110,7 +124,7 @@ pub fn dump(pin_dir: &Path, what: Section, as_json: bool) -> Result<String, Data
     if as_json {
         let mut doc = serde_json::Map::new();
         for section in sections {
-            let (key, value) = section_json(*section, &maps, &names, pin_dir)?;
+            let (key, value) = section_json(*section, &view)?;
             doc.insert(key.into(), value);
         }
         doc.insert("generation".into(), json!(names.generation));
@@ -126,43 +140,43 @@ pub fn dump(pin_dir: &Path, what: Section, as_json: bool) -> Result<String, Data
     );
     for section in sections {
         text.push('\n');
-        text.push_str(&section_text(*section, &maps, &names, pin_dir)?);
+        text.push_str(&section_text(*section, &view)?);
     }
     Ok(text)
 }
 
+/// What the sections are read from.
+struct View<'a> {
+    maps: &'a Maps,
+    names: &'a Names,
+    pin_dir: &'a Path,
+    runtime: &'a RuntimeSets,
+}
+
 /// One section as its key in the JSON document and its value.
-fn section_json(
-    section: Section,
-    maps: &Maps,
-    names: &Names,
-    pin_dir: &Path,
-) -> Result<(&'static str, Value), DataplaneError> {
+fn section_json(section: Section, v: &View) -> Result<(&'static str, Value), DataplaneError> {
+    let (maps, names) = (v.maps, v.names);
     Ok(match section {
         Section::Rules => ("rules", rules(names)),
         Section::Policies => ("policies", policies(maps, names)?),
         Section::Counters => ("counters", counters(maps, names)?),
-        Section::Sets => ("sets", sets(maps, names)?),
+        Section::Sets => ("sets", sets(maps, names, v.runtime)?),
         Section::Local => ("local", local(maps)?),
-        Section::Dns => ("dns", super::dns::learned_json(pin_dir, names)?),
+        Section::Dns => ("dns", super::dns::learned_json(v.pin_dir, names)?),
         Section::All => unreachable!("expanded by dump"),
     })
 }
 
 /// One section as a text table.
-fn section_text(
-    section: Section,
-    maps: &Maps,
-    names: &Names,
-    pin_dir: &Path,
-) -> Result<String, DataplaneError> {
+fn section_text(section: Section, v: &View) -> Result<String, DataplaneError> {
+    let (maps, names) = (v.maps, v.names);
     Ok(match section {
         Section::Rules => render_rules(names),
         Section::Policies => render_policies(&policies(maps, names)?),
         Section::Counters => render_counters(&counters(maps, names)?),
-        Section::Sets => render_sets(&sets(maps, names)?),
+        Section::Sets => render_sets(&sets(maps, names, v.runtime)?),
         Section::Local => render_local(&local(maps)?),
-        Section::Dns => super::dns::render_learned(&super::dns::learned_json(pin_dir, names)?),
+        Section::Dns => super::dns::render_learned(&super::dns::learned_json(v.pin_dir, names)?),
         Section::All => unreachable!("expanded by dump"),
     })
 }
@@ -326,15 +340,25 @@ fn render_counters(v: &Value) -> String {
     out
 }
 
-fn sets(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
+/// Every prefix with its set; `runtime` says which were added with `steer set` (and the
+/// seconds they have left, `null` for none).
+fn sets(maps: &Maps, names: &Names, runtime: &RuntimeSets) -> Result<Value, DataplaneError> {
+    let now = crate::dataplane::learned::boottime_secs();
     let mut rows = Vec::new();
     for map in PrefixMap::ALL {
         let mut entries = maps.prefixes(map)?;
         entries.sort();
         for (prefix, rule) in entries {
+            let set = names.set(rule);
+            let origin = match runtime.get(&set, &prefix) {
+                None => json!("config"),
+                Some(deadline) => json!({
+                    "runtime": { "expires_in_s": deadline.map(|at| at.saturating_sub(now)) }
+                }),
+            };
             rows.push(json!({
                 "prefix": prefix.to_string(), "match": map.direction().as_str(),
-                "set": names.set(rule), "rule": rule, "policy": names.policy(rule),
+                "set": set, "rule": rule, "policy": names.policy(rule), "origin": origin,
             }));
         }
     }
@@ -343,11 +367,17 @@ fn sets(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
 
 fn render_sets(v: &Value) -> String {
     let mut out =
-        "prefix                                      match  set              policy\n".to_owned();
+        "prefix                                      match  set              policy           origin\n"
+            .to_owned();
     for r in v.as_array().into_iter().flatten() {
+        let origin = match &r["origin"]["runtime"]["expires_in_s"] {
+            _ if r["origin"].is_string() => "config".to_owned(),
+            Value::Number(left) => format!("runtime, {left} s left"),
+            _ => "runtime".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "{:<43} {:<6} {:<16} {}",
+            "{:<43} {:<6} {:<16} {:<16} {origin}",
             txt(&r["prefix"]),
             txt(&r["match"]),
             txt(&r["set"]),

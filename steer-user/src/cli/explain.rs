@@ -53,6 +53,9 @@ pub struct Explanation {
     /// Shorter prefixes of other rules that also contain the address (what the packet would
     /// get without the match).
     pub shadowed: Vec<(Prefix, String)>,
+    /// The matched prefix is a runtime entry (`steer set`): seconds it has left, `None` until
+    /// deleted.
+    pub runtime: Option<Option<u64>>,
     pub policy: String,
     /// skb->mark as the TC program left it.
     pub mark: u32,
@@ -98,6 +101,17 @@ impl Explanation {
         self
     }
 
+    /// Says whether the matched prefix was added at runtime, from the daemon's journal of
+    /// runtime entries (`now`: seconds of `CLOCK_BOOTTIME`).
+    pub fn with_runtime(mut self, table: &crate::runtime_sets::RuntimeSets, now: u64) -> Self {
+        if let Some(p) = &self.prefix {
+            self.runtime = table
+                .get(&self.set, p)
+                .map(|deadline| deadline.map(|at| at.saturating_sub(now)));
+        }
+        self
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "src": self.src, "dst": self.dst,
@@ -106,6 +120,7 @@ impl Explanation {
             "rule": self.rule, "set": self.set, "matched_on": self.matched_on_name(),
             "prefix": self.prefix.map(|p| p.to_string()),
             "learned": self.learned.as_ref().map(|l| json!({ "name": l.name, "expires_in_s": l.expires_in, "also_set": l.also })),
+            "runtime": self.runtime.map(|left| json!({ "expires_in_s": left })),
             "shadowed": self.shadowed.iter().map(|(p, s)| json!({ "prefix": p.to_string(), "set": s })).collect::<Vec<_>>(),
             "policy": self.policy, "mark": format!("{:#x}", self.mark), "wan": self.wan,
             "generation": self.generation,
@@ -161,7 +176,18 @@ impl fmt::Display for Explanation {
                     self.rule,
                     self.set,
                     dir.as_str()
-                )?
+                )?;
+                match self.runtime {
+                    Some(Some(left)) => writeln!(
+                        f,
+                        "         {p} is a runtime entry (steer set), removed in {left} s"
+                    )?,
+                    Some(None) => writeln!(
+                        f,
+                        "         {p} is a runtime entry (steer set), until deleted"
+                    )?,
+                    None => {}
+                }
             }
             _ => writeln!(f, "matched  rule {} = default (no set matched)", self.rule)?,
         }
@@ -250,6 +276,7 @@ pub fn explain(
             prefix: None,
             learned: None,
             shadowed: Vec::new(),
+            runtime: None,
             policy: "-".into(),
             mark: tc.mark,
             mask: 0,
@@ -290,6 +317,7 @@ pub fn explain(
         prefix,
         learned,
         shadowed,
+        runtime: None,
         policy: names.policy(rule),
         mark: tc.mark,
         mask: entry.mask,

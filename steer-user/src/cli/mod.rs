@@ -6,6 +6,7 @@ mod dump;
 mod explain;
 mod generate;
 mod output;
+mod set;
 mod vrrp;
 
 use std::{
@@ -134,6 +135,29 @@ pub enum Command {
         mode: ModeArg,
         /// With `gateway`: the next hop (IPv4 or IPv6), or `auto`.
         value: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add or delete prefixes of a configured set at runtime, like `ipset add`/`del`: applied
+    /// at once, kept apart from the configured prefixes, kept across reloads and daemon
+    /// restarts (not reboots); `--timeout` removes them again. `list` shows them.
+    Set {
+        /// The set's name.
+        name: String,
+        #[arg(value_enum)]
+        op: set::SetOpArg,
+        /// Prefixes or addresses (as in list files).
+        #[arg(value_name = "PREFIX")]
+        prefixes: Vec<String>,
+        /// With `add`: remove the entries again after this long (600, 90s, 10m, 12h, 7d).
+        #[arg(long, value_name = "TIME")]
+        timeout: Option<String>,
+        /// Read prefixes from FILE (list-file format; `-` for standard input) as well.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// With `list`: print JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -299,8 +323,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dump { what, target, json } => {
-            let pin_dir = target.resolve()?.pin_dir;
-            out(&dump(&pin_dir, what, json)?);
+            let r = target.resolve()?;
+            let runtime = crate::runtime_sets::journal::read(&r.socket);
+            out(&dump(&r.pin_dir, &runtime, what, json)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain {
@@ -311,8 +336,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             target,
             json,
         } => {
-            let pin_dir = target.resolve()?.pin_dir;
-            let mut e = explain(&pin_dir, dst, src, proto, dport)?;
+            let resolved = target.resolve()?;
+            let mut e = explain(&resolved.pin_dir, dst, src, proto, dport)?
+                .with_runtime(
+                    &crate::runtime_sets::journal::read(&resolved.socket),
+                    dataplane::learned::boottime_secs(),
+                );
             // The maps alone answer; the daemon adds the WAN states the verdict came from.
             if let Ok(status) =
                 request(&target, Request::Status).and_then(|body| decode::<Status>(&target, body))
@@ -345,6 +374,25 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 outln(s);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Set {
+            name,
+            op,
+            prefixes,
+            timeout,
+            file,
+            json,
+            target,
+        } => {
+            let args = set::SetArgs {
+                name,
+                op,
+                prefixes,
+                timeout: timeout.as_deref(),
+                file: file.as_deref(),
+                json,
+            };
+            set::run(args, &target)
         }
         Command::Stop { target } => stop(&target),
         Command::Completions { shell } => {
@@ -462,7 +510,7 @@ fn stop(target: &Target) -> Result<ExitCode, CliError> {
                 .enable_all()
                 .build()
                 .map_err(|e| CliError::Refused(format!("cannot start a runtime: {e}")))?;
-            let done = runtime.block_on(controller::teardown(&r.pin_dir, &r.tables))?;
+            let done = runtime.block_on(controller::teardown(&r.pin_dir, &r.tables, &r.socket))?;
             if !done.routing.failures.is_empty() {
                 return Err(CliError::Refused(done.routing.failures.join("; ")));
             }
@@ -568,17 +616,18 @@ fn render_status(s: &Status) -> String {
     }
     let _ = writeln!(
         out,
-        "\nset             rule match   policy          prefixes  packets"
+        "\nset             rule match   policy          prefixes  runtime  packets"
     );
     for r in &s.sets {
         let _ = writeln!(
             out,
-            "{:<15} {:<4} {:<7} {:<15} {:<9} {}",
+            "{:<15} {:<4} {:<7} {:<15} {:<9} {:<8} {}",
             r.name,
             r.rule,
             r.matches,
             r.policy.as_deref().unwrap_or("-"),
             r.prefixes,
+            r.runtime,
             r.packets
         );
     }

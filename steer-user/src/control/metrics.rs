@@ -301,6 +301,12 @@ pub fn render(s: &Status) -> String {
         per_set(&|r| r.prefixes.to_string()),
     );
     family(
+        "steer_set_runtime_entries",
+        "gauge",
+        "Prefixes of the set added at runtime (steer set), included in steer_set_prefixes.",
+        per_set(&|r| r.runtime.to_string()),
+    );
+    family(
         "steer_policy_generation",
         "gauge",
         "The live generation of the policy table.",

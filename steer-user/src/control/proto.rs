@@ -34,6 +34,44 @@ pub enum Request {
         name: String,
         gateway: Option<std::net::IpAddr>,
     },
+    /// `{"cmd":"set","name":"bypass","op":"add","prefixes":["192.0.2.0/24"],"timeout":600}`:
+    /// a runtime edit of a set (`steer set`). A long edit comes in several requests of one
+    /// `batch` (same id, the last one marked): nothing is applied before the last.
+    Set {
+        name: String,
+        op: SetOp,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        prefixes: Vec<String>,
+        /// Seconds an added entry lives (none: until deleted).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch: Option<Batch>,
+    },
+}
+
+/// What `steer set NAME OP` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetOp {
+    /// Add prefixes (or give runtime entries a new timeout).
+    Add,
+    /// Delete runtime entries.
+    Del,
+    /// Delete every runtime entry of the set.
+    Flush,
+    /// The set's runtime entries.
+    List,
+}
+
+/// One request of a multi-request edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// Chosen by the client; the same for every request of the edit.
+    pub id: u64,
+    /// The edit is complete: check everything and apply it.
+    pub last: bool,
 }
 
 /// [`Request`] as read from the wire: struct variants, so that unknown fields are refused for
@@ -52,6 +90,16 @@ enum WireRequest {
         name: String,
         gateway: Option<std::net::IpAddr>,
     },
+    Set {
+        name: String,
+        op: SetOp,
+        #[serde(default)]
+        prefixes: Vec<String>,
+        #[serde(default)]
+        timeout: Option<u64>,
+        #[serde(default)]
+        batch: Option<Batch>,
+    },
 }
 
 impl TryFrom<serde_json::Map<String, serde_json::Value>> for Request {
@@ -65,6 +113,19 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for Request {
                 WireRequest::Stop {} => Self::Stop,
                 WireRequest::Wan { name, mode } => Self::Wan { name, mode },
                 WireRequest::Gateway { name, gateway } => Self::Gateway { name, gateway },
+                WireRequest::Set {
+                    name,
+                    op,
+                    prefixes,
+                    timeout,
+                    batch,
+                } => Self::Set {
+                    name,
+                    op,
+                    prefixes,
+                    timeout,
+                    batch,
+                },
             },
         )
     }

@@ -15,6 +15,7 @@
 
 mod conntrack_jobs;
 pub mod desired;
+mod set_edits;
 pub mod dns;
 mod failback;
 pub mod gateways;
@@ -261,6 +262,8 @@ pub struct Controller {
     flushes: Vec<Flush>,
     /// VRRP: roles, the WANs mastership gates, the speakers ([`vrrp`]).
     vrrp: vrrp::VrrpCtl,
+    /// Runtime set entries (`steer set`), their journal and edits still arriving.
+    runtime: set_edits::Runtime,
     /// The files the running configuration was read from, kept only while the kernel holds
     /// exactly what it asks (the last apply had no failure): a reload that finds them unchanged
     /// has nothing to parse and nothing to write.
@@ -299,6 +302,7 @@ impl Controller {
             );
         }
         let (rules, wan_slots) = previous_ids(&dp)?;
+        let (runtime, runtime_notes) = set_edits::Runtime::open(&config.control.socket);
         let mut health = Health::default();
         health.follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
         let mut ctl = Controller {
@@ -322,9 +326,11 @@ impl Controller {
             prefix_counts: HashMap::new(),
             flushes: Vec::new(),
             vrrp: vrrp::VrrpCtl::default(),
+            runtime,
             inputs: None,
         };
         let mut report = ctl.apply(config, true, None).await?;
+        report.notes.splice(0..0, runtime_notes);
         report
             .notes
             .splice(0..0, no_carrier_warnings(&ctl.config, &carriers));
@@ -427,11 +433,13 @@ impl Controller {
             return Err(SyncError::Stale.into());
         };
         let mut report = ApplyReport::default();
-        let diff = self.list_diff(&delta, &mut report);
+        let mut delta = delta;
+        let dropped = self.fit_list_delta(&mut delta);
+        let diff = self.list_diff(&delta);
         let general = &self.config.general;
         match self
             .dp
-            .sync_prefixes(diff, &general.capacity, general.log_packets)
+            .sync_prefixes(diff, &general.capacity, general.log_packets, "the changed list")
         {
             Ok(sync) => report.merge_sync(sync),
             Err(e) if e.is_live() => report.notes.push(ReportLine::error(e.to_string())),
@@ -441,7 +449,9 @@ impl Controller {
                 return Err(e.into());
             }
         }
-        self.prefix_counts.insert(delta.rule, delta.entries.len());
+        report.notes.extend(self.forget_dropped(dropped));
+        let held = delta.entries.len() + self.runtime_len(&delta.set);
+        self.prefix_counts.insert(delta.rule, held);
         let old = std::mem::replace(&mut self.config.sets[index].prefixes, delta.entries);
         // A million entries take milliseconds to free: not on the event loop.
         tokio::task::spawn_blocking(move || {
@@ -467,7 +477,7 @@ impl Controller {
     }
 
     /// The writes of a changed list against what the maps hold now.
-    fn list_diff(&self, delta: &lists::Delta, _report: &mut ApplyReport) -> (u64, Diff) {
+    fn list_diff(&self, delta: &lists::Delta) -> (u64, Diff) {
         let added = delta.added.iter().map(|p| (*p, delta.rule)).collect();
         let diff = Diff::of_changes(
             self.dp.prefixes(),
@@ -832,7 +842,7 @@ impl Controller {
         // lock, so the teardown can unpin (and so detach) them.
         drop(dp);
         let tables: Vec<u32> = config.wans.iter().map(|w| w.table).collect();
-        Ok(teardown(&config.general.pin_dir, &tables).await?)
+        Ok(teardown(&config.general.pin_dir, &tables, &config.control.socket).await?)
     }
 
     /// Every policy resolved with the WANs as they are now, from the cached compilation.
@@ -952,8 +962,15 @@ impl Controller {
         });
         let mut wanted = BTreeMap::new();
         let mut committed = false;
-        for Compiled { step, counts, diff } in steps {
+        let mut dropped = Vec::new();
+        for Compiled {
+            mut step,
+            mut counts,
+            mut diff,
+        } in steps
+        {
             let rules = step.desired.rules.clone();
+            let overlaid = self.overlay_runtime(&mut step.desired, &mut counts, diff.as_mut());
             match self.dp.sync(&step.desired.contents, diff) {
                 Ok(sync) => report.merge_sync(sync),
                 Err(e) if e.is_live() => report.notes.push(ReportLine::error(e.to_string())),
@@ -972,7 +989,9 @@ impl Controller {
             wanted = rules;
             self.commit(step.desired, step.config, counts);
             committed = true;
+            dropped = overlaid;
         }
+        report.notes.extend(self.forget_dropped(dropped));
         if precompiled && committed {
             report.notes.extend(self.follow_wan_states());
         }
@@ -1088,6 +1107,7 @@ impl Controller {
                     matches: r.kind.name().to_owned(),
                     policy: r.policy.clone(),
                     prefixes: per_rule.get(&r.id).copied().unwrap_or(0),
+                    runtime: self.runtime_len(&r.name),
                     packets: counter.packets,
                     bytes: counter.bytes,
                 }

@@ -1,7 +1,8 @@
 //! Removing everything steer set up, in one sequence that serves `steer stop` whether a daemon
 //! runs (it calls this after letting go of the dataplane) or not (the CLI calls it itself):
 //! the pinned classifier first (unpinning its links detaches it), then the routing rules and
-//! tables, then the connection-marking table.
+//! tables, then the connection-marking table, and the journal of runtime set entries (they
+//! belonged to the steering that is gone).
 
 use std::path::Path;
 
@@ -21,12 +22,17 @@ pub struct Teardown {
     pub nft_removed: bool,
     /// Removing the nftables table failed.
     pub nft_error: Option<String>,
+    /// The runtime set journal was there and is gone.
+    pub journal_removed: bool,
 }
 
 impl Teardown {
     /// Nothing was there to remove.
     pub fn was_empty(&self) -> bool {
-        self.pins == 0 && self.routing.changes.is_empty() && !self.nft_removed
+        self.pins == 0
+            && self.routing.changes.is_empty()
+            && !self.nft_removed
+            && !self.journal_removed
     }
 }
 
@@ -39,9 +45,14 @@ pub enum TeardownError {
 }
 
 /// Removes the pinned state under `pin_dir` (refused while a daemon holds it), steer's routing
-/// rules and the routes of `tables` (and steer's routes anywhere), and steer's nftables table.
-/// Safe to repeat: a second call finds nothing.
-pub async fn teardown(pin_dir: &Path, tables: &[u32]) -> Result<Teardown, TeardownError> {
+/// rules and the routes of `tables` (and steer's routes anywhere), steer's nftables table, and
+/// the runtime set journal of the daemon with control socket `socket`. Safe to repeat: a
+/// second call finds nothing.
+pub async fn teardown(
+    pin_dir: &Path,
+    tables: &[u32],
+    socket: &Path,
+) -> Result<Teardown, TeardownError> {
     let pins = dataplane::remove_pinned(pin_dir)?;
     let routing = Routing::new()?.remove_all(tables).await;
     let mut done = Teardown {
@@ -55,6 +66,10 @@ pub async fn teardown(pin_dir: &Path, tables: &[u32]) -> Result<Teardown, Teardo
             Ok(()) => done.nft_removed = true,
             Err(e) => done.nft_error = Some(e.to_string()),
         }
+    }
+    match crate::runtime_sets::journal::remove(socket) {
+        Ok(removed) => done.journal_removed = removed,
+        Err(e) => log::warn!("the runtime set journal could not be removed: {e}"),
     }
     Ok(done)
 }

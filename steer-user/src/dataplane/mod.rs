@@ -251,6 +251,7 @@ impl Dataplane {
         diff: (u64, Diff),
         capacity: &model::Capacity,
         log_packets: bool,
+        changed: &str,
     ) -> Result<SyncReport, SyncError> {
         if diff.0 != self.version {
             return Err(SyncError::Stale);
@@ -262,6 +263,7 @@ impl Dataplane {
             diff.1,
             capacity,
             log_packets,
+            changed,
         )
     }
 

@@ -238,6 +238,23 @@ impl Diff {
 }
 
 impl Diff {
+    /// Drops the removals of prefixes `want` holds: entries joined the desired state after
+    /// this diff was taken against it (runtime set entries, added on the event loop), and the
+    /// maps keep them.
+    pub fn keep_wanted(&mut self, state: &PrefixSets, want: &PrefixSets) {
+        let per_rule = &mut self.per_rule;
+        self.left.retain(|(dir, p)| {
+            let map = PrefixMap::of(*dir, p);
+            if !want.map(map).contains_key(p) {
+                return true;
+            }
+            if let Some(c) = state.map(map).get(p).and_then(|r| per_rule.get_mut(r)) {
+                c.removed = c.removed.saturating_sub(1);
+            }
+            false
+        });
+    }
+
     /// What maps holding `state` hold once these writes are made.
     pub fn apply_to(&self, state: &mut PrefixSets) {
         for (dir, writes) in &self.planned {
@@ -253,13 +270,15 @@ impl Diff {
 
 /// Writes a change of prefixes alone (`diff`, from [`Diff::of_changes`]): the policy table
 /// stays as it is. Capacity first, then widened settings, additions (undone on failure),
-/// removals, narrowed settings, as [`sync`] does.
+/// removals, narrowed settings, as [`sync`] does. `changed` names what changed, for a
+/// capacity refusal ("the changed list", "set bypass").
 pub fn sync_prefixes(
     maps: &mut Maps,
     state: &mut PrefixSets,
     diff: Diff,
     capacity: &Capacity,
     log_packets: bool,
+    changed: &str,
 ) -> Result<SyncReport, SyncError> {
     let Diff {
         planned,
@@ -288,7 +307,7 @@ pub fn sync_prefixes(
                 key: prefix_map.key(),
                 wanted,
                 capacity: cap,
-                sets: "the changed list".into(),
+                sets: changed.into(),
             });
         }
     }

@@ -1,0 +1,586 @@
+//! The controller's part of runtime set entries (`steer set`): the one writer of those
+//! entries into the prefix maps (through the dataplane's `sync_prefixes`, in its order) and
+//! of their journal. The pure rules are in [`crate::runtime_sets`].
+//!
+//! - An edit is parsed and planned in full against the maps' mirror before the first write;
+//!   a refusal changes nothing. A long edit arrives in several requests of one batch, staged
+//!   here until its last request.
+//! - The table and the journal follow the kernel: they take a change once its writes are in.
+//! - Every full apply lays the table over the configuration's desired state ([`overlay`]), so
+//!   a reload keeps the runtime entries of the sets it keeps; the records it cannot keep (the
+//!   set is gone, or a configuration now holds the prefix) are dropped and said.
+//! - A reload of one changed list keeps the set's runtime entries the same way
+//!   ([`Controller::fit_list_delta`]).
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use super::{Controller, Desired, lists::Delta};
+use crate::{
+    config::Config,
+    control::proto::{Batch, SetOp},
+    dataplane::{Diff, learned::boottime_secs},
+    model::{Direction, PrefixMap, RuleKind},
+    prefix::Prefix,
+    runtime_sets::{
+        self, Op, Owners, RuntimeSets, SetView, Summary,
+        journal::{self, Journal, Record},
+    },
+    status::ReportLine,
+};
+
+/// Batches open at once (a client that never finishes one loses it after [`BATCH_IDLE`]).
+const MAX_BATCHES: usize = 4;
+/// A batch with no request for this long is dropped.
+const BATCH_IDLE: Duration = Duration::from_secs(30);
+
+/// Runtime entries, their journal, and edits still arriving.
+#[derive(Debug, Default)]
+pub(super) struct Runtime {
+    pub table: RuntimeSets,
+    /// `None` when the journal could not be opened: edits are refused, saying why.
+    journal: Option<Journal>,
+    journal_error: Option<String>,
+    staged: HashMap<u64, Staged>,
+}
+
+#[derive(Debug)]
+struct Staged {
+    name: String,
+    op: SetOp,
+    timeout: Option<u64>,
+    tokens: Vec<String>,
+    touched: Instant,
+}
+
+/// The answer to an accepted edit.
+#[derive(Debug)]
+pub struct Edited {
+    pub message: String,
+    pub summary: Summary,
+}
+
+/// A runtime entry of the table as `steer set NAME list` shows it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Listed {
+    pub prefix: String,
+    /// Seconds left; none: until deleted.
+    pub expires_in: Option<u64>,
+}
+
+impl Runtime {
+    /// The table the journal next to `socket` describes (entries due by now left out).
+    pub fn open(socket: &std::path::Path) -> (Runtime, Vec<ReportLine>) {
+        let path = journal::path_for(socket);
+        match Journal::open(&path, boottime_secs()) {
+            Ok((journal, table, bad)) => {
+                let mut notes = Vec::new();
+                if !table.is_empty() {
+                    notes.push(ReportLine::info(format!(
+                        "{} runtime set entries read back from {}",
+                        table.len(),
+                        path.display()
+                    )));
+                }
+                if !bad.is_empty() {
+                    notes.push(ReportLine::warning(format!(
+                        "{}: {} lines are not records and were skipped ({}); the file is \
+                         rewritten at the next `steer set`",
+                        path.display(),
+                        bad.len(),
+                        bad[..bad.len().min(3)].join(", ")
+                    )));
+                }
+                let runtime = Runtime {
+                    table,
+                    journal: Some(journal),
+                    ..Runtime::default()
+                };
+                (runtime, notes)
+            }
+            Err(e) => {
+                let why = format!(
+                    "the runtime set journal {} cannot be read: {e}; `steer set` is refused \
+                     until it can (check the file, or remove it to start with no runtime \
+                     entries)",
+                    path.display()
+                );
+                let runtime = Runtime {
+                    journal_error: Some(why.clone()),
+                    ..Runtime::default()
+                };
+                (runtime, vec![ReportLine::error(why)])
+            }
+        }
+    }
+
+    fn record<'a>(&mut self, records: impl IntoIterator<Item = Record<'a>>) -> Option<ReportLine> {
+        let journal = self.journal.as_mut()?;
+        let written = journal.append(records, &self.table);
+        written.err().map(|e| {
+            ReportLine::error(format!(
+                "writing the runtime set journal failed: {e}; the entries are in force but a \
+                 restarted daemon will not know them"
+            ))
+        })
+    }
+
+    /// Takes a request of a batch: `None` while the batch goes on, the whole edit at its end.
+    fn gather(
+        &mut self,
+        name: &str,
+        op: SetOp,
+        timeout: Option<u64>,
+        tokens: Vec<String>,
+        batch: Option<Batch>,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>, String> {
+        let Some(batch) = batch else {
+            return Ok(Some(tokens));
+        };
+        let now = Instant::now();
+        self.staged
+            .retain(|_, s| now.duration_since(s.touched) < BATCH_IDLE);
+        if !self.staged.contains_key(&batch.id) && self.staged.len() >= MAX_BATCHES {
+            return Err(format!(
+                "{MAX_BATCHES} multi-part edits are already open; finish one or wait {}s",
+                BATCH_IDLE.as_secs()
+            ));
+        }
+        let staged = self.staged.entry(batch.id).or_insert_with(|| Staged {
+            name: name.to_owned(),
+            op,
+            timeout,
+            tokens: Vec::new(),
+            touched: now,
+        });
+        if (staged.name.as_str(), staged.op, staged.timeout) != (name, op, timeout) {
+            self.staged.remove(&batch.id);
+            return Err(format!(
+                "batch {} changed its set, operation or timeout midway; it was dropped, \
+                 nothing was applied",
+                batch.id
+            ));
+        }
+        if staged.tokens.len() + tokens.len() > limit {
+            self.staged.remove(&batch.id);
+            return Err(format!(
+                "the edit holds more than {limit} prefixes, more than set {name}'s maps can \
+                 hold; nothing was applied"
+            ));
+        }
+        staged.tokens.extend(tokens);
+        staged.touched = now;
+        if !batch.last {
+            return Ok(None);
+        }
+        Ok(self.staged.remove(&batch.id).map(|s| s.tokens))
+    }
+}
+
+/// A runtime record a full apply could not keep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Dropped {
+    pub set: String,
+    pub prefix: Prefix,
+    pub why: DropReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum DropReason {
+    /// The configuration no longer has the set.
+    SetGone,
+    /// The set's own configuration now holds the prefix (nothing changes in the kernel).
+    Configured,
+    /// Another set's configuration now holds the prefix.
+    TakenBy(String),
+}
+
+/// Lays `table` over `desired`: each runtime entry of a set it keeps joins that set's prefixes,
+/// unless a configuration holds the prefix. Returns the records that cannot stay.
+pub(super) fn overlay(table: &RuntimeSets, desired: &mut Desired) -> Vec<Dropped> {
+    if table.is_empty() {
+        return Vec::new();
+    }
+    let sets: HashMap<&str, (u32, Direction)> = desired
+        .rules
+        .values()
+        .filter_map(|r| match r.kind {
+            RuleKind::Set(direction) => Some((r.name.as_str(), (r.id, direction))),
+            _ => None,
+        })
+        .collect();
+    let names: HashMap<u32, &str> = sets.iter().map(|(n, (id, _))| (*id, *n)).collect();
+    let prefixes = &mut desired.contents.prefixes;
+    let mut dropped = Vec::new();
+    for (set, prefix, _) in table.iter() {
+        let drop = |why| Dropped {
+            set: set.to_owned(),
+            prefix: *prefix,
+            why,
+        };
+        let Some((rule, direction)) = sets.get(set) else {
+            dropped.push(drop(DropReason::SetGone));
+            continue;
+        };
+        let map = prefixes.map_mut(PrefixMap::of(*direction, prefix));
+        match map.get(prefix) {
+            Some(r) if r == rule => dropped.push(drop(DropReason::Configured)),
+            Some(r) => {
+                let owner = names.get(r).copied().unwrap_or("?").to_owned();
+                dropped.push(drop(DropReason::TakenBy(owner)));
+            }
+            None => {
+                map.insert(*prefix, *rule);
+            }
+        }
+    }
+    dropped
+}
+
+/// Names sets and the places of their configured prefixes, for refusals.
+struct ConfigOwners<'a> {
+    config: &'a Config,
+    names: BTreeMap<u32, String>,
+}
+
+impl Owners for ConfigOwners<'_> {
+    fn name_of(&self, rule: u32) -> String {
+        self.names
+            .get(&rule)
+            .cloned()
+            .unwrap_or_else(|| format!("#{rule}"))
+    }
+
+    fn origin(&self, set: &str, prefix: &Prefix) -> Option<String> {
+        let entry = self
+            .config
+            .set(set)?
+            .prefixes
+            .iter()
+            .find(|e| e.prefix == *prefix)?;
+        Some(format!(
+            "{}:{}",
+            entry.origin.file.display(),
+            entry.origin.line
+        ))
+    }
+}
+
+impl Controller {
+    /// `steer set NAME add|del|flush`: checks the whole edit, writes it, records it.
+    pub fn edit_set(
+        &mut self,
+        name: &str,
+        op: SetOp,
+        tokens: Vec<String>,
+        timeout: Option<u64>,
+        batch: Option<Batch>,
+    ) -> Result<Edited, String> {
+        let started = Instant::now();
+        if let Some(why) = &self.runtime.journal_error {
+            return Err(why.clone());
+        }
+        let view = self.set_view(name)?;
+        let limit = [true, false]
+            .map(|v4| self.config.general.capacity.of(PrefixMap::new(view.direction, v4)))
+            .iter()
+            .map(|c| *c as usize)
+            .sum();
+        let Some(tokens) = self
+            .runtime
+            .gather(name, op, timeout, tokens, batch, limit)?
+        else {
+            return Ok(Edited {
+                message: String::new(),
+                summary: Summary::default(),
+            });
+        };
+        let op = match (op, timeout) {
+            (SetOp::Add, Some(0)) => {
+                return Err("a timeout of 0 seconds: leave --timeout out for an entry that \
+                            stays until deleted"
+                    .into());
+            }
+            (SetOp::Add, t) => Op::Add {
+                deadline: t.map(|t| boottime_secs().saturating_add(t)),
+            },
+            (_, Some(_)) => return Err("only `add` takes a timeout".into()),
+            (SetOp::Del, None) => Op::Del,
+            (SetOp::Flush, None) => Op::Flush,
+            (SetOp::List, None) => return Err("`list` is not an edit".into()),
+        };
+        let refused = |reasons: Vec<String>| {
+            format!(
+                "steer set {name}: refused, nothing changed:\n  {}",
+                reasons.join("\n  ")
+            )
+        };
+        let prefixes = runtime_sets::parse(&tokens, view.allow_default_route).map_err(refused)?;
+        let owners = ConfigOwners {
+            config: &self.config,
+            names: self.rules.values().map(|r| (r.id, r.name.clone())).collect(),
+        };
+        let plan = runtime_sets::plan(
+            &self.runtime.table,
+            view,
+            op,
+            prefixes,
+            self.dp.prefixes(),
+            &owners,
+        )
+        .map_err(refused)?;
+        let mut notes = self.write_plan(name, &view, &plan)?;
+        let s = plan.summary;
+        let mut message = match op {
+            Op::Add { .. } => format!(
+                "set {name}: {} added, {} given the new timeout, {} already in its configuration",
+                s.added, s.refreshed, s.configured
+            ),
+            Op::Del | Op::Flush => format!(
+                "set {name}: {} removed, {} were not there",
+                s.removed, s.absent
+            ),
+        };
+        message.push_str(&format!(
+            " ({} runtime entries; applied in {:.2} ms)",
+            self.runtime.table.entries(name).count(),
+            started.elapsed().as_secs_f64() * 1e3
+        ));
+        notes.insert(0, ReportLine::info(message));
+        let text: Vec<String> = notes.iter().map(|l| l.text.clone()).collect();
+        Ok(Edited {
+            message: text.join("\n"),
+            summary: s,
+        })
+    }
+
+    /// `steer set NAME list`: the set's runtime entries and their time left.
+    pub fn list_set(&self, name: &str) -> Result<Vec<Listed>, String> {
+        self.set_view(name)?;
+        let now = boottime_secs();
+        Ok(self
+            .runtime
+            .table
+            .entries(name)
+            .map(|(p, deadline)| Listed {
+                prefix: p.to_string(),
+                expires_in: deadline.map(|at| at.saturating_sub(now)),
+            })
+            .collect())
+    }
+
+    /// Removes the runtime entries whose timeout ran out (the daemon's one-second timer).
+    pub fn expire_runtime(&mut self) -> Vec<ReportLine> {
+        let due = self.runtime.table.expired(boottime_secs());
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let mut by_set: BTreeMap<String, Vec<Prefix>> = BTreeMap::new();
+        for (set, p) in due {
+            by_set.entry(set).or_default().push(p);
+        }
+        let mut lines = Vec::new();
+        for (set, prefixes) in by_set {
+            let Ok(view) = self.set_view(&set) else {
+                continue;
+            };
+            let plan = runtime_sets::Plan {
+                removals: prefixes.clone(),
+                forget: prefixes,
+                ..runtime_sets::Plan::default()
+            };
+            match self.write_plan(&set, &view, &plan) {
+                Ok(notes) => {
+                    lines.push(ReportLine::info(format!(
+                        "set {set}: {} runtime entries expired",
+                        plan.forget.len()
+                    )));
+                    lines.extend(notes);
+                }
+                Err(e) => lines.push(ReportLine::error(e)),
+            }
+        }
+        lines
+    }
+
+    /// The configured set `name`, as an edit sees it.
+    fn set_view<'a>(&self, name: &'a str) -> Result<SetView<'a>, String> {
+        let set = self.config.sets.iter().find(|s| s.name == name);
+        let rule = self.rule_ids().get(name).copied();
+        match (set, rule) {
+            (Some(set), Some(rule)) => Ok(SetView {
+                name,
+                rule,
+                direction: set.direction,
+                allow_default_route: set.allow_default_route,
+            }),
+            _ => {
+                let names: Vec<&str> = self.config.sets.iter().map(|s| s.name.as_str()).collect();
+                Err(format!(
+                    "no set named {name:?} runs; `steer set` edits configured sets ({})",
+                    if names.is_empty() {
+                        "there are none: add a [[set]] and reload".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            }
+        }
+    }
+
+    /// Writes a plan's prefixes, then records it in the table and the journal.
+    fn write_plan(
+        &mut self,
+        name: &str,
+        view: &SetView,
+        plan: &runtime_sets::Plan,
+    ) -> Result<Vec<ReportLine>, String> {
+        let (rule, direction) = (view.rule, view.direction);
+        let mut notes = Vec::new();
+        if !plan.writes.is_empty() || !plan.removals.is_empty() {
+            let added = plan.writes.iter().map(|p| (*p, rule)).collect();
+            let diff = Diff::of_changes(
+                self.dp.prefixes(),
+                direction,
+                added,
+                plan.removals.clone(),
+            );
+            let general = &self.config.general;
+            let what = format!("set {name} with its runtime entries");
+            match self.dp.sync_prefixes(
+                (self.dp.version(), diff),
+                &general.capacity,
+                general.log_packets,
+                &what,
+            ) {
+                Ok(_) => {}
+                Err(e) if e.is_live() => notes.push(ReportLine::error(e.to_string())),
+                Err(e) => return Err(format!("steer set {name}: {e}")),
+            }
+            let count = self.prefix_counts.entry(rule).or_default();
+            *count = (*count + plan.writes.len()).saturating_sub(plan.removals.len());
+        }
+        let name = name.to_owned();
+        for (p, deadline) in &plan.records {
+            self.runtime.table.insert(&name, *p, *deadline);
+        }
+        for p in &plan.forget {
+            self.runtime.table.remove(&name, p);
+        }
+        let adds = plan.records.iter().map(|(p, d)| Record::Add(&name, *p, *d));
+        let dels = plan.forget.iter().map(|p| Record::Del(&name, *p));
+        let flushed = plan.forget.len() > 1 && self.runtime.table.entries(&name).next().is_none();
+        let records: Vec<Record> = if flushed {
+            adds.chain([Record::Flush(&name)]).collect()
+        } else {
+            adds.chain(dels).collect()
+        };
+        notes.extend(self.runtime.record(records));
+        Ok(notes)
+    }
+
+    /// Lays the runtime entries over a step about to be applied (see [`overlay`]); a diff
+    /// taken before they were there keeps them.
+    pub(super) fn overlay_runtime(
+        &self,
+        desired: &mut Desired,
+        counts: &mut HashMap<u32, usize>,
+        diff: Option<&mut (u64, Diff)>,
+    ) -> Vec<Dropped> {
+        let before = desired.contents.prefixes.len();
+        let dropped = overlay(&self.runtime.table, desired);
+        if desired.contents.prefixes.len() != before {
+            *counts = desired.contents.prefixes.per_rule();
+            if let Some((_, diff)) = diff {
+                diff.keep_wanted(self.dp.prefixes(), &desired.contents.prefixes);
+            }
+        }
+        dropped
+    }
+
+    /// Forgets the records a committed apply could not keep, and says so per set.
+    pub(super) fn forget_dropped(&mut self, dropped: Vec<Dropped>) -> Vec<ReportLine> {
+        let mut per_set: BTreeMap<(String, String), Vec<Prefix>> = BTreeMap::new();
+        for d in dropped {
+            let why = match d.why {
+                DropReason::SetGone => "the set is no longer configured".to_owned(),
+                DropReason::Configured => "its configuration now holds them".to_owned(),
+                DropReason::TakenBy(other) => format!("set {other}'s configuration holds them"),
+            };
+            per_set.entry((d.set, why)).or_default().push(d.prefix);
+        }
+        let mut lines = Vec::new();
+        let mut forgotten: Vec<(String, Prefix)> = Vec::new();
+        for ((set, why), prefixes) in per_set {
+            let shown: Vec<String> = prefixes.iter().take(5).map(|p| p.to_string()).collect();
+            lines.push(ReportLine::warning(format!(
+                "set {set}: {} runtime entries are no longer runtime entries ({}{}): {why}",
+                prefixes.len(),
+                shown.join(", "),
+                if prefixes.len() > 5 { ", ..." } else { "" }
+            )));
+            for p in prefixes {
+                self.runtime.table.remove(&set, &p);
+                forgotten.push((set.clone(), p));
+            }
+        }
+        let records = forgotten.iter().map(|(s, p)| Record::Del(s, *p));
+        let records: Vec<Record> = records.collect();
+        if !records.is_empty() {
+            lines.extend(self.runtime.record(records));
+        }
+        lines
+    }
+
+    /// Fits a changed list to the set's runtime entries: a prefix the list drops stays when it
+    /// is a runtime entry. Returns the records to forget once the list is written: runtime
+    /// entries the list now holds (they become configured), and prefixes the list adds that
+    /// another set holds at runtime (they move to the list's set).
+    pub(super) fn fit_list_delta(&self, delta: &mut Delta) -> Vec<Dropped> {
+        let table = &self.runtime.table;
+        if table.is_empty() {
+            return Vec::new();
+        }
+        let own: HashSet<Prefix> = table.entries(&delta.set).map(|(p, _)| *p).collect();
+        delta.removed.retain(|p| !own.contains(p));
+        let mut dropped: Vec<Dropped> = delta
+            .entries
+            .iter()
+            .filter(|e| !own.is_empty() && own.contains(&e.prefix))
+            .map(|e| Dropped {
+                set: delta.set.clone(),
+                prefix: e.prefix,
+                why: DropReason::Configured,
+            })
+            .collect();
+        let names: HashMap<u32, &str> = self
+            .rules
+            .values()
+            .map(|r| (r.id, r.name.as_str()))
+            .collect();
+        let held = self.dp.prefixes();
+        for p in &delta.added {
+            let owner = held
+                .map(PrefixMap::of(delta.direction, p))
+                .get(p)
+                .filter(|r| **r != delta.rule)
+                .and_then(|r| names.get(r));
+            if let Some(owner) = owner.filter(|o| table.get(o, p).is_some()) {
+                dropped.push(Dropped {
+                    set: (*owner).to_owned(),
+                    prefix: *p,
+                    why: DropReason::TakenBy(delta.set.clone()),
+                });
+            }
+        }
+        dropped
+    }
+
+    /// Runtime entries of `set`.
+    pub(super) fn runtime_len(&self, set: &str) -> usize {
+        self.runtime.table.entries(set).count()
+    }
+}
