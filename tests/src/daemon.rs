@@ -105,7 +105,10 @@ impl Workdir {
         );
         let config = self.config();
         let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-        if matches!(command, "status" | "reload" | "wan" | "explain" | "set" | "dump") {
+        if matches!(
+            command,
+            "status" | "reload" | "wan" | "explain" | "set" | "dump"
+        ) {
             all.extend([OsStr::new("--socket"), self.socket.as_os_str()]);
         }
         if matches!(command, "dump" | "explain") {

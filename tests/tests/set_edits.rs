@@ -11,11 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use steer::{
-    dataplane::Maps,
-    model::PrefixMap,
-    prefix::Prefix,
-};
+use steer::{dataplane::Maps, model::PrefixMap, prefix::Prefix};
 use steer_tests::{
     daemon::{Daemon, Workdir, steer_bin},
     lab::{Lab, udp_via},
@@ -61,7 +57,10 @@ fn setup(tag: &str) -> (Lab, Workdir, Daemon) {
     steer_tests::require_root();
     let lab = Lab::new();
     let work = Workdir::new(tag);
-    work.write("lists/big.txt", "# big\n10.0.0.0/24\n10.0.1.0/24\n2001:db8:1::/48\n");
+    work.write(
+        "lists/big.txt",
+        "# big\n10.0.0.0/24\n10.0.1.0/24\n2001:db8:1::/48\n",
+    );
     work.write("steer.toml", &config(&work, ""));
     let daemon = Daemon::start(&lab.router, &work);
     (lab, work, daemon)
@@ -140,15 +139,26 @@ fn set_status<'a>(sets: &'a serde_json::Value, name: &str) -> &'a serde_json::Va
 fn an_added_prefix_moves_real_traffic_and_shows_in_explain_dump_and_status() {
     let (lab, work, daemon) = setup("set-add");
     let server = Lab::SERVER_B;
-    assert_eq!(udp_via(&lab, server.into(), 7701, 5), [5, 0], "default: wan1");
+    assert_eq!(
+        udp_via(&lab, server.into(), 7701, 5),
+        [5, 0],
+        "default: wan1"
+    );
     let before = kernel(&work);
 
     let out = work.steer_ok(&["set", "big", "add", "203.0.113.20"]);
     assert!(out.contains("set big: 1 added"), "{out}");
     let after = kernel(&work);
-    assert_eq!(after.get(&p("203.0.113.20/32")).map(String::as_str), Some("big"));
+    assert_eq!(
+        after.get(&p("203.0.113.20/32")).map(String::as_str),
+        Some("big")
+    );
     assert_eq!(after.len(), before.len() + 1, "exactly one prefix written");
-    assert_eq!(udp_via(&lab, server.into(), 7702, 5), [0, 5], "now the set's wan2");
+    assert_eq!(
+        udp_via(&lab, server.into(), 7702, 5),
+        [0, 5],
+        "now the set's wan2"
+    );
 
     let explain = work.steer_ok(&["explain", "203.0.113.20"]);
     assert!(explain.contains("set big"), "{explain}");
@@ -169,7 +179,11 @@ fn an_added_prefix_moves_real_traffic_and_shows_in_explain_dump_and_status() {
     let out = work.steer_ok(&["set", "big", "del", "203.0.113.20/32", "198.18.0.0/15"]);
     assert!(out.contains("1 removed, 1 were not there"), "{out}");
     assert_eq!(kernel(&work), before);
-    assert_eq!(udp_via(&lab, server.into(), 7703, 5), [5, 0], "back to wan1");
+    assert_eq!(
+        udp_via(&lab, server.into(), 7703, 5),
+        [5, 0],
+        "back to wan1"
+    );
     drop(daemon);
 }
 
@@ -185,7 +199,11 @@ fn bad_or_conflicting_edits_are_refused_whole_with_their_reasons_and_change_noth
     assert!(err.contains("argument 2"), "{err}");
     assert!(err.contains(&list_error[0].message()), "{err}");
     // In a stream: its line and column.
-    let (ok, _, err) = set_stdin(&work, &["big", "add"], "# x\n198.51.100.0/24\n  010.1.2.3\n");
+    let (ok, _, err) = set_stdin(
+        &work,
+        &["big", "add"],
+        "# x\n198.51.100.0/24\n  010.1.2.3\n",
+    );
     assert!(!ok);
     assert!(err.contains("stdin:3:3"), "{err}");
     assert!(err.contains("leading zero"), "{err}");
@@ -234,7 +252,10 @@ fn a_long_stream_goes_in_whole_or_not_at_all() {
     assert_eq!(set_status(&status_sets(&work), "big")["runtime"], 20_000);
     let listed = work.steer_ok(&["set", "big", "list"]);
     assert_eq!(listed.lines().count(), 20_000);
-    assert!(listed.lines().all(|l| l.contains("# expires in")), "timeouts shown");
+    assert!(
+        listed.lines().all(|l| l.contains("# expires in")),
+        "timeouts shown"
+    );
 
     let out = work.steer_ok(&["set", "big", "flush"]);
     assert!(out.contains("20000 removed"), "{out}");
@@ -251,10 +272,17 @@ fn a_timed_entry_leaves_the_kernel_when_its_time_is_up() {
     assert!(listed.contains("expires_in"), "{listed}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while kernel(&work).contains_key(&p("198.51.100.0/24")) {
-        assert!(Instant::now() < deadline, "not expired: {}", daemon.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "not expired: {}",
+            daemon.log_text()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(kernel(&work).contains_key(&p("198.51.101.0/24")), "no timeout: stays");
+    assert!(
+        kernel(&work).contains_key(&p("198.51.101.0/24")),
+        "no timeout: stays"
+    );
     assert_eq!(work.steer_ok(&["set", "big", "list"]), "198.51.101.0/24\n");
 }
 
@@ -266,7 +294,10 @@ fn runtime_entries_live_beside_the_configuration_through_reloads_and_a_restart()
 
     // One list changes (a line goes, a line comes): the runtime entries of its set stay.
     std::thread::sleep(Duration::from_millis(1100));
-    work.write("lists/big.txt", "# big\n10.0.0.0/24\n2001:db8:1::/48\n10.8.0.0/16\n");
+    work.write(
+        "lists/big.txt",
+        "# big\n10.0.0.0/24\n2001:db8:1::/48\n10.8.0.0/16\n",
+    );
     std::thread::sleep(Duration::from_millis(1100));
     let out = work.steer_ok(&["reload"]);
     assert!(out.contains("only a list of set big changed"), "{out}");
@@ -276,7 +307,10 @@ fn runtime_entries_live_beside_the_configuration_through_reloads_and_a_restart()
 
     // The list now holds a runtime entry: it becomes configured (deleting it is refused).
     std::thread::sleep(Duration::from_millis(1100));
-    work.write("lists/big.txt", "# big\n10.0.0.0/24\n2001:db8:1::/48\n10.8.0.0/16\n10.9.0.0/16\n");
+    work.write(
+        "lists/big.txt",
+        "# big\n10.0.0.0/24\n2001:db8:1::/48\n10.8.0.0/16\n10.9.0.0/16\n",
+    );
     std::thread::sleep(Duration::from_millis(1100));
     let out = work.steer_ok(&["reload"]);
     assert!(out.contains("its configuration now holds them"), "{out}");
@@ -285,15 +319,21 @@ fn runtime_entries_live_beside_the_configuration_through_reloads_and_a_restart()
     assert!(!ok && err.contains("big.txt:5"), "{err}");
 
     // A full reload (the configuration file changed) keeps them; a set that goes loses its.
-    work.write("steer.toml", &config(&work, "").replace(
-        "[[set]]\nname = \"other\"\npolicy = \"wan2-first\"\nprefixes = [\"192.0.2.128/25\"]\n",
-        "",
-    ));
+    work.write(
+        "steer.toml",
+        &config(&work, "").replace(
+            "[[set]]\nname = \"other\"\npolicy = \"wan2-first\"\nprefixes = [\"192.0.2.128/25\"]\n",
+            "",
+        ),
+    );
     let out = work.steer_ok(&["reload"]);
     assert!(out.contains("set other: 1 runtime entries"), "{out}");
     assert!(out.contains("no longer configured"), "{out}");
     let k = kernel(&work);
-    assert_eq!(k.get(&p("198.51.100.0/24")).map(String::as_str), Some("big"));
+    assert_eq!(
+        k.get(&p("198.51.100.0/24")).map(String::as_str),
+        Some("big")
+    );
     assert!(!k.contains_key(&p("172.20.0.0/16")), "set other is gone");
 
     // A daemon restart (SIGTERM leaves steering in place) finds them in the journal.

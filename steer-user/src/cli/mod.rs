@@ -337,11 +337,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             json,
         } => {
             let resolved = target.resolve()?;
-            let mut e = explain(&resolved.pin_dir, dst, src, proto, dport)?
-                .with_runtime(
-                    &crate::runtime_sets::journal::read(&resolved.socket),
-                    dataplane::learned::boottime_secs(),
-                );
+            let mut e = explain(&resolved.pin_dir, dst, src, proto, dport)?.with_runtime(
+                &crate::runtime_sets::journal::read(&resolved.socket),
+                dataplane::learned::boottime_secs(),
+            );
             // The maps alone answer; the daemon adds the WAN states the verdict came from.
             if let Ok(status) =
                 request(&target, Request::Status).and_then(|body| decode::<Status>(&target, body))

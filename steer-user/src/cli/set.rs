@@ -10,7 +10,7 @@ use std::{io::Read, path::Path, process::ExitCode};
 
 use clap::ValueEnum;
 
-use super::{CliError, Target, TIMEOUT, output::outln};
+use super::{CliError, TIMEOUT, Target, output::outln};
 use crate::{
     config::parse_list_bytes,
     control::{
@@ -65,7 +65,9 @@ pub fn run(args: SetArgs, target: &Target) -> Result<ExitCode, CliError> {
     }
     let timeout = args.timeout.map(parse_timeout).transpose()?;
     if timeout.is_some() && op != SetOp::Add {
-        return Err(CliError::Refused("only `steer set NAME add` takes --timeout".into()));
+        return Err(CliError::Refused(
+            "only `steer set NAME add` takes --timeout".into(),
+        ));
     }
     let tokens = prefixes(&args)?;
     match (op, tokens.is_empty()) {

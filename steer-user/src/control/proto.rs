@@ -304,4 +304,31 @@ mod tests {
         assert_eq!(newer, Response::ok(serde_json::Value::Null));
         assert!(serde_json::from_str::<Response>(r#"{"error":"x"}"#).is_err());
     }
+
+    #[test]
+    fn set_edits_go_on_the_wire_compactly_and_unknown_fields_are_refused() {
+        let add = Request::Set {
+            name: "bypass".into(),
+            op: SetOp::Add,
+            prefixes: vec!["192.0.2.0/24".into()],
+            timeout: Some(600),
+            batch: Some(Batch { id: 7, last: true }),
+        };
+        let line = wire(&add);
+        assert_eq!(
+            line,
+            r#"{"cmd":"set","name":"bypass","op":"add","prefixes":["192.0.2.0/24"],"timeout":600,"batch":{"id":7,"last":true}}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), add);
+        let flush: Request =
+            serde_json::from_str(r#"{"cmd":"set","name":"bypass","op":"flush"}"#).unwrap();
+        assert_eq!(wire(&flush), r#"{"cmd":"set","name":"bypass","op":"flush"}"#);
+        for bad in [
+            r#"{"cmd":"set","name":"bypass","op":"add","ttl":5}"#,
+            r#"{"cmd":"set","name":"bypass","op":"swap"}"#,
+            r#"{"cmd":"set","name":"bypass","op":"add","batch":{"id":1,"last":true,"x":0}}"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -15,12 +15,12 @@
 
 mod conntrack_jobs;
 pub mod desired;
-mod set_edits;
 pub mod dns;
 mod failback;
 pub mod gateways;
 mod lists;
 mod report;
+mod set_edits;
 pub mod teardown;
 mod vrrp;
 
@@ -437,10 +437,12 @@ impl Controller {
         let dropped = self.fit_list_delta(&mut delta);
         let diff = self.list_diff(&delta);
         let general = &self.config.general;
-        match self
-            .dp
-            .sync_prefixes(diff, &general.capacity, general.log_packets, "the changed list")
-        {
+        match self.dp.sync_prefixes(
+            diff,
+            &general.capacity,
+            general.log_packets,
+            "the changed list",
+        ) {
             Ok(sync) => report.merge_sync(sync),
             Err(e) if e.is_live() => report.notes.push(ReportLine::error(e.to_string())),
             Err(e) => {

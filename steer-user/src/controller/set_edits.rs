@@ -285,7 +285,12 @@ impl Controller {
         }
         let view = self.set_view(name)?;
         let limit = [true, false]
-            .map(|v4| self.config.general.capacity.of(PrefixMap::new(view.direction, v4)))
+            .map(|v4| {
+                self.config
+                    .general
+                    .capacity
+                    .of(PrefixMap::new(view.direction, v4))
+            })
             .iter()
             .map(|c| *c as usize)
             .sum();
@@ -300,9 +305,11 @@ impl Controller {
         };
         let op = match (op, timeout) {
             (SetOp::Add, Some(0)) => {
-                return Err("a timeout of 0 seconds: leave --timeout out for an entry that \
+                return Err(
+                    "a timeout of 0 seconds: leave --timeout out for an entry that \
                             stays until deleted"
-                    .into());
+                        .into(),
+                );
             }
             (SetOp::Add, t) => Op::Add {
                 deadline: t.map(|t| boottime_secs().saturating_add(t)),
@@ -321,7 +328,11 @@ impl Controller {
         let prefixes = runtime_sets::parse(&tokens, view.allow_default_route).map_err(refused)?;
         let owners = ConfigOwners {
             config: &self.config,
-            names: self.rules.values().map(|r| (r.id, r.name.clone())).collect(),
+            names: self
+                .rules
+                .values()
+                .map(|r| (r.id, r.name.clone()))
+                .collect(),
         };
         let plan = runtime_sets::plan(
             &self.runtime.table,
@@ -332,7 +343,7 @@ impl Controller {
             &owners,
         )
         .map_err(refused)?;
-        let mut notes = self.write_plan(name, &view, &plan)?;
+        let (mut notes, kernel) = self.write_plan(name, &view, &plan)?;
         let s = plan.summary;
         let mut message = match op {
             Op::Add { .. } => format!(
@@ -345,9 +356,10 @@ impl Controller {
             ),
         };
         message.push_str(&format!(
-            " ({} runtime entries; applied in {:.2} ms)",
+            " ({} runtime entries; applied in {:.3} ms, {:.3} ms of it in the kernel)",
             self.runtime.table.entries(name).count(),
-            started.elapsed().as_secs_f64() * 1e3
+            started.elapsed().as_secs_f64() * 1e3,
+            kernel.as_secs_f64() * 1e3
         ));
         notes.insert(0, ReportLine::info(message));
         let text: Vec<String> = notes.iter().map(|l| l.text.clone()).collect();
@@ -393,7 +405,7 @@ impl Controller {
                 ..runtime_sets::Plan::default()
             };
             match self.write_plan(&set, &view, &plan) {
-                Ok(notes) => {
+                Ok((notes, _)) => {
                     lines.push(ReportLine::info(format!(
                         "set {set}: {} runtime entries expired",
                         plan.forget.len()
@@ -431,23 +443,21 @@ impl Controller {
         }
     }
 
-    /// Writes a plan's prefixes, then records it in the table and the journal.
+    /// Writes a plan's prefixes, then records it in the table and the journal. Returns what
+    /// to tell and the time the kernel writes took.
     fn write_plan(
         &mut self,
         name: &str,
         view: &SetView,
         plan: &runtime_sets::Plan,
-    ) -> Result<Vec<ReportLine>, String> {
+    ) -> Result<(Vec<ReportLine>, Duration), String> {
         let (rule, direction) = (view.rule, view.direction);
         let mut notes = Vec::new();
+        let mut kernel = Duration::ZERO;
         if !plan.writes.is_empty() || !plan.removals.is_empty() {
             let added = plan.writes.iter().map(|p| (*p, rule)).collect();
-            let diff = Diff::of_changes(
-                self.dp.prefixes(),
-                direction,
-                added,
-                plan.removals.clone(),
-            );
+            let diff =
+                Diff::of_changes(self.dp.prefixes(), direction, added, plan.removals.clone());
             let general = &self.config.general;
             let what = format!("set {name} with its runtime entries");
             match self.dp.sync_prefixes(
@@ -456,7 +466,7 @@ impl Controller {
                 general.log_packets,
                 &what,
             ) {
-                Ok(_) => {}
+                Ok(report) => kernel = report.kernel_time,
                 Err(e) if e.is_live() => notes.push(ReportLine::error(e.to_string())),
                 Err(e) => return Err(format!("steer set {name}: {e}")),
             }
@@ -479,7 +489,7 @@ impl Controller {
             adds.chain(dels).collect()
         };
         notes.extend(self.runtime.record(records));
-        Ok(notes)
+        Ok((notes, kernel))
     }
 
     /// Lays the runtime entries over a step about to be applied (see [`overlay`]); a diff

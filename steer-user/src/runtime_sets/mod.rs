@@ -122,7 +122,9 @@ pub struct SetView<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Add, until `deadline` (seconds of `CLOCK_BOOTTIME`) or until deleted.
-    Add { deadline: Option<u64> },
+    Add {
+        deadline: Option<u64>,
+    },
     Del,
     /// Delete every runtime entry of the set.
     Flush,
@@ -198,7 +200,16 @@ pub fn plan(
     match op {
         Op::Add { deadline } => {
             for p in prefixes {
-                plan_add(table, set, p, deadline, held, owners, &mut plan, &mut refusals);
+                plan_add(
+                    table,
+                    set,
+                    p,
+                    deadline,
+                    held,
+                    owners,
+                    &mut plan,
+                    &mut refusals,
+                );
             }
         }
         Op::Del => {
@@ -364,7 +375,9 @@ mod tests {
         table.insert("bypass", p("10.1.0.0/16"), Some(50));
         let mut held = held;
         held.insert(Direction::Dst, p("10.1.0.0/16"), 1);
-        let add = Op::Add { deadline: Some(100) };
+        let add = Op::Add {
+            deadline: Some(100),
+        };
         let wanted = vec![
             p("10.2.0.0/16"),
             p("10.1.0.0/16"),
@@ -394,8 +407,14 @@ mod tests {
         let wanted = vec![p("10.2.0.0/16"), p("198.51.100.0/24"), p("192.0.2.0/24")];
         let reasons = plan(&table, BYPASS, add, wanted, &held, &Names).unwrap_err();
         assert_eq!(reasons.len(), 2, "{reasons:?}");
-        assert!(reasons[0].contains("set vpn (a runtime entry)"), "{reasons:?}");
-        assert!(reasons[1].contains("set vpn (from lists/vpn.txt:3)"), "{reasons:?}");
+        assert!(
+            reasons[0].contains("set vpn (a runtime entry)"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].contains("set vpn (from lists/vpn.txt:3)"),
+            "{reasons:?}"
+        );
         let default = vec![p("0.0.0.0/0")];
         let reasons = plan(&table, BYPASS, add, default, &held, &Names).unwrap_err();
         assert!(reasons[0].contains("allow_default_route"), "{reasons:?}");

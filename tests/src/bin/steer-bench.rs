@@ -355,6 +355,18 @@ fn list_end_to_end() {
         "ipset add",
     );
     ratio(
+        "steer set add, one prefix",
+        daemon.runtime_add,
+        base.ipset_add,
+        "ipset add",
+    );
+    ratio(
+        "steer set add, one prefix",
+        daemon.runtime_add,
+        base.nft_add,
+        "nft add element",
+    );
+    ratio(
         "steer reload, nothing changed",
         daemon.unchanged,
         base.nft_add,
@@ -406,6 +418,7 @@ struct DaemonTimes {
     start: Duration,
     unchanged: Duration,
     one_line: Duration,
+    runtime_add: Duration,
 }
 
 /// `steer run` with the 1M-line list in the namespace lab, then `steer reload`s timed end to
@@ -564,12 +577,81 @@ fn daemon_reloads(set: &[Prefix], list_text: &dyn Fn(&[Prefix]) -> String) -> Da
         ms(median(full))
     );
     memory("after full reloads");
+    let runtime_add = runtime_edits(&work);
     drop(daemon);
     DaemonTimes {
         start,
         unchanged,
         one_line,
+        runtime_add,
     }
+}
+
+/// `steer set big add` of one prefix into the 1M-prefix set: the whole CLI process (what
+/// `ipset add` is timed as), the daemon's own time with its kernel part, and the control
+/// socket round trip without the process start. Returns the CLI's median.
+fn runtime_edits(work: &steer_tests::daemon::Workdir) -> Duration {
+    const RUNS: usize = 20;
+    let mut cli = Vec::new();
+    let mut applied = Vec::new();
+    let mut kernel = Vec::new();
+    for i in 0..RUNS {
+        let prefix = format!("172.30.{i}.0/24");
+        let t = Instant::now();
+        let out = work.steer_ok(&["set", "big", "add", &prefix]);
+        cli.push(t.elapsed());
+        assert!(out.contains("1 added"), "{out}");
+        applied.extend(ms_after(&out, "applied in"));
+        kernel.extend(ms_after(&out, "ms,"));
+        work.steer_ok(&["set", "big", "del", &prefix]);
+    }
+    let mut round_trips = Vec::new();
+    for i in 0..RUNS {
+        let request = |op| steer::control::Request::Set {
+            name: "big".into(),
+            op,
+            prefixes: vec![format!("172.29.{i}.0/24")],
+            timeout: None,
+            batch: None,
+        };
+        let t = Instant::now();
+        let answer = steer::control::call(
+            &work.socket,
+            &request(steer::control::proto::SetOp::Add),
+            Duration::from_secs(5),
+        )
+        .expect("set add");
+        round_trips.push(t.elapsed());
+        assert!(answer.ok, "{answer:?}");
+        let _ = steer::control::call(
+            &work.socket,
+            &request(steer::control::proto::SetOp::Del),
+            Duration::from_secs(5),
+        );
+    }
+    let mid = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let cli = median(cli);
+    println!("steer set big add PREFIX, one prefix into the 1M set (median of {RUNS}):");
+    println!(
+        "{:<44} {:>9.3} ms",
+        "  in the daemon (parse, plan, write, journal)",
+        mid(applied)
+    );
+    println!("{:<44} {:>9.3} ms", "  of it in the kernel", mid(kernel));
+    println!(
+        "{:<44} {:>9.3} ms  (target <= 1 ms)",
+        "  control socket round trip",
+        ms(median(round_trips))
+    );
+    println!(
+        "{:<44} {:>9.1} ms",
+        "  end to end (`steer set` process)",
+        ms(cli)
+    );
+    cli
 }
 
 const N_HALF: usize = 500_000;
