@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), add);
         let flush: Request =
             serde_json::from_str(r#"{"cmd":"set","name":"bypass","op":"flush"}"#).unwrap();
-        assert_eq!(wire(&flush), r#"{"cmd":"set","name":"bypass","op":"flush"}"#);
+        assert_eq!(
+            wire(&flush),
+            r#"{"cmd":"set","name":"bypass","op":"flush"}"#
+        );
         for bad in [
             r#"{"cmd":"set","name":"bypass","op":"add","ttl":5}"#,
             r#"{"cmd":"set","name":"bypass","op":"swap"}"#,

@@ -51,7 +51,7 @@ struct Staged {
     name: String,
     op: SetOp,
     timeout: Option<u64>,
-    tokens: Vec<String>,
+    prefixes: Vec<Prefix>,
     touched: Instant,
 }
 
@@ -127,18 +127,27 @@ impl Runtime {
         })
     }
 
+    /// Drops a batch whose request was refused: nothing of it is applied.
+    fn forget_batch(&mut self, batch: Option<Batch>) {
+        if let Some(b) = batch {
+            self.staged.remove(&b.id);
+        }
+    }
+
     /// Takes a request of a batch: `None` while the batch goes on, the whole edit at its end.
+    /// Staged prefixes are parsed (a few bytes each), at most `limit` per batch, in at most
+    /// [`MAX_BATCHES`] batches.
     fn gather(
         &mut self,
         name: &str,
         op: SetOp,
         timeout: Option<u64>,
-        tokens: Vec<String>,
+        prefixes: Vec<Prefix>,
         batch: Option<Batch>,
         limit: usize,
-    ) -> Result<Option<Vec<String>>, String> {
+    ) -> Result<Option<Vec<Prefix>>, String> {
         let Some(batch) = batch else {
-            return Ok(Some(tokens));
+            return Ok(Some(prefixes));
         };
         let now = Instant::now();
         self.staged
@@ -153,7 +162,7 @@ impl Runtime {
             name: name.to_owned(),
             op,
             timeout,
-            tokens: Vec::new(),
+            prefixes: Vec::new(),
             touched: now,
         });
         if (staged.name.as_str(), staged.op, staged.timeout) != (name, op, timeout) {
@@ -164,19 +173,19 @@ impl Runtime {
                 batch.id
             ));
         }
-        if staged.tokens.len() + tokens.len() > limit {
+        if staged.prefixes.len() + prefixes.len() > limit {
             self.staged.remove(&batch.id);
             return Err(format!(
                 "the edit holds more than {limit} prefixes, more than set {name}'s maps can \
                  hold; nothing was applied"
             ));
         }
-        staged.tokens.extend(tokens);
+        staged.prefixes.extend(prefixes);
         staged.touched = now;
         if !batch.last {
             return Ok(None);
         }
-        Ok(self.staged.remove(&batch.id).map(|s| s.tokens))
+        Ok(self.staged.remove(&batch.id).map(|s| s.prefixes))
     }
 }
 
@@ -274,7 +283,7 @@ impl Controller {
     pub fn edit_set(
         &mut self,
         name: &str,
-        op: SetOp,
+        wire_op: SetOp,
         tokens: Vec<String>,
         timeout: Option<u64>,
         batch: Option<Batch>,
@@ -294,16 +303,7 @@ impl Controller {
             .iter()
             .map(|c| *c as usize)
             .sum();
-        let Some(tokens) = self
-            .runtime
-            .gather(name, op, timeout, tokens, batch, limit)?
-        else {
-            return Ok(Edited {
-                message: String::new(),
-                summary: Summary::default(),
-            });
-        };
-        let op = match (op, timeout) {
+        let op = match (wire_op, timeout) {
             (SetOp::Add, Some(0)) => {
                 return Err(
                     "a timeout of 0 seconds: leave --timeout out for an entry that \
@@ -325,7 +325,22 @@ impl Controller {
                 reasons.join("\n  ")
             )
         };
-        let prefixes = runtime_sets::parse(&tokens, view.allow_default_route).map_err(refused)?;
+        let parsed = runtime_sets::parse(&tokens, view.allow_default_route);
+        let parsed = parsed.inspect_err(|_| self.runtime.forget_batch(batch));
+        let Some(prefixes) = self.runtime.gather(
+            name,
+            wire_op,
+            timeout,
+            parsed.map_err(refused)?,
+            batch,
+            limit,
+        )?
+        else {
+            return Ok(Edited {
+                message: String::new(),
+                summary: Summary::default(),
+            });
+        };
         let owners = ConfigOwners {
             config: &self.config,
             names: self
@@ -592,5 +607,76 @@ impl Controller {
     /// Runtime entries of `set`.
     pub(super) fn runtime_len(&self, set: &str) -> usize {
         self.runtime.table.entries(set).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{controller::desired, model::NameIds, prefix::parse_prefix};
+
+    fn p(s: &str) -> Prefix {
+        parse_prefix(s, true).unwrap()
+    }
+
+    #[test]
+    fn the_overlay_adds_what_it_can_keep_and_names_what_it_cannot() {
+        let text = format!(
+            r#"
+[general]
+lan = ["lan0"]
+{wans}[[policy]]
+name = "p"
+members = [{{ wan = "wan2" }}]
+[[set]]
+name = "bypass"
+policy = "p"
+prefixes = ["203.0.113.0/24"]
+[[set]]
+name = "kids"
+policy = "p"
+match = "src"
+prefixes = ["192.168.1.64/27"]
+"#,
+            wans = crate::config::testing::TWO_WANS
+        );
+        let config = crate::config::parse(&text, Path::new("/nonexistent/steer.toml")).unwrap();
+        let mut want = desired::desired(&config, &NameIds::new(), &NameIds::new(), |_, _| true);
+        let mut table = RuntimeSets::default();
+        table.insert("bypass", p("198.51.100.0/24"), None);
+        table.insert("bypass", p("203.0.113.0/24"), Some(9));
+        table.insert("kids", p("192.168.1.80/28"), None);
+        table.insert("bypass", p("192.168.1.64/27"), None);
+        table.insert("gone", p("10.0.0.0/8"), None);
+        let dropped = overlay(&table, &mut want);
+        let ids = want.rule_ids();
+        let held = &want.contents.prefixes;
+        assert_eq!(
+            held.map(PrefixMap::DstV4).get(&p("198.51.100.0/24")),
+            Some(&ids["bypass"])
+        );
+        assert_eq!(
+            held.map(PrefixMap::SrcV4).get(&p("192.168.1.80/28")),
+            Some(&ids["kids"]),
+            "a source set's entry goes to the source map"
+        );
+        assert_eq!(
+            held.map(PrefixMap::DstV4).get(&p("192.168.1.64/27")),
+            Some(&ids["bypass"]),
+            "the same prefix in another map is no conflict"
+        );
+        let why: Vec<(&str, DropReason)> = dropped
+            .iter()
+            .map(|d| (d.set.as_str(), d.why.clone()))
+            .collect();
+        assert_eq!(
+            why,
+            [
+                ("bypass", DropReason::Configured),
+                ("gone", DropReason::SetGone)
+            ]
+        );
     }
 }
