@@ -350,8 +350,11 @@ fn the_unit_s_capabilities_are_enough_to_steer_reload_and_adopt_after_a_restart(
     assert_eq!(work.wan_state("wan2"), "up", "{}", daemon.log_text());
     let out = work.steer_ok(&["reload"]);
     assert!(out.contains("prefix writes"), "{out}");
+    // A runtime set entry (journal in the socket's directory) under the same set.
+    work.steer_ok(&["set", "bypass", "add", &Lab::SERVER_A.to_string()]);
+    assert_eq!(udp_via(&lab, Lab::SERVER_A.into(), 7304, 5), [0, 5]);
 
-    // A crash and a restart under the same set adopt the pinned state.
+    // A crash and a restart under the same set adopt the pinned state and the runtime entry.
     daemon.kill9();
     let daemon = Daemon::spawn(&work, capped(&lab.router, &caps)).wait_up(&work);
     assert!(
@@ -360,6 +363,14 @@ fn the_unit_s_capabilities_are_enough_to_steer_reload_and_adopt_after_a_restart(
         daemon.log_text()
     );
     assert_eq!(udp_via(&lab, Lab::SERVER_B.into(), 7303, 5), [0, 5]);
+    assert_eq!(udp_via(&lab, Lab::SERVER_A.into(), 7305, 5), [0, 5]);
+    assert!(
+        daemon
+            .log_text()
+            .contains("1 runtime set entries read back"),
+        "{}",
+        daemon.log_text()
+    );
 
     // `steer stop` (ExecStopPost=) under the same set removes everything.
     let out = capped(&lab.router, &caps)
