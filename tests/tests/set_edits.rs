@@ -224,8 +224,53 @@ fn bad_or_conflicting_edits_are_refused_whole_with_their_reasons_and_change_noth
     let (ok, _, err) = work.steer(&["set", "big", "add", "198.51.100.0/24", "--timeout", "0"]);
     assert!(!ok && err.contains("--timeout"), "{err}");
 
+    // The protocol refuses what the CLI never sends: a flush with prefixes.
+    let flush = steer::control::Request::Set {
+        name: "big".into(),
+        op: steer::control::proto::SetOp::Flush,
+        prefixes: vec!["10.0.0.0/24".into()],
+        timeout: None,
+        batch: None,
+    };
+    let answer = steer::control::call(&work.socket, &flush, Duration::from_secs(5)).unwrap();
+    assert!(!answer.ok, "{answer:?}");
+
     assert_eq!(kernel(&work), before, "nothing refused reached the kernel");
     assert_eq!(work.steer_ok(&["set", "big", "list"]), "");
+}
+
+#[test]
+fn a_set_that_changes_direction_takes_its_runtime_entries_along() {
+    let (_lab, work, daemon) = setup("set-direction");
+    work.steer_ok(&["set", "big", "add", "192.168.1.64/27"]);
+    work.write(
+        "steer.toml",
+        &config(&work, "").replace(
+            "files = [\"lists/big.txt\"]",
+            "files = [\"lists/big.txt\"]\nmatch = \"src\"",
+        ),
+    );
+    work.steer_ok(&["reload"]);
+    let maps = Maps::from_pins(&work.pin_dir).expect("pinned maps");
+    let src: Vec<Prefix> = maps
+        .prefixes(PrefixMap::SrcV4)
+        .expect("read")
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        src.contains(&p("192.168.1.64/27")),
+        "{src:?}\n{}",
+        daemon.log_text()
+    );
+    let dst = maps.prefixes(PrefixMap::DstV4).expect("read");
+    assert!(
+        dst.iter().all(|(q, _)| *q != p("192.168.1.64/27")),
+        "{dst:?}"
+    );
+    let explain = work.steer_ok(&["explain", "203.0.113.20", "--src", "192.168.1.70"]);
+    assert!(explain.contains("set big"), "{explain}");
+    assert!(explain.contains("runtime entry"), "{explain}");
 }
 
 #[test]

@@ -61,6 +61,13 @@ pub fn run(args: SetArgs, target: &Target) -> Result<ExitCode, CliError> {
     let socket = target.resolve()?.socket;
     let op = args.op.wire();
     if op == SetOp::List {
+        if !args.prefixes.is_empty() || args.timeout.is_some() || args.file.is_some() {
+            return Err(CliError::Refused(
+                "`list` takes no prefixes, --timeout or --file: it shows every runtime entry \
+                 of the set"
+                    .into(),
+            ));
+        }
         return list(&socket, &args);
     }
     let timeout = args.timeout.map(parse_timeout).transpose()?;

@@ -89,6 +89,8 @@ pub(super) struct Delta {
     /// see `controller::set_edits`).
     pub added: Vec<Prefix>,
     pub removed: Vec<Prefix>,
+    /// The mirror's version `added` and `removed` were taken against (set by the caller).
+    pub version: u64,
     pub inputs: Inputs,
     pub lines: usize,
     /// Reading the files again and comparing their stamps (set by the caller).
@@ -272,12 +274,36 @@ fn diff_list(
         direction: set.direction,
         added,
         removed,
+        version: 0,
         inputs: inputs.with([(index, stamp)]),
         lines,
         check: std::time::Duration::ZERO,
         parse,
         diff_time: started.elapsed(),
     })
+}
+
+impl Delta {
+    /// Takes `added` and `removed` again against `held`, when the maps changed since they were
+    /// taken (a runtime edit came between; rare, so plainly).
+    pub fn refit(&mut self, held: &PrefixSets) {
+        let listed: std::collections::HashSet<Prefix> =
+            self.entries.iter().map(|e| e.prefix).collect();
+        let mut removed = Vec::new();
+        for v4 in [true, false] {
+            let map = held.map(PrefixMap::new(self.direction, v4));
+            removed.extend(
+                map.iter()
+                    .filter(|(p, r)| **r == self.rule && !listed.contains(*p))
+                    .map(|(p, _)| *p),
+            );
+        }
+        self.added = listed
+            .into_iter()
+            .filter(|p| held.map(PrefixMap::of(self.direction, p)).get(p) != Some(&self.rule))
+            .collect();
+        self.removed = removed;
+    }
 }
 
 /// Bits of a line's index below an IPv4 key while sorting (a 64 MB list has fewer lines).
@@ -410,6 +436,45 @@ mod tests {
         diff.apply_to(&mut state);
         assert_eq!(state, compile(&after, &ids).prefixes);
         assert!(after_inputs.unchanged());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_change_taken_against_an_older_mirror_is_taken_again() {
+        let (dir, toml) = setup("refit");
+        let (config, inputs) = crate::config::load_stamped(&toml).unwrap();
+        let compiled = compile(&config, &NameIds::new());
+        let ids = rule_ids(&compiled.rules);
+        let (big, a) = (ids["big"], ids["a"]);
+        let p = |s: &str| crate::prefix::parse_prefix(s, true).unwrap();
+        // At the snapshot, 172.16.0.0/12 is in big (a runtime entry) and 192.0.2.7 in big.
+        let mut snapshot = compiled.prefixes.clone();
+        snapshot.insert(Direction::Dst, p("172.16.0.0/12"), big);
+        write_dated(
+            &dir.join("big.txt"),
+            "10.0.0.0/8
+172.16.0.0/12
+2001:db8::/32
+198.51.100.0/24
+",
+            50,
+        );
+        let Check::Changed(changed) = inputs.check() else {
+            panic!("changed")
+        };
+        let lists = ListSets::of(&config, &ids);
+        let mut delta = prepare(&lists, &inputs, changed, &snapshot).expect("list-only");
+        assert!(
+            !delta.added.contains(&p("172.16.0.0/12")),
+            "held at the snapshot"
+        );
+        assert_eq!(delta.removed, [p("192.0.2.7/32")]);
+        // Then the runtime entry went, and 192.0.2.7 moved to set a at runtime.
+        let mut now = compiled.prefixes.clone();
+        now.insert(Direction::Dst, p("192.0.2.7/32"), a);
+        delta.refit(&now);
+        assert_eq!(delta.added, [p("172.16.0.0/12")]);
+        assert!(delta.removed.is_empty(), "{:?}", delta.removed);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -163,6 +163,7 @@ impl ReloadPlan {
                         lists::prepare(&self.lists, inputs, changed, &self.held.0)
                     {
                         delta.check = checked;
+                        delta.version = self.held.1;
                         return Ok(Prepared(Ready::List {
                             delta,
                             took: started.elapsed(),
@@ -434,6 +435,9 @@ impl Controller {
         };
         let mut report = ApplyReport::default();
         let mut delta = delta;
+        if delta.version != self.dp.version() {
+            delta.refit(self.dp.prefixes());
+        }
         let dropped = self.fit_list_delta(&mut delta);
         let diff = self.list_diff(&delta);
         let general = &self.config.general;
@@ -480,13 +484,20 @@ impl Controller {
 
     /// The writes of a changed list against what the maps hold now.
     fn list_diff(&self, delta: &lists::Delta) -> (u64, Diff) {
+        let held = self.dp.prefixes();
         let added = delta.added.iter().map(|p| (*p, delta.rule)).collect();
-        let diff = Diff::of_changes(
-            self.dp.prefixes(),
-            delta.direction,
-            added,
-            delta.removed.clone(),
-        );
+        // Only what the set holds is the set's to remove.
+        let removed = delta
+            .removed
+            .iter()
+            .filter(|p| {
+                held.map(crate::model::PrefixMap::of(delta.direction, p))
+                    .get(p)
+                    == Some(&delta.rule)
+            })
+            .copied()
+            .collect();
+        let diff = Diff::of_changes(held, delta.direction, added, removed);
         (self.dp.version(), diff)
     }
 
@@ -972,7 +983,7 @@ impl Controller {
         } in steps
         {
             let rules = step.desired.rules.clone();
-            let overlaid = self.overlay_runtime(&mut step.desired, &mut counts, diff.as_mut());
+            let overlaid = self.overlay_runtime(&mut step.desired, &mut counts, &mut diff);
             match self.dp.sync(&step.desired.contents, diff) {
                 Ok(sync) => report.merge_sync(sync),
                 Err(e) if e.is_live() => report.notes.push(ReportLine::error(e.to_string())),

@@ -74,7 +74,7 @@ impl Runtime {
     /// The table the journal next to `socket` describes (entries due by now left out).
     pub fn open(socket: &std::path::Path) -> (Runtime, Vec<ReportLine>) {
         let path = journal::path_for(socket);
-        match Journal::open(&path, boottime_secs()) {
+        match Journal::open(&path, boottime_secs(), &journal::boot_id()) {
             Ok((journal, table, bad)) => {
                 let mut notes = Vec::new();
                 if !table.is_empty() {
@@ -86,10 +86,8 @@ impl Runtime {
                 }
                 if !bad.is_empty() {
                     notes.push(ReportLine::warning(format!(
-                        "{}: {} lines are not records and were skipped ({}); the file is \
-                         rewritten at the next `steer set`",
+                        "{}: {}; the file is rewritten at the next `steer set`",
                         path.display(),
-                        bad.len(),
                         bad[..bad.len().min(3)].join(", ")
                     )));
                 }
@@ -127,6 +125,12 @@ impl Runtime {
         })
     }
 
+    /// Drops the batches nobody added to for [`BATCH_IDLE`] (a client that went away).
+    fn prune_batches(&mut self, now: Instant) {
+        self.staged
+            .retain(|_, s| now.duration_since(s.touched) < BATCH_IDLE);
+    }
+
     /// Drops a batch whose request was refused: nothing of it is applied.
     fn forget_batch(&mut self, batch: Option<Batch>) {
         if let Some(b) = batch {
@@ -150,8 +154,7 @@ impl Runtime {
             return Ok(Some(prefixes));
         };
         let now = Instant::now();
-        self.staged
-            .retain(|_, s| now.duration_since(s.touched) < BATCH_IDLE);
+        self.prune_batches(now);
         if !self.staged.contains_key(&batch.id) && self.staged.len() >= MAX_BATCHES {
             return Err(format!(
                 "{MAX_BATCHES} multi-part edits are already open; finish one or wait {}s",
@@ -180,6 +183,18 @@ impl Runtime {
                  hold; nothing was applied"
             ));
         }
+        let others: usize = self.staged.values().map(|s| s.prefixes.len()).sum();
+        if others + prefixes.len() > limit {
+            self.staged.remove(&batch.id);
+            return Err(format!(
+                "multi-part edits in progress hold {others} prefixes: this one would take more \
+                 than {limit}; it was dropped, nothing was applied (retry when they are done)"
+            ));
+        }
+        let staged = self
+            .staged
+            .get_mut(&batch.id)
+            .expect("inserted above, and only this batch was removed");
         staged.prefixes.extend(prefixes);
         staged.touched = now;
         if !batch.last {
@@ -212,13 +227,21 @@ pub(super) enum DropReason {
     Configured,
     /// Another set's configuration now holds the prefix.
     TakenBy(String),
+    /// The default route, and the set no longer has `allow_default_route`.
+    DefaultRoute,
 }
 
 /// Lays `table` over `desired`: each runtime entry of a set it keeps joins that set's prefixes,
-/// unless a configuration holds the prefix. Returns the records that cannot stay.
-pub(super) fn overlay(table: &RuntimeSets, desired: &mut Desired) -> Vec<Dropped> {
+/// unless a configuration holds the prefix. Returns the records that cannot stay, and how many
+/// prefixes each rule gained.
+pub(super) fn overlay(
+    table: &RuntimeSets,
+    desired: &mut Desired,
+    allows_default_route: impl Fn(&str) -> bool,
+) -> (Vec<Dropped>, Vec<(PrefixMap, Prefix, u32)>) {
+    let mut gained = Vec::new();
     if table.is_empty() {
-        return Vec::new();
+        return (Vec::new(), gained);
     }
     let sets: HashMap<&str, (u32, Direction)> = desired
         .rules
@@ -241,7 +264,12 @@ pub(super) fn overlay(table: &RuntimeSets, desired: &mut Desired) -> Vec<Dropped
             dropped.push(drop(DropReason::SetGone));
             continue;
         };
-        let map = prefixes.map_mut(PrefixMap::of(*direction, prefix));
+        if prefix.len() == 0 && !allows_default_route(set) {
+            dropped.push(drop(DropReason::DefaultRoute));
+            continue;
+        }
+        let which = PrefixMap::of(*direction, prefix);
+        let map = prefixes.map_mut(which);
         match map.get(prefix) {
             Some(r) if r == rule => dropped.push(drop(DropReason::Configured)),
             Some(r) => {
@@ -250,10 +278,11 @@ pub(super) fn overlay(table: &RuntimeSets, desired: &mut Desired) -> Vec<Dropped
             }
             None => {
                 map.insert(*prefix, *rule);
+                gained.push((which, *prefix, *rule));
             }
         }
     }
-    dropped
+    (dropped, gained)
 }
 
 /// Names sets and the places of their configured prefixes, for refusals.
@@ -323,7 +352,14 @@ impl Controller {
             },
             (_, Some(_)) => return Err("only `add` takes a timeout".into()),
             (SetOp::Del, None) => Op::Del,
-            (SetOp::Flush, None) => Op::Flush,
+            (SetOp::Flush, None) if tokens.is_empty() => Op::Flush,
+            (SetOp::Flush, None) => {
+                return Err(
+                    "`flush` takes no prefixes: it deletes every runtime entry of the \
+                            set; use `del` for some"
+                        .into(),
+                );
+            }
             (SetOp::List, None) => return Err("`list` is not an edit".into()),
         };
         let refused = |reasons: Vec<String>| {
@@ -381,7 +417,7 @@ impl Controller {
         message.push_str(&format!(
             " ({} runtime entries; applied in {:.3} ms: check {:.3} ms, kernel {:.3} ms, \
              journal {:.3} ms)",
-            self.runtime.table.entries(name).count(),
+            self.runtime.table.len_of(name),
             started.elapsed().as_secs_f64() * 1e3,
             checked.as_secs_f64() * 1e3,
             times.kernel.as_secs_f64() * 1e3,
@@ -412,6 +448,7 @@ impl Controller {
 
     /// Removes the runtime entries whose timeout ran out (the daemon's one-second timer).
     pub fn expire_runtime(&mut self) -> Vec<ReportLine> {
+        self.runtime.prune_batches(Instant::now());
         let due = self.runtime.table.expired(boottime_secs());
         if due.is_empty() {
             return Vec::new();
@@ -520,21 +557,32 @@ impl Controller {
         Ok((notes, times))
     }
 
-    /// Lays the runtime entries over a step about to be applied (see [`overlay`]); a diff
-    /// taken before they were there keeps them.
+    /// Lays the runtime entries over a step about to be applied (see [`overlay`]). A diff
+    /// taken before they were laid over keeps them if the maps already hold each of them where
+    /// the step puts it; otherwise (a set changed direction) it is dropped, and the sync takes
+    /// the whole difference again.
     pub(super) fn overlay_runtime(
         &self,
         desired: &mut Desired,
         counts: &mut HashMap<u32, usize>,
-        diff: Option<&mut (u64, Diff)>,
+        diff: &mut Option<(u64, Diff)>,
     ) -> Vec<Dropped> {
-        let before = desired.contents.prefixes.len();
-        let dropped = overlay(&self.runtime.table, desired);
-        if desired.contents.prefixes.len() != before {
-            *counts = desired.contents.prefixes.per_rule();
-            if let Some((_, diff)) = diff {
-                diff.keep_wanted(self.dp.prefixes(), &desired.contents.prefixes);
+        let config = &self.config;
+        let allows = |set: &str| config.set(set).is_some_and(|s| s.allow_default_route);
+        let (dropped, gained) = overlay(&self.runtime.table, desired, allows);
+        let held = self.dp.prefixes();
+        let covered = gained
+            .iter()
+            .all(|(map, p, rule)| held.map(*map).get(p) == Some(rule));
+        for (_, _, rule) in &gained {
+            *counts.entry(*rule).or_default() += 1;
+        }
+        match diff {
+            Some((_, d)) if covered && !gained.is_empty() => {
+                d.keep_wanted(held, &desired.contents.prefixes)
             }
+            Some(_) if !covered => *diff = None,
+            _ => {}
         }
         dropped
     }
@@ -547,6 +595,7 @@ impl Controller {
                 DropReason::SetGone => "the set is no longer configured".to_owned(),
                 DropReason::Configured => "its configuration now holds them".to_owned(),
                 DropReason::TakenBy(other) => format!("set {other}'s configuration holds them"),
+                DropReason::DefaultRoute => "the set no longer has allow_default_route".to_owned(),
             };
             per_set.entry((d.set, why)).or_default().push(d.prefix);
         }
@@ -619,7 +668,7 @@ impl Controller {
 
     /// Runtime entries of `set`.
     pub(super) fn runtime_len(&self, set: &str) -> usize {
-        self.runtime.table.entries(set).count()
+        self.runtime.table.len_of(set)
     }
 }
 
@@ -663,7 +712,8 @@ prefixes = ["192.168.1.64/27"]
         table.insert("kids", p("192.168.1.80/28"), None);
         table.insert("bypass", p("192.168.1.64/27"), None);
         table.insert("gone", p("10.0.0.0/8"), None);
-        let dropped = overlay(&table, &mut want);
+        let (dropped, gained) = overlay(&table, &mut want, |_| false);
+        assert_eq!(gained.len(), 3);
         let ids = want.rule_ids();
         let held = &want.contents.prefixes;
         assert_eq!(

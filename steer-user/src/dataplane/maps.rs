@@ -285,7 +285,8 @@ impl Maps {
             return Ok(WriteMode::PerElement);
         }
         self.meter(entries.len() as u64)?;
-        let batched = mode == WriteMode::Batched;
+        let batched = mode != WriteMode::PerElement;
+        let parallel = mode == WriteMode::Parallel;
         let (mut raw4, mut raw6) = (Vec::new(), Vec::new());
         for &(prefix, rule) in entries {
             match prefix {
@@ -293,13 +294,17 @@ impl Maps {
                 Prefix::V6 { addr, len } => raw6.push(((len.into(), addr.octets()), rule)),
             }
         }
-        let used4 = self.trie_v4_mut(dir).insert_many(&raw4, batched)?;
-        let used6 = self.trie_v6_mut(dir).insert_many(&raw6, batched)?;
+        let used4 = self
+            .trie_v4_mut(dir)
+            .insert_many(&raw4, batched, parallel)?;
+        let used6 = self
+            .trie_v6_mut(dir)
+            .insert_many(&raw6, batched, parallel)?;
         self.meter_published();
-        Ok(if used4 || used6 {
-            WriteMode::Batched
-        } else {
-            WriteMode::PerElement
+        Ok(match mode {
+            _ if !(used4 || used6) => WriteMode::PerElement,
+            WriteMode::Parallel => WriteMode::Parallel,
+            _ => WriteMode::Batched,
         })
     }
 
@@ -712,6 +717,8 @@ fn local_name(prefix: &Prefix) -> &'static str {
 /// How `Maps::set_prefixes` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteMode {
+    /// Batched, each slot trie's batches on one of several threads (large writes only).
+    Parallel,
     /// `BPF_MAP_UPDATE_BATCH`, falling back to per-element when the kernel refuses.
     Batched,
     /// One `BPF_MAP_UPDATE_ELEM` per prefix.

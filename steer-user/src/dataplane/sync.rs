@@ -615,11 +615,11 @@ fn write_planned(
             });
         }
         let mode = if writes.len() > 16 {
-            WriteMode::Batched
+            WriteMode::Parallel
         } else {
             WriteMode::PerElement
         };
-        report.batched |= maps.set_prefixes(dir, &writes, mode)? == WriteMode::Batched;
+        report.batched |= maps.set_prefixes(dir, &writes, mode)? != WriteMode::PerElement;
         for (prefix, rule) in writes {
             state.insert(dir, prefix, rule);
         }

@@ -269,8 +269,16 @@ impl<const N: usize> SplitTrie<N> {
 
     /// Writes many prefixes, one `BPF_MAP_UPDATE_BATCH` per slot trie and chunk when `batched`
     /// and the kernel supports it, per element otherwise. Slot tries that do not exist yet are
-    /// filled before they are published, all at once. Returns whether batches were used.
-    pub fn insert_many(&mut self, entries: &[(RawPrefix<N>, u32)], batched: bool) -> Result<bool> {
+    /// filled before they are published, all at once. With `parallel`, a large write fills the
+    /// slot tries on several threads: each trie has its own lock in the kernel, and the
+    /// kernel's insert (an allocation and a walk per prefix) is the whole cost of a load.
+    /// Returns whether batches were used.
+    pub fn insert_many(
+        &mut self,
+        entries: &[(RawPrefix<N>, u32)],
+        batched: bool,
+        parallel: bool,
+    ) -> Result<bool> {
         let mut by_slot: Vec<Vec<(Key<[u8; N]>, RuleRef)>> =
             (0..SLOTS).map(|_| Vec::new()).collect();
         for &((len, addr), rule) in entries {
@@ -281,25 +289,87 @@ impl<const N: usize> SplitTrie<N> {
                     .push((Key::new(len, addr), RuleRef { rule }));
             }
         }
-        let name = self.name;
         let mut fresh = Vec::new();
-        let mut used_batches = false;
-        for (slot, group) in by_slot.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
-            let slot = slot as u32;
-            let filled = match self.slots_get_mut(slot)? {
-                Some(trie) => fill(trie, group, batched),
-                None => {
-                    let mut trie = self.new_slot_trie()?;
-                    let filled = fill(&mut trie, group, batched);
-                    fresh.push((slot, trie));
-                    filled
-                }
-            };
-            used_batches |= filled.map_err(err(name, "insert"))?;
+        for (slot, group) in by_slot.iter().enumerate() {
+            if !group.is_empty() && self.slot(slot as u32)?.is_none() {
+                fresh.push((slot as u32, self.new_slot_trie()?));
+            }
         }
+        let mut work: Vec<Fill<'_, N>> = self
+            .slots
+            .iter_mut()
+            .zip(&by_slot)
+            .filter_map(|(cell, group)| Some((cell.get_mut()?, group.as_slice())))
+            .filter(|(_, group)| !group.is_empty())
+            .collect();
+        work.extend(
+            fresh
+                .iter_mut()
+                .map(|(slot, trie)| (trie, by_slot[*slot as usize].as_slice())),
+        );
+        let used_batches = fill_all(work, batched, parallel).map_err(err(self.name, "insert"))?;
         self.publish(fresh)?;
         Ok(used_batches)
     }
+}
+
+/// One trie and the prefixes to write into it.
+type Fill<'a, const N: usize> = (&'a mut Trie<N>, &'a [(Key<[u8; N]>, RuleRef)]);
+
+/// Below this many prefixes one thread fills every trie (a thread costs more than it saves).
+const PARALLEL_FROM: usize = 32 * 1024;
+
+/// Fills each trie with its group; with `parallel`, on as many threads as the machine has (up
+/// to four), each taking about the same number of prefixes. Returns whether batches were used.
+fn fill_all<const N: usize>(
+    mut work: Vec<Fill<'_, N>>,
+    batched: bool,
+    parallel: bool,
+) -> std::result::Result<bool, MapError> {
+    let total: usize = work.iter().map(|(_, g)| g.len()).sum();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    if !parallel || total < PARALLEL_FROM || threads == 1 {
+        let mut used = false;
+        for (trie, group) in work {
+            used |= fill(trie, group, batched)?;
+        }
+        return Ok(used);
+    }
+    // Largest groups first, each to the least loaded thread.
+    work.sort_by_key(|(_, g)| std::cmp::Reverse(g.len()));
+    let mut shares: Vec<(usize, Vec<Fill<'_, N>>)> =
+        (0..threads).map(|_| (0, Vec::new())).collect();
+    for item in work {
+        let least = shares
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("at least one thread");
+        least.0 += item.1.len();
+        least.1.push(item);
+    }
+    std::thread::scope(|scope| {
+        let running: Vec<_> = shares
+            .into_iter()
+            .map(|(_, share)| {
+                scope.spawn(move || -> std::result::Result<bool, MapError> {
+                    let mut used = false;
+                    for (trie, group) in share {
+                        used |= fill(trie, group, batched)?;
+                    }
+                    Ok(used)
+                })
+            })
+            .collect();
+        let mut used = false;
+        for thread in running {
+            used |= thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        }
+        Ok(used)
+    })
 }
 
 /// Writes `group` into one trie; returns whether batches were used.

@@ -25,6 +25,17 @@ use std::{
 use super::RuntimeSets;
 use crate::prefix::{Prefix, parse_prefix};
 
+/// The header line naming the boot the journal was written in (`/proc/sys/kernel/random/boot_id`).
+const BOOT: &str = "# boot ";
+
+/// This boot's id (empty where the kernel does not say: then every journal is taken as this
+/// boot's).
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// A journal rewritten when it holds more than twice the live entries and this many records.
 const COMPACT_ABOVE: usize = 4096;
 
@@ -51,6 +62,8 @@ impl std::fmt::Display for Record<'_> {
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
+    /// The boot the journal is written in (its deadlines count from that boot).
+    boot: String,
     /// Open for appending once the journal was (re)written from the table.
     file: Option<File>,
     records: usize,
@@ -71,7 +84,10 @@ pub fn replay(text: &str) -> (RuntimeSets, Vec<String>) {
             continue;
         }
         if apply_line(&mut table, line).is_none() {
-            bad.push(format!("line {}: {line:?}", i + 1));
+            bad.push(format!(
+                "line {} is not a record ({line:?}), skipped",
+                i + 1
+            ));
         }
     }
     (table, bad)
@@ -110,22 +126,36 @@ impl Journal {
     /// deadline is at or before `now`. Returns the journal, the live table, and the lines it
     /// could not read. Nothing is written until the first [`Journal::append`], which rewrites
     /// the file from the table (the socket's directory exists by then).
-    pub fn open(path: &Path, now: u64) -> io::Result<(Journal, RuntimeSets, Vec<String>)> {
-        let text = match fs::read_to_string(path) {
+    /// A journal written in another boot than `boot` (on storage that outlived a reboot) is
+    /// ignored: the kernel state it went with is gone, and its deadlines count from that boot.
+    pub fn open(
+        path: &Path,
+        now: u64,
+        boot: &str,
+    ) -> io::Result<(Journal, RuntimeSets, Vec<String>)> {
+        let mut text = match fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
         };
+        let mut notes = Vec::new();
+        let written_in = text.lines().find_map(|l| l.strip_prefix(BOOT));
+        if written_in.is_some_and(|b| b != boot) {
+            notes.push("it was written before the last reboot and is ignored".to_owned());
+            text.clear();
+        }
         let (mut table, bad) = replay(&text);
+        notes.extend(bad);
         for (set, p) in table.expired(now) {
             table.remove(&set, &p);
         }
         let journal = Journal {
             path: path.to_owned(),
+            boot: boot.to_owned(),
             file: None,
             records: 0,
         };
-        Ok((journal, table, bad))
+        Ok((journal, table, notes))
     }
 
     /// Records `records`, already applied to `table`: appended in one write, or the whole
@@ -143,7 +173,12 @@ impl Journal {
             text.push_str(&r.to_string());
             self.records += 1;
         }
-        file.write_all(text.as_bytes())?;
+        if let Err(e) = file.write_all(text.as_bytes()) {
+            // Part of a line may be out: the next append must not glue a record onto it, so
+            // it rewrites the whole journal from the table instead.
+            self.file = None;
+            return Err(e);
+        }
         if self.records > COMPACT_ABOVE.max(2 * table.len()) {
             self.rewrite(table)?;
         }
@@ -154,8 +189,10 @@ impl Journal {
     fn rewrite(&mut self, table: &RuntimeSets) -> io::Result<()> {
         self.file = None;
         let tmp = self.path.with_extension("sets.new");
-        let mut text =
-            String::from("# steer runtime set entries (`steer set`); written by steer run\n");
+        let mut text = format!(
+            "# steer runtime set entries (`steer set`); written by steer run\n{BOOT}{}\n",
+            self.boot
+        );
         for (set, p, deadline) in table.iter() {
             text.push_str(&Record::Add(set, *p, *deadline).to_string());
         }
@@ -186,7 +223,14 @@ pub fn remove(socket: &Path) -> io::Result<bool> {
 /// The table a running daemon's journal describes, for readers (`steer dump`, `steer
 /// explain`); empty when there is none.
 pub fn read(socket: &Path) -> RuntimeSets {
+    let boot = boot_id();
     fs::read_to_string(path_for(socket))
+        .ok()
+        .filter(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(BOOT))
+                .is_none_or(|b| b == boot)
+        })
         .map(|text| replay(&text).0)
         .unwrap_or_default()
 }
@@ -216,7 +260,7 @@ mod tests {
         .concat();
         let (table, bad) = replay(&format!("{text}+ b 10.0."));
         assert_eq!(table, want);
-        assert_eq!(bad, ["line 7: \"+ b 10.0.\""]);
+        assert_eq!(bad, ["line 7 is not a record (\"+ b 10.0.\"), skipped"]);
     }
 
     #[test]
@@ -224,7 +268,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("steer-journal-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("steer.sets");
-        let (mut journal, mut table, bad) = Journal::open(&path, 100).unwrap();
+        let (mut journal, mut table, bad) = Journal::open(&path, 100, "boot-a").unwrap();
         assert!(table.is_empty() && bad.is_empty());
         for (prefix, deadline) in [("10.0.0.0/8", Some(150)), ("11.0.0.0/8", None)] {
             table.insert("a", p(prefix), deadline);
@@ -232,10 +276,13 @@ mod tests {
                 .append([Record::Add("a", p(prefix), deadline)], &table)
                 .unwrap();
         }
-        let (_, again, _) = Journal::open(&path, 149).unwrap();
+        let (_, again, _) = Journal::open(&path, 149, "boot-a").unwrap();
         assert_eq!(again, table);
-        let (_, later, _) = Journal::open(&path, 150).unwrap();
+        let (_, later, _) = Journal::open(&path, 150, "boot-a").unwrap();
         assert_eq!(later.counts()["a"], 1, "the entry due at 150 is gone");
+        let (_, rebooted, notes) = Journal::open(&path, 5, "boot-b").unwrap();
+        assert!(rebooted.is_empty(), "another boot's journal is ignored");
+        assert!(notes[0].contains("before the last reboot"), "{notes:?}");
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -43,6 +43,11 @@ impl RuntimeSets {
         self.sets.get(set).into_iter().flatten()
     }
 
+    /// Runtime entries of `set`.
+    pub fn len_of(&self, set: &str) -> usize {
+        self.sets.get(set).map_or(0, BTreeMap::len)
+    }
+
     /// Runtime entries per set.
     pub fn counts(&self) -> BTreeMap<String, usize> {
         self.sets
