@@ -8,6 +8,7 @@
 //! on it; it imports nothing from them (only [`crate::prefix`], the other bottom module), so the
 //! modules above never need each other's types to talk about the kernel's state.
 
+mod fast_hash;
 mod local;
 mod prefixes;
 mod rules;
@@ -17,8 +18,9 @@ use std::collections::BTreeMap;
 
 use steer_common::map_names;
 
+pub use fast_hash::FastHash;
 pub use local::{LocalKind, LocalScope, LocalSet, local_set};
-pub use prefixes::PrefixSets;
+pub use prefixes::{PrefixSets, PrefixTable};
 pub use rules::{DEFAULT_RULE_NAME, Rule, RuleKind};
 pub use table::{FamilyTable, PolicyTable, Slots, last_resort_marks};
 

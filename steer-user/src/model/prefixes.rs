@@ -3,21 +3,25 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use super::{Direction, PrefixMap};
+use super::{Direction, FastHash, PrefixMap};
 use crate::prefix::Prefix;
+
+/// Prefix -> rule id of one map, with the fast hasher ([`FastHash`]): a load of a million
+/// prefixes builds and probes these tables several million times.
+pub type PrefixTable = HashMap<Prefix, u32, FastHash>;
 
 /// Prefix -> rule id, per prefix map.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PrefixSets {
-    maps: [HashMap<Prefix, u32>; 4],
+    maps: [PrefixTable; 4],
 }
 
 impl PrefixSets {
-    pub fn map(&self, map: PrefixMap) -> &HashMap<Prefix, u32> {
+    pub fn map(&self, map: PrefixMap) -> &PrefixTable {
         &self.maps[map.index()]
     }
 
-    pub fn map_mut(&mut self, map: PrefixMap) -> &mut HashMap<Prefix, u32> {
+    pub fn map_mut(&mut self, map: PrefixMap) -> &mut PrefixTable {
         &mut self.maps[map.index()]
     }
 
@@ -28,7 +32,7 @@ impl PrefixSets {
     }
 
     /// Every map with its contents, in [`PrefixMap::ALL`] order.
-    pub fn iter(&self) -> impl Iterator<Item = (PrefixMap, &HashMap<Prefix, u32>)> {
+    pub fn iter(&self) -> impl Iterator<Item = (PrefixMap, &PrefixTable)> {
         PrefixMap::ALL.into_iter().map(|m| (m, self.map(m)))
     }
 
@@ -56,10 +60,15 @@ impl PrefixSets {
 
     /// How many prefixes each rule has, over all maps.
     pub fn per_rule(&self) -> HashMap<u32, usize> {
-        let mut counts = HashMap::new();
-        for rule in self.maps.iter().flat_map(HashMap::values) {
-            *counts.entry(*rule).or_default() += 1;
+        // Rule ids are small: counted in a vector, a million prefixes without a hash each.
+        let mut counts: Vec<usize> = Vec::new();
+        for rule in self.maps.iter().flat_map(|m| m.values()) {
+            let at = *rule as usize;
+            if at >= counts.len() {
+                counts.resize(at + 1, 0);
+            }
+            counts[at] += 1;
         }
-        counts
+        (0u32..).zip(counts).filter(|(_, n)| *n > 0).collect()
     }
 }

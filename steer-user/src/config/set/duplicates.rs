@@ -5,7 +5,8 @@
 
 use std::collections::{HashMap, hash_map};
 
-use super::{REPORT_LIMIT, fast_hash::FastHash, pending::PendingSet};
+use super::{REPORT_LIMIT, pending::PendingSet};
+use crate::model::FastHash;
 use crate::{
     config::{DuplicatePolicy, Entry, Set, diag::Ctx},
     model::Direction,
