@@ -73,10 +73,15 @@ pub fn stable_ids(wanted: &[&str], previous: &NameIds, first: u32, limit: u32) -
     Ids { ids, recycled }
 }
 
+/// The rule ids of `config`'s sets, keeping those of `previous` (set name -> id).
+pub fn rule_ids(config: &Config, previous: &NameIds) -> Ids {
+    let names: Vec<&str> = config.sets.iter().map(|s| s.name.as_str()).collect();
+    stable_ids(&names, previous, DEFAULT_RULE + 1, MAX_RULES)
+}
+
 /// Compiles the sets of `config`, keeping the rule ids of `previous` (set name -> id).
 pub fn compile(config: &Config, previous: &NameIds) -> Compiled {
-    let names: Vec<&str> = config.sets.iter().map(|s| s.name.as_str()).collect();
-    let Ids { ids, recycled } = stable_ids(&names, previous, DEFAULT_RULE + 1, MAX_RULES);
+    let Ids { ids, recycled } = rule_ids(config, previous);
     let mut rules = BTreeMap::new();
     rules.insert(
         DEFAULT_RULE,

@@ -46,7 +46,9 @@ pub fn rule_ids(rules: &BTreeMap<u32, Rule>) -> NameIds {
 /// kernel.
 #[derive(Clone, Debug)]
 pub struct Step {
-    pub config: Config,
+    /// `None`: the whole configuration being applied (not copied: it may hold a million
+    /// prefixes); a part of it otherwise.
+    pub config: Option<Config>,
     pub desired: Desired,
 }
 
@@ -60,12 +62,12 @@ pub fn steps(
     wan_slots: &NameIds,
     up: impl Fn(&str, Family) -> bool,
 ) -> Vec<Step> {
-    let whole = desired(config, rule_ids, wan_slots, &up);
-    let recycled = sets::compile(config, rule_ids).recycled;
+    // Only the ids decide whether one step does: no second compilation of every prefix.
+    let recycled = sets::rule_ids(config, rule_ids).recycled;
     if recycled.is_empty() {
         return vec![Step {
-            config: config.clone(),
-            desired: whole,
+            config: None,
+            desired: desired(config, rule_ids, wan_slots, &up),
         }];
     }
     let mut first = config.clone();
@@ -74,11 +76,11 @@ pub fn steps(
     let after = desired(config, &before.rule_ids(), &before.wan_slots, &up);
     vec![
         Step {
-            config: first,
+            config: Some(first),
             desired: before,
         },
         Step {
-            config: config.clone(),
+            config: None,
             desired: after,
         },
     ]
@@ -268,6 +270,8 @@ prefixes = ["192.168.1.64/27"]
         assert_eq!(steps.len(), 2);
         let first: Vec<&str> = steps[0]
             .config
+            .as_ref()
+            .expect("a part of the configuration")
             .sets
             .iter()
             .map(|s| s.name.as_str())

@@ -283,7 +283,7 @@ impl Controller {
     /// Opens (or adopts) the pinned dataplane, reads what the maps hold, applies `config`,
     /// attaches the classifier to the LAN interfaces, and brings connection marking and routing
     /// in line. A WAN whose interface has carrier starts up (probes take it down if not).
-    pub async fn start(config: Config) -> Result<(Controller, ApplyReport), ControllerError> {
+    pub async fn start(mut config: Config) -> Result<(Controller, ApplyReport), ControllerError> {
         let routing = Routing::new()?;
         let carriers = link_states(&routing, &config).await;
         let (mut dp, adopted) = Dataplane::open_pinned(&config.general.pin_dir)?;
@@ -308,7 +308,9 @@ impl Controller {
         health.follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
         let mut ctl = Controller {
             rules,
-            config: config.clone(),
+            // Until the first apply commits the configuration: all of it but the sets' prefixes
+            // (a million entries are not copied to be dropped a moment later).
+            config: without_prefixes(&mut config),
             dp,
             routing,
             wan_slots,
@@ -976,6 +978,8 @@ impl Controller {
         let mut wanted = BTreeMap::new();
         let mut committed = false;
         let mut dropped = Vec::new();
+        // The configuration itself goes to the step that applies it whole (steps hold parts).
+        let mut whole = Some(config);
         for Compiled {
             mut step,
             mut counts,
@@ -983,7 +987,11 @@ impl Controller {
         } in steps
         {
             let rules = step.desired.rules.clone();
-            let overlaid = self.overlay_runtime(&mut step.desired, &mut counts, &mut diff);
+            let Some(step_config) = step.config.take().or_else(|| whole.take()) else {
+                break;
+            };
+            let overlaid =
+                self.overlay_runtime(&step_config, &mut step.desired, &mut counts, &mut diff);
             match self.dp.sync(&step.desired.contents, diff) {
                 Ok(sync) => report.merge_sync(sync),
                 Err(e) if e.is_live() => report.notes.push(ReportLine::error(e.to_string())),
@@ -994,13 +1002,13 @@ impl Controller {
                     report.notes.push(ReportLine::error(format!(
                         "{e}; running the new configuration without its sets {} (they had to \
                          wait for the removed sets' ids); run `steer reload` to add them",
-                        missing_sets(&step.config, &self.config)
+                        missing_sets(&step_config, &self.config)
                     )));
                     break;
                 }
             }
             wanted = rules;
-            self.commit(step.desired, step.config, counts);
+            self.commit(step.desired, step_config, counts);
             committed = true;
             dropped = overlaid;
         }
@@ -1397,6 +1405,20 @@ fn no_carrier_warnings(config: &Config, carriers: &HashMap<String, bool>) -> Vec
 }
 
 /// The rules and WAN slots the pinned maps already hold, so a restart keeps every id.
+/// A copy of `config` whose sets hold no prefixes.
+fn without_prefixes(config: &mut Config) -> Config {
+    let prefixes: Vec<Vec<_>> = config
+        .sets
+        .iter_mut()
+        .map(|s| std::mem::take(&mut s.prefixes))
+        .collect();
+    let copy = config.clone();
+    for (set, p) in config.sets.iter_mut().zip(prefixes) {
+        set.prefixes = p;
+    }
+    copy
+}
+
 /// The sets of `wanted` that `running` does not have, for messages.
 fn missing_sets(wanted: &Config, running: &Config) -> String {
     wanted

@@ -557,17 +557,17 @@ impl Controller {
         Ok((notes, times))
     }
 
-    /// Lays the runtime entries over a step about to be applied (see [`overlay`]). A diff
+    /// Lays the runtime entries over a step of `config` about to be applied (see [`overlay`]). A diff
     /// taken before they were laid over keeps them if the maps already hold each of them where
     /// the step puts it; otherwise (a set changed direction) it is dropped, and the sync takes
     /// the whole difference again.
     pub(super) fn overlay_runtime(
         &self,
+        config: &Config,
         desired: &mut Desired,
         counts: &mut HashMap<u32, usize>,
         diff: &mut Option<(u64, Diff)>,
     ) -> Vec<Dropped> {
-        let config = &self.config;
         let allows = |set: &str| config.set(set).is_some_and(|s| s.allow_default_route);
         let (dropped, gained) = overlay(&self.runtime.table, desired, allows);
         let held = self.dp.prefixes();
