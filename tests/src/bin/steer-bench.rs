@@ -50,7 +50,7 @@ fn main() {
         filters.is_empty()
             || filters
                 .iter()
-                .any(|f| name.contains(f.split('/').next().unwrap_or(f)))
+                .any(|f| name == f.split('/').next().unwrap_or(f))
     };
     if wanted("classifier") {
         classifier();
@@ -195,17 +195,21 @@ fn bulk_load() {
     let mut rng = Rng::new(0x10ad);
     let set = prefixes(&mut rng, N, true);
     let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
+    let mut sorted = entries.clone();
+    sorted.sort_unstable();
     let mut results = Vec::new();
-    for mode in [
-        WriteMode::PerElement,
-        WriteMode::Batched,
-        WriteMode::Parallel,
+    for (mode, input) in [
+        (WriteMode::PerElement, &entries),
+        (WriteMode::Batched, &entries),
+        (WriteMode::Parallel, &entries),
+        (WriteMode::Batched, &sorted),
+        (WriteMode::Parallel, &sorted),
     ] {
         let mut dp = Dataplane::load().expect("steer loads");
         let start = Instant::now();
         let used = dp
             .maps_mut()
-            .set_prefixes(Direction::Dst, &entries, mode)
+            .set_prefixes(Direction::Dst, input, mode)
             .expect("load");
         let took = start.elapsed();
         let count = dp.maps().prefixes(PrefixMap::DstV4).expect("dump").len();
