@@ -101,8 +101,8 @@ impl Runtime {
             Err(e) => {
                 let why = format!(
                     "the runtime set journal {} cannot be read: {e}; `steer set` is refused \
-                     until it can (check the file, or remove it to start with no runtime \
-                     entries)",
+                     until it can: fix the file (or remove it, to start with no runtime \
+                     entries) and restart steer",
                     path.display()
                 );
                 let runtime = Runtime {
@@ -119,8 +119,9 @@ impl Runtime {
         let written = journal.append(records, &self.table);
         written.err().map(|e| {
             ReportLine::error(format!(
-                "writing the runtime set journal failed: {e}; the entries are in force but a \
-                 restarted daemon will not know them"
+                "writing the runtime set journal failed: {e}; the entries are in force, and \
+                 the next `steer set` writes the whole journal again (until then a restarted \
+                 daemon would not know them)"
             ))
         })
     }
