@@ -407,7 +407,8 @@ impl Controller {
         let s = plan.summary;
         let mut message = match op {
             Op::Add { .. } => format!(
-                "set {name}: {} added, {} given the new timeout, {} already in its configuration",
+                "set {name}: {} added, {} already there (timeout set anew), {} in its configuration \
+                 already",
                 s.added, s.refreshed, s.configured
             ),
             Op::Del | Op::Flush => format!(
