@@ -125,6 +125,7 @@ fn man_pages_cover_every_command_and_render_without_warnings() {
         "manpages",
         "reload",
         "run",
+        "set",
         "status",
         "stop",
         "wan",
