@@ -184,6 +184,28 @@ fn an_added_prefix_moves_real_traffic_and_shows_in_explain_dump_and_status() {
         [5, 0],
         "back to wan1"
     );
+
+    // IPv6 the same way, with a timeout that `dump --json` reports.
+    let server6 = Lab::SERVER_B6;
+    assert_eq!(
+        udp_via(&lab, server6.into(), 7704, 5),
+        [5, 0],
+        "default: wan1"
+    );
+    work.steer_ok(&["set", "big", "add", "2001:db8:113::/48", "--timeout", "1h"]);
+    assert_eq!(udp_via(&lab, server6.into(), 7705, 5), [0, 5], "now wan2");
+    let dump: serde_json::Value =
+        serde_json::from_str(&work.steer_ok(&["dump", "sets", "--json"])).expect("json");
+    let row = dump["sets"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["prefix"] == "2001:db8:113::/48")
+        .unwrap_or_else(|| panic!("{dump}"));
+    let left = row["origin"]["runtime"]["expires_in_s"]
+        .as_u64()
+        .expect("a timeout");
+    assert!((3590..=3600).contains(&left), "{row}");
     drop(daemon);
 }
 
