@@ -54,7 +54,9 @@ use std::{
 
 pub use diag::{ConfigErrors, Diagnostic};
 pub use dns::Dns;
-pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
+pub use list::{
+    ListError, ListErrorKind, ListSink, Listed, parse_list, parse_list_bytes, parse_list_split,
+};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 pub use notes::notes;
 pub use read::{
