@@ -269,10 +269,10 @@ impl<const N: usize> SplitTrie<N> {
 
     /// Writes many prefixes, one `BPF_MAP_UPDATE_BATCH` per slot trie and chunk when `batched`
     /// and the kernel supports it, per element otherwise. Slot tries that do not exist yet are
-    /// filled before they are published, all at once. Returns whether batches were used.
+    /// filled before they are published, all at once; the tries are filled on several threads
+    /// ([`fill_all`]). Returns whether batches were used.
     pub fn insert_many(&mut self, entries: &[(RawPrefix<N>, u32)], batched: bool) -> Result<bool> {
-        let mut by_slot: Vec<Vec<(Key<[u8; N]>, RuleRef)>> =
-            (0..SLOTS).map(|_| Vec::new()).collect();
+        let mut by_slot: Vec<Group<N>> = (0..SLOTS).map(|_| Vec::new()).collect();
         for &((len, addr), rule) in entries {
             if self.is_short(len) {
                 self.insert((len, addr), rule)?;
@@ -281,25 +281,103 @@ impl<const N: usize> SplitTrie<N> {
                     .push((Key::new(len, addr), RuleRef { rule }));
             }
         }
-        let name = self.name;
         let mut fresh = Vec::new();
-        let mut used_batches = false;
-        for (slot, group) in by_slot.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
-            let slot = slot as u32;
-            let filled = match self.slots_get_mut(slot)? {
-                Some(trie) => fill(trie, group, batched),
-                None => {
-                    let mut trie = self.new_slot_trie()?;
-                    let filled = fill(&mut trie, group, batched);
-                    fresh.push((slot, trie));
-                    filled
-                }
-            };
-            used_batches |= filled.map_err(err(name, "insert"))?;
+        for (slot, _) in by_slot.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+            if self.slot(slot as u32)?.is_none() {
+                fresh.push((slot as u32, self.new_slot_trie()?));
+            }
         }
+        let mut created = fresh.iter_mut().peekable();
+        let targets: Vec<_> = self
+            .slots
+            .iter_mut()
+            .zip(by_slot.iter_mut())
+            .enumerate()
+            .filter(|(_, (_, group))| !group.is_empty())
+            .map(|(slot, (cell, group))| {
+                let trie = match cell.get_mut() {
+                    Some(open) => open,
+                    None => {
+                        let (_, trie) = created
+                            .next_if(|(s, _)| *s == slot as u32)
+                            .expect("created above");
+                        trie
+                    }
+                };
+                (trie, group)
+            })
+            .collect();
+        let used_batches = fill_all(targets, batched).map_err(err(self.name, "insert"))?;
         self.publish(fresh)?;
         Ok(used_batches)
     }
+}
+
+/// Tries filled at once, at most: each trie has a lock of its own in the kernel, and most of a
+/// load's time is the kernel inserting into tries.
+const FILLERS: usize = 4;
+/// Fewer elements than this are written on one thread (a thread costs more than it saves).
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// Writes each group into its trie ([`fill`]), on one thread per core (up to [`FILLERS`]), each
+/// taking tries in turn for about the same number of elements; each group is sorted first, so
+/// that consecutive inserts walk the same nodes of the trie. Returns whether batches were used.
+fn fill_all<const N: usize>(
+    targets: Vec<(&mut Trie<N>, &mut Group<N>)>,
+    batched: bool,
+) -> std::result::Result<bool, MapError> {
+    let total: usize = targets.iter().map(|(_, g)| g.len()).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if total < PARALLEL_MIN {
+        1
+    } else {
+        cores.min(FILLERS)
+    };
+    let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+    let sizes: Vec<usize> = targets.iter().map(|(_, g)| g.len()).collect();
+    for (target, share) in targets.into_iter().zip(share_of(&sizes, threads)) {
+        shares[share].push(target);
+    }
+    let mut shares = shares.into_iter();
+    let first = shares.next().unwrap_or_default();
+    std::thread::scope(|scope| {
+        let others: Vec<_> = shares
+            .map(|share| scope.spawn(move || fill_share(share, batched)))
+            .collect();
+        let mut used = fill_share(first, batched)?;
+        for other in others {
+            used |= other.join().map_err(|_| {
+                MapError::IoError(std::io::Error::other("a thread filling tries panicked"))
+            })??;
+        }
+        Ok(used)
+    })
+}
+
+/// The share (of `threads`) each of consecutive groups of `sizes` elements goes to: runs of
+/// groups of about the same total, in order (a group goes where its middle falls).
+fn share_of(sizes: &[usize], threads: usize) -> impl Iterator<Item = usize> {
+    let total: usize = sizes.iter().sum::<usize>().max(1);
+    sizes.iter().scan(0, move |taken, size| {
+        let share = ((*taken + size / 2) * threads / total).min(threads.max(1) - 1);
+        *taken += size;
+        Some(share)
+    })
+}
+
+/// Prefixes bound for one slot trie, as the kernel keys them.
+type Group<const N: usize> = Vec<(Key<[u8; N]>, RuleRef)>;
+
+/// Fills tries one after the other, each group sorted first (see [`fill_all`]).
+fn fill_share<const N: usize>(
+    share: Vec<(&mut Trie<N>, &mut Group<N>)>,
+    batched: bool,
+) -> std::result::Result<bool, MapError> {
+    share.into_iter().try_fold(false, |used, (trie, group)| {
+        // Stable: a prefix written twice keeps its last rule.
+        group.sort_by_key(|(k, _)| (k.data(), k.prefix_len()));
+        Ok(fill(trie, group, batched)? | used)
+    })
 }
 
 /// Writes `group` into one trie; returns whether batches were used.
@@ -382,6 +460,18 @@ mod tests {
             slot_v4,
         )
         .expect("split trie opens")
+    }
+
+    #[test]
+    fn tries_are_shared_out_in_runs_of_about_the_same_size() {
+        let sizes = [10, 10, 10, 10, 30, 5, 5, 20];
+        let shares: Vec<usize> = share_of(&sizes, 2).collect();
+        assert_eq!(shares, [0, 0, 0, 0, 1, 1, 1, 1]);
+        let shares: Vec<usize> = share_of(&sizes, 4).collect();
+        assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
+        assert_eq!(shares.last(), Some(&3));
+        assert!(share_of(&sizes, 1).all(|s| s == 0));
+        assert!(share_of(&[0, 0], 2).all(|s| s == 0));
     }
 
     /// A batched publish that the kernel fails part-way leaves the tries before the failure
