@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use steer_common::map_names;
 
 pub use local::{LocalKind, LocalScope, LocalSet, local_set};
-pub use prefixes::PrefixSets;
+pub use prefixes::{PrefixRules, PrefixSets};
 pub use rules::{DEFAULT_RULE_NAME, Rule, RuleKind};
 pub use table::{FamilyTable, PolicyTable, Slots, last_resort_marks};
 

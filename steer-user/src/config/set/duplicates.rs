@@ -5,9 +5,10 @@
 
 use std::collections::{HashMap, hash_map};
 
-use super::{REPORT_LIMIT, fast_hash::FastHash, pending::PendingSet};
+use super::{REPORT_LIMIT, pending::PendingSet};
 use crate::{
     config::{DuplicatePolicy, Entry, Set, diag::Ctx},
+    fast_hash::FastHash,
     model::Direction,
     prefix::Prefix,
 };

@@ -4,7 +4,6 @@
 
 mod domain_files;
 mod duplicates;
-mod fast_hash;
 mod files;
 mod pending;
 

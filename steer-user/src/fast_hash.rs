@@ -1,5 +1,6 @@
-//! The hasher of the duplicates map, which holds every prefix of every set: a million for a
-//! million-line list.
+//! The hasher of the maps that hold every prefix of every set, a million for a million-line
+//! list: the duplicates map of a configuration, and the prefix sets steer compiles and mirrors
+//! ([`crate::model::PrefixSets`]).
 //!
 //! Why not std's SipHash: on that map alone, filled as a 1,000,000-line list fills it (1M
 //! inserts of `(Direction, Prefix)`, best of 15 runs), this hasher takes about 71 ms and SipHash
@@ -10,8 +11,8 @@
 use std::hash::{BuildHasher, Hasher};
 
 /// Builds [`FxHasher`]s.
-#[derive(Clone, Copy, Default)]
-pub(super) struct FastHash;
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FastHash;
 
 impl BuildHasher for FastHash {
     type Hasher = FxHasher;
@@ -21,7 +22,8 @@ impl BuildHasher for FastHash {
 }
 
 /// The multiply-rotate hash of rustc (FxHash), one word at a time.
-pub(super) struct FxHasher(u64);
+#[derive(Debug)]
+pub struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
