@@ -168,6 +168,14 @@ pub fn parse_list_split<S: ListSink + Send>(
     })
 }
 
+/// Pieces a list of `len` bytes is best parsed in ([`parse_list_split`]): one per core (up to
+/// four), each of a megabyte or more (a thread costs more than parsing a small list).
+pub fn list_pieces(len: usize) -> usize {
+    const PIECE: usize = 1 << 20;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.min(4).min(len / PIECE).max(1)
+}
+
 /// `bytes` cut into (up to) `parts` pieces of about the same size, each but the last ending with
 /// a newline: (start, end) of each, at least one.
 fn split_at_newlines(bytes: &[u8], parts: usize) -> Vec<(usize, usize)> {

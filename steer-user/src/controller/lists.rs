@@ -23,7 +23,8 @@ use std::{
 
 use crate::{
     config::{
-        Changed, Config, DuplicatePolicy, Entry, Inputs, ListSink, Listed, Origin, parse_list_split,
+        Changed, Config, DuplicatePolicy, Entry, Inputs, ListSink, Listed, Origin, list_pieces,
+        parse_list_split,
     },
     model::{Capacity, Direction, NameIds, PrefixMap, PrefixSets},
     prefix::Prefix,
@@ -176,9 +177,12 @@ fn diff_list(
     let started = std::time::Instant::now();
     // A path of its own for each piece: one count shared by threads that clone it a million
     // times would bounce between their caches on every clone.
-    let pieces = parse_list_split(bytes, set.allow_default_route, parts(bytes), |lines| {
-        Piece::new(Arc::from(inputs.path(index)), lines)
-    })?;
+    let pieces = parse_list_split(
+        bytes,
+        set.allow_default_route,
+        list_pieces(bytes.len()),
+        |lines| Piece::new(Arc::from(inputs.path(index)), lines),
+    )?;
     let parse = started.elapsed();
     let started = std::time::Instant::now();
     let new = Listing::join(pieces)?;
@@ -231,14 +235,6 @@ fn diff_list(
         parse,
         diff_time: started.elapsed(),
     })
-}
-
-/// Pieces a list of `bytes` is parsed in: one per core, each of a megabyte or more (a
-/// thread costs more than parsing a small list).
-fn parts(bytes: &[u8]) -> usize {
-    const PIECE: usize = 1 << 20;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores.min(4).min(bytes.len() / PIECE).max(1)
 }
 
 /// One piece of a changed list as parsed: the set's entries (each built as it is parsed: no
