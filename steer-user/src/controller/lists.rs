@@ -26,7 +26,10 @@ use crate::{
         Changed, Config, DuplicatePolicy, Entry, Inputs, ListSink, Listed, Origin, list_pieces,
         parse_list_split,
     },
-    model::{Capacity, Direction, NameIds, PrefixMap, PrefixSets},
+    model::{
+        Capacity, Direction, NameIds, PrefixMap, PrefixSets,
+        sorted::{SortedPrefixes, V4_KEY_BITS, from_v4_key, from_v6_key, radix_sort, v4_key},
+    },
     prefix::Prefix,
 };
 
@@ -126,10 +129,12 @@ pub(super) fn prepare(
     if readers.next().is_some() || !set.list_only {
         return None;
     }
-    // What the set holds now is collected and sorted on a thread of its own while the list is
-    // parsed and sorted in pieces, one per core (most routers have two or more).
+    // What the set holds now, sorted (remembered from the last reload of this list when the
+    // maps changed only through syncs since, collected and sorted otherwise), on a thread of
+    // its own while the list is parsed and sorted in pieces, one per core (most routers have
+    // two or more).
     std::thread::scope(|scope| {
-        let old = scope.spawn(|| held_sorted(held, set.direction, set.rule));
+        let old = scope.spawn(|| held.sorted(set.direction, set.rule));
         diff_list(
             set,
             inputs,
@@ -143,26 +148,8 @@ pub(super) fn prepare(
     })
 }
 
-/// What the set with `rule` holds in `held`, sorted: IPv4 as [`v4_key`]s, IPv6 as tuples.
-fn held_sorted(held: &PrefixSets, direction: Direction, rule: u32) -> (Vec<u64>, Vec<(u128, u8)>) {
-    let mut old4: Vec<u64> = Vec::new();
-    let mut old6: Vec<(u128, u8)> = Vec::new();
-    for v4 in [true, false] {
-        for (p, r) in held.map(PrefixMap::new(direction, v4)) {
-            match *p {
-                _ if *r != rule => {}
-                Prefix::V4 { addr, len } => old4.push(v4_key(u32::from(addr), len)),
-                Prefix::V6 { addr, len } => old6.push((u128::from(addr), len)),
-            }
-        }
-    }
-    radix_sort(&mut old4, 0..V4_KEY_BITS);
-    old6.sort_unstable();
-    (old4, old6)
-}
-
 /// The change of list file `index` of `set`, now `bytes`; `old` gives what the set holds
-/// (see [`held_sorted`]).
+/// ([`PrefixSets::sorted`]).
 #[allow(clippy::too_many_arguments)]
 fn diff_list(
     set: &ListSet,
@@ -172,7 +159,7 @@ fn diff_list(
     stamp: crate::config::Stamp,
     held: &PrefixSets,
     capacity: &Capacity,
-    old: impl FnOnce() -> Option<(Vec<u64>, Vec<(u128, u8)>)>,
+    old: impl FnOnce() -> Option<Arc<SortedPrefixes>>,
 ) -> Option<Delta> {
     let started = std::time::Instant::now();
     // A path of its own for each piece: one count shared by threads that clone it a million
@@ -186,10 +173,10 @@ fn diff_list(
     let parse = started.elapsed();
     let started = std::time::Instant::now();
     let new = Listing::join(pieces)?;
-    let (old4, old6) = old()?;
-    let (added4, removed4) = merge(&old4, new.v4.iter().copied());
-    let (added6, removed6) = merge(&old6, new.v6.iter().copied());
-    drop((old4, old6));
+    let old = old()?;
+    let (added4, removed4) = merge(&old.v4, new.v4.iter().copied());
+    let (added6, removed6) = merge(&old.v6, new.v6.iter().copied());
+    drop(old);
     let added: Vec<Prefix> = added4
         .into_iter()
         .map(from_v4_key)
@@ -286,7 +273,7 @@ impl ListSink for Piece {
 }
 
 /// A changed list: its entries as the full path keeps them (file order, each prefix once at
-/// its first line), and its prefixes sorted, as [`held_sorted`] has them.
+/// its first line), and its prefixes sorted, as [`SortedPrefixes`] has them.
 struct Listing {
     entries: Vec<Entry>,
     /// Entries parsed, repeats included.
@@ -330,22 +317,6 @@ impl Listing {
             v4,
             v6,
         })
-    }
-}
-
-/// The prefix of a [`v4_key`].
-fn from_v4_key(k: u64) -> Prefix {
-    Prefix::V4 {
-        addr: std::net::Ipv4Addr::from((k >> 6) as u32),
-        len: (k & 63) as u8,
-    }
-}
-
-/// The prefix of an IPv6 sort key (address, length).
-fn from_v6_key((addr, len): (u128, u8)) -> Prefix {
-    Prefix::V6 {
-        addr: std::net::Ipv6Addr::from(addr),
-        len,
     }
 }
 
@@ -394,54 +365,6 @@ fn first_of_runs<T, K: PartialEq + Copy>(
 /// Bits of an entry's index below an IPv4 key while sorting (a 64 MB list has fewer lines).
 const IDX_BITS: u32 = 26;
 const IDX_MASK: u64 = (1 << IDX_BITS) - 1;
-
-/// Bits of a [`v4_key`].
-const V4_KEY_BITS: u32 = 38;
-
-/// An IPv4 prefix as an integer that sorts as `Prefix` does (address, then length): 38 bits.
-fn v4_key(addr: u32, len: u8) -> u64 {
-    u64::from(addr) << 6 | u64::from(len)
-}
-
-/// Bits sorted per pass: 2048 counters per digit stay in the first-level cache, and 2048
-/// places written at once stay within reach of the TLB. (16-bit digits took 40 ms for a
-/// million keys, missing both on every write; 11-bit ones take a few.)
-const DIGIT: u32 = 11;
-
-/// Sorts by the bits `bits` of each key, least significant digit first; the sort is stable, so
-/// keys equal there keep their order (what the other bits hold does not matter). One read
-/// counts every digit; a pass whose digit is the same in every key is skipped.
-fn radix_sort(keys: &mut Vec<u64>, bits: std::ops::Range<u32>) {
-    let digits: Vec<(u32, u64)> = bits
-        .clone()
-        .step_by(DIGIT as usize)
-        .map(|shift| (shift, (1u64 << DIGIT.min(bits.end - shift)) - 1))
-        .collect();
-    let mut counts = vec![[0usize; 1 << DIGIT]; digits.len()];
-    for k in keys.iter() {
-        for (count, (shift, mask)) in counts.iter_mut().zip(&digits) {
-            count[((k >> shift) & mask) as usize] += 1;
-        }
-    }
-    let mut buf = vec![0u64; keys.len()];
-    for (count, (shift, mask)) in counts.iter_mut().zip(&digits) {
-        if count.contains(&keys.len()) {
-            continue;
-        }
-        let mut at = 0;
-        for c in count.iter_mut() {
-            let n = *c;
-            *c = at;
-            at += n;
-        }
-        for k in keys.iter() {
-            let d = ((k >> shift) & mask) as usize;
-            buf[count[d]] = *k;
-            count[d] += 1;
-        }
-        std::mem::swap(keys, &mut buf);
-    }
-}
 
 /// Merges two sorted, duplicate-free runs: what `new` has that `old` has not (added), and what
 /// `old` has that `new` has not (removed).
@@ -538,6 +461,22 @@ mod tests {
         diff.apply_to(&mut state);
         assert_eq!(state, compile(&after, &ids).prefixes);
         assert!(after_inputs.unchanged());
+        // Again, against the maps the first change left: what the set holds is now remembered
+        // from the first prepare, with the writes since.
+        write_dated(
+            &dir.join("big.txt"),
+            "fd00::/8\n10.0.0.0/8\n192.0.2.0/24\n",
+            40,
+        );
+        let Check::Changed(changed) = after_inputs.check() else {
+            panic!("the list changed again")
+        };
+        let lists = ListSets::of(&after, &ids);
+        let delta = prepare(&lists, &after_inputs, changed, &state).expect("a list-only change");
+        let (last, _) = crate::config::load_stamped(&toml).unwrap();
+        let added = delta.added.iter().map(|p| (*p, delta.rule)).collect();
+        Diff::of_changes(&state, delta.direction, added, delta.removed).apply_to(&mut state);
+        assert_eq!(state, compile(&last, &ids).prefixes);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -633,39 +572,6 @@ mod tests {
             let v6 = got.v6.into_iter().map(from_v6_key);
             assert_eq!(v4.chain(v6).collect::<Vec<_>>(), sorted, "{parts} pieces");
         }
-    }
-
-    #[test]
-    fn the_radix_sort_sorts() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut keys: Vec<u64> = (0..10_000)
-            .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng
-            })
-            .collect();
-        keys.extend([0, u64::MAX, 5, 5]);
-        let mut want = keys.clone();
-        want.sort_unstable();
-        let mut all = keys.clone();
-        radix_sort(&mut all, 0..64);
-        assert_eq!(all, want);
-        // Sorting by the high bits keeps the order of keys equal there: a stable sort.
-        let mut high = keys.clone();
-        radix_sort(&mut high, 40..64);
-        let mut stable = keys.clone();
-        stable.sort_by_key(|k| k >> 40);
-        assert_eq!(high, stable);
-        let mut low = keys.iter().map(|k| k & ((1 << 38) - 1)).collect::<Vec<_>>();
-        let mut want_low = low.clone();
-        want_low.sort_unstable();
-        radix_sort(&mut low, 0..38);
-        assert_eq!(low, want_low);
-        let mut same = vec![7u64; 5];
-        radix_sort(&mut same, 0..64);
-        assert_eq!(same, [7; 5]);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 mod local;
 mod prefixes;
 mod rules;
+pub mod sorted;
 mod table;
 
 use std::collections::BTreeMap;
