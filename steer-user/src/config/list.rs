@@ -128,41 +128,61 @@ fn parse_lines(
     }
 }
 
+/// A piece of a list as [`parse_list_split`] describes it to the maker of its sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListPiece {
+    /// Its place in the file: 0 for the first.
+    pub index: usize,
+    /// Its lines: at most how many entries it has.
+    pub lines: usize,
+    /// Lines of the pieces after it: the first piece's sink can make room for the entries of
+    /// all of them, to be appended without moving its own.
+    pub lines_after: usize,
+}
+
 /// [`parse_list_bytes`] for a list expected to have no bad line, split at newlines into (up to)
-/// `parts` pieces parsed on as many threads, each into a sink of its own made by
-/// `sink(lines)`, `lines` being at most how many entries its piece has. Returns the sinks in
-/// file order, which together received exactly the entries [`parse_list_bytes`] gives, in the
-/// same order; `None` where it gives errors (the caller reads the file the way that reports
-/// them).
+/// `parts` pieces parsed on as many threads, each into a sink of its own made by `sink`.
+/// Returns the sinks in file order, which together received exactly the entries
+/// [`parse_list_bytes`] gives, in the same order; `None` where it gives errors (the caller
+/// reads the file the way that reports them).
 pub fn parse_list_split<S: ListSink + Send>(
     bytes: &[u8],
     allow_default_route: bool,
     parts: usize,
-    sink: impl Fn(usize) -> S + Sync,
+    sink: impl Fn(ListPiece) -> S + Sync,
 ) -> Option<Vec<S>> {
     if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
         return None;
     }
-    let bytes_of = |start: usize, end: usize| -> Option<S> {
+    let pieces = split_at_newlines(bytes, parts);
+    let lines: Vec<usize> = pieces
+        .iter()
+        .map(|&(start, end)| count_lines(&bytes[start..end]))
+        .collect();
+    let parse = |index: usize| -> Option<S> {
+        let (start, end) = pieces[index];
         // A newline is never part of a multi-byte character: each piece is UTF-8 when the
         // whole is, and only the first can start with a byte-order mark.
         let text = std::str::from_utf8(&bytes[start..end]).ok()?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let first_line = count_lines(&bytes[..start]);
-        let mut out = sink(count_lines(text.as_bytes()));
+        // Each piece before ends with a newline: it has one line fewer than newlines and one.
+        let first_line = 1 + lines[..index].iter().map(|l| l - 1).sum::<usize>();
+        let mut out = sink(ListPiece {
+            index,
+            lines: lines[index],
+            lines_after: lines[index + 1..].iter().sum(),
+        });
         let mut errors = Vec::new();
         parse_lines(text, first_line, allow_default_route, &mut out, &mut errors);
         out.finish();
         errors.is_empty().then_some(out)
     };
-    let pieces = split_at_newlines(bytes, parts);
     std::thread::scope(|scope| {
-        let rest: Vec<_> = pieces[1..]
-            .iter()
-            .map(|&(start, end)| scope.spawn(move || bytes_of(start, end)))
+        let parse = &parse;
+        let rest: Vec<_> = (1..pieces.len())
+            .map(|index| scope.spawn(move || parse(index)))
             .collect();
-        let (start, end) = pieces[0];
-        let first = bytes_of(start, end);
+        let first = parse(0);
         let rest: Option<Vec<S>> = rest.into_iter().map(|h| h.join().ok()?).collect();
         Some([first?].into_iter().chain(rest?).collect())
     })
@@ -448,8 +468,8 @@ mod tests {
         for bytes in &texts {
             let whole = parse_list_bytes(bytes, false).ok();
             for parts in 1..=5 {
-                let pieces = parse_list_split(bytes, false, parts, |lines| Noted {
-                    got: Vec::with_capacity(lines),
+                let pieces = parse_list_split(bytes, false, parts, |piece| Noted {
+                    got: Vec::with_capacity(piece.lines),
                     finished: false,
                 });
                 let joined = pieces.as_ref().map(|p| {

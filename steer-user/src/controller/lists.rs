@@ -23,8 +23,8 @@ use std::{
 
 use crate::{
     config::{
-        Changed, Config, DuplicatePolicy, Entry, Inputs, ListSink, Listed, Origin, list_pieces,
-        parse_list_split,
+        Changed, Config, DuplicatePolicy, Entry, Inputs, ListPiece, ListSink, Listed, Origin,
+        list_pieces, parse_list_split,
     },
     model::{
         Capacity, Direction, NameIds, PrefixMap, PrefixSets,
@@ -168,7 +168,7 @@ fn diff_list(
         bytes,
         set.allow_default_route,
         list_pieces(bytes.len()),
-        |lines| Piece::new(Arc::from(inputs.path(index)), lines),
+        |piece| Piece::new(Arc::from(inputs.path(index)), piece),
     )?;
     let parse = started.elapsed();
     let started = std::time::Instant::now();
@@ -237,11 +237,17 @@ struct Piece {
 }
 
 impl Piece {
-    fn new(file: Arc<Path>, lines: usize) -> Piece {
+    fn new(file: Arc<Path>, piece: ListPiece) -> Piece {
+        // The first piece has room for the entries of all: they are appended to its own
+        // (growing it later copied them all, every page faulted in twice).
+        let room = match piece.index {
+            0 => piece.lines + piece.lines_after,
+            _ => piece.lines,
+        };
         Piece {
             file,
-            entries: Vec::with_capacity(lines),
-            v4: Vec::with_capacity(lines),
+            entries: Vec::with_capacity(room),
+            v4: Vec::with_capacity(piece.lines),
             v6: Vec::new(),
         }
     }
@@ -296,7 +302,13 @@ impl Listing {
             piece.v6.iter_mut().for_each(|k| k.2 += offset as u32);
             v4 = merge_runs(v4, piece.v4);
             v6 = merge_runs(v6, piece.v6);
-            entries.append(&mut piece.entries);
+            // The first piece's entries are kept where they are: appending them to an empty
+            // vector would copy them (half the list, every page of it faulted in again).
+            if entries.is_empty() {
+                entries = std::mem::take(&mut piece.entries);
+            } else {
+                entries.append(&mut piece.entries);
+            }
         }
         // A prefix listed again is kept at its first line: the lowest index of its run.
         let mut repeats = Vec::new();
@@ -560,8 +572,8 @@ mod tests {
         let mut sorted: Vec<Prefix> = want.iter().map(|e| e.prefix).collect();
         sorted.sort_unstable();
         for parts in 1..=4 {
-            let pieces = parse_list_split(text.as_bytes(), false, parts, |lines| {
-                Piece::new(file.clone(), lines)
+            let pieces = parse_list_split(text.as_bytes(), false, parts, |piece| {
+                Piece::new(file.clone(), piece)
             })
             .unwrap();
             assert_eq!(pieces.len(), parts);

@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, TryLockError},
 };
 
 use super::{Direction, PrefixMap, sorted::SortedPrefixes};
@@ -40,10 +40,18 @@ struct Sorted {
 const MAX_SORTED_CHANGES: usize = 1 << 16;
 
 impl Clone for PrefixSets {
+    /// A copy of the contents, with what is remembered sorted unless a reload is sorting it
+    /// right now: a sync on the event loop (which copies a snapshot shared with that reload)
+    /// does not wait for it.
     fn clone(&self) -> Self {
+        let sorted = match self.sorted.try_lock() {
+            Ok(sorted) => sorted.clone(),
+            Err(TryLockError::Poisoned(e)) => e.into_inner().clone(),
+            Err(TryLockError::WouldBlock) => None,
+        };
         PrefixSets {
             maps: self.maps.clone(),
-            sorted: Mutex::new(self.lock_sorted().clone()),
+            sorted: Mutex::new(sorted),
         }
     }
 }
@@ -105,7 +113,7 @@ impl PrefixSets {
     /// The prefixes of `rule` in the maps of `direction`, sorted; remembered for the next call
     /// (see the field).
     pub fn sorted(&self, direction: Direction, rule: u32) -> Arc<SortedPrefixes> {
-        let mut sorted = self.lock_sorted();
+        let mut sorted = self.sorted.lock().unwrap_or_else(PoisonError::into_inner);
         let now = match sorted.as_ref() {
             Some(s) if (s.direction, s.rule) == (direction, rule) && s.changes.is_empty() => {
                 return s.base.clone();
@@ -121,10 +129,6 @@ impl PrefixSets {
             changes: Vec::new(),
         });
         now
-    }
-
-    fn lock_sorted(&self) -> std::sync::MutexGuard<'_, Option<Sorted>> {
-        self.sorted.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every map with its contents, in [`PrefixMap::ALL`] order.

@@ -79,7 +79,7 @@ impl ListFiles {
             &bytes,
             set.allow_default_route,
             list_pieces(bytes.len()),
-            |lines| Piece::new(&path, index, lines),
+            |piece| Piece::new(&path, index, piece.lines),
         );
         match pieces {
             Some(pieces) => {
