@@ -4,10 +4,11 @@
 //! every prefix, compiles the whole desired state and compares it with the whole kernel mirror:
 //! about two seconds for a million-line list, whatever changed. Here, when the configuration
 //! file and every other file read the same as when the running configuration was loaded
-//! ([`Inputs::check`]), the one changed list is parsed (nothing else is), sorted, and merged
-//! against what its set holds now (the set's prefixes in the kernel mirror, which is exact while
-//! [`Inputs`] are kept: the last apply left nothing undone); the added and removed prefixes are
-//! the diff ([`Diff::of_changes`]).
+//! ([`Inputs::check`]), the one changed list is parsed (nothing else is), in pieces on every
+//! core, sorted, and merged against what its set holds now (the set's prefixes in the kernel
+//! mirror, which is exact while [`Inputs`] are kept: the last apply left nothing undone; the
+//! mirror remembers them sorted from the last reload of the list, [`PrefixSets::sorted`]); the
+//! added and removed prefixes are the diff ([`Diff::of_changes`]).
 //!
 //! This path is taken only where it gives exactly what the full path would: the set's list
 //! file is the only source of its prefixes and no other set reads it, and
