@@ -31,6 +31,7 @@ pub mod controller;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod fast_hash;
 pub mod health;
 pub mod instance;
 pub mod kernel;

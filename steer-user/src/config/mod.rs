@@ -54,7 +54,10 @@ use std::{
 
 pub use diag::{ConfigErrors, Diagnostic};
 pub use dns::Dns;
-pub use list::{ListError, ListErrorKind, Listed, parse_list, parse_list_bytes};
+pub use list::{
+    ListError, ListErrorKind, ListPiece, ListSink, Listed, list_pieces, parse_list,
+    parse_list_bytes, parse_list_split,
+};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 pub use notes::notes;
 pub use read::{

@@ -4,10 +4,11 @@
 //! every prefix, compiles the whole desired state and compares it with the whole kernel mirror:
 //! about two seconds for a million-line list, whatever changed. Here, when the configuration
 //! file and every other file read the same as when the running configuration was loaded
-//! ([`Inputs::check`]), the one changed list is parsed (nothing else is), sorted, and merged
-//! against what its set holds now (the set's prefixes in the kernel mirror, which is exact while
-//! [`Inputs`] are kept: the last apply left nothing undone); the added and removed prefixes are
-//! the diff ([`Diff::of_changes`]).
+//! ([`Inputs::check`]), the one changed list is parsed (nothing else is), in pieces on every
+//! core, sorted, and merged against what its set holds now (the set's prefixes in the kernel
+//! mirror, which is exact while [`Inputs`] are kept: the last apply left nothing undone; the
+//! mirror remembers them sorted from the last reload of the list, [`PrefixSets::sorted`]); the
+//! added and removed prefixes are the diff ([`Diff::of_changes`]).
 //!
 //! This path is taken only where it gives exactly what the full path would: the set's list
 //! file is the only source of its prefixes and no other set reads it, and
@@ -16,11 +17,20 @@
 //! capacity exceeded, a file that cannot be read again — sends the reload down the full path,
 //! which reports it as it always has (file:line:column) and changes nothing.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use crate::{
-    config::{Changed, Config, DuplicatePolicy, Entry, Inputs, Origin, parse_list_bytes},
-    model::{Capacity, Direction, NameIds, PrefixMap, PrefixSets},
+    config::{
+        Changed, Config, DuplicatePolicy, Entry, Inputs, ListPiece, ListSink, Listed, Origin,
+        list_pieces, parse_list_split,
+    },
+    model::{
+        Capacity, Direction, NameIds, PrefixMap, PrefixSets,
+        sorted::{SortedPrefixes, V4_KEY_BITS, from_v4_key, from_v6_key, radix_sort, v4_key},
+    },
     prefix::Prefix,
 };
 
@@ -122,10 +132,12 @@ pub(super) fn prepare(
     if readers.next().is_some() || !set.list_only {
         return None;
     }
-    // What the set holds now is collected and sorted on a second thread while the list is
-    // parsed and sorted on this one (most routers have two cores or more).
+    // What the set holds now, sorted (remembered from the last reload of this list when the
+    // maps changed only through syncs since, collected and sorted otherwise), on a thread of
+    // its own while the list is parsed and sorted in pieces, one per core (most routers have
+    // two or more).
     std::thread::scope(|scope| {
-        let old = scope.spawn(|| held_sorted(held, set.direction, set.rule));
+        let old = scope.spawn(|| held.sorted(set.direction, set.rule));
         diff_list(
             set,
             inputs,
@@ -139,26 +151,8 @@ pub(super) fn prepare(
     })
 }
 
-/// What the set with `rule` holds in `held`, sorted: IPv4 as [`v4_key`]s, IPv6 as tuples.
-fn held_sorted(held: &PrefixSets, direction: Direction, rule: u32) -> (Vec<u64>, Vec<(u128, u8)>) {
-    let mut old4: Vec<u64> = Vec::new();
-    let mut old6: Vec<(u128, u8)> = Vec::new();
-    for v4 in [true, false] {
-        for (p, r) in held.map(PrefixMap::new(direction, v4)) {
-            match *p {
-                _ if *r != rule => {}
-                Prefix::V4 { addr, len } => old4.push(v4_key(u32::from(addr), len)),
-                Prefix::V6 { addr, len } => old6.push((u128::from(addr), len)),
-            }
-        }
-    }
-    radix_sort(&mut old4);
-    old6.sort_unstable();
-    (old4, old6)
-}
-
 /// The change of list file `index` of `set`, now `bytes`; `old` gives what the set holds
-/// (see [`held_sorted`]).
+/// ([`PrefixSets::sorted`]).
 #[allow(clippy::too_many_arguments)]
 fn diff_list(
     set: &ListSet,
@@ -168,67 +162,33 @@ fn diff_list(
     stamp: crate::config::Stamp,
     held: &PrefixSets,
     capacity: &Capacity,
-    old: impl FnOnce() -> Option<(Vec<u64>, Vec<(u128, u8)>)>,
+    old: impl FnOnce() -> Option<Arc<SortedPrefixes>>,
 ) -> Option<Delta> {
-    let named = inputs.path(index);
     let started = std::time::Instant::now();
-    let listed = parse_list_bytes(bytes, set.allow_default_route).ok()?;
+    // A path of its own for each piece: one count shared by threads that clone it a million
+    // times would bounce between their caches on every clone.
+    let pieces = parse_list_split(
+        bytes,
+        set.allow_default_route,
+        list_pieces(bytes.len()),
+        |piece| Piece::new(Arc::from(inputs.path(index)), piece),
+    )?;
     let parse = started.elapsed();
     let started = std::time::Instant::now();
-
-    // The new list sorted, each prefix once at its first line (as the full path keeps it),
-    // and what the set holds now, sorted: IPv4 as integers (radix-sorted: a million prefixes
-    // in a few ms, where comparing `Prefix`es took a quarter of a second), IPv6 as tuples.
-    if listed.len() >= 1 << IDX_BITS {
-        return None;
-    }
-    let mut keep = vec![false; listed.len()];
-    let (mut new4, mut new6) = (Vec::with_capacity(listed.len()), Vec::new());
-    for (i, l) in listed.iter().enumerate() {
-        match l.prefix {
-            Prefix::V4 { addr, len } => {
-                new4.push(v4_key(u32::from(addr), len) << IDX_BITS | i as u64)
-            }
-            Prefix::V6 { addr, len } => new6.push((u128::from(addr), len, i as u32)),
-        }
-    }
-    radix_sort(&mut new4);
-    new6.sort_unstable();
-    let mut new4_keys = Vec::with_capacity(new4.len());
-    for k in new4 {
-        if new4_keys.last() != Some(&(k >> IDX_BITS)) {
-            new4_keys.push(k >> IDX_BITS);
-            keep[(k & ((1 << IDX_BITS) - 1)) as usize] = true;
-        }
-    }
-    let mut new6_keys = Vec::with_capacity(new6.len());
-    for (a, l, i) in new6 {
-        if new6_keys.last() != Some(&(a, l)) {
-            new6_keys.push((a, l));
-            keep[i as usize] = true;
-        }
-    }
-    let (old4, old6) = old()?;
-    let (added4, removed4) = merge(&old4, new4_keys.iter().copied());
-    let (added6, removed6) = merge(&old6, new6_keys.iter().copied());
-    drop((old4, old6, new4_keys, new6_keys));
-    let from4 = |k: u64| Prefix::V4 {
-        addr: std::net::Ipv4Addr::from((k >> 6) as u32),
-        len: (k & 63) as u8,
-    };
-    let from6 = |(a, len): (u128, u8)| Prefix::V6 {
-        addr: std::net::Ipv6Addr::from(a),
-        len,
-    };
+    let new = Listing::join(pieces)?;
+    let old = old()?;
+    let (added4, removed4) = merge(&old.v4, new.v4.iter().copied());
+    let (added6, removed6) = merge(&old.v6, new.v6.iter().copied());
+    drop(old);
     let added: Vec<Prefix> = added4
         .into_iter()
-        .map(from4)
-        .chain(added6.into_iter().map(from6))
+        .map(from_v4_key)
+        .chain(added6.into_iter().map(from_v6_key))
         .collect();
     let removed: Vec<Prefix> = removed4
         .into_iter()
-        .map(from4)
-        .chain(removed6.into_iter().map(from6))
+        .map(from_v4_key)
+        .chain(removed6.into_iter().map(from_v6_key))
         .collect();
 
     // A prefix another set holds is a duplicate: the full path says where.
@@ -252,31 +212,16 @@ fn diff_list(
     {
         return None;
     }
-    let file: Arc<std::path::Path> = Arc::from(named);
-    let entries: Vec<Entry> = listed
-        .iter()
-        .zip(&keep)
-        .filter(|(_, k)| **k)
-        .map(|(l, _)| Entry {
-            prefix: l.prefix,
-            origin: Origin {
-                file: file.clone(),
-                line: l.line,
-            },
-        })
-        .collect();
-    let lines = listed.len();
-    drop(listed);
     Some(Delta {
         set: set.name.clone(),
         rule: set.rule,
-        entries,
+        entries: new.entries,
         direction: set.direction,
         added,
         removed,
         version: 0,
         inputs: inputs.with([(index, stamp)]),
-        lines,
+        lines: new.lines,
         check: std::time::Duration::ZERO,
         parse,
         diff_time: started.elapsed(),
@@ -306,40 +251,159 @@ impl Delta {
     }
 }
 
-/// Bits of a line's index below an IPv4 key while sorting (a 64 MB list has fewer lines).
-const IDX_BITS: u32 = 26;
-
-/// An IPv4 prefix as an integer that sorts as `Prefix` does (address, then length): 38 bits.
-fn v4_key(addr: u32, len: u8) -> u64 {
-    u64::from(addr) << 6 | u64::from(len)
+/// One piece of a changed list as parsed: the set's entries (each built as it is parsed: no
+/// vector of a million `Listed`s in between), and their sort keys with each entry's index in
+/// the piece, sorted on the thread that parsed it.
+struct Piece {
+    file: Arc<Path>,
+    entries: Vec<Entry>,
+    /// [`v4_key`] above the index.
+    v4: Vec<u64>,
+    /// Address, length, index.
+    v6: Vec<(u128, u8, u32)>,
 }
 
-/// Sorts by 16-bit digits, least significant first (four passes; a pass whose digit is the
-/// same in every key is skipped).
-fn radix_sort(keys: &mut Vec<u64>) {
-    let mut buf = vec![0u64; keys.len()];
-    for shift in [0, 16, 32, 48] {
-        let mut count = vec![0usize; 1 << 16];
-        for k in keys.iter() {
-            count[((k >> shift) & 0xffff) as usize] += 1;
+impl Piece {
+    fn new(file: Arc<Path>, piece: ListPiece) -> Piece {
+        // The first piece has room for the entries of all: they are appended to its own
+        // (growing it later copied them all, every page faulted in twice).
+        let room = match piece.index {
+            0 => piece.lines + piece.lines_after,
+            _ => piece.lines,
+        };
+        Piece {
+            file,
+            entries: Vec::with_capacity(room),
+            v4: Vec::with_capacity(piece.lines),
+            v6: Vec::new(),
         }
-        if count.contains(&keys.len()) {
-            continue;
-        }
-        let mut at = 0;
-        for c in count.iter_mut() {
-            let n = *c;
-            *c = at;
-            at += n;
-        }
-        for k in keys.iter() {
-            let d = ((k >> shift) & 0xffff) as usize;
-            buf[count[d]] = *k;
-            count[d] += 1;
-        }
-        std::mem::swap(keys, &mut buf);
     }
 }
+
+impl ListSink for Piece {
+    fn entry(&mut self, listed: Listed) {
+        // An index past IDX_BITS spoils the keys; `Listing::join` refuses such a list.
+        let index = self.entries.len();
+        match listed.prefix {
+            Prefix::V4 { addr, len } => self
+                .v4
+                .push(v4_key(u32::from(addr), len) << IDX_BITS | index as u64),
+            Prefix::V6 { addr, len } => self.v6.push((u128::from(addr), len, index as u32)),
+        }
+        self.entries.push(Entry {
+            prefix: listed.prefix,
+            origin: Origin {
+                file: self.file.clone(),
+                line: listed.line,
+            },
+        });
+    }
+
+    fn finish(&mut self) {
+        radix_sort(&mut self.v4, IDX_BITS..IDX_BITS + V4_KEY_BITS);
+        self.v6.sort_unstable();
+    }
+}
+
+/// A changed list: its entries as the full path keeps them (file order, each prefix once at
+/// its first line), and its prefixes sorted, as [`SortedPrefixes`] has them.
+struct Listing {
+    entries: Vec<Entry>,
+    /// Entries parsed, repeats included.
+    lines: usize,
+    v4: Vec<u64>,
+    v6: Vec<(u128, u8)>,
+}
+
+impl Listing {
+    /// The pieces in file order, joined; `None` for a list too long for the keys' index bits.
+    fn join(pieces: Vec<Piece>) -> Option<Listing> {
+        let lines: usize = pieces.iter().map(|p| p.entries.len()).sum();
+        if lines >= 1 << IDX_BITS {
+            return None;
+        }
+        let (mut entries, mut v4, mut v6) = (Vec::new(), Vec::new(), Vec::new());
+        for mut piece in pieces {
+            let offset = entries.len();
+            piece.v4.iter_mut().for_each(|k| *k += offset as u64);
+            piece.v6.iter_mut().for_each(|k| k.2 += offset as u32);
+            v4 = merge_runs(v4, piece.v4);
+            v6 = merge_runs(v6, piece.v6);
+            // The first piece's entries are kept where they are: appending them to an empty
+            // vector would copy them (half the list, every page of it faulted in again).
+            if entries.is_empty() {
+                entries = std::mem::take(&mut piece.entries);
+            } else {
+                entries.append(&mut piece.entries);
+            }
+        }
+        // A prefix listed again is kept at its first line: the lowest index of its run.
+        let mut repeats = Vec::new();
+        let v4 = first_of_runs(v4, |k| (k >> IDX_BITS, k & IDX_MASK), &mut repeats);
+        let v6 = first_of_runs(v6, |(a, l, i)| ((a, l), u64::from(i)), &mut repeats);
+        if !repeats.is_empty() {
+            repeats.sort_unstable();
+            let mut at = 0;
+            let mut next = repeats.iter().peekable();
+            entries.retain(|_| {
+                at += 1;
+                next.next_if_eq(&&(at - 1)).is_none()
+            });
+        }
+        Some(Listing {
+            entries,
+            lines,
+            v4,
+            v6,
+        })
+    }
+}
+
+/// Two sorted runs as one (`a`'s allocation reused when `b` is empty, and the other way).
+fn merge_runs<T: Ord + Copy>(a: Vec<T>, b: Vec<T>) -> Vec<T> {
+    if a.is_empty() {
+        return b;
+    }
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut b = b.into_iter().peekable();
+    for x in a {
+        while let Some(y) = b.next_if(|y| *y < x) {
+            out.push(y);
+        }
+        out.push(x);
+    }
+    out.extend(b);
+    out
+}
+
+/// The keys of `sorted` (key, index) pairs, each once: the first of its run. The indices of
+/// the others go to `repeats`. (Collected in place: the keys take the pairs' memory.)
+fn first_of_runs<T, K: PartialEq + Copy>(
+    sorted: Vec<T>,
+    split: impl Fn(T) -> (K, u64),
+    repeats: &mut Vec<u64>,
+) -> Vec<K> {
+    let mut last = None;
+    sorted
+        .into_iter()
+        .filter_map(|t| {
+            let (key, index) = split(t);
+            if last == Some(key) {
+                repeats.push(index);
+                return None;
+            }
+            last = Some(key);
+            Some(key)
+        })
+        .collect()
+}
+
+/// Bits of an entry's index below an IPv4 key while sorting (a 64 MB list has fewer lines).
+const IDX_BITS: u32 = 26;
+const IDX_MASK: u64 = (1 << IDX_BITS) - 1;
 
 /// Merges two sorted, duplicate-free runs: what `new` has that `old` has not (added), and what
 /// `old` has that `new` has not (removed).
@@ -436,6 +500,22 @@ mod tests {
         diff.apply_to(&mut state);
         assert_eq!(state, compile(&after, &ids).prefixes);
         assert!(after_inputs.unchanged());
+        // Again, against the maps the first change left: what the set holds is now remembered
+        // from the first prepare, with the writes since.
+        write_dated(
+            &dir.join("big.txt"),
+            "fd00::/8\n10.0.0.0/8\n192.0.2.0/24\n",
+            40,
+        );
+        let Check::Changed(changed) = after_inputs.check() else {
+            panic!("the list changed again")
+        };
+        let lists = ListSets::of(&after, &ids);
+        let delta = prepare(&lists, &after_inputs, changed, &state).expect("a list-only change");
+        let (last, _) = crate::config::load_stamped(&toml).unwrap();
+        let added = delta.added.iter().map(|p| (*p, delta.rule)).collect();
+        Diff::of_changes(&state, delta.direction, added, delta.removed).apply_to(&mut state);
+        assert_eq!(state, compile(&last, &ids).prefixes);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -523,25 +603,53 @@ mod tests {
         crate::prefix::parse_prefix(s, false).unwrap()
     }
 
+    /// A list parsed in pieces and joined is what the full path keeps, in any number of pieces:
+    /// the entries in file order, each prefix once at its first line, and the prefixes sorted.
     #[test]
-    fn the_radix_sort_sorts() {
+    fn pieces_join_into_what_the_full_path_keeps() {
         let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut keys: Vec<u64> = (0..10_000)
-            .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng
+        let mut text = String::from("\u{feff}# list\n");
+        for i in 0..3000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Few distinct prefixes: many repeats, across pieces too.
+            let a = (rng >> 40) % 200;
+            match rng % 5 {
+                0 => text.push_str(&format!("2001:db8:{a:x}::/48\n")),
+                1 => text.push_str(&format!("# {i}\n\n")),
+                _ => text.push_str(&format!("10.{}.{}.0/24\r\n", a % 7, a)),
+            }
+        }
+        let file: Arc<Path> = Arc::from(Path::new("big.txt"));
+        let mut seen = std::collections::HashSet::new();
+        let want: Vec<Entry> = crate::config::parse_list(&text, false)
+            .unwrap()
+            .into_iter()
+            .filter(|l| seen.insert(l.prefix))
+            .map(|l| Entry {
+                prefix: l.prefix,
+                origin: Origin {
+                    file: file.clone(),
+                    line: l.line,
+                },
             })
             .collect();
-        keys.extend([0, u64::MAX, 5, 5]);
-        let mut want = keys.clone();
-        want.sort_unstable();
-        radix_sort(&mut keys);
-        assert_eq!(keys, want);
-        let mut same = vec![7u64; 5];
-        radix_sort(&mut same);
-        assert_eq!(same, [7; 5]);
+        let mut sorted: Vec<Prefix> = want.iter().map(|e| e.prefix).collect();
+        sorted.sort_unstable();
+        for parts in 1..=4 {
+            let pieces = parse_list_split(text.as_bytes(), false, parts, |piece| {
+                Piece::new(file.clone(), piece)
+            })
+            .unwrap();
+            assert_eq!(pieces.len(), parts);
+            let got = Listing::join(pieces).unwrap();
+            assert_eq!(got.entries, want, "{parts} pieces");
+            assert!(got.lines > want.len());
+            let v4 = got.v4.into_iter().map(from_v4_key);
+            let v6 = got.v6.into_iter().map(from_v6_key);
+            assert_eq!(v4.chain(v6).collect::<Vec<_>>(), sorted, "{parts} pieces");
+        }
     }
 
     #[test]

@@ -263,7 +263,7 @@ impl Diff {
             }
         }
         for (dir, prefix) in &self.left {
-            state.map_mut(PrefixMap::of(*dir, prefix)).remove(prefix);
+            state.remove(*dir, prefix);
         }
     }
 }
@@ -646,11 +646,10 @@ fn restore(
         if let Err(undo) = result {
             return SyncError::RollbackFailed { source, undo };
         }
-        let have = state.map_mut(PrefixMap::of(u.dir, &u.prefix));
         match u.previous {
-            Some(rule) => have.insert(u.prefix, rule),
-            None => have.remove(&u.prefix),
-        };
+            Some(rule) => state.insert(u.dir, u.prefix, rule),
+            None => _ = state.remove(u.dir, &u.prefix),
+        }
     }
     let unused = PolicyTable::default();
     for rule in new_rules {
@@ -708,7 +707,7 @@ fn remove_all(
     let mut done = HashSet::new();
     let result = left.iter().try_for_each(|(dir, prefix)| {
         maps.remove_prefix(*dir, *prefix)?;
-        if let Some(rule) = state.map_mut(PrefixMap::of(*dir, prefix)).remove(prefix) {
+        if let Some(rule) = state.remove(*dir, prefix) {
             report.per_rule.entry(rule).or_default().removed += 1;
         }
         done.insert((*dir, *prefix));

@@ -269,18 +269,15 @@ impl<const N: usize> SplitTrie<N> {
 
     /// Writes many prefixes, one `BPF_MAP_UPDATE_BATCH` per slot trie and chunk when `batched`
     /// and the kernel supports it, per element otherwise. Slot tries that do not exist yet are
-    /// filled before they are published, all at once. With `parallel`, a large write fills the
-    /// slot tries on several threads: each trie has its own lock in the kernel, and the
-    /// kernel's insert (an allocation and a walk per prefix) is the whole cost of a load.
-    /// Returns whether batches were used.
+    /// filled before they are published, all at once; with `parallel`, the tries are filled on
+    /// several threads ([`fill_all`]). Returns whether batches were used.
     pub fn insert_many(
         &mut self,
         entries: &[(RawPrefix<N>, u32)],
         batched: bool,
         parallel: bool,
     ) -> Result<bool> {
-        let mut by_slot: Vec<Vec<(Key<[u8; N]>, RuleRef)>> =
-            (0..SLOTS).map(|_| Vec::new()).collect();
+        let mut by_slot: Vec<Group<N>> = (0..SLOTS).map(|_| Vec::new()).collect();
         for &((len, addr), rule) in entries {
             if self.is_short(len) {
                 self.insert((len, addr), rule)?;
@@ -290,85 +287,103 @@ impl<const N: usize> SplitTrie<N> {
             }
         }
         let mut fresh = Vec::new();
-        for (slot, group) in by_slot.iter().enumerate() {
-            if !group.is_empty() && self.slot(slot as u32)?.is_none() {
+        for (slot, _) in by_slot.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+            if self.slot(slot as u32)?.is_none() {
                 fresh.push((slot as u32, self.new_slot_trie()?));
             }
         }
-        let mut work: Vec<Fill<'_, N>> = self
+        let mut created = fresh.iter_mut().peekable();
+        let targets: Vec<_> = self
             .slots
             .iter_mut()
-            .zip(&by_slot)
-            .filter_map(|(cell, group)| Some((cell.get_mut()?, group.as_slice())))
-            .filter(|(_, group)| !group.is_empty())
+            .zip(by_slot.iter_mut())
+            .enumerate()
+            .filter(|(_, (_, group))| !group.is_empty())
+            .map(|(slot, (cell, group))| {
+                let trie = match cell.get_mut() {
+                    Some(open) => open,
+                    None => {
+                        let (_, trie) = created
+                            .next_if(|(s, _)| *s == slot as u32)
+                            .expect("created above");
+                        trie
+                    }
+                };
+                (trie, group)
+            })
             .collect();
-        work.extend(
-            fresh
-                .iter_mut()
-                .map(|(slot, trie)| (trie, by_slot[*slot as usize].as_slice())),
-        );
-        let used_batches = fill_all(work, batched, parallel).map_err(err(self.name, "insert"))?;
+        let used_batches =
+            fill_all(targets, batched, parallel).map_err(err(self.name, "insert"))?;
         self.publish(fresh)?;
         Ok(used_batches)
     }
 }
 
-/// One trie and the prefixes to write into it.
-type Fill<'a, const N: usize> = (&'a mut Trie<N>, &'a [(Key<[u8; N]>, RuleRef)]);
+/// Tries filled at once, at most: each trie has a lock of its own in the kernel, and most of a
+/// load's time is the kernel inserting into tries.
+const FILLERS: usize = 4;
+/// Fewer elements than this are written on one thread (a thread costs more than it saves).
+const PARALLEL_MIN: usize = 1 << 16;
 
-/// Below this many prefixes one thread fills every trie (a thread costs more than it saves).
-const PARALLEL_FROM: usize = 32 * 1024;
-
-/// Fills each trie with its group; with `parallel`, on as many threads as the machine has (up
-/// to four), each taking about the same number of prefixes. Returns whether batches were used.
+/// Writes each group into its trie ([`fill`]); with `parallel`, on one thread per core (up to [`FILLERS`]), each
+/// taking tries in turn for about the same number of elements; each group is sorted first, so
+/// that consecutive inserts walk the same nodes of the trie. Returns whether batches were used.
 fn fill_all<const N: usize>(
-    mut work: Vec<Fill<'_, N>>,
+    targets: Vec<(&mut Trie<N>, &mut Group<N>)>,
     batched: bool,
     parallel: bool,
 ) -> std::result::Result<bool, MapError> {
-    let total: usize = work.iter().map(|(_, g)| g.len()).sum();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4);
-    if !parallel || total < PARALLEL_FROM || threads == 1 {
-        let mut used = false;
-        for (trie, group) in work {
-            used |= fill(trie, group, batched)?;
-        }
-        return Ok(used);
+    let total: usize = targets.iter().map(|(_, g)| g.len()).sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if total < PARALLEL_MIN || !parallel {
+        1
+    } else {
+        cores.min(FILLERS)
+    };
+    let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+    let sizes: Vec<usize> = targets.iter().map(|(_, g)| g.len()).collect();
+    for (target, share) in targets.into_iter().zip(share_of(&sizes, threads)) {
+        shares[share].push(target);
     }
-    // Largest groups first, each to the least loaded thread.
-    work.sort_by_key(|(_, g)| std::cmp::Reverse(g.len()));
-    let mut shares: Vec<(usize, Vec<Fill<'_, N>>)> =
-        (0..threads).map(|_| (0, Vec::new())).collect();
-    for item in work {
-        let least = shares
-            .iter_mut()
-            .min_by_key(|(load, _)| *load)
-            .expect("at least one thread");
-        least.0 += item.1.len();
-        least.1.push(item);
-    }
+    let mut shares = shares.into_iter();
+    let first = shares.next().unwrap_or_default();
     std::thread::scope(|scope| {
-        let running: Vec<_> = shares
-            .into_iter()
-            .map(|(_, share)| {
-                scope.spawn(move || -> std::result::Result<bool, MapError> {
-                    let mut used = false;
-                    for (trie, group) in share {
-                        used |= fill(trie, group, batched)?;
-                    }
-                    Ok(used)
-                })
-            })
+        let others: Vec<_> = shares
+            .map(|share| scope.spawn(move || fill_share(share, batched)))
             .collect();
-        let mut used = false;
-        for thread in running {
-            used |= thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let mut used = fill_share(first, batched)?;
+        for other in others {
+            used |= other.join().map_err(|_| {
+                MapError::IoError(std::io::Error::other("a thread filling tries panicked"))
+            })??;
         }
         Ok(used)
+    })
+}
+
+/// The share (of `threads`) each of consecutive groups of `sizes` elements goes to: runs of
+/// groups of about the same total, in order (a group goes where its middle falls).
+fn share_of(sizes: &[usize], threads: usize) -> impl Iterator<Item = usize> {
+    let total: usize = sizes.iter().sum::<usize>().max(1);
+    sizes.iter().scan(0, move |taken, size| {
+        let share = ((*taken + size / 2) * threads / total).min(threads.max(1) - 1);
+        *taken += size;
+        Some(share)
+    })
+}
+
+/// Prefixes bound for one slot trie, as the kernel keys them.
+type Group<const N: usize> = Vec<(Key<[u8; N]>, RuleRef)>;
+
+/// Fills tries one after the other, each group sorted first (see [`fill_all`]).
+fn fill_share<const N: usize>(
+    share: Vec<(&mut Trie<N>, &mut Group<N>)>,
+    batched: bool,
+) -> std::result::Result<bool, MapError> {
+    share.into_iter().try_fold(false, |used, (trie, group)| {
+        // Stable: a prefix written twice keeps its last rule.
+        group.sort_by_key(|(k, _)| (k.data(), k.prefix_len()));
+        Ok(fill(trie, group, batched)? | used)
     })
 }
 
@@ -452,6 +467,18 @@ mod tests {
             slot_v4,
         )
         .expect("split trie opens")
+    }
+
+    #[test]
+    fn tries_are_shared_out_in_runs_of_about_the_same_size() {
+        let sizes = [10, 10, 10, 10, 30, 5, 5, 20];
+        let shares: Vec<usize> = share_of(&sizes, 2).collect();
+        assert_eq!(shares, [0, 0, 0, 0, 1, 1, 1, 1]);
+        let shares: Vec<usize> = share_of(&sizes, 4).collect();
+        assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
+        assert_eq!(shares.last(), Some(&3));
+        assert!(share_of(&sizes, 1).all(|s| s == 0));
+        assert!(share_of(&[0, 0], 2).all(|s| s == 0));
     }
 
     /// A batched publish that the kernel fails part-way leaves the tries before the failure

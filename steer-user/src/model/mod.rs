@@ -8,19 +8,18 @@
 //! on it; it imports nothing from them (only [`crate::prefix`], the other bottom module), so the
 //! modules above never need each other's types to talk about the kernel's state.
 
-mod fast_hash;
 mod local;
 mod prefixes;
 mod rules;
+pub mod sorted;
 mod table;
 
 use std::collections::BTreeMap;
 
 use steer_common::map_names;
 
-pub use fast_hash::FastHash;
 pub use local::{LocalKind, LocalScope, LocalSet, local_set};
-pub use prefixes::{PrefixSets, PrefixTable};
+pub use prefixes::{PrefixRules, PrefixSets};
 pub use rules::{DEFAULT_RULE_NAME, Rule, RuleKind};
 pub use table::{FamilyTable, PolicyTable, Slots, last_resort_marks};
 

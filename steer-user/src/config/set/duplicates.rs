@@ -6,9 +6,9 @@
 use std::collections::{HashMap, hash_map};
 
 use super::{REPORT_LIMIT, pending::PendingSet};
-use crate::model::FastHash;
 use crate::{
     config::{DuplicatePolicy, Entry, Set, diag::Ctx},
+    fast_hash::FastHash,
     model::Direction,
     prefix::Prefix,
 };

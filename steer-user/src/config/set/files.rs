@@ -10,12 +10,15 @@ use super::{
     REPORT_LIMIT,
     pending::{PendingSet, Written},
 };
-use crate::config::{
-    ListError, ListErrorKind, MAX_LIST_BYTES, Origin,
-    diag::{Ctx, Place, shorten},
-    list::parse_list_bytes,
-    read_file,
-    schema::S,
+use crate::{
+    config::{
+        ListError, ListErrorKind, ListSink, Listed, MAX_LIST_BYTES, Origin,
+        diag::{Ctx, Place, shorten},
+        list::{list_pieces, parse_list_bytes, parse_list_split},
+        read_file,
+        schema::S,
+    },
+    prefix::Prefix,
 };
 
 /// Reads the list files of a configuration file's sets.
@@ -72,28 +75,65 @@ impl ListFiles {
                 return;
             }
         };
-        let shown: Arc<Path> = Arc::from(path.as_path());
-        match parse_list_bytes(&bytes, set.allow_default_route) {
-            Ok(entries) => {
-                set.entries.reserve(entries.len());
-                for listed in entries {
-                    let origin = Origin {
-                        file: shown.clone(),
-                        line: listed.line,
-                    };
-                    let written = Written::File {
-                        index: index as u32,
-                        column: u32::try_from(listed.column).unwrap_or(u32::MAX),
-                    };
-                    set.entries.push((listed.prefix, origin, written));
+        let pieces = parse_list_split(
+            &bytes,
+            set.allow_default_route,
+            list_pieces(bytes.len()),
+            |piece| Piece::new(&path, index, piece.lines),
+        );
+        match pieces {
+            Some(pieces) => {
+                set.entries
+                    .reserve(pieces.iter().map(|p| p.entries.len()).sum());
+                for mut piece in pieces {
+                    set.entries.append(&mut piece.entries);
                 }
             }
-            Err(errors) => report_bad_lines(cx, set, &field, &shown, &errors),
+            // A list with bad lines is parsed again whole: that is what reports them all.
+            None => {
+                let errors = parse_list_bytes(&bytes, set.allow_default_route)
+                    .err()
+                    .unwrap_or_default();
+                report_bad_lines(cx, set, &field, &path, &errors);
+            }
         }
     }
 
     fn shown_base_dir(&self) -> PathBuf {
         std::path::absolute(self.base_dir.join(".")).unwrap_or_else(|_| self.base_dir.clone())
+    }
+}
+
+/// A piece of a list file as parsed (see [`parse_list_split`]): a set's pending entries.
+struct Piece {
+    /// The path as the configuration names it; each piece has its own, so the threads that
+    /// clone it for every entry do not share a count.
+    shown: Arc<Path>,
+    index: u32,
+    entries: Vec<(Prefix, Origin, Written)>,
+}
+
+impl Piece {
+    fn new(path: &Path, index: usize, lines: usize) -> Piece {
+        Piece {
+            shown: Arc::from(path),
+            index: index as u32,
+            entries: Vec::with_capacity(lines),
+        }
+    }
+}
+
+impl ListSink for Piece {
+    fn entry(&mut self, listed: Listed) {
+        let origin = Origin {
+            file: self.shown.clone(),
+            line: listed.line,
+        };
+        let written = Written::File {
+            index: self.index,
+            column: u32::try_from(listed.column).unwrap_or(u32::MAX),
+        };
+        self.entries.push((listed.prefix, origin, written));
     }
 }
 

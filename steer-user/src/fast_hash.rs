@@ -1,14 +1,12 @@
-//! The hasher of the tables that hold every prefix: the duplicates map of the configuration
-//! and the prefix tables of [`super::PrefixSets`] (a million entries for a million-line list,
-//! built and probed several times per load).
+//! The hasher of the maps that hold every prefix of every set, a million for a million-line
+//! list: the duplicates map of a configuration, and the prefix sets steer compiles and mirrors
+//! ([`crate::model::PrefixSets`]).
 //!
 //! Why not std's SipHash: on that map alone, filled as a 1,000,000-line list fills it (1M
 //! inserts of `(Direction, Prefix)`, best of 15 runs), this hasher takes about 71 ms and SipHash
 //! 150 to 165 ms. End to end, the best `parse + validate` of `cargo xtask bench reload` (1M-line
 //! list, 16 runs or more each on a shared 2-core machine) was 0.47 s with this hasher and 0.64 s
-//! with SipHash. On the prefix tables, 1M inserts and 1M lookups of `Prefix` took 150 ms against
-//! 330 ms with SipHash (a busy machine). The keys come from the operator's own files and from
-//! `steer set`, which only root may call, so hash flooding is not a concern.
+//! with SipHash. The keys come from the operator's own files, so hash flooding is not a concern.
 
 use std::hash::{BuildHasher, Hasher};
 
