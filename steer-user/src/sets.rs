@@ -94,6 +94,10 @@ pub fn compile(config: &Config, previous: &NameIds) -> Compiled {
     );
     let mut prefixes = PrefixSets::default();
     for set in &config.sets {
+        let v4 = set.prefixes.iter().filter(|e| e.prefix.is_v4()).count();
+        prefixes.reserve(set.direction, [v4, set.prefixes.len() - v4]);
+    }
+    for set in &config.sets {
         let id = ids[&set.name];
         let kind = RuleKind::Set(set.direction);
         rules.insert(

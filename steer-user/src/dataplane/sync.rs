@@ -580,19 +580,37 @@ pub fn plan_writes(
     report: &mut SyncReport,
 ) -> Vec<PlannedWrites> {
     let mut planned = Vec::new();
+    // Per rule id (small): (added, changed), counted without a map lookup per prefix.
+    let mut counts: Vec<(usize, usize)> = Vec::new();
     for (map, wanted) in want.iter() {
         let have = state.map(map);
         let mut writes: Vec<(Prefix, u32)> = Vec::new();
         for (prefix, rule) in wanted {
-            match have.get(prefix) {
+            let changed = match have.get(prefix) {
                 Some(old) if old == rule => continue,
-                Some(_) => report.per_rule.entry(*rule).or_default().changed += 1,
-                None => report.per_rule.entry(*rule).or_default().added += 1,
+                Some(_) => true,
+                None => false,
+            };
+            let at = *rule as usize;
+            if at >= counts.len() {
+                counts.resize(at + 1, (0, 0));
+            }
+            if changed {
+                counts[at].1 += 1;
+            } else {
+                counts[at].0 += 1;
             }
             writes.push((*prefix, *rule));
         }
         if !writes.is_empty() {
             planned.push((map.direction(), writes));
+        }
+    }
+    for (rule, (added, changed)) in (0u32..).zip(counts) {
+        if added + changed > 0 {
+            let c = report.per_rule.entry(rule).or_default();
+            c.added += added;
+            c.changed += changed;
         }
     }
     planned
@@ -620,6 +638,8 @@ fn write_planned(
             WriteMode::PerElement
         };
         report.batched |= maps.set_prefixes(dir, &writes, mode)? != WriteMode::PerElement;
+        let v4 = writes.iter().filter(|(p, _)| p.is_v4()).count();
+        state.reserve(dir, [v4, writes.len() - v4]);
         for (prefix, rule) in writes {
             state.insert(dir, prefix, rule);
         }
