@@ -11,9 +11,10 @@
 //! ! SET                    every entry of SET deleted
 //! ```
 //!
-//! Appending costs one `write(2)` per request whatever the table's size; the file is rewritten
-//! from the table (a temporary file renamed over it) when the daemon starts and when the
-//! records outnumber the live entries enough to matter.
+//! Appending costs one `write(2)` per request whatever the table's size. The file is rewritten
+//! from the table (a temporary file renamed over it, headed by the boot it was written in) at
+//! the first change after the daemon starts, after an append failed, and when the records
+//! outnumber the live entries enough to matter.
 
 use std::{
     fs::{self, File, OpenOptions},
