@@ -499,11 +499,11 @@ async fn handle(
             timeout,
             batch,
         } => Reply::Now(match ctl.edit_set(&name, op, prefixes, timeout, batch) {
-            Ok(edited) => {
-                if !edited.message.is_empty() {
-                    log::info!("{}", edited.message);
+            Ok(message) => {
+                if !message.is_empty() {
+                    log::info!("{message}");
                 }
-                Response::ok(serde_json::json!({ "message": edited.message }))
+                Response::ok(serde_json::json!({ "message": message }))
             }
             Err(e) => Response::error(e),
         }),

@@ -25,7 +25,7 @@ use crate::{
     model::{Direction, PrefixMap, RuleKind},
     prefix::Prefix,
     runtime_sets::{
-        self, Op, Owners, RuntimeSets, SetView, Summary,
+        self, Op, Owners, RuntimeSets, SetView,
         journal::{self, Journal, Record},
     },
     status::ReportLine,
@@ -37,12 +37,11 @@ const MAX_BATCHES: usize = 4;
 const BATCH_IDLE: Duration = Duration::from_secs(30);
 
 /// Runtime entries, their journal, and edits still arriving.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Runtime {
     pub table: RuntimeSets,
-    /// `None` when the journal could not be opened: edits are refused, saying why.
-    journal: Option<Journal>,
-    journal_error: Option<String>,
+    /// Why the journal could not be opened, if it could not: edits are refused, saying so.
+    journal: Result<Journal, String>,
     staged: HashMap<u64, Staged>,
 }
 
@@ -53,13 +52,6 @@ struct Staged {
     timeout: Option<u64>,
     prefixes: Vec<Prefix>,
     touched: Instant,
-}
-
-/// The answer to an accepted edit.
-#[derive(Debug)]
-pub struct Edited {
-    pub message: String,
-    pub summary: Summary,
 }
 
 /// A runtime entry of the table as `steer set NAME list` shows it.
@@ -93,8 +85,8 @@ impl Runtime {
                 }
                 let runtime = Runtime {
                     table,
-                    journal: Some(journal),
-                    ..Runtime::default()
+                    journal: Ok(journal),
+                    staged: HashMap::new(),
                 };
                 (runtime, notes)
             }
@@ -106,8 +98,9 @@ impl Runtime {
                     path.display()
                 );
                 let runtime = Runtime {
-                    journal_error: Some(why.clone()),
-                    ..Runtime::default()
+                    table: RuntimeSets::default(),
+                    journal: Err(why.clone()),
+                    staged: HashMap::new(),
                 };
                 (runtime, vec![ReportLine::error(why)])
             }
@@ -115,7 +108,7 @@ impl Runtime {
     }
 
     fn record<'a>(&mut self, records: impl IntoIterator<Item = Record<'a>>) -> Option<ReportLine> {
-        let journal = self.journal.as_mut()?;
+        let journal = self.journal.as_mut().ok()?;
         let written = journal.append(records, &self.table);
         written.err().map(|e| {
             ReportLine::error(format!(
@@ -316,7 +309,8 @@ impl Owners for ConfigOwners<'_> {
 }
 
 impl Controller {
-    /// `steer set NAME add|del|flush`: checks the whole edit, writes it, records it.
+    /// `steer set NAME add|del|flush`: checks the whole edit, writes it, records it; returns
+    /// what to tell (nothing for a request that only continues a batch).
     pub fn edit_set(
         &mut self,
         name: &str,
@@ -324,9 +318,9 @@ impl Controller {
         tokens: Vec<String>,
         timeout: Option<u64>,
         batch: Option<Batch>,
-    ) -> Result<Edited, String> {
+    ) -> Result<String, String> {
         let started = Instant::now();
-        if let Some(why) = &self.runtime.journal_error {
+        if let Err(why) = &self.runtime.journal {
             return Err(why.clone());
         }
         let view = self.set_view(name)?;
@@ -380,10 +374,7 @@ impl Controller {
             limit,
         )?
         else {
-            return Ok(Edited {
-                message: String::new(),
-                summary: Summary::default(),
-            });
+            return Ok(String::new());
         };
         let owners = ConfigOwners {
             config: &self.config,
@@ -427,10 +418,7 @@ impl Controller {
         ));
         notes.insert(0, ReportLine::info(message));
         let text: Vec<String> = notes.iter().map(|l| l.text.clone()).collect();
-        Ok(Edited {
-            message: text.join("\n"),
-            summary: s,
-        })
+        Ok(text.join("\n"))
     }
 
     /// `steer set NAME list`: the set's runtime entries and their time left.

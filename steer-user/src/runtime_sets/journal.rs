@@ -280,7 +280,7 @@ mod tests {
         let (_, again, _) = Journal::open(&path, 149, "boot-a").unwrap();
         assert_eq!(again, table);
         let (_, later, _) = Journal::open(&path, 150, "boot-a").unwrap();
-        assert_eq!(later.counts()["a"], 1, "the entry due at 150 is gone");
+        assert_eq!(later.len_of("a"), 1, "the entry due at 150 is gone");
         let (_, rebooted, notes) = Journal::open(&path, 5, "boot-b").unwrap();
         assert!(rebooted.is_empty(), "another boot's journal is ignored");
         assert!(notes[0].contains("before the last reboot"), "{notes:?}");
