@@ -14,6 +14,7 @@ pub mod run;
 pub mod sync;
 pub mod sys;
 pub mod trie;
+pub mod wan_traffic;
 
 use std::{
     collections::BTreeMap,
@@ -78,6 +79,8 @@ pub enum DataplaneError {
          start it with `steer run -c FILE`, or pass the right --pin-dir"
     )]
     NotPinned { path: PathBuf },
+    #[error("WAN slot {0} is out of range (at most {max} WANs)", max = steer_common::MAX_WANS)]
+    WanSlotOutOfRange(u32),
     #[error("injected fault after {after} writes (test)")]
     InjectedFault { after: u64 },
 }
@@ -139,6 +142,8 @@ pub struct Dataplane {
     /// ([`Dataplane::take_learned`]).
     learned: Option<learned::LearnedMaps>,
     attached: BTreeMap<String, Attachment>,
+    /// The WAN traffic counters: their maps and the WAN devices they are attached to.
+    wan: wan_traffic::WanWatch,
     pins: Option<PinDir>,
 }
 
@@ -209,8 +214,12 @@ impl Dataplane {
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
         load_program::<SchedClassifier>(&mut ebpf, program_names::TC)?;
         load_program::<Xdp>(&mut ebpf, program_names::XDP)?;
+        for name in [program_names::WAN_EGRESS, program_names::WAN_INGRESS] {
+            load_program::<SchedClassifier>(&mut ebpf, name)?;
+        }
         let maps = Maps::from_ebpf(&mut ebpf)?;
         let learned = Some(learned::LearnedMaps::from_ebpf(&mut ebpf)?);
+        let wan = wan_traffic::WanWatch::new(wan_traffic::WanMaps::from_ebpf(&mut ebpf)?);
         Ok(Dataplane {
             ebpf,
             maps,
@@ -219,6 +228,7 @@ impl Dataplane {
             local: LocalSet::new(),
             learned,
             attached: BTreeMap::new(),
+            wan,
             pins,
         })
     }
@@ -335,13 +345,18 @@ impl Dataplane {
         &mut self.maps
     }
 
-    /// Pins both programs (replacing the pins of an earlier daemon), so `steer explain` and
+    /// Pins the programs (replacing the pins of an earlier daemon), so `steer explain` and
     /// operators find the running code.
     fn pin_programs(&mut self) -> Result<(), DataplaneError> {
         let Some(pins) = &self.pins else {
             return Ok(());
         };
-        for name in [program_names::TC, program_names::XDP] {
+        for name in [
+            program_names::TC,
+            program_names::XDP,
+            program_names::WAN_EGRESS,
+            program_names::WAN_INGRESS,
+        ] {
             let path = pins.prog(name);
             pins.clear(&path)?;
             let prog = self
@@ -366,6 +381,11 @@ impl Dataplane {
     /// The loaded TC classifier (for test runs and `explain`).
     pub fn tc(&self) -> &SchedClassifier {
         program(&self.ebpf, program_names::TC).expect("loaded in Dataplane::load")
+    }
+
+    /// A loaded WAN traffic counter: `program_names::WAN_EGRESS` or `WAN_INGRESS` (test runs).
+    pub fn wan_program(&self, name: &'static str) -> Result<&SchedClassifier, DataplaneError> {
+        program(&self.ebpf, name)
     }
 
     /// The loaded XDP pre-classifier.
