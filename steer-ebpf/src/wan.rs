@@ -72,7 +72,7 @@ fn watch(ctx: &TcContext, egress: bool) {
     // SAFETY: `skb` is the context pointer of this program; `ifindex` is readable.
     let ifindex = unsafe { (*skb).ifindex };
     // SAFETY: a plain lookup; the value is copied out at once.
-    let Some(dev) = (unsafe { WAN_DEVICES.get(&ifindex) }).copied() else {
+    let Some(dev) = (unsafe { WAN_DEVICES.get(ifindex) }).copied() else {
         return;
     };
     let l3_device = dev.flags & wan_device_flags::L3 != 0;
