@@ -4,10 +4,9 @@
 //! only count: they always return `TC_ACT_UNSPEC` ("continue") and never change, pull or drop
 //! a packet, so they sit in front of whatever else runs there (cake, NAT, firewalls).
 //!
-//! Headers are read with `bpf_skb_load_bytes` rather than through packet pointers: a few
-//! helper calls per packet, no bounds the verifier must follow, and headers in the non-linear
-//! part of an skb (GSO on egress, some drivers on ingress) are read as well, without pulling
-//! them (which would unclone TCP's retransmit copies).
+//! Headers are read straight from the packet where they lie in its linear part (nearly always)
+//! and with `bpf_skb_load_bytes` where they do not (the non-linear part of some skbs): never
+//! by pulling them in, which would unclone TCP's retransmit copies.
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
@@ -121,9 +120,9 @@ fn l3_of(ctx: &TcContext, l3_device: bool) -> Option<L3> {
     let (ethertype, offset) = if l3_device {
         (u16::from_be(ctx.skb.protocol() as u16), 0)
     } else {
-        let outer = u16::from_be(ctx.load::<u16>(ETH_HLEN - 2).ok()?);
+        let outer = u16::from_be(read::<u16>(ctx, ETH_HLEN - 2)?);
         if outer == ETH_P_8021Q || outer == ETH_P_8021AD {
-            let inner = ctx.load::<u16>(ETH_HLEN + VLAN_HLEN - 2).ok()?;
+            let inner = read::<u16>(ctx, ETH_HLEN + VLAN_HLEN - 2)?;
             (u16::from_be(inner), ETH_HLEN + VLAN_HLEN)
         } else {
             (outer, ETH_HLEN)
@@ -135,6 +134,18 @@ fn l3_of(ctx: &TcContext, l3_device: bool) -> Option<L3> {
         _ => return None,
     };
     Some(L3 { offset, family })
+}
+
+/// A `T` at `offset` of the packet: from the linear part when it lies there, else through the
+/// helper (which reads the paged part too).
+#[inline(always)]
+fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+    let at = ctx.data() + offset;
+    if at + core::mem::size_of::<T>() <= ctx.data_end() {
+        // SAFETY: [at, at + size_of::<T>()) was checked to lie inside the linear packet data.
+        return Some(unsafe { (at as *const T).read_unaligned() });
+    }
+    ctx.load::<T>(offset).ok()
 }
 
 /// What lies above the IP header: the protocol, where its header starts, how many bytes
@@ -151,7 +162,7 @@ struct L4 {
 #[inline(always)]
 fn l4_of(ctx: &TcContext, l3: L3) -> Option<L4> {
     if l3.family == FAMILY_V4 {
-        let h = ctx.load::<[u8; IPV4_MIN_HLEN]>(l3.offset).ok()?;
+        let h = read::<[u8; IPV4_MIN_HLEN]>(ctx, l3.offset)?;
         let ihl = usize::from(h[0] & 0x0f) * 4;
         if h[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN {
             return None;
@@ -170,7 +181,7 @@ fn l4_of(ctx: &TcContext, l3: L3) -> Option<L4> {
     } else {
         // Extension headers are not walked: the next header is taken as is (an extension
         // header is no transport protocol this program knows).
-        let h = ctx.load::<[u8; 8]>(l3.offset).ok()?;
+        let h = read::<[u8; 8]>(ctx, l3.offset)?;
         if h[0] >> 4 != 6 {
             return None;
         }
@@ -194,12 +205,10 @@ fn asks(ctx: &TcContext, l3: L3) -> bool {
         return false;
     }
     match l4.proto {
-        IPPROTO_TCP => ctx
-            .load::<[u8; 14]>(l4.offset)
-            .is_ok_and(|t| tcp_asks(t[13], usize::from(t[12] >> 4) * 4, l4.len)),
-        IPPROTO_UDP => ctx
-            .load::<[u8; 4]>(l4.offset)
-            .is_ok_and(|p| UDP_ASKING_PORTS.contains(&u16::from_be_bytes([p[2], p[3]]))),
+        IPPROTO_TCP => read::<[u8; 14]>(ctx, l4.offset)
+            .is_some_and(|t| tcp_asks(t[13], usize::from(t[12] >> 4) * 4, l4.len)),
+        IPPROTO_UDP => read::<[u8; 4]>(ctx, l4.offset)
+            .is_some_and(|p| UDP_ASKING_PORTS.contains(&u16::from_be_bytes([p[2], p[3]]))),
         IPPROTO_ICMP => icmp_type(ctx, l4) == Some(ICMP_ECHO_REQUEST),
         IPPROTO_ICMPV6 => icmp_type(ctx, l4) == Some(ICMPV6_ECHO_REQUEST),
         _ => false,
@@ -250,5 +259,5 @@ fn icmp_v4_error(kind: u8) -> bool {
 #[inline(always)]
 fn icmp_type(ctx: &TcContext, l4: L4) -> Option<u8> {
     // Four bytes: type, code, checksum.
-    ctx.load::<[u8; 4]>(l4.offset).ok().map(|h| h[0])
+    read::<[u8; 4]>(ctx, l4.offset).map(|h| h[0])
 }
