@@ -408,3 +408,80 @@ fn per_packet_cost_is_reported() {
         );
     }
 }
+
+/// The reconcile is idempotent and exact: the same list twice changes nothing the second
+/// time, a new index (a re-created device) re-attaches, an empty list detaches everything and
+/// empties `WAN_DEVICES`. Unpinned programs, in a namespace of the test's own.
+#[test]
+fn reconciling_the_watched_devices_is_idempotent_and_exact() {
+    use steer::dataplane::wan_traffic::{WatchedWan, device_flags, watched};
+    steer_tests::require_root();
+    let ns = steer_tests::netns::Netns::new("wrec");
+    ns.run("ip link add wa type veth peer name wb && ip link set wa up && ip link set wb up");
+    ns.enter(|| {
+        let count = |iface: &str| {
+            let n = |hook| {
+                aya::programs::SchedClassifier::query_tcx(iface, hook)
+                    .map(|(_, p)| p.len())
+                    .unwrap_or(0)
+            };
+            (
+                n(aya::programs::TcAttachType::Egress),
+                n(aya::programs::TcAttachType::Ingress),
+            )
+        };
+        let mut dp = Dataplane::load().expect("load");
+        assert_eq!(device_flags("wa").expect("type"), 0, "a veth is Ethernet");
+        assert_eq!(
+            device_flags("lo").expect("type"),
+            wan_device_flags::L3,
+            "loopback is not"
+        );
+        let want: Vec<WatchedWan> = vec![watched(3, "wa").expect("wa")];
+        let first = dp.reconcile_wan_traffic(&want);
+        assert_eq!(first.attached, ["wa"]);
+        assert!(first.failed.is_empty(), "{:?}", first.failed);
+        assert_eq!(count("wa"), (1, 1));
+        let index = want[0].ifindex;
+        assert_eq!(
+            dp.wan_devices().into_iter().collect::<Vec<_>>(),
+            [(index, WanDevice { slot: 3, flags: 0 })]
+        );
+
+        let again = dp.reconcile_wan_traffic(&want);
+        assert!(
+            again.attached.is_empty() && again.detached.is_empty(),
+            "{again:?}"
+        );
+        assert_eq!(count("wa"), (1, 1), "never two");
+
+        // Another slot for the same device: the map follows, the links stay.
+        let moved = [WatchedWan {
+            slot: 4,
+            ..want[0].clone()
+        }];
+        let r = dp.reconcile_wan_traffic(&moved);
+        assert!(r.attached.is_empty() && r.detached.is_empty(), "{r:?}");
+        assert_eq!(dp.wan_devices()[&index].slot, 4);
+
+        // Re-created: a new index, new links.
+        let recreated = [WatchedWan {
+            ifindex: index + 1000,
+            ..moved[0].clone()
+        }];
+        let r = dp.reconcile_wan_traffic(&recreated);
+        assert_eq!(
+            (r.detached.as_slice(), r.attached.as_slice()),
+            (&["wa".to_owned()][..], &["wa".to_owned()][..])
+        );
+        assert_eq!(
+            dp.wan_devices().keys().copied().collect::<Vec<_>>(),
+            [index + 1000]
+        );
+
+        let none = dp.reconcile_wan_traffic(&[]);
+        assert_eq!(none.detached, ["wa"]);
+        assert_eq!(count("wa"), (0, 0));
+        assert!(dp.wan_devices().is_empty());
+    });
+}

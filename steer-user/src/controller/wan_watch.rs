@@ -29,8 +29,9 @@ pub fn desired(
 }
 
 /// Report lines of a reconcile. A failure is a warning: the WAN still works, it is only not
-/// watched passively (probes still are).
-fn lines(report: WanTrafficReport) -> Vec<ReportLine> {
+/// watched passively (probes still are). `quiet` (the periodic retry) logs failures at debug
+/// level only: a kernel that cannot attach them would otherwise repeat the warning every time.
+fn lines(report: WanTrafficReport, quiet: bool) -> Vec<ReportLine> {
     let mut out = Vec::new();
     for iface in &report.attached {
         let how = if report.adopted.contains(iface) {
@@ -48,10 +49,15 @@ fn lines(report: WanTrafficReport) -> Vec<ReportLine> {
         )));
     }
     for (iface, e) in &report.failed {
-        out.push(ReportLine::warning(format!(
+        let text = format!(
             "{iface}: WAN traffic counters could not be attached ({e}); this WAN is watched by \
              its probes only"
-        )));
+        );
+        if quiet {
+            log::debug!("{text}");
+        } else {
+            out.push(ReportLine::warning(text));
+        }
     }
     out
 }
@@ -59,8 +65,12 @@ fn lines(report: WanTrafficReport) -> Vec<ReportLine> {
 impl Controller {
     /// Brings the WAN traffic counters to the WANs and devices of now.
     pub(super) fn watch_wans(&mut self) -> Vec<ReportLine> {
+        self.reconcile_watch(false)
+    }
+
+    fn reconcile_watch(&mut self, quiet: bool) -> Vec<ReportLine> {
         let want = desired(&self.config.wans, &self.wan_slots, wan_traffic::watched);
-        lines(self.dp.reconcile_wan_traffic(&want))
+        lines(self.dp.reconcile_wan_traffic(&want), quiet)
     }
 
     /// A link event for `iface` (it appeared, changed or went): when it is a WAN's, the
@@ -72,9 +82,9 @@ impl Controller {
         self.watch_wans()
     }
 
-    /// The periodic check: something else may have detached the counters (`tc` by hand).
+    /// The periodic check: a device event that was missed, an attach that failed before.
     pub fn wan_watch_check(&mut self) -> Vec<ReportLine> {
-        self.watch_wans()
+        self.reconcile_watch(true)
     }
 }
 
