@@ -63,9 +63,14 @@ pub mod map_names {
     pub const LEARNED_V4: &str = "LEARNED_V4";
     /// Hash IPv6 address -> [`crate::Learned`].
     pub const LEARNED_V6: &str = "LEARNED_V6";
+    /// Per-CPU array `[MAX_WANS * FAMILIES]` of [`crate::WanTraffic`], indexed by
+    /// [`crate::wan_traffic_index`]: what each WAN's own traffic says about its line.
+    pub const WAN_TRAFFIC: &str = "WAN_TRAFFIC";
+    /// Hash ifindex (u32) -> [`crate::WanDevice`]: the devices the WAN traffic counters watch.
+    pub const WAN_DEVICES: &str = "WAN_DEVICES";
 
     /// Every map steer owns and pins, in the order `steer dump` shows them.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 25] = [
         DST_V4,
         DST_V4_SHORT,
         DST_V6,
@@ -89,6 +94,8 @@ pub mod map_names {
         STATS_RULE_WAN,
         LEARNED_V4,
         LEARNED_V6,
+        WAN_TRAFFIC,
+        WAN_DEVICES,
     ];
 }
 
@@ -98,6 +105,10 @@ pub mod program_names {
     pub const TC: &str = "steer_tc";
     /// Optional XDP pre-classifier on the same interfaces.
     pub const XDP: &str = "steer_xdp";
+    /// TC egress of every WAN device: counts the packets that expect an answer.
+    pub const WAN_EGRESS: &str = "steer_wan_egress";
+    /// TC ingress of every WAN device: counts the packets that are an answer.
+    pub const WAN_INGRESS: &str = "steer_wan_ingress";
 }
 
 /// Rule ids per generation. Rule 0 is the default rule (what a packet gets when no set
@@ -461,7 +472,61 @@ impl Default for WanInfo {
     }
 }
 
+// ---- passive liveness: a WAN's own traffic -------------------------------------------------
+
+/// `max_entries` of `WAN_DEVICES`: a WAN's device, and room for the old index of a device
+/// being re-created.
+pub const WAN_DEVICES_MAX_ENTRIES: u32 = 2 * MAX_WANS;
+
+/// Index into `WAN_TRAFFIC` for a WAN slot and an address family (`FAMILY_V4`/`FAMILY_V6`).
+#[inline(always)]
+pub const fn wan_traffic_index(slot: u32, family: u32) -> u32 {
+    slot * FAMILIES + (family & 1)
+}
+
+/// Value of `WAN_DEVICES`: which WAN a device carries and how to read its packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WanDevice {
+    /// The WAN's slot (the same as in `WAN_INFO` and `STATS_WAN`).
+    pub slot: u32,
+    /// `wan_device_flags::*`.
+    pub flags: u32,
+}
+
+/// Bits of `WanDevice::flags`.
+pub mod wan_device_flags {
+    /// The device has no Ethernet header (ppp, wireguard, tun, ipip/sit/gre): the IP header
+    /// is the first byte and `skb->protocol` says which family it is.
+    pub const L3: u32 = 1;
+}
+
+/// What one WAN's traffic of one family said, per CPU (userspace sums the counts and takes the
+/// latest timestamps). Only counts: the programs that keep it never change or drop a packet.
+///
+/// The rule, so one-way traffic never looks like a dead line: out on the WAN, a packet
+/// "asks" only when its protocol makes the other end answer it soon — a TCP SYN (without ACK),
+/// a TCP segment with payload (acknowledged), UDP to port 53 or 443 (DNS, QUIC), an ICMP or
+/// ICMPv6 echo request. Pure ACKs, FIN or RST without payload and every other UDP datagram
+/// ask nothing. In on the WAN, every IPv4/IPv6 packet "answers" except ICMP/ICMPv6 errors
+/// (unreachable, time exceeded, ...), which a router of the ISP still sends when its upstream
+/// is dead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WanTraffic {
+    /// Packets out that expect an answer.
+    pub asked: u64,
+    /// Packets in that count as an answer.
+    pub answered: u64,
+    /// When the last one asked, `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`); 0: never.
+    pub last_asked_ns: u64,
+    /// When the last answer came, the same clock; 0: never.
+    pub last_answered_ns: u64,
+}
+
 // The kernel sees raw bytes: any change of layout must be deliberate.
+const _: () = assert!(size_of::<WanDevice>() == 8);
+const _: () = assert!(size_of::<WanTraffic>() == 32);
 const _: () = assert!(size_of::<RuleRef>() == 4);
 const _: () = assert!(size_of::<PolicyEntry>() == 24);
 const _: () = assert!(size_of::<LocalRef>() == 4);
@@ -506,7 +571,9 @@ mod user {
         WanInfo,
         LocalRef,
         FragKey,
-        Learned
+        Learned,
+        WanDevice,
+        WanTraffic
     );
 }
 
@@ -618,6 +685,17 @@ mod tests {
         assert_eq!(policy_index(3, FAMILY_V6, 5), 3 * MAX_RULES + 5);
         assert_eq!(lb_base(1, FAMILY_V4, 1), (2 * MAX_RULES + 1) * LB_SLOTS);
         assert_eq!(rule_info_index(1, 5), MAX_RULES + 5);
+    }
+
+    #[test]
+    fn wan_traffic_index_keeps_families_apart_within_bounds() {
+        assert_eq!(wan_traffic_index(0, FAMILY_V4), 0);
+        assert_eq!(wan_traffic_index(0, FAMILY_V6), 1);
+        assert_eq!(wan_traffic_index(3, FAMILY_V6), 7);
+        assert_eq!(
+            wan_traffic_index(MAX_WANS - 1, FAMILY_V6),
+            MAX_WANS * FAMILIES - 1
+        );
     }
 
     extern crate std;

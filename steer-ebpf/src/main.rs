@@ -5,12 +5,15 @@
 //! hands the rule (and a balanced rule's hash) to TC in the packet metadata. Both are fail-open: a packet
 //! they cannot read passes unmarked, and TC always returns "continue" so programs after it still
 //! run. A packet to a destination the router reaches without a WAN is never marked.
+//! `steer_wan_egress` and `steer_wan_ingress` (TC on each WAN device, [`wan`]) only count what
+//! a WAN's own traffic says about its line.
 #![no_std]
 #![no_main]
 
 mod classify;
 mod maps;
 mod parse;
+mod wan;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},

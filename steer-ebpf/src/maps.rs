@@ -9,7 +9,8 @@ use steer_common::{
     AddrV4, AddrV6, Counter, FAMILIES, FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_SLOTS,
     LEARNED_MAX_ENTRIES, LOCAL_MAX_ENTRIES, LbSlot, Learned, LocalRef, MAP_F_NO_PREALLOC,
     MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4,
-    SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS, Settings, WanInfo, path,
+    SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS, Settings, WAN_DEVICES_MAX_ENTRIES,
+    WanDevice, WanInfo, WanTraffic, path,
 };
 
 /// The trie of one slot of a split prefix set (created and filled by userspace).
@@ -91,3 +92,13 @@ pub fn count(map: &PerCpuArray<Counter>, index: u32, bytes: u32) {
         }
     }
 }
+
+// ---- passive liveness (wan.rs) ---------------------------------------------------------------
+
+/// The WAN devices, written by userspace; a device not in it is not watched.
+#[map]
+pub static WAN_DEVICES: HashMap<u32, WanDevice> =
+    HashMap::with_max_entries(WAN_DEVICES_MAX_ENTRIES, 0);
+#[map]
+pub static WAN_TRAFFIC: PerCpuArray<WanTraffic> =
+    PerCpuArray::with_max_entries(MAX_WANS * FAMILIES, 0);

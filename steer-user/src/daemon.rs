@@ -247,11 +247,13 @@ async fn serve(
                         let failover = ctl.carrier(&name, carrier && admin_up);
                         after_failover(&mut ctl, &service, failover, &listed_tx);
                         log_lines("", ctl.lan_link(&name, Some(index)).iter());
+                        log_lines("", &ctl.wan_link(&name));
                     }
                     NetEvent::LinkGone { name, .. } => {
                         let failover = ctl.carrier(&name, false);
                         after_failover(&mut ctl, &service, failover, &listed_tx);
                         log_lines("", ctl.lan_link(&name, None).iter());
+                        log_lines("", &ctl.wan_link(&name));
                     }
                     NetEvent::Changed => {}
                 }
@@ -272,6 +274,7 @@ async fn serve(
             _ = periodic.tick() => {
                 log_lines("", &ctl.vrrp_tick());
                 log_lines("", ctl.retry_pending().iter());
+                log_lines("", &ctl.wan_watch_check());
                 log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("periodic check").await);
                 log_lines("", ctl.check_conntrack_marking().await.iter());

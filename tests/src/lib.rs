@@ -16,6 +16,7 @@ pub mod rng;
 pub mod routing;
 pub mod scenario;
 pub mod service;
+pub mod tun;
 pub mod witness;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -10,7 +10,10 @@ use steer_common::{LB_SLOTS, NO_WAN, action, path};
 use super::txt;
 use crate::runtime_sets::RuntimeSets;
 use crate::{
-    dataplane::{DataplaneError, Maps, WanName},
+    dataplane::{
+        DataplaneError, Maps, WanName,
+        wan_traffic::{TrafficSample, read_pinned},
+    },
     model::{Family, PrefixMap, Rule, RuleKind, last_resort_marks},
 };
 
@@ -22,7 +25,8 @@ pub enum Section {
     Sets,
     /// The live policy table: what each rule stamps now.
     Policies,
-    /// Packets and bytes per rule, per WAN and per classifier path.
+    /// Packets and bytes per rule, per WAN and per classifier path; per WAN and family, the
+    /// packets out that expect an answer and the answers in (passive liveness).
     Counters,
     /// Destinations the router reaches without a WAN: never steered.
     Local,
@@ -159,7 +163,7 @@ fn section_json(section: Section, v: &View) -> Result<(&'static str, Value), Dat
     Ok(match section {
         Section::Rules => ("rules", rules(names)),
         Section::Policies => ("policies", policies(maps, names)?),
-        Section::Counters => ("counters", counters(maps, names)?),
+        Section::Counters => ("counters", counters(maps, names, v.pin_dir)?),
         Section::Sets => ("sets", sets(maps, names, v.runtime)?),
         Section::Local => ("local", local(maps)?),
         Section::Dns => ("dns", super::dns::learned_json(v.pin_dir, names)?),
@@ -173,7 +177,7 @@ fn section_text(section: Section, v: &View) -> Result<String, DataplaneError> {
     Ok(match section {
         Section::Rules => render_rules(names),
         Section::Policies => render_policies(&policies(maps, names)?),
-        Section::Counters => render_counters(&counters(maps, names)?),
+        Section::Counters => render_counters(&counters(maps, names, v.pin_dir)?),
         Section::Sets => render_sets(&sets(maps, names, v.runtime)?),
         Section::Local => render_local(&local(maps)?),
         Section::Dns => super::dns::render_learned(&super::dns::learned_json(v.pin_dir, names)?),
@@ -278,7 +282,7 @@ fn render_policies(v: &Value) -> String {
     out
 }
 
-fn counters(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
+fn counters(maps: &Maps, names: &Names, pin_dir: &Path) -> Result<Value, DataplaneError> {
     let mut rules = Vec::new();
     for id in names.rules.keys() {
         let c = maps.rule_counter(*id)?;
@@ -289,7 +293,12 @@ fn counters(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
     let mut wans = Vec::new();
     for (slot, w) in &names.wans {
         let c = maps.wan_counter(*slot)?;
-        wans.push(json!({ "wan": w.name, "packets": c.packets, "bytes": c.bytes }));
+        let mut wan = json!({ "wan": w.name, "packets": c.packets, "bytes": c.bytes });
+        // Pins of a steer without the WAN traffic counters have no such maps: left out.
+        if let Ok(traffic) = read_pinned(pin_dir, *slot) {
+            wan["traffic"] = traffic_json(&traffic);
+        }
+        wans.push(wan);
     }
     let mut paths = serde_json::Map::new();
     for (name, which) in [
@@ -306,6 +315,16 @@ fn counters(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
         );
     }
     Ok(json!({ "rules": rules, "wans": wans, "paths": paths }))
+}
+
+/// What a WAN's own traffic said (passive liveness), per family: packets out that expect an
+/// answer, packets in that are one.
+fn traffic_json(t: &[TrafficSample; 2]) -> Value {
+    let family = |s: &TrafficSample| json!({ "asked": s.asked, "answered": s.answered });
+    json!({
+        "ipv4": family(&t[Family::V4.index()]),
+        "ipv6": family(&t[Family::V6.index()]),
+    })
 }
 
 fn render_counters(v: &Value) -> String {
@@ -327,6 +346,21 @@ fn render_counters(v: &Value) -> String {
             txt(&w["packets"]),
             txt(&w["bytes"])
         );
+    }
+    for w in v["wans"].as_array().into_iter().flatten() {
+        for family in ["ipv4", "ipv6"] {
+            let t = &w["traffic"][family];
+            if t.is_null() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "{:<29} asked {:<10} answered {}",
+                format!("wan {} traffic {family}", txt(&w["wan"])),
+                txt(&t["asked"]),
+                txt(&t["answered"])
+            );
+        }
     }
     for (name, c) in v["paths"].as_object().into_iter().flatten() {
         let _ = writeln!(

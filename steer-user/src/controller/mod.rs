@@ -23,6 +23,7 @@ mod report;
 mod set_edits;
 pub mod teardown;
 mod vrrp;
+pub mod wan_watch;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -508,6 +509,7 @@ impl Controller {
     /// restart flushes the ruleset), and `steer reload` is how an operator asks for them back.
     async fn repair_attachments(&mut self, report: &mut ApplyReport) {
         self.reconcile_lan(false, report);
+        report.notes.extend(self.watch_wans());
         report.after.extend(self.check_conntrack_marking().await);
     }
 
@@ -1024,6 +1026,8 @@ impl Controller {
         if first && !report.failures().is_empty() {
             return Err(ControllerError::Start(report.failures()));
         }
+        // After the commit: the WAN slots and WANs are the new configuration's.
+        report.notes.extend(self.watch_wans());
         let dns_lines = self.configure_dns();
         report.notes.extend(dns_lines);
         report.took = started.elapsed();

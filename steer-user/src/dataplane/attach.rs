@@ -31,7 +31,7 @@ pub(super) enum HeldLink {
 
 impl HeldLink {
     /// Detaches: unpin (if pinned) and close the last descriptor.
-    fn detach(self) -> Result<(), DataplaneError> {
+    pub(super) fn detach(self) -> Result<(), DataplaneError> {
         match self {
             HeldLink::Plain(link) => drop(link),
             HeldLink::Pinned(link, path) => {
@@ -69,10 +69,9 @@ pub struct AttachReport {
 }
 
 /// TC and XDP programs, so that adopting a pinned link and making a new one are written once.
-trait Hook {
+pub(super) trait Hook {
     type Link: TryFrom<FdLink, Error = LinkError> + TryInto<FdLink, Error = LinkError>;
     type LinkId;
-    const NAME: &'static str;
     fn swap_into(&mut self, old: Self::Link) -> Result<Self::LinkId, ProgramError>;
     fn take(&mut self, id: Self::LinkId) -> Result<Self::Link, ProgramError>;
 }
@@ -80,7 +79,6 @@ trait Hook {
 impl Hook for SchedClassifier {
     type Link = SchedClassifierLink;
     type LinkId = SchedClassifierLinkId;
-    const NAME: &'static str = program_names::TC;
     fn swap_into(&mut self, old: Self::Link) -> Result<Self::LinkId, ProgramError> {
         self.attach_to_link(old)
     }
@@ -92,7 +90,6 @@ impl Hook for SchedClassifier {
 impl Hook for Xdp {
     type Link = XdpLink;
     type LinkId = XdpLinkId;
-    const NAME: &'static str = program_names::XDP;
     fn swap_into(&mut self, old: Self::Link) -> Result<Self::LinkId, ProgramError> {
         self.attach_to_link(old)
     }
@@ -105,7 +102,7 @@ impl Hook for Xdp {
 /// device renamed while no daemon ran keeps its links, and a new device may have taken the
 /// name: that pin is removed (which detaches the old device, held by nothing else), so the
 /// interface gets a link of its own instead of none.
-fn pin_is_for(path: &Path, iface: &str) -> bool {
+pub(super) fn pin_is_for(path: &Path, iface: &str) -> bool {
     let Ok(index) = ifindex(iface) else {
         return true;
     };
@@ -125,17 +122,21 @@ fn pin_is_for(path: &Path, iface: &str) -> bool {
     }
 }
 
-/// Swaps `prog` into the link pinned at `path`.
-fn adopt<P: Hook>(prog: &mut P, path: &Path) -> Result<HeldLink, DataplaneError> {
+/// Swaps `prog` (program `name`) into the link pinned at `path`.
+pub(super) fn adopt<P: Hook>(
+    prog: &mut P,
+    path: &Path,
+    name: &'static str,
+) -> Result<HeldLink, DataplaneError> {
     let pinned = PinnedLink::from_pin(path).map_err(link_err)?;
     let old = P::Link::try_from(FdLink::from(pinned)).map_err(link_err)?;
     let id = prog.swap_into(old).map_err(prog_err(
-        P::NAME,
+        name,
         format!("swap program in {}", path.display()),
     ))?;
     let link: FdLink = prog
         .take(id)
-        .map_err(prog_err(P::NAME, "take link"))?
+        .map_err(prog_err(name, "take link"))?
         .try_into()
         .map_err(link_err)?;
     // The link is the kernel object the pin points at; hold it through the pin so it can be
@@ -147,16 +148,17 @@ fn adopt<P: Hook>(prog: &mut P, path: &Path) -> Result<HeldLink, DataplaneError>
     ))
 }
 
-/// Takes a freshly attached link out of `prog` (so dropping the program does not detach it) and
-/// pins it when `pin` says where.
-fn own<P: Hook>(
+/// Takes a freshly attached link out of `prog` (program `name`, so dropping the program does
+/// not detach it) and pins it when `pin` says where.
+pub(super) fn own<P: Hook>(
     prog: &mut P,
     id: P::LinkId,
     pin: Option<PathBuf>,
+    name: &'static str,
 ) -> Result<HeldLink, DataplaneError> {
     let link: FdLink = prog
         .take(id)
-        .map_err(prog_err(P::NAME, "take link"))?
+        .map_err(prog_err(name, "take link"))?
         .try_into()
         .map_err(link_err)?;
     match pin {
@@ -256,7 +258,7 @@ impl Dataplane {
             .as_deref()
             .filter(|p| p.exists() && pin_is_for(p, iface))
         {
-            match adopt(tc, path) {
+            match adopt(tc, path, program_names::TC) {
                 Ok(link) => {
                     log::info!("{iface}: adopted the pinned TC link, classifier replaced in place");
                     return Ok((link, true));
@@ -280,7 +282,7 @@ impl Dataplane {
                 program_names::TC,
                 format!("attach to {iface} ingress"),
             ))?;
-        Ok((own(tc, id, pin)?, false))
+        Ok((own(tc, id, pin, program_names::TC)?, false))
     }
 
     fn attach_xdp(&mut self, iface: &str) -> Result<(HeldLink, XdpAttachMode), DataplaneError> {
@@ -297,7 +299,7 @@ impl Dataplane {
             else {
                 continue;
             };
-            match adopt(xdp, path) {
+            match adopt(xdp, path, program_names::XDP) {
                 Ok(link) => {
                     log::info!("{iface}: adopted the pinned XDP link ({mode})");
                     return Ok((link, *mode));
@@ -325,7 +327,7 @@ impl Dataplane {
             .into_iter()
             .find(|(m, _)| *m == mode)
             .and_then(|(_, p)| p);
-        Ok((own(xdp, id, pin)?, mode))
+        Ok((own(xdp, id, pin, program_names::XDP)?, mode))
     }
 
     /// Removes pinned XDP links of `iface` when XDP is no longer wanted there.

@@ -14,6 +14,7 @@ pub mod run;
 pub mod sync;
 pub mod sys;
 pub mod trie;
+pub mod wan_traffic;
 
 use std::{
     collections::BTreeMap,
@@ -81,6 +82,8 @@ pub enum DataplaneError {
          start it with `steer run -c FILE`, or pass the right --pin-dir"
     )]
     NotPinned { path: PathBuf },
+    #[error("WAN slot {0} is out of range (at most {max} WANs)", max = steer_common::MAX_WANS)]
+    WanSlotOutOfRange(u32),
     #[error("injected fault after {after} writes (test)")]
     InjectedFault { after: u64 },
 }
@@ -154,6 +157,8 @@ pub struct Dataplane {
     /// ([`Dataplane::take_learned`]).
     learned: Option<learned::LearnedMaps>,
     attached: BTreeMap<String, Attachment>,
+    /// The WAN traffic counters: their maps and the WAN devices they are attached to.
+    wan: wan_traffic::WanWatch,
     pins: Option<PinDir>,
 }
 
@@ -243,6 +248,7 @@ impl Dataplane {
         // can leave the object before the programs are verified.
         let maps = Maps::from_ebpf(&mut ebpf)?;
         let learned = Some(learned::LearnedMaps::from_ebpf(&mut ebpf)?);
+        let wan = wan_traffic::WanWatch::new(wan_traffic::WanMaps::from_ebpf(&mut ebpf)?);
         let ebpf = match verify {
             Verify::Now => Programs::Ready(verified(ebpf)?),
             Verify::Background => Programs::Verifying(
@@ -260,6 +266,7 @@ impl Dataplane {
             local: LocalSet::new(),
             learned,
             attached: BTreeMap::new(),
+            wan,
             pins,
         })
     }
@@ -413,7 +420,7 @@ impl Dataplane {
         }
     }
 
-    /// Pins both programs (replacing the pins of an earlier daemon), so `steer explain` and
+    /// Pins the programs (replacing the pins of an earlier daemon), so `steer explain` and
     /// operators find the running code.
     fn pin_programs(&mut self) -> Result<(), DataplaneError> {
         let Some(pins) = &self.pins else {
@@ -422,7 +429,7 @@ impl Dataplane {
         let Programs::Ready(ebpf) = &mut self.ebpf else {
             unreachable!("pinned once verified");
         };
-        for name in [program_names::TC, program_names::XDP] {
+        for name in PROGRAMS {
             let path = pins.prog(name);
             pins.clear(&path)?;
             let prog = ebpf
@@ -446,6 +453,11 @@ impl Dataplane {
     /// The loaded TC classifier (for test runs and `explain`).
     pub fn tc(&self) -> &SchedClassifier {
         program(self.verified_programs(), program_names::TC).expect("loaded in Dataplane::load")
+    }
+
+    /// A loaded WAN traffic counter: `program_names::WAN_EGRESS` or `WAN_INGRESS` (test runs).
+    pub fn wan_program(&self, name: &'static str) -> Result<&SchedClassifier, DataplaneError> {
+        program(self.verified_programs(), name)
     }
 
     /// The loaded XDP pre-classifier.
@@ -542,10 +554,21 @@ enum Verify {
     Background,
 }
 
-/// `ebpf` with both programs through the verifier and loaded.
+/// Every program of the object: the LAN classifier (TC and XDP) and the WAN counters.
+const PROGRAMS: [&str; 4] = [
+    program_names::TC,
+    program_names::XDP,
+    program_names::WAN_EGRESS,
+    program_names::WAN_INGRESS,
+];
+
+/// `ebpf` with every program through the verifier and loaded.
 fn verified(mut ebpf: Ebpf) -> Result<Ebpf, DataplaneError> {
     load_program::<SchedClassifier>(&mut ebpf, program_names::TC)?;
     load_program::<Xdp>(&mut ebpf, program_names::XDP)?;
+    for name in [program_names::WAN_EGRESS, program_names::WAN_INGRESS] {
+        load_program::<SchedClassifier>(&mut ebpf, name)?;
+    }
     Ok(ebpf)
 }
 

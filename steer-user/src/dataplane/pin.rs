@@ -3,9 +3,10 @@
 //! (or a CLI writer) off the same pin directory.
 //!
 //! Layout under the pin directory (default `/sys/fs/bpf/steer`):
-//! `maps/<MAP>` for every map in `steer_common::map_names::ALL`, `progs/steer_tc` and
-//! `progs/steer_xdp`, `links/tc-<interface>` and `links/xdp-native-<interface>` (or
-//! `xdp-generic-`).
+//! `maps/<MAP>` for every map in `steer_common::map_names::ALL`, `progs/steer_tc`,
+//! `progs/steer_xdp`, `progs/steer_wan_egress` and `progs/steer_wan_ingress`,
+//! `links/tc-<interface>` and `links/xdp-native-<interface>` (or `xdp-generic-`) on LAN
+//! interfaces, `links/wan-egress-<interface>` and `links/wan-ingress-<interface>` on WANs.
 //!
 //! Pinned state is the user's who runs the daemon (root) and nobody else's: whoever can write
 //! into the pin directory can plant maps the classifier would adopt, and whoever can open it
@@ -89,6 +90,9 @@ pub enum LinkKind {
     Tc,
     XdpNative,
     XdpGeneric,
+    /// The WAN traffic counters on a WAN device's egress and ingress.
+    WanEgress,
+    WanIngress,
 }
 
 impl LinkKind {
@@ -97,6 +101,8 @@ impl LinkKind {
             LinkKind::Tc => "tc-",
             LinkKind::XdpNative => "xdp-native-",
             LinkKind::XdpGeneric => "xdp-generic-",
+            LinkKind::WanEgress => "wan-egress-",
+            LinkKind::WanIngress => "wan-ingress-",
         }
     }
 }

@@ -55,6 +55,26 @@ pub fn run_tc(
     })
 }
 
+/// Offset of `ifindex` in `struct __sk_buff` (after `priority` and `ingress_ifindex`).
+const SKB_IFINDEX_OFFSET: usize = 40;
+
+/// Runs a TC program once on `frame` as if it passed device `ifindex` (which must exist in
+/// this network namespace; 1, loopback, always does). Returns the program's return value.
+pub fn run_tc_on(prog: &SchedClassifier, frame: &[u8], ifindex: u32) -> Result<i32, ProgramError> {
+    let mut ctx_in = [0u8; SKB_IFINDEX_OFFSET + 4];
+    ctx_in[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut ctx_out = [0u8; SKB_CTX_OUT_LEN];
+    let mut data_out = vec![0u8; OUT_LEN.max(frame.len())];
+    let result = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut data_out),
+        ctx_in: Some(&ctx_in),
+        ctx_out: Some(&mut ctx_out),
+        ..TestRunOptions::new()
+    })?;
+    Ok(result.return_value as i32)
+}
+
 /// What the XDP program did to one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XdpOutcome {

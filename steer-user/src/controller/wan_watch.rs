@@ -1,0 +1,146 @@
+//! The WAN traffic counters (passive liveness) on every WAN device: the devices wanted are
+//! computed from the configuration, the WAN slots and the interfaces that exist now, then the
+//! dataplane reconciles its attachments and `WAN_DEVICES` to exactly that list. Called after
+//! every apply and reload, on every link event of a WAN's interface (a PPPoE or DHCP device
+//! that comes, goes or is re-created) and by the periodic check, so a WAN's device gets the
+//! programs whenever it exists and loses them with the WAN.
+
+use super::Controller;
+use crate::{
+    config::Wan,
+    dataplane::{
+        DataplaneError,
+        wan_traffic::{self, WanTrafficReport, WatchedWan},
+    },
+    model::NameIds,
+    status::ReportLine,
+};
+
+/// The devices to watch: each WAN that has a slot and whose interface exists now (`lookup`
+/// reads the system: its index and type, an error when there is no such device).
+pub fn desired(
+    wans: &[Wan],
+    slots: &NameIds,
+    lookup: impl Fn(u32, &str) -> Result<WatchedWan, DataplaneError>,
+) -> Vec<WatchedWan> {
+    wans.iter()
+        .filter_map(|w| lookup(*slots.get(&w.name)?, &w.interface).ok())
+        .collect()
+}
+
+/// Report lines of a reconcile. A failure is a warning: the WAN still works, it is only not
+/// watched passively (probes still are). `quiet` (the periodic retry) logs failures at debug
+/// level only: a kernel that cannot attach them would otherwise repeat the warning every time.
+fn lines(report: WanTrafficReport, quiet: bool) -> Vec<ReportLine> {
+    let mut out = Vec::new();
+    for iface in &report.attached {
+        let how = if report.adopted.contains(iface) {
+            "adopted from the pinned links"
+        } else {
+            "attached"
+        };
+        out.push(ReportLine::info(format!(
+            "{iface}: WAN traffic counters {how} (egress and ingress)"
+        )));
+    }
+    for iface in &report.detached {
+        out.push(ReportLine::info(format!(
+            "{iface}: WAN traffic counters detached (no longer a WAN, or the device is gone)"
+        )));
+    }
+    for (iface, e) in &report.failed {
+        let text = format!(
+            "{iface}: WAN traffic counters could not be attached ({e}); this WAN is watched by \
+             its probes only"
+        );
+        if quiet {
+            log::debug!("{text}");
+        } else {
+            out.push(ReportLine::warning(text));
+        }
+    }
+    out
+}
+
+impl Controller {
+    /// Brings the WAN traffic counters to the WANs and devices of now.
+    pub(super) fn watch_wans(&mut self) -> Vec<ReportLine> {
+        self.reconcile_watch(false)
+    }
+
+    fn reconcile_watch(&mut self, quiet: bool) -> Vec<ReportLine> {
+        let want = desired(&self.config.wans, &self.wan_slots, wan_traffic::watched);
+        lines(self.dp.reconcile_wan_traffic(&want), quiet)
+    }
+
+    /// A link event for `iface` (it appeared, changed or went): when it is a WAN's, the
+    /// counters follow its device.
+    pub fn wan_link(&mut self, iface: &str) -> Vec<ReportLine> {
+        if !self.config.wans.iter().any(|w| w.interface == iface) {
+            return Vec::new();
+        }
+        self.watch_wans()
+    }
+
+    /// The periodic check: a device event that was missed, an attach that failed before.
+    pub fn wan_watch_check(&mut self) -> Vec<ReportLine> {
+        self.reconcile_watch(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::config::{NextHop, Track};
+
+    fn wan(name: &str, interface: &str) -> Wan {
+        Wan {
+            name: name.into(),
+            interface: interface.into(),
+            mark: 0x100,
+            table: 101,
+            gateway: NextHop::Auto,
+            gateway6: NextHop::Auto,
+            track: Track {
+                method: Track::DEFAULT_METHOD,
+                targets: vec![],
+                interval_ms: 500,
+                timeout_ms: 400,
+                reliability: 1,
+                down_after: 3,
+                up_after: 5,
+                max_latency_ms: None,
+                max_loss_percent: None,
+                recover_latency_ms: None,
+                recover_loss_percent: None,
+                loss_window: 10,
+            },
+        }
+    }
+
+    #[test]
+    fn only_wans_with_a_slot_and_an_existing_device_are_watched() {
+        let wans = [wan("a", "eth1"), wan("b", "ppp0"), wan("c", "eth2")];
+        let slots: NameIds = [("a".to_owned(), 0), ("b".to_owned(), 3)].into();
+        let lookup = |slot, iface: &str| match iface {
+            "eth1" => Ok(WatchedWan {
+                slot,
+                iface: iface.into(),
+                ifindex: 7,
+                flags: 0,
+            }),
+            "eth2" => Ok(WatchedWan {
+                slot,
+                iface: iface.into(),
+                ifindex: 9,
+                flags: 0,
+            }),
+            _ => Err(DataplaneError::NoInterface(iface.into())),
+        };
+        let got = desired(&wans, &slots, lookup);
+        // b: no ppp0 yet; c: no slot.
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].slot, got[0].ifindex), (0, 7));
+    }
+}
