@@ -19,7 +19,7 @@ use futures::StreamExt;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
 };
 
@@ -29,8 +29,8 @@ use crate::{
     control::{self, Call, Request, Response, ServerOptions, WanMode, proto::SetOp},
     controller::{Controller, ControllerError, FailoverReport, FlowsBack, Prepared},
     health::{
-        Override,
-        probe::{ProbeSpec, Round, spawn_prober},
+        Override, Schedule,
+        probe::{ProbeSpec, ProberEvent, spawn_prober},
     },
     instance,
     model::Family,
@@ -92,8 +92,8 @@ type ProberKey = (String, Family);
 /// The probers of the configured WANs, one per WAN and family with probe targets, and the DNS
 /// forwarder and snooper, restarted when the configuration changes.
 struct Probers {
-    tasks: BTreeMap<ProberKey, (ProbeSpec, Duration, JoinHandle<()>)>,
-    tx: mpsc::Sender<(ProberKey, Round)>,
+    tasks: BTreeMap<ProberKey, Prober>,
+    tx: mpsc::Sender<ProberEvent<ProberKey>>,
     dns: crate::dns::service::Services,
     learner: std::sync::Arc<dyn crate::dns::Learn>,
 }
@@ -104,40 +104,70 @@ impl Probers {
     /// report (a forwarder that could not bind, ...).
     fn sync(&mut self, ctl: &Controller) -> Vec<ReportLine> {
         let config = ctl.config();
-        let wanted: BTreeMap<ProberKey, (ProbeSpec, Duration)> = config
+        let wanted: BTreeMap<ProberKey, ProbeSpec> = config
             .wans
             .iter()
             .filter(|wan| ctl.vrrp_probed(&wan.name))
             .flat_map(|wan| {
-                let interval = Duration::from_millis(u64::from(wan.track.interval_ms));
                 Family::ALL.into_iter().filter_map(move |family| {
                     let spec = ProbeSpec::from_wan(wan, family)?;
-                    Some(((wan.name.clone(), family), (spec, interval)))
+                    Some(((wan.name.clone(), family), spec))
                 })
             })
             .collect();
-        self.tasks.retain(|key, (spec, interval, task)| {
-            let keep = wanted.get(key) == Some(&(spec.clone(), *interval));
+        self.tasks.retain(|key, prober| {
+            let keep = wanted.get(key) == Some(&prober.spec);
             if !keep {
-                task.abort();
+                prober.task.abort();
             }
             keep
         });
-        for (key, (spec, interval)) in wanted {
+        for (key, spec) in wanted {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let task = spawn_prober(key.clone(), spec.clone(), interval, self.tx.clone());
-            self.tasks.insert(key, (spec, interval, task));
+            let (pace, schedule) = watch::channel(schedule_of(ctl, &key, &spec));
+            let task = spawn_prober(key.clone(), spec.clone(), schedule, self.tx.clone());
+            self.tasks.insert(key, Prober { spec, task, pace });
         }
+        self.pace(ctl);
         self.dns.sync(config, std::sync::Arc::clone(&self.learner))
     }
+
+    /// Hands every prober the pace the controller decides now (a change takes effect at once;
+    /// an unchanged one wakes nobody).
+    fn pace(&self, ctl: &Controller) {
+        for (key, prober) in &self.tasks {
+            let wanted = schedule_of(ctl, key, &prober.spec);
+            prober.pace.send_if_modified(|s| {
+                let changed = *s != wanted;
+                *s = wanted;
+                changed
+            });
+        }
+    }
+}
+
+/// One prober: what it probes, its task, and the pace it follows.
+struct Prober {
+    spec: ProbeSpec,
+    task: JoinHandle<()>,
+    pace: watch::Sender<Schedule>,
+}
+
+/// The pace the controller decides for the prober of `key` (its timeout-long rounds at the
+/// configured interval when the WAN is unknown to it).
+fn schedule_of(ctl: &Controller, key: &ProberKey, spec: &ProbeSpec) -> Schedule {
+    ctl.probe_schedule(&key.0, key.1).unwrap_or(Schedule {
+        interval: spec.timeout,
+        late_after: spec.timeout,
+    })
 }
 
 impl Drop for Probers {
     fn drop(&mut self) {
-        for (_, _, task) in self.tasks.values() {
-            task.abort();
+        for prober in self.tasks.values() {
+            prober.task.abort();
         }
     }
 }
@@ -176,7 +206,7 @@ async fn serve(
     let (vrrp_tx, mut vrrp_events) = mpsc::unbounded_channel();
     log_lines("", &ctl.vrrp_start(vrrp_tx).await);
 
-    let (round_tx, mut rounds) = mpsc::channel::<(ProberKey, Round)>(64);
+    let (round_tx, mut rounds) = mpsc::channel::<ProberEvent<ProberKey>>(64);
     let mut probers = Probers {
         tasks: BTreeMap::new(),
         tx: round_tx,
@@ -234,11 +264,17 @@ async fn serve(
                 service.probers_now(probers.tasks.keys());
                 service.status(&ctl);
             }
-            Some((key, round)) = rounds.recv() => {
-                let failover = ctl.probe_round(&key.0, key.1, &round);
-                service.round(&key);
-                after_failover(&mut ctl, &service, failover, &listed_tx);
-                log_lines("", ctl.retry_pending().iter());
+            Some(event) = rounds.recv() => {
+                match event {
+                    ProberEvent::Round(key, round) => {
+                        let failover = ctl.probe_round(&key.0, key.1, &round);
+                        service.round(&key);
+                        after_failover(&mut ctl, &service, failover, &listed_tx);
+                        log_lines("", ctl.retry_pending().iter());
+                    }
+                    ProberEvent::Late(key, started) => ctl.probe_late(&key.0, key.1, started),
+                }
+                probers.pace(&ctl);
             }
             () = service.deadline() => {}
             Some(event) = events.next() => {
@@ -248,12 +284,14 @@ async fn serve(
                         after_failover(&mut ctl, &service, failover, &listed_tx);
                         log_lines("", ctl.lan_link(&name, Some(index)).iter());
                         log_lines("", &ctl.wan_link(&name));
+                        probers.pace(&ctl);
                     }
                     NetEvent::LinkGone { name, .. } => {
                         let failover = ctl.carrier(&name, false);
                         after_failover(&mut ctl, &service, failover, &listed_tx);
                         log_lines("", ctl.lan_link(&name, None).iter());
                         log_lines("", &ctl.wan_link(&name));
+                        probers.pace(&ctl);
                     }
                     NetEvent::Changed => {}
                 }

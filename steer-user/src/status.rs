@@ -199,6 +199,36 @@ pub struct FamilyStatus {
     pub went_up: u64,
     #[serde(default)]
     pub went_down: u64,
+    /// Changes to down by what found them (`probes`, `passive`, `carrier`, `event`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub detected_by: std::collections::BTreeMap<String, u64>,
+    /// The family's probes: their pace and cost (none for a family that follows the other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<ProbeStatus>,
+}
+
+/// The probes of one WAN family: the pace of now, what the traffic says, what they cost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    /// "fast" (confirming a failure), "normal", or "quiet" (traffic proves the line).
+    pub pace: String,
+    /// Between rounds at that pace.
+    pub interval_ms: u64,
+    /// A round not passed within this hastens the next ones.
+    pub late_after_ms: u64,
+    /// The traffic's window in force (configured, widened to the line's round trip).
+    pub passive_window_ms: u64,
+    /// Why the traffic is suspect, when it is: `passive: 41 packets out, 0 back in 52 ms`.
+    pub suspect: Option<String>,
+    /// Since the daemon started.
+    pub rounds: u64,
+    pub packets_out: u64,
+    pub packets_in: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// At this pace, with every probe answered.
+    pub probes_per_day: u64,
+    pub bytes_per_day: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,7 +25,9 @@ use std::{
 
 use steer::{
     config::{ProbeTarget, StatusCodes, TcpRefused, TrackMethod},
-    health::probe::{ProbeOutcome, ProbeSpec, Round, round, spawn_prober},
+    health::probe::{
+        ProbeOutcome, ProbeSpec, ProberEvent, Round, fixed_schedule, round, spawn_prober,
+    },
 };
 use steer_tests::{
     daemon::{Daemon, Workdir},
@@ -67,6 +69,7 @@ fn spec(w: Wan, method: TrackMethod, targets: Vec<ProbeTarget>, timeout_ms: u64)
         method,
         targets,
         timeout: Duration::from_millis(timeout_ms),
+        needed: 1,
     }
 }
 
@@ -379,6 +382,7 @@ fn failures_missing_interface_unreachable_and_carrier_loss() {
             http(Lab::SERVER_A6.into(), HTTP_PORT, &StatusCodes::default()),
         ],
         timeout: Duration::from_millis(1000),
+        needed: 1,
     };
     let (r, took) = run_round(&lab, &missing);
     // Failed at once, without waiting for any answer.
@@ -878,14 +882,22 @@ fn prober_delivers_rounds_at_the_interval_and_stops() {
         // Taken before the prober's task runs: its first tick is no earlier, and tick k no
         // earlier than k intervals later (a late tick delays the ones after it).
         let t0 = Instant::now();
-        let handle = spawn_prober("wan2".to_owned(), s.clone(), interval, tx);
+        let handle = spawn_prober(
+            "wan2".to_owned(),
+            s.clone(),
+            fixed_schedule(interval, &s),
+            tx,
+        );
         // Generous: each round ends within its timeout, and a loaded machine may delay every
         // tick by as much again, several times over.
         let within = (interval + s.timeout) * ROUNDS * 4;
         let mut rounds = Vec::new();
         let collect = async {
             while rounds.len() < ROUNDS as usize {
-                rounds.push(rx.recv().await.expect("the prober runs"));
+                match rx.recv().await.expect("the prober runs") {
+                    ProberEvent::Round(wan, r) => rounds.push((wan, r)),
+                    ProberEvent::Late(..) => panic!("a fixed schedule is never late"),
+                }
             }
         };
         let collected = tokio::time::timeout(within, collect).await;
@@ -925,7 +937,12 @@ fn prober_delivers_rounds_at_the_interval_and_stops() {
 
         // Aborting the handle stops it too.
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let handle = spawn_prober("wan2".to_owned(), s.clone(), interval, tx);
+        let handle = spawn_prober(
+            "wan2".to_owned(),
+            s.clone(),
+            fixed_schedule(interval, &s),
+            tx,
+        );
         assert!(rx.recv().await.is_some());
         handle.abort();
         assert!(handle.await.unwrap_err().is_cancelled());

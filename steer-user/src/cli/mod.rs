@@ -549,6 +549,39 @@ pub(crate) fn txt(v: &serde_json::Value) -> String {
     }
 }
 
+/// `probes normal every 500 ms, late after 10 ms, window 50 ms; 1200 rounds, 2400 out /
+/// 2398 in, 182.3 KB; at this pace 345600 probes, 26.3 MB a day`, and the suspicion.
+fn probe_line(p: &crate::status::ProbeStatus) -> String {
+    let suspect = p
+        .suspect
+        .as_ref()
+        .map(|s| format!("; SUSPECT ({s})"))
+        .unwrap_or_default();
+    format!(
+        "probes {} every {} ms, late after {} ms, window {} ms; {} rounds, {} packets out / {} in, \
+         {}; at this pace {} probes, {} a day{suspect}",
+        p.pace,
+        p.interval_ms,
+        p.late_after_ms,
+        p.passive_window_ms,
+        p.rounds,
+        p.packets_out,
+        p.packets_in,
+        human_bytes(p.bytes_out + p.bytes_in),
+        p.probes_per_day,
+        human_bytes(p.bytes_per_day),
+    )
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        0..1_000 => format!("{b} B"),
+        1_000..1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        _ => format!("{:.2} GB", b as f64 / 1e9),
+    }
+}
+
 fn render_status(s: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -600,6 +633,9 @@ fn render_status(s: &Status) -> String {
                 f.detail,
                 f.gateway
             );
+            if let Some(p) = &f.probes {
+                let _ = writeln!(out, "                      {}", probe_line(p));
+            }
         }
     }
     let _ = writeln!(out, "\npolicy          now");

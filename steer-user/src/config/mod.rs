@@ -191,6 +191,51 @@ pub struct Track {
     pub recover_loss_percent: Option<u32>,
     /// Rounds the loss is computed over.
     pub loss_window: u32,
+    /// How fast probes go after a miss, while quiet, and what the traffic says.
+    pub pace: Pacing,
+}
+
+/// The pace of a WAN's probes and its passive liveness (`failure_interval_ms`,
+/// `quiet_interval_ms`, `passive`, `passive_window_ms` of `[wan.track]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// Between rounds after a late or missed probe and while the traffic is suspect
+    /// (<= interval_ms).
+    pub failure_interval_ms: u32,
+    /// Between rounds while the WAN's own traffic keeps being answered (>= interval_ms);
+    /// `None`: never slower than interval_ms (`quiet_interval_ms = 0`).
+    pub quiet_interval_ms: Option<u32>,
+    /// Whether the WAN's traffic counters (packets out that expect an answer, answers in) may
+    /// make it suspect and quiet its probes.
+    pub passive: bool,
+    /// Sent, and nothing back for this long: suspect (the effective window is never shorter
+    /// than the line's round-trip bound).
+    pub passive_window_ms: u32,
+}
+
+impl Pacing {
+    pub const DEFAULT_QUIET_INTERVAL_MS: u32 = 2500;
+    pub const DEFAULT_PASSIVE_WINDOW_MS: u32 = 50;
+    /// The shortest fast pace an unwritten `failure_interval_ms` takes.
+    pub const MIN_FAILURE_INTERVAL_MS: u32 = 10;
+
+    /// An unwritten `failure_interval_ms`: a quarter of the interval (at least 10 ms, at most
+    /// the interval), so that a few fast rounds fit in about one normal one.
+    pub fn default_failure_interval_ms(interval_ms: u32) -> u32 {
+        (interval_ms / 4)
+            .max(Self::MIN_FAILURE_INTERVAL_MS)
+            .min(interval_ms)
+    }
+
+    /// Every key at its default for probes every `interval_ms`.
+    pub fn defaults(interval_ms: u32) -> Pacing {
+        Pacing {
+            failure_interval_ms: Self::default_failure_interval_ms(interval_ms),
+            quiet_interval_ms: Some(Self::DEFAULT_QUIET_INTERVAL_MS.max(interval_ms)),
+            passive: true,
+            passive_window_ms: Self::DEFAULT_PASSIVE_WINDOW_MS,
+        }
+    }
 }
 
 /// What a TCP probe counts a refused connection as (`tcp_refused`): the target answered the SYN
@@ -630,6 +675,11 @@ mod tests {
             ("down_after", format!("`{}`", Track::DEFAULT_DOWN_AFTER)),
             ("up_after", format!("`{}`", Track::DEFAULT_UP_AFTER)),
             ("loss_window", format!("`{}`", Track::DEFAULT_LOSS_WINDOW)),
+            ("passive", "`true`".to_owned()),
+            (
+                "passive_window_ms",
+                format!("`{}`", Pacing::DEFAULT_PASSIVE_WINDOW_MS),
+            ),
             (
                 "tcp_refused",
                 format!("`\"{}\"`", Track::DEFAULT_TCP_REFUSED.as_str()),

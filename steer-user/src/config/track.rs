@@ -6,13 +6,13 @@ use std::ops::RangeInclusive;
 use serde::Deserialize;
 
 use super::{
-    ProbeTarget, StatusCodes, TcpRefused, Track, TrackMethod,
+    Pacing, ProbeTarget, StatusCodes, TcpRefused, Track, TrackMethod,
     check::{self, Bounds, Choices},
     diag::Ctx,
     names::normalize_domain,
     schema::{
         Field, IntOrStr, IntsOrStrs,
-        Kind::{Int, IntOrStrList, Str, StrList, Table},
+        Kind::{Bool, Int, IntOrStrList, Str, StrList, Table},
         S, Strings, opt, opt_int, req,
     },
     targets::{TargetOptions, parse_target, target_example},
@@ -36,6 +36,10 @@ pub(super) struct RawTrack {
     pub recover_latency_ms: Option<S<i64>>,
     pub recover_loss_percent: Option<S<i64>>,
     pub loss_window: Option<S<i64>>,
+    pub failure_interval_ms: Option<S<i64>>,
+    pub quiet_interval_ms: Option<S<i64>>,
+    pub passive: Option<S<bool>>,
+    pub passive_window_ms: Option<S<i64>>,
 }
 
 /// The `track` key of a WAN.
@@ -67,6 +71,10 @@ const FIELDS: &[Field] = &[
     opt("recover_latency_ms", Int, "recover_latency_ms = 200"),
     opt("recover_loss_percent", Int, "recover_loss_percent = 5"),
     opt_int("loss_window", Track::DEFAULT_LOSS_WINDOW),
+    opt("failure_interval_ms", Int, "failure_interval_ms = 100"),
+    opt_int("quiet_interval_ms", Pacing::DEFAULT_QUIET_INTERVAL_MS),
+    opt("passive", Bool, "passive = false"),
+    opt_int("passive_window_ms", Pacing::DEFAULT_PASSIVE_WINDOW_MS),
 ];
 
 const METHODS: Choices<TrackMethod> = Choices {
@@ -87,6 +95,11 @@ const REFUSED: Choices<TcpRefused> = Choices {
 const INTERVAL: Bounds = Bounds {
     lo: 10,
     hi: 3_600_000,
+    unit: "ms",
+};
+const PASSIVE_WINDOW: Bounds = Bounds {
+    lo: 1,
+    hi: 60_000,
     unit: "ms",
 };
 const ROUNDS: Bounds = Bounds {
@@ -141,6 +154,7 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawTrack>>, label: &str) -> 
         recover_latency_ms,
         recover_loss_percent,
     } = thresholds(cx, &t, label, timeout_ms);
+    let pace = pacing(cx, &t, label, interval_ms);
     Track {
         method,
         targets,
@@ -154,6 +168,7 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawTrack>>, label: &str) -> 
         recover_latency_ms,
         recover_loss_percent,
         loss_window,
+        pace,
     }
 }
 
@@ -172,6 +187,7 @@ fn placeholder() -> Track {
         recover_latency_ms: None,
         recover_loss_percent: None,
         loss_window: Track::DEFAULT_LOSS_WINDOW,
+        pace: Pacing::defaults(Track::DEFAULT_INTERVAL_MS),
     }
 }
 
@@ -431,6 +447,71 @@ fn targets(
     targets
 }
 
+/// `failure_interval_ms` (10..=interval_ms), `quiet_interval_ms` (0: off, else
+/// interval_ms..=1 h), `passive` and `passive_window_ms` (1..=60000).
+fn pacing(cx: &mut Ctx<'_>, t: &RawTrack, label: &str, interval_ms: u32) -> Pacing {
+    let f = |k: &str| format!("{label}.{k}");
+    let defaults = Pacing::defaults(interval_ms);
+    let failure_interval_ms = match &t.failure_interval_ms {
+        Some(v) => check::ranged(
+            cx,
+            v,
+            &f("failure_interval_ms"),
+            Bounds {
+                lo: INTERVAL.lo,
+                hi: i64::from(interval_ms).max(INTERVAL.lo),
+                unit: "ms",
+            },
+            &format!(
+                "use a value from {} to interval_ms ({interval_ms}): the fast pace after a \
+                 missed probe must not be slower than the normal one",
+                INTERVAL.lo
+            ),
+        )
+        .unwrap_or(defaults.failure_interval_ms),
+        None => defaults.failure_interval_ms,
+    };
+    let quiet_interval_ms = match &t.quiet_interval_ms {
+        Some(v) if *v.get_ref() == 0 => None,
+        Some(v) => Some(
+            check::ranged(
+                cx,
+                v,
+                &f("quiet_interval_ms"),
+                Bounds {
+                    lo: i64::from(interval_ms),
+                    hi: INTERVAL.hi,
+                    unit: "ms",
+                },
+                &format!(
+                    "use a value from interval_ms ({interval_ms}) to {}, or 0 to keep probes at \
+                     interval_ms while traffic flows",
+                    INTERVAL.hi
+                ),
+            )
+            .unwrap_or(interval_ms),
+        ),
+        None => defaults.quiet_interval_ms,
+    };
+    let passive = t
+        .passive
+        .as_ref()
+        .map_or(defaults.passive, |v| *v.get_ref());
+    let passive_window_ms = check::opt_ranged(
+        cx,
+        &t.passive_window_ms,
+        &f("passive_window_ms"),
+        PASSIVE_WINDOW,
+        defaults.passive_window_ms,
+    );
+    Pacing {
+        failure_interval_ms,
+        quiet_interval_ms,
+        passive,
+        passive_window_ms,
+    }
+}
+
 /// The probe timeout: at most the interval, which is also what stands in for a refused one.
 fn timeout(cx: &mut Ctx<'_>, t: &RawTrack, label: &str, interval_ms: u32) -> u32 {
     let f = |k: &str| format!("{label}.{k}");
@@ -606,5 +687,75 @@ fn recover(cx: &mut Ctx<'_>, v: &Option<S<i64>>, field: &str, limit: Limit) -> O
             ),
         );
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{
+        Pacing, parse,
+        testing::{BASE, errors_in},
+    };
+
+    fn with_track(keys: &str) -> String {
+        BASE.replace(
+            "targets = [\"1.1.1.1\"]",
+            &format!("targets = [\"1.1.1.1\"]\n{keys}"),
+        )
+    }
+
+    #[test]
+    fn pacing_defaults_follow_the_interval() {
+        let config = parse(
+            &with_track("interval_ms = 100\ntimeout_ms = 80"),
+            Path::new("s"),
+        )
+        .expect("valid");
+        let pace = config.wans[0].track.pace;
+        assert_eq!(
+            pace,
+            Pacing {
+                failure_interval_ms: 25,
+                quiet_interval_ms: Some(Pacing::DEFAULT_QUIET_INTERVAL_MS),
+                passive: true,
+                passive_window_ms: Pacing::DEFAULT_PASSIVE_WINDOW_MS,
+            }
+        );
+        let config = parse(
+            &with_track(
+                "failure_interval_ms = 100\nquiet_interval_ms = 0\npassive = false\n\
+                 passive_window_ms = 120",
+            ),
+            Path::new("s"),
+        )
+        .expect("valid");
+        let pace = config.wans[0].track.pace;
+        assert_eq!(
+            (
+                pace.failure_interval_ms,
+                pace.quiet_interval_ms,
+                pace.passive,
+                pace.passive_window_ms
+            ),
+            (100, None, false, 120)
+        );
+    }
+
+    #[test]
+    fn pacing_out_of_range_names_the_field_and_the_bound() {
+        assert_eq!(
+            errors_in(&with_track(
+                "interval_ms = 100\ntimeout_ms = 80\nfailure_interval_ms = 200\n\
+                 quiet_interval_ms = 50\npassive_window_ms = 0\npassive = \"yes\""
+            )),
+            [
+                "wan[wan1].track.failure_interval_ms: 200 is out of range: it must be from 10 to 100 ms",
+                "wan[wan1].track.quiet_interval_ms: 50 is out of range: it must be from 100 to 3600000 ms",
+                "wan[wan1].track.passive_window_ms: 0 is out of range: it must be from 1 to 60000 ms",
+                "wan[wan1].track.passive: expected true or false (without quotes), found a string",
+            ]
+        );
     }
 }

@@ -270,6 +270,93 @@ pub fn render(s: &Status) -> String {
             })
             .collect(),
     );
+    let per_probed = |value: &dyn Fn(&crate::status::ProbeStatus) -> Vec<(String, String)>| {
+        s.wans
+            .iter()
+            .flat_map(|w| {
+                w.families.iter().flat_map(move |f| {
+                    let base = format!(
+                        "wan=\"{}\",family=\"{}\"",
+                        escape(&w.name),
+                        f.family.to_lowercase()
+                    );
+                    f.probes
+                        .iter()
+                        .flat_map(value)
+                        .map(move |(extra, v)| (format!("{{{base}{extra}}}"), v))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        "steer_probe_packets_total",
+        "counter",
+        "Probe packets the WAN family's probes put on the wire (estimated per method, IP headers included), by direction (out|in).",
+        per_probed(&|p| {
+            vec![
+                (",direction=\"out\"".into(), p.packets_out.to_string()),
+                (",direction=\"in\"".into(), p.packets_in.to_string()),
+            ]
+        }),
+    );
+    family(
+        "steer_probe_bytes_total",
+        "counter",
+        "Probe bytes on the wire (estimated per method, IP headers included), by direction (out|in).",
+        per_probed(&|p| {
+            vec![
+                (",direction=\"out\"".into(), p.bytes_out.to_string()),
+                (",direction=\"in\"".into(), p.bytes_in.to_string()),
+            ]
+        }),
+    );
+    family(
+        "steer_probe_rounds_total",
+        "counter",
+        "Probe rounds finished for the WAN family.",
+        per_probed(&|p| vec![(String::new(), p.rounds.to_string())]),
+    );
+    family(
+        "steer_probe_interval_seconds",
+        "gauge",
+        "Time between probe rounds at the pace of now (fast while confirming a failure, quiet while traffic proves the line).",
+        per_probed(&|p| vec![(String::new(), (p.interval_ms as f64 / 1e3).to_string())]),
+    );
+    family(
+        "steer_probe_bytes_per_day",
+        "gauge",
+        "Probe bytes a day at the pace of now, every probe answered.",
+        per_probed(&|p| vec![(String::new(), p.bytes_per_day.to_string())]),
+    );
+    family(
+        "steer_wan_suspect",
+        "gauge",
+        "1 while the WAN family's traffic went unanswered for the passive window (its probes go fast to confirm), else 0.",
+        per_probed(&|p| vec![(String::new(), u8::from(p.suspect.is_some()).to_string())]),
+    );
+    family(
+        "steer_wan_detections_total",
+        "counter",
+        "Changes of the WAN family to down, by what found them (path=\"probes\"|\"passive\"|\"carrier\"|\"event\").",
+        s.wans
+            .iter()
+            .flat_map(|w| {
+                w.families.iter().flat_map(|f| {
+                    let family = f.family.to_lowercase();
+                    ["probes", "passive", "carrier", "event"].map(|path| {
+                        (
+                            format!(
+                                "{{wan=\"{}\",family=\"{family}\",path=\"{path}\"}}",
+                                escape(&w.name)
+                            ),
+                            f.detected_by.get(path).copied().unwrap_or(0).to_string(),
+                        )
+                    })
+                })
+            })
+            .collect(),
+    );
     family(
         "steer_wan_packets_total",
         "counter",

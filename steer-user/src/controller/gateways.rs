@@ -125,6 +125,7 @@ mod tests {
                 recover_latency_ms: None,
                 recover_loss_percent: None,
                 loss_window: 10,
+                pace: crate::config::Pacing::defaults(500),
             },
         }
     }

@@ -246,6 +246,8 @@ pub struct Controller {
     last_failover: Option<(Instant, FailoverReport)>,
     /// Per WAN family: how often it went up and down (metrics).
     transitions: BTreeMap<(String, Family), (u64, u64)>,
+    /// Per WAN family and detection path: how often it went down (metrics).
+    detections: BTreeMap<(String, Family, &'static str), u64>,
     /// Detection and switch times of every change (metrics).
     failover_times: FailoverTimes,
     /// The policy table in the kernel is behind the WAN states (a failover's write failed):
@@ -322,6 +324,7 @@ impl Controller {
             health,
             last_failover: None,
             transitions: BTreeMap::new(),
+            detections: BTreeMap::new(),
             failover_times: FailoverTimes::default(),
             policy_dirty: false,
             dns: std::sync::Arc::new(learner),
@@ -556,6 +559,38 @@ impl Controller {
         Some(self.fail_over(verdict))
     }
 
+    /// The probe round of `family` of `wan` that started at `started` has not passed within
+    /// its `late_after`: its next rounds go fast.
+    pub fn probe_late(&mut self, wan: &str, family: Family, started: Instant) {
+        log::debug!("{wan} {}: probe round late", family.name());
+        self.health.late(wan, family, started);
+    }
+
+    /// A sample of the kernel's traffic counters of `family` of `wan` (cumulative: packets
+    /// out that expect an answer, packets in that answer; the daemon's own probes not
+    /// counted). Suspicion only hastens the probes (hand [`Controller::probe_schedule`] to the
+    /// prober after this); it never takes a WAN down by itself.
+    pub fn traffic(&mut self, wan: &str, family: Family, asked: u64, answered: u64, now: Instant) {
+        match self.health.traffic(wan, family, asked, answered, now) {
+            Some(crate::health::passive::Change::Suspect(s)) => {
+                log::info!(
+                    "{wan} {} suspect ({}): probing fast",
+                    family.name(),
+                    s.describe()
+                );
+            }
+            Some(crate::health::passive::Change::Cleared) => {
+                log::debug!("{wan} {}: traffic answered again", family.name());
+            }
+            None => {}
+        }
+    }
+
+    /// When the next probe rounds of `family` of `wan` go.
+    pub fn probe_schedule(&self, wan: &str, family: Family) -> Option<crate::health::Schedule> {
+        self.health.schedule(wan, family, Instant::now())
+    }
+
     /// `steer wan NAME up|down|auto`.
     pub fn set_manual(
         &mut self,
@@ -705,6 +740,7 @@ impl Controller {
                     up,
                     cause: format!("gateway: {cause}"),
                     detection: None,
+                    path: crate::health::Path::Event,
                 },
             };
             lines.push(self.fail_over(verdict).line());
@@ -903,6 +939,7 @@ impl Controller {
             cause: transition.cause,
             moved,
             detection: transition.detection,
+            path: transition.path,
             switch,
             flip: flip.as_ref().ok().copied().flatten(),
             error: flip.err().map(|e| e.to_string()),
@@ -921,6 +958,12 @@ impl Controller {
                 .entry((report.wan.clone(), *f))
                 .or_default();
             *if report.up { ups } else { downs } += 1;
+            if !report.up {
+                *self
+                    .detections
+                    .entry((report.wan.clone(), *f, report.path.as_str()))
+                    .or_default() += 1;
+            }
         }
         self.failover_times.record(report.detection, report.switch);
         self.last_failover = Some((Instant::now(), report.clone()));
@@ -1166,6 +1209,23 @@ impl Controller {
                             gateway: self.gateway_of(&w.name, *f).describe(),
                             went_up: self.transitions_of(&w.name, *f).0,
                             went_down: self.transitions_of(&w.name, *f).1,
+                            detected_by: self.detected_by(&w.name, *f),
+                            probes: self.health.probing(&w.name, *f, now).map(|p| {
+                                crate::status::ProbeStatus {
+                                    pace: p.pace.as_str().to_owned(),
+                                    interval_ms: p.interval.as_millis() as u64,
+                                    late_after_ms: p.late_after.as_millis() as u64,
+                                    passive_window_ms: p.passive_window.as_millis() as u64,
+                                    suspect: p.suspect,
+                                    rounds: p.rounds,
+                                    packets_out: p.wire.packets_out,
+                                    packets_in: p.wire.packets_in,
+                                    bytes_out: p.wire.bytes_out,
+                                    bytes_in: p.wire.bytes_in,
+                                    probes_per_day: p.probes_per_day,
+                                    bytes_per_day: p.bytes_per_day,
+                                }
+                            }),
                         })
                         .collect(),
                     carrier: tracker.is_some_and(|t| t.carrier()),
@@ -1213,6 +1273,15 @@ impl Controller {
             vrrp: self.vrrp_status(),
             failover_times: self.failover_times.clone(),
         }
+    }
+
+    /// How often `family` of `wan` went down, by what found it.
+    fn detected_by(&self, wan: &str, family: Family) -> BTreeMap<String, u64> {
+        self.detections
+            .range((wan.to_owned(), family, "")..)
+            .take_while(|((w, f, _), _)| w == wan && *f == family)
+            .map(|((_, _, path), n)| ((*path).to_owned(), *n))
+            .collect()
     }
 
     /// How often `family` of `wan` went (up, down).

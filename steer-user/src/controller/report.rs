@@ -107,6 +107,8 @@ pub struct FailoverReport {
     /// From the first sign of the fault to the decision; `None` when an event (carrier, a
     /// command) was itself the sign.
     pub detection: Option<Duration>,
+    /// What found it (probes, the traffic, the carrier, an event).
+    pub path: crate::health::Path,
     /// From the decision to the flipped generation word.
     pub switch: Duration,
     pub flip: Option<(u32, u32)>,
@@ -150,7 +152,12 @@ impl std::fmt::Display for FailoverReport {
             write!(f, "; policies moved: {}", moved.join(", "))?;
         }
         match self.detection {
-            Some(d) => write!(f, "; detected in {:.1} ms", d.as_secs_f64() * 1e3)?,
+            Some(d) => write!(
+                f,
+                "; detected in {:.1} ms by {}",
+                d.as_secs_f64() * 1e3,
+                self.path.as_str()
+            )?,
             None => write!(f, "; detected by the event itself")?,
         }
         write!(f, ", switched in {:.2} ms", self.switch.as_secs_f64() * 1e3)?;

@@ -7,12 +7,22 @@
 //! its own follows the other one (a WAN probed over IPv4 only carries IPv6 while its IPv4 is
 //! up; `steer check` says so). Carrier and manual overrides apply to both families.
 
+pub mod pace;
+pub mod passive;
 pub mod probe;
 pub mod tracker;
 
-use std::{collections::BTreeMap, time::Instant};
+#[cfg(test)]
+mod sim;
 
-pub use tracker::{Override, RoundSummary, Tracker, Transition};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+pub use pace::{Pace, Pacer, Schedule};
+pub use passive::Suspicion;
+pub use tracker::{Override, Path, RoundSummary, Tracker, Transition};
 
 use crate::{config::Wan, model::Family};
 
@@ -37,6 +47,11 @@ struct Tracked {
     interface: String,
     /// By [`Family::index`]; `None` for a family without probe targets of its own.
     trackers: [Option<Tracker>; 2],
+    /// The pace of each tracked family's probes and what its traffic says.
+    pacers: [Option<Pacer>; 2],
+    /// What each family's probes put on the wire since the daemon started.
+    wire: [probe::Wire; 2],
+    rounds: [u64; 2],
 }
 
 impl Tracked {
@@ -72,16 +87,31 @@ impl Health {
                 .or_insert_with(|| Tracked {
                     interface: wan.interface.clone(),
                     trackers: [None, None],
+                    pacers: [None, None],
+                    wire: Default::default(),
+                    rounds: [0; 2],
                 });
             for family in Family::ALL {
                 let slot = &mut tracked.trackers[family.index()];
+                let pacer = &mut tracked.pacers[family.index()];
                 match (slot.as_mut(), wan.track.probes(family)) {
-                    (Some(t), true) => t.retune(wan.track.clone()),
+                    (Some(t), true) => {
+                        t.retune(wan.track.clone());
+                        pacer
+                            .get_or_insert_with(|| Pacer::new(&wan.track))
+                            .retune(&wan.track);
+                    }
                     (None, true) => {
                         let up = carrier(&wan.interface);
                         *slot = Some(Tracker::new(wan.track.clone(), up, now));
+                        let mut p = Pacer::new(&wan.track);
+                        p.set_down(!up);
+                        *pacer = Some(p);
                     }
-                    (_, false) => *slot = None,
+                    (_, false) => {
+                        *slot = None;
+                        *pacer = None;
+                    }
                 }
             }
         }
@@ -114,6 +144,13 @@ impl Health {
             .and_then(|t| t.trackers[family.index()].as_mut())
         {
             *t = t.restarted(carrier, now);
+            if let Some(p) = self
+                .wans
+                .get_mut(name)
+                .and_then(|t| t.pacers[family.index()].as_mut())
+            {
+                p.set_down(!carrier);
+            }
         }
     }
 
@@ -123,10 +160,15 @@ impl Health {
             .wans
             .iter_mut()
             .find(|(_, t)| t.interface == interface)?;
-        joined(wan, &mut t.trackers, |t| t.set_carrier(carrier, now))
+        let verdict = joined(wan, &mut t.trackers, |t| t.set_carrier(carrier, now));
+        t.follow_trackers();
+        verdict
     }
 
-    /// A probe round of `family` of `wan` finished.
+    /// A probe round of `family` of `wan` finished: the tracker judges it (a change is
+    /// reported), the pacer takes its round trips and the probe accounting its packets. A WAN
+    /// taken down while its traffic was suspect says so, with the detection time from the
+    /// first unanswered packet.
     pub fn round(
         &mut self,
         wan: &str,
@@ -135,9 +177,44 @@ impl Health {
         now: Instant,
     ) -> Option<Verdict> {
         let tracked = self.wans.get_mut(wan)?;
-        let transition = tracked.trackers[family.index()]
-            .as_mut()?
-            .round(&RoundSummary::from(round), now)?;
+        let i = family.index();
+        for (target, outcome) in &round.outcomes {
+            tracked.wire[i].add(probe::wire(target, outcome));
+        }
+        tracked.rounds[i] += 1;
+        let tracker = tracked.trackers[i].as_mut()?;
+        let summary = RoundSummary::from(round);
+        let suspicion = tracked.pacers[i]
+            .as_ref()
+            .and_then(|p| p.suspect().cloned());
+        let mut transition = tracker.round(&summary, now);
+        if let (Some(tr), Some(s)) = (transition.as_mut(), suspicion.as_ref())
+            && !tr.up
+        {
+            tr.cause = format!("{}; confirmed by {}", s.describe(), tr.cause);
+            tr.detection =
+                Some(now.saturating_duration_since(s.since.min(summary.started))).max(tr.detection);
+            tr.path = Path::Passive;
+            tracker.explain(&tr.cause);
+        }
+        let passed = tracker.passed_last();
+        let down = !tracker.healthy();
+        if let Some(p) = tracked.pacers[i].as_mut()
+            && p.round(
+                round.started,
+                passed,
+                round.outcomes.iter().filter_map(|(_, o)| o.rtt()),
+                down,
+                now,
+            )
+        {
+            log::info!(
+                "{wan} {}: probes answer although its traffic did not: not suspect (one-way \
+                 traffic?)",
+                family.name()
+            );
+        }
+        let transition = transition?;
         // A family without probes of its own follows this one.
         let mut families = vec![family];
         if tracked.trackers[family.other().index()].is_none() {
@@ -148,6 +225,78 @@ impl Health {
             families,
             transition,
         })
+    }
+
+    /// The round of `family` of `wan` that started at `started` has not passed within its
+    /// schedule's `late_after`: the next rounds go fast until one passes.
+    pub fn late(&mut self, wan: &str, family: Family, started: Instant) {
+        if let Some(p) = self.pacer_mut(wan, family) {
+            p.late(started);
+        }
+    }
+
+    /// A sample of the kernel's cumulative counters of `family` of `wan`: packets out that
+    /// expect an answer (`asked`) and packets in that count as answers (`answered`), read at
+    /// `now`, every 10-20 ms. They must not count the daemon's own probes (probe answers
+    /// would prove the line to itself). Suspicion only makes the probes fast: it never takes
+    /// a WAN down by itself, so this never returns a verdict; the change it reports
+    /// (suspect, cleared) is for the log. A family without probes of its own has no pacer:
+    /// its samples are ignored.
+    pub fn traffic(
+        &mut self,
+        wan: &str,
+        family: Family,
+        asked: u64,
+        answered: u64,
+        now: Instant,
+    ) -> Option<passive::Change> {
+        self.pacer_mut(wan, family)?.traffic(asked, answered, now)
+    }
+
+    /// When the next probe rounds of `family` of `wan` go (for its prober).
+    pub fn schedule(&self, wan: &str, family: Family, now: Instant) -> Option<Schedule> {
+        Some(self.pacer(wan, family)?.schedule(now))
+    }
+
+    /// The pace, suspicion and probe cost of `family` of `wan`, for status and metrics.
+    pub fn probing(&self, wan: &str, family: Family, now: Instant) -> Option<Probing> {
+        let tracked = self.wans.get(wan)?;
+        let i = family.index();
+        let pacer = tracked.pacers[i].as_ref()?;
+        let tracker = tracked.trackers[i].as_ref()?;
+        let schedule = pacer.schedule(now);
+        let per_round = tracker
+            .track()
+            .targets
+            .iter()
+            .filter(|t| Family::of(&t.ip()) == family)
+            .fold(probe::Wire::default(), |mut w, t| {
+                w.add(probe::wire(
+                    t,
+                    &probe::ProbeOutcome::Answered(Duration::ZERO),
+                ));
+                w
+            });
+        let rounds_per_day = DAY.as_secs_f64() / schedule.interval.as_secs_f64().max(1e-3);
+        Some(Probing {
+            pace: pacer.pace(now),
+            interval: schedule.interval,
+            late_after: schedule.late_after,
+            passive_window: pacer.passive_window(now),
+            suspect: pacer.suspect().map(Suspicion::describe),
+            rounds: tracked.rounds[i],
+            wire: tracked.wire[i],
+            probes_per_day: (rounds_per_day * per_round.packets_out as f64) as u64,
+            bytes_per_day: (rounds_per_day * per_round.bytes() as f64) as u64,
+        })
+    }
+
+    fn pacer(&self, wan: &str, family: Family) -> Option<&Pacer> {
+        self.wans.get(wan)?.pacers[family.index()].as_ref()
+    }
+
+    fn pacer_mut(&mut self, wan: &str, family: Family) -> Option<&mut Pacer> {
+        self.wans.get_mut(wan)?.pacers[family.index()].as_mut()
     }
 
     /// Starts every family of WAN `name` afresh, as at start: with `carrier` up until probes
@@ -161,7 +310,7 @@ impl Health {
         now: Instant,
     ) -> Option<Verdict> {
         let t = self.wans.get_mut(name)?;
-        joined(name, &mut t.trackers, |tracker| {
+        let verdict = joined(name, &mut t.trackers, |tracker| {
             let before = tracker.up();
             let manual = tracker.manual();
             *tracker = tracker.restarted(carrier, now);
@@ -171,8 +320,11 @@ impl Health {
                 up,
                 cause: cause.to_owned(),
                 detection: None,
+                path: Path::Event,
             })
-        })
+        });
+        t.follow_trackers();
+        verdict
     }
 
     /// `steer wan NAME up|down|auto`.
@@ -189,6 +341,40 @@ impl Health {
             });
         };
         Ok(joined(wan, &mut t.trackers, |t| t.set_manual(manual, now)))
+    }
+}
+
+/// Per day, for the probe cost.
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// How `family` of a WAN is probed now, and what its probes cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probing {
+    pub pace: Pace,
+    /// Between rounds at this pace.
+    pub interval: Duration,
+    /// A round not passed by then hastens the next ones.
+    pub late_after: Duration,
+    /// The traffic's window in force.
+    pub passive_window: Duration,
+    /// Why the traffic is suspect (`passive: 41 packets out, 0 back in 52 ms`).
+    pub suspect: Option<String>,
+    /// Rounds and packets since the daemon started.
+    pub rounds: u64,
+    pub wire: probe::Wire,
+    /// Probes (requests) and bytes (both ways) a day at this pace, all answered.
+    pub probes_per_day: u64,
+    pub bytes_per_day: u64,
+}
+
+impl Tracked {
+    /// Tells the pacers what the trackers decided outside a round (carrier, a restart).
+    fn follow_trackers(&mut self) {
+        for (t, p) in self.trackers.iter().zip(self.pacers.iter_mut()) {
+            if let (Some(t), Some(p)) = (t, p) {
+                p.set_down(!t.healthy());
+            }
+        }
     }
 }
 

@@ -50,6 +50,32 @@ pub struct Transition {
     /// From the first sign of the fault (the start of the first failed round) to the decision;
     /// `None` when the event itself was the sign (carrier, a manual override).
     pub detection: Option<Duration>,
+    /// What found it.
+    pub path: Path,
+}
+
+/// What found a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Probe rounds alone.
+    Probes,
+    /// The WAN's traffic went unanswered (suspect), and probes confirmed it.
+    Passive,
+    /// The link's carrier.
+    Carrier,
+    /// A command, a gateway, VRRP: the event itself.
+    Event,
+}
+
+impl Path {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Probes => "probes",
+            Path::Passive => "passive",
+            Path::Carrier => "carrier",
+            Path::Event => "event",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -60,6 +86,8 @@ pub struct Tracker {
     carrier: bool,
     fails: u32,
     passes: u32,
+    /// The last round passed.
+    last_passed: bool,
     /// Start of the current run of failed rounds.
     failing_since: Option<Instant>,
     /// (probes, lost) of the last `loss_window` rounds.
@@ -78,6 +106,7 @@ impl Tracker {
             carrier,
             fails: 0,
             passes: 0,
+            last_passed: false,
             failing_since: None,
             window: VecDeque::new(),
             manual: None,
@@ -101,6 +130,25 @@ impl Tracker {
 
     pub fn carrier(&self) -> bool {
         self.carrier
+    }
+
+    pub fn track(&self) -> &Track {
+        &self.track
+    }
+
+    /// Whether probes hold the WAN down (whatever a manual override says).
+    pub fn healthy(&self) -> bool {
+        self.healthy
+    }
+
+    /// Whether the last round passed.
+    pub fn passed_last(&self) -> bool {
+        self.last_passed
+    }
+
+    /// Says why the state changed, in other words than the round's (the traffic found it).
+    pub fn explain(&mut self, cause: &str) {
+        cause.clone_into(&mut self.reason);
     }
 
     pub fn manual(&self) -> Option<Override> {
@@ -192,6 +240,7 @@ impl Tracker {
                 .map(|f| format!("; {f}"))
                 .unwrap_or_default()
         );
+        self.last_passed = passed;
         if passed {
             self.fails = 0;
             self.failing_since = None;
@@ -264,6 +313,7 @@ impl Tracker {
             up: after,
             cause: self.reason.clone(),
             detection: None,
+            path: Path::Event,
         })
     }
 
@@ -318,10 +368,16 @@ impl Tracker {
         self.failing_since = None;
         self.since = now;
         self.reason = cause.clone();
+        let path = if cause == "carrier lost" {
+            Path::Carrier
+        } else {
+            Path::Probes
+        };
         (self.up() != before).then_some(Transition {
             up: healthy,
             cause,
             detection,
+            path,
         })
     }
 }
@@ -348,6 +404,7 @@ mod tests {
             recover_latency_ms: None,
             recover_loss_percent: None,
             loss_window: 10,
+            pace: crate::config::Pacing::defaults(100),
         }
     }
 

@@ -41,13 +41,20 @@ mod sock;
 mod tcp;
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use futures::{StreamExt, stream::FuturesUnordered};
-use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
+use super::pace::Schedule;
 use crate::{
     config::{ProbeTarget, TrackMethod, Wan},
     model::Family,
@@ -66,6 +73,8 @@ pub struct ProbeSpec {
     pub targets: Vec<ProbeTarget>,
     /// How long a round waits for answers.
     pub timeout: Duration,
+    /// Answers that pass a round (`reliability`, at most the targets).
+    pub needed: usize,
 }
 
 impl ProbeSpec {
@@ -83,6 +92,7 @@ impl ProbeSpec {
             interface: wan.interface.clone(),
             mark: wan.mark,
             method: wan.track.method,
+            needed: (wan.track.reliability as usize).min(targets.len()),
             targets,
             timeout: Duration::from_millis(wan.track.timeout_ms.into()),
         })
@@ -151,7 +161,11 @@ impl Round {
 /// Sends one probe per target concurrently and returns when all have an outcome or `timeout`
 /// has passed (never later than `started + timeout` plus scheduling delay).
 pub async fn round(spec: &ProbeSpec) -> Round {
-    let started = Instant::now();
+    counted_round(spec, Instant::now(), &AtomicUsize::new(0)).await
+}
+
+/// [`round`], counting the answers in `answered` as they arrive.
+async fn counted_round(spec: &ProbeSpec, started: Instant, answered: &AtomicUsize) -> Round {
     let deadline = tokio::time::Instant::from_std(started + spec.timeout);
     let probes = spec
         .targets
@@ -161,7 +175,10 @@ pub async fn round(spec: &ProbeSpec) -> Round {
             // The sequence number of an ICMP echo: unique per target within the round.
             let seq = i as u16;
             let outcome = match tokio::time::timeout_at(deadline, probe(spec, target, seq)).await {
-                Ok(Ok(rtt)) => ProbeOutcome::Answered(rtt),
+                Ok(Ok(rtt)) => {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    ProbeOutcome::Answered(rtt)
+                }
                 Ok(Err(e)) => ProbeOutcome::Failed(e.to_string()),
                 Err(_) => ProbeOutcome::Timeout,
             };
@@ -187,38 +204,71 @@ async fn probe(spec: &ProbeSpec, target: &ProbeTarget, seq: u16) -> Result<Durat
     }
 }
 
-/// Runs a round every `interval` and sends each finished [`Round`] to `tx`, tagged with `key`
-/// (which WAN, and which family, the rounds are for).
+/// What a prober reports.
+#[derive(Debug)]
+pub enum ProberEvent<K> {
+    /// A round finished.
+    Round(K, Round),
+    /// The round that started at this instant has not passed within the schedule's
+    /// `late_after` (it goes on until its timeout).
+    Late(K, Instant),
+}
+
+/// Runs rounds at the pace `schedule` says and sends each finished [`Round`] to `tx`, tagged
+/// with `key` (which WAN, and which family, the rounds are for), and a [`ProberEvent::Late`]
+/// when a round has not passed (`spec.needed` answers) within the schedule's `late_after`.
 ///
 /// A round starts `interval` after the previous one *started*, even if that one is still
-/// waiting for answers (rounds overlap when `timeout > interval`; the configuration guarantees
-/// `timeout <= interval`). When rounds fall behind (a slow receiver), the schedule shifts
-/// rather than bursting. The task stops when `tx` is closed (the receiver dropped) or when the
-/// returned handle is aborted; dropping the handle only detaches the task, which then stops
-/// with the receiver.
+/// waiting for answers: rounds overlap when the pace is faster than the timeout (fast rounds
+/// confirming a failure do not wait for the slow round before them). A new schedule takes
+/// effect at once: the next round starts `interval` (the new one) after the last one started,
+/// or now if that is past. The task stops when `tx` is closed (the receiver dropped) or when
+/// the returned handle is aborted; dropping the handle only detaches the task, which then
+/// stops with the receiver.
 pub fn spawn_prober<K>(
     key: K,
     spec: ProbeSpec,
-    interval: Duration,
-    tx: mpsc::Sender<(K, Round)>,
+    mut schedule: watch::Receiver<Schedule>,
+    tx: mpsc::Sender<ProberEvent<K>>,
 ) -> JoinHandle<()>
 where
     K: Clone + std::fmt::Debug + Send + Sync + 'static,
 {
     let spec = Arc::new(spec);
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut current = *schedule.borrow_and_update();
+        let mut watching = true;
+        let mut last_start: Option<tokio::time::Instant> = None;
+        let mut next = tokio::time::Instant::now();
         let mut running = FuturesUnordered::new();
         loop {
             tokio::select! {
                 _ = tx.closed() => break,
-                _ = ticks.tick() => {
-                    let spec = Arc::clone(&spec);
-                    running.push(async move { round(&spec).await });
+                () = tokio::time::sleep_until(next) => {
+                    let now = tokio::time::Instant::now();
+                    last_start = Some(now);
+                    next = now + current.interval.max(MIN_INTERVAL);
+                    running.push(watched_round(
+                        key.clone(),
+                        Arc::clone(&spec),
+                        current.late_after,
+                        tx.clone(),
+                    ));
+                }
+                changed = schedule.changed(), if watching => {
+                    match changed {
+                        Ok(()) => {
+                            current = *schedule.borrow_and_update();
+                            if let Some(last) = last_start {
+                                next = last + current.interval.max(MIN_INTERVAL);
+                            }
+                        }
+                        // The controller dropped the schedule: keep the last one.
+                        Err(_) => watching = false,
+                    }
                 }
                 Some(done) = running.next(), if !running.is_empty() => {
-                    if tx.send((key.clone(), done)).await.is_err() {
+                    if tx.send(ProberEvent::Round(key.clone(), done)).await.is_err() {
                         break;
                     }
                 }
@@ -226,4 +276,135 @@ where
         }
         log::debug!("prober for {key:?} stopped: the receiver is gone");
     })
+}
+
+/// The shortest time between rounds, whatever a schedule says.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// One round that reports itself late to `tx` when it has not passed within `late_after`.
+async fn watched_round<K>(
+    key: K,
+    spec: Arc<ProbeSpec>,
+    late_after: Duration,
+    tx: mpsc::Sender<ProberEvent<K>>,
+) -> Round {
+    let started = Instant::now();
+    let answered = AtomicUsize::new(0);
+    let round = counted_round(&spec, started, &answered);
+    tokio::pin!(round);
+    if late_after < spec.timeout {
+        tokio::select! {
+            done = &mut round => return done,
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(started + late_after)) => {}
+        }
+        if answered.load(Ordering::Relaxed) < spec.needed {
+            // A full channel or a gone receiver: the round itself still reports.
+            let _ = tx.try_send(ProberEvent::Late(key, started));
+        }
+    }
+    round.await
+}
+
+/// A pace that never changes (tests, tools): `interval` between rounds, no round late before
+/// its timeout.
+pub fn fixed_schedule(interval: Duration, spec: &ProbeSpec) -> watch::Receiver<Schedule> {
+    let (tx, rx) = watch::channel(Schedule {
+        interval,
+        late_after: spec.timeout,
+    });
+    // The receiver keeps the last value when the sender is gone.
+    drop(tx);
+    rx
+}
+
+/// Packets and bytes one probe puts on the wire, each way (IP headers included; TCP and HTTP
+/// roughly: handshake, request, answer and close). An estimate for the cost of probing a
+/// metered line, not a capture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wire {
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+}
+
+impl Wire {
+    pub fn add(&mut self, other: Wire) {
+        self.packets_out += other.packets_out;
+        self.bytes_out += other.bytes_out;
+        self.packets_in += other.packets_in;
+        self.bytes_in += other.bytes_in;
+    }
+
+    pub fn packets(&self) -> u64 {
+        self.packets_out + self.packets_in
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes_out + self.bytes_in
+    }
+}
+
+/// A TCP segment without payload, with the options Linux sends (timestamps; a SYN also
+/// carries MSS, SACK and window scale).
+const TCP_HEADER: u64 = 32;
+const TCP_SYN_HEADER: u64 = 40;
+/// A DNS response to an NS query, on average (the root's answer without EDNS is ~500 bytes).
+const DNS_RESPONSE: u64 = 500;
+/// An HTTP status line and headers of a small answer.
+const HTTP_RESPONSE: u64 = 300;
+
+/// What probing `target` once costs: the request always, the answer when there was one.
+pub fn wire(target: &ProbeTarget, outcome: &ProbeOutcome) -> Wire {
+    let ip = match Family::of(&target.ip()) {
+        Family::V4 => 20,
+        Family::V6 => 40,
+    };
+    let answered = !matches!(outcome, ProbeOutcome::Timeout);
+    // (packets out, bytes out, packets in, bytes in) of an answered probe.
+    let (po, bo, pi, bi) = match target {
+        ProbeTarget::Icmp(_) => (1, ip + 8 + 48, 1, ip + 8 + 48),
+        // SYN, ACK, FIN+ACK, ACK out; SYN+ACK, FIN+ACK in.
+        ProbeTarget::Tcp { .. } => (
+            4,
+            4 * ip + TCP_SYN_HEADER + 3 * TCP_HEADER,
+            2,
+            2 * ip + TCP_SYN_HEADER + TCP_HEADER,
+        ),
+        ProbeTarget::Dns { query, .. } => (
+            1,
+            ip + 8 + 12 + query.len() as u64 + 2 + 4,
+            1,
+            ip + 8 + DNS_RESPONSE,
+        ),
+        ProbeTarget::Http { host, path, .. } => {
+            let request = 40 + host.len() as u64 + path.len() as u64;
+            (
+                5,
+                5 * ip + TCP_SYN_HEADER + 4 * TCP_HEADER + request,
+                3,
+                3 * ip + TCP_SYN_HEADER + 2 * TCP_HEADER + HTTP_RESPONSE,
+            )
+        }
+    };
+    if answered {
+        Wire {
+            packets_out: po,
+            bytes_out: bo,
+            packets_in: pi,
+            bytes_in: bi,
+        }
+    } else {
+        // Only the first packet left (a SYN, a query, an echo request).
+        let first = match target {
+            ProbeTarget::Icmp(_) => ip + 8 + 48,
+            ProbeTarget::Dns { .. } => bo,
+            ProbeTarget::Tcp { .. } | ProbeTarget::Http { .. } => ip + TCP_SYN_HEADER,
+        };
+        Wire {
+            packets_out: 1,
+            bytes_out: first,
+            ..Wire::default()
+        }
+    }
 }

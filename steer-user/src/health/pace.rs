@@ -1,0 +1,228 @@
+//! When one WAN family's next probe round goes out. Pure: fed probe rounds, late rounds, the
+//! tracker's state and the traffic's counters (through [`Passive`]), it says the pace.
+//!
+//! - **Fast** (`failure_interval_ms`) while a round is *late* (not passed within the line's
+//!   round-trip bound, long before its timeout), after a failed round, and while the traffic
+//!   is suspect. Rounds overlap: a fast round does not wait for the slow one before it, so
+//!   `down_after` failed rounds are in about one timeout plus `down_after - 1` fast
+//!   intervals after the first late probe.
+//! - **Quiet** (`quiet_interval_ms`) while the WAN's own traffic was answered within the last
+//!   `interval_ms`: the traffic proves the line better than a probe would. Back to normal as
+//!   soon as it stops being answered, or a probe fails.
+//! - **Normal** (`interval_ms`) otherwise, and while the WAN is down (recovery keeps its pace
+//!   and its `up_after`).
+//!
+//! Lateness only hastens probes; it never fails one: a round fails at its timeout as before,
+//! so a line whose round trip jumps (within the timeout) costs a few fast probes and no down.
+
+use std::time::{Duration, Instant};
+
+use super::passive::{Change, Passive, Suspicion};
+use crate::config::Track;
+
+/// A round is never late before this, however short the line's round trip: a round trip of
+/// 0.2 ms with a little scheduling jitter must not hasten every probe.
+pub const LATE_FLOOR: Duration = Duration::from_millis(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pace {
+    Fast,
+    Normal,
+    Quiet,
+}
+
+impl Pace {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pace::Fast => "fast",
+            Pace::Normal => "normal",
+            Pace::Quiet => "quiet",
+        }
+    }
+}
+
+/// What the prober needs: how long after a round started the next one starts, and when a
+/// round that has not passed yet is late.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    pub interval: Duration,
+    pub late_after: Duration,
+}
+
+/// Round-trip estimate of a line's probes (RFC 6298's smoothed RTT and variation).
+#[derive(Clone, Copy, Debug, Default)]
+struct Rtt {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+}
+
+impl Rtt {
+    fn sample(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(s) => {
+                let diff = s.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((s * 7 + rtt) / 8);
+            }
+        }
+    }
+
+    /// srtt + 4 × rttvar, as TCP's retransmission timeout.
+    fn bound(&self) -> Option<Duration> {
+        self.srtt.map(|s| s + self.rttvar * 4)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Pacer {
+    interval: Duration,
+    failure_interval: Duration,
+    quiet_interval: Option<Duration>,
+    timeout: Duration,
+    passive_on: bool,
+    passive_window: Duration,
+    rtt: Rtt,
+    passive: Passive,
+    /// The start of a round that was late and has not finished yet.
+    late: Option<Instant>,
+    /// The last finished round failed.
+    failing: bool,
+    /// The tracker holds the WAN down.
+    down: bool,
+}
+
+impl Pacer {
+    pub fn new(track: &Track) -> Pacer {
+        let mut p = Pacer {
+            interval: Duration::ZERO,
+            failure_interval: Duration::ZERO,
+            quiet_interval: None,
+            timeout: Duration::ZERO,
+            passive_on: false,
+            passive_window: Duration::ZERO,
+            rtt: Rtt::default(),
+            passive: Passive::default(),
+            late: None,
+            failing: false,
+            down: false,
+        };
+        p.retune(track);
+        p
+    }
+
+    /// New settings (a reload); what was learned about the line stays.
+    pub fn retune(&mut self, track: &Track) {
+        let ms = |v: u32| Duration::from_millis(u64::from(v));
+        self.interval = ms(track.interval_ms);
+        self.failure_interval = ms(track.pace.failure_interval_ms);
+        self.quiet_interval = track.pace.quiet_interval_ms.map(ms);
+        self.timeout = ms(track.timeout_ms);
+        self.passive_on = track.pace.passive;
+        self.passive_window = ms(track.pace.passive_window_ms);
+    }
+
+    /// The pace of now.
+    pub fn pace(&self, now: Instant) -> Pace {
+        if self.down {
+            // Recovery keeps the normal pace (and `up_after`): a dead line is not probed fast.
+            Pace::Normal
+        } else if self.late.is_some() || self.failing || self.suspect().is_some() {
+            Pace::Fast
+        } else if self.quiet_interval.is_some() && self.passive.answered_within(self.interval, now)
+        {
+            Pace::Quiet
+        } else {
+            Pace::Normal
+        }
+    }
+
+    pub fn schedule(&self, now: Instant) -> Schedule {
+        let interval = match self.pace(now) {
+            Pace::Fast => self.failure_interval,
+            Pace::Normal => self.interval,
+            Pace::Quiet => self.quiet_interval.unwrap_or(self.interval),
+        };
+        Schedule {
+            interval,
+            late_after: self.late_after(),
+        }
+    }
+
+    /// When a round that has not passed is late: the line's round-trip bound, at least
+    /// [`LATE_FLOOR`], at most the timeout (no estimate yet: the timeout).
+    pub fn late_after(&self) -> Duration {
+        self.rtt
+            .bound()
+            .map_or(self.timeout, |b| b.max(LATE_FLOOR))
+            .min(self.timeout)
+    }
+
+    /// The window the traffic is judged over: `passive_window_ms`, widened to the line's
+    /// round-trip bound and to what late answers taught.
+    pub fn passive_window(&self, now: Instant) -> Duration {
+        let w = self
+            .rtt
+            .bound()
+            .map_or(self.passive_window, |b| b.max(self.passive_window));
+        self.passive.window(w, now)
+    }
+
+    pub fn suspect(&self) -> Option<&Suspicion> {
+        self.passive_on.then(|| self.passive.suspect()).flatten()
+    }
+
+    /// The round that started at `started` has not passed within [`Pacer::late_after`].
+    pub fn late(&mut self, started: Instant) {
+        if self.late.is_none_or(|l| started < l) {
+            self.late = Some(started);
+        }
+    }
+
+    /// A round finished: `passed` or not, the round trips of its answers, whether the WAN is
+    /// down now (after the tracker took it). Returns whether it refuted a suspicion.
+    pub fn round(
+        &mut self,
+        started: Instant,
+        passed: bool,
+        rtts: impl IntoIterator<Item = Duration>,
+        down: bool,
+        now: Instant,
+    ) -> bool {
+        for rtt in rtts {
+            self.rtt.sample(rtt);
+        }
+        if self.late.is_some_and(|l| started >= l) {
+            self.late = None;
+        }
+        self.failing = !passed && !down;
+        if down && !self.down {
+            self.passive.confirmed();
+        }
+        self.down = down;
+        passed && self.passive.probe_passed(started, now)
+    }
+
+    /// The tracker's state changed by something else than a round (carrier, a restart).
+    pub fn set_down(&mut self, down: bool) {
+        if down {
+            self.passive.confirmed();
+            self.late = None;
+            self.failing = false;
+        }
+        self.down = down;
+    }
+
+    /// A sample of the traffic counters; off (`passive = false`), nothing changes.
+    pub fn traffic(&mut self, asked: u64, answered: u64, now: Instant) -> Option<Change> {
+        if !self.passive_on {
+            return None;
+        }
+        let window = self.passive_window(now);
+        self.passive
+            .sample(asked, answered, window, !self.down, now)
+    }
+}

@@ -1,0 +1,518 @@
+//! [`Health`] with its pacing on a virtual clock: a simulated line, a prober that follows the
+//! schedule as `probe::spawn_prober` does (rounds start `interval` after the previous one
+//! started, overlap, report themselves late at `late_after`), and the kernel's traffic
+//! counters sampled every 10 ms. Every case of issue 20 in virtual milliseconds.
+
+use std::time::{Duration, Instant};
+
+use super::{Health, Path, Transition, probe};
+use crate::{
+    config::{NextHop, Pacing, ProbeTarget, Track, TrackMethod, Wan},
+    model::Family,
+};
+
+/// How the simulated line answers a probe sent at `t` ms: its round trip, or `None` (lost).
+type Line = Box<dyn FnMut(u64) -> Option<u64>>;
+/// The kernel's cumulative (asked, answered) at `t` ms; `None`: no sample (no counters).
+type Traffic = Box<dyn FnMut(u64) -> Option<(u64, u64)>>;
+
+struct Pending {
+    start: u64,
+    /// Per target: when its answer arrives (absolute ms), if it does within the timeout.
+    answers: Vec<Option<u64>>,
+    late_after: u64,
+    late_sent: bool,
+}
+
+struct Sim {
+    health: Health,
+    t0: Instant,
+    timeout: u64,
+    needed: usize,
+    line: Line,
+    traffic: Traffic,
+    last_start: Option<u64>,
+    pending: Vec<Pending>,
+    rounds: u64,
+    /// When each round started (ms).
+    starts: Vec<u64>,
+    /// (ms, transition)
+    changes: Vec<(u64, Transition)>,
+    suspected: u64,
+    targets: Vec<ProbeTarget>,
+}
+
+fn track(interval_ms: u32, timeout_ms: u32, down_after: u32, up_after: u32) -> Track {
+    Track {
+        method: TrackMethod::Icmp,
+        targets: vec![
+            ProbeTarget::Icmp("192.0.2.1".parse().unwrap()),
+            ProbeTarget::Icmp("192.0.2.2".parse().unwrap()),
+        ],
+        interval_ms,
+        timeout_ms,
+        reliability: 1,
+        down_after,
+        up_after,
+        max_latency_ms: None,
+        max_loss_percent: None,
+        recover_latency_ms: None,
+        recover_loss_percent: None,
+        loss_window: 10,
+        pace: Pacing::defaults(interval_ms),
+    }
+}
+
+/// The lab's tracking: 100 ms rounds, 80 ms timeout, down after 3, up after 3.
+fn lab() -> Track {
+    track(100, 80, 3, 3)
+}
+
+impl Sim {
+    fn new(track: Track, line: Line, traffic: Traffic) -> Sim {
+        let t0 = Instant::now();
+        let wan = Wan {
+            name: "wan1".into(),
+            interface: "eth1".into(),
+            mark: 0x100,
+            table: 101,
+            gateway: NextHop::Auto,
+            gateway6: NextHop::Auto,
+            track: track.clone(),
+        };
+        let mut health = Health::default();
+        health.follow(&[wan], |_| true, t0);
+        Sim {
+            health,
+            t0,
+            timeout: u64::from(track.timeout_ms),
+            needed: track.reliability as usize,
+            line,
+            traffic,
+            last_start: None,
+            pending: Vec::new(),
+            rounds: 0,
+            starts: Vec::new(),
+            changes: Vec::new(),
+            suspected: 0,
+            targets: track.targets,
+        }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    /// Runs the virtual clock from `from` to `to` ms, one ms at a time.
+    fn run(&mut self, from: u64, to: u64) {
+        for t in from..to {
+            self.step(t);
+        }
+    }
+
+    fn step(&mut self, t: u64) {
+        let now = self.at(t);
+        if t.is_multiple_of(10)
+            && let Some((asked, answered)) = (self.traffic)(t)
+            && let Some(super::passive::Change::Suspect(_)) =
+                self.health
+                    .traffic("wan1", Family::V4, asked, answered, now)
+        {
+            self.suspected += 1;
+        }
+        self.finish_rounds(t);
+        let schedule = self
+            .health
+            .schedule("wan1", Family::V4, now)
+            .expect("tracked");
+        let due = self
+            .last_start
+            .is_none_or(|l| t >= l + schedule.interval.as_millis() as u64);
+        if due {
+            self.last_start = Some(t);
+            self.rounds += 1;
+            self.starts.push(t);
+            let answers = (0..self.targets.len())
+                .map(|_| {
+                    (self.line)(t)
+                        .filter(|rtt| *rtt <= self.timeout)
+                        .map(|rtt| t + rtt)
+                })
+                .collect();
+            self.pending.push(Pending {
+                start: t,
+                answers,
+                late_after: schedule.late_after.as_millis() as u64,
+                late_sent: false,
+            });
+        }
+    }
+
+    fn finish_rounds(&mut self, t: u64) {
+        let now = self.at(t);
+        let mut i = 0;
+        while i < self.pending.len() {
+            let t0 = self.t0;
+            let p = &mut self.pending[i];
+            let answered = p
+                .answers
+                .iter()
+                .filter(|a| a.is_some_and(|a| a <= t))
+                .count();
+            let all = p.answers.iter().all(Option::is_some);
+            let end = if all {
+                p.answers.iter().flatten().max().copied().unwrap_or(p.start)
+            } else {
+                p.start + self.timeout
+            };
+            if !p.late_sent
+                && p.late_after < self.timeout
+                && t >= p.start + p.late_after
+                && answered < self.needed
+            {
+                p.late_sent = true;
+                let started = t0 + Duration::from_millis(p.start);
+                self.health.late("wan1", Family::V4, started);
+            }
+            if t < end {
+                i += 1;
+                continue;
+            }
+            let p = self.pending.remove(i);
+            let round = probe::Round {
+                started: self.at(p.start),
+                outcomes: self
+                    .targets
+                    .iter()
+                    .zip(&p.answers)
+                    .map(|(target, a)| {
+                        let outcome = match a {
+                            Some(at) => {
+                                probe::ProbeOutcome::Answered(Duration::from_millis(at - p.start))
+                            }
+                            None => probe::ProbeOutcome::Timeout,
+                        };
+                        (target.clone(), outcome)
+                    })
+                    .collect(),
+            };
+            if let Some(v) = self.health.round("wan1", Family::V4, &round, now) {
+                self.changes.push((t, v.transition));
+            }
+        }
+    }
+
+    fn up(&self) -> bool {
+        self.health.up("wan1", Family::V4)
+    }
+
+    fn downs(&self) -> Vec<&(u64, Transition)> {
+        self.changes.iter().filter(|(_, c)| !c.up).collect()
+    }
+}
+
+/// A deterministic generator for loss (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// A line that answers in `rtt` ms until `cut` ms, then never.
+fn cut_at(rtt: u64, cut: u64) -> Line {
+    Box::new(move |t| (t < cut).then_some(rtt))
+}
+
+fn no_traffic() -> Traffic {
+    Box::new(|_| None)
+}
+
+/// Busy two-way traffic: 10 packets out a ms, each answered `rtt` ms later, until `cut`;
+/// after it the asks go on and nothing comes back.
+fn two_way(rtt: u64, cut: u64) -> Traffic {
+    Box::new(move |t| {
+        let asked = t * 10;
+        let answered = t.min(cut).saturating_sub(rtt) * 10;
+        Some((asked, answered))
+    })
+}
+
+#[test]
+fn idle_silent_cut_is_down_within_about_one_interval_plus_fast_probes() {
+    let mut detections = Vec::new();
+    // The cut at every phase of the 100 ms round schedule.
+    for phase in (0..100).step_by(7) {
+        let cut = 5_000 + phase;
+        let mut sim = Sim::new(lab(), cut_at(1, cut), no_traffic());
+        sim.run(0, cut + 1_000);
+        let downs = sim.downs();
+        assert_eq!(downs.len(), 1, "phase {phase}: one change to down");
+        let (at, tr) = downs[0];
+        assert_eq!(tr.path, Path::Probes);
+        assert!(tr.cause.contains("3 failed rounds"), "{}", tr.cause);
+        detections.push(at - cut);
+    }
+    let max = *detections.iter().max().unwrap();
+    eprintln!("idle silent cut -> down (virtual ms, by phase): {detections:?}");
+    let mean = detections.iter().sum::<u64>() / detections.len() as u64;
+    // Without fast probes: the first failed round starts within 100 ms of the cut and the
+    // third one ends 2 intervals and a timeout later (up to 380 ms).
+    assert!(
+        max < 3 * 100,
+        "cut -> down in {detections:?} ms: always faster than down_after x interval"
+    );
+    assert!(
+        mean <= 200,
+        "cut -> down in {detections:?} ms: {mean} on average"
+    );
+}
+
+#[test]
+fn probes_go_normal_before_a_cut_and_fast_after_it() {
+    let cut = 5_037;
+    let mut sim = Sim::new(lab(), cut_at(1, cut), no_traffic());
+    let mut down_at = None;
+    for t in 0..cut + 400 {
+        sim.step(t);
+        if !sim.up() {
+            down_at.get_or_insert(t);
+        }
+    }
+    let down_at = down_at.expect("down");
+    let gaps = |from: u64, to: u64| -> Vec<u64> {
+        let starts: Vec<u64> = sim
+            .starts
+            .iter()
+            .copied()
+            .filter(|s| (from..to).contains(s))
+            .collect();
+        starts.windows(2).map(|w| w[1] - w[0]).collect()
+    };
+    let before = gaps(0, cut);
+    assert!(
+        before.iter().all(|g| *g == 100),
+        "before the cut: {before:?}"
+    );
+    // The first round after the cut goes at the normal pace; it is late (no answer within the
+    // 10 ms floor), and the next ones go every failure_interval (25 ms) until down.
+    let first = *sim
+        .starts
+        .iter()
+        .find(|s| **s >= cut)
+        .expect("a round after the cut");
+    assert_eq!(
+        first - sim.starts[sim.starts.iter().position(|s| *s == first).unwrap() - 1],
+        100
+    );
+    let after = gaps(first, down_at);
+    assert!(
+        !after.is_empty() && after.iter().all(|g| *g == 25),
+        "after the cut: {after:?}"
+    );
+    // Down: back to the normal pace (recovery).
+    let down = gaps(down_at, cut + 400);
+    assert!(
+        down.iter().skip(1).all(|g| *g == 100),
+        "while down: {down:?}"
+    );
+}
+
+#[test]
+fn silent_cut_under_two_way_traffic_is_suspected_then_confirmed_by_probes() {
+    let cut = 20_005;
+    let mut sim = Sim::new(lab(), cut_at(1, cut), two_way(1, cut));
+    sim.run(0, cut);
+    let quiet = sim.rounds;
+    assert!(
+        quiet <= 20,
+        "{quiet} rounds in 20 s of busy traffic (quiet pace)"
+    );
+    assert!(sim.up());
+    sim.run(cut, cut + 1_000);
+    let downs = sim.downs();
+    assert_eq!(downs.len(), 1);
+    let (at, tr) = downs[0];
+    assert_eq!(tr.path, Path::Passive, "{}", tr.cause);
+    assert!(
+        tr.cause.starts_with("passive: ") && tr.cause.contains(" packets out, 0 back in "),
+        "{}",
+        tr.cause
+    );
+    assert!(
+        tr.cause.contains("confirmed by 3 failed rounds"),
+        "{}",
+        tr.cause
+    );
+    let detection = tr.detection.expect("timed");
+    eprintln!(
+        "busy silent cut -> down in {} virtual ms (detection {detection:?}): {}",
+        at - cut,
+        tr.cause
+    );
+    assert!(
+        at - cut <= 250,
+        "cut -> down in {} ms (suspect after the 50 ms window, then 3 fast rounds)",
+        at - cut
+    );
+    assert!(detection >= Duration::from_millis(at - cut - 20));
+    assert_eq!(sim.suspected, 1);
+}
+
+#[test]
+fn recovery_keeps_up_after() {
+    let cut = 3_000;
+    let back = 6_000;
+    let line: Line = Box::new(move |t| (!(cut..back).contains(&t)).then_some(1));
+    let mut sim = Sim::new(lab(), line, no_traffic());
+    sim.run(0, back);
+    assert!(!sim.up());
+    let rounds_down = sim.rounds;
+    let mut up_at = None;
+    for t in back..back + 2_000 {
+        sim.step(t);
+        if sim.up() {
+            up_at.get_or_insert(sim.rounds - rounds_down);
+        }
+    }
+    let rounds = up_at.expect("back up");
+    assert!(
+        (3..=4).contains(&rounds),
+        "up after {rounds} rounds (up_after 3, at the normal pace)"
+    );
+    let ups: Vec<_> = sim.changes.iter().filter(|(_, c)| c.up).collect();
+    assert!(
+        ups[0].1.cause.contains("3 good rounds"),
+        "{}",
+        ups[0].1.cause
+    );
+}
+
+#[test]
+fn one_way_udp_never_makes_a_wan_suspect_or_down() {
+    // 1000 packets/s out, nothing back, healthy probes, 30 s.
+    let traffic: Traffic = Box::new(|t| Some((t, 0)));
+    let mut sim = Sim::new(lab(), Box::new(|_| Some(1)), traffic);
+    sim.run(0, 30_000);
+    assert_eq!(sim.suspected, 0, "never armed: nothing was ever answered");
+    assert!(sim.changes.is_empty(), "{:?}", sim.changes);
+    assert!(
+        (295..=305).contains(&sim.rounds),
+        "{} rounds: the normal pace",
+        sim.rounds
+    );
+}
+
+#[test]
+fn one_way_udp_after_answered_traffic_costs_a_few_fast_probes_never_a_down() {
+    // Answered traffic for a second, then a one-way stream for 60 s.
+    let traffic: Traffic = Box::new(|t| Some((t, t.min(1_000))));
+    let mut sim = Sim::new(lab(), Box::new(|_| Some(1)), traffic);
+    sim.run(0, 61_000);
+    assert!(sim.changes.is_empty(), "{:?}", sim.changes);
+    // Each refuted suspicion mutes the next for 1, 2, 4, 8, 16, 32 s.
+    assert!(
+        (1..=7).contains(&sim.suspected),
+        "{} suspicions in 60 s",
+        sim.suspected
+    );
+}
+
+#[test]
+fn five_percent_loss_is_no_down() {
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let line: Line = Box::new(move |_| (rng.below(100) >= 5).then_some(2));
+    let mut sim = Sim::new(lab(), line, no_traffic());
+    // An hour of virtual time.
+    sim.run(0, 3_600_000);
+    assert!(sim.changes.is_empty(), "{:?}", sim.changes);
+    // Lost probes hasten the next rounds a little; far from fast all the time.
+    assert!(
+        sim.rounds < 36_000 * 12 / 10,
+        "{} rounds in an hour at 100 ms",
+        sim.rounds
+    );
+}
+
+#[test]
+fn a_round_trip_jump_within_the_timeout_is_no_down() {
+    // 500 ms rounds, 400 ms timeout; the round trip jumps from 20 to 300 ms at 10 s.
+    let line: Line = Box::new(|t| Some(if t < 10_000 { 20 } else { 300 }));
+    let traffic: Traffic = Box::new(|t| {
+        let rtt = if t < 10_000 { 20 } else { 300 };
+        Some((t, t.saturating_sub(rtt)))
+    });
+    let mut sim = Sim::new(track(500, 400, 3, 3), line, traffic);
+    sim.run(0, 60_000);
+    assert!(sim.changes.is_empty(), "{:?}", sim.changes);
+    let window = sim
+        .health
+        .probing("wan1", Family::V4, sim.at(60_000))
+        .expect("probed")
+        .passive_window;
+    assert!(
+        window >= Duration::from_millis(300),
+        "the window adapted to the round trip: {window:?}"
+    );
+}
+
+#[test]
+fn a_wan_answering_only_every_200_ms_is_no_down() {
+    // Probes and traffic alike are answered at the next multiple of 200 ms.
+    let line: Line = Box::new(|t| Some(200 - t % 200));
+    let traffic: Traffic = Box::new(|t| Some((t * 5, (t / 200) * 1_000)));
+    let mut sim = Sim::new(track(500, 400, 3, 3), line, traffic);
+    sim.run(0, 60_000);
+    assert!(sim.changes.is_empty(), "{:?}", sim.changes);
+    assert!(sim.suspected <= 2, "{} suspicions", sim.suspected);
+}
+
+#[test]
+fn busy_two_way_traffic_costs_a_tenth_of_idle_probes() {
+    let mut idle = Sim::new(lab(), Box::new(|_| Some(1)), no_traffic());
+    idle.run(0, 60_000);
+    let mut busy = Sim::new(lab(), Box::new(|_| Some(1)), two_way(1, u64::MAX));
+    busy.run(0, 60_000);
+    eprintln!(
+        "rounds in 60 virtual s: idle {}, busy {}",
+        idle.rounds, busy.rounds
+    );
+    assert!(
+        busy.rounds * 10 <= idle.rounds,
+        "busy {} rounds, idle {}",
+        busy.rounds,
+        idle.rounds
+    );
+    // Traffic stops: back to the normal pace.
+    let stopped: Traffic = Box::new(|t| Some(if t < 30_000 { (t, t) } else { (30_000, 30_000) }));
+    let mut sim = Sim::new(lab(), Box::new(|_| Some(1)), stopped);
+    sim.run(0, 30_000);
+    let quiet = sim.rounds;
+    sim.run(30_000, 40_000);
+    assert!(
+        sim.rounds - quiet >= 95,
+        "{} rounds in the 10 s after the traffic stopped",
+        sim.rounds - quiet
+    );
+}
+
+#[test]
+fn probe_cost_is_counted_per_round() {
+    let mut sim = Sim::new(lab(), Box::new(|_| Some(1)), no_traffic());
+    sim.run(0, 1_000);
+    let p = sim
+        .health
+        .probing("wan1", Family::V4, sim.at(1_000))
+        .expect("probed");
+    assert_eq!(p.rounds, sim.rounds - sim.pending.len() as u64);
+    // Two ICMP echo requests and replies a round, 76 bytes each with the IPv4 header.
+    assert_eq!(p.wire.packets_out, 2 * p.rounds);
+    assert_eq!(p.wire.bytes_out, 2 * 76 * p.rounds);
+    assert_eq!(p.wire.bytes_in, 2 * 76 * p.rounds);
+    assert_eq!(p.probes_per_day, 2 * 864_000);
+    assert_eq!(p.bytes_per_day, 864_000 * 4 * 76);
+}
