@@ -240,6 +240,8 @@ async fn serve(
         }
     };
     let mut reloads = Reloads::default();
+    let mut traffic = tokio::time::interval(crate::controller::passive::SAMPLE_EVERY);
+    traffic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut periodic = tokio::time::interval(RECONCILE_EVERY);
     periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A reconcile is due at this instant (after a burst of netlink events).
@@ -308,6 +310,11 @@ async fn serve(
                     log::debug!("dns: {n} learned hosts expired");
                 }
                 log_lines("", &ctl.expire_runtime());
+            }
+            _ = traffic.tick(), if ctl.samples_traffic() => {
+                if ctl.sample_traffic() {
+                    probers.pace(&ctl);
+                }
             }
             _ = periodic.tick() => {
                 log_lines("", &ctl.vrrp_tick());

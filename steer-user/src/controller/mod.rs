@@ -19,6 +19,7 @@ pub mod dns;
 mod failback;
 pub mod gateways;
 mod lists;
+pub mod passive;
 mod report;
 mod set_edits;
 pub mod teardown;
@@ -570,7 +571,15 @@ impl Controller {
     /// out that expect an answer, packets in that answer; the daemon's own probes not
     /// counted). Suspicion only hastens the probes (hand [`Controller::probe_schedule`] to the
     /// prober after this); it never takes a WAN down by itself.
-    pub fn traffic(&mut self, wan: &str, family: Family, asked: u64, answered: u64, now: Instant) {
+    /// Returns whether the WAN's suspicion changed.
+    pub fn traffic(
+        &mut self,
+        wan: &str,
+        family: Family,
+        asked: u64,
+        answered: u64,
+        now: Instant,
+    ) -> bool {
         match self.health.traffic(wan, family, asked, answered, now) {
             Some(crate::health::passive::Change::Suspect(s)) => {
                 log::info!(
@@ -578,11 +587,13 @@ impl Controller {
                     family.name(),
                     s.describe()
                 );
+                true
             }
             Some(crate::health::passive::Change::Cleared) => {
                 log::debug!("{wan} {}: traffic answered again", family.name());
+                true
             }
-            None => {}
+            None => false,
         }
     }
 
