@@ -580,4 +580,9 @@ fn idle_silent_cut_is_confirmed_by_fast_probes_and_recovery_keeps_up_after() {
         Some(864_000),
         "one target every 100 ms: {st}"
     );
+    let text = s.steer(&["status"]);
+    assert!(
+        text.contains("probes normal every 100 ms") && text.contains("864000 probes"),
+        "{text}"
+    );
 }
