@@ -292,11 +292,41 @@ fn every_dashboard_query_names_a_metric_the_daemon_exports() {
     assert_eq!(sample(&text, "steer_wan_carrier{wan=\"wan1\"}"), 1.0);
     assert!(sample(&text, "steer_failover_detection_seconds_count") >= 1.0);
     let detection = sample(&text, "steer_failover_detection_seconds_sum");
-    // Three failed rounds of 100 ms: at least two intervals from the first failure, bounded
-    // by the time the test waited.
+    // Three failed rounds; the ones confirming the failure go fast and overlap, but each
+    // waits for its 80 ms timeout. Bounded by the time the test waited.
     assert!(
-        detection >= 0.15 && detection <= cut.elapsed().as_secs_f64(),
+        detection >= 0.08 && detection <= cut.elapsed().as_secs_f64(),
         "detection {detection} s"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "steer_wan_detections_total{wan=\"wan1\",family=\"ipv4\",path=\"probes\"}"
+        ),
+        1.0
+    );
+    // The probes' own cost is exported per WAN family and direction.
+    let out = sample(
+        &text,
+        "steer_probe_packets_total{wan=\"wan1\",family=\"ipv4\",direction=\"out\"}",
+    );
+    let back = sample(
+        &text,
+        "steer_probe_packets_total{wan=\"wan1\",family=\"ipv4\",direction=\"in\"}",
+    );
+    assert!(
+        out > back && back > 0.0,
+        "probe packets out {out}, in {back}"
+    );
+    assert!(
+        sample(
+            &text,
+            "steer_probe_bytes_total{wan=\"wan2\",family=\"ipv4\",direction=\"out\"}"
+        ) > 0.0
+    );
+    assert_eq!(
+        sample(&text, "steer_wan_suspect{wan=\"wan2\",family=\"ipv4\"}"),
+        0.0
     );
     assert!(sample(&text, "steer_failover_switch_seconds_count") >= 1.0);
     assert!(sample(&text, "steer_failover_switch_seconds_bucket{le=\"+Inf\"}") >= 1.0);

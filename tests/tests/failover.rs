@@ -108,14 +108,13 @@ fn silent_upstream_loss_is_found_by_probes_and_moves_traffic() {
     let rounds = probe_rounds(&options, options.down_after + 1)
         + Duration::from_millis(options.timeout_ms.into());
     s.wait_wan("wan1", "down", rounds * 5);
-    // And not before down_after rounds could have failed: the first may have started just
-    // before the fault, the others follow one interval apart.
+    // And not before a round could have failed: rounds confirming a failure go fast and
+    // overlap, but each one waits for its timeout.
     let took = fault.elapsed();
-    let earliest = probe_rounds(&options, options.down_after - 1);
+    let earliest = Duration::from_millis(options.timeout_ms.into());
     assert!(
         took >= earliest,
-        "wan1 down {took:?} after the fault, before {} rounds could fail",
-        options.down_after
+        "wan1 down {took:?} after the fault, before a round could time out"
     );
     let log = s.daemon.log_text();
     let line = format!("wan1 down ({} failed rounds in a row", options.down_after);
@@ -400,4 +399,190 @@ fn flows_of_a_dead_wan_lose_their_conntrack_entries_and_only_they() {
     let out = s.steer(&["wan", "wan1", "auto"]);
     assert!(out.contains("wan1 up"), "{out}");
     assert_eq!(udp_via(&s.lab, a(), 6083, N), [N, 0], "back on WAN 1");
+}
+
+/// The echo requests the router's probes send through ISP 1 to PROBE_1, captured in the ISP's
+/// namespace with their time (seconds since the epoch); the capture stops on drop.
+struct ProbeCapture {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl ProbeCapture {
+    fn start(s: &Scenario) -> ProbeCapture {
+        let file = s.work.dir.join("probes.txt");
+        let out = std::fs::File::create(&file).expect("capture file");
+        let child = s
+            .lab
+            .isp(Wan::One)
+            .command("tcpdump")
+            .args([
+                "-i",
+                "down",
+                "-n",
+                "-tt",
+                "-l",
+                "-U",
+                // Each packet as it comes (not in blocks of the capture ring).
+                "--immediate-mode",
+                &format!(
+                    "icmp and icmp[icmptype] == icmp-echo and dst host {}",
+                    Lab::PROBE_1
+                ),
+            ])
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tcpdump is installed");
+        let c = ProbeCapture { child, file };
+        // Capturing once probes show up (bounded).
+        let start = Instant::now();
+        while c.times().len() < 3 {
+            assert!(start.elapsed() < SETTLE, "tcpdump captured no probes");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    fn times(&self) -> Vec<f64> {
+        std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for ProbeCapture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// Gaps (ms) between the requests sent within [from, to) (epoch seconds).
+fn gaps_ms(times: &[f64], from: f64, to: f64) -> Vec<u64> {
+    let inside: Vec<f64> = times
+        .iter()
+        .copied()
+        .filter(|t| *t >= from && *t < to)
+        .collect();
+    inside
+        .windows(2)
+        .map(|w| ((w[1] - w[0]) * 1e3).round() as u64)
+        .collect()
+}
+
+#[test]
+fn idle_silent_cut_is_confirmed_by_fast_probes_and_recovery_keeps_up_after() {
+    let options = Options::default();
+    let s = Scenario::start("pace", &options);
+    let capture = ProbeCapture::start(&s);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let cut = epoch_now();
+    s.lab.blackhole_upstream(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    let down_seen = epoch_now();
+    // While down, the normal pace (recovery): a second of it.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let restored = epoch_now();
+    s.lab.restore_upstream(Wan::One);
+    s.wait_wan("wan1", "up", SETTLE);
+    let up_seen = epoch_now();
+    // What was captured until then has been written by now.
+    std::thread::sleep(Duration::from_millis(300));
+    let times = capture.times();
+    drop(capture);
+    let log = s.daemon.log_text();
+    let fast = |gaps: &[u64]| gaps.iter().filter(|g| **g < 50).count();
+
+    // Before the cut: the normal pace (100 ms). An answer a loaded machine delays past the
+    // 10 ms lateness floor may hasten a round now and then, not more.
+    let before = gaps_ms(&times, cut - 1.2, cut);
+    assert!(before.len() >= 8, "probes before the cut: {before:?}");
+    let normal = before.iter().filter(|g| **g >= 90).count();
+    assert!(
+        normal * 4 >= before.len() * 3,
+        "gaps before the cut (ms): {before:?}"
+    );
+    // After the cut: the first round is late, the next ones go at failure_interval (25 ms):
+    // at least down_after - 1 fast gaps before the WAN was seen down.
+    let after = gaps_ms(&times, cut, down_seen);
+    assert!(
+        fast(&after) >= (options.down_after - 1) as usize,
+        "gaps from the cut to down (ms): {after:?}\n{log}"
+    );
+    // The decision came sooner than down_after rounds at the normal pace could give it
+    // (down_after - 1 intervals and a timeout from the first failed round).
+    let line = log
+        .lines()
+        .find(|l| l.contains("wan1 down (3 failed rounds in a row"))
+        .unwrap_or_else(|| panic!("no failover line:\n{log}"));
+    let detected: f64 = line
+        .split("detected in ")
+        .nth(1)
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no detection time in {line}"));
+    let normal_pace_floor =
+        f64::from((options.down_after - 1) * options.interval_ms + options.timeout_ms);
+    assert!(
+        detected < normal_pace_floor,
+        "detected in {detected} ms, not below the {normal_pace_floor} ms of the normal pace: {line}"
+    );
+    assert!(line.contains("by probes"), "{line}");
+    eprintln!(
+        "idle silent cut: detected in {detected} ms; seen down in status {:.0} ms after the cut; \
+         gaps from the cut (ms): {after:?}",
+        (down_seen - cut) * 1e3
+    );
+    // Down: back to the normal pace (from 50 ms after it was seen down, to the restore).
+    let down = gaps_ms(&times, down_seen + 0.05, restored);
+    assert!(down.len() >= 5, "probes while down: {down:?}");
+    assert_eq!(fast(&down), 0, "gaps while down (ms): {down:?}");
+    // Recovery keeps up_after: that many rounds at least between the restore and up.
+    let rounds_to_up = times
+        .iter()
+        .filter(|t| **t >= restored && **t < up_seen)
+        .count();
+    let around: Vec<i64> = times
+        .iter()
+        .map(|t| ((t - restored) * 1e3).round() as i64)
+        .filter(|ms| (-300..2_000).contains(ms))
+        .collect();
+    assert!(
+        rounds_to_up >= options.up_after as usize,
+        "{rounds_to_up} probes between the restore and up ({} ms later); sent at (ms from the \
+         restore): {around:?}\n{log}",
+        ((up_seen - restored) * 1e3).round()
+    );
+    assert!(
+        log.contains(&format!(
+            "wan1 up ({} good rounds in a row",
+            options.up_after
+        )),
+        "{log}"
+    );
+    // Status: the pace and what the probes cost.
+    let st = s.status();
+    let probes = &st["wans"][0]["families"][0]["probes"];
+    assert_eq!(probes["pace"], "normal", "{st}");
+    assert!(probes["packets_out"].as_u64().unwrap_or(0) > 20, "{st}");
+    assert_eq!(
+        probes["probes_per_day"].as_u64(),
+        Some(864_000),
+        "one target every 100 ms: {st}"
+    );
+    let text = s.steer(&["status"]);
+    assert!(
+        text.contains("probes normal every 100 ms") && text.contains("864000 probes"),
+        "{text}"
+    );
 }
