@@ -115,6 +115,7 @@ mod tests {
                 recover_latency_ms: None,
                 recover_loss_percent: None,
                 loss_window: 10,
+                pace: crate::config::Pacing::defaults(500),
             },
         }
     }

@@ -68,6 +68,8 @@ pub struct Passive {
     /// Waiting since (first sample with unanswered asks), and `asked` before them.
     waiting: Option<(Instant, u64)>,
     last_answer: Option<Instant>,
+    /// The last sample where `asked` grew: traffic of the LAN that expects answers.
+    last_ask: Option<Instant>,
     suspect: Option<Suspicion>,
     /// The longest wait that ended with an answer, and when.
     learned: Option<(Duration, Instant)>,
@@ -90,6 +92,9 @@ impl Passive {
         now: Instant,
     ) -> Option<Change> {
         let (last_asked, last_answered) = self.last.replace((asked, answered))?;
+        if asked > last_asked {
+            self.last_ask = Some(now);
+        }
         if asked < last_asked || answered < last_answered {
             self.waiting = None;
             return self.suspect.take().map(|_| Change::Cleared);
@@ -151,6 +156,16 @@ impl Passive {
     pub fn answered_within(&self, within: Duration, now: Instant) -> bool {
         self.last_answer
             .is_some_and(|a| now.saturating_duration_since(a) <= within)
+    }
+
+    /// Whether the line carried traffic that asks and got answers, both within `within` of
+    /// `now`: what proves it better than a probe. Answers alone do not (the kernel counts the
+    /// answers to steer's own probes too, but only the LAN's traffic as asking).
+    pub fn proven_within(&self, within: Duration, now: Instant) -> bool {
+        self.answered_within(within, now)
+            && self
+                .last_ask
+                .is_some_and(|a| now.saturating_duration_since(a) <= within)
     }
 
     /// A probe round that started at `started` passed. If it started after the wait began, the
