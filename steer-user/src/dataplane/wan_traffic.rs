@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{LinkOrder, SchedClassifier, TcAttachType, tc::TcAttachOptions},
 };
 use steer_common::{
@@ -115,6 +115,23 @@ impl WanMaps {
         Ok(out)
     }
 
+    /// Zeroes both families of a slot.
+    fn reset(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        if slot >= MAX_WANS {
+            return Err(DataplaneError::WanSlotOutOfRange(slot));
+        }
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| map_err(names::WAN_TRAFFIC, "count CPUs")(MapError::IoError(e)))?;
+        for family in Family::ALL {
+            let zero = PerCpuValues::try_from(vec![WanTraffic::default(); cpus])
+                .expect("at least one CPU");
+            self.traffic
+                .set(wan_traffic_index(slot, family.index() as u32), zero, 0)
+                .map_err(map_err(names::WAN_TRAFFIC, "reset"))?;
+        }
+        Ok(())
+    }
+
     /// Brings `WAN_DEVICES` to exactly `want` (writes only what differs).
     fn sync_devices(&mut self, want: &BTreeMap<u32, WanDevice>) -> Result<(), DataplaneError> {
         let held: Vec<(u32, WanDevice)> = self.devices.iter().filter_map(Result::ok).collect();
@@ -192,6 +209,11 @@ impl Dataplane {
     /// Cumulative counters of WAN slot `slot`, indexed by `Family::index()`.
     pub fn wan_traffic(&self, slot: u32) -> Result<[TrafficSample; 2], DataplaneError> {
         self.wan.maps.sample(slot)
+    }
+
+    /// Zeroes the counters of WAN slot `slot` (a slot that starts to mean another WAN).
+    pub fn reset_wan_traffic(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        self.wan.maps.reset(slot)
     }
 
     /// What `WAN_DEVICES` holds: interface index -> (slot, flags).
