@@ -33,6 +33,7 @@ use steer_common::{map_names, program_names};
 pub use attach::{AttachReport, ifindex};
 pub use maps::{Maps, WanName, WriteMode};
 pub use sync::{Diff, MapContents, SyncError, SyncReport};
+pub use wan_traffic::{TrafficSample, WatchedWan};
 
 use crate::{
     model::{self, LocalSet, PrefixSets},

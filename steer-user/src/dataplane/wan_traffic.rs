@@ -39,6 +39,17 @@ pub struct TrafficSample {
     pub last_answered_ns: u64,
 }
 
+/// Now on the clock of [`TrafficSample`]'s timestamps (`CLOCK_MONOTONIC`, what
+/// `bpf_ktime_get_ns` reads), in nanoseconds: `monotonic_now_ns() - last_answered_ns` is how
+/// long ago the last answer came.
+pub fn monotonic_now_ns() -> u64 {
+    // SAFETY: an all-zero timespec is valid; clock_gettime only writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: CLOCK_MONOTONIC always exists; `ts` is a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// A WAN device to watch: the WAN's slot (as in `WAN_INFO` and `STATS_WAN`), its interface and
 /// the index the interface has now, and `wan_device_flags::*`.
 #[derive(Clone, Debug, PartialEq, Eq)]
