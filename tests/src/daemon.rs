@@ -237,14 +237,23 @@ impl Daemon {
         }
     }
 
-    /// Waits (bounded) until the daemon answers `status`; panics with its log if it exits.
+    /// Waits (bounded) until the daemon answers `status` and `steer status` succeeds; panics
+    /// with its log if it exits. The first answer is awaited on the socket in this process (a
+    /// request sent during the start is answered as soon as the daemon serves), so the wait
+    /// neither lags the daemon nor takes CPU from it by starting a CLI every few milliseconds.
     pub fn wait_up(mut self, work: &Workdir) -> Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if self.exited() {
                 panic!("steer run exited during start:\n{}", self.log_text());
             }
-            if work.steer(&["status"]).0 {
+            let answered = steer::control::client::call(
+                &work.socket,
+                &steer::control::Request::Status,
+                Duration::from_secs(1),
+            )
+            .is_ok();
+            if answered && work.steer(&["status"]).0 {
                 return self;
             }
             assert!(

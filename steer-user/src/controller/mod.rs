@@ -287,7 +287,7 @@ impl Controller {
     pub async fn start(mut config: Config) -> Result<(Controller, ApplyReport), ControllerError> {
         let routing = Routing::new()?;
         let carriers = link_states(&routing, &config).await;
-        let (mut dp, adopted) = Dataplane::open_pinned(&config.general.pin_dir)?;
+        let (mut dp, adopted) = Dataplane::open_pinned_verifying(&config.general.pin_dir)?;
         let (learner, learned) = dns::Learner::new(dp.take_learned());
         if learned > 0 {
             log::info!("{learned} learned hosts adopted with their expiries");
@@ -978,6 +978,9 @@ impl Controller {
             .map(Compiled::of)
             .collect()
         });
+        // The programs were verified while the first state compiled; no map changes before
+        // the kernel accepted them.
+        self.dp.ready()?;
         let mut wanted = BTreeMap::new();
         let mut committed = false;
         let mut dropped = Vec::new();

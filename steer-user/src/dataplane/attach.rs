@@ -253,7 +253,7 @@ impl Dataplane {
     /// Returns the link and whether it was adopted.
     fn attach_tc(&mut self, iface: &str) -> Result<(HeldLink, bool), DataplaneError> {
         let pin = self.pins.as_ref().map(|p| p.link(LinkKind::Tc, iface));
-        let tc = program_mut::<SchedClassifier>(&mut self.ebpf, program_names::TC)?;
+        let tc = program_mut::<SchedClassifier>(self.programs()?, program_names::TC)?;
         if let Some(path) = pin
             .as_deref()
             .filter(|p| p.exists() && pin_is_for(p, iface))
@@ -291,7 +291,7 @@ impl Dataplane {
                 .into_iter()
                 .map(|m| (m, self.pins.as_ref().map(|p| p.link(xdp_kind(m), iface))))
                 .collect();
-        let xdp = program_mut::<Xdp>(&mut self.ebpf, program_names::XDP)?;
+        let xdp = program_mut::<Xdp>(self.programs()?, program_names::XDP)?;
         for (mode, pin) in &pins {
             let Some(path) = pin
                 .as_deref()

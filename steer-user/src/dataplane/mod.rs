@@ -21,6 +21,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
+    thread::JoinHandle,
 };
 
 use aya::{
@@ -74,6 +75,8 @@ pub enum DataplaneError {
     Pin(#[from] pin::PinError),
     #[error("bpf link: {0}")]
     Link(String),
+    #[error("verifying the programs: {0}")]
+    Verifier(String),
     #[error("kernel log reader: {0}")]
     Logger(String),
     #[error(
@@ -128,10 +131,22 @@ pub struct Adopted {
     pub xdp_links: Vec<String>,
 }
 
-/// A loaded steer object: programs verified and loaded, maps created (or adopted from pins).
+/// The object's programs: verified, or still in the kernel's verifier on a thread of their
+/// own (the daemon's start compiles its first state meanwhile: at a million prefixes both take
+/// a few hundred milliseconds, on different cores).
+#[derive(Debug)]
+enum Programs {
+    Ready(Ebpf),
+    Verifying(JoinHandle<Result<Ebpf, DataplaneError>>),
+    /// The verification failed; its error was returned once.
+    Failed,
+}
+
+/// A loaded steer object: programs verified and loaded (or being verified: [`Dataplane::ready`]),
+/// maps created (or adopted from pins).
 #[derive(Debug)]
 pub struct Dataplane {
-    ebpf: Ebpf,
+    ebpf: Programs,
     maps: Maps,
     /// What the prefix maps hold: read when the maps are adopted, kept current by every sync,
     /// so a sync diffs against it instead of reading the maps back. Shared with a reload that
@@ -152,13 +167,24 @@ pub struct Dataplane {
 impl Dataplane {
     /// Loads the embedded object with private, unpinned maps (tests, benchmarks).
     pub fn load() -> Result<Self, DataplaneError> {
-        Self::load_with(EbpfLoader::new(), None)
+        Self::load_with(EbpfLoader::new(), None, Verify::Now)
     }
 
     /// Loads the object with its maps pinned under `root` (adopting maps pinned by an earlier
     /// daemon after checking that they fit), takes the pin-directory lock and pins the programs.
     /// Interfaces are attached separately with [`Dataplane::attach`], which adopts pinned links.
     pub fn open_pinned(root: &Path) -> Result<(Self, Adopted), DataplaneError> {
+        Self::open_pinned_with(root, Verify::Now)
+    }
+
+    /// [`Dataplane::open_pinned`], with the programs verified on another thread: the maps can
+    /// be read at once, and [`Dataplane::ready`] (which every write, attachment and program
+    /// access waits for) returns the verifier's verdict and pins the programs.
+    pub fn open_pinned_verifying(root: &Path) -> Result<(Self, Adopted), DataplaneError> {
+        Self::open_pinned_with(root, Verify::Background)
+    }
+
+    fn open_pinned_with(root: &Path, verify: Verify) -> Result<(Self, Adopted), DataplaneError> {
         let pins = PinDir::open_locked(root)?;
         pins.check_compatible(&expected_map_infos()?)?;
         let adopted = Adopted {
@@ -176,8 +202,10 @@ impl Dataplane {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut dp = Self::load_with(loader, Some(pins))?;
-        dp.pin_programs()?;
+        let mut dp = Self::load_with(loader, Some(pins), verify)?;
+        if verify == Verify::Now {
+            dp.pin_programs()?;
+        }
         if adopted.maps {
             dp.prefixes = Arc::new(dp.maps.prefix_sets()?);
             dp.local = dp.maps.locals()?;
@@ -207,21 +235,31 @@ impl Dataplane {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        Self::load_with(loader, None)
+        Self::load_with(loader, None, Verify::Now)
     }
 
-    fn load_with(mut loader: EbpfLoader<'_>, pins: Option<PinDir>) -> Result<Self, DataplaneError> {
+    fn load_with(
+        mut loader: EbpfLoader<'_>,
+        pins: Option<PinDir>,
+        verify: Verify,
+    ) -> Result<Self, DataplaneError> {
         let mut ebpf = loader
             .load(objects::STEER)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
-        load_program::<SchedClassifier>(&mut ebpf, program_names::TC)?;
-        load_program::<Xdp>(&mut ebpf, program_names::XDP)?;
-        for name in [program_names::WAN_EGRESS, program_names::WAN_INGRESS] {
-            load_program::<SchedClassifier>(&mut ebpf, name)?;
-        }
+        // The programs hold the maps' descriptors from here on (relocated by `load`): the maps
+        // can leave the object before the programs are verified.
         let maps = Maps::from_ebpf(&mut ebpf)?;
         let learned = Some(learned::LearnedMaps::from_ebpf(&mut ebpf)?);
         let wan = wan_traffic::WanWatch::new(wan_traffic::WanMaps::from_ebpf(&mut ebpf)?);
+        let ebpf = match verify {
+            Verify::Now => Programs::Ready(verified(ebpf)?),
+            Verify::Background => Programs::Verifying(
+                std::thread::Builder::new()
+                    .name("steer-verifier".into())
+                    .spawn(move || verified(ebpf))
+                    .map_err(|e| DataplaneError::Verifier(e.to_string()))?,
+            ),
+        };
         Ok(Dataplane {
             ebpf,
             maps,
@@ -347,11 +385,51 @@ impl Dataplane {
         &mut self.maps
     }
 
+    /// Waits for the programs' verification if it still runs (pinning them once it passed);
+    /// the verifier's refusal is returned here. Every write to the maps, attachment and use of
+    /// a program comes after this, so nothing is changed for programs the kernel refuses.
+    pub fn ready(&mut self) -> Result<(), DataplaneError> {
+        self.programs().map(|_| ())
+    }
+
+    fn programs(&mut self) -> Result<&mut Ebpf, DataplaneError> {
+        if let Programs::Verifying(_) = self.ebpf {
+            let Programs::Verifying(verifying) =
+                std::mem::replace(&mut self.ebpf, Programs::Failed)
+            else {
+                unreachable!("matched above");
+            };
+            let ebpf = verifying
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            self.ebpf = Programs::Ready(ebpf);
+            self.pin_programs()?;
+        }
+        match &mut self.ebpf {
+            Programs::Ready(ebpf) => Ok(ebpf),
+            _ => Err(DataplaneError::Verifier(
+                "the programs were refused earlier".into(),
+            )),
+        }
+    }
+
+    /// The verified programs of a dataplane loaded with them verified at once
+    /// ([`Dataplane::load`], [`Dataplane::open_pinned`], [`Dataplane::load_beside`]).
+    fn verified_programs(&self) -> &Ebpf {
+        match &self.ebpf {
+            Programs::Ready(ebpf) => ebpf,
+            _ => panic!("programs read before Dataplane::ready"),
+        }
+    }
+
     /// Pins the programs (replacing the pins of an earlier daemon), so `steer explain` and
     /// operators find the running code.
     fn pin_programs(&mut self) -> Result<(), DataplaneError> {
         let Some(pins) = &self.pins else {
             return Ok(());
+        };
+        let Programs::Ready(ebpf) = &mut self.ebpf else {
+            unreachable!("pinned once verified");
         };
         for name in [
             program_names::TC,
@@ -361,8 +439,7 @@ impl Dataplane {
         ] {
             let path = pins.prog(name);
             pins.clear(&path)?;
-            let prog = self
-                .ebpf
+            let prog = ebpf
                 .program_mut(name)
                 .ok_or(DataplaneError::MissingProgram(name))?;
             prog.pin(&path).map_err(|e| {
@@ -382,23 +459,35 @@ impl Dataplane {
 
     /// The loaded TC classifier (for test runs and `explain`).
     pub fn tc(&self) -> &SchedClassifier {
-        program(&self.ebpf, program_names::TC).expect("loaded in Dataplane::load")
+        program(self.verified_programs(), program_names::TC).expect("loaded in Dataplane::load")
     }
 
     /// A loaded WAN traffic counter: `program_names::WAN_EGRESS` or `WAN_INGRESS` (test runs).
     pub fn wan_program(&self, name: &'static str) -> Result<&SchedClassifier, DataplaneError> {
-        program(&self.ebpf, name)
+        program(self.verified_programs(), name)
     }
 
     /// The loaded XDP pre-classifier.
     pub fn xdp(&self) -> &Xdp {
-        program(&self.ebpf, program_names::XDP).expect("loaded in Dataplane::load")
+        program(self.verified_programs(), program_names::XDP).expect("loaded in Dataplane::load")
     }
 
     /// Reads the kernel-side log of the programs (aya-log); packet logs only flow when
     /// `Settings::flags` has `LOG_PACKETS`.
     pub fn logger(&mut self) -> Result<aya_log::EbpfLogger<&'static dyn log::Log>, DataplaneError> {
-        aya_log::EbpfLogger::init(&mut self.ebpf).map_err(|e| DataplaneError::Logger(e.to_string()))
+        aya_log::EbpfLogger::init(self.programs()?)
+            .map_err(|e| DataplaneError::Logger(e.to_string()))
+    }
+}
+
+impl Drop for Dataplane {
+    /// A verification still running is waited for: its programs refer to the maps by
+    /// descriptor, which must not be closed (and reused) under it.
+    fn drop(&mut self) {
+        if let Programs::Verifying(verifying) = std::mem::replace(&mut self.ebpf, Programs::Failed)
+        {
+            let _ = verifying.join();
+        }
     }
 }
 
@@ -463,6 +552,23 @@ impl Loadable for Xdp {
     fn load_it(&mut self) -> Result<(), ProgramError> {
         self.load()
     }
+}
+
+/// How [`Dataplane::load_with`] verifies the programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verify {
+    Now,
+    Background,
+}
+
+/// `ebpf` with its programs through the verifier and loaded.
+fn verified(mut ebpf: Ebpf) -> Result<Ebpf, DataplaneError> {
+    load_program::<SchedClassifier>(&mut ebpf, program_names::TC)?;
+    load_program::<Xdp>(&mut ebpf, program_names::XDP)?;
+    for name in [program_names::WAN_EGRESS, program_names::WAN_INGRESS] {
+        load_program::<SchedClassifier>(&mut ebpf, name)?;
+    }
+    Ok(ebpf)
 }
 
 fn load_program<P: Loadable>(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DataplaneError>

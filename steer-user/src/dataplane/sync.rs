@@ -334,7 +334,7 @@ pub fn sync_prefixes(
     report.policy_writes += maps.writes() - start;
     let mut undo = Vec::new();
     let start = maps.writes();
-    if let Err(e) = write_planned(maps, state, planned, &mut undo, &mut report) {
+    if let Err(e) = write_planned(maps, state, planned, None, &mut undo, &mut report) {
         return Err(restore(maps, state, undo, &[], e));
     }
     remove_stale(maps, state, &mut left, &mut report)?;
@@ -411,7 +411,14 @@ pub fn sync(
     // Additions and changes.
     let mut undo = Vec::new();
     let start = maps.writes();
-    if let Err(e) = write_planned(maps, state, planned, &mut undo, &mut report) {
+    if let Err(e) = write_planned(
+        maps,
+        state,
+        planned,
+        Some(&want.prefixes),
+        &mut undo,
+        &mut report,
+    ) {
         return Err(restore(maps, state, undo, &new_rules, e));
     }
     report.prefix_writes += maps.writes() - start;
@@ -620,10 +627,12 @@ fn write_planned(
     maps: &mut Maps,
     state: &mut PrefixSets,
     planned: Vec<PlannedWrites>,
+    want: Option<&PrefixSets>,
     undo: &mut Vec<Undo>,
     report: &mut SyncReport,
 ) -> Result<(), DataplaneError> {
     for (dir, writes) in planned {
+        let whole = want.map_or([false; 2], |want| whole_maps(state, want, dir, &writes));
         // Record the undo before writing: a failing batch may have written part of it.
         for (prefix, _) in &writes {
             undo.push(Undo {
@@ -638,13 +647,42 @@ fn write_planned(
             WriteMode::PerElement
         };
         report.batched |= maps.set_prefixes(dir, &writes, mode)? != WriteMode::PerElement;
-        let v4 = writes.iter().filter(|(p, _)| p.is_v4()).count();
-        state.reserve(dir, [v4, writes.len() - v4]);
-        for (prefix, rule) in writes {
+        if let Some(want) = want {
+            for (map, _) in PrefixMap::of_direction(dir)
+                .into_iter()
+                .zip(whole)
+                .filter(|(_, w)| *w)
+            {
+                *state.map_mut(map) = want.map(map).clone();
+            }
+        }
+        let rest: Vec<_> = writes
+            .into_iter()
+            .filter(|(p, _)| !whole[usize::from(!p.is_v4())])
+            .collect();
+        let v4 = rest.iter().filter(|(p, _)| p.is_v4()).count();
+        state.reserve(dir, [v4, rest.len() - v4]);
+        for (prefix, rule) in rest {
             state.insert(dir, prefix, rule);
         }
     }
     Ok(())
+}
+
+/// Per family of `dir` (IPv4, IPv6): whether `writes` fill an empty map with the whole of
+/// what `want` has there (a first load). The state then takes a copy of `want`'s map, a copy
+/// of memory instead of a million inserts into a growing table.
+fn whole_maps(
+    state: &PrefixSets,
+    want: &PrefixSets,
+    dir: Direction,
+    writes: &[(Prefix, u32)],
+) -> [bool; 2] {
+    let v4 = writes.iter().filter(|(p, _)| p.is_v4()).count();
+    let [map4, map6] = PrefixMap::of_direction(dir);
+    [(map4, v4), (map6, writes.len() - v4)].map(|(map, written)| {
+        written > 0 && state.map(map).is_empty() && want.map(map).len() == written
+    })
 }
 
 /// Undoes the additions and changes of a failed sync and forgets the rules it introduced;

@@ -224,6 +224,7 @@ impl Dataplane {
 
     /// Zeroes the counters of WAN slot `slot` (a slot that starts to mean another WAN).
     pub fn reset_wan_traffic(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        self.ready()?;
         self.wan.maps.reset(slot)
     }
 
@@ -241,6 +242,7 @@ impl Dataplane {
         ifindex: u32,
         dev: Option<WanDevice>,
     ) -> Result<(), DataplaneError> {
+        self.ready()?;
         let mut want = self.wan.maps.devices();
         match dev {
             Some(d) => want.insert(ifindex, d),
@@ -259,6 +261,13 @@ impl Dataplane {
     /// lists only the devices whose programs are attached.
     pub fn reconcile_wan_traffic(&mut self, want: &[WatchedWan]) -> WanTrafficReport {
         let mut report = WanTrafficReport::default();
+        // Nothing is written or attached for programs the verifier has not passed.
+        if let Err(e) = self.ready() {
+            report
+                .failed
+                .push((program_names::WAN_EGRESS.to_owned(), e));
+            return report;
+        }
         let stale: Vec<String> = self
             .wan
             .links
@@ -352,7 +361,7 @@ impl Dataplane {
     ) -> Result<(HeldLink, bool), DataplaneError> {
         let iface = w.iface.as_str();
         let pin = self.pins.as_ref().map(|p| p.link(kind, iface));
-        let prog = program_mut::<SchedClassifier>(&mut self.ebpf, name)?;
+        let prog = program_mut::<SchedClassifier>(self.programs()?, name)?;
         if let Some(path) = pin
             .as_deref()
             .filter(|p| p.exists() && pin_is_for(p, iface))

@@ -124,6 +124,14 @@ impl PrefixMap {
         PrefixMap::SrcV6,
     ];
 
+    /// The IPv4 and the IPv6 map of `direction`.
+    pub const fn of_direction(direction: Direction) -> [PrefixMap; 2] {
+        [
+            PrefixMap::new(direction, true),
+            PrefixMap::new(direction, false),
+        ]
+    }
+
     pub const fn new(direction: Direction, v4: bool) -> PrefixMap {
         match (direction, v4) {
             (Direction::Dst, true) => PrefixMap::DstV4,
