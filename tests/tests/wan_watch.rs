@@ -20,6 +20,8 @@ use steer_tests::{
 
 const ISP_V4: &str = "100.64.91.1";
 const WAN_V4: &str = "100.64.91.2";
+const ISP_V6: &str = "fd91::1";
+const WAN_V6: &str = "fd91::2";
 const TUN_ISP_V4: &str = "100.64.92.1";
 const TUN_WAN_V4: &str = "100.64.92.2";
 /// Bound on waiting for the daemon to follow a change.
@@ -52,19 +54,24 @@ impl Net {
             "ip link set tunp up && ip addr add {TUN_ISP_V4} peer {TUN_WAN_V4} dev tunp"
         ));
         n.wait_reachable(ISP_V4);
+        n.wait_reachable(ISP_V6);
         n.wait_reachable(TUN_ISP_V4);
         n
     }
 
-    /// The veth WAN (created again after a test deleted it).
+    /// The veth WAN (created again after a test deleted it), with a shaping qdisc on its
+    /// egress as a router often has (the counters must not disturb it).
     fn make_wan1(&self) {
         self.router.run(&format!(
             "ip link add wan1 type veth peer name down1 netns {} && ip link set wan1 up && \
-             ip addr add {WAN_V4}/30 dev wan1",
+             ip addr add {WAN_V4}/30 dev wan1 && ip addr add {WAN_V6}/64 dev wan1 nodad && \
+             tc qdisc add dev wan1 root handle 1: htb default 10 && \
+             tc class add dev wan1 parent 1: classid 1:10 htb rate 100mbit",
             self.isp.name
         ));
         self.isp.run(&format!(
-            "ip link set down1 up && (ip addr add {ISP_V4}/30 dev down1 2>/dev/null || true)"
+            "ip link set down1 up && ip addr add {ISP_V4}/30 dev down1 && \
+             ip addr add {ISP_V6}/64 dev down1 nodad"
         ));
     }
 
@@ -186,6 +193,11 @@ policy = "out"
 
 /// (asked, answered) of IPv4 on `wan`, from `steer dump counters --json`.
 fn traffic(work: &Workdir, wan: &str) -> (u64, u64) {
+    traffic_of(work, wan, "ipv4")
+}
+
+/// (asked, answered) of `family` ("ipv4", "ipv6") on `wan`.
+fn traffic_of(work: &Workdir, wan: &str, family: &str) -> (u64, u64) {
     let dump: serde_json::Value =
         serde_json::from_str(&work.steer_ok(&["dump", "counters", "--json"])).expect("json");
     let w = dump["counters"]["wans"]
@@ -194,7 +206,7 @@ fn traffic(work: &Workdir, wan: &str) -> (u64, u64) {
         .flatten()
         .find(|w| w["wan"] == wan)
         .unwrap_or_else(|| panic!("{wan} not in {dump}"));
-    let t = &w["traffic"]["ipv4"];
+    let t = &w["traffic"][family];
     (
         t["asked"].as_u64().expect("asked"),
         t["answered"].as_u64().expect("answered"),
@@ -233,6 +245,13 @@ fn wan_traffic_counters_follow_real_traffic_and_the_wans_devices() {
         two_way_traffic(&net, addr);
         grows(before, traffic(&work, wan), wan);
     }
+
+    // IPv6 counts apart.
+    let before = (traffic(&work, "wan1"), traffic_of(&work, "wan1", "ipv6"));
+    two_way_traffic(&net, ISP_V6);
+    let after = (traffic(&work, "wan1"), traffic_of(&work, "wan1", "ipv6"));
+    grows(before.1, after.1, "wan1 IPv6");
+    assert_eq!(before.0.0, after.0.0, "IPv6 traffic asks nothing of IPv4");
 
     // A one-way UDP flood to a port nobody listens on asks nothing; the port-unreachable
     // errors the ISP sends back are no answer.

@@ -1015,6 +1015,7 @@ impl Controller {
     ) -> Result<ApplyReport, ControllerError> {
         let started = Instant::now();
         let old_rules = self.rules.clone();
+        let old_wan_slots = self.wan_slots.clone();
         let mut report = ApplyReport::default();
         // Gateways and local destinations first: which WAN families are usable decides the
         // policy table. A family whose gateway changes here is written by the sync below.
@@ -1081,6 +1082,7 @@ impl Controller {
             return Err(ControllerError::Start(report.failures()));
         }
         // After the commit: the WAN slots and WANs are the new configuration's.
+        report.notes.extend(self.reset_reused_slots(&old_wan_slots));
         report.notes.extend(self.watch_wans());
         let dns_lines = self.configure_dns();
         report.notes.extend(dns_lines);

@@ -28,6 +28,16 @@ pub fn desired(
         .collect()
 }
 
+/// Slots of `after` whose WAN did not hold them in `before` (a new WAN, or a slot that an
+/// earlier WAN, removed since, may have counted into).
+fn reused_slots(before: &NameIds, after: &NameIds) -> Vec<u32> {
+    after
+        .iter()
+        .filter(|(name, slot)| before.get(*name) != Some(*slot))
+        .map(|(_, slot)| *slot)
+        .collect()
+}
+
 /// Report lines of a reconcile. A failure is a warning: the WAN still works, it is only not
 /// watched passively (probes still are). `quiet` (the periodic retry) logs failures at debug
 /// level only: a kernel that cannot attach them would otherwise repeat the warning every time.
@@ -71,6 +81,20 @@ impl Controller {
     fn reconcile_watch(&mut self, quiet: bool) -> Vec<ReportLine> {
         let want = desired(&self.config.wans, &self.wan_slots, wan_traffic::watched);
         lines(self.dp.reconcile_wan_traffic(&want), quiet)
+    }
+
+    /// Zeroes the traffic counters of every WAN slot that its WAN did not hold in `before` (the
+    /// slots before an apply): a new WAN does not inherit the counts of one that had its slot.
+    pub(super) fn reset_reused_slots(&mut self, before: &NameIds) -> Vec<ReportLine> {
+        let mut out = Vec::new();
+        for slot in reused_slots(before, &self.wan_slots) {
+            if let Err(e) = self.dp.reset_wan_traffic(slot) {
+                out.push(ReportLine::warning(format!(
+                    "zeroing the WAN traffic counters of slot {slot} failed: {e}"
+                )));
+            }
+        }
+        out
     }
 
     /// A link event for `iface` (it appeared, changed or went): when it is a WAN's, the
@@ -118,6 +142,17 @@ mod tests {
                 pace: crate::config::Pacing::defaults(500),
             },
         }
+    }
+
+    #[test]
+    fn a_new_wan_or_a_slot_given_to_another_starts_from_zero_and_a_kept_one_does_not() {
+        let ids = |pairs: &[(&str, u32)]| -> NameIds {
+            pairs.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect()
+        };
+        let before = ids(&[("a", 0), ("b", 1)]);
+        let after = ids(&[("a", 0), ("c", 1), ("d", 2)]);
+        assert_eq!(reused_slots(&before, &after), [1, 2]);
+        assert!(reused_slots(&after, &after).is_empty());
     }
 
     #[test]

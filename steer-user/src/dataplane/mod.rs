@@ -1,5 +1,6 @@
-//! The kernel side as userspace sees it: load the steer object, attach its programs to LAN
-//! interfaces, and bring its maps to a desired state.
+//! The kernel side as userspace sees it: load the steer object, attach its classifier to LAN
+//! interfaces and its traffic counters to WAN devices ([`wan_traffic`]), and bring its maps to
+//! a desired state.
 //!
 //! The maps are private to this module: the controller hands [`Dataplane::sync`] what they
 //! should hold ([`MapContents`]) and [`Dataplane::flip_policy`] a new policy table, and the
@@ -33,6 +34,7 @@ use steer_common::{map_names, program_names};
 pub use attach::{AttachReport, ifindex};
 pub use maps::{Maps, WanName, WriteMode};
 pub use sync::{Diff, MapContents, SyncError, SyncReport};
+pub use wan_traffic::{TrafficSample, WatchedWan};
 
 use crate::{
     model::{self, LocalSet, PrefixSets},

@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{LinkOrder, SchedClassifier, TcAttachType, tc::TcAttachOptions},
 };
 use steer_common::{
@@ -37,6 +37,17 @@ pub struct TrafficSample {
     pub answered: u64,
     pub last_asked_ns: u64,
     pub last_answered_ns: u64,
+}
+
+/// Now on the clock of [`TrafficSample`]'s timestamps (`CLOCK_MONOTONIC`, what
+/// `bpf_ktime_get_ns` reads), in nanoseconds: `monotonic_now_ns() - last_answered_ns` is how
+/// long ago the last answer came.
+pub fn monotonic_now_ns() -> u64 {
+    // SAFETY: an all-zero timespec is valid; clock_gettime only writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: CLOCK_MONOTONIC always exists; `ts` is a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A WAN device to watch: the WAN's slot (as in `WAN_INFO` and `STATS_WAN`), its interface and
@@ -113,6 +124,23 @@ impl WanMaps {
                     });
         }
         Ok(out)
+    }
+
+    /// Zeroes both families of a slot.
+    fn reset(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        if slot >= MAX_WANS {
+            return Err(DataplaneError::WanSlotOutOfRange(slot));
+        }
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| map_err(names::WAN_TRAFFIC, "count CPUs")(MapError::IoError(e)))?;
+        for family in Family::ALL {
+            let zero = PerCpuValues::try_from(vec![WanTraffic::default(); cpus])
+                .expect("at least one CPU");
+            self.traffic
+                .set(wan_traffic_index(slot, family.index() as u32), zero, 0)
+                .map_err(map_err(names::WAN_TRAFFIC, "reset"))?;
+        }
+        Ok(())
     }
 
     /// Brings `WAN_DEVICES` to exactly `want` (writes only what differs).
@@ -194,6 +222,12 @@ impl Dataplane {
         self.wan.maps.sample(slot)
     }
 
+    /// Zeroes the counters of WAN slot `slot` (a slot that starts to mean another WAN).
+    pub fn reset_wan_traffic(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        self.ready()?;
+        self.wan.maps.reset(slot)
+    }
+
     /// What `WAN_DEVICES` holds: interface index -> (slot, flags).
     pub fn wan_devices(&self) -> BTreeMap<u32, WanDevice> {
         self.wan.maps.devices()
@@ -208,6 +242,7 @@ impl Dataplane {
         ifindex: u32,
         dev: Option<WanDevice>,
     ) -> Result<(), DataplaneError> {
+        self.ready()?;
         let mut want = self.wan.maps.devices();
         match dev {
             Some(d) => want.insert(ifindex, d),
@@ -226,6 +261,13 @@ impl Dataplane {
     /// lists only the devices whose programs are attached.
     pub fn reconcile_wan_traffic(&mut self, want: &[WatchedWan]) -> WanTrafficReport {
         let mut report = WanTrafficReport::default();
+        // Nothing is written or attached for programs the verifier has not passed.
+        if let Err(e) = self.ready() {
+            report
+                .failed
+                .push((program_names::WAN_EGRESS.to_owned(), e));
+            return report;
+        }
         let stale: Vec<String> = self
             .wan
             .links
