@@ -492,6 +492,12 @@ pub struct WanDevice {
     pub slot: u32,
     /// `wan_device_flags::*`.
     pub flags: u32,
+    /// The WAN's mark within `mark_mask`: a packet this host sends with it (no input device)
+    /// is one of steer's probes, which asks nothing (an idle line must not look busy to
+    /// itself); its answer counts like any other.
+    pub probe_mark: u32,
+    /// `general.mark_mask`; 0: no packet is taken for a probe.
+    pub mark_mask: u32,
 }
 
 /// Bits of `WanDevice::flags`.
@@ -525,7 +531,7 @@ pub struct WanTraffic {
 }
 
 // The kernel sees raw bytes: any change of layout must be deliberate.
-const _: () = assert!(size_of::<WanDevice>() == 8);
+const _: () = assert!(size_of::<WanDevice>() == 16);
 const _: () = assert!(size_of::<WanTraffic>() == 32);
 const _: () = assert!(size_of::<RuleRef>() == 4);
 const _: () = assert!(size_of::<PolicyEntry>() == 24);

@@ -12,7 +12,7 @@ use aya_ebpf::{
     bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
 };
 use steer_common::{
-    FAMILY_V4, FAMILY_V6,
+    FAMILY_V4, FAMILY_V6, WanDevice,
     ethertype::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6},
     wan_device_flags, wan_traffic_index,
 };
@@ -74,6 +74,9 @@ fn watch(ctx: &TcContext, egress: bool) {
     let Some(dev) = (unsafe { WAN_DEVICES.get(ifindex) }).copied() else {
         return;
     };
+    if egress && is_probe(skb, &dev) {
+        return;
+    }
     let l3_device = dev.flags & wan_device_flags::L3 != 0;
     // An Ethernet segment also carries other hosts' frames and broadcasts, which say nothing
     // about this line.
@@ -92,6 +95,14 @@ fn watch(ctx: &TcContext, egress: bool) {
     if counts {
         record(wan_traffic_index(dev.slot, l3.family), egress);
     }
+}
+
+/// A packet of this host (no input device) with the WAN's mark: one of steer's probes.
+#[inline(always)]
+fn is_probe(skb: *mut aya_ebpf::bindings::__sk_buff, dev: &WanDevice) -> bool {
+    // SAFETY: `skb` is the context pointer of this program; both fields are readable.
+    let (input, mark) = unsafe { ((*skb).ingress_ifindex, (*skb).mark) };
+    dev.mark_mask != 0 && input == 0 && mark & dev.mark_mask == dev.probe_mark
 }
 
 #[inline(always)]

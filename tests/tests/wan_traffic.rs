@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use steer::{
     dataplane::{
         Dataplane,
-        run::{run_tc_on, time_per_run},
+        run::{SkbMeta, run_tc_on, run_tc_with, time_per_run},
         wan_traffic::{TrafficSample, monotonic_now_ns},
     },
     model::Family,
@@ -167,8 +167,15 @@ impl Fixture {
     fn new(flags: u32) -> Fixture {
         steer_tests::require_root();
         let mut dp = Dataplane::load().unwrap_or_else(|e| panic!("load: {e}"));
-        dp.set_wan_device(LO, Some(WanDevice { slot: SLOT, flags }))
-            .expect("write WAN_DEVICES");
+        dp.set_wan_device(
+            LO,
+            Some(WanDevice {
+                slot: SLOT,
+                flags,
+                ..WanDevice::default()
+            }),
+        )
+        .expect("write WAN_DEVICES");
         Fixture { dp }
     }
 
@@ -274,6 +281,54 @@ fn an_l3_wan_reads_the_ip_header_first() {
 }
 
 #[test]
+fn steers_own_probes_ask_nothing_and_their_answers_count() {
+    const MARK: u32 = 0x100;
+    const MASK: u32 = 0xff00;
+    let mut fx = Fixture::new(0);
+    fx.dp
+        .set_wan_device(
+            LO,
+            Some(WanDevice {
+                slot: SLOT,
+                probe_mark: MARK,
+                mark_mask: MASK,
+                ..WanDevice::default()
+            }),
+        )
+        .expect("write WAN_DEVICES");
+    let prog = fx
+        .dp
+        .wan_program(program_names::WAN_EGRESS)
+        .expect("loaded");
+    for family in [Family::V4, Family::V6] {
+        let kind = if family == Family::V4 { 8 } else { 128 };
+        let echo = frame(family, Link::Ethernet, L4::Icmp { kind });
+        let asked = |meta: SkbMeta| {
+            let before = fx.sample()[family.index()].asked;
+            assert_eq!(run_tc_with(prog, &echo, meta).expect("run"), TC_CONTINUE);
+            fx.sample()[family.index()].asked - before
+        };
+        let sent = |ingress_ifindex, mark| SkbMeta {
+            ifindex: LO,
+            ingress_ifindex,
+            mark,
+        };
+        assert_eq!(asked(sent(0, MARK)), 0, "a probe of this host, {family:?}");
+        assert_eq!(
+            asked(sent(0, MARK | 0x1)),
+            0,
+            "bits outside mark_mask do not matter"
+        );
+        assert_eq!(asked(sent(7, MARK)), 1, "steered from the LAN, {family:?}");
+        assert_eq!(asked(sent(0, 0)), 1, "this host's own unmarked traffic");
+        assert_eq!(asked(sent(0, 0x200)), 1, "another WAN's mark");
+        let answered = fx.sample()[family.index()].answered;
+        fx.run(program_names::WAN_INGRESS, &echo);
+        assert_eq!(fx.sample()[family.index()].answered, answered + 1);
+    }
+}
+
+#[test]
 fn timestamps_follow_the_last_ask_and_answer() {
     let fx = Fixture::new(0);
     assert_eq!(fx.sample(), [TrafficSample::default(); 2]);
@@ -339,7 +394,7 @@ fn an_unknown_device_counts_nothing() {
             999,
             Some(WanDevice {
                 slot: SLOT,
-                flags: 0,
+                ..WanDevice::default()
             }),
         )
         .expect("write");
@@ -450,7 +505,13 @@ fn reconciling_the_watched_devices_is_idempotent_and_exact() {
         let index = want[0].ifindex;
         assert_eq!(
             dp.wan_devices().into_iter().collect::<Vec<_>>(),
-            [(index, WanDevice { slot: 3, flags: 0 })]
+            [(
+                index,
+                WanDevice {
+                    slot: 3,
+                    ..WanDevice::default()
+                }
+            )]
         );
 
         let again = dp.reconcile_wan_traffic(&want);

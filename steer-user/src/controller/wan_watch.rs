@@ -17,14 +17,23 @@ use crate::{
 };
 
 /// The devices to watch: each WAN that has a slot and whose interface exists now (`lookup`
-/// reads the system: its index and type, an error when there is no such device).
+/// reads the system: its index and type, an error when there is no such device), with the
+/// mark its probes carry (`mark_mask`: `general.mark_mask`).
 pub fn desired(
     wans: &[Wan],
     slots: &NameIds,
+    mark_mask: u32,
     lookup: impl Fn(u32, &str) -> Result<WatchedWan, DataplaneError>,
 ) -> Vec<WatchedWan> {
     wans.iter()
-        .filter_map(|w| lookup(*slots.get(&w.name)?, &w.interface).ok())
+        .filter_map(|w| {
+            let watched = lookup(*slots.get(&w.name)?, &w.interface).ok()?;
+            Some(WatchedWan {
+                probe_mark: w.mark & mark_mask,
+                mark_mask,
+                ..watched
+            })
+        })
         .collect()
 }
 
@@ -79,7 +88,12 @@ impl Controller {
     }
 
     fn reconcile_watch(&mut self, quiet: bool) -> Vec<ReportLine> {
-        let want = desired(&self.config.wans, &self.wan_slots, wan_traffic::watched);
+        let want = desired(
+            &self.config.wans,
+            &self.wan_slots,
+            self.config.general.mark_mask,
+            wan_traffic::watched,
+        );
         lines(self.dp.reconcile_wan_traffic(&want), quiet)
     }
 
@@ -165,18 +179,23 @@ mod tests {
                 iface: iface.into(),
                 ifindex: 7,
                 flags: 0,
+                probe_mark: 0,
+                mark_mask: 0,
             }),
             "eth2" => Ok(WatchedWan {
                 slot,
                 iface: iface.into(),
                 ifindex: 9,
                 flags: 0,
+                probe_mark: 0,
+                mark_mask: 0,
             }),
             _ => Err(DataplaneError::NoInterface(iface.into())),
         };
-        let got = desired(&wans, &slots, lookup);
+        let got = desired(&wans, &slots, 0xff00, lookup);
         // b: no ppp0 yet; c: no slot.
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].slot, got[0].ifindex), (0, 7));
+        assert_eq!((got[0].probe_mark, got[0].mark_mask), (0x100, 0xff00));
     }
 }

@@ -55,14 +55,48 @@ pub fn run_tc(
     })
 }
 
-/// Offset of `ifindex` in `struct __sk_buff` (after `priority` and `ingress_ifindex`).
+/// Offsets in `struct __sk_buff` of `ingress_ifindex` and `ifindex` (`mark`: above).
+const SKB_INGRESS_IFINDEX_OFFSET: usize = 36;
 const SKB_IFINDEX_OFFSET: usize = 40;
+
+/// What a test run's packet carries besides its bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkbMeta {
+    /// The device it passes (it must exist in this network namespace; 1, loopback, always
+    /// does).
+    pub ifindex: u32,
+    /// The device it came in on; 0: sent by this host.
+    pub ingress_ifindex: u32,
+    pub mark: u32,
+}
 
 /// Runs a TC program once on `frame` as if it passed device `ifindex` (which must exist in
 /// this network namespace; 1, loopback, always does). Returns the program's return value.
 pub fn run_tc_on(prog: &SchedClassifier, frame: &[u8], ifindex: u32) -> Result<i32, ProgramError> {
+    run_tc_with(
+        prog,
+        frame,
+        SkbMeta {
+            ifindex,
+            ..SkbMeta::default()
+        },
+    )
+}
+
+/// [`run_tc_on`] with the packet's input device and mark too.
+pub fn run_tc_with(
+    prog: &SchedClassifier,
+    frame: &[u8],
+    meta: SkbMeta,
+) -> Result<i32, ProgramError> {
     let mut ctx_in = [0u8; SKB_IFINDEX_OFFSET + 4];
-    ctx_in[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
+    for (offset, value) in [
+        (SKB_MARK_OFFSET, meta.mark),
+        (SKB_INGRESS_IFINDEX_OFFSET, meta.ingress_ifindex),
+        (SKB_IFINDEX_OFFSET, meta.ifindex),
+    ] {
+        ctx_in[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
+    }
     let mut ctx_out = [0u8; SKB_CTX_OUT_LEN];
     let mut data_out = vec![0u8; OUT_LEN.max(frame.len())];
     let result = prog.test_run(TestRunOptions {

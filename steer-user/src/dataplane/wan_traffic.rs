@@ -58,6 +58,10 @@ pub struct WatchedWan {
     pub iface: String,
     pub ifindex: u32,
     pub flags: u32,
+    /// The mark of the WAN's probes and `general.mark_mask` (see `WanDevice`); 0 and 0 from
+    /// [`watched`], set by the caller that knows the configuration.
+    pub probe_mark: u32,
+    pub mark_mask: u32,
 }
 
 /// What a reconcile did.
@@ -307,6 +311,8 @@ impl Dataplane {
                 WanDevice {
                     slot: w.slot,
                     flags: w.flags,
+                    probe_mark: w.probe_mark,
+                    mark_mask: w.mark_mask,
                 },
             );
         }
@@ -460,6 +466,8 @@ pub fn watched(slot: u32, iface: &str) -> Result<WatchedWan, DataplaneError> {
         iface: iface.to_owned(),
         ifindex: ifindex(iface)?,
         flags: device_flags(iface)?,
+        probe_mark: 0,
+        mark_mask: 0,
     })
 }
 

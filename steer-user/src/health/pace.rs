@@ -132,8 +132,7 @@ impl Pacer {
             Pace::Normal
         } else if self.late.is_some() || self.failing || self.suspect().is_some() {
             Pace::Fast
-        } else if self.quiet_interval.is_some() && self.passive.proven_within(self.interval, now)
-        {
+        } else if self.quiet_interval.is_some() && self.passive.proven_within(self.interval, now) {
             Pace::Quiet
         } else {
             Pace::Normal
