@@ -586,3 +586,171 @@ fn idle_silent_cut_is_confirmed_by_fast_probes_and_recovery_keeps_up_after() {
         "{text}"
     );
 }
+
+/// `ping` from the LAN client every 5 ms (root may), its replies timestamped (`-D`): what a
+/// user sees of a failover.
+struct ClientPing {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl ClientPing {
+    fn start(s: &Scenario, target: std::net::Ipv4Addr, for_secs: u32) -> ClientPing {
+        let file = s
+            .work
+            .dir
+            .join(format!("ping-{}.txt", steer_tests::unique_tag()));
+        let out = std::fs::File::create(&file).expect("ping output file");
+        let child = s
+            .lab
+            .client
+            .command("ping")
+            .args(["-D", "-n", "-i", "0.005", "-W", "1"])
+            .args(["-w", &for_secs.to_string(), &target.to_string()])
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ping is installed");
+        ClientPing { child, file }
+    }
+
+    /// The epoch times of the replies so far.
+    fn replies(&self) -> Vec<f64> {
+        std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for ClientPing {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The number after `detected in ` in a failover line.
+fn detected_ms(line: &str) -> f64 {
+    line.split("detected in ")
+        .nth(1)
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no detection time in {line}"))
+}
+
+#[test]
+fn busy_silent_cut_is_suspected_by_the_traffic_and_the_client_moves() {
+    let options = Options::default();
+    let s = Scenario::start("passive", &options);
+    let ping = ClientPing::start(&s, Lab::SERVER_A, 8);
+    // The traffic's answers arm the detector; the probes go quiet.
+    std::thread::sleep(Duration::from_millis(2_000));
+    let before = ping.replies().len();
+    assert!(
+        before > 100,
+        "{before} replies in 2 s: the client's ping runs"
+    );
+    let cut = epoch_now();
+    s.lab.blackhole_upstream(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    // The client's traffic moves to WAN 2 and is answered again.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let replies = ping.replies();
+    let log = s.daemon.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("wan1 down ("))
+        .unwrap_or_else(|| panic!("no failover line:\n{log}"));
+    assert!(
+        line.contains("passive: ") && line.contains("by passive"),
+        "the traffic's silence is the first sign: {line}\n{log}"
+    );
+    let detected = detected_ms(line);
+    let around: Vec<f64> = replies.iter().copied().filter(|t| *t > cut - 0.2).collect();
+    assert!(
+        around.len() > 50,
+        "the client is answered again after the failover"
+    );
+    // The longest the client went without an answer.
+    let outage_ms = around
+        .windows(2)
+        .map(|w| (w[1] - w[0]) * 1e3)
+        .fold(0.0, f64::max);
+    // Detection by the traffic, confirmed by fast probes, beats waiting for down_after rounds
+    // at the normal pace (the idle path's floor).
+    let normal_pace_floor =
+        f64::from((options.down_after - 1) * options.interval_ms + options.timeout_ms);
+    assert!(
+        detected < normal_pace_floor,
+        "detected in {detected} ms: {line}"
+    );
+    eprintln!(
+        "busy silent cut: detected in {detected} ms (by the traffic), client-seen outage {outage_ms:.0} ms: {line}"
+    );
+}
+
+#[test]
+fn busy_two_way_traffic_quiets_the_probes() {
+    const SECS: f64 = 3.0;
+    let s = Scenario::start("quiet", &Options::default());
+    let capture = ProbeCapture::start(&s);
+    let idle_from = epoch_now();
+    std::thread::sleep(Duration::from_secs_f64(SECS));
+    let ping = ClientPing::start(&s, Lab::SERVER_A, 6);
+    // The pace follows the traffic within a normal interval; a probe already scheduled at the
+    // normal pace may still go.
+    std::thread::sleep(Duration::from_millis(500));
+    let busy_from = epoch_now();
+    std::thread::sleep(Duration::from_secs_f64(SECS));
+    let st = s.status();
+    std::thread::sleep(Duration::from_millis(300));
+    let times = capture.times();
+    let count = |from: f64| {
+        times
+            .iter()
+            .filter(|t| **t >= from && **t < from + SECS)
+            .count()
+    };
+    let (idle, busy) = (count(idle_from), count(busy_from));
+    assert!(ping.replies().len() > 300, "the client's ping runs");
+    assert!(
+        idle >= 25,
+        "{idle} probes in {SECS} s idle: the normal pace"
+    );
+    assert!(
+        busy * 5 <= idle,
+        "{busy} probes in {SECS} s of answered traffic against {idle} idle"
+    );
+    let wan1 = st["wans"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["name"] == "wan1"))
+        .unwrap_or_else(|| panic!("no wan1 in {st}"));
+    assert!(
+        wan1.to_string().contains("\"quiet\""),
+        "status shows the quiet pace: {wan1}"
+    );
+    eprintln!("probes in {SECS} s: idle {idle}, with answered traffic {busy}");
+}
+
+#[test]
+fn one_way_asks_never_take_a_wan_down() {
+    let s = Scenario::start("oneway", &Options::default());
+    // 1,000 datagrams/s to UDP 443 (QUIC's port: they ask), nobody answers; healthy probes.
+    let stream = Stream::start(
+        &s.lab,
+        Lab::SERVER_A.into(),
+        443,
+        Duration::from_millis(1),
+        Duration::from_secs(10),
+    );
+    while !stream.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(stream.sent() > 5_000, "the stream ran: {}", stream.sent());
+    let log = s.daemon.log_text();
+    assert!(!log.contains("wan1 down"), "no false down:\n{log}");
+    s.wait_wan("wan1", "up", Duration::from_secs(1));
+}

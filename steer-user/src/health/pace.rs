@@ -2,8 +2,9 @@
 //! tracker's state and the traffic's counters (through [`Passive`]), it says the pace.
 //!
 //! - **Fast** (`failure_interval_ms`) while a round is *late* (not passed within the line's
-//!   round-trip bound, long before its timeout), after a failed round, and while the traffic
-//!   is suspect. Rounds overlap: a fast round does not wait for the slow one before it, so
+//!   round-trip bound, long before its timeout) and after a failed round; while the traffic
+//!   is suspect, a burst ([`BURST_SPACING`] apart): the traffic's silence is already one sign,
+//!   the burst's `down_after` rounds confirm it within about one timeout. Rounds overlap: a fast round does not wait for the slow one before it, so
 //!   `down_after` failed rounds are in about one timeout plus `down_after - 1` fast
 //!   intervals after the first late probe.
 //! - **Quiet** (`quiet_interval_ms`) while the WAN's own traffic was answered within the last
@@ -23,6 +24,9 @@ use crate::config::Track;
 /// A round is never late before this, however short the line's round trip: a round trip of
 /// 0.2 ms with a little scheduling jitter must not hasten every probe.
 pub const LATE_FLOOR: Duration = Duration::from_millis(10);
+
+/// Between the rounds that confirm a suspicion (a burst of `down_after` rounds).
+pub const BURST_SPACING: Duration = Duration::from_millis(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Pace {
@@ -141,6 +145,9 @@ impl Pacer {
 
     pub fn schedule(&self, now: Instant) -> Schedule {
         let interval = match self.pace(now) {
+            // The traffic already says the line is silent: the confirming rounds go as one
+            // burst, so the decision waits one timeout, not down_after - 1 fast intervals more.
+            Pace::Fast if self.suspect().is_some() => BURST_SPACING.min(self.failure_interval),
             Pace::Fast => self.failure_interval,
             Pace::Normal => self.interval,
             Pace::Quiet => self.quiet_interval.unwrap_or(self.interval),
