@@ -9,6 +9,7 @@ use std::{
 use steer_tests::{
     lab::{
         Lab, Stream, Wan,
+        ping::{ClientPing, epoch_now},
         sock::{enable_recverr, unbound_udp},
         udp_via,
     },
@@ -460,13 +461,6 @@ impl Drop for ProbeCapture {
     }
 }
 
-fn epoch_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-}
-
 /// Gaps (ms) between the requests sent within [from, to) (epoch seconds).
 fn gaps_ms(times: &[f64], from: f64, to: f64) -> Vec<u64> {
     let inside: Vec<f64> = times
@@ -587,51 +581,6 @@ fn idle_silent_cut_is_confirmed_by_fast_probes_and_recovery_keeps_up_after() {
     );
 }
 
-/// `ping` from the LAN client every 5 ms (root may), its replies timestamped (`-D`): what a
-/// user sees of a failover.
-struct ClientPing {
-    child: std::process::Child,
-    file: std::path::PathBuf,
-}
-
-impl ClientPing {
-    fn start(s: &Scenario, target: std::net::Ipv4Addr, for_secs: u32) -> ClientPing {
-        let file = s
-            .work
-            .dir
-            .join(format!("ping-{}.txt", steer_tests::unique_tag()));
-        let out = std::fs::File::create(&file).expect("ping output file");
-        let child = s
-            .lab
-            .client
-            .command("ping")
-            .args(["-D", "-n", "-i", "0.005", "-W", "1"])
-            .args(["-w", &for_secs.to_string(), &target.to_string()])
-            .stdout(out)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("ping is installed");
-        ClientPing { child, file }
-    }
-
-    /// The epoch times of the replies so far.
-    fn replies(&self) -> Vec<f64> {
-        std::fs::read_to_string(&self.file)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("bytes from"))
-            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for ClientPing {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The number after `detected in ` in a failover line.
 fn detected_ms(line: &str) -> f64 {
     line.split("detected in ")
@@ -645,7 +594,7 @@ fn detected_ms(line: &str) -> f64 {
 fn busy_silent_cut_is_suspected_by_the_traffic_and_the_client_moves() {
     let options = Options::default();
     let s = Scenario::start("passive", &options);
-    let ping = ClientPing::start(&s, Lab::SERVER_A, 8);
+    let ping = ClientPing::start(&s.lab, &s.work.dir, Lab::SERVER_A.into(), 5, 8);
     // The traffic's answers arm the detector; the probes go quiet.
     std::thread::sleep(Duration::from_millis(2_000));
     let before = ping.replies().len();
@@ -669,16 +618,13 @@ fn busy_silent_cut_is_suspected_by_the_traffic_and_the_client_moves() {
         "the traffic's silence is the first sign: {line}\n{log}"
     );
     let detected = detected_ms(line);
-    let around: Vec<f64> = replies.iter().copied().filter(|t| *t > cut - 0.2).collect();
     assert!(
-        around.len() > 50,
+        replies.iter().filter(|t| **t > cut).count() > 50,
         "the client is answered again after the failover"
     );
-    // The longest the client went without an answer.
-    let outage_ms = around
-        .windows(2)
-        .map(|w| (w[1] - w[0]) * 1e3)
-        .fold(0.0, f64::max);
+    let outage_ms = ping
+        .longest_gap_ms(cut - 0.2)
+        .expect("replies around the cut");
     // Detection by the traffic, confirmed by fast probes, beats waiting for down_after rounds
     // at the normal pace (the idle path's floor).
     let normal_pace_floor =
@@ -699,7 +645,7 @@ fn busy_two_way_traffic_quiets_the_probes() {
     let capture = ProbeCapture::start(&s);
     let idle_from = epoch_now();
     std::thread::sleep(Duration::from_secs_f64(SECS));
-    let ping = ClientPing::start(&s, Lab::SERVER_A, 6);
+    let ping = ClientPing::start(&s.lab, &s.work.dir, Lab::SERVER_A.into(), 5, 6);
     // The pace follows the traffic within a normal interval; a probe already scheduled at the
     // normal pace may still go.
     std::thread::sleep(Duration::from_millis(500));

@@ -887,6 +887,7 @@ fn failover() {
     let silent = measure(&|| s.lab.blackhole_upstream(Wan::One), &|| {
         s.lab.restore_upstream(Wan::One)
     });
+    let busy = silent_cut_under_ping(&s, RUNS);
     let bound = Duration::from_millis(u64::from(options.interval_ms * options.down_after));
     report_failover(
         "carrier loss",
@@ -900,6 +901,24 @@ fn failover() {
         bound,
         "down_after x interval",
     );
+    println!("  (a one-way UDP stream: nothing it sends asks, so the probes find the fault)");
+    let (outages, detections): (Vec<Duration>, Vec<Duration>) = busy.into_iter().unzip();
+    report_failover(
+        "silent, ping every 5 ms",
+        &outages,
+        bound,
+        "down_after x interval",
+    );
+    println!(
+        "  (the longest the pinging client went without a reply; the traffic's silence is the first sign)"
+    );
+    report_failover(
+        "  its detection",
+        &detections,
+        Duration::from_millis(100),
+        "the 100 ms target",
+    );
+    probe_counts(&s);
     println!("(fault = the moment the test starts the `ip`/`nft` command that causes it)");
     let log = s.daemon.log_text();
     if let Some(line) = log
@@ -922,6 +941,82 @@ fn failover() {
             line.split_once("] ").map(|(_, r)| r).unwrap_or(line)
         );
     }
+}
+
+/// Silent upstream loss while the client pings through WAN 1 every 5 ms: (the longest the
+/// client went without a reply, the daemon's detection time), per run.
+fn silent_cut_under_ping(
+    s: &steer_tests::scenario::Scenario,
+    runs: usize,
+) -> Vec<(Duration, Duration)> {
+    use steer_tests::lab::{
+        Lab, Wan,
+        ping::{ClientPing, epoch_now},
+    };
+    (0..runs)
+        .map(|_| {
+            let ping = ClientPing::start(&s.lab, &s.work.dir, Lab::SERVER_A.into(), 5, 6);
+            // Answered traffic arms the detector and quiets the probes.
+            std::thread::sleep(Duration::from_millis(1_500));
+            let cut = epoch_now();
+            s.lab.blackhole_upstream(Wan::One);
+            s.wait_wan("wan1", "down", Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(800));
+            let outage = ping
+                .longest_gap_ms(cut - 0.2)
+                .expect("replies around the cut");
+            drop(ping);
+            s.lab.restore_upstream(Wan::One);
+            s.wait_wan("wan1", "up", Duration::from_secs(10));
+            let log = s.daemon.log_text();
+            let detected = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("wan1 down ("))
+                .and_then(|l| ms_after(l, "detected in"))
+                .expect("a detection time");
+            (
+                Duration::from_secs_f64(outage / 1e3),
+                Duration::from_secs_f64(detected / 1e3),
+            )
+        })
+        .collect()
+}
+
+/// Probes WAN 1 sends in 10 s idle and in 10 s of answered traffic (the client pinging every
+/// 5 ms), from `steer status`.
+fn probe_counts(s: &steer_tests::scenario::Scenario) {
+    use steer_tests::lab::{Lab, ping::ClientPing};
+    const SECS: u64 = 10;
+    let sent = || {
+        s.status()["wans"][0]["families"][0]["probes"]["packets_out"]
+            .as_u64()
+            .expect("probe counters in status")
+    };
+    let window = |busy: bool| {
+        let ping = busy.then(|| {
+            let p = ClientPing::start(
+                &s.lab,
+                &s.work.dir,
+                Lab::SERVER_A.into(),
+                5,
+                SECS as u32 + 2,
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            p
+        });
+        let before = sent();
+        std::thread::sleep(Duration::from_secs(SECS));
+        let n = sent() - before;
+        drop(ping);
+        n
+    };
+    let idle = window(false);
+    let busy = window(true);
+    println!(
+        "probes in {SECS} s, WAN 1 (IPv4)        idle {idle}, with answered traffic {busy}   {:.3}x idle (target <= 0.1x)",
+        busy as f64 / idle.max(1) as f64
+    );
 }
 
 fn report_failover(what: &str, runs: &[Duration], baseline: Duration, baseline_name: &str) {

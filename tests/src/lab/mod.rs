@@ -34,6 +34,7 @@
 //! Beware: the ISP interfaces are literally called `down` and `up`, which are also keywords of
 //! `ip link`: always name them with `dev` (`ip link set dev down up`), never positionally.
 
+pub mod ping;
 pub mod sock;
 pub mod tcp;
 mod udp;
