@@ -21,6 +21,7 @@ pub mod gateways;
 mod lists;
 mod report;
 mod set_edits;
+mod standby;
 pub mod teardown;
 mod vrrp;
 
@@ -269,6 +270,8 @@ pub struct Controller {
     /// exactly what it asks (the last apply had no failure): a reload that finds them unchanged
     /// has nothing to parse and nothing to write.
     inputs: Option<Inputs>,
+    /// Policy tables precomputed for single-WAN failures ([`standby`]).
+    standbys: standby::Standbys,
 }
 
 impl std::fmt::Debug for Controller {
@@ -331,6 +334,7 @@ impl Controller {
             vrrp: vrrp::VrrpCtl::default(),
             runtime,
             inputs: None,
+            standbys: standby::Standbys::default(),
         };
         let mut report = ctl.apply(config, true, None).await?;
         report.notes.splice(0..0, runtime_notes);
@@ -623,6 +627,7 @@ impl Controller {
     /// Makes the policy table of the WANs' states of now the live one (a flip when it differs);
     /// a failure leaves it pending for [`Controller::retry_pending`].
     fn write_live_table(&mut self) -> Result<Option<(u32, u32)>, DataplaneError> {
+        self.standbys.fresh = false;
         let (table, outcomes) = self.live_table();
         let flip = self.dp.flip_policy(&table);
         self.policy_dirty = flip.is_err();
@@ -870,7 +875,12 @@ impl Controller {
     /// Whether policies may send `family` traffic to WAN `wan` now: it is up, and its gateway
     /// is known.
     fn usable(&self, wan: &str, family: Family) -> bool {
-        self.health.up(wan, family) && self.gateway_of(wan, family).gateway.is_some()
+        // Not through gateway_of: a failover asks this for every WAN before its flip.
+        self.health.up(wan, family)
+            && self
+                .gateways
+                .get(&(wan.to_owned(), family))
+                .is_some_and(|r| r.gateway.is_some())
     }
 
     /// A WAN changed state: recompute every policy from the cached compilation (not the whole
@@ -884,9 +894,31 @@ impl Controller {
             transition,
         } = verdict;
         let started = Instant::now();
+        // A standby covering this failure goes live first: one word written.
+        let precomputed = if transition.up {
+            None
+        } else {
+            self.flip_precomputed(&wan, &families)
+        };
+        let switched = started.elapsed();
+        self.standbys.fresh = false;
         let (table, outcomes) = self.live_table();
-        let flip = self.dp.flip_policy(&table);
-        let switch = started.elapsed();
+        let (flip, switch, precomputed) = match precomputed {
+            Some(Ok(done)) if done.table == table => (Ok(done.flip), switched, true),
+            other => {
+                if let Some(e) = other {
+                    log::error!(
+                        "{wan}: the precomputed standby {} ; writing the table the normal way",
+                        match e {
+                            Ok(_) => "differs from the table computed now (a bug)".to_owned(),
+                            Err(e) => format!("could not be flipped to ({e})"),
+                        }
+                    );
+                }
+                let flip = self.dp.flip_policy(&table);
+                (flip, started.elapsed(), false)
+            }
+        };
         let moved: Vec<(String, String, String)> = outcomes
             .iter()
             .filter_map(|(p, now)| {
@@ -902,6 +934,7 @@ impl Controller {
             moved,
             detection: transition.detection,
             switch,
+            precomputed,
             flip: flip.as_ref().ok().copied().flatten(),
             error: flip.err().map(|e| e.to_string()),
         };
@@ -1032,6 +1065,7 @@ impl Controller {
     }
 
     fn commit(&mut self, want: Desired, config: Config, counts: HashMap<u32, usize>) {
+        self.standbys.fresh = false;
         self.rules = want.rules;
         self.wan_slots = want.wan_slots;
         self.outcomes = want.outcomes;
@@ -1205,6 +1239,8 @@ impl Controller {
             dns: self.dns_status(),
             vrrp: self.vrrp_status(),
             failover_times: self.failover_times.clone(),
+            standbys: self.standbys.describe(),
+            standbys_missing: self.standbys.uncovered.clone(),
         }
     }
 

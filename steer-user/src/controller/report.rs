@@ -109,6 +109,8 @@ pub struct FailoverReport {
     pub detection: Option<Duration>,
     /// From the decision to the flipped generation word.
     pub switch: Duration,
+    /// A precomputed standby went live (one word written), not a table written then flipped.
+    pub precomputed: bool,
     pub flip: Option<(u32, u32)>,
     /// Writing the new policy table failed: the old one stays live (retried).
     pub error: Option<String>,
@@ -153,9 +155,17 @@ impl std::fmt::Display for FailoverReport {
             Some(d) => write!(f, "; detected in {:.1} ms", d.as_secs_f64() * 1e3)?,
             None => write!(f, "; detected by the event itself")?,
         }
-        write!(f, ", switched in {:.2} ms", self.switch.as_secs_f64() * 1e3)?;
-        if let Some((from, to)) = self.flip {
-            write!(f, " (generation {from} -> {to})")?;
+        if self.switch < Duration::from_millis(1) {
+            write!(f, ", switched in {} µs", self.switch.as_micros())?;
+        } else {
+            write!(f, ", switched in {:.2} ms", self.switch.as_secs_f64() * 1e3)?;
+        }
+        match (self.flip, self.precomputed) {
+            (Some((from, to)), true) => {
+                write!(f, " (precomputed standby, generation {from} -> {to})")?
+            }
+            (Some((from, to)), false) => write!(f, " (generation {from} -> {to})")?,
+            (None, _) => {}
         }
         if let Some(e) = &self.error {
             write!(
