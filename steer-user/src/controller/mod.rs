@@ -894,6 +894,7 @@ impl Controller {
             transition,
         } = verdict;
         let started = Instant::now();
+        let writes = self.dp.maps().writes();
         // A standby covering this failure goes live first: one word written.
         let precomputed = if transition.up {
             None
@@ -901,10 +902,11 @@ impl Controller {
             self.flip_precomputed(&wan, &families)
         };
         let switched = started.elapsed();
+        let switch_writes = self.dp.maps().writes() - writes;
         self.standbys.fresh = false;
         let (table, outcomes) = self.live_table();
         let (flip, switch, precomputed) = match precomputed {
-            Some(Ok(done)) if done.table == table => (Ok(done.flip), switched, true),
+            Some(Ok(done)) if done.table == table => (Ok(done.flip), switched, Some(switch_writes)),
             other => {
                 if let Some(e) = other {
                     log::error!(
@@ -916,7 +918,7 @@ impl Controller {
                     );
                 }
                 let flip = self.dp.flip_policy(&table);
-                (flip, started.elapsed(), false)
+                (flip, started.elapsed(), None)
             }
         };
         let moved: Vec<(String, String, String)> = outcomes
@@ -934,7 +936,8 @@ impl Controller {
             moved,
             detection: transition.detection,
             switch,
-            precomputed,
+            precomputed: precomputed.is_some(),
+            writes: precomputed.unwrap_or_else(|| self.dp.maps().writes() - writes),
             flip: flip.as_ref().ok().copied().flatten(),
             error: flip.err().map(|e| e.to_string()),
         };

@@ -54,6 +54,10 @@ pub(super) struct Flipped {
 impl Standbys {
     /// The standbys in words, for status: `wan1 (ipv4+ipv6) -> generation 3`.
     pub fn describe(&self) -> Vec<String> {
+        if !self.fresh {
+            // Stale ones are never flipped to.
+            return Vec::new();
+        }
         self.ready
             .iter()
             .map(|r| {
