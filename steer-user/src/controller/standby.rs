@@ -30,7 +30,7 @@ pub(super) struct Standbys {
     /// Built for the state of now: cleared by every state change and reload.
     pub fresh: bool,
     /// Whether each WAN family was usable when they were built.
-    base: Vec<(String, Family, bool)>,
+    base: Vec<((String, Family), bool)>,
     ready: Vec<Ready>,
     /// Failures not covered (no generation left, or building failed), in words.
     pub uncovered: Vec<String>,
@@ -74,11 +74,11 @@ impl Standbys {
 
 impl Controller {
     /// Whether each WAN family is usable now, in configuration order.
-    fn usable_now(&self) -> Vec<(String, Family, bool)> {
+    fn usable_now(&self) -> Vec<((String, Family), bool)> {
         self.config
             .wans
             .iter()
-            .flat_map(|w| Family::ALL.map(|f| (w.name.clone(), f, self.usable(&w.name, f))))
+            .flat_map(|w| Family::ALL.map(|f| ((w.name.clone(), f), self.usable(&w.name, f))))
             .collect()
     }
 
@@ -98,8 +98,8 @@ impl Controller {
         for w in &self.config.wans {
             let up: Vec<Family> = base
                 .iter()
-                .filter(|(n, _, u)| *u && *n == w.name)
-                .map(|(_, f, _)| *f)
+                .filter(|((n, _), u)| *u && *n == w.name)
+                .map(|((_, f), _)| *f)
                 .collect();
             if up.len() > 1 {
                 single.extend(up.iter().map(|f| (w.name.clone(), vec![*f])));
@@ -115,7 +115,7 @@ impl Controller {
         for (wan, families) in keys {
             let (table, _) =
                 desired::policy_table(&self.config, &self.rules, &self.wan_slots, |w, f| {
-                    let was = base.iter().any(|(n, g, u)| n == w && *g == f && *u);
+                    let was = base.iter().any(|((n, g), u)| n == w && *g == f && *u);
                     was && !(w == wan && families.contains(&f))
                 });
             let standby = if table == live {
@@ -173,9 +173,12 @@ impl Controller {
                 && r.families.len() == families.len()
                 && families.iter().all(|f| r.families.contains(f))
         })?;
-        let still = s.base.iter().all(|(w, f, was)| {
-            let expected = *was && !(w == wan && families.contains(f));
-            self.usable(w, *f) == expected
+        // Every WAN family as usable as the standby assumed (no allocation: this is timed).
+        let still = s.base.iter().all(|(key, was)| {
+            let expected = *was && !(key.0 == wan && families.contains(&key.1));
+            let usable = self.health.up(&key.0, key.1)
+                && self.gateways.get(key).is_some_and(|r| r.gateway.is_some());
+            usable == expected
         });
         if !still {
             return None;
