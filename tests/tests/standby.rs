@@ -414,3 +414,31 @@ fn the_daemon_flips_a_standby_first_and_rebuilds_them_after_each_change_and_relo
         "{st}"
     );
 }
+
+/// A daemon of the previous layout (two generations: POLICY of 2 x 2 x 256 entries, LB of a
+/// slot table per rule) left its maps pinned: this steer refuses to adopt them, saying which
+/// map, what differs and what to do, and creates nothing.
+#[test]
+fn maps_pinned_with_the_two_generation_layout_are_refused_with_the_reason() {
+    use steer_common::{FAMILIES, MAX_RULES, PolicyEntry};
+    require_root();
+    let work = Workdir::new("standby-upgrade");
+    std::fs::create_dir_all(work.pin_dir.join("maps")).unwrap();
+    let old =
+        aya::maps::Array::<aya::maps::MapData, PolicyEntry>::create(2 * FAMILIES * MAX_RULES, 0)
+            .expect("create a map");
+    old.pin(work.pin_dir.join("maps/POLICY")).expect("pin it");
+    let err = Dataplane::open_pinned(&work.pin_dir).expect_err("must not adopt it");
+    let msg = err.to_string();
+    let needs = format!(
+        "capacity (max entries) is {}, this steer needs {}",
+        2 * FAMILIES * MAX_RULES,
+        GENERATIONS * FAMILIES * MAX_RULES
+    );
+    assert!(
+        msg.contains("maps/POLICY") && msg.contains(&needs) && msg.contains("steer stop"),
+        "{msg}"
+    );
+    assert!(!work.pin_dir.join("maps/LB").exists());
+    assert!(!work.pin_dir.join("progs/steer_tc").exists());
+}
