@@ -994,6 +994,8 @@ impl Controller {
         compiled: Option<Vec<Compiled>>,
     ) -> Result<ApplyReport, ControllerError> {
         let started = Instant::now();
+        // Gateways may change below even when the sync then fails: standbys are rebuilt.
+        self.standbys.fresh = false;
         let old_rules = self.rules.clone();
         let mut report = ApplyReport::default();
         // Gateways and local destinations first: which WAN families are usable decides the

@@ -87,7 +87,9 @@ impl Controller {
     /// A failure here never touches the live generation: the failover it would have covered
     /// is written the normal way.
     pub fn refresh_standbys(&mut self) -> Option<ReportLine> {
-        if self.standbys.fresh {
+        // While a failed write is retried the kernel is behind the states: a standby judged
+        // against the computed table could skip a needed write.
+        if self.standbys.fresh || self.policy_dirty {
             return None;
         }
         self.dp.drop_standbys();

@@ -3,7 +3,9 @@
 //!
 //! The maps are private to this module: the controller hands [`Dataplane::sync`] what they
 //! should hold ([`MapContents`]) and [`Dataplane::flip_policy`] a new policy table, and the
-//! order of the writes is [`sync`]'s business. Readers (status, `steer dump`, `steer explain`)
+//! order of the writes is [`sync`]'s business. Tables precomputed for WAN failures go to
+//! standby generations ([`Dataplane::prepare_standby`], [`Dataplane::flip_to_standby`]; which
+//! generation may be written when is [`generations`]' business). Readers (status, `steer dump`, `steer explain`)
 //! get [`Dataplane::maps`], whose writers all need `&mut`.
 
 mod attach;
