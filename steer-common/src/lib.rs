@@ -202,6 +202,9 @@ pub const LOCAL_RULE: u32 = u32::MAX;
 pub const LEARNED_MAX_ENTRIES: u32 = 1 << 20;
 /// `BPF_F_NO_PREALLOC`.
 pub const MAP_F_NO_PREALLOC: u32 = 1;
+/// `BPF_F_MMAPABLE`: userspace maps the array's values into its memory (`ACTIVE`: a flip is
+/// one store).
+pub const MAP_F_MMAPABLE: u32 = 1 << 10;
 /// Bytes of the name kept in a [`Learned`] entry (NUL-padded; a longer name keeps its end,
 /// where the domain that matched is).
 pub const LEARNED_NAME_LEN: usize = 112;

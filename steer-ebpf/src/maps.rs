@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use steer_common::{
     AddrV4, AddrV6, Counter, FAMILIES, FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_BLOCKS,
-    LB_SLOTS, LEARNED_MAX_ENTRIES, LOCAL_MAX_ENTRIES, LbSlot, Learned, LocalRef, MAP_F_NO_PREALLOC,
-    MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4,
+    LB_SLOTS, LEARNED_MAX_ENTRIES, LOCAL_MAX_ENTRIES, LbSlot, Learned, LocalRef, MAP_F_MMAPABLE,
+    MAP_F_NO_PREALLOC, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4,
     SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS, Settings, WanInfo, path,
 };
 
@@ -59,7 +59,7 @@ pub static POLICY: Array<PolicyEntry> =
 #[map]
 pub static LB: Array<LbSlot> = Array::with_max_entries(LB_BLOCKS * LB_SLOTS, 0);
 #[map]
-pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+pub static ACTIVE: Array<u32> = Array::with_max_entries(1, MAP_F_MMAPABLE);
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 

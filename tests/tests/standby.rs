@@ -177,6 +177,10 @@ fn each_standby_gives_the_verdicts_of_the_normally_written_table_and_flips_with_
             "standbys are not read"
         );
 
+        assert!(
+            dp.maps().active_is_mapped(),
+            "the flip is a store, no syscall"
+        );
         let before = dp.maps().writes();
         let (from, to) = dp.flip_to_standby(mine).expect("flip");
         assert_eq!((from, to), (live, mine.generation));

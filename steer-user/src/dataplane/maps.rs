@@ -26,6 +26,7 @@ use steer_common::{
 use super::{
     DataplaneError, sys,
     trie::{NamedMap, SplitTrie, TrieError},
+    word::MappedWord,
 };
 use crate::{
     model::{
@@ -72,6 +73,8 @@ pub struct Maps {
     fail_after: Option<(u64, u32)>,
     /// Roles of the generations and the slot-table pool (see [`super::generations`]).
     pub(super) book: super::generations::Book,
+    /// `ACTIVE` mapped into memory, when the kernel allows it (see [`super::word`]).
+    active_word: Option<super::word::MappedWord>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -118,6 +121,7 @@ impl Maps {
         };
         let (dst_v4, dst_v6) = (split(PrefixMap::DstV4)?, split(PrefixMap::DstV6)?);
         let (src_v4, src_v6) = (split(PrefixMap::SrcV4)?, split(PrefixMap::SrcV6)?);
+        let active_word;
         Ok(Maps {
             dst_v4: SplitTrie::new(dst_v4.0, dst_v4.1, SLOT_MIN_LEN_V4, slot_v4)?,
             dst_v6: SplitTrie::new(dst_v6.0, dst_v6.1, SLOT_MIN_LEN_V6, slot_v6)?,
@@ -125,7 +129,14 @@ impl Maps {
             src_v6: SplitTrie::new(src_v6.0, src_v6.1, SLOT_MIN_LEN_V6, slot_v6)?,
             policy: typed!(names::POLICY),
             lb: typed!(names::LB),
-            active: typed!(names::ACTIVE),
+            active: {
+                let map = take(names::ACTIVE)?;
+                active_word = match &map {
+                    Map::Array(data) => MappedWord::map(data.fd().as_fd()),
+                    _ => None,
+                };
+                map.try_into().map_err(map_err(names::ACTIVE, "open"))?
+            },
             settings: typed!(names::SETTINGS),
             stats_rule: typed!(names::STATS_RULE),
             stats_wan: typed!(names::STATS_WAN),
@@ -138,6 +149,7 @@ impl Maps {
             writes: 0,
             fail_after: None,
             book: Default::default(),
+            active_word,
         })
     }
 
@@ -589,6 +601,9 @@ impl Maps {
 
     /// The generation the classifier reads now.
     pub fn active_generation(&self) -> Result<u32, DataplaneError> {
+        if let Some(word) = &self.active_word {
+            return Ok(word.load() % GENERATIONS);
+        }
         self.active
             .get(&0, 0)
             .map(|g| g % GENERATIONS)
@@ -598,11 +613,20 @@ impl Maps {
     /// Makes `generation` live with one word write: every packet after it sees the new table.
     pub fn set_active_generation(&mut self, generation: u32) -> Result<(), DataplaneError> {
         self.meter(1)?;
-        self.active
-            .set(0, generation % GENERATIONS, 0)
-            .map_err(map_err(names::ACTIVE, "write"))?;
+        match &self.active_word {
+            Some(word) => word.store(generation % GENERATIONS),
+            None => self
+                .active
+                .set(0, generation % GENERATIONS, 0)
+                .map_err(map_err(names::ACTIVE, "write"))?,
+        }
         self.note_flip(generation % GENERATIONS);
         Ok(())
+    }
+
+    /// Whether the generation word is written by a store into mapped memory (not a syscall).
+    pub fn active_is_mapped(&self) -> bool {
+        self.active_word.is_some()
     }
 
     pub fn settings(&self) -> Result<Settings, DataplaneError> {

@@ -17,6 +17,7 @@ pub mod run;
 pub mod sync;
 pub mod sys;
 pub mod trie;
+mod word;
 
 use std::{
     collections::BTreeMap,
