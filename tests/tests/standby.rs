@@ -357,7 +357,6 @@ fn the_daemon_flips_a_standby_first_and_rebuilds_them_after_each_change_and_relo
     assert_eq!(udp_via(&s.lab, a, 6301, N), [N, 0]);
 
     let out = s.steer(&["wan", "wan1", "down"]);
-    eprintln!("{out}");
     assert!(
         out.contains("wan1 down (set by hand)")
             && out.contains("(precomputed standby, 1 map writes, generation"),
@@ -417,6 +416,12 @@ fn the_daemon_flips_a_standby_first_and_rebuilds_them_after_each_change_and_relo
         st["failover_times"]["switch"]["count"].as_u64() >= Some(4),
         "{st}"
     );
+    // For the record (`--nocapture`): decision -> kernel of each change.
+    for line in s.daemon.log_text().lines() {
+        if let Some((_, switched)) = line.split_once("switched in ") {
+            eprintln!("switched in {switched}");
+        }
+    }
 }
 
 /// A daemon of the previous layout (two generations: POLICY of 2 x 2 x 256 entries, LB of a
