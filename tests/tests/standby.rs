@@ -354,6 +354,8 @@ fn the_daemon_flips_a_standby_first_and_rebuilds_them_after_each_change_and_relo
     s.wait_until("standbys for both WANs", settle, |st| {
         has_standby(st, "wan1") && has_standby(st, "wan2")
     });
+    let text = s.steer(&["status"]);
+    assert!(text.contains("precomputed failover: wan1 down ("), "{text}");
     assert_eq!(udp_via(&s.lab, a, 6301, N), [N, 0]);
 
     let out = s.steer(&["wan", "wan1", "down"]);
