@@ -170,10 +170,17 @@ impl Controller {
         if !s.fresh {
             return None;
         }
+        // The families the verdict takes down that were usable (a family without a gateway
+        // goes down with the carrier but was not carrying anything).
+        let was_usable = |f: &Family| s.base.iter().any(|((w, g), u)| *u && w == wan && g == f);
+        let lost = families.iter().filter(|f| was_usable(f)).count();
         let at = s.ready.iter().position(|r| {
             r.wan == wan
-                && r.families.len() == families.len()
-                && families.iter().all(|f| r.families.contains(f))
+                && r.families.len() == lost
+                && families
+                    .iter()
+                    .filter(|f| was_usable(f))
+                    .all(|f| r.families.contains(f))
         })?;
         // Every WAN family as usable as the standby assumed (no allocation: this is timed).
         let still = s.base.iter().all(|(key, was)| {
