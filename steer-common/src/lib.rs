@@ -31,9 +31,10 @@ pub mod map_names {
     /// Array `[GENERATIONS * FAMILIES * MAX_RULES]` of [`crate::PolicyEntry`]: each rule's
     /// verdict per generation and address family (a WAN may be down for one family only).
     pub const POLICY: &str = "POLICY";
-    /// Array `[GENERATIONS * FAMILIES * MAX_RULES * LB_SLOTS]` of [`crate::LbSlot`].
+    /// Array `[LB_BLOCKS * LB_SLOTS]` of [`crate::LbSlot`]: a pool of slot tables, shared by
+    /// every generation; a balanced rule's [`crate::PolicyEntry::lb`] names its block.
     pub const LB: &str = "LB";
-    /// Array `[1]` of u32: the live generation.
+    /// Array `[1]` of u32: the live generation (`0..GENERATIONS`).
     pub const ACTIVE: &str = "ACTIVE";
     /// Array `[1]` of [`crate::Settings`].
     pub const SETTINGS: &str = "SETTINGS";
@@ -116,13 +117,20 @@ pub mod program_names {
 pub const MAX_RULES: u32 = 256;
 /// The default rule id.
 pub const DEFAULT_RULE: u32 = 0;
-/// Two policy tables: the live one and the standby one the controller writes before a flip.
-pub const GENERATIONS: u32 = 2;
+/// Policy tables the kernel keeps: the live one, and standbys the controller precomputes for
+/// the WAN failures it expects (a failover is then one word written, `ACTIVE`) or writes
+/// before a flip. A power of two: indexes mask the generation with `GENERATIONS - 1`.
+pub const GENERATIONS: u32 = 8;
 /// WAN slots for per-WAN counters and names.
 pub const MAX_WANS: u32 = 32;
 /// Slots of the weighted consistent-hash table of one balanced rule in one generation: enough
 /// that every weight up to 64 gets its share within one slot.
 pub const LB_SLOTS: u32 = 256;
+/// Blocks of `LB_SLOTS` slots in `LB`, allocated by userspace to the balanced rules of every
+/// generation; rules (and generations) whose slot tables are equal share a block, so a standby
+/// only takes blocks for the tables its failure changes. Live plus one generation being
+/// written need at most 2 generations x 2 families x (policies that balance) blocks.
+pub const LB_BLOCKS: u32 = 256;
 /// `PolicyEntry::wan` / `LbSlot::wan` when the verdict is not a WAN (unmarked, last resort).
 pub const NO_WAN: u32 = u32::MAX;
 
@@ -175,13 +183,13 @@ pub const FAMILY_V6: u32 = 1;
 /// Index into `POLICY` for a generation, an address family and a rule.
 #[inline(always)]
 pub const fn policy_index(generation: u32, family: u32, rule: u32) -> u32 {
-    ((generation & 1) * FAMILIES + (family & 1)) * MAX_RULES + rule
+    ((generation & (GENERATIONS - 1)) * FAMILIES + (family & 1)) * MAX_RULES + rule
 }
 
 /// Index into `RULE_INFO` for a generation and a rule.
 #[inline(always)]
 pub const fn rule_info_index(generation: u32, rule: u32) -> u32 {
-    (generation & 1) * MAX_RULES + rule
+    (generation & (GENERATIONS - 1)) * MAX_RULES + rule
 }
 
 /// Index into `STATS_RULE_WAN` for a rule and a WAN slot.
@@ -205,6 +213,9 @@ pub const LOCAL_RULE: u32 = u32::MAX;
 pub const LEARNED_MAX_ENTRIES: u32 = 1 << 20;
 /// `BPF_F_NO_PREALLOC`.
 pub const MAP_F_NO_PREALLOC: u32 = 1;
+/// `BPF_F_MMAPABLE`: userspace maps the array's values into its memory (`ACTIVE`: a flip is
+/// one store).
+pub const MAP_F_MMAPABLE: u32 = 1 << 10;
 /// Bytes of the name kept in a [`Learned`] entry (NUL-padded; a longer name keeps its end,
 /// where the domain that matched is).
 pub const LEARNED_NAME_LEN: usize = 112;
@@ -238,10 +249,10 @@ impl Default for Learned {
     }
 }
 
-/// Index of the first LB slot of a rule in a generation and family.
+/// Index into `LB` of slot `slot` of block `block` (`PolicyEntry::lb`).
 #[inline(always)]
-pub const fn lb_base(generation: u32, family: u32, rule: u32) -> u32 {
-    policy_index(generation, family, rule) * LB_SLOTS
+pub const fn lb_index(block: u32, slot: u32) -> u32 {
+    (block & (LB_BLOCKS - 1)) * LB_SLOTS + (slot & (LB_SLOTS - 1))
 }
 
 /// The data part of an IPv4 LPM key (the kernel key is `{ prefix_len: u32, addr }`, packed).
@@ -284,7 +295,8 @@ pub struct PolicyEntry {
     pub wan: u32,
     /// `policy_flags::*`.
     pub flags: u32,
-    pub _pad: u32,
+    /// For `action::BALANCE`: the block of `LB` holding the rule's slots (see [`lb_index`]).
+    pub lb: u32,
 }
 
 /// Bits of `PolicyEntry::flags`.
@@ -327,7 +339,7 @@ pub struct FragKey {
 
 /// One slot of a balanced rule's consistent-hash table.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LbSlot {
     pub mark: u32,
     /// WAN slot for counters, or `NO_WAN`.
@@ -548,8 +560,10 @@ const _: () =
     assert!(size_of::<Learned>() == 16 + LEARNED_NAME_LEN && LEARNED_NAME_LEN.is_multiple_of(8));
 const _: () = assert!(LPM_KEY_V4_SIZE == 8 && LPM_KEY_V6_SIZE == 20);
 const _: () = assert!(MAX_RULES.is_power_of_two() && LB_SLOTS.is_power_of_two());
-// `policy_index` masks the generation and the family with `& 1`.
-const _: () = assert!(GENERATIONS == 2 && FAMILIES == 2);
+// `policy_index` masks the generation with `GENERATIONS - 1` and the family with `& 1`;
+// `lb_index` masks the block with `LB_BLOCKS - 1`.
+const _: () = assert!(GENERATIONS.is_power_of_two() && GENERATIONS >= 2 && FAMILIES == 2);
+const _: () = assert!(LB_BLOCKS.is_power_of_two());
 const _: () = assert!(SLOTS == 256 && SLOT_MIN_LEN_V4 >= 8 && SLOT_MIN_LEN_V6 >= 16); // slot_v4/v6
 
 #[cfg(feature = "user")]
@@ -688,8 +702,14 @@ mod tests {
         assert_eq!(policy_index(0, FAMILY_V4, 5), 5);
         assert_eq!(policy_index(0, FAMILY_V6, 5), MAX_RULES + 5);
         assert_eq!(policy_index(1, FAMILY_V4, 5), 2 * MAX_RULES + 5);
-        assert_eq!(policy_index(3, FAMILY_V6, 5), 3 * MAX_RULES + 5);
-        assert_eq!(lb_base(1, FAMILY_V4, 1), (2 * MAX_RULES + 1) * LB_SLOTS);
+        assert_eq!(policy_index(3, FAMILY_V6, 5), 7 * MAX_RULES + 5);
+        assert_eq!(
+            policy_index(GENERATIONS, FAMILY_V6, 5),
+            MAX_RULES + 5,
+            "the generation wraps, it never reaches past the array"
+        );
+        assert_eq!(lb_index(3, 7), 3 * LB_SLOTS + 7);
+        assert_eq!(lb_index(LB_BLOCKS + 1, LB_SLOTS + 2), LB_SLOTS + 2);
         assert_eq!(rule_info_index(1, 5), MAX_RULES + 5);
     }
 

@@ -23,8 +23,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use steer_common::{
-    FAMILY_V4, FAMILY_V6, LB_SLOTS, LOCAL_RULE, MAX_RULES, NO_WAN, XDP_HASH_NONE, XDP_META_MAGIC,
-    XdpMeta, action, lb_base, path, policy_flags, policy_index, rule_wan_index, settings_flags,
+    FAMILY_V4, FAMILY_V6, LOCAL_RULE, MAX_RULES, NO_WAN, XDP_HASH_NONE, XDP_META_MAGIC, XdpMeta,
+    action, lb_index, path, policy_flags, policy_index, rule_wan_index, settings_flags,
 };
 
 use crate::{
@@ -140,7 +140,9 @@ fn apply_policy(
         action::MARK => (policy.mark, policy.wan),
         action::BALANCE => {
             let hash = hash(policy.flags & policy_flags::HASH_SRC != 0);
-            match LB.get(lb_base(generation, family, rule) + (hash & (LB_SLOTS - 1))) {
+            // The block belongs to this generation's entry: read in the same pass, so a flip
+            // between the two reads cannot mix generations.
+            match LB.get(lb_index(policy.lb, hash)) {
                 Some(slot) => (slot.mark, slot.wan),
                 None => return,
             }

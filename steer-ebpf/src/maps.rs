@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use steer_common::{
-    AddrV4, AddrV6, Counter, FAMILIES, FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_SLOTS,
-    LEARNED_MAX_ENTRIES, LOCAL_MAX_ENTRIES, LbSlot, Learned, LocalRef, MAP_F_NO_PREALLOC,
-    MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4,
+    AddrV4, AddrV6, Counter, FAMILIES, FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_BLOCKS,
+    LB_SLOTS, LEARNED_MAX_ENTRIES, LOCAL_MAX_ENTRIES, LbSlot, Learned, LocalRef, MAP_F_MMAPABLE,
+    MAP_F_NO_PREALLOC, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4,
     SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS, Settings, WAN_DEVICES_MAX_ENTRIES,
     WanDevice, WanInfo, WanTraffic, path,
 };
@@ -56,11 +56,11 @@ pub static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::with_max_entries(FRAGS_
 #[map]
 pub static POLICY: Array<PolicyEntry> =
     Array::with_max_entries(GENERATIONS * FAMILIES * MAX_RULES, 0);
+/// A pool of slot tables shared by all generations (`PolicyEntry::lb` names a block).
 #[map]
-pub static LB: Array<LbSlot> =
-    Array::with_max_entries(GENERATIONS * FAMILIES * MAX_RULES * LB_SLOTS, 0);
+pub static LB: Array<LbSlot> = Array::with_max_entries(LB_BLOCKS * LB_SLOTS, 0);
 #[map]
-pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+pub static ACTIVE: Array<u32> = Array::with_max_entries(1, MAP_F_MMAPABLE);
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 

@@ -252,6 +252,9 @@ async fn serve(
     let exit = loop {
         // Whatever the last event failed over gets its connections cut, in the background.
         let _ = flush_connections(&mut ctl);
+        // After the event that changed the state was handled (routes, jobs, log): the next
+        // single-WAN failure is one word written again.
+        log_lines("", ctl.refresh_standbys().iter());
         service.ready_if_due(&ctl).await;
         let settle = async {
             match due {

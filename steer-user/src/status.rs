@@ -101,6 +101,13 @@ pub struct Status {
     /// How long the WAN state changes since the daemon started took to detect and to switch.
     #[serde(default)]
     pub failover_times: FailoverTimes,
+    /// Precomputed failover: the WAN failures a standby policy generation is ready for
+    /// (`wan1 down (ipv4+ipv6) -> generation 3`).
+    #[serde(default)]
+    pub standbys: Vec<String>,
+    /// WAN failures no standby covers (they fail over by writing the table, then flipping).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standbys_missing: Vec<String>,
 }
 
 /// The detection and switch times of every WAN state change (the numbers of the change's log
@@ -413,6 +420,8 @@ mod tests {
             dns: None,
             vrrp: vec![],
             failover_times: FailoverTimes::default(),
+            standbys: vec!["wan1 down (ipv4) -> generation 2".into()],
+            standbys_missing: vec![],
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["wans"][0]["mark"], "0x100");

@@ -12,7 +12,8 @@ use steer::{
     prefix::Prefix,
 };
 use steer_common::{
-    GENERATIONS, LB_SLOTS, LbSlot, NO_WAN, PolicyEntry, action, policy_flags, settings_flags,
+    GENERATIONS, LB_BLOCKS, LB_SLOTS, LbSlot, NO_WAN, PolicyEntry, action, policy_flags,
+    settings_flags,
 };
 
 /// The mark mask the fixtures use (the DESIGN.md default).
@@ -111,18 +112,23 @@ impl Classifier {
             mark: marks[i % marks.len()],
             wan: (i % marks.len()) as u32,
         });
+        // One block per rule id, shared by every generation and family.
+        let block = rule % LB_BLOCKS;
+        self.dp
+            .maps_mut()
+            .set_lb_block(block, &slots)
+            .expect("write slots");
         let entry = PolicyEntry {
             action: action::BALANCE,
             mask: MASK,
             wan: NO_WAN,
             flags: if by_source { policy_flags::HASH_SRC } else { 0 },
+            lb: block,
             ..PolicyEntry::default()
         };
         for generation in 0..GENERATIONS {
             for family in Family::ALL {
                 let maps = self.dp.maps_mut();
-                maps.set_lb_slots(generation, family, rule, &slots)
-                    .expect("write slots");
                 maps.set_policy(generation, family, rule, entry)
                     .expect("write policy");
             }

@@ -435,9 +435,7 @@ fn balanced_rules_spread_flows_over_their_slots() {
             }
         };
     }
-    c.dp.maps_mut()
-        .set_lb_slots(0, Family::V4, DEFAULT_RULE, &slots)
-        .unwrap();
+    c.dp.maps_mut().set_lb_block(0, &slots).unwrap();
     c.dp.maps_mut()
         .set_policy(
             0,

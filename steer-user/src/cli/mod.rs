@@ -606,6 +606,17 @@ fn render_status(s: &Status) -> String {
         })
         .collect();
     let _ = writeln!(out, "LAN: {}", lan.join(", "));
+    if !s.standbys.is_empty() || !s.standbys_missing.is_empty() {
+        let ready = if s.standbys.is_empty() {
+            "none ready".to_owned()
+        } else {
+            s.standbys.join(", ")
+        };
+        let _ = writeln!(out, "precomputed failover: {ready}");
+        for missing in &s.standbys_missing {
+            let _ = writeln!(out, "  no standby (written then flipped): {missing}");
+        }
+    }
     let _ = writeln!(
         out,
         "\nWAN        state     mark    table  packets      bytes"

@@ -22,6 +22,7 @@ mod lists;
 pub mod passive;
 mod report;
 mod set_edits;
+mod standby;
 pub mod teardown;
 mod vrrp;
 pub mod wan_watch;
@@ -273,6 +274,8 @@ pub struct Controller {
     /// exactly what it asks (the last apply had no failure): a reload that finds them unchanged
     /// has nothing to parse and nothing to write.
     inputs: Option<Inputs>,
+    /// Policy tables precomputed for single-WAN failures ([`standby`]).
+    standbys: standby::Standbys,
 }
 
 impl std::fmt::Debug for Controller {
@@ -336,6 +339,7 @@ impl Controller {
             vrrp: vrrp::VrrpCtl::default(),
             runtime,
             inputs: None,
+            standbys: standby::Standbys::default(),
         };
         let mut report = ctl.apply(config, true, None).await?;
         report.notes.splice(0..0, runtime_notes);
@@ -671,6 +675,7 @@ impl Controller {
     /// Makes the policy table of the WANs' states of now the live one (a flip when it differs);
     /// a failure leaves it pending for [`Controller::retry_pending`].
     fn write_live_table(&mut self) -> Result<Option<(u32, u32)>, DataplaneError> {
+        self.standbys.fresh = false;
         let (table, outcomes) = self.live_table();
         let flip = self.dp.flip_policy(&table);
         self.policy_dirty = flip.is_err();
@@ -919,7 +924,12 @@ impl Controller {
     /// Whether policies may send `family` traffic to WAN `wan` now: it is up, and its gateway
     /// is known.
     fn usable(&self, wan: &str, family: Family) -> bool {
-        self.health.up(wan, family) && self.gateway_of(wan, family).gateway.is_some()
+        // Not through gateway_of: a failover asks this for every WAN before its flip.
+        self.health.up(wan, family)
+            && self
+                .gateways
+                .get(&(wan.to_owned(), family))
+                .is_some_and(|r| r.gateway.is_some())
     }
 
     /// A WAN changed state: recompute every policy from the cached compilation (not the whole
@@ -933,9 +943,33 @@ impl Controller {
             transition,
         } = verdict;
         let started = Instant::now();
+        let writes = self.dp.maps().writes();
+        // A standby covering this failure goes live first: one word written.
+        let precomputed = if transition.up {
+            None
+        } else {
+            self.flip_precomputed(&wan, &families)
+        };
+        let switched = started.elapsed();
+        let switch_writes = self.dp.maps().writes() - writes;
+        self.standbys.fresh = false;
         let (table, outcomes) = self.live_table();
-        let flip = self.dp.flip_policy(&table);
-        let switch = started.elapsed();
+        let (flip, switch, precomputed) = match precomputed {
+            Some(Ok(done)) if done.table == table => (Ok(done.flip), switched, Some(switch_writes)),
+            other => {
+                if let Some(e) = other {
+                    log::error!(
+                        "{wan}: the precomputed standby {} ; writing the table the normal way",
+                        match e {
+                            Ok(_) => "differs from the table computed now (a bug)".to_owned(),
+                            Err(e) => format!("could not be flipped to ({e})"),
+                        }
+                    );
+                }
+                let flip = self.dp.flip_policy(&table);
+                (flip, started.elapsed(), None)
+            }
+        };
         let moved: Vec<(String, String, String)> = outcomes
             .iter()
             .filter_map(|(p, now)| {
@@ -952,6 +986,8 @@ impl Controller {
             detection: transition.detection,
             path: transition.path,
             switch,
+            precomputed: precomputed.is_some(),
+            writes: precomputed.unwrap_or_else(|| self.dp.maps().writes() - writes),
             flip: flip.as_ref().ok().copied().flatten(),
             error: flip.err().map(|e| e.to_string()),
         };
@@ -1014,6 +1050,8 @@ impl Controller {
         compiled: Option<Vec<Compiled>>,
     ) -> Result<ApplyReport, ControllerError> {
         let started = Instant::now();
+        // Gateways may change below even when the sync then fails: standbys are rebuilt.
+        self.standbys.fresh = false;
         let old_rules = self.rules.clone();
         let old_wan_slots = self.wan_slots.clone();
         let mut report = ApplyReport::default();
@@ -1095,6 +1133,7 @@ impl Controller {
     }
 
     fn commit(&mut self, want: Desired, config: Config, counts: HashMap<u32, usize>) {
+        self.standbys.fresh = false;
         self.rules = want.rules;
         self.wan_slots = want.wan_slots;
         self.outcomes = want.outcomes;
@@ -1285,6 +1324,8 @@ impl Controller {
             dns: self.dns_status(),
             vrrp: self.vrrp_status(),
             failover_times: self.failover_times.clone(),
+            standbys: self.standbys.describe(),
+            standbys_missing: self.standbys.uncovered.clone(),
         }
     }
 

@@ -111,6 +111,10 @@ pub struct FailoverReport {
     pub path: crate::health::Path,
     /// From the decision to the flipped generation word.
     pub switch: Duration,
+    /// A precomputed standby went live (one word written), not a table written then flipped.
+    pub precomputed: bool,
+    /// Kernel map writes from the decision to the flip, the flip included (the write meter).
+    pub writes: u64,
     pub flip: Option<(u32, u32)>,
     /// Writing the new policy table failed: the old one stays live (retried).
     pub error: Option<String>,
@@ -160,9 +164,23 @@ impl std::fmt::Display for FailoverReport {
             )?,
             None => write!(f, "; detected by the event itself")?,
         }
-        write!(f, ", switched in {:.2} ms", self.switch.as_secs_f64() * 1e3)?;
-        if let Some((from, to)) = self.flip {
-            write!(f, " (generation {from} -> {to})")?;
+        if self.switch < Duration::from_millis(1) {
+            write!(f, ", switched in {} µs", self.switch.as_micros())?;
+        } else {
+            write!(f, ", switched in {:.2} ms", self.switch.as_secs_f64() * 1e3)?;
+        }
+        match (self.flip, self.precomputed) {
+            (Some((from, to)), true) => write!(
+                f,
+                " (precomputed standby, {} map writes, generation {from} -> {to})",
+                self.writes
+            )?,
+            (Some((from, to)), false) => write!(
+                f,
+                " ({} map writes, generation {from} -> {to})",
+                self.writes
+            )?,
+            (None, _) => {}
         }
         if let Some(e) = &self.error {
             write!(

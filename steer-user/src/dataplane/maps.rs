@@ -18,14 +18,15 @@ use aya::{
     util::nr_cpus,
 };
 use steer_common::{
-    Counter, GENERATIONS, LB_SLOTS, LbSlot, LocalRef, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo,
-    SLOT_MIN_LEN_V4, SLOT_MIN_LEN_V6, Settings, WanInfo, action, lb_base, map_names as names, path,
-    policy_index, rule_info_index, rule_wan_index, slot_v4, slot_v6,
+    Counter, GENERATIONS, LB_BLOCKS, LB_SLOTS, LbSlot, LocalRef, MAX_RULES, MAX_WANS, PolicyEntry,
+    RuleInfo, SLOT_MIN_LEN_V4, SLOT_MIN_LEN_V6, Settings, WanInfo, action, lb_index,
+    map_names as names, path, policy_index, rule_info_index, rule_wan_index, slot_v4, slot_v6,
 };
 
 use super::{
     DataplaneError, sys,
     trie::{NamedMap, SplitTrie, TrieError},
+    word::MappedWord,
 };
 use crate::{
     model::{
@@ -70,6 +71,10 @@ pub struct Maps {
     writes: u64,
     /// Fault injection for tests: (writes before the fault, failing writes left).
     fail_after: Option<(u64, u32)>,
+    /// Roles of the generations and the slot-table pool (see [`super::generations`]).
+    pub(super) book: super::generations::Book,
+    /// `ACTIVE` mapped into memory, when the kernel allows it (see [`super::word`]).
+    active_word: Option<super::word::MappedWord>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -116,6 +121,7 @@ impl Maps {
         };
         let (dst_v4, dst_v6) = (split(PrefixMap::DstV4)?, split(PrefixMap::DstV6)?);
         let (src_v4, src_v6) = (split(PrefixMap::SrcV4)?, split(PrefixMap::SrcV6)?);
+        let active_word;
         Ok(Maps {
             dst_v4: SplitTrie::new(dst_v4.0, dst_v4.1, SLOT_MIN_LEN_V4, slot_v4)?,
             dst_v6: SplitTrie::new(dst_v6.0, dst_v6.1, SLOT_MIN_LEN_V6, slot_v6)?,
@@ -123,7 +129,14 @@ impl Maps {
             src_v6: SplitTrie::new(src_v6.0, src_v6.1, SLOT_MIN_LEN_V6, slot_v6)?,
             policy: typed!(names::POLICY),
             lb: typed!(names::LB),
-            active: typed!(names::ACTIVE),
+            active: {
+                let map = take(names::ACTIVE)?;
+                active_word = match &map {
+                    Map::Array(data) => MappedWord::map(data.fd().as_fd()),
+                    _ => None,
+                };
+                map.try_into().map_err(map_err(names::ACTIVE, "open"))?
+            },
             settings: typed!(names::SETTINGS),
             stats_rule: typed!(names::STATS_RULE),
             stats_wan: typed!(names::STATS_WAN),
@@ -135,6 +148,8 @@ impl Maps {
             wan_info: typed!(names::WAN_INFO),
             writes: 0,
             fail_after: None,
+            book: Default::default(),
+            active_word,
         })
     }
 
@@ -433,27 +448,60 @@ impl Maps {
             .map_err(map_err(names::POLICY, "write"))
     }
 
+    /// The slots rule `rule` of `generation` balances over (its entry's block).
     pub fn lb_slots(
         &self,
         generation: u32,
         family: Family,
         rule: u32,
     ) -> Result<Vec<LbSlot>, DataplaneError> {
-        let first = lb_base(generation, family.raw(), rule);
-        read_range(&self.lb, names::LB, first, LB_SLOTS)
+        self.lb_block(self.policy(generation, family, rule)?.lb)
     }
 
-    pub fn set_lb_slots(
+    /// The slots block `block` of the slot-table pool holds.
+    pub fn lb_block(&self, block: u32) -> Result<Vec<LbSlot>, DataplaneError> {
+        check_block(block)?;
+        read_range(&self.lb, names::LB, lb_index(block, 0), LB_SLOTS)
+    }
+
+    /// Writes block `block` of the slot-table pool (one batched write).
+    pub fn set_lb_block(
+        &mut self,
+        block: u32,
+        slots: &[LbSlot; LB_SLOTS as usize],
+    ) -> Result<(), DataplaneError> {
+        check_block(block)?;
+        self.meter(u64::from(LB_SLOTS))?;
+        write_range(&mut self.lb, names::LB, lb_index(block, 0), slots)
+    }
+
+    /// Writes the entries of every rule id of one family of `generation` (one batched write).
+    pub fn set_policies(
         &mut self,
         generation: u32,
         family: Family,
-        rule: u32,
-        slots: &[LbSlot; LB_SLOTS as usize],
+        entries: &[PolicyEntry],
     ) -> Result<(), DataplaneError> {
-        check_rule(rule)?;
-        self.meter(u64::from(LB_SLOTS))?;
-        let first = lb_base(generation, family.raw(), rule);
-        write_range(&mut self.lb, names::LB, first, slots)
+        if entries.len() != MAX_RULES as usize {
+            return Err(DataplaneError::RuleOutOfRange(entries.len() as u32));
+        }
+        self.meter(u64::from(MAX_RULES))?;
+        let first = policy_index(generation, family.raw(), 0);
+        write_range(&mut self.policy, names::POLICY, first, entries)
+    }
+
+    /// Writes the names of every rule id of `generation` (one batched write).
+    pub fn set_rule_infos(
+        &mut self,
+        generation: u32,
+        infos: &[RuleInfo],
+    ) -> Result<(), DataplaneError> {
+        if infos.len() != MAX_RULES as usize {
+            return Err(DataplaneError::RuleOutOfRange(infos.len() as u32));
+        }
+        self.meter(u64::from(MAX_RULES))?;
+        let first = rule_info_index(generation, 0);
+        write_range(&mut self.rule_info, names::RULE_INFO, first, infos)
     }
 
     pub fn rule_info(&self, generation: u32, rule: u32) -> Result<RuleInfo, DataplaneError> {
@@ -481,25 +529,24 @@ impl Maps {
             .collect())
     }
 
-    /// What generation `generation` of the policy table holds: a few batched reads (one per
-    /// map and family, and one per balanced rule), since a sync or a failover reads two
-    /// generations while the switch is being timed.
+    /// What generation `generation` of the policy table holds, as the model says it (entries
+    /// without their block numbers, each balanced rule with its slots): a few batched reads,
+    /// one per map and family and one per balanced rule.
     pub fn policy_table(&self, generation: u32) -> Result<PolicyTable, DataplaneError> {
         let mut table = PolicyTable {
             info: self.rule_infos(generation)?,
             ..PolicyTable::default()
         };
         for family in Family::ALL {
-            let entries = self.policies(generation, family)?;
+            let mut entries = self.policies(generation, family)?;
             let mut slots = BTreeMap::new();
-            for (rule, entry) in (0..).zip(&entries) {
+            for (rule, entry) in (0..).zip(entries.iter_mut()) {
                 if entry.action == action::BALANCE {
-                    let held: [LbSlot; LB_SLOTS as usize] = self
-                        .lb_slots(generation, family, rule)?
-                        .try_into()
-                        .expect("LB_SLOTS slots");
+                    let held: [LbSlot; LB_SLOTS as usize] =
+                        self.lb_block(entry.lb)?.try_into().expect("LB_SLOTS slots");
                     slots.insert(rule, Box::new(held));
                 }
+                entry.lb = 0;
             }
             *table.family_mut(family) = FamilyTable { entries, slots };
         }
@@ -554,6 +601,9 @@ impl Maps {
 
     /// The generation the classifier reads now.
     pub fn active_generation(&self) -> Result<u32, DataplaneError> {
+        if let Some(word) = &self.active_word {
+            return Ok(word.load() % GENERATIONS);
+        }
         self.active
             .get(&0, 0)
             .map(|g| g % GENERATIONS)
@@ -563,9 +613,20 @@ impl Maps {
     /// Makes `generation` live with one word write: every packet after it sees the new table.
     pub fn set_active_generation(&mut self, generation: u32) -> Result<(), DataplaneError> {
         self.meter(1)?;
-        self.active
-            .set(0, generation % GENERATIONS, 0)
-            .map_err(map_err(names::ACTIVE, "write"))
+        match &self.active_word {
+            Some(word) => word.store(generation % GENERATIONS),
+            None => self
+                .active
+                .set(0, generation % GENERATIONS, 0)
+                .map_err(map_err(names::ACTIVE, "write"))?,
+        }
+        self.note_flip(generation % GENERATIONS);
+        Ok(())
+    }
+
+    /// Whether the generation word is written by a store into mapped memory (not a syscall).
+    pub fn active_is_mapped(&self) -> bool {
+        self.active_word.is_some()
     }
 
     pub fn settings(&self) -> Result<Settings, DataplaneError> {
@@ -725,6 +786,14 @@ pub enum WriteMode {
     PerElement,
 }
 
+fn check_block(block: u32) -> Result<(), DataplaneError> {
+    if block < LB_BLOCKS {
+        Ok(())
+    } else {
+        Err(DataplaneError::BlockOutOfRange(block))
+    }
+}
+
 fn check_rule(rule: u32) -> Result<(), DataplaneError> {
     if rule < MAX_RULES {
         Ok(())
@@ -766,8 +835,9 @@ mod tests {
 
     use super::*;
 
-    /// The batched range reads and writes reach exactly the elements of their generation and
-    /// rule, at both ends of each array (where the batch cursor is easiest to get wrong).
+    /// The batched range reads and writes reach exactly the elements of their generation,
+    /// rule and block, at both ends of each array (where the batch cursor is easiest to get
+    /// wrong).
     #[test]
     #[cfg_attr(
         not(feature = "privileged-tests"),
@@ -781,18 +851,33 @@ mod tests {
             .load(crate::objects::STEER)
             .expect("steer object loads");
         let mut maps = Maps::from_ebpf(&mut ebpf).expect("maps open");
-        let last = MAX_RULES - 1;
+        let (last, top) = (MAX_RULES - 1, GENERATIONS - 1);
         let tag = |generation: u32, family: Family, rule: u32| {
             generation * 1000 + family.raw() * 500 + rule + 1
         };
-        for (generation, rule) in [(0, 0), (0, last), (1, 0), (1, last)] {
+        // Blocks at both ends of the pool, and next to them.
+        let mut blocks = [
+            0,
+            LB_BLOCKS - 1,
+            1,
+            LB_BLOCKS - 2,
+            2,
+            LB_BLOCKS - 3,
+            3,
+            LB_BLOCKS - 4,
+        ]
+        .into_iter();
+        let mut used = Vec::new();
+        for (generation, rule) in [(0, 0), (0, last), (top, 0), (top, last)] {
             for family in Family::ALL {
                 let tag = tag(generation, family, rule);
+                let block = blocks.next().unwrap();
                 let entry = PolicyEntry {
                     action: action::BALANCE,
                     mark: tag,
                     mask: 0xff00,
                     wan: generation,
+                    lb: block,
                     ..PolicyEntry::default()
                 };
                 maps.set_policy(generation, family, rule, entry).unwrap();
@@ -800,13 +885,27 @@ mod tests {
                     mark: tag,
                     wan: i as u32,
                 });
-                maps.set_lb_slots(generation, family, rule, &slots).unwrap();
+                maps.set_lb_block(block, &slots).unwrap();
+                used.push(block);
             }
             let info = RuleInfo {
                 set_name: name_to_bytes(&format!("set{}", tag(generation, Family::V4, rule))),
                 ..RuleInfo::default()
             };
             maps.set_rule_info(generation, rule, info).unwrap();
+        }
+        for block in 0..LB_BLOCKS {
+            let slots = maps.lb_block(block).unwrap();
+            let one_by_one: Vec<LbSlot> = (0..LB_SLOTS)
+                .map(|i| maps.lb.get(&lb_index(block, i), 0).unwrap())
+                .collect();
+            assert_eq!(slots, one_by_one, "block {block}");
+            if !used.contains(&block) {
+                assert!(
+                    slots.iter().all(|s| *s == LbSlot::default()),
+                    "block {block}"
+                );
+            }
         }
         for generation in 0..GENERATIONS {
             let infos = maps.rule_infos(generation).unwrap();
@@ -818,12 +917,10 @@ mod tests {
                     let r = rule as usize;
                     assert_eq!(entries[r], maps.policy(generation, family, rule).unwrap());
                     assert_eq!(infos[r], maps.rule_info(generation, rule).unwrap());
-                    let slots = maps.lb_slots(generation, family, rule).unwrap();
-                    let base = lb_base(generation, family.raw(), rule);
-                    let one_by_one: Vec<LbSlot> = (0..LB_SLOTS)
-                        .map(|i| maps.lb.get(&(base + i), 0).unwrap())
-                        .collect();
-                    assert_eq!(slots, one_by_one, "generation {generation} rule {rule}");
+                }
+                if generation != 0 && generation != top {
+                    assert!(entries.iter().all(|e| *e == PolicyEntry::default()));
+                    continue;
                 }
                 for rule in [0, last] {
                     let tag = tag(generation, family, rule);

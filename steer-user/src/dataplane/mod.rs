@@ -4,10 +4,13 @@
 //!
 //! The maps are private to this module: the controller hands [`Dataplane::sync`] what they
 //! should hold ([`MapContents`]) and [`Dataplane::flip_policy`] a new policy table, and the
-//! order of the writes is [`sync`]'s business. Readers (status, `steer dump`, `steer explain`)
+//! order of the writes is [`sync`]'s business. Tables precomputed for WAN failures go to
+//! standby generations ([`Dataplane::prepare_standby`], [`Dataplane::flip_to_standby`]; which
+//! generation may be written when is [`generations`]' business). Readers (status, `steer dump`, `steer explain`)
 //! get [`Dataplane::maps`], whose writers all need `&mut`.
 
 mod attach;
+pub mod generations;
 pub mod learned;
 pub mod maps;
 pub mod pin;
@@ -16,6 +19,7 @@ pub mod sync;
 pub mod sys;
 pub mod trie;
 pub mod wan_traffic;
+mod word;
 
 use std::{
     collections::BTreeMap,
@@ -32,6 +36,7 @@ use aya::{
 use steer_common::{map_names, program_names};
 
 pub use attach::{AttachReport, ifindex};
+pub use generations::Standby;
 pub use maps::{Maps, WanName, WriteMode};
 pub use sync::{Diff, MapContents, SyncError, SyncReport};
 pub use wan_traffic::{TrafficSample, WatchedWan};
@@ -67,6 +72,20 @@ pub enum DataplaneError {
     },
     #[error("rule id {0} is out of range (at most {max} rules)", max = steer_common::MAX_RULES)]
     RuleOutOfRange(u32),
+    #[error("slot-table block {0} is out of range (at most {max} blocks)", max = steer_common::LB_BLOCKS)]
+    BlockOutOfRange(u32),
+    #[error(
+        "the balanced policies need {wanted} distinct slot tables in the generations the \
+         kernel keeps, but it has room for {blocks}; use fewer policies whose members share \
+         a metric"
+    )]
+    SlotTablesFull { wanted: usize, blocks: u32 },
+    #[error("no policy generation is free for a standby (live, previous and standbys use all {max})", max = steer_common::GENERATIONS)]
+    NoFreeGeneration,
+    #[error(
+        "policy generation {0} is not a ready standby (written since it was prepared); not flipped"
+    )]
+    StandbyNotReady(u32),
     #[error("interface {0} is not attached")]
     NotAttached(String),
     #[error("interface {0} does not exist; check general.lan (nothing was attached to it)")]
@@ -334,6 +353,25 @@ impl Dataplane {
         table: &model::PolicyTable,
     ) -> Result<Option<(u32, u32)>, DataplaneError> {
         sync::flip_policy(&mut self.maps, table)
+    }
+
+    /// Writes `table` into a free generation as a ready standby (see [`generations`]): what
+    /// the live generation and the kept ones read is never written.
+    pub fn prepare_standby(
+        &mut self,
+        table: &model::PolicyTable,
+    ) -> Result<Standby, DataplaneError> {
+        self.maps.prepare_standby(table)
+    }
+
+    /// Makes a ready standby live with one word written (a failover it covers).
+    pub fn flip_to_standby(&mut self, standby: Standby) -> Result<(u32, u32), DataplaneError> {
+        self.maps.flip_to_standby(standby)
+    }
+
+    /// Forgets every standby (their generations may be rewritten).
+    pub fn drop_standbys(&mut self) {
+        self.maps.drop_standbys();
     }
 
     /// What the prefix maps hold.

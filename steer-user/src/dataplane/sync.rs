@@ -4,11 +4,14 @@
 //! 1. capacity is checked before the first write;
 //! 2. the settings are widened: source lookups are switched on before the first source prefix
 //!    of a family lands (a superset of the flags only costs a lookup);
-//! 3. rules that are new get their policy in both generations (no prefix points at them yet);
+//! 3. rules that are new get their policy in the live generation (no prefix points at them
+//!    yet);
 //! 4. prefixes are added and changed (batched where the kernel can);
-//! 5. the standby generation is brought to the desired policy table (rules being removed keep
-//!    their old verdict there, since their prefixes are still in the maps) and the generation
-//!    word flips: every packet sees either the old table or the new one;
+//! 5. the scratch generation (the one live before the last flip) is brought to the desired
+//!    policy table (rules being removed keep their old verdict there, since their prefixes are
+//!    still in the maps) and the generation word flips: every packet sees either the old table
+//!    or the new one; the precomputed standbys are dropped at the start (the controller
+//!    rebuilds them for the new state, see [`super::generations`]);
 //! 6. prefixes are removed;
 //! 7. removed rules are cleared;
 //! 8. the WAN names `steer dump` shows are written (a slot that changes hands starts its
@@ -29,13 +32,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use steer_common::{
-    GENERATIONS, MAX_RULES, MAX_WANS, Settings, WanInfo, name_to_bytes, settings_flags,
-};
+use steer_common::{MAX_RULES, MAX_WANS, Settings, WanInfo, name_to_bytes, settings_flags};
 
 use super::{DataplaneError, Maps, WriteMode, maps::WanName};
 use crate::{
-    model::{Capacity, Direction, Family, PolicyTable, PrefixMap, PrefixSets},
+    model::{Capacity, Direction, PolicyTable, PrefixMap, PrefixSets},
     prefix::Prefix,
 };
 
@@ -397,11 +398,12 @@ pub fn sync(
         .filter(|r| table.in_use(*r) && !live.in_use(*r))
         .collect();
 
-    // New rules: nothing points at them yet, so both generations can learn them now, and
-    // their counters start from zero.
+    // The standbys were for the state this replaces; the controller rebuilds them after.
+    maps.drop_standbys();
+    // New rules: nothing points at them yet, so the live generation can learn them now (the
+    // scratch one learns them with the whole table below), and their counters start from zero.
     for rule in &new_rules {
-        let learn =
-            (0..GENERATIONS).try_for_each(|generation| write_rule(maps, generation, *rule, table));
+        let learn = maps.write_rule(live_gen, *rule, table);
         if let Err(e) = learn.and_then(|()| maps.reset_rule_counter(*rule)) {
             return Err(restore(maps, state, Vec::new(), &new_rules, e));
         }
@@ -425,7 +427,7 @@ pub fn sync(
 
     // Standby generation, then the flip.
     let start = maps.writes();
-    let standby = 1 - live_gen;
+    let standby = maps.scratch_generation().map_err(|e| rolled_back(e, 0))?;
     let mut staged = table.clone();
     for rule in &removed_rules {
         staged.copy_rule(&live, *rule);
@@ -449,9 +451,11 @@ pub fn sync(
     remove_stale(maps, state, &mut left, &mut report)?;
     report.prefix_writes += maps.writes() - start;
     let start = maps.writes();
+    // The live generation and the one before it name them; no other generation is kept.
+    let now_live = report.flipped.map_or(live_gen, |(_, to)| to);
     for rule in &removed_rules {
-        for generation in 0..GENERATIONS {
-            write_rule(maps, generation, *rule, table)
+        for generation in [now_live, standby] {
+            maps.write_rule(generation, *rule, table)
                 .map_err(|e| SyncError::Incomplete { source: e, left: 0 })?;
         }
     }
@@ -463,14 +467,17 @@ pub fn sync(
     Ok(report)
 }
 
-/// Brings only the policy table to `table` (standby, then flip): what a failover does.
+/// Brings only the policy table to `table` (scratch generation, then flip): a failover no
+/// precomputed standby covers. The standbys are dropped first (they were for the state this
+/// replaces, and their generations and blocks become usable).
 pub fn flip_policy(
     maps: &mut Maps,
     table: &PolicyTable,
 ) -> Result<Option<(u32, u32)>, DataplaneError> {
+    maps.drop_standbys();
     let live_gen = maps.active_generation()?;
     let live = maps.policy_table(live_gen)?;
-    let standby = 1 - live_gen;
+    let standby = maps.scratch_generation()?;
     if !write_generation(maps, standby, table, &live)? {
         return Ok(None);
     }
@@ -531,48 +538,16 @@ fn rolled_back(source: DataplaneError, undone: usize) -> SyncError {
     SyncError::RolledBack { source, undone }
 }
 
-fn write_rule(
-    maps: &mut Maps,
-    generation: u32,
-    rule: u32,
-    table: &PolicyTable,
-) -> Result<(), DataplaneError> {
-    for family in Family::ALL {
-        let half = table.family(family);
-        if let Some(slots) = half.slots.get(&rule) {
-            maps.set_lb_slots(generation, family, rule, slots)?;
-        }
-        maps.set_policy(generation, family, rule, half.entries[rule as usize])?;
-    }
-    maps.set_rule_info(generation, rule, table.info[rule as usize])
-}
-
-/// Writes `table` into `generation`, only where it differs from what that generation holds.
-/// Returns whether the table differs from `live` at all (if not, no flip is needed).
+/// Writes `table` into `generation` (not the live one), only where it differs from what that
+/// generation holds. Returns whether the table differs from `live` at all (if not, no flip is
+/// needed).
 fn write_generation(
     maps: &mut Maps,
     generation: u32,
     table: &PolicyTable,
     live: &PolicyTable,
 ) -> Result<bool, DataplaneError> {
-    let held = maps.policy_table(generation)?;
-    for rule in 0..MAX_RULES {
-        let r = rule as usize;
-        for family in Family::ALL {
-            let (want, have) = (table.family(family), held.family(family));
-            if let Some(slots) = want.slots.get(&rule)
-                && have.slots.get(&rule) != Some(slots)
-            {
-                maps.set_lb_slots(generation, family, rule, slots)?;
-            }
-            if have.entries[r] != want.entries[r] {
-                maps.set_policy(generation, family, rule, want.entries[r])?;
-            }
-        }
-        if held.info[r] != table.info[r] {
-            maps.set_rule_info(generation, rule, table.info[r])?;
-        }
-    }
+    maps.write_table(generation, table)?;
     Ok(live != table)
 }
 
@@ -710,11 +685,13 @@ fn restore(
         }
     }
     let unused = PolicyTable::default();
+    let live = match maps.active_generation() {
+        Ok(g) => g,
+        Err(undo) => return SyncError::RollbackFailed { source, undo },
+    };
     for rule in new_rules {
-        for generation in 0..GENERATIONS {
-            if let Err(undo) = write_rule(maps, generation, *rule, &unused) {
-                return SyncError::RollbackFailed { source, undo };
-            }
+        if let Err(undo) = maps.write_rule(live, *rule, &unused) {
+            return SyncError::RollbackFailed { source, undo };
         }
     }
     SyncError::RolledBack { source, undone }

@@ -1,6 +1,7 @@
 //! The policy table of one generation: per address family and rule id, what the classifier
 //! stamps (a [`PolicyEntry`]) and the slots of a balanced rule; per rule id, the names `steer
-//! dump` shows. The kernel holds two generations and reads the one the generation word names.
+//! dump` shows. The kernel holds `GENERATIONS` of them (the live one, the previous one and
+//! standbys, see `dataplane::generations`) and reads the one the generation word names.
 
 use std::collections::BTreeMap;
 

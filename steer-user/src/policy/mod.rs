@@ -107,7 +107,7 @@ pub fn resolve(policy: &Policy, wan: impl Fn(&str) -> Option<WanView>, mask: u32
             mask,
             wan: NO_WAN,
             flags,
-            _pad: 0,
+            lb: 0,
         },
         slots: Some(Box::new(table)),
         outcome: Outcome::Balanced(up.iter().map(|(n, ..)| (*n).to_owned()).collect()),
