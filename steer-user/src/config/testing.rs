@@ -93,3 +93,31 @@ pub(super) fn field_messages(errors: &ConfigErrors) -> Vec<String> {
         .map(|d| format!("{}: {}", d.field, d.message))
         .collect()
 }
+
+/// A WAN of the test fixtures: mark 0x100, table 101, gateways learned, no probe targets.
+pub(crate) fn wan(name: &str, interface: &str) -> super::Wan {
+    use super::{NextHop, Pacing, Track};
+    super::Wan {
+        name: name.into(),
+        interface: interface.into(),
+        mark: 0x100,
+        table: 101,
+        gateway: NextHop::Auto,
+        gateway6: NextHop::Auto,
+        track: Track {
+            method: Track::DEFAULT_METHOD,
+            targets: vec![],
+            interval_ms: 500,
+            timeout_ms: 400,
+            reliability: 1,
+            down_after: 3,
+            up_after: 5,
+            max_latency_ms: None,
+            max_loss_percent: None,
+            recover_latency_ms: None,
+            recover_loss_percent: None,
+            loss_window: 10,
+            pace: Pacing::defaults(500),
+        },
+    }
+}

@@ -102,31 +102,13 @@ const MAIN_TABLE: u32 = 254;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::Track, routing::LinkInfo};
+    use crate::routing::LinkInfo;
 
     fn wan(gateway: NextHop, gateway6: NextHop) -> Wan {
         Wan {
-            name: "wan1".into(),
-            interface: "eth1".into(),
-            mark: 0x100,
-            table: 101,
             gateway,
             gateway6,
-            track: Track {
-                method: Track::DEFAULT_METHOD,
-                targets: vec![],
-                interval_ms: 500,
-                timeout_ms: 400,
-                reliability: 1,
-                down_after: 3,
-                up_after: 5,
-                max_latency_ms: None,
-                max_loss_percent: None,
-                recover_latency_ms: None,
-                recover_loss_percent: None,
-                loss_window: 10,
-                pace: crate::config::Pacing::defaults(500),
-            },
+            ..crate::config::testing::wan("wan1", "eth1")
         }
     }
 

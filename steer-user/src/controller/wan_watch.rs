@@ -130,33 +130,7 @@ impl Controller {
 mod tests {
     use super::*;
 
-    use crate::config::{NextHop, Track};
-
-    fn wan(name: &str, interface: &str) -> Wan {
-        Wan {
-            name: name.into(),
-            interface: interface.into(),
-            mark: 0x100,
-            table: 101,
-            gateway: NextHop::Auto,
-            gateway6: NextHop::Auto,
-            track: Track {
-                method: Track::DEFAULT_METHOD,
-                targets: vec![],
-                interval_ms: 500,
-                timeout_ms: 400,
-                reliability: 1,
-                down_after: 3,
-                up_after: 5,
-                max_latency_ms: None,
-                max_loss_percent: None,
-                recover_latency_ms: None,
-                recover_loss_percent: None,
-                loss_window: 10,
-                pace: crate::config::Pacing::defaults(500),
-            },
-        }
-    }
+    use crate::config::testing::wan;
 
     #[test]
     fn a_new_wan_or_a_slot_given_to_another_starts_from_zero_and_a_kept_one_does_not() {

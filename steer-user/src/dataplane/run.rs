@@ -35,24 +35,32 @@ pub fn run_tc(
 ) -> Result<TcOutcome, ProgramError> {
     let mut ctx_in = [0u8; SKB_CTX_IN_LEN];
     ctx_in[SKB_MARK_OFFSET..].copy_from_slice(&mark_in.to_ne_bytes());
-    let mut ctx_out = [0u8; SKB_CTX_OUT_LEN];
-    let mut data_out = vec![0u8; OUT_LEN.max(frame.len())];
-    let result = prog.test_run(TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut data_out),
-        ctx_in: Some(&ctx_in),
-        ctx_out: Some(&mut ctx_out),
-        ..TestRunOptions::new()
-    })?;
+    let (verdict, ctx_out) = test_run(prog, frame, &ctx_in)?;
     let mark = u32::from_ne_bytes(
         ctx_out[SKB_MARK_OFFSET..SKB_MARK_OFFSET + 4]
             .try_into()
             .expect("4 bytes"),
     );
-    Ok(TcOutcome {
-        verdict: result.return_value as i32,
-        mark,
-    })
+    Ok(TcOutcome { verdict, mark })
+}
+
+/// One run of `prog` on `frame` with the `struct __sk_buff` prefix `ctx_in`: its return
+/// value and the context after it.
+fn test_run(
+    prog: &SchedClassifier,
+    frame: &[u8],
+    ctx_in: &[u8],
+) -> Result<(i32, [u8; SKB_CTX_OUT_LEN]), ProgramError> {
+    let mut ctx_out = [0u8; SKB_CTX_OUT_LEN];
+    let mut data_out = vec![0u8; OUT_LEN.max(frame.len())];
+    let result = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut data_out),
+        ctx_in: Some(ctx_in),
+        ctx_out: Some(&mut ctx_out),
+        ..TestRunOptions::new()
+    })?;
+    Ok((result.return_value as i32, ctx_out))
 }
 
 /// Offsets in `struct __sk_buff` of `ingress_ifindex` and `ifindex` (`mark`: above).
@@ -97,16 +105,7 @@ pub fn run_tc_with(
     ] {
         ctx_in[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
     }
-    let mut ctx_out = [0u8; SKB_CTX_OUT_LEN];
-    let mut data_out = vec![0u8; OUT_LEN.max(frame.len())];
-    let result = prog.test_run(TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut data_out),
-        ctx_in: Some(&ctx_in),
-        ctx_out: Some(&mut ctx_out),
-        ..TestRunOptions::new()
-    })?;
-    Ok(result.return_value as i32)
+    test_run(prog, frame, &ctx_in).map(|(verdict, _)| verdict)
 }
 
 /// What the XDP program did to one frame.

@@ -210,7 +210,7 @@ fn every_unknown_key_is_reported_with_a_suggestion_when_one_is_close() {
             ("wan[wan2].track.up_afer", "did you mean `up_after`?"),
             (
                 "wan[wan2].track.flap_guard",
-                "valid keys here are `method`, `targets`, `query`, `host`, `tcp_refused`, `http_status`, `interval_ms`, `timeout_ms`, `reliability`, `down_after`, `up_after`, `max_latency_ms`, `max_loss_percent`, `recover_latency_ms`, `recover_loss_percent`, `loss_window`"
+                "valid keys here are `method`, `targets`, `query`, `host`, `tcp_refused`, `http_status`, `interval_ms`, `timeout_ms`, `reliability`, `down_after`, `up_after`, `max_latency_ms`, `max_loss_percent`, `recover_latency_ms`, `recover_loss_percent`, `loss_window`, `failure_interval_ms`, `quiet_interval_ms`, `passive`, `passive_window_ms`"
             ),
             ("set[s].prefix", "did you mean `prefixes`?"),
             ("contrl", "did you mean `control`?"),
