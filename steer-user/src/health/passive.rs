@@ -111,6 +111,13 @@ impl Passive {
             self.last_answer = Some(now);
             return self.suspect.take().map(|_| Change::Cleared);
         }
+        if !may_suspect {
+            // A wait of a WAN that is down says nothing about its round trip: it must not
+            // teach the window (the first answer after a long outage would widen it to the
+            // outage for a minute, and hide the next silence).
+            self.waiting = None;
+            return None;
+        }
         if asked > last_asked && self.waiting.is_none() {
             self.waiting = Some((now, last_asked));
         }

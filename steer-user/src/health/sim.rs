@@ -380,6 +380,35 @@ fn silent_cut_under_two_way_traffic_is_suspected_then_confirmed_by_probes() {
 }
 
 #[test]
+fn a_silent_cut_after_a_recovery_is_seen_by_the_traffic_again() {
+    // Cut at 5 s, restored at 8 s, cut again at 20 s; the LAN asks all along (some of its
+    // asks still leave by this WAN while it is down), and is answered while the line is up.
+    let (cut1, back, cut2) = (5_005, 8_000, 20_005);
+    let up = move |t: u64| t < cut1 || (back..cut2).contains(&t);
+    let traffic: Traffic = Box::new(move |t| {
+        let answered_ms = t.min(cut1) + t.clamp(back, cut2).saturating_sub(back);
+        Some((t * 10, answered_ms.saturating_sub(1) * 10))
+    });
+    let mut sim = Sim::new(lab(), Box::new(move |t| up(t).then_some(1)), traffic);
+    sim.run(0, cut2 + 1_000);
+    let downs = sim.downs();
+    assert_eq!(downs.len(), 2, "{downs:?}");
+    for (at, tr) in &downs {
+        assert_eq!(
+            tr.path,
+            Path::Passive,
+            "down at {at} ms: a wait while down must not widen the window: {}",
+            tr.cause
+        );
+    }
+    assert!(
+        downs[1].0 - cut2 <= 250,
+        "second cut -> down in {} ms",
+        downs[1].0 - cut2
+    );
+}
+
+#[test]
 fn recovery_keeps_up_after() {
     let cut = 3_000;
     let back = 6_000;
