@@ -526,9 +526,9 @@ pub mod wan_device_flags {
 /// "asks" only when its protocol makes the other end answer it soon — a TCP SYN (without ACK),
 /// a TCP segment with payload (acknowledged), UDP to port 53 or 443 (DNS, QUIC), an ICMP or
 /// ICMPv6 echo request. Pure ACKs, FIN or RST without payload and every other UDP datagram
-/// ask nothing. In on the WAN, every IPv4/IPv6 packet "answers" except ICMP/ICMPv6 errors
-/// (unreachable, time exceeded, ...), which a router of the ISP still sends when its upstream
-/// is dead.
+/// ask nothing, and so do steer's own probes ([`WanDevice::probe_mark`]). In on the WAN, every
+/// IPv4/IPv6 packet "answers" except ICMP/ICMPv6 errors (unreachable, time exceeded, ...),
+/// which a router of the ISP still sends when its upstream is dead.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WanTraffic {

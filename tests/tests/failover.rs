@@ -506,7 +506,7 @@ fn idle_silent_cut_is_confirmed_by_fast_probes_and_recovery_keeps_up_after() {
         normal * 4 >= before.len() * 3,
         "gaps before the cut (ms): {before:?}"
     );
-    // After the cut: the first round is late, the next ones go at failure_interval (25 ms):
+    // After the cut: the first round is late, the next ones go at failure_interval (10 ms):
     // at least down_after - 1 fast gaps before the WAN was seen down.
     let after = gaps_ms(&times, cut, down_seen);
     assert!(

@@ -219,10 +219,12 @@ impl Pacing {
     /// The shortest fast pace an unwritten `failure_interval_ms` takes.
     pub const MIN_FAILURE_INTERVAL_MS: u32 = 10;
 
-    /// An unwritten `failure_interval_ms`: a quarter of the interval (at least 10 ms, at most
-    /// the interval), so that a few fast rounds fit in about one normal one.
+    /// An unwritten `failure_interval_ms`: a tenth of the interval (at least 10 ms, at most the
+    /// interval), so that the `down_after` rounds that confirm a silent cut fit in about one
+    /// normal interval and a timeout: with 100 ms rounds, an 80 ms timeout and `down_after = 3`,
+    /// a cut is decided 100 to 195 ms after it happens, wherever it falls in the interval.
     pub fn default_failure_interval_ms(interval_ms: u32) -> u32 {
-        (interval_ms / 4)
+        (interval_ms / 10)
             .max(Self::MIN_FAILURE_INTERVAL_MS)
             .min(interval_ms)
     }

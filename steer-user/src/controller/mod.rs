@@ -572,10 +572,10 @@ impl Controller {
     }
 
     /// A sample of the kernel's traffic counters of `family` of `wan` (cumulative: packets
-    /// out that expect an answer, packets in that answer; the daemon's own probes not
-    /// counted). Suspicion only hastens the probes (hand [`Controller::probe_schedule`] to the
-    /// prober after this); it never takes a WAN down by itself.
-    /// Returns whether the WAN's suspicion changed.
+    /// out that expect an answer, the daemon's own probes not among them; packets in that
+    /// answer, the probes' answers among them). Suspicion only hastens the probes (hand
+    /// [`Controller::probe_schedule`] to the prober after this); it never takes a WAN down by
+    /// itself. Returns whether the WAN's suspicion changed.
     pub fn traffic(
         &mut self,
         wan: &str,
@@ -959,7 +959,7 @@ impl Controller {
             other => {
                 if let Some(e) = other {
                     log::error!(
-                        "{wan}: the precomputed standby {} ; writing the table the normal way",
+                        "{wan}: the precomputed standby {}; writing the table the normal way",
                         match e {
                             Ok(_) => "differs from the table computed now (a bug)".to_owned(),
                             Err(e) => format!("could not be flipped to ({e})"),

@@ -444,7 +444,7 @@ pub fn device_flags(iface: &str) -> Result<u32, DataplaneError> {
     }
     // SAFETY: `req` is a valid ifreq with a NUL-terminated name; the kernel writes the hardware
     // address into it.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR as _, &mut req) };
     // SAFETY: `fd` is ours and used no more.
     unsafe { libc::close(fd) };
     if rc != 0 {

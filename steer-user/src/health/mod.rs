@@ -237,11 +237,11 @@ impl Health {
 
     /// A sample of the kernel's cumulative counters of `family` of `wan`: packets out that
     /// expect an answer (`asked`) and packets in that count as answers (`answered`), read at
-    /// `now`, every 10-20 ms. They must not count the daemon's own probes (probe answers
-    /// would prove the line to itself). Suspicion only makes the probes fast: it never takes
-    /// a WAN down by itself, so this never returns a verdict; the change it reports
-    /// (suspect, cleared) is for the log. A family without probes of its own has no pacer:
-    /// its samples are ignored.
+    /// `now`, every 10-20 ms. The probes must not count as asking (an idle line would look
+    /// busy to itself); their answers count like any other. Suspicion only makes the probes
+    /// fast: it never takes a WAN down by itself, so this never returns a verdict; the change
+    /// it reports (suspect, cleared) is for the log. A family without probes of its own has no
+    /// pacer: its samples are ignored.
     pub fn traffic(
         &mut self,
         wan: &str,

@@ -315,7 +315,8 @@ fn probes_go_normal_before_a_cut_and_fast_after_it() {
         "before the cut: {before:?}"
     );
     // The first round after the cut goes at the normal pace; it is late (no answer within the
-    // 10 ms floor), and the next ones go every failure_interval (25 ms) until down.
+    // 10 ms floor), and the next ones go every failure_interval until down.
+    let fast = u64::from(Pacing::defaults(100).failure_interval_ms);
     let first = *sim
         .starts
         .iter()
@@ -327,7 +328,7 @@ fn probes_go_normal_before_a_cut_and_fast_after_it() {
     );
     let after = gaps(first, down_at);
     assert!(
-        !after.is_empty() && after.iter().all(|g| *g == 25),
+        !after.is_empty() && after.iter().all(|g| *g == fast),
         "after the cut: {after:?}"
     );
     // Down: back to the normal pace (recovery).
