@@ -240,8 +240,8 @@ async fn serve(
         }
     };
     let mut reloads = Reloads::default();
-    let mut traffic = tokio::time::interval(crate::controller::passive::SAMPLE_EVERY);
-    traffic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The next sample of the WAN traffic counters (its pace follows the traffic).
+    let mut next_sample = tokio::time::Instant::now();
     let mut periodic = tokio::time::interval(RECONCILE_EVERY);
     periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A reconcile is due at this instant (after a burst of netlink events).
@@ -314,8 +314,10 @@ async fn serve(
                 }
                 log_lines("", &ctl.expire_runtime());
             }
-            _ = traffic.tick(), if ctl.samples_traffic() => {
-                if ctl.sample_traffic() {
+            () = tokio::time::sleep_until(next_sample), if ctl.samples_traffic() => {
+                let sampled = ctl.sample_traffic();
+                next_sample = tokio::time::Instant::now() + sampled.next;
+                if sampled.changed {
                     probers.pace(&ctl);
                 }
             }

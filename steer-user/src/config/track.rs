@@ -717,7 +717,7 @@ mod tests {
         assert_eq!(
             pace,
             Pacing {
-                failure_interval_ms: 25,
+                failure_interval_ms: 10,
                 quiet_interval_ms: Some(Pacing::DEFAULT_QUIET_INTERVAL_MS),
                 passive: true,
                 passive_window_ms: Pacing::DEFAULT_PASSIVE_WINDOW_MS,

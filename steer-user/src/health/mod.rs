@@ -291,6 +291,13 @@ impl Health {
         })
     }
 
+    /// Whether `family` of `wan` has traffic worth sampling closely: it asked within `within`,
+    /// or it is suspect.
+    pub fn watching(&self, wan: &str, family: Family, within: Duration, now: Instant) -> bool {
+        self.pacer(wan, family)
+            .is_some_and(|p| p.watching(within, now))
+    }
+
     fn pacer(&self, wan: &str, family: Family) -> Option<&Pacer> {
         self.wans.get(wan)?.pacers[family.index()].as_ref()
     }

@@ -169,6 +169,12 @@ impl Pacer {
 
     /// The window the traffic is judged over: `passive_window_ms`, widened to the line's
     /// round-trip bound and to what late answers taught.
+    /// Whether the traffic is worth watching closely now: it asked within `within`, or it is
+    /// suspect.
+    pub fn watching(&self, within: Duration, now: Instant) -> bool {
+        self.passive_on && (self.suspect().is_some() || self.passive.asked_within(within, now))
+    }
+
     pub fn passive_window(&self, now: Instant) -> Duration {
         let w = self
             .rtt

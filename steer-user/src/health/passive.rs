@@ -165,14 +165,17 @@ impl Passive {
             .is_some_and(|a| now.saturating_duration_since(a) <= within)
     }
 
+    /// Whether the LAN's traffic asked something within `within` of `now`.
+    pub fn asked_within(&self, within: Duration, now: Instant) -> bool {
+        self.last_ask
+            .is_some_and(|a| now.saturating_duration_since(a) <= within)
+    }
+
     /// Whether the line carried traffic that asks and got answers, both within `within` of
     /// `now`: what proves it better than a probe. Answers alone do not (the kernel counts the
     /// answers to steer's own probes too, but only the LAN's traffic as asking).
     pub fn proven_within(&self, within: Duration, now: Instant) -> bool {
-        self.answered_within(within, now)
-            && self
-                .last_ask
-                .is_some_and(|a| now.saturating_duration_since(a) <= within)
+        self.answered_within(within, now) && self.asked_within(within, now)
     }
 
     /// A probe round that started at `started` passed. If it started after the wait began, the
