@@ -161,6 +161,7 @@ fn schedule_of(ctl: &Controller, key: &ProberKey, spec: &ProbeSpec) -> Schedule 
     ctl.probe_schedule(&key.0, key.1).unwrap_or(Schedule {
         interval: spec.timeout,
         late_after: spec.timeout,
+        answer_by: None,
     })
 }
 

@@ -560,6 +560,11 @@ impl Controller {
         family: Family,
         round: &Round,
     ) -> Option<FailoverReport> {
+        if round.cut_short {
+            // A round cut short is judged on the line's silence: an answer the kernel counted
+            // since the last sample must be seen first.
+            self.sample_traffic();
+        }
         let verdict = self.health.round(wan, family, round, Instant::now())?;
         Some(self.fail_over(verdict))
     }

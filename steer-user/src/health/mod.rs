@@ -187,6 +187,22 @@ impl Health {
         let suspicion = tracked.pacers[i]
             .as_ref()
             .and_then(|p| p.suspect().cloned());
+        if round.cut_short
+            && round
+                .outcomes
+                .iter()
+                .any(|(_, o)| *o == probe::ProbeOutcome::Timeout)
+            && !tracked.pacers[i]
+                .as_ref()
+                .is_some_and(|p| p.judges_cut_short(round.started))
+        {
+            // It was cut short because the line was silent, and the line answered since: its
+            // probes might still have answered within their timeout. Not judged.
+            if let Some(p) = tracked.pacers[i].as_mut() {
+                p.rtts(round.outcomes.iter().filter_map(|(_, o)| o.rtt()));
+            }
+            return None;
+        }
         let mut transition = tracker.round(&summary, now);
         if let (Some(tr), Some(s)) = (transition.as_mut(), suspicion.as_ref())
             && !tr.up

@@ -4,17 +4,23 @@
 //! - **Fast** (`failure_interval_ms`) while a round is *late* (not passed within the line's
 //!   round-trip bound, long before its timeout) and after a failed round; while the traffic
 //!   is suspect, a burst ([`BURST_SPACING`] apart): the traffic's silence is already one sign,
-//!   the burst's `down_after` rounds confirm it within about one timeout. Rounds overlap: a fast round does not wait for the slow one before it, so
-//!   `down_after` failed rounds are in about one timeout plus `down_after - 1` fast
-//!   intervals after the first late probe.
+//!   the burst's `down_after` rounds confirm it. Rounds overlap: a fast round does not wait
+//!   for the slow one before it, so `down_after` failed rounds are in about one timeout plus
+//!   `down_after - 1` fast intervals after the first late probe.
+//! - While the traffic is suspect, the schedule also says when the line will have answered
+//!   nothing for `timeout_ms` since its first unanswered ask ([`Schedule::answer_by`]): the
+//!   burst's rounds end then (or at their round-trip bound, whichever is later), not a whole
+//!   timeout after they start. Such a round is *cut short*; its failure counts only if the
+//!   suspicion it was cut for still stands when it ends (`Health::round`), so an answer that
+//!   arrives within the timeout, however late, is never a down.
 //! - **Quiet** (`quiet_interval_ms`) while the WAN's own traffic was answered within the last
 //!   `interval_ms`: the traffic proves the line better than a probe would. Back to normal as
 //!   soon as it stops being answered, or a probe fails.
 //! - **Normal** (`interval_ms`) otherwise, and while the WAN is down (recovery keeps its pace
 //!   and its `up_after`).
 //!
-//! Lateness only hastens probes; it never fails one: a round fails at its timeout as before,
-//! so a line whose round trip jumps (within the timeout) costs a few fast probes and no down.
+//! Lateness only hastens probes; it never fails one: a line whose round trip jumps (within
+//! the timeout) costs a few fast probes and no down.
 
 use std::time::{Duration, Instant};
 
@@ -45,12 +51,31 @@ impl Pace {
     }
 }
 
-/// What the prober needs: how long after a round started the next one starts, and when a
-/// round that has not passed yet is late.
+/// What the prober needs: how long after a round started the next one starts, when a round
+/// that has not passed yet is late, and (while the traffic is suspect) when a round may fail
+/// before its timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Schedule {
     pub interval: Duration,
     pub late_after: Duration,
+    /// While the traffic is suspect: the instant the line will have answered nothing for
+    /// `timeout_ms` since the first unanswered ask ([`Pacer::answer_by`]).
+    pub answer_by: Option<Instant>,
+}
+
+impl Schedule {
+    /// How long a round that starts at `started` waits for its answers: `timeout`, or, while
+    /// the traffic is suspect, until the line has been silent for `timeout` since its first
+    /// unanswered ask, but never less than the line's round-trip bound (`late_after`).
+    pub fn round_timeout(&self, started: Instant, timeout: Duration) -> Duration {
+        match self.answer_by {
+            Some(by) => by
+                .saturating_duration_since(started)
+                .max(self.late_after)
+                .min(timeout),
+            None => timeout,
+        }
+    }
 }
 
 /// Round-trip estimate of a line's probes (RFC 6298's smoothed RTT and variation).
@@ -93,6 +118,12 @@ pub struct Pacer {
     passive: Passive,
     /// The start of a round that was late and has not finished yet.
     late: Option<Instant>,
+    /// Nothing has come back on the line since then, as far as the traffic counters (which
+    /// count the probes' answers too) and the finished rounds tell: the start of the first
+    /// late round, kept while rounds fail, ended by any answer. Only with the counters: the
+    /// rounds alone report an answer when the round ends, which may be after the silence is
+    /// judged.
+    silent: Option<Instant>,
     /// The last finished round failed.
     failing: bool,
     /// The tracker holds the WAN down.
@@ -111,6 +142,7 @@ impl Pacer {
             rtt: Rtt::default(),
             passive: Passive::default(),
             late: None,
+            silent: None,
             failing: false,
             down: false,
         };
@@ -155,7 +187,39 @@ impl Pacer {
         Schedule {
             interval,
             late_after: self.late_after(),
+            answer_by: self.answer_by(),
         }
+    }
+
+    /// While the line is silent (and the WAN up): the start of the silence plus
+    /// `timeout_ms`. By then the line has answered nothing at all, neither the LAN's traffic
+    /// nor the probes, for as long as the configuration allows an answer to take, so a
+    /// confirming round need not wait its own full timeout: it fails at this instant or at
+    /// its round-trip bound, whichever is later. A line whose round trip jumps within the
+    /// timeout still answers before it.
+    pub fn answer_by(&self) -> Option<Instant> {
+        self.silence_since().map(|s| s + self.timeout)
+    }
+
+    /// Since when the line has answered nothing, if it is known to be silent: since the
+    /// traffic's first unanswered ask (a suspicion), or since the first late round (with the
+    /// traffic counters). `None` while the WAN is down: recovery keeps its full timeouts.
+    pub fn silence_since(&self) -> Option<Instant> {
+        if self.down {
+            return None;
+        }
+        match (self.suspect().map(|s| s.since), self.silent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether a round that started at `started` and was cut short (it ended at
+    /// [`Pacer::answer_by`]) is judged: only if the silence it was cut for still stands, with
+    /// nothing come back since. Otherwise its probes might still have been answered within
+    /// their timeout.
+    pub fn judges_cut_short(&self, started: Instant) -> bool {
+        self.silence_since().is_some_and(|s| s <= started)
     }
 
     /// When a round that has not passed is late: the line's round-trip bound, at least
@@ -192,6 +256,9 @@ impl Pacer {
         if self.late.is_none_or(|l| started < l) {
             self.late = Some(started);
         }
+        if self.passive_on && self.passive.sampled() && !self.passive.answered_after(started) {
+            self.silent = Some(self.silent.map_or(started, |s| s.min(started)));
+        }
     }
 
     /// A round finished: `passed` or not, the round trips of its answers, whether the WAN is
@@ -204,8 +271,10 @@ impl Pacer {
         down: bool,
         now: Instant,
     ) -> bool {
-        for rtt in rtts {
-            self.rtt.sample(rtt);
+        let mut answers = 0;
+        self.rtts(rtts.into_iter().inspect(|_| answers += 1));
+        if answers > 0 || down {
+            self.silent = None;
         }
         if self.late.is_some_and(|l| started >= l) {
             self.late = None;
@@ -218,11 +287,19 @@ impl Pacer {
         passed && self.passive.probe_passed(started, now)
     }
 
+    /// Round trips of probe answers, from a round that is not judged.
+    pub fn rtts(&mut self, rtts: impl IntoIterator<Item = Duration>) {
+        for rtt in rtts {
+            self.rtt.sample(rtt);
+        }
+    }
+
     /// The tracker's state changed by something else than a round (carrier, a restart).
     pub fn set_down(&mut self, down: bool) {
         if down {
             self.passive.confirmed();
             self.late = None;
+            self.silent = None;
             self.failing = false;
         }
         self.down = down;
@@ -234,7 +311,14 @@ impl Pacer {
             return None;
         }
         let window = self.passive_window(now);
-        self.passive
-            .sample(asked, answered, window, !self.down, now)
+        let answered_before = self.passive.last_answer();
+        let change = self
+            .passive
+            .sample(asked, answered, window, !self.down, now);
+        if self.passive.last_answer() != answered_before {
+            // Something came back: the line is not silent.
+            self.silent = None;
+        }
+        change
     }
 }

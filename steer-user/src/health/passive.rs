@@ -16,8 +16,9 @@
 //!   began passed, and still no traffic answer) mutes suspicion for a while, doubling each
 //!   time up to [`MUTE_MAX`]: one-way traffic next to answered probes costs a few fast probes
 //!   now and then, never a false down.
-//! - Suspicion never takes the WAN down by itself: it only makes the probes fast (see
-//!   `pace`); the tracker's `down_after` decides.
+//! - Suspicion never takes the WAN down by itself: it makes the probes fast and lets their
+//!   rounds end once the line has been silent for the timeout since [`Suspicion::since`]
+//!   (see `pace`); the tracker's `down_after` decides.
 
 use std::time::{Duration, Instant};
 
@@ -163,6 +164,21 @@ impl Passive {
     pub fn answered_within(&self, within: Duration, now: Instant) -> bool {
         self.last_answer
             .is_some_and(|a| now.saturating_duration_since(a) <= within)
+    }
+
+    /// Whether the counters were read at least once.
+    pub fn sampled(&self) -> bool {
+        self.last.is_some()
+    }
+
+    /// The sample that last saw an answer.
+    pub fn last_answer(&self) -> Option<Instant> {
+        self.last_answer
+    }
+
+    /// Whether an answer was seen (at a sample) after `at`.
+    pub fn answered_after(&self, at: Instant) -> bool {
+        self.last_answer.is_some_and(|a| a > at)
     }
 
     /// Whether the LAN's traffic asked something within `within` of `now`.

@@ -133,6 +133,9 @@ impl ProbeOutcome {
 pub struct Round {
     pub started: Instant,
     pub outcomes: Vec<(ProbeTarget, ProbeOutcome)>,
+    /// It waited less than the spec's timeout (its schedule's `answer_by`, while the
+    /// traffic was suspect): its failure only counts if the line is still silent.
+    pub cut_short: bool,
 }
 
 impl Round {
@@ -161,12 +164,17 @@ impl Round {
 /// Sends one probe per target concurrently and returns when all have an outcome or `timeout`
 /// has passed (never later than `started + timeout` plus scheduling delay).
 pub async fn round(spec: &ProbeSpec) -> Round {
-    counted_round(spec, Instant::now(), &AtomicUsize::new(0)).await
+    counted_round(spec, Instant::now(), spec.timeout, &AtomicUsize::new(0)).await
 }
 
-/// [`round`], counting the answers in `answered` as they arrive.
-async fn counted_round(spec: &ProbeSpec, started: Instant, answered: &AtomicUsize) -> Round {
-    let deadline = tokio::time::Instant::from_std(started + spec.timeout);
+/// [`round`] with its own `timeout`, counting the answers in `answered` as they arrive.
+async fn counted_round(
+    spec: &ProbeSpec,
+    started: Instant,
+    timeout: Duration,
+    answered: &AtomicUsize,
+) -> Round {
+    let deadline = tokio::time::Instant::from_std(started + timeout);
     let probes = spec
         .targets
         .iter()
@@ -186,7 +194,11 @@ async fn counted_round(spec: &ProbeSpec, started: Instant, answered: &AtomicUsiz
             (target.clone(), outcome)
         });
     let outcomes = futures::future::join_all(probes).await;
-    Round { started, outcomes }
+    Round {
+        started,
+        outcomes,
+        cut_short: timeout < spec.timeout,
+    }
 }
 
 /// One probe of `target` through the spec's WAN; the caller bounds it in time.
@@ -251,7 +263,7 @@ where
                     running.push(watched_round(
                         key.clone(),
                         Arc::clone(&spec),
-                        current.late_after,
+                        current,
                         tx.clone(),
                     ));
                 }
@@ -281,18 +293,21 @@ where
 /// The shortest time between rounds, whatever a schedule says.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// One round that reports itself late to `tx` when it has not passed within `late_after`.
+/// One round, as long as `schedule` gives it, that reports itself late to `tx` when it has
+/// not passed within the schedule's `late_after`.
 async fn watched_round<K>(
     key: K,
     spec: Arc<ProbeSpec>,
-    late_after: Duration,
+    schedule: Schedule,
     tx: mpsc::Sender<ProberEvent<K>>,
 ) -> Round {
     let started = Instant::now();
     let answered = AtomicUsize::new(0);
-    let round = counted_round(&spec, started, &answered);
+    let timeout = schedule.round_timeout(started, spec.timeout);
+    let late_after = schedule.late_after;
+    let round = counted_round(&spec, started, timeout, &answered);
     tokio::pin!(round);
-    if late_after < spec.timeout {
+    if late_after < timeout {
         tokio::select! {
             done = &mut round => return done,
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(started + late_after)) => {}
@@ -311,6 +326,7 @@ pub fn fixed_schedule(interval: Duration, spec: &ProbeSpec) -> watch::Receiver<S
     let (tx, rx) = watch::channel(Schedule {
         interval,
         late_after: spec.timeout,
+        answer_by: None,
     });
     // The receiver keeps the last value when the sender is gone.
     drop(tx);
