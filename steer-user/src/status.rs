@@ -227,6 +227,10 @@ pub struct ProbeStatus {
     pub passive_window_ms: u64,
     /// Why the traffic is suspect, when it is: `passive: 41 packets out, 0 back in 52 ms`.
     pub suspect: Option<String>,
+    /// How long the line has answered nothing (neither traffic nor probes), when it is known
+    /// to be silent: its confirming rounds end when this reaches the timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_ms: Option<u64>,
     /// Since the daemon started.
     pub rounds: u64,
     pub packets_out: u64,

@@ -557,9 +557,13 @@ fn probe_line(p: &crate::status::ProbeStatus) -> String {
         .as_ref()
         .map(|s| format!("; SUSPECT ({s})"))
         .unwrap_or_default();
+    let silent = p
+        .silent_ms
+        .map(|ms| format!("; nothing back for {ms} ms"))
+        .unwrap_or_default();
     format!(
         "probes {} every {} ms, late after {} ms, window {} ms; {} rounds, {} packets out / {} in, \
-         {}; at this pace {} probes, {} a day{suspect}",
+         {}; at this pace {} probes, {} a day{suspect}{silent}",
         p.pace,
         p.interval_ms,
         p.late_after_ms,

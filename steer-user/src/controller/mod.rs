@@ -1274,6 +1274,7 @@ impl Controller {
                                     late_after_ms: p.late_after.as_millis() as u64,
                                     passive_window_ms: p.passive_window.as_millis() as u64,
                                     suspect: p.suspect,
+                                    silent_ms: p.silent_for.map(|d| d.as_millis() as u64),
                                     rounds: p.rounds,
                                     packets_out: p.wire.packets_out,
                                     packets_in: p.wire.packets_in,

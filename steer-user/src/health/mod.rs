@@ -300,6 +300,9 @@ impl Health {
             late_after: schedule.late_after,
             passive_window: pacer.passive_window(now),
             suspect: pacer.suspect().map(Suspicion::describe),
+            silent_for: pacer
+                .silence_since()
+                .map(|s| now.saturating_duration_since(s)),
             rounds: tracked.rounds[i],
             wire: tracked.wire[i],
             probes_per_day: (rounds_per_day * per_round.packets_out as f64) as u64,
@@ -382,6 +385,9 @@ pub struct Probing {
     pub passive_window: Duration,
     /// Why the traffic is suspect (`passive: 41 packets out, 0 back in 52 ms`).
     pub suspect: Option<String>,
+    /// How long the line has answered nothing, when that is known (a suspicion, or a late
+    /// round seen by the counters): confirming rounds end when it reaches the timeout.
+    pub silent_for: Option<Duration>,
     /// Rounds and packets since the daemon started.
     pub rounds: u64,
     pub wire: probe::Wire,

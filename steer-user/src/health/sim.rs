@@ -390,7 +390,18 @@ fn silent_cut_under_two_way_traffic_is_suspected_then_confirmed_by_probes() {
         "{quiet} rounds in 20 s of busy traffic (quiet pace)"
     );
     assert!(sim.up());
-    sim.run(cut, cut + 1_000);
+    let probing = |sim: &Sim, t: u64| sim.health.probing("wan1", Family::V4, sim.at(t)).unwrap();
+    assert_eq!(probing(&sim, cut).silent_for, None);
+    sim.run(cut, cut + 70);
+    let silent = probing(&sim, cut + 70)
+        .silent_for
+        .expect("silent, for status");
+    assert!(
+        (Duration::from_millis(50)..=Duration::from_millis(60)).contains(&silent),
+        "{silent:?}: since the first sample that saw asks and no answer (the second after the \
+         cut: the first still saw the answers before it)"
+    );
+    sim.run(cut + 70, cut + 1_000);
     let downs = sim.downs();
     assert_eq!(downs.len(), 1);
     let (at, tr) = downs[0];
