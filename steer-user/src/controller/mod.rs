@@ -585,11 +585,10 @@ impl Controller {
         &mut self,
         wan: &str,
         family: Family,
-        asked: u64,
-        answered: u64,
+        counters: crate::health::passive::Counters,
         now: Instant,
     ) -> bool {
-        match self.health.traffic(wan, family, asked, answered, now) {
+        match self.health.traffic(wan, family, counters, now) {
             Some(crate::health::passive::Change::Suspect(s)) => {
                 log::info!(
                     "{wan} {} suspect ({}): probing fast",

@@ -11,7 +11,11 @@
 use std::time::{Duration, Instant};
 
 use super::Controller;
-use crate::model::Family;
+use crate::{
+    dataplane::{TrafficSample, wan_traffic::monotonic_now_ns},
+    health::passive::Counters,
+    model::Family,
+};
 
 /// Between samples while traffic asks.
 pub const SAMPLE_BUSY: Duration = Duration::from_millis(10);
@@ -38,6 +42,7 @@ impl Controller {
     /// health state.
     pub fn sample_traffic(&mut self) -> Sampled {
         let now = Instant::now();
+        let mono_ns = monotonic_now_ns();
         let watched: Vec<(String, u32)> = self
             .config
             .wans
@@ -56,8 +61,8 @@ impl Controller {
                 }
             };
             for family in Family::ALL {
-                let s = samples[family.index()];
-                changed |= self.traffic(&wan, family, s.asked, s.answered, now);
+                let counters = counters_of(&samples[family.index()], now, mono_ns);
+                changed |= self.traffic(&wan, family, counters, now);
                 busy |= self.health.watching(&wan, family, SAMPLE_IDLE, now);
             }
         }
@@ -65,5 +70,21 @@ impl Controller {
             changed,
             next: if busy { SAMPLE_BUSY } else { SAMPLE_IDLE },
         }
+    }
+}
+
+/// The kernel's counters of one WAN family, their timestamps put on the daemon's clock: `now`
+/// is when the monotonic clock (the kernel's `bpf_ktime_get_ns`) read `mono_ns`.
+fn counters_of(s: &TrafficSample, now: Instant, mono_ns: u64) -> Counters {
+    let at = |ns: u64| {
+        (ns != 0)
+            .then(|| now.checked_sub(Duration::from_nanos(mono_ns.saturating_sub(ns))))
+            .flatten()
+    };
+    Counters {
+        asked: s.asked,
+        answered: s.answered,
+        last_ask: at(s.last_asked_ns),
+        last_answer: at(s.last_answered_ns),
     }
 }

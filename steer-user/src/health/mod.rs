@@ -262,11 +262,10 @@ impl Health {
         &mut self,
         wan: &str,
         family: Family,
-        asked: u64,
-        answered: u64,
+        counters: passive::Counters,
         now: Instant,
     ) -> Option<passive::Change> {
-        self.pacer_mut(wan, family)?.traffic(asked, answered, now)
+        self.pacer_mut(wan, family)?.traffic(counters, now)
     }
 
     /// When the next probe rounds of `family` of `wan` go (for its prober).

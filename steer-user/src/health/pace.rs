@@ -24,7 +24,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::passive::{Change, Passive, Suspicion};
+use super::passive::{Change, Counters, Passive, Suspicion};
 use crate::config::Track;
 
 /// A round is never late before this, however short the line's round trip: a round trip of
@@ -231,20 +231,25 @@ impl Pacer {
             .min(self.timeout)
     }
 
-    /// The window the traffic is judged over: `passive_window_ms`, widened to the line's
-    /// round-trip bound and to what late answers taught.
     /// Whether the traffic is worth watching closely now: it asked within `within`, or it is
     /// suspect.
     pub fn watching(&self, within: Duration, now: Instant) -> bool {
         self.passive_on && (self.suspect().is_some() || self.passive.asked_within(within, now))
     }
 
+    /// The window the traffic is judged over: `passive_window_ms`, widened to the line's
+    /// round-trip bound and to what late answers taught, but never past the timeout (unless
+    /// `passive_window_ms` itself is longer): a wait longer than the timeout is a failure by
+    /// the configuration's own measure, and a wider window would only leave a cut under
+    /// traffic to the probes for the minute a round-trip spike is remembered.
     pub fn passive_window(&self, now: Instant) -> Duration {
         let w = self
             .rtt
             .bound()
             .map_or(self.passive_window, |b| b.max(self.passive_window));
-        self.passive.window(w, now)
+        self.passive
+            .window(w, now)
+            .min(self.timeout.max(self.passive_window))
     }
 
     pub fn suspect(&self) -> Option<&Suspicion> {
@@ -306,15 +311,13 @@ impl Pacer {
     }
 
     /// A sample of the traffic counters; off (`passive = false`), nothing changes.
-    pub fn traffic(&mut self, asked: u64, answered: u64, now: Instant) -> Option<Change> {
+    pub fn traffic(&mut self, counters: Counters, now: Instant) -> Option<Change> {
         if !self.passive_on {
             return None;
         }
         let window = self.passive_window(now);
         let answered_before = self.passive.last_answer();
-        let change = self
-            .passive
-            .sample(asked, answered, window, !self.down, now);
+        let change = self.passive.sample(counters, window, !self.down, now);
         if self.passive.last_answer() != answered_before {
             // Something came back: the line is not silent.
             self.silent = None;

@@ -3,8 +3,9 @@
 //! that count as answers) with the time they were read, it says when the line is *suspect*.
 //!
 //! The rule:
-//! - The WAN is *waiting* from the first sample where `asked` grew since the last answer; any
-//!   growth of `answered` ends the wait.
+//! - The WAN is *waiting* from the first sample that saw an ask after the last answer (by the
+//!   kernel's timestamps when a sample saw both), since that ask; any growth of `answered`
+//!   ends the wait.
 //! - Waiting for the window `W` makes it suspect. `W` is the configured `passive_window_ms`,
 //!   widened to the line's round-trip bound (srtt + 4 × rttvar of its probes, as TCP's RTO)
 //!   and to the longest wait that recently ended with an answer (a line that answers in bursts
@@ -53,6 +54,36 @@ impl Suspicion {
     }
 }
 
+/// One reading of a WAN family's counters: the kernel's cumulative counts and when the last
+/// ask and the last answer went by (its timestamps, on the daemon's clock; `None`: not known).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub asked: u64,
+    pub answered: u64,
+    pub last_ask: Option<Instant>,
+    pub last_answer: Option<Instant>,
+}
+
+impl Counters {
+    /// Counts without timestamps.
+    pub fn new(asked: u64, answered: u64) -> Counters {
+        Counters {
+            asked,
+            answered,
+            ..Counters::default()
+        }
+    }
+
+    /// Whether the last ask went out after the last answer came in: something is unanswered.
+    fn ask_after_answer(&self) -> bool {
+        match (self.last_ask, self.last_answer) {
+            (Some(ask), Some(answer)) => ask > answer,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
 /// What a sample changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -84,65 +115,80 @@ impl Passive {
     /// the line's round-trip bound; `may_suspect` false (the WAN is down already) only keeps
     /// the counters and the answers. A counter that went backwards (the kernel program was
     /// reloaded) starts the detector over.
+    ///
+    /// A wait starts at the first sample with asks after the last answer: asks alone, or asks
+    /// and answers where the kernel's timestamps say an ask went out after the last answer (a
+    /// request sent right after its predecessor's reply, within one sample, and then nothing
+    /// more: a TCP conversation over a line cut just then). It starts at the last ask's
+    /// timestamp when known, the sample's time otherwise: never before the first unanswered
+    /// ask, so a wait is never longer than the line's real silence.
     pub fn sample(
         &mut self,
-        asked: u64,
-        answered: u64,
+        c: Counters,
         window: Duration,
         may_suspect: bool,
         now: Instant,
     ) -> Option<Change> {
-        let (last_asked, last_answered) = self.last.replace((asked, answered))?;
-        if asked > last_asked {
+        let (last_asked, last_answered) = self.last.replace((c.asked, c.answered))?;
+        let asked_more = c.asked > last_asked;
+        if asked_more {
             self.last_ask = Some(now);
         }
-        if asked < last_asked || answered < last_answered {
+        if c.asked < last_asked || c.answered < last_answered {
             self.waiting = None;
             return self.suspect.take().map(|_| Change::Cleared);
         }
-        if answered > last_answered {
+        let answered_more = c.answered > last_answered;
+        let mut cleared = None;
+        if answered_more {
             if let Some((since, _)) = self.waiting.take() {
-                let waited = now.saturating_duration_since(since);
-                if self.learned.is_none_or(|(d, at)| {
-                    waited > d || now.saturating_duration_since(at) > LEARNED_FOR
-                }) {
-                    self.learned = Some((waited, now));
-                }
+                self.learn(now.saturating_duration_since(since), now);
             }
             self.last_answer = Some(now);
-            return self.suspect.take().map(|_| Change::Cleared);
+            cleared = self.suspect.take().map(|_| Change::Cleared);
         }
         if !may_suspect {
             // A wait of a WAN that is down says nothing about its round trip: it must not
             // teach the window (the first answer after a long outage would widen it to the
             // outage for a minute, and hide the next silence).
             self.waiting = None;
-            return None;
+            return cleared;
         }
-        if asked > last_asked && self.waiting.is_none() {
-            self.waiting = Some((now, last_asked));
+        if asked_more && self.waiting.is_none() && (!answered_more || c.ask_after_answer()) {
+            let since = c.last_ask.map_or(now, |ask| ask.min(now));
+            self.waiting = Some((since, last_asked));
+        }
+        if cleared.is_some() {
+            return cleared;
         }
         let (since, before) = self.waiting?;
         let waited = now.saturating_duration_since(since);
         if let Some(s) = self.suspect.as_mut() {
-            s.out = asked - before;
+            s.out = c.asked - before;
             s.waited = waited;
             return None;
         }
-        if !may_suspect
-            || waited < self.window(window, now)
-            || !self.armed(since)
-            || self.muted(now)
-        {
+        if waited < self.window(window, now) || !self.armed(since) || self.muted(now) {
             return None;
         }
         let s = Suspicion {
             since,
-            out: asked - before,
+            out: c.asked - before,
             waited,
         };
         self.suspect = Some(s.clone());
         Some(Change::Suspect(s))
+    }
+
+    /// A wait of `waited` ended with an answer at `now`: the longest recent one widens the
+    /// window.
+    fn learn(&mut self, waited: Duration, now: Instant) {
+        if self
+            .learned
+            .is_none_or(|(d, at)| waited > d || now.saturating_duration_since(at) > LEARNED_FOR)
+        {
+            self.learned = Some((waited, now));
+        }
     }
 
     /// The window in force: `window` widened to the longest recent wait that ended with an
@@ -246,42 +292,99 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Passive::default();
         assert_eq!(
-            p.sample(10, 10, W, true, t0),
+            p.sample(Counters::new(10, 10), W, true, t0),
             None,
             "the first sample is the base"
         );
         assert_eq!(
-            p.sample(12, 12, W, true, t0 + ms(10)),
+            p.sample(Counters::new(12, 12), W, true, t0 + ms(10)),
             None,
             "answered: armed"
         );
         assert_eq!(
-            p.sample(15, 12, W, true, t0 + ms(20)),
+            p.sample(Counters::new(15, 12), W, true, t0 + ms(20)),
             None,
             "waiting from here"
         );
         assert_eq!(
-            p.sample(20, 12, W, true, t0 + ms(60)),
+            p.sample(Counters::new(20, 12), W, true, t0 + ms(60)),
             None,
             "40 ms < 50 ms"
         );
-        let Some(Change::Suspect(s)) = p.sample(41 + 12, 12, W, true, t0 + ms(72)) else {
+        let Some(Change::Suspect(s)) = p.sample(Counters::new(41 + 12, 12), W, true, t0 + ms(72))
+        else {
             panic!("52 ms without an answer");
         };
         assert_eq!(s.since, t0 + ms(20));
         assert_eq!(s.describe(), "passive: 41 packets out, 0 back in 52 ms");
         assert_eq!(
-            p.sample(60, 12, W, true, t0 + ms(90)),
+            p.sample(Counters::new(60, 12), W, true, t0 + ms(90)),
             None,
             "still suspect"
         );
         assert_eq!(p.suspect().map(|s| s.out), Some(48));
         assert_eq!(
-            p.sample(60, 13, W, true, t0 + ms(100)),
+            p.sample(Counters::new(60, 13), W, true, t0 + ms(100)),
             Some(Change::Cleared),
             "one answer clears it"
         );
         assert!(p.suspect().is_none());
+    }
+
+    #[test]
+    fn an_ask_read_with_an_answer_is_waited_on_when_it_went_out_after_it() {
+        let t0 = Instant::now();
+        let at = |n: u64| t0 + ms(n);
+        let stamped = |asked, answered, ask: u64, answer: u64| Counters {
+            asked,
+            answered,
+            last_ask: Some(at(ask)),
+            last_answer: Some(at(answer)),
+        };
+        // Answered traffic arms it; then one sample reads an answer (at 1003) and the
+        // request sent after it (at 1007), and nothing more comes.
+        let mut p = Passive::default();
+        for i in 0..100 {
+            p.sample(
+                stamped(i + 1, i + 1, i * 10 + 3, i * 10 + 4),
+                W,
+                true,
+                at(i * 10 + 10),
+            );
+        }
+        assert_eq!(
+            p.sample(stamped(102, 101, 1007, 1003), W, true, at(1010)),
+            None
+        );
+        let mut suspected = None;
+        for t in (1020..=1100).step_by(10) {
+            if let Some(Change::Suspect(s)) =
+                p.sample(stamped(102, 101, 1007, 1003), W, true, at(t))
+            {
+                suspected = Some((t, s));
+                break;
+            }
+        }
+        let (t, s) = suspected.expect("the request sent after the last answer is waited on");
+        assert_eq!(s.since, at(1007), "the wait starts at the request");
+        assert_eq!(t, 1060);
+        // The same sample where the request went out before the answer (the answer is its
+        // own): nothing is waited on.
+        let mut q = Passive::default();
+        for i in 0..100 {
+            q.sample(
+                stamped(i + 1, i + 1, i * 10 + 3, i * 10 + 4),
+                W,
+                true,
+                at(i * 10 + 10),
+            );
+        }
+        for t in (1010..=1200).step_by(10) {
+            assert_eq!(
+                q.sample(stamped(101, 101, 1003, 1004), W, true, at(t)),
+                None
+            );
+        }
     }
 
     #[test]
@@ -290,12 +393,20 @@ mod tests {
         let mut p = Passive::default();
         // Asks and never an answer (a UDP stream nobody answers): never armed.
         for i in 0..30_000u64 {
-            assert_eq!(p.sample(i * 10, 0, W, true, t0 + ms(i)), None, "at {i} ms");
+            assert_eq!(
+                p.sample(Counters::new(i * 10, 0), W, true, t0 + ms(i)),
+                None,
+                "at {i} ms"
+            );
         }
         // Inbound only: answers without asks never wait.
         let mut q = Passive::default();
         for i in 0..30_000u64 {
-            assert_eq!(q.sample(0, i * 10, W, true, t0 + ms(i)), None, "at {i} ms");
+            assert_eq!(
+                q.sample(Counters::new(0, i * 10), W, true, t0 + ms(i)),
+                None,
+                "at {i} ms"
+            );
         }
     }
 
@@ -303,13 +414,13 @@ mod tests {
     fn a_refuted_suspicion_mutes_suspicion_for_longer_each_time() {
         let t0 = Instant::now();
         let mut p = Passive::default();
-        p.sample(0, 0, W, true, t0);
-        p.sample(1, 1, W, true, t0 + ms(1));
+        p.sample(Counters::new(0, 0), W, true, t0);
+        p.sample(Counters::new(1, 1), W, true, t0 + ms(1));
         // One-way asks from now on; a probe refutes each suspicion.
         let mut suspicions = Vec::new();
         for i in 2..20_000u64 {
             let now = t0 + ms(i);
-            if let Some(Change::Suspect(s)) = p.sample(i, 1, W, true, now) {
+            if let Some(Change::Suspect(s)) = p.sample(Counters::new(i, 1), W, true, now) {
                 suspicions.push(i);
                 assert!(p.probe_passed(s.since + ms(5), now + ms(5)));
             }
@@ -325,13 +436,15 @@ mod tests {
     fn a_late_answer_teaches_the_window() {
         let t0 = Instant::now();
         let mut p = Passive::default();
-        p.sample(0, 0, W, true, t0);
+        p.sample(Counters::new(0, 0), W, true, t0);
         // Asks every ms, answers every 200 ms (the first at once): the first gap suspects, later
         // ones do not.
         let mut suspect = 0;
         for i in 1..5_000u64 {
             let answered = i.div_ceil(200);
-            if let Some(Change::Suspect(_)) = p.sample(i, answered, W, true, t0 + ms(i)) {
+            if let Some(Change::Suspect(_)) =
+                p.sample(Counters::new(i, answered), W, true, t0 + ms(i))
+            {
                 suspect += 1;
             }
         }
