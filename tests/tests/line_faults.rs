@@ -195,13 +195,36 @@ fn a_round_trip_jump_to_300_ms_is_no_down_and_the_window_adapts() {
     let s = start("rtt300", 500, 400);
     let line = s.lab.line();
     line.set_delay(Way::Both, Duration::from_millis(1));
-    let _ping = ClientPing::start(&s.lab, &s.work.dir, Lab::SERVER_A.into(), 5, 14);
+    let ping = ClientPing::start(&s.lab, &s.work.dir, Lab::SERVER_A.into(), 5, 14);
     let before = watch_up(&s, Duration::from_secs(3), "1 ms line");
     // 150 ms each way: a 300 ms round trip, within the 400 ms timeout.
+    let (jump, from) = (epoch_now(), Instant::now());
     line.set_delay(Way::Both, Duration::from_millis(150));
     let during = watch_up(&s, Duration::from_secs(5), "300 ms round trip");
     line.set_delay(Way::Both, Duration::from_millis(1));
+    let back = jump + from.elapsed().as_secs_f64();
     let after = watch_up(&s, Duration::from_secs(2), "back to 1 ms");
+    // The client saw the jump: its round trips, before, during (once the queue is past the
+    // jump) and after (once the line drained).
+    let rtts = ping.round_trips();
+    let median = |a: f64, b: f64| {
+        let mut v: Vec<f64> = rtts
+            .iter()
+            .filter(|(t, _)| (a..b).contains(t))
+            .map(|r| r.1)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let rtt = [
+        median(jump - 2.0, jump),
+        median(jump + 1.0, back),
+        median(back + 1.0, back + 2.0),
+    ];
+    assert!(
+        rtt[0] < 50.0 && (290.0..400.0).contains(&rtt[1]) && rtt[2] < 50.0,
+        "the client's median round trips before, during and after the jump: {rtt:?} ms"
+    );
     assert!(
         before < 300,
         "the window on a 2 ms line is {before} ms, not yet a 300 ms line's"
@@ -213,8 +236,11 @@ fn a_round_trip_jump_to_300_ms_is_no_down_and_the_window_adapts() {
     assert_never_down(&s, "300 ms round trip");
     let st = s.status();
     eprintln!(
-        "round trip 2 -> 300 -> 2 ms: passive window {before} -> {during} -> {after} ms; \
-         no down; probes now {}",
+        "round trip {:.1} -> {:.1} -> {:.1} ms (client ping medians): passive window \
+         {before} -> {during} -> {after} ms; no down; probes now {}",
+        rtt[0],
+        rtt[1],
+        rtt[2],
         wan1_probes(&st)
     );
 }
