@@ -307,9 +307,10 @@ fn tcp_client(lab: &Lab, server: SocketAddr, stop: &AtomicBool, log: &Mutex<Vec<
     eprintln!("tcp client: {reconnects} connections lost or refused");
 }
 
-/// The issue's busy cut with a TCP stream and a 5 ms ping (a TCP stream alone, request and
-/// answer every 5 ms, was confirmed by the probes rather than the traffic in about a third of
-/// the runs here: see the report for issue 20).
+/// The issue's busy cut with a TCP stream and a 5 ms ping. A TCP stream alone (a request and
+/// its answer every 5 ms) was confirmed by the probes, not the traffic, in 8 of 29 runs here:
+/// its last request before the cut is often sampled together with the previous answer, and
+/// such an ask is never waited on (the passive sampler's rule, not the line's).
 #[test]
 fn a_silent_cut_under_a_tcp_stream_is_found_by_the_traffic_and_the_stream_moves() {
     let s = start("tcpcut", 100, 80);
