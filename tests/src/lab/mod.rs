@@ -26,6 +26,10 @@
 //! - `internet` owns the servers ([`Lab::SERVER_A`], ...) and probe targets ([`Lab::PROBE_1`],
 //!   ...) on `lo`, and routes each WAN /30 (/64) back through its ISP.
 //!
+//! [`Lab::with_faulty_line`] makes one WAN's link a [`line::Line`] (tun devices relayed by the
+//! test, with delay, loss, bursts and cuts it sets while traffic runs): this kernel has no
+//! `sch_netem`.
+//!
 //! Every namespace has loopback up, IPv6 DAD off, `keep_addr_on_down` on and `rp_filter` off.
 //! Interface names are fixed (namespaces isolate them); namespace names are unique
 //! ([`Netns::new`]), so labs run in parallel in one process and across processes, and are
@@ -34,6 +38,7 @@
 //! Beware: the ISP interfaces are literally called `down` and `up`, which are also keywords of
 //! `ip link`: always name them with `dev` (`ip link set dev down up`), never positionally.
 
+pub mod line;
 pub mod ping;
 pub mod sock;
 pub mod tcp;
@@ -49,7 +54,7 @@ use std::{
 
 use aya::programs::{SchedClassifier, TcAttachType};
 
-use crate::netns::Netns;
+use crate::{lab::line::Line, netns::Netns, tun::TunLink};
 
 /// One of the lab's two uplinks. `Wan::One` is `wan1` via `isp1` (index 0 in arrays such as
 /// [`udp_via`]'s result and [`Lab::isp`]), `Wan::Two` is `wan2` via `isp2` (index 1).
@@ -102,6 +107,9 @@ impl Wan {
 /// The five namespaces of the lab; see the [module documentation](self) for the topology.
 #[derive(Debug)]
 pub struct Lab {
+    /// A WAN whose link to its ISP is a faulty line ([`Lab::with_faulty_line`]). First, so the
+    /// relay stops and its tun devices go before the namespaces.
+    faulty: Option<(Wan, TunLink)>,
     pub client: Netns,
     pub router: Netns,
     /// `isp[0]` is ISP 1 (behind `wan1`), `isp[1]` is ISP 2. See also [`Lab::isp`].
@@ -166,22 +174,45 @@ impl Lab {
     /// Returns once every link is up and its neighbours answer (bounded by 3 s). Panics naming
     /// the step that failed and the command output.
     pub fn new() -> Lab {
+        Lab::build_with(None)
+    }
+
+    /// As [`Lab::new`], but `w`'s link to its ISP is a [`Line`] whose faults the test sets
+    /// ([`Lab::line`]) instead of a veth pair: `wanN` in the router and `down` in the ISP are
+    /// tun devices (L3, no Ethernet header, like a PPPoE or LTE WAN; same addresses, routes and
+    /// NAT), relayed by a thread of the test; the line's loss is drawn from `seed`. The carrier
+    /// of a tun WAN stays up whatever the line does: [`Lab::cut_carrier`] does not apply to it.
+    pub fn with_faulty_line(w: Wan, seed: u64) -> Lab {
+        Lab::build_with(Some((w, seed)))
+    }
+
+    /// The faulty line of [`Lab::with_faulty_line`]; direction a → b is from the router
+    /// towards the ISP ([`line::Way::AToB`]), b → a the ISP's answers.
+    pub fn line(&self) -> &Line {
+        self.faulty
+            .as_ref()
+            .map(|(_, link)| link.line())
+            .expect("a lab made by Lab::with_faulty_line")
+    }
+
+    fn build_with(faulty: Option<(Wan, u64)>) -> Lab {
         crate::require_root();
         let client = Netns::new("cli");
         let router = Netns::new("rtr");
         let isp = [Netns::new("isp1"), Netns::new("isp2")];
         let internet = Netns::new("inet");
-        let lab = Lab {
+        let mut lab = Lab {
+            faulty: None,
             client,
             router,
             isp,
             internet,
         };
-        lab.build();
+        lab.build(faulty);
         lab
     }
 
-    fn build(&self) {
+    fn build(&mut self, faulty: Option<(Wan, u64)>) {
         // Before any link exists, so that every interface inherits these defaults.
         for ns in self.all() {
             step(
@@ -223,11 +254,24 @@ impl Lab {
             (&self.isp[0], ISP_UP, &self.internet, "isp1"),
             (&self.isp[1], ISP_UP, &self.internet, "isp2"),
         ];
+        let faulty_wan = faulty.map(|(w, _)| Self::wan_iface(w));
         let batch: String = links
             .iter()
+            .filter(|&&(_, a_if, _, _)| Some(a_if) != faulty_wan)
             .map(|&(a, a_if, b, b_if)| veth_batch_line(a, a_if, b, b_if))
             .collect();
         host_ip_batch("create links", &batch);
+        // After the sysctl defaults, so that the tun devices inherit them too.
+        self.faulty = faulty.map(|(w, seed)| {
+            let link = TunLink::with_seed(
+                &self.router,
+                Self::wan_iface(w),
+                self.isp(w),
+                ISP_DOWN,
+                seed,
+            );
+            (w, link)
+        });
 
         self.configure_lan();
         let mut wans = String::new();
@@ -505,6 +549,10 @@ impl Lab {
     /// reports NO-CARRIER (IFF_LOWER_UP off) while staying administratively up. Returns once
     /// the router sees it (bounded).
     pub fn cut_carrier(&self, w: Wan) {
+        assert!(
+            self.faulty.as_ref().is_none_or(|(f, _)| *f != w),
+            "cut_carrier({w:?}): a faulty line keeps its carrier; use Lab::line().cut()"
+        );
         self.isp(w).run(&format!("ip link set dev {ISP_DOWN} down"));
         self.wait_carrier(w, false);
     }

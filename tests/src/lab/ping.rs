@@ -43,6 +43,19 @@ impl ClientPing {
             .collect()
     }
 
+    /// The replies so far: (epoch seconds, round trip in ms).
+    pub fn round_trips(&self) -> Vec<(f64, f64)> {
+        std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let at = l.strip_prefix('[')?.split(']').next()?.parse().ok()?;
+                let rtt = l.split("time=").nth(1)?.split(' ').next()?.parse().ok()?;
+                Some((at, rtt))
+            })
+            .collect()
+    }
+
     /// The longest the client went without a reply, in ms, among the replies after `from`
     /// (epoch seconds); `None` with fewer than two.
     pub fn longest_gap_ms(&self, from: f64) -> Option<f64> {

@@ -85,7 +85,12 @@ fn echo(conn: TcpStream, peer: SocketAddr) {
     };
     for line in BufReader::new(conn).lines() {
         let Ok(line) = line else { return };
-        if writeln!(out, "{peer} {line}").is_err() {
+        // One write per line: pieces of a line in separate segments would wait for the
+        // client's (delayed) ACK under Nagle, 40 ms and more per exchange.
+        if out
+            .write_all(format!("{peer} {line}\n").as_bytes())
+            .is_err()
+        {
             return;
         }
     }
@@ -116,7 +121,8 @@ impl Conversation {
     pub fn exchange(&mut self) -> std::io::Result<String> {
         let n = self.next;
         self.next += 1;
-        writeln!(self.writer, "line {n}")?;
+        // One write: see `echo`.
+        self.writer.write_all(format!("line {n}\n").as_bytes())?;
         let mut answer = String::new();
         if self.reader.read_line(&mut answer)? == 0 {
             return Err(std::io::Error::new(
