@@ -307,18 +307,28 @@ fn tcp_client(lab: &Lab, server: SocketAddr, stop: &AtomicBool, log: &Mutex<Vec<
     eprintln!("tcp client: {reconnects} connections lost or refused");
 }
 
-/// The issue's busy cut with a TCP stream and a 5 ms ping. A TCP stream alone (a request and
-/// its answer every 5 ms) was confirmed by the probes, not the traffic, in 8 of 29 runs here:
-/// its last request before the cut is often sampled together with the previous answer, and
-/// such an ask is never waited on (the passive sampler's rule, not the line's).
+/// The issue's busy cut with a TCP stream and a 5 ms ping.
 #[test]
 fn a_silent_cut_under_a_tcp_stream_is_found_by_the_traffic_and_the_stream_moves() {
-    let s = start("tcpcut", 100, 80);
+    silent_cut_under_a_tcp_stream("tcpcut", true);
+}
+
+/// The same with the TCP stream alone (a request and its answer every 5 ms): its last request
+/// before the cut is often read in the same sample as the answer before it, and is waited on
+/// all the same (it was not, before the kernel's timestamps decided: the probes found 8 cuts
+/// of 29 here).
+#[test]
+fn a_silent_cut_under_a_tcp_stream_alone_is_found_by_the_traffic() {
+    silent_cut_under_a_tcp_stream("tcpalone", false);
+}
+
+fn silent_cut_under_a_tcp_stream(name: &str, with_ping: bool) {
+    let s = start(name, 100, 80);
     s.lab.line().set_delay(Way::Both, Duration::from_millis(1));
     let server = EchoServer::start(&s.lab.internet, SocketAddr::new(Lab::SERVER_A.into(), 7100));
     let (stop, log) = (AtomicBool::new(false), Mutex::new(Vec::new()));
-    // The issue's case: a TCP stream and a ping through the WAN.
-    let ping = ClientPing::start(&s.lab, &s.work.dir, Lab::SERVER_A.into(), 5, 10);
+    let ping =
+        with_ping.then(|| ClientPing::start(&s.lab, &s.work.dir, Lab::SERVER_A.into(), 5, 10));
     let (cut, detected, line, daemon_log, window_at_cut) = std::thread::scope(|sc| {
         sc.spawn(|| tcp_client(&s.lab, server.addr(), &stop, &log));
         // The stream's answers arm the detector; the probes go quiet.
@@ -381,9 +391,10 @@ fn a_silent_cut_under_a_tcp_stream_is_found_by_the_traffic_and_the_stream_moves(
         server.peers()
     );
     let detected_ms = detected_ms(&line);
-    let ping_gap_ms = ping
-        .longest_gap_ms(cut - 0.2)
-        .expect("ping replies around the cut");
+    let ping_gap_ms = ping.map(|p| {
+        p.longest_gap_ms(cut - 0.2)
+            .expect("ping replies around the cut")
+    });
     let gap_ms = std::iter::once(cut)
         .chain(after.iter().map(|e| e.0))
         .collect::<Vec<_>>()
@@ -392,7 +403,7 @@ fn a_silent_cut_under_a_tcp_stream_is_found_by_the_traffic_and_the_stream_moves(
         .fold(0.0, f64::max);
     eprintln!(
         "tcp stream silent cut (passive window {window_at_cut} ms): detected in {detected_ms} ms by passive, seen down in status \
-         after {detected:?}, TCP client gap {gap_ms:.0} ms, ping gap {ping_gap_ms:.0} ms (cut to the first exchange by wan2: \
+         after {detected:?}, TCP client gap {gap_ms:.0} ms, ping gap {ping_gap_ms:.0?} ms (cut to the first exchange by wan2: \
          {:.0} ms): {line}",
         (after[first_wan2].0 - cut) * 1e3
     );
