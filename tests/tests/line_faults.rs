@@ -233,6 +233,10 @@ fn a_round_trip_jump_to_300_ms_is_no_down_and_the_window_adapts() {
         during >= 300,
         "the window widened to the 300 ms round trip: {during} ms (before {before})"
     );
+    assert!(
+        during <= 400 && after <= 400,
+        "and never past the 400 ms timeout: {during} ms during, {after} ms after"
+    );
     assert_never_down(&s, "300 ms round trip");
     let st = s.status();
     eprintln!(
