@@ -338,3 +338,13 @@ impl Drop for Daemon {
         self.kill9();
     }
 }
+
+/// The detection time (ms) a failover log line gives: the number after `detected in `.
+pub fn detected_ms(failover_line: &str) -> f64 {
+    failover_line
+        .split("detected in ")
+        .nth(1)
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no detection time in {failover_line}"))
+}

@@ -7,6 +7,7 @@ use std::{
 };
 
 use steer_tests::{
+    daemon::detected_ms,
     lab::{
         Lab, Stream, Wan,
         ping::{ClientPing, epoch_now},
@@ -522,12 +523,7 @@ fn idle_silent_cut_is_confirmed_by_fast_probes_and_recovery_keeps_up_after() {
         .lines()
         .find(|l| l.contains("wan1 down (3 failed rounds in a row"))
         .unwrap_or_else(|| panic!("no failover line:\n{log}"));
-    let detected: f64 = line
-        .split("detected in ")
-        .nth(1)
-        .and_then(|r| r.split(" ms").next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no detection time in {line}"));
+    let detected = detected_ms(line);
     let normal_pace_floor =
         f64::from((options.down_after - 1) * options.interval_ms + options.timeout_ms);
     assert!(
@@ -582,15 +578,6 @@ fn idle_silent_cut_is_confirmed_by_fast_probes_and_recovery_keeps_up_after() {
         text.contains("probes normal every 100 ms") && text.contains("864000 probes"),
         "{text}"
     );
-}
-
-/// The number after `detected in ` in a failover line.
-fn detected_ms(line: &str) -> f64 {
-    line.split("detected in ")
-        .nth(1)
-        .and_then(|r| r.split(" ms").next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no detection time in {line}"))
 }
 
 #[test]

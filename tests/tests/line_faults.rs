@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 use steer_tests::{
-    daemon::{Daemon, Workdir},
+    daemon::{Daemon, Workdir, detected_ms},
     lab::{
         Lab, Wan,
         line::Way,
@@ -411,13 +411,4 @@ fn silent_cut_under_a_tcp_stream(name: &str, with_ping: bool) {
          {:.0} ms): {line}",
         (after[first_wan2].0 - cut) * 1e3
     );
-}
-
-/// The number after `detected in ` in a failover line.
-fn detected_ms(line: &str) -> f64 {
-    line.split("detected in ")
-        .nth(1)
-        .and_then(|r| r.split(" ms").next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no detection time in {line}"))
 }

@@ -341,17 +341,18 @@ mod tests {
             last_ask: Some(at(ask)),
             last_answer: Some(at(answer)),
         };
-        // Answered traffic arms it; then one sample reads an answer (at 1003) and the
-        // request sent after it (at 1007), and nothing more comes.
-        let mut p = Passive::default();
-        for i in 0..100 {
-            p.sample(
-                stamped(i + 1, i + 1, i * 10 + 3, i * 10 + 4),
-                W,
-                true,
-                at(i * 10 + 10),
-            );
-        }
+        // A second of answered traffic arms it: a request and its answer in every sample.
+        let armed = || {
+            let mut p = Passive::default();
+            for i in 0..100 {
+                let c = stamped(i + 1, i + 1, i * 10 + 3, i * 10 + 4);
+                p.sample(c, W, true, at(i * 10 + 10));
+            }
+            p
+        };
+        // Then one sample reads an answer (at 1003) and the request sent after it (at 1007),
+        // and nothing more comes.
+        let mut p = armed();
         assert_eq!(
             p.sample(stamped(102, 101, 1007, 1003), W, true, at(1010)),
             None
@@ -370,15 +371,7 @@ mod tests {
         assert_eq!(t, 1060);
         // The same sample where the request went out before the answer (the answer is its
         // own): nothing is waited on.
-        let mut q = Passive::default();
-        for i in 0..100 {
-            q.sample(
-                stamped(i + 1, i + 1, i * 10 + 3, i * 10 + 4),
-                W,
-                true,
-                at(i * 10 + 10),
-            );
-        }
+        let mut q = armed();
         for t in (1010..=1200).step_by(10) {
             assert_eq!(
                 q.sample(stamped(101, 101, 1003, 1004), W, true, at(t)),
