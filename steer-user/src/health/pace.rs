@@ -7,12 +7,13 @@
 //!   the burst's `down_after` rounds confirm it. Rounds overlap: a fast round does not wait
 //!   for the slow one before it, so `down_after` failed rounds are in about one timeout plus
 //!   `down_after - 1` fast intervals after the first late probe.
-//! - While the traffic is suspect, the schedule also says when the line will have answered
-//!   nothing for `timeout_ms` since its first unanswered ask ([`Schedule::answer_by`]): the
-//!   burst's rounds end then (or at their round-trip bound, whichever is later), not a whole
-//!   timeout after they start. Such a round is *cut short*; its failure counts only if the
-//!   suspicion it was cut for still stands when it ends (`Health::round`), so an answer that
-//!   arrives within the timeout, however late, is never a down.
+//! - While the line is known to be silent (the traffic is suspect, or, with the counters, a
+//!   round is late), the schedule also says when it will have answered nothing for
+//!   `timeout_ms` since the silence began ([`Schedule::answer_by`]): the confirming rounds end
+//!   then (or at their round-trip bound, whichever is later), not a whole timeout after they
+//!   start. Such a round is *cut short*; its failure counts only if the silence it was cut for
+//!   still stands when it ends (`Health::round`), so an answer that arrives within the
+//!   timeout, however late, is never a down.
 //! - **Quiet** (`quiet_interval_ms`) while the WAN's own traffic was answered within the last
 //!   `interval_ms`: the traffic proves the line better than a probe would. Back to normal as
 //!   soon as it stops being answered, or a probe fails.
@@ -52,21 +53,21 @@ impl Pace {
 }
 
 /// What the prober needs: how long after a round started the next one starts, when a round
-/// that has not passed yet is late, and (while the traffic is suspect) when a round may fail
+/// that has not passed yet is late, and (while the line is silent) when a round may fail
 /// before its timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Schedule {
     pub interval: Duration,
     pub late_after: Duration,
-    /// While the traffic is suspect: the instant the line will have answered nothing for
-    /// `timeout_ms` since the first unanswered ask ([`Pacer::answer_by`]).
+    /// While the line is silent: the instant it will have answered nothing for `timeout_ms`
+    /// ([`Pacer::answer_by`]).
     pub answer_by: Option<Instant>,
 }
 
 impl Schedule {
     /// How long a round that starts at `started` waits for its answers: `timeout`, or, while
-    /// the traffic is suspect, until the line has been silent for `timeout` since its first
-    /// unanswered ask, but never less than the line's round-trip bound (`late_after`).
+    /// the line is silent, until it has been silent for `timeout`, but never less than the
+    /// line's round-trip bound (`late_after`).
     pub fn round_timeout(&self, started: Instant, timeout: Duration) -> Duration {
         match self.answer_by {
             Some(by) => by
@@ -276,9 +277,8 @@ impl Pacer {
         down: bool,
         now: Instant,
     ) -> bool {
-        let mut answers = 0;
-        self.rtts(rtts.into_iter().inspect(|_| answers += 1));
-        if answers > 0 || down {
+        self.rtts(rtts);
+        if down {
             self.silent = None;
         }
         if self.late.is_some_and(|l| started >= l) {
@@ -292,10 +292,12 @@ impl Pacer {
         passed && self.passive.probe_passed(started, now)
     }
 
-    /// Round trips of probe answers, from a round that is not judged.
+    /// Round trips of a finished round's answers (judged or not): the line's estimate learns
+    /// them, and an answer ends a silence.
     pub fn rtts(&mut self, rtts: impl IntoIterator<Item = Duration>) {
         for rtt in rtts {
             self.rtt.sample(rtt);
+            self.silent = None;
         }
     }
 

@@ -133,8 +133,8 @@ impl ProbeOutcome {
 pub struct Round {
     pub started: Instant,
     pub outcomes: Vec<(ProbeTarget, ProbeOutcome)>,
-    /// It waited less than the spec's timeout (its schedule's `answer_by`, while the
-    /// traffic was suspect): its failure only counts if the line is still silent.
+    /// It waited less than the spec's timeout (its schedule's `answer_by`, while the line
+    /// was silent): its failure only counts if the line is still silent.
     pub cut_short: bool,
 }
 
