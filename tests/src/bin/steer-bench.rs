@@ -24,11 +24,14 @@
 //!   new master, a steer pair against a keepalived pair, 100 ms and 10 ms adverts
 //!   (`steer_tests::ha::bench`).
 
-use std::time::{Duration, Instant};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{Duration, Instant},
+};
 
 use aya::{
     Ebpf,
-    programs::{SchedClassifier, Xdp},
+    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
 use steer::{
     dataplane::{Dataplane, WriteMode, run::time_per_run},
@@ -40,6 +43,8 @@ use steer_common::{DEFAULT_RULE, PolicyEntry, action};
 use steer_tests::{bench::prefixes, require_root, rng::Rng};
 
 const REPEAT: u32 = 1_000_000;
+/// Distinct packets of a spread (cold-cache) measurement.
+const SPREAD: usize = 65_536;
 const RUNS: usize = 3;
 
 fn main() {
@@ -86,10 +91,46 @@ fn median_ns(mut measure: impl FnMut() -> Duration) -> f64 {
     v[RUNS / 2]
 }
 
+/// Median of `RUNS` rounds of `frames`, each frame run once: the mean kernel-measured time of
+/// one run. With destinations spread over a whole set, every lookup walks another part of the
+/// tries, and the kernel's own work between runs (a syscall, an skb) leaves the caches as cold
+/// as a router's between packets of different flows.
+fn spread_ns<P>(prog: &P, frames: &[Vec<u8>]) -> f64
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    median_ns(|| {
+        let total: Duration = frames
+            .iter()
+            .map(|f| time_per_run(prog, f, 1).unwrap())
+            .sum();
+        total / frames.len() as u32
+    })
+}
+
+/// The empty programs: the floor of one repeated packet and of spread packets.
 struct Floors {
-    _testkit: Ebpf,
+    testkit: Ebpf,
     tc: f64,
     xdp: f64,
+}
+
+impl Floors {
+    fn program<'a, P>(&'a self, name: &str) -> &'a P
+    where
+        &'a P: TryFrom<&'a aya::programs::Program>,
+    {
+        let program = self.testkit.program(name).expect("a testkit program");
+        program.try_into().ok().expect("of its type")
+    }
+
+    fn tc_spread(&self, frames: &[Vec<u8>]) -> f64 {
+        spread_ns(self.program::<SchedClassifier>("testkit_tc_empty"), frames)
+    }
+
+    fn xdp_spread(&self, frames: &[Vec<u8>]) -> f64 {
+        spread_ns(self.program::<Xdp>("testkit_xdp_empty"), frames)
+    }
 }
 
 fn floors(frame: &[u8]) -> Floors {
@@ -109,9 +150,44 @@ fn floors(frame: &[u8]) -> Floors {
     xdp.load().unwrap();
     let xdp_ns = median_ns(|| time_per_run(&*xdp, frame, REPEAT).unwrap());
     Floors {
-        _testkit: testkit,
+        testkit,
         tc: tc_ns,
         xdp: xdp_ns,
+    }
+}
+
+/// Packets for `SPREAD` random addresses, each inside a random prefix of `set` (the whole
+/// set, not a corner of it); for an empty set, misses.
+fn spread_frames(rng: &mut Rng, set: &[Prefix], v4: bool) -> Vec<Vec<u8>> {
+    let src: IpAddr = if v4 { "192.168.1.10" } else { "fd00::10" }
+        .parse()
+        .unwrap();
+    (0..SPREAD)
+        .map(|_| {
+            let dst = match set.get(rng.below(set.len().max(1) as u64) as usize) {
+                Some(p) => random_inside(rng, p),
+                None if v4 => IpAddr::V4(Ipv4Addr::from(rng.bytes::<4>())),
+                None => IpAddr::V6(Ipv6Addr::from(rng.bytes::<16>())),
+            };
+            Frame::udp(src, dst).build()
+        })
+        .collect()
+}
+
+/// A random address of prefix `p`.
+fn random_inside(rng: &mut Rng, p: &Prefix) -> IpAddr {
+    match p.addr() {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shr(u32::from(p.len())).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(
+                u32::from(a) | (rng.next_u64() as u32 & mask),
+            ))
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shr(u32::from(p.len())).unwrap_or(0);
+            let random = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) | (random & mask)))
+        }
     }
 }
 
@@ -128,6 +204,7 @@ fn classifier() {
     )
     .build();
     let floors = floors(&probe4);
+    let mut cold = Vec::new();
     println!(
         "{:<10} {:<22} {:>9} {:>9} {:>10}",
         "program", "prefixes", "ns/pkt", "vs floor", "+ns"
@@ -178,6 +255,24 @@ fn classifier() {
         let xdp = avg(&|fr| median_ns(|| time_per_run(dp.xdp(), fr, REPEAT).unwrap()));
         row("tc steer", label, tc, floors.tc);
         row("xdp steer", label, xdp, floors.xdp);
+        let spread = spread_frames(&mut rng, &set, v4);
+        cold.push((
+            label,
+            spread_ns(dp.tc(), &spread),
+            floors.tc_spread(&spread),
+            spread_ns(dp.xdp(), &spread),
+            floors.xdp_spread(&spread),
+        ));
+    }
+    println!(
+        "\n   spread: {SPREAD} packets, each run once, to random addresses of random prefixes \
+         of the whole set (a miss when it is empty): every lookup walks another part of the \
+         tries, as a router's packets of different flows do. The floor is the empty program \
+         on the same packets; +ns is the lookup's cost with caches cold.\n"
+    );
+    for (label, tc, tc_floor, xdp, xdp_floor) in cold {
+        row("tc spread", label, tc, tc_floor);
+        row("xdp spread", label, xdp, xdp_floor);
     }
 }
 
