@@ -278,7 +278,9 @@ async fn serve(
                         after_failover(&mut ctl, &service, failover, &listed_tx);
                         log_lines("", ctl.retry_pending().iter());
                     }
-                    ProberEvent::Late(key, started) => ctl.probe_late(&key.0, key.1, started),
+                    ProberEvent::Late(key, started, answered) => {
+                        ctl.probe_late(&key.0, key.1, started, answered);
+                    }
                 }
                 probers.pace(&ctl);
             }

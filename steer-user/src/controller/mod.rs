@@ -571,9 +571,12 @@ impl Controller {
 
     /// The probe round of `family` of `wan` that started at `started` has not passed within
     /// its `late_after`: its next rounds go fast.
-    pub fn probe_late(&mut self, wan: &str, family: Family, started: Instant) {
-        log::debug!("{wan} {}: probe round late", family.name());
-        self.health.late(wan, family, started);
+    pub fn probe_late(&mut self, wan: &str, family: Family, started: Instant, answered: usize) {
+        log::debug!(
+            "{wan} {}: probe round late ({answered} answers so far)",
+            family.name()
+        );
+        self.health.late(wan, family, started, answered);
     }
 
     /// A sample of the kernel's traffic counters of `family` of `wan` (cumulative: packets

@@ -245,9 +245,9 @@ impl Health {
 
     /// The round of `family` of `wan` that started at `started` has not passed within its
     /// schedule's `late_after`: the next rounds go fast until one passes.
-    pub fn late(&mut self, wan: &str, family: Family, started: Instant) {
+    pub fn late(&mut self, wan: &str, family: Family, started: Instant, answered: usize) {
         if let Some(p) = self.pacer_mut(wan, family) {
-            p.late(started);
+            p.late(started, answered);
         }
     }
 

@@ -257,12 +257,18 @@ impl Pacer {
         self.passive_on.then(|| self.passive.suspect()).flatten()
     }
 
-    /// The round that started at `started` has not passed within [`Pacer::late_after`].
-    pub fn late(&mut self, started: Instant) {
+    /// The round that started at `started` has not passed within [`Pacer::late_after`]; it had
+    /// `answered` answers by then.
+    pub fn late(&mut self, started: Instant, answered: usize) {
         if self.late.is_none_or(|l| started < l) {
             self.late = Some(started);
         }
-        if self.passive_on && self.passive.sampled() && !self.passive.answered_after(started) {
+        // A round late with some answers (a target of several is down) is no silence.
+        if answered == 0
+            && self.passive_on
+            && self.passive.sampled()
+            && !self.passive.answered_after(started)
+        {
             self.silent = Some(self.silent.map_or(started, |s| s.min(started)));
         }
     }

@@ -1,7 +1,8 @@
 //! [`Health`] with its pacing on a virtual clock: a simulated line, a prober that follows the
 //! schedule as `probe::spawn_prober` does (rounds start `interval` after the previous one
 //! started, overlap, report themselves late at `late_after`), and the kernel's traffic
-//! counters sampled every 10 ms. Every case of issue 20 in virtual milliseconds.
+//! counters sampled at the controller's pace (every 10 ms while traffic asks, 100 ms
+//! otherwise, and before a round cut short is judged). Every case of issue 20 in virtual milliseconds.
 //!
 //! As in the kernel, the counters' answers include the answers to the probes themselves
 //! (`steer_wan_ingress` counts every answer on the WAN), while only the LAN's traffic asks.
@@ -9,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Health, Path, Transition, probe};
+use crate::controller::passive::{SAMPLE_BUSY, SAMPLE_IDLE};
 use crate::{
     config::{NextHop, Pacing, ProbeTarget, Track, TrackMethod, Wan},
     model::Family,
@@ -50,6 +52,8 @@ struct Sim {
     /// The kernel's counters of now (asked, answered with the probes' answers), and the ms
     /// of the last ask and the last answer (its timestamps).
     counts: Option<(u64, u64)>,
+    /// When the counters are read next (ms).
+    next_sample: u64,
     last_ask: Option<u64>,
     last_answer: Option<u64>,
 }
@@ -110,6 +114,7 @@ impl Sim {
             targets: track.targets,
             probe_answers: 0,
             counts: None,
+            next_sample: 0,
             last_ask: None,
             last_answer: None,
         }
@@ -135,8 +140,14 @@ impl Sim {
             .filter(|a| **a == Some(t))
             .count() as u64;
         self.count(t);
-        if t.is_multiple_of(10) {
+        if t >= self.next_sample {
             self.sample(t);
+            // The controller's pace: close while traffic asks or is suspect, slow otherwise.
+            let watching = self
+                .health
+                .watching("wan1", Family::V4, SAMPLE_IDLE, self.at(t));
+            let pace = if watching { SAMPLE_BUSY } else { SAMPLE_IDLE };
+            self.next_sample = t + pace.as_millis() as u64;
         }
         self.finish_rounds(t);
         let schedule = self
@@ -230,7 +241,7 @@ impl Sim {
             {
                 p.late_sent = true;
                 let started = t0 + Duration::from_millis(p.start);
-                self.health.late("wan1", Family::V4, started);
+                self.health.late("wan1", Family::V4, started, answered);
             }
             if t < end {
                 i += 1;
@@ -356,6 +367,33 @@ fn idle_silent_cut_is_down_within_about_one_interval_plus_fast_probes() {
         "cut -> down in {with:?} ms"
     );
     assert!(with.iter().zip(&without).all(|(w, o)| w <= o));
+}
+
+#[test]
+fn a_dead_target_of_two_needed_is_found_as_fast_with_the_counters_as_without() {
+    // Reliability 2 of 2 targets; the second target dies at `dead` (its probes go unanswered,
+    // the first's still answer): the line is not silent, the rounds fail on the dead target.
+    let dead = 5_037;
+    let down_after_death = |counters: fn() -> Traffic| {
+        let mut call = 0u64;
+        let line: Line = Box::new(move |t| {
+            call += 1;
+            (call % 2 == 1 || t < dead).then_some(1)
+        });
+        let mut lab = lab();
+        lab.reliability = 2;
+        let mut sim = Sim::new(lab, line, counters());
+        sim.run(0, dead + 2_000);
+        let downs = sim.downs();
+        assert_eq!(downs.len(), 1, "{:?}", sim.changes);
+        downs[0].0 - dead
+    };
+    let (with, without) = (down_after_death(idle_lan), down_after_death(no_counters));
+    assert!(
+        with <= without,
+        "down {with} ms after the death with the counters, {without} without"
+    );
+    assert!(with < 300, "{with} ms");
 }
 
 #[test]

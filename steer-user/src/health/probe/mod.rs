@@ -222,8 +222,8 @@ pub enum ProberEvent<K> {
     /// A round finished.
     Round(K, Round),
     /// The round that started at this instant has not passed within the schedule's
-    /// `late_after` (it goes on until its timeout).
-    Late(K, Instant),
+    /// `late_after` (it goes on until its timeout), with this many answers so far.
+    Late(K, Instant, usize),
 }
 
 /// Runs rounds at the pace `schedule` says and sends each finished [`Round`] to `tx`, tagged
@@ -312,9 +312,10 @@ async fn watched_round<K>(
             done = &mut round => return done,
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(started + late_after)) => {}
         }
-        if answered.load(Ordering::Relaxed) < spec.needed {
+        let so_far = answered.load(Ordering::Relaxed);
+        if so_far < spec.needed {
             // A full channel or a gone receiver: the round itself still reports.
-            let _ = tx.try_send(ProberEvent::Late(key, started));
+            let _ = tx.try_send(ProberEvent::Late(key, started, so_far));
         }
     }
     round.await
