@@ -532,6 +532,7 @@ fn merge<T: Ord + Copy>(old: &[T], new: impl Iterator<Item = T>) -> (Vec<T>, Vec
 mod tests {
     use crate::dataplane::Diff;
     use std::{
+        collections::BTreeSet,
         path::Path,
         time::{Duration, SystemTime},
     };
@@ -759,6 +760,148 @@ mod tests {
             assert_eq!(got.added, sorted, "{parts} pieces");
             assert!(got.removed.is_empty());
         }
+    }
+
+    /// The lean path (the list parsed in pieces into the set's entries and sorted keys, merged
+    /// against what the set holds) against the full path (`parse_list_bytes`, each prefix
+    /// kept at its first line, the difference of two sets) on the same bytes: random lists of
+    /// every form (IPv4 and IPv6, repeats, comments, blank lines, CRLF, whitespace, a
+    /// byte-order mark) and, in some, a bad line (host bits set, a leading zero, not UTF-8, a
+    /// default route), in any number of pieces, against a random set.
+    #[test]
+    fn the_lean_path_gives_what_the_full_path_gives() {
+        let mut rng = 0x5eed_1e5a_u64 | 1;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let file = Path::new("list.txt");
+        // Lists taken, lists with a bad line, entries that repeat a prefix: each form is seen.
+        let (mut taken, mut refused, mut repeated) = (0, 0, 0);
+        for round in 0..300 {
+            // Few addresses, so that prefixes repeat within and across pieces.
+            let pool = 1 + next(256);
+            let mut text: Vec<u8> = Vec::new();
+            if next(5) == 0 {
+                text.extend("\u{feff}".as_bytes());
+            }
+            let mut listed = Vec::new();
+            for _ in 0..next(3000) {
+                let a = next(pool);
+                let line = match next(14) {
+                    0..4 => format!("10.{}.{}.0/24", a % 5, a),
+                    4 => format!("192.0.2.{a}"),
+                    5 => format!("172.{}.0.0/16", 16 + a % 16),
+                    6 => format!("2001:db8:{a:x}::/48"),
+                    7 => format!("fd00::{a:x}"),
+                    8 => format!("  10.9.{a}.0/24 # indented"),
+                    9 => format!("10.{}.{}.0/24\r", a % 5, a),
+                    10 => "# a comment".to_owned(),
+                    11 => String::new(),
+                    12 => format!("2001:DB8:{a:x}::/48"),
+                    _ => format!("198.51.{}.0/24#x", a % 200),
+                };
+                listed.push(line);
+            }
+            let bad = [
+                "10.0.0.1/8",
+                "2001:db8::1/32",
+                "010.1.1.1",
+                "0.0.0.0/0",
+                "10.0.0.0/33",
+                "nonsense",
+            ];
+            let mut lines: Vec<Vec<u8>> = listed.into_iter().map(String::into_bytes).collect();
+            if round % 4 == 1 && !lines.is_empty() {
+                let at = next(lines.len() as u64) as usize;
+                lines[at] = bad[next(bad.len() as u64) as usize].as_bytes().to_vec();
+            }
+            if round % 16 == 3 && !lines.is_empty() {
+                let at = next(lines.len() as u64) as usize;
+                lines[at] = b"10.1.\xff.0/24".to_vec();
+            }
+            for line in &lines {
+                text.extend(line);
+                text.push(b'\n');
+            }
+            if next(2) == 0 {
+                text.pop();
+            }
+            // What the set holds: some of the pool and some prefixes the list never has.
+            let mut held = BTreeSet::new();
+            for _ in 0..next(400) {
+                let a = next(pool);
+                held.insert(match next(3) {
+                    0 => p(&format!("10.{}.{}.0/24", a % 5, a)),
+                    1 => p(&format!("2001:db8:{a:x}::/48")),
+                    _ => p(&format!("203.0.113.{}", a % 256)),
+                });
+            }
+            let old = sorted_of(&held);
+
+            let full = crate::config::parse_list_bytes(&text, false).ok().map(|l| {
+                let mut seen = std::collections::HashSet::new();
+                l.into_iter()
+                    .filter(|l| seen.insert(l.prefix))
+                    .map(|l| Entry {
+                        prefix: l.prefix,
+                        origin: Origin {
+                            file: Arc::from(file),
+                            line: l.line,
+                        },
+                    })
+                    .collect::<Vec<_>>()
+            });
+            for parts in 1..=4 {
+                let lean = parse_pieces(&text, false, parts, file).map(|mut parsed| {
+                    let merged = Merged::of(&mut parsed.keys, &old).unwrap();
+                    without_repeats(&mut parsed.entries, &merged.repeats);
+                    let repeats = merged.repeats.len();
+                    (parsed.entries, merged.added, merged.removed, repeats)
+                });
+                let shown = String::from_utf8_lossy(&text);
+                let Some(want) = &full else {
+                    assert!(lean.is_none(), "round {round}, {parts} pieces: {shown}");
+                    refused += 1;
+                    continue;
+                };
+                taken += 1;
+                let (entries, added, removed, repeats) =
+                    lean.unwrap_or_else(|| panic!("round {round}, {parts} pieces: {shown}"));
+                assert_eq!(&entries, want, "round {round}, {parts} pieces");
+                repeated += repeats;
+                let now: BTreeSet<Prefix> = want.iter().map(|e| e.prefix).collect();
+                assert_eq!(
+                    added,
+                    now.difference(&held).copied().collect::<Vec<_>>(),
+                    "round {round}, {parts} pieces"
+                );
+                assert_eq!(
+                    removed,
+                    held.difference(&now).copied().collect::<Vec<_>>(),
+                    "round {round}, {parts} pieces"
+                );
+            }
+        }
+        assert!(
+            taken > 600 && refused > 200,
+            "{taken} taken, {refused} refused"
+        );
+        assert!(repeated > 0);
+    }
+
+    /// `prefixes` as [`SortedPrefixes`] holds them.
+    fn sorted_of(prefixes: &BTreeSet<Prefix>) -> SortedPrefixes {
+        let mut out = SortedPrefixes::default();
+        for p in prefixes {
+            match *p {
+                Prefix::V4 { addr, len } => out.v4.push(v4_key(u32::from(addr), len)),
+                Prefix::V6 { addr, len } => out.v6.push((u128::from(addr), len)),
+            }
+        }
+        out
     }
 
     /// The changed-list path on a 1M-line list (60% /24, 25% /16../23, 15% /32, as `cargo xtask
