@@ -10,6 +10,12 @@
 //! mirror remembers them sorted from the last reload of the list, [`PrefixSets::sorted`]); the
 //! added and removed prefixes are the diff ([`Diff::of_changes`]).
 //!
+//! What a million lines cost here is mostly memory: the set's entries (48 bytes each, what the
+//! running configuration keeps) are faulted in once, each piece writing its own straight into
+//! their place in the one vector, and nothing else of that size is made: the pieces' sort keys
+//! (8 bytes an entry) are merged, each prefix once, and compared with the set's sorted
+//! prefixes in one pass, collecting only what was added and removed.
+//!
 //! This path is taken only where it gives exactly what the full path would: the set's list
 //! file is the only source of its prefixes and no other set reads it, and
 //! `general.duplicates = "error"` (so no prefix of the running configuration is in two sets).
@@ -30,7 +36,7 @@ use crate::{
     },
     model::{
         Capacity, Direction, NameIds, PrefixMap, PrefixSets,
-        sorted::{SortedPrefixes, V4_KEY_BITS, from_v4_key, from_v6_key, radix_sort, v4_key},
+        sorted::{SortedPrefixes, from_v4_key, from_v6_key, v4_key},
     },
     prefix::Prefix,
 };
@@ -391,11 +397,10 @@ impl ListSink for Piece<'_> {
 
     fn finish(&mut self) {
         self.keys.len = self.written;
-        // Many lists are written sorted (their keys, with the index below, are then in order
-        // already): one look spares them the sort, which costs about what the parse does.
-        if !self.keys.v4.is_sorted() {
-            radix_sort(&mut self.keys.v4, IDX_BITS..IDX_BITS + V4_KEY_BITS);
-        }
+        // Whole keys: the index below the prefix keeps a prefix's repeats in file order. The
+        // standard sort takes three quarters of the time `radix_sort` does on these (500k
+        // keys: 9.5 against 12.7 ms), and linear time on a list written sorted, as many are.
+        self.keys.v4.sort_unstable();
         self.keys.v6.sort_unstable();
     }
 }
