@@ -115,7 +115,9 @@ fn count_lines(text: &[u8]) -> usize {
     text.iter().filter(|b| **b == b'\n').count() + 1
 }
 
-/// Parses every line of `text`, numbered from `first_line`.
+/// Parses every line of `text` (as `text.split('\n')` gives them), numbered from `first_line`.
+/// A line the fast path takes is parsed and its end found in one pass over its bytes; only
+/// the others are searched for their end and handed to the general path.
 fn parse_lines(
     text: &str,
     first_line: usize,
@@ -123,8 +125,34 @@ fn parse_lines(
     out: &mut impl ListSink,
     errors: &mut Vec<ListError>,
 ) {
-    for (i, line) in text.split('\n').enumerate() {
-        parse_line(line, first_line + i, allow_default_route, out, errors);
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut number = first_line;
+    loop {
+        let end = match fast_v4_at(bytes, start) {
+            Some((prefix, end)) => {
+                out.entry(Listed {
+                    prefix,
+                    line: number,
+                    column: 1,
+                });
+                end
+            }
+            None => {
+                let end = bytes[start..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(bytes.len(), |n| start + n);
+                // `start` and `end` are at a newline or an end of `text`: character boundaries.
+                parse_line_general(&text[start..end], number, allow_default_route, out, errors);
+                end
+            }
+        };
+        if end == bytes.len() {
+            return;
+        }
+        start = end + 1;
+        number += 1;
     }
 }
 
@@ -141,7 +169,8 @@ pub struct ListPiece {
 }
 
 /// [`parse_list_bytes`] for a list expected to have no bad line, split at newlines into (up to)
-/// `parts` pieces parsed on as many threads, each into a sink of its own made by `sink`.
+/// `parts` pieces parsed on as many threads, each into a sink of its own made by `sink` (on
+/// this thread, in file order, before any is parsed).
 /// Returns the sinks in file order, which together received exactly the entries
 /// [`parse_list_bytes`] gives, in the same order; `None` where it gives errors (the caller
 /// reads the file the way that reports them).
@@ -149,7 +178,7 @@ pub fn parse_list_split<S: ListSink + Send>(
     bytes: &[u8],
     allow_default_route: bool,
     parts: usize,
-    sink: impl Fn(ListPiece) -> S + Sync,
+    mut sink: impl FnMut(ListPiece) -> S,
 ) -> Option<Vec<S>> {
     if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
         return None;
@@ -159,7 +188,18 @@ pub fn parse_list_split<S: ListSink + Send>(
         .iter()
         .map(|&(start, end)| count_lines(&bytes[start..end]))
         .collect();
-    let parse = |index: usize| -> Option<S> {
+    // The sinks are made in file order, before any piece is parsed: each can be given its
+    // part of something shared (a place in one vector).
+    let sinks: Vec<S> = (0..pieces.len())
+        .map(|index| {
+            sink(ListPiece {
+                index,
+                lines: lines[index],
+                lines_after: lines[index + 1..].iter().sum(),
+            })
+        })
+        .collect();
+    let parse = |index: usize, mut out: S| -> Option<S> {
         let (start, end) = pieces[index];
         // A newline is never part of a multi-byte character: each piece is UTF-8 when the
         // whole is, and only the first can start with a byte-order mark.
@@ -167,11 +207,6 @@ pub fn parse_list_split<S: ListSink + Send>(
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         // Each piece before ends with a newline: it has one line fewer than newlines and one.
         let first_line = 1 + lines[..index].iter().map(|l| l - 1).sum::<usize>();
-        let mut out = sink(ListPiece {
-            index,
-            lines: lines[index],
-            lines_after: lines[index + 1..].iter().sum(),
-        });
         let mut errors = Vec::new();
         parse_lines(text, first_line, allow_default_route, &mut out, &mut errors);
         out.finish();
@@ -179,10 +214,12 @@ pub fn parse_list_split<S: ListSink + Send>(
     };
     std::thread::scope(|scope| {
         let parse = &parse;
-        let rest: Vec<_> = (1..pieces.len())
-            .map(|index| scope.spawn(move || parse(index)))
+        let mut sinks = sinks.into_iter().enumerate();
+        let (_, first) = sinks.next()?;
+        let rest: Vec<_> = sinks
+            .map(|(index, sink)| scope.spawn(move || parse(index, sink)))
             .collect();
-        let first = parse(0);
+        let first = parse(0, first);
         let rest: Option<Vec<S>> = rest.into_iter().map(|h| h.join().ok()?).collect();
         Some([first?].into_iter().chain(rest?).collect())
     })
@@ -299,42 +336,77 @@ fn parse_line(
 /// than the general path, which trims, counts characters and splits strings.
 #[inline]
 fn fast_v4(line: &[u8]) -> Option<Prefix> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut i = 0;
+    // A line has no newline: the one it is taken to end at is its end.
+    match fast_v4_at(line, 0)? {
+        (prefix, end) if end == line.len() => Some(prefix),
+        _ => None,
+    }
+}
+
+/// [`fast_v4`] on the line of `bytes` that starts at `start`: the prefix and where the line
+/// ends (its newline, or the end of `bytes`), found in the same pass.
+#[inline]
+fn fast_v4_at(bytes: &[u8], start: usize) -> Option<(Prefix, usize)> {
+    let digit = |i: usize| match bytes.get(i) {
+        Some(b @ b'0'..=b'9') => Some(u32::from(b - b'0')),
+        _ => None,
+    };
+    let mut i = start;
     let mut addr: u32 = 0;
     for k in 0..4 {
         if k > 0 {
-            if line.get(i) != Some(&b'.') {
+            if bytes.get(i) != Some(&b'.') {
                 return None;
             }
             i += 1;
         }
-        let start = i;
-        let mut v: u32 = 0;
-        while i < line.len() && i - start < 3 && line[i].is_ascii_digit() {
-            v = v * 10 + u32::from(line[i] - b'0');
+        // One to three digits, no leading zero: after a `0` comes what ends the number, or
+        // the line is not one the fast path takes.
+        let mut v = digit(i)?;
+        i += 1;
+        if v != 0
+            && let Some(d) = digit(i)
+        {
+            v = v * 10 + d;
             i += 1;
+            if let Some(d) = digit(i) {
+                v = v * 10 + d;
+                i += 1;
+            }
         }
-        let digits = i - start;
-        if digits == 0 || (digits > 1 && line[start] == b'0') || v > 255 {
+        if v > 255 {
             return None;
         }
         addr = addr << 8 | v;
     }
-    let len: u32 = match &line[i..] {
-        [] => 32,
-        [b'/', d @ b'1'..=b'9'] => u32::from(d - b'0'),
-        [b'/', a @ b'1'..=b'9', b @ b'0'..=b'9'] => u32::from(a - b'0') * 10 + u32::from(b - b'0'),
+    let len = if bytes.get(i) == Some(&b'/') {
+        let mut len = match digit(i + 1)? {
+            0 => return None,
+            d => d,
+        };
+        i += 2;
+        if let Some(d) = digit(i) {
+            len = len * 10 + d;
+            i += 1;
+        }
+        len
+    } else {
+        32
+    };
+    let end = match bytes.get(i) {
+        None | Some(b'\n') => i,
+        Some(b'\r') if matches!(bytes.get(i + 1), None | Some(b'\n')) => i + 1,
         _ => return None,
     };
     // Host bits set (or a length past 32): the general path says which.
     if len > 32 || addr & u32::MAX.checked_shr(len).unwrap_or(0) != 0 {
         return None;
     }
-    Some(Prefix::V4 {
+    let prefix = Prefix::V4 {
         addr: std::net::Ipv4Addr::from(addr),
         len: len as u8,
-    })
+    };
+    Some((prefix, end))
 }
 
 /// Any line: comment, whitespace, every form and every error.
