@@ -96,7 +96,7 @@ pub(super) fn field_messages(errors: &ConfigErrors) -> Vec<String> {
 
 /// A WAN of the test fixtures: mark 0x100, table 101, gateways learned, no probe targets.
 pub(crate) fn wan(name: &str, interface: &str) -> super::Wan {
-    use super::{NextHop, Pacing, Track};
+    use super::NextHop;
     super::Wan {
         name: name.into(),
         interface: interface.into(),
@@ -104,20 +104,38 @@ pub(crate) fn wan(name: &str, interface: &str) -> super::Wan {
         table: 101,
         gateway: NextHop::Auto,
         gateway6: NextHop::Auto,
-        track: Track {
-            method: Track::DEFAULT_METHOD,
+        track: super::Track {
             targets: vec![],
-            interval_ms: 500,
-            timeout_ms: 400,
-            reliability: 1,
-            down_after: 3,
-            up_after: 5,
-            max_latency_ms: None,
-            max_loss_percent: None,
-            recover_latency_ms: None,
-            recover_loss_percent: None,
-            loss_window: 10,
-            pace: Pacing::defaults(500),
+            ..icmp_track(500, 400, 3, 5)
         },
+    }
+}
+
+/// Tracking by ICMP to two targets (192.0.2.1 and .2; one answer a round is enough), no
+/// latency or loss limits, the pacing defaults for `interval_ms`.
+pub(crate) fn icmp_track(
+    interval_ms: u32,
+    timeout_ms: u32,
+    down_after: u32,
+    up_after: u32,
+) -> super::Track {
+    use super::{Pacing, ProbeTarget, Track, TrackMethod};
+    Track {
+        method: TrackMethod::Icmp,
+        targets: vec![
+            ProbeTarget::Icmp("192.0.2.1".parse().unwrap()),
+            ProbeTarget::Icmp("192.0.2.2".parse().unwrap()),
+        ],
+        interval_ms,
+        timeout_ms,
+        reliability: 1,
+        down_after,
+        up_after,
+        max_latency_ms: None,
+        max_loss_percent: None,
+        recover_latency_ms: None,
+        recover_loss_percent: None,
+        loss_window: 10,
+        pace: Pacing::defaults(interval_ms),
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::{Health, Path, Transition, probe};
 use crate::controller::passive::{SAMPLE_BUSY, SAMPLE_IDLE};
 use crate::{
-    config::{NextHop, Pacing, ProbeTarget, Track, TrackMethod, Wan},
+    config::{Pacing, ProbeTarget, Track, Wan},
     model::Family,
 };
 
@@ -59,24 +59,7 @@ struct Sim {
 }
 
 fn track(interval_ms: u32, timeout_ms: u32, down_after: u32, up_after: u32) -> Track {
-    Track {
-        method: TrackMethod::Icmp,
-        targets: vec![
-            ProbeTarget::Icmp("192.0.2.1".parse().unwrap()),
-            ProbeTarget::Icmp("192.0.2.2".parse().unwrap()),
-        ],
-        interval_ms,
-        timeout_ms,
-        reliability: 1,
-        down_after,
-        up_after,
-        max_latency_ms: None,
-        max_loss_percent: None,
-        recover_latency_ms: None,
-        recover_loss_percent: None,
-        loss_window: 10,
-        pace: Pacing::defaults(interval_ms),
-    }
+    crate::config::testing::icmp_track(interval_ms, timeout_ms, down_after, up_after)
 }
 
 /// The lab's tracking: 100 ms rounds, 80 ms timeout, down after 3, up after 3.
@@ -88,13 +71,8 @@ impl Sim {
     fn new(track: Track, line: Line, traffic: Traffic) -> Sim {
         let t0 = Instant::now();
         let wan = Wan {
-            name: "wan1".into(),
-            interface: "eth1".into(),
-            mark: 0x100,
-            table: 101,
-            gateway: NextHop::Auto,
-            gateway6: NextHop::Auto,
             track: track.clone(),
+            ..crate::config::testing::wan("wan1", "eth1")
         };
         let mut health = Health::default();
         health.follow(&[wan], |_| true, t0);

@@ -385,27 +385,9 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ProbeTarget, TrackMethod};
 
     fn track(down_after: u32, up_after: u32) -> Track {
-        Track {
-            method: TrackMethod::Icmp,
-            targets: vec![
-                ProbeTarget::Icmp("192.0.2.1".parse().unwrap()),
-                ProbeTarget::Icmp("192.0.2.2".parse().unwrap()),
-            ],
-            interval_ms: 100,
-            timeout_ms: 100,
-            reliability: 1,
-            down_after,
-            up_after,
-            max_latency_ms: None,
-            max_loss_percent: None,
-            recover_latency_ms: None,
-            recover_loss_percent: None,
-            loss_window: 10,
-            pace: crate::config::Pacing::defaults(100),
-        }
+        crate::config::testing::icmp_track(100, 100, down_after, up_after)
     }
 
     fn round(t0: Instant, i: u64, answers: &[Option<u64>]) -> RoundSummary {
