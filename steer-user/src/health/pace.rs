@@ -119,9 +119,9 @@ pub struct Pacer {
     passive: Passive,
     /// The start of a round that was late and has not finished yet.
     late: Option<Instant>,
-    /// Nothing has come back on the line since then, as far as the traffic counters (which
-    /// count the probes' answers too) and the finished rounds tell: the start of the first
-    /// late round, kept while rounds fail, ended by any answer. Only with the counters: the
+    /// The start of the first late round with no answer, kept while rounds fail: the line is
+    /// silent since then unless the traffic counters (which count the probes' answers too)
+    /// saw an answer after it, or a finished round had one. Only with the counters: the
     /// rounds alone report an answer when the round ends, which may be after the silence is
     /// judged.
     silent: Option<Instant>,
@@ -209,10 +209,15 @@ impl Pacer {
         if self.down {
             return None;
         }
-        match (self.suspect().map(|s| s.since), self.silent) {
+        match (self.suspect().map(|s| s.since), self.silent()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The late rounds' silence, unless the counters saw an answer since it began.
+    fn silent(&self) -> Option<Instant> {
+        self.silent.filter(|s| !self.passive.answered_after(*s))
     }
 
     /// Whether a round that started at `started` and was cut short (it ended at
@@ -269,7 +274,7 @@ impl Pacer {
             && self.passive.sampled()
             && !self.passive.answered_after(started)
         {
-            self.silent = Some(self.silent.map_or(started, |s| s.min(started)));
+            self.silent = Some(self.silent().map_or(started, |s| s.min(started)));
         }
     }
 
@@ -324,12 +329,6 @@ impl Pacer {
             return None;
         }
         let window = self.passive_window(now);
-        let answered_before = self.passive.last_answer();
-        let change = self.passive.sample(counters, window, !self.down, now);
-        if self.passive.last_answer() != answered_before {
-            // Something came back: the line is not silent.
-            self.silent = None;
-        }
-        change
+        self.passive.sample(counters, window, !self.down, now)
     }
 }

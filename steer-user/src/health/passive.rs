@@ -217,11 +217,6 @@ impl Passive {
         self.last.is_some()
     }
 
-    /// The sample that last saw an answer.
-    pub fn last_answer(&self) -> Option<Instant> {
-        self.last_answer
-    }
-
     /// Whether an answer was seen (at a sample) after `at`.
     pub fn answered_after(&self, at: Instant) -> bool {
         self.last_answer.is_some_and(|a| a > at)
