@@ -563,7 +563,7 @@ impl Controller {
         if round.cut_short {
             // A round cut short is judged on the line's silence: an answer the kernel counted
             // since the last sample must be seen first.
-            self.sample_traffic();
+            self.sample_wan_traffic(wan);
         }
         let verdict = self.health.round(wan, family, round, Instant::now())?;
         Some(self.fail_over(verdict))

@@ -41,13 +41,23 @@ impl Controller {
     /// Reads the traffic counters of every WAN whose `passive` is on and hands them to the
     /// health state.
     pub fn sample_traffic(&mut self) -> Sampled {
+        self.sample_wans(None)
+    }
+
+    /// Reads the counters of `wan` alone (before judging its round cut short).
+    pub fn sample_wan_traffic(&mut self, wan: &str) {
+        self.sample_wans(Some(wan));
+    }
+
+    /// The counters of every watched WAN, or of `only` that one.
+    fn sample_wans(&mut self, only: Option<&str>) -> Sampled {
         let now = Instant::now();
         let mono_ns = monotonic_now_ns();
         let watched: Vec<(String, u32)> = self
             .config
             .wans
             .iter()
-            .filter(|w| w.track.pace.passive)
+            .filter(|w| w.track.pace.passive && only.is_none_or(|o| o == w.name))
             .filter_map(|w| Some((w.name.clone(), *self.wan_slots.get(&w.name)?)))
             .collect();
         let mut changed = false;
