@@ -70,8 +70,31 @@ pub mod map_names {
     /// Hash ifindex (u32) -> [`crate::WanDevice`]: the devices the WAN traffic counters watch.
     pub const WAN_DEVICES: &str = "WAN_DEVICES";
 
+    // The ordered rules (sets with conditions), in two banks ([`crate::cond`]): the classifier
+    // reads the bank `COND_ACTIVE` names, userspace writes the other one and flips the word.
+    /// Array, one `u32`: the bank the classifier reads.
+    pub const COND_ACTIVE: &str = "COND_ACTIVE";
+    /// Array of [`crate::CondBank`], one per bank.
+    pub const COND_BANK: &str = "COND_BANK";
+    /// Array of `u64` rule bits by bank, family and IP protocol number.
+    pub const COND_PROTO: &str = "COND_PROTO";
+    /// Array of [`crate::PortClasses`]: the class of every port, by bank and direction.
+    pub const COND_PORT_CLASS: &str = "COND_PORT_CLASS";
+    /// Array of `u64` rule bits by bank, direction and port class.
+    pub const COND_PORT_BITS: &str = "COND_PORT_BITS";
+    /// Hash [`crate::CondMacKey`] -> `u64` rule bits of the rules naming that source MAC.
+    pub const COND_MAC: &str = "COND_MAC";
+    /// Hash [`crate::CondIfKey`] -> `u64` rule bits of the rules naming that input interface.
+    pub const COND_IN: &str = "COND_IN";
+    /// LPM tries keyed by bank then address ([`crate::CondAddrV4`]...) -> `u64` rule bits of
+    /// the rules whose prefixes contain the matched prefix.
+    pub const COND_DST_V4: &str = "COND_DST_V4";
+    pub const COND_DST_V6: &str = "COND_DST_V6";
+    pub const COND_SRC_V4: &str = "COND_SRC_V4";
+    pub const COND_SRC_V6: &str = "COND_SRC_V6";
+
     /// Every map steer owns and pins, in the order `steer dump` shows them.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 36] = [
         DST_V4,
         DST_V4_SHORT,
         DST_V6,
@@ -97,6 +120,17 @@ pub mod map_names {
         LEARNED_V6,
         WAN_TRAFFIC,
         WAN_DEVICES,
+        COND_ACTIVE,
+        COND_BANK,
+        COND_PROTO,
+        COND_PORT_CLASS,
+        COND_PORT_BITS,
+        COND_MAC,
+        COND_IN,
+        COND_DST_V4,
+        COND_DST_V6,
+        COND_SRC_V4,
+        COND_SRC_V6,
     ];
 }
 
@@ -203,6 +237,11 @@ pub const fn rule_wan_index(rule: u32, wan: u32) -> u32 {
 pub const LOCAL_MAX_ENTRIES: u32 = 16 * 1024;
 /// `max_entries` of `FRAGS`: datagrams being fragmented at once.
 pub const FRAGS_MAX_ENTRIES: u32 = 8 * 1024;
+/// Words of `__sk_buff::cb` where the TC program leaves `XDP_META_MAGIC` and the rule it
+/// applied: `steer explain` reads them back from a test run (the input device of a test run
+/// can only be given to TC, not to XDP).
+pub const TC_CB_MAGIC: usize = 0;
+pub const TC_CB_RULE: usize = 1;
 /// `XdpMeta::rule` for a packet to a local destination: not steered.
 pub const LOCAL_RULE: u32 = u32::MAX;
 
@@ -365,7 +404,155 @@ pub mod settings_flags {
     pub const HAS_SRC_V4: u32 = 2;
     /// The same for IPv6 source prefixes.
     pub const HAS_SRC_V6: u32 = 4;
+    /// There are ordered rules (sets with conditions): without it the classifier skips them.
+    /// Set before the first bank that holds one goes live, cleared after the last one left.
+    pub const HAS_COND: u32 = 8;
 }
+
+/// The ordered rules: sets with conditions (protocol, ports, source MAC, input interface,
+/// addresses), tried before the prefix sets, first match in configuration order.
+///
+/// Each ordered rule is one bit (`bit = position in the configuration`, at most
+/// [`cond::MAX_RULES`]). Every condition kind (a *dimension*) is one lookup that gives the bits
+/// of the rules the packet satisfies in it: the rules that do not constrain the dimension
+/// (`CondBank::any`) or whose values contain the packet's. The packet matches the rules whose
+/// bit survives the AND of all dimensions; the lowest bit (earliest rule) wins. The cost per
+/// packet is one lookup per dimension some rule uses, whatever the number of rules — no loop
+/// over rules. Address dimensions are LPM tries whose value for a prefix holds the bits of
+/// every rule with that prefix or a shorter one containing it, so the longest match alone
+/// answers "which rules contain this address".
+///
+/// Everything is kept in two banks; the classifier reads the bank `COND_ACTIVE` names, so a
+/// change is written whole into the other bank and goes live with one word.
+pub mod cond {
+    /// Ordered rules at most (bits of a `u64`).
+    pub const MAX_RULES: u32 = 64;
+    /// Banks of every condition map.
+    pub const BANKS: u32 = 2;
+    /// Port classes per bank and direction: distinct sets of rules a port can satisfy.
+    pub const PORT_CLASSES: u32 = 256;
+    /// Ports described by one [`crate::PortClasses`] value.
+    pub const PORTS_PER_VALUE: u32 = 64;
+    /// `COND_PORT_CLASS` values per bank and direction.
+    pub const PORT_VALUES: u32 = 65536 / PORTS_PER_VALUE;
+    /// Directions of the port and address dimensions.
+    pub const SRC: u32 = 0;
+    pub const DST: u32 = 1;
+    /// `max_entries` of `COND_MAC` and `COND_IN` (both banks).
+    pub const MAC_MAX_ENTRIES: u32 = 2 * 1024;
+    pub const IN_MAX_ENTRIES: u32 = 256;
+    /// `max_entries` of the address tries (both banks); not preallocated.
+    pub const ADDR_MAX_ENTRIES: u32 = 1 << 20;
+
+    /// Bits of `CondBank::dims`: the dimensions some rule constrains (the others are not
+    /// looked up).
+    pub mod dims {
+        pub const PROTO: u32 = 1;
+        pub const SPORT: u32 = 2;
+        pub const DPORT: u32 = 4;
+        pub const MAC: u32 = 8;
+        pub const IN: u32 = 16;
+        pub const SRC: u32 = 32;
+        pub const DST: u32 = 64;
+    }
+    /// Index of `CondBank::any` for each dimension (addresses: one per family).
+    pub mod any {
+        pub const PROTO: usize = 0;
+        pub const SPORT: usize = 1;
+        pub const DPORT: usize = 2;
+        pub const MAC: usize = 3;
+        pub const IN: usize = 4;
+        pub const SRC_V4: usize = 5;
+        pub const SRC_V6: usize = 6;
+        pub const DST_V4: usize = 7;
+        pub const DST_V6: usize = 8;
+        pub const COUNT: usize = 9;
+    }
+
+    /// Index into `COND_PROTO`.
+    #[inline(always)]
+    pub const fn proto_index(bank: u32, family: u32, proto: u8) -> u32 {
+        ((bank & 1) * 2 + (family & 1)) * 256 + proto as u32
+    }
+
+    /// Index into `COND_PORT_CLASS` of the value holding `port`'s class.
+    #[inline(always)]
+    pub const fn port_class_index(bank: u32, direction: u32, port: u16) -> u32 {
+        ((bank & 1) * 2 + (direction & 1)) * PORT_VALUES + port as u32 / PORTS_PER_VALUE
+    }
+
+    /// Index into `COND_PORT_BITS`.
+    #[inline(always)]
+    pub const fn port_bits_index(bank: u32, direction: u32, class: u8) -> u32 {
+        ((bank & 1) * 2 + (direction & 1)) * PORT_CLASSES + class as u32
+    }
+}
+
+/// One bank of the ordered rules (`COND_BANK[bank]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CondBank {
+    /// Bits of the rules of this bank, per family (a rule whose address conditions name
+    /// only one family has no bit in the other).
+    pub used: [u64; 2],
+    /// Per dimension ([`cond::any`]): bits of the rules that do not constrain it.
+    pub any: [u64; cond::any::COUNT],
+    /// [`cond::dims`] bits: the dimensions some rule of this bank constrains.
+    pub dims: u32,
+    pub _pad: u32,
+    /// Rule id (the `POLICY` row) of each bit.
+    pub rule: [u16; cond::MAX_RULES as usize],
+}
+
+impl Default for CondBank {
+    fn default() -> Self {
+        Self {
+            used: [0; 2],
+            any: [0; cond::any::COUNT],
+            dims: 0,
+            _pad: 0,
+            rule: [0; cond::MAX_RULES as usize],
+        }
+    }
+}
+
+/// The port classes of [`cond::PORTS_PER_VALUE`] consecutive ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortClasses {
+    pub class: [u8; cond::PORTS_PER_VALUE as usize],
+}
+
+impl Default for PortClasses {
+    fn default() -> Self {
+        Self {
+            class: [0; cond::PORTS_PER_VALUE as usize],
+        }
+    }
+}
+
+/// Key of `COND_MAC`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CondMacKey {
+    pub bank: u8,
+    pub _pad: u8,
+    pub mac: [u8; 6],
+}
+
+/// Key of `COND_IN`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CondIfKey {
+    pub bank: u32,
+    pub ifindex: u32,
+}
+
+/// The data part of a `COND_*_V4` trie key: the bank, then the address (a prefix of `len`
+/// bits is keyed with `8 + len`).
+pub type CondAddrV4 = [u8; 5];
+/// The data part of a `COND_*_V6` trie key.
+pub type CondAddrV6 = [u8; 17];
 
 /// Packets and bytes. Per-CPU in the kernel; userspace sums the CPUs.
 #[repr(C)]
@@ -458,6 +645,9 @@ pub mod rule_kind {
     pub const DEFAULT: u32 = 1;
     pub const DST: u32 = 2;
     pub const SRC: u32 = 3;
+    /// A set with conditions (an ordered rule) whose prefixes are destinations / sources.
+    pub const ORDERED_DST: u32 = 4;
+    pub const ORDERED_SRC: u32 = 5;
 }
 
 /// What a WAN slot means, for `steer dump` while the daemon is down.
@@ -551,6 +741,10 @@ const _: () = assert!(size_of::<LocalRef>() == 4);
 const _: () = assert!(size_of::<FragKey>() == 40);
 const _: () = assert!(size_of::<LbSlot>() == 8);
 const _: () = assert!(size_of::<Settings>() == 8);
+const _: () = assert!(size_of::<CondBank>() == 16 + 8 * cond::any::COUNT + 8 + 128);
+const _: () = assert!(size_of::<PortClasses>() == 64);
+const _: () = assert!(size_of::<CondMacKey>() == 8);
+const _: () = assert!(size_of::<CondIfKey>() == 8);
 const _: () = assert!(size_of::<Counter>() == 16);
 const _: () = assert!(size_of::<XdpMeta>() == 20);
 const _: () = assert!(size_of::<XdpMeta>().is_multiple_of(4)); // bpf_xdp_adjust_meta needs 4-byte steps
@@ -593,7 +787,11 @@ mod user {
         FragKey,
         Learned,
         WanDevice,
-        WanTraffic
+        WanTraffic,
+        CondBank,
+        PortClasses,
+        CondMacKey,
+        CondIfKey
     );
 }
 

@@ -1,5 +1,6 @@
-//! Rule lookup, in a fixed order: local destinations (never steered), source rules, hosts
-//! learned from DNS answers (exact), destination rules, the default rule. And the hashes a
+//! Rule lookup, in a fixed order: local destinations (never steered), the ordered rules (sets
+//! with conditions, first match, [`crate::cond`]), source rules, hosts learned from DNS answers
+//! (exact), destination rules, the default rule. And the hashes a
 //! balanced rule picks its slot by.
 
 use aya_ebpf::{
@@ -12,6 +13,7 @@ use steer_common::{
 };
 
 use crate::{
+    cond::{Input, NO_MATCH, ordered_rule},
     maps::{
         DST_V4, DST_V4_SHORT, DST_V6, DST_V6_SHORT, FRAGS, LEARNED_V4, LEARNED_V6, LOCAL_V4,
         LOCAL_V6, SRC_V4, SRC_V4_SHORT, SRC_V6, SRC_V6_SHORT, Slot,
@@ -21,12 +23,12 @@ use crate::{
 
 /// The rule of a parsed packet (`LOCAL_RULE` for a local destination), or `None` when it is
 /// not an IP packet the classifier can read. `flags` are `Settings::flags`: source lookups run
-/// only when there are source prefixes.
+/// only when there are source prefixes, the ordered rules only when there are some.
 #[inline(always)]
-pub fn rule_of(parsed: &Parsed, flags: u32) -> Option<u32> {
+pub fn rule_of(parsed: &Parsed, input: &Input, flags: u32) -> Option<u32> {
     match parsed.kind {
-        Kind::V4 => Some(rule_v4(parsed, flags)),
-        Kind::V6 => Some(rule_v6(parsed, flags)),
+        Kind::V4 => Some(rule_v4(parsed, input, flags)),
+        Kind::V6 => Some(rule_v6(parsed, input, flags)),
         Kind::NotIp | Kind::Truncated => None,
     }
 }
@@ -35,26 +37,32 @@ pub fn rule_of(parsed: &Parsed, flags: u32) -> Option<u32> {
 // in its frame, not in the program's, which the parser and the hashes nearly fill.
 
 #[inline(never)]
-fn rule_v4(parsed: &Parsed, flags: u32) -> u32 {
+fn rule_v4(parsed: &Parsed, input: &Input, flags: u32) -> u32 {
     rule(
+        parsed,
+        input,
         &LOCAL_V4,
         &LEARNED_V4,
         Split(&SRC_V4, &SRC_V4_SHORT),
         Split(&DST_V4, &DST_V4_SHORT),
         (parsed.src_v4(), parsed.dst_v4()),
-        flags & settings_flags::HAS_SRC_V4 != 0,
+        flags,
+        settings_flags::HAS_SRC_V4,
     )
 }
 
 #[inline(never)]
-fn rule_v6(parsed: &Parsed, flags: u32) -> u32 {
+fn rule_v6(parsed: &Parsed, input: &Input, flags: u32) -> u32 {
     rule(
+        parsed,
+        input,
         &LOCAL_V6,
         &LEARNED_V6,
         Split(&SRC_V6, &SRC_V6_SHORT),
         Split(&DST_V6, &DST_V6_SHORT),
         (parsed.src, parsed.dst),
-        flags & settings_flags::HAS_SRC_V6 != 0,
+        flags,
+        settings_flags::HAS_SRC_V6,
     )
 }
 
@@ -146,13 +154,17 @@ impl Address for AddrV6 {
 struct Split<'a, A: 'static, const N: usize>(&'a ArrayOfMaps<Slot<A>, N>, &'a LpmTrie<A, RuleRef>);
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn rule<A: Address, const N: usize>(
+    parsed: &Parsed,
+    input: &Input,
     local: &LpmTrie<A, LocalRef>,
     learned: &HashMap<A, Learned>,
     by_src: Split<'_, A, N>,
     by_dst: Split<'_, A, N>,
     (src, dst): (A, A),
-    src_lookup: bool,
+    flags: u32,
+    has_src: u32,
 ) -> u32 {
     // One key for every lookup of the destination: the hash lookup reads its address part,
     // so the learned hosts cost no stack of their own (the XDP program is near the limit).
@@ -160,7 +172,15 @@ fn rule<A: Address, const N: usize>(
     if local.get(&dst_key).is_some() {
         return LOCAL_RULE;
     }
-    if src_lookup && let Some(rule) = by_src.lookup(&Key::new(A::BITS, src), src.slot()) {
+    if flags & settings_flags::HAS_COND != 0 {
+        let rule = ordered_rule(parsed, input);
+        if rule != NO_MATCH {
+            return rule;
+        }
+    }
+    if flags & has_src != 0
+        && let Some(rule) = by_src.lookup(&Key::new(A::BITS, src), src.slot())
+    {
         return rule;
     }
     // A learned host is more specific than any prefix: it comes before the destination tries.

@@ -11,6 +11,7 @@
 #![no_main]
 
 mod classify;
+mod cond;
 mod maps;
 mod parse;
 mod wan;
@@ -23,12 +24,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::info;
 use steer_common::{
-    FAMILY_V4, FAMILY_V6, LOCAL_RULE, MAX_RULES, NO_WAN, XDP_HASH_NONE, XDP_META_MAGIC, XdpMeta,
-    action, lb_index, path, policy_flags, policy_index, rule_wan_index, settings_flags,
+    FAMILY_V4, FAMILY_V6, LOCAL_RULE, MAX_RULES, NO_WAN, TC_CB_MAGIC, TC_CB_RULE, XDP_HASH_NONE,
+    XDP_META_MAGIC, XdpMeta, action, lb_index, path, policy_flags, policy_index, rule_wan_index,
+    settings_flags,
 };
 
 use crate::{
     classify::{hash_of, rule_of},
+    cond::Input,
     maps::{
         ACTIVE, LB, POLICY, SETTINGS, STATS_PATH, STATS_RULE, STATS_RULE_WAN, STATS_WAN, count,
     },
@@ -49,6 +52,7 @@ fn classify_tc(ctx: &TcContext) {
     let flags = settings();
     if let Some(meta) = xdp_verdict(ctx) {
         count(&STATS_PATH, path::XDP_META, len);
+        note_rule(ctx, meta.rule);
         let hash = |by_source: bool| {
             let kind = if by_source { policy_flags::HASH_SRC } else { 0 };
             if meta.hash_kind == kind {
@@ -65,9 +69,13 @@ fn classify_tc(ctx: &TcContext) {
     if parsed.wants_more() && pull_headers(ctx) {
         parsed = parse(ctx.data(), ctx.data_end());
     }
-    match rule_of(&parsed, flags) {
-        Some(LOCAL_RULE) => count(&STATS_PATH, path::LOCAL, len),
+    match rule_of(&parsed, &tc_input(ctx), flags) {
+        Some(LOCAL_RULE) => {
+            note_rule(ctx, LOCAL_RULE);
+            count(&STATS_PATH, path::LOCAL, len);
+        }
         Some(rule) => {
+            note_rule(ctx, rule);
             count(&STATS_PATH, path::CLASSIFIED, len);
             apply(ctx, rule, family_of(parsed.kind), flags, |by_source| {
                 hash_of(&parsed, by_source)
@@ -75,6 +83,40 @@ fn classify_tc(ctx: &TcContext) {
         }
         None if parsed.kind == Kind::NotIp => count(&STATS_PATH, path::NOT_IP, len),
         None => count(&STATS_PATH, path::TRUNCATED, len),
+    }
+}
+
+/// What the TC program knows of a packet besides its headers: the device it came in on (at TC
+/// ingress, the skb's device) and the source MAC.
+#[inline(always)]
+fn tc_input(ctx: &TcContext) -> Input {
+    // SAFETY: `skb` is the context pointer of this program; `ifindex` is readable for tc.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    input_of(ctx.data(), ctx.data_end(), ifindex)
+}
+
+#[inline(always)]
+fn input_of(data: usize, data_end: usize, ifindex: u32) -> Input {
+    let mut mac = [0u8; 6];
+    if data + 12 <= data_end {
+        // SAFETY: bytes 6..12 of the frame (the Ethernet source) were checked to be readable.
+        mac = unsafe { ((data + 6) as *const [u8; 6]).read_unaligned() };
+    }
+    Input {
+        mac,
+        _pad: [0; 2],
+        ifindex,
+    }
+}
+
+/// Leaves the rule in `cb`, where `steer explain` reads it back from a test run; the stack
+/// overwrites `cb` after TC, so no one else ever sees it.
+#[inline(always)]
+fn note_rule(ctx: &TcContext, rule: u32) {
+    // SAFETY: `skb` is the context pointer of this program; `cb` is writable for tc programs.
+    unsafe {
+        (*ctx.skb.skb).cb[TC_CB_MAGIC] = XDP_META_MAGIC;
+        (*ctx.skb.skb).cb[TC_CB_RULE] = rule;
     }
 }
 
@@ -186,7 +228,10 @@ fn settings() -> u32 {
 #[xdp]
 pub fn steer_xdp(ctx: XdpContext) -> u32 {
     let parsed = parse(ctx.data(), ctx.data_end());
-    if let Some(rule) = rule_of(&parsed, settings()) {
+    // SAFETY: `ctx.ctx` is the context pointer of this program.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let input = input_of(ctx.data(), ctx.data_end(), ifindex);
+    if let Some(rule) = rule_of(&parsed, &input, settings()) {
         let family = family_of(parsed.kind);
         let (hash, hash_kind) = match balanced_by(rule, family) {
             Some(kind) => (hash_of(&parsed, kind != 0), kind),

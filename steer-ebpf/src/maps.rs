@@ -6,11 +6,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use steer_common::{
-    AddrV4, AddrV6, Counter, FAMILIES, FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_BLOCKS,
-    LB_SLOTS, LEARNED_MAX_ENTRIES, LOCAL_MAX_ENTRIES, LbSlot, Learned, LocalRef, MAP_F_MMAPABLE,
-    MAP_F_NO_PREALLOC, MAX_RULES, MAX_WANS, PolicyEntry, RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4,
+    AddrV4, AddrV6, CondAddrV4, CondAddrV6, CondBank, CondIfKey, CondMacKey, Counter, FAMILIES,
+    FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_BLOCKS, LB_SLOTS, LEARNED_MAX_ENTRIES,
+    LOCAL_MAX_ENTRIES, LbSlot, Learned, LocalRef, MAP_F_MMAPABLE, MAP_F_NO_PREALLOC, MAX_RULES,
+    MAX_WANS, PolicyEntry, PortClasses, RuleInfo, RuleRef, SHORT_MAX_ENTRIES_V4,
     SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS, Settings, WAN_DEVICES_MAX_ENTRIES,
-    WanDevice, WanInfo, WanTraffic, path,
+    WanDevice, WanInfo, WanTraffic, cond, path,
 };
 
 /// The trie of one slot of a split prefix set (created and filled by userspace).
@@ -102,3 +103,35 @@ pub static WAN_DEVICES: HashMap<u32, WanDevice> =
 #[map]
 pub static WAN_TRAFFIC: PerCpuArray<WanTraffic> =
     PerCpuArray::with_max_entries(MAX_WANS * FAMILIES, 0);
+
+// ---- ordered rules (cond.rs) -----------------------------------------------------------------
+
+#[map]
+pub static COND_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+pub static COND_BANK: Array<CondBank> = Array::with_max_entries(cond::BANKS, 0);
+#[map]
+pub static COND_PROTO: Array<u64> = Array::with_max_entries(cond::BANKS * FAMILIES * 256, 0);
+#[map]
+pub static COND_PORT_CLASS: Array<PortClasses> =
+    Array::with_max_entries(cond::BANKS * 2 * cond::PORT_VALUES, 0);
+#[map]
+pub static COND_PORT_BITS: Array<u64> =
+    Array::with_max_entries(cond::BANKS * 2 * cond::PORT_CLASSES, 0);
+#[map]
+pub static COND_MAC: HashMap<CondMacKey, u64> =
+    HashMap::with_max_entries(cond::MAC_MAX_ENTRIES, MAP_F_NO_PREALLOC);
+#[map]
+pub static COND_IN: HashMap<CondIfKey, u64> = HashMap::with_max_entries(cond::IN_MAX_ENTRIES, 0);
+#[map]
+pub static COND_DST_V4: LpmTrie<CondAddrV4, u64> =
+    LpmTrie::with_max_entries(cond::ADDR_MAX_ENTRIES, 0);
+#[map]
+pub static COND_DST_V6: LpmTrie<CondAddrV6, u64> =
+    LpmTrie::with_max_entries(cond::ADDR_MAX_ENTRIES, 0);
+#[map]
+pub static COND_SRC_V4: LpmTrie<CondAddrV4, u64> =
+    LpmTrie::with_max_entries(cond::ADDR_MAX_ENTRIES, 0);
+#[map]
+pub static COND_SRC_V6: LpmTrie<CondAddrV6, u64> =
+    LpmTrie::with_max_entries(cond::ADDR_MAX_ENTRIES, 0);

@@ -66,6 +66,7 @@ pub struct Frame {
     pub flow_label: u32,
     /// The frame is a fragment of a datagram.
     pub fragment: Option<Fragment>,
+    pub src_mac: [u8; 6],
 }
 
 /// A fragment: the datagram's identification, where the fragment starts (in 8-byte units) and
@@ -90,7 +91,13 @@ impl Frame {
             },
             flow_label: 0,
             fragment: None,
+            src_mac: [0x02, 0, 0, 0, 0, 0x01],
         }
+    }
+
+    pub fn with_src_mac(mut self, mac: [u8; 6]) -> Self {
+        self.src_mac = mac;
+        self
     }
 
     pub fn with_flow_label(mut self, label: u32) -> Self {
@@ -154,7 +161,7 @@ impl Frame {
         };
         let mut f = Vec::with_capacity(14 + 8 + l3.len() + l4.len());
         f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // dst MAC (locally administered)
-        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // src MAC
+        f.extend_from_slice(&self.src_mac);
         for (tpid, vid) in &self.vlans {
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());

@@ -10,7 +10,7 @@ use steer_common::{DEFAULT_RULE, MAX_RULES, MAX_WANS};
 
 use crate::{
     config::Config,
-    model::{DEFAULT_RULE_NAME, NameIds, PrefixSets, Rule, RuleKind},
+    model::{DEFAULT_RULE_NAME, NameIds, OrderedRule, PrefixSets, Rule, RuleKind},
 };
 
 /// Everything the sets of a configuration ask of the kernel.
@@ -19,6 +19,9 @@ pub struct Compiled {
     /// By rule id; always holds rule 0.
     pub rules: BTreeMap<u32, Rule>,
     pub prefixes: PrefixSets,
+    /// The sets with conditions, in configuration order (their prefixes are not in
+    /// `prefixes`: the condition maps hold them).
+    pub ordered: Vec<OrderedRule>,
     /// New sets that had to take the id of a set removed in this same compilation (every other
     /// id was taken); the controller removes the old sets first, then adds these.
     pub recycled: Vec<String>,
@@ -93,13 +96,17 @@ pub fn compile(config: &Config, previous: &NameIds) -> Compiled {
         },
     );
     let mut prefixes = PrefixSets::default();
-    for set in &config.sets {
+    let mut ordered = Vec::new();
+    for set in config.sets.iter().filter(|s| s.conditions.is_none()) {
         let v4 = set.prefixes.iter().filter(|e| e.prefix.is_v4()).count();
         prefixes.reserve(set.direction, [v4, set.prefixes.len() - v4]);
     }
     for set in &config.sets {
         let id = ids[&set.name];
-        let kind = RuleKind::Set(set.direction);
+        let kind = match set.conditions {
+            Some(_) => RuleKind::Ordered(set.direction),
+            None => RuleKind::Set(set.direction),
+        };
         rules.insert(
             id,
             Rule {
@@ -109,13 +116,24 @@ pub fn compile(config: &Config, previous: &NameIds) -> Compiled {
                 kind,
             },
         );
-        for entry in &set.prefixes {
-            prefixes.insert(set.direction, entry.prefix, id);
+        match &set.conditions {
+            Some(conditions) => ordered.push(OrderedRule {
+                rule: id,
+                direction: set.direction,
+                prefixes: set.prefixes.iter().map(|e| e.prefix).collect(),
+                conditions: conditions.clone(),
+            }),
+            None => {
+                for entry in &set.prefixes {
+                    prefixes.insert(set.direction, entry.prefix, id);
+                }
+            }
         }
     }
     Compiled {
         rules,
         prefixes,
+        ordered,
         recycled,
     }
 }

@@ -5,9 +5,10 @@ use std::net::IpAddr;
 use steer::{
     dataplane::{
         Dataplane,
-        run::{TcOutcome, XdpOutcome, run_tc, run_xdp},
+        ordered::Resolved,
+        run::{TcOutcome, XdpOutcome, run_tc, run_tc_from, run_xdp},
     },
-    model::{Direction, Family, LocalKind},
+    model::{CondTables, Direction, Family, LocalKind, OrderedRule},
     packet::Frame,
     prefix::Prefix,
 };
@@ -134,6 +135,36 @@ impl Classifier {
             }
         }
         self
+    }
+
+    /// Loads `rules` as the ordered rules, through the controller's own writer (the other bank,
+    /// then the flip), with the settings flag that makes the classifier look at them.
+    /// Interface names resolve in the calling thread's network namespace.
+    pub fn ordered(&mut self, rules: &[OrderedRule]) -> &mut Self {
+        let tables = CondTables::compile(rules).expect("compile the ordered rules");
+        let resolved = Resolved::new(&tables, |name| steer::dataplane::ifindex(name).ok());
+        let maps = self.dp.maps_mut();
+        maps.sync_ordered(&resolved)
+            .expect("write the ordered rules");
+        let mut settings = maps.settings().expect("read settings");
+        if tables.is_empty() {
+            settings.flags &= !settings_flags::HAS_COND;
+        } else {
+            settings.flags |= settings_flags::HAS_COND;
+        }
+        maps.set_settings(settings).expect("write settings");
+        self
+    }
+
+    /// Runs TC on `frame` as if it came in on device `ifindex`.
+    pub fn tc_from(&self, frame: &[u8], ifindex: u32) -> TcOutcome {
+        let out = run_tc_from(self.dp.tc(), frame, ifindex)
+            .unwrap_or_else(|e| panic!("tc test run: {e}: {:?}", std::error::Error::source(&e)));
+        assert_eq!(
+            out.verdict, TC_CONTINUE,
+            "the classifier must never end the tc chain"
+        );
+        out
     }
 
     pub fn remove_dst(&mut self, prefix: &str) -> &mut Self {

@@ -9,26 +9,103 @@ use std::{
     path::Path,
 };
 
-use clap::ValueEnum;
 use serde_json::{Value, json};
-use steer_common::{DEFAULT_RULE, LOCAL_RULE};
+use steer_common::{DEFAULT_RULE, LOCAL_RULE, cond};
 
 use super::{dns::LearnedHost, dump::Names};
 use crate::{
     dataplane::{
-        Dataplane, DataplaneError,
-        run::{run_tc, run_xdp},
+        Dataplane, DataplaneError, Maps,
+        run::{run_tc, run_tc_from},
     },
-    model::{Direction, Family, LocalKind},
+    model::{Direction, Family, LocalKind, RuleKind},
     packet::{Frame, Transport},
     prefix::Prefix,
     status::{Status, WanState},
 };
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+/// The transport protocol of the synthetic packet: `tcp`, `udp`, `icmp` (ICMPv6 for IPv6) or
+/// an IP protocol number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
     Tcp,
     Udp,
+    Icmp,
+    Other(u8),
+}
+
+impl std::str::FromStr for Proto {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            "icmp" | "icmpv6" => Ok(Proto::Icmp),
+            other => match other.parse::<u8>() {
+                Ok(6) => Ok(Proto::Tcp),
+                Ok(17) => Ok(Proto::Udp),
+                Ok(n) => Ok(Proto::Other(n)),
+                Err(_) => Err(format!(
+                    "unknown protocol {s:?}: use tcp, udp, icmp or a protocol number 0-255"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Proto::Tcp => f.write_str("tcp"),
+            Proto::Udp => f.write_str("udp"),
+            Proto::Icmp => f.write_str("icmp"),
+            Proto::Other(n) => write!(f, "proto {n}"),
+        }
+    }
+}
+
+impl Proto {
+    fn has_ports(self) -> bool {
+        matches!(self, Proto::Tcp | Proto::Udp)
+    }
+}
+
+/// The synthetic packet `steer explain` classifies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub dst: IpAddr,
+    /// Default: 0.0.0.0 or ::.
+    pub src: Option<IpAddr>,
+    pub proto: Proto,
+    pub sport: u16,
+    pub dport: u16,
+    pub src_mac: Option<[u8; 6]>,
+    /// The LAN interface it comes in on (it must exist here).
+    pub input: Option<String>,
+}
+
+impl Probe {
+    /// A UDP packet to `dst` port 443, as `steer explain DST` sends by default.
+    pub fn to(dst: IpAddr) -> Probe {
+        Probe {
+            dst,
+            src: None,
+            proto: Proto::Udp,
+            sport: 40000,
+            dport: 443,
+            src_mac: None,
+            input: None,
+        }
+    }
+}
+
+/// An ordered rule that matched: its place in the configuration and the conditions the
+/// packet met.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderedMatch {
+    /// 1 for the first set with conditions in the configuration.
+    pub position: usize,
+    pub met: Vec<String>,
 }
 
 /// The answer to "why did this packet go out there?".
@@ -37,7 +114,12 @@ pub struct Explanation {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub proto: Proto,
+    pub sport: u16,
     pub dport: u16,
+    pub src_mac: [u8; 6],
+    pub input: Option<String>,
+    /// The rule is an ordered rule (a set with conditions): which one and what it checked.
+    pub ordered: Option<OrderedMatch>,
     /// The destination is local (reached without a WAN): the prefix and why. Such a packet is
     /// never steered, whatever the rules say.
     pub local: Option<(Prefix, LocalKind)>,
@@ -115,7 +197,9 @@ impl Explanation {
     pub fn to_json(&self) -> Value {
         json!({
             "src": self.src, "dst": self.dst,
-            "proto": format!("{:?}", self.proto).to_lowercase(), "dport": self.dport,
+            "proto": self.proto.to_string(), "sport": self.sport, "dport": self.dport,
+            "src_mac": mac_text(&self.src_mac), "in": self.input,
+            "ordered": self.ordered.as_ref().map(|o| json!({ "position": o.position, "conditions": o.met })),
             "local": self.local.map(|(p, k)| json!({ "prefix": p.to_string(), "reason": k.describe() })),
             "rule": self.rule, "set": self.set, "matched_on": self.matched_on_name(),
             "prefix": self.prefix.map(|p| p.to_string()),
@@ -131,11 +215,15 @@ impl Explanation {
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "packet   {} -> {} {:?} dport {}",
-            self.src, self.dst, self.proto, self.dport
-        )?;
+        write!(f, "packet   {} -> {} {}", self.src, self.dst, self.proto)?;
+        if self.proto.has_ports() {
+            write!(f, " sport {} dport {}", self.sport, self.dport)?;
+        }
+        write!(f, " from {}", mac_text(&self.src_mac))?;
+        match &self.input {
+            Some(i) => writeln!(f, " in {i}")?,
+            None => writeln!(f)?,
+        }
         if let Some((p, kind)) = self.local {
             writeln!(
                 f,
@@ -151,6 +239,18 @@ impl fmt::Display for Explanation {
             );
         }
         match (&self.prefix, self.matched_on) {
+            _ if self.ordered.is_some() => {
+                let o = self.ordered.as_ref().expect("checked");
+                writeln!(
+                    f,
+                    "matched  rule {} = set {} (set with conditions #{}: the first whose \
+                     conditions the packet meets, in configuration order)",
+                    self.rule, self.set, o.position
+                )?;
+                for m in &o.met {
+                    writeln!(f, "         {m}")?;
+                }
+            }
             _ if self.learned.is_some() => {
                 let l = self.learned.as_ref().expect("checked");
                 writeln!(
@@ -191,8 +291,13 @@ impl fmt::Display for Explanation {
             }
             _ => writeln!(f, "matched  rule {} = default (no set matched)", self.rule)?,
         }
+        let loses = if self.ordered.is_some() {
+            "sets with conditions come first"
+        } else {
+            "shorter, so it loses"
+        };
         for (p, s) in &self.shadowed {
-            writeln!(f, "         also in {p} of set {s} (shorter, so it loses)")?;
+            writeln!(f, "         also in {p} of set {s} ({loses})")?;
         }
         writeln!(f, "policy   {}", self.policy)?;
         writeln!(f, "mark     {:#x} (mask {:#x})", self.mark, self.mask)?;
@@ -220,6 +325,10 @@ pub enum ExplainError {
     Family { src: IpAddr, dst: IpAddr },
     #[error("running the classifier on the synthetic packet failed: {0}")]
     Run(String),
+    #[error(
+        "there is no interface {0:?} here; --in names the LAN interface the packet comes in on"
+    )]
+    Interface(String),
 }
 
 impl From<ExplainError> for super::CliError {
@@ -232,97 +341,173 @@ impl From<ExplainError> for super::CliError {
 }
 
 /// Runs the classifier of the steer pinned under `pin_dir` on one synthetic packet.
-pub fn explain(
-    pin_dir: &Path,
-    dst: IpAddr,
-    src: Option<IpAddr>,
-    proto: Proto,
-    dport: u16,
-) -> Result<Explanation, ExplainError> {
-    let src = src.unwrap_or(match dst {
+pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainError> {
+    let dst = probe.dst;
+    let src = probe.src.unwrap_or(match dst {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     });
     if src.is_ipv4() != dst.is_ipv4() {
         return Err(ExplainError::Family { src, dst });
     }
-    let transport = match proto {
-        Proto::Tcp => Transport::Tcp {
-            sport: 40000,
-            dport,
-        },
-        Proto::Udp => Transport::Udp {
-            sport: 40000,
-            dport,
-        },
+    let (sport, dport) = (probe.sport, probe.dport);
+    let transport = match probe.proto {
+        Proto::Tcp => Transport::Tcp { sport, dport },
+        Proto::Udp => Transport::Udp { sport, dport },
+        Proto::Icmp if dst.is_ipv4() => Transport::Other(1),
+        Proto::Icmp => Transport::Other(58),
+        Proto::Other(n) => Transport::Other(n),
     };
-    let frame = Frame::udp(src, dst).with_transport(transport).build();
+    let src_mac = probe.src_mac.unwrap_or([0x02, 0, 0, 0, 0, 0x01]);
+    let frame = Frame::udp(src, dst)
+        .with_transport(transport)
+        .with_src_mac(src_mac)
+        .build();
+    let ifindex = match &probe.input {
+        Some(name) => Some(
+            crate::dataplane::ifindex(name).map_err(|_| ExplainError::Interface(name.clone()))?,
+        ),
+        None => None,
+    };
     let dp = Dataplane::load_beside(pin_dir)?;
-    let xdp = run_xdp(dp.xdp(), &frame).map_err(|e| ExplainError::Run(e.to_string()))?;
-    let tc = run_tc(dp.tc(), &frame, 0).map_err(|e| ExplainError::Run(e.to_string()))?;
+    // The TC program, which sees the input device of a test run (XDP's would need a driver
+    // queue), says which rule it applied.
+    let tc = match ifindex {
+        Some(index) => run_tc_from(dp.tc(), &frame, index),
+        None => run_tc(dp.tc(), &frame, 0),
+    }
+    .map_err(|e| ExplainError::Run(e.to_string()))?;
     let maps = dp.maps();
     let names = Names::read(maps)?;
-    let rule = xdp.meta.map(|m| m.rule).unwrap_or(DEFAULT_RULE);
+    let rule = tc.rule.unwrap_or(DEFAULT_RULE);
+    let mut e = Explanation {
+        src,
+        dst,
+        proto: probe.proto,
+        sport,
+        dport,
+        src_mac,
+        input: probe.input.clone(),
+        ordered: None,
+        local: None,
+        rule,
+        set: String::new(),
+        matched_on: None,
+        prefix: None,
+        learned: None,
+        shadowed: Vec::new(),
+        runtime: None,
+        policy: "-".into(),
+        mark: tc.mark,
+        mask: 0,
+        wan: "none (local destination: main table)".into(),
+        generation: names.generation,
+        health: Vec::new(),
+    };
     if rule == LOCAL_RULE {
-        return Ok(Explanation {
-            src,
-            dst,
-            proto,
-            dport,
-            local: maps.local_of(dst)?,
-            rule,
-            set: String::new(),
-            matched_on: None,
-            prefix: None,
-            learned: None,
-            shadowed: Vec::new(),
-            runtime: None,
-            policy: "-".into(),
-            mark: tc.mark,
-            mask: 0,
-            wan: "none (local destination: main table)".into(),
-            generation: names.generation,
-            health: Vec::new(),
-        });
+        e.local = maps.local_of(dst)?;
+        return Ok(e);
     }
-    let matched_on = names.kind(rule).direction();
-    let (mut prefix, mut shadowed) = (None, Vec::new());
-    if let Some(dir) = matched_on {
+    let kind = names.kind(rule);
+    e.matched_on = kind.direction();
+    if let RuleKind::Ordered(_) = kind {
+        e.ordered = Some(ordered_match(maps, &e, rule)?);
+        e.prefix = ordered_prefix(maps, &e, rule)?;
+        for dir in [Direction::Src, Direction::Dst] {
+            let addr = if dir == Direction::Src { src } else { dst };
+            for (p, r) in maps.containing(dir, addr)? {
+                e.shadowed.push((p, names.set(r)));
+            }
+        }
+    } else if let Some(dir) = e.matched_on {
         let addr = match dir {
             Direction::Src => src,
             Direction::Dst => dst,
         };
         for (p, r) in maps.containing(dir, addr)? {
-            if r == rule && prefix.is_none() {
-                prefix = Some(p);
+            if r == rule && e.prefix.is_none() {
+                e.prefix = Some(p);
             } else if r != rule {
-                shadowed.push((p, names.set(r)));
+                e.shadowed.push((p, names.set(r)));
             }
         }
+        if dir == Direction::Dst {
+            e.learned = super::dns::learned_host(pin_dir, dst, rule, &names)?;
+        }
     }
-    let learned = match matched_on {
-        Some(Direction::Dst) => super::dns::learned_host(pin_dir, dst, rule, &names)?,
-        _ => None,
-    };
     let entry = maps.policy(names.generation, Family::of(&dst), rule)?;
-    Ok(Explanation {
-        src,
-        dst,
-        proto,
-        dport,
-        local: None,
-        rule,
-        set: names.set(rule),
-        matched_on,
-        prefix,
-        learned,
-        shadowed,
-        runtime: None,
-        policy: names.policy(rule),
-        mark: tc.mark,
-        mask: entry.mask,
-        wan: names.wan_of_mark(tc.mark, entry.mask),
-        generation: names.generation,
-        health: Vec::new(),
+    e.set = names.set(rule);
+    e.policy = names.policy(rule);
+    e.mask = entry.mask;
+    e.wan = names.wan_of_mark(tc.mark, entry.mask);
+    Ok(e)
+}
+
+/// The bit of `rule` in the live condition bank and its place.
+fn ordered_bit(bank: &steer_common::CondBank, rule: u32) -> Option<usize> {
+    let family_bits = bank.used[0] | bank.used[1];
+    (0..cond::MAX_RULES as usize)
+        .find(|i| family_bits >> i & 1 == 1 && u32::from(bank.rule[*i]) == rule)
+}
+
+/// What the ordered rule `rule` checked of the packet: each condition it has, with the
+/// packet's value that met it.
+fn ordered_match(maps: &Maps, e: &Explanation, rule: u32) -> Result<OrderedMatch, ExplainError> {
+    let bank = maps.ordered().live()?;
+    let Some(i) = ordered_bit(&bank, rule) else {
+        return Ok(OrderedMatch {
+            position: 0,
+            met: Vec::new(),
+        });
+    };
+    let bit = 1u64 << i;
+    let family = Family::of(&e.dst).index();
+    let constrains = |any: usize| bank.any[any] & bit == 0;
+    let mut met = Vec::new();
+    if constrains(cond::any::PROTO) {
+        met.push(format!("protocol {}", e.proto));
+    }
+    if constrains(cond::any::SPORT) {
+        met.push(format!("source port {}", e.sport));
+    }
+    if constrains(cond::any::DPORT) {
+        met.push(format!("destination port {}", e.dport));
+    }
+    if constrains(cond::any::MAC) {
+        met.push(format!("source MAC {}", mac_text(&e.src_mac)));
+    }
+    if constrains(cond::any::IN) {
+        met.push(format!("came in on {}", e.input.as_deref().unwrap_or("?")));
+    }
+    for (dir, any, addr) in [
+        (Direction::Src, cond::any::SRC_V4, e.src),
+        (Direction::Dst, cond::any::DST_V4, e.dst),
+    ] {
+        if constrains(any + family)
+            && let Some(p) = maps.ordered().prefix_of(dir, addr, bit)?
+        {
+            met.push(format!("{} {addr} in {p}", dir.noun()));
+        }
+    }
+    Ok(OrderedMatch {
+        position: i + 1,
+        met,
     })
+}
+
+/// The ordered rule's own prefix containing the packet's address on its side.
+fn ordered_prefix(maps: &Maps, e: &Explanation, rule: u32) -> Result<Option<Prefix>, ExplainError> {
+    let bank = maps.ordered().live()?;
+    let (Some(i), Some(dir)) = (ordered_bit(&bank, rule), e.matched_on) else {
+        return Ok(None);
+    };
+    let addr = if dir == Direction::Src { e.src } else { e.dst };
+    Ok(maps.ordered().prefix_of(dir, addr, 1u64 << i)?)
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -27,7 +27,7 @@ use crate::{
 use output::{out, outln};
 
 pub use dump::{Section, dump};
-pub use explain::{Explanation, Proto, explain};
+pub use explain::{Explanation, Probe, Proto, explain};
 pub use generate::{Shell, color_choice, completions, manpages};
 
 /// `steer --version`: the package version and the git commit it was built from (the build
@@ -109,12 +109,22 @@ pub enum Command {
         /// Source address (a LAN host); default 0.0.0.0 or ::.
         #[arg(long)]
         src: Option<std::net::IpAddr>,
-        /// Transport protocol of the synthetic packet (matters for balanced policies).
-        #[arg(long, value_enum, default_value = "udp")]
+        /// Transport protocol of the synthetic packet: tcp, udp, icmp or a protocol number
+        /// (sets with `proto` conditions and balanced policies look at it).
+        #[arg(long, default_value = "udp")]
         proto: Proto,
-        /// Destination port.
+        /// Source port (tcp and udp).
+        #[arg(long, default_value_t = 40000)]
+        sport: u16,
+        /// Destination port (tcp and udp).
         #[arg(long, default_value_t = 443)]
         dport: u16,
+        /// Source MAC address of the frame (sets with `src_macs` look at it).
+        #[arg(long, value_parser = parse_mac)]
+        src_mac: Option<[u8; 6]>,
+        /// The LAN interface the packet comes in on (sets with `in` look at it).
+        #[arg(long = "in", value_name = "INTERFACE")]
+        input: Option<String>,
         #[command(flatten)]
         target: Target,
         #[arg(long)]
@@ -332,12 +342,24 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             dst,
             src,
             proto,
+            sport,
             dport,
+            src_mac,
+            input,
             target,
             json,
         } => {
             let resolved = target.resolve()?;
-            let mut e = explain(&resolved.pin_dir, dst, src, proto, dport)?.with_runtime(
+            let probe = Probe {
+                dst,
+                src,
+                proto,
+                sport,
+                dport,
+                src_mac,
+                input,
+            };
+            let mut e = explain(&resolved.pin_dir, &probe)?.with_runtime(
                 &crate::runtime_sets::journal::read(&resolved.socket),
                 dataplane::learned::boottime_secs(),
             );
@@ -696,4 +718,10 @@ fn render_status(s: &Status) -> String {
         }
     }
     out
+}
+
+/// `aa:bb:cc:dd:ee:ff` (or with dashes), for `--src-mac`.
+fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    crate::model::ordered::parse_mac(text)
+        .ok_or_else(|| format!("{text:?} is not a MAC address: write aa:bb:cc:dd:ee:ff"))
 }

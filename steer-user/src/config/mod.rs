@@ -471,6 +471,9 @@ pub struct Set {
     /// Answer AAAA questions for the set's names with no address, learn no IPv6 address.
     pub filter_aaaa: bool,
     pub allow_default_route: bool,
+    /// `Some` makes the set an ordered rule: tried before the prefix sets, first match in
+    /// configuration order ([`crate::model::ordered`]).
+    pub conditions: Option<crate::model::Conditions>,
 }
 
 /// A prefix and where it was written.

@@ -10,7 +10,7 @@ use crate::{
     config::Config,
     dataplane::{MapContents, WanName},
     model::Family,
-    model::{NameIds, Rule},
+    model::{CondTables, NameIds, Rule},
     policy::{self, Outcomes, WanView},
     sets,
 };
@@ -119,6 +119,8 @@ pub fn desired(
             wans,
             capacity: config.general.capacity,
             log_packets: config.general.log_packets,
+            ordered: CondTables::compile(&compiled.ordered)
+                .expect("the configuration checks the ordered rules' port groups"),
         },
         outcomes,
     }

@@ -64,9 +64,12 @@ struct ListSet {
 
 impl ListSets {
     pub fn of(config: &Config, rule_ids: &NameIds) -> ListSets {
+        // An ordered rule's list goes through the full path: its prefixes live in the
+        // condition maps, which are written a bank at a time.
         let sets = config
             .sets
             .iter()
+            .filter(|s| s.conditions.is_none())
             .filter_map(|s| {
                 // Inline prefixes come first in a set's entries: a set whose first entry is
                 // not from the configuration file has none.

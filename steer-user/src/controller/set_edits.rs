@@ -476,6 +476,11 @@ impl Controller {
         let set = self.config.sets.iter().find(|s| s.name == name);
         let rule = self.rule_ids().get(name).copied();
         match (set, rule) {
+            (Some(set), Some(_)) if set.conditions.is_some() => Err(format!(
+                "set {name:?} has conditions (an ordered rule): its prefixes change only with \
+                 the configuration; edit its prefixes or files and run `steer reload`, or keep \
+                 runtime entries in a set without conditions"
+            )),
             (Some(set), Some(rule)) => Ok(SetView {
                 name,
                 rule,

@@ -24,7 +24,9 @@ use steer_common::{
 };
 
 use super::{
-    DataplaneError, sys,
+    DataplaneError,
+    ordered::{CondMaps, Resolved},
+    sys,
     trie::{NamedMap, SplitTrie, TrieError},
     word::MappedWord,
 };
@@ -75,6 +77,10 @@ pub struct Maps {
     pub(super) book: super::generations::Book,
     /// `ACTIVE` mapped into memory, when the kernel allows it (see [`super::word`]).
     active_word: Option<super::word::MappedWord>,
+    /// The condition maps of the ordered rules.
+    ordered: CondMaps,
+    /// What the live condition bank holds, once this handle wrote it (or found it empty).
+    ordered_live: Option<Resolved>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -150,6 +156,8 @@ impl Maps {
             fail_after: None,
             book: Default::default(),
             active_word,
+            ordered: CondMaps::build(&mut take)?,
+            ordered_live: None,
         })
     }
 
@@ -640,6 +648,51 @@ impl Maps {
         self.settings
             .set(0, settings, 0)
             .map_err(map_err(names::SETTINGS, "write"))
+    }
+
+    // ---- ordered rules ----------------------------------------------------------------------
+
+    /// The condition maps (read-only access: `steer explain`, `steer dump`).
+    pub fn ordered(&self) -> &CondMaps {
+        &self.ordered
+    }
+
+    /// Brings the ordered rules to `want`: the other bank written whole, then made live with
+    /// one word. Returns the bank that was live before when it flipped (for
+    /// [`Maps::undo_ordered`]), `None` when the live bank already held `want`.
+    pub fn sync_ordered(&mut self, want: &Resolved) -> Result<Option<u32>, DataplaneError> {
+        if self.ordered_live.as_ref() == Some(want) {
+            return Ok(None);
+        }
+        let live = self.ordered.live_bank()?;
+        if self.ordered_live.is_none()
+            && want.tables.is_empty()
+            && self.ordered.live()?.used == [0, 0]
+        {
+            self.ordered_live = Some(want.clone());
+            return Ok(None);
+        }
+        self.meter(1)?;
+        let next = live ^ 1;
+        self.writes += self.ordered.write_bank(next, want)?;
+        self.ordered.set_live_bank(next)?;
+        self.ordered_live = Some(want.clone());
+        Ok(Some(live))
+    }
+
+    /// Whether the live bank holds ordered rules (the classifier must look at them).
+    pub fn ordered_in_use(&self) -> Result<bool, DataplaneError> {
+        match &self.ordered_live {
+            Some(live) => Ok(!live.tables.is_empty()),
+            None => Ok(self.ordered.live()?.used != [0, 0]),
+        }
+    }
+
+    /// Makes `bank` live again (it still holds the rules it had): undoes a
+    /// [`Maps::sync_ordered`] whose sync failed before its own flip.
+    pub fn undo_ordered(&mut self, bank: u32) -> Result<(), DataplaneError> {
+        self.ordered_live = None;
+        self.ordered.set_live_bank(bank)
     }
 
     // ---- counters -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ mod attach;
 pub mod generations;
 pub mod learned;
 pub mod maps;
+pub mod ordered;
 pub mod pin;
 pub mod run;
 pub mod sync;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp};
-use steer_common::{XDP_META_MAGIC, XdpMeta};
+use steer_common::{TC_CB_MAGIC, TC_CB_RULE, XDP_META_MAGIC, XdpMeta};
 
 /// Offset of `mark` in `struct __sk_buff` (uapi: `len`, `pkt_type`, then `mark`).
 const SKB_MARK_OFFSET: usize = 8;
@@ -25,6 +25,9 @@ pub struct TcOutcome {
     pub verdict: i32,
     /// skb->mark after the program ran.
     pub mark: u32,
+    /// The rule the program applied (`LOCAL_RULE` for a local destination), when it
+    /// classified the frame.
+    pub rule: Option<u32>,
 }
 
 /// Runs the TC program once on `frame`, arriving with `mark_in` already in skb->mark.
@@ -36,12 +39,32 @@ pub fn run_tc(
     let mut ctx_in = [0u8; SKB_CTX_IN_LEN];
     ctx_in[SKB_MARK_OFFSET..].copy_from_slice(&mark_in.to_ne_bytes());
     let (verdict, ctx_out) = test_run(prog, frame, &ctx_in)?;
-    let mark = u32::from_ne_bytes(
-        ctx_out[SKB_MARK_OFFSET..SKB_MARK_OFFSET + 4]
-            .try_into()
-            .expect("4 bytes"),
-    );
-    Ok(TcOutcome { verdict, mark })
+    Ok(outcome(verdict, &ctx_out))
+}
+
+/// [`run_tc`] for a frame that came in on device `ifindex` (it must exist in this network
+/// namespace): what `in` conditions see.
+pub fn run_tc_from(
+    prog: &SchedClassifier,
+    frame: &[u8],
+    ifindex: u32,
+) -> Result<TcOutcome, ProgramError> {
+    let mut ctx_in = [0u8; SKB_IFINDEX_OFFSET + 4];
+    ctx_in[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
+    let (verdict, ctx_out) = test_run(prog, frame, &ctx_in)?;
+    Ok(outcome(verdict, &ctx_out))
+}
+
+fn outcome(verdict: i32, ctx_out: &[u8]) -> TcOutcome {
+    let word = |offset: usize| {
+        u32::from_ne_bytes(ctx_out[offset..offset + 4].try_into().expect("4 bytes"))
+    };
+    let cb = |i: usize| word(SKB_CB_OFFSET + 4 * i);
+    TcOutcome {
+        verdict,
+        mark: word(SKB_MARK_OFFSET),
+        rule: (cb(TC_CB_MAGIC) == XDP_META_MAGIC).then(|| cb(TC_CB_RULE)),
+    }
 }
 
 /// One run of `prog` on `frame` with the `struct __sk_buff` prefix `ctx_in`: its return
@@ -63,9 +86,10 @@ fn test_run(
     Ok((result.return_value as i32, ctx_out))
 }
 
-/// Offsets in `struct __sk_buff` of `ingress_ifindex` and `ifindex` (`mark`: above).
+/// Offsets in `struct __sk_buff` of `ingress_ifindex`, `ifindex` and `cb` (`mark`: above).
 const SKB_INGRESS_IFINDEX_OFFSET: usize = 36;
 const SKB_IFINDEX_OFFSET: usize = 40;
+const SKB_CB_OFFSET: usize = 48;
 
 /// What a test run's packet carries besides its bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -6,7 +6,10 @@
 //!    of a family lands (a superset of the flags only costs a lookup);
 //! 3. rules that are new get their policy in the live generation (no prefix points at them
 //!    yet);
-//! 4. prefixes are added and changed (batched where the kernel can);
+//! 4. prefixes are added and changed (batched where the kernel can), and the ordered rules'
+//!    condition maps are written into the bank the classifier does not read, which then goes
+//!    live with one word (new ordered rules already have their policy; removed ones keep
+//!    theirs until step 7, like removed prefix sets);
 //! 5. the scratch generation (the one live before the last flip) is brought to the desired
 //!    policy table (rules being removed keep their old verdict there, since their prefixes are
 //!    still in the maps) and the generation word flips: every packet sees either the old table
@@ -34,9 +37,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use steer_common::{MAX_RULES, MAX_WANS, Settings, WanInfo, name_to_bytes, settings_flags};
 
-use super::{DataplaneError, Maps, WriteMode, maps::WanName};
+use super::{DataplaneError, Maps, WriteMode, maps::WanName, ordered::Resolved};
 use crate::{
-    model::{Capacity, Direction, PolicyTable, PrefixMap, PrefixSets},
+    model::{Capacity, CondTables, Direction, PolicyTable, PrefixMap, PrefixSets},
     prefix::Prefix,
 };
 
@@ -51,6 +54,8 @@ pub struct MapContents {
     pub capacity: Capacity,
     /// Kernel-side per-packet logging.
     pub log_packets: bool,
+    /// The ordered rules' condition maps (interface names resolved when written).
+    pub ordered: CondTables,
 }
 
 /// Additions, changes and removals of one rule's prefixes.
@@ -319,7 +324,8 @@ pub fn sync_prefixes(
         ..SyncReport::default()
     };
     let start = maps.writes();
-    let mut widened = settings(state, log_packets);
+    let ordered = maps.ordered_in_use().map_err(|e| rolled_back(e, 0))?;
+    let mut widened = settings(state, log_packets, ordered);
     for (dir, writes) in &planned {
         if *dir == Direction::Src {
             for (p, _) in writes {
@@ -341,7 +347,7 @@ pub fn sync_prefixes(
     remove_stale(maps, state, &mut left, &mut report)?;
     report.prefix_writes += maps.writes() - start;
     let start = maps.writes();
-    write_settings(maps, settings(state, log_packets))
+    write_settings(maps, settings(state, log_packets, ordered))
         .map_err(|e| SyncError::Incomplete { source: e, left: 0 })?;
     report.policy_writes += maps.writes() - start;
     report.kernel_time = started.elapsed();
@@ -380,7 +386,10 @@ pub fn sync(
     };
 
     let start = maps.writes();
-    let widened = settings(state, want.log_packets).flags | settings(&want.prefixes, false).flags;
+    let ordered_now = maps.ordered_in_use().map_err(|e| rolled_back(e, 0))?;
+    let ordered_wanted = !want.ordered.is_empty();
+    let widened = settings(state, want.log_packets, ordered_now).flags
+        | settings(&want.prefixes, false, ordered_wanted).flags;
     write_settings(
         maps,
         Settings {
@@ -424,6 +433,13 @@ pub fn sync(
         return Err(restore(maps, state, undo, &new_rules, e));
     }
     report.prefix_writes += maps.writes() - start;
+    let start = maps.writes();
+    let conditions = Resolved::new(&want.ordered, |name| super::ifindex(name).ok());
+    let ordered_before = match maps.sync_ordered(&conditions) {
+        Ok(before) => before,
+        Err(e) => return Err(restore(maps, state, undo, &new_rules, e)),
+    };
+    report.policy_writes += maps.writes() - start;
 
     // Standby generation, then the flip.
     let start = maps.writes();
@@ -442,7 +458,14 @@ pub fn sync(
     match flip {
         Ok(true) => report.flipped = Some((live_gen, standby)),
         Ok(false) => {}
-        Err(e) => return Err(restore(maps, state, undo, &new_rules, e)),
+        Err(e) => {
+            if let Some(bank) = ordered_before
+                && let Err(undo) = maps.undo_ordered(bank)
+            {
+                return Err(SyncError::RollbackFailed { source: e, undo });
+            }
+            return Err(restore(maps, state, undo, &new_rules, e));
+        }
     }
     report.policy_writes += maps.writes() - start;
 
@@ -460,7 +483,7 @@ pub fn sync(
         }
     }
     sync_wan_names(maps, &want.wans).map_err(|e| SyncError::Incomplete { source: e, left: 0 })?;
-    write_settings(maps, settings(state, want.log_packets))
+    write_settings(maps, settings(state, want.log_packets, ordered_wanted))
         .map_err(|e| SyncError::Incomplete { source: e, left: 0 })?;
     report.policy_writes += maps.writes() - start;
     report.kernel_time = started.elapsed();
@@ -486,13 +509,16 @@ pub fn flip_policy(
 }
 
 /// The settings for maps holding `prefixes`: source lookups only for families that have
-/// source prefixes.
-fn settings(prefixes: &PrefixSets, log_packets: bool) -> Settings {
+/// source prefixes, the ordered rules only when there are some.
+fn settings(prefixes: &PrefixSets, log_packets: bool, ordered: bool) -> Settings {
     let mut flags = if log_packets {
         settings_flags::LOG_PACKETS
     } else {
         0
     };
+    if ordered {
+        flags |= settings_flags::HAS_COND;
+    }
     if !prefixes.map(PrefixMap::SrcV4).is_empty() {
         flags |= settings_flags::HAS_SRC_V4;
     }
@@ -815,18 +841,19 @@ mod tests {
     #[test]
     fn source_lookups_are_on_exactly_for_families_with_source_prefixes() {
         use Direction::{Dst, Src};
-        assert_eq!(settings(&PrefixSets::default(), false).flags, 0);
+        assert_eq!(settings(&PrefixSets::default(), false, false).flags, 0);
         assert_eq!(
-            settings(&sets(&[(Dst, "10.0.0.0/8", 1)]), true).flags,
+            settings(&sets(&[(Dst, "10.0.0.0/8", 1)]), true, false).flags,
             settings_flags::LOG_PACKETS
         );
         assert_eq!(
-            settings(&sets(&[(Src, "10.0.0.0/8", 1)]), false).flags,
+            settings(&sets(&[(Src, "10.0.0.0/8", 1)]), false, false).flags,
             settings_flags::HAS_SRC_V4
         );
         assert_eq!(
             settings(
                 &sets(&[(Src, "fd00::/8", 1), (Src, "10.0.0.0/8", 1)]),
+                false,
                 false
             )
             .flags,

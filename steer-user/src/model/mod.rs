@@ -9,6 +9,7 @@
 //! modules above never need each other's types to talk about the kernel's state.
 
 mod local;
+pub mod ordered;
 mod prefixes;
 mod rules;
 pub mod sorted;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use steer_common::map_names;
 
 pub use local::{LocalKind, LocalScope, LocalSet, local_set};
+pub use ordered::{CondTables, Conditions, OrderedRule, PortRange, Proto};
 pub use prefixes::{PrefixRules, PrefixSets};
 pub use rules::{DEFAULT_RULE_NAME, Rule, RuleKind};
 pub use table::{FamilyTable, PolicyTable, Slots, last_resort_marks};

@@ -18,6 +18,8 @@ pub enum RuleKind {
     Default,
     /// A set matching on this address of the packet.
     Set(Direction),
+    /// A set with conditions (an ordered rule); its prefixes are this address of the packet.
+    Ordered(Direction),
 }
 
 impl RuleKind {
@@ -27,6 +29,8 @@ impl RuleKind {
             RuleKind::Default => rule_kind::DEFAULT,
             RuleKind::Set(Direction::Dst) => rule_kind::DST,
             RuleKind::Set(Direction::Src) => rule_kind::SRC,
+            RuleKind::Ordered(Direction::Dst) => rule_kind::ORDERED_DST,
+            RuleKind::Ordered(Direction::Src) => rule_kind::ORDERED_SRC,
         }
     }
 
@@ -37,6 +41,8 @@ impl RuleKind {
             rule_kind::DEFAULT => Some(RuleKind::Default),
             rule_kind::DST => Some(RuleKind::Set(Direction::Dst)),
             rule_kind::SRC => Some(RuleKind::Set(Direction::Src)),
+            rule_kind::ORDERED_DST => Some(RuleKind::Ordered(Direction::Dst)),
+            rule_kind::ORDERED_SRC => Some(RuleKind::Ordered(Direction::Src)),
             _ => None,
         }
     }
@@ -45,7 +51,7 @@ impl RuleKind {
     pub const fn direction(self) -> Option<Direction> {
         match self {
             RuleKind::Default => None,
-            RuleKind::Set(d) => Some(d),
+            RuleKind::Set(d) | RuleKind::Ordered(d) => Some(d),
         }
     }
 
@@ -54,6 +60,7 @@ impl RuleKind {
         match self {
             RuleKind::Default => "default",
             RuleKind::Set(d) => d.as_str(),
+            RuleKind::Ordered(_) => "ordered",
         }
     }
 }
@@ -102,6 +109,8 @@ mod tests {
             (RuleKind::Default, None),
             (RuleKind::Set(Direction::Dst), Some("wan2-first".to_owned())),
             (RuleKind::Set(Direction::Src), Some("p".to_owned())),
+            (RuleKind::Ordered(Direction::Dst), Some("p".to_owned())),
+            (RuleKind::Ordered(Direction::Src), Some("p".to_owned())),
         ] {
             let rule = Rule {
                 id: 7,

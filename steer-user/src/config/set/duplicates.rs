@@ -92,6 +92,7 @@ pub(super) fn resolve(
                 domain_files: Vec::new(),
                 filter_aaaa: false,
                 allow_default_route: set.allow_default_route,
+                conditions: set.conditions,
             }
         })
         .collect()

@@ -2,6 +2,7 @@
 //! which direction — its keys, their raw form and their checks. Reading list files and
 //! resolving prefixes claimed by two sets are submodules of their own.
 
+mod conditions;
 mod domain_files;
 mod duplicates;
 mod files;
@@ -28,7 +29,7 @@ use super::{
     },
 };
 use crate::{
-    model::{Direction, PrefixMap},
+    model::{CondTables, Direction, OrderedRule, PrefixMap},
     prefix::parse_prefix,
 };
 
@@ -47,6 +48,13 @@ pub(super) struct RawSet {
     pub domain_files: Option<Strings>,
     pub filter_aaaa: Option<S<bool>>,
     pub allow_default_route: Option<S<bool>>,
+    pub proto: Option<Strings>,
+    pub sports: Option<Strings>,
+    pub dports: Option<Strings>,
+    pub src_macs: Option<Strings>,
+    #[serde(rename = "in")]
+    pub in_interfaces: Option<Strings>,
+    pub src_prefixes: Option<Strings>,
 }
 
 pub(super) const FIELD: Field = opt(
@@ -69,6 +77,16 @@ const FIELDS: &[Field] = &[
     ),
     opt("filter_aaaa", Bool, "filter_aaaa = false"),
     opt("allow_default_route", Bool, "allow_default_route = false"),
+    opt("proto", StrList, "proto = [\"tcp\", \"udp\"]"),
+    opt("sports", StrList, "sports = [\"5060\"]"),
+    opt("dports", StrList, "dports = [\"443\", \"10000-20000\"]"),
+    opt("src_macs", StrList, "src_macs = [\"aa:bb:cc:dd:ee:ff\"]"),
+    opt("in", StrList, "in = [\"br-lan\"]"),
+    opt(
+        "src_prefixes",
+        StrList,
+        "src_prefixes = [\"192.168.1.0/24\"]",
+    ),
 ];
 
 const DIRECTIONS: Choices<Direction> = Choices {
@@ -93,6 +111,7 @@ pub(super) fn build(
         config_file: Arc::from(cx.file),
         list_files: ListFiles::new(cx.file),
         policies,
+        lan: &general.lan,
     };
     let mut names = Claims::new();
     let mut pending = Vec::new();
@@ -123,10 +142,69 @@ pub(super) fn build(
         });
         pending.push(reader.read(cx, s, span, label));
     }
-    let mut sets = duplicates::resolve(cx, pending, general.duplicates);
+    check_ordered(cx, &pending);
+    let mut sets = resolve_duplicates(cx, pending, general.duplicates);
     domain_files::add(cx, &mut sets, extra, general.duplicates);
     check_capacity(cx, &sets, general, general_span);
     sets
+}
+
+/// Duplicates are resolved among the prefix sets (longest match needs each prefix in one
+/// set); an ordered rule only drops its own repeats: two rules may name the same prefix with
+/// other conditions, and the earlier one comes first anyway.
+fn resolve_duplicates(
+    cx: &mut Ctx<'_>,
+    pending: Vec<PendingSet>,
+    policy: crate::config::DuplicatePolicy,
+) -> Vec<Set> {
+    let mut slots: Vec<Option<Set>> = (0..pending.len()).map(|_| None).collect();
+    let (mut plain, mut plain_at) = (Vec::new(), Vec::new());
+    for (i, set) in pending.into_iter().enumerate() {
+        if set.conditions.is_some() {
+            slots[i] = duplicates::resolve(cx, vec![set], policy).pop();
+        } else {
+            plain.push(set);
+            plain_at.push(i);
+        }
+    }
+    for (i, set) in plain_at
+        .into_iter()
+        .zip(duplicates::resolve(cx, plain, policy))
+    {
+        slots[i] = Some(set);
+    }
+    slots.into_iter().flatten().collect()
+}
+
+/// At most `cond::MAX_RULES` ordered rules, whose ports fit the kernel's port classes.
+fn check_ordered(cx: &mut Ctx<'_>, pending: &[PendingSet]) {
+    let max = steer_common::cond::MAX_RULES as usize;
+    let ordered: Vec<&PendingSet> = pending.iter().filter(|s| s.conditions.is_some()).collect();
+    if let Some(over) = ordered.get(max) {
+        cx.err(
+            &over.span,
+            &over.label,
+            format!(
+                "too many sets with conditions ({}): steer supports at most {max}",
+                ordered.len()
+            ),
+            "merge rules that send to the same policy (lists of ports, MACs and prefixes are \
+             fine in one set)",
+        );
+        return;
+    }
+    let rules: Vec<OrderedRule> = ordered
+        .iter()
+        .map(|s| OrderedRule {
+            rule: 0,
+            direction: s.direction,
+            prefixes: Vec::new(),
+            conditions: s.conditions.clone().unwrap_or_default(),
+        })
+        .collect();
+    if let (Err(e), Some(first)) = (CondTables::compile(&rules), ordered.first()) {
+        cx.err(&first.span, &first.label, e.to_string(), "");
+    }
 }
 
 /// What reading one set needs beyond its own keys.
@@ -135,6 +213,8 @@ struct SetReader<'d> {
     config_file: Arc<Path>,
     list_files: ListFiles,
     policies: &'d Defined,
+    /// `[general] lan`: what `in` may name.
+    lan: &'d [String],
 }
 
 impl SetReader<'_> {
@@ -145,7 +225,10 @@ impl SetReader<'_> {
             check_reference(cx, p, &f("policy"), self.policies);
         }
         let direction = check::choice(cx, &s.direction, &f("match"), &DIRECTIONS, Direction::Dst);
-        check_not_empty(cx, &s, &span, &label);
+        let conditions = conditions::read(cx, &s, &label, direction, self.lan);
+        if conditions.is_none() {
+            check_not_empty(cx, &s, &span, &label);
+        }
         let mut set = PendingSet {
             name: s
                 .name
@@ -165,6 +248,7 @@ impl SetReader<'_> {
             inline_spans: Vec::new(),
             files: Vec::new(),
             domains: Vec::new(),
+            conditions,
         };
         if let Some(list) = &s.prefixes {
             self.read_prefixes(cx, &mut set, list);
@@ -247,7 +331,7 @@ fn read_domains(cx: &mut Ctx<'_>, set: &mut PendingSet, list: &Strings) {
 /// The sets' prefixes must fit the maps they go into.
 fn check_capacity(cx: &mut Ctx<'_>, sets: &[Set], general: &General, general_span: &Range<usize>) {
     let mut held = [0usize; PrefixMap::ALL.len()];
-    for s in sets {
+    for s in sets.iter().filter(|s| s.conditions.is_none()) {
         for e in &s.prefixes {
             held[PrefixMap::of(s.direction, &e.prefix).index()] += 1;
         }

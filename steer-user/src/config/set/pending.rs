@@ -8,7 +8,7 @@ use crate::{
         Origin,
         diag::{Ctx, Place},
     },
-    model::Direction,
+    model::{Conditions, Direction},
     prefix::{AddrError, Prefix},
 };
 
@@ -26,6 +26,8 @@ pub(super) struct PendingSet {
     pub files: Vec<PathBuf>,
     /// Each domain once, with its span and index in `domains`.
     pub domains: Vec<(String, Range<usize>, usize)>,
+    /// `Some` for an ordered rule (a set with conditions).
+    pub conditions: Option<Conditions>,
 }
 
 /// Where a prefix of a set came from, to place diagnostics about it (kept small: there is one

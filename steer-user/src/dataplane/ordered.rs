@@ -1,0 +1,316 @@
+//! The condition maps of the ordered rules (`COND_*`), a bank at a time: a change is written
+//! whole into the bank the classifier does not read, then `COND_ACTIVE` names it — one word,
+//! so every packet sees the old rules or the new ones, never a mix. The layout is
+//! `steer_common::cond`'s; what goes in is [`CondTables`], compiled by `model::ordered`.
+
+use std::collections::BTreeMap;
+
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
+use steer_common::{
+    CondAddrV4, CondAddrV6, CondBank, CondIfKey, CondMacKey, PortClasses, cond, map_names as names,
+};
+
+use super::{DataplaneError, maps::map_err};
+use crate::{
+    model::{CondTables, Direction, Family, ordered::side_index},
+    prefix::Prefix,
+};
+
+/// [`CondTables`] as the kernel holds them: the interface names resolved to ifindexes (an
+/// interface that does not exist matches no packet, so it has no entry).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    pub tables: CondTables,
+    pub ins: BTreeMap<u32, u64>,
+}
+
+impl Resolved {
+    pub fn new(tables: &CondTables, ifindex: impl Fn(&str) -> Option<u32>) -> Resolved {
+        let mut ins = BTreeMap::new();
+        for (name, bits) in &tables.ins {
+            if let Some(index) = ifindex(name) {
+                *ins.entry(index).or_default() |= bits;
+            }
+        }
+        Resolved {
+            tables: tables.clone(),
+            ins,
+        }
+    }
+}
+
+/// Handles on the `COND_*` maps.
+pub struct CondMaps {
+    active: Array<MapData, u32>,
+    bank: Array<MapData, CondBank>,
+    proto: Array<MapData, u64>,
+    port_class: Array<MapData, PortClasses>,
+    port_bits: Array<MapData, u64>,
+    mac: HashMap<MapData, CondMacKey, u64>,
+    ins: HashMap<MapData, CondIfKey, u64>,
+    /// `[side][family]`, as `CondTables::addrs`.
+    addrs_v4: [LpmTrie<MapData, CondAddrV4, u64>; 2],
+    addrs_v6: [LpmTrie<MapData, CondAddrV6, u64>; 2],
+}
+
+impl std::fmt::Debug for CondMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CondMaps").finish_non_exhaustive()
+    }
+}
+
+/// The trie names by side (`cond::SRC`, `cond::DST`) and family.
+const ADDR_NAMES: [[&str; 2]; 2] = [
+    [names::COND_SRC_V4, names::COND_SRC_V6],
+    [names::COND_DST_V4, names::COND_DST_V6],
+];
+
+impl CondMaps {
+    pub(super) fn build(
+        mut take: impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+    ) -> Result<Self, DataplaneError> {
+        macro_rules! typed {
+            ($name:expr) => {{
+                let name = $name;
+                take(name)?.try_into().map_err(map_err(name, "open"))?
+            }};
+        }
+        Ok(CondMaps {
+            active: typed!(names::COND_ACTIVE),
+            bank: typed!(names::COND_BANK),
+            proto: typed!(names::COND_PROTO),
+            port_class: typed!(names::COND_PORT_CLASS),
+            port_bits: typed!(names::COND_PORT_BITS),
+            mac: typed!(names::COND_MAC),
+            ins: typed!(names::COND_IN),
+            addrs_v4: [typed!(ADDR_NAMES[0][0]), typed!(ADDR_NAMES[1][0])],
+            addrs_v6: [typed!(ADDR_NAMES[0][1]), typed!(ADDR_NAMES[1][1])],
+        })
+    }
+
+    /// The bank the classifier reads.
+    pub fn live_bank(&self) -> Result<u32, DataplaneError> {
+        self.active
+            .get(&0, 0)
+            .map(|b| b & 1)
+            .map_err(map_err(names::COND_ACTIVE, "read"))
+    }
+
+    /// The live bank's header: its rules' bits, `any` bits, dimensions and rule ids.
+    pub fn live(&self) -> Result<CondBank, DataplaneError> {
+        let bank = self.live_bank()?;
+        self.bank
+            .get(&bank, 0)
+            .map_err(map_err(names::COND_BANK, "read"))
+    }
+
+    /// Makes `bank` the one the classifier reads.
+    pub(super) fn set_live_bank(&mut self, bank: u32) -> Result<(), DataplaneError> {
+        self.active
+            .set(0, bank & 1, 0)
+            .map_err(map_err(names::COND_ACTIVE, "write"))
+    }
+
+    /// Writes `want` into `bank` (not the live one): its entries of every map, the header last.
+    /// Returns the number of element writes and deletions.
+    pub(super) fn write_bank(&mut self, bank: u32, want: &Resolved) -> Result<u64, DataplaneError> {
+        let t = &want.tables;
+        let mut writes = 0u64;
+        if t.bank.dims & cond::dims::PROTO != 0 {
+            for family in Family::ALL {
+                for (proto, bits) in t.proto[family.index()].iter().enumerate() {
+                    let index = cond::proto_index(bank, family.raw(), proto as u8);
+                    set(&mut self.proto, names::COND_PROTO, index, *bits)?;
+                }
+            }
+            writes += 512;
+        }
+        for side in [cond::SRC, cond::DST] {
+            let classes = &t.port_class[side as usize];
+            for (chunk, ports) in classes.chunks(cond::PORTS_PER_VALUE as usize).enumerate() {
+                let mut value = PortClasses::default();
+                value.class.copy_from_slice(ports);
+                let index = cond::port_class_index(bank, side, (chunk as u32 * 64) as u16);
+                set(&mut self.port_class, names::COND_PORT_CLASS, index, value)?;
+                writes += 1;
+            }
+            for (class, bits) in t.port_bits[side as usize].iter().enumerate() {
+                let index = cond::port_bits_index(bank, side, class as u8);
+                set(&mut self.port_bits, names::COND_PORT_BITS, index, *bits)?;
+                writes += 1;
+            }
+        }
+        let macs = t.macs.iter().map(|(mac, bits)| {
+            let key = CondMacKey {
+                bank: bank as u8,
+                _pad: 0,
+                mac: *mac,
+            };
+            (key, *bits)
+        });
+        writes += replace_bank(&mut self.mac, names::COND_MAC, macs, |k| {
+            u32::from(k.bank) == bank
+        })?;
+        let ins = want.ins.iter().map(|(ifindex, bits)| {
+            let key = CondIfKey {
+                bank,
+                ifindex: *ifindex,
+            };
+            (key, *bits)
+        });
+        writes += replace_bank(&mut self.ins, names::COND_IN, ins, |k| k.bank == bank)?;
+        for side in [Direction::Src, Direction::Dst] {
+            let s = side_index(side);
+            writes += self.write_addrs(bank, s, &t.addrs[s])?;
+        }
+        self.bank
+            .set(bank, t.bank, 0)
+            .map_err(map_err(names::COND_BANK, "write"))?;
+        Ok(writes + 1)
+    }
+
+    fn write_addrs(
+        &mut self,
+        bank: u32,
+        side: usize,
+        want: &[Vec<(Prefix, u64)>; 2],
+    ) -> Result<u64, DataplaneError> {
+        let b = bank as u8;
+        let v4 = want[Family::V4.index()]
+            .iter()
+            .filter_map(|(p, bits)| match p {
+                Prefix::V4 { addr, len } => {
+                    let o = addr.octets();
+                    Some((
+                        Key::new(8 + u32::from(*len), [b, o[0], o[1], o[2], o[3]]),
+                        *bits,
+                    ))
+                }
+                Prefix::V6 { .. } => None,
+            });
+        let mut n = replace_trie(&mut self.addrs_v4[side], ADDR_NAMES[side][0], v4, b)?;
+        let v6 = want[Family::V6.index()]
+            .iter()
+            .filter_map(|(p, bits)| match p {
+                Prefix::V6 { addr, len } => {
+                    let mut k = [0u8; 17];
+                    k[0] = b;
+                    k[1..].copy_from_slice(&addr.octets());
+                    Some((Key::new(8 + u32::from(*len), k), *bits))
+                }
+                Prefix::V4 { .. } => None,
+            });
+        n += replace_trie(&mut self.addrs_v6[side], ADDR_NAMES[side][1], v6, b)?;
+        Ok(n)
+    }
+
+    /// The prefix on `side` that the rule of `bit` was given and that contains `addr`: the
+    /// shortest such prefix of the live bank whose rules include `bit` (a prefix carries the
+    /// bits of those containing it, so the shortest is the rule's own).
+    pub fn prefix_of(
+        &self,
+        side: Direction,
+        addr: std::net::IpAddr,
+        bit: u64,
+    ) -> Result<Option<Prefix>, DataplaneError> {
+        let bank = self.live_bank()? as u8;
+        let s = side_index(side);
+        let found = match addr {
+            std::net::IpAddr::V4(_) => {
+                shortest(&self.addrs_v4[s], ADDR_NAMES[s][0], bank, addr, bit)?
+            }
+            std::net::IpAddr::V6(_) => {
+                shortest(&self.addrs_v6[s], ADDR_NAMES[s][1], bank, addr, bit)?
+            }
+        };
+        Ok(found)
+    }
+}
+
+/// The shortest prefix of `bank` in `trie` containing `addr` whose bits include `bit`.
+fn shortest<const N: usize>(
+    trie: &LpmTrie<MapData, [u8; N], u64>,
+    name: &'static str,
+    bank: u8,
+    addr: std::net::IpAddr,
+    bit: u64,
+) -> Result<Option<Prefix>, DataplaneError> {
+    let mut best: Option<Prefix> = None;
+    for entry in trie.iter() {
+        let (key, bits) = entry.map_err(map_err(name, "read"))?;
+        let data = key.data();
+        if data[0] != bank || bits & bit == 0 {
+            continue;
+        }
+        let ip = match N {
+            5 => std::net::IpAddr::from([data[1], data[2], data[3], data[4]]),
+            _ => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(&data[1..17]);
+                std::net::IpAddr::from(o)
+            }
+        };
+        let Ok(p) = Prefix::new(ip, key.prefix_len() - 8) else {
+            continue;
+        };
+        if p.contains(addr) && best.is_none_or(|b| p.len() < b.len()) {
+            best = Some(p);
+        }
+    }
+    Ok(best)
+}
+
+fn set<V: aya::Pod>(
+    map: &mut Array<MapData, V>,
+    name: &'static str,
+    index: u32,
+    value: V,
+) -> Result<(), DataplaneError> {
+    map.set(index, value, 0).map_err(map_err(name, "write"))
+}
+
+/// Brings one bank of a hash map to `want`: its other keys deleted, `want` written.
+fn replace_bank<K: aya::Pod + Ord>(
+    map: &mut HashMap<MapData, K, u64>,
+    name: &'static str,
+    want: impl Iterator<Item = (K, u64)>,
+    in_bank: impl Fn(&K) -> bool,
+) -> Result<u64, DataplaneError> {
+    let want: BTreeMap<K, u64> = want.collect();
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| in_bank(k) && !want.contains_key(k))
+        .collect();
+    for k in &stale {
+        map.remove(k).map_err(map_err(name, "delete"))?;
+    }
+    for (k, v) in &want {
+        map.insert(k, v, 0).map_err(map_err(name, "write"))?;
+    }
+    Ok((stale.len() + want.len()) as u64)
+}
+
+/// Brings one bank of an address trie to `want` (keys carry the bank in their first byte).
+fn replace_trie<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], u64>,
+    name: &'static str,
+    want: impl Iterator<Item = (Key<[u8; N]>, u64)>,
+    bank: u8,
+) -> Result<u64, DataplaneError> {
+    let want: BTreeMap<(u32, [u8; N]), u64> =
+        want.map(|(k, v)| ((k.prefix_len(), k.data()), v)).collect();
+    let stale: Vec<Key<[u8; N]>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.data()[0] == bank && !want.contains_key(&(k.prefix_len(), k.data())))
+        .collect();
+    for k in &stale {
+        trie.remove(k).map_err(map_err(name, "delete"))?;
+    }
+    for ((len, data), v) in &want {
+        trie.insert(&Key::new(*len, *data), v, 0)
+            .map_err(map_err(name, "write"))?;
+    }
+    Ok((stale.len() + want.len()) as u64)
+}
