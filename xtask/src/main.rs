@@ -48,7 +48,7 @@ enum Task {
     },
     /// Run the benchmarks (release build).
     Bench {
-        /// Only these groups (classifier, load, reload, failover, dns, forwarding[/SCENARIO], vrrp).
+        /// Only these groups (classifier, rules, load, reload, failover, dns, forwarding[/SCENARIO], vrrp).
         filters: Vec<String>,
     },
     /// Run the live namespace demo: steering, failover and recovery.

@@ -8,6 +8,7 @@
 mod common;
 
 mod addresses;
+mod conditions;
 mod control;
 mod default;
 mod document;
@@ -26,7 +27,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use steer::config::{self, Config, ConfigErrors};
+use steer::{
+    config::{self, Config, ConfigErrors},
+    model::{PortRange, Proto},
+};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config")

@@ -4,6 +4,9 @@
 //! Groups (filter by name: `cargo xtask bench classifier load`):
 //! - `classifier`: BPF_PROG_TEST_RUN ns/packet of the TC and XDP classifiers for growing prefix
 //!   sets, against the empty TC/XDP program (the floor).
+//! - `rules`: the ordered rules (sets with conditions): ns/packet with 8 and 64 rules using
+//!   protocol and ports only, and every condition (MAC, input interface, addresses too),
+//!   against the same classifier and prefix set without ordered rules, packets spread.
 //! - `load`: bulk-loading 1M IPv4 prefixes, per element and batched.
 //! - `reload`: a 1M-line list file through the full path (parsed, compiled, diffed, loaded)
 //!   in-process; then `steer run` with it and `steer reload` timed end to end with nothing
@@ -34,9 +37,9 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
 use steer::{
-    dataplane::{Dataplane, WriteMode, run::time_per_run},
-    model::{Direction, Family, PrefixMap},
-    packet::Frame,
+    dataplane::{Dataplane, WriteMode, ordered::Resolved, run::time_per_run},
+    model::{CondTables, Conditions, Direction, Family, OrderedRule, PortRange, PrefixMap, Proto},
+    packet::{Frame, Transport},
     prefix::Prefix,
 };
 use steer_common::{DEFAULT_RULE, PolicyEntry, action};
@@ -59,6 +62,9 @@ fn main() {
     };
     if wanted("classifier") {
         classifier();
+    }
+    if wanted("rules") {
+        ordered_rules();
     }
     if wanted("load") {
         bulk_load();
@@ -273,6 +279,130 @@ fn classifier() {
     for (label, tc, tc_floor, xdp, xdp_floor) in cold {
         row("tc spread", label, tc, tc_floor);
         row("xdp spread", label, xdp, xdp_floor);
+    }
+}
+
+/// The per-packet cost of the ordered rules: one lookup per condition kind in use, whatever
+/// the number of rules. Baseline: the same object with the same 10k-prefix set and no ordered
+/// rules, on the same spread packets.
+fn ordered_rules() {
+    println!(
+        "\n== rules: sets with conditions (ordered rules), BPF_PROG_TEST_RUN, {SPREAD} spread \
+         packets (random destinations of a 10k-prefix set, random ports and MACs), median of \
+         {RUNS} rounds; `tc`/`xdp`: 8 of those packets repeated {REPEAT} times each (hot \
+         caches, the program's own cost); baseline: no ordered rules\n"
+    );
+    let mut rng = Rng::new(0x0dde_7ed);
+    let set = prefixes(&mut rng, 10_000, true);
+    let macs: Vec<[u8; 6]> = (0..16).map(|_| rng.bytes::<6>()).collect();
+    let frames: Vec<Vec<u8>> = (0..SPREAD)
+        .map(|_| {
+            let p = &set[rng.below(set.len() as u64) as usize];
+            let dst = random_inside(&mut rng, p);
+            let src = IpAddr::V4(Ipv4Addr::new(192, 168, 1, rng.below(250) as u8 + 1));
+            let (sport, dport) = (rng.below(65535) as u16 + 1, rng.below(65535) as u16 + 1);
+            let transport = if rng.chance(50) {
+                Transport::Tcp { sport, dport }
+            } else {
+                Transport::Udp { sport, dport }
+            };
+            Frame::udp(src, dst)
+                .with_transport(transport)
+                .with_src_mac(macs[rng.below(16) as usize])
+                .build()
+        })
+        .collect();
+    let rules_of = |rng: &mut Rng, n: usize, every: bool| -> Vec<OrderedRule> {
+        (0..n)
+            .map(|i| {
+                let port = rng.below(60000) as u16 + 1;
+                let mut c = Conditions {
+                    protos: vec![if i % 2 == 0 { Proto::TCP } else { Proto::UDP }],
+                    dports: vec![PortRange {
+                        first: port,
+                        last: port.saturating_add(200),
+                    }],
+                    ..Conditions::default()
+                };
+                let mut own = Vec::new();
+                if every {
+                    c.sports = vec![PortRange {
+                        first: 1024,
+                        last: 65535,
+                    }];
+                    c.src_macs = vec![macs[i % 16]];
+                    c.ins = vec!["lo".into()];
+                    c.src_prefixes = vec![Prefix::new("192.168.1.0".parse().unwrap(), 24).unwrap()];
+                    own = (0..16)
+                        .map(|_| set[rng.below(set.len() as u64) as usize])
+                        .collect();
+                }
+                OrderedRule {
+                    rule: 2 + i as u32,
+                    direction: Direction::Dst,
+                    prefixes: own,
+                    conditions: c,
+                }
+            })
+            .collect()
+    };
+    let cases = [
+        ("none (baseline)", Vec::new()),
+        ("8, proto+dport", rules_of(&mut rng, 8, false)),
+        ("64, proto+dport", rules_of(&mut rng, 64, false)),
+        ("8, every kind", rules_of(&mut rng, 8, true)),
+        ("64, every kind", rules_of(&mut rng, 64, true)),
+    ];
+    println!(
+        "{:<10} {:<22} {:>9} {:>9} {:>10}",
+        "program", "ordered rules", "ns/pkt", "vs base", "+ns"
+    );
+    let mut base = [0.0; 4];
+    for (label, rules) in cases {
+        let mut dp = Dataplane::load().expect("steer loads");
+        let policy = PolicyEntry {
+            action: action::MARK,
+            mark: 0x100,
+            mask: 0xff00,
+            wan: 0,
+            ..PolicyEntry::default()
+        };
+        for rule in 0..70 {
+            for family in Family::ALL {
+                dp.maps_mut().set_policy(0, family, rule, policy).unwrap();
+            }
+        }
+        let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
+        dp.maps_mut()
+            .set_prefixes(Direction::Dst, &entries, WriteMode::Batched)
+            .expect("load set");
+        let tables = CondTables::compile(&rules).expect("compile");
+        let resolved = Resolved::new(&tables, |name| steer::dataplane::ifindex(name).ok());
+        dp.maps_mut().sync_ordered(&resolved).expect("write rules");
+        let mut settings = dp.maps().settings().unwrap();
+        if !rules.is_empty() {
+            settings.flags |= steer_common::settings_flags::HAS_COND;
+        }
+        dp.maps_mut().set_settings(settings).unwrap();
+        let hot = |prog: &dyn Fn(&[u8]) -> Duration| {
+            frames[..8]
+                .iter()
+                .map(|f| median_ns(|| prog(f)))
+                .sum::<f64>()
+                / 8.0
+        };
+        let measured = [
+            hot(&|f| time_per_run(dp.tc(), f, REPEAT).unwrap()),
+            hot(&|f| time_per_run(dp.xdp(), f, REPEAT).unwrap()),
+            spread_ns(dp.tc(), &frames),
+            spread_ns(dp.xdp(), &frames),
+        ];
+        if rules.is_empty() {
+            base = measured;
+        }
+        for (i, program) in ["tc", "xdp", "tc spread", "xdp spread"].iter().enumerate() {
+            row(program, label, measured[i], base[i]);
+        }
     }
 }
 

@@ -9,6 +9,16 @@ use crate::{
     prefix::parse_prefix,
 };
 
+/// The condition keys: any of them makes a set an ordered rule.
+pub(super) const KEYS: [&str; 6] = [
+    "proto",
+    "sports",
+    "dports",
+    "src_macs",
+    "in",
+    "src_prefixes",
+];
+
 /// The set's conditions, `None` when it has none (a plain prefix set). Every bad value is
 /// reported; what is left is what was valid.
 pub(super) fn read(

@@ -288,9 +288,9 @@ impl SetReader<'_> {
 /// A set must match something (unless what it had was written with the wrong type).
 fn check_not_empty(cx: &mut Ctx<'_>, s: &RawSet, span: &Range<usize>, label: &str) {
     let empty = |l: &Option<Strings>| l.as_ref().is_none_or(|l| l.get_ref().is_empty());
-    let mistyped = ["prefixes", "files", "domains", "domain_files"]
-        .iter()
-        .any(|k| cx.mistyped(&format!("{label}.{k}")));
+    let keys = ["prefixes", "files", "domains", "domain_files"];
+    let mistyped =
+        (keys.iter().chain(&conditions::KEYS)).any(|k| cx.mistyped(&format!("{label}.{k}")));
     let nothing = empty(&s.prefixes) && empty(&s.files) && empty(&s.domains);
     if nothing && empty(&s.domain_files) && !mistyped {
         cx.err_value(
