@@ -64,9 +64,14 @@ fn via(s: &Scenario, server: impl Into<IpAddr>, port: u16) -> Wan {
     }
 }
 
+/// `steer explain ARGS --json` in the router's namespace (where `--in` names its interfaces).
 fn explain_in_router(s: &Scenario, args: &[&str]) -> serde_json::Value {
+    in_router(s, "explain", args)
+}
+
+fn in_router(s: &Scenario, command: &str, args: &[&str]) -> serde_json::Value {
     let out = steer_in(&s.lab.router)
-        .arg("explain")
+        .arg(command)
         .args(args)
         .args(["--json", "--socket"])
         .arg(&s.work.socket)
@@ -76,10 +81,10 @@ fn explain_in_router(s: &Scenario, args: &[&str]) -> serde_json::Value {
         .expect("run steer explain");
     assert!(
         out.status.success(),
-        "steer explain {args:?}: {}",
+        "steer {command} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("explain --json")
+    serde_json::from_slice(&out.stdout).expect("--json")
 }
 
 #[test]
@@ -145,6 +150,30 @@ fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_set
     assert_eq!(e["set"], "default", "not from lan0: {e}");
     let e = explain_in_router(&s, &[&a.to_string(), "--dport", "7002", "--in", "lan0"]);
     assert_eq!(e["set"], "from-lan", "{e}");
+
+    let dump = in_router(&s, "dump", &["rules"]);
+    let rule = |name: &str| {
+        dump["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["set"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no rule {name} in {dump}"))
+    };
+    let voip = rule("voip");
+    assert_eq!(voip["order"], 1, "{voip}");
+    assert_eq!(
+        voip["conditions"],
+        serde_json::json!(["proto udp", "dport 5060-5061,10000-10010"])
+    );
+    let kid = rule("kid");
+    assert_eq!(
+        kid["conditions"],
+        serde_json::json!(["dport 7000", format!("src-mac {client_mac}")])
+    );
+    assert_eq!(rule("b-game")["conditions"][2], "dst in 1 prefixes");
+    assert_eq!(rule("from-lan")["conditions"][1], "in lan0");
 
     // A reload that moves voip to other ports moves new traffic with it.
     let text = std::fs::read_to_string(&config).expect("config");

@@ -161,7 +161,7 @@ struct View<'a> {
 fn section_json(section: Section, v: &View) -> Result<(&'static str, Value), DataplaneError> {
     let (maps, names) = (v.maps, v.names);
     Ok(match section {
-        Section::Rules => ("rules", rules(names)),
+        Section::Rules => ("rules", rules(maps, names)?),
         Section::Policies => ("policies", policies(maps, names)?),
         Section::Counters => ("counters", counters(maps, names, v.pin_dir)?),
         Section::Sets => ("sets", sets(maps, names, v.runtime)?),
@@ -175,7 +175,7 @@ fn section_json(section: Section, v: &View) -> Result<(&'static str, Value), Dat
 fn section_text(section: Section, v: &View) -> Result<String, DataplaneError> {
     let (maps, names) = (v.maps, v.names);
     Ok(match section {
-        Section::Rules => render_rules(names),
+        Section::Rules => render_rules(&rules(maps, names)?),
         Section::Policies => render_policies(&policies(maps, names)?),
         Section::Counters => render_counters(&counters(maps, names, v.pin_dir)?),
         Section::Sets => render_sets(&sets(maps, names, v.runtime)?),
@@ -185,26 +185,46 @@ fn section_text(section: Section, v: &View) -> Result<String, DataplaneError> {
     })
 }
 
-fn rules(names: &Names) -> Value {
-    Value::Array(
+/// Every rule; a set with conditions also with its place in the order and its conditions as
+/// the kernel holds them.
+fn rules(maps: &Maps, names: &Names) -> Result<Value, DataplaneError> {
+    let ordered = maps.ordered().describe()?;
+    Ok(Value::Array(
         names
             .rules
             .iter()
-            .map(|(id, r)| json!({ "rule": id, "set": r.name, "match": r.kind.name(), "policy": names.policy(*id) }))
+            .map(|(id, r)| {
+                let mut v = json!({ "rule": id, "set": r.name, "match": r.kind.name(), "policy": names.policy(*id) });
+                if let Some(o) = ordered.iter().find(|o| o.rule == *id) {
+                    v["order"] = json!(o.position);
+                    v["conditions"] = json!(o.conditions);
+                }
+                v
+            })
             .collect(),
-    )
+    ))
 }
 
-fn render_rules(names: &Names) -> String {
+fn render_rules(v: &Value) -> String {
     let mut out = "rule  set              match    policy\n".to_owned();
-    for (id, r) in &names.rules {
+    for r in v.as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "{id:<5} {:<16} {:<8} {}",
-            r.name,
-            r.kind.name(),
-            names.policy(*id)
+            "{:<5} {:<16} {:<8} {}",
+            r["rule"],
+            r["set"].as_str().unwrap_or_default(),
+            r["match"].as_str().unwrap_or_default(),
+            r["policy"].as_str().unwrap_or_default()
         );
+        if let Some(order) = r.get("order") {
+            let conditions: Vec<&str> = r["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let _ = writeln!(out, "      #{order} in order: {}", conditions.join("; "));
+        }
     }
     out
 }

@@ -227,6 +227,218 @@ impl CondMaps {
     }
 }
 
+/// One ordered rule as the live bank holds it, for `steer dump rules`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrderedView {
+    pub rule: u32,
+    /// 1 for the first.
+    pub position: usize,
+    /// Each condition the rule has, in words ("proto tcp,udp", "dport 443,1000-2000").
+    pub conditions: Vec<String>,
+}
+
+impl CondMaps {
+    /// The live bank's rules in order, each with its conditions read back from the maps.
+    pub fn describe(&self) -> Result<Vec<OrderedView>, DataplaneError> {
+        let bank_no = self.live_bank()?;
+        let bank = self.live()?;
+        let used = bank.used[0] | bank.used[1];
+        let mut out = Vec::new();
+        for i in (0..cond::MAX_RULES as usize).filter(|i| used >> i & 1 == 1) {
+            let bit = 1u64 << i;
+            let constrains = |any: usize| bank.any[any] & bit == 0;
+            let mut c = Vec::new();
+            if constrains(cond::any::PROTO) {
+                c.push(format!("proto {}", self.protos(bank_no, bit)?.join(",")));
+            }
+            for (any, side, word) in [
+                (cond::any::SPORT, cond::SRC, "sport"),
+                (cond::any::DPORT, cond::DST, "dport"),
+            ] {
+                if constrains(any) {
+                    c.push(format!(
+                        "{word} {}",
+                        self.ports(bank_no, side, bit)?.join(",")
+                    ));
+                }
+            }
+            if constrains(cond::any::MAC) {
+                let macs: Vec<String> = self
+                    .mac
+                    .iter()
+                    .filter_map(Result::ok)
+                    .filter(|(k, b)| u32::from(k.bank) == bank_no && b & bit != 0)
+                    .map(|(k, _)| k.mac.map(|b| format!("{b:02x}")).join(":"))
+                    .collect();
+                c.push(format!("src-mac {}", macs.join(",")));
+            }
+            if constrains(cond::any::IN) {
+                let ins: Vec<String> = self
+                    .ins
+                    .iter()
+                    .filter_map(Result::ok)
+                    .filter(|(k, b)| k.bank == bank_no && b & bit != 0)
+                    .map(|(k, _)| interface_name(k.ifindex))
+                    .collect();
+                c.push(format!("in {}", ins.join(",")));
+            }
+            for (side, word) in [(Direction::Src, "src"), (Direction::Dst, "dst")] {
+                let any = if side == Direction::Src {
+                    cond::any::SRC_V4
+                } else {
+                    cond::any::DST_V4
+                };
+                if constrains(any) || constrains(any + 1) {
+                    let n = self.own_prefixes(bank_no as u8, side, bit)?;
+                    c.push(format!("{word} in {n} prefixes"));
+                }
+            }
+            out.push(OrderedView {
+                rule: u32::from(bank.rule[i]),
+                position: i + 1,
+                conditions: c,
+            });
+        }
+        Ok(out)
+    }
+
+    fn protos(&self, bank: u32, bit: u64) -> Result<Vec<String>, DataplaneError> {
+        let mut found = Vec::new();
+        for family in Family::ALL {
+            for proto in 0..=255u8 {
+                let index = cond::proto_index(bank, family.raw(), proto);
+                let bits = self
+                    .proto
+                    .get(&index, 0)
+                    .map_err(map_err(names::COND_PROTO, "read"))?;
+                if bits & bit != 0 {
+                    let name = match (family, proto) {
+                        (_, 6) => "tcp".to_string(),
+                        (_, 17) => "udp".to_string(),
+                        (Family::V4, 1) | (Family::V6, 58) => "icmp".to_string(),
+                        (_, p) => p.to_string(),
+                    };
+                    if !found.contains(&name) {
+                        found.push(name);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The port ranges of the rule of `bit` on one side, read back from the classes.
+    fn ports(&self, bank: u32, side: u32, bit: u64) -> Result<Vec<String>, DataplaneError> {
+        let mut class_has = [false; cond::PORT_CLASSES as usize];
+        for (class, has) in class_has.iter_mut().enumerate() {
+            let index = cond::port_bits_index(bank, side, class as u8);
+            let bits = self
+                .port_bits
+                .get(&index, 0)
+                .map_err(map_err(names::COND_PORT_BITS, "read"))?;
+            *has = bits & bit != 0;
+        }
+        let mut ranges: Vec<String> = Vec::new();
+        let mut start: Option<u32> = None;
+        for value in 0..cond::PORT_VALUES {
+            let index = cond::port_class_index(bank, side, (value * cond::PORTS_PER_VALUE) as u16);
+            let classes = self
+                .port_class
+                .get(&index, 0)
+                .map_err(map_err(names::COND_PORT_CLASS, "read"))?;
+            for (k, class) in classes.class.iter().enumerate() {
+                let port = value * cond::PORTS_PER_VALUE + k as u32;
+                match (class_has[*class as usize], start) {
+                    (true, None) => start = Some(port),
+                    (false, Some(first)) => {
+                        ranges.push(range_text(first, port - 1));
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(first) = start {
+            ranges.push(range_text(first, 65535));
+        }
+        Ok(ranges)
+    }
+
+    /// How many prefixes on `side` are the rule's own (not carried down from a shorter one).
+    fn own_prefixes(&self, bank: u8, side: Direction, bit: u64) -> Result<usize, DataplaneError> {
+        let s = side_index(side);
+        let mut held: Vec<Prefix> = Vec::new();
+        collect(&self.addrs_v4[s], ADDR_NAMES[s][0], bank, bit, &mut held)?;
+        collect(&self.addrs_v6[s], ADDR_NAMES[s][1], bank, bit, &mut held)?;
+        held.sort_unstable();
+        let mut own = 0;
+        let mut stack: Vec<Prefix> = Vec::new();
+        for p in held {
+            while stack
+                .last()
+                .is_some_and(|top| !(top.len() <= p.len() && top.contains(p.addr())))
+            {
+                stack.pop();
+            }
+            own += usize::from(stack.is_empty());
+            stack.push(p);
+        }
+        Ok(own)
+    }
+}
+
+fn range_text(first: u32, last: u32) -> String {
+    if first == last {
+        first.to_string()
+    } else {
+        format!("{first}-{last}")
+    }
+}
+
+/// The name of interface `ifindex` here, or its number.
+fn interface_name(ifindex: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has room for IF_NAMESIZE bytes, what if_indextoname writes at most.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return format!("ifindex {ifindex}");
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The prefixes of `bank` in `trie` whose bits include `bit`.
+fn collect<const N: usize>(
+    trie: &LpmTrie<MapData, [u8; N], u64>,
+    name: &'static str,
+    bank: u8,
+    bit: u64,
+    out: &mut Vec<Prefix>,
+) -> Result<(), DataplaneError> {
+    for entry in trie.iter() {
+        let (key, bits) = entry.map_err(map_err(name, "read"))?;
+        if key.data()[0] == bank && bits & bit != 0 {
+            out.extend(prefix_of_key(&key));
+        }
+    }
+    Ok(())
+}
+
+/// The prefix a trie key stands for (its bank byte and length dropped).
+fn prefix_of_key<const N: usize>(key: &Key<[u8; N]>) -> Option<Prefix> {
+    let data = key.data();
+    let ip = if N == 5 {
+        std::net::IpAddr::from([data[1], data[2], data[3], data[4]])
+    } else {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&data[1..17]);
+        std::net::IpAddr::from(o)
+    };
+    Prefix::new(ip, key.prefix_len().checked_sub(8)?).ok()
+}
+
 /// The shortest prefix of `bank` in `trie` containing `addr` whose bits include `bit`.
 fn shortest<const N: usize>(
     trie: &LpmTrie<MapData, [u8; N], u64>,
@@ -238,19 +450,10 @@ fn shortest<const N: usize>(
     let mut best: Option<Prefix> = None;
     for entry in trie.iter() {
         let (key, bits) = entry.map_err(map_err(name, "read"))?;
-        let data = key.data();
-        if data[0] != bank || bits & bit == 0 {
+        if key.data()[0] != bank || bits & bit == 0 {
             continue;
         }
-        let ip = match N {
-            5 => std::net::IpAddr::from([data[1], data[2], data[3], data[4]]),
-            _ => {
-                let mut o = [0u8; 16];
-                o.copy_from_slice(&data[1..17]);
-                std::net::IpAddr::from(o)
-            }
-        };
-        let Ok(p) = Prefix::new(ip, key.prefix_len() - 8) else {
+        let Some(p) = prefix_of_key(&key) else {
             continue;
         };
         if p.contains(addr) && best.is_none_or(|b| p.len() < b.len()) {
