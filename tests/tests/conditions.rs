@@ -183,4 +183,17 @@ fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_set
     s.lab.flush_conntrack();
     assert_eq!(via(&s, a, 5070), Wan::Two, "udp 5070 after the reload");
     assert_eq!(via(&s, a, 5061), Wan::One, "udp 5061 after the reload");
+
+    // lan0 deleted and made again (a new ifindex), as netifd does with br-lan: the rule that
+    // names it follows.
+    s.lab
+        .router
+        .run(&format!("ip link del dev {}", Lab::LAN_IFACE));
+    s.lab.connect_lan();
+    s.daemon.wait_log(
+        "lan0: LAN interface (re)appeared: classifier attached",
+        std::time::Duration::from_secs(5),
+    );
+    assert_eq!(via(&s, a, 7002), Wan::Two, "came in on the new lan0");
+    assert_eq!(via(&s, a, 7003), Wan::One, "no rule");
 }

@@ -629,6 +629,12 @@ impl Controller {
         if !self.config.general.lan.iter().any(|l| l == iface) {
             return None;
         }
+        // Rules that name the interface (`in`) follow its new index (or lose the old one).
+        if let Err(e) = self.dp.maps_mut().refresh_ordered_interfaces() {
+            return Some(ReportLine::error(format!(
+                "{iface}: rewriting the rules that name it (`in`) failed: {e}; run `steer reload`"
+            )));
+        }
         match index {
             None => {
                 self.dp.forget(iface);

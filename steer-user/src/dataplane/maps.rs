@@ -680,6 +680,19 @@ impl Maps {
         Ok(Some(live))
     }
 
+    /// Resolves the live rules' `in` interfaces again and rewrites them when an index changed
+    /// (a LAN interface deleted or created again). Returns whether it wrote.
+    pub fn refresh_ordered_interfaces(&mut self) -> Result<bool, DataplaneError> {
+        let Some(live) = &self.ordered_live else {
+            return Ok(false);
+        };
+        if live.tables.ins.is_empty() {
+            return Ok(false);
+        }
+        let want = Resolved::new(&live.tables, |name| super::ifindex(name).ok());
+        Ok(self.sync_ordered(&want)?.is_some())
+    }
+
     /// Whether the live bank holds ordered rules (the classifier must look at them).
     pub fn ordered_in_use(&self) -> Result<bool, DataplaneError> {
         match &self.ordered_live {
