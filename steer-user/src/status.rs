@@ -286,7 +286,7 @@ pub struct ShareStatus {
 pub struct SetStatus {
     pub name: String,
     pub rule: u32,
-    /// "dst", "src" or "default".
+    /// "dst", "src", "ordered" (a set with conditions) or "default".
     #[serde(rename = "match")]
     pub matches: String,
     pub policy: Option<String>,

@@ -1242,7 +1242,16 @@ impl Controller {
                     rule: r.id,
                     matches: r.kind.name().to_owned(),
                     policy: r.policy.clone(),
-                    prefixes: per_rule.get(&r.id).copied().unwrap_or(0),
+                    prefixes: match r.kind {
+                        // An ordered rule's prefixes are in the condition maps, as configured.
+                        crate::model::RuleKind::Ordered(_) => self
+                            .config
+                            .sets
+                            .iter()
+                            .find(|s| s.name == r.name)
+                            .map_or(0, |s| s.prefixes.len()),
+                        _ => per_rule.get(&r.id).copied().unwrap_or(0),
+                    },
                     runtime: self.runtime_len(&r.name),
                     packets: counter.packets,
                     bytes: counter.bytes,
