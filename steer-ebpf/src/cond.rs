@@ -141,7 +141,7 @@ fn common_bits(bank_no: u32, bank: &CondBank, family: u32, parsed: &Parsed, inpu
             mac: input.mac,
         };
         // SAFETY: the value is a plain u64 copied out at once.
-        let hit = unsafe { COND_MAC.get(&key) }.copied().unwrap_or(0);
+        let hit = unsafe { COND_MAC.get(key) }.copied().unwrap_or(0);
         bits &= bank.any[cond::any::MAC] | hit;
     }
     if bits != 0 && dims & cond::dims::IN != 0 {
@@ -150,7 +150,7 @@ fn common_bits(bank_no: u32, bank: &CondBank, family: u32, parsed: &Parsed, inpu
             ifindex: input.ifindex,
         };
         // SAFETY: as above.
-        let hit = unsafe { COND_IN.get(&key) }.copied().unwrap_or(0);
+        let hit = unsafe { COND_IN.get(key) }.copied().unwrap_or(0);
         bits &= bank.any[cond::any::IN] | hit;
     }
     bits

@@ -292,7 +292,7 @@ fn ordered_rules() {
          {RUNS} rounds; `tc`/`xdp`: 8 of those packets repeated {REPEAT} times each (hot \
          caches, the program's own cost); baseline: no ordered rules\n"
     );
-    let mut rng = Rng::new(0x0dde_7ed);
+    let mut rng = Rng::new(0x0dde_07ed);
     let set = prefixes(&mut rng, 10_000, true);
     let macs: Vec<[u8; 6]> = (0..16).map(|_| rng.bytes::<6>()).collect();
     let frames: Vec<Vec<u8>> = (0..SPREAD)
