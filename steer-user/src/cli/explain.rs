@@ -84,21 +84,6 @@ pub struct Probe {
     pub input: Option<String>,
 }
 
-impl Probe {
-    /// A UDP packet to `dst` port 443, as `steer explain DST` sends by default.
-    pub fn to(dst: IpAddr) -> Probe {
-        Probe {
-            dst,
-            src: None,
-            proto: Proto::Udp,
-            sport: 40000,
-            dport: 443,
-            src_mac: None,
-            input: None,
-        }
-    }
-}
-
 /// An ordered rule that matched: its place in the configuration and the conditions the
 /// packet met.
 #[derive(Clone, Debug, PartialEq, Eq)]

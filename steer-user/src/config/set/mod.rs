@@ -203,7 +203,44 @@ fn check_ordered(cx: &mut Ctx<'_>, pending: &[PendingSet]) {
         })
         .collect();
     if let (Err(e), Some(first)) = (CondTables::compile(&rules), ordered.first()) {
-        cx.err(&first.span, &first.label, e.to_string(), "");
+        cx.err(
+            &first.span,
+            &first.label,
+            e.to_string(),
+            "give rules the same port ranges where they can (a range shared by many rules \
+             costs one group), or move some rules' ports into fewer, wider ranges",
+        );
+    }
+    check_ordered_prefixes(cx, &ordered);
+}
+
+/// The ordered rules' prefixes fit the condition tries (each holds both banks during a
+/// change, so half of it is what one rule list may use).
+fn check_ordered_prefixes(cx: &mut Ctx<'_>, ordered: &[&PendingSet]) {
+    let limit = (steer_common::cond::ADDR_MAX_ENTRIES / 2) as usize;
+    let mut held: [[usize; 2]; 2] = [[0; 2]; 2];
+    for s in ordered {
+        for (p, _, _) in &s.entries {
+            held[crate::model::ordered::side_index(s.direction)][usize::from(!p.is_v4())] += 1;
+        }
+        for p in s.conditions.iter().flat_map(|c| &c.src_prefixes) {
+            held[crate::model::ordered::side_index(Direction::Src)][usize::from(!p.is_v4())] += 1;
+        }
+    }
+    let over = held.iter().flatten().copied().max().unwrap_or(0);
+    if over > limit
+        && let Some(first) = ordered.first()
+    {
+        cx.err(
+            &first.span,
+            &first.label,
+            format!(
+                "the sets with conditions hold {over} prefixes of one address family on one \
+                 side; steer keeps at most {limit} there"
+            ),
+            "put large lists in sets without conditions (longest match, no such limit) and \
+             keep the conditions for the traffic that needs them",
+        );
     }
 }
 
