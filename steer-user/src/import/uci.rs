@@ -220,12 +220,13 @@ fn words(line: &str) -> Result<Vec<(String, usize)>, WordError> {
                         if c == q {
                             break;
                         }
-                        if c == '\\' && q == '"' {
-                            if let Some(&n) = chars.get(i) {
-                                word.push(n);
-                                i += 1;
-                                continue;
-                            }
+                        if c == '\\'
+                            && q == '"'
+                            && let Some(&n) = chars.get(i)
+                        {
+                            word.push(n);
+                            i += 1;
+                            continue;
                         }
                         word.push(c);
                     }
