@@ -366,6 +366,7 @@ fn omr_bypass_every_rule_type() {
             ("via-eth1".into(), "src_macs".into()),
             ("via-eth1".into(), "domains".into()),
             ("via-eth2-eth1-then-default".into(), "domains".into()),
+            ("via-eth2".into(), "domains".into()),
         ]
     );
     assert_eq!(strs(&s[3]["dports"]), ["5060-5070"]);
@@ -373,6 +374,10 @@ fn omr_bypass_every_rule_type() {
     assert_eq!(strs(&s[7]["domains"]), ["netflix.com"]);
     assert_eq!(s[7]["filter_aaaa"].as_bool(), Some(true));
     assert_eq!(strs(&s[8]["domains"]), ["example.org"]);
+    assert!(
+        !s[9].contains_key("filter_aaaa"),
+        "family ipv4 is reported, not guessed"
+    );
     for want in [
         format!("{file}:17: not imported: domains #3: `google.*`"),
         format!("{file}:52: not imported: asns #11 (ASN 2906)"),
@@ -380,6 +385,7 @@ fn omr_bypass_every_rule_type() {
         format!("{file}:60: not imported: ips #13: VPN on server"),
         format!("{file}:67: not imported: macs #14: DSCP marking"),
         format!("{file}:68: unknown option: `colour` in macs #14"),
+        format!("{file}:73: not imported: domains #15: family ipv4 only"),
     ] {
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
         let comment = want.replacen(": not imported: ", ": ", 1);

@@ -22,6 +22,8 @@ use super::{
 
 /// mwan3's default mask (`config_get MMX_MASK globals mmx_mask '0x3F00'`).
 pub const DEFAULT_MMX_MASK: u32 = 0x3F00;
+/// steer's limit on WANs.
+const MAX_WANS: usize = 32;
 /// steer's limit on ordered rules.
 const MAX_ORDERED: usize = 64;
 
@@ -225,6 +227,15 @@ fn interfaces(
             );
             continue;
         }
+        if (253..=255).contains(&id) {
+            notes.add(
+                NoteKind::NotImported,
+                s.line,
+                format!("{label} is interface number {id}, whose table is one of the kernel's reserved ones"),
+                "steer cannot use tables 253-255: give it another table by hand",
+            );
+            continue;
+        }
         if id > max_id {
             notes.add(
                 NoteKind::NotImported,
@@ -294,6 +305,14 @@ fn interfaces(
             target_line: s.line_of("track_ip"),
             reliability,
         });
+    }
+    if builds.len() > MAX_WANS {
+        notes.add(
+            NoteKind::Check,
+            builds[MAX_WANS].target_line,
+            format!("{} WANs; steer takes at most {MAX_WANS}", builds.len()),
+            "leave out the WANs no policy needs",
+        );
     }
     for b in builds {
         out.wans.push(finish(b, notes));

@@ -57,7 +57,6 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
         },
         opts,
         wan_names: Vec::new(),
-        policy_names: vec!["main".to_owned()],
         set_names: Vec::new(),
     };
     for (i, s) in sections.iter().enumerate() {
@@ -138,7 +137,6 @@ struct Builder<'a> {
     out: Out,
     opts: &'a Options,
     wan_names: Vec<String>,
-    policy_names: Vec<String>,
     set_names: Vec<String>,
 }
 
@@ -225,10 +223,11 @@ impl Builder<'_> {
         if last_resort == "default" {
             name.push_str("-then-default");
         }
-        if let Some(p) = self.out.policies.iter().find(|p| p.comment == name) {
-            return Ok(Output::Policy(p.name.clone()));
+        // Sanitized only: one policy per distinct list, shared by the rules that use it.
+        let steer = steer_name(&name, "policy", &mut Vec::new());
+        if self.out.policies.iter().any(|p| p.name == steer) {
+            return Ok(Output::Policy(steer));
         }
-        let steer = steer_name(&name, "policy", &mut self.policy_names);
         if last_resort == "blackhole" {
             notes.add(
                 NoteKind::Check,
@@ -237,8 +236,17 @@ impl Builder<'_> {
                 "policy last_resort = \"blackhole\"; list `all` last to fall back on the default route",
             );
         }
+        let then = if last_resort == "default" {
+            "then the default route"
+        } else {
+            "blocked when none is up"
+        };
         self.out.policies.push(PolicyOut {
-            comment: name,
+            comment: format!(
+                "{}:{line}: the output list {}, {then}",
+                self.opts.file,
+                wans.join(", ")
+            ),
             name: steer.clone(),
             members: wans
                 .iter()
@@ -328,15 +336,15 @@ impl Builder<'_> {
                     return None;
                 }
                 lines.push(list("domains", &domains));
-                if s.value("noipv6") == Some("1") || s.value("family") == Some("ipv4") {
+                if s.value("noipv6") == Some("1") {
                     lines.push("filter_aaaa = true".to_owned());
                 }
-                if s.value("family") == Some("ipv6") {
+                if let Some(f @ ("ipv4" | "ipv6")) = s.value("family") {
                     notes.add(
                         NoteKind::NotImported,
                         s.line_of("family"),
-                        format!("{label}: family ipv6 only"),
-                        "steer steers both families of a domain",
+                        format!("{label}: family {f} only"),
+                        "steer steers both families of a domain's addresses; filter_aaaa = true keeps its clients on IPv4",
                     );
                 }
                 if s.get("proto")
