@@ -1062,6 +1062,109 @@ fn rule(
 mod tests {
     use super::*;
 
+    const HEAD: &str = "config interface 'a'\n option enabled 1\n list track_ip '192.0.2.1'\n\
+                        config interface 'b'\n option enabled 1\n list track_ip '192.0.2.2'\n\
+                        config member 'a1'\n option interface 'a'\n\
+                        config member 'b1'\n option interface 'b'\n\
+                        config policy 'pa'\n list use_member 'a1'\n\
+                        config policy 'pb'\n list use_member 'b1'\n";
+
+    fn run(rules: &str) -> Imported {
+        let opts = Options {
+            file: "mwan3".into(),
+            network: None,
+            lan: vec!["br-lan".into()],
+        };
+        import(&format!("{HEAD}{rules}"), &opts).unwrap()
+    }
+
+    fn table(i: &Imported) -> toml::Table {
+        i.toml.parse().unwrap()
+    }
+
+    fn set_names(t: &toml::Table) -> Vec<String> {
+        t.get("set")
+            .and_then(|s| s.as_array())
+            .map(|a| {
+                a.iter()
+                    .map(|s| s["name"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn catch_alls_of_two_policies_stay_ordered_rules() {
+        let i = run(
+            "config rule 'v4'\n option dest_ip '0.0.0.0/0'\n option use_policy 'pa'\n\
+                     config rule 'v6'\n option dest_ip '::/0'\n option use_policy 'pb'\n",
+        );
+        let t = table(&i);
+        assert!(t.get("default").is_none());
+        assert_eq!(set_names(&t), ["v4", "v6"]);
+    }
+
+    #[test]
+    fn a_rule_with_no_condition_is_the_default() {
+        let i = run(
+            "config rule 'x'\n option dest_port '22'\n option proto 'tcp'\n option use_policy 'pb'\n\
+                     config rule 'all'\n option use_policy 'pa'\n",
+        );
+        let t = table(&i);
+        assert_eq!(t["default"]["policy"].as_str(), Some("pa"));
+        assert_eq!(set_names(&t), ["x"]);
+    }
+
+    #[test]
+    fn a_main_table_catch_all_leaves_no_default() {
+        let i = run("config rule 'all'\n option use_policy 'default'\n");
+        let t = table(&i);
+        assert!(
+            t.get("default").is_none() && t.get("set").is_none(),
+            "{}",
+            i.toml
+        );
+        assert!(i.notes.iter().any(|n| n.what.contains("main table")));
+    }
+
+    #[test]
+    fn unreachable_and_unknown_policies_are_commented_out_in_place() {
+        let i = run(
+            "config rule 'drop'\n option dest_ip '198.51.100.0/24'\n option use_policy 'blackhole'\n\
+                     config rule 'gone'\n option src_ip '10.0.0.0/8'\n option use_policy 'nope'\n\
+                     config rule 'kept'\n option src_ip '10.0.0.0/8'\n option use_policy 'pa'\n",
+        );
+        assert_eq!(set_names(&table(&i)), ["kept"]);
+        let drop = i.toml.find("# name = \"drop\"").expect("commented out");
+        let gone = i.toml.find("# name = \"gone\"").expect("commented out");
+        let kept = i.toml.find("name = \"kept\"").unwrap();
+        assert!(drop < gone && gone < kept, "{}", i.toml);
+        let lines: Vec<(usize, NoteKind)> = i
+            .notes
+            .iter()
+            .filter(|n| n.what.contains("use_policy `blackhole`") || n.what.contains("`nope`"))
+            .map(|n| (n.line, n.kind))
+            .collect();
+        assert_eq!(
+            lines,
+            [(17, NoteKind::NotImported), (20, NoteKind::NotImported)]
+        );
+    }
+
+    #[test]
+    fn big_weights_keep_their_ratio() {
+        let mut list = vec![("a".to_owned(), 1, 1000), ("b".to_owned(), 1, 250)];
+        let mut notes = Notes::new("f");
+        fit_weights(&mut list, "p", 1, &mut notes);
+        assert_eq!((list[0].2, list[1].2), (4, 1));
+        assert!(notes.into_vec().is_empty());
+        let mut list = vec![("a".to_owned(), 1, 997), ("b".to_owned(), 1, 500)];
+        let mut notes = Notes::new("f");
+        fit_weights(&mut list, "p", 1, &mut notes);
+        assert_eq!((list[0].2, list[1].2), (64, 33));
+        assert_eq!(notes.into_vec().len(), 1);
+    }
+
     #[test]
     fn marks_spread_over_the_mask_as_mwan3_does() {
         assert_eq!(id_to_mark(1, 0x3f00), 0x100);
