@@ -1,0 +1,327 @@
+//! mwan3's rules as ordered sets, in file order; trailing catch-alls as the default.
+
+use std::collections::BTreeMap;
+
+use super::{MAX_ORDERED, is_true};
+use crate::import::{
+    NoteKind, Notes, Options, is_default_route, ports, prefix, proto_word, steer_name,
+    uci::Section,
+    write::{Out, SetOut, list},
+};
+
+const RULE_KEYS: &[&str] = &[
+    "proto",
+    "src_ip",
+    "src_port",
+    "dest_ip",
+    "dest_port",
+    "ipset",
+    "use_policy",
+    "family",
+    "sticky",
+    "timeout",
+    "logging",
+    "src_iface",
+];
+
+/// One mwan3 rule as steer sees it.
+struct Rule {
+    set: SetOut,
+    /// No condition but a default route (or none) and proto all: a candidate for `[default]`.
+    catch_all: Option<&'static str>,
+    line: usize,
+}
+
+pub(super) fn rules(
+    sections: &[Section],
+    policies: &BTreeMap<String, String>,
+    opts: &Options,
+    notes: &mut Notes,
+    out: &mut Out,
+) {
+    let mut taken = Vec::new();
+    let mut rules = Vec::new();
+    for (i, s) in sections
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.kind == "rule")
+    {
+        notes.unknown_options(s, i, RULE_KEYS);
+        if let Some(r) = rule(s, i, policies, opts, notes, out, &mut taken) {
+            rules.push(r);
+        }
+    }
+    // Trailing catch-alls with one policy covering both families are the default rule.
+    let mut tail = rules.len();
+    while tail > 0 && rules[tail - 1].catch_all.is_some() && rules[tail - 1].set.disabled.is_none()
+    {
+        tail -= 1;
+    }
+    let trailing = &rules[tail..];
+    let families: Vec<&str> = trailing.iter().filter_map(|r| r.catch_all).collect();
+    let covers_both =
+        families.contains(&"any") || (families.contains(&"ipv4") && families.contains(&"ipv6"));
+    let one_policy = trailing
+        .windows(2)
+        .all(|w| w[0].set.policy == w[1].set.policy);
+    if !trailing.is_empty() && covers_both && one_policy {
+        let policy = trailing[0].set.policy.clone();
+        let lines: Vec<String> = trailing.iter().map(|r| r.line.to_string()).collect();
+        if policy != "main" {
+            out.default = Some((
+                policy,
+                format!(
+                    "{}:{}: the catch-all rule(s) at the end",
+                    opts.file,
+                    lines.join(", ")
+                ),
+            ));
+        } else {
+            notes.add(
+                NoteKind::Check,
+                trailing[0].line,
+                "the catch-all rule(s) at the end use the main table",
+                "no [default]: traffic no rule matches is left unmarked and follows the main table",
+            );
+        }
+        rules.truncate(tail);
+    }
+    let ordered = rules.iter().filter(|r| r.set.disabled.is_none()).count();
+    if ordered > MAX_ORDERED {
+        notes.add(
+            NoteKind::Check,
+            rules[MAX_ORDERED].line,
+            format!("{ordered} rules; steer takes at most {MAX_ORDERED} ordered rules"),
+            "merge rules that share a policy (prefixes and ports are lists)",
+        );
+    }
+    out.sets.extend(rules.into_iter().map(|r| r.set));
+}
+
+/// The prefixes of `key` (iptables takes `a,b`).
+fn prefixes(s: &Section, key: &str, notes: &mut Notes) -> Vec<String> {
+    s.items(key)
+        .iter()
+        .flat_map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|v| !v.is_empty())
+        .filter_map(|v| prefix(&v, notes, s.line_of(key)))
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rule(
+    s: &Section,
+    index: usize,
+    policies: &BTreeMap<String, String>,
+    opts: &Options,
+    notes: &mut Notes,
+    out: &mut Out,
+    taken: &mut Vec<String>,
+) -> Option<Rule> {
+    let label = s.label(index);
+    if s.name.as_ref().is_some_and(|n| n.len() > 15) {
+        notes.add(
+            NoteKind::NotImported,
+            s.line,
+            format!("{label}: mwan3 ignores rules with names over 15 characters"),
+            "shorten the name in mwan3 if the rule was meant to work",
+        );
+        return None;
+    }
+    let Some(use_policy) = s.value("use_policy") else {
+        notes.add(
+            NoteKind::NotImported,
+            s.line,
+            format!("{label} has no use_policy (mwan3 ignores it)"),
+            "",
+        );
+        return None;
+    };
+    let mut disabled = None;
+    let policy = match use_policy {
+        "default" => "main".to_owned(),
+        "unreachable" | "blackhole" => {
+            notes.add(
+                NoteKind::NotImported,
+                s.line_of("use_policy"),
+                format!("{label}: use_policy `{use_policy}`"),
+                format!(
+                    "steer rejects or drops traffic only as a policy's last_resort: use a firewall rule, or a policy whose last_resort = \"{use_policy}\""
+                ),
+            );
+            disabled = Some(format!("use_policy {use_policy}"));
+            use_policy.to_owned()
+        }
+        p => match policies.get(p) {
+            Some(steer) => steer.clone(),
+            None => {
+                notes.add(
+                    NoteKind::NotImported,
+                    s.line_of("use_policy"),
+                    format!("{label}: policy `{p}` is not imported"),
+                    "",
+                );
+                disabled = Some(format!("policy {p} not imported"));
+                p.to_owned()
+            }
+        },
+    };
+    let proto_raw = s.value("proto").unwrap_or("all");
+    let Some(proto) = proto_word(proto_raw) else {
+        notes.add(
+            NoteKind::NotImported,
+            s.line_of("proto"),
+            format!("{label}: proto `{proto_raw}`"),
+            "use tcp, udp, icmp, all or a protocol number",
+        );
+        return None;
+    };
+    let family = s.value("family").unwrap_or("any");
+    let dst = prefixes(s, "dest_ip", notes);
+    let src = prefixes(s, "src_ip", notes);
+    let mut lines = Vec::new();
+    let mut conditions = false;
+    if !dst.is_empty() {
+        lines.push("match = \"dst\"".to_owned());
+        lines.push(list("prefixes", &dst));
+        if !src.is_empty() {
+            lines.push(list("src_prefixes", &src));
+            conditions = true;
+        }
+    } else if !src.is_empty() {
+        lines.push("match = \"src\"".to_owned());
+        lines.push(list("prefixes", &src));
+        conditions = true;
+    } else if family == "ipv4" || family == "ipv6" {
+        // A family of its own: the default route of that family is what selects it.
+        let all = if family == "ipv4" {
+            "0.0.0.0/0"
+        } else {
+            "::/0"
+        };
+        lines.push("match = \"dst\"".to_owned());
+        lines.push(list("prefixes", &[all.to_owned()]));
+    }
+    let all_default = dst.iter().all(|p| is_default_route(p)) && src.is_empty();
+    if dst.iter().chain(&src).any(|p| is_default_route(p))
+        || (dst.is_empty() && src.is_empty() && family != "any")
+    {
+        lines.push("allow_default_route = true".to_owned());
+    }
+    lines.push(list("proto", std::slice::from_ref(&proto)));
+    if proto != "any" {
+        conditions = true;
+    }
+    for (key, steer_key) in [("dest_port", "dports"), ("src_port", "sports")] {
+        let Some(v) = s.value(key) else { continue };
+        if proto != "tcp" && proto != "udp" {
+            notes.add(
+                NoteKind::Check,
+                s.line_of(key),
+                format!("{label}: {key} with proto `{proto_raw}`"),
+                "mwan3 ignores ports unless proto is tcp or udp; left out",
+            );
+            continue;
+        }
+        match ports(v) {
+            Ok(p) => {
+                lines.push(list(steer_key, &p));
+                conditions = true;
+            }
+            Err(bad) => {
+                notes.add(
+                    NoteKind::NotImported,
+                    s.line_of(key),
+                    format!("{label}: {key} `{bad}` is not a port or range"),
+                    "write ports as 80,443 or 1000:2000",
+                );
+                disabled = Some(format!("bad {key}"));
+            }
+        }
+    }
+    if let Some(iface) = s.value("src_iface") {
+        let dev = opts
+            .network
+            .as_ref()
+            .and_then(|n| n.device(iface))
+            .unwrap_or(iface)
+            .to_owned();
+        if opts.network.is_none() {
+            notes.add(
+                NoteKind::Check,
+                s.line_of("src_iface"),
+                format!("{label}: src_iface `{iface}` is a logical name"),
+                "steer needs the device (br-lan): pass --network /etc/config/network or edit `in`",
+            );
+        }
+        if !out.lan.contains(&dev) {
+            out.lan.push(dev.clone());
+        }
+        lines.push(list("in", &[dev]));
+        conditions = true;
+    }
+    if let Some(set) = s.value("ipset") {
+        notes.add(
+            NoteKind::NotImported,
+            s.line_of("ipset"),
+            format!("{label}: ipset `{set}` is defined outside mwan3"),
+            format!(
+                "export it with `ipset save {set} | awk '$1 == \"add\" {{print $3}}' > {set}.txt`, then uncomment the set, which reads it with files = [\"{set}.txt\"]"
+            ),
+        );
+        lines.push(list("files", &[format!("{set}.txt")]));
+        disabled = disabled.or(Some(format!("needs {set}.txt exported from ipset {set}")));
+        conditions = true;
+    }
+    if is_true(s.value("sticky")) {
+        notes.add(
+            NoteKind::NotImported,
+            s.line_of("sticky"),
+            format!("{label}: sticky (and its timeout)"),
+            format!(
+                "steer keeps every connection on its WAN for its whole life; to keep each LAN host on one WAN across connections set hash = \"src\" on policy `{policy}`"
+            ),
+        );
+    }
+    if is_true(s.value("logging")) {
+        notes.add(
+            NoteKind::NotImported,
+            s.line_of("logging"),
+            format!("{label}: logging"),
+            "`steer explain` shows which rule a packet matches; `steer dump counters` counts them",
+        );
+    }
+    let catch_all = (!conditions && all_default && disabled.is_none()).then(|| {
+        if !dst.is_empty() {
+            if dst.iter().any(|p| p == "0.0.0.0/0") && dst.iter().any(|p| p == "::/0") {
+                "any"
+            } else if dst[0] == "0.0.0.0/0" {
+                "ipv4"
+            } else {
+                "ipv6"
+            }
+        } else {
+            match family {
+                "ipv4" => "ipv4",
+                "ipv6" => "ipv6",
+                _ => "any",
+            }
+        }
+    });
+    let name = steer_name(
+        s.name.as_deref().unwrap_or(""),
+        &format!("rule{index}"),
+        taken,
+    );
+    Some(Rule {
+        set: SetOut {
+            comment: format!("{}:{}: {label}", opts.file, s.line),
+            disabled,
+            name,
+            policy,
+            lines,
+        },
+        catch_all,
+        line: s.line,
+    })
+}
