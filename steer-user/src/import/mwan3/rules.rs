@@ -108,7 +108,15 @@ fn prefixes(s: &Section, key: &str, notes: &mut Notes) -> Vec<String> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A rule being built: its set's lines, whether it has conditions beyond its prefixes, and
+/// why it is written commented out (if it is).
+struct Draft {
+    label: String,
+    lines: Vec<String>,
+    conditions: bool,
+    disabled: Option<String>,
+}
+
 fn rule(
     s: &Section,
     index: usize,
@@ -118,7 +126,54 @@ fn rule(
     out: &mut Out,
     taken: &mut Vec<String>,
 ) -> Option<Rule> {
-    let label = s.label(index);
+    let mut d = Draft {
+        label: s.label(index),
+        lines: Vec::new(),
+        conditions: false,
+        disabled: None,
+    };
+    if !mwan3_uses(s, &d.label, notes) {
+        return None;
+    }
+    let policy = target_policy(s, policies, &mut d, notes)?;
+    let proto_raw = s.value("proto").unwrap_or("all");
+    let Some(proto) = proto_word(proto_raw) else {
+        notes.add(
+            NoteKind::NotImported,
+            s.line_of("proto"),
+            format!("{}: proto `{proto_raw}`", d.label),
+            "use tcp, udp, icmp, all or a protocol number",
+        );
+        return None;
+    };
+    let catch_all = addresses(s, &mut d, notes);
+    d.lines.push(list("proto", std::slice::from_ref(&proto)));
+    d.conditions |= proto != "any";
+    port_conditions(s, &proto, proto_raw, &mut d, notes);
+    source_interface(s, opts, &mut d, notes, out);
+    not_expressible(s, &policy, &mut d, notes);
+    let catch_all = catch_all.filter(|_| !d.conditions && d.disabled.is_none());
+    let name = steer_name(
+        s.name.as_deref().unwrap_or(""),
+        &format!("rule{index}"),
+        taken,
+    );
+    Some(Rule {
+        set: SetOut {
+            comment: format!("{}:{}: {}", opts.file, s.line, d.label),
+            disabled: d.disabled,
+            name,
+            policy,
+            lines: d.lines,
+        },
+        catch_all,
+        line: s.line,
+    })
+}
+
+/// Whether mwan3 itself sets this rule up (it skips names over 15 characters and rules
+/// without a policy); reports the ones it does not.
+fn mwan3_uses(s: &Section, label: &str, notes: &mut Notes) -> bool {
     if s.name.as_ref().is_some_and(|n| n.len() > 15) {
         notes.add(
             NoteKind::NotImported,
@@ -126,19 +181,31 @@ fn rule(
             format!("{label}: mwan3 ignores rules with names over 15 characters"),
             "shorten the name in mwan3 if the rule was meant to work",
         );
-        return None;
+        return false;
     }
-    let Some(use_policy) = s.value("use_policy") else {
+    if s.value("use_policy").is_none() {
         notes.add(
             NoteKind::NotImported,
             s.line,
             format!("{label} has no use_policy (mwan3 ignores it)"),
             "",
         );
-        return None;
-    };
-    let mut disabled = None;
-    let policy = match use_policy {
+        return false;
+    }
+    true
+}
+
+/// The steer policy of `use_policy`: `default` is the main table; `unreachable`,
+/// `blackhole` and policies that were not imported leave the rule commented out.
+fn target_policy(
+    s: &Section,
+    policies: &BTreeMap<String, String>,
+    d: &mut Draft,
+    notes: &mut Notes,
+) -> Option<String> {
+    let use_policy = s.value("use_policy")?;
+    let label = &d.label;
+    Some(match use_policy {
         "default" => "main".to_owned(),
         "unreachable" | "blackhole" => {
             notes.add(
@@ -149,7 +216,7 @@ fn rule(
                     "steer rejects or drops traffic only as a policy's last_resort: use a firewall rule, or a policy whose last_resort = \"{use_policy}\""
                 ),
             );
-            disabled = Some(format!("use_policy {use_policy}"));
+            d.disabled = Some(format!("use_policy {use_policy}"));
             use_policy.to_owned()
         }
         p => match policies.get(p) {
@@ -161,37 +228,31 @@ fn rule(
                     format!("{label}: policy `{p}` is not imported"),
                     "",
                 );
-                disabled = Some(format!("policy {p} not imported"));
+                d.disabled = Some(format!("policy {p} not imported"));
                 p.to_owned()
             }
         },
-    };
-    let proto_raw = s.value("proto").unwrap_or("all");
-    let Some(proto) = proto_word(proto_raw) else {
-        notes.add(
-            NoteKind::NotImported,
-            s.line_of("proto"),
-            format!("{label}: proto `{proto_raw}`"),
-            "use tcp, udp, icmp, all or a protocol number",
-        );
-        return None;
-    };
+    })
+}
+
+/// `match`, `prefixes` and `src_prefixes` from `dest_ip`, `src_ip` and `family`. Returns the
+/// family the rule would catch whole ("ipv4", "ipv6", "any") if its addresses are default
+/// routes or absent.
+fn addresses(s: &Section, d: &mut Draft, notes: &mut Notes) -> Option<&'static str> {
     let family = s.value("family").unwrap_or("any");
     let dst = prefixes(s, "dest_ip", notes);
     let src = prefixes(s, "src_ip", notes);
-    let mut lines = Vec::new();
-    let mut conditions = false;
     if !dst.is_empty() {
-        lines.push("match = \"dst\"".to_owned());
-        lines.push(list("prefixes", &dst));
+        d.lines.push("match = \"dst\"".to_owned());
+        d.lines.push(list("prefixes", &dst));
         if !src.is_empty() {
-            lines.push(list("src_prefixes", &src));
-            conditions = true;
+            d.lines.push(list("src_prefixes", &src));
+            d.conditions = true;
         }
     } else if !src.is_empty() {
-        lines.push("match = \"src\"".to_owned());
-        lines.push(list("prefixes", &src));
-        conditions = true;
+        d.lines.push("match = \"src\"".to_owned());
+        d.lines.push(list("prefixes", &src));
+        d.conditions = true;
     } else if family == "ipv4" || family == "ipv6" {
         // A family of its own: the default route of that family is what selects it.
         let all = if family == "ipv4" {
@@ -199,67 +260,92 @@ fn rule(
         } else {
             "::/0"
         };
-        lines.push("match = \"dst\"".to_owned());
-        lines.push(list("prefixes", &[all.to_owned()]));
+        d.lines.push("match = \"dst\"".to_owned());
+        d.lines.push(list("prefixes", &[all.to_owned()]));
     }
-    let all_default = dst.iter().all(|p| is_default_route(p)) && src.is_empty();
     if dst.iter().chain(&src).any(|p| is_default_route(p))
         || (dst.is_empty() && src.is_empty() && family != "any")
     {
-        lines.push("allow_default_route = true".to_owned());
+        d.lines.push("allow_default_route = true".to_owned());
     }
-    lines.push(list("proto", std::slice::from_ref(&proto)));
-    if proto != "any" {
-        conditions = true;
+    if !(src.is_empty() && dst.iter().all(|p| is_default_route(p))) {
+        return None;
     }
+    let has = |p: &str| dst.iter().any(|x| x == p);
+    Some(match (dst.is_empty(), has("0.0.0.0/0"), has("::/0")) {
+        (false, true, true) => "any",
+        (false, true, false) => "ipv4",
+        (false, false, _) => "ipv6",
+        (true, ..) => match family {
+            "ipv4" => "ipv4",
+            "ipv6" => "ipv6",
+            _ => "any",
+        },
+    })
+}
+
+/// `dports` and `sports` from `dest_port` and `src_port`, which mwan3 only applies to tcp and
+/// udp.
+fn port_conditions(s: &Section, proto: &str, proto_raw: &str, d: &mut Draft, notes: &mut Notes) {
     for (key, steer_key) in [("dest_port", "dports"), ("src_port", "sports")] {
         let Some(v) = s.value(key) else { continue };
         if proto != "tcp" && proto != "udp" {
             notes.add(
                 NoteKind::Check,
                 s.line_of(key),
-                format!("{label}: {key} with proto `{proto_raw}`"),
+                format!("{}: {key} with proto `{proto_raw}`", d.label),
                 "mwan3 ignores ports unless proto is tcp or udp; left out",
             );
             continue;
         }
         match ports(v) {
             Ok(p) => {
-                lines.push(list(steer_key, &p));
-                conditions = true;
+                d.lines.push(list(steer_key, &p));
+                d.conditions = true;
             }
             Err(bad) => {
                 notes.add(
                     NoteKind::NotImported,
                     s.line_of(key),
-                    format!("{label}: {key} `{bad}` is not a port or range"),
+                    format!("{}: {key} `{bad}` is not a port or range", d.label),
                     "write ports as 80,443 or 1000:2000",
                 );
-                disabled = Some(format!("bad {key}"));
+                d.disabled = Some(format!("bad {key}"));
             }
         }
     }
-    if let Some(iface) = s.value("src_iface") {
-        let dev = opts
-            .network
-            .as_ref()
-            .and_then(|n| n.device(iface))
-            .unwrap_or(iface)
-            .to_owned();
-        if opts.network.is_none() {
-            notes.add(
-                NoteKind::Check,
-                s.line_of("src_iface"),
-                format!("{label}: src_iface `{iface}` is a logical name"),
-                "steer needs the device (br-lan): pass --network /etc/config/network or edit `in`",
-            );
-        }
-        if !out.lan.contains(&dev) {
-            out.lan.push(dev.clone());
-        }
-        lines.push(list("in", &[dev]));
-        conditions = true;
+}
+
+/// `in` from `src_iface` (its device joins general.lan, which `in` must name).
+fn source_interface(s: &Section, opts: &Options, d: &mut Draft, notes: &mut Notes, out: &mut Out) {
+    let Some(iface) = s.value("src_iface") else {
+        return;
+    };
+    let dev = opts
+        .network
+        .as_ref()
+        .and_then(|n| n.device(iface))
+        .unwrap_or(iface)
+        .to_owned();
+    if opts.network.is_none() {
+        notes.add(
+            NoteKind::Check,
+            s.line_of("src_iface"),
+            format!("{}: src_iface `{iface}` is a logical name", d.label),
+            "steer needs the device (br-lan): pass --network /etc/config/network or edit `in`",
+        );
     }
+    if !out.lan.contains(&dev) {
+        out.lan.push(dev.clone());
+    }
+    d.lines.push(list("in", &[dev]));
+    d.conditions = true;
+}
+
+/// `ipset` (the rule is written commented out, reading the exported set), `sticky` and
+/// `logging`: reported with what to do instead.
+fn not_expressible(s: &Section, policy: &str, d: &mut Draft, notes: &mut Notes) {
+    let label = &d.label;
     if let Some(set) = s.value("ipset") {
         notes.add(
             NoteKind::NotImported,
@@ -269,9 +355,12 @@ fn rule(
                 "export it with `ipset save {set} | awk '$1 == \"add\" {{print $3}}' > {set}.txt`, then uncomment the set, which reads it with files = [\"{set}.txt\"]"
             ),
         );
-        lines.push(list("files", &[format!("{set}.txt")]));
-        disabled = disabled.or(Some(format!("needs {set}.txt exported from ipset {set}")));
-        conditions = true;
+        d.lines.push(list("files", &[format!("{set}.txt")]));
+        d.disabled = d
+            .disabled
+            .take()
+            .or(Some(format!("needs {set}.txt exported from ipset {set}")));
+        d.conditions = true;
     }
     if is_true(s.value("sticky")) {
         notes.add(
@@ -291,37 +380,4 @@ fn rule(
             "`steer explain` shows which rule a packet matches; `steer dump counters` counts them",
         );
     }
-    let catch_all = (!conditions && all_default && disabled.is_none()).then(|| {
-        if !dst.is_empty() {
-            if dst.iter().any(|p| p == "0.0.0.0/0") && dst.iter().any(|p| p == "::/0") {
-                "any"
-            } else if dst[0] == "0.0.0.0/0" {
-                "ipv4"
-            } else {
-                "ipv6"
-            }
-        } else {
-            match family {
-                "ipv4" => "ipv4",
-                "ipv6" => "ipv6",
-                _ => "any",
-            }
-        }
-    });
-    let name = steer_name(
-        s.name.as_deref().unwrap_or(""),
-        &format!("rule{index}"),
-        taken,
-    );
-    Some(Rule {
-        set: SetOut {
-            comment: format!("{}:{}: {label}", opts.file, s.line),
-            disabled,
-            name,
-            policy,
-            lines,
-        },
-        catch_all,
-        line: s.line,
-    })
 }
