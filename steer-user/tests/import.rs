@@ -421,3 +421,23 @@ fn malformed_uci_is_refused_with_file_line_and_column() {
         assert!(err.contains(&format!("{p}{want}")), "{err}");
     }
 }
+
+#[test]
+fn unreadable_and_malformed_input_files_are_named() {
+    let (ok, out, err) = import(&["mwan3", "/nonexistent/mwan3"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains("cannot read /nonexistent/mwan3: No such file or directory"),
+        "{err}"
+    );
+    let dir = TempDir::new("bad-network");
+    let network = dir.join("network");
+    std::fs::write(&network, "config interface 'wan'\n\toption device 'eth1\n").unwrap();
+    let n = network.to_str().unwrap();
+    let (ok, out, err) = import(&["mwan3", &fixture("mwan3-2wan"), "--network", n]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains(&format!("{n}:2:16: unterminated single quote")),
+        "{err}"
+    );
+}

@@ -302,127 +302,29 @@ impl Builder<'_> {
                 return None;
             }
         };
-        for k in ["dscp"] {
-            if s.get(k).is_some() {
-                notes.add(
-                    NoteKind::NotImported,
-                    s.line_of(k),
-                    format!("{label}: DSCP marking"),
-                    "steer only chooses the WAN; mark DSCP with a firewall rule",
-                );
-            }
+        if s.get("dscp").is_some() {
+            notes.add(
+                NoteKind::NotImported,
+                s.line_of("dscp"),
+                format!("{label}: DSCP marking"),
+                "steer only chooses the WAN; mark DSCP with a firewall rule",
+            );
         }
-        let line = s.line_of(key);
-        let mut lines = Vec::new();
-        match s.kind.as_str() {
-            "domains" => {
-                let domains: Vec<String> = items
-                    .iter()
-                    .map(|d| d.trim_start_matches('.').to_owned())
-                    .filter(|d| {
-                        let wild = d.contains('*') || d.ends_with('.');
-                        if wild {
-                            notes.add(
-                                NoteKind::NotImported,
-                                line,
-                                format!("{label}: `{d}` (every top-level domain)"),
-                                "steer matches a domain and its subdomains: list each domain",
-                            );
-                        }
-                        !wild
-                    })
-                    .collect();
-                if domains.is_empty() {
-                    return None;
-                }
-                lines.push(list("domains", &domains));
-                if s.value("noipv6") == Some("1") {
-                    lines.push("filter_aaaa = true".to_owned());
-                }
-                if let Some(f @ ("ipv4" | "ipv6")) = s.value("family") {
-                    notes.add(
-                        NoteKind::NotImported,
-                        s.line_of("family"),
-                        format!("{label}: family {f} only"),
-                        "steer steers both families of a domain's addresses; filter_aaaa = true keeps its clients on IPv4",
-                    );
-                }
-                if s.get("proto")
-                    .is_some_and(|_| s.value("proto") != Some("all"))
-                {
-                    notes.add(
-                        NoteKind::NotImported,
-                        s.line_of("proto"),
-                        format!("{label}: protocol of a domain rule"),
-                        "domain sets cannot carry conditions in steer: every protocol is steered",
-                    );
-                }
-            }
-            "ips" | "lan_ip" => {
-                let p: Vec<String> = items
-                    .iter()
-                    .filter_map(|v| prefix(v, notes, line))
-                    .collect();
-                if p.is_empty() {
-                    return None;
-                }
-                let m = if s.kind == "ips" { "dst" } else { "src" };
-                lines.push(format!("match = \"{m}\""));
-                lines.push(list("prefixes", &p));
-                lines.push(list("proto", &["any".to_owned()]));
-            }
-            "macs" => {
-                lines.push(list("src_macs", &items));
-                lines.push(list("proto", &["any".to_owned()]));
-            }
-            _ => {
-                let mut protos = Vec::new();
-                for p in s.items("proto") {
-                    match proto_word(&p) {
-                        Some(w) if w == "tcp" || w == "udp" => protos.push(w),
-                        _ => notes.add(
-                            NoteKind::NotImported,
-                            s.line_of("proto"),
-                            format!("{label}: protocol `{p}` with ports"),
-                            "ports exist for tcp and udp only",
-                        ),
-                    }
-                }
-                if protos.is_empty() {
-                    notes.add(
-                        NoteKind::NotImported,
-                        s.line,
-                        format!("{label} has no tcp or udp proto (omr-bypass skips it)"),
-                        "",
-                    );
-                    return None;
-                }
-                let mut all = Vec::new();
-                for v in &items {
-                    match ports(v) {
-                        Ok(mut p) => all.append(&mut p),
-                        Err(bad) => {
-                            notes.add(
-                                NoteKind::NotImported,
-                                line,
-                                format!("{label}: `{bad}` is not a port or range"),
-                                "",
-                            );
-                        }
-                    }
-                }
-                if all.is_empty() {
-                    return None;
-                }
-                lines.push(list("proto", &protos));
-                let k = if s.kind == "dest_port" {
-                    "dports"
-                } else {
-                    "sports"
-                };
-                lines.push(list(k, &all));
-            }
-        }
+        let rule = Rule {
+            s,
+            label: &label,
+            line: s.line_of(key),
+            items: &items,
+        };
+        let lines = match s.kind.as_str() {
+            "domains" => rule.domains(notes),
+            "ips" | "lan_ip" => rule.addresses(notes),
+            "macs" => Some(vec![
+                list("src_macs", &items),
+                list("proto", &["any".to_owned()]),
+            ]),
+            _ => rule.ports(notes),
+        }?;
         let note = s.value("note").unwrap_or("");
         let comment = format!(
             "{}:{}: {label}{}",
@@ -446,5 +348,127 @@ impl Builder<'_> {
             policy,
             lines,
         })
+    }
+}
+
+/// One rule's section, its label, and the values of its matching key (at `line`).
+struct Rule<'a> {
+    s: &'a Section,
+    label: &'a str,
+    line: usize,
+    items: &'a [String],
+}
+
+impl Rule<'_> {
+    /// `domains` (and `filter_aaaa` for `noipv6`); TLD wildcards, a family or a protocol
+    /// are reported.
+    fn domains(&self, notes: &mut Notes) -> Option<Vec<String>> {
+        let (s, label) = (self.s, self.label);
+        let domains: Vec<String> = self
+            .items
+            .iter()
+            .map(|d| d.trim_start_matches('.').to_owned())
+            .filter(|d| {
+                let wild = d.contains('*') || d.ends_with('.');
+                if wild {
+                    notes.add(
+                        NoteKind::NotImported,
+                        self.line,
+                        format!("{label}: `{d}` (every top-level domain)"),
+                        "steer matches a domain and its subdomains: list each domain",
+                    );
+                }
+                !wild
+            })
+            .collect();
+        if domains.is_empty() {
+            return None;
+        }
+        let mut lines = vec![list("domains", &domains)];
+        if s.value("noipv6") == Some("1") {
+            lines.push("filter_aaaa = true".to_owned());
+        }
+        if let Some(f @ ("ipv4" | "ipv6")) = s.value("family") {
+            notes.add(
+                NoteKind::NotImported,
+                s.line_of("family"),
+                format!("{label}: family {f} only"),
+                "steer steers both families of a domain's addresses; filter_aaaa = true keeps its clients on IPv4",
+            );
+        }
+        if s.get("proto").is_some() && s.value("proto") != Some("all") {
+            notes.add(
+                NoteKind::NotImported,
+                s.line_of("proto"),
+                format!("{label}: protocol of a domain rule"),
+                "domain sets cannot carry conditions in steer: every protocol is steered",
+            );
+        }
+        Some(lines)
+    }
+
+    /// Destination (`ips`) or source (`lan_ip`) addresses, as an ordered rule.
+    fn addresses(&self, notes: &mut Notes) -> Option<Vec<String>> {
+        let p: Vec<String> = self
+            .items
+            .iter()
+            .filter_map(|v| prefix(v, notes, self.line))
+            .collect();
+        if p.is_empty() {
+            return None;
+        }
+        let m = if self.s.kind == "ips" { "dst" } else { "src" };
+        Some(vec![
+            format!("match = \"{m}\""),
+            list("prefixes", &p),
+            list("proto", &["any".to_owned()]),
+        ])
+    }
+
+    /// `dports` or `sports` with their protocols (tcp, udp; omr-bypass skips a rule without).
+    fn ports(&self, notes: &mut Notes) -> Option<Vec<String>> {
+        let (s, label) = (self.s, self.label);
+        let mut protos = Vec::new();
+        for p in s.items("proto") {
+            match proto_word(&p) {
+                Some(w) if w == "tcp" || w == "udp" => protos.push(w),
+                _ => notes.add(
+                    NoteKind::NotImported,
+                    s.line_of("proto"),
+                    format!("{label}: protocol `{p}` with ports"),
+                    "ports exist for tcp and udp only",
+                ),
+            }
+        }
+        if protos.is_empty() {
+            notes.add(
+                NoteKind::NotImported,
+                s.line,
+                format!("{label} has no tcp or udp proto (omr-bypass skips it)"),
+                "",
+            );
+            return None;
+        }
+        let mut all = Vec::new();
+        for v in self.items {
+            match ports(v) {
+                Ok(mut p) => all.append(&mut p),
+                Err(bad) => notes.add(
+                    NoteKind::NotImported,
+                    self.line,
+                    format!("{label}: `{bad}` is not a port or range"),
+                    "",
+                ),
+            }
+        }
+        if all.is_empty() {
+            return None;
+        }
+        let k = if s.kind == "dest_port" {
+            "dports"
+        } else {
+            "sports"
+        };
+        Some(vec![list("proto", &protos), list(k, &all)])
     }
 }

@@ -100,29 +100,7 @@ pub(super) fn interfaces(
             );
             continue;
         }
-        let device = match opts.network.as_ref() {
-            Some(n) => match n.device(&name) {
-                Some(d) => d.to_owned(),
-                None => {
-                    notes.add(
-                        NoteKind::Check,
-                        s.line,
-                        format!("the network file has no device for interface `{name}`"),
-                        "set the WAN's interface to the device `ip link` shows",
-                    );
-                    name.clone()
-                }
-            },
-            None => {
-                notes.add(
-                    NoteKind::Check,
-                    s.line,
-                    format!("interface = \"{name}\" is mwan3's logical name"),
-                    "steer needs the device (eth1, pppoe-wan): pass --network /etc/config/network or edit it",
-                );
-                name.clone()
-            }
-        };
+        let device = device(s, &name, opts, notes);
         let method = method(s, notes);
         let targets = targets(s, method, notes);
         if let Some(b) = builds.iter_mut().find(|b| b.out.interface == device) {
@@ -173,6 +151,32 @@ pub(super) fn interfaces(
         out.wans.push(finish(b, notes));
     }
     by_iface
+}
+
+/// The device of mwan3 interface `name`, from the network configuration; else the logical
+/// name, reported.
+fn device(s: &Section, name: &str, opts: &Options, notes: &mut Notes) -> String {
+    let Some(network) = opts.network.as_ref() else {
+        notes.add(
+            NoteKind::Check,
+            s.line,
+            format!("interface = \"{name}\" is mwan3's logical name"),
+            "steer needs the device (eth1, pppoe-wan): pass --network /etc/config/network or edit it",
+        );
+        return name.to_owned();
+    };
+    match network.device(name) {
+        Some(d) => d.to_owned(),
+        None => {
+            notes.add(
+                NoteKind::Check,
+                s.line,
+                format!("the network file has no device for interface `{name}`"),
+                "set the WAN's interface to the device `ip link` shows",
+            );
+            name.to_owned()
+        }
+    }
 }
 
 /// The `[wan.track]` lines of a WAN, once all its interfaces are in.
