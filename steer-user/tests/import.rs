@@ -379,13 +379,13 @@ fn omr_bypass_every_rule_type() {
         "family ipv4 is reported, not guessed"
     );
     for want in [
-        format!("{file}:17: not imported: domains #3: `google.*`"),
-        format!("{file}:52: not imported: asns #11 (ASN 2906)"),
-        format!("{file}:56: not imported: dpis #12 (nDPI protocol Skype)"),
-        format!("{file}:60: not imported: ips #13: VPN on server"),
-        format!("{file}:67: not imported: macs #14: DSCP marking"),
-        format!("{file}:68: unknown option: `colour` in macs #14"),
-        format!("{file}:73: not imported: domains #15: family ipv4 only"),
+        format!("{file}:17: not imported: @domains[2]: `google.*`"),
+        format!("{file}:52: not imported: @asns[0] (ASN 2906)"),
+        format!("{file}:56: not imported: @dpis[0] (nDPI protocol Skype)"),
+        format!("{file}:60: not imported: @ips[2]: VPN on server"),
+        format!("{file}:67: not imported: @macs[1]: DSCP marking"),
+        format!("{file}:68: unknown option: `colour` in @macs[1]"),
+        format!("{file}:73: not imported: @domains[3]: family ipv4 only"),
     ] {
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
         let comment = want.replacen(": not imported: ", ": ", 1);

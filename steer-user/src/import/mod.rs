@@ -110,13 +110,13 @@ impl Notes {
     }
 
     /// Reports every option of `s` not in `known`.
-    pub(crate) fn unknown_options(&mut self, s: &Section, index: usize, known: &[&str]) {
+    pub(crate) fn unknown_options(&mut self, s: &Section, known: &[&str]) {
         for o in &s.options {
             if !known.contains(&o.key.as_str()) {
                 self.add(
                     NoteKind::Unknown,
                     o.line,
-                    format!("`{}` in {}", o.key, s.label(index)),
+                    format!("`{}` in {}", o.key, s.label()),
                     "ignored: check its spelling, or whether it matters",
                 );
             }

@@ -59,12 +59,12 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
         wan_names: Vec::new(),
         set_names: Vec::new(),
     };
-    for (i, s) in sections.iter().enumerate() {
+    for s in &sections {
         if !KINDS.contains(&s.kind.as_str()) {
             notes.add(
                 NoteKind::Unknown,
                 s.line,
-                format!("section type `{}` ({})", s.kind, s.label(i)),
+                format!("section type `{}` ({})", s.kind, s.label()),
                 "not read",
             );
         }
@@ -73,22 +73,18 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
     let mut ordered = Vec::new();
     let mut plain = Vec::new();
     for kind in ["ips", "src_port", "dest_port", "lan_ip", "macs"] {
-        for (i, s) in sections.iter().enumerate().filter(|(_, s)| s.kind == kind) {
-            if let Some(set) = b.rule(s, i, &mut notes) {
+        for s in sections.iter().filter(|s| s.kind == kind) {
+            if let Some(set) = b.rule(s, &mut notes) {
                 ordered.push(set);
             }
         }
     }
-    for (i, s) in sections
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.kind == "domains")
-    {
-        if let Some(set) = b.rule(s, i, &mut notes) {
+    for s in sections.iter().filter(|s| s.kind == "domains") {
+        if let Some(set) = b.rule(s, &mut notes) {
             plain.push(set);
         }
     }
-    for (i, s) in sections.iter().enumerate() {
+    for s in &sections {
         let what = match s.kind.as_str() {
             "asns" => format!("ASN {}", s.value("asn").unwrap_or("?")),
             "dpis" => format!("nDPI protocol {}", s.value("proto").unwrap_or("?")),
@@ -105,7 +101,7 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
         notes.add(
             NoteKind::NotImported,
             s.line,
-            format!("{} ({what})", s.label(i)),
+            format!("{} ({what})", s.label()),
             hint,
         );
     }
@@ -258,8 +254,8 @@ impl Builder<'_> {
         Ok(Output::Policy(steer))
     }
 
-    fn rule(&mut self, s: &Section, i: usize, notes: &mut Notes) -> Option<SetOut> {
-        let label = s.label(i);
+    fn rule(&mut self, s: &Section, notes: &mut Notes) -> Option<SetOut> {
+        let label = s.label();
         let key = match s.kind.as_str() {
             "domains" => "name",
             "ips" | "lan_ip" => "ip",
@@ -270,7 +266,7 @@ impl Builder<'_> {
         };
         let mut known = COMMON.to_vec();
         known.extend(["name", "domain", "ip", "dport", "sport", "mac", "proto"]);
-        notes.unknown_options(s, i, &known);
+        notes.unknown_options(s, &known);
         if s.value("enabled") == Some("0") {
             return None;
         }
@@ -338,7 +334,7 @@ impl Builder<'_> {
         );
         let name = steer_name(
             s.name.as_deref().unwrap_or(""),
-            &format!("{}{i}", s.kind.replace('_', "-")),
+            &format!("{}{}", s.kind.replace('_', "-"), s.index),
             &mut self.set_names,
         );
         Some(SetOut {

@@ -10,6 +10,8 @@ pub struct Section {
     pub kind: String,
     /// `None` for an anonymous section (`config rule`).
     pub name: Option<String>,
+    /// Its position among the sections of its type, from 0 (`@rule[2]` in `uci show`).
+    pub index: usize,
     pub line: usize,
     pub options: Vec<Opt>,
 }
@@ -57,11 +59,12 @@ impl Section {
         self.get(key).map_or(self.line, |o| o.line)
     }
 
-    /// `name` for messages: `interface 'wan'`, or `rule #3` for an anonymous one.
-    pub fn label(&self, index: usize) -> String {
+    /// The section for messages: `interface 'wan'`, or `@rule[3]` for an anonymous one (as
+    /// `uci show` names it).
+    pub fn label(&self) -> String {
         match &self.name {
             Some(n) => format!("{} '{n}'", self.kind),
-            None => format!("{} #{index}", self.kind),
+            None => format!("@{}[{}]", self.kind, self.index),
         }
     }
 }
@@ -112,9 +115,11 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Section>, UciError> {
                         "a section line is config TYPE ['NAME']; quote a name that has spaces",
                     ));
                 }
+                let index = sections.iter().filter(|s| s.kind == *kind).count();
                 sections.push(Section {
                     kind: kind.clone(),
                     name: args.get(1).map(|(n, _)| n.clone()),
+                    index,
                     line,
                     options: Vec::new(),
                 });
@@ -277,6 +282,8 @@ mod tests {
         assert_eq!(s[0].line_of("track_ip"), 5);
         assert_eq!(s[0].value("note"), Some("a bc\"d"));
         assert_eq!(s[1].name, None);
+        assert_eq!(s[1].label(), "@rule[0]");
+        assert_eq!(s[0].label(), "interface 'wan'");
         assert_eq!(s[1].value("x"), Some(""));
     }
 

@@ -46,7 +46,7 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
     let members = members(&sections, &mut notes);
     let policies = policies(&sections, &members, &wans, &mut notes, &mut out);
     rules(&sections, &policies, opts, &mut notes, &mut out);
-    for (i, s) in sections.iter().enumerate() {
+    for s in &sections {
         if !matches!(
             s.kind.as_str(),
             "globals" | "interface" | "member" | "policy" | "rule"
@@ -54,7 +54,7 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
             notes.add(
                 NoteKind::Unknown,
                 s.line,
-                format!("section type `{}` ({})", s.kind, s.label(i)),
+                format!("section type `{}` ({})", s.kind, s.label()),
                 "mwan3 reads globals, interface, member, policy and rule sections",
             );
         }
@@ -97,11 +97,7 @@ pub(super) fn is_true(v: Option<&str>) -> bool {
 
 fn globals(sections: &[Section], notes: &mut Notes) -> u32 {
     let mut mask = DEFAULT_MMX_MASK;
-    for (i, s) in sections
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.kind == "globals")
-    {
+    for s in sections.iter().filter(|s| s.kind == "globals") {
         if let Some(v) = s.value("mmx_mask") {
             match parse_int(v).filter(|m| m.count_ones() >= 3) {
                 Some(m) => mask = m,
@@ -143,7 +139,6 @@ fn globals(sections: &[Section], notes: &mut Notes) -> u32 {
         }
         notes.unknown_options(
             s,
-            i,
             &[
                 "mmx_mask",
                 "rt_table_lookup",

@@ -18,17 +18,13 @@ pub(super) struct Member {
 
 pub(super) fn members(sections: &[Section], notes: &mut Notes) -> BTreeMap<String, Member> {
     let mut out = BTreeMap::new();
-    for (i, s) in sections
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.kind == "member")
-    {
-        notes.unknown_options(s, i, &["interface", "metric", "weight"]);
+    for s in sections.iter().filter(|s| s.kind == "member") {
+        notes.unknown_options(s, &["interface", "metric", "weight"]);
         let (Some(name), Some(iface)) = (&s.name, s.value("interface")) else {
             notes.add(
                 NoteKind::NotImported,
                 s.line,
-                format!("{} has no name or no interface", s.label(i)),
+                format!("{} has no name or no interface", s.label()),
                 "a member needs both to be used by a policy",
             );
             continue;
@@ -60,13 +56,9 @@ pub(super) fn policies(
 ) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
     let mut taken = vec!["main".to_owned()];
-    for (i, s) in sections
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.kind == "policy")
-    {
-        notes.unknown_options(s, i, &["use_member", "last_resort"]);
-        let label = s.label(i);
+    for s in sections.iter().filter(|s| s.kind == "policy") {
+        notes.unknown_options(s, &["use_member", "last_resort"]);
+        let label = s.label();
         let Some(name) = &s.name else {
             notes.add(
                 NoteKind::NotImported,
@@ -163,7 +155,7 @@ pub(super) fn policies(
                 "unreachable"
             }
         };
-        let steer = steer_name(name, &format!("policy{i}"), &mut taken);
+        let steer = steer_name(name, &format!("policy{}", s.index), &mut taken);
         map.insert(name.clone(), steer.clone());
         out.policies.push(PolicyOut {
             comment: format!("{}:{}: {label}", notes.file, s.line),

@@ -41,13 +41,9 @@ pub(super) fn rules(
 ) {
     let mut taken = Vec::new();
     let mut rules = Vec::new();
-    for (i, s) in sections
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.kind == "rule")
-    {
-        notes.unknown_options(s, i, RULE_KEYS);
-        if let Some(r) = rule(s, i, policies, opts, notes, out, &mut taken) {
+    for s in sections.iter().filter(|s| s.kind == "rule") {
+        notes.unknown_options(s, RULE_KEYS);
+        if let Some(r) = rule(s, policies, opts, notes, out, &mut taken) {
             rules.push(r);
         }
     }
@@ -119,7 +115,6 @@ struct Draft {
 
 fn rule(
     s: &Section,
-    index: usize,
     policies: &BTreeMap<String, String>,
     opts: &Options,
     notes: &mut Notes,
@@ -127,7 +122,7 @@ fn rule(
     taken: &mut Vec<String>,
 ) -> Option<Rule> {
     let mut d = Draft {
-        label: s.label(index),
+        label: s.label(),
         lines: Vec::new(),
         conditions: false,
         disabled: None,
@@ -155,7 +150,7 @@ fn rule(
     let catch_all = catch_all.filter(|_| !d.conditions && d.disabled.is_none());
     let name = steer_name(
         s.name.as_deref().unwrap_or(""),
-        &format!("rule{index}"),
+        &format!("rule{}", s.index),
         taken,
     );
     Some(Rule {

@@ -57,13 +57,13 @@ pub(super) fn interfaces(
     let mut builds: Vec<WanBuild> = Vec::new();
     let mut taken = Vec::new();
     let mut id = 0u32;
-    for (i, s) in sections.iter().enumerate() {
+    for s in sections {
         if s.kind != "interface" {
             continue;
         }
         id += 1;
-        notes.unknown_options(s, i, INTERFACE_KEYS);
-        let label = s.label(i);
+        notes.unknown_options(s, INTERFACE_KEYS);
+        let label = s.label();
         let Some(name) = s.name.clone() else {
             notes.add(
                 NoteKind::NotImported,
