@@ -108,7 +108,7 @@ pub(super) fn interfaces(
                 NoteKind::Check,
                 s.line,
                 format!(
-                    "{label} is on device {device}, as WAN `{}`: imported into it (its targets added; the timing of `{}` kept)",
+                    "{label} is on device {device}, as WAN `{}`: imported into it (its targets added; the timing and reliability of `{}` kept, applied to each family on its own)",
                     b.out.name, b.out.name
                 ),
                 "a steer WAN carries IPv4 and IPv6 with separate health per family",
