@@ -122,6 +122,7 @@ fn man_pages_cover_every_command_and_render_without_warnings() {
         "completions",
         "dump",
         "explain",
+        "import",
         "manpages",
         "reload",
         "run",

@@ -5,6 +5,7 @@ mod dns;
 mod dump;
 mod explain;
 mod generate;
+mod import;
 mod output;
 mod set;
 mod vrrp;
@@ -170,6 +171,22 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         target: Target,
+    },
+    /// Print the steer configuration that does what an mwan3 or omr-bypass configuration
+    /// does; what cannot be expressed is listed on stderr with its file:line (and as comments).
+    Import {
+        /// What the file is.
+        #[arg(value_enum)]
+        from: import::From,
+        /// The UCI file (/etc/config/mwan3, /etc/config/omr-bypass).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// OpenWrt's network configuration, to name each interface's device (eth1, pppoe-wan).
+        #[arg(long, value_name = "FILE")]
+        network: Option<PathBuf>,
+        /// The LAN interfaces steer classifies (general.lan).
+        #[arg(long, value_name = "IFACE", default_value = "br-lan")]
+        lan: Vec<String>,
     },
     /// Stop steering: detach the classifier and remove all pinned state (the daemon too, if it
     /// runs). Safe to repeat.
@@ -415,6 +432,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             set::run(args, &target)
         }
+        Command::Import {
+            from,
+            file,
+            network,
+            lan,
+        } => import::run(from, &file, network.as_ref(), lan),
         Command::Stop { target } => stop(&target),
         Command::Completions { shell } => {
             generate::print_completions(shell);

@@ -1,0 +1,289 @@
+//! `steer import`: reads an mwan3 or omr-bypass configuration (UCI) and writes the steer
+//! configuration that does the same. Pure: text in, TOML text and notes out; the CLI reads
+//! the files and prints.
+//!
+//! Whatever steer cannot express is never dropped silently: each such item becomes a [`Note`]
+//! with its file:line and what to do, printed on stderr and as `# NOT IMPORTED:` comments.
+
+pub mod mwan3;
+pub mod network;
+pub mod omr_bypass;
+pub mod uci;
+mod write;
+
+use std::fmt;
+
+pub use network::Network;
+pub use uci::{Section, UciError};
+
+/// What an import produced.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The steer configuration.
+    pub toml: String,
+    /// What was not imported, or imported with a change worth knowing.
+    pub notes: Vec<Note>,
+}
+
+/// How much a note matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteKind {
+    /// Left out: steer cannot express it (or mwan3 itself ignores it).
+    NotImported,
+    /// An option neither mwan3 nor omr-bypass reads here.
+    Unknown,
+    /// Imported, with an assumption or change to check.
+    Check,
+}
+
+/// One thing the reader must know about the import, at `file:line`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub kind: NoteKind,
+    pub file: String,
+    pub line: usize,
+    pub what: String,
+    pub hint: String,
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match self.kind {
+            NoteKind::NotImported => "not imported",
+            NoteKind::Unknown => "unknown option",
+            NoteKind::Check => "check",
+        };
+        write!(f, "{}:{}: {tag}: {}", self.file, self.line, self.what)?;
+        if !self.hint.is_empty() {
+            write!(f, "; {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Options for both importers.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The file name notes point at.
+    pub file: String,
+    /// `/etc/config/network`, to turn logical interface names into devices.
+    pub network: Option<Network>,
+    /// `general.lan` of the output (more are added for rules that name a source interface).
+    pub lan: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Uci(#[from] UciError),
+}
+
+/// Collects notes for one file.
+#[derive(Debug, Default)]
+pub(crate) struct Notes {
+    file: String,
+    list: Vec<Note>,
+}
+
+impl Notes {
+    pub(crate) fn new(file: &str) -> Notes {
+        Notes {
+            file: file.to_owned(),
+            list: Vec::new(),
+        }
+    }
+
+    pub(crate) fn add(
+        &mut self,
+        kind: NoteKind,
+        line: usize,
+        what: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.list.push(Note {
+            kind,
+            file: self.file.clone(),
+            line,
+            what: what.into(),
+            hint: hint.into(),
+        });
+    }
+
+    /// Reports every option of `s` not in `known`.
+    pub(crate) fn unknown_options(&mut self, s: &Section, known: &[&str]) {
+        for o in &s.options {
+            if !known.contains(&o.key.as_str()) {
+                self.add(
+                    NoteKind::Unknown,
+                    o.line,
+                    format!("`{}` in {}", o.key, s.label()),
+                    "ignored: check its spelling, or whether it matters",
+                );
+            }
+        }
+    }
+
+    pub(crate) fn into_vec(mut self) -> Vec<Note> {
+        self.list.sort_by_key(|n| n.line);
+        self.list
+    }
+}
+
+/// A steer name (`A-Z a-z 0-9 _ . -`, at most 47) made from a UCI name; unique among `taken`.
+pub(crate) fn steer_name(raw: &str, fallback: &str, taken: &mut Vec<String>) -> String {
+    let mut base: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    if base.is_empty() {
+        base = fallback.to_owned();
+    }
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    taken.push(name.clone());
+    name
+}
+
+/// A transport protocol as UCI writes it (`tcp`, `all`, `17`, `icmp`) in steer's words.
+pub(crate) fn proto_word(raw: &str) -> Option<String> {
+    let lower = raw.trim().to_ascii_lowercase();
+    let word = match lower.as_str() {
+        "all" | "any" | "" => "any",
+        "tcp" | "udp" | "icmp" => lower.as_str(),
+        "icmpv6" | "ipv6-icmp" => "58",
+        "igmp" => "2",
+        "gre" => "47",
+        "esp" => "50",
+        "ah" => "51",
+        "sctp" => "132",
+        "udplite" => "136",
+        n => return n.parse::<u8>().ok().map(|v| v.to_string()),
+    };
+    Some(word.to_owned())
+}
+
+/// Ports as mwan3 (`80,443`, `1000:2000`) and omr-bypass (`1000-2000`) write them, as steer's
+/// `"80"` / `"1000-2000"` items; `Err` names the bad part.
+pub(crate) fn ports(raw: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for part in raw.split([',', ' ']).filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once([':', '-']).unwrap_or((part, part));
+        let num = |t: &str| t.parse::<u16>().ok().filter(|&p| p > 0);
+        match (num(lo), num(hi)) {
+            (Some(a), Some(b)) if a == b => out.push(a.to_string()),
+            (Some(a), Some(b)) if a < b => out.push(format!("{a}-{b}")),
+            _ => return Err(part.to_owned()),
+        }
+    }
+    if out.is_empty() {
+        return Err(raw.to_owned());
+    }
+    Ok(out)
+}
+
+/// An address or network as steer writes it. iptables takes `10.1.2.3/16` (the network
+/// 10.1.0.0/16); steer wants the network written, so host bits are cleared with a note.
+pub(crate) fn prefix(raw: &str, notes: &mut Notes, line: usize) -> Option<String> {
+    match crate::prefix::parse_prefix(raw, true) {
+        Ok(p) => Some(p.to_string()),
+        Err(e) => {
+            if let Some(net) = network_of(raw) {
+                notes.add(
+                    NoteKind::Check,
+                    line,
+                    format!("`{raw}` has host bits set"),
+                    format!("written as the network {net}, which is what iptables matches"),
+                );
+                return Some(net);
+            }
+            notes.add(
+                NoteKind::NotImported,
+                line,
+                format!("`{raw}`: {}", e.message()),
+                e.hint(),
+            );
+            None
+        }
+    }
+}
+
+/// `10.1.2.3/16` -> `10.1.0.0/16`, when that is all that is wrong.
+fn network_of(raw: &str) -> Option<String> {
+    let (addr, len) = raw.trim().split_once('/')?;
+    let len: u8 = len.parse().ok()?;
+    let addr: std::net::IpAddr = addr.parse().ok()?;
+    let net = match addr {
+        std::net::IpAddr::V4(a) if len <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            std::net::IpAddr::V4((u32::from(a) & mask).into())
+        }
+        std::net::IpAddr::V6(a) if len <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            std::net::IpAddr::V6((u128::from(a) & mask).into())
+        }
+        _ => return None,
+    };
+    let text = format!("{net}/{len}");
+    crate::prefix::parse_prefix(&text, true)
+        .ok()
+        .map(|p| p.to_string())
+}
+
+/// Whether `prefix` (as steer writes it) is a default route.
+pub(crate) fn is_default_route(prefix: &str) -> bool {
+    prefix == "0.0.0.0/0" || prefix == "::/0"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_protocols() {
+        assert_eq!(ports("80,443").unwrap(), ["80", "443"]);
+        assert_eq!(ports("1000:2000").unwrap(), ["1000-2000"]);
+        assert_eq!(ports("1000-2000").unwrap(), ["1000-2000"]);
+        assert_eq!(ports("5:5").unwrap(), ["5"]);
+        assert_eq!(ports("2000:1000").unwrap_err(), "2000:1000");
+        assert_eq!(ports("http").unwrap_err(), "http");
+        assert_eq!(proto_word("all").as_deref(), Some("any"));
+        assert_eq!(proto_word("TCP").as_deref(), Some("tcp"));
+        assert_eq!(proto_word("gre").as_deref(), Some("47"));
+        assert_eq!(proto_word("300"), None);
+    }
+
+    #[test]
+    fn host_bits_are_cleared_with_a_note() {
+        let mut n = Notes::new("f");
+        assert_eq!(
+            prefix("10.1.2.3/16", &mut n, 4).as_deref(),
+            Some("10.1.0.0/16")
+        );
+        assert_eq!(prefix("0.0.0.0/0", &mut n, 4).as_deref(), Some("0.0.0.0/0"));
+        assert_eq!(prefix("nonsense", &mut n, 5), None);
+        let notes = n.into_vec();
+        assert_eq!(notes.len(), 2);
+        assert_eq!(notes[0].kind, NoteKind::Check);
+        assert_eq!(notes[1].kind, NoteKind::NotImported);
+    }
+
+    #[test]
+    fn names_are_steer_names_and_unique() {
+        let mut taken = Vec::new();
+        assert_eq!(steer_name("wan", "x", &mut taken), "wan");
+        assert_eq!(steer_name("wan", "x", &mut taken), "wan-2");
+        assert_eq!(steer_name("a b/c", "x", &mut taken), "a_b_c");
+        assert_eq!(steer_name("", "rule3", &mut taken), "rule3");
+    }
+}

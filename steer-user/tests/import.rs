@@ -1,0 +1,426 @@
+//! `steer import mwan3|omr-bypass` on the real binary, with UCI files written for the tests
+//! (tests/import/): what each section becomes, what is reported with its file:line, errors in
+//! malformed UCI, and that the output is a configuration `steer check` accepts as printed.
+
+mod common;
+
+use std::process::Command;
+
+use common::TempDir;
+
+const STEER: &str = env!("CARGO_BIN_EXE_steer");
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/import");
+
+/// Runs `steer import ARGS`; returns (success, stdout, stderr).
+fn import(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(STEER)
+        .arg("import")
+        .args(args)
+        .output()
+        .expect("run steer");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fixture(name: &str) -> String {
+    format!("{DIR}/{name}")
+}
+
+fn parse(toml_text: &str) -> toml::Table {
+    toml_text
+        .parse()
+        .unwrap_or_else(|e| panic!("the output is not TOML: {e}\n{toml_text}"))
+}
+
+/// The sets (as tables) of an imported configuration.
+fn sets(t: &toml::Table) -> Vec<toml::Table> {
+    t.get("set")
+        .and_then(|s| s.as_array())
+        .map(|a| a.iter().map(|s| s.as_table().unwrap().clone()).collect())
+        .unwrap_or_default()
+}
+
+fn strs(v: &toml::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `steer check -c` on the imported configuration as printed; panics with check's output
+/// when it fails.
+fn check(toml_text: &str, tag: &str) {
+    let dir = TempDir::new(tag);
+    let path = dir.join("steer.toml");
+    std::fs::write(&path, toml_text).unwrap();
+    let out = Command::new(STEER)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .expect("run steer check");
+    assert!(
+        out.status.success(),
+        "steer check refuses the import:\n{}{}\n{toml_text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+}
+
+/// (name, interface, mark, table) of each WAN.
+fn wans(t: &toml::Table) -> Vec<(String, String, i64, i64)> {
+    t["wan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_owned(),
+                w["interface"].as_str().unwrap().to_owned(),
+                w["mark"].as_integer().unwrap(),
+                w["table"].as_integer().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn policy<'a>(t: &'a toml::Table, name: &str) -> &'a toml::Value {
+    t["policy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no policy {name}"))
+}
+
+/// (wan, metric, weight) of a policy's members.
+fn members(t: &toml::Table, name: &str) -> Vec<(String, i64, i64)> {
+    policy(t, name)["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["wan"].as_str().unwrap().to_owned(),
+                m["metric"].as_integer().unwrap(),
+                m["weight"].as_integer().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn mwan3_default_style_two_wans() {
+    let file = fixture("mwan3-2wan");
+    let (ok, out, err) = import(&["mwan3", &file, "--network", &fixture("network")]);
+    assert!(ok, "{err}");
+    let t = parse(&out);
+    assert_eq!(t["general"]["mark_mask"].as_integer(), Some(0x3f00));
+    assert_eq!(strs(&t["general"]["lan"]), ["br-lan"]);
+    // wan and wan6 share eth1: one WAN (table and mark of wan, interface 1); wanb is
+    // interface 3 (the disabled wanb6 still counts, as in mwan3).
+    assert_eq!(
+        wans(&t),
+        [
+            ("wan".into(), "eth1".into(), 0x100, 1),
+            ("wanb".into(), "eth2".into(), 0x300, 3)
+        ]
+    );
+    let track = &t["wan"][0]["track"];
+    assert_eq!(
+        strs(&track["targets"]),
+        [
+            "1.0.0.1",
+            "1.1.1.1",
+            "208.67.222.222",
+            "208.67.220.220",
+            "2606:4700:4700::1001",
+            "2606:4700:4700::1111"
+        ]
+    );
+    assert_eq!(track["reliability"].as_integer(), Some(2));
+    assert_eq!(track["interval_ms"].as_integer(), Some(10_000));
+    assert_eq!(track["timeout_ms"].as_integer(), Some(4_000));
+    assert_eq!(track["down_after"].as_integer(), Some(5));
+    assert_eq!(
+        members(&t, "balanced"),
+        [("wan".into(), 1, 3), ("wanb".into(), 1, 3)]
+    );
+    assert_eq!(
+        members(&t, "wanb_wan"),
+        [("wan".into(), 2, 3), ("wanb".into(), 1, 2)]
+    );
+    assert_eq!(
+        policy(&t, "wanb_wan")["last_resort"].as_str(),
+        Some("default")
+    );
+    assert_eq!(
+        policy(&t, "balanced")["last_resort"].as_str(),
+        Some("unreachable")
+    );
+    // The https rule is an ordered rule; the two trailing catch-alls are the default.
+    let s = sets(&t);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0]["name"].as_str(), Some("https"));
+    assert_eq!(strs(&s[0]["proto"]), ["tcp"]);
+    assert_eq!(strs(&s[0]["dports"]), ["443"]);
+    assert_eq!(t["default"]["policy"].as_str(), Some("balanced"));
+    assert!(
+        err.contains(&format!("{file}:86: not imported: rule 'https': sticky")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:32: not imported: interface 'wanb6' is not enabled"
+        )),
+        "{err}"
+    );
+    assert!(out.contains(&format!("# NOT IMPORTED: {file}:86: rule 'https': sticky")));
+    check(&out, "mwan3-2wan");
+}
+
+#[test]
+fn mwan3_three_wans_and_a_rule_list() {
+    let file = fixture("mwan3-3wan");
+    let (ok, out, err) = import(&["mwan3", &file, "--network", &fixture("network")]);
+    assert!(ok, "{err}");
+    let t = parse(&out);
+    assert_eq!(
+        wans(&t),
+        [
+            ("wan".into(), "eth1".into(), 0x100, 1),
+            ("wanb".into(), "eth2".into(), 0x200, 2),
+            ("lte".into(), "wwan0".into(), 0x300, 3)
+        ]
+    );
+    let track = &t["wan"][0]["track"];
+    for (key, want) in [
+        ("interval_ms", 5000),
+        ("timeout_ms", 2000),
+        ("down_after", 3),
+        ("up_after", 8),
+        ("failure_interval_ms", 1000),
+        ("max_latency_ms", 800),
+        ("recover_latency_ms", 300),
+        ("max_loss_percent", 20),
+        ("recover_loss_percent", 5),
+    ] {
+        assert_eq!(track[key].as_integer(), Some(want), "{key}");
+    }
+    assert_eq!(t["wan"][1]["track"]["method"].as_str(), Some("http"));
+    assert_eq!(strs(&t["wan"][1]["track"]["targets"]), ["http://1.1.1.1/"]);
+    // Weights 300:100 fit steer's 1..=64 as 3:1.
+    assert_eq!(
+        members(&t, "balanced"),
+        [("wan".into(), 1, 3), ("wanb".into(), 1, 1)]
+    );
+    assert_eq!(
+        members(&t, "failover"),
+        [
+            ("wan".into(), 1, 1),
+            ("wanb".into(), 2, 1),
+            ("lte".into(), 3, 1)
+        ]
+    );
+    // Every imported rule, in mwan3's order, with its conditions; the guest interface is a
+    // LAN now; the ipset rule is written commented out, the long-named one left out (mwan3
+    // ignores it too).
+    let s = sets(&t);
+    let names: Vec<&str> = s.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "voip",
+            "ssh_office",
+            "kids",
+            "guest",
+            "ping",
+            "ntp_src",
+            "bank",
+            "default_rule"
+        ]
+    );
+    let get = |n: &str| s.iter().find(|s| s["name"].as_str() == Some(n)).unwrap();
+    assert_eq!(strs(&get("voip")["dports"]), ["5060", "10000-20000"]);
+    assert_eq!(strs(&get("voip")["proto"]), ["udp"]);
+    assert_eq!(strs(&get("ssh_office")["prefixes"]), ["198.51.100.0/24"]);
+    assert_eq!(strs(&get("ssh_office")["src_prefixes"]), ["192.168.1.0/24"]);
+    assert_eq!(get("kids")["match"].as_str(), Some("src"));
+    assert_eq!(strs(&get("guest")["in"]), ["br-guest"]);
+    assert_eq!(strs(&t["general"]["lan"]), ["br-lan", "br-guest"]);
+    assert_eq!(strs(&get("ping")["proto"]), ["icmp"]);
+    assert_eq!(strs(&get("ntp_src")["sports"]), ["123"]);
+    assert_eq!(get("bank")["policy"].as_str(), Some("main"));
+    assert!(
+        !get("bank").contains_key("dports"),
+        "mwan3 ignores ports with proto all"
+    );
+    // An IPv4-only catch-all is not the default (IPv6 would not match it in mwan3).
+    assert_eq!(strs(&get("default_rule")["prefixes"]), ["0.0.0.0/0"]);
+    assert!(t.get("default").is_none());
+    assert!(
+        out.contains("# [[set]]\n# name = \"streaming\"\n# policy = \"failover\""),
+        "{out}"
+    );
+    assert!(out.contains("# files = [\"streaming.txt\"]"), "{out}");
+    for want in [
+        format!(
+            "{file}:96: not imported: rule 'streaming': ipset `streaming` is defined outside mwan3; export it with `ipset save streaming"
+        ),
+        format!("{file}:36: unknown option: `track_gateway` in interface 'lte'"),
+        format!("{file}:28: not imported: count"),
+        format!("{file}:114: not imported: rule 'a_name_too_long_for_mwan3'"),
+        format!("{file}:111: check: rule 'bank': dest_port with proto `all`"),
+    ] {
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+    }
+    check(&out, "mwan3-3wan");
+}
+
+#[test]
+fn mwan3_without_network_keeps_logical_names_and_says_so() {
+    let file = fixture("mwan3-2wan");
+    let (ok, out, err) = import(&["mwan3", &file, "--lan", "lan0"]);
+    assert!(ok, "{err}");
+    let t = parse(&out);
+    // Without devices, wan and wan6 cannot be known to share one: two WANs.
+    let w: Vec<String> = wans(&t).into_iter().map(|w| w.1).collect();
+    assert_eq!(w, ["wan", "wan6", "wanb"]);
+    assert_eq!(strs(&t["general"]["lan"]), ["lan0"]);
+    assert!(
+        err.contains(&format!(
+            "{file}:6: check: interface = \"wan\" is mwan3's logical name"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn omr_bypass_every_rule_type() {
+    let file = fixture("omr-bypass");
+    let (ok, out, err) = import(&["omr-bypass", &file]);
+    assert!(ok, "{err}");
+    let t = parse(&out);
+    let w: Vec<(String, String)> = wans(&t).into_iter().map(|w| (w.0, w.1)).collect();
+    assert_eq!(
+        w,
+        [
+            ("eth2".into(), "eth2".into()),
+            ("eth1".into(), "eth1".into())
+        ]
+    );
+    // The ordered WAN list eth2, eth1, all: failover, then the default route.
+    assert_eq!(
+        members(&t, "via-eth2-eth1-then-default"),
+        [("eth2".into(), 1, 1), ("eth1".into(), 2, 1)]
+    );
+    assert_eq!(
+        policy(&t, "via-eth2-eth1-then-default")["last_resort"].as_str(),
+        Some("default")
+    );
+    assert_eq!(
+        policy(&t, "via-eth1")["last_resort"].as_str(),
+        Some("blackhole")
+    );
+    let s = sets(&t);
+    let summary: Vec<(String, String)> = s
+        .iter()
+        .map(|s| {
+            let keys: Vec<&str> = ["prefixes", "sports", "dports", "src_macs", "domains"]
+                .into_iter()
+                .filter(|k| s.contains_key(*k))
+                .collect();
+            (s["policy"].as_str().unwrap().to_owned(), keys.join(","))
+        })
+        .collect();
+    // Precedence as omr-bypass's chain gives it: destination addresses, source port,
+    // destination port, LAN address, MAC; then the domain sets.
+    assert_eq!(
+        summary,
+        [
+            ("via-eth2".into(), "prefixes".into()),
+            ("main".into(), "prefixes".into()),
+            ("via-eth1".into(), "sports".into()),
+            ("via-eth2".into(), "dports".into()),
+            ("via-eth1".into(), "prefixes".into()),
+            ("via-eth2".into(), "src_macs".into()),
+            ("via-eth1".into(), "src_macs".into()),
+            ("via-eth1".into(), "domains".into()),
+            ("via-eth2-eth1-then-default".into(), "domains".into()),
+            ("via-eth2".into(), "domains".into()),
+        ]
+    );
+    assert_eq!(strs(&s[3]["dports"]), ["5060-5070"]);
+    assert_eq!(s[4]["match"].as_str(), Some("src"));
+    assert_eq!(strs(&s[7]["domains"]), ["netflix.com"]);
+    assert_eq!(s[7]["filter_aaaa"].as_bool(), Some(true));
+    assert_eq!(strs(&s[8]["domains"]), ["example.org"]);
+    assert!(
+        !s[9].contains_key("filter_aaaa"),
+        "family ipv4 is reported, not guessed"
+    );
+    for want in [
+        format!("{file}:17: not imported: @domains[2]: `google.*`"),
+        format!("{file}:52: not imported: @asns[0] (ASN 2906)"),
+        format!("{file}:56: not imported: @dpis[0] (nDPI protocol Skype)"),
+        format!("{file}:60: not imported: @ips[2]: VPN on server"),
+        format!("{file}:67: not imported: @macs[1]: DSCP marking"),
+        format!("{file}:68: unknown option: `colour` in @macs[1]"),
+        format!("{file}:73: not imported: @domains[3]: family ipv4 only"),
+    ] {
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+        let comment = want.replacen(": not imported: ", ": ", 1);
+        let comment = comment.replacen(": unknown option: ", ": ", 1);
+        assert!(out.contains(&comment), "missing `{comment}` in:\n{out}");
+    }
+    check(&out, "omr-bypass");
+}
+
+#[test]
+fn malformed_uci_is_refused_with_file_line_and_column() {
+    let dir = TempDir::new("bad-uci");
+    for (text, want) in [
+        (
+            "config globals 'globals'\n\toption mmx_mask '0x3F00\n",
+            ":2:18: unterminated single quote; close the quote on the same line",
+        ),
+        (
+            "# header\n\toption enabled '1'\nconfig interface 'wan'\n",
+            ":2:2: `option` outside a section; put a `config TYPE 'NAME'` line before it",
+        ),
+        (
+            "config interface 'wan'\n\tlist track_ip\n",
+            ":2:6: `list track_ip` has no value",
+        ),
+    ] {
+        let path = dir.join("mwan3");
+        std::fs::write(&path, text).unwrap();
+        let p = path.to_str().unwrap();
+        let (ok, out, err) = import(&["mwan3", p]);
+        assert!(!ok, "accepted:\n{out}");
+        assert!(out.is_empty(), "nothing is printed on stdout: {out}");
+        assert!(err.contains(&format!("{p}{want}")), "{err}");
+    }
+}
+
+#[test]
+fn unreadable_and_malformed_input_files_are_named() {
+    let (ok, out, err) = import(&["mwan3", "/nonexistent/mwan3"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains("cannot read /nonexistent/mwan3: No such file or directory"),
+        "{err}"
+    );
+    let dir = TempDir::new("bad-network");
+    let network = dir.join("network");
+    std::fs::write(&network, "config interface 'wan'\n\toption device 'eth1\n").unwrap();
+    let n = network.to_str().unwrap();
+    let (ok, out, err) = import(&["mwan3", &fixture("mwan3-2wan"), "--network", n]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(
+        err.contains(&format!("{n}:2:16: unterminated single quote")),
+        "{err}"
+    );
+}
