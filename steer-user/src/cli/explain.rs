@@ -70,18 +70,37 @@ impl Proto {
     }
 }
 
-/// The synthetic packet `steer explain` classifies.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The synthetic packet `steer explain` classifies (its command-line arguments).
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
+    /// Destination address.
     pub dst: IpAddr,
-    /// Default: 0.0.0.0 or ::.
+    /// Source address (a LAN host); default 0.0.0.0 or ::.
+    #[arg(long)]
     pub src: Option<IpAddr>,
+    /// Transport protocol of the synthetic packet: tcp, udp, icmp or a protocol number
+    /// (sets with `proto` conditions and balanced policies look at it).
+    #[arg(long, default_value = "udp")]
     pub proto: Proto,
+    /// Source port (tcp and udp).
+    #[arg(long, default_value_t = 40000)]
     pub sport: u16,
+    /// Destination port (tcp and udp).
+    #[arg(long, default_value_t = 443)]
     pub dport: u16,
+    /// Source MAC address of the frame (sets with `src_macs` look at it).
+    #[arg(long, value_parser = parse_mac)]
     pub src_mac: Option<[u8; 6]>,
-    /// The LAN interface it comes in on (it must exist here).
+    /// The LAN interface the packet comes in on (sets with `in` look at it; it must exist in
+    /// this network namespace).
+    #[arg(long = "in", value_name = "INTERFACE")]
     pub input: Option<String>,
+}
+
+/// `aa:bb:cc:dd:ee:ff` (or with dashes), for `--src-mac`.
+fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    crate::model::ordered::parse_mac(text)
+        .ok_or_else(|| format!("{text:?} is not a MAC address: write aa:bb:cc:dd:ee:ff"))
 }
 
 /// An ordered rule that matched: its place in the configuration and the conditions the

@@ -105,27 +105,8 @@ pub enum Command {
     /// Run the real classifier on a synthetic packet against the live maps and say where it
     /// goes and why.
     Explain {
-        /// Destination address.
-        dst: std::net::IpAddr,
-        /// Source address (a LAN host); default 0.0.0.0 or ::.
-        #[arg(long)]
-        src: Option<std::net::IpAddr>,
-        /// Transport protocol of the synthetic packet: tcp, udp, icmp or a protocol number
-        /// (sets with `proto` conditions and balanced policies look at it).
-        #[arg(long, default_value = "udp")]
-        proto: Proto,
-        /// Source port (tcp and udp).
-        #[arg(long, default_value_t = 40000)]
-        sport: u16,
-        /// Destination port (tcp and udp).
-        #[arg(long, default_value_t = 443)]
-        dport: u16,
-        /// Source MAC address of the frame (sets with `src_macs` look at it).
-        #[arg(long, value_parser = parse_mac)]
-        src_mac: Option<[u8; 6]>,
-        /// The LAN interface the packet comes in on (sets with `in` look at it).
-        #[arg(long = "in", value_name = "INTERFACE")]
-        input: Option<String>,
+        #[command(flatten)]
+        probe: Probe,
         #[command(flatten)]
         target: Target,
         #[arg(long)]
@@ -356,26 +337,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain {
-            dst,
-            src,
-            proto,
-            sport,
-            dport,
-            src_mac,
-            input,
+            probe,
             target,
             json,
         } => {
             let resolved = target.resolve()?;
-            let probe = Probe {
-                dst,
-                src,
-                proto,
-                sport,
-                dport,
-                src_mac,
-                input,
-            };
             let mut e = explain(&resolved.pin_dir, &probe)?.with_runtime(
                 &crate::runtime_sets::journal::read(&resolved.socket),
                 dataplane::learned::boottime_secs(),
@@ -741,10 +707,4 @@ fn render_status(s: &Status) -> String {
         }
     }
     out
-}
-
-/// `aa:bb:cc:dd:ee:ff` (or with dashes), for `--src-mac`.
-fn parse_mac(text: &str) -> Result<[u8; 6], String> {
-    crate::model::ordered::parse_mac(text)
-        .ok_or_else(|| format!("{text:?} is not a MAC address: write aa:bb:cc:dd:ee:ff"))
 }

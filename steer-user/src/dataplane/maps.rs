@@ -89,6 +89,14 @@ impl std::fmt::Debug for Maps {
     }
 }
 
+/// Map `name`, taken from the object or the pins, opened as its steer type.
+pub(super) fn take_as<T: TryFrom<Map, Error = MapError>>(
+    take: &mut impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+    name: &'static str,
+) -> Result<T, DataplaneError> {
+    take(name)?.try_into().map_err(map_err(name, "open"))
+}
+
 pub(super) fn map_err(
     map: &'static str,
     op: &'static str,
@@ -116,10 +124,9 @@ impl Maps {
         mut take: impl FnMut(&'static str) -> Result<Map, DataplaneError>,
     ) -> Result<Self, DataplaneError> {
         macro_rules! typed {
-            ($name:expr) => {{
-                let name = $name;
-                take(name)?.try_into().map_err(map_err(name, "open"))?
-            }};
+            ($name:expr) => {
+                take_as(&mut take, $name)?
+            };
         }
         let mut split = |map: PrefixMap| -> Result<(NamedMap, NamedMap), DataplaneError> {
             let (outer, short) = map.map_names();

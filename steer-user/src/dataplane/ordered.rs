@@ -10,7 +10,10 @@ use steer_common::{
     CondAddrV4, CondAddrV6, CondBank, CondIfKey, CondMacKey, PortClasses, cond, map_names as names,
 };
 
-use super::{DataplaneError, maps::map_err};
+use super::{
+    DataplaneError,
+    maps::{map_err, take_as},
+};
 use crate::{
     model::{CondTables, Direction, Family, ordered::side_index},
     prefix::Prefix,
@@ -69,22 +72,22 @@ impl CondMaps {
     pub(super) fn build(
         mut take: impl FnMut(&'static str) -> Result<Map, DataplaneError>,
     ) -> Result<Self, DataplaneError> {
-        macro_rules! typed {
-            ($name:expr) => {{
-                let name = $name;
-                take(name)?.try_into().map_err(map_err(name, "open"))?
-            }};
-        }
         Ok(CondMaps {
-            active: typed!(names::COND_ACTIVE),
-            bank: typed!(names::COND_BANK),
-            proto: typed!(names::COND_PROTO),
-            port_class: typed!(names::COND_PORT_CLASS),
-            port_bits: typed!(names::COND_PORT_BITS),
-            mac: typed!(names::COND_MAC),
-            ins: typed!(names::COND_IN),
-            addrs_v4: [typed!(ADDR_NAMES[0][0]), typed!(ADDR_NAMES[1][0])],
-            addrs_v6: [typed!(ADDR_NAMES[0][1]), typed!(ADDR_NAMES[1][1])],
+            active: take_as(&mut take, names::COND_ACTIVE)?,
+            bank: take_as(&mut take, names::COND_BANK)?,
+            proto: take_as(&mut take, names::COND_PROTO)?,
+            port_class: take_as(&mut take, names::COND_PORT_CLASS)?,
+            port_bits: take_as(&mut take, names::COND_PORT_BITS)?,
+            mac: take_as(&mut take, names::COND_MAC)?,
+            ins: take_as(&mut take, names::COND_IN)?,
+            addrs_v4: [
+                take_as(&mut take, ADDR_NAMES[0][0])?,
+                take_as(&mut take, ADDR_NAMES[1][0])?,
+            ],
+            addrs_v6: [
+                take_as(&mut take, ADDR_NAMES[0][1])?,
+                take_as(&mut take, ADDR_NAMES[1][1])?,
+            ],
         })
     }
 

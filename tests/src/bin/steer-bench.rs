@@ -224,19 +224,7 @@ fn classifier() {
         ("1M IPv4", 1_000_000, true),
         ("100k IPv6", 100_000, false),
     ] {
-        let mut dp = Dataplane::load().expect("steer loads");
-        let policy = PolicyEntry {
-            action: action::MARK,
-            mark: 0x100,
-            mask: 0xff00,
-            wan: 0,
-            ..PolicyEntry::default()
-        };
-        for rule in [DEFAULT_RULE, 1] {
-            for family in Family::ALL {
-                dp.maps_mut().set_policy(0, family, rule, policy).unwrap();
-            }
-        }
+        let mut dp = marking([DEFAULT_RULE, 1]);
         let set = prefixes(&mut rng, count, v4);
         let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
         dp.maps_mut()
@@ -280,6 +268,24 @@ fn classifier() {
         row("tc spread", label, tc, tc_floor);
         row("xdp spread", label, xdp, xdp_floor);
     }
+}
+
+/// A freshly loaded object whose generation 0 marks `rules` with WAN 0's mark.
+fn marking(rules: impl IntoIterator<Item = u32>) -> Dataplane {
+    let mut dp = Dataplane::load().expect("steer loads");
+    let policy = PolicyEntry {
+        action: action::MARK,
+        mark: 0x100,
+        mask: 0xff00,
+        wan: 0,
+        ..PolicyEntry::default()
+    };
+    for rule in rules {
+        for family in Family::ALL {
+            dp.maps_mut().set_policy(0, family, rule, policy).unwrap();
+        }
+    }
+    dp
 }
 
 /// The per-packet cost of the ordered rules: one lookup per condition kind in use, whatever
@@ -359,19 +365,7 @@ fn ordered_rules() {
     );
     let mut base = [0.0; 4];
     for (label, rules) in cases {
-        let mut dp = Dataplane::load().expect("steer loads");
-        let policy = PolicyEntry {
-            action: action::MARK,
-            mark: 0x100,
-            mask: 0xff00,
-            wan: 0,
-            ..PolicyEntry::default()
-        };
-        for rule in 0..70 {
-            for family in Family::ALL {
-                dp.maps_mut().set_policy(0, family, rule, policy).unwrap();
-            }
-        }
+        let mut dp = marking(0..70);
         let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
         dp.maps_mut()
             .set_prefixes(Direction::Dst, &entries, WriteMode::Batched)
