@@ -116,13 +116,8 @@ pub fn compile(config: &Config, previous: &NameIds) -> Compiled {
                 kind,
             },
         );
-        match &set.conditions {
-            Some(conditions) => ordered.push(OrderedRule {
-                rule: id,
-                direction: set.direction,
-                prefixes: set.prefixes.iter().map(|e| e.prefix).collect(),
-                conditions: conditions.clone(),
-            }),
+        match set.ordered_rule(id) {
+            Some(rule) => ordered.push(rule),
             None => {
                 for entry in &set.prefixes {
                     prefixes.insert(set.direction, entry.prefix, id);

@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 
 use steer_tests::{
-    daemon::steer_in,
-    lab::{Lab, Wan, udp_via},
+    daemon::{Daemon, steer_in},
+    lab::{Lab, Wan, udp_via, udp_via_sized},
     scenario::{Options, Scenario},
 };
 
@@ -64,6 +64,19 @@ fn via(s: &Scenario, server: impl Into<IpAddr>, port: u16) -> Wan {
     }
 }
 
+/// IPv4 datagrams the router reassembled from fragments (`Ip: ReasmOKs`).
+fn reassemblies(s: &Scenario) -> u64 {
+    let snmp = s.lab.router.run("cat /proc/net/snmp");
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip.next().expect("header"), ip.next().expect("values"));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ReasmOKs")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("ReasmOKs")
+}
+
 /// `steer explain ARGS --json` in the router's namespace (where `--in` names its interfaces).
 fn explain_in_router(s: &Scenario, args: &[&str]) -> serde_json::Value {
     in_router(s, "explain", args)
@@ -90,7 +103,7 @@ fn in_router(s: &Scenario, command: &str, args: &[&str]) -> serde_json::Value {
 #[test]
 fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_sets() {
     // The client's MAC is only known once the lab exists: start, then reload with the rules.
-    let s = Scenario::start("cond", &Options::default());
+    let mut s = Scenario::start("cond", &Options::default());
     let client_mac = s
         .lab
         .client
@@ -124,6 +137,23 @@ fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_set
     assert_eq!(via(&s, a, 7000), Wan::Two, "the client's MAC");
     assert_eq!(via(&s, a, 7001), Wan::One, "another MAC's rule");
     assert_eq!(via(&s, a, 7002), Wan::Two, "came in on lan0");
+    // A datagram larger than the MTU leaves the client in fragments, and only the first one
+    // carries the ports: the whole datagram still goes where its port rule says.
+    // (The router reassembles each datagram before routing it, as conntrack does, with the
+    // first fragment's mark; the count shows the datagrams really came in fragments.)
+    for (port, want, what) in [(5060, Wan::Two, "voip"), (5059, Wan::One, "no rule")] {
+        let reassembled = reassemblies(&s);
+        let got = udp_via_sized(&s.lab, a.into(), port, N, 3000);
+        assert!(
+            reassemblies(&s) >= reassembled + got.iter().sum::<usize>() as u64,
+            "the router saw fragments"
+        );
+        let n = got[want.index()];
+        assert!(
+            n >= N / 2 && n == got.iter().sum::<usize>(),
+            "fragmented datagrams to udp {port} ({what}) by wan1/wan2: {got:?}"
+        );
+    }
 
     let e = explain_in_router(&s, &[&a.to_string(), "--proto", "udp", "--dport", "5060"]);
     assert_eq!(e["set"], "voip", "{e}");
@@ -196,4 +226,30 @@ fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_set
     );
     assert_eq!(via(&s, a, 7002), Wan::Two, "came in on the new lan0");
     assert_eq!(via(&s, a, 7003), Wan::One, "no rule");
+
+    // A crash: the rules stay in force without the daemon. The next one adopts the pinned
+    // maps and brings them to the file as edited meanwhile.
+    s.daemon.kill9();
+    s.lab.flush_conntrack();
+    assert_eq!(
+        via(&s, a, 5070),
+        Wan::Two,
+        "no daemon: the rules still apply"
+    );
+    let text = std::fs::read_to_string(&config).expect("config");
+    s.work.write("steer.toml", &text.replace("\"5070\", ", ""));
+    s.daemon = Daemon::start(&s.lab.router, &s.work);
+    s.wait_until(
+        "routing in sync",
+        std::time::Duration::from_secs(10),
+        |st| st["routing"]["in_sync"] == true,
+    );
+    s.lab.flush_conntrack();
+    assert_eq!(via(&s, a, 5070), Wan::One, "the restart applied the edit");
+    assert_eq!(via(&s, a, 10005), Wan::Two, "voip's other range kept");
+    assert_eq!(
+        via(&s, a, 7002),
+        Wan::Two,
+        "`in` resolved by the new daemon"
+    );
 }

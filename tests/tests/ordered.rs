@@ -71,15 +71,16 @@ fn first_match(rules: &[OrderedRule], p: &Packet) -> Option<u32> {
         .find(|r| {
             let c = &r.conditions;
             let proto = c.protos.is_empty() || c.protos.iter().any(|x| x.number(family) == p.proto);
-            let own = r.prefixes.is_empty()
-                || in_any(
-                    &r.prefixes,
+            let own = r.prefixes.as_ref().is_none_or(|own| {
+                in_any(
+                    own,
                     if r.direction == Direction::Src {
                         p.src
                     } else {
                         p.dst
                     },
-                );
+                )
+            });
             let src = c.src_prefixes.is_empty() || in_any(&c.src_prefixes, p.src);
             proto
                 && own
@@ -128,10 +129,21 @@ fn mwan3_like() -> Vec<OrderedRule> {
     let rule = |id, direction, own: &[&str], conditions| OrderedRule {
         rule: id,
         direction,
-        prefixes: prefixes(own),
+        prefixes: (!own.is_empty()).then(|| prefixes(own)),
         conditions,
     };
+    // A rule whose list files came out empty: first in order, it must match nothing.
+    let emptied = OrderedRule {
+        rule: 9,
+        direction: Direction::Dst,
+        prefixes: Some(Vec::new()),
+        conditions: Conditions {
+            protos: vec![Proto::TCP, Proto::UDP],
+            ..Conditions::default()
+        },
+    };
     vec![
+        emptied,
         rule(
             1,
             Direction::Dst,

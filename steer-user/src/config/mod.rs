@@ -476,6 +476,27 @@ pub struct Set {
     pub conditions: Option<crate::model::Conditions>,
 }
 
+impl Set {
+    /// Whether the set names addresses of its own (inline prefixes or list files). A set with
+    /// conditions that names none matches every address; one whose list files came out empty
+    /// matches none, never everything.
+    pub fn names_addresses(&self) -> bool {
+        !self.prefixes.is_empty() || !self.files.is_empty()
+    }
+
+    /// The set as an ordered rule with id `rule`; `None` for a plain prefix set.
+    pub fn ordered_rule(&self, rule: u32) -> Option<crate::model::OrderedRule> {
+        Some(crate::model::OrderedRule {
+            rule,
+            direction: self.direction,
+            prefixes: self
+                .names_addresses()
+                .then(|| self.prefixes.iter().map(|e| e.prefix).collect()),
+            conditions: self.conditions.clone()?,
+        })
+    }
+}
+
 /// A prefix and where it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

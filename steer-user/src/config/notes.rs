@@ -1,12 +1,33 @@
 //! Advice on a valid configuration: what works as written but may not be what was meant.
 //! `steer check` prints these as notes; none of them stops the daemon.
 
-use super::Config;
+use super::{Config, Set};
 use crate::model::Family;
 
 /// Every note on `config`, in file order.
 pub fn notes(config: &Config) -> Vec<String> {
-    config.wans.iter().filter_map(one_family_probed).collect()
+    let wans = config.wans.iter().filter_map(one_family_probed);
+    let sets = config.sets.iter().filter_map(rule_that_matches_nothing);
+    wans.chain(sets).collect()
+}
+
+/// A set with conditions that no packet can meet: its list files came out empty, or its
+/// own prefixes and its `src_prefixes` are of different families.
+fn rule_that_matches_nothing(set: &Set) -> Option<String> {
+    let rule = set.ordered_rule(0)?;
+    if Family::ALL.iter().any(|f| rule.fits(*f)) {
+        return None;
+    }
+    let why = if set.names_addresses() && set.prefixes.is_empty() {
+        "its list files hold no prefix"
+    } else {
+        "its prefixes and its src_prefixes are of different address families"
+    };
+    Some(format!(
+        "set `{}` has conditions but matches no packet: {why}; packets go on to the other \
+         rules and sets (fill the list, or remove `files` to match every address)",
+        set.name
+    ))
 }
 
 /// A WAN probed over one family only: the other family's state follows it, so an outage of

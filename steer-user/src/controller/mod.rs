@@ -629,12 +629,23 @@ impl Controller {
         if !self.config.general.lan.iter().any(|l| l == iface) {
             return None;
         }
-        // Rules that name the interface (`in`) follow its new index (or lose the old one).
-        if let Err(e) = self.dp.maps_mut().refresh_ordered_interfaces() {
-            return Some(ReportLine::error(format!(
-                "{iface}: rewriting the rules that name it (`in`) failed: {e}; run `steer reload`"
-            )));
+        // Rules that name the interface (`in`) follow its new index (or lose the old one). A
+        // failure there must not keep the classifier off the interface: attach all the same.
+        let refreshed = self.dp.maps_mut().refresh_ordered_interfaces();
+        let attached = self.follow_lan_link(iface, index);
+        match refreshed {
+            Ok(_) => attached,
+            Err(e) => Some(ReportLine::error(format!(
+                "{iface}: rewriting the rules that name it (`in`) failed: {e}; run `steer reload`{}",
+                attached
+                    .map(|l| format!(" ({})", l.text))
+                    .unwrap_or_default()
+            ))),
         }
+    }
+
+    /// Attaches the classifier to a LAN interface that (re)appeared, forgets one that went.
+    fn follow_lan_link(&mut self, iface: &str, index: Option<u32>) -> Option<ReportLine> {
         match index {
             None => {
                 self.dp.forget(iface);

@@ -81,6 +81,8 @@ pub struct Maps {
     ordered: CondMaps,
     /// What the live condition bank holds, once this handle wrote it (or found it empty).
     ordered_live: Option<Resolved>,
+    /// What the other bank holds after a flip: live again if [`Maps::undo_ordered`] runs.
+    ordered_before: Option<Resolved>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -165,6 +167,7 @@ impl Maps {
             active_word,
             ordered: CondMaps::build(&mut take)?,
             ordered_live: None,
+            ordered_before: None,
         })
     }
 
@@ -683,7 +686,7 @@ impl Maps {
         let next = live ^ 1;
         self.writes += self.ordered.write_bank(next, want)?;
         self.ordered.set_live_bank(next)?;
-        self.ordered_live = Some(want.clone());
+        self.ordered_before = self.ordered_live.replace(want.clone());
         Ok(Some(live))
     }
 
@@ -711,7 +714,7 @@ impl Maps {
     /// Makes `bank` live again (it still holds the rules it had): undoes a
     /// [`Maps::sync_ordered`] whose sync failed before its own flip.
     pub fn undo_ordered(&mut self, bank: u32) -> Result<(), DataplaneError> {
-        self.ordered_live = None;
+        self.ordered_live = self.ordered_before.take();
         self.ordered.set_live_bank(bank)
     }
 

@@ -443,21 +443,25 @@ pub fn sync(
 
     // Standby generation, then the flip.
     let start = maps.writes();
-    let standby = maps.scratch_generation().map_err(|e| rolled_back(e, 0))?;
     let mut staged = table.clone();
     for rule in &removed_rules {
         staged.copy_rule(&live, *rule);
     }
-    let flip = write_generation(maps, standby, &staged, &live).and_then(|changed| {
+    // Any failure up to the flip, finding the standby included, undoes what was written.
+    let flip = maps.scratch_generation().and_then(|standby| {
+        let changed = write_generation(maps, standby, &staged, &live)?;
         if changed {
-            maps.set_active_generation(standby).map(|()| true)
-        } else {
-            Ok(false)
+            maps.set_active_generation(standby)?;
         }
+        Ok((standby, changed))
     });
-    match flip {
-        Ok(true) => report.flipped = Some((live_gen, standby)),
-        Ok(false) => {}
+    let standby = match flip {
+        Ok((standby, changed)) => {
+            if changed {
+                report.flipped = Some((live_gen, standby));
+            }
+            standby
+        }
         Err(e) => {
             if let Some(bank) = ordered_before
                 && let Err(undo) = maps.undo_ordered(bank)
@@ -466,7 +470,7 @@ pub fn sync(
             }
             return Err(restore(maps, state, undo, &new_rules, e));
         }
-    }
+    };
     report.policy_writes += maps.writes() - start;
 
     // From here on the new state is live: what fails is completed later, never undone.

@@ -96,22 +96,23 @@ pub struct Conditions {
 pub struct OrderedRule {
     pub rule: u32,
     pub direction: Direction,
-    /// Empty: every address.
-    pub prefixes: Vec<Prefix>,
+    /// `None`: every address (the set names no prefixes and no list file). `Some` with an
+    /// empty list: no address (its list files came out empty), so the rule matches nothing
+    /// rather than everything.
+    pub prefixes: Option<Vec<Prefix>>,
     pub conditions: Conditions,
 }
 
 impl OrderedRule {
     /// The rule's prefixes on one side of the packet; `None` when it does not constrain it.
     pub fn prefixes_on(&self, side: Direction) -> Option<&[Prefix]> {
-        let list = if side == self.direction {
-            &self.prefixes
-        } else if side == Direction::Src {
-            &self.conditions.src_prefixes
+        if side == self.direction {
+            self.prefixes.as_deref()
+        } else if side == Direction::Src && !self.conditions.src_prefixes.is_empty() {
+            Some(&self.conditions.src_prefixes)
         } else {
-            return None;
-        };
-        (!list.is_empty()).then_some(list.as_slice())
+            None
+        }
     }
 
     /// Whether a packet of `family` can meet the rule at all (its address conditions may
@@ -386,7 +387,7 @@ mod tests {
         OrderedRule {
             rule: id,
             direction: Direction::Dst,
-            prefixes: prefixes.iter().map(|s| p(s)).collect(),
+            prefixes: (!prefixes.is_empty()).then(|| prefixes.iter().map(|s| p(s)).collect()),
             conditions,
         }
     }
@@ -454,6 +455,20 @@ mod tests {
         assert_eq!(t.bank.any[cond::any::SPORT], 0b11);
         assert_eq!(t.bank.any[cond::any::PROTO], 0b01);
         assert_eq!(t.proto[Family::V4.index()][6], 0b10);
+    }
+
+    #[test]
+    fn a_rule_whose_lists_came_out_empty_matches_nothing_not_everything() {
+        let emptied = OrderedRule {
+            prefixes: Some(Vec::new()),
+            ..rule(4, &[], Conditions::default())
+        };
+        let open = rule(5, &[], Conditions::default());
+        assert!(!emptied.fits(Family::V4) && !emptied.fits(Family::V6));
+        let t = CondTables::compile(&[emptied, open]).unwrap();
+        assert_eq!(t.bank.used, [0b10, 0b10], "only the open rule can match");
+        assert_eq!(t.bank.any[cond::any::DST_V4] & 1, 0);
+        assert_eq!(t.bank.dims & cond::dims::DST, cond::dims::DST);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! bad value located and explained; what they make of a set.
 
 use super::*;
+use steer::model::Family;
 
 const P: &str = "prefixes = [\"10.0.0.0/8\"]";
 
@@ -133,4 +134,54 @@ fn more_than_64_sets_with_conditions_are_refused() {
     assert_eq!(e.errors.len(), 1, "{e}");
     assert_eq!(e.errors[0].field, "set[r64]");
     assert!(e.errors[0].message.contains("at most 64"), "{e}");
+}
+
+#[test]
+fn a_set_with_conditions_whose_list_files_are_empty_matches_nothing_and_check_says_so() {
+    let text = format!(
+        "{MIN}\n[[set]]\nname = \"nightly\"\npolicy = \"p\"\nfiles = [\"lists/empty.txt\"]\n\
+         dports = [\"443\"]\n\n[[set]]\nname = \"web\"\npolicy = \"p\"\ndports = [\"80\"]\n"
+    );
+    let c = parse_in_fixtures(&text).unwrap_or_else(|e| panic!("{e}"));
+    let nightly = c.sets[1].ordered_rule(1).expect("an ordered rule");
+    assert_eq!(
+        nightly.prefixes,
+        Some(Vec::new()),
+        "no address, not every address"
+    );
+    assert!(!nightly.fits(Family::V4) && !nightly.fits(Family::V6));
+    let web = c.sets[2].ordered_rule(2).expect("an ordered rule");
+    assert_eq!(web.prefixes, None, "no files, no prefixes: every address");
+    let notes: Vec<String> = config::notes(&c)
+        .into_iter()
+        .filter(|n| n.starts_with("set "))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("set `nightly` has conditions but matches no packet")
+            && notes[0].contains("list files hold no prefix"),
+        "{}",
+        notes[0]
+    );
+}
+
+#[test]
+fn more_mac_addresses_than_the_kernel_map_holds_are_refused() {
+    let macs: Vec<String> = (0..1025u32)
+        .map(|i| format!("\"02:00:00:00:{:02x}:{:02x}\"", i >> 8, i & 0xff))
+        .collect();
+    let text = format!(
+        "{MIN}\n[[set]]\nname = \"devices\"\npolicy = \"p\"\nsrc_macs = [{}]\n",
+        macs.join(", ")
+    );
+    let e = errors(&text);
+    assert_eq!(e.errors.len(), 1, "{e}");
+    assert_eq!(e.errors[0].field, "set[devices]");
+    assert!(
+        e.errors[0].message.contains("1025 distinct MAC addresses")
+            && e.errors[0].message.contains("at most 1024"),
+        "{e}"
+    );
+    let fits = text.replacen(&format!(", {}", macs[1024]), "", 1);
+    parse_in_fixtures(&fits).unwrap_or_else(|e| panic!("1024 fit: {e}"));
 }

@@ -330,7 +330,7 @@ fn ordered_rules() {
                     }],
                     ..Conditions::default()
                 };
-                let mut own = Vec::new();
+                let mut own = None;
                 if every {
                     c.sports = vec![PortRange {
                         first: 1024,
@@ -339,9 +339,11 @@ fn ordered_rules() {
                     c.src_macs = vec![macs[i % 16]];
                     c.ins = vec!["lo".into()];
                     c.src_prefixes = vec![Prefix::new("192.168.1.0".parse().unwrap(), 24).unwrap()];
-                    own = (0..16)
-                        .map(|_| set[rng.below(set.len() as u64) as usize])
-                        .collect();
+                    own = Some(
+                        (0..16)
+                            .map(|_| set[rng.below(set.len() as u64) as usize])
+                            .collect(),
+                    );
                 }
                 OrderedRule {
                     rule: 2 + i as u32,

@@ -44,7 +44,7 @@ pub mod sock;
 pub mod tcp;
 mod udp;
 
-pub use udp::{Arrival, Stream, udp_arrivals, udp_via};
+pub use udp::{Arrival, Stream, udp_arrivals, udp_via, udp_via_sized};
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},

@@ -63,9 +63,10 @@ fn payload(nonce: u64, seq: u64) -> [u8; PAYLOAD] {
     p
 }
 
+/// The sequence number of one of our datagrams (padding after the payload is allowed).
 fn parse(nonce: u64, p: &[u8]) -> Option<u64> {
-    (p.len() == PAYLOAD && p[..8] == MAGIC && p[8..16] == nonce.to_be_bytes())
-        .then(|| u64::from_be_bytes(p[16..].try_into().expect("8 bytes")))
+    (p.len() >= PAYLOAD && p[..8] == MAGIC && p[8..16] == nonce.to_be_bytes())
+        .then(|| u64::from_be_bytes(p[16..PAYLOAD].try_into().expect("8 bytes")))
 }
 
 /// A server socket in the internet namespace (create it on a thread that entered it).
@@ -92,7 +93,8 @@ impl Receiver {
 
     /// The next datagram of our sender, or `None` after a poll period without one.
     fn next(&self) -> Option<Arrival> {
-        let mut buf = [0u8; 64];
+        // Large enough for a padded datagram whole (one that was sent in fragments).
+        let mut buf = [0u8; 4096];
         match sock::recv(&self.sock, &mut buf) {
             Ok(d) => {
                 let at = Instant::now();
@@ -160,8 +162,15 @@ fn spawn_receiver<R: Send + 'static>(
 /// address): index 0 is WAN 1, index 1 is WAN 2. Returns when all `n` arrived, or 300 ms after
 /// the last send. Nothing else may be bound to `server:port` meanwhile.
 pub fn udp_via(lab: &Lab, server: IpAddr, port: u16, n: usize) -> [usize; 2] {
+    udp_via_sized(lab, server, port, n, PAYLOAD)
+}
+
+/// Like [`udp_via`] with datagrams of `size` bytes (padded; at most 4096): above the lab's
+/// MTU the client sends each one in fragments, and only a datagram whose every fragment took
+/// one way is reassembled at the server and counted.
+pub fn udp_via_sized(lab: &Lab, server: IpAddr, port: u16, n: usize, size: usize) -> [usize; 2] {
     let mut counts = [0; 2];
-    for a in udp_arrivals(lab, server, port, n) {
+    for a in arrivals(lab, server, port, n, size) {
         if let Some(w) = a.via {
             counts[w.index()] += 1;
         }
@@ -172,6 +181,11 @@ pub fn udp_via(lab: &Lab, server: IpAddr, port: u16, n: usize) -> [usize; 2] {
 /// Like [`udp_via`] but returns every arrival (sequence, source, WAN by NAT address and by
 /// link), in arrival order.
 pub fn udp_arrivals(lab: &Lab, server: IpAddr, port: u16, n: usize) -> Vec<Arrival> {
+    arrivals(lab, server, port, n, PAYLOAD)
+}
+
+fn arrivals(lab: &Lab, server: IpAddr, port: u16, n: usize, size: usize) -> Vec<Arrival> {
+    assert!((PAYLOAD..=4096).contains(&size), "datagram size {size}");
     let server = SocketAddr::new(server, port);
     let nonce = nonce();
     let sent = Arc::new(Mutex::new(None::<Instant>));
@@ -195,7 +209,9 @@ pub fn udp_arrivals(lab: &Lab, server: IpAddr, port: u16, n: usize) -> Vec<Arriv
         let sock = sock::unbound_udp(server.ip());
         for seq in 0..n as u64 {
             // Errors (no route yet, ...) count as losses.
-            let _ = sock.send_to(&payload(nonce, seq), server);
+            let mut datagram = payload(nonce, seq).to_vec();
+            datagram.resize(size, 0);
+            let _ = sock.send_to(&datagram, server);
             std::thread::sleep(Duration::from_micros(500));
         }
     });

@@ -115,12 +115,15 @@ fn each(
 
 type Checked<T> = Result<T, (String, String)>;
 
-/// `tcp`, `udp`, `icmp`, `any` (no constraint: nothing is added) or a protocol number.
+/// `tcp`, `udp`, `icmp` (ICMP in IPv4, ICMPv6 in IPv6), `icmpv6`, `any` (no constraint:
+/// nothing is added) or a protocol number.
 fn proto(v: &str) -> Checked<Option<Proto>> {
     match v.to_ascii_lowercase().as_str() {
         "tcp" => Ok(Some(Proto::TCP)),
         "udp" => Ok(Some(Proto::UDP)),
-        "icmp" | "icmpv6" | "ipv6-icmp" => Ok(Some(Proto::Icmp)),
+        "icmp" => Ok(Some(Proto::Icmp)),
+        // ICMPv6 only (protocol 58): `icmp` is the one that means both.
+        "icmpv6" | "ipv6-icmp" => Ok(Some(Proto::Number(58))),
         "any" | "all" => Ok(None),
         other => other
             .parse::<u8>()
@@ -215,6 +218,8 @@ mod tests {
         assert!(mac("aa:bb:cc:dd:ee").is_err());
         assert_eq!(proto("TCP").unwrap(), Some(Proto::TCP));
         assert_eq!(proto("47").unwrap(), Some(Proto::Number(47)));
+        assert_eq!(proto("icmp").unwrap(), Some(Proto::Icmp));
+        assert_eq!(proto("ICMPv6").unwrap(), Some(Proto::Number(58)));
         assert_eq!(proto("any").unwrap(), None);
         assert!(proto("facebook").unwrap_err().1.contains("tcp, udp, icmp"));
         let lan = ["br-lan".to_string()];

@@ -198,7 +198,7 @@ fn check_ordered(cx: &mut Ctx<'_>, pending: &[PendingSet]) {
         .map(|s| OrderedRule {
             rule: 0,
             direction: s.direction,
-            prefixes: Vec::new(),
+            prefixes: None,
             conditions: s.conditions.clone().unwrap_or_default(),
         })
         .collect();
@@ -212,6 +212,7 @@ fn check_ordered(cx: &mut Ctx<'_>, pending: &[PendingSet]) {
         );
     }
     check_ordered_prefixes(cx, &ordered);
+    check_ordered_macs(cx, &ordered);
 }
 
 /// The ordered rules' prefixes fit the condition tries (each holds both banks during a
@@ -240,6 +241,31 @@ fn check_ordered_prefixes(cx: &mut Ctx<'_>, ordered: &[&PendingSet]) {
             ),
             "put large lists in sets without conditions (longest match, no such limit) and \
              keep the conditions for the traffic that needs them",
+        );
+    }
+}
+
+/// The ordered rules' distinct MAC addresses fit the MAC map (both banks during a change).
+fn check_ordered_macs(cx: &mut Ctx<'_>, ordered: &[&PendingSet]) {
+    let limit = (steer_common::cond::MAC_MAX_ENTRIES / 2) as usize;
+    let macs: std::collections::BTreeSet<[u8; 6]> = ordered
+        .iter()
+        .flat_map(|s| s.conditions.iter().flat_map(|c| &c.src_macs))
+        .copied()
+        .collect();
+    if macs.len() > limit
+        && let Some(first) = ordered.first()
+    {
+        cx.err(
+            &first.span,
+            &first.label,
+            format!(
+                "the sets with conditions name {} distinct MAC addresses; steer keeps at most \
+                 {limit}",
+                macs.len()
+            ),
+            "match larger groups of devices by their addresses (src_prefixes, or a set with \
+             match = \"src\") instead of by MAC",
         );
     }
 }
