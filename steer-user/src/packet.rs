@@ -18,6 +18,13 @@ pub enum Transport {
         sport: u16,
         dport: u16,
     },
+    /// SCTP (132), UDP-Lite (136) or another protocol whose header starts with the two
+    /// ports: a 12-byte header, the ports then zeros.
+    Ports {
+        proto: u8,
+        sport: u16,
+        dport: u16,
+    },
     /// No transport header: the IP payload is zeros with this protocol number.
     Other(u8),
 }
@@ -27,7 +34,7 @@ impl Transport {
         match self {
             Transport::Udp { .. } => 17,
             Transport::Tcp { .. } => 6,
-            Transport::Other(p) => p,
+            Transport::Ports { proto, .. } | Transport::Other(proto) => proto,
         }
     }
 
@@ -47,6 +54,12 @@ impl Transport {
                 h[2..4].copy_from_slice(&dport.to_be_bytes());
                 h[12] = 5 << 4; // data offset
                 h[13] = 0x02; // SYN
+                h
+            }
+            Transport::Ports { sport, dport, .. } => {
+                let mut h = vec![0u8; 12];
+                h[0..2].copy_from_slice(&sport.to_be_bytes());
+                h[2..4].copy_from_slice(&dport.to_be_bytes());
                 h
             }
             Transport::Other(_) => Vec::new(),

@@ -47,6 +47,12 @@ name = "from-lan"
 policy = "wan2-first"
 in = ["lan0"]
 dports = ["7002"]
+
+[[set]]
+name = "sctp"
+policy = "wan2-first"
+proto = ["132"]
+dports = ["9999"]
 "#,
         b = Lab::SERVER_B
     )
@@ -180,6 +186,11 @@ fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_set
     assert_eq!(e["set"], "default", "not from lan0: {e}");
     let e = explain_in_router(&s, &[&a.to_string(), "--dport", "7002", "--in", "lan0"]);
     assert_eq!(e["set"], "from-lan", "{e}");
+    // SCTP's header starts with its ports, as the classifier reads them.
+    let sctp =
+        |port: &str| explain_in_router(&s, &[&a.to_string(), "--proto", "132", "--dport", port]);
+    assert_eq!(sctp("9999")["set"], "sctp", "{}", sctp("9999"));
+    assert_eq!(sctp("9998")["set"], "default", "{}", sctp("9998"));
 
     let dump = in_router(&s, "dump", &["rules"]);
     let rule = |name: &str| {

@@ -64,9 +64,16 @@ impl fmt::Display for Proto {
     }
 }
 
+/// SCTP and UDP-Lite: their headers start with the ports, which the classifier reads.
+const PORTED: [u8; 2] = [132, 136];
+
 impl Proto {
     fn has_ports(self) -> bool {
-        matches!(self, Proto::Tcp | Proto::Udp)
+        match self {
+            Proto::Tcp | Proto::Udp => true,
+            Proto::Other(n) => PORTED.contains(&n),
+            Proto::Icmp => false,
+        }
     }
 }
 
@@ -82,10 +89,10 @@ pub struct Probe {
     /// (sets with `proto` conditions and balanced policies look at it).
     #[arg(long, default_value = "udp")]
     pub proto: Proto,
-    /// Source port (tcp and udp).
+    /// Source port (tcp, udp, sctp 132 and udp-lite 136).
     #[arg(long, default_value_t = 40000)]
     pub sport: u16,
-    /// Destination port (tcp and udp).
+    /// Destination port (tcp, udp, sctp 132 and udp-lite 136).
     #[arg(long, default_value_t = 443)]
     pub dport: u16,
     /// Source MAC address of the frame (sets with `src_macs` look at it).
@@ -360,6 +367,11 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         Proto::Udp => Transport::Udp { sport, dport },
         Proto::Icmp if dst.is_ipv4() => Transport::Other(1),
         Proto::Icmp => Transport::Other(58),
+        Proto::Other(proto) if PORTED.contains(&proto) => Transport::Ports {
+            proto,
+            sport,
+            dport,
+        },
         Proto::Other(n) => Transport::Other(n),
     };
     let src_mac = probe.src_mac.unwrap_or([0x02, 0, 0, 0, 0, 0x01]);
