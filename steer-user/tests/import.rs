@@ -250,7 +250,9 @@ fn mwan3_three_wans_and_a_rule_list() {
     assert_eq!(get("kids")["match"].as_str(), Some("src"));
     assert_eq!(strs(&get("guest")["in"]), ["br-guest"]);
     assert_eq!(strs(&t["general"]["lan"]), ["br-lan", "br-guest"]);
-    assert_eq!(strs(&get("ping")["proto"]), ["icmp"]);
+    // mwan3 hands `-p icmp` to iptables and ip6tables alike: protocol 1 in both families,
+    // where steer's `icmp` would be ICMPv6 for IPv6.
+    assert_eq!(strs(&get("ping")["proto"]), ["1"]);
     assert_eq!(strs(&get("ntp_src")["sports"]), ["123"]);
     assert_eq!(get("bank")["policy"].as_str(), Some("main"));
     assert!(
@@ -311,19 +313,30 @@ fn omr_bypass_every_rule_type() {
             ("eth1".into(), "eth1".into())
         ]
     );
-    // The ordered WAN list eth2, eth1, all: failover, then the default route.
+    // The ordered WAN list eth2, eth1, all: failover, then the master WAN's route (table
+    // 991337), which without --network is taken to be the first WAN the rules name (eth2),
+    // then the others; nothing is left to the main table (the tunnel).
     assert_eq!(
-        members(&t, "via-eth2-eth1-then-default"),
+        members(&t, "via-eth2-eth1-then-master"),
         [("eth2".into(), 1, 1), ("eth1".into(), 2, 1)]
     );
     assert_eq!(
-        policy(&t, "via-eth2-eth1-then-default")["last_resort"].as_str(),
-        Some("default")
+        members(&t, "via-master"),
+        [("eth2".into(), 1, 1), ("eth1".into(), 2, 1)]
     );
-    assert_eq!(
-        policy(&t, "via-eth1")["last_resort"].as_str(),
-        Some("blackhole")
-    );
+    // A WAN group none of whose WANs is usable is `unreachable` in omr-bypass.
+    for p in [
+        "via-eth2-eth1-then-master",
+        "via-master",
+        "via-eth1",
+        "via-eth2",
+    ] {
+        assert_eq!(
+            policy(&t, p)["last_resort"].as_str(),
+            Some("unreachable"),
+            "{p}"
+        );
+    }
     let s = sets(&t);
     let summary: Vec<(String, String)> = s
         .iter()
@@ -341,14 +354,14 @@ fn omr_bypass_every_rule_type() {
         summary,
         [
             ("via-eth2".into(), "prefixes".into()),
-            ("main".into(), "prefixes".into()),
+            ("via-master".into(), "prefixes".into()),
             ("via-eth1".into(), "sports".into()),
             ("via-eth2".into(), "dports".into()),
             ("via-eth1".into(), "prefixes".into()),
             ("via-eth2".into(), "src_macs".into()),
             ("via-eth1".into(), "src_macs".into()),
             ("via-eth1".into(), "domains".into()),
-            ("via-eth2-eth1-then-default".into(), "domains".into()),
+            ("via-eth2-eth1-then-master".into(), "domains".into()),
             ("via-eth2".into(), "domains".into()),
         ]
     );
@@ -357,10 +370,27 @@ fn omr_bypass_every_rule_type() {
     assert_eq!(strs(&s[7]["domains"]), ["netflix.com"]);
     assert_eq!(s[7]["filter_aaaa"].as_bool(), Some(true));
     assert_eq!(strs(&s[8]["domains"]), ["example.org"]);
-    assert!(
-        !s[9].contains_key("filter_aaaa"),
-        "family ipv4 is reported, not guessed"
-    );
+    // Without noipv6, omr-bypass takes noipv6 '1' (no AAAA for the domain).
+    assert_eq!(s[8]["filter_aaaa"].as_bool(), Some(true));
+    assert_eq!(s[9]["filter_aaaa"].as_bool(), Some(true));
+    for want in [
+        format!(
+            "{file}:10: check: domain rule without noipv6 (and 1 more domain rules): omr-bypass takes noipv6 '1'"
+        ),
+        format!(
+            "{file}:26: check: @ips[1]: output `all` is omr-bypass's route of the master WAN (table 991337, not the tunnel): without --network the master WAN is not known: `eth2`, the first WAN the rules name, was taken, then eth1"
+        ),
+        format!(
+            "{file}:12: check: @domains[1]: output `all` is omr-bypass's route of the master WAN"
+        ),
+    ] {
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+        let comment = want.replacen(": check: ", ": ", 1);
+        assert!(
+            out.contains(&format!("# CHECK: {comment}")),
+            "missing `{comment}` in:\n{out}"
+        );
+    }
     for want in [
         format!("{file}:17: not imported: @domains[2]: `google.*`"),
         format!("{file}:52: not imported: @asns[0] (ASN 2906)"),
@@ -376,6 +406,251 @@ fn omr_bypass_every_rule_type() {
         assert!(out.contains(&comment), "missing `{comment}` in:\n{out}");
     }
     check(&out, "omr-bypass");
+}
+
+#[test]
+fn omr_bypass_source_interface_policies_and_the_master_wan() {
+    let file = fixture("omr-bypass-src");
+    let network = fixture("network-omr");
+    let (ok, out, err) = import(&[
+        "omr-bypass",
+        &file,
+        "--network",
+        &network,
+        "--lan",
+        "br-lan",
+        "--lan",
+        "br-guest",
+    ]);
+    assert!(ok, "{err}");
+    let t = parse(&out);
+    let w: Vec<(String, String)> = wans(&t).into_iter().map(|w| (w.0, w.1)).collect();
+    assert_eq!(
+        w,
+        [
+            ("wanb".into(), "eth2".into()),
+            ("wan".into(), "eth1".into()),
+            ("lte".into(), "wwan0".into())
+        ]
+    );
+    // `all` (and `default`, and no interface at all) is table 991337: the master WAN (wanb,
+    // multipath 'master'), then omr-tracker's failover to the other aggregated interfaces in
+    // file order; the tunnel (omrvpn, multipath off) is not one of them.
+    let master = [
+        ("wanb".into(), 1, 1),
+        ("wan".into(), 2, 1),
+        ("lte".into(), 3, 1),
+    ];
+    assert_eq!(members(&t, "via-master"), master);
+    assert_eq!(
+        members(&t, "via-lte-then-master"),
+        [
+            ("lte".into(), 1, 1),
+            ("wanb".into(), 2, 1),
+            ("wan".into(), 3, 1)
+        ]
+    );
+    assert_eq!(
+        policy(&t, "via-lte-then-master")["last_resort"].as_str(),
+        Some("unreachable")
+    );
+    // Source interface policies: their WAN list in order; fallback 'default' is the main
+    // table, 'block' drops.
+    assert_eq!(
+        members(&t, "via-lte-wan-else-main"),
+        [("lte".into(), 1, 1), ("wan".into(), 2, 1)]
+    );
+    assert_eq!(
+        policy(&t, "via-lte-wan-else-main")["last_resort"].as_str(),
+        Some("default")
+    );
+    assert_eq!(
+        policy(&t, "via-wan-else-drop")["last_resort"].as_str(),
+        Some("blackhole")
+    );
+    // They come after every other omr-bypass rule (which override their mark), before the
+    // domain sets; the disabled one and the one without WANs are left out.
+    let s = sets(&t);
+    let names: Vec<&str> = s.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "ips0",
+            "dest-port0",
+            "dest-port1",
+            "guests",
+            "office",
+            "iot",
+            "domains0"
+        ]
+    );
+    let get = |n: &str| s.iter().find(|s| s["name"].as_str() == Some(n)).unwrap();
+    assert_eq!(get("dest-port1")["policy"].as_str(), Some("via-master"));
+    let guests = get("guests");
+    assert_eq!(strs(&guests["in"]), ["br-guest"]);
+    assert_eq!(guests["policy"].as_str(), Some("via-lte-wan-else-main"));
+    // ipv6 'default' (the default): IPv4 only, IPv6 keeps its normal path.
+    assert_eq!(strs(&guests["prefixes"]), ["0.0.0.0/0"]);
+    assert_eq!(guests["allow_default_route"].as_bool(), Some(true));
+    // ipv6 'policy': both families.
+    let office = get("office");
+    assert_eq!(strs(&office["in"]), ["br-lan"]);
+    assert!(!office.contains_key("prefixes"), "{office:?}");
+    assert_eq!(strs(&get("iot")["in"]), ["br-iot"]);
+    assert_eq!(strs(&get("iot")["prefixes"]), ["0.0.0.0/0"]);
+    // br-iot was not given with --lan: it joins general.lan, with a note.
+    assert_eq!(strs(&t["general"]["lan"]), ["br-lan", "br-guest", "br-iot"]);
+    // noipv6 '0': IPv6 stays.
+    assert!(!get("domains0").contains_key("filter_aaaa"));
+    for want in [
+        format!(
+            "{file}:6: check: @ips[0]: output `all` is omr-bypass's route of the master WAN (table 991337, not the tunnel): `wanb` (multipath 'master' at {network}:24), then wan, lte (omr-tracker's failover)"
+        ),
+        format!(
+            "{file}:11: check: @dest_port[0]: output `default` is omr-bypass's route of the master WAN"
+        ),
+        format!(
+            "{file}:45: check: @dest_port[1]: no output interface (omr-bypass takes `all`) is omr-bypass's route of the master WAN"
+        ),
+        format!(
+            "{file}:33: check: src_intf 'iot': source `iot` (br-iot) is not a LAN given with --lan (br-lan, br-guest); added to general.lan"
+        ),
+        format!("{file}:35: not imported: src_intf 'iot': ipv6 'block'"),
+        format!("{file}:42: not imported: src_intf 'nowan' has no `wan`"),
+        format!(
+            "{file}:1: check: precedence: omr-bypass matches domains before port, address, MAC and source interface rules"
+        ),
+    ] {
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+    }
+    assert!(
+        !err.contains("'off'"),
+        "a disabled policy is skipped: {err}"
+    );
+    check(&out, "omr-bypass-src");
+}
+
+#[test]
+fn omr_bypass_source_policy_without_network_names_the_interface_as_written() {
+    // Without --network, `source 'guest'` cannot be turned into a device: it is written as
+    // is, said so, and joins general.lan; `all` is the first WAN the rules name.
+    let file = fixture("omr-bypass-src");
+    let (ok, out, err) = import(&["omr-bypass", &file]);
+    assert!(ok, "{err}");
+    let t = parse(&out);
+    assert_eq!(
+        strs(&t["general"]["lan"]),
+        ["br-lan", "guest", "lan", "iot"]
+    );
+    assert_eq!(
+        members(&t, "via-master"),
+        [
+            ("lte".into(), 1, 1),
+            ("wan".into(), 2, 1),
+            ("wanb".into(), 3, 1)
+        ]
+    );
+    for want in [
+        format!(
+            "{file}:6: check: @ips[0]: output `all` is omr-bypass's route of the master WAN (table 991337, not the tunnel): without --network the master WAN is not known: `lte`, the first WAN the rules name, was taken, then wan, wanb; policy `via-master` lists them in that order; pass --network /etc/config/network"
+        ),
+        format!("{file}:21: check: src_intf 'guests': source `guest` is a logical name"),
+    ] {
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+    }
+}
+
+/// The set `name` that the import wrote commented out, uncommented.
+fn commented_set(out: &str, name: &str) -> toml::Table {
+    let start = out
+        .find(&format!("# [[set]]\n# name = \"{name}\"\n"))
+        .unwrap_or_else(|| panic!("no commented set {name} in:\n{out}"));
+    let block: String = out[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("# "))
+        .map(|l| format!("{}\n", &l[2..]))
+        .collect();
+    parse(&block)
+}
+
+#[test]
+fn mwan3_ipset_is_the_destination_and_other_conditions_still_apply() {
+    let file = fixture("mwan3-ipset");
+    let (ok, out, err) = import(&["mwan3", &file]);
+    assert!(ok, "{err}");
+    // `-m set --match-set video dst` with `-p tcp --dport 443`: the set's members are the
+    // destinations, and the ports stay.
+    let video = commented_set(&out, "video");
+    assert_eq!(video["match"].as_str(), Some("dst"));
+    assert_eq!(strs(&video["files"]), ["video.txt"]);
+    assert_eq!(strs(&video["dports"]), ["443"]);
+    assert!(!video.contains_key("prefixes"));
+    // With src_ip: the set is still the destination side, src_ip a source condition.
+    let kids = commented_set(&out, "kids_video");
+    assert_eq!(kids["match"].as_str(), Some("dst"));
+    assert_eq!(strs(&kids["files"]), ["video.txt"]);
+    assert_eq!(strs(&kids["src_prefixes"]), ["192.168.1.64/27"]);
+    assert!(!kids.contains_key("prefixes"), "{kids:?}");
+    // With dest_ip: mwan3 wants both; steer's prefixes and files would be either. Left out,
+    // without dest_ip, and said why.
+    let cdn = commented_set(&out, "cdn_video");
+    assert!(!cdn.contains_key("prefixes"), "{cdn:?}");
+    assert!(
+        out.contains(
+            "# NOT IMPORTED (dest_ip and ipset video: steer cannot intersect two destination lists):\n# [[set]]\n# name = \"cdn_video\""
+        ),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:33: check: rule 'cdn_video': dest_ip 198.51.100.0/24 and ipset `video` must both hold the destination in mwan3; steer's prefixes and files are one list (either one matches); the rule is written commented out, without dest_ip: put in video.txt only the members of `video` inside 198.51.100.0/24"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:27: not imported: rule 'kids_video': ipset `video` is defined outside mwan3; export it"
+        )),
+        "{err}"
+    );
+    // Once video.txt is filled and the two sets are uncommented, steer takes them.
+    let dir = TempDir::new("mwan3-ipset");
+    std::fs::write(dir.join("video.txt"), "203.0.113.0/24\n").unwrap();
+    let mut text = String::new();
+    let mut uncomment = false;
+    for line in out.lines() {
+        if line.starts_with("# NOT IMPORTED (needs video.txt") {
+            uncomment = true;
+            continue;
+        }
+        if !line.starts_with("# ") {
+            uncomment = false;
+        }
+        match line.strip_prefix("# ") {
+            Some(l) if uncomment => text.push_str(l),
+            _ => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    let t = parse(&text);
+    let names: Vec<String> = sets(&t)
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["video", "kids_video"]);
+    let path = dir.join("steer.toml");
+    std::fs::write(&path, &text).unwrap();
+    let o = Command::new(STEER)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .expect("run steer check");
+    assert!(
+        o.status.success(),
+        "{}{}\n{text}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! order; omr-bypass's precedence). `steer explain` runs the real classifier on the live maps.
 
 use steer_tests::{
-    daemon::{Daemon, Workdir, steer_bin},
+    daemon::{Daemon, Workdir, steer_bin, steer_in},
     lab::{Lab, Wan},
 };
 
@@ -112,7 +112,8 @@ const fn from_mac(mac: &'static str, packet: Packet) -> Packet {
     }
 }
 
-/// Loads `config` into a daemon in a fresh lab and checks every packet with `steer explain`.
+/// Loads `config` into a daemon in a fresh lab and checks every packet with `steer explain`,
+/// run in the router's namespace as coming in on the lab's LAN interface (`in` conditions).
 fn explain_all(tag: &str, config: impl Fn(&Workdir) -> String, packets: &[Packet]) {
     steer_tests::require_root();
     let lab = Lab::new();
@@ -123,16 +124,29 @@ fn explain_all(tag: &str, config: impl Fn(&Workdir) -> String, packets: &[Packet
     let _daemon = Daemon::start(&lab.router, &work);
     for k in packets {
         let (sport, dport) = (k.sport.to_string(), k.dport.to_string());
-        let mut args = vec!["explain", k.dst, "--src", k.src, "--proto", k.proto];
+        let mut args = vec![k.dst, "--src", k.src, "--proto", k.proto];
         if k.proto != "icmp" {
             args.extend(["--sport", &sport, "--dport", &dport]);
         }
         if let Some(mac) = k.src_mac {
             args.extend(["--src-mac", mac]);
         }
-        args.push("--json");
-        let out = work.steer_ok(&args);
-        let e: serde_json::Value = serde_json::from_str(&out).expect("explain --json");
+        args.extend(["--in", Lab::LAN_IFACE, "--json"]);
+        let out = steer_in(&lab.router)
+            .arg("explain")
+            .args(&args)
+            .arg("--socket")
+            .arg(&work.socket)
+            .arg("--pin-dir")
+            .arg(&work.pin_dir)
+            .output()
+            .expect("run steer explain");
+        assert!(
+            out.status.success(),
+            "steer explain {args:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("explain --json");
         let what = format!(
             "{} {} -> {} sport {} dport {} mac {:?}",
             k.proto, k.src, k.dst, k.sport, k.dport, k.src_mac
@@ -208,6 +222,16 @@ const MWAN3_PACKETS: &[Packet] = &[
     p("10.10.0.2", "8.8.8.8", "udp", (123, 123), "ntp", "wanb"),
     p("10.10.0.2", "8.8.4.4", "tcp", (123, 80), "default", "wan"),
     p("10.10.0.2", "8.8.8.8", "icmp", (0, 0), "ping", "wanb"),
+    // mwan3's proto 'icmp' is `-p icmp` in ip6tables too: protocol 1, so ICMPv6 is not
+    // `ping`'s.
+    p(
+        "fd10::2",
+        "2606:4700::1111",
+        "icmp",
+        (0, 0),
+        "default",
+        "wan",
+    ),
     p(
         "fd10::2",
         "2606:4700::1111",
@@ -247,13 +271,16 @@ fn imported_mwan3_rules_pick_the_wan_mwan3_would() {
 
 const MAC: &str = "02:00:00:00:00:aa";
 
-/// Worked out by hand from omr-bypass-lab and omr-bypass's iptables chain: destination
-/// addresses first (matched, then RETURN), then MAC, LAN address, destination port and
-/// source port rules, each MARK overriding the one before (so the last match wins).
+/// Worked out by hand from omr-bypass-lab and omr-bypass's chain: destination addresses
+/// first (matched, then RETURN), then MAC, LAN address, destination port and source port
+/// rules, each MARK overriding the one before (so the last match wins); the source interface
+/// policy (lan: wanb, then wan; IPv4 only) marks what none of them does. `all` is table
+/// 991337, the master WAN's (network-lab: wan is multipath 'master'), not the main table.
 const OMR_PACKETS: &[Packet] = &[
-    // The address rule wins over the source port rule (which says wan1).
-    p("10.10.0.2", "9.9.9.9", "udp", (51820, 5060), "ips0", "wan2"),
-    p("10.10.0.2", "8.8.4.4", "tcp", (40000, 443), "ips1", ""),
+    // The address rule wins over the source port rule (which says wan).
+    p("10.10.0.2", "9.9.9.9", "udp", (51820, 5060), "ips0", "wanb"),
+    // `all`: the master WAN.
+    p("10.10.0.2", "8.8.4.4", "tcp", (40000, 443), "ips1", "wan"),
     // Source port over destination port.
     p(
         "10.10.0.2",
@@ -261,7 +288,7 @@ const OMR_PACKETS: &[Packet] = &[
         "udp",
         (51820, 5060),
         "src-port0",
-        "wan1",
+        "wan",
     ),
     p(
         "10.10.0.2",
@@ -269,9 +296,17 @@ const OMR_PACKETS: &[Packet] = &[
         "udp",
         (40000, 5065),
         "dest-port0",
-        "wan2",
+        "wanb",
     ),
-    p("10.10.0.2", "8.8.8.8", "tcp", (40000, 5065), "default", ""),
+    // No rule: the LAN's source interface policy.
+    p(
+        "10.10.0.2",
+        "8.8.8.8",
+        "tcp",
+        (40000, 5065),
+        "src-intf0",
+        "wanb",
+    ),
     // LAN address over MAC; the MAC alone.
     from_mac(
         MAC,
@@ -281,12 +316,12 @@ const OMR_PACKETS: &[Packet] = &[
             "tcp",
             (40000, 443),
             "lan-ip0",
-            "wan2",
+            "wanb",
         ),
     ),
     from_mac(
         MAC,
-        p("10.10.0.2", "8.8.8.8", "tcp", (40000, 443), "macs0", "wan1"),
+        p("10.10.0.2", "8.8.8.8", "tcp", (40000, 443), "macs0", "wan"),
     ),
     // Destination port over MAC.
     from_mac(
@@ -297,14 +332,35 @@ const OMR_PACKETS: &[Packet] = &[
             "udp",
             (40000, 5060),
             "dest-port0",
-            "wan2",
+            "wanb",
         ),
     ),
-    p("10.10.0.2", "8.8.8.8", "tcp", (40000, 443), "default", ""),
+    p(
+        "10.10.0.2",
+        "8.8.8.8",
+        "tcp",
+        (40000, 443),
+        "src-intf0",
+        "wanb",
+    ),
+    // The source policy's ipv6 'default': IPv6 keeps its normal path (the main table).
+    p(
+        "fd10::2",
+        "2606:4700::1111",
+        "tcp",
+        (40000, 443),
+        "default",
+        "",
+    ),
 ];
 
 #[test]
 fn imported_omr_bypass_rules_pick_the_wan_omr_bypass_would() {
-    let config = |work: &Workdir| for_the_lab(import(&["omr-bypass", "@omr-bypass-lab"]), work);
+    let config = |work: &Workdir| {
+        for_the_lab(
+            import(&["omr-bypass", "@omr-bypass-lab", "--network", "@network-lab"]),
+            work,
+        )
+    };
     explain_all("import-omr", config, OMR_PACKETS);
 }

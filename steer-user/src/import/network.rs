@@ -7,16 +7,25 @@ use super::uci::{self, UciError};
 
 #[derive(Debug, Clone, Default)]
 pub struct Network {
+    /// The file name, for notes.
+    file: String,
     /// Logical interface -> device.
     devices: BTreeMap<String, String>,
+    /// The interfaces OpenMPTCProuter aggregates (`option multipath` other than `off`), in
+    /// file order: (name, multipath, line of its section).
+    multipath: Vec<(String, String, usize)>,
 }
 
 impl Network {
     pub fn parse(text: &str, file: &str) -> Result<Network, UciError> {
         let sections = uci::parse(text, file)?;
         let mut raw = BTreeMap::new();
+        let mut multipath = Vec::new();
         for s in sections.iter().filter(|s| s.kind == "interface") {
             let Some(name) = &s.name else { continue };
+            if let Some(m @ ("master" | "on" | "backup")) = s.value("multipath") {
+                multipath.push((name.clone(), m.to_owned(), s.line));
+            }
             let proto = s.value("proto").unwrap_or("");
             // Point-to-point protocols: netifd names the L3 device after the interface.
             let device = match proto {
@@ -46,7 +55,35 @@ impl Network {
                 devices.insert(name.clone(), d);
             }
         }
-        Ok(Network { devices })
+        Ok(Network {
+            file: file.to_owned(),
+            devices,
+            multipath,
+        })
+    }
+
+    /// The file this was read from.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// OpenMPTCProuter's master interface (`option multipath 'master'`) and the line of its
+    /// section.
+    pub fn master(&self) -> Option<(&str, usize)> {
+        self.multipath
+            .iter()
+            .find(|(_, m, _)| m == "master")
+            .map(|(n, _, l)| (n.as_str(), *l))
+    }
+
+    /// The other aggregated interfaces (`multipath` `on` or `backup`), in file order: where
+    /// omr-tracker moves the master's default route (table 991337) when the master is down.
+    pub fn multipath_others(&self) -> Vec<&str> {
+        self.multipath
+            .iter()
+            .filter(|(_, m, _)| m != "master")
+            .map(|(n, _, _)| n.as_str())
+            .collect()
     }
 
     /// The device of logical interface `name`.
@@ -64,8 +101,10 @@ mod tests {
         let n = Network::parse(
             "config interface 'lan'\n option device 'br-lan'\n\
              config interface 'wan'\n option device 'eth1'\n option proto 'dhcp'\n\
+             option multipath 'on'\n\
              config interface 'wan6'\n option device '@wan'\n option proto 'dhcpv6'\n\
              config interface 'dsl'\n option device 'eth2'\n option proto 'pppoe'\n\
+             option multipath 'master'\n\
              config interface 'old'\n option ifname 'eth3'\n",
             "network",
         )
@@ -75,5 +114,7 @@ mod tests {
         assert_eq!(n.device("dsl"), Some("pppoe-dsl"));
         assert_eq!(n.device("old"), Some("eth3"));
         assert_eq!(n.device("nope"), None);
+        assert_eq!(n.master(), Some(("dsl", 10)));
+        assert_eq!(n.multipath_others(), ["wan"]);
     }
 }

@@ -142,6 +142,17 @@ fn rule(
         return None;
     };
     let catch_all = addresses(s, &mut d, notes);
+    let proto = if proto == "icmp" {
+        // iptables and ip6tables both read `-p icmp` as protocol 1; steer's `icmp` would be
+        // ICMPv6 for IPv6.
+        d.lines.push(
+            "# mwan3's proto 'icmp' is `-p icmp` in iptables and ip6tables: protocol 1 (not ICMPv6)"
+                .to_owned(),
+        );
+        "1".to_owned()
+    } else {
+        proto
+    };
     d.lines.push(list("proto", std::slice::from_ref(&proto)));
     d.conditions |= proto != "any";
     port_conditions(s, &proto, proto_raw, &mut d, notes);
@@ -230,13 +241,17 @@ fn target_policy(
     })
 }
 
-/// `match`, `prefixes` and `src_prefixes` from `dest_ip`, `src_ip` and `family`. Returns the
-/// family the rule would catch whole ("ipv4", "ipv6", "any") if its addresses are default
-/// routes or absent.
+/// `match`, `prefixes`, `files` and `src_prefixes` from `dest_ip`, `src_ip`, `ipset` and
+/// `family`. Returns the family the rule would catch whole ("ipv4", "ipv6", "any") if its
+/// addresses are default routes or absent.
 fn addresses(s: &Section, d: &mut Draft, notes: &mut Notes) -> Option<&'static str> {
     let family = s.value("family").unwrap_or("any");
     let dst = prefixes(s, "dest_ip", notes);
     let src = prefixes(s, "src_ip", notes);
+    if let Some(set) = s.value("ipset") {
+        ipset_addresses(s, set, &dst, &src, d, notes);
+        return None;
+    }
     if !dst.is_empty() {
         d.lines.push("match = \"dst\"".to_owned());
         d.lines.push(list("prefixes", &dst));
@@ -277,6 +292,48 @@ fn addresses(s: &Section, d: &mut Draft, notes: &mut Notes) -> Option<&'static s
             _ => "any",
         },
     })
+}
+
+/// mwan3 matches `-m set --match-set NAME dst` and `-s src_ip` and `-d dest_ip`, all of them:
+/// the set's members are the rule's destinations (`files`, read from the exported set) and
+/// `src_ip` its sources. A `dest_ip` too would need both destination lists to hold the
+/// address, which steer's single destination list (`prefixes` and `files` together) cannot
+/// say: that rule is written commented out.
+fn ipset_addresses(
+    s: &Section,
+    set: &str,
+    dst: &[String],
+    src: &[String],
+    d: &mut Draft,
+    notes: &mut Notes,
+) {
+    d.lines.push("match = \"dst\"".to_owned());
+    d.lines.push(list("files", &[format!("{set}.txt")]));
+    if !src.is_empty() {
+        d.lines.push(list("src_prefixes", src));
+        if src.iter().any(|p| is_default_route(p)) {
+            d.lines.push("allow_default_route = true".to_owned());
+        }
+    }
+    d.conditions = true;
+    if !dst.is_empty() {
+        notes.add(
+            NoteKind::Check,
+            s.line_of("dest_ip"),
+            format!(
+                "{}: dest_ip {} and ipset `{set}` must both hold the destination in mwan3; steer's prefixes and files are one list (either one matches)",
+                d.label,
+                dst.join(",")
+            ),
+            format!(
+                "the rule is written commented out, without dest_ip: put in {set}.txt only the members of `{set}` inside {}, then uncomment it",
+                dst.join(", ")
+            ),
+        );
+        d.disabled = Some(format!(
+            "dest_ip and ipset {set}: steer cannot intersect two destination lists"
+        ));
+    }
 }
 
 /// `dports` and `sports` from `dest_port` and `src_port`, which mwan3 only applies to tcp and
@@ -337,8 +394,8 @@ fn source_interface(s: &Section, opts: &Options, d: &mut Draft, notes: &mut Note
     d.conditions = true;
 }
 
-/// `ipset` (the rule is written commented out, reading the exported set), `sticky` and
-/// `logging`: reported with what to do instead.
+/// `ipset` (the rule is written commented out until the set is exported to the file it
+/// reads), `sticky` and `logging`: reported with what to do instead.
 fn not_expressible(s: &Section, policy: &str, d: &mut Draft, notes: &mut Notes) {
     let label = &d.label;
     if let Some(set) = s.value("ipset") {
@@ -350,12 +407,10 @@ fn not_expressible(s: &Section, policy: &str, d: &mut Draft, notes: &mut Notes) 
                 "export it with `ipset save {set} | awk '$1 == \"add\" {{print $3}}' > {set}.txt`, then uncomment the set, which reads it with files = [\"{set}.txt\"]"
             ),
         );
-        d.lines.push(list("files", &[format!("{set}.txt")]));
         d.disabled = d
             .disabled
             .take()
             .or(Some(format!("needs {set}.txt exported from ipset {set}")));
-        d.conditions = true;
     }
     if is_true(s.value("sticky")) {
         notes.add(
