@@ -1,7 +1,8 @@
 //! Workloads shared by the benchmarks, and the benchmark groups that live in modules of their
-//! own ([`dns`]).
+//! own ([`dns`], [`memory`]).
 
 pub mod dns;
+pub mod memory;
 
 use std::{
     collections::HashSet,

@@ -26,6 +26,10 @@
 //! - `vrrp`: in the HA lab, the master dies; time until the client's traffic flows through the
 //!   new master, a steer pair against a keepalived pair, 100 ms and 10 ms adverts
 //!   (`steer_tests::ha::bench`).
+//! - `memory`: `steer run` with 100k and 1M IPv4 prefixes, 100k IPv6 and 1M scattered hosts,
+//!   each in a memory cgroup of its own: the daemon's RSS and peaks (first load, a changed list,
+//!   a changed configuration) and its kernel memory, next to `ipset restore` and `nft -f`
+//!   holding the same prefixes ([`steer_tests::bench::memory`]). `memory/1M-IPv4` picks one.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -87,6 +91,13 @@ fn main() {
     }
     if wanted("vrrp") {
         steer_tests::ha::bench::run();
+    }
+    if wanted("memory") {
+        let scenarios: Vec<String> = filters
+            .iter()
+            .filter_map(|f| f.strip_prefix("memory/").map(str::to_owned))
+            .collect();
+        steer_tests::bench::memory::run(&scenarios);
     }
 }
 
