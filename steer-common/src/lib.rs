@@ -246,10 +246,13 @@ pub const TC_CB_RULE: usize = 1;
 pub const LOCAL_RULE: u32 = u32::MAX;
 
 /// `max_entries` of `LEARNED_V4` / `LEARNED_V6`. They are hash maps without preallocation
-/// (`BPF_F_NO_PREALLOC`: memory follows the entries), so this is only a ceiling; the configured
-/// capacity (`dns.capacity_v4`/`_v6`) is enforced by steer, the maps' only writer, before it
-/// writes. A plain hash, not an LRU: a full map refuses, it never evicts a live entry.
-pub const LEARNED_MAX_ENTRIES: u32 = 1 << 20;
+/// (`BPF_F_NO_PREALLOC`: the entries' memory follows the entries), so this is a ceiling; the
+/// configured capacity (`dns.capacity_v4`/`_v6`) is enforced by steer, the maps' only writer,
+/// before it writes. The bucket array is allocated whole, 16 bytes per entry of the ceiling,
+/// present or not: 2^18 keeps it at 4 MiB a map on a router with 128-512 MB in all (2^20 was
+/// 16 MiB each, the biggest part of steer's kernel memory with no set loaded). A plain hash,
+/// not an LRU: a full map refuses, it never evicts a live entry.
+pub const LEARNED_MAX_ENTRIES: u32 = 1 << 18;
 /// `BPF_F_NO_PREALLOC`.
 pub const MAP_F_NO_PREALLOC: u32 = 1;
 /// `BPF_F_MMAPABLE`: userspace maps the array's values into its memory (`ACTIVE`: a flip is

@@ -289,7 +289,7 @@ mod tests {
                 "dns.listen[1]: 0.0.0.0:53 is listed twice",
                 "dns.upstreams[0]: 127.0.0.1:53 is where steer itself listens: queries would go round in a loop",
                 "dns.max_ttl: max_ttl (60 s) is below min_ttl (600 s)",
-                "dns.capacity_v4: 0 is out of range: it must be from 1 to 1048576 entries",
+                "dns.capacity_v4: 0 is out of range: it must be from 1 to 262144 entries",
                 "dns.rebind_allow[0]: `10.0.0.1/8` has host bits set; the network is 10.0.0.0/8",
             ]
         );
