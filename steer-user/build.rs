@@ -12,6 +12,8 @@ mod ebpf_toolchain;
 // Reading HEAD's commit from the files; shared with tests/revision.rs.
 #[path = "build/git_head.rs"]
 mod git_head;
+#[path = "build/strip_dwarf.rs"]
+mod strip_dwarf;
 
 fn main() {
     let manifest_dir = env!("CARGO_MANIFEST_DIR");
@@ -47,6 +49,19 @@ fn main() {
     };
     if let Err(e) = aya_build::build_ebpf([ebpf], aya_build::Toolchain::Nightly) {
         println!("cargo::error=building the eBPF programs failed: {e:#}");
+        return;
+    }
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let object = out.join("steer");
+    let stripped = std::fs::read(&object)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| strip_dwarf::strip_dwarf(&bytes).map_err(|e| e.to_string()))
+        .and_then(|bytes| std::fs::write(&object, bytes).map_err(|e| e.to_string()));
+    if let Err(e) = stripped {
+        println!(
+            "cargo::error=dropping the DWARF of {} failed: {e}",
+            object.display()
+        );
     }
 }
 
