@@ -514,7 +514,6 @@ impl Builder<'_> {
             }
         };
         lines.push(list("in", &devices));
-        let note = s.value("note").unwrap_or("");
         let set_name = steer_name(
             s.name.as_deref().unwrap_or(""),
             &format!("src-intf{}", s.index),
@@ -525,11 +524,7 @@ impl Builder<'_> {
                 "{}:{}: {label}{}: {family} coming in on {}, after every other rule",
                 self.opts.file,
                 s.line,
-                if note.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({note})")
-                },
+                note_suffix(s),
                 sources.join(", ")
             ),
             disabled: None,
@@ -672,17 +667,7 @@ impl Builder<'_> {
             ]),
             _ => rule.ports(notes),
         }?;
-        let note = s.value("note").unwrap_or("");
-        let comment = format!(
-            "{}:{}: {label}{}",
-            self.opts.file,
-            s.line,
-            if note.is_empty() {
-                String::new()
-            } else {
-                format!(" ({note})")
-            }
-        );
+        let comment = format!("{}:{}: {label}{}", self.opts.file, s.line, note_suffix(s));
         let name = steer_name(
             s.name.as_deref().unwrap_or(""),
             &format!("{}{}", s.kind.replace('_', "-"), s.index),
@@ -823,5 +808,13 @@ impl Rule<'_> {
             "sports"
         };
         Some(vec![list("proto", &protos), list(k, &all)])
+    }
+}
+
+/// ` (NOTE)` for a section's `option note`, nothing without one.
+fn note_suffix(s: &Section) -> String {
+    match s.value("note") {
+        Some(note) if !note.is_empty() => format!(" ({note})"),
+        _ => String::new(),
     }
 }
