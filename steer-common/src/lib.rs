@@ -591,6 +591,23 @@ pub mod ethertype {
     pub const ETH_P_8021AD: u16 = 0x88a8;
 }
 
+/// IP protocol numbers the kernel programs look at, named as in `linux/in.h`.
+pub mod ipproto {
+    pub const IPPROTO_TCP: u8 = 6;
+    pub const IPPROTO_UDP: u8 = 17;
+    pub const IPPROTO_SCTP: u8 = 132;
+    pub const IPPROTO_UDPLITE: u8 = 136;
+
+    /// Whether the protocol's header starts with the source and destination ports, which the
+    /// classifier reads (port conditions, the flow hash) and `steer explain` writes.
+    pub const fn has_ports(proto: u8) -> bool {
+        matches!(
+            proto,
+            IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
+        )
+    }
+}
+
 /// Metadata the XDP program puts in front of the packet for TC.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

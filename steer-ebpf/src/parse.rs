@@ -9,6 +9,7 @@
 use steer_common::{
     AddrV4, AddrV6,
     ethertype::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6},
+    ipproto,
 };
 
 const ETH_HLEN: usize = 14;
@@ -18,10 +19,6 @@ const IPV6_HLEN: usize = 40;
 /// IPv6 extension headers walked before the transport header.
 const MAX_EXT_HEADERS: usize = 4;
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_SCTP: u8 = 132;
-const IPPROTO_UDPLITE: u8 = 136;
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
 const NEXTHDR_FRAGMENT: u8 = 44;
@@ -254,10 +251,7 @@ fn frag_kind(offset: u16, more: bool) -> FragKind {
 
 #[inline(always)]
 fn transport(start: usize, end: usize, at: usize, proto: u8, frag: FragKind, id: u32) -> Transport {
-    let has_ports = matches!(
-        proto,
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
-    ) && frag != FragKind::Later;
+    let has_ports = ipproto::has_ports(proto) && frag != FragKind::Later;
     let ports = if has_ports {
         read::<[u16; 2]>(start, end, at)
     } else {

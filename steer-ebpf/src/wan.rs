@@ -14,6 +14,7 @@ use aya_ebpf::{
 use steer_common::{
     FAMILY_V4, FAMILY_V6, WanDevice,
     ethertype::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6},
+    ipproto::{IPPROTO_TCP, IPPROTO_UDP},
     wan_device_flags, wan_traffic_index,
 };
 
@@ -25,8 +26,6 @@ const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 
 const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
 
 const ICMP_ECHO_REQUEST: u8 = 8;

@@ -14,7 +14,10 @@ use aya_ebpf::{
     maps::HashMap,
     programs::{TcContext, XdpContext},
 };
-use steer_common::ethertype::{ETH_P_IP, ETH_P_IPV6};
+use steer_common::{
+    ethertype::{ETH_P_IP, ETH_P_IPV6},
+    ipproto::IPPROTO_UDP,
+};
 
 /// skb->mark -> packets seen by the witness.
 #[map]
@@ -57,7 +60,6 @@ pub fn testkit_witness(ctx: TcContext) -> i32 {
 }
 
 const ETH_HLEN: usize = 14;
-const IPPROTO_UDP: u8 = 17;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use steer_common::{DEFAULT_RULE, LOCAL_RULE, cond};
+use steer_common::{DEFAULT_RULE, LOCAL_RULE, cond, ipproto};
 
 use super::{dns::LearnedHost, dump::Names};
 use crate::{
@@ -64,14 +64,11 @@ impl fmt::Display for Proto {
     }
 }
 
-/// SCTP and UDP-Lite: their headers start with the ports, which the classifier reads.
-const PORTED: [u8; 2] = [132, 136];
-
 impl Proto {
     fn has_ports(self) -> bool {
         match self {
             Proto::Tcp | Proto::Udp => true,
-            Proto::Other(n) => PORTED.contains(&n),
+            Proto::Other(n) => ipproto::has_ports(n),
             Proto::Icmp => false,
         }
     }
@@ -367,7 +364,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         Proto::Udp => Transport::Udp { sport, dport },
         Proto::Icmp if dst.is_ipv4() => Transport::Other(1),
         Proto::Icmp => Transport::Other(58),
-        Proto::Other(proto) if PORTED.contains(&proto) => Transport::Ports {
+        Proto::Other(proto) if ipproto::has_ports(proto) => Transport::Ports {
             proto,
             sport,
             dport,
