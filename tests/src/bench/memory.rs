@@ -130,46 +130,54 @@ impl Workload {
     }
 }
 
+/// The lists measured: name, what they hold, IPv4 or not, the seed, the prefixes loaded.
+const WORKLOADS: [(&str, &str, bool, u64, usize); 4] = [
+    (
+        "100k-IPv4",
+        "45% /24, 12% /32, 43% /16-/28",
+        true,
+        0x3e3_0100,
+        100_000,
+    ),
+    (
+        "1M-IPv4",
+        "45% /24, 12% /32, 43% /16-/28",
+        true,
+        0x3e3_1000,
+        1_000_000,
+    ),
+    (
+        "100k-IPv6",
+        "45% /48, 12% /128, 43% /29-/64",
+        false,
+        0x3e3_6100,
+        100_000,
+    ),
+    (
+        "1M-hosts",
+        "scattered /32s, the worst case",
+        true,
+        0x3e3_3232,
+        1_000_000,
+    ),
+];
+
 fn workloads(wanted: &dyn Fn(&str) -> bool) -> Vec<Workload> {
-    let mut out = Vec::new();
-    let extra = |n: usize| n + n / 100;
-    if wanted("100k-IPv4") {
-        let mut rng = Rng::new(0x3e3_0100);
-        out.push(Workload::new(
-            "100k-IPv4",
-            "45% /24, 12% /32, 43% /16-/28",
-            true,
-            real_mix(&mut rng, extra(100_000), true),
-        ));
-    }
-    if wanted("1M-IPv4") {
-        let mut rng = Rng::new(0x3e3_1000);
-        out.push(Workload::new(
-            "1M-IPv4",
-            "45% /24, 12% /32, 43% /16-/28",
-            true,
-            real_mix(&mut rng, extra(1_000_000), true),
-        ));
-    }
-    if wanted("100k-IPv6") {
-        let mut rng = Rng::new(0x3e3_6100);
-        out.push(Workload::new(
-            "100k-IPv6",
-            "45% /48, 12% /128, 43% /29-/64",
-            false,
-            real_mix(&mut rng, extra(100_000), false),
-        ));
-    }
-    if wanted("1M-hosts") {
-        let mut rng = Rng::new(0x3e3_3232);
-        out.push(Workload::new(
-            "1M-hosts",
-            "scattered /32s, the worst case",
-            true,
-            scattered_hosts(&mut rng, extra(1_000_000)),
-        ));
-    }
-    out
+    WORKLOADS
+        .iter()
+        .filter(|(name, ..)| wanted(name))
+        .map(|&(name, what, v4, seed, count)| {
+            let mut rng = Rng::new(seed);
+            // 1 % more than the set: the replacements of the reloads.
+            let count = count + count / 100;
+            let all = if name == "1M-hosts" {
+                scattered_hosts(&mut rng, count)
+            } else {
+                real_mix(&mut rng, count, v4)
+            };
+            Workload::new(name, what, v4, all)
+        })
+        .collect()
 }
 
 fn list_text(set: &[Prefix]) -> String {
@@ -558,33 +566,6 @@ fn settled_meminfo() -> u64 {
     }
 }
 
-/// A scratch directory for the tools' input files; removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "steer-bench-mem-{}-{}",
-            std::process::id(),
-            crate::unique_tag()
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("scratch file");
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Runs `program args` in `ns` and `cg` to completion; panics with its stderr unless it
 /// succeeds. Its time and its peak RSS. The peak comes from `busybox time` (installed by the
 /// xtask), which forks the tool from its own small process: a child forked straight from this
@@ -593,11 +574,11 @@ impl Drop for Scratch {
 fn run_tool(
     ns: &Netns,
     cg: Option<&MemCgroup>,
-    scratch: &Scratch,
+    scratch: &Workdir,
     program: &str,
     args: &[&str],
 ) -> (Duration, Option<u64>) {
-    let err_path = scratch.0.join(format!("{program}.err"));
+    let err_path = scratch.dir.join(format!("{program}.err"));
     let err = File::create(&err_path).expect("stderr file");
     let mut cmd = ns.command("busybox");
     cmd.args(["time", "-f", "steer-bench maxrss_kb=%M", program])
@@ -659,7 +640,7 @@ fn busybox_time_factor() -> u64 {
 /// swap, destroy the old), in a namespace and a memory cgroup of their own.
 fn ipset(w: &Workload) -> [Sample; 2] {
     let ns = Netns::new("mem-ipset");
-    let scratch = Scratch::new();
+    let scratch = Workdir::new("bench-mem-tool");
     let family = if w.v4 { "inet" } else { "inet6" };
     let restore = |name: &str, set: &[Prefix]| {
         let mut s = format!(
@@ -712,7 +693,7 @@ fn ipset(w: &Workload) -> [Sample; 2] {
 /// list in one transaction, in a namespace and a memory cgroup of their own.
 fn nft(w: &Workload) -> [Sample; 2] {
     let ns = Netns::new("mem-nft");
-    let scratch = Scratch::new();
+    let scratch = Workdir::new("bench-mem-tool");
     let add = |s: &mut String, set: &[Prefix]| {
         for chunk in set.chunks(10_000) {
             s.push_str("add element inet benchmem s { ");
