@@ -506,8 +506,6 @@ impl Builder<'_> {
                     format!("{label}: ipv6 'block' (IPv6 from its interfaces is dropped)"),
                     "the rule steers IPv4 only; drop IPv6 from these interfaces with a firewall rule",
                 );
-            }
-            if ipv6 == "block" {
                 "IPv4 (omr-bypass drops the IPv6)"
             } else {
                 "IPv4 (IPv6 is left to the main table, as omr-bypass's ipv6 'default' leaves it on its normal path)"
