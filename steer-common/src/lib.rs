@@ -9,6 +9,8 @@
 
 use core::mem::size_of;
 
+pub mod range;
+
 /// Names of the maps in the steer object. Userspace opens and pins maps only through these.
 ///
 /// Prefix sets are split tries: an array of `SLOTS` LPM tries indexed by the first bits of the
@@ -258,6 +260,9 @@ pub const MAP_F_NO_PREALLOC: u32 = 1;
 /// `BPF_F_MMAPABLE`: userspace maps the array's values into its memory (`ACTIVE`: a flip is
 /// one store).
 pub const MAP_F_MMAPABLE: u32 = 1 << 10;
+/// `BPF_F_INNER_MAP`: an inner map whose size may differ from its template's (a range table
+/// is sized to its set; the verifier then calls the lookup helper instead of inlining it).
+pub const MAP_F_INNER_MAP: u32 = 1 << 12;
 /// Bytes of the name kept in a [`Learned`] entry (NUL-padded; a longer name keeps its end,
 /// where the domain that matched is).
 pub const LEARNED_NAME_LEN: usize = 112;

@@ -12,6 +12,7 @@ pub mod forwarding;
 pub mod ha;
 pub mod lab;
 pub mod netns;
+pub mod ranges;
 pub mod rng;
 pub mod routing;
 pub mod scenario;

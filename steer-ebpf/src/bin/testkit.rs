@@ -5,18 +5,26 @@
 //! - `testkit_witness`: attached after `steer_tc`, counts the UDP packets it sees per skb->mark.
 //!   That it sees packets at all proves the classifier returned "continue"; the marks it sees
 //!   are the marks steer wrote.
+//! - `testkit_ranges_v4` / `testkit_lpm_v4` / `testkit_echo_v4`: answer a batch of IPv4
+//!   addresses from a range table (`steer_common::range`), from a kernel LPM trie (the oracle
+//!   of the range table's tests), or not at all (the benchmark floor). The frame is a `u32`
+//!   count (native order, at most `BATCH`) and then the addresses (network order); each address
+//!   is overwritten by its answer (native order).
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
-    macros::{classifier, map, xdp},
-    maps::HashMap,
+    btf_maps::{Array, ArrayOfMaps},
+    macros::{btf_map, classifier, map, xdp},
+    maps::{HashMap, LpmTrie, lpm_trie::Key},
     programs::{TcContext, XdpContext},
 };
 use steer_common::{
+    AddrV4, MAP_F_INNER_MAP, MAP_F_MMAPABLE, MAP_F_NO_PREALLOC,
     ethertype::{ETH_P_IP, ETH_P_IPV6},
     ipproto::IPPROTO_UDP,
+    range,
 };
 
 /// skb->mark -> packets seen by the witness.
@@ -60,6 +68,70 @@ pub fn testkit_witness(ctx: TcContext) -> i32 {
 }
 
 const ETH_HLEN: usize = 14;
+
+/// A range table, in slot 0 (created and filled by the test).
+#[btf_map]
+static TESTKIT_RANGES_V4: ArrayOfMaps<
+    Array<range::Block, 1, { (MAP_F_INNER_MAP | MAP_F_MMAPABLE) as usize }>,
+    1,
+> = ArrayOfMaps::new();
+
+/// The same set as a kernel LPM trie: prefix -> value.
+#[map]
+static TESTKIT_LPM_V4: LpmTrie<AddrV4, u32> = LpmTrie::with_max_entries(1 << 24, MAP_F_NO_PREALLOC);
+
+/// Addresses one run answers at most.
+const BATCH: usize = 64;
+
+#[xdp]
+pub fn testkit_ranges_v4(ctx: XdpContext) -> u32 {
+    let Some(table) = TESTKIT_RANGES_V4.get(0) else {
+        return 0;
+    };
+    answer_each(&ctx, |addr| range::lookup(addr, |index| table.get(index)))
+}
+
+#[xdp]
+pub fn testkit_lpm_v4(ctx: XdpContext) -> u32 {
+    answer_each(&ctx, |addr| {
+        match TESTKIT_LPM_V4.get(Key::new(32, addr.to_be_bytes())) {
+            Some(value) => *value,
+            None => range::NONE,
+        }
+    })
+}
+
+#[xdp]
+pub fn testkit_echo_v4(ctx: XdpContext) -> u32 {
+    answer_each(&ctx, |addr| addr)
+}
+
+/// Replaces each address of the frame by `answer(address)`; returns how many it answered.
+#[inline(always)]
+fn answer_each(ctx: &XdpContext, answer: impl Fn(u32) -> u32) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 4 > end {
+        return 0;
+    }
+    // SAFETY: the four bytes at `start` are inside the frame (checked above).
+    let count = unsafe { *(start as *const u32) } as usize;
+    let mut i = 0;
+    while i < BATCH && i < count {
+        let at = start + 4 + 4 * i;
+        if at + 4 > end {
+            break;
+        }
+        // SAFETY: `at..at + 4` is inside the frame (checked above); the frame is the
+        // test's own buffer, read and written by this program alone.
+        unsafe {
+            let slot = at as *mut [u8; 4];
+            let addr = u32::from_be_bytes(*slot);
+            *slot = answer(addr).to_ne_bytes();
+        }
+        i += 1;
+    }
+    i as u32
+}
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -15,6 +15,7 @@ pub mod learned;
 pub mod maps;
 pub mod ordered;
 pub mod pin;
+pub mod range_map;
 pub mod run;
 pub mod sync;
 pub mod sys;

@@ -11,6 +11,7 @@
 mod local;
 pub mod ordered;
 mod prefixes;
+pub mod range;
 mod rules;
 pub mod sorted;
 mod table;

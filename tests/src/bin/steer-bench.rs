@@ -4,6 +4,11 @@
 //! Groups (filter by name: `cargo xtask bench classifier load`):
 //! - `classifier`: BPF_PROG_TEST_RUN ns/packet of the TC and XDP classifiers for growing prefix
 //!   sets, against the empty TC/XDP program (the floor).
+//! - `lookup`: the range table (`steer_common::range`, built but not yet the classifier's)
+//!   against the kernel's LPM trie holding the same prefixes, spread (cold-cache) lookups at
+//!   10k, 100k and 1M IPv4 prefixes of the real-looking mix and 1M scattered host routes,
+//!   against a program that only copies the address (the floor); the kernel memory of both and
+//!   the time to build the table.
 //! - `rules`: the ordered rules (sets with conditions): ns/packet with 8 and 64 rules using
 //!   protocol and ports only, and every condition (MAC, input interface, addresses too),
 //!   against the same classifier and prefix set without ordered rules, packets spread.
@@ -66,6 +71,9 @@ fn main() {
     };
     if wanted("classifier") {
         classifier();
+    }
+    if wanted("lookup") {
+        range_lookup();
     }
     if wanted("rules") {
         ordered_rules();
@@ -278,6 +286,65 @@ fn classifier() {
     for (label, tc, tc_floor, xdp, xdp_floor) in cold {
         row("tc spread", label, tc, tc_floor);
         row("xdp spread", label, xdp, xdp_floor);
+    }
+}
+
+fn range_lookup() {
+    use steer::model::range::RangeTable;
+    use steer_tests::{
+        bench::memory::{real_mix, scattered_hosts},
+        ranges::{Pair, Program, frame, v4},
+    };
+    println!(
+        "\n== lookup: the range table against the kernel's LPM trie, {SPREAD} addresses each \
+         inside a random prefix of the set, one per run, median of {RUNS} rounds; the floor is \
+         a program that only copies the address\n"
+    );
+    println!(
+        "{:<22} {:>9} {:>10} {:>10} {:>9} {:>11} {:>11} {:>9}",
+        "set", "build ms", "floor ns", "trie +ns", "table +ns", "trie MiB", "table MiB", "ranges"
+    );
+    let mut rng = Rng::new(0x7261_6e67);
+    for (label, set) in [
+        ("10k IPv4 mix", real_mix(&mut rng, 10_000, true)),
+        ("100k IPv4 mix", real_mix(&mut rng, 100_000, true)),
+        ("1M IPv4 mix", real_mix(&mut rng, 1_000_000, true)),
+        ("1M IPv4 hosts", scattered_hosts(&mut rng, 1_000_000)),
+    ] {
+        let entries: Vec<_> = set
+            .iter()
+            .map(|p| (v4(p), rng.below(u64::from(steer_common::MAX_RULES)) as u32))
+            .collect();
+        let mut pair = Pair::load();
+        pair.lpm_insert(&entries);
+        let started = Instant::now();
+        let table = RangeTable::build(&entries);
+        let build = started.elapsed();
+        pair.publish(&table);
+        let frames: Vec<Vec<u8>> = spread_frames(&mut rng, &set, true)
+            .iter()
+            .map(|udp| frame(&[u32::from_be_bytes(udp[30..34].try_into().unwrap())]))
+            .collect();
+        let per_run = |program: Program| {
+            median_ns(|| {
+                let total: Duration = frames.iter().map(|f| pair.time(program, f).unwrap()).sum();
+                total / frames.len() as u32
+            })
+        };
+        let floor = per_run(Program::Echo);
+        let trie = per_run(Program::Lpm);
+        let ranges = per_run(Program::Ranges);
+        let (trie_bytes, table_bytes) = pair.kernel_bytes();
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        println!(
+            "{label:<22} {:>9.1} {floor:>10.0} {:>+10.0} {:>+9.0} {:>11.1} {:>11.1} {:>9}",
+            build.as_secs_f64() * 1e3,
+            trie - floor,
+            ranges - floor,
+            mib(trie_bytes),
+            mib(table_bytes),
+            table.ranges(),
+        );
     }
 }
 

@@ -1,0 +1,287 @@
+//! Building the IPv4 range table (`steer_common::range`) from a prefix set.
+//!
+//! The set is swept once in address order: a stack holds the prefixes that contain the current
+//! address (innermost on top), so the value at every address is the top's, and it can change
+//! only where a prefix starts or ends. Those points, with the value from each on, are the
+//! set's *breakpoints*; cutting them at chunk boundaries gives each chunk its ranges. Sorting
+//! the prefixes is the only step that is not linear.
+
+use steer_common::range::{self, BLOCK, BLOCK_RANGES, Block, CHUNK, DIRECT, NONE, OFFSET_BITS};
+
+/// An IPv4 prefix as the builder takes it: the address (host order, host bits clear) and the
+/// length.
+pub type PrefixV4 = (u32, u8);
+
+/// A range table: the elements of the kernel's array, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeTable {
+    elements: Vec<u64>,
+    ranges: u32,
+}
+
+impl RangeTable {
+    /// The table of `set`: each prefix with its value (at most `range::MAX_VALUE`). A prefix
+    /// given twice keeps the value given last.
+    pub fn build(set: &[(PrefixV4, u32)]) -> RangeTable {
+        let mut sorted: Vec<(PrefixV4, u32)> = set.to_vec();
+        // By first address, the containing prefix before the contained; equal prefixes keep
+        // their order, so the last of them wins below.
+        sorted.sort_by_key(|((addr, len), _)| (*addr, *len));
+        let points = breakpoints(&sorted);
+        RangeTable::from_breakpoints(&points)
+    }
+
+    fn from_breakpoints(points: &[(u64, u32)]) -> RangeTable {
+        let mut direct = vec![range::leaf(NONE); DIRECT as usize];
+        let mut ranges: Vec<u32> = Vec::new();
+        let mut chunk_ranges: Vec<u32> = Vec::new();
+        // `points[next]` is the first breakpoint past the current chunk's start.
+        let mut next = 0;
+        let mut value = NONE;
+        for (chunk, entry) in direct.iter_mut().enumerate() {
+            let start = (chunk as u64) << OFFSET_BITS;
+            let end = start + u64::from(CHUNK);
+            while next < points.len() && points[next].0 <= start {
+                value = points[next].1;
+                next += 1;
+            }
+            if next == points.len() || points[next].0 >= end {
+                *entry = range::leaf(value);
+                continue;
+            }
+            chunk_ranges.clear();
+            chunk_ranges.push(range::range(0, value));
+            while next < points.len() && points[next].0 < end {
+                value = points[next].1;
+                chunk_ranges.push(range::range((points[next].0 - start) as u32, value));
+                next += 1;
+            }
+            // A chunk's ranges stay inside one block: the lookup reads them from one.
+            let room = BLOCK_RANGES - ranges.len() as u32 % BLOCK_RANGES;
+            if (chunk_ranges.len() as u32) > room {
+                ranges.resize(ranges.len() + room as usize, 0);
+            }
+            *entry = range::chunk(ranges.len() as u32, chunk_ranges.len() as u32);
+            ranges.extend_from_slice(&chunk_ranges);
+        }
+        let count = ranges.len() as u32;
+        let mut elements = direct;
+        elements.extend(
+            ranges.chunks(2).map(|pair| {
+                u64::from(pair[0]) | u64::from(pair.get(1).copied().unwrap_or(0)) << 32
+            }),
+        );
+        elements.resize(range::blocks(count) as usize * BLOCK as usize, 0);
+        RangeTable {
+            elements,
+            ranges: count,
+        }
+    }
+
+    /// The array's elements: the direct table, then the ranges, in whole blocks.
+    pub fn elements(&self) -> &[u64] {
+        &self.elements
+    }
+
+    /// The array's values: the elements in blocks.
+    pub fn blocks(&self) -> u32 {
+        (self.elements.len() / BLOCK as usize) as u32
+    }
+
+    fn block(&self, index: u32) -> Option<&Block> {
+        let start = index as usize * BLOCK as usize;
+        self.elements
+            .get(start..start + BLOCK as usize)?
+            .try_into()
+            .ok()
+    }
+
+    /// Ranges in the table, padding included (chunks with more than one value hold them).
+    pub fn ranges(&self) -> u32 {
+        self.ranges
+    }
+
+    /// Bytes the kernel's array holds (BPF arrays keep 8 bytes per `u64` element).
+    pub fn bytes(&self) -> usize {
+        self.elements.len() * 8
+    }
+
+    /// The value of `addr`, by the classifier's own lookup.
+    pub fn lookup(&self, addr: u32) -> u32 {
+        range::lookup(addr, |i| self.block(i))
+    }
+}
+
+/// Where the value of a sorted set changes: `(first address, value from there on)`, in
+/// address order, starting at 0; a value never repeats its predecessor's.
+fn breakpoints(sorted: &[(PrefixV4, u32)]) -> Vec<(u64, u32)> {
+    let mut points = Breakpoints(vec![(0, NONE)]);
+    // Prefixes containing the sweep's position: (one past the last address, value).
+    let mut open: Vec<(u64, u32)> = Vec::new();
+    for &((addr, len), value) in sorted {
+        let start = u64::from(addr);
+        close_until(&mut open, &mut points, start);
+        // A prefix given again is opened again, inside the first: the value given last holds
+        // throughout, and both close at the same point.
+        open.push((start + (1u64 << (32 - u32::from(len))), value));
+        points.push(start, value);
+    }
+    close_until(&mut open, &mut points, 1 << 32);
+    points.0
+}
+
+/// Ends the open prefixes that end at or before `position`, innermost first: from each end on,
+/// the next enclosing prefix's value holds (or none).
+fn close_until(open: &mut Vec<(u64, u32)>, points: &mut Breakpoints, position: u64) {
+    while let Some(&(end, _)) = open.last() {
+        if end > position {
+            break;
+        }
+        open.pop();
+        let value = open.last().map_or(NONE, |&(_, v)| v);
+        points.push(end, value);
+    }
+}
+
+struct Breakpoints(Vec<(u64, u32)>);
+
+impl Breakpoints {
+    /// Records that `value` holds from `position` on (positions come in order).
+    fn push(&mut self, position: u64, value: u32) {
+        if position >= 1 << 32 {
+            return;
+        }
+        let points = &mut self.0;
+        if points.last().is_some_and(|&(p, _)| p == position) {
+            points.pop();
+        }
+        if points.last().is_some_and(|&(_, v)| v == value) {
+            return;
+        }
+        points.push((position, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The longest match by brute force: the oracle of these tests.
+    fn longest(set: &[(PrefixV4, u32)], addr: u32) -> u32 {
+        let mut best: Option<(u8, u32)> = None;
+        for &((p, len), value) in set {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            if addr & mask == p && best.is_none_or(|(l, _)| len >= l) {
+                best = Some((len, value));
+            }
+        }
+        best.map_or(NONE, |(_, v)| v)
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    fn prefix(addr: u32, len: u8) -> PrefixV4 {
+        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        (addr & mask, len)
+    }
+
+    /// Addresses worth asking about: each prefix's first and last address and their
+    /// neighbours, chunk edges, and random ones.
+    fn probes(set: &[(PrefixV4, u32)], rng: &mut Rng) -> Vec<u32> {
+        let mut out = vec![0, u32::MAX, 0xffff, 0x1_0000];
+        for &((p, len), _) in set {
+            let last = p | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+            out.extend([p, last, p.wrapping_sub(1), last.wrapping_add(1)]);
+        }
+        out.extend((0..2000).map(|_| rng.next() as u32));
+        out
+    }
+
+    fn check(set: &[(PrefixV4, u32)], rng: &mut Rng) {
+        let table = RangeTable::build(set);
+        for addr in probes(set, rng) {
+            assert_eq!(
+                table.lookup(addr),
+                longest(set, addr),
+                "address {addr:#010x} of {set:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_set_answers_none_everywhere() {
+        let table = RangeTable::build(&[]);
+        assert_eq!(table.ranges(), 0);
+        assert_eq!(table.lookup(0x0a00_0001), NONE);
+        assert_eq!(table.bytes(), DIRECT as usize * 8);
+        assert_eq!(table.blocks(), range::DIRECT_BLOCKS);
+    }
+
+    #[test]
+    fn the_default_route_and_host_routes() {
+        let mut rng = Rng(7);
+        check(&[((0, 0), 1)], &mut rng);
+        check(&[((0, 0), 1), ((0x0a00_0001, 32), 2)], &mut rng);
+        check(&[((u32::MAX, 32), 3), ((0, 32), 4)], &mut rng);
+        check(&[((0x0a00_0000, 8), 1), ((0x0a00_0000, 16), 1)], &mut rng);
+    }
+
+    #[test]
+    fn a_prefix_given_twice_keeps_the_last_value() {
+        let table = RangeTable::build(&[((0x0a00_0000, 8), 1), ((0x0a00_0000, 8), 2)]);
+        assert_eq!(table.lookup(0x0a01_0203), 2);
+    }
+
+    #[test]
+    fn a_chunk_that_would_straddle_two_blocks_starts_the_next() {
+        // Three chunks of 40,001 ranges each: the second does not fit after the first.
+        let hosts: Vec<(PrefixV4, u32)> = (1..=3u32)
+            .flat_map(|c| (0..20_000).map(move |k| (((c << 16) | (2 * k), 32), c)))
+            .collect();
+        let table = RangeTable::build(&hosts);
+        assert!(table.ranges() > 3 * 40_001, "padding between the chunks");
+        for c in 1..=3u32 {
+            for k in 0..20_000 {
+                assert_eq!(table.lookup((c << 16) | (2 * k)), c);
+                assert_eq!(table.lookup((c << 16) | (2 * k + 1)), NONE);
+            }
+            assert_eq!(table.lookup((c << 16) | 0xffff), NONE);
+        }
+    }
+
+    #[test]
+    fn random_nested_sets_match_the_longest_prefix() {
+        let mut rng = Rng(0x5eed);
+        for round in 0..300 {
+            let size = 1 + (rng.next() % 60) as usize;
+            // Prefixes drawn around a few bases, so that they nest and share chunks.
+            let bases: Vec<u32> = (0..3).map(|_| rng.next() as u32).collect();
+            let set: Vec<(PrefixV4, u32)> = (0..size)
+                .map(|_| {
+                    let base = bases[(rng.next() % 3) as usize] ^ (rng.next() as u32 & 0x3ff);
+                    let len = match rng.next() % 8 {
+                        0 => 0,
+                        1 => 32,
+                        _ => (rng.next() % 33) as u8,
+                    };
+                    (
+                        prefix(base, len),
+                        (rng.next() % 4) as u32 + u32::from(round % 2 == 0),
+                    )
+                })
+                .collect();
+            let mut unique = set.clone();
+            unique.sort_by_key(|(p, _)| *p);
+            unique.dedup_by_key(|(p, _)| *p);
+            check(&unique, &mut rng);
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The range table (`steer_common::range`) and the kernel's LPM trie side by side, in the
+//! testkit's programs: the same prefixes in both, addresses answered in batches by
+//! `testkit_ranges_v4` and `testkit_lpm_v4` (and by `testkit_echo_v4`, which only copies
+//! them: the floor). The differential test and the classifier benchmark use this.
+
+use std::{
+    net::IpAddr,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf,
+    maps::{
+        Array, ArrayOfMaps, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+};
+use steer::{
+    dataplane::range_map::KernelTable,
+    model::range::{PrefixV4, RangeTable},
+    prefix::Prefix,
+};
+
+/// Addresses one program run answers (`BATCH` in the testkit).
+pub const BATCH: usize = 64;
+
+/// The three programs, loaded, over the testkit's two maps.
+#[allow(missing_debug_implementations)] // aya's Ebpf is not Debug
+pub struct Pair {
+    testkit: Ebpf,
+    /// The published table (the kernel frees it once no slot and no handle refers to it).
+    table: Option<KernelTable>,
+}
+
+/// Which answer a run gives.
+#[derive(Clone, Copy, Debug)]
+pub enum Program {
+    Ranges,
+    Lpm,
+    Echo,
+}
+
+impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Program::Ranges => "testkit_ranges_v4",
+            Program::Lpm => "testkit_lpm_v4",
+            Program::Echo => "testkit_echo_v4",
+        }
+    }
+}
+
+impl Pair {
+    pub fn load() -> Pair {
+        let mut testkit = Ebpf::load(steer::objects::TESTKIT).expect("testkit loads");
+        for program in [Program::Ranges, Program::Lpm, Program::Echo] {
+            let xdp: &mut Xdp = testkit
+                .program_mut(program.name())
+                .expect("a testkit program")
+                .try_into()
+                .expect("an XDP program");
+            xdp.load().expect("the verifier accepts it");
+        }
+        Pair {
+            testkit,
+            table: None,
+        }
+    }
+
+    fn program(&self, program: Program) -> &Xdp {
+        self.testkit
+            .program(program.name())
+            .expect("a testkit program")
+            .try_into()
+            .expect("an XDP program")
+    }
+
+    fn lpm(&mut self) -> LpmTrie<&mut MapData, [u8; 4], u32> {
+        self.testkit
+            .map_mut("TESTKIT_LPM_V4")
+            .expect("the testkit's trie")
+            .try_into()
+            .expect("an LPM trie")
+    }
+
+    /// Puts `(prefix, value)` into the LPM trie.
+    pub fn lpm_insert(&mut self, set: &[(PrefixV4, u32)]) {
+        let mut lpm = self.lpm();
+        for &((addr, len), value) in set {
+            lpm.insert(&Key::new(u32::from(len), addr.to_be_bytes()), value, 0)
+                .expect("LPM insert");
+        }
+    }
+
+    /// Takes `prefixes` out of the LPM trie.
+    pub fn lpm_remove(&mut self, prefixes: &[PrefixV4]) {
+        let mut lpm = self.lpm();
+        for &(addr, len) in prefixes {
+            lpm.remove(&Key::new(u32::from(len), addr.to_be_bytes()))
+                .expect("LPM remove");
+        }
+    }
+
+    /// Builds `set`'s range table and publishes it; returns its array's size in bytes.
+    pub fn publish(&mut self, table: &RangeTable) -> usize {
+        let kernel = KernelTable::create(table, 0).expect("range table created");
+        let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, steer_common::range::Block>> = self
+            .testkit
+            .map_mut("TESTKIT_RANGES_V4")
+            .expect("the testkit's range slot")
+            .try_into()
+            .expect("an array of maps");
+        kernel
+            .publish(&mut outer, 0)
+            .expect("range table published");
+        let bytes = kernel.elements() * 8;
+        self.table = Some(kernel);
+        bytes
+    }
+
+    /// The kernel's account of the memory of the LPM trie and of the published range table
+    /// (`memlock` of their descriptors: what each map holds, nodes and all).
+    pub fn kernel_bytes(&self) -> (u64, u64) {
+        let lpm = self
+            .testkit
+            .map("TESTKIT_LPM_V4")
+            .expect("the testkit's trie");
+        let lpm = match lpm {
+            aya::maps::Map::LpmTrie(data) => memlock(data.fd().as_fd()),
+            _ => panic!("TESTKIT_LPM_V4 is not an LPM trie"),
+        };
+        let table = self.table.as_ref().map_or(0, |t| memlock(t.fd()));
+        (lpm, table)
+    }
+
+    /// The answers of `program` for `addrs`, in order.
+    pub fn answers(&self, program: Program, addrs: &[u32]) -> Vec<u32> {
+        let prog = self.program(program);
+        let mut out = Vec::with_capacity(addrs.len());
+        let mut data_out = vec![0u8; 4 + 4 * BATCH];
+        for batch in addrs.chunks(BATCH) {
+            let frame = frame(batch);
+            let result = prog
+                .test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    data_out: Some(&mut data_out),
+                    ..TestRunOptions::new()
+                })
+                .expect("test run");
+            assert_eq!(
+                result.return_value as usize,
+                batch.len(),
+                "{program:?} answered"
+            );
+            out.extend(
+                data_out[4..4 + 4 * batch.len()]
+                    .chunks(4)
+                    .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes"))),
+            );
+        }
+        out
+    }
+
+    /// Kernel-measured time of one run of `program` on `frame` (see [`frame`]).
+    pub fn time(&self, program: Program, frame: &[u8]) -> Result<Duration, ProgramError> {
+        let result = self.program(program).test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        })?;
+        Ok(result.duration)
+    }
+}
+
+/// `memlock:` of a BPF map's descriptor in `/proc/self/fdinfo`.
+fn memlock(fd: BorrowedFd<'_>) -> u64 {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .expect("fdinfo of a map");
+    info.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("memlock in a map's fdinfo")
+}
+
+/// The frame the testkit's batch programs read: the count, then the addresses (network
+/// order). At least 16 bytes, the least a test run of XDP takes.
+pub fn frame(addrs: &[u32]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(4 + 4 * addrs.len().max(3));
+    frame.extend((addrs.len() as u32).to_ne_bytes());
+    frame.extend(addrs.iter().flat_map(|a| a.to_be_bytes()));
+    frame.resize(frame.len().max(16), 0);
+    frame
+}
+
+/// An IPv4 prefix as the range table takes it.
+pub fn v4(p: &Prefix) -> PrefixV4 {
+    match p.addr() {
+        IpAddr::V4(a) => (u32::from(a), p.len()),
+        IpAddr::V6(_) => panic!("{p} is not IPv4"),
+    }
+}
+
+/// The first and last address of a prefix.
+pub fn ends((addr, len): PrefixV4) -> (u32, u32) {
+    (
+        addr,
+        addr | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0),
+    )
+}
