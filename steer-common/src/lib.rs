@@ -13,20 +13,20 @@ pub mod range;
 
 /// Names of the maps in the steer object. Userspace opens and pins maps only through these.
 ///
-/// Prefix sets are split tries: an array of `SLOTS` LPM tries indexed by the first bits of the
-/// address (`DST_V4`...), plus one LPM trie for the prefixes too short for that
-/// (`DST_V4_SHORT`...). See [`crate::SLOTS`].
+/// IPv4 prefix sets are range tables (`DST_V4`, `SRC_V4`, see [`crate::range`]). IPv6 prefix
+/// sets are split tries: an array of `SLOTS` LPM tries indexed by the first bits of the
+/// address (`DST_V6`...), plus one LPM trie for the prefixes too short for that
+/// (`DST_V6_SHORT`...). See [`crate::SLOTS`].
 pub mod map_names {
-    /// Array of maps `[SLOTS]` of LPM tries: IPv4 destination prefix -> [`crate::RuleRef`].
+    /// Array of maps `[range::SLOTS]` of arrays of [`crate::range::Block`]: the IPv4
+    /// destination prefixes' range table (slot `range::TABLE`, read by the classifier) and
+    /// their record (slot `range::RECORD`, read by userspace).
     pub const DST_V4: &str = "DST_V4";
-    /// LPM trie of IPv4 destination prefixes shorter than [`crate::SLOT_MIN_LEN_V4`].
-    pub const DST_V4_SHORT: &str = "DST_V4_SHORT";
     /// Array of maps `[SLOTS]` of LPM tries: IPv6 destination prefix -> [`crate::RuleRef`].
     pub const DST_V6: &str = "DST_V6";
     pub const DST_V6_SHORT: &str = "DST_V6_SHORT";
-    /// Array of maps `[SLOTS]` of LPM tries: IPv4 source prefix -> [`crate::RuleRef`].
+    /// As [`DST_V4`], for IPv4 source prefixes.
     pub const SRC_V4: &str = "SRC_V4";
-    pub const SRC_V4_SHORT: &str = "SRC_V4_SHORT";
     /// Array of maps `[SLOTS]` of LPM tries: IPv6 source prefix -> [`crate::RuleRef`].
     pub const SRC_V6: &str = "SRC_V6";
     pub const SRC_V6_SHORT: &str = "SRC_V6_SHORT";
@@ -96,13 +96,11 @@ pub mod map_names {
     pub const COND_SRC_V6: &str = "COND_SRC_V6";
 
     /// Every map steer owns and pins, in the order `steer dump` shows them.
-    pub const ALL: [&str; 36] = [
+    pub const ALL: [&str; 34] = [
         DST_V4,
-        DST_V4_SHORT,
         DST_V6,
         DST_V6_SHORT,
         SRC_V4,
-        SRC_V4_SHORT,
         SRC_V6,
         SRC_V6_SHORT,
         POLICY,
@@ -170,14 +168,12 @@ pub const LB_BLOCKS: u32 = 256;
 /// `PolicyEntry::wan` / `LbSlot::wan` when the verdict is not a WAN (unmarked, last resort).
 pub const NO_WAN: u32 = u32::MAX;
 
-/// A prefix set is split over `SLOTS` LPM tries by the first bits of the address, plus one
-/// `_SHORT` trie for prefixes too short to have those bits. A lookup is one array access and a
-/// walk of a trie about 256 times smaller (8 levels, and up to 8 dependent cache misses, fewer);
-/// the short trie is consulted only when the slot trie misses. Longest-prefix order is kept:
-/// everything in a slot trie is longer than everything in the short trie.
+/// An IPv6 prefix set is split over `SLOTS` LPM tries by the first bits of the address, plus
+/// one `_SHORT` trie for prefixes too short to have those bits. A lookup is one array access
+/// and a walk of a trie about 256 times smaller, and the short trie is consulted only when the
+/// slot trie misses. Longest-prefix order is kept: everything in a slot trie is longer than
+/// everything in the short trie. (IPv4 sets are range tables, [`crate::range`].)
 pub const SLOTS: u32 = 256;
-/// IPv4 prefixes of /8 and longer go to the slot of their first byte.
-pub const SLOT_MIN_LEN_V4: u32 = 8;
 /// IPv6 prefixes of /16 and longer go to a slot mixed from their first two bytes: allocations
 /// cluster under a few first bytes (2a0x::, 240x::, 260x::), so one byte would not spread them,
 /// and 65536 slot tries would cost too much kernel memory.
@@ -185,12 +181,6 @@ pub const SLOT_MIN_LEN_V6: u32 = 16;
 /// `max_entries` of every slot trie. LPM tries are never preallocated, so this is only a
 /// ceiling; the configured capacity of a whole family is enforced by steer before it writes.
 pub const SLOT_TRIE_MAX_ENTRIES: u32 = 1 << 24;
-
-/// The slot of an IPv4 address (or of a prefix of at least `SLOT_MIN_LEN_V4` bits).
-#[inline(always)]
-pub fn slot_v4(addr: &AddrV4) -> u32 {
-    u32::from(addr[0])
-}
 
 /// The slot of an IPv6 address (or of a prefix of at least `SLOT_MIN_LEN_V6` bits).
 #[inline(always)]
@@ -203,9 +193,7 @@ pub const DEFAULT_CAPACITY_DST_V4: u32 = 2 * 1024 * 1024;
 pub const DEFAULT_CAPACITY_DST_V6: u32 = 1024 * 1024;
 pub const DEFAULT_CAPACITY_SRC_V4: u32 = 64 * 1024;
 pub const DEFAULT_CAPACITY_SRC_V6: u32 = 64 * 1024;
-/// `max_entries` of the `_SHORT` tries: there are 2^8 - 1 IPv4 prefixes shorter than /8 and
-/// 2^16 - 1 IPv6 prefixes shorter than /16.
-pub const SHORT_MAX_ENTRIES_V4: u32 = 1 << SLOT_MIN_LEN_V4;
+/// `max_entries` of the `_SHORT` tries: there are 2^16 - 1 IPv6 prefixes shorter than /16.
 pub const SHORT_MAX_ENTRIES_V6: u32 = 1 << SLOT_MIN_LEN_V6;
 
 /// Address families the policy table is kept for: a WAN's IPv4 and IPv6 can be up or down on
@@ -783,7 +771,7 @@ const _: () = assert!(MAX_RULES.is_power_of_two() && LB_SLOTS.is_power_of_two())
 // `lb_index` masks the block with `LB_BLOCKS - 1`.
 const _: () = assert!(GENERATIONS.is_power_of_two() && GENERATIONS >= 2 && FAMILIES == 2);
 const _: () = assert!(LB_BLOCKS.is_power_of_two());
-const _: () = assert!(SLOTS == 256 && SLOT_MIN_LEN_V4 >= 8 && SLOT_MIN_LEN_V6 >= 16); // slot_v4/v6
+const _: () = assert!(SLOTS == 256 && SLOT_MIN_LEN_V6 >= 16); // slot_v6
 
 #[cfg(feature = "user")]
 mod user {

@@ -55,6 +55,37 @@ pub const MAX_VALUE: u32 = NONE - 1;
 /// One value of the array.
 pub type Block = [u64; BLOCK as usize];
 
+/// Slots of a prefix map's outer array: the table the classifier reads, and the record.
+pub const SLOTS: u32 = 2;
+/// The slot of the range table.
+pub const TABLE: u32 = 0;
+/// The slot of the record: the set's prefixes themselves, sorted, for userspace (`steer
+/// dump`, `explain`, a restarted daemon); the classifier never reads it. Element
+/// [`RECORD_COUNT`] holds how many there are, [`RECORD_SEQ`] a sequence number (odd while the
+/// record is being written: a reader that saw it odd, or saw it change, reads again), and the
+/// entries ([`record_entry`]) follow from [`RECORD_HEADER`] on.
+pub const RECORD: u32 = 1;
+pub const RECORD_COUNT: usize = 0;
+pub const RECORD_SEQ: usize = 1;
+pub const RECORD_HEADER: usize = 2;
+
+/// A record entry: the prefix's address (host order) and length, and its value; entries sort
+/// by address, then length (a prefix before the prefixes it contains).
+#[inline(always)]
+pub const fn record_entry(addr: u32, len: u8, value: u32) -> u64 {
+    (addr as u64) << 32 | (len as u64) << 16 | (value & 0xffff) as u64
+}
+
+/// The address, length and value of a record entry.
+#[inline(always)]
+pub const fn record_parts(entry: u64) -> (u32, u8, u32) {
+    (
+        (entry >> 32) as u32,
+        (entry >> 16) as u8,
+        entry as u32 & 0xffff,
+    )
+}
+
 /// A direct entry: a chunk with one value throughout.
 #[inline(always)]
 pub const fn leaf(value: u32) -> u64 {

@@ -9,14 +9,14 @@ use aya_ebpf::{
 };
 use steer_common::{
     AddrV4, AddrV6, DEFAULT_RULE, FragKey, LOCAL_RULE, Learned, LocalRef, RuleRef, flow_hash,
-    settings_flags, slot_v4, slot_v6, src_hash, words_v4, words_v6,
+    range, settings_flags, slot_v6, src_hash, words_v4, words_v6,
 };
 
 use crate::{
     cond::{Input, NO_MATCH, ordered_rule},
     maps::{
-        DST_V4, DST_V4_SHORT, DST_V6, DST_V6_SHORT, FRAGS, LEARNED_V4, LEARNED_V6, LOCAL_V4,
-        LOCAL_V6, SRC_V4, SRC_V4_SHORT, SRC_V6, SRC_V6_SHORT, Slot,
+        DST_V4, DST_V6, DST_V6_SHORT, FRAGS, LEARNED_V4, LEARNED_V6, LOCAL_V4, LOCAL_V6,
+        RangeBlocks, SRC_V4, SRC_V6, SRC_V6_SHORT, Slot,
     },
     parse::{FragKind, Kind, Parsed, Transport},
 };
@@ -43,8 +43,8 @@ fn rule_v4(parsed: &Parsed, input: &Input, flags: u32) -> u32 {
         input,
         &LOCAL_V4,
         &LEARNED_V4,
-        Split(&SRC_V4, &SRC_V4_SHORT),
-        Split(&DST_V4, &DST_V4_SHORT),
+        Ranges(&SRC_V4),
+        Ranges(&DST_V4),
         (parsed.src_v4(), parsed.dst_v4()),
         flags,
         settings_flags::HAS_SRC_V4,
@@ -127,41 +127,66 @@ fn frag_key(src: &[u32; 4], dst: &[u32; 4], id: u32, proto: u8, family: u32) -> 
 
 const _: () = assert!(align_of::<AddrV4>() == 1 && align_of::<AddrV6>() == 1);
 
-/// An address family's address as the tries key it.
+/// An address family's address as the maps key it.
 trait Address: Copy {
     /// Full-length prefix: a lookup key for one address.
     const BITS: u32;
-    fn slot(&self) -> u32;
 }
 
 impl Address for AddrV4 {
     const BITS: u32 = 32;
-    #[inline(always)]
-    fn slot(&self) -> u32 {
-        slot_v4(self)
-    }
 }
 
 impl Address for AddrV6 {
     const BITS: u32 = 128;
+}
+
+/// A prefix set: the longest prefix containing an address, and its rule.
+trait PrefixSet<A> {
+    fn lookup(&self, key: &Key<A>, addr: A) -> Option<u32>;
+}
+
+/// An IPv4 prefix set: its range table ([`range`]).
+struct Ranges<'a>(&'a ArrayOfMaps<RangeBlocks, { range::SLOTS as usize }>);
+
+impl PrefixSet<AddrV4> for Ranges<'_> {
     #[inline(always)]
-    fn slot(&self) -> u32 {
-        slot_v6(self)
+    fn lookup(&self, _key: &Key<AddrV4>, addr: AddrV4) -> Option<u32> {
+        let table = self.0.get(range::TABLE)?;
+        match range::lookup(u32::from_be_bytes(addr), |block| table.get(block)) {
+            range::NONE => None,
+            rule => Some(rule),
+        }
     }
 }
 
-/// One split prefix set: its slot tries and its short trie.
-struct Split<'a, A: 'static, const N: usize>(&'a ArrayOfMaps<Slot<A>, N>, &'a LpmTrie<A, RuleRef>);
+/// An IPv6 prefix set: its slot tries and its short trie.
+struct Split<'a, const N: usize>(
+    &'a ArrayOfMaps<Slot<AddrV6>, N>,
+    &'a LpmTrie<AddrV6, RuleRef>,
+);
+
+impl<const N: usize> PrefixSet<AddrV6> for Split<'_, N> {
+    /// Longest-prefix match: the slot trie of the address first (every prefix there is at
+    /// least `SLOT_MIN_LEN_V6` long), then the short trie.
+    #[inline(always)]
+    fn lookup(&self, key: &Key<AddrV6>, addr: AddrV6) -> Option<u32> {
+        if let Some(hit) = self.0.get(slot_v6(&addr)).and_then(|trie| trie.get(key)) {
+            return Some(hit.rule);
+        }
+        self.1.get(key).map(|hit| hit.rule)
+    }
+}
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn rule<A: Address, const N: usize>(
+fn rule<A: Address>(
     parsed: &Parsed,
     input: &Input,
     local: &LpmTrie<A, LocalRef>,
     learned: &HashMap<A, Learned>,
-    by_src: Split<'_, A, N>,
-    by_dst: Split<'_, A, N>,
+    by_src: impl PrefixSet<A>,
+    by_dst: impl PrefixSet<A>,
     (src, dst): (A, A),
     flags: u32,
     has_src: u32,
@@ -179,29 +204,17 @@ fn rule<A: Address, const N: usize>(
         }
     }
     if flags & has_src != 0
-        && let Some(rule) = by_src.lookup(&Key::new(A::BITS, src), src.slot())
+        && let Some(rule) = by_src.lookup(&Key::new(A::BITS, src), src)
     {
         return rule;
     }
     // A learned host is more specific than any prefix: it comes before the destination tries.
-    // SAFETY: the addresses are byte arrays (alignment 1, asserted below), so a reference to
+    // SAFETY: the addresses are byte arrays (alignment 1, asserted above), so a reference to
     // the key's address part is aligned although the key is packed.
     let dst_addr: &A = unsafe { &*core::ptr::addr_of!(dst_key.data) };
     if let Some(hit) = learned.get_ptr(dst_addr) {
         // SAFETY: the map returned a pointer to a live value; one u32 is copied out at once.
         return unsafe { (*hit).rule };
     }
-    by_dst.lookup(&dst_key, dst.slot()).unwrap_or(DEFAULT_RULE)
-}
-
-impl<A: Address, const N: usize> Split<'_, A, N> {
-    /// Longest-prefix match: the slot trie of the address first (every prefix there is at
-    /// least `SLOT_MIN_LEN_V4`/`_V6` long), then the short trie.
-    #[inline(always)]
-    fn lookup(&self, key: &Key<A>, slot: u32) -> Option<u32> {
-        if let Some(hit) = self.0.get(slot).and_then(|trie| trie.get(key)) {
-            return Some(hit.rule);
-        }
-        self.1.get(key).map(|hit| hit.rule)
-    }
+    by_dst.lookup(&dst_key, dst).unwrap_or(DEFAULT_RULE)
 }

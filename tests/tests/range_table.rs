@@ -8,12 +8,31 @@
 //! to /32, prefixes on chunk edges, host routes. Then random changes, applied to the trie
 //! entry by entry and to the table by a rebuild, and every answer again.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
 
-use steer::model::range::{PrefixV4, RangeTable};
-use steer_common::{MAX_RULES, range::NONE};
+use steer::{
+    dataplane::{Dataplane, WriteMode, run::run_tc},
+    model::{
+        Direction, Family,
+        range::{PrefixV4, RangeTable},
+    },
+    packet::Frame,
+    prefix::Prefix,
+};
+use steer_common::{
+    DEFAULT_RULE, GENERATIONS, MAX_RULES, NO_WAN, PolicyEntry, action, range::NONE,
+};
 use steer_tests::{
     bench::memory::real_mix,
+    classifier::Classifier,
+    daemon::Workdir,
     ranges::{Pair, Program, ends, v4},
     require_root,
     rng::Rng,
@@ -154,4 +173,190 @@ fn an_empty_table_and_a_default_route() {
             .all(|v| *v == 7)
     );
     assert_agree(&pair, &addrs, "the default route");
+}
+
+/// The classifier's own IPv4 set through one change at a time, each written into the live
+/// table (a chunk's new ranges, then one store): after every change its answers equal the
+/// trie's, and a change publishes no new table.
+#[test]
+fn the_classifier_answers_as_the_lpm_trie_through_changes_written_in_place() {
+    require_root();
+    let mut rng = Rng::from_env_or_time("range_table_in_place");
+    let mut set: BTreeMap<PrefixV4, u32> = BTreeMap::new();
+    for p in real_mix(&mut rng, 50_000, true).iter().map(v4) {
+        set.insert(p, 1 + random_value(&mut rng) % (MAX_RULES - 1));
+    }
+    for p in hard_cases(&mut rng) {
+        set.insert(p, 1 + random_value(&mut rng) % (MAX_RULES - 1));
+    }
+    let entries: Vec<(PrefixV4, u32)> = set.iter().map(|(p, v)| (*p, *v)).collect();
+    let mut classifier = Classifier::load();
+    classifier
+        .dp
+        .maps_mut()
+        .set_prefixes(Direction::Dst, &as_prefixes(&entries), WriteMode::Batched)
+        .expect("first load");
+    let mut pair = Pair::load();
+    pair.lpm_insert(&entries);
+    let keys: Vec<PrefixV4> = set.keys().copied().collect();
+    for change in 0..300 {
+        let p = match change % 3 {
+            0 => keys[rng.below(keys.len() as u64) as usize],
+            _ => {
+                let parent = keys[rng.below(keys.len() as u64) as usize];
+                let len = (parent.1 + 1 + rng.below(8) as u8).min(32);
+                let (first, last) = ends(parent);
+                prefix(first | (rng.next_u64() as u32 & (first ^ last)), len)
+            }
+        };
+        let before = classifier.dp.maps().writes();
+        if change % 5 == 0 && set.remove(&p).is_some() {
+            classifier
+                .dp
+                .maps_mut()
+                .remove_prefix(Direction::Dst, as_prefix(p))
+                .expect("remove");
+            pair.lpm_remove(&[p]);
+        } else {
+            let value = 1 + random_value(&mut rng) % (MAX_RULES - 1);
+            set.insert(p, value);
+            classifier
+                .dp
+                .maps_mut()
+                .set_prefix(Direction::Dst, as_prefix(p), value)
+                .expect("insert");
+            pair.lpm_insert(&[(p, value)]);
+        }
+        // One write: no table published. A prefix of /3 or shorter covers more chunks than
+        // are rewritten in place, and gets a fresh table.
+        if p.1 > 3 {
+            assert_eq!(
+                classifier.dp.maps().writes() - before,
+                1,
+                "change {change} ({p:x?}) was written in place"
+            );
+        }
+        let mut addrs = probes(&mut rng, std::iter::once(p), 64);
+        if change % 50 == 49 {
+            addrs.extend(probes(&mut rng, set.keys().copied(), 0));
+        }
+        let lpm = pair.answers(Program::Lpm, &addrs);
+        for (addr, want) in addrs.iter().zip(lpm) {
+            let want = if want == NONE { DEFAULT_RULE } else { want };
+            let frame = Frame::udp(
+                "192.168.1.10".parse().unwrap(),
+                Ipv4Addr::from(*addr).into(),
+            )
+            .build();
+            assert_eq!(
+                classifier.tc(&frame).rule,
+                Some(want),
+                "change {change} ({p:x?}): address {addr:#010x}"
+            );
+        }
+    }
+}
+
+fn as_prefix((addr, len): PrefixV4) -> Prefix {
+    Prefix::new(Ipv4Addr::from(addr).into(), u32::from(len)).expect("a valid prefix")
+}
+
+fn as_prefixes(entries: &[(PrefixV4, u32)]) -> Vec<(Prefix, u32)> {
+    entries.iter().map(|(p, v)| (as_prefix(*p), *v)).collect()
+}
+
+/// Whole tables swapped in while another copy of the classifier (as `steer explain` loads it)
+/// runs packets on the same maps: a packet to a prefix that every table holds never gets
+/// another mark, however the swaps and the in-place writes interleave with it.
+#[test]
+fn tables_swapped_under_load_never_give_a_wrong_mark() {
+    require_root();
+    let work = Workdir::new("range-swap");
+    let (mut dp, _) = Dataplane::open_pinned(&work.pin_dir).expect("open pinned");
+    for (rule, mark) in [(DEFAULT_RULE, 0x100), (1, 0x200), (2, 0x300)] {
+        let entry = PolicyEntry {
+            action: action::MARK,
+            mark,
+            mask: 0xff00,
+            wan: NO_WAN,
+            ..PolicyEntry::default()
+        };
+        for generation in 0..GENERATIONS {
+            dp.maps_mut()
+                .set_policy(generation, Family::V4, rule, entry)
+                .expect("policy");
+        }
+    }
+    let mut rng = Rng::from_env_or_time("range_swap");
+    let slash24 = |rng: &mut Rng| prefix(rng.next_u64() as u32, 24);
+    let stable: Vec<PrefixV4> = (0..256).map(|_| slash24(&mut rng)).collect();
+    // Spread over more /16s than are rewritten in place: each write of them is a fresh table.
+    let flipping: Vec<PrefixV4> = (0..20_000)
+        .map(|_| slash24(&mut rng))
+        .filter(|p| !stable.contains(p))
+        .collect();
+    let stable_entries: Vec<(Prefix, u32)> = stable.iter().map(|p| (as_prefix(*p), 1)).collect();
+    dp.maps_mut()
+        .set_prefixes(Direction::Dst, &stable_entries, WriteMode::Batched)
+        .expect("stable prefixes");
+    let frames: Vec<Vec<u8>> = stable
+        .iter()
+        .take(64)
+        .map(|p| {
+            let host = ends(*p).0 | (1 + rng.below(254) as u32);
+            Frame::udp("192.168.1.10".parse().unwrap(), Ipv4Addr::from(host).into()).build()
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let lookups = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (stop, lookups, pins) = (stop.clone(), lookups.clone(), work.pin_dir.clone());
+        std::thread::spawn(move || {
+            let beside = Dataplane::load_beside(&pins).expect("load beside");
+            let mut wrong = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                for frame in &frames {
+                    let mark = run_tc(beside.tc(), frame, 0).expect("test run").mark;
+                    lookups.fetch_add(1, Ordering::Relaxed);
+                    if mark != 0x200 {
+                        wrong.push(mark);
+                    }
+                }
+            }
+            wrong
+        })
+    };
+    let flip_entries: Vec<(Prefix, u32)> = flipping.iter().map(|p| (as_prefix(*p), 2)).collect();
+    let flip_prefixes: Vec<Prefix> = flipping.iter().map(|p| as_prefix(*p)).collect();
+    let mut swaps = 0;
+    for cycle in 0..30 {
+        let before = dp.maps().writes();
+        dp.maps_mut()
+            .set_prefixes(Direction::Dst, &flip_entries, WriteMode::Batched)
+            .expect("add the spread prefixes");
+        swaps += dp.maps().writes() - before - flip_entries.len() as u64;
+        let (removed, result) = dp
+            .maps_mut()
+            .remove_prefixes(Direction::Dst, &flip_prefixes);
+        result.expect("remove the spread prefixes");
+        assert_eq!(removed, flip_prefixes.len());
+        // And one change written in place, next to a probed prefix.
+        let near = prefix(ends(stable[cycle % 64]).0 ^ 0x100, 24);
+        dp.maps_mut()
+            .set_prefix(Direction::Dst, as_prefix(near), 2)
+            .expect("in place");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let wrong = reader.join().expect("reader thread");
+    let n = lookups.load(Ordering::Relaxed);
+    assert!(n > 1_000, "the lookups ran alongside the swaps ({n})");
+    assert!(
+        swaps >= 30,
+        "the spread writes published fresh tables ({swaps})"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} of {n} lookups got another mark: {wrong:x?}",
+        wrong.len()
+    );
 }

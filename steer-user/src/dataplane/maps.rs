@@ -19,13 +19,14 @@ use aya::{
 };
 use steer_common::{
     Counter, GENERATIONS, LB_BLOCKS, LB_SLOTS, LbSlot, LocalRef, MAX_RULES, MAX_WANS, PolicyEntry,
-    RuleInfo, SLOT_MIN_LEN_V4, SLOT_MIN_LEN_V6, Settings, WanInfo, action, lb_index,
-    map_names as names, path, policy_index, rule_info_index, rule_wan_index, slot_v4, slot_v6,
+    RuleInfo, SLOT_MIN_LEN_V6, Settings, WanInfo, action, lb_index, map_names as names, path,
+    policy_index, rule_info_index, rule_wan_index, slot_v6,
 };
 
 use super::{
     DataplaneError,
     ordered::{CondMaps, Resolved},
+    range_set::RangeSet,
     sys,
     trie::{NamedMap, SplitTrie, TrieError},
     word::MappedWord,
@@ -38,7 +39,6 @@ use crate::{
     prefix::Prefix,
 };
 
-type TrieV4 = SplitTrie<4>;
 type TrieV6 = SplitTrie<16>;
 
 impl From<TrieError> for DataplaneError {
@@ -53,9 +53,9 @@ impl From<TrieError> for DataplaneError {
 
 /// Handles on all steer maps, from a freshly loaded object or from the pins of a running one.
 pub struct Maps {
-    dst_v4: TrieV4,
+    dst_v4: RangeSet,
     dst_v6: TrieV6,
-    src_v4: TrieV4,
+    src_v4: RangeSet,
     src_v6: TrieV6,
     policy: Array<MapData, PolicyEntry>,
     lb: Array<MapData, LbSlot>,
@@ -130,18 +130,24 @@ impl Maps {
                 take_as(&mut take, $name)?
             };
         }
-        let mut split = |map: PrefixMap| -> Result<(NamedMap, NamedMap), DataplaneError> {
-            let (outer, short) = map.map_names();
-            Ok(((outer, take(outer)?), (short, take(short)?)))
+        let mut named =
+            |name: &'static str| -> Result<NamedMap, DataplaneError> { Ok((name, take(name)?)) };
+        let mut split = |map: PrefixMap| -> Result<TrieV6, DataplaneError> {
+            let short = map.short_map_name().expect("an IPv6 map");
+            let (outer, short) = (named(map.map_name())?, named(short)?);
+            Ok(SplitTrie::new(outer, short, SLOT_MIN_LEN_V6, slot_v6)?)
         };
-        let (dst_v4, dst_v6) = (split(PrefixMap::DstV4)?, split(PrefixMap::DstV6)?);
-        let (src_v4, src_v6) = (split(PrefixMap::SrcV4)?, split(PrefixMap::SrcV6)?);
+        let (dst_v6, src_v6) = (split(PrefixMap::DstV6)?, split(PrefixMap::SrcV6)?);
+        let mut ranges = |map: PrefixMap| -> Result<RangeSet, DataplaneError> {
+            Ok(RangeSet::new((map.map_name(), take(map.map_name())?))?)
+        };
+        let (dst_v4, src_v4) = (ranges(PrefixMap::DstV4)?, ranges(PrefixMap::SrcV4)?);
         let active_word;
         Ok(Maps {
-            dst_v4: SplitTrie::new(dst_v4.0, dst_v4.1, SLOT_MIN_LEN_V4, slot_v4)?,
-            dst_v6: SplitTrie::new(dst_v6.0, dst_v6.1, SLOT_MIN_LEN_V6, slot_v6)?,
-            src_v4: SplitTrie::new(src_v4.0, src_v4.1, SLOT_MIN_LEN_V4, slot_v4)?,
-            src_v6: SplitTrie::new(src_v6.0, src_v6.1, SLOT_MIN_LEN_V6, slot_v6)?,
+            dst_v4,
+            dst_v6,
+            src_v4,
+            src_v6,
             policy: typed!(names::POLICY),
             lb: typed!(names::LB),
             active: {
@@ -220,9 +226,7 @@ impl Maps {
     ) -> Result<(), DataplaneError> {
         self.meter(1)?;
         match prefix {
-            Prefix::V4 { addr, len } => self
-                .trie_v4_mut(dir)
-                .insert((len.into(), addr.octets()), rule)?,
+            Prefix::V4 { addr, len } => self.trie_v4_mut(dir).insert((addr.into(), len), rule)?,
             Prefix::V6 { addr, len } => self
                 .trie_v6_mut(dir)
                 .insert((len.into(), addr.octets()), rule)?,
@@ -239,13 +243,66 @@ impl Maps {
     ) -> Result<bool, DataplaneError> {
         self.meter(1)?;
         Ok(match prefix {
-            Prefix::V4 { addr, len } => {
-                self.trie_v4_mut(dir).remove((len.into(), addr.octets()))?
-            }
+            Prefix::V4 { addr, len } => self.trie_v4_mut(dir).remove((addr.into(), len))?,
             Prefix::V6 { addr, len } => {
                 self.trie_v6_mut(dir).remove((len.into(), addr.octets()))?
             }
         })
+    }
+
+    /// Removes many prefixes of one direction: the IPv4 ones in one commit. Returns how many of
+    /// `prefixes`, from the first, are known removed (all of them on success).
+    pub fn remove_prefixes(
+        &mut self,
+        dir: Direction,
+        prefixes: &[Prefix],
+    ) -> (usize, Result<(), DataplaneError>) {
+        if self.fail_after.is_some() {
+            // Element by element, so an injected fault hits exactly where it is armed.
+            for (done, prefix) in prefixes.iter().enumerate() {
+                if let Err(e) = self.remove_prefix(dir, *prefix) {
+                    return (done, Err(e));
+                }
+            }
+            return (prefixes.len(), Ok(()));
+        }
+        if let Err(e) = self.meter(prefixes.len() as u64) {
+            return (0, Err(e));
+        }
+        let v4: Vec<_> = prefixes
+            .iter()
+            .filter_map(|p| match p {
+                Prefix::V4 { addr, len } => Some((u32::from(*addr), *len)),
+                Prefix::V6 { .. } => None,
+            })
+            .collect();
+        let result = (|| {
+            if !v4.is_empty() {
+                self.trie_v4_mut(dir).remove_many(&v4)?;
+            }
+            for prefix in prefixes {
+                if let Prefix::V6 { addr, len } = prefix {
+                    self.trie_v6_mut(dir)
+                        .remove((u32::from(*len), addr.octets()))?;
+                }
+            }
+            Ok(())
+        })();
+        self.meter_published();
+        match result {
+            Ok(()) => (prefixes.len(), Ok(())),
+            // The IPv4 commit is all or nothing; IPv6 removals done are done again harmlessly.
+            Err(e) => (0, Err(e)),
+        }
+    }
+
+    /// Builds the IPv4 range tables afresh from their records and publishes them (an adopting
+    /// daemon: see [`RangeSet::rebuild`]).
+    pub(super) fn rebuild_range_tables(&mut self) -> Result<(), DataplaneError> {
+        self.dst_v4.rebuild()?;
+        self.src_v4.rebuild()?;
+        self.meter_published();
+        Ok(())
     }
 
     /// Every prefix of one direction that contains `ip`, with its rule, longest first.
@@ -257,9 +314,9 @@ impl Maps {
         let candidates: Vec<(Prefix, u32)> = match ip {
             IpAddr::V4(a) => self
                 .trie_v4(dir)
-                .candidates(a.octets())?
+                .candidates(a.into())
                 .into_iter()
-                .map(|((len, n), r)| (prefix_v4(Ipv4Addr::from(n), len), r))
+                .map(|((n, len), r)| (prefix_v4(Ipv4Addr::from(n), len.into()), r))
                 .collect(),
             IpAddr::V6(a) => self
                 .trie_v6(dir)
@@ -280,9 +337,9 @@ impl Maps {
     pub fn prefixes(&self, map: PrefixMap) -> Result<Vec<(Prefix, u32)>, DataplaneError> {
         let dir = map.direction();
         Ok(if map.is_v4() {
-            let raw = self.trie_v4(dir).dump()?;
+            let raw = self.trie_v4(dir).dump();
             raw.into_iter()
-                .map(|((len, a), r)| (prefix_v4(Ipv4Addr::from(a), len), r))
+                .map(|((a, len), r)| (prefix_v4(Ipv4Addr::from(a), len.into()), r))
                 .collect()
         } else {
             let raw = self.trie_v6(dir).dump()?;
@@ -323,25 +380,26 @@ impl Maps {
         let (mut raw4, mut raw6) = (Vec::new(), Vec::new());
         for &(prefix, rule) in entries {
             match prefix {
-                Prefix::V4 { addr, len } => raw4.push(((len.into(), addr.octets()), rule)),
+                Prefix::V4 { addr, len } => raw4.push(((addr.into(), len), rule)),
                 Prefix::V6 { addr, len } => raw6.push(((len.into(), addr.octets()), rule)),
             }
         }
-        let used4 = self
-            .trie_v4_mut(dir)
-            .insert_many(&raw4, batched, parallel)?;
+        if !raw4.is_empty() {
+            self.trie_v4_mut(dir).insert_many(&raw4)?;
+        }
         let used6 = self
             .trie_v6_mut(dir)
             .insert_many(&raw6, batched, parallel)?;
         self.meter_published();
         Ok(match mode {
-            _ if !(used4 || used6) => WriteMode::PerElement,
+            // An IPv4 set is written in one commit however many prefixes come.
+            _ if !(used6 || (batched && !raw4.is_empty())) => WriteMode::PerElement,
             WriteMode::Parallel => WriteMode::Parallel,
             _ => WriteMode::Batched,
         })
     }
 
-    fn trie_v4(&self, dir: Direction) -> &TrieV4 {
+    fn trie_v4(&self, dir: Direction) -> &RangeSet {
         match dir {
             Direction::Dst => &self.dst_v4,
             Direction::Src => &self.src_v4,
@@ -353,7 +411,7 @@ impl Maps {
             Direction::Src => &self.src_v6,
         }
     }
-    fn trie_v4_mut(&mut self, dir: Direction) -> &mut TrieV4 {
+    fn trie_v4_mut(&mut self, dir: Direction) -> &mut RangeSet {
         match dir {
             Direction::Dst => &mut self.dst_v4,
             Direction::Src => &mut self.src_v4,

@@ -16,6 +16,7 @@ pub mod maps;
 pub mod ordered;
 pub mod pin;
 pub mod range_map;
+pub mod range_set;
 pub mod run;
 pub mod sync;
 pub mod sys;
@@ -228,6 +229,7 @@ impl Dataplane {
             dp.pin_programs()?;
         }
         if adopted.maps {
+            dp.maps.rebuild_range_tables()?;
             dp.prefixes = Arc::new(dp.maps.prefix_sets()?);
             dp.local = dp.maps.locals()?;
         }

@@ -3,6 +3,14 @@
 //! syscall per element, a 1M-prefix table is a few MiB of stores), then published into a slot
 //! of an array of maps with one update.
 //!
+//! A small change is written into the live table instead: a chunk's new ranges go to spare
+//! room and its direct entry is swapped with one store (`KernelTable::write_chunk`). Its old
+//! ranges are never reused in that table (a lookup may still be reading them); the next
+//! full build drops them.
+//!
+//! Each set also keeps its prefixes in the kernel, in a record next to the table
+//! (`KernelRecord`), so that `steer dump`, `steer explain` and a restarted daemon can read them.
+//!
 //! Publishing is the atomic step: a packet reads the slot once, so it sees the old table or
 //! the new one whole. The kernel makes the update wait for an RCU grace period, so when it
 //! returns no program still reads the old table, which is then freed with its last handle.
@@ -11,45 +19,56 @@ use std::{
     borrow::BorrowMut,
     os::fd::{AsFd, AsRawFd},
     ptr::NonNull,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, Ordering, fence},
 };
 
 use aya::maps::{Array, ArrayOfMaps, IterableMap, MapData, MapError};
 use steer_common::{
     MAP_F_INNER_MAP, MAP_F_MMAPABLE,
-    range::{BLOCK, Block},
+    range::{self, BLOCK, BLOCK_RANGES, Block},
 };
 
-use crate::model::range::RangeTable;
+use crate::model::range::{RangeTable, pack};
 
 /// A range table's array in the kernel, with its memory mapped into this process.
 pub struct KernelTable {
     map: Array<MapData, Block>,
     mapping: Mapping,
+    /// The first range index no chunk uses (ranges are only appended: a range a lookup may be
+    /// reading is never written again).
+    tail: u32,
+    /// Ranges of the array, spare ones included.
+    capacity: u32,
+    /// Ranges no chunk uses any more (replaced by an incremental write).
+    garbage: u32,
 }
 
 impl std::fmt::Debug for KernelTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KernelTable")
-            .field("elements", &self.mapping.elements)
+            .field("tail", &self.tail)
+            .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
 }
 
 impl KernelTable {
-    /// A new array holding `table`, with room for `spare` more blocks (zero).
+    /// A new array holding `table`, with room for `spare` more blocks of ranges.
     pub fn create(table: &RangeTable, spare: u32) -> Result<KernelTable, MapError> {
         let blocks = table.blocks().saturating_add(spare);
-        let map = Array::<MapData, Block>::create(blocks, MAP_F_INNER_MAP | MAP_F_MMAPABLE)?;
-        let elements = table.elements();
-        let mapping = Mapping::of(map.map().fd().as_fd(), blocks as usize * BLOCK as usize)
-            .map_err(MapError::IoError)?;
-        for (slot, value) in mapping.slots().iter().zip(elements) {
+        let (map, mapping) = create_blocks(blocks)?;
+        for (slot, value) in mapping.slots().iter().zip(table.elements()) {
             // Relaxed: no program reads this array before it is published, and publishing is
             // a syscall, which orders these stores before it.
             slot.store(*value, Ordering::Relaxed);
         }
-        Ok(KernelTable { map, mapping })
+        Ok(KernelTable {
+            map,
+            mapping,
+            tail: table.ranges(),
+            capacity: (blocks - range::DIRECT_BLOCKS) * BLOCK_RANGES,
+            garbage: 0,
+        })
     }
 
     /// Makes this table the one the programs read in `slot` of `outer`.
@@ -61,6 +80,47 @@ impl KernelTable {
         outer.set(slot, &self.map, 0)
     }
 
+    /// Gives `chunk` the `ranges` (`range::range` values) in the live table: the ranges go to
+    /// unused space first, then the chunk's direct entry names them with one store. Returns
+    /// false, writing nothing, when the spare room is used up.
+    pub fn write_chunk(&mut self, chunk: u32, ranges: &[u32]) -> bool {
+        let slots = self.mapping.slots();
+        let old = slots[chunk as usize].load(Ordering::Relaxed);
+        let entry = if let [only] = ranges {
+            range::leaf(only & range::NONE)
+        } else {
+            let count = ranges.len() as u32;
+            // Whole elements only (a chunk starts at an even range), inside one block.
+            let mut first = self.tail.next_multiple_of(2);
+            let room = BLOCK_RANGES - first % BLOCK_RANGES;
+            if count > room {
+                first += room;
+            }
+            if first + count > self.capacity {
+                return false;
+            }
+            let (_, base, _) = range::range_place(first);
+            let block = range::range_place(first).0 as usize * BLOCK as usize;
+            for (i, pair) in ranges.chunks(2).enumerate() {
+                // Relaxed: the Release store of the entry below publishes them.
+                slots[block + base as usize + i]
+                    .store(pack(pair[0], pair.get(1).copied()), Ordering::Relaxed);
+            }
+            self.tail = first + count;
+            range::chunk(first, count)
+        };
+        // Release: a program that reads the new entry reads the ranges written above (it reads
+        // them through the entry, an address dependency, which orders its loads).
+        slots[chunk as usize].store(entry, Ordering::Release);
+        self.garbage += (old >> 32) as u32;
+        true
+    }
+
+    /// Ranges no longer used, against ranges in use: when to build the table afresh.
+    pub fn garbage(&self) -> (u32, u32) {
+        (self.garbage, self.tail - self.garbage)
+    }
+
     /// The array's descriptor (for the kernel's account of its memory, say).
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.map.map().fd().as_fd()
@@ -70,6 +130,97 @@ impl KernelTable {
     pub fn elements(&self) -> usize {
         self.mapping.elements
     }
+}
+
+/// A set's record in the kernel: its prefixes, sorted (`steer_common::range::RECORD`).
+pub struct KernelRecord {
+    map: Array<MapData, Block>,
+    mapping: Mapping,
+}
+
+impl std::fmt::Debug for KernelRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelRecord")
+            .field("elements", &self.mapping.elements)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KernelRecord {
+    /// A new record holding `entries`, with room for about an eighth more.
+    pub fn create(entries: &[u64]) -> Result<KernelRecord, MapError> {
+        let wanted = range::RECORD_HEADER + entries.len() + entries.len() / 8 + 1;
+        let blocks = wanted.div_ceil(BLOCK as usize) as u32;
+        let (map, mapping) = create_blocks(blocks)?;
+        let record = KernelRecord { map, mapping };
+        record.write(entries, 0);
+        Ok(record)
+    }
+
+    /// Whether `entries` fit.
+    pub fn fits(&self, entries: usize) -> bool {
+        range::RECORD_HEADER + entries <= self.mapping.elements
+    }
+
+    /// Writes `entries`, whose first `unchanged` are already there, under the sequence
+    /// number: a reader that overlaps the write sees it odd or changed, and reads again.
+    pub fn write(&self, entries: &[u64], unchanged: usize) {
+        let slots = self.mapping.slots();
+        let seq = &slots[range::RECORD_SEQ];
+        let start = seq.load(Ordering::Relaxed);
+        seq.store(start | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (slot, entry) in slots[range::RECORD_HEADER + unchanged..]
+            .iter()
+            .zip(&entries[unchanged..])
+        {
+            slot.store(*entry, Ordering::Relaxed);
+        }
+        slots[range::RECORD_COUNT].store(entries.len() as u64, Ordering::Relaxed);
+        seq.store((start | 1) + 1, Ordering::Release);
+    }
+
+    /// Makes this record the one in `slot` of `outer`.
+    pub fn publish<T: BorrowMut<MapData>>(
+        &self,
+        outer: &mut ArrayOfMaps<T, Array<MapData, Block>>,
+        slot: u32,
+    ) -> Result<(), MapError> {
+        outer.set(slot, &self.map, 0)
+    }
+
+    /// The entries of a record written by another process (or this one), read consistently.
+    pub fn read(map: &MapData) -> Result<Vec<u64>, MapError> {
+        let elements = map.info()?.max_entries() as usize * BLOCK as usize;
+        let mapping = Mapping::of(map.fd().as_fd(), elements, false).map_err(MapError::IoError)?;
+        let slots = mapping.slots();
+        loop {
+            let before = slots[range::RECORD_SEQ].load(Ordering::Acquire);
+            let count = (slots[range::RECORD_COUNT].load(Ordering::Relaxed) as usize)
+                .min(elements - range::RECORD_HEADER);
+            let entries: Vec<u64> = slots[range::RECORD_HEADER..range::RECORD_HEADER + count]
+                .iter()
+                .map(|e| e.load(Ordering::Relaxed))
+                .collect();
+            fence(Ordering::Acquire);
+            if before & 1 == 0 && slots[range::RECORD_SEQ].load(Ordering::Relaxed) == before {
+                return Ok(entries);
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// A new mmapable array of `blocks` blocks, mapped.
+fn create_blocks(blocks: u32) -> Result<(Array<MapData, Block>, Mapping), MapError> {
+    let map = Array::<MapData, Block>::create(blocks, MAP_F_INNER_MAP | MAP_F_MMAPABLE)?;
+    let mapping = Mapping::of(
+        map.map().fd().as_fd(),
+        blocks as usize * BLOCK as usize,
+        true,
+    )
+    .map_err(MapError::IoError)?;
+    Ok((map, mapping))
 }
 
 /// The values of an mmapable array of `u64`, shared with the kernel.
@@ -84,10 +235,21 @@ struct Mapping {
 unsafe impl Send for Mapping {}
 
 impl Mapping {
-    fn of(fd: std::os::fd::BorrowedFd<'_>, elements: usize) -> std::io::Result<Mapping> {
+    /// Maps the first `elements` values of an mmapable array of `u64` (blocks), read-only
+    /// unless `writable`.
+    fn of(
+        fd: std::os::fd::BorrowedFd<'_>,
+        elements: usize,
+        writable: bool,
+    ) -> std::io::Result<Mapping> {
         // SAFETY: sysconf has no memory effects.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let len = (elements * 8).div_ceil(page) * page;
+        let protection = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
         // SAFETY: a fresh shared mapping of a descriptor borrowed for the call; the kernel checks
         // that the map is mmapable and that `len` is inside its values (an array's values are
         // page-aligned and rounded up to a page); the result is checked before use.
@@ -95,7 +257,7 @@ impl Mapping {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                protection,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,
@@ -111,7 +273,7 @@ impl Mapping {
     fn slots(&self) -> &[AtomicU64] {
         // SAFETY: the mapping is page-aligned, holds `elements` u64 values (the array's, 8
         // bytes apart since an array's element size is its value size rounded up to 8), and
-        // lives as long as self.
+        // lives as long as self. A read-only mapping is only ever loaded from.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.elements) }
     }
 }

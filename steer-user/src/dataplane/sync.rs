@@ -701,17 +701,35 @@ fn restore(
     source: DataplaneError,
 ) -> SyncError {
     let undone = undo.len();
-    for u in undo.into_iter().rev() {
-        let result = match u.previous {
-            Some(rule) => maps.set_prefix(u.dir, u.prefix, rule),
-            None => maps.remove_prefix(u.dir, u.prefix).map(|_| ()),
-        };
+    // A prefix written twice goes back to what it had before the first write.
+    let mut seen = HashSet::new();
+    let undo: Vec<Undo> = undo
+        .into_iter()
+        .filter(|u| seen.insert((u.dir, u.prefix)))
+        .collect();
+    for dir in [Direction::Dst, Direction::Src] {
+        let back: Vec<(Prefix, u32)> = undo
+            .iter()
+            .filter(|u| u.dir == dir)
+            .filter_map(|u| u.previous.map(|rule| (u.prefix, rule)))
+            .collect();
+        let gone: Vec<Prefix> = undo
+            .iter()
+            .filter(|u| u.dir == dir && u.previous.is_none())
+            .map(|u| u.prefix)
+            .collect();
+        // In one write per direction and kind: an IPv4 set commits once, not once a prefix.
+        let result = maps
+            .set_prefixes(dir, &back, WriteMode::Batched)
+            .and_then(|_| maps.remove_prefixes(dir, &gone).1);
         if let Err(undo) = result {
             return SyncError::RollbackFailed { source, undo };
         }
-        match u.previous {
-            Some(rule) => state.insert(u.dir, u.prefix, rule),
-            None => _ = state.remove(u.dir, &u.prefix),
+        for (prefix, rule) in back {
+            state.insert(dir, prefix, rule);
+        }
+        for prefix in gone {
+            state.remove(dir, &prefix);
         }
     }
     let unused = PolicyTable::default();
@@ -770,14 +788,25 @@ fn remove_all(
     report: &mut SyncReport,
 ) -> Result<(), DataplaneError> {
     let mut done = HashSet::new();
-    let result = left.iter().try_for_each(|(dir, prefix)| {
-        maps.remove_prefix(*dir, *prefix)?;
-        if let Some(rule) = state.remove(*dir, prefix) {
-            report.per_rule.entry(rule).or_default().removed += 1;
+    let mut result = Ok(());
+    for dir in [Direction::Dst, Direction::Src] {
+        let prefixes: Vec<Prefix> = left
+            .iter()
+            .filter(|(d, _)| *d == dir)
+            .map(|(_, p)| *p)
+            .collect();
+        let (removed, outcome) = maps.remove_prefixes(dir, &prefixes);
+        for prefix in &prefixes[..removed] {
+            if let Some(rule) = state.remove(dir, prefix) {
+                report.per_rule.entry(rule).or_default().removed += 1;
+            }
+            done.insert((dir, *prefix));
         }
-        done.insert((*dir, *prefix));
-        Ok(())
-    });
+        if outcome.is_err() {
+            result = outcome;
+            break;
+        }
+    }
     left.retain(|k| !done.contains(k));
     result
 }

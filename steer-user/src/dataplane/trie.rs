@@ -450,7 +450,7 @@ fn err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> TrieErro
 
 #[cfg(test)]
 mod tests {
-    use steer_common::{SLOT_MIN_LEN_V4, map_names, slot_v4};
+    use steer_common::{SLOT_MIN_LEN_V6, map_names, slot_v6};
 
     use super::*;
 
@@ -458,13 +458,13 @@ mod tests {
     /// to publish a trie that has it.
     const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 
-    fn dst_v4(ebpf: &mut aya::Ebpf) -> SplitTrie<4> {
+    fn dst_v6(ebpf: &mut aya::Ebpf) -> SplitTrie<16> {
         let mut take = |name| (name, ebpf.take_map(name).expect("map in the object"));
         SplitTrie::new(
-            take(map_names::DST_V4),
-            take(map_names::DST_V4_SHORT),
-            SLOT_MIN_LEN_V4,
-            slot_v4,
+            take(map_names::DST_V6),
+            take(map_names::DST_V6_SHORT),
+            SLOT_MIN_LEN_V6,
+            slot_v6,
         )
         .expect("split trie opens")
     }
@@ -495,8 +495,16 @@ mod tests {
         let mut ebpf = aya::EbpfLoader::new()
             .load(crate::objects::STEER)
             .expect("steer object loads");
-        let mut trie = dst_v4(&mut ebpf);
-        let net = (16, [10, 1, 0, 0]);
+        let mut trie = dst_v6(&mut ebpf);
+        // Both prefixes are in slot 10 (`slot_v6`: 0x00 rotated, xor 0x0a).
+        let v6 = |third| {
+            let mut a = [0u8; 16];
+            a[1] = 0x0a;
+            a[3] = third;
+            (32, a)
+        };
+        let (net, other) = (v6(1), v6(2));
+        assert_eq!(slot_v6(&net.1), 10);
         // Asked before the publish: an answer "no trie here" must not be kept.
         assert!(!trie.remove(net).unwrap());
 
@@ -504,21 +512,21 @@ mod tests {
         live.insert(&Key::new(net.0, net.1), RuleRef { rule: 7 }, 0)
             .unwrap();
         let refused =
-            Trie::<4>::create(SLOT_TRIE_MAX_ENTRIES, BPF_F_NO_PREALLOC | BPF_F_RDONLY_PROG)
+            Trie::<16>::create(SLOT_TRIE_MAX_ENTRIES, BPF_F_NO_PREALLOC | BPF_F_RDONLY_PROG)
                 .expect("a trie the outer array refuses");
         let failed = trie.publish(vec![(10, live), (11, refused)]);
         assert!(failed.is_err(), "the kernel refused the second trie");
         assert_eq!(trie.take_published(), 1, "the first trie went live");
         assert!(trie.slot(11).unwrap().is_none());
 
-        trie.insert((16, [10, 2, 0, 0]), 8).unwrap();
+        trie.insert(other, 8).unwrap();
         let mut held = trie.dump().unwrap();
         held.sort();
-        assert_eq!(held, vec![(net, 7), ((16, [10, 2, 0, 0]), 8)]);
+        assert_eq!(held, vec![(net, 7), (other, 8)]);
         assert!(
             trie.remove(net).unwrap(),
             "the live prefix was found and removed"
         );
-        assert_eq!(trie.dump().unwrap(), vec![((16, [10, 2, 0, 0]), 8)]);
+        assert_eq!(trie.dump().unwrap(), vec![(other, 8)]);
     }
 }

@@ -185,13 +185,23 @@ impl PrefixMap {
         }
     }
 
-    /// The kernel maps holding it: the array of slot tries and the trie of short prefixes.
-    pub const fn map_names(self) -> (&'static str, &'static str) {
+    /// The kernel map holding it: an IPv4 set's range table and record, an IPv6 set's array
+    /// of slot tries.
+    pub const fn map_name(self) -> &'static str {
         match self {
-            PrefixMap::DstV4 => (map_names::DST_V4, map_names::DST_V4_SHORT),
-            PrefixMap::DstV6 => (map_names::DST_V6, map_names::DST_V6_SHORT),
-            PrefixMap::SrcV4 => (map_names::SRC_V4, map_names::SRC_V4_SHORT),
-            PrefixMap::SrcV6 => (map_names::SRC_V6, map_names::SRC_V6_SHORT),
+            PrefixMap::DstV4 => map_names::DST_V4,
+            PrefixMap::DstV6 => map_names::DST_V6,
+            PrefixMap::SrcV4 => map_names::SRC_V4,
+            PrefixMap::SrcV6 => map_names::SRC_V6,
+        }
+    }
+
+    /// An IPv6 set's trie of short prefixes.
+    pub const fn short_map_name(self) -> Option<&'static str> {
+        match self {
+            PrefixMap::DstV6 => Some(map_names::DST_V6_SHORT),
+            PrefixMap::SrcV6 => Some(map_names::SRC_V6_SHORT),
+            PrefixMap::DstV4 | PrefixMap::SrcV4 => None,
         }
     }
 }
@@ -240,8 +250,11 @@ mod tests {
         for (i, map) in PrefixMap::ALL.into_iter().enumerate() {
             assert_eq!(map.index(), i);
             assert_eq!(PrefixMap::new(map.direction(), map.is_v4()), map);
-            let (outer, short) = map.map_names();
-            assert_eq!(short, format!("{outer}_SHORT"));
+            let outer = map.map_name();
+            if let Some(short) = map.short_map_name() {
+                assert_eq!(short, format!("{outer}_SHORT"));
+            }
+            assert_eq!(map.short_map_name().is_none(), map.is_v4());
             assert_eq!(outer.to_lowercase(), map.key());
         }
         let c = Capacity {

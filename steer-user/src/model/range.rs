@@ -27,34 +27,22 @@ impl RangeTable {
         // By first address, the containing prefix before the contained; equal prefixes keep
         // their order, so the last of them wins below.
         sorted.sort_by_key(|((addr, len), _)| (*addr, *len));
-        let points = breakpoints(&sorted);
-        RangeTable::from_breakpoints(&points)
+        RangeTable::of_sorted(sorted.into_iter())
     }
 
-    fn from_breakpoints(points: &[(u64, u32)]) -> RangeTable {
+    /// The table of a set given in address order, a containing prefix before the prefixes it
+    /// contains.
+    pub fn of_sorted(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> RangeTable {
+        let points = breakpoints(sorted);
         let mut direct = vec![range::leaf(NONE); DIRECT as usize];
         let mut ranges: Vec<u32> = Vec::new();
-        let mut chunk_ranges: Vec<u32> = Vec::new();
-        // `points[next]` is the first breakpoint past the current chunk's start.
-        let mut next = 0;
-        let mut value = NONE;
+        let mut cutter = Cutter::new(&points);
+        let mut chunk_ranges = Vec::new();
         for (chunk, entry) in direct.iter_mut().enumerate() {
-            let start = (chunk as u64) << OFFSET_BITS;
-            let end = start + u64::from(CHUNK);
-            while next < points.len() && points[next].0 <= start {
-                value = points[next].1;
-                next += 1;
-            }
-            if next == points.len() || points[next].0 >= end {
-                *entry = range::leaf(value);
+            cutter.cut(chunk as u32, &mut chunk_ranges);
+            if let [only] = chunk_ranges[..] {
+                *entry = range::leaf(only & NONE);
                 continue;
-            }
-            chunk_ranges.clear();
-            chunk_ranges.push(range::range(0, value));
-            while next < points.len() && points[next].0 < end {
-                value = points[next].1;
-                chunk_ranges.push(range::range((points[next].0 - start) as u32, value));
-                next += 1;
             }
             // A chunk's ranges stay inside one block: the lookup reads them from one.
             let room = BLOCK_RANGES - ranges.len() as u32 % BLOCK_RANGES;
@@ -67,9 +55,9 @@ impl RangeTable {
         let count = ranges.len() as u32;
         let mut elements = direct;
         elements.extend(
-            ranges.chunks(2).map(|pair| {
-                u64::from(pair[0]) | u64::from(pair.get(1).copied().unwrap_or(0)) << 32
-            }),
+            ranges
+                .chunks(2)
+                .map(|pair| pack(pair[0], pair.get(1).copied())),
         );
         elements.resize(range::blocks(count) as usize * BLOCK as usize, 0);
         RangeTable {
@@ -112,13 +100,68 @@ impl RangeTable {
     }
 }
 
+/// Two ranges in one element, the even one in the low half.
+pub fn pack(even: u32, odd: Option<u32>) -> u64 {
+    u64::from(even) | u64::from(odd.unwrap_or(0)) << 32
+}
+
+/// The ranges of `chunk` (`range::range` values; one range: the whole chunk has its value)
+/// from the prefixes that bear on it, in address order: those containing the chunk and those
+/// inside it.
+pub fn chunk_ranges(chunk: u32, prefixes: impl Iterator<Item = (PrefixV4, u32)>) -> Vec<u32> {
+    let points = breakpoints(prefixes);
+    let mut out = Vec::new();
+    Cutter::new(&points).cut(chunk, &mut out);
+    out
+}
+
+/// Cuts a set's breakpoints into chunks, chunk after chunk in order.
+struct Cutter<'a> {
+    points: &'a [(u64, u32)],
+    /// The first breakpoint past the last chunk's start.
+    next: usize,
+    /// The value at that chunk's start.
+    value: u32,
+}
+
+impl<'a> Cutter<'a> {
+    fn new(points: &'a [(u64, u32)]) -> Cutter<'a> {
+        Cutter {
+            points,
+            next: 0,
+            value: NONE,
+        }
+    }
+
+    /// The ranges of `chunk` (chunks come in increasing order) into `out`.
+    fn cut(&mut self, chunk: u32, out: &mut Vec<u32>) {
+        out.clear();
+        let start = u64::from(chunk) << OFFSET_BITS;
+        let end = start + u64::from(CHUNK);
+        let points = self.points;
+        while self.next < points.len() && points[self.next].0 <= start {
+            self.value = points[self.next].1;
+            self.next += 1;
+        }
+        out.push(range::range(0, self.value));
+        while self.next < points.len() && points[self.next].0 < end {
+            self.value = points[self.next].1;
+            out.push(range::range(
+                (points[self.next].0 - start) as u32,
+                self.value,
+            ));
+            self.next += 1;
+        }
+    }
+}
+
 /// Where the value of a sorted set changes: `(first address, value from there on)`, in
 /// address order, starting at 0; a value never repeats its predecessor's.
-fn breakpoints(sorted: &[(PrefixV4, u32)]) -> Vec<(u64, u32)> {
+fn breakpoints(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> Vec<(u64, u32)> {
     let mut points = Breakpoints(vec![(0, NONE)]);
     // Prefixes containing the sweep's position: (one past the last address, value).
     let mut open: Vec<(u64, u32)> = Vec::new();
-    for &((addr, len), value) in sorted {
+    for ((addr, len), value) in sorted {
         let start = u64::from(addr);
         close_until(&mut open, &mut points, start);
         // A prefix given again is opened again, inside the first: the value given last holds
@@ -254,6 +297,41 @@ mod tests {
                 assert_eq!(table.lookup((c << 16) | (2 * k + 1)), NONE);
             }
             assert_eq!(table.lookup((c << 16) | 0xffff), NONE);
+        }
+    }
+
+    #[test]
+    fn one_chunk_rebuilt_from_the_prefixes_bearing_on_it_answers_as_the_whole_set() {
+        let mut rng = Rng(0xc4);
+        for _ in 0..200 {
+            let base = rng.next() as u32 & 0xffff_0000;
+            let mut set: Vec<(PrefixV4, u32)> = (0..40)
+                .map(|_| {
+                    let len = (rng.next() % 33) as u8;
+                    (
+                        prefix(base | (rng.next() as u32 & 0x0003_ffff), len),
+                        (rng.next() % 5) as u32,
+                    )
+                })
+                .collect();
+            set.sort_by_key(|(p, _)| *p);
+            set.dedup_by_key(|(p, _)| *p);
+            for chunk in [base >> 16, (base >> 16) + 1, (base >> 16) + 3] {
+                let (start, end) = (u64::from(chunk) << 16, (u64::from(chunk) + 1) << 16);
+                let bearing = set.iter().copied().filter(|((a, l), _)| {
+                    let first = u64::from(*a);
+                    let last = first + (1u64 << (32 - u32::from(*l))) - 1;
+                    first < end && last >= start
+                });
+                let ranges = chunk_ranges(chunk, bearing);
+                assert_eq!(ranges[0] >> 16, 0, "a chunk's first range starts at 0");
+                for _ in 0..200 {
+                    let offset = rng.next() as u32 & 0xffff;
+                    let at = ranges.partition_point(|r| r >> 16 <= offset) - 1;
+                    let addr = (chunk << 16) | offset;
+                    assert_eq!(ranges[at] & NONE, longest(&set, addr), "{addr:#x}");
+                }
+            }
         }
     }
 

@@ -1,0 +1,345 @@
+//! An IPv4 prefix set as the kernel holds it: a range table the classifier reads and a record
+//! of the prefixes ([`super::range_map`]), in the two slots of the set's outer array. This
+//! module keeps them in step with the prefixes written through it.
+//!
+//! Every write ends in a *commit*: the record is rewritten from the first entry that changed,
+//! and the table is brought to the new set, chunk by chunk in the live table when few chunks
+//! changed and there is room (each chunk swaps with one store), or built afresh and published
+//! in one step. Either way a packet sees the set before the write or after it, per chunk.
+//! A fresh handle (a restarted daemon) has no live table to write into: its first commit
+//! builds one.
+
+use std::collections::BTreeSet;
+
+use aya::maps::{Array, ArrayOfMaps, IterableMap, Map, MapData, MapError};
+use steer_common::range::{self, Block, record_entry, record_parts};
+
+use super::{
+    range_map::{KernelRecord, KernelTable},
+    trie::TrieError,
+};
+use crate::model::range::{PrefixV4, RangeTable, chunk_ranges};
+
+type Result<T> = std::result::Result<T, TrieError>;
+
+/// Chunks a commit rewrites in place at most; past that a fresh table costs less.
+const IN_PLACE_MAX_CHUNKS: usize = 4096;
+/// Changes applied to the entries one by one at most; more are merged in one pass.
+const IN_PLACE_MAX_EDITS: usize = 64;
+
+pub struct RangeSet {
+    name: &'static str,
+    outer: ArrayOfMaps<MapData, Array<MapData, Block>>,
+    /// The record's entries (`range::record_entry`), sorted: what the set holds.
+    entries: Vec<u64>,
+    /// The live table, when this handle built it.
+    table: Option<KernelTable>,
+    record: Option<KernelRecord>,
+    /// Tables and records published since the last `take_published`.
+    published: u64,
+}
+
+impl std::fmt::Debug for RangeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangeSet")
+            .field("name", &self.name)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RangeSet {
+    /// Opens the set's outer array and reads its record (empty when there is none yet).
+    pub fn new((name, outer): (&'static str, Map)) -> Result<RangeSet> {
+        let outer: ArrayOfMaps<MapData, Array<MapData, Block>> =
+            outer.try_into().map_err(err(name, "open"))?;
+        let entries = match outer.get(&range::RECORD, 0) {
+            Ok(record) => KernelRecord::read(record.map()).map_err(err(name, "read record"))?,
+            Err(MapError::KeyNotFound) => Vec::new(),
+            Err(e) => return Err(err(name, "open record")(e)),
+        };
+        Ok(RangeSet {
+            name,
+            outer,
+            entries,
+            table: None,
+            record: None,
+            published: 0,
+        })
+    }
+
+    /// Tables and records published since the last call (kernel writes the caller counts).
+    pub fn take_published(&mut self) -> u64 {
+        std::mem::take(&mut self.published)
+    }
+
+    /// Maps a prefix to `rule` (insert or overwrite).
+    pub fn insert(&mut self, prefix: PrefixV4, rule: u32) -> Result<()> {
+        self.apply(vec![(prefix, Some(rule))]).map(|_| ())
+    }
+
+    /// Removes a prefix; returns whether it was there.
+    pub fn remove(&mut self, prefix: PrefixV4) -> Result<bool> {
+        self.apply(vec![(prefix, None)]).map(|removed| removed > 0)
+    }
+
+    /// Writes many prefixes in one commit (a prefix given twice keeps its last rule).
+    pub fn insert_many(&mut self, entries: &[(PrefixV4, u32)]) -> Result<()> {
+        self.apply(entries.iter().map(|(p, r)| (*p, Some(*r))).collect())
+            .map(|_| ())
+    }
+
+    /// Removes many prefixes in one commit; returns how many were there.
+    pub fn remove_many(&mut self, prefixes: &[PrefixV4]) -> Result<usize> {
+        self.apply(prefixes.iter().map(|p| (*p, None)).collect())
+    }
+
+    /// Every prefix that contains `addr`, with its rule.
+    pub fn candidates(&self, addr: u32) -> Vec<(PrefixV4, u32)> {
+        (0..=32u8)
+            .filter_map(|len| {
+                let (network, _) = prefix_of(addr, len);
+                self.find(network, len).ok().map(|i| {
+                    let (a, l, rule) = record_parts(self.entries[i]);
+                    ((a, l), rule)
+                })
+            })
+            .collect()
+    }
+
+    /// Every prefix with its rule, in address order.
+    pub fn dump(&self) -> Vec<(PrefixV4, u32)> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let (a, l, rule) = record_parts(*e);
+                ((a, l), rule)
+            })
+            .collect()
+    }
+
+    /// Where the entry of a prefix is (or would be).
+    fn find(&self, addr: u32, len: u8) -> std::result::Result<usize, usize> {
+        let key = record_entry(addr, len, 0) >> 16;
+        self.entries.binary_search_by_key(&key, |e| e >> 16)
+    }
+
+    /// Applies `changes` (a rule, or `None` to remove) to the entries and commits them;
+    /// returns how many removals found their prefix.
+    fn apply(&mut self, mut changes: Vec<(PrefixV4, Option<u32>)>) -> Result<usize> {
+        // Stable: a prefix given twice keeps its last change.
+        changes.sort_by_key(|(p, _)| *p);
+        if changes.len() <= IN_PLACE_MAX_EDITS {
+            return self.apply_in_place(&changes);
+        }
+        let mut merged = Vec::with_capacity(self.entries.len() + changes.len());
+        let mut old = self.entries.iter().copied().peekable();
+        let mut first_change = None;
+        let mut removed = 0;
+        let mut touched = Vec::with_capacity(changes.len());
+        for (i, &((addr, len), rule)) in changes.iter().enumerate() {
+            if changes
+                .get(i + 1)
+                .is_some_and(|(next, _)| *next == (addr, len))
+            {
+                continue;
+            }
+            let key = record_entry(addr, len, 0) >> 16;
+            while let Some(e) = old.next_if(|e| e >> 16 < key) {
+                merged.push(e);
+            }
+            let previous = old.next_if(|e| e >> 16 == key);
+            let new = rule.map(|r| record_entry(addr, len, r));
+            if previous == new {
+                if let Some(e) = previous {
+                    merged.push(e);
+                }
+                continue;
+            }
+            removed += usize::from(previous.is_some() && new.is_none());
+            first_change.get_or_insert(merged.len());
+            merged.extend(new);
+            touched.push((addr, len));
+        }
+        merged.extend(old);
+        let Some(first_change) = first_change else {
+            return Ok(0);
+        };
+        let before = std::mem::replace(&mut self.entries, merged);
+        if let Err(e) = self.commit(first_change, &touched) {
+            self.entries = before;
+            self.forget_kernel();
+            return Err(e);
+        }
+        Ok(removed)
+    }
+
+    /// [`RangeSet::apply`] for a few changes: each goes into the entries where it belongs (no
+    /// copy of the whole set).
+    fn apply_in_place(&mut self, changes: &[(PrefixV4, Option<u32>)]) -> Result<usize> {
+        let mut undo = Vec::new();
+        let mut removed = 0;
+        let mut touched = Vec::new();
+        for (i, &((addr, len), rule)) in changes.iter().enumerate() {
+            if changes
+                .get(i + 1)
+                .is_some_and(|(next, _)| *next == (addr, len))
+            {
+                continue;
+            }
+            let new = rule.map(|r| record_entry(addr, len, r));
+            let (at, previous) = match self.find(addr, len) {
+                Ok(at) if new == Some(self.entries[at]) => continue,
+                Ok(at) => (at, Some(self.entries[at])),
+                Err(_) if new.is_none() => continue,
+                Err(at) => (at, None),
+            };
+            match new {
+                Some(entry) if previous.is_some() => self.entries[at] = entry,
+                Some(entry) => self.entries.insert(at, entry),
+                None => {
+                    self.entries.remove(at);
+                    removed += 1;
+                }
+            }
+            undo.push((addr, len, previous));
+            touched.push((addr, len));
+        }
+        let Some(first_change) = touched
+            .iter()
+            .map(|(a, l)| self.find(*a, *l).unwrap_or_else(|at| at))
+            .min()
+        else {
+            return Ok(0);
+        };
+        if let Err(e) = self.commit(first_change, &touched) {
+            for (addr, len, previous) in undo.into_iter().rev() {
+                match (self.find(addr, len), previous) {
+                    (Ok(at), Some(entry)) => self.entries[at] = entry,
+                    (Ok(at), None) => _ = self.entries.remove(at),
+                    (Err(at), Some(entry)) => self.entries.insert(at, entry),
+                    (Err(_), None) => {}
+                }
+            }
+            self.forget_kernel();
+            return Err(e);
+        }
+        Ok(removed)
+    }
+
+    /// After a failed commit nothing is known of what reached the kernel: the next commit
+    /// writes a fresh record and builds a fresh table.
+    fn forget_kernel(&mut self) {
+        self.table = None;
+        self.record = None;
+    }
+
+    /// Brings the kernel to the entries: the record from `first_change` on, and the chunks the
+    /// `touched` prefixes cover.
+    fn commit(&mut self, first_change: usize, touched: &[PrefixV4]) -> Result<()> {
+        self.commit_record(first_change)?;
+        let chunks = chunks_of(touched);
+        let in_place = self.table.is_some()
+            && chunks.len() <= IN_PLACE_MAX_CHUNKS
+            && chunks.iter().all(|c| self.rewrite_chunk(*c));
+        if !in_place || self.table.as_ref().is_some_and(too_much_garbage) {
+            self.rebuild()?;
+        }
+        Ok(())
+    }
+
+    fn commit_record(&mut self, first_change: usize) -> Result<()> {
+        match &self.record {
+            Some(record) if record.fits(self.entries.len()) => {
+                record.write(&self.entries, first_change);
+                Ok(())
+            }
+            _ => {
+                // A first record (this handle has none: a fresh start, or a restart whose
+                // record it read), or a bigger one.
+                let record =
+                    KernelRecord::create(&self.entries).map_err(err(self.name, "create record"))?;
+                record
+                    .publish(&mut self.outer, range::RECORD)
+                    .map_err(err(self.name, "publish record"))?;
+                self.published += 1;
+                self.record = Some(record);
+                Ok(())
+            }
+        }
+    }
+
+    /// Rewrites one chunk in the live table; false when it has no room left.
+    fn rewrite_chunk(&mut self, chunk: u32) -> bool {
+        let ranges = chunk_ranges(chunk, self.bearing_on(chunk));
+        self.table
+            .as_mut()
+            .is_some_and(|table| table.write_chunk(chunk, &ranges))
+    }
+
+    /// The prefixes that bear on `chunk`, in address order: those containing it, then those
+    /// inside it.
+    fn bearing_on(&self, chunk: u32) -> impl Iterator<Item = (PrefixV4, u32)> + '_ {
+        let start = chunk << range::OFFSET_BITS;
+        // Shorter first: their first addresses never decrease, so this is address order.
+        let containing = (0..=range::DIRECT_BITS as u8).filter_map(move |len| {
+            self.find(prefix_of(start, len).0, len)
+                .ok()
+                .map(|i| self.entries[i])
+        });
+        let first = self
+            .entries
+            .partition_point(|e| (e >> 32) < u64::from(start));
+        let end = u64::from(start) + u64::from(range::CHUNK);
+        let inside = self.entries[first..]
+            .iter()
+            .copied()
+            .take_while(move |e| (e >> 32) < end)
+            .filter(|e| record_parts(*e).1 > range::DIRECT_BITS as u8);
+        containing.chain(inside).map(|e| {
+            let (a, l, rule) = record_parts(e);
+            ((a, l), rule)
+        })
+    }
+
+    /// Builds the table afresh from the entries and publishes it (a restarted daemon does this
+    /// first: the table then follows the record it read, whatever an earlier daemon left).
+    pub fn rebuild(&mut self) -> Result<()> {
+        let table = RangeTable::of_sorted(self.dump().into_iter());
+        // Room for changes: an eighth of the ranges, at least a block.
+        let spare = (table.blocks() - range::DIRECT_BLOCKS) / 8 + 1;
+        let kernel = KernelTable::create(&table, spare).map_err(err(self.name, "create table"))?;
+        kernel
+            .publish(&mut self.outer, range::TABLE)
+            .map_err(err(self.name, "publish table"))?;
+        self.published += 1;
+        self.table = Some(kernel);
+        Ok(())
+    }
+}
+
+/// A table whose unused ranges outnumber its used ones is built afresh.
+fn too_much_garbage(table: &KernelTable) -> bool {
+    let (garbage, used) = table.garbage();
+    garbage > used.max(range::BLOCK_RANGES)
+}
+
+/// The chunks the prefixes cover.
+fn chunks_of(prefixes: &[PrefixV4]) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    for &(addr, len) in prefixes {
+        let (first, last) = (addr, prefix_of(addr, len).1);
+        out.extend(first >> range::OFFSET_BITS..=last >> range::OFFSET_BITS);
+    }
+    out
+}
+
+/// The first and last address of the `len`-bit prefix of `addr`.
+fn prefix_of(addr: u32, len: u8) -> (u32, u32) {
+    let host = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+    (addr & !host, addr | host)
+}
+
+fn err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> TrieError {
+    move |source| TrieError { map, op, source }
+}
