@@ -12,7 +12,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::{
-        Array, ArrayOfMaps, MapData,
+        Array, ArrayOfMaps, IterableMap, MapData,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
@@ -91,6 +91,24 @@ impl Pair {
         for &((addr, len), value) in set {
             lpm.insert(&Key::new(u32::from(len), addr.to_be_bytes()), value, 0)
                 .expect("LPM insert");
+        }
+    }
+
+    /// Puts `(prefix, value)` into the LPM trie with `BPF_MAP_UPDATE_BATCH`, 16k per call.
+    pub fn lpm_insert_batched(&mut self, set: &[(PrefixV4, u32)]) {
+        let lpm = self.lpm();
+        let fd = lpm.map().fd().as_fd();
+        for chunk in set.chunks(16 * 1024) {
+            let keys: Vec<Key<[u8; 4]>> = chunk
+                .iter()
+                .map(|((addr, len), _)| Key::new(u32::from(*len), addr.to_be_bytes()))
+                .collect();
+            let values: Vec<u32> = chunk.iter().map(|(_, v)| *v).collect();
+            // SAFETY: the trie's key is the kernel's packed LPM key of 4 address bytes (aya's
+            // Key<[u8; 4]>), its value a u32.
+            unsafe { steer::dataplane::sys::update(fd, &keys, &values) }
+                .map_err(|(_, e)| e)
+                .expect("batched LPM insert");
         }
     }
 

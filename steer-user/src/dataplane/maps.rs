@@ -226,7 +226,7 @@ impl Maps {
     ) -> Result<(), DataplaneError> {
         self.meter(1)?;
         match prefix {
-            Prefix::V4 { addr, len } => self.trie_v4_mut(dir).insert((addr.into(), len), rule)?,
+            Prefix::V4 { addr, len } => self.ranges_v4_mut(dir).insert((addr.into(), len), rule)?,
             Prefix::V6 { addr, len } => self
                 .trie_v6_mut(dir)
                 .insert((len.into(), addr.octets()), rule)?,
@@ -243,7 +243,7 @@ impl Maps {
     ) -> Result<bool, DataplaneError> {
         self.meter(1)?;
         Ok(match prefix {
-            Prefix::V4 { addr, len } => self.trie_v4_mut(dir).remove((addr.into(), len))?,
+            Prefix::V4 { addr, len } => self.ranges_v4_mut(dir).remove((addr.into(), len))?,
             Prefix::V6 { addr, len } => {
                 self.trie_v6_mut(dir).remove((len.into(), addr.octets()))?
             }
@@ -278,7 +278,7 @@ impl Maps {
             .collect();
         let result = (|| {
             if !v4.is_empty() {
-                self.trie_v4_mut(dir).remove_many(&v4)?;
+                self.ranges_v4_mut(dir).remove_many(&v4)?;
             }
             for prefix in prefixes {
                 if let Prefix::V6 { addr, len } = prefix {
@@ -313,7 +313,7 @@ impl Maps {
     ) -> Result<Vec<(Prefix, u32)>, DataplaneError> {
         let candidates: Vec<(Prefix, u32)> = match ip {
             IpAddr::V4(a) => self
-                .trie_v4(dir)
+                .ranges_v4(dir)
                 .candidates(a.into())
                 .into_iter()
                 .map(|((n, len), r)| (prefix_v4(Ipv4Addr::from(n), len.into()), r))
@@ -337,7 +337,7 @@ impl Maps {
     pub fn prefixes(&self, map: PrefixMap) -> Result<Vec<(Prefix, u32)>, DataplaneError> {
         let dir = map.direction();
         Ok(if map.is_v4() {
-            let raw = self.trie_v4(dir).dump();
+            let raw = self.ranges_v4(dir).dump();
             raw.into_iter()
                 .map(|((a, len), r)| (prefix_v4(Ipv4Addr::from(a), len.into()), r))
                 .collect()
@@ -358,9 +358,10 @@ impl Maps {
         Ok(out)
     }
 
-    /// Writes many prefixes of one direction, of either family: batched (one syscall per slot
-    /// trie and chunk) when asked and the kernel supports it, per element otherwise. Returns
-    /// which way it went.
+    /// Writes many prefixes of one direction, of either family: the IPv4 ones in one commit of
+    /// the range set whatever the mode; the IPv6 ones batched (one syscall per slot trie and
+    /// chunk) when asked and the kernel supports it, per element otherwise. Returns which way
+    /// it went.
     pub fn set_prefixes(
         &mut self,
         dir: Direction,
@@ -385,7 +386,7 @@ impl Maps {
             }
         }
         if !raw4.is_empty() {
-            self.trie_v4_mut(dir).insert_many(&raw4)?;
+            self.ranges_v4_mut(dir).insert_many(&raw4)?;
         }
         let used6 = self
             .trie_v6_mut(dir)
@@ -399,7 +400,7 @@ impl Maps {
         })
     }
 
-    fn trie_v4(&self, dir: Direction) -> &RangeSet {
+    fn ranges_v4(&self, dir: Direction) -> &RangeSet {
         match dir {
             Direction::Dst => &self.dst_v4,
             Direction::Src => &self.src_v4,
@@ -411,7 +412,7 @@ impl Maps {
             Direction::Src => &self.src_v6,
         }
     }
-    fn trie_v4_mut(&mut self, dir: Direction) -> &mut RangeSet {
+    fn ranges_v4_mut(&mut self, dir: Direction) -> &mut RangeSet {
         match dir {
             Direction::Dst => &mut self.dst_v4,
             Direction::Src => &mut self.src_v4,
@@ -909,7 +910,8 @@ fn local_name(prefix: &Prefix) -> &'static str {
     }
 }
 
-/// How `Maps::set_prefixes` writes.
+/// How `Maps::set_prefixes` writes the IPv6 slot tries (an IPv4 set is written in one
+/// commit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteMode {
     /// Batched, each slot trie's batches on one of several threads (large writes only).

@@ -99,23 +99,16 @@ impl RangeSet {
         (0..=32u8)
             .filter_map(|len| {
                 let (network, _) = prefix_of(addr, len);
-                self.find(network, len).ok().map(|i| {
-                    let (a, l, rule) = record_parts(self.entries[i]);
-                    ((a, l), rule)
-                })
+                self.find(network, len)
+                    .ok()
+                    .map(|i| entry_parts(self.entries[i]))
             })
             .collect()
     }
 
     /// Every prefix with its rule, in address order.
     pub fn dump(&self) -> Vec<(PrefixV4, u32)> {
-        self.entries
-            .iter()
-            .map(|e| {
-                let (a, l, rule) = record_parts(*e);
-                ((a, l), rule)
-            })
-            .collect()
+        self.entries.iter().map(|e| entry_parts(*e)).collect()
     }
 
     /// Where the entry of a prefix is (or would be).
@@ -137,13 +130,7 @@ impl RangeSet {
         let mut first_change = None;
         let mut removed = 0;
         let mut touched = Vec::with_capacity(changes.len());
-        for (i, &((addr, len), rule)) in changes.iter().enumerate() {
-            if changes
-                .get(i + 1)
-                .is_some_and(|(next, _)| *next == (addr, len))
-            {
-                continue;
-            }
+        for &((addr, len), rule) in last_of_each(&changes) {
             let key = record_entry(addr, len, 0) >> 16;
             while let Some(e) = old.next_if(|e| e >> 16 < key) {
                 merged.push(e);
@@ -180,13 +167,7 @@ impl RangeSet {
         let mut undo = Vec::new();
         let mut removed = 0;
         let mut touched = Vec::new();
-        for (i, &((addr, len), rule)) in changes.iter().enumerate() {
-            if changes
-                .get(i + 1)
-                .is_some_and(|(next, _)| *next == (addr, len))
-            {
-                continue;
-            }
+        for &((addr, len), rule) in last_of_each(changes) {
             let new = rule.map(|r| record_entry(addr, len, r));
             let (at, previous) = match self.find(addr, len) {
                 Ok(at) if new == Some(self.entries[at]) => continue,
@@ -238,10 +219,11 @@ impl RangeSet {
     /// `touched` prefixes cover.
     fn commit(&mut self, first_change: usize, touched: &[PrefixV4]) -> Result<()> {
         self.commit_record(first_change)?;
-        let chunks = chunks_of(touched);
-        let in_place = self.table.is_some()
-            && chunks.len() <= IN_PLACE_MAX_CHUNKS
-            && chunks.iter().all(|c| self.rewrite_chunk(*c));
+        // Each prefix touches a chunk at least: many prefixes go straight to a fresh table.
+        let in_place = self.table.is_some() && touched.len() <= IN_PLACE_MAX_CHUNKS && {
+            let chunks = chunks_of(touched);
+            chunks.len() <= IN_PLACE_MAX_CHUNKS && chunks.iter().all(|c| self.rewrite_chunk(*c))
+        };
         if !in_place || self.table.as_ref().is_some_and(too_much_garbage) {
             self.rebuild()?;
         }
@@ -296,16 +278,13 @@ impl RangeSet {
             .copied()
             .take_while(move |e| (e >> 32) < end)
             .filter(|e| record_parts(*e).1 > range::DIRECT_BITS as u8);
-        containing.chain(inside).map(|e| {
-            let (a, l, rule) = record_parts(e);
-            ((a, l), rule)
-        })
+        containing.chain(inside).map(entry_parts)
     }
 
     /// Builds the table afresh from the entries and publishes it (a restarted daemon does this
     /// first: the table then follows the record it read, whatever an earlier daemon left).
     pub fn rebuild(&mut self) -> Result<()> {
-        let table = RangeTable::of_sorted(self.dump().into_iter());
+        let table = RangeTable::of_sorted(self.entries.iter().map(|e| entry_parts(*e)));
         // Room for changes: an eighth of the ranges, at least a block.
         let spare = (table.blocks() - range::DIRECT_BLOCKS) / 8 + 1;
         let kernel = KernelTable::create(&table, spare).map_err(err(self.name, "create table"))?;
@@ -316,6 +295,23 @@ impl RangeSet {
         self.table = Some(kernel);
         Ok(())
     }
+}
+
+/// A record entry as a prefix and its rule.
+fn entry_parts(entry: u64) -> (PrefixV4, u32) {
+    let (addr, len, rule) = record_parts(entry);
+    ((addr, len), rule)
+}
+
+/// The last change of each prefix (changes sorted by prefix, stably).
+fn last_of_each(
+    changes: &[(PrefixV4, Option<u32>)],
+) -> impl Iterator<Item = &(PrefixV4, Option<u32>)> {
+    changes
+        .iter()
+        .enumerate()
+        .filter(|(i, (prefix, _))| changes.get(i + 1).is_none_or(|(next, _)| next != prefix))
+        .map(|(_, change)| change)
 }
 
 /// A table whose unused ranges outnumber its used ones is built afresh.
