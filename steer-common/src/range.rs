@@ -20,8 +20,9 @@
 //! bounded by a mask: the direct entry (the direct table is 512 KiB and stays in cache), then
 //! a few halvings over one chunk's ranges, which are adjacent (at 1M prefixes of a real-looking
 //! mix a chunk has about 28, two cache lines). The cost does not grow with the set; the memory
-//! is 512 KiB plus 4 bytes per range (at most two ranges per prefix), where an LPM trie keeps a
-//! node per prefix and walks up to 32 of them. /16 chunks measured better than /18 ones
+//! is 512 KiB plus 4 bytes per range (about two per prefix, plus one per /16 that has ranges
+//! and the padding at block ends), where an LPM trie keeps a node per prefix and walks up to 32
+//! of them. /16 chunks measured better than /18 ones
 //! (`cargo xtask bench lookup`): more, shorter chunks need a 2 MiB direct table that leaves the
 //! cache.
 //!
@@ -130,7 +131,10 @@ pub fn lookup<'a>(addr: u32, block: impl Fn(u32) -> Option<&'a Block>) -> u32 {
     let Some(direct) = block(chunk_index / BLOCK) else {
         return NONE;
     };
-    let entry = direct[(chunk_index % BLOCK) as usize];
+    // SAFETY (both volatile reads): a reference into a live block, aligned and in bounds.
+    // Volatile, so that the compiler keeps each a single 64-bit load: userspace swaps an entry
+    // with one store while this runs, and `count` and `first` must come from the same entry.
+    let entry = unsafe { core::ptr::read_volatile(&direct[(chunk_index % BLOCK) as usize]) };
     let count = (entry >> 32) as u32;
     let first = entry as u32;
     if count == 0 {
@@ -142,7 +146,8 @@ pub fn lookup<'a>(addr: u32, block: impl Fn(u32) -> Option<&'a Block>) -> u32 {
     };
     let range_at = |index: u32| {
         let (_, element, shift) = range_place(index);
-        (ranges[(element % BLOCK) as usize] >> shift) as u32
+        // SAFETY: as above.
+        (unsafe { core::ptr::read_volatile(&ranges[(element % BLOCK) as usize]) } >> shift) as u32
     };
     let offset = addr & (CHUNK - 1);
     // The last range starting at or before `offset`: `lo` always starts at or before it (the

@@ -339,7 +339,7 @@ fn tables_swapped_under_load_never_give_a_wrong_mark() {
             .maps_mut()
             .remove_prefixes(Direction::Dst, &flip_prefixes);
         result.expect("remove the spread prefixes");
-        assert_eq!(removed, flip_prefixes.len());
+        assert_eq!(removed.len(), flip_prefixes.len());
         // And one change written in place, next to a probed prefix.
         let near = prefix(ends(stable[cycle % 64]).0 ^ 0x100, 24);
         dp.maps_mut()

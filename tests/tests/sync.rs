@@ -14,7 +14,7 @@ use steer::{
     config::Config,
     controller::desired,
     dataplane::{Dataplane, DataplaneError, SyncError, SyncReport, run::run_tc},
-    model::{Capacity, Family, NameIds, PrefixMap, PrefixSets},
+    model::{Capacity, Direction, Family, NameIds, PrefixMap, PrefixSets},
     packet::Frame,
 };
 use steer_common::{GENERATIONS, MAX_RULES, action, rule_kind};
@@ -357,6 +357,52 @@ fn a_write_failing_midway_restores_the_previous_state() {
     applied.apply(&mut dp, &cfg).expect("retry");
     kernel_matches_state(&dp);
     assert_eq!(dp.prefixes().len(), 400);
+}
+
+/// A change to thousands of /16s gets a fresh range table; when that fails after the set's
+/// record went to the kernel, the rollback brings the record (what `steer dump` and a restarted
+/// daemon read) and the table back to the previous set, and packets are steered as before.
+#[test]
+fn a_fresh_range_table_failing_after_its_record_is_rolled_back_whole() {
+    require_root();
+    let work = Workdir::new("range-rollback");
+    work.write("lists/bypass.txt", &list((0..300).map(prefix24)));
+    let mut dp = Dataplane::load().expect("load");
+    let mut applied = Applied::new();
+    applied
+        .apply(&mut dp, &load(&work, BYPASS_FROM_LIST))
+        .expect("first sync");
+    let kernel_before = dump(&dp);
+    // 5,000 /24s in 5,000 /16s: more than are rewritten in place.
+    let spread = (0..5000).map(|i| format!("{}.{}.7.0/24", 20 + i / 256, i % 256));
+    work.write(
+        "lists/bypass.txt",
+        &list((0..300).map(prefix24).chain(spread)),
+    );
+    let cfg = load(&work, BYPASS_FROM_LIST);
+    dp.maps_mut().fail_next_range_table(Direction::Dst);
+    let err = applied.apply(&mut dp, &cfg).expect_err("injected failure");
+    assert!(
+        matches!(err, SyncError::RolledBack { .. }),
+        "expected a rollback, got {err}"
+    );
+    assert_eq!(dump(&dp), kernel_before, "the kernel's record as before");
+    kernel_matches_state(&dp);
+    let classify = |dp: &Dataplane, dst: &str| {
+        run_tc(dp.tc(), &Frame::udp(ip("192.168.1.10"), ip(dst)).build(), 0)
+            .expect("test run")
+            .mark
+    };
+    assert_eq!(classify(&dp, "10.0.5.9"), Wan::Two.mark(), "a kept prefix");
+    assert_eq!(classify(&dp, "21.3.7.9"), Wan::One.mark(), "not added");
+
+    applied.apply(&mut dp, &cfg).expect("retry");
+    kernel_matches_state(&dp);
+    assert_eq!(
+        classify(&dp, "21.3.7.9"),
+        Wan::Two.mark(),
+        "added on the retry"
+    );
 }
 
 #[test]

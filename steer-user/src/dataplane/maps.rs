@@ -31,6 +31,7 @@ use super::{
     trie::{NamedMap, SplitTrie, TrieError},
     word::MappedWord,
 };
+use crate::model::range::PrefixV4;
 use crate::{
     model::{
         Direction, Family, FamilyTable, LocalKind, LocalSet, PolicyTable, PrefixMap, PrefixSets,
@@ -191,6 +192,13 @@ impl Maps {
         self.fail_after = Some((n, times));
     }
 
+    /// Fault injection for tests: the next fresh IPv4 range table of `dir` fails to build,
+    /// after its set's record was written (see [`RangeSet::fail_next_table`]).
+    #[doc(hidden)]
+    pub fn fail_next_range_table(&mut self, dir: Direction) {
+        self.ranges_v4_mut(dir).fail_next_table();
+    }
+
     /// Counts `n` element writes, or refuses them when an injected fault says so.
     fn meter(&mut self, n: u64) -> Result<(), DataplaneError> {
         if let Some((limit, left)) = self.fail_after
@@ -250,50 +258,55 @@ impl Maps {
         })
     }
 
-    /// Removes many prefixes of one direction: the IPv4 ones in one commit. Returns how many of
-    /// `prefixes`, from the first, are known removed (all of them on success).
+    /// Removes many prefixes of one direction: the IPv4 ones in one commit (which on failure
+    /// leaves the set as it was, to be rewritten whole by its next write), the IPv6 ones one
+    /// by one. Returns the prefixes known removed (all of them on success).
     pub fn remove_prefixes(
         &mut self,
         dir: Direction,
         prefixes: &[Prefix],
-    ) -> (usize, Result<(), DataplaneError>) {
+    ) -> (Vec<Prefix>, Result<(), DataplaneError>) {
+        let mut removed = Vec::with_capacity(prefixes.len());
         if self.fail_after.is_some() {
             // Element by element, so an injected fault hits exactly where it is armed.
-            for (done, prefix) in prefixes.iter().enumerate() {
+            for prefix in prefixes {
                 if let Err(e) = self.remove_prefix(dir, *prefix) {
-                    return (done, Err(e));
+                    return (removed, Err(e));
                 }
+                removed.push(*prefix);
             }
-            return (prefixes.len(), Ok(()));
+            return (removed, Ok(()));
         }
         if let Err(e) = self.meter(prefixes.len() as u64) {
-            return (0, Err(e));
+            return (removed, Err(e));
         }
-        let v4: Vec<_> = prefixes
-            .iter()
-            .filter_map(|p| match p {
-                Prefix::V4 { addr, len } => Some((u32::from(*addr), *len)),
-                Prefix::V6 { .. } => None,
-            })
-            .collect();
-        let result = (|| {
-            if !v4.is_empty() {
-                self.ranges_v4_mut(dir).remove_many(&v4)?;
+        let (v4, v6): (Vec<Prefix>, Vec<Prefix>) = prefixes.iter().partition(|p| p.is_v4());
+        let result = self.remove_v6(dir, &v6, &mut removed).and_then(|()| {
+            let raw: Vec<PrefixV4> = v4.iter().filter_map(raw_v4).collect();
+            if !raw.is_empty() {
+                self.ranges_v4_mut(dir).remove_many(&raw)?;
             }
-            for prefix in prefixes {
-                if let Prefix::V6 { addr, len } = prefix {
-                    self.trie_v6_mut(dir)
-                        .remove((u32::from(*len), addr.octets()))?;
-                }
-            }
+            removed.extend(&v4);
             Ok(())
-        })();
+        });
         self.meter_published();
-        match result {
-            Ok(()) => (prefixes.len(), Ok(())),
-            // The IPv4 commit is all or nothing; IPv6 removals done are done again harmlessly.
-            Err(e) => (0, Err(e)),
+        (removed, result)
+    }
+
+    fn remove_v6(
+        &mut self,
+        dir: Direction,
+        prefixes: &[Prefix],
+        removed: &mut Vec<Prefix>,
+    ) -> Result<(), DataplaneError> {
+        for prefix in prefixes {
+            if let Prefix::V6 { addr, len } = prefix {
+                self.trie_v6_mut(dir)
+                    .remove((u32::from(*len), addr.octets()))?;
+                removed.push(*prefix);
+            }
         }
+        Ok(())
     }
 
     /// Builds the IPv4 range tables afresh from their records and publishes them (an adopting
@@ -337,7 +350,7 @@ impl Maps {
     pub fn prefixes(&self, map: PrefixMap) -> Result<Vec<(Prefix, u32)>, DataplaneError> {
         let dir = map.direction();
         Ok(if map.is_v4() {
-            let raw = self.ranges_v4(dir).dump();
+            let raw = self.ranges_v4(dir).dump()?;
             raw.into_iter()
                 .map(|((a, len), r)| (prefix_v4(Ipv4Addr::from(a), len.into()), r))
                 .collect()
@@ -385,13 +398,14 @@ impl Maps {
                 Prefix::V6 { addr, len } => raw6.push(((len.into(), addr.octets()), rule)),
             }
         }
-        if !raw4.is_empty() {
-            self.ranges_v4_mut(dir).insert_many(&raw4)?;
-        }
-        let used6 = self
-            .trie_v6_mut(dir)
-            .insert_many(&raw6, batched, parallel)?;
+        let written = (|| {
+            if !raw4.is_empty() {
+                self.ranges_v4_mut(dir).insert_many(&raw4)?;
+            }
+            self.trie_v6_mut(dir).insert_many(&raw6, batched, parallel)
+        })();
         self.meter_published();
+        let used6 = written?;
         Ok(match mode {
             // An IPv4 set is written in one commit however many prefixes come.
             _ if !(used6 || (batched && !raw4.is_empty())) => WriteMode::PerElement,
@@ -907,6 +921,14 @@ fn local_name(prefix: &Prefix) -> &'static str {
         names::LOCAL_V4
     } else {
         names::LOCAL_V6
+    }
+}
+
+/// An IPv4 prefix as a range set takes it.
+fn raw_v4(prefix: &Prefix) -> Option<PrefixV4> {
+    match prefix {
+        Prefix::V4 { addr, len } => Some((u32::from(*addr), *len)),
+        Prefix::V6 { .. } => None,
     }
 }
 

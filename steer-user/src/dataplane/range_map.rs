@@ -20,6 +20,7 @@ use std::{
     os::fd::{AsFd, AsRawFd},
     ptr::NonNull,
     sync::atomic::{AtomicU64, Ordering, fence},
+    time::{Duration, Instant},
 };
 
 use aya::maps::{Array, ArrayOfMaps, IterableMap, MapData, MapError};
@@ -189,12 +190,15 @@ impl KernelRecord {
         outer.set(slot, &self.map, 0)
     }
 
-    /// The entries of a record written by another process (or this one), read consistently.
-    pub fn read(map: &MapData) -> Result<Vec<u64>, MapError> {
+    /// The entries of a record written by another process (or this one), read consistently;
+    /// `None` when a write never ended (its writer died mid-write: the sequence number stays
+    /// odd) or never let a reader through within a second.
+    pub fn read(map: &MapData) -> Result<Option<Vec<u64>>, MapError> {
         let elements = map.info()?.max_entries() as usize * BLOCK as usize;
         let mapping = Mapping::of(map.fd().as_fd(), elements, false).map_err(MapError::IoError)?;
         let slots = mapping.slots();
-        loop {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
             let before = slots[range::RECORD_SEQ].load(Ordering::Acquire);
             let count = (slots[range::RECORD_COUNT].load(Ordering::Relaxed) as usize)
                 .min(elements - range::RECORD_HEADER);
@@ -204,10 +208,11 @@ impl KernelRecord {
                 .collect();
             fence(Ordering::Acquire);
             if before & 1 == 0 && slots[range::RECORD_SEQ].load(Ordering::Relaxed) == before {
-                return Ok(entries);
+                return Ok(Some(entries));
             }
             std::thread::yield_now();
         }
+        Ok(None)
     }
 }
 

@@ -24,8 +24,9 @@ type Result<T> = std::result::Result<T, TrieError>;
 
 /// Chunks a commit rewrites in place at most; past that a fresh table costs less.
 const IN_PLACE_MAX_CHUNKS: usize = 4096;
-/// Changes applied to the entries one by one at most; more are merged in one pass.
-const IN_PLACE_MAX_EDITS: usize = 64;
+/// Changes applied to the entries one by one at most (each may shift the entries after it);
+/// more are merged in one pass.
+const IN_PLACE_MAX_EDITS: usize = 4;
 
 pub struct RangeSet {
     name: &'static str,
@@ -35,6 +36,12 @@ pub struct RangeSet {
     /// The live table, when this handle built it.
     table: Option<KernelTable>,
     record: Option<KernelRecord>,
+    /// The kernel may hold something else than the entries (a commit failed part-way, or the
+    /// record read was torn): the next commit writes a fresh record and a fresh table, even
+    /// with nothing to change.
+    dirty: bool,
+    /// See [`RangeSet::fail_next_table`].
+    fail_next_table: bool,
     /// Tables and records published since the last `take_published`.
     published: u64,
 }
@@ -53,15 +60,23 @@ impl RangeSet {
     pub fn new((name, outer): (&'static str, Map)) -> Result<RangeSet> {
         let outer: ArrayOfMaps<MapData, Array<MapData, Block>> =
             outer.try_into().map_err(err(name, "open"))?;
-        let entries = match outer.get(&range::RECORD, 0) {
+        let read = match outer.get(&range::RECORD, 0) {
             Ok(record) => KernelRecord::read(record.map()).map_err(err(name, "read record"))?,
-            Err(MapError::KeyNotFound) => Vec::new(),
+            Err(MapError::KeyNotFound) => Some(Vec::new()),
             Err(e) => return Err(err(name, "open record")(e)),
         };
+        if read.is_none() {
+            log::warn!(
+                "{name}: its record was left half-written (a writer died mid-write); the set \
+                 is taken as empty and the next write rewrites it whole"
+            );
+        }
         Ok(RangeSet {
             name,
             outer,
-            entries,
+            dirty: read.is_none(),
+            fail_next_table: false,
+            entries: read.unwrap_or_default(),
             table: None,
             record: None,
             published: 0,
@@ -106,9 +121,27 @@ impl RangeSet {
             .collect()
     }
 
-    /// Every prefix with its rule, in address order.
-    pub fn dump(&self) -> Vec<(PrefixV4, u32)> {
-        self.entries.iter().map(|e| entry_parts(*e)).collect()
+    /// Every prefix with its rule, in address order, as the kernel's record holds them.
+    pub fn dump(&self) -> Result<Vec<(PrefixV4, u32)>> {
+        let entries = match self.outer.get(&range::RECORD, 0) {
+            Ok(record) => KernelRecord::read(record.map())
+                .map_err(err(self.name, "read record"))?
+                .ok_or_else(|| {
+                    err(self.name, "read record")(MapError::IoError(std::io::Error::other(
+                        "the record is being written or was left half-written",
+                    )))
+                })?,
+            Err(MapError::KeyNotFound) => Vec::new(),
+            Err(e) => return Err(err(self.name, "open record")(e)),
+        };
+        Ok(entries.into_iter().map(entry_parts).collect())
+    }
+
+    /// Fault injection for tests: the next fresh table fails to build, after the record was
+    /// written (the kernel is then ahead of what the set holds).
+    #[doc(hidden)]
+    pub fn fail_next_table(&mut self) {
+        self.fail_next_table = true;
     }
 
     /// Where the entry of a prefix is (or would be).
@@ -150,19 +183,18 @@ impl RangeSet {
         }
         merged.extend(old);
         let Some(first_change) = first_change else {
-            return Ok(0);
+            return self.commit_if_dirty().map(|()| 0);
         };
         let before = std::mem::replace(&mut self.entries, merged);
         if let Err(e) = self.commit(first_change, &touched) {
             self.entries = before;
-            self.forget_kernel();
             return Err(e);
         }
         Ok(removed)
     }
 
-    /// [`RangeSet::apply`] for a few changes: each goes into the entries where it belongs (no
-    /// copy of the whole set).
+    /// [`RangeSet::apply`] for a few changes: each goes into the entries where it belongs,
+    /// shifting those after it, instead of a merged copy of the whole set.
     fn apply_in_place(&mut self, changes: &[(PrefixV4, Option<u32>)]) -> Result<usize> {
         let mut undo = Vec::new();
         let mut removed = 0;
@@ -191,7 +223,7 @@ impl RangeSet {
             .map(|(a, l)| self.find(*a, *l).unwrap_or_else(|at| at))
             .min()
         else {
-            return Ok(0);
+            return self.commit_if_dirty().map(|()| 0);
         };
         if let Err(e) = self.commit(first_change, &touched) {
             for (addr, len, previous) in undo.into_iter().rev() {
@@ -202,30 +234,54 @@ impl RangeSet {
                     (Err(_), None) => {}
                 }
             }
-            self.forget_kernel();
             return Err(e);
         }
         Ok(removed)
     }
 
-    /// After a failed commit nothing is known of what reached the kernel: the next commit
-    /// writes a fresh record and builds a fresh table.
+    /// After a failed commit nothing is known of what reached the kernel (the record or some
+    /// chunks may hold the change): the next commit writes a fresh record and a fresh table,
+    /// even one with nothing to change (a rollback that puts back what the entries already
+    /// hold).
     fn forget_kernel(&mut self) {
         self.table = None;
         self.record = None;
+        self.dirty = true;
+    }
+
+    fn commit_if_dirty(&mut self) -> Result<()> {
+        if self.dirty {
+            self.commit(0, &[])?;
+        }
+        Ok(())
     }
 
     /// Brings the kernel to the entries: the record from `first_change` on, and the chunks the
-    /// `touched` prefixes cover.
+    /// `touched` prefixes cover (everything when the kernel is not known to match).
     fn commit(&mut self, first_change: usize, touched: &[PrefixV4]) -> Result<()> {
-        self.commit_record(first_change)?;
+        if self.dirty {
+            self.record = None;
+            self.table = None;
+        }
+        if let Err(e) = self
+            .commit_record(first_change)
+            .and_then(|()| self.commit_table(touched))
+        {
+            self.forget_kernel();
+            return Err(e);
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn commit_table(&mut self, touched: &[PrefixV4]) -> Result<()> {
         // Each prefix touches a chunk at least: many prefixes go straight to a fresh table.
         let in_place = self.table.is_some() && touched.len() <= IN_PLACE_MAX_CHUNKS && {
             let chunks = chunks_of(touched);
             chunks.len() <= IN_PLACE_MAX_CHUNKS && chunks.iter().all(|c| self.rewrite_chunk(*c))
         };
         if !in_place || self.table.as_ref().is_some_and(too_much_garbage) {
-            self.rebuild()?;
+            self.build_table()?;
         }
         Ok(())
     }
@@ -281,9 +337,21 @@ impl RangeSet {
         containing.chain(inside).map(entry_parts)
     }
 
-    /// Builds the table afresh from the entries and publishes it (a restarted daemon does this
-    /// first: the table then follows the record it read, whatever an earlier daemon left).
+    /// Writes a fresh record and a fresh table from the entries and publishes them (a restarted
+    /// daemon does this first: the kernel then holds what it read, whatever an earlier daemon
+    /// left half-done, and this handle can write into both).
     pub fn rebuild(&mut self) -> Result<()> {
+        self.dirty = true;
+        self.commit(0, &[])
+    }
+
+    /// Builds the table afresh from the entries and publishes it.
+    fn build_table(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.fail_next_table) {
+            return Err(err(self.name, "create table")(MapError::IoError(
+                std::io::Error::other("injected fault"),
+            )));
+        }
         let table = RangeTable::of_sorted(self.entries.iter().map(|e| entry_parts(*e)));
         // Room for changes: an eighth of the ranges, at least a block.
         let spare = (table.blocks() - range::DIRECT_BLOCKS) / 8 + 1;

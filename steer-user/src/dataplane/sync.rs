@@ -796,7 +796,7 @@ fn remove_all(
             .map(|(_, p)| *p)
             .collect();
         let (removed, outcome) = maps.remove_prefixes(dir, &prefixes);
-        for prefix in &prefixes[..removed] {
+        for prefix in &removed {
             if let Some(rule) = state.remove(dir, prefix) {
                 report.per_rule.entry(rule).or_default().removed += 1;
             }
