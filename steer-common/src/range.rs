@@ -131,9 +131,9 @@ pub fn lookup<'a>(addr: u32, block: impl Fn(u32) -> Option<&'a Block>) -> u32 {
     let Some(direct) = block(chunk_index / BLOCK) else {
         return NONE;
     };
-    // SAFETY (both volatile reads): a reference into a live block, aligned and in bounds.
-    // Volatile, so that the compiler keeps each a single 64-bit load: userspace swaps an entry
-    // with one store while this runs, and `count` and `first` must come from the same entry.
+    // Volatile, so that the compiler keeps each read a single 64-bit load: userspace swaps an
+    // entry with one store while this runs, and `count` and `first` must come from one entry.
+    // SAFETY: a reference into a live block, aligned and in bounds.
     let entry = unsafe { core::ptr::read_volatile(&direct[(chunk_index % BLOCK) as usize]) };
     let count = (entry >> 32) as u32;
     let first = entry as u32;
@@ -146,7 +146,7 @@ pub fn lookup<'a>(addr: u32, block: impl Fn(u32) -> Option<&'a Block>) -> u32 {
     };
     let range_at = |index: u32| {
         let (_, element, shift) = range_place(index);
-        // SAFETY: as above.
+        // SAFETY: a reference into a live block, aligned and in bounds.
         (unsafe { core::ptr::read_volatile(&ranges[(element % BLOCK) as usize]) } >> shift) as u32
     };
     let offset = addr & (CHUNK - 1);
