@@ -202,6 +202,7 @@ async fn serve(
     let dns = crate::dns::service::Services::bind(&config).map_err(DaemonError::Dns)?;
     let mut events = routing::watch()?;
     let (mut ctl, report) = Controller::start(config).await?;
+    crate::heap::return_freed_memory();
     ctl.remember_inputs(inputs);
     log_lines("", &report.lines());
     let (vrrp_tx, mut vrrp_events) = mpsc::unbounded_channel();

@@ -33,6 +33,7 @@ pub mod dataplane;
 pub mod dns;
 pub mod fast_hash;
 pub mod health;
+pub mod heap;
 pub mod import;
 pub mod instance;
 pub mod kernel;

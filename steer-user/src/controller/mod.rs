@@ -390,7 +390,9 @@ impl Controller {
     /// state while the configuration was being compiled are accounted for before this returns.
     pub async fn reload(&mut self, prepared: Prepared) -> Result<ApplyReport, ControllerError> {
         let before = self.dp.maps().writes();
-        let mut report = self.reload_prepared(prepared).await?;
+        let result = self.reload_prepared(prepared).await;
+        crate::heap::return_freed_memory();
+        let mut report = result?;
         report.map_writes = Some(self.dp.maps().writes() - before);
         Ok(report)
     }

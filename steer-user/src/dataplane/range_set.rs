@@ -18,7 +18,10 @@ use super::{
     range_map::{KernelRecord, KernelTable},
     trie::TrieError,
 };
-use crate::model::range::{PrefixV4, RangeTable, chunk_ranges};
+use crate::{
+    heap::return_freed_memory,
+    model::range::{PrefixV4, RangeTable, chunk_ranges},
+};
 
 type Result<T> = std::result::Result<T, TrieError>;
 
@@ -190,6 +193,8 @@ impl RangeSet {
             self.entries = before;
             return Err(e);
         }
+        drop((before, changes, touched));
+        return_freed_memory();
         Ok(removed)
     }
 
@@ -342,7 +347,9 @@ impl RangeSet {
     /// left half-done, and this handle can write into both).
     pub fn rebuild(&mut self) -> Result<()> {
         self.dirty = true;
-        self.commit(0, &[])
+        self.commit(0, &[])?;
+        return_freed_memory();
+        Ok(())
     }
 
     /// Builds the table afresh from the entries and publishes it.
