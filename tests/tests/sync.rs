@@ -315,16 +315,22 @@ fn capacity_is_checked_before_the_first_write() {
     assert!(dump(&dp).is_empty());
 }
 
-#[test]
-fn a_write_failing_midway_restores_the_previous_state() {
+/// A fresh dataplane synced to a list of 300 /24s (10.0.0.0/24 on).
+fn synced_300_prefix_list(name: &str) -> (Workdir, Dataplane, Applied) {
     require_root();
-    let work = Workdir::new("rollback");
+    let work = Workdir::new(name);
     work.write("lists/bypass.txt", &list((0..300).map(prefix24)));
     let mut dp = Dataplane::load().expect("load");
     let mut applied = Applied::new();
     applied
         .apply(&mut dp, &load(&work, BYPASS_FROM_LIST))
         .expect("first sync");
+    (work, dp, applied)
+}
+
+#[test]
+fn a_write_failing_midway_restores_the_previous_state() {
+    let (work, mut dp, mut applied) = synced_300_prefix_list("rollback");
     let kernel_before = dump(&dp);
     let generation_before = dp.maps().active_generation().unwrap();
 
@@ -364,14 +370,7 @@ fn a_write_failing_midway_restores_the_previous_state() {
 /// daemon read) and the table back to the previous set, and packets are steered as before.
 #[test]
 fn a_fresh_range_table_failing_after_its_record_is_rolled_back_whole() {
-    require_root();
-    let work = Workdir::new("range-rollback");
-    work.write("lists/bypass.txt", &list((0..300).map(prefix24)));
-    let mut dp = Dataplane::load().expect("load");
-    let mut applied = Applied::new();
-    applied
-        .apply(&mut dp, &load(&work, BYPASS_FROM_LIST))
-        .expect("first sync");
+    let (work, mut dp, mut applied) = synced_300_prefix_list("range-rollback");
     let kernel_before = dump(&dp);
     // 5,000 /24s in 5,000 /16s: more than are rewritten in place.
     let spread = (0..5000).map(|i| format!("{}.{}.7.0/24", 20 + i / 256, i % 256));

@@ -33,8 +33,7 @@ use crate::model::range::{RangeTable, pack};
 
 /// A range table's array in the kernel, with its memory mapped into this process.
 pub struct KernelTable {
-    map: Array<MapData, Block>,
-    mapping: Mapping,
+    blocks: Blocks,
     /// The first range index no chunk uses (ranges are only appended: a range a lookup may be
     /// reading is never written again).
     tail: u32,
@@ -56,18 +55,17 @@ impl std::fmt::Debug for KernelTable {
 impl KernelTable {
     /// A new array holding `table`, with room for `spare` more blocks of ranges.
     pub fn create(table: &RangeTable, spare: u32) -> Result<KernelTable, MapError> {
-        let blocks = table.blocks().saturating_add(spare);
-        let (map, mapping) = create_blocks(blocks)?;
-        for (slot, value) in mapping.slots().iter().zip(table.elements()) {
+        let count = table.blocks().saturating_add(spare);
+        let blocks = Blocks::create(count)?;
+        for (slot, value) in blocks.mapping.slots().iter().zip(table.elements()) {
             // Relaxed: no program reads this array before it is published, and publishing is
             // a syscall, which orders these stores before it.
             slot.store(*value, Ordering::Relaxed);
         }
         Ok(KernelTable {
-            map,
-            mapping,
+            blocks,
             tail: table.ranges(),
-            capacity: (blocks - range::DIRECT_BLOCKS) * BLOCK_RANGES,
+            capacity: (count - range::DIRECT_BLOCKS) * BLOCK_RANGES,
             garbage: 0,
         })
     }
@@ -78,14 +76,14 @@ impl KernelTable {
         outer: &mut ArrayOfMaps<T, Array<MapData, Block>>,
         slot: u32,
     ) -> Result<(), MapError> {
-        outer.set(slot, &self.map, 0)
+        self.blocks.publish(outer, slot)
     }
 
     /// Gives `chunk` the `ranges` (`range::range` values) in the live table: the ranges go to
     /// unused space first, then the chunk's direct entry names them with one store. Returns
     /// false, writing nothing, when the spare room is used up.
     pub fn write_chunk(&mut self, chunk: u32, ranges: &[u32]) -> bool {
-        let slots = self.mapping.slots();
+        let slots = self.blocks.mapping.slots();
         let old = slots[chunk as usize].load(Ordering::Relaxed);
         let entry = if let [only] = ranges {
             range::leaf(only & range::NONE)
@@ -124,25 +122,24 @@ impl KernelTable {
 
     /// The array's descriptor (for the kernel's account of its memory, say).
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.map.map().fd().as_fd()
+        self.blocks.map.map().fd().as_fd()
     }
 
     /// `u64` elements of the array, spare blocks included.
     pub fn elements(&self) -> usize {
-        self.mapping.elements
+        self.blocks.mapping.elements
     }
 }
 
 /// A set's record in the kernel: its prefixes, sorted (`steer_common::range::RECORD`).
 pub struct KernelRecord {
-    map: Array<MapData, Block>,
-    mapping: Mapping,
+    blocks: Blocks,
 }
 
 impl std::fmt::Debug for KernelRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KernelRecord")
-            .field("elements", &self.mapping.elements)
+            .field("elements", &self.blocks.mapping.elements)
             .finish_non_exhaustive()
     }
 }
@@ -151,22 +148,22 @@ impl KernelRecord {
     /// A new record holding `entries`, with room for about an eighth more.
     pub fn create(entries: &[u64]) -> Result<KernelRecord, MapError> {
         let wanted = range::RECORD_HEADER + entries.len() + entries.len() / 8 + 1;
-        let blocks = wanted.div_ceil(BLOCK as usize) as u32;
-        let (map, mapping) = create_blocks(blocks)?;
-        let record = KernelRecord { map, mapping };
+        let record = KernelRecord {
+            blocks: Blocks::create(wanted.div_ceil(BLOCK as usize) as u32)?,
+        };
         record.write(entries, 0);
         Ok(record)
     }
 
     /// Whether `entries` fit.
     pub fn fits(&self, entries: usize) -> bool {
-        range::RECORD_HEADER + entries <= self.mapping.elements
+        range::RECORD_HEADER + entries <= self.blocks.mapping.elements
     }
 
     /// Writes `entries`, whose first `unchanged` are already there, under the sequence
     /// number: a reader that overlaps the write sees it odd or changed, and reads again.
     pub fn write(&self, entries: &[u64], unchanged: usize) {
-        let slots = self.mapping.slots();
+        let slots = self.blocks.mapping.slots();
         let seq = &slots[range::RECORD_SEQ];
         let start = seq.load(Ordering::Relaxed);
         seq.store(start | 1, Ordering::Relaxed);
@@ -187,7 +184,7 @@ impl KernelRecord {
         outer: &mut ArrayOfMaps<T, Array<MapData, Block>>,
         slot: u32,
     ) -> Result<(), MapError> {
-        outer.set(slot, &self.map, 0)
+        self.blocks.publish(outer, slot)
     }
 
     /// The entries of a record written by another process (or this one), read consistently;
@@ -216,16 +213,31 @@ impl KernelRecord {
     }
 }
 
-/// A new mmapable array of `blocks` blocks, mapped.
-fn create_blocks(blocks: u32) -> Result<(Array<MapData, Block>, Mapping), MapError> {
-    let map = Array::<MapData, Block>::create(blocks, MAP_F_INNER_MAP | MAP_F_MMAPABLE)?;
-    let mapping = Mapping::of(
-        map.map().fd().as_fd(),
-        blocks as usize * BLOCK as usize,
-        true,
-    )
-    .map_err(MapError::IoError)?;
-    Ok((map, mapping))
+/// An mmapable array of blocks, mapped for writing: a table's or a record's.
+struct Blocks {
+    map: Array<MapData, Block>,
+    mapping: Mapping,
+}
+
+impl Blocks {
+    fn create(count: u32) -> Result<Blocks, MapError> {
+        let map = Array::<MapData, Block>::create(count, MAP_F_INNER_MAP | MAP_F_MMAPABLE)?;
+        let mapping = Mapping::of(
+            map.map().fd().as_fd(),
+            count as usize * BLOCK as usize,
+            true,
+        )
+        .map_err(MapError::IoError)?;
+        Ok(Blocks { map, mapping })
+    }
+
+    fn publish<T: BorrowMut<MapData>>(
+        &self,
+        outer: &mut ArrayOfMaps<T, Array<MapData, Block>>,
+        slot: u32,
+    ) -> Result<(), MapError> {
+        outer.set(slot, &self.map, 0)
+    }
 }
 
 /// The values of an mmapable array of `u64`, shared with the kernel.
