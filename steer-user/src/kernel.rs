@@ -82,12 +82,12 @@ const MAPS: &[(MapType, &str, &str)] = &[
     ),
     (
         MapType::LpmTrie,
-        "BPF LPM trie maps (prefix sets)",
+        "BPF LPM trie maps (IPv6 prefix sets, local destinations)",
         "CONFIG_BPF_SYSCALL, Linux 4.11+",
     ),
     (
         MapType::ArrayOfMaps,
-        "BPF array-of-maps (split prefix tries)",
+        "BPF array-of-maps (IPv4 range tables, IPv6 split tries)",
         "CONFIG_BPF_SYSCALL, Linux 4.12+",
     ),
 ];
