@@ -656,37 +656,22 @@ fn ipset(w: &Workload) -> [Sample; 2] {
     let mut second = restore("benchmem2", &w.changed);
     second.push_str("swap benchmem2 benchmem\ndestroy benchmem2\n");
     let second = scratch.write("second", &second);
-    let mut cg = MemCgroup::new("ipset");
-    let before = settled_meminfo();
-    let step = |cg: &Option<MemCgroup>, file: &Path| {
-        let (took, peak) = run_tool(
-            &ns,
-            cg.as_ref(),
-            &scratch,
-            "ipset",
-            &["restore", "-f", &file.to_string_lossy()],
-        );
-        let after = settled_meminfo();
-        let own = ns
-            .run("ipset list -t benchmem")
+    let own = || {
+        ns.run("ipset list -t benchmem")
             .lines()
             .find_map(|l| l.strip_prefix("Size in memory:"))
-            .and_then(|n| n.trim().parse().ok());
-        Sample {
-            peak_rss: peak,
-            meminfo: Some(after as i64 - before as i64),
-            own,
-            took,
-            ..Sample::of_cgroup(cg.as_ref())
-        }
+            .and_then(|n| n.trim().parse().ok())
     };
-    let load = step(&cg, &first);
-    if let Some(cg) = cg.as_mut() {
-        cg.reset_peaks();
-    }
-    let reload = step(&cg, &second);
+    let samples = load_and_reload(
+        &ns,
+        &scratch,
+        "ipset",
+        &["restore", "-f"],
+        [first, second],
+        own,
+    );
     let _ = ns.try_run("ipset destroy benchmem");
-    [load, reload]
+    samples
 }
 
 /// `nft -f` of an interval set from nothing, then `flush set` + `add element` of the changed
@@ -715,30 +700,42 @@ fn nft(w: &Workload) -> [Sample; 2] {
     let mut second = String::from("flush set inet benchmem s\n");
     add(&mut second, &w.changed);
     let second = scratch.write("second.nft", &second);
-    let mut cg = MemCgroup::new("nft");
+    let samples = load_and_reload(&ns, &scratch, "nft", &["-f"], [first, second], || None);
+    let _ = ns.try_run("nft delete table inet benchmem");
+    samples
+}
+
+/// Runs `tool` with `args` and the first file in a memory cgroup of its own, then (its peaks
+/// reset) with the second: the load's sample and the reload's. `own` is the tool's own account
+/// of what it holds, read after each run.
+fn load_and_reload(
+    ns: &Netns,
+    scratch: &Workdir,
+    tool: &str,
+    args: &[&str],
+    files: [PathBuf; 2],
+    own: impl Fn() -> Option<u64>,
+) -> [Sample; 2] {
+    let mut cg = MemCgroup::new(tool);
     let before = settled_meminfo();
     let step = |cg: &Option<MemCgroup>, file: &Path| {
-        let (took, peak) = run_tool(
-            &ns,
-            cg.as_ref(),
-            &scratch,
-            "nft",
-            &["-f", &file.to_string_lossy()],
-        );
+        let file = file.to_string_lossy();
+        let args: Vec<&str> = args.iter().copied().chain([file.as_ref()]).collect();
+        let (took, peak) = run_tool(ns, cg.as_ref(), scratch, tool, &args);
         let after = settled_meminfo();
         Sample {
             peak_rss: peak,
             meminfo: Some(after as i64 - before as i64),
+            own: own(),
             took,
             ..Sample::of_cgroup(cg.as_ref())
         }
     };
-    let load = step(&cg, &first);
+    let load = step(&cg, &files[0]);
     if let Some(cg) = cg.as_mut() {
         cg.reset_peaks();
     }
-    let reload = step(&cg, &second);
-    let _ = ns.try_run("nft delete table inet benchmem");
+    let reload = step(&cg, &files[1]);
     [load, reload]
 }
 
