@@ -327,7 +327,7 @@ impl Maps {
         let candidates: Vec<(Prefix, u32)> = match ip {
             IpAddr::V4(a) => self
                 .ranges_v4(dir)
-                .candidates(a.into())
+                .candidates(a.into())?
                 .into_iter()
                 .map(|((n, len), r)| (prefix_v4(Ipv4Addr::from(n), len.into()), r))
                 .collect(),

@@ -6,8 +6,8 @@
 //! and the table is brought to the new set, chunk by chunk in the live table when few chunks
 //! changed and there is room (each chunk swaps with one store), or built afresh and published
 //! in one step. Either way a packet sees the set before the write or after it, per chunk.
-//! A fresh handle (a restarted daemon) has no live table to write into: its first commit
-//! builds one.
+//! A fresh handle (a restarted daemon) reads the record before its first write and has no
+//! live table to write into: its first commit builds one.
 
 use std::collections::BTreeSet;
 
@@ -34,8 +34,11 @@ const IN_PLACE_MAX_EDITS: usize = 4;
 pub struct RangeSet {
     name: &'static str,
     outer: ArrayOfMaps<MapData, Array<MapData, Block>>,
-    /// The record's entries (`range::record_entry`), sorted: what the set holds.
+    /// The record's entries (`range::record_entry`), sorted: what the set holds, once
+    /// `known`.
     entries: Vec<u64>,
+    /// Whether `entries` were read from the kernel's record (or written by this handle).
+    known: bool,
     /// The live table, when this handle built it.
     table: Option<KernelTable>,
     record: Option<KernelRecord>,
@@ -59,31 +62,52 @@ impl std::fmt::Debug for RangeSet {
 }
 
 impl RangeSet {
-    /// Opens the set's outer array and reads its record (empty when there is none yet).
+    /// Opens the set's outer array. Its record is read when a write first needs it: readers
+    /// (`steer status`, `dump`, `explain`) read the kernel's record themselves, or not at all.
     pub fn new((name, outer): (&'static str, Map)) -> Result<RangeSet> {
         let outer: ArrayOfMaps<MapData, Array<MapData, Block>> =
             outer.try_into().map_err(err(name, "open"))?;
-        let read = match outer.get(&range::RECORD, 0) {
-            Ok(record) => KernelRecord::read(record.map()).map_err(err(name, "read record"))?,
-            Err(MapError::KeyNotFound) => Some(Vec::new()),
-            Err(e) => return Err(err(name, "open record")(e)),
-        };
-        if read.is_none() {
-            log::warn!(
-                "{name}: its record was left half-written (a writer died mid-write); the set \
-                 is taken as empty and the next write rewrites it whole"
-            );
-        }
         Ok(RangeSet {
             name,
             outer,
-            dirty: read.is_none(),
+            known: false,
+            dirty: false,
             fail_next_table: false,
-            entries: read.unwrap_or_default(),
+            entries: Vec::new(),
             table: None,
             record: None,
             published: 0,
         })
+    }
+
+    /// The kernel's record: its entries (none when there is no record yet), or `None` when it
+    /// was left half-written.
+    fn read_record(&self) -> Result<Option<Vec<u64>>> {
+        match self.outer.get(&range::RECORD, 0) {
+            Ok(record) => KernelRecord::read(record.map()).map_err(err(self.name, "read record")),
+            Err(MapError::KeyNotFound) => Ok(Some(Vec::new())),
+            Err(e) => Err(err(self.name, "open record")(e)),
+        }
+    }
+
+    /// Takes the kernel's record as what the set holds, before the first write.
+    fn know(&mut self) -> Result<()> {
+        if self.known {
+            return Ok(());
+        }
+        match self.read_record()? {
+            Some(entries) => self.entries = entries,
+            None => {
+                log::warn!(
+                    "{}: its record was left half-written (a writer died mid-write); the set \
+                     is taken as empty and this write rewrites it whole",
+                    self.name
+                );
+                self.dirty = true;
+            }
+        }
+        self.known = true;
+        Ok(())
     }
 
     /// Tables and records published since the last call (kernel writes the caller counts).
@@ -112,31 +136,20 @@ impl RangeSet {
         self.apply(prefixes.iter().map(|p| (*p, None)).collect())
     }
 
-    /// Every prefix that contains `addr`, with its rule.
-    pub fn candidates(&self, addr: u32) -> Vec<(PrefixV4, u32)> {
-        (0..=32u8)
-            .filter_map(|len| {
-                let (network, _) = prefix_of(addr, len);
-                self.find(network, len)
-                    .ok()
-                    .map(|i| entry_parts(self.entries[i]))
-            })
-            .collect()
+    /// Every prefix that contains `addr`, with its rule, as the kernel's record holds them.
+    pub fn candidates(&self, addr: u32) -> Result<Vec<(PrefixV4, u32)>> {
+        let mut all = self.dump()?;
+        all.retain(|((network, len), _)| prefix_of(addr, *len).0 == *network);
+        Ok(all)
     }
 
     /// Every prefix with its rule, in address order, as the kernel's record holds them.
     pub fn dump(&self) -> Result<Vec<(PrefixV4, u32)>> {
-        let entries = match self.outer.get(&range::RECORD, 0) {
-            Ok(record) => KernelRecord::read(record.map())
-                .map_err(err(self.name, "read record"))?
-                .ok_or_else(|| {
-                    err(self.name, "read record")(MapError::IoError(std::io::Error::other(
-                        "the record is being written or was left half-written",
-                    )))
-                })?,
-            Err(MapError::KeyNotFound) => Vec::new(),
-            Err(e) => return Err(err(self.name, "open record")(e)),
-        };
+        let entries = self.read_record()?.ok_or_else(|| {
+            err(self.name, "read record")(MapError::IoError(std::io::Error::other(
+                "the record is being written or was left half-written",
+            )))
+        })?;
         Ok(entries.into_iter().map(entry_parts).collect())
     }
 
@@ -156,6 +169,7 @@ impl RangeSet {
     /// Applies `changes` (a rule, or `None` to remove) to the entries and commits them;
     /// returns how many removals found their prefix.
     fn apply(&mut self, mut changes: Vec<(PrefixV4, Option<u32>)>) -> Result<usize> {
+        self.know()?;
         // Stable: a prefix given twice keeps its last change.
         changes.sort_by_key(|(p, _)| *p);
         if changes.len() <= IN_PLACE_MAX_EDITS {
@@ -346,6 +360,7 @@ impl RangeSet {
     /// daemon does this first: the kernel then holds what it read, whatever an earlier daemon
     /// left half-done, and this handle can write into both).
     pub fn rebuild(&mut self) -> Result<()> {
+        self.know()?;
         self.dirty = true;
         self.commit(0, &[])?;
         return_freed_memory();
