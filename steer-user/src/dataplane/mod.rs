@@ -12,6 +12,7 @@
 mod attach;
 pub mod generations;
 pub mod learned;
+mod mapping;
 pub mod maps;
 pub mod ordered;
 pub mod pin;

@@ -17,8 +17,7 @@
 
 use std::{
     borrow::BorrowMut,
-    os::fd::{AsFd, AsRawFd},
-    ptr::NonNull,
+    os::fd::AsFd,
     sync::atomic::{AtomicU64, Ordering, fence},
     time::{Duration, Instant},
 };
@@ -29,6 +28,7 @@ use steer_common::{
     range::{self, BLOCK, BLOCK_RANGES, Block},
 };
 
+use super::mapping::Mapping;
 use crate::model::range::{RangeTable, pack};
 
 /// A range table's array in the kernel, with its memory mapped into this process.
@@ -127,7 +127,7 @@ impl KernelTable {
 
     /// `u64` elements of the array, spare blocks included.
     pub fn elements(&self) -> usize {
-        self.blocks.mapping.elements
+        self.blocks.mapping.elements()
     }
 }
 
@@ -139,7 +139,7 @@ pub struct KernelRecord {
 impl std::fmt::Debug for KernelRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KernelRecord")
-            .field("elements", &self.blocks.mapping.elements)
+            .field("elements", &self.blocks.mapping.elements())
             .finish_non_exhaustive()
     }
 }
@@ -157,7 +157,7 @@ impl KernelRecord {
 
     /// Whether `entries` fit.
     pub fn fits(&self, entries: usize) -> bool {
-        range::RECORD_HEADER + entries <= self.blocks.mapping.elements
+        range::RECORD_HEADER + entries <= self.blocks.mapping.elements()
     }
 
     /// Writes `entries`, whose first `unchanged` are already there, under the sequence
@@ -192,7 +192,8 @@ impl KernelRecord {
     /// odd) or never let a reader through within a second.
     pub fn read(map: &MapData) -> Result<Option<Vec<u64>>, MapError> {
         let elements = map.info()?.max_entries() as usize * BLOCK as usize;
-        let mapping = Mapping::of(map.fd().as_fd(), elements, false).map_err(MapError::IoError)?;
+        let mapping: Mapping<AtomicU64> =
+            Mapping::of(map.fd().as_fd(), elements, false).map_err(MapError::IoError)?;
         let slots = mapping.slots();
         let deadline = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline {
@@ -216,7 +217,7 @@ impl KernelRecord {
 /// An mmapable array of blocks, mapped for writing: a table's or a record's.
 struct Blocks {
     map: Array<MapData, Block>,
-    mapping: Mapping,
+    mapping: Mapping<AtomicU64>,
 }
 
 impl Blocks {
@@ -237,69 +238,5 @@ impl Blocks {
         slot: u32,
     ) -> Result<(), MapError> {
         outer.set(slot, &self.map, 0)
-    }
-}
-
-/// The values of an mmapable array of `u64`, shared with the kernel.
-struct Mapping {
-    ptr: NonNull<AtomicU64>,
-    elements: usize,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain shared memory owned by this value until drop; every access goes
-// through an atomic, so moving it to another thread is sound.
-unsafe impl Send for Mapping {}
-
-impl Mapping {
-    /// Maps the first `elements` values of an mmapable array of `u64` (blocks), read-only
-    /// unless `writable`.
-    fn of(
-        fd: std::os::fd::BorrowedFd<'_>,
-        elements: usize,
-        writable: bool,
-    ) -> std::io::Result<Mapping> {
-        // SAFETY: sysconf has no memory effects.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let len = (elements * 8).div_ceil(page) * page;
-        let protection = if writable {
-            libc::PROT_READ | libc::PROT_WRITE
-        } else {
-            libc::PROT_READ
-        };
-        // SAFETY: a fresh shared mapping of a descriptor borrowed for the call; the kernel checks
-        // that the map is mmapable and that `len` is inside its values (an array's values are
-        // page-aligned and rounded up to a page); the result is checked before use.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                protection,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<AtomicU64>()).ok_or(std::io::Error::other("mmap"))?;
-        Ok(Mapping { ptr, elements, len })
-    }
-
-    fn slots(&self) -> &[AtomicU64] {
-        // SAFETY: the mapping is page-aligned, holds `elements` u64 values (the array's, 8
-        // bytes apart since an array's element size is its value size rounded up to 8), and
-        // lives as long as self. A read-only mapping is only ever loaded from.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.elements) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `of`, which nothing uses after drop.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
-        }
     }
 }
