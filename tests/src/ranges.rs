@@ -195,10 +195,7 @@ impl Pair {
 fn memlock(fd: BorrowedFd<'_>) -> u64 {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
         .expect("fdinfo of a map");
-    info.lines()
-        .find_map(|l| l.strip_prefix("memlock:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("memlock in a map's fdinfo")
+    crate::bench::memory::fdinfo_field(&info, "memlock:").expect("memlock in a map's fdinfo")
 }
 
 /// The frame the testkit's batch programs read: the count, then the addresses (network

@@ -471,6 +471,13 @@ fn status_kb(status: &str, key: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// A number of a descriptor's `/proc/*/fdinfo` text (`memlock:`, `map_id:`...).
+pub fn fdinfo_field(info: &str, key: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// The BPF maps process `pid` holds, each once: (name, max_entries, memlock), largest first.
 /// memlock is the kernel's own estimate of a map's memory.
 fn maps_of(pid: u32) -> Vec<(String, u64, u64)> {
@@ -482,11 +489,7 @@ fn maps_of(pid: u32) -> Vec<(String, u64, u64)> {
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
     {
-        let field = |k: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-        };
+        let field = |k: &str| fdinfo_field(&info, k);
         if let (Some(id), Some(max), Some(memlock)) =
             (field("map_id:"), field("max_entries:"), field("memlock:"))
         {
