@@ -470,6 +470,7 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
                 c.sets.len(),
                 c.general.lan.join(", ")
             ));
+            outln(&memory_line(&c));
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -482,6 +483,25 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The prefix sets' kernel memory, against `max_memory` when one is set.
+fn memory_line(c: &config::Config) -> String {
+    use crate::model::footprint::Bytes;
+    let f = c.set_footprint();
+    let limit = c
+        .general
+        .capacity
+        .memory
+        .map_or("no max_memory set".into(), |m| {
+            format!("max_memory {}", Bytes(m))
+        });
+    format!(
+        "kernel memory of the sets: {} in force, {} at the peak of a reload; {limit} ({})",
+        Bytes(f.in_force()),
+        Bytes(f.peak()),
+        f.breakdown()
+    )
 }
 
 /// Prints what the kernel probes found; false when something steer needs is missing.

@@ -26,6 +26,7 @@ pub(super) struct RawGeneral {
     pub xdp: Option<S<bool>>,
     pub pin_dir: Option<S<String>>,
     pub capacity: Option<S<RawCapacity>>,
+    pub max_memory: Option<S<String>>,
     pub log_packets: Option<S<bool>>,
     pub duplicates: Option<S<String>>,
     pub local: Option<S<String>>,
@@ -58,6 +59,7 @@ const FIELDS: &[Field] = &[
         Table(CAPACITY),
         "[general.capacity] with dst_v4 = 2097152",
     ),
+    opt("max_memory", Str, MAX_MEMORY_EXAMPLE),
     opt("log_packets", Bool, "log_packets = false"),
     opt("duplicates", Str, "duplicates = \"error\""),
     opt("local", Str, "local = \"routes\""),
@@ -74,6 +76,8 @@ const CAPACITY: &[Field] = &[
     opt_int("src_v4", steer_common::DEFAULT_CAPACITY_SRC_V4),
     opt_int("src_v6", steer_common::DEFAULT_CAPACITY_SRC_V6),
 ];
+
+const MAX_MEMORY_EXAMPLE: &str = "max_memory = \"64M\"";
 
 pub(super) const PIN_DIR: Field = opt_shown(
     "pin_dir",
@@ -207,7 +211,10 @@ pub(super) fn pin_dir(cx: &mut Ctx<'_>, g: &RawGeneral) -> PathBuf {
 }
 
 fn capacity(cx: &mut Ctx<'_>, g: &RawGeneral) -> Capacity {
-    let d = Capacity::default();
+    let d = Capacity {
+        memory: g.max_memory.as_ref().and_then(|v| max_memory(cx, v)),
+        ..Capacity::default()
+    };
     let Some(c) = &g.capacity else { return d };
     let c = c.get_ref();
     let mut entries = |map: PrefixMap, v: &Option<S<i64>>| {
@@ -219,5 +226,67 @@ fn capacity(cx: &mut Ctx<'_>, g: &RawGeneral) -> Capacity {
         dst_v6: entries(PrefixMap::DstV6, &c.dst_v6),
         src_v4: entries(PrefixMap::SrcV4, &c.src_v4),
         src_v6: entries(PrefixMap::SrcV6, &c.src_v6),
+        memory: d.memory,
+    }
+}
+
+/// `max_memory`: bytes, written as systemd's `MemoryMax=` takes them (`K`, `M`, `G` are powers
+/// of 1024), or `None` after reporting.
+fn max_memory(cx: &mut Ctx<'_>, v: &S<String>) -> Option<u64> {
+    let (bytes, problem) = match parse_size(v.get_ref()) {
+        Ok(0) => (None, "0 bytes leaves no room for any set".to_owned()),
+        Ok(n) => (Some(n), String::new()),
+        Err(problem) => (None, problem),
+    };
+    if bytes.is_none() {
+        cx.err(
+            &v.span(),
+            "general.max_memory",
+            problem,
+            format!("write a size with K, M or G (powers of 1024), e.g. {MAX_MEMORY_EXAMPLE}"),
+        );
+    }
+    bytes
+}
+
+/// A size such as `96M`, `1G`, `65536` (bytes), or why it is not one.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("unknown unit `{unit}` in `{text}`")),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{text}` is not a size"));
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_as_systemd_reads_them() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("96M"), Ok(96 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert!(parse_size("96X").unwrap_err().contains("unknown unit `X`"));
+        assert!(parse_size("1.5G").unwrap_err().contains("not a size"));
+        assert!(parse_size("M").unwrap_err().contains("not a size"));
+        assert!(
+            parse_size("99999999999G")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

@@ -107,6 +107,7 @@ pub struct General {
     /// Also attach the XDP pre-classifier.
     pub xdp: bool,
     pub pin_dir: PathBuf,
+    /// The maps' capacities and `max_memory`.
     pub capacity: Capacity,
     /// Kernel-side per-packet logging (debug only).
     pub log_packets: bool,
@@ -474,6 +475,13 @@ pub struct Set {
     /// `Some` makes the set an ordered rule: tried before the prefix sets, first match in
     /// configuration order ([`crate::model::ordered`]).
     pub conditions: Option<crate::model::Conditions>,
+}
+
+impl Config {
+    /// The kernel memory of the prefix sets ([`crate::model::footprint`]).
+    pub fn set_footprint(&self) -> crate::model::footprint::Footprint {
+        set::footprint(&self.sets)
+    }
 }
 
 impl Set {

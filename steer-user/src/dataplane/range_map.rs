@@ -29,7 +29,7 @@ use steer_common::{
 };
 
 use super::mapping::Mapping;
-use crate::model::range::{RangeTable, pack};
+use crate::model::range::{RangeTable, pack, record_blocks};
 
 /// A range table's array in the kernel, with its memory mapped into this process.
 pub struct KernelTable {
@@ -147,9 +147,8 @@ impl std::fmt::Debug for KernelRecord {
 impl KernelRecord {
     /// A new record holding `entries`, with room for about an eighth more.
     pub fn create(entries: &[u64]) -> Result<KernelRecord, MapError> {
-        let wanted = range::RECORD_HEADER + entries.len() + entries.len() / 8 + 1;
         let record = KernelRecord {
-            blocks: Blocks::create(wanted.div_ceil(BLOCK as usize) as u32)?,
+            blocks: Blocks::create(record_blocks(entries.len()))?,
         };
         record.write(entries, 0);
         Ok(record)

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     heap::return_freed_memory,
-    model::range::{PrefixV4, RangeTable, chunk_ranges},
+    model::range::{PrefixV4, RangeTable, chunk_ranges, spare_blocks},
 };
 
 type Result<T> = std::result::Result<T, TrieError>;
@@ -375,9 +375,8 @@ impl RangeSet {
             )));
         }
         let table = RangeTable::of_sorted(self.entries.iter().map(|e| entry_parts(*e)));
-        // Room for changes: an eighth of the ranges, at least a block.
-        let spare = (table.blocks() - range::DIRECT_BLOCKS) / 8 + 1;
-        let kernel = KernelTable::create(&table, spare).map_err(err(self.name, "create table"))?;
+        let kernel = KernelTable::create(&table, spare_blocks(table.blocks()))
+            .map_err(err(self.name, "create table"))?;
         kernel
             .publish(&mut self.outer, range::TABLE)
             .map_err(err(self.name, "publish table"))?;

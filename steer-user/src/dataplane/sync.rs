@@ -1,7 +1,8 @@
 //! Reconciling the kernel maps with a desired state, writing only the difference, in an order
 //! that never lets a packet fall through a gap:
 //!
-//! 1. capacity is checked before the first write;
+//! 1. capacity is checked before the first write: the prefixes each map may hold, and the
+//!    kernel memory of them all at the peak of the change (`general.max_memory`);
 //! 2. the settings are widened: source lookups are switched on before the first source prefix
 //!    of a family lands (a superset of the flags only costs a lookup);
 //! 3. rules that are new get their policy in the live generation (no prefix points at them
@@ -39,7 +40,10 @@ use steer_common::{MAX_RULES, MAX_WANS, Settings, WanInfo, name_to_bytes, settin
 
 use super::{DataplaneError, Maps, WriteMode, maps::WanName, ordered::Resolved};
 use crate::{
-    model::{Capacity, CondTables, Direction, PolicyTable, PrefixMap, PrefixSets},
+    model::{
+        Capacity, CondTables, Direction, PolicyTable, PrefixMap, PrefixSets,
+        footprint::{Bytes, Footprint},
+    },
     prefix::Prefix,
 };
 
@@ -98,6 +102,17 @@ pub enum SyncError {
         wanted: usize,
         capacity: u32,
         sets: String,
+    },
+    #[error(
+        "the sets would need {} of kernel memory at the peak of the change ({breakdown}), more \
+         than general.max_memory allows ({}). Raise it or shorten the lists; nothing was changed",
+        Bytes(*.need),
+        Bytes(*.max)
+    )]
+    Memory {
+        need: u64,
+        max: u64,
+        breakdown: String,
     },
     #[error(
         "writing the new state failed: {source}; the previous state was restored ({undone} writes undone)"
@@ -168,7 +183,56 @@ pub fn check_capacity(
             });
         }
     }
+    check_memory(capacity, || Footprint::of_sets(want))
+}
+
+/// The prefix maps' kernel memory must fit `capacity.memory`; `footprint` is computed only when
+/// a limit is set.
+fn check_memory(
+    capacity: &Capacity,
+    footprint: impl FnOnce() -> Footprint,
+) -> Result<(), SyncError> {
+    let Some(max) = capacity.memory else {
+        return Ok(());
+    };
+    let footprint = footprint();
+    if footprint.peak() > max {
+        return Err(SyncError::Memory {
+            need: footprint.peak(),
+            max,
+            breakdown: footprint.breakdown(),
+        });
+    }
     Ok(())
+}
+
+/// The memory of the prefix maps once `state` has the writes `planned` and lost `left`.
+fn footprint_after(
+    state: &PrefixSets,
+    planned: &[PlannedWrites],
+    left: &[(Direction, Prefix)],
+) -> Footprint {
+    let changed: HashSet<(Direction, Prefix)> = left
+        .iter()
+        .copied()
+        .chain(
+            planned
+                .iter()
+                .flat_map(|(dir, writes)| writes.iter().map(|(p, _)| (*dir, *p))),
+        )
+        .collect();
+    let changed = &changed;
+    let kept = PrefixMap::ALL.into_iter().flat_map(|m| {
+        state
+            .map(m)
+            .iter()
+            .filter(move |(p, _)| !changed.contains(&(m.direction(), **p)))
+            .map(move |(p, r)| (m, *p, *r))
+    });
+    let written = planned
+        .iter()
+        .flat_map(|(dir, writes)| writes.iter().map(|(p, r)| (PrefixMap::of(*dir, p), *p, *r)));
+    Footprint::of(kept.chain(written))
 }
 
 /// One prefix write and how to undo it.
@@ -316,6 +380,10 @@ pub fn sync_prefixes(
                 sets: changed.into(),
             });
         }
+    }
+    // Removals alone never need more: a prefix gone takes its ranges and record entry along.
+    if !planned.is_empty() {
+        check_memory(capacity, || footprint_after(state, &planned, &left))?;
     }
     let started = std::time::Instant::now();
     let mut report = SyncReport {

@@ -8,6 +8,7 @@
 //! on it; it imports nothing from them (only [`crate::prefix`], the other bottom module), so the
 //! modules above never need each other's types to talk about the kernel's state.
 
+pub mod footprint;
 mod local;
 pub mod ordered;
 mod prefixes;
@@ -206,14 +207,18 @@ impl PrefixMap {
     }
 }
 
-/// How many prefixes each prefix map may hold (whole family, all slot tries together). The
-/// kernel tries are not preallocated: steer enforces this before it writes.
+/// How many prefixes each prefix map may hold (whole family, all slot tries together), and
+/// how much kernel memory they may take. Nothing is preallocated: steer enforces both before
+/// it writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
     pub dst_v4: u32,
     pub dst_v6: u32,
     pub src_v4: u32,
     pub src_v6: u32,
+    /// The most kernel memory the prefix maps may take at the peak of a reload, in bytes
+    /// ([`footprint::Footprint::peak`]; `general.max_memory`); `None`: no limit.
+    pub memory: Option<u64>,
 }
 
 impl Default for Capacity {
@@ -223,6 +228,7 @@ impl Default for Capacity {
             dst_v6: steer_common::DEFAULT_CAPACITY_DST_V6,
             src_v4: steer_common::DEFAULT_CAPACITY_SRC_V4,
             src_v6: steer_common::DEFAULT_CAPACITY_SRC_V6,
+            memory: None,
         }
     }
 }
@@ -262,6 +268,7 @@ mod tests {
             dst_v6: 2,
             src_v4: 3,
             src_v6: 4,
+            memory: None,
         };
         let per_map: Vec<u32> = PrefixMap::ALL.iter().map(|m| c.of(*m)).collect();
         assert_eq!(per_map, [1, 2, 3, 4]);

@@ -100,6 +100,23 @@ impl RangeTable {
     }
 }
 
+/// Blocks of room for changes that a fresh kernel table gets beside its own `blocks`: an
+/// eighth of its ranges' blocks, at least one.
+pub fn spare_blocks(blocks: u32) -> u32 {
+    (blocks - range::DIRECT_BLOCKS) / 8 + 1
+}
+
+/// Blocks of a kernel record holding `entries` prefixes, with room for about an eighth more.
+pub fn record_blocks(entries: usize) -> u32 {
+    let elements = range::RECORD_HEADER + entries + entries / 8 + 1;
+    elements.div_ceil(BLOCK as usize) as u32
+}
+
+/// Bytes of `blocks` blocks of a kernel array.
+pub const fn block_bytes(blocks: u32) -> u64 {
+    blocks as u64 * BLOCK as u64 * 8
+}
+
 /// Two ranges in one element, the even one in the low half.
 pub fn pack(even: u32, odd: Option<u32>) -> u64 {
     u64::from(even) | u64::from(odd.unwrap_or(0)) << 32
@@ -158,7 +175,19 @@ impl<'a> Cutter<'a> {
 /// Where the value of a sorted set changes: `(first address, value from there on)`, in
 /// address order, starting at 0; a value never repeats its predecessor's.
 fn breakpoints(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> Vec<(u64, u32)> {
-    let mut points = Breakpoints(vec![(0, NONE)]);
+    let mut points = Vec::new();
+    sweep(sorted, |point| points.push(point));
+    points
+}
+
+/// Sweeps a sorted set, giving each of its breakpoints to `emit`, in order.
+fn sweep(sorted: impl Iterator<Item = (PrefixV4, u32)>, emit: impl FnMut((u64, u32))) {
+    let mut points = Breakpoints {
+        emit,
+        held: None,
+        last_value: NONE,
+    };
+    points.push(0, NONE);
     // Prefixes containing the sweep's position: (one past the last address, value).
     let mut open: Vec<(u64, u32)> = Vec::new();
     for ((addr, len), value) in sorted {
@@ -170,12 +199,16 @@ fn breakpoints(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> Vec<(u64, u32)>
         points.push(start, value);
     }
     close_until(&mut open, &mut points, 1 << 32);
-    points.0
+    points.finish();
 }
 
 /// Ends the open prefixes that end at or before `position`, innermost first: from each end on,
 /// the next enclosing prefix's value holds (or none).
-fn close_until(open: &mut Vec<(u64, u32)>, points: &mut Breakpoints, position: u64) {
+fn close_until<F: FnMut((u64, u32))>(
+    open: &mut Vec<(u64, u32)>,
+    points: &mut Breakpoints<F>,
+    position: u64,
+) {
     while let Some(&(end, _)) = open.last() {
         if end > position {
             break;
@@ -186,22 +219,91 @@ fn close_until(open: &mut Vec<(u64, u32)>, points: &mut Breakpoints, position: u
     }
 }
 
-struct Breakpoints(Vec<(u64, u32)>);
+/// The breakpoints as the sweep finds them, one held back: a later one at the same position
+/// replaces it.
+struct Breakpoints<F> {
+    emit: F,
+    held: Option<(u64, u32)>,
+    /// The value of the last breakpoint given to `emit`.
+    last_value: u32,
+}
 
-impl Breakpoints {
+impl<F: FnMut((u64, u32))> Breakpoints<F> {
     /// Records that `value` holds from `position` on (positions come in order).
     fn push(&mut self, position: u64, value: u32) {
         if position >= 1 << 32 {
             return;
         }
-        let points = &mut self.0;
-        if points.last().is_some_and(|&(p, _)| p == position) {
-            points.pop();
+        if self.held.is_some_and(|(p, _)| p == position) {
+            self.held = None;
         }
-        if points.last().is_some_and(|&(_, v)| v == value) {
+        let before = self.held.map_or(self.last_value, |(_, v)| v);
+        if before == value && (self.held.is_some() || position > 0) {
             return;
         }
-        points.push((position, value));
+        self.release();
+        self.held = Some((position, value));
+    }
+
+    fn release(&mut self) {
+        if let Some(point) = self.held.take() {
+            self.last_value = point.1;
+            (self.emit)(point);
+        }
+    }
+
+    fn finish(mut self) {
+        self.release();
+    }
+}
+
+/// The blocks of the table of a set given in address order (as [`RangeTable::of_sorted`]
+/// builds it, without building it): what the kernel's array needs before spare room.
+pub fn table_blocks(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> u32 {
+    range::blocks(table_ranges(sorted))
+}
+
+/// The ranges of that table, padding included.
+fn table_ranges(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> u32 {
+    let mut placed = Placed::default();
+    // The chunk being counted and its ranges so far (a chunk has one range at its start).
+    let mut current = (0u32, 1u32);
+    sweep(sorted, |(position, _)| {
+        let (chunk, offset) = (
+            (position >> OFFSET_BITS) as u32,
+            position as u32 & (CHUNK - 1),
+        );
+        if chunk != current.0 {
+            placed.chunk(current.1);
+            current = (chunk, 1);
+        }
+        // A breakpoint at a chunk's start is that chunk's first range, not one more.
+        if offset != 0 {
+            current.1 += 1;
+        }
+    });
+    placed.chunk(current.1);
+    placed.ranges
+}
+
+/// The ranges of a table as its chunks are laid out, padding included.
+#[derive(Default)]
+struct Placed {
+    ranges: u32,
+}
+
+impl Placed {
+    /// Lays out a chunk of `count` ranges: one is a leaf of the direct table; more stay inside
+    /// one block.
+    fn chunk(&mut self, count: u32) {
+        if count < 2 {
+            return;
+        }
+        let room = BLOCK_RANGES - self.ranges % BLOCK_RANGES;
+        if count > room {
+            self.ranges += room;
+        }
+        self.ranges += count;
     }
 }
 
@@ -250,6 +352,13 @@ mod tests {
 
     fn check(set: &[(PrefixV4, u32)], rng: &mut Rng) {
         let table = RangeTable::build(set);
+        let mut sorted = set.to_vec();
+        sorted.sort_by_key(|(p, _)| *p);
+        assert_eq!(
+            table_ranges(sorted.into_iter()),
+            table.ranges(),
+            "counted without building, {set:?}"
+        );
         for addr in probes(set, rng) {
             assert_eq!(
                 table.lookup(addr),
@@ -291,6 +400,8 @@ mod tests {
             .collect();
         let table = RangeTable::build(&hosts);
         assert!(table.ranges() > 3 * 40_001, "padding between the chunks");
+        assert_eq!(table_ranges(hosts.iter().copied()), table.ranges());
+        assert_eq!(table_blocks(hosts.iter().copied()), table.blocks());
         for c in 1..=3u32 {
             for k in 0..20_000 {
                 assert_eq!(table.lookup((c << 16) | (2 * k)), c);

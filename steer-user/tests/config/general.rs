@@ -94,6 +94,30 @@ const CASES: &[Case] = &[
         "general.capacity.dst_v4",
         "from 1 to 16777216",
     ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nmax_memory = \"96X\"",
+        "\"96X\"",
+        "general.max_memory",
+        "unknown unit `X`",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nmax_memory = \"0\"",
+        "\"0\"",
+        "general.max_memory",
+        "no room for any set",
+    ),
+    // The smallest IPv4 set is a table of three blocks and a record of one: 1 MiB, and as
+    // much again while a reload builds it afresh.
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nmax_memory = \"1M\"",
+        "[general]",
+        "general.max_memory",
+        "the sets need 2.0 MiB of kernel memory at the peak of a reload, more than max_memory \
+         allows (IPv4 destination: 1 prefix, 1.0 MiB, and 1.0 MiB for a fresh IPv4 table",
+    ),
 ];
 
 #[test]

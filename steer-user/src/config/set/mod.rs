@@ -29,7 +29,10 @@ use super::{
     },
 };
 use crate::{
-    model::{CondTables, Direction, OrderedRule, PrefixMap},
+    model::{
+        CondTables, Direction, OrderedRule, PrefixMap,
+        footprint::{Bytes, Footprint},
+    },
     prefix::parse_prefix,
 };
 
@@ -146,6 +149,9 @@ pub(super) fn build(
     let mut sets = resolve_duplicates(cx, pending, general.duplicates);
     domain_files::add(cx, &mut sets, extra, general.duplicates);
     check_capacity(cx, &sets, general, general_span);
+    if let Some(max) = general.capacity.memory {
+        check_memory(cx, &sets, max, general_span);
+    }
     sets
 }
 
@@ -389,6 +395,54 @@ fn read_domains(cx: &mut Ctx<'_>, set: &mut PendingSet, list: &Strings) {
             Err((m, h)) => cx.err(&v.span(), field, m, h),
         }
     }
+}
+
+/// The prefix maps' kernel memory, at the peak of a reload, must fit `general.max_memory`.
+fn check_memory(cx: &mut Ctx<'_>, sets: &[Set], max: u64, general_span: &Range<usize>) {
+    let footprint = footprint(sets);
+    let peak = footprint.peak();
+    if peak <= max {
+        return;
+    }
+    let rebuild = peak - footprint.in_force();
+    let beside = if rebuild > 0 {
+        format!(
+            ", and {} for a fresh IPv4 table and record beside the old while they are rebuilt",
+            Bytes(rebuild)
+        )
+    } else {
+        String::new()
+    };
+    cx.err_value(
+        general_span,
+        "general.max_memory",
+        Bytes(max).to_string(),
+        format!(
+            "the sets need {} of kernel memory at the peak of a reload, more than max_memory \
+             allows ({}{beside})",
+            Bytes(peak),
+            footprint.breakdown()
+        ),
+        format!(
+            "raise general.max_memory to at least {}M, or shorten the lists (aggregated \
+             prefixes, fewer host routes)",
+            peak.div_ceil(1 << 20)
+        ),
+    );
+}
+
+/// The kernel memory of the sets' prefixes (ordered rules keep theirs in other maps).
+pub fn footprint(sets: &[Set]) -> Footprint {
+    let entries = sets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.conditions.is_none())
+        .flat_map(|(i, s)| {
+            s.prefixes
+                .iter()
+                .map(move |e| (PrefixMap::of(s.direction, &e.prefix), e.prefix, i as u32))
+        });
+    Footprint::of(entries)
 }
 
 /// The sets' prefixes must fit the maps they go into.

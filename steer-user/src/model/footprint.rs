@@ -1,0 +1,226 @@
+//! The kernel memory the prefix sets take, computed from their prefixes before anything is
+//! written: what `steer check` reports and what `general.max_memory` is held against.
+//!
+//! - An IPv4 map is a range table and a record (`dataplane/range_set.rs`). Both are arrays of
+//!   256 KiB blocks whose size follows from the prefixes alone: the table's ranges are counted
+//!   by the builder's own sweep ([`range::table_blocks`]), the spare room and the record's size
+//!   by the functions the writer uses. This is exact, not an estimate.
+//! - An IPv6 map is a set of kernel LPM tries: a node per prefix and inner nodes, allocated by
+//!   the kernel. That is an estimate: [`TRIE_BYTES_V6`] a prefix, measured.
+//! - A reload, or a change too big to write in place, builds a fresh IPv4 table and record
+//!   beside the live ones and frees the old after publishing: the peak holds one map twice.
+//!
+//! The values given to the sweep are the sets' own numbers; the daemon's rules can only merge
+//! neighbouring ranges, so the count here is never below what it writes.
+
+use std::fmt;
+
+use super::{
+    PrefixMap, PrefixSets,
+    range::{self, PrefixV4},
+};
+use crate::prefix::Prefix;
+
+/// Kernel memory an IPv6 prefix takes in the tries, measured with `cargo xtask bench memory`
+/// (100k IPv6 prefixes of a real-looking mix: +15.0 MB on kernel 6.18, about 150 bytes each;
+/// a trie node is a kernel allocation per prefix, plus the inner nodes the trie adds).
+pub const TRIE_BYTES_V6: u64 = 160;
+
+/// The memory of the four prefix maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    maps: [MapFootprint; PrefixMap::ALL.len()],
+}
+
+/// One prefix map's share.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapFootprint {
+    pub prefixes: usize,
+    /// Bytes in the kernel while the sets are in force.
+    pub bytes: u64,
+    /// Bytes a fresh build adds beside them until the old one is freed (IPv4: table and
+    /// record; IPv6 tries change in place).
+    pub rebuild: u64,
+}
+
+impl Footprint {
+    /// The memory of the prefix maps holding `entries`: each prefix with the map it goes into
+    /// and a number for its set (prefixes of one set share it).
+    pub fn of(entries: impl IntoIterator<Item = (PrefixMap, Prefix, u32)>) -> Footprint {
+        let mut v4: [Vec<u64>; PrefixMap::ALL.len()] = Default::default();
+        let mut footprint = Footprint::default();
+        for (map, prefix, set) in entries {
+            footprint.maps[map.index()].prefixes += 1;
+            if let Prefix::V4 { addr, len } = prefix {
+                v4[map.index()].push(steer_common::range::record_entry(addr.into(), len, set));
+            }
+        }
+        for map in PrefixMap::ALL {
+            let slot = &mut footprint.maps[map.index()];
+            if map.is_v4() {
+                let entries = &mut v4[map.index()];
+                // By address, then length: the order the sweep needs.
+                entries.sort_unstable();
+                *slot = MapFootprint::v4(entries);
+            } else {
+                slot.bytes = slot.prefixes as u64 * TRIE_BYTES_V6;
+            }
+        }
+        footprint
+    }
+
+    /// The memory of maps holding `sets`.
+    pub fn of_sets(sets: &PrefixSets) -> Footprint {
+        Footprint::of(
+            PrefixMap::ALL
+                .into_iter()
+                .flat_map(|m| sets.map(m).iter().map(move |(p, r)| (m, *p, *r))),
+        )
+    }
+
+    pub fn map(&self, map: PrefixMap) -> MapFootprint {
+        self.maps[map.index()]
+    }
+
+    /// Bytes while the sets are in force.
+    pub fn in_force(&self) -> u64 {
+        self.maps.iter().map(|m| m.bytes).sum()
+    }
+
+    /// Bytes at the peak of a reload: the sets in force and the largest fresh build beside
+    /// them (maps are rebuilt one after the other).
+    pub fn peak(&self) -> u64 {
+        self.in_force() + self.maps.iter().map(|m| m.rebuild).max().unwrap_or(0)
+    }
+
+    /// What each map that holds prefixes takes: "IPv4 destination: 1000000 prefixes,
+    /// 16.6 MiB; ...", or "no prefixes".
+    pub fn breakdown(&self) -> String {
+        let parts: Vec<String> = PrefixMap::ALL
+            .into_iter()
+            .filter(|m| self.map(*m).prefixes > 0)
+            .map(|m| {
+                let f = self.map(m);
+                let estimate = if m.is_v4() { "" } else { "about " };
+                let noun = if f.prefixes == 1 {
+                    "prefix"
+                } else {
+                    "prefixes"
+                };
+                format!(
+                    "{}: {} {noun}, {estimate}{}",
+                    m.describe(),
+                    f.prefixes,
+                    Bytes(f.bytes)
+                )
+            })
+            .collect();
+        if parts.is_empty() {
+            "no prefixes".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+impl MapFootprint {
+    /// An IPv4 map holding `sorted` (record entries, in order).
+    fn v4(sorted: &[u64]) -> MapFootprint {
+        let parts = |e: &u64| {
+            let (addr, len, set) = steer_common::range::record_parts(*e);
+            ((addr, len) as PrefixV4, set)
+        };
+        if sorted.is_empty() {
+            // The daemon writes no table for a map that never held a prefix.
+            return MapFootprint::default();
+        }
+        let table = range::table_blocks(sorted.iter().map(parts));
+        let blocks = table + range::spare_blocks(table) + range::record_blocks(sorted.len());
+        let bytes = range::block_bytes(blocks);
+        MapFootprint {
+            prefixes: sorted.len(),
+            bytes,
+            rebuild: bytes,
+        }
+    }
+}
+
+/// Bytes as a person reads them, in binary units (as `max_memory` takes them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const KIB: f64 = 1024.0;
+        let b = self.0 as f64;
+        match self.0 {
+            0..1024 => write!(f, "{} B", self.0),
+            1024..1_048_576 => write!(f, "{:.1} KiB", b / KIB),
+            1_048_576..1_073_741_824 => write!(f, "{:.1} MiB", b / (KIB * KIB)),
+            _ => write!(f, "{:.2} GiB", b / (KIB * KIB * KIB)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::model::range::RangeTable;
+
+    fn v4(a: u32, len: u8) -> Prefix {
+        Prefix::new(IpAddr::V4(Ipv4Addr::from(a)), len.into()).unwrap()
+    }
+
+    #[test]
+    fn an_ipv4_map_is_its_table_with_spare_room_and_its_record() {
+        // 40k /24s over 4 /8s, and a /8 holding some of them, in two sets.
+        let mut entries: Vec<(PrefixMap, Prefix, u32)> = (0..40_000u32)
+            .map(|i| {
+                let addr = ((i % 4 + 1) << 24) | ((i / 4) << 8);
+                (PrefixMap::DstV4, v4(addr, 24), i % 2)
+            })
+            .collect();
+        entries.push((PrefixMap::DstV4, v4(1 << 24, 8), 7));
+        let built = RangeTable::build(
+            &entries
+                .iter()
+                .map(|(_, p, set)| {
+                    let Prefix::V4 { addr, len } = p else {
+                        unreachable!()
+                    };
+                    ((u32::from(*addr), *len), *set)
+                })
+                .collect::<Vec<_>>(),
+        );
+        let f = Footprint::of(entries);
+        let dst = f.map(PrefixMap::DstV4);
+        let blocks =
+            built.blocks() + range::spare_blocks(built.blocks()) + range::record_blocks(40_001);
+        assert_eq!(dst.prefixes, 40_001);
+        assert_eq!(dst.bytes, range::block_bytes(blocks));
+        assert_eq!(f.in_force(), dst.bytes, "no other map holds anything");
+        assert_eq!(
+            f.peak(),
+            2 * dst.bytes,
+            "a reload builds the table beside the old"
+        );
+    }
+
+    #[test]
+    fn ipv6_prefixes_count_by_the_measured_node_cost_and_change_in_place() {
+        let p = Prefix::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128).unwrap();
+        let f = Footprint::of([(PrefixMap::SrcV6, p, 0), (PrefixMap::DstV6, p, 1)]);
+        assert_eq!(f.in_force(), 2 * TRIE_BYTES_V6);
+        assert_eq!(f.peak(), f.in_force());
+        assert_eq!(Footprint::of([]).peak(), 0);
+    }
+
+    #[test]
+    fn bytes_read_in_binary_units() {
+        assert_eq!(Bytes(512).to_string(), "512 B");
+        assert_eq!(Bytes(3 << 19).to_string(), "1.5 MiB");
+        assert_eq!(Bytes(96 << 20).to_string(), "96.0 MiB");
+    }
+}

@@ -1,0 +1,165 @@
+//! `general.max_memory` with the real daemon in the namespace lab: sets whose kernel memory
+//! would not fit are refused — at start, at a reload (the list path and the full path) and by a
+//! runtime `steer set add` — with the numbers, and the sets in force stay as they were, read
+//! back from the pinned maps. Raising the limit lets the same list in.
+
+use std::collections::BTreeSet;
+
+use steer::{
+    dataplane::Maps,
+    model::{Direction, PrefixMap},
+    prefix::Prefix,
+};
+use steer_tests::{
+    daemon::{Daemon, Workdir, steer_in},
+    lab::Lab,
+    scenario::lab_wans,
+};
+
+/// One list-only set `big` on wan2, under `max_memory`.
+fn config(work: &Workdir, max_memory: &str) -> String {
+    format!(
+        r#"
+[general]
+lan = ["lan0"]
+max_memory = "{max_memory}"
+{pins}
+{wans}
+[[policy]]
+name = "wan2-first"
+members = [{{ wan = "wan2", metric = 1 }}, {{ wan = "wan1", metric = 2 }}]
+
+[[set]]
+name = "big"
+policy = "wan2-first"
+files = ["lists/big.txt"]
+{control}"#,
+        pins = work.private_paths(),
+        wans = lab_wans("targets = [\"192.0.2.1\"]", "targets = [\"192.0.2.2\"]"),
+        control = work.control_section()
+    )
+}
+
+/// 2,000 /24s: a table of three blocks with one spare and a record of one, 1.25 MiB, twice
+/// that at a reload's peak.
+fn small_list() -> String {
+    (0..2000u32)
+        .map(|i| format!("10.{}.{}.0/24\n", i / 256, i % 256))
+        .collect()
+}
+
+/// 40,000 host routes a free address apart (none merge): 80,000 ranges, a record of two
+/// blocks: 1.75 MiB, 3.5 MiB at the peak.
+fn host_routes(first_octet: u8) -> String {
+    (0..40_000u32)
+        .map(|i| {
+            let a = 2 * i;
+            format!("{first_octet}.{}.{}.{}\n", a >> 16, (a >> 8) & 255, a & 255)
+        })
+        .collect()
+}
+
+fn kernel(work: &Workdir) -> BTreeSet<Prefix> {
+    let maps = Maps::from_pins(&work.pin_dir).expect("pinned maps");
+    maps.prefixes(PrefixMap::DstV4)
+        .expect("read map")
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// The prefix the kernel's set matches for `addr`, if any.
+fn matched(work: &Workdir, addr: &str) -> Option<Prefix> {
+    let maps = Maps::from_pins(&work.pin_dir).expect("pinned maps");
+    let hits = maps
+        .containing(Direction::Dst, addr.parse().unwrap())
+        .unwrap();
+    hits.first().map(|(p, _)| *p)
+}
+
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+}
+
+fn assert_refused_with_numbers(err: &str) {
+    assert!(err.contains("general.max_memory"), "{err}");
+    assert!(err.contains("3.0 MiB"), "the limit: {err}");
+    assert!(err.contains("3.5 MiB"), "what the sets need: {err}");
+    assert!(
+        err.contains("IPv4 destination: 40000 prefixes, 1.8 MiB"),
+        "the share of each map: {err}"
+    );
+}
+
+#[test]
+fn sets_over_max_memory_are_refused_at_reload_and_by_set_add_and_the_old_sets_stay() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("mem-reload");
+    work.write("lists/big.txt", &small_list());
+    work.write("steer.toml", &config(&work, "3M"));
+    let _daemon = Daemon::start(&lab.router, &work);
+    let before = kernel(&work);
+    assert_eq!(before.len(), 2000);
+    let old = steer::prefix::parse_prefix("10.1.2.0/24", false).unwrap();
+    assert_eq!(matched(&work, "10.1.2.3"), Some(old));
+
+    // The list alone changed: the list path, refused before a write.
+    work.write("lists/big.txt", &host_routes(10));
+    settle();
+    let (ok, _, err) = work.steer(&["reload"]);
+    assert!(!ok, "an over-budget list must be refused");
+    assert_refused_with_numbers(&err);
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(kernel(&work), before, "nothing of the list was loaded");
+    assert_eq!(matched(&work, "10.1.2.3"), Some(old), "the old set answers");
+
+    // The configuration changed too: the full path refuses it where the limit is written.
+    work.write("steer.toml", &format!("# edited\n{}", config(&work, "3M")));
+    settle();
+    let (ok, _, err) = work.steer(&["reload"]);
+    assert!(!ok);
+    assert_refused_with_numbers(&err);
+    assert!(err.contains("steer.toml:"), "located in the file: {err}");
+    assert_eq!(kernel(&work), before);
+
+    // A runtime edit that would not fit is refused the same way.
+    work.write("lists/big.txt", &small_list());
+    work.write("steer.toml", &config(&work, "3M"));
+    settle();
+    work.steer_ok(&["reload"]);
+    let extra = work.write("extra.txt", &host_routes(11));
+    let extra = extra.to_str().unwrap();
+    let (ok, _, err) = work.steer(&["set", "big", "add", "--file", extra]);
+    assert!(!ok, "an over-budget runtime edit must be refused");
+    assert!(err.contains("general.max_memory"), "{err}");
+    assert_eq!(kernel(&work), before, "nothing of the edit was loaded");
+
+    // Room for it: the same list goes in.
+    work.write("lists/big.txt", &host_routes(10));
+    work.write("steer.toml", &config(&work, "4M"));
+    settle();
+    work.steer_ok(&["reload"]);
+    assert_eq!(kernel(&work).len(), 40_000);
+    assert_eq!(matched(&work, "10.1.2.3"), None);
+    assert!(matched(&work, "10.0.0.2").is_some());
+}
+
+#[test]
+fn a_daemon_whose_sets_do_not_fit_does_not_start_and_loads_nothing() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("mem-start");
+    work.write("lists/big.txt", &host_routes(10));
+    work.write("steer.toml", &config(&work, "3M"));
+    let mut daemon = Daemon::spawn(&work, steer_in(&lab.router));
+    let status = daemon
+        .wait_exit(std::time::Duration::from_secs(20))
+        .expect("steer run refuses and exits");
+    assert!(!status.success());
+    assert_refused_with_numbers(&daemon.log_text());
+    assert!(
+        Maps::from_pins(&work.pin_dir).is_err(),
+        "no map was pinned: nothing was loaded"
+    );
+}
