@@ -89,6 +89,9 @@ pub struct Status {
     pub wans: Vec<WanStatus>,
     pub policies: Vec<PolicyStatus>,
     pub sets: Vec<SetStatus>,
+    /// The kernel memory the prefix sets take now, and `general.max_memory`.
+    #[serde(default)]
+    pub set_memory: SetMemory,
     pub routing: RoutingStatus,
     pub last_failover: Option<LastFailover>,
     pub last_apply: Option<LastApply>,
@@ -282,6 +285,14 @@ pub struct ShareStatus {
     pub measured_percent: f64,
 }
 
+/// The prefix maps' kernel memory: the IPv4 range tables and records as allocated, the IPv6
+/// tries by the estimate `steer check` uses (`model::footprint`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetMemory {
+    pub bytes: u64,
+    pub max_memory: Option<u64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetStatus {
     pub name: String,
@@ -415,6 +426,10 @@ mod tests {
                 packets: 0,
                 bytes: 0,
             }],
+            set_memory: SetMemory {
+                bytes: 1 << 20,
+                max_memory: Some(64 << 20),
+            },
             routing: RoutingStatus::default(),
             last_failover: None,
             last_apply: Some(LastApply {
@@ -431,6 +446,7 @@ mod tests {
         assert_eq!(json["wans"][0]["mark"], "0x100");
         assert_eq!(json["wans"][0]["state"], "up");
         assert_eq!(json["sets"][0]["match"], "dst");
+        assert_eq!(json["set_memory"]["max_memory"], 64 << 20);
         assert_eq!(json["last_apply"]["changes"][0]["severity"], "warning");
         assert_eq!(json["failover_times"]["switch"]["count"], 0);
         assert_eq!(serde_json::from_value::<Status>(json).unwrap(), status);

@@ -77,6 +77,25 @@ fn matched(work: &Workdir, addr: &str) -> Option<Prefix> {
     hits.first().map(|(p, _)| *p)
 }
 
+/// What `steer status` says the sets take in the kernel, against what `steer check` computes
+/// for the configuration: the same bytes (the arrays are sized by the functions the check
+/// uses).
+fn assert_status_memory_is_the_checked_one(work: &Workdir) {
+    let status: serde_json::Value =
+        serde_json::from_str(&work.steer_ok(&["status", "--json"])).expect("status json");
+    let held = status["set_memory"]["bytes"]
+        .as_u64()
+        .expect("set_memory.bytes");
+    let config = steer::config::load(&work.config()).expect("the running configuration");
+    let computed = config.set_footprint().in_force();
+    assert_eq!(held, computed, "status against check");
+    let shown = work.steer_ok(&["status"]);
+    assert!(
+        shown.contains("kernel memory of the sets: ") && shown.contains("(max_memory "),
+        "{shown}"
+    );
+}
+
 fn settle() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
 }
@@ -103,6 +122,7 @@ fn sets_over_max_memory_are_refused_at_reload_and_by_set_add_and_the_old_sets_st
     assert_eq!(before.len(), 2000);
     let old = steer::prefix::parse_prefix("10.1.2.0/24", false).unwrap();
     assert_eq!(matched(&work, "10.1.2.3"), Some(old));
+    assert_status_memory_is_the_checked_one(&work);
 
     // The list alone changed: the list path, refused before a write.
     work.write("lists/big.txt", &host_routes(10));
@@ -141,6 +161,7 @@ fn sets_over_max_memory_are_refused_at_reload_and_by_set_add_and_the_old_sets_st
     settle();
     work.steer_ok(&["reload"]);
     assert_eq!(kernel(&work).len(), 40_000);
+    assert_status_memory_is_the_checked_one(&work);
     assert_eq!(matched(&work, "10.1.2.3"), None);
     assert!(matched(&work, "10.0.0.2").is_some());
 }

@@ -23,6 +23,7 @@ use crate::{
     control::{self, Request, WanMode},
     controller::{self, TeardownError},
     dataplane,
+    model::footprint::Bytes,
     status::{ReportLine, Status},
 };
 use output::{out, outln};
@@ -487,7 +488,6 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
 
 /// The prefix sets' kernel memory, against `max_memory` when one is set.
 fn memory_line(c: &config::Config) -> String {
-    use crate::model::footprint::Bytes;
     let f = c.set_footprint();
     let limit = c
         .general
@@ -712,6 +712,14 @@ fn render_status(s: &Status) -> String {
             r.packets
         );
     }
+    let _ = writeln!(
+        out,
+        "kernel memory of the sets: {}{}",
+        Bytes(s.set_memory.bytes),
+        s.set_memory
+            .max_memory
+            .map_or(String::new(), |m| format!(" (max_memory {})", Bytes(m)))
+    );
     out.push_str(&vrrp::render(&s.vrrp));
     let _ = writeln!(out, "\nrouting (desired vs actual)");
     for item in &s.routing.items {

@@ -1348,6 +1348,7 @@ impl Controller {
                 })
                 .collect(),
             sets,
+            set_memory: self.set_memory(),
             routing: self.routing.status(&self.desired_routing()).await,
             last_failover: self.last_failover.as_ref().map(|(at, r)| LastFailover {
                 seconds_ago: at.elapsed().as_secs(),
@@ -1362,6 +1363,17 @@ impl Controller {
             failover_times: self.failover_times.clone(),
             standbys: self.standbys.describe(),
             standbys_missing: self.standbys.uncovered.clone(),
+        }
+    }
+
+    /// The prefix maps' kernel memory now.
+    fn set_memory(&self) -> crate::status::SetMemory {
+        use crate::model::{PrefixMap, footprint::TRIE_BYTES_V6};
+        let held = self.dp.prefixes();
+        let v6 = held.map(PrefixMap::DstV6).len() + held.map(PrefixMap::SrcV6).len();
+        crate::status::SetMemory {
+            bytes: self.dp.maps().range_set_bytes() + v6 as u64 * TRIE_BYTES_V6,
+            max_memory: self.config.general.capacity.memory,
         }
     }
 

@@ -414,6 +414,12 @@ impl Maps {
         })
     }
 
+    /// Bytes of the IPv4 sets' range tables and records in the kernel (those this handle
+    /// wrote).
+    pub fn range_set_bytes(&self) -> u64 {
+        self.dst_v4.kernel_bytes() + self.src_v4.kernel_bytes()
+    }
+
     fn ranges_v4(&self, dir: Direction) -> &RangeSet {
         match dir {
             Direction::Dst => &self.dst_v4,

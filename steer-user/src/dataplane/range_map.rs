@@ -154,6 +154,11 @@ impl KernelRecord {
         Ok(record)
     }
 
+    /// `u64` elements of the record's array, spare room included.
+    pub fn elements(&self) -> usize {
+        self.blocks.mapping.elements()
+    }
+
     /// Whether `entries` fit.
     pub fn fits(&self, entries: usize) -> bool {
         range::RECORD_HEADER + entries <= self.blocks.mapping.elements()

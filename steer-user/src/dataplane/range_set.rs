@@ -367,6 +367,13 @@ impl RangeSet {
         Ok(())
     }
 
+    /// Bytes of the table and the record this handle wrote (spare room included).
+    pub fn kernel_bytes(&self) -> u64 {
+        let table = self.table.as_ref().map_or(0, KernelTable::elements);
+        let record = self.record.as_ref().map_or(0, KernelRecord::elements);
+        (table + record) as u64 * 8
+    }
+
     /// Builds the table afresh from the entries and publishes it.
     fn build_table(&mut self) -> Result<()> {
         if std::mem::take(&mut self.fail_next_table) {
