@@ -13,7 +13,7 @@
 //!   reload, a balancing slot that moves, a learned address that expires.
 //!
 //! Bits outside the mark mask keep their value in both marks (nftables can only combine a
-//! register with constants, so there is one rule per WAN). When a WAN goes down the entries
+//! register with constants, so each WAN has a chain of its own, reached by one map lookup). When a WAN goes down the entries
 //! with its mark are deleted through ctnetlink ([`netlink`]), so those flows start over on the
 //! WAN that carries them now; a policy that moves flows back on recovery has the entries of its
 //! flows deleted one by one.

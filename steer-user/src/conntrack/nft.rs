@@ -26,31 +26,52 @@ pub fn ruleset(mask: u32, wans: &[MarkedWan], lan: &[String]) -> String {
 }
 
 /// [`ruleset`] with more chains of other parts of steer (snoop mode's) in the same table.
+///
+/// Every packet crosses this hook, so it takes few rules whatever the number of WANs: one
+/// branch on the connection's state, then one map lookup to the WAN's chain (a connection from
+/// a WAN by its input interface, then one from the LAN by its packet mark: when both match,
+/// the mark wins, as it is written last). A WAN's chain writes its mark under the mask; its
+/// name carries the mark, so chains stay unique.
 pub fn ruleset_with(mask: u32, wans: &[MarkedWan], lan: &[String], extra: &str) -> String {
     let keep = !mask;
-    let mut rules = String::new();
+    let mut chains = String::new();
+    let mut by_interface = Vec::new();
+    let mut by_mark = Vec::new();
     for w in wans {
         let (iface, mark) = (quoted(&w.interface), w.mark);
-        rules.push_str(&format!(
-            "\t\tct state new iifname {iface} ct mark set ct mark and {keep:#x} or {mark:#x}\n"
-        ));
-        rules.push_str(&format!(
-            "\t\tct state new meta mark and {mask:#x} == {mark:#x} ct mark set ct mark and {keep:#x} or {mark:#x}\n"
+        by_interface.push(format!("{iface} : jump connection_{mark:#x}"));
+        by_mark.push(format!("{mark:#x} : jump connection_{mark:#x}"));
+        chains.push_str(&format!(
+            "\tchain connection_{mark:#x} {{\n\t\tct mark set ct mark and {keep:#x} or {mark:#x}\n\t}}\n\
+             \tchain restore_{mark:#x} {{\n\t\tmeta mark set meta mark and {keep:#x} or {mark:#x}\n\t}}\n"
         ));
     }
-    if !lan.is_empty() {
-        let lan: Vec<String> = lan.iter().map(|l| quoted(l)).collect();
-        let lan = lan.join(", ");
-        for w in wans {
+    let mut rules = String::new();
+    if !wans.is_empty() {
+        rules.push_str("\t\tct state new jump new_connection\n");
+        if !lan.is_empty() {
+            let lan: Vec<String> = lan.iter().map(|l| quoted(l)).collect();
+            let restore: Vec<String> = wans
+                .iter()
+                .map(|w| format!("{mark:#x} : jump restore_{mark:#x}", mark = w.mark))
+                .collect();
             rules.push_str(&format!(
-                "\t\tiifname {{ {lan} }} ct state established,related ct mark and {mask:#x} == {mark:#x} meta mark set meta mark and {keep:#x} or {mark:#x}\n",
-                mark = w.mark
+                "\t\tct state established,related iifname {{ {} }} ct mark and {mask:#x} vmap {{ {} }}\n",
+                lan.join(", "),
+                restore.join(", ")
             ));
         }
+        chains.push_str(&format!(
+            "\tchain new_connection {{\n\
+             \t\tiifname vmap {{ {} }}\n\
+             \t\tmeta mark and {mask:#x} vmap {{ {} }}\n\t}}\n",
+            by_interface.join(", "),
+            by_mark.join(", ")
+        ));
     }
     format!(
         "table inet {NFT_TABLE} {{\n\tchain mark_connections {{\n\
-         \t\ttype filter hook prerouting priority mangle + 10; policy accept;\n{rules}\t}}\n{extra}}}\n"
+         \t\ttype filter hook prerouting priority mangle + 10; policy accept;\n{rules}\t}}\n{chains}{extra}}}\n"
     )
 }
 
@@ -172,10 +193,12 @@ mod tests {
         ];
         let r = ruleset(0xff00, &wans, &["br-lan".into(), "lan2".into()]);
         for line in [
-            "ct state new meta mark and 0xff00 == 0x100 ct mark set ct mark and 0xffff00ff or 0x100",
-            "ct state new meta mark and 0xff00 == 0x200 ct mark set ct mark and 0xffff00ff or 0x200",
-            "ct state new iifname \"wwan0\" ct mark set ct mark and 0xffff00ff or 0x200",
-            "iifname { \"br-lan\", \"lan2\" } ct state established,related ct mark and 0xff00 == 0x100 meta mark set meta mark and 0xffff00ff or 0x100",
+            "ct state new jump new_connection",
+            "ct state established,related iifname { \"br-lan\", \"lan2\" } ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
+            "iifname vmap { \"eth1\" : jump connection_0x100, \"wwan0\" : jump connection_0x200 }",
+            "meta mark and 0xff00 vmap { 0x100 : jump connection_0x100, 0x200 : jump connection_0x200 }",
+            "chain connection_0x200 {\n\t\tct mark set ct mark and 0xffff00ff or 0x200",
+            "chain restore_0x100 {\n\t\tmeta mark set meta mark and 0xffff00ff or 0x100",
         ] {
             assert!(r.contains(line), "missing `{line}` in\n{r}");
         }
