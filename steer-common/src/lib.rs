@@ -403,6 +403,13 @@ pub mod settings_flags {
     /// There are ordered rules (sets with conditions): without it the classifier skips them.
     /// Set before the first bank that holds one goes live, cleared after the last one left.
     pub const HAS_COND: u32 = 8;
+    /// There are IPv4 hosts learned from DNS answers (`LEARNED_V4`): without it the classifier
+    /// skips their lookup. The DNS learner sets it before the first learned host of the family
+    /// is written and clears it only after the last one was removed, so no lookup is ever
+    /// skipped that could match.
+    pub const HAS_LEARNED_V4: u32 = 16;
+    /// The same for IPv6 learned hosts (`LEARNED_V6`).
+    pub const HAS_LEARNED_V6: u32 = 32;
 }
 
 /// The ordered rules: sets with conditions (protocol, ports, source MAC, input interface,

@@ -23,7 +23,8 @@ use crate::{
 
 /// The rule of a parsed packet (`LOCAL_RULE` for a local destination), or `None` when it is
 /// not an IP packet the classifier can read. `flags` are `Settings::flags`: source lookups run
-/// only when there are source prefixes, the ordered rules only when there are some.
+/// only when there are source prefixes, learned-host lookups only when hosts of the family are
+/// learned, the ordered rules only when there are some.
 #[inline(always)]
 pub fn rule_of(parsed: &Parsed, input: &Input, flags: u32) -> Option<u32> {
     match parsed.kind {
@@ -47,7 +48,7 @@ fn rule_v4(parsed: &Parsed, input: &Input, flags: u32) -> u32 {
         Ranges(&DST_V4),
         (parsed.src_v4(), parsed.dst_v4()),
         flags,
-        settings_flags::HAS_SRC_V4,
+        (settings_flags::HAS_SRC_V4, settings_flags::HAS_LEARNED_V4),
     )
 }
 
@@ -62,7 +63,7 @@ fn rule_v6(parsed: &Parsed, input: &Input, flags: u32) -> u32 {
         Split(&DST_V6, &DST_V6_SHORT),
         (parsed.src, parsed.dst),
         flags,
-        settings_flags::HAS_SRC_V6,
+        (settings_flags::HAS_SRC_V6, settings_flags::HAS_LEARNED_V6),
     )
 }
 
@@ -189,7 +190,7 @@ fn rule<A: Address>(
     by_dst: impl PrefixSet<A>,
     (src, dst): (A, A),
     flags: u32,
-    has_src: u32,
+    (has_src, has_learned): (u32, u32),
 ) -> u32 {
     // One key for every lookup of the destination: the hash lookup reads its address part,
     // so the learned hosts cost no stack of their own (the XDP program is near the limit).
@@ -209,12 +210,15 @@ fn rule<A: Address>(
         return rule;
     }
     // A learned host is more specific than any prefix: it comes before the destination tries.
-    // SAFETY: the addresses are byte arrays (alignment 1, asserted above), so a reference to
-    // the key's address part is aligned although the key is packed.
-    let dst_addr: &A = unsafe { &*core::ptr::addr_of!(dst_key.data) };
-    if let Some(hit) = learned.get_ptr(dst_addr) {
-        // SAFETY: the map returned a pointer to a live value; one u32 is copied out at once.
-        return unsafe { (*hit).rule };
+    // The hash is probed only while hosts of the family are learned.
+    if flags & has_learned != 0 {
+        // SAFETY: the addresses are byte arrays (alignment 1, asserted above), so a reference
+        // to the key's address part is aligned although the key is packed.
+        let dst_addr: &A = unsafe { &*core::ptr::addr_of!(dst_key.data) };
+        if let Some(hit) = learned.get_ptr(dst_addr) {
+            // SAFETY: the map returned a pointer to a live value; one u32 is copied out at once.
+            return unsafe { (*hit).rule };
+        }
     }
     by_dst.lookup(&dst_key, dst).unwrap_or(DEFAULT_RULE)
 }

@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use steer::dns::wire::{self, rtype};
+use steer::{
+    dataplane::learned::LearnedMaps,
+    dns::wire::{self, rtype},
+};
 use steer_tests::{
     dns::{
         DnsScenario, Dnsmasq, FORWARDER, FirstPackets, UPSTREAM, addresses, ask, dig, exchange,
@@ -421,11 +424,24 @@ fn learned_hosts_survive_kill9_a_reload_removes_its_domains_and_stop_removes_all
     }
     let before = t.learned();
     assert_eq!(before.len(), 4);
+    // The classifier looks up learned IPv4 hosts, and no IPv6 ones: none was learned.
+    let lookups = || {
+        LearnedMaps::from_pins(&t.s.work.pin_dir)
+            .and_then(|m| m.lookups())
+            .expect("the pinned settings")
+    };
+    assert_eq!(lookups(), [true, false]);
     t.s.daemon.kill9();
     // The pins keep them, with their expiries, while no daemon runs...
     let during = t.learned();
-    // ...and a new daemon adopts them as they are.
+    // ...with their flag switched off behind its back (as a daemon from before the flag left
+    // it)...
+    LearnedMaps::from_pins(&t.s.work.pin_dir)
+        .and_then(|mut m| m.set_lookups([false, false]))
+        .expect("the pinned settings");
+    // ...and a new daemon adopts them as they are, looking up the families the maps hold.
     t.s.daemon = steer_tests::daemon::Daemon::start(&lab.router, &t.s.work);
+    assert_eq!(lookups(), [true, false]);
     let after = t.learned();
     for (addr, e) in &before {
         for (when, map) in [("while down", &during), ("after the restart", &after)] {
@@ -465,6 +481,27 @@ fn learned_hosts_survive_kill9_a_reload_removes_its_domains_and_stop_removes_all
     assert_eq!(reloaded.len(), 2, "{reloaded:?}");
     assert!(reloaded.values().all(|e| e["set"] == "video"));
     assert_eq!(t.counter("removed"), 2);
+    // The reload wrote the settings (its own flags): the learned hosts' flag stays, and a
+    // host left is still steered.
+    assert_eq!(lookups(), [true, false]);
+    lab.client.enter(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(&8u64.to_be_bytes(), (host_v4(258), 9998))
+            .unwrap();
+    });
+    assert_eq!(
+        rx.wait(2, Duration::from_secs(3)).get(&8),
+        Some(&Some(Wan::Two))
+    );
+    // A reload that drops the last domain removes the last host, and the flag with it.
+    let config = std::fs::read_to_string(t.s.work.config()).unwrap();
+    t.s.work.write(
+        "steer.toml",
+        &config.replace("\"Fresh.Example.\"", "\"stale.example\""),
+    );
+    t.s.steer(&["reload"]);
+    assert!(t.learned().is_empty());
+    assert_eq!(lookups(), [false, false]);
 
     // `steer stop` removes everything.
     t.s.work.stop_in(&lab.router);

@@ -12,6 +12,12 @@
 //!
 //! A kernel write comes first and the table follows only when it succeeded, so the two never
 //! disagree; a failed write is counted and logged once, and the answer still goes out.
+//!
+//! The classifier probes the learned hosts of a family only while its settings flag says there
+//! are some (`HAS_LEARNED_V4`/`V6`). The learner keeps that flag as the table's desired state
+//! (`lookups`): the families the table holds, and the one of a host about to be written. So
+//! the flag goes on before the first host of a family lands and off only after the last one
+//! left; at start it follows what the maps were found holding (hosts outlive the daemon).
 
 use std::{
     collections::BTreeMap,
@@ -28,7 +34,10 @@ use steer_common::NO_RULE;
 use super::Controller;
 use crate::{
     config::{Config, Dns},
-    dataplane::learned::{self, LearnedMaps, boottime_secs},
+    dataplane::{
+        DataplaneError,
+        learned::{self, LearnedMaps, boottime_secs},
+    },
     dns::{
         Learn, Outcome,
         answer::Learnable,
@@ -56,6 +65,12 @@ struct Inner {
     table: Table,
     /// `None` only when the dataplane had none to give (it always has).
     maps: Option<LearnedMaps>,
+    /// The classifier's lookups of learned hosts (IPv4, IPv6) as this learner last wrote them;
+    /// `None` until a write succeeded (the next [`lookups`] writes them).
+    lookups: Option<[bool; 2]>,
+    /// Reading the maps back at start failed: they may hold hosts the table does not know, so
+    /// the lookups stay on.
+    unread: bool,
     rebind: Rebind,
 }
 
@@ -75,10 +90,13 @@ fn capacity_of(dns: Option<&Dns>) -> [usize; 2] {
 
 impl Learner {
     /// Takes the maps and reads back what they hold (entries an earlier daemon learned keep
-    /// their expiry). Returns the learner and how many entries it found.
+    /// their expiry), and switches the classifier's lookups of learned hosts to the families
+    /// found there (whatever the settings said: a daemon may have stopped between a removal
+    /// and the flag). Returns the learner and how many entries it found.
     pub fn new(maps: Option<LearnedMaps>) -> (Learner, usize) {
         let mut table = Table::new(clamp_of(None), capacity_of(None));
         let mut found = 0;
+        let mut unread = false;
         if let Some(m) = &maps {
             match m.entries() {
                 Ok(entries) => {
@@ -95,18 +113,27 @@ impl Learner {
                         );
                     }
                 }
-                Err(e) => log::error!("reading the learned hosts back failed: {e}"),
+                Err(e) => {
+                    log::error!("reading the learned hosts back failed: {e}");
+                    unread = true;
+                }
             }
         }
+        let mut inner = Inner {
+            table,
+            maps,
+            lookups: None,
+            unread,
+            rebind: Rebind {
+                enabled: true,
+                ..Rebind::default()
+            },
+        };
+        if let Err(e) = lookups(&mut inner, None) {
+            log::error!("switching the lookups of learned hosts failed: {e}; retried later");
+        }
         let learner = Learner {
-            inner: Mutex::new(Inner {
-                table,
-                maps,
-                rebind: Rebind {
-                    enabled: true,
-                    ..Rebind::default()
-                },
-            }),
+            inner: Mutex::new(inner),
             matcher: RwLock::new(Arc::new(Matcher::default())),
             stats: Arc::new(Stats::default()),
             warned_insert: AtomicBool::new(false),
@@ -245,7 +272,34 @@ impl Learner {
     }
 }
 
-/// Removes `addrs` from the kernel, then from the table; returns how many went.
+/// The lookups of learned hosts (IPv4, IPv6) the classifier needs: the families the table
+/// holds, and `adding`'s (a host about to be written). The kernel holds no host the table does
+/// not, under the lock (a host leaves the kernel before the table and enters the table after
+/// the kernel), but when the maps could not be read back.
+fn wanted_lookups(inner: &Inner, adding: Option<IpAddr>) -> [bool; 2] {
+    let mut want = inner.table.counts().map(|n| n > 0 || inner.unread);
+    if let Some(addr) = adding {
+        want[usize::from(addr.is_ipv6())] = true;
+    }
+    want
+}
+
+/// Brings the classifier's lookups of learned hosts to [`wanted_lookups`]: before a host is
+/// written (`adding`), after hosts were removed, and at start.
+fn lookups(inner: &mut Inner, adding: Option<IpAddr>) -> Result<(), DataplaneError> {
+    let want = wanted_lookups(inner, adding);
+    if inner.lookups == Some(want) {
+        return Ok(());
+    }
+    if let Some(m) = inner.maps.as_mut() {
+        m.set_lookups(want)?;
+    }
+    inner.lookups = Some(want);
+    Ok(())
+}
+
+/// Removes `addrs` from the kernel, then from the table, then switches off the lookups of a
+/// family left without hosts; returns how many went.
 fn remove(inner: &mut Inner, addrs: &[IpAddr]) -> usize {
     let mut n = 0;
     for addr in addrs {
@@ -261,14 +315,24 @@ fn remove(inner: &mut Inner, addrs: &[IpAddr]) -> usize {
             Err(e) => log::error!("removing learned host {addr} failed: {e}; retried later"),
         }
     }
+    if n > 0
+        && let Err(e) = lookups(inner, None)
+    {
+        log::error!("switching off the lookups of learned hosts failed: {e}; retried later");
+    }
     n
 }
 
-/// Writes `entry` into the kernel, then records it.
+/// Switches on the lookups of `addr`'s family, writes `entry` into the kernel, then records it.
 fn write(inner: &mut Inner, addr: IpAddr, entry: Entry) -> Result<(), String> {
+    lookups(inner, Some(addr)).map_err(|e| e.to_string())?;
     let value = learned::entry(entry.rule, entry.also_rule, entry.expires, &entry.name);
-    if let Some(m) = inner.maps.as_mut() {
-        m.insert(addr, &value).map_err(|e| e.to_string())?;
+    if let Some(m) = inner.maps.as_mut()
+        && let Err(e) = m.insert(addr, &value)
+    {
+        // Not written: the family's lookup goes off again if it has no other host.
+        let _ = lookups(inner, None);
+        return Err(e.to_string());
     }
     inner.table.commit(addr, entry);
     Ok(())
@@ -429,5 +493,50 @@ impl Controller {
                  snooped answers pass unlearned"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inner(unread: bool) -> Inner {
+        Inner {
+            table: Table::new(clamp_of(None), capacity_of(None)),
+            maps: None,
+            lookups: None,
+            unread,
+            rebind: Rebind::default(),
+        }
+    }
+
+    fn host(name: &str) -> Entry {
+        Entry {
+            rule: 2,
+            also_rule: None,
+            expires: 100,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn lookups_follow_the_families_held_and_the_host_being_written() {
+        let (v4, v6): (IpAddr, IpAddr) = (
+            "198.51.100.7".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+        );
+        let mut i = inner(false);
+        assert_eq!(wanted_lookups(&i, None), [false, false]);
+        assert_eq!(wanted_lookups(&i, Some(v6)), [false, true]);
+        write(&mut i, v4, host("a.video.example")).unwrap();
+        assert_eq!(i.lookups, Some([true, false]));
+        write(&mut i, v6, host("b.video.example")).unwrap();
+        assert_eq!(i.lookups, Some([true, true]));
+        assert_eq!(remove(&mut i, &[v6]), 1);
+        assert_eq!(i.lookups, Some([true, false]));
+        assert_eq!(remove(&mut i, &[v4]), 1);
+        assert_eq!(i.lookups, Some([false, false]));
+        // Maps that could not be read back may hold hosts the table does not know.
+        assert_eq!(wanted_lookups(&inner(true), None), [true, true]);
     }
 }

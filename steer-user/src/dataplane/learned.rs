@@ -3,6 +3,11 @@
 //! (seconds of `CLOCK_BOOTTIME`, so a restarted daemon reads it back) and the name it was
 //! learned for. Typed element access only: what to write and when is the controller's
 //! business (`controller::dns`), which is their only writer.
+//!
+//! The handle also switches the classifier's lookups of learned hosts (`HAS_LEARNED_V4` and
+//! `HAS_LEARNED_V6` of the settings, [`LearnedMaps::set_lookups`]): without a host of a family
+//! the classifier skips the hash probe. The controller keeps the order: on before the first
+//! host of a family is written, off only after the last one was removed.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -14,15 +19,22 @@ use aya::{
     maps::{HashMap, Map, MapData, MapError},
 };
 
-use super::maps::{map_err, open_pin};
-use steer_common::{LEARNED_NAME_LEN, Learned, NO_RULE, map_names};
+use super::maps::{SettingsWord, map_err, open_pin, take_as};
+use steer_common::{LEARNED_NAME_LEN, Learned, NO_RULE, map_names, settings_flags};
 
 use super::{Dataplane, DataplaneError};
 
-/// Handles on `LEARNED_V4` and `LEARNED_V6`.
+/// The settings flags of the learned hosts, by family (IPv4, IPv6).
+const LOOKUP_FLAGS: [u32; 2] = [
+    settings_flags::HAS_LEARNED_V4,
+    settings_flags::HAS_LEARNED_V6,
+];
+
+/// Handles on `LEARNED_V4` and `LEARNED_V6`, and on the settings word for their flags.
 pub struct LearnedMaps {
     v4: HashMap<MapData, [u8; 4], Learned>,
     v6: HashMap<MapData, [u8; 16], Learned>,
+    settings: SettingsWord,
 }
 
 impl std::fmt::Debug for LearnedMaps {
@@ -39,25 +51,52 @@ fn name_of(addr: &IpAddr) -> &'static str {
 }
 
 impl LearnedMaps {
-    /// Takes the maps out of a loaded object.
-    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
-        Self::build(|name| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name)))
+    /// Takes the maps out of a loaded object; `settings` is the word the object's [`super::Maps`]
+    /// writes too.
+    pub(super) fn from_ebpf(
+        ebpf: &mut Ebpf,
+        settings: SettingsWord,
+    ) -> Result<Self, DataplaneError> {
+        Self::build(
+            |name| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name)),
+            settings,
+        )
     }
 
     /// Opens the maps pinned under the pin directory `root` (readers: `steer dump dns`,
     /// `steer explain`).
     pub fn from_pins(root: &Path) -> Result<Self, DataplaneError> {
-        Self::build(|name| open_pin(root, name))
+        let mut take = |name| open_pin(root, name);
+        let settings = SettingsWord::new(take_as(&mut take, map_names::SETTINGS)?);
+        Self::build(take, settings)
     }
 
     fn build(
         mut take: impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+        settings: SettingsWord,
     ) -> Result<Self, DataplaneError> {
         let (n4, n6) = (map_names::LEARNED_V4, map_names::LEARNED_V6);
         Ok(LearnedMaps {
             v4: take(n4)?.try_into().map_err(map_err(n4, "open"))?,
             v6: take(n6)?.try_into().map_err(map_err(n6, "open"))?,
+            settings,
         })
+    }
+
+    /// Whether the classifier looks up learned hosts, by family (IPv4, IPv6).
+    pub fn lookups(&self) -> Result<[bool; 2], DataplaneError> {
+        let flags = self.settings.get()?.flags;
+        Ok(LOOKUP_FLAGS.map(|f| flags & f != 0))
+    }
+
+    /// Switches the classifier's lookups of learned hosts to `on` (IPv4, IPv6); the other
+    /// settings flags stay as they are. The caller keeps the order that lets no packet miss a
+    /// host: a family's lookup goes on before its first host is written, off only after its
+    /// last one was removed.
+    pub fn set_lookups(&mut self, on: [bool; 2]) -> Result<(), DataplaneError> {
+        let mask = LOOKUP_FLAGS[0] | LOOKUP_FLAGS[1];
+        let flags = (0..2).filter(|f| on[*f]).map(|f| LOOKUP_FLAGS[f]).sum();
+        self.settings.update(mask, flags, || Ok(())).map(|_| ())
     }
 
     /// Writes (inserts or overwrites) the entry of `addr`.

@@ -5,6 +5,7 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use std::os::fd::AsFd;
@@ -61,7 +62,7 @@ pub struct Maps {
     policy: Array<MapData, PolicyEntry>,
     lb: Array<MapData, LbSlot>,
     active: Array<MapData, u32>,
-    settings: Array<MapData, Settings>,
+    settings: SettingsWord,
     stats_rule: PerCpuArray<MapData, Counter>,
     stats_wan: PerCpuArray<MapData, Counter>,
     stats_path: PerCpuArray<MapData, Counter>,
@@ -108,6 +109,66 @@ pub(super) fn map_err(
         map,
         op,
         source: Box::new(source),
+    }
+}
+
+/// `SETTINGS[0]`, the classifier's runtime switches. Two owners write it, each only its own
+/// flags: the map sync ([`super::sync`]) every flag but the learned hosts', and the DNS learner
+/// `HAS_LEARNED_V4`/`HAS_LEARNED_V6` (through [`super::learned::LearnedMaps`]), on the
+/// threads that relay DNS answers. Every change is a read and a write under one lock, so
+/// neither writer can undo the other's.
+#[derive(Clone)]
+pub struct SettingsWord(Arc<Mutex<Array<MapData, Settings>>>);
+
+impl std::fmt::Debug for SettingsWord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettingsWord").finish_non_exhaustive()
+    }
+}
+
+impl SettingsWord {
+    pub(super) fn new(map: Array<MapData, Settings>) -> Self {
+        SettingsWord(Arc::new(Mutex::new(map)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Array<MapData, Settings>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self) -> Result<Settings, DataplaneError> {
+        self.lock()
+            .get(&0, 0)
+            .map_err(map_err(names::SETTINGS, "read"))
+    }
+
+    fn set(&self, settings: Settings) -> Result<(), DataplaneError> {
+        self.lock()
+            .set(0, settings, 0)
+            .map_err(map_err(names::SETTINGS, "write"))
+    }
+
+    /// Gives the flags of `mask` their values in `flags` and keeps the others, in one read
+    /// and one write under the lock; writes only when the word changes, once `before_write`
+    /// allowed it. Returns whether it wrote.
+    pub(super) fn update(
+        &self,
+        mask: u32,
+        flags: u32,
+        before_write: impl FnOnce() -> Result<(), DataplaneError>,
+    ) -> Result<bool, DataplaneError> {
+        let mut map = self.lock();
+        let have = map.get(&0, 0).map_err(map_err(names::SETTINGS, "read"))?;
+        let want = Settings {
+            flags: (have.flags & !mask) | (flags & mask),
+            ..have
+        };
+        if want == have {
+            return Ok(false);
+        }
+        before_write()?;
+        map.set(0, want, 0)
+            .map_err(map_err(names::SETTINGS, "write"))?;
+        Ok(true)
     }
 }
 
@@ -159,7 +220,7 @@ impl Maps {
                 };
                 map.try_into().map_err(map_err(names::ACTIVE, "open"))?
             },
-            settings: typed!(names::SETTINGS),
+            settings: SettingsWord::new(typed!(names::SETTINGS)),
             stats_rule: typed!(names::STATS_RULE),
             stats_wan: typed!(names::STATS_WAN),
             stats_path: typed!(names::STATS_PATH),
@@ -727,16 +788,26 @@ impl Maps {
     }
 
     pub fn settings(&self) -> Result<Settings, DataplaneError> {
-        self.settings
-            .get(&0, 0)
-            .map_err(map_err(names::SETTINGS, "read"))
+        self.settings.get()
     }
 
+    /// Writes the whole settings word (tests and benchmarks; the map sync and the DNS learner
+    /// change only their own flags, [`Maps::set_flags`]).
     pub fn set_settings(&mut self, settings: Settings) -> Result<(), DataplaneError> {
         self.meter(1)?;
-        self.settings
-            .set(0, settings, 0)
-            .map_err(map_err(names::SETTINGS, "write"))
+        self.settings.set(settings)
+    }
+
+    /// Gives the settings flags of `mask` their values in `flags` and keeps the others (see
+    /// [`SettingsWord`]); writes (and counts a write) only when that changes the word.
+    pub fn set_flags(&mut self, mask: u32, flags: u32) -> Result<(), DataplaneError> {
+        let word = self.settings.clone();
+        word.update(mask, flags, || self.meter(1)).map(|_| ())
+    }
+
+    /// A handle on the settings word for its other writer, the DNS learner.
+    pub(super) fn settings_word(&self) -> SettingsWord {
+        self.settings.clone()
     }
 
     // ---- ordered rules ----------------------------------------------------------------------

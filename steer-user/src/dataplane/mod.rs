@@ -273,7 +273,10 @@ impl Dataplane {
         // The programs hold the maps' descriptors from here on (relocated by `load`): the maps
         // can leave the object before the programs are verified.
         let maps = Maps::from_ebpf(&mut ebpf)?;
-        let learned = Some(learned::LearnedMaps::from_ebpf(&mut ebpf)?);
+        let learned = Some(learned::LearnedMaps::from_ebpf(
+            &mut ebpf,
+            maps.settings_word(),
+        )?);
         let wan = wan_traffic::WanWatch::new(wan_traffic::WanMaps::from_ebpf(&mut ebpf)?);
         let ebpf = match verify {
             Verify::Now => Programs::Ready(verified(ebpf)?),

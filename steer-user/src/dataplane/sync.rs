@@ -21,6 +21,10 @@
 //! 8. the WAN names `steer dump` shows are written (a slot that changes hands starts its
 //!    counters from zero), and the settings narrowed to what the maps now hold.
 //!
+//! The settings flags of the learned hosts (`HAS_LEARNED_V4`/`V6`) are not the sync's: the DNS
+//! learner keeps them with the hosts it writes (`controller::dns`), and every settings write
+//! here leaves them as they are ([`SYNC_FLAGS`]).
+//!
 //! A failure before the flip undoes every write made so far (the previous state is restored);
 //! a failure after it is retried where that makes sense, and what could not be completed is
 //! reported as [`SyncError::Incomplete`]: the new state is live and the caller must treat it so.
@@ -600,11 +604,12 @@ fn settings(prefixes: &PrefixSets, log_packets: bool, ordered: bool) -> Settings
     Settings { flags, _pad: 0 }
 }
 
+/// The settings flags the sync owns: all but the learned hosts' (the DNS learner's).
+pub const SYNC_FLAGS: u32 = !(settings_flags::HAS_LEARNED_V4 | settings_flags::HAS_LEARNED_V6);
+
+/// Brings the flags the sync owns to `want`'s, leaving the learned hosts' as they are.
 fn write_settings(maps: &mut Maps, want: Settings) -> Result<(), DataplaneError> {
-    if maps.settings()? != want {
-        maps.set_settings(want)?;
-    }
-    Ok(())
+    maps.set_flags(SYNC_FLAGS, want.flags)
 }
 
 /// Writes the WAN names where they differ; a slot that changes hands starts its counters from
