@@ -28,10 +28,10 @@ pub fn ruleset(mask: u32, wans: &[MarkedWan], lan: &[String]) -> String {
 /// [`ruleset`] with more chains of other parts of steer (snoop mode's) in the same table.
 ///
 /// Every packet crosses this hook, so it takes few rules whatever the number of WANs: one
-/// branch on the connection's state, then one map lookup to the WAN's chain (a connection from
-/// a WAN by its input interface, then one from the LAN by its packet mark: when both match,
-/// the mark wins, as it is written last). A WAN's chain writes its mark under the mask; its
-/// name carries the mark, so chains stay unique.
+/// branch on the connection's state, then a map lookup to the WAN's chain: a new connection by
+/// its packet mark (the classifier's verdict; it wins over the input interface), else one
+/// coming in through a WAN by that interface. A WAN's chain writes its mark under the mask;
+/// its name carries the mark, so chains stay unique.
 pub fn ruleset_with(mask: u32, wans: &[MarkedWan], lan: &[String], extra: &str) -> String {
     let keep = !mask;
     let mut chains = String::new();
@@ -39,8 +39,8 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], lan: &[String], extra: &str) 
     let mut by_mark = Vec::new();
     for w in wans {
         let (iface, mark) = (quoted(&w.interface), w.mark);
-        by_interface.push(format!("{iface} : jump connection_{mark:#x}"));
-        by_mark.push(format!("{mark:#x} : jump connection_{mark:#x}"));
+        by_interface.push(format!("{iface} : goto connection_{mark:#x}"));
+        by_mark.push(format!("{mark:#x} : goto connection_{mark:#x}"));
         chains.push_str(&format!(
             "\tchain connection_{mark:#x} {{\n\t\tct mark set ct mark and {keep:#x} or {mark:#x}\n\t}}\n\
              \tchain restore_{mark:#x} {{\n\t\tmeta mark set meta mark and {keep:#x} or {mark:#x}\n\t}}\n"
@@ -63,10 +63,10 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], lan: &[String], extra: &str) 
         }
         chains.push_str(&format!(
             "\tchain new_connection {{\n\
-             \t\tiifname vmap {{ {} }}\n\
-             \t\tmeta mark and {mask:#x} vmap {{ {} }}\n\t}}\n",
-            by_interface.join(", "),
-            by_mark.join(", ")
+             \t\tmeta mark and {mask:#x} vmap {{ {} }}\n\
+             \t\tiifname vmap {{ {} }}\n\t}}\n",
+            by_mark.join(", "),
+            by_interface.join(", ")
         ));
     }
     format!(
@@ -195,8 +195,7 @@ mod tests {
         for line in [
             "ct state new jump new_connection",
             "ct state established,related iifname { \"br-lan\", \"lan2\" } ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
-            "iifname vmap { \"eth1\" : jump connection_0x100, \"wwan0\" : jump connection_0x200 }",
-            "meta mark and 0xff00 vmap { 0x100 : jump connection_0x100, 0x200 : jump connection_0x200 }",
+            "meta mark and 0xff00 vmap { 0x100 : goto connection_0x100, 0x200 : goto connection_0x200 }\n\t\tiifname vmap { \"eth1\" : goto connection_0x100, \"wwan0\" : goto connection_0x200 }",
             "chain connection_0x200 {\n\t\tct mark set ct mark and 0xffff00ff or 0x200",
             "chain restore_0x100 {\n\t\tmeta mark set meta mark and 0xffff00ff or 0x100",
         ] {
