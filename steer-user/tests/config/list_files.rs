@@ -13,7 +13,7 @@ fn list_file_format_comments_crlf_and_bom() {
         1,
     );
     let c = parse_in_fixtures(&text).unwrap();
-    let got: Vec<(String, usize)> = c.sets[0]
+    let got: Vec<(String, u32)> = c.sets[0]
         .prefixes
         .iter()
         .map(|e| (e.prefix.to_string(), e.origin.line))

@@ -378,7 +378,7 @@ mod tests {
                 .prefixes
                 .iter()
                 .find(|e| e.prefix.to_string() == p)
-                .map(|e| e.origin.line)
+                .map(|e| e.origin.line as usize)
         };
         assert_eq!(
             line_of(&want_b[0]),

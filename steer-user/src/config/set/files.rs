@@ -14,6 +14,7 @@ use crate::{
     config::{
         ListError, ListErrorKind, ListSink, Listed, MAX_LIST_BYTES, Origin,
         diag::{Ctx, Place, shorten},
+        line_number,
         list::{list_pieces, parse_list_bytes, parse_list_split},
         read_file,
         schema::S,
@@ -108,7 +109,7 @@ impl ListFiles {
 struct Piece {
     /// The path as the configuration names it; each piece has its own, so the threads that
     /// clone it for every entry do not share a count.
-    shown: Arc<Path>,
+    shown: Arc<PathBuf>,
     index: u32,
     entries: Vec<(Prefix, Origin, Written)>,
 }
@@ -116,7 +117,7 @@ struct Piece {
 impl Piece {
     fn new(path: &Path, index: usize, lines: usize) -> Piece {
         Piece {
-            shown: Arc::from(path),
+            shown: Arc::new(path.to_path_buf()),
             index: index as u32,
             entries: Vec::with_capacity(lines),
         }
@@ -127,7 +128,7 @@ impl ListSink for Piece {
     fn entry(&mut self, listed: Listed) {
         let origin = Origin {
             file: self.shown.clone(),
-            line: listed.line,
+            line: line_number(listed.line),
         };
         let written = Written::File {
             index: self.index,

@@ -8,7 +8,7 @@ mod duplicates;
 mod files;
 mod pending;
 
-use std::{ops::Range, path::Path, sync::Arc};
+use std::{ops::Range, path::PathBuf, sync::Arc};
 
 use serde::Deserialize;
 
@@ -20,6 +20,7 @@ use super::{
     General, MAX_CAPACITY, Origin, Set,
     check::{self, Choices, Claims},
     diag::Ctx,
+    line_number,
     names::{check_object_name, normalize_domain},
     references::{Defined, check_reference},
     schema::{
@@ -111,7 +112,7 @@ pub(super) fn build(
 ) -> Vec<Set> {
     let Some(raw) = raw else { return Vec::new() };
     let reader = SetReader {
-        config_file: Arc::from(cx.file),
+        config_file: Arc::new(cx.file.to_path_buf()),
         list_files: ListFiles::new(cx.file),
         policies,
         lan: &general.lan,
@@ -279,7 +280,7 @@ fn check_ordered_macs(cx: &mut Ctx<'_>, ordered: &[&PendingSet]) {
 /// What reading one set needs beyond its own keys.
 struct SetReader<'d> {
     /// Shared by the origins of the inline prefixes.
-    config_file: Arc<Path>,
+    config_file: Arc<PathBuf>,
     list_files: ListFiles,
     policies: &'d Defined,
     /// `[general] lan`: what `in` may name.
@@ -344,7 +345,7 @@ impl SetReader<'_> {
                 Ok(p) => {
                     let origin = Origin {
                         file: self.config_file.clone(),
-                        line: cx.line_of(&v.span()),
+                        line: line_number(cx.line_of(&v.span())),
                     };
                     set.entries.push((p, origin, Written::Inline(i as u32)));
                 }

@@ -59,7 +59,7 @@ impl PendingSet {
             Written::File { index, column } => {
                 let place = Place {
                     file: &origin.file,
-                    line: origin.line,
+                    line: origin.line as usize,
                     column: column as usize,
                 };
                 let field = format!("{}.files[{index}]", self.label);
