@@ -29,7 +29,7 @@ use steer_common::{
 };
 
 use super::mapping::Mapping;
-use crate::model::range::{RangeTable, pack, record_blocks};
+use crate::model::range::{RangeTable, pack, padding_before, record_blocks};
 
 /// A range table's array in the kernel, with its memory mapped into this process.
 pub struct KernelTable {
@@ -91,10 +91,7 @@ impl KernelTable {
             let count = ranges.len() as u32;
             // Whole elements only (a chunk starts at an even range), inside one block.
             let mut first = self.tail.next_multiple_of(2);
-            let room = BLOCK_RANGES - first % BLOCK_RANGES;
-            if count > room {
-                first += room;
-            }
+            first += padding_before(first, count);
             if first + count > self.capacity {
                 return false;
             }

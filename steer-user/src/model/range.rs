@@ -44,11 +44,8 @@ impl RangeTable {
                 *entry = range::leaf(only & NONE);
                 continue;
             }
-            // A chunk's ranges stay inside one block: the lookup reads them from one.
-            let room = BLOCK_RANGES - ranges.len() as u32 % BLOCK_RANGES;
-            if (chunk_ranges.len() as u32) > room {
-                ranges.resize(ranges.len() + room as usize, 0);
-            }
+            let padding = padding_before(ranges.len() as u32, chunk_ranges.len() as u32);
+            ranges.resize(ranges.len() + padding as usize, 0);
             *entry = range::chunk(ranges.len() as u32, chunk_ranges.len() as u32);
             ranges.extend_from_slice(&chunk_ranges);
         }
@@ -299,12 +296,16 @@ impl Placed {
         if count < 2 {
             return;
         }
-        let room = BLOCK_RANGES - self.ranges % BLOCK_RANGES;
-        if count > room {
-            self.ranges += room;
-        }
-        self.ranges += count;
+        self.ranges += padding_before(self.ranges, count) + count;
     }
+}
+
+/// The unused ranges to leave after `used` ranges before a chunk of `count`: a chunk's ranges
+/// stay inside one block (the lookup reads them from one), so one that does not fit in what is
+/// left of the block starts the next.
+pub fn padding_before(used: u32, count: u32) -> u32 {
+    let room = BLOCK_RANGES - used % BLOCK_RANGES;
+    if count > room { room } else { 0 }
 }
 
 #[cfg(test)]
