@@ -315,6 +315,35 @@ fn capacity_is_checked_before_the_first_write() {
     assert!(dump(&dp).is_empty());
 }
 
+/// A set that shrinks gives its memory back: the record is made afresh when it is more than
+/// twice the size it needs, so the kernel then holds what `steer check` computes for the
+/// configuration.
+#[test]
+fn a_set_that_shrinks_gives_its_record_back() {
+    require_root();
+    let work = Workdir::new("shrink");
+    work.write("lists/bypass.txt", &list((0..100_000).map(prefix24)));
+    let mut dp = Dataplane::load().expect("load");
+    let mut applied = Applied::new();
+    let big = load(&work, BYPASS_FROM_LIST);
+    applied.apply(&mut dp, &big).expect("first sync");
+    let held = |dp: &Dataplane| dp.maps().range_bytes(Direction::Dst);
+    assert_eq!(
+        held(&dp),
+        big.set_footprint().map(PrefixMap::DstV4).bytes,
+        "a fresh set holds what check computes"
+    );
+    work.write("lists/bypass.txt", &list((0..300).map(prefix24)));
+    let small = load(&work, BYPASS_FROM_LIST);
+    applied.apply(&mut dp, &small).expect("shrinking sync");
+    assert_eq!(
+        held(&dp),
+        small.set_footprint().map(PrefixMap::DstV4).bytes,
+        "the shrunk set's record and table are sized to it"
+    );
+    kernel_matches_state(&dp);
+}
+
 /// A fresh dataplane synced to a list of 300 /24s (10.0.0.0/24 on).
 fn synced_300_prefix_list(name: &str) -> (Workdir, Dataplane, Applied) {
     require_root();

@@ -156,6 +156,11 @@ impl KernelRecord {
         self.blocks.mapping.elements()
     }
 
+    /// Blocks of the record's array.
+    pub fn blocks(&self) -> u32 {
+        (self.elements() / BLOCK as usize) as u32
+    }
+
     /// Whether `entries` fit.
     pub fn fits(&self, entries: usize) -> bool {
         range::RECORD_HEADER + entries <= self.blocks.mapping.elements()

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     heap::return_freed_memory,
-    model::range::{PrefixV4, RangeTable, chunk_ranges, spare_blocks},
+    model::range::{PrefixV4, RangeTable, chunk_ranges, record_blocks, spare_blocks},
 };
 
 type Result<T> = std::result::Result<T, TrieError>;
@@ -307,13 +307,18 @@ impl RangeSet {
 
     fn commit_record(&mut self, first_change: usize) -> Result<()> {
         match &self.record {
-            Some(record) if record.fits(self.entries.len()) => {
+            // A record more than twice the size a fresh one would have is made afresh, so a
+            // set that shrank gives its memory back.
+            Some(record)
+                if record.fits(self.entries.len())
+                    && record.blocks() <= 2 * record_blocks(self.entries.len()) =>
+            {
                 record.write(&self.entries, first_change);
                 Ok(())
             }
             _ => {
                 // A first record (this handle has none: a fresh start, or a restart whose
-                // record it read), or a bigger one.
+                // record it read), a bigger one or a smaller one.
                 let record =
                     KernelRecord::create(&self.entries).map_err(err(self.name, "create record"))?;
                 record

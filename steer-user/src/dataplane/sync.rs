@@ -2,7 +2,8 @@
 //! that never lets a packet fall through a gap:
 //!
 //! 1. capacity is checked before the first write: the prefixes each map may hold, and the
-//!    kernel memory of them all at the peak of the change (`general.max_memory`);
+//!    kernel memory of them all at the peak of the change (`general.max_memory`: what the
+//!    kernel holds now and what the change builds beside it, see [`check_memory`]);
 //! 2. the settings are widened: source lookups are switched on before the first source prefix
 //!    of a family lands (a superset of the flags only costs a lookup);
 //! 3. rules that are new get their policy in the live generation (no prefix points at them
@@ -46,7 +47,7 @@ use super::{DataplaneError, Maps, WriteMode, maps::WanName, ordered::Resolved};
 use crate::{
     model::{
         Capacity, CondTables, Direction, PolicyTable, PrefixMap, PrefixSets,
-        footprint::{Bytes, Footprint},
+        footprint::{Bytes, Footprint, TRIE_BYTES_V6},
     },
     prefix::Prefix,
 };
@@ -187,24 +188,62 @@ pub fn check_capacity(
             });
         }
     }
-    check_memory(capacity, || Footprint::of_sets(want))
+    Ok(())
 }
 
-/// The prefix maps' kernel memory must fit `capacity.memory`; `footprint` is computed only when
-/// a limit is set.
+/// The prefix maps' kernel memory through a change must fit `capacity.memory` (nothing is
+/// counted without a limit). Additions are written before removals, so a map holds its old and
+/// new prefixes together for a while, and a commit may build a fresh table and record beside
+/// the live ones before those are freed: an IPv4 map the change touches counts what the kernel
+/// holds for it now plus the larger of its merged and its final contents; every other map the
+/// larger of what it holds and what it will hold.
 fn check_memory(
+    maps: &Maps,
     capacity: &Capacity,
-    footprint: impl FnOnce() -> Footprint,
+    state: &PrefixSets,
+    planned: &[PlannedWrites],
+    left: &[(Direction, Prefix)],
 ) -> Result<(), SyncError> {
     let Some(max) = capacity.memory else {
         return Ok(());
     };
-    let footprint = footprint();
-    if footprint.peak() > max {
+    let merged = footprint_after(state, planned, &[]);
+    let last = if left.is_empty() {
+        merged.clone()
+    } else {
+        footprint_after(state, planned, left)
+    };
+    let touched: HashSet<PrefixMap> = planned
+        .iter()
+        .flat_map(|(dir, writes)| writes.iter().map(|(p, _)| PrefixMap::of(*dir, p)))
+        .chain(left.iter().map(|(dir, p)| PrefixMap::of(*dir, p)))
+        .collect();
+    let mut held_now = 0;
+    let mut need = 0;
+    for m in PrefixMap::ALL {
+        let held = if m.is_v4() {
+            maps.range_bytes(m.direction())
+        } else {
+            state.map(m).len() as u64 * TRIE_BYTES_V6
+        };
+        let after = merged.map(m).bytes.max(last.map(m).bytes);
+        held_now += held;
+        need += if m.is_v4() && touched.contains(&m) {
+            held + after
+        } else {
+            held.max(after)
+        };
+    }
+    if need > max {
         return Err(SyncError::Memory {
-            need: footprint.peak(),
+            need,
             max,
-            breakdown: footprint.breakdown(),
+            breakdown: format!(
+                "{}; the kernel holds {} for the sets now, and a changed IPv4 set's new table \
+                 is built beside its old one",
+                last.breakdown(),
+                Bytes(held_now)
+            ),
         });
     }
     Ok(())
@@ -385,10 +424,7 @@ pub fn sync_prefixes(
             });
         }
     }
-    // Removals alone never need more: a prefix gone takes its ranges and record entry along.
-    if !planned.is_empty() {
-        check_memory(capacity, || footprint_after(state, &planned, &left))?;
-    }
+    check_memory(maps, capacity, state, &planned, &left)?;
     let started = std::time::Instant::now();
     let mut report = SyncReport {
         per_rule,
@@ -451,6 +487,7 @@ pub fn sync(
         per_rule,
         took,
     } = diff.unwrap_or_else(|| Diff::new(state, &want.prefixes));
+    check_memory(maps, &want.capacity, state, &planned, &left)?;
     let mut report = SyncReport {
         per_rule,
         diff_time: took,

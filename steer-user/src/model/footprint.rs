@@ -9,6 +9,7 @@
 //!   the kernel. That is an estimate: [`TRIE_BYTES_V6`] a prefix, measured.
 //! - A reload, or a change too big to write in place, builds a fresh IPv4 table and record
 //!   beside the live ones and frees the old after publishing: the peak holds one map twice.
+//!   (A running daemon counts a change from what the kernel holds instead: `dataplane::sync`.)
 //!
 //! The values given to the sweep are the sets' own numbers; the daemon's rules can only merge
 //! neighbouring ranges, so the count here is never below what it writes.
@@ -16,7 +17,7 @@
 use std::fmt;
 
 use super::{
-    PrefixMap, PrefixSets,
+    PrefixMap,
     range::{self, PrefixV4},
 };
 use crate::prefix::Prefix;
@@ -69,15 +70,6 @@ impl Footprint {
         footprint
     }
 
-    /// The memory of maps holding `sets`.
-    pub fn of_sets(sets: &PrefixSets) -> Footprint {
-        Footprint::of(
-            PrefixMap::ALL
-                .into_iter()
-                .flat_map(|m| sets.map(m).iter().map(move |(p, r)| (m, *p, *r))),
-        )
-    }
-
     pub fn map(&self, map: PrefixMap) -> MapFootprint {
         self.maps[map.index()]
     }
@@ -94,7 +86,7 @@ impl Footprint {
     }
 
     /// What each map that holds prefixes takes: "IPv4 destination: 1000000 prefixes,
-    /// 16.6 MiB; ...", or "no prefixes".
+    /// 12.8 MiB; ...", or "no prefixes".
     pub fn breakdown(&self) -> String {
         let parts: Vec<String> = PrefixMap::ALL
             .into_iter()
