@@ -53,12 +53,24 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 
 fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
     let general_span = raw.general.as_ref().map_or(0..0, |g| g.span());
+    // A refusal for memory points at the limit's own line.
+    let memory_span = raw
+        .general
+        .as_ref()
+        .and_then(|g| g.get_ref().max_memory.as_ref())
+        .map_or(general_span.clone(), |v| v.span());
     let general = general::build(cx, raw.general);
     let wans = wan::build(cx, raw.wan, &general);
     let vrrp = vrrp::build(cx, raw.vrrp, &wan::defined(&wans));
     let policies = policy::build(cx, raw.policy, &wan::defined(&wans));
     let policy_names = policy::defined(&policies);
-    let sets = set::build(cx, raw.set, &policy_names, &general, &general_span);
+    let sets = set::build(
+        cx,
+        raw.set,
+        &policy_names,
+        &general,
+        (&general_span, &memory_span),
+    );
     let default = default::build(cx, raw.default, &policy_names);
     let control = control::build(cx, raw.control);
     let dns = dns::build(cx, raw.dns);

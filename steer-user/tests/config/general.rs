@@ -113,10 +113,11 @@ const CASES: &[Case] = &[
     case(
         "lan = [\"br-lan\"]",
         "lan = [\"br-lan\"]\nmax_memory = \"1M\"",
-        "[general]",
+        "\"1M\"",
         "general.max_memory",
-        "the sets need 2.0 MiB of kernel memory at the peak of a reload, more than max_memory \
-         allows (IPv4 destination: 1 prefix, 1.0 MiB, and 1.0 MiB for a fresh IPv4 table",
+        "the sets need 2.0 MiB of kernel memory at the peak of a reload, more than the 1.0 MiB \
+         max_memory allows (IPv4 destination: 1 prefix, 1.0 MiB, and 1.0 MiB for a fresh IPv4 \
+         table",
     ),
 ];
 

@@ -102,13 +102,13 @@ const DIRECTIONS: Choices<Direction> = Choices {
 };
 
 /// The sets, their list files read and duplicates resolved; `general_span` places the
-/// capacity errors.
+/// capacity errors, `memory_span` the memory ones (`general.max_memory`).
 pub(super) fn build(
     cx: &mut Ctx<'_>,
     raw: Option<S<Vec<S<RawSet>>>>,
     policies: &Defined,
     general: &General,
-    general_span: &Range<usize>,
+    (general_span, memory_span): (&Range<usize>, &Range<usize>),
 ) -> Vec<Set> {
     let Some(raw) = raw else { return Vec::new() };
     let reader = SetReader {
@@ -151,7 +151,7 @@ pub(super) fn build(
     domain_files::add(cx, &mut sets, extra, general.duplicates);
     check_capacity(cx, &sets, general, general_span);
     if let Some(max) = general.capacity.memory {
-        check_memory(cx, &sets, max, general_span);
+        check_memory(cx, &sets, max, memory_span);
     }
     sets
 }
@@ -399,7 +399,7 @@ fn read_domains(cx: &mut Ctx<'_>, set: &mut PendingSet, list: &Strings) {
 }
 
 /// The prefix maps' kernel memory, at the peak of a reload, must fit `general.max_memory`.
-fn check_memory(cx: &mut Ctx<'_>, sets: &[Set], max: u64, general_span: &Range<usize>) {
+fn check_memory(cx: &mut Ctx<'_>, sets: &[Set], max: u64, span: &Range<usize>) {
     let footprint = footprint(sets);
     let peak = footprint.peak();
     if peak <= max {
@@ -414,14 +414,14 @@ fn check_memory(cx: &mut Ctx<'_>, sets: &[Set], max: u64, general_span: &Range<u
     } else {
         String::new()
     };
-    cx.err_value(
-        general_span,
+    cx.err(
+        span,
         "general.max_memory",
-        Bytes(max).to_string(),
         format!(
-            "the sets need {} of kernel memory at the peak of a reload, more than max_memory \
-             allows ({}{beside})",
+            "the sets need {} of kernel memory at the peak of a reload, more than the {} \
+             max_memory allows ({}{beside})",
             Bytes(peak),
+            Bytes(max),
             footprint.breakdown()
         ),
         format!(
