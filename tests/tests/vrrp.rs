@@ -575,15 +575,23 @@ fn malformed_adverts_are_dropped_and_counted_without_disturbing_the_masters_timi
 fn split_brain_heals_to_one_master_that_announces_itself_again() {
     let lab = HaLab::new();
     let sniff = Sniffer::start(&lab.client, "eth0");
+    // While the brain is split both routers hold the master-only wan1 and its address, so the
+    // ISP answers one of them: A's probes may fail until the heal. Slow probes (3 failed rounds
+    // take 3 s) keep that from taking A's WAN down, which this test is not about (it did, once
+    // in CI, when the split lasted 300 ms longer than usual).
+    let slow_probes = SteerOptions {
+        probe_ms: 1000,
+        ..SteerOptions::default()
+    };
     let a = SteerRouter::start(
         &lab,
         Side::A,
         &SteerOptions {
             priority: 200,
-            ..SteerOptions::default()
+            ..slow_probes.clone()
         },
     );
-    let b = SteerRouter::start(&lab, Side::B, &SteerOptions::default());
+    let b = SteerRouter::start(&lab, Side::B, &slow_probes);
     a.wait_state("master", START);
     b.wait_state("backup", START);
     lab.client.run(&format!("ping -c 1 -W 2 {VIP} >/dev/null"));
