@@ -1368,11 +1368,8 @@ impl Controller {
 
     /// The prefix maps' kernel memory now.
     fn set_memory(&self) -> crate::status::SetMemory {
-        use crate::model::{PrefixMap, footprint::TRIE_BYTES_V6};
-        let held = self.dp.prefixes();
-        let v6 = held.map(PrefixMap::DstV6).len() + held.map(PrefixMap::SrcV6).len();
         crate::status::SetMemory {
-            bytes: self.dp.maps().range_set_bytes() + v6 as u64 * TRIE_BYTES_V6,
+            bytes: self.dp.set_memory(),
             max_memory: self.config.general.capacity.memory,
         }
     }

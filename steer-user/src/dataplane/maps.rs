@@ -475,13 +475,8 @@ impl Maps {
         })
     }
 
-    /// Bytes of the IPv4 sets' range tables and records in the kernel (those this handle
+    /// Bytes of one direction's IPv4 range table and record in the kernel (those this handle
     /// wrote).
-    pub fn range_set_bytes(&self) -> u64 {
-        self.range_bytes(Direction::Dst) + self.range_bytes(Direction::Src)
-    }
-
-    /// Bytes of one direction's IPv4 range table and record in the kernel.
     pub fn range_bytes(&self, dir: Direction) -> u64 {
         self.ranges_v4(dir).kernel_bytes()
     }

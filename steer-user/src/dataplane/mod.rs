@@ -387,6 +387,14 @@ impl Dataplane {
         &self.prefixes
     }
 
+    /// Bytes the kernel holds for the prefix sets now ([`sync::held_bytes`]).
+    pub fn set_memory(&self) -> u64 {
+        model::PrefixMap::ALL
+            .into_iter()
+            .map(|m| sync::held_bytes(&self.maps, &self.prefixes, m))
+            .sum()
+    }
+
     /// Brings the local-destination maps to `want`: additions and changes first, then
     /// removals, so a destination that stays local (under a new prefix) never looks remote.
     /// Returns (added or changed, removed).

@@ -39,9 +39,6 @@ pub struct MapFootprint {
     pub prefixes: usize,
     /// Bytes in the kernel while the sets are in force.
     pub bytes: u64,
-    /// Bytes a fresh build adds beside them until the old one is freed (IPv4: table and
-    /// record; IPv6 tries change in place).
-    pub rebuild: u64,
 }
 
 impl Footprint {
@@ -79,10 +76,16 @@ impl Footprint {
         self.maps.iter().map(|m| m.bytes).sum()
     }
 
-    /// Bytes at the peak of a reload: the sets in force and the largest fresh build beside
-    /// them (maps are rebuilt one after the other).
+    /// Bytes at the peak of a reload: the sets in force and the largest fresh IPv4 build
+    /// beside them (maps are rebuilt one after the other; IPv6 tries change in place).
     pub fn peak(&self) -> u64 {
-        self.in_force() + self.maps.iter().map(|m| m.rebuild).max().unwrap_or(0)
+        let biggest_v4 = PrefixMap::ALL
+            .into_iter()
+            .filter(|m| m.is_v4())
+            .map(|m| self.map(m).bytes)
+            .max()
+            .unwrap_or(0);
+        self.in_force() + biggest_v4
     }
 
     /// What each map that holds prefixes takes: "IPv4 destination: 1000000 prefixes,
@@ -128,11 +131,9 @@ impl MapFootprint {
         }
         let table = range::table_blocks(sorted.iter().map(parts));
         let blocks = table + range::spare_blocks(table) + range::record_blocks(sorted.len());
-        let bytes = range::block_bytes(blocks);
         MapFootprint {
             prefixes: sorted.len(),
-            bytes,
-            rebuild: bytes,
+            bytes: range::block_bytes(blocks),
         }
     }
 }
