@@ -460,23 +460,26 @@ fn learned_hosts_survive_kill9_a_reload_removes_its_domains_and_stop_removes_all
     );
     // A packet to a learned host still leaves by the set's WAN.
     let rx = FirstPackets::start(lab, 9998);
-    lab.client.enter(|| {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.send_to(&7u64.to_be_bytes(), (host_v4(257), 9998))
-            .unwrap();
-    });
+    let send = |tag: u64, to| {
+        lab.client.enter(|| {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.send_to(&tag.to_be_bytes(), (to, 9998)).unwrap();
+        })
+    };
+    // The configuration with one domain replaced, reloaded.
+    let reload_replacing = |domain: &str, by: &str| {
+        let config = std::fs::read_to_string(t.s.work.config()).unwrap();
+        t.s.work.write("steer.toml", &config.replace(domain, by));
+        t.s.steer(&["reload"]);
+    };
+    send(7, host_v4(257));
     assert_eq!(
         rx.wait(1, Duration::from_secs(3)).get(&7),
         Some(&Some(Wan::Two))
     );
 
     // A reload without other.example removes what it taught, and only that.
-    let config = std::fs::read_to_string(t.s.work.config()).unwrap();
-    t.s.work.write(
-        "steer.toml",
-        &config.replace("\"other.example\"", "\"else.example\""),
-    );
-    t.s.steer(&["reload"]);
+    reload_replacing("\"other.example\"", "\"else.example\"");
     let reloaded = t.learned();
     assert_eq!(reloaded.len(), 2, "{reloaded:?}");
     assert!(reloaded.values().all(|e| e["set"] == "video"));
@@ -484,22 +487,13 @@ fn learned_hosts_survive_kill9_a_reload_removes_its_domains_and_stop_removes_all
     // The reload wrote the settings (its own flags): the learned hosts' flag stays, and a
     // host left is still steered.
     assert_eq!(lookups(), [true, false]);
-    lab.client.enter(|| {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.send_to(&8u64.to_be_bytes(), (host_v4(258), 9998))
-            .unwrap();
-    });
+    send(8, host_v4(258));
     assert_eq!(
         rx.wait(2, Duration::from_secs(3)).get(&8),
         Some(&Some(Wan::Two))
     );
     // A reload that drops the last domain removes the last host, and the flag with it.
-    let config = std::fs::read_to_string(t.s.work.config()).unwrap();
-    t.s.work.write(
-        "steer.toml",
-        &config.replace("\"Fresh.Example.\"", "\"stale.example\""),
-    );
-    t.s.steer(&["reload"]);
+    reload_replacing("\"Fresh.Example.\"", "\"stale.example\"");
     assert!(t.learned().is_empty());
     assert_eq!(lookups(), [false, false]);
 
