@@ -10,26 +10,26 @@
 use core::mem::size_of;
 
 pub mod range;
+pub mod range6;
 
 /// Names of the maps in the steer object. Userspace opens and pins maps only through these.
 ///
-/// IPv4 prefix sets are range tables (`DST_V4`, `SRC_V4`, see [`crate::range`]). IPv6 prefix
-/// sets are split tries: an array of `SLOTS` LPM tries indexed by the first bits of the
-/// address (`DST_V6`...), plus one LPM trie for the prefixes too short for that
-/// (`DST_V6_SHORT`...). See [`crate::SLOTS`].
+/// Prefix sets are range tables: IPv4 ones (`DST_V4`, `SRC_V4`) as [`crate::range`] lays them
+/// out, IPv6 ones (`DST_V6`, `SRC_V6`) as [`crate::range6`] does, each in the `range::SLOTS`
+/// slots of an array of maps (the table, and the record of the prefixes).
 pub mod map_names {
     /// Array of maps `[range::SLOTS]` of arrays of [`crate::range::Block`]: the IPv4
     /// destination prefixes' range table (slot `range::TABLE`, read by the classifier) and
     /// their record (slot `range::RECORD`, read by userspace).
     pub const DST_V4: &str = "DST_V4";
-    /// Array of maps `[SLOTS]` of LPM tries: IPv6 destination prefix -> [`crate::RuleRef`].
+    /// As [`DST_V4`], for IPv6 destination prefixes: the range table is a
+    /// [`crate::range6`] table; the record holds three `u64`s a prefix (address, then length
+    /// and value as in [`crate::range::record_entry`]).
     pub const DST_V6: &str = "DST_V6";
-    pub const DST_V6_SHORT: &str = "DST_V6_SHORT";
     /// As [`DST_V4`], for IPv4 source prefixes.
     pub const SRC_V4: &str = "SRC_V4";
-    /// Array of maps `[SLOTS]` of LPM tries: IPv6 source prefix -> [`crate::RuleRef`].
+    /// As [`DST_V6`], for IPv6 source prefixes.
     pub const SRC_V6: &str = "SRC_V6";
-    pub const SRC_V6_SHORT: &str = "SRC_V6_SHORT";
     /// Array `[GENERATIONS * FAMILIES * MAX_RULES]` of [`crate::PolicyEntry`]: each rule's
     /// verdict per generation and address family (a WAN may be down for one family only).
     pub const POLICY: &str = "POLICY";
@@ -96,13 +96,11 @@ pub mod map_names {
     pub const COND_SRC_V6: &str = "COND_SRC_V6";
 
     /// Every map steer owns and pins, in the order `steer dump` shows them.
-    pub const ALL: [&str; 34] = [
+    pub const ALL: [&str; 32] = [
         DST_V4,
         DST_V6,
-        DST_V6_SHORT,
         SRC_V4,
         SRC_V6,
-        SRC_V6_SHORT,
         POLICY,
         LB,
         ACTIVE,
@@ -168,33 +166,11 @@ pub const LB_BLOCKS: u32 = 256;
 /// `PolicyEntry::wan` / `LbSlot::wan` when the verdict is not a WAN (unmarked, last resort).
 pub const NO_WAN: u32 = u32::MAX;
 
-/// An IPv6 prefix set is split over `SLOTS` LPM tries by the first bits of the address, plus
-/// one `_SHORT` trie for prefixes too short to have those bits. A lookup is one array access
-/// and a walk of a trie about 256 times smaller, and the short trie is consulted only when the
-/// slot trie misses. Longest-prefix order is kept: everything in a slot trie is longer than
-/// everything in the short trie. (IPv4 sets are range tables, [`crate::range`].)
-pub const SLOTS: u32 = 256;
-/// IPv6 prefixes of /16 and longer go to a slot mixed from their first two bytes: allocations
-/// cluster under a few first bytes (2a0x::, 240x::, 260x::), so one byte would not spread them,
-/// and 65536 slot tries would cost too much kernel memory.
-pub const SLOT_MIN_LEN_V6: u32 = 16;
-/// `max_entries` of every slot trie. LPM tries are never preallocated, so this is only a
-/// ceiling; the configured capacity of a whole family is enforced by steer before it writes.
-pub const SLOT_TRIE_MAX_ENTRIES: u32 = 1 << 24;
-
-/// The slot of an IPv6 address (or of a prefix of at least `SLOT_MIN_LEN_V6` bits).
-#[inline(always)]
-pub fn slot_v6(addr: &AddrV6) -> u32 {
-    u32::from(addr[0].rotate_left(4) ^ addr[1])
-}
-
 /// Default capacities of the prefix sets (whole family, all slots together).
 pub const DEFAULT_CAPACITY_DST_V4: u32 = 2 * 1024 * 1024;
 pub const DEFAULT_CAPACITY_DST_V6: u32 = 1024 * 1024;
 pub const DEFAULT_CAPACITY_SRC_V4: u32 = 64 * 1024;
 pub const DEFAULT_CAPACITY_SRC_V6: u32 = 64 * 1024;
-/// `max_entries` of the `_SHORT` tries: there are 2^16 - 1 IPv6 prefixes shorter than /16.
-pub const SHORT_MAX_ENTRIES_V6: u32 = 1 << SLOT_MIN_LEN_V6;
 
 /// Address families the policy table is kept for: a WAN's IPv4 and IPv6 can be up or down on
 /// their own.
@@ -778,7 +754,6 @@ const _: () = assert!(MAX_RULES.is_power_of_two() && LB_SLOTS.is_power_of_two())
 // `lb_index` masks the block with `LB_BLOCKS - 1`.
 const _: () = assert!(GENERATIONS.is_power_of_two() && GENERATIONS >= 2 && FAMILIES == 2);
 const _: () = assert!(LB_BLOCKS.is_power_of_two());
-const _: () = assert!(SLOTS == 256 && SLOT_MIN_LEN_V6 >= 16); // slot_v6
 
 #[cfg(feature = "user")]
 mod user {

@@ -8,15 +8,15 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, lpm_trie::Key},
 };
 use steer_common::{
-    AddrV4, AddrV6, DEFAULT_RULE, FragKey, LOCAL_RULE, Learned, LocalRef, RuleRef, flow_hash,
-    range, settings_flags, slot_v6, src_hash, words_v4, words_v6,
+    AddrV4, AddrV6, DEFAULT_RULE, FragKey, LOCAL_RULE, Learned, LocalRef, flow_hash, range, range6,
+    settings_flags, src_hash, words_v4, words_v6,
 };
 
 use crate::{
     cond::{Input, NO_MATCH, ordered_rule},
     maps::{
-        DST_V4, DST_V6, DST_V6_SHORT, FRAGS, LEARNED_V4, LEARNED_V6, LOCAL_V4, LOCAL_V6,
-        RangeBlocks, SRC_V4, SRC_V6, SRC_V6_SHORT, Slot,
+        DST_V4, DST_V6, FRAGS, LEARNED_V4, LEARNED_V6, LOCAL_V4, LOCAL_V6, RangeBlocks, SRC_V4,
+        SRC_V6,
     },
     parse::{FragKind, Kind, Parsed, Transport},
 };
@@ -59,8 +59,8 @@ fn rule_v6(parsed: &Parsed, input: &Input, flags: u32) -> u32 {
         input,
         &LOCAL_V6,
         &LEARNED_V6,
-        Split(&SRC_V6, &SRC_V6_SHORT),
-        Split(&DST_V6, &DST_V6_SHORT),
+        Ranges(&SRC_V6),
+        Ranges(&DST_V6),
         (parsed.src, parsed.dst),
         flags,
         (settings_flags::HAS_SRC_V6, settings_flags::HAS_LEARNED_V6),
@@ -144,15 +144,15 @@ impl Address for AddrV6 {
 
 /// A prefix set: the longest prefix containing an address, and its rule.
 trait PrefixSet<A> {
-    fn lookup(&self, key: &Key<A>, addr: A) -> Option<u32>;
+    fn lookup(&self, addr: A) -> Option<u32>;
 }
 
-/// An IPv4 prefix set: its range table ([`range`]).
+/// A prefix set's range table ([`range`] for IPv4, [`range6`] for IPv6).
 struct Ranges<'a>(&'a ArrayOfMaps<RangeBlocks, { range::SLOTS as usize }>);
 
 impl PrefixSet<AddrV4> for Ranges<'_> {
     #[inline(always)]
-    fn lookup(&self, _key: &Key<AddrV4>, addr: AddrV4) -> Option<u32> {
+    fn lookup(&self, addr: AddrV4) -> Option<u32> {
         let table = self.0.get(range::TABLE)?;
         match range::lookup(u32::from_be_bytes(addr), |block| table.get(block)) {
             range::NONE => None,
@@ -161,21 +161,17 @@ impl PrefixSet<AddrV4> for Ranges<'_> {
     }
 }
 
-/// An IPv6 prefix set: its slot tries and its short trie.
-struct Split<'a, const N: usize>(
-    &'a ArrayOfMaps<Slot<AddrV6>, N>,
-    &'a LpmTrie<AddrV6, RuleRef>,
-);
-
-impl<const N: usize> PrefixSet<AddrV6> for Split<'_, N> {
-    /// Longest-prefix match: the slot trie of the address first (every prefix there is at
-    /// least `SLOT_MIN_LEN_V6` long), then the short trie.
-    #[inline(always)]
-    fn lookup(&self, key: &Key<AddrV6>, addr: AddrV6) -> Option<u32> {
-        if let Some(hit) = self.0.get(slot_v6(&addr)).and_then(|trie| trie.get(key)) {
-            return Some(hit.rule);
+impl PrefixSet<AddrV6> for Ranges<'_> {
+    // A function of its own (a BPF-to-BPF call): the search's state lives in its frame, which
+    // the source and the destination lookups share.
+    #[inline(never)]
+    fn lookup(&self, addr: AddrV6) -> Option<u32> {
+        let table = self.0.get(range::TABLE)?;
+        let (hi, lo) = range6::halves(&addr);
+        match range6::lookup(hi, lo, |block| table.get(block)) {
+            range::NONE => None,
+            rule => Some(rule),
         }
-        self.1.get(key).map(|hit| hit.rule)
     }
 }
 
@@ -205,7 +201,7 @@ fn rule<A: Address>(
         }
     }
     if flags & has_src != 0
-        && let Some(rule) = by_src.lookup(&Key::new(A::BITS, src), src)
+        && let Some(rule) = by_src.lookup(src)
     {
         return rule;
     }
@@ -220,5 +216,5 @@ fn rule<A: Address>(
             return unsafe { (*hit).rule };
         }
     }
-    by_dst.lookup(&dst_key, dst).unwrap_or(DEFAULT_RULE)
+    by_dst.lookup(dst).unwrap_or(DEFAULT_RULE)
 }

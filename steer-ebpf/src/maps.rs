@@ -1,7 +1,7 @@
 //! The maps of the steer object. Names, sizes and layouts come from steer-common.
 
 use aya_ebpf::{
-    btf_maps::{Array as BtfArray, ArrayOfMaps, LpmTrie as SlotTrie},
+    btf_maps::{Array as BtfArray, ArrayOfMaps},
     macros::{btf_map, map},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
@@ -9,31 +9,21 @@ use steer_common::{
     AddrV4, AddrV6, CondAddrV4, CondAddrV6, CondBank, CondIfKey, CondMacKey, Counter, FAMILIES,
     FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_BLOCKS, LB_SLOTS, LEARNED_MAX_ENTRIES,
     LOCAL_MAX_ENTRIES, LbSlot, Learned, LocalRef, MAP_F_INNER_MAP, MAP_F_MMAPABLE,
-    MAP_F_NO_PREALLOC, MAX_RULES, MAX_WANS, PolicyEntry, PortClasses, RuleInfo, RuleRef,
-    SHORT_MAX_ENTRIES_V6, SLOT_TRIE_MAX_ENTRIES, SLOTS, Settings, WAN_DEVICES_MAX_ENTRIES,
-    WanDevice, WanInfo, WanTraffic, cond, path, range,
+    MAP_F_NO_PREALLOC, MAX_RULES, MAX_WANS, PolicyEntry, PortClasses, RuleInfo, Settings,
+    WAN_DEVICES_MAX_ENTRIES, WanDevice, WanInfo, WanTraffic, cond, path, range,
 };
 
-/// The trie of one slot of a split prefix set (created and filled by userspace).
-pub type Slot<A> = SlotTrie<A, RuleRef, { SLOT_TRIE_MAX_ENTRIES as usize }>;
-type SlotV6 = Slot<AddrV6>;
 /// A range table or record (created, sized to its set, and filled by userspace).
 pub type RangeBlocks = BtfArray<range::Block, 1, { (MAP_F_INNER_MAP | MAP_F_MMAPABLE) as usize }>;
 
 #[btf_map]
 pub static DST_V4: ArrayOfMaps<RangeBlocks, { range::SLOTS as usize }> = ArrayOfMaps::new();
 #[btf_map]
-pub static DST_V6: ArrayOfMaps<SlotV6, { SLOTS as usize }> = ArrayOfMaps::new();
-#[map]
-pub static DST_V6_SHORT: LpmTrie<AddrV6, RuleRef> =
-    LpmTrie::with_max_entries(SHORT_MAX_ENTRIES_V6, 0);
+pub static DST_V6: ArrayOfMaps<RangeBlocks, { range::SLOTS as usize }> = ArrayOfMaps::new();
 #[btf_map]
 pub static SRC_V4: ArrayOfMaps<RangeBlocks, { range::SLOTS as usize }> = ArrayOfMaps::new();
 #[btf_map]
-pub static SRC_V6: ArrayOfMaps<SlotV6, { SLOTS as usize }> = ArrayOfMaps::new();
-#[map]
-pub static SRC_V6_SHORT: LpmTrie<AddrV6, RuleRef> =
-    LpmTrie::with_max_entries(SHORT_MAX_ENTRIES_V6, 0);
+pub static SRC_V6: ArrayOfMaps<RangeBlocks, { range::SLOTS as usize }> = ArrayOfMaps::new();
 
 #[map]
 pub static LOCAL_V4: LpmTrie<AddrV4, LocalRef> = LpmTrie::with_max_entries(LOCAL_MAX_ENTRIES, 0);

@@ -667,8 +667,8 @@ async fn apply_reload(
     Ok(lines)
 }
 
-/// Raises the soft limit on open files to the hard one: every slot trie of the prefix sets is
-/// an open map (up to 4 x 256), and probes open sockets on top.
+/// Raises the soft limit on open files to the hard one: every map is an open descriptor (the
+/// prefix sets' tables and records among them), and probes open sockets on top.
 fn raise_fd_limit() {
     // SAFETY: getrlimit/setrlimit on a zeroed struct we own.
     unsafe {

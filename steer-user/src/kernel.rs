@@ -82,12 +82,12 @@ const MAPS: &[(MapType, &str, &str)] = &[
     ),
     (
         MapType::LpmTrie,
-        "BPF LPM trie maps (IPv6 prefix sets, local destinations)",
+        "BPF LPM trie maps (local destinations, the ordered rules' addresses)",
         "CONFIG_BPF_SYSCALL, Linux 4.11+",
     ),
     (
         MapType::ArrayOfMaps,
-        "BPF array-of-maps (IPv4 range tables, IPv6 split tries)",
+        "BPF array-of-maps (the prefix sets' range tables)",
         "CONFIG_BPF_SYSCALL, Linux 4.12+",
     ),
 ];

@@ -18,8 +18,11 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
 use steer::{
-    dataplane::range_map::KernelTable,
-    model::range::{PrefixV4, RangeTable},
+    dataplane::range_map::{KernelTable, KernelTable6},
+    model::{
+        range::{PrefixV4, RangeTable},
+        range6::{PrefixV6, RangeTable6},
+    },
     prefix::Prefix,
 };
 
@@ -30,8 +33,9 @@ pub const BATCH: usize = 64;
 #[allow(missing_debug_implementations)] // aya's Ebpf is not Debug
 pub struct Pair {
     testkit: Ebpf,
-    /// The published table (the kernel frees it once no slot and no handle refers to it).
+    /// The published tables (the kernel frees one once no slot and no handle refers to it).
     table: Option<KernelTable>,
+    table6: Option<KernelTable6>,
 }
 
 /// Which answer a run gives.
@@ -40,14 +44,29 @@ pub enum Program {
     Ranges,
     Lpm,
     Echo,
+    RangesV6,
+    LpmV6,
+    EchoV6,
 }
 
 impl Program {
+    const ALL: [Program; 6] = [
+        Program::Ranges,
+        Program::Lpm,
+        Program::Echo,
+        Program::RangesV6,
+        Program::LpmV6,
+        Program::EchoV6,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Program::Ranges => "testkit_ranges_v4",
             Program::Lpm => "testkit_lpm_v4",
             Program::Echo => "testkit_echo_v4",
+            Program::RangesV6 => "testkit_ranges_v6",
+            Program::LpmV6 => "testkit_lpm_v6",
+            Program::EchoV6 => "testkit_echo_v6",
         }
     }
 }
@@ -55,7 +74,7 @@ impl Program {
 impl Pair {
     pub fn load() -> Pair {
         let mut testkit = Ebpf::load(steer::objects::TESTKIT).expect("testkit loads");
-        for program in [Program::Ranges, Program::Lpm, Program::Echo] {
+        for program in Program::ALL {
             let xdp: &mut Xdp = testkit
                 .program_mut(program.name())
                 .expect("a testkit program")
@@ -66,6 +85,7 @@ impl Pair {
         Pair {
             testkit,
             table: None,
+            table6: None,
         }
     }
 
@@ -138,6 +158,87 @@ impl Pair {
         bytes
     }
 
+    fn lpm6(&mut self) -> LpmTrie<&mut MapData, [u8; 16], u32> {
+        self.testkit
+            .map_mut("TESTKIT_LPM_V6")
+            .expect("the testkit's IPv6 trie")
+            .try_into()
+            .expect("an LPM trie")
+    }
+
+    /// Puts `(prefix, value)` into the IPv6 LPM trie.
+    pub fn lpm6_insert(&mut self, set: &[(PrefixV6, u32)]) {
+        let mut lpm = self.lpm6();
+        for &((addr, len), value) in set {
+            lpm.insert(&Key::new(u32::from(len), addr.to_be_bytes()), value, 0)
+                .expect("LPM insert");
+        }
+    }
+
+    /// Takes `prefixes` out of the IPv6 LPM trie.
+    pub fn lpm6_remove(&mut self, prefixes: &[PrefixV6]) {
+        let mut lpm = self.lpm6();
+        for &(addr, len) in prefixes {
+            lpm.remove(&Key::new(u32::from(len), addr.to_be_bytes()))
+                .expect("LPM remove");
+        }
+    }
+
+    /// Publishes an IPv6 range table; returns its array's size in bytes.
+    pub fn publish6(&mut self, table: &RangeTable6) -> usize {
+        let kernel = KernelTable6::create(table, 0).expect("range table created");
+        let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, steer_common::range::Block>> = self
+            .testkit
+            .map_mut("TESTKIT_RANGES_V6")
+            .expect("the testkit's IPv6 range slot")
+            .try_into()
+            .expect("an array of maps");
+        kernel
+            .publish(&mut outer, 0)
+            .expect("range table published");
+        let bytes = kernel.elements() * 8;
+        self.table6 = Some(kernel);
+        bytes
+    }
+
+    /// The kernel's account of the memory of the IPv6 LPM trie and range table.
+    pub fn kernel_bytes6(&self) -> (u64, u64) {
+        let lpm = match self.testkit.map("TESTKIT_LPM_V6") {
+            Some(aya::maps::Map::LpmTrie(data)) => memlock(data.fd().as_fd()),
+            _ => panic!("TESTKIT_LPM_V6 is not an LPM trie"),
+        };
+        let table = self.table6.as_ref().map_or(0, |t| memlock(t.fd()));
+        (lpm, table)
+    }
+
+    /// The answers of an IPv6 `program` for `addrs`, in order.
+    pub fn answers6(&self, program: Program, addrs: &[u128]) -> Vec<u32> {
+        let prog = self.program(program);
+        let mut out = Vec::with_capacity(addrs.len());
+        let mut data_out = vec![0u8; 4 + 16 * BATCH_V6];
+        for batch in addrs.chunks(BATCH_V6) {
+            let frame = frame6(batch);
+            let result = prog
+                .test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    data_out: Some(&mut data_out),
+                    ..TestRunOptions::new()
+                })
+                .expect("test run");
+            assert_eq!(
+                result.return_value as usize,
+                batch.len(),
+                "{program:?} answered"
+            );
+            out.extend(
+                data_out[4..4 + 16 * batch.len()]
+                    .chunks(16)
+                    .map(|b| u32::from_ne_bytes(b[..4].try_into().expect("4 bytes"))),
+            );
+        }
+        out
+    }
+
     /// The kernel's account of the memory of the LPM trie and of the published range table
     /// (`memlock` of their descriptors: what each map holds, nodes and all).
     pub fn kernel_bytes(&self) -> (u64, u64) {
@@ -206,6 +307,26 @@ pub fn frame(addrs: &[u32]) -> Vec<u8> {
     frame.extend(addrs.iter().flat_map(|a| a.to_be_bytes()));
     frame.resize(frame.len().max(16), 0);
     frame
+}
+
+/// IPv6 addresses one program run answers (`BATCH_V6` in the testkit).
+pub const BATCH_V6: usize = 32;
+
+/// The frame the testkit's IPv6 batch programs read: the count, then the addresses.
+pub fn frame6(addrs: &[u128]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(4 + 16 * addrs.len());
+    frame.extend((addrs.len() as u32).to_ne_bytes());
+    frame.extend(addrs.iter().flat_map(|a| a.to_be_bytes()));
+    frame.resize(frame.len().max(16), 0);
+    frame
+}
+
+/// An IPv6 prefix as the range table takes it.
+pub fn v6(p: &Prefix) -> PrefixV6 {
+    match p.addr() {
+        IpAddr::V6(a) => (u128::from(a), p.len()),
+        IpAddr::V4(_) => panic!("{p} is not IPv6"),
+    }
 }
 
 /// An IPv4 prefix as the range table takes it.

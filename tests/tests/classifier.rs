@@ -512,24 +512,25 @@ fn unset_rules_leave_packets_unmarked() {
 }
 
 #[test]
-fn prefixes_on_both_sides_of_the_trie_split_keep_longest_match() {
-    // IPv4 prefixes shorter than /8 (IPv6: /16) live in the short trie, longer ones in the trie
-    // of their slot. A slot trie that misses must fall back to the short trie.
+fn prefixes_on_both_sides_of_a_direct_entry_keep_longest_match() {
+    // The range tables index their direct table by the first 16 bits: a prefix shorter than
+    // that covers many direct entries, a longer one lives in the ranges (or IPv6 split
+    // regions) behind one. Where the longer ones miss, the shorter one answers.
     let mut c = Classifier::load();
     c.mark_rule(1, 0x1100)
         .mark_rule(2, 0x1200)
         .mark_rule(3, 0x1300)
         .mark_rule(4, 0x1400);
     c.dst("10.0.0.0/7", 1) // short: 10.0.0.0 - 11.255.255.255
-        .dst("10.0.0.0/8", 2) // slot 10
-        .dst("11.1.0.0/16", 3) // slot 11
-        .dst("2000::/15", 1) // short: 2000:: - 2001:ffff::
-        .dst("2001::/16", 4) // slot of 2001
-        .dst("2001:db9::/32", 3); // same slot
+        .dst("10.0.0.0/8", 2)
+        .dst("11.1.0.0/16", 3) // one direct entry
+        .dst("2000::/15", 1) // two direct entries: 2000:: - 2001:ffff::
+        .dst("2001::/16", 4) // one direct entry
+        .dst("2001:db9::/32", 3); // ranges behind it
     for (dst, want) in [
         ("10.9.9.9", 0x1200),
         ("11.1.2.3", 0x1300),
-        ("11.2.0.1", 0x1100), // slot 11 exists but misses: the /7 answers
+        ("11.2.0.1", 0x1100), // 11.1/16 misses: the /7 answers
         ("12.0.0.1", 0),
     ] {
         assert_eq!(c.mark_of(CLIENT, dst), want, "dst {dst}");
@@ -537,7 +538,7 @@ fn prefixes_on_both_sides_of_the_trie_split_keep_longest_match() {
     for (dst, want) in [
         ("2001:db8::1", 0x1400),
         ("2001:db9::1", 0x1300),
-        ("2000:1::1", 0x1100), // no slot trie for 2000: the short trie answers
+        ("2000:1::1", 0x1100), // only the /15 covers 2000::/16
         ("2002::1", 0),
     ] {
         assert_eq!(c.mark_of(CLIENT6, dst), want, "dst {dst}");

@@ -10,7 +10,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -18,10 +18,11 @@ use std::{
 };
 
 use steer::{
-    dataplane::{Dataplane, WriteMode, run::run_tc},
+    dataplane::{Dataplane, run::run_tc},
     model::{
         Direction, Family,
         range::{PrefixV4, RangeTable},
+        range6::{PrefixV6, RangeTable6},
     },
     packet::Frame,
     prefix::Prefix,
@@ -30,10 +31,10 @@ use steer_common::{
     DEFAULT_RULE, GENERATIONS, MAX_RULES, NO_WAN, PolicyEntry, action, range::NONE,
 };
 use steer_tests::{
-    bench::memory::real_mix,
+    bench::memory::{clustered_v6, real_mix},
     classifier::Classifier,
     daemon::Workdir,
-    ranges::{Pair, Program, ends, v4},
+    ranges::{Pair, Program, ends, v4, v6},
     require_root,
     rng::Rng,
 };
@@ -152,6 +153,140 @@ fn the_range_table_answers_as_the_lpm_trie_before_and_after_changes() {
     assert_agree(&pair, &addrs, "after the changes");
 }
 
+fn prefix6(addr: u128, len: u8) -> PrefixV6 {
+    (
+        addr & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0),
+        len,
+    )
+}
+
+fn ends6((addr, len): PrefixV6) -> (u128, u128) {
+    (
+        addr,
+        addr | u128::MAX.checked_shr(u32::from(len)).unwrap_or(0),
+    )
+}
+
+fn random_v6(rng: &mut Rng) -> u128 {
+    u128::from_be_bytes(rng.bytes::<16>())
+}
+
+/// IPv6's hard cases: the default route, the first and last host, a chain of nested prefixes
+/// of every length, prefixes whose ends sit on /16 edges, and a /48 dense with hosts and
+/// nested prefixes (a region split many levels down).
+fn hard_cases_v6(rng: &mut Rng) -> Vec<PrefixV6> {
+    let mut out = vec![(0, 0), (0, 128), (u128::MAX, 128), prefix6(u128::MAX, 16)];
+    let base = random_v6(rng);
+    out.extend((1..=128).map(|len| prefix6(base, len)));
+    for _ in 0..200 {
+        let edge = random_v6(rng) & !(u128::MAX >> 16);
+        out.push(prefix6(edge, 16 + rng.below(113) as u8));
+        out.push(prefix6(edge.wrapping_sub(1), 17 + rng.below(112) as u8));
+    }
+    let dense = random_v6(rng) & !(u128::MAX >> 48);
+    for _ in 0..3000 {
+        let len = 49 + rng.below(80) as u8;
+        out.push(prefix6(dense | (random_v6(rng) >> 48), len));
+    }
+    out
+}
+
+/// Every prefix's ends and their neighbours, `random` addresses inside random prefixes of the
+/// set and `random` anywhere.
+fn probes6(rng: &mut Rng, prefixes: &[PrefixV6], random: usize) -> Vec<u128> {
+    let mut out: Vec<u128> = prefixes
+        .iter()
+        .flat_map(|p| {
+            let (first, last) = ends6(*p);
+            [first.wrapping_sub(1), first, last, last.wrapping_add(1)]
+        })
+        .collect();
+    for _ in 0..random {
+        let (first, last) = ends6(prefixes[rng.below(prefixes.len() as u64) as usize]);
+        out.push(first | (random_v6(rng) & (last - first)));
+        out.push(random_v6(rng));
+    }
+    out
+}
+
+fn assert_agree6(pair: &Pair, addrs: &[u128], what: &str) {
+    let ranges = pair.answers6(Program::RangesV6, addrs);
+    let lpm = pair.answers6(Program::LpmV6, addrs);
+    let wrong: Vec<(u128, u32, u32)> = addrs
+        .iter()
+        .zip(ranges.iter().zip(&lpm))
+        .filter(|(_, (r, l))| r != l)
+        .map(|(a, (r, l))| (*a, *r, *l))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: IPv6 range table and LPM trie disagree on {} of {} addresses; first (address, \
+         range table, trie): {:x?}",
+        wrong.len(),
+        addrs.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    let hits = lpm.iter().filter(|v| **v != NONE).count();
+    assert!(
+        hits > addrs.len() / 4,
+        "{what}: only {hits} addresses hit the set"
+    );
+}
+
+#[test]
+fn the_ipv6_range_table_answers_as_the_lpm_trie_before_and_after_changes() {
+    require_root();
+    let mut rng = Rng::from_env_or_time("range_table_v6");
+    let mut set: BTreeMap<PrefixV6, u32> = BTreeMap::new();
+    let prefixes = clustered_v6(&mut rng, 100_000)
+        .into_iter()
+        .chain(real_mix(&mut rng, 20_000, false));
+    for p in prefixes.map(|p| v6(&p)).chain(hard_cases_v6(&mut rng)) {
+        set.insert(p, random_value(&mut rng));
+    }
+    let entries: Vec<(PrefixV6, u32)> = set.iter().map(|(p, v)| (*p, *v)).collect();
+    let mut pair = Pair::load();
+    pair.lpm6_insert(&entries);
+    pair.publish6(&RangeTable6::build(&entries));
+    let keys: Vec<PrefixV6> = set.keys().copied().collect();
+    let addrs = probes6(&mut rng, &keys, RANDOM_ADDRESSES / 2);
+    assert_agree6(&pair, &addrs, "the first load");
+
+    // Random changes: 2,000 prefixes removed, 2,000 added inside existing ones, 2,000 given
+    // another value; the trie changes entry by entry, the table is rebuilt.
+    let removed: Vec<PrefixV6> = (0..2000)
+        .map(|_| keys[rng.below(keys.len() as u64) as usize])
+        .filter(|p| set.remove(p).is_some())
+        .collect();
+    pair.lpm6_remove(&removed);
+    let mut written = Vec::new();
+    for i in 0..4000 {
+        let p = if i < 2000 {
+            let parent = keys[rng.below(keys.len() as u64) as usize];
+            let len = (parent.1.max(16) + rng.below(24) as u8).min(128);
+            prefix6(
+                random_v6(&mut rng)
+                    .checked_shr(u32::from(parent.1))
+                    .unwrap_or(0)
+                    | ends6(parent).0,
+                len,
+            )
+        } else {
+            keys[rng.below(keys.len() as u64) as usize]
+        };
+        let value = random_value(&mut rng);
+        set.insert(p, value);
+        written.push((p, value));
+    }
+    pair.lpm6_insert(&written);
+    let entries: Vec<(PrefixV6, u32)> = set.iter().map(|(p, v)| (*p, *v)).collect();
+    pair.publish6(&RangeTable6::build(&entries));
+    let mut changed: Vec<PrefixV6> = set.keys().copied().collect();
+    changed.extend(&removed);
+    let addrs = probes6(&mut rng, &changed, 500_000);
+    assert_agree6(&pair, &addrs, "after the changes");
+}
+
 #[test]
 fn an_empty_table_and_a_default_route() {
     require_root();
@@ -194,7 +329,7 @@ fn the_classifier_answers_as_the_lpm_trie_through_changes_written_in_place() {
     classifier
         .dp
         .maps_mut()
-        .set_prefixes(Direction::Dst, &as_prefixes(&entries), WriteMode::Batched)
+        .set_prefixes(Direction::Dst, &as_prefixes(&entries))
         .expect("first load");
     let mut pair = Pair::load();
     pair.lpm_insert(&entries);
@@ -257,6 +392,88 @@ fn the_classifier_answers_as_the_lpm_trie_through_changes_written_in_place() {
     }
 }
 
+/// The same for an IPv6 set: each change is written into the live table (a chunk's new split
+/// tables and ranges, then one store), and after each the classifier answers as the trie.
+#[test]
+fn the_classifier_answers_as_the_ipv6_lpm_trie_through_changes_written_in_place() {
+    require_root();
+    let mut rng = Rng::from_env_or_time("range_table_v6_in_place");
+    let mut set: BTreeMap<PrefixV6, u32> = BTreeMap::new();
+    let rule = |rng: &mut Rng| 1 + random_value(rng) % (MAX_RULES - 1);
+    for p in clustered_v6(&mut rng, 30_000).iter().map(v6) {
+        set.insert(p, rule(&mut rng));
+    }
+    for p in hard_cases_v6(&mut rng) {
+        set.insert(p, rule(&mut rng));
+    }
+    let entries: Vec<(PrefixV6, u32)> = set.iter().map(|(p, v)| (*p, *v)).collect();
+    let as_prefix6 = |(addr, len): PrefixV6| {
+        Prefix::new(Ipv6Addr::from(addr).into(), u32::from(len)).expect("a valid prefix")
+    };
+    let mut classifier = Classifier::load();
+    let all: Vec<(Prefix, u32)> = entries.iter().map(|(p, v)| (as_prefix6(*p), *v)).collect();
+    classifier
+        .dp
+        .maps_mut()
+        .set_prefixes(Direction::Dst, &all)
+        .expect("first load");
+    let mut pair = Pair::load();
+    pair.lpm6_insert(&entries);
+    let keys: Vec<PrefixV6> = set.keys().copied().collect();
+    for change in 0..300 {
+        let p = match change % 3 {
+            0 => keys[rng.below(keys.len() as u64) as usize],
+            _ => {
+                let parent = keys[rng.below(keys.len() as u64) as usize];
+                let len = (parent.1 + 1 + rng.below(24) as u8).min(128);
+                let (first, last) = ends6(parent);
+                prefix6(first | (random_v6(&mut rng) & (first ^ last)), len)
+            }
+        };
+        let before = classifier.dp.maps().writes();
+        if change % 5 == 0 && set.remove(&p).is_some() {
+            classifier
+                .dp
+                .maps_mut()
+                .remove_prefix(Direction::Dst, as_prefix6(p))
+                .expect("remove");
+            pair.lpm6_remove(&[p]);
+        } else {
+            let value = rule(&mut rng);
+            set.insert(p, value);
+            classifier
+                .dp
+                .maps_mut()
+                .set_prefix(Direction::Dst, as_prefix6(p), value)
+                .expect("insert");
+            pair.lpm6_insert(&[(p, value)]);
+        }
+        // One write: no table published (a prefix of /3 or shorter covers too many chunks).
+        if p.1 > 3 {
+            assert_eq!(
+                classifier.dp.maps().writes() - before,
+                1,
+                "change {change} ({p:x?}) was written in place"
+            );
+        }
+        let mut addrs = probes6(&mut rng, &[p], 32);
+        if change % 50 == 49 {
+            addrs.extend(probes6(&mut rng, &keys, 0));
+        }
+        let lpm = pair.answers6(Program::LpmV6, &addrs);
+        for (addr, want) in addrs.iter().zip(lpm) {
+            let want = if want == NONE { DEFAULT_RULE } else { want };
+            let frame =
+                Frame::udp("fd00::10".parse().unwrap(), Ipv6Addr::from(*addr).into()).build();
+            assert_eq!(
+                classifier.tc(&frame).rule,
+                Some(want),
+                "change {change} ({p:x?}): address {addr:x}"
+            );
+        }
+    }
+}
+
 fn as_prefix((addr, len): PrefixV4) -> Prefix {
     Prefix::new(Ipv4Addr::from(addr).into(), u32::from(len)).expect("a valid prefix")
 }
@@ -297,7 +514,7 @@ fn tables_swapped_under_load_never_give_a_wrong_mark() {
         .collect();
     let stable_entries: Vec<(Prefix, u32)> = stable.iter().map(|p| (as_prefix(*p), 1)).collect();
     dp.maps_mut()
-        .set_prefixes(Direction::Dst, &stable_entries, WriteMode::Batched)
+        .set_prefixes(Direction::Dst, &stable_entries)
         .expect("stable prefixes");
     let frames: Vec<Vec<u8>> = stable
         .iter()
@@ -326,13 +543,19 @@ fn tables_swapped_under_load_never_give_a_wrong_mark() {
             wrong
         })
     };
+    // The reader loads its own copy of the classifier first (the verifier takes a while): the
+    // swaps start once its lookups do.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while lookups.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let flip_entries: Vec<(Prefix, u32)> = flipping.iter().map(|p| (as_prefix(*p), 2)).collect();
     let flip_prefixes: Vec<Prefix> = flipping.iter().map(|p| as_prefix(*p)).collect();
     let mut swaps = 0;
     for cycle in 0..30 {
         let before = dp.maps().writes();
         dp.maps_mut()
-            .set_prefixes(Direction::Dst, &flip_entries, WriteMode::Batched)
+            .set_prefixes(Direction::Dst, &flip_entries)
             .expect("add the spread prefixes");
         swaps += dp.maps().writes() - before - flip_entries.len() as u64;
         let (removed, result) = dp

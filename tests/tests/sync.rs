@@ -327,7 +327,7 @@ fn a_set_that_shrinks_gives_its_record_back() {
     let mut applied = Applied::new();
     let big = load(&work, BYPASS_FROM_LIST);
     applied.apply(&mut dp, &big).expect("first sync");
-    let held = |dp: &Dataplane| dp.maps().range_bytes(Direction::Dst);
+    let held = |dp: &Dataplane| dp.maps().range_bytes(PrefixMap::DstV4);
     assert_eq!(
         held(&dp),
         big.set_footprint().map(PrefixMap::DstV4).bytes,

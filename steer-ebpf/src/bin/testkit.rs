@@ -10,6 +10,9 @@
 //!   of the range table's tests), or not at all (the benchmark floor). The frame is a `u32`
 //!   count (native order, at most `BATCH`) and then the addresses (network order); each address
 //!   is overwritten by its answer (native order).
+//! - `testkit_ranges_v6` / `testkit_lpm_v6` / `testkit_echo_v6`: the same for IPv6 and its
+//!   range table (`steer_common::range6`): the frame is the count and then 16-byte addresses,
+//!   at most `BATCH_V6`; the first four bytes of each are overwritten by its answer.
 #![no_std]
 #![no_main]
 
@@ -21,10 +24,10 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use steer_common::{
-    AddrV4, MAP_F_INNER_MAP, MAP_F_MMAPABLE, MAP_F_NO_PREALLOC,
+    AddrV4, AddrV6, MAP_F_INNER_MAP, MAP_F_MMAPABLE, MAP_F_NO_PREALLOC,
     ethertype::{ETH_P_IP, ETH_P_IPV6},
     ipproto::IPPROTO_UDP,
-    range,
+    range, range6,
 };
 
 /// skb->mark -> packets seen by the witness.
@@ -82,6 +85,72 @@ static TESTKIT_LPM_V4: LpmTrie<AddrV4, u32> = LpmTrie::with_max_entries(1 << 24,
 
 /// Addresses one run answers at most.
 const BATCH: usize = 64;
+
+/// An IPv6 range table, in slot 0 (created and filled by the test).
+#[btf_map]
+static TESTKIT_RANGES_V6: ArrayOfMaps<
+    Array<range::Block, 1, { (MAP_F_INNER_MAP | MAP_F_MMAPABLE) as usize }>,
+    1,
+> = ArrayOfMaps::new();
+
+/// The same IPv6 set as a kernel LPM trie: prefix -> value.
+#[map]
+static TESTKIT_LPM_V6: LpmTrie<AddrV6, u32> = LpmTrie::with_max_entries(1 << 22, MAP_F_NO_PREALLOC);
+
+/// IPv6 addresses one run answers at most.
+const BATCH_V6: usize = 32;
+
+#[xdp]
+pub fn testkit_ranges_v6(ctx: XdpContext) -> u32 {
+    let Some(table) = TESTKIT_RANGES_V6.get(0) else {
+        return 0;
+    };
+    answer_each_v6(&ctx, |addr| {
+        let (hi, lo) = range6::halves(addr);
+        range6::lookup(hi, lo, |index| table.get(index))
+    })
+}
+
+#[xdp]
+pub fn testkit_lpm_v6(ctx: XdpContext) -> u32 {
+    answer_each_v6(&ctx, |addr| {
+        match TESTKIT_LPM_V6.get(Key::new(128, *addr)) {
+            Some(value) => *value,
+            None => range::NONE,
+        }
+    })
+}
+
+#[xdp]
+pub fn testkit_echo_v6(ctx: XdpContext) -> u32 {
+    answer_each_v6(&ctx, |addr| range6::halves(addr).0 as u32)
+}
+
+/// [`answer_each`] for IPv6: the first four bytes of each address become its answer.
+#[inline(always)]
+fn answer_each_v6(ctx: &XdpContext, answer: impl Fn(&AddrV6) -> u32) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 4 > end {
+        return 0;
+    }
+    // SAFETY: the four bytes at `start` are inside the frame (checked above).
+    let count = unsafe { *(start as *const u32) } as usize;
+    let mut i = 0;
+    while i < BATCH_V6 && i < count {
+        let at = start + 4 + 16 * i;
+        if at + 16 > end {
+            break;
+        }
+        // SAFETY: `at..at + 16` is inside the frame (checked above); the frame is the
+        // test's own buffer, read and written by this program alone.
+        unsafe {
+            let addr = *(at as *const AddrV6);
+            *(at as *mut [u8; 4]) = answer(&addr).to_ne_bytes();
+        }
+        i += 1;
+    }
+    i as u32
+}
 
 #[xdp]
 pub fn testkit_ranges_v4(ctx: XdpContext) -> u32 {

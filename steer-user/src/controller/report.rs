@@ -88,7 +88,6 @@ impl ApplyReport {
         into.prefix_writes += more.prefix_writes;
         into.policy_writes += more.policy_writes;
         into.flipped = more.flipped.or(into.flipped);
-        into.batched |= more.batched;
         into.diff_time += more.diff_time;
         into.kernel_time += more.kernel_time;
     }

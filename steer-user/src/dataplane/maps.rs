@@ -20,19 +20,18 @@ use aya::{
 };
 use steer_common::{
     Counter, GENERATIONS, LB_BLOCKS, LB_SLOTS, LbSlot, LocalRef, MAX_RULES, MAX_WANS, PolicyEntry,
-    RuleInfo, SLOT_MIN_LEN_V6, Settings, WanInfo, action, lb_index, map_names as names, path,
-    policy_index, rule_info_index, rule_wan_index, slot_v6,
+    RuleInfo, Settings, WanInfo, action, lb_index, map_names as names, path, policy_index,
+    rule_info_index, rule_wan_index,
 };
 
 use super::{
     DataplaneError,
     ordered::{CondMaps, Resolved},
-    range_set::RangeSet,
+    range_set::{Family as RangeFamily, RangeSet, SetError, V4, V6},
     sys,
-    trie::{NamedMap, SplitTrie, TrieError},
     word::MappedWord,
 };
-use crate::model::range::PrefixV4;
+use crate::model::{range::PrefixV4, range6::PrefixV6};
 use crate::{
     model::{
         Direction, Family, FamilyTable, LocalKind, LocalSet, PolicyTable, PrefixMap, PrefixSets,
@@ -41,10 +40,8 @@ use crate::{
     prefix::Prefix,
 };
 
-type TrieV6 = SplitTrie<16>;
-
-impl From<TrieError> for DataplaneError {
-    fn from(e: TrieError) -> Self {
+impl From<SetError> for DataplaneError {
+    fn from(e: SetError) -> Self {
         DataplaneError::Map {
             map: e.map,
             op: e.op,
@@ -55,10 +52,10 @@ impl From<TrieError> for DataplaneError {
 
 /// Handles on all steer maps, from a freshly loaded object or from the pins of a running one.
 pub struct Maps {
-    dst_v4: RangeSet,
-    dst_v6: TrieV6,
-    src_v4: RangeSet,
-    src_v6: TrieV6,
+    dst_v4: RangeSet<V4>,
+    dst_v6: RangeSet<V6>,
+    src_v4: RangeSet<V4>,
+    src_v6: RangeSet<V6>,
     policy: Array<MapData, PolicyEntry>,
     lb: Array<MapData, LbSlot>,
     active: Array<MapData, u32>,
@@ -192,18 +189,20 @@ impl Maps {
                 take_as(&mut take, $name)?
             };
         }
-        let mut named =
-            |name: &'static str| -> Result<NamedMap, DataplaneError> { Ok((name, take(name)?)) };
-        let mut split = |map: PrefixMap| -> Result<TrieV6, DataplaneError> {
-            let short = map.short_map_name().expect("an IPv6 map");
-            let (outer, short) = (named(map.map_name())?, named(short)?);
-            Ok(SplitTrie::new(outer, short, SLOT_MIN_LEN_V6, slot_v6)?)
-        };
-        let (dst_v6, src_v6) = (split(PrefixMap::DstV6)?, split(PrefixMap::SrcV6)?);
-        let mut ranges = |map: PrefixMap| -> Result<RangeSet, DataplaneError> {
+        fn ranges<F: RangeFamily>(
+            take: &mut impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+            map: PrefixMap,
+        ) -> Result<RangeSet<F>, DataplaneError> {
             Ok(RangeSet::new((map.map_name(), take(map.map_name())?))?)
-        };
-        let (dst_v4, src_v4) = (ranges(PrefixMap::DstV4)?, ranges(PrefixMap::SrcV4)?);
+        }
+        let (dst_v4, src_v4) = (
+            ranges(&mut take, PrefixMap::DstV4)?,
+            ranges(&mut take, PrefixMap::SrcV4)?,
+        );
+        let (dst_v6, src_v6) = (
+            ranges(&mut take, PrefixMap::DstV6)?,
+            ranges(&mut take, PrefixMap::SrcV6)?,
+        );
         let active_word;
         Ok(Maps {
             dst_v4,
@@ -272,7 +271,7 @@ impl Maps {
         Ok(())
     }
 
-    /// Counts the slot tries the split tries published while writing prefixes.
+    /// Counts the tables and records the range sets published while writing prefixes.
     fn meter_published(&mut self) {
         self.writes += [
             self.dst_v4.take_published(),
@@ -296,9 +295,7 @@ impl Maps {
         self.meter(1)?;
         match prefix {
             Prefix::V4 { addr, len } => self.ranges_v4_mut(dir).insert((addr.into(), len), rule)?,
-            Prefix::V6 { addr, len } => self
-                .trie_v6_mut(dir)
-                .insert((len.into(), addr.octets()), rule)?,
+            Prefix::V6 { addr, len } => self.ranges_v6_mut(dir).insert((addr.into(), len), rule)?,
         }
         self.meter_published();
         Ok(())
@@ -313,15 +310,13 @@ impl Maps {
         self.meter(1)?;
         Ok(match prefix {
             Prefix::V4 { addr, len } => self.ranges_v4_mut(dir).remove((addr.into(), len))?,
-            Prefix::V6 { addr, len } => {
-                self.trie_v6_mut(dir).remove((len.into(), addr.octets()))?
-            }
+            Prefix::V6 { addr, len } => self.ranges_v6_mut(dir).remove((addr.into(), len))?,
         })
     }
 
-    /// Removes many prefixes of one direction: the IPv4 ones in one commit (which on failure
-    /// leaves the set as it was, to be rewritten whole by its next write), the IPv6 ones one
-    /// by one. Returns the prefixes known removed (all of them on success).
+    /// Removes many prefixes of one direction, in one commit per family (which on failure
+    /// leaves the set as it was, to be rewritten whole by its next write). Returns the
+    /// prefixes known removed (all of them on success).
     pub fn remove_prefixes(
         &mut self,
         dir: Direction,
@@ -342,39 +337,30 @@ impl Maps {
             return (removed, Err(e));
         }
         let (v4, v6): (Vec<Prefix>, Vec<Prefix>) = prefixes.iter().partition(|p| p.is_v4());
-        let result = self.remove_v6(dir, &v6, &mut removed).and_then(|()| {
-            let raw: Vec<PrefixV4> = v4.iter().filter_map(raw_v4).collect();
-            if !raw.is_empty() {
-                self.ranges_v4_mut(dir).remove_many(&raw)?;
+        let result = (|| {
+            let raw6: Vec<PrefixV6> = v6.iter().filter_map(raw_v6).collect();
+            if !raw6.is_empty() {
+                self.ranges_v6_mut(dir).remove_many(&raw6)?;
+            }
+            removed.extend(&v6);
+            let raw4: Vec<PrefixV4> = v4.iter().filter_map(raw_v4).collect();
+            if !raw4.is_empty() {
+                self.ranges_v4_mut(dir).remove_many(&raw4)?;
             }
             removed.extend(&v4);
             Ok(())
-        });
+        })();
         self.meter_published();
         (removed, result)
     }
 
-    fn remove_v6(
-        &mut self,
-        dir: Direction,
-        prefixes: &[Prefix],
-        removed: &mut Vec<Prefix>,
-    ) -> Result<(), DataplaneError> {
-        for prefix in prefixes {
-            if let Prefix::V6 { addr, len } = prefix {
-                self.trie_v6_mut(dir)
-                    .remove((u32::from(*len), addr.octets()))?;
-                removed.push(*prefix);
-            }
-        }
-        Ok(())
-    }
-
-    /// Builds the IPv4 range tables afresh from their records and publishes them (an adopting
+    /// Builds the range tables afresh from their records and publishes them (an adopting
     /// daemon: see [`RangeSet::rebuild`]).
     pub(super) fn rebuild_range_tables(&mut self) -> Result<(), DataplaneError> {
         self.dst_v4.rebuild()?;
         self.src_v4.rebuild()?;
+        self.dst_v6.rebuild()?;
+        self.src_v6.rebuild()?;
         self.meter_published();
         Ok(())
     }
@@ -385,21 +371,9 @@ impl Maps {
         dir: Direction,
         ip: IpAddr,
     ) -> Result<Vec<(Prefix, u32)>, DataplaneError> {
-        let candidates: Vec<(Prefix, u32)> = match ip {
-            IpAddr::V4(a) => self
-                .ranges_v4(dir)
-                .candidates(a.into())?
-                .into_iter()
-                .map(|((n, len), r)| (prefix_v4(Ipv4Addr::from(n), len.into()), r))
-                .collect(),
-            IpAddr::V6(a) => self
-                .trie_v6(dir)
-                .candidates(a.octets())?
-                .into_iter()
-                .map(|((len, n), r)| (prefix_v6(Ipv6Addr::from(n), len), r))
-                .collect(),
-        };
-        let mut out: Vec<(Prefix, u32)> = candidates
+        let map = PrefixMap::new(dir, ip.is_ipv4());
+        let mut out: Vec<(Prefix, u32)> = self
+            .prefixes(map)?
             .into_iter()
             .filter(|(p, _)| p.contains(ip))
             .collect();
@@ -407,7 +381,7 @@ impl Maps {
         Ok(out)
     }
 
-    /// Every prefix of one map with its rule, in no particular order.
+    /// Every prefix of one map with its rule, in address order.
     pub fn prefixes(&self, map: PrefixMap) -> Result<Vec<(Prefix, u32)>, DataplaneError> {
         let dir = map.direction();
         Ok(if map.is_v4() {
@@ -416,9 +390,9 @@ impl Maps {
                 .map(|((a, len), r)| (prefix_v4(Ipv4Addr::from(a), len.into()), r))
                 .collect()
         } else {
-            let raw = self.trie_v6(dir).dump()?;
+            let raw = self.ranges_v6(dir).dump()?;
             raw.into_iter()
-                .map(|((len, a), r)| (prefix_v6(Ipv6Addr::from(a), len), r))
+                .map(|((a, len), r)| (prefix_v6(Ipv6Addr::from(a), len.into()), r))
                 .collect()
         })
     }
@@ -432,74 +406,70 @@ impl Maps {
         Ok(out)
     }
 
-    /// Writes many prefixes of one direction, of either family: the IPv4 ones in one commit of
-    /// the range set whatever the mode; the IPv6 ones batched (one syscall per slot trie and
-    /// chunk) when asked and the kernel supports it, per element otherwise. Returns which way
-    /// it went.
+    /// Writes many prefixes of one direction, of either family, in one commit of each
+    /// family's range set (element by element under fault injection, so that a fault hits
+    /// exactly where it is armed).
     pub fn set_prefixes(
         &mut self,
         dir: Direction,
         entries: &[(Prefix, u32)],
-        mode: WriteMode,
-    ) -> Result<WriteMode, DataplaneError> {
+    ) -> Result<(), DataplaneError> {
         if self.fail_after.is_some() {
-            // Element by element, so an injected fault hits exactly where it is armed.
             for (prefix, rule) in entries {
                 self.set_prefix(dir, *prefix, *rule)?;
             }
-            return Ok(WriteMode::PerElement);
+            return Ok(());
         }
         self.meter(entries.len() as u64)?;
-        let batched = mode != WriteMode::PerElement;
-        let parallel = mode == WriteMode::Parallel;
         let (mut raw4, mut raw6) = (Vec::new(), Vec::new());
         for &(prefix, rule) in entries {
             match prefix {
                 Prefix::V4 { addr, len } => raw4.push(((addr.into(), len), rule)),
-                Prefix::V6 { addr, len } => raw6.push(((len.into(), addr.octets()), rule)),
+                Prefix::V6 { addr, len } => raw6.push(((addr.into(), len), rule)),
             }
         }
         let written = (|| {
             if !raw4.is_empty() {
                 self.ranges_v4_mut(dir).insert_many(&raw4)?;
             }
-            self.trie_v6_mut(dir).insert_many(&raw6, batched, parallel)
+            if !raw6.is_empty() {
+                self.ranges_v6_mut(dir).insert_many(&raw6)?;
+            }
+            Ok(())
         })();
         self.meter_published();
-        let used6 = written?;
-        Ok(match mode {
-            // An IPv4 set is written in one commit however many prefixes come.
-            _ if !(used6 || (batched && !raw4.is_empty())) => WriteMode::PerElement,
-            WriteMode::Parallel => WriteMode::Parallel,
-            _ => WriteMode::Batched,
-        })
+        written
     }
 
-    /// Bytes of one direction's IPv4 range table and record in the kernel (those this handle
-    /// wrote).
-    pub fn range_bytes(&self, dir: Direction) -> u64 {
-        self.ranges_v4(dir).kernel_bytes()
+    /// Bytes of one map's range table and record in the kernel (those this handle wrote).
+    pub fn range_bytes(&self, map: PrefixMap) -> u64 {
+        let dir = map.direction();
+        if map.is_v4() {
+            self.ranges_v4(dir).kernel_bytes()
+        } else {
+            self.ranges_v6(dir).kernel_bytes()
+        }
     }
 
-    fn ranges_v4(&self, dir: Direction) -> &RangeSet {
+    fn ranges_v4(&self, dir: Direction) -> &RangeSet<V4> {
         match dir {
             Direction::Dst => &self.dst_v4,
             Direction::Src => &self.src_v4,
         }
     }
-    fn trie_v6(&self, dir: Direction) -> &TrieV6 {
+    fn ranges_v6(&self, dir: Direction) -> &RangeSet<V6> {
         match dir {
             Direction::Dst => &self.dst_v6,
             Direction::Src => &self.src_v6,
         }
     }
-    fn ranges_v4_mut(&mut self, dir: Direction) -> &mut RangeSet {
+    fn ranges_v4_mut(&mut self, dir: Direction) -> &mut RangeSet<V4> {
         match dir {
             Direction::Dst => &mut self.dst_v4,
             Direction::Src => &mut self.src_v4,
         }
     }
-    fn trie_v6_mut(&mut self, dir: Direction) -> &mut TrieV6 {
+    fn ranges_v6_mut(&mut self, dir: Direction) -> &mut RangeSet<V6> {
         match dir {
             Direction::Dst => &mut self.dst_v6,
             Direction::Src => &mut self.src_v6,
@@ -1009,16 +979,11 @@ fn raw_v4(prefix: &Prefix) -> Option<PrefixV4> {
     }
 }
 
-/// How `Maps::set_prefixes` writes the IPv6 slot tries (an IPv4 set is written in one
-/// commit).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteMode {
-    /// Batched, each slot trie's batches on one of several threads (large writes only).
-    Parallel,
-    /// `BPF_MAP_UPDATE_BATCH`, falling back to per-element when the kernel refuses.
-    Batched,
-    /// One `BPF_MAP_UPDATE_ELEM` per prefix.
-    PerElement,
+fn raw_v6(prefix: &Prefix) -> Option<PrefixV6> {
+    match prefix {
+        Prefix::V6 { addr, len } => Some((u128::from(*addr), *len)),
+        Prefix::V4 { .. } => None,
+    }
 }
 
 fn check_block(block: u32) -> Result<(), DataplaneError> {

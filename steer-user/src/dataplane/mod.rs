@@ -21,7 +21,6 @@ pub mod range_set;
 pub mod run;
 pub mod sync;
 pub mod sys;
-pub mod trie;
 pub mod wan_traffic;
 mod word;
 
@@ -41,7 +40,7 @@ use steer_common::{map_names, program_names};
 
 pub use attach::{AttachReport, ifindex};
 pub use generations::Standby;
-pub use maps::{Maps, WanName, WriteMode};
+pub use maps::{Maps, WanName};
 pub use sync::{Diff, MapContents, SyncError, SyncReport};
 pub use wan_traffic::{TrafficSample, WatchedWan};
 
@@ -387,11 +386,11 @@ impl Dataplane {
         &self.prefixes
     }
 
-    /// Bytes the kernel holds for the prefix sets now ([`sync::held_bytes`]).
+    /// Bytes the kernel holds for the prefix sets now: their tables and records as allocated.
     pub fn set_memory(&self) -> u64 {
         model::PrefixMap::ALL
             .into_iter()
-            .map(|m| sync::held_bytes(&self.maps, &self.prefixes, m))
+            .map(|m| self.maps.range_bytes(m))
             .sum()
     }
 

@@ -29,7 +29,10 @@ use steer_common::{
 };
 
 use super::mapping::Mapping;
-use crate::model::range::{RangeTable, pack, padding_before, record_blocks};
+use crate::model::{
+    range::{RangeTable, pack, padding_before, record_blocks},
+    range6::{Located, RangeTable6, RegionLayout, locate, named_elements},
+};
 
 /// A range table's array in the kernel, with its memory mapped into this process.
 pub struct KernelTable {
@@ -123,6 +126,96 @@ impl KernelTable {
     }
 
     /// `u64` elements of the array, spare blocks included.
+    pub fn elements(&self) -> usize {
+        self.blocks.mapping.elements()
+    }
+}
+
+/// An IPv6 range table's array in the kernel (`steer_common::range6`). A small change is
+/// written into it as for IPv4, one region at a time: the new split tables and ranges of the
+/// smallest region holding the change go to spare room, then the region's entry (direct, or
+/// in a split table) names them with one store (`KernelTable6::write_region`).
+pub struct KernelTable6 {
+    blocks: Blocks,
+    /// The first element no chunk uses (elements are only appended, as for IPv4).
+    tail: usize,
+    /// Elements no chunk uses any more.
+    garbage: usize,
+}
+
+impl std::fmt::Debug for KernelTable6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelTable6")
+            .field("elements", &self.elements())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KernelTable6 {
+    /// A new array holding `table`, with room for `spare` more blocks.
+    pub fn create(table: &RangeTable6, spare: u32) -> Result<KernelTable6, MapError> {
+        let blocks = Blocks::create(table.blocks().saturating_add(spare))?;
+        for (slot, value) in blocks.mapping.slots().iter().zip(table.elements()) {
+            // Relaxed: no program reads this array before it is published, and publishing is
+            // a syscall, which orders these stores before it.
+            slot.store(*value, Ordering::Relaxed);
+        }
+        Ok(KernelTable6 {
+            blocks,
+            tail: table.used(),
+            garbage: 0,
+        })
+    }
+
+    /// The entry of the smallest region holding `first..=last` (`None` across chunks).
+    pub fn locate(&self, first: u128, last: u128) -> Option<Located> {
+        let slots = self.blocks.mapping.slots();
+        locate(first, last, |i| slots[i].load(Ordering::Relaxed))
+    }
+
+    /// Gives the entry at element `index` the layout `lay` makes at the first unused element,
+    /// in the live table: the elements first, then the entry with one store. Returns false,
+    /// writing nothing, when the spare room is used up.
+    pub fn write_region(&mut self, index: usize, lay: impl FnOnce(usize) -> RegionLayout) -> bool {
+        let slots = self.blocks.mapping.slots();
+        let layout = lay(self.tail);
+        let end = self.tail + layout.elements.len();
+        if end > slots.len() {
+            return false;
+        }
+        for (slot, value) in slots[self.tail..end].iter().zip(&layout.elements) {
+            // Relaxed: the Release store of the entry below publishes them.
+            slot.store(*value, Ordering::Relaxed);
+        }
+        let element = |i: u32| slots[i as usize].load(Ordering::Relaxed);
+        self.garbage += named_elements(element(index as u32), &element);
+        // Release: a program that reads the new entry reads what it names (through the entry,
+        // an address dependency, which orders its loads).
+        slots[index].store(layout.entry, Ordering::Release);
+        self.tail = end;
+        true
+    }
+
+    /// Elements no longer used, against elements in use: when to build the table afresh.
+    pub fn garbage(&self) -> (usize, usize) {
+        (self.garbage, self.tail - self.garbage)
+    }
+
+    /// Makes this table the one the programs read in `slot` of `outer`.
+    pub fn publish<T: BorrowMut<MapData>>(
+        &self,
+        outer: &mut ArrayOfMaps<T, Array<MapData, Block>>,
+        slot: u32,
+    ) -> Result<(), MapError> {
+        self.blocks.publish(outer, slot)
+    }
+
+    /// The array's descriptor.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.blocks.map.map().fd().as_fd()
+    }
+
+    /// `u64` elements of the array.
     pub fn elements(&self) -> usize {
         self.blocks.mapping.elements()
     }

@@ -1,46 +1,272 @@
-//! An IPv4 prefix set as the kernel holds it: a range table the classifier reads and a record
-//! of the prefixes ([`super::range_map`]), in the two slots of the set's outer array. This
-//! module keeps them in step with the prefixes written through it.
+//! A prefix set as the kernel holds it: a range table the classifier reads and a record of the
+//! prefixes ([`super::range_map`]), in the two slots of the set's outer array. This module
+//! keeps them in step with the prefixes written through it, for either family ([`Family`]:
+//! [`V4`], [`V6`]).
 //!
 //! Every write ends in a *commit*: the record is rewritten from the first entry that changed,
-//! and the table is brought to the new set, chunk by chunk in the live table when few chunks
-//! changed and there is room (each chunk swaps with one store), or built afresh and published
-//! in one step. Either way a packet sees the set before the write or after it, per chunk.
+//! and the table is brought to the new set: an IPv4 table chunk by chunk in the live table
+//! when few chunks changed and there is room (each chunk swaps with one store), otherwise (and
+//! always for IPv6) built afresh and published in one step. Either way a packet sees the set
+//! before the write or after it, per chunk.
 //! A fresh handle (a restarted daemon) reads the record before its first write and has no
 //! live table to write into: its first commit builds one.
 
 use std::collections::BTreeSet;
 
 use aya::maps::{Array, ArrayOfMaps, IterableMap, Map, MapData, MapError};
-use steer_common::range::{self, Block, record_entry, record_parts};
-
-use super::{
-    range_map::{KernelRecord, KernelTable},
-    trie::TrieError,
+use steer_common::{
+    range::{self, Block, record_entry, record_parts},
+    range6,
 };
+
+use super::range_map::{KernelRecord, KernelTable, KernelTable6};
 use crate::{
     heap::return_freed_memory,
-    model::range::{PrefixV4, RangeTable, chunk_ranges, record_blocks, spare_blocks},
+    model::{
+        range::{PrefixV4, RangeTable, chunk_ranges, record_blocks, spare_blocks},
+        range6::{PrefixV6, RangeTable6, RegionLayout},
+    },
 };
 
-type Result<T> = std::result::Result<T, TrieError>;
+/// What went wrong, and in which map.
+#[derive(Debug)]
+pub struct SetError {
+    pub map: &'static str,
+    pub op: &'static str,
+    pub source: MapError,
+}
 
-/// Chunks a commit rewrites in place at most; past that a fresh table costs less.
-const IN_PLACE_MAX_CHUNKS: usize = 4096;
+type Result<T> = std::result::Result<T, SetError>;
+
+/// Regions (chunks) a commit rewrites in place at most; past that a fresh table costs less.
+const IN_PLACE_MAX_REGIONS: usize = 4096;
 /// Changes applied to the entries one by one at most (each may shift the entries after it);
 /// more are merged in one pass.
 const IN_PLACE_MAX_EDITS: usize = 4;
 
-pub struct RangeSet {
+/// A prefix of a family: its address (host bits clear) and length.
+pub type PrefixOf<F> = (<F as Family>::Addr, u8);
+
+/// What a range set is made of in one address family.
+pub trait Family: Sized + 'static {
+    /// An address, as an integer.
+    type Addr: Copy + Ord + std::fmt::Debug;
+    /// A record entry: a prefix and its value, as `u64`s (sorted as their prefixes).
+    type Entry: Copy + Eq;
+    /// The live table, as this handle built it.
+    type Table;
+    fn entry(prefix: (Self::Addr, u8), value: u32) -> Self::Entry;
+    fn parts(entry: Self::Entry) -> ((Self::Addr, u8), u32);
+    /// The entries as the record's elements.
+    fn flat(entries: &[Self::Entry]) -> &[u64];
+    /// Entries from the record's elements (a partial entry at the end is dropped).
+    fn entries(elements: &[u64]) -> Vec<Self::Entry>;
+    /// The direct entry (/16 chunk) of an address.
+    fn chunk_of(addr: Self::Addr) -> u32;
+    /// The first and last address of the `len`-bit prefix of `addr`.
+    fn ends(addr: Self::Addr, len: u8) -> (Self::Addr, Self::Addr);
+    /// The first address of a chunk.
+    fn chunk_start(chunk: u32) -> Self::Addr;
+    /// A fresh table of `entries` in the kernel, with spare room for changes.
+    fn build(entries: &[Self::Entry]) -> std::result::Result<Self::Table, MapError>;
+    fn publish(
+        table: &Self::Table,
+        outer: &mut ArrayOfMaps<MapData, Array<MapData, Block>>,
+    ) -> std::result::Result<(), MapError>;
+    /// `u64` elements of the table's array, spare room included.
+    fn elements(table: &Self::Table) -> usize;
+    /// The regions of the live table to rewrite for changes of the `touched` prefixes, none
+    /// inside another (`None` when there are more than `IN_PLACE_MAX_REGIONS`).
+    fn regions(table: &Self::Table, touched: &[(Self::Addr, u8)]) -> Option<Vec<Region<Self>>>;
+    /// Rewrites `region` in the live table for the prefixes bearing on it (in address order);
+    /// false when there is no room left.
+    fn write_region(
+        table: &mut Self::Table,
+        region: Region<Self>,
+        bearing: impl Iterator<Item = ((Self::Addr, u8), u32)>,
+    ) -> bool;
+    /// Whether the table holds so much that no chunk uses any more that it is built afresh:
+    /// more than it uses, and more than a block.
+    fn too_much_garbage(table: &Self::Table) -> bool;
+}
+
+/// IPv4: a record entry is one `u64` (`range::record_entry`), the table a `range` table.
+#[derive(Debug)]
+pub struct V4;
+
+impl Family for V4 {
+    type Addr = u32;
+    type Entry = u64;
+    type Table = KernelTable;
+
+    fn entry((addr, len): PrefixV4, value: u32) -> u64 {
+        record_entry(addr, len, value)
+    }
+    fn parts(entry: u64) -> (PrefixV4, u32) {
+        let (addr, len, value) = record_parts(entry);
+        ((addr, len), value)
+    }
+    fn flat(entries: &[u64]) -> &[u64] {
+        entries
+    }
+    fn entries(elements: &[u64]) -> Vec<u64> {
+        elements.to_vec()
+    }
+    fn chunk_of(addr: u32) -> u32 {
+        addr >> range::OFFSET_BITS
+    }
+    fn ends(addr: u32, len: u8) -> (u32, u32) {
+        let host = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+        (addr & !host, addr | host)
+    }
+    fn chunk_start(chunk: u32) -> u32 {
+        chunk << range::OFFSET_BITS
+    }
+    fn build(entries: &[u64]) -> std::result::Result<KernelTable, MapError> {
+        let table = RangeTable::of_sorted(entries.iter().map(|e| V4::parts(*e)));
+        KernelTable::create(&table, spare_blocks(table.blocks()))
+    }
+    fn publish(
+        table: &KernelTable,
+        outer: &mut ArrayOfMaps<MapData, Array<MapData, Block>>,
+    ) -> std::result::Result<(), MapError> {
+        table.publish(outer, range::TABLE)
+    }
+    fn elements(table: &KernelTable) -> usize {
+        table.elements()
+    }
+    /// An IPv4 table is rewritten by whole chunks.
+    fn regions(_: &KernelTable, touched: &[PrefixV4]) -> Option<Vec<Region<V4>>> {
+        let chunks = chunks_of::<V4>(touched)?;
+        Some(chunks.into_iter().map(Region::chunk).collect())
+    }
+    fn write_region(
+        table: &mut KernelTable,
+        region: Region<V4>,
+        bearing: impl Iterator<Item = (PrefixV4, u32)>,
+    ) -> bool {
+        let chunk = region.index as u32;
+        table.write_chunk(chunk, &chunk_ranges(chunk, bearing))
+    }
+    fn too_much_garbage(table: &KernelTable) -> bool {
+        let (garbage, used) = table.garbage();
+        garbage > used.max(range::BLOCK_RANGES)
+    }
+}
+
+/// IPv6: a record entry is three `u64`s (the address's halves, then its length and value as
+/// IPv4's low half), the table a `range6` table.
+#[derive(Debug)]
+pub struct V6;
+
+impl Family for V6 {
+    type Addr = u128;
+    type Entry = [u64; 3];
+    type Table = KernelTable6;
+
+    fn entry((addr, len): PrefixV6, value: u32) -> [u64; 3] {
+        [
+            (addr >> 64) as u64,
+            addr as u64,
+            record_entry(0, len, value),
+        ]
+    }
+    fn parts([hi, lo, rest]: [u64; 3]) -> (PrefixV6, u32) {
+        let (_, len, value) = record_parts(rest);
+        ((u128::from(hi) << 64 | u128::from(lo), len), value)
+    }
+    fn flat(entries: &[[u64; 3]]) -> &[u64] {
+        entries.as_flattened()
+    }
+    fn entries(elements: &[u64]) -> Vec<[u64; 3]> {
+        elements
+            .chunks_exact(3)
+            .map(|e| [e[0], e[1], e[2]])
+            .collect()
+    }
+    fn chunk_of(addr: u128) -> u32 {
+        (addr >> (128 - range6::DIRECT_BITS)) as u32
+    }
+    fn ends(addr: u128, len: u8) -> (u128, u128) {
+        let host = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+        (addr & !host, addr | host)
+    }
+    fn chunk_start(chunk: u32) -> u128 {
+        u128::from(chunk) << (128 - range6::DIRECT_BITS)
+    }
+    fn build(entries: &[[u64; 3]]) -> std::result::Result<KernelTable6, MapError> {
+        let table = RangeTable6::of_sorted(entries.iter().map(|e| V6::parts(*e)));
+        KernelTable6::create(&table, spare_blocks(table.blocks()))
+    }
+    fn publish(
+        table: &KernelTable6,
+        outer: &mut ArrayOfMaps<MapData, Array<MapData, Block>>,
+    ) -> std::result::Result<(), MapError> {
+        table.publish(outer, range::TABLE)
+    }
+    fn elements(table: &KernelTable6) -> usize {
+        table.elements()
+    }
+    /// An IPv6 table is rewritten by the smallest regions holding the changes (a prefix
+    /// across chunks: each of its chunks).
+    fn regions(table: &KernelTable6, touched: &[PrefixV6]) -> Option<Vec<Region<V6>>> {
+        let mut regions = Vec::new();
+        for &(addr, len) in touched {
+            let (first, last) = V6::ends(addr, len);
+            match table.locate(first, last) {
+                Some(at) => regions.push(Region {
+                    prefix: at.region,
+                    depth: at.depth,
+                    index: at.index,
+                }),
+                None => regions.extend(
+                    chunks_of::<V6>(&[(addr, len)])?
+                        .into_iter()
+                        .map(Region::chunk),
+                ),
+            }
+            if regions.len() > IN_PLACE_MAX_REGIONS {
+                return None;
+            }
+        }
+        // Shorter first, so that a region inside one already kept is dropped.
+        regions.sort_by_key(|r| (r.prefix.1, r.prefix.0));
+        let mut kept: Vec<Region<V6>> = Vec::with_capacity(regions.len());
+        for region in regions {
+            let inside = |outer: &Region<V6>| {
+                let (first, last) = V6::ends(outer.prefix.0, outer.prefix.1);
+                (first..=last).contains(&region.prefix.0)
+            };
+            if !kept.iter().any(inside) {
+                kept.push(region);
+            }
+        }
+        Some(kept)
+    }
+    fn write_region(
+        table: &mut KernelTable6,
+        region: Region<V6>,
+        bearing: impl Iterator<Item = (PrefixV6, u32)>,
+    ) -> bool {
+        table.write_region(region.index, |origin| {
+            RegionLayout::of(region.prefix, region.depth, origin, bearing)
+        })
+    }
+    fn too_much_garbage(table: &KernelTable6) -> bool {
+        let (garbage, used) = table.garbage();
+        garbage > used.max(range::BLOCK as usize)
+    }
+}
+
+pub struct RangeSet<F: Family> {
     name: &'static str,
     outer: ArrayOfMaps<MapData, Array<MapData, Block>>,
-    /// The record's entries (`range::record_entry`), sorted: what the set holds, once
-    /// `known`.
-    entries: Vec<u64>,
+    /// The record's entries, sorted: what the set holds, once `known`.
+    entries: Vec<F::Entry>,
     /// Whether `entries` were read from the kernel's record (or written by this handle).
     known: bool,
     /// The live table, when this handle built it.
-    table: Option<KernelTable>,
+    table: Option<F::Table>,
     record: Option<KernelRecord>,
     /// The kernel may hold something else than the entries (a commit failed part-way, or the
     /// record read was torn): the next commit writes a fresh record and a fresh table, even
@@ -52,7 +278,7 @@ pub struct RangeSet {
     published: u64,
 }
 
-impl std::fmt::Debug for RangeSet {
+impl<F: Family> std::fmt::Debug for RangeSet<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RangeSet")
             .field("name", &self.name)
@@ -61,10 +287,10 @@ impl std::fmt::Debug for RangeSet {
     }
 }
 
-impl RangeSet {
+impl<F: Family> RangeSet<F> {
     /// Opens the set's outer array. Its record is read when a write first needs it: readers
     /// (`steer status`, `dump`, `explain`) read the kernel's record themselves, or not at all.
-    pub fn new((name, outer): (&'static str, Map)) -> Result<RangeSet> {
+    pub fn new((name, outer): (&'static str, Map)) -> Result<RangeSet<F>> {
         let outer: ArrayOfMaps<MapData, Array<MapData, Block>> =
             outer.try_into().map_err(err(name, "open"))?;
         Ok(RangeSet {
@@ -82,9 +308,11 @@ impl RangeSet {
 
     /// The kernel's record: its entries (none when there is no record yet), or `None` when it
     /// was left half-written.
-    fn read_record(&self) -> Result<Option<Vec<u64>>> {
+    fn read_record(&self) -> Result<Option<Vec<F::Entry>>> {
         match self.outer.get(&range::RECORD, 0) {
-            Ok(record) => KernelRecord::read(record.map()).map_err(err(self.name, "read record")),
+            Ok(record) => KernelRecord::read(record.map())
+                .map(|read| read.map(|elements| F::entries(&elements)))
+                .map_err(err(self.name, "read record")),
             Err(MapError::KeyNotFound) => Ok(Some(Vec::new())),
             Err(e) => Err(err(self.name, "open record")(e)),
         }
@@ -116,41 +344,34 @@ impl RangeSet {
     }
 
     /// Maps a prefix to `rule` (insert or overwrite).
-    pub fn insert(&mut self, prefix: PrefixV4, rule: u32) -> Result<()> {
+    pub fn insert(&mut self, prefix: PrefixOf<F>, rule: u32) -> Result<()> {
         self.apply(vec![(prefix, Some(rule))]).map(|_| ())
     }
 
     /// Removes a prefix; returns whether it was there.
-    pub fn remove(&mut self, prefix: PrefixV4) -> Result<bool> {
+    pub fn remove(&mut self, prefix: PrefixOf<F>) -> Result<bool> {
         self.apply(vec![(prefix, None)]).map(|removed| removed > 0)
     }
 
     /// Writes many prefixes in one commit (a prefix given twice keeps its last rule).
-    pub fn insert_many(&mut self, entries: &[(PrefixV4, u32)]) -> Result<()> {
+    pub fn insert_many(&mut self, entries: &[(PrefixOf<F>, u32)]) -> Result<()> {
         self.apply(entries.iter().map(|(p, r)| (*p, Some(*r))).collect())
             .map(|_| ())
     }
 
     /// Removes many prefixes in one commit; returns how many were there.
-    pub fn remove_many(&mut self, prefixes: &[PrefixV4]) -> Result<usize> {
+    pub fn remove_many(&mut self, prefixes: &[PrefixOf<F>]) -> Result<usize> {
         self.apply(prefixes.iter().map(|p| (*p, None)).collect())
     }
 
-    /// Every prefix that contains `addr`, with its rule, as the kernel's record holds them.
-    pub fn candidates(&self, addr: u32) -> Result<Vec<(PrefixV4, u32)>> {
-        let mut all = self.dump()?;
-        all.retain(|((network, len), _)| prefix_of(addr, *len).0 == *network);
-        Ok(all)
-    }
-
     /// Every prefix with its rule, in address order, as the kernel's record holds them.
-    pub fn dump(&self) -> Result<Vec<(PrefixV4, u32)>> {
+    pub fn dump(&self) -> Result<Vec<(PrefixOf<F>, u32)>> {
         let entries = self.read_record()?.ok_or_else(|| {
             err(self.name, "read record")(MapError::IoError(std::io::Error::other(
                 "the record is being written or was left half-written",
             )))
         })?;
-        Ok(entries.into_iter().map(entry_parts).collect())
+        Ok(entries.into_iter().map(F::parts).collect())
     }
 
     /// Fault injection for tests: the next fresh table fails to build, after the record was
@@ -161,14 +382,14 @@ impl RangeSet {
     }
 
     /// Where the entry of a prefix is (or would be).
-    fn find(&self, addr: u32, len: u8) -> std::result::Result<usize, usize> {
-        let key = record_entry(addr, len, 0) >> 16;
-        self.entries.binary_search_by_key(&key, |e| e >> 16)
+    fn find(&self, prefix: PrefixOf<F>) -> std::result::Result<usize, usize> {
+        self.entries
+            .binary_search_by_key(&prefix, |e| F::parts(*e).0)
     }
 
     /// Applies `changes` (a rule, or `None` to remove) to the entries and commits them;
     /// returns how many removals found their prefix.
-    fn apply(&mut self, mut changes: Vec<(PrefixV4, Option<u32>)>) -> Result<usize> {
+    fn apply(&mut self, mut changes: Vec<(PrefixOf<F>, Option<u32>)>) -> Result<usize> {
         self.know()?;
         // Stable: a prefix given twice keeps its last change.
         changes.sort_by_key(|(p, _)| *p);
@@ -180,13 +401,12 @@ impl RangeSet {
         let mut first_change = None;
         let mut removed = 0;
         let mut touched = Vec::with_capacity(changes.len());
-        for &((addr, len), rule) in last_of_each(&changes) {
-            let key = record_entry(addr, len, 0) >> 16;
-            while let Some(e) = old.next_if(|e| e >> 16 < key) {
+        for &(prefix, rule) in last_of_each(&changes) {
+            while let Some(e) = old.next_if(|e| F::parts(*e).0 < prefix) {
                 merged.push(e);
             }
-            let previous = old.next_if(|e| e >> 16 == key);
-            let new = rule.map(|r| record_entry(addr, len, r));
+            let previous = old.next_if(|e| F::parts(*e).0 == prefix);
+            let new = rule.map(|r| F::entry(prefix, r));
             if previous == new {
                 if let Some(e) = previous {
                     merged.push(e);
@@ -196,7 +416,7 @@ impl RangeSet {
             removed += usize::from(previous.is_some() && new.is_none());
             first_change.get_or_insert(merged.len());
             merged.extend(new);
-            touched.push((addr, len));
+            touched.push(prefix);
         }
         merged.extend(old);
         let Some(first_change) = first_change else {
@@ -214,13 +434,13 @@ impl RangeSet {
 
     /// [`RangeSet::apply`] for a few changes: each goes into the entries where it belongs,
     /// shifting those after it, instead of a merged copy of the whole set.
-    fn apply_in_place(&mut self, changes: &[(PrefixV4, Option<u32>)]) -> Result<usize> {
+    fn apply_in_place(&mut self, changes: &[(PrefixOf<F>, Option<u32>)]) -> Result<usize> {
         let mut undo = Vec::new();
         let mut removed = 0;
         let mut touched = Vec::new();
-        for &((addr, len), rule) in last_of_each(changes) {
-            let new = rule.map(|r| record_entry(addr, len, r));
-            let (at, previous) = match self.find(addr, len) {
+        for &(prefix, rule) in last_of_each(changes) {
+            let new = rule.map(|r| F::entry(prefix, r));
+            let (at, previous) = match self.find(prefix) {
                 Ok(at) if new == Some(self.entries[at]) => continue,
                 Ok(at) => (at, Some(self.entries[at])),
                 Err(_) if new.is_none() => continue,
@@ -234,19 +454,19 @@ impl RangeSet {
                     removed += 1;
                 }
             }
-            undo.push((addr, len, previous));
-            touched.push((addr, len));
+            undo.push((prefix, previous));
+            touched.push(prefix);
         }
         let Some(first_change) = touched
             .iter()
-            .map(|(a, l)| self.find(*a, *l).unwrap_or_else(|at| at))
+            .map(|p| self.find(*p).unwrap_or_else(|at| at))
             .min()
         else {
             return self.commit_if_dirty().map(|()| 0);
         };
         if let Err(e) = self.commit(first_change, &touched) {
-            for (addr, len, previous) in undo.into_iter().rev() {
-                match (self.find(addr, len), previous) {
+            for (prefix, previous) in undo.into_iter().rev() {
+                match (self.find(prefix), previous) {
                     (Ok(at), Some(entry)) => self.entries[at] = entry,
                     (Ok(at), None) => _ = self.entries.remove(at),
                     (Err(at), Some(entry)) => self.entries.insert(at, entry),
@@ -277,7 +497,7 @@ impl RangeSet {
 
     /// Brings the kernel to the entries: the record from `first_change` on, and the chunks the
     /// `touched` prefixes cover (everything when the kernel is not known to match).
-    fn commit(&mut self, first_change: usize, touched: &[PrefixV4]) -> Result<()> {
+    fn commit(&mut self, first_change: usize, touched: &[PrefixOf<F>]) -> Result<()> {
         if self.dirty {
             self.record = None;
             self.table = None;
@@ -293,34 +513,73 @@ impl RangeSet {
         Ok(())
     }
 
-    fn commit_table(&mut self, touched: &[PrefixV4]) -> Result<()> {
-        // Each prefix touches a chunk at least: many prefixes go straight to a fresh table.
-        let in_place = self.table.is_some() && touched.len() <= IN_PLACE_MAX_CHUNKS && {
-            let chunks = chunks_of(touched);
-            chunks.len() <= IN_PLACE_MAX_CHUNKS && chunks.iter().all(|c| self.rewrite_chunk(*c))
+    fn commit_table(&mut self, touched: &[PrefixOf<F>]) -> Result<()> {
+        // Each prefix touches a region at least: many prefixes go straight to a fresh table.
+        let regions = match &self.table {
+            Some(table) if touched.len() <= IN_PLACE_MAX_REGIONS => F::regions(table, touched),
+            _ => None,
         };
-        if !in_place || self.table.as_ref().is_some_and(too_much_garbage) {
+        let in_place = regions.is_some_and(|regions| {
+            regions
+                .into_iter()
+                .all(|region| self.rewrite_region(region))
+        });
+        if !in_place || self.table.as_ref().is_some_and(F::too_much_garbage) {
             self.build_table()?;
         }
         Ok(())
     }
 
+    /// Rewrites one region in the live table; false when it has no room left.
+    fn rewrite_region(&mut self, region: Region<F>) -> bool {
+        let bearing: Vec<_> = self.bearing_on(region.prefix).collect();
+        self.table
+            .as_mut()
+            .is_some_and(|table| F::write_region(table, region, bearing.into_iter()))
+    }
+
+    /// The prefixes that bear on `region`, in address order: those containing it, then those
+    /// inside it.
+    fn bearing_on(
+        &self,
+        (start, len): PrefixOf<F>,
+    ) -> impl Iterator<Item = (PrefixOf<F>, u32)> + '_ {
+        let last = F::ends(start, len).1;
+        // Shorter first: their first addresses never decrease, so this is address order.
+        let containing = (0..=len).filter_map(move |l| {
+            self.find((F::ends(start, l).0, l))
+                .ok()
+                .map(|i| self.entries[i])
+        });
+        let first = self
+            .entries
+            .partition_point(|e| F::parts(*e).0 < (start, len));
+        let inside = self.entries[first..]
+            .iter()
+            .copied()
+            .take_while(move |e| F::parts(*e).0.0 <= last)
+            .filter(move |e| F::parts(*e).0.1 > len);
+        containing.chain(inside).map(F::parts)
+    }
+
     fn commit_record(&mut self, first_change: usize) -> Result<()> {
+        let elements = F::flat(&self.entries);
+        let width = size_of::<F::Entry>() / size_of::<u64>();
         match &self.record {
             // A record more than twice the size a fresh one would have is made afresh, so a
             // set that shrank gives its memory back.
             Some(record)
-                if record.fits(self.entries.len())
-                    && record.blocks() <= 2 * record_blocks(self.entries.len()) =>
+                if record.fits(elements.len())
+                    && record.blocks() <= 2 * record_blocks(elements.len()) =>
             {
-                record.write(&self.entries, first_change);
+                record.write(elements, first_change * width);
                 Ok(())
             }
             _ => {
                 // A first record (this handle has none: a fresh start, or a restart whose
                 // record it read), a bigger one or a smaller one.
                 let record =
-                    KernelRecord::create(&self.entries).map_err(err(self.name, "create record"))?;
+                    KernelRecord::create(elements).map_err(err(self.name, "create record"))?;
                 record
                     .publish(&mut self.outer, range::RECORD)
                     .map_err(err(self.name, "publish record"))?;
@@ -329,36 +588,6 @@ impl RangeSet {
                 Ok(())
             }
         }
-    }
-
-    /// Rewrites one chunk in the live table; false when it has no room left.
-    fn rewrite_chunk(&mut self, chunk: u32) -> bool {
-        let ranges = chunk_ranges(chunk, self.bearing_on(chunk));
-        self.table
-            .as_mut()
-            .is_some_and(|table| table.write_chunk(chunk, &ranges))
-    }
-
-    /// The prefixes that bear on `chunk`, in address order: those containing it, then those
-    /// inside it.
-    fn bearing_on(&self, chunk: u32) -> impl Iterator<Item = (PrefixV4, u32)> + '_ {
-        let start = chunk << range::OFFSET_BITS;
-        // Shorter first: their first addresses never decrease, so this is address order.
-        let containing = (0..=range::DIRECT_BITS as u8).filter_map(move |len| {
-            self.find(prefix_of(start, len).0, len)
-                .ok()
-                .map(|i| self.entries[i])
-        });
-        let first = self
-            .entries
-            .partition_point(|e| (e >> 32) < u64::from(start));
-        let end = u64::from(start) + u64::from(range::CHUNK);
-        let inside = self.entries[first..]
-            .iter()
-            .copied()
-            .take_while(move |e| (e >> 32) < end)
-            .filter(|e| record_parts(*e).1 > range::DIRECT_BITS as u8);
-        containing.chain(inside).map(entry_parts)
     }
 
     /// Writes a fresh record and a fresh table from the entries and publishes them (a restarted
@@ -374,7 +603,7 @@ impl RangeSet {
 
     /// Bytes of the table and the record this handle wrote (spare room included).
     pub fn kernel_bytes(&self) -> u64 {
-        let table = self.table.as_ref().map_or(0, KernelTable::elements);
+        let table = self.table.as_ref().map_or(0, F::elements);
         let record = self.record.as_ref().map_or(0, KernelRecord::elements);
         (table + record) as u64 * 8
     }
@@ -386,28 +615,18 @@ impl RangeSet {
                 std::io::Error::other("injected fault"),
             )));
         }
-        let table = RangeTable::of_sorted(self.entries.iter().map(|e| entry_parts(*e)));
-        let kernel = KernelTable::create(&table, spare_blocks(table.blocks()))
-            .map_err(err(self.name, "create table"))?;
-        kernel
-            .publish(&mut self.outer, range::TABLE)
-            .map_err(err(self.name, "publish table"))?;
+        let kernel = F::build(&self.entries).map_err(err(self.name, "create table"))?;
+        F::publish(&kernel, &mut self.outer).map_err(err(self.name, "publish table"))?;
         self.published += 1;
         self.table = Some(kernel);
         Ok(())
     }
 }
 
-/// A record entry as a prefix and its rule.
-fn entry_parts(entry: u64) -> (PrefixV4, u32) {
-    let (addr, len, rule) = record_parts(entry);
-    ((addr, len), rule)
-}
-
 /// The last change of each prefix (changes sorted by prefix, stably).
-fn last_of_each(
-    changes: &[(PrefixV4, Option<u32>)],
-) -> impl Iterator<Item = &(PrefixV4, Option<u32>)> {
+fn last_of_each<P: PartialEq>(
+    changes: &[(P, Option<u32>)],
+) -> impl Iterator<Item = &(P, Option<u32>)> {
     changes
         .iter()
         .enumerate()
@@ -415,28 +634,44 @@ fn last_of_each(
         .map(|(_, change)| change)
 }
 
-/// A table whose unused ranges outnumber its used ones is built afresh.
-fn too_much_garbage(table: &KernelTable) -> bool {
-    let (garbage, used) = table.garbage();
-    garbage > used.max(range::BLOCK_RANGES)
-}
-
-/// The chunks the prefixes cover.
-fn chunks_of(prefixes: &[PrefixV4]) -> BTreeSet<u32> {
+/// The chunks the prefixes cover (`None` when more than `IN_PLACE_MAX_REGIONS`).
+fn chunks_of<F: Family>(prefixes: &[PrefixOf<F>]) -> Option<BTreeSet<u32>> {
     let mut out = BTreeSet::new();
     for &(addr, len) in prefixes {
-        let (first, last) = (addr, prefix_of(addr, len).1);
-        out.extend(first >> range::OFFSET_BITS..=last >> range::OFFSET_BITS);
+        let (first, last) = F::ends(addr, len);
+        let (first, last) = (F::chunk_of(first), F::chunk_of(last));
+        if (last - first) as usize >= IN_PLACE_MAX_REGIONS {
+            return None;
+        }
+        out.extend(first..=last);
+        if out.len() > IN_PLACE_MAX_REGIONS {
+            return None;
+        }
     }
-    out
+    Some(out)
 }
 
-/// The first and last address of the `len`-bit prefix of `addr`.
-fn prefix_of(addr: u32, len: u8) -> (u32, u32) {
-    let host = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
-    (addr & !host, addr | host)
+/// A region of a live table that a change rewrites: a prefix, with where its entry is.
+#[derive(Debug)]
+pub struct Region<F: Family> {
+    pub prefix: PrefixOf<F>,
+    /// Splits above its entry (an IPv4 chunk, or an IPv6 direct entry: none).
+    pub depth: u32,
+    /// The element of its entry.
+    pub index: usize,
 }
 
-fn err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> TrieError {
-    move |source| TrieError { map, op, source }
+impl<F: Family> Region<F> {
+    /// The region of a whole chunk: its direct entry.
+    fn chunk(chunk: u32) -> Region<F> {
+        Region {
+            prefix: (F::chunk_start(chunk), range::DIRECT_BITS as u8),
+            depth: 0,
+            index: chunk as usize,
+        }
+    }
+}
+
+fn err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> SetError {
+    move |source| SetError { map, op, source }
 }

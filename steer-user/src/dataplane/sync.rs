@@ -43,11 +43,11 @@ use std::collections::{BTreeMap, HashSet};
 
 use steer_common::{MAX_RULES, MAX_WANS, Settings, WanInfo, name_to_bytes, settings_flags};
 
-use super::{DataplaneError, Maps, WriteMode, maps::WanName, ordered::Resolved};
+use super::{DataplaneError, Maps, maps::WanName, ordered::Resolved};
 use crate::{
     model::{
         Capacity, CondTables, Direction, PolicyTable, PrefixMap, PrefixSets,
-        footprint::{Bytes, Footprint, TRIE_BYTES_V6},
+        footprint::{Bytes, Footprint},
     },
     prefix::Prefix,
 };
@@ -86,8 +86,6 @@ pub struct SyncReport {
     pub policy_writes: u64,
     /// `(from, to)` when the live generation flipped.
     pub flipped: Option<(u32, u32)>,
-    /// Whether prefix additions went out in batches.
-    pub batched: bool,
     /// Time spent computing the difference (userspace only).
     pub diff_time: std::time::Duration,
     /// Time spent reading and writing kernel maps.
@@ -194,7 +192,7 @@ pub fn check_capacity(
 /// The prefix maps' kernel memory through a change must fit `capacity.memory` (nothing is
 /// counted without a limit). Additions are written before removals, so a map holds its old and
 /// new prefixes together for a while, and a commit may build a fresh table and record beside
-/// the live ones before those are freed: an IPv4 map the change touches counts what the kernel
+/// the live ones before those are freed: a map the change touches counts what the kernel
 /// holds for it now plus the larger of its merged and its final contents; every other map the
 /// larger of what it holds and what it will hold.
 fn check_memory(
@@ -221,10 +219,10 @@ fn check_memory(
     let mut held_now = 0;
     let mut need = 0;
     for m in PrefixMap::ALL {
-        let held = held_bytes(maps, state, m);
+        let held = maps.range_bytes(m);
         let after = merged.map(m).bytes.max(last.map(m).bytes);
         held_now += held;
-        need += if m.is_v4() && touched.contains(&m) {
+        need += if touched.contains(&m) {
             held + after
         } else {
             held.max(after)
@@ -235,24 +233,14 @@ fn check_memory(
             need,
             max,
             breakdown: format!(
-                "{}; the kernel holds {} for the sets now, and a changed IPv4 set's new table \
-                 is built beside its old one",
+                "{}; the kernel holds {} for the sets now, and a changed set's new table is \
+                 built beside its old one",
                 last.breakdown(),
                 Bytes(held_now)
             ),
         });
     }
     Ok(())
-}
-
-/// Bytes the kernel holds for prefix map `m` now: an IPv4 set's table and record as
-/// allocated, an IPv6 set's tries by the estimate `steer check` uses.
-pub fn held_bytes(maps: &Maps, state: &PrefixSets, m: PrefixMap) -> u64 {
-    if m.is_v4() {
-        maps.range_bytes(m.direction())
-    } else {
-        state.map(m).len() as u64 * TRIE_BYTES_V6
-    }
 }
 
 /// The memory of the prefix maps once `state` has the writes `planned` and lost `left`.
@@ -455,7 +443,7 @@ pub fn sync_prefixes(
     report.policy_writes += maps.writes() - start;
     let mut undo = Vec::new();
     let start = maps.writes();
-    if let Err(e) = write_planned(maps, state, planned, None, &mut undo, &mut report) {
+    if let Err(e) = write_planned(maps, state, planned, None, &mut undo) {
         return Err(restore(maps, state, undo, &[], e));
     }
     remove_stale(maps, state, &mut left, &mut report)?;
@@ -537,14 +525,7 @@ pub fn sync(
     // Additions and changes.
     let mut undo = Vec::new();
     let start = maps.writes();
-    if let Err(e) = write_planned(
-        maps,
-        state,
-        planned,
-        Some(&want.prefixes),
-        &mut undo,
-        &mut report,
-    ) {
+    if let Err(e) = write_planned(maps, state, planned, Some(&want.prefixes), &mut undo) {
         return Err(restore(maps, state, undo, &new_rules, e));
     }
     report.prefix_writes += maps.writes() - start;
@@ -750,7 +731,6 @@ fn write_planned(
     planned: Vec<PlannedWrites>,
     want: Option<&PrefixSets>,
     undo: &mut Vec<Undo>,
-    report: &mut SyncReport,
 ) -> Result<(), DataplaneError> {
     for (dir, writes) in planned {
         let whole = want.map_or([false; 2], |want| whole_maps(state, want, dir, &writes));
@@ -762,12 +742,7 @@ fn write_planned(
                 previous: state.map(PrefixMap::of(dir, prefix)).get(prefix).copied(),
             });
         }
-        let mode = if writes.len() > 16 {
-            WriteMode::Parallel
-        } else {
-            WriteMode::PerElement
-        };
-        report.batched |= maps.set_prefixes(dir, &writes, mode)? != WriteMode::PerElement;
+        maps.set_prefixes(dir, &writes)?;
         if let Some(want) = want {
             for (map, _) in PrefixMap::of_direction(dir)
                 .into_iter()
@@ -836,7 +811,7 @@ fn restore(
             .collect();
         // In one write per direction and kind: an IPv4 set commits once, not once a prefix.
         let result = maps
-            .set_prefixes(dir, &back, WriteMode::Batched)
+            .set_prefixes(dir, &back)
             .and_then(|_| maps.remove_prefixes(dir, &gone).1);
         if let Err(undo) = result {
             return SyncError::RollbackFailed { source, undo };

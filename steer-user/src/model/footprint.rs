@@ -1,15 +1,15 @@
 //! The kernel memory the prefix sets take, computed from their prefixes before anything is
 //! written: what `steer check` reports and what `general.max_memory` is held against.
 //!
-//! - An IPv4 map is a range table and a record (`dataplane/range_set.rs`). Both are arrays of
-//!   256 KiB blocks whose size follows from the prefixes alone: the table's ranges are counted
-//!   by the builder's own sweep ([`range::table_blocks`]), the spare room and the record's size
-//!   by the functions the writer uses. This is exact, not an estimate.
-//! - An IPv6 map is a set of kernel LPM tries: a node per prefix and inner nodes, allocated by
-//!   the kernel. That is an estimate: [`TRIE_BYTES_V6`] a prefix, measured.
-//! - A reload, or a change too big to write in place, builds a fresh IPv4 table and record
-//!   beside the live ones and frees the old after publishing: the peak holds one map twice.
-//!   (A running daemon counts a change from what the kernel holds instead: `dataplane::sync`.)
+//! - A map is a range table and a record (`dataplane/range_set.rs`). Both are arrays of
+//!   256 KiB blocks whose size follows from the prefixes alone. An IPv4 table's ranges are
+//!   counted by the builder's own sweep ([`range::table_blocks`]), its spare room and the
+//!   record's size by the functions the writer uses; an IPv6 table is built to be measured
+//!   ([`RangeTable6`]). This is exact, not an estimate.
+//! - A reload, or a change too big to write in place (any change of an IPv6 set), builds a
+//!   fresh table and record beside the live ones and frees the old after publishing: the peak
+//!   holds one map twice. (A running daemon counts a change from what the kernel holds
+//!   instead: `dataplane::sync`.)
 //!
 //! The values given to the sweep are the sets' own numbers; the daemon's rules can only merge
 //! neighbouring ranges, so the count here is never below what it writes.
@@ -19,13 +19,9 @@ use std::fmt;
 use super::{
     PrefixMap,
     range::{self, PrefixV4},
+    range6::{PrefixV6, RangeTable6},
 };
 use crate::prefix::Prefix;
-
-/// Kernel memory an IPv6 prefix takes in the tries, measured with `cargo xtask bench memory`
-/// (100k IPv6 prefixes of a real-looking mix: +15.0 MB on kernel 6.18, about 150 bytes each;
-/// a trie node is a kernel allocation per prefix, plus the inner nodes the trie adds).
-pub const TRIE_BYTES_V6: u64 = 160;
 
 /// The memory of the four prefix maps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,23 +42,27 @@ impl Footprint {
     /// and a number for its set (prefixes of one set share it).
     pub fn of(entries: impl IntoIterator<Item = (PrefixMap, Prefix, u32)>) -> Footprint {
         let mut v4: [Vec<u64>; PrefixMap::ALL.len()] = Default::default();
-        let mut footprint = Footprint::default();
+        let mut v6: [Vec<(PrefixV6, u32)>; PrefixMap::ALL.len()] = Default::default();
         for (map, prefix, set) in entries {
-            footprint.maps[map.index()].prefixes += 1;
-            if let Prefix::V4 { addr, len } = prefix {
-                v4[map.index()].push(steer_common::range::record_entry(addr.into(), len, set));
+            match prefix {
+                Prefix::V4 { addr, len } => {
+                    v4[map.index()].push(steer_common::range::record_entry(addr.into(), len, set))
+                }
+                Prefix::V6 { addr, len } => v6[map.index()].push(((addr.into(), len), set)),
             }
         }
+        let mut footprint = Footprint::default();
         for map in PrefixMap::ALL {
-            let slot = &mut footprint.maps[map.index()];
-            if map.is_v4() {
+            // By address, then length: the order the builders need.
+            footprint.maps[map.index()] = if map.is_v4() {
                 let entries = &mut v4[map.index()];
-                // By address, then length: the order the sweep needs.
                 entries.sort_unstable();
-                *slot = MapFootprint::v4(entries);
+                MapFootprint::v4(entries)
             } else {
-                slot.bytes = slot.prefixes as u64 * TRIE_BYTES_V6;
-            }
+                let entries = &mut v6[map.index()];
+                entries.sort_unstable_by_key(|(p, _)| *p);
+                MapFootprint::v6(entries)
+            };
         }
         footprint
     }
@@ -76,16 +76,11 @@ impl Footprint {
         self.maps.iter().map(|m| m.bytes).sum()
     }
 
-    /// Bytes at the peak of a reload: the sets in force and the largest fresh IPv4 build
-    /// beside them (maps are rebuilt one after the other; IPv6 tries change in place).
+    /// Bytes at the peak of a reload: the sets in force and the largest fresh build beside
+    /// them (maps are rebuilt one after the other).
     pub fn peak(&self) -> u64 {
-        let biggest_v4 = PrefixMap::ALL
-            .into_iter()
-            .filter(|m| m.is_v4())
-            .map(|m| self.map(m).bytes)
-            .max()
-            .unwrap_or(0);
-        self.in_force() + biggest_v4
+        let biggest = self.maps.iter().map(|m| m.bytes).max().unwrap_or(0);
+        self.in_force() + biggest
     }
 
     /// What each map that holds prefixes takes: "IPv4 destination: 1000000 prefixes,
@@ -96,14 +91,13 @@ impl Footprint {
             .filter(|m| self.map(*m).prefixes > 0)
             .map(|m| {
                 let f = self.map(m);
-                let estimate = if m.is_v4() { "" } else { "about " };
                 let noun = if f.prefixes == 1 {
                     "prefix"
                 } else {
                     "prefixes"
                 };
                 format!(
-                    "{}: {} {noun}, {estimate}{}",
+                    "{}: {} {noun}, {}",
                     m.describe(),
                     f.prefixes,
                     Bytes(f.bytes)
@@ -131,6 +125,20 @@ impl MapFootprint {
         }
         let table = range::table_blocks(sorted.iter().map(parts));
         let blocks = table + range::spare_blocks(table) + range::record_blocks(sorted.len());
+        MapFootprint {
+            prefixes: sorted.len(),
+            bytes: range::block_bytes(blocks),
+        }
+    }
+
+    /// An IPv6 map holding `sorted` (in order): its table, built to be measured, with its
+    /// spare room, and its record of three `u64`s a prefix.
+    fn v6(sorted: &[(PrefixV6, u32)]) -> MapFootprint {
+        if sorted.is_empty() {
+            return MapFootprint::default();
+        }
+        let table = RangeTable6::of_sorted(sorted.iter().copied()).blocks();
+        let blocks = table + range::spare_blocks(table) + range::record_blocks(3 * sorted.len());
         MapFootprint {
             prefixes: sorted.len(),
             bytes: range::block_bytes(blocks),
@@ -202,11 +210,20 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_prefixes_count_by_the_measured_node_cost_and_change_in_place() {
+    fn an_ipv6_map_is_its_built_table_and_record_and_is_rebuilt_beside_itself() {
         let p = Prefix::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128).unwrap();
         let f = Footprint::of([(PrefixMap::SrcV6, p, 0), (PrefixMap::DstV6, p, 1)]);
-        assert_eq!(f.in_force(), 2 * TRIE_BYTES_V6);
-        assert_eq!(f.peak(), f.in_force());
+        let built = RangeTable6::build(&[((1, 128), 0)]);
+        let one = range::block_bytes(
+            built.blocks() + range::spare_blocks(built.blocks()) + range::record_blocks(3),
+        );
+        assert_eq!(f.map(PrefixMap::DstV6).bytes, one);
+        assert_eq!(f.in_force(), 2 * one);
+        assert_eq!(
+            f.peak(),
+            3 * one,
+            "a change builds one table beside the old"
+        );
         assert_eq!(Footprint::of([]).peak(), 0);
     }
 

@@ -13,6 +13,7 @@ mod local;
 pub mod ordered;
 mod prefixes;
 pub mod range;
+pub mod range6;
 mod rules;
 pub mod sorted;
 mod table;
@@ -186,8 +187,7 @@ impl PrefixMap {
         }
     }
 
-    /// The kernel map holding it: an IPv4 set's range table and record, an IPv6 set's array
-    /// of slot tries.
+    /// The kernel map holding it: the set's range table and record.
     pub const fn map_name(self) -> &'static str {
         match self {
             PrefixMap::DstV4 => map_names::DST_V4,
@@ -196,18 +196,9 @@ impl PrefixMap {
             PrefixMap::SrcV6 => map_names::SRC_V6,
         }
     }
-
-    /// An IPv6 set's trie of short prefixes.
-    pub const fn short_map_name(self) -> Option<&'static str> {
-        match self {
-            PrefixMap::DstV6 => Some(map_names::DST_V6_SHORT),
-            PrefixMap::SrcV6 => Some(map_names::SRC_V6_SHORT),
-            PrefixMap::DstV4 | PrefixMap::SrcV4 => None,
-        }
-    }
 }
 
-/// How many prefixes each prefix map may hold (whole family, all slot tries together), and
+/// How many prefixes each prefix map may hold (whole family), and
 /// how much kernel memory they may take. Nothing is preallocated: steer enforces both before
 /// it writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,12 +247,7 @@ mod tests {
         for (i, map) in PrefixMap::ALL.into_iter().enumerate() {
             assert_eq!(map.index(), i);
             assert_eq!(PrefixMap::new(map.direction(), map.is_v4()), map);
-            let outer = map.map_name();
-            if let Some(short) = map.short_map_name() {
-                assert_eq!(short, format!("{outer}_SHORT"));
-            }
-            assert_eq!(map.short_map_name().is_none(), map.is_v4());
-            assert_eq!(outer.to_lowercase(), map.key());
+            assert_eq!(map.map_name().to_lowercase(), map.key());
         }
         let c = Capacity {
             dst_v4: 1,

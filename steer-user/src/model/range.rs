@@ -173,38 +173,65 @@ impl<'a> Cutter<'a> {
 /// address order, starting at 0; a value never repeats its predecessor's.
 fn breakpoints(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> Vec<(u64, u32)> {
     let mut points = Vec::new();
-    sweep(sorted, |point| points.push(point));
+    sweep::<V4>(sorted, |point| points.push(point));
     points
 }
 
+/// An address space the sweep walks: where a prefix starts and where it ends (one past its
+/// last address), as positions that can also name the end of the space.
+pub(super) trait Space {
+    type Prefix;
+    type Position: Copy + Ord;
+    const START: Self::Position;
+    const END: Self::Position;
+    fn span(prefix: &Self::Prefix) -> (Self::Position, Self::Position);
+}
+
+/// IPv4: positions are 33 bits wide.
+struct V4;
+
+impl Space for V4 {
+    type Prefix = PrefixV4;
+    type Position = u64;
+    const START: u64 = 0;
+    const END: u64 = 1 << 32;
+    fn span(&(addr, len): &PrefixV4) -> (u64, u64) {
+        let start = u64::from(addr);
+        (start, start + (1u64 << (32 - u32::from(len))))
+    }
+}
+
 /// Sweeps a sorted set, giving each of its breakpoints to `emit`, in order.
-fn sweep(sorted: impl Iterator<Item = (PrefixV4, u32)>, emit: impl FnMut((u64, u32))) {
-    let mut points = Breakpoints {
+pub(super) fn sweep<S: Space>(
+    sorted: impl Iterator<Item = (S::Prefix, u32)>,
+    emit: impl FnMut((S::Position, u32)),
+) {
+    let mut points = Breakpoints::<S, _> {
         emit,
         held: None,
         last_value: NONE,
     };
-    points.push(0, NONE);
+    points.push(S::START, NONE);
     // Prefixes containing the sweep's position: (one past the last address, value).
-    let mut open: Vec<(u64, u32)> = Vec::new();
-    for ((addr, len), value) in sorted {
-        let start = u64::from(addr);
+    let mut open: Vec<(S::Position, u32)> = Vec::new();
+    for (prefix, value) in sorted {
+        let (start, end) = S::span(&prefix);
         close_until(&mut open, &mut points, start);
         // A prefix given again is opened again, inside the first: the value given last holds
         // throughout, and both close at the same point.
-        open.push((start + (1u64 << (32 - u32::from(len))), value));
+        open.push((end, value));
         points.push(start, value);
     }
-    close_until(&mut open, &mut points, 1 << 32);
+    close_until(&mut open, &mut points, S::END);
     points.finish();
 }
 
 /// Ends the open prefixes that end at or before `position`, innermost first: from each end on,
 /// the next enclosing prefix's value holds (or none).
-fn close_until<F: FnMut((u64, u32))>(
-    open: &mut Vec<(u64, u32)>,
-    points: &mut Breakpoints<F>,
-    position: u64,
+fn close_until<S: Space, F: FnMut((S::Position, u32))>(
+    open: &mut Vec<(S::Position, u32)>,
+    points: &mut Breakpoints<S, F>,
+    position: S::Position,
 ) {
     while let Some(&(end, _)) = open.last() {
         if end > position {
@@ -218,24 +245,24 @@ fn close_until<F: FnMut((u64, u32))>(
 
 /// The breakpoints as the sweep finds them, one held back: a later one at the same position
 /// replaces it.
-struct Breakpoints<F> {
+struct Breakpoints<S: Space, F> {
     emit: F,
-    held: Option<(u64, u32)>,
+    held: Option<(S::Position, u32)>,
     /// The value of the last breakpoint given to `emit`.
     last_value: u32,
 }
 
-impl<F: FnMut((u64, u32))> Breakpoints<F> {
+impl<S: Space, F: FnMut((S::Position, u32))> Breakpoints<S, F> {
     /// Records that `value` holds from `position` on (positions come in order).
-    fn push(&mut self, position: u64, value: u32) {
-        if position >= 1 << 32 {
+    fn push(&mut self, position: S::Position, value: u32) {
+        if position >= S::END {
             return;
         }
         if self.held.is_some_and(|(p, _)| p == position) {
             self.held = None;
         }
         let before = self.held.map_or(self.last_value, |(_, v)| v);
-        if before == value && (self.held.is_some() || position > 0) {
+        if before == value && (self.held.is_some() || position > S::START) {
             return;
         }
         self.release();
@@ -265,7 +292,7 @@ fn table_ranges(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> u32 {
     let mut placed = Placed::default();
     // The chunk being counted and its ranges so far (a chunk has one range at its start).
     let mut current = (0u32, 1u32);
-    sweep(sorted, |(position, _)| {
+    sweep::<V4>(sorted, |(position, _)| {
         let (chunk, offset) = (
             (position >> OFFSET_BITS) as u32,
             position as u32 & (CHUNK - 1),

@@ -84,6 +84,45 @@ pub fn real_mix(rng: &mut Rng, count: usize, v4: bool) -> Vec<Prefix> {
     })
 }
 
+/// `count` distinct IPv6 prefixes placed as real ones are: inside a few thousand allocations
+/// (/29–/32) of the regional registries' blocks (2001::/16, 2400::/12, 2600::/12, 2800::/12,
+/// 2a00::/12, 2c00::/12), so that a few dozen /16s hold them all. A quarter are allocations,
+/// the rest /48s, hosts and /33–/64 inside them.
+pub fn clustered_v6(rng: &mut Rng, count: usize) -> Vec<Prefix> {
+    const BLOCKS: [(u16, u32); 6] = [
+        (0x2001, 16),
+        (0x2400, 12),
+        (0x2600, 12),
+        (0x2800, 12),
+        (0x2a00, 12),
+        (0x2c00, 12),
+    ];
+    let allocations: Vec<u128> = (0..(count / 50).max(4))
+        .map(|_| {
+            let (top, len) = BLOCKS[rng.below(BLOCKS.len() as u64) as usize];
+            let inside = u128::from_be_bytes(rng.bytes::<16>()) >> len;
+            (u128::from(top) << 112) | inside
+        })
+        .collect();
+    distinct(count, || {
+        let allocation = allocations[rng.below(allocations.len() as u64) as usize];
+        let within = u128::from_be_bytes(rng.bytes::<16>()) >> 32;
+        let len = match rng.below(100) {
+            0..25 => {
+                return (
+                    IpAddr::V6(Ipv6Addr::from(allocation)),
+                    29 + rng.below(4) as u32,
+                );
+            }
+            25..70 => 48,
+            70..82 => 128,
+            _ => 33 + rng.below(32) as u32,
+        };
+        let addr = (allocation & !(u128::MAX >> 32)) | within;
+        (IpAddr::V6(Ipv6Addr::from(addr)), len)
+    })
+}
+
 /// `count` distinct IPv4 host routes spread over the whole address space.
 pub fn scattered_hosts(rng: &mut Rng, count: usize) -> Vec<Prefix> {
     distinct(count, || (IpAddr::V4(Ipv4Addr::from(rng.bytes::<4>())), 32))

@@ -47,7 +47,7 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
 use steer::{
-    dataplane::{Dataplane, WriteMode, ordered::Resolved, run::time_per_run},
+    dataplane::{Dataplane, ordered::Resolved, run::time_per_run},
     model::{CondTables, Conditions, Direction, Family, OrderedRule, PortRange, PrefixMap, Proto},
     packet::{Frame, Transport},
     prefix::Prefix,
@@ -248,7 +248,7 @@ fn classifier() {
         let set = prefixes(&mut rng, count, v4);
         let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
         dp.maps_mut()
-            .set_prefixes(Direction::Dst, &entries, WriteMode::Batched)
+            .set_prefixes(Direction::Dst, &entries)
             .expect("load set");
         // Packets that hit prefixes of the set (or, for the empty set, a miss).
         let frames: Vec<Vec<u8>> = (0..4)
@@ -291,31 +291,58 @@ fn classifier() {
 }
 
 fn range_lookup() {
-    use steer::model::range::RangeTable;
+    use steer::model::{range::RangeTable, range6::RangeTable6};
     use steer_tests::{
-        bench::memory::{real_mix, scattered_hosts},
-        ranges::{Pair, Program, frame, v4},
+        bench::memory::{clustered_v6, real_mix, scattered_hosts},
+        ranges::{Pair, Program, frame, frame6, v4, v6},
     };
     println!(
-        "\n== lookup: the range table against the kernel's LPM trie, {SPREAD} addresses each \
+        "\n== lookup: the range tables against the kernel's LPM trie, {SPREAD} addresses each \
          inside a random prefix of the set, one per run, median of {RUNS} rounds; the floor is \
-         a program that only copies the address\n"
+         a program that only copies the address. IPv6 \"mix\": spread over 2000::/3; \
+         \"clustered\": inside allocations of the registries' blocks, as real sets are\n"
     );
     println!(
         "{:<22} {:>9} {:>10} {:>10} {:>9} {:>11} {:>11} {:>9}",
         "set", "build ms", "floor ns", "trie +ns", "table +ns", "trie MiB", "table MiB", "ranges"
     );
     let mut rng = Rng::new(0x7261_6e67);
+    let value = |rng: &mut Rng| rng.below(u64::from(steer_common::MAX_RULES)) as u32;
+    let row = |label: &str,
+               pair: &Pair,
+               frames: &[Vec<u8>],
+               programs,
+               build: Duration,
+               bytes,
+               ranges| {
+        let (echo, lpm, table) = programs;
+        let per_run = |program: Program| {
+            median_ns(|| {
+                let total: Duration = frames.iter().map(|f| pair.time(program, f).unwrap()).sum();
+                total / frames.len() as u32
+            })
+        };
+        let floor = per_run(echo);
+        let trie = per_run(lpm);
+        let ranged = per_run(table);
+        let (trie_bytes, table_bytes): (u64, u64) = bytes;
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        println!(
+            "{label:<22} {:>9.1} {floor:>10.0} {:>+10.0} {:>+9.0} {:>11.1} {:>11.1} {ranges:>9}",
+            build.as_secs_f64() * 1e3,
+            trie - floor,
+            ranged - floor,
+            mib(trie_bytes),
+            mib(table_bytes),
+        );
+    };
     for (label, set) in [
         ("10k IPv4 mix", real_mix(&mut rng, 10_000, true)),
         ("100k IPv4 mix", real_mix(&mut rng, 100_000, true)),
         ("1M IPv4 mix", real_mix(&mut rng, 1_000_000, true)),
         ("1M IPv4 hosts", scattered_hosts(&mut rng, 1_000_000)),
     ] {
-        let entries: Vec<_> = set
-            .iter()
-            .map(|p| (v4(p), rng.below(u64::from(steer_common::MAX_RULES)) as u32))
-            .collect();
+        let entries: Vec<_> = set.iter().map(|p| (v4(p), value(&mut rng))).collect();
         let mut pair = Pair::load();
         pair.lpm_insert(&entries);
         let started = Instant::now();
@@ -326,24 +353,48 @@ fn range_lookup() {
             .iter()
             .map(|udp| frame(&[u32::from_be_bytes(udp[30..34].try_into().unwrap())]))
             .collect();
-        let per_run = |program: Program| {
-            median_ns(|| {
-                let total: Duration = frames.iter().map(|f| pair.time(program, f).unwrap()).sum();
-                total / frames.len() as u32
+        let programs = (Program::Echo, Program::Lpm, Program::Ranges);
+        let bytes = pair.kernel_bytes();
+        row(
+            label,
+            &pair,
+            &frames,
+            programs,
+            build,
+            bytes,
+            table.ranges(),
+        );
+    }
+    for (label, set) in [
+        ("100k IPv6 mix", real_mix(&mut rng, 100_000, false)),
+        ("100k IPv6 clustered", clustered_v6(&mut rng, 100_000)),
+        ("300k IPv6 clustered", clustered_v6(&mut rng, 300_000)),
+    ] {
+        let entries: Vec<_> = set.iter().map(|p| (v6(p), value(&mut rng))).collect();
+        let mut pair = Pair::load();
+        pair.lpm6_insert(&entries);
+        let started = Instant::now();
+        let table = RangeTable6::build(&entries);
+        let build = started.elapsed();
+        pair.publish6(&table);
+        let frames: Vec<Vec<u8>> = (0..SPREAD)
+            .map(|_| {
+                let p = &set[rng.below(set.len() as u64) as usize];
+                match random_inside(&mut rng, p) {
+                    IpAddr::V6(a) => frame6(&[u128::from(a)]),
+                    IpAddr::V4(_) => unreachable!("an IPv6 set"),
+                }
             })
-        };
-        let floor = per_run(Program::Echo);
-        let trie = per_run(Program::Lpm);
-        let ranges = per_run(Program::Ranges);
-        let (trie_bytes, table_bytes) = pair.kernel_bytes();
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        println!(
-            "{label:<22} {:>9.1} {floor:>10.0} {:>+10.0} {:>+9.0} {:>11.1} {:>11.1} {:>9}",
-            build.as_secs_f64() * 1e3,
-            trie - floor,
-            ranges - floor,
-            mib(trie_bytes),
-            mib(table_bytes),
+            .collect();
+        let programs = (Program::EchoV6, Program::LpmV6, Program::RangesV6);
+        let bytes = pair.kernel_bytes6();
+        row(
+            label,
+            &pair,
+            &frames,
+            programs,
+            build,
+            bytes,
             table.ranges(),
         );
     }
@@ -449,7 +500,7 @@ fn ordered_rules() {
         let mut dp = marking(0..70);
         let entries: Vec<(Prefix, u32)> = set.iter().map(|p| (*p, 1)).collect();
         dp.maps_mut()
-            .set_prefixes(Direction::Dst, &entries, WriteMode::Batched)
+            .set_prefixes(Direction::Dst, &entries)
             .expect("load set");
         let tables = CondTables::compile(&rules).expect("compile");
         let resolved = Resolved::new(&tables, |name| steer::dataplane::ifindex(name).ok());
@@ -517,7 +568,7 @@ fn bulk_load() {
         let mut dp = Dataplane::load().expect("steer loads");
         let start = Instant::now();
         dp.maps_mut()
-            .set_prefixes(Direction::Dst, input, WriteMode::Batched)
+            .set_prefixes(Direction::Dst, input)
             .expect("load");
         let took = start.elapsed();
         let count = dp.maps().prefixes(PrefixMap::DstV4).expect("dump").len();
@@ -898,7 +949,7 @@ fn daemon_reloads(set: &[Prefix], list_text: &dyn Fn(&[Prefix]) -> String) -> Da
 /// socket round trip without the process start. Returns the CLI's median.
 fn runtime_edits(work: &steer_tests::daemon::Workdir, set: &[Prefix]) -> Duration {
     const RUNS: usize = 20;
-    // Host prefixes the 1M set does not hold, in slots it uses (no new slot trie to publish).
+    // Host prefixes the 1M set does not hold, in /16s it uses.
     let held: std::collections::HashSet<&Prefix> = set.iter().collect();
     let fresh: Vec<String> = set
         .iter()

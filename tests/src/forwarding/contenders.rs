@@ -11,11 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use steer::{
-    dataplane::{Dataplane, WriteMode},
-    model::Direction,
-    prefix::Prefix,
-};
+use steer::{dataplane::Dataplane, model::Direction, prefix::Prefix};
 use steer_common::{DEFAULT_RULE, PolicyEntry, action};
 
 use super::{
@@ -348,7 +344,7 @@ fn load_steer(w: &Workload) -> (Dataplane, Loaded) {
     // The set load alone, as for the others (the programs and empty maps exist before any set).
     let start = Instant::now();
     dp.maps_mut()
-        .set_prefixes(Direction::Dst, &entries, WriteMode::Batched)
+        .set_prefixes(Direction::Dst, &entries)
         .expect("load the bypass set");
     let time = start.elapsed();
     let loaded = Loaded {
