@@ -213,30 +213,7 @@ impl Pair {
 
     /// The answers of an IPv6 `program` for `addrs`, in order.
     pub fn answers6(&self, program: Program, addrs: &[u128]) -> Vec<u32> {
-        let prog = self.program(program);
-        let mut out = Vec::with_capacity(addrs.len());
-        let mut data_out = vec![0u8; 4 + 16 * BATCH_V6];
-        for batch in addrs.chunks(BATCH_V6) {
-            let frame = frame6(batch);
-            let result = prog
-                .test_run(TestRunOptions {
-                    data_in: Some(&frame),
-                    data_out: Some(&mut data_out),
-                    ..TestRunOptions::new()
-                })
-                .expect("test run");
-            assert_eq!(
-                result.return_value as usize,
-                batch.len(),
-                "{program:?} answered"
-            );
-            out.extend(
-                data_out[4..4 + 16 * batch.len()]
-                    .chunks(16)
-                    .map(|b| u32::from_ne_bytes(b[..4].try_into().expect("4 bytes"))),
-            );
-        }
-        out
+        self.answers_of(program, addrs, BATCH_V6, frame6)
     }
 
     /// The kernel's account of the memory of the LPM trie and of the published range table
@@ -256,10 +233,23 @@ impl Pair {
 
     /// The answers of `program` for `addrs`, in order.
     pub fn answers(&self, program: Program, addrs: &[u32]) -> Vec<u32> {
+        self.answers_of(program, addrs, BATCH, frame)
+    }
+
+    /// The answers of `program` for `addrs`, run `batch` at a time in the frames `frame`
+    /// makes: each answer is in the first four bytes of its address.
+    fn answers_of<A>(
+        &self,
+        program: Program,
+        addrs: &[A],
+        batch: usize,
+        frame: fn(&[A]) -> Vec<u8>,
+    ) -> Vec<u32> {
+        let width = size_of::<A>();
         let prog = self.program(program);
         let mut out = Vec::with_capacity(addrs.len());
-        let mut data_out = vec![0u8; 4 + 4 * BATCH];
-        for batch in addrs.chunks(BATCH) {
+        let mut data_out = vec![0u8; 4 + width * batch];
+        for batch in addrs.chunks(batch) {
             let frame = frame(batch);
             let result = prog
                 .test_run(TestRunOptions {
@@ -274,9 +264,9 @@ impl Pair {
                 "{program:?} answered"
             );
             out.extend(
-                data_out[4..4 + 4 * batch.len()]
-                    .chunks(4)
-                    .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes"))),
+                data_out[4..4 + size_of_val(batch)]
+                    .chunks(width)
+                    .map(|b| u32::from_ne_bytes(b[..4].try_into().expect("4 bytes"))),
             );
         }
         out

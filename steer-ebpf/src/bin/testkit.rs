@@ -105,7 +105,7 @@ pub fn testkit_ranges_v6(ctx: XdpContext) -> u32 {
     let Some(table) = TESTKIT_RANGES_V6.get(0) else {
         return 0;
     };
-    answer_each_v6(&ctx, |addr| {
+    answer_each(&ctx, BATCH_V6, |addr| {
         let (hi, lo) = range6::halves(addr);
         range6::lookup(hi, lo, |index| table.get(index))
     })
@@ -113,7 +113,7 @@ pub fn testkit_ranges_v6(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn testkit_lpm_v6(ctx: XdpContext) -> u32 {
-    answer_each_v6(&ctx, |addr| {
+    answer_each(&ctx, BATCH_V6, |addr| {
         match TESTKIT_LPM_V6.get(Key::new(128, *addr)) {
             Some(value) => *value,
             None => range::NONE,
@@ -123,33 +123,9 @@ pub fn testkit_lpm_v6(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn testkit_echo_v6(ctx: XdpContext) -> u32 {
-    answer_each_v6(&ctx, |addr| range6::halves(addr).0 as u32)
-}
-
-/// [`answer_each`] for IPv6: the first four bytes of each address become its answer.
-#[inline(always)]
-fn answer_each_v6(ctx: &XdpContext, answer: impl Fn(&AddrV6) -> u32) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + 4 > end {
-        return 0;
-    }
-    // SAFETY: the four bytes at `start` are inside the frame (checked above).
-    let count = unsafe { *(start as *const u32) } as usize;
-    let mut i = 0;
-    while i < BATCH_V6 && i < count {
-        let at = start + 4 + 16 * i;
-        if at + 16 > end {
-            break;
-        }
-        // SAFETY: `at..at + 16` is inside the frame (checked above); the frame is the
-        // test's own buffer, read and written by this program alone.
-        unsafe {
-            let addr = *(at as *const AddrV6);
-            *(at as *mut [u8; 4]) = answer(&addr).to_ne_bytes();
-        }
-        i += 1;
-    }
-    i as u32
+    answer_each(&ctx, BATCH_V6, |addr: &AddrV6| {
+        range6::halves(addr).0 as u32
+    })
 }
 
 #[xdp]
@@ -157,13 +133,15 @@ pub fn testkit_ranges_v4(ctx: XdpContext) -> u32 {
     let Some(table) = TESTKIT_RANGES_V4.get(0) else {
         return 0;
     };
-    answer_each(&ctx, |addr| range::lookup(addr, |index| table.get(index)))
+    answer_each(&ctx, BATCH, |addr| {
+        range::lookup(u32::from_be_bytes(*addr), |index| table.get(index))
+    })
 }
 
 #[xdp]
 pub fn testkit_lpm_v4(ctx: XdpContext) -> u32 {
-    answer_each(&ctx, |addr| {
-        match TESTKIT_LPM_V4.get(Key::new(32, addr.to_be_bytes())) {
+    answer_each(&ctx, BATCH, |addr| {
+        match TESTKIT_LPM_V4.get(Key::new(32, *addr)) {
             Some(value) => *value,
             None => range::NONE,
         }
@@ -172,12 +150,17 @@ pub fn testkit_lpm_v4(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn testkit_echo_v4(ctx: XdpContext) -> u32 {
-    answer_each(&ctx, |addr| addr)
+    answer_each(&ctx, BATCH, |addr: &AddrV4| u32::from_be_bytes(*addr))
 }
 
-/// Replaces each address of the frame by `answer(address)`; returns how many it answered.
+/// Answers each `N`-byte address of the frame, at most `batch`: its first four bytes become
+/// `answer(address)`. Returns how many it answered.
 #[inline(always)]
-fn answer_each(ctx: &XdpContext, answer: impl Fn(u32) -> u32) -> u32 {
+fn answer_each<const N: usize>(
+    ctx: &XdpContext,
+    batch: usize,
+    answer: impl Fn(&[u8; N]) -> u32,
+) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + 4 > end {
         return 0;
@@ -185,17 +168,16 @@ fn answer_each(ctx: &XdpContext, answer: impl Fn(u32) -> u32) -> u32 {
     // SAFETY: the four bytes at `start` are inside the frame (checked above).
     let count = unsafe { *(start as *const u32) } as usize;
     let mut i = 0;
-    while i < BATCH && i < count {
-        let at = start + 4 + 4 * i;
-        if at + 4 > end {
+    while i < batch && i < count {
+        let at = start + 4 + N * i;
+        if at + N > end {
             break;
         }
-        // SAFETY: `at..at + 4` is inside the frame (checked above); the frame is the
-        // test's own buffer, read and written by this program alone.
+        // SAFETY: `at..at + N` is inside the frame (checked above); the frame is the test's
+        // own buffer, read and written by this program alone.
         unsafe {
-            let slot = at as *mut [u8; 4];
-            let addr = u32::from_be_bytes(*slot);
-            *slot = answer(addr).to_ne_bytes();
+            let addr = *(at as *const [u8; N]);
+            *(at as *mut [u8; 4]) = answer(&addr).to_ne_bytes();
         }
         i += 1;
     }

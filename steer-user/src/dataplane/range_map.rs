@@ -59,12 +59,7 @@ impl KernelTable {
     /// A new array holding `table`, with room for `spare` more blocks of ranges.
     pub fn create(table: &RangeTable, spare: u32) -> Result<KernelTable, MapError> {
         let count = table.blocks().saturating_add(spare);
-        let blocks = Blocks::create(count)?;
-        for (slot, value) in blocks.mapping.slots().iter().zip(table.elements()) {
-            // Relaxed: no program reads this array before it is published, and publishing is
-            // a syscall, which orders these stores before it.
-            slot.store(*value, Ordering::Relaxed);
-        }
+        let blocks = Blocks::filled(count, table.elements())?;
         Ok(KernelTable {
             blocks,
             tail: table.ranges(),
@@ -154,12 +149,7 @@ impl std::fmt::Debug for KernelTable6 {
 impl KernelTable6 {
     /// A new array holding `table`, with room for `spare` more blocks.
     pub fn create(table: &RangeTable6, spare: u32) -> Result<KernelTable6, MapError> {
-        let blocks = Blocks::create(table.blocks().saturating_add(spare))?;
-        for (slot, value) in blocks.mapping.slots().iter().zip(table.elements()) {
-            // Relaxed: no program reads this array before it is published, and publishing is
-            // a syscall, which orders these stores before it.
-            slot.store(*value, Ordering::Relaxed);
-        }
+        let blocks = Blocks::filled(table.blocks().saturating_add(spare), table.elements())?;
         Ok(KernelTable6 {
             blocks,
             tail: table.used(),
@@ -329,6 +319,17 @@ impl Blocks {
         )
         .map_err(MapError::IoError)?;
         Ok(Blocks { map, mapping })
+    }
+
+    /// A new array of `count` blocks starting with `elements`.
+    fn filled(count: u32, elements: &[u64]) -> Result<Blocks, MapError> {
+        let blocks = Blocks::create(count)?;
+        for (slot, value) in blocks.mapping.slots().iter().zip(elements) {
+            // Relaxed: no program reads this array before it is published, and publishing is
+            // a syscall, which orders these stores before it.
+            slot.store(*value, Ordering::Relaxed);
+        }
+        Ok(blocks)
     }
 
     fn publish<T: BorrowMut<MapData>>(
