@@ -348,11 +348,7 @@ fn load_steer(w: &Workload) -> (Dataplane, Loaded) {
         .expect("load the bypass set");
     let time = start.elapsed();
     let loaded = Loaded {
-        what: if w.prefixes.first().is_none_or(Prefix::is_v4) {
-            "steer range table + record"
-        } else {
-            "steer LPM tries (batched)"
-        },
+        what: "steer range table + record",
         time,
         kernel_memory: growth(mem),
         own_account: Some(own_map_memlock().saturating_sub(memlock)),
