@@ -10,7 +10,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -487,6 +487,16 @@ fn as_prefixes(entries: &[(PrefixV4, u32)]) -> Vec<(Prefix, u32)> {
 /// another mark, however the swaps and the in-place writes interleave with it.
 #[test]
 fn tables_swapped_under_load_never_give_a_wrong_mark() {
+    swaps_under_load(Family::V4);
+}
+
+/// The same for an IPv6 set: /48s spread over more /16s than a change rewrites in place.
+#[test]
+fn ipv6_tables_swapped_under_load_never_give_a_wrong_mark() {
+    swaps_under_load(Family::V6);
+}
+
+fn swaps_under_load(family: Family) {
     require_root();
     let work = Workdir::new("range-swap");
     let (mut dp, _) = Dataplane::open_pinned(&work.pin_dir).expect("open pinned");
@@ -500,29 +510,52 @@ fn tables_swapped_under_load_never_give_a_wrong_mark() {
         };
         for generation in 0..GENERATIONS {
             dp.maps_mut()
-                .set_policy(generation, Family::V4, rule, entry)
+                .set_policy(generation, family, rule, entry)
                 .expect("policy");
         }
     }
     let mut rng = Rng::from_env_or_time("range_swap");
-    let slash24 = |rng: &mut Rng| prefix(rng.next_u64() as u32, 24);
-    let stable: Vec<PrefixV4> = (0..256).map(|_| slash24(&mut rng)).collect();
+    // A /24 (IPv6: a /48 in 2000::/3), and a host of it.
+    let v6 = family == Family::V6;
+    let random_prefix = |rng: &mut Rng| -> Prefix {
+        let addr: IpAddr = if v6 {
+            Ipv6Addr::from(random_v6(rng) >> 3 | 1 << 125).into()
+        } else {
+            Ipv4Addr::from(rng.next_u64() as u32).into()
+        };
+        Prefix::truncating(addr, if v6 { 48 } else { 24 }).expect("a valid prefix")
+    };
+    let host_of = |rng: &mut Rng, p: &Prefix| -> IpAddr {
+        match p.addr() {
+            IpAddr::V4(a) => Ipv4Addr::from(u32::from(a) | (1 + rng.below(254) as u32)).into(),
+            IpAddr::V6(a) => Ipv6Addr::from(u128::from(a) | u128::from(rng.next_u64() | 1)).into(),
+        }
+    };
+    // The prefix beside `p` (its last bit flipped).
+    let beside = |p: &Prefix| -> Prefix {
+        let addr: IpAddr = match p.addr() {
+            IpAddr::V4(a) => Ipv4Addr::from(u32::from(a) ^ 0x100).into(),
+            IpAddr::V6(a) => Ipv6Addr::from(u128::from(a) ^ 1 << 80).into(),
+        };
+        Prefix::truncating(addr, p.len().into()).expect("a valid prefix")
+    };
+    let stable: Vec<Prefix> = (0..256).map(|_| random_prefix(&mut rng)).collect();
     // Spread over more /16s than are rewritten in place: each write of them is a fresh table.
-    let flipping: Vec<PrefixV4> = (0..20_000)
-        .map(|_| slash24(&mut rng))
+    let flipping: Vec<Prefix> = (0..20_000)
+        .map(|_| random_prefix(&mut rng))
         .filter(|p| !stable.contains(p))
         .collect();
-    let stable_entries: Vec<(Prefix, u32)> = stable.iter().map(|p| (as_prefix(*p), 1)).collect();
+    let stable_entries: Vec<(Prefix, u32)> = stable.iter().map(|p| (*p, 1)).collect();
     dp.maps_mut()
         .set_prefixes(Direction::Dst, &stable_entries)
         .expect("stable prefixes");
+    let client: IpAddr = if v6 { "fd00::10" } else { "192.168.1.10" }
+        .parse()
+        .unwrap();
     let frames: Vec<Vec<u8>> = stable
         .iter()
         .take(64)
-        .map(|p| {
-            let host = ends(*p).0 | (1 + rng.below(254) as u32);
-            Frame::udp("192.168.1.10".parse().unwrap(), Ipv4Addr::from(host).into()).build()
-        })
+        .map(|p| Frame::udp(client, host_of(&mut rng, p)).build())
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let lookups = Arc::new(AtomicU64::new(0));
@@ -549,8 +582,7 @@ fn tables_swapped_under_load_never_give_a_wrong_mark() {
     while lookups.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let flip_entries: Vec<(Prefix, u32)> = flipping.iter().map(|p| (as_prefix(*p), 2)).collect();
-    let flip_prefixes: Vec<Prefix> = flipping.iter().map(|p| as_prefix(*p)).collect();
+    let flip_entries: Vec<(Prefix, u32)> = flipping.iter().map(|p| (*p, 2)).collect();
     let mut swaps = 0;
     for cycle in 0..30 {
         let before = dp.maps().writes();
@@ -558,15 +590,12 @@ fn tables_swapped_under_load_never_give_a_wrong_mark() {
             .set_prefixes(Direction::Dst, &flip_entries)
             .expect("add the spread prefixes");
         swaps += dp.maps().writes() - before - flip_entries.len() as u64;
-        let (removed, result) = dp
-            .maps_mut()
-            .remove_prefixes(Direction::Dst, &flip_prefixes);
+        let (removed, result) = dp.maps_mut().remove_prefixes(Direction::Dst, &flipping);
         result.expect("remove the spread prefixes");
-        assert_eq!(removed.len(), flip_prefixes.len());
+        assert_eq!(removed.len(), flipping.len());
         // And one change written in place, next to a probed prefix.
-        let near = prefix(ends(stable[cycle % 64]).0 ^ 0x100, 24);
         dp.maps_mut()
-            .set_prefix(Direction::Dst, as_prefix(near), 2)
+            .set_prefix(Direction::Dst, beside(&stable[cycle % 64]), 2)
             .expect("in place");
     }
     stop.store(true, Ordering::Relaxed);
