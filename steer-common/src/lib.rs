@@ -62,7 +62,7 @@ pub mod map_names {
     /// each WAN (a balanced policy's measured shares).
     pub const STATS_RULE_WAN: &str = "STATS_RULE_WAN";
     /// Hash IPv4 address -> [`crate::Learned`]: hosts learned from DNS answers (domain sets).
-    /// Looked up after the source sets and before the destination tries.
+    /// Looked up after the source sets and before the destination sets.
     pub const LEARNED_V4: &str = "LEARNED_V4";
     /// Hash IPv6 address -> [`crate::Learned`].
     pub const LEARNED_V6: &str = "LEARNED_V6";

@@ -62,9 +62,10 @@ pub const SLOTS: u32 = 2;
 pub const TABLE: u32 = 0;
 /// The slot of the record: the set's prefixes themselves, sorted, for userspace (`steer
 /// dump`, `explain`, a restarted daemon); the classifier never reads it. Element
-/// [`RECORD_COUNT`] holds how many there are, [`RECORD_SEQ`] a sequence number (odd while the
-/// record is being written: a reader that saw it odd, or saw it change, reads again), and the
-/// entries ([`record_entry`]) follow from [`RECORD_HEADER`] on.
+/// [`RECORD_COUNT`] holds how many `u64` elements of entries there are (one an IPv4 entry,
+/// [`record_entry`]; three an IPv6 one, see `map_names::DST_V6`), [`RECORD_SEQ`] a sequence
+/// number (odd while the record is being written: a reader that saw it odd, or saw it change,
+/// reads again), and the entries follow from [`RECORD_HEADER`] on.
 pub const RECORD: u32 = 1;
 pub const RECORD_COUNT: usize = 0;
 pub const RECORD_SEQ: usize = 1;

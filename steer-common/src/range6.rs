@@ -9,8 +9,10 @@
 //!   and a binary search over them is as deep as a trie. A region with more than
 //!   [`LEAF_RANGES`] ranges is therefore *split* by its next bits, into a table sized to it
 //!   (about one entry per [`LEAF_RANGES`] ranges, at most 2^[`MAX_SPLIT_BITS`]), and so on
-//!   down: a lookup reads the direct entry, one entry per split level (at most
-//!   [`MAX_SPLITS`]), then searches a handful of ranges in one or two cache lines.
+//!   down, as long as the cut separates its ranges (ranges too close together for that stay
+//!   ranges, up to [`MAX_RANGES`]): a lookup reads the direct entry, one entry per split level
+//!   (at most [`MAX_SPLITS`]), then searches the region's ranges (for real sets a handful, in
+//!   one or two cache lines).
 //! - **Their ranges are wide.** A range holds its first address below the first 16 bits
 //!   (112 bits) and its value: two elements ([`range_key`]).
 //!
@@ -89,17 +91,32 @@ pub enum Entry {
 /// Decodes an entry.
 pub const fn entry_kind(entry: u64) -> Entry {
     match entry >> TAG_SHIFT {
-        TAG_RANGES => Entry::Ranges {
-            first: entry as u32,
-            count: (entry >> 32) as u32 & (2 * MAX_RANGES - 1),
-        },
-        TAG_SPLIT => Entry::Split {
-            first: entry as u32,
-            at: (entry >> 40) as u32 & 0x7f,
-            bits: (entry >> 32) as u32 & 0x1f,
-        },
+        TAG_RANGES => {
+            let (first, count) = ranges_fields(entry);
+            Entry::Ranges { first, count }
+        }
+        TAG_SPLIT => {
+            let (first, at, bits) = split_fields(entry);
+            Entry::Split { first, at, bits }
+        }
         _ => Entry::Leaf(entry as u32 & NONE),
     }
+}
+
+/// A ranges entry's first range and count (the fields [`ranges`] packs).
+#[inline(always)]
+const fn ranges_fields(entry: u64) -> (u32, u32) {
+    (entry as u32, (entry >> 32) as u32 & (2 * MAX_RANGES - 1))
+}
+
+/// A split entry's first element, first bit and bits (the fields [`split`] packs).
+#[inline(always)]
+const fn split_fields(entry: u64) -> (u32, u32, u32) {
+    (
+        entry as u32,
+        (entry >> 40) as u32 & 0x7f,
+        (entry >> 32) as u32 & 0x1f,
+    )
 }
 
 /// A range's two elements: the first address below the first 16 bits (bits 16..80, then bits
@@ -154,10 +171,9 @@ pub fn lookup<'a>(hi: u64, lo: u64, block: impl Fn(u32) -> Option<&'a Block>) ->
     };
     let mut level = 0;
     while level < MAX_SPLITS && entry >> TAG_SHIFT == TAG_SPLIT {
-        let at = (entry >> 40) as u32 & 0x7f;
-        let bits = (entry >> 32) as u32 & 0x1f;
+        let (first, at, bits) = split_fields(entry);
         let index = (window(hi, lo, at) >> (64 - bits)) as u32;
-        let Some(next) = element((entry as u32).wrapping_add(index)) else {
+        let Some(next) = element(first.wrapping_add(index)) else {
             return NONE;
         };
         entry = next;
@@ -166,11 +182,10 @@ pub fn lookup<'a>(hi: u64, lo: u64, block: impl Fn(u32) -> Option<&'a Block>) ->
     match entry >> TAG_SHIFT {
         TAG_LEAF => entry as u32 & NONE,
         TAG_RANGES => {
-            let first = (entry as u32).wrapping_mul(2);
-            let Some(ranges) = block(first / BLOCK) else {
+            let (first, count) = ranges_fields(entry);
+            let Some(ranges) = block(first.wrapping_mul(2) / BLOCK) else {
                 return NONE;
             };
-            let count = (entry >> 32) as u32 & (2 * MAX_RANGES - 1);
             search(
                 ranges,
                 first,
@@ -191,13 +206,16 @@ fn read(block: &Block, index: u32) -> u64 {
     unsafe { core::ptr::read_volatile(&block[(index % BLOCK) as usize]) }
 }
 
-/// The value of the last of the `count` ranges from element `first` on (all in `ranges`, their
+/// The value of the last of the `count` ranges from range `first` on (all in `ranges`, their
 /// block) that starts at or before `key` (an address's bits 16..80 and 80..128).
 #[inline(always)]
 fn search(ranges: &Block, first: u32, count: u32, (upper, lower): (u64, u64)) -> u32 {
     // `lo` always starts at or before the key (a region's first range starts at its first
-    // address), and the answer lies in `lo..lo + n`.
-    let mut lo = 0;
+    // address), and the answer lies in `lo..lo + n`. `lo` is the range's index in the table,
+    // not an offset from `first`: starting from a value the verifier does not know (rather
+    // than 0) lets it treat the paths of each halving as one, which took the classifier's
+    // load from 1.9 s to 0.7 s.
+    let mut lo = first;
     let mut n = count;
     let mut step = 0;
     while step < SEARCH_STEPS {
@@ -205,7 +223,7 @@ fn search(ranges: &Block, first: u32, count: u32, (upper, lower): (u64, u64)) ->
             break;
         }
         let half = n / 2;
-        let probe = first.wrapping_add((lo + half) * 2);
+        let probe = lo.wrapping_add(half).wrapping_mul(2);
         let (start_upper, start_lower) = (read(ranges, probe), read(ranges, probe + 1) >> 16);
         if start_upper < upper || (start_upper == upper && start_lower <= lower) {
             lo += half;
@@ -215,7 +233,7 @@ fn search(ranges: &Block, first: u32, count: u32, (upper, lower): (u64, u64)) ->
         }
         step += 1;
     }
-    read(ranges, first.wrapping_add(lo * 2 + 1)) as u32 & NONE
+    read(ranges, lo.wrapping_mul(2).wrapping_add(1)) as u32 & NONE
 }
 
 const _: () = assert!(DIRECT.is_multiple_of(BLOCK));

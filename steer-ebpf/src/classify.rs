@@ -205,7 +205,7 @@ fn rule<A: Address>(
     {
         return rule;
     }
-    // A learned host is more specific than any prefix: it comes before the destination tries.
+    // A learned host is more specific than any prefix: it comes before the destination sets.
     // The hash is probed only while hosts of the family are learned.
     if flags & has_learned != 0 {
         // SAFETY: the addresses are byte arrays (alignment 1, asserted above), so a reference

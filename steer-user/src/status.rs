@@ -285,8 +285,7 @@ pub struct ShareStatus {
     pub measured_percent: f64,
 }
 
-/// The prefix maps' kernel memory: the IPv4 range tables and records as allocated, the IPv6
-/// tries by the estimate `steer check` uses (`model::footprint`).
+/// The prefix maps' kernel memory: the range tables and records as allocated.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetMemory {
     pub bytes: u64,

@@ -551,7 +551,7 @@ fn prefixes_on_both_sides_of_a_direct_entry_keep_longest_match() {
     assert_eq!(
         c.mark_of(CLIENT6, "2001:db9:6::1"),
         0x1100,
-        "IPv6 slot miss falls back to the short trie"
+        "where the /48 misses, the /15 answers"
     );
     assert_eq!(c.mark_of(CLIENT6, "2001:db9:5::1"), 0x1300);
 }

@@ -41,7 +41,7 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("STEER_R
     name = "steer",
     version = VERSION,
     about = "eBPF traffic steering for multi-WAN routers",
-    long_about = "steer classifies every packet from the LAN in the kernel (TC/XDP, LPM tries) and \
+    long_about = "steer classifies every packet from the LAN in the kernel (TC/XDP, range tables) and \
                   stamps the mark of the WAN that should carry it; policy routing sends it there. \
                   `steer run` is the daemon; the other commands inspect and control it."
 )]

@@ -1124,8 +1124,9 @@ impl Controller {
                     // An earlier step is live: steer follows it, so the controller and the
                     // kernel agree, and the log says which sets did not make it.
                     report.notes.push(ReportLine::error(format!(
-                        "{e}; running the new configuration without its sets {} (they had to \
-                         wait for the removed sets' ids); run `steer reload` to add them",
+                        "the step that adds the sets {} was refused: {e}. The steps before it \
+                         are live: steer runs the new configuration without those sets (they \
+                         had to wait for the removed sets' ids); run `steer reload` to add them",
                         missing_sets(&step_config, &self.config)
                     )));
                     break;

@@ -132,9 +132,9 @@ impl KernelTable {
 /// in a split table) names them with one store (`KernelTable6::write_region`).
 pub struct KernelTable6 {
     blocks: Blocks,
-    /// The first element no chunk uses (elements are only appended, as for IPv4).
+    /// The first element no region uses (elements are only appended, as for IPv4).
     tail: usize,
-    /// Elements no chunk uses any more.
+    /// Elements no region uses any more.
     garbage: usize,
 }
 
@@ -165,10 +165,16 @@ impl KernelTable6 {
 
     /// Gives the entry at element `index` the layout `lay` makes at the first unused element,
     /// in the live table: the elements first, then the entry with one store. Returns false,
-    /// writing nothing, when the spare room is used up.
-    pub fn write_region(&mut self, index: usize, lay: impl FnOnce(usize) -> RegionLayout) -> bool {
+    /// writing nothing, when the spare room is used up or there is no layout.
+    pub fn write_region(
+        &mut self,
+        index: usize,
+        lay: impl FnOnce(usize) -> Option<RegionLayout>,
+    ) -> bool {
         let slots = self.blocks.mapping.slots();
-        let layout = lay(self.tail);
+        let Some(layout) = lay(self.tail) else {
+            return false;
+        };
         let end = self.tail + layout.elements.len();
         if end > slots.len() {
             return false;

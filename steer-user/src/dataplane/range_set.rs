@@ -4,10 +4,10 @@
 //! [`V4`], [`V6`]).
 //!
 //! Every write ends in a *commit*: the record is rewritten from the first entry that changed,
-//! and the table is brought to the new set: an IPv4 table chunk by chunk in the live table
-//! when few chunks changed and there is room (each chunk swaps with one store), otherwise (and
-//! always for IPv6) built afresh and published in one step. Either way a packet sees the set
-//! before the write or after it, per chunk.
+//! and the table is brought to the new set: in the live table when few regions changed and
+//! there is room (an IPv4 table chunk by chunk, an IPv6 one by the smallest regions holding
+//! the changes; each region swaps with one store), otherwise built afresh and published in one
+//! step. Either way a packet sees the set before the write or after it, per region.
 //! A fresh handle (a restarted daemon) reads the record before its first write and has no
 //! live table to write into: its first commit builds one.
 
@@ -229,15 +229,15 @@ impl Family for V6 {
                 return None;
             }
         }
-        // Shorter first, so that a region inside one already kept is dropped.
-        regions.sort_by_key(|r| (r.prefix.1, r.prefix.0));
+        // In address order, a region before those inside it: regions are prefixes, so one
+        // that starts inside the last kept one lies inside it, and is dropped.
+        regions.sort_by_key(|r| r.prefix);
         let mut kept: Vec<Region<V6>> = Vec::with_capacity(regions.len());
         for region in regions {
-            let inside = |outer: &Region<V6>| {
-                let (first, last) = V6::ends(outer.prefix.0, outer.prefix.1);
-                (first..=last).contains(&region.prefix.0)
-            };
-            if !kept.iter().any(inside) {
+            let inside = kept
+                .last()
+                .is_some_and(|outer| region.prefix.0 <= V6::ends(outer.prefix.0, outer.prefix.1).1);
+            if !inside {
                 kept.push(region);
             }
         }
@@ -595,6 +595,15 @@ impl<F: Family> RangeSet<F> {
     /// left half-done, and this handle can write into both).
     pub fn rebuild(&mut self) -> Result<()> {
         self.know()?;
+        // A set that never held a prefix has no record: there is nothing to adopt, and a
+        // fresh start would allocate nothing for it either.
+        let never_written = matches!(
+            self.outer.get(&range::RECORD, 0),
+            Err(MapError::KeyNotFound)
+        );
+        if never_written && self.entries.is_empty() && !self.dirty {
+            return Ok(());
+        }
         self.dirty = true;
         self.commit(0, &[])?;
         return_freed_memory();

@@ -8,7 +8,7 @@
 //!    of a family lands (a superset of the flags only costs a lookup);
 //! 3. rules that are new get their policy in the live generation (no prefix points at them
 //!    yet);
-//! 4. prefixes are added and changed (batched where the kernel can), and the ordered rules'
+//! 4. prefixes are added and changed (one commit per range set), and the ordered rules'
 //!    condition maps are written into the bank the classifier does not read, which then goes
 //!    live with one word (new ordered rules already have their policy; removed ones keep
 //!    theirs until step 7, like removed prefix sets);

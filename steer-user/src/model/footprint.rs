@@ -4,11 +4,11 @@
 //! - A map is a range table and a record (`dataplane/range_set.rs`). Both are arrays of
 //!   256 KiB blocks whose size follows from the prefixes alone. An IPv4 table's ranges are
 //!   counted by the builder's own sweep ([`range::table_blocks`]), its spare room and the
-//!   record's size by the functions the writer uses; an IPv6 table is built to be measured
-//!   ([`RangeTable6`]). This is exact, not an estimate.
-//! - A reload, or a change too big to write in place (any change of an IPv6 set), builds a
-//!   fresh table and record beside the live ones and frees the old after publishing: the peak
-//!   holds one map twice. (A running daemon counts a change from what the kernel holds
+//!   record's size by the functions the writer uses; an IPv6 table is laid out by its own
+//!   builder, counting without storing ([`RangeTable6::blocks_of`]). This is exact, not an
+//!   estimate.
+//! - A reload, or a change too big to write in place, builds a fresh table and record beside
+//!   the live ones and frees the old after publishing: the peak holds one map twice. (A running daemon counts a change from what the kernel holds
 //!   instead: `dataplane::sync`.)
 //!
 //! The values given to the sweep are the sets' own numbers; the daemon's rules can only merge
@@ -131,13 +131,13 @@ impl MapFootprint {
         }
     }
 
-    /// An IPv6 map holding `sorted` (in order): its table, built to be measured, with its
-    /// spare room, and its record of three `u64`s a prefix.
+    /// An IPv6 map holding `sorted` (in order): its table, laid out to be counted (nothing
+    /// stored), with its spare room, and its record of three `u64`s a prefix.
     fn v6(sorted: &[(PrefixV6, u32)]) -> MapFootprint {
         if sorted.is_empty() {
             return MapFootprint::default();
         }
-        let table = RangeTable6::of_sorted(sorted.iter().copied()).blocks();
+        let table = RangeTable6::blocks_of(sorted.iter().copied());
         let blocks = table + range::spare_blocks(table) + range::record_blocks(3 * sorted.len());
         MapFootprint {
             prefixes: sorted.len(),

@@ -55,21 +55,7 @@ impl RangeTable6 {
     /// The table of a set given in address order, a containing prefix before the prefixes it
     /// contains.
     pub fn of_sorted(sorted: impl Iterator<Item = (PrefixV6, u32)>) -> RangeTable6 {
-        let points = breakpoints(sorted);
-        let mut builder = Builder {
-            origin: 0,
-            elements: vec![range6::leaf(NONE); DIRECT as usize],
-            ranges: 0,
-        };
-        let mut value = NONE;
-        let mut next = 0;
-        for chunk in 0..DIRECT {
-            let region = chunk_region(chunk);
-            let inside = points[next..].partition_point(|(p, _)| region.contains(*p));
-            let here = &points[next..next + inside];
-            builder.elements[chunk as usize] = builder.lay(region, &mut value, here, 0);
-            next += inside;
-        }
+        let builder = Builder::table(sorted, true);
         let mut elements = builder.elements;
         let used = elements.len();
         elements.resize(used.next_multiple_of(BLOCK as usize), 0);
@@ -78,6 +64,12 @@ impl RangeTable6 {
             used,
             ranges: builder.ranges,
         }
+    }
+
+    /// The blocks [`RangeTable6::of_sorted`] would give the same set, counted without storing
+    /// the table.
+    pub fn blocks_of(sorted: impl Iterator<Item = (PrefixV6, u32)>) -> u32 {
+        Builder::table(sorted, false).len.div_ceil(BLOCK as usize) as u32
     }
 
     /// The array's elements: the direct table, then split tables and ranges, in whole blocks.
@@ -147,12 +139,14 @@ pub struct RegionLayout {
 impl RegionLayout {
     /// The layout of the region `start/len`, `depth` splits below the direct table, for the
     /// prefixes bearing on it (those containing it, then those inside it, in address order).
+    /// `None` when the region is too deep for its ranges (its parents were cut for fewer):
+    /// the table is then built afresh.
     pub fn of(
         (start, len): PrefixV6,
         depth: u32,
         origin: usize,
         bearing: impl Iterator<Item = (PrefixV6, u32)>,
-    ) -> RegionLayout {
+    ) -> Option<RegionLayout> {
         let region = Region {
             start,
             len: u32::from(len),
@@ -162,16 +156,12 @@ impl RegionLayout {
         let mut value = points[..before].last().map_or(NONE, |(_, v)| *v);
         let inside = &points[before..];
         let inside = &inside[..inside.partition_point(|(p, _)| region.contains(*p))];
-        let mut builder = Builder {
-            origin,
-            elements: Vec::new(),
-            ranges: 0,
-        };
-        let entry = builder.lay(region, &mut value, inside, depth);
-        RegionLayout {
+        let mut builder = Builder::new(origin, true);
+        let entry = builder.lay(region, &mut value, inside, depth)?;
+        Some(RegionLayout {
             entry,
             elements: builder.elements,
-        }
+        })
     }
 }
 
@@ -261,14 +251,69 @@ impl Region {
     }
 }
 
-/// Lays out regions into `elements`, whose first is element `origin` of the table.
+/// Lays out regions into `elements` (or only counts them), whose first is element `origin` of
+/// the table.
 struct Builder {
     origin: usize,
+    /// Whether to store the elements, or only count them in `len`.
+    keep: bool,
     elements: Vec<u64>,
+    len: usize,
     ranges: u32,
 }
 
 impl Builder {
+    fn new(origin: usize, keep: bool) -> Builder {
+        Builder {
+            origin,
+            keep,
+            elements: Vec::new(),
+            len: 0,
+            ranges: 0,
+        }
+    }
+
+    /// A whole table: the direct entries, then everything they name.
+    fn table(sorted: impl Iterator<Item = (PrefixV6, u32)>, keep: bool) -> Builder {
+        let points = breakpoints(sorted);
+        let mut builder = Builder::new(0, keep);
+        let direct = builder.reserve(DIRECT as usize);
+        let mut value = NONE;
+        let mut next = 0;
+        for chunk in 0..DIRECT {
+            let region = chunk_region(chunk);
+            let inside = points[next..].partition_point(|(p, _)| region.contains(*p));
+            let here = &points[next..next + inside];
+            let entry = builder
+                .lay(region, &mut value, here, 0)
+                .expect("a table laid out from its direct entries never runs out of levels");
+            builder.set(direct + chunk as usize, entry);
+            next += inside;
+        }
+        builder
+    }
+
+    /// Appends `n` elements (zero) at an absolute index at least `at`; returns where they
+    /// start, relative to `origin`.
+    fn reserve_at(&mut self, at: usize, n: usize) -> usize {
+        let start = at - self.origin;
+        self.len = start + n;
+        if self.keep {
+            self.elements.resize(self.len, 0);
+        }
+        start
+    }
+
+    fn reserve(&mut self, n: usize) -> usize {
+        self.reserve_at(self.origin + self.len, n)
+    }
+
+    fn set(&mut self, index: usize, value: u64) {
+        if self.keep {
+            self.elements[index] = value;
+        }
+    }
+
     /// Lays out a region whose value is `value` where it starts, unless a breakpoint of
     /// `here` (all inside it) is at its start, `depth` splits below the direct table; leaves
     /// `value` as it is at the region's end. Returns the region's entry.
@@ -278,69 +323,113 @@ impl Builder {
         value: &mut u32,
         mut here: &[(u128, u32)],
         depth: u32,
-    ) -> u64 {
+    ) -> Option<u64> {
         if let Some(((p, v), rest)) = here.split_first()
             && *p == region.start
         {
             *value = *v;
             here = rest;
         }
-        let entry = self.region(region, *value, here, depth);
+        let entry = self.region(region, *value, here, depth)?;
         if let Some((_, last)) = here.last() {
             *value = *last;
         }
-        entry
+        Some(entry)
     }
 
     /// Lays out `region`, whose value is `value` at its start and changes at the `inside`
-    /// breakpoints (all after its start); returns its entry.
-    fn region(&mut self, region: Region, value: u32, inside: &[(u128, u32)], depth: u32) -> u64 {
+    /// breakpoints (all after its start); returns its entry, or `None` when it is at the last
+    /// level with more than `MAX_RANGES` ranges.
+    fn region(
+        &mut self,
+        region: Region,
+        value: u32,
+        inside: &[(u128, u32)],
+        depth: u32,
+    ) -> Option<u64> {
         let count = inside.len() as u32 + 1;
         if count == 1 {
-            return range6::leaf(value);
+            return Some(range6::leaf(value));
         }
-        if count <= LEAF_RANGES || depth == MAX_SPLITS {
-            return self.ranges(region.start, value, inside);
-        }
-        // About one entry per leaf's worth of ranges (fewer where they cluster: those regions
-        // split again). A region of more than MAX_RANGES is cut by 10 bits or more, so none
-        // is left at the last level (asserted in range6).
-        let bits = (count / LEAF_RANGES)
-            .next_power_of_two()
-            .ilog2()
-            .clamp(1, MAX_SPLIT_BITS.min(128 - region.len));
-        let first = self.elements.len();
-        self.elements.resize(first + (1 << bits), 0);
-        let at = self.origin + first;
+        let bits = match split_bits(region, inside) {
+            Some(bits) if depth < MAX_SPLITS => bits,
+            _ if count <= MAX_RANGES => return Some(self.ranges(region.start, value, inside)),
+            _ => return None,
+        };
+        let first = self.reserve(1 << bits);
         let (mut value, mut rest) = (value, inside);
         for index in 0..1u32 << bits {
             let part = region.part(index, bits);
             let within = rest.partition_point(|(p, _)| part.contains(*p));
-            let entry = self.lay(part, &mut value, &rest[..within], depth + 1);
-            self.elements[first + index as usize] = entry;
+            let entry = self.lay(part, &mut value, &rest[..within], depth + 1)?;
+            self.set(first + index as usize, entry);
             rest = &rest[within..];
         }
-        range6::split(at as u32, region.len, bits)
+        Some(range6::split(
+            (self.origin + first) as u32,
+            region.len,
+            bits,
+        ))
     }
 
     /// Lays out the ranges of a region (its start with `value`, then the `inside` breakpoints).
     fn ranges(&mut self, start: u128, value: u32, inside: &[(u128, u32)]) -> u64 {
         let count = inside.len() as u32 + 1;
-        assert!(count <= MAX_RANGES, "regions this big are split");
         // A range is two elements, at an even index; a region's ranges stay inside one block.
-        let mut at = (self.origin + self.elements.len()).next_multiple_of(2);
+        let mut at = (self.origin + self.len).next_multiple_of(2);
         let room = BLOCK as usize - at % BLOCK as usize;
         if 2 * count as usize > room {
             at += room;
         }
-        self.elements.resize(at - self.origin, 0);
-        let first = (at / 2) as u32;
-        for &(point, value) in std::iter::once(&(start, value)).chain(inside) {
-            self.elements.extend(range6::range_key(point, value));
+        let first = self.reserve_at(at, 2 * count as usize);
+        for (i, &(point, value)) in std::iter::once(&(start, value)).chain(inside).enumerate() {
+            let [upper, lower] = range6::range_key(point, value);
+            self.set(first + 2 * i, upper);
+            self.set(first + 2 * i + 1, lower);
         }
         self.ranges += count;
-        range6::ranges(first, count)
+        range6::ranges((at / 2) as u32, count)
     }
+}
+
+/// The bits to split a region of more than `LEAF_RANGES` ranges by (`None`: keep them as
+/// ranges): about one entry per leaf's worth of ranges, or up to 4 bits more, the first cut
+/// that separates them (no part keeps more than half); none while they fit a leaf. A region of more than MAX_RANGES is
+/// always cut, by 10 bits or more (`range6` asserts that this reaches single addresses within
+/// `MAX_SPLITS` levels).
+fn split_bits(region: Region, inside: &[(u128, u32)]) -> Option<u32> {
+    let count = inside.len() as u32 + 1;
+    if count <= LEAF_RANGES {
+        return None;
+    }
+    let bits = (count / LEAF_RANGES)
+        .next_power_of_two()
+        .ilog2()
+        .clamp(1, MAX_SPLIT_BITS.min(128 - region.len));
+    if count > MAX_RANGES {
+        return Some(bits);
+    }
+    // Ranges clustered in one part of that cut may separate in a cut a few bits wider (a
+    // table a few times bigger than the ranges' own count, never more).
+    let widest = (bits + 4).min(MAX_SPLIT_BITS.min(128 - region.len));
+    (bits..=widest).find(|&bits| busiest_part(region, inside, bits) <= count / 2)
+}
+
+/// The most ranges one part of `region` cut by `bits` gets (the region's start counts in the
+/// first part).
+fn busiest_part(region: Region, inside: &[(u128, u32)], bits: u32) -> u32 {
+    let part = |p: u128| (p - region.start) >> (128 - region.len - bits);
+    let mut busiest = 1;
+    let mut run = (0, 1);
+    for &(p, _) in inside {
+        run = if part(p) == run.0 {
+            (run.0, run.1 + 1)
+        } else {
+            (part(p), 1)
+        };
+        busiest = busiest.max(run.1);
+    }
+    busiest
 }
 
 #[cfg(test)]
@@ -493,7 +582,7 @@ mod tests {
             }
         });
         let origin = table.elements().len() + 1;
-        let layout = RegionLayout::of((base, 16), 0, origin, bearing);
+        let layout = RegionLayout::of((base, 16), 0, origin, bearing).expect("a layout");
         let mut elements = table.elements().to_vec();
         elements.resize(origin, 0);
         elements.extend(&layout.elements);
@@ -524,6 +613,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn counting_a_table_gives_the_blocks_of_building_it() {
+        let mut rng = Rng(0x1f83_d9ab_fb41_bd6b);
+        for count in [0, 1, 50, 3000, 40_000] {
+            let mut set = clustered(&mut rng, count);
+            set.sort_by_key(|(p, _)| *p);
+            let built = RangeTable6::of_sorted(set.iter().copied());
+            assert_eq!(RangeTable6::blocks_of(set.iter().copied()), built.blocks());
+        }
+    }
+
+    #[test]
+    fn a_few_close_prefixes_stay_ranges_behind_their_direct_entry() {
+        // Three hosts of one /64: a cut of the /16 by its next bits would keep them together
+        // level after level; they stay seven ranges behind the direct entry.
+        let base = 0x2001_0db8_u128 << 96;
+        let set = [
+            ((base | 1, 128), 1),
+            ((base | 3, 128), 2),
+            ((base | 5, 128), 3),
+        ];
+        let table = RangeTable6::build(&set);
+        let entry = table.elements()[(base >> 112) as usize];
+        assert_eq!(
+            range6::entry_kind(entry),
+            range6::Entry::Ranges {
+                first: DIRECT / 2,
+                count: 7
+            }
+        );
+        assert_answers(&set, &[base, base | 1, base | 2, base | 5, base | 6]);
+    }
+
+    #[test]
+    fn a_region_at_the_last_level_with_more_ranges_than_a_leaf_holds_has_no_layout() {
+        let base = 0x2001_0db8_u128 << 96;
+        let hosts = (0..MAX_RANGES as u128).map(|i| ((base | (2 * i + 1), 128), 1));
+        let region = (base, 100);
+        assert!(RegionLayout::of(region, MAX_SPLITS, 0, hosts.clone()).is_none());
+        assert!(RegionLayout::of(region, 0, 0, hosts).is_some());
     }
 
     #[test]

@@ -408,7 +408,7 @@ fn check_memory(cx: &mut Ctx<'_>, sets: &[Set], max: u64, span: &Range<usize>) {
     let rebuild = peak - footprint.in_force();
     let beside = if rebuild > 0 {
         format!(
-            ", and {} for a fresh IPv4 table and record beside the old while they are rebuilt",
+            ", and {} for a fresh table and record beside the old while they are rebuilt",
             Bytes(rebuild)
         )
     } else {
