@@ -25,6 +25,7 @@ use steer::{
     },
     prefix::Prefix,
 };
+use steer_common::range::Block;
 
 /// Addresses one program run answers (`BATCH` in the testkit).
 pub const BATCH: usize = 64;
@@ -97,21 +98,45 @@ impl Pair {
             .expect("an XDP program")
     }
 
-    fn lpm(&mut self) -> LpmTrie<&mut MapData, [u8; 4], u32> {
+    /// The testkit's trie of `N`-byte addresses.
+    fn trie<const N: usize>(&mut self) -> LpmTrie<&mut MapData, [u8; N], u32> {
+        let name = if N == 4 {
+            "TESTKIT_LPM_V4"
+        } else {
+            "TESTKIT_LPM_V6"
+        };
         self.testkit
-            .map_mut("TESTKIT_LPM_V4")
+            .map_mut(name)
             .expect("the testkit's trie")
             .try_into()
             .expect("an LPM trie")
     }
 
-    /// Puts `(prefix, value)` into the LPM trie.
-    pub fn lpm_insert(&mut self, set: &[(PrefixV4, u32)]) {
-        let mut lpm = self.lpm();
-        for &((addr, len), value) in set {
-            lpm.insert(&Key::new(u32::from(len), addr.to_be_bytes()), value, 0)
+    fn lpm(&mut self) -> LpmTrie<&mut MapData, [u8; 4], u32> {
+        self.trie()
+    }
+
+    /// Puts `(prefix length, address, value)` into the trie of their address width.
+    fn trie_insert<const N: usize>(&mut self, set: impl Iterator<Item = (u8, [u8; N], u32)>) {
+        let mut lpm = self.trie::<N>();
+        for (len, addr, value) in set {
+            lpm.insert(&Key::new(u32::from(len), addr), value, 0)
                 .expect("LPM insert");
         }
+    }
+
+    /// Takes `(prefix length, address)` out of the trie of their address width.
+    fn trie_remove<const N: usize>(&mut self, prefixes: impl Iterator<Item = (u8, [u8; N])>) {
+        let mut lpm = self.trie::<N>();
+        for (len, addr) in prefixes {
+            lpm.remove(&Key::new(u32::from(len), addr))
+                .expect("LPM remove");
+        }
+    }
+
+    /// Puts `(prefix, value)` into the LPM trie.
+    pub fn lpm_insert(&mut self, set: &[(PrefixV4, u32)]) {
+        self.trie_insert(set.iter().map(|((a, l), v)| (*l, a.to_be_bytes(), *v)));
     }
 
     /// Puts `(prefix, value)` into the LPM trie with `BPF_MAP_UPDATE_BATCH`, 16k per call.
@@ -134,67 +159,44 @@ impl Pair {
 
     /// Takes `prefixes` out of the LPM trie.
     pub fn lpm_remove(&mut self, prefixes: &[PrefixV4]) {
-        let mut lpm = self.lpm();
-        for &(addr, len) in prefixes {
-            lpm.remove(&Key::new(u32::from(len), addr.to_be_bytes()))
-                .expect("LPM remove");
-        }
+        self.trie_remove(prefixes.iter().map(|(a, l)| (*l, a.to_be_bytes())));
+    }
+
+    /// The testkit's outer array of a family's range table.
+    fn slot(&mut self, name: &'static str) -> ArrayOfMaps<&mut MapData, Array<MapData, Block>> {
+        self.testkit
+            .map_mut(name)
+            .expect("the testkit's range slot")
+            .try_into()
+            .expect("an array of maps")
     }
 
     /// Builds `set`'s range table and publishes it; returns its array's size in bytes.
     pub fn publish(&mut self, table: &RangeTable) -> usize {
         let kernel = KernelTable::create(table, 0).expect("range table created");
-        let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, steer_common::range::Block>> = self
-            .testkit
-            .map_mut("TESTKIT_RANGES_V4")
-            .expect("the testkit's range slot")
-            .try_into()
-            .expect("an array of maps");
         kernel
-            .publish(&mut outer, 0)
+            .publish(&mut self.slot("TESTKIT_RANGES_V4"), 0)
             .expect("range table published");
         let bytes = kernel.elements() * 8;
         self.table = Some(kernel);
         bytes
     }
 
-    fn lpm6(&mut self) -> LpmTrie<&mut MapData, [u8; 16], u32> {
-        self.testkit
-            .map_mut("TESTKIT_LPM_V6")
-            .expect("the testkit's IPv6 trie")
-            .try_into()
-            .expect("an LPM trie")
-    }
-
     /// Puts `(prefix, value)` into the IPv6 LPM trie.
     pub fn lpm6_insert(&mut self, set: &[(PrefixV6, u32)]) {
-        let mut lpm = self.lpm6();
-        for &((addr, len), value) in set {
-            lpm.insert(&Key::new(u32::from(len), addr.to_be_bytes()), value, 0)
-                .expect("LPM insert");
-        }
+        self.trie_insert(set.iter().map(|((a, l), v)| (*l, a.to_be_bytes(), *v)));
     }
 
     /// Takes `prefixes` out of the IPv6 LPM trie.
     pub fn lpm6_remove(&mut self, prefixes: &[PrefixV6]) {
-        let mut lpm = self.lpm6();
-        for &(addr, len) in prefixes {
-            lpm.remove(&Key::new(u32::from(len), addr.to_be_bytes()))
-                .expect("LPM remove");
-        }
+        self.trie_remove(prefixes.iter().map(|(a, l)| (*l, a.to_be_bytes())));
     }
 
     /// Publishes an IPv6 range table; returns its array's size in bytes.
     pub fn publish6(&mut self, table: &RangeTable6) -> usize {
         let kernel = KernelTable6::create(table, 0).expect("range table created");
-        let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, steer_common::range::Block>> = self
-            .testkit
-            .map_mut("TESTKIT_RANGES_V6")
-            .expect("the testkit's IPv6 range slot")
-            .try_into()
-            .expect("an array of maps");
         kernel
-            .publish(&mut outer, 0)
+            .publish(&mut self.slot("TESTKIT_RANGES_V6"), 0)
             .expect("range table published");
         let bytes = kernel.elements() * 8;
         self.table6 = Some(kernel);
