@@ -116,8 +116,8 @@ const CASES: &[Case] = &[
         "\"1M\"",
         "general.max_memory",
         "the sets need 2.0 MiB of kernel memory at the peak of a reload, more than the 1.0 MiB \
-         max_memory allows (IPv4 destination: 1 prefix, 1.0 MiB, and 1.0 MiB for a fresh IPv4 \
-         table",
+         max_memory allows (IPv4 destination: 1 prefix, 1.0 MiB, and 1.0 MiB for a fresh table \
+         and record",
     ),
 ];
 
