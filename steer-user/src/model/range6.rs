@@ -393,7 +393,7 @@ impl Builder {
 }
 
 /// The bits to split a region of more than `LEAF_RANGES` ranges by (`None`: keep them as
-/// ranges): about one entry per leaf's worth of ranges, or up to 4 bits more, the first cut
+/// ranges): about one entry per leaf's worth of ranges, or up to 2 bits more, the first cut
 /// that separates them (no part keeps more than half); none while they fit a leaf. A region of more than MAX_RANGES is
 /// always cut, by 10 bits or more (`range6` asserts that this reaches single addresses within
 /// `MAX_SPLITS` levels).
@@ -409,9 +409,10 @@ fn split_bits(region: Region, inside: &[(u128, u32)]) -> Option<u32> {
     if count > MAX_RANGES {
         return Some(bits);
     }
-    // Ranges clustered in one part of that cut may separate in a cut a few bits wider (a
-    // table a few times bigger than the ranges' own count, never more).
-    let widest = (bits + 4).min(MAX_SPLIT_BITS.min(128 - region.len));
+    // Ranges clustered in one part of that cut may separate in a cut a bit or two wider (a
+    // table at most as big as the ranges' own count: 4 bits wider made tables bigger and
+    // lookups no faster, `cargo xtask bench lookup`).
+    let widest = (bits + 2).min(MAX_SPLIT_BITS.min(128 - region.len));
     (bits..=widest).find(|&bits| busiest_part(region, inside, bits) <= count / 2)
 }
 
