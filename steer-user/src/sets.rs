@@ -97,10 +97,6 @@ pub fn compile(config: &Config, previous: &NameIds) -> Compiled {
     );
     let mut prefixes = PrefixSets::default();
     let mut ordered = Vec::new();
-    for set in config.sets.iter().filter(|s| s.conditions.is_none()) {
-        let v4 = set.prefixes.iter().filter(|e| e.prefix.is_v4()).count();
-        prefixes.reserve(set.direction, [v4, set.prefixes.len() - v4]);
-    }
     for set in &config.sets {
         let id = ids[&set.name];
         let kind = match set.conditions {
@@ -119,9 +115,7 @@ pub fn compile(config: &Config, previous: &NameIds) -> Compiled {
         match set.ordered_rule(id) {
             Some(rule) => ordered.push(rule),
             None => {
-                for entry in &set.prefixes {
-                    prefixes.insert(set.direction, entry.prefix, id);
-                }
+                prefixes.insert_all(set.direction, set.prefixes.iter().map(|e| e.prefix), id);
             }
         }
     }

@@ -167,8 +167,8 @@ fn one_changed_line_in_a_large_list_touches_only_that_entry() {
         kernel_before.map(PrefixMap::DstV4),
         kernel_after.map(PrefixMap::DstV4),
     );
-    let gone: Vec<_> = old.keys().filter(|p| !new.contains_key(*p)).collect();
-    let came: Vec<_> = new.keys().filter(|p| !old.contains_key(*p)).collect();
+    let gone: Vec<_> = old.keys().filter(|p| !new.contains_key(p)).collect();
+    let came: Vec<_> = new.keys().filter(|p| !old.contains_key(p)).collect();
     assert_eq!(
         (gone.len(), came.len()),
         (1, 1),
@@ -178,7 +178,7 @@ fn one_changed_line_in_a_large_list_touches_only_that_entry() {
     assert_eq!(came[0].to_string(), "11.200.0.0/24");
     assert!(
         old.iter()
-            .all(|(p, r)| p == gone[0] || new.get(p) == Some(r)),
+            .all(|(p, r)| p == gone[0] || new.get(&p) == Some(r)),
         "every other entry kept its rule"
     );
 

@@ -7,8 +7,8 @@
 //! ([`Inputs::check`]), the one changed list is parsed (nothing else is), in pieces on every
 //! core, sorted, and merged against what its set holds now (the set's prefixes in the kernel
 //! mirror, which is exact while [`Inputs`] are kept: the last apply left nothing undone; the
-//! mirror remembers them sorted from the last reload of the list, [`PrefixSets::sorted`]); the
-//! added and removed prefixes are the diff ([`Diff::of_changes`]).
+//! mirror keeps its maps sorted, [`PrefixSets::sorted`]); the added and removed prefixes are
+//! the diff ([`Diff::of_changes`]).
 //!
 //! What a million lines cost here is mostly memory: the set's entries (40 bytes each, what the
 //! running configuration keeps) are faulted in once, each piece writing its own straight into
@@ -142,10 +142,9 @@ pub(super) fn prepare(
     if readers.next().is_some() || !set.list_only {
         return None;
     }
-    // What the set holds now, sorted (remembered from the last reload of this list when the
-    // maps changed only through syncs since, collected and sorted otherwise), on a thread of
-    // its own while the list is parsed and sorted in pieces, one per core (most routers have
-    // two or more).
+    // What the set holds now, sorted (the mirror's maps are: one pass collects the set's), on a
+    // thread of its own while the list is parsed and sorted in pieces, one per core (most
+    // routers have two or more).
     std::thread::scope(|scope| {
         let old = scope.spawn(|| held.sorted(set.direction, set.rule));
         diff_list(
@@ -172,7 +171,7 @@ fn diff_list(
     stamp: crate::config::Stamp,
     held: &PrefixSets,
     capacity: &Capacity,
-    old: impl FnOnce() -> Option<Arc<SortedPrefixes>>,
+    old: impl FnOnce() -> Option<SortedPrefixes>,
 ) -> Option<Delta> {
     let started = std::time::Instant::now();
     let Parsed {
@@ -199,7 +198,7 @@ fn diff_list(
     let map_of = |p: &Prefix| PrefixMap::of(set.direction, p);
     if added
         .iter()
-        .any(|p| held.map(map_of(p)).get(p).is_some_and(|r| *r != set.rule))
+        .any(|p| held.map(map_of(p)).get(p).is_some_and(|r| r != set.rule))
     {
         return None;
     }
@@ -244,13 +243,13 @@ impl Delta {
             let map = held.map(PrefixMap::new(self.direction, v4));
             removed.extend(
                 map.iter()
-                    .filter(|(p, r)| **r == self.rule && !listed.contains(*p))
-                    .map(|(p, _)| *p),
+                    .filter(|(p, r)| *r == self.rule && !listed.contains(p))
+                    .map(|(p, _)| p),
             );
         }
         self.added = listed
             .into_iter()
-            .filter(|p| held.map(PrefixMap::of(self.direction, p)).get(p) != Some(&self.rule))
+            .filter(|p| held.map(PrefixMap::of(self.direction, p)).get(p) != Some(self.rule))
             .collect();
         self.removed = removed;
     }
@@ -973,8 +972,6 @@ mod tests {
         let ids = rule_ids(&compiled.rules);
         let held = compiled.prefixes;
         let lists = ListSets::of(&config, &ids);
-        // Remembered sorted, as after the first one-line reload in the daemon.
-        let _ = held.sorted(Direction::Dst, ids["big"]);
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]

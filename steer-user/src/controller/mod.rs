@@ -506,7 +506,7 @@ impl Controller {
             .filter(|p| {
                 held.map(crate::model::PrefixMap::of(delta.direction, p))
                     .get(p)
-                    == Some(&delta.rule)
+                    == Some(delta.rule)
             })
             .copied()
             .collect();

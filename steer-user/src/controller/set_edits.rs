@@ -265,9 +265,9 @@ pub(super) fn overlay(
         let which = PrefixMap::of(*direction, prefix);
         let map = prefixes.map_mut(which);
         match map.get(prefix) {
-            Some(r) if r == rule => dropped.push(drop(DropReason::Configured)),
+            Some(r) if r == *rule => dropped.push(drop(DropReason::Configured)),
             Some(r) => {
-                let owner = names.get(r).copied().unwrap_or("?").to_owned();
+                let owner = names.get(&r).copied().unwrap_or("?").to_owned();
                 dropped.push(drop(DropReason::TakenBy(owner)));
             }
             None => {
@@ -568,7 +568,7 @@ impl Controller {
         let held = self.dp.prefixes();
         let covered = gained
             .iter()
-            .all(|(map, p, rule)| held.map(*map).get(p) == Some(rule));
+            .all(|(map, p, rule)| held.map(*map).get(p) == Some(*rule));
         for (_, _, rule) in &gained {
             *counts.entry(*rule).or_default() += 1;
         }
@@ -648,8 +648,8 @@ impl Controller {
             let owner = held
                 .map(PrefixMap::of(delta.direction, p))
                 .get(p)
-                .filter(|r| **r != delta.rule)
-                .and_then(|r| names.get(r));
+                .filter(|r| *r != delta.rule)
+                .and_then(|r| names.get(&r));
             if let Some(owner) = owner.filter(|o| table.get(o, p).is_some()) {
                 dropped.push(Dropped {
                     set: (*owner).to_owned(),
@@ -713,16 +713,16 @@ prefixes = ["192.168.1.64/27"]
         let held = &want.contents.prefixes;
         assert_eq!(
             held.map(PrefixMap::DstV4).get(&p("198.51.100.0/24")),
-            Some(&ids["bypass"])
+            Some(ids["bypass"])
         );
         assert_eq!(
             held.map(PrefixMap::SrcV4).get(&p("192.168.1.80/28")),
-            Some(&ids["kids"]),
+            Some(ids["kids"]),
             "a source set's entry goes to the source map"
         );
         assert_eq!(
             held.map(PrefixMap::DstV4).get(&p("192.168.1.64/27")),
-            Some(&ids["bypass"]),
+            Some(ids["bypass"]),
             "the same prefix in another map is no conflict"
         );
         let why: Vec<(&str, DropReason)> = dropped

@@ -169,8 +169,8 @@ pub fn check_capacity(
         let capacity = capacity.of(prefix_map);
         if map.len() > capacity as usize {
             let mut per_rule: BTreeMap<u32, usize> = BTreeMap::new();
-            for rule in map.values() {
-                *per_rule.entry(*rule).or_default() += 1;
+            for rule in map.rules() {
+                *per_rule.entry(rule).or_default() += 1;
             }
             let sets = per_rule
                 .iter()
@@ -263,8 +263,8 @@ fn footprint_after(
         state
             .map(m)
             .iter()
-            .filter(move |(p, _)| !changed.contains(&(m.direction(), **p)))
-            .map(move |(p, r)| (m, *p, *r))
+            .filter(move |(p, _)| !changed.contains(&(m.direction(), *p)))
+            .map(move |(p, r)| (m, p, r))
     });
     let written = planned
         .iter()
@@ -319,7 +319,7 @@ impl Diff {
         let mut writes = Vec::with_capacity(added.len());
         for (prefix, rule) in added {
             match state.map(PrefixMap::of(dir, &prefix)).get(&prefix) {
-                Some(old) if *old == rule => continue,
+                Some(old) if old == rule => continue,
                 Some(_) => per_rule.entry(rule).or_default().changed += 1,
                 None => per_rule.entry(rule).or_default().added += 1,
             }
@@ -355,7 +355,7 @@ impl Diff {
             if !want.map(map).contains_key(p) {
                 return true;
             }
-            if let Some(c) = state.map(map).get(p).and_then(|r| per_rule.get_mut(r)) {
+            if let Some(c) = state.map(map).get(p).and_then(|r| per_rule.get_mut(&r)) {
                 c.removed = c.removed.saturating_sub(1);
             }
             false
@@ -443,7 +443,7 @@ pub fn sync_prefixes(
     report.policy_writes += maps.writes() - start;
     let mut undo = Vec::new();
     let start = maps.writes();
-    if let Err(e) = write_planned(maps, state, planned, None, &mut undo) {
+    if let Err(e) = write_planned(maps, state, planned, &mut undo) {
         return Err(restore(maps, state, undo, &[], e));
     }
     remove_stale(maps, state, &mut left, &mut report)?;
@@ -525,7 +525,7 @@ pub fn sync(
     // Additions and changes.
     let mut undo = Vec::new();
     let start = maps.writes();
-    if let Err(e) = write_planned(maps, state, planned, Some(&want.prefixes), &mut undo) {
+    if let Err(e) = write_planned(maps, state, planned, &mut undo) {
         return Err(restore(maps, state, undo, &new_rules, e));
     }
     report.prefix_writes += maps.writes() - start;
@@ -692,15 +692,15 @@ pub fn plan_writes(
     // Per rule id (small): (added, changed), counted without a map lookup per prefix.
     let mut counts: Vec<(usize, usize)> = Vec::new();
     for (map, wanted) in want.iter() {
-        let have = state.map(map);
         let mut writes: Vec<(Prefix, u32)> = Vec::new();
-        for (prefix, rule) in wanted {
-            let changed = match have.get(prefix) {
+        for (prefix, rule, old) in wanted.joined(state.map(map)) {
+            let Some(rule) = rule else { continue };
+            let changed = match old {
                 Some(old) if old == rule => continue,
                 Some(_) => true,
                 None => false,
             };
-            let at = *rule as usize;
+            let at = rule as usize;
             if at >= counts.len() {
                 counts.resize(at + 1, (0, 0));
             }
@@ -709,7 +709,7 @@ pub fn plan_writes(
             } else {
                 counts[at].0 += 1;
             }
-            writes.push((*prefix, *rule));
+            writes.push((prefix, rule));
         }
         if !writes.is_empty() {
             planned.push((map.direction(), writes));
@@ -729,56 +729,25 @@ fn write_planned(
     maps: &mut Maps,
     state: &mut PrefixSets,
     planned: Vec<PlannedWrites>,
-    want: Option<&PrefixSets>,
     undo: &mut Vec<Undo>,
 ) -> Result<(), DataplaneError> {
     for (dir, writes) in planned {
-        let whole = want.map_or([false; 2], |want| whole_maps(state, want, dir, &writes));
         // Record the undo before writing: a failing batch may have written part of it.
         for (prefix, _) in &writes {
             undo.push(Undo {
                 dir,
                 prefix: *prefix,
-                previous: state.map(PrefixMap::of(dir, prefix)).get(prefix).copied(),
+                previous: state.map(PrefixMap::of(dir, prefix)).get(prefix),
             });
         }
         maps.set_prefixes(dir, &writes)?;
-        if let Some(want) = want {
-            for (map, _) in PrefixMap::of_direction(dir)
-                .into_iter()
-                .zip(whole)
-                .filter(|(_, w)| *w)
-            {
-                *state.map_mut(map) = want.map(map).clone();
-            }
-        }
-        let rest: Vec<_> = writes
-            .into_iter()
-            .filter(|(p, _)| !whole[usize::from(!p.is_v4())])
-            .collect();
-        let v4 = rest.iter().filter(|(p, _)| p.is_v4()).count();
-        state.reserve(dir, [v4, rest.len() - v4]);
-        for (prefix, rule) in rest {
-            state.insert(dir, prefix, rule);
+        // In one merge per map: the writes are in prefix order, as the maps keep them.
+        for map in PrefixMap::of_direction(dir) {
+            let of_map = writes.iter().filter(|(p, _)| p.is_v4() == map.is_v4());
+            state.map_mut(map).extend(of_map.copied());
         }
     }
     Ok(())
-}
-
-/// Per family of `dir` (IPv4, IPv6): whether `writes` fill an empty map with the whole of
-/// what `want` has there (a first load). The state then takes a copy of `want`'s map, a copy
-/// of memory instead of a million inserts into a growing table.
-fn whole_maps(
-    state: &PrefixSets,
-    want: &PrefixSets,
-    dir: Direction,
-    writes: &[(Prefix, u32)],
-) -> [bool; 2] {
-    let v4 = writes.iter().filter(|(p, _)| p.is_v4()).count();
-    let [map4, map6] = PrefixMap::of_direction(dir);
-    [(map4, v4), (map6, writes.len() - v4)].map(|(map, written)| {
-        written > 0 && state.map(map).is_empty() && want.map(map).len() == written
-    })
 }
 
 /// Undoes the additions and changes of a failed sync and forgets the rules it introduced;
@@ -840,11 +809,10 @@ fn restore(
 pub fn removals(state: &PrefixSets, want: &PrefixSets) -> Vec<(Direction, Prefix)> {
     let mut out = Vec::new();
     for (map, held) in state.iter() {
-        let keep = want.map(map);
         out.extend(
-            held.keys()
-                .filter(|p| !keep.contains_key(*p))
-                .map(|p| (map.direction(), *p)),
+            held.joined(want.map(map))
+                .filter(|(_, _, wanted)| wanted.is_none())
+                .map(|(p, _, _)| (map.direction(), p)),
         );
     }
     out

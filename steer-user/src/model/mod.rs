@@ -11,6 +11,7 @@
 pub mod footprint;
 mod local;
 pub mod ordered;
+mod prefix_rules;
 mod prefixes;
 pub mod range;
 pub mod range6;
@@ -24,7 +25,8 @@ use steer_common::map_names;
 
 pub use local::{LocalKind, LocalScope, LocalSet, local_set};
 pub use ordered::{CondTables, Conditions, OrderedRule, PortRange, Proto};
-pub use prefixes::{PrefixRules, PrefixSets};
+pub use prefix_rules::PrefixRules;
+pub use prefixes::PrefixSets;
 pub use rules::{DEFAULT_RULE_NAME, Rule, RuleKind};
 pub use table::{FamilyTable, PolicyTable, Slots, last_resort_marks};
 

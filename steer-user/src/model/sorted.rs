@@ -16,7 +16,8 @@ pub struct SortedPrefixes {
 }
 
 impl SortedPrefixes {
-    /// The prefixes of `rule` in the maps of `direction` (`map` gives each map's contents).
+    /// The prefixes of `rule` in the maps of `direction` (`map` gives each map's contents,
+    /// which iterate in prefix order already).
     pub(super) fn collect<'a>(
         map: impl Fn(PrefixMap) -> &'a PrefixRules,
         direction: Direction,
@@ -24,63 +25,16 @@ impl SortedPrefixes {
     ) -> SortedPrefixes {
         let mut out = SortedPrefixes::default();
         for v4 in [true, false] {
-            for (p, r) in map(PrefixMap::new(direction, v4)) {
-                match *p {
-                    _ if *r != rule => {}
+            for p in map(PrefixMap::new(direction, v4)).of_rule(rule) {
+                match p {
                     Prefix::V4 { addr, len } => out.v4.push(v4_key(u32::from(addr), len)),
                     Prefix::V6 { addr, len } => out.v6.push((u128::from(addr), len)),
                 }
             }
         }
-        radix_sort(&mut out.v4, 0..V4_KEY_BITS);
-        out.v6.sort_unstable();
+        debug_assert!(out.v4.is_sorted() && out.v6.is_sorted());
         out
     }
-
-    /// These prefixes after `changes` (in the order they were made: a prefix added, or not,
-    /// the last change of each prefix counting).
-    pub(super) fn changed(&self, changes: &[(Prefix, bool)]) -> SortedPrefixes {
-        let mut last: Vec<(Prefix, bool)> = Vec::with_capacity(changes.len());
-        let mut ordered = changes.to_vec();
-        // Stable: the changes of one prefix keep their order, and the last is kept.
-        ordered.sort_by_key(|(p, _)| *p);
-        for (p, present) in ordered {
-            match last.last_mut() {
-                Some((q, was)) if *q == p => *was = present,
-                _ => last.push((p, present)),
-            }
-        }
-        let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        for (p, present) in last {
-            match p {
-                Prefix::V4 { addr, len } => v4.push((v4_key(u32::from(addr), len), present)),
-                Prefix::V6 { addr, len } => v6.push(((u128::from(addr), len), present)),
-            }
-        }
-        SortedPrefixes {
-            v4: apply_sorted(&self.v4, &v4),
-            v6: apply_sorted(&self.v6, &v6),
-        }
-    }
-}
-
-/// `sorted` with each of `changes` (sorted, each key once) added or taken out.
-fn apply_sorted<T: Ord + Copy>(sorted: &[T], changes: &[(T, bool)]) -> Vec<T> {
-    let mut out = Vec::with_capacity(sorted.len() + changes.len());
-    let mut rest = sorted;
-    for &(key, present) in changes {
-        let at = rest.partition_point(|k| *k < key);
-        out.extend_from_slice(&rest[..at]);
-        rest = &rest[at..];
-        if rest.first() == Some(&key) {
-            rest = &rest[1..];
-        }
-        if present {
-            out.push(key);
-        }
-    }
-    out.extend_from_slice(rest);
-    out
 }
 
 /// The prefix of a [`v4_key`].

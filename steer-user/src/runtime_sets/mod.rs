@@ -246,8 +246,8 @@ fn plan_add(
         return;
     }
     match held.map(PrefixMap::of(set.direction, &p)).get(&p) {
-        Some(rule) if *rule != set.rule => refusals.push(|| {
-            let other = owners.name_of(*rule);
+        Some(rule) if rule != set.rule => refusals.push(|| {
+            let other = owners.name_of(rule);
             let place = owners
                 .origin(&other, &p)
                 .map(|o| format!(" (from {o})"))
@@ -286,7 +286,7 @@ fn plan_del(
         return;
     }
     match held.map(PrefixMap::of(set.direction, &p)).get(&p) {
-        Some(rule) if *rule == set.rule => refusals.push(|| {
+        Some(rule) if rule == set.rule => refusals.push(|| {
             let place = owners
                 .origin(set.name, &p)
                 .map(|o| format!(" ({o})"))
