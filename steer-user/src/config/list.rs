@@ -225,6 +225,24 @@ pub fn parse_list_split<S: ListSink + Send>(
     })
 }
 
+/// The first line (1-based) of list file contents `bytes` that lists `prefix`, for a message:
+/// the daemon does not keep its lists' lines ([`super::Config::drop_list_entries`]).
+pub fn list_line_of(bytes: &[u8], prefix: &Prefix) -> Option<usize> {
+    struct Find<'p> {
+        prefix: &'p Prefix,
+        line: Option<usize>,
+    }
+    impl ListSink for Find<'_> {
+        fn entry(&mut self, listed: Listed) {
+            if self.line.is_none() && listed.prefix == *self.prefix {
+                self.line = Some(listed.line);
+            }
+        }
+    }
+    let find = |_| Find { prefix, line: None };
+    parse_list_split(bytes, true, 1, find)?.pop()?.line
+}
+
 /// Pieces a list of `len` bytes is best parsed in ([`parse_list_split`]): one per core (up to
 /// four), each of a megabyte or more (a thread costs more than parsing a small list).
 pub fn list_pieces(len: usize) -> usize {

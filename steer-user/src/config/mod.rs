@@ -55,7 +55,7 @@ use std::{
 pub use diag::{ConfigErrors, Diagnostic};
 pub use dns::Dns;
 pub use list::{
-    ListError, ListErrorKind, ListPiece, ListSink, Listed, list_pieces, parse_list,
+    ListError, ListErrorKind, ListPiece, ListSink, Listed, list_line_of, list_pieces, parse_list,
     parse_list_bytes, parse_list_split,
 };
 pub use names::{ifname_problem, normalize_domain, valid_name};
@@ -460,7 +460,8 @@ pub struct Set {
     pub policy: String,
     /// TOML key `match`: `"dst"` (default) or `"src"`.
     pub direction: Direction,
-    /// Inline prefixes then list-file prefixes, in order, each once.
+    /// Inline prefixes then list-file prefixes, in order, each once. The daemon's running
+    /// configuration keeps a plain set's inline prefixes only ([`Config::drop_list_entries`]).
     pub prefixes: Vec<Entry>,
     /// The list files, resolved against the config file's directory.
     pub files: Vec<PathBuf>,
@@ -478,6 +479,29 @@ pub struct Set {
 }
 
 impl Config {
+    /// Drops the plain sets' list-file entries, keeping inline prefixes and ordered rules'
+    /// entries: what the daemon's running configuration keeps once the kernel holds the sets.
+    /// The kernel's record has every prefix (the daemon's mirror reads it), a million list
+    /// entries take 40 MB, and a message that needs a list's line reads it again
+    /// ([`list_line_of`]). Returns what it took, for the caller to free where it costs no
+    /// one a wait (a million entries take milliseconds).
+    #[must_use = "the entries taken out, to be dropped"]
+    pub fn drop_list_entries(&mut self) -> Vec<Vec<Entry>> {
+        let path = &self.path;
+        let mut taken = Vec::new();
+        for set in self.sets.iter_mut().filter(|s| s.conditions.is_none()) {
+            // Inline prefixes come first: the list entries are the rest.
+            let inline = set
+                .prefixes
+                .iter()
+                .position(|e| *e.origin.file != *path)
+                .unwrap_or(set.prefixes.len());
+            let kept = set.prefixes[..inline].to_vec();
+            taken.push(std::mem::replace(&mut set.prefixes, kept));
+        }
+        taken
+    }
+
     /// The kernel memory of the prefix sets ([`crate::model::footprint`]).
     pub fn set_footprint(&self) -> crate::model::footprint::Footprint {
         set::footprint(&self.sets)

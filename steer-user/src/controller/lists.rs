@@ -10,11 +10,11 @@
 //! mirror keeps its maps sorted, [`PrefixSets::sorted`]); the added and removed prefixes are
 //! the diff ([`Diff::of_changes`]).
 //!
-//! What a million lines cost here is mostly memory: the set's entries (40 bytes each, what the
-//! running configuration keeps) are faulted in once, each piece writing its own straight into
-//! their place in the one vector, and nothing else of that size is made: the pieces' sort keys
-//! (8 bytes an entry) are merged, each prefix once, and compared with the set's sorted
-//! prefixes in one pass, collecting only what was added and removed.
+//! Nothing of a million lines is kept but their sort keys (8 bytes an IPv4 entry): the running
+//! configuration keeps no list entries ([`Config::drop_list_entries`]), so none are made. The
+//! pieces' keys are merged, each prefix once, and compared with the set's sorted prefixes in
+//! one pass, collecting what was added and removed and the list's prefixes (for a change that
+//! has to be taken again, [`Delta::refit`]).
 //!
 //! This path is taken only where it gives exactly what the full path would: the set's list
 //! file is the only source of its prefixes and no other set reads it, and
@@ -23,16 +23,11 @@
 //! capacity exceeded, a file that cannot be read again — sends the reload down the full path,
 //! which reports it as it always has (file:line:column) and changes nothing.
 
-use std::{
-    mem::MaybeUninit,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::path::PathBuf;
 
 use crate::{
     config::{
-        Changed, Config, DuplicatePolicy, Entry, Inputs, ListSink, Listed, Origin, line_number,
-        list_pieces, parse_list_split,
+        Changed, Config, DuplicatePolicy, Inputs, ListSink, Listed, list_pieces, parse_list_split,
     },
     model::{
         Capacity, Direction, NameIds, PrefixMap, PrefixSets,
@@ -100,8 +95,8 @@ impl ListSets {
 pub(super) struct Delta {
     pub set: String,
     pub rule: u32,
-    /// The set's entries now, as the full path would have them (file order, each once).
-    pub entries: Vec<Entry>,
+    /// The list's prefixes now, each once, sorted.
+    pub listed: SortedPrefixes,
     pub direction: Direction,
     /// Prefixes the list has and the set did not hold, and the other way round, against the
     /// mirror's version the change was taken from. The controller turns them into writes
@@ -112,6 +107,7 @@ pub(super) struct Delta {
     /// The mirror's version `added` and `removed` were taken against (set by the caller).
     pub version: u64,
     pub inputs: Inputs,
+    /// Entries parsed (a repeated prefix counts each time).
     pub lines: usize,
     /// Reading the files again and comparing their stamps (set by the caller).
     pub check: std::time::Duration,
@@ -174,25 +170,17 @@ fn diff_list(
     old: impl FnOnce() -> Option<SortedPrefixes>,
 ) -> Option<Delta> {
     let started = std::time::Instant::now();
-    let Parsed {
-        mut entries,
-        mut keys,
-    } = parse_pieces(
-        bytes,
-        set.allow_default_route,
-        list_pieces(bytes.len()),
-        inputs.path(index),
-    )?;
+    let keys = parse_pieces(bytes, set.allow_default_route, list_pieces(bytes.len()))?;
     let parse = started.elapsed();
     let started = std::time::Instant::now();
-    let lines = entries.len();
+    let lines = keys.iter().map(|k| k.v4.len() + k.v6.len()).sum();
     let old = old()?;
     let Merged {
         added,
         removed,
-        repeats,
-    } = Merged::of(&mut keys, &old)?;
-    drop(old);
+        listed,
+    } = Merged::of(&keys, &old);
+    drop((old, keys));
 
     // A prefix another set holds is a duplicate: the full path says where.
     let map_of = |p: &Prefix| PrefixMap::of(set.direction, p);
@@ -215,11 +203,10 @@ fn diff_list(
     {
         return None;
     }
-    without_repeats(&mut entries, &repeats);
     Some(Delta {
         set: set.name.clone(),
         rule: set.rule,
-        entries,
+        listed,
         direction: set.direction,
         added,
         removed,
@@ -236,236 +223,95 @@ impl Delta {
     /// Takes `added` and `removed` again against `held`, when the maps changed since they were
     /// taken (a runtime edit came between; rare, so plainly).
     pub fn refit(&mut self, held: &PrefixSets) {
-        let listed: std::collections::HashSet<Prefix> =
-            self.entries.iter().map(|e| e.prefix).collect();
         let mut removed = Vec::new();
         for v4 in [true, false] {
             let map = held.map(PrefixMap::new(self.direction, v4));
-            removed.extend(
-                map.iter()
-                    .filter(|(p, r)| *r == self.rule && !listed.contains(p))
-                    .map(|(p, _)| p),
-            );
+            removed.extend(map.of_rule(self.rule).filter(|p| !self.listed.contains(p)));
         }
-        self.added = listed
-            .into_iter()
+        self.added = self
+            .listed
+            .iter()
             .filter(|p| held.map(PrefixMap::of(self.direction, p)).get(p) != Some(self.rule))
             .collect();
         self.removed = removed;
     }
 }
 
-/// A changed list parsed: the set's entries in file order (repeats included), and the sort
-/// keys of each piece.
-struct Parsed {
-    entries: Vec<Entry>,
-    keys: Vec<Keys>,
-}
-
-/// The sort keys of a piece's entries, with each entry's index (in the piece while it is
-/// parsed, in the file's entries once [`Merged::of`] has them), sorted on the thread that
+/// The sort keys of a piece's entries (a repeated prefix each time), sorted on the thread that
 /// parsed it.
 #[derive(Debug, Default)]
 struct Keys {
-    /// [`v4_key`] above the index.
+    /// [`v4_key`]s.
     v4: Vec<u64>,
-    /// Address, length, index.
-    v6: Vec<(u128, u8, u32)>,
-    /// Entries of the piece.
-    len: usize,
+    /// Address and length.
+    v6: Vec<(u128, u8)>,
 }
 
-/// Parses `bytes` (list file `file`) in `parts` pieces, each on a thread of its own, each
-/// writing the set's entries straight into its place in the one vector they end in: no
-/// vector of a million entries in between, nor one copied into another (what the memory of a
-/// million entries costs is mostly faulting it in, once). `None` where the list has bad lines.
-fn parse_pieces(
-    bytes: &[u8],
-    allow_default_route: bool,
-    parts: usize,
-    file: &Path,
-) -> Option<Parsed> {
-    // Room for a line per line of each piece (each piece but the last ends with a newline,
-    // counted again as the first line of the next).
-    let room = count_lines(bytes) + parts;
-    let mut entries: Vec<Entry> = Vec::with_capacity(room);
-    let placed: Vec<(usize, usize, Keys)> = {
-        let mut free = entries.spare_capacity_mut();
-        let mut start = 0;
-        let pieces = parse_list_split(bytes, allow_default_route, parts, |piece| {
-            let (slots, rest) = std::mem::take(&mut free).split_at_mut(piece.lines);
-            free = rest;
-            let placed = Piece::new(slots, start, Arc::new(file.to_path_buf()));
-            start += piece.lines;
-            placed
-        })?;
-        pieces.into_iter().map(Piece::hand_on).collect()
-    };
-    // The pieces' entries, each run moved up against the one before it (a line without an
-    // entry, a comment or a blank line, left a place free at the end of its piece's part).
-    let base = entries.as_mut_ptr();
-    let mut len = 0;
-    let mut keys = Vec::with_capacity(placed.len());
-    for (start, written, k) in placed {
-        if start != len {
-            // SAFETY: places start..start + written are the piece's entries, written (and
-            // handed on: nothing drops them but this vector); len <= start, both within the
-            // capacity; `copy` allows the two ranges to overlap.
-            unsafe { std::ptr::copy(base.add(start), base.add(len), written) };
-        }
-        len += written;
-        keys.push(k);
-    }
-    // SAFETY: places 0..len hold the entries of every piece, in order, moved there above.
-    unsafe { entries.set_len(len) };
-    Some(Parsed { entries, keys })
+/// Parses `bytes` in `parts` pieces, each on a thread of its own into sort keys: 8 bytes an
+/// IPv4 entry, nothing else kept of it (the daemon keeps no list entries, see
+/// [`crate::config::Config::drop_list_entries`]). `None` where the list has bad lines.
+fn parse_pieces(bytes: &[u8], allow_default_route: bool, parts: usize) -> Option<Vec<Keys>> {
+    parse_list_split(bytes, allow_default_route, parts, |piece| Keys {
+        v4: Vec::with_capacity(piece.lines),
+        v6: Vec::new(),
+    })
 }
 
-/// Lines of `bytes` (newlines and one).
-fn count_lines(bytes: &[u8]) -> usize {
-    bytes.iter().filter(|b| **b == b'\n').count() + 1
-}
-
-/// One piece of a changed list as it is parsed: its part of the vector of the set's entries,
-/// and the sort keys.
-struct Piece<'a> {
-    /// Its part of the vector: the first `written` places hold its entries.
-    slots: &'a mut [MaybeUninit<Entry>],
-    written: usize,
-    /// Where its part starts in the vector.
-    start: usize,
-    /// A path of its own for each piece: one count shared by threads that clone it a million
-    /// times would bounce between their caches on every clone.
-    file: Arc<PathBuf>,
-    keys: Keys,
-}
-
-impl<'a> Piece<'a> {
-    fn new(slots: &'a mut [MaybeUninit<Entry>], start: usize, file: Arc<PathBuf>) -> Piece<'a> {
-        Piece {
-            keys: Keys {
-                v4: Vec::with_capacity(slots.len()),
-                v6: Vec::new(),
-                len: 0,
-            },
-            slots,
-            written: 0,
-            start,
-            file,
-        }
-    }
-
-    /// Where its entries start, how many there are, and their keys; from now on the entries
-    /// are the vector's to drop, not the piece's.
-    fn hand_on(mut self) -> (usize, usize, Keys) {
-        let written = std::mem::take(&mut self.written);
-        (self.start, written, std::mem::take(&mut self.keys))
-    }
-}
-
-impl Drop for Piece<'_> {
-    /// A piece not handed on (a bad line somewhere in the list) drops the entries it wrote.
-    fn drop(&mut self) {
-        for slot in &mut self.slots[..self.written] {
-            // SAFETY: the first `written` places were written by `entry`, and nothing else
-            // drops them (`hand_on` sets `written` to 0).
-            unsafe { slot.assume_init_drop() };
-        }
-    }
-}
-
-impl ListSink for Piece<'_> {
+impl ListSink for Keys {
     #[inline]
     fn entry(&mut self, listed: Listed) {
-        // An index past IDX_BITS spoils the keys; `Merged::of` refuses such a list.
-        let index = self.written;
         match listed.prefix {
-            Prefix::V4 { addr, len } => self
-                .keys
-                .v4
-                .push(v4_key(u32::from(addr), len) << IDX_BITS | index as u64),
-            Prefix::V6 { addr, len } => self.keys.v6.push((u128::from(addr), len, index as u32)),
+            Prefix::V4 { addr, len } => self.v4.push(v4_key(u32::from(addr), len)),
+            Prefix::V6 { addr, len } => self.v6.push((u128::from(addr), len)),
         }
-        // A piece has a place for each of its lines, and at most one entry on each.
-        self.slots[index].write(Entry {
-            prefix: listed.prefix,
-            origin: Origin {
-                file: self.file.clone(),
-                line: line_number(listed.line),
-            },
-        });
-        self.written += 1;
     }
 
     fn finish(&mut self) {
-        self.keys.len = self.written;
-        // Whole keys: the index below the prefix keeps a prefix's repeats in file order. The
-        // standard sort takes three quarters of the time `radix_sort` does on these (500k
+        // The standard sort takes three quarters of the time `radix_sort` does on these (500k
         // keys: 9.5 against 12.7 ms), and linear time on a list written sorted, as many are.
-        self.keys.v4.sort_unstable();
-        self.keys.v6.sort_unstable();
+        self.v4.sort_unstable();
+        self.v6.sort_unstable();
     }
 }
 
 /// A changed list against what its set holds: the pieces' sorted runs merged, each prefix
-/// once, and compared with the set's sorted prefixes in the same pass (nothing in between is
-/// collected).
+/// once, and compared with the set's sorted prefixes in the same pass.
 #[derive(Debug)]
 struct Merged {
     /// Prefixes the list has and the set does not hold, and the other way round.
     added: Vec<Prefix>,
     removed: Vec<Prefix>,
-    /// Entries that list a prefix again (the full path keeps the first): their indices in
-    /// the file's entries, sorted.
-    repeats: Vec<u64>,
+    /// The list's prefixes, each once.
+    listed: SortedPrefixes,
 }
 
 impl Merged {
-    /// `None` for a list too long for the keys' index bits.
-    fn of(pieces: &mut [Keys], old: &SortedPrefixes) -> Option<Merged> {
-        let lines: usize = pieces.iter().map(|p| p.len).sum();
-        if lines >= 1 << IDX_BITS {
-            return None;
-        }
-        // Indices in the file's entries rather than the piece's.
-        let mut offset = 0;
-        for piece in pieces.iter_mut() {
-            piece.v4.iter_mut().for_each(|k| *k += offset as u64);
-            piece.v6.iter_mut().for_each(|k| k.2 += offset as u32);
-            offset += piece.len;
-        }
-        // A prefix listed again is kept at its first line: the lowest index of its run.
-        let mut repeats = Vec::new();
-        let v4 = Runs::new(pieces.iter().map(|p| p.v4.as_slice()).collect());
-        let v4 = first_of_runs(v4, |k| (k >> IDX_BITS, k & IDX_MASK), &mut repeats);
-        let (added4, removed4) = merge(&old.v4, v4);
-        let v6 = Runs::new(pieces.iter().map(|p| p.v6.as_slice()).collect());
-        let v6 = first_of_runs(v6, |(a, l, i)| ((a, l), u64::from(i)), &mut repeats);
-        let (added6, removed6) = merge(&old.v6, v6);
-        repeats.sort_unstable();
+    fn of(pieces: &[Keys], old: &SortedPrefixes) -> Merged {
+        let v4: Vec<u64> = distinct(Runs::new(pieces.iter().map(|p| p.v4.as_slice()).collect()));
+        let (added4, removed4) = merge(&old.v4, v4.iter().copied());
+        let v6 = distinct(Runs::new(pieces.iter().map(|p| p.v6.as_slice()).collect()));
+        let (added6, removed6) = merge(&old.v6, v6.iter().copied());
         let both = |v4: Vec<u64>, v6: Vec<(u128, u8)>| -> Vec<Prefix> {
             let v4 = v4.into_iter().map(from_v4_key);
             v4.chain(v6.into_iter().map(from_v6_key)).collect()
         };
-        Some(Merged {
+        Merged {
             added: both(added4, added6),
             removed: both(removed4, removed6),
-            repeats,
-        })
+            listed: SortedPrefixes { v4, v6 },
+        }
     }
 }
 
-/// `entries` without those at the indices `repeats` (sorted).
-fn without_repeats(entries: &mut Vec<Entry>, repeats: &[u64]) {
-    if repeats.is_empty() {
-        return;
+/// A sorted sequence, each value once.
+fn distinct<T: PartialEq + Copy>(sorted: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(sorted.size_hint().0);
+    for t in sorted {
+        if out.last() != Some(&t) {
+            out.push(t);
+        }
     }
-    let mut at = 0;
-    let mut next = repeats.iter().peekable();
-    entries.retain(|_| {
-        at += 1;
-        next.next_if_eq(&&(at - 1)).is_none()
-    });
+    out
 }
 
 /// Sorted runs read as one sorted sequence (a few runs: one per core).
@@ -497,30 +343,12 @@ impl<T: Ord + Copy> Iterator for Runs<'_, T> {
         }
         Some(min)
     }
-}
 
-/// The keys of sorted (key, index) pairs, each once: the first of its run. The indices of the
-/// others go to `repeats`.
-fn first_of_runs<'r, T, K: PartialEq + Copy + 'r>(
-    sorted: impl Iterator<Item = T> + 'r,
-    split: impl Fn(T) -> (K, u64) + 'r,
-    repeats: &'r mut Vec<u64>,
-) -> impl Iterator<Item = K> + 'r {
-    let mut last = None;
-    sorted.filter_map(move |t| {
-        let (key, index) = split(t);
-        if last == Some(key) {
-            repeats.push(index);
-            return None;
-        }
-        last = Some(key);
-        Some(key)
-    })
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.runs.iter().map(|r| r.len()).sum();
+        (left, Some(left))
+    }
 }
-
-/// Bits of an entry's index below an IPv4 key while sorting (a 64 MB list has fewer lines).
-const IDX_BITS: u32 = 26;
-const IDX_MASK: u64 = (1 << IDX_BITS) - 1;
 
 /// Merges two sorted, duplicate-free runs: what `new` has that `old` has not (added), and what
 /// `old` has that `new` has not (removed).
@@ -610,7 +438,17 @@ mod tests {
         };
         let delta = prepare(&lists, &inputs, changed, &held).expect("a list-only change");
         let (after, after_inputs) = crate::config::load_stamped(&toml).unwrap();
-        assert_eq!(delta.entries, after.set("big").unwrap().prefixes);
+        let full: BTreeSet<Prefix> = after
+            .set("big")
+            .unwrap()
+            .prefixes
+            .iter()
+            .map(|e| e.prefix)
+            .collect();
+        assert_eq!(
+            delta.listed.iter().collect::<Vec<_>>(),
+            full.into_iter().collect::<Vec<_>>()
+        );
         assert_eq!(delta.inputs, after_inputs);
         let added = delta.added.iter().map(|p| (*p, delta.rule)).collect();
         let diff = Diff::of_changes(&held, delta.direction, added, delta.removed.clone());
@@ -722,7 +560,7 @@ mod tests {
     }
 
     /// A list parsed in pieces and joined is what the full path keeps, in any number of pieces:
-    /// the entries in file order, each prefix once at its first line, and the prefixes sorted.
+    /// each prefix once, sorted.
     #[test]
     fn pieces_join_into_what_the_full_path_keeps() {
         let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -739,43 +577,34 @@ mod tests {
                 _ => text.push_str(&format!("10.{}.{}.0/24\r\n", a % 7, a)),
             }
         }
-        let file = Arc::new(PathBuf::from("big.txt"));
-        let mut seen = std::collections::HashSet::new();
-        let want: Vec<Entry> = crate::config::parse_list(&text, false)
-            .unwrap()
+        let all = crate::config::parse_list(&text, false).unwrap();
+        let sorted: Vec<Prefix> = all
+            .iter()
+            .map(|l| l.prefix)
+            .collect::<BTreeSet<_>>()
             .into_iter()
-            .filter(|l| seen.insert(l.prefix))
-            .map(|l| Entry {
-                prefix: l.prefix,
-                origin: Origin {
-                    file: file.clone(),
-                    line: line_number(l.line),
-                },
-            })
             .collect();
-        let mut sorted: Vec<Prefix> = want.iter().map(|e| e.prefix).collect();
-        sorted.sort_unstable();
         for parts in 1..=4 {
-            let Parsed {
-                mut entries,
-                mut keys,
-            } = parse_pieces(text.as_bytes(), false, parts, &file).unwrap();
+            let keys = parse_pieces(text.as_bytes(), false, parts).unwrap();
             assert_eq!(keys.len(), parts);
-            let lines = entries.len();
+            let lines: usize = keys.iter().map(|k| k.v4.len() + k.v6.len()).sum();
+            assert_eq!(lines, all.len());
+            assert!(lines > sorted.len());
             // Against an empty set, every prefix is added, sorted.
-            let got = Merged::of(&mut keys, &SortedPrefixes::default()).unwrap();
-            without_repeats(&mut entries, &got.repeats);
-            assert_eq!(entries, want, "{parts} pieces");
-            assert_eq!(lines, want.len() + got.repeats.len());
-            assert!(lines > want.len());
+            let got = Merged::of(&keys, &SortedPrefixes::default());
+            assert_eq!(
+                got.listed.iter().collect::<Vec<_>>(),
+                sorted,
+                "{parts} pieces"
+            );
             assert_eq!(got.added, sorted, "{parts} pieces");
             assert!(got.removed.is_empty());
         }
     }
 
-    /// The lean path (the list parsed in pieces into the set's entries and sorted keys, merged
-    /// against what the set holds) against the full path (`parse_list_bytes`, each prefix
-    /// kept at its first line, the difference of two sets) on the same bytes: random lists of
+    /// The lean path (the list parsed in pieces into sorted keys, merged against what the set
+    /// holds) against the full path (`parse_list_bytes`, each prefix once, the difference of
+    /// two sets) on the same bytes: random lists of
     /// every form (IPv4 and IPv6, repeats, comments, blank lines, CRLF, whitespace, a
     /// byte-order mark) and, in some, a bad line (host bits set, a leading zero, not UTF-8, a
     /// default route), in any number of pieces, against a random set.
@@ -788,7 +617,6 @@ mod tests {
             rng ^= rng << 17;
             rng % n
         };
-        let file = Path::new("list.txt");
         // Lists taken, lists with a bad line, entries that repeat a prefix: each form is seen.
         let (mut taken, mut refused, mut repeated) = (0, 0, 0);
         for round in 0..300 {
@@ -860,25 +688,13 @@ mod tests {
             }
             let old = sorted_of(&held);
 
-            let full = crate::config::parse_list_bytes(&text, false).ok().map(|l| {
-                let mut seen = std::collections::HashSet::new();
-                l.into_iter()
-                    .filter(|l| seen.insert(l.prefix))
-                    .map(|l| Entry {
-                        prefix: l.prefix,
-                        origin: Origin {
-                            file: Arc::new(file.to_path_buf()),
-                            line: line_number(l.line),
-                        },
-                    })
-                    .collect::<Vec<_>>()
-            });
+            let full = crate::config::parse_list_bytes(&text, false).ok();
             for parts in 1..=4 {
-                let lean = parse_pieces(&text, false, parts, file).map(|mut parsed| {
-                    let merged = Merged::of(&mut parsed.keys, &old).unwrap();
-                    without_repeats(&mut parsed.entries, &merged.repeats);
-                    let repeats = merged.repeats.len();
-                    (parsed.entries, merged.added, merged.removed, repeats)
+                let lean = parse_pieces(&text, false, parts).map(|keys| {
+                    let lines: usize = keys.iter().map(|k| k.v4.len() + k.v6.len()).sum();
+                    let merged = Merged::of(&keys, &old);
+                    let repeats = lines - merged.listed.len();
+                    (merged.listed, merged.added, merged.removed, repeats)
                 });
                 let shown = String::from_utf8_lossy(&text);
                 let Some(want) = &full else {
@@ -887,11 +703,20 @@ mod tests {
                     continue;
                 };
                 taken += 1;
-                let (entries, added, removed, repeats) =
+                let (listed, added, removed, repeats) =
                     lean.unwrap_or_else(|| panic!("round {round}, {parts} pieces: {shown}"));
-                assert_eq!(&entries, want, "round {round}, {parts} pieces");
+                let now: BTreeSet<Prefix> = want.iter().map(|l| l.prefix).collect();
+                assert_eq!(
+                    listed.iter().collect::<Vec<_>>(),
+                    now.iter().copied().collect::<Vec<_>>(),
+                    "round {round}, {parts} pieces"
+                );
+                assert_eq!(
+                    repeats,
+                    want.len() - now.len(),
+                    "round {round}, {parts} pieces"
+                );
                 repeated += repeats;
-                let now: BTreeSet<Prefix> = want.iter().map(|e| e.prefix).collect();
                 assert_eq!(
                     added,
                     now.difference(&held).copied().collect::<Vec<_>>(),
@@ -1029,31 +854,31 @@ mod tests {
             assert_eq!(n.iter().map(|c| c.0).sum::<usize>(), N);
         });
         let pieces = timed(&mut || {
-            parse_pieces(&bytes, false, parts, Path::new("big.txt")).unwrap();
+            parse_pieces(&bytes, false, parts).unwrap();
         });
         let merged = median(
             (0..5)
                 .map(|_| {
-                    let mut p = parse_pieces(&bytes, false, parts, Path::new("big.txt")).unwrap();
+                    let p = parse_pieces(&bytes, false, parts).unwrap();
                     let t = std::time::Instant::now();
-                    Merged::of(&mut p.keys, &old).unwrap();
+                    Merged::of(&p, &old);
                     t.elapsed().as_secs_f64() * 1e3
                 })
                 .collect(),
         );
         let one = timed(&mut || {
-            parse_pieces(&bytes, false, 1, Path::new("big.txt")).unwrap();
+            parse_pieces(&bytes, false, 1).unwrap();
         });
         // The same list written sorted, as many are: its keys need no sort.
         let mut ordered: Vec<Prefix> = lines.iter().map(|l| p(l)).collect();
         ordered.sort_unstable();
         let ordered: String = ordered.iter().map(|p| format!("{p}\n")).collect();
         let sorted = timed(&mut || {
-            parse_pieces(ordered.as_bytes(), false, parts, Path::new("big.txt")).unwrap();
+            parse_pieces(ordered.as_bytes(), false, parts).unwrap();
         });
         println!(
-            "steps (median of 5): lines parsed into a count {scan:.1} ms, into the set's entries \
-             and sorted keys {pieces:.1} ms (in one piece on one core: {one:.1} ms, {:.1} \
+            "steps (median of 5): lines parsed into a count {scan:.1} ms, into \
+             sorted keys {pieces:.1} ms (in one piece on one core: {one:.1} ms, {:.1} \
              ns/line; the list written sorted: {sorted:.1} ms); merged against the set \
              {merged:.1} ms",
             one * 1e6 / N as f64

@@ -442,10 +442,10 @@ impl Controller {
         prepared: std::time::Duration,
     ) -> Result<ApplyReport, ControllerError> {
         let started = Instant::now();
-        let Some(index) = self.config.sets.iter().position(|s| s.name == delta.set) else {
+        if !self.config.sets.iter().any(|s| s.name == delta.set) {
             self.inputs = None;
             return Err(SyncError::Stale.into());
-        };
+        }
         let mut report = ApplyReport::default();
         let mut delta = delta;
         if delta.version != self.dp.version() {
@@ -469,12 +469,11 @@ impl Controller {
             }
         }
         report.notes.extend(self.forget_dropped(dropped));
-        let held = delta.entries.len() + self.runtime_len(&delta.set);
+        let held = delta.listed.len() + self.runtime_len(&delta.set);
         self.prefix_counts.insert(delta.rule, held);
-        let old = std::mem::replace(&mut self.config.sets[index].prefixes, delta.entries);
-        // A million entries take milliseconds to free: not on the event loop.
+        // The set is list-only: the running configuration holds none of its prefixes.
         tokio::task::spawn_blocking(move || {
-            drop(old);
+            drop(delta.listed);
             release_freed_memory();
         });
         report.per_set = per_set(&report.sync, &self.rules, &self.rules);
@@ -1164,6 +1163,12 @@ impl Controller {
         self.rules = want.rules;
         self.wan_slots = want.wan_slots;
         self.outcomes = want.outcomes;
+        let mut config = config;
+        let lists = config.drop_list_entries();
+        tokio::task::spawn_blocking(move || {
+            drop(lists);
+            release_freed_memory();
+        });
         self.config = config;
         self.policy_dirty = false;
         self.prefix_counts = counts;

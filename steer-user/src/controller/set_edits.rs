@@ -293,18 +293,18 @@ impl Owners for ConfigOwners<'_> {
             .unwrap_or_else(|| format!("#{rule}"))
     }
 
+    /// An inline prefix's place, or else the first line of the set's lists that has it: the
+    /// running configuration keeps no list lines, so they are read again (a refusal names ten
+    /// places at most).
     fn origin(&self, set: &str, prefix: &Prefix) -> Option<String> {
-        let entry = self
-            .config
-            .set(set)?
-            .prefixes
-            .iter()
-            .find(|e| e.prefix == *prefix)?;
-        Some(format!(
-            "{}:{}",
-            entry.origin.file.display(),
-            entry.origin.line
-        ))
+        let set = self.config.set(set)?;
+        if let Some(entry) = set.prefixes.iter().find(|e| e.prefix == *prefix) {
+            return Some(entry.origin.to_string());
+        }
+        set.files.iter().find_map(|file| {
+            let line = crate::config::list_line_of(&std::fs::read(file).ok()?, prefix)?;
+            Some(format!("{}:{line}", file.display()))
+        })
     }
 }
 
@@ -628,13 +628,12 @@ impl Controller {
         }
         let own: HashSet<Prefix> = table.entries(&delta.set).map(|(p, _)| *p).collect();
         delta.removed.retain(|p| !own.contains(p));
-        let mut dropped: Vec<Dropped> = delta
-            .entries
+        let mut dropped: Vec<Dropped> = own
             .iter()
-            .filter(|e| !own.is_empty() && own.contains(&e.prefix))
-            .map(|e| Dropped {
+            .filter(|p| delta.listed.contains(p))
+            .map(|p| Dropped {
                 set: delta.set.clone(),
-                prefix: e.prefix,
+                prefix: *p,
                 why: DropReason::Configured,
             })
             .collect();

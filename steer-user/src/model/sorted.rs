@@ -16,6 +16,28 @@ pub struct SortedPrefixes {
 }
 
 impl SortedPrefixes {
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, prefix: &Prefix) -> bool {
+        match *prefix {
+            Prefix::V4 { addr, len } => self.v4.binary_search(&v4_key(u32::from(addr), len)),
+            Prefix::V6 { addr, len } => self.v6.binary_search(&(u128::from(addr), len)),
+        }
+        .is_ok()
+    }
+
+    /// The prefixes, IPv4 first, each family in order.
+    pub fn iter(&self) -> impl Iterator<Item = Prefix> + '_ {
+        let v4 = self.v4.iter().map(|k| from_v4_key(*k));
+        v4.chain(self.v6.iter().map(|k| from_v6_key(*k)))
+    }
+
     /// The prefixes of `rule` in the maps of `direction` (`map` gives each map's contents,
     /// which iterate in prefix order already).
     pub(super) fn collect<'a>(
