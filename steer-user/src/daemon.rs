@@ -73,6 +73,7 @@ enum Exit {
 
 /// Runs the daemon until a signal or `steer stop`.
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
+    crate::heap::return_big_blocks_when_freed();
     let (config, inputs) = config::load_stamped(config_path)?;
     // A broken NOTIFY_SOCKET must not keep steering from starting: the service manager then
     // times the start out, which says more than a refusal here.
@@ -640,7 +641,7 @@ impl Reloads {
         for reply in waiting {
             let _ = reply.send(response.clone());
         }
-        crate::controller::release_freed_memory();
+        crate::heap::return_freed_memory();
         if let Some(next) = next {
             self.start(ctl, next);
         }

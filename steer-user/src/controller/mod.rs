@@ -194,20 +194,6 @@ impl ReloadPlan {
     }
 }
 
-/// Hands the memory a reload freed back to the system. A reload reads and sorts a list of
-/// up to a million lines on a blocking thread, and glibc keeps what a thread's arena freed.
-/// Measured with `cargo xtask bench reload` (noisy): the daemon's RSS after five one-line
-/// reloads of a 1M-line list was 252 MB without this, 133 to 223 MB with it (118 MB after the
-/// load). Called where no reload waits for it.
-pub fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap memory to the system; it has no
-    // preconditions and touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let show = |v: Option<std::net::SocketAddr>| v.map_or("none".to_owned(), |a| a.to_string());
     [
@@ -474,7 +460,7 @@ impl Controller {
         // The set is list-only: the running configuration holds none of its prefixes.
         tokio::task::spawn_blocking(move || {
             drop(delta.listed);
-            release_freed_memory();
+            crate::heap::return_freed_memory();
         });
         report.per_set = per_set(&report.sync, &self.rules, &self.rules);
         report.notes.push(ReportLine::info(format!(
@@ -1167,7 +1153,7 @@ impl Controller {
         let lists = config.drop_list_entries();
         tokio::task::spawn_blocking(move || {
             drop(lists);
-            release_freed_memory();
+            crate::heap::return_freed_memory();
         });
         self.config = config;
         self.policy_dirty = false;

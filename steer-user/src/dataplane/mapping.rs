@@ -60,10 +60,6 @@ impl<T> Mapping<T> {
         // A read-only mapping is only ever loaded from.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.elements) }
     }
-
-    pub fn elements(&self) -> usize {
-        self.elements
-    }
 }
 
 impl<T> Drop for Mapping<T> {

@@ -34,8 +34,8 @@ use super::{
 use crate::model::{range::PrefixV4, range6::PrefixV6};
 use crate::{
     model::{
-        Direction, Family, FamilyTable, LocalKind, LocalSet, PolicyTable, PrefixMap, PrefixSets,
-        Rule,
+        Direction, Family, FamilyTable, LocalKind, LocalSet, PolicyTable, PrefixMap, PrefixRules,
+        PrefixSets, Rule,
     },
     prefix::Prefix,
 };
@@ -397,7 +397,18 @@ impl Maps {
         })
     }
 
-    /// What all four prefix maps hold.
+    /// What the four range sets hold, sharing their entries (no copy): the daemon's mirror.
+    pub fn held_prefixes(&mut self) -> Result<PrefixSets, DataplaneError> {
+        let mut out = PrefixSets::default();
+        for dir in [Direction::Dst, Direction::Src] {
+            let [v4, v6] = PrefixMap::of_direction(dir);
+            *out.map_mut(v4) = PrefixRules::of_v4(self.ranges_v4_mut(dir).shared_entries()?);
+            *out.map_mut(v6) = PrefixRules::of_v6(self.ranges_v6_mut(dir).shared_entries()?);
+        }
+        Ok(out)
+    }
+
+    /// What all four prefix maps hold, as the kernel's records say.
     pub fn prefix_sets(&self) -> Result<PrefixSets, DataplaneError> {
         let mut out = PrefixSets::default();
         for map in PrefixMap::ALL {

@@ -18,7 +18,10 @@
 use std::{
     borrow::BorrowMut,
     os::fd::AsFd,
-    sync::atomic::{AtomicU64, Ordering, fence},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering, fence},
+    },
     time::{Duration, Instant},
 };
 
@@ -81,7 +84,9 @@ impl KernelTable {
     /// unused space first, then the chunk's direct entry names them with one store. Returns
     /// false, writing nothing, when the spare room is used up.
     pub fn write_chunk(&mut self, chunk: u32, ranges: &[u32]) -> bool {
-        let slots = self.blocks.mapping.slots();
+        let Ok(slots) = self.blocks.slots() else {
+            return false;
+        };
         let old = slots[chunk as usize].load(Ordering::Relaxed);
         let entry = if let [only] = ranges {
             range::leaf(only & range::NONE)
@@ -122,7 +127,12 @@ impl KernelTable {
 
     /// `u64` elements of the array, spare blocks included.
     pub fn elements(&self) -> usize {
-        self.blocks.mapping.elements()
+        self.blocks.elements
+    }
+
+    /// Lets go of the mapping until the next write.
+    pub fn unmap(&mut self) {
+        self.blocks.unmap();
     }
 }
 
@@ -159,7 +169,7 @@ impl KernelTable6 {
 
     /// The entry of the smallest region holding `first..=last` (`None` across chunks).
     pub fn locate(&self, first: u128, last: u128) -> Option<Located> {
-        let slots = self.blocks.mapping.slots();
+        let slots = self.blocks.slots().ok()?;
         locate(first, last, |i| slots[i].load(Ordering::Relaxed))
     }
 
@@ -171,7 +181,9 @@ impl KernelTable6 {
         index: usize,
         lay: impl FnOnce(usize) -> Option<RegionLayout>,
     ) -> bool {
-        let slots = self.blocks.mapping.slots();
+        let Ok(slots) = self.blocks.slots() else {
+            return false;
+        };
         let Some(layout) = lay(self.tail) else {
             return false;
         };
@@ -213,7 +225,12 @@ impl KernelTable6 {
 
     /// `u64` elements of the array.
     pub fn elements(&self) -> usize {
-        self.blocks.mapping.elements()
+        self.blocks.elements
+    }
+
+    /// Lets go of the mapping until the next write.
+    pub fn unmap(&mut self) {
+        self.blocks.unmap();
     }
 }
 
@@ -225,7 +242,7 @@ pub struct KernelRecord {
 impl std::fmt::Debug for KernelRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KernelRecord")
-            .field("elements", &self.blocks.mapping.elements())
+            .field("elements", &self.blocks.elements)
             .finish_non_exhaustive()
     }
 }
@@ -236,13 +253,18 @@ impl KernelRecord {
         let record = KernelRecord {
             blocks: Blocks::create(record_blocks(entries.len()))?,
         };
-        record.write(entries, 0);
+        record.write(entries, 0)?;
         Ok(record)
     }
 
     /// `u64` elements of the record's array, spare room included.
     pub fn elements(&self) -> usize {
-        self.blocks.mapping.elements()
+        self.blocks.elements
+    }
+
+    /// Lets go of the mapping until the next write.
+    pub fn unmap(&mut self) {
+        self.blocks.unmap();
     }
 
     /// Blocks of the record's array.
@@ -252,13 +274,13 @@ impl KernelRecord {
 
     /// Whether `entries` fit.
     pub fn fits(&self, entries: usize) -> bool {
-        range::RECORD_HEADER + entries <= self.blocks.mapping.elements()
+        range::RECORD_HEADER + entries <= self.blocks.elements
     }
 
     /// Writes `entries`, whose first `unchanged` are already there, under the sequence
     /// number: a reader that overlaps the write sees it odd or changed, and reads again.
-    pub fn write(&self, entries: &[u64], unchanged: usize) {
-        let slots = self.blocks.mapping.slots();
+    pub fn write(&self, entries: &[u64], unchanged: usize) -> Result<(), MapError> {
+        let slots = self.blocks.slots()?;
         let seq = &slots[range::RECORD_SEQ];
         let start = seq.load(Ordering::Relaxed);
         seq.store(start | 1, Ordering::Relaxed);
@@ -271,6 +293,7 @@ impl KernelRecord {
         }
         slots[range::RECORD_COUNT].store(entries.len() as u64, Ordering::Relaxed);
         seq.store((start | 1) + 1, Ordering::Release);
+        Ok(())
     }
 
     /// Makes this record the one in `slot` of `outer`.
@@ -309,33 +332,49 @@ impl KernelRecord {
     }
 }
 
-/// An mmapable array of blocks, mapped for writing: a table's or a record's.
+/// An mmapable array of blocks, mapped for writing when a write needs it: a table's or a
+/// record's. The mapping is let go after each commit ([`Blocks::unmap`]): while mapped, every
+/// page of the array counts in the daemon's resident memory (16 MB at 1M prefixes) although
+/// it is the kernel's, already counted there.
 struct Blocks {
     map: Array<MapData, Block>,
-    mapping: Mapping<AtomicU64>,
+    elements: usize,
+    mapping: OnceLock<Mapping<AtomicU64>>,
 }
 
 impl Blocks {
     fn create(count: u32) -> Result<Blocks, MapError> {
         let map = Array::<MapData, Block>::create(count, MAP_F_INNER_MAP | MAP_F_MMAPABLE)?;
-        let mapping = Mapping::of(
-            map.map().fd().as_fd(),
-            count as usize * BLOCK as usize,
-            true,
-        )
-        .map_err(MapError::IoError)?;
-        Ok(Blocks { map, mapping })
+        Ok(Blocks {
+            map,
+            elements: count as usize * BLOCK as usize,
+            mapping: OnceLock::new(),
+        })
     }
 
     /// A new array of `count` blocks starting with `elements`.
     fn filled(count: u32, elements: &[u64]) -> Result<Blocks, MapError> {
         let blocks = Blocks::create(count)?;
-        for (slot, value) in blocks.mapping.slots().iter().zip(elements) {
+        for (slot, value) in blocks.slots()?.iter().zip(elements) {
             // Relaxed: no program reads this array before it is published, and publishing is
             // a syscall, which orders these stores before it.
             slot.store(*value, Ordering::Relaxed);
         }
         Ok(blocks)
+    }
+
+    /// The array's values, mapped now unless they are.
+    fn slots(&self) -> Result<&[AtomicU64], MapError> {
+        if let Some(mapping) = self.mapping.get() {
+            return Ok(mapping.slots());
+        }
+        let fd = self.map.map().fd().as_fd();
+        let mapping = Mapping::of(fd, self.elements, true).map_err(MapError::IoError)?;
+        Ok(self.mapping.get_or_init(|| mapping).slots())
+    }
+
+    fn unmap(&mut self) {
+        self.mapping.take();
     }
 
     fn publish<T: BorrowMut<MapData>>(

@@ -11,7 +11,7 @@
 //! A fresh handle (a restarted daemon) reads the record before its first write and has no
 //! live table to write into: its first commit builds one.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use aya::maps::{Array, ArrayOfMaps, IterableMap, Map, MapData, MapError};
 use steer_common::{
@@ -85,6 +85,8 @@ pub trait Family: Sized + 'static {
         region: Region<Self>,
         bearing: impl Iterator<Item = ((Self::Addr, u8), u32)>,
     ) -> bool;
+    /// Lets go of the table's mapping until the next write.
+    fn unmap(table: &mut Self::Table);
     /// Whether the table holds so much that no chunk uses any more that it is built afresh:
     /// more than it uses, and more than a block.
     fn too_much_garbage(table: &Self::Table) -> bool;
@@ -147,6 +149,9 @@ impl Family for V4 {
     ) -> bool {
         let chunk = region.index as u32;
         table.write_chunk(chunk, &chunk_ranges(chunk, bearing))
+    }
+    fn unmap(table: &mut KernelTable) {
+        table.unmap();
     }
     fn too_much_garbage(table: &KernelTable) -> bool {
         let (garbage, used) = table.garbage();
@@ -252,6 +257,9 @@ impl Family for V6 {
             RegionLayout::of(region.prefix, region.depth, origin, bearing)
         })
     }
+    fn unmap(table: &mut KernelTable6) {
+        table.unmap();
+    }
     fn too_much_garbage(table: &KernelTable6) -> bool {
         let (garbage, used) = table.garbage();
         garbage > used.max(range::BLOCK as usize)
@@ -261,8 +269,10 @@ impl Family for V6 {
 pub struct RangeSet<F: Family> {
     name: &'static str,
     outer: ArrayOfMaps<MapData, Array<MapData, Block>>,
-    /// The record's entries, sorted: what the set holds, once `known`.
-    entries: Vec<F::Entry>,
+    /// The record's entries, sorted: what the set holds, once `known`. Shared with the
+    /// daemon's mirror of the maps ([`RangeSet::shared_entries`]): a change makes a new vector
+    /// (or copies this one first), never changes one a reader holds.
+    entries: Arc<Vec<F::Entry>>,
     /// Whether `entries` were read from the kernel's record (or written by this handle).
     known: bool,
     /// The live table, when this handle built it.
@@ -299,7 +309,7 @@ impl<F: Family> RangeSet<F> {
             known: false,
             dirty: false,
             fail_next_table: false,
-            entries: Vec::new(),
+            entries: Arc::default(),
             table: None,
             record: None,
             published: 0,
@@ -324,7 +334,7 @@ impl<F: Family> RangeSet<F> {
             return Ok(());
         }
         match self.read_record()? {
-            Some(entries) => self.entries = entries,
+            Some(entries) => self.entries = Arc::new(entries),
             None => {
                 log::warn!(
                     "{}: its record was left half-written (a writer died mid-write); the set \
@@ -362,6 +372,13 @@ impl<F: Family> RangeSet<F> {
     /// Removes many prefixes in one commit; returns how many were there.
     pub fn remove_many(&mut self, prefixes: &[PrefixOf<F>]) -> Result<usize> {
         self.apply(prefixes.iter().map(|p| (*p, None)).collect())
+    }
+
+    /// What the set holds (read from the kernel's record first unless known), shared: the
+    /// daemon's mirror keeps these entries instead of a copy of its own.
+    pub fn shared_entries(&mut self) -> Result<Arc<Vec<F::Entry>>> {
+        self.know()?;
+        Ok(self.entries.clone())
     }
 
     /// Every prefix with its rule, in address order, as the kernel's record holds them.
@@ -422,7 +439,7 @@ impl<F: Family> RangeSet<F> {
         let Some(first_change) = first_change else {
             return self.commit_if_dirty().map(|()| 0);
         };
-        let before = std::mem::replace(&mut self.entries, merged);
+        let before = std::mem::replace(&mut self.entries, Arc::new(merged));
         if let Err(e) = self.commit(first_change, &touched) {
             self.entries = before;
             return Err(e);
@@ -446,11 +463,12 @@ impl<F: Family> RangeSet<F> {
                 Err(_) if new.is_none() => continue,
                 Err(at) => (at, None),
             };
+            let entries = Arc::make_mut(&mut self.entries);
             match new {
-                Some(entry) if previous.is_some() => self.entries[at] = entry,
-                Some(entry) => self.entries.insert(at, entry),
+                Some(entry) if previous.is_some() => entries[at] = entry,
+                Some(entry) => entries.insert(at, entry),
                 None => {
-                    self.entries.remove(at);
+                    entries.remove(at);
                     removed += 1;
                 }
             }
@@ -466,10 +484,12 @@ impl<F: Family> RangeSet<F> {
         };
         if let Err(e) = self.commit(first_change, &touched) {
             for (prefix, previous) in undo.into_iter().rev() {
-                match (self.find(prefix), previous) {
-                    (Ok(at), Some(entry)) => self.entries[at] = entry,
-                    (Ok(at), None) => _ = self.entries.remove(at),
-                    (Err(at), Some(entry)) => self.entries.insert(at, entry),
+                let at = self.find(prefix);
+                let entries = Arc::make_mut(&mut self.entries);
+                match (at, previous) {
+                    (Ok(at), Some(entry)) => entries[at] = entry,
+                    (Ok(at), None) => _ = entries.remove(at),
+                    (Err(at), Some(entry)) => entries.insert(at, entry),
                     (Err(_), None) => {}
                 }
             }
@@ -486,6 +506,16 @@ impl<F: Family> RangeSet<F> {
         self.table = None;
         self.record = None;
         self.dirty = true;
+    }
+
+    /// Lets go of the table's and the record's mappings: the next write maps them again.
+    fn unmap(&mut self) {
+        if let Some(table) = self.table.as_mut() {
+            F::unmap(table);
+        }
+        if let Some(record) = self.record.as_mut() {
+            record.unmap();
+        }
     }
 
     fn commit_if_dirty(&mut self) -> Result<()> {
@@ -510,6 +540,7 @@ impl<F: Family> RangeSet<F> {
             return Err(e);
         }
         self.dirty = false;
+        self.unmap();
         Ok(())
     }
 
@@ -563,7 +594,7 @@ impl<F: Family> RangeSet<F> {
     }
 
     fn commit_record(&mut self, first_change: usize) -> Result<()> {
-        let elements = F::flat(&self.entries);
+        let elements = F::flat(self.entries.as_slice());
         let width = size_of::<F::Entry>() / size_of::<u64>();
         match &self.record {
             // A record more than twice the size a fresh one would have is made afresh, so a
@@ -572,8 +603,9 @@ impl<F: Family> RangeSet<F> {
                 if record.fits(elements.len())
                     && record.blocks() <= 2 * record_blocks(elements.len()) =>
             {
-                record.write(elements, first_change * width);
-                Ok(())
+                record
+                    .write(elements, first_change * width)
+                    .map_err(err(self.name, "write record"))
             }
             _ => {
                 // A first record (this handle has none: a fresh start, or a restart whose

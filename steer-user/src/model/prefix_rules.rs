@@ -12,6 +12,7 @@ use std::{
     cmp::Ordering,
     collections::BTreeMap,
     net::{Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use steer_common::range::{record_entry, record_parts};
@@ -73,8 +74,10 @@ const MIN_OVERLAY: usize = 4096;
 /// The prefixes of one family: a sorted vector and an overlay of changes not merged yet.
 #[derive(Clone, Debug)]
 struct Layer<P: Packed> {
-    /// Sorted, each key once.
-    base: Vec<P>,
+    /// Sorted, each key once; shared, never changed in place: a copy of the map (a snapshot
+    /// for a reload) costs nothing, and the mirror of the kernel shares the range sets' own
+    /// entries ([`PrefixRules::of_v4`]).
+    base: Arc<Vec<P>>,
     /// By key: `Some` holds the prefix with its rule (new or changed), `None` removes it.
     overlay: BTreeMap<P, Option<P>>,
     len: usize,
@@ -83,7 +86,7 @@ struct Layer<P: Packed> {
 impl<P: Packed> Default for Layer<P> {
     fn default() -> Self {
         Layer {
-            base: Vec::new(),
+            base: Arc::default(),
             overlay: BTreeMap::new(),
             len: 0,
         }
@@ -91,6 +94,15 @@ impl<P: Packed> Default for Layer<P> {
 }
 
 impl<P: Packed> Layer<P> {
+    fn of(base: Arc<Vec<P>>) -> Layer<P> {
+        debug_assert!(base.is_sorted_by(|a, b| a.key() < b.key()));
+        Layer {
+            len: base.len(),
+            base,
+            overlay: BTreeMap::new(),
+        }
+    }
+
     fn get(&self, key: P) -> Option<P> {
         match self.overlay.get(&key) {
             Some(entry) => *entry,
@@ -141,7 +153,7 @@ impl<P: Packed> Layer<P> {
             out.extend(entry);
         }
         out.extend_from_slice(rest);
-        self.base = out;
+        self.base = Arc::new(out);
     }
 
     /// Every entry, in order.
@@ -169,7 +181,7 @@ impl<P: Packed> Layer<P> {
         entries.truncate(kept);
         if self.base.is_empty() {
             self.len = entries.len();
-            self.base = entries;
+            self.base = Arc::new(entries);
             return;
         }
         let new = entries
@@ -243,6 +255,24 @@ pub struct PrefixRules {
 }
 
 impl PrefixRules {
+    /// IPv4 prefixes as a range set keeps its entries (`steer_common::range::record_entry`,
+    /// sorted, each prefix once), shared with it.
+    pub fn of_v4(entries: Arc<Vec<u64>>) -> PrefixRules {
+        PrefixRules {
+            v4: Layer::of(entries),
+            v6: Layer::default(),
+        }
+    }
+
+    /// IPv6 prefixes as a range set keeps its entries (the address's halves, then the
+    /// length and rule as IPv4's record entry holds them; sorted, each prefix once), shared.
+    pub fn of_v6(entries: Arc<Vec<[u64; 3]>>) -> PrefixRules {
+        PrefixRules {
+            v4: Layer::default(),
+            v6: Layer::of(entries),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.v4.len + self.v6.len
     }
