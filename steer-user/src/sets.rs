@@ -115,7 +115,7 @@ pub fn compile(config: &Config, previous: &NameIds) -> Compiled {
         match set.ordered_rule(id) {
             Some(rule) => ordered.push(rule),
             None => {
-                prefixes.insert_all(set.direction, set.prefixes.iter().map(|e| e.prefix), id);
+                prefixes.insert_all(set.direction, set.all_prefixes(), id);
             }
         }
     }

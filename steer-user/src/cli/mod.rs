@@ -452,7 +452,7 @@ fn request(target: &Target, request: Request) -> Result<serde_json::Value, CliEr
 fn check(path: &Path) -> Result<ExitCode, CliError> {
     match config::load(path) {
         Ok(c) => {
-            let prefixes: usize = c.sets.iter().map(|s| s.prefixes.len()).sum();
+            let prefixes: usize = c.sets.iter().map(|s| s.prefix_count()).sum();
             let domains: usize = c.sets.iter().map(|s| s.domains.len()).sum();
             if domains > 0 && c.dns.is_none() {
                 eprintln!(

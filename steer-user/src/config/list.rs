@@ -3,7 +3,10 @@
 
 use std::fmt;
 
-use crate::prefix::{AddrError, Prefix, parse_prefix};
+use crate::{
+    model::sorted::{SortedPrefixes, v4_key},
+    prefix::{AddrError, Prefix, parse_prefix},
+};
 
 /// What is wrong with one line of a list file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,6 +226,98 @@ pub fn parse_list_split<S: ListSink + Send>(
         let rest: Option<Vec<S>> = rest.into_iter().map(|h| h.join().ok()?).collect();
         Some([first?].into_iter().chain(rest?).collect())
     })
+}
+
+/// A list's prefixes, each once, sorted, and how many entries it has (a repeated prefix each
+/// time): all a set keeps of its lists (8 bytes an IPv4 prefix). Parsed in `parts` pieces as
+/// [`parse_list_split`] does, each into sort keys sorted on its thread, then merged. `None`
+/// where the list has bad lines ([`parse_list_bytes`] says which).
+pub fn parse_list_sorted(
+    bytes: &[u8],
+    allow_default_route: bool,
+    parts: usize,
+) -> Option<(SortedPrefixes, usize)> {
+    let pieces = parse_list_split(bytes, allow_default_route, parts, |piece| Keys {
+        v4: Vec::with_capacity(piece.lines),
+        v6: Vec::new(),
+    })?;
+    let entries = pieces.iter().map(|k| k.v4.len() + k.v6.len()).sum();
+    let v4 = distinct(Runs::new(pieces.iter().map(|p| p.v4.as_slice()).collect()));
+    let v6 = distinct(Runs::new(pieces.iter().map(|p| p.v6.as_slice()).collect()));
+    Some((SortedPrefixes { v4, v6 }, entries))
+}
+
+/// The sort keys of a piece's entries (a repeated prefix each time), sorted on the thread that
+/// parsed it.
+struct Keys {
+    /// `v4_key`s.
+    v4: Vec<u64>,
+    /// Address and length.
+    v6: Vec<(u128, u8)>,
+}
+
+impl ListSink for Keys {
+    #[inline]
+    fn entry(&mut self, listed: Listed) {
+        match listed.prefix {
+            Prefix::V4 { addr, len } => self.v4.push(v4_key(u32::from(addr), len)),
+            Prefix::V6 { addr, len } => self.v6.push((u128::from(addr), len)),
+        }
+    }
+
+    fn finish(&mut self) {
+        // The standard sort takes three quarters of the time a radix sort does on these (500k
+        // keys: 9.5 against 12.7 ms), and linear time on a list written sorted, as many are.
+        self.v4.sort_unstable();
+        self.v6.sort_unstable();
+    }
+}
+
+/// A sorted sequence, each value once.
+fn distinct<T: PartialEq + Copy>(sorted: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(sorted.size_hint().0);
+    for t in sorted {
+        if out.last() != Some(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// Sorted runs read as one sorted sequence (a few runs: one per core).
+struct Runs<'a, T> {
+    runs: Vec<&'a [T]>,
+}
+
+impl<'a, T: Ord + Copy> Runs<'a, T> {
+    fn new(mut runs: Vec<&'a [T]>) -> Self {
+        runs.retain(|r| !r.is_empty());
+        Runs { runs }
+    }
+}
+
+impl<T: Ord + Copy> Iterator for Runs<'_, T> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        let (mut at, mut min) = (0, *self.runs.first()?.first()?);
+        for (k, run) in self.runs.iter().enumerate().skip(1) {
+            if run[0] < min {
+                (at, min) = (k, run[0]);
+            }
+        }
+        self.runs[at] = &self.runs[at][1..];
+        if self.runs[at].is_empty() {
+            self.runs.remove(at);
+        }
+        Some(min)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.runs.iter().map(|r| r.len()).sum();
+        (left, Some(left))
+    }
 }
 
 /// The first line (1-based) of list file contents `bytes` that lists `prefix`, for a message:

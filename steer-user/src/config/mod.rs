@@ -56,7 +56,7 @@ pub use diag::{ConfigErrors, Diagnostic};
 pub use dns::Dns;
 pub use list::{
     ListError, ListErrorKind, ListPiece, ListSink, Listed, list_line_of, list_pieces, parse_list,
-    parse_list_bytes, parse_list_split,
+    parse_list_bytes, parse_list_sorted, parse_list_split,
 };
 pub use names::{ifname_problem, normalize_domain, valid_name};
 pub use notes::notes;
@@ -67,7 +67,10 @@ pub use read::{
 pub use vrrp::{AllWansDown, Checksum, Engine, Follow, Speaker, Vip, Vrrp, VrrpWan};
 
 pub use crate::model::{Capacity, LocalScope};
-use crate::{model::Direction, prefix::Prefix};
+use crate::{
+    model::{Direction, sorted::SortedPrefixes},
+    prefix::Prefix,
+};
 
 /// Default directory for pinned maps and programs.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/steer";
@@ -460,9 +463,12 @@ pub struct Set {
     pub policy: String,
     /// TOML key `match`: `"dst"` (default) or `"src"`.
     pub direction: Direction,
-    /// Inline prefixes then list-file prefixes, in order, each once. The daemon's running
-    /// configuration keeps a plain set's inline prefixes only ([`Config::drop_list_entries`]).
+    /// The inline prefixes, each once, in order, with their places.
     pub prefixes: Vec<Entry>,
+    /// The list files' prefixes that are not inline, each once, sorted (8 bytes an IPv4
+    /// prefix; no line is kept: a message that needs one reads the list again). The daemon's
+    /// running configuration keeps none for a plain set ([`Config::drop_list_entries`]).
+    pub listed: SortedPrefixes,
     /// The list files, resolved against the config file's directory.
     pub files: Vec<PathBuf>,
     /// Lowercase, no trailing dot, each once: inline ones first, then those of the domain
@@ -479,27 +485,19 @@ pub struct Set {
 }
 
 impl Config {
-    /// Drops the plain sets' list-file entries, keeping inline prefixes and ordered rules'
-    /// entries: what the daemon's running configuration keeps once the kernel holds the sets.
-    /// The kernel's record has every prefix (the daemon's mirror reads it), a million list
-    /// entries take 40 MB, and a message that needs a list's line reads it again
+    /// Drops the plain sets' list-file prefixes, keeping inline prefixes and ordered rules'
+    /// lists: what the daemon's running configuration keeps once the kernel holds the sets.
+    /// The kernel's record has every prefix (the daemon's mirror shares it), and a message that
+    /// needs a list's line reads it again
     /// ([`list_line_of`]). Returns what it took, for the caller to free where it costs no
-    /// one a wait (a million entries take milliseconds).
-    #[must_use = "the entries taken out, to be dropped"]
-    pub fn drop_list_entries(&mut self) -> Vec<Vec<Entry>> {
-        let path = &self.path;
-        let mut taken = Vec::new();
-        for set in self.sets.iter_mut().filter(|s| s.conditions.is_none()) {
-            // Inline prefixes come first: the list entries are the rest.
-            let inline = set
-                .prefixes
-                .iter()
-                .position(|e| *e.origin.file != *path)
-                .unwrap_or(set.prefixes.len());
-            let kept = set.prefixes[..inline].to_vec();
-            taken.push(std::mem::replace(&mut set.prefixes, kept));
-        }
-        taken
+    /// one a wait.
+    #[must_use = "the prefixes taken out, to be dropped"]
+    pub fn drop_list_entries(&mut self) -> Vec<SortedPrefixes> {
+        self.sets
+            .iter_mut()
+            .filter(|s| s.conditions.is_none())
+            .map(|s| std::mem::take(&mut s.listed))
+            .collect()
     }
 
     /// The kernel memory of the prefix sets ([`crate::model::footprint`]).
@@ -516,6 +514,19 @@ impl Set {
         !self.prefixes.is_empty() || !self.files.is_empty()
     }
 
+    /// Every prefix: the inline ones, then the lists'.
+    pub fn all_prefixes(&self) -> impl Iterator<Item = Prefix> + Clone + '_ {
+        self.prefixes
+            .iter()
+            .map(|e| e.prefix)
+            .chain(self.listed.iter())
+    }
+
+    /// How many prefixes [`Set::all_prefixes`] gives.
+    pub fn prefix_count(&self) -> usize {
+        self.prefixes.len() + self.listed.len()
+    }
+
     /// The set as an ordered rule with id `rule`; `None` for a plain prefix set.
     pub fn ordered_rule(&self, rule: u32) -> Option<crate::model::OrderedRule> {
         Some(crate::model::OrderedRule {
@@ -523,7 +534,7 @@ impl Set {
             direction: self.direction,
             prefixes: self
                 .names_addresses()
-                .then(|| self.prefixes.iter().map(|e| e.prefix).collect()),
+                .then(|| self.all_prefixes().collect()),
             conditions: self.conditions.clone()?,
         })
     }

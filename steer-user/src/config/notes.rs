@@ -18,7 +18,7 @@ fn rule_that_matches_nothing(set: &Set) -> Option<String> {
     if Family::ALL.iter().any(|f| rule.fits(*f)) {
         return None;
     }
-    let why = if set.names_addresses() && set.prefixes.is_empty() {
+    let why = if set.names_addresses() && set.prefix_count() == 0 {
         "its list files hold no prefix"
     } else {
         "its prefixes and its src_prefixes are of different address families"

@@ -26,12 +26,10 @@
 use std::path::PathBuf;
 
 use crate::{
-    config::{
-        Changed, Config, DuplicatePolicy, Inputs, ListSink, Listed, list_pieces, parse_list_split,
-    },
+    config::{Changed, Config, DuplicatePolicy, Inputs, list_pieces, parse_list_sorted},
     model::{
         Capacity, Direction, NameIds, PrefixMap, PrefixSets,
-        sorted::{SortedPrefixes, from_v4_key, from_v6_key, v4_key},
+        sorted::{SortedPrefixes, from_v4_key, from_v6_key},
     },
     prefix::Prefix,
 };
@@ -66,12 +64,7 @@ impl ListSets {
             .iter()
             .filter(|s| s.conditions.is_none())
             .filter_map(|s| {
-                // Inline prefixes come first in a set's entries: a set whose first entry is
-                // not from the configuration file has none.
-                let inline = s
-                    .prefixes
-                    .first()
-                    .is_some_and(|e| *e.origin.file == *config.path);
+                let inline = !s.prefixes.is_empty();
                 Some(ListSet {
                     name: s.name.clone(),
                     rule: *rule_ids.get(&s.name)?,
@@ -170,17 +163,13 @@ fn diff_list(
     old: impl FnOnce() -> Option<SortedPrefixes>,
 ) -> Option<Delta> {
     let started = std::time::Instant::now();
-    let keys = parse_pieces(bytes, set.allow_default_route, list_pieces(bytes.len()))?;
+    let (listed, lines) =
+        parse_list_sorted(bytes, set.allow_default_route, list_pieces(bytes.len()))?;
     let parse = started.elapsed();
     let started = std::time::Instant::now();
-    let lines = keys.iter().map(|k| k.v4.len() + k.v6.len()).sum();
     let old = old()?;
-    let Merged {
-        added,
-        removed,
-        listed,
-    } = Merged::of(&keys, &old);
-    drop((old, keys));
+    let Merged { added, removed } = Merged::of(&listed, &old);
+    drop(old);
 
     // A prefix another set holds is a duplicate: the full path says where.
     let map_of = |p: &Prefix| PrefixMap::of(set.direction, p);
@@ -237,60 +226,18 @@ impl Delta {
     }
 }
 
-/// The sort keys of a piece's entries (a repeated prefix each time), sorted on the thread that
-/// parsed it.
-#[derive(Debug, Default)]
-struct Keys {
-    /// [`v4_key`]s.
-    v4: Vec<u64>,
-    /// Address and length.
-    v6: Vec<(u128, u8)>,
-}
-
-/// Parses `bytes` in `parts` pieces, each on a thread of its own into sort keys: 8 bytes an
-/// IPv4 entry, nothing else kept of it (the daemon keeps no list entries, see
-/// [`crate::config::Config::drop_list_entries`]). `None` where the list has bad lines.
-fn parse_pieces(bytes: &[u8], allow_default_route: bool, parts: usize) -> Option<Vec<Keys>> {
-    parse_list_split(bytes, allow_default_route, parts, |piece| Keys {
-        v4: Vec::with_capacity(piece.lines),
-        v6: Vec::new(),
-    })
-}
-
-impl ListSink for Keys {
-    #[inline]
-    fn entry(&mut self, listed: Listed) {
-        match listed.prefix {
-            Prefix::V4 { addr, len } => self.v4.push(v4_key(u32::from(addr), len)),
-            Prefix::V6 { addr, len } => self.v6.push((u128::from(addr), len)),
-        }
-    }
-
-    fn finish(&mut self) {
-        // The standard sort takes three quarters of the time `radix_sort` does on these (500k
-        // keys: 9.5 against 12.7 ms), and linear time on a list written sorted, as many are.
-        self.v4.sort_unstable();
-        self.v6.sort_unstable();
-    }
-}
-
-/// A changed list against what its set holds: the pieces' sorted runs merged, each prefix
-/// once, and compared with the set's sorted prefixes in the same pass.
+/// A changed list against what its set holds: what was added and removed.
 #[derive(Debug)]
 struct Merged {
     /// Prefixes the list has and the set does not hold, and the other way round.
     added: Vec<Prefix>,
     removed: Vec<Prefix>,
-    /// The list's prefixes, each once.
-    listed: SortedPrefixes,
 }
 
 impl Merged {
-    fn of(pieces: &[Keys], old: &SortedPrefixes) -> Merged {
-        let v4: Vec<u64> = distinct(Runs::new(pieces.iter().map(|p| p.v4.as_slice()).collect()));
-        let (added4, removed4) = merge(&old.v4, v4.iter().copied());
-        let v6 = distinct(Runs::new(pieces.iter().map(|p| p.v6.as_slice()).collect()));
-        let (added6, removed6) = merge(&old.v6, v6.iter().copied());
+    fn of(listed: &SortedPrefixes, old: &SortedPrefixes) -> Merged {
+        let (added4, removed4) = merge(&old.v4, listed.v4.iter().copied());
+        let (added6, removed6) = merge(&old.v6, listed.v6.iter().copied());
         let both = |v4: Vec<u64>, v6: Vec<(u128, u8)>| -> Vec<Prefix> {
             let v4 = v4.into_iter().map(from_v4_key);
             v4.chain(v6.into_iter().map(from_v6_key)).collect()
@@ -298,55 +245,7 @@ impl Merged {
         Merged {
             added: both(added4, added6),
             removed: both(removed4, removed6),
-            listed: SortedPrefixes { v4, v6 },
         }
-    }
-}
-
-/// A sorted sequence, each value once.
-fn distinct<T: PartialEq + Copy>(sorted: impl Iterator<Item = T>) -> Vec<T> {
-    let mut out: Vec<T> = Vec::with_capacity(sorted.size_hint().0);
-    for t in sorted {
-        if out.last() != Some(&t) {
-            out.push(t);
-        }
-    }
-    out
-}
-
-/// Sorted runs read as one sorted sequence (a few runs: one per core).
-struct Runs<'a, T> {
-    runs: Vec<&'a [T]>,
-}
-
-impl<'a, T: Ord + Copy> Runs<'a, T> {
-    fn new(mut runs: Vec<&'a [T]>) -> Self {
-        runs.retain(|r| !r.is_empty());
-        Runs { runs }
-    }
-}
-
-impl<T: Ord + Copy> Iterator for Runs<'_, T> {
-    type Item = T;
-
-    #[inline]
-    fn next(&mut self) -> Option<T> {
-        let (mut at, mut min) = (0, *self.runs.first()?.first()?);
-        for (k, run) in self.runs.iter().enumerate().skip(1) {
-            if run[0] < min {
-                (at, min) = (k, run[0]);
-            }
-        }
-        self.runs[at] = &self.runs[at][1..];
-        if self.runs[at].is_empty() {
-            self.runs.remove(at);
-        }
-        Some(min)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.runs.iter().map(|r| r.len()).sum();
-        (left, Some(left))
     }
 }
 
@@ -378,8 +277,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        config::{Check, testing::TWO_WANS},
+        config::{Check, ListSink, Listed, parse_list_split, testing::TWO_WANS},
         controller::desired::rule_ids,
+        model::sorted::v4_key,
         sets::compile,
     };
 
@@ -438,17 +338,7 @@ mod tests {
         };
         let delta = prepare(&lists, &inputs, changed, &held).expect("a list-only change");
         let (after, after_inputs) = crate::config::load_stamped(&toml).unwrap();
-        let full: BTreeSet<Prefix> = after
-            .set("big")
-            .unwrap()
-            .prefixes
-            .iter()
-            .map(|e| e.prefix)
-            .collect();
-        assert_eq!(
-            delta.listed.iter().collect::<Vec<_>>(),
-            full.into_iter().collect::<Vec<_>>()
-        );
+        assert_eq!(delta.listed, after.set("big").unwrap().listed);
         assert_eq!(delta.inputs, after_inputs);
         let added = delta.added.iter().map(|p| (*p, delta.rule)).collect();
         let diff = Diff::of_changes(&held, delta.direction, added, delta.removed.clone());
@@ -585,18 +475,12 @@ mod tests {
             .into_iter()
             .collect();
         for parts in 1..=4 {
-            let keys = parse_pieces(text.as_bytes(), false, parts).unwrap();
-            assert_eq!(keys.len(), parts);
-            let lines: usize = keys.iter().map(|k| k.v4.len() + k.v6.len()).sum();
+            let (listed, lines) = parse_list_sorted(text.as_bytes(), false, parts).unwrap();
             assert_eq!(lines, all.len());
             assert!(lines > sorted.len());
             // Against an empty set, every prefix is added, sorted.
-            let got = Merged::of(&keys, &SortedPrefixes::default());
-            assert_eq!(
-                got.listed.iter().collect::<Vec<_>>(),
-                sorted,
-                "{parts} pieces"
-            );
+            let got = Merged::of(&listed, &SortedPrefixes::default());
+            assert_eq!(listed.iter().collect::<Vec<_>>(), sorted, "{parts} pieces");
             assert_eq!(got.added, sorted, "{parts} pieces");
             assert!(got.removed.is_empty());
         }
@@ -690,11 +574,10 @@ mod tests {
 
             let full = crate::config::parse_list_bytes(&text, false).ok();
             for parts in 1..=4 {
-                let lean = parse_pieces(&text, false, parts).map(|keys| {
-                    let lines: usize = keys.iter().map(|k| k.v4.len() + k.v6.len()).sum();
-                    let merged = Merged::of(&keys, &old);
-                    let repeats = lines - merged.listed.len();
-                    (merged.listed, merged.added, merged.removed, repeats)
+                let lean = parse_list_sorted(&text, false, parts).map(|(listed, lines)| {
+                    let merged = Merged::of(&listed, &old);
+                    let repeats = lines - listed.len();
+                    (listed, merged.added, merged.removed, repeats)
                 });
                 let shown = String::from_utf8_lossy(&text);
                 let Some(want) = &full else {
@@ -854,27 +737,27 @@ mod tests {
             assert_eq!(n.iter().map(|c| c.0).sum::<usize>(), N);
         });
         let pieces = timed(&mut || {
-            parse_pieces(&bytes, false, parts).unwrap();
+            parse_list_sorted(&bytes, false, parts).unwrap();
         });
         let merged = median(
             (0..5)
                 .map(|_| {
-                    let p = parse_pieces(&bytes, false, parts).unwrap();
+                    let (listed, _) = parse_list_sorted(&bytes, false, parts).unwrap();
                     let t = std::time::Instant::now();
-                    Merged::of(&p, &old);
+                    Merged::of(&listed, &old);
                     t.elapsed().as_secs_f64() * 1e3
                 })
                 .collect(),
         );
         let one = timed(&mut || {
-            parse_pieces(&bytes, false, 1).unwrap();
+            parse_list_sorted(&bytes, false, 1).unwrap();
         });
         // The same list written sorted, as many are: its keys need no sort.
         let mut ordered: Vec<Prefix> = lines.iter().map(|l| p(l)).collect();
         ordered.sort_unstable();
         let ordered: String = ordered.iter().map(|p| format!("{p}\n")).collect();
         let sorted = timed(&mut || {
-            parse_pieces(ordered.as_bytes(), false, parts).unwrap();
+            parse_list_sorted(ordered.as_bytes(), false, parts).unwrap();
         });
         println!(
             "steps (median of 5): lines parsed into a count {scan:.1} ms, into \

@@ -1254,7 +1254,7 @@ impl Controller {
                             .sets
                             .iter()
                             .find(|s| s.name == r.name)
-                            .map_or(0, |s| s.prefixes.len()),
+                            .map_or(0, |s| s.prefix_count()),
                         _ => per_rule.get(&r.id).copied().unwrap_or(0),
                     },
                     runtime: self.runtime_len(&r.name),
@@ -1574,14 +1574,20 @@ fn no_carrier_warnings(config: &Config, carriers: &HashMap<String, bool>) -> Vec
 /// The rules and WAN slots the pinned maps already hold, so a restart keeps every id.
 /// A copy of `config` whose sets hold no prefixes.
 fn without_prefixes(config: &mut Config) -> Config {
-    let prefixes: Vec<Vec<_>> = config
+    let prefixes: Vec<_> = config
         .sets
         .iter_mut()
-        .map(|s| std::mem::take(&mut s.prefixes))
+        .map(|s| {
+            (
+                std::mem::take(&mut s.prefixes),
+                std::mem::take(&mut s.listed),
+            )
+        })
         .collect();
     let copy = config.clone();
-    for (set, p) in config.sets.iter_mut().zip(prefixes) {
-        set.prefixes = p;
+    for (set, (inline, listed)) in config.sets.iter_mut().zip(prefixes) {
+        set.prefixes = inline;
+        set.listed = listed;
     }
     copy
 }

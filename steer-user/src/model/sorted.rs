@@ -6,7 +6,8 @@
 use super::{Direction, PrefixMap, PrefixRules};
 use crate::prefix::Prefix;
 
-/// One rule's prefixes in one direction, sorted, each once.
+/// Prefixes sorted, each once (one rule's in one direction, or a set's list files'): 8 bytes an
+/// IPv4 prefix.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SortedPrefixes {
     /// [`v4_key`]s.
@@ -32,8 +33,73 @@ impl SortedPrefixes {
         .is_ok()
     }
 
+    /// Sorted prefixes of `prefixes` (any order, repeats allowed).
+    pub fn of(prefixes: impl IntoIterator<Item = Prefix>) -> SortedPrefixes {
+        let mut out = SortedPrefixes::default();
+        for p in prefixes {
+            match p {
+                Prefix::V4 { addr, len } => out.v4.push(v4_key(u32::from(addr), len)),
+                Prefix::V6 { addr, len } => out.v6.push((u128::from(addr), len)),
+            }
+        }
+        out.v4.sort_unstable();
+        out.v4.dedup();
+        out.v6.sort_unstable();
+        out.v6.dedup();
+        out
+    }
+
+    /// Adds the prefixes of `other`.
+    pub fn union(&mut self, other: SortedPrefixes) {
+        fn both<T: Ord + Copy>(a: &mut Vec<T>, b: Vec<T>) {
+            if a.is_empty() {
+                *a = b;
+                return;
+            }
+            let mut out = Vec::with_capacity(a.len() + b.len());
+            let (mut i, mut j) = (0, 0);
+            while i < a.len() && j < b.len() {
+                let (x, y) = (a[i], b[j]);
+                out.push(x.min(y));
+                i += usize::from(x <= y);
+                j += usize::from(y <= x);
+            }
+            out.extend_from_slice(&a[i..]);
+            out.extend_from_slice(&b[j..]);
+            *a = out;
+        }
+        both(&mut self.v4, other.v4);
+        both(&mut self.v6, other.v6);
+    }
+
+    /// The prefixes both hold.
+    pub fn common(&self, other: &SortedPrefixes) -> SortedPrefixes {
+        fn both<T: Ord + Copy>(a: &[T], b: &[T]) -> Vec<T> {
+            let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+            small
+                .iter()
+                .filter(|k| large.binary_search(k).is_ok())
+                .copied()
+                .collect()
+        }
+        SortedPrefixes {
+            v4: both(&self.v4, &other.v4),
+            v6: both(&self.v6, &other.v6),
+        }
+    }
+
+    /// Takes out the prefixes of `other`.
+    pub fn subtract(&mut self, other: &SortedPrefixes) {
+        if !other.v4.is_empty() {
+            self.v4.retain(|k| other.v4.binary_search(k).is_err());
+        }
+        if !other.v6.is_empty() {
+            self.v6.retain(|k| other.v6.binary_search(k).is_err());
+        }
+    }
+
     /// The prefixes, IPv4 first, each family in order.
-    pub fn iter(&self) -> impl Iterator<Item = Prefix> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = Prefix> + Clone + '_ {
         let v4 = self.v4.iter().map(|k| from_v4_key(*k));
         v4.chain(self.v6.iter().map(|k| from_v6_key(*k)))
     }

@@ -1,25 +1,15 @@
 //! A set's list files: found relative to the configuration file's directory, read, and their
 //! bad lines reported where they are written (up to a limit, then summarized).
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::path::{Path, PathBuf};
 
-use super::{
-    REPORT_LIMIT,
-    pending::{PendingSet, Written},
-};
-use crate::{
-    config::{
-        ListError, ListErrorKind, ListSink, Listed, MAX_LIST_BYTES, Origin,
-        diag::{Ctx, Place, shorten},
-        line_number,
-        list::{list_pieces, parse_list_bytes, parse_list_split},
-        read_file,
-        schema::S,
-    },
-    prefix::Prefix,
+use super::{REPORT_LIMIT, pending::PendingSet};
+use crate::config::{
+    ListError, ListErrorKind, MAX_LIST_BYTES,
+    diag::{Ctx, Place, shorten},
+    list::{list_pieces, parse_list_bytes, parse_list_sorted},
+    read_file,
+    schema::S,
 };
 
 /// Reads the list files of a configuration file's sets.
@@ -37,7 +27,7 @@ impl ListFiles {
         ListFiles { base_dir }
     }
 
-    /// Reads `files[index]` of `set`, written as `v`, into the set's entries.
+    /// Reads `files[index]` of `set`, written as `v`, into the set's listed prefixes.
     pub fn read(&self, cx: &mut Ctx<'_>, set: &mut PendingSet, index: usize, v: &S<String>) {
         let field = format!("{}.files[{index}]", set.label);
         if cx.mistyped(&field) {
@@ -76,19 +66,11 @@ impl ListFiles {
                 return;
             }
         };
-        let pieces = parse_list_split(
-            &bytes,
-            set.allow_default_route,
-            list_pieces(bytes.len()),
-            |piece| Piece::new(&path, index, piece.lines),
-        );
-        match pieces {
-            Some(pieces) => {
-                set.entries
-                    .reserve(pieces.iter().map(|p| p.entries.len()).sum());
-                for mut piece in pieces {
-                    set.entries.append(&mut piece.entries);
-                }
+        let parts = list_pieces(bytes.len());
+        match parse_list_sorted(&bytes, set.allow_default_route, parts) {
+            Some((listed, _)) => {
+                set.listed.union(listed);
+                set.read_files.push((index, path));
             }
             // A list with bad lines is parsed again whole: that is what reports them all.
             None => {
@@ -102,39 +84,6 @@ impl ListFiles {
 
     fn shown_base_dir(&self) -> PathBuf {
         std::path::absolute(self.base_dir.join(".")).unwrap_or_else(|_| self.base_dir.clone())
-    }
-}
-
-/// A piece of a list file as parsed (see [`parse_list_split`]): a set's pending entries.
-struct Piece {
-    /// The path as the configuration names it; each piece has its own, so the threads that
-    /// clone it for every entry do not share a count.
-    shown: Arc<PathBuf>,
-    index: u32,
-    entries: Vec<(Prefix, Origin, Written)>,
-}
-
-impl Piece {
-    fn new(path: &Path, index: usize, lines: usize) -> Piece {
-        Piece {
-            shown: Arc::new(path.to_path_buf()),
-            index: index as u32,
-            entries: Vec::with_capacity(lines),
-        }
-    }
-}
-
-impl ListSink for Piece {
-    fn entry(&mut self, listed: Listed) {
-        let origin = Origin {
-            file: self.shown.clone(),
-            line: line_number(listed.line),
-        };
-        let written = Written::File {
-            index: self.index,
-            column: u32::try_from(listed.column).unwrap_or(u32::MAX),
-        };
-        self.entries.push((listed.prefix, origin, written));
     }
 }
 

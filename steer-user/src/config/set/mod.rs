@@ -12,10 +12,7 @@ use std::{ops::Range, path::PathBuf, sync::Arc};
 
 use serde::Deserialize;
 
-use self::{
-    files::ListFiles,
-    pending::{PendingSet, Written},
-};
+use self::{files::ListFiles, pending::PendingSet};
 use super::{
     General, MAX_CAPACITY, Origin, Set,
     check::{self, Choices, Claims},
@@ -228,9 +225,12 @@ fn check_ordered_prefixes(cx: &mut Ctx<'_>, ordered: &[&PendingSet]) {
     let limit = (steer_common::cond::ADDR_MAX_ENTRIES / 2) as usize;
     let mut held: [[usize; 2]; 2] = [[0; 2]; 2];
     for s in ordered {
-        for (p, _, _) in &s.entries {
-            held[crate::model::ordered::side_index(s.direction)][usize::from(!p.is_v4())] += 1;
+        let side = &mut held[crate::model::ordered::side_index(s.direction)];
+        for (p, _, _) in &s.inline {
+            side[usize::from(!p.is_v4())] += 1;
         }
+        side[0] += s.listed.v4.len();
+        side[1] += s.listed.v6.len();
         for p in s.conditions.iter().flat_map(|c| &c.src_prefixes) {
             held[crate::model::ordered::side_index(Direction::Src)][usize::from(!p.is_v4())] += 1;
         }
@@ -314,9 +314,11 @@ impl SetReader<'_> {
                 .unwrap_or_default(),
             direction,
             allow_default_route: s.allow_default_route.as_ref().is_some_and(|v| *v.get_ref()),
-            entries: Vec::new(),
+            inline: Vec::new(),
             inline_spans: Vec::new(),
+            listed: Default::default(),
             files: Vec::new(),
+            read_files: Vec::new(),
             domains: Vec::new(),
             conditions,
         };
@@ -347,7 +349,7 @@ impl SetReader<'_> {
                         file: self.config_file.clone(),
                         line: line_number(cx.line_of(&v.span())),
                     };
-                    set.entries.push((p, origin, Written::Inline(i as u32)));
+                    set.inline.push((p, origin, i as u32));
                 }
                 Err(e) => cx.err(&v.span(), &field, e.message(), set.addr_hint(&e)),
             }
@@ -439,9 +441,8 @@ pub fn footprint(sets: &[Set]) -> Footprint {
         .enumerate()
         .filter(|(_, s)| s.conditions.is_none())
         .flat_map(|(i, s)| {
-            s.prefixes
-                .iter()
-                .map(move |e| (PrefixMap::of(s.direction, &e.prefix), e.prefix, i as u32))
+            s.all_prefixes()
+                .map(move |p| (PrefixMap::of(s.direction, &p), p, i as u32))
         });
     Footprint::of(entries)
 }
@@ -450,8 +451,8 @@ pub fn footprint(sets: &[Set]) -> Footprint {
 fn check_capacity(cx: &mut Ctx<'_>, sets: &[Set], general: &General, general_span: &Range<usize>) {
     let mut held = [0usize; PrefixMap::ALL.len()];
     for s in sets.iter().filter(|s| s.conditions.is_none()) {
-        for e in &s.prefixes {
-            held[PrefixMap::of(s.direction, &e.prefix).index()] += 1;
+        for p in s.all_prefixes() {
+            held[PrefixMap::of(s.direction, &p).index()] += 1;
         }
     }
     for map in PrefixMap::ALL {

@@ -1,14 +1,16 @@
-//! A set as read, before duplicates across sets are resolved: its entries with where each was
-//! written, so that any later problem with one is reported at that place.
+//! A set as read, before duplicates across sets are resolved: its inline prefixes with where
+//! each was written, and its list files' prefixes sorted (a list's lines are found again when
+//! a message needs one: [`PendingSet::list_places`]).
 
-use std::{ops::Range, path::PathBuf};
+use std::{collections::HashSet, ops::Range, path::PathBuf};
 
 use crate::{
     config::{
-        Origin,
+        ListSink, Listed, Origin,
         diag::{Ctx, Place},
+        parse_list_split,
     },
-    model::{Conditions, Direction},
+    model::{Conditions, Direction, sorted::SortedPrefixes},
     prefix::{AddrError, Prefix},
 };
 
@@ -20,52 +22,98 @@ pub(super) struct PendingSet {
     pub policy: String,
     pub direction: Direction,
     pub allow_default_route: bool,
-    pub entries: Vec<(Prefix, Origin, Written)>,
+    /// The inline prefixes: each with its place and its index in `prefixes`.
+    pub inline: Vec<(Prefix, Origin, u32)>,
     /// Spans of the `prefixes` strings, by index.
     pub inline_spans: Vec<Range<usize>>,
+    /// The list files' prefixes, each once.
+    pub listed: SortedPrefixes,
+    /// The list files, resolved.
     pub files: Vec<PathBuf>,
+    /// The list files read: each one's index in `files = [...]` and its path as messages show
+    /// it.
+    pub read_files: Vec<(usize, PathBuf)>,
     /// Each domain once, with its span and index in `domains`.
     pub domains: Vec<(String, Range<usize>, usize)>,
     /// `Some` for an ordered rule (a set with conditions).
     pub conditions: Option<Conditions>,
 }
 
-/// Where a prefix of a set came from, to place diagnostics about it (kept small: there is one
-/// per entry, and list files can have millions).
-#[derive(Clone, Copy)]
-pub(super) enum Written {
-    /// `prefixes[i]` (its span is `PendingSet::inline_spans[i]`).
-    Inline(u32),
-    /// `files[index]`, at this column of its line.
-    File { index: u32, column: u32 },
+/// Where a listed prefix is written first: `read_files[file]`, at a line and column.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ListPlace {
+    pub file: usize,
+    pub listed: Listed,
 }
 
 impl PendingSet {
-    /// Reports a problem with an entry where it was written: the config file's `prefixes` or a
-    /// line of a list file.
-    pub fn report_entry(
-        &self,
-        cx: &mut Ctx<'_>,
-        entry: (&Prefix, &Origin, Written),
-        message: String,
-        hint: &str,
-    ) {
-        let (prefix, origin, written) = entry;
-        match written {
-            Written::Inline(index) => {
-                let field = format!("{}.prefixes[{index}]", self.label);
-                cx.err(&self.inline_spans[index as usize], field, message, hint);
-            }
-            Written::File { index, column } => {
-                let place = Place {
-                    file: &origin.file,
-                    line: origin.line as usize,
-                    column: column as usize,
-                };
-                let field = format!("{}.files[{index}]", self.label);
-                cx.err_in(place, field, prefix.to_string(), message, hint);
+    /// The inline prefixes, sorted.
+    pub fn inline_sorted(&self) -> SortedPrefixes {
+        SortedPrefixes::of(self.inline.iter().map(|(p, _, _)| *p))
+    }
+
+    /// Reports a problem with an inline prefix where it is written (`prefixes[index]`).
+    pub fn report_inline(&self, cx: &mut Ctx<'_>, index: u32, message: String, hint: &str) {
+        let field = format!("{}.prefixes[{index}]", self.label);
+        cx.err(&self.inline_spans[index as usize], field, message, hint);
+    }
+
+    /// `path:line` of a listed prefix's place.
+    pub fn shown(&self, at: ListPlace) -> String {
+        format!(
+            "{}:{}",
+            self.read_files[at.file].1.display(),
+            at.listed.line
+        )
+    }
+
+    /// Reports a problem with a listed prefix at its place in a list file.
+    pub fn report_listed(&self, cx: &mut Ctx<'_>, at: ListPlace, message: String, hint: &str) {
+        let (index, path) = &self.read_files[at.file];
+        let place = Place {
+            file: path,
+            line: at.listed.line,
+            column: at.listed.column,
+        };
+        let field = format!("{}.files[{index}]", self.label);
+        cx.err_in(place, field, at.listed.prefix.to_string(), message, hint);
+    }
+
+    /// The first place of each prefix that `wanted` takes, in the order of the set's list
+    /// files and their lines: the files are read again (a set keeps no lines of them), for
+    /// messages only. A file that cannot be read again gives no places.
+    pub fn list_places(&self, wanted: impl Fn(&Prefix) -> bool + Sync) -> Vec<ListPlace> {
+        struct Find<'w, W> {
+            wanted: &'w W,
+            found: Vec<Listed>,
+        }
+        impl<W: Fn(&Prefix) -> bool> ListSink for Find<'_, W> {
+            fn entry(&mut self, listed: Listed) {
+                if (self.wanted)(&listed.prefix) {
+                    self.found.push(listed);
+                }
             }
         }
+        let mut seen = HashSet::new();
+        let mut places = Vec::new();
+        for (file, (_, path)) in self.read_files.iter().enumerate() {
+            let Ok(bytes) = std::fs::read(path) else {
+                continue;
+            };
+            let find = |_| Find {
+                wanted: &wanted,
+                found: Vec::new(),
+            };
+            let Some(pieces) = parse_list_split(&bytes, self.allow_default_route, 1, find) else {
+                continue;
+            };
+            for listed in pieces.into_iter().flat_map(|p| p.found) {
+                if seen.insert(listed.prefix) {
+                    places.push(ListPlace { file, listed });
+                }
+            }
+        }
+        places
     }
 
     /// The hint for a bad address in this set: a default route names the set's switch for it.
