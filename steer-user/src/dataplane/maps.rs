@@ -452,6 +452,49 @@ impl Maps {
         written
     }
 
+    /// Gives each prefix of `writes` its rule in `map`; its other prefixes stay. One commit
+    /// (element by element under fault injection); into an empty map the writes' entries are
+    /// shared, not copied.
+    pub fn write_map(
+        &mut self,
+        map: PrefixMap,
+        writes: &PrefixRules,
+    ) -> Result<(), DataplaneError> {
+        let dir = map.direction();
+        if self.fail_after.is_some() {
+            for (prefix, rule) in writes.iter() {
+                self.set_prefix(dir, prefix, rule)?;
+            }
+            return Ok(());
+        }
+        self.meter(writes.len() as u64)?;
+        let written = if map.is_v4() {
+            self.ranges_v4_mut(dir).write_entries(writes.entries_v4())
+        } else {
+            self.ranges_v6_mut(dir).write_entries(writes.entries_v6())
+        };
+        self.meter_published();
+        Ok(written?)
+    }
+
+    /// Brings `map` to hold exactly `rules` (sharing their entries) in one commit: what a
+    /// rollback puts back. Counts a write per prefix that changed; never fault-injected.
+    pub fn assign_map(
+        &mut self,
+        map: PrefixMap,
+        rules: &PrefixRules,
+    ) -> Result<(), DataplaneError> {
+        let dir = map.direction();
+        let changed = if map.is_v4() {
+            self.ranges_v4_mut(dir).assign(rules.entries_v4())
+        } else {
+            self.ranges_v6_mut(dir).assign(rules.entries_v6())
+        };
+        self.meter_published();
+        self.writes += changed? as u64;
+        Ok(())
+    }
+
     /// Bytes of one map's range table and record in the kernel (those this handle wrote).
     pub fn range_bytes(&self, map: PrefixMap) -> u64 {
         let dir = map.direction();

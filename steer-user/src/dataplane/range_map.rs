@@ -352,14 +352,16 @@ impl Blocks {
         })
     }
 
-    /// A new array of `count` blocks starting with `elements`.
+    /// A new array of `count` blocks starting with `elements` (not mapped any more: the
+    /// caller's copy of them is still in memory).
     fn filled(count: u32, elements: &[u64]) -> Result<Blocks, MapError> {
-        let blocks = Blocks::create(count)?;
+        let mut blocks = Blocks::create(count)?;
         for (slot, value) in blocks.slots()?.iter().zip(elements) {
             // Relaxed: no program reads this array before it is published, and publishing is
             // a syscall, which orders these stores before it.
             slot.store(*value, Ordering::Relaxed);
         }
+        blocks.unmap();
         Ok(blocks)
     }
 

@@ -381,6 +381,47 @@ impl<F: Family> RangeSet<F> {
         Ok(self.entries.clone())
     }
 
+    /// Makes the set hold exactly `entries` (sorted by prefix, each once), kept as they are
+    /// shared (no copy), in one commit: the regions that changed are rewritten in place when
+    /// few did, else the table is built afresh. Returns how many prefixes changed.
+    pub fn assign(&mut self, entries: Arc<Vec<F::Entry>>) -> Result<usize> {
+        self.know()?;
+        let Differences {
+            first,
+            touched,
+            count,
+        } = differences::<F>(&self.entries, &entries);
+        let Some(first) = first else {
+            return self.commit_if_dirty().map(|()| 0);
+        };
+        let before = std::mem::replace(&mut self.entries, entries);
+        if let Err(e) = self.commit(first, &touched) {
+            self.entries = before;
+            return Err(e);
+        }
+        drop((before, touched));
+        return_freed_memory();
+        Ok(count)
+    }
+
+    /// Gives each of `writes` (sorted by prefix, each once) its rule; every other prefix
+    /// stays. Into an empty set, `writes` become its entries as they are (shared, no copy).
+    pub fn write_entries(&mut self, writes: Arc<Vec<F::Entry>>) -> Result<()> {
+        self.know()?;
+        if self.entries.is_empty() {
+            return self.assign(writes).map(|_| ());
+        }
+        if writes.len() <= IN_PLACE_MAX_EDITS {
+            let changes = writes.iter().map(|e| {
+                let (prefix, rule) = F::parts(*e);
+                (prefix, Some(rule))
+            });
+            return self.apply(changes.collect()).map(|_| ());
+        }
+        let merged = upserted::<F>(&self.entries, &writes);
+        self.assign(Arc::new(merged)).map(|_| ())
+    }
+
     /// Every prefix with its rule, in address order, as the kernel's record holds them.
     pub fn dump(&self) -> Result<Vec<(PrefixOf<F>, u32)>> {
         let entries = self.read_record()?.ok_or_else(|| {
@@ -593,7 +634,17 @@ impl<F: Family> RangeSet<F> {
         containing.chain(inside).map(F::parts)
     }
 
+    /// Writes the record from `first_change` on, then lets go of its mapping before the table
+    /// is built (both mapped at once counted twice in the daemon's memory at the peak).
     fn commit_record(&mut self, first_change: usize) -> Result<()> {
+        self.write_record(first_change)?;
+        if let Some(record) = self.record.as_mut() {
+            record.unmap();
+        }
+        Ok(())
+    }
+
+    fn write_record(&mut self, first_change: usize) -> Result<()> {
         let elements = F::flat(self.entries.as_slice());
         let width = size_of::<F::Entry>() / size_of::<u64>();
         match &self.record {
@@ -662,6 +713,82 @@ impl<F: Family> RangeSet<F> {
         self.table = Some(kernel);
         Ok(())
     }
+}
+
+/// Where two sets of entries (each sorted by prefix, each prefix once) differ.
+struct Differences<F: Family> {
+    /// The index in the new entries of the first one that differs (`None`: none does).
+    first: Option<usize>,
+    /// The prefixes that differ, in order; past `IN_PLACE_MAX_REGIONS` no more are kept (a
+    /// change that big builds a fresh table, whatever the rest are).
+    touched: Vec<PrefixOf<F>>,
+    /// How many prefixes differ.
+    count: usize,
+}
+
+/// Where `new` differs from `old`: in one pass over both.
+fn differences<F: Family>(old: &[F::Entry], new: &[F::Entry]) -> Differences<F> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Differences {
+        first: None,
+        touched: Vec::new(),
+        count: 0,
+    };
+    loop {
+        let (a, b) = (old.get(i).copied(), new.get(j).copied());
+        if a == b && a.is_some() {
+            (i, j) = (i + 1, j + 1);
+            continue;
+        }
+        // The new entries are the same up to here.
+        let at = j;
+        let prefix = match (a.map(|e| F::parts(e).0), b.map(|e| F::parts(e).0)) {
+            (None, None) => return out,
+            // The rule changed.
+            (Some(x), Some(y)) if x == y => {
+                (i, j) = (i + 1, j + 1);
+                x
+            }
+            // Gone.
+            (Some(x), Some(y)) if x < y => {
+                i += 1;
+                x
+            }
+            (Some(x), None) => {
+                i += 1;
+                x
+            }
+            // New.
+            (_, Some(y)) => {
+                j += 1;
+                y
+            }
+        };
+        out.first.get_or_insert(at);
+        out.count += 1;
+        if out.touched.len() <= IN_PLACE_MAX_REGIONS {
+            out.touched.push(prefix);
+        }
+    }
+}
+
+/// `entries` with each of `writes` (both sorted by prefix, each prefix once) in its place:
+/// a write replaces the entry of its prefix.
+fn upserted<F: Family>(entries: &[F::Entry], writes: &[F::Entry]) -> Vec<F::Entry> {
+    let mut out = Vec::with_capacity(entries.len() + writes.len());
+    let mut rest = entries;
+    for w in writes {
+        let key = F::parts(*w).0;
+        let at = rest.partition_point(|e| F::parts(*e).0 < key);
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at..];
+        if rest.first().is_some_and(|e| F::parts(*e).0 == key) {
+            rest = &rest[1..];
+        }
+        out.push(*w);
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// The last change of each prefix (changes sorted by prefix, stably).

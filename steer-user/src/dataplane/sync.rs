@@ -46,8 +46,9 @@ use steer_common::{MAX_RULES, MAX_WANS, Settings, WanInfo, name_to_bytes, settin
 use super::{DataplaneError, Maps, maps::WanName, ordered::Resolved};
 use crate::{
     model::{
-        Capacity, CondTables, Direction, PolicyTable, PrefixMap, PrefixSets,
+        Capacity, CondTables, Direction, PolicyTable, PrefixMap, PrefixRules, PrefixSets,
         footprint::{Bytes, Footprint},
+        sorted::SortedPrefixes,
     },
     prefix::Prefix,
 };
@@ -213,7 +214,8 @@ fn check_memory(
     };
     let touched: HashSet<PrefixMap> = planned
         .iter()
-        .flat_map(|(dir, writes)| writes.iter().map(|(p, _)| PrefixMap::of(*dir, p)))
+        .filter(|(_, writes)| !writes.is_empty())
+        .map(|(map, _)| *map)
         .chain(left.iter().map(|(dir, p)| PrefixMap::of(*dir, p)))
         .collect();
     let mut held_now = 0;
@@ -243,40 +245,39 @@ fn check_memory(
     Ok(())
 }
 
-/// The memory of the prefix maps once `state` has the writes `planned` and lost `left`.
+/// The memory of the prefix maps once `state` has the writes `planned` and lost `left`: each
+/// map's prefixes merged with its writes in one pass (both sorted).
 fn footprint_after(
     state: &PrefixSets,
     planned: &[PlannedWrites],
     left: &[(Direction, Prefix)],
 ) -> Footprint {
-    let changed: HashSet<(Direction, Prefix)> = left
-        .iter()
-        .copied()
-        .chain(
-            planned
-                .iter()
-                .flat_map(|(dir, writes)| writes.iter().map(|(p, _)| (*dir, *p))),
-        )
-        .collect();
-    let changed = &changed;
-    let kept = PrefixMap::ALL.into_iter().flat_map(|m| {
+    let none = PrefixRules::default();
+    let entries = PrefixMap::ALL.into_iter().flat_map(|m| {
+        let writes = planned
+            .iter()
+            .find(|(map, _)| *map == m)
+            .map_or(&none, |(_, w)| w);
+        let gone = SortedPrefixes::of(
+            left.iter()
+                .filter(move |(dir, p)| PrefixMap::of(*dir, p) == m)
+                .map(|(_, p)| *p),
+        );
         state
             .map(m)
-            .iter()
-            .filter(move |(p, _)| !changed.contains(&(m.direction(), *p)))
-            .map(move |(p, r)| (m, p, r))
+            .joined(writes)
+            .filter(move |(p, _, _)| !gone.contains(p))
+            .filter_map(move |(p, held, written)| Some((m, p, written.or(held)?)))
     });
-    let written = planned
-        .iter()
-        .flat_map(|(dir, writes)| writes.iter().map(|(p, r)| (PrefixMap::of(*dir, p), *p, *r)));
-    Footprint::of(kept.chain(written))
+    Footprint::of(entries)
 }
 
-/// One prefix write and how to undo it.
+/// A map's contents before a sync wrote it (a shared copy: no cost), and how many writes it
+/// got: what a rollback puts back.
 struct Undo {
-    dir: Direction,
-    prefix: Prefix,
-    previous: Option<u32>,
+    map: PrefixMap,
+    before: PrefixRules,
+    writes: usize,
 }
 
 /// The prefix writes that bring `state` to `want`: pure, so a reload computes it on another
@@ -330,11 +331,14 @@ impl Diff {
             .filter(|p| state.map(PrefixMap::of(dir, p)).contains_key(p))
             .map(|p| (dir, p))
             .collect();
-        let planned = if writes.is_empty() {
-            Vec::new()
-        } else {
-            vec![(dir, writes)]
-        };
+        let planned = PrefixMap::of_direction(dir)
+            .into_iter()
+            .map(|map| {
+                let of_map = writes.iter().filter(|(p, _)| p.is_v4() == map.is_v4());
+                (map, of_map.copied().collect::<PrefixRules>())
+            })
+            .filter(|(_, w)| !w.is_empty())
+            .collect();
         Diff {
             planned,
             left,
@@ -364,10 +368,8 @@ impl Diff {
 
     /// What maps holding `state` hold once these writes are made.
     pub fn apply_to(&self, state: &mut PrefixSets) {
-        for (dir, writes) in &self.planned {
-            for (prefix, rule) in writes {
-                state.insert(*dir, *prefix, *rule);
-            }
+        for (map, writes) in &self.planned {
+            state.map_mut(*map).extend(writes.iter());
         }
         for (dir, prefix) in &self.left {
             state.remove(*dir, prefix);
@@ -395,13 +397,11 @@ pub fn sync_prefixes(
     } = diff;
     // `left` holds only prefixes the maps hold (see `Diff::of_changes`).
     let mut wanted = PrefixMap::ALL.map(|m| state.map(m).len());
-    for (dir, writes) in &planned {
-        for (p, _) in writes {
-            let m = PrefixMap::of(*dir, p);
-            if !state.map(m).contains_key(p) {
-                wanted[m.index()] += 1;
-            }
-        }
+    for (map, writes) in &planned {
+        wanted[map.index()] += writes
+            .joined(state.map(*map))
+            .filter(|(_, _, held)| held.is_none())
+            .count();
     }
     for (dir, p) in &left {
         wanted[PrefixMap::of(*dir, p).index()] -= 1;
@@ -428,15 +428,13 @@ pub fn sync_prefixes(
     let start = maps.writes();
     let ordered = maps.ordered_in_use().map_err(|e| rolled_back(e, 0))?;
     let mut widened = settings(state, log_packets, ordered);
-    for (dir, writes) in &planned {
-        if *dir == Direction::Src {
-            for (p, _) in writes {
-                widened.flags |= if p.is_v4() {
-                    settings_flags::HAS_SRC_V4
-                } else {
-                    settings_flags::HAS_SRC_V6
-                };
-            }
+    for (map, writes) in &planned {
+        if map.direction() == Direction::Src && !writes.is_empty() {
+            widened.flags |= if map.is_v4() {
+                settings_flags::HAS_SRC_V4
+            } else {
+                settings_flags::HAS_SRC_V6
+            };
         }
     }
     write_settings(maps, widened).map_err(|e| rolled_back(e, 0))?;
@@ -678,11 +676,12 @@ fn write_generation(
     Ok(live != table)
 }
 
-/// The additions and changes of one map: its direction and prefix -> rule.
-pub type PlannedWrites = (Direction, Vec<(Prefix, u32)>);
+/// The additions and changes of one map: prefix -> rule, compact (8 bytes an IPv4 prefix).
+pub type PlannedWrites = (PrefixMap, PrefixRules);
 
 /// The additions and changes, per map, counted into `report`: every prefix of `want` that
-/// `state` does not hold with the same rule.
+/// `state` does not hold with the same rule. A map `state` has nothing of is written whole:
+/// its writes share `want`'s entries (a first load copies nothing).
 pub fn plan_writes(
     state: &PrefixSets,
     want: &PrefixSets,
@@ -691,28 +690,37 @@ pub fn plan_writes(
     let mut planned = Vec::new();
     // Per rule id (small): (added, changed), counted without a map lookup per prefix.
     let mut counts: Vec<(usize, usize)> = Vec::new();
-    for (map, wanted) in want.iter() {
-        let mut writes: Vec<(Prefix, u32)> = Vec::new();
-        for (prefix, rule, old) in wanted.joined(state.map(map)) {
-            let Some(rule) = rule else { continue };
-            let changed = match old {
-                Some(old) if old == rule => continue,
-                Some(_) => true,
-                None => false,
-            };
-            let at = rule as usize;
-            if at >= counts.len() {
-                counts.resize(at + 1, (0, 0));
-            }
-            if changed {
-                counts[at].1 += 1;
-            } else {
-                counts[at].0 += 1;
-            }
-            writes.push((prefix, rule));
+    let mut count = |rule: u32, changed: bool| {
+        let at = rule as usize;
+        if at >= counts.len() {
+            counts.resize(at + 1, (0, 0));
         }
+        if changed {
+            counts[at].1 += 1;
+        } else {
+            counts[at].0 += 1;
+        }
+    };
+    for (map, wanted) in want.iter() {
+        let have = state.map(map);
+        let writes = if have.is_empty() {
+            wanted.rules().for_each(|rule| count(rule, false));
+            wanted.clone()
+        } else {
+            let changed = wanted.joined(have).filter_map(|(prefix, rule, old)| {
+                let rule = rule?;
+                match old {
+                    Some(old) if old == rule => None,
+                    old => {
+                        count(rule, old.is_some());
+                        Some((prefix, rule))
+                    }
+                }
+            });
+            changed.collect()
+        };
         if !writes.is_empty() {
-            planned.push((map.direction(), writes));
+            planned.push((map, writes));
         }
     }
     for (rule, (added, changed)) in (0u32..).zip(counts) {
@@ -731,20 +739,19 @@ fn write_planned(
     planned: Vec<PlannedWrites>,
     undo: &mut Vec<Undo>,
 ) -> Result<(), DataplaneError> {
-    for (dir, writes) in planned {
-        // Record the undo before writing: a failing batch may have written part of it.
-        for (prefix, _) in &writes {
-            undo.push(Undo {
-                dir,
-                prefix: *prefix,
-                previous: state.map(PrefixMap::of(dir, prefix)).get(prefix),
-            });
-        }
-        maps.set_prefixes(dir, &writes)?;
-        // In one merge per map: the writes are in prefix order, as the maps keep them.
-        for map in PrefixMap::of_direction(dir) {
-            let of_map = writes.iter().filter(|(p, _)| p.is_v4() == map.is_v4());
-            state.map_mut(map).extend(of_map.copied());
+    for (map, writes) in planned {
+        // Recorded before writing: a failing write may have written part of it.
+        undo.push(Undo {
+            map,
+            before: state.map(map).clone(),
+            writes: writes.len(),
+        });
+        maps.write_map(map, &writes)?;
+        let held = state.map_mut(map);
+        if held.is_empty() {
+            *held = writes;
+        } else {
+            held.extend(writes.iter());
         }
     }
     Ok(())
@@ -760,37 +767,14 @@ fn restore(
     new_rules: &[u32],
     source: DataplaneError,
 ) -> SyncError {
-    let undone = undo.len();
-    // A prefix written twice goes back to what it had before the first write.
+    let undone = undo.iter().map(|u| u.writes).sum();
+    // A map written twice goes back to what it had before the first write.
     let mut seen = HashSet::new();
-    let undo: Vec<Undo> = undo
-        .into_iter()
-        .filter(|u| seen.insert((u.dir, u.prefix)))
-        .collect();
-    for dir in [Direction::Dst, Direction::Src] {
-        let back: Vec<(Prefix, u32)> = undo
-            .iter()
-            .filter(|u| u.dir == dir)
-            .filter_map(|u| u.previous.map(|rule| (u.prefix, rule)))
-            .collect();
-        let gone: Vec<Prefix> = undo
-            .iter()
-            .filter(|u| u.dir == dir && u.previous.is_none())
-            .map(|u| u.prefix)
-            .collect();
-        // In one write per direction and kind: an IPv4 set commits once, not once a prefix.
-        let result = maps
-            .set_prefixes(dir, &back)
-            .and_then(|_| maps.remove_prefixes(dir, &gone).1);
-        if let Err(undo) = result {
+    for Undo { map, before, .. } in undo.into_iter().filter(|u| seen.insert(u.map)) {
+        if let Err(undo) = maps.assign_map(map, &before) {
             return SyncError::RollbackFailed { source, undo };
         }
-        for (prefix, rule) in back {
-            state.insert(dir, prefix, rule);
-        }
-        for prefix in gone {
-            state.remove(dir, &prefix);
-        }
+        *state.map_mut(map) = before;
     }
     let unused = PolicyTable::default();
     let live = match maps.active_generation() {
@@ -904,18 +888,21 @@ mod tests {
             (Dst, "198.51.100.0/24", 3), // added; 203.0.113.0/24 goes
         ]);
         let mut report = SyncReport::default();
-        let mut planned = plan_writes(&state, &want, &mut report);
-        planned.sort_by_key(|(dir, w)| (*dir, w.clone()));
+        let planned = plan_writes(&state, &want, &mut report);
         let p = |s: &str| {
             let (a, l) = s.split_once('/').unwrap();
             Prefix::new(a.parse().unwrap(), l.parse().unwrap()).unwrap()
         };
+        let planned: Vec<(PrefixMap, Vec<(Prefix, u32)>)> = planned
+            .into_iter()
+            .map(|(map, writes)| (map, writes.iter().collect()))
+            .collect();
         assert_eq!(
             planned,
             vec![
-                (Src, vec![(p("fd00::/8"), 2)]),
-                (Dst, vec![(p("198.51.100.0/24"), 3)]),
-                (Dst, vec![(p("2001:db8::/32"), 4)]),
+                (PrefixMap::DstV4, vec![(p("198.51.100.0/24"), 3)]),
+                (PrefixMap::DstV6, vec![(p("2001:db8::/32"), 4)]),
+                (PrefixMap::SrcV6, vec![(p("fd00::/8"), 2)]),
             ]
         );
         assert_eq!(report.per_rule[&2].added, 1);

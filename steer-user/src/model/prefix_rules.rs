@@ -103,6 +103,15 @@ impl<P: Packed> Layer<P> {
         }
     }
 
+    /// The entries in order, shared unless changes wait in the overlay.
+    fn packed(&self) -> Arc<Vec<P>> {
+        if self.overlay.is_empty() {
+            self.base.clone()
+        } else {
+            Arc::new(self.iter().collect())
+        }
+    }
+
     fn get(&self, key: P) -> Option<P> {
         match self.overlay.get(&key) {
             Some(entry) => *entry,
@@ -167,9 +176,11 @@ impl<P: Packed> Layer<P> {
     /// Gives each of `entries` (any order; the last of a key wins) its place.
     fn insert_all(&mut self, mut entries: Vec<P>) {
         self.merge();
-        // Stable, and nearly free on entries in order (a sync's writes are): of one key's
-        // entries the last stays last, and is the one kept.
-        entries.sort_by_key(|e| e.key());
+        // Stable: of one key's entries the last stays last, and is the one kept. Entries in
+        // order (a sync's writes, a set's lists) need no sort, nor its scratch copy.
+        if !entries.is_sorted_by_key(|e| e.key()) {
+            entries.sort_by_key(|e| e.key());
+        }
         let mut kept = 0;
         for at in 0..entries.len() {
             if kept > 0 && entries[kept - 1].key() == entries[at].key() {
@@ -271,6 +282,16 @@ impl PrefixRules {
             v4: Layer::default(),
             v6: Layer::of(entries),
         }
+    }
+
+    /// The IPv4 prefixes as a range set keeps its entries ([`PrefixRules::of_v4`]), shared.
+    pub fn entries_v4(&self) -> Arc<Vec<u64>> {
+        self.v4.packed()
+    }
+
+    /// The IPv6 prefixes as a range set keeps its entries ([`PrefixRules::of_v6`]), shared.
+    pub fn entries_v6(&self) -> Arc<Vec<[u64; 3]>> {
+        self.v6.packed()
     }
 
     pub fn len(&self) -> usize {
