@@ -230,21 +230,26 @@ pub fn parse_list_split<S: ListSink + Send>(
 
 /// A list's prefixes, each once, sorted, and how many entries it has (a repeated prefix each
 /// time): all a set keeps of its lists (8 bytes an IPv4 prefix). Parsed in `parts` pieces as
-/// [`parse_list_split`] does, each into sort keys sorted on its thread, then merged. `None`
-/// where the list has bad lines ([`parse_list_bytes`] says which).
+/// [`parse_list_split`] does, each into sort keys sorted on its thread; the text is let go
+/// before the pieces are merged. Where the list has bad lines, its text comes back for
+/// [`parse_list_bytes`] to say which.
 pub fn parse_list_sorted(
-    bytes: &[u8],
+    bytes: Vec<u8>,
     allow_default_route: bool,
     parts: usize,
-) -> Option<(SortedPrefixes, usize)> {
-    let pieces = parse_list_split(bytes, allow_default_route, parts, |piece| Keys {
+) -> Result<(SortedPrefixes, usize), Vec<u8>> {
+    let keys = |piece: ListPiece| Keys {
         v4: Vec::with_capacity(piece.lines),
         v6: Vec::new(),
-    })?;
+    };
+    let Some(pieces) = parse_list_split(&bytes, allow_default_route, parts, keys) else {
+        return Err(bytes);
+    };
+    drop(bytes);
     let entries = pieces.iter().map(|k| k.v4.len() + k.v6.len()).sum();
     let v4 = distinct(Runs::new(pieces.iter().map(|p| p.v4.as_slice()).collect()));
     let v6 = distinct(Runs::new(pieces.iter().map(|p| p.v6.as_slice()).collect()));
-    Some((SortedPrefixes { v4, v6 }, entries))
+    Ok((SortedPrefixes { v4, v6 }, entries))
 }
 
 /// The sort keys of a piece's entries (a repeated prefix each time), sorted on the thread that

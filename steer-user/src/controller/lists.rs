@@ -27,10 +27,7 @@ use std::path::PathBuf;
 
 use crate::{
     config::{Changed, Config, DuplicatePolicy, Inputs, list_pieces, parse_list_sorted},
-    model::{
-        Capacity, Direction, NameIds, PrefixMap, PrefixSets,
-        sorted::{SortedPrefixes, from_v4_key, from_v6_key},
-    },
+    model::{Capacity, Direction, NameIds, PrefixMap, PrefixSets, sorted::SortedPrefixes},
     prefix::Prefix,
 };
 
@@ -131,45 +128,26 @@ pub(super) fn prepare(
     if readers.next().is_some() || !set.list_only {
         return None;
     }
-    // What the set holds now, sorted (the mirror's maps are: one pass collects the set's), on a
-    // thread of its own while the list is parsed and sorted in pieces, one per core (most
-    // routers have two or more).
-    std::thread::scope(|scope| {
-        let old = scope.spawn(|| held.sorted(set.direction, set.rule));
-        diff_list(
-            set,
-            inputs,
-            index,
-            &bytes,
-            stamp,
-            held,
-            &sets.capacity,
-            || old.join().ok(),
-        )
-    })
+    diff_list(set, inputs, index, bytes, stamp, held, &sets.capacity)
 }
 
-/// The change of list file `index` of `set`, now `bytes`; `old` gives what the set holds
-/// ([`PrefixSets::sorted`]).
-#[allow(clippy::too_many_arguments)]
+/// The change of list file `index` of `set`, now `bytes`, against what the set holds in the
+/// mirror `held`.
 fn diff_list(
     set: &ListSet,
     inputs: &Inputs,
     index: usize,
-    bytes: &[u8],
+    bytes: Vec<u8>,
     stamp: crate::config::Stamp,
     held: &PrefixSets,
     capacity: &Capacity,
-    old: impl FnOnce() -> Option<SortedPrefixes>,
 ) -> Option<Delta> {
     let started = std::time::Instant::now();
-    let (listed, lines) =
-        parse_list_sorted(bytes, set.allow_default_route, list_pieces(bytes.len()))?;
+    let parts = list_pieces(bytes.len());
+    let (listed, lines) = parse_list_sorted(bytes, set.allow_default_route, parts).ok()?;
     let parse = started.elapsed();
     let started = std::time::Instant::now();
-    let old = old()?;
-    let Merged { added, removed } = Merged::of(&listed, &old);
-    drop(old);
+    let Merged { added, removed } = Merged::of(&listed, held, set.direction, set.rule);
 
     // A prefix another set holds is a duplicate: the full path says where.
     let map_of = |p: &Prefix| PrefixMap::of(set.direction, p);
@@ -235,35 +213,25 @@ struct Merged {
 }
 
 impl Merged {
-    fn of(listed: &SortedPrefixes, old: &SortedPrefixes) -> Merged {
-        let (added4, removed4) = merge(&old.v4, listed.v4.iter().copied());
-        let (added6, removed6) = merge(&old.v6, listed.v6.iter().copied());
-        let both = |v4: Vec<u64>, v6: Vec<(u128, u8)>| -> Vec<Prefix> {
-            let v4 = v4.into_iter().map(from_v4_key);
-            v4.chain(v6.into_iter().map(from_v6_key)).collect()
-        };
-        Merged {
-            added: both(added4, added6),
-            removed: both(removed4, removed6),
+    /// `listed` against the prefixes of `rule` in the maps of `direction` of `held`: both in
+    /// prefix order, compared in one pass (nothing of the set's size is made).
+    fn of(listed: &SortedPrefixes, held: &PrefixSets, direction: Direction, rule: u32) -> Merged {
+        let old = [true, false]
+            .into_iter()
+            .flat_map(|v4| held.map(PrefixMap::new(direction, v4)).of_rule(rule));
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        let mut old = old.peekable();
+        for p in listed.iter() {
+            while let Some(o) = old.next_if(|o| *o < p) {
+                removed.push(o);
+            }
+            if old.next_if(|o| *o == p).is_none() {
+                added.push(p);
+            }
         }
+        removed.extend(old);
+        Merged { added, removed }
     }
-}
-
-/// Merges two sorted, duplicate-free runs: what `new` has that `old` has not (added), and what
-/// `old` has that `new` has not (removed).
-fn merge<T: Ord + Copy>(old: &[T], new: impl Iterator<Item = T>) -> (Vec<T>, Vec<T>) {
-    let (mut added, mut removed) = (Vec::new(), Vec::new());
-    let mut old = old.iter().peekable();
-    for p in new {
-        while let Some(o) = old.next_if(|o| **o < p) {
-            removed.push(*o);
-        }
-        if old.next_if(|o| **o == p).is_none() {
-            added.push(p);
-        }
-    }
-    removed.extend(old);
-    (added, removed)
 }
 
 #[cfg(test)]
@@ -279,7 +247,6 @@ mod tests {
     use crate::{
         config::{Check, ListSink, Listed, parse_list_split, testing::TWO_WANS},
         controller::desired::rule_ids,
-        model::sorted::v4_key,
         sets::compile,
     };
 
@@ -475,11 +442,12 @@ mod tests {
             .into_iter()
             .collect();
         for parts in 1..=4 {
-            let (listed, lines) = parse_list_sorted(text.as_bytes(), false, parts).unwrap();
+            let (listed, lines) =
+                parse_list_sorted(text.clone().into_bytes(), false, parts).unwrap();
             assert_eq!(lines, all.len());
             assert!(lines > sorted.len());
             // Against an empty set, every prefix is added, sorted.
-            let got = Merged::of(&listed, &SortedPrefixes::default());
+            let got = Merged::of(&listed, &PrefixSets::default(), Direction::Dst, 1);
             assert_eq!(listed.iter().collect::<Vec<_>>(), sorted, "{parts} pieces");
             assert_eq!(got.added, sorted, "{parts} pieces");
             assert!(got.removed.is_empty());
@@ -570,15 +538,28 @@ mod tests {
                     _ => p(&format!("203.0.113.{}", a % 256)),
                 });
             }
-            let old = sorted_of(&held);
+            // The set is rule 1; rule 2 holds other prefixes of the pool, never removed.
+            let mut old = PrefixSets::default();
+            for p in &held {
+                old.insert(Direction::Dst, *p, 1);
+            }
+            for _ in 0..next(50) {
+                let other = p(&format!("172.{}.0.0/16", 16 + next(pool) % 16));
+                if !held.contains(&other) {
+                    old.insert(Direction::Dst, other, 2);
+                }
+            }
 
             let full = crate::config::parse_list_bytes(&text, false).ok();
             for parts in 1..=4 {
-                let lean = parse_list_sorted(&text, false, parts).map(|(listed, lines)| {
-                    let merged = Merged::of(&listed, &old);
-                    let repeats = lines - listed.len();
-                    (listed, merged.added, merged.removed, repeats)
-                });
+                let lean =
+                    parse_list_sorted(text.clone(), false, parts)
+                        .ok()
+                        .map(|(listed, lines)| {
+                            let merged = Merged::of(&listed, &old, Direction::Dst, 1);
+                            let repeats = lines - listed.len();
+                            (listed, merged.added, merged.removed, repeats)
+                        });
                 let shown = String::from_utf8_lossy(&text);
                 let Some(want) = &full else {
                     assert!(lean.is_none(), "round {round}, {parts} pieces: {shown}");
@@ -617,18 +598,6 @@ mod tests {
             "{taken} taken, {refused} refused"
         );
         assert!(repeated > 0);
-    }
-
-    /// `prefixes` as [`SortedPrefixes`] holds them.
-    fn sorted_of(prefixes: &BTreeSet<Prefix>) -> SortedPrefixes {
-        let mut out = SortedPrefixes::default();
-        for p in prefixes {
-            match *p {
-                Prefix::V4 { addr, len } => out.v4.push(v4_key(u32::from(addr), len)),
-                Prefix::V6 { addr, len } => out.v6.push((u128::from(addr), len)),
-            }
-        }
-        out
     }
 
     /// The changed-list path on a 1M-line list (60% /24, 25% /16../23, 15% /32, as `cargo xtask
@@ -714,7 +683,7 @@ mod tests {
         // Its steps, on the changed text of the last round.
         let bytes = std::fs::read(dir.join("big.txt")).unwrap();
         let parts = list_pieces(bytes.len());
-        let old = held.sorted(Direction::Dst, ids["big"]);
+        let rule = ids["big"];
         let timed = |f: &mut dyn FnMut()| {
             median(
                 (0..5)
@@ -737,27 +706,27 @@ mod tests {
             assert_eq!(n.iter().map(|c| c.0).sum::<usize>(), N);
         });
         let pieces = timed(&mut || {
-            parse_list_sorted(&bytes, false, parts).unwrap();
+            parse_list_sorted(bytes.clone(), false, parts).unwrap();
         });
         let merged = median(
             (0..5)
                 .map(|_| {
-                    let (listed, _) = parse_list_sorted(&bytes, false, parts).unwrap();
+                    let (listed, _) = parse_list_sorted(bytes.clone(), false, parts).unwrap();
                     let t = std::time::Instant::now();
-                    Merged::of(&listed, &old);
+                    Merged::of(&listed, &held, Direction::Dst, rule);
                     t.elapsed().as_secs_f64() * 1e3
                 })
                 .collect(),
         );
         let one = timed(&mut || {
-            parse_list_sorted(&bytes, false, 1).unwrap();
+            parse_list_sorted(bytes.clone(), false, 1).unwrap();
         });
         // The same list written sorted, as many are: its keys need no sort.
         let mut ordered: Vec<Prefix> = lines.iter().map(|l| p(l)).collect();
         ordered.sort_unstable();
         let ordered: String = ordered.iter().map(|p| format!("{p}\n")).collect();
         let sorted = timed(&mut || {
-            parse_list_sorted(ordered.as_bytes(), false, parts).unwrap();
+            parse_list_sorted(ordered.clone().into_bytes(), false, parts).unwrap();
         });
         println!(
             "steps (median of 5): lines parsed into a count {scan:.1} ms, into \
@@ -777,20 +746,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Only the set's own rule counts as held: another set's prefixes are neither removed nor
+    /// taken as held.
     #[test]
     fn a_sorted_merge_finds_exactly_what_was_added_and_removed() {
-        let mut old = vec![p("10.0.0.0/8"), p("192.0.2.0/24"), p("2001:db8::/32")];
-        old.sort_unstable();
-        let mut new = vec![p("10.0.0.0/8"), p("198.51.100.0/24"), p("2001:db8::/32")];
-        new.sort_unstable();
-        let (added, removed) = merge(&old, new.into_iter());
-        assert_eq!(added, vec![p("198.51.100.0/24")]);
-        assert_eq!(removed, vec![p("192.0.2.0/24")]);
-        let (a, r) = merge(&old, old.clone().into_iter());
-        assert!(a.is_empty() && r.is_empty());
-        let (a, r) = merge(&[], old.clone().into_iter());
-        assert_eq!((a.len(), r.len()), (3, 0));
-        let (a, r) = merge(&old, std::iter::empty());
-        assert_eq!((a.len(), r.len()), (0, 3));
+        let mut held = PrefixSets::default();
+        for q in ["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32"] {
+            held.insert(Direction::Dst, p(q), 1);
+        }
+        held.insert(Direction::Dst, p("172.16.0.0/12"), 2);
+        let listed = |l: &[&str]| SortedPrefixes::of(l.iter().map(|q| p(q)));
+        let now = listed(&[
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "198.51.100.0/24",
+            "2001:db8::/32",
+        ]);
+        let got = Merged::of(&now, &held, Direction::Dst, 1);
+        assert_eq!(got.added, [p("172.16.0.0/12"), p("198.51.100.0/24")]);
+        assert_eq!(got.removed, [p("192.0.2.0/24")]);
+        let same = listed(&["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32"]);
+        let got = Merged::of(&same, &held, Direction::Dst, 1);
+        assert!(got.added.is_empty() && got.removed.is_empty());
+        let got = Merged::of(&same, &PrefixSets::default(), Direction::Dst, 1);
+        assert_eq!((got.added.len(), got.removed.len()), (3, 0));
+        let got = Merged::of(&SortedPrefixes::default(), &held, Direction::Dst, 1);
+        assert_eq!((got.added.len(), got.removed.len()), (0, 3));
+        let got = Merged::of(&same, &held, Direction::Src, 1);
+        assert_eq!((got.added.len(), got.removed.len()), (3, 0));
     }
 }

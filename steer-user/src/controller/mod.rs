@@ -439,6 +439,9 @@ impl Controller {
         }
         let dropped = self.fit_list_delta(&mut delta);
         let diff = self.list_diff(&delta);
+        // What the list holds was needed for the fit: let go of it before the kernel writes.
+        let listed = std::mem::take(&mut delta.listed).len();
+        crate::heap::return_freed_memory();
         let general = &self.config.general;
         match self.dp.sync_prefixes(
             diff,
@@ -455,13 +458,8 @@ impl Controller {
             }
         }
         report.notes.extend(self.forget_dropped(dropped));
-        let held = delta.listed.len() + self.runtime_len(&delta.set);
+        let held = listed + self.runtime_len(&delta.set);
         self.prefix_counts.insert(delta.rule, held);
-        // The set is list-only: the running configuration holds none of its prefixes.
-        tokio::task::spawn_blocking(move || {
-            drop(delta.listed);
-            crate::heap::return_freed_memory();
-        });
         report.per_set = per_set(&report.sync, &self.rules, &self.rules);
         report.notes.push(ReportLine::info(format!(
             "only a list of set {} changed: files checked in {:.1} ms, {} lines parsed in {:.1} ms, merged against the set in {:.1} ms; nothing else read or compiled",

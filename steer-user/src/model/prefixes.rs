@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use super::{Direction, PrefixMap, PrefixRules, sorted::SortedPrefixes};
+use super::{Direction, PrefixMap, PrefixRules};
 use crate::prefix::Prefix;
 
 /// Prefix -> rule id, per prefix map, each map compact and sorted ([`PrefixRules`]).
@@ -43,12 +43,6 @@ impl PrefixSets {
     /// Removes `prefix` of a set matching on `direction`; returns its rule.
     pub fn remove(&mut self, direction: Direction, prefix: &Prefix) -> Option<u32> {
         self.maps[PrefixMap::of(direction, prefix).index()].remove(prefix)
-    }
-
-    /// The prefixes of `rule` in the maps of `direction`, sorted: one pass over maps that are
-    /// sorted already.
-    pub fn sorted(&self, direction: Direction, rule: u32) -> SortedPrefixes {
-        SortedPrefixes::collect(|m| self.map(m), direction, rule)
     }
 
     /// Every map with its contents, in [`PrefixMap::ALL`] order.

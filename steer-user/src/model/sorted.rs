@@ -1,9 +1,8 @@
-//! A rule's prefixes sorted, as `Prefix` sorts (address, then length; IPv4 first): what the
-//! reload of a changed list merges the new list against (`controller::lists`). IPv4 prefixes
-//! are integers ([`v4_key`]) radix-sorted: a million in a few ms, where comparing `Prefix`es
-//! took a quarter of a second.
+//! Prefixes sorted as `Prefix` sorts (address, then length; IPv4 first), each once: what a
+//! set keeps of its list files (`config`) and what a changed list is merged from
+//! (`controller::lists`). IPv4 prefixes are integers ([`v4_key`], 8 bytes): a million sort in
+//! a few ms, where comparing `Prefix`es took a quarter of a second.
 
-use super::{Direction, PrefixMap, PrefixRules};
 use crate::prefix::Prefix;
 
 /// Prefixes sorted, each once (one rule's in one direction, or a set's list files'): 8 bytes an
@@ -103,26 +102,6 @@ impl SortedPrefixes {
         let v4 = self.v4.iter().map(|k| from_v4_key(*k));
         v4.chain(self.v6.iter().map(|k| from_v6_key(*k)))
     }
-
-    /// The prefixes of `rule` in the maps of `direction` (`map` gives each map's contents,
-    /// which iterate in prefix order already).
-    pub(super) fn collect<'a>(
-        map: impl Fn(PrefixMap) -> &'a PrefixRules,
-        direction: Direction,
-        rule: u32,
-    ) -> SortedPrefixes {
-        let mut out = SortedPrefixes::default();
-        for v4 in [true, false] {
-            for p in map(PrefixMap::new(direction, v4)).of_rule(rule) {
-                match p {
-                    Prefix::V4 { addr, len } => out.v4.push(v4_key(u32::from(addr), len)),
-                    Prefix::V6 { addr, len } => out.v6.push((u128::from(addr), len)),
-                }
-            }
-        }
-        debug_assert!(out.v4.is_sorted() && out.v6.is_sorted());
-        out
-    }
 }
 
 /// The prefix of a [`v4_key`].
@@ -141,88 +120,68 @@ pub fn from_v6_key((addr, len): (u128, u8)) -> Prefix {
     }
 }
 
-/// Bits of a [`v4_key`].
-pub const V4_KEY_BITS: u32 = 38;
-
 /// An IPv4 prefix as an integer that sorts as `Prefix` does (address, then length): 38 bits.
 pub fn v4_key(addr: u32, len: u8) -> u64 {
     u64::from(addr) << 6 | u64::from(len)
 }
 
-/// Bits sorted per pass: 2048 counters per digit stay in the first-level cache, and 2048
-/// places written at once stay within reach of the TLB. (16-bit digits took 40 ms for a
-/// million keys, missing both on every write; 11-bit ones take a few.)
-const DIGIT: u32 = 11;
-
-/// Sorts by the bits `bits` of each key, least significant digit first; the sort is stable, so
-/// keys equal there keep their order (what the other bits hold does not matter). One read
-/// counts every digit; a pass whose digit is the same in every key is skipped.
-pub fn radix_sort(keys: &mut Vec<u64>, bits: std::ops::Range<u32>) {
-    let digits: Vec<(u32, u64)> = bits
-        .clone()
-        .step_by(DIGIT as usize)
-        .map(|shift| (shift, (1u64 << DIGIT.min(bits.end - shift)) - 1))
-        .collect();
-    let mut counts = vec![[0usize; 1 << DIGIT]; digits.len()];
-    for k in keys.iter() {
-        for (count, (shift, mask)) in counts.iter_mut().zip(&digits) {
-            count[((k >> shift) & mask) as usize] += 1;
-        }
-    }
-    let mut buf = vec![0u64; keys.len()];
-    for (count, (shift, mask)) in counts.iter_mut().zip(&digits) {
-        if count.contains(&keys.len()) {
-            continue;
-        }
-        let mut at = 0;
-        for c in count.iter_mut() {
-            let n = *c;
-            *c = at;
-            at += n;
-        }
-        for k in keys.iter() {
-            let d = ((k >> shift) & mask) as usize;
-            buf[count[d]] = *k;
-            count[d] += 1;
-        }
-        std::mem::swap(keys, &mut buf);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
-    #[test]
-    fn the_radix_sort_sorts() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut keys: Vec<u64> = (0..10_000)
+    fn random_set(rng: &mut u64, n: usize) -> BTreeSet<Prefix> {
+        (0..n)
             .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng
+                *rng ^= *rng << 13;
+                *rng ^= *rng >> 7;
+                *rng ^= *rng << 17;
+                let a = (*rng >> 20) % 500;
+                let (addr, len): (std::net::IpAddr, u32) = if rng.is_multiple_of(3) {
+                    (format!("2001:db8:{a:x}::").parse().unwrap(), 48)
+                } else {
+                    let len = 24 - (*rng >> 40) % 2 * 8;
+                    (
+                        format!("10.{}.{}.0", a / 256, a % 256).parse().unwrap(),
+                        len as u32,
+                    )
+                };
+                Prefix::truncating(addr, len).unwrap()
             })
-            .collect();
-        keys.extend([0, u64::MAX, 5, 5]);
-        let mut want = keys.clone();
-        want.sort_unstable();
-        let mut all = keys.clone();
-        radix_sort(&mut all, 0..64);
-        assert_eq!(all, want);
-        // Sorting by the high bits keeps the order of keys equal there: a stable sort.
-        let mut high = keys.clone();
-        radix_sort(&mut high, 40..64);
-        let mut stable = keys.clone();
-        stable.sort_by_key(|k| k >> 40);
-        assert_eq!(high, stable);
-        let mut low = keys.iter().map(|k| k & ((1 << 38) - 1)).collect::<Vec<_>>();
-        let mut want_low = low.clone();
-        want_low.sort_unstable();
-        radix_sort(&mut low, 0..38);
-        assert_eq!(low, want_low);
-        let mut same = vec![7u64; 5];
-        radix_sort(&mut same, 0..64);
-        assert_eq!(same, [7; 5]);
+            .collect()
+    }
+
+    /// Union, intersection, difference and membership give what ordinary sets give, in
+    /// `Prefix` order (IPv4 first).
+    #[test]
+    fn set_operations_agree_with_ordinary_sets() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..50 {
+            let (a, b) = (random_set(&mut rng, 300), random_set(&mut rng, 200));
+            let (sa, sb) = (SortedPrefixes::of(a.clone()), SortedPrefixes::of(b.clone()));
+            assert_eq!(
+                sa.iter().collect::<Vec<_>>(),
+                a.iter().copied().collect::<Vec<_>>()
+            );
+            assert_eq!(sa.len(), a.len());
+            let mut union = sa.clone();
+            union.union(sb.clone());
+            assert_eq!(
+                union,
+                SortedPrefixes::of(a.union(&b).copied()),
+                "round {round}"
+            );
+            assert_eq!(
+                sa.common(&sb),
+                SortedPrefixes::of(a.intersection(&b).copied())
+            );
+            let mut rest = sa.clone();
+            rest.subtract(&sb);
+            assert_eq!(rest, SortedPrefixes::of(a.difference(&b).copied()));
+            for p in b.iter().chain(&a) {
+                assert_eq!(sa.contains(p), a.contains(p), "{p}");
+            }
+        }
     }
 }

@@ -67,13 +67,13 @@ impl ListFiles {
             }
         };
         let parts = list_pieces(bytes.len());
-        match parse_list_sorted(&bytes, set.allow_default_route, parts) {
-            Some((listed, _)) => {
+        match parse_list_sorted(bytes, set.allow_default_route, parts) {
+            Ok((listed, _)) => {
                 set.listed.union(listed);
                 set.read_files.push((index, path));
             }
             // A list with bad lines is parsed again whole: that is what reports them all.
-            None => {
+            Err(bytes) => {
                 let errors = parse_list_bytes(&bytes, set.allow_default_route)
                     .err()
                     .unwrap_or_default();
