@@ -127,6 +127,26 @@ pub fn compile(config: &Config, previous: &NameIds) -> Compiled {
     }
 }
 
+/// [`compile`], taking the plain sets' list prefixes out of `config` into the desired state
+/// instead of copying them (what the daemon's running configuration drops anyway, see
+/// [`Config::drop_list_entries`]): the peak of a load holds them once.
+pub fn compile_taking_lists(config: &mut Config, previous: &NameIds) -> Compiled {
+    let lists: Vec<_> = config
+        .sets
+        .iter_mut()
+        .filter(|s| s.conditions.is_none())
+        .map(|s| (s.name.clone(), s.direction, std::mem::take(&mut s.listed)))
+        .collect();
+    let mut compiled = compile(config, previous);
+    let ids = rule_ids(config, previous).ids;
+    for (name, direction, listed) in lists {
+        compiled
+            .prefixes
+            .insert_sorted(direction, listed, ids[&name]);
+    }
+    compiled
+}
+
 /// WAN slots (per-WAN counters and names in the kernel), stable across reloads like rule ids.
 pub fn wan_slots(config: &Config, previous: &NameIds) -> NameIds {
     let names: Vec<&str> = config.wans.iter().map(|w| w.name.as_str()).collect();

@@ -57,7 +57,7 @@ pub struct Step {
 /// while that set's prefixes are still in the maps, the old sets are removed first (a step
 /// without the new sets), then the new ones added.
 pub fn steps(
-    config: &Config,
+    config: &mut Config,
     rule_ids: &NameIds,
     wan_slots: &NameIds,
     up: impl Fn(&str, Family) -> bool,
@@ -67,13 +67,13 @@ pub fn steps(
     if recycled.is_empty() {
         return vec![Step {
             config: None,
-            desired: desired(config, rule_ids, wan_slots, &up),
+            desired: desired_taking_lists(config, rule_ids, wan_slots, &up),
         }];
     }
     let mut first = config.clone();
     first.sets.retain(|s| !recycled.contains(&s.name));
-    let before = desired(&first, rule_ids, wan_slots, &up);
-    let after = desired(config, &before.rule_ids(), &before.wan_slots, &up);
+    let before = desired_taking_lists(&mut first, rule_ids, wan_slots, &up);
+    let after = desired_taking_lists(config, &before.rule_ids(), &before.wan_slots, &up);
     vec![
         Step {
             config: Some(first),
@@ -94,7 +94,27 @@ pub fn desired(
     wan_slots: &NameIds,
     up: impl Fn(&str, Family) -> bool,
 ) -> Desired {
-    let compiled = sets::compile(config, rule_ids);
+    desired_of(config, sets::compile(config, rule_ids), wan_slots, up)
+}
+
+/// [`desired`], taking the lists' prefixes out of `config` ([`sets::compile_taking_lists`]).
+fn desired_taking_lists(
+    config: &mut Config,
+    rule_ids: &NameIds,
+    wan_slots: &NameIds,
+    up: impl Fn(&str, Family) -> bool,
+) -> Desired {
+    let compiled = sets::compile_taking_lists(config, rule_ids);
+    desired_of(config, compiled, wan_slots, up)
+}
+
+/// The desired state of `config`, its sets compiled.
+fn desired_of(
+    config: &Config,
+    compiled: sets::Compiled,
+    wan_slots: &NameIds,
+    up: impl Fn(&str, Family) -> bool,
+) -> Desired {
     let wan_slots = sets::wan_slots(config, wan_slots);
     let (table, outcomes) = policy_table(config, &compiled.rules, &wan_slots, up);
     let wans = config
@@ -265,10 +285,10 @@ prefixes = ["192.168.1.64/27"]
     fn a_set_that_needs_a_freed_id_is_added_in_a_second_step() {
         // Every id but the default rule's is held: a new set must reuse the id of one that goes.
         let mut previous: NameIds = (1..MAX_RULES).map(|id| (format!("old{id}"), id)).collect();
-        let cfg = config(BYPASS);
+        let mut cfg = config(BYPASS);
         previous.insert("kids".into(), 9);
         previous.remove("old9");
-        let steps = steps(&cfg, &previous, &NameIds::new(), |_, _| true);
+        let steps = steps(&mut cfg, &previous, &NameIds::new(), |_, _| true);
         assert_eq!(steps.len(), 2);
         let first: Vec<&str> = steps[0]
             .config
@@ -283,7 +303,7 @@ prefixes = ["192.168.1.64/27"]
         let last = &steps[1].desired;
         assert_eq!(last.rule_ids()["kids"], 9);
         assert!(last.rule_ids().contains_key("bypass"));
-        let one = self::steps(&cfg, &NameIds::new(), &NameIds::new(), |_, _| true);
+        let one = self::steps(&mut cfg, &NameIds::new(), &NameIds::new(), |_, _| true);
         assert_eq!(one.len(), 1, "with free ids one step does it");
     }
 }

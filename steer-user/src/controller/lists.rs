@@ -332,6 +332,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The daemon's compile takes the lists' prefixes over instead of copying them, and
+    /// gives the same desired state.
+    #[test]
+    fn compiling_takes_the_lists_over_and_gives_what_copying_gives() {
+        let (dir, toml) = setup("taking");
+        let (mut config, _) = crate::config::load_stamped(&toml).unwrap();
+        let copied = compile(&config, &NameIds::new());
+        let taken = crate::sets::compile_taking_lists(&mut config, &NameIds::new());
+        assert_eq!(taken, copied);
+        assert!(copied.prefixes.len() > 1, "{:?}", copied.prefixes);
+        assert!(config.sets.iter().all(|s| s.listed.is_empty()));
+        assert!(!config.sets[0].prefixes.is_empty(), "inline prefixes stay");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_change_taken_against_an_older_mirror_is_taken_again() {
         let (dir, toml) = setup("refit");

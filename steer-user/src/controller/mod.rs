@@ -176,8 +176,8 @@ impl ReloadPlan {
                 Check::Unreadable => {}
             }
         }
-        let (config, inputs) = config::load_stamped(&self.path)?;
-        let steps = desired::steps(&config, &self.rule_ids, &self.wan_slots, |w, f| {
+        let (mut config, inputs) = config::load_stamped(&self.path)?;
+        let steps = desired::steps(&mut config, &self.rule_ids, &self.wan_slots, |w, f| {
             self.up.contains(&(w.to_owned(), f))
         });
         let (held, version) = self.held;
@@ -1054,7 +1054,7 @@ impl Controller {
     /// before this returns.
     async fn apply(
         &mut self,
-        config: Config,
+        mut config: Config,
         first: bool,
         compiled: Option<Vec<Compiled>>,
     ) -> Result<ApplyReport, ControllerError> {
@@ -1072,7 +1072,7 @@ impl Controller {
         }
         let precompiled = compiled.is_some();
         let steps = compiled.unwrap_or_else(|| {
-            desired::steps(&config, &self.rule_ids(), &self.wan_slots, |w, f| {
+            desired::steps(&mut config, &self.rule_ids(), &self.wan_slots, |w, f| {
                 self.usable(w, f)
             })
             .into_iter()

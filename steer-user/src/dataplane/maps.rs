@@ -400,12 +400,20 @@ impl Maps {
     /// What the four range sets hold, sharing their entries (no copy): the daemon's mirror.
     pub fn held_prefixes(&mut self) -> Result<PrefixSets, DataplaneError> {
         let mut out = PrefixSets::default();
-        for dir in [Direction::Dst, Direction::Src] {
-            let [v4, v6] = PrefixMap::of_direction(dir);
-            *out.map_mut(v4) = PrefixRules::of_v4(self.ranges_v4_mut(dir).shared_entries()?);
-            *out.map_mut(v6) = PrefixRules::of_v6(self.ranges_v6_mut(dir).shared_entries()?);
+        for map in PrefixMap::ALL {
+            *out.map_mut(map) = self.held_map(map)?;
         }
         Ok(out)
+    }
+
+    /// What one map's range set holds, sharing its entries.
+    pub fn held_map(&mut self, map: PrefixMap) -> Result<PrefixRules, DataplaneError> {
+        let dir = map.direction();
+        Ok(if map.is_v4() {
+            PrefixRules::of_v4(self.ranges_v4_mut(dir).shared_entries()?)
+        } else {
+            PrefixRules::of_v6(self.ranges_v6_mut(dir).shared_entries()?)
+        })
     }
 
     /// What all four prefix maps hold, as the kernel's records say.

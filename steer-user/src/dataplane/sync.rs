@@ -747,14 +747,23 @@ fn write_planned(
             writes: writes.len(),
         });
         maps.write_map(map, &writes)?;
-        let held = state.map_mut(map);
-        if held.is_empty() {
-            *held = writes;
-        } else {
-            held.extend(writes.iter());
-        }
+        follow(maps, state, map, |held| held.extend(writes.iter()));
     }
     Ok(())
+}
+
+/// Brings `state`'s `map` to what its range set holds after a write: its entries shared, not a
+/// second copy merged here (`change` makes one only if they cannot be read).
+fn follow(
+    maps: &mut Maps,
+    state: &mut PrefixSets,
+    map: PrefixMap,
+    change: impl FnOnce(&mut PrefixRules),
+) {
+    match maps.held_map(map) {
+        Ok(held) => *state.map_mut(map) = held,
+        Err(_) => change(state.map_mut(map)),
+    }
 }
 
 /// Undoes the additions and changes of a failed sync and forgets the rules it introduced;
@@ -840,10 +849,17 @@ fn remove_all(
             .collect();
         let (removed, outcome) = maps.remove_prefixes(dir, &prefixes);
         for prefix in &removed {
-            if let Some(rule) = state.remove(dir, prefix) {
+            if let Some(rule) = state.map(PrefixMap::of(dir, prefix)).get(prefix) {
                 report.per_rule.entry(rule).or_default().removed += 1;
             }
             done.insert((dir, *prefix));
+        }
+        for map in PrefixMap::of_direction(dir) {
+            follow(maps, state, map, |held| {
+                for prefix in removed.iter().filter(|p| p.is_v4() == map.is_v4()) {
+                    held.remove(prefix);
+                }
+            });
         }
         if outcome.is_err() {
             result = outcome;

@@ -17,6 +17,7 @@ use std::{
 
 use steer_common::range::{record_entry, record_parts};
 
+use super::sorted::{SortedPrefixes, from_v4_key, from_v6_key};
 use crate::prefix::Prefix;
 
 /// A prefix and its rule as one value that sorts as the prefix does (address, then length),
@@ -332,6 +333,22 @@ impl PrefixRules {
             Prefix::V4 { .. } => rule_of(self.v4.set(key(prefix)?, None)),
             Prefix::V6 { .. } => rule_of(self.v6.set(key(prefix)?, None)),
         }
+    }
+
+    /// Gives every one of `listed` rule `rule`, taking the sorted prefixes over: IPv4 keys are
+    /// repacked where they are (into a map that holds no IPv4 prefix yet, they become its
+    /// entries: a million-line list is not copied).
+    pub fn insert_sorted(&mut self, listed: SortedPrefixes, rule: u32) {
+        let SortedPrefixes { mut v4, v6 } = listed;
+        for key in &mut v4 {
+            let prefix = from_v4_key(*key);
+            *key = u64::pack(&prefix, rule).unwrap_or(*key);
+        }
+        self.v4.insert_all(v4);
+        let v6 = v6
+            .into_iter()
+            .filter_map(|key| <[u64; 3]>::pack(&from_v6_key(key), rule));
+        self.v6.insert_all(v6.collect());
     }
 
     /// Gives every one of `prefixes` rule `rule` at once (the last of duplicates counts, as

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use super::{Direction, PrefixMap, PrefixRules};
+use super::{Direction, PrefixMap, PrefixRules, sorted::SortedPrefixes};
 use crate::prefix::Prefix;
 
 /// Prefix -> rule id, per prefix map, each map compact and sorted ([`PrefixRules`]).
@@ -38,6 +38,16 @@ impl PrefixSets {
             let of_family = prefixes.clone().filter(|p| p.is_v4() == v4);
             self.maps[PrefixMap::new(direction, v4).index()].insert_all(of_family, rule);
         }
+    }
+
+    /// Maps the sorted prefixes `listed` of a set matching on `direction` to `rule`, taking
+    /// them over ([`PrefixRules::insert_sorted`]).
+    pub fn insert_sorted(&mut self, direction: Direction, listed: SortedPrefixes, rule: u32) {
+        let SortedPrefixes { v4, v6 } = listed;
+        let v4 = SortedPrefixes { v4, v6: Vec::new() };
+        let v6 = SortedPrefixes { v4: Vec::new(), v6 };
+        self.maps[PrefixMap::new(direction, true).index()].insert_sorted(v4, rule);
+        self.maps[PrefixMap::new(direction, false).index()].insert_sorted(v6, rule);
     }
 
     /// Removes `prefix` of a set matching on `direction`; returns its rule.
