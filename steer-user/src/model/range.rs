@@ -31,26 +31,22 @@ impl RangeTable {
     }
 
     /// The table of a set given in address order, a containing prefix before the prefixes it
-    /// contains.
+    /// contains. The sweep's breakpoints are cut into chunks as they come (a million prefixes
+    /// have two million, 32 MB had they been collected first).
     pub fn of_sorted(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> RangeTable {
-        let points = breakpoints(sorted);
-        let mut direct = vec![range::leaf(NONE); DIRECT as usize];
-        let mut ranges: Vec<u32> = Vec::new();
-        let mut cutter = Cutter::new(&points);
-        let mut chunk_ranges = Vec::new();
-        for (chunk, entry) in direct.iter_mut().enumerate() {
-            cutter.cut(chunk as u32, &mut chunk_ranges);
-            if let [only] = chunk_ranges[..] {
-                *entry = range::leaf(only & NONE);
-                continue;
-            }
-            let padding = padding_before(ranges.len() as u32, chunk_ranges.len() as u32);
-            ranges.resize(ranges.len() + padding as usize, 0);
-            *entry = range::chunk(ranges.len() as u32, chunk_ranges.len() as u32);
-            ranges.extend_from_slice(&chunk_ranges);
-        }
+        let mut chunks = Chunks {
+            direct: vec![range::leaf(NONE); DIRECT as usize],
+            ranges: Vec::new(),
+            current: 0,
+            pending: vec![range::range(0, NONE)],
+            value: NONE,
+        };
+        sweep::<V4>(sorted, |point| chunks.point(point));
+        let Chunks { direct, ranges, .. } = chunks.finish();
         let count = ranges.len() as u32;
-        let mut elements = direct;
+        let mut elements = Vec::with_capacity(range::blocks(count) as usize * BLOCK as usize);
+        elements.extend_from_slice(&direct);
+        drop(direct);
         elements.extend(
             ranges
                 .chunks(2)
@@ -127,6 +123,63 @@ pub fn chunk_ranges(chunk: u32, prefixes: impl Iterator<Item = (PrefixV4, u32)>)
     let mut out = Vec::new();
     Cutter::new(&points).cut(chunk, &mut out);
     out
+}
+
+/// Lays out a set's breakpoints chunk by chunk as the sweep gives them (in address order): a
+/// chunk with one range is a leaf of the direct table, one with more names its ranges.
+struct Chunks {
+    direct: Vec<u64>,
+    ranges: Vec<u32>,
+    /// The chunk the last breakpoint fell in, and its ranges so far (the first at its start).
+    current: u32,
+    pending: Vec<u32>,
+    /// The value from the last breakpoint on.
+    value: u32,
+}
+
+impl Chunks {
+    fn point(&mut self, (position, value): (u64, u32)) {
+        let chunk = (position >> OFFSET_BITS) as u32;
+        while self.current < chunk {
+            self.close();
+            self.current += 1;
+            self.pending.push(range::range(0, self.value));
+        }
+        let offset = (position as u32) & (CHUNK - 1);
+        // A breakpoint at a chunk's start is that chunk's first range, not one more.
+        if offset == 0 {
+            self.pending[0] = range::range(0, value);
+        } else {
+            self.pending.push(range::range(offset, value));
+        }
+        self.value = value;
+    }
+
+    /// Places the current chunk's ranges and starts none.
+    fn close(&mut self) {
+        let entry = &mut self.direct[self.current as usize];
+        if let [only] = self.pending[..] {
+            *entry = range::leaf(only & NONE);
+        } else {
+            let count = self.pending.len() as u32;
+            let padding = padding_before(self.ranges.len() as u32, count);
+            self.ranges
+                .resize(self.ranges.len() + padding as usize, 0);
+            *entry = range::chunk(self.ranges.len() as u32, count);
+            self.ranges.extend_from_slice(&self.pending);
+        }
+        self.pending.clear();
+    }
+
+    fn finish(mut self) -> Chunks {
+        while self.current < DIRECT - 1 {
+            self.close();
+            self.current += 1;
+            self.pending.push(range::range(0, self.value));
+        }
+        self.close();
+        self
+    }
 }
 
 /// Cuts a set's breakpoints into chunks, chunk after chunk in order.
