@@ -33,7 +33,10 @@ use steer_common::{
 
 use super::mapping::Mapping;
 use crate::model::{
-    range::{RangeTable, pack, padding_before, record_blocks},
+    range::{
+        Layout, PrefixV4, RangeTable, lay_out, pack, padding_before, record_blocks, spare_blocks,
+        table_ranges,
+    },
     range6::{Located, RangeTable6, RegionLayout, locate, named_elements},
 };
 
@@ -66,6 +69,26 @@ impl KernelTable {
         Ok(KernelTable {
             blocks,
             tail: table.ranges(),
+            capacity: (count - range::DIRECT_BLOCKS) * BLOCK_RANGES,
+            garbage: 0,
+        })
+    }
+
+    /// A new array holding the table of `sorted` (a set in address order), with spare room
+    /// for changes: its ranges counted first, then laid out straight into the array's memory
+    /// (no copy of a table of megabytes in the daemon first).
+    pub fn create_of_sorted(
+        sorted: impl Iterator<Item = (PrefixV4, u32)> + Clone,
+    ) -> Result<KernelTable, MapError> {
+        let ranges = table_ranges(sorted.clone());
+        let used = range::blocks(ranges);
+        let count = used.saturating_add(spare_blocks(used));
+        let mut blocks = Blocks::create(count)?;
+        lay_out(sorted, &mut InSlots(blocks.slots()?));
+        blocks.unmap();
+        Ok(KernelTable {
+            blocks,
+            tail: ranges,
             capacity: (count - range::DIRECT_BLOCKS) * BLOCK_RANGES,
             garbage: 0,
         })
@@ -133,6 +156,23 @@ impl KernelTable {
     /// Lets go of the mapping until the next write.
     pub fn unmap(&mut self) {
         self.blocks.unmap();
+    }
+}
+
+/// A table laid out into a fresh array's memory (zero, not yet published: no program reads it,
+/// and publishing it is a syscall, which orders these stores before it).
+struct InSlots<'s>(&'s [AtomicU64]);
+
+impl Layout for InSlots<'_> {
+    fn direct(&mut self, chunk: u32, entry: u64) {
+        self.0[chunk as usize].store(entry, Ordering::Relaxed);
+    }
+    fn ranges(&mut self, first: u32, ranges: &[u32]) {
+        for (index, r) in (first..).zip(ranges) {
+            let (block, element, shift) = range::range_place(index);
+            let slot = &self.0[(block * BLOCK + element) as usize];
+            slot.fetch_or(u64::from(*r) << shift, Ordering::Relaxed);
+        }
     }
 }
 

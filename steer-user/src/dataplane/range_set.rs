@@ -23,7 +23,7 @@ use super::range_map::{KernelRecord, KernelTable, KernelTable6};
 use crate::{
     heap::return_freed_memory,
     model::{
-        range::{PrefixV4, RangeTable, chunk_ranges, record_blocks, spare_blocks},
+        range::{PrefixV4, chunk_ranges, record_blocks, spare_blocks},
         range6::{PrefixV6, RangeTable6, RegionLayout},
     },
 };
@@ -125,8 +125,7 @@ impl Family for V4 {
         chunk << range::OFFSET_BITS
     }
     fn build(entries: &[u64]) -> std::result::Result<KernelTable, MapError> {
-        let table = RangeTable::of_sorted(entries.iter().map(|e| V4::parts(*e)));
-        KernelTable::create(&table, spare_blocks(table.blocks()))
+        KernelTable::create_of_sorted(entries.iter().map(|e| V4::parts(*e)))
     }
     fn publish(
         table: &KernelTable,

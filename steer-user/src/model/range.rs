@@ -31,18 +31,14 @@ impl RangeTable {
     }
 
     /// The table of a set given in address order, a containing prefix before the prefixes it
-    /// contains. The sweep's breakpoints are cut into chunks as they come (a million prefixes
-    /// have two million, 32 MB had they been collected first).
+    /// contains.
     pub fn of_sorted(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> RangeTable {
-        let mut chunks = Chunks {
+        let mut table = InVectors {
             direct: vec![range::leaf(NONE); DIRECT as usize],
             ranges: Vec::new(),
-            current: 0,
-            pending: vec![range::range(0, NONE)],
-            value: NONE,
         };
-        sweep::<V4>(sorted, |point| chunks.point(point));
-        let Chunks { direct, ranges, .. } = chunks.finish();
+        lay_out(sorted, &mut table);
+        let InVectors { direct, ranges } = table;
         let count = ranges.len() as u32;
         let mut elements = Vec::with_capacity(range::blocks(count) as usize * BLOCK as usize);
         elements.extend_from_slice(&direct);
@@ -125,11 +121,53 @@ pub fn chunk_ranges(chunk: u32, prefixes: impl Iterator<Item = (PrefixV4, u32)>)
     out
 }
 
-/// Lays out a set's breakpoints chunk by chunk as the sweep gives them (in address order): a
-/// chunk with one range is a leaf of the direct table, one with more names its ranges.
-struct Chunks {
+/// Where a table's layout goes: its direct entries and its ranges, as they are placed.
+pub trait Layout {
+    /// Chunk `chunk`'s direct entry.
+    fn direct(&mut self, chunk: u32, entry: u64);
+    /// Ranges (`range::range` values) from range index `first` on; padding before them is
+    /// left as it is (zero).
+    fn ranges(&mut self, first: u32, ranges: &[u32]);
+}
+
+/// A table laid out in vectors ([`RangeTable::of_sorted`]).
+struct InVectors {
     direct: Vec<u64>,
     ranges: Vec<u32>,
+}
+
+impl Layout for InVectors {
+    fn direct(&mut self, chunk: u32, entry: u64) {
+        self.direct[chunk as usize] = entry;
+    }
+    fn ranges(&mut self, first: u32, ranges: &[u32]) {
+        self.ranges.resize(first as usize, 0);
+        self.ranges.extend_from_slice(ranges);
+    }
+}
+
+/// Lays out the table of a set given in address order into `out`, chunk by chunk as the
+/// sweep gives its breakpoints: nothing of the set's size is collected (a million prefixes
+/// have two million breakpoints, 32 MB had they been). Returns the ranges placed, padding
+/// included ([`table_ranges`] counts the same without laying out).
+pub fn lay_out(sorted: impl Iterator<Item = (PrefixV4, u32)>, out: &mut impl Layout) -> u32 {
+    let mut chunks = Chunks {
+        out,
+        placed: 0,
+        current: 0,
+        pending: vec![range::range(0, NONE)],
+        value: NONE,
+    };
+    sweep::<V4>(sorted, |point| chunks.point(point));
+    chunks.finish()
+}
+
+/// Lays out a set's breakpoints chunk by chunk as the sweep gives them (in address order): a
+/// chunk with one range is a leaf of the direct table, one with more names its ranges.
+struct Chunks<'o, O> {
+    out: &'o mut O,
+    /// Ranges placed so far, padding included.
+    placed: u32,
     /// The chunk the last breakpoint fell in, and its ranges so far (the first at its start).
     current: u32,
     pending: Vec<u32>,
@@ -137,7 +175,7 @@ struct Chunks {
     value: u32,
 }
 
-impl Chunks {
+impl<O: Layout> Chunks<'_, O> {
     fn point(&mut self, (position, value): (u64, u32)) {
         let chunk = (position >> OFFSET_BITS) as u32;
         while self.current < chunk {
@@ -157,28 +195,26 @@ impl Chunks {
 
     /// Places the current chunk's ranges and starts none.
     fn close(&mut self) {
-        let entry = &mut self.direct[self.current as usize];
         if let [only] = self.pending[..] {
-            *entry = range::leaf(only & NONE);
+            self.out.direct(self.current, range::leaf(only & NONE));
         } else {
             let count = self.pending.len() as u32;
-            let padding = padding_before(self.ranges.len() as u32, count);
-            self.ranges
-                .resize(self.ranges.len() + padding as usize, 0);
-            *entry = range::chunk(self.ranges.len() as u32, count);
-            self.ranges.extend_from_slice(&self.pending);
+            let first = self.placed + padding_before(self.placed, count);
+            self.out.direct(self.current, range::chunk(first, count));
+            self.out.ranges(first, &self.pending);
+            self.placed = first + count;
         }
         self.pending.clear();
     }
 
-    fn finish(mut self) -> Chunks {
+    fn finish(mut self) -> u32 {
         while self.current < DIRECT - 1 {
             self.close();
             self.current += 1;
             self.pending.push(range::range(0, self.value));
         }
         self.close();
-        self
+        self.placed
     }
 }
 
@@ -341,7 +377,7 @@ pub fn table_blocks(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> u32 {
 }
 
 /// The ranges of that table, padding included.
-fn table_ranges(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> u32 {
+pub fn table_ranges(sorted: impl Iterator<Item = (PrefixV4, u32)>) -> u32 {
     let mut placed = Placed::default();
     // The chunk being counted and its ranges so far (a chunk has one range at its start).
     let mut current = (0u32, 1u32);
