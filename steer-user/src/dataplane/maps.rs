@@ -485,6 +485,20 @@ impl Maps {
         Ok(written?)
     }
 
+    /// [`Maps::assign_map`] for a change of `removed` removals, fault-injected as their
+    /// writes would be.
+    pub fn replace_map(
+        &mut self,
+        map: PrefixMap,
+        rules: &PrefixRules,
+        removed: usize,
+    ) -> Result<(), DataplaneError> {
+        // Checked as those writes, counted as the prefixes that did change.
+        self.meter(removed as u64)?;
+        self.writes -= removed as u64;
+        self.assign_map(map, rules)
+    }
+
     /// Brings `map` to hold exactly `rules` (sharing their entries) in one commit: what a
     /// rollback puts back. Counts a write per prefix that changed; never fault-injected.
     pub fn assign_map(

@@ -444,7 +444,8 @@ pub fn sync_prefixes(
     if let Err(e) = write_planned(maps, state, planned, &mut undo) {
         return Err(restore(maps, state, undo, &[], e));
     }
-    remove_stale(maps, state, &mut left, &mut report)?;
+    drop(undo);
+    remove_stale(maps, state, &mut left, &mut report, None)?;
     report.prefix_writes += maps.writes() - start;
     let start = maps.writes();
     write_settings(maps, settings(state, log_packets, ordered))
@@ -567,9 +568,11 @@ pub fn sync(
     };
     report.policy_writes += maps.writes() - start;
 
-    // From here on the new state is live: what fails is completed later, never undone.
+    // From here on the new state is live: what fails is completed later, never undone (and
+    // what the maps held before is let go).
+    drop(undo);
     let start = maps.writes();
-    remove_stale(maps, state, &mut left, &mut report)?;
+    remove_stale(maps, state, &mut left, &mut report, Some(&want.prefixes))?;
     report.prefix_writes += maps.writes() - start;
     let start = maps.writes();
     // The live generation and the one before it name them; no other generation is kept.
@@ -812,14 +815,17 @@ pub fn removals(state: &PrefixSets, want: &PrefixSets) -> Vec<(Direction, Prefix
 }
 
 /// Removes the stale prefixes, once the new verdicts are live; retried once before giving up.
+/// With `want` (a whole desired state), a map that then holds exactly what `want` has for it
+/// takes `want`'s entries whole (shared: no merged copy of a big set).
 fn remove_stale(
     maps: &mut Maps,
     state: &mut PrefixSets,
     left: &mut Vec<(Direction, Prefix)>,
     report: &mut SyncReport,
+    want: Option<&PrefixSets>,
 ) -> Result<(), SyncError> {
     for attempt in 0..2 {
-        match remove_all(maps, state, left, report) {
+        match remove_all(maps, state, left, report, want) {
             Ok(()) => return Ok(()),
             Err(e) if attempt == 1 => {
                 return Err(SyncError::Incomplete {
@@ -838,29 +844,41 @@ fn remove_all(
     state: &mut PrefixSets,
     left: &mut Vec<(Direction, Prefix)>,
     report: &mut SyncReport,
+    want: Option<&PrefixSets>,
 ) -> Result<(), DataplaneError> {
     let mut done = HashSet::new();
     let mut result = Ok(());
-    for dir in [Direction::Dst, Direction::Src] {
+    for map in PrefixMap::ALL {
+        let dir = map.direction();
         let prefixes: Vec<Prefix> = left
             .iter()
-            .filter(|(d, _)| *d == dir)
+            .filter(|(d, p)| PrefixMap::of(*d, p) == map)
             .map(|(_, p)| *p)
             .collect();
-        let (removed, outcome) = maps.remove_prefixes(dir, &prefixes);
+        if prefixes.is_empty() {
+            continue;
+        }
+        let whole = want
+            .map(|want| want.map(map))
+            .filter(|want| without(state.map(map), &prefixes, want));
+        let (removed, outcome) = match whole {
+            Some(want) => match maps.replace_map(map, want, prefixes.len()) {
+                Ok(()) => (prefixes, Ok(())),
+                Err(e) => (Vec::new(), Err(e)),
+            },
+            None => maps.remove_prefixes(dir, &prefixes),
+        };
         for prefix in &removed {
-            if let Some(rule) = state.map(PrefixMap::of(dir, prefix)).get(prefix) {
+            if let Some(rule) = state.map(map).get(prefix) {
                 report.per_rule.entry(rule).or_default().removed += 1;
             }
             done.insert((dir, *prefix));
         }
-        for map in PrefixMap::of_direction(dir) {
-            follow(maps, state, map, |held| {
-                for prefix in removed.iter().filter(|p| p.is_v4() == map.is_v4()) {
-                    held.remove(prefix);
-                }
-            });
-        }
+        follow(maps, state, map, |held| {
+            for prefix in &removed {
+                held.remove(prefix);
+            }
+        });
         if outcome.is_err() {
             result = outcome;
             break;
@@ -868,6 +886,17 @@ fn remove_all(
     }
     left.retain(|k| !done.contains(k));
     result
+}
+
+/// Whether `held` without the prefixes `gone` is exactly `want`: one pass over both.
+fn without(held: &PrefixRules, gone: &[Prefix], want: &PrefixRules) -> bool {
+    let gone = SortedPrefixes::of(gone.iter().copied());
+    held.len() == want.len() + gone.len()
+        && held.joined(want).all(|(p, h, w)| match (h, w) {
+            (Some(h), Some(w)) => h == w,
+            (Some(_), None) => gone.contains(&p),
+            (None, _) => false,
+        })
 }
 
 #[cfg(test)]
