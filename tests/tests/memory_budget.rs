@@ -1,7 +1,8 @@
 //! `general.max_memory` with the real daemon in the namespace lab: sets whose kernel memory
 //! would not fit are refused — at start, at a reload (the list path and the full path) and by a
 //! runtime `steer set add` — with the numbers, and the sets in force stay as they were, read
-//! back from the pinned maps. Raising the limit lets the same list in.
+//! back from the pinned maps. Raising the limit lets the same list in. A million prefixes load
+//! and reload inside the systemd unit's `MemoryMax=`.
 
 use std::collections::BTreeSet;
 
@@ -191,4 +192,86 @@ fn a_daemon_whose_sets_do_not_fit_does_not_start_and_loads_nothing() {
         Maps::from_pins(&work.pin_dir).is_err(),
         "no map was pinned: nothing was loaded"
     );
+}
+
+/// The unit's `MemoryMax=`, in bytes.
+fn unit_memory_max() -> u64 {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/steer.service"),
+    )
+    .expect("the unit");
+    let value = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("MemoryMax="))
+        .expect("the unit sets MemoryMax=");
+    let mib: u64 = value
+        .strip_suffix('M')
+        .and_then(|n| n.parse().ok())
+        .expect("MemoryMax= in M");
+    mib << 20
+}
+
+/// A million IPv4 prefixes of a real-looking mix load inside the unit's `MemoryMax=`: the
+/// daemon and its maps in one memory cgroup with that limit, as systemd would run them. The
+/// set answers, a reload of a changed list and a full reload go through, and the kernel kills
+/// nothing.
+#[test]
+fn a_million_prefixes_load_and_reload_inside_the_units_memory_limit() {
+    use std::time::Duration;
+
+    use steer_tests::{
+        bench::memory::{MemCgroup, list_text, real_mix},
+        rng::Rng,
+    };
+
+    steer_tests::require_root();
+    let limit = unit_memory_max();
+    let cg = MemCgroup::new("unit-limit").expect("a memory cgroup (v2, or v1 with kmem)");
+    cg.limit(limit);
+    let lab = Lab::new();
+    let work = Workdir::new("mem-limit");
+    let mut rng = Rng::new(0x5eed_0018);
+    let mut set = real_mix(&mut rng, 1_000_000, true);
+    work.write("lists/big.txt", &list_text(&set));
+    let toml = config(&work, "64M");
+    work.write("steer.toml", &toml);
+    settle();
+    let mut cmd = steer_in(&lab.router);
+    cg.enter_on_exec(&mut cmd);
+    let daemon = Daemon::spawn(&work, cmd);
+    daemon.wait_log("prefix writes", Duration::from_secs(300));
+    let listed = set[123_456];
+    let inside = match listed {
+        Prefix::V4 { addr, .. } => addr.to_string(),
+        Prefix::V6 { .. } => unreachable!("an IPv4 mix"),
+    };
+    assert_eq!(matched(&work, &inside), Some(listed));
+    // A reload of the list with 1% of its lines replaced, then one of the configuration too.
+    for p in set.iter_mut().step_by(100) {
+        if let Prefix::V4 { addr, len } = *p {
+            let moved = u32::from(addr) ^ 0x8000_0000;
+            *p =
+                Prefix::truncating(std::net::Ipv4Addr::from(moved).into(), u32::from(len)).unwrap();
+        }
+    }
+    work.write("lists/big.txt", &list_text(&set));
+    settle();
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains("only a list of set big changed"), "{out}");
+    work.write("steer.toml", &format!("{toml}# edited\n"));
+    settle();
+    work.steer_ok(&["reload"]);
+    assert_eq!(
+        kernel(&work).len(),
+        set.iter().collect::<BTreeSet<_>>().len()
+    );
+    assert_eq!(cg.oom_kills(), Some(0), "nothing was killed for memory");
+    let peak = cg.total_peak().expect("the cgroup's peak");
+    assert!(peak <= limit, "{peak} over {limit}");
+    println!(
+        "1M IPv4 under MemoryMax={} MiB: the cgroup peaked at {:.1} MB",
+        limit >> 20,
+        peak as f64 / 1e6
+    );
+    drop(daemon);
 }

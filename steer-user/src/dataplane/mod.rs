@@ -51,9 +51,21 @@ use crate::{
 use attach::Attachment;
 use pin::{LinkKind, PinDir};
 
+/// What to do when the kernel had no memory for a map or program: most often the service's
+/// memory cgroup limit is below what steer needs to start.
+fn out_of_memory_hint(e: &aya::EbpfError) -> &'static str {
+    if e.to_string().contains("Cannot allocate memory") {
+        "; the kernel had no memory for it: if steer runs under a memory limit (systemd's \
+         MemoryMax=, a cgroup's memory.max), steer needs about 48 MB to start, plus 48 bytes a \
+         prefix (docs/install.md)"
+    } else {
+        ""
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    #[error("loading the steer eBPF object failed: {0}")]
+    #[error("loading the steer eBPF object failed: {0}{hint}", hint = out_of_memory_hint(.0))]
     Load(#[source] Box<aya::EbpfError>),
     #[error("the steer object has no program `{0}`: this binary was built from a different object")]
     MissingProgram(&'static str),

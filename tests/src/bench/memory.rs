@@ -219,7 +219,7 @@ fn workloads(wanted: &dyn Fn(&str) -> bool) -> Vec<Workload> {
         .collect()
 }
 
-fn list_text(set: &[Prefix]) -> String {
+pub fn list_text(set: &[Prefix]) -> String {
     let mut text = String::with_capacity(set.len() * 20);
     for p in set {
         text.push_str(&p.to_string());
@@ -912,6 +912,30 @@ impl MemCgroup {
         } else {
             self.read("memory.kmem.max_usage_in_bytes")
         }
+    }
+
+    /// Limits what the cgroup may hold, user and kernel memory together (`memory.max`, or v1's
+    /// `memory.limit_in_bytes`, which charges kernel memory too).
+    pub fn limit(&self, bytes: u64) {
+        let file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        std::fs::write(self.dir.join(file), bytes.to_string()).expect("set the memory limit");
+    }
+
+    /// Processes the kernel killed for want of memory in the cgroup.
+    pub fn oom_kills(&self) -> Option<u64> {
+        let (file, key) = if self.v2 {
+            ("memory.events", "oom_kill ")
+        } else {
+            ("memory.oom_control", "oom_kill ")
+        };
+        let text = std::fs::read_to_string(self.dir.join(file)).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|n| n.trim().parse().ok())
     }
 
     /// Starts the peaks over from the current usage.
