@@ -31,7 +31,6 @@ pub mod controller;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
-pub mod fast_hash;
 pub mod health;
 pub mod heap;
 pub mod import;
