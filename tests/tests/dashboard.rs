@@ -292,10 +292,11 @@ fn every_dashboard_query_names_a_metric_the_daemon_exports() {
     assert_eq!(sample(&text, "steer_wan_carrier{wan=\"wan1\"}"), 1.0);
     assert!(sample(&text, "steer_failover_detection_seconds_count") >= 1.0);
     let detection = sample(&text, "steer_failover_detection_seconds_sum");
-    // Three failed rounds; the ones confirming the failure go fast and overlap, but each
-    // waits for its 80 ms timeout. Bounded by the time the test waited.
+    // From the start of the first failed round to the decision: more than nothing, bounded by
+    // the time the test waited. (Not at least a probe timeout: a round whose probes are
+    // answered with an error at once fails at once; one CI run measured 16 ms.)
     assert!(
-        detection >= 0.08 && detection <= cut.elapsed().as_secs_f64(),
+        detection > 0.0 && detection <= cut.elapsed().as_secs_f64(),
         "detection {detection} s"
     );
     assert_eq!(
