@@ -128,8 +128,9 @@ pub fn compile(config: &Config, previous: &NameIds) -> Compiled {
 }
 
 /// [`compile`], taking the plain sets' list prefixes out of `config` into the desired state
-/// instead of copying them (what the daemon's running configuration drops anyway, see
-/// [`Config::drop_list_entries`]): the peak of a load holds them once.
+/// instead of copying them: the peak of a load holds them once, and the daemon's running
+/// configuration keeps none (the kernel's record has them; a message that needs a list's line
+/// reads the list again).
 pub fn compile_taking_lists(config: &mut Config, previous: &NameIds) -> Compiled {
     let lists: Vec<_> = config
         .sets

@@ -325,22 +325,35 @@ impl<T: Ord + Copy> Iterator for Runs<'_, T> {
     }
 }
 
-/// The first line (1-based) of list file contents `bytes` that lists `prefix`, for a message:
-/// the daemon does not keep its lists' lines ([`super::Config::drop_list_entries`]).
-pub fn list_line_of(bytes: &[u8], prefix: &Prefix) -> Option<usize> {
-    struct Find<'p> {
-        prefix: &'p Prefix,
-        line: Option<usize>,
-    }
-    impl ListSink for Find<'_> {
+/// Every entry of a list's text, in order, to `each`: on this thread, nothing collected (what
+/// a message reads a list again for). False where the list has bad lines (`each` may have been
+/// given some of its entries).
+pub fn each_listed(bytes: &[u8], allow_default_route: bool, each: impl FnMut(Listed)) -> bool {
+    struct Each<F>(F);
+    impl<F: FnMut(Listed)> ListSink for Each<F> {
         fn entry(&mut self, listed: Listed) {
-            if self.line.is_none() && listed.prefix == *self.prefix {
-                self.line = Some(listed.line);
-            }
+            (self.0)(listed);
         }
     }
-    let find = |_| Find { prefix, line: None };
-    parse_list_split(bytes, true, 1, find)?.pop()?.line
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return false;
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut errors = Vec::new();
+    parse_lines(text, 1, allow_default_route, &mut Each(each), &mut errors);
+    errors.is_empty()
+}
+
+/// The first line (1-based) of list file contents `bytes` that lists `prefix`, for a message:
+/// the daemon does not keep its lists' lines.
+pub fn list_line_of(bytes: &[u8], prefix: &Prefix) -> Option<usize> {
+    let mut line = None;
+    each_listed(bytes, true, |listed| {
+        if line.is_none() && listed.prefix == *prefix {
+            line = Some(listed.line);
+        }
+    });
+    line
 }
 
 /// Pieces a list of `len` bytes is best parsed in ([`parse_list_split`]): one per core (up to

@@ -466,8 +466,9 @@ pub struct Set {
     /// The inline prefixes, each once, in order, with their places.
     pub prefixes: Vec<Entry>,
     /// The list files' prefixes that are not inline, each once, sorted (8 bytes an IPv4
-    /// prefix; no line is kept: a message that needs one reads the list again). The daemon's
-    /// running configuration keeps none for a plain set ([`Config::drop_list_entries`]).
+    /// prefix; no line is kept: a message that needs one reads the list again,
+    /// [`list_line_of`]). The daemon's compile takes a plain set's over
+    /// ([`crate::sets::compile_taking_lists`]): its running configuration keeps none.
     pub listed: SortedPrefixes,
     /// The list files, resolved against the config file's directory.
     pub files: Vec<PathBuf>,
@@ -485,21 +486,6 @@ pub struct Set {
 }
 
 impl Config {
-    /// Drops the plain sets' list-file prefixes, keeping inline prefixes and ordered rules'
-    /// lists: what the daemon's running configuration keeps once the kernel holds the sets.
-    /// The kernel's record has every prefix (the daemon's mirror shares it), and a message that
-    /// needs a list's line reads it again
-    /// ([`list_line_of`]). Returns what it took, for the caller to free where it costs no
-    /// one a wait.
-    #[must_use = "the prefixes taken out, to be dropped"]
-    pub fn drop_list_entries(&mut self) -> Vec<SortedPrefixes> {
-        self.sets
-            .iter_mut()
-            .filter(|s| s.conditions.is_none())
-            .map(|s| std::mem::take(&mut s.listed))
-            .collect()
-    }
-
     /// The kernel memory of the prefix sets ([`crate::model::footprint`]).
     pub fn set_footprint(&self) -> crate::model::footprint::Footprint {
         set::footprint(&self.sets)

@@ -7,11 +7,11 @@
 //! ([`Inputs::check`]), the one changed list is parsed (nothing else is), in pieces on every
 //! core, sorted, and merged against what its set holds now (the set's prefixes in the kernel
 //! mirror, which is exact while [`Inputs`] are kept: the last apply left nothing undone; the
-//! mirror keeps its maps sorted, [`PrefixSets::sorted`]); the added and removed prefixes are
-//! the diff ([`Diff::of_changes`]).
+//! mirror keeps its maps sorted); the added and removed prefixes are the diff
+//! ([`crate::dataplane::Diff::of_changes`]).
 //!
 //! Nothing of a million lines is kept but their sort keys (8 bytes an IPv4 entry): the running
-//! configuration keeps no list entries ([`Config::drop_list_entries`]), so none are made. The
+//! configuration keeps no list entries ([`crate::sets::compile_taking_lists`]), so none are made. The
 //! pieces' keys are merged, each prefix once, and compared with the set's sorted prefixes in
 //! one pass, collecting what was added and removed and the list's prefixes (for a change that
 //! has to be taken again, [`Delta::refit`]).
@@ -313,8 +313,7 @@ mod tests {
         diff.apply_to(&mut state);
         assert_eq!(state, compile(&after, &ids).prefixes);
         assert!(after_inputs.unchanged());
-        // Again, against the maps the first change left: what the set holds is now remembered
-        // from the first prepare, with the writes since.
+        // Again, against the maps the first change left (the mirror with that change's writes).
         write_dated(
             &dir.join("big.txt"),
             "fd00::/8\n10.0.0.0/8\n192.0.2.0/24\n",

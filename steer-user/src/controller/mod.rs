@@ -1147,12 +1147,7 @@ impl Controller {
         self.rules = want.rules;
         self.wan_slots = want.wan_slots;
         self.outcomes = want.outcomes;
-        let mut config = config;
-        let lists = config.drop_list_entries();
-        tokio::task::spawn_blocking(move || {
-            drop(lists);
-            crate::heap::return_freed_memory();
-        });
+        // Its plain sets' lists were taken over by the compile (`desired::steps`).
         self.config = config;
         self.policy_dirty = false;
         self.prefix_counts = counts;

@@ -628,9 +628,14 @@ impl Controller {
         }
         let own: HashSet<Prefix> = table.entries(&delta.set).map(|(p, _)| *p).collect();
         delta.removed.retain(|p| !own.contains(p));
-        let mut dropped: Vec<Dropped> = own
+        let mut now_listed: Vec<Prefix> = own
             .iter()
             .filter(|p| delta.listed.contains(p))
+            .copied()
+            .collect();
+        now_listed.sort_unstable();
+        let mut dropped: Vec<Dropped> = now_listed
+            .iter()
             .map(|p| Dropped {
                 set: delta.set.clone(),
                 prefix: *p,

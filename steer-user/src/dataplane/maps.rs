@@ -485,8 +485,8 @@ impl Maps {
         Ok(written?)
     }
 
-    /// [`Maps::assign_map`] for a change of `removed` removals, fault-injected as their
-    /// writes would be.
+    /// [`Maps::assign_map`] for a change of `removed` removals: one commit, so an injected
+    /// fault refuses it whole (the removals element by element could fail part-way).
     pub fn replace_map(
         &mut self,
         map: PrefixMap,

@@ -218,7 +218,8 @@ impl<O: Layout> Chunks<'_, O> {
     }
 }
 
-/// Cuts a set's breakpoints into chunks, chunk after chunk in order.
+/// Cuts one chunk's ranges out of a set's breakpoints (a change rewritten in place:
+/// [`chunk_ranges`]).
 struct Cutter<'a> {
     points: &'a [(u64, u32)],
     /// The first breakpoint past the last chunk's start.

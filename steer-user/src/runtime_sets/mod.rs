@@ -248,10 +248,14 @@ fn plan_add(
     match held.map(PrefixMap::of(set.direction, &p)).get(&p) {
         Some(rule) if rule != set.rule => refusals.push(|| {
             let other = owners.name_of(rule);
-            let place = owners
-                .origin(&other, &p)
-                .map(|o| format!(" (from {o})"))
-                .unwrap_or_else(|| " (a runtime entry)".into());
+            // A runtime entry is known here; only a configured one is looked up (its list may
+            // be read again to find the line).
+            let place = if table.get(&other, &p).is_some() {
+                " (a runtime entry)".to_owned()
+            } else {
+                let at = owners.origin(&other, &p);
+                format!(" (from {})", at.as_deref().unwrap_or("its configuration"))
+            };
             format!(
                 "`{p}` is in set {other}{place}: a prefix belongs to one set; remove it there \
                  first (`steer set {other} del {p}` for a runtime entry)"

@@ -83,15 +83,16 @@ fn drop_own_repeats(set: &mut PendingSet) {
     set.listed.subtract(&set.inline_sorted());
 }
 
-/// A prefix of set `index` that an earlier set holds, with that set's index.
-type Clash = (Prefix, usize);
+/// The prefixes of set `index` that an earlier set holds: per earlier set (its index), the
+/// shared prefixes, sorted (8 bytes an IPv4 prefix, whatever the overlap).
+type Clashes = Vec<(usize, SortedPrefixes)>;
 
 /// The prefixes of set `index` that the earlier sets of its direction hold (as resolved: each
-/// shared prefix is found against its first holder), in prefix order.
-fn held_by_earlier(pending: &[PendingSet], index: usize) -> Vec<Clash> {
+/// shared prefix is found against its first holder).
+fn held_by_earlier(pending: &[PendingSet], index: usize) -> Clashes {
     let (earlier, set) = (&pending[..index], &pending[index]);
-    let mut clashes = Vec::new();
     let own_inline = set.inline_sorted();
+    let mut clashes = Vec::new();
     for (other, first) in earlier.iter().enumerate() {
         if first.direction != set.direction {
             continue;
@@ -101,20 +102,19 @@ fn held_by_earlier(pending: &[PendingSet], index: usize) -> Vec<Clash> {
         shared.union(own_inline.common(&first.listed));
         shared.union(set.listed.common(&first_inline));
         shared.union(set.listed.common(&first.listed));
-        clashes.extend(shared.iter().map(|p| (p, other)));
+        if !shared.is_empty() {
+            clashes.push((other, shared));
+        }
     }
-    clashes.sort_unstable();
     clashes
 }
 
 /// Takes the `clashes` out of `set`: their first holders keep them.
-fn drop_clashes(set: &mut PendingSet, clashes: &[Clash]) {
-    if clashes.is_empty() {
-        return;
+fn drop_clashes(set: &mut PendingSet, clashes: &Clashes) {
+    for (_, shared) in clashes {
+        set.listed.subtract(shared);
+        set.inline.retain(|(p, _, _)| !shared.contains(p));
     }
-    let shared = SortedPrefixes::of(clashes.iter().map(|(p, _)| *p));
-    set.listed.subtract(&shared);
-    set.inline.retain(|(p, _, _)| !shared.contains(p));
 }
 
 /// Where an entry of a set is written.
@@ -125,30 +125,27 @@ enum Written<'o> {
     List(ListPlace),
 }
 
-/// The places of `prefixes` in `set`, in the order of its entries (inline ones, then its
-/// lists, line by line), each prefix at its first place; at most `limit` of them.
+/// The places in `set` of the prefixes `take` accepts, in the order of its entries (inline
+/// ones, then its lists, line by line), each prefix at its first place only. `take` is asked
+/// once per prefix, in that order, and keeps count of what it accepted: only what will be shown
+/// is collected, whatever the overlap.
 fn places_in<'s>(
     set: &'s PendingSet,
-    prefixes: &SortedPrefixes,
-    limit: usize,
+    mut take: impl FnMut(&Prefix) -> bool,
 ) -> Vec<(Prefix, Written<'s>)> {
-    let mut out: Vec<(Prefix, Written<'s>)> = set
-        .inline
-        .iter()
-        .filter(|(p, _, _)| prefixes.contains(p))
-        .map(|(p, origin, i)| (*p, Written::Inline(*i, origin)))
-        .take(limit)
-        .collect();
-    if out.len() < limit && !set.read_files.is_empty() {
-        let listed = set.list_places(|p| prefixes.contains(p));
-        let room = limit - out.len();
-        out.extend(
-            listed
-                .into_iter()
-                .take(room)
-                .map(|at| (at.listed.prefix, Written::List(at))),
-        );
+    let mut out = Vec::new();
+    let mut inline = std::collections::HashSet::new();
+    for (p, origin, i) in &set.inline {
+        if inline.insert(*p) && take(p) {
+            out.push((*p, Written::Inline(*i, origin)));
+        }
     }
+    let listed = set.list_places(|p| !inline.contains(p) && take(p));
+    out.extend(
+        listed
+            .into_iter()
+            .map(|at| (at.listed.prefix, Written::List(at))),
+    );
     out
 }
 
@@ -162,60 +159,52 @@ fn shown(set: &PendingSet, written: Written<'_>) -> String {
 
 /// Reports (or logs, by `policy`) the prefixes of set `index` that earlier sets hold
 /// (`clashes`), in the order of the set's entries: up to [`REPORT_LIMIT`] per earlier set,
-/// then how many more; or up to [`WARN_LIMIT`] warnings, then how many more.
+/// then how many more; or up to [`WARN_LIMIT`] warnings, then how many more. A clash whose
+/// line cannot be read again (its list changed since) is counted in those sums, never lost.
 fn report_prefix_clashes(
     cx: &mut Ctx<'_>,
     pending: &[PendingSet],
     index: usize,
-    clashes: &[Clash],
+    clashes: &Clashes,
     policy: DuplicatePolicy,
 ) {
     if clashes.is_empty() {
         return;
     }
     let set = &pending[index];
-    let owner = |p: &Prefix| {
-        clashes
-            .binary_search_by(|(q, _)| q.cmp(p))
-            .ok()
-            .map(|at| clashes[at].1)
-    };
-    let mut counts: HashMap<usize, usize> = HashMap::new();
-    for (_, other) in clashes {
-        *counts.entry(*other).or_default() += 1;
-    }
-    let shown_limit = match policy {
-        DuplicatePolicy::Error => REPORT_LIMIT * counts.len(),
-        DuplicatePolicy::FirstSetWins => WARN_LIMIT,
-    };
-    let all = SortedPrefixes::of(clashes.iter().map(|(p, _)| *p));
-    // Where this set has them, then where their first holders have them.
-    let mut reported: HashMap<usize, usize> = HashMap::new();
-    let mut shown_here = Vec::new();
-    for (prefix, written) in places_in(set, &all, clashes.len()) {
-        let Some(other) = owner(&prefix) else {
-            continue;
+    let owner = |p: &Prefix| clashes.iter().find(|(_, s)| s.contains(p)).map(|(o, _)| *o);
+    // Where this set has them (only those that will be shown), then where their first
+    // holders have them.
+    let mut budget: HashMap<usize, usize> = HashMap::new();
+    let mut warned = 0;
+    let places = places_in(set, |p| {
+        let Some(other) = owner(p) else {
+            return false;
         };
-        let n = reported.entry(other).or_default();
-        let budget = match policy {
-            DuplicatePolicy::Error => REPORT_LIMIT,
-            DuplicatePolicy::FirstSetWins => WARN_LIMIT,
+        let shown = budget.entry(other).or_default();
+        let room = match policy {
+            DuplicatePolicy::Error => *shown < REPORT_LIMIT,
+            DuplicatePolicy::FirstSetWins => warned < WARN_LIMIT,
         };
-        if *n < budget && shown_here.len() < shown_limit {
-            *n += 1;
-            shown_here.push((prefix, written, other));
+        if room {
+            *shown += 1;
+            warned += 1;
         }
-    }
+        room
+    });
+    let shown_here: Vec<(Prefix, Written<'_>, usize)> = places
+        .into_iter()
+        .filter_map(|(p, written)| Some((p, written, owner(&p)?)))
+        .collect();
     let mut first_places: HashMap<(usize, Prefix), String> = HashMap::new();
-    for other in counts.keys() {
-        let theirs = SortedPrefixes::of(
-            shown_here
-                .iter()
-                .filter(|(_, _, o)| o == other)
-                .map(|(p, _, _)| *p),
-        );
+    for (other, _) in clashes {
+        let theirs: std::collections::HashSet<Prefix> = shown_here
+            .iter()
+            .filter(|(_, _, o)| o == other)
+            .map(|(p, _, _)| *p)
+            .collect();
         let first = &pending[*other];
-        for (p, written) in places_in(first, &theirs, theirs.len()) {
+        for (p, written) in places_in(first, |p| theirs.contains(p)) {
             first_places.insert((*other, p), shown(first, written));
         }
     }
@@ -224,7 +213,7 @@ fn report_prefix_clashes(
         let origin = shown(set, *written);
         let first_origin = first_places
             .get(&(*other, *prefix))
-            .map_or("", String::as_str);
+            .map_or("its list files, changed since", String::as_str);
         match policy {
             DuplicatePolicy::Error => {
                 let message = format!(
@@ -247,43 +236,46 @@ fn report_prefix_clashes(
             ),
         }
     }
+    let total: usize = clashes.iter().map(|(_, s)| s.len()).sum();
     match policy {
-        DuplicatePolicy::Error => report_unshown_clashes(cx, pending, set, counts),
-        DuplicatePolicy::FirstSetWins if clashes.len() > shown_here.len() => log::warn!(
+        DuplicatePolicy::Error => {
+            let shown_with =
+                |other: usize| shown_here.iter().filter(|(_, _, o)| *o == other).count();
+            for (other, shared) in clashes {
+                report_unshown_clashes(cx, pending, set, *other, shared.len() - shown_with(*other));
+            }
+        }
+        DuplicatePolicy::FirstSetWins if total > shown_here.len() => log::warn!(
             "set `{}`: {} more prefixes already in earlier sets were dropped (general.duplicates = \"first-set-wins\")",
             set.name,
-            clashes.len() - shown_here.len()
+            total - shown_here.len()
         ),
         DuplicatePolicy::FirstSetWins => {}
     }
 }
 
-/// One line per earlier set that shares more prefixes with `set` than were reported.
+/// One line for the prefixes `set` shares with earlier set `other` that were not reported one
+/// by one (past the limit, or whose lines could not be read again).
 fn report_unshown_clashes(
     cx: &mut Ctx<'_>,
     pending: &[PendingSet],
     set: &PendingSet,
-    counts: HashMap<usize, usize>,
+    other: usize,
+    unshown: usize,
 ) {
-    let mut counts: Vec<(usize, usize)> = counts.into_iter().collect();
-    counts.sort_unstable();
-    for (other, count) in counts {
-        if count <= REPORT_LIMIT {
-            continue;
-        }
-        cx.err_value(
-            &set.span,
-            &set.label,
-            "",
-            format!(
-                "{} more prefixes of set `{}` are also in set `{}` (not shown)",
-                count - REPORT_LIMIT,
-                set.name,
-                pending[other].name
-            ),
-            "remove them from one of the sets, or set general.duplicates = \"first-set-wins\"",
-        );
+    if unshown == 0 {
+        return;
     }
+    cx.err_value(
+        &set.span,
+        &set.label,
+        "",
+        format!(
+            "{unshown} more prefixes of set `{}` are also in set `{}` (not shown)",
+            set.name, pending[other].name
+        ),
+        "remove them from one of the sets, or set general.duplicates = \"first-set-wins\"",
+    );
 }
 
 /// The domains of set `index` that no earlier set holds. Only dst sets have domains (a src set

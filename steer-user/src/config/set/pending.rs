@@ -6,9 +6,9 @@ use std::{collections::HashSet, ops::Range, path::PathBuf};
 
 use crate::{
     config::{
-        ListSink, Listed, Origin,
+        Listed, Origin,
         diag::{Ctx, Place},
-        parse_list_split,
+        list::each_listed,
     },
     model::{Conditions, Direction, sorted::SortedPrefixes},
     prefix::{AddrError, Prefix},
@@ -79,39 +79,23 @@ impl PendingSet {
         cx.err_in(place, field, at.listed.prefix.to_string(), message, hint);
     }
 
-    /// The first place of each prefix that `wanted` takes, in the order of the set's list
-    /// files and their lines: the files are read again (a set keeps no lines of them), for
-    /// messages only. A file that cannot be read again gives no places.
-    pub fn list_places(&self, wanted: impl Fn(&Prefix) -> bool + Sync) -> Vec<ListPlace> {
-        struct Find<'w, W> {
-            wanted: &'w W,
-            found: Vec<Listed>,
-        }
-        impl<W: Fn(&Prefix) -> bool> ListSink for Find<'_, W> {
-            fn entry(&mut self, listed: Listed) {
-                if (self.wanted)(&listed.prefix) {
-                    self.found.push(listed);
-                }
-            }
-        }
+    /// The first place of each prefix that `take` accepts (asked once per prefix, at its
+    /// first line), in the order of the set's list files and their lines: the files are read
+    /// again (a set keeps no lines of them), for messages only. A file that cannot be read
+    /// again gives no places.
+    pub fn list_places(&self, mut take: impl FnMut(&Prefix) -> bool) -> Vec<ListPlace> {
         let mut seen = HashSet::new();
         let mut places = Vec::new();
         for (file, (_, path)) in self.read_files.iter().enumerate() {
             let Ok(bytes) = std::fs::read(path) else {
                 continue;
             };
-            let find = |_| Find {
-                wanted: &wanted,
-                found: Vec::new(),
-            };
-            let Some(pieces) = parse_list_split(&bytes, self.allow_default_route, 1, find) else {
-                continue;
-            };
-            for listed in pieces.into_iter().flat_map(|p| p.found) {
-                if seen.insert(listed.prefix) {
+            each_listed(&bytes, self.allow_default_route, |listed| {
+                if !seen.contains(&listed.prefix) && take(&listed.prefix) {
+                    seen.insert(listed.prefix);
                     places.push(ListPlace { file, listed });
                 }
-            }
+            });
         }
         places
     }
