@@ -73,7 +73,6 @@ enum Exit {
 
 /// Runs the daemon until a signal or `steer stop`.
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
-    crate::heap::return_big_blocks_when_freed();
     let (config, inputs) = config::load_stamped(config_path)?;
     // A broken NOTIFY_SOCKET must not keep steering from starting: the service manager then
     // times the start out, which says more than a refusal here.

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
+    // Every command that reads a configuration may parse lists of a million lines.
+    steer::heap::return_big_blocks_when_freed();
     // NO_COLOR (https://no-color.org) turns off every color steer prints: clap's help and
     // errors here, the log lines below.
     let color = steer::cli::color_choice(std::env::var_os("NO_COLOR").as_deref());

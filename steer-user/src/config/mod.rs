@@ -515,13 +515,15 @@ impl Set {
 
     /// The set as an ordered rule with id `rule`; `None` for a plain prefix set.
     pub fn ordered_rule(&self, rule: u32) -> Option<crate::model::OrderedRule> {
+        // The conditions first: a plain set's prefixes (a million, maybe) are not collected.
+        let conditions = self.conditions.clone()?;
         Some(crate::model::OrderedRule {
             rule,
             direction: self.direction,
             prefixes: self
                 .names_addresses()
                 .then(|| self.all_prefixes().collect()),
-            conditions: self.conditions.clone()?,
+            conditions,
         })
     }
 }
