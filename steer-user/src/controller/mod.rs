@@ -439,9 +439,9 @@ impl Controller {
         }
         let dropped = self.fit_list_delta(&mut delta);
         let diff = self.list_diff(&delta);
-        // What the list holds was needed for the fit: let go of it before the kernel writes.
+        // What the list holds was needed for the fit: let go of it before the kernel writes
+        // (a block that big goes back to the system when freed, `heap`).
         let listed = std::mem::take(&mut delta.listed).len();
-        crate::heap::return_freed_memory();
         let general = &self.config.general;
         match self.dp.sync_prefixes(
             diff,

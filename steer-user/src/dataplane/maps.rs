@@ -261,13 +261,19 @@ impl Maps {
 
     /// Counts `n` element writes, or refuses them when an injected fault says so.
     fn meter(&mut self, n: u64) -> Result<(), DataplaneError> {
+        self.injected_fault(n)?;
+        self.writes += n;
+        Ok(())
+    }
+
+    /// Refuses `n` element writes when an injected fault says so (counts nothing).
+    fn injected_fault(&mut self, n: u64) -> Result<(), DataplaneError> {
         if let Some((limit, left)) = self.fail_after
             && self.writes + n > limit
         {
             self.fail_after = (left > 1).then_some((limit, left - 1));
             return Err(DataplaneError::InjectedFault { after: limit });
         }
-        self.writes += n;
         Ok(())
     }
 
@@ -493,9 +499,8 @@ impl Maps {
         rules: &PrefixRules,
         removed: usize,
     ) -> Result<(), DataplaneError> {
-        // Checked as those writes, counted as the prefixes that did change.
-        self.meter(removed as u64)?;
-        self.writes -= removed as u64;
+        // Checked as those writes; counted as the prefixes that did change.
+        self.injected_fault(removed as u64)?;
         self.assign_map(map, rules)
     }
 

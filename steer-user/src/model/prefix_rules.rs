@@ -354,15 +354,7 @@ impl PrefixRules {
     /// Gives every one of `prefixes` rule `rule` at once (the last of duplicates counts, as
     /// inserting them one by one would): a sort and one merge.
     pub fn insert_all(&mut self, prefixes: impl IntoIterator<Item = Prefix>, rule: u32) {
-        let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        for p in prefixes {
-            match p {
-                Prefix::V4 { .. } => v4.extend(u64::pack(&p, rule)),
-                Prefix::V6 { .. } => v6.extend(<[u64; 3]>::pack(&p, rule)),
-            }
-        }
-        self.v4.insert_all(v4);
-        self.v6.insert_all(v6);
+        self.extend(prefixes.into_iter().map(|p| (p, rule)));
     }
 
     /// Every prefix with its rule, IPv4 first, each family in prefix order.
