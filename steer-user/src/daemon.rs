@@ -33,7 +33,8 @@ use crate::{
         probe::{ProbeSpec, ProberEvent, spawn_prober},
     },
     instance,
-    model::Family,
+    memory_limit::{MemoryLimit, TooSmallToStart},
+    model::{Family, footprint::Bytes},
     notify::Notifier,
     routing::{self, NetEvent},
     status::ReportLine,
@@ -57,6 +58,8 @@ pub enum DaemonError {
     Routing(#[from] routing::RoutingError),
     #[error(transparent)]
     Instance(#[from] instance::InstanceError),
+    #[error(transparent)]
+    Memory(#[from] TooSmallToStart),
     #[error("cannot start the event loop: {0}")]
     Runtime(#[from] std::io::Error),
     #[error("{0}")]
@@ -73,6 +76,15 @@ enum Exit {
 
 /// Runs the daemon until a signal or `steer stop`.
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
+    // Before a list is read: a start the limit cannot hold is refused, not OOM-killed.
+    if let Some(limit) = MemoryLimit::of_this_process() {
+        limit.admit_start()?;
+        log::info!(
+            "memory limit {} ({}): changes that would not fit it are refused",
+            Bytes(limit.bytes),
+            limit.file.display()
+        );
+    }
     let (config, inputs) = config::load_stamped(config_path)?;
     // A broken NOTIFY_SOCKET must not keep steering from starting: the service manager then
     // times the start out, which says more than a refusal here.
@@ -326,6 +338,7 @@ async fn serve(
                 }
             }
             _ = periodic.tick() => {
+                ctl.unmap_after_edits();
                 log_lines("", &ctl.vrrp_tick());
                 log_lines("", ctl.retry_pending().iter());
                 log_lines("", &ctl.wan_watch_check());

@@ -20,7 +20,8 @@
 //!   network namespace; [`notify`], readiness for the service manager), [`control`] (the socket protocol
 //!   and metrics endpoint), [`cli`] (the commands; `main` is a thin wrapper over it).
 //!
-//! [`kernel`] probes the running kernel for what steer needs (`steer check --kernel`).
+//! [`kernel`] probes the running kernel for what steer needs (`steer check --kernel`);
+//! [`memory_limit`] reads the memory cgroup limit steer runs under and what it needs.
 //! [`packet`] builds synthetic frames (explain, tests, benchmarks); [`objects`] embeds the eBPF
 //! objects.
 pub mod cli;
@@ -36,6 +37,7 @@ pub mod heap;
 pub mod import;
 pub mod instance;
 pub mod kernel;
+pub mod memory_limit;
 pub mod model;
 pub mod notify;
 pub mod objects;

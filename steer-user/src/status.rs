@@ -290,6 +290,12 @@ pub struct ShareStatus {
 pub struct SetMemory {
     pub bytes: u64,
     pub max_memory: Option<u64>,
+    /// The memory limit of the daemon's cgroup (systemd's `MemoryMax=`), which every change
+    /// is held against, and the file it was read from.
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub limit_file: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,6 +434,7 @@ mod tests {
             set_memory: SetMemory {
                 bytes: 1 << 20,
                 max_memory: Some(64 << 20),
+                ..SetMemory::default()
             },
             routing: RoutingStatus::default(),
             last_failover: None,

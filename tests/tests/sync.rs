@@ -394,6 +394,37 @@ fn a_write_failing_midway_restores_the_previous_state() {
     assert_eq!(dp.prefixes().len(), 400);
 }
 
+/// A change of a few prefixes is written in place (the mirror lets go of the set's entries
+/// while it is); when one of its writes fails, the rollback gives each written prefix back
+/// what it had, and the kernel and the mirror agree with the state before.
+#[test]
+fn a_few_writes_failing_are_put_back_prefix_by_prefix() {
+    let (work, mut dp, mut applied) = synced_300_prefix_list("few-rollback");
+    let kernel_before = dump(&dp);
+    work.write("lists/bypass.txt", &list((0..303).map(prefix24)));
+    let cfg = load(&work, BYPASS_FROM_LIST);
+    let start = dp.maps().writes();
+    dp.maps_mut().fail_writes_after(start + 1, 1);
+    let err = applied.apply(&mut dp, &cfg).expect_err("injected failure");
+    assert!(
+        matches!(err, SyncError::RolledBack { .. }),
+        "expected a rollback, got {err}"
+    );
+    assert_eq!(dump(&dp), kernel_before, "the first write was taken back");
+    assert_eq!(dp.prefixes(), &kernel_before, "the mirror agrees");
+
+    applied.apply(&mut dp, &cfg).expect("retry");
+    kernel_matches_state(&dp);
+    assert_eq!(dp.prefixes().len(), 303);
+    // A few removals go in place too.
+    work.write("lists/bypass.txt", &list((2..303).map(prefix24)));
+    applied
+        .apply(&mut dp, &load(&work, BYPASS_FROM_LIST))
+        .expect("two removed");
+    kernel_matches_state(&dp);
+    assert_eq!(dp.prefixes().len(), 301);
+}
+
 /// A change to thousands of /16s gets a fresh range table; when that fails after the set's
 /// record went to the kernel, the rollback brings the record (what `steer dump` and a restarted
 /// daemon read) and the table back to the previous set, and packets are steered as before.

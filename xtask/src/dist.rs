@@ -128,6 +128,19 @@ pub fn test(host_steer: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The `steer` of `cargo xtask dist` for this machine (built if need be), as it ships.
+pub fn build_for_this_machine() -> Result<PathBuf> {
+    let target = TARGETS
+        .iter()
+        .find(|t| t.arch == std::env::consts::ARCH)
+        .with_context(|| format!("no dist target for {}", std::env::consts::ARCH))?;
+    cmd::step(&format!(
+        "the shipped binary: {} ({DIST_PROFILE} profile)",
+        target.triple
+    ));
+    build(target, DIST_PROFILE)
+}
+
 /// Builds `steer` for `target` in `profile` and checks it: static, for the right machine, with
 /// the eBPF object its build script made inside. Returns the binary's path.
 fn build(target: &Target, profile: &str) -> Result<PathBuf> {

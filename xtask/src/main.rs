@@ -78,8 +78,8 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::BuildEbpf => build_ebpf::run().map(|_| ()),
         Task::Test { args } => test(&args),
-        Task::Bench { filters } => release_bin("steer-bench", &filters),
-        Task::Demo => release_bin("steer-demo", &[]),
+        Task::Bench { filters } => bench(&filters),
+        Task::Demo => release_bin("steer-demo", &[], None),
         Task::Dist { check: false } => dist::run(),
         Task::Dist { check: true } => {
             setup::run()?;
@@ -172,25 +172,42 @@ fn unprivileged_plain_test(extra: &[String]) -> Result<()> {
 
 /// Runs a binary of the tests crate (release), after setup and a release build of `steer`,
 /// which the demo and the failover benchmark run themselves.
-fn release_bin(name: &str, args: &[String]) -> Result<()> {
+/// The benchmarks. The memory benchmark measures the daemon a router runs: this machine's
+/// `cargo xtask dist` binary (static, musl, built for size), handed over in
+/// `STEER_SHIPPED_BIN`.
+fn bench(filters: &[String]) -> Result<()> {
+    let memory = filters.is_empty() || filters.iter().any(|f| f.starts_with("memory"));
+    let shipped = if memory {
+        setup::run()?;
+        Some(dist::build_for_this_machine()?)
+    } else {
+        None
+    };
+    release_bin("steer-bench", filters, shipped.as_deref())
+}
+
+fn release_bin(name: &str, args: &[String], shipped: Option<&std::path::Path>) -> Result<()> {
     setup::run()?;
     cmd::cargo(
         &["build", "--release", "-q", "-p", "steer-user", "--bins"],
         &[],
     )?;
-    cmd::cargo(
-        &[
-            "run",
-            "--release",
-            "-q",
-            "-p",
-            "steer-tests",
-            "--bin",
-            name,
-            "--",
-        ],
-        args,
-    )
+    let mut run = std::process::Command::new(cmd::cargo_bin());
+    run.args([
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "steer-tests",
+        "--bin",
+        name,
+        "--",
+    ])
+    .args(args);
+    if let Some(shipped) = shipped {
+        run.env("STEER_SHIPPED_BIN", shipped);
+    }
+    cmd::run(&mut run)
 }
 
 fn lint() -> Result<()> {

@@ -712,14 +712,22 @@ fn render_status(s: &Status) -> String {
             r.packets
         );
     }
+    let m = &s.set_memory;
     let _ = writeln!(
         out,
         "kernel memory of the sets: {}{}",
-        Bytes(s.set_memory.bytes),
-        s.set_memory
-            .max_memory
-            .map_or(String::new(), |m| format!(" (max_memory {})", Bytes(m)))
+        Bytes(m.bytes),
+        m.max_memory
+            .map_or(String::new(), |max| format!(" (max_memory {})", Bytes(max)))
     );
+    if let (Some(limit), Some(file)) = (m.limit, &m.limit_file) {
+        let _ = writeln!(
+            out,
+            "memory limit of the daemon and its maps: {} ({file}); changes that would not fit \
+             it are refused",
+            Bytes(limit)
+        );
+    }
     out.push_str(&vrrp::render(&s.vrrp));
     let _ = writeln!(out, "\nrouting (desired vs actual)");
     for item in &s.routing.items {

@@ -443,12 +443,15 @@ impl Controller {
         // (a block that big goes back to the system when freed, `heap`).
         let listed = std::mem::take(&mut delta.listed).len();
         let general = &self.config.general;
-        match self.dp.sync_prefixes(
+        let synced = self.dp.sync_prefixes(
             diff,
             &general.capacity,
             general.log_packets,
             "the changed list",
-        ) {
+        );
+        // Only runtime edits keep the arrays mapped for the next edit of a burst.
+        self.dp.unmap_ranges();
+        match synced {
             Ok(sync) => report.merge_sync(sync),
             Err(e) if e.is_live() => report.notes.push(ReportLine::error(e.to_string())),
             Err(e) => {
@@ -1353,9 +1356,12 @@ impl Controller {
 
     /// The prefix maps' kernel memory now.
     fn set_memory(&self) -> crate::status::SetMemory {
+        let limit = crate::memory_limit::MemoryLimit::of_this_process();
         crate::status::SetMemory {
             bytes: self.dp.set_memory(),
             max_memory: self.config.general.capacity.memory,
+            limit: limit.as_ref().map(|l| l.bytes),
+            limit_file: limit.map(|l| l.file.display().to_string()),
         }
     }
 

@@ -22,6 +22,7 @@ use crate::{
     config::Config,
     control::proto::{Batch, SetOp},
     dataplane::{Diff, learned::boottime_secs},
+    memory_limit::MemoryLimit,
     model::{Direction, PrefixMap, RuleKind},
     prefix::Prefix,
     runtime_sets::{
@@ -376,6 +377,20 @@ impl Controller {
         else {
             return Ok(String::new());
         };
+        if let (Op::Add { .. }, Some(limit)) = (op, MemoryLimit::of_this_process()) {
+            let held = PrefixMap::ALL
+                .iter()
+                .map(|m| self.dp.prefixes().map(*m).len())
+                .sum();
+            limit
+                .admit_edit(
+                    self.dp.set_memory(),
+                    held,
+                    self.runtime.table.len(),
+                    prefixes.len(),
+                )
+                .map_err(|why| refused(vec![why]))?;
+        }
         let owners = ConfigOwners {
             config: &self.config,
             names: self
@@ -419,6 +434,11 @@ impl Controller {
         notes.insert(0, ReportLine::info(message));
         let text: Vec<String> = notes.iter().map(|l| l.text.clone()).collect();
         Ok(text.join("\n"))
+    }
+
+    /// Lets go of the prefix arrays that runtime edits left mapped (the periodic tick).
+    pub fn unmap_after_edits(&mut self) {
+        self.dp.unmap_ranges();
     }
 
     /// `steer set NAME list`: the set's runtime entries and their time left.

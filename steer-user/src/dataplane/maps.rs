@@ -522,6 +522,14 @@ impl Maps {
         Ok(())
     }
 
+    /// Lets go of the arrays a burst of small edits left mapped (see `range_set::Mapped`).
+    pub fn unmap_ranges(&mut self) {
+        self.dst_v4.unmap();
+        self.src_v4.unmap();
+        self.dst_v6.unmap();
+        self.src_v6.unmap();
+    }
+
     /// Bytes of one map's range table and record in the kernel (those this handle wrote).
     pub fn range_bytes(&self, map: PrefixMap) -> u64 {
         let dir = map.direction();

@@ -331,6 +331,8 @@ impl Dataplane {
             diff,
         );
         self.share_mirror();
+        // A reload's few edits in place do not wait for the periodic tick.
+        self.maps.unmap_ranges();
         synced
     }
 
@@ -413,6 +415,13 @@ impl Dataplane {
     /// What the prefix maps hold.
     pub fn prefixes(&self) -> &PrefixSets {
         &self.prefixes
+    }
+
+    /// Lets go of the prefix arrays small edits left mapped: called on the daemon's periodic
+    /// tick, so a burst of `steer set add` maps them once and the daemon's resident memory
+    /// does not keep their pages.
+    pub fn unmap_ranges(&mut self) {
+        self.maps.unmap_ranges();
     }
 
     /// Bytes the kernel holds for the prefix sets now: their tables and records as allocated.

@@ -43,11 +43,15 @@ use std::collections::{BTreeMap, HashSet};
 
 use steer_common::{MAX_RULES, MAX_WANS, Settings, WanInfo, name_to_bytes, settings_flags};
 
-use super::{DataplaneError, Maps, maps::WanName, ordered::Resolved};
+use super::{
+    DataplaneError, Maps, maps::WanName, ordered::Resolved, range_set::IN_PLACE_MAX_EDITS,
+};
 use crate::{
+    memory_limit::{self, MemoryLimit},
     model::{
         Capacity, CondTables, Direction, PolicyTable, PrefixMap, PrefixRules, PrefixSets,
         footprint::{Bytes, Footprint},
+        range,
         sorted::SortedPrefixes,
     },
     prefix::Prefix,
@@ -116,6 +120,26 @@ pub enum SyncError {
     Memory {
         need: u64,
         max: u64,
+        breakdown: String,
+    },
+    #[error(
+        "the change would need about {} at its peak, more than steer's memory limit of {} \
+         ({}, systemd's MemoryMax=): {} of kernel memory for the sets ({breakdown}), {} for \
+         the daemon's {prefixes} prefixes and {} for the daemon itself. Raise MemoryMax= \
+         (rule of thumb: 48M, and 48 bytes a prefix; docs/install.md) or shorten the lists; \
+         nothing was changed",
+        Bytes(*.total),
+        Bytes(.limit.bytes),
+        .limit.file.display(),
+        Bytes(*.kernel),
+        Bytes(memory_limit::BYTES_PER_PREFIX * *.prefixes as u64),
+        Bytes(memory_limit::BASE_BYTES)
+    )]
+    OverLimit {
+        total: u64,
+        kernel: u64,
+        prefixes: usize,
+        limit: MemoryLimit,
         breakdown: String,
     },
     #[error(
@@ -190,22 +214,29 @@ pub fn check_capacity(
     Ok(())
 }
 
-/// The prefix maps' kernel memory through a change must fit `capacity.memory` (nothing is
-/// counted without a limit). Additions are written before removals, so a map holds its old and
-/// new prefixes together for a while, and a commit may build a fresh table and record beside
-/// the live ones before those are freed: a map the change touches counts what the kernel
-/// holds for it now plus the larger of its merged and its final contents; every other map the
-/// larger of what it holds and what it will hold.
+/// The prefix maps' kernel memory through a change must fit `capacity.memory`, and the whole
+/// need of the change the memory cgroup's `limit` (nothing is counted without either).
+/// Additions are written before removals, so a map holds its old and new prefixes together
+/// for a while, and a commit may build a fresh table and record beside the live ones before
+/// those are freed: a map the change touches counts what the kernel holds for it now plus the
+/// larger of its merged and its final contents; every other map the larger of what it holds
+/// and what it will hold.
 fn check_memory(
     maps: &Maps,
     capacity: &Capacity,
+    limit: Option<&MemoryLimit>,
     state: &PrefixSets,
     planned: &[PlannedWrites],
     left: &[(Direction, Prefix)],
 ) -> Result<(), SyncError> {
-    let Some(max) = capacity.memory else {
-        return Ok(());
+    let fits = |kernel: u64, prefixes: usize| {
+        capacity.memory.is_none_or(|max| kernel <= max)
+            && limit.is_none_or(|l| memory_limit::need(kernel, prefixes) <= l.bytes)
     };
+    if capacity.memory.is_none() && limit.is_none() || few_within(maps, state, planned, left, fits)
+    {
+        return Ok(());
+    }
     let merged = footprint_after(state, planned, &[]);
     let last = if left.is_empty() {
         merged.clone()
@@ -220,6 +251,7 @@ fn check_memory(
         .collect();
     let mut held_now = 0;
     let mut need = 0;
+    let mut prefixes = 0;
     for m in PrefixMap::ALL {
         let held = maps.range_bytes(m);
         let after = merged.map(m).bytes.max(last.map(m).bytes);
@@ -229,20 +261,72 @@ fn check_memory(
         } else {
             held.max(after)
         };
+        prefixes += merged.map(m).prefixes.max(state.map(m).len());
     }
-    if need > max {
+    let breakdown = || {
+        format!(
+            "{}; the kernel holds {} for the sets now, and a changed set's new table is built \
+             beside its old one",
+            last.breakdown(),
+            Bytes(held_now)
+        )
+    };
+    if let Some(max) = capacity.memory
+        && need > max
+    {
         return Err(SyncError::Memory {
             need,
             max,
-            breakdown: format!(
-                "{}; the kernel holds {} for the sets now, and a changed set's new table is \
-                 built beside its old one",
-                last.breakdown(),
-                Bytes(held_now)
-            ),
+            breakdown: breakdown(),
         });
     }
+    if let Some(limit) = limit {
+        let total = memory_limit::need(need, prefixes);
+        if total > limit.bytes {
+            return Err(SyncError::OverLimit {
+                total,
+                kernel: need,
+                prefixes,
+                limit: limit.clone(),
+                breakdown: breakdown(),
+            });
+        }
+    }
     Ok(())
+}
+
+/// Whether a change of a few prefixes fits by a bound that costs nothing to compute, where the
+/// exact count would go through every prefix (most of a one-prefix `steer set add` into a
+/// million). A few changes go into the live tables' spare room; at worst one rebuilds each map
+/// it touches beside the live one, and a fresh build of contents a few prefixes apart from
+/// what the kernel holds for the map is at most a quarter larger (the record's and the table's
+/// spare room) and a block more in each array.
+fn few_within(
+    maps: &Maps,
+    state: &PrefixSets,
+    planned: &[PlannedWrites],
+    left: &[(Direction, Prefix)],
+    fits: impl Fn(u64, usize) -> bool,
+) -> bool {
+    let writes: usize = planned.iter().map(|(_, w)| w.len()).sum();
+    if writes + left.len() > IN_PLACE_MAX_EDITS {
+        return false;
+    }
+    let touched: HashSet<PrefixMap> = planned
+        .iter()
+        .filter(|(_, w)| !w.is_empty())
+        .map(|(map, _)| *map)
+        .chain(left.iter().map(|(dir, p)| PrefixMap::of(*dir, p)))
+        .collect();
+    let mut bound = 0;
+    for m in PrefixMap::ALL {
+        let held = maps.range_bytes(m);
+        bound += held;
+        if touched.contains(&m) {
+            bound += held + held / 4 + range::block_bytes(4);
+        }
+    }
+    fits(bound, state.len() + writes)
 }
 
 /// The memory of the prefix maps once `state` has the writes `planned` and lost `left`: each
@@ -272,12 +356,33 @@ fn footprint_after(
     Footprint::of(entries)
 }
 
-/// A map's contents before a sync wrote it (a shared copy: no cost), and how many writes it
-/// got: what a rollback puts back.
+/// A map's contents before a sync wrote it, and how many writes it got: what a rollback puts
+/// back.
 struct Undo {
     map: PrefixMap,
-    before: PrefixRules,
+    before: Before,
     writes: usize,
+}
+
+/// What a map held before a sync wrote it.
+enum Before {
+    /// All of it: a shared copy, no cost.
+    Map(PrefixRules),
+    /// For a few writes, each written prefix's rule (or none): a shared copy would make the
+    /// range set copy all its entries to change a few in place (see [`in_place`]).
+    Prefixes(Vec<(Prefix, Option<u32>)>),
+}
+
+impl Before {
+    /// `map` of `state`, as a rollback of `writes` needs it.
+    fn of(state: &PrefixSets, map: PrefixMap, writes: &PrefixRules) -> Before {
+        let held = state.map(map);
+        if writes.len() <= IN_PLACE_MAX_EDITS {
+            Before::Prefixes(writes.keys().map(|p| (p, held.get(&p))).collect())
+        } else {
+            Before::Map(held.clone())
+        }
+    }
 }
 
 /// The prefix writes that bring `state` to `want`: pure, so a reload computes it on another
@@ -398,10 +503,7 @@ pub fn sync_prefixes(
     // `left` holds only prefixes the maps hold (see `Diff::of_changes`).
     let mut wanted = PrefixMap::ALL.map(|m| state.map(m).len());
     for (map, writes) in &planned {
-        wanted[map.index()] += writes
-            .joined(state.map(*map))
-            .filter(|(_, _, held)| held.is_none())
-            .count();
+        wanted[map.index()] += writes.count_missing_from(state.map(*map));
     }
     for (dir, p) in &left {
         wanted[PrefixMap::of(*dir, p).index()] -= 1;
@@ -418,7 +520,8 @@ pub fn sync_prefixes(
             });
         }
     }
-    check_memory(maps, capacity, state, &planned, &left)?;
+    let limit = MemoryLimit::of_this_process();
+    check_memory(maps, capacity, limit.as_ref(), state, &planned, &left)?;
     let started = std::time::Instant::now();
     let mut report = SyncReport {
         per_rule,
@@ -480,7 +583,8 @@ pub fn sync(
         per_rule,
         took,
     } = diff.unwrap_or_else(|| Diff::new(state, &want.prefixes));
-    check_memory(maps, &want.capacity, state, &planned, &left)?;
+    let limit = MemoryLimit::of_this_process();
+    check_memory(maps, &want.capacity, limit.as_ref(), state, &planned, &left)?;
     let mut report = SyncReport {
         per_rule,
         diff_time: took,
@@ -744,15 +848,40 @@ fn write_planned(
 ) -> Result<(), DataplaneError> {
     for (map, writes) in planned {
         // Recorded before writing: a failing write may have written part of it.
+        let before = Before::of(state, map, &writes);
+        let few = matches!(before, Before::Prefixes(_));
         undo.push(Undo {
             map,
-            before: state.map(map).clone(),
+            before,
             writes: writes.len(),
         });
-        maps.write_map(map, &writes)?;
-        follow(maps, state, map, |held| held.extend(writes.iter()));
+        if few {
+            in_place(maps, state, map, |maps| maps.write_map(map, &writes))??;
+        } else {
+            maps.write_map(map, &writes)?;
+            follow(maps, state, map, |held| held.extend(writes.iter()));
+        }
     }
     Ok(())
+}
+
+/// Runs `write`, a change of a few prefixes of `map`, with the mirror's hold on the map's
+/// entries let go: the range set then changes its own vector in place instead of copying it
+/// first (a vector shared is copied on write: 8 MB for a million prefixes, most of a small
+/// edit's time). The mirror then shares what the range set holds, whether `write` succeeded
+/// or not (a failed commit puts the range set's entries back).
+fn in_place<T>(
+    maps: &mut Maps,
+    state: &mut PrefixSets,
+    map: PrefixMap,
+    write: impl FnOnce(&mut Maps) -> T,
+) -> Result<T, DataplaneError> {
+    // Known first (read from the record if need be): the mirror can then always follow.
+    maps.held_map(map)?;
+    *state.map_mut(map) = PrefixRules::default();
+    let out = write(maps);
+    *state.map_mut(map) = maps.held_map(map)?;
+    Ok(out)
 }
 
 /// Brings `state`'s `map` to what its range set holds after a write: its entries shared, not a
@@ -783,10 +912,15 @@ fn restore(
     // A map written twice goes back to what it had before the first write.
     let mut seen = HashSet::new();
     for Undo { map, before, .. } in undo.into_iter().filter(|u| seen.insert(u.map)) {
-        if let Err(undo) = maps.assign_map(map, &before) {
+        let put_back = match before {
+            Before::Map(before) => maps
+                .assign_map(map, &before)
+                .map(|()| *state.map_mut(map) = before),
+            Before::Prefixes(before) => put_back(maps, state, map, before),
+        };
+        if let Err(undo) = put_back {
             return SyncError::RollbackFailed { source, undo };
         }
-        *state.map_mut(map) = before;
     }
     let unused = PolicyTable::default();
     let live = match maps.active_generation() {
@@ -799,6 +933,27 @@ fn restore(
         }
     }
     SyncError::RolledBack { source, undone }
+}
+
+/// Gives each prefix of `before` its rule back in `map` (removes it where it had none) in one
+/// commit of the map as it was; the mirror follows. A rollback: rare, so the map is merged
+/// whole rather than changed in place.
+fn put_back(
+    maps: &mut Maps,
+    state: &mut PrefixSets,
+    map: PrefixMap,
+    before: Vec<(Prefix, Option<u32>)>,
+) -> Result<(), DataplaneError> {
+    let mut restored = state.map(map).clone();
+    for (prefix, rule) in before {
+        match rule {
+            Some(rule) => _ = restored.insert(prefix, rule),
+            None => _ = restored.remove(&prefix),
+        }
+    }
+    maps.assign_map(map, &restored)?;
+    *state.map_mut(map) = restored;
+    Ok(())
 }
 
 /// Every prefix `state` holds that `want` does not.
@@ -861,24 +1016,33 @@ fn remove_all(
         let whole = want
             .map(|want| want.map(map))
             .filter(|want| without(state.map(map), &prefixes, want));
+        let rules: Vec<Option<u32>> = prefixes.iter().map(|p| state.map(map).get(p)).collect();
+        let few = whole.is_none() && prefixes.len() <= IN_PLACE_MAX_EDITS;
         let (removed, outcome) = match whole {
             Some(want) => match maps.replace_map(map, want, prefixes.len()) {
-                Ok(()) => (prefixes, Ok(())),
+                Ok(()) => (prefixes.clone(), Ok(())),
                 Err(e) => (Vec::new(), Err(e)),
             },
+            None if few => in_place(maps, state, map, |maps| {
+                maps.remove_prefixes(dir, &prefixes)
+            })?,
             None => maps.remove_prefixes(dir, &prefixes),
         };
-        for prefix in &removed {
-            if let Some(rule) = state.map(map).get(prefix) {
-                report.per_rule.entry(rule).or_default().removed += 1;
+        if !few {
+            follow(maps, state, map, |held| {
+                for prefix in &removed {
+                    held.remove(prefix);
+                }
+            });
+        }
+        // One family a map: `remove_prefixes` removes in the order given, so the first
+        // `removed.len()` are gone.
+        for (prefix, rule) in prefixes.iter().zip(&rules).take(removed.len()) {
+            if let Some(rule) = rule {
+                report.per_rule.entry(*rule).or_default().removed += 1;
             }
             done.insert((dir, *prefix));
         }
-        follow(maps, state, map, |held| {
-            for prefix in &removed {
-                held.remove(prefix);
-            }
-        });
         if outcome.is_err() {
             result = outcome;
             break;

@@ -374,6 +374,18 @@ impl PrefixRules {
         self.iter().map(|(p, _)| p)
     }
 
+    /// How many prefixes of this map `other` does not hold: each looked up when this map is
+    /// small beside `other` (a few edits of a million-prefix set), one merge of both otherwise.
+    pub fn count_missing_from(&self, other: &PrefixRules) -> usize {
+        if self.len().saturating_mul(64) < other.len() {
+            self.keys().filter(|p| !other.contains_key(p)).count()
+        } else {
+            self.joined(other)
+                .filter(|(_, mine, theirs)| mine.is_some() && theirs.is_none())
+                .count()
+        }
+    }
+
     /// Every prefix of this map or `other`, in order, with its rule in each: a merge of the
     /// two sorted maps, where looking each up in the other would search it.
     pub fn joined<'a>(

@@ -192,7 +192,16 @@ pub fn plan(
 ) -> Result<Plan, Vec<String>> {
     prefixes.sort_unstable();
     prefixes.dedup();
-    let mut plan = Plan::default();
+    // Sized once: a bulk edit's plan is most of its memory, and doubling would waste half.
+    let mut plan = Plan {
+        writes: Vec::with_capacity(prefixes.len()),
+        records: Vec::with_capacity(if matches!(op, Op::Add { .. }) {
+            prefixes.len()
+        } else {
+            0
+        }),
+        ..Plan::default()
+    };
     let mut refusals = Refusals::default();
     match op {
         Op::Add { deadline } => {

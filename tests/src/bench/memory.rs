@@ -48,7 +48,7 @@ use std::{
 use steer::prefix::Prefix;
 
 use crate::{
-    daemon::{Daemon, Workdir, steer_in},
+    daemon::{Daemon, Workdir, steer_bin},
     lab::Lab,
     netns::Netns,
     rng::Rng,
@@ -297,6 +297,18 @@ pub fn run(scenarios: &[String]) {
         "(RSS: the resident process after the step; peak RSS: its peak during the step (a tool's: busybox time %M); kernel/k.peak: the cgroup's kernel memory;\n \
          cgroup/cg.peak: all the cgroup holds, user + kernel; meminfo: machine-wide change of Slab+VmallocUsed+Percpu since before the contender; own: the contender's own account)"
     );
+    let daemon = shipped_steer();
+    let size = std::fs::metadata(&daemon).map_or(0, |m| m.len());
+    println!(
+        "the daemon: {} ({:.2} MB{})",
+        daemon.display(),
+        size as f64 / MB,
+        if std::env::var_os("STEER_SHIPPED_BIN").is_some() {
+            ", the binary that ships: static, musl, built for size"
+        } else {
+            "; not the binary that ships: `cargo xtask bench` measures that one"
+        }
+    );
     println!("\n-- the floor: steer run with no set");
     println!("{:<42}{HEADER}", "");
     let floor = steer_daemon(None);
@@ -318,6 +330,9 @@ pub fn run(scenarios: &[String]) {
         print_row("steer run: first load", &steer.load);
         print_row("steer reload: the list changed", &steer.list);
         print_row("steer reload: configuration changed too", &steer.full);
+        if let Some(hundred) = &steer.hundred {
+            print_row("steer reload x100 (every 10th: config too)", hundred);
+        }
         print_maps(&steer.maps);
         let ipset = ipset(&w);
         print_row("ipset restore: hash:net from nothing", &ipset[0]);
@@ -398,6 +413,9 @@ struct SteerRun {
     load: Sample,
     list: Sample,
     full: Sample,
+    /// A hundred reloads after those (every tenth with the configuration changed): where
+    /// the daemon is after them, and its peak through them.
+    hundred: Option<Sample>,
 }
 
 /// `steer run` in the namespace lab with `w`'s list (no set without one), in a memory cgroup
@@ -424,7 +442,7 @@ fn steer_daemon(w: Option<&Workload>) -> SteerRun {
     settle_file();
     let mut cg = MemCgroup::new("steer");
     let before = settled_meminfo();
-    let mut cmd = steer_in(&lab.router);
+    let mut cmd = lab.router.command(shipped_steer());
     if let Some(cg) = &cg {
         cg.enter_on_exec(&mut cmd);
     }
@@ -454,6 +472,7 @@ fn steer_daemon(w: Option<&Workload>) -> SteerRun {
             load,
             list: Sample::default(),
             full: Sample::default(),
+            hundred: None,
         };
     };
     // Only the list changed: the daemon's list path.
@@ -479,6 +498,22 @@ fn steer_daemon(w: Option<&Workload>) -> SteerRun {
     };
     let list = reload(&mut cg, &w.changed, None);
     let full = reload(&mut cg, &w.set, Some(&format!("{toml}# edited\n")));
+    let hundred = (w.name == RELOADED_100_TIMES).then(|| {
+        let lists = [list_text(&w.changed), list_text(&w.set)];
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        if let Some(cg) = cg.as_mut() {
+            cg.reset_peaks();
+        }
+        let t = Instant::now();
+        for round in 1..=100 {
+            write_aged(&work, "lists/big.txt", &lists[round % 2]);
+            if round % 10 == 0 {
+                write_aged(&work, "steer.toml", &format!("{toml}# round {round}\n"));
+            }
+            work.steer_ok(&["reload"]);
+        }
+        sample(&cg, t.elapsed())
+    });
     assert!(
         daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(10)),
         "SIGTERM ends the daemon"
@@ -490,7 +525,29 @@ fn steer_daemon(w: Option<&Workload>) -> SteerRun {
         load,
         list,
         full,
+        hundred,
     }
+}
+
+/// The workload reloaded a hundred times in a row.
+const RELOADED_100_TIMES: &str = "1M-IPv4";
+
+/// Writes `text` into the work directory as if a while ago: steer's reader waits for a file
+/// written less than a second before, which would be most of a hundred reloads' time.
+fn write_aged(work: &Workdir, rel: &str, text: &str) {
+    let path = work.write(rel, text);
+    let file = File::options()
+        .write(true)
+        .open(&path)
+        .expect("the file just written");
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(5))
+        .expect("set its mtime");
+}
+
+/// The daemon measured: the binary that ships (`cargo xtask bench` builds this machine's
+/// `cargo xtask dist` binary and names it in `STEER_SHIPPED_BIN`), else this build's.
+fn shipped_steer() -> PathBuf {
+    std::env::var_os("STEER_SHIPPED_BIN").map_or_else(steer_bin, PathBuf::from)
 }
 
 /// A list written less than a second ago is waited for by steer's reader (config::read); the
