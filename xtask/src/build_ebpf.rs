@@ -85,7 +85,13 @@ pub struct SteerBuild {
 /// Builds steer-user's binaries (with `options`, e.g. `--release`) and returns what cargo
 /// reported of them.
 pub fn build_steer(options: &[&str]) -> Result<SteerBuild> {
-    let mut child = Command::new(cmd::cargo_bin())
+    build_steer_with(Command::new(cmd::cargo_bin()), options)
+}
+
+/// [`build_steer`] with `cargo`, a cargo command set up by the caller (a toolchain, an
+/// environment).
+pub fn build_steer_with(mut cargo: Command, options: &[&str]) -> Result<SteerBuild> {
+    let mut child = cargo
         .args(["build", "-p", "steer-user", "--bins"])
         .args(options)
         .arg("--message-format=json-render-diagnostics")

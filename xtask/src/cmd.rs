@@ -23,12 +23,18 @@ pub fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
 
 /// Runs cargo from the nightly toolchain (for the eBPF crate).
 pub fn nightly_cargo(args: &[&str]) -> Result<()> {
+    run(nightly_cargo_command().args(args))
+}
+
+/// A cargo command of the nightly toolchain, without what the stable cargo that runs xtask
+/// set for its own children.
+pub fn nightly_cargo_command() -> Command {
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo"]).args(args);
+    cmd.args(["run", "nightly", "cargo"]);
     for var in ["RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO"] {
         cmd.env_remove(var);
     }
-    run(&mut cmd)
+    cmd
 }
 
 /// Runs a command with inherited stdio; fails if it does not exit 0.

@@ -145,7 +145,12 @@ pub fn build_for_this_machine() -> Result<PathBuf> {
 /// the eBPF object its build script made inside. Returns the binary's path.
 fn build(target: &Target, profile: &str) -> Result<PathBuf> {
     let started = Instant::now();
-    let built = build_ebpf::build_steer(&["--target", target.triple, "--profile", profile])?;
+    let options = ["--target", target.triple, "--profile", profile];
+    let built = if profile == DIST_PROFILE {
+        build_ebpf::build_steer_with(size_build(target)?, &options)?
+    } else {
+        build_ebpf::build_steer(&options)?
+    };
     let object_path = built.out_dir.join("steer");
     let object = build_ebpf::read_with_btf(&object_path)?;
     if elf::parse(&object).map(|h| h.machine) != Some(elf::EM_BPF) {
@@ -170,6 +175,29 @@ fn build(target: &Target, profile: &str) -> Result<PathBuf> {
         started.elapsed().as_secs_f64()
     );
     Ok(built.steer)
+}
+
+/// The cargo of the binaries that ship, built for size: the nightly toolchain rebuilds the
+/// standard library with them (`-Z build-std`, its `optimize_for_size` feature, aborting on
+/// panic) and no unwind tables are emitted, since nothing unwinds. Measured on x86_64 (one
+/// build each): 5.09 MB with the prebuilt standard library, 4.57 MB with it rebuilt, 3.95 MB
+/// without the unwind tables (xz: 1.72, 1.53, 1.39 MB). A panic still prints its message and
+/// place before the abort, without a backtrace.
+fn size_build(target: &Target) -> Result<Command> {
+    crate::setup::ensure_nightly_dist_target(target.triple)?;
+    let mut cargo = cmd::nightly_cargo_command();
+    cargo.args([
+        "-Z",
+        "build-std=std,panic_abort",
+        "-Z",
+        "build-std-features=optimize_for_size",
+    ]);
+    let rustflags = format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        target.triple.to_uppercase().replace('-', "_")
+    );
+    cargo.env(rustflags, "-C force-unwind-tables=no");
+    Ok(cargo)
 }
 
 /// Whether `needle` occurs in `haystack`.

@@ -341,6 +341,53 @@ fn ensure_dist_targets() -> Result<()> {
     )
 }
 
+/// What `cargo xtask dist` needs of `target` in the nightly toolchain, which rebuilds the
+/// standard library for it: the musl C library and start files of the target's prebuilt
+/// standard library (`lib/self-contained`). Added with rustup; where the nightly has no such
+/// component (rustup found none for aarch64 musl of the nightly the eBPF build uses), they are
+/// copied from the stable toolchain's target, which `run` installs (the same musl). Not part
+/// of `run`: only the release builds need it.
+pub fn ensure_nightly_dist_target(target: &str) -> Result<()> {
+    let nightly = nightly_sysroot()?;
+    let wanted = nightly.join(format!("lib/rustlib/{target}/lib/self-contained"));
+    if wanted.join("libc.a").is_file() {
+        return Ok(());
+    }
+    eprintln!("    adding the Rust target {target} to the nightly toolchain");
+    // Its failure is said below, in steer's words.
+    let added = Command::new("rustup")
+        .args(["target", "add", "--toolchain", "nightly", target])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if added {
+        return Ok(());
+    }
+    let stable =
+        output("rustc", &["--print", "sysroot"]).context("the stable toolchain's sysroot")?;
+    let stable =
+        PathBuf::from(stable.trim()).join(format!("lib/rustlib/{target}/lib/self-contained"));
+    if !stable.join("libc.a").is_file() {
+        bail!(
+            "the nightly toolchain has no {target} (rustup could not add it) and the stable one \
+             has no musl C library for it in {}: run `cargo xtask setup`",
+            stable.display()
+        );
+    }
+    eprintln!(
+        "    rustup has no {target} for this nightly: its musl C library and start files come \
+         from the stable toolchain ({})",
+        stable.display()
+    );
+    std::fs::create_dir_all(&wanted)?;
+    for entry in std::fs::read_dir(&stable)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), wanted.join(entry.file_name()))?;
+    }
+    Ok(())
+}
+
 /// Pinned maps live on bpffs; mount it where the system did not.
 fn ensure_bpffs() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
