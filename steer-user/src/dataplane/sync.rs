@@ -1013,11 +1013,14 @@ fn remove_all(
         if prefixes.is_empty() {
             continue;
         }
+        // A few go in place; many, where they leave exactly the desired map, take its entries
+        // whole (shared, no merge of a copy).
+        let few = prefixes.len() <= IN_PLACE_MAX_EDITS;
         let whole = want
+            .filter(|_| !few)
             .map(|want| want.map(map))
             .filter(|want| without(state.map(map), &prefixes, want));
         let rules: Vec<Option<u32>> = prefixes.iter().map(|p| state.map(map).get(p)).collect();
-        let few = whole.is_none() && prefixes.len() <= IN_PLACE_MAX_EDITS;
         let (removed, outcome) = match whole {
             Some(want) => match maps.replace_map(map, want, prefixes.len()) {
                 Ok(()) => (prefixes.clone(), Ok(())),
