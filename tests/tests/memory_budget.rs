@@ -2,18 +2,23 @@
 //! would not fit are refused — at start, at a reload (the list path and the full path) and by a
 //! runtime `steer set add` — with the numbers, and the sets in force stay as they were, read
 //! back from the pinned maps. Raising the limit lets the same list in. A million prefixes load
-//! and reload inside the systemd unit's `MemoryMax=`.
+//! and reload inside the systemd unit's `MemoryMax=`, a hundred times in a row; under a memory
+//! cgroup limit (what `MemoryMax=` sets) steer refuses a start and changes that would not fit,
+//! and the kernel kills nothing.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Duration};
 
 use steer::{
     dataplane::Maps,
+    memory_limit::{BASE_BYTES, BYTES_PER_PREFIX},
     model::{Direction, PrefixMap},
     prefix::Prefix,
 };
 use steer_tests::{
+    bench::memory::{MemCgroup, list_text, real_mix, write_aged},
     daemon::{Daemon, Workdir, steer_in},
     lab::Lab,
+    rng::Rng,
     scenario::lab_wans,
 };
 
@@ -98,7 +103,7 @@ fn assert_status_memory_is_the_checked_one(work: &Workdir) {
 }
 
 fn settle() {
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(1100));
 }
 
 /// The refusal names the limit, what the change needs and each map's share.
@@ -184,7 +189,7 @@ fn a_daemon_whose_sets_do_not_fit_does_not_start_and_loads_nothing() {
     work.write("steer.toml", &config(&work, "3M"));
     let mut daemon = Daemon::spawn(&work, steer_in(&lab.router));
     let status = daemon
-        .wait_exit(std::time::Duration::from_secs(20))
+        .wait_exit(Duration::from_secs(20))
         .expect("steer run refuses and exits");
     assert!(!status.success());
     assert_refused_with_numbers(&daemon.log_text(), "3.5 MiB");
@@ -192,6 +197,13 @@ fn a_daemon_whose_sets_do_not_fit_does_not_start_and_loads_nothing() {
         Maps::from_pins(&work.pin_dir).is_err(),
         "no map was pinned: nothing was loaded"
     );
+}
+
+/// A memory cgroup of its own for the daemon, limited to `bytes`.
+fn memory_cgroup(role: &str, bytes: u64) -> MemCgroup {
+    let cg = MemCgroup::new(role).expect("a memory cgroup (v2, or v1 with kmem)");
+    cg.limit(bytes);
+    cg
 }
 
 /// The unit's `MemoryMax=`, in bytes.
@@ -217,17 +229,9 @@ fn unit_memory_max() -> u64 {
 /// nothing.
 #[test]
 fn a_million_prefixes_load_and_reload_inside_the_units_memory_limit() {
-    use std::time::Duration;
-
-    use steer_tests::{
-        bench::memory::{MemCgroup, list_text, real_mix},
-        rng::Rng,
-    };
-
     steer_tests::require_root();
     let limit = unit_memory_max();
-    let cg = MemCgroup::new("unit-limit").expect("a memory cgroup (v2, or v1 with kmem)");
-    cg.limit(limit);
+    let cg = memory_cgroup("unit-limit", limit);
     let lab = Lab::new();
     let work = Workdir::new("mem-limit");
     let mut rng = Rng::new(0x5eed_0018);
@@ -290,11 +294,8 @@ fn spread_hosts(count: u32) -> String {
 /// list, names the limit and where it comes from, and loads nothing; the kernel kills nothing.
 #[test]
 fn a_daemon_in_a_cgroup_too_small_to_start_refuses_and_is_not_killed() {
-    use steer_tests::bench::memory::MemCgroup;
-
     steer_tests::require_root();
-    let cg = MemCgroup::new("too-small").expect("a memory cgroup (v2, or v1 with kmem)");
-    cg.limit(32 << 20);
+    let cg = memory_cgroup("too-small", 32 << 20);
     let lab = Lab::new();
     let work = Workdir::new("mem-32m");
     work.write("lists/big.txt", &spread_hosts(1_000_000));
@@ -304,7 +305,7 @@ fn a_daemon_in_a_cgroup_too_small_to_start_refuses_and_is_not_killed() {
     cg.enter_on_exec(&mut cmd);
     let mut daemon = Daemon::spawn(&work, cmd);
     let status = daemon
-        .wait_exit(std::time::Duration::from_secs(60))
+        .wait_exit(Duration::from_secs(60))
         .expect("steer run refuses and exits");
     assert!(!status.success());
     let log = daemon.log_text();
@@ -331,12 +332,8 @@ fn a_daemon_in_a_cgroup_too_small_to_start_refuses_and_is_not_killed() {
 /// `explain`, and the kernel kills nothing. Raised again, the same list goes in.
 #[test]
 fn a_change_over_the_cgroup_limit_is_refused_and_the_old_sets_answer() {
-    use steer::memory_limit::{BASE_BYTES, BYTES_PER_PREFIX};
-    use steer_tests::bench::memory::MemCgroup;
-
     steer_tests::require_root();
-    let cg = MemCgroup::new("lowered").expect("a memory cgroup (v2, or v1 with kmem)");
-    cg.limit(96 << 20);
+    let cg = memory_cgroup("lowered", 96 << 20);
     let lab = Lab::new();
     let work = Workdir::new("mem-lowered");
     work.write("lists/big.txt", &small_list());
@@ -442,17 +439,9 @@ fn a_change_over_the_cgroup_limit_is_refused_and_the_old_sets_answer() {
 /// are those after the tenth), the kernel kills nothing, and the maps hold the last list.
 #[test]
 fn a_hundred_reloads_of_a_million_prefixes_keep_the_daemon_where_it_was() {
-    use std::time::{Duration, SystemTime};
-
-    use steer_tests::{
-        bench::memory::{MemCgroup, list_text, real_mix},
-        rng::Rng,
-    };
-
     steer_tests::require_root();
     let limit = unit_memory_max();
-    let mut cg = MemCgroup::new("reloads").expect("a memory cgroup (v2, or v1 with kmem)");
-    cg.limit(limit);
+    let mut cg = memory_cgroup("reloads", limit);
     let lab = Lab::new();
     let work = Workdir::new("mem-reloads");
     let mut rng = Rng::new(0x5eed_0100);
@@ -464,17 +453,9 @@ fn a_hundred_reloads_of_a_million_prefixes_keep_the_daemon_where_it_was() {
         *slot = p;
     }
     let lists = [list_text(&all), list_text(&other)];
-    // Written as if a while ago: the reader waits for a list written less than a second
-    // before, which would make this loop a hundred seconds longer.
-    let write_aged = |rel: &str, text: &str| {
-        let path = work.write(rel, text);
-        let file = std::fs::File::options().write(true).open(&path).unwrap();
-        file.set_modified(SystemTime::now() - Duration::from_secs(5))
-            .unwrap();
-    };
-    write_aged("lists/big.txt", &lists[0]);
+    write_aged(&work, "lists/big.txt", &lists[0]);
     let toml = config(&work, "1G");
-    write_aged("steer.toml", &toml);
+    write_aged(&work, "steer.toml", &toml);
     let mut cmd = steer_in(&lab.router);
     cg.enter_on_exec(&mut cmd);
     let daemon = Daemon::spawn(&work, cmd);
@@ -487,10 +468,10 @@ fn a_hundred_reloads_of_a_million_prefixes_keep_the_daemon_where_it_was() {
     };
     let mut after_ten = (0, 0);
     for round in 1..=100 {
-        write_aged("lists/big.txt", &lists[round % 2]);
+        write_aged(&work, "lists/big.txt", &lists[round % 2]);
         let full = round % 10 == 0;
         if full {
-            write_aged("steer.toml", &format!("{toml}# round {round}\n"));
+            write_aged(&work, "steer.toml", &format!("{toml}# round {round}\n"));
         }
         let out = work.steer_ok(&["reload"]);
         assert_eq!(

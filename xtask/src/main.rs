@@ -170,8 +170,6 @@ fn unprivileged_plain_test(extra: &[String]) -> Result<()> {
     cmd::run(&mut run)
 }
 
-/// Runs a binary of the tests crate (release), after setup and a release build of `steer`,
-/// which the demo and the failover benchmark run themselves.
 /// The benchmarks. The memory benchmark measures the daemon a router runs: this machine's
 /// `cargo xtask dist` binary (static, musl, built for size), handed over in
 /// `STEER_SHIPPED_BIN`.
@@ -186,6 +184,9 @@ fn bench(filters: &[String]) -> Result<()> {
     release_bin("steer-bench", filters, shipped.as_deref())
 }
 
+/// Runs a binary of the tests crate (release), after setup and a release build of `steer`,
+/// which the demo and the failover benchmark run themselves; `shipped` is the binary that
+/// ships, for the benchmarks that measure it.
 fn release_bin(name: &str, args: &[String], shipped: Option<&std::path::Path>) -> Result<()> {
     setup::run()?;
     cmd::cargo(

@@ -243,12 +243,7 @@ fn check_memory(
     } else {
         footprint_after(state, planned, left)
     };
-    let touched: HashSet<PrefixMap> = planned
-        .iter()
-        .filter(|(_, writes)| !writes.is_empty())
-        .map(|(map, _)| *map)
-        .chain(left.iter().map(|(dir, p)| PrefixMap::of(*dir, p)))
-        .collect();
+    let touched = touched_maps(planned, left);
     let mut held_now = 0;
     let mut need = 0;
     let mut prefixes = 0;
@@ -312,12 +307,7 @@ fn few_within(
     if writes + left.len() > IN_PLACE_MAX_EDITS {
         return false;
     }
-    let touched: HashSet<PrefixMap> = planned
-        .iter()
-        .filter(|(_, w)| !w.is_empty())
-        .map(|(map, _)| *map)
-        .chain(left.iter().map(|(dir, p)| PrefixMap::of(*dir, p)))
-        .collect();
+    let touched = touched_maps(planned, left);
     let mut bound = 0;
     for m in PrefixMap::ALL {
         let held = maps.range_bytes(m);
@@ -327,6 +317,16 @@ fn few_within(
         }
     }
     fits(bound, state.len() + writes)
+}
+
+/// The maps a change writes into or removes from.
+fn touched_maps(planned: &[PlannedWrites], left: &[(Direction, Prefix)]) -> HashSet<PrefixMap> {
+    planned
+        .iter()
+        .filter(|(_, writes)| !writes.is_empty())
+        .map(|(map, _)| *map)
+        .chain(left.iter().map(|(dir, p)| PrefixMap::of(*dir, p)))
+        .collect()
 }
 
 /// The memory of the prefix maps once `state` has the writes `planned` and lost `left`: each

@@ -534,7 +534,7 @@ const RELOADED_100_TIMES: &str = "1M-IPv4";
 
 /// Writes `text` into the work directory as if a while ago: steer's reader waits for a file
 /// written less than a second before, which would be most of a hundred reloads' time.
-fn write_aged(work: &Workdir, rel: &str, text: &str) {
+pub fn write_aged(work: &Workdir, rel: &str, text: &str) {
     let path = work.write(rel, text);
     let file = File::options()
         .write(true)
