@@ -652,11 +652,11 @@ impl<F: Family> RangeSet<F> {
         containing.chain(inside).map(F::parts)
     }
 
-    /// Writes the record from `first_change` on, then lets go of its mapping before the table
-    /// is built (both mapped at once counted twice in the daemon's memory at the peak).
+    /// Writes the record from `first_change` on, then, unless a few edits keep it
+    /// ([`Mapped`]), lets go of its mapping before the table is built (both mapped at once
+    /// counted twice in the daemon's memory at the peak).
     fn commit_record(&mut self, first_change: usize, mapped: Mapped) -> Result<()> {
         self.write_record(first_change)?;
-        // Before the table is mapped: a big change never has both in the daemon's RSS.
         if mapped == Mapped::LetGo
             && let Some(record) = self.record.as_mut()
         {
