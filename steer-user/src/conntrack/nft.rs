@@ -48,7 +48,12 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], lan: &[String], extra: &str) 
     }
     let mut rules = String::new();
     if !wans.is_empty() {
-        rules.push_str("\t\tct state new jump new_connection\n");
+        // A connection is marked once, by its first packet: a later packet still in state
+        // `new` (no reply yet) would otherwise write the mark again, and its NAT binding was
+        // made by the first one anyway.
+        rules.push_str(&format!(
+            "\t\tct state new ct mark and {mask:#x} == 0 jump new_connection\n"
+        ));
         if !lan.is_empty() {
             let lan: Vec<String> = lan.iter().map(|l| quoted(l)).collect();
             let restore: Vec<String> = wans
@@ -193,7 +198,7 @@ mod tests {
         ];
         let r = ruleset(0xff00, &wans, &["br-lan".into(), "lan2".into()]);
         for line in [
-            "ct state new jump new_connection",
+            "ct state new ct mark and 0xff00 == 0 jump new_connection",
             "ct state established,related iifname { \"br-lan\", \"lan2\" } ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
             "meta mark and 0xff00 vmap { 0x100 : goto connection_0x100, 0x200 : goto connection_0x200 }\n\t\tiifname vmap { \"eth1\" : goto connection_0x100, \"wwan0\" : goto connection_0x200 }",
             "chain connection_0x200 {\n\t\tct mark set ct mark and 0xffff00ff or 0x200",
