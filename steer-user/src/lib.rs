@@ -10,7 +10,8 @@
 //!   -> what each rule stamps);
 //! - kernel and system I/O, each owning its own state: [`dataplane`] (programs, maps and their
 //!   write order), [`routing`] (rules and per-WAN tables over rtnetlink), [`conntrack`]
-//!   (connection marking and flushes), [`health`] (probes and the up/down state machines),
+//!   (connection marking and flushes), [`wan_sources`] (IPv6 sources on the WANs: NPTv6,
+//!   NAT66 and the foreign-source guard, chains of the same table), [`health`] (probes and the up/down state machines),
 //!   [`vrrp`] (the HA pair: VRRPv3 speakers, keepalived's fifo, the takeover steps' pieces);
 //! - [`dns`]: domain sets, a pure core (messages, matching, rebinding, lifetimes) and the
 //!   forwarder and snooper around it, which learn through the controller's learner;
@@ -49,3 +50,4 @@ pub mod runtime_sets;
 pub mod sets;
 pub mod status;
 pub mod vrrp;
+pub mod wan_sources;

@@ -101,6 +101,9 @@ pub struct Status {
     /// The `[[vrrp]]` instances (none without HA).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<VrrpStatus>,
+    /// IPv6 sources on the WANs (with an `[ipv6]` section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Status>,
     /// How long the WAN state changes since the daemon started took to detect and to switch.
     #[serde(default)]
     pub failover_times: FailoverTimes,
@@ -263,6 +266,32 @@ pub struct WanStatus {
     /// Packets and bytes the classifier steered to it.
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// `[ipv6]` as it runs: the mode and each WAN's prefix and guard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ipv6Status {
+    /// `npt` or `masquerade`.
+    pub mode: String,
+    /// The prefix LAN hosts use (npt).
+    pub lan_prefix: Option<String>,
+    pub wans: Vec<WanSourceStatus>,
+    /// Why the guards' counters could not be read (`nft` failed), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters_error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WanSourceStatus {
+    pub wan: String,
+    /// The WAN's prefix (`prefix6`), if it has one.
+    pub prefix6: Option<String>,
+    /// Where the prefix comes from, in words ("configured").
+    pub origin: String,
+    /// What a LAN host's IPv6 source becomes on this WAN, in words.
+    pub translation: String,
+    /// Packets the guard dropped for a source this WAN does not carry.
+    pub foreign_dropped: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -447,6 +476,7 @@ mod tests {
             failover_times: FailoverTimes::default(),
             standbys: vec!["wan1 down (ipv4) -> generation 2".into()],
             standbys_missing: vec![],
+            ipv6: None,
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["wans"][0]["mark"], "0x100");

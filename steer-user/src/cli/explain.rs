@@ -155,6 +155,8 @@ pub struct Explanation {
     /// Each WAN's state in the packet's address family, when the daemon answered (the policy
     /// decided from these).
     pub health: Vec<WanHealth>,
+    /// What an IPv6 source becomes on the WAN (`[ipv6]`), when the daemon answered.
+    pub source: Option<String>,
 }
 
 /// One WAN's state in one address family, as the daemon reports it.
@@ -191,6 +193,18 @@ impl Explanation {
         self
     }
 
+    /// Adds what the packet's IPv6 source becomes on its WAN (`[ipv6]`), from the daemon's
+    /// status.
+    pub fn with_sources(mut self, status: &Status) -> Self {
+        if self.local.is_none() {
+            self.source = status
+                .ipv6
+                .as_ref()
+                .and_then(|v6| crate::wan_sources::fate_of(v6, &self.wan, self.src));
+        }
+        self
+    }
+
     /// Says whether the matched prefix was added at runtime, from the daemon's journal of
     /// runtime entries (`now`: seconds of `CLOCK_BOOTTIME`).
     pub fn with_runtime(mut self, table: &crate::runtime_sets::RuntimeSets, now: u64) -> Self {
@@ -217,6 +231,7 @@ impl Explanation {
             "policy": self.policy, "mark": format!("{:#x}", self.mark), "wan": self.wan,
             "generation": self.generation,
             "health": self.health.iter().map(|h| json!({ "wan": h.wan, "state": h.state.as_str(), "detail": h.detail })).collect::<Vec<_>>(),
+            "source": self.source,
         })
     }
 }
@@ -310,6 +325,9 @@ impl fmt::Display for Explanation {
         writeln!(f, "policy   {}", self.policy)?;
         writeln!(f, "mark     {:#x} (mask {:#x})", self.mark, self.mask)?;
         writeln!(f, "wan      {}", self.wan)?;
+        if let Some(source) = &self.source {
+            writeln!(f, "source   {source}")?;
+        }
         let family = Family::of(&self.dst).name();
         for (i, h) in self.health.iter().enumerate() {
             let head = if i == 0 { "health" } else { "" };
@@ -416,6 +434,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         wan: "none (local destination: main table)".into(),
         generation: names.generation,
         health: Vec::new(),
+        source: None,
     };
     if rule == LOCAL_RULE {
         e.local = maps.local_of(dst)?;

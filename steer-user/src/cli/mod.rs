@@ -351,7 +351,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             if let Ok(status) =
                 request(&target, Request::Status).and_then(|body| decode::<Status>(&target, body))
             {
-                e = e.with_health(&status);
+                e = e.with_health(&status).with_sources(&status);
             }
             if json {
                 outln(&serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
@@ -472,6 +472,10 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
                 c.general.lan.join(", ")
             ));
             outln(&memory_line(&c));
+            if let Some(ipv6) = &c.ipv6 {
+                let plan = crate::wan_sources::status(ipv6, &c.wans, Ok(Default::default()));
+                outln(render_ipv6(&plan).trim_end());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -617,6 +621,34 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
+/// `IPv6 sources: npt, LAN prefix fd10::/64` and a line per WAN: its prefix, what a LAN
+/// source becomes there, and what the guard dropped.
+fn render_ipv6(v6: &crate::status::Ipv6Status) -> String {
+    use std::fmt::Write;
+    let mut out = format!("IPv6 sources: {}", v6.mode);
+    if let Some(lan) = &v6.lan_prefix {
+        let _ = write!(out, ", LAN prefix {lan}");
+    }
+    out.push('\n');
+    for w in &v6.wans {
+        let dropped = w
+            .foreign_dropped
+            .map_or(String::new(), |n| format!("; foreign sources dropped: {n}"));
+        let _ = writeln!(
+            out,
+            "  {}: prefix {} ({}), {}{dropped}",
+            w.wan,
+            w.prefix6.as_deref().unwrap_or("-"),
+            w.origin,
+            w.translation,
+        );
+    }
+    if let Some(e) = &v6.counters_error {
+        let _ = writeln!(out, "  (the guards' counters could not be read: {e})");
+    }
+    out
+}
+
 fn render_status(s: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -651,6 +683,9 @@ fn render_status(s: &Status) -> String {
         for missing in &s.standbys_missing {
             let _ = writeln!(out, "  no standby (written then flipped): {missing}");
         }
+    }
+    if let Some(v6) = &s.ipv6 {
+        out.push_str(&render_ipv6(v6));
     }
     let _ = writeln!(
         out,

@@ -27,6 +27,7 @@ mod dns;
 mod document;
 mod endpoints;
 mod general;
+mod ipv6;
 mod list;
 mod names;
 mod notes;
@@ -99,6 +100,35 @@ pub struct Config {
     pub dns: Option<Dns>,
     /// The HA pair's virtual routers (`[[vrrp]]`); empty = no HA.
     pub vrrp: Vec<Vrrp>,
+    /// What steer does about IPv6 sources on the WANs (`[ipv6]`); `None`: nothing, the
+    /// firewall's business as before.
+    pub ipv6: Option<Ipv6>,
+}
+
+/// `[ipv6]`: how a LAN host's IPv6 source becomes one that the WAN carrying it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6 {
+    pub mode: Ipv6Mode,
+    /// The prefix LAN hosts use (`lan_prefix`); `mode = "npt"` needs it.
+    pub lan_prefix: Option<Prefix>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv6Mode {
+    /// Stateless-style prefix translation (RFC 6296) between `lan_prefix` and each WAN's
+    /// `prefix6`: any WAN carries any flow, inbound connections reach the hosts.
+    Npt,
+    /// NAT66 to the WAN's own address, as IPv4.
+    Masquerade,
+}
+
+impl Ipv6Mode {
+    pub fn word(self) -> &'static str {
+        match self {
+            Ipv6Mode::Npt => "npt",
+            Ipv6Mode::Masquerade => "masquerade",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +174,9 @@ pub struct Wan {
     pub gateway: NextHop,
     /// The IPv6 next hop (`gateway6`).
     pub gateway6: NextHop,
+    /// The prefix the ISP routes to this line (`prefix6`, a delegated prefix): IPv6 leaving
+    /// by this WAN must have its source in it (or be the WAN's own address).
+    pub prefix6: Option<Prefix>,
     pub track: Track,
 }
 

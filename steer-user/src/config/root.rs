@@ -15,6 +15,7 @@ use super::{
     dns::{self, RawDns},
     document::{self, Keys},
     general::{self, RawGeneral},
+    ipv6::{self, RawIpv6},
     policy::{self, RawPolicy},
     schema::{Field, S},
     set::{self, RawSet},
@@ -31,6 +32,7 @@ pub(super) const ROOT: &[Field] = &[
     control::FIELD,
     dns::FIELD,
     vrrp::FIELD,
+    ipv6::FIELD,
 ];
 
 /// The file as written, by section.
@@ -44,6 +46,7 @@ pub(super) struct RawRoot {
     pub control: Option<S<RawControl>>,
     pub dns: Option<S<RawDns>>,
     pub vrrp: Option<S<Vec<S<RawVrrp>>>>,
+    pub ipv6: Option<S<RawIpv6>>,
 }
 
 /// The whole configuration in `text`, read from `path`.
@@ -60,7 +63,8 @@ fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
         .and_then(|g| g.get_ref().max_memory.as_ref())
         .map_or(general_span.clone(), |v| v.span());
     let general = general::build(cx, raw.general);
-    let wans = wan::build(cx, raw.wan, &general);
+    let (wans, prefix6_spans) = wan::build(cx, raw.wan, &general);
+    let ipv6 = ipv6::build(cx, raw.ipv6, &wans, &prefix6_spans);
     let vrrp = vrrp::build(cx, raw.vrrp, &wan::defined(&wans));
     let policies = policy::build(cx, raw.policy, &wan::defined(&wans));
     let policy_names = policy::defined(&policies);
@@ -84,5 +88,6 @@ fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
         control,
         dns,
         vrrp,
+        ipv6,
     }
 }

@@ -104,6 +104,7 @@ pub(crate) fn wan(name: &str, interface: &str) -> super::Wan {
         table: 101,
         gateway: NextHop::Auto,
         gateway6: NextHop::Auto,
+        prefix6: None,
         track: super::Track {
             targets: vec![],
             ..icmp_track(500, 400, 3, 5)

@@ -8,6 +8,7 @@ use super::{
     check::Claims,
     diag::Ctx,
     general,
+    ipv6::{self, Prefix6Span},
     names::{check_object_name, ifname_problem},
     references::Defined,
     schema::{
@@ -27,6 +28,7 @@ pub(super) struct RawWan {
     pub table: Option<S<i64>>,
     pub gateway: Option<S<String>>,
     pub gateway6: Option<S<String>>,
+    pub prefix6: Option<S<String>>,
     pub track: Option<S<RawTrack>>,
 }
 
@@ -47,6 +49,7 @@ const FIELDS: &[Field] = &[
     req("table", Int, TABLE_EXAMPLE),
     opt("gateway", Str, "gateway = \"auto\""),
     opt("gateway6", Str, "gateway6 = \"auto\""),
+    opt("prefix6", Str, "prefix6 = \"2001:db8:1::/56\""),
     track::FIELD,
 ];
 
@@ -58,12 +61,15 @@ struct Taken {
     tables: Claims<u32, String>,
 }
 
+/// The WANs, and where each one's `prefix6` is written (for `[ipv6]`'s checks).
 pub(super) fn build(
     cx: &mut Ctx<'_>,
     raw: Option<S<Vec<S<RawWan>>>>,
     general: &General,
-) -> Vec<Wan> {
-    let Some(raw) = raw else { return Vec::new() };
+) -> (Vec<Wan>, Vec<Prefix6Span>) {
+    let Some(raw) = raw else {
+        return (Vec::new(), Vec::new());
+    };
     let list_span = raw.span();
     let raw = raw.into_inner();
     if raw.is_empty() {
@@ -82,6 +88,7 @@ pub(super) fn build(
         tables: Claims::new(),
     };
     let mut out = Vec::new();
+    let mut spans = Vec::new();
     for (i, w) in raw.into_iter().enumerate() {
         let span = w.span();
         let w = w.into_inner();
@@ -100,9 +107,10 @@ pub(super) fn build(
         if cx.mistyped(&label) {
             continue;
         }
+        spans.push(w.prefix6.as_ref().map_or(span, |v| v.span()));
         out.push(wan(cx, w, &label, &general.lan, mask, &mut taken));
     }
-    out
+    (out, spans)
 }
 
 /// The WANs' names, for the sections that refer to them.
@@ -144,6 +152,10 @@ fn wan(
         .gateway6
         .as_ref()
         .map_or(NextHop::Auto, |v| next_hop(cx, v, &f("gateway6"), false));
+    let prefix6 = w
+        .prefix6
+        .as_ref()
+        .and_then(|v| ipv6::wan_prefix(cx, v, &f("prefix6")));
     let track = track::build(cx, w.track, &f("track"));
     Wan {
         name,
@@ -152,6 +164,7 @@ fn wan(
         table,
         gateway,
         gateway6,
+        prefix6,
         track,
     }
 }

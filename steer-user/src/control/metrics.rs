@@ -369,6 +369,20 @@ pub fn render(s: &Status) -> String {
         "Bytes steered to the WAN.",
         per_wan(&|w| w.bytes.to_string()),
     );
+    if let Some(v6) = &s.ipv6 {
+        family(
+            "steer_foreign_source_drops_total",
+            "counter",
+            "IPv6 packets dropped on their way out of the WAN because their source is not one the WAN carries ([ipv6]).",
+            v6.wans
+                .iter()
+                .filter_map(|w| {
+                    let n = w.foreign_dropped?;
+                    Some((format!("{{wan=\"{}\"}}", escape(&w.wan)), n.to_string()))
+                })
+                .collect(),
+        );
+    }
     family(
         "steer_set_packets_total",
         "counter",

@@ -451,15 +451,19 @@ impl Controller {
         self.config.dns.as_ref().map(|d| self.dns.status(d))
     }
 
-    /// Installs steer's nftables table, with snoop mode's chain when it is on. A kernel without
-    /// nftables' `queue` expression refuses that chain: the table goes in without it and the
-    /// same rules go into an iptables chain of steer's (NFQUEUE target) instead.
+    /// Installs steer's nftables table, with the IPv6 source chains of `[ipv6]` and snoop
+    /// mode's chain when it is on. A kernel without nftables' `queue` expression refuses that
+    /// chain: the table goes in without it and the same rules go into an iptables chain of
+    /// steer's (NFQUEUE target) instead.
     pub(super) fn install_marking(
         &self,
         wans: &[crate::conntrack::MarkedWan],
     ) -> Option<ReportLine> {
-        use crate::{conntrack, dns::snoop};
+        use crate::{conntrack, dns::snoop, wan_sources};
         let general = &self.config.general;
+        let sources = wan_sources::chains(self.config.ipv6.as_ref(), &self.config.wans);
+        let install =
+            |extra: &str| conntrack::install_with(general.mark_mask, wans, &general.lan, extra);
         let snoop_queue = self
             .config
             .dns
@@ -468,16 +472,16 @@ impl Controller {
             .map(|d| d.snoop_queue);
         let Some(queue) = snoop_queue else {
             snoop::remove_fallback_if_installed();
-            return conntrack::install(general.mark_mask, wans, &general.lan)
+            return install(&sources)
                 .err()
                 .map(|e| ReportLine::warning(e.to_string()));
         };
         let chain = snoop::nft_chain(&general.lan, queue);
-        if conntrack::install_with(general.mark_mask, wans, &general.lan, &chain).is_ok() {
+        if install(&format!("{sources}{chain}")).is_ok() {
             snoop::remove_fallback_if_installed();
             return None;
         }
-        if let Err(e) = conntrack::install(general.mark_mask, wans, &general.lan) {
+        if let Err(e) = install(&sources) {
             return Some(ReportLine::warning(e.to_string()));
         }
         match snoop::install_fallback(&general.lan, queue) {

@@ -1066,6 +1066,7 @@ impl Controller {
         self.standbys.fresh = false;
         let old_rules = self.rules.clone();
         let old_wan_slots = self.wan_slots.clone();
+        let old_sources = (self.config.ipv6, self.config.wans.clone());
         let mut report = ApplyReport::default();
         // Gateways and local destinations first: which WAN families are usable decides the
         // policy table. A family whose gateway changes here is written by the sync below.
@@ -1139,6 +1140,9 @@ impl Controller {
         report.notes.extend(dns_lines);
         report.took = started.elapsed();
         report.after.extend(self.ensure_conntrack_marking());
+        if !first {
+            self.retranslate(old_sources);
+        }
         let why = if first { "start" } else { "reload" };
         report.after.extend(self.reconcile_routing(why).await);
         self.last_apply = Some((Instant::now(), report.clone()));
@@ -1159,6 +1163,22 @@ impl Controller {
     /// Set name -> rule id of what the kernel holds.
     fn rule_ids(&self) -> NameIds {
         desired::rule_ids(&self.rules)
+    }
+
+    /// Queues the deletion of the IPv6 connections of each WAN whose source translation the
+    /// configuration changed ([`crate::wan_sources::retranslated`]).
+    fn retranslate(
+        &mut self,
+        (ipv6, wans): (Option<crate::config::Ipv6>, Vec<crate::config::Wan>),
+    ) {
+        let now = (self.config.ipv6.as_ref(), self.config.wans.as_slice());
+        for wan in crate::wan_sources::retranslated((ipv6.as_ref(), &wans), now) {
+            log::info!(
+                "{wan}: its IPv6 source translation changed; its IPv6 connections start over"
+            );
+            let flush = self.flush_of(&wan, &[Family::V6]);
+            self.flushes.extend(flush);
+        }
     }
 
     /// Installs (or replaces) steer's nftables table for the configured WANs and LANs.
@@ -1348,10 +1368,24 @@ impl Controller {
             }),
             dns: self.dns_status(),
             vrrp: self.vrrp_status(),
+            ipv6: self.ipv6_status().await,
             failover_times: self.failover_times.clone(),
             standbys: self.standbys.describe(),
             standbys_missing: self.standbys.uncovered.clone(),
         }
+    }
+
+    /// `[ipv6]` as it runs, with the guards' counters read from the kernel.
+    async fn ipv6_status(&self) -> Option<crate::status::Ipv6Status> {
+        let ipv6 = self.config.ipv6?;
+        let counters = tokio::task::spawn_blocking(crate::wan_sources::foreign_drops)
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        Some(crate::wan_sources::status(
+            &ipv6,
+            &self.config.wans,
+            counters,
+        ))
     }
 
     /// The prefix maps' kernel memory now.

@@ -1,0 +1,320 @@
+//! `[ipv6]`: what steer does about the source of IPv6 packets leaving a WAN — its keys, their
+//! raw form and their checks. Each WAN's prefix (`prefix6`) is the `wan` module's key; the
+//! checks that relate the two (every WAN needs one for NPTv6, prefixes do not overlap) are here.
+
+use serde::Deserialize;
+
+use super::{
+    Ipv6, Ipv6Mode, Wan,
+    check::{self, Choices},
+    diag::Ctx,
+    schema::{
+        Field,
+        Kind::{Str, Table},
+        S, opt, req,
+    },
+};
+use crate::prefix::{Prefix, parse_prefix};
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawIpv6 {
+    pub mode: Option<S<String>>,
+    pub lan_prefix: Option<S<String>>,
+}
+
+pub(super) const EXAMPLE: &str = "[ipv6] with mode = \"npt\" and lan_prefix = \"fd10::/64\"";
+
+pub(super) const FIELD: Field = opt("ipv6", Table(FIELDS), EXAMPLE);
+
+const FIELDS: &[Field] = &[
+    req("mode", Str, "mode = \"npt\""),
+    opt("lan_prefix", Str, "lan_prefix = \"fd10::/64\""),
+];
+
+const MODES: Choices<Option<Ipv6Mode>> = Choices {
+    what: "IPv6 mode",
+    words: &[
+        ("npt", Some(Ipv6Mode::Npt)),
+        ("masquerade", Some(Ipv6Mode::Masquerade)),
+        ("source", None),
+    ],
+};
+
+/// The longest prefix a WAN or the LAN may have: NPTv6 keeps the host bits, and hosts take
+/// addresses by SLAAC from a /64 at most.
+const LONGEST: u8 = 64;
+
+/// Where each WAN's `prefix6` is written (its own span when written, else the WAN's), so that
+/// the checks across WANs point at the right line.
+pub(super) type Prefix6Span = std::ops::Range<usize>;
+
+/// The `[ipv6]` section, checked against the WANs' `prefix6` (`wans` as built, `spans` one
+/// per WAN).
+pub(super) fn build(
+    cx: &mut Ctx<'_>,
+    raw: Option<S<RawIpv6>>,
+    wans: &[Wan],
+    spans: &[Prefix6Span],
+) -> Option<Ipv6> {
+    let Some(raw) = raw else {
+        overlapping_wan_prefixes(cx, wans, spans);
+        return None;
+    };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let mode = check::choice(cx, &raw.mode, "ipv6.mode", &MODES, None);
+    if let (None, Some(v)) = (mode, &raw.mode)
+        && v.get_ref() == "source"
+    {
+        cx.err(
+            &v.span(),
+            "ipv6.mode",
+            "source-specific routing (`source`) is not built yet",
+            "use \"npt\" (LAN hosts use one internal prefix, translated into each WAN's \
+             prefix) or \"masquerade\" (NAT66 to each WAN's address)",
+        );
+    }
+    let lan_prefix = raw
+        .lan_prefix
+        .as_ref()
+        .and_then(|v| ipv6_prefix(cx, v, "ipv6.lan_prefix"));
+    overlapping_wan_prefixes(cx, wans, spans);
+    let mode = mode?;
+    if mode == Ipv6Mode::Npt {
+        npt_needs(cx, &span, lan_prefix, wans, spans);
+    }
+    Some(Ipv6 { mode, lan_prefix })
+}
+
+/// A WAN's `prefix6`: an IPv6 prefix of at most /64.
+pub(super) fn wan_prefix(cx: &mut Ctx<'_>, v: &S<String>, field: &str) -> Option<Prefix> {
+    ipv6_prefix(cx, v, field)
+}
+
+fn ipv6_prefix(cx: &mut Ctx<'_>, v: &S<String>, field: &str) -> Option<Prefix> {
+    let p = match parse_prefix(v.get_ref(), false) {
+        Ok(p) => p,
+        Err(e) => {
+            cx.err(&v.span(), field, e.message(), e.hint());
+            return None;
+        }
+    };
+    if p.is_v4() {
+        cx.err(
+            &v.span(),
+            field,
+            format!("{p} is an IPv4 prefix"),
+            "write an IPv6 prefix, e.g. \"2001:db8:1::/56\"",
+        );
+        return None;
+    }
+    if p.len() > LONGEST {
+        cx.err(
+            &v.span(),
+            field,
+            format!("{p} is longer than /{LONGEST}"),
+            "write the whole prefix the ISP delegates (a /48, /56, /60 or /64): hosts take \
+             addresses from a /64 and the translation keeps their last 64 bits",
+        );
+        return None;
+    }
+    Some(p)
+}
+
+/// NPTv6 translates between `lan_prefix` and each WAN's prefix: all must be known and apart.
+fn npt_needs(
+    cx: &mut Ctx<'_>,
+    span: &std::ops::Range<usize>,
+    lan_prefix: Option<Prefix>,
+    wans: &[Wan],
+    spans: &[Prefix6Span],
+) {
+    let Some(lan) = lan_prefix else {
+        cx.err(
+            span,
+            "ipv6.lan_prefix",
+            "mode \"npt\" needs the prefix LAN hosts use",
+            "add lan_prefix = \"fd10::/64\" (a ULA, or the one GUA your LAN hosts hold) to [ipv6]",
+        );
+        return;
+    };
+    for (w, span) in wans.iter().zip(spans) {
+        match w.prefix6 {
+            None => cx.err(
+                span,
+                field(w),
+                format!(
+                    "WAN `{}` has no prefix6, which mode \"npt\" translates into",
+                    w.name
+                ),
+                "add prefix6 = \"2001:db8:1::/56\" (the prefix the ISP delegates to this line) \
+                 to the WAN",
+            ),
+            Some(p) if overlaps(p, lan) => cx.err(
+                span,
+                field(w),
+                format!("{p} overlaps ipv6.lan_prefix {lan}"),
+                "the LAN's internal prefix and each WAN's prefix must be apart: use a ULA \
+                 (fd00::/8) on the LAN",
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn overlapping_wan_prefixes(cx: &mut Ctx<'_>, wans: &[Wan], spans: &[Prefix6Span]) {
+    for (i, (w, span)) in wans.iter().zip(spans).enumerate() {
+        let Some(p) = w.prefix6 else { continue };
+        if let Some(other) = wans[..i]
+            .iter()
+            .find(|o| o.prefix6.is_some_and(|q| overlaps(p, q)))
+        {
+            cx.err(
+                span,
+                field(w),
+                format!(
+                    "{p} overlaps WAN `{}`'s prefix6 {}",
+                    other.name,
+                    other.prefix6.map(|q| q.to_string()).unwrap_or_default()
+                ),
+                "each ISP delegates its own prefix: write the one this line's ISP routes to it",
+            );
+        }
+    }
+}
+
+fn field(w: &Wan) -> String {
+    format!("wan[{}].prefix6", w.name)
+}
+
+fn overlaps(a: Prefix, b: Prefix) -> bool {
+    a.contains(b.addr()) || b.contains(a.addr())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{
+        Ipv6Mode, parse,
+        testing::{TWO_WANS, errors_in},
+    };
+
+    const LAN: &str = "[general]\nlan = [\"br-lan\"]\n";
+
+    /// TWO_WANS with `prefix6` lines after each WAN's `table` (`None`: no key).
+    fn wans(p1: Option<&str>, p2: Option<&str>) -> String {
+        let mut out = String::new();
+        let mut prefixes = [p1, p2].into_iter();
+        for line in TWO_WANS.lines() {
+            out.push_str(line);
+            out.push('\n');
+            if line.starts_with("table")
+                && let Some(Some(p)) = prefixes.next()
+            {
+                out.push_str(&format!("prefix6 = \"{p}\"\n"));
+            }
+        }
+        out
+    }
+
+    fn text(ipv6: &str, p1: Option<&str>, p2: Option<&str>) -> String {
+        format!("{LAN}{ipv6}\n{}", wans(p1, p2))
+    }
+
+    #[test]
+    fn npt_takes_the_lan_prefix_and_each_wans_prefix() {
+        let t = text(
+            "[ipv6]\nmode = \"npt\"\nlan_prefix = \"fd10::/64\"\n",
+            Some("2001:db8:1::/56"),
+            Some("2001:db8:2::/60"),
+        );
+        let c = parse(&t, Path::new("steer.toml")).unwrap();
+        let ipv6 = c.ipv6.unwrap();
+        assert_eq!(ipv6.mode, Ipv6Mode::Npt);
+        assert_eq!(ipv6.lan_prefix.unwrap().to_string(), "fd10::/64");
+        let p: Vec<String> = c
+            .wans
+            .iter()
+            .map(|w| w.prefix6.unwrap().to_string())
+            .collect();
+        assert_eq!(p, ["2001:db8:1::/56", "2001:db8:2::/60"]);
+    }
+
+    #[test]
+    fn masquerade_needs_no_prefix_and_no_section_means_none() {
+        let t = text("[ipv6]\nmode = \"masquerade\"\n", None, None);
+        let c = parse(&t, Path::new("steer.toml")).unwrap();
+        assert_eq!(c.ipv6.unwrap().mode, Ipv6Mode::Masquerade);
+        let c = parse(&text("", None, None), Path::new("steer.toml")).unwrap();
+        assert_eq!(c.ipv6, None);
+    }
+
+    #[test]
+    fn npt_without_its_prefixes_is_refused_naming_what_is_missing() {
+        let e = errors_in(&text(
+            "[ipv6]\nmode = \"npt\"\n",
+            Some("2001:db8:1::/56"),
+            None,
+        ));
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("ipv6.lan_prefix: mode \"npt\" needs")),
+            "{e:?}"
+        );
+        let e = errors_in(&text(
+            "[ipv6]\nmode = \"npt\"\nlan_prefix = \"fd10::/64\"\n",
+            Some("2001:db8:1::/56"),
+            None,
+        ));
+        assert_eq!(
+            e,
+            ["wan[wan2].prefix6: WAN `wan2` has no prefix6, which mode \"npt\" translates into"]
+        );
+    }
+
+    #[test]
+    fn prefixes_that_cannot_work_are_refused_with_their_value() {
+        let cases = [
+            (
+                Some("2001:db8:1::/56"),
+                Some("2001:db8:1:10::/60"),
+                "wan[wan2].prefix6: 2001:db8:1:10::/60 overlaps WAN `wan1`'s prefix6 2001:db8:1::/56",
+            ),
+            (
+                Some("2001:db8:1::/80"),
+                None,
+                "wan[wan1].prefix6: 2001:db8:1::/80 is longer than /64",
+            ),
+            (
+                Some("100.64.0.0/10"),
+                None,
+                "wan[wan1].prefix6: 100.64.0.0/10 is an IPv4 prefix",
+            ),
+        ];
+        for (p1, p2, want) in cases {
+            let e = errors_in(&text("[ipv6]\nmode = \"masquerade\"\n", p1, p2));
+            assert_eq!(e, [want]);
+        }
+        let e = errors_in(&text(
+            "[ipv6]\nmode = \"npt\"\nlan_prefix = \"2001:db8::/32\"\n",
+            Some("2001:db8:1::/56"),
+            Some("2001:db9::/56"),
+        ));
+        assert_eq!(
+            e,
+            ["wan[wan1].prefix6: 2001:db8:1::/56 overlaps ipv6.lan_prefix 2001:db8::/32"]
+        );
+    }
+
+    #[test]
+    fn source_mode_is_refused_until_it_is_built() {
+        let e = errors_in(&text("[ipv6]\nmode = \"source\"\n", None, None));
+        assert_eq!(
+            e,
+            ["ipv6.mode: source-specific routing (`source`) is not built yet"]
+        );
+        let e = errors_in(&text("[ipv6]\nmode = \"nat66\"\n", None, None));
+        assert_eq!(e, ["ipv6.mode: unknown IPv6 mode `nat66`"]);
+    }
+}
