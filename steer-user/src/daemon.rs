@@ -554,6 +554,16 @@ async fn handle(
                 Err(e) => Response::error(e.to_string()),
             })
         }
+        Request::Prefix6 { name, prefix } => {
+            Reply::Now(match ctl.set_prefix6(&name, prefix).await {
+                Ok(lines) => {
+                    log_lines("", &lines);
+                    let text: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
+                    Response::ok(serde_json::json!({ "message": text.join("\n") }))
+                }
+                Err(e) => Response::error(e),
+            })
+        }
         Request::Set {
             name,
             op: SetOp::List,

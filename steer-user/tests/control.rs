@@ -191,6 +191,9 @@ async fn fake_daemon(
             Request::Gateway { name, gateway } => {
                 Response::ok(json!({"name": name, "gateway": gateway}))
             }
+            Request::Prefix6 { name, prefix } => {
+                Response::ok(json!({"name": name, "prefix": prefix}))
+            }
             Request::Set { name, prefixes, .. } => {
                 Response::ok(json!({"name": name, "prefixes": prefixes}))
             }

@@ -120,13 +120,15 @@ pub enum Command {
     },
     /// Force a WAN up or down, or give it back to health tracking (`auto`); or hand in its
     /// gateway from a DHCP client hook (`gateway ADDR`, `gateway auto` to go back to what the
-    /// system's routes say).
+    /// system's routes say), or its delegated IPv6 prefix from a DHCPv6 client hook
+    /// (`prefix6 PREFIX`, `prefix6 auto`).
     Wan {
         /// The WAN's name; with `gateway` also its interface (what a DHCP hook knows).
         name: String,
         #[arg(value_enum)]
         mode: ModeArg,
-        /// With `gateway`: the next hop (IPv4 or IPv6), or `auto`.
+        /// With `gateway`: the next hop (IPv4 or IPv6), or `auto`; with `prefix6`: the
+        /// delegated prefix, or `auto`.
         value: Option<String>,
         #[command(flatten)]
         target: Target,
@@ -195,6 +197,7 @@ pub enum ModeArg {
     Down,
     Auto,
     Gateway,
+    Prefix6,
 }
 
 impl ModeArg {
@@ -208,9 +211,17 @@ impl ModeArg {
                         .into(),
                 ));
             }
+            (ModeArg::Prefix6, Some(v)) => return prefix6_request(name, &v),
+            (ModeArg::Prefix6, None) => {
+                return Err(CliError::Refused(
+                    "`steer wan NAME prefix6` needs the delegated prefix (e.g. 2001:db8:1::/56) \
+                     or `auto`"
+                        .into(),
+                ));
+            }
             (_, Some(v)) => {
                 return Err(CliError::Refused(format!(
-                    "unexpected `{v}`: only `steer wan NAME gateway` takes a value"
+                    "unexpected `{v}`: only `steer wan NAME gateway` and `prefix6` take a value"
                 )));
             }
             (ModeArg::Up, None) => WanMode::Up,
@@ -219,6 +230,19 @@ impl ModeArg {
         };
         Ok(Request::Wan { name, mode })
     }
+}
+
+/// `steer wan NAME prefix6 PREFIX|auto`, checked like a configured `prefix6`.
+fn prefix6_request(name: String, value: &str) -> Result<Request, CliError> {
+    if value == "auto" {
+        return Ok(Request::Prefix6 { name, prefix: None });
+    }
+    crate::wan_sources::learn::parse_hooked(value)
+        .map(|p| Request::Prefix6 {
+            name,
+            prefix: Some(p.to_string()),
+        })
+        .map_err(CliError::Refused)
 }
 
 /// `steer wan NAME gateway ADDR|auto`, checked like a configured gateway.
@@ -473,7 +497,9 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             ));
             outln(&memory_line(&c));
             if let Some(ipv6) = &c.ipv6 {
-                let plan = crate::wan_sources::status(ipv6, &c.wans, Ok(Default::default()));
+                let prefixes = crate::wan_sources::configured(&c.wans);
+                let plan =
+                    crate::wan_sources::status(ipv6, &c.wans, &prefixes, Ok(Default::default()));
                 outln(render_ipv6(&plan).trim_end());
             }
             Ok(ExitCode::SUCCESS)

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::{
-    Ipv6, Ipv6Mode, Wan,
+    Ipv6, Ipv6Mode, Prefix6, Wan,
     check::{self, Choices},
     diag::Ctx,
     schema::{
@@ -14,7 +14,10 @@ use super::{
         S, opt, req,
     },
 };
-use crate::prefix::{Prefix, parse_prefix};
+use crate::{
+    prefix::{Prefix, parse_prefix},
+    wan_sources::learn::overlaps,
+};
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawIpv6 {
@@ -86,9 +89,12 @@ pub(super) fn build(
     Some(Ipv6 { mode, lan_prefix })
 }
 
-/// A WAN's `prefix6`: an IPv6 prefix of at most /64.
-pub(super) fn wan_prefix(cx: &mut Ctx<'_>, v: &S<String>, field: &str) -> Option<Prefix> {
-    ipv6_prefix(cx, v, field)
+/// A WAN's `prefix6`: `"auto"` or an IPv6 prefix of at most /64.
+pub(super) fn wan_prefix(cx: &mut Ctx<'_>, v: &S<String>, field: &str) -> Option<Prefix6> {
+    if v.get_ref() == "auto" {
+        return Some(Prefix6::Auto);
+    }
+    ipv6_prefix(cx, v, field).map(Prefix6::Fixed)
 }
 
 fn ipv6_prefix(cx: &mut Ctx<'_>, v: &S<String>, field: &str) -> Option<Prefix> {
@@ -147,10 +153,10 @@ fn npt_needs(
                     "WAN `{}` has no prefix6, which mode \"npt\" translates into",
                     w.name
                 ),
-                "add prefix6 = \"2001:db8:1::/56\" (the prefix the ISP delegates to this line) \
-                 to the WAN",
+                "add prefix6 = \"auto\" (learned from the DHCPv6 client) or the prefix the ISP \
+                 delegates to this line, e.g. prefix6 = \"2001:db8:1::/56\", to the WAN",
             ),
-            Some(p) if overlaps(p, lan) => cx.err(
+            Some(Prefix6::Fixed(p)) if overlaps(p, lan) => cx.err(
                 span,
                 field(w),
                 format!("{p} overlaps ipv6.lan_prefix {lan}"),
@@ -164,19 +170,18 @@ fn npt_needs(
 
 fn overlapping_wan_prefixes(cx: &mut Ctx<'_>, wans: &[Wan], spans: &[Prefix6Span]) {
     for (i, (w, span)) in wans.iter().zip(spans).enumerate() {
-        let Some(p) = w.prefix6 else { continue };
-        if let Some(other) = wans[..i]
+        let Some(p) = w.prefix6.and_then(Prefix6::fixed) else {
+            continue;
+        };
+        let fixed = |o: &Wan| o.prefix6.and_then(Prefix6::fixed);
+        if let Some((other, q)) = wans[..i]
             .iter()
-            .find(|o| o.prefix6.is_some_and(|q| overlaps(p, q)))
+            .find_map(|o| fixed(o).filter(|q| overlaps(p, *q)).map(|q| (o, q)))
         {
             cx.err(
                 span,
                 field(w),
-                format!(
-                    "{p} overlaps WAN `{}`'s prefix6 {}",
-                    other.name,
-                    other.prefix6.map(|q| q.to_string()).unwrap_or_default()
-                ),
+                format!("{p} overlaps WAN `{}`'s prefix6 {q}", other.name),
                 "each ISP delegates its own prefix: write the one this line's ISP routes to it",
             );
         }
@@ -187,16 +192,12 @@ fn field(w: &Wan) -> String {
     format!("wan[{}].prefix6", w.name)
 }
 
-fn overlaps(a: Prefix, b: Prefix) -> bool {
-    a.contains(b.addr()) || b.contains(a.addr())
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::super::{
-        Ipv6Mode, parse,
+        Ipv6Mode, Prefix6, parse,
         testing::{TWO_WANS, errors_in},
     };
 
@@ -236,9 +237,16 @@ mod tests {
         let p: Vec<String> = c
             .wans
             .iter()
-            .map(|w| w.prefix6.unwrap().to_string())
+            .map(|w| w.prefix6.and_then(Prefix6::fixed).unwrap().to_string())
             .collect();
         assert_eq!(p, ["2001:db8:1::/56", "2001:db8:2::/60"]);
+        let t = text(
+            "[ipv6]\nmode = \"npt\"\nlan_prefix = \"fd10::/64\"\n",
+            Some("auto"),
+            Some("2001:db8:2::/60"),
+        );
+        let c = parse(&t, Path::new("steer.toml")).unwrap();
+        assert_eq!(c.wans[0].prefix6, Some(Prefix6::Auto));
     }
 
     #[test]

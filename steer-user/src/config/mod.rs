@@ -176,7 +176,7 @@ pub struct Wan {
     pub gateway6: NextHop,
     /// The prefix the ISP routes to this line (`prefix6`, a delegated prefix): IPv6 leaving
     /// by this WAN must have its source in it (or be the WAN's own address).
-    pub prefix6: Option<Prefix>,
+    pub prefix6: Option<Prefix6>,
     pub track: Track,
 }
 
@@ -186,6 +186,25 @@ impl Wan {
         match family {
             crate::model::Family::V4 => self.gateway,
             crate::model::Family::V6 => self.gateway6,
+        }
+    }
+}
+
+/// Where a WAN's delegated IPv6 prefix comes from (`prefix6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefix6 {
+    /// Learned from the system (`"auto"`): see [`crate::wan_sources::learn`].
+    Auto,
+    /// This prefix.
+    Fixed(Prefix),
+}
+
+impl Prefix6 {
+    /// The configured prefix, if it is one.
+    pub fn fixed(self) -> Option<Prefix> {
+        match self {
+            Prefix6::Fixed(p) => Some(p),
+            Prefix6::Auto => None,
         }
     }
 }

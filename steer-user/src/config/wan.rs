@@ -49,7 +49,7 @@ const FIELDS: &[Field] = &[
     req("table", Int, TABLE_EXAMPLE),
     opt("gateway", Str, "gateway = \"auto\""),
     opt("gateway6", Str, "gateway6 = \"auto\""),
-    opt("prefix6", Str, "prefix6 = \"2001:db8:1::/56\""),
+    opt("prefix6", Str, "prefix6 = \"auto\""),
     track::FIELD,
 ];
 

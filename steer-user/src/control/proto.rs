@@ -34,6 +34,12 @@ pub enum Request {
         name: String,
         gateway: Option<std::net::IpAddr>,
     },
+    /// `{"cmd":"prefix6","name":"wan1","prefix":"2001:db8:1::/56"}`: the delegated prefix a
+    /// DHCPv6 client hook hands in for a WAN (`null`: back to what the system says).
+    Prefix6 {
+        name: String,
+        prefix: Option<String>,
+    },
     /// `{"cmd":"set","name":"bypass","op":"add","prefixes":["192.0.2.0/24"],"timeout":600}`:
     /// a runtime edit of a set (`steer set`). A long edit comes in several requests of one
     /// `batch` (same id, the last one marked): nothing is applied before the last.
@@ -90,6 +96,10 @@ enum WireRequest {
         name: String,
         gateway: Option<std::net::IpAddr>,
     },
+    Prefix6 {
+        name: String,
+        prefix: Option<String>,
+    },
     Set {
         name: String,
         op: SetOp,
@@ -113,6 +123,7 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for Request {
                 WireRequest::Stop {} => Self::Stop,
                 WireRequest::Wan { name, mode } => Self::Wan { name, mode },
                 WireRequest::Gateway { name, gateway } => Self::Gateway { name, gateway },
+                WireRequest::Prefix6 { name, prefix } => Self::Prefix6 { name, prefix },
                 WireRequest::Set {
                     name,
                     op,

@@ -461,7 +461,11 @@ impl Controller {
     ) -> Option<ReportLine> {
         use crate::{conntrack, dns::snoop, wan_sources};
         let general = &self.config.general;
-        let sources = wan_sources::chains(self.config.ipv6.as_ref(), &self.config.wans);
+        let sources = wan_sources::chains(
+            self.config.ipv6.as_ref(),
+            &self.config.wans,
+            &self.prefixes6.resolved,
+        );
         let install =
             |extra: &str| conntrack::install_with(general.mark_mask, wans, &general.lan, extra);
         let snoop_queue = self

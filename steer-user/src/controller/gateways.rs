@@ -94,7 +94,7 @@ fn best_default<'v>(
         .defaults
         .iter()
         .filter(|r| r.family == family && r.interface == interface)
-        .min_by_key(|r| (r.table != MAIN_TABLE, r.source_specific, r.metric))
+        .min_by_key(|r| (r.table != MAIN_TABLE, r.source.is_some(), r.metric))
 }
 
 const MAIN_TABLE: u32 = 254;
@@ -135,7 +135,7 @@ mod tests {
             table,
             protocol: 16,
             metric,
-            source_specific: false,
+            source: None,
         }
     }
 
@@ -164,14 +164,14 @@ mod tests {
     fn a_source_specific_default_gives_the_next_hop_when_there_is_no_plain_one() {
         let w = wan(NextHop::Auto, NextHop::Auto);
         let from = |gw: &str, metric| DefaultRoute {
-            source_specific: true,
+            source: Some(crate::prefix::parse_prefix("2001:db8:1::/56", false).unwrap()),
             ..default(Family::V6, gw, 254, metric)
         };
         // OpenWrt's netifd: `default from 2001:db8:1::/56 via fe80::1 dev eth1 metric 512`.
         let v = view(false, vec![from("fe80::1", 512)]);
         let r = resolve(&w, Family::V6, &v, &Hooked::new());
         assert_eq!(r.gateway, Some(Gateway::Via("fe80::1".parse().unwrap())));
-        assert!(r.describe().ends_with("from a prefix)"), "{}", r.describe());
+        assert!(r.describe().ends_with("from 2001:db8:1::/56)"), "{}", r.describe());
         let v = view(
             false,
             vec![

@@ -25,6 +25,7 @@ mod set_edits;
 mod standby;
 pub mod teardown;
 mod vrrp;
+mod wan_prefixes;
 pub mod wan_watch;
 
 use std::{
@@ -247,6 +248,8 @@ pub struct Controller {
     gateways: BTreeMap<(String, Family), Resolved>,
     /// Gateways handed in by DHCP client hooks.
     hooked: Hooked,
+    /// Each WAN's delegated IPv6 prefix (`[ipv6]`).
+    prefixes6: wan_prefixes::WanPrefixes,
     /// Prefixes per rule id, counted after each sync: a status (a metrics scrape) must not
     /// walk a million prefixes.
     prefix_counts: HashMap<u32, usize>,
@@ -320,6 +323,7 @@ impl Controller {
             dns: std::sync::Arc::new(learner),
             gateways: BTreeMap::new(),
             hooked: Hooked::new(),
+            prefixes6: wan_prefixes::WanPrefixes::default(),
             prefix_counts: HashMap::new(),
             flushes: Vec::new(),
             vrrp: vrrp::VrrpCtl::default(),
@@ -754,19 +758,24 @@ impl Controller {
     pub async fn refresh_system(&mut self) -> Vec<ReportLine> {
         // Not the whole configuration: its sets may hold a million prefixes.
         let (wans, general) = (self.config.wans.clone(), self.config.general.clone());
-        let changes = match self.observe(&wans, &general).await {
+        let ipv6 = self.config.ipv6;
+        let before = (ipv6, self.prefixes6.resolved.clone());
+        let changes = match self.observe(&wans, &general, ipv6.as_ref()).await {
             Ok(changes) => changes,
             Err(line) => return vec![line],
         };
         let mut lines = changes.lines;
-        for (wan, family, up) in changes.availability {
-            let cause = self.gateway_of(&wan, family).describe();
+        if before.1 != self.prefixes6.resolved {
+            lines.extend(self.ensure_conntrack_marking());
+            self.retranslate(before);
+        }
+        for (wan, family, up, cause) in changes.availability {
             let verdict = Verdict {
                 wan,
                 families: vec![family],
                 transition: Transition {
                     up,
-                    cause: format!("gateway: {cause}"),
+                    cause,
                     detection: None,
                     path: crate::health::Path::Event,
                 },
@@ -776,13 +785,14 @@ impl Controller {
         lines
     }
 
-    /// Reads the system and updates the local destinations and the gateways of `wans` (the
-    /// running configuration's, or those of one about to be applied); says what changed, and
-    /// which WAN families became usable or unusable by it.
+    /// Reads the system and updates the local destinations, the gateways and the IPv6 prefixes
+    /// of `wans` (the running configuration's, or those of one about to be applied); says what
+    /// changed, and which WAN families became usable or unusable by it.
     async fn observe(
         &mut self,
         wans: &[config::Wan],
         general: &config::General,
+        ipv6: Option<&config::Ipv6>,
     ) -> Result<Observed, ReportLine> {
         let tables: Vec<u32> = wans.iter().map(|w| w.table).collect();
         let system = self.routing.system(&tables).await.map_err(|e| {
@@ -828,12 +838,26 @@ impl Controller {
                         let carrier = system.links.get(&wan.interface).is_some_and(|l| l.carrier);
                         self.health.restart(&wan.name, family, carrier, now);
                     }
-                    seen.availability.push((wan.name.clone(), family, is));
+                    let cause = format!("gateway: {}", resolved.describe());
+                    // IPv6 also waits for its prefix (npt): no change while that is missing.
+                    if family == Family::V4 || self.prefixes6.carries_ipv6(&wan.name) {
+                        seen.availability
+                            .push((wan.name.clone(), family, is, cause));
+                    }
                 }
                 gateways.insert(key, resolved);
             }
         }
         self.gateways = gateways;
+        let prefixes = self.prefixes6.observe(ipv6, wans, &system);
+        seen.lines.extend(prefixes.lines);
+        for (wan, carries) in prefixes.carrying {
+            let key = (wan.clone(), Family::V6);
+            if self.gateways.get(&key).is_some_and(|r| r.gateway.is_some()) {
+                let cause = format!("IPv6 prefix: {}", self.prefixes6.describe(&wan));
+                seen.availability.push((wan, Family::V6, carries, cause));
+            }
+        }
         Ok(seen)
     }
 
@@ -845,16 +869,7 @@ impl Controller {
         gateway: Option<IpAddr>,
     ) -> Result<Vec<ReportLine>, UnknownWan> {
         let Some(w) = self.config.wan_or_interface(wan) else {
-            return Err(UnknownWan {
-                name: wan.to_owned(),
-                configured: self
-                    .config
-                    .wans
-                    .iter()
-                    .map(|w| w.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+            return Err(unknown_wan(&self.config, wan));
         };
         let name = w.name.clone();
         match gateway {
@@ -865,6 +880,40 @@ impl Controller {
         }
         let mut lines = self.refresh_system().await;
         lines.extend(self.reconcile_routing("gateway set").await);
+        Ok(lines)
+    }
+
+    /// Sets (`Some`) or clears (`None`: back to what the system says) the delegated prefix a
+    /// DHCPv6 client hook hands in for `wan`, a WAN's name or interface (`steer wan NAME
+    /// prefix6 PREFIX|auto`). A bad prefix or WAN is refused and changes nothing.
+    pub async fn set_prefix6(
+        &mut self,
+        wan: &str,
+        prefix: Option<String>,
+    ) -> Result<Vec<ReportLine>, String> {
+        let prefix = match prefix
+            .as_deref()
+            .map(crate::wan_sources::learn::parse_hooked)
+        {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
+        let Some(w) = self.config.wan_or_interface(wan) else {
+            return Err(unknown_wan(&self.config, wan).to_string());
+        };
+        if w.prefix6 != Some(config::Prefix6::Auto) {
+            return Err(format!(
+                "WAN {} does not learn its prefix (prefix6 is not \"auto\" in {}): set \
+                 prefix6 = \"auto\" for a hook to hand it in",
+                w.name,
+                self.config.path.display()
+            ));
+        }
+        let name = w.name.clone();
+        self.prefixes6.hook(&name, prefix);
+        let mut lines = self.refresh_system().await;
+        lines.extend(self.reconcile_routing("prefix6 set").await);
         Ok(lines)
     }
 
@@ -942,6 +991,7 @@ impl Controller {
                 .gateways
                 .get(&(wan.to_owned(), family))
                 .is_some_and(|r| r.gateway.is_some())
+            && (family == Family::V4 || self.prefixes6.carries_ipv6(wan))
     }
 
     /// A WAN changed state: recompute every policy from the cached compilation (not the whole
@@ -1066,11 +1116,14 @@ impl Controller {
         self.standbys.fresh = false;
         let old_rules = self.rules.clone();
         let old_wan_slots = self.wan_slots.clone();
-        let old_sources = (self.config.ipv6, self.config.wans.clone());
+        let old_sources = (self.config.ipv6, self.prefixes6.resolved.clone());
         let mut report = ApplyReport::default();
         // Gateways and local destinations first: which WAN families are usable decides the
         // policy table. A family whose gateway changes here is written by the sync below.
-        match self.observe(&config.wans, &config.general).await {
+        match self
+            .observe(&config.wans, &config.general, config.ipv6.as_ref())
+            .await
+        {
             Ok(seen) => report.notes.extend(seen.lines),
             Err(line) => report.notes.push(line),
         }
@@ -1165,14 +1218,14 @@ impl Controller {
         desired::rule_ids(&self.rules)
     }
 
-    /// Queues the deletion of the IPv6 connections of each WAN whose source translation the
-    /// configuration changed ([`crate::wan_sources::retranslated`]).
+    /// Queues the deletion of the IPv6 connections of each WAN whose source translation changed
+    /// since `before` (a reload, a renumbered prefix: [`crate::wan_sources::retranslated`]).
     fn retranslate(
         &mut self,
-        (ipv6, wans): (Option<crate::config::Ipv6>, Vec<crate::config::Wan>),
+        (ipv6, prefixes): (Option<config::Ipv6>, crate::wan_sources::Prefixes),
     ) {
-        let now = (self.config.ipv6.as_ref(), self.config.wans.as_slice());
-        for wan in crate::wan_sources::retranslated((ipv6.as_ref(), &wans), now) {
+        let now = (self.config.ipv6.as_ref(), &self.prefixes6.resolved);
+        for wan in crate::wan_sources::retranslated((ipv6.as_ref(), &prefixes), now) {
             log::info!(
                 "{wan}: its IPv6 source translation changed; its IPv6 connections start over"
             );
@@ -1384,6 +1437,7 @@ impl Controller {
         Some(crate::wan_sources::status(
             &ipv6,
             &self.config.wans,
+            &self.prefixes6.resolved,
             counters,
         ))
     }
@@ -1523,12 +1577,26 @@ fn xdp_note(r: &AttachReport) -> String {
     }
 }
 
+/// The error for a WAN name (or interface) `wan` the configuration does not have.
+fn unknown_wan(config: &Config, wan: &str) -> UnknownWan {
+    UnknownWan {
+        name: wan.to_owned(),
+        configured: config
+            .wans
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// What reading the system changed.
 #[derive(Default)]
 struct Observed {
     lines: Vec<ReportLine>,
-    /// WAN families whose gateway appeared (`true`) or went (`false`).
-    availability: Vec<(String, Family, bool)>,
+    /// WAN families whose gateway (or IPv6 prefix) appeared (`true`) or went (`false`), and
+    /// the cause in words.
+    availability: Vec<(String, Family, bool, String)>,
 }
 
 /// The lines a routing reconcile gives: drift repaired (warnings), items that could not be

@@ -19,7 +19,10 @@ use netlink_packet_route::{
 };
 use rtnetlink::{Handle, IpVersion};
 
-use super::{DefaultRoute, Family, RTPROT_STEER, ReconcileReport, RouteSpec, RuleAction, RuleSpec};
+use super::{
+    DefaultRoute, DelegatedRoute, Family, RTPROT_STEER, ReconcileReport, RouteSpec, RuleAction,
+    RuleSpec,
+};
 use crate::{model::LocalKind, prefix::Prefix};
 
 /// The metric the kernel gives a route that does not ask for one.
@@ -216,16 +219,61 @@ const RT_TABLE_LOCAL: u32 = 255;
 /// addresses, connected subnets and every other non-default route of the main table.
 pub(crate) async fn local_routes(
     handle: &Handle,
-) -> Result<Vec<(Prefix, LocalKind)>, rtnetlink::Error> {
+) -> Result<(Vec<(Prefix, LocalKind)>, Vec<DelegatedRoute>), rtnetlink::Error> {
     let mut out = Vec::new();
+    let mut delegated = Vec::new();
     for family in Family::ALL {
         for table in [RT_TABLE_LOCAL, RT_TABLE_MAIN] {
             for m in dump_routes(handle, &family, Some(table), None).await? {
                 out.extend(local_route(&m, table));
+                if table == RT_TABLE_MAIN {
+                    delegated.extend(delegated_route(&m));
+                }
             }
         }
     }
-    Ok(out)
+    Ok((out, delegated))
+}
+
+/// A reject route for a global IPv6 prefix of /64 or shorter: a delegated prefix held.
+fn delegated_route(m: &RouteMessage) -> Option<DelegatedRoute> {
+    let h = &m.header;
+    let rejects = matches!(
+        h.kind,
+        RouteType::Unreachable | RouteType::BlackHole | RouteType::Prohibit
+    );
+    if !rejects
+        || family_of(h.address_family)? != Family::V6
+        || h.source_prefix_length != 0
+        || !(1..=64).contains(&h.destination_prefix_length)
+    {
+        return None;
+    }
+    let mut route = DelegatedRoute {
+        prefix: Prefix::truncating(
+            m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(d) => route_ip(d),
+                _ => None,
+            })?,
+            u32::from(h.destination_prefix_length),
+        )
+        .ok()?,
+        protocol: u8::from(h.protocol),
+        metric: 0,
+    };
+    // Global unicast only (2000::/3): not a ULA the router holds for its LAN.
+    let Prefix::V6 { addr, .. } = route.prefix else {
+        return None;
+    };
+    if addr.segments()[0] & 0xe000 != 0x2000 {
+        return None;
+    }
+    for a in &m.attributes {
+        if let RouteAttribute::Priority(p) = a {
+            route.metric = *p;
+        }
+    }
+    Some(route)
 }
 
 /// What one route of the local or main table says about local destinations.
@@ -304,7 +352,7 @@ fn default_route(m: &RouteMessage, links: &Links) -> Option<DefaultRoute> {
         table: u32::from(h.table),
         protocol,
         metric: 0,
-        source_specific: h.source_prefix_length != 0,
+        source: None,
     };
     let mut oif = None;
     for a in &m.attributes {
@@ -314,6 +362,10 @@ fn default_route(m: &RouteMessage, links: &Links) -> Option<DefaultRoute> {
             RouteAttribute::Via(v) => route.gateway = via_ip(v),
             RouteAttribute::Oif(i) => oif = Some(*i),
             RouteAttribute::Priority(p) => route.metric = *p,
+            RouteAttribute::Source(a) if h.source_prefix_length != 0 => {
+                route.source = route_ip(a)
+                    .and_then(|a| Prefix::truncating(a, u32::from(h.source_prefix_length)).ok());
+            }
             RouteAttribute::MultiPath(hops) => {
                 // The first next hop stands for the route.
                 if let Some(nh) = hops.first() {

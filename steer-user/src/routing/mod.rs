@@ -384,11 +384,12 @@ impl Routing {
         let defaults = kernel::default_routes(&self.handle, owned_tables, &links)
             .await
             .map_err(routes)?;
-        let local = kernel::local_routes(&self.handle).await.map_err(routes)?;
+        let (local, delegated) = kernel::local_routes(&self.handle).await.map_err(routes)?;
         Ok(SystemView {
             links,
             defaults,
             local,
+            delegated,
         })
     }
 
@@ -427,6 +428,29 @@ pub struct SystemView {
     pub defaults: Vec<DefaultRoute>,
     /// Destinations reached without a WAN.
     pub local: Vec<(crate::prefix::Prefix, crate::model::LocalKind)>,
+    /// The main table's reject routes for global IPv6 prefixes: how DHCPv6 clients hold a
+    /// delegated prefix (its parts go to the LAN).
+    pub delegated: Vec<DelegatedRoute>,
+}
+
+/// `unreachable 2001:db8:1::/56 dev lo proto dhcp`: a DHCPv6 client's (dhcpcd,
+/// systemd-networkd; netifd's with `proto static` and metric 2^31 - 1) hold on a delegated
+/// prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegatedRoute {
+    pub prefix: crate::prefix::Prefix,
+    pub protocol: u8,
+    pub metric: u32,
+}
+
+impl DelegatedRoute {
+    /// "unreachable route, proto dhcp".
+    pub fn origin(&self) -> String {
+        format!(
+            "unreachable route, proto {}",
+            kernel::protocol_name(self.protocol)
+        )
+    }
 }
 
 /// A default route some other software installed (a DHCP client, pppd, the kernel from router
@@ -442,8 +466,9 @@ pub struct DefaultRoute {
     pub protocol: u8,
     pub metric: u32,
     /// Only for some sources (`default from PREFIX`), as OpenWrt's netifd installs IPv6
-    /// defaults for the delegated prefixes: its next hop is the line's all the same.
-    pub source_specific: bool,
+    /// defaults for the delegated prefixes: its next hop is the line's all the same, and its
+    /// prefix tells which line a delegated prefix came by.
+    pub source: Option<crate::prefix::Prefix>,
 }
 
 impl DefaultRoute {
@@ -453,11 +478,7 @@ impl DefaultRoute {
             254 => "main".to_owned(),
             t => t.to_string(),
         };
-        let from = if self.source_specific {
-            ", from a prefix"
-        } else {
-            ""
-        };
+        let from = self.source.map_or(String::new(), |p| format!(", from {p}"));
         format!(
             "table {table}, proto {}{from}",
             kernel::protocol_name(self.protocol)

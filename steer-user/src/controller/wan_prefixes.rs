@@ -1,0 +1,91 @@
+//! The controller's view of each WAN's delegated IPv6 prefix (`[ipv6]`, `prefix6`): resolved
+//! after every routing change ([`crate::wan_sources::learn`]), with the prefixes DHCPv6 client
+//! hooks handed in. The controller installs its nftables table again and deletes the WAN's
+//! IPv6 connections when a prefix changes; under `npt` a WAN whose prefix is not known carries
+//! no IPv6.
+
+use std::collections::BTreeSet;
+
+use crate::{
+    config::{Ipv6, Wan},
+    prefix::Prefix,
+    routing::SystemView,
+    status::ReportLine,
+    wan_sources::{self, Hooked6, Prefixes},
+};
+
+#[derive(Debug, Default)]
+pub(super) struct WanPrefixes {
+    /// As last resolved.
+    pub resolved: Prefixes,
+    hooked: Hooked6,
+    /// WANs that cannot carry IPv6 for want of their prefix.
+    blocked: BTreeSet<String>,
+}
+
+/// What resolving the prefixes again changed.
+#[derive(Debug, Default)]
+pub(super) struct Changed {
+    pub lines: Vec<ReportLine>,
+    /// WANs that can now (`true`) or can no longer (`false`) carry IPv6 for their prefix.
+    pub carrying: Vec<(String, bool)>,
+}
+
+impl WanPrefixes {
+    /// Resolves every WAN's prefix from `system` for `ipv6` and `wans` (the running
+    /// configuration's, or those of one about to be applied).
+    pub fn observe(&mut self, ipv6: Option<&Ipv6>, wans: &[Wan], system: &SystemView) -> Changed {
+        let mut changed = Changed::default();
+        let resolved = wan_sources::resolve(wans, system, &self.hooked);
+        if ipv6.is_some() {
+            for (name, r) in &resolved {
+                if self.resolved.get(name) != Some(r) {
+                    let prefix = r.prefix.map_or("none".into(), |p| p.to_string());
+                    changed.lines.push(ReportLine::info(format!(
+                        "{name} ipv6: prefix {prefix} ({})",
+                        r.origin
+                    )));
+                }
+            }
+        }
+        let blocked: BTreeSet<String> = wans
+            .iter()
+            .filter(|w| !wan_sources::carries_ipv6(ipv6, &resolved, &w.name))
+            .map(|w| w.name.clone())
+            .collect();
+        for w in wans {
+            let (was, is) = (self.blocked.contains(&w.name), blocked.contains(&w.name));
+            // A WAN new to the configuration has no before to change from.
+            if was != is && self.resolved.contains_key(&w.name) {
+                changed.carrying.push((w.name.clone(), !is));
+            }
+        }
+        self.resolved = resolved;
+        self.blocked = blocked;
+        changed
+    }
+
+    /// Whether `wan` may carry IPv6 as far as its prefix goes.
+    pub fn carries_ipv6(&self, wan: &str) -> bool {
+        !self.blocked.contains(wan)
+    }
+
+    /// What the prefix of `wan` was resolved to, in words ("waiting: ...").
+    pub fn describe(&self, wan: &str) -> String {
+        self.resolved
+            .get(wan)
+            .map_or("not resolved yet".into(), |r| r.origin.clone())
+    }
+
+    /// Sets (`Some`) or clears (`None`) the prefix a DHCPv6 client hook handed in for `wan`.
+    pub fn hook(&mut self, wan: &str, prefix: Option<Prefix>) {
+        match prefix {
+            Some(p) => {
+                self.hooked.insert(wan.to_owned(), p);
+            }
+            None => {
+                self.hooked.remove(wan);
+            }
+        }
+    }
+}

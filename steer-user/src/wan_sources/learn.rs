@@ -1,0 +1,270 @@
+//! Where each WAN's delegated prefix comes from (`prefix6`): the configured one, or with
+//! `"auto"`, in this order:
+//!
+//! 1. the prefix a DHCPv6 client hook handed in (`steer wan NAME prefix6 PREFIX`; the hooks in
+//!    `contrib/dhcp/` call it on every lease);
+//! 2. a source-specific default route through the WAN's interface whose source is a delegated
+//!    prefix (`default from 2001:db8:1::/56 via fe80::1 dev wan`, as OpenWrt's netifd installs
+//!    one for each delegated prefix);
+//! 3. the only delegated prefix no other WAN holds, when this is the only WAN still without
+//!    one. A delegated prefix is what DHCPv6 clients hold in the main table: a reject route
+//!    for a global prefix of /64 or shorter (`unreachable 2001:db8:1::/56 dev lo proto dhcp`:
+//!    dhcpcd and systemd-networkd; netifd's is `proto static` with metric 2^31 - 1). With
+//!    two lines delegating, those routes do not say which line each came by: the hook does.
+//!
+//! Pure: the controller reads the system ([`SystemView`]) and calls [`resolve`] after every
+//! routing change, so a renumbered prefix is followed as the client installs it.
+
+use std::collections::BTreeMap;
+
+use super::{Prefixes, WanPrefix};
+use crate::{
+    config::{Prefix6, Wan},
+    model::Family,
+    prefix::Prefix,
+    routing::SystemView,
+};
+
+/// Prefixes handed in by DHCPv6 client hooks, by WAN name. They last until changed or the
+/// daemon stops: the hook hands the prefix in again on every lease.
+pub type Hooked6 = BTreeMap<String, Prefix>;
+
+/// A prefix a hook hands in (`steer wan NAME prefix6 PREFIX`, the control socket's
+/// `prefix6`): a global IPv6 prefix of /64 or shorter, or what is wrong with it.
+pub fn parse_hooked(text: &str) -> Result<Prefix, String> {
+    let p = crate::prefix::parse_prefix(text, false)
+        .map_err(|e| format!("prefix6 `{text}`: {}; {}", e.message(), e.hint()))?;
+    match p {
+        Prefix::V6 { len, .. } if len <= 64 => Ok(p),
+        Prefix::V6 { .. } => Err(format!(
+            "prefix6 `{text}` is longer than /64: give the whole prefix the ISP delegated \
+             (a /48, /56, /60 or /64)"
+        )),
+        Prefix::V4 { .. } => Err(format!(
+            "prefix6 `{text}` is an IPv4 prefix: give the IPv6 prefix the ISP delegated"
+        )),
+    }
+}
+
+/// Each WAN's prefix (every WAN of `wans` has an entry).
+pub fn resolve(wans: &[Wan], system: &SystemView, hooked: &Hooked6) -> Prefixes {
+    let mut out = Prefixes::new();
+    let mut open = Vec::new();
+    for w in wans {
+        let resolved = match w.prefix6 {
+            None => waiting("no prefix6 configured"),
+            Some(Prefix6::Fixed(p)) => known(p, "configured".into()),
+            Some(Prefix6::Auto) => match hooked_or_routed(w, system, hooked) {
+                Some(r) => r,
+                None => {
+                    open.push(w);
+                    continue;
+                }
+            },
+        };
+        out.insert(w.name.clone(), resolved);
+    }
+    let held: Vec<Prefix> = out.values().filter_map(|r| r.prefix).collect();
+    let mut free: Vec<_> = system
+        .delegated
+        .iter()
+        .filter(|d| !held.iter().any(|h| overlaps(*h, d.prefix)))
+        .collect();
+    free.dedup_by_key(|d| d.prefix);
+    for w in &open {
+        let resolved = match free.as_slice() {
+            [only] if open.len() == 1 => known(
+                only.prefix,
+                format!(
+                    "learned: the only delegated prefix no other WAN holds ({})",
+                    only.origin()
+                ),
+            ),
+            [] => waiting(
+                "no delegated prefix in the routing table yet (a DHCPv6 client installs an \
+                 unreachable route for the prefix its ISP delegates)",
+            ),
+            many => waiting(format!(
+                "{} delegated prefixes ({}) and nothing says which came by {}: hand it in from \
+                 the DHCPv6 client's hook with `steer wan {} prefix6 PREFIX`",
+                many.len(),
+                many.iter()
+                    .map(|d| d.prefix.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                w.interface,
+                w.name
+            )),
+        };
+        out.insert(w.name.clone(), resolved);
+    }
+    out
+}
+
+/// The prefixes as the configuration alone gives them (`steer check`): `"auto"` ones are
+/// learned when steer runs.
+pub fn configured(wans: &[Wan]) -> Prefixes {
+    wans.iter()
+        .map(|w| {
+            let r = match w.prefix6 {
+                None => waiting("no prefix6 configured"),
+                Some(Prefix6::Fixed(p)) => known(p, "configured".into()),
+                Some(Prefix6::Auto) => WanPrefix {
+                    prefix: None,
+                    origin: "auto: learned from the DHCPv6 client when steer runs".into(),
+                },
+            };
+            (w.name.clone(), r)
+        })
+        .collect()
+}
+
+/// Steps 1 and 2 of the module documentation.
+fn hooked_or_routed(w: &Wan, system: &SystemView, hooked: &Hooked6) -> Option<WanPrefix> {
+    if let Some(p) = hooked.get(&w.name) {
+        return Some(known(*p, format!("set by `steer wan {} prefix6`", w.name)));
+    }
+    system
+        .defaults
+        .iter()
+        .filter(|d| d.family == Family::V6 && d.interface == w.interface)
+        .filter_map(|d| d.source)
+        .find_map(|source| {
+            let held = system.delegated.iter().find(|d| d.prefix == source)?;
+            Some(known(
+                source,
+                format!(
+                    "learned: default from {source} via {} ({})",
+                    w.interface,
+                    held.origin()
+                ),
+            ))
+        })
+}
+
+fn known(prefix: Prefix, origin: String) -> WanPrefix {
+    WanPrefix {
+        prefix: Some(prefix),
+        origin,
+    }
+}
+
+fn waiting(why: impl Into<String>) -> WanPrefix {
+    WanPrefix {
+        prefix: None,
+        origin: format!("waiting: {}", why.into()),
+    }
+}
+
+pub(crate) fn overlaps(a: Prefix, b: Prefix) -> bool {
+    a.contains(b.addr()) || b.contains(a.addr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        routing::{DefaultRoute, DelegatedRoute},
+        wan_sources::tests::{p, wans},
+    };
+
+    const DHCP: u8 = 16;
+
+    fn delegated(prefix: &str) -> DelegatedRoute {
+        DelegatedRoute {
+            prefix: p(prefix),
+            protocol: DHCP,
+            metric: 1024,
+        }
+    }
+
+    fn auto_wans() -> Vec<Wan> {
+        let mut w = wans();
+        for w in &mut w {
+            w.prefix6 = Some(Prefix6::Auto);
+        }
+        w
+    }
+
+    fn prefix(r: &Prefixes, wan: &str) -> Option<String> {
+        r[wan].prefix.map(|p| p.to_string())
+    }
+
+    #[test]
+    fn the_only_delegated_prefix_goes_to_the_only_wan_waiting_for_one() {
+        let mut w = auto_wans();
+        w[0].prefix6 = Some(Prefix6::Fixed(p("2001:db8:1::/56")));
+        let system = SystemView {
+            delegated: vec![delegated("2001:db8:1::/56"), delegated("2001:db8:2::/60")],
+            ..SystemView::default()
+        };
+        let r = resolve(&w, &system, &Hooked6::new());
+        assert_eq!(prefix(&r, "wan1").as_deref(), Some("2001:db8:1::/56"));
+        assert_eq!(r["wan1"].origin, "configured");
+        assert_eq!(prefix(&r, "wan2").as_deref(), Some("2001:db8:2::/60"));
+        assert!(r["wan2"].origin.contains("proto dhcp"), "{r:?}");
+    }
+
+    #[test]
+    fn two_delegated_prefixes_for_two_wans_wait_for_the_hook_which_decides() {
+        let system = SystemView {
+            delegated: vec![delegated("2001:db8:1::/56"), delegated("2001:db8:2::/60")],
+            ..SystemView::default()
+        };
+        let r = resolve(&auto_wans(), &system, &Hooked6::new());
+        assert_eq!(prefix(&r, "wan1"), None);
+        assert!(
+            r["wan2"].origin.contains("`steer wan wan2 prefix6 PREFIX`"),
+            "{r:?}"
+        );
+        let hooked = Hooked6::from([("wan2".to_owned(), p("2001:db8:2::/60"))]);
+        let r = resolve(&auto_wans(), &system, &hooked);
+        assert_eq!(prefix(&r, "wan2").as_deref(), Some("2001:db8:2::/60"));
+        assert_eq!(r["wan2"].origin, "set by `steer wan wan2 prefix6`");
+        // The hook's prefix is held: the other one is the only one left for wan1.
+        assert_eq!(prefix(&r, "wan1").as_deref(), Some("2001:db8:1::/56"));
+    }
+
+    #[test]
+    fn a_source_specific_default_through_the_wan_names_its_delegated_prefix() {
+        let from = |source: &str, iface: &str| DefaultRoute {
+            family: Family::V6,
+            interface: iface.into(),
+            gateway: Some("fe80::1".parse().unwrap()),
+            table: 254,
+            protocol: 4,
+            metric: 512,
+            source: Some(p(source)),
+        };
+        let system = SystemView {
+            // netifd's: one per delegated prefix, and one for the WAN's own /64.
+            defaults: vec![
+                from("2001:db8:ffff:1::/64", "eth1"),
+                from("2001:db8:1::/56", "eth1"),
+                from("2001:db8:2::/60", "wwan0"),
+            ],
+            delegated: vec![delegated("2001:db8:1::/56"), delegated("2001:db8:2::/60")],
+            ..SystemView::default()
+        };
+        let r = resolve(&auto_wans(), &system, &Hooked6::new());
+        assert_eq!(prefix(&r, "wan1").as_deref(), Some("2001:db8:1::/56"));
+        assert_eq!(prefix(&r, "wan2").as_deref(), Some("2001:db8:2::/60"));
+        assert!(
+            r["wan1"]
+                .origin
+                .starts_with("learned: default from 2001:db8:1::/56 via eth1")
+        );
+    }
+
+    #[test]
+    fn nothing_delegated_yet_is_waiting_and_no_key_is_none() {
+        let mut w = auto_wans();
+        w[1].prefix6 = None;
+        let r = resolve(&w, &SystemView::default(), &Hooked6::new());
+        assert!(
+            r["wan1"].origin.starts_with("waiting: no delegated prefix"),
+            "{r:?}"
+        );
+        assert_eq!(r["wan2"].origin, "waiting: no prefix6 configured");
+    }
+}

@@ -1,0 +1,262 @@
+//! IPv6 sources on the WANs (`[ipv6]`): each ISP drops packets whose source is not its own
+//! prefix (BCP38), so a LAN host's address must become one the WAN carrying it accepts.
+//!
+//! - [`learn`]: each WAN's prefix — configured, handed in by a DHCPv6 client hook (`steer wan
+//!   NAME prefix6 PREFIX`), or learned from the routes the client installs. Pure: the
+//!   controller reads the system and calls it after every routing change.
+//! - [`nft`]: the chains, computed from the mode and the WANs' prefixes; they live in steer's
+//!   nftables table (`inet steer`, [`crate::conntrack::nft`]), so installing the table
+//!   installs them, and the controller installs it again when a prefix changes.
+//!
+//! What the chains do:
+//! - `npt`: a packet from `lan_prefix` leaving WAN k gets its prefix replaced by WAN k's (host
+//!   bits kept; nftables `snat ip6 prefix to`); a new connection coming in by WAN k to an
+//!   address of its prefix is translated back (`dnat ip6 prefix to`), so port forwards work,
+//!   and its connection mark sends the replies out by WAN k. The translation is bound when a
+//!   connection starts: a flow that moves to another WAN starts over (steer deletes the
+//!   conntrack entries of a WAN that goes down, and the IPv6 ones of a WAN whose prefix
+//!   changes). A WAN whose prefix is not known yet carries no IPv6 (its IPv6 is unusable, as
+//!   without a gateway), so policies send IPv6 elsewhere.
+//! - `masquerade`: NAT66 to the address of the WAN the packet leaves by.
+//! - In both, after translation, the guard: an IPv6 packet leaving WAN k must come from WAN k's
+//!   prefix, from an address of WAN k's own interface, or from `::`/link-local (neighbour
+//!   discovery, DHCPv6). Anything else is dropped, and counted per WAN in the named counter
+//!   [`nft::counter_name`], which `steer status` and the metrics read.
+
+pub mod learn;
+pub mod nft;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv6Addr},
+};
+
+pub use learn::{Hooked6, configured, resolve};
+pub use nft::{chains, foreign_drops};
+
+use crate::{
+    config::{Ipv6, Ipv6Mode, Wan},
+    prefix::{Prefix, parse_prefix},
+    status::{Ipv6Status, WanSourceStatus},
+};
+
+/// One WAN's prefix as resolved, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WanPrefix {
+    pub prefix: Option<Prefix>,
+    /// Where it came from, or what it waits for, in words.
+    pub origin: String,
+}
+
+/// Each WAN's prefix, by WAN name.
+pub type Prefixes = BTreeMap<String, WanPrefix>;
+
+/// The prefix of `wan` in `prefixes`, if known.
+pub fn prefix_of(prefixes: &Prefixes, wan: &str) -> Option<Prefix> {
+    prefixes.get(wan).and_then(|p| p.prefix)
+}
+
+/// Whether `wan` can carry IPv6 under `ipv6`: NPTv6 needs the WAN's prefix to translate into.
+pub fn carries_ipv6(ipv6: Option<&Ipv6>, prefixes: &Prefixes, wan: &str) -> bool {
+    match ipv6 {
+        Some(Ipv6 {
+            mode: Ipv6Mode::Npt,
+            ..
+        }) => prefix_of(prefixes, wan).is_some(),
+        _ => true,
+    }
+}
+
+/// The status of `ipv6` over `wans` and their `prefixes`, with the guards' `counters`
+/// ([`foreign_drops`]).
+pub fn status(
+    ipv6: &Ipv6,
+    wans: &[Wan],
+    prefixes: &Prefixes,
+    counters: Result<BTreeMap<String, u64>, String>,
+) -> Ipv6Status {
+    let (drops, counters_error) = match counters {
+        Ok(d) => (d, None),
+        Err(e) => (BTreeMap::new(), Some(e)),
+    };
+    let wans = wans
+        .iter()
+        .map(|w| {
+            let resolved = prefixes.get(&w.name);
+            let prefix = resolved.and_then(|r| r.prefix);
+            WanSourceStatus {
+                wan: w.name.clone(),
+                prefix6: prefix.map(|p| p.to_string()),
+                origin: resolved.map_or("not resolved yet".into(), |r| r.origin.clone()),
+                translation: match (ipv6.mode, ipv6.lan_prefix, prefix) {
+                    (Ipv6Mode::Npt, Some(lan), Some(p)) => format!("{lan} <-> {p} (NPTv6)"),
+                    (Ipv6Mode::Npt, _, _) => {
+                        "none: carries no IPv6 until its prefix is known".into()
+                    }
+                    (Ipv6Mode::Masquerade, _, _) => {
+                        format!("masqueraded to {}'s address", w.interface)
+                    }
+                },
+                foreign_dropped: drops.get(&w.name).copied(),
+            }
+        })
+        .collect();
+    Ipv6Status {
+        mode: ipv6.mode.word().to_owned(),
+        lan_prefix: ipv6.lan_prefix.map(|p| p.to_string()),
+        wans,
+        counters_error,
+    }
+}
+
+/// What becomes of the IPv6 source `src` on WAN `wan` of `status` (`steer explain`), in
+/// words; `None` for IPv4, or a WAN the status does not know.
+pub fn fate_of(status: &Ipv6Status, wan: &str, src: IpAddr) -> Option<String> {
+    let IpAddr::V6(src6) = src else {
+        return None;
+    };
+    let w = status.wans.iter().find(|w| w.wan == wan)?;
+    let parse = |p: &Option<String>| p.as_deref().and_then(|t| parse_prefix(t, true).ok());
+    let (lan, own) = (parse(&status.lan_prefix), parse(&w.prefix6));
+    Some(match status.mode.as_str() {
+        "masquerade" => format!("{src} is masqueraded to {wan}'s address (NAT66)"),
+        _ if own.is_some_and(|p| p.contains(src)) => format!("{src} is {wan}'s own: kept"),
+        _ => match (lan, own) {
+            (Some(lan), Some(own)) if lan.contains(src) => {
+                let to = prefix_translated(src6, own);
+                format!("{src} becomes {to} on {wan} (NPTv6 {lan} -> {own})")
+            }
+            _ => format!(
+                "{src} is not a source {wan} carries (its prefix: {}): steer's guard drops it \
+                 there (counted in foreign sources dropped)",
+                w.prefix6.as_deref().unwrap_or("none")
+            ),
+        },
+    })
+}
+
+/// `addr` with its first `to.len()` bits replaced by `to`'s, as nftables' prefix NAT does.
+fn prefix_translated(addr: Ipv6Addr, to: Prefix) -> Ipv6Addr {
+    let IpAddr::V6(net) = to.addr() else {
+        return addr;
+    };
+    let host_mask = u128::MAX.checked_shr(u32::from(to.len())).unwrap_or(0);
+    Ipv6Addr::from((u128::from(net) & !host_mask) | (u128::from(addr) & host_mask))
+}
+
+/// The WANs whose IPv6 flows were translated otherwise before (`old`) than now (`new`): the
+/// mode or the LAN prefix changed, or their own prefix. Their conntrack entries hold bindings
+/// to an address the WAN no longer carries, so steer deletes them and the flows start over.
+/// A WAN only in `new` has no flows yet.
+pub fn retranslated(
+    old: (Option<&Ipv6>, &Prefixes),
+    new: (Option<&Ipv6>, &Prefixes),
+) -> Vec<String> {
+    if old.0.is_none() && new.0.is_none() {
+        return Vec::new();
+    }
+    new.1
+        .iter()
+        .filter(|(name, p)| {
+            old.1
+                .get(*name)
+                .is_some_and(|o| old.0 != new.0 || o.prefix != p.prefix)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::testing::wan;
+
+    pub(crate) fn p(text: &str) -> Prefix {
+        parse_prefix(text, false).unwrap()
+    }
+
+    pub(crate) fn wans() -> Vec<Wan> {
+        let w1 = wan("wan1", "eth1");
+        let mut w2 = wan("wan2", "wwan0");
+        w2.mark = 0x200;
+        vec![w1, w2]
+    }
+
+    pub(crate) fn prefixes(p1: Option<&str>, p2: Option<&str>) -> Prefixes {
+        [("wan1", p1), ("wan2", p2)]
+            .into_iter()
+            .map(|(w, t)| {
+                let prefix = t.map(p);
+                (
+                    w.to_owned(),
+                    WanPrefix {
+                        prefix,
+                        origin: "configured".into(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    pub(crate) fn npt() -> Ipv6 {
+        Ipv6 {
+            mode: Ipv6Mode::Npt,
+            lan_prefix: Some(p("fd10::/64")),
+        }
+    }
+
+    #[test]
+    fn explain_says_what_a_source_becomes_on_each_wan() {
+        let known = prefixes(Some("2001:db8:1::/56"), Some("2001:db8:2::/60"));
+        let st = status(&npt(), &wans(), &known, Ok(BTreeMap::new()));
+        let fate = |wan: &str, src: &str| fate_of(&st, wan, src.parse().unwrap()).unwrap();
+        assert_eq!(
+            fate("wan1", "fd10::1234:5678"),
+            "fd10::1234:5678 becomes 2001:db8:1::1234:5678 on wan1 (NPTv6 fd10::/64 -> 2001:db8:1::/56)"
+        );
+        assert!(fate("wan2", "2001:db8:2:3::9").ends_with("is wan2's own: kept"));
+        let foreign = fate("wan2", "2001:db8:1::9");
+        assert!(
+            foreign.contains("steer's guard drops it there"),
+            "{foreign}"
+        );
+        assert_eq!(fate_of(&st, "wan1", "10.0.0.1".parse().unwrap()), None);
+        assert_eq!(
+            prefix_translated("fd10::ab:1".parse().unwrap(), p("2001:db8:2:40::/58")),
+            "2001:db8:2:40::ab:1".parse::<Ipv6Addr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_wan_without_its_prefix_carries_no_ipv6_under_npt_only() {
+        let half = prefixes(Some("2001:db8:1::/56"), None);
+        assert!(carries_ipv6(Some(&npt()), &half, "wan1"));
+        assert!(!carries_ipv6(Some(&npt()), &half, "wan2"));
+        let masquerade = Ipv6 {
+            mode: Ipv6Mode::Masquerade,
+            lan_prefix: None,
+        };
+        assert!(carries_ipv6(Some(&masquerade), &half, "wan2"));
+        assert!(carries_ipv6(None, &half, "wan2"));
+        let st = status(&npt(), &wans(), &half, Err("no nft".into()));
+        assert!(st.wans[1].translation.starts_with("none"), "{st:?}");
+        assert_eq!(st.counters_error.as_deref(), Some("no nft"));
+    }
+
+    #[test]
+    fn a_wan_whose_prefix_or_mode_changes_is_retranslated() {
+        let masquerade = Ipv6 {
+            mode: Ipv6Mode::Masquerade,
+            lan_prefix: None,
+        };
+        let old = prefixes(Some("2001:db8:1::/56"), Some("2001:db8:2::/56"));
+        let new = prefixes(Some("2001:db8:1::/56"), Some("2001:db8:22::/56"));
+        let m = Some(&masquerade);
+        assert!(retranslated((m, &old), (m, &old)).is_empty());
+        assert!(retranslated((None, &old), (None, &new)).is_empty());
+        assert_eq!(retranslated((m, &old), (m, &new)), ["wan2"]);
+        assert_eq!(retranslated((None, &old), (m, &old)), ["wan1", "wan2"]);
+        let only_one: Prefixes = old.clone().into_iter().take(1).collect();
+        assert!(retranslated((m, &only_one), (m, &new)).is_empty());
+    }
+}
