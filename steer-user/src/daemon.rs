@@ -266,6 +266,8 @@ async fn serve(
     let exit = loop {
         // Whatever the last event failed over gets its connections cut, in the background.
         let _ = flush_connections(&mut ctl);
+        // ... and, with source-specific IPv6, its prefix deprecated on the LAN.
+        log_lines("", ctl.deprecate_dead_prefixes().iter());
         // After the event that changed the state was handled (routes, jobs, log): the next
         // single-WAN failure is one word written again.
         log_lines("", ctl.refresh_standbys().iter());

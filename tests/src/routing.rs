@@ -24,13 +24,15 @@ pub fn lab_config() -> String {
 pub fn desired_from(text: &str) -> Desired {
     let work = Workdir::new("routing");
     let config = work.load_config(text);
-    routing::desired(&config, |wan, family| {
-        match config.wan(wan)?.next_hop(family) {
+    routing::desired(
+        &config,
+        |wan, family| match config.wan(wan)?.next_hop(family) {
             NextHop::Via(a) => Some(Gateway::Via(a)),
             NextHop::Direct => Some(Gateway::Direct),
             NextHop::Auto => None,
-        }
-    })
+        },
+        |wan| config.wan(wan)?.prefix6?.fixed(),
+    )
 }
 
 /// The routing steer wants for the lab's two WANs ([`lab_config`]).

@@ -39,7 +39,7 @@ const MODES: Choices<Option<Ipv6Mode>> = Choices {
     words: &[
         ("npt", Some(Ipv6Mode::Npt)),
         ("masquerade", Some(Ipv6Mode::Masquerade)),
-        ("source", None),
+        ("source", Some(Ipv6Mode::Source)),
     ],
 };
 
@@ -66,25 +66,16 @@ pub(super) fn build(
     let span = raw.span();
     let raw = raw.into_inner();
     let mode = check::choice(cx, &raw.mode, "ipv6.mode", &MODES, None);
-    if let (None, Some(v)) = (mode, &raw.mode)
-        && v.get_ref() == "source"
-    {
-        cx.err(
-            &v.span(),
-            "ipv6.mode",
-            "source-specific routing (`source`) is not built yet",
-            "use \"npt\" (LAN hosts use one internal prefix, translated into each WAN's \
-             prefix) or \"masquerade\" (NAT66 to each WAN's address)",
-        );
-    }
     let lan_prefix = raw
         .lan_prefix
         .as_ref()
         .and_then(|v| ipv6_prefix(cx, v, "ipv6.lan_prefix"));
     overlapping_wan_prefixes(cx, wans, spans);
     let mode = mode?;
-    if mode == Ipv6Mode::Npt {
-        npt_needs(cx, &span, lan_prefix, wans, spans);
+    match mode {
+        Ipv6Mode::Npt => npt_needs(cx, &span, lan_prefix, wans, spans),
+        Ipv6Mode::Source => source_needs(cx, raw.lan_prefix.as_ref(), wans, spans),
+        Ipv6Mode::Masquerade => {}
     }
     Some(Ipv6 { mode, lan_prefix })
 }
@@ -135,6 +126,7 @@ fn npt_needs(
     wans: &[Wan],
     spans: &[Prefix6Span],
 ) {
+    every_wan_has_a_prefix(cx, "which mode \"npt\" translates into", wans, spans);
     let Some(lan) = lan_prefix else {
         cx.err(
             span,
@@ -145,25 +137,49 @@ fn npt_needs(
         return;
     };
     for (w, span) in wans.iter().zip(spans) {
-        match w.prefix6 {
-            None => cx.err(
-                span,
-                field(w),
-                format!(
-                    "WAN `{}` has no prefix6, which mode \"npt\" translates into",
-                    w.name
-                ),
-                "add prefix6 = \"auto\" (learned from the DHCPv6 client) or the prefix the ISP \
-                 delegates to this line, e.g. prefix6 = \"2001:db8:1::/56\", to the WAN",
-            ),
-            Some(Prefix6::Fixed(p)) if overlaps(p, lan) => cx.err(
+        if let Some(Prefix6::Fixed(p)) = w.prefix6
+            && overlaps(p, lan)
+        {
+            cx.err(
                 span,
                 field(w),
                 format!("{p} overlaps ipv6.lan_prefix {lan}"),
                 "the LAN's internal prefix and each WAN's prefix must be apart: use a ULA \
                  (fd00::/8) on the LAN",
-            ),
-            _ => {}
+            );
+        }
+    }
+}
+
+/// Source-specific routing sends each WAN's prefix out by it: every WAN needs one, and the
+/// LAN has no prefix of its own.
+fn source_needs(
+    cx: &mut Ctx<'_>,
+    lan_prefix: Option<&S<String>>,
+    wans: &[Wan],
+    spans: &[Prefix6Span],
+) {
+    every_wan_has_a_prefix(cx, "which mode \"source\" routes by", wans, spans);
+    if let Some(v) = lan_prefix {
+        cx.err(
+            &v.span(),
+            "ipv6.lan_prefix",
+            "mode \"source\" translates nothing: LAN hosts take an address of each WAN's prefix",
+            "remove lan_prefix, or use mode = \"npt\" to translate one LAN prefix",
+        );
+    }
+}
+
+fn every_wan_has_a_prefix(cx: &mut Ctx<'_>, why: &str, wans: &[Wan], spans: &[Prefix6Span]) {
+    for (w, span) in wans.iter().zip(spans) {
+        if w.prefix6.is_none() {
+            cx.err(
+                span,
+                field(w),
+                format!("WAN `{}` has no prefix6, {why}", w.name),
+                "add prefix6 = \"auto\" (learned from the DHCPv6 client) or the prefix the ISP \
+                 delegates to this line, e.g. prefix6 = \"2001:db8:1::/56\", to the WAN",
+            );
         }
     }
 }
@@ -316,11 +332,25 @@ mod tests {
     }
 
     #[test]
-    fn source_mode_is_refused_until_it_is_built() {
-        let e = errors_in(&text("[ipv6]\nmode = \"source\"\n", None, None));
+    fn source_mode_needs_every_prefix_and_no_lan_prefix() {
+        let t = text(
+            "[ipv6]\nmode = \"source\"\n",
+            Some("auto"),
+            Some("2001:db8:2::/56"),
+        );
+        let c = parse(&t, Path::new("steer.toml")).unwrap();
+        assert_eq!(c.ipv6.unwrap().mode, Ipv6Mode::Source);
+        let e = errors_in(&text(
+            "[ipv6]\nmode = \"source\"\nlan_prefix = \"fd10::/64\"\n",
+            Some("auto"),
+            None,
+        ));
         assert_eq!(
             e,
-            ["ipv6.mode: source-specific routing (`source`) is not built yet"]
+            [
+                "ipv6.lan_prefix: mode \"source\" translates nothing: LAN hosts take an address of each WAN's prefix",
+                "wan[wan2].prefix6: WAN `wan2` has no prefix6, which mode \"source\" routes by",
+            ]
         );
         let e = errors_in(&text("[ipv6]\nmode = \"nat66\"\n", None, None));
         assert_eq!(e, ["ipv6.mode: unknown IPv6 mode `nat66`"]);

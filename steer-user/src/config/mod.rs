@@ -109,7 +109,7 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv6 {
     pub mode: Ipv6Mode,
-    /// The prefix LAN hosts use (`lan_prefix`); `mode = "npt"` needs it.
+    /// The prefix LAN hosts use (`lan_prefix`); `mode = "npt"` needs it, and only it has one.
     pub lan_prefix: Option<Prefix>,
 }
 
@@ -120,6 +120,10 @@ pub enum Ipv6Mode {
     Npt,
     /// NAT66 to the WAN's own address, as IPv4.
     Masquerade,
+    /// No translation: LAN hosts hold an address of every WAN's prefix, a packet leaves by the
+    /// WAN whose prefix its source is in, and a WAN that is down has its prefix deprecated on
+    /// the LAN so hosts pick another source for new connections.
+    Source,
 }
 
 impl Ipv6Mode {
@@ -127,6 +131,7 @@ impl Ipv6Mode {
         match self {
             Ipv6Mode::Npt => "npt",
             Ipv6Mode::Masquerade => "masquerade",
+            Ipv6Mode::Source => "source",
         }
     }
 }

@@ -171,7 +171,11 @@ mod tests {
         let v = view(false, vec![from("fe80::1", 512)]);
         let r = resolve(&w, Family::V6, &v, &Hooked::new());
         assert_eq!(r.gateway, Some(Gateway::Via("fe80::1".parse().unwrap())));
-        assert!(r.describe().ends_with("from 2001:db8:1::/56)"), "{}", r.describe());
+        assert!(
+            r.describe().ends_with("from 2001:db8:1::/56)"),
+            "{}",
+            r.describe()
+        );
         let v = view(
             false,
             vec![

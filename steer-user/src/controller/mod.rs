@@ -760,6 +760,7 @@ impl Controller {
         let (wans, general) = (self.config.wans.clone(), self.config.general.clone());
         let ipv6 = self.config.ipv6;
         let before = (ipv6, self.prefixes6.resolved.clone());
+        self.prefixes6.addresses_may_have_changed();
         let changes = match self.observe(&wans, &general, ipv6.as_ref()).await {
             Ok(changes) => changes,
             Err(line) => return vec![line],
@@ -883,6 +884,29 @@ impl Controller {
         Ok(lines)
     }
 
+    /// `[ipv6] mode = "source"`: deprecates on the LAN the prefix of every WAN that cannot
+    /// carry IPv6 now, and restores the others ([`crate::wan_sources::deprecate`]). Cheap when
+    /// nothing changed: the daemon calls it after every event.
+    pub fn deprecate_dead_prefixes(&mut self) -> Vec<ReportLine> {
+        let source = self
+            .config
+            .ipv6
+            .is_some_and(|i| i.mode == config::Ipv6Mode::Source);
+        let dead: Vec<crate::prefix::Prefix> = if source {
+            self.config
+                .wans
+                .iter()
+                .filter(|w| !self.usable(&w.name, Family::V6))
+                .filter_map(|w| crate::wan_sources::prefix_of(&self.prefixes6.resolved, &w.name))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let now = crate::dataplane::learned::boottime_secs();
+        let lan = self.config.general.lan.clone();
+        self.prefixes6.deprecate(dead, &lan, now)
+    }
+
     /// Sets (`Some`) or clears (`None`: back to what the system says) the delegated prefix a
     /// DHCPv6 client hook hands in for `wan`, a WAN's name or interface (`steer wan NAME
     /// prefix6 PREFIX|auto`). A bad prefix or WAN is refused and changes nothing.
@@ -931,7 +955,12 @@ impl Controller {
     /// The routing the configuration and the resolved gateways ask for, without the routes of
     /// master-only WANs VRRP holds down.
     fn desired_routing(&self) -> routing::Desired {
-        let mut d = routing::desired(&self.config, |w, f| self.gateway_of(w, f).gateway);
+        let prefixes = &self.prefixes6.resolved;
+        let mut d = routing::desired(
+            &self.config,
+            |w, f| self.gateway_of(w, f).gateway,
+            |w| crate::wan_sources::prefix_of(prefixes, w),
+        );
         self.vrrp_hold_routes(&mut d);
         d
     }
@@ -966,7 +995,13 @@ impl Controller {
     }
 
     /// Stops steering: lets go of the dataplane, then removes everything ([`teardown`]).
-    pub async fn stop(self) -> Result<Teardown, ControllerError> {
+    pub async fn stop(mut self) -> Result<Teardown, ControllerError> {
+        // Hosts may prefer every prefix again: nothing steers them away any more.
+        let lan = self.config.general.lan.clone();
+        let now = crate::dataplane::learned::boottime_secs();
+        for line in self.prefixes6.deprecate(Vec::new(), &lan, now) {
+            log::info!("{}", line.text);
+        }
         let Controller { dp, config, .. } = self;
         // Dropping the dataplane closes this process's links and releases the pin-directory
         // lock, so the teardown can unpin (and so detach) them.
@@ -1434,12 +1469,20 @@ impl Controller {
         let counters = tokio::task::spawn_blocking(crate::wan_sources::foreign_drops)
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
-        Some(crate::wan_sources::status(
+        let mut status = crate::wan_sources::status(
             &ipv6,
             &self.config.wans,
             &self.prefixes6.resolved,
             counters,
-        ))
+        );
+        for w in &mut status.wans {
+            let prefix = crate::wan_sources::prefix_of(&self.prefixes6.resolved, &w.wan);
+            if prefix.is_some_and(|p| self.prefixes6.is_deprecated(p)) {
+                w.translation
+                    .push_str("; deprecated on the LAN while the WAN carries no IPv6");
+            }
+        }
+        Some(status)
     }
 
     /// The prefix maps' kernel memory now.

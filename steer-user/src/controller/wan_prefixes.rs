@@ -11,7 +11,10 @@ use crate::{
     prefix::Prefix,
     routing::SystemView,
     status::ReportLine,
-    wan_sources::{self, Hooked6, Prefixes},
+    wan_sources::{
+        self, Hooked6, Prefixes,
+        deprecate::{self, Saved},
+    },
 };
 
 #[derive(Debug, Default)]
@@ -21,6 +24,11 @@ pub(super) struct WanPrefixes {
     hooked: Hooked6,
     /// WANs that cannot carry IPv6 for want of their prefix.
     blocked: BTreeSet<String>,
+    /// `mode = "source"`: the prefixes deprecated on the LAN as last reconciled, the
+    /// preferred lifetimes they had, and whether addresses may have changed since.
+    deprecated: Vec<Prefix>,
+    saved: Saved,
+    addresses_changed: bool,
 }
 
 /// What resolving the prefixes again changed.
@@ -75,6 +83,42 @@ impl WanPrefixes {
         self.resolved
             .get(wan)
             .map_or("not resolved yet".into(), |r| r.origin.clone())
+    }
+
+    /// Whether `prefix` is deprecated on the LAN by steer now.
+    pub fn is_deprecated(&self, prefix: Prefix) -> bool {
+        self.deprecated.contains(&prefix)
+    }
+
+    /// The system changed (a netlink event): a DHCPv6 client may have rewritten a deprecated
+    /// address.
+    pub fn addresses_may_have_changed(&mut self) {
+        self.addresses_changed = true;
+    }
+
+    /// Deprecates the LAN addresses inside the `dead` prefixes and restores the others steer
+    /// deprecated ([`deprecate`]), when that may change anything: `dead` differs from last
+    /// time, or addresses changed while some are deprecated. `now`: seconds, monotonic.
+    pub fn deprecate(&mut self, dead: Vec<Prefix>, lan: &[String], now: u64) -> Vec<ReportLine> {
+        let quiet = self.saved.is_empty() && dead.is_empty();
+        if dead == self.deprecated && (!self.addresses_changed || quiet) {
+            return Vec::new();
+        }
+        self.addresses_changed = false;
+        let addrs = match deprecate::read(lan) {
+            Ok(a) => a,
+            Err(e) => {
+                return vec![ReportLine::error(format!(
+                    "reading the LAN's IPv6 addresses to deprecate a dead WAN's prefix: {e}"
+                ))];
+            }
+        };
+        let changes = deprecate::plan(&addrs, &dead, &self.saved, now);
+        self.deprecated = dead;
+        deprecate::apply(&changes, &mut self.saved, now)
+            .into_iter()
+            .map(ReportLine::info)
+            .collect()
     }
 
     /// Sets (`Some`) or clears (`None`) the prefix a DHCPv6 client hook handed in for `wan`.

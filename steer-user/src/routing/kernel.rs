@@ -489,6 +489,7 @@ pub(crate) fn parse_rule(msg: RuleMessage) -> Option<ActualRule> {
         selectors.push_str(" not");
     }
     let (mut src, mut dst) = (None, None);
+    let mut suppress = None;
     for a in &msg.attributes {
         match a {
             RuleAttribute::Priority(p) => priority = *p,
@@ -509,6 +510,7 @@ pub(crate) fn parse_rule(msg: RuleMessage) -> Option<ActualRule> {
             RuleAttribute::SuppressPrefixLen(u32::MAX)
             | RuleAttribute::SuppressIfGroup(u32::MAX)
             | RuleAttribute::Goto(_) => {}
+            RuleAttribute::SuppressPrefixLen(n) => suppress = u8::try_from(*n).ok(),
             _ => other = true,
         }
     }
@@ -525,6 +527,9 @@ pub(crate) fn parse_rule(msg: RuleMessage) -> Option<ActualRule> {
     }
     if let Some(m) = fwmark {
         let _ = write!(desc, " fwmark {m:#x}/{:#x}", mask.unwrap_or(u32::MAX));
+    }
+    if let Some(n) = suppress {
+        let _ = write!(desc, " suppress_prefixlength {n}");
     }
     if other {
         desc.push_str(" (and other selectors)");
@@ -567,20 +572,26 @@ pub(crate) fn parse_rule(msg: RuleMessage) -> Option<ActualRule> {
         let _ = write!(desc, " proto {}", protocol_name(protocol));
     }
     let _ = write!(desc, " ({family})");
+    let from = src
+        .filter(|_| h.src_len > 0)
+        .and_then(|a| Prefix::new(a, u32::from(h.src_len)).ok());
     let plain = selectors.is_empty()
         && !other
-        && h.src_len == 0
         && h.dst_len == 0
-        && src.is_none()
         && dst.is_none()
-        && h.tos == 0;
-    let spec = match (action, fwmark) {
-        (Some(action), Some(fwmark)) if plain => Some(RuleSpec {
+        && h.tos == 0
+        && (h.src_len == 0 || from.is_some());
+    // A rule with no selector at all is someone else's catch-all, never one of steer's.
+    let selected = fwmark.is_some() || from.is_some() || suppress.is_some();
+    let spec = match action {
+        Some(action) if plain && selected => Some(RuleSpec {
             family,
             priority,
-            fwmark,
-            mask: mask.unwrap_or(u32::MAX),
+            fwmark: fwmark.unwrap_or(0),
+            mask: mask.unwrap_or(if fwmark.is_some() { u32::MAX } else { 0 }),
+            from,
             action,
+            suppress_prefixlength: suppress,
         }),
         _ => None,
     };
@@ -762,8 +773,18 @@ fn rule_message(spec: &RuleSpec) -> RuleMessage {
         RuleAction::Blackhole => m.header.action = NlRuleAction::Blackhole,
     }
     m.attributes.push(RuleAttribute::Priority(spec.priority));
-    m.attributes.push(RuleAttribute::FwMark(spec.fwmark));
-    m.attributes.push(RuleAttribute::FwMask(spec.mask));
+    if spec.fwmark != 0 || spec.mask != 0 {
+        m.attributes.push(RuleAttribute::FwMark(spec.fwmark));
+        m.attributes.push(RuleAttribute::FwMask(spec.mask));
+    }
+    if let Some(from) = spec.from {
+        m.header.src_len = from.len();
+        m.attributes.push(RuleAttribute::Source(from.addr()));
+    }
+    if let Some(n) = spec.suppress_prefixlength {
+        m.attributes
+            .push(RuleAttribute::SuppressPrefixLen(u32::from(n)));
+    }
     m.attributes
         .push(RuleAttribute::Protocol(RouteProtocol::from(RTPROT_STEER)));
     m

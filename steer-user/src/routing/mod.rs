@@ -25,6 +25,17 @@
 //! | 1091 ([`PRIORITY_BLACKHOLE`]) | `fwmark B/mask` | `blackhole` |
 //! | 1100 + n ([`PRIORITY_WAN_BASE`]) | `fwmark <wan.mark>/mask` | `lookup <wan.table>` |
 //!
+//! With `[ipv6] mode = "source"` (source-specific routing), IPv6 also has, before those:
+//!
+//! | priority | selector | action |
+//! |---|---|---|
+//! | 1050 ([`PRIORITY_SOURCE_MAIN`]) | all | `lookup main suppress_prefixlength 0` |
+//! | 1051 + n ([`PRIORITY_SOURCE_BASE`]) | `from <WAN n's prefix>` | `lookup <wan.table>` |
+//!
+//! so a packet whose source is in a WAN's delegated prefix leaves by that WAN whatever its mark
+//! (its ISP drops any other source), while the main table's routes more specific than a
+//! default (the LAN, other local networks) still win.
+//!
 //! `mask` is `general.mark_mask`; U and B are the two last-resort marks (the highest two values
 //! inside the mask: 0xff00 and 0xfe00 for the default mask), which WAN marks may not use; n is
 //! the WAN's position in the configuration, the first `[[wan]]` being 0. Other software may use
@@ -82,6 +93,12 @@ pub const PRIORITY_UNREACHABLE: u32 = 1090;
 pub const PRIORITY_BLACKHOLE: u32 = 1091;
 /// Priority of the first WAN's rule; WAN n (0-based, configuration order) gets this + n.
 pub const PRIORITY_WAN_BASE: u32 = 1100;
+/// Source-specific routing: the main table's routes but its default, before the source rules.
+pub const PRIORITY_SOURCE_MAIN: u32 = 1050;
+/// Source-specific routing: WAN n's prefix goes to its table at this + n.
+pub const PRIORITY_SOURCE_BASE: u32 = 1051;
+/// The main routing table.
+const MAIN_TABLE: u32 = 254;
 
 /// Address family of a rule or route.
 pub use crate::model::Family;
@@ -97,27 +114,58 @@ pub enum RuleAction {
     Blackhole,
 }
 
-/// One fwmark rule: `ip rule add fwmark <fwmark>/<mask> <action> pref <priority> proto 201`.
+/// One rule: `ip rule add [from <from>] [fwmark <fwmark>/<mask>] <action> [suppress_prefixlength
+/// N] pref <priority> proto 201`. `fwmark` and `mask` 0: no mark selector.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RuleSpec {
     pub family: Family,
     pub priority: u32,
     pub fwmark: u32,
     pub mask: u32,
+    /// Source-specific (`[ipv6] mode = "source"`): only packets from this prefix.
+    pub from: Option<crate::prefix::Prefix>,
     pub action: RuleAction,
+    /// Ignore a matched route this short or shorter (`suppress_prefixlength 0`: the main
+    /// table's routes but its default).
+    pub suppress_prefixlength: Option<u8>,
+}
+
+impl RuleSpec {
+    /// `fwmark <fwmark>/<mask> <action>` at `priority`.
+    pub fn marked(
+        family: Family,
+        priority: u32,
+        (fwmark, mask): (u32, u32),
+        action: RuleAction,
+    ) -> RuleSpec {
+        RuleSpec {
+            family,
+            priority,
+            fwmark,
+            mask,
+            from: None,
+            action,
+            suppress_prefixlength: None,
+        }
+    }
 }
 
 impl fmt::Display for RuleSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "rule {} fwmark {:#x}/{:#x} ",
-            self.priority, self.fwmark, self.mask
-        )?;
+        write!(f, "rule {} ", self.priority)?;
+        if let Some(from) = self.from {
+            write!(f, "from {from} ")?;
+        }
+        if self.fwmark != 0 || self.mask != 0 {
+            write!(f, "fwmark {:#x}/{:#x} ", self.fwmark, self.mask)?;
+        }
         match self.action {
             RuleAction::Lookup(t) => write!(f, "lookup {t}")?,
             RuleAction::Unreachable => f.write_str("unreachable")?,
             RuleAction::Blackhole => f.write_str("blackhole")?,
+        }
+        if let Some(n) = self.suppress_prefixlength {
+            write!(f, " suppress_prefixlength {n}")?;
         }
         write!(f, " ({})", self.family)
     }
@@ -179,34 +227,38 @@ pub enum Gateway {
 pub fn desired(
     config: &crate::config::Config,
     gateway: impl Fn(&str, Family) -> Option<Gateway>,
+    prefix6: impl Fn(&str) -> Option<crate::prefix::Prefix>,
 ) -> Desired {
     let mask = config.general.mark_mask;
     let (unreachable, blackhole) = crate::model::last_resort_marks(mask);
     let mut d = Desired::default();
     for family in Family::ALL {
-        d.rules.push(RuleSpec {
+        d.rules.push(RuleSpec::marked(
             family,
-            priority: PRIORITY_UNREACHABLE,
-            fwmark: unreachable,
-            mask,
-            action: RuleAction::Unreachable,
-        });
-        d.rules.push(RuleSpec {
+            PRIORITY_UNREACHABLE,
+            (unreachable, mask),
+            RuleAction::Unreachable,
+        ));
+        d.rules.push(RuleSpec::marked(
             family,
-            priority: PRIORITY_BLACKHOLE,
-            fwmark: blackhole,
-            mask,
-            action: RuleAction::Blackhole,
-        });
+            PRIORITY_BLACKHOLE,
+            (blackhole, mask),
+            RuleAction::Blackhole,
+        ));
         for (n, wan) in config.wans.iter().enumerate() {
-            d.rules.push(RuleSpec {
+            d.rules.push(RuleSpec::marked(
                 family,
-                priority: PRIORITY_WAN_BASE.saturating_add(n as u32),
-                fwmark: wan.mark,
-                mask,
-                action: RuleAction::Lookup(wan.table),
-            });
+                PRIORITY_WAN_BASE.saturating_add(n as u32),
+                (wan.mark, mask),
+                RuleAction::Lookup(wan.table),
+            ));
         }
+    }
+    if config
+        .ipv6
+        .is_some_and(|i| i.mode == crate::config::Ipv6Mode::Source)
+    {
+        d.rules.extend(source_rules(&config.wans, prefix6));
     }
     for wan in &config.wans {
         for family in Family::ALL {
@@ -228,6 +280,37 @@ pub fn desired(
         }
     }
     d
+}
+
+/// Source-specific routing's IPv6 rules (see the module documentation), for the WANs whose
+/// prefix is known.
+fn source_rules(
+    wans: &[crate::config::Wan],
+    prefix6: impl Fn(&str) -> Option<crate::prefix::Prefix>,
+) -> Vec<RuleSpec> {
+    let mut rules = vec![RuleSpec {
+        suppress_prefixlength: Some(0),
+        ..RuleSpec::marked(
+            Family::V6,
+            PRIORITY_SOURCE_MAIN,
+            (0, 0),
+            RuleAction::Lookup(MAIN_TABLE),
+        )
+    }];
+    for (n, wan) in wans.iter().enumerate() {
+        if let Some(p) = prefix6(&wan.name) {
+            rules.push(RuleSpec {
+                from: Some(p),
+                ..RuleSpec::marked(
+                    Family::V6,
+                    PRIORITY_SOURCE_BASE.saturating_add(n as u32),
+                    (0, 0),
+                    RuleAction::Lookup(wan.table),
+                )
+            });
+        }
+    }
+    rules
 }
 
 /// What a reconcile (or removal) found and did.

@@ -300,20 +300,8 @@ mod tests {
     fn desired() -> Desired {
         Desired {
             rules: vec![
-                RuleSpec {
-                    family: Family::V4,
-                    priority: 1090,
-                    fwmark: 0xff00,
-                    mask: 0xff00,
-                    action: RuleAction::Unreachable,
-                },
-                RuleSpec {
-                    family: Family::V4,
-                    priority: 1100,
-                    fwmark: 0x100,
-                    mask: 0xff00,
-                    action: RuleAction::Lookup(101),
-                },
+                RuleSpec::marked(Family::V4, 1090, (0xff00, 0xff00), RuleAction::Unreachable),
+                RuleSpec::marked(Family::V4, 1100, (0x100, 0xff00), RuleAction::Lookup(101)),
             ],
             routes: vec![
                 RouteSpec {

@@ -23,6 +23,7 @@
 //!   discovery, DHCPv6). Anything else is dropped, and counted per WAN in the named counter
 //!   [`nft::counter_name`], which `steer status` and the metrics read.
 
+pub mod deprecate;
 pub mod learn;
 pub mod nft;
 
@@ -56,14 +57,12 @@ pub fn prefix_of(prefixes: &Prefixes, wan: &str) -> Option<Prefix> {
     prefixes.get(wan).and_then(|p| p.prefix)
 }
 
-/// Whether `wan` can carry IPv6 under `ipv6`: NPTv6 needs the WAN's prefix to translate into.
+/// Whether `wan` can carry IPv6 under `ipv6`: NPTv6 needs the WAN's prefix to translate into,
+/// source-specific routing for hosts to hold an address of it.
 pub fn carries_ipv6(ipv6: Option<&Ipv6>, prefixes: &Prefixes, wan: &str) -> bool {
-    match ipv6 {
-        Some(Ipv6 {
-            mode: Ipv6Mode::Npt,
-            ..
-        }) => prefix_of(prefixes, wan).is_some(),
-        _ => true,
+    match ipv6.map(|i| i.mode) {
+        Some(Ipv6Mode::Npt | Ipv6Mode::Source) => prefix_of(prefixes, wan).is_some(),
+        Some(Ipv6Mode::Masquerade) | None => true,
     }
 }
 
@@ -90,8 +89,12 @@ pub fn status(
                 origin: resolved.map_or("not resolved yet".into(), |r| r.origin.clone()),
                 translation: match (ipv6.mode, ipv6.lan_prefix, prefix) {
                     (Ipv6Mode::Npt, Some(lan), Some(p)) => format!("{lan} <-> {p} (NPTv6)"),
-                    (Ipv6Mode::Npt, _, _) => {
+                    (Ipv6Mode::Npt | Ipv6Mode::Source, _, None) => {
                         "none: carries no IPv6 until its prefix is known".into()
+                    }
+                    (Ipv6Mode::Npt, None, Some(_)) => "none".into(),
+                    (Ipv6Mode::Source, _, Some(p)) => {
+                        format!("sources in {p} leave by it, kept (source-specific routing)")
                     }
                     (Ipv6Mode::Masquerade, _, _) => {
                         format!("masqueraded to {}'s address", w.interface)
@@ -118,9 +121,28 @@ pub fn fate_of(status: &Ipv6Status, wan: &str, src: IpAddr) -> Option<String> {
     let w = status.wans.iter().find(|w| w.wan == wan)?;
     let parse = |p: &Option<String>| p.as_deref().and_then(|t| parse_prefix(t, true).ok());
     let (lan, own) = (parse(&status.lan_prefix), parse(&w.prefix6));
+    // Source-specific routing: the WAN whose prefix holds the source carries it, whatever
+    // the set chose.
+    let owner = status
+        .wans
+        .iter()
+        .find(|o| parse(&o.prefix6).is_some_and(|p| p.contains(src)));
     Some(match status.mode.as_str() {
         "masquerade" => format!("{src} is masqueraded to {wan}'s address (NAT66)"),
         _ if own.is_some_and(|p| p.contains(src)) => format!("{src} is {wan}'s own: kept"),
+        "source" => match owner {
+            Some(o) => format!(
+                "{src} is in {}'s prefix {}: source-specific routing sends it out by {}, not \
+                 {wan} (the policy chooses among the WANs a source allows)",
+                o.wan,
+                o.prefix6.as_deref().unwrap_or_default(),
+                o.wan
+            ),
+            None => format!(
+                "{src} is in no WAN's prefix: steer's guard drops it on {wan} (counted in \
+                 foreign sources dropped)"
+            ),
+        },
         _ => match (lan, own) {
             (Some(lan), Some(own)) if lan.contains(src) => {
                 let to = prefix_translated(src6, own);

@@ -48,8 +48,8 @@ fn translation(ipv6: &Ipv6, wans: &[Wan], prefixes: &Prefixes) -> String {
                 ));
             }
         }
-        // The configuration refuses npt without a LAN prefix.
-        (Ipv6Mode::Npt, None) => {}
+        // The configuration refuses npt without a LAN prefix; source translates nothing.
+        (Ipv6Mode::Npt, None) | (Ipv6Mode::Source, _) => {}
         (Ipv6Mode::Masquerade, _) => {
             let ifaces: Vec<String> = wans.iter().map(|w| quoted(&w.interface)).collect();
             outgoing.push_str(&format!(

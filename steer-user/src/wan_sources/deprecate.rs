@@ -1,0 +1,251 @@
+//! `[ipv6] mode = "source"`: a WAN that cannot carry IPv6 has its prefix deprecated on the LAN
+//! (RFC 8475), so hosts pick another source for new connections; it comes back when the WAN
+//! does.
+//!
+//! steer sets the preferred lifetime of the router's LAN addresses inside the prefix to 0 and
+//! keeps their valid lifetime and flags. The RA daemon advertises what the LAN addresses say:
+//! odhcpd at once, dnsmasq (`dhcp-range=::,constructor:<lan>,...`) and radvd 2.20+ at their next
+//! advertisement. A DHCPv6 client that rewrites the address (a renewal) undoes it; steer
+//! deprecates again on the address event. When the WAN is back, the preferred lifetime it had
+//! (less the time that passed) is restored.
+//!
+//! [`plan`] is pure (addresses and time passed in); [`read`] and [`apply`] run `ip`.
+
+use std::{collections::BTreeMap, net::Ipv6Addr, process::Command};
+
+use crate::prefix::Prefix;
+
+/// A global IPv6 address of a LAN interface, with what `ip -6 addr change` must say again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanAddress {
+    pub interface: String,
+    pub addr: Ipv6Addr,
+    pub len: u8,
+    /// Seconds; `None`: forever.
+    pub valid: Option<u32>,
+    pub preferred: Option<u32>,
+    /// `noprefixroute`, `mngtmpaddr`, `nodad`: kept through the change.
+    pub flags: Vec<String>,
+}
+
+/// What a deprecated address's preferred lifetime was, and when (seconds of a monotonic clock).
+pub type Saved = BTreeMap<(String, Ipv6Addr), (Option<u32>, u64)>;
+
+/// One change of a LAN address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Preferred lifetime to 0 (its WAN is down).
+    Deprecate(LanAddress),
+    /// Preferred lifetime back to this (its WAN is back).
+    Restore(LanAddress, Option<u32>),
+}
+
+/// The changes that bring `addrs` to "deprecated inside `dead`, as they were elsewhere";
+/// `saved` holds what steer deprecated, `now` the clock.
+pub fn plan(addrs: &[LanAddress], dead: &[Prefix], saved: &Saved, now: u64) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for a in addrs {
+        let is_dead = dead.iter().any(|p| p.contains(a.addr.into()));
+        let key = (a.interface.clone(), a.addr);
+        match (is_dead, a.preferred, saved.get(&key)) {
+            (true, Some(0), _) => {}
+            (true, _, _) => changes.push(Change::Deprecate(a.clone())),
+            (false, Some(0), Some(&(was, at))) => {
+                let passed = u32::try_from(now.saturating_sub(at)).unwrap_or(u32::MAX);
+                let left = was.map(|p| p.saturating_sub(passed));
+                let preferred = match (left, a.valid) {
+                    (Some(p), Some(v)) => Some(p.min(v)),
+                    (None, v) => v,
+                    (p, None) => p,
+                };
+                changes.push(Change::Restore(a.clone(), preferred));
+            }
+            _ => {}
+        }
+    }
+    changes
+}
+
+/// Runs `changes`, keeping `saved` in step; one line per change (what failed says so).
+pub fn apply(changes: &[Change], saved: &mut Saved, now: u64) -> Vec<String> {
+    changes
+        .iter()
+        .map(|c| {
+            let (a, preferred) = match c {
+                Change::Deprecate(a) => (a, Some(0)),
+                Change::Restore(a, p) => (a, *p),
+            };
+            let done = change(a, preferred);
+            let key = (a.interface.clone(), a.addr);
+            match (c, &done) {
+                (Change::Deprecate(_), Ok(())) => {
+                    saved.entry(key).or_insert((a.preferred, now));
+                }
+                (Change::Restore(..), Ok(())) => {
+                    saved.remove(&key);
+                }
+                _ => {}
+            }
+            let what = match c {
+                Change::Deprecate(_) => "deprecated (its WAN carries no IPv6)".to_owned(),
+                Change::Restore(..) => format!("preferred again ({})", lifetime(preferred)),
+            };
+            match done {
+                Ok(()) => format!("{} on {}: {what}", a.addr, a.interface),
+                Err(e) => format!("{} on {}: not {what}: {e}", a.addr, a.interface),
+            }
+        })
+        .collect()
+}
+
+fn lifetime(l: Option<u32>) -> String {
+    l.map_or("forever".into(), |s| format!("{s}s"))
+}
+
+fn change(a: &LanAddress, preferred: Option<u32>) -> Result<(), String> {
+    let mut args = vec![
+        "-6".to_owned(),
+        "addr".into(),
+        "change".into(),
+        format!("{}/{}", a.addr, a.len),
+        "dev".into(),
+        a.interface.clone(),
+        "valid_lft".into(),
+        lifetime_arg(a.valid),
+        "preferred_lft".into(),
+        lifetime_arg(preferred),
+    ];
+    args.extend(a.flags.iter().cloned());
+    let out = Command::new("ip")
+        .args(&args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+fn lifetime_arg(l: Option<u32>) -> String {
+    l.map_or("forever".into(), |s| s.to_string())
+}
+
+/// The global IPv6 addresses of the interfaces `lan` (`ip -j -6 addr show`); an interface that
+/// does not exist has none.
+pub fn read(lan: &[String]) -> Result<Vec<LanAddress>, String> {
+    let mut out = Vec::new();
+    for iface in lan {
+        let run = Command::new("ip")
+            .args(["-j", "-6", "addr", "show", "dev", iface, "scope", "global"])
+            .output()
+            .map_err(|e| format!("cannot run ip: {e}"))?;
+        if !run.status.success() {
+            continue;
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&run.stdout).map_err(|e| format!("ip -j: {e}"))?;
+        out.extend(parse(iface, &json));
+    }
+    Ok(out)
+}
+
+fn parse(iface: &str, json: &serde_json::Value) -> Vec<LanAddress> {
+    let forever = |v: &serde_json::Value| {
+        v.as_u64()
+            .filter(|&s| s < u64::from(u32::MAX))
+            .map(|s| s as u32)
+    };
+    let infos = json.as_array().into_iter().flatten();
+    let addrs = infos.flat_map(|link| link["addr_info"].as_array().into_iter().flatten());
+    addrs
+        .filter_map(|i| {
+            let addr: Ipv6Addr = i["local"].as_str()?.parse().ok()?;
+            Some(LanAddress {
+                interface: iface.to_owned(),
+                addr,
+                len: u8::try_from(i["prefixlen"].as_u64()?).ok()?,
+                valid: forever(&i["valid_life_time"]),
+                preferred: forever(&i["preferred_life_time"]),
+                flags: ["noprefixroute", "mngtmpaddr", "nodad"]
+                    .into_iter()
+                    .filter(|f| i[*f].as_bool() == Some(true))
+                    .map(str::to_owned)
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wan_sources::tests::p;
+
+    fn addr(a: &str, preferred: Option<u32>, valid: Option<u32>) -> LanAddress {
+        LanAddress {
+            interface: "br-lan".into(),
+            addr: a.parse().unwrap(),
+            len: 64,
+            valid,
+            preferred,
+            flags: vec!["noprefixroute".into()],
+        }
+    }
+
+    #[test]
+    fn a_dead_prefix_is_deprecated_and_restored_less_the_time_that_passed() {
+        let addrs = [
+            addr("2001:db8:1::1", Some(3600), Some(7200)),
+            addr("2001:db8:2::1", None, None),
+        ];
+        let dead = [p("2001:db8:1::/56")];
+        let changes = plan(&addrs, &dead, &Saved::new(), 100);
+        assert_eq!(changes, [Change::Deprecate(addrs[0].clone())]);
+        let saved = Saved::from([(("br-lan".into(), addrs[0].addr), (Some(3600), 100))]);
+        // Deprecated already: nothing to do while the WAN stays down.
+        let now_deprecated = [addr("2001:db8:1::1", Some(0), Some(7000)), addrs[1].clone()];
+        assert!(plan(&now_deprecated, &dead, &saved, 300).is_empty());
+        // Back: 3600 less the 200 s that passed.
+        assert_eq!(
+            plan(&now_deprecated, &[], &saved, 300),
+            [Change::Restore(now_deprecated[0].clone(), Some(3400))]
+        );
+        // An address someone else deprecated is not steer's to restore.
+        assert!(plan(&now_deprecated, &[], &Saved::new(), 300).is_empty());
+    }
+
+    #[test]
+    fn a_forever_address_comes_back_forever_and_never_beyond_its_valid_lifetime() {
+        let gone = [addr("2001:db8:1::1", Some(0), None)];
+        let saved = Saved::from([(("br-lan".into(), gone[0].addr), (None, 0))]);
+        assert_eq!(
+            plan(&gone, &[], &saved, 50),
+            [Change::Restore(gone[0].clone(), None)]
+        );
+        let short = [addr("2001:db8:1::1", Some(0), Some(60))];
+        let saved = Saved::from([(("br-lan".into(), short[0].addr), (Some(3600), 0))]);
+        assert_eq!(
+            plan(&short, &[], &saved, 50),
+            [Change::Restore(short[0].clone(), Some(60))]
+        );
+    }
+
+    #[test]
+    fn ip_json_gives_lifetimes_and_the_flags_to_keep() {
+        let json: serde_json::Value = serde_json::from_str(
+            r#"[{"ifname":"br-lan","addr_info":[
+                {"family":"inet6","local":"2001:db8:2::1","prefixlen":64,"scope":"global",
+                 "valid_life_time":4294967295,"preferred_life_time":4294967295},
+                {"family":"inet6","local":"2001:db8:1::1","prefixlen":64,"scope":"global",
+                 "dynamic":true,"noprefixroute":true,"mngtmpaddr":true,
+                 "valid_life_time":7200,"preferred_life_time":3600},{}]}]"#,
+        )
+        .unwrap();
+        let got = parse("br-lan", &json);
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].valid, got[0].preferred), (None, None));
+        assert_eq!((got[1].valid, got[1].preferred), (Some(7200), Some(3600)));
+        assert_eq!(got[1].flags, ["noprefixroute", "mngtmpaddr"]);
+    }
+}
