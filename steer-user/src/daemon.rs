@@ -556,16 +556,23 @@ async fn handle(
                 Err(e) => Response::error(e.to_string()),
             })
         }
-        Request::Prefix6 { name, prefix } => {
-            Reply::Now(match ctl.set_prefix6(&name, prefix).await {
-                Ok(lines) => {
-                    log_lines("", &lines);
-                    let text: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
-                    Response::ok(serde_json::json!({ "message": text.join("\n") }))
+        Request::Prefix6 { name, prefix } => match ctl.set_prefix6(&name, prefix).await {
+            Ok(lines) => {
+                log_lines("", &lines);
+                let mut text: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
+                match flush_connections(ctl) {
+                    // Answered once the WAN's old IPv6 flows are cut (a renumbered prefix).
+                    Some(flush) => Reply::Later(tokio::spawn(async move {
+                        text.extend(flush.await.unwrap_or_default());
+                        Response::ok(serde_json::json!({ "message": text.join("\n") }))
+                    })),
+                    None => Reply::Now(Response::ok(
+                        serde_json::json!({ "message": text.join("\n") }),
+                    )),
                 }
-                Err(e) => Response::error(e),
-            })
-        }
+            }
+            Err(e) => Reply::Now(Response::error(e)),
+        },
         Request::Set {
             name,
             op: SetOp::List,
@@ -658,13 +665,26 @@ impl Reloads {
         if next.is_none() {
             service.reloaded(ctl, applied.is_err());
         }
-        let response = match applied {
-            Ok(lines) => Response::ok(serde_json::json!({ "changes": lines })),
-            Err(e) => Response::error(e),
-        };
-        for reply in waiting {
-            let _ = reply.send(response.clone());
-        }
+        // The connections the reload restarts (a WAN's IPv6 renumbered) are cut before anyone
+        // hears the reload is done, off the event loop: a flow that goes on after the answer
+        // starts over with the new translation instead of meeting the guard.
+        let flush = flush_connections(ctl);
+        tokio::spawn(async move {
+            let flushed = match flush {
+                Some(task) => task.await.unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let response = match applied {
+                Ok(mut lines) => {
+                    lines.extend(flushed.into_iter().map(ReportLine::info));
+                    Response::ok(serde_json::json!({ "changes": lines }))
+                }
+                Err(e) => Response::error(e),
+            };
+            for reply in waiting {
+                let _ = reply.send(response.clone());
+            }
+        });
         crate::heap::return_freed_memory();
         if let Some(next) = next {
             self.start(ctl, next);

@@ -26,6 +26,11 @@
 //! - `internet` owns the servers ([`Lab::SERVER_A`], ...) and probe targets ([`Lab::PROBE_1`],
 //!   ...) on `lo`, and routes each WAN /30 (/64) back through its ISP.
 //!
+//! [`Lab::with_delegated_prefixes`] is the lab of IPv6 without NAT66 on the lab's side: the
+//! router masquerades IPv4 only, each ISP routes a delegated prefix ([`Lab::delegation`]) to the
+//! router and drops (and counts, [`Lab::isp_foreign_sources`]) what the router sends with a
+//! source outside it and outside its link /64 (BCP38); [`Lab::delegate`] renumbers.
+//!
 //! [`Lab::with_faulty_line`] makes one WAN's link a [`line::Line`] (tun devices relayed by the
 //! test, with delay, loss, bursts and cuts it sets while traffic runs): this kernel has no
 //! `sch_netem`.
@@ -44,7 +49,7 @@ pub mod sock;
 pub mod tcp;
 mod udp;
 
-pub use udp::{Arrival, Stream, udp_arrivals, udp_via, udp_via_sized};
+pub use udp::{Arrival, Stream, udp_arrivals, udp_arrivals_from, udp_via, udp_via_sized};
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
@@ -53,6 +58,8 @@ use std::{
 };
 
 use aya::programs::{SchedClassifier, TcAttachType};
+
+use steer::prefix::Prefix;
 
 use crate::{lab::line::Line, netns::Netns, tun::TunLink};
 
@@ -115,6 +122,16 @@ pub struct Lab {
     /// `isp[0]` is ISP 1 (behind `wan1`), `isp[1]` is ISP 2. See also [`Lab::isp`].
     pub isp: [Netns; 2],
     pub internet: Netns,
+    /// The prefix each ISP delegates to the router now, in a lab made by
+    /// [`Lab::with_delegated_prefixes`] (`None` in the others).
+    delegated: std::sync::Mutex<[Option<Prefix>; 2]>,
+}
+
+/// What [`Lab::build_with`] builds besides the common topology.
+#[derive(Clone, Copy, Debug, Default)]
+struct Build {
+    faulty: Option<(Wan, u64)>,
+    delegated: bool,
 }
 
 /// nftables table the lab uses in the router and the ISPs (family `inet`).
@@ -123,6 +140,11 @@ pub const NFT_TABLE: &str = "steer_lab";
 const ISP_DOWN: &str = "down";
 /// An ISP's interface towards the internet (an `ip` keyword: always after `dev`).
 const ISP_UP: &str = "up";
+/// The named counter of an ISP's BCP38 drops ([`Lab::isp_foreign_sources`]).
+const FOREIGN_SOURCE: &str = "foreign_source";
+/// The set of the IPv6 sources an ISP forwards in a lab with delegated prefixes: its delegated
+/// prefix and its link /64.
+const OWN_SOURCES: &str = "own_sources6";
 /// Bound on waiting for links, neighbours and carrier changes.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -174,7 +196,24 @@ impl Lab {
     /// Returns once every link is up and its neighbours answer (bounded by 3 s). Panics naming
     /// the step that failed and the command output.
     pub fn new() -> Lab {
-        Lab::build_with(None)
+        Lab::build_with(Build::default())
+    }
+
+    /// As [`Lab::new`], but IPv6 is routed, not translated, by the lab: the router masquerades
+    /// IPv4 only (IPv6 leaves `wanN` with whatever source it has); ISP N routes its delegated
+    /// prefix [`Lab::initial_delegation`] (2001:db8:N::/56) to the router's WAN address
+    /// fd64:N::2 and the internet routes it through ISP N; each ISP drops, and counts in
+    /// [`Lab::isp_foreign_sources`], every IPv6 packet from the router towards the internet
+    /// whose source is neither in its delegated prefix nor in its link fd64:N::/64 (BCP38,
+    /// before the blackhole chain, so it counts while the upstream is blackholed too).
+    ///
+    /// The internet has no IPv6 probe targets in this lab: [`Lab::PROBE_1_6`] and
+    /// [`Lab::PROBE_2_6`] lie inside ISP 2's delegated prefix 2001:db8:2::/56.
+    pub fn with_delegated_prefixes() -> Lab {
+        Lab::build_with(Build {
+            delegated: true,
+            ..Build::default()
+        })
     }
 
     /// As [`Lab::new`], but `w`'s link to its ISP is a [`Line`] whose faults the test sets
@@ -183,7 +222,10 @@ impl Lab {
     /// NAT), relayed by a thread of the test; the line's loss is drawn from `seed`. The carrier
     /// of a tun WAN stays up whatever the line does: [`Lab::cut_carrier`] does not apply to it.
     pub fn with_faulty_line(w: Wan, seed: u64) -> Lab {
-        Lab::build_with(Some((w, seed)))
+        Lab::build_with(Build {
+            faulty: Some((w, seed)),
+            ..Build::default()
+        })
     }
 
     /// The faulty line of [`Lab::with_faulty_line`]; direction a → b is from the router
@@ -195,7 +237,7 @@ impl Lab {
             .expect("a lab made by Lab::with_faulty_line")
     }
 
-    fn build_with(faulty: Option<(Wan, u64)>) -> Lab {
+    fn build_with(build: Build) -> Lab {
         crate::require_root();
         let client = Netns::new("cli");
         let router = Netns::new("rtr");
@@ -207,12 +249,18 @@ impl Lab {
             router,
             isp,
             internet,
+            delegated: std::sync::Mutex::new(if build.delegated {
+                Wan::ALL.map(|w| Some(Self::initial_delegation(w)))
+            } else {
+                [None, None]
+            }),
         };
-        lab.build(faulty);
+        lab.build(build);
         lab
     }
 
-    fn build(&mut self, faulty: Option<(Wan, u64)>) {
+    fn build(&mut self, build: Build) {
+        let (faulty, delegated) = (build.faulty, build.delegated);
         // Before any link exists, so that every interface inherits these defaults.
         for ns in self.all() {
             step(
@@ -296,12 +344,13 @@ impl Lab {
                  table inet {NFT_TABLE} {{\n\
                    chain postrouting {{\n\
                      type nat hook postrouting priority srcnat; policy accept;\n\
-                     oifname {{ \"{}\", \"{}\" }} masquerade\n\
+                     {family}oifname {{ \"{}\", \"{}\" }} masquerade\n\
                    }}\n\
                  }}\n\
                  EOF",
                 Self::wan_iface(Wan::One),
-                Self::wan_iface(Wan::Two)
+                Self::wan_iface(Wan::Two),
+                family = if delegated { "meta nfproto ipv4 " } else { "" },
             ),
         );
         for w in Wan::ALL {
@@ -321,6 +370,27 @@ impl Lab {
                      ip -6 route add default via fd98:{n}::1 dev {ISP_UP}"
                 ),
             );
+            let bcp38 = if delegated {
+                let (prefix, link) = (Self::initial_delegation(w), Self::link_prefix_v6(w));
+                let router = Self::nat_addr_v6(w);
+                step(
+                    isp,
+                    "ISP route to the delegated prefix",
+                    &format!("ip -6 route add {prefix} via {router} dev {ISP_DOWN}"),
+                );
+                format!(
+                    "counter {FOREIGN_SOURCE} {{ }}\n\
+                     set {OWN_SOURCES} {{ type ipv6_addr; flags interval; \
+                       elements = {{ {prefix}, {link} }}; }}\n\
+                     chain bcp38 {{\n\
+                       type filter hook forward priority -20; policy accept;\n\
+                       iifname \"{ISP_DOWN}\" oifname \"{ISP_UP}\" ip6 saddr != @{OWN_SOURCES} \
+                         counter name \"{FOREIGN_SOURCE}\" drop\n\
+                     }}\n"
+                )
+            } else {
+                String::new()
+            };
             step(
                 isp,
                 "ISP nftables (forward counter, blackhole chain)",
@@ -328,6 +398,7 @@ impl Lab {
                     "nft -f - <<'EOF'\n\
                      table inet {NFT_TABLE} {{\n\
                        counter towards_internet {{ }}\n\
+                       {bcp38}\
                        chain blackhole {{\n\
                          type filter hook forward priority -10; policy accept;\n\
                        }}\n\
@@ -352,13 +423,28 @@ impl Lab {
         for a in [Self::SERVER_A, Self::SERVER_B, Self::PROBE_1, Self::PROBE_2] {
             inet.push_str(&format!(" && ip addr add {a}/32 dev lo"));
         }
-        for a in [
-            Self::SERVER_A6,
-            Self::SERVER_B6,
-            Self::PROBE_1_6,
-            Self::PROBE_2_6,
-        ] {
+        let v6_on_lo: &[Ipv6Addr] = if delegated {
+            // The v6 probe targets are in 2001:db8:2::/56, ISP 2's delegated prefix.
+            &[Self::SERVER_A6, Self::SERVER_B6]
+        } else {
+            &[
+                Self::SERVER_A6,
+                Self::SERVER_B6,
+                Self::PROBE_1_6,
+                Self::PROBE_2_6,
+            ]
+        };
+        for a in v6_on_lo {
             inet.push_str(&format!(" && ip -6 addr add {a}/128 dev lo nodad"));
+        }
+        if delegated {
+            for w in Wan::ALL {
+                let n = w.number();
+                let prefix = Self::initial_delegation(w);
+                inet.push_str(&format!(
+                    " && ip -6 route add {prefix} via fd98:{n}::2 dev isp{n}"
+                ));
+            }
         }
         step(&self.internet, "configure internet", &inet);
 
@@ -608,14 +694,85 @@ impl Lab {
     /// Packets (IPv4 and IPv6) ISP `w` has forwarded from the router towards the internet so
     /// far (an nftables counter after the blackhole, so dropped packets do not count).
     pub fn isp_forwarded_packets(&self, w: Wan) -> u64 {
-        let out = self.isp(w).run(&format!(
-            "nft list counter inet {NFT_TABLE} towards_internet"
-        ));
-        out.split_whitespace()
-            .skip_while(|t| *t != "packets")
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no packet count in nft output: {out}"))
+        nft_counter_packets(
+            self.isp(w),
+            &format!("inet {NFT_TABLE}"),
+            "towards_internet",
+        )
+    }
+
+    /// The prefix ISP `w` delegates when a lab with delegated prefixes is built:
+    /// 2001:db8:N::/56.
+    pub fn initial_delegation(w: Wan) -> Prefix {
+        let addr = Ipv6Addr::new(0x2001, 0xdb8, w.number().into(), 0, 0, 0, 0, 0);
+        Prefix::new(addr.into(), 56).expect("a /56")
+    }
+
+    /// The /64 of the link between the router's `wanN` and ISP N: fd64:N::/64.
+    pub fn link_prefix_v6(w: Wan) -> Prefix {
+        let addr = Ipv6Addr::new(0xfd64, w.number().into(), 0, 0, 0, 0, 0, 0);
+        Prefix::new(addr.into(), 64).expect("a /64")
+    }
+
+    /// The prefix ISP `w` delegates to the router now ([`Lab::with_delegated_prefixes`]).
+    pub fn delegation(&self, w: Wan) -> Prefix {
+        self.delegated.lock().expect("lock")[w.index()]
+            .expect("a lab made by Lab::with_delegated_prefixes")
+    }
+
+    /// ISP `w` renumbers the router: it delegates `prefix` instead of its current prefix. The
+    /// ISP's route and BCP38 set and the internet's route move to `prefix` (the old prefix is
+    /// routed nowhere any more and is foreign to the ISP). The router is not touched.
+    pub fn delegate(&self, w: Wan, prefix: Prefix) {
+        assert!(!prefix.is_v4(), "delegate an IPv6 prefix, not {prefix}");
+        let old = self.delegation(w);
+        let (n, router, link) = (w.number(), Self::nat_addr_v6(w), Self::link_prefix_v6(w));
+        step(
+            self.isp(w),
+            "renumber: the ISP's route and BCP38 set",
+            &format!(
+                "ip -6 route del {old} via {router} dev {ISP_DOWN} && \
+                 ip -6 route add {prefix} via {router} dev {ISP_DOWN} && \
+                 printf 'flush set inet {NFT_TABLE} {OWN_SOURCES}\\n\
+                 add element inet {NFT_TABLE} {OWN_SOURCES} {{ {prefix}, {link} }}\\n' | nft -f -"
+            ),
+        );
+        step(
+            &self.internet,
+            "renumber: the internet's route",
+            &format!(
+                "ip -6 route del {old} via fd98:{n}::2 dev isp{n} && \
+                 ip -6 route add {prefix} via fd98:{n}::2 dev isp{n}"
+            ),
+        );
+        self.delegated.lock().expect("lock")[w.index()] = Some(prefix);
+    }
+
+    /// IPv6 packets ISP `w` dropped so far because their source was neither in the prefix it
+    /// delegates nor in its link /64 ([`Lab::with_delegated_prefixes`]).
+    pub fn isp_foreign_sources(&self, w: Wan) -> u64 {
+        nft_counter_packets(self.isp(w), &format!("inet {NFT_TABLE}"), FOREIGN_SOURCE)
+    }
+
+    /// Adds a named counter `name` to ISP `w` that counts the packets it forwards from the
+    /// router towards the internet (after BCP38 and the blackhole) that match `matcher`, an
+    /// nftables match such as `meta l4proto tcp th sport 7000`. Read it with
+    /// [`Lab::isp_counter`].
+    pub fn isp_watch(&self, w: Wan, name: &str, matcher: &str) {
+        step(
+            self.isp(w),
+            "ISP watch counter",
+            &format!(
+                "printf '%s\\n' 'add counter inet {NFT_TABLE} {name}' \
+                 'add rule inet {NFT_TABLE} forward iifname \"{ISP_DOWN}\" oifname \"{ISP_UP}\" \
+                 {matcher} counter name \"{name}\"' | nft -f -"
+            ),
+        );
+    }
+
+    /// Packets counted so far by [`Lab::isp_watch`]'s counter `name` in ISP `w`.
+    pub fn isp_counter(&self, w: Wan, name: &str) -> u64 {
+        nft_counter_packets(self.isp(w), &format!("inet {NFT_TABLE}"), name)
     }
 
     /// Names of the lab's namespaces (to check they are gone after drop, or for logs).
@@ -629,6 +786,17 @@ impl Default for Lab {
     fn default() -> Self {
         Lab::new()
     }
+}
+
+/// The packets of the nftables named counter `counter` of `table` (family and name, e.g.
+/// `inet steer`) in `ns`; panics with nft's output if there is no such counter.
+pub fn nft_counter_packets(ns: &Netns, table: &str, counter: &str) -> u64 {
+    let out = ns.run(&format!("nft list counter {table} {counter}"));
+    out.split_whitespace()
+        .skip_while(|t| *t != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in nft output: {out}"))
 }
 
 /// Runs a setup step; panics naming the step, the namespace, the command and its output.

@@ -184,7 +184,30 @@ pub fn udp_arrivals(lab: &Lab, server: IpAddr, port: u16, n: usize) -> Vec<Arriv
     arrivals(lab, server, port, n, PAYLOAD)
 }
 
+/// Like [`udp_arrivals`] but the client sends from `source` (one of its addresses, bound with
+/// an ephemeral port) instead of the address its route chooses.
+pub fn udp_arrivals_from(
+    lab: &Lab,
+    source: IpAddr,
+    server: IpAddr,
+    port: u16,
+    n: usize,
+) -> Vec<Arrival> {
+    arrivals_from(lab, Some(source), server, port, n, PAYLOAD)
+}
+
 fn arrivals(lab: &Lab, server: IpAddr, port: u16, n: usize, size: usize) -> Vec<Arrival> {
+    arrivals_from(lab, None, server, port, n, size)
+}
+
+fn arrivals_from(
+    lab: &Lab,
+    source: Option<IpAddr>,
+    server: IpAddr,
+    port: u16,
+    n: usize,
+    size: usize,
+) -> Vec<Arrival> {
     assert!((PAYLOAD..=4096).contains(&size), "datagram size {size}");
     let server = SocketAddr::new(server, port);
     let nonce = nonce();
@@ -206,7 +229,11 @@ fn arrivals(lab: &Lab, server: IpAddr, port: u16, n: usize, size: usize) -> Vec<
         got
     });
     lab.client.enter(|| {
-        let sock = sock::unbound_udp(server.ip());
+        let sock = match source {
+            None => sock::unbound_udp(server.ip()),
+            Some(ip) => UdpSocket::bind(SocketAddr::new(ip, 0))
+                .unwrap_or_else(|e| panic!("bind a UDP socket to {ip} in the client: {e}")),
+        };
         for seq in 0..n as u64 {
             // Errors (no route yet, ...) count as losses.
             let mut datagram = payload(nonce, seq).to_vec();

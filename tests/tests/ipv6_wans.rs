@@ -1,0 +1,491 @@
+//! IPv6 source handling per WAN (issue 21), with real traffic through the namespace lab in its
+//! delegated-prefix form ([`Lab::with_delegated_prefixes`]): the lab does not translate IPv6,
+//! ISP N routes 2001:db8:N::/56 to the router and drops what the router sends from anywhere else
+//! (BCP38). steer's `[ipv6]` section does the translation: `npt` maps the LAN's fd10::/64 into
+//! the prefix of the WAN a packet leaves by (and back for connections from the internet),
+//! `masquerade` gives IPv6 the WAN's own address; in both modes a packet that would leave a WAN
+//! with a source that WAN cannot carry is dropped and counted by the router itself
+//! (`foreign_source_<wan>` in steer's table `inet steer`), so it never reaches an ISP.
+
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use steer::prefix::Prefix;
+use steer_tests::{
+    daemon::{Daemon, Workdir},
+    lab::{
+        Arrival, Lab, Stream, Wan, nft_counter_packets,
+        tcp::{Conversation, EchoServer},
+        udp_arrivals, udp_arrivals_from, udp_via,
+    },
+    scenario::{Options, Scenario, config_text},
+};
+
+const N: usize = 20;
+/// Bound on every wait for the daemon or for traffic.
+const SETTLE: Duration = Duration::from_secs(10);
+/// The LAN prefix of the lab's client (fd10::2/64).
+const LAN_PREFIX: &str = "fd10::/64";
+
+fn a6() -> IpAddr {
+    Lab::SERVER_A6.into()
+}
+
+/// SERVER_B6 is in the scenario's `bypass` set (wan2-first); everything else goes by wan1.
+fn b6() -> IpAddr {
+    Lab::SERVER_B6.into()
+}
+
+fn prefix(text: &str) -> Prefix {
+    steer::prefix::parse_prefix(text, false).expect("a prefix")
+}
+
+/// `addr` with its first `p.len()` bits replaced by `p`'s (what NPT with target `p` makes of
+/// it: the bits after the prefix length are kept).
+fn translated(addr: Ipv6Addr, p: Prefix) -> Ipv6Addr {
+    let IpAddr::V6(net) = p.addr() else {
+        panic!("{p} is not IPv6")
+    };
+    let mask = u128::MAX.checked_shl(128 - u32::from(p.len())).unwrap_or(0);
+    Ipv6Addr::from((u128::from(net) & mask) | (u128::from(addr) & !mask))
+}
+
+/// The client's address in `p`: fd10::2 translated into it.
+fn client_in(p: Prefix) -> Ipv6Addr {
+    translated(Lab::CLIENT_V6, p)
+}
+
+/// How steer handles IPv6 in a test's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `npt` with `lan_prefix = "fd10::/64"`, each WAN's `prefix6` its ISP's delegation.
+    Npt,
+    /// `masquerade`, no `prefix6`.
+    Masquerade,
+}
+
+/// The scenario's configuration with an `[ipv6]` section and, in npt mode, each WAN's
+/// `prefix6` (what its ISP delegates in the lab).
+fn config(work: &Workdir, lab: &Lab, mode: Mode) -> String {
+    let text = config_text(work, &Options::default());
+    let ipv6 = match mode {
+        Mode::Npt => format!("[ipv6]\nmode = \"npt\"\nlan_prefix = \"{LAN_PREFIX}\"\n\n"),
+        Mode::Masquerade => "[ipv6]\nmode = \"masquerade\"\n\n".to_owned(),
+    };
+    assert!(text.contains("[[wan]]"), "{text}");
+    let mut text = text.replacen("[[wan]]", &format!("{ipv6}[[wan]]"), 1);
+    if mode == Mode::Npt {
+        for w in Wan::ALL {
+            let line = format!("gateway6 = \"{}\"\n", Lab::gateway_v6(w));
+            assert!(text.contains(&line), "{line} in {text}");
+            text = text.replacen(
+                &line,
+                &format!("{line}prefix6 = \"{}\"\n", lab.delegation(w)),
+                1,
+            );
+        }
+    }
+    text
+}
+
+/// The delegated-prefix lab with `steer run` on its router, routing in place.
+fn start(tag: &str, mode: Mode) -> Scenario {
+    steer_tests::require_root();
+    let lab = Lab::with_delegated_prefixes();
+    let work = Workdir::new(tag);
+    work.write("steer.toml", &config(&work, &lab, mode));
+    let daemon = Daemon::start(&lab.router, &work);
+    let s = Scenario { daemon, work, lab };
+    s.wait_until("routing in sync", SETTLE, |st| {
+        st["routing"]["in_sync"] == true
+    });
+    s
+}
+
+/// The router's count of IPv6 packets it refused to send out of `w` with a foreign source.
+fn router_foreign(s: &Scenario, w: Wan) -> u64 {
+    nft_counter_packets(
+        &s.lab.router,
+        "inet steer",
+        &format!("foreign_source_{}", Lab::wan_iface(w)),
+    )
+}
+
+/// What the router's nftables and steer's log look like, for failure messages.
+fn router_state(s: &Scenario) -> String {
+    let out = s
+        .lab
+        .router
+        .try_run("nft list ruleset 2>&1; conntrack -L -f ipv6 2>&1");
+    format!(
+        "router ruleset and IPv6 conntrack:\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        s.daemon.log_text()
+    )
+}
+
+/// Both ISPs dropped nothing for a foreign source: the router sent them only what they route.
+fn assert_no_foreign_source_reached_an_isp(s: &Scenario, when: &str) {
+    let dropped = Wan::ALL.map(|w| s.lab.isp_foreign_sources(w));
+    assert_eq!(
+        dropped,
+        [0, 0],
+        "{when}: the ISPs dropped packets with a foreign IPv6 source [ISP 1, ISP 2]\n{}",
+        router_state(s)
+    );
+}
+
+/// All `n` datagrams arrived over `w`'s ISP link, each from `source`.
+fn assert_all_from(s: &Scenario, got: &[Arrival], n: usize, w: Wan, source: Ipv6Addr, what: &str) {
+    let wrong: Vec<&Arrival> = got
+        .iter()
+        .filter(|a| a.link != Some(w) || a.from.ip() != IpAddr::V6(source))
+        .collect();
+    assert!(
+        got.len() == n && wrong.is_empty(),
+        "{what}: want {n} datagrams over ISP {} from {source}; got {} ({} otherwise: {wrong:?})\n{}",
+        w.number(),
+        got.len(),
+        wrong.len(),
+        router_state(s)
+    );
+}
+
+/// Sends `n` datagrams from the client to `server:port` and asserts they all arrived over
+/// `w`'s ISP link from `source`.
+fn assert_udp_from(s: &Scenario, server: IpAddr, port: u16, w: Wan, source: Ipv6Addr) {
+    let got = udp_arrivals(&s.lab, server, port, N);
+    assert_all_from(s, &got, N, w, source, &format!("udp to {server}:{port}"));
+}
+
+#[test]
+fn the_delegated_prefix_lab_routes_each_prefix_to_the_router_and_its_isps_drop_foreign_sources() {
+    // The lab itself, without steer: what the tests below rely on to fail when steer is wrong.
+    steer_tests::require_root();
+    let lab = Lab::with_delegated_prefixes();
+    lab.set_main_default(Wan::One);
+    // IPv4 is still masqueraded by the lab.
+    assert_eq!(udp_via(&lab, Lab::SERVER_A.into(), 7101, N), [N, 0]);
+    // IPv6 is not: the client's fd10::2 is foreign to ISP 1, which drops and counts it.
+    let got = udp_arrivals(&lab, a6(), 7102, N);
+    assert!(got.is_empty(), "fd10::2 reached the internet: {got:?}");
+    assert!(
+        lab.isp_foreign_sources(Wan::One) >= N as u64,
+        "ISP 1 counted {} foreign sources",
+        lab.isp_foreign_sources(Wan::One)
+    );
+    assert_eq!(lab.isp_foreign_sources(Wan::Two), 0);
+
+    // A client address in ISP 1's delegation passes and is routed back to the router.
+    let p1 = lab.delegation(Wan::One);
+    assert_eq!(p1, prefix("2001:db8:1::/56"));
+    let inside = client_in(p1);
+    let add_client_address = |addr: Ipv6Addr| {
+        lab.client
+            .run(&format!("ip -6 addr add {addr}/64 dev eth0 nodad"));
+        lab.router.run(&format!(
+            "ip -6 route add {addr}/128 dev {}",
+            Lab::LAN_IFACE
+        ));
+    };
+    add_client_address(inside);
+    let got = udp_arrivals_from(&lab, inside.into(), a6(), 7103, N);
+    assert_eq!(got.len(), N, "{got:?}");
+    assert!(
+        got.iter()
+            .all(|a| a.link == Some(Wan::One) && a.from.ip() == IpAddr::V6(inside)),
+        "{got:?}"
+    );
+    let ping = |target: Ipv6Addr| {
+        lab.internet
+            .try_run(&format!("ping -q -n -c 1 -w 2 {target}"))
+            .status
+            .success()
+    };
+    assert!(ping(inside), "the internet reaches {inside} through ISP 1");
+    let before = lab.isp_foreign_sources(Wan::One);
+
+    // Renumbered: the old prefix is foreign and routed nowhere, the new one works.
+    let renumbered = prefix("2001:db8:11::/56");
+    lab.delegate(Wan::One, renumbered);
+    assert_eq!(lab.delegation(Wan::One), renumbered);
+    let got = udp_arrivals_from(&lab, inside.into(), a6(), 7104, N);
+    assert!(got.is_empty(), "{got:?}");
+    assert!(lab.isp_foreign_sources(Wan::One) >= before + N as u64);
+    assert!(!ping(inside), "{inside} is no longer routed to the router");
+    let new = client_in(renumbered);
+    add_client_address(new);
+    let got = udp_arrivals_from(&lab, new.into(), a6(), 7105, N);
+    assert_eq!(got.len(), N, "{got:?}");
+    assert!(
+        got.iter().all(|a| a.from.ip() == IpAddr::V6(new)),
+        "{got:?}"
+    );
+    assert!(ping(new), "the internet reaches {new} through ISP 1");
+    assert_eq!(lab.isp_foreign_sources(Wan::Two), 0);
+}
+
+#[test]
+fn npt_gives_the_client_the_prefix_of_the_wan_that_carries_each_flow() {
+    let s = start("npt", Mode::Npt);
+    let (p1, p2) = (s.lab.delegation(Wan::One), s.lab.delegation(Wan::Two));
+    // The default destination leaves by wan1, the bypass set's by wan2: each with the client's
+    // address translated into that WAN's prefix, host bits kept.
+    assert_udp_from(&s, a6(), 7201, Wan::One, client_in(p1));
+    assert_udp_from(&s, b6(), 7202, Wan::Two, client_in(p2));
+    assert_no_foreign_source_reached_an_isp(&s, "after steering");
+    // The guard's counters exist for both WANs.
+    for w in Wan::ALL {
+        router_foreign(&s, w);
+    }
+    let status = s.steer(&["status"]);
+    let line = status
+        .lines()
+        .find(|l| l.to_lowercase().contains("ipv6") && l.contains("npt"))
+        .unwrap_or_else(|| panic!("no ipv6 line with the mode in steer status:\n{status}"));
+    for p in [p1, p2] {
+        assert!(
+            status.contains(&p.to_string()),
+            "{p} not in steer status ({line}):\n{status}"
+        );
+    }
+}
+
+#[test]
+fn when_wan1_fails_npt_moves_ipv6_into_wan2s_prefix_and_no_stale_source_reaches_an_isp() {
+    let s = start("npt-fail", Mode::Npt);
+    let (p1, p2) = (s.lab.delegation(Wan::One), s.lab.delegation(Wan::Two));
+    // One flow (one source port) across the failure.
+    let stream = Stream::start(
+        &s.lab,
+        a6(),
+        7211,
+        Duration::from_millis(2),
+        Duration::from_secs(30),
+    );
+    let first_via = |w: Wan, since: Instant| {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            if let Some(a) = stream
+                .received()
+                .into_iter()
+                .find(|a| a.link == Some(w) && a.at >= since)
+            {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no datagram over ISP {} within {SETTLE:?} ({} sent): {:?}\n{}",
+                w.number(),
+                stream.sent(),
+                stream.received().last(),
+                router_state(&s)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    first_via(Wan::One, stream.started_at());
+    // Silent upstream loss: the link stays up, so ISP 1 still sees what the router sends it.
+    let fault = Instant::now();
+    s.lab.blackhole_upstream(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    first_via(Wan::Two, fault);
+    // A few more datagrams on the new path before stopping.
+    std::thread::sleep(Duration::from_millis(100));
+    let got = stream.stop();
+    let wrong: Vec<&Arrival> = got
+        .iter()
+        .filter(|a| match a.link {
+            Some(Wan::One) => a.from.ip() != IpAddr::V6(client_in(p1)),
+            Some(Wan::Two) => a.from.ip() != IpAddr::V6(client_in(p2)),
+            None => true,
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "datagrams whose source is not the client's address in the prefix of the ISP that \
+         carried them: {wrong:?}\n{}",
+        router_state(&s)
+    );
+    assert_no_foreign_source_reached_an_isp(&s, "across the failover");
+    // New flows to the default destination: wan2's prefix.
+    assert_udp_from(&s, a6(), 7212, Wan::Two, client_in(p2));
+    assert_no_foreign_source_reached_an_isp(&s, "after the failover");
+}
+
+/// Receives what arrives on `server` until `n` datagrams came or a second passes without one.
+fn receive(server: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+    server
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("read timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < n {
+        match server.recv_from(&mut buf) {
+            Ok((len, from)) => got.push((buf[..len].to_vec(), from)),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+#[test]
+fn after_isp2_renumbers_a_reload_moves_wan2_flows_into_the_new_prefix() {
+    let s = start("npt-renum", Mode::Npt);
+    let (p1, old) = (s.lab.delegation(Wan::One), s.lab.delegation(Wan::Two));
+    let port = 7221;
+    let to = SocketAddr::new(b6(), port);
+    // One client socket (one flow in conntrack) before and after the renumbering.
+    let server = s.lab.internet.enter(|| UdpSocket::bind(to).expect("bind"));
+    let client = s
+        .lab
+        .client
+        .enter(|| UdpSocket::bind("[::]:0").expect("bind"));
+    let send = |what: &str| {
+        for i in 0..N {
+            client
+                .send_to(format!("{what} {i}").as_bytes(), to)
+                .expect("send");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        receive(&server, N)
+    };
+    let before = send("before");
+    assert!(
+        before.len() == N
+            && before
+                .iter()
+                .all(|(_, from)| from.ip() == IpAddr::V6(client_in(old))),
+        "before: want {N} from {}: {before:?}\n{}",
+        client_in(old),
+        router_state(&s)
+    );
+
+    let new = prefix("2001:db8:22::/56");
+    s.lab.delegate(Wan::Two, new);
+    let path = s.work.config();
+    let text = std::fs::read_to_string(&path).expect("config");
+    let line = format!("prefix6 = \"{old}\"");
+    assert!(text.contains(&line), "{line} in {text}");
+    s.work.write(
+        "steer.toml",
+        &text.replace(&line, &format!("prefix6 = \"{new}\"")),
+    );
+    s.steer(&["reload"]);
+    // For the failure message only: whether the daemon had flushed wan2's flows by the time
+    // the reload returned.
+    let flushed = "wan2: conntrack entries with mark 0x200/0xff00 flushed";
+    let flushed_at_reply = s.daemon.log_text().contains(flushed);
+
+    // The same flow starts over in the new prefix: every datagram sent after the reload
+    // returned arrives, from there.
+    let after = send("after");
+    assert!(
+        after.len() == N
+            && after
+                .iter()
+                .all(|(_, from)| from.ip() == IpAddr::V6(client_in(new))),
+        "after the reload: want {N} from {}: {after:?}\nrouter's foreign_source_wan2: {}; \
+         `{flushed}` logged when the reload returned: {flushed_at_reply}\n{}",
+        client_in(new),
+        router_foreign(&s, Wan::Two),
+        router_state(&s)
+    );
+    assert_udp_from(&s, b6(), 7222, Wan::Two, client_in(new));
+    assert_udp_from(&s, a6(), 7223, Wan::One, client_in(p1));
+    assert_no_foreign_source_reached_an_isp(&s, "after renumbering");
+    let status = s.steer(&["status"]);
+    assert!(
+        status.contains(&new.to_string()) && !status.contains(&old.to_string()),
+        "steer status after the reload:\n{status}"
+    );
+}
+
+#[test]
+fn npt_lets_the_internet_reach_the_client_at_its_address_in_each_wan_prefix_and_the_answer_returns_by_that_wan()
+ {
+    let s = start("npt-in", Mode::Npt);
+    let _server = {
+        // Listening on its LAN address only: what reaches it was translated back.
+        let addr = SocketAddr::new(Lab::CLIENT_V6.into(), 7241);
+        EchoServer::start(&s.lab.client, addr)
+    };
+    // wan2 first: the default policy prefers wan1, so answers by wan2 are the connection's
+    // own doing.
+    for (w, name) in [(Wan::Two, "by_wan2"), (Wan::One, "by_wan1")] {
+        let watch = |isp: Wan| format!("{name}_isp{}", isp.number());
+        for isp in Wan::ALL {
+            s.lab
+                .isp_watch(isp, &watch(isp), "meta l4proto tcp th sport 7241");
+        }
+        let target = SocketAddr::new(client_in(s.lab.delegation(w)).into(), 7241);
+        let mut conversation = Conversation::open(&s.lab.internet, target).unwrap_or_else(|e| {
+            panic!(
+                "connect from the internet to {target}: {e}\n{}",
+                router_state(&s)
+            )
+        });
+        for i in 0..5 {
+            conversation.exchange().unwrap_or_else(|e| {
+                panic!("exchange {i} with {target}: {e}\n{}", router_state(&s))
+            });
+        }
+        drop(conversation);
+        let answers = Wan::ALL.map(|isp| s.lab.isp_counter(isp, &watch(isp)));
+        // The SYN-ACK and five echoes at least.
+        assert!(
+            answers[w.index()] >= 6 && answers[w.other().index()] == 0,
+            "the client's answers to the internet through [ISP 1, ISP 2]: {answers:?}, want all \
+             through ISP {}\n{}",
+            w.number(),
+            router_state(&s)
+        );
+    }
+    assert_no_foreign_source_reached_an_isp(&s, "after the inbound connections");
+}
+
+#[test]
+fn masquerade_gives_ipv6_the_address_of_the_wan_that_carries_it() {
+    let s = start("masq6", Mode::Masquerade);
+    assert_udp_from(&s, b6(), 7251, Wan::Two, Lab::nat_addr_v6(Wan::Two));
+    assert_udp_from(&s, a6(), 7252, Wan::One, Lab::nat_addr_v6(Wan::One));
+    assert_no_foreign_source_reached_an_isp(&s, "after steering");
+}
+
+#[test]
+fn npt_drops_and_counts_a_lan_source_outside_lan_prefix_before_any_isp_sees_it() {
+    let s = start("npt-guard", Mode::Npt);
+    let foreign: Ipv6Addr = "fd11::2".parse().expect("address");
+    s.lab
+        .client
+        .run(&format!("ip -6 addr add {foreign}/64 dev eth0 nodad"));
+    s.lab.router.run(&format!(
+        "ip -6 route add fd11::/64 via {} dev {}",
+        Lab::CLIENT_V6,
+        Lab::LAN_IFACE
+    ));
+    for (w, server, port) in [(Wan::One, a6(), 7261), (Wan::Two, b6(), 7262)] {
+        let before = router_foreign(&s, w);
+        let got = udp_arrivals_from(&s.lab, foreign.into(), server, port, N);
+        assert!(
+            got.is_empty(),
+            "the internet got datagrams from {foreign}: {got:?}\n{}",
+            router_state(&s)
+        );
+        let counted = router_foreign(&s, w) - before;
+        assert!(
+            counted >= N as u64,
+            "foreign_source_{} counted {counted} of {N} datagrams from {foreign}\n{}",
+            Lab::wan_iface(w),
+            router_state(&s)
+        );
+        assert_no_foreign_source_reached_an_isp(&s, &format!("{foreign} to {server}"));
+        // The same path from the client's LAN address works: the source was the reason. (Bound
+        // explicitly: with two addresses the client's own choice could be either.)
+        let got = udp_arrivals_from(&s.lab, Lab::CLIENT_V6.into(), server, port + 10, N);
+        let source = client_in(s.lab.delegation(w));
+        assert_all_from(&s, &got, N, w, source, "from the client's LAN address");
+    }
+}
