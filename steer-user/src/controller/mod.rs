@@ -892,19 +892,18 @@ impl Controller {
             .config
             .ipv6
             .is_some_and(|i| i.mode == config::Ipv6Mode::Source);
-        let dead: Vec<crate::prefix::Prefix> = if source {
-            self.config
-                .wans
-                .iter()
-                .filter(|w| !self.usable(&w.name, Family::V6))
-                .filter_map(|w| crate::wan_sources::prefix_of(&self.prefixes6.resolved, &w.name))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let (mut dead, mut live) = (Vec::new(), Vec::new());
+        for w in self.config.wans.iter().filter(|_| source) {
+            if let Some(p) = crate::wan_sources::prefix_of(&self.prefixes6.resolved, &w.name) {
+                match self.usable(&w.name, Family::V6) {
+                    true => live.push(p),
+                    false => dead.push(p),
+                }
+            }
+        }
         let now = crate::dataplane::learned::boottime_secs();
         let lan = self.config.general.lan.clone();
-        self.prefixes6.deprecate(dead, &lan, now)
+        self.prefixes6.deprecate((dead, live), &lan, now)
     }
 
     /// Sets (`Some`) or clears (`None`: back to what the system says) the delegated prefix a
@@ -999,7 +998,10 @@ impl Controller {
         // Hosts may prefer every prefix again: nothing steers them away any more.
         let lan = self.config.general.lan.clone();
         let now = crate::dataplane::learned::boottime_secs();
-        for line in self.prefixes6.deprecate(Vec::new(), &lan, now) {
+        for line in self
+            .prefixes6
+            .deprecate((Vec::new(), Vec::new()), &lan, now)
+        {
             log::info!("{}", line.text);
         }
         let Controller { dp, config, .. } = self;

@@ -97,11 +97,18 @@ impl WanPrefixes {
     }
 
     /// Deprecates the LAN addresses inside the `dead` prefixes and restores the others steer
-    /// deprecated ([`deprecate`]), when that may change anything: `dead` differs from last
-    /// time, or addresses changed while some are deprecated. `now`: seconds, monotonic.
-    pub fn deprecate(&mut self, dead: Vec<Prefix>, lan: &[String], now: u64) -> Vec<ReportLine> {
-        let quiet = self.saved.is_empty() && dead.is_empty();
-        if dead == self.deprecated && (!self.addresses_changed || quiet) {
+    /// deprecated, and those of `live` prefixes ([`deprecate::plan`]), when that may change
+    /// anything: `dead` differs from last time, or addresses changed. `now`: seconds,
+    /// monotonic.
+    pub fn deprecate(
+        &mut self,
+        (dead, live): (Vec<Prefix>, Vec<Prefix>),
+        lan: &[String],
+        now: u64,
+    ) -> Vec<ReportLine> {
+        let nothing_held = self.saved.is_empty() && self.deprecated.is_empty();
+        let not_source = dead.is_empty() && live.is_empty() && nothing_held;
+        if not_source || (dead == self.deprecated && !self.addresses_changed) {
             return Vec::new();
         }
         self.addresses_changed = false;
@@ -113,7 +120,7 @@ impl WanPrefixes {
                 ))];
             }
         };
-        let changes = deprecate::plan(&addrs, &dead, &self.saved, now);
+        let changes = deprecate::plan(&addrs, (&dead, &live), &self.saved, now);
         self.deprecated = dead;
         deprecate::apply(&changes, &mut self.saved, now)
             .into_iter()

@@ -41,11 +41,19 @@ pub enum Change {
 }
 
 /// The changes that bring `addrs` to "deprecated inside `dead`, as they were elsewhere";
-/// `saved` holds what steer deprecated, `now` the clock.
-pub fn plan(addrs: &[LanAddress], dead: &[Prefix], saved: &Saved, now: u64) -> Vec<Change> {
+/// `saved` holds what steer deprecated, `now` the clock. An address inside a `live` prefix
+/// found deprecated with nothing saved (a daemon restarted while its WAN was down) gets its
+/// valid lifetime as preferred: nothing else deprecates a live WAN's prefix.
+pub fn plan(
+    addrs: &[LanAddress],
+    (dead, live): (&[Prefix], &[Prefix]),
+    saved: &Saved,
+    now: u64,
+) -> Vec<Change> {
     let mut changes = Vec::new();
     for a in addrs {
-        let is_dead = dead.iter().any(|p| p.contains(a.addr.into()));
+        let inside = |prefixes: &[Prefix]| prefixes.iter().any(|p| p.contains(a.addr.into()));
+        let is_dead = inside(dead);
         let key = (a.interface.clone(), a.addr);
         match (is_dead, a.preferred, saved.get(&key)) {
             (true, Some(0), _) => {}
@@ -59,6 +67,9 @@ pub fn plan(addrs: &[LanAddress], dead: &[Prefix], saved: &Saved, now: u64) -> V
                     (p, None) => p,
                 };
                 changes.push(Change::Restore(a.clone(), preferred));
+            }
+            (false, Some(0), None) if inside(live) => {
+                changes.push(Change::Restore(a.clone(), a.valid));
             }
             _ => {}
         }
@@ -200,19 +211,26 @@ mod tests {
             addr("2001:db8:2::1", None, None),
         ];
         let dead = [p("2001:db8:1::/56")];
-        let changes = plan(&addrs, &dead, &Saved::new(), 100);
+        let live = [p("2001:db8:2::/56")];
+        let changes = plan(&addrs, (&dead, &live), &Saved::new(), 100);
         assert_eq!(changes, [Change::Deprecate(addrs[0].clone())]);
         let saved = Saved::from([(("br-lan".into(), addrs[0].addr), (Some(3600), 100))]);
         // Deprecated already: nothing to do while the WAN stays down.
         let now_deprecated = [addr("2001:db8:1::1", Some(0), Some(7000)), addrs[1].clone()];
-        assert!(plan(&now_deprecated, &dead, &saved, 300).is_empty());
+        assert!(plan(&now_deprecated, (&dead, &live), &saved, 300).is_empty());
         // Back: 3600 less the 200 s that passed.
+        let all = [dead[0], live[0]];
         assert_eq!(
-            plan(&now_deprecated, &[], &saved, 300),
+            plan(&now_deprecated, (&[], &all), &saved, 300),
             [Change::Restore(now_deprecated[0].clone(), Some(3400))]
         );
-        // An address someone else deprecated is not steer's to restore.
-        assert!(plan(&now_deprecated, &[], &Saved::new(), 300).is_empty());
+        // Deprecated before this daemon started, and its WAN is live: valid lifetime again.
+        assert_eq!(
+            plan(&now_deprecated, (&[], &all), &Saved::new(), 300),
+            [Change::Restore(now_deprecated[0].clone(), Some(7000))]
+        );
+        // An address of no WAN's prefix someone else deprecated is not steer's to restore.
+        assert!(plan(&now_deprecated, (&[], &live), &Saved::new(), 300).is_empty());
     }
 
     #[test]
@@ -220,13 +238,13 @@ mod tests {
         let gone = [addr("2001:db8:1::1", Some(0), None)];
         let saved = Saved::from([(("br-lan".into(), gone[0].addr), (None, 0))]);
         assert_eq!(
-            plan(&gone, &[], &saved, 50),
+            plan(&gone, (&[], &[]), &saved, 50),
             [Change::Restore(gone[0].clone(), None)]
         );
         let short = [addr("2001:db8:1::1", Some(0), Some(60))];
         let saved = Saved::from([(("br-lan".into(), short[0].addr), (Some(3600), 0))]);
         assert_eq!(
-            plan(&short, &[], &saved, 50),
+            plan(&short, (&[], &[]), &saved, 50),
             [Change::Restore(short[0].clone(), Some(60))]
         );
     }
