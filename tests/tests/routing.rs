@@ -740,3 +740,68 @@ fn watch_reports_carrier_and_routing_changes() {
     stop_tx.send(()).unwrap();
     watcher.join().unwrap();
 }
+
+/// `[ipv6] mode = "source"` for the lab's WANs, with wan1's prefix and wan2's.
+const SOURCE_MODE: &str = "\n[ipv6]\nmode = \"source\"\n";
+
+#[test]
+fn source_rules_send_each_prefix_to_its_wan_after_the_main_tables_specific_routes() {
+    let lab = Lab::new();
+    let config = lab_config()
+        .replacen(
+            "table = 101\n",
+            "table = 101\nprefix6 = \"2001:db8:1::/56\"\n",
+            1,
+        )
+        .replacen(
+            "table = 102\n",
+            "table = 102\nprefix6 = \"2001:db8:2::/60\"\n",
+            1,
+        );
+    let desired = desired_from(&format!("{config}{SOURCE_MODE}"));
+    let (first, second, after_drift) = with_routing(&lab, async |rt| {
+        let first = rt.reconcile(&desired).await;
+        let second = rt.reconcile(&desired).await;
+        lab.router
+            .run("ip -6 rule del pref 1052 from 2001:db8:2::/60 lookup 102");
+        let repair = rt.reconcile(&desired).await;
+        (first, second, repair)
+    });
+    assert!(first.failures.is_empty(), "{:#?}", first.failures);
+    for created in [
+        "created: rule 1050 lookup 254 suppress_prefixlength 0 (v6)",
+        "created: rule 1051 from 2001:db8:1::/56 lookup 101 (v6)",
+        "created: rule 1052 from 2001:db8:2::/60 lookup 102 (v6)",
+    ] {
+        assert!(
+            first.changes.iter().any(|c| c == created),
+            "{created} in {:#?}",
+            first.changes
+        );
+    }
+    assert_quiet(&second, "second reconcile");
+    assert_eq!(
+        after_drift.changes,
+        ["repaired: rule 1052 from 2001:db8:2::/60 lookup 102 (v6) was missing"]
+    );
+    let rules = lab.router.run("ip -6 rule show");
+    for line in [
+        "1050:\tfrom all lookup main suppress_prefixlength 0 proto 201",
+        "1051:\tfrom 2001:db8:1::/56 lookup 101 proto 201",
+        "1052:\tfrom 2001:db8:2::/60 lookup 102 proto 201",
+    ] {
+        assert!(rules.contains(line), "{line} in\n{rules}");
+    }
+    // The kernel's routing decision: a wan1-prefix source to the internet takes wan1 however
+    // it is marked; to the LAN it stays on the LAN.
+    let get = |args: &str| lab.router.run(&format!("ip -6 route get {args}"));
+    let out = get("2001:db8:ff::1 from 2001:db8:1::2 iif lan0 mark 0x200");
+    assert!(
+        out.contains("dev wan1") && out.contains("table 101"),
+        "{out}"
+    );
+    let out = get("fd10::2 from 2001:db8:2::2 iif lan0");
+    assert!(out.contains("dev lan0"), "{out}");
+    // The IPv4 rules do not change.
+    assert_eq!(steer_rules(&lab.router, "-4"), WANT_RULES);
+}
