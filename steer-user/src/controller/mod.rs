@@ -817,7 +817,26 @@ impl Controller {
             ))),
         }
         let now = Instant::now();
+        // A WAN family carries traffic with its gateway and, for IPv6 under npt or source,
+        // its prefix: what decides is the two together, before and after.
+        let carries = |c: &Self, wan: &str, family: Family| {
+            c.gateways
+                .get(&(wan.to_owned(), family))
+                .is_some_and(|r| r.gateway.is_some())
+                && (family == Family::V4 || c.prefixes6.carries_ipv6(wan))
+        };
+        let before: Vec<Option<bool>> = wans
+            .iter()
+            .flat_map(|w| Family::ALL.map(|f| (w, f)))
+            .map(|(w, f)| {
+                let known = self.gateways.contains_key(&(w.name.clone(), f));
+                known.then(|| carries(self, &w.name, f))
+            })
+            .collect();
+        seen.lines
+            .extend(self.prefixes6.observe(ipv6, wans, &system));
         let mut gateways = BTreeMap::new();
+        let mut new_gateway = HashSet::new();
         for wan in wans {
             for family in Family::ALL {
                 let resolved = gateways::resolve(wan, family, &system, &self.hooked);
@@ -833,30 +852,30 @@ impl Controller {
                 }
                 let was = before.is_some_and(|r| r.gateway.is_some());
                 let is = resolved.gateway.is_some();
-                if was != is && before.is_some() {
-                    if is {
-                        // A new gateway is a new line: health starts over, as at start.
-                        let carrier = system.links.get(&wan.interface).is_some_and(|l| l.carrier);
-                        self.health.restart(&wan.name, family, carrier, now);
-                    }
-                    let cause = format!("gateway: {}", resolved.describe());
-                    // IPv6 also waits for its prefix (npt): no change while that is missing.
-                    if family == Family::V4 || self.prefixes6.carries_ipv6(&wan.name) {
-                        seen.availability
-                            .push((wan.name.clone(), family, is, cause));
-                    }
+                if was != is {
+                    new_gateway.insert(key.clone());
+                }
+                if !was && before.is_some() && is {
+                    // A new gateway is a new line: health starts over, as at start.
+                    let carrier = system.links.get(&wan.interface).is_some_and(|l| l.carrier);
+                    self.health.restart(&wan.name, family, carrier, now);
                 }
                 gateways.insert(key, resolved);
             }
         }
         self.gateways = gateways;
-        let prefixes = self.prefixes6.observe(ipv6, wans, &system);
-        seen.lines.extend(prefixes.lines);
-        for (wan, carries) in prefixes.carrying {
-            let key = (wan.clone(), Family::V6);
-            if self.gateways.get(&key).is_some_and(|r| r.gateway.is_some()) {
-                let cause = format!("IPv6 prefix: {}", self.prefixes6.describe(&wan));
-                seen.availability.push((wan, Family::V6, carries, cause));
+        let pairs = wans.iter().flat_map(|w| Family::ALL.map(|f| (w, f)));
+        for ((wan, family), was) in pairs.zip(before) {
+            let is = carries(self, &wan.name, family);
+            if was.is_some_and(|was| was != is) {
+                let key = (wan.name.clone(), family);
+                let cause = if new_gateway.contains(&key) {
+                    format!("gateway: {}", self.gateway_of(&wan.name, family).describe())
+                } else {
+                    format!("IPv6 prefix: {}", self.prefixes6.describe(&wan.name))
+                };
+                seen.availability
+                    .push((wan.name.clone(), family, is, cause));
             }
         }
         Ok(seen)

@@ -31,46 +31,35 @@ pub(super) struct WanPrefixes {
     addresses_changed: bool,
 }
 
-/// What resolving the prefixes again changed.
-#[derive(Debug, Default)]
-pub(super) struct Changed {
-    pub lines: Vec<ReportLine>,
-    /// WANs that can now (`true`) or can no longer (`false`) carry IPv6 for their prefix.
-    pub carrying: Vec<(String, bool)>,
-}
-
 impl WanPrefixes {
     /// Resolves every WAN's prefix from `system` for `ipv6` and `wans` (the running
-    /// configuration's, or those of one about to be applied).
-    pub fn observe(&mut self, ipv6: Option<&Ipv6>, wans: &[Wan], system: &SystemView) -> Changed {
-        let mut changed = Changed::default();
+    /// configuration's, or those of one about to be applied); a line per prefix that changed.
+    pub fn observe(
+        &mut self,
+        ipv6: Option<&Ipv6>,
+        wans: &[Wan],
+        system: &SystemView,
+    ) -> Vec<ReportLine> {
+        let mut lines = Vec::new();
         let resolved = wan_sources::resolve(wans, system, &self.hooked);
         if ipv6.is_some() {
             for (name, r) in &resolved {
                 if self.resolved.get(name) != Some(r) {
                     let prefix = r.prefix.map_or("none".into(), |p| p.to_string());
-                    changed.lines.push(ReportLine::info(format!(
+                    lines.push(ReportLine::info(format!(
                         "{name} ipv6: prefix {prefix} ({})",
                         r.origin
                     )));
                 }
             }
         }
-        let blocked: BTreeSet<String> = wans
+        self.blocked = wans
             .iter()
             .filter(|w| !wan_sources::carries_ipv6(ipv6, &resolved, &w.name))
             .map(|w| w.name.clone())
             .collect();
-        for w in wans {
-            let (was, is) = (self.blocked.contains(&w.name), blocked.contains(&w.name));
-            // A WAN new to the configuration has no before to change from.
-            if was != is && self.resolved.contains_key(&w.name) {
-                changed.carrying.push((w.name.clone(), !is));
-            }
-        }
         self.resolved = resolved;
-        self.blocked = blocked;
-        changed
+        lines
     }
 
     /// Whether `wan` may carry IPv6 as far as its prefix goes.
