@@ -646,7 +646,7 @@ fn a_source_specific_ipv6_default_as_netifd_installs_it_gives_the_gateway() {
             "wan2",
             "IPv6",
             &format!(
-                "via {} (learned: table main, proto static, from a prefix)",
+                "via {} (learned: table main, proto static, from fd64:2::/64)",
                 Lab::gateway_v6(Wan::Two)
             ),
         )
