@@ -1,0 +1,581 @@
+//! Where each WAN's IPv6 prefix comes from, and source-specific routing (issue 21), with real
+//! traffic through the namespace lab in its delegated-prefix form
+//! ([`Lab::with_delegated_prefixes`]: ISP N routes 2001:db8:N::/56 to the router and drops,
+//! and counts, what the router sends it from anywhere else).
+//!
+//! - `prefix6 = "auto"` (npt): the test installs in the router what a DHCPv6 client installs
+//!   (`unreachable PREFIX dev lo proto dhcp`; netifd's source-specific default) or calls what
+//!   its hook calls (`steer wan NAME prefix6 PREFIX`), and steer must follow: status, the
+//!   translation, where traffic goes.
+//! - `mode = "source"`: the router's LAN holds a /64 of each delegated prefix, as a DHCPv6-PD
+//!   client adds them; dnsmasq advertises them (router advertisements built from the LAN's
+//!   addresses); the client takes an address in each by SLAAC. Each source leaves by the WAN
+//!   whose prefix holds it, and a dead WAN's prefix is deprecated on the LAN, so the client's
+//!   new connections take the other prefix.
+
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use steer::{
+    control::{Request, client},
+    prefix::Prefix,
+};
+use steer_tests::{
+    daemon::{Daemon, Workdir, steer_in},
+    dns::Dnsmasq,
+    lab::{Arrival, Lab, Wan, udp_arrivals, udp_arrivals_from},
+    scenario::{Options, Scenario, config_text},
+};
+
+const N: usize = 20;
+/// Bound on every wait for the daemon or for traffic.
+const SETTLE: Duration = Duration::from_secs(10);
+/// Bound on waiting for the client to act on a router advertisement: dnsmasq advertises
+/// every [`RA_INTERVAL`] seconds at most, so this is several intervals.
+const RA_WAIT: Duration = Duration::from_secs(30);
+/// dnsmasq's interval between unsolicited router advertisements (`--ra-param`), seconds.
+const RA_INTERVAL: u32 = 4;
+/// The `[ipv6]` section of the npt tests (the client is fd10::2/64).
+const NPT: &str = "[ipv6]\nmode = \"npt\"\nlan_prefix = \"fd10::/64\"\n";
+/// The `[ipv6]` section of the source-specific routing tests.
+const SOURCE: &str = "[ipv6]\nmode = \"source\"\n";
+
+fn a6() -> IpAddr {
+    Lab::SERVER_A6.into()
+}
+
+/// SERVER_B6 is in the scenario's `bypass` set (wan2-first); everything else goes by wan1.
+fn b6() -> IpAddr {
+    Lab::SERVER_B6.into()
+}
+
+fn prefix(text: &str) -> Prefix {
+    steer::prefix::parse_prefix(text, false).expect("a prefix")
+}
+
+/// The client's fd10::2 with its first `p.len()` bits replaced by `p`'s: what NPT with target
+/// `p` makes of it.
+fn client_in(p: Prefix) -> Ipv6Addr {
+    let IpAddr::V6(net) = p.addr() else {
+        panic!("{p} is not IPv6")
+    };
+    let mask = u128::MAX.checked_shl(128 - u32::from(p.len())).unwrap_or(0);
+    Ipv6Addr::from((u128::from(net) & mask) | (u128::from(Lab::CLIENT_V6) & !mask))
+}
+
+/// The first /64 of `p` (what a DHCPv6-PD client puts on the LAN), and the router's address
+/// there (::1).
+fn lan_net(p: Prefix) -> (Prefix, Ipv6Addr) {
+    let IpAddr::V6(net) = p.addr() else {
+        panic!("{p} is not IPv6")
+    };
+    let router = Ipv6Addr::from(u128::from(net) | 1);
+    (Prefix::new(net.into(), 64).expect("a /64"), router)
+}
+
+/// The scenario's configuration with `ipv6` (an `[ipv6]` section) before the WANs and WAN N's
+/// `prefix6` set to `prefix6[N - 1]` (`"auto"` or a prefix).
+fn config(work: &Workdir, ipv6: &str, prefix6: [&str; 2]) -> String {
+    let text = config_text(work, &Options::default());
+    assert!(text.contains("[[wan]]"), "{text}");
+    let mut text = text.replacen("[[wan]]", &format!("{ipv6}\n[[wan]]"), 1);
+    for w in Wan::ALL {
+        let line = format!("gateway6 = \"{}\"\n", Lab::gateway_v6(w));
+        assert!(text.contains(&line), "{line} in {text}");
+        text = text.replacen(
+            &line,
+            &format!("{line}prefix6 = \"{}\"\n", prefix6[w.index()]),
+            1,
+        );
+    }
+    text
+}
+
+/// The delegated-prefix lab with `steer run` on its router, routing in place.
+fn start(tag: &str, ipv6: &str, prefix6: [&str; 2]) -> Scenario {
+    steer_tests::require_root();
+    let lab = Lab::with_delegated_prefixes();
+    let work = Workdir::new(tag);
+    work.write("steer.toml", &config(&work, ipv6, prefix6));
+    let daemon = Daemon::start(&lab.router, &work);
+    let s = Scenario { daemon, work, lab };
+    s.wait_until("routing in sync", SETTLE, |st| {
+        st["routing"]["in_sync"] == true
+    });
+    s
+}
+
+/// `steer ARGS -c <config>` run in the router's namespace, as a DHCPv6 client's hook or the
+/// administrator there runs it (the configuration names the daemon's socket and pins).
+fn steer_on_router(s: &Scenario, args: &[&str]) -> Output {
+    steer_in(&s.lab.router)
+        .args(args)
+        .arg("-c")
+        .arg(s.work.config())
+        .output()
+        .expect("run steer")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The router's rules, routes, addresses, nftables and steer's log, for failure messages.
+fn router_state(s: &Scenario) -> String {
+    let out = s.lab.router.try_run(
+        "ip -6 rule; ip -6 route show table all; ip -6 addr; nft list ruleset 2>&1; \
+         conntrack -L -f ipv6 2>&1",
+    );
+    let client = s.lab.client.try_run("ip -6 addr; ip -6 route");
+    format!(
+        "router:\n{}\nclient:\n{}\ndaemon log:\n{}",
+        text(&out),
+        text(&client),
+        s.daemon.log_text()
+    )
+}
+
+/// `ipv6.wans[]` of `wan` in a status document.
+fn source_status<'a>(st: &'a serde_json::Value, wan: &str) -> &'a serde_json::Value {
+    st["ipv6"]["wans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["wan"] == wan)
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// Waits until `steer status` gives `wan` the prefix `want` (`None`: none) with an origin
+/// containing `origin`; returns that origin.
+fn wait_prefix6(s: &Scenario, wan: &str, want: Option<Prefix>, origin: &str) -> String {
+    let want = want.map_or(serde_json::Value::Null, |p| p.to_string().into());
+    let what = format!("{wan}: prefix6 {want} with an origin that says `{origin}`");
+    s.wait_until(&what, SETTLE, |st| {
+        let w = source_status(st, wan);
+        w["prefix6"] == want && w["origin"].as_str().is_some_and(|o| o.contains(origin))
+    });
+    source_status(&s.status(), wan)["origin"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Both ISPs dropped nothing for a foreign source: the router sent them only what they route.
+fn assert_no_foreign_source_reached_an_isp(s: &Scenario, when: &str) {
+    let dropped = Wan::ALL.map(|w| s.lab.isp_foreign_sources(w));
+    assert_eq!(
+        dropped,
+        [0, 0],
+        "{when}: the ISPs dropped packets with a foreign IPv6 source [ISP 1, ISP 2]\n{}",
+        router_state(s)
+    );
+}
+
+/// All `n` datagrams arrived over `w`'s ISP link, each from `source`.
+fn assert_all_from(s: &Scenario, got: &[Arrival], w: Wan, source: Ipv6Addr, what: &str) {
+    let wrong: Vec<&Arrival> = got
+        .iter()
+        .filter(|a| a.link != Some(w) || a.from.ip() != IpAddr::V6(source))
+        .collect();
+    assert!(
+        got.len() == N && wrong.is_empty(),
+        "{what}: want {N} datagrams over ISP {} from {source}; got {} ({} otherwise: {wrong:?})\n{}",
+        w.number(),
+        got.len(),
+        wrong.len(),
+        router_state(s)
+    );
+}
+
+/// Sends [`N`] datagrams from the client (the source its routing picks) to `server:port` and
+/// asserts they all arrived over `w`'s ISP link from `source`.
+fn assert_udp_from(s: &Scenario, server: IpAddr, port: u16, w: Wan, source: Ipv6Addr) {
+    let got = udp_arrivals(&s.lab, server, port, N);
+    assert_all_from(s, &got, w, source, &format!("udp to {server}:{port}"));
+}
+
+/// Adds (`add`) or deletes (`del`) the route a DHCPv6 client holds for a delegated prefix
+/// (dhcpcd's and systemd-networkd's: `unreachable PREFIX dev lo proto dhcp`).
+fn delegated_route(s: &Scenario, op: &str, p: Prefix) {
+    s.lab.router.run(&format!(
+        "ip -6 route {op} unreachable {p} dev lo proto dhcp"
+    ));
+}
+
+#[test]
+fn an_auto_prefix_is_the_only_delegated_one_left_and_follows_when_isp2_renumbers() {
+    let s = start("auto-one", NPT, ["2001:db8:1::/56", "auto"]);
+    let (p1, p2) = (s.lab.delegation(Wan::One), s.lab.delegation(Wan::Two));
+
+    // No DHCPv6 lease yet: wan2 waits for its prefix and carries no IPv6, so what the bypass
+    // set would send by wan2 leaves by wan1, in wan1's prefix.
+    let origin = wait_prefix6(&s, "wan2", None, "waiting");
+    assert!(origin.starts_with("waiting"), "{origin}");
+    assert_udp_from(&s, b6(), 7301, Wan::One, client_in(p1));
+    assert_no_foreign_source_reached_an_isp(&s, "while wan2 waits for its prefix");
+
+    // The DHCPv6 client's lease: wan2's prefix is the only delegated one wan1 does not hold.
+    delegated_route(&s, "add", p2);
+    let origin = wait_prefix6(&s, "wan2", Some(p2), "only delegated prefix");
+    assert!(origin.starts_with("learned"), "{origin}");
+    assert_udp_from(&s, b6(), 7302, Wan::Two, client_in(p2));
+    assert_udp_from(&s, a6(), 7303, Wan::One, client_in(p1));
+    assert_no_foreign_source_reached_an_isp(&s, "after wan2 learned its prefix");
+
+    // ISP 2 renumbers; the DHCPv6 client replaces its route.
+    let new = prefix("2001:db8:22::/56");
+    s.lab.delegate(Wan::Two, new);
+    delegated_route(&s, "del", p2);
+    delegated_route(&s, "add", new);
+    wait_prefix6(&s, "wan2", Some(new), "only delegated prefix");
+    assert_udp_from(&s, b6(), 7304, Wan::Two, client_in(new));
+    assert_udp_from(&s, a6(), 7305, Wan::One, client_in(p1));
+    assert_no_foreign_source_reached_an_isp(&s, "after ISP 2 renumbered");
+}
+
+#[test]
+fn two_delegated_prefixes_wait_for_the_hook_which_names_one_and_the_other_is_left_for_wan1() {
+    let s = start("auto-two", NPT, ["auto", "auto"]);
+    let (p1, p2) = (s.lab.delegation(Wan::One), s.lab.delegation(Wan::Two));
+    delegated_route(&s, "add", p1);
+    delegated_route(&s, "add", p2);
+    // Nothing says which line each came by.
+    for wan in ["wan1", "wan2"] {
+        let hint = format!("`steer wan {wan} prefix6 PREFIX`");
+        wait_prefix6(&s, wan, None, &hint);
+    }
+    // Neither WAN carries IPv6 meanwhile: nothing leaves, and no untranslated source reaches
+    // an ISP.
+    for (server, port) in [(a6(), 7311), (b6(), 7312)] {
+        let got = udp_arrivals(&s.lab, server, port, N);
+        assert!(
+            got.is_empty(),
+            "IPv6 left while no WAN knows its prefix: {got:?}\n{}",
+            router_state(&s)
+        );
+    }
+    assert_no_foreign_source_reached_an_isp(&s, "while both WANs wait");
+
+    // Not an IPv6 prefix: refused by the CLI, and by the daemon when asked directly.
+    let out = steer_on_router(&s, &["wan", "wan2", "prefix6", "10.0.0.0/8"]);
+    assert!(
+        !out.status.success() && text(&out).contains("IPv4"),
+        "steer wan wan2 prefix6 10.0.0.0/8: {:?}\n{}",
+        out.status,
+        text(&out)
+    );
+    let request = Request::Prefix6 {
+        name: "wan2".into(),
+        prefix: Some("10.0.0.0/8".into()),
+    };
+    let answer = client::call(&s.work.socket, &request, SETTLE).expect("the daemon answers");
+    assert!(
+        !answer.ok && answer.error.as_deref().is_some_and(|e| e.contains("IPv4")),
+        "the daemon's answer to prefix6 10.0.0.0/8: {answer:?}"
+    );
+    for wan in ["wan1", "wan2"] {
+        let st = s.status();
+        let w = source_status(&st, wan);
+        assert!(
+            w["prefix6"].is_null() && w["origin"].as_str().is_some_and(|o| o.contains(wan)),
+            "{wan} after a refused prefix6: {w}"
+        );
+    }
+
+    // The hook of wan2's DHCPv6 client.
+    let out = steer_on_router(&s, &["wan", "wan2", "prefix6", &p2.to_string()]);
+    assert!(out.status.success(), "{}\n{}", text(&out), router_state(&s));
+    wait_prefix6(&s, "wan2", Some(p2), "set by `steer wan wan2 prefix6`");
+    wait_prefix6(&s, "wan1", Some(p1), "only delegated prefix");
+    assert_udp_from(&s, a6(), 7313, Wan::One, client_in(p1));
+    assert_udp_from(&s, b6(), 7314, Wan::Two, client_in(p2));
+    assert_no_foreign_source_reached_an_isp(&s, "after the hook");
+}
+
+#[test]
+fn a_netifd_source_specific_default_names_the_prefix_of_its_wan() {
+    let s = start("auto-netifd", NPT, ["auto", "auto"]);
+    let (p1, p2) = (s.lab.delegation(Wan::One), s.lab.delegation(Wan::Two));
+    // wan1 by dhcpcd, wan2 by netifd: its delegated prefix and a default from it through
+    // wan2. Without the default both would wait for a hook.
+    delegated_route(&s, "add", p1);
+    s.lab.router.run(&format!(
+        "ip -6 route add unreachable {p2} dev lo proto static metric 2147483647 && \
+         ip -6 route add default from {p2} via {gw} dev {dev} proto static metric 512",
+        gw = Lab::gateway_v6(Wan::Two),
+        dev = Lab::wan_iface(Wan::Two),
+    ));
+    let origin = wait_prefix6(
+        &s,
+        "wan2",
+        Some(p2),
+        &format!("learned: default from {p2} via"),
+    );
+    assert!(origin.contains(Lab::wan_iface(Wan::Two)), "{origin}");
+    wait_prefix6(&s, "wan1", Some(p1), "only delegated prefix");
+    assert_udp_from(&s, b6(), 7321, Wan::Two, client_in(p2));
+    assert_udp_from(&s, a6(), 7322, Wan::One, client_in(p1));
+    assert_no_foreign_source_reached_an_isp(&s, "after learning both prefixes");
+}
+
+/// One global address of an interface (`ip -j -6 addr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Addr6 {
+    addr: Ipv6Addr,
+    /// Seconds; `None`: forever.
+    preferred: Option<u64>,
+    deprecated: bool,
+    /// Made by the kernel from a router advertisement (SLAAC).
+    dynamic: bool,
+}
+
+/// The global IPv6 addresses of `dev` in `ns`.
+fn addresses(ns: &steer_tests::netns::Netns, dev: &str) -> Vec<Addr6> {
+    let out = ns.run(&format!("ip -j -6 addr show dev {dev} scope global"));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("ip -j");
+    json.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["addr_info"].as_array().into_iter().flatten())
+        .filter_map(|i| {
+            Some(Addr6 {
+                addr: i["local"].as_str()?.parse().ok()?,
+                preferred: i["preferred_life_time"]
+                    .as_u64()
+                    .filter(|&p| p < u64::from(u32::MAX)),
+                deprecated: i["deprecated"].as_bool() == Some(true),
+                dynamic: i["dynamic"].as_bool() == Some(true),
+            })
+        })
+        .collect()
+}
+
+/// Waits until the address of `dev` in `ns` that `pick` finds satisfies `cond`; returns it.
+fn wait_address(
+    s: &Scenario,
+    ns: &steer_tests::netns::Netns,
+    dev: &str,
+    what: &str,
+    within: Duration,
+    pick: impl Fn(&Addr6) -> bool,
+    cond: impl Fn(&Addr6) -> bool,
+) -> Addr6 {
+    let deadline = Instant::now() + within;
+    loop {
+        let all = addresses(ns, dev);
+        if let Some(a) = all.iter().find(|a| pick(a) && cond(a)) {
+            return a.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {within:?}; {dev} in {} has {all:?}\n{}",
+            ns.name,
+            router_state(s)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `a` is deprecated: preferred lifetime 0, flagged so.
+fn deprecated(a: &Addr6) -> bool {
+    a.preferred == Some(0) && a.deprecated
+}
+
+/// The source-specific routing lab: steer with `mode = "source"` and each WAN's delegated
+/// prefix, the router's LAN holding a /64 of each (with the lifetimes of a lease) and dnsmasq
+/// advertising them, and the client's SLAAC address in each, in WAN order.
+struct SourceLab {
+    s: Scenario,
+    _ra: Dnsmasq,
+    slaac: [Ipv6Addr; 2],
+}
+
+fn start_source(tag: &str) -> SourceLab {
+    let (d1, d2) = (
+        Lab::initial_delegation(Wan::One),
+        Lab::initial_delegation(Wan::Two),
+    );
+    let s = start(tag, SOURCE, [&d1.to_string(), &d2.to_string()]);
+    let lan = Lab::LAN_IFACE;
+    for w in Wan::ALL {
+        let (_, router) = lan_net(s.lab.delegation(w));
+        s.lab.router.run(&format!(
+            "ip -6 addr add {router}/64 dev {lan} valid_lft 7200 preferred_lft 3600 nodad"
+        ));
+    }
+    let cli = Lab::CLIENT_IFACE;
+    s.lab.client.run(&format!(
+        "sysctl -qw net.ipv6.conf.{cli}.forwarding=0 net.ipv6.conf.{cli}.accept_ra=1 \
+         net.ipv6.conf.{cli}.autoconf=1"
+    ));
+    // Router advertisements of the prefixes of lan0's addresses, with their lifetimes; DNS
+    // only on a loopback port nobody asks.
+    let ra = Dnsmasq::start(
+        &s.lab.router,
+        &s.work.dir,
+        "127.0.0.1:5399".parse().expect("address"),
+        &[
+            format!("--interface={lan}"),
+            "--enable-ra".into(),
+            format!("--dhcp-range=::,constructor:{lan},ra-only,64"),
+            format!("--ra-param={lan},{RA_INTERVAL},600"),
+        ],
+    );
+    let slaac = Wan::ALL.map(|w| {
+        let (net, _) = lan_net(s.lab.delegation(w));
+        wait_address(
+            &s,
+            &s.lab.client,
+            cli,
+            &format!("the client's SLAAC address in {net}"),
+            RA_WAIT,
+            |a| net.contains(a.addr.into()) && a.dynamic,
+            |a| !deprecated(a),
+        )
+        .addr
+    });
+    SourceLab { s, _ra: ra, slaac }
+}
+
+#[test]
+fn source_specific_routing_sends_each_source_by_the_wan_whose_prefix_holds_it() {
+    let SourceLab { s, _ra, slaac } = start_source("source");
+    // The default destination (wan1's) from the address in wan2's prefix: by wan2.
+    let got = udp_arrivals_from(&s.lab, slaac[1].into(), a6(), 7401, N);
+    assert_all_from(
+        &s,
+        &got,
+        Wan::Two,
+        slaac[1],
+        "from wan2's prefix to wan1's destination",
+    );
+    // The bypass destination (wan2's) from the address in wan1's prefix: by wan1.
+    let got = udp_arrivals_from(&s.lab, slaac[0].into(), b6(), 7402, N);
+    assert_all_from(
+        &s,
+        &got,
+        Wan::One,
+        slaac[0],
+        "from wan1's prefix to wan2's destination",
+    );
+    // And each where the set sends it, from the WAN's own prefix.
+    let got = udp_arrivals_from(&s.lab, slaac[0].into(), a6(), 7403, N);
+    assert_all_from(
+        &s,
+        &got,
+        Wan::One,
+        slaac[0],
+        "from wan1's prefix to wan1's destination",
+    );
+    let got = udp_arrivals_from(&s.lab, slaac[1].into(), b6(), 7404, N);
+    assert_all_from(
+        &s,
+        &got,
+        Wan::Two,
+        slaac[1],
+        "from wan2's prefix to wan2's destination",
+    );
+    assert_no_foreign_source_reached_an_isp(&s, "after source-specific routing");
+
+    let out = steer_on_router(
+        &s,
+        &["explain", "--src", &slaac[0].to_string(), &b6().to_string()],
+    );
+    let explained = text(&out);
+    let line = explained
+        .lines()
+        .find(|l| l.starts_with("source"))
+        .unwrap_or_else(|| panic!("no source line in steer explain:\n{explained}"));
+    assert!(
+        out.status.success()
+            && line.contains("source-specific routing sends it out by wan1")
+            && line.contains(&slaac[0].to_string()),
+        "steer explain --src {} {}:\n{explained}",
+        slaac[0],
+        b6()
+    );
+}
+
+#[test]
+fn a_dead_wans_prefix_is_deprecated_on_the_lan_so_new_flows_take_the_other_and_it_comes_back() {
+    let SourceLab { s, _ra, slaac } = start_source("source-fail");
+    let (net1, router1) = lan_net(s.lab.delegation(Wan::One));
+    let router_addr = |what: &str, cond: &dyn Fn(&Addr6) -> bool| {
+        wait_address(
+            &s,
+            &s.lab.router,
+            Lab::LAN_IFACE,
+            what,
+            SETTLE,
+            |a| a.addr == router1,
+            cond,
+        )
+    };
+    let client_addr = |what: &str, cond: &dyn Fn(&Addr6) -> bool| {
+        wait_address(
+            &s,
+            &s.lab.client,
+            Lab::CLIENT_IFACE,
+            what,
+            RA_WAIT,
+            |a| a.addr == slaac[0],
+            cond,
+        )
+    };
+    let before = router_addr("the router's address in wan1's /64", &|a| {
+        !deprecated(a) && a.preferred.is_some_and(|p| p > 0)
+    });
+
+    // Silent upstream loss on wan1: steer's probes find it.
+    s.lab.blackhole_upstream(Wan::One);
+    s.wait_until("wan1's IPv6 down", SETTLE, |st| {
+        st["wans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|w| w["name"] == "wan1")
+            .flat_map(|w| w["families"].as_array().into_iter().flatten())
+            .any(|f| f["family"] == "IPv6" && f["state"] == "down")
+    });
+    router_addr("the router's address in wan1's /64 deprecated", &deprecated);
+    client_addr(
+        &format!("the client's SLAAC address in {net1} deprecated"),
+        &deprecated,
+    );
+    // A new socket, bound to nothing: the client's source selection avoids the deprecated
+    // address, so the flow is wan2's and leaves by wan2.
+    assert_udp_from(&s, a6(), 7411, Wan::Two, slaac[1]);
+    assert_no_foreign_source_reached_an_isp(&s, "after wan1 failed");
+
+    // Back: the router's address is preferred again, the client's follows with the next
+    // advertisement.
+    s.lab.restore_upstream(Wan::One);
+    s.wait_wan("wan1", "up", SETTLE);
+    let after = router_addr("the router's address in wan1's /64 preferred again", &|a| {
+        !a.deprecated && a.preferred.is_some_and(|p| p > 0)
+    });
+    assert!(
+        after.preferred <= before.preferred,
+        "the preferred lifetime came back longer than it was: {before:?} -> {after:?}"
+    );
+    client_addr(
+        &format!("the client's SLAAC address in {net1} preferred again"),
+        &|a| !a.deprecated && a.preferred.is_some_and(|p| p > 0),
+    );
+    let got = udp_arrivals_from(&s.lab, slaac[0].into(), a6(), 7412, N);
+    assert_all_from(
+        &s,
+        &got,
+        Wan::One,
+        slaac[0],
+        "from wan1's prefix after it came back",
+    );
+    assert_no_foreign_source_reached_an_isp(&s, "after wan1 came back");
+}
