@@ -471,6 +471,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_foreign_source_guards_are_counted_per_wan() {
+        let mut s: Status = serde_json::from_value(serde_json::json!({
+            "config": "/etc/steer/steer.toml", "pin_dir": "/sys/fs/bpf/steer", "uptime_s": 1,
+            "generation": 1, "adopted": false, "policy_in_sync": true, "lan": [], "wans": [],
+            "policies": [], "sets": [], "routing": { "items": [], "in_sync": true },
+            "last_failover": null, "last_apply": null,
+        }))
+        .expect("a status document");
+        assert!(!render(&s).contains("steer_foreign_source_drops_total"));
+        let wan = |name: &str, dropped| crate::status::WanSourceStatus {
+            wan: name.into(),
+            prefix6: None,
+            origin: "configured".into(),
+            translation: String::new(),
+            foreign_dropped: dropped,
+        };
+        s.ipv6 = Some(crate::status::Ipv6Status {
+            mode: "npt".into(),
+            lan_prefix: Some("fd10::/64".into()),
+            wans: vec![wan("wan1", Some(4)), wan("wan2", None)],
+            counters_error: None,
+        });
+        let text = render(&s);
+        assert!(
+            text.contains("# TYPE steer_foreign_source_drops_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("steer_foreign_source_drops_total{wan=\"wan1\"} 4"),
+            "{text}"
+        );
+        assert!(!text.contains("{wan=\"wan2\"} "), "{text}");
+    }
+
+    #[test]
     fn renders_prometheus_text() {
         let s: Status = serde_json::from_value(serde_json::json!({
             "config": "/etc/steer/steer.toml", "pin_dir": "/sys/fs/bpf/steer", "uptime_s": 1,
