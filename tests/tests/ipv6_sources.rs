@@ -579,3 +579,41 @@ fn a_dead_wans_prefix_is_deprecated_on_the_lan_so_new_flows_take_the_other_and_i
     );
     assert_no_foreign_source_reached_an_isp(&s, "after wan1 came back");
 }
+
+#[test]
+fn after_isp2_renumbers_source_routing_sends_the_new_prefix_by_wan2() {
+    let SourceLab { s, _ra, slaac: _ } = start_source("source-renumber");
+    let (old, new) = (s.lab.delegation(Wan::Two), prefix("2001:db8:22::/56"));
+    s.lab.delegate(Wan::Two, new);
+    // What the DHCPv6 client does with a new delegation: the LAN's /64 of the old prefix
+    // goes, one of the new prefix comes.
+    let ((_, old_router), (new_net, new_router)) = (lan_net(old), lan_net(new));
+    let lan = Lab::LAN_IFACE;
+    s.lab.router.run(&format!(
+        "ip -6 addr del {old_router}/64 dev {lan} && \
+         ip -6 addr add {new_router}/64 dev {lan} valid_lft 7200 preferred_lft 3600 nodad"
+    ));
+    let text = std::fs::read_to_string(s.work.config()).expect("config");
+    let renumbered = text.replacen(&format!("\"{old}\""), &format!("\"{new}\""), 1);
+    assert_ne!(text, renumbered, "{old} in the configuration");
+    s.work.write("steer.toml", &renumbered);
+    s.steer(&["reload"]);
+    let rules = s.lab.router.run("ip -6 rule show");
+    assert!(
+        rules.contains(&format!("from {new} lookup 102")) && !rules.contains(&old.to_string()),
+        "{rules}"
+    );
+    let slaac = wait_address(
+        &s,
+        &s.lab.client,
+        Lab::CLIENT_IFACE,
+        &format!("the client's SLAAC address in {new_net}"),
+        RA_WAIT,
+        |a| new_net.contains(a.addr.into()) && a.dynamic,
+        |a| !deprecated(a),
+    );
+    // wan1's destination from the new prefix: by wan2, accepted by ISP 2.
+    let got = udp_arrivals_from(&s.lab, slaac.addr.into(), a6(), 7421, N);
+    assert_all_from(&s, &got, Wan::Two, slaac.addr, "from the renumbered prefix");
+    assert_no_foreign_source_reached_an_isp(&s, "after ISP 2 renumbered");
+}

@@ -447,11 +447,16 @@ fn npt_lets_the_internet_reach_the_client_at_its_address_in_each_wan_prefix_and_
 }
 
 #[test]
-fn masquerade_gives_ipv6_the_address_of_the_wan_that_carries_it() {
+fn masquerade_gives_ipv6_the_address_of_the_wan_that_carries_it_and_follows_a_failover() {
     let s = start("masq6", Mode::Masquerade);
     assert_udp_from(&s, b6(), 7251, Wan::Two, Lab::nat_addr_v6(Wan::Two));
     assert_udp_from(&s, a6(), 7252, Wan::One, Lab::nat_addr_v6(Wan::One));
     assert_no_foreign_source_reached_an_isp(&s, "after steering");
+    s.lab.blackhole_upstream(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    // The default destination now leaves by wan2, masqueraded to wan2's address.
+    assert_udp_from(&s, a6(), 7253, Wan::Two, Lab::nat_addr_v6(Wan::Two));
+    assert_no_foreign_source_reached_an_isp(&s, "after the failover");
 }
 
 #[test]
