@@ -28,6 +28,8 @@ const N: usize = 20;
 const SETTLE: Duration = Duration::from_secs(10);
 /// The LAN prefix of the lab's client (fd10::2/64).
 const LAN_PREFIX: &str = "fd10::/64";
+/// The one port npt lets connections from the internet reach LAN hosts on (`inbound_tcp`).
+const INBOUND_PORT: u16 = 7241;
 
 fn a6() -> IpAddr {
     Lab::SERVER_A6.into()
@@ -71,7 +73,9 @@ enum Mode {
 fn config(work: &Workdir, lab: &Lab, mode: Mode) -> String {
     let text = config_text(work, &Options::default());
     let ipv6 = match mode {
-        Mode::Npt => format!("[ipv6]\nmode = \"npt\"\nlan_prefix = \"{LAN_PREFIX}\"\n\n"),
+        Mode::Npt => format!(
+            "[ipv6]\nmode = \"npt\"\nlan_prefix = \"{LAN_PREFIX}\"\ninbound_tcp = [\"{INBOUND_PORT}\"]\n\n"
+        ),
         Mode::Masquerade => "[ipv6]\nmode = \"masquerade\"\n\n".to_owned(),
     };
     assert!(text.contains("[[wan]]"), "{text}");
@@ -409,7 +413,7 @@ fn npt_lets_the_internet_reach_the_client_at_its_address_in_each_wan_prefix_and_
     let s = start("npt-in", Mode::Npt);
     let _server = {
         // Listening on its LAN address only: what reaches it was translated back.
-        let addr = SocketAddr::new(Lab::CLIENT_V6.into(), 7241);
+        let addr = SocketAddr::new(Lab::CLIENT_V6.into(), INBOUND_PORT);
         EchoServer::start(&s.lab.client, addr)
     };
     // wan2 first: the default policy prefers wan1, so answers by wan2 are the connection's
@@ -420,7 +424,7 @@ fn npt_lets_the_internet_reach_the_client_at_its_address_in_each_wan_prefix_and_
             s.lab
                 .isp_watch(isp, &watch(isp), "meta l4proto tcp th sport 7241");
         }
-        let target = SocketAddr::new(client_in(s.lab.delegation(w)).into(), 7241);
+        let target = SocketAddr::new(client_in(s.lab.delegation(w)).into(), INBOUND_PORT);
         let mut conversation = Conversation::open(&s.lab.internet, target).unwrap_or_else(|e| {
             panic!(
                 "connect from the internet to {target}: {e}\n{}",
@@ -444,6 +448,27 @@ fn npt_lets_the_internet_reach_the_client_at_its_address_in_each_wan_prefix_and_
         );
     }
     assert_no_foreign_source_reached_an_isp(&s, "after the inbound connections");
+    // Any other port of the host stays closed, however the firewall treats port forwards:
+    // the translation marks the connection as one, and steer drops it first.
+    let closed = INBOUND_PORT + 1;
+    let _other = EchoServer::start(
+        &s.lab.client,
+        SocketAddr::new(Lab::CLIENT_V6.into(), closed),
+    );
+    let refused_before = nft_counter_packets(&s.lab.router, "inet steer", "npt_inbound_refused");
+    let target = SocketAddr::new(client_in(s.lab.delegation(Wan::One)).into(), closed);
+    let opened = Conversation::open(&s.lab.internet, target);
+    assert!(
+        opened.is_err(),
+        "a connection from the internet to {target}, a port not in inbound_tcp, was let in\n{}",
+        router_state(&s)
+    );
+    let refused = nft_counter_packets(&s.lab.router, "inet steer", "npt_inbound_refused");
+    assert!(
+        refused > refused_before,
+        "npt_inbound_refused did not count the SYNs to {target}: {refused_before} -> {refused}\n{}",
+        router_state(&s)
+    );
 }
 
 #[test]

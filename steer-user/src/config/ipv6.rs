@@ -10,11 +10,13 @@ use super::{
     diag::Ctx,
     schema::{
         Field,
-        Kind::{Str, Table},
-        S, opt, req,
+        Kind::{Str, StrList, Table},
+        S, Strings, opt, req,
     },
+    set::port_range,
 };
 use crate::{
+    model::ordered::PortRange,
     prefix::{Prefix, parse_prefix},
     wan_sources::learn::overlaps,
 };
@@ -23,6 +25,8 @@ use crate::{
 pub(super) struct RawIpv6 {
     pub mode: Option<S<String>>,
     pub lan_prefix: Option<S<String>>,
+    pub inbound_tcp: Option<Strings>,
+    pub inbound_udp: Option<Strings>,
 }
 
 pub(super) const EXAMPLE: &str = "[ipv6] with mode = \"npt\" and lan_prefix = \"fd10::/64\"";
@@ -32,6 +36,12 @@ pub(super) const FIELD: Field = opt("ipv6", Table(FIELDS), EXAMPLE);
 const FIELDS: &[Field] = &[
     req("mode", Str, "mode = \"npt\""),
     opt("lan_prefix", Str, "lan_prefix = \"fd10::/64\""),
+    opt(
+        "inbound_tcp",
+        StrList,
+        "inbound_tcp = [\"22\", \"8000-8100\"]",
+    ),
+    opt("inbound_udp", StrList, "inbound_udp = [\"51820\"]"),
 ];
 
 const MODES: Choices<Option<Ipv6Mode>> = Choices {
@@ -71,13 +81,52 @@ pub(super) fn build(
         .as_ref()
         .and_then(|v| ipv6_prefix(cx, v, "ipv6.lan_prefix"));
     overlapping_wan_prefixes(cx, wans, spans);
+    let inbound_tcp = ports(cx, raw.inbound_tcp.as_ref(), "ipv6.inbound_tcp");
+    let inbound_udp = ports(cx, raw.inbound_udp.as_ref(), "ipv6.inbound_udp");
     let mode = mode?;
     match mode {
         Ipv6Mode::Npt => npt_needs(cx, &span, lan_prefix, wans, spans),
-        Ipv6Mode::Source => source_needs(cx, raw.lan_prefix.as_ref(), wans, spans),
+        Ipv6Mode::Source => source_needs(cx, &span, raw.lan_prefix.as_ref(), wans),
         Ipv6Mode::Masquerade => {}
     }
-    Some(Ipv6 { mode, lan_prefix })
+    let inbound_keys = [&raw.inbound_tcp, &raw.inbound_udp];
+    if mode != Ipv6Mode::Npt
+        && let Some(v) = inbound_keys.into_iter().flatten().next()
+    {
+        cx.err(
+            &v.span(),
+            "ipv6.inbound_tcp",
+            format!(
+                "only mode \"npt\" translates inbound connections (mode is \"{}\")",
+                mode.word()
+            ),
+            "remove inbound_tcp and inbound_udp: with masquerade use port forwards of your \
+             firewall, with source the hosts' addresses are their own",
+        );
+    }
+    Some(Ipv6 {
+        mode,
+        lan_prefix,
+        inbound_tcp,
+        inbound_udp,
+    })
+}
+
+/// `inbound_tcp`/`inbound_udp`: ports as in a set's `dports`.
+fn ports(cx: &mut Ctx<'_>, list: Option<&Strings>, field: &str) -> Vec<PortRange> {
+    let mut out = Vec::new();
+    for (i, v) in list
+        .map(|l| l.get_ref().as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        match port_range(v.get_ref()) {
+            Ok(p) => out.push(p),
+            Err((message, hint)) => cx.err(&v.span(), format!("{field}[{i}]"), message, hint),
+        }
+    }
+    out
 }
 
 /// A WAN's `prefix6`: `"auto"` or an IPv6 prefix of at most /64.
@@ -126,7 +175,7 @@ fn npt_needs(
     wans: &[Wan],
     spans: &[Prefix6Span],
 ) {
-    every_wan_has_a_prefix(cx, "which mode \"npt\" translates into", wans, spans);
+    some_wan_has_a_prefix(cx, span, "npt", wans);
     let Some(lan) = lan_prefix else {
         cx.err(
             span,
@@ -151,15 +200,15 @@ fn npt_needs(
     }
 }
 
-/// Source-specific routing sends each WAN's prefix out by it: every WAN needs one, and the
-/// LAN has no prefix of its own.
+/// Source-specific routing sends each WAN's prefix out by it, and the LAN has no prefix of its
+/// own.
 fn source_needs(
     cx: &mut Ctx<'_>,
+    span: &std::ops::Range<usize>,
     lan_prefix: Option<&S<String>>,
     wans: &[Wan],
-    spans: &[Prefix6Span],
 ) {
-    every_wan_has_a_prefix(cx, "which mode \"source\" routes by", wans, spans);
+    some_wan_has_a_prefix(cx, span, "source", wans);
     if let Some(v) = lan_prefix {
         cx.err(
             &v.span(),
@@ -170,17 +219,22 @@ fn source_needs(
     }
 }
 
-fn every_wan_has_a_prefix(cx: &mut Ctx<'_>, why: &str, wans: &[Wan], spans: &[Prefix6Span]) {
-    for (w, span) in wans.iter().zip(spans) {
-        if w.prefix6.is_none() {
-            cx.err(
-                span,
-                field(w),
-                format!("WAN `{}` has no prefix6, {why}", w.name),
-                "add prefix6 = \"auto\" (learned from the DHCPv6 client) or the prefix the ISP \
-                 delegates to this line, e.g. prefix6 = \"2001:db8:1::/56\", to the WAN",
-            );
-        }
+/// A WAN without `prefix6` carries no IPv6 under npt and source (an IPv4-only line); one at
+/// least must have it.
+fn some_wan_has_a_prefix(
+    cx: &mut Ctx<'_>,
+    span: &std::ops::Range<usize>,
+    mode: &str,
+    wans: &[Wan],
+) {
+    if !wans.is_empty() && wans.iter().all(|w| w.prefix6.is_none()) {
+        cx.err(
+            span,
+            "ipv6.mode",
+            format!("mode \"{mode}\" needs the prefix of a WAN, and no WAN has prefix6"),
+            "add prefix6 = \"auto\" (learned from the DHCPv6 client) or the prefix the ISP \
+             delegates, e.g. prefix6 = \"2001:db8:1::/56\", to each WAN that carries IPv6",
+        );
     }
 }
 
@@ -266,6 +320,27 @@ mod tests {
     }
 
     #[test]
+    fn npt_opens_only_the_inbound_ports_listed() {
+        let t = text(
+            "[ipv6]\nmode = \"npt\"\nlan_prefix = \"fd10::/64\"\ninbound_tcp = [\"22\", \"8000-8100\"]\ninbound_udp = [\"51820\"]\n",
+            Some("2001:db8:1::/56"),
+            None,
+        );
+        let ipv6 = parse(&t, Path::new("steer.toml")).unwrap().ipv6.unwrap();
+        let shown = |p: &[crate::model::ordered::PortRange]| {
+            p.iter().map(|r| r.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(shown(&ipv6.inbound_tcp), ["22", "8000-8100"]);
+        assert_eq!(shown(&ipv6.inbound_udp), ["51820"]);
+        let e = errors_in(&text(
+            "[ipv6]\nmode = \"npt\"\nlan_prefix = \"fd10::/64\"\ninbound_udp = [\"0\"]\n",
+            Some("2001:db8:1::/56"),
+            None,
+        ));
+        assert_eq!(e, ["ipv6.inbound_udp[0]: \"0\" is not a port"]);
+    }
+
+    #[test]
     fn masquerade_needs_no_prefix_and_no_section_means_none() {
         let t = text("[ipv6]\nmode = \"masquerade\"\n", None, None);
         let c = parse(&t, Path::new("steer.toml")).unwrap();
@@ -286,14 +361,24 @@ mod tests {
                 .any(|l| l.starts_with("ipv6.lan_prefix: mode \"npt\" needs")),
             "{e:?}"
         );
-        let e = errors_in(&text(
+        // wan2 without a prefix is an IPv4-only line; with no prefix at all, npt has nothing.
+        let t = text(
             "[ipv6]\nmode = \"npt\"\nlan_prefix = \"fd10::/64\"\n",
             Some("2001:db8:1::/56"),
+            None,
+        );
+        assert_eq!(
+            parse(&t, Path::new("steer.toml")).unwrap().wans[1].prefix6,
+            None
+        );
+        let e = errors_in(&text(
+            "[ipv6]\nmode = \"npt\"\nlan_prefix = \"fd10::/64\"\n",
+            None,
             None,
         ));
         assert_eq!(
             e,
-            ["wan[wan2].prefix6: WAN `wan2` has no prefix6, which mode \"npt\" translates into"]
+            ["ipv6.mode: mode \"npt\" needs the prefix of a WAN, and no WAN has prefix6"]
         );
     }
 
@@ -341,7 +426,7 @@ mod tests {
         let c = parse(&t, Path::new("steer.toml")).unwrap();
         assert_eq!(c.ipv6.unwrap().mode, Ipv6Mode::Source);
         let e = errors_in(&text(
-            "[ipv6]\nmode = \"source\"\nlan_prefix = \"fd10::/64\"\n",
+            "[ipv6]\nmode = \"source\"\nlan_prefix = \"fd10::/64\"\ninbound_tcp = [\"22\"]\n",
             Some("auto"),
             None,
         ));
@@ -349,7 +434,7 @@ mod tests {
             e,
             [
                 "ipv6.lan_prefix: mode \"source\" translates nothing: LAN hosts take an address of each WAN's prefix",
-                "wan[wan2].prefix6: WAN `wan2` has no prefix6, which mode \"source\" routes by",
+                "ipv6.inbound_tcp: only mode \"npt\" translates inbound connections (mode is \"source\")",
             ]
         );
         let e = errors_in(&text("[ipv6]\nmode = \"nat66\"\n", None, None));

@@ -106,11 +106,15 @@ pub struct Config {
 }
 
 /// `[ipv6]`: how a LAN host's IPv6 source becomes one that the WAN carrying it accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ipv6 {
     pub mode: Ipv6Mode,
     /// The prefix LAN hosts use (`lan_prefix`); `mode = "npt"` needs it, and only it has one.
     pub lan_prefix: Option<Prefix>,
+    /// npt: the ports new connections from the internet may reach LAN hosts on (through the
+    /// firewall as well); every other inbound connection to a translated address is dropped.
+    pub inbound_tcp: Vec<crate::model::ordered::PortRange>,
+    pub inbound_udp: Vec<crate::model::ordered::PortRange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -540,6 +544,13 @@ pub struct Set {
     /// `Some` makes the set an ordered rule: tried before the prefix sets, first match in
     /// configuration order ([`crate::model::ordered`]).
     pub conditions: Option<crate::model::Conditions>,
+}
+
+impl Config {
+    /// `[ipv6] mode`, if there is an `[ipv6]` section.
+    pub fn ipv6_mode(&self) -> Option<Ipv6Mode> {
+        self.ipv6.as_ref().map(|i| i.mode)
+    }
 }
 
 impl Config {

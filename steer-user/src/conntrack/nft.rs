@@ -50,7 +50,9 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], lan: &[String], extra: &str) 
     if !wans.is_empty() {
         // A connection is marked once, by its first packet: a later packet still in state
         // `new` (no reply yet) would otherwise write the mark again, and its NAT binding was
-        // made by the first one anyway.
+        // made by the first one anyway. Every packet from the LAN of a marked connection then
+        // takes the connection's mark back, in any state: one without a reply yet (a retried
+        // DNS query, one-way UDP) keeps the WAN its NAT binding is for.
         rules.push_str(&format!(
             "\t\tct state new ct mark and {mask:#x} == 0 jump new_connection\n"
         ));
@@ -61,7 +63,7 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], lan: &[String], extra: &str) 
                 .map(|w| format!("{mark:#x} : jump restore_{mark:#x}", mark = w.mark))
                 .collect();
             rules.push_str(&format!(
-                "\t\tct state established,related iifname {{ {} }} ct mark and {mask:#x} vmap {{ {} }}\n",
+                "\t\tiifname {{ {} }} ct mark and {mask:#x} vmap {{ {} }}\n",
                 lan.join(", "),
                 restore.join(", ")
             ));
@@ -199,7 +201,7 @@ mod tests {
         let r = ruleset(0xff00, &wans, &["br-lan".into(), "lan2".into()]);
         for line in [
             "ct state new ct mark and 0xff00 == 0 jump new_connection",
-            "ct state established,related iifname { \"br-lan\", \"lan2\" } ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
+            "\t\tiifname { \"br-lan\", \"lan2\" } ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
             "meta mark and 0xff00 vmap { 0x100 : goto connection_0x100, 0x200 : goto connection_0x200 }\n\t\tiifname vmap { \"eth1\" : goto connection_0x100, \"wwan0\" : goto connection_0x200 }",
             "chain connection_0x200 {\n\t\tct mark set ct mark and 0xffff00ff or 0x200",
             "chain restore_0x100 {\n\t\tmeta mark set meta mark and 0xffff00ff or 0x100",

@@ -459,15 +459,58 @@ impl Controller {
         &self,
         wans: &[crate::conntrack::MarkedWan],
     ) -> Option<ReportLine> {
-        use crate::{conntrack, dns::snoop, wan_sources};
+        use crate::{conntrack, wan_sources};
         let general = &self.config.general;
+        // The guards' counts so far: installing the table again must not reset them.
+        let kept = match &self.config.ipv6 {
+            Some(_) => wan_sources::foreign_drops().unwrap_or_default(),
+            None => Default::default(),
+        };
         let sources = wan_sources::chains(
             self.config.ipv6.as_ref(),
             &self.config.wans,
             &self.prefixes6.resolved,
+            &kept,
         );
-        let install =
-            |extra: &str| conntrack::install_with(general.mark_mask, wans, &general.lan, extra);
+        // A kernel or nft that refuses the IPv6 chains (prefix NAT, fib, masquerade) must not
+        // take connection marking down with them: the table goes in without them, and that
+        // is said as an error.
+        let refused = std::cell::RefCell::new(None);
+        let install = |extra: &str| {
+            let with = format!("{sources}{extra}");
+            match conntrack::install_with(general.mark_mask, wans, &general.lan, &with) {
+                Err(e) if !sources.is_empty() => {
+                    let without =
+                        conntrack::install_with(general.mark_mask, wans, &general.lan, extra);
+                    if without.is_ok() {
+                        *refused.borrow_mut() = Some(e);
+                    }
+                    without
+                }
+                done => done,
+            }
+        };
+        let line = self.install_marking_with(install);
+        let Some(e) = refused.into_inner() else {
+            return line;
+        };
+        let ipv6 = format!(
+            "nftables refused the [ipv6] chains ({e}): IPv6 sources are neither translated nor \
+             guarded; connection marking is installed without them"
+        );
+        Some(ReportLine::error(match line {
+            Some(other) => format!("{ipv6}; {}", other.text),
+            None => ipv6,
+        }))
+    }
+
+    /// [`Self::install_marking`] through `install` (steer's table with more chains in it).
+    fn install_marking_with(
+        &self,
+        mut install: impl FnMut(&str) -> Result<(), crate::conntrack::ConntrackError>,
+    ) -> Option<ReportLine> {
+        use crate::dns::snoop;
+        let general = &self.config.general;
         let snoop_queue = self
             .config
             .dns
@@ -476,16 +519,16 @@ impl Controller {
             .map(|d| d.snoop_queue);
         let Some(queue) = snoop_queue else {
             snoop::remove_fallback_if_installed();
-            return install(&sources)
+            return install("")
                 .err()
                 .map(|e| ReportLine::warning(e.to_string()));
         };
         let chain = snoop::nft_chain(&general.lan, queue);
-        if install(&format!("{sources}{chain}")).is_ok() {
+        if install(&chain).is_ok() {
             snoop::remove_fallback_if_installed();
             return None;
         }
-        if let Err(e) = install(&sources) {
+        if let Err(e) = install("") {
             return Some(ReportLine::warning(e.to_string()));
         }
         match snoop::install_fallback(&general.lan, queue) {

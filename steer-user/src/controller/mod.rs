@@ -758,15 +758,17 @@ impl Controller {
     pub async fn refresh_system(&mut self) -> Vec<ReportLine> {
         // Not the whole configuration: its sets may hold a million prefixes.
         let (wans, general) = (self.config.wans.clone(), self.config.general.clone());
-        let ipv6 = self.config.ipv6;
-        let before = (ipv6, self.prefixes6.resolved.clone());
-        self.prefixes6.addresses_may_have_changed();
+        let ipv6 = self.config.ipv6.clone();
+        let before = (ipv6.clone(), self.prefixes6.resolved.clone());
         let changes = match self.observe(&wans, &general, ipv6.as_ref()).await {
             Ok(changes) => changes,
             Err(line) => return vec![line],
         };
         let mut lines = changes.lines;
-        if before.1 != self.prefixes6.resolved {
+        let prefixes = |p: &crate::wan_sources::Prefixes| -> Vec<_> {
+            p.iter().map(|(w, r)| (w.clone(), r.prefix)).collect()
+        };
+        if prefixes(&before.1) != prefixes(&self.prefixes6.resolved) {
             lines.extend(self.ensure_conntrack_marking());
             self.retranslate(before);
         }
@@ -903,16 +905,26 @@ impl Controller {
         Ok(lines)
     }
 
+    /// Netlink said addresses or routes changed: a DHCPv6 client may have rewritten an address
+    /// steer deprecated ([`Self::deprecate_dead_prefixes`] looks again).
+    pub fn addresses_may_have_changed(&mut self) {
+        self.prefixes6.addresses_may_have_changed();
+    }
+
     /// `[ipv6] mode = "source"`: deprecates on the LAN the prefix of every WAN that cannot
     /// carry IPv6 now, and restores the others ([`crate::wan_sources::deprecate`]). Cheap when
     /// nothing changed: the daemon calls it after every event.
     pub fn deprecate_dead_prefixes(&mut self) -> Vec<ReportLine> {
-        let source = self
-            .config
-            .ipv6
-            .is_some_and(|i| i.mode == config::Ipv6Mode::Source);
+        let source = self.config.ipv6_mode() == Some(config::Ipv6Mode::Source);
         let (mut dead, mut live) = (Vec::new(), Vec::new());
-        for w in self.config.wans.iter().filter(|_| source) {
+        // A WAN the VRRP master holds (down on this backup) is neither: its prefix is the
+        // master's to advertise.
+        for w in self
+            .config
+            .wans
+            .iter()
+            .filter(|w| source && self.vrrp_probed(&w.name))
+        {
             if let Some(p) = crate::wan_sources::prefix_of(&self.prefixes6.resolved, &w.name) {
                 match self.usable(&w.name, Family::V6) {
                     true => live.push(p),
@@ -953,10 +965,31 @@ impl Controller {
             ));
         }
         let name = w.name.clone();
+        if let Some(p) = prefix
+            && let Some(clash) = self.prefix6_clash(&name, p)
+        {
+            return Err(format!(
+                "prefix6 {p} for WAN {name} overlaps {clash}: nothing changed"
+            ));
+        }
         self.prefixes6.hook(&name, prefix);
         let mut lines = self.refresh_system().await;
         lines.extend(self.reconcile_routing("prefix6 set").await);
         Ok(lines)
+    }
+
+    /// What `prefix` for WAN `wan` would overlap: another WAN's prefix or the LAN's.
+    fn prefix6_clash(&self, wan: &str, prefix: crate::prefix::Prefix) -> Option<String> {
+        use crate::wan_sources::learn::overlaps;
+        let others = self.prefixes6.resolved.iter().filter(|(w, _)| *w != wan);
+        for (other, r) in others {
+            if let Some(q) = r.prefix.filter(|q| overlaps(prefix, *q)) {
+                return Some(format!("WAN {other}'s prefix {q}"));
+            }
+        }
+        let lan = self.config.ipv6.as_ref().and_then(|i| i.lan_prefix);
+        lan.filter(|l| overlaps(prefix, *l))
+            .map(|l| format!("ipv6.lan_prefix {l}"))
     }
 
     /// The next hop of `family` of `wan` as last resolved.
@@ -1014,13 +1047,13 @@ impl Controller {
 
     /// Stops steering: lets go of the dataplane, then removes everything ([`teardown`]).
     pub async fn stop(mut self) -> Result<Teardown, ControllerError> {
-        // Hosts may prefer every prefix again: nothing steers them away any more.
+        // Hosts may prefer every WAN's prefix again: nothing steers them away any more.
         let lan = self.config.general.lan.clone();
         let now = crate::dataplane::learned::boottime_secs();
-        for line in self
-            .prefixes6
-            .deprecate((Vec::new(), Vec::new()), &lan, now)
-        {
+        let every: Vec<crate::prefix::Prefix> = (self.prefixes6.resolved.values())
+            .filter_map(|r| r.prefix)
+            .collect();
+        for line in self.prefixes6.deprecate((Vec::new(), every), &lan, now) {
             log::info!("{}", line.text);
         }
         let Controller { dp, config, .. } = self;
@@ -1172,7 +1205,7 @@ impl Controller {
         self.standbys.fresh = false;
         let old_rules = self.rules.clone();
         let old_wan_slots = self.wan_slots.clone();
-        let old_sources = (self.config.ipv6, self.prefixes6.resolved.clone());
+        let old_sources = (self.config.ipv6.clone(), self.prefixes6.resolved.clone());
         let mut report = ApplyReport::default();
         // Gateways and local destinations first: which WAN families are usable decides the
         // policy table. A family whose gateway changes here is written by the sync below.
@@ -1486,16 +1519,12 @@ impl Controller {
 
     /// `[ipv6]` as it runs, with the guards' counters read from the kernel.
     async fn ipv6_status(&self) -> Option<crate::status::Ipv6Status> {
-        let ipv6 = self.config.ipv6?;
+        let ipv6 = self.config.ipv6.as_ref()?;
         let counters = tokio::task::spawn_blocking(crate::wan_sources::foreign_drops)
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
-        let mut status = crate::wan_sources::status(
-            &ipv6,
-            &self.config.wans,
-            &self.prefixes6.resolved,
-            counters,
-        );
+        let mut status =
+            crate::wan_sources::status(ipv6, &self.config.wans, &self.prefixes6.resolved, counters);
         for w in &mut status.wans {
             let prefix = crate::wan_sources::prefix_of(&self.prefixes6.resolved, &w.wan);
             if prefix.is_some_and(|p| self.prefixes6.is_deprecated(p)) {

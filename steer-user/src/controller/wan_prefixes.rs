@@ -109,6 +109,7 @@ impl WanPrefixes {
                 ))];
             }
         };
+        deprecate::forget_stale(&mut self.saved, &addrs);
         let changes = deprecate::plan(&addrs, (&dead, &live), &self.saved, now);
         self.deprecated = dead;
         deprecate::apply(&changes, &mut self.saved, now)

@@ -254,10 +254,7 @@ pub fn desired(
             ));
         }
     }
-    if config
-        .ipv6
-        .is_some_and(|i| i.mode == crate::config::Ipv6Mode::Source)
-    {
+    if config.ipv6_mode() == Some(crate::config::Ipv6Mode::Source) {
         d.rules.extend(source_rules(&config.wans, prefix6));
     }
     for wan in &config.wans {

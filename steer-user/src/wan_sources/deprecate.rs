@@ -40,10 +40,12 @@ pub enum Change {
     Restore(LanAddress, Option<u32>),
 }
 
-/// The changes that bring `addrs` to "deprecated inside `dead`, as they were elsewhere";
-/// `saved` holds what steer deprecated, `now` the clock. An address inside a `live` prefix
-/// found deprecated with nothing saved (a daemon restarted while its WAN was down) gets its
-/// valid lifetime as preferred: nothing else deprecates a live WAN's prefix.
+/// The changes that bring `addrs` to "deprecated inside `dead`, preferred inside `live`";
+/// `saved` holds what steer deprecated, `now` the clock. Addresses in neither (a prefix the
+/// ISP took back, one the VRRP master owns) are left as they are: steer does not make a
+/// prefix preferred that no WAN of its carries. An address inside a `live` prefix found
+/// deprecated with nothing saved (a daemon restarted while its WAN was down) gets its valid
+/// lifetime as preferred: nothing else deprecates a live WAN's prefix.
 pub fn plan(
     addrs: &[LanAddress],
     (dead, live): (&[Prefix], &[Prefix]),
@@ -53,12 +55,11 @@ pub fn plan(
     let mut changes = Vec::new();
     for a in addrs {
         let inside = |prefixes: &[Prefix]| prefixes.iter().any(|p| p.contains(a.addr.into()));
-        let is_dead = inside(dead);
         let key = (a.interface.clone(), a.addr);
-        match (is_dead, a.preferred, saved.get(&key)) {
-            (true, Some(0), _) => {}
-            (true, _, _) => changes.push(Change::Deprecate(a.clone())),
-            (false, Some(0), Some(&(was, at))) => {
+        match (inside(dead), inside(live), a.preferred, saved.get(&key)) {
+            (true, _, Some(0), _) => {}
+            (true, _, _, _) => changes.push(Change::Deprecate(a.clone())),
+            (false, true, Some(0), Some(&(was, at))) => {
                 let passed = u32::try_from(now.saturating_sub(at)).unwrap_or(u32::MAX);
                 let left = was.map(|p| p.saturating_sub(passed));
                 let preferred = match (left, a.valid) {
@@ -68,13 +69,21 @@ pub fn plan(
                 };
                 changes.push(Change::Restore(a.clone(), preferred));
             }
-            (false, Some(0), None) if inside(live) => {
-                changes.push(Change::Restore(a.clone(), a.valid));
-            }
+            (false, true, Some(0), None) => changes.push(Change::Restore(a.clone(), a.valid)),
             _ => {}
         }
     }
     changes
+}
+
+/// Forgets what steer saved of addresses that are gone or no longer deprecated by it (the
+/// DHCPv6 client replaced them, the prefix went).
+pub fn forget_stale(saved: &mut Saved, addrs: &[LanAddress]) {
+    saved.retain(|(iface, addr), _| {
+        addrs
+            .iter()
+            .any(|a| &a.interface == iface && &a.addr == addr && a.preferred == Some(0))
+    });
 }
 
 /// Runs `changes`, keeping `saved` in step; one line per change (what failed says so).
@@ -89,8 +98,10 @@ pub fn apply(changes: &[Change], saved: &mut Saved, now: u64) -> Vec<String> {
             let done = change(a, preferred);
             let key = (a.interface.clone(), a.addr);
             match (c, &done) {
+                // Deprecate is planned only for a preferred address: what it had now (a
+                // renewal during the outage) is what comes back.
                 (Change::Deprecate(_), Ok(())) => {
-                    saved.entry(key).or_insert((a.preferred, now));
+                    saved.insert(key, (a.preferred, now));
                 }
                 (Change::Restore(..), Ok(())) => {
                     saved.remove(&key);
@@ -224,6 +235,17 @@ mod tests {
             plan(&now_deprecated, (&[], &all), &saved, 300),
             [Change::Restore(now_deprecated[0].clone(), Some(3400))]
         );
+        // The ISP took the prefix back (a new one came): the old one stays deprecated.
+        assert!(plan(&now_deprecated, (&[], &live), &saved, 300).is_empty());
+        let mut stale = saved.clone();
+        forget_stale(&mut stale, &addrs);
+        assert!(
+            stale.is_empty(),
+            "preferred again by someone else: {stale:?}"
+        );
+        let mut kept = saved.clone();
+        forget_stale(&mut kept, &now_deprecated);
+        assert_eq!(kept, saved);
         // Deprecated before this daemon started, and its WAN is live: valid lifetime again.
         assert_eq!(
             plan(&now_deprecated, (&[], &all), &Saved::new(), 300),
@@ -237,14 +259,15 @@ mod tests {
     fn a_forever_address_comes_back_forever_and_never_beyond_its_valid_lifetime() {
         let gone = [addr("2001:db8:1::1", Some(0), None)];
         let saved = Saved::from([(("br-lan".into(), gone[0].addr), (None, 0))]);
+        let live = [p("2001:db8:1::/56")];
         assert_eq!(
-            plan(&gone, (&[], &[]), &saved, 50),
+            plan(&gone, (&[], &live), &saved, 50),
             [Change::Restore(gone[0].clone(), None)]
         );
         let short = [addr("2001:db8:1::1", Some(0), Some(60))];
         let saved = Saved::from([(("br-lan".into(), short[0].addr), (Some(3600), 0))]);
         assert_eq!(
-            plan(&short, (&[], &[]), &saved, 50),
+            plan(&short, (&[], &live), &saved, 50),
             [Change::Restore(short[0].clone(), Some(60))]
         );
     }

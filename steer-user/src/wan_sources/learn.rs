@@ -22,7 +22,7 @@ use crate::{
     config::{Prefix6, Wan},
     model::Family,
     prefix::Prefix,
-    routing::SystemView,
+    routing::{DelegatedRoute, SystemView},
 };
 
 /// Prefixes handed in by DHCPv6 client hooks, by WAN name. They last until changed or the
@@ -68,7 +68,7 @@ pub fn resolve(wans: &[Wan], system: &SystemView, hooked: &Hooked6) -> Prefixes 
     let mut free: Vec<_> = system
         .delegated
         .iter()
-        .filter(|d| !held.iter().any(|h| overlaps(*h, d.prefix)))
+        .filter(|d| is_delegation(d) && !held.iter().any(|h| overlaps(*h, d.prefix)))
         .collect();
     free.dedup_by_key(|d| d.prefix);
     for w in &open {
@@ -142,6 +142,16 @@ fn hooked_or_routed(w: &Wan, system: &SystemView, hooked: &Hooked6) -> Option<Wa
         })
 }
 
+/// A DHCPv6 client's hold on a delegated prefix, not a reject route of the administrator's (a
+/// blackholed bogon): `proto dhcp` (dhcpcd, systemd-networkd), or netifd's `proto static` with
+/// metric 2^31 - 1.
+fn is_delegation(d: &DelegatedRoute) -> bool {
+    const RTPROT_STATIC: u8 = 4;
+    const RTPROT_DHCP: u8 = 16;
+    const NETIFD_METRIC: u32 = 2_147_483_647;
+    d.protocol == RTPROT_DHCP || (d.protocol == RTPROT_STATIC && d.metric == NETIFD_METRIC)
+}
+
 fn known(prefix: Prefix, origin: String) -> WanPrefix {
     WanPrefix {
         prefix: Some(prefix),
@@ -164,7 +174,7 @@ pub(crate) fn overlaps(a: Prefix, b: Prefix) -> bool {
 mod tests {
     use super::*;
     use crate::{
-        routing::{DefaultRoute, DelegatedRoute},
+        routing::DefaultRoute,
         wan_sources::tests::{p, wans},
     };
 
@@ -254,6 +264,27 @@ mod tests {
                 .origin
                 .starts_with("learned: default from 2001:db8:1::/56 via eth1")
         );
+    }
+
+    #[test]
+    fn a_blackholed_bogon_is_no_delegation() {
+        let bogon = DelegatedRoute {
+            protocol: 3,
+            ..delegated("2001:db8::/32")
+        };
+        let netifd = DelegatedRoute {
+            protocol: 4,
+            metric: 2_147_483_647,
+            ..delegated("2001:db8:2::/60")
+        };
+        let system = SystemView {
+            delegated: vec![bogon, netifd],
+            ..SystemView::default()
+        };
+        let mut w = auto_wans();
+        w[0].prefix6 = None;
+        let r = resolve(&w, &system, &Hooked6::new());
+        assert_eq!(prefix(&r, "wan2").as_deref(), Some("2001:db8:2::/60"));
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn status(
     ipv6: &Ipv6,
     wans: &[Wan],
     prefixes: &Prefixes,
-    counters: Result<BTreeMap<String, u64>, String>,
+    counters: Result<nft::Counts, String>,
 ) -> Ipv6Status {
     let (drops, counters_error) = match counters {
         Ok(d) => (d, None),
@@ -100,7 +100,7 @@ pub fn status(
                         format!("masqueraded to {}'s address", w.interface)
                     }
                 },
-                foreign_dropped: drops.get(&w.name).copied(),
+                foreign_dropped: drops.get(&w.name).map(|&(packets, _)| packets),
             }
         })
         .collect();
@@ -220,10 +220,23 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// npt with fd10::/64 and TCP 22 and 8000-8100 open inbound.
     pub(crate) fn npt() -> Ipv6 {
+        use crate::model::ordered::PortRange;
         Ipv6 {
             mode: Ipv6Mode::Npt,
             lan_prefix: Some(p("fd10::/64")),
+            inbound_tcp: vec![
+                PortRange {
+                    first: 22,
+                    last: 22,
+                },
+                PortRange {
+                    first: 8000,
+                    last: 8100,
+                },
+            ],
+            inbound_udp: Vec::new(),
         }
     }
 
@@ -256,7 +269,7 @@ pub(crate) mod tests {
         assert!(!carries_ipv6(Some(&npt()), &half, "wan2"));
         let masquerade = Ipv6 {
             mode: Ipv6Mode::Masquerade,
-            lan_prefix: None,
+            ..npt()
         };
         assert!(carries_ipv6(Some(&masquerade), &half, "wan2"));
         assert!(carries_ipv6(None, &half, "wan2"));
@@ -269,7 +282,7 @@ pub(crate) mod tests {
     fn a_wan_whose_prefix_or_mode_changes_is_retranslated() {
         let masquerade = Ipv6 {
             mode: Ipv6Mode::Masquerade,
-            lan_prefix: None,
+            ..npt()
         };
         let old = prefixes(Some("2001:db8:1::/56"), Some("2001:db8:2::/56"));
         let new = prefixes(Some("2001:db8:1::/56"), Some("2001:db8:22::/56"));

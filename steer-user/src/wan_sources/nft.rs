@@ -14,15 +14,27 @@ pub fn counter_name(wan: &str) -> String {
     format!("foreign_source_{wan}")
 }
 
+/// The nftables counter of new inbound connections to translated addresses that `npt` refused
+/// (a port not in `inbound_tcp`/`inbound_udp`).
+pub const INBOUND_REFUSED: &str = "npt_inbound_refused";
+
+/// Packets and bytes of a counter.
+pub type Counts = BTreeMap<String, (u64, u64)>;
+
 /// The chains for `ipv6` (nothing without an `[ipv6]` section) over `wans` and their resolved
-/// `prefixes`, to go into steer's table.
-pub fn chains(ipv6: Option<&Ipv6>, wans: &[Wan], prefixes: &Prefixes) -> String {
+/// `prefixes`, to go into steer's table. `kept`: the guards' counts so far, by WAN name, so
+/// that installing the table again does not reset them.
+pub fn chains(ipv6: Option<&Ipv6>, wans: &[Wan], prefixes: &Prefixes, kept: &Counts) -> String {
     let Some(ipv6) = ipv6 else {
         return String::new();
     };
     let mut out = String::new();
     for w in wans {
-        out.push_str(&format!("\tcounter {} {{ }}\n", counter_name(&w.name)));
+        let (packets, bytes) = kept.get(&w.name).copied().unwrap_or_default();
+        out.push_str(&format!(
+            "\tcounter {} {{ packets {packets} bytes {bytes} }}\n",
+            counter_name(&w.name)
+        ));
     }
     out.push_str(&translation(ipv6, wans, prefixes));
     out.push_str(&guard(wans, prefixes));
@@ -58,17 +70,59 @@ fn translation(ipv6: &Ipv6, wans: &[Wan], prefixes: &Prefixes) -> String {
             ));
         }
     }
-    let mut out = format!(
-        "\tchain wan_sources {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         {outgoing}\t}}\n"
-    );
+    // A nat chain that translates nothing is left out: it would turn NAT on for nothing.
+    let mut out = String::new();
+    if !outgoing.is_empty() {
+        out.push_str(&format!(
+            "\tchain wan_sources {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+             {outgoing}\t}}\n"
+        ));
+    }
     if !incoming.is_empty() {
         out.push_str(&format!(
             "\tchain wan_destinations {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\
              {incoming}\t}}\n"
         ));
+        out.push_str(&inbound_ports(ipv6, wans, prefixes));
     }
     out
+}
+
+/// npt: a new connection from the internet to a translated address reaches its LAN host only
+/// on the ports `[ipv6]` opens. The translation marks it as port-forwarded (`ct status dnat`),
+/// which firewalls accept as such (OpenWrt fw4's "accept port forwards", iptables' `--ctstate
+/// DNAT`): without this chain every host would be open on every port. It runs before the
+/// firewall's forward chain, which still filters what passes here.
+fn inbound_ports(ipv6: &Ipv6, wans: &[Wan], prefixes: &Prefixes) -> String {
+    let translated: Vec<String> = wans
+        .iter()
+        .filter_map(|w| prefix_of(prefixes, &w.name))
+        .map(|p| p.to_string())
+        .collect();
+    let mut open = String::new();
+    for (proto, ports) in [("tcp", &ipv6.inbound_tcp), ("udp", &ipv6.inbound_udp)] {
+        if !ports.is_empty() {
+            let list: Vec<String> = ports
+                .iter()
+                .map(|r| match r.first == r.last {
+                    true => r.first.to_string(),
+                    false => format!("{}-{}", r.first, r.last),
+                })
+                .collect();
+            open.push_str(&format!(
+                "\t\t{proto} dport {{ {} }} return\n",
+                list.join(", ")
+            ));
+        }
+    }
+    format!(
+        "\tcounter {INBOUND_REFUSED} {{ }}\n\
+         \tchain npt_inbound {{\n\
+         \t\ttype filter hook forward priority filter - 1; policy accept;\n\
+         \t\tmeta nfproto ipv6 ct state new ct status dnat ct original ip6 daddr {{ {} }} jump npt_inbound_new\n\t}}\n\
+         \tchain npt_inbound_new {{\n{open}\t\tcounter name {INBOUND_REFUSED} drop\n\t}}\n",
+        translated.join(", ")
+    )
 }
 
 /// The guard, after every source translation (steer's and the firewall's).
@@ -102,9 +156,9 @@ fn quoted(name: &str) -> String {
     format!("\"{name}\"")
 }
 
-/// Packets each WAN's guard dropped, by WAN name, read from the kernel (`nft`); empty when
-/// steer's table holds no guard.
-pub fn foreign_drops() -> Result<BTreeMap<String, u64>, String> {
+/// Packets and bytes each WAN's guard dropped, by WAN name, read from the kernel (`nft`);
+/// empty when steer's table holds no guard.
+pub fn foreign_drops() -> Result<Counts, String> {
     let out = Command::new("nft")
         .args(["-j", "list", "counters", "table", "inet", NFT_TABLE])
         .output()
@@ -122,7 +176,8 @@ pub fn foreign_drops() -> Result<BTreeMap<String, u64>, String> {
             continue;
         };
         if let Some(wan) = name.strip_prefix("foreign_source_") {
-            drops.insert(wan.to_owned(), packets);
+            let bytes = counter["bytes"].as_u64().unwrap_or_default();
+            drops.insert(wan.to_owned(), (packets, bytes));
         }
     }
     Ok(drops)
@@ -136,9 +191,13 @@ mod tests {
     #[test]
     fn npt_translates_each_way_by_wan_and_guards_each_wan() {
         let known = prefixes(Some("2001:db8:1::/56"), Some("2001:db8:2::/60"));
-        let r = chains(Some(&npt()), &wans(), &known);
+        let kept = Counts::from([("wan1".to_owned(), (7, 560))]);
+        let r = chains(Some(&npt()), &wans(), &known, &kept);
         for line in [
-            "counter foreign_source_wan1 { }",
+            "counter foreign_source_wan1 { packets 7 bytes 560 }",
+            "counter foreign_source_wan2 { packets 0 bytes 0 }",
+            "ct state new ct status dnat ct original ip6 daddr { 2001:db8:1::/56, 2001:db8:2::/60 } jump npt_inbound_new",
+            "chain npt_inbound_new {\n\t\ttcp dport { 22, 8000-8100 } return\n\t\tcounter name npt_inbound_refused drop",
             "oifname \"eth1\" ip6 saddr fd10::/64 snat ip6 prefix to 2001:db8:1::/56",
             "oifname \"wwan0\" ip6 saddr fd10::/64 snat ip6 prefix to 2001:db8:2::/60",
             "iifname \"wwan0\" ip6 daddr 2001:db8:2::/60 dnat ip6 prefix to fd10::/64",
@@ -154,7 +213,7 @@ mod tests {
     #[test]
     fn a_wan_whose_prefix_is_not_known_is_guarded_but_not_translated() {
         let half = prefixes(Some("2001:db8:1::/56"), None);
-        let r = chains(Some(&npt()), &wans(), &half);
+        let r = chains(Some(&npt()), &wans(), &half, &Counts::new());
         assert!(!r.contains("oifname \"wwan0\" ip6 saddr fd10::/64"), "{r}");
         assert!(
             r.contains("chain from_wan_0x200 {\n\t\tip6 saddr { ::, fe80::/10 } return"),
@@ -166,16 +225,24 @@ mod tests {
     fn masquerade_translates_every_wan_and_no_section_adds_nothing() {
         let masquerade = Ipv6 {
             mode: Ipv6Mode::Masquerade,
-            lan_prefix: None,
+            ..npt()
         };
         let none = prefixes(None, None);
-        let r = chains(Some(&masquerade), &wans(), &none);
+        let r = chains(Some(&masquerade), &wans(), &none, &Counts::new());
         assert!(
             r.contains("oifname { \"eth1\", \"wwan0\" } masquerade"),
             "{r}"
         );
         assert!(!r.contains("dnat"), "{r}");
         assert!(r.contains("chain foreign_sources"), "{r}");
-        assert_eq!(chains(None, &wans(), &none), "");
+        assert_eq!(chains(None, &wans(), &none, &Counts::new()), "");
+        // Source-specific routing translates nothing: no nat chain at all.
+        let source = Ipv6 {
+            mode: Ipv6Mode::Source,
+            ..npt()
+        };
+        let r = chains(Some(&source), &wans(), &none, &Counts::new());
+        assert!(!r.contains("type nat"), "{r}");
+        assert!(r.contains("chain foreign_sources"), "{r}");
     }
 }

@@ -138,7 +138,7 @@ fn proto(v: &str) -> Checked<Option<Proto>> {
 }
 
 /// `"443"` or `"10000-20000"`.
-fn ports(v: &str) -> Checked<PortRange> {
+pub(in crate::config) fn ports(v: &str) -> Checked<PortRange> {
     let port = |s: &str| -> Checked<u16> {
         match s.trim().parse::<u16>() {
             Ok(p) if p > 0 => Ok(p),

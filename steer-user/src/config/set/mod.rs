@@ -8,6 +8,8 @@ mod duplicates;
 mod files;
 mod pending;
 
+pub(super) use conditions::ports as port_range;
+
 use std::{ops::Range, path::PathBuf, sync::Arc};
 
 use serde::Deserialize;
