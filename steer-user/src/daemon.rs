@@ -572,7 +572,7 @@ async fn handle(
                     )),
                 }
             }
-            Err(e) => Reply::Now(Response::error(e)),
+            Err(e) => Reply::Now(Response::error(e.to_string())),
         },
         Request::Set {
             name,

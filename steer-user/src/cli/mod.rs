@@ -242,7 +242,7 @@ fn prefix6_request(name: String, value: &str) -> Result<Request, CliError> {
             name,
             prefix: Some(p.to_string()),
         })
-        .map_err(CliError::Refused)
+        .map_err(|e| CliError::Refused(e.to_string()))
 }
 
 /// `steer wan NAME gateway ADDR|auto`, checked like a configured gateway.

@@ -944,33 +944,30 @@ impl Controller {
         &mut self,
         wan: &str,
         prefix: Option<String>,
-    ) -> Result<Vec<ReportLine>, String> {
-        let prefix = match prefix
+    ) -> Result<Vec<ReportLine>, wan_prefixes::Prefix6Refused> {
+        use wan_prefixes::Prefix6Refused;
+        let prefix = prefix
             .as_deref()
             .map(crate::wan_sources::learn::parse_hooked)
-        {
-            Some(Err(e)) => return Err(e),
-            Some(Ok(p)) => Some(p),
-            None => None,
-        };
+            .transpose()?;
         let Some(w) = self.config.wan_or_interface(wan) else {
-            return Err(unknown_wan(&self.config, wan).to_string());
+            return Err(unknown_wan(&self.config, wan).into());
         };
         if w.prefix6 != Some(config::Prefix6::Auto) {
-            return Err(format!(
-                "WAN {} does not learn its prefix (prefix6 is not \"auto\" in {}): set \
-                 prefix6 = \"auto\" for a hook to hand it in",
-                w.name,
-                self.config.path.display()
-            ));
+            return Err(Prefix6Refused::NotAuto {
+                wan: w.name.clone(),
+                config: self.config.path.display().to_string(),
+            });
         }
         let name = w.name.clone();
         if let Some(p) = prefix
             && let Some(clash) = self.prefix6_clash(&name, p)
         {
-            return Err(format!(
-                "prefix6 {p} for WAN {name} overlaps {clash}: nothing changed"
-            ));
+            return Err(Prefix6Refused::Overlap {
+                prefix: p,
+                wan: name,
+                clash,
+            });
         }
         self.prefixes6.hook(&name, prefix);
         let mut lines = self.refresh_system().await;
@@ -1522,7 +1519,12 @@ impl Controller {
         let ipv6 = self.config.ipv6.as_ref()?;
         let counters = tokio::task::spawn_blocking(crate::wan_sources::foreign_drops)
             .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+            .unwrap_or_else(|e| {
+                Err(crate::wan_sources::ToolError::Spawn {
+                    tool: "nft",
+                    source: std::io::Error::other(e),
+                })
+            });
         let mut status =
             crate::wan_sources::status(ipv6, &self.config.wans, &self.prefixes6.resolved, counters);
         for w in &mut status.wans {

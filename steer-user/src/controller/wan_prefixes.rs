@@ -8,14 +8,37 @@ use std::collections::BTreeSet;
 
 use crate::{
     config::{Ipv6, Wan},
+    health::UnknownWan,
     prefix::Prefix,
     routing::SystemView,
     status::ReportLine,
     wan_sources::{
         self, Hooked6, Prefixes,
         deprecate::{self, Saved},
+        learn::HookedPrefixError,
     },
 };
+
+/// Why a prefix a hook handed in (`steer wan NAME prefix6 PREFIX`) was refused; nothing
+/// changed.
+#[derive(Debug, thiserror::Error)]
+pub enum Prefix6Refused {
+    #[error(transparent)]
+    Prefix(#[from] HookedPrefixError),
+    #[error(transparent)]
+    Wan(#[from] UnknownWan),
+    #[error(
+        "WAN {wan} does not learn its prefix (prefix6 is not \"auto\" in {config}): set \
+         prefix6 = \"auto\" for a hook to hand it in"
+    )]
+    NotAuto { wan: String, config: String },
+    #[error("prefix6 {prefix} for WAN {wan} overlaps {clash}: nothing changed")]
+    Overlap {
+        prefix: Prefix,
+        wan: String,
+        clash: String,
+    },
+}
 
 #[derive(Debug, Default)]
 pub(super) struct WanPrefixes {

@@ -11,8 +11,9 @@
 //!
 //! [`plan`] is pure (addresses and time passed in); [`read`] and [`apply`] run `ip`.
 
-use std::{collections::BTreeMap, net::Ipv6Addr, process::Command};
+use std::{collections::BTreeMap, net::Ipv6Addr};
 
+use super::{ToolError, run};
 use crate::prefix::Prefix;
 
 /// A global IPv6 address of a LAN interface, with what `ip -6 addr change` must say again.
@@ -124,7 +125,7 @@ fn lifetime(l: Option<u32>) -> String {
     l.map_or("forever".into(), |s| format!("{s}s"))
 }
 
-fn change(a: &LanAddress, preferred: Option<u32>) -> Result<(), String> {
+fn change(a: &LanAddress, preferred: Option<u32>) -> Result<(), ToolError> {
     let mut args = vec![
         "-6".to_owned(),
         "addr".into(),
@@ -138,15 +139,7 @@ fn change(a: &LanAddress, preferred: Option<u32>) -> Result<(), String> {
         lifetime_arg(preferred),
     ];
     args.extend(a.flags.iter().cloned());
-    let out = Command::new("ip")
-        .args(&args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
+    run("ip", &args).map(drop)
 }
 
 fn lifetime_arg(l: Option<u32>) -> String {
@@ -155,18 +148,16 @@ fn lifetime_arg(l: Option<u32>) -> String {
 
 /// The global IPv6 addresses of the interfaces `lan` (`ip -j -6 addr show`); an interface that
 /// does not exist has none.
-pub fn read(lan: &[String]) -> Result<Vec<LanAddress>, String> {
+pub fn read(lan: &[String]) -> Result<Vec<LanAddress>, ToolError> {
     let mut out = Vec::new();
     for iface in lan {
-        let run = Command::new("ip")
-            .args(["-j", "-6", "addr", "show", "dev", iface, "scope", "global"])
-            .output()
-            .map_err(|e| format!("cannot run ip: {e}"))?;
-        if !run.status.success() {
+        let args = ["-j", "-6", "addr", "show", "dev", iface, "scope", "global"].map(str::to_owned);
+        let Ok(stdout) = run("ip", &args) else {
+            // No such interface (yet): no addresses.
             continue;
-        }
-        let json: serde_json::Value =
-            serde_json::from_slice(&run.stdout).map_err(|e| format!("ip -j: {e}"))?;
+        };
+        let json: serde_json::Value = serde_json::from_slice(&stdout)
+            .map_err(|source| ToolError::Output { tool: "ip", source })?;
         out.extend(parse(iface, &json));
     }
     Ok(out)

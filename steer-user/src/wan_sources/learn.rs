@@ -29,20 +29,37 @@ use crate::{
 /// daemon stops: the hook hands the prefix in again on every lease.
 pub type Hooked6 = BTreeMap<String, Prefix>;
 
+/// Why a prefix a hook hands in is no delegated prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookedPrefixError {
+    #[error("prefix6 `{text}`: {message}; {hint}")]
+    Unparsable {
+        text: String,
+        message: String,
+        hint: String,
+    },
+    #[error(
+        "prefix6 `{0}` is longer than /64: give the whole prefix the ISP delegated (a /48, \
+         /56, /60 or /64)"
+    )]
+    TooLong(String),
+    #[error("prefix6 `{0}` is an IPv4 prefix: give the IPv6 prefix the ISP delegated")]
+    Ipv4(String),
+}
+
 /// A prefix a hook hands in (`steer wan NAME prefix6 PREFIX`, the control socket's
-/// `prefix6`): a global IPv6 prefix of /64 or shorter, or what is wrong with it.
-pub fn parse_hooked(text: &str) -> Result<Prefix, String> {
-    let p = crate::prefix::parse_prefix(text, false)
-        .map_err(|e| format!("prefix6 `{text}`: {}; {}", e.message(), e.hint()))?;
+/// `prefix6`): an IPv6 prefix of /64 or shorter.
+pub fn parse_hooked(text: &str) -> Result<Prefix, HookedPrefixError> {
+    let p =
+        crate::prefix::parse_prefix(text, false).map_err(|e| HookedPrefixError::Unparsable {
+            text: text.to_owned(),
+            message: e.message(),
+            hint: e.hint(),
+        })?;
     match p {
         Prefix::V6 { len, .. } if len <= 64 => Ok(p),
-        Prefix::V6 { .. } => Err(format!(
-            "prefix6 `{text}` is longer than /64: give the whole prefix the ISP delegated \
-             (a /48, /56, /60 or /64)"
-        )),
-        Prefix::V4 { .. } => Err(format!(
-            "prefix6 `{text}` is an IPv4 prefix: give the IPv6 prefix the ISP delegated"
-        )),
+        Prefix::V6 { .. } => Err(HookedPrefixError::TooLong(text.to_owned())),
+        Prefix::V4 { .. } => Err(HookedPrefixError::Ipv4(text.to_owned())),
     }
 }
 

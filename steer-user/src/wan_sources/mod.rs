@@ -41,6 +41,45 @@ use crate::{
     status::{Ipv6Status, WanSourceStatus},
 };
 
+/// What went wrong running a tool (`nft`, `ip`) for `[ipv6]`.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("cannot run {tool} ({source}); install it (nftables, iproute2)")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{tool} {args} failed: {stderr}")]
+    Failed {
+        tool: &'static str,
+        args: String,
+        stderr: String,
+    },
+    #[error("{tool} printed JSON steer cannot read: {source}")]
+    Output {
+        tool: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Runs `tool` with `args`; its standard output, or why not.
+pub(crate) fn run(tool: &'static str, args: &[String]) -> Result<Vec<u8>, ToolError> {
+    let out = std::process::Command::new(tool)
+        .args(args)
+        .output()
+        .map_err(|source| ToolError::Spawn { tool, source })?;
+    if !out.status.success() {
+        return Err(ToolError::Failed {
+            tool,
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(out.stdout)
+}
+
 /// One WAN's prefix as resolved, or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WanPrefix {
@@ -72,11 +111,11 @@ pub fn status(
     ipv6: &Ipv6,
     wans: &[Wan],
     prefixes: &Prefixes,
-    counters: Result<nft::Counts, String>,
+    counters: Result<nft::Counts, ToolError>,
 ) -> Ipv6Status {
     let (drops, counters_error) = match counters {
         Ok(d) => (d, None),
-        Err(e) => (BTreeMap::new(), Some(e)),
+        Err(e) => (BTreeMap::new(), Some(e.to_string())),
     };
     let wans = wans
         .iter()
@@ -273,9 +312,17 @@ pub(crate) mod tests {
         };
         assert!(carries_ipv6(Some(&masquerade), &half, "wan2"));
         assert!(carries_ipv6(None, &half, "wan2"));
-        let st = status(&npt(), &wans(), &half, Err("no nft".into()));
+        let no_nft = ToolError::Failed {
+            tool: "nft",
+            args: "-j list counters".into(),
+            stderr: "no such table".into(),
+        };
+        let st = status(&npt(), &wans(), &half, Err(no_nft));
         assert!(st.wans[1].translation.starts_with("none"), "{st:?}");
-        assert_eq!(st.counters_error.as_deref(), Some("no nft"));
+        assert_eq!(
+            st.counters_error.as_deref(),
+            Some("nft -j list counters failed: no such table")
+        );
     }
 
     #[test]

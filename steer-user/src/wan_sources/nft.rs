@@ -1,9 +1,9 @@
 //! The chains of `[ipv6]` in steer's nftables table, and the guards' counters (see the parent
 //! module for what they do).
 
-use std::{collections::BTreeMap, process::Command};
+use std::collections::BTreeMap;
 
-use super::{Prefixes, prefix_of};
+use super::{Prefixes, ToolError, prefix_of, run};
 use crate::{
     config::{Ipv6, Ipv6Mode, Wan},
     conntrack::NFT_TABLE,
@@ -158,16 +158,14 @@ fn quoted(name: &str) -> String {
 
 /// Packets and bytes each WAN's guard dropped, by WAN name, read from the kernel (`nft`);
 /// empty when steer's table holds no guard.
-pub fn foreign_drops() -> Result<Counts, String> {
-    let out = Command::new("nft")
-        .args(["-j", "list", "counters", "table", "inet", NFT_TABLE])
-        .output()
-        .map_err(|e| format!("cannot run nft: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-    }
+pub fn foreign_drops() -> Result<Counts, ToolError> {
+    let args = ["-j", "list", "counters", "table", "inet", NFT_TABLE].map(str::to_owned);
+    let out = run("nft", &args)?;
     let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("nft -j: {e}"))?;
+        serde_json::from_slice(&out).map_err(|source| ToolError::Output {
+            tool: "nft",
+            source,
+        })?;
     let mut drops = BTreeMap::new();
     let items = json["nftables"].as_array().into_iter().flatten();
     for counter in items.filter_map(|i| i.get("counter")) {
