@@ -26,8 +26,9 @@ use steer::{
 use steer_tests::{
     daemon::{Daemon, Workdir, steer_in},
     dns::Dnsmasq,
-    lab::{Arrival, Lab, Wan, udp_arrivals, udp_arrivals_from},
+    lab::{Arrival, ISP_DOWN, Lab, Wan, udp_arrivals, udp_arrivals_from},
     scenario::{Options, Scenario, config_text},
+    service::Service,
 };
 
 const N: usize = 20;
@@ -616,4 +617,104 @@ fn after_isp2_renumbers_source_routing_sends_the_new_prefix_by_wan2() {
     let got = udp_arrivals_from(&s.lab, slaac.addr.into(), a6(), 7421, N);
     assert_all_from(&s, &got, Wan::Two, slaac.addr, "from the renumbered prefix");
     assert_no_foreign_source_reached_an_isp(&s, "after ISP 2 renumbered");
+}
+
+/// ISP `w` delegates its prefix by DHCPv6: `dhcpd -6` (ISC) on its link to the router.
+fn dhcpd6(s: &Scenario, w: Wan) -> Service {
+    let (p, link) = (s.lab.delegation(w), Lab::link_prefix_v6(w));
+    let net = p.addr();
+    let n = w.number();
+    let conf = s.work.write(
+        &format!("dhcpd6-{n}.conf"),
+        &format!(
+            "default-lease-time 600;\nmax-lease-time 7200;\n\
+             subnet6 {link} {{\n  prefix6 {net} {net} /{};\n}}\n",
+            p.len()
+        ),
+    );
+    let leases = s.work.write(&format!("dhcpd6-{n}.leases"), "");
+    let pid = s.work.dir.join(format!("dhcpd6-{n}.pid"));
+    let args = [
+        "dhcpd".to_owned(),
+        "-6".into(),
+        "-f".into(),
+        "-cf".into(),
+        conf.display().to_string(),
+        "-lf".into(),
+        leases.display().to_string(),
+        "-pf".into(),
+        pid.display().to_string(),
+        ISP_DOWN.into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Service::start(s.lab.isp(w), &s.work.dir, &format!("dhcpd6-{n}"), &args)
+}
+
+/// The router's dhcpcd asking WAN `w`'s ISP for a prefix (`ia_pd`, a /64 of it on the LAN),
+/// with steer's hook from `contrib/dhcp/dhcpcd-hook` as its script.
+fn dhcpcd6(s: &Scenario, w: Wan) -> Service {
+    let n = w.number();
+    let (wan, lan) = (Lab::wan_iface(w), Lab::LAN_IFACE);
+    let conf = s.work.write(
+        &format!("dhcpcd-{n}.conf"),
+        &format!(
+            "ipv6only\nnoipv6rs\nduid\nnohook resolv.conf\n\
+             interface {wan}\n  ia_pd {n} {lan}/{n}/64/1\n"
+        ),
+    );
+    let hook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/dhcp/dhcpcd-hook");
+    let script = s.work.write(
+        &format!("dhcpcd-{n}.sh"),
+        &format!(
+            "#!/bin/sh\nexport STEER={} STEER_ARGS=\"--socket {}\"\n. {}\nexit 0\n",
+            steer_tests::daemon::steer_bin().display(),
+            s.work.socket.display(),
+            hook.display()
+        ),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let args = [
+        "dhcpcd".to_owned(),
+        "-B".into(),
+        "-6".into(),
+        "-f".into(),
+        conf.display().to_string(),
+        "-c".into(),
+        script.display().to_string(),
+        wan.into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Service::start(&s.lab.router, &s.work.dir, &format!("dhcpcd-{n}"), &args)
+}
+
+#[test]
+fn two_lines_delegating_by_dhcpv6_each_get_their_prefix_through_dhcpcds_hook() {
+    let s = start("pd-dhcpcd", NPT, ["auto", "auto"]);
+    let _servers = Wan::ALL.map(|w| dhcpd6(&s, w));
+    let clients = Wan::ALL.map(|w| dhcpcd6(&s, w));
+    for w in Wan::ALL {
+        let name = Lab::wan_iface(w);
+        let origin = wait_prefix6(
+            &s,
+            name,
+            Some(s.lab.delegation(w)),
+            &format!("set by `steer wan {name} prefix6`"),
+        );
+        assert!(
+            origin.contains("prefix6"),
+            "{origin}\n{}",
+            clients[w.index()].log_text()
+        );
+    }
+    // dhcpcd holds each prefix as it does on a router: a reject route for the whole prefix.
+    let routes = s.lab.router.run("ip -6 route show proto dhcp");
+    for w in Wan::ALL {
+        let held = format!("unreachable {} dev lo", s.lab.delegation(w));
+        assert!(routes.contains(&held), "{held} in\n{routes}");
+    }
+    let (p1, p2) = (s.lab.delegation(Wan::One), s.lab.delegation(Wan::Two));
+    assert_udp_from(&s, b6(), 7431, Wan::Two, client_in(p2));
+    assert_udp_from(&s, a6(), 7432, Wan::One, client_in(p1));
+    assert_no_foreign_source_reached_an_isp(&s, "with the delegated prefixes");
 }

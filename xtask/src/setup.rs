@@ -25,7 +25,8 @@ use crate::{
 /// GRO, which decide where veth receives); for WANs as they come: dnsmasq-base (the ISP's DHCP
 /// server), busybox (udhcpc), isc-dhcp-client (dhclient) and dhcpcd-base (dhcpcd), the router's
 /// DHCP clients whose hooks in contrib/dhcp are tested, socat (a point-to-point link between
-/// namespaces, like a PPP session) and radvd (router advertisements);
+/// namespaces, like a PPP session) and radvd (router advertisements); for IPv6 on several
+/// WANs: isc-dhcp-server (`dhcpd -6`, the ISPs' prefix delegation to the router's dhcpcd);
 /// for domain sets: bind9-dnsutils (dig, the lab's clients), dnsperf (the DNS benchmark), and
 /// iptables again (snoop mode's NFQUEUE chain on kernels whose nftables has no queue
 /// expression) with dnsmasq-base (the resolver behind steer's DNS forwarder); the HA tests'
@@ -51,6 +52,7 @@ const PACKAGES: &[&str] = &[
     "busybox",
     "isc-dhcp-client",
     "dhcpcd-base",
+    "isc-dhcp-server",
     "socat",
     "radvd",
     "bind9-dnsutils",
