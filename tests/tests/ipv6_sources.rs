@@ -690,7 +690,7 @@ fn dhcpcd6(s: &Scenario, w: Wan) -> Service {
 
 #[test]
 fn two_lines_delegating_by_dhcpv6_each_get_their_prefix_through_dhcpcds_hook() {
-    let s = start("pd-dhcpcd", NPT, ["auto", "auto"]);
+    let mut s = start("pd-dhcpcd", NPT, ["auto", "auto"]);
     let _servers = Wan::ALL.map(|w| dhcpd6(&s, w));
     let clients = Wan::ALL.map(|w| dhcpcd6(&s, w));
     for w in Wan::ALL {
@@ -717,4 +717,25 @@ fn two_lines_delegating_by_dhcpv6_each_get_their_prefix_through_dhcpcds_hook() {
     assert_udp_from(&s, b6(), 7431, Wan::Two, client_in(p2));
     assert_udp_from(&s, a6(), 7432, Wan::One, client_in(p1));
     assert_no_foreign_source_reached_an_isp(&s, "with the delegated prefixes");
+
+    // A crash: dhcpcd calls its hook again only at its next renewal, minutes away. The new
+    // daemon takes the hooked prefixes back from what the one before kept.
+    s.daemon.kill9();
+    s.daemon = Daemon::start(&s.lab.router, &s.work);
+    for w in Wan::ALL {
+        let name = Lab::wan_iface(w);
+        wait_prefix6(
+            &s,
+            name,
+            Some(s.lab.delegation(w)),
+            &format!("set by `steer wan {name} prefix6`"),
+        );
+    }
+    assert_udp_from(&s, b6(), 7433, Wan::Two, client_in(p2));
+    assert_udp_from(&s, a6(), 7434, Wan::One, client_in(p1));
+    // `steer stop` forgets them.
+    let kept = steer::wan_sources::kept::path_for(&s.work.socket);
+    assert!(kept.exists(), "{}", kept.display());
+    s.work.stop_in(&s.lab.router);
+    assert!(!kept.exists(), "{} after steer stop", kept.display());
 }

@@ -323,7 +323,7 @@ impl Controller {
             dns: std::sync::Arc::new(learner),
             gateways: BTreeMap::new(),
             hooked: Hooked::new(),
-            prefixes6: wan_prefixes::WanPrefixes::default(),
+            prefixes6: wan_prefixes::WanPrefixes::open(&config.control.socket),
             prefix_counts: HashMap::new(),
             flushes: Vec::new(),
             vrrp: vrrp::VrrpCtl::default(),

@@ -46,8 +46,8 @@ pub enum TeardownError {
 
 /// Removes the pinned state under `pin_dir` (refused while a daemon holds it), steer's routing
 /// rules and the routes of `tables` (and steer's routes anywhere), steer's nftables table, and
-/// the runtime set journal of the daemon with control socket `socket`. Safe to repeat: a
-/// second call finds nothing.
+/// the runtime set journal and the IPv6 prefixes kept of the daemon with control socket
+/// `socket`. Safe to repeat: a second call finds nothing.
 pub async fn teardown(
     pin_dir: &Path,
     tables: &[u32],
@@ -70,6 +70,10 @@ pub async fn teardown(
     match crate::runtime_sets::journal::remove(socket) {
         Ok(removed) => done.journal_removed = removed,
         Err(e) => log::warn!("the runtime set journal could not be removed: {e}"),
+    }
+    let kept = crate::wan_sources::kept::path_for(socket);
+    if let Err(e) = crate::wan_sources::kept::remove(&kept) {
+        log::warn!("{} could not be removed: {e}", kept.display());
     }
     Ok(done)
 }

@@ -15,6 +15,7 @@ use crate::{
     wan_sources::{
         self, Hooked6, Prefixes,
         deprecate::{self, Saved},
+        kept,
         learn::HookedPrefixError,
     },
 };
@@ -52,9 +53,50 @@ pub(super) struct WanPrefixes {
     deprecated: Vec<Prefix>,
     saved: Saved,
     addresses_changed: bool,
+    /// Where the hooked prefixes and saved lifetimes are kept across restarts, and this boot.
+    kept: Option<(std::path::PathBuf, String)>,
 }
 
 impl WanPrefixes {
+    /// With what a daemon before this one kept next to the control socket `socket`
+    /// ([`kept`]).
+    pub fn open(socket: &std::path::Path) -> WanPrefixes {
+        let path = kept::path_for(socket);
+        let boot = crate::runtime_sets::journal::boot_id();
+        let found = kept::load(&path, &boot);
+        if !found.hooked.is_empty() || !found.saved.is_empty() {
+            log::info!(
+                "{}: {} hooked prefix(es) and {} deprecated address(es) kept by the daemon before",
+                path.display(),
+                found.hooked.len(),
+                found.saved.len()
+            );
+        }
+        WanPrefixes {
+            hooked: found.hooked,
+            saved: found.saved,
+            kept: Some((path, boot)),
+            ..WanPrefixes::default()
+        }
+    }
+
+    /// Writes what is kept across restarts (after a change of it).
+    fn keep(&self) {
+        let Some((path, boot)) = &self.kept else {
+            return;
+        };
+        let now = kept::Kept {
+            hooked: self.hooked.clone(),
+            saved: self.saved.clone(),
+        };
+        if let Err(e) = kept::store(path, boot, &now) {
+            log::warn!(
+                "{}: {e}; a restarted daemon waits for the hooks again",
+                path.display()
+            );
+        }
+    }
+
     /// Resolves every WAN's prefix from `system` for `ipv6` and `wans` (the running
     /// configuration's, or those of one about to be applied); a line per prefix that changed.
     pub fn observe(
@@ -132,13 +174,15 @@ impl WanPrefixes {
                 ))];
             }
         };
+        let before = self.saved.clone();
         deprecate::forget_stale(&mut self.saved, &addrs);
         let changes = deprecate::plan(&addrs, (&dead, &live), &self.saved, now);
         self.deprecated = dead;
-        deprecate::apply(&changes, &mut self.saved, now)
-            .into_iter()
-            .map(ReportLine::info)
-            .collect()
+        let lines = deprecate::apply(&changes, &mut self.saved, now);
+        if self.saved != before {
+            self.keep();
+        }
+        lines.into_iter().map(ReportLine::info).collect()
     }
 
     /// Sets (`Some`) or clears (`None`) the prefix a DHCPv6 client hook handed in for `wan`.
@@ -151,5 +195,6 @@ impl WanPrefixes {
                 self.hooked.remove(wan);
             }
         }
+        self.keep();
     }
 }

@@ -24,6 +24,7 @@
 //!   [`nft::counter_name`], which `steer status` and the metrics read.
 
 pub mod deprecate;
+pub mod kept;
 pub mod learn;
 pub mod nft;
 
