@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod dns;
 pub mod forwarding;
 pub mod ha;
+pub mod ipv6;
 pub mod lab;
 pub mod netns;
 pub mod ranges;

@@ -24,16 +24,17 @@ use steer::{
     prefix::Prefix,
 };
 use steer_tests::{
-    daemon::{Daemon, Workdir, steer_in},
+    daemon::{Daemon, steer_in},
     dns::Dnsmasq,
-    lab::{Arrival, ISP_DOWN, Lab, Wan, udp_arrivals, udp_arrivals_from},
-    scenario::{Options, Scenario, config_text},
+    ipv6::{
+        N, SETTLE, a6, assert_all_from, assert_no_foreign_source_reached_an_isp, assert_udp_from,
+        b6, client_in, prefix, router_state, start, text,
+    },
+    lab::{ISP_DOWN, Lab, Wan, udp_arrivals, udp_arrivals_from},
+    scenario::Scenario,
     service::Service,
 };
 
-const N: usize = 20;
-/// Bound on every wait for the daemon or for traffic.
-const SETTLE: Duration = Duration::from_secs(10);
 /// Bound on waiting for the client to act on a router advertisement: dnsmasq advertises
 /// every [`RA_INTERVAL`] seconds at most, so this is several intervals.
 const RA_WAIT: Duration = Duration::from_secs(30);
@@ -43,29 +44,6 @@ const RA_INTERVAL: u32 = 4;
 const NPT: &str = "[ipv6]\nmode = \"npt\"\nlan_prefix = \"fd10::/64\"\n";
 /// The `[ipv6]` section of the source-specific routing tests.
 const SOURCE: &str = "[ipv6]\nmode = \"source\"\n";
-
-fn a6() -> IpAddr {
-    Lab::SERVER_A6.into()
-}
-
-/// SERVER_B6 is in the scenario's `bypass` set (wan2-first); everything else goes by wan1.
-fn b6() -> IpAddr {
-    Lab::SERVER_B6.into()
-}
-
-fn prefix(text: &str) -> Prefix {
-    steer::prefix::parse_prefix(text, false).expect("a prefix")
-}
-
-/// The client's fd10::2 with its first `p.len()` bits replaced by `p`'s: what NPT with target
-/// `p` makes of it.
-fn client_in(p: Prefix) -> Ipv6Addr {
-    let IpAddr::V6(net) = p.addr() else {
-        panic!("{p} is not IPv6")
-    };
-    let mask = u128::MAX.checked_shl(128 - u32::from(p.len())).unwrap_or(0);
-    Ipv6Addr::from((u128::from(net) & mask) | (u128::from(Lab::CLIENT_V6) & !mask))
-}
 
 /// The first /64 of `p` (what a DHCPv6-PD client puts on the LAN), and the router's address
 /// there (::1).
@@ -77,38 +55,6 @@ fn lan_net(p: Prefix) -> (Prefix, Ipv6Addr) {
     (Prefix::new(net.into(), 64).expect("a /64"), router)
 }
 
-/// The scenario's configuration with `ipv6` (an `[ipv6]` section) before the WANs and WAN N's
-/// `prefix6` set to `prefix6[N - 1]` (`"auto"` or a prefix).
-fn config(work: &Workdir, ipv6: &str, prefix6: [&str; 2]) -> String {
-    let text = config_text(work, &Options::default());
-    assert!(text.contains("[[wan]]"), "{text}");
-    let mut text = text.replacen("[[wan]]", &format!("{ipv6}\n[[wan]]"), 1);
-    for w in Wan::ALL {
-        let line = format!("gateway6 = \"{}\"\n", Lab::gateway_v6(w));
-        assert!(text.contains(&line), "{line} in {text}");
-        text = text.replacen(
-            &line,
-            &format!("{line}prefix6 = \"{}\"\n", prefix6[w.index()]),
-            1,
-        );
-    }
-    text
-}
-
-/// The delegated-prefix lab with `steer run` on its router, routing in place.
-fn start(tag: &str, ipv6: &str, prefix6: [&str; 2]) -> Scenario {
-    steer_tests::require_root();
-    let lab = Lab::with_delegated_prefixes();
-    let work = Workdir::new(tag);
-    work.write("steer.toml", &config(&work, ipv6, prefix6));
-    let daemon = Daemon::start(&lab.router, &work);
-    let s = Scenario { daemon, work, lab };
-    s.wait_until("routing in sync", SETTLE, |st| {
-        st["routing"]["in_sync"] == true
-    });
-    s
-}
-
 /// `steer ARGS -c <config>` run in the router's namespace, as a DHCPv6 client's hook or the
 /// administrator there runs it (the configuration names the daemon's socket and pins).
 fn steer_on_router(s: &Scenario, args: &[&str]) -> Output {
@@ -118,29 +64,6 @@ fn steer_on_router(s: &Scenario, args: &[&str]) -> Output {
         .arg(s.work.config())
         .output()
         .expect("run steer")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The router's rules, routes, addresses, nftables and steer's log, for failure messages.
-fn router_state(s: &Scenario) -> String {
-    let out = s.lab.router.try_run(
-        "ip -6 rule; ip -6 route show table all; ip -6 addr; nft list ruleset 2>&1; \
-         conntrack -L -f ipv6 2>&1",
-    );
-    let client = s.lab.client.try_run("ip -6 addr; ip -6 route");
-    format!(
-        "router:\n{}\nclient:\n{}\ndaemon log:\n{}",
-        text(&out),
-        text(&client),
-        s.daemon.log_text()
-    )
 }
 
 /// `ipv6.wans[]` of `wan` in a status document.
@@ -166,40 +89,6 @@ fn wait_prefix6(s: &Scenario, wan: &str, want: Option<Prefix>, origin: &str) -> 
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Both ISPs dropped nothing for a foreign source: the router sent them only what they route.
-fn assert_no_foreign_source_reached_an_isp(s: &Scenario, when: &str) {
-    let dropped = Wan::ALL.map(|w| s.lab.isp_foreign_sources(w));
-    assert_eq!(
-        dropped,
-        [0, 0],
-        "{when}: the ISPs dropped packets with a foreign IPv6 source [ISP 1, ISP 2]\n{}",
-        router_state(s)
-    );
-}
-
-/// All `n` datagrams arrived over `w`'s ISP link, each from `source`.
-fn assert_all_from(s: &Scenario, got: &[Arrival], w: Wan, source: Ipv6Addr, what: &str) {
-    let wrong: Vec<&Arrival> = got
-        .iter()
-        .filter(|a| a.link != Some(w) || a.from.ip() != IpAddr::V6(source))
-        .collect();
-    assert!(
-        got.len() == N && wrong.is_empty(),
-        "{what}: want {N} datagrams over ISP {} from {source}; got {} ({} otherwise: {wrong:?})\n{}",
-        w.number(),
-        got.len(),
-        wrong.len(),
-        router_state(s)
-    );
-}
-
-/// Sends [`N`] datagrams from the client (the source its routing picks) to `server:port` and
-/// asserts they all arrived over `w`'s ISP link from `source`.
-fn assert_udp_from(s: &Scenario, server: IpAddr, port: u16, w: Wan, source: Ipv6Addr) {
-    let got = udp_arrivals(&s.lab, server, port, N);
-    assert_all_from(s, &got, w, source, &format!("udp to {server}:{port}"));
 }
 
 /// Adds (`add`) or deletes (`del`) the route a DHCPv6 client holds for a delegated prefix

@@ -12,156 +12,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use steer::prefix::Prefix;
 use steer_tests::{
-    daemon::{Daemon, Workdir},
+    ipv6::{
+        self, N, SETTLE, a6, assert_all_from, assert_no_foreign_source_reached_an_isp,
+        assert_udp_from, b6, client_in, prefix, router_foreign, router_state,
+    },
     lab::{
         Arrival, Lab, Stream, Wan, nft_counter_packets,
         tcp::{Conversation, EchoServer},
         udp_arrivals, udp_arrivals_from, udp_via,
     },
-    scenario::{Options, Scenario, config_text},
+    scenario::Scenario,
 };
 
-const N: usize = 20;
-/// Bound on every wait for the daemon or for traffic.
-const SETTLE: Duration = Duration::from_secs(10);
-/// The LAN prefix of the lab's client (fd10::2/64).
-const LAN_PREFIX: &str = "fd10::/64";
 /// The one port npt lets connections from the internet reach LAN hosts on (`inbound_tcp`).
 const INBOUND_PORT: u16 = 7241;
+/// `npt` with the lab client's LAN prefix (fd10::2/64) and [`INBOUND_PORT`] open inbound.
+const NPT: &str = "[ipv6]\nmode = \"npt\"\nlan_prefix = \"fd10::/64\"\ninbound_tcp = [\"7241\"]\n";
+/// NAT66 to each WAN's address.
+const MASQUERADE: &str = "[ipv6]\nmode = \"masquerade\"\n";
 
-fn a6() -> IpAddr {
-    Lab::SERVER_A6.into()
-}
-
-/// SERVER_B6 is in the scenario's `bypass` set (wan2-first); everything else goes by wan1.
-fn b6() -> IpAddr {
-    Lab::SERVER_B6.into()
-}
-
-fn prefix(text: &str) -> Prefix {
-    steer::prefix::parse_prefix(text, false).expect("a prefix")
-}
-
-/// `addr` with its first `p.len()` bits replaced by `p`'s (what NPT with target `p` makes of
-/// it: the bits after the prefix length are kept).
-fn translated(addr: Ipv6Addr, p: Prefix) -> Ipv6Addr {
-    let IpAddr::V6(net) = p.addr() else {
-        panic!("{p} is not IPv6")
-    };
-    let mask = u128::MAX.checked_shl(128 - u32::from(p.len())).unwrap_or(0);
-    Ipv6Addr::from((u128::from(net) & mask) | (u128::from(addr) & !mask))
-}
-
-/// The client's address in `p`: fd10::2 translated into it.
-fn client_in(p: Prefix) -> Ipv6Addr {
-    translated(Lab::CLIENT_V6, p)
-}
-
-/// How steer handles IPv6 in a test's configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    /// `npt` with `lan_prefix = "fd10::/64"`, each WAN's `prefix6` its ISP's delegation.
-    Npt,
-    /// `masquerade`, no `prefix6`.
-    Masquerade,
-}
-
-/// The scenario's configuration with an `[ipv6]` section and, in npt mode, each WAN's
-/// `prefix6` (what its ISP delegates in the lab).
-fn config(work: &Workdir, lab: &Lab, mode: Mode) -> String {
-    let text = config_text(work, &Options::default());
-    let ipv6 = match mode {
-        Mode::Npt => format!(
-            "[ipv6]\nmode = \"npt\"\nlan_prefix = \"{LAN_PREFIX}\"\ninbound_tcp = [\"{INBOUND_PORT}\"]\n\n"
-        ),
-        Mode::Masquerade => "[ipv6]\nmode = \"masquerade\"\n\n".to_owned(),
-    };
-    assert!(text.contains("[[wan]]"), "{text}");
-    let mut text = text.replacen("[[wan]]", &format!("{ipv6}[[wan]]"), 1);
-    if mode == Mode::Npt {
-        for w in Wan::ALL {
-            let line = format!("gateway6 = \"{}\"\n", Lab::gateway_v6(w));
-            assert!(text.contains(&line), "{line} in {text}");
-            text = text.replacen(
-                &line,
-                &format!("{line}prefix6 = \"{}\"\n", lab.delegation(w)),
-                1,
-            );
-        }
-    }
-    text
-}
-
-/// The delegated-prefix lab with `steer run` on its router, routing in place.
-fn start(tag: &str, mode: Mode) -> Scenario {
-    steer_tests::require_root();
-    let lab = Lab::with_delegated_prefixes();
-    let work = Workdir::new(tag);
-    work.write("steer.toml", &config(&work, &lab, mode));
-    let daemon = Daemon::start(&lab.router, &work);
-    let s = Scenario { daemon, work, lab };
-    s.wait_until("routing in sync", SETTLE, |st| {
-        st["routing"]["in_sync"] == true
-    });
-    s
-}
-
-/// The router's count of IPv6 packets it refused to send out of `w` with a foreign source.
-fn router_foreign(s: &Scenario, w: Wan) -> u64 {
-    nft_counter_packets(
-        &s.lab.router,
-        "inet steer",
-        &format!("foreign_source_{}", Lab::wan_iface(w)),
-    )
-}
-
-/// What the router's nftables and steer's log look like, for failure messages.
-fn router_state(s: &Scenario) -> String {
-    let out = s
-        .lab
-        .router
-        .try_run("nft list ruleset 2>&1; conntrack -L -f ipv6 2>&1");
-    format!(
-        "router ruleset and IPv6 conntrack:\n{}\ndaemon log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        s.daemon.log_text()
-    )
-}
-
-/// Both ISPs dropped nothing for a foreign source: the router sent them only what they route.
-fn assert_no_foreign_source_reached_an_isp(s: &Scenario, when: &str) {
-    let dropped = Wan::ALL.map(|w| s.lab.isp_foreign_sources(w));
-    assert_eq!(
-        dropped,
-        [0, 0],
-        "{when}: the ISPs dropped packets with a foreign IPv6 source [ISP 1, ISP 2]\n{}",
-        router_state(s)
-    );
-}
-
-/// All `n` datagrams arrived over `w`'s ISP link, each from `source`.
-fn assert_all_from(s: &Scenario, got: &[Arrival], n: usize, w: Wan, source: Ipv6Addr, what: &str) {
-    let wrong: Vec<&Arrival> = got
-        .iter()
-        .filter(|a| a.link != Some(w) || a.from.ip() != IpAddr::V6(source))
-        .collect();
-    assert!(
-        got.len() == n && wrong.is_empty(),
-        "{what}: want {n} datagrams over ISP {} from {source}; got {} ({} otherwise: {wrong:?})\n{}",
-        w.number(),
-        got.len(),
-        wrong.len(),
-        router_state(s)
-    );
-}
-
-/// Sends `n` datagrams from the client to `server:port` and asserts they all arrived over
-/// `w`'s ISP link from `source`.
-fn assert_udp_from(s: &Scenario, server: IpAddr, port: u16, w: Wan, source: Ipv6Addr) {
-    let got = udp_arrivals(&s.lab, server, port, N);
-    assert_all_from(s, &got, N, w, source, &format!("udp to {server}:{port}"));
+/// steer on the delegated-prefix lab in `mode`, each WAN's `prefix6` what its ISP delegates.
+fn start(tag: &str, mode: &str) -> Scenario {
+    let [d1, d2] = Wan::ALL.map(|w| Lab::initial_delegation(w).to_string());
+    ipv6::start(tag, mode, [&d1, &d2])
 }
 
 #[test]
@@ -233,7 +107,7 @@ fn the_delegated_prefix_lab_routes_each_prefix_to_the_router_and_its_isps_drop_f
 
 #[test]
 fn npt_gives_the_client_the_prefix_of_the_wan_that_carries_each_flow() {
-    let s = start("npt", Mode::Npt);
+    let s = start("npt", NPT);
     let (p1, p2) = (s.lab.delegation(Wan::One), s.lab.delegation(Wan::Two));
     // The default destination leaves by wan1, the bypass set's by wan2: each with the client's
     // address translated into that WAN's prefix, host bits kept.
@@ -259,7 +133,7 @@ fn npt_gives_the_client_the_prefix_of_the_wan_that_carries_each_flow() {
 
 #[test]
 fn when_wan1_fails_npt_moves_ipv6_into_wan2s_prefix_and_no_stale_source_reaches_an_isp() {
-    let s = start("npt-fail", Mode::Npt);
+    let s = start("npt-fail", NPT);
     let (p1, p2) = (s.lab.delegation(Wan::One), s.lab.delegation(Wan::Two));
     // One flow (one source port) across the failure.
     let stream = Stream::start(
@@ -337,7 +211,7 @@ fn receive(server: &UdpSocket, n: usize) -> Vec<(Vec<u8>, SocketAddr)> {
 
 #[test]
 fn after_isp2_renumbers_a_reload_moves_wan2_flows_into_the_new_prefix() {
-    let s = start("npt-renum", Mode::Npt);
+    let s = start("npt-renum", NPT);
     let (p1, old) = (s.lab.delegation(Wan::One), s.lab.delegation(Wan::Two));
     let port = 7221;
     let to = SocketAddr::new(b6(), port);
@@ -410,7 +284,7 @@ fn after_isp2_renumbers_a_reload_moves_wan2_flows_into_the_new_prefix() {
 #[test]
 fn npt_lets_the_internet_reach_the_client_at_its_address_in_each_wan_prefix_and_the_answer_returns_by_that_wan()
  {
-    let s = start("npt-in", Mode::Npt);
+    let s = start("npt-in", NPT);
     let _server = {
         // Listening on its LAN address only: what reaches it was translated back.
         let addr = SocketAddr::new(Lab::CLIENT_V6.into(), INBOUND_PORT);
@@ -473,7 +347,7 @@ fn npt_lets_the_internet_reach_the_client_at_its_address_in_each_wan_prefix_and_
 
 #[test]
 fn masquerade_gives_ipv6_the_address_of_the_wan_that_carries_it_and_follows_a_failover() {
-    let s = start("masq6", Mode::Masquerade);
+    let s = start("masq6", MASQUERADE);
     assert_udp_from(&s, b6(), 7251, Wan::Two, Lab::nat_addr_v6(Wan::Two));
     assert_udp_from(&s, a6(), 7252, Wan::One, Lab::nat_addr_v6(Wan::One));
     assert_no_foreign_source_reached_an_isp(&s, "after steering");
@@ -486,7 +360,7 @@ fn masquerade_gives_ipv6_the_address_of_the_wan_that_carries_it_and_follows_a_fa
 
 #[test]
 fn npt_drops_and_counts_a_lan_source_outside_lan_prefix_before_any_isp_sees_it() {
-    let s = start("npt-guard", Mode::Npt);
+    let s = start("npt-guard", NPT);
     let foreign: Ipv6Addr = "fd11::2".parse().expect("address");
     s.lab
         .client
@@ -516,6 +390,6 @@ fn npt_drops_and_counts_a_lan_source_outside_lan_prefix_before_any_isp_sees_it()
         // explicitly: with two addresses the client's own choice could be either.)
         let got = udp_arrivals_from(&s.lab, Lab::CLIENT_V6.into(), server, port + 10, N);
         let source = client_in(s.lab.delegation(w));
-        assert_all_from(&s, &got, N, w, source, "from the client's LAN address");
+        assert_all_from(&s, &got, w, source, "from the client's LAN address");
     }
 }
