@@ -17,8 +17,8 @@ use super::{
 };
 use crate::{
     model::ordered::PortRange,
-    prefix::{Prefix, parse_prefix},
-    wan_sources::learn::overlaps,
+    prefix::Prefix,
+    wan_sources::learn::{delegated_prefix, overlaps},
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,10 +52,6 @@ const MODES: Choices<Option<Ipv6Mode>> = Choices {
         ("source", Some(Ipv6Mode::Source)),
     ],
 };
-
-/// The longest prefix a WAN or the LAN may have: NPTv6 keeps the host bits, and hosts take
-/// addresses by SLAAC from a /64 at most.
-const LONGEST: u8 = 64;
 
 /// Where each WAN's `prefix6` is written (its own span when written, else the WAN's), so that
 /// the checks across WANs point at the right line.
@@ -138,33 +134,9 @@ pub(super) fn wan_prefix(cx: &mut Ctx<'_>, v: &S<String>, field: &str) -> Option
 }
 
 fn ipv6_prefix(cx: &mut Ctx<'_>, v: &S<String>, field: &str) -> Option<Prefix> {
-    let p = match parse_prefix(v.get_ref(), false) {
-        Ok(p) => p,
-        Err(e) => {
-            cx.err(&v.span(), field, e.message(), e.hint());
-            return None;
-        }
-    };
-    if p.is_v4() {
-        cx.err(
-            &v.span(),
-            field,
-            format!("{p} is an IPv4 prefix"),
-            "write an IPv6 prefix, e.g. \"2001:db8:1::/56\"",
-        );
-        return None;
-    }
-    if p.len() > LONGEST {
-        cx.err(
-            &v.span(),
-            field,
-            format!("{p} is longer than /{LONGEST}"),
-            "write the whole prefix the ISP delegates (a /48, /56, /60 or /64): hosts take \
-             addresses from a /64 and the translation keeps their last 64 bits",
-        );
-        return None;
-    }
-    Some(p)
+    delegated_prefix(v.get_ref())
+        .map_err(|(message, hint)| cx.err(&v.span(), field, message, hint))
+        .ok()
 }
 
 /// NPTv6 translates between `lan_prefix` and each WAN's prefix: all must be known and apart.

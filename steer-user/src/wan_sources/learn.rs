@@ -29,38 +29,48 @@ use crate::{
 /// daemon stops: the hook hands the prefix in again on every lease.
 pub type Hooked6 = BTreeMap<String, Prefix>;
 
-/// Why a prefix a hook hands in is no delegated prefix.
+/// The longest prefix a WAN or the LAN may have: NPTv6 keeps the host bits, and hosts take
+/// addresses by SLAAC from a /64 at most.
+pub const LONGEST: u8 = 64;
+
+/// `text` as a delegated prefix (`prefix6`, `lan_prefix`, a hook's): an IPv6 prefix of
+/// [`LONGEST`] or shorter; else what is wrong and what to write, for the caller to say where.
+pub fn delegated_prefix(text: &str) -> Result<Prefix, (String, String)> {
+    let p = crate::prefix::parse_prefix(text, false).map_err(|e| (e.message(), e.hint()))?;
+    if p.is_v4() {
+        return Err((
+            format!("{p} is an IPv4 prefix"),
+            "write an IPv6 prefix, e.g. \"2001:db8:1::/56\"".into(),
+        ));
+    }
+    if p.len() > LONGEST {
+        return Err((
+            format!("{p} is longer than /{LONGEST}"),
+            "write the whole prefix the ISP delegates (a /48, /56, /60 or /64): hosts take \
+             addresses from a /64 and the translation keeps their last 64 bits"
+                .into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// Why a prefix a hook hands in is no delegated prefix ([`delegated_prefix`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HookedPrefixError {
-    #[error("prefix6 `{text}`: {message}; {hint}")]
-    Unparsable {
-        text: String,
-        message: String,
-        hint: String,
-    },
-    #[error(
-        "prefix6 `{0}` is longer than /64: give the whole prefix the ISP delegated (a /48, \
-         /56, /60 or /64)"
-    )]
-    TooLong(String),
-    #[error("prefix6 `{0}` is an IPv4 prefix: give the IPv6 prefix the ISP delegated")]
-    Ipv4(String),
+#[error("prefix6 `{text}`: {message}; {hint}")]
+pub struct HookedPrefixError {
+    pub text: String,
+    pub message: String,
+    pub hint: String,
 }
 
 /// A prefix a hook hands in (`steer wan NAME prefix6 PREFIX`, the control socket's
-/// `prefix6`): an IPv6 prefix of /64 or shorter.
+/// `prefix6`).
 pub fn parse_hooked(text: &str) -> Result<Prefix, HookedPrefixError> {
-    let p =
-        crate::prefix::parse_prefix(text, false).map_err(|e| HookedPrefixError::Unparsable {
-            text: text.to_owned(),
-            message: e.message(),
-            hint: e.hint(),
-        })?;
-    match p {
-        Prefix::V6 { len, .. } if len <= 64 => Ok(p),
-        Prefix::V6 { .. } => Err(HookedPrefixError::TooLong(text.to_owned())),
-        Prefix::V4 { .. } => Err(HookedPrefixError::Ipv4(text.to_owned())),
-    }
+    delegated_prefix(text).map_err(|(message, hint)| HookedPrefixError {
+        text: text.to_owned(),
+        message,
+        hint,
+    })
 }
 
 /// Each WAN's prefix (every WAN of `wans` has an entry).
