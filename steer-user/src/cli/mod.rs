@@ -498,8 +498,13 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             outln(&memory_line(&c));
             if let Some(ipv6) = &c.ipv6 {
                 let prefixes = crate::wan_sources::configured(&c.wans);
-                let plan =
-                    crate::wan_sources::status(ipv6, &c.wans, &prefixes, Ok(Default::default()));
+                let plan = crate::wan_sources::status(
+                    ipv6,
+                    &c.wans,
+                    &prefixes,
+                    &[],
+                    Ok(Default::default()),
+                );
                 outln(render_ipv6(&plan).trim_end());
             }
             Ok(ExitCode::SUCCESS)

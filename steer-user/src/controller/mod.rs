@@ -1525,16 +1525,13 @@ impl Controller {
                     source: std::io::Error::other(e),
                 })
             });
-        let mut status =
-            crate::wan_sources::status(ipv6, &self.config.wans, &self.prefixes6.resolved, counters);
-        for w in &mut status.wans {
-            let prefix = crate::wan_sources::prefix_of(&self.prefixes6.resolved, &w.wan);
-            if prefix.is_some_and(|p| self.prefixes6.is_deprecated(p)) {
-                w.translation
-                    .push_str("; deprecated on the LAN while the WAN carries no IPv6");
-            }
-        }
-        Some(status)
+        Some(crate::wan_sources::status(
+            ipv6,
+            &self.config.wans,
+            &self.prefixes6.resolved,
+            self.prefixes6.deprecated(),
+            counters,
+        ))
     }
 
     /// The prefix maps' kernel memory now.

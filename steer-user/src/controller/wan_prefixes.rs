@@ -139,9 +139,9 @@ impl WanPrefixes {
             .map_or("not resolved yet".into(), |r| r.origin.clone())
     }
 
-    /// Whether `prefix` is deprecated on the LAN by steer now.
-    pub fn is_deprecated(&self, prefix: Prefix) -> bool {
-        self.deprecated.contains(&prefix)
+    /// The prefixes steer deprecates on the LAN now.
+    pub fn deprecated(&self) -> &[Prefix] {
+        &self.deprecated
     }
 
     /// The system changed (a netlink event): a DHCPv6 client may have rewritten a deprecated

@@ -112,6 +112,7 @@ pub fn status(
     ipv6: &Ipv6,
     wans: &[Wan],
     prefixes: &Prefixes,
+    deprecated: &[Prefix],
     counters: Result<nft::Counts, ToolError>,
 ) -> Ipv6Status {
     let (drops, counters_error) = match counters {
@@ -133,6 +134,10 @@ pub fn status(
                         "none: carries no IPv6 until its prefix is known".into()
                     }
                     (Ipv6Mode::Npt, None, Some(_)) => "none".into(),
+                    (Ipv6Mode::Source, _, Some(p)) if deprecated.contains(&p) => format!(
+                        "sources in {p} leave by it, kept (source-specific routing); deprecated \
+                         on the LAN while the WAN carries no IPv6"
+                    ),
                     (Ipv6Mode::Source, _, Some(p)) => {
                         format!("sources in {p} leave by it, kept (source-specific routing)")
                     }
@@ -283,7 +288,7 @@ pub(crate) mod tests {
     #[test]
     fn explain_says_what_a_source_becomes_on_each_wan() {
         let known = prefixes(Some("2001:db8:1::/56"), Some("2001:db8:2::/60"));
-        let st = status(&npt(), &wans(), &known, Ok(BTreeMap::new()));
+        let st = status(&npt(), &wans(), &known, &[], Ok(BTreeMap::new()));
         let fate = |wan: &str, src: &str| fate_of(&st, wan, src.parse().unwrap()).unwrap();
         assert_eq!(
             fate("wan1", "fd10::1234:5678"),
@@ -318,7 +323,7 @@ pub(crate) mod tests {
             args: "-j list counters".into(),
             stderr: "no such table".into(),
         };
-        let st = status(&npt(), &wans(), &half, Err(no_nft));
+        let st = status(&npt(), &wans(), &half, &[], Err(no_nft));
         assert!(st.wans[1].translation.starts_with("none"), "{st:?}");
         assert_eq!(
             st.counters_error.as_deref(),
