@@ -765,12 +765,8 @@ impl Controller {
             Err(line) => return vec![line],
         };
         let mut lines = changes.lines;
-        let prefixes = |p: &crate::wan_sources::Prefixes| -> Vec<_> {
-            p.iter().map(|(w, r)| (w.clone(), r.prefix)).collect()
-        };
-        if prefixes(&before.1) != prefixes(&self.prefixes6.resolved) {
+        if self.retranslate(before) {
             lines.extend(self.ensure_conntrack_marking());
-            self.retranslate(before);
         }
         for (wan, family, up, cause) in changes.availability {
             let verdict = Verdict {
@@ -1280,7 +1276,8 @@ impl Controller {
         report.took = started.elapsed();
         report.after.extend(self.ensure_conntrack_marking());
         if !first {
-            self.retranslate(old_sources);
+            // The table went in above, whatever changed.
+            let _ = self.retranslate(old_sources);
         }
         let why = if first { "start" } else { "reload" };
         report.after.extend(self.reconcile_routing(why).await);
@@ -1305,19 +1302,22 @@ impl Controller {
     }
 
     /// Queues the deletion of the IPv6 connections of each WAN whose source translation changed
-    /// since `before` (a reload, a renumbered prefix: [`crate::wan_sources::retranslated`]).
+    /// since `before` (a reload, a renumbered prefix: [`crate::wan_sources::retranslated`]);
+    /// whether there was one.
     fn retranslate(
         &mut self,
         (ipv6, prefixes): (Option<config::Ipv6>, crate::wan_sources::Prefixes),
-    ) {
+    ) -> bool {
         let now = (self.config.ipv6.as_ref(), &self.prefixes6.resolved);
-        for wan in crate::wan_sources::retranslated((ipv6.as_ref(), &prefixes), now) {
+        let changed = crate::wan_sources::retranslated((ipv6.as_ref(), &prefixes), now);
+        for wan in &changed {
             log::info!(
                 "{wan}: its IPv6 source translation changed; its IPv6 connections start over"
             );
-            let flush = self.flush_of(&wan, &[Family::V6]);
+            let flush = self.flush_of(wan, &[Family::V6]);
             self.flushes.extend(flush);
         }
+        !changed.is_empty()
     }
 
     /// Installs (or replaces) steer's nftables table for the configured WANs and LANs.
