@@ -456,6 +456,20 @@ fn move_flows_back(ctl: &Controller, (job, result): Listed) {
     }
 }
 
+/// Answers `message` once the conntrack flushes the request queued are done (their lines
+/// after it, each after `separator`), without holding the event loop.
+fn answer_after_flush(ctl: &mut Controller, message: String, separator: &str) -> Reply {
+    let Some(flush) = flush_connections(ctl) else {
+        return Reply::Now(Response::ok(serde_json::json!({ "message": message })));
+    };
+    let separator = separator.to_owned();
+    Reply::Later(tokio::spawn(async move {
+        let flushed = flush.await.unwrap_or_default();
+        let message = format!("{message}{separator}{}", flushed.join(&separator));
+        Response::ok(serde_json::json!({ "message": message }))
+    }))
+}
+
 /// Runs the conntrack flushes failovers asked for, off the event loop; the task ends with their
 /// report lines (also logged).
 fn flush_connections(ctl: &mut Controller) -> Option<JoinHandle<Vec<String>>> {
@@ -534,15 +548,7 @@ async fn handle(
                         None => format!("{name}: no change in where traffic goes"),
                     };
                     after_failover(ctl, service, report, listed);
-                    match flush_connections(ctl) {
-                        // Answered once the flush is done, without holding the event loop.
-                        Some(flush) => Reply::Later(tokio::spawn(async move {
-                            let flushed = flush.await.unwrap_or_default();
-                            let message = format!("{message}; {}", flushed.join("; "));
-                            Response::ok(serde_json::json!({ "message": message }))
-                        })),
-                        None => Reply::Now(Response::ok(serde_json::json!({ "message": message }))),
-                    }
+                    answer_after_flush(ctl, message, "; ")
                 }
                 Err(e) => Reply::Now(Response::error(e.to_string())),
             }
@@ -560,17 +566,9 @@ async fn handle(
         Request::Prefix6 { name, prefix } => match ctl.set_prefix6(&name, prefix).await {
             Ok(lines) => {
                 log_lines("", &lines);
-                let mut text: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
-                match flush_connections(ctl) {
-                    // Answered once the WAN's old IPv6 flows are cut (a renumbered prefix).
-                    Some(flush) => Reply::Later(tokio::spawn(async move {
-                        text.extend(flush.await.unwrap_or_default());
-                        Response::ok(serde_json::json!({ "message": text.join("\n") }))
-                    })),
-                    None => Reply::Now(Response::ok(
-                        serde_json::json!({ "message": text.join("\n") }),
-                    )),
-                }
+                let text: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
+                // The WAN's old IPv6 flows (a renumbered prefix) are cut before the answer.
+                answer_after_flush(ctl, text.join("\n"), "\n")
             }
             Err(e) => Reply::Now(Response::error(e.to_string())),
         },
