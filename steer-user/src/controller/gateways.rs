@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use crate::{
     config::{NextHop, Wan},
     model::Family,
-    routing::{DefaultRoute, Gateway, SystemView},
+    routing::{DefaultRoute, Gateway, MAIN_TABLE, SystemView},
 };
 
 /// Gateways handed in from outside (`steer wan NAME gateway ADDR`), by WAN and family. They
@@ -96,8 +96,6 @@ fn best_default<'v>(
         .filter(|r| r.family == family && r.interface == interface)
         .min_by_key(|r| (r.table != MAIN_TABLE, r.source.is_some(), r.metric))
 }
-
-const MAIN_TABLE: u32 = 254;
 
 #[cfg(test)]
 mod tests {

@@ -20,8 +20,8 @@ use netlink_packet_route::{
 use rtnetlink::{Handle, IpVersion};
 
 use super::{
-    DefaultRoute, DelegatedRoute, Family, RTPROT_STEER, ReconcileReport, RouteSpec, RuleAction,
-    RuleSpec,
+    DefaultRoute, DelegatedRoute, Family, MAIN_TABLE, RTPROT_STEER, ReconcileReport, RouteSpec,
+    RuleAction, RuleSpec,
 };
 use crate::{model::LocalKind, prefix::Prefix};
 
@@ -210,8 +210,6 @@ async fn dump_routes(
     Ok(out)
 }
 
-/// The main table's id.
-const RT_TABLE_MAIN: u32 = 254;
 /// The local table's id (the router's own addresses).
 const RT_TABLE_LOCAL: u32 = 255;
 
@@ -223,10 +221,10 @@ pub(crate) async fn local_routes(
     let mut out = Vec::new();
     let mut delegated = Vec::new();
     for family in Family::ALL {
-        for table in [RT_TABLE_LOCAL, RT_TABLE_MAIN] {
+        for table in [RT_TABLE_LOCAL, MAIN_TABLE] {
             for m in dump_routes(handle, &family, Some(table), None).await? {
                 out.extend(local_route(&m, table));
-                if table == RT_TABLE_MAIN {
+                if table == MAIN_TABLE {
                     delegated.extend(delegated_route(&m));
                 }
             }

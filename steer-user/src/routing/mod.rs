@@ -98,7 +98,7 @@ pub const PRIORITY_SOURCE_MAIN: u32 = 1050;
 /// Source-specific routing: WAN n's prefix goes to its table at this + n.
 pub const PRIORITY_SOURCE_BASE: u32 = 1051;
 /// The main routing table.
-const MAIN_TABLE: u32 = 254;
+pub const MAIN_TABLE: u32 = 254;
 
 /// Address family of a rule or route.
 pub use crate::model::Family;
