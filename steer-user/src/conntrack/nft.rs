@@ -31,11 +31,11 @@ pub fn ruleset(mask: u32, wans: &[MarkedWan], lan: &[String]) -> String {
 /// first is the common case: a packet whose mark already is its connection's (the classifier
 /// gave it the WAN its connection is on) has nothing to do here, found by one lookup of the
 /// pair of marks; it skips the interface name, whose copy and compare cost more than the rest
-/// (measured: the ct-mark table's cost per packet of 1M-prefix forwarding fell from ~150 ns to
-/// within noise of none). Then one branch on the connection's state and a map lookup to the
-/// WAN's chain: a new connection by its packet mark (the classifier's verdict; it wins over the
-/// input interface), else one coming in through a WAN by that interface. A WAN's chain writes
-/// its mark under the mask; its name carries the mark, so chains stay unique.
+/// (the forwarding benchmark's variants: README, Benchmarks, stop 35). Then one branch on the
+/// connection's state and a map lookup to the WAN's chain: a new connection by its packet mark
+/// (the classifier's verdict; it wins over the input interface), else one coming in through a
+/// WAN by that interface. A WAN's chain writes its mark under the mask; its name carries the
+/// mark, so chains stay unique.
 pub fn ruleset_with(mask: u32, wans: &[MarkedWan], lan: &[String], extra: &str) -> String {
     let keep = !mask;
     let mut chains = String::new();
