@@ -911,7 +911,11 @@ impl Controller {
     /// carry IPv6 now, and restores the others ([`crate::wan_sources::deprecate`]). Cheap when
     /// nothing changed: the daemon calls it after every event.
     pub fn deprecate_dead_prefixes(&mut self) -> Vec<ReportLine> {
-        let source = self.config.ipv6_mode() == Some(config::Ipv6Mode::Source);
+        let now = crate::dataplane::learned::boottime_secs();
+        if self.config.ipv6_mode() != Some(config::Ipv6Mode::Source) {
+            // Left source mode by a reload: what it deprecated comes back.
+            return self.prefixes6.restore_all(&self.config.general.lan, now);
+        }
         let (mut dead, mut live) = (Vec::new(), Vec::new());
         // A WAN the VRRP master holds (down on this backup) is neither: its prefix is the
         // master's to advertise.
@@ -919,7 +923,7 @@ impl Controller {
             .config
             .wans
             .iter()
-            .filter(|w| source && self.vrrp_probed(&w.name))
+            .filter(|w| self.vrrp_probed(&w.name))
         {
             if let Some(p) = crate::wan_sources::prefix_of(&self.prefixes6.resolved, &w.name) {
                 match self.usable(&w.name, Family::V6) {
@@ -928,9 +932,8 @@ impl Controller {
                 }
             }
         }
-        let now = crate::dataplane::learned::boottime_secs();
-        let lan = self.config.general.lan.clone();
-        self.prefixes6.deprecate((dead, live), &lan, now)
+        self.prefixes6
+            .deprecate((dead, live), &self.config.general.lan, now)
     }
 
     /// Sets (`Some`) or clears (`None`: back to what the system says) the delegated prefix a
@@ -971,14 +974,17 @@ impl Controller {
         Ok(lines)
     }
 
-    /// What `prefix` for WAN `wan` would overlap: another WAN's prefix or the LAN's.
+    /// What `prefix` for WAN `wan` would overlap: another WAN's prefix, configured or handed
+    /// in, or the LAN's.
     fn prefix6_clash(&self, wan: &str, prefix: crate::prefix::Prefix) -> Option<String> {
         use crate::wan_sources::learn::overlaps;
-        let others = self.prefixes6.resolved.iter().filter(|(w, _)| *w != wan);
-        for (other, r) in others {
-            if let Some(q) = r.prefix.filter(|q| overlaps(prefix, *q)) {
-                return Some(format!("WAN {other}'s prefix {q}"));
-            }
+        let configured = self.config.wans.iter().filter_map(|w| match w.prefix6 {
+            Some(config::Prefix6::Fixed(p)) if w.name != wan => Some((w.name.as_str(), p)),
+            _ => None,
+        });
+        let mut others = configured.chain(self.prefixes6.hooked_elsewhere(wan));
+        if let Some((other, q)) = others.find(|(_, q)| overlaps(prefix, *q)) {
+            return Some(format!("WAN {other}'s prefix {q}"));
         }
         let lan = self.config.ipv6.as_ref().and_then(|i| i.lan_prefix);
         lan.filter(|l| overlaps(prefix, *l))
@@ -1041,12 +1047,8 @@ impl Controller {
     /// Stops steering: lets go of the dataplane, then removes everything ([`teardown`]).
     pub async fn stop(mut self) -> Result<Teardown, ControllerError> {
         // Hosts may prefer every WAN's prefix again: nothing steers them away any more.
-        let lan = self.config.general.lan.clone();
         let now = crate::dataplane::learned::boottime_secs();
-        let every: Vec<crate::prefix::Prefix> = (self.prefixes6.resolved.values())
-            .filter_map(|r| r.prefix)
-            .collect();
-        for line in self.prefixes6.deprecate((Vec::new(), every), &lan, now) {
+        for line in self.prefixes6.restore_all(&self.config.general.lan, now) {
             log::info!("{}", line.text);
         }
         let Controller { dp, config, .. } = self;

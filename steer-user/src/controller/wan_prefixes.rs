@@ -75,6 +75,9 @@ impl WanPrefixes {
         WanPrefixes {
             hooked: found.hooked,
             saved: found.saved,
+            // What the daemon before deprecated is looked at on the first pass, not at the
+            // next netlink event.
+            addresses_changed: true,
             kept: Some((path, boot)),
             ..WanPrefixes::default()
         }
@@ -160,12 +163,14 @@ impl WanPrefixes {
         lan: &[String],
         now: u64,
     ) -> Vec<ReportLine> {
-        let nothing_held = self.saved.is_empty() && self.deprecated.is_empty();
-        let not_source = dead.is_empty() && live.is_empty() && nothing_held;
-        if not_source || (dead == self.deprecated && !self.addresses_changed) {
+        let idle = dead.is_empty() && self.saved.is_empty() && self.deprecated.is_empty();
+        if idle || (dead == self.deprecated && !self.addresses_changed) {
             return Vec::new();
         }
         self.addresses_changed = false;
+        // Taken as done even when reading fails: the error is reported once, not on every
+        // pass of the daemon's loop; the next address event tries again.
+        self.deprecated = dead.clone();
         let addrs = match deprecate::read(lan) {
             Ok(a) => a,
             Err(e) => {
@@ -177,7 +182,6 @@ impl WanPrefixes {
         let before = self.saved.clone();
         deprecate::forget_stale(&mut self.saved, &addrs);
         let changes = deprecate::plan(&addrs, (&dead, &live), &self.saved, now);
-        self.deprecated = dead;
         let lines = deprecate::apply(&changes, &mut self.saved, now);
         if self.saved != before {
             self.keep();
@@ -185,16 +189,31 @@ impl WanPrefixes {
         lines.into_iter().map(ReportLine::info).collect()
     }
 
-    /// Sets (`Some`) or clears (`None`) the prefix a DHCPv6 client hook handed in for `wan`.
+    /// Restores every address steer deprecated inside a prefix a WAN holds: deprecation is
+    /// off (`mode` is not `source` any more, steer stops).
+    pub fn restore_all(&mut self, lan: &[String], now: u64) -> Vec<ReportLine> {
+        let every = self.resolved.values().filter_map(|r| r.prefix).collect();
+        self.deprecate((Vec::new(), every), lan, now)
+    }
+
+    /// Sets (`Some`) or clears (`None`) the prefix a DHCPv6 client hook handed in for `wan`;
+    /// kept across restarts when it changed (a DHCPv6 renewal hands in the same one).
     pub fn hook(&mut self, wan: &str, prefix: Option<Prefix>) {
-        match prefix {
-            Some(p) => {
-                self.hooked.insert(wan.to_owned(), p);
-            }
-            None => {
-                self.hooked.remove(wan);
-            }
+        let before = match prefix {
+            Some(p) => self.hooked.insert(wan.to_owned(), p),
+            None => self.hooked.remove(wan),
+        };
+        if before != prefix {
+            self.keep();
         }
-        self.keep();
+    }
+
+    /// The prefixes other WANs than `wan` hold for sure: handed in by a hook. (A prefix
+    /// learned by elimination is not: handing one in may be what moves it.)
+    pub fn hooked_elsewhere<'a>(&'a self, wan: &'a str) -> impl Iterator<Item = (&'a str, Prefix)> {
+        self.hooked
+            .iter()
+            .filter(move |(w, _)| w.as_str() != wan)
+            .map(|(w, p)| (w.as_str(), *p))
     }
 }

@@ -44,9 +44,10 @@ pub enum Change {
 /// The changes that bring `addrs` to "deprecated inside `dead`, preferred inside `live`";
 /// `saved` holds what steer deprecated, `now` the clock. Addresses in neither (a prefix the
 /// ISP took back, one the VRRP master owns) are left as they are: steer does not make a
-/// prefix preferred that no WAN of its carries. An address inside a `live` prefix found
-/// deprecated with nothing saved (a daemon restarted while its WAN was down) gets its valid
-/// lifetime as preferred: nothing else deprecates a live WAN's prefix.
+/// prefix preferred that no WAN of its carries. Nor does it restore what it did not deprecate
+/// (nothing saved: an ISP's renumbering, the DHCPv6 client); a daemon restarted while a WAN
+/// was down has what it saved from [`super::kept`]. An address whose saved preferred lifetime
+/// ran out during the outage stays deprecated: its restore is to 0, and forgets it.
 pub fn plan(
     addrs: &[LanAddress],
     (dead, live): (&[Prefix], &[Prefix]),
@@ -70,7 +71,6 @@ pub fn plan(
                 };
                 changes.push(Change::Restore(a.clone(), preferred));
             }
-            (false, true, Some(0), None) => changes.push(Change::Restore(a.clone(), a.valid)),
             _ => {}
         }
     }
@@ -111,6 +111,10 @@ pub fn apply(changes: &[Change], saved: &mut Saved, now: u64) -> Vec<String> {
             }
             let what = match c {
                 Change::Deprecate(_) => "deprecated (its WAN carries no IPv6)".to_owned(),
+                Change::Restore(..) if preferred == Some(0) => {
+                    "left deprecated: its preferred lifetime ran out while its WAN was down"
+                        .to_owned()
+                }
                 Change::Restore(..) => format!("preferred again ({})", lifetime(preferred)),
             };
             match done {
@@ -237,10 +241,14 @@ mod tests {
         let mut kept = saved.clone();
         forget_stale(&mut kept, &now_deprecated);
         assert_eq!(kept, saved);
-        // Deprecated before this daemon started, and its WAN is live: valid lifetime again.
+        // Deprecated by someone else (an ISP's renumbering), though its WAN is live: not
+        // steer's to restore.
+        assert!(plan(&now_deprecated, (&[], &all), &Saved::new(), 300).is_empty());
+        // Its preferred lifetime ran out during the outage: it stays deprecated, and the
+        // restore to 0 forgets it.
         assert_eq!(
-            plan(&now_deprecated, (&[], &all), &Saved::new(), 300),
-            [Change::Restore(now_deprecated[0].clone(), Some(7000))]
+            plan(&now_deprecated, (&[], &all), &saved, 100 + 3600 + 5),
+            [Change::Restore(now_deprecated[0].clone(), Some(0))]
         );
         // An address of no WAN's prefix someone else deprecated is not steer's to restore.
         assert!(plan(&now_deprecated, (&[], &live), &Saved::new(), 300).is_empty());
