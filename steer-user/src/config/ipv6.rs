@@ -85,13 +85,19 @@ pub(super) fn build(
         Ipv6Mode::Source => source_needs(cx, &span, raw.lan_prefix.as_ref(), wans),
         Ipv6Mode::Masquerade => {}
     }
-    let inbound_keys = [&raw.inbound_tcp, &raw.inbound_udp];
+    let inbound_keys = [
+        ("ipv6.inbound_tcp", &raw.inbound_tcp),
+        ("ipv6.inbound_udp", &raw.inbound_udp),
+    ];
+    let given = inbound_keys
+        .into_iter()
+        .find_map(|(key, v)| v.as_ref().map(|v| (key, v)));
     if mode != Ipv6Mode::Npt
-        && let Some(v) = inbound_keys.into_iter().flatten().next()
+        && let Some((key, v)) = given
     {
         cx.err(
             &v.span(),
-            "ipv6.inbound_tcp",
+            key,
             format!(
                 "only mode \"npt\" translates inbound connections (mode is \"{}\")",
                 mode.word()

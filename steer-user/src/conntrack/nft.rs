@@ -177,10 +177,10 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), ConntrackError> {
 
 /// `nft` talks to the kernel only: a run that takes longer than this is stuck (a wedged
 /// netlink, a lock) and must not hold up the caller.
-const NFT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Waits for `child` up to [`NFT_TIMEOUT`]; `None` when it is still running.
-fn wait_bounded(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
+pub(crate) fn wait_bounded(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + NFT_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait()? {

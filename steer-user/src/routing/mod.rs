@@ -555,7 +555,7 @@ impl DefaultRoute {
     /// Where it came from, in words: "table main, proto dhcp".
     pub fn origin(&self) -> String {
         let table = match self.table {
-            254 => "main".to_owned(),
+            MAIN_TABLE => "main".to_owned(),
             t => t.to_string(),
         };
         let from = self.source.map_or(String::new(), |p| format!(", from {p}"));

@@ -153,30 +153,31 @@ fn lifetime_arg(l: Option<u32>) -> String {
 /// The global IPv6 addresses of the interfaces `lan` (`ip -j -6 addr show`); an interface that
 /// does not exist has none.
 pub fn read(lan: &[String]) -> Result<Vec<LanAddress>, ToolError> {
-    let mut out = Vec::new();
-    for iface in lan {
-        let args = ["-j", "-6", "addr", "show", "dev", iface, "scope", "global"].map(str::to_owned);
-        let Ok(stdout) = run("ip", &args) else {
-            // No such interface (yet): no addresses.
-            continue;
-        };
-        let json: serde_json::Value = serde_json::from_slice(&stdout)
-            .map_err(|source| ToolError::Output { tool: "ip", source })?;
-        out.extend(parse(iface, &json));
-    }
-    Ok(out)
+    // One run for all of them; a LAN interface that is not there (yet) has no addresses.
+    let args = ["-j", "-6", "addr", "show", "scope", "global"].map(str::to_owned);
+    let json: serde_json::Value = serde_json::from_slice(&run("ip", &args)?)
+        .map_err(|source| ToolError::Output { tool: "ip", source })?;
+    Ok(parse(lan, &json))
 }
 
-fn parse(iface: &str, json: &serde_json::Value) -> Vec<LanAddress> {
+/// The addresses of the `lan` interfaces in `ip -j addr`'s output.
+fn parse(lan: &[String], json: &serde_json::Value) -> Vec<LanAddress> {
     let forever = |v: &serde_json::Value| {
         v.as_u64()
             .filter(|&s| s < u64::from(u32::MAX))
             .map(|s| s as u32)
     };
-    let infos = json.as_array().into_iter().flatten();
-    let addrs = infos.flat_map(|link| link["addr_info"].as_array().into_iter().flatten());
+    let links = json.as_array().into_iter().flatten();
+    let of_lan = links.filter_map(|link| {
+        let name = link["ifname"].as_str()?;
+        lan.iter().any(|l| l == name).then_some((name, link))
+    });
+    let addrs = of_lan.flat_map(|(name, link)| {
+        let infos = link["addr_info"].as_array().into_iter().flatten();
+        infos.map(move |i| (name, i))
+    });
     addrs
-        .filter_map(|i| {
+        .filter_map(|(iface, i)| {
             let addr: Ipv6Addr = i["local"].as_str()?.parse().ok()?;
             Some(LanAddress {
                 interface: iface.to_owned(),
@@ -272,17 +273,20 @@ mod tests {
     }
 
     #[test]
-    fn ip_json_gives_lifetimes_and_the_flags_to_keep() {
+    fn ip_json_gives_the_lan_addresses_lifetimes_and_the_flags_to_keep() {
         let json: serde_json::Value = serde_json::from_str(
             r#"[{"ifname":"br-lan","addr_info":[
                 {"family":"inet6","local":"2001:db8:2::1","prefixlen":64,"scope":"global",
                  "valid_life_time":4294967295,"preferred_life_time":4294967295},
                 {"family":"inet6","local":"2001:db8:1::1","prefixlen":64,"scope":"global",
                  "dynamic":true,"noprefixroute":true,"mngtmpaddr":true,
-                 "valid_life_time":7200,"preferred_life_time":3600},{}]}]"#,
+                 "valid_life_time":7200,"preferred_life_time":3600},{}]},
+               {"ifname":"wan","addr_info":[
+                {"family":"inet6","local":"2001:db8:9::1","prefixlen":64,"scope":"global",
+                 "valid_life_time":600,"preferred_life_time":300}]}]"#,
         )
         .unwrap();
-        let got = parse("br-lan", &json);
+        let got = parse(&["br-lan".to_owned()], &json);
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].valid, got[0].preferred), (None, None));
         assert_eq!((got[1].valid, got[1].preferred), (Some(7200), Some(3600)));

@@ -25,8 +25,9 @@ use crate::{
     routing::{DelegatedRoute, SystemView},
 };
 
-/// Prefixes handed in by DHCPv6 client hooks, by WAN name. They last until changed or the
-/// daemon stops: the hook hands the prefix in again on every lease.
+/// Prefixes handed in by DHCPv6 client hooks, by WAN name. They last until changed, and
+/// across a restart of the daemon within this boot ([`super::kept`]); the hook hands the
+/// prefix in again on every lease.
 pub type Hooked6 = BTreeMap<String, Prefix>;
 
 /// The longest prefix a WAN or the LAN may have: NPTv6 keeps the host bits, and hosts take

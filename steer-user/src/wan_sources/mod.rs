@@ -7,18 +7,23 @@
 //! - [`nft`]: the chains, computed from the mode and the WANs' prefixes; they live in steer's
 //!   nftables table (`inet steer`, [`crate::conntrack::nft`]), so installing the table
 //!   installs them, and the controller installs it again when a prefix changes.
+//! - [`deprecate`]: `source` mode's deprecation of a dead WAN's prefix on the LAN.
+//! - [`kept`]: what a restarted daemon takes back (hooked prefixes, saved lifetimes).
 //!
 //! What the chains do:
 //! - `npt`: a packet from `lan_prefix` leaving WAN k gets its prefix replaced by WAN k's (host
 //!   bits kept; nftables `snat ip6 prefix to`); a new connection coming in by WAN k to an
-//!   address of its prefix is translated back (`dnat ip6 prefix to`), so port forwards work,
-//!   and its connection mark sends the replies out by WAN k. The translation is bound when a
+//!   address of its prefix is translated back (`dnat ip6 prefix to`) on the ports
+//!   `inbound_tcp`/`inbound_udp` open (the others are dropped), and its connection mark sends
+//!   the replies out by WAN k. The translation is bound when a
 //!   connection starts: a flow that moves to another WAN starts over (steer deletes the
 //!   conntrack entries of a WAN that goes down, and the IPv6 ones of a WAN whose prefix
 //!   changes). A WAN whose prefix is not known yet carries no IPv6 (its IPv6 is unusable, as
 //!   without a gateway), so policies send IPv6 elsewhere.
 //! - `masquerade`: NAT66 to the address of the WAN the packet leaves by.
-//! - In both, after translation, the guard: an IPv6 packet leaving WAN k must come from WAN k's
+//! - `source`: no translation; hosts hold an address of each WAN's prefix, source rules send
+//!   each prefix to its WAN, and a dead WAN's prefix is deprecated on the LAN ([`deprecate`]).
+//! - In all three, after translation, the guard: an IPv6 packet leaving WAN k must come from WAN k's
 //!   prefix, from an address of WAN k's own interface, or from `::`/link-local (neighbour
 //!   discovery, DHCPv6). Anything else is dropped, and counted per WAN in the named counter
 //!   [`nft::counter_name`], which `steer status` and the metrics read.
@@ -57,6 +62,8 @@ pub enum ToolError {
         args: String,
         stderr: String,
     },
+    #[error("{tool} {args} did not finish within {} s and was killed", crate::conntrack::nft::NFT_TIMEOUT.as_secs())]
+    Stuck { tool: &'static str, args: String },
     #[error("{tool} printed JSON steer cannot read: {source}")]
     Output {
         tool: &'static str,
@@ -65,20 +72,48 @@ pub enum ToolError {
     },
 }
 
-/// Runs `tool` with `args`; its standard output, or why not.
+/// Runs `tool` with `args`; its standard output, or why not. Bounded like steer's other `nft`
+/// runs ([`crate::conntrack::nft::wait_bounded`]): some run on the daemon's event loop.
 pub(crate) fn run(tool: &'static str, args: &[String]) -> Result<Vec<u8>, ToolError> {
-    let out = std::process::Command::new(tool)
+    use std::{io::Read, process::Stdio};
+    let spawn = |source| ToolError::Spawn { tool, source };
+    let mut child = std::process::Command::new(tool)
         .args(args)
-        .output()
-        .map_err(|source| ToolError::Spawn { tool, source })?;
-    if !out.status.success() {
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn)?;
+    // Read while it runs: output larger than a pipe would otherwise stall it.
+    let mut pipes = (child.stdout.take(), child.stderr.take());
+    let reader = std::thread::spawn(move || {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        if let Some(p) = pipes.0.as_mut() {
+            let _ = p.read_to_end(&mut out);
+        }
+        if let Some(p) = pipes.1.as_mut() {
+            let _ = p.read_to_end(&mut err);
+        }
+        (out, err)
+    });
+    let status = crate::conntrack::nft::wait_bounded(&mut child).map_err(spawn)?;
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(ToolError::Stuck {
+            tool,
+            args: args.join(" "),
+        });
+    };
+    let (stdout, stderr) = reader.join().unwrap_or_default();
+    if !status.success() {
         return Err(ToolError::Failed {
             tool,
             args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
         });
     }
-    Ok(out.stdout)
+    Ok(stdout)
 }
 
 /// One WAN's prefix as resolved, or why there is none.

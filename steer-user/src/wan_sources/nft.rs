@@ -102,13 +102,7 @@ fn inbound_ports(ipv6: &Ipv6, wans: &[Wan], prefixes: &Prefixes) -> String {
     let mut open = String::new();
     for (proto, ports) in [("tcp", &ipv6.inbound_tcp), ("udp", &ipv6.inbound_udp)] {
         if !ports.is_empty() {
-            let list: Vec<String> = ports
-                .iter()
-                .map(|r| match r.first == r.last {
-                    true => r.first.to_string(),
-                    false => format!("{}-{}", r.first, r.last),
-                })
-                .collect();
+            let list: Vec<String> = ports.iter().map(ToString::to_string).collect();
             open.push_str(&format!(
                 "\t\t{proto} dport {{ {} }} return\n",
                 list.join(", ")
