@@ -174,7 +174,10 @@ fn two_delegated_prefixes_wait_for_the_hook_which_names_one_and_the_other_is_lef
         let st = s.status();
         let w = source_status(&st, wan);
         assert!(
-            w["prefix6"].is_null() && w["origin"].as_str().is_some_and(|o| o.contains(wan)),
+            w["prefix6"].is_null()
+                && w["origin"]
+                    .as_str()
+                    .is_some_and(|o| o.contains(&format!("`steer wan {wan} prefix6 PREFIX`"))),
             "{wan} after a refused prefix6: {w}"
         );
     }
@@ -523,19 +526,10 @@ fn dhcpd6(s: &Scenario, w: Wan) -> Service {
     );
     let leases = s.work.write(&format!("dhcpd6-{n}.leases"), "");
     let pid = s.work.dir.join(format!("dhcpd6-{n}.pid"));
+    let [conf, leases, pid] = [conf, leases, pid].map(|p| p.display().to_string());
     let args = [
-        "dhcpd".to_owned(),
-        "-6".into(),
-        "-f".into(),
-        "-cf".into(),
-        conf.display().to_string(),
-        "-lf".into(),
-        leases.display().to_string(),
-        "-pf".into(),
-        pid.display().to_string(),
-        ISP_DOWN.into(),
+        "dhcpd", "-6", "-f", "-cf", &conf, "-lf", &leases, "-pf", &pid, ISP_DOWN,
     ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Service::start(s.lab.isp(w), &s.work.dir, &format!("dhcpd6-{n}"), &args)
 }
 
@@ -563,17 +557,8 @@ fn dhcpcd6(s: &Scenario, w: Wan) -> Service {
     );
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    let args = [
-        "dhcpcd".to_owned(),
-        "-B".into(),
-        "-6".into(),
-        "-f".into(),
-        conf.display().to_string(),
-        "-c".into(),
-        script.display().to_string(),
-        wan.into(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let [conf, script] = [conf, script].map(|p| p.display().to_string());
+    let args = ["dhcpcd", "-B", "-6", "-f", &conf, "-c", &script, wan];
     Service::start(&s.lab.router, &s.work.dir, &format!("dhcpcd-{n}"), &args)
 }
 
@@ -581,19 +566,14 @@ fn dhcpcd6(s: &Scenario, w: Wan) -> Service {
 fn two_lines_delegating_by_dhcpv6_each_get_their_prefix_through_dhcpcds_hook() {
     let mut s = start("pd-dhcpcd", NPT, ["auto", "auto"]);
     let _servers = Wan::ALL.map(|w| dhcpd6(&s, w));
-    let clients = Wan::ALL.map(|w| dhcpcd6(&s, w));
+    let _clients = Wan::ALL.map(|w| dhcpcd6(&s, w));
     for w in Wan::ALL {
         let name = Lab::wan_iface(w);
-        let origin = wait_prefix6(
+        wait_prefix6(
             &s,
             name,
             Some(s.lab.delegation(w)),
             &format!("set by `steer wan {name} prefix6`"),
-        );
-        assert!(
-            origin.contains("prefix6"),
-            "{origin}\n{}",
-            clients[w.index()].log_text()
         );
     }
     // dhcpcd holds each prefix as it does on a router: a reject route for the whole prefix.

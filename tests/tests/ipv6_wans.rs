@@ -61,8 +61,10 @@ fn the_delegated_prefix_lab_routes_each_prefix_to_the_router_and_its_isps_drop_f
     assert_eq!(p1, prefix("2001:db8:1::/56"));
     let inside = client_in(p1);
     let add_client_address = |addr: Ipv6Addr| {
-        lab.client
-            .run(&format!("ip -6 addr add {addr}/64 dev eth0 nodad"));
+        lab.client.run(&format!(
+            "ip -6 addr add {addr}/64 dev {} nodad",
+            Lab::CLIENT_IFACE
+        ));
         lab.router.run(&format!(
             "ip -6 route add {addr}/128 dev {}",
             Lab::LAN_IFACE
@@ -90,7 +92,10 @@ fn the_delegated_prefix_lab_routes_each_prefix_to_the_router_and_its_isps_drop_f
     lab.delegate(Wan::One, renumbered);
     assert_eq!(lab.delegation(Wan::One), renumbered);
     let got = udp_arrivals_from(&lab, inside.into(), a6(), 7104, N);
-    assert!(got.is_empty(), "{got:?}");
+    assert!(
+        got.is_empty(),
+        "the old prefix still reached the server: {got:?}"
+    );
     assert!(lab.isp_foreign_sources(Wan::One) >= before + N as u64);
     assert!(!ping(inside), "{inside} is no longer routed to the router");
     let new = client_in(renumbered);
@@ -98,7 +103,8 @@ fn the_delegated_prefix_lab_routes_each_prefix_to_the_router_and_its_isps_drop_f
     let got = udp_arrivals_from(&lab, new.into(), a6(), 7105, N);
     assert_eq!(got.len(), N, "{got:?}");
     assert!(
-        got.iter().all(|a| a.from.ip() == IpAddr::V6(new)),
+        got.iter()
+            .all(|a| a.from.ip() == IpAddr::V6(new) && a.link == Some(Wan::One)),
         "{got:?}"
     );
     assert!(ping(new), "the internet reaches {new} through ISP 1");
@@ -295,8 +301,11 @@ fn npt_lets_the_internet_reach_the_client_at_its_address_in_each_wan_prefix_and_
     for (w, name) in [(Wan::Two, "by_wan2"), (Wan::One, "by_wan1")] {
         let watch = |isp: Wan| format!("{name}_isp{}", isp.number());
         for isp in Wan::ALL {
-            s.lab
-                .isp_watch(isp, &watch(isp), "meta l4proto tcp th sport 7241");
+            s.lab.isp_watch(
+                isp,
+                &watch(isp),
+                &format!("meta l4proto tcp th sport {INBOUND_PORT}"),
+            );
         }
         let target = SocketAddr::new(client_in(s.lab.delegation(w)).into(), INBOUND_PORT);
         let mut conversation = Conversation::open(&s.lab.internet, target).unwrap_or_else(|e| {
@@ -362,9 +371,10 @@ fn masquerade_gives_ipv6_the_address_of_the_wan_that_carries_it_and_follows_a_fa
 fn npt_drops_and_counts_a_lan_source_outside_lan_prefix_before_any_isp_sees_it() {
     let s = start("npt-guard", NPT);
     let foreign: Ipv6Addr = "fd11::2".parse().expect("address");
-    s.lab
-        .client
-        .run(&format!("ip -6 addr add {foreign}/64 dev eth0 nodad"));
+    s.lab.client.run(&format!(
+        "ip -6 addr add {foreign}/64 dev {} nodad",
+        Lab::CLIENT_IFACE
+    ));
     s.lab.router.run(&format!(
         "ip -6 route add fd11::/64 via {} dev {}",
         Lab::CLIENT_V6,

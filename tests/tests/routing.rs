@@ -741,7 +741,7 @@ fn watch_reports_carrier_and_routing_changes() {
     watcher.join().unwrap();
 }
 
-/// `[ipv6] mode = "source"` for the lab's WANs, with wan1's prefix and wan2's.
+/// `[ipv6] mode = "source"`, appended to a configuration whose WANs carry their `prefix6`.
 const SOURCE_MODE: &str = "\n[ipv6]\nmode = \"source\"\n";
 
 #[test]

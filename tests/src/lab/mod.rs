@@ -137,7 +137,6 @@ struct Build {
 /// nftables table the lab uses in the router and the ISPs (family `inet`).
 pub const NFT_TABLE: &str = "steer_lab";
 /// An ISP's interface towards the router (an `ip` keyword: always after `dev`).
-/// An ISP's interface towards the router.
 pub const ISP_DOWN: &str = "down";
 /// An ISP's interface towards the internet (an `ip` keyword: always after `dev`).
 const ISP_UP: &str = "up";
