@@ -815,20 +815,14 @@ impl Controller {
             ))),
         }
         let now = Instant::now();
-        // A WAN family carries traffic with its gateway and, for IPv6 under npt or source,
-        // its prefix: what decides is the two together, before and after.
-        let carries = |c: &Self, wan: &str, family: Family| {
-            c.gateways
-                .get(&(wan.to_owned(), family))
-                .is_some_and(|r| r.gateway.is_some())
-                && (family == Family::V4 || c.prefixes6.carries_ipv6(wan))
-        };
+        // What decides is the gateway and the prefix together ([`Self::carries`]), before and
+        // after.
         let before: Vec<Option<bool>> = wans
             .iter()
             .flat_map(|w| Family::ALL.map(|f| (w, f)))
             .map(|(w, f)| {
                 let known = self.gateways.contains_key(&(w.name.clone(), f));
-                known.then(|| carries(self, &w.name, f))
+                known.then(|| self.carries(&w.name, f))
             })
             .collect();
         seen.lines
@@ -864,7 +858,7 @@ impl Controller {
         self.gateways = gateways;
         let pairs = wans.iter().flat_map(|w| Family::ALL.map(|f| (w, f)));
         for ((wan, family), was) in pairs.zip(before) {
-            let is = carries(self, &wan.name, family);
+            let is = self.carries(&wan.name, family);
             if was.is_some_and(|was| was != is) {
                 let key = (wan.name.clone(), family);
                 let cause = if new_gateway.contains(&key) {
@@ -1066,15 +1060,18 @@ impl Controller {
         })
     }
 
-    /// Whether policies may send `family` traffic to WAN `wan` now: it is up, and its gateway
-    /// is known.
+    /// Whether policies may send `family` traffic to WAN `wan` now: it is up and can carry it.
     fn usable(&self, wan: &str, family: Family) -> bool {
+        self.health.up(wan, family) && self.carries(wan, family)
+    }
+
+    /// Whether WAN `wan` can carry `family` as far as the system goes: its gateway is known
+    /// and, for IPv6 under npt or source, its prefix.
+    fn carries(&self, wan: &str, family: Family) -> bool {
         // Not through gateway_of: a failover asks this for every WAN before its flip.
-        self.health.up(wan, family)
-            && self
-                .gateways
-                .get(&(wan.to_owned(), family))
-                .is_some_and(|r| r.gateway.is_some())
+        self.gateways
+            .get(&(wan.to_owned(), family))
+            .is_some_and(|r| r.gateway.is_some())
             && (family == Family::V4 || self.prefixes6.carries_ipv6(wan))
     }
 
