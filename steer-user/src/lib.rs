@@ -48,6 +48,7 @@ pub mod prefix;
 pub mod routing;
 pub mod runtime_sets;
 pub mod sets;
+pub mod state_file;
 pub mod status;
 pub mod vrrp;
 pub mod wan_sources;

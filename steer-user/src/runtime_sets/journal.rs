@@ -19,7 +19,6 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write},
-    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -197,14 +196,7 @@ impl Journal {
         for (set, p, deadline) in table.iter() {
             text.push_str(&Record::Add(set, *p, *deadline).to_string());
         }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        fs::rename(&tmp, &self.path)?;
+        crate::state_file::replace(&self.path, &tmp, text.as_bytes())?;
         self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
         self.records = table.len();
         Ok(())
@@ -214,11 +206,7 @@ impl Journal {
 /// Removes the journal of the daemon whose socket is `socket` (`steer stop`); returns whether
 /// there was one.
 pub fn remove(socket: &Path) -> io::Result<bool> {
-    match fs::remove_file(path_for(socket)) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
+    crate::state_file::remove(&path_for(socket))
 }
 
 /// The table a running daemon's journal describes, for readers (`steer dump`, `steer

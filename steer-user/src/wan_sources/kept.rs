@@ -6,8 +6,7 @@
 //! the boot it was written in, since deprecation times count from boot. `steer stop` removes it.
 
 use std::{
-    fs,
-    io::{self, Write},
+    fs, io,
     net::Ipv6Addr,
     path::{Path, PathBuf},
 };
@@ -90,24 +89,13 @@ pub fn store(path: &Path, boot: &str, kept: &Kept) -> io::Result<()> {
             .map(|((iface, addr), (preferred, at))| (iface.clone(), *addr, *preferred, *at))
             .collect(),
     };
-    let tmp = path.with_extension("ipv6.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(
-        serde_json::to_string(&file)
-            .map_err(io::Error::other)?
-            .as_bytes(),
-    )?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    let text = serde_json::to_string(&file).map_err(io::Error::other)?;
+    crate::state_file::replace(path, &path.with_extension("ipv6.tmp"), text.as_bytes())
 }
 
 /// Removes the file (`steer stop`); whether there was one.
 pub fn remove(path: &Path) -> io::Result<bool> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
+    crate::state_file::remove(path)
 }
 
 #[cfg(test)]

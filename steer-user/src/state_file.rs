@@ -1,0 +1,32 @@
+//! The daemon's own state files next to its control socket (the runtime-set journal, the
+//! IPv6 prefixes kept across restarts): written whole, only readable by root, and never seen
+//! half-written.
+
+use std::{
+    fs::{self, OpenOptions},
+    io::{self, Write},
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+};
+
+/// Writes `text` to `path` through `tmp`, renamed over it: a reader (or a daemon started after
+/// a crash) finds the old file or the new one.
+pub fn replace(path: &Path, tmp: &Path, text: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)?;
+    file.write_all(text)?;
+    fs::rename(tmp, path)
+}
+
+/// Removes `path` (`steer stop`); whether there was one.
+pub fn remove(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
