@@ -91,6 +91,14 @@ fn wait_prefix6(s: &Scenario, wan: &str, want: Option<Prefix>, origin: &str) -> 
         .to_owned()
 }
 
+/// Each WAN's flows leave in its own prefix: one to B by wan2 from `p2` (port `port`), one to A
+/// by wan1 from `p1` (`port + 1`); and no foreign source reached an ISP.
+fn assert_each_wan_in_its_prefix(s: &Scenario, (p1, p2): (Prefix, Prefix), port: u16, when: &str) {
+    assert_udp_from(s, b6(), port, Wan::Two, client_in(p2));
+    assert_udp_from(s, a6(), port + 1, Wan::One, client_in(p1));
+    assert_no_foreign_source_reached_an_isp(s, when);
+}
+
 /// Adds (`add`) or deletes (`del`) the route a DHCPv6 client holds for a delegated prefix
 /// (dhcpcd's and systemd-networkd's: `unreachable PREFIX dev lo proto dhcp`).
 fn delegated_route(s: &Scenario, op: &str, p: Prefix) {
@@ -115,9 +123,7 @@ fn an_auto_prefix_is_the_only_delegated_one_left_and_follows_when_isp2_renumbers
     delegated_route(&s, "add", p2);
     let origin = wait_prefix6(&s, "wan2", Some(p2), "only delegated prefix");
     assert!(origin.starts_with("learned"), "{origin}");
-    assert_udp_from(&s, b6(), 7302, Wan::Two, client_in(p2));
-    assert_udp_from(&s, a6(), 7303, Wan::One, client_in(p1));
-    assert_no_foreign_source_reached_an_isp(&s, "after wan2 learned its prefix");
+    assert_each_wan_in_its_prefix(&s, (p1, p2), 7302, "after wan2 learned its prefix");
 
     // ISP 2 renumbers; the DHCPv6 client replaces its route.
     let new = prefix("2001:db8:22::/56");
@@ -125,9 +131,7 @@ fn an_auto_prefix_is_the_only_delegated_one_left_and_follows_when_isp2_renumbers
     delegated_route(&s, "del", p2);
     delegated_route(&s, "add", new);
     wait_prefix6(&s, "wan2", Some(new), "only delegated prefix");
-    assert_udp_from(&s, b6(), 7304, Wan::Two, client_in(new));
-    assert_udp_from(&s, a6(), 7305, Wan::One, client_in(p1));
-    assert_no_foreign_source_reached_an_isp(&s, "after ISP 2 renumbered");
+    assert_each_wan_in_its_prefix(&s, (p1, new), 7304, "after ISP 2 renumbered");
 }
 
 #[test]
@@ -187,9 +191,7 @@ fn two_delegated_prefixes_wait_for_the_hook_which_names_one_and_the_other_is_lef
     assert!(out.status.success(), "{}\n{}", text(&out), router_state(&s));
     wait_prefix6(&s, "wan2", Some(p2), "set by `steer wan wan2 prefix6`");
     wait_prefix6(&s, "wan1", Some(p1), "only delegated prefix");
-    assert_udp_from(&s, a6(), 7313, Wan::One, client_in(p1));
-    assert_udp_from(&s, b6(), 7314, Wan::Two, client_in(p2));
-    assert_no_foreign_source_reached_an_isp(&s, "after the hook");
+    assert_each_wan_in_its_prefix(&s, (p1, p2), 7314, "after the hook");
 }
 
 #[test]
@@ -213,9 +215,7 @@ fn a_netifd_source_specific_default_names_the_prefix_of_its_wan() {
     );
     assert!(origin.contains(Lab::wan_iface(Wan::Two)), "{origin}");
     wait_prefix6(&s, "wan1", Some(p1), "only delegated prefix");
-    assert_udp_from(&s, b6(), 7321, Wan::Two, client_in(p2));
-    assert_udp_from(&s, a6(), 7322, Wan::One, client_in(p1));
-    assert_no_foreign_source_reached_an_isp(&s, "after learning both prefixes");
+    assert_each_wan_in_its_prefix(&s, (p1, p2), 7321, "after learning both prefixes");
 }
 
 /// One global address of an interface (`ip -j -6 addr`).
@@ -583,9 +583,7 @@ fn two_lines_delegating_by_dhcpv6_each_get_their_prefix_through_dhcpcds_hook() {
         assert!(routes.contains(&held), "{held} in\n{routes}");
     }
     let (p1, p2) = (s.lab.delegation(Wan::One), s.lab.delegation(Wan::Two));
-    assert_udp_from(&s, b6(), 7431, Wan::Two, client_in(p2));
-    assert_udp_from(&s, a6(), 7432, Wan::One, client_in(p1));
-    assert_no_foreign_source_reached_an_isp(&s, "with the delegated prefixes");
+    assert_each_wan_in_its_prefix(&s, (p1, p2), 7431, "with the delegated prefixes");
 
     // A crash: dhcpcd calls its hook again only at its next renewal, minutes away. The new
     // daemon takes the hooked prefixes back from what the one before kept.
@@ -600,8 +598,7 @@ fn two_lines_delegating_by_dhcpv6_each_get_their_prefix_through_dhcpcds_hook() {
             &format!("set by `steer wan {name} prefix6`"),
         );
     }
-    assert_udp_from(&s, b6(), 7433, Wan::Two, client_in(p2));
-    assert_udp_from(&s, a6(), 7434, Wan::One, client_in(p1));
+    assert_each_wan_in_its_prefix(&s, (p1, p2), 7433, "after a restart");
     // `steer stop` forgets them.
     let kept = steer::wan_sources::kept::path_for(&s.work.socket);
     assert!(kept.exists(), "{}", kept.display());
