@@ -8,21 +8,25 @@
 //!
 //! - **Direct entries**, the first [`DIRECT`] elements (blocks `0..DIRECT_BLOCKS`): one per /16
 //!   *chunk* (the address's first [`DIRECT_BITS`] bits). A chunk whose addresses all share one
-//!   value holds it (`count` 0); otherwise the entry names the chunk's ranges: `first` and
-//!   `count`.
+//!   value holds it (`count` 0); otherwise the entry names the chunk's ranges (`first`,
+//!   `count`) and holds its *split*: where the ranges after the chunk's first cache line start
+//!   ([`chunk`]).
 //! - **Ranges**, two per element from block `DIRECT_BLOCKS` on (the even one in the low half):
 //!   each a 16-bit offset in its chunk where a value starts, and the value. A chunk's ranges
-//!   are sorted, its first one starts at offset 0, and they never straddle two blocks, so a
-//!   lookup is a binary search inside one block for the last range that starts at or before the
-//!   address.
+//!   are sorted, its first one starts at offset 0, they never straddle two blocks, and they
+//!   span no more 64-byte lines ([`LINE_RANGES`] ranges) than their count needs. A lookup
+//!   compares the address with the split, then binary-searches one part for the last range
+//!   that starts at or before the address.
 //!
 //! A lookup takes two blocks with one map lookup each and reads inside them with plain loads,
-//! bounded by a mask: the direct entry (the direct table is 512 KiB and stays in cache), then
-//! a few halvings over one chunk's ranges, which are adjacent (at 1M prefixes of a real-looking
-//! mix a chunk has about 28, two cache lines). The cost does not grow with the set; the memory
-//! is 512 KiB plus 4 bytes per range (about two per prefix, plus one per /16 that has ranges
-//! and the padding at block ends), where an LPM trie keeps a node per prefix and walks up to 32
-//! of them. /16 chunks measured better than /18 ones
+//! bounded by a mask: the direct entry (the direct table is 512 KiB), then one chunk's ranges.
+//! At 1M prefixes of a real-looking mix a chunk has about 28 ranges, two lines; the split
+//! picks the line before any range is read, so such a lookup reads one line of ranges, not two
+//! or three (`cargo xtask bench`'s forwarding profile: the direct entry's miss and the range
+//! line's miss are each about a third of the lookup's time). The cost does not grow with the
+//! set; the memory is 512 KiB plus 4 bytes per range (about two per prefix, plus one per /16
+//! that has ranges, the padding to lines and at block ends), where an LPM trie keeps a node per
+//! prefix and walks up to 32 of them. /16 chunks measured better than /18 ones
 //! (`cargo xtask bench lookup`): more, shorter chunks need a 2 MiB direct table that leaves the
 //! cache.
 //!
@@ -44,6 +48,13 @@ pub const SEARCH_STEPS: u32 = OFFSET_BITS + 1;
 /// block with one map lookup and reads inside it with plain loads (bounded by a mask).
 pub const BLOCK_BITS: u32 = 15;
 pub const BLOCK: u32 = 1 << BLOCK_BITS;
+/// Ranges in one 64-byte cache line (a line starts at a multiple of this).
+pub const LINE_RANGES: u32 = 16;
+/// Bits of a chunk entry's `first`: enough, since the kernel keeps a BPF array under 4 GiB,
+/// that is under 2^30 ranges.
+pub const FIRST_BITS: u32 = 31;
+/// Bits of a chunk entry's `count` (up to `CHUNK`).
+pub const COUNT_BITS: u32 = OFFSET_BITS + 1;
 /// Ranges per block (two per element).
 pub const BLOCK_RANGES: u32 = 2 * BLOCK;
 /// Blocks the direct table fills; the ranges start in the block after them.
@@ -94,11 +105,40 @@ pub const fn leaf(value: u32) -> u64 {
     value as u64
 }
 
-/// A direct entry: a chunk of `count` (≥ 2) ranges starting at range `first`. A chunk's ranges
-/// never straddle two blocks.
+/// A direct entry: a chunk of `ranges` (≥ 2, `range` values) starting at range `first`. A
+/// chunk's ranges never straddle two blocks.
+///
+/// The entry also holds the *split*: the offset where the chunk's ranges after its first cache
+/// line start (0 when they all lie in one line). The lookup compares it before it reads a
+/// range, so a chunk of up to two lines (the usual size: about 28 ranges at 1M prefixes) costs
+/// one read of one line, not a search across both.
 #[inline(always)]
-pub const fn chunk(first: u32, count: u32) -> u64 {
-    (count as u64) << 32 | first as u64
+pub fn chunk(first: u32, ranges: &[u32]) -> u64 {
+    let count = ranges.len() as u32;
+    let lower = in_first_line(first);
+    let split = if count > lower {
+        ranges[lower as usize] >> 16
+    } else {
+        0
+    };
+    (split as u64) << (FIRST_BITS + COUNT_BITS) | (count as u64) << FIRST_BITS | first as u64
+}
+
+/// The first range, count and split of a direct entry (count 0: a leaf, whose value is
+/// `first & NONE`).
+#[inline(always)]
+pub const fn chunk_parts(entry: u64) -> (u32, u32, u32) {
+    (
+        entry as u32 & ((1 << FIRST_BITS) - 1),
+        (entry >> FIRST_BITS) as u32 & ((1 << COUNT_BITS) - 1),
+        (entry >> (FIRST_BITS + COUNT_BITS)) as u32,
+    )
+}
+
+/// Ranges from range `first` to the end of its cache line.
+#[inline(always)]
+pub const fn in_first_line(first: u32) -> u32 {
+    LINE_RANGES - first % LINE_RANGES
 }
 
 /// A range: `value` from `offset` in its chunk on.
@@ -116,6 +156,14 @@ pub const fn range_place(index: u32) -> (u32, u32, u32) {
         (index % BLOCK_RANGES) >> 1,
         (index & 1) * 32,
     )
+}
+
+/// 1 when a range starting at `start` starts at or before `offset` (both 16 bits), else 0,
+/// computed without a comparison that the compiler would turn into a branch: bit 16 of
+/// `offset + CHUNK - start`.
+#[inline(always)]
+const fn at_or_before(start: u32, offset: u32) -> u32 {
+    ((offset + CHUNK - start) >> OFFSET_BITS) & 1
 }
 
 /// Blocks a table of `ranges` ranges (padding included) needs.
@@ -136,8 +184,7 @@ pub fn lookup<'a>(addr: u32, block: impl Fn(u32) -> Option<&'a Block>) -> u32 {
     // entry with one store while this runs, and `count` and `first` must come from one entry.
     // SAFETY: a reference into a live block, aligned and in bounds.
     let entry = unsafe { core::ptr::read_volatile(&direct[(chunk_index % BLOCK) as usize]) };
-    let count = (entry >> 32) as u32;
-    let first = entry as u32;
+    let (first, count, split) = chunk_parts(entry);
     if count == 0 {
         return first & NONE;
     }
@@ -145,33 +192,44 @@ pub fn lookup<'a>(addr: u32, block: impl Fn(u32) -> Option<&'a Block>) -> u32 {
     let Some(ranges) = block(block_index) else {
         return NONE;
     };
-    let range_at = |index: u32| {
-        let (_, element, shift) = range_place(index);
-        // SAFETY: a reference into a live block, aligned and in bounds.
-        (unsafe { core::ptr::read_volatile(&ranges[(element % BLOCK) as usize]) } >> shift) as u32
-    };
     let offset = addr & (CHUNK - 1);
+    // The split picks the part to search, the chunk's first line or the rest, before any range
+    // is read. Without branches here and in the search: for spread addresses each comparison
+    // is a coin toss, and a mispredicted branch costs as much as a cache hit. Masks come from
+    // the signs of differences (all values below 2^17).
+    let line = in_first_line(first);
+    let beyond_line = 0u32.wrapping_sub(line.wrapping_sub(count) >> 31);
+    let past_split = 0u32.wrapping_sub(at_or_before(split, offset)) & beyond_line;
+    let in_line = count ^ ((count ^ line) & beyond_line);
     // The last range starting at or before `offset`: `lo` always starts at or before it (the
-    // chunk's first range starts at 0), and the answer lies in `lo..lo + n`.
-    let mut lo = first;
-    let mut n = count;
+    // chunk's first range starts at 0, the rest at the split), and the answer lies in
+    // `lo..lo + n`.
+    let mut lo = first + (line & past_split);
+    let mut n = in_line ^ ((in_line ^ count.wrapping_sub(line)) & past_split);
     let mut step = 0;
     while step < SEARCH_STEPS {
         if n <= 1 {
             break;
         }
         let half = n / 2;
-        if range_at(lo + half) >> 16 <= offset {
-            lo += half;
-            n -= half;
-        } else {
-            n = half;
-        }
+        let step_up = at_or_before(range_at(ranges, lo + half) >> 16, offset);
+        lo += half & 0u32.wrapping_sub(step_up);
+        n -= half;
         step += 1;
     }
-    range_at(lo) & NONE
+    range_at(ranges, lo) & NONE
+}
+
+/// Range `index` of the block holding it.
+#[inline(always)]
+fn range_at(ranges: &Block, index: u32) -> u32 {
+    let (_, element, shift) = range_place(index);
+    // SAFETY: a reference into a live block, aligned and in bounds (the mask).
+    (unsafe { core::ptr::read_volatile(&ranges[(element % BLOCK) as usize]) } >> shift) as u32
 }
 
 const _: () = assert!(OFFSET_BITS <= 16); // range(): 16-bit offsets
 const _: () = assert!(CHUNK <= BLOCK_RANGES && DIRECT.is_multiple_of(BLOCK));
+const _: () = assert!(BLOCK_RANGES.is_multiple_of(LINE_RANGES));
+const _: () = assert!(FIRST_BITS + COUNT_BITS + OFFSET_BITS == 64); // chunk(): one u64
 const _: () = assert!(crate::MAX_RULES <= MAX_VALUE);

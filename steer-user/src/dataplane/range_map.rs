@@ -129,12 +129,12 @@ impl KernelTable {
                     .store(pack(pair[0], pair.get(1).copied()), Ordering::Relaxed);
             }
             self.tail = first + count;
-            range::chunk(first, count)
+            range::chunk(first, ranges)
         };
         // Release: a program that reads the new entry reads the ranges written above (it reads
         // them through the entry, an address dependency, which orders its loads).
         slots[chunk as usize].store(entry, Ordering::Release);
-        self.garbage += (old >> 32) as u32;
+        self.garbage += range::chunk_parts(old).1;
         true
     }
 
