@@ -22,11 +22,11 @@
 //! bounded by a mask: the direct entry (the direct table is 512 KiB), then one chunk's ranges.
 //! At 1M prefixes of a real-looking mix a chunk has about 28 ranges, two lines; the split
 //! picks the line before any range is read, so such a lookup reads one line of ranges, not two
-//! or three (`cargo xtask bench`'s forwarding profile: the direct entry's miss and the range
-//! line's miss are each about a third of the lookup's time). The cost does not grow with the
-//! set; the memory is 512 KiB plus 4 bytes per range (about two per prefix, plus one per /16
-//! that has ranges, the padding to lines and at block ends), where an LPM trie keeps a node per
-//! prefix and walks up to 32 of them. /16 chunks measured better than /18 ones
+//! or three (in the forwarding benchmark's profile, a quarter of the lookup's samples wait on
+//! the direct entry and two fifths on the range line: two dependent misses). The cost does not
+//! grow with the set; the memory is 512 KiB plus 4 bytes per range (about two per prefix, plus
+//! one per /16 that has ranges, the padding to lines and at block ends), where an LPM trie
+//! keeps a node per prefix and walks up to 32 of them. /16 chunks measured better than /18 ones
 //! (`cargo xtask bench lookup`): more, shorter chunks need a 2 MiB direct table that leaves the
 //! cache.
 //!
@@ -110,8 +110,8 @@ pub const fn leaf(value: u32) -> u64 {
 ///
 /// The entry also holds the *split*: the offset where the chunk's ranges after its first cache
 /// line start (0 when they all lie in one line). The lookup compares it before it reads a
-/// range, so a chunk of up to two lines (the usual size: about 28 ranges at 1M prefixes) costs
-/// one read of one line, not a search across both.
+/// range, so a chunk of up to two lines (the usual size: about 28 ranges at 1M prefixes of the
+/// lookup benchmark's mix) costs one read of one line, not a search across both.
 #[inline(always)]
 pub fn chunk(first: u32, ranges: &[u32]) -> u64 {
     let count = ranges.len() as u32;
