@@ -95,6 +95,13 @@ pub mod map_names {
     pub const COND_SRC_V4: &str = "COND_SRC_V4";
     pub const COND_SRC_V6: &str = "COND_SRC_V6";
 
+    /// Array `[1]` of `u32` that the daemon makes and pins beside the others (no program reads
+    /// it, so it is not in [`ALL`], the object's maps): the layout of the range tables in the
+    /// `DST_*` and `SRC_*` maps ([`crate::range::FORMAT`]). Two layouts have arrays of the same
+    /// sizes, so the maps' shapes alone do not tell them apart; a daemon adopts pinned tables,
+    /// and `steer explain` reads them, only in its own layout.
+    pub const TABLE_FORMAT: &str = "TABLE_FORMAT";
+
     /// Every map steer owns and pins, in the order `steer dump` shows them.
     pub const ALL: [&str; 32] = [
         DST_V4,

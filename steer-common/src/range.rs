@@ -34,6 +34,10 @@
 //! before the entry that names them: a lookup sees a chunk's old ranges or its new ones,
 //! never a mix.
 
+/// The layout of the range tables (IPv4 and IPv6), recorded beside the pinned maps
+/// (`map_names::TABLE_FORMAT`): 2 since direct entries hold a split (1, never recorded, before).
+pub const FORMAT: u32 = 2;
+
 /// Bits of the address that index the direct table.
 pub const DIRECT_BITS: u32 = 16;
 /// Direct entries, at the start of the table.
@@ -114,6 +118,7 @@ pub const fn leaf(value: u32) -> u64 {
 /// lookup benchmark's mix) costs one read of one line, not a search across both.
 #[inline(always)]
 pub fn chunk(first: u32, ranges: &[u32]) -> u64 {
+    debug_assert!(first < 1 << FIRST_BITS && ranges.len() <= CHUNK as usize);
     let count = ranges.len() as u32;
     let lower = in_first_line(first);
     let split = if count > lower {
@@ -181,7 +186,8 @@ pub fn lookup<'a>(addr: u32, block: impl Fn(u32) -> Option<&'a Block>) -> u32 {
         return NONE;
     };
     // Volatile, so that the compiler keeps each read a single 64-bit load: userspace swaps an
-    // entry with one store while this runs, and `count` and `first` must come from one entry.
+    // entry with one store while this runs, and `first`, `count` and the split must come from
+    // one entry.
     // SAFETY: a reference into a live block, aligned and in bounds.
     let entry = unsafe { core::ptr::read_volatile(&direct[(chunk_index % BLOCK) as usize]) };
     let (first, count, split) = chunk_parts(entry);

@@ -488,6 +488,40 @@ fn a_pinned_map_that_does_not_fit_is_refused_with_the_reason() {
 }
 
 #[test]
+fn range_tables_pinned_in_another_layout_are_refused_with_the_reason() {
+    steer_tests::require_root();
+    let work = Workdir::new("layout");
+    let format_pin = work.pin_dir.join("maps/TABLE_FORMAT");
+    // A first daemon's state: the maps pinned, and the layout of its tables beside them.
+    drop(steer::dataplane::Dataplane::open_pinned(&work.pin_dir).expect("fresh pins"));
+    assert!(format_pin.exists(), "the layout is recorded");
+    steer::dataplane::Dataplane::open_pinned(&work.pin_dir).expect("its own layout is adopted");
+    // An earlier steer's state: the same maps, no layout recorded (as before there was one).
+    std::fs::remove_file(&format_pin).unwrap();
+    let refused = |what: &str| {
+        let err = steer::dataplane::Dataplane::open_pinned(&work.pin_dir)
+            .expect_err("must not adopt tables it would misread");
+        let msg = err.to_string();
+        let needs = format!("this steer reads layout {}", steer_common::range::FORMAT);
+        assert!(
+            msg.contains("maps/DST_V4") && msg.contains(what) && msg.contains(&needs),
+            "{msg}"
+        );
+        assert!(msg.contains("steer stop"), "{msg}");
+        let beside = steer::dataplane::Dataplane::load_beside(&work.pin_dir)
+            .expect_err("`steer explain` must not read them either");
+        assert!(beside.to_string().contains(&needs), "{beside}");
+    };
+    refused("an earlier layout (none recorded beside them)");
+    assert!(!format_pin.exists(), "a refused start records nothing");
+    // Another layout recorded.
+    let mut other = aya::maps::Array::<aya::maps::MapData, u32>::create(1, 0).unwrap();
+    other.set(0, steer_common::range::FORMAT + 1, 0).unwrap();
+    other.pin(&format_pin).unwrap();
+    refused(&format!("layout {}", steer_common::range::FORMAT + 1));
+}
+
+#[test]
 fn packet_logging_reaches_the_daemon_log_only_when_switched_on() {
     let (lab, work) = setup("log");
     let text = edit_config(&work, "xdp = false", "xdp = false\nlog_packets = true");

@@ -221,6 +221,8 @@ impl Dataplane {
     fn open_pinned_with(root: &Path, verify: Verify) -> Result<(Self, Adopted), DataplaneError> {
         let pins = PinDir::open_locked(root)?;
         pins.check_compatible(&expected_map_infos()?)?;
+        pin::check_table_format(root)?;
+        pin::record_table_format(root)?;
         let adopted = Adopted {
             maps: pins.map(map_names::POLICY).exists(),
             tc_links: pins.linked_interfaces(LinkKind::Tc)?,
@@ -258,6 +260,7 @@ impl Dataplane {
             map_names::STATS_WAN,
             map_names::STATS_PATH,
         ];
+        pin::check_table_format(root)?;
         let mut loader = EbpfLoader::new();
         let mut paths = Vec::new();
         for name in map_names::ALL.iter().filter(|n| !private.contains(n)) {

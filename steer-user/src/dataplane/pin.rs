@@ -3,7 +3,8 @@
 //! (or a CLI writer) off the same pin directory.
 //!
 //! Layout under the pin directory (default `/sys/fs/bpf/steer`):
-//! `maps/<MAP>` for every map in `steer_common::map_names::ALL`, `progs/steer_tc`,
+//! `maps/<MAP>` for every map in `steer_common::map_names::ALL` and `maps/TABLE_FORMAT` (the
+//! range tables' layout, which decides whether their pins can be adopted), `progs/steer_tc`,
 //! `progs/steer_xdp`, `progs/steer_wan_egress` and `progs/steer_wan_ingress`,
 //! `links/tc-<interface>` and `links/xdp-native-<interface>` (or `xdp-generic-`) on LAN
 //! interfaces, `links/wan-egress-<interface>` and `links/wan-ingress-<interface>` on WANs.
@@ -24,7 +25,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Map, MapData, MapInfo};
+use aya::maps::{Array, Map, MapData, MapInfo};
+use steer_common::{map_names, range};
 
 /// `BPF_FS_MAGIC` from linux/magic.h. Compared as 32 bits: `f_type` is a signed 32-bit word
 /// on 32-bit targets (ARM, MIPS routers), where this magic reads back negative.
@@ -192,10 +194,7 @@ impl PinDir {
             if !path.exists() {
                 continue;
             }
-            let have = MapInfo::from_pin(&path).map_err(|e| PinError::Io {
-                path: path.clone(),
-                source: io::Error::other(e.to_string()),
-            })?;
+            let have = MapInfo::from_pin(&path).map_err(map_err(&path))?;
             if let Some(mismatch) = mismatch(want, &have) {
                 return Err(PinError::Incompatible { path, mismatch });
             }
@@ -332,6 +331,56 @@ fn mismatch(want: &MapInfo, have: &MapInfo) -> Option<String> {
         .iter()
         .find(|(_, w, h)| w != h)
         .map(|(what, w, h)| format!("its {what} is {h}, this steer needs {w}"))
+}
+
+/// Refuses range tables pinned under `root` by a steer that lays them out otherwise
+/// ([`range::FORMAT`]): this steer's programs would misread them, and an earlier steer's
+/// programs, still attached until this one replaces them, would misread what it rebuilds.
+pub fn check_table_format(root: &Path) -> Result<(), PinError> {
+    let tables = map_path(root, map_names::DST_V4);
+    if !tables.exists() {
+        return Ok(());
+    }
+    let path = map_path(root, map_names::TABLE_FORMAT);
+    let have = if path.exists() {
+        let map = MapData::from_pin(&path).map_err(map_err(&path))?;
+        let format = Array::<MapData, u32>::try_from(Map::Array(map)).map_err(map_err(&path))?;
+        Some(format.get(&0, 0).map_err(map_err(&path))?)
+    } else {
+        None
+    };
+    if have == Some(range::FORMAT) {
+        return Ok(());
+    }
+    let had = have.map_or_else(
+        || "an earlier layout (none recorded beside them)".to_owned(),
+        |f| format!("layout {f}"),
+    );
+    Err(PinError::Incompatible {
+        path: tables,
+        mismatch: format!(
+            "its range tables are in {had}, this steer reads layout {}",
+            range::FORMAT
+        ),
+    })
+}
+
+/// Records this steer's table layout beside the maps pinned under `root`, unless it is there.
+pub fn record_table_format(root: &Path) -> Result<(), PinError> {
+    let path = map_path(root, map_names::TABLE_FORMAT);
+    if path.exists() {
+        return Ok(());
+    }
+    let mut format = Array::<MapData, u32>::create(1, 0).map_err(map_err(&path))?;
+    format.set(0, range::FORMAT, 0).map_err(map_err(&path))?;
+    format.pin(&path).map_err(map_err(&path))
+}
+
+fn map_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> PinError + '_ {
+    move |e| PinError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    }
 }
 
 /// The `MapInfo` of a map of a loaded object.
