@@ -50,5 +50,6 @@ pub mod runtime_sets;
 pub mod sets;
 pub mod state_file;
 pub mod status;
+pub mod tool;
 pub mod vrrp;
 pub mod wan_sources;

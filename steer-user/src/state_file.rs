@@ -19,6 +19,8 @@ pub fn replace(path: &Path, tmp: &Path, text: &[u8]) -> io::Result<()> {
         .mode(0o600)
         .open(tmp)?;
     file.write_all(text)?;
+    // On disk before the rename, so that a crash leaves the old file or the whole new one.
+    file.sync_all()?;
     fs::rename(tmp, path)
 }
 

@@ -1,11 +1,7 @@
 //! steer's nftables table, `inet steer`: connection marks from the first packet (or from the
 //! WAN a connection came in by), and restored on every later packet from the LAN.
 
-use std::{
-    io::{Read, Write},
-    process::{Child, Command, ExitStatus, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::Command;
 
 use super::ConntrackError;
 
@@ -141,56 +137,21 @@ pub fn uninstall() -> Result<(), ConntrackError> {
 }
 
 fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), ConntrackError> {
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(ConntrackError::NoNft)?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(ConntrackError::NoNft)?;
-    }
-    let status = wait_bounded(&mut child).map_err(ConntrackError::NoNft)?;
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
+    let mut command = Command::new("nft");
+    command.args(args);
+    let ran = crate::tool::run(command, stdin.map(str::as_bytes)).map_err(ConntrackError::NoNft)?;
+    let Some(ran) = ran else {
         return Err(ConntrackError::Nft(format!(
             "nft did not finish within {} s and was killed",
-            NFT_TIMEOUT.as_secs()
+            crate::tool::TIMEOUT.as_secs()
         )));
     };
-    if status.success() {
+    if ran.status.success() {
         return Ok(());
     }
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    Err(ConntrackError::Nft(stderr.trim().to_owned()))
-}
-
-/// `nft` talks to the kernel only: a run that takes longer than this is stuck (a wedged
-/// netlink, a lock) and must not hold up the caller.
-pub(crate) const NFT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Waits for `child` up to [`NFT_TIMEOUT`]; `None` when it is still running.
-pub(crate) fn wait_bounded(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + NFT_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    Err(ConntrackError::Nft(
+        String::from_utf8_lossy(&ran.stderr).trim().to_owned(),
+    ))
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ pub enum ToolError {
         args: String,
         stderr: String,
     },
-    #[error("{tool} {args} did not finish within {} s and was killed", crate::conntrack::nft::NFT_TIMEOUT.as_secs())]
+    #[error("{tool} {args} did not finish within {} s and was killed", crate::tool::TIMEOUT.as_secs())]
     Stuck { tool: &'static str, args: String },
     #[error("{tool} printed JSON steer cannot read: {source}")]
     Output {
@@ -72,48 +72,27 @@ pub enum ToolError {
     },
 }
 
-/// Runs `tool` with `args`; its standard output, or why not. Bounded like steer's other `nft`
-/// runs ([`crate::conntrack::nft::wait_bounded`]): some run on the daemon's event loop.
+/// Runs `tool` with `args`; its standard output, or why not. Bounded ([`crate::tool`]): some
+/// run on the daemon's event loop.
 pub(crate) fn run(tool: &'static str, args: &[String]) -> Result<Vec<u8>, ToolError> {
-    use std::{io::Read, process::Stdio};
-    let spawn = |source| ToolError::Spawn { tool, source };
-    let mut child = std::process::Command::new(tool)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn)?;
-    // Read while it runs: output larger than a pipe would otherwise stall it.
-    let mut pipes = (child.stdout.take(), child.stderr.take());
-    let reader = std::thread::spawn(move || {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        if let Some(p) = pipes.0.as_mut() {
-            let _ = p.read_to_end(&mut out);
-        }
-        if let Some(p) = pipes.1.as_mut() {
-            let _ = p.read_to_end(&mut err);
-        }
-        (out, err)
-    });
-    let status = crate::conntrack::nft::wait_bounded(&mut child).map_err(spawn)?;
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
+    let mut command = std::process::Command::new(tool);
+    command.args(args);
+    let ran =
+        crate::tool::run(command, None).map_err(|source| ToolError::Spawn { tool, source })?;
+    let Some(ran) = ran else {
         return Err(ToolError::Stuck {
             tool,
             args: args.join(" "),
         });
     };
-    let (stdout, stderr) = reader.join().unwrap_or_default();
-    if !status.success() {
+    if !ran.status.success() {
         return Err(ToolError::Failed {
             tool,
             args: args.join(" "),
-            stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
+            stderr: String::from_utf8_lossy(&ran.stderr).trim().to_owned(),
         });
     }
-    Ok(stdout)
+    Ok(ran.stdout)
 }
 
 /// One WAN's prefix as resolved, or why there is none.
