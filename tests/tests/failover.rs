@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use steer::model::Family;
 use steer_tests::{
     daemon::detected_ms,
     lab::{
@@ -14,6 +15,7 @@ use steer_tests::{
         sock::{enable_recverr, unbound_udp},
         udp_via,
     },
+    netns::Netns,
     scenario::{Options, Scenario},
 };
 
@@ -401,6 +403,53 @@ fn flows_of_a_dead_wan_lose_their_conntrack_entries_and_only_they() {
     let out = s.steer(&["wan", "wan1", "auto"]);
     assert!(out.contains("wan1 up"), "{out}");
     assert_eq!(udp_via(&s.lab, a(), 6083, N), [N, 0], "back on WAN 1");
+}
+
+/// A WAN whose one family went down loses that family's connections only: the kernel's delete
+/// by mark ignores the family asked for, so one family is deleted entry by entry.
+#[test]
+fn a_flush_of_one_family_keeps_the_other_familys_connections() {
+    steer_tests::require_root();
+    let ns = Netns::new("ct-family");
+    for (src, dst, mark) in [
+        ("10.0.0.1", "10.0.0.2", 0x300),
+        ("fd00::1", "fd00::2", 0x300),
+        ("10.0.0.3", "10.0.0.4", 0x400),
+        ("fd00::3", "fd00::4", 0x400),
+    ] {
+        ns.run(&format!(
+            "conntrack -I -s {src} -d {dst} -p udp --sport 1 --dport 2 -t 100 -m {mark:#x}"
+        ));
+    }
+    let marked = |family: &str, mark: &str| {
+        ns.run(&format!(
+            "conntrack -L -f {family} -m {mark}/0xff00 2>/dev/null"
+        ))
+        .lines()
+        .count()
+    };
+    let flush = |families: &[Family]| {
+        ns.enter(|| steer::conntrack::flush_mark(0x300, 0xff00, families))
+            .expect("flush")
+    };
+    flush(&[Family::V6]);
+    assert_eq!(marked("ipv6", "0x300"), 0, "the IPv6 connections went");
+    assert_eq!(
+        marked("ipv4", "0x300"),
+        1,
+        "the IPv4 one of the same WAN stays"
+    );
+    flush(&[Family::V4, Family::V6]);
+    assert_eq!(
+        marked("ipv4", "0x300"),
+        0,
+        "both families: everything of the WAN"
+    );
+    assert_eq!(
+        (marked("ipv4", "0x400"), marked("ipv6", "0x400")),
+        (1, 1),
+        "another WAN's connections are untouched"
+    );
 }
 
 /// The echo requests the router's probes send through ISP 1 to PROBE_1, captured in the ISP's

@@ -49,18 +49,38 @@ const ACK_TIMEOUT: libc::timeval = libc::timeval {
 
 /// Deletes every conntrack entry of `families` whose connection mark matches `mark` under
 /// `mask`.
+///
+/// The kernel's delete by mark takes every family whatever the request's family says (6.18
+/// does): a request for one family would cut the other family's connections on the same WAN
+/// too, though that family is up. So both families are one delete by mark, and one family is a
+/// dump of its marked entries, deleted one by one.
 pub fn flush_mark(mark: u32, mask: u32, families: &[Family]) -> Result<(), ConntrackError> {
     let err = |source| ConntrackError::Flush { mark, mask, source };
-    let sock = NetlinkSocket::open().map_err(err)?;
+    let both = families.contains(&Family::V4) && families.contains(&Family::V6);
+    if both {
+        let sock = NetlinkSocket::open().map_err(err)?;
+        return sock
+            .request(&mark_message(
+                IPCTNL_MSG_CT_DELETE,
+                libc::AF_UNSPEC as u8,
+                mark,
+                mask,
+            ))
+            .map_err(err);
+    }
     for family in families {
-        let af = match family {
-            Family::V4 => libc::AF_INET as u8,
-            Family::V6 => libc::AF_INET6 as u8,
-        };
-        sock.request(&mark_message(IPCTNL_MSG_CT_DELETE, af, mark, mask))
-            .map_err(err)?;
+        for conn in connections_of(mark, mask, &[address_family(*family)])? {
+            delete(&conn)?;
+        }
     }
     Ok(())
+}
+
+fn address_family(family: Family) -> u8 {
+    match family {
+        Family::V4 => libc::AF_INET as u8,
+        Family::V6 => libc::AF_INET6 as u8,
+    }
 }
 
 /// One connection as its original direction describes it.
@@ -81,16 +101,26 @@ pub struct Connection {
 
 /// The conntrack entries (IPv4 and IPv6) whose connection mark matches `mark` under `mask`.
 pub fn connections(mark: u32, mask: u32) -> Result<Vec<Connection>, ConntrackError> {
+    connections_of(mark, mask, &[libc::AF_INET as u8, libc::AF_INET6 as u8])
+}
+
+/// The conntrack entries of the address `families` whose connection mark matches `mark` under
+/// `mask`.
+fn connections_of(
+    mark: u32,
+    mask: u32,
+    families: &[u8],
+) -> Result<Vec<Connection>, ConntrackError> {
     let err = |source| ConntrackError::Flush { mark, mask, source };
     let sock = NetlinkSocket::open().map_err(err)?;
     let mut out = Vec::new();
-    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        let msg = mark_message(IPCTNL_MSG_CT_GET, family, mark, mask);
+    for family in families {
+        let msg = mark_message(IPCTNL_MSG_CT_GET, *family, mark, mask);
         sock.dump(&msg, |payload| out.extend(parse_connection(payload)))
             .map_err(err)?;
     }
-    // The kernel filters by mark; older ones ignore the filter, so check again.
-    out.retain(|c| c.mark & mask == mark & mask);
+    // The kernel filters by mark and family; older ones ignore the filters, so check again.
+    out.retain(|c| c.mark & mask == mark & mask && families.contains(&c.family));
     Ok(out)
 }
 
