@@ -8,7 +8,7 @@ use std::{
 
 use steer::model::Family;
 use steer_tests::{
-    daemon::detected_ms,
+    daemon::{Daemon, detected_ms},
     lab::{
         Lab, Stream, Wan,
         ping::{ClientPing, epoch_now},
@@ -403,6 +403,51 @@ fn flows_of_a_dead_wan_lose_their_conntrack_entries_and_only_they() {
     let out = s.steer(&["wan", "wan1", "auto"]);
     assert!(out.contains("wan1 up"), "{out}");
     assert_eq!(udp_via(&s.lab, a(), 6083, N), [N, 0], "back on WAN 1");
+}
+
+/// A WAN that lost its line while the daemon was down: the restarted daemon finds it down
+/// with no transition to report, and still cuts the connections that keep its mark (they
+/// would follow its dead route for as long as they send).
+#[test]
+fn a_wan_found_down_at_start_loses_its_connections() {
+    let mut s = Scenario::start("ct-start", &Options::default());
+    assert_eq!(udp_via(&s.lab, a(), 6095, N), [N, 0]);
+    let on_wan1 = |s: &Scenario| {
+        let out = s
+            .lab
+            .router
+            .try_run("conntrack -L -m 0x100/0xff00 2>/dev/null");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("dport=6095"))
+            .count()
+    };
+    assert!(
+        on_wan1(&s) >= 1,
+        "the flow's connection carries wan1's mark"
+    );
+    s.daemon.kill9();
+    s.lab.cut_carrier(Wan::One);
+    s.daemon = Daemon::start(&s.lab.router, &s.work);
+    let start = Instant::now();
+    while on_wan1(&s) > 0 {
+        assert!(
+            start.elapsed() < SETTLE,
+            "wan1's connection outlived the restart: {}",
+            s.daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        s.daemon
+            .log_text()
+            .contains("wan1: conntrack entries with mark 0x100")
+    );
+    assert_eq!(
+        udp_via(&s.lab, a(), 6095, N),
+        [0, N],
+        "the flow goes on by wan2"
+    );
 }
 
 /// A WAN whose one family went down loses that family's connections only: the kernel's delete

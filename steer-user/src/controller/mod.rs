@@ -332,6 +332,7 @@ impl Controller {
             standbys: standby::Standbys::default(),
         };
         let mut report = ctl.apply(config, true, None).await?;
+        ctl.flush_dead_at_start();
         report.notes.splice(0..0, runtime_notes);
         report
             .notes
@@ -1165,6 +1166,22 @@ impl Controller {
     /// the event loop (the kernel walks its whole conntrack table to delete by mark).
     pub fn take_flushes(&mut self) -> Vec<Flush> {
         std::mem::take(&mut self.flushes)
+    }
+
+    /// Queues the flush of every WAN family that is down at start. Such a WAN has no
+    /// transition to report, yet connections a previous daemon let through it (it was
+    /// restarted while the line was cut) keep its mark and would follow its dead route for as
+    /// long as they send.
+    fn flush_dead_at_start(&mut self) {
+        for wan in &self.config.wans {
+            let down: Vec<Family> = Family::ALL
+                .into_iter()
+                .filter(|f| !self.usable(&wan.name, *f))
+                .collect();
+            if !down.is_empty() && !self.vrrp_keeps_connections(&wan.name) {
+                self.flushes.extend(self.flush_of(&wan.name, &down));
+            }
+        }
     }
 
     /// The conntrack flush of `families` carrying `wan`'s mark.
