@@ -60,6 +60,7 @@ use crate::{
     model::Family,
 };
 
+pub use sock::Exchanged;
 use sock::ProbeError;
 
 /// What to probe through which WAN, and for how long a round may wait.
@@ -109,8 +110,8 @@ pub enum ProbeOutcome {
     Timeout,
     /// The probe failed before the timeout, e.g. "connection refused",
     /// "ICMP destination unreachable (code 1) from 100.64.1.1",
-    /// "bind to wan1: No such device".
-    Failed(String),
+    /// "bind to wan1: No such device"; `exchanged` is what went over the wire.
+    Failed { why: String, exchanged: Exchanged },
 }
 
 impl ProbeOutcome {
@@ -155,7 +156,7 @@ impl Round {
         self.outcomes
             .iter()
             .find_map(|(target, outcome)| match outcome {
-                ProbeOutcome::Failed(why) => Some(format!("{target}: {why}")),
+                ProbeOutcome::Failed { why, .. } => Some(format!("{target}: {why}")),
                 _ => None,
             })
     }
@@ -187,7 +188,10 @@ async fn counted_round(
                     answered.fetch_add(1, Ordering::Relaxed);
                     ProbeOutcome::Answered(rtt)
                 }
-                Ok(Err(e)) => ProbeOutcome::Failed(e.to_string()),
+                Ok(Err(e)) => ProbeOutcome::Failed {
+                    why: e.to_string(),
+                    exchanged: e.exchanged(),
+                },
                 Err(_) => ProbeOutcome::Timeout,
             };
             log::trace!("probe {target:?} via {}: {outcome:?}", spec.interface);
@@ -371,13 +375,22 @@ const DNS_RESPONSE: u64 = 500;
 /// An HTTP status line and headers of a small answer.
 const HTTP_RESPONSE: u64 = 300;
 
-/// What probing `target` once costs: the request always, the answer when there was one.
+/// What probing `target` once costs: the request when it left, the answer when there was one
+/// (a probe that failed on what it was answered counts the whole exchange).
 pub fn wire(target: &ProbeTarget, outcome: &ProbeOutcome) -> Wire {
     let ip = match Family::of(&target.ip()) {
         Family::V4 => 20,
         Family::V6 => 40,
     };
-    let answered = !matches!(outcome, ProbeOutcome::Timeout);
+    let answered = match outcome {
+        ProbeOutcome::Answered(_) => true,
+        ProbeOutcome::Timeout => false,
+        ProbeOutcome::Failed { exchanged, .. } => match exchanged {
+            Exchanged::All => true,
+            Exchanged::Request => false,
+            Exchanged::Nothing => return Wire::default(),
+        },
+    };
     // (packets out, bytes out, packets in, bytes in) of an answered probe.
     let (po, bo, pi, bi) = match target {
         ProbeTarget::Icmp(_) => (1, ip + 8 + 48, 1, ip + 8 + 48),
@@ -423,5 +436,46 @@ pub fn wire(target: &ProbeTarget, outcome: &ProbeOutcome) -> Wire {
             bytes_out: first,
             ..Wire::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn failed(exchanged: Exchanged) -> ProbeOutcome {
+        ProbeOutcome::Failed {
+            why: "test".into(),
+            exchanged,
+        }
+    }
+
+    #[test]
+    fn a_failed_probe_counts_what_went_over_the_wire_and_no_answer_it_did_not_get() {
+        let icmp = ProbeTarget::Icmp(Ipv4Addr::new(192, 0, 2, 1).into());
+        let answered = wire(&icmp, &ProbeOutcome::Answered(Duration::from_millis(1)));
+        let timeout = wire(&icmp, &ProbeOutcome::Timeout);
+        assert_eq!((answered.packets_out, answered.packets_in), (1, 1));
+        assert_eq!((timeout.packets_out, timeout.packets_in), (1, 0));
+        // No device: nothing left, nothing came back.
+        assert_eq!(wire(&icmp, &failed(Exchanged::Nothing)), Wire::default());
+        // An ICMP error about the request: the request only.
+        assert_eq!(wire(&icmp, &failed(Exchanged::Request)), timeout);
+        // A wrong HTTP status: the whole exchange.
+        assert_eq!(wire(&icmp, &failed(Exchanged::All)), answered);
+        let no_device = ProbeError::Bind {
+            interface: "wan4".into(),
+            err: sock::OsError(std::io::Error::from_raw_os_error(libc::ENODEV)),
+        };
+        assert_eq!(no_device.exchanged(), Exchanged::Nothing);
+        let no_route = ProbeError::io(
+            "connect to",
+            "192.0.2.1",
+            std::io::Error::from_raw_os_error(libc::ENETUNREACH),
+        );
+        assert_eq!(no_route.exchanged(), Exchanged::Nothing);
+        assert_eq!(ProbeError::Refused.exchanged(), Exchanged::Request);
     }
 }

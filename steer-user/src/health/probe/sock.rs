@@ -13,6 +13,17 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::ProbeSpec;
 
+/// What a failed probe exchanged with the network, as the probe traffic counters count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exchanged {
+    /// Nothing left the router (no socket, no device, no route, a send refused locally).
+    Nothing,
+    /// The request left; what came back (a refusal, an ICMP error) is not counted.
+    Request,
+    /// A whole exchange, whose answer was wrong (an HTTP status, not HTTP).
+    All,
+}
+
 /// Why a probe failed before its timeout. Its text becomes [`super::ProbeOutcome::Failed`].
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -66,6 +77,40 @@ impl fmt::Display for OsError {
 }
 
 impl ProbeError {
+    /// What went over the wire before this failure, for the probe traffic counters.
+    pub fn exchanged(&self) -> Exchanged {
+        match self {
+            ProbeError::Socket(_)
+            | ProbeError::Bind { .. }
+            | ProbeError::Mark { .. }
+            | ProbeError::QueryName(_) => Exchanged::Nothing,
+            ProbeError::Io { what, err, .. } => {
+                let local = matches!(
+                    err.0.raw_os_error(),
+                    Some(
+                        libc::ENETUNREACH
+                            | libc::ENODEV
+                            | libc::EADDRNOTAVAIL
+                            | libc::EPERM
+                            | libc::EACCES
+                            | libc::ENOBUFS
+                    )
+                );
+                if *what == "send to" || local {
+                    Exchanged::Nothing
+                } else {
+                    Exchanged::Request
+                }
+            }
+            ProbeError::Refused
+            | ProbeError::RefusedCountsAsFailed
+            | ProbeError::Unreachable { .. } => Exchanged::Request,
+            ProbeError::HttpStatus { .. } | ProbeError::NotHttp(_) | ProbeError::HttpClosed => {
+                Exchanged::All
+            }
+        }
+    }
+
     /// An I/O error of `what` ("send to", "connect to", ...) towards `addr`.
     pub(super) fn io(what: &'static str, addr: impl fmt::Display, err: io::Error) -> ProbeError {
         if err.kind() == io::ErrorKind::ConnectionRefused {
