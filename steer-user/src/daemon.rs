@@ -703,7 +703,15 @@ async fn apply_reload(
         msg
     };
     let prepared = prepared.map_err(|e| refused(&e))?;
-    let report = ctl.reload(prepared).await.map_err(|e| refused(&e))?;
+    // A DNS listen address or snoop queue that is taken refuses the reload before anything
+    // changes, as it refuses a start.
+    if let Some(config) = prepared.config() {
+        probers.dns.prepare(config).map_err(|e| refused(&e))?;
+    }
+    let report = ctl.reload(prepared).await.map_err(|e| {
+        probers.dns.release();
+        refused(&e)
+    })?;
     let lines = report.lines();
     log_lines("reload: ", &lines);
     log_lines("reload: ", &ctl.vrrp_sync().await);

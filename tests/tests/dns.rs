@@ -727,3 +727,52 @@ fn snoop_mode_learns_answers_crossing_the_router_and_fails_open() {
     let out = dig(&lab.client, "@203.0.113.53 +short s7.fresh.example");
     assert_eq!(out.trim(), host_v4(4103).to_string());
 }
+
+/// A reload whose new listen address is taken is refused, as a start is: the CLI fails with
+/// the reason, the running forwarder keeps its addresses and upstream, and the status says so.
+#[test]
+fn a_reload_onto_a_taken_listen_address_is_refused_and_changes_nothing() {
+    let t = DnsScenario::start("dns-taken", "", records);
+    let lab = &t.s.lab;
+    // Something else holds 10.10.0.1:5353 in the router (UDP and TCP).
+    let taken = "10.10.0.1:5353";
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    let (ready, bound) = std::sync::mpsc::channel();
+    let holder = lab.router.spawn(move || {
+        let udp = UdpSocket::bind(taken).expect("bind UDP");
+        let tcp = std::net::TcpListener::bind(taken).expect("bind TCP");
+        ready.send(()).unwrap();
+        let _ = held.recv_timeout(Duration::from_secs(60));
+        drop((udp, tcp));
+    });
+    bound.recv_timeout(Duration::from_secs(5)).unwrap();
+    let config = std::fs::read_to_string(t.s.work.config()).unwrap();
+    let next = config
+        .replace(
+            &format!("listen = [\"{FORWARDER}\", \"[fd10::1]:53\"]"),
+            &format!("listen = [\"{taken}\", \"[fd10::1]:53\"]"),
+        )
+        .replace(
+            &format!("upstreams = [\"{UPSTREAM}\"]"),
+            "upstreams = [\"127.0.0.1:5999\"]",
+        );
+    assert_ne!(next, config, "the test edits the listen and upstream lines");
+    t.s.work.write("steer.toml", &next);
+    let (ok, out, err) = t.s.work.steer(&["reload"]);
+    assert!(!ok, "the reload was refused: {out}{err}");
+    assert!(
+        err.contains("reload refused") && err.contains(&format!("bind UDP {taken}")),
+        "{out}{err}"
+    );
+    let dns = &t.s.status()["dns"];
+    assert_eq!(dns["listen"][0], FORWARDER, "{dns}");
+    assert_eq!(dns["upstreams"][0], UPSTREAM, "{dns}");
+    // Still served, by the old upstream.
+    let a = ask(&lab.client, forwarder(), "n1.fresh.example", rtype::A).expect("an answer");
+    assert_eq!(rcode_of(&a), wire::rcode::NOERROR);
+    // Once the address is free the same file loads.
+    hold.send(()).unwrap();
+    holder.join().unwrap();
+    t.s.steer(&["reload"]);
+    assert_eq!(t.s.status()["dns"]["listen"][0], taken);
+}

@@ -126,6 +126,14 @@ impl Prepared {
     pub fn parsed(&self) -> bool {
         !matches!(self.0, Ready::Unchanged { .. })
     }
+
+    /// The new configuration, when the reload brings one (not when only a list changed).
+    pub fn config(&self) -> Option<&Config> {
+        match &self.0 {
+            Ready::Changed { config, .. } => Some(config),
+            _ => None,
+        }
+    }
 }
 
 /// A step with what is computed ahead of the kernel writes: the prefixes per rule it leaves

@@ -178,7 +178,7 @@ fn named(e: io::Error, what: &str, addr: SocketAddr) -> io::Error {
     io::Error::new(e.kind(), format!("dns forwarder: {what} {addr}: {e}"))
 }
 
-fn bind(addr: SocketAddr, kind: Type) -> io::Result<Socket> {
+pub(super) fn bind(addr: SocketAddr, kind: Type) -> io::Result<Socket> {
     let protocol = if kind == Type::DGRAM {
         Protocol::UDP
     } else {

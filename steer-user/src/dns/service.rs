@@ -4,6 +4,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use socket2::Type;
+
 use super::{
     Learn,
     forwarder::{self, Forwarder, Settings},
@@ -58,6 +60,43 @@ impl Services {
             bound_queue,
             ..Services::default()
         })
+    }
+
+    /// Binds, ahead of a reload to `config`, what its services would listen on that the
+    /// running ones do not hold: a listen address or a snoop queue that is taken refuses the
+    /// reload before anything changes, as it refuses a start. A forwarder that keeps some of
+    /// its addresses cannot bind them twice: the new ones are tried and let go (the first
+    /// [`Services::sync`] binds them again), the others are already its own.
+    pub fn prepare(&mut self, config: &Config) -> Result<(), String> {
+        self.release();
+        let running = self.forwarder.as_ref().map(|f| &f.settings);
+        if let Some(want) = settings(config).filter(|s| Some(s) != running) {
+            let held = running.map_or(&[][..], |r| &r.listen[..]);
+            if held.iter().all(|a| !want.listen.contains(a)) {
+                self.bound = Some(Forwarder::bind(want).map_err(|e| e.to_string())?);
+            } else {
+                for addr in want.listen.iter().filter(|a| !held.contains(a)) {
+                    for (kind, what) in [(Type::DGRAM, "UDP"), (Type::STREAM, "TCP")] {
+                        forwarder::bind(*addr, kind)
+                            .map_err(|e| format!("dns forwarder: bind {what} {addr}: {e}"))?;
+                    }
+                }
+            }
+        }
+        let queue = snoop_queue(config);
+        if queue.is_some() && self.snooper.as_ref().map(|s| s.queue) != queue {
+            self.bound_queue = queue
+                .map(Snooper::bind)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Lets go of what [`Services::prepare`] bound (the reload did not happen).
+    pub fn release(&mut self) {
+        self.bound = None;
+        self.bound_queue = None;
     }
 
     /// Brings the services in line with `config`. Error lines say what could not be started
