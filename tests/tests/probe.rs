@@ -26,7 +26,7 @@ use std::{
 use steer::{
     config::{ProbeTarget, StatusCodes, TcpRefused, TrackMethod},
     health::probe::{
-        ProbeOutcome, ProbeSpec, ProberEvent, Round, fixed_schedule, round, spawn_prober,
+        Exchanged, ProbeOutcome, ProbeSpec, ProberEvent, Round, fixed_schedule, round, spawn_prober,
     },
 };
 use steer_tests::{
@@ -390,7 +390,7 @@ fn failures_missing_interface_unreachable_and_carrier_loss() {
     assert_all(
         &r,
         &missing,
-        &ProbeOutcome::Failed("bind to nosuch0: No such device".into()),
+        &failed("bind to nosuch0: No such device".into(), Exchanged::Nothing),
     );
 
     // The ISP reports a destination as unreachable: ICMP probes fail at once, saying so. A TCP
@@ -418,17 +418,24 @@ fn failures_missing_interface_unreachable_and_carrier_loss() {
     ] {
         assert_eq!(
             outcome(i),
-            &ProbeOutcome::Failed(format!(
-                "ICMP destination unreachable (code {code}) from {gw}"
-            )),
+            &failed(
+                format!("ICMP destination unreachable (code {code}) from {gw}"),
+                Exchanged::Request
+            ),
         );
     }
     assert_eq!(
         outcome(2),
-        &ProbeOutcome::Failed("connect to 198.51.100.1:80: No route to host".into())
+        &failed(
+            "connect to 198.51.100.1:80: No route to host".into(),
+            Exchanged::Request
+        )
     );
     assert!(
-        matches!(outcome(3), ProbeOutcome::Timeout | ProbeOutcome::Failed(_)),
+        matches!(
+            outcome(3),
+            ProbeOutcome::Timeout | ProbeOutcome::Failed { .. }
+        ),
         "{:?}",
         outcome(3)
     );
@@ -441,7 +448,7 @@ fn failures_missing_interface_unreachable_and_carrier_loss() {
     assert!(took1 <= latest_end(&s1), "round took {took1:?}");
     for (target, outcome) in &r1.outcomes {
         assert!(
-            matches!(outcome, ProbeOutcome::Timeout | ProbeOutcome::Failed(_)),
+            matches!(outcome, ProbeOutcome::Timeout | ProbeOutcome::Failed { .. }),
             "{target:?} via wan1 without carrier: {outcome:?}"
         );
     }
@@ -491,7 +498,10 @@ fn tcp_connect_open_refused_and_blackholed() {
         assert_all(
             &r,
             &s,
-            &ProbeOutcome::Failed("connection refused (tcp_refused = \"fail\")".into()),
+            &failed(
+                "connection refused (tcp_refused = \"fail\")".into(),
+                Exchanged::Request,
+            ),
         );
         assert!(took < s.timeout / 2, "refused before the timeout: {took:?}");
 
@@ -551,7 +561,10 @@ fn tcp_rejected_with_icmp_fails_unless_refusals_pass() {
     assert_all(
         &r,
         &s,
-        &ProbeOutcome::Failed("connection refused (tcp_refused = \"fail\")".into()),
+        &failed(
+            "connection refused (tcp_refused = \"fail\")".into(),
+            Exchanged::Request,
+        ),
     );
     assert_rejected_in_time(took, &s);
     assert!(
@@ -584,18 +597,24 @@ fn tcp_rejected_with_icmp_fails_unless_refusals_pass() {
         };
         assert_eq!(
             v4,
-            &ProbeOutcome::Failed(format!(
-                "connect to {}:{PROHIBITED_PORT}: No route to host",
-                Lab::SERVER_A
-            )),
+            &failed(
+                format!(
+                    "connect to {}:{PROHIBITED_PORT}: No route to host",
+                    Lab::SERVER_A
+                ),
+                Exchanged::Request
+            ),
             "{refused:?}"
         );
         assert_eq!(
             v6,
-            &ProbeOutcome::Failed(format!(
-                "connect to [{}]:{PROHIBITED_PORT}: Permission denied",
-                Lab::SERVER_A6
-            )),
+            &failed(
+                format!(
+                    "connect to [{}]:{PROHIBITED_PORT}: Permission denied",
+                    Lab::SERVER_A6
+                ),
+                Exchanged::Request
+            ),
             "{refused:?}"
         );
     }
@@ -656,7 +675,11 @@ fn dns_and_http_through_each_wan_and_timeout_when_blackholed() {
         1000,
     );
     let (r, took) = run_round(&lab, &s);
-    assert_all(&r, &s, &ProbeOutcome::Failed("connection refused".into()));
+    assert_all(
+        &r,
+        &s,
+        &failed("connection refused".into(), Exchanged::Request),
+    );
     assert!(took < s.timeout / 2, "refused before the timeout: {took:?}");
 
     lab.blackhole_upstream(Wan::One);
@@ -712,7 +735,10 @@ fn http_passes_only_on_a_wanted_status() {
         assert_all(
             &r,
             &s,
-            &ProbeOutcome::Failed(format!("HTTP status {code} (wanted 200-299)")),
+            &failed(
+                format!("HTTP status {code} (wanted 200-299)"),
+                Exchanged::All,
+            ),
         );
         let failure = r.first_failure().expect("a failure to name");
         assert_eq!(
@@ -732,7 +758,7 @@ fn http_passes_only_on_a_wanted_status() {
     assert_all(
         &r,
         &s,
-        &ProbeOutcome::Failed("HTTP status 200 (wanted 204)".into()),
+        &failed("HTTP status 200 (wanted 204)".into(), Exchanged::All),
     );
 
     // A configured set that takes redirects: the portal's 302 passes, a 404 still fails.
@@ -743,7 +769,10 @@ fn http_passes_only_on_a_wanted_status() {
     assert_all(
         &r,
         &s,
-        &ProbeOutcome::Failed("HTTP status 404 (wanted 200, 300-399)".into()),
+        &failed(
+            "HTTP status 404 (wanted 200, 300-399)".into(),
+            Exchanged::All,
+        ),
     );
 }
 
@@ -949,4 +978,9 @@ fn prober_delivers_rounds_at_the_interval_and_stops() {
         // The sender went with the task: the channel drains and closes.
         while rx.recv().await.is_some() {}
     });
+}
+
+/// A failed probe's outcome: its text, and what it exchanged with the network.
+fn failed(why: String, exchanged: Exchanged) -> ProbeOutcome {
+    ProbeOutcome::Failed { why, exchanged }
 }

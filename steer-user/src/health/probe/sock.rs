@@ -92,7 +92,6 @@ impl ProbeError {
                             | libc::ENODEV
                             | libc::EADDRNOTAVAIL
                             | libc::EPERM
-                            | libc::EACCES
                             | libc::ENOBUFS
                     )
                 );
