@@ -67,6 +67,7 @@ fn records(dir: &std::path::Path) -> Vec<String> {
         "--host-record=own.video.example,100.64.1.2".into(),
         "--host-record=dual.video.example,198.19.102.1,2001:db8:53::1".into(),
         "--host-record=dual.v4only.example,198.19.102.2,2001:db8:53::3".into(),
+        "--cname=alias.unlisted.example,dual.v4only.example".into(),
         format!("--dns-rr=hints.video.example,65,{https}"),
         "--host-record=shared.video.example,198.19.104.1".into(),
         "--host-record=x.other.example,198.19.104.1".into(),
@@ -216,6 +217,22 @@ fn answers_pass_unchanged_and_teach_exactly_their_chain() {
     let a = ask(&lab.client, forwarder(), "dual.v4only.example", rtype::A).unwrap();
     assert_eq!(addresses(&a), ["198.19.102.2".parse::<IpAddr>().unwrap()]);
     assert!(t.learned().contains_key("198.19.102.2"));
+    assert!(!t.learned().contains_key("2001:db8:53::3"));
+    // The same through a name of no set whose CNAME leads into the set.
+    let aaaa = ask(
+        &lab.client,
+        forwarder(),
+        "alias.unlisted.example",
+        rtype::AAAA,
+    )
+    .unwrap();
+    assert!(
+        addresses(&aaaa).is_empty(),
+        "AAAA filtered through the CNAME"
+    );
+    assert_eq!(rcode_of(&aaaa), wire::rcode::NOERROR);
+    let a = ask(&lab.client, forwarder(), "alias.unlisted.example", rtype::A).unwrap();
+    assert_eq!(addresses(&a), ["198.19.102.2".parse::<IpAddr>().unwrap()]);
     assert!(!t.learned().contains_key("2001:db8:53::3"));
     // The canary: browsers keep the router's DNS.
     let out = dig(
