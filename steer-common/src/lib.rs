@@ -240,20 +240,28 @@ pub const LEARNED_NAME_LEN: usize = 112;
 /// `Learned::also_rule` when no other set claimed the address.
 pub const NO_RULE: u32 = u32::MAX;
 
-/// Value of `LEARNED_V4` / `LEARNED_V6`: a host learned from a DNS answer.
+/// Value of `LEARNED_V4` / `LEARNED_V6`: a host learned from DNS answers. Up to two sets' claims
+/// on it, each with its own expiry and the name whose answer gave it: the winner's (the set
+/// first in the configuration), which steers, and the runner-up's, which takes over when the
+/// winner's expires. Both are kept here so a restarted daemon rebuilds the same claims.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Learned {
     /// The rule (set) the address steers to: the only field the classifier reads.
     pub rule: u32,
-    /// Another set that also claimed the address and lost (it comes later in the
+    /// Another set that also claimed the address and loses (it comes later in the
     /// configuration), or `NO_RULE`.
     pub also_rule: u32,
-    /// When the entry expires, in seconds of `CLOCK_BOOTTIME` (kept across daemon restarts;
-    /// the daemon removes expired entries).
+    /// When the winner's claim expires, in seconds of `CLOCK_BOOTTIME` (kept across daemon
+    /// restarts; the daemon removes expired claims).
     pub expires: u64,
-    /// The name whose answer taught it (the name that matched the set), NUL-padded.
+    /// When the runner-up's claim expires (0 without one).
+    pub also_expires: u64,
+    /// The name whose answer gave the winner's claim (the name that matched the set),
+    /// NUL-padded.
     pub name: [u8; LEARNED_NAME_LEN],
+    /// The same for the runner-up's claim (all NUL without one).
+    pub also_name: [u8; LEARNED_NAME_LEN],
 }
 
 impl Default for Learned {
@@ -262,7 +270,9 @@ impl Default for Learned {
             rule: 0,
             also_rule: NO_RULE,
             expires: 0,
+            also_expires: 0,
             name: [0; LEARNED_NAME_LEN],
+            also_name: [0; LEARNED_NAME_LEN],
         }
     }
 }
@@ -753,8 +763,9 @@ const _: () = assert!(size_of::<XdpMeta>() == 20);
 const _: () = assert!(size_of::<XdpMeta>().is_multiple_of(4)); // bpf_xdp_adjust_meta needs 4-byte steps
 const _: () = assert!(size_of::<RuleInfo>() == 2 * NAME_LEN + 8);
 const _: () = assert!(size_of::<WanInfo>() == NAME_LEN + 16);
-const _: () =
-    assert!(size_of::<Learned>() == 16 + LEARNED_NAME_LEN && LEARNED_NAME_LEN.is_multiple_of(8));
+const _: () = assert!(
+    size_of::<Learned>() == 24 + 2 * LEARNED_NAME_LEN && LEARNED_NAME_LEN.is_multiple_of(8)
+);
 const _: () = assert!(LPM_KEY_V4_SIZE == 8 && LPM_KEY_V6_SIZE == 20);
 const _: () = assert!(MAX_RULES.is_power_of_two() && LB_SLOTS.is_power_of_two());
 // `policy_index` masks the generation with `GENERATIONS - 1` and the family with `& 1`;

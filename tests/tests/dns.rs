@@ -67,6 +67,7 @@ fn records(dir: &std::path::Path) -> Vec<String> {
         "--host-record=own.video.example,100.64.1.2".into(),
         "--host-record=dual.video.example,198.19.102.1,2001:db8:53::1".into(),
         "--host-record=dual.v4only.example,198.19.102.2,2001:db8:53::3".into(),
+        "--cname=alias.unlisted.example,dual.v4only.example".into(),
         format!("--dns-rr=hints.video.example,65,{https}"),
         "--host-record=shared.video.example,198.19.104.1".into(),
         "--host-record=x.other.example,198.19.104.1".into(),
@@ -216,6 +217,22 @@ fn answers_pass_unchanged_and_teach_exactly_their_chain() {
     let a = ask(&lab.client, forwarder(), "dual.v4only.example", rtype::A).unwrap();
     assert_eq!(addresses(&a), ["198.19.102.2".parse::<IpAddr>().unwrap()]);
     assert!(t.learned().contains_key("198.19.102.2"));
+    assert!(!t.learned().contains_key("2001:db8:53::3"));
+    // The same through a name of no set whose CNAME leads into the set.
+    let aaaa = ask(
+        &lab.client,
+        forwarder(),
+        "alias.unlisted.example",
+        rtype::AAAA,
+    )
+    .unwrap();
+    assert!(
+        addresses(&aaaa).is_empty(),
+        "AAAA filtered through the CNAME"
+    );
+    assert_eq!(rcode_of(&aaaa), wire::rcode::NOERROR);
+    let a = ask(&lab.client, forwarder(), "alias.unlisted.example", rtype::A).unwrap();
+    assert_eq!(addresses(&a), ["198.19.102.2".parse::<IpAddr>().unwrap()]);
     assert!(!t.learned().contains_key("2001:db8:53::3"));
     // The canary: browsers keep the router's DNS.
     let out = dig(
@@ -775,4 +792,149 @@ fn a_reload_onto_a_taken_listen_address_is_refused_and_changes_nothing() {
     holder.join().unwrap();
     t.s.steer(&["reload"]);
     assert_eq!(t.s.status()["dns"]["listen"][0], taken);
+}
+
+/// Set `second`'s block in [`steer_tests::dns::SETS`], to move it in front of `video`.
+const SECOND: &str =
+    "[[set]]\nname = \"second\"\npolicy = \"wan1-first\"\ndomains = [\"other.example\"]\n";
+
+#[test]
+fn shared_hosts_keep_each_sets_claim_across_expiry_reloads_and_restarts() {
+    let mut t = DnsScenario::start("dns-claims", "min_ttl = 1\nmax_ttl = 86400", |_| {
+        [
+            "--host-record=sh1.video.example,198.19.130.1,3000",
+            "--host-record=sh1.other.example,198.19.130.1,3000",
+            "--host-record=sh3.video.example,198.19.130.3,3000",
+            "--host-record=sh3.other.example,198.19.130.3,3000",
+            "--host-record=sh4.other.example,198.19.130.4,3000",
+            "--host-record=sh4.video.example,198.19.130.4,6",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let ask_a = |t: &DnsScenario, name: &str| {
+        let a = ask(&t.s.lab.client, forwarder(), name, rtype::A).expect("answered");
+        assert_eq!(addresses(&a).len(), 1, "{name}");
+    };
+    let claims = |t: &DnsScenario, addr: &str| {
+        let e = t.learned()[addr].clone();
+        (
+            e["set"].as_str().map(str::to_owned),
+            e["also_set"].as_str().map(str::to_owned),
+        )
+    };
+    let pair = |set: &str, also: Option<&str>| (Some(set.to_owned()), also.map(str::to_owned));
+    let rx = FirstPackets::start(&t.s.lab, 9996);
+    let mut tag = 0u64;
+    let mut wan_of = |t: &DnsScenario, to: &str| {
+        tag += 1;
+        let to: IpAddr = to.parse().unwrap();
+        t.s.lab.client.enter(|| {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.send_to(&tag.to_be_bytes(), (to, 9996)).unwrap();
+        });
+        rx.wait(tag as usize, Duration::from_secs(3))
+            .get(&tag)
+            .copied()
+            .flatten()
+    };
+
+    // D2: the winner's 6 s claim is not stretched to the runner-up's 3000 s: when it expires,
+    // set second owns the address for what is left of its own claim.
+    ask_a(&t, "sh4.other.example");
+    ask_a(&t, "sh4.video.example");
+    let e = t.learned()["198.19.130.4"].clone();
+    assert_eq!(
+        (e["set"].as_str(), e["also_set"].as_str()),
+        (Some("video"), Some("second"))
+    );
+    assert!(e["expires_in_s"].as_i64().unwrap() <= 6, "{e}");
+    assert!(e["also_expires_in_s"].as_i64().unwrap() > 2900, "{e}");
+    assert_eq!(e["also_name"], "sh4.other.example");
+    let explained = t.s.steer(&["explain", "198.19.130.4"]);
+    assert!(
+        explained.contains("learned from the answer for sh4.video.example, expires in")
+            && explained.contains("also claimed by set second")
+            && explained.contains("from the answer for sh4.other.example"),
+        "{explained}"
+    );
+    assert_eq!(wan_of(&t, "198.19.130.4"), Some(Wan::Two));
+    wait_for(
+        "the winner's claim expires",
+        Duration::from_secs(10),
+        || claims(&t, "198.19.130.4") == pair("second", None),
+    );
+    let e = t.learned()["198.19.130.4"].clone();
+    assert!(e["expires_in_s"].as_i64().unwrap() > 2900, "{e}");
+    assert_eq!(e["name"], "sh4.other.example");
+    assert_eq!(
+        wan_of(&t, "198.19.130.4"),
+        Some(Wan::One),
+        "now set second's"
+    );
+    assert_eq!(t.counter("expired"), 0, "the address stayed");
+
+    // D3: a reload that puts set second first re-ranks the addresses already learned.
+    for name in [
+        "sh1.video.example",
+        "sh1.other.example",
+        "sh3.video.example",
+        "sh3.other.example",
+    ] {
+        ask_a(&t, name);
+    }
+    for a in ["198.19.130.1", "198.19.130.3"] {
+        assert_eq!(claims(&t, a), pair("video", Some("second")), "{a}");
+    }
+    assert_eq!(wan_of(&t, "198.19.130.3"), Some(Wan::Two));
+    let original = std::fs::read_to_string(t.s.work.config()).unwrap();
+    assert!(original.contains(SECOND), "{original}");
+    let second_first = original.replace(SECOND, "").replacen(
+        "[[set]]\nname = \"video\"",
+        &format!("{SECOND}\n[[set]]\nname = \"video\""),
+        1,
+    );
+    t.s.work.write("steer.toml", &second_first);
+    t.s.steer(&["reload"]);
+    for a in ["198.19.130.1", "198.19.130.3"] {
+        assert_eq!(claims(&t, a), pair("second", Some("video")), "{a}");
+    }
+    assert_eq!(wan_of(&t, "198.19.130.3"), Some(Wan::One));
+    let explained = t.s.steer(&["explain", "198.19.130.3"]);
+    assert!(
+        explained
+            .contains("set second (dst 198.19.130.3 learned from the answer for sh3.other.example")
+            && explained.contains("also claimed by set video"),
+        "{explained}"
+    );
+
+    // D1: back in the first order, a reload that removes video.example keeps the hosts set
+    // second still claims, now second's alone.
+    t.s.work.write("steer.toml", &original);
+    t.s.steer(&["reload"]);
+    assert_eq!(claims(&t, "198.19.130.1"), pair("video", Some("second")));
+    let without_video = original.replace("\"video.example\", ", "");
+    assert_ne!(without_video, original);
+    t.s.work.write("steer.toml", &without_video);
+    let out = t.s.steer(&["reload"]);
+    assert!(!out.contains("learned hosts removed"), "{out}");
+    for a in ["198.19.130.1", "198.19.130.3", "198.19.130.4"] {
+        assert_eq!(claims(&t, a), pair("second", None), "{a}");
+    }
+    assert_eq!(t.counter("removed"), 0);
+    assert_eq!(wan_of(&t, "198.19.130.1"), Some(Wan::One));
+
+    // The same at a restart with the domain removed: the claims come back from the maps.
+    t.s.work.write("steer.toml", &original);
+    t.s.steer(&["reload"]);
+    ask_a(&t, "sh1.video.example");
+    assert_eq!(claims(&t, "198.19.130.1"), pair("video", Some("second")));
+    t.s.daemon.kill9();
+    t.s.work.write("steer.toml", &without_video);
+    t.s.daemon = steer_tests::daemon::Daemon::start(&t.s.lab.router, &t.s.work);
+    assert_eq!(claims(&t, "198.19.130.1"), pair("second", None));
+    let e = t.learned()["198.19.130.1"].clone();
+    assert_eq!(e["name"], "sh1.other.example");
+    assert!(e["expires_in_s"].as_i64().unwrap() > 2900, "{e}");
+    assert_eq!(wan_of(&t, "198.19.130.1"), Some(Wan::One));
 }

@@ -130,7 +130,10 @@ fn learned_hosts_come_after_source_sets_and_before_destination_prefixes() {
     learned.set_lookups([true, true]).unwrap();
     for addr in ["198.51.100.7", "2001:db8::7", "192.0.2.9", "203.0.113.1"] {
         learned
-            .insert(ip(addr), &entry(2, Some(1), 0, "a.video.example"))
+            .insert(
+                ip(addr),
+                &entry((2, 0, "a.video.example"), Some((1, 0, "a.other.example"))),
+            )
             .unwrap();
     }
     let cases = [
@@ -243,7 +246,7 @@ fn a_learner_adopting_maps_looks_up_exactly_the_families_they_hold() {
     let expires = boottime_secs() + 3600;
     maps.insert(
         ip("198.51.100.7"),
-        &entry(2, None, expires, "a.video.example"),
+        &entry((2, expires, "a.video.example"), None),
     )
     .unwrap();
     maps.set_lookups([false, true]).unwrap();

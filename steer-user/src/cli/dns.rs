@@ -4,25 +4,33 @@
 use std::{fmt::Write, net::IpAddr, path::Path};
 
 use serde_json::{Value, json};
-use steer_common::NO_RULE;
 
 use super::{dump::Names, txt};
 use crate::{
     dataplane::{
         DataplaneError,
-        learned::{LearnedMaps, boottime_secs, name_from_bytes},
+        learned::{LearnedMaps, boottime_secs, claims},
     },
     status::DnsStatus,
 };
 
-/// What explain says about a destination learned from a DNS answer.
+/// What explain says about a destination learned from a DNS answer: the winning claim.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LearnedHost {
     pub name: String,
-    /// Seconds until it expires (negative: expired, not yet removed).
+    /// Seconds until the claim expires (negative: expired, not yet removed).
     pub expires_in: i64,
-    /// A later set that also claimed the address (and lost).
-    pub also: Option<String>,
+    /// A later set that also claimed the address (and loses while this claim lives).
+    pub also: Option<AlsoClaim>,
+}
+
+/// The runner-up's claim on a learned address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlsoClaim {
+    pub set: String,
+    pub name: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
 }
 
 /// The learned entry of `dst` for `rule`, if that is why the packet matched.
@@ -38,10 +46,16 @@ pub(crate) fn learned_host(
     if v.rule != rule {
         return Ok(None);
     }
+    let now = boottime_secs() as i64;
+    let ((_, expires, name), also) = claims(&v);
     Ok(Some(LearnedHost {
-        name: name_from_bytes(&v.name),
-        expires_in: v.expires as i64 - boottime_secs() as i64,
-        also: (v.also_rule != NO_RULE).then(|| names.set(v.also_rule)),
+        name,
+        expires_in: expires as i64 - now,
+        also: also.map(|(rule, expires, name)| AlsoClaim {
+            set: names.set(rule),
+            name,
+            expires_in: expires as i64 - now,
+        }),
     }))
 }
 
@@ -54,14 +68,20 @@ pub(crate) fn learned_json(pin_dir: &Path, names: &Names) -> Result<Value, Datap
         entries
             .into_iter()
             .map(|(addr, v)| {
+                let ((rule, expires, name), also) = claims(&v);
+                let also = also.as_ref();
                 json!({
                     "address": addr.to_string(),
-                    "set": names.set(v.rule),
-                    "rule": v.rule,
-                    "also_set": (v.also_rule != NO_RULE).then(|| names.set(v.also_rule)),
-                    "name": name_from_bytes(&v.name),
-                    "expires_in_s": v.expires as i64 - now,
-                    "expires_boottime_s": v.expires,
+                    "set": names.set(rule),
+                    "rule": rule,
+                    "name": name,
+                    "expires_in_s": expires as i64 - now,
+                    "expires_boottime_s": expires,
+                    "also_set": also.map(|(r, _, _)| names.set(*r)),
+                    "also_rule": also.map(|(r, _, _)| r),
+                    "also_name": also.map(|(_, _, n)| n),
+                    "also_expires_in_s": also.map(|(_, e, _)| *e as i64 - now),
+                    "also_expires_boottime_s": also.map(|(_, e, _)| e),
                 })
             })
             .collect(),
@@ -76,13 +96,23 @@ pub(crate) fn render_learned(v: &Value) -> String {
             Some(also) => format!("{} (also {also})", txt(&r["set"])),
             None => txt(&r["set"]),
         };
+        let mut name = txt(&r["name"]);
+        if let Some(also) = r["also_set"].as_str() {
+            // The runner-up's own claim: it steers once the winner's has expired.
+            let _ = write!(
+                name,
+                " ({also}: {}, expires in {} s)",
+                txt(&r["also_name"]),
+                txt(&r["also_expires_in_s"])
+            );
+        }
         let _ = writeln!(
             out,
             "{:<40} {:<16} {:>8} s  {}",
             txt(&r["address"]),
             set,
             txt(&r["expires_in_s"]),
-            txt(&r["name"])
+            name
         );
     }
     out

@@ -225,7 +225,12 @@ impl Explanation {
             "local": self.local.map(|(p, k)| json!({ "prefix": p.to_string(), "reason": k.describe() })),
             "rule": self.rule, "set": self.set, "matched_on": self.matched_on_name(),
             "prefix": self.prefix.map(|p| p.to_string()),
-            "learned": self.learned.as_ref().map(|l| json!({ "name": l.name, "expires_in_s": l.expires_in, "also_set": l.also })),
+            "learned": self.learned.as_ref().map(|l| json!({
+                "name": l.name, "expires_in_s": l.expires_in,
+                "also_set": l.also.as_ref().map(|a| &a.set),
+                "also_name": l.also.as_ref().map(|a| &a.name),
+                "also_expires_in_s": l.also.as_ref().map(|a| a.expires_in),
+            })),
             "runtime": self.runtime.map(|left| json!({ "expires_in_s": left })),
             "shadowed": self.shadowed.iter().map(|(p, s)| json!({ "prefix": p.to_string(), "set": s })).collect::<Vec<_>>(),
             "policy": self.policy, "mark": format!("{:#x}", self.mark), "wan": self.wan,
@@ -281,10 +286,12 @@ impl fmt::Display for Explanation {
                     "matched  rule {} = set {} (dst {} learned from the answer for {}, expires in {} s)",
                     self.rule, self.set, self.dst, l.name, l.expires_in
                 )?;
-                if let Some(also) = &l.also {
+                if let Some(a) = &l.also {
                     writeln!(
                         f,
-                        "         also claimed by set {also} (later in the configuration, so it loses)"
+                        "         also claimed by set {} (later in the configuration, so it loses; \
+                         its claim, from the answer for {}, expires in {} s and steers when this one has expired)",
+                        a.set, a.name, a.expires_in
                     )?;
                 }
             }

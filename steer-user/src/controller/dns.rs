@@ -5,9 +5,11 @@
 //! addresses are written straight into the kernel, one map update each, on the thread that
 //! relays the answer, before the answer goes out — never behind a reload or a routing
 //! reconcile of the event loop. Everything else that changes these maps comes from the
-//! controller's own calls: [`Controller::configure_dns`] after every apply (a reload that
-//! removes a domain or a set removes what it learned), [`Controller::expire_learned`] on the
-//! daemon's timer, the router's own subnets after every routing change, and `steer stop`,
+//! controller's own calls: [`Controller::configure_dns`] after every apply (a reload drops the
+//! claims of a removed domain or set and ranks the rest by the new order of the sets: an
+//! address another set still claims stays, steered by that set), [`Controller::expire_learned`]
+//! on the daemon's timer (a claim expires alone: the runner-up takes over when the winner's
+//! claim expires, and the address goes with its last claim), the router's own subnets after every routing change, and `steer stop`,
 //! which removes the maps with every other pin.
 //!
 //! A kernel write comes first and the table follows only when it succeeded, so the two never
@@ -29,8 +31,6 @@ use std::{
     time::Instant,
 };
 
-use steer_common::NO_RULE;
-
 use super::Controller;
 use crate::{
     config::{Config, Dns},
@@ -41,7 +41,7 @@ use crate::{
     dns::{
         Learn, Outcome,
         answer::Learnable,
-        lifetimes::{Claim, Clamp, Entry, Plan, Table},
+        lifetimes::{Change, Claim, Clamp, Entry, Hold, Plan, Table},
         matcher::{DomainSet, Matcher},
         rebind::{Rebind, Refusal},
         stats::{Count, Latency, Stats},
@@ -89,8 +89,8 @@ fn capacity_of(dns: Option<&Dns>) -> [usize; 2] {
 }
 
 impl Learner {
-    /// Takes the maps and reads back what they hold (entries an earlier daemon learned keep
-    /// their expiry), and switches the classifier's lookups of learned hosts to the families
+    /// Takes the maps and reads back what they hold (claims an earlier daemon learned keep
+    /// their expiries), and switches the classifier's lookups of learned hosts to the families
     /// found there (whatever the settings said: a daemon may have stopped between a removal
     /// and the flag). Returns the learner and how many entries it found.
     pub fn new(maps: Option<LearnedMaps>) -> (Learner, usize) {
@@ -102,13 +102,17 @@ impl Learner {
                 Ok(entries) => {
                     found = entries.len();
                     for (addr, v) in entries {
+                        let hold = |(rule, expires, name)| Hold {
+                            rule,
+                            expires,
+                            name,
+                        };
+                        let (win, also) = learned::claims(&v);
                         table.commit(
                             addr,
                             Entry {
-                                rule: v.rule,
-                                also_rule: (v.also_rule != NO_RULE).then_some(v.also_rule),
-                                expires: v.expires,
-                                name: learned::name_from_bytes(&v.name),
+                                win: hold(win),
+                                also: also.map(hold),
                             },
                         );
                     }
@@ -154,8 +158,9 @@ impl Learner {
     }
 
     /// Takes a new configuration: the sets' domains (with the rule ids the kernel uses), the
-    /// lifetimes, capacities and rebinding protection. Entries whose name no longer matches the
-    /// set that learned them are removed. Returns how many were removed.
+    /// lifetimes, capacities and rebinding protection. Claims whose name no longer matches the
+    /// set that made them are dropped, the rest ranked by the new order of the sets; an address
+    /// left without claims is removed. Returns how many addresses were removed.
     pub fn configure(&self, config: &Config, rules: &BTreeMap<u32, Rule>) -> usize {
         let ids: BTreeMap<&str, u32> = rules.values().map(|r| (r.name.as_str(), r.id)).collect();
         let dns = config.dns.as_ref();
@@ -183,37 +188,14 @@ impl Learner {
         inner.rebind.enabled = dns.is_none_or(|d| d.rebind_protection);
         inner.rebind.allow = dns.map(|d| d.rebind_allow.clone()).unwrap_or_default();
         *self.matcher.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&matcher);
-        let keep = |addr: &IpAddr, e: &Entry| {
+        let keep = |addr: &IpAddr, h: &Hold| {
             matcher
-                .find(&e.name)
-                .is_some_and(|m| m.set.rule == e.rule && !(addr.is_ipv6() && m.set.filter_aaaa))
+                .find(&h.name)
+                .is_some_and(|m| m.set.rule == h.rule && !(addr.is_ipv6() && m.set.filter_aaaa))
         };
-        let stale: Vec<IpAddr> = inner
-            .table
-            .iter()
-            .filter(|(a, e)| !keep(a, e))
-            .map(|(a, _)| *a)
-            .collect();
-        let removed = remove(&mut inner, &stale);
+        let changes = inner.table.revise(keep, |r| matcher.rank(r));
+        let removed = apply(&mut inner, changes);
         self.stats.add(Count::Removed, removed as u64);
-        // A losing set that is gone is forgotten.
-        let orphaned: Vec<(IpAddr, Entry)> = inner
-            .table
-            .iter()
-            .filter(|(_, e)| e.also_rule.is_some_and(|r| matcher.set(r).is_none()))
-            .map(|(a, e)| {
-                (
-                    *a,
-                    Entry {
-                        also_rule: None,
-                        ..e.clone()
-                    },
-                )
-            })
-            .collect();
-        for (addr, entry) in orphaned {
-            let _ = write(&mut inner, addr, entry);
-        }
         removed
     }
 
@@ -222,14 +204,16 @@ impl Learner {
         self.lock().rebind.own = local.keys().copied().collect();
     }
 
-    /// Removes the entries expired at `now` (seconds of `CLOCK_BOOTTIME`); returns how many.
+    /// Drops the claims expired at `now` (seconds of `CLOCK_BOOTTIME`): an address whose
+    /// winner's claim expired passes to the runner-up, one without claims left is removed.
+    /// Returns how many addresses were removed.
     pub fn expire(&self, now: u64) -> usize {
         let mut inner = self.lock();
         if inner.table.next_expiry().is_none_or(|t| t > now) {
             return 0;
         }
-        let due = inner.table.expired(now);
-        let n = remove(&mut inner, &due);
+        let changes = inner.table.expire(now);
+        let n = apply(&mut inner, changes);
         self.stats.add(Count::Expired, n as u64);
         n
     }
@@ -323,10 +307,31 @@ fn remove(inner: &mut Inner, addrs: &[IpAddr]) -> usize {
     n
 }
 
+/// Carries out what dropping claims changed ([`Table::revise`]): rewrites first (a rewrite
+/// that fails leaves the entry as it was, and an expiry is tried again on the next tick), then
+/// removals. Returns how many addresses were removed.
+fn apply(inner: &mut Inner, changes: Vec<(IpAddr, Change)>) -> usize {
+    let mut gone = Vec::new();
+    for (addr, change) in changes {
+        match change {
+            Change::Write(entry) => {
+                if let Err(e) = write(inner, addr, entry) {
+                    log::error!("rewriting learned host {addr} failed: {e}");
+                }
+            }
+            Change::Remove => gone.push(addr),
+        }
+    }
+    remove(inner, &gone)
+}
+
 /// Switches on the lookups of `addr`'s family, writes `entry` into the kernel, then records it.
 fn write(inner: &mut Inner, addr: IpAddr, entry: Entry) -> Result<(), String> {
     lookups(inner, Some(addr)).map_err(|e| e.to_string())?;
-    let value = learned::entry(entry.rule, entry.also_rule, entry.expires, &entry.name);
+    fn claimed(h: &Hold) -> learned::Claimed<'_> {
+        (h.rule, h.expires, &h.name)
+    }
+    let value = learned::entry(claimed(&entry.win), entry.also.as_ref().map(claimed));
     if let Some(m) = inner.maps.as_mut()
         && let Err(e) = m.insert(addr, &value)
     {
@@ -418,15 +423,16 @@ impl Controller {
         Arc::clone(&self.dns)
     }
 
-    /// Brings the learner to the running configuration (after every apply): removes what a
-    /// removed domain or set learned.
+    /// Brings the learner to the running configuration (after every apply): drops the claims
+    /// of removed domains and sets, ranks the rest by the new order of the sets, and removes
+    /// the addresses no set claims any more.
     pub(super) fn configure_dns(&mut self) -> Vec<ReportLine> {
         let mut lines = Vec::new();
         self.dns.set_own(self.dp.local());
         let removed = self.dns.configure(&self.config, &self.rules);
         if removed > 0 {
             lines.push(ReportLine::info(format!(
-                "dns: {removed} learned hosts removed (their domain or set is no longer configured)"
+                "dns: {removed} learned hosts removed (no configured set claims them any more)"
             )));
         }
         if self.config.dns.is_none() {
@@ -562,12 +568,11 @@ mod tests {
     }
 
     fn host(name: &str) -> Entry {
-        Entry {
+        Entry::new(Hold {
             rule: 2,
-            also_rule: None,
             expires: 100,
             name: name.into(),
-        }
+        })
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The learned-host maps (`LEARNED_V4`, `LEARNED_V6`): exact addresses learned from DNS
-//! answers, each with the rule (set) it steers to, the set that also claimed it, its expiry
-//! (seconds of `CLOCK_BOOTTIME`, so a restarted daemon reads it back) and the name it was
-//! learned for. Typed element access only: what to write and when is the controller's
-//! business (`controller::dns`), which is their only writer.
+//! answers, each with the rule (set) it steers to, and up to two sets' claims on it (the
+//! winner's and the runner-up's), each with its expiry (seconds of `CLOCK_BOOTTIME`, so a
+//! restarted daemon reads them back) and the name it was learned for. Typed element access
+//! only: what to write and when is the controller's business (`controller::dns`), which is
+//! their only writer.
 //!
 //! The handle also switches the classifier's lookups of learned hosts (`HAS_LEARNED_V4` and
 //! `HAS_LEARNED_V6` of the settings, [`LearnedMaps::set_lookups`]): without a host of a family
@@ -16,10 +17,11 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, Map, MapData, MapError},
+    maps::{HashMap, Map, MapData, MapError, MapInfo},
 };
 
 use super::maps::{SettingsWord, map_err, open_pin, take_as};
+use super::pin::{PinError, map_path};
 use steer_common::{LEARNED_NAME_LEN, Learned, NO_RULE, map_names, settings_flags};
 
 use super::{Dataplane, DataplaneError};
@@ -66,6 +68,9 @@ impl LearnedMaps {
     /// Opens the maps pinned under the pin directory `root` (readers: `steer dump dns`,
     /// `steer explain`).
     pub fn from_pins(root: &Path) -> Result<Self, DataplaneError> {
+        for name in [map_names::LEARNED_V4, map_names::LEARNED_V6] {
+            check_layout(root, name)?;
+        }
         let mut take = |name| open_pin(root, name);
         let settings = SettingsWord::new(take_as(&mut take, map_names::SETTINGS)?);
         Self::build(take, settings)
@@ -162,6 +167,32 @@ impl LearnedMaps {
     }
 }
 
+/// Refuses a learned-host map pinned by a steer that lays its entries out otherwise (before
+/// this one an entry kept one set's claim): it would be misread, and aya would only say that
+/// a size differs. The daemon refuses it earlier, with every other map
+/// (`PinDir::check_compatible`).
+fn check_layout(root: &Path, name: &'static str) -> Result<(), DataplaneError> {
+    let path = map_path(root, name);
+    if !path.exists() {
+        // Opening it says it is not pinned.
+        return Ok(());
+    }
+    let have = MapInfo::from_pin(&path)
+        .map_err(map_err(name, "open pin"))?
+        .value_size();
+    let want = size_of::<Learned>() as u32;
+    if have == want {
+        return Ok(());
+    }
+    Err(PinError::Incompatible {
+        path,
+        mismatch: format!(
+            "its entries are {have} bytes, this steer's are {want} (they keep two sets' claims)"
+        ),
+    }
+    .into())
+}
+
 impl Dataplane {
     /// Hands over the learned-host maps (once): the controller's DNS state owns them from then
     /// on, so learning never waits for a map sync. `None` after the first call.
@@ -170,14 +201,35 @@ impl Dataplane {
     }
 }
 
-/// A learned entry as the kernel keeps it.
-pub fn entry(rule: u32, also_rule: Option<u32>, expires: u64, name: &str) -> Learned {
-    Learned {
+/// One set's claim as [`entry`] takes it: rule, expiry, name.
+pub type Claimed<'a> = (u32, u64, &'a str);
+
+/// A learned entry as the kernel keeps it: the winning claim and the runner-up's, if any.
+pub fn entry(win: Claimed<'_>, also: Option<Claimed<'_>>) -> Learned {
+    let (rule, expires, name) = win;
+    let mut out = Learned {
         rule,
-        also_rule: also_rule.unwrap_or(NO_RULE),
         expires,
         name: name_to_bytes(name),
+        ..Learned::default()
+    };
+    if let Some((rule, expires, name)) = also {
+        out.also_rule = rule;
+        out.also_expires = expires;
+        out.also_name = name_to_bytes(name);
     }
+    out
+}
+
+/// One set's claim as read back: rule, expiry, name (as stored).
+pub type Read = (u32, u64, String);
+
+/// The claims of a kernel entry, as [`entry`] took them: the winner's and the runner-up's.
+pub fn claims(v: &Learned) -> (Read, Option<Read>) {
+    let win = (v.rule, v.expires, name_from_bytes(&v.name));
+    let also = (v.also_rule != NO_RULE)
+        .then(|| (v.also_rule, v.also_expires, name_from_bytes(&v.also_name)));
+    (win, also)
 }
 
 /// The name as stored: NUL-padded; a name longer than the field keeps its end (where the

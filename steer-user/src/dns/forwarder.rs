@@ -643,7 +643,9 @@ fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
 }
 
 /// The answer to relay for `answer` to `query`, once what it teaches is in the kernel: the
-/// answer itself, or SERVFAIL when it cannot be read.
+/// answer itself, no records when it gives an AAAA question the IPv6 addresses of a set that
+/// filters AAAA (what [`local_answer`] gives when the question names the set's domain; here a
+/// CNAME chain led into it), or SERVFAIL when it cannot be read.
 fn relay(answer: &[u8], query: &[u8], shared: &Shared) -> Vec<u8> {
     let cut = wire::Header::parse(answer).is_ok_and(|h| h.truncated());
     if cut {
@@ -652,6 +654,10 @@ fn relay(answer: &[u8], query: &[u8], shared: &Shared) -> Vec<u8> {
         return answer.to_vec();
     }
     match super::learn_answer(&*shared.learner, answer) {
+        Ok(o) if o.filter_aaaa => {
+            shared.count(Count::Answered);
+            wire::reply(query, rcode::NOERROR)
+        }
         Ok(_) => {
             shared.count(Count::Answered);
             answer.to_vec()
@@ -837,6 +843,50 @@ mod tests {
         assert_eq!((aaaa.rcode(), aaaa.ancount), (rcode::NOERROR, 0));
         assert_eq!(ask("www.v4.example", rtype::A, false), None);
         assert_eq!(ask("other.example", rtype::AAAA, false), None);
+    }
+
+    #[test]
+    fn an_aaaa_answer_whose_chain_leads_into_a_filtering_set_is_filtered() {
+        let learner = Arc::new(Failing {
+            matcher: Arc::new(Matcher::new(vec![DomainSet {
+                rule: 1,
+                name: "listed".into(),
+                domains: vec!["listed.test".into()],
+                filter_aaaa: true,
+            }])),
+            stats: Default::default(),
+        });
+        let shared = Shared {
+            learner,
+            timeout: Duration::from_millis(100),
+            block_application_dns: true,
+            upstream_addrs: Vec::new(),
+        };
+        let v6: std::net::Ipv6Addr = "2001:db8::5".parse().unwrap();
+        let chain = |qtype, record: (u16, Vec<u8>)| {
+            let q = wire::query(7, "alias2.other", qtype);
+            let cname = wire::tests::encode_name("target.listed.test");
+            let a = wire::tests::answer(
+                &q,
+                &[
+                    ("alias2.other", rtype::CNAME, 60, cname),
+                    ("target.listed.test", record.0, 60, record.1),
+                ],
+            );
+            (q, a)
+        };
+        let (q, a) = chain(rtype::AAAA, (rtype::AAAA, v6.octets().to_vec()));
+        let out = relay(&a, &q, &shared);
+        assert_eq!(
+            out,
+            wire::reply(&q, rcode::NOERROR),
+            "as for target.listed.test"
+        );
+        let h = wire::Header::parse(&out).unwrap();
+        assert_eq!((h.id, h.rcode(), h.ancount), (7, rcode::NOERROR, 0));
+        // The A answer of the same chain passes unchanged.
+        let (q, a) = chain(rtype::A, (rtype::A, vec![198, 19, 0, 1]));
+        assert_eq!(relay(&a, &q, &shared), a);
     }
 
     /// A learner whose every kernel write fails.

@@ -41,6 +41,10 @@ pub struct Outcome {
     pub refused: usize,
     /// Kernel writes that failed.
     pub failed: usize,
+    /// The answer gives an AAAA question IPv6 addresses of a set that filters AAAA (a name
+    /// outside the set whose CNAME chain leads into it): the forwarder answers as for a name of
+    /// the set, with no records, so the client does not take IPv6 past the set's WAN.
+    pub filter_aaaa: bool,
 }
 
 /// The learner as the forwarder and the snooper see it.
@@ -61,8 +65,18 @@ pub fn learn_answer(learner: &dyn Learn, msg: &[u8]) -> Result<Outcome, wire::Wi
     if matcher.is_empty() {
         return Ok(Outcome::default());
     }
-    Ok(match answer::learnable(msg, &parsed, &matcher) {
-        Some(l) if !l.addrs.is_empty() => learner.learn(&l),
-        _ => Outcome::default(),
-    })
+    let Some(l) = answer::learnable(msg, &parsed, &matcher) else {
+        return Ok(Outcome::default());
+    };
+    let mut out = if l.addrs.is_empty() {
+        Outcome::default()
+    } else {
+        learner.learn(&l)
+    };
+    out.filter_aaaa = l.filtered_v6 > 0
+        && parsed
+            .question
+            .as_ref()
+            .is_some_and(|q| q.qtype == wire::rtype::AAAA);
+    Ok(out)
 }
