@@ -172,6 +172,9 @@ pub enum WanState {
     Down,
     /// One address family up, the other down.
     Partial,
+    /// An address family without a gateway (no lease, no RA, no PPP device): it carries
+    /// nothing, but nothing failed either.
+    Waiting,
 }
 
 impl WanState {
@@ -179,12 +182,27 @@ impl WanState {
         if up { WanState::Up } else { WanState::Down }
     }
 
-    /// The state of a WAN whose families are up or down as `families` says.
-    pub fn of(families: &[bool]) -> Self {
-        match (families.iter().all(|u| *u), families.iter().any(|u| *u)) {
-            (true, _) => WanState::Up,
+    /// The state of a family: waiting without a gateway, else up or down.
+    pub fn of_family(has_gateway: bool, up: bool) -> Self {
+        if has_gateway {
+            WanState::from_up(up)
+        } else {
+            WanState::Waiting
+        }
+    }
+
+    /// The state of a WAN whose families are in `families`: up or down as the families with
+    /// a gateway are (an IPv4-only line is up, not partial), down when none has one.
+    pub fn of(families: &[WanState]) -> Self {
+        let live: Vec<bool> = families
+            .iter()
+            .filter(|s| **s != WanState::Waiting)
+            .map(|s| *s == WanState::Up)
+            .collect();
+        match (live.iter().all(|u| *u), live.iter().any(|u| *u)) {
+            (true, true) => WanState::Up,
             (false, true) => WanState::Partial,
-            (false, false) => WanState::Down,
+            _ => WanState::Down,
         }
     }
 
@@ -193,6 +211,7 @@ impl WanState {
             WanState::Up => "up",
             WanState::Down => "down",
             WanState::Partial => "partial",
+            WanState::Waiting => "waiting",
         }
     }
 }
@@ -255,7 +274,8 @@ pub struct WanStatus {
     #[serde(with = "hex")]
     pub mark: u32,
     pub table: u32,
-    /// Up when both families are, down when both are, partial otherwise.
+    /// Up when the families with a gateway all are, down when none is (or none has a
+    /// gateway), partial otherwise.
     pub state: WanState,
     /// Why it is in that state, since when, and how far the next change is.
     pub detail: String,

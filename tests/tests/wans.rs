@@ -96,6 +96,15 @@ fn family_of<'s>(st: &'s serde_json::Value, wan: &str, family: &str) -> &'s serd
         .unwrap_or(&serde_json::Value::Null)
 }
 
+fn wan_of<'s>(st: &'s serde_json::Value, wan: &str) -> &'s serde_json::Value {
+    st["wans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["name"] == wan)
+        .unwrap_or(&serde_json::Value::Null)
+}
+
 fn gateway_is(st: &serde_json::Value, wan: &str, family: &str, starts: &str) -> bool {
     family_of(st, wan, family)["gateway"]
         .as_str()
@@ -597,11 +606,14 @@ fn router_advertisements_give_the_ipv6_gateway_and_steer_follows_a_new_router() 
     let b6: IpAddr = Lab::SERVER_B6.into();
     wait_traffic_from(&lab, b6, 7301, Lab::nat_addr_v6(Wan::Two).into(), &daemon);
 
-    // The router goes away (radvd says so as it stops): IPv6 waits, IPv4 is untouched.
+    // The router goes away (radvd says so as it stops): IPv6 waits, IPv4 is untouched. A
+    // family waiting for its gateway has failed nothing: the line is up on IPv4, not partial.
     first.stop();
     wait_status(&work, &daemon, "no IPv6 router", |st| {
         gateway_is(st, "wan2", "IPv6", "waiting for a gateway")
             && gateway_is(st, "wan2", "IPv4", "via")
+            && family_of(st, "wan2", "IPv6")["state"] == "waiting"
+            && wan_of(st, "wan2")["state"] == "up"
     });
     wait_traffic_from(&lab, b6, 7302, Lab::nat_addr_v6(Wan::One).into(), &daemon);
     let b: IpAddr = Lab::SERVER_B.into();

@@ -182,7 +182,7 @@ impl Explanation {
             .filter_map(|w| {
                 let f = w.families.iter().find(|f| f.family == family)?;
                 // A family without a gateway carries nothing whatever its probes say.
-                let waiting = f.state != WanState::Up && f.gateway.starts_with("waiting");
+                let waiting = f.state == WanState::Waiting;
                 Some(WanHealth {
                     wan: w.name.clone(),
                     state: f.state,

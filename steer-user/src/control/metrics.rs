@@ -221,7 +221,7 @@ pub fn render(s: &Status) -> String {
     family(
         "steer_wan_up",
         "gauge",
-        "1 when the WAN is up for every address family, 0 when down or partial (see steer_wan_family_up).",
+        "1 when the WAN is up for every address family it has a gateway for, 0 when down or partial (see steer_wan_family_up).",
         per_wan(&|w| u8::from(w.state == WanState::Up).to_string()),
     );
     family(

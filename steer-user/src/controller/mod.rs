@@ -1451,18 +1451,21 @@ impl Controller {
                 let slot = self.wan_slots.get(&w.name).copied().unwrap_or(0);
                 let counter = maps.wan_counter(slot).unwrap_or_default();
                 let tracker = self.health.deciding(&w.name, Family::V4);
+                let state_of = |f: Family| {
+                    WanState::of_family(self.carries(&w.name, f), self.usable(&w.name, f))
+                };
                 WanStatus {
                     name: w.name.clone(),
                     interface: w.interface.clone(),
                     mark: w.mark,
                     table: w.table,
-                    state: WanState::of(&Family::ALL.map(|f| self.usable(&w.name, f))),
+                    state: WanState::of(&Family::ALL.map(state_of)),
                     detail: tracker.map(|t| t.describe(now)).unwrap_or_default(),
                     families: Family::ALL
                         .iter()
                         .map(|f| FamilyStatus {
                             family: f.name().to_owned(),
-                            state: WanState::from_up(self.usable(&w.name, *f)),
+                            state: state_of(*f),
                             detail: self.family_detail(&w.name, *f, now),
                             gateway: self.gateway_of(&w.name, *f).describe(),
                             went_up: self.transitions_of(&w.name, *f).0,
