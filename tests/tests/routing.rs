@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use steer::routing::{self, Desired, NetEvent, ReconcileReport, Routing, futures::StreamExt};
+use steer::{
+    model::Family,
+    routing::{self, Desired, NetEvent, ReconcileReport, Routing, futures::StreamExt},
+};
 use steer_tests::{
     lab::{
         Lab, Wan,
@@ -145,6 +148,18 @@ fn fresh_reconcile_creates_exactly_the_desired_state_and_then_nothing() {
         assert_eq!(
             repair.changes,
             ["repaired: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) was missing"]
+        );
+        // An item no longer desired (its WAN removed by a reload) that comes back later is
+        // new again, not drift.
+        let mut without = desired.clone();
+        without
+            .rules
+            .retain(|r| !(r.priority == 1100 && r.family == Family::V4));
+        rt.reconcile(&without).await;
+        let back = rt.reconcile(&desired).await;
+        assert_eq!(
+            back.changes,
+            ["created: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4)"]
         );
         (first, second, rt.status(&desired).await)
     });

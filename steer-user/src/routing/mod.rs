@@ -405,10 +405,10 @@ impl Routing {
             let head = format!("failed: {item}: ");
             report.failures.iter().any(|f| f.starts_with(&head))
         };
-        self.placed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(desired.items().filter(|i| !failed(i)));
+        // What is in place now, not everything ever placed: an item no longer desired (a WAN
+        // a reload removed) that comes back later is new again, not "repaired".
+        *self.placed.lock().unwrap_or_else(|e| e.into_inner()) =
+            desired.items().filter(|i| !failed(i)).collect();
         report
     }
 
