@@ -938,3 +938,52 @@ fn shared_hosts_keep_each_sets_claim_across_expiry_reloads_and_restarts() {
     assert!(e["expires_in_s"].as_i64().unwrap() > 2900, "{e}");
     assert_eq!(wan_of(&t, "198.19.130.1"), Some(Wan::One));
 }
+
+/// One LAN host that holds TCP connections open (idle, or a flood of them) gets its share of
+/// the forwarder's TCP slots, not all of them: another client's TCP query is answered at once.
+#[test]
+fn one_client_holding_idle_tcp_connections_does_not_starve_the_others() {
+    let t = DnsScenario::start("dns-tcp-share", "", records);
+    let lab = &t.s.lab;
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    let (ready, opened) = std::sync::mpsc::channel();
+    let holder = lab.client.spawn(move || {
+        let to = forwarder();
+        let conns: Vec<std::net::TcpStream> = (0..300)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&to, Duration::from_millis(500)).ok()
+            })
+            .collect();
+        ready.send(conns.len()).unwrap();
+        let _ = held.recv_timeout(Duration::from_secs(60));
+        drop(conns);
+    });
+    let opened = opened.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(
+        opened > 256,
+        "the client opened more connections than there are slots ({opened})"
+    );
+    // Another client on the LAN, through the same listener: answered over TCP at once.
+    lab.client.run(&format!(
+        "ip addr add 10.10.0.99/24 dev {}",
+        Lab::CLIENT_IFACE
+    ));
+    let started = Instant::now();
+    let out = dig(
+        &lab.client,
+        "-b 10.10.0.99 @10.10.0.1 +tcp +short n1.fresh.example",
+    );
+    assert_eq!(out.trim(), host_v4(257).to_string(), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        t.counter("tcp_refused") >= 200,
+        "the flood's connections beyond its share were closed: {}",
+        t.counter("tcp_refused")
+    );
+    hold.send(()).unwrap();
+    holder.join().unwrap();
+}

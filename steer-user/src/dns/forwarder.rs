@@ -50,6 +50,9 @@ use super::{
 const MAX_PENDING: usize = 60_000;
 /// TCP client connections served at once; more wait in the listen backlog.
 const MAX_TCP: usize = 256;
+/// TCP connections one client address holds at once; more are closed as they come, so that
+/// one host (idle connections, a flood) cannot take every slot from the others.
+const MAX_TCP_PER_CLIENT: usize = 16;
 /// A TCP client connection that sends nothing for this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Reading or writing one TCP message may take this long.
@@ -240,7 +243,7 @@ async fn serve(
         tokio::task::spawn_local(upstream_reader(i, s, Rc::clone(&state), Rc::clone(&shared)));
     }
     tokio::task::spawn_local(deadlines(Rc::clone(&state), Rc::clone(&shared)));
-    let connections = Rc::new(Cell::new(0usize));
+    let connections = Rc::new(TcpClients::default());
     for s in tcp {
         let listener = TcpListener::from_std(std::net::TcpListener::from(s))?;
         tokio::task::spawn_local(tcp_listener(
@@ -693,19 +696,59 @@ async fn deadlines(state: Rc<RefCell<Udp>>, shared: Rc<Shared>) {
     }
 }
 
-async fn tcp_listener(listener: TcpListener, connections: Rc<Cell<usize>>, shared: Rc<Shared>) {
+/// The TCP client connections being served, in all and per client address.
+#[derive(Debug, Default)]
+struct TcpClients {
+    total: Cell<usize>,
+    per_client: RefCell<HashMap<std::net::IpAddr, usize>>,
+}
+
+impl TcpClients {
+    /// Takes a slot for a connection from `client`; false when the client holds its share.
+    fn admit(&self, client: std::net::IpAddr) -> bool {
+        let mut per_client = self.per_client.borrow_mut();
+        let held = per_client.entry(client).or_default();
+        if *held >= MAX_TCP_PER_CLIENT {
+            return false;
+        }
+        *held += 1;
+        self.total.set(self.total.get() + 1);
+        true
+    }
+
+    fn leave(&self, client: std::net::IpAddr) {
+        let mut per_client = self.per_client.borrow_mut();
+        if let Some(held) = per_client.get_mut(&client) {
+            *held -= 1;
+            if *held == 0 {
+                per_client.remove(&client);
+            }
+        }
+        self.total.set(self.total.get() - 1);
+    }
+}
+
+async fn tcp_listener(listener: TcpListener, connections: Rc<TcpClients>, shared: Rc<Shared>) {
     loop {
-        if connections.get() >= MAX_TCP {
+        if connections.total.get() >= MAX_TCP {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
         match listener.accept().await {
-            Ok((stream, _)) => {
-                connections.set(connections.get() + 1);
+            Ok((stream, from)) => {
+                let client = from.ip();
+                if !connections.admit(client) {
+                    // Closed at once: the client already holds its share of the slots.
+                    shared.count(Count::TcpRefused);
+                    log::debug!(
+                        "dns forwarder: TCP from {client}: {MAX_TCP_PER_CLIENT} connections already, closed"
+                    );
+                    continue;
+                }
                 let (c, s) = (Rc::clone(&connections), Rc::clone(&shared));
                 tokio::task::spawn_local(async move {
                     tcp_client(stream, &s).await;
-                    c.set(c.get() - 1);
+                    c.leave(client);
                 });
             }
             Err(e) => {

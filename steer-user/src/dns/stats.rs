@@ -40,10 +40,12 @@ pub enum Count {
     /// Answers seen by snoop mode, and those learned from.
     SnoopAnswers,
     SnoopLearned,
+    /// TCP connections closed at once: their client already held its share of the slots.
+    TcpRefused,
 }
 
 impl Count {
-    const ALL: [Count; 16] = [
+    const ALL: [Count; 17] = [
         Count::QueriesUdp,
         Count::QueriesTcp,
         Count::Answered,
@@ -60,6 +62,7 @@ impl Count {
         Count::Removed,
         Count::SnoopAnswers,
         Count::SnoopLearned,
+        Count::TcpRefused,
     ];
 
     pub const fn key(self) -> &'static str {
@@ -80,6 +83,7 @@ impl Count {
             Count::Removed => "removed",
             Count::SnoopAnswers => "snoop_answers",
             Count::SnoopLearned => "snoop_learned",
+            Count::TcpRefused => "tcp_refused",
         }
     }
 }
