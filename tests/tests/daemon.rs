@@ -441,6 +441,21 @@ fn the_control_socket_refuses_strangers_and_survives_garbage() {
     }
     let status = work.steer_ok(&["status", "--json"]);
     assert!(status.contains("\"sets\""), "{status}");
+    // Clients that connect and say nothing, more than there are slots: each new client takes
+    // the slot of the oldest silent one, so `steer` is answered at once, not after their
+    // timeouts.
+    let silent: Vec<UnixStream> = (0..300)
+        .map(|_| UnixStream::connect(&work.socket).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    let status = work.steer_ok(&["status", "--json"]);
+    assert!(status.contains("\"sets\""), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "steer status waited {:?} behind silent clients",
+        started.elapsed()
+    );
+    drop(silent);
 }
 
 #[test]

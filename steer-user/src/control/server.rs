@@ -8,11 +8,15 @@
 //! listen backlog, so a local flood costs bounded memory.
 
 use std::{
+    collections::VecDeque,
     fs,
     io::{self, ErrorKind},
     os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -21,7 +25,7 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{UnixListener, UnixStream},
     sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
-    task::JoinHandle,
+    task::{AbortHandle, JoinHandle},
     time::{Instant, timeout, timeout_at},
 };
 
@@ -339,23 +343,64 @@ struct Context {
     calls: mpsc::Sender<Call>,
 }
 
+/// A connection being served: whether its request is in (then it is being answered, which its
+/// reply timeout bounds), and the task to abort to free its slot.
+struct Slot {
+    asked: Arc<AtomicBool>,
+    task: AbortHandle,
+}
+
 async fn accept_loop(listener: UnixListener, ctx: Arc<Context>, connections: Arc<Semaphore>) {
+    let mut slots: VecDeque<Slot> = VecDeque::new();
     loop {
-        // Take a slot before accepting: at the cap, new clients wait in the listen backlog.
-        let Ok(permit) = connections.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(handle_connection(stream, ctx.clone(), permit));
-            }
-            Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
             Err(e) => {
                 // E.g. out of file descriptors: back off instead of spinning.
                 warn!("control {}: accept failed: {e}", ctx.path.display());
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-        }
+        };
+        slots.retain(|s| !s.task.is_finished());
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Every slot is taken: the oldest client that has sent no request yet gives
+                // its slot to this one, so clients that connect and say nothing cannot keep
+                // `steer` out. When every slot is answering a request, this one waits.
+                evict_idle(&mut slots, &ctx.path);
+                let Ok(permit) = connections.clone().acquire_owned().await else {
+                    return;
+                };
+                permit
+            }
+        };
+        let asked = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(handle_connection(
+            stream,
+            ctx.clone(),
+            permit,
+            asked.clone(),
+        ));
+        slots.push_back(Slot {
+            asked,
+            task: task.abort_handle(),
+        });
+    }
+}
+
+/// Frees the slot of the oldest connection that has not sent its request yet.
+fn evict_idle(slots: &mut VecDeque<Slot>, path: &Path) {
+    if let Some(i) = slots.iter().position(|s| !s.asked.load(Ordering::Relaxed))
+        && let Some(slot) = slots.remove(i)
+    {
+        slot.task.abort();
+        warn!(
+            "control {}: every connection is taken; dropped the oldest that sent no request, for a new one",
+            path.display()
+        );
     }
 }
 
@@ -363,6 +408,7 @@ async fn handle_connection(
     mut stream: UnixStream,
     ctx: Arc<Context>,
     _permit: OwnedSemaphorePermit,
+    asked: Arc<AtomicBool>,
 ) {
     let peer = match stream.peer_cred() {
         Ok(cred) => PeerCred {
@@ -396,7 +442,9 @@ async fn handle_connection(
     }
 
     let deadline = Instant::now() + READ_TIMEOUT;
-    let response = match read_request(&mut stream, ctx.max_request_bytes, deadline).await {
+    let read = read_request(&mut stream, ctx.max_request_bytes, deadline).await;
+    asked.store(true, Ordering::Relaxed);
+    let response = match read {
         ReadOutcome::Closed => {
             debug!(
                 "control: pid {} uid {} closed without a request",
