@@ -1010,3 +1010,85 @@ fn a_gateway_answer_queued_before_the_wan_went_down_does_not_pass_the_check() {
         "a queued answer passed the check on a link that drops everything: {again:?}"
     );
 }
+
+/// Polls `state()` every 20 ms for `span` and panics (with `context()`) if it is ever `bad`.
+fn never(what: &str, span: Duration, mut bad: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let end = Instant::now() + span;
+    while Instant::now() < end {
+        assert!(!bad(), "{what}\n{}", context());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_master_whose_lan_link_dies_stays_in_fault_and_preempts_only_after_its_delay() {
+    let lab = HaLab::new();
+    let delay = Duration::from_millis(3000);
+    let a = SteerRouter::start(
+        &lab,
+        Side::A,
+        &SteerOptions {
+            priority: 150,
+            extra: format!("preempt_delay_ms = {}", delay.as_millis()),
+            ..SteerOptions::default()
+        },
+    );
+    a.wait_state("master", START);
+    let b = SteerRouter::start(&lab, Side::B, &SteerOptions::default());
+    b.wait_state("backup", START);
+    let both = || format!("{}\n{}", a.context(), b.context());
+
+    // Admin down: A resigns into fault, B takes over; A stays in fault (past the speaker's 1 s
+    // socket retry, which used to bring it back as backup and then master on the dead link).
+    lab.set_lan(Side::A, false);
+    a.wait_state("fault", master_down(INTERVAL, 150) * 10);
+    b.wait_state("master", master_down(INTERVAL, 100) * 10);
+    never(
+        "A left fault while its LAN link was down",
+        Duration::from_millis(2500),
+        || a.state() != "fault" || lab.has_vip(Side::A),
+        both,
+    );
+
+    // Carrier loss only: the switch port goes down, then A's link comes up administratively.
+    lab.switch.run("ip link set dev p-a down");
+    lab.set_lan(Side::A, true);
+    never(
+        "A left fault while its LAN link had no carrier",
+        Duration::from_millis(2500),
+        || a.state() != "fault" || lab.has_vip(Side::A),
+        both,
+    );
+    assert!(
+        a.vrrp()["last_transition"]["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("lan0")),
+        "{}",
+        a.context()
+    );
+
+    // The link back: A is backup, follows B for its preempt delay, then takes over.
+    let back = Instant::now();
+    lab.switch.run("ip link set dev p-a up");
+    a.wait_state("backup", START);
+    never(
+        "A preempted before its preempt_delay_ms",
+        delay * 8 / 10 - back.elapsed().min(delay * 8 / 10),
+        || a.state() == "master" || b.state() != "master",
+        both,
+    );
+    a.wait_state("master", delay + master_down(INTERVAL, 150) * 10);
+    let took = back.elapsed();
+    assert!(
+        took >= delay,
+        "A took over {took:?} after its link came back"
+    );
+    b.wait_state("backup", master_down(INTERVAL, 100) * 10);
+    assert!(lab.has_vip(Side::A) && !lab.has_vip(Side::B), "{}", both());
+    let log = a.log();
+    assert!(
+        !log.contains("announcing failed"),
+        "A announced on a dead link:\n{log}"
+    );
+    eprintln!("link back: A master again after {took:?} (preempt delay {delay:?})");
+}

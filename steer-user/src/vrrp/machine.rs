@@ -691,6 +691,38 @@ mod tests {
     }
 
     #[test]
+    fn preempt_delay_counts_again_from_leaving_fault() {
+        // A master whose link dies (fault), while the other router takes over; the link comes
+        // back long after the start: the delay still holds preemption, from the fault's end.
+        let t0 = Instant::now();
+        let p = Params {
+            preempt_delay: ms(3000),
+            ..params(150)
+        };
+        let mut m = started(p, t0);
+        let t1 = t0 + ms(60_000);
+        m.tick(t1);
+        assert_eq!(m.state(), State::Master);
+        m.set_fault(Some("lan0 is down".into()), t1);
+        let back = t1 + ms(10_000);
+        assert_eq!(became(&m.set_fault(None, back)), Some(State::Backup));
+        for i in 0..30 {
+            let t = back + ms(100 * i);
+            m.receive(heard(100), t);
+            assert!(m.tick(t).is_empty(), "held {} ms after the fault", 100 * i);
+        }
+        assert_eq!(
+            m.master(),
+            Some(ip(PEER)),
+            "follows the lower master meanwhile"
+        );
+        let last = back + ms(2900);
+        m.receive(heard(100), back + ms(3000));
+        let down = m.master_down_interval();
+        assert_eq!(became(&m.tick(last + down)), Some(State::Master));
+    }
+
+    #[test]
     fn a_master_announces_a_priority_change_at_once() {
         let (mut m, t1) = master(params(200), Instant::now());
         assert_eq!(m.set_priority(150, t1), [Action::Send(150)]);
