@@ -1092,3 +1092,107 @@ fn a_master_whose_lan_link_dies_stays_in_fault_and_preempts_only_after_its_delay
     );
     eprintln!("link back: A master again after {took:?} (preempt delay {delay:?})");
 }
+
+/// The instance of the lab with `vips` for its VIPs.
+fn instance_with_vips(priority: u8, vips: &str) -> SteerOptions {
+    SteerOptions {
+        instance: Some(format!(
+            "[[vrrp]]\nname = \"lan\"\ninterface = \"lan0\"\nvrid = {VRID}\npriority = {priority}\n\
+             advert_interval_ms = 100\nvips = {vips}\n\
+             wans = [{{ wan = \"wan1\", weight = 60, master_only = true }}]\n"
+        )),
+        ..SteerOptions::default()
+    }
+}
+
+#[test]
+fn a_vip_equal_to_the_routers_own_address_is_refused_and_the_address_kept() {
+    let lab = HaLab::new();
+    let own = format!("{}/24", Side::A.lan());
+    let bad = instance_with_vips(150, &format!("[\"{VIP}/24\", \"{own}\"]"));
+    let work = Workdir::new("vrrp-own-vip");
+    work.write(
+        "steer.toml",
+        &steer_tests::ha::peers::steer_config(&work, &bad),
+    );
+    let intact = || {
+        lab.has_addr(Side::A, "lan0", &own)
+            && lab
+                .router(Side::A)
+                .run("ip -4 route show dev lan0")
+                .contains("10.10.0.0/24")
+    };
+    let expected = format!(
+        "vrrp[lan].vips[1] = \"{own}\": {} is already an address of lan0",
+        Side::A.lan()
+    );
+
+    // `steer check` on the router knows lan0: refused, naming the field and value.
+    let out = steer_tests::daemon::steer_in(lab.router(Side::A))
+        .args(["check", "-c"])
+        .arg(work.config())
+        .output()
+        .expect("steer check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&expected), "{err}");
+
+    // `steer run`: refused before it changes anything.
+    let mut d = Daemon::spawn(&work, steer_tests::daemon::steer_in(lab.router(Side::A)));
+    let status = d.wait_exit(START).expect("steer run refuses and exits");
+    let log = d.log_text();
+    assert!(!status.success() && log.contains(&expected), "{log}");
+    assert!(!log.contains("removed from"), "{log}");
+    assert!(intact(), "A's own address or route is gone:\n{log}");
+
+    // A reload to it: refused, the running instance and the address stay.
+    let a = SteerRouter::start(
+        &lab,
+        Side::A,
+        &instance_with_vips(150, &format!("[\"{VIP}/24\"]")),
+    );
+    a.wait_state("master", START);
+    a.work.write(
+        "steer.toml",
+        &steer_tests::ha::peers::steer_config(&a.work, &bad),
+    );
+    let (ok, out, err) = a.work.steer(&["reload"]);
+    assert!(
+        !ok && format!("{out}{err}").contains(&expected),
+        "{out}{err}"
+    );
+    std::thread::sleep(INTERVAL * 5);
+    assert_eq!(a.state(), "master", "{}", a.context());
+    assert!(intact() && lab.has_vip(Side::A), "{}", a.context());
+
+    // A VIP an earlier steer left (kill -9 of a master) carries steer's mark: no clash, and
+    // the next start, as backup, removes it.
+    let mut b = SteerRouter::start(
+        &lab,
+        Side::B,
+        &instance_with_vips(100, &format!("[\"{VIP}/24\"]")),
+    );
+    b.wait_state("backup", START);
+    a.work.write(
+        "steer.toml",
+        &steer_tests::ha::peers::steer_config(
+            &a.work,
+            &instance_with_vips(50, &format!("[\"{VIP}/24\"]")),
+        ),
+    );
+    a.work.steer_ok(&["reload"]);
+    b.wait_state("master", START);
+    b.kill9();
+    assert!(lab.has_vip(Side::B), "kill -9 leaves the VIP");
+    b.restart(&lab);
+    wait_for(
+        "B's leftover VIP removed at start",
+        START,
+        || !lab.has_vip(Side::B) || b.state() == "master",
+        || b.context(),
+    );
+    assert!(
+        b.log().contains("virtual address(es) removed from lan0"),
+        "{}",
+        b.context()
+    );
+}
