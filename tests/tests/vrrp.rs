@@ -1196,3 +1196,86 @@ fn a_vip_equal_to_the_routers_own_address_is_refused_and_the_address_kept() {
         b.context()
     );
 }
+
+#[test]
+fn split_brain_heals_with_the_winners_announcement_when_its_advert_crosses_first() {
+    let lab = HaLab::new();
+    let sniff = Sniffer::start(&lab.client, "eth0");
+    // The loser advertises every 1 s, the winner every 100 ms: at the heal the winner's advert
+    // reaches the loser first 19 times in 20, and the loser, stepping down, used to go quiet
+    // before the winner ever heard it claim mastership. Both hold wan1 while split, so the
+    // ISP answers one of them: wan1 weighs nothing here and never faults the instance.
+    let calm = SteerOptions {
+        wans: "wans = [{ wan = \"wan1\", weight = 0, master_only = true }]".into(),
+        extra: "all_wans_down = \"priority\"".into(),
+        probe_ms: 1000,
+        ..SteerOptions::default()
+    };
+    let a = SteerRouter::start(
+        &lab,
+        Side::A,
+        &SteerOptions {
+            priority: 200,
+            ..calm.clone()
+        },
+    );
+    let b = SteerRouter::start(
+        &lab,
+        Side::B,
+        &SteerOptions {
+            interval_ms: 1000,
+            ..calm
+        },
+    );
+    a.wait_state("master", START);
+    b.wait_state("backup", START);
+    wait_for(
+        "B follows A",
+        START,
+        || b.vrrp()["master"] == Side::A.lan().to_string(),
+        || b.context(),
+    );
+    lab.client.run(&format!("ping -c 1 -W 2 {VIP} >/dev/null"));
+    let (mac_a, mac_b) = (lab.lan_mac(Side::A), lab.lan_mac(Side::B));
+    assert_eq!(lab.client_neighbour().as_deref(), Some(mac_a.as_str()));
+    lab.switch.run(
+        "nft -f - <<'EOF'\n\
+         table bridge cut {\n\
+           chain forward {\n\
+             type filter hook forward priority 0; policy accept;\n\
+             iifname \"p-a\" oifname \"p-b\" ether type ip ip protocol 112 drop\n\
+             iifname \"p-b\" oifname \"p-a\" ether type ip ip protocol 112 drop\n\
+           }\n\
+         }\n\
+         EOF",
+    );
+    b.wait_state("master", master_down(INTERVAL, 100) * 10);
+    wait_for(
+        "the client follows B's announcement",
+        Duration::from_secs(5),
+        || lab.client_neighbour().as_deref() == Some(mac_b.as_str()),
+        || b.context(),
+    );
+    // B's own announcements after taking over are done before the heal.
+    std::thread::sleep(Duration::from_secs(3));
+    let healed = Instant::now();
+    lab.switch.run("nft delete table bridge cut");
+    b.wait_state("backup", INTERVAL * 20);
+    assert_eq!(a.state(), "master", "{}", a.context());
+    let garp = sniff.wait(
+        healed,
+        INTERVAL * 20,
+        "A's announcement after the heal",
+        |f| f.mac() == mac_a && matches!(f.kind, Kind::Arp { sender, .. } if sender == VIP),
+    );
+    wait_for(
+        "the client back on A",
+        INTERVAL * 20,
+        || lab.client_neighbour().as_deref() == Some(mac_a.as_str()),
+        || format!("{}\n{}", a.context(), b.context()),
+    );
+    eprintln!(
+        "split brain healed, winner's advert first: A announced {:?} after the heal",
+        garp.at - healed
+    );
+}

@@ -29,7 +29,10 @@
 //!   Leaving it is a new start.
 //! - Split brain: a master that hears a lower-priority advert (another router also believes it
 //!   is master: the advert path was cut and healed) answers with an advert at once and announces
-//!   its addresses again, so the loser backs off and every host points at the winner.
+//!   its addresses again, so the loser backs off and every host points at the winner. Which
+//!   advert crosses first is a race, so a master that steps down for a better advert sends one
+//!   last advert with its own priority (keepalived's `higher_prio_send_advert`): the winner
+//!   hears a lower master either way and announces.
 //! - WAN gating: a new master says [`Action::WansClear`] once no other router has advertised
 //!   for 1.5 of that router's intervals (at once after a crash: the master-down interval has
 //!   already passed), at the latest one master-down interval after taking over. The old master
@@ -269,7 +272,14 @@ impl Machine {
                     h.from, h.priority
                 )
             };
-            return self.enter(State::Backup, why);
+            // A last advert with our priority before going quiet (keepalived's
+            // `higher_prio_send_advert`): the winner may never have heard us claim mastership
+            // (its advert reached us first as a split brain healed), and only it can point the
+            // hosts back at itself. Hearing a lower master, it announces again (steer, and
+            // keepalived with its lower-priority gratuitous ARPs).
+            let mut out = vec![Action::Send(self.p.priority)];
+            out.extend(self.enter(State::Backup, why));
+            return out;
         }
         // Another router believes it is master (split brain healing): answer at once, show
         // every host where the addresses are, and keep the WANs waiting while it still claims.
@@ -630,7 +640,8 @@ mod tests {
         let (mut m, t1) = master(params(100), Instant::now());
         let a = m.receive(heard(150), t1);
         assert_eq!(became(&a), Some(State::Backup));
-        assert!(!a.iter().any(|x| matches!(x, Action::Send(_))));
+        assert_eq!(a[0], Action::Send(100), "a last advert before going quiet");
+        assert_eq!(a.iter().filter(|x| matches!(x, Action::Send(_))).count(), 1);
         assert_eq!(m.master(), Some(ip(PEER)));
         assert_eq!(m.next_deadline(), Some(t1 + m.master_down_interval()));
     }
@@ -661,6 +672,57 @@ mod tests {
             [Action::Send(200), Action::Announce]
         );
         assert_eq!(m.state(), State::Master);
+    }
+
+    /// The adverts `acts` sends, as `from` with `priority` heard by the other machine.
+    fn sent(acts: &[Action], from: &str) -> Vec<Heard> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Send(p) if *p > 0 => Some(Heard {
+                    from: ip(from),
+                    priority: *p,
+                    interval_cs: 100,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_healed_split_brain_ends_with_the_winner_announcing_whichever_advert_crosses_first() {
+        for winner_first in [true, false] {
+            let t0 = Instant::now();
+            let (mut w, t1) = master(params(200), t0);
+            let (mut l, _) = master(
+                Params {
+                    own: ip(PEER),
+                    ..params(100)
+                },
+                t0,
+            );
+            let heal = t1 + ms(5000);
+            let mut w_acts = Vec::new();
+            if winner_first {
+                // The winner's advert reaches the loser first: it steps down...
+                let l_acts = l.receive(sent(&[Action::Send(200)], OWN)[0], heal);
+                assert_eq!(l.state(), State::Backup);
+                // ...and its last advert reaches the winner.
+                for h in sent(&l_acts, PEER) {
+                    w_acts.extend(w.receive(h, heal + ms(1)));
+                }
+            } else {
+                w_acts = w.receive(sent(&[Action::Send(100)], PEER)[0], heal);
+                for h in sent(&w_acts, OWN) {
+                    l.receive(h, heal + ms(1));
+                }
+                assert_eq!(l.state(), State::Backup);
+            }
+            assert!(
+                w_acts.contains(&Action::Announce),
+                "winner_first {winner_first}: {w_acts:?}"
+            );
+            assert_eq!(w.state(), State::Master);
+        }
     }
 
     #[test]
