@@ -116,6 +116,9 @@ pub struct Machine {
     master_down_at: Option<Instant>,
     /// The master-down timer was set by a resigning master (priority 0).
     resigned: Option<IpAddr>,
+    /// As backup: the last lower-priority advert discarded while preempting (from, priority,
+    /// when), to say so when the timer runs out.
+    lower: Option<(IpAddr, u8, Instant)>,
     adver_at: Option<Instant>,
     /// When the last start was (preempt_delay counts from it).
     started: Instant,
@@ -141,6 +144,7 @@ impl Machine {
             state: State::Initialize,
             master_down_at: None,
             resigned: None,
+            lower: None,
             adver_at: None,
             started: now,
             master: None,
@@ -209,6 +213,7 @@ impl Machine {
         }
         self.master_adver_cs = self.p.interval_cs;
         self.master = None;
+        self.lower = None;
         self.master_down_at = Some(now + self.master_down_interval());
         let why = format!(
             "started: waiting {} ms for a master's advert",
@@ -239,9 +244,12 @@ impl Machine {
             self.master_adver_cs = h.interval_cs;
             self.master_down_at = Some(now + self.master_down_interval());
             self.resigned = None;
+            self.lower = None;
             self.master = Some(h.from);
+        } else {
+            // A lower priority while preempting: discarded, the timer runs out.
+            self.lower = Some((h.from, h.priority, now));
         }
-        // Else: a lower priority while preempting: discarded, the timer runs out.
         Vec::new()
     }
 
@@ -296,12 +304,15 @@ impl Machine {
         let mut out = Vec::new();
         match self.state {
             State::Backup if self.master_down_at.is_some_and(|t| t <= now) => {
-                let why = match self.resigned {
-                    Some(from) => format!("the master {from} resigned (priority 0)"),
-                    None => format!(
-                        "no advert from a master for {} ms",
-                        self.master_down_interval().as_millis()
+                let down = self.master_down_interval();
+                let why = match (self.resigned, self.lower) {
+                    (Some(from), _) => format!("the master {from} resigned (priority 0)"),
+                    // The lower master was advertising all along: it is preempted, not dead.
+                    (None, Some((from, p, at))) if now.duration_since(at) < down => format!(
+                        "preempted {from}, a master with priority {p}, lower than ours ({})",
+                        self.p.priority
                     ),
+                    _ => format!("no advert from a master for {} ms", down.as_millis()),
                 };
                 out.extend(self.become_master(now, why));
             }
@@ -376,6 +387,7 @@ impl Machine {
     fn become_master(&mut self, now: Instant, why: String) -> Vec<Action> {
         self.master_down_at = None;
         self.resigned = None;
+        self.lower = None;
         self.adver_at = Some(now + cs(self.p.interval_cs));
         self.master_adver_cs = self.p.interval_cs;
         let mut out = vec![Action::Send(self.p.priority), Action::Announce];
@@ -574,7 +586,17 @@ mod tests {
             Some(t0 + down),
             "lower adverts did not restart the timer"
         );
-        assert_eq!(became(&m.tick(t0 + down)), Some(State::Master));
+        let a = m.tick(t0 + down);
+        assert_eq!(became(&a), Some(State::Master));
+        let why = a.iter().find_map(|x| match x {
+            Action::Became { why, .. } => Some(why.as_str()),
+            _ => None,
+        });
+        assert_eq!(
+            why,
+            Some("preempted 10.0.0.12, a master with priority 100, lower than ours (200)"),
+            "the master was advertising: a preemption, not a silence"
+        );
     }
 
     #[test]
