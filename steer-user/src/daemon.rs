@@ -64,6 +64,8 @@ pub enum DaemonError {
     Runtime(#[from] std::io::Error),
     #[error("{0}")]
     Dns(String),
+    #[error(transparent)]
+    Vips(#[from] crate::vrrp::vips::Clashes),
 }
 
 /// How the event loop ended.
@@ -199,7 +201,8 @@ async fn serve(
     raise_fd_limit();
     // Everything that can refuse this daemon comes before the first change to the system: the
     // namespace's lock, the control socket, the metrics port, the DNS listen addresses and
-    // snoop queue (and, in the controller, the pin directory's lock).
+    // snoop queue, a VIP that is an address steer did not add (and, in the controller, the pin
+    // directory's lock).
     let _instance = instance::lock_namespace()?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
     let server = control::serve(
@@ -212,6 +215,9 @@ async fn serve(
     };
     // The DNS forwarder's listen addresses and the snoop queue, bound (not served) here.
     let dns = crate::dns::service::Services::bind(&config).map_err(DaemonError::Dns)?;
+    for note in crate::vrrp::vips::check(&config.path, &config.vrrp).await? {
+        log::warn!("{note}");
+    }
     let mut events = routing::watch()?;
     let (mut ctl, report) = Controller::start(config).await?;
     crate::heap::return_freed_memory();

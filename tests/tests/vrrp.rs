@@ -1010,3 +1010,272 @@ fn a_gateway_answer_queued_before_the_wan_went_down_does_not_pass_the_check() {
         "a queued answer passed the check on a link that drops everything: {again:?}"
     );
 }
+
+/// Polls `state()` every 20 ms for `span` and panics (with `context()`) if it is ever `bad`.
+fn never(what: &str, span: Duration, mut bad: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let end = Instant::now() + span;
+    while Instant::now() < end {
+        assert!(!bad(), "{what}\n{}", context());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_master_whose_lan_link_dies_stays_in_fault_and_preempts_only_after_its_delay() {
+    let lab = HaLab::new();
+    let delay = Duration::from_millis(3000);
+    let a = SteerRouter::start(
+        &lab,
+        Side::A,
+        &SteerOptions {
+            priority: 150,
+            extra: format!("preempt_delay_ms = {}", delay.as_millis()),
+            ..SteerOptions::default()
+        },
+    );
+    a.wait_state("master", START);
+    let b = SteerRouter::start(&lab, Side::B, &SteerOptions::default());
+    b.wait_state("backup", START);
+    let both = || format!("{}\n{}", a.context(), b.context());
+
+    // Admin down: A resigns into fault, B takes over; A stays in fault (past the speaker's 1 s
+    // socket retry, which used to bring it back as backup and then master on the dead link).
+    lab.set_lan(Side::A, false);
+    a.wait_state("fault", master_down(INTERVAL, 150) * 10);
+    b.wait_state("master", master_down(INTERVAL, 100) * 10);
+    never(
+        "A left fault while its LAN link was down",
+        Duration::from_millis(2500),
+        || a.state() != "fault" || lab.has_vip(Side::A),
+        both,
+    );
+
+    // Carrier loss only: the switch port goes down, then A's link comes up administratively.
+    lab.switch.run("ip link set dev p-a down");
+    lab.set_lan(Side::A, true);
+    never(
+        "A left fault while its LAN link had no carrier",
+        Duration::from_millis(2500),
+        || a.state() != "fault" || lab.has_vip(Side::A),
+        both,
+    );
+    assert!(
+        a.vrrp()["last_transition"]["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("lan0")),
+        "{}",
+        a.context()
+    );
+
+    // The link back: A is backup, follows B for its preempt delay, then takes over.
+    let back = Instant::now();
+    lab.switch.run("ip link set dev p-a up");
+    a.wait_state("backup", START);
+    never(
+        "A preempted before its preempt_delay_ms",
+        delay * 8 / 10 - back.elapsed().min(delay * 8 / 10),
+        || a.state() == "master" || b.state() != "master",
+        both,
+    );
+    a.wait_state("master", delay + master_down(INTERVAL, 150) * 10);
+    let took = back.elapsed();
+    assert!(
+        took >= delay,
+        "A took over {took:?} after its link came back"
+    );
+    b.wait_state("backup", master_down(INTERVAL, 100) * 10);
+    assert!(lab.has_vip(Side::A) && !lab.has_vip(Side::B), "{}", both());
+    let log = a.log();
+    assert!(
+        !log.contains("announcing failed"),
+        "A announced on a dead link:\n{log}"
+    );
+    eprintln!("link back: A master again after {took:?} (preempt delay {delay:?})");
+}
+
+/// The instance of the lab with `vips` for its VIPs.
+fn instance_with_vips(priority: u8, vips: &str) -> SteerOptions {
+    SteerOptions {
+        instance: Some(format!(
+            "[[vrrp]]\nname = \"lan\"\ninterface = \"lan0\"\nvrid = {VRID}\npriority = {priority}\n\
+             advert_interval_ms = 100\nvips = {vips}\n\
+             wans = [{{ wan = \"wan1\", weight = 60, master_only = true }}]\n"
+        )),
+        ..SteerOptions::default()
+    }
+}
+
+#[test]
+fn a_vip_equal_to_the_routers_own_address_is_refused_and_the_address_kept() {
+    let lab = HaLab::new();
+    let own = format!("{}/24", Side::A.lan());
+    let bad = instance_with_vips(150, &format!("[\"{VIP}/24\", \"{own}\"]"));
+    let work = Workdir::new("vrrp-own-vip");
+    work.write(
+        "steer.toml",
+        &steer_tests::ha::peers::steer_config(&work, &bad),
+    );
+    let intact = || {
+        lab.has_addr(Side::A, "lan0", &own)
+            && lab
+                .router(Side::A)
+                .run("ip -4 route show dev lan0")
+                .contains("10.10.0.0/24")
+    };
+    let expected = format!(
+        "vrrp[lan].vips[1] = \"{own}\": {} is already an address of lan0",
+        Side::A.lan()
+    );
+
+    // `steer check` on the router knows lan0: refused, naming the field and value.
+    let out = steer_tests::daemon::steer_in(lab.router(Side::A))
+        .args(["check", "-c"])
+        .arg(work.config())
+        .output()
+        .expect("steer check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&expected), "{err}");
+
+    // `steer run`: refused before it changes anything.
+    let mut d = Daemon::spawn(&work, steer_tests::daemon::steer_in(lab.router(Side::A)));
+    let status = d.wait_exit(START).expect("steer run refuses and exits");
+    let log = d.log_text();
+    assert!(!status.success() && log.contains(&expected), "{log}");
+    assert!(!log.contains("removed from"), "{log}");
+    assert!(intact(), "A's own address or route is gone:\n{log}");
+
+    // A reload to it: refused, the running instance and the address stay.
+    let a = SteerRouter::start(
+        &lab,
+        Side::A,
+        &instance_with_vips(150, &format!("[\"{VIP}/24\"]")),
+    );
+    a.wait_state("master", START);
+    a.work.write(
+        "steer.toml",
+        &steer_tests::ha::peers::steer_config(&a.work, &bad),
+    );
+    let (ok, out, err) = a.work.steer(&["reload"]);
+    assert!(
+        !ok && format!("{out}{err}").contains(&expected),
+        "{out}{err}"
+    );
+    std::thread::sleep(INTERVAL * 5);
+    assert_eq!(a.state(), "master", "{}", a.context());
+    assert!(intact() && lab.has_vip(Side::A), "{}", a.context());
+
+    // A VIP an earlier steer left (kill -9 of a master) carries steer's mark: no clash, and
+    // the next start, as backup, removes it.
+    let mut b = SteerRouter::start(
+        &lab,
+        Side::B,
+        &instance_with_vips(100, &format!("[\"{VIP}/24\"]")),
+    );
+    b.wait_state("backup", START);
+    a.work.write(
+        "steer.toml",
+        &steer_tests::ha::peers::steer_config(
+            &a.work,
+            &instance_with_vips(50, &format!("[\"{VIP}/24\"]")),
+        ),
+    );
+    a.work.steer_ok(&["reload"]);
+    b.wait_state("master", START);
+    b.kill9();
+    assert!(lab.has_vip(Side::B), "kill -9 leaves the VIP");
+    b.restart(&lab);
+    wait_for(
+        "B's leftover VIP removed at start",
+        START,
+        || !lab.has_vip(Side::B) || b.state() == "master",
+        || b.context(),
+    );
+    assert!(
+        b.log().contains("virtual address(es) removed from lan0"),
+        "{}",
+        b.context()
+    );
+}
+
+#[test]
+fn split_brain_heals_with_the_winners_announcement_when_its_advert_crosses_first() {
+    let lab = HaLab::new();
+    let sniff = Sniffer::start(&lab.client, "eth0");
+    // The loser advertises every 1 s, the winner every 100 ms: at the heal the winner's advert
+    // reaches the loser first 19 times in 20, and the loser, stepping down, used to go quiet
+    // before the winner ever heard it claim mastership. Both hold wan1 while split, so the
+    // ISP answers one of them: wan1 weighs nothing here and never faults the instance.
+    let calm = SteerOptions {
+        wans: "wans = [{ wan = \"wan1\", weight = 0, master_only = true }]".into(),
+        extra: "all_wans_down = \"priority\"".into(),
+        probe_ms: 1000,
+        ..SteerOptions::default()
+    };
+    let a = SteerRouter::start(
+        &lab,
+        Side::A,
+        &SteerOptions {
+            priority: 200,
+            ..calm.clone()
+        },
+    );
+    let b = SteerRouter::start(
+        &lab,
+        Side::B,
+        &SteerOptions {
+            interval_ms: 1000,
+            ..calm
+        },
+    );
+    a.wait_state("master", START);
+    b.wait_state("backup", START);
+    wait_for(
+        "B follows A",
+        START,
+        || b.vrrp()["master"] == Side::A.lan().to_string(),
+        || b.context(),
+    );
+    lab.client.run(&format!("ping -c 1 -W 2 {VIP} >/dev/null"));
+    let (mac_a, mac_b) = (lab.lan_mac(Side::A), lab.lan_mac(Side::B));
+    assert_eq!(lab.client_neighbour().as_deref(), Some(mac_a.as_str()));
+    lab.switch.run(
+        "nft -f - <<'EOF'\n\
+         table bridge cut {\n\
+           chain forward {\n\
+             type filter hook forward priority 0; policy accept;\n\
+             iifname \"p-a\" oifname \"p-b\" ether type ip ip protocol 112 drop\n\
+             iifname \"p-b\" oifname \"p-a\" ether type ip ip protocol 112 drop\n\
+           }\n\
+         }\n\
+         EOF",
+    );
+    b.wait_state("master", master_down(INTERVAL, 100) * 10);
+    wait_for(
+        "the client follows B's announcement",
+        Duration::from_secs(5),
+        || lab.client_neighbour().as_deref() == Some(mac_b.as_str()),
+        || b.context(),
+    );
+    // B's own announcements after taking over are done before the heal.
+    std::thread::sleep(Duration::from_secs(3));
+    let healed = Instant::now();
+    lab.switch.run("nft delete table bridge cut");
+    b.wait_state("backup", INTERVAL * 20);
+    assert_eq!(a.state(), "master", "{}", a.context());
+    let garp = sniff.wait(
+        healed,
+        INTERVAL * 20,
+        "A's announcement after the heal",
+        |f| f.mac() == mac_a && matches!(f.kind, Kind::Arp { sender, .. } if sender == VIP),
+    );
+    wait_for(
+        "the client back on A",
+        INTERVAL * 20,
+        || lab.client_neighbour().as_deref() == Some(mac_a.as_str()),
+        || format!("{}\n{}", a.context(), b.context()),
+    );
+    eprintln!(
+        "split brain healed, winner's advert first: A announced {:?} after the heal",
+        garp.at - healed
+    );
+}

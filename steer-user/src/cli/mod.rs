@@ -487,6 +487,14 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             for note in config::notes(&c) {
                 eprintln!("note: {note}");
             }
+            match vrrp_vips_here(&c) {
+                Ok(notes) => notes.iter().for_each(|n| eprintln!("note: {n}")),
+                Err(clashes) => {
+                    eprintln!("{clashes}");
+                    eprintln!("{}: {} error(s)", path.display(), clashes.0.len());
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
             outln(&format!(
                 "{}: OK: {} WAN(s), {} policies, {} set(s) with {prefixes} prefixes and {domains} domains, LAN {}",
                 path.display(),
@@ -518,6 +526,21 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             );
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// The VIPs against the interfaces of this machine that the configuration names (the daemon
+/// checks them again at start: `steer check` may run off the router, where they are missing).
+fn vrrp_vips_here(c: &config::Config) -> Result<Vec<String>, crate::vrrp::vips::Clashes> {
+    if c.vrrp.iter().all(|v| v.speaker().is_none()) {
+        return Ok(Vec::new());
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(crate::vrrp::vips::check(&c.path, &c.vrrp)),
+        Err(e) => Ok(vec![format!("vrrp: the VIPs were not checked: {e}")]),
     }
 }
 

@@ -78,6 +78,9 @@ pub enum ControllerError {
         .0.join("; ")
     )]
     NeedsRestart(Vec<String>),
+    /// A VIP is an address steer did not add (the router's own).
+    #[error(transparent)]
+    Vips(#[from] crate::vrrp::vips::Clashes),
 }
 
 /// What differs between `old` and `new` that a running daemon cannot move: where its pinned
@@ -414,6 +417,9 @@ impl Controller {
         let restart = restart_only_changes(&self.config, &config);
         if !restart.is_empty() {
             return Err(ControllerError::NeedsRestart(restart));
+        }
+        for note in crate::vrrp::vips::check(&config.path, &config.vrrp).await? {
+            log::warn!("{note}");
         }
         let carriers = link_states(&self.routing, &config).await;
         let health = self.health.clone();

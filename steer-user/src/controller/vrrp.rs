@@ -39,7 +39,7 @@ use crate::{
     vrrp::{
         Board, Command, Engines, Event, State, announce, command, conntrackd,
         follow::write_track_file,
-        kernel::Netlink,
+        kernel::{self, Netlink, Removed},
         speaker,
         weigh::{WanHealth, weigh},
     },
@@ -859,8 +859,15 @@ impl Controller {
         let mut lines = Vec::new();
         for vip in &s.vips {
             match nl.del_vip(s.vip_interface(), vip).await {
-                Ok(true) => removed += 1,
-                Ok(false) => {}
+                Ok(Removed::Yes) => removed += 1,
+                Ok(Removed::Absent) => {}
+                // Refused at start and reload; added since, by someone else: not ours.
+                Ok(Removed::NotOurs) => lines.push(ReportLine::warning(format!(
+                    "vrrp {}: {vip} on {} was not added by steer (no proto {}): left in place",
+                    v.name,
+                    s.vip_interface(),
+                    kernel::VIP_PROTO
+                ))),
                 Err(e) => lines.push(ReportLine::error(format!("vrrp {}: {e}", v.name))),
             }
         }

@@ -1,6 +1,10 @@
 //! The kernel changes mastership makes, over rtnetlink: virtual addresses added and removed,
 //! master-only WANs' links set up and down, and what the controller reads back (link state,
-//! an interface's IPv4 addresses). Only the controller calls these.
+//! an interface's addresses). Only the controller calls these.
+//!
+//! Every virtual address steer adds carries `proto 201` ([`VIP_PROTO`], IFA_PROTO, as steer's
+//! routes do), and steer only ever removes addresses that carry it: the router's own address,
+//! or one added by hand, is never taken for a stale virtual address.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -10,12 +14,35 @@ use std::{
 use futures::TryStreamExt;
 use netlink_packet_route::{
     AddressFamily,
-    address::{AddressAttribute, AddressFlags, AddressMessage},
+    address::{AddressAttribute, AddressFlags, AddressMessage, AddressProtocol},
     link::{LinkAttribute, LinkFlags},
 };
 use rtnetlink::{Handle, LinkUnspec};
 
 use crate::config::Vip;
+
+/// The address protocol (IFA_PROTO, Linux 6.1+) of every virtual address steer adds: the
+/// routing protocol number of its routes and rules. What carries it is steer's to remove.
+pub const VIP_PROTO: u8 = crate::routing::RTPROT_STEER;
+
+/// One address of an interface, as [`Netlink::addresses`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    /// Added by steer (it carries [`VIP_PROTO`]).
+    pub steer: bool,
+}
+
+/// What [`Netlink::del_vip`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    Yes,
+    /// The address was not there.
+    Absent,
+    /// The address is there but steer did not add it: left in place.
+    NotOurs,
+}
 
 /// An rtnetlink socket for the controller's VRRP steps.
 #[derive(Debug, Clone)]
@@ -101,6 +128,11 @@ impl Netlink {
             .handle
             .address()
             .add(link.index, vip.addr, vip.prefix_len);
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::Other(
+                VIP_PROTO,
+            )));
         if vip.addr.is_ipv6() {
             req.message_mut()
                 .attributes
@@ -113,17 +145,22 @@ impl Netlink {
         }
     }
 
-    /// Removes `vip` from `interface`; returns false when it was not there.
-    pub async fn del_vip(&self, interface: &str, vip: &Vip) -> Result<bool, String> {
+    /// Removes `vip` from `interface` if steer added it (see [`VIP_PROTO`]).
+    pub async fn del_vip(&self, interface: &str, vip: &Vip) -> Result<Removed, String> {
         let Some(link) = self.link(interface).await else {
-            return Ok(false);
+            return Ok(Removed::Absent);
         };
         let Some(msg) = self.find_address(link.index, vip.addr).await? else {
-            return Ok(false);
+            return Ok(Removed::Absent);
         };
+        if !is_steers(&msg) {
+            return Ok(Removed::NotOurs);
+        }
         match self.handle.address().del(msg).execute().await {
-            Ok(()) => Ok(true),
-            Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENOENT)) => Ok(false),
+            Ok(()) => Ok(Removed::Yes),
+            Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENOENT)) => {
+                Ok(Removed::Absent)
+            }
             Err(e) => Err(format!("removing {vip} from {interface}: {}", describe(&e))),
         }
     }
@@ -152,6 +189,33 @@ impl Netlink {
                 }
                 Ok(None) => return Ok(None),
                 Err(e) => return Err(format!("reading addresses: {}", describe(&e))),
+            }
+        }
+    }
+
+    /// Every address of `interface` (none when it does not exist).
+    pub async fn addresses(&self, interface: &str) -> Result<Vec<Address>, String> {
+        let Some(link) = self.link(interface).await else {
+            return Ok(Vec::new());
+        };
+        let mut all = std::pin::pin!(
+            self.handle
+                .address()
+                .get()
+                .set_link_index_filter(link.index)
+                .execute()
+        );
+        let mut out = Vec::new();
+        loop {
+            match all.try_next().await {
+                Ok(Some(m)) => out.extend(address_of(&m)),
+                Ok(None) => return Ok(out),
+                Err(e) => {
+                    return Err(format!(
+                        "reading the addresses of {interface}: {}",
+                        describe(&e)
+                    ));
+                }
             }
         }
     }
@@ -224,4 +288,28 @@ impl Netlink {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+}
+
+/// Whether steer added the address of `m` (it carries [`VIP_PROTO`]).
+fn is_steers(m: &AddressMessage) -> bool {
+    m.attributes
+        .iter()
+        .any(|a| matches!(a, AddressAttribute::Protocol(p) if u8::from(*p) == VIP_PROTO))
+}
+
+/// The address `m` describes: IFA_LOCAL (IPv4; IFA_ADDRESS is the peer of a point-to-point
+/// link there), else IFA_ADDRESS (IPv6).
+fn address_of(m: &AddressMessage) -> Option<Address> {
+    let find = |local: bool| {
+        m.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(a) if local => Some(*a),
+            AddressAttribute::Address(a) if !local => Some(*a),
+            _ => None,
+        })
+    };
+    Some(Address {
+        addr: find(true).or_else(|| find(false))?,
+        prefix_len: m.header.prefix_len,
+        steer: is_steers(m),
+    })
 }

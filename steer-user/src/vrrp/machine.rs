@@ -29,7 +29,10 @@
 //!   Leaving it is a new start.
 //! - Split brain: a master that hears a lower-priority advert (another router also believes it
 //!   is master: the advert path was cut and healed) answers with an advert at once and announces
-//!   its addresses again, so the loser backs off and every host points at the winner.
+//!   its addresses again, so the loser backs off and every host points at the winner. Which
+//!   advert crosses first is a race, so a master that steps down for a better advert sends one
+//!   last advert with its own priority (keepalived's `higher_prio_send_advert`): the winner
+//!   hears a lower master either way and announces.
 //! - WAN gating: a new master says [`Action::WansClear`] once no other router has advertised
 //!   for 1.5 of that router's intervals (at once after a crash: the master-down interval has
 //!   already passed), at the latest one master-down interval after taking over. The old master
@@ -113,6 +116,9 @@ pub struct Machine {
     master_down_at: Option<Instant>,
     /// The master-down timer was set by a resigning master (priority 0).
     resigned: Option<IpAddr>,
+    /// As backup: the last lower-priority advert discarded while preempting (from, priority,
+    /// when), to say so when the timer runs out.
+    lower: Option<(IpAddr, u8, Instant)>,
     adver_at: Option<Instant>,
     /// When the last start was (preempt_delay counts from it).
     started: Instant,
@@ -138,6 +144,7 @@ impl Machine {
             state: State::Initialize,
             master_down_at: None,
             resigned: None,
+            lower: None,
             adver_at: None,
             started: now,
             master: None,
@@ -206,6 +213,7 @@ impl Machine {
         }
         self.master_adver_cs = self.p.interval_cs;
         self.master = None;
+        self.lower = None;
         self.master_down_at = Some(now + self.master_down_interval());
         let why = format!(
             "started: waiting {} ms for a master's advert",
@@ -236,9 +244,12 @@ impl Machine {
             self.master_adver_cs = h.interval_cs;
             self.master_down_at = Some(now + self.master_down_interval());
             self.resigned = None;
+            self.lower = None;
             self.master = Some(h.from);
+        } else {
+            // A lower priority while preempting: discarded, the timer runs out.
+            self.lower = Some((h.from, h.priority, now));
         }
-        // Else: a lower priority while preempting: discarded, the timer runs out.
         Vec::new()
     }
 
@@ -269,7 +280,14 @@ impl Machine {
                     h.from, h.priority
                 )
             };
-            return self.enter(State::Backup, why);
+            // A last advert with our priority before going quiet (keepalived's
+            // `higher_prio_send_advert`): the winner may never have heard us claim mastership
+            // (its advert reached us first as a split brain healed), and only it can point the
+            // hosts back at itself. Hearing a lower master, it announces again (steer, and
+            // keepalived with its lower-priority gratuitous ARPs).
+            let mut out = vec![Action::Send(self.p.priority)];
+            out.extend(self.enter(State::Backup, why));
+            return out;
         }
         // Another router believes it is master (split brain healing): answer at once, show
         // every host where the addresses are, and keep the WANs waiting while it still claims.
@@ -286,12 +304,15 @@ impl Machine {
         let mut out = Vec::new();
         match self.state {
             State::Backup if self.master_down_at.is_some_and(|t| t <= now) => {
-                let why = match self.resigned {
-                    Some(from) => format!("the master {from} resigned (priority 0)"),
-                    None => format!(
-                        "no advert from a master for {} ms",
-                        self.master_down_interval().as_millis()
+                let down = self.master_down_interval();
+                let why = match (self.resigned, self.lower) {
+                    (Some(from), _) => format!("the master {from} resigned (priority 0)"),
+                    // The lower master was advertising all along: it is preempted, not dead.
+                    (None, Some((from, p, at))) if now.duration_since(at) < down => format!(
+                        "preempted {from}, a master with priority {p}, lower than ours ({})",
+                        self.p.priority
                     ),
+                    _ => format!("no advert from a master for {} ms", down.as_millis()),
                 };
                 out.extend(self.become_master(now, why));
             }
@@ -366,6 +387,7 @@ impl Machine {
     fn become_master(&mut self, now: Instant, why: String) -> Vec<Action> {
         self.master_down_at = None;
         self.resigned = None;
+        self.lower = None;
         self.adver_at = Some(now + cs(self.p.interval_cs));
         self.master_adver_cs = self.p.interval_cs;
         let mut out = vec![Action::Send(self.p.priority), Action::Announce];
@@ -564,7 +586,17 @@ mod tests {
             Some(t0 + down),
             "lower adverts did not restart the timer"
         );
-        assert_eq!(became(&m.tick(t0 + down)), Some(State::Master));
+        let a = m.tick(t0 + down);
+        assert_eq!(became(&a), Some(State::Master));
+        let why = a.iter().find_map(|x| match x {
+            Action::Became { why, .. } => Some(why.as_str()),
+            _ => None,
+        });
+        assert_eq!(
+            why,
+            Some("preempted 10.0.0.12, a master with priority 100, lower than ours (200)"),
+            "the master was advertising: a preemption, not a silence"
+        );
     }
 
     #[test]
@@ -630,7 +662,8 @@ mod tests {
         let (mut m, t1) = master(params(100), Instant::now());
         let a = m.receive(heard(150), t1);
         assert_eq!(became(&a), Some(State::Backup));
-        assert!(!a.iter().any(|x| matches!(x, Action::Send(_))));
+        assert_eq!(a[0], Action::Send(100), "a last advert before going quiet");
+        assert_eq!(a.iter().filter(|x| matches!(x, Action::Send(_))).count(), 1);
         assert_eq!(m.master(), Some(ip(PEER)));
         assert_eq!(m.next_deadline(), Some(t1 + m.master_down_interval()));
     }
@@ -663,6 +696,57 @@ mod tests {
         assert_eq!(m.state(), State::Master);
     }
 
+    /// The adverts `acts` sends, as `from` with `priority` heard by the other machine.
+    fn sent(acts: &[Action], from: &str) -> Vec<Heard> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Send(p) if *p > 0 => Some(Heard {
+                    from: ip(from),
+                    priority: *p,
+                    interval_cs: 100,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_healed_split_brain_ends_with_the_winner_announcing_whichever_advert_crosses_first() {
+        for winner_first in [true, false] {
+            let t0 = Instant::now();
+            let (mut w, t1) = master(params(200), t0);
+            let (mut l, _) = master(
+                Params {
+                    own: ip(PEER),
+                    ..params(100)
+                },
+                t0,
+            );
+            let heal = t1 + ms(5000);
+            let mut w_acts = Vec::new();
+            if winner_first {
+                // The winner's advert reaches the loser first: it steps down...
+                let l_acts = l.receive(sent(&[Action::Send(200)], OWN)[0], heal);
+                assert_eq!(l.state(), State::Backup);
+                // ...and its last advert reaches the winner.
+                for h in sent(&l_acts, PEER) {
+                    w_acts.extend(w.receive(h, heal + ms(1)));
+                }
+            } else {
+                w_acts = w.receive(sent(&[Action::Send(100)], PEER)[0], heal);
+                for h in sent(&w_acts, OWN) {
+                    l.receive(h, heal + ms(1));
+                }
+                assert_eq!(l.state(), State::Backup);
+            }
+            assert!(
+                w_acts.contains(&Action::Announce),
+                "winner_first {winner_first}: {w_acts:?}"
+            );
+            assert_eq!(w.state(), State::Master);
+        }
+    }
+
     #[test]
     fn shutdown_of_a_master_sends_priority_zero() {
         let t0 = Instant::now();
@@ -688,6 +772,38 @@ mod tests {
         assert!(m.receive(heard(50), t1).is_empty());
         let a = m.set_fault(None, t1 + ms(100));
         assert_eq!(became(&a), Some(State::Backup));
+    }
+
+    #[test]
+    fn preempt_delay_counts_again_from_leaving_fault() {
+        // A master whose link dies (fault), while the other router takes over; the link comes
+        // back long after the start: the delay still holds preemption, from the fault's end.
+        let t0 = Instant::now();
+        let p = Params {
+            preempt_delay: ms(3000),
+            ..params(150)
+        };
+        let mut m = started(p, t0);
+        let t1 = t0 + ms(60_000);
+        m.tick(t1);
+        assert_eq!(m.state(), State::Master);
+        m.set_fault(Some("lan0 is down".into()), t1);
+        let back = t1 + ms(10_000);
+        assert_eq!(became(&m.set_fault(None, back)), Some(State::Backup));
+        for i in 0..30 {
+            let t = back + ms(100 * i);
+            m.receive(heard(100), t);
+            assert!(m.tick(t).is_empty(), "held {} ms after the fault", 100 * i);
+        }
+        assert_eq!(
+            m.master(),
+            Some(ip(PEER)),
+            "follows the lower master meanwhile"
+        );
+        let last = back + ms(2900);
+        m.receive(heard(100), back + ms(3000));
+        let down = m.master_down_interval();
+        assert_eq!(became(&m.tick(last + down)), Some(State::Master));
     }
 
     #[test]

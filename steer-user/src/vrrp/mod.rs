@@ -8,6 +8,8 @@
 //! - [`announce`] (gratuitous ARP, unsolicited NA), [`kernel`] (addresses and links over
 //!   rtnetlink), [`command`], [`conntrackd`]: the takeover steps, which only the controller
 //!   runs (`controller::vrrp`);
+//! - [`vips`]: the VIPs checked against their interfaces before anything changes (pure, but
+//!   for reading the addresses);
 //! - [`metrics`]: the instances in the Prometheus text format.
 //!
 //! [`Engines`] bundles whatever speaks or follows each configured instance.
@@ -22,6 +24,7 @@ pub mod metrics;
 pub mod packet;
 pub mod socket;
 pub mod speaker;
+pub mod vips;
 pub mod weigh;
 
 use std::{collections::BTreeMap, path::PathBuf};

@@ -60,26 +60,36 @@ pub fn primary_address(interface: &str, v6: bool, vips: &[IpAddr]) -> Option<IpA
         })
 }
 
+/// Whether an interface can carry adverts: administratively up (IFF_UP) and with carrier
+/// (IFF_LOWER_UP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkState {
+    pub admin_up: bool,
+    pub carrier: bool,
+}
+
+/// The state of `interface`, `None` when there is no such interface. Read from the kernel
+/// each time: a socket opens on a link that is down, so it says nothing of the link.
+pub fn link_state(interface: &str) -> Option<LinkState> {
+    let mut state = None;
+    // Every entry of an interface (its link, each address) carries the link's flags: glibc
+    // fills ifa_flags from the link's ifi_flags, all 32 bits, so IFF_LOWER_UP is there
+    // (SIOCGIFFLAGS cuts it off). A link without a hardware address has an entry too.
+    each_ifaddr(interface, |ifa| {
+        state.get_or_insert(LinkState {
+            admin_up: ifa.ifa_flags & libc::IFF_UP as u32 != 0,
+            carrier: ifa.ifa_flags & libc::IFF_LOWER_UP as u32 != 0,
+        });
+    });
+    state
+}
+
 /// Every address of `interface`, in the kernel's order.
 fn interface_addresses(interface: &str) -> Vec<IpAddr> {
     let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, valid until freeifaddrs.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string of the list.
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-        if name.to_bytes() != interface.as_bytes() {
-            continue;
+    each_ifaddr(interface, |ifa| {
+        if ifa.ifa_addr.is_null() {
+            return;
         }
         // SAFETY: ifa_addr points to a sockaddr whose family says its real type.
         let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
@@ -94,10 +104,33 @@ fn interface_addresses(interface: &str) -> Vec<IpAddr> {
             let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
             out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
         }
+    });
+    out
+}
+
+/// Calls `f` with each getifaddrs entry of `interface` (ifa_addr may be null).
+fn each_ifaddr(interface: &str, mut f: impl FnMut(&libc::ifaddrs)) {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, valid until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string of the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if name.to_bytes() == interface.as_bytes() {
+            f(ifa);
+        }
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
-    out
 }
 
 impl VrrpSocket {
@@ -332,6 +365,18 @@ fn set_int(s: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_state_reads_up_and_carrier_and_knows_a_missing_interface() {
+        assert_eq!(
+            link_state("lo"),
+            Some(LinkState {
+                admin_up: true,
+                carrier: true
+            })
+        );
+        assert_eq!(link_state("steer-no-such0"), None);
+    }
 
     #[test]
     fn an_ipv4_header_gives_source_destination_and_ttl() {

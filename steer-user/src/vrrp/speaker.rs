@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     machine::{Action, Heard, Machine, Params, State},
     packet::{self, Advert, Dropped, Expect, GROUP_V4, GROUP_V6},
-    socket::{VrrpSocket, primary_address},
+    socket::{VrrpSocket, link_state, primary_address},
 };
 use crate::config::{Speaker, Vrrp};
 
@@ -273,7 +273,8 @@ async fn stop(tx: &mpsc::UnboundedSender<Command>) {
 const LOG_AGAIN: Duration = Duration::from_secs(60);
 /// How many (source, kind) pairs `Instance::log_once` tells apart.
 const LOG_SOURCES: usize = 64;
-/// How often a socket that could not be opened (no address yet, no interface) is tried again.
+/// How often a socket that could not be opened (link down or without carrier, no address yet,
+/// no interface) is tried again (link events usually come first).
 const RETRY: Duration = Duration::from_secs(1);
 
 struct Instance {
@@ -398,15 +399,39 @@ impl Instance {
             Command::Link(true) => self.reconnect(),
             Command::Link(false) => {
                 self.sock = None;
-                self.link_fault = Some(format!("{} is down", self.cfg.interface));
+                // The kernel's words when it can say (down, or no carrier), so the retries
+                // that read it again find the same fault and change nothing.
+                self.link_fault = Some(
+                    self.link_down()
+                        .unwrap_or_else(|| format!("{} is down", self.cfg.interface)),
+                );
                 self.machine.set_fault(self.fault(), now)
             }
             Command::Stop(_) => Vec::new(),
         }
     }
 
+    /// Why the interface cannot carry adverts now (`None`: it is up with carrier).
+    fn link_down(&self) -> Option<String> {
+        let i = &self.cfg.interface;
+        match link_state(i) {
+            None => Some(format!("{i} does not exist")),
+            Some(l) if !l.admin_up => Some(format!("{i} is down")),
+            Some(l) if !l.carrier => Some(format!("{i} has no carrier")),
+            Some(_) => None,
+        }
+    }
+
     /// Opens the socket and finds the source address; on failure the instance is in fault.
+    /// The link is checked first: a raw socket opens on a link that is down (or has lost its
+    /// carrier), and an instance that left fault there would hear nobody and make itself
+    /// master on a dead link.
     fn connect(&mut self) {
+        if let Some(why) = self.link_down() {
+            self.sock = None;
+            self.link_fault = Some(why);
+            return;
+        }
         let v6 = self.cfg.is_v6();
         let unicast = !self.cfg.peers.is_empty();
         let src = self
