@@ -4,7 +4,8 @@
 //!
 //! - bottom: [`prefix`] (networks and strict address parsing), [`model`] (the vocabulary the
 //!   others share: directions, the four prefix maps, capacities, rules, prefix sets, the policy
-//!   table), [`status`] (the typed status document and report lines);
+//!   table), [`status`] (the typed status document and report lines), [`shown`] (input values
+//!   as messages show them: escaped and bounded);
 //! - [`config`]: the configuration file, parsed and fully validated, one file per section;
 //! - [`sets`] (sets -> rule ids and prefix-map contents) and [`policy`] (policies + WAN states
 //!   -> what each rule stamps);
@@ -48,6 +49,7 @@ pub mod prefix;
 pub mod routing;
 pub mod runtime_sets;
 pub mod sets;
+pub mod shown;
 pub mod state_file;
 pub mod status;
 pub mod tool;

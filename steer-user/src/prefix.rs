@@ -5,6 +5,8 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
+use crate::shown::shown;
+
 /// An IPv4 or IPv6 network. Host bits are always zero (the constructor refuses them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Prefix {
@@ -192,8 +194,96 @@ pub enum AddrError {
 }
 
 impl AddrError {
-    /// What is wrong, naming the entry.
+    /// What is wrong, naming the entry (escaped and cut, see [`Shown`](crate::shown::Shown)).
     pub fn message(&self) -> String {
+        self.shown().plain_message()
+    }
+
+    /// What to write instead (the parts of the entry it names escaped and cut).
+    pub fn hint(&self) -> String {
+        self.shown().plain_hint()
+    }
+
+    /// The error with every piece of the entry it holds as a message shows it: the entry may
+    /// be a 10 MB line with control characters in it, from a list file or a socket request.
+    fn shown(&self) -> AddrError {
+        let s = |t: &String| shown(t);
+        let o = |t: &Option<String>| t.as_deref().map(shown);
+        match self {
+            AddrError::Empty => AddrError::Empty,
+            AddrError::Whitespace { text } => AddrError::Whitespace { text: s(text) },
+            AddrError::ZoneId { text, without } => AddrError::ZoneId {
+                text: s(text),
+                without: s(without),
+            },
+            AddrError::Bracketed { text, inner } => AddrError::Bracketed {
+                text: s(text),
+                inner: s(inner),
+            },
+            AddrError::LeadingZero {
+                text,
+                decimal,
+                octal,
+            } => AddrError::LeadingZero {
+                text: s(text),
+                decimal: s(decimal),
+                octal: o(octal),
+            },
+            AddrError::Shorthand {
+                text,
+                padded,
+                inet_aton,
+            } => AddrError::Shorthand {
+                text: s(text),
+                padded: o(padded),
+                inet_aton: o(inet_aton),
+            },
+            AddrError::TooManyOctets { text } => AddrError::TooManyOctets { text: s(text) },
+            AddrError::Hex { text } => AddrError::Hex { text: s(text) },
+            AddrError::Integer { text, dotted } => AddrError::Integer {
+                text: s(text),
+                dotted: o(dotted),
+            },
+            AddrError::OctetRange { text, octet } => AddrError::OctetRange {
+                text: s(text),
+                octet: s(octet),
+            },
+            AddrError::EmptyOctet { text } => AddrError::EmptyOctet { text: s(text) },
+            AddrError::Name { text } => AddrError::Name { text: s(text) },
+            AddrError::BadChar { text, ch } => AddrError::BadChar {
+                text: s(text),
+                ch: *ch,
+            },
+            AddrError::InvalidV6 { text } => AddrError::InvalidV6 { text: s(text) },
+            AddrError::LenMissing { text } => AddrError::LenMissing { text: s(text) },
+            AddrError::LenSyntax { text, len } => AddrError::LenSyntax {
+                text: s(text),
+                len: s(len),
+            },
+            AddrError::LenLeadingZero { text, suggestion } => AddrError::LenLeadingZero {
+                text: s(text),
+                suggestion: s(suggestion),
+            },
+            AddrError::LenRange { text, len, max } => AddrError::LenRange {
+                text: s(text),
+                len: s(len),
+                max: *max,
+            },
+            AddrError::HostBits { text, network } => AddrError::HostBits {
+                text: s(text),
+                network: *network,
+            },
+            AddrError::DefaultRoute { text } => AddrError::DefaultRoute { text: s(text) },
+            AddrError::Mapped { text, v4 } => AddrError::Mapped {
+                text: s(text),
+                v4: *v4,
+            },
+            AddrError::NotHost { text } => AddrError::NotHost { text: s(text) },
+        }
+    }
+
+    /// [`Self::message`] of an error whose pieces are already as shown.
+    fn plain_message(&self) -> String {
         match self {
             AddrError::Empty => "empty entry".into(),
             AddrError::Whitespace { text } => format!("`{text}` contains whitespace"),
@@ -251,8 +341,8 @@ impl AddrError {
         }
     }
 
-    /// What to write instead.
-    pub fn hint(&self) -> String {
+    /// [`Self::hint`] of an error whose pieces are already as shown.
+    fn plain_hint(&self) -> String {
         match self {
             AddrError::Empty => {
                 "write an address such as 192.0.2.1 or a network such as 192.0.2.0/24, or remove the entry".into()

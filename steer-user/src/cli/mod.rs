@@ -283,6 +283,18 @@ pub enum CliError {
     Teardown(#[from] TeardownError),
     #[error("{0}")]
     Refused(String),
+    /// `steer set --file` names something that is not a readable list-sized regular file.
+    #[error("cannot read --file {}: {error}; {}", path.display(), error.hint())]
+    SetFile {
+        path: PathBuf,
+        error: config::ReadError,
+    },
+    /// `steer set --file -` was given more than a list file may hold.
+    #[error(
+        "standard input holds more than the {limit} bytes a list file may have; split the \
+         prefixes into several edits"
+    )]
+    StdinTooBig { limit: u64 },
     /// The source is printed after the message by the binary (`{:#}`).
     #[error("cannot {op} {}", path.display())]
     Io {

@@ -12,7 +12,7 @@ use clap::ValueEnum;
 
 use super::{CliError, TIMEOUT, Target, output::outln};
 use crate::{
-    config::parse_list_bytes,
+    config::{MAX_LIST_BYTES, parse_list_bytes, read_file},
     control::{
         self, Request,
         proto::{Batch, SetOp},
@@ -179,25 +179,50 @@ fn prefixes(args: &SetArgs) -> Result<Vec<String>, CliError> {
     Err(CliError::Refused(text))
 }
 
-/// The bytes of `--file` (`-`: standard input) and how messages name it.
+/// The bytes of `--file` (`-`: standard input) and how messages name it. A file is read as
+/// the daemon reads a list file (a regular file only, at most [`MAX_LIST_BYTES`]), and standard
+/// input is held to the same size: `--file /dev/zero` or an endless pipe would otherwise grow
+/// this process until the memory runs out.
 fn read_input(file: &Path) -> Result<(String, Vec<u8>), CliError> {
-    let mut bytes = Vec::new();
     if file == Path::new("-") {
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|source| CliError::Io {
+        let bytes = read_bounded(std::io::stdin().lock(), MAX_LIST_BYTES).map_err(|e| match e {
+            Bounded::Io(source) => CliError::Io {
                 op: "read",
                 path: "standard input".into(),
                 source,
-            })?;
+            },
+            Bounded::TooBig => CliError::StdinTooBig {
+                limit: MAX_LIST_BYTES,
+            },
+        })?;
         return Ok(("stdin".into(), bytes));
     }
-    let bytes = std::fs::read(file).map_err(|source| CliError::Io {
-        op: "read",
+    let bytes = read_file(file, MAX_LIST_BYTES).map_err(|error| CliError::SetFile {
         path: file.to_owned(),
-        source,
+        error,
     })?;
     Ok((file.display().to_string(), bytes))
+}
+
+/// Why [`read_bounded`] gave up.
+#[derive(Debug)]
+enum Bounded {
+    Io(std::io::Error),
+    TooBig,
+}
+
+/// Everything `reader` holds, if that is at most `limit` bytes; never more than one byte past
+/// the limit is read.
+fn read_bounded(reader: impl Read, limit: u64) -> Result<Vec<u8>, Bounded> {
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(Bounded::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(Bounded::TooBig);
+    }
+    Ok(bytes)
 }
 
 /// The prefixes in requests of at most [`CHUNK_BYTES`].
@@ -283,6 +308,42 @@ mod tests {
         }
         assert_eq!(human(3725), "1h2m5s");
         assert_eq!(human(0), "0s");
+    }
+
+    #[test]
+    fn input_is_held_to_the_size_of_a_list_file() {
+        let limit = 1000;
+        assert_eq!(read_bounded(&[b'x'; 1000][..], limit).unwrap().len(), 1000);
+        assert!(matches!(
+            read_bounded(&[b'x'; 1001][..], limit),
+            Err(Bounded::TooBig)
+        ));
+        // An endless source is read only up to the limit.
+        assert!(matches!(
+            read_bounded(std::io::repeat(0), limit),
+            Err(Bounded::TooBig)
+        ));
+        let e = CliError::StdinTooBig {
+            limit: MAX_LIST_BYTES,
+        };
+        assert!(e.to_string().contains("67108864 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_device_or_missing_file_is_refused_with_its_name() {
+        let e = read_input(Path::new("/dev/zero")).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot read --file /dev/zero: it is a device, not a regular file"),
+            "{text}"
+        );
+        assert!(text.contains("give the path of a regular file"), "{text}");
+        let e = read_input(Path::new("/nonexistent/steer-list")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot read --file /nonexistent/steer-list: "),
+            "{e}"
+        );
     }
 
     #[test]

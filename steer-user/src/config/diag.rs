@@ -8,6 +8,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::shown::shown;
+
 /// One problem in the configuration, located in the file where it was written.
 ///
 /// `line` and `column` are 1-based (column counts characters). A `line` of 0 means the problem
@@ -104,12 +106,19 @@ impl<'a> Source<'a> {
     }
 }
 
-/// The first line of `s`, cut to a readable length.
+/// The first line of `s`, cut to a readable length, with control and invisible characters
+/// escaped (see [`crate::shown`]): the value of a diagnostic is the input as written, which
+/// reaches terminals and logs.
 pub(crate) fn shorten(s: &str) -> String {
+    const CHARS: usize = 60;
     let first = s.lines().next().unwrap_or("").trim_end();
     let multi = s.trim_end().contains('\n');
-    let mut out: String = first.chars().take(60).collect();
-    if multi || first.chars().count() > 60 {
+    let cut = first
+        .char_indices()
+        .nth(CHARS)
+        .map_or(first, |(i, _)| &first[..i]);
+    let mut out = shown(cut);
+    if multi || cut.len() < first.len() {
         out.push_str(" …");
     }
     out
@@ -219,6 +228,15 @@ mod tests {
         assert_eq!(s.locate(0), (1, 1));
         assert_eq!(s.locate(3), (2, 1));
         assert_eq!(s.locate(6), (2, 3)); // after "çd" (ç is two bytes)
+    }
+
+    #[test]
+    fn shorten_cuts_and_escapes() {
+        let huge = format!("1.2.3.0/24{}", "x".repeat(10 * 1024 * 1024));
+        let s = shorten(&huge);
+        assert_eq!(s, format!("1.2.3.0/24{} …", "x".repeat(50)));
+        assert_eq!(shorten("1.2.3.\x1b[2J\0"), "1.2.3.\\u{1b}[2J\\u{0}");
+        assert_eq!(shorten("a\nb"), "a …");
     }
 
     #[test]

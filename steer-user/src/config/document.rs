@@ -79,18 +79,47 @@ pub(super) fn check<R: DeserializeOwned, T>(
     }
 }
 
+/// What to do about a TOML syntax error, by the words of the parser's message. The first
+/// match wins, so the more specific words come first (`unclosed array table` before
+/// `unclosed array`); a table header left open is not a string left open.
+const SYNTAX_HINTS: &[(&str, &str)] = &[
+    (
+        "must be quoted",
+        "put text values in double quotes, e.g. name = \"wan1\"",
+    ),
+    (
+        "duplicate key",
+        "each key may appear only once per table, and each [table] only once; merge or remove \
+         the repeated one",
+    ),
+    (
+        "unclosed array table",
+        "close the table header with `]]` on the same line, e.g. [[set]]",
+    ),
+    (
+        "unclosed table",
+        "close the table header with `]` on the same line, e.g. [default]",
+    ),
+    (
+        "unclosed inline table",
+        "close the inline table with `}` on the same line it starts on",
+    ),
+    ("unclosed array", "close the list with `]`"),
+    (
+        "string",
+        "close the string with the same quote it starts with",
+    ),
+];
+
 fn syntax_hint(message: &str) -> String {
-    if message.contains("must be quoted") {
-        "put text values in double quotes, e.g. name = \"wan1\"".into()
-    } else if message.contains("duplicate key") {
-        "each key may appear only once per table, and each [table] only once; merge or remove the repeated one".into()
-    } else if message.contains("unclosed array") {
-        "close the list with `]`".into()
-    } else if message.contains("unclosed") || message.contains("string") {
-        "close the string with the same quote it starts with".into()
-    } else {
-        "fix the TOML syntax here (nothing else was checked yet)".into()
-    }
+    SYNTAX_HINTS
+        .iter()
+        .find(|(words, _)| message.contains(words))
+        .map_or(
+            "fix the TOML syntax here (nothing else was checked yet)",
+            |(_, hint)| hint,
+        )
+        .into()
 }
 
 /// Orders diagnostics: the config file first, by position; then list files, by position.
@@ -102,4 +131,36 @@ fn finish(mut diags: Vec<Diagnostic>, config_file: &Path) -> ConfigErrors {
     });
     diags.dedup();
     ConfigErrors { errors: diags }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hint for the first syntax error of `text`.
+    fn hint_of(text: &str) -> String {
+        let (_, errors) = DeTable::parse_recoverable(text);
+        syntax_hint(
+            &errors
+                .first()
+                .expect("a syntax error")
+                .message()
+                .replace('\n', " "),
+        )
+    }
+
+    #[test]
+    fn a_syntax_hint_speaks_of_what_is_left_open() {
+        assert!(hint_of("[default\nx = 1\n").contains("table header with `]`"));
+        assert!(hint_of("[[set\n").contains("table header with `]]`"));
+        assert!(hint_of("a = {b = 1\n").contains("inline table with `}`"));
+        assert_eq!(hint_of("a = [1, 2\n"), "close the list with `]`");
+        for open_string in ["a = \"x\n", "a = 'x\n", "a = \"\"\"x\n"] {
+            assert!(
+                hint_of(open_string).starts_with("close the string"),
+                "{open_string}"
+            );
+        }
+        assert!(hint_of("a = 1 2\n").starts_with("put text values in double quotes"));
+    }
 }

@@ -1,7 +1,7 @@
 //! `[general]`: the LAN interfaces, the packet-mark bits steer owns, the pin directory, the map
 //! capacities and the duplicates policy — its keys, their raw form and their checks.
 
-use std::{collections::HashSet, path::PathBuf};
+use std::{collections::HashSet, ops::Range, path::PathBuf};
 
 use serde::Deserialize;
 
@@ -39,6 +39,31 @@ pub(super) struct RawCapacity {
     pub dst_v6: Option<S<i64>>,
     pub src_v4: Option<S<i64>>,
     pub src_v6: Option<S<i64>>,
+}
+
+impl RawCapacity {
+    /// The key of `map`'s capacity, if written.
+    fn of(&self, map: PrefixMap) -> Option<&S<i64>> {
+        match map {
+            PrefixMap::DstV4 => self.dst_v4.as_ref(),
+            PrefixMap::DstV6 => self.dst_v6.as_ref(),
+            PrefixMap::SrcV4 => self.src_v4.as_ref(),
+            PrefixMap::SrcV6 => self.src_v6.as_ref(),
+        }
+    }
+}
+
+/// Where an error about each map's capacity (by [`PrefixMap::index`]) points: the key where
+/// it is written, else the `[general.capacity]` table, else `[general]`. (The whole
+/// `[general]` table of a file that writes only `[general.capacity]` starts at 1:1, so the
+/// key's own place is what tells the reader which line to change.)
+pub(super) fn capacity_spans(g: Option<&S<RawGeneral>>) -> [Range<usize>; PrefixMap::ALL.len()] {
+    let general = g.map_or(0..0, |g| g.span());
+    let table = g.and_then(|g| g.get_ref().capacity.as_ref());
+    PrefixMap::ALL.map(|map| match table {
+        Some(t) => t.get_ref().of(map).map_or_else(|| t.span(), |v| v.span()),
+        None => general.clone(),
+    })
 }
 
 pub(super) const EXAMPLE: &str = "[general] with lan = [\"br-lan\"]";
@@ -273,6 +298,25 @@ fn parse_size(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::parse_size;
+    use crate::config::testing::{BASE, Scratch, errors_of};
+
+    #[test]
+    fn a_capacity_error_points_at_the_capacity_key() {
+        let dir = Scratch::new("capacity-place");
+        let text = format!(
+            "{BASE}\n[[set]]\nname = \"s\"\npolicy = \"p\"\nprefixes = [\"192.0.2.0/24\", \
+             \"198.51.100.0/24\", \"203.0.113.0/24\", \"2001:db8::/32\"]\n\
+             [general.capacity]\nsrc_v4 = 10\n  dst_v4 = 2\n"
+        );
+        let key_line = text.lines().position(|l| l.contains("dst_v4")).unwrap() + 1;
+        let config = dir.write("steer.toml", &text);
+        let errors = errors_of(&config);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        let e = &errors[0];
+        assert_eq!(e.field, "general.capacity.dst_v4");
+        assert_eq!((e.line, e.column), (key_line, 12), "{e}");
+        assert!(e.message.starts_with("the sets hold 3 "), "{e}");
+    }
 
     #[test]
     fn sizes_read_as_systemd_reads_them() {

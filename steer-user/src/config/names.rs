@@ -2,7 +2,10 @@
 //! an object's name that every section with named items shares.
 
 use super::{check::Claims, diag::Ctx, schema::S};
-use crate::prefix::{parse_addr, parse_prefix};
+use crate::{
+    prefix::{parse_addr, parse_prefix},
+    shown::Shown,
+};
 
 /// Longest object (WAN, policy, set) name.
 pub const MAX_NAME_LEN: usize = 47;
@@ -88,6 +91,8 @@ pub fn ifname_problem(name: &str) -> Option<String> {
 /// not start or end with `-`). The error is `(message, hint)`.
 pub fn normalize_domain(text: &str) -> Result<String, (String, String)> {
     let t = text.trim();
+    // The name as messages show it: it may be a 10 MB line with control characters in it.
+    let q = Shown(t);
     if t.is_empty() {
         return Err((
             "empty domain".into(),
@@ -96,13 +101,16 @@ pub fn normalize_domain(text: &str) -> Result<String, (String, String)> {
     }
     if let Some(rest) = t.strip_prefix("*.") {
         return Err((
-            format!("`{t}` has a wildcard"),
-            format!("write `{rest}`: a name already matches itself and all its subdomains"),
+            format!("`{q}` has a wildcard"),
+            format!(
+                "write `{}`: a name already matches itself and all its subdomains",
+                Shown(rest)
+            ),
         ));
     }
     if parse_addr(t).is_ok() || parse_prefix(t, true).is_ok() {
         return Err((
-            format!("`{t}` is an IP address, not a domain name"),
+            format!("`{q}` is an IP address, not a domain name"),
             "put addresses and networks in the set's `prefixes` (or a list file)".into(),
         ));
     }
@@ -115,15 +123,15 @@ pub fn normalize_domain(text: &str) -> Result<String, (String, String)> {
             .next()
             .unwrap_or(t);
         return Err((
-            format!("`{t}` is a URL, not a domain name"),
-            format!("write only the host name: `{host}`"),
+            format!("`{q}` is a URL, not a domain name"),
+            format!("write only the host name: `{}`", Shown(host)),
         ));
     }
     let name = t.strip_suffix('.').unwrap_or(t).to_ascii_lowercase();
     if name.len() > 253 {
         return Err((
             format!(
-                "`{t}` is {} bytes long; domain names are at most 253",
+                "`{q}` is {} bytes long; domain names are at most 253",
                 name.len()
             ),
             "use a shorter name (a name also matches its subdomains)".into(),
@@ -132,14 +140,15 @@ pub fn normalize_domain(text: &str) -> Result<String, (String, String)> {
     for label in name.split('.') {
         if label.is_empty() {
             return Err((
-                format!("`{t}` has an empty label (two dots in a row, or a leading dot)"),
+                format!("`{q}` has an empty label (two dots in a row, or a leading dot)"),
                 "write the name as labels separated by single dots, e.g. example.com".into(),
             ));
         }
         if label.len() > 63 {
             return Err((
                 format!(
-                    "label `{label}` is {} bytes long; labels are at most 63",
+                    "label `{}` is {} bytes long; labels are at most 63",
+                    Shown(label),
                     label.len()
                 ),
                 "check the name; DNS labels cannot be longer".into(),
@@ -154,11 +163,11 @@ pub fn normalize_domain(text: &str) -> Result<String, (String, String)> {
             } else {
                 "write internationalized names in their ASCII (punycode) form, e.g. xn--bcher-kva.example".to_string()
             };
-            return Err((format!("`{t}` contains {c:?}"), hint));
+            return Err((format!("`{q}` contains {c:?}"), hint));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err((
-                format!("label `{label}` starts or ends with `-`"),
+                format!("label `{}` starts or ends with `-`", Shown(label)),
                 "a label may contain `-` only between letters or digits".into(),
             ));
         }
@@ -191,6 +200,20 @@ mod tests {
         assert!(ifname_problem("a/b").is_some());
         assert!(ifname_problem("a b").is_some());
         assert!(ifname_problem("..").is_some());
+    }
+
+    #[test]
+    fn a_bad_domain_is_named_cut_and_escaped() {
+        let huge = format!("{}\x1b[2J", "a.".repeat(5_000_000));
+        let (message, hint) = normalize_domain(&huge).unwrap_err();
+        assert!(message.len() < 300, "{}", message.len());
+        assert!(
+            message.contains(&format!("({} bytes)", huge.len())),
+            "{message}"
+        );
+        let (message, _) = normalize_domain("ex\x1bample.com").unwrap_err();
+        assert!(message.contains("ex\\u{1b}ample.com"), "{message}");
+        assert!(!hint.contains('\x1b'));
     }
 
     #[test]

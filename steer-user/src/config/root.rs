@@ -56,12 +56,13 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 
 fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
     let general_span = raw.general.as_ref().map_or(0..0, |g| g.span());
-    // A refusal for memory points at the limit's own line.
+    // A refusal for memory or capacity points at the limit's own line.
     let memory_span = raw
         .general
         .as_ref()
         .and_then(|g| g.get_ref().max_memory.as_ref())
-        .map_or(general_span.clone(), |v| v.span());
+        .map_or(general_span, |v| v.span());
+    let capacity_spans = general::capacity_spans(raw.general.as_ref());
     let general = general::build(cx, raw.general);
     let (wans, prefix6_spans) = wan::build(cx, raw.wan, &general);
     let ipv6 = ipv6::build(cx, raw.ipv6, &wans, &prefix6_spans);
@@ -73,7 +74,7 @@ fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
         raw.set,
         &policy_names,
         &general,
-        (&general_span, &memory_span),
+        (&capacity_spans, &memory_span),
     );
     let default = default::build(cx, raw.default, &policy_names);
     let control = control::build(cx, raw.control);

@@ -167,6 +167,34 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_bad_line_and_control_characters_are_shown_cut_and_escaped() {
+        let dir = Scratch::new("list-huge-line");
+        let huge = format!("1.2.3.0/24{}", "x".repeat(10 * 1024 * 1024));
+        let list = format!("192.0.2.0/24\n{huge}\n1.2.3.\x1b[2J\x1b[31mEVIL\0\n");
+        dir.write("list.txt", &list);
+        let config = dir.write(
+            "steer.toml",
+            &format!("{BASE}\n[[set]]\nname = \"s\"\npolicy = \"p\"\nfiles = [\"list.txt\"]\n"),
+        );
+        let errors = errors_of(&config);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(shown.iter().all(|s| s.len() < 1000), "{shown:#?}");
+        assert!(
+            shown[0].contains(&format!("… ({} bytes)", huge.len())),
+            "{}",
+            shown[0]
+        );
+        assert!(
+            shown
+                .iter()
+                .all(|s| !s.contains('\x1b') && !s.contains('\0')),
+            "{shown:#?}"
+        );
+        assert!(shown[1].contains("1.2.3.\\u{1b}[2J"), "{}", shown[1]);
+    }
+
+    #[test]
     fn a_file_without_a_single_address_is_not_a_list_and_its_lines_are_not_shown() {
         let dir = Scratch::new("not-a-list");
         let secret = "root:$y$j9T$secret:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n";

@@ -100,14 +100,15 @@ const DIRECTIONS: Choices<Direction> = Choices {
     ],
 };
 
-/// The sets, their list files read and duplicates resolved; `general_span` places the
-/// capacity errors, `memory_span` the memory ones (`general.max_memory`).
+/// The sets, their list files read and duplicates resolved; `capacity_spans` place the
+/// capacity errors (by [`PrefixMap::index`]), `memory_span` the memory ones
+/// (`general.max_memory`).
 pub(super) fn build(
     cx: &mut Ctx<'_>,
     raw: Option<S<Vec<S<RawSet>>>>,
     policies: &Defined,
     general: &General,
-    (general_span, memory_span): (&Range<usize>, &Range<usize>),
+    (capacity_spans, memory_span): (&[Range<usize>], &Range<usize>),
 ) -> Vec<Set> {
     let Some(raw) = raw else { return Vec::new() };
     let reader = SetReader {
@@ -148,7 +149,7 @@ pub(super) fn build(
     check_ordered(cx, &pending);
     let mut sets = resolve_duplicates(cx, pending, general.duplicates);
     domain_files::add(cx, &mut sets, extra, general.duplicates);
-    check_capacity(cx, &sets, general, general_span);
+    check_capacity(cx, &sets, general, capacity_spans);
     if let Some(max) = general.capacity.memory {
         check_memory(cx, &sets, max, memory_span);
     }
@@ -450,7 +451,7 @@ pub fn footprint(sets: &[Set]) -> Footprint {
 }
 
 /// The sets' prefixes must fit the maps they go into.
-fn check_capacity(cx: &mut Ctx<'_>, sets: &[Set], general: &General, general_span: &Range<usize>) {
+fn check_capacity(cx: &mut Ctx<'_>, sets: &[Set], general: &General, spans: &[Range<usize>]) {
     let mut held = [0usize; PrefixMap::ALL.len()];
     for s in sets.iter().filter(|s| s.conditions.is_none()) {
         for p in s.all_prefixes() {
@@ -470,7 +471,7 @@ fn check_capacity(cx: &mut Ctx<'_>, sets: &[Set], general: &General, general_spa
             )
         };
         cx.err_value(
-            general_span,
+            &spans[map.index()],
             format!("general.capacity.{key}"),
             cap.to_string(),
             format!(
