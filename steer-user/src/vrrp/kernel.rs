@@ -22,7 +22,8 @@ use rtnetlink::{Handle, LinkUnspec};
 use crate::config::Vip;
 
 /// The address protocol (IFA_PROTO, Linux 6.1+) of every virtual address steer adds: the
-/// routing protocol number of its routes and rules. What carries it is steer's to remove.
+/// routing protocol number of its routes and rules. What carries it is steer's to remove (on
+/// an older kernel, every configured VIP: see [`is_steers`]).
 pub const VIP_PROTO: u8 = crate::routing::RTPROT_STEER;
 
 /// One address of an interface, as [`Netlink::addresses`] reads it.
@@ -290,11 +291,35 @@ impl Netlink {
     }
 }
 
-/// Whether steer added the address of `m` (it carries [`VIP_PROTO`]).
+/// Whether steer added the address of `m` (it carries [`VIP_PROTO`]). A kernel before 6.1
+/// drops an address's protocol without a word, so there no address carries it: every
+/// configured VIP is then taken for steer's own, as before the tag (else a backup would never
+/// remove the VIP it held as master), and a clash with the router's own address cannot be told.
 fn is_steers(m: &AddressMessage) -> bool {
-    m.attributes
-        .iter()
-        .any(|a| matches!(a, AddressAttribute::Protocol(p) if u8::from(*p) == VIP_PROTO))
+    !keeps_address_protocol()
+        || m.attributes
+            .iter()
+            .any(|a| matches!(a, AddressAttribute::Protocol(p) if u8::from(*p) == VIP_PROTO))
+}
+
+/// Whether this kernel keeps an address's protocol (IFA_PROTO: Linux 6.1 and later).
+fn keeps_address_protocol() -> bool {
+    static KEEPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KEEPS.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|release| release_at_least(&release, (6, 1)))
+            .unwrap_or(false)
+    })
+}
+
+/// Whether a kernel release ("6.18.44-generic") is `at_least` (major, minor); `None` when it
+/// does not read as one.
+fn release_at_least(release: &str, at_least: (u32, u32)) -> Option<bool> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    Some((major, minor) >= at_least)
 }
 
 /// The address `m` describes: IFA_LOCAL (IPv4; IFA_ADDRESS is the peer of a point-to-point
@@ -312,4 +337,18 @@ fn address_of(m: &AddressMessage) -> Option<Address> {
         prefix_len: m.header.prefix_len,
         steer: is_steers(m),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_release_is_compared_by_major_and_minor() {
+        assert_eq!(release_at_least("6.18.44-fc-v1272\n", (6, 1)), Some(true));
+        assert_eq!(release_at_least("6.1.0-13-amd64", (6, 1)), Some(true));
+        assert_eq!(release_at_least("5.15.167", (6, 1)), Some(false));
+        assert_eq!(release_at_least("6.0", (6, 1)), Some(false));
+        assert_eq!(release_at_least("garbage", (6, 1)), None);
+    }
 }
