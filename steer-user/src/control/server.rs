@@ -343,9 +343,14 @@ struct Context {
     calls: mpsc::Sender<Call>,
 }
 
-/// A connection being served: whether its request is in (then it is being answered, which its
-/// reply timeout bounds), and the task to abort to free its slot.
+/// A client that has sent no complete request this long after connecting gives up its slot to
+/// a new client when every slot is taken (`steer` sends its request at once).
+const SILENT_AFTER: Duration = Duration::from_millis(500);
+
+/// A connection being served: when it came, whether its request is in (then it is being
+/// answered, which its reply timeout bounds), and the task to abort to free its slot.
 struct Slot {
+    since: Instant,
     asked: Arc<AtomicBool>,
     task: AbortHandle,
 }
@@ -363,19 +368,8 @@ async fn accept_loop(listener: UnixListener, ctx: Arc<Context>, connections: Arc
                 continue;
             }
         };
-        slots.retain(|s| !s.task.is_finished());
-        let permit = match connections.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                // Every slot is taken: the oldest client that has sent no request yet gives
-                // its slot to this one, so clients that connect and say nothing cannot keep
-                // `steer` out. When every slot is answering a request, this one waits.
-                evict_idle(&mut slots, &ctx.path);
-                let Ok(permit) = connections.clone().acquire_owned().await else {
-                    return;
-                };
-                permit
-            }
+        let Some(permit) = slot_for_new_client(&connections, &mut slots, &ctx.path).await else {
+            return;
         };
         let asked = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(handle_connection(
@@ -385,23 +379,54 @@ async fn accept_loop(listener: UnixListener, ctx: Arc<Context>, connections: Arc
             asked.clone(),
         ));
         slots.push_back(Slot {
+            since: Instant::now(),
             asked,
             task: task.abort_handle(),
         });
     }
 }
 
-/// Frees the slot of the oldest connection that has not sent its request yet.
-fn evict_idle(slots: &mut VecDeque<Slot>, path: &Path) {
-    if let Some(i) = slots.iter().position(|s| !s.asked.load(Ordering::Relaxed))
-        && let Some(slot) = slots.remove(i)
-    {
+/// A slot for a new client. When every slot is taken, the oldest client that has said nothing
+/// for [`SILENT_AFTER`] gives its slot up, so clients that connect and stay silent cannot keep
+/// `steer` out; clients that are sending or being answered are waited for.
+async fn slot_for_new_client(
+    connections: &Arc<Semaphore>,
+    slots: &mut VecDeque<Slot>,
+    path: &Path,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        slots.retain(|s| !s.task.is_finished());
+        if let Ok(permit) = connections.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        if evict_silent(slots, path) {
+            // The aborted task lets go of its slot once it is dropped.
+            return connections.clone().acquire_owned().await.ok();
+        }
+        tokio::select! {
+            permit = connections.clone().acquire_owned() => return permit.ok(),
+            () = tokio::time::sleep(SILENT_AFTER / 4) => {}
+        }
+    }
+}
+
+/// Frees the slot of the oldest connection silent for [`SILENT_AFTER`]; whether there was one.
+fn evict_silent(slots: &mut VecDeque<Slot>, path: &Path) -> bool {
+    let Some(i) = slots
+        .iter()
+        .position(|s| !s.asked.load(Ordering::Relaxed) && s.since.elapsed() >= SILENT_AFTER)
+    else {
+        return false;
+    };
+    if let Some(slot) = slots.remove(i) {
         slot.task.abort();
-        warn!(
+        // Not a warning: a flood of silent clients would make one per connection.
+        debug!(
             "control {}: every connection is taken; dropped the oldest that sent no request, for a new one",
             path.display()
         );
     }
+    true
 }
 
 async fn handle_connection(

@@ -243,21 +243,24 @@ fn check_memory(
     } else {
         footprint_after(state, planned, left)
     };
-    let touched = touched_maps(planned, left);
+    let written = touched_maps(planned, &[]);
+    let emptied = touched_maps(&[], left);
     let mut held_now = 0;
-    let mut need = 0;
     let mut prefixes = 0;
+    let mut each = Vec::new();
     for m in PrefixMap::ALL {
         let held = maps.range_bytes(m);
-        let after = merged.map(m).bytes.max(last.map(m).bytes);
         held_now += held;
-        need += if touched.contains(&m) {
-            held + after
-        } else {
-            held.max(after)
-        };
+        each.push(MapChange {
+            held,
+            merged: merged.map(m).bytes,
+            last: last.map(m).bytes,
+            written: written.contains(&m),
+            emptied: emptied.contains(&m),
+        });
         prefixes += merged.map(m).prefixes.max(state.map(m).len());
     }
+    let need = change_peak(&each);
     let breakdown = || {
         format!(
             "{}; the kernel holds {} for the sets now, and a changed set's new table is built \
@@ -317,6 +320,46 @@ fn few_within(
         }
     }
     fits(bound, state.len() + writes)
+}
+
+/// One map's memory in a change: its table and record held now, with the writes in
+/// (`merged`) and after the removals (`last`), and whether the change writes into it or
+/// removes from it.
+#[derive(Clone, Copy, Debug)]
+struct MapChange {
+    held: u64,
+    merged: u64,
+    last: u64,
+    written: bool,
+    emptied: bool,
+}
+
+/// The most the maps hold during a change. The sync changes the maps one after the other: a
+/// changed map's fresh table is built beside the one it replaces (with its writes, the old and
+/// the new prefixes together: the additions go in before the removals), and the old one goes
+/// when the fresh one is published, before the next map. So the peak is, at some map, the
+/// maps done so far as they end, the maps still to do as they are, and that map twice. A
+/// change that only removes (a flush) needs what is held and one smaller table, not two of
+/// what is held.
+fn change_peak(maps: &[MapChange]) -> u64 {
+    let mut done = 0;
+    let mut to_do: u64 = maps.iter().map(|m| m.held).sum();
+    let mut peak = to_do;
+    for m in maps {
+        to_do -= m.held;
+        if m.written || m.emptied {
+            let fresh = if m.written {
+                m.merged.max(m.last)
+            } else {
+                m.last
+            };
+            peak = peak.max(done + to_do + m.held + fresh);
+            done += m.last;
+        } else {
+            done += m.held;
+        }
+    }
+    peak.max(done)
 }
 
 /// The maps a change writes into or removes from.
@@ -1081,6 +1124,36 @@ mod tests {
             );
         }
         s
+    }
+
+    #[test]
+    fn a_change_peaks_at_one_new_table_beside_what_the_maps_hold() {
+        let map = |held, merged, last, written, emptied| MapChange {
+            held,
+            merged,
+            last,
+            written,
+            emptied,
+        };
+        // A flush of a set in two maps: one smaller table at a time beside what is held, not
+        // twice what is held.
+        assert_eq!(
+            change_peak(&[map(30, 30, 27, false, true), map(10, 10, 9, false, true)]),
+            40 + 27
+        );
+        // Writes: the old and new prefixes together beside what is held.
+        assert_eq!(
+            change_peak(&[map(40, 50, 50, true, false), map(5, 5, 5, false, false)]),
+            40 + 50 + 5
+        );
+        assert_eq!(change_peak(&[map(10, 15, 12, true, true)]), 10 + 15);
+        // Two maps that grow: the second is built beside the first one's new table.
+        assert_eq!(
+            change_peak(&[map(1, 10, 10, true, false), map(1, 10, 10, true, false)]),
+            10 + 1 + 10
+        );
+        // Untouched: what is held.
+        assert_eq!(change_peak(&[map(40, 40, 40, false, false)]), 40);
     }
 
     #[test]

@@ -149,7 +149,8 @@ fn sets_larger_than_a_capacity_are_refused_with_the_size_needed() {
     assert_eq!(e.errors.len(), 1, "{e}");
     let d = &e.errors[0];
     assert_eq!(d.field, "general.capacity.dst_v4");
-    assert_eq!((d.line, d.column), (1, 1));
+    // Placed at the capacity's own value (`dst_v4 = 1`), not at the top of the file.
+    assert_eq!((d.line, d.column), (4, 10));
     assert!(d.message.contains("2 IPv4 destination prefixes"), "{d}");
     assert!(d.hint.contains("at least 2"), "{d}");
 }
