@@ -598,17 +598,7 @@ fn split_brain_heals_to_one_master_that_announces_itself_again() {
     let (mac_a, mac_b) = (lab.lan_mac(Side::A), lab.lan_mac(Side::B));
     assert_eq!(lab.client_neighbour().as_deref(), Some(mac_a.as_str()));
     // Cut the advert path between the routers in the switch (both still reach the client).
-    lab.switch.run(
-        "nft -f - <<'EOF'\n\
-         table bridge cut {\n\
-           chain forward {\n\
-             type filter hook forward priority 0; policy accept;\n\
-             iifname \"p-a\" oifname \"p-b\" ether type ip ip protocol 112 drop\n\
-             iifname \"p-b\" oifname \"p-a\" ether type ip ip protocol 112 drop\n\
-           }\n\
-         }\n\
-         EOF",
-    );
+    lab.cut_adverts();
     b.wait_state("master", master_down(INTERVAL, 100) * 10);
     assert_eq!(a.state(), "master", "split brain: both are master");
     wait_for(
@@ -618,7 +608,7 @@ fn split_brain_heals_to_one_master_that_announces_itself_again() {
         || b.context(),
     );
     let healed = Instant::now();
-    lab.switch.run("nft delete table bridge cut");
+    lab.heal_adverts();
     b.wait_state("backup", INTERVAL * 20);
     assert_eq!(a.state(), "master", "{}", a.context());
     let garp = sniff.wait(
@@ -1238,17 +1228,7 @@ fn split_brain_heals_with_the_winners_announcement_when_its_advert_crosses_first
     lab.client.run(&format!("ping -c 1 -W 2 {VIP} >/dev/null"));
     let (mac_a, mac_b) = (lab.lan_mac(Side::A), lab.lan_mac(Side::B));
     assert_eq!(lab.client_neighbour().as_deref(), Some(mac_a.as_str()));
-    lab.switch.run(
-        "nft -f - <<'EOF'\n\
-         table bridge cut {\n\
-           chain forward {\n\
-             type filter hook forward priority 0; policy accept;\n\
-             iifname \"p-a\" oifname \"p-b\" ether type ip ip protocol 112 drop\n\
-             iifname \"p-b\" oifname \"p-a\" ether type ip ip protocol 112 drop\n\
-           }\n\
-         }\n\
-         EOF",
-    );
+    lab.cut_adverts();
     b.wait_state("master", master_down(INTERVAL, 100) * 10);
     wait_for(
         "the client follows B's announcement",
@@ -1259,7 +1239,7 @@ fn split_brain_heals_with_the_winners_announcement_when_its_advert_crosses_first
     // B's own announcements after taking over are done before the heal.
     std::thread::sleep(Duration::from_secs(3));
     let healed = Instant::now();
-    lab.switch.run("nft delete table bridge cut");
+    lab.heal_adverts();
     b.wait_state("backup", INTERVAL * 20);
     assert_eq!(a.state(), "master", "{}", a.context());
     let garp = sniff.wait(

@@ -240,6 +240,27 @@ impl HaLab {
             .to_owned()
     }
 
+    /// Cuts the routers' adverts to each other in the switch (both still reach the client): a
+    /// split brain, until [`HaLab::heal_adverts`].
+    pub fn cut_adverts(&self) {
+        self.switch.run(
+            "nft -f - <<'EOF'\n\
+             table bridge cut {\n\
+               chain forward {\n\
+                 type filter hook forward priority 0; policy accept;\n\
+                 iifname \"p-a\" oifname \"p-b\" ether type ip ip protocol 112 drop\n\
+                 iifname \"p-b\" oifname \"p-a\" ether type ip ip protocol 112 drop\n\
+               }\n\
+             }\n\
+             EOF",
+        );
+    }
+
+    /// Undoes [`HaLab::cut_adverts`].
+    pub fn heal_adverts(&self) {
+        self.switch.run("nft delete table bridge cut");
+    }
+
     /// The MAC address the client's neighbour table has for the virtual address.
     pub fn client_neighbour(&self) -> Option<String> {
         let out = self
