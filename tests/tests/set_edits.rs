@@ -171,6 +171,20 @@ fn an_added_prefix_moves_real_traffic_and_shows_in_explain_dump_and_status() {
         .find(|l| l.starts_with("203.0.113.20/32"))
         .unwrap_or_else(|| panic!("{dump}"));
     assert!(line.ends_with("runtime"), "{line}");
+    // Read with another socket (no journal there), which entries are runtime ones is not
+    // known: said, not guessed as "config".
+    let out = std::process::Command::new(steer_tests::daemon::steer_bin())
+        .args(["dump", "sets", "--pin-dir"])
+        .arg(&work.pin_dir)
+        .args(["--socket", "/nonexistent/steer.sock"])
+        .output()
+        .expect("steer runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("203.0.113.20/32"))
+        .unwrap_or_else(|| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(line.contains("unknown"), "{line}");
     let sets = status_sets(&work);
     assert_eq!(set_status(&sets, "big")["runtime"], 1);
     assert_eq!(set_status(&sets, "big")["prefixes"], 4);

@@ -99,10 +99,10 @@ impl Names {
 
 /// Renders one section (or all) of the pinned state under `pin_dir`, as text or JSON.
 /// `runtime` (the daemon's journal of `steer set` entries) marks which prefixes were added at
-/// runtime.
+/// runtime (`None`: not known, no journal was found).
 pub fn dump(
     pin_dir: &Path,
-    runtime: &RuntimeSets,
+    runtime: Option<&RuntimeSets>,
     what: Section,
     as_json: bool,
 ) -> Result<String, DataplaneError> {
@@ -154,7 +154,7 @@ struct View<'a> {
     maps: &'a Maps,
     names: &'a Names,
     pin_dir: &'a Path,
-    runtime: &'a RuntimeSets,
+    runtime: Option<&'a RuntimeSets>,
 }
 
 /// One section as its key in the JSON document and its value.
@@ -395,8 +395,12 @@ fn render_counters(v: &Value) -> String {
 }
 
 /// Every prefix with its set; `runtime` says which were added with `steer set` (and the
-/// seconds they have left, `null` for none).
-fn sets(maps: &Maps, names: &Names, runtime: &RuntimeSets) -> Result<Value, DataplaneError> {
+/// seconds they have left, `null` for none); without it the origin is "unknown".
+fn sets(
+    maps: &Maps,
+    names: &Names,
+    runtime: Option<&RuntimeSets>,
+) -> Result<Value, DataplaneError> {
     let now = crate::dataplane::learned::boottime_secs();
     let mut rows = Vec::new();
     for map in PrefixMap::ALL {
@@ -404,9 +408,10 @@ fn sets(maps: &Maps, names: &Names, runtime: &RuntimeSets) -> Result<Value, Data
         entries.sort();
         for (prefix, rule) in entries {
             let set = names.set(rule);
-            let origin = match runtime.get(&set, &prefix) {
-                None => json!("config"),
-                Some(deadline) => json!({
+            let origin = match runtime.map(|r| r.get(&set, &prefix)) {
+                None => json!("unknown"),
+                Some(None) => json!("config"),
+                Some(Some(deadline)) => json!({
                     "runtime": { "expires_in_s": deadline.map(|at| at.saturating_sub(now)) }
                 }),
             };
@@ -425,6 +430,9 @@ fn render_sets(v: &Value) -> String {
             .to_owned();
     for r in v.as_array().into_iter().flatten() {
         let origin = match &r["origin"]["runtime"]["expires_in_s"] {
+            _ if r["origin"] == "unknown" => {
+                "unknown: no control socket or journal found; give --socket".to_owned()
+            }
             _ if r["origin"].is_string() => "config".to_owned(),
             Value::Number(left) => format!("runtime, {left} s left"),
             _ => "runtime".to_owned(),

@@ -369,8 +369,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Dump { what, target, json } => {
             let r = target.resolve()?;
-            let runtime = crate::runtime_sets::journal::read(&r.socket);
-            out(&dump(&r.pin_dir, &runtime, what, json)?);
+            let runtime = crate::runtime_sets::journal::read_known(&r.socket);
+            out(&dump(&r.pin_dir, runtime.as_ref(), what, json)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain {

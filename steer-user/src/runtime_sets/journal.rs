@@ -211,6 +211,13 @@ pub fn remove(socket: &Path) -> io::Result<bool> {
 
 /// The table a running daemon's journal describes, for readers (`steer dump`, `steer
 /// explain`); empty when there is none.
+/// The runtime entries of the daemon whose control socket is `socket`, or `None` when neither
+/// that socket nor its journal is there (another `--socket`, or no daemon ever ran with it):
+/// then which prefixes are runtime entries is not known.
+pub fn read_known(socket: &Path) -> Option<RuntimeSets> {
+    (socket.exists() || path_for(socket).exists()).then(|| read(socket))
+}
+
 pub fn read(socket: &Path) -> RuntimeSets {
     let boot = boot_id();
     fs::read_to_string(path_for(socket))
