@@ -571,6 +571,24 @@ fn malformed_adverts_are_dropped_and_counted_without_disturbing_the_masters_timi
     );
 }
 
+/// Splits the brain of a pair whose master is A: the client reaches A, then the routers' adverts
+/// to each other are cut (both still reach the client), B becomes master too and the client
+/// follows its announcement. Returns the LAN MACs of A and B.
+fn split_brain(lab: &HaLab, b: &SteerRouter) -> (String, String) {
+    lab.client.run(&format!("ping -c 1 -W 2 {VIP} >/dev/null"));
+    let (mac_a, mac_b) = (lab.lan_mac(Side::A), lab.lan_mac(Side::B));
+    assert_eq!(lab.client_neighbour().as_deref(), Some(mac_a.as_str()));
+    lab.cut_adverts();
+    b.wait_state("master", master_down(INTERVAL, 100) * 10);
+    wait_for(
+        "the client follows B's announcement",
+        Duration::from_secs(5),
+        || lab.client_neighbour().as_deref() == Some(mac_b.as_str()),
+        || b.context(),
+    );
+    (mac_a, mac_b)
+}
+
 #[test]
 fn split_brain_heals_to_one_master_that_announces_itself_again() {
     let lab = HaLab::new();
@@ -594,19 +612,8 @@ fn split_brain_heals_to_one_master_that_announces_itself_again() {
     let b = SteerRouter::start(&lab, Side::B, &slow_probes);
     a.wait_state("master", START);
     b.wait_state("backup", START);
-    lab.client.run(&format!("ping -c 1 -W 2 {VIP} >/dev/null"));
-    let (mac_a, mac_b) = (lab.lan_mac(Side::A), lab.lan_mac(Side::B));
-    assert_eq!(lab.client_neighbour().as_deref(), Some(mac_a.as_str()));
-    // Cut the advert path between the routers in the switch (both still reach the client).
-    lab.cut_adverts();
-    b.wait_state("master", master_down(INTERVAL, 100) * 10);
+    let (mac_a, _) = split_brain(&lab, &b);
     assert_eq!(a.state(), "master", "split brain: both are master");
-    wait_for(
-        "the client follows B's announcement",
-        Duration::from_secs(5),
-        || lab.client_neighbour().as_deref() == Some(mac_b.as_str()),
-        || b.context(),
-    );
     let healed = Instant::now();
     lab.heal_adverts();
     b.wait_state("backup", INTERVAL * 20);
@@ -1225,17 +1232,7 @@ fn split_brain_heals_with_the_winners_announcement_when_its_advert_crosses_first
         || b.vrrp()["master"] == Side::A.lan().to_string(),
         || b.context(),
     );
-    lab.client.run(&format!("ping -c 1 -W 2 {VIP} >/dev/null"));
-    let (mac_a, mac_b) = (lab.lan_mac(Side::A), lab.lan_mac(Side::B));
-    assert_eq!(lab.client_neighbour().as_deref(), Some(mac_a.as_str()));
-    lab.cut_adverts();
-    b.wait_state("master", master_down(INTERVAL, 100) * 10);
-    wait_for(
-        "the client follows B's announcement",
-        Duration::from_secs(5),
-        || lab.client_neighbour().as_deref() == Some(mac_b.as_str()),
-        || b.context(),
-    );
+    let (mac_a, _) = split_brain(&lab, &b);
     // B's own announcements after taking over are done before the heal.
     std::thread::sleep(Duration::from_secs(3));
     let healed = Instant::now();

@@ -13,7 +13,6 @@ use std::{
 
 use futures::TryStreamExt;
 use netlink_packet_route::{
-    AddressFamily,
     address::{AddressAttribute, AddressFlags, AddressMessage, AddressProtocol},
     link::{LinkAttribute, LinkFlags},
 };
@@ -171,27 +170,24 @@ impl Netlink {
         index: u32,
         addr: IpAddr,
     ) -> Result<Option<AddressMessage>, String> {
-        let mut all = std::pin::pin!(
-            self.handle
-                .address()
-                .get()
-                .set_link_index_filter(index)
-                .execute()
-        );
-        loop {
-            match all.try_next().await {
-                Ok(Some(m)) => {
-                    let has = m.attributes.iter().any(|a| {
-                        matches!(a, AddressAttribute::Address(a) | AddressAttribute::Local(a) if *a == addr)
-                    });
-                    if has {
-                        return Ok(Some(m));
-                    }
-                }
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(format!("reading addresses: {}", describe(&e))),
-            }
-        }
+        Ok(self.messages(index).await?.into_iter().find(|m| {
+            m.attributes.iter().any(|a| {
+                matches!(a, AddressAttribute::Address(a) | AddressAttribute::Local(a) if *a == addr)
+            })
+        }))
+    }
+
+    /// The address messages of the interface with index `index`, in the kernel's order.
+    async fn messages(&self, index: u32) -> Result<Vec<AddressMessage>, String> {
+        let all = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        all.try_collect()
+            .await
+            .map_err(|e| format!("reading addresses: {}", describe(&e)))
     }
 
     /// Every address of `interface` (none when it does not exist).
@@ -199,51 +195,21 @@ impl Netlink {
         let Some(link) = self.link(interface).await else {
             return Ok(Vec::new());
         };
-        let mut all = std::pin::pin!(
-            self.handle
-                .address()
-                .get()
-                .set_link_index_filter(link.index)
-                .execute()
-        );
-        let mut out = Vec::new();
-        loop {
-            match all.try_next().await {
-                Ok(Some(m)) => out.extend(address_of(&m)),
-                Ok(None) => return Ok(out),
-                Err(e) => {
-                    return Err(format!(
-                        "reading the addresses of {interface}: {}",
-                        describe(&e)
-                    ));
-                }
-            }
-        }
+        let messages = self
+            .messages(link.index)
+            .await
+            .map_err(|e| format!("{interface}: {e}"))?;
+        Ok(messages.iter().filter_map(address_of).collect())
     }
 
-    /// The IPv4 addresses of `interface`.
+    /// The IPv4 addresses of `interface` (none when they cannot be read).
     pub async fn ipv4_addresses(&self, interface: &str) -> Vec<Ipv4Addr> {
-        let Some(link) = self.link(interface).await else {
-            return Vec::new();
-        };
-        let mut all = std::pin::pin!(
-            self.handle
-                .address()
-                .get()
-                .set_link_index_filter(link.index)
-                .execute()
-        );
         let mut out = Vec::new();
-        while let Ok(Some(m)) = all.try_next().await {
-            if m.header.family != AddressFamily::Inet {
-                continue;
-            }
-            for a in &m.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(v4)) = a
-                    && !out.contains(v4)
-                {
-                    out.push(*v4);
-                }
+        for a in self.addresses(interface).await.unwrap_or_default() {
+            if let IpAddr::V4(v4) = a.addr
+                && !out.contains(&v4)
+            {
+                out.push(v4);
             }
         }
         out
