@@ -77,19 +77,7 @@ fn a_second_lan_and_a_routed_subnet_stay_local() {
     );
     // steer follows the kernel's routes without a reload.
     for dst in ["10.9.0.10", "172.30.0.1"] {
-        let deadline = std::time::Instant::now() + SETTLE;
-        loop {
-            let explained = s.steer(&["explain", dst]);
-            if explained.contains("never steered") {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{dst} did not become local:\n{explained}\n{}",
-                s.daemon.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_local(&s, dst, true);
         let ping = s
             .lab
             .client
@@ -108,6 +96,75 @@ fn a_second_lan_and_a_routed_subnet_stay_local() {
     // The internet is still steered.
     let explained = s.steer(&["explain", &Lab::SERVER_A.to_string()]);
     assert!(explained.contains("wan      wan1"), "{explained}");
+}
+
+/// Waits until `steer explain dst` says (or, with `local` false, no longer says) that `dst` is
+/// never steered; returns the explanation.
+fn wait_local(s: &Scenario, dst: &str, local: bool) -> String {
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let explained = s.steer(&["explain", dst]);
+        if explained.contains("never steered") == local {
+            return explained;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{dst} local: wanted {local}:\n{explained}\n{}",
+            s.daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_main_table_route_through_a_wans_gateway_is_steered_while_that_wan_is_down() {
+    let s = Scenario::start("gwroute", &Options::default());
+    enforce_source_addresses(&s.lab);
+    let server = EchoServer::start(&s.lab.internet, SocketAddr::new(Lab::SERVER_B.into(), 8004));
+    // A route the ISP pushed (DHCP option 121) or the owner added: SERVER_B, which the bypass
+    // set sends to WAN 2, through WAN 1's gateway. While WAN 1 is up the route is obeyed.
+    s.lab.router.run(&format!(
+        "ip route add {}/32 via {} dev {}",
+        Lab::SERVER_B,
+        Lab::gateway_v4(Wan::One),
+        Lab::wan_iface(Wan::One)
+    ));
+    let dst = Lab::SERVER_B.to_string();
+    wait_local(&s, &dst, true);
+    let mut before = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut before, "through the route").starts_with(&seen_via(Wan::One)));
+    // The line dies silently: the route stays in the main table, but following it would send
+    // the packets into the dead line. They are steered by the set instead.
+    s.lab.blackhole_upstream(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    let explained = wait_local(&s, &dst, false);
+    assert!(explained.contains("wan      wan2"), "{explained}");
+    let mut during = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut during, "during the outage").starts_with(&seen_via(Wan::Two)));
+    assert!(
+        s.daemon
+            .log_text()
+            .contains("main-table routes steered while their WAN is down: 203.0.113.20/32 (wan1)"),
+        "{}",
+        s.daemon.log_text()
+    );
+    // Back up: the route is obeyed again.
+    s.lab.restore_upstream(Wan::One);
+    s.wait_wan("wan1", "up", SETTLE);
+    wait_local(&s, &dst, true);
+    let mut after = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut after, "after the return").starts_with(&seen_via(Wan::One)));
+    // A route through a WAN without a gateway (a tunnel's device route) is left local.
+    s.lab.router.run(&format!(
+        "ip route add 198.18.0.0/24 dev {}",
+        Lab::wan_iface(Wan::One)
+    ));
+    wait_local(&s, "198.18.0.1", true);
+    s.lab.blackhole_upstream(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    wait_local(&s, &dst, false);
+    let explained = s.steer(&["explain", "198.18.0.1"]);
+    assert!(explained.contains("never steered"), "{explained}");
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub mod dns;
 mod failback;
 pub mod gateways;
 mod lists;
+mod local;
 pub mod passive;
 mod report;
 mod set_edits;
@@ -49,8 +50,9 @@ use crate::{
     conntrack,
     dataplane::{Adopted, AttachReport, Dataplane, DataplaneError, Diff, SyncError},
     health::{Health, Override, Transition, UnknownWan, Verdict, probe::Round},
-    model::{Family, NameIds, PrefixSets, Rule, local_set},
+    model::{Family, LocalScope, NameIds, PrefixSets, Rule},
     policy::{Outcome, Outcomes},
+    prefix::Prefix,
     routing::{self, ReconcileReport, Routing, RoutingError},
     status::{
         FailoverTimes, FamilyStatus, LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine,
@@ -257,6 +259,8 @@ pub struct Controller {
     dns: std::sync::Arc<dns::Learner>,
     /// Each WAN family's next hop, as last resolved from the configuration and the system.
     gateways: BTreeMap<(String, Family), Resolved>,
+    /// The local destinations the system's tables gave at the last read ([`local`]).
+    local_found: local::Found,
     /// Gateways handed in by DHCP client hooks.
     hooked: Hooked,
     /// Each WAN's delegated IPv6 prefix (`[ipv6]`).
@@ -333,6 +337,7 @@ impl Controller {
             policy_dirty: false,
             dns: std::sync::Arc::new(learner),
             gateways: BTreeMap::new(),
+            local_found: local::Found::default(),
             hooked: Hooked::new(),
             prefixes6: wan_prefixes::WanPrefixes::open(&config.control.socket),
             prefix_counts: HashMap::new(),
@@ -815,20 +820,6 @@ impl Controller {
             ))
         })?;
         let mut seen = Observed::default();
-        let want = local_set(general.local, system.local.clone(), &general.local_prefixes);
-        let synced = self.dp.sync_local(&want);
-        // The router's own subnets are never learned from DNS answers (rebinding protection).
-        self.dns.set_own(self.dp.local());
-        match synced {
-            Ok((0, 0)) => {}
-            Ok((added, removed)) => seen.lines.push(ReportLine::info(format!(
-                "local destinations (never steered): {added} added or changed, {removed} removed, {} in all",
-                want.len()
-            ))),
-            Err(e) => seen.lines.push(ReportLine::error(format!(
-                "writing the local destinations failed: {e}; retried on the next routing change"
-            ))),
-        }
         let now = Instant::now();
         // What decides is the gateway and the prefix together ([`Self::carries`]), before and
         // after.
@@ -871,6 +862,10 @@ impl Controller {
             }
         }
         self.gateways = gateways;
+        // After the gateways: a route through a WAN's gateway is local only while it is usable.
+        self.local_found = local::Found::new(&system, wans);
+        seen.lines
+            .extend(self.sync_local(general.local, &general.local_prefixes));
         let pairs = wans.iter().flat_map(|w| Family::ALL.map(|f| (w, f)));
         for ((wan, family), was) in pairs.zip(before) {
             let is = self.carries(&wan.name, family);
@@ -985,7 +980,7 @@ impl Controller {
 
     /// What `prefix` for WAN `wan` would overlap: another WAN's prefix, configured or handed
     /// in, or the LAN's.
-    fn prefix6_clash(&self, wan: &str, prefix: crate::prefix::Prefix) -> Option<String> {
+    fn prefix6_clash(&self, wan: &str, prefix: Prefix) -> Option<String> {
         use crate::wan_sources::learn::overlaps;
         let configured = self.config.wans.iter().filter_map(|w| match w.prefix6 {
             Some(config::Prefix6::Fixed(p)) if w.name != wan => Some((w.name.as_str(), p)),
@@ -1073,6 +1068,41 @@ impl Controller {
         desired::policy_table(&self.config, &self.rules, &self.wan_slots, |w, f| {
             self.usable(w, f)
         })
+    }
+
+    /// Writes the local destinations as the last read of the system and the WANs' states make
+    /// them ([`local`]); a line when they changed or the write failed.
+    fn sync_local(&mut self, scope: LocalScope, configured: &[Prefix]) -> Option<ReportLine> {
+        let want = self
+            .local_found
+            .wanted(scope, configured, |w, f| self.usable(w, f));
+        let synced = self.dp.sync_local(&want);
+        // The router's own subnets are never learned from DNS answers (rebinding protection).
+        self.dns.set_own(self.dp.local());
+        match synced {
+            Ok((0, 0)) => None,
+            Ok((added, removed)) => {
+                let steered = self.local_found.steered(|w, f| self.usable(w, f));
+                let steered = if steered.is_empty() {
+                    String::new()
+                } else {
+                    let routes: Vec<String> =
+                        steered.iter().map(|(p, w)| format!("{p} ({w})")).collect();
+                    format!(
+                        "; main-table routes steered while their WAN is down: {}",
+                        routes.join(", ")
+                    )
+                };
+                Some(ReportLine::info(format!(
+                    "local destinations (never steered): {added} added or changed, {removed} \
+                     removed, {} in all{steered}",
+                    want.len()
+                )))
+            }
+            Err(e) => Some(ReportLine::error(format!(
+                "writing the local destinations failed: {e}; retried on the next routing change"
+            ))),
+        }
     }
 
     /// Whether policies may send `family` traffic to WAN `wan` now: it is up and can carry it.
@@ -1171,6 +1201,14 @@ impl Controller {
             }
         }
         self.failover_times.record(report.detection, report.switch);
+        // After the flip, as a routing change: a gateway route of the WAN follows its state.
+        let (scope, configured) = (
+            self.config.general.local,
+            self.config.general.local_prefixes.clone(),
+        );
+        if let Some(line) = self.sync_local(scope, &configured) {
+            line.log(&report.wan);
+        }
         self.last_failover = Some((Instant::now(), report.clone()));
         self.vrrp_reweigh();
         report

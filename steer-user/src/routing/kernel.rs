@@ -213,24 +213,55 @@ async fn dump_routes(
 /// The local table's id (the router's own addresses).
 const RT_TABLE_LOCAL: u32 = 255;
 
-/// The destinations the router reaches without a WAN, from its local and main tables: own
-/// addresses, connected subnets and every other non-default route of the main table.
-pub(crate) async fn local_routes(
-    handle: &Handle,
-) -> Result<(Vec<(Prefix, LocalKind)>, Vec<DelegatedRoute>), rtnetlink::Error> {
-    let mut out = Vec::new();
-    let mut delegated = Vec::new();
+/// What the local and main tables say about destinations reached without a WAN.
+#[derive(Debug, Default)]
+pub(crate) struct FoundLocal {
+    /// Own addresses, connected subnets and every other non-default route of the main table.
+    pub local: Vec<(Prefix, LocalKind)>,
+    /// The main-table routes among them through a gateway, and the interface each leaves by.
+    pub through_gateways: Vec<(Prefix, u32)>,
+    /// Reject routes holding delegated IPv6 prefixes.
+    pub delegated: Vec<DelegatedRoute>,
+}
+
+/// The destinations the router reaches without a WAN, from its local and main tables.
+pub(crate) async fn local_routes(handle: &Handle) -> Result<FoundLocal, rtnetlink::Error> {
+    let mut found = FoundLocal::default();
     for family in Family::ALL {
         for table in [RT_TABLE_LOCAL, MAIN_TABLE] {
             for m in dump_routes(handle, &family, Some(table), None).await? {
-                out.extend(local_route(&m, table));
                 if table == MAIN_TABLE {
-                    delegated.extend(delegated_route(&m));
+                    found.delegated.extend(delegated_route(&m));
+                }
+                let Some((prefix, kind)) = local_route(&m, table) else {
+                    continue;
+                };
+                found.local.push((prefix, kind));
+                if kind == LocalKind::Route
+                    && let Some(oif) = gateway_interface(&m)
+                {
+                    found.through_gateways.push((prefix, oif));
                 }
             }
         }
     }
-    Ok((out, delegated))
+    Ok(found)
+}
+
+/// The interface a route through a gateway (one next hop) leaves by; `None` for a device
+/// route or a multipath one.
+fn gateway_interface(m: &RouteMessage) -> Option<u32> {
+    let through_gateway = m
+        .attributes
+        .iter()
+        .any(|a| matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::Via(_)));
+    if !through_gateway {
+        return None;
+    }
+    m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(index) => Some(*index),
+        _ => None,
+    })
 }
 
 /// A reject route for a global IPv6 prefix of /64 or shorter: a delegated prefix held.

@@ -464,12 +464,13 @@ impl Routing {
         let defaults = kernel::default_routes(&self.handle, owned_tables, &links)
             .await
             .map_err(routes)?;
-        let (local, delegated) = kernel::local_routes(&self.handle).await.map_err(routes)?;
+        let found = kernel::local_routes(&self.handle).await.map_err(routes)?;
         Ok(SystemView {
             links,
             defaults,
-            local,
-            delegated,
+            local: found.local,
+            through_gateways: found.through_gateways,
+            delegated: found.delegated,
         })
     }
 
@@ -508,6 +509,9 @@ pub struct SystemView {
     pub defaults: Vec<DefaultRoute>,
     /// Destinations reached without a WAN.
     pub local: Vec<(crate::prefix::Prefix, crate::model::LocalKind)>,
+    /// The main-table routes among them whose next hop is a gateway, with the interface each
+    /// leaves by (local only while a WAN there is up: `controller::local`).
+    pub through_gateways: Vec<(crate::prefix::Prefix, u32)>,
     /// The main table's reject routes for global IPv6 prefixes: how DHCPv6 clients hold a
     /// delegated prefix (its parts go to the LAN).
     pub delegated: Vec<DelegatedRoute>,
