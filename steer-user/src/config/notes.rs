@@ -8,7 +8,26 @@ use crate::model::Family;
 pub fn notes(config: &Config) -> Vec<String> {
     let wans = config.wans.iter().filter_map(one_family_probed);
     let sets = config.sets.iter().filter_map(rule_that_matches_nothing);
-    wans.chain(sets).collect()
+    let unfiltered = config
+        .sets
+        .iter()
+        .filter_map(|s| aaaa_unfiltered(s, config.dns.as_ref()));
+    wans.chain(sets).chain(unfiltered).collect()
+}
+
+/// A set asking for its names' AAAA answers to be filtered where steer answers no DNS query:
+/// snoop mode alone (`forward = false`) only watches answers, it cannot change them.
+fn aaaa_unfiltered(set: &Set, dns: Option<&super::Dns>) -> Option<String> {
+    if !set.filter_aaaa || dns.is_none_or(|d| d.forward) {
+        return None;
+    }
+    Some(format!(
+        "set `{}` has filter_aaaa = true, but with [dns] forward = false steer only watches DNS \
+         answers (snoop mode) and cannot take AAAA records out of them: clients still get its \
+         names' IPv6 addresses (steer learns them, so that traffic is steered too); to filter, \
+         turn the forwarder on and make it the LAN's DNS server",
+        set.name
+    ))
 }
 
 /// A set with conditions that no packet can meet: its list files came out empty, or its
@@ -93,5 +112,46 @@ policy = "p"
             "{}",
             notes[0]
         );
+    }
+
+    #[test]
+    fn filter_aaaa_in_snoop_mode_alone_gets_a_note() {
+        let base = r#"
+[general]
+lan = ["lan0"]
+[[wan]]
+name = "dsl"
+interface = "eth1"
+mark = 0x100
+table = 101
+[wan.track]
+targets = ["1.1.1.1", "2606:4700:4700::1111"]
+[[policy]]
+name = "p"
+members = [{ wan = "dsl" }]
+[default]
+policy = "p"
+[[set]]
+name = "video"
+policy = "p"
+domains = ["video.example"]
+filter_aaaa = true
+"#;
+        let with = |dns: &str| {
+            let c = parse(&format!("{base}{dns}"), Path::new("steer.toml")).expect("valid");
+            notes(&c)
+        };
+        let snoop_alone = with("[dns]\nforward = false\nsnoop = true\n");
+        assert_eq!(snoop_alone.len(), 1, "{snoop_alone:?}");
+        assert!(
+            snoop_alone[0].starts_with("set `video` has filter_aaaa = true")
+                && snoop_alone[0].contains("cannot take AAAA records out"),
+            "{}",
+            snoop_alone[0]
+        );
+        let forwarder = with(
+            "[dns]\nlisten = [\"127.0.0.1:5353\"]\nupstreams = [\"127.0.0.1:5335\"]\nsnoop = true\n",
+        );
+        assert!(forwarder.is_empty(), "{forwarder:?}");
     }
 }
