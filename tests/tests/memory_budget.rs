@@ -4,13 +4,17 @@
 //! back from the pinned maps. Raising the limit lets the same list in. A million prefixes load
 //! and reload inside the systemd unit's `MemoryMax=`, a hundred times in a row; under a memory
 //! cgroup limit (what `MemoryMax=` sets) steer refuses a start and changes that would not fit,
-//! and the kernel kills nothing.
+//! and the kernel kills nothing; a start refused so leaves no pin behind, or an earlier
+//! daemon's exactly as they were.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use steer::{
     dataplane::Maps,
-    memory_limit::{BASE_BYTES, BYTES_PER_PREFIX},
+    memory_limit::{BASE_BYTES, BYTES_PER_PREFIX, START_BYTES, need},
     model::{Direction, PrefixMap},
     prefix::Prefix,
 };
@@ -324,6 +328,150 @@ fn a_daemon_in_a_cgroup_too_small_to_start_refuses_and_is_not_killed() {
         Maps::from_pins(&work.pin_dir).is_err(),
         "no map was pinned: nothing was loaded"
     );
+}
+
+/// `count` IPv6 host routes a free /112 apart in 2001:db8::/32: 86 bytes of kernel memory a
+/// prefix against 19 of text, so the sets' count refuses what reading the list lets in.
+fn v6_hosts(count: u32) -> String {
+    let base = u128::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0));
+    (0..count)
+        .map(|i| {
+            format!(
+                "{}\n",
+                std::net::Ipv6Addr::from(base + (u128::from(i) << 17))
+            )
+        })
+        .collect()
+}
+
+/// A memory limit that holds the daemon's start but not `work`'s sets, `prefixes` of them:
+/// 2 MiB below what a start loading them needs at its peak (the kernel memory `steer check`
+/// computes for them, built from nothing).
+fn limit_refusing_the_sets(work: &Workdir, prefixes: usize) -> u64 {
+    let config = steer::config::load(&work.config()).expect("the configuration");
+    let need = need(config.set_footprint().in_force(), prefixes);
+    let limit = need - (2 << 20);
+    assert!(limit >= START_BYTES + (16 << 20), "room to start: {limit}");
+    limit
+}
+
+/// Every pin under `pin_dir` and the directories, with their inode: a pin replaced by another
+/// (a program pinned again) has another inode.
+fn pins(pin_dir: &std::path::Path) -> BTreeMap<std::path::PathBuf, u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![pin_dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let meta = entry.metadata().expect("a pin's metadata");
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            }
+            out.insert(entry.path(), meta.ino());
+        }
+    }
+    out
+}
+
+/// What steer changes in the router's namespace beside its pins: its routing rules (protocol
+/// 201), its nftables table, the programs on the LAN interface.
+fn traces(lab: &Lab) -> Vec<String> {
+    let rules = lab.router.run("ip rule show; ip -6 rule show");
+    let mut traces: Vec<String> = rules
+        .lines()
+        .filter(|l| l.contains("proto 201"))
+        .map(str::to_owned)
+        .collect();
+    if lab
+        .router
+        .run("nft list tables")
+        .lines()
+        .any(|l| l.trim() == "table inet steer")
+    {
+        traces.push("nftables table inet steer".into());
+    }
+    traces.extend(lab.lan_tcx_programs());
+    traces
+}
+
+/// `steer run` under a memory limit that holds its start but not its sets: it refuses with
+/// the numbers, the kernel kills nothing, and it leaves nothing behind: no pin, not the pin
+/// directory, no rule, no nftables table, no program on the LAN interface.
+#[test]
+fn a_start_refused_for_the_memory_limit_leaves_no_pin_and_changes_nothing() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("mem-start-pins");
+    let hosts = 400_000;
+    work.write("lists/big.txt", &v6_hosts(hosts));
+    work.write("steer.toml", &config(&work, "1G"));
+    let cg = memory_cgroup("start-pins", limit_refusing_the_sets(&work, hosts as usize));
+    settle();
+    let mut cmd = steer_in(&lab.router);
+    cg.enter_on_exec(&mut cmd);
+    let mut daemon = Daemon::spawn(&work, cmd);
+    let status = daemon
+        .wait_exit(Duration::from_secs(60))
+        .expect("steer run refuses and exits");
+    assert!(!status.success());
+    let log = daemon.log_text();
+    assert!(log.contains("more than steer's memory limit of"), "{log}");
+    assert!(
+        log.contains(&format!("for the daemon's {hosts} prefixes")),
+        "{log}"
+    );
+    assert!(log.contains("nothing was changed"), "{log}");
+    assert_eq!(cg.oom_kills(), Some(0), "refused, not killed");
+    assert_eq!(pins(&work.pin_dir), BTreeMap::new(), "no pin left");
+    assert!(!work.pin_dir.exists(), "nor the pin directory it made");
+    assert_eq!(traces(&lab), Vec::<String>::new());
+}
+
+/// An earlier daemon's state is pinned (it stopped, leaving the classifier steering): a start
+/// under a limit that cannot hold its new sets refuses, and leaves that state exactly as it
+/// was: the same pins (none replaced: the same inodes), the same prefixes in the maps, still
+/// answering, the classifier still attached, the same rules.
+#[test]
+fn a_start_refused_for_the_memory_limit_leaves_an_earlier_daemons_pins_as_they_were() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("mem-start-adopt");
+    work.write("lists/big.txt", &small_list());
+    work.write("steer.toml", &config(&work, "1G"));
+    let mut earlier = Daemon::start(&lab.router, &work);
+    assert!(earlier.signal_and_wait(libc::SIGTERM, Duration::from_secs(10)));
+    let (pinned, held, steering) = (pins(&work.pin_dir), kernel(&work), traces(&lab));
+    assert!(
+        pinned.keys().any(|p| p.ends_with("progs/steer_tc")),
+        "{pinned:?}"
+    );
+    assert!(steering.contains(&"steer_tc".to_owned()), "{steering:?}");
+    let old = steer::prefix::parse_prefix("10.1.2.0/24", false).unwrap();
+
+    let hosts = 400_000;
+    work.write("lists/big.txt", &v6_hosts(hosts));
+    let cg = memory_cgroup(
+        "start-adopt",
+        limit_refusing_the_sets(&work, hosts as usize),
+    );
+    settle();
+    let mut cmd = steer_in(&lab.router);
+    cg.enter_on_exec(&mut cmd);
+    let mut daemon = Daemon::spawn(&work, cmd);
+    let status = daemon
+        .wait_exit(Duration::from_secs(60))
+        .expect("steer run refuses and exits");
+    assert!(!status.success());
+    let log = daemon.log_text();
+    assert!(log.contains("more than steer's memory limit of"), "{log}");
+    assert_eq!(cg.oom_kills(), Some(0), "refused, not killed");
+    assert_eq!(pins(&work.pin_dir), pinned, "the same pins, none replaced");
+    assert_eq!(kernel(&work), held, "the same prefixes");
+    assert_eq!(matched(&work, "10.1.2.3"), Some(old), "still answering");
+    assert_eq!(traces(&lab), steering, "still attached, the same rules");
 }
 
 /// The owner lowers the limit of a running daemon (`systemctl set-property steer

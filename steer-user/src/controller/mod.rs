@@ -342,13 +342,34 @@ impl Controller {
             inputs: None,
             standbys: standby::Standbys::default(),
         };
-        let mut report = ctl.apply(config, true, None).await?;
+        let mut report = match ctl.apply(config, true, None).await {
+            Ok(report) => report,
+            Err(e) => return Err(ctl.refused_start(e)),
+        };
         ctl.flush_dead_at_start();
         report.notes.splice(0..0, runtime_notes);
         report
             .notes
             .splice(0..0, no_carrier_warnings(&ctl.config, &carriers));
         Ok((ctl, report))
+    }
+
+    /// A start that failed before the classifier was attached (the sets refused, for the
+    /// memory limit among others, or the programs refused by the verifier) leaves the pin
+    /// directory as it found it: the pins it created go, an earlier daemon's stay as they
+    /// were (its programs were not replaced: they are pinned once the first state is live).
+    /// Nothing else was changed yet: no link, rule or nftables table. A failure after the
+    /// attachment ([`ControllerError::Start`]) is left to `steer stop`.
+    fn refused_start(mut self, e: ControllerError) -> ControllerError {
+        if matches!(e, ControllerError::Start(_)) {
+            return e;
+        }
+        match self.dp.remove_created_pins() {
+            Ok(0) => {}
+            Ok(n) => log::info!("start refused: the {n} pins it had created were removed"),
+            Err(undo) => log::warn!("start refused; removing the pins it created failed: {undo}"),
+        }
+        e
     }
 
     pub fn config(&self) -> &Config {
@@ -1294,6 +1315,10 @@ impl Controller {
             report.notes.extend(self.follow_wan_states());
         }
         report.per_set = per_set(&report.sync, &wanted, &old_rules);
+        if first {
+            // Only now: a start refused above leaves an earlier daemon's program pins alone.
+            self.dp.pin_programs()?;
+        }
         self.reconcile_lan(first, &mut report);
         if first && !report.failures().is_empty() {
             return Err(ControllerError::Start(report.failures()));
