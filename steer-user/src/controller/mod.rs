@@ -99,6 +99,8 @@ pub struct ReloadPlan {
     inputs: Option<Inputs>,
     /// The running sets' list files, for a reload where only a list changed.
     lists: lists::ListSets,
+    /// Under a memory limit: what the lists may take to be read ([`config::ListBudget`]).
+    budget: Option<config::ListBudget>,
 }
 
 /// A configuration read, validated and compiled, ready for [`Controller::reload`].
@@ -161,10 +163,16 @@ impl Compiled {
 impl ReloadPlan {
     /// Reads, validates and compiles the configuration file and diffs it against the maps (the
     /// slow part of a reload: list files of a million lines). Touches nothing in the kernel.
+    /// Under a memory limit, no list is read or parsed that would take the daemon over it: the
+    /// reload is refused where the configuration names the list.
     pub fn prepare(self) -> Result<Prepared, ConfigErrors> {
         let started = Instant::now();
         if let Some(inputs) = &self.inputs {
-            let check = inputs.check();
+            let room = self
+                .budget
+                .as_ref()
+                .map_or(u64::MAX, config::ListBudget::text_room);
+            let check = inputs.check_within(room);
             let checked = started.elapsed();
             match check {
                 Check::Unchanged => {
@@ -174,9 +182,13 @@ impl ReloadPlan {
                     }));
                 }
                 Check::Changed(changed) => {
-                    if let Some(mut delta) =
-                        lists::prepare(&self.lists, inputs, changed, &self.held.0)
-                    {
+                    if let Some(mut delta) = lists::prepare(
+                        &self.lists,
+                        inputs,
+                        changed,
+                        &self.held.0,
+                        self.budget.clone(),
+                    ) {
                         delta.check = checked;
                         delta.version = self.held.1;
                         return Ok(Prepared(Ready::List {
@@ -188,7 +200,7 @@ impl ReloadPlan {
                 Check::Unreadable => {}
             }
         }
-        let (mut config, inputs) = config::load_stamped(&self.path)?;
+        let (mut config, inputs) = config::load_stamped_within(&self.path, self.budget)?;
         let steps = desired::steps(&mut config, &self.rule_ids, &self.wan_slots, |w, f| {
             self.up.contains(&(w.to_owned(), f))
         });
@@ -394,6 +406,9 @@ impl Controller {
             held: self.dp.snapshot(),
             inputs: self.inputs.clone(),
             lists: lists::ListSets::of(&self.config, &self.rule_ids()),
+            budget: crate::memory_limit::MemoryLimit::of_this_process().map(|limit| {
+                config::ListBudget::new(limit, self.dp.set_memory(), self.dp.prefixes().len())
+            }),
         }
     }
 
