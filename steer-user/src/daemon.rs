@@ -78,8 +78,11 @@ enum Exit {
 
 /// Runs the daemon until a signal or `steer stop`.
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
-    // Before a list is read: a start the limit cannot hold is refused, not OOM-killed.
-    if let Some(limit) = MemoryLimit::of_this_process() {
+    // Before a list is read: a start the limit cannot hold is refused, not OOM-killed, and so
+    // is a list that cannot be read within it. Nothing is held yet (an earlier daemon's maps,
+    // if any, are counted once the pin directory is opened, by the sets' count).
+    let limit = MemoryLimit::of_this_process();
+    if let Some(limit) = &limit {
         limit.admit_start()?;
         log::info!(
             "memory limit {} ({}): changes that would not fit it are refused",
@@ -87,7 +90,8 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
             limit.file.display()
         );
     }
-    let (config, inputs) = config::load_stamped(config_path)?;
+    let budget = limit.map(|limit| config::ListBudget::new(limit, 0, 0));
+    let (config, inputs) = config::load_stamped_within(config_path, budget)?;
     // A broken NOTIFY_SOCKET must not keep steering from starting: the service manager then
     // times the start out, which says more than a refusal here.
     let notifier = Notifier::from_env().unwrap_or_else(|e| {

@@ -6,6 +6,9 @@
 //!
 //! - at start, a limit below what loading and verifying the eBPF object takes
 //!   ([`START_BYTES`]): `steer run` exits with the limit named, before it reads a list;
+//! - a list file that cannot be read and parsed within the limit, at start and at every
+//!   reload, before it is (`config::ListBudget`): its text and [`BYTES_PER_PREFIX`] a line
+//!   beside what the daemon and the sets hold;
 //! - any change of the sets whose need at its peak is over the limit (`dataplane::sync`, with
 //!   `general.max_memory`): the daemon's own base ([`BASE_BYTES`]), what it keeps and works
 //!   with per prefix ([`BYTES_PER_PREFIX`]) and the kernel memory of the prefix maps at the

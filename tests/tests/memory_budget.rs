@@ -4,14 +4,19 @@
 //! back from the pinned maps. Raising the limit lets the same list in. A million prefixes load
 //! and reload inside the systemd unit's `MemoryMax=`, a hundred times in a row; under a memory
 //! cgroup limit (what `MemoryMax=` sets) steer refuses a start and changes that would not fit,
-//! and the kernel kills nothing.
+//! and lists too long to be read before it parses them, at start and at a reload; the kernel
+//! kills nothing, and a start refused so leaves no pin behind, or an earlier daemon's exactly
+//! as they were.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use steer::{
     dataplane::Maps,
-    memory_limit::{BASE_BYTES, BYTES_PER_PREFIX},
-    model::{Direction, PrefixMap},
+    memory_limit::{BASE_BYTES, BYTES_PER_PREFIX, START_BYTES, need},
+    model::{Direction, PrefixMap, footprint::Bytes},
     prefix::Prefix,
 };
 use steer_tests::{
@@ -324,6 +329,290 @@ fn a_daemon_in_a_cgroup_too_small_to_start_refuses_and_is_not_killed() {
         Maps::from_pins(&work.pin_dir).is_err(),
         "no map was pinned: nothing was loaded"
     );
+}
+
+/// `count` IPv6 host routes a free /112 apart in 2001:db8::/32: 86 bytes of kernel memory a
+/// prefix against 19 of text, so the sets' count refuses what reading the list lets in.
+fn v6_hosts(count: u32) -> String {
+    let base = u128::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0));
+    (0..count)
+        .map(|i| {
+            format!(
+                "{}\n",
+                std::net::Ipv6Addr::from(base + (u128::from(i) << 17))
+            )
+        })
+        .collect()
+}
+
+/// A memory limit that holds the daemon's start but not `work`'s sets, `prefixes` of them:
+/// 2 MiB below what a start loading them needs at its peak (the kernel memory `steer check`
+/// computes for them, built from nothing), and well above what reading their list takes (its
+/// text and a prefix a line), so that the sets' count refuses them, after the parse.
+fn limit_refusing_the_sets(work: &Workdir, prefixes: usize) -> u64 {
+    let config = steer::config::load(&work.config()).expect("the configuration");
+    let limit = need(config.set_footprint().in_force(), prefixes) - (2 << 20);
+    assert!(limit >= START_BYTES + (16 << 20), "room to start: {limit}");
+    let text = std::fs::metadata(work.dir.join("lists/big.txt"))
+        .expect("the list")
+        .len();
+    assert!(
+        need(0, prefixes) + text + (8 << 20) < limit,
+        "room to read the list"
+    );
+    limit
+}
+
+/// Every pin under `pin_dir` and the directories, with their inode: a pin replaced by another
+/// (a program pinned again) has another inode.
+fn pins(pin_dir: &std::path::Path) -> BTreeMap<std::path::PathBuf, u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![pin_dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let meta = entry.metadata().expect("a pin's metadata");
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            }
+            out.insert(entry.path(), meta.ino());
+        }
+    }
+    out
+}
+
+/// What steer changes in the router's namespace beside its pins: its routing rules (protocol
+/// 201), its nftables table, the programs on the LAN interface.
+fn traces(lab: &Lab) -> Vec<String> {
+    let rules = lab.router.run("ip rule show; ip -6 rule show");
+    let mut traces: Vec<String> = rules
+        .lines()
+        .filter(|l| l.contains("proto 201"))
+        .map(str::to_owned)
+        .collect();
+    if lab
+        .router
+        .run("nft list tables")
+        .lines()
+        .any(|l| l.trim() == "table inet steer")
+    {
+        traces.push("nftables table inet steer".into());
+    }
+    traces.extend(lab.lan_tcx_programs());
+    traces
+}
+
+/// `steer run` under a memory limit that holds its start but not its sets: it refuses with
+/// the numbers, the kernel kills nothing, and it leaves nothing behind: no pin, not the pin
+/// directory, no rule, no nftables table, no program on the LAN interface.
+#[test]
+fn a_start_refused_for_the_memory_limit_leaves_no_pin_and_changes_nothing() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("mem-start-pins");
+    let hosts = 400_000;
+    work.write("lists/big.txt", &v6_hosts(hosts));
+    work.write("steer.toml", &config(&work, "1G"));
+    let cg = memory_cgroup("start-pins", limit_refusing_the_sets(&work, hosts as usize));
+    settle();
+    let mut cmd = steer_in(&lab.router);
+    cg.enter_on_exec(&mut cmd);
+    let mut daemon = Daemon::spawn(&work, cmd);
+    let status = daemon
+        .wait_exit(Duration::from_secs(60))
+        .expect("steer run refuses and exits");
+    assert!(!status.success());
+    let log = daemon.log_text();
+    assert!(log.contains("more than steer's memory limit of"), "{log}");
+    assert!(
+        log.contains(&format!("for the daemon's {hosts} prefixes")),
+        "{log}"
+    );
+    assert!(log.contains("nothing was changed"), "{log}");
+    assert_eq!(cg.oom_kills(), Some(0), "refused, not killed");
+    assert_eq!(pins(&work.pin_dir), BTreeMap::new(), "no pin left");
+    assert!(!work.pin_dir.exists(), "nor the pin directory it made");
+    assert_eq!(traces(&lab), Vec::<String>::new());
+}
+
+/// An earlier daemon's state is pinned (it stopped, leaving the classifier steering): a start
+/// under a limit that cannot hold its new sets refuses, and leaves that state exactly as it
+/// was: the same pins (none replaced: the same inodes), the same prefixes in the maps, still
+/// answering, the classifier still attached, the same rules.
+#[test]
+fn a_start_refused_for_the_memory_limit_leaves_an_earlier_daemons_pins_as_they_were() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("mem-start-adopt");
+    work.write("lists/big.txt", &small_list());
+    work.write("steer.toml", &config(&work, "1G"));
+    let mut earlier = Daemon::start(&lab.router, &work);
+    assert!(earlier.signal_and_wait(libc::SIGTERM, Duration::from_secs(10)));
+    let (pinned, held, steering) = (pins(&work.pin_dir), kernel(&work), traces(&lab));
+    assert!(
+        pinned.keys().any(|p| p.ends_with("progs/steer_tc")),
+        "{pinned:?}"
+    );
+    assert!(steering.contains(&"steer_tc".to_owned()), "{steering:?}");
+    let old = steer::prefix::parse_prefix("10.1.2.0/24", false).unwrap();
+
+    let hosts = 400_000;
+    work.write("lists/big.txt", &v6_hosts(hosts));
+    let cg = memory_cgroup(
+        "start-adopt",
+        limit_refusing_the_sets(&work, hosts as usize),
+    );
+    settle();
+    let mut cmd = steer_in(&lab.router);
+    cg.enter_on_exec(&mut cmd);
+    let mut daemon = Daemon::spawn(&work, cmd);
+    let status = daemon
+        .wait_exit(Duration::from_secs(60))
+        .expect("steer run refuses and exits");
+    assert!(!status.success());
+    let log = daemon.log_text();
+    assert!(log.contains("more than steer's memory limit of"), "{log}");
+    assert_eq!(cg.oom_kills(), Some(0), "refused, not killed");
+    assert_eq!(pins(&work.pin_dir), pinned, "the same pins, none replaced");
+    assert_eq!(kernel(&work), held, "the same prefixes");
+    assert_eq!(matched(&work, "10.1.2.3"), Some(old), "still answering");
+    assert_eq!(traces(&lab), steering, "still attached, the same rules");
+}
+
+/// What `steer status` says the sets hold in the kernel now.
+fn set_memory(work: &Workdir) -> u64 {
+    let status: serde_json::Value =
+        serde_json::from_str(&work.steer_ok(&["status", "--json"])).expect("status json");
+    status["set_memory"]["bytes"]
+        .as_u64()
+        .expect("set_memory.bytes")
+}
+
+/// The limit holds the daemon with 100,000 host routes, and the list now holds far more (the
+/// defect: three million lines got the daemon OOM-killed while it parsed them, routing down
+/// with it). Each reload is refused before the list is parsed, naming the limit, the list and
+/// the numbers — on the list path with a text too long to be read, then with a text that
+/// fits but too many lines, and on the full path — the daemon runs on with the old set, the
+/// kernel holds what it held, and nothing is killed. A list that fits still goes in.
+#[test]
+fn a_reload_of_lists_far_over_the_cgroup_limit_is_refused_not_killed() {
+    steer_tests::require_root();
+    let limit = 64 << 20;
+    let cg = memory_cgroup("lists-over", limit);
+    let lab = Lab::new();
+    let work = Workdir::new("mem-lists-over");
+    let held = 100_000;
+    work.write("lists/big.txt", &spread_hosts(held));
+    work.write("steer.toml", &config(&work, "1G"));
+    settle();
+    let mut cmd = steer_in(&lab.router);
+    cg.enter_on_exec(&mut cmd);
+    let daemon = Daemon::spawn(&work, cmd).wait_up(&work);
+    let before = kernel(&work);
+    assert_eq!(before.len(), held as usize);
+    let list = work.dir.join("lists/big.txt");
+    let refused = |what: &str, size: String| {
+        settle();
+        let (ok, _, err) = work.steer(&["reload"]);
+        assert_eq!(
+            cg.oom_kills(),
+            Some(0),
+            "{what}: refused, not killed: {err}"
+        );
+        assert!(!ok, "{what}: refused");
+        assert!(
+            err.contains(&format!("reading list file {} ({size})", list.display())),
+            "{what}: the list and its size: {err}"
+        );
+        assert!(
+            err.contains("would take steer over its memory limit of 64.0 MiB ("),
+            "{what}: {err}"
+        );
+        assert!(
+            err.contains("memory.max") || err.contains("memory.limit_in_bytes"),
+            "{what}: {err}"
+        );
+        assert!(err.contains("40.0 MiB for the daemon itself"), "{err}");
+        assert!(err.contains("nothing was changed"), "{what}: {err}");
+        assert!(work.steer(&["status"]).0, "{what}: the daemon runs on");
+        assert_eq!(kernel(&work), before, "{what}: nothing of it was loaded");
+        let explain = work.steer_ok(&["explain", "10.0.0.2"]);
+        assert!(explain.contains("set big"), "{what}: {explain}");
+    };
+
+    let far_over = spread_hosts(3_000_000);
+    work.write("lists/big.txt", &far_over);
+    refused(
+        "3M lines, the list path",
+        format!("{}, not read", Bytes(far_over.len() as u64)),
+    );
+
+    // A text the limit has room for, but lines it has not: what the daemon needs for them
+    // (a prefix a line) and the text together.
+    let over = spread_hosts(1_000_000);
+    let room = limit - need(set_memory(&work), held as usize);
+    let text = over.len() as u64;
+    assert!(text + (4 << 20) < room, "{text} leaves room in {room}");
+    assert!(need(set_memory(&work), 1_000_000) + text > limit + (4 << 20));
+    work.write("lists/big.txt", &over);
+    refused(
+        "1M lines, the list path",
+        format!("1000000 lines, {}", Bytes(text)),
+    );
+
+    work.write("lists/big.txt", &far_over);
+    work.write("steer.toml", &format!("# edited\n{}", config(&work, "1G")));
+    refused(
+        "3M lines, the full path",
+        format!("{}, not read", Bytes(far_over.len() as u64)),
+    );
+
+    work.write("lists/big.txt", &spread_hosts(150_000));
+    settle();
+    work.steer_ok(&["reload"]);
+    assert_eq!(kernel(&work).len(), 150_000);
+    assert_eq!(cg.oom_kills(), Some(0));
+    drop(daemon);
+}
+
+/// `steer run` under a limit that holds the daemon, with a list of 1.5 million IPv6 host
+/// routes (whose parse alone took the daemon over the limit: it was OOM-killed): it refuses
+/// before the list is parsed, naming the limit, the list and the numbers; the kernel kills
+/// nothing, and nothing was loaded or changed.
+#[test]
+fn a_start_whose_lists_cannot_be_read_within_the_cgroup_limit_is_refused_not_killed() {
+    steer_tests::require_root();
+    let cg = memory_cgroup("start-lists", 64 << 20);
+    let lab = Lab::new();
+    let work = Workdir::new("mem-start-lists");
+    let list = v6_hosts(1_500_000);
+    let path = work.write("lists/big.txt", &list);
+    work.write("steer.toml", &config(&work, "1G"));
+    settle();
+    let mut cmd = steer_in(&lab.router);
+    cg.enter_on_exec(&mut cmd);
+    let mut daemon = Daemon::spawn(&work, cmd);
+    let status = daemon
+        .wait_exit(Duration::from_secs(60))
+        .expect("steer run refuses and exits");
+    assert!(!status.success());
+    let log = daemon.log_text();
+    assert_eq!(cg.oom_kills(), Some(0), "refused, not killed: {log}");
+    assert!(
+        log.contains(&format!(
+            "reading list file {} ({}, not read) would take steer over its memory limit of \
+             64.0 MiB (",
+            path.display(),
+            Bytes(list.len() as u64)
+        )),
+        "{log}"
+    );
+    assert!(log.contains("nothing was changed"), "{log}");
+    assert!(!work.pin_dir.exists(), "nothing was loaded");
+    assert_eq!(traces(&lab), Vec::<String>::new());
 }
 
 /// The owner lowers the limit of a running daemon (`systemctl set-property steer

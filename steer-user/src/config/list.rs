@@ -118,6 +118,12 @@ fn count_lines(text: &[u8]) -> usize {
     text.iter().filter(|b| **b == b'\n').count() + 1
 }
 
+/// Lines of `text` as an editor counts them: a last line without its newline is one, the
+/// empty text has none.
+pub fn line_count(text: &[u8]) -> usize {
+    count_lines(text) - usize::from(text.is_empty() || text.ends_with(b"\n"))
+}
+
 /// Parses every line of `text` (as `text.split('\n')` gives them), numbered from `first_line`.
 /// A line the fast path takes is parsed and its end found in one pass over its bytes; only
 /// the others are searched for their end and handed to the general path.
@@ -576,6 +582,14 @@ fn parse_line_general(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_counted_as_an_editor_counts_them() {
+        assert_eq!(line_count(b""), 0);
+        assert_eq!(line_count(b"10.0.0.0/8"), 1);
+        assert_eq!(line_count(b"10.0.0.0/8\n"), 1);
+        assert_eq!(line_count(b"10.0.0.0/8\r\n\n192.0.2.1"), 3);
+    }
 
     #[test]
     fn comments_blank_lines_crlf_bom() {

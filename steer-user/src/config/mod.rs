@@ -29,6 +29,7 @@ mod endpoints;
 mod general;
 mod ipv6;
 mod list;
+mod list_budget;
 mod names;
 mod notes;
 mod policy;
@@ -56,9 +57,10 @@ use std::{
 pub use diag::{ConfigErrors, Diagnostic};
 pub use dns::Dns;
 pub use list::{
-    ListError, ListErrorKind, ListPiece, ListSink, Listed, list_line_of, list_pieces, parse_list,
-    parse_list_bytes, parse_list_sorted, parse_list_split,
+    ListError, ListErrorKind, ListPiece, ListSink, Listed, line_count, list_line_of, list_pieces,
+    parse_list, parse_list_bytes, parse_list_sorted, parse_list_split,
 };
+pub use list_budget::{ListBudget, ListOverLimit};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 pub use notes::notes;
 pub use read::{
@@ -683,6 +685,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn load_stamped(path: &Path) -> Result<(Config, Inputs), ConfigErrors> {
     let (config, inputs) = Inputs::record(|| load(path));
     Ok((config?, inputs))
+}
+
+/// [`load_stamped`] by a daemon under a memory limit: each list is admitted by `budget`
+/// before it is read and parsed, and one that would take the daemon over the limit is an
+/// error of the configuration, where it is named ([`ListBudget`]).
+pub fn load_stamped_within(
+    path: &Path,
+    budget: Option<ListBudget>,
+) -> Result<(Config, Inputs), ConfigErrors> {
+    list_budget::within(budget, || load_stamped(path))
 }
 
 /// Where the steer started from a configuration can be reached, and what it owns outside the

@@ -172,19 +172,35 @@ impl Inputs {
     /// Reads every file again (no parsing) and says which read differently from their stamps,
     /// with what they hold now.
     pub fn check(&self) -> Check {
+        self.check_within(u64::MAX)
+    }
+
+    /// [`Inputs::check`] holding at most `room` bytes of text at once (a daemon under a memory
+    /// limit: [`super::ListBudget::text_room`]): a file that would take more, with the changed
+    /// files kept before it, is not read (its opened file's size says so) and reads as
+    /// [`Check::Unreadable`], for the full load to admit each list on its own, or refuse it.
+    pub fn check_within(&self, room: u64) -> Check {
         if self.stamps.is_empty() {
             return Check::Unreadable;
         }
         let mut changed = Vec::new();
+        let mut kept = 0;
         for (index, s) in self.stamps.iter().enumerate() {
-            match read_stamped(&s.path, s.limit) {
-                Ok((_, now)) if now == *s => {}
-                Ok((bytes, stamp)) => changed.push(Changed {
+            let Ok((bytes, now)) = read_stamped(&s.path, s.limit.min(room - kept)) else {
+                return Check::Unreadable;
+            };
+            // Stamped with the file's own limit, not the lower one it was read with.
+            let stamp = Stamp {
+                limit: s.limit,
+                ..now
+            };
+            if stamp != *s {
+                kept += bytes.len() as u64;
+                changed.push(Changed {
                     index,
                     bytes,
                     stamp,
-                }),
-                Err(_) => return Check::Unreadable,
+                });
             }
         }
         if changed.is_empty() {

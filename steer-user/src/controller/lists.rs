@@ -20,13 +20,17 @@
 //! file is the only source of its prefixes and no other set reads it, and
 //! `general.duplicates = "error"` (so no prefix of the running configuration is in two sets).
 //! Anything this path cannot decide exactly — a bad line, a prefix another set holds, a
-//! capacity exceeded, a file that cannot be read again — sends the reload down the full path,
-//! which reports it as it always has (file:line:column) and changes nothing.
+//! capacity exceeded, a file that cannot be read again, a list the memory limit cannot take
+//! ([`ListBudget`]) — sends the reload down the full path, which reports it as it always has
+//! (file:line:column) and changes nothing.
 
 use std::path::PathBuf;
 
 use crate::{
-    config::{Changed, Config, DuplicatePolicy, Inputs, list_pieces, parse_list_sorted},
+    config::{
+        Changed, Config, DuplicatePolicy, Inputs, ListBudget, line_count, list_pieces,
+        parse_list_sorted,
+    },
     model::{Capacity, Direction, NameIds, PrefixMap, PrefixSets, sorted::SortedPrefixes},
     prefix::Prefix,
 };
@@ -107,11 +111,15 @@ pub(super) struct Delta {
 
 /// The change of one list file against the mirror `held`, or `None` when
 /// only the full path can tell what it means.
+///
+/// Under a memory limit, `budget` admits the list before it is parsed; one it refuses goes
+/// down the full path too, which refuses it where the configuration names it.
 pub(super) fn prepare(
     sets: &ListSets,
     inputs: &Inputs,
     mut changed: Vec<Changed>,
     held: &PrefixSets,
+    budget: Option<ListBudget>,
 ) -> Option<Delta> {
     if !sets.duplicates_refused || changed.len() != 1 || changed[0].index == 0 {
         return None;
@@ -127,6 +135,10 @@ pub(super) fn prepare(
     let set = readers.next()?;
     if readers.next().is_some() || !set.list_only {
         return None;
+    }
+    if let Some(mut budget) = budget {
+        let lines = line_count(&bytes);
+        budget.admit(&resolved, bytes.len() as u64, lines).ok()?;
     }
     diff_list(set, inputs, index, bytes, stamp, held, &sets.capacity)
 }
@@ -303,7 +315,7 @@ mod tests {
         let Check::Changed(changed) = inputs.check() else {
             panic!("the list changed")
         };
-        let delta = prepare(&lists, &inputs, changed, &held).expect("a list-only change");
+        let delta = prepare(&lists, &inputs, changed, &held, None).expect("a list-only change");
         let (after, after_inputs) = crate::config::load_stamped(&toml).unwrap();
         assert_eq!(delta.listed, after.set("big").unwrap().listed);
         assert_eq!(delta.inputs, after_inputs);
@@ -323,11 +335,75 @@ mod tests {
             panic!("the list changed again")
         };
         let lists = ListSets::of(&after, &ids);
-        let delta = prepare(&lists, &after_inputs, changed, &state).expect("a list-only change");
+        let delta =
+            prepare(&lists, &after_inputs, changed, &state, None).expect("a list-only change");
         let (last, _) = crate::config::load_stamped(&toml).unwrap();
         let added = delta.added.iter().map(|p| (*p, delta.rule)).collect();
         Diff::of_changes(&state, delta.direction, added, delta.removed).apply_to(&mut state);
         assert_eq!(state, compile(&last, &ids).prefixes);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Under a memory limit a changed list is admitted before it is parsed: one whose lines
+    /// the limit cannot take is left to the full path, which names it; one whose text alone
+    /// does not fit is not even read by the check. With room for it, the list path takes it.
+    #[test]
+    fn a_list_the_memory_limit_cannot_take_is_left_to_the_full_path() {
+        use crate::memory_limit::{MemoryLimit, need};
+        let (dir, toml) = setup("budget");
+        let (before, inputs) = crate::config::load_stamped(&toml).unwrap();
+        let compiled = compile(&before, &NameIds::new());
+        let lists = ListSets::of(&before, &rule_ids(&compiled.rules));
+        let held = compiled.prefixes.len();
+        let hosts = 200_000;
+        let big: String = (0..hosts)
+            .map(|i| format!("{}\n", std::net::Ipv4Addr::from((10 << 24) + 2 * i)))
+            .collect();
+        let text = big.len() as u64;
+        write_dated(&dir.join("big.txt"), &big, 50);
+        let budget = |bytes| {
+            let file = "/sys/fs/cgroup/steer.service/memory.max".into();
+            ListBudget::new(MemoryLimit { bytes, file }, 0, held)
+        };
+        let list_path = |budget: &ListBudget| {
+            let Check::Changed(changed) = inputs.check_within(budget.text_room()) else {
+                panic!("its text fits: it is read")
+            };
+            prepare(
+                &lists,
+                &inputs,
+                changed,
+                &compiled.prefixes,
+                Some(budget.clone()),
+            )
+        };
+
+        // Room for its text and a MiB, not for its 200,000 lines (3 MiB).
+        let no_room_for_lines = budget(need(0, held) + text + (1 << 20));
+        assert!(list_path(&no_room_for_lines).is_none());
+        let full = crate::config::load_stamped_within(&toml, Some(no_room_for_lines));
+        let err = full.unwrap_err().to_string();
+        assert!(err.contains("set[big].files[0]"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "reading list file {}",
+                dir.join("big.txt").display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains(&format!("({hosts} lines,")), "{err}");
+
+        let no_room_for_text = budget(need(0, held) + text - 1);
+        let check = inputs.check_within(no_room_for_text.text_room());
+        assert!(matches!(check, Check::Unreadable), "not read: {check:?}");
+        let full = crate::config::load_stamped_within(&toml, Some(no_room_for_text));
+        let err = full.unwrap_err().to_string();
+        assert!(err.contains(", not read) would take steer over"), "{err}");
+
+        let room = budget(need(0, hosts as usize) + text);
+        let delta = list_path(&room).expect("the list path takes it");
+        assert_eq!(delta.added.len(), hosts as usize);
+        assert!(crate::config::load_stamped_within(&toml, Some(room)).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -370,7 +446,7 @@ mod tests {
             panic!("changed")
         };
         let lists = ListSets::of(&config, &ids);
-        let mut delta = prepare(&lists, &inputs, changed, &snapshot).expect("list-only");
+        let mut delta = prepare(&lists, &inputs, changed, &snapshot, None).expect("list-only");
         assert!(
             !delta.added.contains(&p("172.16.0.0/12")),
             "held at the snapshot"
@@ -399,7 +475,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        let delta = |c| prepare(&lists, &inputs, c, &compiled.prefixes);
+        let delta = |c| prepare(&lists, &inputs, c, &compiled.prefixes, None);
         // A bad line (the full path says where), a prefix set `a` holds (a duplicate).
         assert!(delta(changed("10.0.0.0/8\n010.1.1.1\n", 50)).is_none());
         assert!(delta(changed("10.0.0.0/8\n203.0.113.0/24\n", 40)).is_none());
@@ -422,7 +498,7 @@ mod tests {
             .prefixes
             .insert(0, config.sets[0].prefixes[0].clone());
         let lists = ListSets::of(&mixed, &ids);
-        assert!(prepare(&lists, &inputs, two, &compiled.prefixes).is_none());
+        assert!(prepare(&lists, &inputs, two, &compiled.prefixes, None).is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -687,7 +763,7 @@ mod tests {
                 panic!("the list changed")
             };
             let t = std::time::Instant::now();
-            let delta = prepare(&lists, &inputs, c, &held).expect("a list-only change");
+            let delta = prepare(&lists, &inputs, c, &held, None).expect("a list-only change");
             total.push(t.elapsed().as_secs_f64() * 1e3);
             assert_eq!((delta.added.len(), delta.removed.len()), (1, 1));
             parse.push(delta.parse.as_secs_f64() * 1e3);

@@ -101,6 +101,8 @@ pub struct ReloadPlan {
     inputs: Option<Inputs>,
     /// The running sets' list files, for a reload where only a list changed.
     lists: lists::ListSets,
+    /// Under a memory limit: what the lists may take to be read ([`config::ListBudget`]).
+    budget: Option<config::ListBudget>,
 }
 
 /// A configuration read, validated and compiled, ready for [`Controller::reload`].
@@ -163,10 +165,16 @@ impl Compiled {
 impl ReloadPlan {
     /// Reads, validates and compiles the configuration file and diffs it against the maps (the
     /// slow part of a reload: list files of a million lines). Touches nothing in the kernel.
+    /// Under a memory limit, no list is read or parsed that would take the daemon over it: the
+    /// reload is refused where the configuration names the list.
     pub fn prepare(self) -> Result<Prepared, ConfigErrors> {
         let started = Instant::now();
         if let Some(inputs) = &self.inputs {
-            let check = inputs.check();
+            let room = self
+                .budget
+                .as_ref()
+                .map_or(u64::MAX, config::ListBudget::text_room);
+            let check = inputs.check_within(room);
             let checked = started.elapsed();
             match check {
                 Check::Unchanged => {
@@ -176,9 +184,13 @@ impl ReloadPlan {
                     }));
                 }
                 Check::Changed(changed) => {
-                    if let Some(mut delta) =
-                        lists::prepare(&self.lists, inputs, changed, &self.held.0)
-                    {
+                    if let Some(mut delta) = lists::prepare(
+                        &self.lists,
+                        inputs,
+                        changed,
+                        &self.held.0,
+                        self.budget.clone(),
+                    ) {
                         delta.check = checked;
                         delta.version = self.held.1;
                         return Ok(Prepared(Ready::List {
@@ -190,7 +202,7 @@ impl ReloadPlan {
                 Check::Unreadable => {}
             }
         }
-        let (mut config, inputs) = config::load_stamped(&self.path)?;
+        let (mut config, inputs) = config::load_stamped_within(&self.path, self.budget)?;
         let steps = desired::steps(&mut config, &self.rule_ids, &self.wan_slots, |w, f| {
             self.up.contains(&(w.to_owned(), f))
         });
@@ -347,13 +359,34 @@ impl Controller {
             inputs: None,
             standbys: standby::Standbys::default(),
         };
-        let mut report = ctl.apply(config, true, None).await?;
+        let mut report = match ctl.apply(config, true, None).await {
+            Ok(report) => report,
+            Err(e) => return Err(ctl.refused_start(e)),
+        };
         ctl.flush_dead_at_start();
         report.notes.splice(0..0, runtime_notes);
         report
             .notes
             .splice(0..0, no_carrier_warnings(&ctl.config, &carriers));
         Ok((ctl, report))
+    }
+
+    /// A start that failed before the classifier was attached (the sets refused, for the
+    /// memory limit among others, or the programs refused by the verifier) leaves the pin
+    /// directory as it found it: the pins it created go, an earlier daemon's stay as they
+    /// were (its programs were not replaced: they are pinned once the first state is live).
+    /// Nothing else was changed yet: no link, rule or nftables table. A failure after the
+    /// attachment ([`ControllerError::Start`]) is left to `steer stop`.
+    fn refused_start(mut self, e: ControllerError) -> ControllerError {
+        if matches!(e, ControllerError::Start(_)) {
+            return e;
+        }
+        match self.dp.remove_created_pins() {
+            Ok(0) => {}
+            Ok(n) => log::info!("start refused: the {n} pins it had created were removed"),
+            Err(undo) => log::warn!("start refused; removing the pins it created failed: {undo}"),
+        }
+        e
     }
 
     pub fn config(&self) -> &Config {
@@ -378,6 +411,9 @@ impl Controller {
             held: self.dp.snapshot(),
             inputs: self.inputs.clone(),
             lists: lists::ListSets::of(&self.config, &self.rule_ids()),
+            budget: crate::memory_limit::MemoryLimit::of_this_process().map(|limit| {
+                config::ListBudget::new(limit, self.dp.set_memory(), self.dp.prefixes().len())
+            }),
         }
     }
 
@@ -1332,6 +1368,10 @@ impl Controller {
             report.notes.extend(self.follow_wan_states());
         }
         report.per_set = per_set(&report.sync, &wanted, &old_rules);
+        if first {
+            // Only now: a start refused above leaves an earlier daemon's program pins alone.
+            self.dp.pin_programs()?;
+        }
         self.reconcile_lan(first, &mut report);
         if first && !report.failures().is_empty() {
             return Err(ControllerError::Start(report.failures()));

@@ -213,7 +213,9 @@ impl Dataplane {
 
     /// [`Dataplane::open_pinned`], with the programs verified on another thread: the maps can
     /// be read at once, and [`Dataplane::ready`] (which every write, attachment and program
-    /// access waits for) returns the verifier's verdict and pins the programs.
+    /// access waits for) returns the verifier's verdict. The programs are pinned by
+    /// [`Dataplane::pin_programs`] once the caller's first state is live, so a start refused
+    /// before leaves no program pin of its own and an earlier daemon's in place.
     pub fn open_pinned_verifying(root: &Path) -> Result<(Self, Adopted), DataplaneError> {
         Self::open_pinned_with(root, Verify::Background)
     }
@@ -479,8 +481,8 @@ impl Dataplane {
         &mut self.maps
     }
 
-    /// Waits for the programs' verification if it still runs (pinning them once it passed);
-    /// the verifier's refusal is returned here. Every write to the maps, attachment and use of
+    /// Waits for the programs' verification if it still runs; the verifier's refusal is
+    /// returned here. Every write to the maps, attachment and use of
     /// a program comes after this, so nothing is changed for programs the kernel refuses.
     pub fn ready(&mut self) -> Result<(), DataplaneError> {
         self.programs().map(|_| ())
@@ -497,7 +499,6 @@ impl Dataplane {
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
             self.ebpf = Programs::Ready(ebpf);
-            self.pin_programs()?;
         }
         match &mut self.ebpf {
             Programs::Ready(ebpf) => Ok(ebpf),
@@ -517,13 +518,11 @@ impl Dataplane {
     }
 
     /// Pins the programs (replacing the pins of an earlier daemon), so `steer explain` and
-    /// operators find the running code.
-    fn pin_programs(&mut self) -> Result<(), DataplaneError> {
-        let Some(pins) = &self.pins else {
+    /// operators find the running code. Waits for their verification.
+    pub fn pin_programs(&mut self) -> Result<(), DataplaneError> {
+        self.ready()?;
+        let (Some(pins), Programs::Ready(ebpf)) = (&self.pins, &mut self.ebpf) else {
             return Ok(());
-        };
-        let Programs::Ready(ebpf) = &mut self.ebpf else {
-            unreachable!("pinned once verified");
         };
         for name in PROGRAMS {
             let path = pins.prog(name);
@@ -539,6 +538,16 @@ impl Dataplane {
             })?;
         }
         Ok(())
+    }
+
+    /// Removes the pins this dataplane created, leaving the pin directory as it found it (an
+    /// earlier daemon's pins as they were): what a start refused before it went live undoes.
+    /// Returns how many pins it removed.
+    pub fn remove_created_pins(&mut self) -> Result<usize, DataplaneError> {
+        match self.pins.take() {
+            Some(pins) => Ok(pins.remove_created()?.len()),
+            None => Ok(0),
+        }
     }
 
     /// The pin directory, when the maps are pinned.

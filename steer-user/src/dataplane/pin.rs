@@ -19,6 +19,7 @@
 //! open.
 
 use std::{
+    collections::BTreeSet,
     fs::File,
     io,
     os::fd::AsRawFd,
@@ -109,6 +110,10 @@ impl LinkKind {
     }
 }
 
+/// The directories under the pin directory, in the order they are emptied: links first (which
+/// detaches the programs from the interfaces), then programs and maps.
+const SUBDIRS: [&str; 3] = ["links", "progs", "maps"];
+
 /// The pin directory, locked for this process as long as the value lives.
 #[derive(Debug)]
 pub struct PinDir {
@@ -116,6 +121,9 @@ pub struct PinDir {
     /// flock(LOCK_EX) on the directory; released by the kernel when the process dies, so a
     /// `kill -9` never leaves a stale lock.
     _lock: File,
+    /// The directories and pins that were there when it was opened: what
+    /// [`PinDir::remove_created`] leaves.
+    found: BTreeSet<PathBuf>,
 }
 
 impl PinDir {
@@ -124,9 +132,10 @@ impl PinDir {
     pub fn open_locked(root: &Path) -> Result<PinDir, PinError> {
         ensure_bpffs(root)?;
         check_ancestors(root)?;
+        let found = found_in(root);
         for dir in [root.to_path_buf()]
             .into_iter()
-            .chain(["maps", "progs", "links"].map(|sub| root.join(sub)))
+            .chain(SUBDIRS.map(|sub| root.join(sub)))
         {
             private_dir(&dir)?;
         }
@@ -148,6 +157,7 @@ impl PinDir {
         Ok(PinDir {
             root: root.to_path_buf(),
             _lock: lock,
+            found,
         })
     }
 
@@ -214,22 +224,57 @@ impl PinDir {
     /// Removes every pin and the directory itself: links first (which detaches the programs
     /// from the interfaces), then programs and maps. Returns what was removed.
     pub fn remove_all(self) -> Result<Vec<PathBuf>, PinError> {
+        self.remove_unless(|_| false)
+    }
+
+    /// Removes the pins and directories that were not there when it was opened, leaving an
+    /// earlier daemon's as they were: what a start refused before it went live created.
+    /// Returns what was removed.
+    pub fn remove_created(self) -> Result<Vec<PathBuf>, PinError> {
+        self.remove_unless(|path| self.found.contains(path))
+    }
+
+    /// Removes every pin, then every directory left empty, except what `keep` holds on to.
+    fn remove_unless(&self, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>, PinError> {
         let mut removed = Vec::new();
-        for sub in ["links", "progs", "maps"] {
+        for sub in SUBDIRS {
             let dir = self.root.join(sub);
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                std::fs::remove_file(&path).map_err(io_err(&path))?;
-                removed.push(path);
+            for path in entries.flatten().map(|e| e.path()) {
+                if !keep(&path) {
+                    std::fs::remove_file(&path).map_err(io_err(&path))?;
+                    removed.push(path);
+                }
             }
-            std::fs::remove_dir(&dir).map_err(io_err(&dir))?;
+            if !keep(&dir) {
+                std::fs::remove_dir(&dir).map_err(io_err(&dir))?;
+            }
         }
-        std::fs::remove_dir(&self.root).map_err(io_err(&self.root))?;
+        if !keep(&self.root) {
+            std::fs::remove_dir(&self.root).map_err(io_err(&self.root))?;
+        }
         Ok(removed)
     }
+}
+
+/// The directories of the layout under `root` and the pins in them, as they are now.
+fn found_in(root: &Path) -> BTreeSet<PathBuf> {
+    let mut found = BTreeSet::new();
+    if !root.is_dir() {
+        return found;
+    }
+    found.insert(root.to_path_buf());
+    for sub in SUBDIRS {
+        let dir = root.join(sub);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        found.extend(entries.flatten().map(|e| e.path()));
+        found.insert(dir);
+    }
+    found
 }
 
 /// Creates `dir` with mode 0700, or checks that the existing one is this user's (and tightens

@@ -1,14 +1,15 @@
-//! A set's list files: found relative to the configuration file's directory, read, and their
-//! bad lines reported where they are written (up to a limit, then summarized).
+//! A set's list files: found relative to the configuration file's directory, read (within the
+//! daemon's memory budget: `config::list_budget`), and their bad lines reported where
+//! they are written (up to a limit, then summarized).
 
 use std::path::{Path, PathBuf};
 
 use super::{REPORT_LIMIT, pending::PendingSet};
 use crate::config::{
-    ListError, ListErrorKind, MAX_LIST_BYTES,
+    ListError, ListErrorKind,
     diag::{Ctx, Place, shorten},
     list::{list_pieces, parse_list_bytes, parse_list_sorted},
-    read_file,
+    list_budget::{Unread, read_list},
     schema::S,
 };
 
@@ -46,9 +47,13 @@ impl ListFiles {
         let path = self.base_dir.join(written);
         let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
         set.files.push(absolute.clone());
-        let bytes = match read_file(&path, MAX_LIST_BYTES) {
+        let bytes = match read_list(&path, &absolute) {
             Ok(b) => b,
-            Err(e) => {
+            Err(Unread::OverLimit(e)) => {
+                cx.err(&v.span(), &field, e.to_string(), e.hint());
+                return;
+            }
+            Err(Unread::Failed(e)) => {
                 cx.err(
                     &v.span(),
                     &field,
