@@ -41,30 +41,6 @@ fn run_refused(lab: &Lab, work: &Workdir) -> String {
     err
 }
 
-/// Whatever steer would have changed in the router's namespace: its rules, its nftables table,
-/// programs on the LAN interface.
-fn steer_traces(lab: &Lab) -> Vec<String> {
-    let rules = lab.router.run("ip rule show; ip -6 rule show");
-    let mut traces: Vec<String> = rules
-        .lines()
-        .filter(|l| l.contains("proto 201"))
-        .map(str::to_owned)
-        .collect();
-    if lab
-        .router
-        .run("nft list tables")
-        .lines()
-        .any(|l| l.trim() == "table inet steer")
-    {
-        traces.push("nftables table inet steer".into());
-    }
-    let tcx = lab.router.run("bpftool net show dev lan0");
-    if tcx.contains("steer") {
-        traces.push(format!("programs on lan0: {tcx}"));
-    }
-    traces
-}
-
 #[test]
 fn a_pin_directory_of_another_user_is_refused_before_anything_changes() {
     let (lab, work) = setup("pinowner");
@@ -78,7 +54,7 @@ fn a_pin_directory_of_another_user_is_refused_before_anything_changes() {
         )),
         "{err}"
     );
-    assert_eq!(steer_traces(&lab), Vec::<String>::new());
+    assert_eq!(lab.steer_traces(), Vec::<String>::new());
     assert_eq!(
         std::fs::read_dir(&work.pin_dir).unwrap().count(),
         0,
@@ -362,7 +338,7 @@ fn a_control_socket_directory_of_another_user_is_refused_before_anything_changes
         err.contains("the directory belongs to another user"),
         "{err}"
     );
-    assert_eq!(steer_traces(&lab), Vec::<String>::new());
+    assert_eq!(lab.steer_traces(), Vec::<String>::new());
     assert!(!work.pin_dir.exists(), "nothing was pinned");
 }
 
@@ -388,7 +364,7 @@ fn a_second_daemon_in_the_same_namespace_changes_nothing_before_it_is_refused() 
     let (lab, work) = setup("second");
     let daemon = Daemon::start(&lab.router, &work);
     let before = (
-        steer_traces(&lab),
+        lab.steer_traces(),
         lab.router.run("nft list table inet steer"),
     );
     let other = second_workdir(&work, "second2");
@@ -402,7 +378,7 @@ fn a_second_daemon_in_the_same_namespace_changes_nothing_before_it_is_refused() 
     );
     assert_eq!(
         (
-            steer_traces(&lab),
+            lab.steer_traces(),
             lab.router.run("nft list table inet steer")
         ),
         before,
@@ -778,7 +754,7 @@ fn a_taken_dns_listen_address_is_refused_before_anything_changes() {
         err.contains(&format!("dns forwarder: bind UDP {listen}")),
         "{err}"
     );
-    assert_eq!(steer_traces(&lab), Vec::<String>::new());
+    assert_eq!(lab.steer_traces(), Vec::<String>::new());
     assert!(!work.pin_dir.exists(), "nothing was pinned");
     drop(taken);
 }

@@ -305,15 +305,7 @@ fn a_daemon_in_a_cgroup_too_small_to_start_refuses_and_is_not_killed() {
     let work = Workdir::new("mem-32m");
     work.write("lists/big.txt", &spread_hosts(1_000_000));
     work.write("steer.toml", &config(&work, "1G"));
-    settle();
-    let mut cmd = steer_in(&lab.router);
-    cg.enter_on_exec(&mut cmd);
-    let mut daemon = Daemon::spawn(&work, cmd);
-    let status = daemon
-        .wait_exit(Duration::from_secs(60))
-        .expect("steer run refuses and exits");
-    assert!(!status.success());
-    let log = daemon.log_text();
+    let log = start_refused(&lab, &work, &cg);
     assert!(
         log.contains("more than its memory limit of 32.0 MiB"),
         "the limit: {log}"
@@ -384,25 +376,29 @@ fn pins(pin_dir: &std::path::Path) -> BTreeMap<std::path::PathBuf, u64> {
     out
 }
 
-/// What steer changes in the router's namespace beside its pins: its routing rules (protocol
-/// 201), its nftables table, the programs on the LAN interface.
-fn traces(lab: &Lab) -> Vec<String> {
-    let rules = lab.router.run("ip rule show; ip -6 rule show");
-    let mut traces: Vec<String> = rules
-        .lines()
-        .filter(|l| l.contains("proto 201"))
-        .map(str::to_owned)
-        .collect();
-    if lab
-        .router
-        .run("nft list tables")
-        .lines()
-        .any(|l| l.trim() == "table inet steer")
-    {
-        traces.push("nftables table inet steer".into());
-    }
-    traces.extend(lab.lan_tcx_programs());
-    traces
+/// `steer run` in `lab`'s router inside `cg`, which must refuse to start and exit (not be
+/// killed: its status is a failure of its own). Returns its log.
+fn start_refused(lab: &Lab, work: &Workdir, cg: &MemCgroup) -> String {
+    settle();
+    let mut cmd = steer_in(&lab.router);
+    cg.enter_on_exec(&mut cmd);
+    let mut daemon = Daemon::spawn(work, cmd);
+    let status = daemon
+        .wait_exit(Duration::from_secs(60))
+        .expect("steer run refuses and exits");
+    assert!(!status.success());
+    daemon.log_text()
+}
+
+/// `steer run` in `lab`'s router under a memory limit (a cgroup named after `tag`) that holds
+/// its start but not the `hosts` prefixes of its sets: it must refuse and exit, naming the
+/// limit, without being killed. Returns its log.
+fn start_refused_for_the_sets(lab: &Lab, work: &Workdir, tag: &str, hosts: u32) -> String {
+    let cg = memory_cgroup(tag, limit_refusing_the_sets(work, hosts as usize));
+    let log = start_refused(lab, work, &cg);
+    assert!(log.contains("more than steer's memory limit of"), "{log}");
+    assert_eq!(cg.oom_kills(), Some(0), "refused, not killed");
+    log
 }
 
 /// `steer run` under a memory limit that holds its start but not its sets: it refuses with
@@ -416,26 +412,15 @@ fn a_start_refused_for_the_memory_limit_leaves_no_pin_and_changes_nothing() {
     let hosts = 400_000;
     work.write("lists/big.txt", &v6_hosts(hosts));
     work.write("steer.toml", &config(&work, "1G"));
-    let cg = memory_cgroup("start-pins", limit_refusing_the_sets(&work, hosts as usize));
-    settle();
-    let mut cmd = steer_in(&lab.router);
-    cg.enter_on_exec(&mut cmd);
-    let mut daemon = Daemon::spawn(&work, cmd);
-    let status = daemon
-        .wait_exit(Duration::from_secs(60))
-        .expect("steer run refuses and exits");
-    assert!(!status.success());
-    let log = daemon.log_text();
-    assert!(log.contains("more than steer's memory limit of"), "{log}");
+    let log = start_refused_for_the_sets(&lab, &work, "start-pins", hosts);
     assert!(
         log.contains(&format!("for the daemon's {hosts} prefixes")),
         "{log}"
     );
     assert!(log.contains("nothing was changed"), "{log}");
-    assert_eq!(cg.oom_kills(), Some(0), "refused, not killed");
     assert_eq!(pins(&work.pin_dir), BTreeMap::new(), "no pin left");
     assert!(!work.pin_dir.exists(), "nor the pin directory it made");
-    assert_eq!(traces(&lab), Vec::<String>::new());
+    assert_eq!(lab.steer_traces(), Vec::<String>::new());
 }
 
 /// An earlier daemon's state is pinned (it stopped, leaving the classifier steering): a start
@@ -451,7 +436,7 @@ fn a_start_refused_for_the_memory_limit_leaves_an_earlier_daemons_pins_as_they_w
     work.write("steer.toml", &config(&work, "1G"));
     let mut earlier = Daemon::start(&lab.router, &work);
     assert!(earlier.signal_and_wait(libc::SIGTERM, Duration::from_secs(10)));
-    let (pinned, held, steering) = (pins(&work.pin_dir), kernel(&work), traces(&lab));
+    let (pinned, held, steering) = (pins(&work.pin_dir), kernel(&work), lab.steer_traces());
     assert!(
         pinned.keys().any(|p| p.ends_with("progs/steer_tc")),
         "{pinned:?}"
@@ -461,25 +446,15 @@ fn a_start_refused_for_the_memory_limit_leaves_an_earlier_daemons_pins_as_they_w
 
     let hosts = 400_000;
     work.write("lists/big.txt", &v6_hosts(hosts));
-    let cg = memory_cgroup(
-        "start-adopt",
-        limit_refusing_the_sets(&work, hosts as usize),
-    );
-    settle();
-    let mut cmd = steer_in(&lab.router);
-    cg.enter_on_exec(&mut cmd);
-    let mut daemon = Daemon::spawn(&work, cmd);
-    let status = daemon
-        .wait_exit(Duration::from_secs(60))
-        .expect("steer run refuses and exits");
-    assert!(!status.success());
-    let log = daemon.log_text();
-    assert!(log.contains("more than steer's memory limit of"), "{log}");
-    assert_eq!(cg.oom_kills(), Some(0), "refused, not killed");
+    start_refused_for_the_sets(&lab, &work, "start-adopt", hosts);
     assert_eq!(pins(&work.pin_dir), pinned, "the same pins, none replaced");
     assert_eq!(kernel(&work), held, "the same prefixes");
     assert_eq!(matched(&work, "10.1.2.3"), Some(old), "still answering");
-    assert_eq!(traces(&lab), steering, "still attached, the same rules");
+    assert_eq!(
+        lab.steer_traces(),
+        steering,
+        "still attached, the same rules"
+    );
 }
 
 /// What `steer status` says the sets hold in the kernel now.
@@ -591,15 +566,7 @@ fn a_start_whose_lists_cannot_be_read_within_the_cgroup_limit_is_refused_not_kil
     let list = v6_hosts(1_500_000);
     let path = work.write("lists/big.txt", &list);
     work.write("steer.toml", &config(&work, "1G"));
-    settle();
-    let mut cmd = steer_in(&lab.router);
-    cg.enter_on_exec(&mut cmd);
-    let mut daemon = Daemon::spawn(&work, cmd);
-    let status = daemon
-        .wait_exit(Duration::from_secs(60))
-        .expect("steer run refuses and exits");
-    assert!(!status.success());
-    let log = daemon.log_text();
+    let log = start_refused(&lab, &work, &cg);
     assert_eq!(cg.oom_kills(), Some(0), "refused, not killed: {log}");
     assert!(
         log.contains(&format!(
@@ -612,7 +579,7 @@ fn a_start_whose_lists_cannot_be_read_within_the_cgroup_limit_is_refused_not_kil
     );
     assert!(log.contains("nothing was changed"), "{log}");
     assert!(!work.pin_dir.exists(), "nothing was loaded");
-    assert_eq!(traces(&lab), Vec::<String>::new());
+    assert_eq!(lab.steer_traces(), Vec::<String>::new());
 }
 
 /// The owner lowers the limit of a running daemon (`systemctl set-property steer

@@ -189,6 +189,29 @@ impl Lab {
                 .collect()
         })
     }
+
+    /// What steer changes in the router's namespace beside its pins: its routing rules
+    /// (protocol 201), its nftables table, the programs on the LAN interface. Empty where steer
+    /// changed nothing.
+    pub fn steer_traces(&self) -> Vec<String> {
+        let rules = self.router.run("ip rule show; ip -6 rule show");
+        let mut traces: Vec<String> = rules
+            .lines()
+            .filter(|l| l.contains("proto 201"))
+            .map(str::to_owned)
+            .collect();
+        if self
+            .router
+            .run("nft list tables")
+            .lines()
+            .any(|l| l.trim() == "table inet steer")
+        {
+            traces.push("nftables table inet steer".into());
+        }
+        traces.extend(self.lan_tcx_programs());
+        traces
+    }
+
     /// The client's interface.
     pub const CLIENT_IFACE: &str = "eth0";
 
