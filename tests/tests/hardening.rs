@@ -41,6 +41,35 @@ fn run_refused(lab: &Lab, work: &Workdir) -> String {
     err
 }
 
+/// `ip netns exec` gives steer a mount namespace of its own, where the system's bpffs is not
+/// mounted: steer mounts one there, runs, and warns that its pins go with that namespace (a
+/// restart could not adopt its state, `steer stop` could not find it).
+#[test]
+fn a_start_under_ip_netns_exec_warns_that_its_pins_go_with_it() {
+    let (lab, work) = setup("netnsexec");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.router.name])
+        .arg(steer_bin());
+    let daemon = Daemon::spawn(&work, cmd).wait_up(&work);
+    daemon.wait_log(
+        "that bpffs is in a mount namespace of this process's own",
+        Duration::from_secs(5),
+    );
+    assert!(
+        !work.pin_dir.join("maps").exists(),
+        "its pins are not in the system's bpffs"
+    );
+    // Started as the README says, in the system's mount namespace, it does not warn.
+    drop(daemon);
+    let daemon = Daemon::start(&lab.router, &work);
+    assert!(work.pin_dir.join("maps").exists());
+    assert!(
+        !daemon.log_text().contains("mount namespace"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
 #[test]
 fn a_pin_directory_of_another_user_is_refused_before_anything_changes() {
     let (lab, work) = setup("pinowner");

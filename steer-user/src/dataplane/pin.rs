@@ -465,6 +465,14 @@ pub fn ensure_bpffs(path: &Path) -> Result<(), PinError> {
             return Err(PinError::Mount(io::Error::last_os_error()));
         }
         log::info!("mounted bpffs on /sys/fs/bpf");
+        if !in_parents_mount_namespace() {
+            log::warn!(
+                "that bpffs is in a mount namespace of this process's own (`ip netns exec` \
+                 makes one): the pins go with it when steer exits, so a restart \
+                 cannot adopt the running state and `steer stop` cannot find it; start steer \
+                 with `nsenter --net=/run/netns/NAME`, which keeps the system's mounts"
+            );
+        }
     }
     let existing = path
         .ancestors()
@@ -476,6 +484,20 @@ pub fn ensure_bpffs(path: &Path) -> Result<(), PinError> {
         Err(PinError::NotBpffs {
             path: path.to_path_buf(),
         })
+    }
+}
+
+/// Whether this process shares its parent's mount namespace (true when that cannot be read).
+/// `ip netns exec` unshares one and then starts the program in it; a service manager's
+/// sandboxing gives a service one too. Either way a bpffs steer mounts there is seen by no one
+/// else and goes when the process ends.
+fn in_parents_mount_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |path: &str| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
+    let parent = format!("/proc/{}/ns/mnt", std::os::unix::process::parent_id());
+    match (ns("/proc/self/ns/mnt"), ns(&parent)) {
+        (Ok(own), Ok(parents)) => own == parents,
+        _ => true,
     }
 }
 
