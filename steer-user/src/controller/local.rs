@@ -64,7 +64,8 @@ impl Found {
         local_set(scope, routes, configured)
     }
 
-    /// How many gateway routes of WAN families that are not `usable` are steered now.
+    /// The gateway routes of WAN families that are not `usable`, with their WANs: the ones
+    /// steered now.
     pub fn steered(&self, usable: impl Fn(&str, Family) -> bool) -> Vec<(Prefix, &str)> {
         self.through_wans
             .iter()
