@@ -213,8 +213,8 @@ pub(super) fn read_list(path: &Path, absolute: &Path) -> Result<Vec<u8>, Unread>
         e @ ReadError::TooBig { .. } if limit < MAX_LIST_BYTES => over_room(path, absolute, e),
         e => Unread::Failed(e),
     })?;
-    let lines = line_count(&bytes);
-    current(|b| b.admit(absolute, bytes.len() as u64, lines))
+    // Lines are counted only under a budget: a pass over the text no other load needs.
+    current(|b| b.admit(absolute, bytes.len() as u64, line_count(&bytes)))
         .transpose()
         .map_err(Unread::OverLimit)?;
     Ok(bytes)

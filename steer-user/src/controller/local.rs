@@ -50,16 +50,13 @@ impl Found {
         configured: &[Prefix],
         usable: impl Fn(&str, Family) -> bool,
     ) -> LocalSet {
-        let down: Vec<&Prefix> = self
-            .through_wans
-            .iter()
-            .filter(|(prefix, wan)| !usable(wan, family_of(prefix)))
-            .map(|(prefix, _)| prefix)
-            .collect();
+        let down = self.steered(usable);
         let routes = self
             .routes
             .iter()
-            .filter(|(prefix, kind)| *kind != LocalKind::Route || !down.contains(&prefix))
+            .filter(|(prefix, kind)| {
+                *kind != LocalKind::Route || !down.iter().any(|(p, _)| p == prefix)
+            })
             .copied();
         local_set(scope, routes, configured)
     }
