@@ -272,7 +272,10 @@ fn bad_or_conflicting_edits_are_refused_whole_with_their_reasons_and_change_noth
     assert!(!answer.ok, "{answer:?}");
 
     assert_eq!(kernel(&work), before, "nothing refused reached the kernel");
-    assert_eq!(work.steer_ok(&["set", "big", "list"]), "");
+    // An empty list says so, on stderr: stdout stays a valid (empty) list file.
+    let (ok, out, err) = work.steer(&["set", "big", "list"]);
+    assert!(ok && out.is_empty(), "{out}");
+    assert!(err.contains("set big: no runtime entries"), "{err}");
 }
 
 #[test]

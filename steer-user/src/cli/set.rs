@@ -135,7 +135,15 @@ fn list(socket: &Path, args: &SetArgs) -> Result<ExitCode, CliError> {
         outln(&serde_json::to_string_pretty(&response.body).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    for entry in response.body["entries"].as_array().into_iter().flatten() {
+    let entries = response.body["entries"].as_array();
+    if entries.is_none_or(|e| e.is_empty()) {
+        // On stderr: stdout stays a valid (empty) list file.
+        eprintln!(
+            "set {}: no runtime entries (the prefixes its lists give: steer dump sets)",
+            crate::shown::shown(&args.name)
+        );
+    }
+    for entry in entries.into_iter().flatten() {
         let prefix = entry["prefix"].as_str().unwrap_or("?");
         match entry["expires_in"].as_u64() {
             // A comment, so the output can be appended to a list file as it is.
