@@ -553,6 +553,58 @@ fn a_reload_of_lists_far_over_the_cgroup_limit_is_refused_not_killed() {
     drop(daemon);
 }
 
+/// A domain list grown far past what the cgroup's limit holds (three million names, 60 MB of
+/// text, under 64 MiB) is refused at a reload before it is read, as an address list is,
+/// naming the list; the kernel kills nothing and the daemon keeps its sets.
+#[test]
+fn a_reload_of_a_domain_list_far_over_the_cgroup_limit_is_refused_not_killed() {
+    steer_tests::require_root();
+    let cg = memory_cgroup("domains-over", 64 << 20);
+    let lab = Lab::new();
+    let work = Workdir::new("mem-domains-over");
+    work.write("lists/big.txt", &small_list());
+    let names = work.write("lists/names.txt", "a.example\n");
+    let with_names = |edit: &str| {
+        format!(
+            "# {edit}\n{}\n[[set]]\nname = \"named\"\npolicy = \"wan2-first\"\n\
+             domain_files = [\"lists/names.txt\"]\n\n[dns]\nforward = false\nsnoop = true\n",
+            config(&work, "1G")
+        )
+    };
+    work.write("steer.toml", &with_names("first"));
+    let mut cmd = steer_in(&lab.router);
+    cg.enter_on_exec(&mut cmd);
+    let daemon = Daemon::spawn(&work, cmd).wait_up(&work);
+    let before = kernel(&work);
+    let many: String = (0..3_000_000u32)
+        .map(|i| format!("n{i}.example.com\n"))
+        .collect();
+    work.write("lists/names.txt", &many);
+    for edit in ["the list path", "the full path"] {
+        if edit == "the full path" {
+            work.write("steer.toml", &with_names(edit));
+        }
+        settle();
+        let (ok, _, err) = work.steer(&["reload"]);
+        assert_eq!(cg.oom_kills(), Some(0), "{edit}: refused, not killed: {err}");
+        assert!(!ok, "{edit}: refused");
+        assert!(
+            err.contains(&format!(
+                "reading list file {} ({}, not read) would take steer over its memory limit \
+                 of 64.0 MiB (",
+                names.display(),
+                Bytes(many.len() as u64)
+            )),
+            "{edit}: {err}"
+        );
+        assert!(err.contains("domain_files[0]"), "{edit}: {err}");
+        assert!(err.contains("nothing was changed"), "{edit}: {err}");
+        assert!(work.steer(&["status"]).0, "{edit}: the daemon runs on");
+        assert_eq!(kernel(&work), before, "{edit}");
+    }
+    drop(daemon);
+}
+
 /// `steer run` under a limit that holds the daemon, with a list of 1.5 million IPv6 host
 /// routes (whose parse alone took the daemon over the limit: it was OOM-killed): it refuses
 /// before the list is parsed, naming the limit, the list and the numbers; the kernel kills

@@ -1,7 +1,7 @@
 //! A set's domain list files (`domain_files`): one name per line, `#` comments, blank lines,
 //! CRLF and a byte-order mark accepted; each name checked as an inline domain is. They are read
 //! by the rules of every list file (`config::read`: regular files only, a size cap, links only
-//! from root, a stable read), and a file none of whose lines is a name is not a list: refused
+//! from root, a stable read; a daemon's memory budget, `config::list_budget`), and a file none of whose lines is a name is not a list: refused
 //! without repeating its lines. They are
 //! read after the sets' prefixes and inline domains are resolved, and their names join the
 //! set's `domains` unless an earlier set has them (refused or left to the earlier set by
@@ -12,10 +12,10 @@ use std::{collections::HashMap, path::PathBuf};
 use super::REPORT_LIMIT;
 use crate::{
     config::{
-        DuplicatePolicy, MAX_LIST_BYTES, Set,
+        DuplicatePolicy, Set,
         diag::{Ctx, Place, shorten},
+        list_budget::{Unread, read_list},
         names::normalize_domain,
-        read_file,
         schema::Strings,
     },
     model::Direction,
@@ -65,10 +65,15 @@ pub(super) fn add(cx: &mut Ctx<'_>, sets: &mut [Set], extra: Vec<Extra>, policy:
             let path = base.join(v.get_ref());
             let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
             // The same rules as the sets' address lists: a regular file, at most
-            // MAX_LIST_BYTES, links only from root, a stable read.
-            let bytes = match read_file(&path, MAX_LIST_BYTES) {
+            // MAX_LIST_BYTES, links only from root, a stable read, and admitted by a daemon's
+            // memory budget (a name's parse holds about what a prefix's does).
+            let bytes = match read_list(&path, &shown) {
                 Ok(bytes) => bytes,
-                Err(e) => {
+                Err(Unread::OverLimit(e)) => {
+                    cx.err(&v.span(), &field, e.to_string(), e.hint());
+                    continue;
+                }
+                Err(Unread::Failed(e)) => {
                     cx.err(
                         &v.span(),
                         &field,
