@@ -699,3 +699,60 @@ fn unreadable_and_malformed_input_files_are_named() {
         "{err}"
     );
 }
+
+/// A rule with an address steer cannot take (a name, a negation, an invalid address) or of
+/// the other family than its own is left out whole, with a note naming its line: keeping it
+/// without that address made it a catch-all that sent every packet by its policy.
+#[test]
+fn mwan3_rules_with_an_address_steer_cannot_take_are_left_out_whole() {
+    let dir = TempDir::new("mwan3-bad-address");
+    let path = dir.join("mwan3");
+    let mut text = String::from(
+        "config interface 'wan'\n\toption enabled '1'\n\tlist track_ip '1.1.1.1'\n\
+         config interface 'wanb'\n\toption enabled '1'\n\tlist track_ip '8.8.8.8'\n\
+         config member 'a'\n\toption interface 'wan'\n\
+         config member 'b'\n\toption interface 'wanb'\n\
+         config policy 'wan_only'\n\tlist use_member 'a'\n\
+         config policy 'wanb_only'\n\tlist use_member 'b'\n",
+    );
+    let bad = [
+        ("r_name", "dest_ip 'vpn.example.com'", ""),
+        ("r_invalid", "dest_ip '300.1.1.1'", ""),
+        ("r_negated", "dest_ip '!10.0.0.0/8'", ""),
+        ("r_src", "src_ip 'office.example.com'", "\toption proto 'tcp'\n"),
+        ("r_family", "dest_ip '2001:db8::/32'", "\toption family 'ipv4'\n"),
+    ];
+    for (name, address, extra) in bad {
+        text.push_str(&format!(
+            "config rule '{name}'\n\toption {address}\n{extra}\toption use_policy 'wanb_only'\n"
+        ));
+    }
+    text.push_str(
+        "config rule 'kept'\n\toption dest_ip '192.0.2.0/24,vpn2.example.com'\n\
+         \toption use_policy 'wanb_only'\n\
+         config rule 'default_rule'\n\toption dest_ip '0.0.0.0/0'\n\toption use_policy 'wan_only'\n",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let p = path.to_str().unwrap();
+    let (ok, out, err) = import(&["mwan3", p, "--lan", "lan0"]);
+    assert!(ok, "{err}");
+    let t = parse(&out);
+    let names: Vec<String> = sets(&t)
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(names.is_empty(), "no rule with a bad address is kept: {names:?}\n{out}");
+    for (name, ..) in bad {
+        assert!(
+            err.contains(&format!("not imported: rule '{name}': ")),
+            "{name}: {err}"
+        );
+    }
+    assert!(err.contains("not imported: rule 'kept': left out whole, for the dest_ip above"), "{err}");
+    assert!(
+        err.contains("dest_ip 2001:db8::/32 is not of the rule's family ipv4"),
+        "{err}"
+    );
+    assert_eq!(t["default"]["policy"].as_str(), Some("wan_only"), "{out}");
+    check(&out, "mwan3-bad-address");
+}

@@ -458,6 +458,12 @@ struct Session {
 }
 
 fn session(lab: &Lab, work: &Workdir, subnet: u8) -> Session {
+    session_with(lab, work, subnet, true)
+}
+
+/// [`session`]; without `router_address` the router's device has no IPv4 address, as an IPv6
+/// tunnel's or a PPP session's without IPCP.
+fn session_with(lab: &Lab, work: &Workdir, subnet: u8, router_address: bool) -> Session {
     let sock = work.dir.join(format!("ppp-{subnet}.sock"));
     let (peer, local) = (
         format!("10.99.0.{}", subnet + 1),
@@ -485,7 +491,11 @@ fn session(lab: &Lab, work: &Workdir, subnet: u8) -> Session {
         &[
             "socat",
             &format!("UNIX-CONNECT:{}", sock.display()),
-            &format!("TUN:{local}/30,tun-name=pppoe-wan,iff-up"),
+            &if router_address {
+                format!("TUN:{local}/30,tun-name=pppoe-wan,iff-up")
+            } else {
+                "TUN,tun-name=pppoe-wan,iff-up".to_owned()
+            },
         ],
     );
     Session { _isp: isp, router }
@@ -556,6 +566,55 @@ fn a_point_to_point_wan_comes_goes_and_comes_back_as_a_new_device() {
         traffic,
         up.elapsed()
     );
+}
+
+/// A point-to-point WAN whose device has no IPv4 address (an IPv6 tunnel such as 6in4, a PPP
+/// session without IPCP) carries no IPv4: the family waits and says why, steer's table of it
+/// holds no IPv4 route, and IPv4 traffic its policy prefers it for takes the next WAN (it went
+/// into the device and was lost). An address given to the device brings IPv4 in.
+#[test]
+fn a_point_to_point_wan_without_an_ipv4_address_carries_no_ipv4_until_it_has_one() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("ppp-noaddr");
+    lab.router.run(&format!(
+        "nft add rule inet {NFT_TABLE} postrouting oifname pppoe-wan masquerade"
+    ));
+    lab.internet
+        .run("ip route add 10.99.0.0/24 via 198.18.1.2 dev isp1");
+    let track1 = icmp(&[Lab::PROBE_1.to_string()]);
+    let track2 = icmp(&[Lab::PROBE_2.to_string()]);
+    let ppp = format!(
+        "[[wan]]\nname = \"ppp\"\ninterface = \"pppoe-wan\"\nmark = 0x300\ntable = 103\n[wan.track]\n{}",
+        icmp(&[Lab::PROBE_1.to_string()])
+    );
+    let wans = format!("{}{ppp}", lab_wans(&track1, &track2));
+    let members = "{ wan = \"ppp\" }, { wan = \"wan1\", metric = 2 }";
+    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    let daemon = Daemon::start(&lab.router, &work);
+    let _session = session_with(&lab, &work, 0, false);
+    wait_status(&work, &daemon, "IPv4 waits for an address", |st| {
+        gateway_is(
+            st,
+            "ppp",
+            "IPv4",
+            "waiting for a gateway: the point-to-point link pppoe-wan has no IPv4 address, so \
+             it carries no IPv4",
+        )
+    });
+    let routes = lab.router.run("ip -4 route show table all");
+    assert!(
+        !routes.lines().any(|l| l.contains("table 103")),
+        "no IPv4 route of the WAN without an IPv4 address: {routes}"
+    );
+    let a: IpAddr = Lab::SERVER_A.into();
+    wait_traffic_from(&lab, a, 7211, Lab::nat_addr_v4(Wan::One).into(), &daemon);
+
+    lab.router.run("ip addr add 10.99.0.2/30 dev pppoe-wan");
+    wait_status(&work, &daemon, "the address brings IPv4 in", |st| {
+        gateway_is(st, "ppp", "IPv4", "direct (point-to-point link)")
+    });
+    wait_traffic_from(&lab, a, 7212, "10.99.0.2".parse().unwrap(), &daemon);
 }
 
 #[test]

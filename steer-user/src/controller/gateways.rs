@@ -1,7 +1,8 @@
 //! Where each WAN's default route of each family goes: the configured next hop, or with
 //! `"auto"` what the system says — a gateway handed in by a DHCP client hook (`steer wan NAME
-//! gateway ADDR`), none on a point-to-point link, else the default route that the DHCP client,
-//! pppd or the kernel's router-advertisement handling installed through the WAN's interface.
+//! gateway ADDR`), none on a point-to-point link that has an address of the family, else the
+//! default route that the DHCP client, pppd or the kernel's router-advertisement handling
+//! installed through the WAN's interface.
 //! Pure: the controller reads the system and calls [`resolve`] after every routing change.
 
 use std::{collections::BTreeMap, net::IpAddr};
@@ -68,6 +69,17 @@ pub fn resolve(wan: &Wan, family: Family, system: &SystemView, hooked: &Hooked) 
         );
     }
     if link.point_to_point {
+        // A point-to-point link carries only the families it has addresses of: a 6in4 or
+        // WireGuard tunnel for IPv6 alone, a PPP session whose IPv6CP did not come up. A route
+        // into it for another family would black-hole that family's traffic.
+        if !system.addressed.contains(&(link.index, family)) {
+            return Resolved::waiting(format!(
+                "the point-to-point link {} has no {} address, so it carries no {}",
+                wan.interface,
+                family.name(),
+                family.name()
+            ));
+        }
         return Resolved::known(Gateway::Direct, "point-to-point link");
     }
     match best_default(system, &wan.interface, family) {
@@ -198,8 +210,19 @@ mod tests {
             [(("wan1".to_owned(), Family::V4), "10.1.1.1".parse().unwrap())].into();
         let r = resolve(&w, Family::V4, &view(false, vec![]), &hooked);
         assert_eq!(r.gateway, Some(Gateway::Via("10.1.1.1".parse().unwrap())));
-        let r = resolve(&w, Family::V6, &view(true, vec![]), &Hooked::new());
+        let mut p2p = view(true, vec![]);
+        let r = resolve(&w, Family::V6, &p2p, &Hooked::new());
+        assert_eq!(r.gateway, None, "no IPv6 address: no IPv6 through it");
+        assert_eq!(
+            r.describe(),
+            "waiting for a gateway: the point-to-point link eth1 has no IPv6 address, so it \
+             carries no IPv6"
+        );
+        p2p.addressed.insert((7, Family::V6));
+        let r = resolve(&w, Family::V6, &p2p, &Hooked::new());
         assert_eq!(r.gateway, Some(Gateway::Direct));
+        let r = resolve(&w, Family::V4, &p2p, &Hooked::new());
+        assert_eq!(r.gateway, None, "an IPv6 tunnel carries no IPv4");
         let gone = resolve(&w, Family::V4, &SystemView::default(), &Hooked::new());
         assert!(gone.describe().contains("interface eth1 does not exist"));
     }

@@ -471,6 +471,7 @@ impl Routing {
             local: found.local,
             through_gateways: found.through_gateways,
             delegated: found.delegated,
+            addressed: found.addressed,
         })
     }
 
@@ -515,6 +516,9 @@ pub struct SystemView {
     /// The main table's reject routes for global IPv6 prefixes: how DHCPv6 clients hold a
     /// delegated prefix (its parts go to the LAN).
     pub delegated: Vec<DelegatedRoute>,
+    /// The interfaces (by index) holding an address of each family: the families a
+    /// point-to-point link carries.
+    pub addressed: std::collections::HashSet<(u32, Family)>,
 }
 
 /// `unreachable 2001:db8:1::/56 dev lo proto dhcp`: a DHCPv6 client's (dhcpcd,

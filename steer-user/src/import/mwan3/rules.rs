@@ -94,14 +94,54 @@ pub(super) fn rules(
     out.sets.extend(rules.into_iter().map(|r| r.set));
 }
 
-/// The prefixes of `key` (iptables takes `a,b`).
-fn prefixes(s: &Section, key: &str, notes: &mut Notes) -> Vec<String> {
-    s.items(key)
+/// The prefixes of `key` (iptables takes `a,b`), or `None` when one of them is not an
+/// address (a name, a negation, a typo; each reported): the whole rule is then left out, since
+/// dropping only that value would widen the rule, to every address when it was the only one.
+fn prefixes(s: &Section, key: &str, notes: &mut Notes) -> Option<Vec<String>> {
+    let values: Vec<String> = s
+        .items(key)
         .iter()
         .flat_map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>())
         .filter(|v| !v.is_empty())
-        .filter_map(|v| prefix(&v, notes, s.line_of(key)))
-        .collect()
+        .collect();
+    let parsed: Vec<Option<String>> = values
+        .iter()
+        .map(|v| prefix(v, notes, s.line_of(key)))
+        .collect();
+    parsed.into_iter().collect()
+}
+
+/// The rule's prefixes of `key`, or why the rule is left out: an address steer cannot take,
+/// or one of the other family than the rule's `family` (mwan3 then fails to install the rule
+/// in iptables or ip6tables, so it never matched).
+fn rule_prefixes(s: &Section, key: &str, label: &str, notes: &mut Notes) -> Option<Vec<String>> {
+    let Some(prefixes) = prefixes(s, key, notes) else {
+        notes.add(
+            NoteKind::NotImported,
+            s.line_of(key),
+            format!("{label}: left out whole, for the {key} above"),
+            "without that address the rule would match more than it did in mwan3; write it with addresses (a domain's in a set's domains)",
+        );
+        return None;
+    };
+    let other = match s.value("family") {
+        Some("ipv4") => prefixes.iter().find(|p| p.contains(':')),
+        Some("ipv6") => prefixes.iter().find(|p| !p.contains(':')),
+        _ => None,
+    };
+    if let Some(other) = other {
+        notes.add(
+            NoteKind::NotImported,
+            s.line_of(key),
+            format!(
+                "{label}: {key} {other} is not of the rule's family {}",
+                s.value("family").unwrap_or_default()
+            ),
+            "mwan3 cannot install such a rule (iptables refuses it), so it never matched; fix the family or the address",
+        );
+        return None;
+    }
+    Some(prefixes)
 }
 
 /// A rule being built: its set's lines, whether it has conditions beyond its prefixes, and
@@ -141,7 +181,7 @@ fn rule(
         );
         return None;
     };
-    let catch_all = addresses(s, &mut d, notes);
+    let catch_all = addresses(s, &mut d, notes)?;
     let proto = if proto == "icmp" {
         // iptables and ip6tables both read `-p icmp` as protocol 1; steer's `icmp` would be
         // ICMPv6 for IPv6.
@@ -242,15 +282,16 @@ fn target_policy(
 }
 
 /// `match`, `prefixes`, `files` and `src_prefixes` from `dest_ip`, `src_ip`, `ipset` and
-/// `family`. Returns the family the rule would catch whole ("ipv4", "ipv6", "any") if its
-/// addresses are default routes or absent.
-fn addresses(s: &Section, d: &mut Draft, notes: &mut Notes) -> Option<&'static str> {
+/// `family`, or `None` when the rule is left out (see [`rule_prefixes`]). Otherwise, the
+/// family the rule would catch whole ("ipv4", "ipv6", "any") if its addresses are default
+/// routes or absent.
+fn addresses(s: &Section, d: &mut Draft, notes: &mut Notes) -> Option<Option<&'static str>> {
     let family = s.value("family").unwrap_or("any");
-    let dst = prefixes(s, "dest_ip", notes);
-    let src = prefixes(s, "src_ip", notes);
+    let dst = rule_prefixes(s, "dest_ip", &d.label, notes)?;
+    let src = rule_prefixes(s, "src_ip", &d.label, notes)?;
     if let Some(set) = s.value("ipset") {
         ipset_addresses(s, set, &dst, &src, d, notes);
-        return None;
+        return Some(None);
     }
     if !dst.is_empty() {
         d.lines.push("match = \"dst\"".to_owned());
@@ -279,10 +320,10 @@ fn addresses(s: &Section, d: &mut Draft, notes: &mut Notes) -> Option<&'static s
         d.lines.push("allow_default_route = true".to_owned());
     }
     if !(src.is_empty() && dst.iter().all(|p| is_default_route(p))) {
-        return None;
+        return Some(None);
     }
     let has = |p: &str| dst.iter().any(|x| x == p);
-    Some(match (dst.is_empty(), has("0.0.0.0/0"), has("::/0")) {
+    Some(Some(match (dst.is_empty(), has("0.0.0.0/0"), has("::/0")) {
         (false, true, true) => "any",
         (false, true, false) => "ipv4",
         (false, false, _) => "ipv6",
@@ -291,7 +332,7 @@ fn addresses(s: &Section, d: &mut Draft, notes: &mut Notes) -> Option<&'static s
             "ipv6" => "ipv6",
             _ => "any",
         },
-    })
+    }))
 }
 
 /// mwan3 matches `-m set --match-set NAME dst` and `-s src_ip` and `-d dest_ip`, all of them:
