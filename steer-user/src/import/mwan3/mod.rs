@@ -189,14 +189,33 @@ mod tests {
     }
 
     #[test]
-    fn catch_alls_of_two_policies_stay_ordered_rules() {
+    fn catch_alls_of_one_family_each_and_two_policies_are_plain_sets() {
         let i = run(
-            "config rule 'v4'\n option dest_ip '0.0.0.0/0'\n option use_policy 'pa'\n\
-                     config rule 'v6'\n option dest_ip '::/0'\n option use_policy 'pb'\n",
+            "config rule 'ssh'\n option dest_port '22'\n option proto 'tcp'\n option use_policy 'pb'\n\
+             config rule 'v4'\n option dest_ip '0.0.0.0/0'\n option use_policy 'pa'\n\
+             config rule 'v6'\n option dest_ip '::/0'\n option use_policy 'pb'\n",
         );
         let t = table(&i);
         assert!(t.get("default").is_none());
-        assert_eq!(set_names(&t), ["v4", "v6"]);
+        assert_eq!(set_names(&t), ["ssh", "v4", "v6"]);
+        let sets = t["set"].as_array().unwrap();
+        assert!(sets[0].get("proto").is_some(), "a rule with a condition stays ordered");
+        for set in &sets[1..] {
+            assert!(set.get("proto").is_none(), "a plain set: {set:?}");
+            assert_eq!(set["allow_default_route"].as_bool(), Some(true));
+        }
+    }
+
+    #[test]
+    fn catch_alls_of_two_policies_for_every_family_stay_ordered_rules() {
+        let i = run(
+            "config rule 'a'\n option use_policy 'pa'\n\
+             config rule 'b'\n option use_policy 'pb'\n",
+        );
+        let t = table(&i);
+        assert!(t.get("default").is_none());
+        let sets = t["set"].as_array().unwrap();
+        assert!(sets.iter().all(|s| s.get("proto").is_some()), "{sets:?}");
     }
 
     #[test]

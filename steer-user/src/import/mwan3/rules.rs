@@ -81,8 +81,29 @@ pub(super) fn rules(
             );
         }
         rules.truncate(tail);
+    } else if !trailing.is_empty() && !families.contains(&"any") && one_policy_per_family(trailing)
+    {
+        // One family's catch-all and the other's, of different policies (mwan3's
+        // default_rule_v4 and default_rule_v6): plain sets of 0.0.0.0/0 and ::/0, which every
+        // longer prefix of a plain set wins over, as it did in mwan3 when written before them.
+        // As ordered rules they would come before every plain set added later.
+        for r in &mut rules[tail..] {
+            r.set.lines.retain(|l| !l.starts_with("proto = "));
+            notes.add(
+                NoteKind::Check,
+                r.line,
+                format!(
+                    "{}: a catch-all of one family, written as a plain set (not an ordered rule)",
+                    r.set.name
+                ),
+                "every plain set's longer prefix wins over it, as rules written before it did in mwan3",
+            );
+        }
     }
-    let ordered = rules.iter().filter(|r| r.set.disabled.is_none()).count();
+    let ordered = rules
+        .iter()
+        .filter(|r| r.set.disabled.is_none() && r.set.lines.iter().any(|l| l.starts_with("proto = ")))
+        .count();
     if ordered > MAX_ORDERED {
         notes.add(
             NoteKind::Check,
@@ -92,6 +113,18 @@ pub(super) fn rules(
         );
     }
     out.sets.extend(rules.into_iter().map(|r| r.set));
+}
+
+/// Whether the catch-alls `trailing` give each family one policy.
+fn one_policy_per_family(trailing: &[Rule]) -> bool {
+    ["ipv4", "ipv6"].iter().all(|family| {
+        let mut policies = trailing
+            .iter()
+            .filter(|r| r.catch_all == Some(family))
+            .map(|r| &r.set.policy);
+        let first = policies.next();
+        policies.all(|p| Some(p) == first)
+    })
 }
 
 /// The prefixes of `key` (iptables takes `a,b`), or `None` when one of them is not an
