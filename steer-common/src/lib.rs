@@ -403,6 +403,14 @@ pub mod settings_flags {
     pub const HAS_LEARNED_V4: u32 = 16;
     /// The same for IPv6 learned hosts (`LEARNED_V6`).
     pub const HAS_LEARNED_V6: u32 = 32;
+    /// A packet that arrives with a mark under the policy's mask keeps it. Set while
+    /// br_netfilter passes bridged packets through netfilter's prerouting, which then runs
+    /// before the classifier on the bridge: steer's nftables table has already given a packet
+    /// of a marked connection its connection's mark there (a port forward's replies, a
+    /// connection kept across a failback), and the classifier must not overwrite it. Without
+    /// br_netfilter the classifier runs first and a LAN packet arrives unmarked. Written by the
+    /// owner of the nftables table, not the map sync.
+    pub const KEEP_MARK: u32 = 64;
 }
 
 /// The ordered rules: sets with conditions (protocol, ports, source MAC, input interface,

@@ -194,7 +194,12 @@ fn apply_policy(
     let skb = ctx.skb.skb;
     // SAFETY: `skb` is the context pointer of this program; `mark` is writable for tc programs.
     let new_mark = unsafe {
-        let merged = ((*skb).mark & !policy.mask) | (mark & policy.mask);
+        let have = (*skb).mark;
+        let merged = if flags & settings_flags::KEEP_MARK != 0 && have & policy.mask != 0 {
+            have
+        } else {
+            (have & !policy.mask) | (mark & policy.mask)
+        };
         (*skb).mark = merged;
         merged
     };

@@ -719,8 +719,16 @@ fn mwan3_rules_with_an_address_steer_cannot_take_are_left_out_whole() {
         ("r_name", "dest_ip 'vpn.example.com'", ""),
         ("r_invalid", "dest_ip '300.1.1.1'", ""),
         ("r_negated", "dest_ip '!10.0.0.0/8'", ""),
-        ("r_src", "src_ip 'office.example.com'", "\toption proto 'tcp'\n"),
-        ("r_family", "dest_ip '2001:db8::/32'", "\toption family 'ipv4'\n"),
+        (
+            "r_src",
+            "src_ip 'office.example.com'",
+            "\toption proto 'tcp'\n",
+        ),
+        (
+            "r_family",
+            "dest_ip '2001:db8::/32'",
+            "\toption family 'ipv4'\n",
+        ),
     ];
     for (name, address, extra) in bad {
         text.push_str(&format!(
@@ -752,7 +760,10 @@ fn mwan3_rules_with_an_address_steer_cannot_take_are_left_out_whole() {
             "{name}: {err}"
         );
     }
-    assert!(err.contains("not imported: rule 'kept': left out whole, for the dest_ip above"), "{err}");
+    assert!(
+        err.contains("not imported: rule 'kept': left out whole, for the dest_ip above"),
+        "{err}"
+    );
     assert!(
         err.contains("dest_ip 2001:db8::/32 is not of the rule's family ipv4"),
         "{err}"

@@ -120,10 +120,26 @@ impl std::fmt::Debug for Scenario {
 
 impl Scenario {
     pub fn start(tag: &str, options: &Options) -> Scenario {
+        Scenario::start_on(tag, options, Lab::LAN_IFACE, |_| {})
+    }
+
+    /// [`Scenario::start`] on a lab that `prepare` changed first, with steer classifying on
+    /// the LAN interface `lan` (a bridge `prepare` made, say).
+    pub fn start_on(
+        tag: &str,
+        options: &Options,
+        lan: &str,
+        prepare: impl FnOnce(&Lab),
+    ) -> Scenario {
         crate::require_root();
         let lab = Lab::new();
+        prepare(&lab);
         let work = Workdir::new(tag);
-        work.write("steer.toml", &config_text(&work, options));
+        let config = config_text(&work, options).replace(
+            &format!("lan = [\"{}\"]", Lab::LAN_IFACE),
+            &format!("lan = [\"{lan}\"]"),
+        );
+        work.write("steer.toml", &config);
         let daemon = Daemon::start(&lab.router, &work);
         let s = Scenario { daemon, work, lab };
         // Routing is installed right after start; wait until it is (bounded).

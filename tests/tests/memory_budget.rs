@@ -586,7 +586,11 @@ fn a_reload_of_a_domain_list_far_over_the_cgroup_limit_is_refused_not_killed() {
         }
         settle();
         let (ok, _, err) = work.steer(&["reload"]);
-        assert_eq!(cg.oom_kills(), Some(0), "{edit}: refused, not killed: {err}");
+        assert_eq!(
+            cg.oom_kills(),
+            Some(0),
+            "{edit}: refused, not killed: {err}"
+        );
         assert!(!ok, "{edit}: refused");
         assert!(
             err.contains(&format!(

@@ -194,6 +194,71 @@ fn a_port_forward_on_wan2_is_answered_via_wan2() {
     assert_eq!(lan_server.peers().len(), 1);
 }
 
+/// The LAN behind a bridge with br_netfilter passing bridged packets through netfilter (Docker
+/// loads it, and a namespace then starts with `net.bridge.bridge-nf-call-iptables = 1`):
+/// netfilter's prerouting sees a LAN packet at the bridge port, before the classifier on the
+/// bridge. A port forward on WAN 2 is still answered by WAN 2 (the classifier prefers WAN 1),
+/// and a connection made during an outage keeps its WAN when the WAN returns.
+#[test]
+fn on_a_bridged_lan_with_br_netfilter_connections_keep_their_wan() {
+    let brnf = std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables");
+    if !brnf.exists() {
+        // Built in on some kernels, a module on others.
+        let _ = Command::new("modprobe").arg("br_netfilter").status();
+    }
+    assert!(
+        brnf.exists(),
+        "this test needs br_netfilter (built in, or modprobe br_netfilter)"
+    );
+    let s = Scenario::start_on("brnf", &Options::default(), "br-lan", |lab| {
+        lab.bridge_lan("br-lan");
+        lab.router.run(
+            "sysctl -qw net.bridge.bridge-nf-call-iptables=1 \
+             net.bridge.bridge-nf-call-ip6tables=1",
+        );
+    });
+    enforce_source_addresses(&s.lab);
+    let _lan_server =
+        EchoServer::start(&s.lab.client, SocketAddr::new(Lab::CLIENT_V4.into(), 8080));
+    s.lab.router.run(&format!(
+        "nft add table ip pf && \
+         nft 'add chain ip pf pre {{ type nat hook prerouting priority dstnat; }}' && \
+         nft add rule ip pf pre iifname {} tcp dport 8080 dnat to {}:8080",
+        Lab::wan_iface(Wan::Two),
+        Lab::CLIENT_V4
+    ));
+    let wan2 = SocketAddr::new(Lab::nat_addr_v4(Wan::Two).into(), 8080);
+    let mut forwarded = Conversation::open(&s.lab.internet, wan2).unwrap_or_else(|e| {
+        panic!(
+            "connecting to the port forward on WAN 2: {e}\n{}",
+            s.daemon.log_text()
+        )
+    });
+    for _ in 0..10 {
+        exchange(&s, &mut forwarded, "port forward");
+    }
+
+    let server = EchoServer::start(&s.lab.internet, server_a(8011));
+    s.lab.cut_carrier(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    let mut during = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut during, "during the outage").starts_with(&seen_via(Wan::Two)));
+    s.lab.restore_carrier(Wan::One);
+    s.wait_wan("wan1", "up", SETTLE);
+    let mut after = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut after, "new connection").starts_with(&seen_via(Wan::One)));
+    for _ in 0..10 {
+        let seen = exchange(&s, &mut during, "after the return");
+        assert!(seen.starts_with(&seen_via(Wan::Two)), "{seen}");
+    }
+    assert_eq!(server.peers().len(), 2, "no connection was made again");
+    let log = s.daemon.log_text();
+    assert!(
+        log.contains("br_netfilter"),
+        "the daemon says what it does about it:\n{log}"
+    );
+}
+
 #[test]
 fn a_connection_made_during_an_outage_keeps_its_wan_when_the_wan_returns() {
     let o = Options::default();

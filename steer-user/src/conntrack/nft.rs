@@ -18,7 +18,17 @@ pub struct MarkedWan {
 /// The ruleset of `inet steer` for WANs `wans` and LAN interfaces `lan` (see the module
 /// documentation of [`super`]).
 pub fn ruleset(mask: u32, wans: &[MarkedWan], lan: &[String]) -> String {
-    ruleset_with(mask, wans, lan, "")
+    ruleset_with(mask, wans, lan, false, "")
+}
+
+/// Whether br_netfilter passes bridged IPv4 or IPv6 packets through netfilter in this network
+/// namespace (`net.bridge.bridge-nf-call-iptables` or `-ip6tables` is 1; the files exist only
+/// while br_netfilter is loaded). Docker loads it, and a new namespace then starts with both on.
+pub fn bridge_netfilter() -> bool {
+    ["iptables", "ip6tables"].iter().any(|t| {
+        std::fs::read_to_string(format!("/proc/sys/net/bridge/bridge-nf-call-{t}"))
+            .is_ok_and(|v| v.trim() == "1")
+    })
 }
 
 /// [`ruleset`] with more chains of other parts of steer (snoop mode's) in the same table.
@@ -32,7 +42,18 @@ pub fn ruleset(mask: u32, wans: &[MarkedWan], lan: &[String]) -> String {
 /// (the classifier's verdict; it wins over the input interface), else one coming in through a
 /// WAN by that interface. A WAN's chain writes its mark under the mask; its name carries the
 /// mark, so chains stay unique.
-pub fn ruleset_with(mask: u32, wans: &[MarkedWan], lan: &[String], extra: &str) -> String {
+///
+/// `bridged` ([`bridge_netfilter`]): prerouting then sees a bridged LAN packet before the
+/// classifier on the bridge, so it still restores a marked connection's mark there (the
+/// classifier keeps it: `settings_flags::KEEP_MARK`), but a new connection has no mark yet:
+/// the forward hook, after the classifier and routing, gives it the packet's.
+pub fn ruleset_with(
+    mask: u32,
+    wans: &[MarkedWan],
+    lan: &[String],
+    bridged: bool,
+    extra: &str,
+) -> String {
     let keep = !mask;
     let mut chains = String::new();
     let mut by_interface = Vec::new();
@@ -82,6 +103,14 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], lan: &[String], extra: &str) 
             by_mark.join(", "),
             by_interface.join(", ")
         ));
+        if bridged {
+            chains.push_str(&format!(
+                "\tchain mark_bridged_connections {{\n\
+                 \t\ttype filter hook forward priority mangle + 10; policy accept;\n\
+                 \t\tct mark and {mask:#x} == 0 meta mark and {mask:#x} vmap {{ {} }}\n\t}}\n",
+                by_mark.join(", ")
+            ));
+        }
     }
     format!(
         "table inet {NFT_TABLE} {{\n\tchain mark_connections {{\n\
@@ -97,7 +126,7 @@ fn quoted(name: &str) -> String {
 
 /// Installs (or replaces, in one transaction) steer's nftables table.
 pub fn install(mask: u32, wans: &[MarkedWan], lan: &[String]) -> Result<(), ConntrackError> {
-    install_with(mask, wans, lan, "")
+    install_with(mask, wans, lan, false, "")
 }
 
 /// [`install`] with `extra` chains in the table (see [`ruleset_with`]).
@@ -105,12 +134,13 @@ pub fn install_with(
     mask: u32,
     wans: &[MarkedWan],
     lan: &[String],
+    bridged: bool,
     extra: &str,
 ) -> Result<(), ConntrackError> {
     // Declaring the table first makes the delete succeed when it does not exist yet.
     let script = format!(
         "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{}",
-        ruleset_with(mask, wans, lan, extra)
+        ruleset_with(mask, wans, lan, bridged, extra)
     );
     nft(&["-f", "-"], Some(&script))
 }

@@ -458,12 +458,14 @@ impl Controller {
     }
 
     /// Installs steer's nftables table, with the IPv6 source chains of `[ipv6]` and snoop
-    /// mode's chain when it is on. A kernel without nftables' `queue` expression refuses that
+    /// mode's chain when it is on, for br_netfilter on a LAN bridge when `bridged`
+    /// ([`crate::conntrack::ruleset_with`]). A kernel without nftables' `queue` expression refuses that
     /// chain: the table goes in without it and the same rules go into an iptables chain of
     /// steer's (NFQUEUE target) instead.
     pub(super) fn install_marking(
         &self,
         wans: &[crate::conntrack::MarkedWan],
+        bridged: bool,
     ) -> Option<ReportLine> {
         use crate::{conntrack, wan_sources};
         let general = &self.config.general;
@@ -484,10 +486,10 @@ impl Controller {
         let refused = std::cell::RefCell::new(None);
         let install = |extra: &str| {
             let with = format!("{sources}{extra}");
-            match conntrack::install_with(general.mark_mask, wans, &general.lan, &with) {
+            let mask = general.mark_mask;
+            match conntrack::install_with(mask, wans, &general.lan, bridged, &with) {
                 Err(e) if !sources.is_empty() => {
-                    let without =
-                        conntrack::install_with(general.mark_mask, wans, &general.lan, extra);
+                    let without = conntrack::install_with(mask, wans, &general.lan, bridged, extra);
                     if without.is_ok() {
                         *refused.borrow_mut() = Some(e);
                     }
@@ -497,6 +499,7 @@ impl Controller {
             }
         };
         let line = self.install_marking_with(install);
+        let line = self.keep_marks(bridged).or(line);
         let Some(e) = refused.into_inner() else {
             return line;
         };
@@ -507,6 +510,32 @@ impl Controller {
         Some(ReportLine::error(match line {
             Some(other) => format!("{ipv6}; {}", other.text),
             None => ipv6,
+        }))
+    }
+
+    /// Tells the classifier to keep the marks packets arrive with while br_netfilter runs
+    /// netfilter's prerouting on bridged packets before it (see
+    /// `steer_common::settings_flags::KEEP_MARK`); says so when that changes.
+    fn keep_marks(&self, bridged: bool) -> Option<ReportLine> {
+        use std::sync::atomic::Ordering;
+        if let Err(e) = self.dp.maps().set_keep_mark(bridged) {
+            return Some(ReportLine::error(format!(
+                "br_netfilter: cannot tell the classifier to keep connection marks: {e}"
+            )));
+        }
+        if self.marking_bridged.swap(bridged, Ordering::Relaxed) == bridged {
+            return None;
+        }
+        Some(ReportLine::warning(if bridged {
+            "br_netfilter passes bridged packets through netfilter \
+             (net.bridge.bridge-nf-call-iptables or -ip6tables = 1): steer's table now restores \
+             a connection's mark before the classifier on a LAN bridge, which keeps it, and \
+             marks new connections in the forward hook"
+                .to_owned()
+        } else {
+            "br_netfilter no longer passes bridged packets through netfilter: connection marks \
+             are set and restored after the classifier again"
+                .to_owned()
         }))
     }
 

@@ -133,6 +133,7 @@ mod tests {
             carrier: true,
             admin_up: true,
             point_to_point,
+            bridge: false,
         });
         v
     }

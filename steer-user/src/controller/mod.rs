@@ -292,6 +292,10 @@ pub struct Controller {
     inputs: Option<Inputs>,
     /// Policy tables precomputed for single-WAN failures ([`standby`]).
     standbys: standby::Standbys,
+    /// Whether steer's nftables table was installed for br_netfilter
+    /// ([`conntrack::bridge_netfilter`]); the periodic check installs it again when that
+    /// changes (Docker starting loads br_netfilter).
+    marking_bridged: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Controller {
@@ -358,6 +362,7 @@ impl Controller {
             runtime,
             inputs: None,
             standbys: standby::Standbys::default(),
+            marking_bridged: std::sync::atomic::AtomicBool::new(false),
         };
         let mut report = match ctl.apply(config, true, None).await {
             Ok(report) => report,
@@ -822,7 +827,7 @@ impl Controller {
         };
         let mut lines = changes.lines;
         if self.retranslate(before) {
-            lines.extend(self.ensure_conntrack_marking());
+            lines.extend(self.ensure_conntrack_marking().await);
         }
         for (wan, family, up, cause) in changes.availability {
             let verdict = Verdict {
@@ -1058,9 +1063,15 @@ impl Controller {
     /// Restores steer's nftables table if something removed it. `nft` runs off the event
     /// loop, so probes and requests are not held up by it.
     pub async fn check_conntrack_marking(&self) -> Option<ReportLine> {
+        let installed_for = self
+            .marking_bridged
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if self.bridged_lan().await != installed_for {
+            return self.ensure_conntrack_marking().await;
+        }
         match tokio::task::spawn_blocking(conntrack::table_present).await {
             Ok(Ok(true)) => None,
-            Ok(Ok(false)) => Some(self.ensure_conntrack_marking().unwrap_or_else(|| {
+            Ok(Ok(false)) => Some(self.ensure_conntrack_marking().await.unwrap_or_else(|| {
                 ReportLine::warning(format!(
                     "nftables table inet {} was missing (a firewall reload flushes the \
                      ruleset): restored",
@@ -1382,7 +1393,7 @@ impl Controller {
         let dns_lines = self.configure_dns();
         report.notes.extend(dns_lines);
         report.took = started.elapsed();
-        report.after.extend(self.ensure_conntrack_marking());
+        report.after.extend(self.ensure_conntrack_marking().await);
         if !first {
             // The table went in above, whatever changed.
             let _ = self.retranslate(old_sources);
@@ -1428,8 +1439,15 @@ impl Controller {
         !changed.is_empty()
     }
 
+    /// Whether br_netfilter passes the packets of a LAN bridge through netfilter before the
+    /// classifier ([`conntrack::bridge_netfilter`], and a bridge among the LAN interfaces).
+    async fn bridged_lan(&self) -> bool {
+        conntrack::bridge_netfilter() && self.routing.any_bridge(&self.config.general.lan).await
+    }
+
     /// Installs (or replaces) steer's nftables table for the configured WANs and LANs.
-    fn ensure_conntrack_marking(&self) -> Option<ReportLine> {
+    async fn ensure_conntrack_marking(&self) -> Option<ReportLine> {
+        let bridged = self.bridged_lan().await;
         let wans: Vec<conntrack::MarkedWan> = self
             .config
             .wans
@@ -1439,7 +1457,7 @@ impl Controller {
                 mark: w.mark,
             })
             .collect();
-        self.install_marking(&wans)
+        self.install_marking(&wans, bridged)
     }
 
     /// Attaches to every configured LAN interface (at start: adopting pinned links; later: new

@@ -109,10 +109,11 @@ pub(super) fn map_err(
     }
 }
 
-/// `SETTINGS[0]`, the classifier's runtime switches. Two owners write it, each only its own
-/// flags: the map sync ([`super::sync`]) every flag but the learned hosts', and the DNS learner
-/// `HAS_LEARNED_V4`/`HAS_LEARNED_V6` (through [`super::learned::LearnedMaps`]), on the
-/// threads that relay DNS answers. Every change is a read and a write under one lock, so
+/// `SETTINGS[0]`, the classifier's runtime switches. Three owners write it, each only its own
+/// flags: the map sync ([`super::sync`]) every flag but the learned hosts' and `KEEP_MARK`, the
+/// DNS learner `HAS_LEARNED_V4`/`HAS_LEARNED_V6` (through [`super::learned::LearnedMaps`]), on
+/// the threads that relay DNS answers, and the owner of steer's nftables table `KEEP_MARK`
+/// ([`Maps::set_keep_mark`]). Every change is a read and a write under one lock, so
 /// neither writer can undo the other's.
 #[derive(Clone)]
 pub struct SettingsWord(Arc<Mutex<Array<MapData, Settings>>>);
@@ -862,6 +863,16 @@ impl Maps {
     pub fn set_flags(&mut self, mask: u32, flags: u32) -> Result<(), DataplaneError> {
         let word = self.settings.clone();
         word.update(mask, flags, || self.meter(1)).map(|_| ())
+    }
+
+    /// Whether the classifier keeps a mark a packet arrives with
+    /// (`settings_flags::KEEP_MARK`): the flag of the nftables table's owner, on while
+    /// br_netfilter runs netfilter's prerouting on bridged packets before the classifier.
+    pub fn set_keep_mark(&self, on: bool) -> Result<(), DataplaneError> {
+        let flag = steer_common::settings_flags::KEEP_MARK;
+        self.settings
+            .update(flag, if on { flag } else { 0 }, || Ok(()))
+            .map(|_| ())
     }
 
     /// A handle on the settings word for its other writer, the DNS learner.

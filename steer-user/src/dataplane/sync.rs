@@ -776,8 +776,10 @@ fn settings(prefixes: &PrefixSets, log_packets: bool, ordered: bool) -> Settings
     Settings { flags, _pad: 0 }
 }
 
-/// The settings flags the sync owns: all but the learned hosts' (the DNS learner's).
-pub const SYNC_FLAGS: u32 = !(settings_flags::HAS_LEARNED_V4 | settings_flags::HAS_LEARNED_V6);
+/// The settings flags the sync owns: all but the learned hosts' (the DNS learner's) and
+/// `KEEP_MARK` (the nftables table's owner's: [`super::Maps::set_keep_mark`]).
+pub const SYNC_FLAGS: u32 =
+    !(settings_flags::HAS_LEARNED_V4 | settings_flags::HAS_LEARNED_V6 | settings_flags::KEEP_MARK);
 
 /// Brings the flags the sync owns to `want`'s, leaving the learned hosts' as they are.
 fn write_settings(maps: &mut Maps, want: Settings) -> Result<(), DataplaneError> {

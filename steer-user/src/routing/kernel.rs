@@ -10,7 +10,7 @@ use std::{
 use futures::TryStreamExt;
 use netlink_packet_route::{
     AddressFamily,
-    link::{LinkAttribute, LinkFlags, LinkMessage},
+    link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo as LinkInfoAttr, LinkMessage},
     route::{
         RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope,
         RouteType, RouteVia,
@@ -45,6 +45,9 @@ pub struct LinkInfo {
     /// IFF_POINTOPOINT or IFF_NOARP: PPP, WireGuard, a tun device, raw-IP LTE. Its default
     /// route needs no next hop.
     pub point_to_point: bool,
+    /// A bridge (a LAN of several ports: br_netfilter may pass its packets through netfilter
+    /// before steer's classifier sees them).
+    pub bridge: bool,
 }
 
 impl LinkInfo {
@@ -60,6 +63,12 @@ impl LinkInfo {
             admin_up: m.header.flags.contains(LinkFlags::Up),
             point_to_point: m.header.flags.contains(LinkFlags::Pointopoint)
                 || m.header.flags.contains(LinkFlags::Noarp),
+            bridge: m.attributes.iter().any(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfoAttr::Kind(InfoKind::Bridge))),
+                _ => false,
+            }),
         })
     }
 }

@@ -475,6 +475,13 @@ impl Routing {
         })
     }
 
+    /// Whether any of `names` is a bridge (one link dump).
+    pub async fn any_bridge(&self, names: &[String]) -> bool {
+        self.links()
+            .await
+            .is_ok_and(|links| links.iter().any(|l| l.bridge && names.contains(&l.name)))
+    }
+
     /// The index, carrier (IFF_LOWER_UP) and administrative state (IFF_UP) of every interface,
     /// by name, from a single link dump: one request however many interfaces the caller needs.
     pub async fn link_states(&self) -> Result<HashMap<String, (u32, bool, bool)>, RoutingError> {

@@ -292,6 +292,7 @@ mod tests {
                 carrier,
                 admin_up: true,
                 point_to_point: false,
+                bridge: false,
             });
         }
         l

@@ -499,6 +499,30 @@ impl Lab {
         );
     }
 
+    /// Puts the router's LAN side behind a bridge called `bridge`, as on most routers: `lan0`
+    /// becomes its port and the LAN addresses move to it. Returns once the client reaches the
+    /// router through it.
+    pub fn bridge_lan(&self, bridge: &str) {
+        let lan = Self::LAN_IFACE;
+        let (g4, g6) = (Self::LAN_GATEWAY_V4, Self::LAN_GATEWAY_V6);
+        step(
+            &self.router,
+            "bridge the LAN",
+            &format!(
+                "ip link add {bridge} type bridge && ip addr flush dev {lan} && \
+                 ip link set {lan} master {bridge} && ip link set {bridge} up && \
+                 ip addr add {g4}/24 dev {bridge} && ip -6 addr add {g6}/64 dev {bridge} nodad"
+            ),
+        );
+        let unreachable = ping_all(&self.client, &[&g4.to_string(), &g6.to_string()], SETTLE);
+        assert!(
+            unreachable.is_empty(),
+            "bridge_lan: no answer from {}\n{}",
+            unreachable.join(", "),
+            diagnostics(&self.client)
+        );
+    }
+
     /// Creates the LAN link again, configured as [`Lab::new`] does, after a test deleted it
     /// (`ip link del dev lan0` in the router takes both ends): a new `lan0` with a new ifindex,
     /// as netifd makes when it recreates a bridge. Returns once the client reaches the router.

@@ -199,7 +199,10 @@ mod tests {
         assert!(t.get("default").is_none());
         assert_eq!(set_names(&t), ["ssh", "v4", "v6"]);
         let sets = t["set"].as_array().unwrap();
-        assert!(sets[0].get("proto").is_some(), "a rule with a condition stays ordered");
+        assert!(
+            sets[0].get("proto").is_some(),
+            "a rule with a condition stays ordered"
+        );
         for set in &sets[1..] {
             assert!(set.get("proto").is_none(), "a plain set: {set:?}");
             assert_eq!(set["allow_default_route"].as_bool(), Some(true));
@@ -208,10 +211,8 @@ mod tests {
 
     #[test]
     fn catch_alls_of_two_policies_for_every_family_stay_ordered_rules() {
-        let i = run(
-            "config rule 'a'\n option use_policy 'pa'\n\
-             config rule 'b'\n option use_policy 'pb'\n",
-        );
+        let i = run("config rule 'a'\n option use_policy 'pa'\n\
+             config rule 'b'\n option use_policy 'pb'\n");
         let t = table(&i);
         assert!(t.get("default").is_none());
         let sets = t["set"].as_array().unwrap();

@@ -102,7 +102,9 @@ pub(super) fn rules(
     }
     let ordered = rules
         .iter()
-        .filter(|r| r.set.disabled.is_none() && r.set.lines.iter().any(|l| l.starts_with("proto = ")))
+        .filter(|r| {
+            r.set.disabled.is_none() && r.set.lines.iter().any(|l| l.starts_with("proto = "))
+        })
         .count();
     if ordered > MAX_ORDERED {
         notes.add(
@@ -356,16 +358,18 @@ fn addresses(s: &Section, d: &mut Draft, notes: &mut Notes) -> Option<Option<&'s
         return Some(None);
     }
     let has = |p: &str| dst.iter().any(|x| x == p);
-    Some(Some(match (dst.is_empty(), has("0.0.0.0/0"), has("::/0")) {
-        (false, true, true) => "any",
-        (false, true, false) => "ipv4",
-        (false, false, _) => "ipv6",
-        (true, ..) => match family {
-            "ipv4" => "ipv4",
-            "ipv6" => "ipv6",
-            _ => "any",
+    Some(Some(
+        match (dst.is_empty(), has("0.0.0.0/0"), has("::/0")) {
+            (false, true, true) => "any",
+            (false, true, false) => "ipv4",
+            (false, false, _) => "ipv6",
+            (true, ..) => match family {
+                "ipv4" => "ipv4",
+                "ipv6" => "ipv6",
+                _ => "any",
+            },
         },
-    }))
+    ))
 }
 
 /// mwan3 matches `-m set --match-set NAME dst` and `-s src_ip` and `-d dest_ip`, all of them:
