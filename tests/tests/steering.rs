@@ -259,6 +259,56 @@ fn on_a_bridged_lan_with_br_netfilter_connections_keep_their_wan() {
     );
 }
 
+/// Connections that come in through WAN 2 to the router itself (its SSH, its WireGuard
+/// server) or to a host behind an interface steer does not classify on (a DMZ, forwarded to)
+/// are answered by WAN 2, though the main table's default route is WAN 1's: the answers took
+/// the main table into the wrong line.
+#[test]
+fn connections_into_wan2_to_the_router_or_a_dmz_are_answered_via_wan2() {
+    let s = Scenario::start("own-answers", &Options::default());
+    enforce_source_addresses(&s.lab);
+    s.lab.set_main_default(Wan::One);
+    let wan2_addr = Lab::nat_addr_v4(Wan::Two);
+    let own = EchoServer::start(&s.lab.router, SocketAddr::new(wan2_addr.into(), 9000));
+    let mut to_router = Conversation::open(&s.lab.internet, own.addr()).unwrap_or_else(|e| {
+        panic!(
+            "connecting to the router's own service on WAN 2: {e}\n{}",
+            s.daemon.log_text()
+        )
+    });
+    for _ in 0..5 {
+        exchange(&s, &mut to_router, "the router's own service");
+    }
+
+    let dmz = Netns::new("dmz");
+    s.lab.router.run(&format!(
+        "ip link add dmz0 type veth peer name dmz1 netns {} && \
+         ip addr add 10.77.0.1/24 dev dmz0 && ip link set dmz0 up",
+        dmz.name
+    ));
+    dmz.run(
+        "ip addr add 10.77.0.2/24 dev dmz1 && ip link set dmz1 up && \
+         ip route add default via 10.77.0.1",
+    );
+    let _dmz_server = EchoServer::start(&dmz, SocketAddr::new([10, 77, 0, 2].into(), 8081));
+    s.lab.router.run(&format!(
+        "nft add table ip pf && \
+         nft 'add chain ip pf pre {{ type nat hook prerouting priority dstnat; }}' && \
+         nft add rule ip pf pre iifname {} tcp dport 8081 dnat to 10.77.0.2:8081",
+        Lab::wan_iface(Wan::Two)
+    ));
+    let forwarded = SocketAddr::new(wan2_addr.into(), 8081);
+    let mut to_dmz = Conversation::open(&s.lab.internet, forwarded).unwrap_or_else(|e| {
+        panic!(
+            "connecting to the DMZ's port forward on WAN 2: {e}\n{}",
+            s.daemon.log_text()
+        )
+    });
+    for _ in 0..5 {
+        exchange(&s, &mut to_dmz, "the DMZ's port forward");
+    }
+}
+
 #[test]
 fn a_connection_made_during_an_outage_keeps_its_wan_when_the_wan_returns() {
     let o = Options::default();

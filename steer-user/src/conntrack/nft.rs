@@ -1,5 +1,6 @@
 //! steer's nftables table, `inet steer`: connection marks from the first packet (or from the
-//! WAN a connection came in by), and restored on every later packet from the LAN.
+//! WAN a connection came in by), restored on every later packet from any interface but the
+//! WANs (the LAN's, a DMZ's) and on the router's own answers.
 
 use std::process::Command;
 
@@ -15,10 +16,10 @@ pub struct MarkedWan {
     pub mark: u32,
 }
 
-/// The ruleset of `inet steer` for WANs `wans` and LAN interfaces `lan` (see the module
+/// The ruleset of `inet steer` for WANs `wans` (see the module
 /// documentation of [`super`]).
-pub fn ruleset(mask: u32, wans: &[MarkedWan], lan: &[String]) -> String {
-    ruleset_with(mask, wans, lan, false, "")
+pub fn ruleset(mask: u32, wans: &[MarkedWan]) -> String {
+    ruleset_with(mask, wans, false, "")
 }
 
 /// Whether br_netfilter passes bridged IPv4 or IPv6 packets through netfilter in this network
@@ -47,13 +48,7 @@ pub fn bridge_netfilter() -> bool {
 /// classifier on the bridge, so it still restores a marked connection's mark there (the
 /// classifier keeps it: `settings_flags::KEEP_MARK`), but a new connection has no mark yet:
 /// the forward hook, after the classifier and routing, gives it the packet's.
-pub fn ruleset_with(
-    mask: u32,
-    wans: &[MarkedWan],
-    lan: &[String],
-    bridged: bool,
-    extra: &str,
-) -> String {
+pub fn ruleset_with(mask: u32, wans: &[MarkedWan], bridged: bool, extra: &str) -> String {
     let keep = !mask;
     let mut chains = String::new();
     let mut by_interface = Vec::new();
@@ -69,6 +64,11 @@ pub fn ruleset_with(
              \tchain restore_{mark:#x} {{\n\t\tmeta mark set meta mark and {keep:#x} or {mark:#x}\n\t}}\n"
         ));
     }
+    let restore: String = wans
+        .iter()
+        .map(|w| format!("{mark:#x} : jump restore_{mark:#x}", mark = w.mark))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut rules = String::new();
     if !wans.is_empty() {
         // `accept` ends only this chain: the other chains of the table hook on their own.
@@ -84,18 +84,22 @@ pub fn ruleset_with(
         rules.push_str(&format!(
             "\t\tct state new ct mark and {mask:#x} == 0 jump new_connection\n"
         ));
-        if !lan.is_empty() {
-            let lan: Vec<String> = lan.iter().map(|l| quoted(l)).collect();
-            let restore: Vec<String> = wans
-                .iter()
-                .map(|w| format!("{mark:#x} : jump restore_{mark:#x}", mark = w.mark))
-                .collect();
-            rules.push_str(&format!(
-                "\t\tiifname {{ {} }} ct mark and {mask:#x} vmap {{ {} }}\n",
-                lan.join(", "),
-                restore.join(", ")
-            ));
-        }
+        // From every interface but the WANs: the LAN's, and a DMZ's or a VPN's whose port
+        // forwards came in through a WAN. A packet coming in from a WAN keeps no mark: routed
+        // by its connection's it would turn back out.
+        let wan_names: Vec<String> = wans.iter().map(|w| quoted(&w.interface)).collect();
+        rules.push_str(&format!(
+            "\t\tiifname != {{ {} }} ct mark and {mask:#x} vmap {{ {restore} }}\n",
+            wan_names.join(", ")
+        ));
+        // The router's own answers to connections that came in through a WAN (its SSH, its
+        // WireGuard server) leave by that WAN: a route chain routes again by the new mark.
+        // Its own connections have no connection mark and follow the main table.
+        chains.push_str(&format!(
+            "\tchain mark_own_answers {{\n\
+             \t\ttype route hook output priority mangle + 10; policy accept;\n\
+             \t\tct mark and {mask:#x} vmap {{ {restore} }}\n\t}}\n"
+        ));
         chains.push_str(&format!(
             "\tchain new_connection {{\n\
              \t\tmeta mark and {mask:#x} vmap {{ {} }}\n\
@@ -125,22 +129,21 @@ fn quoted(name: &str) -> String {
 }
 
 /// Installs (or replaces, in one transaction) steer's nftables table.
-pub fn install(mask: u32, wans: &[MarkedWan], lan: &[String]) -> Result<(), ConntrackError> {
-    install_with(mask, wans, lan, false, "")
+pub fn install(mask: u32, wans: &[MarkedWan]) -> Result<(), ConntrackError> {
+    install_with(mask, wans, false, "")
 }
 
 /// [`install`] with `extra` chains in the table (see [`ruleset_with`]).
 pub fn install_with(
     mask: u32,
     wans: &[MarkedWan],
-    lan: &[String],
     bridged: bool,
     extra: &str,
 ) -> Result<(), ConntrackError> {
     // Declaring the table first makes the delete succeed when it does not exist yet.
     let script = format!(
         "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{}",
-        ruleset_with(mask, wans, lan, bridged, extra)
+        ruleset_with(mask, wans, bridged, extra)
     );
     nft(&["-f", "-"], Some(&script))
 }
@@ -200,11 +203,12 @@ mod tests {
                 mark: 0x200,
             },
         ];
-        let r = ruleset(0xff00, &wans, &["br-lan".into(), "lan2".into()]);
+        let r = ruleset(0xff00, &wans);
         for line in [
             "type filter hook prerouting priority mangle + 10; policy accept;\n\t\tct mark and 0xff00 . meta mark and 0xff00 vmap { 0x100 . 0x100 : accept, 0x200 . 0x200 : accept }\n\t\tct state new",
             "ct state new ct mark and 0xff00 == 0 jump new_connection",
-            "\t\tiifname { \"br-lan\", \"lan2\" } ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
+            "\t\tiifname != { \"eth1\", \"wwan0\" } ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
+            "type route hook output priority mangle + 10; policy accept;\n\t\tct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
             "meta mark and 0xff00 vmap { 0x100 : goto connection_0x100, 0x200 : goto connection_0x200 }\n\t\tiifname vmap { \"eth1\" : goto connection_0x100, \"wwan0\" : goto connection_0x200 }",
             "chain connection_0x200 {\n\t\tct mark set ct mark and 0xffff00ff or 0x200",
             "chain restore_0x100 {\n\t\tmeta mark set meta mark and 0xffff00ff or 0x100",

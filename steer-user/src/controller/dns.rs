@@ -487,9 +487,9 @@ impl Controller {
         let install = |extra: &str| {
             let with = format!("{sources}{extra}");
             let mask = general.mark_mask;
-            match conntrack::install_with(mask, wans, &general.lan, bridged, &with) {
+            match conntrack::install_with(mask, wans, bridged, &with) {
                 Err(e) if !sources.is_empty() => {
-                    let without = conntrack::install_with(mask, wans, &general.lan, bridged, extra);
+                    let without = conntrack::install_with(mask, wans, bridged, extra);
                     if without.is_ok() {
                         *refused.borrow_mut() = Some(e);
                     }

@@ -172,8 +172,7 @@ impl Shared {
                         mark: *mark,
                     })
                     .collect();
-                let lan = [router.lan.clone()];
-                nft(router, &steer::conntrack::ruleset(MARK_MASK, &wans, &lan));
+                nft(router, &steer::conntrack::ruleset(MARK_MASK, &wans));
                 None
             }
         }
