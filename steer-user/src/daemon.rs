@@ -563,8 +563,23 @@ async fn handle(
                 Err(e) => Reply::Now(Response::error(e.to_string())),
             }
         }
-        Request::Gateway { name, gateway } => {
-            Reply::Now(match ctl.set_gateway(&name, gateway).await {
+        Request::Gateway {
+            name,
+            gateway,
+            family,
+        } => {
+            let family = match family.as_deref() {
+                None => None,
+                Some("ipv4") => Some(Family::V4),
+                Some("ipv6") => Some(Family::V6),
+                Some(other) => {
+                    return Reply::Now(Response::error(format!(
+                        "family `{}`: use ipv4 or ipv6",
+                        crate::shown::shown(other)
+                    )));
+                }
+            };
+            Reply::Now(match ctl.set_gateway(&name, gateway, family).await {
                 Ok(lines) => {
                     log_lines("", &lines);
                     let text: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();

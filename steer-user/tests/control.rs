@@ -188,9 +188,11 @@ async fn fake_daemon(
                 continue;
             }
             Request::Wan { name, mode } => Response::ok(json!({"name": name, "mode": mode})),
-            Request::Gateway { name, gateway } => {
-                Response::ok(json!({"name": name, "gateway": gateway}))
-            }
+            Request::Gateway {
+                name,
+                gateway,
+                family,
+            } => Response::ok(json!({"name": name, "gateway": gateway, "family": family})),
             Request::Prefix6 { name, prefix } => {
                 Response::ok(json!({"name": name, "prefix": prefix}))
             }

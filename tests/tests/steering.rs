@@ -148,6 +148,13 @@ fn a_main_table_route_through_a_wans_gateway_is_steered_while_that_wan_is_down()
         "{}",
         s.daemon.log_text()
     );
+    assert!(
+        s.daemon
+            .log_text()
+            .contains("] wan1: local destinations (never steered): "),
+        "{}",
+        s.daemon.log_text()
+    );
     // Back up: the route is obeyed again.
     s.lab.restore_upstream(Wan::One);
     s.wait_wan("wan1", "up", SETTLE);

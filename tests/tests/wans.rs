@@ -270,6 +270,132 @@ fn a_dhcp_wan_follows_its_lease_into_another_subnet_and_waits_when_it_is_lost() 
     drop(client);
 }
 
+/// A line that probes found dead keeps its state through a lease rebound (the gateway goes
+/// and comes back, as a modem whose DHCP server still answers gives it): it comes back only
+/// after `up_after` passed rounds, not with the gateway. It was put back in service at once,
+/// and the LAN's flows went into the dead line.
+#[test]
+fn a_wan_found_dead_stays_down_when_its_gateway_comes_back() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("rebind");
+    let wans = wans_with_auto_gateway(
+        Wan::One,
+        "gateway",
+        &icmp(&[Lab::PROBE_1.to_string()]),
+        &icmp(&[Lab::PROBE_2.to_string()]),
+    );
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    let daemon = Daemon::start(&lab.router, &work);
+    let hand_in = |gateway: &str| work.steer_ok(&["wan", "wan1", "gateway", gateway]);
+    hand_in(&Lab::gateway_v4(Wan::One).to_string());
+    wait_status(&work, &daemon, "the handed-in gateway", |st| {
+        gateway_is(st, "wan1", "IPv4", "via 100.64.1.1 (set by")
+    });
+    let a: IpAddr = Lab::SERVER_A.into();
+    wait_traffic_from(&lab, a, 7301, Lab::nat_addr_v4(Wan::One).into(), &daemon);
+
+    lab.blackhole_upstream(Wan::One);
+    wait_status(&work, &daemon, "probes find wan1 dead", |st| {
+        family_of(st, "wan1", "IPv4")["state"] == "down"
+    });
+    // The lease is rebound: the gateway goes away and comes back.
+    hand_in("auto");
+    wait_status(&work, &daemon, "waiting", |st| {
+        gateway_is(st, "wan1", "IPv4", "waiting for a gateway")
+    });
+    hand_in(&Lab::gateway_v4(Wan::One).to_string());
+    wait_status(&work, &daemon, "the gateway is back", |st| {
+        gateway_is(st, "wan1", "IPv4", "via 100.64.1.1 (set by")
+    });
+    for i in 0..10 {
+        assert_eq!(
+            work.wan_state("wan1"),
+            "down",
+            "{i}: a dead line stays down with its gateway back\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_traffic_from(&lab, a, 7302, Lab::nat_addr_v4(Wan::Two).into(), &daemon);
+
+    lab.restore_upstream(Wan::One);
+    wait_status(&work, &daemon, "probes bring it back", |st| {
+        family_of(st, "wan1", "IPv4")["state"] == "up"
+    });
+    wait_traffic_from(&lab, a, 7303, Lab::nat_addr_v4(Wan::One).into(), &daemon);
+}
+
+/// What a DHCP hook hands in is checked and kept: a gateway not on the WAN's link, or the
+/// router's own address, is refused with exit status 1 and the one before stays (it was
+/// accepted, with the route failing and the old one left in the table); `auto4` gives back
+/// IPv4's alone (`auto` took IPv6's hand-in too); and a restarted daemon keeps the hand-ins
+/// (the WAN waited for the client's next renewal).
+#[test]
+fn handed_in_gateways_are_checked_kept_per_family_and_across_a_restart() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("hand-in");
+    let v6 = format!("gateway6 = \"{}\"\n", Lab::gateway_v6(Wan::One));
+    let wans = wans_with_auto_gateway(
+        Wan::One,
+        "gateway",
+        &icmp(&[Lab::PROBE_1.to_string()]),
+        &icmp(&[Lab::PROBE_2.to_string()]),
+    )
+    .replacen(&v6, "", 1);
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    let mut daemon = Daemon::start(&lab.router, &work);
+    let (gw4, gw6) = (Lab::gateway_v4(Wan::One), Lab::gateway_v6(Wan::One));
+    work.steer_ok(&["wan", "wan1", "gateway", &gw4.to_string()]);
+    work.steer_ok(&["wan", "wan1", "gateway", &gw6.to_string()]);
+    let handed_in = |st: &serde_json::Value| {
+        gateway_is(st, "wan1", "IPv4", &format!("via {gw4} (set by"))
+            && gateway_is(st, "wan1", "IPv6", &format!("via {gw6} (set by"))
+    };
+    wait_status(&work, &daemon, "both hand-ins", handed_in);
+
+    let (ok, _, err) = work.steer(&["wan", "wan1", "gateway", "10.9.9.9"]);
+    assert!(!ok, "an address off the WAN's link is refused: {err}");
+    assert!(
+        err.contains("10.9.9.9 cannot be the gateway of wan1")
+            && err.contains(&format!("it stays via {gw4}")),
+        "{err}"
+    );
+    let own = Lab::nat_addr_v4(Wan::One).to_string();
+    let (ok, _, err) = work.steer(&["wan", "wan1", "gateway", &own]);
+    assert!(
+        !ok && err.contains(&format!("{own} is an address of this router")),
+        "{err}"
+    );
+    let table = lab.router.run("ip -4 route show table 101");
+    assert!(
+        table.contains(&format!("default via {gw4} dev wan1")),
+        "{table}"
+    );
+    assert!(!table.contains("10.9.9.9"), "{table}");
+    wait_status(&work, &daemon, "both hand-ins stay", handed_in);
+
+    work.steer_ok(&["wan", "wan1", "gateway", "auto4"]);
+    wait_status(&work, &daemon, "IPv4's alone given back", |st| {
+        gateway_is(st, "wan1", "IPv4", "waiting for a gateway")
+            && gateway_is(st, "wan1", "IPv6", &format!("via {gw6} (set by"))
+    });
+
+    work.steer_ok(&["wan", "wan1", "gateway", &gw4.to_string()]);
+    wait_status(&work, &daemon, "handed in again", handed_in);
+    assert!(
+        daemon.signal_and_wait(libc::SIGTERM, SETTLE),
+        "the daemon stops"
+    );
+    let daemon = Daemon::start(&lab.router, &work);
+    wait_status(&work, &daemon, "kept across the restart", handed_in);
+    let a: IpAddr = Lab::SERVER_A.into();
+    wait_traffic_from(&lab, a, 7311, Lab::nat_addr_v4(Wan::One).into(), &daemon);
+}
+
 /// A DHCP client on the router that installs the lease's address but no route, and hands the
 /// router to steer through the hook in `contrib/dhcp/` (what a router owner copies).
 #[derive(Clone, Copy, Debug)]

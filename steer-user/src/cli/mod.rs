@@ -120,7 +120,8 @@ pub enum Command {
     },
     /// Force a WAN up or down, or give it back to health tracking (`auto`); or hand in its
     /// gateway from a DHCP client hook (`gateway ADDR`, `gateway auto` to go back to what the
-    /// system's routes say), or its delegated IPv6 prefix from a DHCPv6 client hook
+    /// system's routes say, `auto4` or `auto6` for one family), or its delegated IPv6 prefix
+    /// from a DHCPv6 client hook
     /// (`prefix6 PREFIX`, `prefix6 auto`).
     Wan {
         /// The WAN's name; with `gateway` also its interface (what a DHCP hook knows).
@@ -245,28 +246,37 @@ fn prefix6_request(name: String, value: &str) -> Result<Request, CliError> {
         .map_err(|e| CliError::Refused(e.to_string()))
 }
 
-/// `steer wan NAME gateway ADDR|auto`, checked like a configured gateway.
+/// `steer wan NAME gateway ADDR|auto|auto4|auto6`, checked like a configured gateway; `auto4`
+/// and `auto6` give back one family's (a DHCPv4 hook's lost lease leaves IPv6 as it is).
 fn gateway_request(name: String, value: &str) -> Result<Request, CliError> {
-    if value == "auto" {
-        return Ok(Request::Gateway {
-            name,
-            gateway: None,
-        });
-    }
-    match crate::prefix::parse_addr(value) {
-        Ok(a) if crate::prefix::is_unicast(a) => Ok(Request::Gateway {
-            name,
-            gateway: Some(a),
-        }),
-        Ok(a) => Err(CliError::Refused(format!(
-            "{a} cannot be a gateway: give the address of the next-hop router on this WAN"
-        ))),
-        Err(e) => Err(CliError::Refused(format!(
-            "gateway `{value}`: {}; {}",
-            e.message(),
-            e.hint()
-        ))),
-    }
+    let family = match value {
+        "auto" => None,
+        "auto4" => Some("ipv4"),
+        "auto6" => Some("ipv6"),
+        _ => {
+            return match crate::prefix::parse_addr(value) {
+                Ok(a) if crate::prefix::is_unicast(a) => Ok(Request::Gateway {
+                    name,
+                    gateway: Some(a),
+                    family: None,
+                }),
+                Ok(a) => Err(CliError::Refused(format!(
+                    "{a} cannot be a gateway: give the address of the next-hop router on this WAN"
+                ))),
+                Err(e) => Err(CliError::Refused(format!(
+                    "gateway `{value}`: {}; {} (or `auto`, `auto4`, `auto6`: back to what the \
+                     system says)",
+                    e.message(),
+                    e.hint()
+                ))),
+            };
+        }
+    };
+    Ok(Request::Gateway {
+        name,
+        gateway: None,
+        family: family.map(str::to_owned),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -29,10 +29,13 @@ pub enum Request {
     /// `{"cmd":"wan","name":"wan1","mode":"down"}`: force a WAN up or down, or back to automatic.
     Wan { name: String, mode: WanMode },
     /// `{"cmd":"gateway","name":"wan1","gateway":"100.64.1.1"}`: the gateway a DHCP client
-    /// hook hands in for a WAN (`null`: back to what the system says).
+    /// hook hands in for a WAN (`null`: back to what the system says, for both families or
+    /// only for `"family":"ipv4"` or `"ipv6"`).
     Gateway {
         name: String,
         gateway: Option<std::net::IpAddr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        family: Option<String>,
     },
     /// `{"cmd":"prefix6","name":"wan1","prefix":"2001:db8:1::/56"}`: the delegated prefix a
     /// DHCPv6 client hook hands in for a WAN (`null`: back to what the system says).
@@ -95,6 +98,8 @@ enum WireRequest {
     Gateway {
         name: String,
         gateway: Option<std::net::IpAddr>,
+        #[serde(default)]
+        family: Option<String>,
     },
     Prefix6 {
         name: String,
@@ -122,7 +127,15 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for Request {
                 WireRequest::Reload {} => Self::Reload,
                 WireRequest::Stop {} => Self::Stop,
                 WireRequest::Wan { name, mode } => Self::Wan { name, mode },
-                WireRequest::Gateway { name, gateway } => Self::Gateway { name, gateway },
+                WireRequest::Gateway {
+                    name,
+                    gateway,
+                    family,
+                } => Self::Gateway {
+                    name,
+                    gateway,
+                    family,
+                },
                 WireRequest::Prefix6 { name, prefix } => Self::Prefix6 { name, prefix },
                 WireRequest::Set {
                     name,
@@ -207,6 +220,7 @@ mod tests {
         let gateway = Request::Gateway {
             name: "wan1".into(),
             gateway: Some("100.64.1.1".parse().unwrap()),
+            family: None,
         };
         let line = wire(&gateway);
         assert_eq!(
@@ -217,11 +231,23 @@ mod tests {
         let auto = Request::Gateway {
             name: "wan1".into(),
             gateway: None,
+            family: None,
         };
         assert_eq!(
             wire(&auto),
             r#"{"cmd":"gateway","name":"wan1","gateway":null}"#
         );
+        let auto4 = Request::Gateway {
+            name: "wan1".into(),
+            gateway: None,
+            family: Some("ipv4".into()),
+        };
+        let line = wire(&auto4);
+        assert_eq!(
+            line,
+            r#"{"cmd":"gateway","name":"wan1","gateway":null,"family":"ipv4"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), auto4);
         for (mode, text) in [
             (WanMode::Up, "up"),
             (WanMode::Down, "down"),

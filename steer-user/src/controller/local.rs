@@ -61,6 +61,13 @@ impl Found {
         local_set(scope, routes, configured)
     }
 
+    /// Whether `addr` is one of the router's own addresses.
+    pub fn is_own_address(&self, addr: std::net::IpAddr) -> bool {
+        self.routes
+            .iter()
+            .any(|(p, kind)| *kind == LocalKind::Address && *p == Prefix::host(addr))
+    }
+
     /// The gateway routes of WAN families that are not `usable`, with their WANs: the ones
     /// steered now.
     pub fn steered(&self, usable: impl Fn(&str, Family) -> bool) -> Vec<(Prefix, &str)> {

@@ -18,6 +18,7 @@ pub mod desired;
 pub mod dns;
 mod failback;
 pub mod gateways;
+mod hooked_gateways;
 mod lists;
 mod local;
 pub mod passive;
@@ -56,7 +57,7 @@ use crate::{
     routing::{self, ReconcileReport, Routing, RoutingError},
     status::{
         FailoverTimes, FamilyStatus, LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine,
-        SetStatus, ShareStatus, Status, WanState, WanStatus,
+        SetStatus, Severity, ShareStatus, Status, WanState, WanStatus,
     },
 };
 
@@ -292,6 +293,9 @@ pub struct Controller {
     inputs: Option<Inputs>,
     /// Policy tables precomputed for single-WAN failures ([`standby`]).
     standbys: standby::Standbys,
+    /// WAN families whose gateway went away while they were down: a gateway that comes back
+    /// does not bring them up by itself.
+    lost_while_down: HashSet<(String, Family)>,
     /// Whether steer's nftables table was installed for br_netfilter
     /// ([`conntrack::bridge_netfilter`]); the periodic check installs it again when that
     /// changes (Docker starting loads br_netfilter).
@@ -354,7 +358,7 @@ impl Controller {
             dns: std::sync::Arc::new(learner),
             gateways: BTreeMap::new(),
             local_found: local::Found::default(),
-            hooked: Hooked::new(),
+            hooked: kept_gateways(&config.control.socket),
             prefixes6: wan_prefixes::WanPrefixes::open(&config.control.socket),
             prefix_counts: HashMap::new(),
             flushes: Vec::new(),
@@ -362,6 +366,7 @@ impl Controller {
             runtime,
             inputs: None,
             standbys: standby::Standbys::default(),
+            lost_while_down: HashSet::new(),
             marking_bridged: std::sync::atomic::AtomicBool::new(false),
         };
         let mut report = match ctl.apply(config, true, None).await {
@@ -618,8 +623,20 @@ impl Controller {
             // since the last sample must be seen first.
             self.sample_wan_traffic(wan);
         }
+        if self.waiting(wan, family) {
+            // No gateway: the probes had no way out, and say nothing of the line. The family
+            // carries nothing meanwhile, and its health starts over with the gateway.
+            return None;
+        }
         let verdict = self.health.round(wan, family, round, Instant::now())?;
         Some(self.fail_over(verdict))
+    }
+
+    /// Whether `family` of `wan` waits for a gateway.
+    fn waiting(&self, wan: &str, family: Family) -> bool {
+        self.gateways
+            .get(&(wan.to_owned(), family))
+            .is_some_and(|r| r.gateway.is_none())
     }
 
     /// The probe round of `family` of `wan` that started at `started` has not passed within
@@ -894,10 +911,17 @@ impl Controller {
                 if was != is {
                     new_gateway.insert(key.clone());
                 }
+                let found_dead = self.health.deciding(&wan.name, family);
+                if was && !is && found_dead.is_some_and(|t| !t.healthy()) {
+                    self.lost_while_down.insert(key.clone());
+                }
                 if !was && before.is_some() && is {
-                    // A new gateway is a new line: health starts over, as at start.
+                    // A new gateway is a new line: health starts over, as at start, unless
+                    // probes had found the line dead before its gateway went away.
                     let carrier = system.links.get(&wan.interface).is_some_and(|l| l.carrier);
-                    self.health.restart(&wan.name, family, carrier, now);
+                    let found_dead = self.lost_while_down.remove(&key);
+                    self.health
+                        .restart(&wan.name, family, carrier, found_dead, now);
                 }
                 gateways.insert(key, resolved);
             }
@@ -924,26 +948,77 @@ impl Controller {
         Ok(seen)
     }
 
-    /// Sets (`Some`) or clears (`None`: back to what the system says) the gateway a DHCP client
-    /// hook hands in for `wan`, a WAN's name or interface (`steer wan NAME gateway ADDR|auto`).
+    /// Sets (`Some`) or clears (`None`: back to what the system says, for `family` or both) the
+    /// gateway a DHCP client hook hands in for `wan`, a WAN's name or interface (`steer wan NAME
+    /// gateway ADDR|auto|auto4|auto6`). A gateway the WAN's table cannot take (not on its
+    /// link, the router's own address) is refused and the one before stays.
     pub async fn set_gateway(
         &mut self,
         wan: &str,
         gateway: Option<IpAddr>,
-    ) -> Result<Vec<ReportLine>, UnknownWan> {
+        family: Option<Family>,
+    ) -> Result<Vec<ReportLine>, GatewayRefused> {
         let Some(w) = self.config.wan_or_interface(wan) else {
-            return Err(unknown_wan(&self.config, wan));
+            return Err(unknown_wan(&self.config, wan).into());
         };
-        let name = w.name.clone();
-        match gateway {
-            Some(a) => {
-                self.hooked.insert((name, Family::of(&a)), a);
-            }
-            None => self.hooked.retain(|(w, _), _| *w != name),
+        let (name, interface) = (w.name.clone(), w.interface.clone());
+        let Some(a) = gateway else {
+            self.hooked
+                .retain(|(w, f), _| *w != name || family.is_some_and(|family| *f != family));
+            self.keep_hooked();
+            let mut lines = self.refresh_system().await;
+            lines.extend(self.reconcile_routing("gateway set").await);
+            return Ok(lines);
+        };
+        if self.local_found.is_own_address(a) {
+            return Err(GatewayRefused::Refused(format!(
+                "{a} is an address of this router, not the next hop of {name}: give the \
+                 ISP's router (the lease's `router`); nothing was changed"
+            )));
         }
+        let key = (name.clone(), Family::of(&a));
+        let before = self.hooked.insert(key.clone(), a);
         let mut lines = self.refresh_system().await;
-        lines.extend(self.reconcile_routing("gateway set").await);
-        Ok(lines)
+        let routed = self.reconcile_routing("gateway set").await;
+        let via = format!("default via {a} dev {interface} ");
+        let failed = routed
+            .iter()
+            .find(|l| l.severity == Severity::Error && l.text.contains(&via))
+            .map(|l| l.text.clone());
+        let Some(failed) = failed else {
+            self.keep_hooked();
+            lines.extend(routed);
+            return Ok(lines);
+        };
+        // The kernel refused the route (an address not on the WAN's link): back to the
+        // gateway before, so the WAN's table stays as it was.
+        match before {
+            Some(b) => self.hooked.insert(key, b),
+            None => self.hooked.remove(&key),
+        };
+        for line in self.refresh_system().await {
+            line.log("");
+        }
+        for line in self.reconcile_routing("gateway refused").await {
+            line.log("");
+        }
+        Err(GatewayRefused::Refused(format!(
+            "{a} cannot be the gateway of {name}: {failed}; it stays {}; give an address on \
+             {interface}'s link",
+            self.gateway_of(&name, Family::of(&a)).describe()
+        )))
+    }
+
+    /// Writes the handed-in gateways for a restarted daemon ([`hooked_gateways`]).
+    fn keep_hooked(&self) {
+        let path = hooked_gateways::path_for(&self.config.control.socket);
+        let boot = crate::runtime_sets::journal::boot_id();
+        if let Err(e) = hooked_gateways::store(&path, &boot, &self.hooked) {
+            log::warn!(
+                "{}: {e}; a restarted daemon waits for the DHCP hooks again",
+                path.display()
+            );
+        }
     }
 
     /// Netlink said addresses or routes changed: a DHCPv6 client may have rewritten an address
@@ -1254,7 +1329,7 @@ impl Controller {
             self.config.general.local_prefixes.clone(),
         );
         if let Some(line) = self.sync_local(scope, &configured) {
-            line.log(&report.wan);
+            line.log(&format!("{}: ", report.wan));
         }
         self.last_failover = Some((Instant::now(), report.clone()));
         self.vrrp_reweigh();
@@ -1799,6 +1874,30 @@ fn xdp_note(r: &AttachReport) -> String {
 }
 
 /// The error for a WAN name (or interface) `wan` the configuration does not have.
+/// The gateways hooks handed in to the daemon before this one, in this boot
+/// ([`hooked_gateways`]).
+fn kept_gateways(socket: &std::path::Path) -> Hooked {
+    let path = hooked_gateways::path_for(socket);
+    let kept = hooked_gateways::load(&path, &crate::runtime_sets::journal::boot_id());
+    if !kept.is_empty() {
+        log::info!(
+            "{}: {} gateway(s) handed in by DHCP hooks to the daemon before",
+            path.display(),
+            kept.len()
+        );
+    }
+    kept
+}
+
+/// Why `steer wan NAME gateway ADDR` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayRefused {
+    #[error(transparent)]
+    Wan(#[from] UnknownWan),
+    #[error("{0}")]
+    Refused(String),
+}
+
 fn unknown_wan(config: &Config, wan: &str) -> UnknownWan {
     UnknownWan {
         name: wan.to_owned(),

@@ -75,5 +75,9 @@ pub async fn teardown(
     if let Err(e) = crate::wan_sources::kept::remove(&kept) {
         log::warn!("{} could not be removed: {e}", kept.display());
     }
+    let gateways = super::hooked_gateways::path_for(socket);
+    if let Err(e) = super::hooked_gateways::remove(&gateways) {
+        log::warn!("{} could not be removed: {e}", gateways.display());
+    }
     Ok(done)
 }

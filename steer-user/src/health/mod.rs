@@ -134,16 +134,33 @@ impl Health {
             .is_some_and(|t| t.trackers[family.index()].is_some())
     }
 
-    /// Starts `family` of WAN `name` over, as at start (up if `carrier`; probes decide): its
-    /// line is new (a gateway appeared, a device was created again). A family without a
+    /// Starts `family` of WAN `name` over: its line is new (a gateway appeared, a device was
+    /// created again). As at start (up if `carrier`; probes decide), unless `found_dead`: its
+    /// probes had taken it down before its gateway went away (a lease rebound on a line that
+    /// is still dead), and then only `up_after` passed rounds bring it up. A family without a
     /// tracker of its own follows the other and has nothing to restart.
-    pub fn restart(&mut self, name: &str, family: Family, carrier: bool, now: Instant) {
+    pub fn restart(
+        &mut self,
+        name: &str,
+        family: Family,
+        carrier: bool,
+        found_dead: bool,
+        now: Instant,
+    ) {
         if let Some(t) = self
             .wans
             .get_mut(name)
             .and_then(|t| t.trackers[family.index()].as_mut())
         {
-            *t = t.restarted(carrier, now);
+            *t = if found_dead {
+                t.restarted_down(
+                    carrier,
+                    "found dead before its gateway went away: probes bring it back",
+                    now,
+                )
+            } else {
+                t.restarted(carrier, now)
+            };
             if let Some(p) = self
                 .wans
                 .get_mut(name)

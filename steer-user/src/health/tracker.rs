@@ -188,6 +188,17 @@ impl Tracker {
         Tracker::new(self.track.clone(), carrier, now)
     }
 
+    /// A fresh tracker with the same settings that starts down: only `up_after` passed rounds
+    /// in a row bring it up (its line was found dead before, and a new gateway does not
+    /// mend it).
+    pub fn restarted_down(&self, carrier: bool, why: &str, now: Instant) -> Tracker {
+        Tracker {
+            healthy: false,
+            reason: why.to_owned(),
+            ..Tracker::new(self.track.clone(), carrier, now)
+        }
+    }
+
     /// Takes a new track configuration (after a reload); the state is kept.
     pub fn retune(&mut self, track: Track) {
         if track.loss_window as usize != self.track.loss_window as usize {
