@@ -186,6 +186,20 @@ fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_set
     assert_eq!(e["set"], "default", "not from lan0: {e}");
     let e = explain_in_router(&s, &[&a.to_string(), "--dport", "7002", "--in", "lan0"]);
     assert_eq!(e["set"], "from-lan", "{e}");
+    // A WAN is an interface the classifier is not on: no answer, what to give instead.
+    let out = steer_in(&s.lab.router)
+        .args(["explain", &a.to_string(), "--in", "wan1", "--pin-dir"])
+        .arg(&s.work.pin_dir)
+        .output()
+        .expect("run steer explain");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "steer does not classify packets coming in on wan1 (its classifier is on lan0)"
+        ),
+        "{err}"
+    );
     // SCTP's header starts with its ports, as the classifier reads them.
     let sctp =
         |port: &str| explain_in_router(&s, &[&a.to_string(), "--proto", "132", "--dport", port]);

@@ -316,6 +316,28 @@ fn connections_into_wan2_to_the_router_or_a_dmz_are_answered_via_wan2() {
     }
 }
 
+/// Strict reverse-path filtering on a WAN drops its answers (its probes fail, it goes down
+/// without a word of why): the daemon names the interface and the sysctl to set, at start and
+/// at a reload.
+#[test]
+fn strict_reverse_path_filtering_on_a_wan_is_named() {
+    let s = Scenario::start_on("rp-filter", &Options::default(), Lab::LAN_IFACE, |lab| {
+        lab.router.run("sysctl -qw net.ipv4.conf.wan2.rp_filter=1");
+    });
+    let warning = "wan2: strict reverse-path filtering (rp_filter = 1)";
+    s.daemon.wait_log(warning, SETTLE);
+    assert!(
+        !s.daemon.log_text().contains("wan1: strict"),
+        "{}",
+        s.daemon.log_text()
+    );
+    let reload = s.steer(&["reload"]);
+    assert!(
+        reload.contains(warning) && reload.contains("net.ipv4.conf.wan2.rp_filter"),
+        "{reload}"
+    );
+}
+
 #[test]
 fn a_connection_made_during_an_outage_keeps_its_wan_when_the_wan_returns() {
     let o = Options::default();

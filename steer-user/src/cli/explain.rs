@@ -362,6 +362,12 @@ pub enum ExplainError {
         "there is no interface {0:?} here; --in names the LAN interface the packet comes in on"
     )]
     Interface(String),
+    #[error(
+        "steer does not classify packets coming in on {name} (its classifier is on {lan}): a \
+         WAN's traffic is not steered, and a bridge's ports pass theirs to the bridge; give \
+         --in one of those"
+    )]
+    NotClassified { name: String, lan: String },
 }
 
 impl From<ExplainError> for super::CliError {
@@ -371,6 +377,26 @@ impl From<ExplainError> for super::CliError {
             other => super::CliError::Refused(other.to_string()),
         }
     }
+}
+
+/// The index of `name`, an interface the classifier pinned under `pin_dir` is attached to.
+fn classified_ifindex(pin_dir: &Path, name: &str) -> Result<u32, ExplainError> {
+    let index =
+        crate::dataplane::ifindex(name).map_err(|_| ExplainError::Interface(name.into()))?;
+    let lan =
+        crate::dataplane::pin::linked_interfaces(pin_dir, crate::dataplane::pin::LinkKind::Tc)
+            .unwrap_or_default();
+    if !lan.iter().any(|l| l == name) {
+        return Err(ExplainError::NotClassified {
+            name: name.to_owned(),
+            lan: if lan.is_empty() {
+                "no interface".to_owned()
+            } else {
+                lan.join(", ")
+            },
+        });
+    }
+    Ok(index)
 }
 
 /// Runs the classifier of the steer pinned under `pin_dir` on one synthetic packet.
@@ -402,9 +428,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         .with_src_mac(src_mac)
         .build();
     let ifindex = match &probe.input {
-        Some(name) => Some(
-            crate::dataplane::ifindex(name).map_err(|_| ExplainError::Interface(name.clone()))?,
-        ),
+        Some(name) => Some(classified_ifindex(pin_dir, name)?),
         None => None,
     };
     let dp = Dataplane::load_beside(pin_dir)?;

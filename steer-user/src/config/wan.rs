@@ -89,6 +89,7 @@ pub(super) fn build(
     };
     let mut out = Vec::new();
     let mut spans = Vec::new();
+    let mut names = Vec::new();
     for (i, w) in raw.into_iter().enumerate() {
         let span = w.span();
         let w = w.into_inner();
@@ -108,9 +109,40 @@ pub(super) fn build(
             continue;
         }
         spans.push(w.prefix6.as_ref().map_or(span, |v| v.span()));
+        let name_span = w.name.as_ref().map(|n| n.span());
         out.push(wan(cx, w, &label, &general.lan, mask, &mut taken));
+        names.push((label, name_span));
     }
+    names_not_interfaces(cx, &out, &names);
     (out, spans)
+}
+
+/// A WAN named like another WAN's interface: `steer wan NAME` (what a DHCP hook runs with the
+/// interface it knows) would act on the WAN of that name, not on the one on that interface.
+fn names_not_interfaces(
+    cx: &mut Ctx<'_>,
+    wans: &[Wan],
+    names: &[(String, Option<std::ops::Range<usize>>)],
+) {
+    for (w, (label, span)) in wans.iter().zip(names) {
+        let Some(span) = span else { continue };
+        let Some(other) = wans
+            .iter()
+            .find(|o| o.interface == w.name && o.name != w.name)
+        else {
+            continue;
+        };
+        cx.err(
+            span,
+            format!("{label}.name"),
+            format!(
+                "`{}` is the interface of WAN `{}`: `steer wan {}` (a DHCP hook on that \
+                 interface) would mean this WAN",
+                w.name, other.name, w.name
+            ),
+            "name the WAN after no other WAN's interface (naming it after its own is fine)",
+        );
+    }
 }
 
 /// The WANs' names, for the sections that refer to them.

@@ -1,6 +1,6 @@
 //! steer's nftables table, `inet steer`: connection marks from the first packet (or from the
 //! WAN a connection came in by), restored on every later packet from any interface but the
-//! WANs (the LAN's, a DMZ's) and on the router's own answers.
+//! WANs (the LAN's, a DMZ's).
 
 use std::process::Command;
 
@@ -92,14 +92,7 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], bridged: bool, extra: &str) -
             "\t\tiifname != {{ {} }} ct mark and {mask:#x} vmap {{ {restore} }}\n",
             wan_names.join(", ")
         ));
-        // The router's own answers to connections that came in through a WAN (its SSH, its
-        // WireGuard server) leave by that WAN: a route chain routes again by the new mark.
-        // Its own connections have no connection mark and follow the main table.
-        chains.push_str(&format!(
-            "\tchain mark_own_answers {{\n\
-             \t\ttype route hook output priority mangle + 10; policy accept;\n\
-             \t\tct mark and {mask:#x} vmap {{ {restore} }}\n\t}}\n"
-        ));
+
         chains.push_str(&format!(
             "\tchain new_connection {{\n\
              \t\tmeta mark and {mask:#x} vmap {{ {} }}\n\
@@ -208,7 +201,6 @@ mod tests {
             "type filter hook prerouting priority mangle + 10; policy accept;\n\t\tct mark and 0xff00 . meta mark and 0xff00 vmap { 0x100 . 0x100 : accept, 0x200 . 0x200 : accept }\n\t\tct state new",
             "ct state new ct mark and 0xff00 == 0 jump new_connection",
             "\t\tiifname != { \"eth1\", \"wwan0\" } ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
-            "type route hook output priority mangle + 10; policy accept;\n\t\tct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
             "meta mark and 0xff00 vmap { 0x100 : goto connection_0x100, 0x200 : goto connection_0x200 }\n\t\tiifname vmap { \"eth1\" : goto connection_0x100, \"wwan0\" : goto connection_0x200 }",
             "chain connection_0x200 {\n\t\tct mark set ct mark and 0xffff00ff or 0x200",
             "chain restore_0x100 {\n\t\tmeta mark set meta mark and 0xffff00ff or 0x100",

@@ -293,6 +293,9 @@ pub struct Controller {
     inputs: Option<Inputs>,
     /// Policy tables precomputed for single-WAN failures ([`standby`]).
     standbys: standby::Standbys,
+    /// The addresses of each WAN interface, as last read: the router's own packets from them
+    /// leave by that WAN ([`routing::own_address_rules`]).
+    wan_addresses: BTreeMap<String, Vec<IpAddr>>,
     /// WAN families whose gateway went away while they were down: a gateway that comes back
     /// does not bring them up by itself.
     lost_while_down: HashSet<(String, Family)>,
@@ -367,6 +370,7 @@ impl Controller {
             inputs: None,
             standbys: standby::Standbys::default(),
             lost_while_down: HashSet::new(),
+            wan_addresses: BTreeMap::new(),
             marking_bridged: std::sync::atomic::AtomicBool::new(false),
         };
         let mut report = match ctl.apply(config, true, None).await {
@@ -576,7 +580,18 @@ impl Controller {
     async fn repair_attachments(&mut self, report: &mut ApplyReport) {
         self.reconcile_lan(false, report);
         report.notes.extend(self.watch_wans());
+        report.notes.extend(self.rp_filter_warnings());
         report.after.extend(self.check_conntrack_marking().await);
+    }
+
+    /// A WAN under strict reverse-path filtering loses its answers ([`routing::rp_filter`]).
+    fn rp_filter_warnings(&self) -> Vec<ReportLine> {
+        let interfaces = self.config.wans.iter().map(|w| w.interface.as_str());
+        let conf = std::path::Path::new("/proc/sys/net/ipv4/conf");
+        routing::rp_filter::strict_warnings(conf, interfaces)
+            .into_iter()
+            .map(ReportLine::warning)
+            .collect()
     }
 
     /// A reload that found every file unchanged: the maps already hold what the configuration
@@ -927,6 +942,10 @@ impl Controller {
             }
         }
         self.gateways = gateways;
+        self.wan_addresses = wans
+            .iter()
+            .map(|w| (w.interface.clone(), system.addresses_of(&w.interface)))
+            .collect();
         // After the gateways: a route through a WAN's gateway is local only while it is usable.
         self.local_found = local::Found::new(&system, wans);
         seen.lines
@@ -1131,6 +1150,13 @@ impl Controller {
             |w, f| self.gateway_of(w, f).gateway,
             |w| crate::wan_sources::prefix_of(prefixes, w),
         );
+        d.rules
+            .extend(routing::own_address_rules(&self.config.wans, |interface| {
+                self.wan_addresses
+                    .get(interface)
+                    .cloned()
+                    .unwrap_or_default()
+            }));
         self.vrrp_hold_routes(&mut d);
         d
     }
@@ -1465,6 +1491,7 @@ impl Controller {
         // After the commit: the WAN slots and WANs are the new configuration's.
         report.notes.extend(self.reset_reused_slots(&old_wan_slots));
         report.notes.extend(self.watch_wans());
+        report.notes.extend(self.rp_filter_warnings());
         let dns_lines = self.configure_dns();
         report.notes.extend(dns_lines);
         report.took = started.elapsed();

@@ -110,6 +110,24 @@ impl LinkKind {
     }
 }
 
+/// Interfaces that have a pinned link of `kind` under the pin directory `root` (read without
+/// the lock: `steer explain` beside a running daemon).
+pub fn linked_interfaces(root: &Path, kind: LinkKind) -> Result<Vec<String>, PinError> {
+    let dir = root.join("links");
+    let entries = std::fs::read_dir(&dir).map_err(io_err(&dir))?;
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix(kind.prefix())
+                .map(str::to_owned)
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// The directories under the pin directory, in the order they are emptied: links first (which
 /// detaches the programs from the interfaces), then programs and maps.
 const SUBDIRS: [&str; 3] = ["links", "progs", "maps"];
@@ -181,19 +199,7 @@ impl PinDir {
 
     /// Interfaces that have a pinned link of `kind`.
     pub fn linked_interfaces(&self, kind: LinkKind) -> Result<Vec<String>, PinError> {
-        let dir = self.root.join("links");
-        let entries = std::fs::read_dir(&dir).map_err(io_err(&dir))?;
-        let mut out: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix(kind.prefix())
-                    .map(str::to_owned)
-            })
-            .collect();
-        out.sort();
-        Ok(out)
+        linked_interfaces(&self.root, kind)
     }
 
     /// Refuses pinned maps whose type, key size, value size, capacity or flags differ from the

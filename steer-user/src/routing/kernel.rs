@@ -2,7 +2,7 @@
 //! building the messages that add and remove steer's items, and carrying out a plan.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -231,8 +231,8 @@ pub(crate) struct FoundLocal {
     pub through_gateways: Vec<(Prefix, u32)>,
     /// Reject routes holding delegated IPv6 prefixes.
     pub delegated: Vec<DelegatedRoute>,
-    /// The interfaces (by index) holding an address of each family.
-    pub addressed: HashSet<(u32, Family)>,
+    /// The router's own addresses, with the interface (by index) holding each.
+    pub addresses: Vec<(u32, IpAddr)>,
 }
 
 /// The destinations the router reaches without a WAN, from its local and main tables.
@@ -243,8 +243,8 @@ pub(crate) async fn local_routes(handle: &Handle) -> Result<FoundLocal, rtnetlin
             for m in dump_routes(handle, &family, Some(table), None).await? {
                 if table == MAIN_TABLE {
                     found.delegated.extend(delegated_route(&m));
-                } else if let Some(index) = address_interface(&m) {
-                    found.addressed.insert((index, family));
+                } else {
+                    found.addresses.extend(own_address(&m));
                 }
                 let Some((prefix, kind)) = local_route(&m, table) else {
                     continue;
@@ -261,16 +261,21 @@ pub(crate) async fn local_routes(handle: &Handle) -> Result<FoundLocal, rtnetlin
     Ok(found)
 }
 
-/// The interface holding the address of a local-table route (`local ADDR dev IF`: one a
-/// device holds, its link-local IPv6 addresses too).
-fn address_interface(m: &RouteMessage) -> Option<u32> {
+/// The address of a local-table route (`local ADDR dev IF`: one a device holds, its
+/// link-local IPv6 addresses too) and the interface holding it.
+fn own_address(m: &RouteMessage) -> Option<(u32, IpAddr)> {
     if m.header.kind != RouteType::Local {
         return None;
     }
-    m.attributes.iter().find_map(|a| match a {
+    let index = m.attributes.iter().find_map(|a| match a {
         RouteAttribute::Oif(index) => Some(*index),
         _ => None,
-    })
+    })?;
+    let addr = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(d) => route_ip(d),
+        _ => None,
+    })?;
+    Some((index, addr))
 }
 
 /// The interface a route through a gateway (one next hop) leaves by; `None` for a device

@@ -36,6 +36,17 @@
 //! (its ISP drops any other source), while the main table's routes more specific than a
 //! default (the LAN, other local networks) still win.
 //!
+//! And for every address of a WAN's interface (both families, not link-local ones), first:
+//!
+//! | priority | selector | action |
+//! |---|---|---|
+//! | 1000 + 2n ([`PRIORITY_OWN_BASE`]) | `from <address>` | `lookup main suppress_prefixlength 0` |
+//! | 1001 + 2n | `from <address>` | `lookup <wan.table>` |
+//!
+//! so the router's own packets from a WAN's address (the answers of its SSH or WireGuard
+//! server reached through that WAN) leave by that WAN, not by the main table's default, while
+//! a LAN host it answers is still reached through the main table.
+//!
 //! `mask` is `general.mark_mask`; U and B are the two last-resort marks (the highest two values
 //! inside the mask: 0xff00 and 0xfe00 for the default mask), which WAN marks may not use; n is
 //! the WAN's position in the configuration, the first `[[wan]]` being 0. Other software may use
@@ -74,6 +85,7 @@
 
 mod kernel;
 mod plan;
+pub mod rp_filter;
 mod watch;
 
 use std::{collections::HashMap, fmt, net::IpAddr};
@@ -95,6 +107,9 @@ pub const PRIORITY_BLACKHOLE: u32 = 1091;
 pub const PRIORITY_WAN_BASE: u32 = 1100;
 /// Source-specific routing: the main table's routes but its default, before the source rules.
 pub const PRIORITY_SOURCE_MAIN: u32 = 1050;
+/// The rules of the router's own packets from a WAN's addresses: `1000 + 2n` (the main table
+/// but its default) and `1001 + 2n` (the WAN's table) for the n-th WAN.
+pub const PRIORITY_OWN_BASE: u32 = 1000;
 /// Source-specific routing: WAN n's prefix goes to its table at this + n.
 pub const PRIORITY_SOURCE_BASE: u32 = 1051;
 /// The main routing table.
@@ -219,6 +234,35 @@ pub enum Gateway {
     Via(IpAddr),
     /// `default dev <interface> scope link`: a point-to-point link.
     Direct,
+}
+
+/// The rules that send the router's own packets from an address of a WAN's interface out of
+/// that WAN (see the module documentation), `addresses` giving an interface's.
+pub fn own_address_rules(
+    wans: &[crate::config::Wan],
+    addresses: impl Fn(&str) -> Vec<IpAddr>,
+) -> Vec<RuleSpec> {
+    let mut rules = Vec::new();
+    for (n, wan) in wans.iter().enumerate() {
+        let priority = PRIORITY_OWN_BASE.saturating_add(2 * n as u32);
+        for addr in addresses(&wan.interface) {
+            let from = RuleSpec {
+                from: Some(crate::prefix::Prefix::host(addr)),
+                ..RuleSpec::marked(Family::of(&addr), priority, (0, 0), RuleAction::Lookup(0))
+            };
+            rules.push(RuleSpec {
+                action: RuleAction::Lookup(MAIN_TABLE),
+                suppress_prefixlength: Some(0),
+                ..from.clone()
+            });
+            rules.push(RuleSpec {
+                priority: priority + 1,
+                action: RuleAction::Lookup(wan.table),
+                ..from
+            });
+        }
+    }
+    rules
 }
 
 /// The rules, routes and tables `config` asks for (see the [module documentation](self)), with
@@ -471,7 +515,7 @@ impl Routing {
             local: found.local,
             through_gateways: found.through_gateways,
             delegated: found.delegated,
-            addressed: found.addressed,
+            addresses: found.addresses,
         })
     }
 
@@ -523,9 +567,37 @@ pub struct SystemView {
     /// The main table's reject routes for global IPv6 prefixes: how DHCPv6 clients hold a
     /// delegated prefix (its parts go to the LAN).
     pub delegated: Vec<DelegatedRoute>,
-    /// The interfaces (by index) holding an address of each family: the families a
-    /// point-to-point link carries.
-    pub addressed: std::collections::HashSet<(u32, Family)>,
+    /// The router's own addresses, with the interface (by index) holding each: the families a
+    /// point-to-point link carries, the sources of a WAN's own traffic.
+    pub addresses: Vec<(u32, IpAddr)>,
+}
+
+impl SystemView {
+    /// Whether the interface `index` holds an address of `family`.
+    pub fn has_address(&self, index: u32, family: Family) -> bool {
+        self.addresses
+            .iter()
+            .any(|(i, a)| *i == index && Family::of(a) == family)
+    }
+
+    /// The addresses the interface called `name` holds, but link-local ones.
+    pub fn addresses_of(&self, name: &str) -> Vec<IpAddr> {
+        let Some(index) = self.links.get(name).map(|l| l.index) else {
+            return Vec::new();
+        };
+        self.addresses
+            .iter()
+            .filter(|(i, a)| *i == index && !is_link_local(a))
+            .map(|(_, a)| *a)
+            .collect()
+    }
+}
+
+fn is_link_local(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.is_unicast_link_local(),
+    }
 }
 
 /// `unreachable 2001:db8:1::/56 dev lo proto dhcp`: a DHCPv6 client's (dhcpcd,

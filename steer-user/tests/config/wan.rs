@@ -3,6 +3,15 @@
 use super::*;
 
 const CASES: &[Case] = &[
+    // Named like wan1's interface (the policy's `wan2` is then unknown too).
+    Case {
+        from: "name = \"wan2\"",
+        to: "name = \"eth1\"",
+        at: "\"eth1\"\ninterface = \"eth2\"",
+        field: "wan[eth1].name",
+        says: "is the interface of WAN `wan1`",
+        count: 2,
+    },
     case(
         "lan = [\"br-lan\"]",
         "lan = [\"br-lan\", \"eth2\"]",
