@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     match steer::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("steer: {:#}", anyhow::Error::from(e));
+            steer::errln!("steer: {:#}", anyhow::Error::from(e));
             ExitCode::FAILURE
         }
     }

@@ -770,3 +770,18 @@ fn mwan3_rules_with_an_address_steer_cannot_take_are_left_out_whole() {
     );
     check(&out, "mwan3-bad-address");
 }
+
+/// A closed stderr (a pipe whose reader is gone) does not make the import panic: it still
+/// prints the configuration and succeeds (it exited 101 about half the time).
+#[test]
+fn a_closed_stderr_does_not_panic_the_import() {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(STEER)
+        .args(["import", "mwan3", &fixture("mwan3-2wan")])
+        .stderr(writer)
+        .output()
+        .expect("run steer");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[[wan]]"));
+}

@@ -53,7 +53,7 @@ pub fn run(
     }
     .map_err(refused)?;
     for n in &imported.notes {
-        eprintln!("{n}");
+        crate::errln!("{n}");
     }
     outln(imported.toml.trim_end());
     Ok(ExitCode::SUCCESS)

@@ -501,19 +501,19 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             let prefixes: usize = c.sets.iter().map(|s| s.prefix_count()).sum();
             let domains: usize = c.sets.iter().map(|s| s.domains.len()).sum();
             if domains > 0 && c.dns.is_none() {
-                eprintln!(
+                crate::errln!(
                     "note: {domains} domain(s) are listed but there is no [dns] section: their \
                      addresses are not learned, so they are not steered"
                 );
             }
             for note in config::notes(&c) {
-                eprintln!("note: {note}");
+                crate::errln!("note: {note}");
             }
             match vrrp_vips_here(&c) {
-                Ok(notes) => notes.iter().for_each(|n| eprintln!("note: {n}")),
+                Ok(notes) => notes.iter().for_each(|n| crate::errln!("note: {n}")),
                 Err(clashes) => {
-                    eprintln!("{clashes}");
-                    eprintln!("{}: {} error(s)", path.display(), clashes.0.len());
+                    crate::errln!("{clashes}");
+                    crate::errln!("{}: {} error(s)", path.display(), clashes.0.len());
                     return Ok(ExitCode::FAILURE);
                 }
             }
@@ -540,8 +540,8 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!(
+            crate::errln!("{errors}");
+            crate::errln!(
                 "{}: {} error(s); nothing was applied",
                 path.display(),
                 errors.errors.len()
@@ -593,7 +593,7 @@ fn check_kernel() -> bool {
     }
     let missing = crate::kernel::any_missing(&findings);
     if missing {
-        eprintln!("the kernel lacks what steer needs (MISSING lines above)");
+        crate::errln!("the kernel lacks what steer needs (MISSING lines above)");
     }
     !missing
 }

@@ -3,6 +3,16 @@
 
 use std::io::{ErrorKind, Write};
 
+/// `eprintln!` that ignores a closed stderr (`2>&-`, a pipe whose reader left) instead of
+/// panicking: what it would say has no one to read it, and the exit status still tells.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Writes `text` to stdout as it is.
 pub fn out(text: &str) {
     let mut stdout = std::io::stdout().lock();
@@ -25,6 +35,6 @@ fn gone(e: std::io::Error) -> ! {
     if e.kind() == ErrorKind::BrokenPipe {
         std::process::exit(0);
     }
-    eprintln!("steer: cannot write the output: {e}");
+    crate::errln!("steer: cannot write the output: {e}");
     std::process::exit(1);
 }

@@ -138,7 +138,7 @@ fn list(socket: &Path, args: &SetArgs) -> Result<ExitCode, CliError> {
     let entries = response.body["entries"].as_array();
     if entries.is_none_or(|e| e.is_empty()) {
         // On stderr: stdout stays a valid (empty) list file.
-        eprintln!(
+        crate::errln!(
             "set {}: no runtime entries (the prefixes its lists give: steer dump sets)",
             crate::shown::shown(&args.name)
         );
