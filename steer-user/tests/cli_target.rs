@@ -150,3 +150,24 @@ fn stop_refuses_a_bad_pin_dir_before_doing_anything() {
     assert!(text(&out.stdout).is_empty(), "nothing was done");
     assert!(!err.contains("bad.txt"), "{err}");
 }
+
+/// `steer explain` reads its addresses as list files do, with their messages: an IPv4-mapped
+/// IPv6 address (answered as the default rule before), a network, a bad octet.
+#[test]
+fn explain_refuses_addresses_a_packet_never_carries_and_says_what_to_write() {
+    for (arg, says) in [
+        ("::ffff:10.0.0.1", "write the IPv4 address `10.0.0.1`"),
+        (
+            "10.0.0.0/8",
+            "is a network, but a single address is needed here",
+        ),
+        ("300.1.1.1", "has octet 300"),
+    ] {
+        let out = Command::new(STEER)
+            .args(["explain", arg, "--pin-dir", "/nonexistent/steer"])
+            .output()
+            .expect("run steer");
+        let err = text(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{arg}: {err}");
+    }
+}

@@ -78,9 +78,10 @@ impl Proto {
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
     /// Destination address.
+    #[arg(value_parser = parse_address)]
     pub dst: IpAddr,
     /// Source address (a LAN host); default 0.0.0.0 or ::.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_address)]
     pub src: Option<IpAddr>,
     /// Transport protocol of the synthetic packet: tcp, udp, icmp or a protocol number
     /// (sets with `proto` conditions and balanced policies look at it).
@@ -99,6 +100,12 @@ pub struct Probe {
     /// this network namespace).
     #[arg(long = "in", value_name = "INTERFACE")]
     pub input: Option<String>,
+}
+
+/// An address as list files take it, with their messages (`300.1.1.1`, `10.0.0.0/8` and
+/// `::ffff:10.0.0.1` say what is wrong and what to write).
+fn parse_address(text: &str) -> Result<IpAddr, String> {
+    crate::prefix::parse_addr(text).map_err(|e| format!("{}; {}", e.message(), e.hint()))
 }
 
 /// `aa:bb:cc:dd:ee:ff` (or with dashes), for `--src-mac`.
