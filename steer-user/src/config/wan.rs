@@ -18,7 +18,10 @@ use super::{
     },
     track::{self, RawTrack},
 };
-use crate::prefix::{is_unicast, parse_addr};
+use crate::{
+    prefix::{AddrError, is_unicast, parse_addr},
+    shown::shown,
+};
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawWan {
@@ -382,18 +385,45 @@ pub(super) fn table(
 /// A next hop of the family the key is for (`v4`: `gateway`, else `gateway6`): `"auto"`,
 /// `"none"` or an address. A bad value is reported and read as `auto`.
 fn next_hop(cx: &mut Ctx<'_>, v: &S<String>, field: &str, v4: bool) -> NextHop {
-    match v.get_ref().as_str() {
+    const WORDS: &str = "\"auto\" (learned from DHCP, PPP or router advertisements) or \"none\" \
+                         (a point-to-point link)";
+    let text = v.get_ref().trim();
+    match text {
         "auto" => return NextHop::Auto,
         "none" => return NextHop::Direct,
         _ => {}
     }
-    let a = match parse_addr(v.get_ref()) {
+    // A word, not an address: what it most likely meant (`Auto`, `dhcp`, `ra`), without the
+    // address parser's talk of domain names.
+    if text.chars().all(|c| c.is_ascii_alphabetic() || c == '-') && !text.is_empty() {
+        let meant = match text.to_ascii_lowercase().as_str() {
+            "none" | "direct" | "ppp" | "p2p" | "device" => "\"none\"",
+            _ => "\"auto\"",
+        };
+        cx.err(
+            &v.span(),
+            field,
+            format!("`{}` is neither an address nor a known word", shown(text)),
+            format!("write {meant}: the words are {WORDS}; or the next hop's address"),
+        );
+        return NextHop::Auto;
+    }
+    let a = match parse_addr(text) {
         Ok(a) => a,
-        Err(e) => {
-            let hint = format!(
-                "{}; or \"auto\" (learned from DHCP, PPP or router advertisements) or \"none\" (a point-to-point link)",
-                e.hint()
+        Err(AddrError::ZoneId { without, .. }) => {
+            cx.err(
+                &v.span(),
+                field,
+                format!("`{}` has a zone id (%...)", shown(text)),
+                format!(
+                    "write `{}`: the WAN's route names its interface already",
+                    shown(&without)
+                ),
             );
+            return NextHop::Auto;
+        }
+        Err(e) => {
+            let hint = format!("{}; or {WORDS}", e.hint());
             cx.err(&v.span(), field, e.message(), hint);
             return NextHop::Auto;
         }
@@ -413,7 +443,7 @@ fn next_hop(cx: &mut Ctx<'_>, v: &S<String>, field: &str, v4: bool) -> NextHop {
         cx.err(&v.span(), field, msg, hint);
         return NextHop::Auto;
     }
-    if !is_unicast(a) {
+    if !is_unicast(a) || a.is_loopback() {
         cx.err(
             &v.span(),
             field,

@@ -138,6 +138,34 @@ const CASES: &[Case] = &[
         "wan[wan1].gateway",
         "cannot be a gateway",
     ),
+    case(
+        "table = 101",
+        "table = 101\ngateway = \"127.0.0.1\"",
+        "\"127.0.0.1\"",
+        "wan[wan1].gateway",
+        "cannot be a gateway",
+    ),
+    case(
+        "table = 101",
+        "table = 101\ngateway = \"dhcp\"",
+        "\"dhcp\"",
+        "wan[wan1].gateway",
+        "write \"auto\": the words are",
+    ),
+    case(
+        "table = 101",
+        "table = 101\ngateway = \"Auto\"",
+        "\"Auto\"",
+        "wan[wan1].gateway",
+        "`Auto` is neither an address nor a known word",
+    ),
+    case(
+        "table = 101",
+        "table = 101\ngateway6 = \"fe80::1%eth1\"",
+        "\"fe80::1%eth1\"",
+        "wan[wan1].gateway6",
+        "write `fe80::1`: the WAN's route names its interface already",
+    ),
     Case {
         count: 2, // the policy's reference to wan1 breaks too
         ..case(
