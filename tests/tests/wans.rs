@@ -656,6 +656,13 @@ fn a_point_to_point_wan_comes_goes_and_comes_back_as_a_new_device() {
             "waiting for a gateway: interface pppoe-wan does not exist",
         )
     });
+    assert!(
+        daemon
+            .log_text()
+            .contains("WANs up: wan1, wan2; down: none; waiting for a gateway: ppp"),
+        "the ready line: {}",
+        daemon.log_text()
+    );
     let mut first = session(&lab, &work, 0);
     wait_status(
         &work,

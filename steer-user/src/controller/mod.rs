@@ -1866,12 +1866,17 @@ impl Controller {
     /// status`): the LAN interfaces classified, and the WANs that carry traffic now.
     pub fn summary(&self) -> String {
         let lan: Vec<&str> = self.dp.attached().map(|(iface, _)| iface).collect();
-        let (up, down): (Vec<&str>, Vec<&str>) = self
+        let (up, not_up): (Vec<&str>, Vec<&str>) = self
             .config
             .wans
             .iter()
             .map(|w| w.name.as_str())
             .partition(|w| Family::ALL.into_iter().any(|f| self.usable(w, f)));
+        // A WAN with no gateway of any family yet (no lease, no PPP session) is waiting, not
+        // down: it says nothing of the line.
+        let (waiting, down): (Vec<&str>, Vec<&str>) = not_up
+            .into_iter()
+            .partition(|w| Family::ALL.into_iter().all(|f| self.waiting(w, f)));
         let list = |names: &[&str]| {
             if names.is_empty() {
                 "none".to_owned()
@@ -1879,8 +1884,13 @@ impl Controller {
                 names.join(", ")
             }
         };
+        let waiting = if waiting.is_empty() {
+            String::new()
+        } else {
+            format!("; waiting for a gateway: {}", waiting.join(", "))
+        };
         format!(
-            "classifying {}; WANs up: {}; down: {}",
+            "classifying {}; WANs up: {}; down: {}{waiting}",
             list(&lan),
             list(&up),
             list(&down)
