@@ -389,12 +389,14 @@ fn split_at_newlines(bytes: &[u8], parts: usize) -> Vec<(usize, usize)> {
 }
 
 /// The entries, or the bad lines; a file none of whose lines is an entry is not a list, and
-/// none of its lines is repeated.
+/// none of its lines is repeated, unless every one of them is an address written wrong (host
+/// bits, a leading zero, a mapped address: a list with mistakes, whose hints help).
 fn outcome(out: Vec<Listed>, errors: Vec<ListError>) -> Result<Vec<Listed>, Vec<ListError>> {
     match errors.first() {
         None => Ok(out),
         Some(_) if !out.is_empty() => Err(errors),
         Some(first) if first.kind == ListErrorKind::Utf16 => Err(errors),
+        Some(_) if errors.iter().all(|e| address_written_wrong(&e.kind)) => Err(errors),
         Some(first) => Err(vec![ListError {
             line: first.line,
             column: 1,
@@ -404,6 +406,23 @@ fn outcome(out: Vec<Listed>, errors: Vec<ListError>) -> Result<Vec<Listed>, Vec<
             },
         }]),
     }
+}
+
+/// An error that only an address written wrong gives: the line parsed as one, but for a
+/// detail (never a line of some other file, which fails on its first character).
+fn address_written_wrong(kind: &ListErrorKind) -> bool {
+    matches!(
+        kind,
+        ListErrorKind::Addr(
+            AddrError::HostBits { .. }
+                | AddrError::Mapped { .. }
+                | AddrError::LeadingZero { .. }
+                | AddrError::LenLeadingZero { .. }
+                | AddrError::LenRange { .. }
+                | AddrError::OctetRange { .. }
+                | AddrError::DefaultRoute { .. }
+        )
+    )
 }
 
 /// Like [`parse_list`], for raw file contents: reports lines that are not UTF-8 (and UTF-16
@@ -582,6 +601,35 @@ fn parse_line_general(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_of_addresses_written_wrong_is_a_list_with_mistakes_not_another_file() {
+        let errors = parse_list_bytes(b"\xef\xbb\xbf10.0.0.1/8\r\n", false).unwrap_err();
+        assert!(
+            matches!(
+                errors[0].kind,
+                ListErrorKind::Addr(AddrError::HostBits { .. })
+            ),
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].hint().contains("10.0.0.0/8"),
+            "{}",
+            errors[0].hint()
+        );
+        let errors =
+            parse_list_bytes(b"root:x:0:0:root:/root:/bin/sh\n10.0.0.1/8\n", false).unwrap_err();
+        assert!(
+            matches!(
+                errors[..],
+                [ListError {
+                    kind: ListErrorKind::NotAList { bad_lines: 2 },
+                    ..
+                }]
+            ),
+            "{errors:?}"
+        );
+    }
 
     #[test]
     fn lines_are_counted_as_an_editor_counts_them() {
