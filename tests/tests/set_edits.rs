@@ -193,6 +193,15 @@ fn an_added_prefix_moves_real_traffic_and_shows_in_explain_dump_and_status() {
     let out = work.steer_ok(&["set", "big", "del", "203.0.113.20/32", "198.18.0.0/15"]);
     assert!(out.contains("1 removed, 1 were not there"), "{out}");
     assert_eq!(kernel(&work), before);
+
+    // The LAN's own subnet is a local destination: added, and said to take no effect.
+    let out = work.steer_ok(&["set", "big", "add", "10.10.0.128/25"]);
+    assert!(
+        out.contains("note: 10.10.0.128/25 lies in the local destination 10.10.0.0/24"),
+        "{out}"
+    );
+    work.steer_ok(&["set", "big", "del", "10.10.0.128/25"]);
+    assert_eq!(kernel(&work), before);
     assert_eq!(
         udp_via(&lab, server.into(), 7703, 5),
         [5, 0],

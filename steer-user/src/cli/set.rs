@@ -177,8 +177,9 @@ fn prefixes(args: &SetArgs) -> Result<Vec<String>, CliError> {
     }
     let shown = bad.len().min(20);
     let mut text = format!(
-        "{} bad prefixes, nothing was sent:\n  {}",
+        "{} bad prefix{}, nothing was sent:\n  {}",
         bad.len(),
+        if bad.len() == 1 { "" } else { "es" },
         bad[..shown].join("\n  ")
     );
     if bad.len() > shown {

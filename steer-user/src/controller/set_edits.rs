@@ -399,6 +399,10 @@ impl Controller {
                 .map(|r| (r.id, r.name.clone()))
                 .collect(),
         };
+        let local_notes = match (op, view.direction) {
+            (Op::Add { .. }, Direction::Dst) => local_notes(self.dp.local(), &prefixes),
+            _ => Vec::new(),
+        };
         let plan = runtime_sets::plan(
             &self.runtime.table,
             view,
@@ -432,6 +436,7 @@ impl Controller {
             times.journal.as_secs_f64() * 1e3
         ));
         notes.insert(0, ReportLine::info(message));
+        notes.extend(local_notes);
         let text: Vec<String> = notes.iter().map(|l| l.text.clone()).collect();
         Ok(text.join("\n"))
     }
@@ -689,6 +694,39 @@ impl Controller {
     pub(super) fn runtime_len(&self, set: &str) -> usize {
         self.runtime.table.len_of(set)
     }
+}
+
+/// A note for each added destination prefix that a local destination covers: the classifier
+/// never steers it while that holds (a LAN subnet, the router's own address), so the entry
+/// takes no effect (the first few, then how many more).
+fn local_notes(local: &crate::model::LocalSet, added: &[Prefix]) -> Vec<ReportLine> {
+    const SHOWN: usize = 5;
+    let covered: Vec<(Prefix, Prefix)> = added
+        .iter()
+        .filter_map(|p| {
+            local
+                .keys()
+                .find(|l| l.len() <= p.len() && l.contains(p.addr()))
+                .map(|l| (*p, *l))
+        })
+        .collect();
+    let mut notes: Vec<ReportLine> = covered
+        .iter()
+        .take(SHOWN)
+        .map(|(p, l)| {
+            ReportLine::warning(format!(
+                "note: {p} lies in the local destination {l} (`steer dump local`): never \
+                 steered while the router reaches it without a WAN"
+            ))
+        })
+        .collect();
+    if covered.len() > SHOWN {
+        notes.push(ReportLine::warning(format!(
+            "note: and {} more added prefixes in local destinations",
+            covered.len() - SHOWN
+        )));
+    }
+    notes
 }
 
 #[cfg(test)]
