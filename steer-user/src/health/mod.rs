@@ -152,15 +152,12 @@ impl Health {
             .get_mut(name)
             .and_then(|t| t.trackers[family.index()].as_mut())
         {
-            *t = if found_dead {
-                t.restarted_down(
-                    carrier,
-                    "found dead before its gateway went away: probes bring it back",
-                    now,
-                )
-            } else {
-                t.restarted(carrier, now)
+            let why = match (found_dead, carrier) {
+                (true, _) => "found dead before its gateway went away: probes bring it back",
+                (false, true) => "its gateway appeared",
+                (false, false) => "its gateway appeared, without carrier",
             };
+            *t = t.restarted_because(carrier, found_dead, why, now);
             if let Some(p) = self
                 .wans
                 .get_mut(name)

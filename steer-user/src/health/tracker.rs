@@ -188,12 +188,18 @@ impl Tracker {
         Tracker::new(self.track.clone(), carrier, now)
     }
 
-    /// A fresh tracker with the same settings that starts down: only `up_after` passed rounds
-    /// in a row bring it up (its line was found dead before, and a new gateway does not
-    /// mend it).
-    pub fn restarted_down(&self, carrier: bool, why: &str, now: Instant) -> Tracker {
+    /// A fresh tracker with the same settings, up with `carrier` (as at start) unless
+    /// `found_dead`: then only `up_after` passed rounds in a row bring it up (its line was
+    /// found dead before, and a new gateway does not mend it). `why` is the state's reason.
+    pub fn restarted_because(
+        &self,
+        carrier: bool,
+        found_dead: bool,
+        why: &str,
+        now: Instant,
+    ) -> Tracker {
         Tracker {
-            healthy: false,
+            healthy: carrier && !found_dead,
             reason: why.to_owned(),
             ..Tracker::new(self.track.clone(), carrier, now)
         }
@@ -414,6 +420,23 @@ mod tests {
 
     const GOOD: &[Option<u64>] = &[Some(10), Some(12)];
     const BAD: &[Option<u64>] = &[None, None];
+
+    #[test]
+    fn a_restart_of_a_line_found_dead_needs_up_after_good_rounds() {
+        let t0 = Instant::now();
+        let t = Tracker::new(track(3, 2), true, t0);
+        let fresh = t.restarted_because(true, false, "its gateway appeared", t0);
+        assert!(fresh.up());
+        let mut dead = t.restarted_because(true, true, "found dead", t0);
+        assert!(!dead.up());
+        assert_eq!(
+            dead.round(&round(t0, 0, GOOD), t0),
+            None,
+            "one round is not enough"
+        );
+        let back = dead.round(&round(t0, 1, GOOD), t0).expect("up after 2");
+        assert!(back.up && dead.up());
+    }
 
     #[test]
     fn down_after_consecutive_failures_only() {
