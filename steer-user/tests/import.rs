@@ -785,3 +785,44 @@ fn a_closed_stderr_does_not_panic_the_import() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("[[wan]]"));
 }
+
+/// omr-bypass values steer cannot take are reported and left out, so the output passes
+/// `steer check` as printed: a MAC that is none, a URL where a domain goes; a `*.` wildcard is
+/// the domain itself (it matches its subdomains), not "every top-level domain".
+#[test]
+fn omr_bypass_values_steer_cannot_take_are_left_out_and_wildcards_become_the_domain() {
+    let dir = TempDir::new("omr-bad-values");
+    let path = dir.join("omr-bypass");
+    std::fs::write(
+        &path,
+        "config interface 'all'\n\n\
+         config macs\n\toption mac 'not-a-mac'\n\toption interface 'eth2'\n\n\
+         config macs\n\tlist mac 'aa:bb:cc:dd:ee:02'\n\tlist mac 'zz:zz'\n\toption interface 'eth2'\n\n\
+         config domains\n\toption name 'http://example.org/path'\n\toption interface 'eth2'\n\n\
+         config domains\n\toption name '*.bank.example'\n\toption interface 'eth1'\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let (ok, out, err) = import(&["omr-bypass", p]);
+    assert!(ok, "{err}");
+    assert!(err.contains("`not-a-mac` is not a MAC address"), "{err}");
+    assert!(err.contains("`zz:zz` is not a MAC address"), "{err}");
+    assert!(
+        err.contains("`*.bank.example` written as `bank.example`"),
+        "{err}"
+    );
+    assert!(!err.contains("every top-level domain"), "{err}");
+    let t = parse(&out);
+    let macs: Vec<Vec<String>> = sets(&t)
+        .iter()
+        .filter_map(|s| s.get("src_macs").map(strs))
+        .collect();
+    assert_eq!(macs, [["aa:bb:cc:dd:ee:02"]], "{out}");
+    let domains: Vec<Vec<String>> = sets(&t)
+        .iter()
+        .filter_map(|s| s.get("domains").map(strs))
+        .collect();
+    assert!(domains.contains(&vec!["bank.example".to_owned()]), "{out}");
+    assert!(domains.iter().flatten().all(|d| !d.contains('/')), "{out}");
+    check(&out, "omr-bad-values");
+}

@@ -659,10 +659,7 @@ impl Builder<'_> {
         let lines = match s.kind.as_str() {
             "domains" => rule.domains(notes, &mut self.no_noipv6),
             "ips" | "lan_ip" => rule.addresses(notes),
-            "macs" => Some(vec![
-                list("src_macs", &items),
-                list("proto", &["any".to_owned()]),
-            ]),
+            "macs" => rule.macs(notes),
             _ => rule.ports(notes),
         }?;
         let comment = format!("{}:{}: {label}{}", self.opts.file, s.line, note_suffix(s));
@@ -697,19 +694,8 @@ impl Rule<'_> {
         let domains: Vec<String> = self
             .items
             .iter()
-            .map(|d| d.trim_start_matches('.').to_owned())
-            .filter(|d| {
-                let wild = d.contains('*') || d.ends_with('.');
-                if wild {
-                    notes.add(
-                        NoteKind::NotImported,
-                        self.line,
-                        format!("{label}: `{d}` (every top-level domain)"),
-                        "steer matches a domain and its subdomains: list each domain",
-                    );
-                }
-                !wild
-            })
+            .map(|d| d.trim_start_matches('.'))
+            .filter_map(|d| self.domain(d, notes))
             .collect();
         if domains.is_empty() {
             return None;
@@ -741,6 +727,69 @@ impl Rule<'_> {
             );
         }
         Some(lines)
+    }
+
+    /// One name of a `domains` rule as steer writes it: `*.example.com` is `example.com` (a
+    /// name matches its subdomains); a TLD wildcard or a value that is no domain is reported
+    /// and left out.
+    fn domain(&self, d: &str, notes: &mut Notes) -> Option<String> {
+        let label = self.label;
+        if d.ends_with('.') || d.ends_with(".*") || d == "*" {
+            notes.add(
+                NoteKind::NotImported,
+                self.line,
+                format!("{label}: `{d}` (every top-level domain)"),
+                "steer matches a domain and its subdomains: list each domain",
+            );
+            return None;
+        }
+        let name = d.strip_prefix("*.").unwrap_or(d);
+        match crate::config::normalize_domain(name) {
+            Ok(n) => {
+                if name != d {
+                    notes.add(
+                        NoteKind::Check,
+                        self.line,
+                        format!("{label}: `{d}` written as `{n}`"),
+                        "a name matches itself and all its subdomains",
+                    );
+                }
+                Some(n)
+            }
+            Err((message, hint)) => {
+                notes.add(
+                    NoteKind::NotImported,
+                    self.line,
+                    format!("{label}: {message}"),
+                    hint,
+                );
+                None
+            }
+        }
+    }
+
+    /// The MAC addresses of a `macs` rule; one that is not a MAC address is reported and left
+    /// out (the rule then matches fewer hosts, never more).
+    fn macs(&self, notes: &mut Notes) -> Option<Vec<String>> {
+        let macs: Vec<String> = self
+            .items
+            .iter()
+            .filter(|m| {
+                let ok = crate::model::ordered::parse_mac(m).is_some();
+                if !ok {
+                    notes.add(
+                        NoteKind::NotImported,
+                        self.line,
+                        format!("{}: `{m}` is not a MAC address", self.label),
+                        "write it as aa:bb:cc:dd:ee:ff",
+                    );
+                }
+                ok
+            })
+            .cloned()
+            .collect();
+        (!macs.is_empty())
+            .then(|| vec![list("src_macs", &macs), list("proto", &["any".to_owned()])])
     }
 
     /// Destination (`ips`) or source (`lan_ip`) addresses, as an ordered rule.
