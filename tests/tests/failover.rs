@@ -216,20 +216,30 @@ fn twenty_quick_flaps_leave_no_stale_state() {
     }
     for family in ["-4", "-6"] {
         let rules = s.lab.router.run(&format!("ip {family} rule show"));
-        let ours: Vec<&str> = rules
+        let marked: Vec<&str> = rules
             .lines()
             .filter(|l| {
-                l.contains("proto 201")
-                    || l.starts_with("1090")
-                    || l.starts_with("1091")
-                    || l.starts_with("1100")
-                    || l.starts_with("1101")
+                l.contains("fwmark")
+                    && (l.contains("proto 201")
+                        || ["1090", "1091", "1100", "1101"]
+                            .iter()
+                            .any(|p| l.starts_with(p)))
             })
             .collect();
         assert_eq!(
-            ours.len(),
+            marked.len(),
             4,
-            "exactly steer's four rules ({family}):\n{rules}"
+            "exactly steer's four mark rules ({family}):\n{rules}"
+        );
+        // Two rules for each WAN's own address (its main-table and its table lookup), once.
+        let own: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.contains("proto 201") && !l.contains("fwmark"))
+            .collect();
+        assert_eq!(
+            own.len(),
+            4,
+            "two WANs, two rules each ({family}):\n{rules}"
         );
     }
     assert_eq!(udp_via(&s.lab, a(), 6040, N), [N, 0]);

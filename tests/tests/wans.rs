@@ -270,24 +270,35 @@ fn a_dhcp_wan_follows_its_lease_into_another_subnet_and_waits_when_it_is_lost() 
     drop(client);
 }
 
+/// The lab with wan1's IPv4 gateway (and with `v6_too` its IPv6 one) left to the system, which
+/// has none: a DHCP hook must hand it in. The default policy prefers wan1.
+fn hand_in_lab(tag: &str, v6_too: bool) -> (Lab, Workdir, Daemon) {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new(tag);
+    let mut wans = wans_with_auto_gateway(
+        Wan::One,
+        "gateway",
+        &icmp(&[Lab::PROBE_1.to_string()]),
+        &icmp(&[Lab::PROBE_2.to_string()]),
+    );
+    if v6_too {
+        let v6 = format!("gateway6 = \"{}\"\n", Lab::gateway_v6(Wan::One));
+        wans = wans.replacen(&v6, "", 1);
+    }
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    let daemon = Daemon::start(&lab.router, &work);
+    (lab, work, daemon)
+}
+
 /// A line that probes found dead keeps its state through a lease rebound (the gateway goes
 /// and comes back, as a modem whose DHCP server still answers gives it): it comes back only
 /// after `up_after` passed rounds, not with the gateway. It was put back in service at once,
 /// and the LAN's flows went into the dead line.
 #[test]
 fn a_wan_found_dead_stays_down_when_its_gateway_comes_back() {
-    steer_tests::require_root();
-    let lab = Lab::new();
-    let work = Workdir::new("rebind");
-    let wans = wans_with_auto_gateway(
-        Wan::One,
-        "gateway",
-        &icmp(&[Lab::PROBE_1.to_string()]),
-        &icmp(&[Lab::PROBE_2.to_string()]),
-    );
-    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
-    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
-    let daemon = Daemon::start(&lab.router, &work);
+    let (lab, work, daemon) = hand_in_lab("rebind", false);
     let hand_in = |gateway: &str| work.steer_ok(&["wan", "wan1", "gateway", gateway]);
     hand_in(&Lab::gateway_v4(Wan::One).to_string());
     wait_status(&work, &daemon, "the handed-in gateway", |st| {
@@ -334,20 +345,7 @@ fn a_wan_found_dead_stays_down_when_its_gateway_comes_back() {
 /// (the WAN waited for the client's next renewal).
 #[test]
 fn handed_in_gateways_are_checked_kept_per_family_and_across_a_restart() {
-    steer_tests::require_root();
-    let lab = Lab::new();
-    let work = Workdir::new("hand-in");
-    let v6 = format!("gateway6 = \"{}\"\n", Lab::gateway_v6(Wan::One));
-    let wans = wans_with_auto_gateway(
-        Wan::One,
-        "gateway",
-        &icmp(&[Lab::PROBE_1.to_string()]),
-        &icmp(&[Lab::PROBE_2.to_string()]),
-    )
-    .replacen(&v6, "", 1);
-    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
-    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
-    let mut daemon = Daemon::start(&lab.router, &work);
+    let (lab, work, mut daemon) = hand_in_lab("hand-in", true);
     let (gw4, gw6) = (Lab::gateway_v4(Wan::One), Lab::gateway_v6(Wan::One));
     work.steer_ok(&["wan", "wan1", "gateway", &gw4.to_string()]);
     work.steer_ok(&["wan", "wan1", "gateway", &gw6.to_string()]);
@@ -627,11 +625,12 @@ fn session_with(lab: &Lab, work: &Workdir, subnet: u8, router_address: bool) -> 
     Session { _isp: isp, router }
 }
 
-#[test]
-fn a_point_to_point_wan_comes_goes_and_comes_back_as_a_new_device() {
+/// The lab with a third WAN, `ppp` on the device `pppoe-wan` ([`session`] makes it), which
+/// the default policy prefers, NATed by the router and routed back by the internet.
+fn ppp_lab(tag: &str) -> (Lab, Workdir) {
     steer_tests::require_root();
     let lab = Lab::new();
-    let work = Workdir::new("ppp");
+    let work = Workdir::new(tag);
     lab.router.run(&format!(
         "nft add rule inet {NFT_TABLE} postrouting oifname pppoe-wan masquerade"
     ));
@@ -646,6 +645,12 @@ fn a_point_to_point_wan_comes_goes_and_comes_back_as_a_new_device() {
     let wans = format!("{}{ppp}", lab_wans(&track1, &track2));
     let members = "{ wan = \"ppp\" }, { wan = \"wan1\", metric = 2 }";
     work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    (lab, work)
+}
+
+#[test]
+fn a_point_to_point_wan_comes_goes_and_comes_back_as_a_new_device() {
+    let (lab, work) = ppp_lab("ppp");
     // The daemon starts before the line is up: the WAN waits for its device.
     let daemon = Daemon::start(&lab.router, &work);
     wait_status(&work, &daemon, "no device at start", |st| {
@@ -707,23 +712,7 @@ fn a_point_to_point_wan_comes_goes_and_comes_back_as_a_new_device() {
 /// into the device and was lost). An address given to the device brings IPv4 in.
 #[test]
 fn a_point_to_point_wan_without_an_ipv4_address_carries_no_ipv4_until_it_has_one() {
-    steer_tests::require_root();
-    let lab = Lab::new();
-    let work = Workdir::new("ppp-noaddr");
-    lab.router.run(&format!(
-        "nft add rule inet {NFT_TABLE} postrouting oifname pppoe-wan masquerade"
-    ));
-    lab.internet
-        .run("ip route add 10.99.0.0/24 via 198.18.1.2 dev isp1");
-    let track1 = icmp(&[Lab::PROBE_1.to_string()]);
-    let track2 = icmp(&[Lab::PROBE_2.to_string()]);
-    let ppp = format!(
-        "[[wan]]\nname = \"ppp\"\ninterface = \"pppoe-wan\"\nmark = 0x300\ntable = 103\n[wan.track]\n{}",
-        icmp(&[Lab::PROBE_1.to_string()])
-    );
-    let wans = format!("{}{ppp}", lab_wans(&track1, &track2));
-    let members = "{ wan = \"ppp\" }, { wan = \"wan1\", metric = 2 }";
-    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    let (lab, work) = ppp_lab("ppp-noaddr");
     let daemon = Daemon::start(&lab.router, &work);
     let _session = session_with(&lab, &work, 0, false);
     wait_status(&work, &daemon, "IPv4 waits for an address", |st| {

@@ -390,9 +390,11 @@ impl From<ExplainError> for super::CliError {
 fn classified_ifindex(pin_dir: &Path, name: &str) -> Result<u32, ExplainError> {
     let index =
         crate::dataplane::ifindex(name).map_err(|_| ExplainError::Interface(name.into()))?;
-    let lan =
-        crate::dataplane::pin::linked_interfaces(pin_dir, crate::dataplane::pin::LinkKind::Tc)
-            .unwrap_or_default();
+    use crate::dataplane::pin::{LinkKind, linked_interfaces};
+    // Pins that cannot be read are left to the load after this, which says why.
+    let Ok(lan) = linked_interfaces(pin_dir, LinkKind::Tc) else {
+        return Ok(index);
+    };
     if !lan.iter().any(|l| l == name) {
         return Err(ExplainError::NotClassified {
             name: name.to_owned(),

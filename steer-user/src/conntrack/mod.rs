@@ -7,11 +7,14 @@
 //!
 //! - a connection that starts on the LAN takes the WAN mark its first packet was stamped with
 //!   into its connection mark; one that comes in through a WAN takes that WAN's mark;
-//! - every later packet entering from the LAN (replies of inbound connections included, and
-//!   packets of a connection still waiting for its first reply) gets its connection's WAN mark
-//!   back, over whatever the classifier stamped: a connection keeps its WAN (and its NAT
-//!   binding) when a verdict changes — a failback, a reload, a balancing slot that moves, a
-//!   learned address that expires.
+//! - every later packet entering from any interface but the WANs (the LAN's; a DMZ's: replies
+//!   of inbound connections included, and packets of a connection still waiting for its first
+//!   reply) gets its connection's WAN mark back, over whatever the classifier stamped: a
+//!   connection keeps its WAN (and its NAT binding) when a verdict changes — a failback, a
+//!   reload, a balancing slot that moves, a learned address that expires;
+//! - with br_netfilter on a LAN bridge, prerouting runs before the classifier on the bridge:
+//!   the classifier then keeps the mark restored there (`settings_flags::KEEP_MARK`), and a
+//!   forward-hook chain gives a new connection the mark the classifier stamped.
 //!
 //! Bits outside the mark mask keep their value in both marks (nftables can only combine a
 //! register with constants, so each WAN has a chain of its own, reached by one map lookup). When a WAN goes down the entries

@@ -484,10 +484,13 @@ impl Controller {
         // take connection marking down with them: the table goes in without them, and that
         // is said as an error.
         let refused = std::cell::RefCell::new(None);
+        // Whether a ruleset went in: the classifier keeps marks only beside a table that
+        // restores them before it and marks new connections after it.
+        let installed = std::cell::Cell::new(false);
         let install = |extra: &str| {
             let with = format!("{sources}{extra}");
             let mask = general.mark_mask;
-            match conntrack::install_with(mask, wans, bridged, &with) {
+            let done = match conntrack::install_with(mask, wans, bridged, &with) {
                 Err(e) if !sources.is_empty() => {
                     let without = conntrack::install_with(mask, wans, bridged, extra);
                     if without.is_ok() {
@@ -496,10 +499,21 @@ impl Controller {
                     without
                 }
                 done => done,
-            }
+            };
+            installed.set(installed.get() || done.is_ok());
+            done
         };
         let line = self.install_marking_with(install);
-        let line = self.keep_marks(bridged).or(line);
+        let line = match (
+            line,
+            installed.get().then(|| self.keep_marks(bridged)).flatten(),
+        ) {
+            (Some(a), Some(b)) => Some(ReportLine::new(
+                a.severity.max(b.severity),
+                format!("{}; {}", a.text, b.text),
+            )),
+            (a, b) => a.or(b),
+        };
         let Some(e) = refused.into_inner() else {
             return line;
         };

@@ -72,7 +72,7 @@ pub fn resolve(wan: &Wan, family: Family, system: &SystemView, hooked: &Hooked) 
         // A point-to-point link carries only the families it has addresses of: a 6in4 or
         // WireGuard tunnel for IPv6 alone, a PPP session whose IPv6CP did not come up. A route
         // into it for another family would black-hole that family's traffic.
-        if !system.has_address(link.index, family) {
+        if !system.has_address(link.index, family, link.ppp) {
             return Resolved::waiting(format!(
                 "the point-to-point link {} has no {} address, so it carries no {}",
                 wan.interface,
@@ -134,6 +134,7 @@ mod tests {
             admin_up: true,
             point_to_point,
             bridge: false,
+            ppp: false,
         });
         v
     }
@@ -220,6 +221,12 @@ mod tests {
              carries no IPv6"
         );
         p2p.addresses.push((7, "fe80::1".parse().unwrap()));
+        let r = resolve(&w, Family::V6, &p2p, &Hooked::new());
+        assert_eq!(
+            r.gateway, None,
+            "a tun device's own link-local says nothing"
+        );
+        p2p.addresses.push((7, "2001:db8::2".parse().unwrap()));
         let r = resolve(&w, Family::V6, &p2p, &Hooked::new());
         assert_eq!(r.gateway, Some(Gateway::Direct));
         let r = resolve(&w, Family::V4, &p2p, &Hooked::new());

@@ -638,9 +638,13 @@ impl Controller {
             // since the last sample must be seen first.
             self.sample_wan_traffic(wan);
         }
-        if self.waiting(wan, family) {
+        let other = family.other();
+        let decides_other = !self.health.tracks(wan, other) && !self.waiting(wan, other);
+        if self.waiting(wan, family) && !decides_other {
             // No gateway: the probes had no way out, and say nothing of the line. The family
-            // carries nothing meanwhile, and its health starts over with the gateway.
+            // carries nothing meanwhile, and its health starts over with the gateway. (Judged
+            // still when the other family, with a gateway and no probes of its own, follows
+            // this one: failing rounds are all that can take it down.)
             return None;
         }
         let verdict = self.health.round(wan, family, round, Instant::now())?;
@@ -1000,9 +1004,21 @@ impl Controller {
         let mut lines = self.refresh_system().await;
         let routed = self.reconcile_routing("gateway set").await;
         let via = format!("default via {a} dev {interface} ");
+        // Refused only when the link could take it and did not: without an address of the
+        // family yet (a DHCP script that hands the router in before the lease's address is
+        // applied) or with the link down, the route goes in at the next address or link event.
+        let addressed = self
+            .wan_addresses
+            .get(&interface)
+            .is_some_and(|addrs| addrs.iter().any(|x| Family::of(x) == Family::of(&a)));
         let failed = routed
             .iter()
-            .find(|l| l.severity == Severity::Error && l.text.contains(&via))
+            .find(|l| {
+                l.severity == Severity::Error
+                    && l.text.contains(&via)
+                    && addressed
+                    && !l.text.contains("Network is down")
+            })
             .map(|l| l.text.clone());
         let Some(failed) = failed else {
             self.keep_hooked();
@@ -1544,7 +1560,17 @@ impl Controller {
     /// Whether br_netfilter passes the packets of a LAN bridge through netfilter before the
     /// classifier ([`conntrack::bridge_netfilter`], and a bridge among the LAN interfaces).
     async fn bridged_lan(&self) -> bool {
-        conntrack::bridge_netfilter() && self.routing.any_bridge(&self.config.general.lan).await
+        if !conntrack::bridge_netfilter() {
+            return false;
+        }
+        match self.routing.any_bridge(&self.config.general.lan).await {
+            Some(bridged) => bridged,
+            // The links could not be read: what was found last stands (a flip would drop the
+            // forward chain and the kept marks until the next look).
+            None => self
+                .marking_bridged
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// Installs (or replaces) steer's nftables table for the configured WANs and LANs.

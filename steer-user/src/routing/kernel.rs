@@ -10,7 +10,9 @@ use std::{
 use futures::TryStreamExt;
 use netlink_packet_route::{
     AddressFamily,
-    link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo as LinkInfoAttr, LinkMessage},
+    link::{
+        InfoKind, LinkAttribute, LinkFlags, LinkInfo as LinkInfoAttr, LinkLayerType, LinkMessage,
+    },
     route::{
         RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope,
         RouteType, RouteVia,
@@ -48,6 +50,10 @@ pub struct LinkInfo {
     /// A bridge (a LAN of several ports: br_netfilter may pass its packets through netfilter
     /// before steer's classifier sees them).
     pub bridge: bool,
+    /// A PPP device: its link-local IPv6 address comes from IPv6CP, so it says IPv6 is up.
+    /// Other point-to-point devices (tun, raw-IP LTE) get one from the kernel whatever the
+    /// line carries.
+    pub ppp: bool,
 }
 
 impl LinkInfo {
@@ -63,6 +69,7 @@ impl LinkInfo {
             admin_up: m.header.flags.contains(LinkFlags::Up),
             point_to_point: m.header.flags.contains(LinkFlags::Pointopoint)
                 || m.header.flags.contains(LinkFlags::Noarp),
+            ppp: m.header.link_layer_type == LinkLayerType::Ppp,
             bridge: m.attributes.iter().any(|a| match a {
                 LinkAttribute::LinkInfo(infos) => infos
                     .iter()
@@ -264,7 +271,12 @@ pub(crate) async fn local_routes(handle: &Handle) -> Result<FoundLocal, rtnetlin
 /// The address of a local-table route (`local ADDR dev IF`: one a device holds, its
 /// link-local IPv6 addresses too) and the interface holding it.
 fn own_address(m: &RouteMessage) -> Option<(u32, IpAddr)> {
-    if m.header.kind != RouteType::Local {
+    let host = match m.header.address_family {
+        AddressFamily::Inet => 32,
+        _ => 128,
+    };
+    // A local route of a whole network (AnyIP: `local 203.0.113.0/24 dev X`) is no address.
+    if m.header.kind != RouteType::Local || m.header.destination_prefix_length != host {
         return None;
     }
     let index = m.attributes.iter().find_map(|a| match a {

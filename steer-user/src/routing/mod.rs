@@ -40,8 +40,8 @@
 //!
 //! | priority | selector | action |
 //! |---|---|---|
-//! | 1000 + 2n ([`PRIORITY_OWN_BASE`]) | `from <address>` | `lookup main suppress_prefixlength 0` |
-//! | 1001 + 2n | `from <address>` | `lookup <wan.table>` |
+//! | 900 + 2n ([`PRIORITY_OWN_BASE`]) | `from <address>` | `lookup main suppress_prefixlength 0` |
+//! | 901 + 2n | `from <address>` | `lookup <wan.table>` |
 //!
 //! so the router's own packets from a WAN's address (the answers of its SSH or WireGuard
 //! server reached through that WAN) leave by that WAN, not by the main table's default, while
@@ -107,9 +107,10 @@ pub const PRIORITY_BLACKHOLE: u32 = 1091;
 pub const PRIORITY_WAN_BASE: u32 = 1100;
 /// Source-specific routing: the main table's routes but its default, before the source rules.
 pub const PRIORITY_SOURCE_MAIN: u32 = 1050;
-/// The rules of the router's own packets from a WAN's addresses: `1000 + 2n` (the main table
-/// but its default) and `1001 + 2n` (the WAN's table) for the n-th WAN.
-pub const PRIORITY_OWN_BASE: u32 = 1000;
+/// The rules of the router's own packets from a WAN's addresses: `900 + 2n` (the main table
+/// but its default) and `901 + 2n` (the WAN's table) for the n-th WAN, before all the others
+/// whatever the number of WANs.
+pub const PRIORITY_OWN_BASE: u32 = 900;
 /// Source-specific routing: WAN n's prefix goes to its table at this + n.
 pub const PRIORITY_SOURCE_BASE: u32 = 1051;
 /// The main routing table.
@@ -519,11 +520,10 @@ impl Routing {
         })
     }
 
-    /// Whether any of `names` is a bridge (one link dump).
-    pub async fn any_bridge(&self, names: &[String]) -> bool {
-        self.links()
-            .await
-            .is_ok_and(|links| links.iter().any(|l| l.bridge && names.contains(&l.name)))
+    /// Whether any of `names` is a bridge (one link dump); `None` when the dump failed.
+    pub async fn any_bridge(&self, names: &[String]) -> Option<bool> {
+        let links = self.links().await.ok()?;
+        Some(links.iter().any(|l| l.bridge && names.contains(&l.name)))
     }
 
     /// The index, carrier (IFF_LOWER_UP) and administrative state (IFF_UP) of every interface,
@@ -573,11 +573,12 @@ pub struct SystemView {
 }
 
 impl SystemView {
-    /// Whether the interface `index` holds an address of `family`.
-    pub fn has_address(&self, index: u32, family: Family) -> bool {
-        self.addresses
-            .iter()
-            .any(|(i, a)| *i == index && Family::of(a) == family)
+    /// Whether the interface `index` holds an address of `family`; a link-local one counts
+    /// only with `link_local` (a PPP device's, from IPv6CP).
+    pub fn has_address(&self, index: u32, family: Family, link_local: bool) -> bool {
+        self.addresses.iter().any(|(i, a)| {
+            *i == index && Family::of(a) == family && (link_local || !is_link_local(a))
+        })
     }
 
     /// The addresses the interface called `name` holds, but link-local ones.

@@ -1,9 +1,11 @@
 //! Strict reverse-path filtering (`rp_filter = 1`) on a WAN: the kernel drops a packet that
-//! arrives on an interface its main table would not route the answer back through. With two
-//! WANs, the answers on every WAN but the main table's default arrive on "the wrong"
-//! interface: the probes of those WANs fail (they go down) and the steered traffic they carry
-//! gets no answer. Loose mode (2) keeps the protection against spoofed sources and lets them
-//! in. Said at start and at every reload; steer does not change the sysctl itself.
+//! arrives on an interface it would not route the answer back through. The answers to the
+//! LAN's traffic steered out of a WAN that is not the main table's default (their destination
+//! a LAN host once NAT is undone, routed back by the main table) arrive on "the wrong"
+//! interface and are dropped: that traffic gets no answer. (The router's own traffic passes:
+//! steer's rules route its WAN addresses by their WAN.) Loose mode (2) keeps the protection
+//! against spoofed sources and lets them in. Said at start and at every reload; steer does not
+//! change the sysctl itself.
 
 use std::path::Path;
 
@@ -31,11 +33,14 @@ pub fn strict_warnings<'a>(
         .into_iter()
         .filter(|i| mode(conf, i) == Some(1))
         .map(|i| {
+            // sysctl takes `/` for the dots of a name (eth0.2: net.ipv4.conf.eth0/2.rp_filter).
+            let key = i.replace('.', "/");
             format!(
-                "{i}: strict reverse-path filtering (rp_filter = 1) drops the answers that reach \
-                 a WAN the main table does not route back through, so this WAN's probes fail \
-                 and its steered traffic gets no answer; set net.ipv4.conf.{i}.rp_filter and \
-                 net.ipv4.conf.all.rp_filter to 2 (loose), e.g. in /etc/sysctl.d/"
+                "{i}: strict reverse-path filtering (rp_filter = 1) drops the answers to the \
+                 LAN's traffic steered out of this WAN whenever the main table's default route \
+                 is another WAN's, so that traffic gets no answer; set \
+                 net.ipv4.conf.{key}.rp_filter and net.ipv4.conf.all.rp_filter to 2 (loose), \
+                 e.g. in /etc/sysctl.d/"
             )
         })
         .collect()
@@ -55,6 +60,13 @@ mod tests {
         let warned = strict_warnings(&dir, ["wan1", "wan2", "wan3", "gone0"]);
         assert_eq!(warned.len(), 1, "{warned:?}");
         assert!(warned[0].starts_with("wan2: strict reverse-path filtering"));
+        std::fs::create_dir_all(dir.join("eth0.2")).unwrap();
+        std::fs::write(dir.join("eth0.2").join("rp_filter"), "1\n").unwrap();
+        let warned = strict_warnings(&dir, ["eth0.2"]);
+        assert!(
+            warned[0].contains("net.ipv4.conf.eth0/2.rp_filter"),
+            "{warned:?}"
+        );
         // `all` = 1 makes every interface whose own is below it strict; 2 on the interface
         // stays loose (the kernel takes the larger).
         std::fs::write(dir.join("all").join("rp_filter"), "1\n").unwrap();
