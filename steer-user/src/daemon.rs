@@ -317,6 +317,11 @@ async fn serve(
                         after_failover(&mut ctl, &service, failover, &listed_tx);
                         log_lines("", ctl.lan_link(&name, Some(index)).iter());
                         log_lines("", &ctl.wan_link(&name));
+                        if ctl.is_lan(&name) {
+                            // A LAN bridge that appears may be br_netfilter's: at once, not
+                            // at the next periodic check.
+                            log_lines("", ctl.check_conntrack_marking().await.iter());
+                        }
                         probers.pace(&ctl);
                     }
                     NetEvent::LinkGone { name, .. } => {

@@ -261,9 +261,36 @@ fn on_a_bridged_lan_with_br_netfilter_connections_keep_their_wan() {
 }
 
 /// Connections that come in through WAN 2 to the router itself (its SSH, its WireGuard
-/// server) or to a host behind an interface steer does not classify on (a DMZ, forwarded to)
-/// are answered by WAN 2, though the main table's default route is WAN 1's: the answers took
-/// the main table into the wrong line.
+/// server; a port forward to its LAN address) or to a host behind an interface steer does not
+/// classify on (a DMZ, forwarded to) are answered by WAN 2, though the main table's default
+/// route is WAN 1's: the answers took the main table into the wrong line.
+/// The same with the namespace's sysctls off and the bridge's own `nf_call_iptables` on
+/// (`ip link set br-lan type bridge nf_call_iptables 1`), which br_netfilter obeys as well.
+#[test]
+fn a_bridge_with_its_own_nf_call_iptables_is_seen_too() {
+    let brnf = std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables");
+    assert!(brnf.exists(), "this test needs br_netfilter");
+    let s = Scenario::start_on("brnf-own", &Options::default(), "br-lan", |lab| {
+        lab.bridge_lan("br-lan");
+        lab.router.run(
+            "sysctl -qw net.bridge.bridge-nf-call-iptables=0 \
+             net.bridge.bridge-nf-call-ip6tables=0 && \
+             ip link set br-lan type bridge nf_call_iptables 1",
+        );
+    });
+    enforce_source_addresses(&s.lab);
+    s.daemon.wait_log(
+        "br_netfilter passes bridged packets through netfilter",
+        SETTLE,
+    );
+    let at = SocketAddr::new(Lab::CLIENT_V4.into(), 8080);
+    let _lan_server = EchoServer::start(&s.lab.client, at);
+    let mut forwarded = port_forward_on_wan2(&s, 8080, at);
+    for _ in 0..10 {
+        exchange(&s, &mut forwarded, "port forward");
+    }
+}
+
 #[test]
 fn connections_into_wan2_to_the_router_or_a_dmz_are_answered_via_wan2() {
     let s = Scenario::start("own-answers", &Options::default());
@@ -279,6 +306,13 @@ fn connections_into_wan2_to_the_router_or_a_dmz_are_answered_via_wan2() {
     });
     for _ in 0..5 {
         exchange(&s, &mut to_router, "the router's own service");
+    }
+    // A port forward to the router's own LAN address (its answers come from no WAN address).
+    let lan_side = SocketAddr::new(Lab::LAN_GATEWAY_V4.into(), 9001);
+    let _lan_side_server = EchoServer::start(&s.lab.router, lan_side);
+    let mut forwarded_to_router = port_forward_on_wan2(&s, 9002, lan_side);
+    for _ in 0..5 {
+        exchange(&s, &mut forwarded_to_router, "a port forward to the router");
     }
 
     let dmz = Netns::new("dmz");

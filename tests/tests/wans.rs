@@ -316,7 +316,12 @@ fn a_wan_found_dead_stays_down_when_its_gateway_comes_back() {
     wait_status(&work, &daemon, "waiting", |st| {
         gateway_is(st, "wan1", "IPv4", "waiting for a gateway")
     });
-    hand_in(&Lab::gateway_v4(Wan::One).to_string());
+    let back = hand_in(&Lab::gateway_v4(Wan::One).to_string());
+    assert!(
+        back.contains("wan1 IPv4: gateway: via 100.64.1.1")
+            && back.contains("still down until probes pass"),
+        "{back}"
+    );
     wait_status(&work, &daemon, "the gateway is back", |st| {
         gateway_is(st, "wan1", "IPv4", "via 100.64.1.1 (set by")
     });
@@ -384,14 +389,34 @@ fn handed_in_gateways_are_checked_kept_per_family_and_across_a_restart() {
 
     work.steer_ok(&["wan", "wan1", "gateway", &gw4.to_string()]);
     wait_status(&work, &daemon, "handed in again", handed_in);
+    let again = work.steer_ok(&["wan", "wan1", "gateway", &gw4.to_string()]);
+    assert!(again.contains("no change"), "{again}");
     assert!(
         daemon.signal_and_wait(libc::SIGTERM, SETTLE),
         "the daemon stops"
     );
-    let daemon = Daemon::start(&lab.router, &work);
+    let mut daemon = Daemon::start(&lab.router, &work);
     wait_status(&work, &daemon, "kept across the restart", handed_in);
     let a: IpAddr = Lab::SERVER_A.into();
     wait_traffic_from(&lab, a, 7311, Lab::nat_addr_v4(Wan::One).into(), &daemon);
+
+    // Renumbered while no daemon ran: the kept gateway is off the new subnet. Dropped at
+    // start, not kept as a route that cannot be.
+    assert!(
+        daemon.signal_and_wait(libc::SIGTERM, SETTLE),
+        "the daemon stops"
+    );
+    lab.router
+        .run("ip -4 addr flush dev wan1 && ip addr add 100.64.21.2/24 dev wan1");
+    let daemon = Daemon::start(&lab.router, &work);
+    daemon.wait_log(
+        &format!("wan1: the gateway {gw4} handed in to the daemon before is not on its link"),
+        SETTLE,
+    );
+    wait_status(&work, &daemon, "IPv4 waits; IPv6's hand-in stays", |st| {
+        gateway_is(st, "wan1", "IPv4", "waiting for a gateway")
+            && gateway_is(st, "wan1", "IPv6", &format!("via {gw6} (set by"))
+    });
 }
 
 /// A DHCP client on the router that installs the lease's address but no route, and hands the

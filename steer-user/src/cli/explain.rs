@@ -370,9 +370,9 @@ pub enum ExplainError {
     )]
     Interface(String),
     #[error(
-        "steer does not classify packets coming in on {name} (its classifier is on {lan}): a \
-         WAN's traffic is not steered, and a bridge's ports pass theirs to the bridge; give \
-         --in one of those"
+        "steer does not classify packets coming in on {name} (its classifier is on {lan}): only \
+         what comes in on those is steered (a bridge's ports pass theirs to the bridge); give \
+         --in one of them"
     )]
     NotClassified { name: String, lan: String },
 }

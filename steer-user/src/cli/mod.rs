@@ -263,6 +263,11 @@ fn gateway_request(name: String, value: &str) -> Result<Request, CliError> {
                 Ok(a) => Err(CliError::Refused(format!(
                     "{a} cannot be a gateway: give the address of the next-hop router on this WAN"
                 ))),
+                Err(crate::prefix::AddrError::Name { .. }) => Err(CliError::Refused(format!(
+                    "gateway `{}` is not an address: give the next hop's address (the lease's \
+                     router), or `auto`, `auto4`, `auto6` to go back to what the system says",
+                    crate::shown::shown(value)
+                ))),
                 Err(e) => Err(CliError::Refused(format!(
                     "gateway `{value}`: {}; {} (or `auto`, `auto4`, `auto6`: back to what the \
                      system says)",

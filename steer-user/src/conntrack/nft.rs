@@ -92,6 +92,17 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], bridged: bool, extra: &str) -
             "\t\tiifname != {{ {} }} ct mark and {mask:#x} vmap {{ {restore} }}\n",
             wan_names.join(", ")
         ));
+        // The router's answers to a port forward to itself (`dnat to` its LAN address: the
+        // answer's source is no WAN address, which the routing rules would place) leave by
+        // the WAN the connection came in on: a route chain routes them again by the mark.
+        // Only forwarded-to connections: a LAN client's connection to the router may carry a
+        // mark (a classifier verdict while its address was not local yet), and its answers
+        // must stay on the LAN.
+        chains.push_str(&format!(
+            "\tchain mark_forwarded_answers {{\n\
+             \t\ttype route hook output priority mangle + 10; policy accept;\n\
+             \t\tct status dnat ct direction reply ct mark and {mask:#x} vmap {{ {restore} }}\n\t}}\n"
+        ));
 
         chains.push_str(&format!(
             "\tchain new_connection {{\n\
@@ -201,6 +212,7 @@ mod tests {
             "type filter hook prerouting priority mangle + 10; policy accept;\n\t\tct mark and 0xff00 . meta mark and 0xff00 vmap { 0x100 . 0x100 : accept, 0x200 . 0x200 : accept }\n\t\tct state new",
             "ct state new ct mark and 0xff00 == 0 jump new_connection",
             "\t\tiifname != { \"eth1\", \"wwan0\" } ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
+            "type route hook output priority mangle + 10; policy accept;\n\t\tct status dnat ct direction reply ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
             "meta mark and 0xff00 vmap { 0x100 : goto connection_0x100, 0x200 : goto connection_0x200 }\n\t\tiifname vmap { \"eth1\" : goto connection_0x100, \"wwan0\" : goto connection_0x200 }",
             "chain connection_0x200 {\n\t\tct mark set ct mark and 0xffff00ff or 0x200",
             "chain restore_0x100 {\n\t\tmeta mark set meta mark and 0xffff00ff or 0x100",

@@ -134,6 +134,7 @@ mod tests {
             admin_up: true,
             point_to_point,
             bridge: false,
+            bridge_nf_call: false,
             ppp: false,
         });
         v

@@ -712,10 +712,15 @@ impl Controller {
         Ok(verdict.map(|v| self.fail_over(v)))
     }
 
+    /// Whether `iface` is one of the LAN interfaces the classifier is on.
+    pub fn is_lan(&self, iface: &str) -> bool {
+        self.config.general.lan.iter().any(|l| l == iface)
+    }
+
     /// A LAN interface appeared, changed or disappeared (`index` None). A recreated interface
     /// (new index) lost its links with the old one: attach again.
     pub fn lan_link(&mut self, iface: &str, index: Option<u32>) -> Option<ReportLine> {
-        if !self.config.general.lan.iter().any(|l| l == iface) {
+        if !self.is_lan(iface) {
             return None;
         }
         // Rules that name the interface (`in`) follow its new index (or lose the old one). A
@@ -866,6 +871,14 @@ impl Controller {
             lines.extend(self.ensure_conntrack_marking().await);
         }
         for (wan, family, up, cause) in changes.availability {
+            if up && !self.health.up(&wan, family) {
+                // The gateway is back, the line is not: no policy moves.
+                lines.push(ReportLine::info(format!(
+                    "{wan} {}: {cause}; still down until probes pass",
+                    family.name()
+                )));
+                continue;
+            }
             let verdict = Verdict {
                 wan,
                 families: vec![family],
@@ -1003,23 +1016,17 @@ impl Controller {
         let before = self.hooked.insert(key.clone(), a);
         let mut lines = self.refresh_system().await;
         let routed = self.reconcile_routing("gateway set").await;
-        let via = format!("default via {a} dev {interface} ");
+        if lines.is_empty() && routed.is_empty() {
+            lines.push(ReportLine::info(format!(
+                "{name} {}: gateway {}: no change",
+                Family::of(&a).name(),
+                self.gateway_of(&name, Family::of(&a)).describe()
+            )));
+        }
         // Refused only when the link could take it and did not: without an address of the
         // family yet (a DHCP script that hands the router in before the lease's address is
         // applied) or with the link down, the route goes in at the next address or link event.
-        let addressed = self
-            .wan_addresses
-            .get(&interface)
-            .is_some_and(|addrs| addrs.iter().any(|x| Family::of(x) == Family::of(&a)));
-        let failed = routed
-            .iter()
-            .find(|l| {
-                l.severity == Severity::Error
-                    && l.text.contains(&via)
-                    && addressed
-                    && !l.text.contains("Network is down")
-            })
-            .map(|l| l.text.clone());
+        let failed = self.refused_route(&routed, a, &interface);
         let Some(failed) = failed else {
             self.keep_hooked();
             lines.extend(routed);
@@ -1518,8 +1525,74 @@ impl Controller {
         }
         let why = if first { "start" } else { "reload" };
         report.after.extend(self.reconcile_routing(why).await);
+        if first {
+            report
+                .after
+                .extend(self.drop_stale_hand_ins(&report.after).await);
+        }
         self.last_apply = Some((Instant::now(), report.clone()));
         Ok(report)
+    }
+
+    /// Drops the gateways kept from the daemon before whose routes the kernel refused
+    /// (`routed`): the WAN was renumbered meanwhile, and the DHCP hook hands in the new one at
+    /// the next renewal; until then its family waits rather than keep a route that is not there.
+    async fn drop_stale_hand_ins(&mut self, routed: &[ReportLine]) -> Vec<ReportLine> {
+        let stale: Vec<((String, Family), IpAddr, String)> = self
+            .hooked
+            .iter()
+            .filter_map(|(key, a)| {
+                let wan = self.config.wan(&key.0)?;
+                let why = self.refused_route(routed, *a, &wan.interface)?;
+                Some((key.clone(), *a, why))
+            })
+            .collect();
+        if stale.is_empty() {
+            return Vec::new();
+        }
+        let mut lines: Vec<ReportLine> = stale
+            .iter()
+            .map(|((wan, _), a, why)| {
+                self.hooked.remove(&(wan.clone(), Family::of(a)));
+                ReportLine::warning(format!(
+                    "{wan}: the gateway {a} handed in to the daemon before is not on its link \
+                     any more ({why}): dropped, the family waits for the DHCP hook"
+                ))
+            })
+            .collect();
+        self.keep_hooked();
+        lines.extend(self.refresh_system().await);
+        lines.extend(self.reconcile_routing("stale gateways dropped").await);
+        lines
+    }
+
+    /// The failure among `routed` of the default route through `gateway` on `interface`, when
+    /// the link could take a route and did not take this one (the gateway is not on its link):
+    /// not when it is down or has no address of the family yet (it goes in at the next event).
+    fn refused_route(
+        &self,
+        routed: &[ReportLine],
+        gateway: IpAddr,
+        interface: &str,
+    ) -> Option<String> {
+        let via = format!("default via {gateway} dev {interface} ");
+        let addressed = self
+            .wan_addresses
+            .get(interface)
+            .is_some_and(|addrs| addrs.iter().any(|x| Family::of(x) == Family::of(&gateway)));
+        routed
+            .iter()
+            .find(|l| {
+                l.severity == Severity::Error
+                    && l.text.contains(&via)
+                    && addressed
+                    && !l.text.contains("Network is down")
+            })
+            .map(|l| {
+                // The reconcile retries it; a refusal does not.
+                let text = l.text.split("; retrying").next().unwrap_or(&l.text);
+                text.to_owned()
+            })
     }
 
     fn commit(&mut self, want: Desired, config: Config, counts: HashMap<u32, usize>) {
@@ -1558,12 +1631,11 @@ impl Controller {
     }
 
     /// Whether br_netfilter passes the packets of a LAN bridge through netfilter before the
-    /// classifier ([`conntrack::bridge_netfilter`], and a bridge among the LAN interfaces).
+    /// classifier ([`conntrack::bridge_netfilter`] or the bridge's own option).
     async fn bridged_lan(&self) -> bool {
-        if !conntrack::bridge_netfilter() {
-            return false;
-        }
-        match self.routing.any_bridge(&self.config.general.lan).await {
+        let sysctl_on = conntrack::bridge_netfilter();
+        let lan = &self.config.general.lan;
+        match self.routing.any_bridge_netfiltered(lan, sysctl_on).await {
             Some(bridged) => bridged,
             // The links could not be read: what was found last stands (a flip would drop the
             // forward chain and the kept marks until the next look).

@@ -11,7 +11,8 @@ use futures::TryStreamExt;
 use netlink_packet_route::{
     AddressFamily,
     link::{
-        InfoKind, LinkAttribute, LinkFlags, LinkInfo as LinkInfoAttr, LinkLayerType, LinkMessage,
+        InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo as LinkInfoAttr,
+        LinkLayerType, LinkMessage,
     },
     route::{
         RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope,
@@ -50,6 +51,9 @@ pub struct LinkInfo {
     /// A bridge (a LAN of several ports: br_netfilter may pass its packets through netfilter
     /// before steer's classifier sees them).
     pub bridge: bool,
+    /// A bridge whose own `nf_call_iptables` or `nf_call_ip6tables` is on: br_netfilter
+    /// passes its packets through netfilter whatever the namespace's sysctls say.
+    pub bridge_nf_call: bool,
     /// A PPP device: its link-local IPv6 address comes from IPv6CP, so it says IPv6 is up.
     /// Other point-to-point devices (tun, raw-IP LTE) get one from the kernel whatever the
     /// line carries.
@@ -70,14 +74,29 @@ impl LinkInfo {
             point_to_point: m.header.flags.contains(LinkFlags::Pointopoint)
                 || m.header.flags.contains(LinkFlags::Noarp),
             ppp: m.header.link_layer_type == LinkLayerType::Ppp,
-            bridge: m.attributes.iter().any(|a| match a {
-                LinkAttribute::LinkInfo(infos) => infos
-                    .iter()
-                    .any(|i| matches!(i, LinkInfoAttr::Kind(InfoKind::Bridge))),
+            bridge: link_infos(m).any(|i| matches!(i, LinkInfoAttr::Kind(InfoKind::Bridge))),
+            bridge_nf_call: link_infos(m).any(|i| match i {
+                LinkInfoAttr::Data(InfoData::Bridge(options)) => options.iter().any(|o| {
+                    matches!(
+                        o,
+                        InfoBridge::NfCallIpTables(true) | InfoBridge::NfCallIp6Tables(true)
+                    )
+                }),
                 _ => false,
             }),
         })
     }
+}
+
+/// The IFLA_LINKINFO parts of a link message.
+fn link_infos(m: &LinkMessage) -> impl Iterator<Item = &LinkInfoAttr> {
+    m.attributes
+        .iter()
+        .filter_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => Some(infos),
+            _ => None,
+        })
+        .flatten()
 }
 
 /// The interfaces, by name and by index.

@@ -520,10 +520,16 @@ impl Routing {
         })
     }
 
-    /// Whether any of `names` is a bridge (one link dump); `None` when the dump failed.
-    pub async fn any_bridge(&self, names: &[String]) -> Option<bool> {
+    /// Whether br_netfilter passes the packets of any of the bridges `names` through netfilter
+    /// (one link dump): `sysctl_on` (the namespace's `bridge-nf-call-*`) for every bridge, or
+    /// the bridge's own `nf_call_iptables`. `None` when the dump failed.
+    pub async fn any_bridge_netfiltered(&self, names: &[String], sysctl_on: bool) -> Option<bool> {
         let links = self.links().await.ok()?;
-        Some(links.iter().any(|l| l.bridge && names.contains(&l.name)))
+        Some(
+            links
+                .iter()
+                .any(|l| l.bridge && names.contains(&l.name) && (sysctl_on || l.bridge_nf_call)),
+        )
     }
 
     /// The index, carrier (IFF_LOWER_UP) and administrative state (IFF_UP) of every interface,

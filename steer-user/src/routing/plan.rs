@@ -293,6 +293,7 @@ mod tests {
                 admin_up: true,
                 point_to_point: false,
                 bridge: false,
+                bridge_nf_call: false,
                 ppp: false,
             });
         }
