@@ -900,7 +900,7 @@ fn a_wan_device_that_does_not_exist_yet_does_not_hold_up_readiness() {
         "steer.toml",
         &config.replace("interface = \"wan2\"", "interface = \"pppoe-wan\""),
     );
-    let daemon = ready_without_waiting_for_wan2(&lab, &work);
+    let daemon = ready_without_waiting_for_wan2(&lab, &work, "waiting for a gateway: wan2");
     assert_eq!(lab.lan_tcx_programs(), ["steer_tc"]);
     drop(daemon);
     work.stop_in(&lab.router);
@@ -914,13 +914,14 @@ fn a_wan_without_carrier_does_not_hold_up_readiness() {
     let work = Workdir::new("ready-nocarrier");
     work.write("steer.toml", &config_text(&work, &Options::default()));
     lab.cut_carrier(Wan::Two);
-    drop(ready_without_waiting_for_wan2(&lab, &work));
+    drop(ready_without_waiting_for_wan2(&lab, &work, "down: wan2"));
     work.stop_in(&lab.router);
 }
 
 /// Starts the daemon of `work` and checks that READY=1 comes well before the readiness
-/// deadline, with everything in place and wan2 reported down.
-fn ready_without_waiting_for_wan2(lab: &Lab, work: &Workdir) -> Daemon {
+/// deadline, with everything in place and wan2 reported as `said` (down, or waiting for a
+/// gateway when its device does not exist).
+fn ready_without_waiting_for_wan2(lab: &Lab, work: &Workdir, said: &str) -> Daemon {
     let notify = Notifications::path(work);
     let started = Instant::now();
     let mut cmd = steer_in(&lab.router);
@@ -933,6 +934,6 @@ fn ready_without_waiting_for_wan2(lab: &Lab, work: &Workdir) -> Daemon {
         started.elapsed()
     );
     assert!(!ready.contains("NOT IN PLACE"), "{ready:?}");
-    assert!(ready.contains("down: wan2"), "{ready:?}");
+    assert!(ready.contains(said), "{ready:?}");
     daemon
 }

@@ -238,20 +238,7 @@ fn on_a_bridged_lan_with_br_netfilter_connections_keep_their_wan() {
         exchange(&s, &mut forwarded, "port forward");
     }
 
-    let server = EchoServer::start(&s.lab.internet, server_a(8011));
-    s.lab.cut_carrier(Wan::One);
-    s.wait_wan("wan1", "down", SETTLE);
-    let mut during = Conversation::open(&s.lab.client, server.addr()).expect("connect");
-    assert!(exchange(&s, &mut during, "during the outage").starts_with(&seen_via(Wan::Two)));
-    s.lab.restore_carrier(Wan::One);
-    s.wait_wan("wan1", "up", SETTLE);
-    let mut after = Conversation::open(&s.lab.client, server.addr()).expect("connect");
-    assert!(exchange(&s, &mut after, "new connection").starts_with(&seen_via(Wan::One)));
-    for _ in 0..10 {
-        let seen = exchange(&s, &mut during, "after the return");
-        assert!(seen.starts_with(&seen_via(Wan::Two)), "{seen}");
-    }
-    assert_eq!(server.peers().len(), 2, "no connection was made again");
+    connection_made_during_an_outage_keeps_its_wan(&s, 8011);
     let log = s.daemon.log_text();
     assert!(
         log.contains("br_netfilter passes bridged packets through netfilter")
@@ -357,21 +344,25 @@ fn strict_reverse_path_filtering_on_a_wan_is_named() {
 
 #[test]
 fn a_connection_made_during_an_outage_keeps_its_wan_when_the_wan_returns() {
-    let o = Options::default();
-    let s = Scenario::start("sticky", &o);
+    let s = Scenario::start("sticky", &Options::default());
     enforce_source_addresses(&s.lab);
-    let server = EchoServer::start(&s.lab.internet, server_a(8001));
+    connection_made_during_an_outage_keeps_its_wan(&s, 8001);
+}
+
+/// A connection made while WAN 1 is cut leaves by WAN 2 and stays there when WAN 1 returns
+/// (its address unchanged), while new connections take WAN 1 again.
+fn connection_made_during_an_outage_keeps_its_wan(s: &Scenario, port: u16) {
+    let server = EchoServer::start(&s.lab.internet, server_a(port));
     s.lab.cut_carrier(Wan::One);
     s.wait_wan("wan1", "down", SETTLE);
     let mut during = Conversation::open(&s.lab.client, server.addr()).expect("connect");
-    assert!(exchange(&s, &mut during, "during the outage").starts_with(&seen_via(Wan::Two)));
+    assert!(exchange(s, &mut during, "during the outage").starts_with(&seen_via(Wan::Two)));
     s.lab.restore_carrier(Wan::One);
     s.wait_wan("wan1", "up", SETTLE);
-    // New connections take WAN 1 again; the old one stays on WAN 2, its address unchanged.
     let mut after = Conversation::open(&s.lab.client, server.addr()).expect("connect");
-    assert!(exchange(&s, &mut after, "new connection").starts_with(&seen_via(Wan::One)));
+    assert!(exchange(s, &mut after, "new connection").starts_with(&seen_via(Wan::One)));
     for _ in 0..20 {
-        let seen = exchange(&s, &mut during, "after the return");
+        let seen = exchange(s, &mut during, "after the return");
         assert!(seen.starts_with(&seen_via(Wan::Two)), "{seen}");
         std::thread::sleep(Duration::from_millis(10));
     }
