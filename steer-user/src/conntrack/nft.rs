@@ -16,8 +16,7 @@ pub struct MarkedWan {
     pub mark: u32,
 }
 
-/// The ruleset of `inet steer` for WANs `wans` (see the module
-/// documentation of [`super`]).
+/// The ruleset of `inet steer` for WANs `wans` (see the module documentation of [`super`]).
 pub fn ruleset(mask: u32, wans: &[MarkedWan]) -> String {
     ruleset_with(mask, wans, false, "")
 }
@@ -103,7 +102,6 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], bridged: bool, extra: &str) -
              \t\ttype route hook output priority mangle + 10; policy accept;\n\
              \t\tct status dnat ct direction reply ct mark and {mask:#x} vmap {{ {restore} }}\n\t}}\n"
         ));
-
         chains.push_str(&format!(
             "\tchain new_connection {{\n\
              \t\tmeta mark and {mask:#x} vmap {{ {} }}\n\

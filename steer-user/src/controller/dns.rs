@@ -459,9 +459,9 @@ impl Controller {
 
     /// Installs steer's nftables table, with the IPv6 source chains of `[ipv6]` and snoop
     /// mode's chain when it is on, for br_netfilter on a LAN bridge when `bridged`
-    /// ([`crate::conntrack::ruleset_with`]). A kernel without nftables' `queue` expression refuses that
-    /// chain: the table goes in without it and the same rules go into an iptables chain of
-    /// steer's (NFQUEUE target) instead.
+    /// ([`crate::conntrack::ruleset_with`]). A kernel without nftables' `queue` expression
+    /// refuses that chain: the table goes in without it and the same rules go into an iptables
+    /// chain of steer's (NFQUEUE target) instead.
     pub(super) fn install_marking(
         &self,
         wans: &[crate::conntrack::MarkedWan],
@@ -542,9 +542,10 @@ impl Controller {
         }
         Some(ReportLine::warning(if bridged {
             "br_netfilter passes bridged packets through netfilter \
-             (net.bridge.bridge-nf-call-iptables or -ip6tables = 1): steer's table now restores \
-             a connection's mark before the classifier on a LAN bridge, which keeps it, and \
-             marks new connections in the forward hook"
+             (net.bridge.bridge-nf-call-iptables or -ip6tables = 1, or a LAN bridge's own \
+             nf_call_iptables): steer's table now restores a connection's mark before the \
+             classifier on a LAN bridge, which keeps it, and marks new connections in the \
+             forward hook"
                 .to_owned()
         } else {
             "br_netfilter no longer passes bridged packets through netfilter: connection marks \
