@@ -1190,12 +1190,13 @@ impl Controller {
         let installed_for = self
             .marking_bridged
             .load(std::sync::atomic::Ordering::Relaxed);
-        if self.bridged_lan().await != installed_for {
-            return self.ensure_conntrack_marking().await;
+        let bridged = self.bridged_lan().await;
+        if bridged != installed_for {
+            return self.install_conntrack_marking(bridged);
         }
         match tokio::task::spawn_blocking(conntrack::table_present).await {
             Ok(Ok(true)) => None,
-            Ok(Ok(false)) => Some(self.ensure_conntrack_marking().await.unwrap_or_else(|| {
+            Ok(Ok(false)) => Some(self.install_conntrack_marking(bridged).unwrap_or_else(|| {
                 ReportLine::warning(format!(
                     "nftables table inet {} was missing (a firewall reload flushes the \
                      ruleset): restored",
@@ -1647,7 +1648,11 @@ impl Controller {
 
     /// Installs (or replaces) steer's nftables table for the configured WANs and LANs.
     async fn ensure_conntrack_marking(&self) -> Option<ReportLine> {
-        let bridged = self.bridged_lan().await;
+        self.install_conntrack_marking(self.bridged_lan().await)
+    }
+
+    /// [`Self::ensure_conntrack_marking`] for a br_netfilter state already read.
+    fn install_conntrack_marking(&self, bridged: bool) -> Option<ReportLine> {
         let wans: Vec<conntrack::MarkedWan> = self
             .config
             .wans

@@ -247,20 +247,20 @@ pub fn own_address_rules(
     for (n, wan) in wans.iter().enumerate() {
         let priority = PRIORITY_OWN_BASE.saturating_add(2 * n as u32);
         for addr in addresses(&wan.interface) {
-            let from = RuleSpec {
+            let from = |priority, table| RuleSpec {
                 from: Some(crate::prefix::Prefix::host(addr)),
-                ..RuleSpec::marked(Family::of(&addr), priority, (0, 0), RuleAction::Lookup(0))
+                ..RuleSpec::marked(
+                    Family::of(&addr),
+                    priority,
+                    (0, 0),
+                    RuleAction::Lookup(table),
+                )
             };
             rules.push(RuleSpec {
-                action: RuleAction::Lookup(MAIN_TABLE),
                 suppress_prefixlength: Some(0),
-                ..from.clone()
+                ..from(priority, MAIN_TABLE)
             });
-            rules.push(RuleSpec {
-                priority: priority + 1,
-                action: RuleAction::Lookup(wan.table),
-                ..from
-            });
+            rules.push(from(priority + 1, wan.table));
         }
     }
     rules
