@@ -26,6 +26,8 @@ const UDP_VIA_GRACE: Duration = Duration::from_millis(300);
 const POLL: Duration = Duration::from_millis(5);
 /// Bound on a receiver thread binding its socket.
 const READY: Duration = Duration::from_secs(3);
+/// How long a receiver retries a port still held by the previous receiver's socket.
+const REBIND: Duration = Duration::from_secs(2);
 
 /// One datagram that reached the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +81,7 @@ struct Receiver {
 
 impl Receiver {
     fn bind(server: SocketAddr, nonce: u64) -> Result<Receiver, String> {
-        let sock = UdpSocket::bind(server).map_err(|e| format!("bind {server}: {e}"))?;
+        let sock = bind_reused_port(server).map_err(|e| format!("bind {server}: {e}"))?;
         sock::enable_pktinfo(&sock, server.is_ipv6())
             .map_err(|e| format!("pktinfo on {server}: {e}"))?;
         sock.set_read_timeout(Some(POLL))
@@ -123,6 +125,21 @@ impl Receiver {
                 None
             }
             Err(e) => panic!("receive on {:?}: {e}", self.sock.local_addr()),
+        }
+    }
+}
+
+/// Binds `server`, retrying for [`REBIND`] while the port is in use: a test that polls with
+/// one receiver after another rebinds the port the moment the last one closed, but a process
+/// forked meanwhile by another test thread holds a copy of that socket until its exec.
+fn bind_reused_port(server: SocketAddr) -> io::Result<UdpSocket> {
+    let deadline = Instant::now() + REBIND;
+    loop {
+        match UdpSocket::bind(server) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            bound => return bound,
         }
     }
 }
