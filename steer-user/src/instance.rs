@@ -6,6 +6,9 @@
 //! The lock is a `flock` on `/run/steer/netns-<inode>.lock`, named after the namespace's inode:
 //! the kernel drops it when the process dies (a `kill -9` leaves no stale lock), and the file is
 //! 0600 in a directory only root may write, so no other user can take it and lock steer out.
+//! A daemon that stops removes its file while it still holds the lock; so a daemon that took
+//! the lock checks that its file is still the one at the path (it may have locked a file just
+//! removed) and tries again if not.
 
 use std::{
     fs::File,
@@ -47,8 +50,20 @@ pub enum InstanceError {
 /// Held while the daemon runs; dropping it (or dying) releases the namespace.
 #[derive(Debug)]
 pub struct InstanceLock {
+    path: PathBuf,
     _file: File,
 }
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        // Before the descriptor closes: no other daemon holds this file's lock now, and one
+        // that locks it after this finds it gone from the path and takes a fresh one.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Attempts at a lock whose file a stopping daemon removed meanwhile.
+const ATTEMPTS: usize = 8;
 
 /// Takes the lock of the current network namespace.
 pub fn lock_namespace() -> Result<InstanceLock, InstanceError> {
@@ -64,6 +79,31 @@ fn lock_in(dir: &Path) -> Result<InstanceLock, InstanceError> {
     let ns = Path::new("/proc/self/ns/net");
     let inode = std::fs::metadata(ns).map_err(io_err(ns))?.ino();
     let path = dir.join(format!("netns-{inode}.lock"));
+    for _ in 0..ATTEMPTS {
+        let file = lock_file(&path)?;
+        if still_at(&file, &path) {
+            return Ok(InstanceLock { path, _file: file });
+        }
+    }
+    Err(io_err(&path)(io::Error::other(
+        "the lock file was removed under each of several attempts: try again",
+    )))
+}
+
+/// Whether `file` is the file at `path` (not one removed since it was opened).
+fn still_at(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(held), Ok(now)) => held.ino() == now.ino() && held.dev() == now.dev(),
+        _ => false,
+    }
+}
+
+/// Opens (or creates) the lock file at `path`, locks it and writes this process's pid in it.
+fn lock_file(path: &Path) -> Result<File, InstanceError> {
+    let io_err = |source| InstanceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = File::options()
         .read(true)
         .write(true)
@@ -71,18 +111,18 @@ fn lock_in(dir: &Path) -> Result<InstanceLock, InstanceError> {
         .truncate(false)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(io_err(&path))?;
+        .open(path)
+        .map_err(io_err)?;
     // SAFETY: flock on a descriptor we own; no memory is involved.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(io_err(&path)(e));
+            return Err(io_err(e));
         }
         let mut text = String::new();
         let _ = file.read_to_string(&mut text);
         return Err(InstanceError::Running {
-            path,
+            path: path.to_path_buf(),
             pid: text.trim().parse().ok(),
         });
     }
@@ -92,8 +132,8 @@ fn lock_in(dir: &Path) -> Result<InstanceLock, InstanceError> {
         .set_len(0)
         .and_then(|()| file.rewind())
         .and_then(|()| writeln!(file, "{pid}"));
-    written.map_err(io_err(&path))?;
-    Ok(InstanceLock { _file: file })
+    written.map_err(io_err)?;
+    Ok(file)
 }
 
 /// Creates `dir` (0755) or checks that only this user may write into the existing one.
@@ -145,8 +185,15 @@ mod tests {
             second.to_string().contains("another steer daemon (pid"),
             "{second}"
         );
+        let path = first.path.clone();
         drop(first);
-        drop(lock_in(&dir).expect("free again once the first is gone"));
+        assert!(
+            !path.exists(),
+            "a stopped daemon leaves no lock file behind"
+        );
+        let again = lock_in(&dir).expect("free again once the first is gone");
+        assert!(path.exists());
+        drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

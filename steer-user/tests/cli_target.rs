@@ -121,8 +121,9 @@ fn status_with_a_broken_list_file_asks_the_configured_socket() {
     let err = text(&out.stderr);
     assert!(
         err.contains(&format!(
-            "steer is not running (no socket at {})",
-            dir.join("steer.sock").display()
+            "steer is not running at {} (the socket {} gives",
+            dir.join("steer.sock").display(),
+            config.display()
         )),
         "{err}"
     );
@@ -169,5 +170,26 @@ fn explain_refuses_addresses_a_packet_never_carries_and_says_what_to_write() {
             .expect("run steer");
         let err = text(&out.stderr);
         assert!(!out.status.success() && err.contains(says), "{arg}: {err}");
+    }
+}
+
+/// A port given with a protocol that has none is refused (it was left out of the packet
+/// without a word, so the answer was for a packet the user did not ask about).
+#[test]
+fn explain_refuses_a_port_for_a_protocol_without_ports() {
+    for args in [
+        &["--proto", "icmp", "--dport", "53"][..],
+        &["--proto", "47", "--sport", "1000"][..],
+    ] {
+        let out = Command::new(STEER)
+            .args(["explain", "10.0.0.1", "--pin-dir", "/nonexistent/steer"])
+            .args(args)
+            .output()
+            .expect("run steer");
+        let err = text(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("has no ports"),
+            "{args:?}: {err}"
+        );
     }
 }

@@ -344,7 +344,8 @@ fn a_wan_found_dead_stays_down_when_its_gateway_comes_back() {
 }
 
 /// What a DHCP hook hands in is checked and kept: a gateway not on the WAN's link, or the
-/// router's own address, is refused with exit status 1 and the one before stays (it was
+/// router's own address or its subnet's network or broadcast address, is refused with exit
+/// status 1 and the one before stays (it was
 /// accepted, with the route failing and the old one left in the table); `auto4` gives back
 /// IPv4's alone (`auto` took IPv6's hand-in too); and a restarted daemon keeps the hand-ins
 /// (the WAN waited for the client's next renewal).
@@ -373,6 +374,16 @@ fn handed_in_gateways_are_checked_kept_per_family_and_across_a_restart() {
         !ok && err.contains(&format!("{own} is an address of this router")),
         "{err}"
     );
+    // The kernel takes a route via the network or broadcast address of the WAN's /30.
+    for edge in ["100.64.1.0", "100.64.1.3"] {
+        let (ok, _, err) = work.steer(&["wan", "wan1", "gateway", edge]);
+        assert!(
+            !ok && err.contains(&format!(
+                "{edge} is the network or broadcast address of 100.64.1.0/30"
+            )),
+            "{err}"
+        );
+    }
     let table = lab.router.run("ip -4 route show table 101");
     assert!(
         table.contains(&format!("default via {gw4} dev wan1")),

@@ -87,12 +87,12 @@ pub struct Probe {
     /// (sets with `proto` conditions and balanced policies look at it).
     #[arg(long, default_value = "udp")]
     pub proto: Proto,
-    /// Source port (tcp, udp, sctp 132 and udp-lite 136).
-    #[arg(long, default_value_t = 40000)]
-    pub sport: u16,
-    /// Destination port (tcp, udp, sctp 132 and udp-lite 136).
-    #[arg(long, default_value_t = 443)]
-    pub dport: u16,
+    /// Source port (tcp, udp, sctp 132 and udp-lite 136); default 40000.
+    #[arg(long)]
+    pub sport: Option<u16>,
+    /// Destination port (tcp, udp, sctp 132 and udp-lite 136); default 443.
+    #[arg(long)]
+    pub dport: Option<u16>,
     /// Source MAC address of the frame (sets with `src_macs` look at it).
     #[arg(long, value_parser = parse_mac)]
     pub src_mac: Option<[u8; 6]>,
@@ -363,6 +363,11 @@ pub enum ExplainError {
         "source {src} and destination {dst} are not the same address family; give --src of the family of {dst}"
     )]
     Family { src: IpAddr, dst: IpAddr },
+    #[error(
+        "protocol {proto} has no ports, so --{option} would be left out of the packet: leave it \
+         out, or give --proto tcp, udp or a protocol with ports (sctp 132, udp-lite 136)"
+    )]
+    NoPorts { proto: Proto, option: &'static str },
     #[error("running the classifier on the synthetic packet failed: {0}")]
     Run(String),
     #[error(
@@ -408,6 +413,27 @@ fn classified_ifindex(pin_dir: &Path, name: &str) -> Result<u32, ExplainError> {
     Ok(index)
 }
 
+/// The probe's ports, defaulted; a port given for a protocol without ports is refused rather
+/// than dropped without a word.
+fn ports(probe: &Probe) -> Result<(u16, u16), ExplainError> {
+    let has_ports = match probe.proto {
+        Proto::Tcp | Proto::Udp => true,
+        Proto::Icmp => false,
+        Proto::Other(n) => ipproto::has_ports(n),
+    };
+    if !has_ports {
+        for (option, given) in [("sport", probe.sport), ("dport", probe.dport)] {
+            if given.is_some() {
+                return Err(ExplainError::NoPorts {
+                    proto: probe.proto,
+                    option,
+                });
+            }
+        }
+    }
+    Ok((probe.sport.unwrap_or(40000), probe.dport.unwrap_or(443)))
+}
+
 /// Runs the classifier of the steer pinned under `pin_dir` on one synthetic packet.
 pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainError> {
     let dst = probe.dst;
@@ -418,7 +444,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
     if src.is_ipv4() != dst.is_ipv4() {
         return Err(ExplainError::Family { src, dst });
     }
-    let (sport, dport) = (probe.sport, probe.dport);
+    let (sport, dport) = ports(probe)?;
     let transport = match probe.proto {
         Proto::Tcp => Transport::Tcp { sport, dport },
         Proto::Udp => Transport::Udp { sport, dport },

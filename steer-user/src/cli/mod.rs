@@ -325,6 +325,29 @@ struct Resolved {
     pin_dir: PathBuf,
     /// Routing tables of the WANs (known only with `-c`).
     tables: Vec<u32>,
+    /// The `-c` file the socket was read from (not given with `--socket`).
+    config: Option<PathBuf>,
+}
+
+impl Resolved {
+    /// Sends `request` to the daemon. A daemon not found at the socket a `-c` file gave is
+    /// named with that file: a file cut short before its `[control]` table gives the default
+    /// socket, and "not running" alone hides why another daemon was asked.
+    fn call(&self, request: &Request) -> Result<control::Response, CliError> {
+        control::call(&self.socket, request, TIMEOUT).map_err(|e| match (&self.config, &e) {
+            (
+                Some(config),
+                control::ControlError::NotRunning { .. }
+                | control::ControlError::NotListening { .. },
+            ) => CliError::Refused(format!(
+                "steer is not running at {} (the socket {config} gives: its `[control] socket`, \
+                 or the default when it sets none); start it with `steer run -c {config}`",
+                self.socket.display(),
+                config = config.display()
+            )),
+            _ => e.into(),
+        })
+    }
 }
 
 impl Target {
@@ -347,6 +370,7 @@ impl Target {
                 .or_else(|| from_config.as_ref().map(|c| c.pin_dir.clone()))
                 .unwrap_or_else(|| DEFAULT_PIN_DIR.into()),
             tables: from_config.map(|c| c.tables).unwrap_or_default(),
+            config: self.config.clone().filter(|_| self.socket.is_none()),
         })
     }
 }
@@ -489,8 +513,7 @@ fn decode<T: serde::de::DeserializeOwned>(
 
 /// Sends a request and returns the body of a successful answer.
 fn request(target: &Target, request: Request) -> Result<serde_json::Value, CliError> {
-    let socket = target.resolve()?.socket;
-    let response = control::call(&socket, &request, TIMEOUT)?;
+    let response = target.resolve()?.call(&request)?;
     if response.ok {
         Ok(response.body)
     } else {

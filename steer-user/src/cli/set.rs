@@ -10,11 +10,11 @@ use std::{io::Read, path::Path, process::ExitCode};
 
 use clap::ValueEnum;
 
-use super::{CliError, TIMEOUT, Target, output::outln};
+use super::{CliError, Resolved, Target, output::outln};
 use crate::{
     config::{MAX_LIST_BYTES, parse_list_bytes, read_file},
     control::{
-        self, Request,
+        Request,
         proto::{Batch, SetOp},
     },
     prefix::parse_prefix,
@@ -58,7 +58,7 @@ pub struct SetArgs<'a> {
 }
 
 pub fn run(args: SetArgs, target: &Target) -> Result<ExitCode, CliError> {
-    let socket = target.resolve()?.socket;
+    let daemon = target.resolve()?;
     let op = args.op.wire();
     if op == SetOp::List {
         if !args.prefixes.is_empty() || args.timeout.is_some() || args.file.is_some() {
@@ -68,7 +68,7 @@ pub fn run(args: SetArgs, target: &Target) -> Result<ExitCode, CliError> {
                     .into(),
             ));
         }
-        return list(&socket, &args);
+        return list(&daemon, &args);
     }
     let timeout = args.timeout.map(parse_timeout).transpose()?;
     if timeout.is_some() && op != SetOp::Add {
@@ -107,7 +107,7 @@ pub fn run(args: SetArgs, target: &Target) -> Result<ExitCode, CliError> {
                 last: i + 1 == chunks.len(),
             }),
         };
-        let response = control::call(&socket, &request, TIMEOUT)?;
+        let response = daemon.call(&request)?;
         if !response.ok {
             return Err(CliError::Refused(response.error.unwrap_or_default()));
         }
@@ -119,7 +119,7 @@ pub fn run(args: SetArgs, target: &Target) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(socket: &Path, args: &SetArgs) -> Result<ExitCode, CliError> {
+fn list(daemon: &Resolved, args: &SetArgs) -> Result<ExitCode, CliError> {
     let request = Request::Set {
         name: args.name.clone(),
         op: SetOp::List,
@@ -127,7 +127,7 @@ fn list(socket: &Path, args: &SetArgs) -> Result<ExitCode, CliError> {
         timeout: None,
         batch: None,
     };
-    let response = control::call(socket, &request, TIMEOUT)?;
+    let response = daemon.call(&request)?;
     if !response.ok {
         return Err(CliError::Refused(response.error.unwrap_or_default()));
     }

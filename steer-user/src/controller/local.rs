@@ -68,6 +68,23 @@ impl Found {
             .any(|(p, kind)| *kind == LocalKind::Address && *p == Prefix::host(addr))
     }
 
+    /// The connected IPv4 subnet (of two or more hosts) whose network or broadcast address
+    /// `addr` is: never a host, so never a gateway, although the kernel takes a route via it.
+    pub fn subnet_edge_of(&self, addr: std::net::IpAddr) -> Option<Prefix> {
+        let std::net::IpAddr::V4(v4) = addr else {
+            return None;
+        };
+        self.routes.iter().find_map(|(p, kind)| {
+            let std::net::IpAddr::V4(net) = p.addr() else {
+                return None;
+            };
+            let host_bits = 32 - u32::from(p.len());
+            let broadcast = u32::from(net) | ((1u64 << host_bits) - 1) as u32;
+            let edge = v4 == net || u32::from(v4) == broadcast;
+            (*kind == LocalKind::Connected && p.len() <= 30 && edge).then_some(*p)
+        })
+    }
+
     /// The gateway routes of WAN families that are not `usable`, with their WANs: the ones
     /// steered now.
     pub fn steered(&self, usable: impl Fn(&str, Family) -> bool) -> Vec<(Prefix, &str)> {
@@ -140,5 +157,18 @@ mod tests {
         let f = found();
         let v6_down = f.wanted(LocalScope::Routes, &[], |_, family| family == Family::V4);
         assert!(v6_down.contains_key(&p("203.0.113.53/32")));
+    }
+
+    #[test]
+    fn a_subnets_network_and_broadcast_addresses_are_its_edges() {
+        let mut f = found();
+        f.routes.push((p("100.64.0.0/31"), LocalKind::Connected));
+        let edge = |a: &str| f.subnet_edge_of(a.parse().unwrap());
+        assert_eq!(edge("192.168.1.0"), Some(p("192.168.1.0/24")));
+        assert_eq!(edge("192.168.1.255"), Some(p("192.168.1.0/24")));
+        assert_eq!(edge("192.168.1.1"), None);
+        assert_eq!(edge("10.8.0.0"), None, "a route, not a connected subnet");
+        assert_eq!(edge("100.64.0.0"), None, "a /31 has two hosts and no edges");
+        assert_eq!(edge("2001:db8::"), None);
     }
 }

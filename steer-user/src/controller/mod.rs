@@ -1012,6 +1012,12 @@ impl Controller {
                  ISP's router (the lease's `router`); nothing was changed"
             )));
         }
+        if let Some(subnet) = self.local_found.subnet_edge_of(a) {
+            return Err(GatewayRefused::Refused(format!(
+                "{a} is the network or broadcast address of {subnet}, not a host: give the \
+                 ISP's router (the lease's `router`); nothing was changed"
+            )));
+        }
         let key = (name.clone(), Family::of(&a));
         let before = self.hooked.insert(key.clone(), a);
         let mut lines = self.refresh_system().await;
