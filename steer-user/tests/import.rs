@@ -826,3 +826,30 @@ fn omr_bypass_values_steer_cannot_take_are_left_out_and_wildcards_become_the_dom
     assert!(domains.iter().flatten().all(|d| !d.contains('/')), "{out}");
     check(&out, "omr-bad-values");
 }
+
+/// Service names iptables takes for ports (`https`, `domain`) are imported as their numbers
+/// (they were refused, and the rule left out); a name steer does not know says what to write.
+#[test]
+fn service_names_for_ports_are_imported_as_numbers() {
+    let dir = TempDir::new("omr-services");
+    let path = dir.join("omr-bypass");
+    std::fs::write(
+        &path,
+        "config interface 'all'\n\n\
+         config dest_port\n\tlist dport 'https'\n\tlist dport 'domain'\n\tlist dport 'gopher'\n\
+         \toption proto 'tcp'\n\toption interface 'eth2'\n",
+    )
+    .unwrap();
+    let (ok, out, err) = import(&["omr-bypass", path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("`gopher` is not a port or range") && err.contains("its number"),
+        "{err}"
+    );
+    let dports: Vec<Vec<String>> = sets(&parse(&out))
+        .iter()
+        .filter_map(|s| s.get("dports").map(strs))
+        .collect();
+    assert_eq!(dports, [["443", "53"]], "{out}");
+    check(&out, "omr-services");
+}

@@ -179,7 +179,12 @@ pub(crate) fn ports(raw: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for part in raw.split([',', ' ']).filter(|p| !p.is_empty()) {
         let (lo, hi) = part.split_once([':', '-']).unwrap_or((part, part));
-        let num = |t: &str| t.parse::<u16>().ok().filter(|&p| p > 0);
+        let num = |t: &str| {
+            t.parse::<u16>()
+                .ok()
+                .or_else(|| service_port(t))
+                .filter(|&p| p > 0)
+        };
         match (num(lo), num(hi)) {
             (Some(a), Some(b)) if a == b => out.push(a.to_string()),
             (Some(a), Some(b)) if a < b => out.push(format!("{a}-{b}")),
@@ -190,6 +195,47 @@ pub(crate) fn ports(raw: &str) -> Result<Vec<String>, String> {
         return Err(raw.to_owned());
     }
     Ok(out)
+}
+
+/// The port of a service name iptables takes in place of a number (it reads `/etc/services`;
+/// these are the names that file has on OpenWrt and Debian for what people steer), so an
+/// import does not depend on the services file of the machine it runs on.
+fn service_port(name: &str) -> Option<u16> {
+    const SERVICES: &[(&str, u16)] = &[
+        ("ftp-data", 20),
+        ("ftp", 21),
+        ("ssh", 22),
+        ("telnet", 23),
+        ("smtp", 25),
+        ("domain", 53),
+        ("http", 80),
+        ("www", 80),
+        ("pop3", 110),
+        ("ntp", 123),
+        ("imap", 143),
+        ("imap2", 143),
+        ("snmp", 161),
+        ("ldap", 389),
+        ("https", 443),
+        ("isakmp", 500),
+        ("submissions", 465),
+        ("smtps", 465),
+        ("submission", 587),
+        ("ldaps", 636),
+        ("imaps", 993),
+        ("pop3s", 995),
+        ("openvpn", 1194),
+        ("pptp", 1723),
+        ("ipsec-nat-t", 4500),
+        ("sip", 5060),
+        ("sip-tls", 5061),
+        ("xmpp-client", 5222),
+        ("http-alt", 8080),
+    ];
+    SERVICES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, port)| port)
 }
 
 /// An address or network as steer writes it. iptables takes `10.1.2.3/16` (the network
@@ -256,7 +302,9 @@ mod tests {
         assert_eq!(ports("1000-2000").unwrap(), ["1000-2000"]);
         assert_eq!(ports("5:5").unwrap(), ["5"]);
         assert_eq!(ports("2000:1000").unwrap_err(), "2000:1000");
-        assert_eq!(ports("http").unwrap_err(), "http");
+        assert_eq!(ports("http,https").unwrap(), ["80", "443"]);
+        assert_eq!(ports("ssh:telnet").unwrap(), ["22-23"]);
+        assert_eq!(ports("gopher").unwrap_err(), "gopher");
         assert_eq!(proto_word("all").as_deref(), Some("any"));
         assert_eq!(proto_word("TCP").as_deref(), Some("tcp"));
         assert_eq!(proto_word("gre").as_deref(), Some("47"));

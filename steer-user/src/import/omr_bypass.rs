@@ -842,7 +842,8 @@ impl Rule<'_> {
                     NoteKind::NotImported,
                     self.line,
                     format!("{label}: `{bad}` is not a port or range"),
-                    "",
+                    "write ports as 80,443 or 1000:2000 (a service name steer does not know: its \
+                     number)",
                 ),
             }
         }

@@ -84,6 +84,9 @@ pub struct UciError {
 /// follows it cannot be trusted to belong to the section it seems to.
 pub fn parse(text: &str, file: &str) -> Result<Vec<Section>, UciError> {
     let mut sections: Vec<Section> = Vec::new();
+    // The section `option` and `list` lines go to: a named section written again is the same
+    // section, and its options merge into it where it first stood (as uci reads the file).
+    let mut current: Option<usize> = None;
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let err = |column: usize, message: String, hint: &str| UciError {
@@ -115,18 +118,32 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Section>, UciError> {
                         "a section line is config TYPE ['NAME']; quote a name that has spaces",
                     ));
                 }
+                let name = args.get(1).map(|(n, _)| n.clone());
+                // (uci also takes a section of another type with that name and retypes it,
+                // keeping its options: a file that does so is broken for the router too, and
+                // is read here as two sections.)
+                let again = name.as_ref().and_then(|n| {
+                    sections
+                        .iter()
+                        .position(|s| s.name.as_ref() == Some(n) && s.kind == *kind)
+                });
+                if let Some(at) = again {
+                    current = Some(at);
+                    continue;
+                }
                 let index = sections.iter().filter(|s| s.kind == *kind).count();
                 sections.push(Section {
                     kind: kind.clone(),
-                    name: args.get(1).map(|(n, _)| n.clone()),
+                    name,
                     index,
                     line,
                     options: Vec::new(),
                 });
+                current = Some(sections.len() - 1);
             }
             "option" | "list" => {
                 let list = keyword == "list";
-                let Some(section) = sections.last_mut() else {
+                let Some(section) = current.map(|at| &mut sections[at]) else {
                     return Err(err(
                         *kcol,
                         format!("`{keyword}` outside a section"),
@@ -170,8 +187,12 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Section>, UciError> {
 
 fn add(section: &mut Section, key: &str, value: &str, list: bool, line: usize) {
     match section.options.iter_mut().find(|o| o.key == *key) {
-        // `list` lines add to a list; a later `option` replaces the earlier one, as uci does.
-        Some(o) if list && o.list => o.values.push(value.to_owned()),
+        // `list` lines add to a list (an option before becomes its first item); a later
+        // `option` replaces the earlier one, as uci does.
+        Some(o) if list => {
+            o.list = true;
+            o.values.push(value.to_owned());
+        }
         Some(o) => {
             *o = Opt {
                 key: key.to_owned(),
@@ -302,5 +323,30 @@ mod tests {
         );
         let e = parse("config a\n opt x 1\n", "f").unwrap_err();
         assert!(e.message.contains("unknown keyword `opt`"), "{e}");
+    }
+
+    /// A named section written twice is one section, where it first stood, as uci reads it
+    /// (an override appended to the file by a script, `uci import -m`).
+    #[test]
+    fn a_named_section_written_again_merges_into_the_first() {
+        let text = "config interface 'wan'\n\toption enabled 0\n\tlist track_ip 1.1.1.1\n\
+                    config rule\n\toption x 1\n\
+                    config interface 'wan'\n\toption enabled 1\n\tlist track_ip 9.9.9.9\n\
+                    \toption reliability 2\n\
+                    config rule\n\toption y 1\n";
+        let s = parse(text, "f").unwrap();
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert_eq!(s[0].label(), "interface 'wan'");
+        assert_eq!(s[0].value("enabled"), Some("1"));
+        assert_eq!(s[0].items("track_ip"), ["1.1.1.1", "9.9.9.9"]);
+        assert_eq!(s[0].value("reliability"), Some("2"));
+        assert_eq!(s[2].value("y"), Some("1"), "after it: the next section");
+        assert_eq!(s[2].label(), "@rule[1]");
+    }
+
+    #[test]
+    fn a_list_line_after_an_option_of_the_same_key_extends_it() {
+        let s = parse("config a\n option k x\n list k y\n", "f").unwrap();
+        assert_eq!(s[0].items("k"), ["x", "y"]);
     }
 }

@@ -438,7 +438,8 @@ fn port_conditions(s: &Section, proto: &str, proto_raw: &str, d: &mut Draft, not
                     NoteKind::NotImported,
                     s.line_of(key),
                     format!("{}: {key} `{bad}` is not a port or range", d.label),
-                    "write ports as 80,443 or 1000:2000",
+                    "write ports as 80,443 or 1000:2000 (a service name steer does not know: \
+                     its number)",
                 );
                 d.disabled = Some(format!("bad {key}"));
             }
