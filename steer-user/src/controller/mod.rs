@@ -57,7 +57,7 @@ use crate::{
     routing::{self, ReconcileReport, Routing, RoutingError},
     status::{
         FailoverTimes, FamilyStatus, LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine,
-        SetStatus, Severity, ShareStatus, Status, WanState, WanStatus,
+        SetStatus, ShareStatus, Status, WanState, WanStatus,
     },
 };
 
@@ -806,9 +806,16 @@ impl Controller {
     /// Brings the routing rules and the WANs' tables in line with the configuration; `why`
     /// names the occasion in the report lines.
     pub async fn reconcile_routing(&self, why: &str) -> Vec<ReportLine> {
+        self.reconcile_routing_reported(why).await.1
+    }
+
+    /// [`Controller::reconcile_routing`] with the report, for a caller that looks at which
+    /// routes the kernel refused.
+    async fn reconcile_routing_reported(&self, why: &str) -> (ReconcileReport, Vec<ReportLine>) {
         let started = Instant::now();
         let report = self.routing.reconcile(&self.desired_routing()).await;
-        routing_lines(why, &report, started)
+        let lines = routing_lines(why, &report, started);
+        (report, lines)
     }
 
     /// After WAN `recovered` came back: the listing of connections that policies with
@@ -1021,7 +1028,7 @@ impl Controller {
         let key = (name.clone(), Family::of(&a));
         let before = self.hooked.insert(key.clone(), a);
         let mut lines = self.refresh_system().await;
-        let routed = self.reconcile_routing("gateway set").await;
+        let (report, routed) = self.reconcile_routing_reported("gateway set").await;
         if lines.is_empty() && routed.is_empty() {
             lines.push(ReportLine::info(format!(
                 "{name} {}: gateway {}: no change",
@@ -1032,7 +1039,7 @@ impl Controller {
         // Refused only when the link could take it and did not: without an address of the
         // family yet (a DHCP script that hands the router in before the lease's address is
         // applied) or with the link down, the route goes in at the next address or link event.
-        let failed = self.refused_route(&routed, a, &interface);
+        let failed = self.refused_route(&report, a, &interface);
         let Some(failed) = failed else {
             self.keep_hooked();
             lines.extend(routed);
@@ -1531,20 +1538,22 @@ impl Controller {
             let _ = self.retranslate(old_sources);
         }
         let why = if first { "start" } else { "reload" };
-        report.after.extend(self.reconcile_routing(why).await);
+        let (routing, routed) = self.reconcile_routing_reported(why).await;
+        report.after.extend(routed);
         if first {
             report
                 .after
-                .extend(self.drop_stale_hand_ins(&report.after).await);
+                .extend(self.drop_stale_hand_ins(&routing).await);
         }
         self.last_apply = Some((Instant::now(), report.clone()));
         Ok(report)
     }
 
     /// Drops the gateways kept from the daemon before whose routes the kernel refused
-    /// (`routed`): the WAN was renumbered meanwhile, and the DHCP hook hands in the new one at
-    /// the next renewal; until then its family waits rather than keep a route that is not there.
-    async fn drop_stale_hand_ins(&mut self, routed: &[ReportLine]) -> Vec<ReportLine> {
+    /// (in `routed`): the WAN was renumbered meanwhile, and the DHCP hook hands in the new one
+    /// at the next renewal; until then its family waits rather than keep a route that is not
+    /// there.
+    async fn drop_stale_hand_ins(&mut self, routed: &ReconcileReport) -> Vec<ReportLine> {
         let stale: Vec<((String, Family), IpAddr, String)> = self
             .hooked
             .iter()
@@ -1573,33 +1582,30 @@ impl Controller {
         lines
     }
 
-    /// The failure among `routed` of the default route through `gateway` on `interface`, when
-    /// the link could take a route and did not take this one (the gateway is not on its link):
-    /// not when it is down or has no address of the family yet (it goes in at the next event).
+    /// Why the kernel refused the default route through `gateway` on `interface` in
+    /// `report`, when the link could take a route and did not take this one (the gateway is
+    /// not on its link): not when it is down or has no address of the family yet (it goes in
+    /// at the next event).
     fn refused_route(
         &self,
-        routed: &[ReportLine],
+        report: &ReconcileReport,
         gateway: IpAddr,
         interface: &str,
     ) -> Option<String> {
-        let via = format!("default via {gateway} dev {interface} ");
         let addressed = self
             .wan_addresses
             .get(interface)
             .is_some_and(|addrs| addrs.iter().any(|x| Family::of(x) == Family::of(&gateway)));
-        routed
+        report
+            .refused_routes
             .iter()
-            .find(|l| {
-                l.severity == Severity::Error
-                    && l.text.contains(&via)
-                    && addressed
-                    && !l.text.contains("Network is down")
+            .find(|r| {
+                r.spec.gateway == Some(gateway)
+                    && r.spec.interface == interface
+                    && r.errno.is_some_and(|e| e != libc::ENETDOWN)
             })
-            .map(|l| {
-                // The reconcile retries it; a refusal does not.
-                let text = l.text.split("; retrying").next().unwrap_or(&l.text);
-                text.to_owned()
-            })
+            .filter(|_| addressed)
+            .map(|r| format!("failed: {}: {}", r.spec, r.why))
     }
 
     fn commit(&mut self, want: Desired, config: Config, counts: HashMap<u32, usize>) {

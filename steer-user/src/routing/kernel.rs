@@ -23,8 +23,8 @@ use netlink_packet_route::{
 use rtnetlink::{Handle, IpVersion};
 
 use super::{
-    DefaultRoute, DelegatedRoute, Family, MAIN_TABLE, RTPROT_STEER, ReconcileReport, RouteSpec,
-    RuleAction, RuleSpec,
+    DefaultRoute, DelegatedRoute, Family, MAIN_TABLE, RTPROT_STEER, ReconcileReport, RefusedRoute,
+    RouteSpec, RuleAction, RuleSpec,
 };
 use crate::{model::LocalKind, prefix::Prefix};
 
@@ -936,24 +936,46 @@ pub(crate) async fn execute(handle: &Handle, links: &Links, steps: Vec<Step>) ->
     for step in steps {
         match run(handle, links, &step.op).await {
             Ok(()) => report.changes.extend(step.change),
-            Err(why) => {
-                let mut line = format!("failed: {}: {why}", step.item);
+            Err(failed) => {
+                let mut line = format!("failed: {}: {}", step.item, failed.why);
                 if step.retry {
                     line.push_str("; retrying on the next link or address event");
                 }
                 report.failures.push(line);
+                if let Op::AddRoute { spec, .. } | Op::RecreateRoute { spec, .. } = step.op {
+                    report.refused_routes.push(RefusedRoute {
+                        spec,
+                        errno: failed.errno,
+                        why: failed.why,
+                    });
+                }
             }
         }
     }
     report
 }
 
-async fn run(handle: &Handle, links: &Links, op: &Op) -> Result<(), String> {
+/// Why a change failed: in words, and the kernel's error number when it answered.
+struct Failed {
+    why: String,
+    errno: Option<i32>,
+}
+
+impl From<rtnetlink::Error> for Failed {
+    fn from(e: rtnetlink::Error) -> Failed {
+        Failed {
+            why: describe_error(&e),
+            errno: errno(&e),
+        }
+    }
+}
+
+async fn run(handle: &Handle, links: &Links, op: &Op) -> Result<(), Failed> {
     match op {
         Op::AddRule(spec) => {
             let mut req = handle.rule().add();
             *req.message_mut() = rule_message(spec);
-            req.execute().await.map_err(|e| describe_error(&e))
+            Ok(req.execute().await?)
         }
         Op::DelRule(msg) => gone_is_fine(handle.rule().del((**msg).clone()).execute().await),
         Op::AddRoute { spec, replace } => add_route(handle, links, spec, *replace).await,
@@ -970,21 +992,23 @@ async fn add_route(
     links: &Links,
     spec: &RouteSpec,
     replace: bool,
-) -> Result<(), String> {
+) -> Result<(), Failed> {
     let Some(link) = links.get(&spec.interface) else {
-        return Err(format!("interface {} does not exist", spec.interface));
+        return Err(Failed {
+            why: format!("interface {} does not exist", spec.interface),
+            errno: None,
+        });
     };
     let mut req = handle.route().add(route_message(spec, link.index));
     if replace {
         req = req.replace();
     }
     req.execute().await.map_err(|e| {
-        let why = describe_error(&e);
+        let mut failed = Failed::from(e);
         if !link.admin_up {
-            format!("interface {} is down: {why}", spec.interface)
-        } else {
-            why
+            failed.why = format!("interface {} is down: {}", spec.interface, failed.why);
         }
+        failed
     })
 }
 
@@ -996,9 +1020,9 @@ fn sanitized(msg: &RouteMessage) -> RouteMessage {
 }
 
 /// A deletion of something that is already gone did its job.
-fn gone_is_fine(r: Result<(), rtnetlink::Error>) -> Result<(), String> {
+fn gone_is_fine(r: Result<(), rtnetlink::Error>) -> Result<(), Failed> {
     match r {
         Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENOENT)) => Ok(()),
-        other => other.map_err(|e| describe_error(&e)),
+        other => Ok(other?),
     }
 }

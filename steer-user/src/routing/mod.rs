@@ -366,6 +366,19 @@ pub struct ReconcileReport {
     /// default via 100.64.1.1 dev wan1 table 101 (v4): Network is down (os error 100); retrying
     /// on the next link or address event`.
     pub failures: Vec<String>,
+    /// The default routes among the failures, with the kernel's error number: whether a
+    /// gateway was refused (not on its link) or only waits (its link is down).
+    pub refused_routes: Vec<RefusedRoute>,
+}
+
+/// A default route the kernel did not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedRoute {
+    pub spec: RouteSpec,
+    /// `None` when steer did not ask (its interface does not exist).
+    pub errno: Option<i32>,
+    /// In words, as the failure line gives it.
+    pub why: String,
 }
 
 impl ReconcileReport {
@@ -433,11 +446,11 @@ impl Routing {
             Ok(s) => s,
             Err(e) => {
                 return ReconcileReport {
-                    changes: Vec::new(),
                     failures: vec![format!(
                         "failed: reading the kernel's rules and routes: {}; retrying on the next event",
                         kernel::describe_error(&e)
                     )],
+                    ..ReconcileReport::default()
                 };
             }
         };
@@ -485,11 +498,11 @@ impl Routing {
             Ok(s) => s,
             Err(e) => {
                 return ReconcileReport {
-                    changes: Vec::new(),
                     failures: vec![format!(
                         "failed: reading the kernel's rules and routes: {}",
                         kernel::describe_error(&e)
                     )],
+                    ..ReconcileReport::default()
                 };
             }
         };
