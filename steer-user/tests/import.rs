@@ -853,3 +853,21 @@ fn service_names_for_ports_are_imported_as_numbers() {
     assert_eq!(dports, [["443", "53"]], "{out}");
     check(&out, "omr-services");
 }
+
+/// A file given to the other importer is refused with the command to use (it was imported as
+/// an empty configuration with a note per section).
+#[test]
+fn a_file_of_the_other_format_is_refused_with_the_right_command() {
+    for (importer, fixture_name, other) in [
+        ("omr-bypass", "mwan3-2wan", "steer import mwan3"),
+        ("mwan3", "omr-bypass", "steer import omr-bypass"),
+    ] {
+        let path = fixture(fixture_name);
+        let (ok, out, err) = import(&[importer, &path]);
+        assert!(!ok && out.is_empty(), "{importer} {fixture_name}: {out}");
+        assert!(
+            err.contains(&format!("{other} {path}")),
+            "{importer} {fixture_name}: {err}"
+        );
+    }
+}

@@ -76,6 +76,68 @@ pub struct Options {
 pub enum ImportError {
     #[error(transparent)]
     Uci(#[from] UciError),
+    /// The file is the other importer's.
+    #[error(
+        "{file} is not {expected} file: its sections ({kinds}) are {actual}'s; import it with \
+         `steer import {actual} {file}`"
+    )]
+    OtherFormat {
+        file: String,
+        expected: &'static str,
+        actual: &'static str,
+        kinds: String,
+    },
+}
+
+/// Section types only mwan3 has, and only omr-bypass (both have `interface`).
+const MWAN3_ONLY: &[&str] = &["globals", "member", "policy", "rule"];
+const OMR_BYPASS_ONLY: &[&str] = &[
+    "domains",
+    "ips",
+    "dest_port",
+    "src_port",
+    "macs",
+    "lan_ip",
+    "asns",
+    "dpis",
+    "src_intf",
+];
+
+/// Refuses a file given to the wrong importer: none of `expected`'s own section types, some
+/// of the other's (every rule of it would be "unknown" and the output empty).
+pub(crate) fn refuse_other_format(
+    sections: &[Section],
+    file: &str,
+    expected: &'static str,
+) -> Result<(), ImportError> {
+    let (own, other, actual) = match expected {
+        "mwan3" => (MWAN3_ONLY, OMR_BYPASS_ONLY, "omr-bypass"),
+        _ => (OMR_BYPASS_ONLY, MWAN3_ONLY, "mwan3"),
+    };
+    let kinds_in = |set: &[&str]| {
+        let mut kinds: Vec<&str> = sections
+            .iter()
+            .map(|s| s.kind.as_str())
+            .filter(|k| set.contains(k))
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds
+    };
+    let theirs = kinds_in(other);
+    if !kinds_in(own).is_empty() || theirs.is_empty() {
+        return Ok(());
+    }
+    Err(ImportError::OtherFormat {
+        file: file.to_owned(),
+        expected: if expected == "mwan3" {
+            "an mwan3"
+        } else {
+            "an omr-bypass"
+        },
+        actual,
+        kinds: theirs.join(", "),
+    })
 }
 
 /// Collects notes for one file.

@@ -66,6 +66,7 @@ const COMMON: &[&str] = &[
 /// Imports `text`, an omr-bypass configuration.
 pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
     let sections = uci::parse(text, &opts.file)?;
+    super::refuse_other_format(&sections, &opts.file, "omr-bypass")?;
     let mut notes = Notes::new(&opts.file);
     let mut b = Builder {
         out: Out {

@@ -34,6 +34,7 @@ pub(super) const MAX_ORDERED: usize = 64;
 /// Imports `text`, an mwan3 configuration.
 pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
     let sections = uci::parse(text, &opts.file)?;
+    super::refuse_other_format(&sections, &opts.file, "mwan3")?;
     let mut notes = Notes::new(&opts.file);
     let mut out = Out {
         source: opts.file.clone(),
