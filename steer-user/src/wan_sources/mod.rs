@@ -236,12 +236,15 @@ pub fn retranslated(
     if old.0.is_none() && new.0.is_none() {
         return Vec::new();
     }
+    // The translation alone: the inbound ports only filter new connections from outside.
+    let translation = |ipv6: Option<&Ipv6>| ipv6.map(|v| (v.mode, v.lan_prefix));
+    let changed = translation(old.0) != translation(new.0);
     new.1
         .iter()
         .filter(|(name, p)| {
             old.1
                 .get(*name)
-                .is_some_and(|o| old.0 != new.0 || o.prefix != p.prefix)
+                .is_some_and(|o| changed || o.prefix != p.prefix)
         })
         .map(|(name, _)| name.clone())
         .collect()
@@ -360,5 +363,24 @@ pub(crate) mod tests {
         assert_eq!(retranslated((None, &old), (m, &old)), ["wan1", "wan2"]);
         let only_one: Prefixes = old.clone().into_iter().take(1).collect();
         assert!(retranslated((m, &only_one), (m, &new)).is_empty());
+    }
+
+    /// The inbound ports filter new connections from outside; the flows going out keep their
+    /// translation (a reload that changed them reset every IPv6 connection).
+    #[test]
+    fn other_inbound_ports_translate_nothing_otherwise() {
+        let before = npt();
+        let mut after = npt();
+        after.inbound_tcp.clear();
+        after.inbound_udp.clear();
+        assert_ne!(before, after, "the test changes something");
+        let old = prefixes(Some("2001:db8:1::/56"), Some("2001:db8:2::/56"));
+        assert!(retranslated((Some(&before), &old), (Some(&after), &old)).is_empty());
+        let mut other_lan = npt();
+        other_lan.lan_prefix = Some(p("fd00:9::/64"));
+        assert_eq!(
+            retranslated((Some(&before), &old), (Some(&other_lan), &old)),
+            ["wan1", "wan2"]
+        );
     }
 }
