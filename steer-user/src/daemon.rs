@@ -428,7 +428,12 @@ async fn serve(
             // one asking for the stop is one of them.
             let _ = reply.send(response);
             server.shutdown().await;
-            log::info!("stopped: classifier detached, routing and pinned state removed");
+            match &result {
+                Ok(_) => {
+                    log::info!("stopped: classifier detached, routing and pinned state removed")
+                }
+                Err(e) => log::error!("stopping failed: {e}"),
+            }
             result.map(|_| ()).map_err(DaemonError::from)
         }
     }

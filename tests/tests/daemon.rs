@@ -189,6 +189,61 @@ fn sigterm_leaves_steering_running_and_stop_removes_it() {
     assert_eq!(steer_routing(&lab), "");
 }
 
+/// Unmounts the bpffs a test mounted, on drop (before its `Workdir` removes the directory).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A pin directory that is itself a bpffs mount point: `steer stop` failed on removing it
+/// (EBUSY) and left the routing rules, the WAN tables and the nftables table behind, while the
+/// daemon logged that it had stopped cleanly.
+#[test]
+fn stop_works_with_the_pin_directory_at_the_root_of_a_bpffs_mount() {
+    let (lab, work) = setup("stop-mount");
+    std::fs::create_dir_all(&work.pin_dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(&work.pin_dir)
+        .status()
+        .expect("run mount");
+    assert!(
+        mounted.success(),
+        "mount a bpffs on {}",
+        work.pin_dir.display()
+    );
+    let _unmount = Unmount(work.pin_dir.clone());
+    let mut daemon = Daemon::start(&lab.router, &work);
+    assert!(!steer_routing(&lab).is_empty());
+    let out = work.stop_in(&lab.router);
+    assert!(out.contains("steer stopped"), "{out}");
+    assert!(
+        daemon.signal_and_wait(0, Duration::from_secs(10)),
+        "the daemon exits after stop"
+    );
+    assert!(
+        daemon.log_text().contains("stopped: classifier detached"),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(lab.lan_tcx_programs().is_empty(), "detached");
+    assert_eq!(steer_routing(&lab), "", "routing and nftables removed");
+    // A new bpffs holds the kernel's own `maps.debug` and `progs.debug`.
+    let left: Vec<_> = std::fs::read_dir(&work.pin_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.ends_with(".debug"))
+        .collect();
+    assert!(left.is_empty(), "nothing of steer's is left: {left:?}");
+}
+
 /// What steer owns in the router's routing and nftables: its rules (all but the kernel's own
 /// local, main and default rules: the lab adds none), the routes
 /// of the WAN tables 101 and 102, and the `inet steer` table. Empty when none is there.

@@ -259,7 +259,12 @@ impl PinDir {
             }
         }
         if !keep(&self.root) {
-            std::fs::remove_dir(&self.root).map_err(io_err(&self.root))?;
+            match std::fs::remove_dir(&self.root) {
+                // A bpffs mount point given as the pin directory stays, empty; one that holds
+                // others' pins stays with them.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
+                done => done.map_err(io_err(&self.root))?,
+            }
         }
         Ok(removed)
     }
