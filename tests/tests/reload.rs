@@ -12,7 +12,7 @@ use steer::{
 };
 use steer_tests::{
     daemon::{Daemon, Workdir},
-    lab::Lab,
+    lab::{Lab, Stream, Wan},
     scenario::lab_wans,
 };
 
@@ -238,4 +238,59 @@ fn a_reload_with_nothing_changed_restores_a_flushed_nftables_table() {
         "the table is back after the reload: {out}\n{}",
         daemon.log_text()
     );
+}
+
+/// A reload that gives a WAN another mark and table moves its flows to the new rule and table
+/// without a gap: the classifier stamped the new mark before any rule routed it, and a stream
+/// on that WAN left by the main table's default (wan1, another NAT address) for ~15 ms.
+#[test]
+fn a_wans_new_mark_and_table_are_routed_before_the_classifier_stamps_them() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("reload-mark");
+    let config = |mark: u32, table: u32| {
+        let wans = lab_wans("targets = [\"192.0.2.1\"]", "targets = [\"192.0.2.2\"]").replace(
+            &format!(
+                "mark = {:#x}\ntable = {}\n",
+                Wan::Two.mark(),
+                Wan::Two.table()
+            ),
+            &format!("mark = {mark:#x}\ntable = {table}\n"),
+        );
+        format!(
+            "[general]\nlan = [\"lan0\"]\n{pins}\n{wans}\n\
+             [[policy]]\nname = \"wan2-first\"\n\
+             members = [{{ wan = \"wan2\", metric = 1 }}, {{ wan = \"wan1\", metric = 2 }}]\n\
+             [[set]]\nname = \"bypass\"\npolicy = \"wan2-first\"\nprefixes = [\"{server}/32\"]\n\
+             {control}",
+            pins = work.private_paths(),
+            server = Lab::SERVER_A,
+            control = work.control_section()
+        )
+    };
+    work.write("steer.toml", &config(Wan::Two.mark(), Wan::Two.table()));
+    let daemon = Daemon::start(&lab.router, &work);
+    settle();
+    let stream = Stream::start(
+        &lab,
+        Lab::SERVER_A.into(),
+        7203,
+        Duration::from_millis(1),
+        Duration::from_secs(3),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    work.write("steer.toml", &config(0x400, 104));
+    work.steer_ok(&["reload"]);
+    let rules = lab.router.run("ip rule show");
+    assert!(
+        rules.contains("fwmark 0x400/0xff00 lookup 104") && !rules.contains("lookup 102"),
+        "{rules}\n{}",
+        daemon.log_text()
+    );
+    let sent = stream.sent();
+    let arrivals = stream.stop();
+    let via_wan1 = arrivals.iter().filter(|a| a.via == Some(Wan::One)).count();
+    assert_eq!(via_wan1, 0, "{}", daemon.log_text());
+    let lost = sent as usize - arrivals.len();
+    assert!(lost <= 3, "{lost} of {sent} lost\n{}", daemon.log_text());
 }

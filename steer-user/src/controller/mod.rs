@@ -1180,21 +1180,48 @@ impl Controller {
     /// The routing the configuration and the resolved gateways ask for, without the routes of
     /// master-only WANs VRRP holds down.
     fn desired_routing(&self) -> routing::Desired {
+        let mut d = self.desired_routing_of(&self.config);
+        self.vrrp_hold_routes(&mut d);
+        d
+    }
+
+    /// The WANs' rules and routes under `config` (the running one, or one about to be).
+    fn desired_routing_of(&self, config: &Config) -> routing::Desired {
         let prefixes = &self.prefixes6.resolved;
         let mut d = routing::desired(
-            &self.config,
+            config,
             |w, f| self.gateway_of(w, f).gateway,
             |w| crate::wan_sources::prefix_of(prefixes, w),
         );
         d.rules
-            .extend(routing::own_address_rules(&self.config.wans, |interface| {
+            .extend(routing::own_address_rules(&config.wans, |interface| {
                 self.wan_addresses
                     .get(interface)
                     .cloned()
                     .unwrap_or_default()
             }));
-        self.vrrp_hold_routes(&mut d);
         d
+    }
+
+    /// Before a reload's classifier stamps a mark no rule routes yet (a WAN given another mark
+    /// or table, a new WAN): the new configuration's rules and routes go in first, so its
+    /// flows do not fall through to the main table meanwhile.
+    async fn route_new_marks_first(&self, config: &Config) -> Vec<ReportLine> {
+        let routed = |w: &config::Wan| {
+            self.config
+                .wans
+                .iter()
+                .any(|o| o.mark == w.mark && o.table == w.table)
+        };
+        if config.wans.iter().all(routed) {
+            return Vec::new();
+        }
+        let started = Instant::now();
+        let report = self
+            .routing
+            .add_missing(&self.desired_routing_of(config))
+            .await;
+        routing_lines("reload, before the new marks", &report, started)
     }
 
     /// Restores steer's nftables table if something removed it. `nft` runs off the event
@@ -1474,6 +1501,11 @@ impl Controller {
         // The programs were verified while the first state compiled; no map changes before
         // the kernel accepted them.
         self.dp.ready()?;
+        if !first {
+            report
+                .notes
+                .extend(self.route_new_marks_first(&config).await);
+        }
         let mut wanted = BTreeMap::new();
         let mut committed = false;
         let mut dropped = Vec::new();

@@ -470,6 +470,39 @@ impl Routing {
         report
     }
 
+    /// Adds what `desired` has and the kernel lacks, and changes nothing else: a reload that
+    /// gives a WAN another mark or table puts the new rule and route in before the classifier
+    /// stamps the new mark (a full reconcile after it removes the old ones).
+    pub async fn add_missing(&self, desired: &Desired) -> ReconcileReport {
+        let snapshot = match kernel::Snapshot::read(&self.handle, &desired.tables).await {
+            Ok(s) => s,
+            Err(e) => {
+                return ReconcileReport {
+                    failures: vec![format!(
+                        "failed: reading the kernel's rules and routes: {}",
+                        kernel::describe_error(&e)
+                    )],
+                    ..ReconcileReport::default()
+                };
+            }
+        };
+        let plan = {
+            let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+            plan::plan(desired, &snapshot, &placed)
+        };
+        let additions = plan
+            .steps
+            .into_iter()
+            .filter(|s| {
+                matches!(
+                    s.op,
+                    kernel::Op::AddRule(_) | kernel::Op::AddRoute { replace: false, .. }
+                )
+            })
+            .collect();
+        kernel::execute(&self.handle, &snapshot.links, additions).await
+    }
+
     /// Desired versus actual, without changing anything.
     pub async fn status(&self, desired: &Desired) -> RoutingStatus {
         match kernel::Snapshot::read(&self.handle, &desired.tables).await {
