@@ -1256,3 +1256,61 @@ fn split_brain_heals_with_the_winners_announcement_when_its_advert_crosses_first
         garp.at - healed
     );
 }
+
+/// An IPv4 and an IPv6 instance that list one master-only WAN: its line comes up only on a
+/// router that is master of both. A router that was master of one while the other router was
+/// master of the other raised it too: both lines up on the shared segment, the preferred
+/// router's probes failing and its priority lowered for good.
+fn dual_stack(v4: u8, v6: u8) -> SteerOptions {
+    let wans = "wans = [{ wan = \"wan1\", weight = 60, master_only = true }]";
+    SteerOptions {
+        instance: Some(format!(
+            "[[vrrp]]\nname = \"lan\"\ninterface = \"lan0\"\nvrid = {VRID}\npriority = {v4}\n\
+             advert_interval_ms = 100\nvips = [\"{VIP}/24\"]\n{wans}\n\n\
+             [[vrrp]]\nname = \"lan6\"\ninterface = \"lan0\"\nvrid = {VRID}\npriority = {v6}\n\
+             advert_interval_ms = 100\nvips = [\"{VIP6_LINK_LOCAL}/64\", \"{VIP6}/64\"]\n{wans}\n"
+        )),
+        ..SteerOptions::default()
+    }
+}
+
+#[test]
+fn a_master_only_wan_of_two_instances_is_up_only_on_the_master_of_both() {
+    let lab = HaLab::new();
+    let a = SteerRouter::start(&lab, Side::A, &dual_stack(200, 200));
+    let b = SteerRouter::start(&lab, Side::B, &dual_stack(100, 100));
+    let ctx = || format!("{}\n{}", a.context(), b.context());
+    let within = master_down(INTERVAL, 100) * 10;
+    wait_for(
+        "A master of both with its WAN up",
+        START,
+        || lab.wan_up(Side::A) && !lab.wan_up(Side::B),
+        ctx,
+    );
+    let sampler = WanSampler::start(&lab, Duration::from_millis(10));
+    // B wins the IPv6 instance alone: mastership is split, so neither raises the line.
+    b.reconfigure(&dual_stack(100, 250));
+    wait_for(
+        "the line down on both",
+        within,
+        || !lab.wan_up(Side::A) && !lab.wan_up(Side::B),
+        ctx,
+    );
+    std::thread::sleep(master_down(INTERVAL, 100) * 3);
+    assert!(!lab.wan_up(Side::B), "{}", ctx());
+    // B wins both: the line follows it.
+    b.reconfigure(&dual_stack(250, 250));
+    wait_for(
+        "B master of both with its WAN up",
+        within,
+        || lab.wan_up(Side::B) && !lab.wan_up(Side::A),
+        ctx,
+    );
+    let overlaps = sampler.overlaps();
+    drop(sampler);
+    assert!(
+        overlaps.is_empty(),
+        "both lines up: {overlaps:?}\n{}",
+        ctx()
+    );
+}

@@ -347,6 +347,8 @@ struct Taken {
     names: Claims<String, ()>,
     /// (interface, IPv6?, vrid) -> instance.
     routers: Claims<(String, bool, u8), String>,
+    /// A virtual address (with its interface when link-local) -> instance.
+    vips: Claims<(Option<String>, IpAddr), String>,
 }
 
 pub(super) fn build(
@@ -358,6 +360,7 @@ pub(super) fn build(
     let mut taken = Taken {
         names: Claims::new(),
         routers: Claims::new(),
+        vips: Claims::new(),
     };
     let mut out = Vec::new();
     for (i, v) in raw.into_inner().into_iter().enumerate() {
@@ -501,7 +504,13 @@ fn speaker(
         PREEMPT_DELAY,
         0,
     );
-    let vips = vips(cx, &v.vips, label, span);
+    let vips = vips(
+        cx,
+        &v.vips,
+        (label, span),
+        (name, &interface),
+        &mut taken.vips,
+    );
     let family_v6 = vips.first().map(|v| v.addr.is_ipv6());
     let unicast_src = v
         .unicast_src
@@ -601,8 +610,9 @@ fn advert_interval(cx: &mut Ctx<'_>, v: &Option<S<i64>>, field: &str) -> u16 {
 fn vips(
     cx: &mut Ctx<'_>,
     list: &Option<Strings>,
-    label: &str,
-    span: &std::ops::Range<usize>,
+    (label, span): (&str, &std::ops::Range<usize>),
+    (name, interface): (&str, &str),
+    claims: &mut Claims<(Option<String>, IpAddr), String>,
 ) -> Vec<Vip> {
     let field = format!("{label}.vips");
     let Some(list) = list else {
@@ -672,6 +682,25 @@ fn vips(
                 &item,
                 format!("{} is already listed (vips[{j}])", vip.addr),
                 "list each address once",
+            );
+            continue;
+        }
+        // Each virtual address belongs to one instance (a link-local one, per link): two
+        // that hold one would each remove it when leaving MASTER, from under the other.
+        let link = match vip.addr {
+            IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80 => Some(interface.to_owned()),
+            _ => None,
+        };
+        if let Err((other, line)) = claims.claim(cx, (link, vip.addr), name.to_owned(), &v.span()) {
+            cx.err(
+                &v.span(),
+                &item,
+                format!(
+                    "{} is already a virtual address of instance `{other}` (line {line})",
+                    vip.addr
+                ),
+                "give each instance addresses of its own: the one leaving MASTER first would \
+                 remove a shared one from under the other",
             );
             continue;
         }
@@ -1009,6 +1038,38 @@ mod tests {
                 "vrrp[up2].vrid: vrid 7 on eth0 (IPv6) is already instance `up` (line 20)",
             ]
         );
+    }
+
+    /// Two instances holding one address each removed it when leaving MASTER, from under the
+    /// other; a link-local one is the same only on the same link.
+    #[test]
+    fn a_virtual_address_belongs_to_one_instance() {
+        let instance = |name: &str, interface: &str, vrid: u8, vips: &str| {
+            format!(
+                "[[vrrp]]\nname = \"{name}\"\ninterface = \"{interface}\"\nvrid = {vrid}\n\
+                 vips = [{vips}]\n"
+            )
+        };
+        let text = format!(
+            "{BASE}\n{}{}{}",
+            instance("a", "eth0", 1, "\"192.0.2.1/24\""),
+            instance("b", "eth0", 2, "\"192.0.2.1/24\""),
+            instance("c", "eth1", 3, "\"fe80::1/64\", \"fd00::1/64\""),
+        );
+        let errors = errors_in(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "vrrp[b].vips[0]: 192.0.2.1 is already a virtual address of instance `a`"
+            ),
+            "{errors:?}"
+        );
+        let other_link = parse(&format!(
+            "{}{}",
+            instance("c", "eth1", 3, "\"fe80::1/64\""),
+            instance("d", "eth0", 3, "\"fe80::1/64\""),
+        ));
+        assert_eq!(other_link.len(), 2);
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Controller {
             }
         }
         for w in self.master_only_wans() {
-            if self.vrrp.raised.contains(&w.wan) || self.held_by_master(&w.wan) {
+            if self.mastered_by_all(&w.wan, false) {
                 continue;
             }
             lines.extend(
@@ -534,12 +534,24 @@ impl Controller {
         out
     }
 
-    /// Whether a master instance lists `wan` as master-only.
-    fn held_by_master(&self, wan: &str) -> bool {
-        self.config.vrrp.iter().any(|v| {
-            self.vrrp_state(&v.name) == State::Master
-                && v.wans.iter().any(|w| w.wan == wan && w.master_only)
-        })
+    /// Whether every instance that lists `wan` as master-only is master here (and, with
+    /// `clear`, heard no other master since): a line shared by an IPv4 and an IPv6 instance
+    /// must not come up on a router that is master of one while the other router is master of
+    /// the other, which raises it too.
+    fn mastered_by_all(&self, wan: &str, clear: bool) -> bool {
+        let mut listing = self
+            .config
+            .vrrp
+            .iter()
+            .filter(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only))
+            .peekable();
+        listing.peek().is_some()
+            && listing.all(|v| {
+                self.vrrp
+                    .roles
+                    .get(&v.name)
+                    .is_some_and(|r| r.state == State::Master && (!clear || r.wans_clear))
+            })
     }
 
     fn step_timeout(v: &Vrrp) -> Duration {
@@ -616,7 +628,7 @@ impl Controller {
         };
         let mut raised = false;
         for w in v.wans.iter().filter(|w| w.master_only) {
-            if self.vrrp.raised.contains(&w.wan) {
+            if self.vrrp.raised.contains(&w.wan) || !self.mastered_by_all(&w.wan, true) {
                 continue;
             }
             let Some(wan) = self.config.wan(&w.wan).cloned() else {
@@ -746,11 +758,11 @@ impl Controller {
             r.state = to;
         }
         for w in v.wans.iter().filter(|w| w.master_only) {
-            if self.held_by_master(&w.wan) {
-                continue;
-            }
+            // Its health is remembered only if it was up here: one held down (another
+            // instance listing it was not master) says nothing of the line.
+            let remember = self.vrrp.raised.contains(&w.wan);
             lines.extend(
-                self.lower_wan(w, "held down: this router left VRRP MASTER", true)
+                self.lower_wan(w, "held down: this router left VRRP MASTER", remember)
                     .await,
             );
         }
