@@ -400,6 +400,10 @@ pub struct VrrpStatus {
     pub last_transition: Option<VrrpTransition>,
     pub transitions: u64,
     pub adverts_sent: u64,
+    /// Adverts the kernel would not send (no route to a peer, a firewall, a source address the
+    /// router does not hold): the other router hears nothing from this one.
+    #[serde(default)]
+    pub send_errors: u64,
     pub adverts_received: u64,
     /// Received packets dropped, by reason (`ttl`, `version`, `count`, ...).
     pub dropped: std::collections::BTreeMap<String, u64>,

@@ -46,9 +46,17 @@ pub fn render(instances: &[VrrpStatus]) -> String {
             let drops: Vec<String> = v.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
             let _ = writeln!(
                 out,
-                "{:<15} adverts sent {}, received {}; transitions {}; dropped: {}",
+                "{:<15} adverts sent {}{}, received {}; transitions {}; dropped: {}",
                 "",
                 v.adverts_sent,
+                if v.send_errors > 0 {
+                    format!(
+                        " (and {} that could not be sent: see the log)",
+                        v.send_errors
+                    )
+                } else {
+                    String::new()
+                },
                 v.adverts_received,
                 v.transitions,
                 if drops.is_empty() {
@@ -99,6 +107,7 @@ mod tests {
             }),
             transitions: 3,
             adverts_sent: 40,
+            send_errors: 0,
             adverts_received: 12,
             dropped: [("ttl".to_owned(), 5)].into_iter().collect(),
             wans: vec![VrrpWanStatus {
@@ -119,6 +128,15 @@ mod tests {
             assert!(out.contains(words), "`{words}` in\n{out}");
         }
         assert_eq!(render(&[]), "", "nothing without [[vrrp]]");
+        let failing = VrrpStatus {
+            send_errors: 7,
+            ..v.clone()
+        };
+        let out = render(&[failing]);
+        assert!(
+            out.contains("adverts sent 40 (and 7 that could not be sent: see the log)"),
+            "{out}"
+        );
         let followed = VrrpStatus {
             engine: "keepalived".into(),
             interface: None,

@@ -438,6 +438,7 @@ impl Controller {
                     }),
                     transitions: view.transitions,
                     adverts_sent: view.adverts_sent,
+                    send_errors: view.send_errors,
                     adverts_received: view.adverts_received,
                     dropped: view
                         .drops

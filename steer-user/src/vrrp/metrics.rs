@@ -82,6 +82,12 @@ pub fn render(instances: &[VrrpStatus]) -> String {
         counter(|v| v.adverts_sent),
     );
     family(
+        "steer_vrrp_advert_send_errors_total",
+        "counter",
+        "Adverts the kernel would not send.",
+        counter(|v| v.send_errors),
+    );
+    family(
         "steer_vrrp_adverts_received_total",
         "counter",
         "Valid adverts received.",
@@ -124,6 +130,7 @@ mod tests {
             last_transition: None,
             transitions: 2,
             adverts_sent: 40,
+            send_errors: 2,
             adverts_received: 3,
             dropped: [("ttl".to_owned(), 7)].into_iter().collect(),
             wans: vec![],
@@ -134,6 +141,7 @@ mod tests {
             "steer_vrrp_state{vrrp_instance=\"lan\",state=\"backup\"} 0",
             "steer_vrrp_priority{vrrp_instance=\"lan\",kind=\"effective\"} 100",
             "steer_vrrp_adverts_sent_total{vrrp_instance=\"lan\"} 40",
+            "steer_vrrp_advert_send_errors_total{vrrp_instance=\"lan\"} 2",
             "steer_vrrp_dropped_total{vrrp_instance=\"lan\",reason=\"ttl\"} 7",
         ] {
             assert!(text.contains(line), "missing `{line}` in\n{text}");

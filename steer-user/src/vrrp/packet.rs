@@ -141,6 +141,9 @@ pub struct Accepted {
 pub enum Dropped {
     /// Unicast mode: the source is not a configured peer.
     UnknownSource(IpAddr),
+    /// Multicast mode: sent to this router's own address, not to the VRRP group (a host on
+    /// the link aiming at this router alone; the other router never sees it).
+    Unicast(IpAddr),
     /// A multicast advert whose TTL (hop limit) is not 255: it was forwarded by a router, or
     /// forged off-link.
     Ttl(u8),
@@ -169,7 +172,7 @@ impl Dropped {
     /// `vrid`, `type`, `count`, `interval`, `addresses`.
     pub fn reason(&self) -> &'static str {
         match self {
-            Dropped::UnknownSource(_) => "unknown_source",
+            Dropped::UnknownSource(_) | Dropped::Unicast(_) => "unknown_source",
             Dropped::Ttl(_) => "ttl",
             Dropped::Truncated { .. } => "truncated",
             Dropped::Version(_) => "version",
@@ -186,6 +189,10 @@ impl Dropped {
     pub fn describe(&self, from: IpAddr) -> String {
         match self {
             Dropped::UnknownSource(a) => format!("advert from {a}, which is not a configured peer"),
+            Dropped::Unicast(dst) => format!(
+                "advert from {from} sent to {dst}, not to the VRRP group: this instance has no \
+                 `peers`, so it takes multicast adverts only"
+            ),
             Dropped::Ttl(t) => {
                 format!("advert from {from} with TTL {t} (must be 255 on multicast)")
             }
@@ -224,6 +231,13 @@ pub fn validate(b: &[u8], meta: Meta, expect: &Expect<'_>) -> Result<Accepted, D
     }
     if expect.peers.is_empty() && meta.ttl != TTL {
         return Err(Dropped::Ttl(meta.ttl));
+    }
+    let group = match meta.dst {
+        IpAddr::V4(_) => IpAddr::V4(GROUP_V4),
+        IpAddr::V6(_) => IpAddr::V6(GROUP_V6),
+    };
+    if expect.peers.is_empty() && meta.dst != group {
+        return Err(Dropped::Unicast(meta.dst));
     }
     if b.len() < HEADER_LEN {
         return Err(Dropped::Truncated {
@@ -385,6 +399,27 @@ mod tests {
         let vips = [v4("10.10.0.1")];
         let ok = validate(&b, meta, &expect(&vips, &[])).unwrap();
         assert_eq!((ok.advert.priority, ok.advert.interval_cs), (100, 10));
+    }
+
+    /// A multicast instance takes only adverts sent to the group: one aimed at this router's
+    /// address alone (the other router never sees it) made it step down.
+    #[test]
+    fn a_multicast_instance_drops_an_advert_sent_to_its_own_address() {
+        let vips = [v4("10.10.0.1")];
+        let own = v4("10.10.0.2");
+        let b = advert(254).encode(v4(SRC), own, Checksum::PseudoHeader);
+        let meta = Meta {
+            dst: own,
+            ..multicast(255)
+        };
+        let dropped = validate(&b, meta, &expect(&vips, &[])).unwrap_err();
+        assert_eq!(dropped, Dropped::Unicast(own));
+        assert!(dropped.describe(v4(SRC)).contains("not to the VRRP group"));
+        let peers = [v4(SRC)];
+        assert!(
+            validate(&b, meta, &expect(&vips, &peers)).is_ok(),
+            "unicast mode"
+        );
     }
 
     #[test]

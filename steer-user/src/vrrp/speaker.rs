@@ -612,20 +612,27 @@ impl Instance {
             interval_cs: self.cfg.advert_interval_cs,
             addrs: self.vips.clone(),
         };
-        let (mut sent, mut failed) = (0, 0);
+        let (mut sent, mut failed) = (0, Vec::new());
         for dst in dsts {
             let bytes = advert.encode(src, dst, self.cfg.checksum);
             match sock.send(&bytes, src, dst) {
                 Ok(()) => sent += 1,
-                Err(e) => {
-                    failed += 1;
-                    log::debug!("vrrp {}: sending to {dst}: {e}", self.name);
-                }
+                Err(e) => failed.push((dst, e)),
             }
+        }
+        let errors = failed.len() as u64;
+        for (dst, e) in failed {
+            self.log_once(dst, "send", || {
+                format!(
+                    "sending adverts from {src} to {dst} fails: {e}; the other router \
+                             hears nothing from this one and takes over too: check \
+                     `unicast_src`, `peers` and the firewall (VRRP is IP protocol 112)"
+                )
+            });
         }
         self.update(|v| {
             v.adverts_sent += sent;
-            v.send_errors += failed;
+            v.send_errors += errors;
         });
     }
 
