@@ -87,6 +87,14 @@ fn steer_pair_elects_by_priority_and_a_dead_master_is_replaced_while_traffic_flo
         b.context()
     );
     eprintln!("outage after the master died: {outage:?}\n{}", b.log());
+    // `steer stop` after the crash (systemd's ExecStopPost) removes the VIP the dead daemon
+    // left on A, whose link comes back with the VIP B holds now otherwise.
+    assert!(lab.has_vip(Side::A), "kill -9 leaves the VIP");
+    let out = a.work.stop_in(lab.router(Side::A));
+    assert!(
+        out.contains("1 VRRP virtual addresses") && !lab.has_vip(Side::A),
+        "{out}"
+    );
 }
 
 /// Lines of keepalived's log that complain about what it received.

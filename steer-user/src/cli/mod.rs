@@ -652,7 +652,7 @@ fn stop(target: &Target) -> Result<ExitCode, CliError> {
             if !done.routing.failures.is_empty() {
                 return Err(CliError::Refused(done.routing.failures.join("; ")));
             }
-            if let Some(e) = done.nft_error {
+            if let Some(e) = done.nft_error.clone().or(done.vip_error.clone()) {
                 return Err(CliError::Refused(e));
             }
             if done.was_empty() {
@@ -662,7 +662,7 @@ fn stop(target: &Target) -> Result<ExitCode, CliError> {
                 ));
             } else {
                 outln(&format!(
-                    "steer stopped: removed {} pins under {} (classifier detached), {} routing entries{}",
+                    "steer stopped: removed {} pins under {} (classifier detached), {} routing entries{}{}",
                     done.pins,
                     r.pin_dir.display(),
                     done.routing.changes.len(),
@@ -670,6 +670,10 @@ fn stop(target: &Target) -> Result<ExitCode, CliError> {
                         ", the connection-marking table"
                     } else {
                         ""
+                    },
+                    match done.vips_removed {
+                        0 => String::new(),
+                        n => format!(", {n} VRRP virtual addresses"),
                     }
                 ));
             }

@@ -1,8 +1,8 @@
 //! Removing everything steer set up, in one sequence that serves `steer stop` whether a daemon
 //! runs (it calls this after letting go of the dataplane) or not (the CLI calls it itself):
 //! the pinned classifier first (unpinning its links detaches it), then the routing rules and
-//! tables, then the connection-marking table, and the journal of runtime set entries (they
-//! belonged to the steering that is gone).
+//! tables, the VRRP virtual addresses a dead daemon left (`proto 201`), the connection-marking
+//! table, and the journal of runtime set entries (they belonged to the steering that is gone).
 
 use std::path::Path;
 
@@ -24,12 +24,17 @@ pub struct Teardown {
     pub nft_error: Option<String>,
     /// The runtime set journal was there and is gone.
     pub journal_removed: bool,
+    /// Virtual addresses of VRRP instances a dead daemon left (`proto 201`).
+    pub vips_removed: usize,
+    /// Removing them failed.
+    pub vip_error: Option<String>,
 }
 
 impl Teardown {
     /// Nothing was there to remove.
     pub fn was_empty(&self) -> bool {
         self.pins == 0
+            && self.vips_removed == 0
             && self.routing.changes.is_empty()
             && !self.nft_removed
             && !self.journal_removed
@@ -60,6 +65,13 @@ pub async fn teardown(
         routing,
         ..Teardown::default()
     };
+    match crate::vrrp::kernel::Netlink::new() {
+        Ok(nl) => match nl.remove_every_vip().await {
+            Ok(n) => done.vips_removed = n,
+            Err(e) => done.vip_error = Some(e),
+        },
+        Err(e) => done.vip_error = Some(format!("cannot open a netlink socket: {e}")),
+    }
     crate::dns::snoop::remove_fallback_if_installed();
     if conntrack::installed() {
         match conntrack::uninstall() {
