@@ -470,6 +470,11 @@ fn move_flows_back(ctl: &Controller, (job, result): Listed) {
     match result {
         Ok(conns) => {
             let moving = ctl.flows_to_move(conns);
+            // Nothing to move is the common case (one recovery per family): not news.
+            if moving.is_empty() {
+                log::debug!("{}: no flow to move back", job.recovered);
+                return;
+            }
             tokio::task::spawn_blocking(move || log::info!("{}", job.cut(&moving)));
         }
         Err(e) => log::error!("moving flows back to {}: {e}", job.recovered),

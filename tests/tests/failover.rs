@@ -682,6 +682,13 @@ fn idle_silent_cut_is_confirmed_by_fast_probes_and_recovery_keeps_up_after() {
         text.contains("probes normal every 100 ms") && text.contains("864000 probes"),
         "{text}"
     );
+    // The text shows the last failover too (only the JSON did: "last change" was the start).
+    let failover = st["last_failover"]["line"].as_str().unwrap_or_default();
+    assert!(!failover.is_empty(), "{st}");
+    assert!(
+        text.contains("last failover (") && text.contains(failover),
+        "{text}"
+    );
 }
 
 #[test]

@@ -879,6 +879,9 @@ fn render_status(s: &Status) -> String {
     if let Some(d) = &s.dns {
         out.push_str(&dns::render_status(d));
     }
+    if let Some(f) = &s.last_failover {
+        let _ = writeln!(out, "\nlast failover ({} s ago): {}", f.seconds_ago, f.line);
+    }
     if let Some(last) = &s.last_apply {
         let _ = writeln!(out, "\nlast change ({} s ago):", last.seconds_ago);
         for c in &last.changes {
