@@ -396,7 +396,13 @@ fn outcome(out: Vec<Listed>, errors: Vec<ListError>) -> Result<Vec<Listed>, Vec<
         None => Ok(out),
         Some(_) if !out.is_empty() => Err(errors),
         Some(first) if first.kind == ListErrorKind::Utf16 => Err(errors),
-        Some(_) if errors.iter().all(|e| address_written_wrong(&e.kind)) => Err(errors),
+        Some(_)
+            if errors
+                .iter()
+                .all(|e| address_written_wrong(&e.kind) || address_then_typo(&e.text)) =>
+        {
+            Err(errors)
+        }
         Some(first) => Err(vec![ListError {
             line: first.line,
             column: 1,
@@ -410,6 +416,13 @@ fn outcome(out: Vec<Listed>, errors: Vec<ListError>) -> Result<Vec<Listed>, Vec<
 
 /// An error that only an address written wrong gives: the line parsed as one, but for a
 /// detail (never a line of some other file, which fails on its first character).
+/// An entry whose part before the `/` is an address (`100.64.7.0/24x`, `10.0.0.0/`): a list
+/// line with a typo in its length, shown like any bad line.
+fn address_then_typo(text: &str) -> bool {
+    text.split_once('/')
+        .is_some_and(|(addr, _)| addr.parse::<std::net::IpAddr>().is_ok())
+}
+
 fn address_written_wrong(kind: &ListErrorKind) -> bool {
     matches!(
         kind,
@@ -627,6 +640,17 @@ mod tests {
                     ..
                 }]
             ),
+            "{errors:?}"
+        );
+        // A one-line list with a typo in its length shows the line, not "not a list file".
+        let errors = parse_list_bytes(
+            b"100.64.7.0/24x
+",
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&errors[..], [e] if matches!(e.kind, ListErrorKind::Addr(_)) && e.line == 1),
             "{errors:?}"
         );
     }
