@@ -193,3 +193,24 @@ fn explain_refuses_a_port_for_a_protocol_without_ports() {
         );
     }
 }
+
+/// `steer reload -c` with a file that cannot be read says nothing was reloaded (it printed the
+/// parse error alone, which reads as if the daemon took a broken file).
+#[test]
+fn reload_with_a_broken_file_says_nothing_was_reloaded() {
+    let dir = TempDir::new("reload-broken");
+    let config = dir.join("steer.toml");
+    std::fs::write(&config, "[general]\nlan = [\"br-lan\"\n").unwrap();
+    let out = Command::new(STEER)
+        .args(["reload", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("steer.toml:2:")
+            && err.contains("nothing was reloaded"),
+        "{err}"
+    );
+}

@@ -436,6 +436,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reload { target } => {
+            // A `-c` file that cannot be read as far as its socket: say that nothing changed.
+            if let Err(CliError::Config(e)) = target.resolve() {
+                return Err(CliError::Refused(format!(
+                    "{e}\nnothing was reloaded: a running daemon keeps the configuration it has"
+                )));
+            }
             let mut body = request(&target, Request::Reload)?;
             let lines: Vec<ReportLine> = decode(&target, body["changes"].take())?;
             for line in lines {
