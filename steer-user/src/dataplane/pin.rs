@@ -43,7 +43,8 @@ pub enum PinError {
     },
     #[error(
         "{path} is not on a BPF filesystem (bpffs): pinned state can only live there; set \
-         general.pin_dir to a directory under /sys/fs/bpf"
+         general.pin_dir to a directory under /sys/fs/bpf (mounted if it is not), or mount one \
+         there yourself (`mount -t bpf bpf DIR`)"
     )]
     NotBpffs { path: PathBuf },
     #[error(
