@@ -193,6 +193,9 @@ impl Dropped {
                 "advert from {from} sent to {dst}, not to the VRRP group: this instance has no \
                  `peers`, so it takes multicast adverts only"
             ),
+            Dropped::Ttl(t) if from.is_ipv6() => {
+                format!("advert from {from} with hop limit {t} (must be 255 on multicast)")
+            }
             Dropped::Ttl(t) => {
                 format!("advert from {from} with TTL {t} (must be 255 on multicast)")
             }
@@ -420,6 +423,13 @@ mod tests {
             validate(&b, meta, &expect(&vips, &peers)).is_ok(),
             "unicast mode"
         );
+    }
+
+    #[test]
+    fn an_ipv6_advert_has_a_hop_limit_not_a_ttl() {
+        let six: IpAddr = "fe80::2".parse().unwrap();
+        assert!(Dropped::Ttl(64).describe(six).contains("with hop limit 64"));
+        assert!(Dropped::Ttl(64).describe(v4(SRC)).contains("with TTL 64"));
     }
 
     #[test]

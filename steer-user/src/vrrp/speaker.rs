@@ -271,6 +271,9 @@ async fn stop(tx: &mpsc::UnboundedSender<Command>) {
 
 /// How often the log repeats a drop of the same kind from the same source.
 const LOG_AGAIN: Duration = Duration::from_secs(60);
+/// The same for another virtual router's adverts: a LAN with several VRRP groups is normal,
+/// worth a line now and then, not one a minute forever.
+const LOG_OTHER_ROUTER_AGAIN: Duration = Duration::from_secs(3600);
 /// How many (source, kind) pairs `Instance::log_once` tells apart.
 const LOG_SOURCES: usize = 64;
 /// How often a socket that could not be opened (link down or without carrier, no address yet,
@@ -534,10 +537,15 @@ impl Instance {
                 key = (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), kind);
             }
         }
+        let (again, level) = if kind == "vrid" {
+            (LOG_OTHER_ROUTER_AGAIN, log::Level::Info)
+        } else {
+            (LOG_AGAIN, log::Level::Warn)
+        };
         let due = self
             .logged
             .get(&key)
-            .is_none_or(|at| now.duration_since(*at) >= LOG_AGAIN);
+            .is_none_or(|at| now.duration_since(*at) >= again);
         if due {
             self.logged.insert(key, now);
             let more = if key.0 == from {
@@ -545,7 +553,7 @@ impl Instance {
             } else {
                 " (and more from other sources, counted, not logged)"
             };
-            log::warn!("vrrp {}: {}{more}", self.name, text());
+            log::log!(level, "vrrp {}: {}{more}", self.name, text());
         }
     }
 
