@@ -1339,3 +1339,35 @@ fn a_master_only_wan_of_two_instances_is_up_only_on_the_master_of_both() {
         ctx()
     );
 }
+
+/// A VIP put on the backup by hand (or by a network manager) was taken as steer's own at
+/// takeover without a word, then left in place when the router stepped down: both routers
+/// held it. The takeover now says so.
+#[test]
+fn a_vip_added_by_hand_on_the_backup_is_named_at_takeover() {
+    let lab = HaLab::new();
+    let mut b = SteerRouter::start(
+        &lab,
+        Side::B,
+        &SteerOptions {
+            priority: 200,
+            ..SteerOptions::default()
+        },
+    );
+    let a = SteerRouter::start(&lab, Side::A, &SteerOptions::default());
+    b.wait_state("master", START);
+    a.wait_state("backup", START);
+    lab.router(Side::A)
+        .run(&format!("ip addr add {VIP}/24 dev lan0"));
+    b.term();
+    a.wait_state("master", master_down(INTERVAL, 100) * 10);
+    wait_for(
+        "the takeover names the address",
+        Duration::from_secs(5),
+        || {
+            a.log()
+                .contains(&format!("{VIP}/24 is on lan0 already, not added by steer"))
+        },
+        || a.context(),
+    );
+}

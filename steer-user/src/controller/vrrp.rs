@@ -39,7 +39,7 @@ use crate::{
     vrrp::{
         Board, Command, Engines, Event, State, announce, command, conntrackd,
         follow::write_track_file,
-        kernel::{self, Netlink, Removed},
+        kernel::{self, AddError, Netlink, Removed},
         speaker,
         weigh::{WanHealth, weigh},
     },
@@ -571,7 +571,19 @@ impl Controller {
                 return lines;
             };
             for vip in &s.vips {
-                if let Err(e) = nl.add_vip(s.vip_interface(), vip).await {
+                let added = nl.add_vip(s.vip_interface(), vip).await;
+                if let Err(AddError::NotOurs) = added {
+                    // Master all the same: the address works; but it stays when this router
+                    // leaves MASTER, so both routers would answer for it.
+                    lines.push(ReportLine::warning(format!(
+                        "vrrp {}: {vip} is on {} already, not added by steer (by hand, or a \
+                         network manager): it stays there when this router leaves MASTER; \
+                         remove it (`ip addr del {vip} dev {}`) and let steer add it",
+                        v.name,
+                        s.vip_interface(),
+                        s.vip_interface()
+                    )));
+                } else if let Err(e) = added {
                     let why = format!("the virtual address could not be added: {e}");
                     lines.push(ReportLine::error(format!(
                         "vrrp {}: {why}; in fault for {} s",

@@ -34,6 +34,30 @@ pub struct Address {
     pub steer: bool,
 }
 
+/// Why [`Netlink::add_vip`] did not add an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddError {
+    /// It is there already, put there by someone else (by hand, a network manager): the
+    /// router holds it whatever VRRP says, and steer will not remove it.
+    NotOurs,
+    Failed(String),
+}
+
+impl From<String> for AddError {
+    fn from(e: String) -> AddError {
+        AddError::Failed(e)
+    }
+}
+
+impl std::fmt::Display for AddError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddError::NotOurs => f.write_str("it is there already, not added by steer"),
+            AddError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 /// What [`Netlink::del_vip`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removed {
@@ -118,8 +142,9 @@ impl Netlink {
     }
 
     /// Adds `vip` to `interface` (IPv6 without duplicate address detection: the address must
-    /// work at once). Returns false when it was there already.
-    pub async fn add_vip(&self, interface: &str, vip: &Vip) -> Result<bool, String> {
+    /// work at once). Returns false when it was there already (`Err` names one that steer did
+    /// not add: see [`NotOurs`]).
+    pub async fn add_vip(&self, interface: &str, vip: &Vip) -> Result<bool, AddError> {
         let link = self
             .link(interface)
             .await
@@ -140,8 +165,16 @@ impl Netlink {
         }
         match req.execute().await {
             Ok(()) => Ok(true),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
-            Err(e) => Err(format!("adding {vip} to {interface}: {}", describe(&e))),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {
+                match self.find_address(link.index, vip.addr).await? {
+                    Some(m) if !is_steers(&m) => Err(AddError::NotOurs),
+                    _ => Ok(false),
+                }
+            }
+            Err(e) => Err(AddError::Failed(format!(
+                "adding {vip} to {interface}: {}",
+                describe(&e)
+            ))),
         }
     }
 
