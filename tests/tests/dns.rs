@@ -739,6 +739,32 @@ fn snoop_mode_learns_answers_crossing_the_router_and_fails_open() {
     assert!(t.counter("snoop_learned") >= 300);
     let snoop = &t.s.status()["dns"]["latency"]["snoop"];
     assert!(snoop["count"].as_u64().unwrap() >= 300, "{snoop}");
+    // An answer nobody asked for, sent from the WAN side to a LAN host (from port 53), is not
+    // read: it planted addresses in the sets before the firewall could drop it.
+    lab.isp[0].run(&format!(
+        "ip route replace {}/32 via {}",
+        Lab::CLIENT_V4,
+        Lab::nat_addr_v4(Wan::One)
+    ));
+    let q = wire::query(7, "evil.fresh.example", rtype::A);
+    let mut forged = wire::reply(&q, 0);
+    forged[7] = 1;
+    forged.extend_from_slice(&[
+        0xc0, 12, 0, 1, 0, 1, 0, 1, 0x51, 0x80, 0, 4, 198, 51, 100, 77,
+    ]);
+    lab.isp[0].enter(|| {
+        let s = UdpSocket::bind("0.0.0.0:53").expect("port 53 in the ISP");
+        s.send_to(&forged, (Lab::CLIENT_V4, 40000)).expect("send");
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !t.learned().contains_key("198.51.100.77"),
+        "{:?}",
+        t.learned()
+            .keys()
+            .filter(|a| a.starts_with("198.51"))
+            .collect::<Vec<_>>()
+    );
     // No daemon: the queue has no listener and the answers pass unseen (fail-open).
     t.s.daemon.kill9();
     let out = dig(&lab.client, "@203.0.113.53 +short s7.fresh.example");

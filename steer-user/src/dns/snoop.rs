@@ -31,7 +31,10 @@ use super::{
 const POLL: Duration = Duration::from_millis(100);
 const DNS_PORT: u16 = 53;
 
-/// The chain snoop mode adds to steer's nftables table (`inet steer`).
+/// The chain snoop mode adds to steer's nftables table (`inet steer`). Only answers that are
+/// the reply of a connection (a query a LAN host sent out) are read: a packet from port 53
+/// that nobody asked for would otherwise plant addresses in the sets, before the firewall's
+/// filter hook drops it.
 pub fn nft_chain(lan: &[String], queue: u16) -> String {
     if lan.is_empty() {
         return String::new();
@@ -41,8 +44,8 @@ pub fn nft_chain(lan: &[String], queue: u16) -> String {
     format!(
         "\tchain dns_snoop {{\n\
          \t\ttype filter hook forward priority mangle; policy accept;\n\
-         \t\toifname {{ {lan} }} udp sport {DNS_PORT} queue num {queue} bypass\n\
-         \t\toifname {{ {lan} }} tcp sport {DNS_PORT} queue num {queue} bypass\n\
+         \t\toifname {{ {lan} }} udp sport {DNS_PORT} ct direction reply queue num {queue} bypass\n\
+         \t\toifname {{ {lan} }} tcp sport {DNS_PORT} ct direction reply queue num {queue} bypass\n\
          \t}}\n"
     )
 }
@@ -92,6 +95,10 @@ pub fn install_fallback(lan: &[String], queue: u16) -> Result<(), String> {
                         proto,
                         "--sport",
                         "53",
+                        "-m",
+                        "conntrack",
+                        "--ctdir",
+                        "REPLY",
                         "-j",
                         "NFQUEUE",
                         "--queue-num",
@@ -296,10 +303,12 @@ mod tests {
     fn the_chain_queues_answers_towards_the_lan_with_bypass() {
         let c = nft_chain(&["br-lan".into()], 5353);
         assert!(
-            c.contains("oifname { \"br-lan\" } udp sport 53 queue num 5353 bypass"),
+            c.contains(
+                "oifname { \"br-lan\" } udp sport 53 ct direction reply queue num 5353 bypass"
+            ),
             "{c}"
         );
-        assert!(c.contains("tcp sport 53 queue num 5353 bypass"));
+        assert!(c.contains("tcp sport 53 ct direction reply queue num 5353 bypass"));
         assert!(nft_chain(&[], 1).is_empty());
     }
 }
