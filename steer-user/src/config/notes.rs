@@ -12,7 +12,26 @@ pub fn notes(config: &Config) -> Vec<String> {
         .sets
         .iter()
         .filter_map(|s| aaaa_unfiltered(s, config.dns.as_ref()));
-    wans.chain(sets).chain(unfiltered).collect()
+    let short = config.dns.as_ref().and_then(short_min_ttl);
+    wans.chain(sets).chain(unfiltered).chain(short).collect()
+}
+
+/// Below this, a learned host may expire before its client connects.
+const SHORT_MIN_TTL: u32 = 30;
+
+/// A `min_ttl` so short that a host answered with TTL 0 expires before its client (which may
+/// cache the answer far longer) connects: its first packets leave by the default WAN.
+fn short_min_ttl(dns: &super::Dns) -> Option<String> {
+    (dns.min_ttl < SHORT_MIN_TTL).then(|| {
+        format!(
+            "dns.min_ttl = {} s: a host answered with a short TTL (0 is common) is forgotten \
+             that soon after the answer, and a client that connects later (clients cache \
+             answers longer than their TTL) leaves by the default WAN; keep min_ttl at least \
+             {SHORT_MIN_TTL} s (the default is {} s)",
+            dns.min_ttl,
+            super::Dns::DEFAULT_MIN_TTL
+        )
+    })
 }
 
 /// A set asking for its names' AAAA answers to be filtered where steer answers no DNS query:
@@ -140,5 +159,26 @@ policy = "p"
             with(&format!("{forwarder}snoop = true\n")),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn a_short_min_ttl_gets_a_note() {
+        let with = |ttl: &str| {
+            let text = format!(
+                "{}[dns]\nlisten = [\"127.0.0.1:5353\"]\nupstreams = [\"127.0.0.1:5335\"]\n{ttl}",
+                crate::config::testing::BASE
+            );
+            let c = parse(&text, Path::new("steer.toml")).expect("valid");
+            notes(&c)
+                .into_iter()
+                .filter(|n| n.contains("min_ttl"))
+                .collect::<Vec<_>>()
+        };
+        let zero = with("min_ttl = 0\n");
+        assert!(
+            zero.len() == 1 && zero[0].starts_with("dns.min_ttl = 0 s"),
+            "{zero:?}"
+        );
+        assert!(with("").is_empty(), "the default is not short");
     }
 }
