@@ -233,11 +233,39 @@ fn addresses(cx: &mut Ctx<'_>, list: &Option<Strings>, key: &str) -> Vec<SocketA
                 format!("{a} is listed twice"),
                 "list each address once",
             ),
+            Ok(a) if key == "dns.listen" && unservable(a).is_some() => {
+                let (m, h) = unservable(a).unwrap_or_default();
+                cx.err(&v.span(), &field, m, h);
+            }
             Ok(a) => out.push(a),
+            // A port-less entry: the example port is DNS's.
+            Err((m, _)) if m.ends_with("has no port") => cx.err(
+                &v.span(),
+                &field,
+                m,
+                format!("add the port, e.g. {}:53", v.get_ref().trim()),
+            ),
             Err((m, h)) => cx.err(&v.span(), &field, m, h),
         }
     }
     out
+}
+
+/// Why the forwarder cannot serve on `a`: a UDP answer to a query sent to a secondary IPv4
+/// address of a wildcard socket leaves from the primary one (clients drop it), and a
+/// link-local address needs an interface, which a listen address cannot name.
+fn unservable(a: SocketAddr) -> Option<(String, String)> {
+    match a.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => Some((
+            format!("the forwarder cannot listen on {a}: its UDP answers to a query sent to a secondary address would come from another one, which clients drop"),
+            "list each address the LAN asks, e.g. listen = [\"192.168.1.1:53\"]".into(),
+        )),
+        std::net::IpAddr::V6(ip) if ip.is_unicast_link_local() => Some((
+            format!("the forwarder cannot listen on {a}: a link-local address is one of every interface's, and a listen address cannot name the interface"),
+            "list the LAN's global or ULA address instead (and announce that one as the DNS server)".into(),
+        )),
+        _ => None,
+    }
 }
 
 /// An upstream that is one of the listen addresses (or on the same port of a wildcard listen
@@ -282,12 +310,16 @@ mod tests {
         );
         assert_eq!(
             errors_in(&format!(
-                "{BASE}\n[dns]\nlisten = [\"0.0.0.0:53\", \"0.0.0.0:53\"]\nupstreams = [\"127.0.0.1:53\"]\n\
+                "{BASE}\n[dns]\nlisten = [\"0.0.0.0:53\", \"127.0.0.1:53\", \"127.0.0.1:53\", \"[fe80::1]:53\"]\n\
+                 upstreams = [\"127.0.0.1:53\", \"127.0.0.1\"]\n\
                  min_ttl = 600\nmax_ttl = 60\ncapacity_v4 = 0\nrebind_allow = [\"10.0.0.1/8\"]\n"
             )),
             [
-                "dns.listen[1]: 0.0.0.0:53 is listed twice",
+                "dns.listen[0]: the forwarder cannot listen on 0.0.0.0:53: its UDP answers to a query sent to a secondary address would come from another one, which clients drop",
+                "dns.listen[2]: 127.0.0.1:53 is listed twice",
+                "dns.listen[3]: the forwarder cannot listen on [fe80::1]:53: a link-local address is one of every interface's, and a listen address cannot name the interface",
                 "dns.upstreams[0]: 127.0.0.1:53 is where steer itself listens: queries would go round in a loop",
+                "dns.upstreams[1]: `127.0.0.1` has no port",
                 "dns.max_ttl: max_ttl (60 s) is below min_ttl (600 s)",
                 "dns.capacity_v4: 0 is out of range: it must be from 1 to 262144 entries",
                 "dns.rebind_allow[0]: `10.0.0.1/8` has host bits set; the network is 10.0.0.0/8",
