@@ -597,6 +597,12 @@ fn a_failing_upstream_gives_servfail_promptly_and_bad_input_never_stalls() {
         "{:?}",
         started.elapsed()
     );
+    // The log says which upstream fails (the LAN lost DNS without a line before).
+    let log = t.s.daemon.log_text();
+    assert!(
+        log.contains(&format!("upstream {UPSTREAM} refuses queries")),
+        "{log}"
+    );
 
     // An upstream that never answers: SERVFAIL after timeout_ms, and other queries are served
     // meanwhile.
@@ -625,6 +631,11 @@ fn a_failing_upstream_gives_servfail_promptly_and_bad_input_never_stalls() {
     );
     let (a, took) = slow.join().unwrap();
     assert_eq!(rcode_of(&a.expect("an answer")), wire::rcode::SERVFAIL);
+    let log = t.s.daemon.log_text();
+    assert!(
+        log.contains("upstream 127.0.0.1:5998 does not answer in time"),
+        "{log}"
+    );
     assert!(
         took >= Duration::from_millis(250) && took < Duration::from_millis(1000),
         "{took:?}"

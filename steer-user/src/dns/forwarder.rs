@@ -229,12 +229,12 @@ async fn serve(
         rng: seed(),
         serial: 0,
     }));
-    let shared = Rc::new(Shared {
+    let shared = Rc::new(Shared::new(
         learner,
-        timeout: settings.timeout,
-        block_application_dns: settings.block_application_dns,
-        upstream_addrs: settings.upstreams.clone(),
-    });
+        settings.timeout,
+        settings.block_application_dns,
+        settings.upstreams.clone(),
+    ));
     for s in udp {
         let sock = Rc::new(UdpSocket::from_std(std::net::UdpSocket::from(s))?);
         tokio::task::spawn_local(udp_listener(sock, Rc::clone(&state), Rc::clone(&shared)));
@@ -262,11 +262,62 @@ struct Shared {
     timeout: Duration,
     block_application_dns: bool,
     upstream_addrs: Vec<SocketAddr>,
+    /// When each upstream's failure was last logged.
+    failure_logged: std::sync::Mutex<HashMap<usize, Instant>>,
 }
 
+/// How often a failing upstream is named in the log.
+const UPSTREAM_LOG_AGAIN: Duration = Duration::from_secs(60);
+
 impl Shared {
+    fn new(
+        learner: Arc<dyn Learn>,
+        timeout: Duration,
+        block_application_dns: bool,
+        upstream_addrs: Vec<SocketAddr>,
+    ) -> Shared {
+        Shared {
+            learner,
+            timeout,
+            block_application_dns,
+            upstream_addrs,
+            failure_logged: Default::default(),
+        }
+    }
+
     fn count(&self, what: Count) {
         self.learner.stats().inc(what);
+    }
+
+    /// Counts a failure of upstream `index` and names it in the log, once a minute at most: a
+    /// LAN whose DNS server (dnsmasq moved to another port) is gone gets SERVFAIL, and the log
+    /// says why.
+    fn upstream_failed(&self, index: usize, what: Count) {
+        self.count(what);
+        let now = Instant::now();
+        let mut logged = self
+            .failure_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if logged
+            .get(&index)
+            .is_some_and(|at| now.duration_since(*at) < UPSTREAM_LOG_AGAIN)
+        {
+            return;
+        }
+        logged.insert(index, now);
+        let addr = self
+            .upstream_addrs
+            .get(index)
+            .map_or_else(|| "?".to_owned(), ToString::to_string);
+        let how = match what {
+            Count::UpstreamRefused => "refuses queries (nothing listens there?)",
+            _ => "does not answer in time",
+        };
+        log::warn!(
+            "dns forwarder: upstream {addr} {how}; queries go to the next upstream, or get \
+             SERVFAIL when none is left (check that the DNS server behind steer runs)"
+        );
     }
 }
 
@@ -346,7 +397,7 @@ impl Udp {
             .map(|(id, _)| *id)
             .collect();
         for id in waiting {
-            shared.count(Count::UpstreamRefused);
+            shared.upstream_failed(index, Count::UpstreamRefused);
             next_upstream(self, id, shared);
         }
     }
@@ -687,8 +738,8 @@ async fn deadlines(state: Rc<RefCell<Udp>>, shared: Rc<Shared>) {
                 break;
             }
             st.order.pop_front();
-            if st.pending.get(&id).is_some_and(|p| p.serial == serial) {
-                shared.count(Count::UpstreamTimeouts);
+            if let Some(p) = st.pending.get(&id).filter(|p| p.serial == serial) {
+                shared.upstream_failed(p.upstream, Count::UpstreamTimeouts);
                 next_upstream(&mut st, id, &shared);
             }
         }
@@ -825,11 +876,11 @@ async fn tcp_upstream(
                     Some((index, s))
                 }
                 Ok(Err(_)) => {
-                    shared.count(Count::UpstreamRefused);
+                    shared.upstream_failed(index, Count::UpstreamRefused);
                     None
                 }
                 Err(_) => {
-                    shared.count(Count::UpstreamTimeouts);
+                    shared.upstream_failed(index, Count::UpstreamTimeouts);
                     None
                 }
             };
@@ -852,7 +903,7 @@ async fn tcp_upstream(
                 return relay(&a, query, shared);
             }
             _ => {
-                shared.count(Count::UpstreamTimeouts);
+                shared.upstream_failed(index, Count::UpstreamTimeouts);
                 *conn = None;
             }
         }
@@ -899,12 +950,7 @@ mod tests {
             }])),
             stats: Default::default(),
         });
-        let shared = Shared {
-            learner,
-            timeout: Duration::from_millis(100),
-            block_application_dns: true,
-            upstream_addrs: Vec::new(),
-        };
+        let shared = Shared::new(learner, Duration::from_millis(100), true, Vec::new());
         let v6: std::net::Ipv6Addr = "2001:db8::5".parse().unwrap();
         let chain = |qtype, record: (u16, Vec<u8>)| {
             let q = wire::query(7, "alias2.other", qtype);
@@ -965,12 +1011,12 @@ mod tests {
             }])),
             stats: Default::default(),
         });
-        let shared = Shared {
-            learner: failing.clone(),
-            timeout: Duration::from_millis(100),
-            block_application_dns: true,
-            upstream_addrs: Vec::new(),
-        };
+        let shared = Shared::new(
+            failing.clone(),
+            Duration::from_millis(100),
+            true,
+            Vec::new(),
+        );
         let q = wire::query(7, "a.video.example", rtype::A);
         let answer = wire::tests::answer(
             &q,
