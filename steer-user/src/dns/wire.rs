@@ -55,6 +55,10 @@ pub enum WireError {
     BadLabel,
     #[error("no question")]
     NoQuestion,
+    #[error("not a response (QR is 0)")]
+    NotResponse,
+    #[error("an address record of {0} bytes")]
+    BadAddress(usize),
 }
 
 /// The fixed header.
@@ -229,6 +233,10 @@ pub fn question(msg: &[u8]) -> Result<Question, WireError> {
 /// authority and additional sections are not read: nothing is learned from them.
 pub fn parse(msg: &[u8]) -> Result<Message<'_>, WireError> {
     let header = Header::parse(msg)?;
+    // Clients reject both, so nothing is learned from them either.
+    if !header.is_response() {
+        return Err(WireError::NotResponse);
+    }
     let mut at = HEADER_LEN;
     let mut question = None;
     for i in 0..header.qdcount {
@@ -249,6 +257,14 @@ pub fn parse(msg: &[u8]) -> Result<Message<'_>, WireError> {
         let rdata = msg
             .get(rdata_at..rdata_at + rdlen)
             .ok_or(WireError::Truncated("record data"))?;
+        let address_len = match rtype {
+            rtype::A => Some(4),
+            rtype::AAAA => Some(16),
+            _ => None,
+        };
+        if class == CLASS_IN && address_len.is_some_and(|n| n != rdlen) {
+            return Err(WireError::BadAddress(rdlen));
+        }
         answers.push(Record {
             name,
             rtype,
@@ -420,6 +436,25 @@ pub(crate) mod tests {
             out.extend_from_slice(rdata);
         }
         out
+    }
+
+    /// A "response" without QR, and an A record of 5 bytes before a good one: clients reject
+    /// both answers, so nothing is learned from them (the good record was).
+    #[test]
+    fn a_message_clients_reject_is_not_read() {
+        let q = query(7, "a.video.example", rtype::A);
+        let good = ("a.video.example", rtype::A, 60, vec![192, 0, 2, 1]);
+        let mut no_qr = answer(&q, std::slice::from_ref(&good));
+        no_qr[2] &= 0x7f;
+        assert_eq!(parse(&no_qr).err(), Some(WireError::NotResponse));
+        let bad_len = answer(
+            &q,
+            &[
+                ("a.video.example", rtype::A, 60, vec![192, 0, 2, 9, 9]),
+                good,
+            ],
+        );
+        assert_eq!(parse(&bad_len).err(), Some(WireError::BadAddress(5)));
     }
 
     pub(crate) fn encode_name(name: &str) -> Vec<u8> {
