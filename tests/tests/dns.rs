@@ -544,6 +544,17 @@ fn the_capacity_limit_refuses_new_hosts_and_counts_them() {
     assert!(a.is_some());
     assert_eq!(t.refused("capacity"), 5);
     assert!(t.s.daemon.log_text().contains("at capacity"), "logged once");
+    // A reload that lowers the capacity under what is held says so (it took it without a word).
+    let config = std::fs::read_to_string(t.s.work.config()).unwrap();
+    t.s.work.write(
+        "steer.toml",
+        &config.replace("capacity_v4 = 10", "capacity_v4 = 4"),
+    );
+    let out = t.s.steer(&["reload"]);
+    assert!(
+        out.contains("10 learned IPv4 hosts are held, over capacity_v4 = 4"),
+        "{out}"
+    );
 }
 
 /// A fake upstream in the router namespace that answers every query with `answer(query)`.

@@ -435,6 +435,22 @@ impl Controller {
                 "dns: {removed} learned hosts removed (no configured set claims them any more)"
             )));
         }
+        if let Some(d) = self.config.dns.as_ref() {
+            let st = self.dns.status(d);
+            for (family, held, capacity) in [
+                ("IPv4", st.entries_v4, st.capacity_v4),
+                ("IPv6", st.entries_v6, st.capacity_v6),
+            ] {
+                if held > capacity {
+                    lines.push(ReportLine::warning(format!(
+                        "dns: {held} learned {family} hosts are held, over capacity_{} = \
+                         {capacity}: they stay until they expire, and no new host is learned \
+                         until fewer than {capacity} are left; raise it, or wait",
+                        if family == "IPv4" { "v4" } else { "v6" }
+                    )));
+                }
+            }
+        }
         if self.config.dns.is_none() {
             for set in self.config.sets.iter().filter(|s| !s.domains.is_empty()) {
                 lines.push(ReportLine::warning(format!(
