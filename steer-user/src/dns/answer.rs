@@ -54,6 +54,11 @@ pub fn learnable(msg: &[u8], parsed: &Message<'_>, matcher: &Matcher) -> Option<
         }
     }
     let (found, name) = chain.iter().find_map(|n| Some((matcher.find(n)?, n)))?;
+    // IPv6 is kept out when any name of the chain is in a set that asks so, not only the
+    // first: `www.shop.test` (set A) -> `edge.cdn.test` (set B, filter_aaaa) is B's address.
+    let filter_v6 = chain
+        .iter()
+        .any(|n| matcher.find(n).is_some_and(|m| m.set.filter_aaaa));
     let mut out = Learnable {
         rule: found.set.rule,
         rank: found.rank,
@@ -72,7 +77,7 @@ pub fn learnable(msg: &[u8], parsed: &Message<'_>, matcher: &Matcher) -> Option<
             None => r.svc_hints(),
         };
         for a in addrs {
-            if a.is_ipv6() && found.set.filter_aaaa {
+            if a.is_ipv6() && filter_v6 {
                 out.filtered_v6 += 1;
                 continue;
             }
@@ -165,6 +170,43 @@ mod tests {
         let filtered = teach(&a, &matcher(true)).unwrap();
         assert!(filtered.addrs.is_empty());
         assert_eq!(filtered.filtered_v6, 1);
+    }
+
+    /// The chain starts in a set without the filter and ends in one with it: the address is
+    /// the filtered set's, and stays out (the first set's choice let it through).
+    #[test]
+    fn a_chain_into_a_filtered_set_is_filtered_whatever_set_it_starts_in() {
+        let m = Matcher::new(vec![
+            DomainSet {
+                rule: 4,
+                name: "shop".into(),
+                domains: vec!["shop.test".into()],
+                filter_aaaa: false,
+            },
+            DomainSet {
+                rule: 5,
+                name: "cdn".into(),
+                domains: vec!["cdnprov.test".into()],
+                filter_aaaa: true,
+            },
+        ]);
+        let v6: std::net::Ipv6Addr = "2001:db8::20".parse().unwrap();
+        let q = query(1, "www.shop.test", rtype::AAAA);
+        let a = answer(
+            &q,
+            &[
+                (
+                    "www.shop.test",
+                    rtype::CNAME,
+                    60,
+                    encode_name("edge.cdnprov.test"),
+                ),
+                ("edge.cdnprov.test", rtype::AAAA, 60, v6.octets().to_vec()),
+            ],
+        );
+        let l = teach(&a, &m).unwrap();
+        assert!(l.addrs.is_empty(), "{:?}", l.addrs);
+        assert_eq!(l.filtered_v6, 1);
     }
 
     #[test]

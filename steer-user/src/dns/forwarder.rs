@@ -976,6 +976,15 @@ mod tests {
         // The A answer of the same chain passes unchanged.
         let (q, a) = chain(rtype::A, (rtype::A, vec![198, 19, 0, 1]));
         assert_eq!(relay(&a, &q, &shared), a);
+        // An HTTPS answer whose ipv6hint leads to the IPv6 address is answered empty too (it
+        // went through unchanged); one with IPv4 hints alone passes.
+        let mut rdata = vec![0, 1, 0, 0, 6, 0, 16]; // priority 1, target ".", ipv6hint
+        rdata.extend_from_slice(&v6.octets());
+        let (q, a) = chain(rtype::HTTPS, (rtype::HTTPS, rdata));
+        assert_eq!(relay(&a, &q, &shared), wire::reply(&q, rcode::NOERROR));
+        let v4_only = vec![0, 1, 0, 0, 4, 0, 4, 198, 19, 0, 1];
+        let (q, a) = chain(rtype::HTTPS, (rtype::HTTPS, v4_only));
+        assert_eq!(relay(&a, &q, &shared), a);
     }
 
     /// A learner whose every kernel write fails.

@@ -73,10 +73,14 @@ pub fn learn_answer(learner: &dyn Learn, msg: &[u8]) -> Result<Outcome, wire::Wi
     } else {
         learner.learn(&l)
     };
+    // An HTTPS or SVCB answer's ipv6hint would lead the client to the IPv6 address too: it is
+    // answered empty like an AAAA question (the client then asks for A records).
     out.filter_aaaa = l.filtered_v6 > 0
-        && parsed
-            .question
-            .as_ref()
-            .is_some_and(|q| q.qtype == wire::rtype::AAAA);
+        && parsed.question.as_ref().is_some_and(|q| {
+            matches!(
+                q.qtype,
+                wire::rtype::AAAA | wire::rtype::HTTPS | wire::rtype::SVCB
+            )
+        });
     Ok(out)
 }
