@@ -22,7 +22,7 @@ use std::{
     cell::{Cell, RefCell},
     collections::{HashMap, VecDeque},
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     rc::Rc,
     sync::Arc,
     thread::JoinHandle,
@@ -48,6 +48,9 @@ use super::{
 
 /// Queries waiting for an upstream at once (UDP); beyond it a query gets SERVFAIL.
 const MAX_PENDING: usize = 60_000;
+/// The same for one client address: one host flooding queries (to a slow upstream) cannot
+/// take every slot from the others.
+const MAX_PENDING_PER_CLIENT: usize = 512;
 /// TCP client connections served at once; more wait in the listen backlog.
 const MAX_TCP: usize = 256;
 /// TCP connections one client address holds at once; more are closed as they come, so that
@@ -225,6 +228,7 @@ async fn serve(
         replies: Vec::new(),
         upstreams: upstreams.clone(),
         pending: HashMap::new(),
+        per_client: HashMap::new(),
         order: VecDeque::new(),
         rng: seed(),
         serial: 0,
@@ -344,6 +348,8 @@ struct Udp {
     /// Answers to send to clients at the end of the batch: (listener, answer, client).
     replies: Vec<(Rc<UdpSocket>, Vec<u8>, SocketAddr)>,
     pending: HashMap<u16, Pending>,
+    /// Pending queries per client address.
+    per_client: HashMap<IpAddr, usize>,
     /// (deadline, id, serial) in deadline order (every try has the same timeout).
     order: VecDeque<(Instant, u16, u64)>,
     rng: u64,
@@ -358,6 +364,28 @@ fn seed() -> u64 {
 }
 
 impl Udp {
+    /// Whether `client` may have one more query pending.
+    fn admits(&self, client: IpAddr) -> bool {
+        self.per_client.get(&client).copied().unwrap_or(0) < MAX_PENDING_PER_CLIENT
+    }
+
+    fn insert(&mut self, id: u16, p: Pending) {
+        *self.per_client.entry(p.client.ip()).or_default() += 1;
+        self.pending.insert(id, p);
+    }
+
+    /// Removes pending query `id`.
+    fn take(&mut self, id: u16) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
+        if let Some(n) = self.per_client.get_mut(&p.client.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&p.client.ip());
+            }
+        }
+        Some(p)
+    }
+
     /// An ID no pending query has, or `None` when too many are pending.
     fn fresh_id(&mut self) -> Option<u16> {
         if self.pending.len() >= MAX_PENDING {
@@ -595,7 +623,7 @@ fn on_udp_query(
         }
         Err(None) => return,
     };
-    let Some(id) = st.fresh_id() else {
+    let Some(id) = st.fresh_id().filter(|_| st.admits(from.ip())) else {
         shared.count(Count::Servfail);
         let answer = wire::reply(query, rcode::SERVFAIL);
         st.replies.push((Rc::clone(listener), answer, from));
@@ -603,7 +631,7 @@ fn on_udp_query(
     };
     let mut ours = query.to_vec();
     wire::set_id(&mut ours, id);
-    st.pending.insert(
+    st.insert(
         id,
         Pending {
             client: from,
@@ -626,7 +654,7 @@ fn next_upstream(st: &mut Udp, id: u16, shared: &Shared) {
     };
     p.upstream += 1;
     if p.upstream >= st.upstreams.len() {
-        let p = st.pending.remove(&id).expect("present");
+        let p = st.take(id).expect("present");
         let mut answer = wire::reply(&p.query, rcode::SERVFAIL);
         wire::set_id(&mut answer, p.client_id);
         shared.count(Count::Servfail);
@@ -688,7 +716,7 @@ fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
     if !ours {
         return;
     }
-    let pending = st.pending.remove(&id).expect("present");
+    let pending = st.take(id).expect("present");
     let stats = shared.learner.stats();
     stats.record(Latency::Upstream, pending.sent.elapsed());
     let mut out = relay(answer, &pending.query, shared);
@@ -985,6 +1013,50 @@ mod tests {
         let v4_only = vec![0, 1, 0, 0, 4, 0, 4, 198, 19, 0, 1];
         let (q, a) = chain(rtype::HTTPS, (rtype::HTTPS, v4_only));
         assert_eq!(relay(&a, &q, &shared), a);
+    }
+
+    /// One client address flooding queries holds at most its share of the pending slots; the
+    /// others keep theirs (one host's flood to a slow upstream gave every client SERVFAIL).
+    #[test]
+    fn one_client_holds_at_most_its_share_of_pending_queries() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = Rc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let mut st = Udp {
+                upstreams: Vec::new(),
+                outbox: Vec::new(),
+                replies: Vec::new(),
+                pending: HashMap::new(),
+                per_client: HashMap::new(),
+                order: VecDeque::new(),
+                rng: seed(),
+                serial: 0,
+            };
+            let pending = |client: &str| Pending {
+                client: client.parse().unwrap(),
+                client_id: 1,
+                listener: Rc::clone(&listener),
+                query: Vec::new(),
+                question: wire::question(&wire::query(1, "a.test", rtype::A)).unwrap(),
+                upstream: 0,
+                sent: Instant::now(),
+                serial: 0,
+            };
+            let flooder: IpAddr = "10.0.0.2".parse().unwrap();
+            for _ in 0..MAX_PENDING_PER_CLIENT {
+                assert!(st.admits(flooder));
+                let id = st.fresh_id().unwrap();
+                st.insert(id, pending("10.0.0.2:5000"));
+            }
+            assert!(!st.admits(flooder));
+            assert!(st.admits("10.0.0.3".parse().unwrap()));
+            let id = *st.pending.keys().next().unwrap();
+            assert!(st.take(id).is_some());
+            assert!(st.admits(flooder), "a slot freed is the flooder's again");
+        });
     }
 
     /// A learner whose every kernel write fails.
