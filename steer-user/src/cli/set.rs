@@ -139,7 +139,8 @@ fn list(daemon: &Resolved, args: &SetArgs) -> Result<ExitCode, CliError> {
     if entries.is_none_or(|e| e.is_empty()) {
         // On stderr: stdout stays a valid (empty) list file.
         crate::errln!(
-            "set {}: no runtime entries (the prefixes its lists give: steer dump sets)",
+            "set {}: no runtime entries (the prefixes its lists give: steer dump sets; the \
+             addresses learned from DNS answers: steer dump dns)",
             crate::shown::shown(&args.name)
         );
     }

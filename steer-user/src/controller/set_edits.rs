@@ -422,8 +422,21 @@ impl Controller {
                 s.added, s.refreshed, s.configured
             ),
             Op::Del | Op::Flush => format!(
-                "set {name}: {} removed, {} were not there",
-                s.removed, s.absent
+                "set {name}: {} removed, {} were not there{}",
+                s.removed,
+                s.absent,
+                if s.absent > 0
+                    && self
+                        .config
+                        .sets
+                        .iter()
+                        .any(|x| x.name == name && !x.domains.is_empty())
+                {
+                    " (addresses learned from DNS answers are not runtime entries: they expire \
+                     on their own; `steer dump dns` lists them)"
+                } else {
+                    ""
+                }
             ),
         };
         message.push_str(&format!(
