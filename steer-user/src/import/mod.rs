@@ -89,36 +89,23 @@ pub enum ImportError {
     },
 }
 
-/// Section types only mwan3 has, and only omr-bypass (both have `interface`).
-const MWAN3_ONLY: &[&str] = &["globals", "member", "policy", "rule"];
-const OMR_BYPASS_ONLY: &[&str] = &[
-    "domains",
-    "ips",
-    "dest_port",
-    "src_port",
-    "macs",
-    "lan_ip",
-    "asns",
-    "dpis",
-    "src_intf",
-];
-
 /// Refuses a file given to the wrong importer: none of `expected`'s own section types, some
-/// of the other's (every rule of it would be "unknown" and the output empty).
+/// of the other's (every rule of it would be "unknown" and the output empty). `interface` is
+/// both's.
 pub(crate) fn refuse_other_format(
     sections: &[Section],
     file: &str,
     expected: &'static str,
 ) -> Result<(), ImportError> {
     let (own, other, actual) = match expected {
-        "mwan3" => (MWAN3_ONLY, OMR_BYPASS_ONLY, "omr-bypass"),
-        _ => (OMR_BYPASS_ONLY, MWAN3_ONLY, "mwan3"),
+        "mwan3" => (mwan3::KINDS, omr_bypass::KINDS, "omr-bypass"),
+        _ => (omr_bypass::KINDS, mwan3::KINDS, "mwan3"),
     };
     let kinds_in = |set: &[&str]| {
         let mut kinds: Vec<&str> = sections
             .iter()
             .map(|s| s.kind.as_str())
-            .filter(|k| set.contains(k))
+            .filter(|k| *k != "interface" && set.contains(k))
             .collect();
         kinds.sort_unstable();
         kinds.dedup();

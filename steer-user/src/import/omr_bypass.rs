@@ -31,7 +31,8 @@ use super::{
     write::{Out, PolicyOut, SetOut, WanOut, list},
 };
 
-const KINDS: &[&str] = &[
+/// The section types omr-bypass reads.
+pub(crate) const KINDS: &[&str] = &[
     "domains",
     "ips",
     "dest_port",

@@ -442,21 +442,12 @@ impl Routing {
     /// what steer owns but does not want (see the [module documentation](self)). Idempotent: a
     /// second call with no drift in between returns an empty report.
     pub async fn reconcile(&self, desired: &Desired) -> ReconcileReport {
-        let snapshot = match kernel::Snapshot::read(&self.handle, &desired.tables).await {
-            Ok(s) => s,
-            Err(e) => {
-                return ReconcileReport {
-                    failures: vec![format!(
-                        "failed: reading the kernel's rules and routes: {}; retrying on the next event",
-                        kernel::describe_error(&e)
-                    )],
-                    ..ReconcileReport::default()
-                };
+        let (snapshot, plan) = match self.planned(desired).await {
+            Ok(planned) => planned,
+            Err(mut report) => {
+                report.failures[0].push_str("; retrying on the next event");
+                return report;
             }
-        };
-        let plan = {
-            let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
-            plan::plan(desired, &snapshot, &placed)
         };
         let report = kernel::execute(&self.handle, &snapshot.links, plan.steps).await;
         let failed = |item: &String| {
@@ -474,21 +465,9 @@ impl Routing {
     /// gives a WAN another mark or table puts the new rule and route in before the classifier
     /// stamps the new mark (a full reconcile after it removes the old ones).
     pub async fn add_missing(&self, desired: &Desired) -> ReconcileReport {
-        let snapshot = match kernel::Snapshot::read(&self.handle, &desired.tables).await {
-            Ok(s) => s,
-            Err(e) => {
-                return ReconcileReport {
-                    failures: vec![format!(
-                        "failed: reading the kernel's rules and routes: {}",
-                        kernel::describe_error(&e)
-                    )],
-                    ..ReconcileReport::default()
-                };
-            }
-        };
-        let plan = {
-            let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
-            plan::plan(desired, &snapshot, &placed)
+        let (snapshot, plan) = match self.planned(desired).await {
+            Ok(planned) => planned,
+            Err(report) => return report,
         };
         let additions = plan
             .steps
@@ -501,6 +480,27 @@ impl Routing {
             })
             .collect();
         kernel::execute(&self.handle, &snapshot.links, additions).await
+    }
+
+    /// The kernel's state and the plan from it to `desired`, or the report of a failed read.
+    async fn planned(
+        &self,
+        desired: &Desired,
+    ) -> Result<(kernel::Snapshot, plan::Plan), ReconcileReport> {
+        let snapshot = kernel::Snapshot::read(&self.handle, &desired.tables)
+            .await
+            .map_err(|e| ReconcileReport {
+                failures: vec![format!(
+                    "failed: reading the kernel's rules and routes: {}",
+                    kernel::describe_error(&e)
+                )],
+                ..ReconcileReport::default()
+            })?;
+        let plan = {
+            let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+            plan::plan(desired, &snapshot, &placed)
+        };
+        Ok((snapshot, plan))
     }
 
     /// Desired versus actual, without changing anything.

@@ -32,6 +32,9 @@ pub(super) const MAX_WANS: usize = 32;
 pub(super) const MAX_ORDERED: usize = 64;
 
 /// Imports `text`, an mwan3 configuration.
+/// The section types mwan3 reads.
+pub(crate) const KINDS: &[&str] = &["globals", "interface", "member", "policy", "rule"];
+
 pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
     let sections = uci::parse(text, &opts.file)?;
     super::refuse_other_format(&sections, &opts.file, "mwan3")?;
@@ -48,10 +51,7 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
     let policies = policies(&sections, &members, &wans, &mut notes, &mut out);
     rules(&sections, &policies, opts, &mut notes, &mut out);
     for s in &sections {
-        if !matches!(
-            s.kind.as_str(),
-            "globals" | "interface" | "member" | "policy" | "rule"
-        ) {
+        if !KINDS.contains(&s.kind.as_str()) {
             notes.add(
                 NoteKind::Unknown,
                 s.line,
