@@ -176,17 +176,28 @@ fn sigterm_leaves_steering_running_and_stop_removes_it() {
     assert!(out.contains("nothing to stop"), "{out}");
 
     // stop through a running daemon.
-    let mut daemon = Daemon::start(&lab.router, &work);
-    assert!(!steer_routing(&lab).is_empty());
+    stop_a_running_daemon(&lab, &work);
+    assert!(!work.pin_dir.exists());
+}
+
+/// Starts the daemon, stops it with `steer stop` and checks that it exited and left no
+/// classifier, rule, route or nftables table; returns its log.
+fn stop_a_running_daemon(lab: &Lab, work: &Workdir) -> String {
+    let mut daemon = Daemon::start(&lab.router, work);
+    assert!(!steer_routing(lab).is_empty());
     let out = work.stop_in(&lab.router);
     assert!(out.contains("steer stopped"), "{out}");
     assert!(
         daemon.signal_and_wait(0, Duration::from_secs(10)),
         "the daemon exits after stop"
     );
-    assert!(lab.lan_tcx_programs().is_empty());
-    assert!(!work.pin_dir.exists());
-    assert_eq!(steer_routing(&lab), "");
+    assert!(lab.lan_tcx_programs().is_empty(), "detached");
+    assert_eq!(
+        steer_routing(lab),
+        "",
+        "rules, routes and nftables table removed"
+    );
+    daemon.log_text()
 }
 
 /// Unmounts the bpffs a test mounted, on drop (before its `Workdir` removes the directory).
@@ -219,21 +230,8 @@ fn stop_works_with_the_pin_directory_at_the_root_of_a_bpffs_mount() {
         work.pin_dir.display()
     );
     let _unmount = Unmount(work.pin_dir.clone());
-    let mut daemon = Daemon::start(&lab.router, &work);
-    assert!(!steer_routing(&lab).is_empty());
-    let out = work.stop_in(&lab.router);
-    assert!(out.contains("steer stopped"), "{out}");
-    assert!(
-        daemon.signal_and_wait(0, Duration::from_secs(10)),
-        "the daemon exits after stop"
-    );
-    assert!(
-        daemon.log_text().contains("stopped: classifier detached"),
-        "{}",
-        daemon.log_text()
-    );
-    assert!(lab.lan_tcx_programs().is_empty(), "detached");
-    assert_eq!(steer_routing(&lab), "", "routing and nftables removed");
+    let log = stop_a_running_daemon(&lab, &work);
+    assert!(log.contains("stopped: classifier detached"), "{log}");
     // A new bpffs holds the kernel's own `maps.debug` and `progs.debug`.
     let left: Vec<_> = std::fs::read_dir(&work.pin_dir)
         .unwrap()
