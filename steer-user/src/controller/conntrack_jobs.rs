@@ -58,13 +58,16 @@ impl Flush {
     pub fn run(&self) -> String {
         let started = std::time::Instant::now();
         let (mark, mask) = (self.mark, self.mask);
+        let families: Vec<&str> = self.families.iter().map(|f| f.name()).collect();
+        let families = families.join(" and ");
         match conntrack::flush_mark(mark, mask, &self.families) {
             Ok(()) => format!(
-                "{}: conntrack entries with mark {mark:#x}/{mask:#x} flushed in {:.1} ms",
+                "{}: conntrack entries with mark {mark:#x}/{mask:#x} flushed in {:.1} ms \
+                 ({families})",
                 self.wan,
                 started.elapsed().as_secs_f64() * 1e3
             ),
-            Err(e) => format!("{}: conntrack flush failed: {e}", self.wan),
+            Err(e) => format!("{}: conntrack flush failed ({families}): {e}", self.wan),
         }
     }
 }
