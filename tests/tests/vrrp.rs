@@ -808,6 +808,14 @@ fn a_tcp_connection_survives_a_failover_with_conntrackd() {
         log.contains("conntrackd -c (commit the external cache)"),
         "{log}"
     );
+    // The commit comes before the addresses, the rest after them (a slow conntrackd held the
+    // addresses back for every step).
+    let at = |words: &str| {
+        log.find(words)
+            .unwrap_or_else(|| panic!("`{words}` in\n{log}"))
+    };
+    let vips = at("virtual address(es) on lan0");
+    assert!(at("conntrackd -c (commit") < vips && vips < at("conntrackd -B (send"));
 }
 
 #[test]

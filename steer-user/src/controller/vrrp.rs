@@ -611,6 +611,17 @@ impl Controller {
         if self.vrrp.roles.get(&v.name).is_some_and(|r| r.wans_clear) {
             lines.extend(self.raise_wans(v).await);
         }
+        if let Some(conf) = &v.conntrackd {
+            lines.extend(
+                conntrackd::steps(
+                    &v.name,
+                    conf,
+                    conntrackd::MASTER_AFTER,
+                    Self::step_timeout(v),
+                )
+                .await,
+            );
+        }
         lines
     }
 
