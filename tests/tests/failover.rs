@@ -131,6 +131,30 @@ fn silent_upstream_loss_is_found_by_probes_and_moves_traffic() {
     );
 }
 
+/// A line already dead (silently) when steer starts is up until its failed rounds add up: the
+/// ready line said "WANs up: wan1, wan2" and wan1 went down a second later. It says that wan1
+/// is failing its probes.
+#[test]
+fn the_ready_line_names_a_wan_failing_its_first_probes() {
+    let options = Options::default();
+    let s = Scenario::start_on("ready-failing", &options, Lab::LAN_IFACE, |lab| {
+        lab.blackhole_upstream(Wan::One)
+    });
+    let started = Instant::now();
+    let ready = loop {
+        let log = s.daemon.log_text();
+        if let Some(line) = log.lines().find(|l| l.contains("ready: ")) {
+            break line.to_owned();
+        }
+        assert!(started.elapsed() < SETTLE, "no ready line:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        ready.contains("WANs up: wan2; up, but failing probes: wan1"),
+        "{ready}"
+    );
+}
+
 #[test]
 fn recovery_needs_up_after_good_rounds_and_one_good_probe_does_not_re_promote() {
     let options = Options {

@@ -2031,13 +2031,31 @@ impl Controller {
                 names.join(", ")
             }
         };
+        // Up, but its last probe round failed (a line found dead at start counts down_after
+        // rounds before it goes down): not "up" without a word.
+        let (failing, up): (Vec<&str>, Vec<&str>) = up.into_iter().partition(|w| {
+            Family::ALL
+                .into_iter()
+                .filter(|f| self.usable(w, *f))
+                .all(|f| {
+                    self.health.deciding(w, f).is_some_and(|t| {
+                        let probed = Family::ALL.into_iter().any(|g| t.track().probes(g));
+                        probed && !t.passed_last()
+                    })
+                })
+        });
         let waiting = if waiting.is_empty() {
             String::new()
         } else {
             format!("; waiting for a gateway: {}", waiting.join(", "))
         };
+        let failing = if failing.is_empty() {
+            String::new()
+        } else {
+            format!("; up, but failing probes: {}", failing.join(", "))
+        };
         format!(
-            "classifying {}; WANs up: {}; down: {}{waiting}",
+            "classifying {}; WANs up: {}{failing}; down: {}{waiting}",
             list(&lan),
             list(&up),
             list(&down)
