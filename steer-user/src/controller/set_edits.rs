@@ -416,10 +416,16 @@ impl Controller {
         let (mut notes, times) = self.write_plan(name, &view, &plan)?;
         let s = plan.summary;
         let mut message = match op {
-            Op::Add { .. } => format!(
-                "set {name}: {} added, {} already there (timeout set anew), {} in its configuration \
-                 already",
-                s.added, s.refreshed, s.configured
+            Op::Add { deadline } => format!(
+                "set {name}: {} added, {} already there{}, {} in its configuration already",
+                s.added,
+                s.refreshed,
+                match (s.refreshed, deadline) {
+                    (0, _) => "",
+                    (_, Some(_)) => " (their timeout set anew)",
+                    (_, None) => " (kept, with no timeout)",
+                },
+                s.configured
             ),
             Op::Del | Op::Flush => format!(
                 "set {name}: {} removed, {} were not there{}",
