@@ -15,7 +15,7 @@ use steer::{
 use steer_common::LB_SLOTS;
 use steer_tests::{
     classifier::ip,
-    daemon::{Daemon, Workdir},
+    daemon::{Daemon, Workdir, steer_in},
     lab::{Lab, Stream, udp_via},
     scenario::lab_wans,
     witness::Witness,
@@ -198,6 +198,35 @@ fn stop_a_running_daemon(lab: &Lab, work: &Workdir) -> String {
         "rules, routes and nftables table removed"
     );
     daemon.log_text()
+}
+
+/// A steer started with another pin directory than the one before it found the earlier
+/// classifier still attached (kept by its pins) and ran beside it: the old one kept stamping
+/// the marks of its own state, over this daemon's failovers. The start is refused, naming it.
+#[test]
+fn a_start_beside_a_classifier_another_pin_directory_holds_is_refused() {
+    let (lab, old) = setup("foreign-old");
+    let mut daemon = Daemon::start(&lab.router, &old);
+    assert!(
+        daemon.signal_and_wait(libc::SIGTERM, Duration::from_secs(10)),
+        "SIGTERM ends the daemon"
+    );
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"], "left attached");
+    let new = Workdir::new("foreign-new");
+    write_config(&new, false);
+    let mut second = Daemon::spawn(&new, steer_in(&lab.router));
+    let status = second
+        .wait_exit(Duration::from_secs(20))
+        .expect("the start is refused");
+    assert!(!status.success());
+    let log = second.log_text();
+    assert!(
+        log.contains("lan0: another steer classifier is attached (program"),
+        "{log}"
+    );
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"], "the old one alone");
+    old.stop_in(&lab.router);
+    assert!(lab.lan_tcx_programs().is_empty());
 }
 
 /// Unmounts the bpffs a test mounted, on drop (before its `Workdir` removes the directory).

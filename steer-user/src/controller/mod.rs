@@ -84,6 +84,9 @@ pub enum ControllerError {
     /// A VIP is an address steer did not add (the router's own).
     #[error(transparent)]
     Vips(#[from] crate::vrrp::vips::Clashes),
+    /// Another steer's classifier is attached to a LAN interface.
+    #[error("{}", .0.join("; "))]
+    ForeignClassifier(Vec<String>),
 }
 
 /// What differs between `old` and `new` that a running daemon cannot move: where its pinned
@@ -1501,6 +1504,20 @@ impl Controller {
         // The programs were verified while the first state compiled; no map changes before
         // the kernel accepted them.
         self.dp.ready()?;
+        if first {
+            // Before anything changes: beside another steer's classifier this one would
+            // classify for nothing (the other marks last).
+            let foreign: Vec<String> = self
+                .config
+                .general
+                .lan
+                .iter()
+                .filter_map(|iface| self.foreign_classifier(iface))
+                .collect();
+            if !foreign.is_empty() {
+                return Err(ControllerError::ForeignClassifier(foreign));
+            }
+        }
         if !first {
             report
                 .notes
@@ -1712,6 +1729,25 @@ impl Controller {
     /// Attaches to every configured LAN interface (at start: adopting pinned links; later: new
     /// interfaces, and XDP switched on or off) and detaches from those no longer listed. An
     /// interface that fails is reported and the others are still done.
+    /// Why another steer's classifier on `iface` is a problem, if there is one.
+    fn foreign_classifier(&self, iface: &str) -> Option<String> {
+        let foreign = self.dp.foreign_classifiers(iface);
+        (!foreign.is_empty()).then(|| {
+            format!(
+                "{iface}: another steer classifier is attached (program {}): a steer started \
+                 with another pin_dir, or under `ip netns exec`, left it, and it marks packets \
+                 by its own state, whatever this daemon decides; remove it with `steer stop \
+                 --pin-dir DIR` for the pin directory that holds links/tc-{iface} (`ls \
+                 /sys/fs/bpf/*/links`)",
+                foreign
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+
     fn reconcile_lan(&mut self, first: bool, report: &mut ApplyReport) {
         let current: Vec<String> = self.dp.attached().map(|(i, _)| i.to_owned()).collect();
         let general = &self.config.general;
@@ -1746,6 +1782,9 @@ impl Controller {
             if r.tc_attached || first {
                 report.attached.push(iface.clone());
             }
+            report
+                .notes
+                .extend(self.foreign_classifier(iface).map(ReportLine::error));
         }
         for iface in current.iter().filter(|i| !general.lan.contains(i)) {
             match self.dp.detach(iface) {

@@ -236,6 +236,28 @@ impl Dataplane {
         Ok(report)
     }
 
+    /// The ids of the other steer classifiers on `iface`'s ingress: programs named like this
+    /// one that are not this dataplane's. A daemon started with another `pin_dir` (or in a
+    /// mount namespace of its own) left them attached; they stamp their own marks on every
+    /// packet, over a failover of this daemon's.
+    pub fn foreign_classifiers(&self, iface: &str) -> Vec<u32> {
+        // This daemon's program, and the one its pinned link runs until it is swapped in.
+        let loaded = self.tc().info().ok().map(|i| i.id());
+        let pinned = self
+            .pins
+            .as_ref()
+            .and_then(|p| super::sys::pinned_link_program(&p.link(LinkKind::Tc, iface)).ok());
+        let ours = |id: u32| Some(id) == loaded || Some(id) == pinned;
+        let Ok((_, programs)) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress) else {
+            return Vec::new();
+        };
+        programs
+            .iter()
+            .filter(|p| p.name_as_str() == Some(program_names::TC) && !ours(p.id()))
+            .map(|p| p.id())
+            .collect()
+    }
+
     /// Drops the links of an interface that is gone (they are dead with it), and their pins.
     pub fn forget(&mut self, iface: &str) {
         if let Some(att) = self.attached.remove(iface) {

@@ -225,6 +225,15 @@ fn bpf_raw<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
 /// The interface index of the XDP or TCX link pinned at `path`: a pin is named after the
 /// interface it was made for, but a renamed device keeps its links.
 pub fn pinned_link_ifindex(path: &std::path::Path) -> io::Result<u32> {
+    pinned_link_info(path).map(|info| info.ifindex)
+}
+
+/// The id of the program the link pinned at `path` runs.
+pub fn pinned_link_program(path: &std::path::Path) -> io::Result<u32> {
+    pinned_link_info(path).map(|info| info.prog_id)
+}
+
+fn pinned_link_info(path: &std::path::Path) -> io::Result<LinkInfoHead> {
     use std::os::{fd::FromRawFd, unix::ffi::OsStrExt};
     let name = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -242,5 +251,5 @@ pub fn pinned_link_ifindex(path: &std::path::Path) -> io::Result<u32> {
         info: &raw mut info as u64,
     };
     bpf_raw(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok(info.ifindex)
+    Ok(info)
 }
