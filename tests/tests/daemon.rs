@@ -229,6 +229,30 @@ fn a_start_beside_a_classifier_another_pin_directory_holds_is_refused() {
     assert!(lab.lan_tcx_programs().is_empty());
 }
 
+/// `steer stop` right after the daemon was told to stop (procd's SIGTERM, then the init
+/// script's `steer stop`): the daemon dies holding the request, the CLI got "closed without
+/// answering" and removed nothing. It waits for the daemon to be gone and tears down itself.
+#[test]
+fn stop_tears_down_when_the_daemon_dies_holding_the_request() {
+    let (lab, work) = setup("stop-dying");
+    let mut daemon = Daemon::start(&lab.router, &work);
+    assert!(!steer_routing(&lab).is_empty());
+    let pid = daemon.pid() as i32;
+    // SAFETY: signals to the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let out = work.stop_in(&lab.router);
+    killer.join().unwrap();
+    assert!(out.contains("steer stopped"), "{out}");
+    assert!(daemon.wait_exit(Duration::from_secs(5)).is_some());
+    assert!(lab.lan_tcx_programs().is_empty(), "detached");
+    assert_eq!(steer_routing(&lab), "", "rules, routes and table removed");
+}
+
 /// Unmounts the bpffs a test mounted, on drop (before its `Workdir` removes the directory).
 struct Unmount(std::path::PathBuf);
 

@@ -638,10 +638,34 @@ fn kernel_release() -> String {
         .unwrap_or_else(|_| "(release unknown)".into())
 }
 
+/// How long `steer stop` waits for a daemon that closed the connection or did not answer
+/// (it was stopping already: procd's SIGTERM just before) to be gone.
+const STOP_GONE: Duration = Duration::from_secs(15);
+
+/// Asks the daemon to stop; one that closes the connection without answering (it was
+/// stopping already) or does not answer is asked again until it answers or is gone, so the
+/// teardown below runs after all.
+fn ask_to_stop(socket: &Path) -> Result<control::Response, control::ControlError> {
+    let deadline = std::time::Instant::now() + STOP_GONE;
+    loop {
+        let timeout = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_secs(1));
+        match control::call(socket, &Request::Stop, timeout) {
+            Err(control::ControlError::Closed { .. } | control::ControlError::Timeout { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Asks a running daemon to stop steering; without one, runs the same teardown itself.
 fn stop(target: &Target) -> Result<ExitCode, CliError> {
     let r = target.resolve()?;
-    match control::call(&r.socket, &Request::Stop, TIMEOUT) {
+    match ask_to_stop(&r.socket) {
         Ok(response) if response.ok => {
             outln("steer stopped: classifier detached, routing and pinned state removed");
             Ok(ExitCode::SUCCESS)

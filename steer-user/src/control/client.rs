@@ -77,10 +77,7 @@ pub fn call(path: &Path, request: &Request, timeout: Duration) -> Result<Respons
         }
     }
     if answer.is_empty() {
-        return Err(ControlError::BadResponse {
-            path: path.into(),
-            detail: "the daemon closed the connection without answering".into(),
-        });
+        return Err(ControlError::Closed { path: path.into() });
     }
     serde_json::from_slice(&answer).map_err(|e| ControlError::BadResponse {
         path: path.into(),

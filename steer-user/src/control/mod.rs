@@ -50,6 +50,14 @@ pub enum ControlError {
     )]
     Timeout { path: PathBuf, timeout: Duration },
 
+    /// The daemon closed the connection without an answer: it stopped (or died) meanwhile.
+    #[error(
+        "the steer daemon on {} closed the connection without answering: it stopped or died \
+         meanwhile; check its log",
+        path.display()
+    )]
+    Closed { path: PathBuf },
+
     /// The answer was not one valid JSON response line.
     #[error(
         "invalid answer from the steer daemon on {}: {detail}; check that the steer CLI and the daemon are the same version",
