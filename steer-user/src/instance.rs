@@ -57,8 +57,11 @@ pub struct InstanceLock {
 impl Drop for InstanceLock {
     fn drop(&mut self) {
         // Before the descriptor closes: no other daemon holds this file's lock now, and one
-        // that locks it after this finds it gone from the path and takes a fresh one.
-        let _ = std::fs::remove_file(&self.path);
+        // that locks it after this finds it gone from the path and takes a fresh one. Only
+        // if the path is still this file (not one another daemon made after it was removed).
+        if still_at(&self._file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

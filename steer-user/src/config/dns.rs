@@ -251,14 +251,18 @@ fn addresses(cx: &mut Ctx<'_>, list: &Option<Strings>, key: &str) -> Vec<SocketA
     out
 }
 
-/// Why the forwarder cannot serve on `a`: a UDP answer to a query sent to a secondary IPv4
-/// address of a wildcard socket leaves from the primary one (clients drop it), and a
-/// link-local address needs an interface, which a listen address cannot name.
+/// Why the forwarder cannot serve on `a`: a UDP answer to a query sent to one address of a
+/// wildcard socket may leave from another (clients drop it), and a link-local address needs
+/// an interface, which a listen address cannot name.
 fn unservable(a: SocketAddr) -> Option<(String, String)> {
     match a.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => Some((
             format!("the forwarder cannot listen on {a}: its UDP answers to a query sent to a secondary address would come from another one, which clients drop"),
             "list each address the LAN asks, e.g. listen = [\"192.168.1.1:53\"]".into(),
+        )),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => Some((
+            format!("the forwarder cannot listen on {a}: its UDP answers to a query sent to one of the router's addresses may come from another one, which clients drop"),
+            "list each address the LAN asks, e.g. listen = [\"[fd00::1]:53\"]".into(),
         )),
         std::net::IpAddr::V6(ip) if ip.is_unicast_link_local() => Some((
             format!("the forwarder cannot listen on {a}: a link-local address is one of every interface's, and a listen address cannot name the interface"),
@@ -310,7 +314,7 @@ mod tests {
         );
         assert_eq!(
             errors_in(&format!(
-                "{BASE}\n[dns]\nlisten = [\"0.0.0.0:53\", \"127.0.0.1:53\", \"127.0.0.1:53\", \"[fe80::1]:53\"]\n\
+                "{BASE}\n[dns]\nlisten = [\"0.0.0.0:53\", \"127.0.0.1:53\", \"127.0.0.1:53\", \"[fe80::1]:53\", \"[::]:53\"]\n\
                  upstreams = [\"127.0.0.1:53\", \"127.0.0.1\"]\n\
                  min_ttl = 600\nmax_ttl = 60\ncapacity_v4 = 0\nrebind_allow = [\"10.0.0.1/8\"]\n"
             )),
@@ -318,6 +322,7 @@ mod tests {
                 "dns.listen[0]: the forwarder cannot listen on 0.0.0.0:53: its UDP answers to a query sent to a secondary address would come from another one, which clients drop",
                 "dns.listen[2]: 127.0.0.1:53 is listed twice",
                 "dns.listen[3]: the forwarder cannot listen on [fe80::1]:53: a link-local address is one of every interface's, and a listen address cannot name the interface",
+                "dns.listen[4]: the forwarder cannot listen on [::]:53: its UDP answers to a query sent to one of the router's addresses may come from another one, which clients drop",
                 "dns.upstreams[0]: 127.0.0.1:53 is where steer itself listens: queries would go round in a loop",
                 "dns.upstreams[1]: `127.0.0.1` has no port",
                 "dns.max_ttl: max_ttl (60 s) is below min_ttl (600 s)",

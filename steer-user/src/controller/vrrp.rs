@@ -211,13 +211,15 @@ impl Controller {
                 };
                 let role = self.vrrp.roles.entry(instance.clone()).or_default();
                 let before = role.state;
+                // A state reported again (keepalived repeating MASTER) keeps what was heard.
+                let wans_clear = state == before && role.wans_clear;
                 *role = Role {
                     state,
                     since: at,
                     why: why.clone(),
                     master,
                     priority,
-                    wans_clear: false,
+                    wans_clear,
                 };
                 let line = format!("vrrp {instance}: {before} -> {state} ({why})");
                 lines.push(if state == State::Master || before == State::Master {
@@ -561,10 +563,13 @@ impl Controller {
 
     async fn take_over(&mut self, v: &Vrrp) -> Vec<ReportLine> {
         let mut lines = Vec::new();
+        // A conntrackd that does not answer the commit is not asked the rest.
+        let mut conntrackd_hung = false;
         if let Some(conf) = &v.conntrackd {
-            lines.extend(
-                conntrackd::steps(&v.name, conf, conntrackd::MASTER, Self::step_timeout(v)).await,
-            );
+            let ran =
+                conntrackd::steps(&v.name, conf, conntrackd::MASTER, Self::step_timeout(v)).await;
+            conntrackd_hung = ran.hung;
+            lines.extend(ran.lines);
         }
         if let Some(s) = v.speaker() {
             let Some(nl) = self.vrrp.nl.clone() else {
@@ -611,16 +616,10 @@ impl Controller {
         if self.vrrp.roles.get(&v.name).is_some_and(|r| r.wans_clear) {
             lines.extend(self.raise_wans(v).await);
         }
-        if let Some(conf) = &v.conntrackd {
-            lines.extend(
-                conntrackd::steps(
-                    &v.name,
-                    conf,
-                    conntrackd::MASTER_AFTER,
-                    Self::step_timeout(v),
-                )
-                .await,
-            );
+        if let Some(conf) = v.conntrackd.as_ref().filter(|_| !conntrackd_hung) {
+            let after = conntrackd::MASTER_AFTER;
+            let ran = conntrackd::steps(&v.name, conf, after, Self::step_timeout(v)).await;
+            lines.extend(ran.lines);
         }
         lines
     }
@@ -782,9 +781,10 @@ impl Controller {
             r.state = to;
         }
         for w in v.wans.iter().filter(|w| w.master_only) {
-            // Its health is remembered only if it was up here: one held down (another
-            // instance listing it was not master) says nothing of the line.
-            let remember = self.vrrp.raised.contains(&w.wan);
+            // Its health is remembered only if it was tried here (up, or failed to come up):
+            // one held down because another instance listing it was not master says nothing
+            // of the line.
+            let remember = self.vrrp.raised.contains(&w.wan) || self.vrrp.failed.contains(&w.wan);
             lines.extend(
                 self.lower_wan(w, "held down: this router left VRRP MASTER", remember)
                     .await,
@@ -797,7 +797,8 @@ impl Controller {
             } else {
                 conntrackd::FAULT
             };
-            lines.extend(conntrackd::steps(name, conf, steps, Self::step_timeout(&v)).await);
+            let ran = conntrackd::steps(name, conf, steps, Self::step_timeout(&v)).await;
+            lines.extend(ran.lines);
         }
         lines
     }

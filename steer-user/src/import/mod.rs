@@ -227,7 +227,12 @@ pub(crate) fn proto_word(raw: &str) -> Option<String> {
 pub(crate) fn ports(raw: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for part in raw.split([',', ' ']).filter(|p| !p.is_empty()) {
-        let (lo, hi) = part.split_once([':', '-']).unwrap_or((part, part));
+        // A service name may have a hyphen (`http-alt`): the whole part first.
+        let (lo, hi) = if service_port(part).is_some() {
+            (part, part)
+        } else {
+            part.split_once([':', '-']).unwrap_or((part, part))
+        };
         let num = |t: &str| {
             t.parse::<u16>()
                 .ok()
@@ -353,6 +358,7 @@ mod tests {
         assert_eq!(ports("2000:1000").unwrap_err(), "2000:1000");
         assert_eq!(ports("http,https").unwrap(), ["80", "443"]);
         assert_eq!(ports("ssh:telnet").unwrap(), ["22-23"]);
+        assert_eq!(ports("http-alt,ftp-data").unwrap(), ["8080", "20"]);
         assert_eq!(ports("gopher").unwrap_err(), "gopher");
         assert_eq!(proto_word("all").as_deref(), Some("any"));
         assert_eq!(proto_word("TCP").as_deref(), Some("tcp"));

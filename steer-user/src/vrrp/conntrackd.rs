@@ -35,13 +35,21 @@ pub const BACKUP: &[(&str, &str)] = &[
 /// The steps of a fault or a shutdown.
 pub const FAULT: &[(&str, &str)] = &[("-t", "shorten the kernel's timers")];
 
+/// What [`steps`] did: one line per step, and whether conntrackd stopped answering (the
+/// caller skips the steps it would run next for the same change).
+#[derive(Debug, Default)]
+pub struct Ran {
+    pub lines: Vec<ReportLine>,
+    pub hung: bool,
+}
+
 /// Runs `steps`; one line per step.
 pub async fn steps(
     instance: &str,
     config: &Path,
     steps: &[(&str, &str)],
     timeout: Duration,
-) -> Vec<ReportLine> {
+) -> Ran {
     let conf = config.to_string_lossy();
     let mut out = Vec::new();
     for (i, (flag, what)) in steps.iter().enumerate() {
@@ -55,16 +63,24 @@ pub async fn steps(
                 out.push(ReportLine::error(format!(
                     "vrrp {instance}: conntrackd {flag} ({what}) failed: {e}"
                 )));
-                let skipped: Vec<&str> = steps[i + 1..].iter().map(|(f, _)| *f).collect();
-                if started.elapsed() >= timeout && !skipped.is_empty() {
-                    out.push(ReportLine::error(format!(
-                        "vrrp {instance}: conntrackd does not answer: {} skipped",
-                        skipped.join(", ")
-                    )));
-                    break;
+                if started.elapsed() >= timeout {
+                    let skipped: Vec<&str> = steps[i + 1..].iter().map(|(f, _)| *f).collect();
+                    if !skipped.is_empty() {
+                        out.push(ReportLine::error(format!(
+                            "vrrp {instance}: conntrackd does not answer: {} skipped",
+                            skipped.join(", ")
+                        )));
+                    }
+                    return Ran {
+                        lines: out,
+                        hung: true,
+                    };
                 }
             }
         }
     }
-    out
+    Ran {
+        lines: out,
+        hung: false,
+    }
 }
