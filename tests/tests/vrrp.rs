@@ -1379,3 +1379,44 @@ fn a_vip_added_by_hand_on_the_backup_is_named_at_takeover() {
         || a.context(),
     );
 }
+
+/// The preferred router (A, 200) whose master-only line cannot come up (weight 150: 200 - 150
+/// = 50, under B's 100) hands over and stays backup at 50: the failure was forgotten when it
+/// left MASTER, so it came back at 200, preempted, failed again, and the VIP flapped forever.
+#[test]
+fn a_router_whose_line_failed_to_come_up_stays_backup_at_its_lowered_priority() {
+    let lab = HaLab::new();
+    cut_wan(&lab, Side::A, false);
+    let b = SteerRouter::start(&lab, Side::B, &SteerOptions::default());
+    b.wait_state("master", START);
+    let a = SteerRouter::start(
+        &lab,
+        Side::A,
+        &SteerOptions {
+            priority: 200,
+            wans: "wans = [{ wan = \"wan1\", weight = 150, master_only = true }]".into(),
+            extra: "step_timeout_ms = 300".into(),
+            ..SteerOptions::default()
+        },
+    );
+    let ctx = || format!("{}\n{}", a.context(), b.context());
+    wait_for(
+        "A tried, failed and handed back to B",
+        START,
+        || a.vrrp()["state"] == "backup" && a.vrrp()["effective_priority"] == 50,
+        ctx,
+    );
+    let transitions = a.vrrp()["transitions"].as_u64().unwrap_or(0);
+    // Long enough for several preemption cycles if the failure were forgotten.
+    std::thread::sleep(master_down(INTERVAL, 200) * 10 + Duration::from_millis(300) * 3);
+    let v = a.vrrp();
+    assert_eq!(v["state"], "backup", "{}", ctx());
+    assert_eq!(v["effective_priority"], 50, "{}", ctx());
+    assert_eq!(
+        v["transitions"].as_u64().unwrap_or(0),
+        transitions,
+        "A stayed backup\n{}",
+        ctx()
+    );
+    assert_eq!(b.vrrp()["state"], "master");
+}
