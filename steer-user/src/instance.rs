@@ -139,6 +139,25 @@ fn lock_file(path: &Path) -> Result<File, InstanceError> {
     Ok(file)
 }
 
+/// Whether a daemon holds the current network namespace's lock: `Some` with its pid (when it
+/// wrote one). Nothing is created, and a lock this takes to look is let go at once.
+pub fn holder() -> Option<Option<u32>> {
+    let inode = std::fs::metadata("/proc/self/ns/net").ok()?.ino();
+    let path = Path::new(LOCK_DIR).join(format!("netns-{inode}.lock"));
+    let mut file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return None;
+    }
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    Some(text.trim().parse().ok())
+}
+
 /// Creates `dir` (0755) or checks that only this user may write into the existing one.
 fn prepare_dir(dir: &Path) -> Result<(), InstanceError> {
     match std::fs::DirBuilder::new()

@@ -253,6 +253,31 @@ fn stop_tears_down_when_the_daemon_dies_holding_the_request() {
     assert_eq!(steer_routing(&lab), "", "rules, routes and table removed");
 }
 
+/// `steer stop` pointed at another socket (another configuration's) while a daemon runs in
+/// the namespace: it found "no daemon" and tore down the running one's rules, table and VIPs
+/// from under it. It is refused, naming the daemon.
+#[test]
+fn stop_at_another_socket_leaves_a_running_daemon_alone() {
+    let (lab, work) = setup("stop-elsewhere");
+    let _daemon = Daemon::start(&lab.router, &work);
+    let before = steer_routing(&lab);
+    let out = steer_in(&lab.router)
+        .args(["stop", "--socket"])
+        .arg(work.dir.join("other.sock"))
+        .arg("--pin-dir")
+        .arg(format!("{}-other", work.pin_dir.display()))
+        .output()
+        .expect("run steer stop");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("runs in this network namespace but not on") && err.contains("pid"),
+        "{err}"
+    );
+    assert_eq!(steer_routing(&lab), before, "nothing removed");
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"]);
+}
+
 /// Unmounts the bpffs a test mounted, on drop (before its `Workdir` removes the directory).
 struct Unmount(std::path::PathBuf);
 

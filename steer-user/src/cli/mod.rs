@@ -641,6 +641,8 @@ fn kernel_release() -> String {
 /// How long `steer stop` waits for a daemon that closed the connection or did not answer
 /// (it was stopping already: procd's SIGTERM just before) to be gone.
 const STOP_GONE: Duration = Duration::from_secs(15);
+/// How long a daemon that removed its socket may take to exit (and let go of its lock).
+const LOCK_GONE: Duration = Duration::from_secs(5);
 
 /// Asks the daemon to stop; one that closes the connection without answering (it was
 /// stopping already) or does not answer is asked again until it answers or is gone, so the
@@ -662,6 +664,28 @@ fn ask_to_stop(socket: &Path) -> Result<control::Response, control::ControlError
     }
 }
 
+/// Refuses the CLI's own teardown while a daemon still holds this network namespace (it
+/// answers on another socket than the one asked: the teardown would pull its rules and VIPs
+/// from under it). A daemon that is exiting lets go within [`LOCK_GONE`].
+fn refuse_beside_a_live_daemon(socket: &Path) -> Result<(), CliError> {
+    let deadline = std::time::Instant::now() + LOCK_GONE;
+    loop {
+        let Some(pid) = crate::instance::holder() else {
+            return Ok(());
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(CliError::Refused(format!(
+                "a steer daemon{} runs in this network namespace but not on {}: stop it through \
+                 its own socket (`steer stop -c` with its configuration, or `--socket`); \
+                 nothing was removed",
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                socket.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Asks a running daemon to stop steering; without one, runs the same teardown itself.
 fn stop(target: &Target) -> Result<ExitCode, CliError> {
     let r = target.resolve()?;
@@ -674,6 +698,7 @@ fn stop(target: &Target) -> Result<ExitCode, CliError> {
         Err(
             control::ControlError::NotRunning { .. } | control::ControlError::NotListening { .. },
         ) => {
+            refuse_beside_a_live_daemon(&r.socket)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -1220,10 +1220,9 @@ impl Controller {
             return Vec::new();
         }
         let started = Instant::now();
-        let report = self
-            .routing
-            .add_missing(&self.desired_routing_of(config))
-            .await;
+        let mut desired = self.desired_routing_of(config);
+        self.vrrp_hold_routes_for(config, &mut desired);
+        let report = self.routing.add_missing(&desired).await;
         routing_lines("reload, before the new marks", &report, started)
     }
 
@@ -1519,8 +1518,9 @@ impl Controller {
             }
         }
         if !first {
+            // Like the reconcile's after the apply: its failures are retried, not the reload's.
             report
-                .notes
+                .after
                 .extend(self.route_new_marks_first(&config).await);
         }
         let mut wanted = BTreeMap::new();

@@ -315,11 +315,26 @@ impl Controller {
 
     /// Leaves the routes of held-down master-only WANs out of `d`.
     pub(super) fn vrrp_hold_routes(&self, d: &mut routing::Desired) {
-        let held: Vec<&str> = self
-            .config
+        self.vrrp_hold_routes_for(&self.config, d);
+    }
+
+    /// [`Controller::vrrp_hold_routes`] for `config` (one about to be applied): its
+    /// master-only WANs that are not up here have no routes.
+    pub(super) fn vrrp_hold_routes_for(
+        &self,
+        config: &crate::config::Config,
+        d: &mut routing::Desired,
+    ) {
+        let master_only = |wan: &str| {
+            config
+                .vrrp
+                .iter()
+                .any(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only))
+        };
+        let held: Vec<&str> = config
             .wans
             .iter()
-            .filter(|w| !self.vrrp_probed(&w.name))
+            .filter(|w| master_only(&w.name) && !self.vrrp.raised.contains(&w.name))
             .map(|w| w.interface.as_str())
             .collect();
         d.routes.retain(|r| !held.contains(&r.interface.as_str()));
