@@ -418,8 +418,15 @@ async fn serve(
                     if let Some(e) = &done.nft_error {
                         log::warn!("stop: {e}");
                     }
+                    if done.vips_removed > 0 {
+                        log::info!("stop: {} VRRP virtual addresses removed", done.vips_removed);
+                    }
+                    if let Some(e) = &done.vip_error {
+                        log::warn!("stop: removing VRRP virtual addresses: {e}");
+                    }
                     Response::ok(serde_json::json!({
                         "removed_pins": done.pins, "routing": done.routing.changes,
+                        "removed_vips": done.vips_removed,
                     }))
                 }
                 Err(e) => Response::error(format!("stopping failed: {e}")),

@@ -517,7 +517,7 @@ fn malformed_adverts_are_dropped_and_counted_without_disturbing_the_masters_timi
     let own = Side::A.lan();
     let aimed = advert(CLIENT, own, VRID, 254, &vips, |_| {});
     forger.send(CLIENT, own, 255, &aimed);
-    *sent.entry("unknown_source").or_default() += 1;
+    *sent.entry("unicast").or_default() += 1;
     std::thread::sleep(INTERVAL * 2);
     assert_eq!(
         (transitions(&a), transitions(&b)),
@@ -528,7 +528,7 @@ fn malformed_adverts_are_dropped_and_counted_without_disturbing_the_masters_timi
     );
     assert!(lab.has_vip(Side::A) && !lab.has_vip(Side::B));
     assert_eq!(
-        a.vrrp()["dropped"]["unknown_source"],
+        a.vrrp()["dropped"]["unicast"],
         1,
         "the advert to A's own address\n{}",
         a.context()
@@ -537,7 +537,7 @@ fn malformed_adverts_are_dropped_and_counted_without_disturbing_the_masters_timi
         let dropped = &r.vrrp()["dropped"];
         for (reason, n) in sent.iter().filter(|(reason, _)| {
             // Only A was sent the unicast one.
-            **reason != "unknown_source" || r.side == Side::A
+            **reason != "unicast" || r.side == Side::A
         }) {
             let got = dropped[reason].as_u64().unwrap_or(0);
             assert!(

@@ -68,9 +68,13 @@ pub async fn teardown(
     match crate::vrrp::kernel::Netlink::new() {
         Ok(nl) => match nl.remove_every_vip().await {
             Ok(n) => done.vips_removed = n,
-            Err(e) => done.vip_error = Some(e),
+            Err(e) => done.vip_error = Some(format!("removing VRRP virtual addresses: {e}")),
         },
-        Err(e) => done.vip_error = Some(format!("cannot open a netlink socket: {e}")),
+        Err(e) => {
+            done.vip_error = Some(format!(
+                "removing VRRP virtual addresses: cannot open a netlink socket: {e}"
+            ));
+        }
     }
     crate::dns::snoop::remove_fallback_if_installed();
     if conntrack::installed() {

@@ -268,6 +268,8 @@ struct Shared {
     upstream_addrs: Vec<SocketAddr>,
     /// When each upstream's failure was last logged.
     failure_logged: std::sync::Mutex<HashMap<usize, Instant>>,
+    /// When each upstream last answered.
+    answered: std::sync::Mutex<HashMap<usize, Instant>>,
 }
 
 /// How often a failing upstream is named in the log.
@@ -286,7 +288,16 @@ impl Shared {
             block_application_dns,
             upstream_addrs,
             failure_logged: Default::default(),
+            answered: Default::default(),
         }
+    }
+
+    /// Upstream `index` answered a query.
+    fn upstream_answered(&self, index: usize) {
+        self.answered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(index, Instant::now());
     }
 
     fn count(&self, what: Count) {
@@ -299,6 +310,17 @@ impl Shared {
     fn upstream_failed(&self, index: usize, what: Count) {
         self.count(what);
         let now = Instant::now();
+        // One slow name (its own servers dead) is not the upstream failing: an upstream that
+        // answered other queries within the last minute is not named.
+        let answered = self
+            .answered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&index)
+            .is_some_and(|at| now.duration_since(*at) < UPSTREAM_LOG_AGAIN);
+        if answered {
+            return;
+        }
         let mut logged = self
             .failure_logged
             .lock()
@@ -717,6 +739,7 @@ fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
         return;
     }
     let pending = st.take(id).expect("present");
+    shared.upstream_answered(index);
     let stats = shared.learner.stats();
     stats.record(Latency::Upstream, pending.sent.elapsed());
     let mut out = relay(answer, &pending.query, shared);
@@ -924,6 +947,7 @@ async fn tcp_upstream(
         };
         match answer {
             Some(a) if wire::id(&a) == Some(id) && same_question(&a, query, question) => {
+                shared.upstream_answered(index);
                 shared
                     .learner
                     .stats()

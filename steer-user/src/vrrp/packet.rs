@@ -168,11 +168,12 @@ pub enum Dropped {
 }
 
 impl Dropped {
-    /// The counter label: `unknown_source`, `ttl`, `truncated`, `version`, `checksum`,
+    /// The counter label: `unknown_source`, `unicast`, `ttl`, `truncated`, `version`, `checksum`,
     /// `vrid`, `type`, `count`, `interval`, `addresses`.
     pub fn reason(&self) -> &'static str {
         match self {
-            Dropped::UnknownSource(_) | Dropped::Unicast(_) => "unknown_source",
+            Dropped::UnknownSource(_) => "unknown_source",
+            Dropped::Unicast(_) => "unicast",
             Dropped::Ttl(_) => "ttl",
             Dropped::Truncated { .. } => "truncated",
             Dropped::Version(_) => "version",
