@@ -282,6 +282,7 @@ async fn serve(
         // single-WAN failure is one word written again.
         log_lines("", ctl.refresh_standbys().iter());
         service.ready_if_due(&ctl).await;
+        service.status(&ctl);
         let settle = async {
             match due {
                 Some(at) => tokio::time::sleep_until(at).await,

@@ -186,14 +186,41 @@ fn ready_comes_only_once_classifier_routing_and_first_probe_rounds_are_in_place(
         after >= Duration::from_millis(1400),
         "READY=1 after {after:?}: before wan2's first round could end"
     );
+    // wan2 is up (one failed round is not enough) but the status says it is failing.
     assert!(
-        ready.contains("STATUS=classifying lan0; WANs up: wan1, wan2"),
+        ready.contains("STATUS=classifying lan0; WANs up: wan1; up, but failing probes: wan2"),
         "{ready:?}"
     );
     assert!(
         daemon.log_text().contains("ready: classifying lan0"),
         "{}",
         daemon.log_text()
+    );
+}
+
+/// `STATUS=` follows every change of where traffic goes, not only failovers: a LAN interface
+/// that appears after the start (its classifier attached) was missing from it.
+#[test]
+fn the_status_follows_a_lan_interface_that_appears_later() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("status-late-lan");
+    let text = config_text(&work, &Options::default());
+    let late = text.replace("lan = [\"lan0\"]", "lan = [\"lan0\", \"lanlate\"]");
+    assert_ne!(late, text, "the test adds a LAN interface");
+    work.write("steer.toml", &late);
+    let notify = Notifications::path(&work);
+    let mut cmd = steer_in(&lab.router);
+    cmd.env("NOTIFY_SOCKET", &notify.address);
+    let daemon = Daemon::spawn(&work, cmd);
+    let ready = notify.expect("READY=1", Duration::from_secs(20), &daemon);
+    assert!(ready.contains("STATUS=classifying lan0;"), "{ready:?}");
+    lab.router
+        .run("ip link add lanlate type bridge && ip link set lanlate up");
+    notify.expect(
+        "STATUS=classifying lan0, lanlate; WANs up: wan1, wan2; down: none",
+        Duration::from_secs(5),
+        &daemon,
     );
 }
 

@@ -31,6 +31,8 @@ pub(super) struct Service {
     /// Probers whose first round has not come back; `None` once `READY=1` was sent.
     waiting: Option<BTreeSet<ProberKey>>,
     deadline: tokio::time::Instant,
+    /// The `STATUS=` last sent, so that an unchanged one is not sent again.
+    last_status: std::cell::RefCell<String>,
 }
 
 impl Service {
@@ -51,6 +53,7 @@ impl Service {
             notifier,
             waiting: Some(probers.into_iter().cloned().collect()),
             deadline: tokio::time::Instant::now() + slowest * 2 + FIRST_ROUND_SLACK,
+            last_status: Default::default(),
         }
     }
 
@@ -102,6 +105,7 @@ impl Service {
         }
         let line = format!("STATUS={status}");
         notify::send(self.notifier.as_ref(), &["READY=1", &line]);
+        *self.last_status.borrow_mut() = format!("STATUS={}", ctl.summary());
         log::info!("ready: {status}");
     }
 
@@ -113,11 +117,16 @@ impl Service {
         tokio::time::sleep_until(self.deadline).await;
     }
 
-    /// Where traffic goes changed.
+    /// Tells the service manager where traffic goes, if that changed since it was last told
+    /// (a failover, a gateway a DHCP lease brought, a LAN interface that appeared): called
+    /// after every event.
     pub(super) fn status(&self, ctl: &Controller) {
         if self.is_ready() {
             let status = format!("STATUS={}", ctl.summary());
-            notify::send(self.notifier.as_ref(), &[&status]);
+            if *self.last_status.borrow() != status {
+                notify::send(self.notifier.as_ref(), &[&status]);
+                *self.last_status.borrow_mut() = status;
+            }
         }
     }
 
@@ -145,6 +154,8 @@ impl Service {
                 ctl.summary()
             );
             notify::send(self.notifier.as_ref(), &["READY=1", &status]);
+            // The refusal stays said until where traffic goes changes.
+            *self.last_status.borrow_mut() = format!("STATUS={}", ctl.summary());
         }
     }
 
