@@ -428,6 +428,26 @@ fn handed_in_gateways_are_checked_kept_per_family_and_across_a_restart() {
         gateway_is(st, "wan1", "IPv4", "waiting for a gateway")
             && gateway_is(st, "wan1", "IPv6", &format!("via {gw6} (set by"))
     });
+
+    // The lease expired while no daemon ran (the hook's `auto4` found none to tell): the
+    // kept gateway was put back, its route refused at every reconcile, readiness held up.
+    lab.router.run(&format!(
+        "ip -4 addr flush dev wan1 && ip addr add {}/30 dev wan1",
+        Lab::nat_addr_v4(Wan::One)
+    ));
+    work.steer_ok(&["wan", "wan1", "gateway", &gw4.to_string()]);
+    wait_status(&work, &daemon, "handed in once more", handed_in);
+    let mut daemon = daemon;
+    assert!(
+        daemon.signal_and_wait(libc::SIGTERM, SETTLE),
+        "the daemon stops"
+    );
+    lab.router.run("ip -4 addr flush dev wan1");
+    let daemon = Daemon::start(&lab.router, &work);
+    daemon.wait_log("wan1 has no IPv4 address: its lease is gone", SETTLE);
+    wait_status(&work, &daemon, "IPv4 waits for the next lease", |st| {
+        gateway_is(st, "wan1", "IPv4", "waiting for a gateway")
+    });
 }
 
 /// A DHCP client on the router that installs the lease's address but no route, and hands the

@@ -1602,13 +1602,27 @@ impl Controller {
     /// (in `routed`): the WAN was renumbered meanwhile, and the DHCP hook hands in the new one
     /// at the next renewal; until then its family waits rather than keep a route that is not
     /// there.
+    /// Why IPv4 gateway `gateway` handed in before a restart is stale: its interface holds no
+    /// IPv4 address now (the lease expired while no daemon ran, and the hook's `auto4` found
+    /// none to tell). IPv6 WANs often hold only a link-local address: not judged.
+    fn lease_gone(&self, gateway: IpAddr, interface: &str) -> Option<String> {
+        let addressed = self
+            .wan_addresses
+            .get(interface)
+            .is_some_and(|addrs| addrs.iter().any(IpAddr::is_ipv4));
+        (gateway.is_ipv4() && !addressed)
+            .then(|| format!("{interface} has no IPv4 address: its lease is gone"))
+    }
+
     async fn drop_stale_hand_ins(&mut self, routed: &ReconcileReport) -> Vec<ReportLine> {
         let stale: Vec<((String, Family), IpAddr, String)> = self
             .hooked
             .iter()
             .filter_map(|(key, a)| {
                 let wan = self.config.wan(&key.0)?;
-                let why = self.refused_route(routed, *a, &wan.interface)?;
+                let why = self
+                    .refused_route(routed, *a, &wan.interface)
+                    .or_else(|| self.lease_gone(*a, &wan.interface))?;
                 Some((key.clone(), *a, why))
             })
             .collect();
