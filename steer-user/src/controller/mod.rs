@@ -2159,7 +2159,7 @@ fn unknown_wan(config: &Config, wan: &str) -> UnknownWan {
         configured: config
             .wans
             .iter()
-            .map(|w| w.name.as_str())
+            .map(|w| format!("{} (on {})", w.name, w.interface))
             .collect::<Vec<_>>()
             .join(", "),
     }

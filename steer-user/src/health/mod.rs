@@ -64,7 +64,7 @@ impl Tracked {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("no WAN named `{name}`; configured: {configured}")]
+#[error("no WAN named `{name}` or on an interface of that name; configured: {configured}")]
 pub struct UnknownWan {
     pub name: String,
     pub configured: String,
