@@ -13,7 +13,54 @@ pub fn notes(config: &Config) -> Vec<String> {
         .iter()
         .filter_map(|s| aaaa_unfiltered(s, config.dns.as_ref()));
     let short = config.dns.as_ref().and_then(short_min_ttl);
-    wans.chain(sets).chain(unfiltered).chain(short).collect()
+    let shared = config
+        .wans
+        .iter()
+        .filter_map(|w| shared_master_only(config, &w.name));
+    wans.chain(sets)
+        .chain(unfiltered)
+        .chain(short)
+        .chain(shared)
+        .collect()
+}
+
+/// A master-only WAN of several instances comes up only on the master of all of them:
+/// instances that can elect different masters (other priorities, preemption, preempt
+/// delays; or no preemption at all, which keeps a split) leave the line down on both routers.
+fn shared_master_only(config: &Config, wan: &str) -> Option<String> {
+    let listing: Vec<&super::Vrrp> = config
+        .vrrp
+        .iter()
+        .filter(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only))
+        .collect();
+    if listing.len() < 2 {
+        return None;
+    }
+    let election = |v: &super::Vrrp| {
+        v.speaker()
+            .map(|s| (s.priority, s.preempt, s.preempt_delay_ms))
+    };
+    let same = listing.windows(2).all(|p| election(p[0]) == election(p[1]));
+    let preempting = listing
+        .iter()
+        .all(|v| v.speaker().is_none_or(|s| s.preempt));
+    if same && preempting {
+        return None;
+    }
+    let names: Vec<&str> = listing.iter().map(|v| v.name.as_str()).collect();
+    Some(format!(
+        "WAN `{wan}` is master_only in instances {}: it comes up only on the router that is \
+         master of all of them, and {}; give them the same priority, preempt and \
+         preempt_delay_ms, with preemption on, so they move together",
+        names.join(", "),
+        if same {
+            "without preemption a split (one instance failing over alone) stays, the line \
+             down on both routers"
+        } else {
+            "their priorities or preemption differ, so the routers can split them, the line \
+             down on both"
+        }
+    ))
 }
 
 /// Below this, a learned host may expire before its client connects.
@@ -180,5 +227,38 @@ policy = "p"
             "{zero:?}"
         );
         assert!(with("").is_empty(), "the default is not short");
+    }
+
+    #[test]
+    fn a_master_only_wan_of_instances_that_can_split_gets_a_note() {
+        let instances = |p6: u32, preempt: bool| {
+            format!(
+                "[[vrrp]]\nname = \"lan\"\ninterface = \"br-lan\"\nvrid = 1\npriority = 150\n\
+                 preempt = {preempt}\nvips = [\"192.168.1.1/24\"]\n\
+                 wans = [{{ wan = \"wan1\", master_only = true }}]\n\
+                 [[vrrp]]\nname = \"lan6\"\ninterface = \"br-lan\"\nvrid = 1\npriority = {p6}\n\
+                 preempt = {preempt}\nvips = [\"fe80::1/64\"]\n\
+                 wans = [{{ wan = \"wan1\", master_only = true }}]\n"
+            )
+        };
+        let with = |vrrp: String| {
+            let text = format!("{}{vrrp}", crate::config::testing::BASE);
+            let c = parse(&text, Path::new("steer.toml")).expect("valid");
+            notes(&c)
+                .into_iter()
+                .filter(|n| n.contains("master_only in instances"))
+                .collect::<Vec<_>>()
+        };
+        assert!(with(instances(150, true)).is_empty(), "they move together");
+        let other = with(instances(100, true));
+        assert!(
+            other.len() == 1 && other[0].contains("lan, lan6") && other[0].contains("differ"),
+            "{other:?}"
+        );
+        let sticky = with(instances(150, false));
+        assert!(
+            sticky.len() == 1 && sticky[0].contains("without preemption"),
+            "{sticky:?}"
+        );
     }
 }
