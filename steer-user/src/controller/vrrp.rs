@@ -478,13 +478,37 @@ impl Controller {
     }
 
     fn wan_words(&self, w: &VrrpWan) -> String {
+        let held = || self.held_because(&w.wan);
         match self.wan_health(w) {
             WanHealth::Up => "up".into(),
             WanHealth::Failed => "down (did not come up)".into(),
             WanHealth::Down => "down".into(),
-            WanHealth::Unprobed(None) => "held down (not master)".into(),
-            WanHealth::Unprobed(Some(true)) => "held down (not master; was up)".into(),
-            WanHealth::Unprobed(Some(false)) => "held down (not master; was down)".into(),
+            WanHealth::Unprobed(None) => format!("held down ({})", held()),
+            WanHealth::Unprobed(Some(true)) => format!("held down ({}; was up)", held()),
+            WanHealth::Unprobed(Some(false)) => format!("held down ({}; was down)", held()),
+        }
+    }
+
+    /// Why master-only WAN `wan` is held down: not master, or not master of every instance
+    /// that lists it (the other router is master of one).
+    fn held_because(&self, wan: &str) -> String {
+        let not_master: Vec<&str> = self
+            .config
+            .vrrp
+            .iter()
+            .filter(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only))
+            .filter(|v| self.vrrp_state(&v.name) != State::Master)
+            .map(|v| v.name.as_str())
+            .collect();
+        let listing = self
+            .config
+            .vrrp
+            .iter()
+            .filter(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only));
+        if not_master.is_empty() || not_master.len() == listing.count() {
+            "not master".into()
+        } else {
+            format!("not master of {} too", not_master.join(", "))
         }
     }
 
