@@ -21,7 +21,40 @@ pub fn notes(config: &Config) -> Vec<String> {
         .chain(unfiltered)
         .chain(short)
         .chain(shared)
+        .chain(writable_by_anyone(config))
         .collect()
+}
+
+/// The configuration file and list files (or their directories) every user may write: any
+/// user of the router could rewrite its steering. Also logged by the daemon at each apply.
+pub fn writable_by_anyone(config: &Config) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut paths: Vec<&std::path::Path> = vec![&config.path];
+    for s in &config.sets {
+        paths.extend(s.files.iter().chain(&s.domain_files).map(|p| p.as_path()));
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for path in paths {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        for p in std::iter::once(path).chain(dir) {
+            let Ok(meta) = std::fs::metadata(p) else {
+                continue;
+            };
+            // A sticky directory (/tmp) lets no one replace another's file.
+            let open = meta.mode() & 0o002 != 0 && (meta.is_file() || meta.mode() & 0o1000 == 0);
+            if open && seen.insert(p.to_path_buf()) {
+                out.push(format!(
+                    "{} is writable by every user (mode {:04o}): anyone on the router could \
+                     change its steering; `chmod o-w {}`",
+                    p.display(),
+                    meta.mode() & 0o7777,
+                    p.display()
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// A master-only WAN of several instances comes up only on the master of all of them:
@@ -260,5 +293,25 @@ policy = "p"
             sticky.len() == 1 && sticky[0].contains("without preemption"),
             "{sticky:?}"
         );
+    }
+
+    #[test]
+    fn a_configuration_every_user_may_write_gets_a_note() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("steer-notes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("steer.toml");
+        std::fs::write(&path, crate::config::testing::BASE).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let c = crate::config::load(&path).expect("valid");
+        let open = writable_by_anyone(&c);
+        assert!(
+            open.len() == 1 && open[0].contains("is writable by every user (mode 0666)"),
+            "{open:?}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(writable_by_anyone(&c).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1491,6 +1491,11 @@ impl Controller {
             Ok(seen) => report.notes.extend(seen.lines),
             Err(line) => report.notes.push(line),
         }
+        report.notes.extend(
+            config::writable_by_anyone(&config)
+                .into_iter()
+                .map(ReportLine::warning),
+        );
         let precompiled = compiled.is_some();
         let steps = compiled.unwrap_or_else(|| {
             desired::steps(&mut config, &self.rule_ids(), &self.wan_slots, |w, f| {
