@@ -214,3 +214,24 @@ fn reload_with_a_broken_file_says_nothing_was_reloaded() {
         "{err}"
     );
 }
+
+/// `steer stop -c` with a file that cannot be read says nothing was stopped and how to stop
+/// without it (systemd's stop ended failed with the parse error alone).
+#[test]
+fn stop_with_a_broken_file_says_how_to_stop_without_it() {
+    let dir = TempDir::new("stop-broken");
+    let config = dir.join("steer.toml");
+    std::fs::write(&config, "[general]\nlan = [\"br-lan\"\n").unwrap();
+    let out = Command::new(STEER)
+        .args(["stop", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("nothing was stopped")
+            && err.contains("--pin-dir and --socket"),
+        "{err}"
+    );
+}

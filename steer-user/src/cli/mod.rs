@@ -688,7 +688,14 @@ fn refuse_beside_a_live_daemon(socket: &Path) -> Result<(), CliError> {
 
 /// Asks a running daemon to stop steering; without one, runs the same teardown itself.
 fn stop(target: &Target) -> Result<ExitCode, CliError> {
-    let r = target.resolve()?;
+    let r = target.resolve().map_err(|e| match e {
+        // The file names where steering lives: without it, say how to give that instead.
+        CliError::Config(e) => CliError::Refused(format!(
+            "{e}\nnothing was stopped: fix the file, or give the running steer's paths with \
+             --pin-dir and --socket (by default {DEFAULT_PIN_DIR} and {DEFAULT_SOCKET})"
+        )),
+        other => other,
+    })?;
     match ask_to_stop(&r.socket) {
         Ok(response) if response.ok => {
             outln("steer stopped: classifier detached, routing and pinned state removed");
