@@ -38,6 +38,7 @@ pub mod health;
 pub mod heap;
 pub mod import;
 pub mod instance;
+pub mod journal;
 pub mod kernel;
 pub mod memory_limit;
 pub mod model;

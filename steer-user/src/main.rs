@@ -22,6 +22,13 @@ fn main() -> ExitCode {
     if color == clap::ColorChoice::Never {
         logger.write_style(env_logger::WriteStyle::Never);
     }
+    if steer::journal::is_journal() {
+        logger.format(|buf, record| {
+            use std::io::Write;
+            let text = steer::journal::lines(record.level(), &record.args().to_string());
+            buf.write_all(text.as_bytes())
+        });
+    }
     logger.init();
     match steer::cli::run(cli) {
         Ok(code) => code,
