@@ -294,3 +294,26 @@ fn a_wans_new_mark_and_table_are_routed_before_the_classifier_stamps_them() {
     let lost = sent as usize - arrivals.len();
     assert!(lost <= 3, "{lost} of {sent} lost\n{}", daemon.log_text());
 }
+
+/// `steer reload -c OTHER` (the same socket) re-reads the daemon's own file: said, so that
+/// "unchanged" does not read as if OTHER had been checked and applied.
+#[test]
+fn a_reload_naming_another_file_says_which_file_the_daemon_reloaded() {
+    let (_lab, work, _daemon) = setup("reload-other", &text(&list()));
+    let other = work.write(
+        "other.toml",
+        &std::fs::read_to_string(work.config()).unwrap(),
+    );
+    let out = std::process::Command::new(steer_tests::daemon::steer_bin())
+        .args(["reload", "-c"])
+        .arg(&other)
+        .output()
+        .expect("run steer reload");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("note: the daemon reloaded the file it runs")
+            && err.contains(&other.display().to_string()),
+        "{err}"
+    );
+}

@@ -447,6 +447,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             for line in lines {
                 outln(&line.text);
             }
+            note_another_file_reloaded(&target);
             Ok(ExitCode::SUCCESS)
         }
         Command::Wan {
@@ -497,6 +498,36 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// A reload re-reads the file the daemon was started with: when `-c` named another one (the
+/// same socket), say so rather than let "unchanged" read as if that file had been checked.
+fn note_another_file_reloaded(target: &Target) {
+    let Some(given) = target.config.as_ref() else {
+        return;
+    };
+    let Ok(body) = request(target, Request::Status) else {
+        return;
+    };
+    let Ok(status) = decode::<Status>(target, body) else {
+        return;
+    };
+    // A relative path is the daemon's working directory's, unknown here.
+    if status.config.is_relative() {
+        return;
+    }
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if !same(given, &status.config) {
+        crate::errln!(
+            "note: the daemon reloaded the file it runs, {}, not {} (start it with that one to \
+             use it)",
+            status.config.display(),
+            given.display()
+        );
     }
 }
 
