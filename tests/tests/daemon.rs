@@ -251,6 +251,7 @@ fn stop_tears_down_when_the_daemon_dies_holding_the_request() {
     assert!(daemon.wait_exit(Duration::from_secs(5)).is_some());
     assert!(lab.lan_tcx_programs().is_empty(), "detached");
     assert_eq!(steer_routing(&lab), "", "rules, routes and table removed");
+    assert!(!work.socket.exists(), "the dead daemon's socket is removed");
 }
 
 /// `steer stop` pointed at another socket (another configuration's) while a daemon runs in

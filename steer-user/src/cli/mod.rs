@@ -734,9 +734,14 @@ fn stop(target: &Target) -> Result<ExitCode, CliError> {
         }
         Ok(response) => Err(CliError::Refused(response.error.unwrap_or_default())),
         Err(
-            control::ControlError::NotRunning { .. } | control::ControlError::NotListening { .. },
+            e @ (control::ControlError::NotRunning { .. }
+            | control::ControlError::NotListening { .. }),
         ) => {
             refuse_beside_a_live_daemon(&r.socket)?;
+            if matches!(e, control::ControlError::NotListening { .. }) {
+                // A dead daemon's socket: nobody listens (and no daemon holds the namespace).
+                let _ = std::fs::remove_file(&r.socket);
+            }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -755,9 +760,14 @@ fn stop(target: &Target) -> Result<ExitCode, CliError> {
                 ));
             } else {
                 outln(&format!(
-                    "steer stopped: removed {} pins under {} (classifier detached), {} routing entries{}{}",
+                    "steer stopped: removed {} pins under {}{}, {} routing entries{}{}",
                     done.pins,
                     r.pin_dir.display(),
+                    if done.pins > 0 {
+                        " (classifier detached)"
+                    } else {
+                        ""
+                    },
                     done.routing.changes.len(),
                     if done.nft_removed {
                         ", the connection-marking table"
