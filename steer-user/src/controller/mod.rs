@@ -1511,8 +1511,7 @@ impl Controller {
         if first {
             // Before anything changes: beside another steer's classifier this one would
             // classify for nothing (the other marks last).
-            let foreign: Vec<String> = self
-                .config
+            let foreign: Vec<String> = config
                 .general
                 .lan
                 .iter()
