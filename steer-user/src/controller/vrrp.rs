@@ -508,7 +508,7 @@ impl Controller {
         if not_master.is_empty() || not_master.len() == listing.count() {
             "not master".into()
         } else {
-            format!("not master of {} too", not_master.join(", "))
+            format!("not master of {}", not_master.join(", "))
         }
     }
 
