@@ -194,23 +194,28 @@ fn explain_refuses_a_port_for_a_protocol_without_ports() {
     }
 }
 
+/// What `steer COMMAND -c FILE` prints on stderr when FILE is not valid TOML; the command
+/// must fail.
+fn with_a_broken_file(command: &str) -> String {
+    let dir = TempDir::new(&format!("{command}-broken"));
+    let config = dir.join("steer.toml");
+    std::fs::write(&config, "[general]\nlan = [\"br-lan\"\n").unwrap();
+    let out = Command::new(STEER)
+        .args([command, "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "steer {command} succeeded");
+    text(&out.stderr)
+}
+
 /// `steer reload -c` with a file that cannot be read says nothing was reloaded (it printed the
 /// parse error alone, which reads as if the daemon took a broken file).
 #[test]
 fn reload_with_a_broken_file_says_nothing_was_reloaded() {
-    let dir = TempDir::new("reload-broken");
-    let config = dir.join("steer.toml");
-    std::fs::write(&config, "[general]\nlan = [\"br-lan\"\n").unwrap();
-    let out = Command::new(STEER)
-        .args(["reload", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = text(&out.stderr);
+    let err = with_a_broken_file("reload");
     assert!(
-        !out.status.success()
-            && err.contains("steer.toml:2:")
-            && err.contains("nothing was reloaded"),
+        err.contains("steer.toml:2:") && err.contains("nothing was reloaded"),
         "{err}"
     );
 }
@@ -219,19 +224,9 @@ fn reload_with_a_broken_file_says_nothing_was_reloaded() {
 /// without it (systemd's stop ended failed with the parse error alone).
 #[test]
 fn stop_with_a_broken_file_says_how_to_stop_without_it() {
-    let dir = TempDir::new("stop-broken");
-    let config = dir.join("steer.toml");
-    std::fs::write(&config, "[general]\nlan = [\"br-lan\"\n").unwrap();
-    let out = Command::new(STEER)
-        .args(["stop", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = text(&out.stderr);
+    let err = with_a_broken_file("stop");
     assert!(
-        !out.status.success()
-            && err.contains("nothing was stopped")
-            && err.contains("--pin-dir and --socket"),
+        err.contains("nothing was stopped") && err.contains("--pin-dir and --socket"),
         "{err}"
     );
 }
