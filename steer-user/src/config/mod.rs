@@ -553,6 +553,11 @@ impl Config {
     pub fn ipv6_mode(&self) -> Option<Ipv6Mode> {
         self.ipv6.as_ref().map(|i| i.mode)
     }
+
+    /// Whether a `[[vrrp]]` instance lists WAN `wan` as master-only.
+    pub fn is_master_only(&self, wan: &str) -> bool {
+        self.vrrp.iter().any(|v| v.holds_master_only(wan))
+    }
 }
 
 impl Config {

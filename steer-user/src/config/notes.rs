@@ -64,7 +64,7 @@ fn shared_master_only(config: &Config, wan: &str) -> Option<String> {
     let listing: Vec<&super::Vrrp> = config
         .vrrp
         .iter()
-        .filter(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only))
+        .filter(|v| v.holds_master_only(wan))
         .collect();
     if listing.len() < 2 {
         return None;

@@ -51,6 +51,11 @@ impl Vrrp {
         }
     }
 
+    /// Whether this instance lists `wan` as master-only (up only while it is master).
+    pub fn holds_master_only(&self, wan: &str) -> bool {
+        self.wans.iter().any(|w| w.wan == wan && w.master_only)
+    }
+
     /// The base priority (keepalived's own, unknown to steer, counts as the default).
     pub fn base_priority(&self) -> u8 {
         self.speaker()

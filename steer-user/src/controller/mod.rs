@@ -1800,9 +1800,12 @@ impl Controller {
             if r.tc_attached || first {
                 report.attached.push(iface.clone());
             }
-            report
-                .notes
-                .extend(self.foreign_classifier(iface).map(ReportLine::error));
+            // At start apply() has refused already if there was one.
+            if !first {
+                report
+                    .notes
+                    .extend(self.foreign_classifier(iface).map(ReportLine::error));
+            }
         }
         for iface in current.iter().filter(|i| !general.lan.contains(i)) {
             match self.dp.detach(iface) {

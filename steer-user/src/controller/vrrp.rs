@@ -325,16 +325,10 @@ impl Controller {
         config: &crate::config::Config,
         d: &mut routing::Desired,
     ) {
-        let master_only = |wan: &str| {
-            config
-                .vrrp
-                .iter()
-                .any(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only))
-        };
         let held: Vec<&str> = config
             .wans
             .iter()
-            .filter(|w| master_only(&w.name) && !self.vrrp.raised.contains(&w.name))
+            .filter(|w| config.is_master_only(&w.name) && !self.vrrp.raised.contains(&w.name))
             .map(|w| w.interface.as_str())
             .collect();
         d.routes.retain(|r| !held.contains(&r.interface.as_str()));
@@ -492,20 +486,18 @@ impl Controller {
     /// Why master-only WAN `wan` is held down: not master, or not master of every instance
     /// that lists it (the other router is master of one).
     fn held_because(&self, wan: &str) -> String {
-        let not_master: Vec<&str> = self
+        let listing: Vec<&Vrrp> = self
             .config
             .vrrp
             .iter()
-            .filter(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only))
+            .filter(|v| v.holds_master_only(wan))
+            .collect();
+        let not_master: Vec<&str> = listing
+            .iter()
             .filter(|v| self.vrrp_state(&v.name) != State::Master)
             .map(|v| v.name.as_str())
             .collect();
-        let listing = self
-            .config
-            .vrrp
-            .iter()
-            .filter(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only));
-        if not_master.is_empty() || not_master.len() == listing.count() {
+        if not_master.is_empty() || not_master.len() == listing.len() {
             "not master".into()
         } else {
             format!("not master of {}", not_master.join(", "))
@@ -557,10 +549,7 @@ impl Controller {
     }
 
     fn is_master_only(&self, wan: &str) -> bool {
-        self.config
-            .vrrp
-            .iter()
-            .any(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only))
+        self.config.is_master_only(wan)
     }
 
     /// Every master-only WAN, once (the first instance's settings for it).
@@ -585,7 +574,7 @@ impl Controller {
             .config
             .vrrp
             .iter()
-            .filter(|v| v.wans.iter().any(|w| w.wan == wan && w.master_only))
+            .filter(|v| v.holds_master_only(wan))
             .peekable();
         listing.peek().is_some()
             && listing.all(|v| {
