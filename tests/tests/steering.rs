@@ -10,6 +10,7 @@ use steer_tests::{
     lab::{
         Lab, Wan,
         tcp::{Conversation, EchoServer},
+        udp_via,
     },
     netns::Netns,
     scenario::{Options, Scenario},
@@ -437,11 +438,15 @@ fn failback_move_cuts_the_moved_connections_when_the_wan_returns() {
 }
 
 #[test]
-fn explain_names_the_local_reason_and_the_balanced_share() {
+fn explain_names_the_local_reason_the_balanced_share_and_what_a_source_set_beats() {
     let extra = "[[policy]]\nname = \"even\"\nmembers = [{ wan = \"wan1\" }, { wan = \"wan2\" }]\n";
+    let kids = format!(
+        "[[set]]\nname = \"kids\"\npolicy = \"wan1-first\"\nmatch = \"src\"\nprefixes = [\"{}/32\"]\n",
+        Lab::CLIENT_V4
+    );
     let o = Options {
         extra_sets: format!(
-            "{extra}\n[[set]]\nname = \"spread\"\npolicy = \"even\"\nprefixes = [\"198.51.100.0/24\"]\n"
+            "{extra}\n[[set]]\nname = \"spread\"\npolicy = \"even\"\nprefixes = [\"198.51.100.0/24\"]\n{kids}"
         ),
         ..Options::default()
     };
@@ -460,4 +465,35 @@ fn explain_names_the_local_reason_and_the_balanced_share() {
         .expect("steer explain");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("a connected subnet"), "{text}");
+
+    // The client's source set decides before the bypass set holding the destination: explain
+    // names the bypass set and why it lost, and a real packet goes where explain says.
+    let (b, client) = (Lab::SERVER_B.to_string(), Lab::CLIENT_V4.to_string());
+    let text = s.steer(&["explain", &b, "--src", &client]);
+    assert!(text.contains("matched  rule"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "also in {b}/32 of set bypass (source sets come first)"
+        )),
+        "{text}"
+    );
+    let e: serde_json::Value =
+        serde_json::from_str(&s.steer(&["explain", &b, "--src", &client, "--json"]))
+            .expect("explain --json");
+    assert_eq!(e["set"], "kids", "{e}");
+    assert_eq!(e["shadowed"][0]["set"], "bypass", "{e}");
+    assert_eq!(e["shadowed"][0]["reason"], "source first", "{e}");
+    assert_eq!(
+        e["wan"].as_str().map(|w| w.starts_with("wan1")),
+        Some(true),
+        "{e}"
+    );
+    let got = udp_via(&s.lab, Lab::SERVER_B.into(), 7301, 20);
+    assert!(got[0] >= 10 && got[1] == 0, "by wan1/wan2: {got:?}");
+    // Another LAN host is in no source set: the bypass set decides, and nothing is beaten.
+    let e: serde_json::Value =
+        serde_json::from_str(&s.steer(&["explain", &b, "--src", "10.10.0.3", "--json"]))
+            .expect("explain --json");
+    assert_eq!(e["set"], "bypass", "{e}");
+    assert_eq!(e["shadowed"], serde_json::json!([]), "{e}");
 }

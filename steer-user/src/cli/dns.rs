@@ -59,6 +59,11 @@ pub(crate) fn learned_host(
     }))
 }
 
+/// The set (rule) whose claim on the learned host `dst` steers it, if `dst` is learned.
+pub(crate) fn learned_rule(pin_dir: &Path, dst: IpAddr) -> Result<Option<u32>, DataplaneError> {
+    Ok(LearnedMaps::from_pins(pin_dir)?.get(dst)?.map(|v| v.rule))
+}
+
 /// `steer dump dns` as JSON: one row per learned host, sorted by address.
 pub(crate) fn learned_json(pin_dir: &Path, names: &Names) -> Result<Value, DataplaneError> {
     let mut entries = LearnedMaps::from_pins(pin_dir)?.entries()?;

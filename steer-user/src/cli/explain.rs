@@ -147,9 +147,9 @@ pub struct Explanation {
     pub prefix: Option<Prefix>,
     /// The destination was learned from a DNS answer: that is what matched.
     pub learned: Option<LearnedHost>,
-    /// Shorter prefixes of other rules that also contain the address (what the packet would
-    /// get without the match).
-    pub shadowed: Vec<(Prefix, String)>,
+    /// Other sets that also hold the packet's address, each with why it lost (what the packet
+    /// would get without the match).
+    pub shadowed: Vec<Beaten>,
     /// The matched prefix is a runtime entry (`steer set`): seconds it has left, `None` until
     /// deleted.
     pub runtime: Option<Option<u64>>,
@@ -164,6 +164,49 @@ pub struct Explanation {
     pub health: Vec<WanHealth>,
     /// What an IPv6 source becomes on the WAN (`[ipv6]`), when the daemon answered.
     pub source: Option<String>,
+}
+
+/// A set that also holds the packet's address, and why it did not decide the packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Beaten {
+    pub prefix: Prefix,
+    pub set: String,
+    /// The address is a host learned from a DNS answer for the set, not one of its prefixes.
+    pub learned: bool,
+    pub why: Lost,
+}
+
+/// Why a set that also holds the packet's address lost, in the classifier's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// A longer prefix of the same kind of set won.
+    Shorter,
+    /// Sets with conditions come before every plain set.
+    Ordered,
+    /// Source sets come before hosts learned from DNS and destination prefixes.
+    Source,
+    /// A host learned from DNS comes before destination prefixes.
+    Learned,
+}
+
+impl Lost {
+    fn as_str(self) -> &'static str {
+        match self {
+            Lost::Shorter => "shorter",
+            Lost::Ordered => "conditions first",
+            Lost::Source => "source first",
+            Lost::Learned => "learned first",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Lost::Shorter => "shorter, so it loses",
+            Lost::Ordered => "sets with conditions come first",
+            Lost::Source => "source sets come first",
+            Lost::Learned => "a host learned from DNS comes first",
+        }
+    }
 }
 
 /// One WAN's state in one address family, as the daemon reports it.
@@ -239,7 +282,10 @@ impl Explanation {
                 "also_expires_in_s": l.also.as_ref().map(|a| a.expires_in),
             })),
             "runtime": self.runtime.map(|left| json!({ "expires_in_s": left })),
-            "shadowed": self.shadowed.iter().map(|(p, s)| json!({ "prefix": p.to_string(), "set": s })).collect::<Vec<_>>(),
+            "shadowed": self.shadowed.iter().map(|b| json!({
+                "prefix": b.prefix.to_string(), "set": b.set, "learned": b.learned,
+                "reason": b.why.as_str(),
+            })).collect::<Vec<_>>(),
             "policy": self.policy, "mark": format!("{:#x}", self.mark), "wan": self.wan,
             "generation": self.generation,
             "health": self.health.iter().map(|h| json!({ "wan": h.wan, "state": h.state.as_str(), "detail": h.detail })).collect::<Vec<_>>(),
@@ -328,13 +374,13 @@ impl fmt::Display for Explanation {
             }
             _ => writeln!(f, "matched  rule {} = default (no set matched)", self.rule)?,
         }
-        let loses = if self.ordered.is_some() {
-            "sets with conditions come first"
-        } else {
-            "shorter, so it loses"
-        };
-        for (p, s) in &self.shadowed {
-            writeln!(f, "         also in {p} of set {s} ({loses})")?;
+        for b in &self.shadowed {
+            let (p, s, why) = (b.prefix, &b.set, b.why.describe());
+            if b.learned {
+                writeln!(f, "         also learned as {p} for set {s} ({why})")?;
+            } else {
+                writeln!(f, "         also in {p} of set {s} ({why})")?;
+            }
         }
         writeln!(f, "policy   {}", self.policy)?;
         writeln!(f, "mark     {:#x} (mask {:#x})", self.mark, self.mask)?;
@@ -508,29 +554,49 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
     }
     let kind = names.kind(rule);
     e.matched_on = kind.direction();
+    let beaten = |prefix, r, why| Beaten {
+        prefix,
+        set: names.set(r),
+        learned: false,
+        why,
+    };
     if let RuleKind::Ordered(_) = kind {
         e.ordered = Some(ordered_match(maps, &e, rule)?);
         e.prefix = ordered_prefix(maps, &e, rule)?;
-        for dir in [Direction::Src, Direction::Dst] {
-            let addr = if dir == Direction::Src { src } else { dst };
+        for (dir, addr) in [(Direction::Src, src), (Direction::Dst, dst)] {
             for (p, r) in maps.containing(dir, addr)? {
-                e.shadowed.push((p, names.set(r)));
+                e.shadowed.push(beaten(p, r, Lost::Ordered));
             }
         }
+        e.shadowed
+            .extend(learned_loser(pin_dir, dst, &names, Lost::Ordered)?);
     } else if let Some(dir) = e.matched_on {
         let addr = match dir {
             Direction::Src => src,
             Direction::Dst => dst,
         };
+        if dir == Direction::Dst {
+            e.learned = super::dns::learned_host(pin_dir, dst, rule, &names)?;
+        }
+        let why = if e.learned.is_some() {
+            Lost::Learned
+        } else {
+            Lost::Shorter
+        };
         for (p, r) in maps.containing(dir, addr)? {
             if r == rule && e.prefix.is_none() {
                 e.prefix = Some(p);
             } else if r != rule {
-                e.shadowed.push((p, names.set(r)));
+                e.shadowed.push(beaten(p, r, why));
             }
         }
-        if dir == Direction::Dst {
-            e.learned = super::dns::learned_host(pin_dir, dst, rule, &names)?;
+        if dir == Direction::Src {
+            // A source set's match decides before anything about the destination.
+            e.shadowed
+                .extend(learned_loser(pin_dir, dst, &names, Lost::Source)?);
+            for (p, r) in maps.containing(Direction::Dst, dst)? {
+                e.shadowed.push(beaten(p, r, Lost::Source));
+            }
         }
     }
     let entry = maps.policy(names.generation, Family::of(&dst), rule)?;
@@ -539,6 +605,21 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
     e.mask = entry.mask;
     e.wan = names.wan_of_mark(tc.mark, entry.mask);
     Ok(e)
+}
+
+/// The host learned from DNS for `dst`, as a set that lost for `why`.
+fn learned_loser(
+    pin_dir: &Path,
+    dst: IpAddr,
+    names: &Names,
+    why: Lost,
+) -> Result<Option<Beaten>, ExplainError> {
+    Ok(super::dns::learned_rule(pin_dir, dst)?.map(|rule| Beaten {
+        prefix: Prefix::host(dst),
+        set: names.set(rule),
+        learned: true,
+        why,
+    }))
 }
 
 /// The bit of `rule` in the live condition bank and its place.
