@@ -24,6 +24,7 @@ use tokio::{
 };
 
 use crate::{
+    capabilities,
     config::{self, Config, ConfigErrors},
     conntrack::{Connection, ConntrackError},
     control::{self, Call, Request, Response, ServerOptions, WanMode, proto::SetOp},
@@ -66,6 +67,8 @@ pub enum DaemonError {
     Dns(String),
     #[error(transparent)]
     Vips(#[from] crate::vrrp::vips::Clashes),
+    #[error(transparent)]
+    Capabilities(#[from] crate::capabilities::Missing),
 }
 
 /// How the event loop ended.
@@ -92,6 +95,8 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     }
     let budget = limit.map(|limit| config::ListBudget::new(limit, 0, 0));
     let (config, inputs) = config::load_stamped_within(config_path, budget)?;
+    let needs = capabilities::for_run(&config, capabilities::unprivileged_port_start());
+    capabilities::require("run", &needs)?;
     // A broken NOTIFY_SOCKET must not keep steering from starting: the service manager then
     // times the start out, which says more than a refusal here.
     let notifier = Notifier::from_env().unwrap_or_else(|e| {

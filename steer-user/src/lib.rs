@@ -22,10 +22,12 @@
 //!   network namespace; [`notify`], readiness for the service manager), [`control`] (the socket protocol
 //!   and metrics endpoint), [`cli`] (the commands; `main` is a thin wrapper over it).
 //!
-//! [`kernel`] probes the running kernel for what steer needs (`steer check --kernel`);
+//! [`kernel`] probes the running kernel for what steer needs (`steer check --kernel`), and
+//! [`capabilities`] the process for the capabilities `steer run` and `steer stop` need;
 //! [`memory_limit`] reads the memory cgroup limit steer runs under and what it needs.
 //! [`packet`] builds synthetic frames (explain, tests, benchmarks); [`objects`] embeds the eBPF
 //! objects.
+pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod conntrack;

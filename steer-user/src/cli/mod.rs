@@ -738,6 +738,8 @@ fn stop(target: &Target) -> Result<ExitCode, CliError> {
             | control::ControlError::NotListening { .. }),
         ) => {
             refuse_beside_a_live_daemon(&r.socket)?;
+            crate::capabilities::require("stop", &crate::capabilities::for_stop())
+                .map_err(|e| CliError::Refused(e.to_string()))?;
             if matches!(e, control::ControlError::NotListening { .. }) {
                 // A dead daemon's socket: nobody listens (and no daemon holds the namespace).
                 let _ = std::fs::remove_file(&r.socket);
