@@ -2188,9 +2188,12 @@ fn routing_lines(why: &str, report: &ReconcileReport, started: Instant) -> Vec<R
         .changes
         .iter()
         .map(|l| {
-            // Putting something in place for the first time is news, not drift.
+            // Putting something in place for the first time, or changing or removing what
+            // steer itself placed, is news; repairing what someone removed or replacing what
+            // someone else left is drift, worth a warning.
             let line = format!("routing ({why}): {l}");
-            if l.starts_with("created: ") {
+            let news = ["created: ", "added: ", "changed: ", "removed: "];
+            if news.iter().any(|n| l.starts_with(n)) {
                 ReportLine::info(line)
             } else {
                 ReportLine::warning(line)
@@ -2313,4 +2316,29 @@ fn per_set(
         .iter()
         .map(|(id, c)| (name_of(*id), (c.added, c.changed, c.removed)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Severity;
+
+    #[test]
+    fn what_steer_changes_of_its_own_is_news_and_what_it_repairs_is_a_warning() {
+        let report = ReconcileReport {
+            changes: vec![
+                "removed stale: rule 1090 fwmark 0x3f00/0x3f00 unreachable (v4)".into(),
+                "removed: rule 900 from 100.64.1.10/32 lookup 101 (v4) (no longer wanted)".into(),
+                "created: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4)".into(),
+                "repaired: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) was missing".into(),
+            ],
+            ..ReconcileReport::default()
+        };
+        let severities: Vec<Severity> = routing_lines("netlink event", &report, Instant::now())
+            .iter()
+            .map(|l| l.severity)
+            .collect();
+        use Severity::{Info, Warning};
+        assert_eq!(severities, [Warning, Info, Info, Warning, Info]);
+    }
 }

@@ -469,17 +469,7 @@ impl Routing {
             Ok(planned) => planned,
             Err(report) => return report,
         };
-        let additions = plan
-            .steps
-            .into_iter()
-            .filter(|s| {
-                matches!(
-                    s.op,
-                    kernel::Op::AddRule(_) | kernel::Op::AddRoute { replace: false, .. }
-                )
-            })
-            .collect();
-        kernel::execute(&self.handle, &snapshot.links, additions).await
+        kernel::execute(&self.handle, &snapshot.links, plan.additions()).await
     }
 
     /// The kernel's state and the plan from it to `desired`, or the report of a failed read.

@@ -20,6 +20,27 @@ fn missing_change(item: &str, placed: &Placed) -> String {
     }
 }
 
+/// The report line for an item steer owns that is no longer desired: one an earlier reconcile
+/// placed is steer's own cleanup (a reload, a lease or a session that changed), news; one it
+/// never placed was left by someone or something else ("stale").
+fn removed_change(desc: &str, placed: &Placed) -> String {
+    if placed.contains(desc) {
+        format!("removed: {desc} (no longer wanted)")
+    } else {
+        format!("removed stale: {desc}")
+    }
+}
+
+/// The report line for a desired item found in another form: steer's own earlier form
+/// ("changed"), or one it never placed ("replaced").
+fn replaced_change(found: &str, desired: &str, placed: &Placed) -> String {
+    if placed.contains(found) {
+        format!("changed: {found} to {desired}")
+    } else {
+        format!("replaced: {found} with {desired}")
+    }
+}
+
 /// The differences between desired and actual, as status lines and as steps.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
@@ -46,6 +67,25 @@ pub(crate) fn plan(desired: &Desired, s: &Snapshot, placed: &Placed) -> Plan {
         steps,
         status,
         in_sync,
+    }
+}
+
+impl Plan {
+    /// Only the steps that add a rule or route, none that replaces or removes one: what can go
+    /// in before the classifier stamps new marks. An addition that pairs with an old item says
+    /// `added:`, since the old one stays until a later reconcile removes it.
+    pub(crate) fn additions(self) -> Vec<Step> {
+        self.steps
+            .into_iter()
+            .filter(|s| matches!(s.op, Op::AddRule(_) | Op::AddRoute { replace: false, .. }))
+            .map(|mut s| {
+                let paired = |c: &str| c.starts_with("replaced: ") || c.starts_with("changed: ");
+                if s.change.as_deref().is_some_and(paired) {
+                    s.change = Some(format!("added: {}", s.item));
+                }
+                s
+            })
+            .collect()
     }
 }
 
@@ -117,7 +157,7 @@ fn plan_rules(
                 adds.push(Step {
                     op: Op::AddRule(d.clone()),
                     item: d.to_string(),
-                    change: Some(format!("replaced: {found} with {d}")),
+                    change: Some(replaced_change(found, &d.to_string(), placed)),
                     retry: true,
                 });
                 dels.push(Step {
@@ -143,7 +183,7 @@ fn plan_rules(
         dels.push(Step {
             op: Op::DelRule(Box::new(r.msg.clone())),
             item: format!("removing {}", r.desc),
-            change: Some(format!("removed stale: {}", r.desc)),
+            change: Some(removed_change(&r.desc, placed)),
             retry: true,
         });
     }
@@ -210,7 +250,7 @@ fn plan_routes(
                         replace: true,
                     },
                     item: d.to_string(),
-                    change: Some(format!("replaced: {found} with {d}")),
+                    change: Some(replaced_change(found, &d.to_string(), placed)),
                     retry: true,
                 });
             }
@@ -238,7 +278,7 @@ fn plan_routes(
         dels.push(Step {
             op: Op::DelRoute(Box::new(r.msg.clone())),
             item: format!("removing {}", r.desc),
-            change: Some(format!("removed stale: {}", r.desc)),
+            change: Some(removed_change(&r.desc, placed)),
             retry: true,
         });
     }
@@ -454,6 +494,35 @@ mod tests {
         );
         assert!(matches!(p.steps[0].op, Op::AddRule(_)));
         assert!(matches!(p.steps[1].op, Op::DelRule(_)), "add before delete");
+    }
+
+    #[test]
+    fn additions_alone_keep_the_old_rule_and_say_added_not_replaced() {
+        let mut s = in_sync();
+        s.rules[1] = rule(1100, 0x400, 0xff00, 101, 201);
+        let steps = plan(&desired(), &s, &placed_all()).additions();
+        assert_eq!(steps.len(), 1);
+        assert!(matches!(steps[0].op, Op::AddRule(_)));
+        assert_eq!(
+            steps[0].change.as_deref(),
+            Some("added: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4)")
+        );
+    }
+
+    #[test]
+    fn what_an_earlier_reconcile_placed_is_changed_or_removed_not_stale() {
+        let mut d = desired();
+        d.routes.truncate(1);
+        d.rules[1] = RuleSpec::marked(Family::V4, 1100, (0x400, 0xff00), RuleAction::Lookup(101));
+        let p = plan(&d, &in_sync(), &placed_all());
+        assert_eq!(
+            changes(&p),
+            [
+                "changed: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) to \
+                 rule 1100 fwmark 0x400/0xff00 lookup 101 (v4)",
+                "removed: route default via fd64:1::1 dev wan1 table 101 (v6) (no longer wanted)",
+            ]
+        );
     }
 
     #[test]
