@@ -97,6 +97,23 @@ fn a_second_lan_and_a_routed_subnet_stay_local() {
     // The internet is still steered.
     let explained = s.steer(&["explain", &Lab::SERVER_A.to_string()]);
     assert!(explained.contains("wan      wan1"), "{explained}");
+
+    // With `local = "connected"` the connected subnets alone stay local, IPv6 ones too (the
+    // kernel gives an IPv6 prefix route universe scope, not link scope as IPv4's).
+    s.lab
+        .router
+        .run(&format!("ip -6 addr add fd09::1/64 dev {router_end} nodad"));
+    let text = std::fs::read_to_string(s.work.config()).expect("config");
+    s.work.write(
+        "steer.toml",
+        &text.replacen("[general]\n", "[general]\nlocal = \"connected\"\n", 1),
+    );
+    s.steer(&["reload"]);
+    for dst in ["10.9.0.10", "fd09::10", "fd10::99"] {
+        let explained = wait_local(&s, dst, true);
+        assert!(explained.contains("a connected subnet"), "{explained}");
+    }
+    wait_local(&s, "172.30.0.1", false);
 }
 
 /// Waits until `steer explain dst` says (or, with `local` false, no longer says) that `dst` is

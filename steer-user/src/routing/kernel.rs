@@ -390,11 +390,7 @@ fn local_route(m: &RouteMessage, wanted_table: u32) -> Option<(Prefix, LocalKind
         (RT_TABLE_LOCAL, _) => return None,
         // The default route is what steering replaces.
         (_, _) if h.destination_prefix_length == 0 => return None,
-        (_, RouteType::Unicast)
-            if h.scope == RouteScope::Link && u8::from(h.protocol) == RTPROT_KERNEL =>
-        {
-            LocalKind::Connected
-        }
+        (_, RouteType::Unicast) if connected(m, family) => LocalKind::Connected,
         (_, RouteType::Unicast | RouteType::Unreachable | RouteType::BlackHole)
         | (_, RouteType::Prohibit) => LocalKind::Route,
         _ => return None,
@@ -405,6 +401,24 @@ fn local_route(m: &RouteMessage, wanted_table: u32) -> Option<(Prefix, LocalKind
     });
     let prefix = Prefix::truncating(addr, u32::from(h.destination_prefix_length)).ok()?;
     Some((prefix, kind))
+}
+
+/// Whether a main-table route is a connected subnet: the one the kernel adds for an address.
+/// IPv4 gives it link scope; IPv6 gives every route universe scope, so there it is the
+/// kernel's route without a gateway (an address's prefix, `fe80::/64`).
+fn connected(m: &RouteMessage, family: Family) -> bool {
+    if u8::from(m.header.protocol) != RTPROT_KERNEL {
+        return false;
+    }
+    match family {
+        Family::V4 => m.header.scope == RouteScope::Link,
+        Family::V6 => !m.attributes.iter().any(|a| {
+            matches!(
+                a,
+                RouteAttribute::Gateway(_) | RouteAttribute::Via(_) | RouteAttribute::MultiPath(_)
+            )
+        }),
+    }
 }
 
 /// The default routes outside steer's tables and protocol: what DHCP clients, PPP and router
