@@ -448,6 +448,35 @@ fn handed_in_gateways_are_checked_kept_per_family_and_across_a_restart() {
     wait_status(&work, &daemon, "IPv4 waits for the next lease", |st| {
         gateway_is(st, "wan1", "IPv4", "waiting for a gateway")
     });
+
+    // The DHCP client moved to another router of the same subnet while no daemon ran (its
+    // hook could not tell): the main table's default route is newer than the kept hand-in,
+    // which gave way to it, not kept the WAN on a router that no longer answers.
+    lab.router.run(&format!(
+        "ip -4 addr add {}/24 dev wan1",
+        Lab::nat_addr_v4(Wan::One)
+    ));
+    work.steer_ok(&["wan", "wan1", "gateway", &gw4.to_string()]);
+    wait_status(&work, &daemon, "handed in on the /24", handed_in);
+    let mut daemon = daemon;
+    assert!(
+        daemon.signal_and_wait(libc::SIGTERM, SETTLE),
+        "the daemon stops"
+    );
+    lab.router
+        .run("ip -4 route add default via 100.64.1.254 dev wan1 metric 4000");
+    let daemon = Daemon::start(&lab.router, &work);
+    daemon.wait_log(
+        &format!(
+            "wan1: the gateway {gw4} handed in to the daemon before is not the main table's \
+             any more: its default route through wan1 goes via 100.64.1.254 now"
+        ),
+        SETTLE,
+    );
+    wait_status(&work, &daemon, "IPv4 follows the main table", |st| {
+        gateway_is(st, "wan1", "IPv4", "via 100.64.1.254 (learned")
+            && gateway_is(st, "wan1", "IPv6", &format!("via {gw6} (set by"))
+    });
 }
 
 /// A DHCP client on the router that installs the lease's address but no route, and hands the

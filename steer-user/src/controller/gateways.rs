@@ -95,6 +95,15 @@ pub fn resolve(wan: &Wan, family: Family, system: &SystemView, hooked: &Hooked) 
     }
 }
 
+/// The gateway of the default route through `interface` the system prefers, if it has one.
+pub(crate) fn system_gateway(
+    system: &SystemView,
+    interface: &str,
+    family: Family,
+) -> Option<IpAddr> {
+    best_default(system, interface, family)?.gateway
+}
+
 /// The default route through `interface` the system prefers: the main table's first, one for
 /// every source before a source-specific one, then the lowest metric.
 fn best_default<'v>(

@@ -299,6 +299,9 @@ pub struct Controller {
     /// The addresses of each WAN interface, as last read: the router's own packets from them
     /// leave by that WAN ([`routing::own_address_rules`]).
     wan_addresses: BTreeMap<String, Vec<IpAddr>>,
+    /// The default route's gateway the main table prefers through each WAN interface, per
+    /// family (a DHCP client's, PPP's, a router advertisement's), as last observed.
+    main_defaults: BTreeMap<(String, Family), IpAddr>,
     /// WAN families whose gateway went away while they were down: a gateway that comes back
     /// does not bring them up by itself.
     lost_while_down: HashSet<(String, Family)>,
@@ -374,6 +377,7 @@ impl Controller {
             standbys: standby::Standbys::default(),
             lost_while_down: HashSet::new(),
             wan_addresses: BTreeMap::new(),
+            main_defaults: BTreeMap::new(),
             marking_bridged: std::sync::atomic::AtomicBool::new(false),
         };
         let mut report = match ctl.apply(config, true, None).await {
@@ -972,6 +976,14 @@ impl Controller {
         self.wan_addresses = wans
             .iter()
             .map(|w| (w.interface.clone(), system.addresses_of(&w.interface)))
+            .collect();
+        self.main_defaults = wans
+            .iter()
+            .flat_map(|w| Family::ALL.map(|f| (w, f)))
+            .filter_map(|(w, f)| {
+                let gateway = gateways::system_gateway(&system, &w.interface, f)?;
+                Some(((w.interface.clone(), f), gateway))
+            })
             .collect();
         // After the gateways: a route through a WAN's gateway is local only while it is usable.
         self.local_found = local::Found::new(&system, wans);
@@ -1624,9 +1636,17 @@ impl Controller {
             .iter()
             .filter_map(|(key, a)| {
                 let wan = self.config.wan(&key.0)?;
+                let off_link = |why| {
+                    format!(
+                        "is not on its link any more ({why}): dropped, the family waits for the \
+                         DHCP hook"
+                    )
+                };
                 let why = self
                     .refused_route(routed, *a, &wan.interface)
-                    .or_else(|| self.lease_gone(*a, &wan.interface))?;
+                    .or_else(|| self.lease_gone(*a, &wan.interface))
+                    .map(off_link)
+                    .or_else(|| self.superseded(*a, &wan.interface))?;
                 Some((key.clone(), *a, why))
             })
             .collect();
@@ -1638,8 +1658,7 @@ impl Controller {
             .map(|((wan, _), a, why)| {
                 self.hooked.remove(&(wan.clone(), Family::of(a)));
                 ReportLine::warning(format!(
-                    "{wan}: the gateway {a} handed in to the daemon before is not on its link \
-                     any more ({why}): dropped, the family waits for the DHCP hook"
+                    "{wan}: the gateway {a} handed in to the daemon before {why}"
                 ))
             })
             .collect();
@@ -1647,6 +1666,24 @@ impl Controller {
         lines.extend(self.refresh_system().await);
         lines.extend(self.reconcile_routing("stale gateways dropped").await);
         lines
+    }
+
+    /// Why a gateway handed in before a restart gives way to the main table's default route
+    /// through `interface`: that route goes via another router of the family, so the DHCP
+    /// client (or PPP, or a router advertisement) moved on while no daemon ran and its hook
+    /// could not tell. A main table without a default route through the WAN (a client that
+    /// installs none, hence the hook) keeps the hand-in.
+    fn superseded(&self, gateway: IpAddr, interface: &str) -> Option<String> {
+        let now = self
+            .main_defaults
+            .get(&(interface.to_owned(), Family::of(&gateway)))?;
+        (*now != gateway).then(|| {
+            format!(
+                "is not the main table's any more: its default route through {interface} goes \
+                 via {now} now (the lease moved while no daemon ran): dropped, that route is \
+                 followed"
+            )
+        })
     }
 
     /// Why the kernel refused the default route through `gateway` on `interface` in
