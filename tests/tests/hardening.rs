@@ -136,6 +136,25 @@ fn the_pin_directory_is_root_only_and_nobody_else_can_take_its_lock() {
         "{}",
         String::from_utf8_lossy(&flock.stderr)
     );
+    // nobody's `steer dump` and `steer explain` are told they may not look, not that steer
+    // has not run (which sent them to start a second daemon).
+    for args in [&["dump"][..], &["explain", "203.0.113.10"]] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(steer_bin())
+            .args(args)
+            .arg("--pin-dir")
+            .arg(&work.pin_dir)
+            .output()
+            .expect("run steer as nobody");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("Permission denied") && err.contains("run this as root"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("steer has not run here"), "{args:?}: {err}");
+    }
     drop(daemon);
 }
 

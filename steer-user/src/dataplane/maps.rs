@@ -998,9 +998,7 @@ impl Maps {
 /// The map `name` pinned under the pin directory `root`.
 pub(super) fn open_pin(root: &Path, name: &'static str) -> Result<Map, DataplaneError> {
     let path = super::pin::map_path(root, name);
-    if !path.exists() {
-        return Err(DataplaneError::NotPinned { path });
-    }
+    super::pinned(&path)?;
     let data = MapData::from_pin(&path).map_err(map_err(name, "open pin"))?;
     Map::from_map_data(data).map_err(map_err(name, "open pin"))
 }

@@ -118,6 +118,14 @@ pub enum DataplaneError {
          start it with `steer run -c FILE`, or pass the right --pin-dir"
     )]
     NotPinned { path: PathBuf },
+    #[error(
+        "cannot look at {path}: {source}; steer's pins are root's (the pin directory is 0700): \
+         run this as root"
+    )]
+    PinUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("WAN slot {0} is out of range (at most {max} WANs)", max = steer_common::MAX_WANS)]
     WanSlotOutOfRange(u32),
     #[error("injected fault after {after} writes (test)")]
@@ -269,9 +277,7 @@ impl Dataplane {
         let mut paths = Vec::new();
         for name in map_names::ALL.iter().filter(|n| !private.contains(n)) {
             let path = pin::map_path(root, name);
-            if !path.exists() {
-                return Err(DataplaneError::NotPinned { path });
-            }
+            pinned(&path)?;
             paths.push((*name, path));
         }
         for (name, path) in &paths {
@@ -692,4 +698,20 @@ where
     program_mut::<P>(ebpf, name)?
         .load_it()
         .map_err(prog_err(name, "load (verifier)"))
+}
+
+/// `Ok` when something is pinned at `path`; an absent pin and one this user may not look at
+/// (`EACCES` on the root-only pin directory, which `Path::exists` reads as absent) are told
+/// apart, so a non-root `steer dump` is not told that steer has not run.
+fn pinned(path: &Path) -> Result<(), DataplaneError> {
+    match path.try_exists() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(DataplaneError::NotPinned {
+            path: path.to_owned(),
+        }),
+        Err(source) => Err(DataplaneError::PinUnreadable {
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
