@@ -62,7 +62,7 @@ pub use list::{
 };
 pub use list_budget::{ListBudget, ListOverLimit};
 pub use names::{ifname_problem, normalize_domain, valid_name};
-pub use notes::{notes, writable_by_anyone};
+pub use notes::{notes, writable_by_others};
 pub use read::{
     Changed, Check, Inputs, MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, Stamp, content_hash,
     read_file,

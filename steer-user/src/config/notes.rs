@@ -21,18 +21,22 @@ pub fn notes(config: &Config) -> Vec<String> {
         .chain(unfiltered)
         .chain(short)
         .chain(shared)
-        .chain(writable_by_anyone(config))
+        .chain(writable_by_others(config))
         .collect()
 }
 
-/// The configuration file and list files (or their directories) every user may write: any
-/// user of the router could rewrite its steering. Also logged by the daemon at each apply.
-pub fn writable_by_anyone(config: &Config) -> Vec<String> {
+/// The configuration file and list files (or their directories) others than root and the user
+/// steer runs as may write: every user, a group's members, or the user who owns them. Any of
+/// them could rewrite the router's steering, and the `up_command`s steer runs as root. Also
+/// logged by the daemon at each apply.
+pub fn writable_by_others(config: &Config) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let mut paths: Vec<&std::path::Path> = vec![&config.path];
     for s in &config.sets {
         paths.extend(s.files.iter().chain(&s.domain_files).map(|p| p.as_path()));
     }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for path in paths {
@@ -41,20 +45,58 @@ pub fn writable_by_anyone(config: &Config) -> Vec<String> {
             let Ok(meta) = std::fs::metadata(p) else {
                 continue;
             };
-            // A sticky directory (/tmp) lets no one replace another's file.
-            let open = meta.mode() & 0o002 != 0 && (meta.is_file() || meta.mode() & 0o1000 == 0);
-            if open && seen.insert(p.to_path_buf()) {
-                out.push(format!(
-                    "{} is writable by every user (mode {:04o}): anyone on the router could \
-                     change its steering; `chmod o-w {}`",
-                    p.display(),
-                    meta.mode() & 0o7777,
-                    p.display()
-                ));
+            let access = Access {
+                mode: meta.mode(),
+                uid: meta.uid(),
+                gid: meta.gid(),
+                is_file: meta.is_file(),
+            };
+            let shown = p.display().to_string();
+            if let Some(who) = access.writers_besides(euid, &shown)
+                && seen.insert(p.to_path_buf())
+            {
+                out.push(format!("{shown} {who}"));
             }
         }
     }
     out
+}
+
+/// A file's or directory's owner, group and mode.
+struct Access {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    is_file: bool,
+}
+
+impl Access {
+    /// Who besides root and `euid` may write it, and what to do about it.
+    fn writers_besides(&self, euid: u32, path: &str) -> Option<String> {
+        let mode = self.mode & 0o7777;
+        // A sticky directory (/tmp) lets no one replace another's file.
+        let replaceable = self.is_file || self.mode & 0o1000 == 0;
+        let risk = "could change the router's steering (and the commands it runs as root)";
+        if self.mode & 0o002 != 0 && replaceable {
+            return Some(format!(
+                "is writable by every user (mode {mode:04o}): anyone on the router {risk}; \
+                 `chmod o-w {path}`"
+            ));
+        }
+        if self.uid != 0 && self.uid != euid {
+            return Some(format!(
+                "belongs to uid {}, not root: that user {risk}; `chown root {path}`",
+                self.uid
+            ));
+        }
+        if self.mode & 0o020 != 0 && self.gid != 0 && replaceable {
+            return Some(format!(
+                "is writable by group {} (mode {mode:04o}): its members {risk}; `chmod g-w {path}`",
+                self.gid
+            ));
+        }
+        None
+    }
 }
 
 /// A master-only WAN of several instances comes up only on the master of all of them:
@@ -305,13 +347,40 @@ policy = "p"
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
         let c = crate::config::load(&path).expect("valid");
-        let open = writable_by_anyone(&c);
+        let open = writable_by_others(&c);
         assert!(
             open.len() == 1 && open[0].contains("is writable by every user (mode 0666)"),
             "{open:?}"
         );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(writable_by_anyone(&c).is_empty());
+        assert!(writable_by_others(&c).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn another_owner_or_a_writing_group_gets_a_note_root_and_steers_own_user_do_not() {
+        let file = |mode: u32, uid: u32, gid: u32| Access {
+            mode: 0o100000 | mode,
+            uid,
+            gid,
+            is_file: true,
+        };
+        let says = |a: Access| a.writers_besides(0, "f").unwrap_or_default();
+        assert_eq!(says(file(0o644, 0, 0)), "");
+        assert_eq!(
+            file(0o644, 1000, 1000).writers_besides(1000, "f"),
+            None,
+            "steer's own user"
+        );
+        assert!(says(file(0o644, 65534, 0)).starts_with("belongs to uid 65534, not root"));
+        assert!(says(file(0o664, 0, 100)).starts_with("is writable by group 100 (mode 0664)"));
+        assert_eq!(says(file(0o664, 0, 0)), "", "root's group");
+        let sticky_tmp = Access {
+            mode: 0o041777,
+            uid: 0,
+            gid: 0,
+            is_file: false,
+        };
+        assert_eq!(says(sticky_tmp), "");
     }
 }

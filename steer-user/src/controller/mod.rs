@@ -1504,7 +1504,7 @@ impl Controller {
             Err(line) => report.notes.push(line),
         }
         report.notes.extend(
-            config::writable_by_anyone(&config)
+            config::writable_by_others(&config)
                 .into_iter()
                 .map(ReportLine::warning),
         );
