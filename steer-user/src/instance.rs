@@ -25,7 +25,11 @@ pub const LOCK_DIR: &str = "/run/steer";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
-    #[error("{}: {source}", path.display())]
+    #[error(
+        "{}: {source}; steer keeps its one-daemon-per-network-namespace lock there, in a \
+         directory that must be root's and writable",
+        path.display()
+    )]
     Io {
         path: PathBuf,
         #[source]

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     match steer::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            steer::errln!("steer: {:#}", anyhow::Error::from(e));
+            steer::errln!("steer: {}", steer::cli::error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -378,6 +378,22 @@ impl Target {
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs one command; the exit code is 0 on success, 1 when the command reports a failure.
+/// An error and its causes, as one line: a cause whose text the message already carries (most
+/// of steer's errors put their source in their own words) is not repeated.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Run { config } => {
@@ -994,4 +1010,26 @@ fn render_status(s: &Status) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::error_text;
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        let io = std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem);
+        let said = crate::control::ControlError::Io {
+            op: "bind",
+            path: "/run/steer/steer.sock".into(),
+            source: io,
+        };
+        let text = error_text(&said);
+        assert_eq!(text.matches("read-only filesystem").count(), 1, "{text}");
+        #[derive(Debug, thiserror::Error)]
+        #[error("loading failed")]
+        struct Terse(#[source] std::io::Error);
+        let terse = Terse(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(error_text(&terse), "loading failed: permission denied");
+    }
 }

@@ -115,7 +115,11 @@ pub enum ControlError {
     NoRuntime { path: PathBuf },
 
     /// Any other system error; `op` says what was being done ("bind", "connect to", ...).
-    #[error("cannot {op} {}: {source}; check the socket path and run as root", path.display())]
+    #[error(
+        "cannot {op} {}: {source}; check control.socket in the configuration (its directory \
+         must exist, be root's and be writable)",
+        path.display()
+    )]
     Io {
         op: &'static str,
         path: PathBuf,
