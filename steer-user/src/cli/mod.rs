@@ -625,7 +625,7 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             crate::errln!(
                 "{}: {} error(s); nothing was applied",
                 path.display(),
-                errors.errors.len()
+                errors.count()
             );
             Ok(ExitCode::FAILURE)
         }

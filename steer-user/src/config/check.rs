@@ -65,6 +65,16 @@ pub(super) fn prefixes(
         }
         match crate::prefix::parse_prefix(v.get_ref(), false) {
             Ok(p) => out.push(p),
+            // The default route's usual hint is a set's key; these lists are no set's.
+            Err(e @ crate::prefix::AddrError::DefaultRoute { .. }) => cx.err(
+                &v.span(),
+                &field,
+                e.message(),
+                format!(
+                    "{key} takes no /0 (it would hold every address); list the networks \
+                     themselves"
+                ),
+            ),
             Err(e) => cx.err(&v.span(), &field, e.message(), e.hint()),
         }
     }

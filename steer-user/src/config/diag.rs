@@ -57,6 +57,16 @@ impl fmt::Display for Diagnostic {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigErrors {
     pub errors: Vec<Diagnostic>,
+    /// Errors found but not shown: a list file's bad lines past the first 50 are summed up in
+    /// one line, which stands for them.
+    pub unshown: usize,
+}
+
+impl ConfigErrors {
+    /// Every error found, shown or not.
+    pub fn count(&self) -> usize {
+        self.errors.len() + self.unshown
+    }
 }
 
 impl fmt::Display for ConfigErrors {
@@ -140,6 +150,11 @@ pub(crate) struct Ctx<'a> {
     /// item is replaced by an empty stand-in that validation skips): checks that depend on
     /// them stay quiet instead of echoing the error.
     pub removed: HashSet<String>,
+    /// Errors found and summed up in a line of their own rather than shown (that line stands
+    /// for one of them).
+    pub unshown: usize,
+    /// The names of the document's `[[policy]]` tables, for hints that suggest one.
+    pub policies: Vec<String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -149,6 +164,8 @@ impl<'a> Ctx<'a> {
             file,
             diags: Vec::new(),
             removed: HashSet::new(),
+            unshown: 0,
+            policies: Vec::new(),
         }
     }
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
-use toml::de::DeTable;
+use toml::de::{DeTable, DeValue};
 
 use super::{
     diag::{ConfigErrors, Ctx, Diagnostic, Source},
@@ -38,15 +38,15 @@ pub(super) fn check<R: DeserializeOwned, T>(
         // Later syntax errors are mostly echoes of the first one; report only that.
         let span = e.span().unwrap_or(0..0);
         let message = e.message().replace('\n', " ");
-        let hint = syntax_hint(&message);
         let at = src.snippet(&span);
+        let hint = sub_table_first(&message, &at).unwrap_or_else(|| syntax_hint(&message));
         let message = if at.is_empty() {
             format!("invalid TOML: {message}")
         } else {
             format!("invalid TOML at `{at}`: {message}")
         };
         cx.err_value(&span, "", "", message, hint);
-        return Err(finish(cx.diags, path));
+        return Err(finish(cx.diags, cx.unshown, path));
     }
     let span = doc.span();
     let fields = match keys {
@@ -56,6 +56,7 @@ pub(super) fn check<R: DeserializeOwned, T>(
             fields
         }
     };
+    cx.policies = policy_names(doc.get_ref());
     schema::check_table(&mut cx, doc.get_mut(), &span, fields, "");
     let raw = match R::deserialize(toml::de::Deserializer::from(doc)) {
         Ok(raw) => raw,
@@ -68,15 +69,45 @@ pub(super) fn check<R: DeserializeOwned, T>(
                 e.message().replace('\n', " "),
                 "fix this value's type",
             );
-            return Err(finish(cx.diags, path));
+            return Err(finish(cx.diags, cx.unshown, path));
         }
     };
     let result = build(&mut cx, raw);
     if cx.diags.is_empty() {
         Ok(result)
     } else {
-        Err(finish(cx.diags, path))
+        Err(finish(cx.diags, cx.unshown, path))
     }
+}
+
+/// The names the document's `[[policy]]` tables give, for hints that name a policy.
+fn policy_names(doc: &DeTable<'_>) -> Vec<String> {
+    let Some(DeValue::Array(items)) = doc.get("policy").map(|v| v.get_ref()) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| match item.get_ref() {
+            DeValue::Table(t) => match t.get("name").map(|n| n.get_ref()) {
+                Some(DeValue::String(name)) => Some(name.to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// The hint for `[wan.track]` (or another section's sub-table) written before the first
+/// `[[wan]]`: TOML then reads `wan` as a table, and the `[[wan]]` after it as a duplicate.
+fn sub_table_first(message: &str, at: &str) -> Option<String> {
+    let arrays = ["wan", "policy", "set", "vrrp"];
+    (message.contains("duplicate key") && arrays.contains(&at)).then(|| {
+        format!(
+            "a [{at}.…] table describes the [[{at}]] above it: move it below that [[{at}]]'s \
+             keys (written before the first [[{at}]], it makes `{at}` a table, and the \
+             [[{at}]] a duplicate)"
+        )
+    })
 }
 
 /// What to do about a TOML syntax error, by the words of the parser's message. The first
@@ -123,14 +154,17 @@ fn syntax_hint(message: &str) -> String {
 }
 
 /// Orders diagnostics: the config file first, by position; then list files, by position.
-fn finish(mut diags: Vec<Diagnostic>, config_file: &Path) -> ConfigErrors {
+fn finish(mut diags: Vec<Diagnostic>, unshown: usize, config_file: &Path) -> ConfigErrors {
     diags.sort_by(|a, b| {
         let ka = (a.file != config_file, &a.file, a.line, a.column);
         let kb = (b.file != config_file, &b.file, b.line, b.column);
         ka.cmp(&kb)
     });
     diags.dedup();
-    ConfigErrors { errors: diags }
+    ConfigErrors {
+        errors: diags,
+        unshown,
+    }
 }
 
 #[cfg(test)]
@@ -162,5 +196,16 @@ mod tests {
             );
         }
         assert!(hint_of("a = 1 2\n").starts_with("put text values in double quotes"));
+    }
+
+    #[test]
+    fn a_wan_track_before_its_wan_is_told_to_move_below_it() {
+        let text = "[wan.track]\ntargets = [\"192.0.2.1\"]\n[[wan]]\nname = \"a\"\n";
+        let errors = crate::config::parse(text, Path::new("steer.toml")).unwrap_err();
+        let e = errors.to_string();
+        assert!(
+            e.contains("a [wan.…] table describes the [[wan]] above it: move it below"),
+            "{e}"
+        );
     }
 }

@@ -748,6 +748,7 @@ fn read_text(path: &Path) -> Result<String, ConfigErrors> {
                 message: "the configuration file is not valid UTF-8 text".into(),
                 hint: "save it as UTF-8".into(),
             }],
+            unshown: 0,
         }
     })
 }
@@ -769,6 +770,7 @@ fn single(path: &Path, message: String, hint: &str) -> ConfigErrors {
             message,
             hint: hint.into(),
         }],
+        unshown: 0,
     }
 }
 

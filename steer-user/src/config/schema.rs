@@ -246,12 +246,14 @@ pub(super) fn check_table(
         if table.contains_key(f.key) || drop.iter().any(|d| d == f.key) {
             continue;
         }
-        let (what, hint) = missing_text(label, f);
+        let (what, hint) = missing_text(label, f, &cx.policies);
         cx.err_value(span, join(label, f.key), "", what, hint);
     }
 }
 
-fn missing_text(label: &str, f: &Field) -> (String, String) {
+/// `policies`: the names the document's `[[policy]]` tables give; a missing `policy` key is
+/// told one of them, not the schema's example, which may name none of the file's.
+fn missing_text(label: &str, f: &Field, policies: &[String]) -> (String, String) {
     if let Some(m) = f.missing {
         let hint = format!("{}{}{}", m.before, f.example(), m.after);
         return (m.message.into(), hint);
@@ -261,10 +263,19 @@ fn missing_text(label: &str, f: &Field) -> (String, String) {
     } else {
         format!(" to {label}")
     };
-    (
-        format!("required key `{}` is missing", f.key),
-        format!("add `{}`{to}", f.example()),
-    )
+    let hint = match (f.key, policies) {
+        ("policy", []) => format!(
+            "add `policy = \"NAME\"`{to}, NAME a [[policy]] of the file (it has none yet: \
+             define one, e.g. [[policy]] name = \"wan2-first\")"
+        ),
+        ("policy", [only]) => format!("add `policy = \"{only}\"`{to}"),
+        ("policy", [first, ..]) => format!(
+            "add `policy = \"{first}\"`{to}, or another policy of the file: {}",
+            policies.join(", ")
+        ),
+        _ => format!("add `{}`{to}", f.example()),
+    };
+    (format!("required key `{}` is missing", f.key), hint)
 }
 
 /// Replaces a list item of the wrong type (already reported) with an empty value of the right
@@ -425,6 +436,21 @@ fn check_value(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_missing_policy_is_told_a_policy_of_the_file() {
+        let f = super::req("policy", super::Kind::Str, "policy = \"wan2-first\"");
+        let hint = |names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            super::missing_text("set[s]", &f, &names).1
+        };
+        assert_eq!(hint(&["p"]), "add `policy = \"p\"` to set[s]");
+        assert_eq!(
+            hint(&["dsl-first", "lte"]),
+            "add `policy = \"dsl-first\"` to set[s], or another policy of the file: dsl-first, lte"
+        );
+        assert!(hint(&[]).contains("it has none yet"), "{}", hint(&[]));
+    }
     use crate::config::testing::{BASE, errors_in};
 
     #[test]

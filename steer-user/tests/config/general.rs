@@ -22,7 +22,7 @@ const CASES: &[Case] = &[
         "lan = [\"br-lan\"]\nlocal_prefixes = [\"0.0.0.0/0\"]",
         "\"0.0.0.0/0\"",
         "general.local_prefixes[0]",
-        "default route",
+        "general.local_prefixes takes no /0",
     ),
     case(
         "lan = [\"br-lan\"]",

@@ -150,6 +150,7 @@ pub(super) fn add(cx: &mut Ctx<'_>, sets: &mut [Set], extra: Vec<Extra>, policy:
                 }
             }
             if bad > REPORT_LIMIT {
+                cx.unshown += bad - REPORT_LIMIT - 1;
                 cx.err_in(
                     Place {
                         file: &path,

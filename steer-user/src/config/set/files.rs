@@ -113,6 +113,7 @@ fn report_bad_lines(
         cx.err_in(place(e), field, shorten(&e.text), e.message(), hint);
     }
     if let Some(first_unshown) = errors.get(REPORT_LIMIT) {
+        cx.unshown += errors.len() - REPORT_LIMIT - 1;
         cx.err_in(
             place(first_unshown),
             field,
@@ -169,6 +170,8 @@ mod tests {
             "2 more bad lines in this file are not shown"
         );
         assert_eq!(summary.value, "");
+        let all = crate::config::load(&config).unwrap_err();
+        assert_eq!(all.count(), REPORT_LIMIT + 2, "every bad line is counted");
     }
 
     #[test]
