@@ -23,7 +23,7 @@ mod elf;
 mod fuzz;
 mod setup;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -188,11 +188,13 @@ fn bench(filters: &[String]) -> Result<()> {
 /// which the demo and the failover benchmark run themselves; `shipped` is the binary that
 /// ships, for the benchmarks that measure it.
 fn release_bin(name: &str, args: &[String], shipped: Option<&std::path::Path>) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+
     setup::run()?;
-    cmd::cargo(
-        &["build", "--release", "-q", "-p", "steer-user", "--bins"],
-        &[],
-    )?;
+    cmd::step(&release_build_step(name));
+    for build in release_builds(name) {
+        cmd::cargo(&build, &[])?;
+    }
     let mut run = std::process::Command::new(cmd::cargo_bin());
     run.args([
         "run",
@@ -208,7 +210,24 @@ fn release_bin(name: &str, args: &[String], shipped: Option<&std::path::Path>) -
     if let Some(shipped) = shipped {
         run.env("STEER_SHIPPED_BIN", shipped);
     }
-    cmd::run(&mut run)
+    // In xtask's place (cargo run execs the binary in its own): a Ctrl-C then leaves the
+    // terminal to the demo until it has cleaned up its namespaces, instead of ending xtask
+    // and giving the prompt back while the demo still prints.
+    Err(run.exec()).with_context(|| format!("cannot start {run:?}"))
+}
+
+/// What [`release_bin`] says before building: the first release build of steer takes several
+/// minutes, which nothing else would explain.
+fn release_build_step(name: &str) -> String {
+    format!("building steer and {name} (release; the first build takes several minutes)")
+}
+
+/// The release builds [`release_bin`] runs first, with cargo's progress shown (no `-q`).
+fn release_builds(name: &str) -> [Vec<&str>; 2] {
+    [
+        vec!["build", "--release", "-p", "steer-user", "--bins"],
+        vec!["build", "--release", "-p", "steer-tests", "--bin", name],
+    ]
 }
 
 fn lint() -> Result<()> {
@@ -243,4 +262,25 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{release_build_step, release_builds};
+
+    /// The demo's first build takes minutes: it says so, and cargo shows its progress.
+    #[test]
+    fn the_release_build_says_what_it_builds_and_shows_progress() {
+        let step = release_build_step("steer-demo");
+        assert!(
+            step.contains("steer-demo") && step.contains("several minutes"),
+            "{step}"
+        );
+        for build in release_builds("steer-demo") {
+            assert!(
+                !build.contains(&"-q") && !build.contains(&"--quiet"),
+                "{build:?} hides cargo's progress"
+            );
+        }
+    }
 }

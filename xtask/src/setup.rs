@@ -7,7 +7,7 @@ use std::{
     collections::HashSet,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -245,17 +245,98 @@ fn ensure_packages() -> Result<()> {
         );
     }
     eprintln!("    installing {}", missing.join(" "));
-    let apt = |args: &[&str]| {
-        cmd::run(
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-    };
-    apt(&["update", "-qq"])?;
+    install_packages(
+        Path::new("apt-get"),
+        &missing,
+        APT_LOCK_WAIT,
+        APT_LOCK_RETRY,
+    )
+}
+
+/// How long setup waits for another apt or dpkg to release its lock: on a fresh Debian,
+/// unattended-upgrades (and apt-daily's `apt-get update`) hold it for minutes after boot.
+const APT_LOCK_WAIT: Duration = Duration::from_secs(600);
+/// Between tries of an `apt-get update` that found its lock taken.
+const APT_LOCK_RETRY: Duration = Duration::from_secs(5);
+
+/// `apt-get update` then `apt-get install` of `missing`, waiting up to `lock_wait` for a lock
+/// another apt or dpkg holds; a failure says what to do.
+fn install_packages(
+    apt: &Path,
+    missing: &[&str],
+    lock_wait: Duration,
+    retry: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + lock_wait;
+    apt_get(apt, &["update", "-qq"], deadline, retry)
+        .with_context(|| apt_failed("apt-get update", missing, lock_wait))?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
-    args.extend(&missing);
-    apt(&args)
+    args.extend(missing);
+    apt_get(apt, &args, deadline, retry)
+        .with_context(|| apt_failed("apt-get install", missing, lock_wait))
+}
+
+/// Runs apt-get (its stderr shown as it comes, and kept): dpkg's lock is waited for by apt
+/// itself (`DPkg::Lock::Timeout`, until `deadline`); the lists lock of `apt-get update`, which
+/// that option does not cover (apt 2.6), by trying again every `retry` until `deadline`.
+fn apt_get(apt: &Path, args: &[&str], deadline: Instant, retry: Duration) -> Result<()> {
+    loop {
+        let timeout = deadline.saturating_duration_since(Instant::now()).as_secs();
+        let mut child = Command::new(apt)
+            .args(["-o", &format!("DPkg::Lock::Timeout={timeout}")])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", apt.display()))?;
+        let mut stderr = String::new();
+        if let Some(pipe) = child.stderr.take() {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok)
+            {
+                eprintln!("{line}");
+                stderr.push_str(&line);
+                stderr.push('\n');
+            }
+        }
+        let status = child.wait()?;
+        if status.success() {
+            return Ok(());
+        }
+        if !is_lock_error(&stderr) || Instant::now() + retry > deadline {
+            bail!("`{} {}` failed ({status})", apt.display(), args.join(" "));
+        }
+        eprintln!(
+            "    another apt or dpkg holds its lock: trying again in {} s",
+            retry.as_secs()
+        );
+        std::thread::sleep(retry);
+    }
+}
+
+/// Whether apt-get failed because another process held one of its locks (the lock's path is in
+/// the message in every language).
+fn is_lock_error(stderr: &str) -> bool {
+    [
+        "/var/lib/dpkg/lock",
+        "/var/lib/apt/lists/lock",
+        "/var/cache/apt/archives/lock",
+    ]
+    .iter()
+    .any(|lock| stderr.contains(lock))
+}
+
+fn apt_failed(step: &str, missing: &[&str], lock_wait: Duration) -> String {
+    format!(
+        "{step} failed, so the Debian packages {packages} are not installed. If it could not get \
+         a lock (/var/lib/dpkg/lock-frontend, /var/lib/apt/lists/lock), another apt or dpkg held \
+         it for more than {minutes} min: on a fresh Debian, unattended-upgrades installing \
+         updates (`systemctl status unattended-upgrades apt-daily apt-daily-upgrade`); wait for \
+         it to finish, then run `cargo xtask setup` again. Otherwise install them yourself: \
+         `apt-get install {packages}`",
+        packages = missing.join(" "),
+        minutes = lock_wait.as_secs() / 60,
+    )
 }
 
 /// The packages dpkg does not list as installed, from one dpkg-query for all of them. It exits 1
@@ -411,7 +492,81 @@ fn ensure_bpffs() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_root, llvm_major, not_installed};
+    use std::{path::PathBuf, time::Duration};
+
+    use super::{install_packages, is_root, llvm_major, not_installed};
+
+    /// A stand-in for apt-get in a fresh directory: it logs its arguments to `args` and fails
+    /// with apt's lock message (on `lock`) its first `fails` runs.
+    fn fake_apt(tag: &str, lock: &str, fails: u32) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("xtask-apt-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let apt = dir.join("apt-get");
+        let d = dir.display();
+        std::fs::write(
+            &apt,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {d}/args\n\
+                 n=$(($(cat {d}/count 2>/dev/null || echo 0) + 1)); echo $n > {d}/count\n\
+                 if [ $n -le {fails} ]; then\n\
+                 echo 'E: Could not get lock {lock}. It is held by process 1 (unattended-upgr)' >&2\n\
+                 exit 100; fi\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&apt, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        (apt, dir)
+    }
+
+    #[test]
+    fn apt_waits_for_a_lock_another_apt_holds() {
+        let (apt, dir) = fake_apt("waits", "/var/lib/apt/lists/lock", 2);
+        install_packages(
+            &apt,
+            &["conntrack"],
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+        )
+        .expect("the lock was released after two tries");
+        let args = std::fs::read_to_string(dir.join("args")).unwrap();
+        let runs: Vec<&str> = args.lines().collect();
+        assert_eq!(runs.len(), 4, "update three times, then install: {args}");
+        assert!(
+            runs.iter()
+                .all(|r| r.starts_with("-o DPkg::Lock::Timeout=")),
+            "apt itself waits for dpkg's lock: {args}"
+        );
+        assert!(
+            runs[3].ends_with("install -y -qq --no-install-recommends conntrack"),
+            "{args}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_lock_held_too_long_says_what_to_do() {
+        let (apt, dir) = fake_apt("held", "/var/lib/dpkg/lock-frontend", u32::MAX);
+        let e = install_packages(
+            &apt,
+            &["conntrack", "socat"],
+            Duration::from_millis(50),
+            Duration::from_millis(10),
+        )
+        .expect_err("the lock stays held");
+        let message = format!("{e:#}");
+        for what in [
+            "conntrack socat",
+            "lock",
+            "unattended-upgrades",
+            "run `cargo xtask setup` again",
+            "apt-get install conntrack socat",
+        ] {
+            assert!(message.contains(what), "`{what}` in: {message}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn packages_count_only_when_installed() {
