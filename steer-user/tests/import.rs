@@ -393,9 +393,10 @@ fn omr_bypass_every_rule_type() {
     }
     for want in [
         format!("{file}:17: not imported: @domains[2]: `google.*`"),
+        format!("{file}:50: not imported: @lan_ip[1] is disabled (enabled '0')"),
         format!("{file}:52: not imported: @asns[0] (ASN 2906)"),
         format!("{file}:56: not imported: @dpis[0] (nDPI protocol Skype)"),
-        format!("{file}:60: not imported: @ips[2]: VPN on server"),
+        format!("{file}:62: not imported: @ips[2]: VPN on server (vpn = 1)"),
         format!("{file}:67: not imported: @macs[1]: DSCP marking"),
         format!("{file}:68: unknown option: `colour` in @macs[1]"),
         format!("{file}:73: not imported: @domains[3]: family ipv4 only"),
@@ -405,6 +406,11 @@ fn omr_bypass_every_rule_type() {
         let comment = comment.replacen(": unknown option: ", ": ", 1);
         assert!(out.contains(&comment), "missing `{comment}` in:\n{out}");
     }
+    // Its hint is the server's VPN, not a firewall rule (that is `none`'s).
+    assert!(
+        err.contains("VPN on server (vpn = 1); steer steers to this router's WANs only; left unsteered, this traffic keeps its normal path through the tunnel to the server: route it to the VPN on the server"),
+        "{err}"
+    );
     check(&out, "omr-bypass");
 }
 
@@ -524,8 +530,10 @@ fn omr_bypass_source_interface_policies_and_the_master_wan() {
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
     }
     assert!(
-        !err.contains("'off'"),
-        "a disabled policy is skipped: {err}"
+        err.contains(&format!(
+            "{file}:38: not imported: src_intf 'off' is disabled (enabled '0'); omr-bypass's wan-failover ignores it too"
+        )),
+        "a disabled policy is reported: {err}"
     );
     check(&out, "omr-bypass-src");
 }

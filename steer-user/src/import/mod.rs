@@ -158,6 +158,22 @@ impl Notes {
         });
     }
 
+    /// Reports a section with `enabled` off: left out, as the tool itself leaves it.
+    pub(crate) fn disabled(&mut self, s: &Section, tool: &str) {
+        self.add(
+            NoteKind::NotImported,
+            s.line_of("enabled"),
+            format!(
+                "{} is disabled (enabled '{}')",
+                s.label(),
+                s.value("enabled").unwrap_or_default()
+            ),
+            format!(
+                "{tool} ignores it too; enable it (option enabled '1') and import again if it should be steered"
+            ),
+        );
+    }
+
     /// Reports every option of `s` not in `known`.
     pub(crate) fn unknown_options(&mut self, s: &Section, known: &[&str]) {
         for o in &s.options {
