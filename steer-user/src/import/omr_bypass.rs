@@ -172,15 +172,44 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
     b.out.dns_needed = !plain.is_empty();
     b.out.sets.extend(ordered);
     b.out.sets.extend(plain);
-    if b.out.wans.is_empty() {
-        notes.add(
-            NoteKind::Check,
-            1,
-            "no rule names an output WAN",
-            "add [[wan]] sections for the lines you want to steer to",
-        );
-    }
+    // omr-bypass-nft hooks every firewall zone whose name has no "wan": OpenMPTCProuter puts
+    // its upstreams (wanN, the aggregated ones) in zone wan, and its tunnels (omrvpn, omr6in4)
+    // are the way out, never a LAN.
+    super::other_lans(
+        opts,
+        "omr-bypass",
+        &|i| {
+            let name = i.name.to_ascii_lowercase();
+            name.contains("wan")
+                || name.starts_with("omr")
+                || opts
+                    .network
+                    .as_ref()
+                    .is_some_and(|n| n.is_multipath(&i.name))
+        },
+        &mut notes,
+        &mut b.out,
+    );
     let notes = notes.into_vec();
+    if b.out.wans.is_empty() {
+        let (why, hint) = if sections.is_empty() {
+            (
+                "the file has no section".to_owned(),
+                "give OpenMPTCProuter's /etc/config/omr-bypass".to_owned(),
+            )
+        } else {
+            (
+                "no enabled rule sends traffic out of a WAN of this router".to_owned(),
+                "see the notes above for each rule; a rule needs option interface naming a WAN (or all, with --network giving the master WAN) and enabled other than '0'".to_owned(),
+            )
+        };
+        return Err(ImportError::NothingImported {
+            file: opts.file.clone(),
+            why,
+            hint,
+            notes,
+        });
+    }
     let toml = b.out.render(&notes);
     Ok(Imported { toml, notes })
 }
