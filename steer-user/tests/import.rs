@@ -118,7 +118,26 @@ fn mwan3_default_style_two_wans() {
     assert!(ok, "{err}");
     let t = parse(&out);
     assert_eq!(t["general"]["mark_mask"].as_integer(), Some(0x3f00));
-    assert_eq!(strs(&t["general"]["lan"]), ["br-lan"]);
+    // guest (static, br-guest) was steered by mwan3 too, which hooks every ingress
+    // interface: it joins general.lan, with a note; lte (DHCP, not mwan3's) is only named.
+    assert_eq!(strs(&t["general"]["lan"]), ["br-lan", "br-guest"]);
+    let network = fixture("network");
+    assert!(
+        err.contains(&format!(
+            "{network}:9: check: interface `guest` (br-guest) added to general.lan: mwan3 steered traffic coming in on it"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{network}:31: check: interface `lte` (wwan0, proto dhcp) is not in general.lan"
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("`loopback`") && !err.contains("`wan6`"),
+        "{err}"
+    );
     // wan and wan6 share eth1: one WAN (table and mark of wan, interface 1); wanb is
     // interface 3 (the disabled wanb6 still counts, as in mwan3).
     assert_eq!(
@@ -393,9 +412,10 @@ fn omr_bypass_every_rule_type() {
     }
     for want in [
         format!("{file}:17: not imported: @domains[2]: `google.*`"),
+        format!("{file}:50: not imported: @lan_ip[1] is disabled (enabled '0')"),
         format!("{file}:52: not imported: @asns[0] (ASN 2906)"),
         format!("{file}:56: not imported: @dpis[0] (nDPI protocol Skype)"),
-        format!("{file}:60: not imported: @ips[2]: VPN on server"),
+        format!("{file}:62: not imported: @ips[2]: VPN on server (vpn = 1)"),
         format!("{file}:67: not imported: @macs[1]: DSCP marking"),
         format!("{file}:68: unknown option: `colour` in @macs[1]"),
         format!("{file}:73: not imported: @domains[3]: family ipv4 only"),
@@ -405,6 +425,11 @@ fn omr_bypass_every_rule_type() {
         let comment = comment.replacen(": unknown option: ", ": ", 1);
         assert!(out.contains(&comment), "missing `{comment}` in:\n{out}");
     }
+    // Its hint is the server's VPN, not a firewall rule (that is `none`'s).
+    assert!(
+        err.contains("VPN on server (vpn = 1); steer steers to this router's WANs only; left unsteered, this traffic keeps its normal path through the tunnel to the server: route it to the VPN on the server"),
+        "{err}"
+    );
     check(&out, "omr-bypass");
 }
 
@@ -524,8 +549,10 @@ fn omr_bypass_source_interface_policies_and_the_master_wan() {
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
     }
     assert!(
-        !err.contains("'off'"),
-        "a disabled policy is skipped: {err}"
+        err.contains(&format!(
+            "{file}:38: not imported: src_intf 'off' is disabled (enabled '0'); omr-bypass's wan-failover ignores it too"
+        )),
+        "a disabled policy is reported: {err}"
     );
     check(&out, "omr-bypass-src");
 }
@@ -870,4 +897,240 @@ fn a_file_of_the_other_format_is_refused_with_the_right_command() {
             "{importer} {fixture_name}: {err}"
         );
     }
+}
+
+/// Writes `files` (name, text) into a fresh directory; returns their paths.
+fn write_files(tag: &str, files: &[(&str, &str)]) -> (TempDir, Vec<String>) {
+    let dir = TempDir::new(tag);
+    let paths = files
+        .iter()
+        .map(|(name, text)| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_owned()
+        })
+        .collect();
+    (dir, paths)
+}
+
+/// Two mwan3 WANs; 172.16.0.0/12 goes to wanb.
+const MWAN3_TWO: &str = "config interface 'wan'\n\toption enabled '1'\n\tlist track_ip '192.0.2.1'\n\
+config interface 'wanb'\n\toption enabled '1'\n\tlist track_ip '192.0.2.2'\n\
+config member 'wan_m1'\n\toption interface 'wan'\n\
+config member 'wanb_m1'\n\toption interface 'wanb'\n\
+config policy 'wan_only'\n\tlist use_member 'wan_m1'\n\
+config policy 'wanb_only'\n\tlist use_member 'wanb_m1'\n\
+config rule 'private'\n\toption dest_ip '172.16.0.0/12'\n\toption use_policy 'wanb_only'\n\
+config rule 'lan_in'\n\toption src_iface 'lan'\n\toption proto 'tcp'\n\toption dest_port '22'\n\toption use_policy 'wanb_only'\n\
+config rule 'default_rule'\n\toption dest_ip '0.0.0.0/0'\n\toption use_policy 'wan_only'\n";
+
+#[test]
+fn lan_side_interfaces_mwan3_steered_join_general_lan() {
+    // mwan3 marks packets from every ingress interface: the guest network, which --lan does
+    // not name, was steered too and must stay so.
+    let network = "config interface 'loopback'\n\toption device 'lo'\n\toption proto 'static'\n\
+config interface 'lan'\n\toption device 'm5-br'\n\toption proto 'static'\n\
+config interface 'guest'\n\toption device 'm5-gst'\n\toption proto 'static'\n\
+\toption ipaddr '192.168.2.1'\n\
+config interface 'wan'\n\toption device 'eth1'\n\toption proto 'dhcp'\n\
+config interface 'wan6'\n\toption device '@wan'\n\toption proto 'dhcpv6'\n\
+config interface 'wanb'\n\toption device 'eth2'\n\toption proto 'static'\n\
+config interface 'vpn'\n\toption proto 'wireguard'\n";
+    let (_dir, p) = write_files("lan-side", &[("mwan3", MWAN3_TWO), ("network", network)]);
+    let (ok, out, err) = import(&["mwan3", &p[0], "--network", &p[1], "--lan", "m5-br"]);
+    assert!(ok, "{err}");
+    let t = parse(&out);
+    assert_eq!(strs(&t["general"]["lan"]), ["m5-br", "m5-gst"]);
+    let net = &p[1];
+    for want in [
+        format!(
+            "{net}:7: check: interface `guest` (m5-gst) added to general.lan: mwan3 steered traffic coming in on it"
+        ),
+        format!(
+            "{net}:20: check: interface `vpn` (vpn, proto wireguard) is not in general.lan: mwan3 steered traffic coming in on it too; steer leaves it to the main table; if it is a LAN-side network, add \"vpn\" to general.lan (--lan vpn)"
+        ),
+    ] {
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+        let comment = want.replacen(": check: ", ": ", 1);
+        let comment = comment.split("; ").next().unwrap();
+        assert!(out.contains(comment), "missing `{comment}` in:\n{out}");
+    }
+    // WANs (a static one too), their aliases and loopback are not LANs.
+    for not in ["`wanb`", "`wan6`", "`loopback`", "`lan`"] {
+        assert!(!err.contains(not), "{not} in:\n{err}");
+    }
+    check(&out, "lan-side");
+}
+
+#[test]
+fn without_network_the_lans_left_out_are_flagged() {
+    let (_dir, p) = write_files("lan-side-nonet", &[("mwan3", MWAN3_TWO)]);
+    let (ok, _, err) = import(&["mwan3", &p[0], "--lan", "m5-br"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:1: check: general.lan is what --lan gave (m5-br, lan): mwan3 steered traffic coming in on every LAN-side interface",
+            p[0]
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_old_style_bridge_is_the_lan_not_its_port() {
+    // OpenWrt 19.07: `type bridge` on the interface; netifd's device is br-lan.
+    let network = "config interface 'lan'\n\toption type 'bridge'\n\toption ifname 'eth0.1'\n\
+\toption proto 'static'\n\
+config interface 'wan'\n\toption ifname 'eth0.2'\n\toption proto 'dhcp'\n\
+config interface 'wanb'\n\toption ifname 'eth0.3'\n\toption proto 'dhcp'\n";
+    let (_dir, p) = write_files("old-bridge", &[("mwan3", MWAN3_TWO), ("network", network)]);
+    let (ok, out, err) = import(&["mwan3", &p[0], "--network", &p[1]]);
+    assert!(ok, "{err}");
+    let t = parse(&out);
+    assert_eq!(strs(&t["general"]["lan"]), ["br-lan"]);
+    let lan_in = sets(&t)
+        .into_iter()
+        .find(|s| s["name"].as_str() == Some("lan_in"))
+        .expect("rule lan_in");
+    assert_eq!(strs(&lan_in["in"]), ["br-lan"]);
+    assert!(!out.contains("eth0.1"), "{out}");
+    check(&out, "old-bridge");
+}
+
+#[test]
+fn a_21_02_bridge_device_is_the_lan() {
+    let network = "config device\n\toption name 'br-lan'\n\toption type 'bridge'\n\
+\tlist ports 'lan1'\n\tlist ports 'lan2'\n\
+config interface 'lan'\n\toption device 'br-lan'\n\toption proto 'static'\n\
+config interface 'wan'\n\toption device 'wan'\n\toption proto 'dhcp'\n\
+config interface 'wanb'\n\toption device 'lan4'\n\toption proto 'dhcp'\n";
+    let (_dir, p) = write_files("new-bridge", &[("mwan3", MWAN3_TWO), ("network", network)]);
+    let (ok, out, err) = import(&["mwan3", &p[0], "--network", &p[1], "--lan", "lan1"]);
+    assert!(ok, "{err}");
+    let t = parse(&out);
+    // A port given as --lan stays (the user said so); the bridge, the interface's device,
+    // is what mwan3 steered.
+    assert_eq!(strs(&t["general"]["lan"]), ["lan1", "br-lan"]);
+    let lan_in = sets(&t)
+        .into_iter()
+        .find(|s| s["name"].as_str() == Some("lan_in"))
+        .expect("rule lan_in");
+    assert_eq!(strs(&lan_in["in"]), ["br-lan"]);
+}
+
+#[test]
+fn omr_bypass_names_an_output_interface_the_network_file_lacks() {
+    let omr = "config ips\n\toption ip '198.51.100.0/24'\n\toption interface 'wan9'\n\
+config ips\n\toption ip '198.51.101.0/24'\n\toption interface 'eth2'\n\
+config ips\n\toption ip '198.51.102.0/24'\n\toption interface 'wan1'\n\
+config ips\n\toption ip '198.51.103.0/24'\n\toption interface 'none'\n";
+    let network = "config interface 'lan'\n\toption device 'br-lan'\n\toption proto 'static'\n\
+config interface 'wan1'\n\toption device 'eth1'\n\toption proto 'dhcp'\n\toption multipath 'master'\n\
+config interface 'wan2'\n\toption device 'eth2'\n\toption proto 'dhcp'\n\toption multipath 'on'\n";
+    let (_dir, p) = write_files("omr-wan9", &[("omr-bypass", omr), ("network", network)]);
+    let (ok, out, err) = import(&["omr-bypass", &p[0], "--network", &p[1]]);
+    assert!(ok, "{err}");
+    let f = &p[0];
+    assert!(
+        err.contains(&format!(
+            "{f}:3: check: the network file has no device for interface `wan9`"
+        )),
+        "{err}"
+    );
+    // A device (eth2) or an interface (wan1) of the network file is no surprise.
+    assert_eq!(
+        err.matches("the network file has no device").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{f}:12: not imported: @ips[3]: output None (block); omr-bypass drops this traffic: drop it with a firewall rule"
+        )),
+        "{err}"
+    );
+    check(&out, "omr-wan9");
+}
+
+#[test]
+fn omr_bypass_disabled_sections_are_each_reported() {
+    let omr = "config ips\n\toption ip '198.51.100.0/24'\n\toption interface 'eth1'\n\
+config ips\n\toption enabled '0'\n\toption ip '198.51.101.0/24'\n\toption interface 'eth1'\n\
+config domains\n\toption name 'example.com'\n\toption interface 'eth1'\n\toption enabled '0'\n\
+config macs\n\toption enabled '0'\n\toption mac 'aa:bb:cc:dd:ee:01'\n\
+config dpis\n\toption enabled '0'\n\toption proto 'Skype'\n\
+config asns\n\toption enabled '0'\n\toption asn '2906'\n\
+config src_intf 'guests'\n\toption enabled '0'\n\tlist source 'guest'\n\tlist wan 'eth1'\n";
+    let (_dir, p) = write_files("omr-disabled", &[("omr-bypass", omr)]);
+    let (ok, out, err) = import(&["omr-bypass", &p[0]]);
+    assert!(ok, "{err}");
+    let f = &p[0];
+    for want in [
+        format!(
+            "{f}:5: not imported: @ips[1] is disabled (enabled '0'); omr-bypass ignores it too"
+        ),
+        format!("{f}:11: not imported: @domains[0] is disabled (enabled '0')"),
+        format!("{f}:13: not imported: @macs[0] is disabled (enabled '0')"),
+        format!("{f}:16: not imported: @dpis[0] is disabled (enabled '0')"),
+        format!("{f}:19: not imported: @asns[0] is disabled (enabled '0')"),
+        format!("{f}:22: not imported: src_intf 'guests' is disabled (enabled '0')"),
+    ] {
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+        let comment = want.replacen(": not imported: ", ": ", 1);
+        let comment = comment.split("; ").next().unwrap();
+        assert!(out.contains(comment), "missing `{comment}` in:\n{out}");
+    }
+    assert_eq!(sets(&parse(&out)).len(), 1, "{out}");
+}
+
+#[test]
+fn an_import_with_nothing_to_import_fails_and_says_why() {
+    let disabled = "config interface 'wan'\n\toption enabled '0'\n\
+config interface 'wanb'\n\toption enabled '0'\n\
+config member 'm'\n\toption interface 'wan'\n";
+    let omr_off =
+        "config ips\n\toption enabled '0'\n\toption ip '192.0.2.0/24'\n\toption interface 'eth1'\n";
+    let (_dir, p) = write_files(
+        "nothing",
+        &[("mwan3", disabled), ("empty", ""), ("omr-bypass", omr_off)],
+    );
+    for (from, file, want) in [
+        (
+            "mwan3",
+            &p[0],
+            format!(
+                "{}: nothing to import: every interface is disabled: interface 'wan' (line 2), interface 'wanb' (line 4) (mwan3 then steers nothing); set option enabled '1' on the interfaces that carry traffic and import again",
+                p[0]
+            ),
+        ),
+        (
+            "mwan3",
+            &p[1],
+            format!("{}: nothing to import: the file has no section", p[1]),
+        ),
+        (
+            "omr-bypass",
+            &p[1],
+            format!("{}: nothing to import: the file has no section", p[1]),
+        ),
+        (
+            "omr-bypass",
+            &p[2],
+            format!(
+                "{}: nothing to import: no enabled rule sends traffic out of a WAN of this router",
+                p[2]
+            ),
+        ),
+    ] {
+        let (ok, out, err) = import(&[from, file]);
+        assert!(!ok, "{from} {file} accepted:\n{out}");
+        assert!(out.is_empty(), "nothing on stdout: {out}");
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+    }
+    // What was left out is still listed before the error.
+    let (_, _, err) = import(&["omr-bypass", &p[2]]);
+    assert!(
+        err.contains(&format!("{}:2: not imported: @ips[0] is disabled", p[2])),
+        "{err}"
+    );
 }

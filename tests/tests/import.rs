@@ -119,9 +119,15 @@ fn explain_all(tag: &str, config: impl Fn(&Workdir) -> String, packets: &[Packet
     let lab = Lab::new();
     let work = Workdir::new(tag);
     work.write("steer.toml", &config(&work));
+    explain_in(&lab, &work, Lab::LAN_IFACE, packets);
+}
+
+/// Starts a daemon on the configuration `work` holds and checks every packet with `steer
+/// explain` as coming in on `iface` of the router.
+fn explain_in(lab: &Lab, work: &Workdir, iface: &str, packets: &[Packet]) {
     let check = work.steer(&["check"]);
     assert!(check.0, "steer check:\n{}{}", check.1, check.2);
-    let _daemon = Daemon::start(&lab.router, &work);
+    let _daemon = Daemon::start(&lab.router, work);
     for k in packets {
         let (sport, dport) = (k.sport.to_string(), k.dport.to_string());
         let mut args = vec![k.dst, "--src", k.src, "--proto", k.proto];
@@ -131,7 +137,7 @@ fn explain_all(tag: &str, config: impl Fn(&Workdir) -> String, packets: &[Packet
         if let Some(mac) = k.src_mac {
             args.extend(["--src-mac", mac]);
         }
-        args.extend(["--in", Lab::LAN_IFACE, "--json"]);
+        args.extend(["--in", iface, "--json"]);
         let out = steer_in(&lab.router)
             .arg("explain")
             .args(&args)
@@ -267,6 +273,52 @@ fn imported_mwan3_rules_pick_the_wan_mwan3_would() {
         )
     };
     explain_all("import-mwan3", config, MWAN3_PACKETS);
+}
+
+/// A guest network of the router that --lan does not name: mwan3 steered it (its rules
+/// apply to every ingress interface), and so must the import.
+#[test]
+fn imported_mwan3_rules_steer_the_other_lans_of_the_network_file() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let guest = format!("gst{}", std::process::id() % 100_000);
+    lab.router.run(&format!(
+        "ip link add {guest} type veth peer name {guest}p && \
+         ip addr add 10.11.0.1/24 dev {guest} && ip link set {guest}p up && ip link set {guest} up"
+    ));
+    let work = Workdir::new("import-guest");
+    let network = std::fs::read_to_string(format!("{FIXTURES}/network-lab")).unwrap()
+        + &format!(
+            "\nconfig interface 'guest'\n\toption device '{guest}'\n\toption proto 'static'\n\
+             \toption ipaddr '10.11.0.1'\n"
+        );
+    let network = work.write("network", &network);
+    let text = import(&[
+        "mwan3",
+        "@mwan3-lab",
+        "--network",
+        network.to_str().unwrap(),
+    ]);
+    let lan = format!("lan = [\"{}\", \"{guest}\"]", Lab::LAN_IFACE);
+    work.write("steer.toml", &for_the_lab(text.clone(), &work));
+    explain_in(
+        &lab,
+        &work,
+        &guest,
+        &[
+            p("10.11.0.5", "8.8.8.8", "udp", (40000, 5060), "voip", "wanb"),
+            p(
+                "10.11.0.5",
+                "8.8.8.8",
+                "tcp",
+                (40000, 443),
+                "default",
+                "wan",
+            ),
+            p("10.11.0.5", "8.8.8.8", "icmp", (0, 0), "ping", "wanb"),
+        ],
+    );
+    assert!(text.contains(&lan), "{text}");
 }
 
 const MAC: &str = "02:00:00:00:00:aa";

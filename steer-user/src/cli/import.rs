@@ -27,7 +27,8 @@ fn read(path: &Path) -> Result<String, CliError> {
     })
 }
 
-/// Runs the import; exit 0 when it printed a configuration (notes or not).
+/// Runs the import; exit 0 when it printed a configuration (notes or not), an error when
+/// the file holds nothing to import.
 pub fn run(
     from: From,
     file: &Path,
@@ -51,7 +52,13 @@ pub fn run(
         From::Mwan3 => import::mwan3::import(&text, &opts),
         From::OmrBypass => import::omr_bypass::import(&text, &opts),
     }
-    .map_err(refused)?;
+    .map_err(|e| {
+        // An import that found nothing says what it left out before saying so.
+        for n in e.notes() {
+            crate::errln!("{n}");
+        }
+        refused(e)
+    })?;
     for n in &imported.notes {
         crate::errln!("{n}");
     }

@@ -87,6 +87,26 @@ pub enum ImportError {
         actual: &'static str,
         kinds: String,
     },
+    /// Nothing steer could run was found: its output would have no WAN, which `steer check`
+    /// refuses. The notes say what was left out and why.
+    #[error("{file}: nothing to import: {why}; {hint}")]
+    NothingImported {
+        file: String,
+        why: String,
+        hint: String,
+        notes: Vec<Note>,
+    },
+}
+
+impl ImportError {
+    /// What was left out, for an import that found nothing to import (printed before the
+    /// error, so the reader sees why).
+    pub fn notes(&self) -> &[Note] {
+        match self {
+            ImportError::NothingImported { notes, .. } => notes,
+            _ => &[],
+        }
+    }
 }
 
 /// Refuses a file given to the wrong importer: none of `expected`'s own section types, some
@@ -158,6 +178,40 @@ impl Notes {
         });
     }
 
+    /// A note about a line of another file (the network file).
+    pub(crate) fn add_in(
+        &mut self,
+        file: &str,
+        kind: NoteKind,
+        line: usize,
+        what: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.list.push(Note {
+            kind,
+            file: file.to_owned(),
+            line,
+            what: what.into(),
+            hint: hint.into(),
+        });
+    }
+
+    /// Reports a section with `enabled` off: left out, as the tool itself leaves it.
+    pub(crate) fn disabled(&mut self, s: &Section, tool: &str) {
+        self.add(
+            NoteKind::NotImported,
+            s.line_of("enabled"),
+            format!(
+                "{} is disabled (enabled '{}')",
+                s.label(),
+                s.value("enabled").unwrap_or_default()
+            ),
+            format!(
+                "{tool} ignores it too; enable it (option enabled '1') and import again if it should be steered"
+            ),
+        );
+    }
+
     /// Reports every option of `s` not in `known`.
     pub(crate) fn unknown_options(&mut self, s: &Section, known: &[&str]) {
         for o in &s.options {
@@ -173,9 +227,100 @@ impl Notes {
     }
 
     pub(crate) fn into_vec(mut self) -> Vec<Note> {
-        self.list.sort_by_key(|n| n.line);
+        // This file's notes first, by line; then those about the network file.
+        let own = self.file.clone();
+        self.list.sort_by_key(|n| (n.file != own, n.line));
         self.list
     }
+}
+
+/// Adds to general.lan the LAN-side interfaces of the network file other than --lan's, which
+/// `tool` steered too: mwan3 hooks mangle PREROUTING for every ingress interface, omr-bypass
+/// every firewall zone whose name has no "wan". Leaving them out would move their traffic to
+/// the main table unnoticed, so adding them keeps what the old tool did. Only an interface
+/// with a static address (the router's address on a network it serves) is taken for a LAN;
+/// any other one that is no WAN (`is_wan`, or on a WAN's device) and not loopback is named in
+/// a note with what to add, since a DHCP or tunnel interface may be an upstream.
+pub(crate) fn other_lans(
+    opts: &Options,
+    tool: &str,
+    is_wan: &dyn Fn(&network::Interface) -> bool,
+    notes: &mut Notes,
+    out: &mut write::Out,
+) {
+    let Some(net) = &opts.network else {
+        notes.add(
+            NoteKind::Check,
+            1,
+            format!(
+                "general.lan is what --lan gave ({}): {tool} steered traffic coming in on every LAN-side interface",
+                out.lan.join(", ")
+            ),
+            "pass --network /etc/config/network to have the other LAN-side interfaces added, or name each with --lan",
+        );
+        return;
+    };
+    let mut wan_devices: Vec<&str> = out.wans.iter().map(|w| w.interface.as_str()).collect();
+    wan_devices.extend(
+        net.interfaces()
+            .iter()
+            .filter(|i| is_wan(i))
+            .filter_map(|i| i.device.as_deref()),
+    );
+    let mut added = Vec::new();
+    for i in net.interfaces() {
+        if i.name == "loopback" || i.device.as_deref() == Some("lo") || is_wan(i) {
+            continue;
+        }
+        let Some(dev) = i.device.as_deref() else {
+            if i.proto == "static" {
+                notes.add_in(
+                    net.file(),
+                    NoteKind::Check,
+                    i.line,
+                    format!(
+                        "interface `{}` has no device in the network file: {tool} steered traffic coming in on it; steer leaves it to the main table",
+                        i.name
+                    ),
+                    "a Wi-Fi network's device is set in /etc/config/wireless: add the device `ip link` shows (wlan0-1) to general.lan",
+                );
+            }
+            continue;
+        };
+        if wan_devices.contains(&dev) || out.lan.iter().any(|l| l == dev) {
+            continue;
+        }
+        if i.proto == "static" && !i.name.to_ascii_lowercase().contains("wan") {
+            notes.add_in(
+                net.file(),
+                NoteKind::Check,
+                i.line,
+                format!(
+                    "interface `{}` ({dev}) added to general.lan: {tool} steered traffic coming in on it, and its static address makes it a LAN-side network",
+                    i.name
+                ),
+                format!("remove \"{dev}\" from general.lan if its traffic should follow the main table"),
+            );
+            added.push(dev.to_owned());
+        } else {
+            let proto = if i.proto.is_empty() {
+                "none given"
+            } else {
+                &i.proto
+            };
+            notes.add_in(
+                net.file(),
+                NoteKind::Check,
+                i.line,
+                format!(
+                    "interface `{}` ({dev}, proto {proto}) is not in general.lan: {tool} steered traffic coming in on it too; steer leaves it to the main table",
+                    i.name
+                ),
+                format!("if it is a LAN-side network, add \"{dev}\" to general.lan (--lan {dev})"),
+            );
+        }
+    }
+    out.lan.extend(added);
 }
 
 /// A steer name (`A-Z a-z 0-9 _ . -`, at most 47) made from a UCI name; unique among `taken`.

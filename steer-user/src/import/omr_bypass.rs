@@ -135,6 +135,7 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
             _ => continue,
         };
         if s.value("enabled") == Some("0") {
+            notes.disabled(s, "omr-bypass");
             continue;
         }
         let hint = if s.kind == "asns" {
@@ -171,15 +172,44 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
     b.out.dns_needed = !plain.is_empty();
     b.out.sets.extend(ordered);
     b.out.sets.extend(plain);
-    if b.out.wans.is_empty() {
-        notes.add(
-            NoteKind::Check,
-            1,
-            "no rule names an output WAN",
-            "add [[wan]] sections for the lines you want to steer to",
-        );
-    }
+    // omr-bypass-nft hooks every firewall zone whose name has no "wan": OpenMPTCProuter puts
+    // its upstreams (wanN, the aggregated ones) in zone wan, and its tunnels (omrvpn, omr6in4)
+    // are the way out, never a LAN.
+    super::other_lans(
+        opts,
+        "omr-bypass",
+        &|i| {
+            let name = i.name.to_ascii_lowercase();
+            name.contains("wan")
+                || name.starts_with("omr")
+                || opts
+                    .network
+                    .as_ref()
+                    .is_some_and(|n| n.is_multipath(&i.name))
+        },
+        &mut notes,
+        &mut b.out,
+    );
     let notes = notes.into_vec();
+    if b.out.wans.is_empty() {
+        let (why, hint) = if sections.is_empty() {
+            (
+                "the file has no section".to_owned(),
+                "give OpenMPTCProuter's /etc/config/omr-bypass".to_owned(),
+            )
+        } else {
+            (
+                "no enabled rule sends traffic out of a WAN of this router".to_owned(),
+                "see the notes above for each rule; a rule needs option interface naming a WAN (or all, with --network giving the master WAN) and enabled other than '0'".to_owned(),
+            )
+        };
+        return Err(ImportError::NothingImported {
+            file: opts.file.clone(),
+            why,
+            hint,
+            notes,
+        });
+    }
     let toml = b.out.render(&notes);
     Ok(Imported { toml, notes })
 }
@@ -275,13 +305,28 @@ impl Builder<'_> {
     /// The WAN for an omr-bypass interface value (a device, or a logical name with
     /// --network); created on first use.
     fn wan(&mut self, value: &str, line: usize, notes: &mut Notes) -> String {
-        let device = self
-            .opts
-            .network
-            .as_ref()
+        let network = self.opts.network.as_ref();
+        let device = network
             .and_then(|n| n.device(value))
             .unwrap_or(value)
             .to_owned();
+        // A value may be a device (eth2) as well as an interface: one the file names neither
+        // way is a name steer would look for and not find.
+        if let Some(net) = network
+            && net.device(value).is_none()
+            && !net.has_device(value)
+            && !self.out.wans.iter().any(|w| w.interface == device)
+        {
+            notes.add(
+                NoteKind::Check,
+                line,
+                format!("the network file has no device for interface `{value}`"),
+                format!(
+                    "{} names no interface or device `{value}`: set the WAN's interface to the device `ip link` shows",
+                    net.file()
+                ),
+            );
+        }
         if let Some(w) = self.out.wans.iter().find(|w| w.interface == device) {
             return w.name.clone();
         }
@@ -310,9 +355,16 @@ impl Builder<'_> {
     /// The policy for a rule's ordered output list: its WANs in order, `all`/`default` (or no
     /// interface) standing for the master chain; `none` or the end of the list is
     /// unreachable.
-    fn output(&mut self, s: &Section, label: &str, notes: &mut Notes) -> Result<String, String> {
+    fn output(
+        &mut self,
+        s: &Section,
+        label: &str,
+        notes: &mut Notes,
+    ) -> Result<String, (String, String)> {
+        // Unmarked, such traffic keeps the router's normal path: the tunnel to the server.
+        const SERVER_VPN: &str = "steer steers to this router's WANs only; left unsteered, this traffic keeps its normal path through the tunnel to the server: route it to the VPN on the server";
         if s.value("vpn") == Some("1") {
-            return Err("VPN on server (vpn = 1)".to_owned());
+            return Err(("VPN on server (vpn = 1)".to_owned(), SERVER_VPN.to_owned()));
         }
         let line = s.line_of("interface");
         let mut items = s.items("interface");
@@ -331,7 +383,10 @@ impl Builder<'_> {
                 }
                 "none" => break,
                 v if v.starts_with("srv_vpn") => {
-                    return Err(format!("output `{item}` (the server's VPN)"));
+                    return Err((
+                        format!("output `{item}` (the server's VPN)"),
+                        SERVER_VPN.to_owned(),
+                    ));
                 }
                 _ => {
                     let w = self.wan(item, line, notes);
@@ -345,9 +400,9 @@ impl Builder<'_> {
         let mut chain = Vec::new();
         if let Some(item) = &master {
             if self.master.wans.is_empty() {
-                return Err(format!(
-                    "output `{item}` (the master WAN): {}; {}",
-                    self.master.how, self.master.hint
+                return Err((
+                    format!("output `{item}` (the master WAN): {}", self.master.how),
+                    self.master.hint.clone(),
                 ));
             }
             for v in self.master.wans.clone() {
@@ -359,7 +414,10 @@ impl Builder<'_> {
             }
         }
         if wans.is_empty() {
-            return Err("output None (block)".to_owned());
+            return Err((
+                "output None (block)".to_owned(),
+                "omr-bypass drops this traffic: drop it with a firewall rule".to_owned(),
+            ));
         }
         let mut name = format!("via-{}", named.join("-"));
         if master.is_some() {
@@ -426,6 +484,7 @@ impl Builder<'_> {
         notes.unknown_options(s, &["enabled", "source", "wan", "fallback", "ipv6", "note"]);
         // wan-failover: `config_get enabled "$sec" enabled "1"`, anything but 1 is off.
         if s.value("enabled").unwrap_or("1") != "1" {
+            notes.disabled(s, "omr-bypass's wan-failover");
             return None;
         }
         let sources = s.items("source");
@@ -615,6 +674,7 @@ impl Builder<'_> {
         known.extend(["name", "domain", "ip", "dport", "sport", "mac", "proto"]);
         notes.unknown_options(s, &known);
         if s.value("enabled") == Some("0") {
+            notes.disabled(s, "omr-bypass");
             return None;
         }
         // The LuCI view of some versions writes `domain`.
@@ -634,12 +694,17 @@ impl Builder<'_> {
         }
         let policy = match self.output(s, &label, notes) {
             Ok(p) => p,
-            Err(what) => {
+            Err((what, hint)) => {
+                let key = if s.value("vpn") == Some("1") {
+                    "vpn"
+                } else {
+                    "interface"
+                };
                 notes.add(
                     NoteKind::NotImported,
-                    s.line_of("interface"),
+                    s.line_of(key),
                     format!("{label}: {what}"),
-                    "steer steers to this router's WANs only; block with a firewall rule",
+                    hint,
                 );
                 return None;
             }

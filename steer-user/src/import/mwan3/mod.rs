@@ -50,6 +50,19 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
     let members = members(&sections, &mut notes);
     let policies = policies(&sections, &members, &wans, &mut notes, &mut out);
     rules(&sections, &policies, opts, &mut notes, &mut out);
+    // mwan3's interfaces, enabled or not, are upstreams; so is what shares their device.
+    let mwan3_ifaces: Vec<&str> = sections
+        .iter()
+        .filter(|s| s.kind == "interface")
+        .filter_map(|s| s.name.as_deref())
+        .collect();
+    super::other_lans(
+        opts,
+        "mwan3",
+        &|i| mwan3_ifaces.contains(&i.name.as_str()),
+        &mut notes,
+        &mut out,
+    );
     for s in &sections {
         if !KINDS.contains(&s.kind.as_str()) {
             notes.add(
@@ -61,10 +74,56 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
         }
     }
     let notes = notes.into_vec();
+    if out.wans.is_empty() {
+        return Err(nothing_imported(&sections, opts, notes));
+    }
     Ok(Imported {
         toml: out.render(&notes),
         notes,
     })
+}
+
+/// The error for a file without one WAN steer can use (a config without WANs is refused by
+/// `steer check`), saying why.
+fn nothing_imported(sections: &[Section], opts: &Options, notes: Vec<super::Note>) -> ImportError {
+    let interfaces: Vec<&Section> = sections.iter().filter(|s| s.kind == "interface").collect();
+    let disabled: Vec<String> = interfaces
+        .iter()
+        .filter(|s| !is_true(s.value("enabled")))
+        .map(|s| format!("{} (line {})", s.label(), s.line_of("enabled")))
+        .collect();
+    let (why, hint) = if sections.is_empty() {
+        (
+            "the file has no section".to_owned(),
+            "give the mwan3 configuration, /etc/config/mwan3".to_owned(),
+        )
+    } else if interfaces.is_empty() {
+        (
+            "the file has no `config interface` section, so no WAN".to_owned(),
+            "mwan3's WANs are its interface sections: check that this is /etc/config/mwan3"
+                .to_owned(),
+        )
+    } else if disabled.len() == interfaces.len() {
+        (
+            format!(
+                "every interface is disabled: {} (mwan3 then steers nothing)",
+                disabled.join(", ")
+            ),
+            "set option enabled '1' on the interfaces that carry traffic and import again"
+                .to_owned(),
+        )
+    } else {
+        (
+            "none of its enabled interfaces could be imported as a WAN".to_owned(),
+            "see the notes above for each interface".to_owned(),
+        )
+    };
+    ImportError::NothingImported {
+        file: opts.file.clone(),
+        why,
+        hint,
+        notes,
+    }
 }
 
 /// The mark of interface number `id`: its bits spread over the set bits of `mask`, lowest
