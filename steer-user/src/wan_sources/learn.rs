@@ -37,7 +37,14 @@ pub const LONGEST: u8 = 64;
 /// `text` as a delegated prefix (`prefix6`, `lan_prefix`, a hook's): an IPv6 prefix of
 /// [`LONGEST`] or shorter; else what is wrong and what to write, for the caller to say where.
 pub fn delegated_prefix(text: &str) -> Result<Prefix, (String, String)> {
-    let p = crate::prefix::parse_prefix(text, false).map_err(|e| (e.message(), e.hint()))?;
+    let p = crate::prefix::parse_prefix(text, false).map_err(|e| match e {
+        // The usual hint also offers the single address, which is no delegated prefix.
+        crate::prefix::AddrError::HostBits { network, .. } => (
+            e.message(),
+            format!("write `{network}`, the whole prefix the ISP delegates"),
+        ),
+        e => (e.message(), e.hint()),
+    })?;
     if p.is_v4() {
         return Err((
             format!("{p} is an IPv4 prefix"),
@@ -226,6 +233,16 @@ mod tests {
 
     fn prefix(r: &Prefixes, wan: &str) -> Option<String> {
         r[wan].prefix.map(|p| p.to_string())
+    }
+
+    #[test]
+    fn a_prefix_with_host_bits_is_told_the_whole_prefix_only() {
+        let e = parse_hooked("2001:db8:2:100::1/56").unwrap_err();
+        assert_eq!(
+            e.hint,
+            "write `2001:db8:2:100::/56`, the whole prefix the ISP delegates"
+        );
+        assert!(parse_hooked("2001:db8:2:100::/56").is_ok());
     }
 
     #[test]
