@@ -775,6 +775,18 @@ fn a_point_to_point_wan_comes_goes_and_comes_back_as_a_new_device() {
     });
     wait_traffic_from(&lab, a, 7202, Lab::nat_addr_v4(Wan::One).into(), &daemon);
     drop(first);
+    // One event, said once: the carrier going and the gateway going with the device are one
+    // outage, with one down line and one flush (the second used to move nothing, flush again
+    // and log a second "down").
+    let log = daemon.log_text();
+    let downs: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ppp down") || l.contains("ppp IPv4 down"))
+        .collect();
+    assert_eq!(downs.len(), 1, "{log}");
+    let since_up = &log[log.find("ppp IPv4 up").expect("the session came up")..];
+    let flushes = since_up.matches("ppp: conntrack").count();
+    assert_eq!(flushes, 1, "{log}");
 
     // A new session: a new device, a new index, a new address.
     let up = Instant::now();

@@ -893,6 +893,15 @@ impl Controller {
                 )));
                 continue;
             }
+            if !up && !self.health.up(&wan, family) {
+                // Already down (its carrier went first, as when a PPP session ends): no
+                // policy moves and its connections were flushed then; say it once.
+                lines.push(ReportLine::info(format!(
+                    "{wan} {}: {cause}; it was down already",
+                    family.name()
+                )));
+                continue;
+            }
             let verdict = Verdict {
                 wan,
                 families: vec![family],
