@@ -592,6 +592,173 @@ fn carrier_loss_fails_over_as_fast_during_a_million_line_reload_and_scrapes() {
     }
 }
 
+/// Clients that each ask for `set` (with many runtime entries) to be listed and never read the
+/// answer. Opened from this process: the socket is a file, reachable from any namespace.
+fn unread_lists(work: &Workdir, set: &str, n: usize) -> Vec<std::os::unix::net::UnixStream> {
+    use std::io::Write;
+    let request = format!("{{\"cmd\":\"set\",\"name\":\"{set}\",\"op\":\"list\"}}\n");
+    (0..n)
+        .map(|_| {
+            let mut c = std::os::unix::net::UnixStream::connect(&work.socket).expect("connect");
+            c.write_all(request.as_bytes()).expect("send the request");
+            c
+        })
+        .collect()
+}
+
+/// How long `steer status` takes to answer (it must succeed).
+fn timed_status(s: &Scenario) -> Duration {
+    let asked = Instant::now();
+    s.steer(&["status"]);
+    asked.elapsed()
+}
+
+#[test]
+fn carrier_loss_fails_over_as_fast_while_clients_leave_big_set_lists_unread() {
+    const ENTRIES: u32 = 49_152;
+    let s = Scenario::start(
+        "listload",
+        &Options {
+            // Only the carrier moves traffic here.
+            down_after: 1000,
+            ..Options::default()
+        },
+    );
+    let file = s.work.write("runtime.list", &big_list(ENTRIES, 0));
+    let file = file.to_string_lossy().into_owned();
+    let added = s.steer(&["set", "bypass", "add", "--file", &file]);
+    assert!(added.contains(&format!("{ENTRIES} added")), "{added}");
+
+    let idle = carrier_failover(&s, 7111, || {});
+    s.wait_wan("wan1", "up", Duration::from_secs(30));
+    let status_idle = timed_status(&s);
+
+    // A hundred clients (more than the socket's connection slots) ask for the 3.6 MB list and
+    // never read it; the cut comes while their answers are being made and held.
+    let mut clients = Vec::new();
+    let busy = carrier_failover(&s, 7112, || {
+        clients = unread_lists(&s.work, "bypass", 100);
+    });
+    let status_busy = timed_status(&s);
+    let log = s.daemon.log_text();
+    eprintln!(
+        "carrier failover idle {idle:?}, with 100 unread lists of {ENTRIES} entries {busy:?}; \
+         steer status idle {status_idle:?}, then {status_busy:?}"
+    );
+    // As in the reload test: a few scheduling slices more than the idle failover at most.
+    assert!(
+        busy <= idle * 4 + Duration::from_millis(50),
+        "failover idle {idle:?}, busy {busy:?}\n{log}"
+    );
+    // `steer status` does not wait for a connection slot that an unread answer holds (up to
+    // the write timeout), nor for the answers being made.
+    assert!(
+        status_busy < steer::control::server::WRITE_TIMEOUT,
+        "steer status took {status_busy:?} (idle {status_idle:?})\n{log}"
+    );
+    // The clients over the budget of big answers were told to retry; a client that reads
+    // still gets the whole list.
+    let refused = clients
+        .iter()
+        .filter(|c| {
+            use std::io::Read;
+            let mut c: &std::os::unix::net::UnixStream = c;
+            let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut head = [0u8; 64];
+            let n = c.read(&mut head).unwrap_or(0);
+            head[..n].starts_with(b"{\"ok\":false,\"error\":\"the daemon is busy")
+        })
+        .count();
+    assert!(refused > 0, "some clients were told the daemon is busy");
+    drop(clients);
+    let listed = list_when_not_busy(&s.work, "bypass");
+    assert_eq!(listed.lines().count(), ENTRIES as usize);
+}
+
+/// VmRSS and VmHWM (the peak of VmRSS) of process `pid`, in kB.
+fn resident_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Starts the peak of `pid`'s resident memory over from its current size.
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
+}
+
+#[test]
+fn parallel_lists_of_a_big_set_cost_a_bounded_peak_and_the_memory_is_given_back() {
+    const ENTRIES: u32 = 49_152;
+    const CLIENTS: usize = 20;
+    let s = Scenario::start("listmem", &Options::default());
+    let file = s.work.write("runtime.list", &big_list(ENTRIES, 0));
+    let file = file.to_string_lossy().into_owned();
+    s.steer(&["set", "bypass", "add", "--file", &file]);
+    let pid = s.daemon.pid();
+    // Once first: what the first answer sets up for good (a blocking thread) is not counted.
+    s.steer(&["set", "bypass", "list"]);
+
+    let (start, _) = resident_kb(pid);
+    reset_peak(pid);
+    let listed = s.steer(&["set", "bypass", "list"]);
+    assert_eq!(listed.lines().count(), ENTRIES as usize);
+    let (_, peak) = resident_kb(pid);
+    let one = peak.saturating_sub(start);
+
+    // Clients that ask at once and never read hold their answers for the write timeout.
+    let (before, _) = resident_kb(pid);
+    reset_peak(pid);
+    let clients = unread_lists(&s.work, "bypass", CLIENTS);
+    std::thread::sleep(steer::control::server::WRITE_TIMEOUT + Duration::from_secs(1));
+    drop(clients);
+    // Every answer made (or given up on) by the time a reader gets its own.
+    let listed = list_when_not_busy(&s.work, "bypass");
+    assert_eq!(listed.lines().count(), ENTRIES as usize);
+    let (after, peak) = resident_kb(pid);
+    let many = peak.saturating_sub(before);
+    eprintln!(
+        "daemon resident memory: {start} kB, one list of {ENTRIES} entries +{one} kB at its \
+         peak; {CLIENTS} unread lists +{many} kB at their peak, {after} kB after"
+    );
+    // The budget of big answers lets two lists of this size be made and held at once: their
+    // peak is about two single ones (plus the blocking thread the second one runs on), not
+    // one per client.
+    assert!(
+        many <= one * 3 + 4096,
+        "{CLIENTS} unread lists took +{many} kB at their peak, one list +{one} kB"
+    );
+    // And the memory goes back once the answers are gone.
+    assert!(
+        after <= before + one,
+        "{after} kB resident after the lists, {before} kB before\n{}",
+        s.daemon.log_text()
+    );
+}
+
+/// `steer set SET list`, asked again while the daemon says it is busy (answers still being
+/// sent to earlier clients), for at most the time a waiting answer waits.
+fn list_when_not_busy(work: &Workdir, set: &str) -> String {
+    let deadline = Instant::now() + steer::control::answer::WAIT;
+    loop {
+        let (ok, out, err) = work.steer(&["set", set, "list"]);
+        if ok {
+            return out;
+        }
+        assert!(
+            err.contains("the daemon is busy") && Instant::now() < deadline,
+            "steer set {set} list failed: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn clients_that_connect_and_say_nothing_cannot_keep_a_scraper_out() {
     const METRICS: &str = "127.0.0.1:9472";

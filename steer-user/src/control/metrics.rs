@@ -177,6 +177,8 @@ async fn status(calls: &mpsc::Sender<Call>) -> Option<Status> {
     let deadline = Instant::now() + TIMEOUT;
     let response = ask(calls, Request::Status, PeerCred::own(), deadline)
         .await
+        .ok()?
+        .into_response()
         .ok()?;
     if !response.ok {
         return None;

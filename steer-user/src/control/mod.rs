@@ -7,9 +7,12 @@
 //!
 //! The server is the router's control plane, so it is built to survive hostile local users:
 //! the socket is created with a restrictive umask and mode, every peer's uid is checked with
-//! `SO_PEERCRED`, requests are size- and time-limited, each connection runs on its own task
-//! and the number of connections is capped.
+//! `SO_PEERCRED`, requests are size- and time-limited (and refused when they name a key
+//! twice), each connection runs on its own task and the number of connections is capped.
+//! Answers that grow with the data are encoded off the event loop, within a budget
+//! ([`answer`]).
 
+pub mod answer;
 pub mod client;
 pub mod metrics;
 pub mod proto;
@@ -17,9 +20,10 @@ pub mod server;
 
 use std::{io, path::PathBuf, time::Duration};
 
+pub use answer::Answer;
 pub use client::call;
 pub use proto::{Request, Response, WanMode};
-pub use server::{Call, PeerCred, Server, ServerOptions, serve};
+pub use server::{Call, PeerCred, Replier, Server, ServerOptions, serve};
 
 /// Where `steer run` serves and the CLI connects unless told otherwise (`[control] socket`).
 pub use crate::config::DEFAULT_SOCKET;

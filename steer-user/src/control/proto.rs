@@ -9,15 +9,15 @@ use serde::{Deserialize, Serialize};
 
 /// A command sent by the CLI to the daemon.
 ///
-/// Deserialization goes through a JSON object and [`WireRequest`], because serde alone would
-/// ignore `deny_unknown_fields` for the unit variants of an internally tagged enum (accepting
-/// `{"cmd":"status","x":1}`) and would accept the sequence form `["status"]`.
+/// Deserialization goes through a JSON object ([`Object`]) and [`WireRequest`], because serde
+/// alone would ignore `deny_unknown_fields` for the unit variants of an internally tagged enum
+/// (accepting `{"cmd":"status","x":1}`) and would accept the sequence form `["status"]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     tag = "cmd",
     rename_all = "kebab-case",
     deny_unknown_fields,
-    try_from = "serde_json::Map<String, serde_json::Value>"
+    try_from = "Object"
 )]
 pub enum Request {
     /// `{"cmd":"status"}`: the daemon's status document.
@@ -117,10 +117,104 @@ enum WireRequest {
     },
 }
 
-impl TryFrom<serde_json::Map<String, serde_json::Value>> for Request {
+/// A request's JSON object, refused when it names a key twice, at any depth. serde_json's own
+/// map keeps the last of duplicate keys, so `{"cmd":"status","cmd":"stop"}` would be read as a
+/// stop: whatever checked or logged the first key would not see what is acted on.
+struct Object(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match deserializer.deserialize_map(UniqueKeys)? {
+            serde_json::Value::Object(map) => Ok(Object(map)),
+            // serde_json reads only an object as a map; another deserializer may not.
+            _ => Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Other("a value that is not an object"),
+                &"a map",
+            )),
+        }
+    }
+}
+
+/// Any JSON value whose objects name each key once.
+struct UniqueValue(serde_json::Value);
+
+impl<'de> Deserialize<'de> for UniqueValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeys).map(UniqueValue)
+    }
+}
+
+/// Reads a JSON value as serde_json does, except that an object naming a key twice is an
+/// error that names the key.
+struct UniqueKeys;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key `{}`: name each key once",
+                    crate::shown::Shown(&key)
+                )));
+            }
+            let UniqueValue(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(object))
+    }
+}
+
+impl TryFrom<Object> for Request {
     type Error = serde_json::Error;
 
-    fn try_from(object: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
+    fn try_from(Object(object): Object) -> Result<Self, Self::Error> {
         Ok(
             match serde_json::from_value(serde_json::Value::Object(object))? {
                 WireRequest::Status {} => Self::Status,
@@ -320,6 +414,62 @@ mod tests {
                 .starts_with("invalid type: integer `1`, expected a string")
         );
         assert!(message(r#"["status"]"#).starts_with("invalid type: sequence, expected a map"));
+    }
+
+    #[test]
+    fn a_key_named_twice_is_refused_naming_it() {
+        let message = |text: &str| {
+            serde_json::from_str::<Request>(text)
+                .unwrap_err()
+                .to_string()
+        };
+        // serde_json alone keeps the last one: this was a stop.
+        assert_eq!(
+            message(r#"{"cmd":"status","cmd":"stop"}"#),
+            "duplicate key `cmd`: name each key once at line 1 column 21"
+        );
+        for (text, key) in [
+            (
+                r#"{"cmd":"wan","name":"wan1","mode":"up","mode":"down"}"#,
+                "mode",
+            ),
+            (r#"{"name":"a","cmd":"wan","name":"b","mode":"up"}"#, "name"),
+            (
+                r#"{"cmd":"set","name":"s","op":"add","prefixes":["192.0.2.0/24"],"batch":{"id":1,"last":false,"last":true}}"#,
+                "last",
+            ),
+            (r#"{"cmd":"set","name":"s","op":"list","op":"flush"}"#, "op"),
+            (
+                r#"{"cmd":"stop","\u001b[2J":1,"\u001b[2J":2}"#,
+                "\\u{1b}[2J",
+            ),
+        ] {
+            let e = message(text);
+            assert!(
+                e.starts_with(&format!("duplicate key `{key}`: name each key once")),
+                "{text}: {e}"
+            );
+        }
+        // The same keys in different objects are fine.
+        let set: Request = serde_json::from_str(
+            r#"{"cmd":"set","name":"s","op":"add","prefixes":["192.0.2.0/24"],"batch":{"id":1,"last":true}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            set,
+            Request::Set {
+                batch: Some(Batch { id: 1, last: true }),
+                ..
+            }
+        ));
+        // Values of every JSON type still read as before.
+        let gateway: Request =
+            serde_json::from_str(r#"{"cmd":"gateway","name":"w","gateway":null}"#).unwrap();
+        assert!(matches!(gateway, Request::Gateway { gateway: None, .. }));
+        assert!(
+            serde_json::from_str::<Request>(r#"{"cmd":"set","name":"s","op":"add","timeout":1.5}"#)
+                .is_err()
+        );
     }
 
     #[test]

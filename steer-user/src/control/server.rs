@@ -29,7 +29,7 @@ use tokio::{
     time::{Instant, timeout, timeout_at},
 };
 
-use super::{ControlError, Request, Response};
+use super::{ControlError, Request, Response, answer::Answer};
 
 /// Default cap on one request line (without its newline).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -55,7 +55,19 @@ pub struct Call {
     pub request: Request,
     pub peer: PeerCred,
     /// Answer here; dropping it answers "the daemon did not answer" to the client.
-    pub reply: oneshot::Sender<Response>,
+    pub reply: Replier,
+}
+
+/// Where the controller answers one call: a [`Response`], or an [`Answer`] encoded off the
+/// event loop.
+#[derive(Debug)]
+pub struct Replier(oneshot::Sender<Answer>);
+
+impl Replier {
+    /// Answers the call; the answer comes back when the client is gone.
+    pub fn send(self, answer: impl Into<Answer>) -> Result<(), Answer> {
+        self.0.send(answer.into())
+    }
 }
 
 /// The credentials of the connected process, from `SO_PEERCRED`.
@@ -462,7 +474,7 @@ async fn handle_connection(
             "permission denied: uid {} may not control steer; run the command as root",
             peer.uid
         ));
-        write_response(&mut stream, &refusal).await;
+        write_response(&mut stream, refusal.into()).await;
         return;
     }
 
@@ -492,6 +504,7 @@ async fn handle_connection(
             Response::error(format!(
                 "no complete request within {READ_TIMEOUT:?}; send one JSON object followed by a newline, e.g. {EXAMPLE}"
             ))
+            .into()
         }
         ReadOutcome::TooLarge => {
             warn!(
@@ -502,6 +515,7 @@ async fn handle_connection(
                 "request too large: the limit is {} bytes per request; send one JSON object on one line, e.g. {EXAMPLE}",
                 ctx.max_request_bytes
             ))
+            .into()
         }
         ReadOutcome::Line(line) => match serde_json::from_slice::<Request>(&line) {
             Ok(request) => dispatch(&ctx, request, peer).await,
@@ -512,11 +526,11 @@ async fn handle_connection(
                     peer.uid,
                     line[..line.len().min(120)].escape_ascii()
                 );
-                Response::error(malformed(&e))
+                Response::error(malformed(&e)).into()
             }
         },
     };
-    write_response(&mut stream, &response).await;
+    write_response(&mut stream, response).await;
 }
 
 /// The answer to a request that is not valid JSON or not a known command.
@@ -525,7 +539,7 @@ pub(crate) fn malformed(e: &serde_json::Error) -> String {
 }
 
 /// Hands the request to the controller and waits for its answer, within `reply_timeout`.
-async fn dispatch(ctx: &Context, request: Request, peer: PeerCred) -> Response {
+async fn dispatch(ctx: &Context, request: Request, peer: PeerCred) -> Answer {
     debug!(
         "control: pid {} uid {} requests {request:?}",
         peer.pid, peer.uid
@@ -538,13 +552,15 @@ async fn dispatch(ctx: &Context, request: Request, peer: PeerCred) -> Response {
     )
     .await
     {
-        Ok(response) => response,
+        Ok(answer) => answer,
         Err(Unanswered::ShuttingDown) => Response::error(
             "the daemon did not answer: it is shutting down; start it again with `steer run -c FILE`",
-        ),
+        )
+        .into(),
         Err(Unanswered::Dropped) => Response::error(
             "the daemon did not answer (it dropped the request); see its log and retry",
-        ),
+        )
+        .into(),
         Err(Unanswered::TimedOut) => {
             warn!(
                 "control: the controller did not answer pid {} uid {} within {:?}",
@@ -554,6 +570,7 @@ async fn dispatch(ctx: &Context, request: Request, peer: PeerCred) -> Response {
                 "the daemon did not answer within {:?}; it may be busy: see its log and retry",
                 ctx.reply_timeout
             ))
+            .into()
         }
     }
 }
@@ -576,12 +593,12 @@ pub(crate) async fn ask(
     request: Request,
     peer: PeerCred,
     deadline: Instant,
-) -> Result<Response, Unanswered> {
+) -> Result<Answer, Unanswered> {
     let (reply, answer) = oneshot::channel();
     let call = Call {
         request,
         peer,
-        reply,
+        reply: Replier(reply),
     };
     match timeout_at(deadline, calls.send(call)).await {
         Ok(Ok(())) => {}
@@ -589,7 +606,7 @@ pub(crate) async fn ask(
         Err(_) => return Err(Unanswered::TimedOut),
     }
     match timeout_at(deadline, answer).await {
-        Ok(Ok(response)) => Ok(response),
+        Ok(Ok(answer)) => Ok(answer),
         Ok(Err(_)) => Err(Unanswered::Dropped),
         Err(_) => Err(Unanswered::TimedOut),
     }
@@ -642,18 +659,27 @@ async fn read_request<R: AsyncRead + Unpin>(
     }
 }
 
-/// Writes the answer line and half-closes; a client that does not read loses its answer.
-async fn write_response<W: AsyncWrite + Unpin>(writer: &mut W, response: &Response) {
-    let mut line = serde_json::to_vec(response).unwrap_or_else(|e| {
-        format!(
-            "{{\"ok\":false,\"error\":{}}}",
-            serde_json::Value::String(format!("cannot encode the answer: {e}"))
-        )
-        .into_bytes()
-    });
-    line.push(b'\n');
+/// Writes the answer line and half-closes; a client that does not read loses its answer. The
+/// answer (an encoded one holds its share of the budget of big answers) is let go of here.
+async fn write_response<W: AsyncWrite + Unpin>(writer: &mut W, answer: Answer) {
+    let small;
+    let line = match &answer {
+        Answer::Encoded(e) => e.line(),
+        Answer::Response(response) => {
+            let mut line = serde_json::to_vec(response).unwrap_or_else(|e| {
+                format!(
+                    "{{\"ok\":false,\"error\":{}}}",
+                    serde_json::Value::String(format!("cannot encode the answer: {e}"))
+                )
+                .into_bytes()
+            });
+            line.push(b'\n');
+            small = line;
+            &small
+        }
+    };
     let written = timeout(WRITE_TIMEOUT, async {
-        writer.write_all(&line).await?;
+        writer.write_all(line).await?;
         writer.shutdown().await
     })
     .await;

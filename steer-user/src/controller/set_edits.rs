@@ -55,12 +55,63 @@ struct Staged {
     touched: Instant,
 }
 
-/// A runtime entry of the table as `steer set NAME list` shows it.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Listed {
-    pub prefix: String,
-    /// Seconds left; none: until deleted.
-    pub expires_in: Option<u64>,
+/// The answer to `steer set NAME list`,
+/// `{"entries":[{"prefix":"192.0.2.0/24","expires_in":600}, ...]}` (`expires_in`: seconds left,
+/// null for an entry kept until deleted), from a snapshot of the set's entries: taking it costs
+/// the event loop nothing, and it is encoded straight to bytes off the loop
+/// ([`crate::control::answer`]), entry by entry, without a `String` (or a `serde_json::Value`)
+/// for each.
+#[derive(Debug)]
+pub struct Listing {
+    entries: std::sync::Arc<runtime_sets::Entries>,
+    /// `CLOCK_BOOTTIME` seconds when it was taken: the time left is counted from then.
+    now: u64,
+}
+
+impl Listing {
+    /// Entries listed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl serde::Serialize for Listing {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+
+        /// The entries, as a sequence.
+        struct Entries<'a>(&'a Listing);
+
+        impl serde::Serialize for Entries<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let now = self.0.now;
+                serializer.collect_seq(self.0.entries.iter().map(|(prefix, deadline)| Entry {
+                    prefix,
+                    expires_in: deadline.map(|at| at.saturating_sub(now)),
+                }))
+            }
+        }
+
+        /// One entry, its prefix written as text without a `String` of its own.
+        #[derive(serde::Serialize)]
+        struct Entry<'a> {
+            #[serde(serialize_with = "as_text")]
+            prefix: &'a Prefix,
+            expires_in: Option<u64>,
+        }
+
+        fn as_text<S: serde::Serializer>(p: &&Prefix, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(p)
+        }
+
+        let mut body = serializer.serialize_struct("Listing", 1)?;
+        body.serialize_field("entries", &Entries(self))?;
+        body.end()
+    }
 }
 
 impl Runtime {
@@ -465,19 +516,15 @@ impl Controller {
         self.dp.unmap_ranges();
     }
 
-    /// `steer set NAME list`: the set's runtime entries and their time left.
-    pub fn list_set(&self, name: &str) -> Result<Vec<Listed>, String> {
+    /// `steer set NAME list`: the set's runtime entries and their time left, as a snapshot
+    /// that shares the table (an edit meanwhile copies the set once): nothing is copied or
+    /// formatted on the event loop.
+    pub fn list_set(&self, name: &str) -> Result<Listing, String> {
         self.set_view(name)?;
-        let now = boottime_secs();
-        Ok(self
-            .runtime
-            .table
-            .entries(name)
-            .map(|(p, deadline)| Listed {
-                prefix: p.to_string(),
-                expires_in: deadline.map(|at| at.saturating_sub(now)),
-            })
-            .collect())
+        Ok(Listing {
+            entries: self.runtime.table.snapshot(name),
+            now: boottime_secs(),
+        })
     }
 
     /// Removes the runtime entries whose timeout ran out (the daemon's one-second timer).
@@ -816,6 +863,63 @@ prefixes = ["192.168.1.64/27"]
                 ("bypass", DropReason::Configured),
                 ("gone", DropReason::SetGone)
             ]
+        );
+    }
+
+    #[test]
+    fn a_listing_is_the_set_when_it_was_taken_written_as_listed_entries() {
+        let mut table = RuntimeSets::default();
+        table.insert("bypass", p("198.51.100.0/24"), None);
+        table.insert("bypass", p("2001:db8::/32"), Some(1000));
+        table.insert("bypass", p("192.0.2.0/24"), Some(90));
+        table.insert("other", p("10.0.0.0/8"), None);
+        let listing = Listing {
+            entries: table.snapshot("bypass"),
+            now: 100,
+        };
+        // Later edits do not show in it (the table copies the set for them).
+        table.insert("bypass", p("203.0.113.0/24"), None);
+        assert!(table.remove("bypass", &p("198.51.100.0/24")));
+        assert_eq!(listing.len(), 3);
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Listed {
+            prefix: String,
+            expires_in: Option<u64>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Body {
+            entries: Vec<Listed>,
+        }
+        let line = crate::control::answer::Encoded::ok(&listing).unwrap();
+        let text = std::str::from_utf8(line.line()).unwrap();
+        assert!(
+            text.starts_with(
+                r#"{"ok":true,"body":{"entries":[{"prefix":"192.0.2.0/24","expires_in":0},"#
+            ),
+            "{text}"
+        );
+        let response: crate::control::Response = serde_json::from_str(text).unwrap();
+        let body: Body = serde_json::from_value(response.body).unwrap();
+        let listed = |prefix: &str, expires_in| Listed {
+            prefix: prefix.into(),
+            expires_in,
+        };
+        assert_eq!(
+            body.entries,
+            [
+                listed("192.0.2.0/24", Some(0)),
+                listed("198.51.100.0/24", None),
+                listed("2001:db8::/32", Some(900)),
+            ]
+        );
+        let none = Listing {
+            entries: table.snapshot("nothing"),
+            now: 0,
+        };
+        assert!(none.is_empty());
+        assert_eq!(
+            crate::control::answer::Encoded::ok(&none).unwrap().line(),
+            b"{\"ok\":true,\"body\":{\"entries\":[]}}\n"
         );
     }
 }

@@ -17,17 +17,25 @@
 
 pub mod journal;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use crate::{
     model::{Direction, PrefixMap, PrefixSets},
     prefix::{Prefix, parse_prefix},
 };
 
+/// The runtime entries of one set, with their deadlines (`None`: until deleted).
+pub type Entries = BTreeMap<Prefix, Option<u64>>;
+
 /// Every runtime entry, by set name, with its deadline (`None`: until deleted).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeSets {
-    sets: BTreeMap<String, BTreeMap<Prefix, Option<u64>>>,
+    /// Shared, so that `steer set NAME list` takes a snapshot of a set without copying it and
+    /// encodes it off the event loop; an edit while a snapshot is out copies the set once.
+    sets: BTreeMap<String, Arc<Entries>>,
     /// (deadline, set, prefix) of every entry with a timeout, soonest first.
     expiring: BTreeSet<(u64, String, Prefix)>,
 }
@@ -40,16 +48,24 @@ impl RuntimeSets {
 
     /// The entries of `set`, sorted.
     pub fn entries(&self, set: &str) -> impl Iterator<Item = (&Prefix, &Option<u64>)> {
-        self.sets.get(set).into_iter().flatten()
+        self.sets
+            .get(set)
+            .into_iter()
+            .flat_map(|entries| entries.iter())
+    }
+
+    /// The entries of `set` as they are now, shared: later changes do not show in it.
+    pub fn snapshot(&self, set: &str) -> Arc<Entries> {
+        self.sets.get(set).cloned().unwrap_or_default()
     }
 
     /// Runtime entries of `set`.
     pub fn len_of(&self, set: &str) -> usize {
-        self.sets.get(set).map_or(0, BTreeMap::len)
+        self.sets.get(set).map_or(0, |entries| entries.len())
     }
 
     pub fn len(&self) -> usize {
-        self.sets.values().map(BTreeMap::len).sum()
+        self.sets.values().map(|entries| entries.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -65,7 +81,7 @@ impl RuntimeSets {
 
     /// Adds or replaces an entry (a new deadline replaces the old one, as `ipset -exist`).
     pub fn insert(&mut self, set: &str, prefix: Prefix, deadline: Option<u64>) {
-        let entries = self.sets.entry(set.to_owned()).or_default();
+        let entries = Arc::make_mut(self.sets.entry(set.to_owned()).or_default());
         if let Some(Some(old)) = entries.insert(prefix, deadline) {
             self.expiring.remove(&(old, set.to_owned(), prefix));
         }
@@ -79,6 +95,10 @@ impl RuntimeSets {
         let Some(entries) = self.sets.get_mut(set) else {
             return false;
         };
+        if !entries.contains_key(prefix) {
+            return false;
+        }
+        let entries = Arc::make_mut(entries);
         let Some(deadline) = entries.remove(prefix) else {
             return false;
         };
