@@ -59,7 +59,7 @@ impl fmt::Display for Proto {
             Proto::Tcp => f.write_str("tcp"),
             Proto::Udp => f.write_str("udp"),
             Proto::Icmp => f.write_str("icmp"),
-            Proto::Other(n) => write!(f, "proto {n}"),
+            Proto::Other(n) => write!(f, "protocol {n}"),
         }
     }
 }
@@ -410,7 +410,7 @@ pub enum ExplainError {
     )]
     Family { src: IpAddr, dst: IpAddr },
     #[error(
-        "protocol {proto} has no ports, so --{option} would be left out of the packet: leave it \
+        "{proto} has no ports, so --{option} would be left out of the packet: leave it \
          out, or give --proto tcp, udp or a protocol with ports (sctp 132, udp-lite 136)"
     )]
     NoPorts { proto: Proto, option: &'static str },

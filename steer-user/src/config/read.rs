@@ -52,6 +52,11 @@ pub enum ReadError {
         link.display()
     )]
     UntrustedLink { link: PathBuf, owner: u32 },
+    #[error(
+        "it is a symbolic link to {}, which does not exist",
+        target.display()
+    )]
+    DanglingLink { target: PathBuf },
     #[error("more than {MAX_LINKS} symbolic links on the way")]
     TooManyLinks,
     #[error("it changed while it was read ({TRIES} tries)")]
@@ -67,7 +72,11 @@ impl ReadError {
             }
             ReadError::Io(_) => "check the path and the file's permissions",
             ReadError::NotRegular { .. } => "give the path of a regular file",
-            ReadError::TooBig { .. } => "split it into several files",
+            ReadError::TooBig { .. } => {
+                "a list can be split into several files of the set's `files`; a configuration \
+                 this big should keep its prefixes in list files"
+            }
+            ReadError::DanglingLink { .. } => "fix the link, or create the file it points to",
             ReadError::UntrustedLink { .. } => {
                 "replace the link by the file, or have root make the link"
             }
@@ -353,6 +362,11 @@ fn resolve(path: &Path) -> Result<PathBuf, ReadError> {
         let next = done.join(&part);
         let meta = match std::fs::symlink_metadata(&next) {
             Ok(m) => m,
+            // Through a link: say the link is what points nowhere (the link itself exists,
+            // so "no such file" alone would puzzle whoever looks at it).
+            Err(e) if todo.is_empty() && links > 0 && e.kind() == io::ErrorKind::NotFound => {
+                return Err(ReadError::DanglingLink { target: next });
+            }
             // The open reports it, with the path as written.
             Err(_) if todo.is_empty() => return Ok(next),
             Err(e) => return Err(e.into()),
@@ -416,6 +430,23 @@ mod tests {
             read_file(&dotdot.join("list.txt"), 100).unwrap(),
             b"192.0.2.0/24\n"
         );
+    }
+
+    #[test]
+    fn a_link_to_nothing_is_named_as_such() {
+        let dir = Scratch::new("read-dangling");
+        let path = dir.write("list.txt", "192.0.2.0/24\n");
+        let link = path.with_file_name("link.txt");
+        std::os::unix::fs::symlink("gone.txt", &link).unwrap();
+        let e = read_file(&link, 100).unwrap_err();
+        assert!(
+            e.to_string().starts_with("it is a symbolic link to ")
+                && e.to_string().ends_with("gone.txt, which does not exist"),
+            "{e}"
+        );
+        assert_eq!(e.hint(), "fix the link, or create the file it points to");
+        let missing = read_file(&path.with_file_name("none.txt"), 100).unwrap_err();
+        assert!(matches!(missing, ReadError::Io(_)), "{missing}");
     }
 
     #[test]

@@ -164,9 +164,10 @@ impl Runtime {
         let written = journal.append(records, &self.table);
         written.err().map(|e| {
             ReportLine::error(format!(
-                "writing the runtime set journal failed: {e}; the entries are in force, and \
+                "writing the runtime set journal {} failed: {e}; the entries are in force, and \
                  the next `steer set` writes the whole journal again (until then a restarted \
-                 daemon would not know them)"
+                 daemon would not know them)",
+                journal.path().display()
             ))
         })
     }

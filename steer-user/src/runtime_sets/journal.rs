@@ -122,6 +122,11 @@ fn apply_line(table: &mut RuntimeSets, line: &str) -> Option<()> {
 }
 
 impl Journal {
+    /// Where the journal lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Reads the journal at `path` (none yet: an empty table) and drops the entries whose
     /// deadline is at or before `now`. Returns the journal, the live table, and the lines it
     /// could not read. Nothing is written until the first [`Journal::append`], which rewrites
