@@ -270,6 +270,8 @@ pub(super) struct Dropped {
 pub(super) enum DropReason {
     /// The configuration no longer has the set.
     SetGone,
+    /// The set now has conditions (an ordered rule), which runtime entries cannot join.
+    Ordered,
     /// The set's own configuration now holds the prefix (nothing changes in the kernel).
     Configured,
     /// Another set's configuration now holds the prefix.
@@ -298,6 +300,12 @@ pub(super) fn overlay(
             _ => None,
         })
         .collect();
+    let ordered: std::collections::HashSet<&str> = desired
+        .rules
+        .values()
+        .filter(|r| matches!(r.kind, RuleKind::Ordered(_)))
+        .map(|r| r.name.as_str())
+        .collect();
     let names: HashMap<u32, &str> = sets.iter().map(|(n, (id, _))| (*id, *n)).collect();
     let prefixes = &mut desired.contents.prefixes;
     let mut dropped = Vec::new();
@@ -308,7 +316,12 @@ pub(super) fn overlay(
             why,
         };
         let Some((rule, direction)) = sets.get(set) else {
-            dropped.push(drop(DropReason::SetGone));
+            let why = if ordered.contains(set) {
+                DropReason::Ordered
+            } else {
+                DropReason::SetGone
+            };
+            dropped.push(drop(why));
             continue;
         };
         if prefix.len() == 0 && !allows_default_route(set) {
@@ -680,6 +693,9 @@ impl Controller {
         for d in dropped {
             let why = match d.why {
                 DropReason::SetGone => "the set is no longer configured".to_owned(),
+                DropReason::Ordered => "the set has conditions now (an ordered rule), and \
+                                        `steer set` edits only sets without them"
+                    .to_owned(),
                 DropReason::Configured => "its configuration now holds them".to_owned(),
                 DropReason::TakenBy(other) => format!("set {other}'s configuration holds them"),
                 DropReason::DefaultRoute => "the set no longer has allow_default_route".to_owned(),
@@ -825,6 +841,10 @@ name = "kids"
 policy = "p"
 match = "src"
 prefixes = ["192.168.1.64/27"]
+[[set]]
+name = "voip"
+policy = "p"
+proto = ["udp"]
 "#,
             wans = crate::config::testing::TWO_WANS
         );
@@ -836,6 +856,7 @@ prefixes = ["192.168.1.64/27"]
         table.insert("kids", p("192.168.1.80/28"), None);
         table.insert("bypass", p("192.168.1.64/27"), None);
         table.insert("gone", p("10.0.0.0/8"), None);
+        table.insert("voip", p("10.1.0.0/16"), None);
         let (dropped, gained) = overlay(&table, &mut want, |_| false);
         assert_eq!(gained.len(), 3);
         let ids = want.rule_ids();
@@ -862,7 +883,8 @@ prefixes = ["192.168.1.64/27"]
             why,
             [
                 ("bypass", DropReason::Configured),
-                ("gone", DropReason::SetGone)
+                ("gone", DropReason::SetGone),
+                ("voip", DropReason::Ordered)
             ]
         );
     }
