@@ -507,6 +507,14 @@ fn explain_names_the_local_reason_the_balanced_share_and_what_a_source_set_beats
     );
     let got = udp_via(&s.lab, Lab::SERVER_B.into(), 7301, 20);
     assert!(got[0] >= 10 && got[1] == 0, "by wan1/wan2: {got:?}");
+    // A local destination is never steered, whatever source set the sender is in: said.
+    let local = s.steer(&["explain", "10.10.0.99", "--src", &client]);
+    assert!(
+        local.contains(&format!(
+            "also in {client}/32 of set kids (a local destination is never steered)"
+        )),
+        "{local}"
+    );
     // Another LAN host is in no source set: the bypass set decides, and nothing is beaten.
     let e: serde_json::Value =
         serde_json::from_str(&s.steer(&["explain", &b, "--src", "10.10.0.3", "--json"]))

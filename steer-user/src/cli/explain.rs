@@ -187,6 +187,8 @@ pub enum Lost {
     Source,
     /// A host learned from DNS comes before destination prefixes.
     Learned,
+    /// A destination the router reaches without a WAN is never steered.
+    Local,
 }
 
 impl Lost {
@@ -196,6 +198,7 @@ impl Lost {
             Lost::Ordered => "conditions first",
             Lost::Source => "source first",
             Lost::Learned => "learned first",
+            Lost::Local => "local",
         }
     }
 
@@ -205,6 +208,7 @@ impl Lost {
             Lost::Ordered => "sets with conditions come first",
             Lost::Source => "source sets come first",
             Lost::Learned => "a host learned from DNS comes first",
+            Lost::Local => "a local destination is never steered",
         }
     }
 }
@@ -294,6 +298,21 @@ impl Explanation {
     }
 }
 
+impl Explanation {
+    /// The sets that also hold the packet's address, each with why it lost.
+    fn write_beaten(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.shadowed {
+            let (p, s, why) = (b.prefix, &b.set, b.why.describe());
+            if b.learned {
+                writeln!(f, "         also learned as {p} for set {s} ({why})")?;
+            } else {
+                writeln!(f, "         also in {p} of set {s} ({why})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "packet   {} -> {} {}", self.src, self.dst, self.proto)?;
@@ -312,6 +331,7 @@ impl fmt::Display for Explanation {
                 self.dst,
                 kind.describe()
             )?;
+            self.write_beaten(f)?;
             writeln!(f, "mark     {:#x} (unchanged)", self.mark)?;
             return writeln!(
                 f,
@@ -374,14 +394,7 @@ impl fmt::Display for Explanation {
             }
             _ => writeln!(f, "matched  rule {} = default (no set matched)", self.rule)?,
         }
-        for b in &self.shadowed {
-            let (p, s, why) = (b.prefix, &b.set, b.why.describe());
-            if b.learned {
-                writeln!(f, "         also learned as {p} for set {s} ({why})")?;
-            } else {
-                writeln!(f, "         also in {p} of set {s} ({why})")?;
-            }
-        }
+        self.write_beaten(f)?;
         writeln!(f, "policy   {}", self.policy)?;
         writeln!(f, "mark     {:#x} (mask {:#x})", self.mark, self.mask)?;
         writeln!(f, "wan      {}", self.wan)?;
@@ -550,6 +563,16 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
     };
     if rule == LOCAL_RULE {
         e.local = maps.local_of(dst)?;
+        for (dir, addr) in [(Direction::Src, src), (Direction::Dst, dst)] {
+            for (p, r) in maps.containing(dir, addr)? {
+                e.shadowed.push(Beaten {
+                    prefix: p,
+                    set: names.set(r),
+                    learned: false,
+                    why: Lost::Local,
+                });
+            }
+        }
         return Ok(e);
     }
     let kind = names.kind(rule);
