@@ -177,6 +177,14 @@ fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_set
         e["shadowed"][0]["set"], "bypass",
         "the prefix set it beat: {e}"
     );
+    // `steer dump sets` lists the ordered rules' prefixes too, with their place.
+    let sets = in_router(&s, "dump", &["sets"]);
+    let row = sets["sets"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["set"] == "b-game"))
+        .unwrap_or_else(|| panic!("b-game's prefix in {sets}"));
+    assert_eq!(row["prefix"], format!("{b}/32"), "{row}");
+    assert!(row["ordered"].is_u64(), "{row}");
     let e = explain_in_router(
         &s,
         &[&a.to_string(), "--dport", "7000", "--src-mac", &client_mac],

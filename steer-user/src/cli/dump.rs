@@ -14,7 +14,7 @@ use crate::{
         DataplaneError, Maps, WanName,
         wan_traffic::{TrafficSample, read_pinned},
     },
-    model::{Family, PrefixMap, Rule, RuleKind, last_resort_marks},
+    model::{Direction, Family, PrefixMap, Rule, RuleKind, last_resort_marks},
 };
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -421,17 +421,43 @@ fn sets(
             }));
         }
     }
+    rows.extend(ordered_sets(maps, names)?);
     Ok(Value::Array(rows))
+}
+
+/// The prefixes of the sets with conditions (ordered rules), from the live condition bank:
+/// they live in the conditions' tries, not in the range tables.
+fn ordered_sets(maps: &Maps, names: &Names) -> Result<Vec<Value>, DataplaneError> {
+    let cond = maps.ordered();
+    let (bank_no, bank) = (cond.live_bank()?, cond.live()?);
+    let used = bank.used[0] | bank.used[1];
+    let mut rows = Vec::new();
+    for i in (0..steer_common::cond::MAX_RULES as usize).filter(|i| used >> i & 1 == 1) {
+        let rule = u32::from(bank.rule[i]);
+        for side in [Direction::Src, Direction::Dst] {
+            for prefix in cond.prefixes_of(bank_no as u8, side, 1 << i)? {
+                rows.push(json!({
+                    "prefix": prefix.to_string(), "match": side.as_str(),
+                    "set": names.set(rule), "rule": rule, "policy": names.policy(rule),
+                    "origin": "config", "ordered": i + 1,
+                }));
+            }
+        }
+    }
+    Ok(rows)
 }
 
 fn render_sets(v: &Value) -> String {
     let mut out =
         "prefix                                      match  set              policy           origin\n"
             .to_owned();
-    for r in v.as_array().into_iter().flatten() {
+    let rows = v.as_array().into_iter().flatten();
+    let unknown = rows.clone().any(|r| r["origin"] == "unknown");
+    for r in rows {
         let origin = match &r["origin"]["runtime"]["expires_in_s"] {
-            _ if r["origin"] == "unknown" => {
-                "unknown: no control socket or journal found; give --socket".to_owned()
+            _ if r["origin"] == "unknown" => "unknown".to_owned(),
+            _ if r["ordered"].is_u64() => {
+                format!("config (set with conditions #{})", r["ordered"])
             }
             _ if r["origin"].is_string() => "config".to_owned(),
             Value::Number(left) => format!("runtime, {left} s left"),
@@ -444,6 +470,12 @@ fn render_sets(v: &Value) -> String {
             txt(&r["match"]),
             txt(&r["set"]),
             txt(&r["policy"])
+        );
+    }
+    if unknown {
+        out.push_str(
+            "(origin unknown: no control socket or journal found, so runtime entries cannot be \
+             told from configured ones; give --socket)\n",
         );
     }
     out

@@ -369,12 +369,24 @@ impl CondMaps {
 
     /// How many prefixes on `side` are the rule's own (not carried down from a shorter one).
     fn own_prefixes(&self, bank: u8, side: Direction, bit: u64) -> Result<usize, DataplaneError> {
+        Ok(self.prefixes_of(bank, side, bit)?.len())
+    }
+
+    /// The prefixes of the rule with `bit` on `side`, as the configuration gave them: the
+    /// tries also hold, under each of them, the longer prefixes of other rules carrying its
+    /// bit, which are left out.
+    pub fn prefixes_of(
+        &self,
+        bank: u8,
+        side: Direction,
+        bit: u64,
+    ) -> Result<Vec<Prefix>, DataplaneError> {
         let s = side_index(side);
         let mut held: Vec<Prefix> = Vec::new();
         collect(&self.addrs_v4[s], ADDR_NAMES[s][0], bank, bit, &mut held)?;
         collect(&self.addrs_v6[s], ADDR_NAMES[s][1], bank, bit, &mut held)?;
         held.sort_unstable();
-        let mut own = 0;
+        let mut own = Vec::new();
         let mut stack: Vec<Prefix> = Vec::new();
         for p in held {
             while stack
@@ -383,7 +395,9 @@ impl CondMaps {
             {
                 stack.pop();
             }
-            own += usize::from(stack.is_empty());
+            if stack.is_empty() {
+                own.push(p);
+            }
             stack.push(p);
         }
         Ok(own)
