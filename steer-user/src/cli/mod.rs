@@ -657,8 +657,24 @@ fn memory_line(c: &config::Config) -> String {
         .map_or("no max_memory set".into(), |m| {
             format!("max_memory {}", Bytes(m))
         });
+    // The sets with conditions keep theirs in the conditions' tries, which are created at
+    // their full size with the program: part of the floor, not of this estimate.
+    let ordered: usize = c
+        .sets
+        .iter()
+        .filter(|s| s.conditions.is_some())
+        .map(|s| s.prefix_count())
+        .sum();
+    let conditions = if ordered > 0 {
+        format!(
+            "; the sets with conditions hold {ordered} more in the conditions' tries, of a \
+             fixed size"
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "kernel memory of the sets: {} in force, {} at the peak of a reload; {limit} ({})",
+        "kernel memory of the sets: {} in force, {} at the peak of a reload; {limit} ({}{conditions})",
         Bytes(f.in_force()),
         Bytes(f.peak()),
         f.breakdown()
@@ -1015,6 +1031,25 @@ fn render_status(s: &Status) -> String {
 #[cfg(test)]
 mod error_text_tests {
     use super::error_text;
+
+    #[test]
+    fn the_memory_line_names_the_ordered_rules_prefixes_apart() {
+        let text = format!(
+            "{}\n[[set]]\nname = \"o\"\npolicy = \"p\"\nproto = [\"tcp\"]\n\
+             prefixes = [\"198.51.100.0/24\"]\n",
+            crate::config::testing::BASE
+        );
+        let c = crate::config::parse(&text, std::path::Path::new("/nonexistent/s.toml"))
+            .expect("valid");
+        let line = super::memory_line(&c);
+        assert!(
+            line.ends_with(
+                "(no prefixes in prefix sets; the sets with conditions hold 1 more in the \
+                 conditions' tries, of a fixed size)"
+            ),
+            "{line}"
+        );
+    }
 
     #[test]
     fn a_cause_the_message_already_says_is_not_repeated() {

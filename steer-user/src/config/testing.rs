@@ -33,7 +33,7 @@ impl Drop for Scratch {
     }
 }
 
-pub(super) const BASE: &str = r#"
+pub(crate) const BASE: &str = r#"
 [general]
 lan = ["br-lan"]
 

@@ -84,7 +84,7 @@ impl Footprint {
     }
 
     /// What each map that holds prefixes takes: "IPv4 destination: 1000000 prefixes,
-    /// 12.8 MiB; ...", or "no prefixes".
+    /// 12.8 MiB; ...", or "no prefixes in prefix sets".
     pub fn breakdown(&self) -> String {
         let parts: Vec<String> = PrefixMap::ALL
             .into_iter()
@@ -105,7 +105,7 @@ impl Footprint {
             })
             .collect();
         if parts.is_empty() {
-            "no prefixes".into()
+            "no prefixes in prefix sets".into()
         } else {
             parts.join("; ")
         }
