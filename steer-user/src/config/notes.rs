@@ -17,7 +17,13 @@ pub fn notes(config: &Config) -> Vec<String> {
         .wans
         .iter()
         .filter_map(|w| shared_master_only(config, &w.name));
+    let everything = rule_that_matches_everything(config);
+    let kept_local = prefixes_kept_local(config);
+    let empty = config.sets.iter().filter_map(empty_plain_set);
     wans.chain(sets)
+        .chain(everything)
+        .chain(kept_local)
+        .chain(empty)
         .chain(unfiltered)
         .chain(short)
         .chain(shared)
@@ -175,19 +181,130 @@ fn aaaa_unfiltered(set: &Set, dns: Option<&super::Dns>) -> Option<String> {
 /// own prefixes and its `src_prefixes` are of different families.
 fn rule_that_matches_nothing(set: &Set) -> Option<String> {
     let rule = set.ordered_rule(0)?;
-    if Family::ALL.iter().any(|f| rule.fits(*f)) {
+    let protos_allow = |family: Family| {
+        let protos = &rule.conditions.protos;
+        protos.is_empty()
+            || protos
+                .iter()
+                .any(|p| proto_family(*p).is_none_or(|f| f == family))
+    };
+    if Family::ALL
+        .iter()
+        .any(|f| rule.fits(*f) && protos_allow(*f))
+    {
         return None;
     }
-    let why = if set.names_addresses() && set.prefix_count() == 0 {
-        "its list files hold no prefix"
+    let (why, what_to_do) = if set.names_addresses() && set.prefix_count() == 0 {
+        (
+            "its list files hold no prefix",
+            "fill the list, or remove `files` to match every address",
+        )
+    } else if Family::ALL.iter().any(|f| rule.fits(*f)) {
+        (
+            "its protocols are of the other address family than its prefixes (icmpv6 is \
+             IPv6's, protocol 1 IPv4's; `icmp` means either)",
+            "write `icmp`, or prefixes of the protocol's family",
+        )
     } else {
-        "its prefixes and its src_prefixes are of different address families"
+        (
+            "its prefixes and its src_prefixes are of different address families",
+            "give both sides prefixes of one family",
+        )
     };
     Some(format!(
         "set `{}` has conditions but matches no packet: {why}; packets go on to the other \
-         rules and sets (fill the list, or remove `files` to match every address)",
+         rules and sets ({what_to_do})",
         set.name
     ))
+}
+
+/// The family a protocol number belongs to, if it belongs to one (ICMP and ICMPv6).
+fn proto_family(p: crate::model::ordered::Proto) -> Option<Family> {
+    match p {
+        crate::model::ordered::Proto::Number(1) => Some(Family::V4),
+        crate::model::ordered::Proto::Number(58) => Some(Family::V6),
+        _ => None,
+    }
+}
+
+/// A set with conditions that every packet meets (no condition, no prefix): nothing after it
+/// in the order, no plain set and not `[default]` ever decides a packet.
+fn rule_that_matches_everything(config: &Config) -> Option<String> {
+    let (i, set) = config.sets.iter().enumerate().find(|(_, s)| {
+        s.ordered_rule(0).is_some_and(|r| {
+            let c = &r.conditions;
+            r.prefixes.is_none()
+                && c.protos.is_empty()
+                && c.sports.is_empty()
+                && c.dports.is_empty()
+                && c.src_macs.is_empty()
+                && c.ins.is_empty()
+                && c.src_prefixes.is_empty()
+        })
+    })?;
+    let others = config.sets.len() - 1;
+    (others > 0 || config.default.is_some()).then(|| {
+        format!(
+            "set `{}` (set #{} of the file) has conditions every packet meets (no protocol, \
+             port, MAC, interface or prefix narrows it): it decides every packet, so no other \
+             set and not [default] ever does; give it a condition or prefixes",
+            set.name,
+            i + 1
+        )
+    })
+}
+
+/// A destination set's prefixes inside `general.local_prefixes`: local destinations are never
+/// steered, so they never take the set's policy.
+fn prefixes_kept_local(config: &Config) -> Vec<String> {
+    let local = &config.general.local_prefixes;
+    if local.is_empty() {
+        return Vec::new();
+    }
+    config
+        .sets
+        .iter()
+        .filter(|s| s.direction == crate::model::Direction::Dst)
+        .filter_map(|s| {
+            let inside: Vec<String> = s
+                .all_prefixes()
+                .filter(|p| {
+                    local
+                        .iter()
+                        .any(|l| l.len() <= p.len() && l.contains(p.addr()))
+                })
+                .map(|p| p.to_string())
+                .collect();
+            let shown: Vec<&str> = inside.iter().take(3).map(String::as_str).collect();
+            (!inside.is_empty()).then(|| {
+                format!(
+                    "set `{}`: {} of its prefixes ({}{}) are inside general.local_prefixes, \
+                     and local destinations are never steered: they never take its policy",
+                    s.name,
+                    inside.len(),
+                    shown.join(", "),
+                    if inside.len() > 3 { ", ..." } else { "" }
+                )
+            })
+        })
+        .collect()
+}
+
+/// A plain set that holds nothing to match: its prefixes all went to earlier sets under
+/// `general.duplicates = "first-set-wins"`, or its list files came out empty.
+fn empty_plain_set(set: &Set) -> Option<String> {
+    let empty = set.conditions.is_none()
+        && set.prefix_count() == 0
+        && set.domains.is_empty()
+        && set.domain_files.is_empty();
+    empty.then(|| {
+        format!(
+            "set `{}` holds no prefix and no domain, so it matches nothing (its entries may all \
+             be in earlier sets, which keep them under general.duplicates = \"first-set-wins\", \
+             or its list files are empty)",
+            set.name
+        )
+    })
 }
 
 /// A WAN probed over one family only: the other family's state follows it, so an outage of
@@ -215,6 +332,72 @@ mod tests {
     use std::path::Path;
 
     use crate::config::parse;
+
+    /// The notes of BASE with `general` added to [general] and `sets` after it.
+    fn notes_of(general: &str, sets: &str) -> Vec<String> {
+        let base = crate::config::testing::BASE.replacen(
+            "lan = [\"br-lan\"]",
+            &format!("lan = [\"br-lan\"]\n{general}"),
+            1,
+        );
+        let c = parse(&format!("{base}\n{sets}"), Path::new("/nonexistent/s.toml")).expect("valid");
+        notes(&c)
+            .into_iter()
+            .filter(|n| !n.starts_with("wan `"))
+            .collect()
+    }
+
+    #[test]
+    fn rules_that_never_or_always_decide_and_prefixes_kept_local_get_a_note() {
+        let icmpv6 = notes_of(
+            "",
+            "[[set]]\nname = \"v6ping\"\npolicy = \"p\"\nproto = [\"icmpv6\"]\n\
+             prefixes = [\"198.51.100.0/24\"]\n",
+        );
+        assert!(
+            icmpv6.len() == 1
+                && icmpv6[0].contains("its protocols are of the other address family"),
+            "{icmpv6:?}"
+        );
+        let icmp = notes_of(
+            "",
+            "[[set]]\nname = \"ping\"\npolicy = \"p\"\nproto = [\"icmp\"]\n\
+             prefixes = [\"198.51.100.0/24\"]\n",
+        );
+        assert!(icmp.is_empty(), "icmp is either family's: {icmp:?}");
+        let everything = notes_of(
+            "",
+            "[[set]]\nname = \"all\"\npolicy = \"p\"\nproto = [\"any\"]\n\
+             [[set]]\nname = \"b\"\npolicy = \"p\"\nprefixes = [\"198.51.100.0/24\"]\n",
+        );
+        assert!(
+            everything.len() == 1
+                && everything[0].starts_with(
+                    "set `all` (set #1 of the file) has conditions every packet meets"
+                ),
+            "{everything:?}"
+        );
+        let local = notes_of(
+            "local_prefixes = [\"10.0.0.0/8\"]",
+            "[[set]]\nname = \"b\"\npolicy = \"p\"\nprefixes = [\"10.1.0.0/16\", \"198.51.100.0/24\"]\n",
+        );
+        assert!(
+            local.len() == 1
+                && local[0].starts_with(
+                    "set `b`: 1 of its prefixes (10.1.0.0/16) are inside general.local_prefixes"
+                ),
+            "{local:?}"
+        );
+        let emptied = notes_of(
+            "duplicates = \"first-set-wins\"",
+            "[[set]]\nname = \"a\"\npolicy = \"p\"\nprefixes = [\"198.51.100.0/24\"]\n\
+             [[set]]\nname = \"b\"\npolicy = \"p\"\nprefixes = [\"198.51.100.0/24\"]\n",
+        );
+        assert!(
+            emptied.len() == 1 && emptied[0].starts_with("set `b` holds no prefix and no domain"),
+            "{emptied:?}"
+        );
+    }
 
     #[test]
     fn a_wan_probed_over_one_family_gets_a_note_naming_the_other() {
