@@ -330,8 +330,19 @@ pub struct ShareStatus {
     pub wan: String,
     /// Percent of the slots, from the weights of the WANs that are up.
     pub target_percent: f64,
-    /// Percent of the packets the policy's rules sent to this WAN since the counters started.
+    /// Percent of the packets the policy's rules sent to this WAN since its WANs last changed
+    /// (or the daemon started).
     pub measured_percent: f64,
+    /// Those packets.
+    #[serde(default)]
+    pub measured_packets: u64,
+    /// Seconds the measurement covers.
+    #[serde(default)]
+    pub since_seconds: u64,
+    /// The policy's IPv6 goes elsewhere, and its IPv6 packets are counted in too (the counters
+    /// are per rule and WAN, not per family).
+    #[serde(default)]
+    pub with_other_family: bool,
 }
 
 /// The prefix maps' kernel memory: the range tables and records as allocated.

@@ -473,6 +473,65 @@ fn explain_names_the_local_reason_the_balanced_share_and_what_a_source_set_beats
         status.contains("target  50.0%"),
         "a 1:1 policy shows its target shares:\n{status}"
     );
+    // Measured shares count the policy's packets since its WANs last changed: 400 flows to
+    // the balanced set split about evenly, and a WAN's outage and return start them over.
+    let shares = |s: &Scenario| -> Vec<(u64, u64, f64)> {
+        let st = s.status();
+        let even = st["policies"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "even"))
+            .unwrap_or_else(|| panic!("policy even in {st}"))
+            .clone();
+        even["shares"]
+            .as_array()
+            .expect("shares")
+            .iter()
+            .map(|sh| {
+                (
+                    sh["measured_packets"].as_u64().expect("packets"),
+                    sh["since_seconds"].as_u64().expect("seconds"),
+                    sh["measured_percent"].as_f64().expect("percent"),
+                )
+            })
+            .collect()
+    };
+    // From a second address of the client: its first is in the source set `kids`.
+    s.lab.client.run(&format!(
+        "ip addr add 10.10.0.3/24 dev {}",
+        Lab::CLIENT_IFACE
+    ));
+    s.lab.client.enter(|| {
+        let sock = std::net::UdpSocket::bind("10.10.0.3:0").expect("bind");
+        for i in 0..400u16 {
+            let _ = sock.send_to(b"x", ("198.51.100.7", 20000 + i));
+        }
+    });
+    let before = shares(&s);
+    let total: u64 = before.iter().map(|(p, _, _)| p).sum();
+    assert!(
+        total >= 400,
+        "{before:?}\n{}",
+        s.steer(&["dump", "counters"])
+    );
+    assert!(
+        before.iter().all(|(_, _, pct)| (25.0..=75.0).contains(pct)),
+        "a 1:1 policy's 400 flows: {before:?}"
+    );
+    s.steer(&["wan", "wan2", "down"]);
+    s.steer(&["wan", "wan2", "auto"]);
+    let deadline = std::time::Instant::now() + SETTLE;
+    let after = loop {
+        let now = shares(&s);
+        if now.len() == 2 || std::time::Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(after.len(), 2, "balanced again: {after:?}");
+    assert!(
+        after.iter().all(|(p, secs, _)| *p == 0 && *secs <= 10),
+        "counted from the return: {after:?}"
+    );
     let own = s.steer(&["explain", &Lab::LAN_GATEWAY_V4.to_string()]);
     assert!(own.contains("an address of this router"), "{own}");
     let out = Command::new(steer_bin())

@@ -970,8 +970,18 @@ fn render_status(s: &Status) -> String {
         for share in &p.shares {
             let _ = writeln!(
                 out,
-                "{:<15}   {:<10} target {:>5.1}%  measured {:>5.1}%",
-                "", share.wan, share.target_percent, share.measured_percent
+                "{:<15}   {:<10} target {:>5.1}%  measured {:>5.1}% ({} packets in {} s{})",
+                "",
+                share.wan,
+                share.target_percent,
+                share.measured_percent,
+                share.measured_packets,
+                share.since_seconds,
+                if share.with_other_family {
+                    ", IPv6's counted in"
+                } else {
+                    ""
+                }
             );
         }
     }

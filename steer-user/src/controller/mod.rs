@@ -257,6 +257,9 @@ pub struct Controller {
     rules: BTreeMap<u32, Rule>,
     wan_slots: NameIds,
     outcomes: BTreeMap<String, Outcomes>,
+    /// Per balanced policy, its packet counters per WAN when its WANs last changed: the
+    /// measured shares count from there, comparable with the target of now.
+    share_marks: BTreeMap<String, ShareMark>,
     adopted: Adopted,
     started: Instant,
     last_apply: Option<(Instant, ApplyReport)>,
@@ -355,6 +358,7 @@ impl Controller {
             routing,
             wan_slots,
             outcomes: BTreeMap::new(),
+            share_marks: BTreeMap::new(),
             adopted,
             started: Instant::now(),
             last_apply: None,
@@ -805,9 +809,59 @@ impl Controller {
         let flip = self.dp.flip_policy(&table);
         self.policy_dirty = flip.is_err();
         if flip.is_ok() {
-            self.outcomes = outcomes;
+            self.set_outcomes(outcomes);
         }
         flip
+    }
+
+    /// Takes `outcomes` as the live ones; a balanced policy whose WANs changed starts its
+    /// measured shares over (the target changed with them).
+    fn set_outcomes(&mut self, outcomes: BTreeMap<String, Outcomes>) {
+        for (policy, o) in &outcomes {
+            let balanced: Vec<&str> = Family::ALL
+                .iter()
+                .filter_map(|f| match o.family(*f) {
+                    Outcome::Balanced(up) => Some(up.iter().map(String::as_str)),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            if balanced.is_empty() {
+                self.share_marks.remove(policy);
+                continue;
+            }
+            if self
+                .share_marks
+                .get(policy)
+                .is_some_and(|m| m.outcomes == *o)
+            {
+                continue;
+            }
+            let packets = balanced
+                .iter()
+                .map(|w| ((*w).to_owned(), self.policy_packets(policy, w)))
+                .collect();
+            let mark = ShareMark {
+                outcomes: o.clone(),
+                at: Instant::now(),
+                packets,
+            };
+            self.share_marks.insert(policy.clone(), mark);
+        }
+        self.outcomes = outcomes;
+    }
+
+    /// Packets the rules of `policy` have sent to `wan` since the counters started.
+    fn policy_packets(&self, policy: &str, wan: &str) -> u64 {
+        let Some(slot) = self.wan_slots.get(wan) else {
+            return 0;
+        };
+        self.rules
+            .values()
+            .filter(|r| r.policy.as_deref() == Some(policy))
+            .filter_map(|r| self.dp.maps().rule_wan_counter(r.id, *slot).ok())
+            .map(|c| c.packets)
+            .sum()
     }
 
     /// Brings the routing rules and the WANs' tables in line with the configuration; `why`
@@ -1420,7 +1474,7 @@ impl Controller {
         }
         self.policy_dirty = report.error.is_some();
         if !self.policy_dirty {
-            self.outcomes = outcomes;
+            self.set_outcomes(outcomes);
         }
         for f in &report.families {
             let (ups, downs) = self
@@ -1725,7 +1779,7 @@ impl Controller {
         self.standbys.fresh = false;
         self.rules = want.rules;
         self.wan_slots = want.wan_slots;
-        self.outcomes = want.outcomes;
+        self.set_outcomes(want.outcomes);
         // Its plain sets' lists were taken over by the compile (`desired::steps`).
         self.config = config;
         self.policy_dirty = false;
@@ -1975,7 +2029,7 @@ impl Controller {
                 .map(|(p, o)| PolicyStatus {
                     name: p.clone(),
                     now: o.to_string(),
-                    shares: self.shares(p, o.family(Family::V4)),
+                    shares: self.shares(p, o),
                 })
                 .collect(),
             sets,
@@ -2060,8 +2114,10 @@ impl Controller {
         }
     }
 
-    /// A balanced policy's target and measured share per WAN (empty for any other outcome).
-    fn shares(&self, policy: &str, outcome: &Outcome) -> Vec<ShareStatus> {
+    /// A balanced policy's target and measured share per WAN (empty for any other outcome),
+    /// measured since its WANs last changed.
+    fn shares(&self, policy: &str, outcomes: &Outcomes) -> Vec<ShareStatus> {
+        let outcome = outcomes.family(Family::V4);
         let (Outcome::Balanced(up), Some(p)) = (outcome, self.config.policy(policy)) else {
             return Vec::new();
         };
@@ -2072,24 +2128,19 @@ impl Controller {
             .map(|m| (m.wan.as_str(), m.weight))
             .collect();
         let weights: u32 = members.iter().map(|(_, w)| w).sum();
-        let rules: Vec<u32> = self
-            .rules
-            .values()
-            .filter(|r| r.policy.as_deref() == Some(policy))
-            .map(|r| r.id)
+        let mark = self.share_marks.get(policy);
+        let measured: Vec<u64> = members
+            .iter()
+            .map(|(w, _)| {
+                let before = mark.and_then(|m| m.packets.get(*w)).copied().unwrap_or(0);
+                self.policy_packets(policy, w).saturating_sub(before)
+            })
             .collect();
-        let sent = |wan: &str| -> u64 {
-            let Some(slot) = self.wan_slots.get(wan) else {
-                return 0;
-            };
-            rules
-                .iter()
-                .filter_map(|r| self.dp.maps().rule_wan_counter(*r, *slot).ok())
-                .map(|c| c.packets)
-                .sum()
-        };
-        let measured: Vec<u64> = members.iter().map(|(w, _)| sent(w)).collect();
         let total: u64 = measured.iter().sum();
+        let since_seconds = mark.map_or(self.started, |m| m.at).elapsed().as_secs();
+        // The counters are per rule and WAN, not per family: a policy whose IPv6 goes
+        // elsewhere counts its IPv6 packets in too, and says so.
+        let both_families = outcomes.family(Family::V6) != outcome;
         members
             .iter()
             .zip(measured)
@@ -2101,6 +2152,9 @@ impl Controller {
                 } else {
                     100.0 * packets as f64 / total as f64
                 },
+                measured_packets: packets,
+                since_seconds,
+                with_other_family: both_families,
             })
             .collect()
     }
@@ -2195,6 +2249,14 @@ fn kept_gateways(socket: &std::path::Path) -> Hooked {
         );
     }
     kept
+}
+
+/// A balanced policy's packet counters per WAN when its WANs last changed.
+#[derive(Debug)]
+struct ShareMark {
+    outcomes: Outcomes,
+    at: Instant,
+    packets: BTreeMap<String, u64>,
 }
 
 /// Why `steer wan NAME gateway ADDR` changed nothing.
