@@ -821,6 +821,12 @@ fn a_point_to_point_wan_without_an_ipv4_address_carries_no_ipv4_until_it_has_one
              it carries no IPv4",
         )
     });
+    // Its state says what it waits for before what its probes say, which decides nothing yet.
+    wait_status(&work, &daemon, "the waiting family's detail", |st| {
+        family_of(st, "ppp", "IPv4")["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("for a gateway; the line's health meanwhile: "))
+    });
     let routes = lab.router.run("ip -4 route show table all");
     assert!(
         !routes.lines().any(|l| l.contains("table 103")),

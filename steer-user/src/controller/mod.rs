@@ -2102,7 +2102,7 @@ impl Controller {
 
     /// Why `family` of WAN `wan` is in its state.
     fn family_detail(&self, wan: &str, family: Family, now: Instant) -> String {
-        match self.health.deciding(wan, family) {
+        let health = match self.health.deciding(wan, family) {
             Some(t) if self.health.tracks(wan, family) => t.describe(now),
             Some(t) => format!(
                 "follows {} (no {} probe targets): {}",
@@ -2111,7 +2111,19 @@ impl Controller {
                 t.describe(now)
             ),
             None => "not tracked".into(),
+        };
+        if self.carries(wan, family) {
+            return health;
         }
+        // Waiting: what it waits for comes first (the gateway line under it says which
+        // gateway); the line's health, which decides nothing until then, after it ("waiting
+        // ... up for 97 s" read as a contradiction).
+        let waits_for = if self.gateway_of(wan, family).gateway.is_none() {
+            "for a gateway".to_owned()
+        } else {
+            format!("for its IPv6 prefix ({})", self.prefixes6.describe(wan))
+        };
+        format!("{waits_for}; the line's health meanwhile: {health}")
     }
 
     /// A balanced policy's target and measured share per WAN (empty for any other outcome),

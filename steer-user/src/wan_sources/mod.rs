@@ -138,12 +138,26 @@ pub fn status(
         .map(|w| {
             let resolved = prefixes.get(&w.name);
             let prefix = resolved.and_then(|r| r.prefix);
+            // Masquerade translates to the WAN's own address: a prefix is neither needed nor
+            // waited for.
+            let origin = match (ipv6.mode, resolved) {
+                (Ipv6Mode::Masquerade, _) if w.prefix6.is_none() => "not needed".to_owned(),
+                (_, Some(r)) => r.origin.clone(),
+                (_, None) => "not resolved yet".to_owned(),
+            };
             WanSourceStatus {
                 wan: w.name.clone(),
                 prefix6: prefix.map(|p| p.to_string()),
-                origin: resolved.map_or("not resolved yet".into(), |r| r.origin.clone()),
+                origin,
                 translation: match (ipv6.mode, ipv6.lan_prefix, prefix) {
                     (Ipv6Mode::Npt, Some(lan), Some(p)) => format!("{lan} <-> {p} (NPTv6)"),
+                    (Ipv6Mode::Npt | Ipv6Mode::Source, _, None) if w.prefix6.is_none() => {
+                        format!(
+                            "none: carries no IPv6, having no prefix6 ({} mode needs one: give \
+                             the WAN prefix6 = \"auto\" or its prefix)",
+                            ipv6.mode.word()
+                        )
+                    }
                     (Ipv6Mode::Npt | Ipv6Mode::Source, _, None) => {
                         "none: carries no IPv6 until its prefix is known".into()
                     }
@@ -342,6 +356,15 @@ pub(crate) mod tests {
         };
         let st = status(&npt(), &wans(), &half, &[], Err(no_nft));
         assert!(st.wans[1].translation.starts_with("none"), "{st:?}");
+        // The test WANs have no prefix6: npt says it needs one, masquerade that it needs none.
+        assert!(
+            st.wans[1]
+                .translation
+                .starts_with("none: carries no IPv6, having no prefix6 (npt mode needs one"),
+            "{st:?}"
+        );
+        let masq = status(&masquerade, &wans(), &half, &[], Ok(BTreeMap::new()));
+        assert_eq!(masq.wans[1].origin, "not needed", "{masq:?}");
         assert_eq!(
             st.counters_error.as_deref(),
             Some("nft -j list counters failed: no such table")
