@@ -211,7 +211,8 @@ fn render_rules(v: &Value) -> String {
         let _ = writeln!(
             out,
             "{:<5} {:<16} {:<8} {}",
-            r["rule"],
+            // Through `txt`: a JSON number does not pad to a width.
+            txt(&r["rule"]),
             r["set"].as_str().unwrap_or_default(),
             r["match"].as_str().unwrap_or_default(),
             r["policy"].as_str().unwrap_or_default()
@@ -498,4 +499,21 @@ fn render_local(v: &Value) -> String {
         let _ = writeln!(out, "{:<45} {}", txt(&r["prefix"]), txt(&r["reason"]));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_rules_table_lines_up_under_its_header() {
+        let rows = serde_json::json!([
+            { "rule": 0, "set": "default", "match": "default", "policy": "p" },
+            { "rule": 12, "set": "bypass", "match": "dst", "policy": "p" },
+        ]);
+        let text = super::render_rules(&rows);
+        let column = |line: &str| line.find('p').expect("policy column");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("0     default"), "{text}");
+        assert!(lines[2].starts_with("12    bypass"), "{text}");
+        assert_eq!(column(lines[1]), lines[0].find("policy").unwrap(), "{text}");
+    }
 }
