@@ -267,6 +267,11 @@ fn a_dhcp_wan_follows_its_lease_into_another_subnet_and_waits_when_it_is_lost() 
         gateway_is(st, "wan1", "IPv4", "waiting for a gateway")
     });
     wait_traffic_from(&lab, a, 7103, Lab::nat_addr_v4(Wan::Two).into(), &daemon);
+    // The log says so too: the line stops carrying and waits; it is not "down".
+    daemon.wait_log(
+        "wan1 IPv4 stops carrying, waiting (gateway: waiting for a gateway",
+        SETTLE,
+    );
     drop(client);
 }
 

@@ -137,13 +137,16 @@ impl std::fmt::Display for FailoverReport {
             [one] => format!(" {}", one.name()),
             _ => String::new(),
         };
-        write!(
-            f,
-            "{}{family} {} ({})",
-            self.wan,
-            if self.up { "up" } else { "down" },
-            self.cause
-        )?;
+        // A family that lost its gateway or IPv6 prefix is waiting, not down (its line may be
+        // fine): status says "waiting", and so does this line.
+        let waiting = !self.up
+            && (self.cause.starts_with("gateway: ") || self.cause.starts_with("IPv6 prefix: "));
+        let word = match (self.up, waiting) {
+            (true, _) => "up",
+            (false, true) => "stops carrying, waiting",
+            (false, false) => "down",
+        };
+        write!(f, "{}{family} {word} ({})", self.wan, self.cause)?;
         if self.moved.is_empty() {
             write!(f, "; no policy moved")?;
         } else {
