@@ -532,6 +532,26 @@ fn explain_names_the_local_reason_the_balanced_share_and_what_a_source_set_beats
         after.iter().all(|(p, secs, _)| *p == 0 && *secs <= 10),
         "counted from the return: {after:?}"
     );
+    // explain names the balanced table's slot a flow's hash picked: the slot's WAN is the
+    // one the classifier's mark says (the same hash in userspace as in the kernel), and
+    // flows land on both WANs.
+    let mut seen = std::collections::BTreeSet::new();
+    for sport in 41000..41012u16 {
+        let e: serde_json::Value = serde_json::from_str(&s.steer(&[
+            "explain",
+            "198.51.100.7",
+            "--src",
+            "10.10.0.3",
+            "--sport",
+            &sport.to_string(),
+            "--json",
+        ]))
+        .expect("explain --json");
+        let (slot_wan, wan) = (e["balance"]["wan"].as_str(), e["wan"].as_str());
+        assert!(slot_wan.is_some() && slot_wan == wan, "{e}");
+        seen.insert(wan.unwrap_or_default().to_owned());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
     let own = s.steer(&["explain", &Lab::LAN_GATEWAY_V4.to_string()]);
     assert!(own.contains("an address of this router"), "{own}");
     let out = Command::new(steer_bin())

@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use steer_common::{DEFAULT_RULE, LOCAL_RULE, cond, ipproto};
+use steer_common::{DEFAULT_RULE, LB_SLOTS, LOCAL_RULE, action, cond, ipproto, policy_flags};
 
 use super::{dns::LearnedHost, dump::Names};
 use crate::{
@@ -164,6 +164,18 @@ pub struct Explanation {
     pub health: Vec<WanHealth>,
     /// What an IPv6 source becomes on the WAN (`[ipv6]`), when the daemon answered.
     pub source: Option<String>,
+    /// A balanced policy: the slot of its table the packet's hash picked, and that slot's WAN.
+    pub balance: Option<Balance>,
+}
+
+/// How a balanced policy chose the packet's WAN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Balance {
+    pub slot: u32,
+    /// The hash is of the source address alone (`hash = "src"`), not of the whole flow.
+    pub by_source: bool,
+    /// The WAN the slot holds (the classifier's mark says the same).
+    pub wan: String,
 }
 
 /// A set that also holds the packet's address, and why it did not decide the packet.
@@ -294,6 +306,10 @@ impl Explanation {
             "generation": self.generation,
             "health": self.health.iter().map(|h| json!({ "wan": h.wan, "state": h.state.as_str(), "detail": h.detail })).collect::<Vec<_>>(),
             "source": self.source,
+            "balance": self.balance.as_ref().map(|b| json!({
+                "slot": b.slot, "of": LB_SLOTS, "by": if b.by_source { "source" } else { "flow" },
+                "wan": b.wan,
+            })),
         })
     }
 }
@@ -396,6 +412,18 @@ impl fmt::Display for Explanation {
         }
         self.write_beaten(f)?;
         writeln!(f, "policy   {}", self.policy)?;
+        if let Some(b) = &self.balance {
+            let by = if b.by_source {
+                "the source address's hash (hash = \"src\")"
+            } else {
+                "the hash of its addresses, protocol and ports"
+            };
+            writeln!(
+                f,
+                "balance  slot {} of {LB_SLOTS}, by {by}: {}",
+                b.slot, b.wan
+            )?;
+        }
         writeln!(f, "mark     {:#x} (mask {:#x})", self.mark, self.mask)?;
         writeln!(f, "wan      {}", self.wan)?;
         if let Some(source) = &self.source {
@@ -560,6 +588,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         generation: names.generation,
         health: Vec::new(),
         source: None,
+        balance: None,
     };
     if rule == LOCAL_RULE {
         e.local = maps.local_of(dst)?;
@@ -627,7 +656,41 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
     e.policy = names.policy(rule);
     e.mask = entry.mask;
     e.wan = names.wan_of_mark(tc.mark, entry.mask);
+    if entry.action == action::BALANCE {
+        let by_source = entry.flags & policy_flags::HASH_SRC != 0;
+        let slot = balance_hash(src, dst, &transport, by_source) & (LB_SLOTS - 1);
+        let held = maps.lb_block(entry.lb)?;
+        let mark = held.get(slot as usize).map_or(0, |s| s.mark);
+        e.balance = Some(Balance {
+            slot,
+            by_source,
+            wan: names.wan_of_mark(mark, entry.mask),
+        });
+    }
     Ok(e)
+}
+
+/// The hash a balanced policy picks its slot by, as the classifier computes it (steer-common
+/// holds the one definition both use).
+fn balance_hash(src: IpAddr, dst: IpAddr, transport: &Transport, by_source: bool) -> u32 {
+    let words = |a: IpAddr| match a {
+        IpAddr::V4(v4) => steer_common::words_v4(&v4.octets()),
+        IpAddr::V6(v6) => steer_common::words_v6(&v6.octets()),
+    };
+    if by_source {
+        return steer_common::src_hash(&words(src));
+    }
+    let (proto, sport, dport) = match *transport {
+        Transport::Tcp { sport, dport } => (6, sport, dport),
+        Transport::Udp { sport, dport } => (17, sport, dport),
+        Transport::Ports {
+            proto,
+            sport,
+            dport,
+        } => (proto, sport, dport),
+        Transport::Other(proto) => (proto, 0, 0),
+    };
+    steer_common::flow_hash(&words(src), &words(dst), proto, sport, dport)
 }
 
 /// The host learned from DNS for `dst`, as a set that lost for `why`.
