@@ -19,7 +19,15 @@ fn main() -> ExitCode {
     if color == clap::ColorChoice::Never {
         logger.write_style(env_logger::WriteStyle::Never);
     }
-    if !daemon {
+    if steer::journal::is_journal() {
+        // Under systemd (the daemon, or `steer stop` in ExecStopPost=): each line carries its
+        // priority, so `journalctl -p warning` finds it.
+        logger.format(|buf, record| {
+            use std::io::Write;
+            let text = steer::journal::lines(record.level(), &record.args().to_string());
+            buf.write_all(text.as_bytes())
+        });
+    } else if !daemon {
         // A command's warnings are part of its answer (`steer check` on a set that
         // first-set-wins emptied), not a daemon's log: no timestamp, no module.
         logger.format(|buf, record| {
@@ -31,12 +39,6 @@ fn main() -> ExitCode {
                 log::Level::Debug | log::Level::Trace => "debug",
             };
             writeln!(buf, "{level}: {}", record.args())
-        });
-    } else if steer::journal::is_journal() {
-        logger.format(|buf, record| {
-            use std::io::Write;
-            let text = steer::journal::lines(record.level(), &record.args().to_string());
-            buf.write_all(text.as_bytes())
         });
     }
     logger.init();

@@ -377,7 +377,6 @@ impl Target {
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs one command; the exit code is 0 on success, 1 when the command reports a failure.
 /// An error and its causes, as one line: a cause whose text the message already carries (most
 /// of steer's errors put their source in their own words) is not repeated.
 pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
@@ -394,6 +393,7 @@ pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Runs one command; the exit code is 0 on success, 1 when the command reports a failure.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Run { config } => {

@@ -227,8 +227,9 @@ fn proto_family(p: crate::model::ordered::Proto) -> Option<Family> {
     }
 }
 
-/// A set with conditions that every packet meets (no condition, no prefix): nothing after it
-/// in the order, no plain set and not `[default]` ever decides a packet.
+/// A set with conditions that every packet meets (no condition, no prefix): no set with
+/// conditions after it in the order, no plain set and not `[default]` ever decides a packet.
+/// (Last in the order with nothing else to silence, it is the mwan3-style "everything else".)
 fn rule_that_matches_everything(config: &Config) -> Option<String> {
     let (i, set) = config.sets.iter().enumerate().find(|(_, s)| {
         s.ordered_rule(0).is_some_and(|r| {
@@ -242,12 +243,21 @@ fn rule_that_matches_everything(config: &Config) -> Option<String> {
                 && c.src_prefixes.is_empty()
         })
     })?;
-    let others = config.sets.len() - 1;
-    (others > 0 || config.default.is_some()).then(|| {
+    let later_ordered = config.sets[i + 1..]
+        .iter()
+        .filter(|s| s.conditions.is_some())
+        .count();
+    let plain = config
+        .sets
+        .iter()
+        .filter(|s| s.conditions.is_none())
+        .count();
+    (later_ordered + plain > 0 || config.default.is_some()).then(|| {
         format!(
             "set `{}` (set #{} of the file) has conditions every packet meets (no protocol, \
-             port, MAC, interface or prefix narrows it): it decides every packet, so no other \
-             set and not [default] ever does; give it a condition or prefixes",
+             port, MAC, interface or prefix narrows it): no set with conditions after it, no \
+             set without conditions and not [default] ever decide a packet; give it a \
+             condition or prefixes, or drop what it silences",
             set.name,
             i + 1
         )
@@ -299,10 +309,11 @@ fn empty_plain_set(set: &Set) -> Option<String> {
         && set.domain_files.is_empty();
     empty.then(|| {
         format!(
-            "set `{}` holds no prefix and no domain, so it matches nothing (its entries may all \
-             be in earlier sets, which keep them under general.duplicates = \"first-set-wins\", \
-             or its list files are empty)",
-            set.name
+            "set `{}` holds no prefix and no domain, so it matches nothing until `steer set \
+             {} add` gives it runtime entries (its entries may all be in earlier sets, which \
+             keep them under general.duplicates = \"first-set-wins\", or its list files are \
+             empty)",
+            set.name, set.name
         )
     })
 }
@@ -377,6 +388,12 @@ mod tests {
                 ),
             "{everything:?}"
         );
+        let last = notes_of(
+            "",
+            "[[set]]\nname = \"voip\"\npolicy = \"p\"\nproto = [\"udp\"]\ndports = [\"5060\"]\n\
+             [[set]]\nname = \"rest\"\npolicy = \"p\"\nproto = [\"any\"]\n",
+        );
+        assert!(last.is_empty(), "an mwan3-style catch-all, last: {last:?}");
         let local = notes_of(
             "local_prefixes = [\"10.0.0.0/8\"]",
             "[[set]]\nname = \"b\"\npolicy = \"p\"\nprefixes = [\"10.1.0.0/16\", \"198.51.100.0/24\"]\n",

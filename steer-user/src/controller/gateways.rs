@@ -95,13 +95,16 @@ pub fn resolve(wan: &Wan, family: Family, system: &SystemView, hooked: &Hooked) 
     }
 }
 
-/// The gateway of the default route through `interface` the system prefers, if it has one.
-pub(crate) fn system_gateway(
+/// The gateway of the main table's default route through `interface` (what a DHCP client, PPP
+/// or a router advertisement installs), if it has one.
+pub(crate) fn main_table_gateway(
     system: &SystemView,
     interface: &str,
     family: Family,
 ) -> Option<IpAddr> {
-    best_default(system, interface, family)?.gateway
+    best_default(system, interface, family)
+        .filter(|r| r.table == MAIN_TABLE)?
+        .gateway
 }
 
 /// The default route through `interface` the system prefers: the main table's first, one for

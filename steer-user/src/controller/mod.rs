@@ -817,6 +817,7 @@ impl Controller {
     /// Takes `outcomes` as the live ones; a balanced policy whose WANs changed starts its
     /// measured shares over (the target changed with them).
     fn set_outcomes(&mut self, outcomes: BTreeMap<String, Outcomes>) {
+        self.share_marks.retain(|p, _| outcomes.contains_key(p));
         for (policy, o) in &outcomes {
             let balanced: Vec<&str> = Family::ALL
                 .iter()
@@ -1044,7 +1045,7 @@ impl Controller {
             .iter()
             .flat_map(|w| Family::ALL.map(|f| (w, f)))
             .filter_map(|(w, f)| {
-                let gateway = gateways::system_gateway(&system, &w.interface, f)?;
+                let gateway = gateways::main_table_gateway(&system, &w.interface, f)?;
                 Some(((w.interface.clone(), f), gateway))
             })
             .collect();
@@ -1743,8 +1744,8 @@ impl Controller {
         (*now != gateway).then(|| {
             format!(
                 "is not the main table's any more: its default route through {interface} goes \
-                 via {now} now (the lease moved while no daemon ran): dropped, that route is \
-                 followed"
+                 via {now} now (the lease may have moved while no daemon ran): dropped, that \
+                 route is followed"
             )
         })
     }
@@ -1779,6 +1780,9 @@ impl Controller {
         self.standbys.fresh = false;
         self.rules = want.rules;
         self.wan_slots = want.wan_slots;
+        // A reload may change a balanced policy's sets or weights with its WANs: every
+        // measurement starts over.
+        self.share_marks.clear();
         self.set_outcomes(want.outcomes);
         // Its plain sets' lists were taken over by the compile (`desired::steps`).
         self.config = config;
@@ -2150,9 +2154,16 @@ impl Controller {
             .collect();
         let total: u64 = measured.iter().sum();
         let since_seconds = mark.map_or(self.started, |m| m.at).elapsed().as_secs();
-        // The counters are per rule and WAN, not per family: a policy whose IPv6 goes
-        // elsewhere counts its IPv6 packets in too, and says so.
-        let both_families = outcomes.family(Family::V6) != outcome;
+        // The counters are per rule and WAN, not per family: a policy whose IPv6 goes to some
+        // of the same WANs another way counts those packets in too, and says so (IPv6 to a
+        // last resort carries no member's mark and is not counted).
+        let v6 = outcomes.family(Family::V6);
+        let both_families = v6 != outcome
+            && match v6 {
+                Outcome::Wan(w) => members.iter().any(|(m, _)| m == w),
+                Outcome::Balanced(ws) => ws.iter().any(|w| members.iter().any(|(m, _)| m == w)),
+                Outcome::LastResort(_) => false,
+            };
         members
             .iter()
             .zip(measured)

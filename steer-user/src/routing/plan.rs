@@ -22,9 +22,10 @@ fn missing_change(item: &str, placed: &Placed) -> String {
 
 /// The report line for an item steer owns that is no longer desired: one an earlier reconcile
 /// placed is steer's own cleanup (a reload, a lease or a session that changed), news; one it
-/// never placed was left by someone or something else ("stale").
-fn removed_change(desc: &str, placed: &Placed) -> String {
-    if placed.contains(desc) {
+/// never placed was left by someone or something else ("stale"). `spec` is the item as steer
+/// describes what it places (the kernel's `desc` adds flags such as `linkdown`).
+fn removed_change(desc: &str, spec: Option<String>, placed: &Placed) -> String {
+    if spec.is_some_and(|s| placed.contains(&s)) {
         format!("removed: {desc} (no longer wanted)")
     } else {
         format!("removed stale: {desc}")
@@ -33,8 +34,8 @@ fn removed_change(desc: &str, placed: &Placed) -> String {
 
 /// The report line for a desired item found in another form: steer's own earlier form
 /// ("changed"), or one it never placed ("replaced").
-fn replaced_change(found: &str, desired: &str, placed: &Placed) -> String {
-    if placed.contains(found) {
+fn replaced_change(found: &str, spec: Option<String>, desired: &str, placed: &Placed) -> String {
+    if spec.is_some_and(|s| placed.contains(&s)) {
         format!("changed: {found} to {desired}")
     } else {
         format!("replaced: {found} with {desired}")
@@ -153,11 +154,12 @@ fn plan_rules(
             Pairing::Exact(_) => status.push(format!("{d}: ok")),
             Pairing::Near(i) => {
                 let found = &owned[i].desc;
+                let spec = owned[i].spec.as_ref().map(ToString::to_string);
                 status.push(format!("{d}: differs: found {found}"));
                 adds.push(Step {
                     op: Op::AddRule(d.clone()),
                     item: d.to_string(),
-                    change: Some(replaced_change(found, &d.to_string(), placed)),
+                    change: Some(replaced_change(found, spec, &d.to_string(), placed)),
                     retry: true,
                 });
                 dels.push(Step {
@@ -183,7 +185,11 @@ fn plan_rules(
         dels.push(Step {
             op: Op::DelRule(Box::new(r.msg.clone())),
             item: format!("removing {}", r.desc),
-            change: Some(removed_change(&r.desc, placed)),
+            change: Some(removed_change(
+                &r.desc,
+                r.spec.as_ref().map(ToString::to_string),
+                placed,
+            )),
             retry: true,
         });
     }
@@ -243,6 +249,7 @@ fn plan_routes(
             }
             Pairing::Near(i) => {
                 let found = &routes[i].desc;
+                let spec = routes[i].spec.as_ref().map(ToString::to_string);
                 status.push(format!("{d}: differs: found {found}"));
                 adds.push(Step {
                     op: Op::AddRoute {
@@ -250,7 +257,7 @@ fn plan_routes(
                         replace: true,
                     },
                     item: d.to_string(),
-                    change: Some(replaced_change(found, &d.to_string(), placed)),
+                    change: Some(replaced_change(found, spec, &d.to_string(), placed)),
                     retry: true,
                 });
             }
@@ -278,7 +285,11 @@ fn plan_routes(
         dels.push(Step {
             op: Op::DelRoute(Box::new(r.msg.clone())),
             item: format!("removing {}", r.desc),
-            change: Some(removed_change(&r.desc, placed)),
+            change: Some(removed_change(
+                &r.desc,
+                r.spec.as_ref().map(ToString::to_string),
+                placed,
+            )),
             retry: true,
         });
     }
@@ -521,6 +532,26 @@ mod tests {
                 "changed: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) to \
                  rule 1100 fwmark 0x400/0xff00 lookup 101 (v4)",
                 "removed: route default via fd64:1::1 dev wan1 table 101 (v6) (no longer wanted)",
+            ]
+        );
+    }
+
+    #[test]
+    fn steers_own_route_on_a_link_without_carrier_is_removed_not_stale() {
+        // The kernel's text says `linkdown`; what steer placed did not.
+        let mut down = route(true, 101, "fd64:1::1", 2, 201, 1024);
+        down.header.flags = netlink_packet_route::route::RouteFlags::Linkdown;
+        let s = snapshot(
+            vec![unreachable_rule(), rule(1100, 0x100, 0xff00, 101, 201)],
+            vec![route(false, 101, "100.64.1.1", 2, 201, 0), down],
+        );
+        let mut d = desired();
+        d.routes.truncate(1);
+        let p = plan(&d, &s, &placed_all());
+        assert_eq!(
+            changes(&p),
+            [
+                "removed: route default via fd64:1::1 dev wan1 table 101 linkdown (v6) (no longer wanted)"
             ]
         );
     }
