@@ -372,9 +372,10 @@ impl CondMaps {
         Ok(self.prefixes_of(bank, side, bit)?.len())
     }
 
-    /// The prefixes of the rule with `bit` on `side`, as the configuration gave them: the
-    /// tries also hold, under each of them, the longer prefixes of other rules carrying its
-    /// bit, which are left out.
+    /// The prefixes of the rule with `bit` on `side`: the outermost of them. The tries also
+    /// hold, under each, the longer prefixes of other rules carrying its bit, and they cannot
+    /// be told from the rule's own longer prefixes inside it, so neither is listed (a prefix
+    /// inside another of the same rule changes nothing it matches).
     pub fn prefixes_of(
         &self,
         bank: u8,
