@@ -169,13 +169,8 @@ impl Notes {
         what: impl Into<String>,
         hint: impl Into<String>,
     ) {
-        self.list.push(Note {
-            kind,
-            file: self.file.clone(),
-            line,
-            what: what.into(),
-            hint: hint.into(),
-        });
+        let file = self.file.clone();
+        self.add_in(&file, kind, line, what, hint);
     }
 
     /// A note about a line of another file (the network file).
