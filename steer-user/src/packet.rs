@@ -30,11 +30,22 @@ pub enum Transport {
 }
 
 impl Transport {
-    fn proto(self) -> u8 {
+    /// The IP protocol number.
+    pub fn proto(self) -> u8 {
         match self {
             Transport::Udp { .. } => 17,
             Transport::Tcp { .. } => 6,
             Transport::Ports { proto, .. } | Transport::Other(proto) => proto,
+        }
+    }
+
+    /// The source and destination ports, for a protocol that has them.
+    pub fn ports(self) -> Option<(u16, u16)> {
+        match self {
+            Transport::Udp { sport, dport }
+            | Transport::Tcp { sport, dport }
+            | Transport::Ports { sport, dport, .. } => Some((sport, dport)),
+            Transport::Other(_) => None,
         }
     }
 

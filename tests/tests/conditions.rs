@@ -53,6 +53,12 @@ name = "sctp"
 policy = "wan2-first"
 proto = ["132"]
 dports = ["9999"]
+
+[[set]]
+name = "lan-sip"
+policy = "wan1-first"
+in = ["lan0"]
+dports = ["5060"]
 "#,
         b = Lab::SERVER_B
     )
@@ -168,6 +174,33 @@ fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_set
         e["wan"].as_str().map(|w| w.starts_with("wan2")),
         Some(true),
         "{e}"
+    );
+    assert_eq!(
+        e["ordered"]["later"],
+        serde_json::json!([]),
+        "not in on lan0: {e}"
+    );
+    // A later rule the packet also meets is named with its place: it loses to the first.
+    let a_text = a.to_string();
+    let sip_in_lan0 = [&a_text, "--proto", "udp", "--dport", "5060", "--in", "lan0"];
+    let e = explain_in_router(&s, &sip_in_lan0);
+    assert_eq!(e["set"], "voip", "{e}");
+    assert_eq!(
+        e["ordered"]["later"],
+        serde_json::json!([{ "position": 7, "set": "lan-sip" }]),
+        "{e}"
+    );
+    let out = steer_in(&s.lab.router)
+        .arg("explain")
+        .args(sip_in_lan0)
+        .arg("--pin-dir")
+        .arg(&s.work.pin_dir)
+        .output()
+        .expect("run steer explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("also meets set lan-sip (set with conditions #7: later, so it loses)"),
+        "{text}"
     );
     let b = Lab::SERVER_B.to_string();
     let e = explain_in_router(&s, &[&b, "--proto", "udp", "--dport", "4433"]);

@@ -16,6 +16,7 @@ use super::{dns::LearnedHost, dump::Names};
 use crate::{
     dataplane::{
         Dataplane, DataplaneError, Maps,
+        ordered::CondProbe,
         run::{run_tc, run_tc_from},
     },
     model::{Direction, Family, LocalKind, RuleKind},
@@ -108,6 +109,9 @@ fn parse_address(text: &str) -> Result<IpAddr, String> {
     crate::prefix::parse_addr(text).map_err(|e| format!("{}; {}", e.message(), e.hint()))
 }
 
+/// The loopback device's index in every network namespace: the device of a test run given none.
+const LOOPBACK_IFINDEX: u32 = 1;
+
 /// `aa:bb:cc:dd:ee:ff` (or with dashes), for `--src-mac`.
 fn parse_mac(text: &str) -> Result<[u8; 6], String> {
     crate::model::ordered::parse_mac(text)
@@ -121,6 +125,9 @@ pub struct OrderedMatch {
     /// 1 for the first set with conditions in the configuration.
     pub position: usize,
     pub met: Vec<String>,
+    /// The later sets with conditions the packet also meets (position, set): the first one
+    /// met decides, so they lose.
+    pub later: Vec<(usize, String)>,
 }
 
 /// The answer to "why did this packet go out there?".
@@ -287,7 +294,10 @@ impl Explanation {
             "src": self.src, "dst": self.dst,
             "proto": self.proto.to_string(), "sport": self.sport, "dport": self.dport,
             "src_mac": mac_text(&self.src_mac), "in": self.input,
-            "ordered": self.ordered.as_ref().map(|o| json!({ "position": o.position, "conditions": o.met })),
+            "ordered": self.ordered.as_ref().map(|o| json!({
+                "position": o.position, "conditions": o.met,
+                "later": o.later.iter().map(|(position, set)| json!({ "position": position, "set": set })).collect::<Vec<_>>(),
+            })),
             "local": self.local.map(|(p, k)| json!({ "prefix": p.to_string(), "reason": k.describe() })),
             "rule": self.rule, "set": self.set, "matched_on": self.matched_on_name(),
             "prefix": self.prefix.map(|p| p.to_string()),
@@ -366,6 +376,12 @@ impl fmt::Display for Explanation {
                 )?;
                 for m in &o.met {
                     writeln!(f, "         {m}")?;
+                }
+                for (position, set) in &o.later {
+                    writeln!(
+                        f,
+                        "         also meets set {set} (set with conditions #{position}: later, so it loses)"
+                    )?;
                 }
             }
             _ if self.learned.is_some() => {
@@ -613,7 +629,18 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         why,
     };
     if let RuleKind::Ordered(_) = kind {
-        e.ordered = Some(ordered_match(maps, &e, rule)?);
+        let mut matched = ordered_match(maps, &e, rule)?;
+        let probe = CondProbe {
+            src,
+            dst,
+            proto: transport.proto(),
+            ports: transport.ports(),
+            mac: src_mac,
+            // A test run without an input device runs on the namespace's loopback.
+            ifindex: ifindex.unwrap_or(LOOPBACK_IFINDEX),
+        };
+        matched.later = later_ordered(maps, &names, &probe, matched.position)?;
+        e.ordered = Some(matched);
         e.prefix = ordered_prefix(maps, &e, rule)?;
         for (dir, addr) in [(Direction::Src, src), (Direction::Dst, dst)] {
             for (p, r) in maps.containing(dir, addr)? {
@@ -680,17 +707,8 @@ fn balance_hash(src: IpAddr, dst: IpAddr, transport: &Transport, by_source: bool
     if by_source {
         return steer_common::src_hash(&words(src));
     }
-    let (proto, sport, dport) = match *transport {
-        Transport::Tcp { sport, dport } => (6, sport, dport),
-        Transport::Udp { sport, dport } => (17, sport, dport),
-        Transport::Ports {
-            proto,
-            sport,
-            dport,
-        } => (proto, sport, dport),
-        Transport::Other(proto) => (proto, 0, 0),
-    };
-    steer_common::flow_hash(&words(src), &words(dst), proto, sport, dport)
+    let (sport, dport) = transport.ports().unwrap_or((0, 0));
+    steer_common::flow_hash(&words(src), &words(dst), transport.proto(), sport, dport)
 }
 
 /// The host learned from DNS for `dst`, as a set that lost for `why`.
@@ -723,6 +741,7 @@ fn ordered_match(maps: &Maps, e: &Explanation, rule: u32) -> Result<OrderedMatch
         return Ok(OrderedMatch {
             position: 0,
             met: Vec::new(),
+            later: Vec::new(),
         });
     };
     let bit = 1u64 << i;
@@ -757,7 +776,28 @@ fn ordered_match(maps: &Maps, e: &Explanation, rule: u32) -> Result<OrderedMatch
     Ok(OrderedMatch {
         position: i + 1,
         met,
+        later: Vec::new(),
     })
+}
+
+/// The sets with conditions after position `won` that the packet also meets. Empty when the
+/// maps' first rule met is not the classifier's (`position` 0: not found in the live bank),
+/// so that explain never names losers of a match it cannot reproduce.
+fn later_ordered(
+    maps: &Maps,
+    names: &Names,
+    probe: &CondProbe,
+    won: usize,
+) -> Result<Vec<(usize, String)>, ExplainError> {
+    let met = maps.ordered().met(probe)?;
+    if won == 0 || met.trailing_zeros() as usize + 1 != won {
+        return Ok(Vec::new());
+    }
+    let bank = maps.ordered().live()?;
+    Ok((won..cond::MAX_RULES as usize)
+        .filter(|i| met >> i & 1 == 1)
+        .map(|i| (i + 1, names.set(u32::from(bank.rule[i]))))
+        .collect())
 }
 
 /// The ordered rule's own prefix containing the packet's address on its side.

@@ -230,6 +230,119 @@ impl CondMaps {
     }
 }
 
+/// What the ordered rules look at in a packet, for [`CondMaps::met`].
+#[derive(Clone, Copy, Debug)]
+pub struct CondProbe {
+    pub src: std::net::IpAddr,
+    pub dst: std::net::IpAddr,
+    pub proto: u8,
+    /// `None` for a protocol without ports: no port rule meets it (nor, as in the classifier,
+    /// ports that are both 0).
+    pub ports: Option<(u16, u16)>,
+    pub mac: [u8; 6],
+    pub ifindex: u32,
+}
+
+impl CondMaps {
+    /// The bits of the live bank's rules that `p` meets, every one of them, where the
+    /// classifier keeps only the lowest (`steer-ebpf/src/cond.rs`, which this reads the maps
+    /// as): `steer explain` names the later rules a packet also meets. Explain checks that the
+    /// lowest bit is the rule the classifier itself picked.
+    pub fn met(&self, p: &CondProbe) -> Result<u64, DataplaneError> {
+        let bank_no = self.live_bank()?;
+        let bank = self.live()?;
+        let family = Family::of(&p.dst);
+        let mut bits = bank.used[family.index()];
+        let narrow = |bits: &mut u64, dim: u32, any: usize, hit: u64| {
+            if bank.dims & dim != 0 {
+                *bits &= bank.any[any] | hit;
+            }
+        };
+        let proto = self
+            .proto
+            .get(&cond::proto_index(bank_no, family.raw(), p.proto), 0)
+            .map_err(map_err(names::COND_PROTO, "read"))?;
+        narrow(&mut bits, cond::dims::PROTO, cond::any::PROTO, proto);
+        let (sport, dport) = match p.ports.filter(|&(s, d)| s != 0 || d != 0) {
+            Some((s, d)) => (
+                self.port_hit(bank_no, cond::SRC, s)?,
+                self.port_hit(bank_no, cond::DST, d)?,
+            ),
+            None => (0, 0),
+        };
+        narrow(&mut bits, cond::dims::SPORT, cond::any::SPORT, sport);
+        narrow(&mut bits, cond::dims::DPORT, cond::any::DPORT, dport);
+        let mac_key = CondMacKey {
+            bank: bank_no as u8,
+            _pad: 0,
+            mac: p.mac,
+        };
+        let mac = bits_or_none(self.mac.get(&mac_key, 0), names::COND_MAC)?;
+        narrow(&mut bits, cond::dims::MAC, cond::any::MAC, mac);
+        let in_key = CondIfKey {
+            bank: bank_no,
+            ifindex: p.ifindex,
+        };
+        let input = bits_or_none(self.ins.get(&in_key, 0), names::COND_IN)?;
+        narrow(&mut bits, cond::dims::IN, cond::any::IN, input);
+        for (side, dim, any, addr) in [
+            (Direction::Src, cond::dims::SRC, cond::any::SRC_V4, p.src),
+            (Direction::Dst, cond::dims::DST, cond::any::DST_V4, p.dst),
+        ] {
+            let hit = self.addr_hit(bank_no as u8, side, addr)?;
+            narrow(&mut bits, dim, any + family.index(), hit);
+        }
+        Ok(bits)
+    }
+
+    fn port_hit(&self, bank: u32, side: u32, port: u16) -> Result<u64, DataplaneError> {
+        let classes = self
+            .port_class
+            .get(&cond::port_class_index(bank, side, port), 0)
+            .map_err(map_err(names::COND_PORT_CLASS, "read"))?;
+        let class = classes.class[(u32::from(port) % cond::PORTS_PER_VALUE) as usize];
+        self.port_bits
+            .get(&cond::port_bits_index(bank, side, class), 0)
+            .map_err(map_err(names::COND_PORT_BITS, "read"))
+    }
+
+    /// The bits of the longest prefix on `side` containing `addr`: it holds the bits of every
+    /// prefix containing it.
+    fn addr_hit(
+        &self,
+        bank: u8,
+        side: Direction,
+        addr: std::net::IpAddr,
+    ) -> Result<u64, DataplaneError> {
+        let s = side_index(side);
+        match addr {
+            std::net::IpAddr::V4(a) => {
+                let o = a.octets();
+                let key = Key::new(40, [bank, o[0], o[1], o[2], o[3]]);
+                bits_or_none(self.addrs_v4[s].get(&key, 0), ADDR_NAMES[s][0])
+            }
+            std::net::IpAddr::V6(a) => {
+                let mut k = [0u8; 17];
+                k[0] = bank;
+                k[1..].copy_from_slice(&a.octets());
+                bits_or_none(self.addrs_v6[s].get(&Key::new(136, k), 0), ADDR_NAMES[s][1])
+            }
+        }
+    }
+}
+
+/// A lookup's bits: none when the key is absent.
+fn bits_or_none(
+    found: Result<u64, aya::maps::MapError>,
+    name: &'static str,
+) -> Result<u64, DataplaneError> {
+    match found {
+        Ok(bits) => Ok(bits),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(0),
+        Err(e) => Err(map_err(name, "read")(e)),
+    }
+}
+
 /// One ordered rule as the live bank holds it, for `steer dump rules`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OrderedView {
