@@ -427,7 +427,8 @@ async fn serve(
             let result = ctl.stop().await;
             let response = match &result {
                 Ok(done) => {
-                    for line in done.routing.changes.iter().chain(&done.routing.failures) {
+                    let changes = done.routing.changes.iter().map(|c| &c.line);
+                    for line in changes.chain(&done.routing.failures) {
                         log::info!("stop: {line}");
                     }
                     if let Some(e) = &done.nft_error {

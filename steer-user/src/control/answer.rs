@@ -65,6 +65,16 @@ impl Answer {
     }
 }
 
+/// How an answer stands with the budget when it is asked for.
+enum Admission {
+    /// Small: it needs no share.
+    Free,
+    /// Its share, taken at once.
+    Held(OwnedSemaphorePermit),
+    /// No room yet: it waits in line for `n` entries' worth.
+    Waiting { n: u32, waiter: Waiter },
+}
+
 /// A successful answer as its response line (newline included), with its share of the
 /// [`Budget`], given back when the line is dropped (written, or given up on).
 #[derive(Debug)]
@@ -143,23 +153,24 @@ impl Budget {
         } else {
             entries.min(self.entries)
         };
-        let share = match u32::try_from(cost) {
-            Ok(0) => None,
+        let admission = match u32::try_from(cost) {
+            Ok(0) => Admission::Free,
             Ok(n) => match self.room.clone().try_acquire_many_owned(n) {
-                Ok(share) => Some(Ok(share)),
-                Err(_) => Some(Err(n)),
+                Ok(share) => Admission::Held(share),
+                Err(_) => Admission::Waiting {
+                    n,
+                    waiter: self.wait_in_line(what)?,
+                },
             },
             Err(_) => unreachable!("the budget is at most Semaphore::MAX_PERMITS"),
-        };
-        let waiter = match share {
-            Some(Err(_)) => Some(self.wait_in_line(what)?),
-            _ => None,
         };
         let (room, wait, what) = (self.room.clone(), self.wait, what.to_owned());
         let encoder = self.encoder.clone();
         Ok(tokio::spawn(async move {
-            let share = match (share, waiter) {
-                (Some(Err(n)), Some(waiter)) => {
+            let share = match admission {
+                Admission::Free => None,
+                Admission::Held(share) => Some(share),
+                Admission::Waiting { n, waiter } => {
                     let share = tokio::time::timeout(wait, room.acquire_many_owned(n)).await;
                     drop(waiter);
                     match share {
@@ -173,8 +184,6 @@ impl Budget {
                         }
                     }
                 }
-                (Some(Ok(share)), _) => Some(share),
-                _ => None,
             };
             match encoder.encode(body).await {
                 Ok(Ok(mut encoded)) => {

@@ -965,6 +965,7 @@ impl Controller {
                     cause,
                     detection: None,
                     path: crate::health::Path::Event,
+                    waiting: !up,
                 },
             };
             lines.push(self.fail_over(verdict).line());
@@ -1459,6 +1460,7 @@ impl Controller {
             wan,
             families,
             up: transition.up,
+            waiting: transition.waiting,
             cause: transition.cause,
             moved,
             detection: transition.detection,
@@ -2318,13 +2320,9 @@ fn routing_lines(why: &str, report: &ReconcileReport, started: Instant) -> Vec<R
     let mut lines: Vec<ReportLine> = report
         .changes
         .iter()
-        .map(|l| {
-            // Putting something in place for the first time, or changing or removing what
-            // steer itself placed, is news; repairing what someone removed or replacing what
-            // someone else left is drift, worth a warning.
-            let line = format!("routing ({why}): {l}");
-            let news = ["created: ", "added: ", "changed: ", "removed: "];
-            if news.iter().any(|n| l.starts_with(n)) {
+        .map(|c| {
+            let line = format!("routing ({why}): {c}");
+            if c.kind.is_news() {
                 ReportLine::info(line)
             } else {
                 ReportLine::warning(line)
@@ -2456,12 +2454,20 @@ mod tests {
 
     #[test]
     fn what_steer_changes_of_its_own_is_news_and_what_it_repairs_is_a_warning() {
+        use crate::routing::{Change, ChangeKind::*};
+        let change = |kind, line: &str| Change::new(kind, line.into());
         let report = ReconcileReport {
             changes: vec![
-                "removed stale: rule 1090 fwmark 0x3f00/0x3f00 unreachable (v4)".into(),
-                "removed: rule 900 from 100.64.1.10/32 lookup 101 (v4) (no longer wanted)".into(),
-                "created: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4)".into(),
-                "repaired: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) was missing".into(),
+                change(RemovedStale, "removed stale: rule 1090 unreachable (v4)"),
+                change(
+                    Removed,
+                    "removed: rule 900 lookup 101 (v4) (no longer wanted)",
+                ),
+                change(Created, "created: rule 1100 lookup 101 (v4)"),
+                change(Repaired, "repaired: rule 1100 lookup 101 (v4) was missing"),
+                change(Changed, "changed: route default via 192.0.2.1 to ..."),
+                change(Replaced, "replaced: route default via 192.0.2.9 with ..."),
+                change(Added, "added: route default via 192.0.2.1"),
             ],
             ..ReconcileReport::default()
         };
@@ -2470,6 +2476,9 @@ mod tests {
             .map(|l| l.severity)
             .collect();
         use Severity::{Info, Warning};
-        assert_eq!(severities, [Warning, Info, Info, Warning, Info]);
+        assert_eq!(
+            severities,
+            [Warning, Info, Info, Warning, Info, Warning, Info, Info]
+        );
     }
 }

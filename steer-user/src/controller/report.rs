@@ -100,6 +100,8 @@ pub struct FailoverReport {
     /// The families that changed (both, or one).
     pub families: Vec<Family>,
     pub up: bool,
+    /// Down only for want of a gateway or IPv6 prefix (see `Transition::waiting`).
+    pub waiting: bool,
     pub cause: String,
     /// (policy, before, after) for every policy whose verdict moved.
     pub moved: Vec<(String, String, String)>,
@@ -137,11 +139,8 @@ impl std::fmt::Display for FailoverReport {
             [one] => format!(" {}", one.name()),
             _ => String::new(),
         };
-        // A family that lost its gateway or IPv6 prefix is waiting, not down (its line may be
-        // fine): status says "waiting", and so does this line.
-        let waiting = !self.up
-            && (self.cause.starts_with("gateway: ") || self.cause.starts_with("IPv6 prefix: "));
-        let word = match (self.up, waiting) {
+        // Status says "waiting" of such a family, and so does this line.
+        let word = match (self.up, self.waiting) {
             (true, _) => "up",
             (false, true) => "stops carrying, waiting",
             (false, false) => "down",

@@ -360,6 +360,7 @@ impl Health {
                 cause: cause.to_owned(),
                 detection: None,
                 path: Path::Event,
+                waiting: false,
             })
         });
         t.follow_trackers();

@@ -52,6 +52,9 @@ pub struct Transition {
     pub detection: Option<Duration>,
     /// What found it.
     pub path: Path,
+    /// Down only because it lost its gateway or IPv6 prefix: it waits for them, and its line
+    /// may be fine ("stops carrying, waiting", not "down").
+    pub waiting: bool,
 }
 
 /// What found a change.
@@ -331,6 +334,7 @@ impl Tracker {
             cause: self.reason.clone(),
             detection: None,
             path: Path::Event,
+            waiting: false,
         })
     }
 
@@ -395,6 +399,7 @@ impl Tracker {
             cause,
             detection,
             path,
+            waiting: false,
         })
     }
 }

@@ -23,8 +23,8 @@ use netlink_packet_route::{
 use rtnetlink::{Handle, IpVersion};
 
 use super::{
-    DefaultRoute, DelegatedRoute, Family, MAIN_TABLE, RTPROT_STEER, ReconcileReport, RefusedRoute,
-    RouteSpec, RuleAction, RuleSpec,
+    Change, DefaultRoute, DelegatedRoute, Family, MAIN_TABLE, RTPROT_STEER, ReconcileReport,
+    RefusedRoute, RouteSpec, RuleAction, RuleSpec,
 };
 use crate::{model::LocalKind, prefix::Prefix};
 
@@ -939,7 +939,7 @@ pub(crate) struct Step {
     /// The item, as failures name it.
     pub item: String,
     /// The report line when it worked (`None`: part of a change reported by another step).
-    pub change: Option<String>,
+    pub change: Option<Change>,
     /// Failures end with "retrying on the next link or address event".
     pub retry: bool,
 }

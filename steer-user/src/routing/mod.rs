@@ -361,7 +361,7 @@ pub struct ReconcileReport {
     /// One line per difference found and what was done, e.g. `repaired: rule 1100 fwmark
     /// 0x100/0xff00 lookup 101 (v4) was missing`, `removed stale: route default via 100.64.1.9
     /// dev wan1 table 101 (v4)`. Empty when nothing differed.
-    pub changes: Vec<String>,
+    pub changes: Vec<Change>,
     /// One line per item that could not be put right, with the reason, e.g. `failed: route
     /// default via 100.64.1.1 dev wan1 table 101 (v4): Network is down (os error 100); retrying
     /// on the next link or address event`.
@@ -369,6 +369,86 @@ pub struct ReconcileReport {
     /// The default routes among the failures, with the kernel's error number: whether a
     /// gateway was refused (not on its link) or only waits (its link is down).
     pub refused_routes: Vec<RefusedRoute>,
+}
+
+/// One difference a reconcile put right: its report line, and whose doing it was.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub line: String,
+}
+
+/// What a change did to an item, and so whose doing the difference was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// Placed for the first time.
+    Created,
+    /// Placed beside an earlier form of it, which a later reconcile removes.
+    Added,
+    /// Steer's own earlier form of it (another lease, a reload) brought up to date.
+    Changed,
+    /// Steer's own item removed: it is no longer wanted.
+    Removed,
+    /// Put back: an earlier reconcile placed it and someone removed it.
+    Repaired,
+    /// Put in place of a form steer never placed (someone else's).
+    Replaced,
+    /// An item steer owns but never placed, left by someone or something else, removed.
+    RemovedStale,
+}
+
+impl ChangeKind {
+    /// Steer's own doing, news at INFO; the others put right what someone else did, drift
+    /// worth a warning.
+    pub fn is_news(self) -> bool {
+        matches!(
+            self,
+            ChangeKind::Created | ChangeKind::Added | ChangeKind::Changed | ChangeKind::Removed
+        )
+    }
+}
+
+impl Change {
+    pub fn new(kind: ChangeKind, line: String) -> Self {
+        Self { kind, line }
+    }
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line)
+    }
+}
+
+impl std::ops::Deref for Change {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.line
+    }
+}
+
+impl PartialEq<str> for Change {
+    fn eq(&self, other: &str) -> bool {
+        self.line == other
+    }
+}
+
+impl PartialEq<&str> for Change {
+    fn eq(&self, other: &&str) -> bool {
+        self.line == *other
+    }
+}
+
+impl PartialEq<String> for Change {
+    fn eq(&self, other: &String) -> bool {
+        &self.line == other
+    }
+}
+
+impl serde::Serialize for Change {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.line)
+    }
 }
 
 /// A default route the kernel did not take.

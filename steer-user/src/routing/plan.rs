@@ -3,6 +3,8 @@
 use std::collections::HashSet;
 
 use super::{
+    Change,
+    ChangeKind::{Added, Changed, Created, Removed, RemovedStale, Repaired, Replaced},
     Desired, RTPROT_STEER,
     kernel::{ActualRule, Op, Snapshot, Step},
 };
@@ -12,11 +14,11 @@ use super::{
 pub(crate) type Placed = HashSet<String>;
 
 /// The report line for a desired item that is missing.
-fn missing_change(item: &str, placed: &Placed) -> String {
+fn missing_change(item: &str, placed: &Placed) -> Change {
     if placed.contains(item) {
-        format!("repaired: {item} was missing")
+        Change::new(Repaired, format!("repaired: {item} was missing"))
     } else {
-        format!("created: {item}")
+        Change::new(Created, format!("created: {item}"))
     }
 }
 
@@ -24,21 +26,21 @@ fn missing_change(item: &str, placed: &Placed) -> String {
 /// placed is steer's own cleanup (a reload, a lease or a session that changed), news; one it
 /// never placed was left by someone or something else ("stale"). `spec` is the item as steer
 /// describes what it places (the kernel's `desc` adds flags such as `linkdown`).
-fn removed_change(desc: &str, spec: Option<String>, placed: &Placed) -> String {
+fn removed_change(desc: &str, spec: Option<String>, placed: &Placed) -> Change {
     if spec.is_some_and(|s| placed.contains(&s)) {
-        format!("removed: {desc} (no longer wanted)")
+        Change::new(Removed, format!("removed: {desc} (no longer wanted)"))
     } else {
-        format!("removed stale: {desc}")
+        Change::new(RemovedStale, format!("removed stale: {desc}"))
     }
 }
 
 /// The report line for a desired item found in another form: steer's own earlier form
 /// ("changed"), or one it never placed ("replaced").
-fn replaced_change(found: &str, spec: Option<String>, desired: &str, placed: &Placed) -> String {
+fn replaced_change(found: &str, spec: Option<String>, desired: &str, placed: &Placed) -> Change {
     if spec.is_some_and(|s| placed.contains(&s)) {
-        format!("changed: {found} to {desired}")
+        Change::new(Changed, format!("changed: {found} to {desired}"))
     } else {
-        format!("replaced: {found} with {desired}")
+        Change::new(Replaced, format!("replaced: {found} with {desired}"))
     }
 }
 
@@ -80,9 +82,9 @@ impl Plan {
             .into_iter()
             .filter(|s| matches!(s.op, Op::AddRule(_) | Op::AddRoute { replace: false, .. }))
             .map(|mut s| {
-                let paired = |c: &str| c.starts_with("replaced: ") || c.starts_with("changed: ");
-                if s.change.as_deref().is_some_and(paired) {
-                    s.change = Some(format!("added: {}", s.item));
+                let paired = |c: &Change| matches!(c.kind, Replaced | Changed);
+                if s.change.as_ref().is_some_and(paired) {
+                    s.change = Some(Change::new(Added, format!("added: {}", s.item)));
                 }
                 s
             })
@@ -231,10 +233,13 @@ fn plan_routes(
                             spec: d.clone(),
                         },
                         item: d.to_string(),
-                        change: Some(format!(
-                            "replaced linkdown route {}: {} has carrier",
-                            d.to_string().trim_start_matches("route "),
-                            d.interface
+                        change: Some(Change::new(
+                            Replaced,
+                            format!(
+                                "replaced linkdown route {}: {} has carrier",
+                                d.to_string().trim_start_matches("route "),
+                                d.interface
+                            ),
                         )),
                         retry: true,
                     });
@@ -307,13 +312,13 @@ pub(crate) fn removal(s: &Snapshot) -> Vec<Step> {
         .map(|r| Step {
             op: Op::DelRule(Box::new(r.msg.clone())),
             item: format!("removing {}", r.desc),
-            change: Some(format!("removed: {}", r.desc)),
+            change: Some(Change::new(Removed, format!("removed: {}", r.desc))),
             retry: false,
         });
     let routes = s.routes.iter().map(|r| Step {
         op: Op::DelRoute(Box::new(r.msg.clone())),
         item: format!("removing {}", r.desc),
-        change: Some(format!("removed: {}", r.desc)),
+        change: Some(Change::new(Removed, format!("removed: {}", r.desc))),
         retry: false,
     });
     rules.chain(routes).collect()
@@ -456,7 +461,14 @@ mod tests {
     }
 
     fn changes(p: &Plan) -> Vec<String> {
-        p.steps.iter().filter_map(|s| s.change.clone()).collect()
+        lines(&p.steps)
+    }
+
+    fn lines(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .filter_map(|s| s.change.as_ref().map(|c| c.line.clone()))
+            .collect()
     }
 
     #[test]
@@ -667,9 +679,8 @@ mod tests {
         let mut s = in_sync();
         s.rules.push(rule(1100, 0x5, u32::MAX, 200, 3));
         let steps = removal(&s);
-        let lines: Vec<_> = steps.iter().filter_map(|s| s.change.clone()).collect();
         assert_eq!(
-            lines,
+            lines(&steps),
             [
                 "removed: rule 1090 fwmark 0xff00/0xff00 unreachable (v4)",
                 "removed: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4)",
