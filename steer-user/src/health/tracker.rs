@@ -201,9 +201,17 @@ impl Tracker {
         why: &str,
         now: Instant,
     ) -> Tracker {
+        // A line that probes had found dead stays down through the restart: how long it has
+        // been down goes on from then, not from the new gateway.
+        let since = if found_dead && !self.healthy {
+            self.since
+        } else {
+            now
+        };
         Tracker {
             healthy: carrier && !found_dead,
             reason: why.to_owned(),
+            since,
             ..Tracker::new(self.track.clone(), carrier, now)
         }
     }
@@ -230,7 +238,7 @@ impl Tracker {
             self.reason = "carrier back, probing".into();
             return None;
         }
-        self.change(false, "carrier lost".into(), None, now)
+        self.change(false, "carrier lost".into(), None, Path::Carrier, now)
     }
 
     /// A probe round finished.
@@ -278,6 +286,7 @@ impl Tracker {
                     false,
                     cause,
                     Some(now.saturating_duration_since(since)),
+                    Path::Probes,
                     now,
                 );
             }
@@ -294,6 +303,7 @@ impl Tracker {
                     false,
                     cause,
                     Some(now.saturating_duration_since(self.window_started(round))),
+                    Path::Probes,
                     now,
                 );
             }
@@ -310,6 +320,7 @@ impl Tracker {
                 true,
                 cause,
                 Some(now.saturating_duration_since(round.started)),
+                Path::Probes,
                 now,
             );
         }
@@ -380,20 +391,20 @@ impl Tracker {
         healthy: bool,
         cause: String,
         detection: Option<Duration>,
+        path: Path,
         now: Instant,
     ) -> Option<Transition> {
         let before = self.up();
+        // `since` dates the state: a line already down that also loses its carrier (its
+        // device went away) has been down since it was found dead.
+        if healthy != self.healthy {
+            self.since = now;
+        }
         self.healthy = healthy;
         self.fails = 0;
         self.passes = 0;
         self.failing_since = None;
-        self.since = now;
         self.reason = cause.clone();
-        let path = if cause == "carrier lost" {
-            Path::Carrier
-        } else {
-            Path::Probes
-        };
         (self.up() != before).then_some(Transition {
             up: healthy,
             cause,
@@ -434,6 +445,14 @@ mod tests {
         assert!(fresh.up());
         let mut dead = t.restarted_because(true, true, "found dead", t0);
         assert!(!dead.up());
+        // Down since t0; a restart a minute later keeps that age.
+        let later = dead.restarted_because(true, true, "found dead", t0 + Duration::from_secs(60));
+        assert_eq!(later.since, t0);
+        assert!(
+            later
+                .describe(t0 + Duration::from_secs(60))
+                .contains("for 60 s")
+        );
         assert_eq!(
             dead.round(&round(t0, 0, GOOD), t0),
             None,
@@ -539,6 +558,17 @@ mod tests {
                 .expect("up_after good rounds")
                 .up
         );
+    }
+
+    #[test]
+    fn a_line_found_dead_that_then_loses_its_carrier_has_been_down_since_it_was_found_dead() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(track(1, 2), true, t0);
+        assert!(!t.round(&round(t0, 0, BAD), t0).expect("down").up);
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(t.set_carrier(false, later), None, "down already");
+        let status = t.describe(later);
+        assert!(status.contains("for 30 s: carrier lost"), "{status}");
     }
 
     #[test]
