@@ -274,6 +274,27 @@ fn a_million_prefixes_load_and_reload_inside_the_units_memory_limit() {
         kernel(&work).len(),
         set.iter().collect::<BTreeSet<_>>().len()
     );
+    // Shrinking the list to a tenth (the list path), growing it back, then dropping the set
+    // (the full path) removes 900k and a million prefixes: removals must fit as additions do.
+    for list in [&set[..100_000], &set[..]] {
+        work.write("lists/big.txt", &list_text(list));
+        settle();
+        let out = work.steer_ok(&["reload"]);
+        assert!(out.contains("only a list of set big changed"), "{out}");
+        assert_eq!(
+            kernel(&work).len(),
+            list.iter().collect::<BTreeSet<_>>().len()
+        );
+    }
+    let before_set = toml
+        .split("[[set]]")
+        .next()
+        .expect("the text before the set");
+    let without_set = format!("{before_set}{}", work.control_section());
+    work.write("steer.toml", &without_set);
+    settle();
+    work.steer_ok(&["reload"]);
+    assert!(kernel(&work).is_empty(), "the set is gone");
     assert_eq!(cg.oom_kills(), Some(0), "nothing was killed for memory");
     let peak = cg.total_peak().expect("the cgroup's peak");
     assert!(peak <= limit, "{peak} over {limit}");

@@ -321,44 +321,50 @@ impl Maps {
         })
     }
 
-    /// Removes many prefixes of one direction, in one commit per family (which on failure
-    /// leaves the set as it was, to be rewritten whole by its next write). Returns the
-    /// prefixes known removed (all of them on success).
-    pub fn remove_prefixes(
+    /// Removes many prefixes of one map (one direction and family), in one commit (which on
+    /// failure leaves the set as it was, to be rewritten whole by its next write). Returns how
+    /// many of them, from the first, are known removed (all of them on success). The prefixes
+    /// go to the range set as its packed keys, with no other copy: a million removals must fit
+    /// a router's memory.
+    pub fn remove_prefixes<'a>(
         &mut self,
         dir: Direction,
-        prefixes: &[Prefix],
-    ) -> (Vec<Prefix>, Result<(), DataplaneError>) {
-        let mut removed = Vec::with_capacity(prefixes.len());
+        prefixes: impl ExactSizeIterator<Item = &'a Prefix> + Clone,
+    ) -> (usize, Result<(), DataplaneError>) {
+        let count = prefixes.len();
         if self.fail_after.is_some() {
             // Element by element, so an injected fault hits exactly where it is armed.
-            for prefix in prefixes {
+            for (done, prefix) in prefixes.enumerate() {
                 if let Err(e) = self.remove_prefix(dir, *prefix) {
-                    return (removed, Err(e));
+                    return (done, Err(e));
                 }
-                removed.push(*prefix);
             }
-            return (removed, Ok(()));
+            return (count, Ok(()));
         }
-        if let Err(e) = self.meter(prefixes.len() as u64) {
-            return (removed, Err(e));
+        if let Err(e) = self.meter(count as u64) {
+            return (0, Err(e));
         }
-        let (v4, v6): (Vec<Prefix>, Vec<Prefix>) = prefixes.iter().partition(|p| p.is_v4());
-        let result = (|| {
-            let raw6: Vec<PrefixV6> = v6.iter().filter_map(raw_v6).collect();
-            if !raw6.is_empty() {
-                self.ranges_v6_mut(dir).remove_many(&raw6)?;
+        let result = match prefixes.clone().next() {
+            None => Ok(()),
+            Some(Prefix::V4 { .. }) => {
+                let raw: Vec<PrefixV4> = prefixes.filter_map(raw_v4).collect();
+                assert_eq!(raw.len(), count, "one family a call");
+                self.ranges_v4_mut(dir)
+                    .remove_many(raw)
+                    .map(|_| ())
+                    .map_err(Into::into)
             }
-            removed.extend(&v6);
-            let raw4: Vec<PrefixV4> = v4.iter().filter_map(raw_v4).collect();
-            if !raw4.is_empty() {
-                self.ranges_v4_mut(dir).remove_many(&raw4)?;
+            Some(Prefix::V6 { .. }) => {
+                let raw: Vec<PrefixV6> = prefixes.filter_map(raw_v6).collect();
+                assert_eq!(raw.len(), count, "one family a call");
+                self.ranges_v6_mut(dir)
+                    .remove_many(raw)
+                    .map(|_| ())
+                    .map_err(Into::into)
             }
-            removed.extend(&v4);
-            Ok(())
-        })();
+        };
         self.meter_published();
-        (removed, result)
+        (if result.is_ok() { count } else { 0 }, result)
     }
 
     /// Builds the range tables afresh from their records and publishes them (an adopting

@@ -380,8 +380,32 @@ impl<F: Family> RangeSet<F> {
     }
 
     /// Removes many prefixes in one commit; returns how many were there.
-    pub fn remove_many(&mut self, prefixes: &[PrefixOf<F>]) -> Result<usize> {
-        self.apply(prefixes.iter().map(|p| (*p, None)).collect())
+    pub fn remove_many(&mut self, mut prefixes: Vec<PrefixOf<F>>) -> Result<usize> {
+        if prefixes.len() <= IN_PLACE_MAX_REGIONS {
+            return self.apply(prefixes.into_iter().map(|p| (p, None)).collect());
+        }
+        // Many: one pass over the entries keeps the others, beside nothing but the removed
+        // keys themselves (sorted in place), where a merge of changes would take a list of
+        // changes, a list of touched prefixes and a merged copy as long as both.
+        self.know()?;
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        let walk = || marked_gone::<F>(&self.entries, &prefixes);
+        let removed = walk().filter(|(_, gone)| *gone).count();
+        let Some(first_change) = walk().position(|(_, gone)| gone) else {
+            return self.commit_if_dirty().map(|()| 0);
+        };
+        let mut kept = Vec::with_capacity(self.entries.len() - removed);
+        kept.extend(walk().filter(|(_, gone)| !gone).map(|(e, _)| e));
+        let before = std::mem::replace(&mut self.entries, Arc::new(kept));
+        // More touched prefixes than regions rewritten in place: the table is built afresh.
+        if let Err(e) = self.commit(first_change, &prefixes, Mapped::LetGo) {
+            self.entries = before;
+            return Err(e);
+        }
+        drop((before, prefixes));
+        return_freed_memory();
+        Ok(removed)
     }
 
     /// What the set holds (read from the kernel's record first unless known), shared: the
@@ -791,6 +815,21 @@ fn differences<F: Family>(old: &[F::Entry], new: &[F::Entry]) -> Differences<F> 
             out.touched.push(prefix);
         }
     }
+}
+
+/// Each of `entries` (sorted) with whether its prefix is in `gone` (sorted): one merge walk.
+fn marked_gone<'a, F: Family>(
+    entries: &'a [F::Entry],
+    gone: &'a [PrefixOf<F>],
+) -> impl Iterator<Item = (F::Entry, bool)> + 'a {
+    let mut next = 0;
+    entries.iter().map(move |e| {
+        let prefix = F::parts(*e).0;
+        while next < gone.len() && gone[next] < prefix {
+            next += 1;
+        }
+        (*e, gone.get(next) == Some(&prefix))
+    })
 }
 
 /// `entries` with each of `writes` (both sorted by prefix, each prefix once) in its place:

@@ -1046,63 +1046,81 @@ fn remove_all(
     report: &mut SyncReport,
     want: Option<&PrefixSets>,
 ) -> Result<(), DataplaneError> {
-    let mut done = HashSet::new();
+    // One map after the other, each a run of `left` (sorted in place): a million removals
+    // cost no copy of themselves here, and what is done is how far the runs got.
+    left.sort_unstable_by_key(|(dir, p)| PrefixMap::of(*dir, p).index());
+    let mut done = 0;
     let mut result = Ok(());
-    for map in PrefixMap::ALL {
-        let dir = map.direction();
-        let prefixes: Vec<Prefix> = left
+    while done < left.len() {
+        let (dir, first) = left[done];
+        let map = PrefixMap::of(dir, &first);
+        let run = left[done..]
             .iter()
-            .filter(|(d, p)| PrefixMap::of(*d, p) == map)
-            .map(|(_, p)| *p)
-            .collect();
-        if prefixes.is_empty() {
-            continue;
-        }
+            .take_while(|(d, p)| PrefixMap::of(*d, p) == map)
+            .count();
+        let prefixes = || left[done..done + run].iter().map(|(_, p)| p);
         // A few go in place; many, where they leave exactly the desired map, take its entries
         // whole (shared, no merge of a copy).
-        let few = prefixes.len() <= IN_PLACE_MAX_EDITS;
+        let few = run <= IN_PLACE_MAX_EDITS;
         let whole = want
             .filter(|_| !few)
             .map(|want| want.map(map))
-            .filter(|want| without(state.map(map), &prefixes, want));
-        let rules: Vec<Option<u32>> = prefixes.iter().map(|p| state.map(map).get(p)).collect();
+            .filter(|want| without(state.map(map), prefixes(), want));
+        // Counted before they go; a run that stopped part way keeps the rest, with their
+        // rules, which are then taken back off.
+        let mut removed_of = rule_counts(state.map(map), prefixes());
         let (removed, outcome) = match whole {
-            Some(want) => match maps.replace_map(map, want, prefixes.len()) {
-                Ok(()) => (prefixes.clone(), Ok(())),
-                Err(e) => (Vec::new(), Err(e)),
+            Some(want) => match maps.replace_map(map, want, run) {
+                Ok(()) => (run, Ok(())),
+                Err(e) => (0, Err(e)),
             },
             None if few => in_place(maps, state, map, |maps| {
-                maps.remove_prefixes(dir, &prefixes)
+                maps.remove_prefixes(dir, prefixes())
             })?,
-            None => maps.remove_prefixes(dir, &prefixes),
+            None => maps.remove_prefixes(dir, prefixes()),
         };
         if !few {
             follow(maps, state, map, |held| {
-                for prefix in &removed {
+                for prefix in prefixes().take(removed) {
                     held.remove(prefix);
                 }
             });
         }
-        // One family a map: `remove_prefixes` removes in the order given, so the first
-        // `removed.len()` are gone.
-        for (prefix, rule) in prefixes.iter().zip(&rules).take(removed.len()) {
-            if let Some(rule) = rule {
-                report.per_rule.entry(*rule).or_default().removed += 1;
-            }
-            done.insert((dir, *prefix));
+        for (rule, n) in rule_counts(state.map(map), prefixes().skip(removed)) {
+            *removed_of.entry(rule).or_default() -= n;
         }
-        if outcome.is_err() {
-            result = outcome;
+        for (rule, n) in removed_of {
+            report.per_rule.entry(rule).or_default().removed += n;
+        }
+        done += removed;
+        if let Err(e) = outcome {
+            result = Err(e);
             break;
         }
     }
-    left.retain(|k| !done.contains(k));
+    left.drain(..done);
     result
 }
 
+/// How many of `prefixes` `held` has, by rule.
+fn rule_counts<'a>(
+    held: &PrefixRules,
+    prefixes: impl Iterator<Item = &'a Prefix>,
+) -> BTreeMap<u32, usize> {
+    let mut counts = BTreeMap::new();
+    for rule in prefixes.filter_map(|p| held.get(p)) {
+        *counts.entry(rule).or_default() += 1;
+    }
+    counts
+}
+
 /// Whether `held` without the prefixes `gone` is exactly `want`: one pass over both.
-fn without(held: &PrefixRules, gone: &[Prefix], want: &PrefixRules) -> bool {
-    let gone = SortedPrefixes::of(gone.iter().copied());
+fn without<'a>(
+    held: &PrefixRules,
+    gone: impl Iterator<Item = &'a Prefix>,
+    want: &PrefixRules,
+) -> bool {
+    let gone = SortedPrefixes::of(gone.copied());
     held.len() == want.len() + gone.len()
         && held.joined(want).all(|(p, h, w)| match (h, w) {
             (Some(h), Some(w)) => h == w,
