@@ -352,6 +352,29 @@ fn npt_lets_the_internet_reach_the_client_at_its_address_in_each_wan_prefix_and_
         "npt_inbound_refused did not count the SYNs to {target}: {refused_before} -> {refused}\n{}",
         router_state(&s)
     );
+    // The router's own address inside a WAN's prefix (a PD-only line gives it no other) is
+    // the router's: never translated to a LAN host, on any port.
+    let IpAddr::V6(net) = s.lab.delegation(Wan::One).addr() else {
+        unreachable!("an IPv6 delegation")
+    };
+    let own = Ipv6Addr::from(u128::from(net) | 0xff_0000_0000_0000_0001);
+    s.lab.router.run(&format!(
+        "ip -6 addr add {own}/128 dev {} nodad",
+        Lab::wan_iface(Wan::One)
+    ));
+    for port in [INBOUND_PORT, closed] {
+        let target = SocketAddr::new(own.into(), port);
+        let _router_server = EchoServer::start(&s.lab.router, target);
+        let mut conversation = Conversation::open(&s.lab.internet, target).unwrap_or_else(|e| {
+            panic!(
+                "connect from the internet to the router's own {target}: {e}\n{}",
+                router_state(&s)
+            )
+        });
+        conversation
+            .exchange()
+            .unwrap_or_else(|e| panic!("exchange with the router's {target}: {e}"));
+    }
 }
 
 #[test]

@@ -55,8 +55,10 @@ fn translation(ipv6: &Ipv6, wans: &[Wan], prefixes: &Prefixes) -> String {
                 outgoing.push_str(&format!(
                     "\t\tmeta nfproto ipv6 oifname {iface} ip6 saddr {lan} snat ip6 prefix to {p}\n"
                 ));
+                // The router's own addresses inside the prefix (a PD-only line gives it no
+                // other) stay the router's.
                 incoming.push_str(&format!(
-                    "\t\tmeta nfproto ipv6 iifname {iface} ip6 daddr {p} dnat ip6 prefix to {lan}\n"
+                    "\t\tmeta nfproto ipv6 iifname {iface} ip6 daddr {p} fib daddr type != local dnat ip6 prefix to {lan}\n"
                 ));
             }
         }
@@ -192,7 +194,7 @@ mod tests {
             "chain npt_inbound_new {\n\t\ttcp dport { 22, 8000-8100 } return\n\t\tcounter name npt_inbound_refused drop",
             "oifname \"eth1\" ip6 saddr fd10::/64 snat ip6 prefix to 2001:db8:1::/56",
             "oifname \"wwan0\" ip6 saddr fd10::/64 snat ip6 prefix to 2001:db8:2::/60",
-            "iifname \"wwan0\" ip6 daddr 2001:db8:2::/60 dnat ip6 prefix to fd10::/64",
+            "iifname \"wwan0\" ip6 daddr 2001:db8:2::/60 fib daddr type != local dnat ip6 prefix to fd10::/64",
             "type nat hook prerouting priority dstnat",
             "oifname vmap { \"eth1\" : jump from_wan_0x100, \"wwan0\" : jump from_wan_0x200 }",
             "chain from_wan_0x200 {\n\t\tip6 saddr { ::, fe80::/10, 2001:db8:2::/60 } return\n\t\tfib saddr . oif type local return\n\t\tcounter name \"foreign_source_wan2\" drop",
