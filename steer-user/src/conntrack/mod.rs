@@ -27,7 +27,7 @@ pub mod nft;
 
 use std::io;
 
-pub use netlink::{Connection, connections, delete, flush_mark};
+pub use netlink::{Connection, connections, delete_many, flush_mark};
 pub use nft::{
     MarkedWan, NFT_TABLE, bridge_netfilter, install, install_with, installed, ruleset,
     ruleset_with, table_present, uninstall,

@@ -69,8 +69,10 @@ pub fn flush_mark(mark: u32, mask: u32, families: &[Family]) -> Result<(), Connt
             .map_err(err);
     }
     for family in families {
-        for conn in connections_of(mark, mask, &[address_family(*family)])? {
-            delete(&conn)?;
+        let conns = connections_of(mark, mask, &[address_family(*family)])?;
+        let (_, failed) = delete_many(&conns);
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     Ok(())
@@ -124,20 +126,58 @@ fn connections_of(
     Ok(out)
 }
 
-/// Deletes one connection (gone already is fine).
-pub fn delete(conn: &Connection) -> Result<(), ConntrackError> {
+/// Delete requests sent in one datagram, their acknowledgements read before the next.
+const DELETE_BATCH: usize = 256;
+
+/// Deletes `conns` over one socket, a batch of requests at a time: a flush of tens of
+/// thousands of entries costs a syscall or two per batch, not a socket and a round trip per
+/// entry. Returns how many went (an entry already gone counts), and the first error.
+pub fn delete_many(conns: &[Connection]) -> (usize, Option<ConntrackError>) {
     let err = |source| ConntrackError::Delete {
-        what: format!(
-            "{} {}:{} -> {}:{}",
-            conn.proto, conn.src, conn.sport, conn.dst, conn.dport
-        ),
+        what: format!("{} connections", conns.len()),
         source,
     };
-    let sock = NetlinkSocket::open().map_err(err)?;
-    let mut msg = header(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, conn.family);
-    msg.extend_from_slice(&conn.key);
-    finish(&mut msg);
-    sock.request(&msg).map_err(err)
+    let sock = match NetlinkSocket::open() {
+        Ok(sock) => sock,
+        Err(e) => return (0, Some(err(e))),
+    };
+    let mut deleted = 0;
+    let mut first_error = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    for batch in conns.chunks(DELETE_BATCH) {
+        let mut msgs = Vec::with_capacity(batch.len() * 128);
+        for conn in batch {
+            let mut msg = header(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, conn.family);
+            msg.extend_from_slice(&conn.key);
+            finish(&mut msg);
+            msgs.extend_from_slice(&msg);
+            // Each message of a datagram starts 4-byte aligned (NLMSG_ALIGN).
+            msgs.resize(msgs.len().next_multiple_of(4), 0);
+        }
+        if let Err(e) = sock.send(&msgs) {
+            return (deleted, Some(err(e)));
+        }
+        let mut acked = 0;
+        while acked < batch.len() {
+            let answer = match sock.recv(&mut buf) {
+                Ok(answer) => answer,
+                Err(e) => return (deleted, Some(err(e))),
+            };
+            for (kind, payload) in messages(answer) {
+                if kind != NLMSG_ERROR {
+                    continue;
+                }
+                acked += 1;
+                match error_code(payload) {
+                    Ok(()) => deleted += 1,
+                    Err(e) => {
+                        first_error.get_or_insert(err(e));
+                    }
+                }
+            }
+        }
+    }
+    (deleted, first_error)
 }
 
 /// nlmsghdr + nfgenmsg, with the length left for [`finish`].

@@ -40,10 +40,7 @@ impl FlowsBack {
 
     /// Deletes `moving` and says so.
     pub fn cut(&self, moving: &[Connection]) -> String {
-        let cut = moving
-            .iter()
-            .filter(|c| conntrack::delete(c).is_ok())
-            .count();
+        let (cut, _) = conntrack::delete_many(moving);
         format!(
             "{} back: {cut} of {} flows of policies with failback = \"move\" cut, so they start \
              over on their policy's WAN",
