@@ -102,6 +102,9 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     }
     let budget = limit.map(|limit| config::ListBudget::new(limit, 0, 0));
     let (config, inputs) = config::load_stamped_within(config_path, budget)?;
+    for wait in config::take_waits() {
+        log::info!("{wait}");
+    }
     let needs = capabilities::for_run(&config, capabilities::unprivileged_port_start());
     capabilities::require("run", &needs)?;
     // A broken NOTIFY_SOCKET must not keep steering from starting: the service manager then

@@ -109,9 +109,10 @@ pub struct ReloadPlan {
     budget: Option<config::ListBudget>,
 }
 
-/// A configuration read, validated and compiled, ready for [`Controller::reload`].
+/// A configuration read, validated and compiled, ready for [`Controller::reload`], with the
+/// waits for files that had only just been written ([`config::Wait`]), for the reply.
 #[derive(Debug)]
-pub struct Prepared(Ready);
+pub struct Prepared(Ready, Vec<ReportLine>);
 
 #[derive(Debug)]
 enum Ready {
@@ -172,6 +173,17 @@ impl ReloadPlan {
     /// Under a memory limit, no list is read or parsed that would take the daemon over it: the
     /// reload is refused where the configuration names the list.
     pub fn prepare(self) -> Result<Prepared, ConfigErrors> {
+        // A pooled thread's earlier reads are not this reload's.
+        config::take_waits();
+        let ready = self.read_and_compile()?;
+        let waited = config::take_waits()
+            .iter()
+            .map(|w| ReportLine::info(w.to_string()))
+            .collect();
+        Ok(Prepared(ready, waited))
+    }
+
+    fn read_and_compile(self) -> Result<Ready, ConfigErrors> {
         let started = Instant::now();
         if let Some(inputs) = &self.inputs {
             let room = self
@@ -182,10 +194,10 @@ impl ReloadPlan {
             let checked = started.elapsed();
             match check {
                 Check::Unchanged => {
-                    return Ok(Prepared(Ready::Unchanged {
+                    return Ok(Ready::Unchanged {
                         inputs: inputs.clone(),
                         checked,
-                    }));
+                    });
                 }
                 Check::Changed(changed) => {
                     if let Some(mut delta) = lists::prepare(
@@ -197,10 +209,10 @@ impl ReloadPlan {
                     ) {
                         delta.check = checked;
                         delta.version = self.held.1;
-                        return Ok(Prepared(Ready::List {
+                        return Ok(Ready::List {
                             delta,
                             took: started.elapsed(),
-                        }));
+                        });
                     }
                 }
                 Check::Unreadable => {}
@@ -216,11 +228,11 @@ impl ReloadPlan {
             let diff = Diff::new(&held, &first.step.desired.contents.prefixes);
             first.diff = Some((version, diff));
         }
-        Ok(Prepared(Ready::Changed {
+        Ok(Ready::Changed {
             config: Box::new(config),
             steps,
             inputs,
-        }))
+        })
     }
 }
 
@@ -456,11 +468,13 @@ impl Controller {
     /// nothing changed: the running configuration stays. Once the new configuration is live,
     /// what still fails (attaching to a LAN interface) is in the report. WANs that changed
     /// state while the configuration was being compiled are accounted for before this returns.
-    pub async fn reload(&mut self, prepared: Prepared) -> Result<ApplyReport, ControllerError> {
+    pub async fn reload(&mut self, mut prepared: Prepared) -> Result<ApplyReport, ControllerError> {
         let before = self.dp.maps().writes();
+        let waited = std::mem::take(&mut prepared.1);
         let result = self.reload_prepared(prepared).await;
         crate::heap::return_freed_memory();
         let mut report = result?;
+        report.notes.splice(0..0, waited);
         report.map_writes = Some(self.dp.maps().writes() - before);
         Ok(report)
     }

