@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use steer_tests::{
-    daemon::{Daemon, Workdir},
+    daemon::{Daemon, Workdir, steer_in},
     lab::Lab,
     scenario::lab_wans,
 };
@@ -99,6 +99,26 @@ fn a_renamed_list_is_read_at_once_and_one_written_in_place_waits_and_says_so() {
         "{out}"
     );
     assert!(checked_ms(&out) >= 1000.0, "{out}");
+}
+
+#[test]
+fn a_sighup_while_the_daemon_starts_reloads_once_it_runs() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("notes-hup");
+    work.write("lists/big.txt", &list());
+    // Written just now: the start waits a second for them to settle, so the signals below
+    // come while it starts.
+    work.write("steer.toml", &config(&work, ""));
+    let daemon = Daemon::spawn(&work, steer_in(&lab.router));
+    for after in [50, 300] {
+        std::thread::sleep(Duration::from_millis(after));
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
+    }
+    let daemon = daemon.wait_up(&work);
+    daemon.wait_log("SIGHUP: reloading", Duration::from_secs(10));
+    assert!(work.steer_ok(&["status"]).contains("big"));
 }
 
 #[test]
