@@ -102,6 +102,29 @@ fn a_renamed_list_is_read_at_once_and_one_written_in_place_waits_and_says_so() {
 }
 
 #[test]
+fn files_others_may_write_are_named_at_every_reload() {
+    let (_lab, work, daemon) = setup("notes-writable");
+    let lists = work.dir.join("lists");
+    std::fs::set_permissions(&lists, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let named = format!("{} is writable by every user", lists.display());
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains("are unchanged"), "{out}");
+    assert!(out.contains(&named), "{out}");
+
+    replace(&work, "lists/big.txt", &(list() + "198.19.77.0/24\n"));
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains("only a list of set big changed"), "{out}");
+    assert!(out.contains(&named), "{out}");
+    assert_eq!(
+        daemon.log_text().matches(&named).count(),
+        2,
+        "{}",
+        daemon.log_text()
+    );
+}
+
+#[test]
 fn a_sighup_while_the_daemon_starts_reloads_once_it_runs() {
     steer_tests::require_root();
     let lab = Lab::new();

@@ -571,6 +571,7 @@ impl Controller {
             delta.parse.as_secs_f64() * 1e3,
             delta.diff_time.as_secs_f64() * 1e3
         )));
+        report.notes.extend(self.writable_by_others());
         report.notes.extend(self.refresh_system().await);
         self.repair_attachments(&mut report).await;
         report.took = prepared + started.elapsed();
@@ -578,6 +579,15 @@ impl Controller {
         self.last_apply = Some((Instant::now(), report.clone()));
         self.inputs = report.failures().is_empty().then_some(delta.inputs);
         Ok(report)
+    }
+
+    /// The configuration and list files others may change ([`config::writable_by_others`]),
+    /// named at every reload, also those that read nothing but a changed list or nothing at all.
+    fn writable_by_others(&self) -> Vec<ReportLine> {
+        config::writable_by_others(&self.config)
+            .into_iter()
+            .map(ReportLine::warning)
+            .collect()
     }
 
     /// The writes of a changed list against what the maps hold now.
@@ -637,6 +647,7 @@ impl Controller {
             inputs.len(),
             checked.as_secs_f64() * 1e3
         )));
+        report.notes.extend(self.writable_by_others());
         report.notes.extend(self.refresh_system().await);
         self.repair_attachments(&mut report).await;
         report.took = started.elapsed() + checked;
