@@ -125,6 +125,39 @@ fn files_others_may_write_are_named_at_every_reload() {
 }
 
 #[test]
+fn a_list_that_comes_out_empty_is_applied_with_a_warning_on_every_path() {
+    let (_lab, work, daemon) = setup("notes-empty");
+    let file = work.dir.join("lists/big.txt");
+    let warning = format!(
+        "set big holds no configured prefix now: its list files ({}) give it none: empty, or \
+         comments only (a failed download?), and the 2000 it held were removed",
+        file.display()
+    );
+    // The list path: a download that left a comment only.
+    replace(&work, "lists/big.txt", "# downloaded list\n");
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains("only a list of set big changed"), "{out}");
+    assert!(out.contains("0 added, 0 changed, 2000 removed"), "{out}");
+    assert!(out.contains(&warning), "{out}");
+    daemon.wait_log(&warning, Duration::from_secs(5));
+    assert_eq!(kernel_counts(&work).get("big"), None);
+
+    // The full path (the configuration changed too): an empty file.
+    replace(&work, "lists/big.txt", &list());
+    let out = work.steer_ok(&["reload"]);
+    assert!(!out.contains("holds no configured prefix"), "{out}");
+    work.write("steer.toml", &config(&work, "# changed\n"));
+    replace(&work, "lists/big.txt", "");
+    let out = work.steer_ok(&["reload"]);
+    assert!(!out.contains("only a list of set big changed"), "{out}");
+    assert!(out.contains(&warning), "{out}");
+    // A set that held nothing and still holds nothing is not warned about again.
+    work.write("steer.toml", &config(&work, "# changed again\n"));
+    let out = work.steer_ok(&["reload"]);
+    assert!(!out.contains("holds no configured prefix"), "{out}");
+}
+
+#[test]
 fn a_sighup_while_the_daemon_starts_reloads_once_it_runs() {
     steer_tests::require_root();
     let lab = Lab::new();

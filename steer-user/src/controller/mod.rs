@@ -505,9 +505,13 @@ impl Controller {
         let health = self.health.clone();
         self.health
             .follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
-        let applied = self.apply(config, false, Some(steps)).await;
-        match &applied {
-            Ok(_) => self.remember_inputs(inputs),
+        let held = self.configured_counts();
+        let mut applied = self.apply(config, false, Some(steps)).await;
+        match &mut applied {
+            Ok(report) => {
+                report.notes.extend(self.emptied_sets(&held));
+                self.remember_inputs(inputs);
+            }
             Err(_) => {
                 // The running configuration stays, and so do the WAN states that go with it;
                 // the maps may not be exactly what it asks (a rollback that failed), so the
@@ -562,6 +566,11 @@ impl Controller {
         report.notes.extend(self.forget_dropped(dropped));
         let held = listed + self.runtime_len(&delta.set);
         self.prefix_counts.insert(delta.rule, held);
+        if listed == 0 && !delta.removed.is_empty() {
+            report
+                .notes
+                .extend(self.emptied_set(&delta.set, delta.removed.len()));
+        }
         report.per_set = per_set(&report.sync, &self.rules, &self.rules);
         report.notes.push(ReportLine::info(format!(
             "only a list of set {} changed: files checked in {:.1} ms, {} lines parsed in {:.1} ms, merged against the set in {:.1} ms; nothing else read or compiled",
@@ -579,6 +588,53 @@ impl Controller {
         self.last_apply = Some((Instant::now(), report.clone()));
         self.inputs = report.failures().is_empty().then_some(delta.inputs);
         Ok(report)
+    }
+
+    /// Configured prefixes (runtime entries not counted) each running set holds in the maps.
+    fn configured_counts(&self) -> HashMap<String, usize> {
+        self.rule_ids()
+            .iter()
+            .map(|(name, rule)| {
+                let held = self.prefix_counts.get(rule).copied().unwrap_or(0);
+                (name.clone(), held.saturating_sub(self.runtime_len(name)))
+            })
+            .collect()
+    }
+
+    /// The sets that held configured prefixes (`before`, [`Controller::configured_counts`])
+    /// and hold none now.
+    fn emptied_sets(&self, before: &HashMap<String, usize>) -> Vec<ReportLine> {
+        let now = self.configured_counts();
+        let mut emptied: Vec<(&String, usize)> = now
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .filter_map(|(name, _)| Some((name, *before.get(name).filter(|b| **b > 0)?)))
+            .collect();
+        emptied.sort();
+        emptied
+            .into_iter()
+            .filter_map(|(name, held)| self.emptied_set(name, held))
+            .collect()
+    }
+
+    /// A set whose configuration and list files gave it `held` prefixes and give it none now:
+    /// most often a list a failed download left empty or with comments only. It is applied as
+    /// it is (an empty list is a valid list), but not silently.
+    fn emptied_set(&self, name: &str, held: usize) -> Option<ReportLine> {
+        let set = self.config.set(name)?;
+        let files: Vec<String> = set.files.iter().map(|f| f.display().to_string()).collect();
+        let whence = if files.is_empty() {
+            "its configuration gives it none".to_owned()
+        } else {
+            format!(
+                "its list files ({}) give it none: empty, or comments only (a failed download?)",
+                files.join(", ")
+            )
+        };
+        Some(ReportLine::warning(format!(
+            "set {name} holds no configured prefix now: {whence}, and the {held} it held were \
+             removed; if that was not meant, put the list back and run `steer reload`"
+        )))
     }
 
     /// The configuration and list files others may change ([`config::writable_by_others`]),
