@@ -4,8 +4,9 @@
 //! emptied is warned about; a runtime edit that races a list reload leaves every set's count
 //! right. And a SIGHUP while the daemon starts does not kill it.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
+use steer::{dataplane::Maps, model::PrefixMap};
 use steer_tests::{
     daemon::{Daemon, Workdir, steer_in},
     lab::Lab,
@@ -78,6 +79,45 @@ fn checked_ms(reply: &str) -> f64 {
         .unwrap_or_else(|| panic!("no check time in:\n{reply}"))
 }
 
+/// Prefixes per set name the kernel holds (from the pinned maps).
+fn kernel_counts(work: &Workdir) -> BTreeMap<String, u64> {
+    let dump = work.steer_ok(&["dump", "rules", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&dump).expect("json");
+    let names: BTreeMap<u32, String> = v["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| {
+            let id = r["rule"].as_u64().expect("id") as u32;
+            (id, r["set"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let maps = Maps::from_pins(&work.pin_dir).expect("pinned maps");
+    let mut counts = BTreeMap::new();
+    for m in PrefixMap::ALL {
+        for (_, rule) in maps.prefixes(m).expect("read map") {
+            *counts.entry(names[&rule].clone()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Prefixes per set name `steer status` gives (sets that hold some).
+fn status_counts(work: &Workdir) -> BTreeMap<String, u64> {
+    let status = work.steer_ok(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&status).expect("status json");
+    v["sets"]
+        .as_array()
+        .expect("sets")
+        .iter()
+        .map(|s| {
+            let name = s["name"].as_str().expect("name").to_owned();
+            (name, s["prefixes"].as_u64().expect("prefixes"))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
 #[test]
 fn a_renamed_list_is_read_at_once_and_one_written_in_place_waits_and_says_so() {
     let (_lab, work, _daemon) = setup("notes-settle");
@@ -99,6 +139,45 @@ fn a_renamed_list_is_read_at_once_and_one_written_in_place_waits_and_says_so() {
         "{out}"
     );
     assert!(checked_ms(&out) >= 1000.0, "{out}");
+}
+
+#[test]
+fn a_runtime_edit_that_races_a_list_reload_leaves_every_sets_count_right() {
+    let (_lab, work, daemon) = setup("notes-race");
+    // Written in place just now: the reload waits a second for it to settle, and a runtime
+    // edit that comes meanwhile adds the prefix the list now takes to set small. The list
+    // takes it over, and both sets are counted again.
+    work.write("lists/big.txt", &(list() + "198.19.171.0/24\n"));
+    let reload = {
+        let socket = work.socket.clone();
+        std::thread::spawn(move || {
+            let out = std::process::Command::new(steer_tests::daemon::steer_bin())
+                .args(["reload", "--socket"])
+                .arg(&socket)
+                .output()
+                .expect("steer reload");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    work.steer_ok(&["set", "small", "add", "198.19.171.0/24"]);
+    let out = reload.join().expect("reload thread");
+    assert!(out.contains("only a list of set big changed"), "{out}");
+    assert!(
+        out.contains(
+            "set small: 1 runtime entries dropped (198.19.171.0/24): set big's configuration \
+             holds them"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        status_counts(&work),
+        kernel_counts(&work),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(kernel_counts(&work)["small"], 1);
 }
 
 #[test]

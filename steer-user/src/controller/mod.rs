@@ -541,6 +541,7 @@ impl Controller {
             delta.refit(self.dp.prefixes());
         }
         let dropped = self.fit_list_delta(&mut delta);
+        let taken = self.taken_from_others(&delta);
         let diff = self.list_diff(&delta);
         // What the list holds was needed for the fit: let go of it before the kernel writes
         // (a block that big goes back to the system when freed, `heap`).
@@ -566,6 +567,11 @@ impl Controller {
         report.notes.extend(self.forget_dropped(dropped));
         let held = listed + self.runtime_len(&delta.set);
         self.prefix_counts.insert(delta.rule, held);
+        for rule in taken {
+            if let Some(count) = self.prefix_counts.get_mut(&rule) {
+                *count = count.saturating_sub(1);
+            }
+        }
         if listed == 0 && !delta.removed.is_empty() {
             report
                 .notes
@@ -588,6 +594,22 @@ impl Controller {
         self.last_apply = Some((Instant::now(), report.clone()));
         self.inputs = report.failures().is_empty().then_some(delta.inputs);
         Ok(report)
+    }
+
+    /// The rules that lose a prefix to a changed list: another set held it (a runtime entry
+    /// of it, added while the list was read), and the list's set takes it over. Their counts
+    /// go down with it; the list's set is counted whole.
+    fn taken_from_others(&self, delta: &lists::Delta) -> Vec<u32> {
+        let held = self.dp.prefixes();
+        delta
+            .added
+            .iter()
+            .filter_map(|p| {
+                held.map(crate::model::PrefixMap::of(delta.direction, p))
+                    .get(p)
+            })
+            .filter(|rule| *rule != delta.rule)
+            .collect()
     }
 
     /// Configured prefixes (runtime entries not counted) each running set holds in the maps.
