@@ -88,6 +88,17 @@ enum Exit {
 
 /// Runs the daemon until a signal or `steer stop`.
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
+    // SIGHUP is taken before anything else: its default action ends the process, so a reload
+    // asked for while the daemon starts (a list updater, a DHCP hook; the start reads lists of
+    // a million lines) would kill the start and leave its socket behind. A SIGHUP that comes
+    // before the daemon runs is kept, and reloads once it does.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let hup = {
+        let _entered = runtime.enter();
+        signal(SignalKind::hangup())?
+    };
     // Before a list is read: a start the limit cannot hold is refused, not OOM-killed, and so
     // is a list that cannot be read within it. Nothing is held yet (an earlier daemon's maps,
     // if any, are counted once the pin directory is opened, by the sets' count).
@@ -102,6 +113,9 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     }
     let budget = limit.map(|limit| config::ListBudget::new(limit, 0, 0));
     let (config, inputs) = config::load_stamped_within(config_path, budget)?;
+    for wait in config::take_waits() {
+        log::info!("{wait}");
+    }
     let needs = capabilities::for_run(&config, capabilities::unprivileged_port_start());
     capabilities::require("run", &needs)?;
     // A broken NOTIFY_SOCKET must not keep steering from starting: the service manager then
@@ -110,10 +124,7 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         log::warn!("{e}: readiness is not reported");
         None
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(config, inputs, notifier))
+    runtime.block_on(serve(config, inputs, notifier, hup))
 }
 
 /// Which prober: a WAN and an address family.
@@ -213,6 +224,7 @@ async fn serve(
     config: Config,
     inputs: config::Inputs,
     notifier: Option<Notifier>,
+    mut hup: tokio::signal::unix::Signal,
 ) -> Result<(), DaemonError> {
     raise_fd_limit();
     // Everything that can refuse this daemon comes before the first change to the system: the
@@ -261,7 +273,6 @@ async fn serve(
     // Expired learned hosts are removed within this of their expiry.
     let mut expiry = tokio::time::interval(Duration::from_secs(1));
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut kernel_log = match ctl.kernel_logger() {

@@ -420,8 +420,12 @@ fn runtime_entries_live_beside_the_configuration_through_reloads_and_a_restart()
         ),
     );
     let out = work.steer_ok(&["reload"]);
-    assert!(out.contains("set other: 1 runtime entries"), "{out}");
-    assert!(out.contains("no longer configured"), "{out}");
+    assert!(
+        out.contains(
+            "set other: 1 runtime entries dropped (172.20.0.0/16): the set is no longer configured"
+        ),
+        "{out}"
+    );
     let k = kernel(&work);
     assert_eq!(
         k.get(&p("198.51.100.0/24")).map(String::as_str),

@@ -577,7 +577,11 @@ fn request(target: &Target, request: Request) -> Result<serde_json::Value, CliEr
 }
 
 fn check(path: &Path) -> Result<ExitCode, CliError> {
-    match config::load(path) {
+    let loaded = config::load(path);
+    for wait in config::take_waits() {
+        crate::errln!("note: {wait}");
+    }
+    match loaded {
         Ok(c) => {
             let prefixes: usize = c.sets.iter().map(|s| s.prefix_count()).sum();
             let domains: usize = c.sets.iter().map(|s| s.domains.len()).sum();

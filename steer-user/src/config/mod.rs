@@ -64,8 +64,8 @@ pub use list_budget::{ListBudget, ListOverLimit};
 pub use names::{ifname_problem, normalize_domain, valid_name};
 pub use notes::{notes, writable_by_others};
 pub use read::{
-    Changed, Check, Inputs, MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, Stamp, content_hash,
-    read_file,
+    Changed, Check, Inputs, MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, Stamp, Unsettled, Wait,
+    content_hash, read_file, take_waits,
 };
 pub use vrrp::{AllWansDown, Checksum, Engine, Follow, Speaker, Vip, Vrrp, VrrpWan};
 

@@ -11,10 +11,12 @@
 //!   steer at a file that user may not read. (The lines of a file that turns out not to be a
 //!   list are never repeated in messages either, see `list`.)
 //! - The file is read whole and must be the same file, with the same size and modification
-//!   time, before and after the read, and must not have been modified in the last moment: a
+//!   time, before and after the read, and must not have been written in the last moment: a
 //!   list rewritten in place while it is read is read again (a few times) or refused, never
 //!   applied half-written. Writing the new file next to the old one and renaming it into place
-//!   is always safe.
+//!   is always safe, and is read at once: a rename changes the file's inode (its ctime) after
+//!   its last write, which a file still being written in place never shows ([`unsettled`]).
+//!   Each wait is recorded ([`take_waits`]) for the caller to say why it took a second.
 
 use std::{
     fs::{File, Metadata},
@@ -33,10 +35,13 @@ pub const MAX_LIST_BYTES: u64 = 64 << 20;
 const MAX_LINKS: usize = 40;
 /// Reads of a file that keeps changing before it is refused.
 const TRIES: u32 = 4;
-/// A file modified more recently than this may still be being written: wait for it to settle.
-/// (A writer that pauses longer in the middle of a file cannot be told from a finished one;
-/// renaming a complete file into place is the safe way.)
+/// A file written in place more recently than this may still be being written: wait for it to
+/// settle. (A writer that pauses longer in the middle of a file cannot be told from a finished
+/// one; renaming a complete file into place is the safe way.)
 const SETTLE: Duration = Duration::from_secs(1);
+/// Waits kept for [`take_waits`] on one thread at most (a thread that never takes them keeps
+/// no more).
+const MAX_WAITS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -104,21 +109,87 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
 /// [`read_file`], with what identifies the bytes read.
 fn read_stamped(path: &Path, limit: u64) -> Result<(Vec<u8>, Stamp), ReadError> {
     let resolved = resolve(path)?;
-    for _ in 0..TRIES {
-        if let Some((bytes, meta)) = read_once(&resolved, limit)? {
-            let stamp = Stamp {
-                path: path.to_path_buf(),
-                limit,
-                id: (meta.dev(), meta.ino()),
-                size: bytes.len() as u64,
-                mtime: (meta.mtime(), meta.mtime_nsec()),
-                hash: content_hash(&bytes),
-            };
-            return Ok((bytes, stamp));
+    let mut waited = None;
+    let record = |waited: Option<Wait>| {
+        if let Some(wait) = waited {
+            WAITS.with(|w| {
+                let mut w = w.borrow_mut();
+                if w.len() < MAX_WAITS {
+                    w.push(wait);
+                }
+            });
         }
+    };
+    for _ in 0..TRIES {
+        let why = match read_once(&resolved, limit) {
+            Ok(ReadOnce::Whole(bytes, meta)) => {
+                let stamp = Stamp {
+                    path: path.to_path_buf(),
+                    limit,
+                    id: (meta.dev(), meta.ino()),
+                    size: bytes.len() as u64,
+                    mtime: (meta.mtime(), meta.mtime_nsec()),
+                    hash: content_hash(&bytes),
+                };
+                record(waited);
+                return Ok((bytes, stamp));
+            }
+            Ok(ReadOnce::Again(why)) => why,
+            Err(e) => {
+                record(waited);
+                return Err(e);
+            }
+        };
+        let wait = waited.get_or_insert(Wait {
+            path: path.to_path_buf(),
+            took: Duration::ZERO,
+            why,
+        });
+        let started = std::time::Instant::now();
         std::thread::sleep(SETTLE);
+        wait.took += started.elapsed();
     }
+    record(waited);
     Err(ReadError::Unstable)
+}
+
+/// A read that waited for its file to settle: which file, how long, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wait {
+    /// As the caller named it.
+    pub path: PathBuf,
+    pub took: Duration,
+    pub why: Unsettled,
+}
+
+/// Why a file was not read at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsettled {
+    /// Written in place less than [`SETTLE`] ago (not renamed into place since).
+    Fresh,
+    /// It changed while it was read.
+    Changed,
+}
+
+impl std::fmt::Display for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let why = match self.why {
+            Unsettled::Fresh => "it was written less than a second ago",
+            Unsettled::Changed => "it changed while it was read",
+        };
+        write!(
+            f,
+            "waited {:.1} s for {} to settle: {why} (write the new file next to it and rename \
+             it into place, `mv`: a renamed file is read at once)",
+            self.took.as_secs_f64(),
+            self.path.display()
+        )
+    }
+}
+
+/// The waits of this thread's reads since the last call (see [`Wait`]), oldest first.
+pub fn take_waits() -> Vec<Wait> {
+    WAITS.with(|w| std::mem::take(&mut *w.borrow_mut()))
 }
 
 thread_local! {
@@ -127,6 +198,9 @@ thread_local! {
     // collector through every builder, and cannot miss a file a new key adds.
     static RECORDING: std::cell::RefCell<Option<Vec<Stamp>>> =
         const { std::cell::RefCell::new(None) };
+    // Likewise the waits for a file to settle, for whoever reports the read (a reload's reply,
+    // `steer check`) to say where the second went.
+    static WAITS: std::cell::RefCell<Vec<Wait>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One file as it was read: where it is, which file it was, its size, modification time and
@@ -282,8 +356,15 @@ pub fn content_hash(bytes: &[u8]) -> u64 {
     h ^ (h >> 32)
 }
 
-/// One read; `None` when the file changed meanwhile (or was modified a moment ago).
-fn read_once(path: &Path, limit: u64) -> Result<Option<(Vec<u8>, Metadata)>, ReadError> {
+/// What one read gave.
+enum ReadOnce {
+    Whole(Vec<u8>, Metadata),
+    /// Not read, or read while it changed: to be read again after a wait.
+    Again(Unsettled),
+}
+
+/// One read.
+fn read_once(path: &Path, limit: u64) -> Result<ReadOnce, ReadError> {
     // Not following a link here: `resolve` checked them all, and a link that appeared since is
     // refused instead of followed. Non-blocking, so that opening a FIFO returns at once.
     let mut file = File::options()
@@ -295,8 +376,8 @@ fn read_once(path: &Path, limit: u64) -> Result<Option<(Vec<u8>, Metadata)>, Rea
     if before.size() > limit {
         return Err(ReadError::TooBig { limit });
     }
-    if recently_modified(&before) {
-        return Ok(None);
+    if unsettled(&before, SystemTime::now()) {
+        return Ok(ReadOnce::Again(Unsettled::Fresh));
     }
     let mut bytes = Vec::with_capacity(before.size() as usize);
     (&mut file).take(limit + 1).read_to_end(&mut bytes)?;
@@ -314,7 +395,11 @@ fn read_once(path: &Path, limit: u64) -> Result<Option<(Vec<u8>, Metadata)>, Rea
                 before.mtime_nsec(),
             )
     };
-    Ok((same(&file.metadata()?) && same(&after)).then_some((bytes, before)))
+    Ok(if same(&file.metadata()?) && same(&after) {
+        ReadOnce::Whole(bytes, before)
+    } else {
+        ReadOnce::Again(Unsettled::Changed)
+    })
 }
 
 fn check_regular(meta: &Metadata) -> Result<(), ReadError> {
@@ -336,10 +421,22 @@ fn check_regular(meta: &Metadata) -> Result<(), ReadError> {
     Err(ReadError::NotRegular { kind })
 }
 
-fn recently_modified(meta: &Metadata) -> bool {
+/// Whether the file may still be being written in place: written less than [`SETTLE`] before
+/// `now`, and not renamed (nor its inode otherwise changed) since. A write sets the modification
+/// and change times to the same instant; renaming the file into place afterwards sets its
+/// change time later (Linux, on ext4, tmpfs, overlayfs, btrfs, xfs), so a file renamed into
+/// place after its last write is complete and is read at once. A rename within the same clock
+/// tick as the last write (a few ms; `sed -i` on a small file) leaves the times equal: that
+/// file waits, as every fresh file did before.
+fn unsettled(meta: &Metadata, now: SystemTime) -> bool {
+    let mtime = (meta.mtime(), meta.mtime_nsec());
+    let ctime = (meta.ctime(), meta.ctime_nsec());
+    if ctime > mtime {
+        return false;
+    }
     meta.modified()
         .ok()
-        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .and_then(|m| now.duration_since(m).ok())
         .is_some_and(|age| age < SETTLE)
 }
 
@@ -430,6 +527,40 @@ mod tests {
             read_file(&dotdot.join("list.txt"), 100).unwrap(),
             b"192.0.2.0/24\n"
         );
+    }
+
+    /// A file renamed into place after its last write is complete: read at once, however fresh.
+    /// One written in place a moment ago is waited for, and the wait is told.
+    #[test]
+    fn a_renamed_file_is_read_at_once_and_a_fresh_one_written_in_place_waits_and_says_so() {
+        let dir = Scratch::new("read-settle");
+        let path = dir.write("list.txt", "192.0.2.0/24\n");
+        let temp = dir.write(".list.txt.new", "198.51.100.0/24\n");
+        // Past the clock tick of the write (a few ms), as any download is.
+        std::thread::sleep(Duration::from_millis(30));
+        std::fs::rename(&temp, &path).unwrap();
+        take_waits();
+        let started = std::time::Instant::now();
+        assert_eq!(read_file(&path, 100).unwrap(), b"198.51.100.0/24\n");
+        assert!(started.elapsed() < SETTLE / 2, "{:?}", started.elapsed());
+        assert_eq!(take_waits(), []);
+
+        std::fs::write(&path, "203.0.113.0/24\n").unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(read_file(&path, 100).unwrap(), b"203.0.113.0/24\n");
+        assert!(started.elapsed() >= SETTLE, "{:?}", started.elapsed());
+        let waits = take_waits();
+        assert_eq!(waits.len(), 1, "{waits:?}");
+        assert_eq!(waits[0].why, Unsettled::Fresh);
+        let told = waits[0].to_string();
+        assert!(
+            told.starts_with(&format!(
+                "waited 1.0 s for {} to settle: it was written less than a second ago",
+                path.display()
+            )),
+            "{told}"
+        );
+        assert!(told.contains("rename it into place"), "{told}");
     }
 
     #[test]

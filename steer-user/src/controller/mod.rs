@@ -109,9 +109,10 @@ pub struct ReloadPlan {
     budget: Option<config::ListBudget>,
 }
 
-/// A configuration read, validated and compiled, ready for [`Controller::reload`].
+/// A configuration read, validated and compiled, ready for [`Controller::reload`], with the
+/// waits for files that had only just been written ([`config::Wait`]), for the reply.
 #[derive(Debug)]
-pub struct Prepared(Ready);
+pub struct Prepared(Ready, Vec<ReportLine>);
 
 #[derive(Debug)]
 enum Ready {
@@ -172,6 +173,17 @@ impl ReloadPlan {
     /// Under a memory limit, no list is read or parsed that would take the daemon over it: the
     /// reload is refused where the configuration names the list.
     pub fn prepare(self) -> Result<Prepared, ConfigErrors> {
+        // A pooled thread's earlier reads are not this reload's.
+        config::take_waits();
+        let ready = self.read_and_compile()?;
+        let waited = config::take_waits()
+            .iter()
+            .map(|w| ReportLine::info(w.to_string()))
+            .collect();
+        Ok(Prepared(ready, waited))
+    }
+
+    fn read_and_compile(self) -> Result<Ready, ConfigErrors> {
         let started = Instant::now();
         if let Some(inputs) = &self.inputs {
             let room = self
@@ -182,10 +194,10 @@ impl ReloadPlan {
             let checked = started.elapsed();
             match check {
                 Check::Unchanged => {
-                    return Ok(Prepared(Ready::Unchanged {
+                    return Ok(Ready::Unchanged {
                         inputs: inputs.clone(),
                         checked,
-                    }));
+                    });
                 }
                 Check::Changed(changed) => {
                     if let Some(mut delta) = lists::prepare(
@@ -197,10 +209,10 @@ impl ReloadPlan {
                     ) {
                         delta.check = checked;
                         delta.version = self.held.1;
-                        return Ok(Prepared(Ready::List {
+                        return Ok(Ready::List {
                             delta,
                             took: started.elapsed(),
-                        }));
+                        });
                     }
                 }
                 Check::Unreadable => {}
@@ -216,11 +228,11 @@ impl ReloadPlan {
             let diff = Diff::new(&held, &first.step.desired.contents.prefixes);
             first.diff = Some((version, diff));
         }
-        Ok(Prepared(Ready::Changed {
+        Ok(Ready::Changed {
             config: Box::new(config),
             steps,
             inputs,
-        }))
+        })
     }
 }
 
@@ -456,11 +468,13 @@ impl Controller {
     /// nothing changed: the running configuration stays. Once the new configuration is live,
     /// what still fails (attaching to a LAN interface) is in the report. WANs that changed
     /// state while the configuration was being compiled are accounted for before this returns.
-    pub async fn reload(&mut self, prepared: Prepared) -> Result<ApplyReport, ControllerError> {
+    pub async fn reload(&mut self, mut prepared: Prepared) -> Result<ApplyReport, ControllerError> {
         let before = self.dp.maps().writes();
+        let waited = std::mem::take(&mut prepared.1);
         let result = self.reload_prepared(prepared).await;
         crate::heap::return_freed_memory();
         let mut report = result?;
+        report.notes.splice(0..0, waited);
         report.map_writes = Some(self.dp.maps().writes() - before);
         Ok(report)
     }
@@ -491,9 +505,13 @@ impl Controller {
         let health = self.health.clone();
         self.health
             .follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
-        let applied = self.apply(config, false, Some(steps)).await;
-        match &applied {
-            Ok(_) => self.remember_inputs(inputs),
+        let held = self.configured_counts();
+        let mut applied = self.apply(config, false, Some(steps)).await;
+        match &mut applied {
+            Ok(report) => {
+                report.notes.extend(self.emptied_sets(&held));
+                self.remember_inputs(inputs);
+            }
             Err(_) => {
                 // The running configuration stays, and so do the WAN states that go with it;
                 // the maps may not be exactly what it asks (a rollback that failed), so the
@@ -523,6 +541,8 @@ impl Controller {
             delta.refit(self.dp.prefixes());
         }
         let dropped = self.fit_list_delta(&mut delta);
+        let taken = self.taken_from_others(&delta);
+        let removals = delta.removed.len();
         let diff = self.list_diff(&mut delta);
         // What the list holds was needed for the fit: let go of it before the kernel writes
         // (a block that big goes back to the system when freed, `heap`).
@@ -548,6 +568,14 @@ impl Controller {
         report.notes.extend(self.forget_dropped(dropped));
         let held = listed + self.runtime_len(&delta.set);
         self.prefix_counts.insert(delta.rule, held);
+        for rule in taken {
+            if let Some(count) = self.prefix_counts.get_mut(&rule) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        if listed == 0 && removals > 0 {
+            report.notes.extend(self.emptied_set(&delta.set, removals));
+        }
         report.per_set = per_set(&report.sync, &self.rules, &self.rules);
         report.notes.push(ReportLine::info(format!(
             "only a list of set {} changed: files checked in {:.1} ms, {} lines parsed in {:.1} ms, merged against the set in {:.1} ms; nothing else read or compiled",
@@ -557,6 +585,7 @@ impl Controller {
             delta.parse.as_secs_f64() * 1e3,
             delta.diff_time.as_secs_f64() * 1e3
         )));
+        report.notes.extend(self.writable_by_others());
         report.notes.extend(self.refresh_system().await);
         self.repair_attachments(&mut report).await;
         report.took = prepared + started.elapsed();
@@ -564,6 +593,78 @@ impl Controller {
         self.last_apply = Some((Instant::now(), report.clone()));
         self.inputs = report.failures().is_empty().then_some(delta.inputs);
         Ok(report)
+    }
+
+    /// The rules that lose a prefix to a changed list: another set held it (a runtime entry
+    /// of it, added while the list was read), and the list's set takes it over. Their counts
+    /// go down with it; the list's set is counted whole.
+    fn taken_from_others(&self, delta: &lists::Delta) -> Vec<u32> {
+        let held = self.dp.prefixes();
+        delta
+            .added
+            .iter()
+            .filter_map(|p| {
+                held.map(crate::model::PrefixMap::of(delta.direction, p))
+                    .get(p)
+            })
+            .filter(|rule| *rule != delta.rule)
+            .collect()
+    }
+
+    /// Configured prefixes (runtime entries not counted) each running set holds in the maps.
+    fn configured_counts(&self) -> HashMap<String, usize> {
+        self.rule_ids()
+            .iter()
+            .map(|(name, rule)| {
+                let held = self.prefix_counts.get(rule).copied().unwrap_or(0);
+                (name.clone(), held.saturating_sub(self.runtime_len(name)))
+            })
+            .collect()
+    }
+
+    /// The sets that held configured prefixes (`before`, [`Controller::configured_counts`])
+    /// and hold none now.
+    fn emptied_sets(&self, before: &HashMap<String, usize>) -> Vec<ReportLine> {
+        let now = self.configured_counts();
+        let mut emptied: Vec<(&String, usize)> = now
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .filter_map(|(name, _)| Some((name, *before.get(name).filter(|b| **b > 0)?)))
+            .collect();
+        emptied.sort();
+        emptied
+            .into_iter()
+            .filter_map(|(name, held)| self.emptied_set(name, held))
+            .collect()
+    }
+
+    /// A set whose configuration and list files gave it `held` prefixes and give it none now:
+    /// most often a list a failed download left empty or with comments only. It is applied as
+    /// it is (an empty list is a valid list), but not silently.
+    fn emptied_set(&self, name: &str, held: usize) -> Option<ReportLine> {
+        let set = self.config.set(name)?;
+        let files: Vec<String> = set.files.iter().map(|f| f.display().to_string()).collect();
+        let whence = if files.is_empty() {
+            "its configuration gives it none".to_owned()
+        } else {
+            format!(
+                "its list files ({}) give it none: empty, or comments only (a failed download?)",
+                files.join(", ")
+            )
+        };
+        Some(ReportLine::warning(format!(
+            "set {name} holds no configured prefix now: {whence}, and the {held} it held were \
+             removed; if that was not meant, put the list back and run `steer reload`"
+        )))
+    }
+
+    /// The configuration and list files others may change ([`config::writable_by_others`]),
+    /// named at every reload, also those that read nothing but a changed list or nothing at all.
+    fn writable_by_others(&self) -> Vec<ReportLine> {
+        config::writable_by_others(&self.config)
+            .into_iter()
+            .map(ReportLine::warning)
+            .collect()
     }
 
     /// The writes of a changed list against what the maps hold now. Takes the delta's removals
@@ -620,6 +721,7 @@ impl Controller {
             inputs.len(),
             checked.as_secs_f64() * 1e3
         )));
+        report.notes.extend(self.writable_by_others());
         report.notes.extend(self.refresh_system().await);
         self.repair_attachments(&mut report).await;
         report.took = started.elapsed() + checked;

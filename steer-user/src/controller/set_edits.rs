@@ -689,8 +689,14 @@ impl Controller {
 
     /// Forgets the records a committed apply could not keep, and says so per set.
     pub(super) fn forget_dropped(&mut self, dropped: Vec<Dropped>) -> Vec<ReportLine> {
-        let mut per_set: BTreeMap<(String, String), Vec<Prefix>> = BTreeMap::new();
+        let mut per_set: BTreeMap<(String, &str, String), Vec<Prefix>> = BTreeMap::new();
         for d in dropped {
+            // Entries the set's own configuration now holds stay in the kernel as configured
+            // ones; the others are gone from the set (from the kernel, or to another set).
+            let what = match d.why {
+                DropReason::Configured => "are configured now",
+                _ => "dropped",
+            };
             let why = match d.why {
                 DropReason::SetGone => "the set is no longer configured".to_owned(),
                 DropReason::Ordered => "the set has conditions now (an ordered rule), and \
@@ -700,14 +706,17 @@ impl Controller {
                 DropReason::TakenBy(other) => format!("set {other}'s configuration holds them"),
                 DropReason::DefaultRoute => "the set no longer has allow_default_route".to_owned(),
             };
-            per_set.entry((d.set, why)).or_default().push(d.prefix);
+            per_set
+                .entry((d.set, what, why))
+                .or_default()
+                .push(d.prefix);
         }
         let mut lines = Vec::new();
         let mut forgotten: Vec<(String, Prefix)> = Vec::new();
-        for ((set, why), prefixes) in per_set {
+        for ((set, what, why), prefixes) in per_set {
             let shown: Vec<String> = prefixes.iter().take(5).map(|p| p.to_string()).collect();
             lines.push(ReportLine::warning(format!(
-                "set {set}: {} runtime entries are no longer runtime entries ({}{}): {why}",
+                "set {set}: {} runtime entries {what} ({}{}): {why}",
                 prefixes.len(),
                 shown.join(", "),
                 if prefixes.len() > 5 { ", ..." } else { "" }
