@@ -1035,3 +1035,51 @@ fn one_client_holding_idle_tcp_connections_does_not_starve_the_others() {
     hold.send(()).unwrap();
     holder.join().unwrap();
 }
+
+/// A 512-byte client (no EDNS) got a 6,434-byte UDP answer: the router was an amplifier. A UDP
+/// answer longer than the client takes (512 bytes, or its EDNS size) goes back as its header
+/// and question with TC set, whatever the upstream sent.
+#[test]
+fn udp_answers_never_exceed_what_the_client_takes() {
+    let t = DnsScenario::start("dns-udp-size", "", records);
+    let lab = &t.s.lab;
+    // An upstream that answers every query with 200 A records (3,200 bytes and more).
+    let _big = bad_upstream(lab, "127.0.0.1:5996", |q| {
+        let mut a = wire::reply(q, 0);
+        a[6..8].copy_from_slice(&200u16.to_be_bytes());
+        for i in 0..200u8 {
+            a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 19, 111, i]);
+        }
+        Some(a)
+    });
+    reload_upstream(&t, "127.0.0.1:5996");
+    let with_edns = |size: u16| {
+        let mut q = wire::query(0x5151, "big.example", rtype::A);
+        q[11] = 1; // ARCOUNT
+        q.extend_from_slice(&[0, 0, 41]);
+        q.extend_from_slice(&size.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        q
+    };
+    for (query, limit) in [
+        (wire::query(0x5151, "big.example", rtype::A), 512),
+        (with_edns(100), 512),
+        (with_edns(1232), 1232),
+    ] {
+        let a = lab
+            .client
+            .enter(|| exchange(forwarder(), &query, Duration::from_secs(2)))
+            .expect("an answer");
+        assert!(a.len() <= limit, "{} bytes for a limit of {limit}", a.len());
+        let h = wire::Header::parse(&a).unwrap();
+        assert!(h.truncated(), "TC set");
+        assert_eq!((h.id, h.qdcount, h.ancount), (0x5151, 1, 0));
+        assert_eq!(wire::question(&a).unwrap().name, "big.example");
+    }
+    let a = lab
+        .client
+        .enter(|| exchange(forwarder(), &with_edns(4096), Duration::from_secs(2)))
+        .expect("an answer");
+    assert_eq!(addresses(&a).len(), 200, "it fits in 4,096 bytes");
+    assert!(!wire::Header::parse(&a).unwrap().truncated());
+}

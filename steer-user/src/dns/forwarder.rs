@@ -3,11 +3,13 @@
 //! but for the ID, after the learner has put every address it teaches into the kernel.
 //!
 //! - UDP queries go out on one connected socket per upstream with an ID of steer's own (the
-//!   client's is put back in the answer); an answer is taken only from that upstream, for that
-//!   ID and that question. An upstream that refuses (ICMP unreachable) fails its queries at
-//!   once; one that does not answer in time hands them to the next; when none is left the
-//!   client gets SERVFAIL. A truncated answer (TC) goes back as it is, and the client asks
-//!   again over TCP.
+//!   client's is put back in the answer) and otherwise as the client sent them, its EDNS size
+//!   with them; an answer is taken only from that upstream, for that ID and that question. An
+//!   upstream that refuses (ICMP unreachable) fails its queries at once; one that does not
+//!   answer in time hands them to the next; when none is left the client gets SERVFAIL. A
+//!   truncated answer (TC) goes back as it is, and the client asks again over TCP; so does an
+//!   answer longer than the client takes (512 bytes, or its EDNS size), cut to its header and
+//!   question with TC set: the router never answers a small query with a big answer.
 //! - TCP connections are served one query at a time each, over one upstream TCP connection of
 //!   their own, with idle and I/O timeouts and a cap on connections.
 //! - Answers steer makes itself: NXDOMAIN for `use-application-dns.net` (with
@@ -351,6 +353,8 @@ impl Shared {
 struct Pending {
     client: SocketAddr,
     client_id: u16,
+    /// The longest answer the client takes ([`wire::udp_limit`]).
+    limit: usize,
     listener: Rc<UdpSocket>,
     /// The query with steer's ID.
     query: Vec<u8>,
@@ -658,6 +662,7 @@ fn on_udp_query(
         Pending {
             client: from,
             client_id: wire::id(query).unwrap_or(0),
+            limit: wire::udp_limit(query),
             listener: Rc::clone(listener),
             query: ours,
             question,
@@ -743,6 +748,11 @@ fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
     let stats = shared.learner.stats();
     stats.record(Latency::Upstream, pending.sent.elapsed());
     let mut out = relay(answer, &pending.query, shared);
+    if out.len() > pending.limit {
+        // Over UDP a client gets no more than it takes: the rest would be cut by its stack,
+        // or make the router an amplifier. It asks again over TCP.
+        out = wire::truncated(&out);
+    }
     wire::set_id(&mut out, pending.client_id);
     st.replies.push((pending.listener, out, pending.client));
 }
@@ -1062,6 +1072,7 @@ mod tests {
             let pending = |client: &str| Pending {
                 client: client.parse().unwrap(),
                 client_id: 1,
+                limit: wire::UDP_MIN,
                 listener: Rc::clone(&listener),
                 query: Vec::new(),
                 question: wire::question(&wire::query(1, "a.test", rtype::A)).unwrap(),

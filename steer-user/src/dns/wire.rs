@@ -23,6 +23,9 @@ pub mod rtype {
     pub const HTTPS: u16 = 65;
 }
 
+/// The largest UDP answer a client without EDNS takes (RFC 1035 4.2.1).
+pub const UDP_MIN: usize = 512;
+
 /// The IN class.
 pub const CLASS_IN: u16 = 1;
 
@@ -248,39 +251,89 @@ pub fn parse(msg: &[u8]) -> Result<Message<'_>, WireError> {
     }
     let mut answers = Vec::with_capacity(usize::from(header.ancount).min(64));
     for _ in 0..header.ancount {
-        let (name, next) = read_name(msg, at)?;
-        let rtype = u16_at(msg, next, "record")?;
-        let class = u16_at(msg, next + 2, "record")?;
-        let ttl = u32_at(msg, next + 4, "record")?;
-        let rdlen = usize::from(u16_at(msg, next + 8, "record")?);
-        let rdata_at = next + 10;
-        let rdata = msg
-            .get(rdata_at..rdata_at + rdlen)
-            .ok_or(WireError::Truncated("record data"))?;
-        let address_len = match rtype {
-            rtype::A => Some(4),
-            rtype::AAAA => Some(16),
-            _ => None,
-        };
-        if class == CLASS_IN && address_len.is_some_and(|n| n != rdlen) {
-            return Err(WireError::BadAddress(rdlen));
-        }
-        answers.push(Record {
-            name,
-            rtype,
-            class,
-            // RFC 2181 8: a TTL with the top bit set is read as 0.
-            ttl: if ttl & 0x8000_0000 != 0 { 0 } else { ttl },
-            rdata,
-            rdata_at,
-        });
-        at = rdata_at + rdlen;
+        let record = read_record(msg, at)?;
+        at = record.rdata_at + record.rdata.len();
+        answers.push(record);
     }
     Ok(Message {
         header,
         question,
         answers,
     })
+}
+
+/// Reads the record at `at`; it ends at `rdata_at + rdata.len()`.
+fn read_record(msg: &[u8], at: usize) -> Result<Record<'_>, WireError> {
+    let (name, next) = read_name(msg, at)?;
+    let rtype = u16_at(msg, next, "record")?;
+    let class = u16_at(msg, next + 2, "record")?;
+    let ttl = u32_at(msg, next + 4, "record")?;
+    let rdlen = usize::from(u16_at(msg, next + 8, "record")?);
+    let rdata_at = next + 10;
+    let rdata = msg
+        .get(rdata_at..rdata_at + rdlen)
+        .ok_or(WireError::Truncated("record data"))?;
+    let address_len = match rtype {
+        rtype::A => Some(4),
+        rtype::AAAA => Some(16),
+        _ => None,
+    };
+    if class == CLASS_IN && address_len.is_some_and(|n| n != rdlen) {
+        return Err(WireError::BadAddress(rdlen));
+    }
+    Ok(Record {
+        name,
+        rtype,
+        class,
+        // RFC 2181 8: a TTL with the top bit set is read as 0.
+        ttl: if ttl & 0x8000_0000 != 0 { 0 } else { ttl },
+        rdata,
+        rdata_at,
+    })
+}
+
+/// The largest UDP answer the client that sent `query` takes: the UDP payload size of its EDNS
+/// OPT record, never below 512 (RFC 6891 6.2.5), or 512 without one (RFC 1035 4.2.1), also
+/// when the query cannot be read that far.
+pub fn udp_limit(query: &[u8]) -> usize {
+    opt_payload_size(query).map_or(UDP_MIN, |n| usize::from(n).max(UDP_MIN))
+}
+
+/// The CLASS field of the OPT record in `msg`'s additional section: its UDP payload size.
+fn opt_payload_size(msg: &[u8]) -> Option<u16> {
+    let h = Header::parse(msg).ok()?;
+    let mut at = HEADER_LEN;
+    for _ in 0..h.qdcount {
+        at = read_question(msg, at).ok()?.end;
+    }
+    let before = usize::from(h.ancount) + usize::from(h.nscount);
+    for i in 0..before + usize::from(h.arcount) {
+        let r = read_record(msg, at).ok()?;
+        if i >= before && r.rtype == rtype::OPT && r.name.is_empty() {
+            return Some(r.class);
+        }
+        at = r.rdata_at + r.rdata.len();
+    }
+    None
+}
+
+/// `answer` cut to what a UDP client whose limit it exceeds gets (RFC 2181 9): its header with
+/// TC set and its question, no records, so that the client asks again over TCP. An answer
+/// whose question cannot be read keeps its header alone.
+pub fn truncated(answer: &[u8]) -> Vec<u8> {
+    let Ok(h) = Header::parse(answer) else {
+        return Vec::new();
+    };
+    let q = if h.qdcount > 0 {
+        read_question(answer, HEADER_LEN).ok()
+    } else {
+        None
+    };
+    let mut out = answer[..q.as_ref().map_or(HEADER_LEN, |q| q.end)].to_vec();
+    out[2..4].copy_from_slice(&(h.flags | 0x0200).to_be_bytes());
+    out[4..6].copy_from_slice(&u16::from(q.is_some()).to_be_bytes());
+    out[6..12].fill(0);
+    out
 }
 
 impl Record<'_> {
@@ -559,6 +612,48 @@ pub(crate) mod tests {
         assert_eq!((h.qdcount, h.ancount, h.arcount), (1, 0, 0));
         assert_eq!(super::question(&r).unwrap().name, "use-application-dns.net");
         assert!(reply(&[1, 2, 3], rcode::SERVFAIL).is_empty());
+    }
+
+    /// A query with an EDNS OPT record advertising `size` bytes.
+    fn with_opt(mut q: Vec<u8>, size: u16) -> Vec<u8> {
+        q[10..12].copy_from_slice(&1u16.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 41]);
+        q.extend_from_slice(&size.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        q
+    }
+
+    #[test]
+    fn a_clients_udp_limit_is_its_edns_size_or_512() {
+        let q = query(1, "big.example", rtype::A);
+        assert_eq!(udp_limit(&q), 512, "no OPT record");
+        assert_eq!(udp_limit(&with_opt(q.clone(), 1232)), 1232);
+        assert_eq!(udp_limit(&with_opt(q.clone(), 100)), 512, "never below 512");
+        let mut cut = with_opt(q.clone(), 4096);
+        cut.truncate(cut.len() - 3);
+        assert_eq!(udp_limit(&cut), 512, "an OPT record that cannot be read");
+        assert_eq!(udp_limit(&[1, 2]), 512);
+    }
+
+    #[test]
+    fn a_truncated_answer_keeps_header_and_question_and_sets_tc() {
+        let q = query(0x77, "big.example", rtype::A);
+        let records: Vec<_> = (1..=40u8)
+            .map(|i| ("big.example", rtype::A, 60, vec![198, 19, 110, i]))
+            .collect();
+        let mut a = answer(&q, &records);
+        a[2] |= 0x04; // AA stays
+        let t = truncated(&a);
+        let h = Header::parse(&t).unwrap();
+        assert!(h.truncated() && h.is_response());
+        assert_eq!(h.flags & 0x0400, 0x0400, "AA kept");
+        assert_eq!(
+            (h.id, h.qdcount, h.ancount, h.nscount, h.arcount),
+            (0x77, 1, 0, 0, 0)
+        );
+        assert_eq!(super::question(&t).unwrap().name, "big.example");
+        assert_eq!(t.len(), q.len());
+        assert!(truncated(&[1]).is_empty());
     }
 
     /// Random bytes, random cuts and random single-byte changes of valid messages: nothing
