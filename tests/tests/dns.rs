@@ -234,6 +234,15 @@ fn answers_pass_unchanged_and_teach_exactly_their_chain() {
     let a = ask(&lab.client, forwarder(), "alias.unlisted.example", rtype::A).unwrap();
     assert_eq!(addresses(&a), ["198.19.102.2".parse::<IpAddr>().unwrap()]);
     assert!(!t.learned().contains_key("2001:db8:53::3"));
+    // ANY brings the A record and not the AAAA one (dnsmasq answers it over TCP), also
+    // through the CNAME: the client's IPv6 does not leave by the default WAN.
+    for name in ["dual.v4only.example", "alias.unlisted.example"] {
+        let out = dig(&lab.client, &format!("@{} {name} ANY", Lab::LAN_GATEWAY_V4));
+        assert!(out.contains("198.19.102.2"), "{name}: {out}");
+        assert!(!out.contains("2001:db8:53::3"), "{name}: {out}");
+        assert!(!out.contains("AAAA"), "{name}: {out}");
+    }
+    assert!(!t.learned().contains_key("2001:db8:53::3"));
     // The canary: browsers keep the router's DNS.
     let out = dig(
         &lab.client,

@@ -14,7 +14,8 @@
 //!   their own, with idle and I/O timeouts and a cap on connections.
 //! - Answers steer makes itself: NXDOMAIN for `use-application-dns.net` (with
 //!   `block_application_dns`), and an empty answer to AAAA questions for the names of sets
-//!   that filter AAAA. Queries that cannot be read are dropped (not even a header) or answered
+//!   that filter AAAA. Answers to other questions (ANY) lose the IPv6 records of those names
+//!   in every section. Queries that cannot be read are dropped (not even a header) or answered
 //!   FORMERR; answers that cannot be read give SERVFAIL (nothing is learned from them).
 //!
 //! Everything runs on one thread of its own with a current-thread runtime, so answers never
@@ -45,7 +46,7 @@ use super::{
     matcher::Matcher,
     mmsg::{self, RecvBatch},
     stats::{Count, Latency},
-    wire::{self, CLASS_IN, Question, rcode, rtype},
+    wire::{self, CLASS_IN, Question, WireError, rcode, rtype},
 };
 
 /// Queries waiting for an upstream at once (UDP); beyond it a query gets SERVFAIL.
@@ -760,22 +761,31 @@ fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
 /// The answer to relay for `answer` to `query`, once what it teaches is in the kernel: the
 /// answer itself, no records when it gives an AAAA question the IPv6 addresses of a set that
 /// filters AAAA (what [`local_answer`] gives when the question names the set's domain; here a
-/// CNAME chain led into it), or SERVFAIL when it cannot be read.
+/// CNAME chain led into it), without those IPv6 records when it answers another question
+/// (ANY; [`hide_v6`]), or SERVFAIL when it cannot be read.
 fn relay(answer: &[u8], query: &[u8], shared: &Shared) -> Vec<u8> {
     let cut = wire::Header::parse(answer).is_ok_and(|h| h.truncated());
     if cut {
-        // The client asks again over TCP; that answer is the one learned from.
+        // The client asks again over TCP; that answer is the one learned from. The records a
+        // cut answer may hold are no client's to use, but IPv6 a set filters stays out of
+        // them all the same (all of them, when they cannot be read).
         shared.count(Count::Answered);
-        return answer.to_vec();
+        return match hide_v6(answer, &shared.learner.matcher()) {
+            Ok(None) => answer.to_vec(),
+            Ok(Some(a)) => a,
+            Err(_) => wire::truncated(answer),
+        };
     }
-    match super::learn_answer(&*shared.learner, answer) {
-        Ok(o) if o.filter_aaaa => {
+    let learned = super::learn_answer(&*shared.learner, answer)
+        .and_then(|o| Ok((o, hide_v6(answer, &shared.learner.matcher())?)));
+    match learned {
+        Ok((o, _)) if o.filter_aaaa => {
             shared.count(Count::Answered);
             wire::reply(query, rcode::NOERROR)
         }
-        Ok(_) => {
+        Ok((_, hidden)) => {
             shared.count(Count::Answered);
-            answer.to_vec()
+            hidden.unwrap_or_else(|| answer.to_vec())
         }
         Err(e) => {
             shared.count(Count::MalformedAnswers);
@@ -784,6 +794,21 @@ fn relay(answer: &[u8], query: &[u8], shared: &Shared) -> Vec<u8> {
             wire::reply(query, rcode::SERVFAIL)
         }
     }
+}
+
+/// `answer` without the IPv6 records that sets filtering AAAA keep from clients, in every
+/// section ([`super::answer::hides_v6`]): an ANY question gets the AAAA records of its name
+/// along with the A records. `None` when it has none (it goes on byte for byte).
+fn hide_v6(answer: &[u8], matcher: &Matcher) -> Result<Option<Vec<u8>>, WireError> {
+    if !matcher.sets().iter().any(|s| s.filter_aaaa) {
+        return Ok(None);
+    }
+    let parsed = wire::parse(answer)?;
+    let chain = super::answer::chain(answer, &parsed).unwrap_or_default();
+    let filtered = super::answer::filters_v6(&chain, matcher);
+    wire::without(answer, |r| {
+        super::answer::hides_v6(r, &chain, filtered, matcher)
+    })
 }
 
 /// Moves queries whose upstream did not answer in time to the next one.
@@ -1047,6 +1072,83 @@ mod tests {
         let v4_only = vec![0, 1, 0, 0, 4, 0, 4, 198, 19, 0, 1];
         let (q, a) = chain(rtype::HTTPS, (rtype::HTTPS, v4_only));
         assert_eq!(relay(&a, &q, &shared), a);
+    }
+
+    /// `dig ANY` for a name of a set that filters AAAA got its AAAA record past the filter:
+    /// IPv6 records of the set's names (and of a chain into it) leave every section, the rest
+    /// stays; answers without them pass byte for byte.
+    #[test]
+    fn an_any_answer_loses_the_ipv6_records_of_a_filtering_set() {
+        let learner = Arc::new(Failing {
+            matcher: Arc::new(Matcher::new(vec![
+                DomainSet {
+                    rule: 1,
+                    name: "v4only".into(),
+                    domains: vec!["vid.example".into()],
+                    filter_aaaa: true,
+                },
+                DomainSet {
+                    rule: 2,
+                    name: "video".into(),
+                    domains: vec!["dual.example".into()],
+                    filter_aaaa: false,
+                },
+            ])),
+            stats: Default::default(),
+        });
+        let shared = Shared::new(learner, Duration::from_millis(100), true, Vec::new());
+        let v6 = |last: u8| {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+            a[15] = last;
+            a.to_vec()
+        };
+        let q = wire::query(5, "vid.example", rtype::ANY);
+        let a = wire::tests::answer(
+            &q,
+            &[
+                ("vid.example", rtype::A, 60, vec![198, 19, 0, 7]),
+                ("vid.example", rtype::AAAA, 60, v6(7)),
+                ("vid.example", 16, 60, b"\x03txt".to_vec()),
+            ],
+        );
+        let out = relay(&a, &q, &shared);
+        let m = wire::parse(&out).unwrap();
+        let types: Vec<u16> = m.answers.iter().map(|r| r.rtype).collect();
+        assert_eq!(types, [rtype::A, 16]);
+        assert_eq!(m.header.ancount, 2);
+        // A chain from another name into the set, AAAA of the set's name in the additional
+        // section of another answer.
+        let q = wire::query(6, "alias.other", rtype::ANY);
+        let mut a = wire::tests::answer(
+            &q,
+            &[
+                (
+                    "alias.other",
+                    rtype::CNAME,
+                    60,
+                    wire::tests::encode_name("www.vid.example"),
+                ),
+                ("www.vid.example", rtype::AAAA, 60, v6(8)),
+            ],
+        );
+        a[10..12].copy_from_slice(&1u16.to_be_bytes());
+        a.extend_from_slice(&wire::tests::encode_name("mx.vid.example"));
+        a.extend_from_slice(&[0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+        a.extend_from_slice(&v6(9));
+        let out = relay(&a, &q, &shared);
+        let h = wire::Header::parse(&out).unwrap();
+        assert_eq!((h.ancount, h.arcount), (1, 0), "only the CNAME is left");
+        // Another set's AAAA, and an A question's answer, pass as they are.
+        let q = wire::query(7, "dual.example", rtype::ANY);
+        let a = wire::tests::answer(&q, &[("dual.example", rtype::AAAA, 60, v6(10))]);
+        assert_eq!(relay(&a, &q, &shared), a);
+        // A cut answer loses them too.
+        let q = wire::query(8, "vid.example", rtype::ANY);
+        let mut a = wire::tests::answer(&q, &[("vid.example", rtype::AAAA, 60, v6(7))]);
+        a[2] |= 0x02;
+        let out = relay(&a, &q, &shared);
+        assert_eq!(wire::Header::parse(&out).unwrap().ancount, 0);
     }
 
     /// One client address flooding queries holds at most its share of the pending slots; the

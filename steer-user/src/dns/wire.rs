@@ -21,6 +21,8 @@ pub mod rtype {
     pub const OPT: u16 = 41;
     pub const SVCB: u16 = 64;
     pub const HTTPS: u16 = 65;
+    /// A question for every record of a name (QTYPE `*`).
+    pub const ANY: u16 = 255;
 }
 
 /// The largest UDP answer a client without EDNS takes (RFC 1035 4.2.1).
@@ -334,6 +336,106 @@ pub fn truncated(answer: &[u8]) -> Vec<u8> {
     out[4..6].copy_from_slice(&u16::from(q.is_some()).to_be_bytes());
     out[6..12].fill(0);
     out
+}
+
+/// `msg` without the records `drop` picks from its answer, authority and additional sections,
+/// the section counts fixed; `None` when it picks none (the message goes on byte for byte).
+/// The records kept after the first one dropped have their names written out in full: a
+/// compression pointer of theirs may point into what moved. Names inside record data are
+/// written out for the types that may compress them (RFC 3597 4); other data is copied.
+pub fn without(
+    msg: &[u8],
+    mut drop: impl FnMut(&Record<'_>) -> bool,
+) -> Result<Option<Vec<u8>>, WireError> {
+    let h = Header::parse(msg)?;
+    let mut at = HEADER_LEN;
+    for _ in 0..h.qdcount {
+        at = read_question(msg, at)?.end;
+    }
+    let mut out = msg[..at].to_vec();
+    let mut counts = [h.ancount, h.nscount, h.arcount];
+    let mut moved = false;
+    for count in &mut counts {
+        for _ in 0..*count {
+            let r = read_record(msg, at)?;
+            let end = r.rdata_at + r.rdata.len();
+            if drop(&r) {
+                *count -= 1;
+                moved = true;
+            } else if !moved {
+                out.extend_from_slice(&msg[at..end]);
+            } else {
+                let fixed = expand_name(msg, at, &mut out)?;
+                // Type, class and TTL; the length is the rewritten data's.
+                out.extend_from_slice(&msg[fixed..fixed + 8]);
+                let data = expand_rdata(msg, &r)?;
+                let len = u16::try_from(data.len()).map_err(|_| WireError::Truncated("record"))?;
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&data);
+            }
+            at = end;
+        }
+    }
+    if !moved {
+        return Ok(None);
+    }
+    for (i, n) in counts.iter().enumerate() {
+        out[6 + 2 * i..8 + 2 * i].copy_from_slice(&n.to_be_bytes());
+    }
+    Ok(Some(out))
+}
+
+/// Writes the name at `at` uncompressed into `out`; returns the offset after it in `msg`.
+fn expand_name(msg: &[u8], at: usize, out: &mut Vec<u8>) -> Result<usize, WireError> {
+    // Checked first: the walk below is [`read_name`]'s, within the bounds it found.
+    let (_, after) = read_name(msg, at)?;
+    let mut at = at;
+    loop {
+        let len = msg[at];
+        if len & 0xc0 == 0xc0 {
+            at = usize::from(u16::from_be_bytes([len & 0x3f, msg[at + 1]]));
+            continue;
+        }
+        let len = usize::from(len);
+        out.extend_from_slice(&msg[at..at + 1 + len]);
+        if len == 0 {
+            return Ok(after);
+        }
+        at += 1 + len;
+    }
+}
+
+/// The data of `r` with the names in it written out in full.
+fn expand_rdata(msg: &[u8], r: &Record<'_>) -> Result<Vec<u8>, WireError> {
+    // (bytes before the names, names); what follows the names is copied.
+    let (fixed, names) = match r.rtype {
+        // NS, MD, MF, CNAME, MB, MG, MR, PTR, DNAME.
+        2..=5 | 7..=9 | 12 | 39 => (0, 1),
+        // SOA (then its 20 bytes of numbers), MINFO, RP.
+        6 | 14 | 17 => (0, 2),
+        // MX, AFSDB, RT, KX.
+        15 | 18 | 21 | 36 => (2, 1),
+        // PX.
+        26 => (2, 2),
+        // SRV.
+        33 => (6, 1),
+        _ => return Ok(r.rdata.to_vec()),
+    };
+    let end = r.rdata_at + r.rdata.len();
+    let mut out = r
+        .rdata
+        .get(..fixed)
+        .ok_or(WireError::Truncated("record data"))?
+        .to_vec();
+    let mut at = r.rdata_at + fixed;
+    for _ in 0..names {
+        at = expand_name(msg, at, &mut out)?;
+        if at > end {
+            return Err(WireError::Truncated("record data"));
+        }
+    }
+    out.extend_from_slice(&msg[at..end]);
+    Ok(out)
 }
 
 impl Record<'_> {
@@ -654,6 +756,56 @@ pub(crate) mod tests {
         assert_eq!(super::question(&t).unwrap().name, "big.example");
         assert_eq!(t.len(), q.len());
         assert!(truncated(&[1]).is_empty());
+    }
+
+    /// An ANY answer: A, then AAAA, then an MX whose owner and exchange point into the AAAA
+    /// record's name, then an additional AAAA and the OPT record. Without the AAAA records the
+    /// rest reads back as it was.
+    #[test]
+    fn records_are_dropped_with_counts_fixed_and_later_names_written_out() {
+        let q = query(9, "v.example", rtype::ANY);
+        let mut a = reply(&q, rcode::NOERROR);
+        a[6..8].copy_from_slice(&3u16.to_be_bytes());
+        a[10..12].copy_from_slice(&2u16.to_be_bytes());
+        // A of v.example (pointer to the question name).
+        a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 19, 0, 1]);
+        // AAAA of "www" + pointer to the question name: www.v.example.
+        let www = a.len() as u8;
+        a.extend_from_slice(&[
+            3, b'w', b'w', b'w', 0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16,
+        ]);
+        a.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        // MX of www.v.example (pointer into the AAAA record) -> mail.www.v.example.
+        a.extend_from_slice(&[0xc0, www, 0, 15, 0, 1, 0, 0, 0, 60, 0, 9, 0, 10]);
+        a.extend_from_slice(&[4, b'm', b'a', b'i', b'l', 0xc0, www]);
+        // Additional: AAAA of mail.www.v.example (pointer into the MX), then OPT.
+        let mail = (a.len() - 7) as u8;
+        a.extend_from_slice(&[0xc0, mail, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+        a.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        a.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
+        let before = parse(&a).unwrap();
+        assert_eq!(before.answers.len(), 3);
+        let out = without(&a, |r| r.rtype == rtype::AAAA).unwrap().unwrap();
+        let h = Header::parse(&out).unwrap();
+        assert_eq!((h.ancount, h.nscount, h.arcount), (2, 0, 1));
+        let m = parse(&out).unwrap();
+        assert_eq!(m.answers[0].address(), Some("198.19.0.1".parse().unwrap()));
+        assert_eq!(m.answers[1].name, "www.v.example");
+        assert_eq!(m.answers[1].rtype, 15);
+        let (exchange, end) = read_name(&out, m.answers[1].rdata_at + 2).unwrap();
+        assert_eq!(exchange, "mail.www.v.example");
+        assert_eq!(end, m.answers[1].rdata_at + m.answers[1].rdata.len());
+        // The OPT record is all that is left after the answers.
+        assert_eq!(&out[end..], &[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(udp_limit(&out), 1232);
+        // Nothing picked: the message goes on byte for byte.
+        assert_eq!(without(&a, |_| false).unwrap(), None);
+        // Only the additional AAAA: what comes before it is unchanged.
+        let out = without(&a, |r| r.rtype == rtype::AAAA && r.name.starts_with("mail"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(out[12..a.len() - 39], a[12..a.len() - 39]);
+        assert_eq!(Header::parse(&out).unwrap().arcount, 1);
     }
 
     /// Random bytes, random cuts and random single-byte changes of valid messages: nothing
