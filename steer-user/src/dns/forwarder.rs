@@ -269,14 +269,57 @@ struct Shared {
     timeout: Duration,
     block_application_dns: bool,
     upstream_addrs: Vec<SocketAddr>,
-    /// When each upstream's failure was last logged.
-    failure_logged: std::sync::Mutex<HashMap<usize, Instant>>,
-    /// When each upstream last answered.
-    answered: std::sync::Mutex<HashMap<usize, Instant>>,
+    /// What each upstream did, for the log.
+    upstream_log: std::sync::Mutex<HashMap<usize, UpstreamLog>>,
 }
 
-/// How often a failing upstream is named in the log.
+/// How often a failing upstream is named in the log while it keeps failing.
 const UPSTREAM_LOG_AGAIN: Duration = Duration::from_secs(60);
+/// How soon a new failure of an upstream that answered since its last one is logged again: at
+/// once, but for one that flaps.
+const UPSTREAM_LOG_MIN: Duration = Duration::from_secs(10);
+
+/// What the log was told about one upstream.
+#[derive(Debug, Default)]
+struct UpstreamLog {
+    /// When it last answered.
+    answered: Option<Instant>,
+    /// When its failure was last logged.
+    logged: Option<Instant>,
+    /// It answered since its failure was logged: the next failure is a new outage.
+    recovered: bool,
+}
+
+impl UpstreamLog {
+    /// The upstream answered at `now`; true when that ends a failure the log named.
+    fn answered(&mut self, now: Instant) -> bool {
+        self.answered = Some(now);
+        let back = self.logged.is_some() && !self.recovered;
+        self.recovered = true;
+        back
+    }
+
+    /// A try sent at `sent` failed (`what`) at `now`; whether the log says so now. A refusal
+    /// (nothing listens) is the upstream failing. A timeout is, unless the upstream answered
+    /// other queries since this one went: one slow name (its own servers dead) is not the
+    /// upstream failing. The first failure, and the first after answers, are logged at once;
+    /// then once a minute while it lasts.
+    fn failed(&mut self, what: Count, sent: Instant, now: Instant) -> bool {
+        if what != Count::UpstreamRefused && self.answered.is_some_and(|at| at >= sent) {
+            return false;
+        }
+        let due = match self.logged {
+            None => true,
+            Some(at) if self.recovered => now.duration_since(at) >= UPSTREAM_LOG_MIN,
+            Some(at) => now.duration_since(at) >= UPSTREAM_LOG_AGAIN,
+        };
+        if due {
+            self.logged = Some(now);
+            self.recovered = false;
+        }
+        due
+    }
+}
 
 impl Shared {
     fn new(
@@ -290,55 +333,53 @@ impl Shared {
             timeout,
             block_application_dns,
             upstream_addrs,
-            failure_logged: Default::default(),
-            answered: Default::default(),
+            upstream_log: Default::default(),
         }
+    }
+
+    fn upstream_addr(&self, index: usize) -> String {
+        self.upstream_addrs
+            .get(index)
+            .map_or_else(|| "?".to_owned(), ToString::to_string)
     }
 
     /// Upstream `index` answered a query.
     fn upstream_answered(&self, index: usize) {
-        self.answered
+        let back = self
+            .upstream_log
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(index, Instant::now());
+            .entry(index)
+            .or_default()
+            .answered(Instant::now());
+        if back {
+            log::info!(
+                "dns forwarder: upstream {} answers again",
+                self.upstream_addr(index)
+            );
+        }
     }
 
     fn count(&self, what: Count) {
         self.learner.stats().inc(what);
     }
 
-    /// Counts a failure of upstream `index` and names it in the log, once a minute at most: a
-    /// LAN whose DNS server (dnsmasq moved to another port) is gone gets SERVFAIL, and the log
-    /// says why.
-    fn upstream_failed(&self, index: usize, what: Count) {
+    /// Counts a failure of upstream `index` (a try sent at `sent`) and names it in the log
+    /// when [`UpstreamLog::failed`] says so: a LAN whose DNS server (dnsmasq moved to another
+    /// port) is gone gets SERVFAIL, and the log says why.
+    fn upstream_failed(&self, index: usize, what: Count, sent: Instant) {
         self.count(what);
-        let now = Instant::now();
-        // One slow name (its own servers dead) is not the upstream failing: an upstream that
-        // answered other queries within the last minute is not named.
-        let answered = self
-            .answered
+        let due = self
+            .upstream_log
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&index)
-            .is_some_and(|at| now.duration_since(*at) < UPSTREAM_LOG_AGAIN);
-        if answered {
+            .entry(index)
+            .or_default()
+            .failed(what, sent, Instant::now());
+        if !due {
             return;
         }
-        let mut logged = self
-            .failure_logged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if logged
-            .get(&index)
-            .is_some_and(|at| now.duration_since(*at) < UPSTREAM_LOG_AGAIN)
-        {
-            return;
-        }
-        logged.insert(index, now);
-        let addr = self
-            .upstream_addrs
-            .get(index)
-            .map_or_else(|| "?".to_owned(), ToString::to_string);
+        let addr = self.upstream_addr(index);
         let how = match what {
             Count::UpstreamRefused => "refuses queries (nothing listens there?)",
             _ => "does not answer in time",
@@ -452,7 +493,7 @@ impl Udp {
             .map(|(id, _)| *id)
             .collect();
         for id in waiting {
-            shared.upstream_failed(index, Count::UpstreamRefused);
+            shared.upstream_failed(index, Count::UpstreamRefused, Instant::now());
             next_upstream(self, id, shared);
         }
     }
@@ -825,7 +866,7 @@ async fn deadlines(state: Rc<RefCell<Udp>>, shared: Rc<Shared>) {
             }
             st.order.pop_front();
             if let Some(p) = st.pending.get(&id).filter(|p| p.serial == serial) {
-                shared.upstream_failed(p.upstream, Count::UpstreamTimeouts);
+                shared.upstream_failed(p.upstream, Count::UpstreamTimeouts, p.sent);
                 next_upstream(&mut st, id, &shared);
             }
         }
@@ -956,17 +997,18 @@ async fn tcp_upstream(
     for index in start..shared.upstream_addrs.len() {
         let addr = shared.upstream_addrs[index];
         if conn.as_ref().is_none_or(|(i, _)| *i != index) {
+            let tried = Instant::now();
             *conn = match tokio::time::timeout(shared.timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
                     Some((index, s))
                 }
                 Ok(Err(_)) => {
-                    shared.upstream_failed(index, Count::UpstreamRefused);
+                    shared.upstream_failed(index, Count::UpstreamRefused, tried);
                     None
                 }
                 Err(_) => {
-                    shared.upstream_failed(index, Count::UpstreamTimeouts);
+                    shared.upstream_failed(index, Count::UpstreamTimeouts, tried);
                     None
                 }
             };
@@ -990,7 +1032,7 @@ async fn tcp_upstream(
                 return relay(&a, query, shared);
             }
             _ => {
-                shared.upstream_failed(index, Count::UpstreamTimeouts);
+                shared.upstream_failed(index, Count::UpstreamTimeouts, sent);
                 *conn = None;
             }
         }
@@ -1149,6 +1191,38 @@ mod tests {
         a[2] |= 0x02;
         let out = relay(&a, &q, &shared);
         assert_eq!(wire::Header::parse(&out).unwrap().ancount, 0);
+    }
+
+    /// A dead upstream was not named for up to a minute when it had answered before: a
+    /// refusal, and a timeout with no answer since the query went, are logged at once; then
+    /// once a minute while they last, and at once again after answers.
+    #[test]
+    fn an_upstream_failure_is_logged_at_once_and_then_rate_limited() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut log = UpstreamLog::default();
+        assert!(!log.answered(s(0)), "nothing was logged");
+        assert!(
+            log.failed(Count::UpstreamRefused, s(1), s(1)),
+            "refused at once"
+        );
+        assert!(!log.failed(Count::UpstreamRefused, s(2), s(2)));
+        assert!(!log.failed(Count::UpstreamTimeouts, s(30), s(32)));
+        assert!(
+            log.failed(Count::UpstreamRefused, s(61), s(61)),
+            "a minute on"
+        );
+        assert!(log.answered(s(70)), "it answers again");
+        assert!(
+            log.failed(Count::UpstreamRefused, s(75), s(75)),
+            "a new outage"
+        );
+        // Timeouts: one slow name (answers since it was sent) is not logged.
+        let mut log = UpstreamLog::default();
+        log.answered(s(0));
+        assert!(!log.failed(Count::UpstreamTimeouts, s(0), s(2)));
+        assert!(log.failed(Count::UpstreamTimeouts, s(1), s(3)));
+        assert!(!log.failed(Count::UpstreamTimeouts, s(2), s(4)));
     }
 
     /// One client address flooding queries holds at most its share of the pending slots; the
