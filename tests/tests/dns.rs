@@ -1053,6 +1053,69 @@ fn one_client_holding_idle_tcp_connections_does_not_starve_the_others() {
     holder.join().unwrap();
 }
 
+/// The forwarder answered (and learned from) anyone, WAN hosts too, and dnsmasq behind it saw
+/// them all from the loopback. Now: the LAN, the router itself and `dns.clients`; a query from
+/// anyone else is dropped unanswered, counted and logged.
+#[test]
+fn only_clients_are_answered_and_dns_clients_adds_more() {
+    let t = DnsScenario::start("dns-clients", "", records);
+    let lab = &t.s.lab;
+    let isp = lab.isp(Wan::One);
+    // The ISP routes the LAN's subnet to the router's WAN address.
+    isp.run(&format!(
+        "ip route add 10.10.0.0/24 via {}",
+        Lab::nat_addr_v4(Wan::One)
+    ));
+    assert_eq!(ask(isp, forwarder(), "n7.fresh.example", rtype::A), None);
+    let tcp = dig(
+        isp,
+        &format!("@{} +tcp +short n8.fresh.example", Lab::LAN_GATEWAY_V4),
+    );
+    assert!(!tcp.contains("198.19."), "{tcp}");
+    let learned = t.learned();
+    for i in [7, 8] {
+        assert!(!learned.contains_key(&host_v4(256 + i).to_string()), "n{i}");
+        assert!(
+            !t.dnsmasq
+                .log_text()
+                .contains(&format!("n{i}.fresh.example")),
+            "n{i} reached dnsmasq:\n{}",
+            t.dnsmasq.log_text()
+        );
+    }
+    assert!(t.counter("dropped_clients") >= 2);
+    let log = t.s.daemon.log_text();
+    assert!(
+        log.contains(&format!(
+            "dropped a query from {}: it is no client",
+            Lab::gateway_v4(Wan::One)
+        )) && log.contains("add its network to dns.clients"),
+        "{log}"
+    );
+    // The LAN (IPv4 and IPv6) and the router itself are answered.
+    let a = ask(&lab.client, forwarder(), "n9.fresh.example", rtype::A).unwrap();
+    assert_eq!(addresses(&a), [host_v4(265)]);
+    let v6: SocketAddr = "[fd10::1]:53".parse().unwrap();
+    let a = ask(&lab.client, v6, "n10.fresh.example", rtype::A).unwrap();
+    assert_eq!(addresses(&a), [host_v4(266)]);
+    let a = ask(&lab.router, forwarder(), "n11.fresh.example", rtype::A).unwrap();
+    assert_eq!(addresses(&a), [host_v4(267)]);
+
+    // dns.clients lets the WAN's subnet in (a VPN's, say).
+    let config = std::fs::read_to_string(t.s.work.config()).unwrap();
+    let upstreams = format!("upstreams = [\"{UPSTREAM}\"]");
+    t.s.work.write(
+        "steer.toml",
+        &config.replace(
+            &upstreams,
+            &format!("{upstreams}\nclients = [\"100.64.1.0/30\"]"),
+        ),
+    );
+    t.s.steer(&["reload"]);
+    let a = ask(isp, forwarder(), "n12.fresh.example", rtype::A).expect("answered now");
+    assert_eq!(addresses(&a), [host_v4(268)]);
+}
+
 /// A 512-byte client (no EDNS) got a 6,434-byte UDP answer: the router was an amplifier. A UDP
 /// answer longer than the client takes (512 bytes, or its EDNS size) goes back as its header
 /// and question with TC set, whatever the upstream sent.

@@ -2,6 +2,9 @@
 //! to the upstreams (in order, each given `timeout_ms`), and relays each answer back unchanged
 //! but for the ID, after the learner has put every address it teaches into the kernel.
 //!
+//! - Only clients are answered: sources the router routes out of a LAN interface, the router
+//!   itself and `dns.clients` ([`Clients`], kept by the controller). A query from anyone else
+//!   is dropped unanswered (no reflection, no learning for the WAN side), counted and logged.
 //! - UDP queries go out on one connected socket per upstream with an ID of steer's own (the
 //!   client's is put back in the answer) and otherwise as the client sent them, its EDNS size
 //!   with them; an answer is taken only from that upstream, for that ID and that question. An
@@ -48,6 +51,7 @@ use super::{
     stats::{Count, Latency},
     wire::{self, CLASS_IN, Question, WireError, rcode, rtype},
 };
+use crate::prefix::Prefix;
 
 /// Queries waiting for an upstream at once (UDP); beyond it a query gets SERVFAIL.
 const MAX_PENDING: usize = 60_000;
@@ -67,6 +71,32 @@ const TCP_IO: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(5);
 /// The name browsers ask to learn whether the network wants them to keep its DNS.
 pub const APPLICATION_DNS_CANARY: &str = "use-application-dns.net";
+
+/// Who the forwarder answers: the sources the controller allows (the subnets the router
+/// routes out of a LAN interface, its own addresses, `dns.clients`), and the loopback.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Clients {
+    prefixes: Vec<Prefix>,
+}
+
+impl Clients {
+    pub fn new(mut prefixes: Vec<Prefix>) -> Clients {
+        prefixes.sort();
+        prefixes.dedup();
+        Clients { prefixes }
+    }
+
+    pub fn prefixes(&self) -> &[Prefix] {
+        &self.prefixes
+    }
+
+    /// Whether a query from `client` is answered. The loopback always is (the router's own
+    /// software); the kernel takes no packet from it, nor from the router's own addresses,
+    /// from outside.
+    pub fn admits(&self, client: IpAddr) -> bool {
+        client.is_loopback() || self.prefixes.iter().any(|p| p.contains(client))
+    }
+}
 
 /// What the forwarder is configured with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,6 +301,8 @@ struct Shared {
     upstream_addrs: Vec<SocketAddr>,
     /// What each upstream did, for the log.
     upstream_log: std::sync::Mutex<HashMap<usize, UpstreamLog>>,
+    /// When a query from a source that is no client was last logged.
+    dropped_logged: std::sync::Mutex<Option<Instant>>,
 }
 
 /// How often a failing upstream is named in the log while it keeps failing.
@@ -278,6 +310,8 @@ const UPSTREAM_LOG_AGAIN: Duration = Duration::from_secs(60);
 /// How soon a new failure of an upstream that answered since its last one is logged again: at
 /// once, but for one that flaps.
 const UPSTREAM_LOG_MIN: Duration = Duration::from_secs(10);
+/// How often a query from a source that is no client is logged.
+const DROPPED_LOG_AGAIN: Duration = Duration::from_secs(60);
 
 /// What the log was told about one upstream.
 #[derive(Debug, Default)]
@@ -334,6 +368,7 @@ impl Shared {
             block_application_dns,
             upstream_addrs,
             upstream_log: Default::default(),
+            dropped_logged: Default::default(),
         }
     }
 
@@ -362,6 +397,30 @@ impl Shared {
 
     fn count(&self, what: Count) {
         self.learner.stats().inc(what);
+    }
+
+    /// Whether a query from `client` is answered; one from a source that is no client is
+    /// counted, and logged once a minute at most.
+    fn admits(&self, client: IpAddr) -> bool {
+        if self.learner.clients().admits(client) {
+            return true;
+        }
+        self.count(Count::DroppedClients);
+        let now = Instant::now();
+        let mut logged = self
+            .dropped_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if logged.is_none_or(|at| now.duration_since(at) >= DROPPED_LOG_AGAIN) {
+            *logged = Some(now);
+            log::warn!(
+                "dns forwarder: dropped a query from {client}: it is no client (the router \
+                 routes its address out of no general.lan interface, and dns.clients does not \
+                 list it); if it should be answered (a VPN), add its network to dns.clients \
+                 (logged once a minute; counted as dropped_clients in `steer status`)"
+            );
+        }
+        false
     }
 
     /// Counts a failure of upstream `index` (a try sent at `sent`) and names it in the log
@@ -623,7 +682,11 @@ async fn udp_listener(sock: Rc<UdpSocket>, state: Rc<RefCell<Udp>>, shared: Rc<S
         |batch, i, st| {
             shared.count(Count::QueriesUdp);
             match (batch.datagram(i), batch.from(i)) {
-                (Some(query), Some(from)) => on_udp_query(query, from, &listener, st, &shared),
+                (Some(query), Some(from)) => {
+                    if shared.admits(from.ip()) {
+                        on_udp_query(query, from, &listener, st, &shared);
+                    }
+                }
                 _ => shared.count(Count::MalformedQueries),
             }
         },
@@ -915,6 +978,10 @@ async fn tcp_listener(listener: TcpListener, connections: Rc<TcpClients>, shared
         match listener.accept().await {
             Ok((stream, from)) => {
                 let client = from.ip();
+                if !shared.admits(client) {
+                    // Closed at once, unanswered.
+                    continue;
+                }
                 if !connections.admit(client) {
                     // Closed at once: the client already holds its share of the slots.
                     shared.count(Count::TcpRefused);
@@ -1225,6 +1292,42 @@ mod tests {
         assert!(!log.failed(Count::UpstreamTimeouts, s(2), s(4)));
     }
 
+    #[test]
+    fn queries_from_sources_that_are_no_clients_are_dropped_and_counted() {
+        struct Lan(Failing, Arc<Clients>);
+        impl Learn for Lan {
+            fn matcher(&self) -> Arc<Matcher> {
+                self.0.matcher()
+            }
+            fn clients(&self) -> Arc<Clients> {
+                Arc::clone(&self.1)
+            }
+            fn learn(&self, what: &crate::dns::answer::Learnable) -> crate::dns::Outcome {
+                self.0.learn(what)
+            }
+            fn stats(&self) -> &crate::dns::stats::Stats {
+                self.0.stats()
+            }
+        }
+        let p = |s: &str| crate::prefix::parse_prefix(s, false).unwrap();
+        let clients = Clients::new(vec![p("192.168.60.0/24"), p("fd10::/64"), p("100.64.1.2")]);
+        let lan = Arc::new(Lan(
+            Failing {
+                matcher: Arc::default(),
+                stats: Default::default(),
+            },
+            Arc::new(clients),
+        ));
+        let shared = Shared::new(lan.clone(), Duration::from_millis(100), true, Vec::new());
+        for ok in ["192.168.60.7", "fd10::2", "100.64.1.2", "127.0.0.1", "::1"] {
+            assert!(shared.admits(ok.parse().unwrap()), "{ok}");
+        }
+        for no in ["100.64.1.1", "192.168.61.1", "2001:db8::1", "fe80::1"] {
+            assert!(!shared.admits(no.parse().unwrap()), "{no}");
+        }
+        assert_eq!(lan.stats().get(Count::DroppedClients), 4);
+    }
+
     /// One client address flooding queries holds at most its share of the pending slots; the
     /// others keep theirs (one host's flood to a slow upstream gave every client SERVFAIL).
     #[test]
@@ -1279,6 +1382,9 @@ mod tests {
     impl Learn for Failing {
         fn matcher(&self) -> Arc<Matcher> {
             Arc::clone(&self.matcher)
+        }
+        fn clients(&self) -> Arc<Clients> {
+            Arc::default()
         }
         fn learn(&self, what: &crate::dns::answer::Learnable) -> crate::dns::Outcome {
             self.stats.inc(Count::InsertFailed);
