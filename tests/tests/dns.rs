@@ -234,6 +234,15 @@ fn answers_pass_unchanged_and_teach_exactly_their_chain() {
     let a = ask(&lab.client, forwarder(), "alias.unlisted.example", rtype::A).unwrap();
     assert_eq!(addresses(&a), ["198.19.102.2".parse::<IpAddr>().unwrap()]);
     assert!(!t.learned().contains_key("2001:db8:53::3"));
+    // ANY brings the A record and not the AAAA one (dnsmasq answers it over TCP), also
+    // through the CNAME: the client's IPv6 does not leave by the default WAN.
+    for name in ["dual.v4only.example", "alias.unlisted.example"] {
+        let out = dig(&lab.client, &format!("@{} {name} ANY", Lab::LAN_GATEWAY_V4));
+        assert!(out.contains("198.19.102.2"), "{name}: {out}");
+        assert!(!out.contains("2001:db8:53::3"), "{name}: {out}");
+        assert!(!out.contains("AAAA"), "{name}: {out}");
+    }
+    assert!(!t.learned().contains_key("2001:db8:53::3"));
     // The canary: browsers keep the router's DNS.
     let out = dig(
         &lab.client,
@@ -598,7 +607,9 @@ fn rcode_of(answer: &[u8]) -> u8 {
 fn a_failing_upstream_gives_servfail_promptly_and_bad_input_never_stalls() {
     let mut t = DnsScenario::start("dns-failures", "timeout_ms = 300", records);
     let lab = &t.s.lab;
-    // The upstream's port is closed: SERVFAIL at once.
+    // The upstream answers, then its port is closed: SERVFAIL at once.
+    let a = ask(&lab.client, forwarder(), "n0.fresh.example", rtype::A).expect("an answer");
+    assert_eq!(addresses(&a), [host_v4(256)]);
     t.dnsmasq.kill();
     let started = Instant::now();
     let a = ask(&lab.client, forwarder(), "n1.fresh.example", rtype::A).expect("an answer");
@@ -608,7 +619,8 @@ fn a_failing_upstream_gives_servfail_promptly_and_bad_input_never_stalls() {
         "{:?}",
         started.elapsed()
     );
-    // The log says which upstream fails (the LAN lost DNS without a line before).
+    // The log says which upstream fails at once (the LAN lost DNS without a line before, and
+    // for up to a minute when the upstream had answered just before).
     let log = t.s.daemon.log_text();
     assert!(
         log.contains(&format!("upstream {UPSTREAM} refuses queries")),
@@ -679,7 +691,12 @@ fn a_failing_upstream_gives_servfail_promptly_and_bad_input_never_stalls() {
             "answer {id}"
         );
     }
-    assert!(t.learned().is_empty());
+    let learned: Vec<String> = t.learned().into_keys().collect();
+    assert_eq!(
+        learned,
+        [host_v4(256).to_string()],
+        "n0's alone, from the first answer"
+    );
     assert!(t.counter("malformed_answers") >= 30);
 
     // Malformed queries: random bytes over UDP, and TCP clients sending junk or half a
@@ -1034,4 +1051,115 @@ fn one_client_holding_idle_tcp_connections_does_not_starve_the_others() {
     );
     hold.send(()).unwrap();
     holder.join().unwrap();
+}
+
+/// The forwarder answered (and learned from) anyone, WAN hosts too, and dnsmasq behind it saw
+/// them all from the loopback. Now: the LAN, the router itself and `dns.clients`; a query from
+/// anyone else is dropped unanswered, counted and logged.
+#[test]
+fn only_clients_are_answered_and_dns_clients_adds_more() {
+    let t = DnsScenario::start("dns-clients", "", records);
+    let lab = &t.s.lab;
+    let isp = lab.isp(Wan::One);
+    // The ISP routes the LAN's subnet to the router's WAN address.
+    isp.run(&format!(
+        "ip route add 10.10.0.0/24 via {}",
+        Lab::nat_addr_v4(Wan::One)
+    ));
+    assert_eq!(ask(isp, forwarder(), "n7.fresh.example", rtype::A), None);
+    let tcp = dig(
+        isp,
+        &format!("@{} +tcp +short n8.fresh.example", Lab::LAN_GATEWAY_V4),
+    );
+    assert!(!tcp.contains("198.19."), "{tcp}");
+    let learned = t.learned();
+    for i in [7, 8] {
+        assert!(!learned.contains_key(&host_v4(256 + i).to_string()), "n{i}");
+        assert!(
+            !t.dnsmasq
+                .log_text()
+                .contains(&format!("n{i}.fresh.example")),
+            "n{i} reached dnsmasq:\n{}",
+            t.dnsmasq.log_text()
+        );
+    }
+    assert!(t.counter("dropped_clients") >= 2);
+    let log = t.s.daemon.log_text();
+    assert!(
+        log.contains(&format!(
+            "dropped a query from {}: it is no client",
+            Lab::gateway_v4(Wan::One)
+        )) && log.contains("add its network to dns.clients"),
+        "{log}"
+    );
+    // The LAN (IPv4 and IPv6) and the router itself are answered.
+    let a = ask(&lab.client, forwarder(), "n9.fresh.example", rtype::A).unwrap();
+    assert_eq!(addresses(&a), [host_v4(265)]);
+    let v6: SocketAddr = "[fd10::1]:53".parse().unwrap();
+    let a = ask(&lab.client, v6, "n10.fresh.example", rtype::A).unwrap();
+    assert_eq!(addresses(&a), [host_v4(266)]);
+    let a = ask(&lab.router, forwarder(), "n11.fresh.example", rtype::A).unwrap();
+    assert_eq!(addresses(&a), [host_v4(267)]);
+
+    // dns.clients lets the WAN's subnet in (a VPN's, say).
+    let config = std::fs::read_to_string(t.s.work.config()).unwrap();
+    let upstreams = format!("upstreams = [\"{UPSTREAM}\"]");
+    t.s.work.write(
+        "steer.toml",
+        &config.replace(
+            &upstreams,
+            &format!("{upstreams}\nclients = [\"100.64.1.0/30\"]"),
+        ),
+    );
+    t.s.steer(&["reload"]);
+    let a = ask(isp, forwarder(), "n12.fresh.example", rtype::A).expect("answered now");
+    assert_eq!(addresses(&a), [host_v4(268)]);
+}
+
+/// A 512-byte client (no EDNS) got a 6,434-byte UDP answer: the router was an amplifier. A UDP
+/// answer longer than the client takes (512 bytes, or its EDNS size) goes back as its header
+/// and question with TC set, whatever the upstream sent.
+#[test]
+fn udp_answers_never_exceed_what_the_client_takes() {
+    let t = DnsScenario::start("dns-udp-size", "", records);
+    let lab = &t.s.lab;
+    // An upstream that answers every query with 200 A records (3,200 bytes and more).
+    let _big = bad_upstream(lab, "127.0.0.1:5996", |q| {
+        let mut a = wire::reply(q, 0);
+        a[6..8].copy_from_slice(&200u16.to_be_bytes());
+        for i in 0..200u8 {
+            a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 19, 111, i]);
+        }
+        Some(a)
+    });
+    reload_upstream(&t, "127.0.0.1:5996");
+    let with_edns = |size: u16| {
+        let mut q = wire::query(0x5151, "big.example", rtype::A);
+        q[11] = 1; // ARCOUNT
+        q.extend_from_slice(&[0, 0, 41]);
+        q.extend_from_slice(&size.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        q
+    };
+    for (query, limit) in [
+        (wire::query(0x5151, "big.example", rtype::A), 512),
+        (with_edns(100), 512),
+        (with_edns(1232), 1232),
+    ] {
+        let a = lab
+            .client
+            .enter(|| exchange(forwarder(), &query, Duration::from_secs(2)))
+            .expect("an answer");
+        assert!(a.len() <= limit, "{} bytes for a limit of {limit}", a.len());
+        let h = wire::Header::parse(&a).unwrap();
+        assert!(h.truncated(), "TC set");
+        assert_eq!((h.id, h.qdcount, h.ancount), (0x5151, 1, 0));
+        assert_eq!(wire::question(&a).unwrap().name, "big.example");
+    }
+    let a = lab
+        .client
+        .enter(|| exchange(forwarder(), &with_edns(4096), Duration::from_secs(2)))
+        .expect("an answer");
+    assert_eq!(addresses(&a).len(), 200, "it fits in 4,096 bytes");
+    assert!(!wire::Header::parse(&a).unwrap().truncated());
 }

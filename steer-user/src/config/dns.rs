@@ -27,6 +27,9 @@ pub struct Dns {
     pub listen: Vec<SocketAddr>,
     /// Where it forwards, tried in order (required with `forward`).
     pub upstreams: Vec<SocketAddr>,
+    /// Sources the forwarder answers besides the LAN's (the subnets the router routes out of
+    /// a `general.lan` interface) and the router's own: a VPN's clients.
+    pub clients: Vec<Prefix>,
     /// How long one upstream may take to answer before the next is tried (or SERVFAIL).
     pub timeout_ms: u32,
     /// Learned lifetimes: an answer's TTL clamped to `[min_ttl, max_ttl]` seconds.
@@ -65,6 +68,7 @@ pub(super) struct RawDns {
     pub forward: Option<S<bool>>,
     pub listen: Option<Strings>,
     pub upstreams: Option<Strings>,
+    pub clients: Option<Strings>,
     pub timeout_ms: Option<S<i64>>,
     pub min_ttl: Option<S<i64>>,
     pub max_ttl: Option<S<i64>>,
@@ -87,6 +91,7 @@ const FIELDS: &[Field] = &[
     opt("forward", Bool, "forward = true"),
     opt("listen", StrList, "listen = [\"192.168.1.1:53\"]"),
     opt("upstreams", StrList, "upstreams = [\"127.0.0.1:5335\"]"),
+    opt("clients", StrList, "clients = [\"10.8.0.0/24\"]"),
     opt_int("timeout_ms", Dns::DEFAULT_TIMEOUT_MS),
     opt_int("min_ttl", Dns::DEFAULT_MIN_TTL),
     opt_int("max_ttl", Dns::DEFAULT_MAX_TTL),
@@ -187,6 +192,7 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawDns>>) -> Option<Dns> {
         forward,
         listen,
         upstreams,
+        clients: check::prefixes(cx, &d.clients, "dns.clients"),
         timeout_ms: check::opt_ranged(
             cx,
             &d.timeout_ms,
@@ -316,7 +322,8 @@ mod tests {
             errors_in(&format!(
                 "{BASE}\n[dns]\nlisten = [\"0.0.0.0:53\", \"127.0.0.1:53\", \"127.0.0.1:53\", \"[fe80::1]:53\", \"[::]:53\"]\n\
                  upstreams = [\"127.0.0.1:53\", \"127.0.0.1\"]\n\
-                 min_ttl = 600\nmax_ttl = 60\ncapacity_v4 = 0\nrebind_allow = [\"10.0.0.1/8\"]\n"
+                 min_ttl = 600\nmax_ttl = 60\ncapacity_v4 = 0\nrebind_allow = [\"10.0.0.1/8\"]\n\
+                 clients = [\"10.8.0.0/24\", \"10.9.0.1/16\", \"0.0.0.0/0\", 5]\n"
             )),
             [
                 "dns.listen[0]: the forwarder cannot listen on 0.0.0.0:53: its UDP answers to a query sent to a secondary address would come from another one, which clients drop",
@@ -328,10 +335,29 @@ mod tests {
                 "dns.max_ttl: max_ttl (60 s) is below min_ttl (600 s)",
                 "dns.capacity_v4: 0 is out of range: it must be from 1 to 262144 entries",
                 "dns.rebind_allow[0]: `10.0.0.1/8` has host bits set; the network is 10.0.0.0/8",
+                "dns.clients[1]: `10.9.0.1/16` has host bits set; the network is 10.9.0.0/16",
+                "dns.clients[2]: `0.0.0.0/0` matches every IPv4 address (a default route)",
+                "dns.clients[3]: expected a string (in quotes), found an integer",
             ]
         );
         let snoop_only = format!("{BASE}\n[dns]\nforward = false\nsnoop = true\n");
         let c = crate::config::parse(&snoop_only, std::path::Path::new("s.toml")).unwrap();
-        assert!(c.dns.is_some_and(|d| d.snoop && !d.forward));
+        assert!(
+            c.dns
+                .is_some_and(|d| d.snoop && !d.forward && d.clients.is_empty())
+        );
+        let vpn = format!(
+            "{BASE}\n[dns]\nlisten = [\"192.168.1.1:53\"]\nupstreams = [\"127.0.0.1:5335\"]\n\
+             clients = [\"10.8.0.0/24\", \"fd08::/64\"]\n"
+        );
+        let c = crate::config::parse(&vpn, std::path::Path::new("s.toml")).unwrap();
+        let clients: Vec<String> = c
+            .dns
+            .unwrap()
+            .clients
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(clients, ["10.8.0.0/24", "fd08::/64"]);
     }
 }

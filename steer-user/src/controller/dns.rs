@@ -12,6 +12,10 @@
 //! claim expires, and the address goes with its last claim), the router's own subnets after every routing change, and `steer stop`,
 //! which removes the maps with every other pin.
 //!
+//! The learner also keeps who the forwarder answers ([`Clients`]), as desired state: the
+//! subnets the router routes out of a `general.lan` interface and its own addresses, from
+//! every read of the system ([`lan_sources`]), and `dns.clients` from the configuration.
+//!
 //! A kernel write comes first and the table follows only when it succeeded, so the two never
 //! disagree; a failed write is counted and logged once, and the answer still goes out.
 //!
@@ -41,12 +45,15 @@ use crate::{
     dns::{
         Learn, Outcome,
         answer::Learnable,
+        forwarder::Clients,
         lifetimes::{Change, Claim, Clamp, Entry, Hold, Plan, Table},
         matcher::{DomainSet, Matcher},
         rebind::{Rebind, Refusal},
         stats::{Count, Latency, Stats},
     },
     model::{LocalSet, Rule},
+    prefix::Prefix,
+    routing::SystemView,
     status::{DnsStatus, ReportLine},
 };
 
@@ -58,6 +65,10 @@ pub struct Learner {
     stats: Arc<Stats>,
     warned_insert: AtomicBool,
     warned_capacity: AtomicBool,
+    /// Who the forwarder answers, made of `client_parts`.
+    clients: RwLock<Arc<Clients>>,
+    /// The sources found in routing ([`lan_sources`]), and `dns.clients`.
+    client_parts: Mutex<[Vec<Prefix>; 2]>,
 }
 
 #[derive(Debug)]
@@ -142,6 +153,8 @@ impl Learner {
             stats: Arc::new(Stats::default()),
             warned_insert: AtomicBool::new(false),
             warned_capacity: AtomicBool::new(false),
+            clients: RwLock::default(),
+            client_parts: Mutex::default(),
         };
         (learner, found)
     }
@@ -187,6 +200,7 @@ impl Learner {
         inner.table.capacity = capacity_of(dns);
         inner.rebind.enabled = dns.is_none_or(|d| d.rebind_protection);
         inner.rebind.allow = dns.map(|d| d.rebind_allow.clone()).unwrap_or_default();
+        self.set_client_part(1, dns.map(|d| d.clients.clone()).unwrap_or_default());
         *self.matcher.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&matcher);
         let keep = |addr: &IpAddr, h: &Hold| {
             matcher
@@ -197,6 +211,27 @@ impl Learner {
         let removed = apply(&mut inner, changes);
         self.stats.add(Count::Removed, removed as u64);
         removed
+    }
+
+    /// The sources found in routing that the forwarder answers ([`lan_sources`]).
+    pub fn set_found_clients(&self, found: Vec<Prefix>) {
+        self.set_client_part(0, found);
+    }
+
+    /// Brings [`Clients`] to `part` (0: found in routing, 1: configured) and the other part.
+    fn set_client_part(&self, part: usize, prefixes: Vec<Prefix>) {
+        let mut parts = self.client_parts.lock().unwrap_or_else(|p| p.into_inner());
+        parts[part] = prefixes;
+        let next = Clients::new(parts.concat());
+        let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+        if **clients != next {
+            let shown: Vec<String> = next.prefixes().iter().map(ToString::to_string).collect();
+            log::debug!(
+                "dns forwarder: answers {} and the loopback",
+                shown.join(", ")
+            );
+            *clients = Arc::new(next);
+        }
     }
 
     /// The router's own destinations (never learned).
@@ -343,9 +378,38 @@ fn write(inner: &mut Inner, addr: IpAddr, entry: Entry) -> Result<(), String> {
     Ok(())
 }
 
+/// The sources the forwarder answers as the system is: the subnets the router routes out of
+/// an interface of `lan` (connected ones and those behind LAN hosts), and the router's own
+/// addresses. Not IPv6 link-local ones: every interface has `fe80::/64`, the WAN's too, and a
+/// client asks a listen address (never link-local) from an address of its scope.
+pub fn lan_sources(system: &SystemView, lan: &[String]) -> Vec<Prefix> {
+    let lan: Vec<u32> = lan
+        .iter()
+        .filter_map(|name| system.links.get(name).map(|l| l.index))
+        .collect();
+    let link_local = |p: &Prefix| match p.addr() {
+        IpAddr::V6(a) => a.is_unicast_link_local(),
+        IpAddr::V4(_) => false,
+    };
+    system
+        .routes_out
+        .iter()
+        .filter(|(p, oif)| lan.contains(oif) && !link_local(p))
+        .map(|(p, _)| *p)
+        .chain(system.addresses.iter().map(|(_, a)| Prefix::host(*a)))
+        .collect()
+}
+
 impl Learn for Learner {
     fn matcher(&self) -> Arc<Matcher> {
         self.current()
+    }
+
+    fn clients(&self) -> Arc<Clients> {
+        self.clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn stats(&self) -> &Stats {
@@ -633,6 +697,64 @@ mod tests {
             expires: 100,
             name: name.into(),
         })
+    }
+
+    /// The forwarder answered a WAN host: who it answers is what the router routes out of a
+    /// LAN interface (and its own addresses), not a WAN's subnet nor what lies behind it.
+    #[test]
+    fn the_forwarder_answers_what_is_routed_out_of_the_lan_and_the_router_itself() {
+        use crate::routing::LinkInfo;
+        let p = |s: &str| crate::prefix::parse_prefix(s, false).unwrap();
+        let mut system = SystemView::default();
+        for (index, name) in [(2, "br-lan"), (3, "wan"), (4, "wg0")] {
+            system.links.insert(LinkInfo {
+                index,
+                name: name.into(),
+                carrier: true,
+                admin_up: true,
+                point_to_point: false,
+                bridge: false,
+                bridge_nf_call: false,
+                ppp: false,
+            });
+        }
+        system.routes_out = vec![
+            (p("192.168.60.0/24"), 2),
+            (p("10.50.0.0/16"), 2), // behind a LAN host
+            (p("fd10::/64"), 2),
+            (p("fe80::/64"), 2),
+            (p("100.64.1.0/30"), 3),
+            (p("203.0.113.0/24"), 3),
+            (p("fe80::/64"), 3),
+            (p("10.8.0.0/24"), 4),
+        ];
+        system.addresses = vec![(3, "100.64.1.2".parse().unwrap())];
+        let found: Vec<String> = lan_sources(&system, &["br-lan".into(), "gone".into()])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "192.168.60.0/24",
+                "10.50.0.0/16",
+                "fd10::/64",
+                "100.64.1.2/32"
+            ]
+        );
+        // dns.clients adds a VPN's.
+        let (learner, _) = Learner::new(None);
+        learner.set_found_clients(lan_sources(&system, &["br-lan".into()]));
+        let clients = learner.clients();
+        assert!(clients.admits("192.168.60.9".parse().unwrap()));
+        assert!(
+            !clients.admits("100.64.1.1".parse().unwrap()),
+            "the WAN's subnet"
+        );
+        assert!(!clients.admits("10.8.0.2".parse().unwrap()));
+        learner.set_client_part(1, vec![p("10.8.0.0/24")]);
+        assert!(learner.clients().admits("10.8.0.2".parse().unwrap()));
+        assert!(learner.clients().admits("192.168.60.9".parse().unwrap()));
     }
 
     #[test]

@@ -1151,6 +1151,9 @@ impl Controller {
             .collect();
         // After the gateways: a route through a WAN's gateway is local only while it is usable.
         self.local_found = local::Found::new(&system, wans);
+        // Who the DNS forwarder answers follows the LAN's routes.
+        self.dns
+            .set_found_clients(dns::lan_sources(&system, &general.lan));
         seen.lines
             .extend(self.sync_local(general.local, &general.local_prefixes));
         let pairs = wans.iter().flat_map(|w| Family::ALL.map(|f| (w, f)));

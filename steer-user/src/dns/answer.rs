@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use super::{
     matcher::Matcher,
-    wire::{self, CLASS_IN, Message},
+    wire::{self, CLASS_IN, Message, Record},
 };
 
 /// CNAME hops followed from the question.
@@ -40,25 +40,9 @@ pub fn learnable(msg: &[u8], parsed: &Message<'_>, matcher: &Matcher) -> Option<
     if q.qclass != CLASS_IN {
         return None;
     }
-    let mut chain = vec![q.name.clone()];
-    for _ in 0..MAX_CHAIN {
-        let last = chain.last().expect("never empty");
-        let next = parsed
-            .answers
-            .iter()
-            .filter(|r| r.class == CLASS_IN && r.name == *last)
-            .find_map(|r| r.cname_target(msg));
-        match next {
-            Some(t) if !chain.contains(&t) => chain.push(t),
-            _ => break,
-        }
-    }
+    let chain = chain(msg, parsed)?;
     let (found, name) = chain.iter().find_map(|n| Some((matcher.find(n)?, n)))?;
-    // IPv6 is kept out when any name of the chain is in a set that asks so, not only the
-    // first: `www.shop.test` (set A) -> `edge.cdn.test` (set B, filter_aaaa) is B's address.
-    let filter_v6 = chain
-        .iter()
-        .any(|n| matcher.find(n).is_some_and(|m| m.set.filter_aaaa));
+    let filter_v6 = filters_v6(&chain, matcher);
     let mut out = Learnable {
         rule: found.set.rule,
         rank: found.rank,
@@ -88,6 +72,52 @@ pub fn learnable(msg: &[u8], parsed: &Message<'_>, matcher: &Matcher) -> Option<
         }
     }
     Some(out)
+}
+
+/// The CNAME chain of `parsed` (the bytes `msg`) from its question: the question's name, then
+/// each target in turn (at most [`MAX_CHAIN`] hops, never a name twice). `None` without a
+/// question.
+pub fn chain(msg: &[u8], parsed: &Message<'_>) -> Option<Vec<String>> {
+    let mut chain = vec![parsed.question.as_ref()?.name.clone()];
+    for _ in 0..MAX_CHAIN {
+        let last = chain.last().expect("never empty");
+        let next = parsed
+            .answers
+            .iter()
+            .filter(|r| r.class == CLASS_IN && r.name == *last)
+            .find_map(|r| r.cname_target(msg));
+        match next {
+            Some(t) if !chain.contains(&t) => chain.push(t),
+            _ => break,
+        }
+    }
+    Some(chain)
+}
+
+/// Whether IPv6 addresses of `chain` are kept out: any name of it is in a set that asks so,
+/// not only the first (`www.shop.test` (set A) -> `edge.cdn.test` (set B, filter_aaaa) is B's
+/// address).
+pub fn filters_v6(chain: &[String], matcher: &Matcher) -> bool {
+    chain
+        .iter()
+        .any(|n| matcher.find(n).is_some_and(|m| m.set.filter_aaaa))
+}
+
+/// Whether a client must not see record `r` of an answer (in any section) because a set that
+/// filters AAAA keeps IPv6 from its names: an AAAA record, or an SVCB/HTTPS record with an
+/// ipv6hint, of a name of such a set, or of any name of the question's `chain` when
+/// `chain_filtered` ([`filters_v6`]). Answers to AAAA, SVCB and HTTPS questions are emptied
+/// whole ([`crate::dns::Outcome::filter_aaaa`]); this is for the others: ANY, and the
+/// additional records of any answer.
+pub fn hides_v6(r: &Record<'_>, chain: &[String], chain_filtered: bool, matcher: &Matcher) -> bool {
+    let v6 = match r.rtype {
+        wire::rtype::AAAA => true,
+        wire::rtype::SVCB | wire::rtype::HTTPS => r.svc_hints().iter().any(IpAddr::is_ipv6),
+        _ => false,
+    };
+    v6 && r.class == CLASS_IN
+        && ((chain_filtered && chain.contains(&r.name))
+            || matcher.find(&r.name).is_some_and(|m| m.set.filter_aaaa))
 }
 
 #[cfg(test)]

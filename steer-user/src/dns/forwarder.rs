@@ -2,17 +2,23 @@
 //! to the upstreams (in order, each given `timeout_ms`), and relays each answer back unchanged
 //! but for the ID, after the learner has put every address it teaches into the kernel.
 //!
+//! - Only clients are answered: sources the router routes out of a LAN interface, the router
+//!   itself and `dns.clients` ([`Clients`], kept by the controller). A query from anyone else
+//!   is dropped unanswered (no reflection, no learning for the WAN side), counted and logged.
 //! - UDP queries go out on one connected socket per upstream with an ID of steer's own (the
-//!   client's is put back in the answer); an answer is taken only from that upstream, for that
-//!   ID and that question. An upstream that refuses (ICMP unreachable) fails its queries at
-//!   once; one that does not answer in time hands them to the next; when none is left the
-//!   client gets SERVFAIL. A truncated answer (TC) goes back as it is, and the client asks
-//!   again over TCP.
+//!   client's is put back in the answer) and otherwise as the client sent them, its EDNS size
+//!   with them; an answer is taken only from that upstream, for that ID and that question. An
+//!   upstream that refuses (ICMP unreachable) fails its queries at once; one that does not
+//!   answer in time hands them to the next; when none is left the client gets SERVFAIL. A
+//!   truncated answer (TC) goes back as it is, and the client asks again over TCP; so does an
+//!   answer longer than the client takes (512 bytes, or its EDNS size), cut to its header and
+//!   question with TC set: the router never answers a small query with a big answer.
 //! - TCP connections are served one query at a time each, over one upstream TCP connection of
 //!   their own, with idle and I/O timeouts and a cap on connections.
 //! - Answers steer makes itself: NXDOMAIN for `use-application-dns.net` (with
 //!   `block_application_dns`), and an empty answer to AAAA questions for the names of sets
-//!   that filter AAAA. Queries that cannot be read are dropped (not even a header) or answered
+//!   that filter AAAA. Answers to other questions (ANY) lose the IPv6 records of those names
+//!   in every section. Queries that cannot be read are dropped (not even a header) or answered
 //!   FORMERR; answers that cannot be read give SERVFAIL (nothing is learned from them).
 //!
 //! Everything runs on one thread of its own with a current-thread runtime, so answers never
@@ -43,8 +49,9 @@ use super::{
     matcher::Matcher,
     mmsg::{self, RecvBatch},
     stats::{Count, Latency},
-    wire::{self, CLASS_IN, Question, rcode, rtype},
+    wire::{self, CLASS_IN, Question, WireError, rcode, rtype},
 };
+use crate::prefix::Prefix;
 
 /// Queries waiting for an upstream at once (UDP); beyond it a query gets SERVFAIL.
 const MAX_PENDING: usize = 60_000;
@@ -64,6 +71,32 @@ const TCP_IO: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(5);
 /// The name browsers ask to learn whether the network wants them to keep its DNS.
 pub const APPLICATION_DNS_CANARY: &str = "use-application-dns.net";
+
+/// Who the forwarder answers: the sources the controller allows (the subnets the router
+/// routes out of a LAN interface, its own addresses, `dns.clients`), and the loopback.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Clients {
+    prefixes: Vec<Prefix>,
+}
+
+impl Clients {
+    pub fn new(mut prefixes: Vec<Prefix>) -> Clients {
+        prefixes.sort();
+        prefixes.dedup();
+        Clients { prefixes }
+    }
+
+    pub fn prefixes(&self) -> &[Prefix] {
+        &self.prefixes
+    }
+
+    /// Whether a query from `client` is answered. The loopback always is (the router's own
+    /// software); the kernel takes no packet from it, nor from the router's own addresses,
+    /// from outside.
+    pub fn admits(&self, client: IpAddr) -> bool {
+        client.is_loopback() || self.prefixes.iter().any(|p| p.contains(client))
+    }
+}
 
 /// What the forwarder is configured with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,14 +299,61 @@ struct Shared {
     timeout: Duration,
     block_application_dns: bool,
     upstream_addrs: Vec<SocketAddr>,
-    /// When each upstream's failure was last logged.
-    failure_logged: std::sync::Mutex<HashMap<usize, Instant>>,
-    /// When each upstream last answered.
-    answered: std::sync::Mutex<HashMap<usize, Instant>>,
+    /// What each upstream did, for the log.
+    upstream_log: std::sync::Mutex<HashMap<usize, UpstreamLog>>,
+    /// When a query from a source that is no client was last logged.
+    dropped_logged: std::sync::Mutex<Option<Instant>>,
 }
 
-/// How often a failing upstream is named in the log.
+/// How often a failing upstream is named in the log while it keeps failing.
 const UPSTREAM_LOG_AGAIN: Duration = Duration::from_secs(60);
+/// How soon a new failure of an upstream that answered since its last one is logged again: at
+/// once, but for one that flaps.
+const UPSTREAM_LOG_MIN: Duration = Duration::from_secs(10);
+/// How often a query from a source that is no client is logged.
+const DROPPED_LOG_AGAIN: Duration = Duration::from_secs(60);
+
+/// What the log was told about one upstream.
+#[derive(Debug, Default)]
+struct UpstreamLog {
+    /// When it last answered.
+    answered: Option<Instant>,
+    /// When its failure was last logged.
+    logged: Option<Instant>,
+    /// It answered since its failure was logged: the next failure is a new outage.
+    recovered: bool,
+}
+
+impl UpstreamLog {
+    /// The upstream answered at `now`; true when that ends a failure the log named.
+    fn answered(&mut self, now: Instant) -> bool {
+        self.answered = Some(now);
+        let back = self.logged.is_some() && !self.recovered;
+        self.recovered = true;
+        back
+    }
+
+    /// A try sent at `sent` failed (`what`) at `now`; whether the log says so now. A refusal
+    /// (nothing listens) is the upstream failing. A timeout is, unless the upstream answered
+    /// other queries since this one went: one slow name (its own servers dead) is not the
+    /// upstream failing. The first failure, and the first after answers, are logged at once;
+    /// then once a minute while it lasts.
+    fn failed(&mut self, what: Count, sent: Instant, now: Instant) -> bool {
+        if what != Count::UpstreamRefused && self.answered.is_some_and(|at| at >= sent) {
+            return false;
+        }
+        let due = match self.logged {
+            None => true,
+            Some(at) if self.recovered => now.duration_since(at) >= UPSTREAM_LOG_MIN,
+            Some(at) => now.duration_since(at) >= UPSTREAM_LOG_AGAIN,
+        };
+        if due {
+            self.logged = Some(now);
+            self.recovered = false;
+        }
+        due
+    }
+}
 
 impl Shared {
     fn new(
@@ -287,55 +367,78 @@ impl Shared {
             timeout,
             block_application_dns,
             upstream_addrs,
-            failure_logged: Default::default(),
-            answered: Default::default(),
+            upstream_log: Default::default(),
+            dropped_logged: Default::default(),
         }
+    }
+
+    fn upstream_addr(&self, index: usize) -> String {
+        self.upstream_addrs
+            .get(index)
+            .map_or_else(|| "?".to_owned(), ToString::to_string)
     }
 
     /// Upstream `index` answered a query.
     fn upstream_answered(&self, index: usize) {
-        self.answered
+        let back = self
+            .upstream_log
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(index, Instant::now());
+            .entry(index)
+            .or_default()
+            .answered(Instant::now());
+        if back {
+            log::info!(
+                "dns forwarder: upstream {} answers again",
+                self.upstream_addr(index)
+            );
+        }
     }
 
     fn count(&self, what: Count) {
         self.learner.stats().inc(what);
     }
 
-    /// Counts a failure of upstream `index` and names it in the log, once a minute at most: a
-    /// LAN whose DNS server (dnsmasq moved to another port) is gone gets SERVFAIL, and the log
-    /// says why.
-    fn upstream_failed(&self, index: usize, what: Count) {
-        self.count(what);
-        let now = Instant::now();
-        // One slow name (its own servers dead) is not the upstream failing: an upstream that
-        // answered other queries within the last minute is not named.
-        let answered = self
-            .answered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&index)
-            .is_some_and(|at| now.duration_since(*at) < UPSTREAM_LOG_AGAIN);
-        if answered {
-            return;
+    /// Whether a query from `client` is answered; one from a source that is no client is
+    /// counted, and logged once a minute at most.
+    fn admits(&self, client: IpAddr) -> bool {
+        if self.learner.clients().admits(client) {
+            return true;
         }
+        self.count(Count::DroppedClients);
+        let now = Instant::now();
         let mut logged = self
-            .failure_logged
+            .dropped_logged
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if logged
-            .get(&index)
-            .is_some_and(|at| now.duration_since(*at) < UPSTREAM_LOG_AGAIN)
-        {
+        if logged.is_none_or(|at| now.duration_since(at) >= DROPPED_LOG_AGAIN) {
+            *logged = Some(now);
+            log::warn!(
+                "dns forwarder: dropped a query from {client}: it is no client (the router \
+                 routes its address out of no general.lan interface, and dns.clients does not \
+                 list it); if it should be answered (a VPN), add its network to dns.clients \
+                 (logged once a minute; counted as dropped_clients in `steer status`)"
+            );
+        }
+        false
+    }
+
+    /// Counts a failure of upstream `index` (a try sent at `sent`) and names it in the log
+    /// when [`UpstreamLog::failed`] says so: a LAN whose DNS server (dnsmasq moved to another
+    /// port) is gone gets SERVFAIL, and the log says why.
+    fn upstream_failed(&self, index: usize, what: Count, sent: Instant) {
+        self.count(what);
+        let due = self
+            .upstream_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(index)
+            .or_default()
+            .failed(what, sent, Instant::now());
+        if !due {
             return;
         }
-        logged.insert(index, now);
-        let addr = self
-            .upstream_addrs
-            .get(index)
-            .map_or_else(|| "?".to_owned(), ToString::to_string);
+        let addr = self.upstream_addr(index);
         let how = match what {
             Count::UpstreamRefused => "refuses queries (nothing listens there?)",
             _ => "does not answer in time",
@@ -351,6 +454,8 @@ impl Shared {
 struct Pending {
     client: SocketAddr,
     client_id: u16,
+    /// The longest answer the client takes ([`wire::udp_limit`]).
+    limit: usize,
     listener: Rc<UdpSocket>,
     /// The query with steer's ID.
     query: Vec<u8>,
@@ -447,7 +552,7 @@ impl Udp {
             .map(|(id, _)| *id)
             .collect();
         for id in waiting {
-            shared.upstream_failed(index, Count::UpstreamRefused);
+            shared.upstream_failed(index, Count::UpstreamRefused, Instant::now());
             next_upstream(self, id, shared);
         }
     }
@@ -577,7 +682,11 @@ async fn udp_listener(sock: Rc<UdpSocket>, state: Rc<RefCell<Udp>>, shared: Rc<S
         |batch, i, st| {
             shared.count(Count::QueriesUdp);
             match (batch.datagram(i), batch.from(i)) {
-                (Some(query), Some(from)) => on_udp_query(query, from, &listener, st, &shared),
+                (Some(query), Some(from)) => {
+                    if shared.admits(from.ip()) {
+                        on_udp_query(query, from, &listener, st, &shared);
+                    }
+                }
                 _ => shared.count(Count::MalformedQueries),
             }
         },
@@ -658,6 +767,7 @@ fn on_udp_query(
         Pending {
             client: from,
             client_id: wire::id(query).unwrap_or(0),
+            limit: wire::udp_limit(query),
             listener: Rc::clone(listener),
             query: ours,
             question,
@@ -743,6 +853,11 @@ fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
     let stats = shared.learner.stats();
     stats.record(Latency::Upstream, pending.sent.elapsed());
     let mut out = relay(answer, &pending.query, shared);
+    if out.len() > pending.limit {
+        // Over UDP a client gets no more than it takes: the rest would be cut by its stack,
+        // or make the router an amplifier. It asks again over TCP.
+        out = wire::truncated(&out);
+    }
     wire::set_id(&mut out, pending.client_id);
     st.replies.push((pending.listener, out, pending.client));
 }
@@ -750,22 +865,31 @@ fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
 /// The answer to relay for `answer` to `query`, once what it teaches is in the kernel: the
 /// answer itself, no records when it gives an AAAA question the IPv6 addresses of a set that
 /// filters AAAA (what [`local_answer`] gives when the question names the set's domain; here a
-/// CNAME chain led into it), or SERVFAIL when it cannot be read.
+/// CNAME chain led into it), without those IPv6 records when it answers another question
+/// (ANY; [`hide_v6`]), or SERVFAIL when it cannot be read.
 fn relay(answer: &[u8], query: &[u8], shared: &Shared) -> Vec<u8> {
     let cut = wire::Header::parse(answer).is_ok_and(|h| h.truncated());
     if cut {
-        // The client asks again over TCP; that answer is the one learned from.
+        // The client asks again over TCP; that answer is the one learned from. The records a
+        // cut answer may hold are no client's to use, but IPv6 a set filters stays out of
+        // them all the same (all of them, when they cannot be read).
         shared.count(Count::Answered);
-        return answer.to_vec();
+        return match hide_v6(answer, &shared.learner.matcher()) {
+            Ok(None) => answer.to_vec(),
+            Ok(Some(a)) => a,
+            Err(_) => wire::truncated(answer),
+        };
     }
-    match super::learn_answer(&*shared.learner, answer) {
-        Ok(o) if o.filter_aaaa => {
+    let learned = super::learn_answer(&*shared.learner, answer)
+        .and_then(|o| Ok((o, hide_v6(answer, &shared.learner.matcher())?)));
+    match learned {
+        Ok((o, _)) if o.filter_aaaa => {
             shared.count(Count::Answered);
             wire::reply(query, rcode::NOERROR)
         }
-        Ok(_) => {
+        Ok((_, hidden)) => {
             shared.count(Count::Answered);
-            answer.to_vec()
+            hidden.unwrap_or_else(|| answer.to_vec())
         }
         Err(e) => {
             shared.count(Count::MalformedAnswers);
@@ -774,6 +898,21 @@ fn relay(answer: &[u8], query: &[u8], shared: &Shared) -> Vec<u8> {
             wire::reply(query, rcode::SERVFAIL)
         }
     }
+}
+
+/// `answer` without the IPv6 records that sets filtering AAAA keep from clients, in every
+/// section ([`super::answer::hides_v6`]): an ANY question gets the AAAA records of its name
+/// along with the A records. `None` when it has none (it goes on byte for byte).
+fn hide_v6(answer: &[u8], matcher: &Matcher) -> Result<Option<Vec<u8>>, WireError> {
+    if !matcher.sets().iter().any(|s| s.filter_aaaa) {
+        return Ok(None);
+    }
+    let parsed = wire::parse(answer)?;
+    let chain = super::answer::chain(answer, &parsed).unwrap_or_default();
+    let filtered = super::answer::filters_v6(&chain, matcher);
+    wire::without(answer, |r| {
+        super::answer::hides_v6(r, &chain, filtered, matcher)
+    })
 }
 
 /// Moves queries whose upstream did not answer in time to the next one.
@@ -790,7 +929,7 @@ async fn deadlines(state: Rc<RefCell<Udp>>, shared: Rc<Shared>) {
             }
             st.order.pop_front();
             if let Some(p) = st.pending.get(&id).filter(|p| p.serial == serial) {
-                shared.upstream_failed(p.upstream, Count::UpstreamTimeouts);
+                shared.upstream_failed(p.upstream, Count::UpstreamTimeouts, p.sent);
                 next_upstream(&mut st, id, &shared);
             }
         }
@@ -839,6 +978,10 @@ async fn tcp_listener(listener: TcpListener, connections: Rc<TcpClients>, shared
         match listener.accept().await {
             Ok((stream, from)) => {
                 let client = from.ip();
+                if !shared.admits(client) {
+                    // Closed at once, unanswered.
+                    continue;
+                }
                 if !connections.admit(client) {
                     // Closed at once: the client already holds its share of the slots.
                     shared.count(Count::TcpRefused);
@@ -921,17 +1064,18 @@ async fn tcp_upstream(
     for index in start..shared.upstream_addrs.len() {
         let addr = shared.upstream_addrs[index];
         if conn.as_ref().is_none_or(|(i, _)| *i != index) {
+            let tried = Instant::now();
             *conn = match tokio::time::timeout(shared.timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
                     Some((index, s))
                 }
                 Ok(Err(_)) => {
-                    shared.upstream_failed(index, Count::UpstreamRefused);
+                    shared.upstream_failed(index, Count::UpstreamRefused, tried);
                     None
                 }
                 Err(_) => {
-                    shared.upstream_failed(index, Count::UpstreamTimeouts);
+                    shared.upstream_failed(index, Count::UpstreamTimeouts, tried);
                     None
                 }
             };
@@ -955,7 +1099,7 @@ async fn tcp_upstream(
                 return relay(&a, query, shared);
             }
             _ => {
-                shared.upstream_failed(index, Count::UpstreamTimeouts);
+                shared.upstream_failed(index, Count::UpstreamTimeouts, sent);
                 *conn = None;
             }
         }
@@ -1039,6 +1183,151 @@ mod tests {
         assert_eq!(relay(&a, &q, &shared), a);
     }
 
+    /// `dig ANY` for a name of a set that filters AAAA got its AAAA record past the filter:
+    /// IPv6 records of the set's names (and of a chain into it) leave every section, the rest
+    /// stays; answers without them pass byte for byte.
+    #[test]
+    fn an_any_answer_loses_the_ipv6_records_of_a_filtering_set() {
+        let learner = Arc::new(Failing {
+            matcher: Arc::new(Matcher::new(vec![
+                DomainSet {
+                    rule: 1,
+                    name: "v4only".into(),
+                    domains: vec!["vid.example".into()],
+                    filter_aaaa: true,
+                },
+                DomainSet {
+                    rule: 2,
+                    name: "video".into(),
+                    domains: vec!["dual.example".into()],
+                    filter_aaaa: false,
+                },
+            ])),
+            stats: Default::default(),
+        });
+        let shared = Shared::new(learner, Duration::from_millis(100), true, Vec::new());
+        let v6 = |last: u8| {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+            a[15] = last;
+            a.to_vec()
+        };
+        let q = wire::query(5, "vid.example", rtype::ANY);
+        let a = wire::tests::answer(
+            &q,
+            &[
+                ("vid.example", rtype::A, 60, vec![198, 19, 0, 7]),
+                ("vid.example", rtype::AAAA, 60, v6(7)),
+                ("vid.example", 16, 60, b"\x03txt".to_vec()),
+            ],
+        );
+        let out = relay(&a, &q, &shared);
+        let m = wire::parse(&out).unwrap();
+        let types: Vec<u16> = m.answers.iter().map(|r| r.rtype).collect();
+        assert_eq!(types, [rtype::A, 16]);
+        assert_eq!(m.header.ancount, 2);
+        // A chain from another name into the set, AAAA of the set's name in the additional
+        // section of another answer.
+        let q = wire::query(6, "alias.other", rtype::ANY);
+        let mut a = wire::tests::answer(
+            &q,
+            &[
+                (
+                    "alias.other",
+                    rtype::CNAME,
+                    60,
+                    wire::tests::encode_name("www.vid.example"),
+                ),
+                ("www.vid.example", rtype::AAAA, 60, v6(8)),
+            ],
+        );
+        a[10..12].copy_from_slice(&1u16.to_be_bytes());
+        a.extend_from_slice(&wire::tests::encode_name("mx.vid.example"));
+        a.extend_from_slice(&[0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+        a.extend_from_slice(&v6(9));
+        let out = relay(&a, &q, &shared);
+        let h = wire::Header::parse(&out).unwrap();
+        assert_eq!((h.ancount, h.arcount), (1, 0), "only the CNAME is left");
+        // Another set's AAAA, and an A question's answer, pass as they are.
+        let q = wire::query(7, "dual.example", rtype::ANY);
+        let a = wire::tests::answer(&q, &[("dual.example", rtype::AAAA, 60, v6(10))]);
+        assert_eq!(relay(&a, &q, &shared), a);
+        // A cut answer loses them too.
+        let q = wire::query(8, "vid.example", rtype::ANY);
+        let mut a = wire::tests::answer(&q, &[("vid.example", rtype::AAAA, 60, v6(7))]);
+        a[2] |= 0x02;
+        let out = relay(&a, &q, &shared);
+        assert_eq!(wire::Header::parse(&out).unwrap().ancount, 0);
+    }
+
+    /// A dead upstream was not named for up to a minute when it had answered before: a
+    /// refusal, and a timeout with no answer since the query went, are logged at once; then
+    /// once a minute while they last, and at once again after answers.
+    #[test]
+    fn an_upstream_failure_is_logged_at_once_and_then_rate_limited() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut log = UpstreamLog::default();
+        assert!(!log.answered(s(0)), "nothing was logged");
+        assert!(
+            log.failed(Count::UpstreamRefused, s(1), s(1)),
+            "refused at once"
+        );
+        assert!(!log.failed(Count::UpstreamRefused, s(2), s(2)));
+        assert!(!log.failed(Count::UpstreamTimeouts, s(30), s(32)));
+        assert!(
+            log.failed(Count::UpstreamRefused, s(61), s(61)),
+            "a minute on"
+        );
+        assert!(log.answered(s(70)), "it answers again");
+        assert!(
+            log.failed(Count::UpstreamRefused, s(75), s(75)),
+            "a new outage"
+        );
+        // Timeouts: one slow name (answers since it was sent) is not logged.
+        let mut log = UpstreamLog::default();
+        log.answered(s(0));
+        assert!(!log.failed(Count::UpstreamTimeouts, s(0), s(2)));
+        assert!(log.failed(Count::UpstreamTimeouts, s(1), s(3)));
+        assert!(!log.failed(Count::UpstreamTimeouts, s(2), s(4)));
+    }
+
+    #[test]
+    fn queries_from_sources_that_are_no_clients_are_dropped_and_counted() {
+        struct Lan(Failing, Arc<Clients>);
+        impl Learn for Lan {
+            fn matcher(&self) -> Arc<Matcher> {
+                self.0.matcher()
+            }
+            fn clients(&self) -> Arc<Clients> {
+                Arc::clone(&self.1)
+            }
+            fn learn(&self, what: &crate::dns::answer::Learnable) -> crate::dns::Outcome {
+                self.0.learn(what)
+            }
+            fn stats(&self) -> &crate::dns::stats::Stats {
+                self.0.stats()
+            }
+        }
+        let p = |s: &str| crate::prefix::parse_prefix(s, false).unwrap();
+        let clients = Clients::new(vec![p("192.168.60.0/24"), p("fd10::/64"), p("100.64.1.2")]);
+        let lan = Arc::new(Lan(
+            Failing {
+                matcher: Arc::default(),
+                stats: Default::default(),
+            },
+            Arc::new(clients),
+        ));
+        let shared = Shared::new(lan.clone(), Duration::from_millis(100), true, Vec::new());
+        for ok in ["192.168.60.7", "fd10::2", "100.64.1.2", "127.0.0.1", "::1"] {
+            assert!(shared.admits(ok.parse().unwrap()), "{ok}");
+        }
+        for no in ["100.64.1.1", "192.168.61.1", "2001:db8::1", "fe80::1"] {
+            assert!(!shared.admits(no.parse().unwrap()), "{no}");
+        }
+        assert_eq!(lan.stats().get(Count::DroppedClients), 4);
+    }
+
     /// One client address flooding queries holds at most its share of the pending slots; the
     /// others keep theirs (one host's flood to a slow upstream gave every client SERVFAIL).
     #[test]
@@ -1062,6 +1351,7 @@ mod tests {
             let pending = |client: &str| Pending {
                 client: client.parse().unwrap(),
                 client_id: 1,
+                limit: wire::UDP_MIN,
                 listener: Rc::clone(&listener),
                 query: Vec::new(),
                 question: wire::question(&wire::query(1, "a.test", rtype::A)).unwrap(),
@@ -1092,6 +1382,9 @@ mod tests {
     impl Learn for Failing {
         fn matcher(&self) -> Arc<Matcher> {
             Arc::clone(&self.matcher)
+        }
+        fn clients(&self) -> Arc<Clients> {
+            Arc::default()
         }
         fn learn(&self, what: &crate::dns::answer::Learnable) -> crate::dns::Outcome {
             self.stats.inc(Count::InsertFailed);

@@ -51,6 +51,8 @@ pub struct Outcome {
 pub trait Learn: Send + Sync {
     /// The domains of the running configuration.
     fn matcher(&self) -> Arc<Matcher>;
+    /// Who the forwarder answers (kept by the controller as routing changes).
+    fn clients(&self) -> Arc<forwarder::Clients>;
     /// Writes what an answer teaches into the kernel; returns once it is there.
     fn learn(&self, what: &Learnable) -> Outcome;
     /// The DNS counters.

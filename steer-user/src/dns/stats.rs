@@ -42,10 +42,13 @@ pub enum Count {
     SnoopLearned,
     /// TCP connections closed at once: their client already held its share of the slots.
     TcpRefused,
+    /// Queries (UDP) and connections (TCP) from sources that are no clients, dropped
+    /// unanswered.
+    DroppedClients,
 }
 
 impl Count {
-    const ALL: [Count; 17] = [
+    const ALL: [Count; 18] = [
         Count::QueriesUdp,
         Count::QueriesTcp,
         Count::Answered,
@@ -63,6 +66,7 @@ impl Count {
         Count::SnoopAnswers,
         Count::SnoopLearned,
         Count::TcpRefused,
+        Count::DroppedClients,
     ];
 
     pub const fn key(self) -> &'static str {
@@ -84,6 +88,7 @@ impl Count {
             Count::SnoopAnswers => "snoop_answers",
             Count::SnoopLearned => "snoop_learned",
             Count::TcpRefused => "tcp_refused",
+            Count::DroppedClients => "dropped_clients",
         }
     }
 }

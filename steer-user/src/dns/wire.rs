@@ -21,7 +21,12 @@ pub mod rtype {
     pub const OPT: u16 = 41;
     pub const SVCB: u16 = 64;
     pub const HTTPS: u16 = 65;
+    /// A question for every record of a name (QTYPE `*`).
+    pub const ANY: u16 = 255;
 }
+
+/// The largest UDP answer a client without EDNS takes (RFC 1035 4.2.1).
+pub const UDP_MIN: usize = 512;
 
 /// The IN class.
 pub const CLASS_IN: u16 = 1;
@@ -248,39 +253,189 @@ pub fn parse(msg: &[u8]) -> Result<Message<'_>, WireError> {
     }
     let mut answers = Vec::with_capacity(usize::from(header.ancount).min(64));
     for _ in 0..header.ancount {
-        let (name, next) = read_name(msg, at)?;
-        let rtype = u16_at(msg, next, "record")?;
-        let class = u16_at(msg, next + 2, "record")?;
-        let ttl = u32_at(msg, next + 4, "record")?;
-        let rdlen = usize::from(u16_at(msg, next + 8, "record")?);
-        let rdata_at = next + 10;
-        let rdata = msg
-            .get(rdata_at..rdata_at + rdlen)
-            .ok_or(WireError::Truncated("record data"))?;
-        let address_len = match rtype {
-            rtype::A => Some(4),
-            rtype::AAAA => Some(16),
-            _ => None,
-        };
-        if class == CLASS_IN && address_len.is_some_and(|n| n != rdlen) {
-            return Err(WireError::BadAddress(rdlen));
-        }
-        answers.push(Record {
-            name,
-            rtype,
-            class,
-            // RFC 2181 8: a TTL with the top bit set is read as 0.
-            ttl: if ttl & 0x8000_0000 != 0 { 0 } else { ttl },
-            rdata,
-            rdata_at,
-        });
-        at = rdata_at + rdlen;
+        let record = read_record(msg, at)?;
+        at = record.rdata_at + record.rdata.len();
+        answers.push(record);
     }
     Ok(Message {
         header,
         question,
         answers,
     })
+}
+
+/// Reads the record at `at`; it ends at `rdata_at + rdata.len()`.
+fn read_record(msg: &[u8], at: usize) -> Result<Record<'_>, WireError> {
+    let (name, next) = read_name(msg, at)?;
+    let rtype = u16_at(msg, next, "record")?;
+    let class = u16_at(msg, next + 2, "record")?;
+    let ttl = u32_at(msg, next + 4, "record")?;
+    let rdlen = usize::from(u16_at(msg, next + 8, "record")?);
+    let rdata_at = next + 10;
+    let rdata = msg
+        .get(rdata_at..rdata_at + rdlen)
+        .ok_or(WireError::Truncated("record data"))?;
+    let address_len = match rtype {
+        rtype::A => Some(4),
+        rtype::AAAA => Some(16),
+        _ => None,
+    };
+    if class == CLASS_IN && address_len.is_some_and(|n| n != rdlen) {
+        return Err(WireError::BadAddress(rdlen));
+    }
+    Ok(Record {
+        name,
+        rtype,
+        class,
+        // RFC 2181 8: a TTL with the top bit set is read as 0.
+        ttl: if ttl & 0x8000_0000 != 0 { 0 } else { ttl },
+        rdata,
+        rdata_at,
+    })
+}
+
+/// The largest UDP answer the client that sent `query` takes: the UDP payload size of its EDNS
+/// OPT record, never below 512 (RFC 6891 6.2.5), or 512 without one (RFC 1035 4.2.1), also
+/// when the query cannot be read that far.
+pub fn udp_limit(query: &[u8]) -> usize {
+    opt_payload_size(query).map_or(UDP_MIN, |n| usize::from(n).max(UDP_MIN))
+}
+
+/// The CLASS field of the OPT record in `msg`'s additional section: its UDP payload size.
+fn opt_payload_size(msg: &[u8]) -> Option<u16> {
+    let h = Header::parse(msg).ok()?;
+    let mut at = HEADER_LEN;
+    for _ in 0..h.qdcount {
+        at = read_question(msg, at).ok()?.end;
+    }
+    let before = usize::from(h.ancount) + usize::from(h.nscount);
+    for i in 0..before + usize::from(h.arcount) {
+        let r = read_record(msg, at).ok()?;
+        if i >= before && r.rtype == rtype::OPT && r.name.is_empty() {
+            return Some(r.class);
+        }
+        at = r.rdata_at + r.rdata.len();
+    }
+    None
+}
+
+/// `answer` cut to what a UDP client whose limit it exceeds gets (RFC 2181 9): its header with
+/// TC set and its question, no records, so that the client asks again over TCP. An answer
+/// whose question cannot be read keeps its header alone.
+pub fn truncated(answer: &[u8]) -> Vec<u8> {
+    let Ok(h) = Header::parse(answer) else {
+        return Vec::new();
+    };
+    let q = if h.qdcount > 0 {
+        read_question(answer, HEADER_LEN).ok()
+    } else {
+        None
+    };
+    let mut out = answer[..q.as_ref().map_or(HEADER_LEN, |q| q.end)].to_vec();
+    out[2..4].copy_from_slice(&(h.flags | 0x0200).to_be_bytes());
+    out[4..6].copy_from_slice(&u16::from(q.is_some()).to_be_bytes());
+    out[6..12].fill(0);
+    out
+}
+
+/// `msg` without the records `drop` picks from its answer, authority and additional sections,
+/// the section counts fixed; `None` when it picks none (the message goes on byte for byte).
+/// The records kept after the first one dropped have their names written out in full: a
+/// compression pointer of theirs may point into what moved. Names inside record data are
+/// written out for the types that may compress them (RFC 3597 4); other data is copied.
+pub fn without(
+    msg: &[u8],
+    mut drop: impl FnMut(&Record<'_>) -> bool,
+) -> Result<Option<Vec<u8>>, WireError> {
+    let h = Header::parse(msg)?;
+    let mut at = HEADER_LEN;
+    for _ in 0..h.qdcount {
+        at = read_question(msg, at)?.end;
+    }
+    let mut out = msg[..at].to_vec();
+    let mut counts = [h.ancount, h.nscount, h.arcount];
+    let mut moved = false;
+    for count in &mut counts {
+        for _ in 0..*count {
+            let r = read_record(msg, at)?;
+            let end = r.rdata_at + r.rdata.len();
+            if drop(&r) {
+                *count -= 1;
+                moved = true;
+            } else if !moved {
+                out.extend_from_slice(&msg[at..end]);
+            } else {
+                let fixed = expand_name(msg, at, &mut out)?;
+                // Type, class and TTL; the length is the rewritten data's.
+                out.extend_from_slice(&msg[fixed..fixed + 8]);
+                let data = expand_rdata(msg, &r)?;
+                let len = u16::try_from(data.len()).map_err(|_| WireError::Truncated("record"))?;
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&data);
+            }
+            at = end;
+        }
+    }
+    if !moved {
+        return Ok(None);
+    }
+    for (i, n) in counts.iter().enumerate() {
+        out[6 + 2 * i..8 + 2 * i].copy_from_slice(&n.to_be_bytes());
+    }
+    Ok(Some(out))
+}
+
+/// Writes the name at `at` uncompressed into `out`; returns the offset after it in `msg`.
+fn expand_name(msg: &[u8], at: usize, out: &mut Vec<u8>) -> Result<usize, WireError> {
+    // Checked first: the walk below is [`read_name`]'s, within the bounds it found.
+    let (_, after) = read_name(msg, at)?;
+    let mut at = at;
+    loop {
+        let len = msg[at];
+        if len & 0xc0 == 0xc0 {
+            at = usize::from(u16::from_be_bytes([len & 0x3f, msg[at + 1]]));
+            continue;
+        }
+        let len = usize::from(len);
+        out.extend_from_slice(&msg[at..at + 1 + len]);
+        if len == 0 {
+            return Ok(after);
+        }
+        at += 1 + len;
+    }
+}
+
+/// The data of `r` with the names in it written out in full.
+fn expand_rdata(msg: &[u8], r: &Record<'_>) -> Result<Vec<u8>, WireError> {
+    // (bytes before the names, names); what follows the names is copied.
+    let (fixed, names) = match r.rtype {
+        // NS, MD, MF, CNAME, MB, MG, MR, PTR, DNAME.
+        2..=5 | 7..=9 | 12 | 39 => (0, 1),
+        // SOA (then its 20 bytes of numbers), MINFO, RP.
+        6 | 14 | 17 => (0, 2),
+        // MX, AFSDB, RT, KX.
+        15 | 18 | 21 | 36 => (2, 1),
+        // PX.
+        26 => (2, 2),
+        // SRV.
+        33 => (6, 1),
+        _ => return Ok(r.rdata.to_vec()),
+    };
+    let end = r.rdata_at + r.rdata.len();
+    let mut out = r
+        .rdata
+        .get(..fixed)
+        .ok_or(WireError::Truncated("record data"))?
+        .to_vec();
+    let mut at = r.rdata_at + fixed;
+    for _ in 0..names {
+        at = expand_name(msg, at, &mut out)?;
+        if at > end {
+            return Err(WireError::Truncated("record data"));
+        }
+    }
+    out.extend_from_slice(&msg[at..end]);
+    Ok(out)
 }
 
 impl Record<'_> {
@@ -559,6 +714,98 @@ pub(crate) mod tests {
         assert_eq!((h.qdcount, h.ancount, h.arcount), (1, 0, 0));
         assert_eq!(super::question(&r).unwrap().name, "use-application-dns.net");
         assert!(reply(&[1, 2, 3], rcode::SERVFAIL).is_empty());
+    }
+
+    /// A query with an EDNS OPT record advertising `size` bytes.
+    fn with_opt(mut q: Vec<u8>, size: u16) -> Vec<u8> {
+        q[10..12].copy_from_slice(&1u16.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 41]);
+        q.extend_from_slice(&size.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        q
+    }
+
+    #[test]
+    fn a_clients_udp_limit_is_its_edns_size_or_512() {
+        let q = query(1, "big.example", rtype::A);
+        assert_eq!(udp_limit(&q), 512, "no OPT record");
+        assert_eq!(udp_limit(&with_opt(q.clone(), 1232)), 1232);
+        assert_eq!(udp_limit(&with_opt(q.clone(), 100)), 512, "never below 512");
+        let mut cut = with_opt(q.clone(), 4096);
+        cut.truncate(cut.len() - 3);
+        assert_eq!(udp_limit(&cut), 512, "an OPT record that cannot be read");
+        assert_eq!(udp_limit(&[1, 2]), 512);
+    }
+
+    #[test]
+    fn a_truncated_answer_keeps_header_and_question_and_sets_tc() {
+        let q = query(0x77, "big.example", rtype::A);
+        let records: Vec<_> = (1..=40u8)
+            .map(|i| ("big.example", rtype::A, 60, vec![198, 19, 110, i]))
+            .collect();
+        let mut a = answer(&q, &records);
+        a[2] |= 0x04; // AA stays
+        let t = truncated(&a);
+        let h = Header::parse(&t).unwrap();
+        assert!(h.truncated() && h.is_response());
+        assert_eq!(h.flags & 0x0400, 0x0400, "AA kept");
+        assert_eq!(
+            (h.id, h.qdcount, h.ancount, h.nscount, h.arcount),
+            (0x77, 1, 0, 0, 0)
+        );
+        assert_eq!(super::question(&t).unwrap().name, "big.example");
+        assert_eq!(t.len(), q.len());
+        assert!(truncated(&[1]).is_empty());
+    }
+
+    /// An ANY answer: A, then AAAA, then an MX whose owner and exchange point into the AAAA
+    /// record's name, then an additional AAAA and the OPT record. Without the AAAA records the
+    /// rest reads back as it was.
+    #[test]
+    fn records_are_dropped_with_counts_fixed_and_later_names_written_out() {
+        let q = query(9, "v.example", rtype::ANY);
+        let mut a = reply(&q, rcode::NOERROR);
+        a[6..8].copy_from_slice(&3u16.to_be_bytes());
+        a[10..12].copy_from_slice(&2u16.to_be_bytes());
+        // A of v.example (pointer to the question name).
+        a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 19, 0, 1]);
+        // AAAA of "www" + pointer to the question name: www.v.example.
+        let www = a.len() as u8;
+        a.extend_from_slice(&[
+            3, b'w', b'w', b'w', 0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16,
+        ]);
+        a.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        // MX of www.v.example (pointer into the AAAA record) -> mail.www.v.example.
+        a.extend_from_slice(&[0xc0, www, 0, 15, 0, 1, 0, 0, 0, 60, 0, 9, 0, 10]);
+        a.extend_from_slice(&[4, b'm', b'a', b'i', b'l', 0xc0, www]);
+        // Additional: AAAA of mail.www.v.example (pointer into the MX), then OPT.
+        let mail = (a.len() - 7) as u8;
+        a.extend_from_slice(&[0xc0, mail, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+        a.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        a.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
+        let before = parse(&a).unwrap();
+        assert_eq!(before.answers.len(), 3);
+        let out = without(&a, |r| r.rtype == rtype::AAAA).unwrap().unwrap();
+        let h = Header::parse(&out).unwrap();
+        assert_eq!((h.ancount, h.nscount, h.arcount), (2, 0, 1));
+        let m = parse(&out).unwrap();
+        assert_eq!(m.answers[0].address(), Some("198.19.0.1".parse().unwrap()));
+        assert_eq!(m.answers[1].name, "www.v.example");
+        assert_eq!(m.answers[1].rtype, 15);
+        let (exchange, end) = read_name(&out, m.answers[1].rdata_at + 2).unwrap();
+        assert_eq!(exchange, "mail.www.v.example");
+        assert_eq!(end, m.answers[1].rdata_at + m.answers[1].rdata.len());
+        // The OPT record is all that is left after the answers.
+        assert_eq!(&out[end..], &[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(udp_limit(&out), 1232);
+        // Nothing picked: the message goes on byte for byte.
+        assert_eq!(without(&a, |_| false).unwrap(), None);
+        // Only the additional AAAA: what comes before it is unchanged.
+        let out = without(&a, |r| r.rtype == rtype::AAAA && r.name.starts_with("mail"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(out[12..a.len() - 39], a[12..a.len() - 39]);
+        assert_eq!(Header::parse(&out).unwrap().arcount, 1);
     }
 
     /// Random bytes, random cuts and random single-byte changes of valid messages: nothing

@@ -259,6 +259,9 @@ pub(crate) struct FoundLocal {
     pub delegated: Vec<DelegatedRoute>,
     /// The router's own addresses, with the interface (by index) holding each.
     pub addresses: Vec<(u32, IpAddr)>,
+    /// The main table's unicast routes but the default, each with the one interface it leaves
+    /// by (connected subnets and routes through a gateway; not multipath ones).
+    pub routes_out: Vec<(Prefix, u32)>,
 }
 
 /// The destinations the router reaches without a WAN, from its local and main tables.
@@ -276,6 +279,11 @@ pub(crate) async fn local_routes(handle: &Handle) -> Result<FoundLocal, rtnetlin
                     continue;
                 };
                 found.local.push((prefix, kind));
+                if table == MAIN_TABLE
+                    && let Some(oif) = unicast_interface(&m)
+                {
+                    found.routes_out.push((prefix, oif));
+                }
                 if kind == LocalKind::Route
                     && let Some(oif) = gateway_interface(&m)
                 {
@@ -317,6 +325,21 @@ fn gateway_interface(m: &RouteMessage) -> Option<u32> {
         .iter()
         .any(|a| matches!(a, RouteAttribute::Gateway(_) | RouteAttribute::Via(_)));
     if !through_gateway {
+        return None;
+    }
+    m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(index) => Some(*index),
+        _ => None,
+    })
+}
+
+/// The interface a unicast route with one next hop leaves by.
+fn unicast_interface(m: &RouteMessage) -> Option<u32> {
+    if m.header.kind != RouteType::Unicast
+        || m.attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::MultiPath(_)))
+    {
         return None;
     }
     m.attributes.iter().find_map(|a| match a {

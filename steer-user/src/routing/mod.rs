@@ -633,6 +633,7 @@ impl Routing {
             through_gateways: found.through_gateways,
             delegated: found.delegated,
             addresses: found.addresses,
+            routes_out: found.routes_out,
         })
     }
 
@@ -692,6 +693,9 @@ pub struct SystemView {
     /// The router's own addresses, with the interface (by index) holding each: the families a
     /// point-to-point link carries, the sources of a WAN's own traffic.
     pub addresses: Vec<(u32, IpAddr)>,
+    /// The main table's unicast routes but the default, with the interface each leaves by:
+    /// who is behind which interface (the DNS forwarder answers the LAN's).
+    pub routes_out: Vec<(crate::prefix::Prefix, u32)>,
 }
 
 impl SystemView {
