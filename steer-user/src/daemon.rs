@@ -490,7 +490,7 @@ fn after_failover(
     if !report.up {
         return;
     }
-    if let Some(job) = ctl.flows_back(&report.wan) {
+    if let Some(job) = ctl.flows_back(&report.wan, &report.families) {
         let listed = listed.clone();
         tokio::task::spawn_blocking(move || {
             let result = job.list();

@@ -417,15 +417,29 @@ fn a_reload_that_moves_a_destination_moves_no_live_connection() {
 fn failback_move_cuts_the_moved_connections_when_the_wan_returns() {
     let s = Scenario::start("failback-move", &Options::default());
     enforce_source_addresses(&s.lab);
+    // A connection whose entry is cut dies (with the default, conntrack would take it up
+    // again mid-stream and hide a wrong cut).
+    s.lab
+        .router
+        .run("sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0");
     let config = std::fs::read_to_string(s.work.config()).expect("config");
-    let moving = config.replace(
-        "name = \"wan1-first\"\n",
-        "name = \"wan1-first\"\nfailback = \"move\"\n",
-    );
+    // A port rule sends port 8004 to wan2 whatever the default says.
+    let port_rule = "[[set]]\nname = \"port-8004\"\npolicy = \"wan2-first\"\nproto = [\"tcp\"]\ndports = [\"8004\"]\n\n[default]";
+    let moving = config
+        .replace(
+            "name = \"wan1-first\"\n",
+            "name = \"wan1-first\"\nfailback = \"move\"\n",
+        )
+        .replacen("[default]", port_rule, 1);
     assert_ne!(moving, config);
     s.work.write("steer.toml", &moving);
     s.steer(&["reload"]);
     let server = EchoServer::start(&s.lab.internet, server_a(8003));
+    // On wan2 from its first packet, by its own rule: the outage never moved it, so the
+    // failback leaves it alone.
+    let ruled_server = EchoServer::start(&s.lab.internet, server_a(8004));
+    let mut ruled = Conversation::open(&s.lab.client, ruled_server.addr()).expect("connect");
+    assert!(exchange(&s, &mut ruled, "port rule").starts_with(&seen_via(Wan::Two)));
     s.lab.cut_carrier(Wan::One);
     s.wait_wan("wan1", "down", SETTLE);
     let mut during = Conversation::open(&s.lab.client, server.addr()).expect("connect");
@@ -452,6 +466,15 @@ fn failback_move_cuts_the_moved_connections_when_the_wan_returns() {
     s.daemon.wait_log("failback = \"move\" cut", SETTLE);
     let mut again = Conversation::open(&s.lab.client, server.addr()).expect("connect");
     assert!(exchange(&s, &mut again, "reconnected").starts_with(&seen_via(Wan::One)));
+    for i in 0..5 {
+        let seen = ruled.exchange().unwrap_or_else(|e| {
+            panic!(
+                "the port rule's connection, exchange {i}: {e}\n{}",
+                s.daemon.log_text()
+            )
+        });
+        assert!(seen.starts_with(&seen_via(Wan::Two)), "{seen}");
+    }
 }
 
 #[test]

@@ -635,9 +635,9 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
             dst,
             proto: transport.proto(),
             ports: transport.ports(),
-            mac: src_mac,
+            mac: Some(src_mac),
             // A test run without an input device runs on the namespace's loopback.
-            ifindex: ifindex.unwrap_or(LOOPBACK_IFINDEX),
+            ifindex: Some(ifindex.unwrap_or(LOOPBACK_IFINDEX)),
         };
         matched.later = later_ordered(maps, &names, &probe, matched.position)?;
         e.ordered = Some(matched);

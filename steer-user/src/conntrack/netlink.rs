@@ -27,6 +27,7 @@ const NFGENMSG_LEN: usize = 4;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_STATUS: u16 = 3;
 const CTA_MARK: u16 = 8;
 const CTA_ZONE: u16 = 18;
 const CTA_MARK_MASK: u16 = 21;
@@ -39,6 +40,9 @@ const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
+/// `IPS_DST_NAT` of `CTA_STATUS`: the connection's destination was translated (a port
+/// forward, npt's inbound translation).
+const IPS_DST_NAT: u32 = 1 << 5;
 
 /// How long the kernel may take to answer one request; it deletes synchronously, so only a
 /// huge table comes near this, and the caller (the failover) must not hang on a lost answer.
@@ -95,15 +99,23 @@ pub struct Connection {
     pub sport: u16,
     pub dport: u16,
     pub mark: u32,
+    /// It came in to a translated destination: a port forward, or npt's way in from the
+    /// internet. Such a connection belongs to the WAN it came in on.
+    pub inbound: bool,
     /// The `CTA_TUPLE_ORIG` (and zone) attributes as the kernel sent them, to delete exactly
     /// this entry.
     key: Vec<u8>,
     family: u8,
 }
 
-/// The conntrack entries (IPv4 and IPv6) whose connection mark matches `mark` under `mask`.
-pub fn connections(mark: u32, mask: u32) -> Result<Vec<Connection>, ConntrackError> {
-    connections_of(mark, mask, &[libc::AF_INET as u8, libc::AF_INET6 as u8])
+/// The conntrack entries of `families` whose connection mark matches `mark` under `mask`.
+pub fn connections(
+    mark: u32,
+    mask: u32,
+    families: &[Family],
+) -> Result<Vec<Connection>, ConntrackError> {
+    let families: Vec<u8> = families.iter().map(|f| address_family(*f)).collect();
+    connections_of(mark, mask, &families)
 }
 
 /// The conntrack entries of the address `families` whose connection mark matches `mark` under
@@ -272,6 +284,9 @@ fn parse_connection(payload: &[u8]) -> Option<Connection> {
         mark: find(attrs, CTA_MARK)
             .and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)))
             .unwrap_or(0),
+        inbound: find(attrs, CTA_STATUS)
+            .and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)))
+            .is_some_and(|status| status & IPS_DST_NAT != 0),
         key,
         family,
     })

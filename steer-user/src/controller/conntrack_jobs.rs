@@ -26,14 +26,17 @@ pub struct FlowsBack {
     pub mask: u32,
     /// The marks of the other WANs.
     pub marks: Vec<u32>,
+    /// The families that recovered: only their connections are looked at (the other family's
+    /// recovery moves its own, once).
+    pub families: Vec<Family>,
 }
 
 impl FlowsBack {
-    /// The connections carrying the other WANs' marks.
+    /// The connections of the recovered families carrying the other WANs' marks.
     pub fn list(&self) -> Result<Vec<Connection>, ConntrackError> {
         let mut all = Vec::new();
         for mark in &self.marks {
-            all.extend(conntrack::connections(*mark, self.mask)?);
+            all.extend(conntrack::connections(*mark, self.mask, &self.families)?);
         }
         Ok(all)
     }

@@ -159,6 +159,11 @@ impl Learner {
         (learner, found)
     }
 
+    /// The rule a learned host steers to, if `addr` is one.
+    pub fn rule_of(&self, addr: IpAddr) -> Option<u32> {
+        self.lock().table.get(&addr).map(|e| e.rule())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }

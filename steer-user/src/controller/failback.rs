@@ -2,9 +2,14 @@
 //! (`failback = "move"`). Established connections keep their WAN otherwise.
 //!
 //! The kernel's verdict for a new packet is what the classifier computes; for a connection that
-//! already exists it is asked here in userspace, with the same answer: the longest matching
-//! source prefix, then destination prefix, then the default rule (local destinations are never
-//! steered), and for a balanced rule the slot of the same hash the kernel uses.
+//! already exists it is asked here in userspace, with the same answer, in the classifier's
+//! order: the first set with conditions it meets (read from the live condition maps), the
+//! longest matching source prefix, a host learned from DNS, the longest destination prefix,
+//! then the default rule (local destinations are never steered), and for a balanced rule the
+//! slot of the same hash the kernel uses. Only connections that verdict would move are cut:
+//! never one that came in from a WAN (a port forward, npt's way in), nor one whose rule
+//! depends on what conntrack does not keep (a set with conditions on the source MAC or the
+//! input interface).
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -15,6 +20,7 @@ use steer_common::{
 use crate::{
     config::{Config, Failback},
     conntrack::Connection,
+    dataplane::ordered::{CondMaps, CondProbe, FirstMet},
     model::{Direction, Family, LocalSet, PolicyTable, PrefixMap, PrefixSets, Rule},
 };
 
@@ -25,13 +31,19 @@ pub struct Verdicts<'a> {
     pub prefixes: &'a PrefixSets,
     pub local: &'a LocalSet,
     pub table: &'a PolicyTable,
+    pub ordered: &'a CondMaps,
+    /// The rule a host learned from DNS steers to.
+    pub learned: &'a dyn Fn(IpAddr) -> Option<u32>,
 }
 
 impl Verdicts<'_> {
     /// Whether `conn` belongs to a policy that moves its flows back and would be stamped with
     /// another WAN mark now.
     pub fn should_move(&self, conn: &Connection) -> bool {
-        let Some(rule) = self.rule_of(conn.src, conn.dst) else {
+        if conn.inbound {
+            return false;
+        }
+        let Some(rule) = self.rule_of(conn) else {
             return false;
         };
         let moves_back = self
@@ -52,10 +64,25 @@ impl Verdicts<'_> {
         }
     }
 
-    /// The rule a packet `src -> dst` hits, `None` for a local destination.
-    fn rule_of(&self, src: IpAddr, dst: IpAddr) -> Option<u32> {
+    /// The rule the connection's packets hit; `None` for a local destination, or when it
+    /// cannot be told.
+    fn rule_of(&self, conn: &Connection) -> Option<u32> {
+        let (src, dst) = (conn.src, conn.dst);
         if self.local.keys().any(|p| p.contains(dst)) {
             return None;
+        }
+        let probe = CondProbe {
+            src,
+            dst,
+            proto: conn.proto,
+            ports: Some((conn.sport, conn.dport)),
+            mac: None,
+            ifindex: None,
+        };
+        match self.ordered.first_met(&probe) {
+            FirstMet::Rule(rule) => return Some(rule),
+            FirstMet::Unknown => return None,
+            FirstMet::None => {}
         }
         let v4 = dst.is_ipv4();
         let by = |dir: Direction, ip: IpAddr| {
@@ -65,6 +92,7 @@ impl Verdicts<'_> {
         };
         Some(
             by(Direction::Src, src)
+                .or_else(|| (self.learned)(dst))
                 .or_else(|| by(Direction::Dst, dst))
                 .unwrap_or(steer_common::DEFAULT_RULE),
         )

@@ -982,7 +982,7 @@ impl Controller {
     /// After WAN `recovered` came back: the listing of connections that policies with
     /// `failback = "move"` may want back on it, for the caller to run off the event loop and
     /// hand to [`Controller::flows_to_move`]. `None` when no policy moves flows back.
-    pub fn flows_back(&self, recovered: &str) -> Option<FlowsBack> {
+    pub fn flows_back(&self, recovered: &str, families: &[Family]) -> Option<FlowsBack> {
         let wanted = self
             .config
             .policies
@@ -1001,6 +1001,7 @@ impl Controller {
                 .filter(|w| w.name != recovered)
                 .map(|w| w.mark)
                 .collect(),
+            families: families.to_vec(),
         })
     }
 
@@ -1008,12 +1009,15 @@ impl Controller {
     /// are on: to be cut, so they start over on their policy's WAN.
     pub fn flows_to_move(&self, listed: Vec<conntrack::Connection>) -> Vec<conntrack::Connection> {
         let (table, _) = self.live_table();
+        let learned = |addr| self.dns.rule_of(addr);
         let verdicts = failback::Verdicts {
             config: &self.config,
             rules: &self.rules,
             prefixes: self.dp.prefixes(),
             local: self.dp.local(),
             table: &table,
+            ordered: self.dp.maps().ordered(),
+            learned: &learned,
         };
         listed
             .into_iter()

@@ -239,15 +239,17 @@ pub struct CondProbe {
     /// `None` for a protocol without ports: no port rule meets it (nor, as in the classifier,
     /// ports that are both 0).
     pub ports: Option<(u16, u16)>,
-    pub mac: [u8; 6],
-    pub ifindex: u32,
+    /// `None`: not known (a conntrack entry keeps neither): every rule on it may be met.
+    pub mac: Option<[u8; 6]>,
+    pub ifindex: Option<u32>,
 }
 
 impl CondMaps {
     /// The bits of the live bank's rules that `p` meets, every one of them, where the
     /// classifier keeps only the lowest (`steer-ebpf/src/cond.rs`, which this reads the maps
-    /// as): `steer explain` names the later rules a packet also meets. Explain checks that the
-    /// lowest bit is the rule the classifier itself picked.
+    /// as): `steer explain` names the later rules a packet also meets (and checks that the
+    /// lowest bit is the rule the classifier itself picked); failback asks which rule a
+    /// connection follows.
     pub fn met(&self, p: &CondProbe) -> Result<u64, DataplaneError> {
         let bank_no = self.live_bank()?;
         let bank = self.live()?;
@@ -272,19 +274,23 @@ impl CondMaps {
         };
         narrow(&mut bits, cond::dims::SPORT, cond::any::SPORT, sport);
         narrow(&mut bits, cond::dims::DPORT, cond::any::DPORT, dport);
-        let mac_key = CondMacKey {
-            bank: bank_no as u8,
-            _pad: 0,
-            mac: p.mac,
-        };
-        let mac = bits_or_none(self.mac.get(&mac_key, 0), names::COND_MAC)?;
-        narrow(&mut bits, cond::dims::MAC, cond::any::MAC, mac);
-        let in_key = CondIfKey {
-            bank: bank_no,
-            ifindex: p.ifindex,
-        };
-        let input = bits_or_none(self.ins.get(&in_key, 0), names::COND_IN)?;
-        narrow(&mut bits, cond::dims::IN, cond::any::IN, input);
+        if let Some(mac) = p.mac {
+            let key = CondMacKey {
+                bank: bank_no as u8,
+                _pad: 0,
+                mac,
+            };
+            let hit = bits_or_none(self.mac.get(&key, 0), names::COND_MAC)?;
+            narrow(&mut bits, cond::dims::MAC, cond::any::MAC, hit);
+        }
+        if let Some(ifindex) = p.ifindex {
+            let key = CondIfKey {
+                bank: bank_no,
+                ifindex,
+            };
+            let hit = bits_or_none(self.ins.get(&key, 0), names::COND_IN)?;
+            narrow(&mut bits, cond::dims::IN, cond::any::IN, hit);
+        }
         for (side, dim, any, addr) in [
             (Direction::Src, cond::dims::SRC, cond::any::SRC_V4, p.src),
             (Direction::Dst, cond::dims::DST, cond::any::DST_V4, p.dst),
@@ -293,6 +299,29 @@ impl CondMaps {
             narrow(&mut bits, dim, any + family.index(), hit);
         }
         Ok(bits)
+    }
+
+    /// The first ordered rule `p` meets, if it can be told.
+    pub fn first_met(&self, p: &CondProbe) -> FirstMet {
+        let Ok(bank) = self.live() else {
+            return FirstMet::Unknown;
+        };
+        if bank.used == [0, 0] {
+            return FirstMet::None;
+        }
+        let met = match self.met(p) {
+            Ok(0) => return FirstMet::None,
+            Ok(met) => met,
+            Err(_) => return FirstMet::Unknown,
+        };
+        let first = met.trailing_zeros() as usize;
+        let bit = 1u64 << first;
+        let known = |any: usize, given: bool| given || bank.any[any] & bit != 0;
+        if known(cond::any::MAC, p.mac.is_some()) && known(cond::any::IN, p.ifindex.is_some()) {
+            FirstMet::Rule(u32::from(bank.rule[first]))
+        } else {
+            FirstMet::Unknown
+        }
     }
 
     fn port_hit(&self, bank: u32, side: u32, port: u16) -> Result<u64, DataplaneError> {
@@ -341,6 +370,18 @@ fn bits_or_none(
         Err(aya::maps::MapError::KeyNotFound) => Ok(0),
         Err(e) => Err(map_err(name, "read")(e)),
     }
+}
+
+/// What [`CondMaps::first_met`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstMet {
+    /// No ordered rule: the plain sets decide.
+    None,
+    /// This rule (its `POLICY` row).
+    Rule(u32),
+    /// It depends on what the probe does not know (its MAC or input interface), or the maps
+    /// could not be read.
+    Unknown,
 }
 
 /// One ordered rule as the live bank holds it, for `steer dump rules`.
