@@ -793,6 +793,84 @@ fn snoop_mode_learns_answers_crossing_the_router_and_fails_open() {
     assert_eq!(out.trim(), host_v4(4103).to_string());
 }
 
+/// Snoop mode learns from an answer only when it replies to a query it saw on its way out:
+/// the same client address and port, server, DNS ID and question, once. Answers forged onto
+/// the open connection (another ID, a question never asked, a second answer) pass to the
+/// client but teach nothing.
+#[test]
+fn snoop_mode_learns_only_the_answer_to_a_query_it_saw() {
+    let tail = format!(
+        "{}\n[dns]\nforward = false\nsnoop = true\n",
+        steer_tests::dns::SETS
+    );
+    let t = DnsScenario::start_with("dns-snoop-ask", &tail, |lab, dir| {
+        lab.internet
+            .run("ip addr add 203.0.113.53/32 dev lo && ip addr add 203.0.113.54/32 dev lo");
+        let hosts = hosts_file(
+            dir,
+            "ask-hosts",
+            std::iter::once("198.19.140.1 real.video.example".to_owned()),
+        );
+        Dnsmasq::start(&lab.internet, dir, INTERNET_DNS.parse().unwrap(), &[hosts])
+    });
+    let lab = &t.s.lab;
+    // A resolver on the internet that answers as the test says.
+    let server = lab
+        .internet
+        .enter(|| UdpSocket::bind("203.0.113.54:53").expect("the test's resolver"));
+    let client = lab
+        .client
+        .enter(|| UdpSocket::bind("0.0.0.0:5555").expect("the client's port"));
+    for s in [&server, &client] {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    }
+    let answer = |id: u16, name: &str, last: u8| {
+        let mut a = wire::reply(&wire::query(id, name, rtype::A), 0);
+        a[7] = 1;
+        a.extend_from_slice(&[
+            0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4, 198, 51, 100, last,
+        ]);
+        a
+    };
+    let query = wire::query(77, "plain.video.example", rtype::A);
+    client.send_to(&query, "203.0.113.54:53").unwrap();
+    let mut buf = [0u8; 512];
+    let (n, peer) = server.recv_from(&mut buf).expect("the query arrives");
+    assert_eq!(&buf[..n], &query[..]);
+    let sent = [
+        answer(78, "plain.video.example", 161), // another ID
+        answer(77, "evil.video.example", 162),  // a question never asked
+        answer(77, "plain.video.example", 163), // the answer
+        answer(77, "plain.video.example", 164), // a second answer
+    ];
+    for a in &sent {
+        server.send_to(a, peer).unwrap();
+    }
+    // Each is held until it is read: once the client has all four, snoop read them.
+    for a in &sent {
+        let (n, _) = client.recv_from(&mut buf).expect("every answer passes");
+        assert_eq!(&buf[..n], &a[..]);
+    }
+    let learned = t.learned();
+    assert_eq!(
+        learned.get("198.51.100.163").map(|e| e["name"].clone()),
+        Some("plain.video.example".into()),
+        "the answer to the query teaches: {:?}",
+        learned.keys().collect::<Vec<_>>()
+    );
+    for forged in ["198.51.100.161", "198.51.100.162", "198.51.100.164"] {
+        assert!(
+            !learned.contains_key(forged),
+            "{forged} learned from an answer to no query: {:?}",
+            learned.keys().collect::<Vec<_>>()
+        );
+    }
+    // A real resolver's answer, through dig, still teaches.
+    let out = dig(&lab.client, "@203.0.113.53 +short real.video.example");
+    assert_eq!(out.trim(), "198.19.140.1");
+    assert!(t.learned().contains_key("198.19.140.1"));
+}
+
 /// A reload whose new listen address is taken is refused, as a start is: the CLI fails with
 /// the reason, the running forwarder keeps its addresses and upstream, and the status says so.
 #[test]
