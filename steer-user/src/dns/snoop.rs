@@ -11,11 +11,13 @@
 //! (`NFQA_CFG_F_FAIL_OPEN`). A DNS message over TCP is learned from when one segment holds it
 //! whole (the usual case); otherwise it passes unlearned.
 //!
-//! The queries a LAN host sends out (destination port 53) go through the same queue: each is
-//! noted as [`Outstanding`] (client address and port, server, DNS ID, question) and accepted at
-//! once. An answer teaches only when it replies to one of them exactly, and consumes it: a
-//! packet forged onto an open connection (another ID, a question never asked, a second answer)
-//! teaches nothing. The query is held until it is noted, so its answer can never be read first.
+//! The queries a LAN host sends out (destination port 53) are copied to NFLOG group
+//! `dns.snoop_queue`, bound on the queue's socket, and not held: each is noted as
+//! [`Outstanding`] (client address and port, server, DNS ID, question). An answer teaches only
+//! when it replies to one of them exactly, and consumes it: a packet forged onto an open
+//! connection (another ID, a question never asked, a second answer) teaches nothing. The
+//! kernel sends the query's copy (at once: a threshold of one packet) before its answer can
+//! exist, to the same socket, so the reader always sees the query first.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -61,8 +63,8 @@ pub fn nft_chain(lan: &[String], queue: u16) -> String {
     format!(
         "\tchain dns_snoop {{\n\
          \t\ttype filter hook forward priority mangle; policy accept;\n\
-         \t\tiifname {{ {lan} }} udp dport {DNS_PORT} ct direction original queue num {queue} bypass\n\
-         \t\tiifname {{ {lan} }} tcp dport {DNS_PORT} ct direction original queue num {queue} bypass\n\
+         \t\tiifname {{ {lan} }} udp dport {DNS_PORT} ct direction original log group {queue}\n\
+         \t\tiifname {{ {lan} }} tcp dport {DNS_PORT} ct direction original log group {queue}\n\
          \t\toifname {{ {lan} }} udp sport {DNS_PORT} ct direction reply queue num {queue} bypass\n\
          \t\toifname {{ {lan} }} tcp sport {DNS_PORT} ct direction reply queue num {queue} bypass\n\
          \t}}\n"
@@ -100,12 +102,7 @@ pub fn install_fallback(lan: &[String], queue: u16) -> Result<(), String> {
         let _ = xtables(bin, &["-t", "mangle", "-N", FALLBACK_CHAIN]);
         xtables(bin, &["-t", "mangle", "-F", FALLBACK_CHAIN])?;
         for lan in lan {
-            for (iface, port, dir, proto) in [
-                ("-i", "--dport", "ORIGINAL", "udp"),
-                ("-i", "--dport", "ORIGINAL", "tcp"),
-                ("-o", "--sport", "REPLY", "udp"),
-                ("-o", "--sport", "REPLY", "tcp"),
-            ] {
+            for proto in ["udp", "tcp"] {
                 xtables(
                     bin,
                     &[
@@ -113,16 +110,41 @@ pub fn install_fallback(lan: &[String], queue: u16) -> Result<(), String> {
                         "mangle",
                         "-A",
                         FALLBACK_CHAIN,
-                        iface,
+                        "-i",
                         lan,
                         "-p",
                         proto,
-                        port,
+                        "--dport",
                         "53",
                         "-m",
                         "conntrack",
                         "--ctdir",
-                        dir,
+                        "ORIGINAL",
+                        "-j",
+                        "NFLOG",
+                        "--nflog-group",
+                        &queue,
+                    ],
+                )?;
+            }
+            for proto in ["udp", "tcp"] {
+                xtables(
+                    bin,
+                    &[
+                        "-t",
+                        "mangle",
+                        "-A",
+                        FALLBACK_CHAIN,
+                        "-o",
+                        lan,
+                        "-p",
+                        proto,
+                        "--sport",
+                        "53",
+                        "-m",
+                        "conntrack",
+                        "--ctdir",
+                        "REPLY",
                         "-j",
                         "NFQUEUE",
                         "--queue-num",
@@ -191,7 +213,10 @@ impl Snooper {
     /// anything, so a queue another program holds refuses it with the system untouched.
     pub fn bind(queue: u16) -> io::Result<BoundQueue> {
         let q = Queue::bind(queue, POLL).map_err(|e| {
-            io::Error::new(e.kind(), format!("dns snoop: binding NFQUEUE {queue}: {e}"))
+            io::Error::new(
+                e.kind(),
+                format!("dns snoop (dns.snoop_queue = {queue}): {e}"),
+            )
         })?;
         Ok(BoundQueue { queue, q })
     }
@@ -230,7 +255,8 @@ fn read(q: &Queue, learner: &dyn Learn, stop: &AtomicBool) {
         let n = match q.recv(&mut buf) {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                // The kernel dropped messages for us (they were accepted, fail-open).
+                // The kernel dropped messages for us: queued answers were accepted (fail-open),
+                // copies of queries lost (their answers pass unlearned).
                 log::debug!("dns snoop: receive buffer overrun");
                 continue;
             }
@@ -241,45 +267,43 @@ fn read(q: &Queue, learner: &dyn Learn, stop: &AtomicBool) {
         };
         let received = Instant::now();
         for p in packets(&buf[..n]) {
-            let Some(dns) = dns_packet(p.payload) else {
-                if let Err(e) = q.accept(p.id) {
-                    log::debug!("dns snoop: verdict for packet {}: {e}", p.id);
+            let dns = dns_packet(p.payload);
+            let Some(id) = p.id else {
+                // A logged copy: a query on its way out (it needs no verdict).
+                if let Some(q) = dns.filter(|d| d.dst.port() == DNS_PORT && !is_response(d.msg)) {
+                    outstanding.ask(&q, received);
                 }
                 continue;
             };
-            let response = wire::Header::parse(dns.msg).is_ok_and(|h| h.is_response());
-            if !response && dns.dst.port() == DNS_PORT {
-                // A query: noted, and on its way at once (no answer is learned here).
-                outstanding.ask(&dns, received);
-                if let Err(e) = q.accept(p.id) {
-                    log::debug!("dns snoop: verdict for packet {}: {e}", p.id);
-                }
-                continue;
-            }
-            if dns.src.port() == DNS_PORT {
+            if let Some(dns) = dns.filter(|d| d.src.port() == DNS_PORT) {
                 let stats = learner.stats();
                 stats.inc(Count::SnoopAnswers);
-                if !outstanding.answer(&dns, received) {
-                    log::debug!(
-                        "dns snoop: an answer from {} to {} replies to no query seen (another \
-                         ID or question, or a second answer); not learned from",
-                        dns.src,
-                        dns.dst
-                    );
-                } else {
+                if outstanding.answer(&dns, received) {
                     match super::learn_answer(learner, dns.msg) {
                         Ok(o) if o.written > 0 => stats.inc(Count::SnoopLearned),
                         Ok(_) => {}
                         Err(_) => stats.inc(Count::MalformedAnswers),
                     }
+                } else {
+                    log::debug!(
+                        "dns snoop: an answer from {} to {} replies to no query seen (another \
+                         ID or question, a second answer, or asked while no daemon ran); not \
+                         learned from",
+                        dns.src,
+                        dns.dst
+                    );
                 }
             }
-            if let Err(e) = q.accept(p.id) {
-                log::debug!("dns snoop: verdict for packet {}: {e}", p.id);
+            if let Err(e) = q.accept(id) {
+                log::debug!("dns snoop: verdict for packet {id}: {e}");
             }
             learner.stats().record(Latency::Snoop, received.elapsed());
         }
     }
+}
+
+fn is_response(msg: &[u8]) -> bool {
+    wire::Header::parse(msg).is_ok_and(|h| h.is_response())
 }
 
 /// A DNS message a queued IP packet carries, with its addresses and ports.
@@ -575,12 +599,12 @@ mod tests {
             "{c}"
         );
         assert!(c.contains("tcp sport 53 ct direction reply queue num 5353 bypass"));
-        // The queries too: an answer teaches only when it replies to one.
+        // The queries too, copied (not held): an answer teaches only when it replies to one.
         for proto in ["udp", "tcp"] {
             assert!(
                 c.contains(&format!(
-                    "iifname {{ \"br-lan\" }} {proto} dport 53 ct direction original queue num \
-                     5353 bypass"
+                    "iifname {{ \"br-lan\" }} {proto} dport 53 ct direction original log group \
+                     5353\n"
                 )),
                 "{c}"
             );
