@@ -871,6 +871,92 @@ fn snoop_mode_learns_only_the_answer_to_a_query_it_saw() {
     assert!(t.learned().contains_key("198.19.140.1"));
 }
 
+/// While no daemon runs, a learned host past its expiry still steers: `dump dns` and `explain`
+/// say it expired and is removed when the daemon runs (not "expires in -3 s"). A restart with a
+/// domain dropped logs the learned hosts it removes, as a reload does; a reload that lowers the
+/// capacity under the hosts held says what becomes of them, and so does `steer status` (not a
+/// bare "10 IPv4 (of 5)").
+#[test]
+fn expired_hosts_removals_at_restart_and_capacity_are_told() {
+    let mut t = DnsScenario::start("dns-told", "min_ttl = 1", records);
+    let lab = &t.s.lab;
+    for name in [
+        "short.video.example",
+        "n1.fresh.example",
+        "n2.fresh.example",
+    ] {
+        let a = ask(&lab.client, forwarder(), name, rtype::A).expect("answered");
+        assert_eq!(addresses(&a).len(), 1, "{name}");
+    }
+    let short = "198.19.105.1";
+    assert!(t.learned()[short]["expires_in_s"].as_i64().unwrap() <= 5);
+    t.s.daemon.kill9();
+    std::thread::sleep(Duration::from_secs(7));
+    let dump = t.s.steer(&["dump", "dns"]);
+    let row = dump
+        .lines()
+        .find(|l| l.starts_with(short))
+        .unwrap_or_else(|| panic!("{dump}"));
+    assert!(
+        row.contains("expired ") && row.contains(" s ago; removed when the daemon runs"),
+        "{dump}"
+    );
+    assert!(!row.contains(" -"), "{dump}");
+    let explained = t.s.steer(&["explain", short]);
+    assert!(
+        explained.contains("learned from the answer for short.video.example, expired ")
+            && explained.contains(" s ago; removed when the daemon runs)"),
+        "{explained}"
+    );
+
+    // A restart without fresh.example: its two hosts go, and the log says so.
+    let original = std::fs::read_to_string(t.s.work.config()).unwrap();
+    let without_fresh = original.replace(", \"Fresh.Example.\"", "");
+    assert_ne!(without_fresh, original);
+    t.s.work.write("steer.toml", &without_fresh);
+    t.s.daemon = steer_tests::daemon::Daemon::start(&t.s.lab.router, &t.s.work);
+    let learned = t.learned();
+    assert!(
+        !learned.contains_key(&host_v4(257).to_string()),
+        "{learned:?}"
+    );
+    let log = t.s.daemon.log_text();
+    assert!(
+        log.contains("dns: 2 learned hosts removed (no configured set claims them any more)"),
+        "{log}"
+    );
+
+    // Two IPv4 hosts held, a reload to a capacity of one.
+    for name in ["n3.fresh.example", "long.video.example"] {
+        ask(&t.s.lab.client, forwarder(), name, rtype::A).expect("answered");
+    }
+    t.s.work.write("steer.toml", &original);
+    t.s.steer(&["reload"]);
+    for name in ["n3.fresh.example", "n4.fresh.example"] {
+        ask(&t.s.lab.client, forwarder(), name, rtype::A).expect("answered");
+    }
+    let held = t.learned().keys().filter(|a| !a.contains(':')).count();
+    assert!(held >= 2, "{held}");
+    t.s.work.write(
+        "steer.toml",
+        &original.replace("min_ttl = 1", "min_ttl = 1\ncapacity_v4 = 1"),
+    );
+    let out = t.s.steer(&["reload"]);
+    assert!(
+        out.contains(&format!(
+            "dns: {held} learned IPv4 hosts are held, over capacity_v4 = 1: they stay until they expire"
+        )),
+        "{out}"
+    );
+    let status = t.s.steer(&["status"]);
+    assert!(
+        status.contains(&format!(
+            "learned     {held} IPv4 (of 1: over capacity_v4, kept until they expire; none learned meanwhile)"
+        )),
+        "{status}"
+    );
+}
+
 /// A reload whose new listen address is taken is refused, as a start is: the CLI fails with
 /// the reason, the running forwarder keeps its addresses and upstream, and the status says so.
 #[test]
