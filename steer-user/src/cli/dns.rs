@@ -174,7 +174,10 @@ pub(crate) fn render_status(d: &DnsStatus) -> String {
         );
     }
     if let Some(q) = d.snoop_queue {
-        let _ = writeln!(out, "  snoop       NFQUEUE {q}");
+        let _ = writeln!(
+            out,
+            "  snoop       NFQUEUE {q} (answers), NFLOG group {q} (queries)"
+        );
     }
     let _ = writeln!(
         out,
