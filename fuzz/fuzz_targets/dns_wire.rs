@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use steer::dns::{
     answer::learnable,
     matcher::{DomainSet, Matcher},
-    snoop::dns_payload,
+    snoop::dns_packet,
     wire,
 };
 
@@ -27,5 +27,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = wire::question(data);
     let _ = wire::reply(data, wire::rcode::SERVFAIL);
-    let _ = dns_payload(data);
+    let _ = dns_packet(data);
 });

@@ -854,6 +854,42 @@ fn omr_bypass_values_steer_cannot_take_are_left_out_and_wildcards_become_the_dom
     check(&out, "omr-bad-values");
 }
 
+/// A domain in two omr-bypass domain rules (same or another output) stays in the first one:
+/// steer refuses a domain in two sets, dnsmasq puts its addresses in one ipset only. The note
+/// names both rules' file:line and which one applies; the output passes `steer check`.
+#[test]
+fn omr_bypass_domain_in_two_rules_stays_in_the_first_with_a_note() {
+    let dir = TempDir::new("omr-dup-domains");
+    let path = dir.join("omr-bypass");
+    std::fs::write(
+        &path,
+        "config interface 'all'\n\n\
+         config domains\n\toption name 'a.com'\n\toption interface 'eth1'\n\n\
+         config domains\n\tlist name 'a.com'\n\tlist name 'b.com'\n\toption interface 'eth2'\n\n\
+         config domains\n\toption name 'A.com'\n\toption interface 'eth1'\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let (ok, out, err) = import(&["omr-bypass", p]);
+    assert!(ok, "{err}");
+    for line in [8, 13] {
+        assert!(
+            err.contains(&format!(
+                "{p}:{line}: check: @domains[{}]: domain `a.com` is also in @domains[0] ({p}:4); the rule at {p}:4 applies to it, this one does not",
+                if line == 8 { 1 } else { 2 }
+            )),
+            "{err}"
+        );
+    }
+    let t = parse(&out);
+    let domains: Vec<Vec<String>> = sets(&t)
+        .iter()
+        .filter_map(|s| s.get("domains").map(strs))
+        .collect();
+    assert_eq!(domains, [vec!["a.com"], vec!["b.com"]], "{out}");
+    check(&out, "omr-dup-domains");
+}
+
 /// Service names iptables takes for ports (`https`, `domain`) are imported as their numbers
 /// (they were refused, and the rule left out); a name steer does not know says what to write.
 #[test]

@@ -810,6 +810,170 @@ fn snoop_mode_learns_answers_crossing_the_router_and_fails_open() {
     assert_eq!(out.trim(), host_v4(4103).to_string());
 }
 
+/// Snoop mode learns from an answer only when it replies to a query it saw on its way out:
+/// the same client address and port, server, DNS ID and question, once. Answers forged onto
+/// the open connection (another ID, a question never asked, a second answer) pass to the
+/// client but teach nothing.
+#[test]
+fn snoop_mode_learns_only_the_answer_to_a_query_it_saw() {
+    let tail = format!(
+        "{}\n[dns]\nforward = false\nsnoop = true\n",
+        steer_tests::dns::SETS
+    );
+    let t = DnsScenario::start_with("dns-snoop-ask", &tail, |lab, dir| {
+        lab.internet
+            .run("ip addr add 203.0.113.53/32 dev lo && ip addr add 203.0.113.54/32 dev lo");
+        let hosts = hosts_file(
+            dir,
+            "ask-hosts",
+            std::iter::once("198.19.140.1 real.video.example".to_owned()),
+        );
+        Dnsmasq::start(&lab.internet, dir, INTERNET_DNS.parse().unwrap(), &[hosts])
+    });
+    let lab = &t.s.lab;
+    // A resolver on the internet that answers as the test says.
+    let server = lab
+        .internet
+        .enter(|| UdpSocket::bind("203.0.113.54:53").expect("the test's resolver"));
+    let client = lab
+        .client
+        .enter(|| UdpSocket::bind("0.0.0.0:5555").expect("the client's port"));
+    for s in [&server, &client] {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    }
+    let answer = |id: u16, name: &str, last: u8| {
+        let mut a = wire::reply(&wire::query(id, name, rtype::A), 0);
+        a[7] = 1;
+        a.extend_from_slice(&[
+            0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4, 198, 51, 100, last,
+        ]);
+        a
+    };
+    let query = wire::query(77, "plain.video.example", rtype::A);
+    client.send_to(&query, "203.0.113.54:53").unwrap();
+    let mut buf = [0u8; 512];
+    let (n, peer) = server.recv_from(&mut buf).expect("the query arrives");
+    assert_eq!(&buf[..n], &query[..]);
+    let sent = [
+        answer(78, "plain.video.example", 161), // another ID
+        answer(77, "evil.video.example", 162),  // a question never asked
+        answer(77, "plain.video.example", 163), // the answer
+        answer(77, "plain.video.example", 164), // a second answer
+    ];
+    for a in &sent {
+        server.send_to(a, peer).unwrap();
+    }
+    // Each is held until it is read: once the client has all four, snoop read them.
+    for a in &sent {
+        let (n, _) = client.recv_from(&mut buf).expect("every answer passes");
+        assert_eq!(&buf[..n], &a[..]);
+    }
+    let learned = t.learned();
+    assert_eq!(
+        learned.get("198.51.100.163").map(|e| e["name"].clone()),
+        Some("plain.video.example".into()),
+        "the answer to the query teaches: {:?}",
+        learned.keys().collect::<Vec<_>>()
+    );
+    for forged in ["198.51.100.161", "198.51.100.162", "198.51.100.164"] {
+        assert!(
+            !learned.contains_key(forged),
+            "{forged} learned from an answer to no query: {:?}",
+            learned.keys().collect::<Vec<_>>()
+        );
+    }
+    // A real resolver's answer, through dig, still teaches.
+    let out = dig(&lab.client, "@203.0.113.53 +short real.video.example");
+    assert_eq!(out.trim(), "198.19.140.1");
+    assert!(t.learned().contains_key("198.19.140.1"));
+}
+
+/// While no daemon runs, a learned host past its expiry still steers: `dump dns` and `explain`
+/// say it expired and is removed when the daemon runs (not "expires in -3 s"). A restart with a
+/// domain dropped logs the learned hosts it removes, as a reload does; a reload that lowers the
+/// capacity under the hosts held says what becomes of them, and so does `steer status` (not a
+/// bare "10 IPv4 (of 5)").
+#[test]
+fn expired_hosts_removals_at_restart_and_capacity_are_told() {
+    let mut t = DnsScenario::start("dns-told", "min_ttl = 1", records);
+    let lab = &t.s.lab;
+    for name in [
+        "short.video.example",
+        "n1.fresh.example",
+        "n2.fresh.example",
+    ] {
+        let a = ask(&lab.client, forwarder(), name, rtype::A).expect("answered");
+        assert_eq!(addresses(&a).len(), 1, "{name}");
+    }
+    let short = "198.19.105.1";
+    assert!(t.learned()[short]["expires_in_s"].as_i64().unwrap() <= 5);
+    t.s.daemon.kill9();
+    std::thread::sleep(Duration::from_secs(7));
+    let dump = t.s.steer(&["dump", "dns"]);
+    let row = dump
+        .lines()
+        .find(|l| l.starts_with(short))
+        .unwrap_or_else(|| panic!("{dump}"));
+    assert!(
+        row.contains("expired ") && row.contains(" s ago; removed when the daemon runs"),
+        "{dump}"
+    );
+    assert!(!row.contains(" -"), "{dump}");
+    let explained = t.s.steer(&["explain", short]);
+    assert!(
+        explained.contains("learned from the answer for short.video.example, expired ")
+            && explained.contains(" s ago; removed when the daemon runs)"),
+        "{explained}"
+    );
+
+    // A restart without fresh.example: its two hosts go, and the log says so.
+    let original = std::fs::read_to_string(t.s.work.config()).unwrap();
+    let without_fresh = original.replace(", \"Fresh.Example.\"", "");
+    assert_ne!(without_fresh, original);
+    t.s.work.write("steer.toml", &without_fresh);
+    t.s.daemon = steer_tests::daemon::Daemon::start(&t.s.lab.router, &t.s.work);
+    let learned = t.learned();
+    assert!(
+        !learned.contains_key(&host_v4(257).to_string()),
+        "{learned:?}"
+    );
+    let log = t.s.daemon.log_text();
+    assert!(
+        log.contains("dns: 2 learned hosts removed (no configured set claims them any more)"),
+        "{log}"
+    );
+
+    // Two IPv4 hosts held, a reload to a capacity of one.
+    for name in ["n3.fresh.example", "long.video.example"] {
+        ask(&t.s.lab.client, forwarder(), name, rtype::A).expect("answered");
+    }
+    t.s.work.write("steer.toml", &original);
+    t.s.steer(&["reload"]);
+    for name in ["n3.fresh.example", "n4.fresh.example"] {
+        ask(&t.s.lab.client, forwarder(), name, rtype::A).expect("answered");
+    }
+    let held = t.learned().keys().filter(|a| !a.contains(':')).count();
+    assert!(held >= 2, "{held}");
+    t.s.work.write(
+        "steer.toml",
+        &original.replace("min_ttl = 1", "min_ttl = 1\ncapacity_v4 = 1"),
+    );
+    let out = t.s.steer(&["reload"]);
+    assert!(
+        out.contains(&format!(
+            "dns: {held} learned IPv4 hosts are held, over capacity_v4 = 1: they stay until they expire"
+        )),
+        "{out}"
+    );
+    let status = t.s.steer(&["status"]);
+    assert!(
+        status.contains(&format!(
+            "learned     {held} IPv4 (of 1: over capacity_v4, kept until they expire; none learned meanwhile)"
+        )),
+        "{status}"
+    );
+}
+
 /// A reload whose new listen address is taken is refused, as a start is: the CLI fails with
 /// the reason, the running forwarder keeps its addresses and upstream, and the status says so.
 #[test]

@@ -93,9 +93,29 @@ pub(crate) fn learned_json(pin_dir: &Path, names: &Names) -> Result<Value, Datap
     ))
 }
 
+/// "expires in N s", or for a claim past its expiry that the daemon has not removed yet (it
+/// is down, or its next sweep is due) "expired N s ago; removed when the daemon runs": the
+/// host still steers until then.
+pub(crate) fn expiry(expires_in: i64) -> String {
+    if expires_in >= 0 {
+        format!("expires in {expires_in} s")
+    } else {
+        format!(
+            "expired {} s ago; removed when the daemon runs",
+            expires_in.unsigned_abs()
+        )
+    }
+}
+
+/// The table of `steer dump dns`, each column as wide as its widest value.
 pub(crate) fn render_learned(v: &Value) -> String {
-    let mut out =
-        "learned host                             set              expires in  name\n".to_owned();
+    let int = |v: &Value| v.as_i64().unwrap_or(0);
+    let mut rows = vec![[
+        "learned host".to_owned(),
+        "set".to_owned(),
+        "expiry".to_owned(),
+        "name".to_owned(),
+    ]];
     for r in v.as_array().into_iter().flatten() {
         let set = match r["also_set"].as_str() {
             Some(also) => format!("{} (also {also})", txt(&r["set"])),
@@ -106,21 +126,37 @@ pub(crate) fn render_learned(v: &Value) -> String {
             // The runner-up's own claim: it steers once the winner's has expired.
             let _ = write!(
                 name,
-                " ({also}: {}, expires in {} s)",
+                " ({also}: {}, {})",
                 txt(&r["also_name"]),
-                txt(&r["also_expires_in_s"])
+                expiry(int(&r["also_expires_in_s"]))
             );
         }
-        let _ = writeln!(
-            out,
-            "{:<40} {:<16} {:>8} s  {}",
+        rows.push([
             txt(&r["address"]),
             set,
-            txt(&r["expires_in_s"]),
-            name
-        );
+            expiry(int(&r["expires_in_s"])),
+            name,
+        ]);
+    }
+    let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+    let (w0, w1, w2) = (width(0), width(1), width(2));
+    let mut out = String::new();
+    for [addr, set, expires, name] in &rows {
+        let _ = writeln!(out, "{addr:<w0$}  {set:<w1$}  {expires:<w2$}  {name}");
     }
     out
+}
+
+/// "of CAPACITY", and when a reload lowered the capacity under the hosts held, what becomes of
+/// them (the learner keeps them until they expire and learns no new one meanwhile).
+fn of_capacity(held: usize, capacity: usize, family: &str) -> String {
+    if held > capacity {
+        format!(
+            "of {capacity}: over capacity_{family}, kept until they expire; none learned meanwhile"
+        )
+    } else {
+        format!("of {capacity}")
+    }
 }
 
 /// The `dns` section of `steer status`.
@@ -138,12 +174,18 @@ pub(crate) fn render_status(d: &DnsStatus) -> String {
         );
     }
     if let Some(q) = d.snoop_queue {
-        let _ = writeln!(out, "  snoop       NFQUEUE {q}");
+        let _ = writeln!(
+            out,
+            "  snoop       NFQUEUE {q} (answers), NFLOG group {q} (queries)"
+        );
     }
     let _ = writeln!(
         out,
-        "  learned     {} IPv4 (of {}), {} IPv6 (of {})",
-        d.entries_v4, d.capacity_v4, d.entries_v6, d.capacity_v6
+        "  learned     {} IPv4 ({}), {} IPv6 ({})",
+        d.entries_v4,
+        of_capacity(d.entries_v4, d.capacity_v4, "v4"),
+        d.entries_v6,
+        of_capacity(d.entries_v6, d.capacity_v6, "v6")
     );
     let c = |k: &str| d.counters.get(k).copied().unwrap_or(0);
     let _ = writeln!(
@@ -190,4 +232,59 @@ pub(crate) fn render_status(d: &DnsStatus) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_aligns_to_its_widest_values_and_says_what_expired() {
+        let rows = json!([
+            {"address": "198.51.100.30", "set": "video", "also_set": "second",
+             "name": "shared.example", "expires_in_s": 60,
+             "also_name": "x.other.example", "also_expires_in_s": -2},
+            {"address": "2001:db8::1", "set": "v", "also_set": null, "name": "a.example",
+             "expires_in_s": -3},
+            {"address": "198.51.100.31", "set": "video", "also_set": null, "name": "b.example",
+             "expires_in_s": 5},
+        ]);
+        let text = render_learned(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        // Every column starts where its header does.
+        for header in ["set", "expiry", "name"] {
+            let at = lines[0].find(header).unwrap();
+            for l in &lines[1..] {
+                assert!(
+                    l[..at].ends_with("  ") && !l[at..].starts_with(' '),
+                    "column {header} misaligned:\n{text}"
+                );
+            }
+        }
+        assert!(
+            lines[1].contains("video (also second)  expires in 60 s"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with(
+                "shared.example (second: x.other.example, expired 2 s ago; removed when the daemon runs)"
+            ),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("expired 3 s ago; removed when the daemon runs"),
+            "{text}"
+        );
+        assert!(!text.contains("-3"), "{text}");
+    }
+
+    #[test]
+    fn status_says_what_becomes_of_hosts_over_a_lowered_capacity() {
+        assert_eq!(of_capacity(3, 5, "v4"), "of 5");
+        assert_eq!(
+            of_capacity(10, 5, "v4"),
+            "of 5: over capacity_v4, kept until they expire; none learned meanwhile"
+        );
+    }
 }

@@ -388,15 +388,26 @@ impl fmt::Display for Explanation {
                 let l = self.learned.as_ref().expect("checked");
                 writeln!(
                     f,
-                    "matched  rule {} = set {} (dst {} learned from the answer for {}, expires in {} s)",
-                    self.rule, self.set, self.dst, l.name, l.expires_in
+                    "matched  rule {} = set {} (dst {} learned from the answer for {}, {})",
+                    self.rule,
+                    self.set,
+                    self.dst,
+                    l.name,
+                    super::dns::expiry(l.expires_in)
                 )?;
                 if let Some(a) = &l.also {
+                    let then = if a.expires_in >= 0 {
+                        " and steers when this one has expired"
+                    } else {
+                        ""
+                    };
                     writeln!(
                         f,
                         "         also claimed by set {} (later in the configuration, so it loses; \
-                         its claim, from the answer for {}, expires in {} s and steers when this one has expired)",
-                        a.set, a.name, a.expires_in
+                         its claim, from the answer for {}, {}{then})",
+                        a.set,
+                        a.name,
+                        super::dns::expiry(a.expires_in)
                     )?;
                 }
             }

@@ -145,7 +145,7 @@ impl Services {
                 match started {
                     Ok(s) => {
                         lines.push(ReportLine::info(format!(
-                            "dns snoop: answers to {} are learned from NFQUEUE {q} before they pass",
+                            "dns snoop: answers to {} are learned from NFQUEUE {q} before they pass, each when it replies to a query copied to NFLOG group {q}",
                             config.general.lan.join(", ")
                         )));
                         self.snooper = Some(s);

@@ -10,9 +10,19 @@
 //! connection after the answer finds its addresses in the kernel. A full queue also fails open
 //! (`NFQA_CFG_F_FAIL_OPEN`). A DNS message over TCP is learned from when one segment holds it
 //! whole (the usual case); otherwise it passes unlearned.
+//!
+//! The queries a LAN host sends out (destination port 53) are copied to NFLOG group
+//! `dns.snoop_queue`, bound on the queue's socket, and not held: each is noted as
+//! [`Outstanding`] (client address and port, server, DNS ID, question). An answer teaches only
+//! when it replies to one of them exactly, and consumes it: a packet forged onto an open
+//! connection (another ID, a question never asked, a second answer) teaches nothing. The
+//! kernel sends the query's copy (at once: a threshold of one packet) before its answer can
+//! exist, to the same socket, so the reader always sees the query first.
 
 use std::{
+    collections::{HashMap, VecDeque},
     io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -25,16 +35,25 @@ use super::{
     Learn,
     nfqueue::{Queue, packets},
     stats::{Count, Latency},
+    wire,
 };
 
 /// How often the reader checks whether it should stop.
 const POLL: Duration = Duration::from_millis(100);
 const DNS_PORT: u16 = 53;
 
+/// Queries noted and not answered yet, at most: beyond, the oldest is forgotten (its answer
+/// then passes unlearned). A LAN's clients have far fewer in flight.
+const MAX_OUTSTANDING: usize = 8192;
+/// How long a query waits for its answer: a stub resolver has given up by then (glibc: 5 s,
+/// tried twice), and a later answer passes unlearned.
+const OUTSTANDING_FOR: Duration = Duration::from_secs(10);
+
 /// The chain snoop mode adds to steer's nftables table (`inet steer`). Only answers that are
-/// the reply of a connection (a query a LAN host sent out) are read: a packet from port 53
-/// that nobody asked for would otherwise plant addresses in the sets, before the firewall's
-/// filter hook drops it.
+/// the reply of a connection (a query a LAN host sent out) are read, and the queries that open
+/// them: a packet from port 53 that nobody asked for would otherwise plant addresses in the
+/// sets, before the firewall's filter hook drops it, and the query tells which answer was
+/// asked for on a connection (see [`Outstanding`]).
 pub fn nft_chain(lan: &[String], queue: u16) -> String {
     if lan.is_empty() {
         return String::new();
@@ -44,6 +63,8 @@ pub fn nft_chain(lan: &[String], queue: u16) -> String {
     format!(
         "\tchain dns_snoop {{\n\
          \t\ttype filter hook forward priority mangle; policy accept;\n\
+         \t\tiifname {{ {lan} }} udp dport {DNS_PORT} ct direction original log group {queue}\n\
+         \t\tiifname {{ {lan} }} tcp dport {DNS_PORT} ct direction original log group {queue}\n\
          \t\toifname {{ {lan} }} udp sport {DNS_PORT} ct direction reply queue num {queue} bypass\n\
          \t\toifname {{ {lan} }} tcp sport {DNS_PORT} ct direction reply queue num {queue} bypass\n\
          \t}}\n"
@@ -81,6 +102,31 @@ pub fn install_fallback(lan: &[String], queue: u16) -> Result<(), String> {
         let _ = xtables(bin, &["-t", "mangle", "-N", FALLBACK_CHAIN]);
         xtables(bin, &["-t", "mangle", "-F", FALLBACK_CHAIN])?;
         for lan in lan {
+            for proto in ["udp", "tcp"] {
+                xtables(
+                    bin,
+                    &[
+                        "-t",
+                        "mangle",
+                        "-A",
+                        FALLBACK_CHAIN,
+                        "-i",
+                        lan,
+                        "-p",
+                        proto,
+                        "--dport",
+                        "53",
+                        "-m",
+                        "conntrack",
+                        "--ctdir",
+                        "ORIGINAL",
+                        "-j",
+                        "NFLOG",
+                        "--nflog-group",
+                        &queue,
+                    ],
+                )?;
+            }
             for proto in ["udp", "tcp"] {
                 xtables(
                     bin,
@@ -167,7 +213,10 @@ impl Snooper {
     /// anything, so a queue another program holds refuses it with the system untouched.
     pub fn bind(queue: u16) -> io::Result<BoundQueue> {
         let q = Queue::bind(queue, POLL).map_err(|e| {
-            io::Error::new(e.kind(), format!("dns snoop: binding NFQUEUE {queue}: {e}"))
+            io::Error::new(
+                e.kind(),
+                format!("dns snoop (dns.snoop_queue = {queue}): {e}"),
+            )
         })?;
         Ok(BoundQueue { queue, q })
     }
@@ -201,11 +250,13 @@ impl Drop for Snooper {
 
 fn read(q: &Queue, learner: &dyn Learn, stop: &AtomicBool) {
     let mut buf = vec![0u8; 128 * 1024];
+    let mut outstanding = Outstanding::default();
     while !stop.load(Ordering::Relaxed) {
         let n = match q.recv(&mut buf) {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                // The kernel dropped messages for us (they were accepted, fail-open).
+                // The kernel dropped messages for us: queued answers were accepted (fail-open),
+                // copies of queries lost (their answers pass unlearned).
                 log::debug!("dns snoop: receive buffer overrun");
                 continue;
             }
@@ -216,53 +267,199 @@ fn read(q: &Queue, learner: &dyn Learn, stop: &AtomicBool) {
         };
         let received = Instant::now();
         for p in packets(&buf[..n]) {
-            if let Some(msg) = dns_payload(p.payload) {
+            let dns = dns_packet(p.payload);
+            let Some(id) = p.id else {
+                // A logged copy: a query on its way out (it needs no verdict).
+                if let Some(q) = dns.filter(|d| d.dst.port() == DNS_PORT && !is_response(d.msg)) {
+                    outstanding.ask(&q, received);
+                }
+                continue;
+            };
+            if let Some(dns) = dns.filter(|d| d.src.port() == DNS_PORT) {
                 let stats = learner.stats();
                 stats.inc(Count::SnoopAnswers);
-                match super::learn_answer(learner, msg) {
-                    Ok(o) if o.written > 0 => stats.inc(Count::SnoopLearned),
-                    Ok(_) => {}
-                    Err(_) => stats.inc(Count::MalformedAnswers),
+                if outstanding.answer(&dns, received) {
+                    match super::learn_answer(learner, dns.msg) {
+                        Ok(o) if o.written > 0 => stats.inc(Count::SnoopLearned),
+                        Ok(_) => {}
+                        Err(_) => stats.inc(Count::MalformedAnswers),
+                    }
+                } else {
+                    log::debug!(
+                        "dns snoop: an answer from {} to {} replies to no query seen (another \
+                         ID or question, a second answer, or asked while no daemon ran); not \
+                         learned from",
+                        dns.src,
+                        dns.dst
+                    );
                 }
             }
-            if let Err(e) = q.accept(p.id) {
-                log::debug!("dns snoop: verdict for packet {}: {e}", p.id);
+            if let Err(e) = q.accept(id) {
+                log::debug!("dns snoop: verdict for packet {id}: {e}");
             }
             learner.stats().record(Latency::Snoop, received.elapsed());
         }
     }
 }
 
-/// The DNS message a queued IP packet carries from port 53: a UDP payload, or a TCP segment
-/// holding one whole length-prefixed message.
-pub fn dns_payload(ip: &[u8]) -> Option<&[u8]> {
+fn is_response(msg: &[u8]) -> bool {
+    wire::Header::parse(msg).is_ok_and(|h| h.is_response())
+}
+
+/// A DNS message a queued IP packet carries, with its addresses and ports.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DnsPacket<'p> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub msg: &'p [u8],
+}
+
+/// What ties an answer to its query: the client (address and port), the server, the DNS ID
+/// and the question (name, type, class).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Asked {
+    client: SocketAddr,
+    server: IpAddr,
+    id: u16,
+    name: String,
+    qtype: u16,
+    qclass: u16,
+}
+
+impl Asked {
+    fn of(client: SocketAddr, server: IpAddr, msg: &[u8]) -> Option<Asked> {
+        let q = wire::question(msg).ok()?;
+        Some(Asked {
+            client,
+            server,
+            id: wire::id(msg)?,
+            name: q.name,
+            qtype: q.qtype,
+            qclass: q.qclass,
+        })
+    }
+}
+
+/// The queries seen and not answered yet, bounded in number ([`MAX_OUTSTANDING`]) and time
+/// ([`OUTSTANDING_FOR`]).
+#[derive(Debug, Default)]
+pub struct Outstanding {
+    /// Each query and when it was last sent (a client's retry of the same query renews it).
+    asked: HashMap<Asked, Instant>,
+    /// The same, oldest first; an entry whose time is not the map's is a renewed one's old
+    /// place, skipped.
+    order: VecDeque<(Instant, Asked)>,
+}
+
+impl Outstanding {
+    /// Notes `query`, sent at `now`.
+    pub fn ask(&mut self, query: &DnsPacket<'_>, now: Instant) {
+        let Some(key) = Asked::of(query.src, query.dst.ip(), query.msg) else {
+            return;
+        };
+        self.expire(now);
+        while self.asked.len() >= MAX_OUTSTANDING {
+            let Some((at, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.asked.get(&old) == Some(&at) {
+                self.asked.remove(&old);
+            }
+        }
+        self.asked.insert(key.clone(), now);
+        self.order.push_back((now, key));
+    }
+
+    /// Whether `answer`, read at `now`, replies to a noted query; that query is then answered
+    /// (a second answer to it replies to nothing).
+    pub fn answer(&mut self, answer: &DnsPacket<'_>, now: Instant) -> bool {
+        self.expire(now);
+        Asked::of(answer.dst, answer.src.ip(), answer.msg)
+            .is_some_and(|key| self.asked.remove(&key).is_some())
+    }
+
+    /// Queries noted and not answered.
+    pub fn len(&self) -> usize {
+        self.asked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.asked.is_empty()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_duration_since(*at) < OUTSTANDING_FOR {
+                break;
+            }
+            let (at, old) = self.order.pop_front().expect("a front");
+            if self.asked.get(&old) == Some(&at) {
+                self.asked.remove(&old);
+            }
+        }
+        // Answered queries leave their place behind: drop those places when they pile up.
+        if self.order.len() > 2 * MAX_OUTSTANDING {
+            let asked = &self.asked;
+            self.order.retain(|(at, k)| asked.get(k) == Some(at));
+        }
+    }
+}
+
+/// The DNS message a queued IP packet carries to or from port 53: a UDP payload, or a TCP
+/// segment holding one whole length-prefixed message.
+pub fn dns_packet(ip: &[u8]) -> Option<DnsPacket<'_>> {
     let version = ip.first()? >> 4;
-    let (proto, l4) = match version {
+    let (proto, src, dst, l4): (u8, IpAddr, IpAddr, &[u8]) = match version {
         4 => {
             let ihl = usize::from(ip[0] & 0x0f) * 4;
             let frag = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]);
             if frag & 0x3fff != 0 || ihl < 20 {
                 return None;
             }
-            (*ip.get(9)?, ip.get(ihl..)?)
-        }
-        6 => (*ip.get(6)?, ip.get(40..)?),
-        _ => return None,
-    };
-    match proto {
-        17 => {
-            let sport = u16::from_be_bytes([*l4.first()?, *l4.get(1)?]);
-            (sport == DNS_PORT).then(|| l4.get(8..)).flatten()
+            let src: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            let dst: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            (
+                *ip.get(9)?,
+                Ipv4Addr::from(src).into(),
+                Ipv4Addr::from(dst).into(),
+                ip.get(ihl..)?,
+            )
         }
         6 => {
-            let sport = u16::from_be_bytes([*l4.first()?, *l4.get(1)?]);
+            let src: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            (
+                *ip.get(6)?,
+                Ipv6Addr::from(src).into(),
+                Ipv6Addr::from(dst).into(),
+                ip.get(40..)?,
+            )
+        }
+        _ => return None,
+    };
+    let sport = u16::from_be_bytes([*l4.first()?, *l4.get(1)?]);
+    let dport = u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]);
+    if sport != DNS_PORT && dport != DNS_PORT {
+        return None;
+    }
+    let msg = match proto {
+        17 => l4.get(8..)?,
+        6 => {
             let offset = usize::from(l4.get(12)? >> 4) * 4;
             let data = l4.get(offset..)?;
             let len = usize::from(u16::from_be_bytes([*data.first()?, *data.get(1)?]));
-            (sport == DNS_PORT && data.len() == len + 2).then(|| &data[2..])
+            if data.len() != len + 2 {
+                return None;
+            }
+            &data[2..]
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(DnsPacket {
+        src: SocketAddr::new(src, sport),
+        dst: SocketAddr::new(dst, dport),
+        msg,
+    })
 }
 
 #[cfg(test)]
@@ -281,8 +478,12 @@ mod tests {
 
     #[test]
     fn the_dns_message_is_found_in_udp_and_whole_tcp_segments() {
-        assert_eq!(dns_payload(&ipv4_udp(53, b"hello")), Some(&b"hello"[..]));
-        assert_eq!(dns_payload(&ipv4_udp(54, b"hello")), None);
+        let p = ipv4_udp(53, b"hello");
+        let d = dns_packet(&p).unwrap();
+        assert_eq!(d.msg, b"hello");
+        assert_eq!(d.src, "8.8.8.8:53".parse().unwrap());
+        assert_eq!(d.dst, "10.0.0.2:40000".parse().unwrap());
+        assert_eq!(dns_packet(&ipv4_udp(54, b"hello")), None);
         let mut tcp = vec![0x60, 0, 0, 0, 0, 0, 6, 64];
         tcp.extend_from_slice(&[0; 32]);
         tcp.extend_from_slice(&53u16.to_be_bytes());
@@ -291,12 +492,101 @@ mod tests {
         ]);
         let mut whole = tcp.clone();
         whole.extend_from_slice(&[0, 3, b'a', b'b', b'c']);
-        assert_eq!(dns_payload(&whole), Some(&b"abc"[..]));
+        assert_eq!(dns_packet(&whole).unwrap().msg, b"abc");
+        assert_eq!(
+            dns_packet(&whole).unwrap().dst,
+            "[::]:40000".parse().unwrap()
+        );
         let mut part = tcp;
         part.extend_from_slice(&[0, 9, b'a', b'b', b'c']);
-        assert_eq!(dns_payload(&part), None);
-        assert_eq!(dns_payload(&[]), None);
-        assert_eq!(dns_payload(&[0x45]), None);
+        assert_eq!(dns_packet(&part), None);
+        assert_eq!(dns_packet(&[]), None);
+        assert_eq!(dns_packet(&[0x45]), None);
+        // A query: to port 53.
+        let mut q = ipv4_udp(40000, b"query");
+        q[22..24].copy_from_slice(&53u16.to_be_bytes());
+        let d = dns_packet(&q).unwrap();
+        assert_eq!(
+            (d.src.port(), d.dst.port(), d.msg),
+            (40000, 53, &b"query"[..])
+        );
+    }
+
+    fn packet<'m>(src: &str, dst: &str, msg: &'m [u8]) -> DnsPacket<'m> {
+        DnsPacket {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            msg,
+        }
+    }
+
+    fn answer_to(query: &[u8]) -> Vec<u8> {
+        let mut a = wire::reply(query, 0);
+        a[7] = 1;
+        a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4, 198, 51, 100, 161]);
+        a
+    }
+
+    #[test]
+    fn an_answer_teaches_only_when_it_replies_to_a_query_seen_and_only_once() {
+        let (client, server) = ("192.168.60.2:5555", "198.51.100.53:53");
+        let t0 = Instant::now();
+        let mut o = Outstanding::default();
+        let query = wire::query(77, "plain2.example", wire::rtype::A);
+        o.ask(&packet(client, server, &query), t0);
+        assert_eq!(o.len(), 1);
+        let at = t0 + Duration::from_millis(5);
+        // A question never asked, on the same connection and ID.
+        let evil = answer_to(&wire::query(77, "evil.snoop.example", wire::rtype::A));
+        assert!(!o.answer(&packet(server, client, &evil), at));
+        // Another ID.
+        let other_id = answer_to(&wire::query(78, "plain2.example", wire::rtype::A));
+        assert!(!o.answer(&packet(server, client, &other_id), at));
+        // Another type, another client port, another server.
+        let aaaa = answer_to(&wire::query(77, "plain2.example", wire::rtype::AAAA));
+        assert!(!o.answer(&packet(server, client, &aaaa), at));
+        let real = answer_to(&query);
+        assert!(!o.answer(&packet(server, "192.168.60.2:5556", &real), at));
+        assert!(!o.answer(&packet("198.51.100.54:53", client, &real), at));
+        // The real answer (its name in another case: 0x20 randomization), once.
+        let mut cased = real.clone();
+        cased[13] = b'P';
+        assert!(o.answer(&packet(server, client, &cased), at));
+        assert!(
+            !o.answer(&packet(server, client, &real), at),
+            "a second answer"
+        );
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn queries_wait_for_their_answer_a_bounded_time_and_number() {
+        let t0 = Instant::now();
+        let mut o = Outstanding::default();
+        let query = wire::query(1, "a.example", wire::rtype::A);
+        o.ask(&packet("10.0.0.2:1000", "9.9.9.9:53", &query), t0);
+        let late = t0 + OUTSTANDING_FOR;
+        assert!(!o.answer(
+            &packet("9.9.9.9:53", "10.0.0.2:1000", &answer_to(&query)),
+            late
+        ));
+        // A retry renews the query.
+        o.ask(&packet("10.0.0.2:1000", "9.9.9.9:53", &query), t0);
+        o.ask(&packet("10.0.0.2:1000", "9.9.9.9:53", &query), late);
+        assert!(o.answer(
+            &packet("9.9.9.9:53", "10.0.0.2:1000", &answer_to(&query)),
+            late + Duration::from_secs(1)
+        ));
+        for port in 0..MAX_OUTSTANDING as u16 + 10 {
+            o.ask(
+                &packet(&format!("10.0.0.2:{port}"), "9.9.9.9:53", &query),
+                t0,
+            );
+        }
+        assert_eq!(o.len(), MAX_OUTSTANDING);
+        assert!(!o.answer(&packet("9.9.9.9:53", "10.0.0.2:0", &answer_to(&query)), t0));
+        assert!(o.answer(&packet("9.9.9.9:53", "10.0.0.2:10", &answer_to(&query)), t0));
+        assert!(o.order.len() <= 2 * MAX_OUTSTANDING + 1);
     }
 
     #[test]
@@ -309,6 +599,16 @@ mod tests {
             "{c}"
         );
         assert!(c.contains("tcp sport 53 ct direction reply queue num 5353 bypass"));
+        // The queries too, copied (not held): an answer teaches only when it replies to one.
+        for proto in ["udp", "tcp"] {
+            assert!(
+                c.contains(&format!(
+                    "iifname {{ \"br-lan\" }} {proto} dport 53 ct direction original log group \
+                     5353\n"
+                )),
+                "{c}"
+            );
+        }
         assert!(nft_chain(&[], 1).is_empty());
     }
 }

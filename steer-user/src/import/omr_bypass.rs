@@ -25,6 +25,8 @@
 //! become ordered rules in that order of precedence; domains stay plain (domain) sets, which
 //! steer consults after the ordered rules.
 
+use std::collections::HashMap;
+
 use super::{
     ImportError, Imported, NoteKind, Notes, Options, ports, prefix, proto_word, steer_name,
     uci::{self, Section},
@@ -81,6 +83,7 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, ImportError> {
         set_names: Vec::new(),
         master: master_chain(&sections, opts),
         no_noipv6: Vec::new(),
+        domain_rules: HashMap::new(),
     };
     for s in &sections {
         if !KINDS.contains(&s.kind.as_str()) {
@@ -223,6 +226,8 @@ struct Builder<'a> {
     master: MasterChain,
     /// Lines of the domain rules without `noipv6` (omr-bypass takes 1).
     no_noipv6: Vec<usize>,
+    /// Each domain imported, with the line and label of the rule that has it.
+    domain_rules: HashMap<String, (usize, String)>,
 }
 
 /// The WANs that table 991337 (`all`, `default` or no interface) uses, in order: the master
@@ -724,7 +729,7 @@ impl Builder<'_> {
             items: &items,
         };
         let lines = match s.kind.as_str() {
-            "domains" => rule.domains(notes, &mut self.no_noipv6),
+            "domains" => rule.domains(notes, &mut self.no_noipv6, &mut self.domain_rules),
             "ips" | "lan_ip" => rule.addresses(notes),
             "macs" => rule.macs(notes),
             _ => rule.ports(notes),
@@ -755,15 +760,48 @@ struct Rule<'a> {
 
 impl Rule<'_> {
     /// `domains` (and `filter_aaaa` for `noipv6`); TLD wildcards, a family or a protocol
-    /// are reported.
-    fn domains(&self, notes: &mut Notes, no_noipv6: &mut Vec<usize>) -> Option<Vec<String>> {
+    /// are reported. A domain an earlier rule has is left to that rule (`owners`: each
+    /// domain's rule, line and label).
+    fn domains(
+        &self,
+        notes: &mut Notes,
+        no_noipv6: &mut Vec<usize>,
+        owners: &mut HashMap<String, (usize, String)>,
+    ) -> Option<Vec<String>> {
         let (s, label) = (self.s, self.label);
-        let domains: Vec<String> = self
-            .items
-            .iter()
-            .map(|d| d.trim_start_matches('.'))
-            .filter_map(|d| self.domain(d, notes))
-            .collect();
+        let mut domains: Vec<String> = Vec::new();
+        for d in self.items.iter().map(|d| d.trim_start_matches('.')) {
+            let Some(d) = self.domain(d, notes) else {
+                continue;
+            };
+            match owners.get(&d) {
+                Some((line, other)) if *line != self.line => {
+                    // steer refuses a domain in two sets; dnsmasq too puts a name's addresses
+                    // in one set only: that of the first `ipset=`/`nftset=` line naming it
+                    // (domain_find_sets), and omr-bypass adds the domain to one such line per
+                    // output interface (dhcp section omr_dst_bypass_<interface>, once per
+                    // interface), so which rule applied there followed /etc/config/dhcp.
+                    let file = notes.file.clone();
+                    notes.add(
+                        NoteKind::Check,
+                        self.line,
+                        format!(
+                            "{label}: domain `{d}` is also in {other} ({file}:{line}); the rule at {file}:{line} applies to it, this one does not"
+                        ),
+                        "dnsmasq puts a name's addresses in one ipset only (of the first ipset=/nftset= line naming it, following the order of /etc/config/dhcp), and steer keeps a domain in one set: the earlier rule keeps it; move it if this rule should apply",
+                    );
+                }
+                Some(_) => {
+                    if !domains.contains(&d) {
+                        domains.push(d);
+                    }
+                }
+                None => {
+                    owners.insert(d.clone(), (self.line, label.to_owned()));
+                    domains.push(d);
+                }
+            }
+        }
         if domains.is_empty() {
             return None;
         }
