@@ -206,6 +206,23 @@ pub(crate) fn render_status(d: &DnsStatus) -> String {
         c("removed"),
         c("insert_failed")
     );
+    let failures: Vec<String> = [
+        ("upstream_timeouts", "upstream timeouts"),
+        ("upstream_refused", "upstream refused"),
+        ("malformed_answers", "malformed answers"),
+        ("tcp_refused", "TCP connections refused"),
+        (
+            "dropped_clients",
+            "queries dropped (not a client: dns.clients)",
+        ),
+    ]
+    .iter()
+    .filter(|(k, _)| c(k) > 0)
+    .map(|(k, what)| format!("{} {what}", c(k)))
+    .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(out, "  failures    {}", failures.join(", "));
+    }
     let refused: Vec<String> = d
         .refused
         .iter()
@@ -277,6 +294,24 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("-3"), "{text}");
+    }
+
+    #[test]
+    fn status_names_the_forwarders_failures_when_there_are_any() {
+        let mut d = DnsStatus {
+            listen: vec!["192.168.1.1:53".into()],
+            ..DnsStatus::default()
+        };
+        assert!(!render_status(&d).contains("failures"));
+        d.counters.insert("upstream_refused".into(), 3);
+        d.counters.insert("dropped_clients".into(), 7);
+        let text = render_status(&d);
+        assert!(
+            text.contains(
+                "failures    3 upstream refused, 7 queries dropped (not a client: dns.clients)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub struct Dns {
     pub block_application_dns: bool,
     /// Snoop mode: learn from DNS answers routed to the LAN (plain DNS to other resolvers).
     pub snoop: bool,
-    /// The NFQUEUE number snoop mode uses.
+    /// The NFQUEUE number snoop mode holds answers in, and the NFLOG group it is copied the
+    /// queries on.
     pub snoop_queue: u16,
 }
 
