@@ -351,6 +351,8 @@ pub mod local_kind {
     pub const ROUTE: u32 = 3;
     /// Listed in the configuration.
     pub const CONFIGURED: u32 = 4;
+    /// Multicast or limited broadcast: delivered on the link, never through a WAN.
+    pub const MULTICAST: u32 = 5;
 }
 
 /// Key of `FRAGS`: one datagram being fragmented (IPv4 addresses sit in the first 4 bytes).

@@ -35,7 +35,7 @@ use crate::{
         self, Answer, Call, Replier, Request, Response, ServerOptions, WanMode, answer,
         proto::SetOp,
     },
-    controller::{Controller, ControllerError, FailoverReport, FlowsBack, Prepared},
+    controller::{Controller, ControllerError, FailoverReport, FlowsBack, Flush, Prepared},
     health::{
         Override, Schedule,
         probe::{ProbeSpec, ProberEvent, spawn_prober},
@@ -538,7 +538,10 @@ fn flush_connections(ctl: &mut Controller) -> Option<JoinHandle<Vec<String>>> {
     }
     Some(tokio::spawn(async move {
         let lines = tokio::task::spawn_blocking(move || {
-            flushes.iter().map(|f| f.run()).collect::<Vec<String>>()
+            flushes
+                .iter()
+                .filter_map(Flush::run)
+                .collect::<Vec<String>>()
         })
         .await
         .unwrap_or_else(|e| vec![format!("conntrack flush failed: {e}")]);

@@ -114,6 +114,20 @@ fn a_second_lan_and_a_routed_subnet_stay_local() {
         assert!(explained.contains("a connected subnet"), "{explained}");
     }
     wait_local(&s, "172.30.0.1", false);
+    // mDNS, SSDP and DHCP to the limited broadcast are delivered on the link, never a WAN's,
+    // whatever `local` says.
+    for dst in [
+        "224.0.0.251",
+        "239.255.255.250",
+        "255.255.255.255",
+        "ff02::fb",
+    ] {
+        let explained = s.steer(&["explain", dst]);
+        assert!(
+            explained.contains("never steered") && explained.contains("multicast or broadcast"),
+            "{explained}"
+        );
+    }
 }
 
 /// Waits until `steer explain dst` says (or, with `local` false, no longer says) that `dst` is

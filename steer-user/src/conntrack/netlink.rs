@@ -57,8 +57,13 @@ const ACK_TIMEOUT: libc::timeval = libc::timeval {
 /// The kernel's delete by mark takes every family whatever the request's family says (6.18
 /// does): a request for one family would cut the other family's connections on the same WAN
 /// too, though that family is up. So both families are one delete by mark, and one family is a
-/// dump of its marked entries, deleted one by one.
-pub fn flush_mark(mark: u32, mask: u32, families: &[Family]) -> Result<(), ConntrackError> {
+/// dump of its marked entries, deleted in batches. Returns how many went when it is known (one
+/// family), `None` for the one delete by mark.
+pub fn flush_mark(
+    mark: u32,
+    mask: u32,
+    families: &[Family],
+) -> Result<Option<usize>, ConntrackError> {
     let err = |source| ConntrackError::Flush { mark, mask, source };
     let both = families.contains(&Family::V4) && families.contains(&Family::V6);
     if both {
@@ -70,16 +75,19 @@ pub fn flush_mark(mark: u32, mask: u32, families: &[Family]) -> Result<(), Connt
                 mark,
                 mask,
             ))
+            .map(|()| None)
             .map_err(err);
     }
+    let mut deleted = 0;
     for family in families {
         let conns = connections_of(mark, mask, &[address_family(*family)])?;
-        let (_, failed) = delete_many(&conns);
+        let (done, failed) = delete_many(&conns);
         if let Some(e) = failed {
             return Err(e);
         }
+        deleted += done;
     }
-    Ok(())
+    Ok(Some(deleted))
 }
 
 fn address_family(family: Family) -> u8 {

@@ -54,20 +54,33 @@ impl FlowsBack {
 }
 
 impl Flush {
-    /// Deletes the entries (blocking: the kernel deletes while it answers) and says how it went.
-    pub fn run(&self) -> String {
+    /// Deletes the entries (blocking: the kernel deletes while it answers) and says how it went;
+    /// `None` when there was nothing to delete (a family that carried nothing, as one still
+    /// waiting for its gateway at a start).
+    pub fn run(&self) -> Option<String> {
         let started = std::time::Instant::now();
         let (mark, mask) = (self.mark, self.mask);
         let families: Vec<&str> = self.families.iter().map(|f| f.name()).collect();
         let families = families.join(" and ");
+        let took = || started.elapsed().as_secs_f64() * 1e3;
         match conntrack::flush_mark(mark, mask, &self.families) {
-            Ok(()) => format!(
+            Ok(Some(0)) => None,
+            Ok(Some(n)) => Some(format!(
+                "{}: {n} conntrack entries with mark {mark:#x}/{mask:#x} flushed in {:.1} ms \
+                 ({families})",
+                self.wan,
+                took()
+            )),
+            Ok(None) => Some(format!(
                 "{}: conntrack entries with mark {mark:#x}/{mask:#x} flushed in {:.1} ms \
                  ({families})",
                 self.wan,
-                started.elapsed().as_secs_f64() * 1e3
-            ),
-            Err(e) => format!("{}: conntrack flush failed ({families}): {e}", self.wan),
+                took()
+            )),
+            Err(e) => Some(format!(
+                "{}: conntrack flush failed ({families}): {e}",
+                self.wan
+            )),
         }
     }
 }

@@ -19,6 +19,8 @@ pub enum LocalKind {
     Route,
     /// Listed in `general.local_prefixes`.
     Configured,
+    /// Multicast (224.0.0.0/4, ff00::/8) or limited broadcast (255.255.255.255): never a WAN's.
+    Multicast,
 }
 
 impl LocalKind {
@@ -28,6 +30,7 @@ impl LocalKind {
             LocalKind::Connected => local_kind::CONNECTED,
             LocalKind::Route => local_kind::ROUTE,
             LocalKind::Configured => local_kind::CONFIGURED,
+            LocalKind::Multicast => local_kind::MULTICAST,
         }
     }
 
@@ -37,6 +40,7 @@ impl LocalKind {
             local_kind::CONNECTED => Some(LocalKind::Connected),
             local_kind::ROUTE => Some(LocalKind::Route),
             local_kind::CONFIGURED => Some(LocalKind::Configured),
+            local_kind::MULTICAST => Some(LocalKind::Multicast),
             _ => None,
         }
     }
@@ -48,6 +52,7 @@ impl LocalKind {
             LocalKind::Connected => "a connected subnet",
             LocalKind::Route => "a route of the main table",
             LocalKind::Configured => "listed in general.local_prefixes",
+            LocalKind::Multicast => "multicast or broadcast, delivered on the link",
         }
     }
 }
@@ -68,12 +73,26 @@ impl LocalScope {
     /// Whether routes of this kind are local under this scope.
     pub const fn includes(self, kind: LocalKind) -> bool {
         match (self, kind) {
-            (_, LocalKind::Configured) => true,
+            (_, LocalKind::Configured | LocalKind::Multicast) => true,
             (LocalScope::Off, _) => false,
             (LocalScope::Connected, LocalKind::Route) => false,
             _ => true,
         }
     }
+}
+
+/// Multicast and the limited broadcast: a LAN host's mDNS, SSDP or DHCP is never a WAN's,
+/// whatever the sets say (the kernel delivers it locally; a mark would only give its
+/// connection entry a WAN).
+fn multicast() -> impl Iterator<Item = Prefix> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    [
+        (Ipv4Addr::new(224, 0, 0, 0).into(), 4),
+        (Ipv4Addr::BROADCAST.into(), 32),
+        (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0).into(), 8),
+    ]
+    .into_iter()
+    .map(|(addr, len)| Prefix::new(addr, len).expect("a valid prefix"))
 }
 
 /// Local destinations: prefix -> why.
@@ -89,7 +108,8 @@ pub fn local_set(
     let mut set = LocalSet::new();
     let all = found
         .into_iter()
-        .chain(configured.iter().map(|p| (*p, LocalKind::Configured)));
+        .chain(configured.iter().map(|p| (*p, LocalKind::Configured)))
+        .chain(multicast().map(|p| (p, LocalKind::Multicast)));
     for (prefix, kind) in all.filter(|(_, k)| scope.includes(*k)) {
         set.entry(prefix)
             .and_modify(|k| *k = (*k).min(kind))
@@ -116,14 +136,24 @@ mod tests {
             (p("172.20.0.0/16"), LocalKind::Route),
         ];
         let extra = [p("192.0.2.0/24")];
-        assert_eq!(local_set(LocalScope::Routes, found, &extra).len(), 5);
+        // Multicast and the limited broadcast, under every scope.
+        let always = 3;
+        assert_eq!(
+            local_set(LocalScope::Routes, found, &extra).len(),
+            5 + always
+        );
         let connected = local_set(LocalScope::Connected, found, &extra);
         assert!(!connected.contains_key(&p("172.20.0.0/16")));
-        assert_eq!(connected.len(), 4);
+        assert_eq!(connected.len(), 4 + always);
         let off = local_set(LocalScope::Off, found, &extra);
         assert_eq!(
             off.into_iter().collect::<Vec<_>>(),
-            [(p("192.0.2.0/24"), LocalKind::Configured)]
+            [
+                (p("192.0.2.0/24"), LocalKind::Configured),
+                (p("224.0.0.0/4"), LocalKind::Multicast),
+                (p("255.255.255.255/32"), LocalKind::Multicast),
+                (p("ff00::/8"), LocalKind::Multicast),
+            ]
         );
     }
 
