@@ -1420,3 +1420,58 @@ fn a_router_whose_line_failed_to_come_up_stays_backup_at_its_lowered_priority() 
     );
     assert_eq!(b.vrrp()["state"], "master");
 }
+
+/// Both routers with a shared master-only line (wan1) and a line of their own (`lte`, a veth
+/// link: its probes never pass), as in the README.
+fn with_own_line(priority: u8) -> SteerOptions {
+    SteerOptions {
+        priority,
+        instance: Some(format!(
+            "[[wan]]\nname = \"lte\"\ninterface = \"lte0\"\nmark = 0x200\ntable = 102\n\
+             [wan.track]\ntargets = [\"192.0.2.99\"]\ninterval_ms = 100\ntimeout_ms = 80\n\
+             down_after = 3\nup_after = 3\n\n\
+             [[vrrp]]\nname = \"lan\"\ninterface = \"lan0\"\nvrid = {VRID}\npriority = {priority}\n\
+             advert_interval_ms = 100\nvips = [\"{VIP}/24\"]\n\
+             wans = [{{ wan = \"wan1\", weight = 60, master_only = true }}, \
+             {{ wan = \"lte\", weight = 40 }}]\n"
+        )),
+        ..SteerOptions::default()
+    }
+}
+
+/// A backup whose own line is down while the shared master-only line is held down (never seen
+/// here: a fresh start) is not WAN-less: when the master dies it takes over and brings the
+/// shared line up. It went to fault ("every WAN is down (lte)"), and nobody served the LAN.
+#[test]
+fn a_backup_whose_own_line_is_down_takes_over_the_shared_line_when_the_master_dies() {
+    let lab = HaLab::new();
+    for side in [Side::A, Side::B] {
+        lab.router(side)
+            .run("ip link add lte0 type veth peer name lte0p && ip link set lte0 up && ip link set lte0p up");
+    }
+    let mut a = SteerRouter::start(&lab, Side::A, &with_own_line(150));
+    a.wait_state("master", START);
+    let b = SteerRouter::start(&lab, Side::B, &with_own_line(100));
+    b.wait_state("backup", START);
+    b.work.steer_ok(&["wan", "lte", "down"]);
+    let ctx = || format!("{}\n{}", a.context(), b.context());
+    wait_for(
+        "B backup at 100 - 40 = 60, not in fault",
+        START,
+        || {
+            let v = b.vrrp();
+            v["state"] == "backup" && v["effective_priority"] == 60
+        },
+        ctx,
+    );
+    assert_eq!(b.vrrp()["fault"], serde_json::Value::Null, "{}", ctx());
+    a.kill9();
+    lab.kill_links(Side::A);
+    b.wait_state("master", master_down(INTERVAL, 60) * 10);
+    wait_for(
+        "B's shared line up",
+        Duration::from_secs(5),
+        || lab.wan_up(Side::B) && lab.has_vip(Side::B),
+        || b.context(),
+    );
+}
