@@ -566,6 +566,22 @@ fn malformed_adverts_are_dropped_and_counted_without_disturbing_the_masters_timi
                 r.context()
             );
         }
+        // The vrid-77 adverts list our VIP: a second master for it, warned of and shown.
+        assert!(
+            log.lines().any(|l| l.contains("WARN")
+                && l.contains("another virtual router (vrid 77)")
+                && l.contains(&format!(
+                    "lists {VIP}, a virtual address of this instance (vrid {VRID})"
+                ))),
+            "router {:?} warns of a dual master\n{}",
+            r.side,
+            r.context()
+        );
+        assert!(
+            r.vrrp()["notes"].to_string().contains("dual master"),
+            "{}",
+            r.context()
+        );
         // A has one more kind: the advert sent to its own address.
         let kinds = if r.side == Side::A { 7 } else { 6 };
         let lines = log.lines().filter(|l| l.contains("dropped: ")).count();

@@ -582,10 +582,11 @@ impl Instance {
                     });
                 } else {
                     let text = format!(
-                        "{from} advertises {} as virtual router {theirs}, while this instance \
-                         (vrid {}) holds it: each ignores the other's adverts, so both may hold \
-                         the address (a dual master); give both routers the same vrid \
-                         (keepalived: virtual_router_id)",
+                        "{}, lists {}, a virtual address of this instance (vrid {}): each \
+                         router ignores the other's adverts, so both may hold it (a dual \
+                         master); give both routers the same vrid (keepalived: \
+                         virtual_router_id)",
+                        Dropped::Vrid(theirs).describe(from),
                         shared.join(", "),
                         self.cfg.vrid
                     );
