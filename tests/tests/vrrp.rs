@@ -1570,3 +1570,37 @@ fn equal_priorities_timing_out_together_never_bring_both_wans_up() {
         ctx()
     );
 }
+
+/// A master that advertises every second while this backup is set to 100 ms: followed (the
+/// RFC learns the master's interval), but a takeover now waits ~3.6 s, which was said nowhere.
+#[test]
+fn a_master_with_another_interval_is_warned_of_and_shown() {
+    let lab = HaLab::new();
+    let a = SteerRouter::start(
+        &lab,
+        Side::A,
+        &SteerOptions {
+            priority: 200,
+            interval_ms: 1000,
+            ..SteerOptions::default()
+        },
+    );
+    a.wait_state("master", START);
+    let b = SteerRouter::start(&lab, Side::B, &SteerOptions::default());
+    b.wait_state("backup", START);
+    let words = "the master 10.10.0.11 advertises every 1000 ms, not the configured 100 ms";
+    wait_for(
+        "B shows the other interval",
+        START,
+        || b.vrrp()["notes"].to_string().contains(words),
+        || b.context(),
+    );
+    let log = b.log();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains(words)).collect();
+    assert_eq!(warned.len(), 1, "warned once\n{log}");
+    assert!(
+        warned[0].contains("WARN") && warned[0].contains("a takeover waits ~3.6 s"),
+        "{}",
+        warned[0]
+    );
+}
