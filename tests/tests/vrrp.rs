@@ -942,6 +942,21 @@ fn unicast_peers_across_a_routed_hop_and_unknown_sources_dropped() {
     );
     assert_eq!(b.status()["state"], "backup");
     assert_eq!(a.status()["state"], "master");
+    // Valid but for their source: another router claims this virtual router (a `peers` typo
+    // on one side), which a master must hear of before it brings master-only WANs up.
+    let log = b.daemon.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains(&format!("{from} advertises this virtual router (vrid {VRID}, priority 254) but is not in `peers`"))),
+        "{log}"
+    );
+    assert!(
+        b.status()["notes"]
+            .to_string()
+            .contains("is not in `peers`"),
+        "{}",
+        b.status()
+    );
 }
 
 #[test]
