@@ -419,6 +419,10 @@ pub struct VrrpStatus {
     /// Received packets dropped, by reason (`ttl`, `version`, `count`, ...).
     pub dropped: std::collections::BTreeMap<String, u64>,
     pub wans: Vec<VrrpWanStatus>,
+    /// What else the user should know: whom a backup follows and why it stays backup, a
+    /// master advertising another interval, another router claiming our VIPs.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

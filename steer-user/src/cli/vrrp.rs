@@ -42,6 +42,9 @@ pub fn render(instances: &[VrrpStatus]) -> String {
                 "", t.to, t.seconds_ago, t.why
             );
         }
+        for n in &v.notes {
+            let _ = writeln!(out, "{:<15} {n}", "");
+        }
         if v.engine == "steer" {
             let drops: Vec<String> = v.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
             let _ = writeln!(
@@ -116,6 +119,7 @@ mod tests {
                 weight: 50,
                 state: "up".into(),
             }],
+            notes: vec!["following master 10.10.0.12 (priority 200)".into()],
         };
         let out = render(std::slice::from_ref(&v));
         for words in [
@@ -124,6 +128,7 @@ mod tests {
             "master for 7 s: no advert for the master-down interval",
             "adverts sent 40, received 12; transitions 3; dropped: ttl 5",
             "wan1       up, master-only, weight 50",
+            "                following master 10.10.0.12 (priority 200)",
         ] {
             assert!(out.contains(words), "`{words}` in\n{out}");
         }

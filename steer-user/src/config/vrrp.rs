@@ -92,6 +92,40 @@ pub struct Speaker {
     pub checksum: Checksum,
     /// Where the VIPs live: `interface` unless a routed VIP names another (holder) interface.
     pub holder: Option<String>,
+    /// Where `interface` and each of `vips` are written, for checks against this machine's
+    /// interfaces (the start, a reload, `steer check`).
+    pub places: Places,
+}
+
+/// 1-based (line, column) of values in the configuration file. Where a value is written is no
+/// part of the configuration: any two compare equal, so moving a line changes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Places {
+    pub interface: Option<(usize, usize)>,
+    pub holder: Option<(usize, usize)>,
+    /// One per entry of `vips`.
+    pub vips: Vec<(usize, usize)>,
+}
+
+impl PartialEq for Places {
+    fn eq(&self, _: &Places) -> bool {
+        true
+    }
+}
+
+impl Places {
+    /// `line:column` of VIP `index`, or "" when unknown.
+    pub fn vip(&self, index: usize) -> String {
+        self.vips
+            .get(index)
+            .map_or(String::new(), |(l, c)| format!(":{l}:{c}"))
+    }
+
+    /// `line:column` of `interface` (or `holder`), or "" when unknown.
+    pub fn interface(&self, holder: bool) -> String {
+        let at = if holder { self.holder } else { self.interface };
+        at.map_or(String::new(), |(l, c)| format!(":{l}:{c}"))
+    }
 }
 
 impl Speaker {
@@ -509,13 +543,18 @@ fn speaker(
         PREEMPT_DELAY,
         0,
     );
-    let vips = vips(
+    let (vips, vip_places) = vips(
         cx,
         &v.vips,
         (label, span),
         (name, &interface),
         &mut taken.vips,
     );
+    let places = Places {
+        interface: v.interface.as_ref().map(|i| cx.src.locate(i.span().start)),
+        holder: v.holder.as_ref().map(|h| cx.src.locate(h.span().start)),
+        vips: vip_places,
+    };
     let family_v6 = vips.first().map(|v| v.addr.is_ipv6());
     let unicast_src = v
         .unicast_src
@@ -589,6 +628,7 @@ fn speaker(
         peers,
         checksum,
         holder,
+        places,
     }
 }
 
@@ -618,7 +658,7 @@ fn vips(
     (label, span): (&str, &std::ops::Range<usize>),
     (name, interface): (&str, &str),
     claims: &mut Claims<(Option<String>, IpAddr), String>,
-) -> Vec<Vip> {
+) -> (Vec<Vip>, Vec<(usize, usize)>) {
     let field = format!("{label}.vips");
     let Some(list) = list else {
         cx.err_value(
@@ -628,7 +668,7 @@ fn vips(
             "required key `vips` is missing",
             format!("add the virtual addresses to {label}, e.g. vips = [\"192.168.1.1/24\"]"),
         );
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     if list.get_ref().is_empty() {
         cx.err(
@@ -650,6 +690,7 @@ fn vips(
         );
     }
     let mut out: Vec<Vip> = Vec::new();
+    let mut places = Vec::new();
     let mut seen: HashMap<IpAddr, usize> = HashMap::new();
     for (i, v) in list.get_ref().iter().enumerate() {
         let item = format!("{field}[{i}]");
@@ -710,8 +751,9 @@ fn vips(
             continue;
         }
         out.push(vip);
+        places.push(cx.src.locate(v.span().start));
     }
-    out
+    (out, places)
 }
 
 /// `address[/len]`: a host address, with the prefix length it is added with (the connected

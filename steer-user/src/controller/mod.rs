@@ -2094,8 +2094,13 @@ impl Controller {
                             went_up: self.transitions_of(&w.name, *f).0,
                             went_down: self.transitions_of(&w.name, *f).1,
                             detected_by: self.detected_by(&w.name, *f),
-                            probes: self.health.probing(&w.name, *f, now).map(|p| {
-                                crate::status::ProbeStatus {
+                            // A held-down master-only WAN is not probed: no pace to show
+                            // (its state says it is held down).
+                            probes: self
+                                .health
+                                .probing(&w.name, *f, now)
+                                .filter(|_| self.vrrp_probed(&w.name))
+                                .map(|p| crate::status::ProbeStatus {
                                     pace: p.pace.as_str().to_owned(),
                                     interval_ms: p.interval.as_millis() as u64,
                                     late_after_ms: p.late_after.as_millis() as u64,
@@ -2109,8 +2114,7 @@ impl Controller {
                                     bytes_in: p.wire.bytes_in,
                                     probes_per_day: p.probes_per_day,
                                     bytes_per_day: p.bytes_per_day,
-                                }
-                            }),
+                                }),
                         })
                         .collect(),
                     carrier: tracker.is_some_and(|t| t.carrier()),

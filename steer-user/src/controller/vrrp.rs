@@ -222,11 +222,14 @@ impl Controller {
                     wans_clear,
                 };
                 let line = format!("vrrp {instance}: {before} -> {state} ({why})");
-                lines.push(if state == State::Master || before == State::Master {
-                    ReportLine::warning(line)
+                if state == before && state != State::Master {
+                    // No change to tell: an instance that left MASTER for a reload that
+                    // restarts it (its steps are logged) and now stops, a repeated state.
+                } else if state == State::Master || before == State::Master {
+                    lines.push(ReportLine::warning(line));
                 } else {
-                    ReportLine::info(line)
-                });
+                    lines.push(ReportLine::info(line));
+                }
                 if state == State::Master && before != State::Master {
                     lines.extend(self.take_over(&v).await);
                 } else if state != State::Master && before == State::Master {
@@ -239,6 +242,11 @@ impl Controller {
                 let Some(v) = self.vrrp_instance(&instance) else {
                     return lines;
                 };
+                // Events wait while the controller works (a slow conntrackd, a step): a speaker
+                // may have gone back to backup since it said this, and its WANs must stay down.
+                if !self.speaker_master(&v) {
+                    return lines;
+                }
                 let role = self.vrrp.roles.entry(instance).or_default();
                 role.wans_clear = true;
                 if role.state == State::Master {
@@ -466,9 +474,45 @@ impl Controller {
                             state: self.wan_words(w),
                         })
                         .collect(),
+                    notes: self.vrrp_notes(v, &role, &view, effective),
                 }
             })
             .collect()
+    }
+
+    /// What `steer status` adds below an instance: whom a backup follows and why it stays
+    /// backup, and what the speaker noticed (another interval, adverts of an unconfigured
+    /// source or of another VRID claiming our addresses; the last two while heard lately).
+    fn vrrp_notes(&self, v: &Vrrp, role: &Role, view: &speaker::View, ours: u8) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let (Some(s), State::Backup, Some((master, p))) =
+            (v.speaker(), role.state, view.following)
+        {
+            let why = if p > ours {
+                "a higher priority than ours".to_owned()
+            } else if p == ours {
+                "the same priority as ours, from a higher address or first".to_owned()
+            } else if !s.preempt {
+                format!("lower than ours ({ours}), but preempt = false keeps this router backup")
+            } else {
+                format!(
+                    "lower than ours ({ours}): taking over once preempt_delay_ms ({}) has passed",
+                    s.preempt_delay_ms
+                )
+            };
+            notes.push(format!("following master {master} (priority {p}; {why})"));
+        }
+        for (kind, (at, text)) in &view.notes {
+            let age = at.elapsed().as_secs();
+            if *kind == "interval" {
+                if role.state == State::Backup {
+                    notes.push(text.clone());
+                }
+            } else if age < 120 {
+                notes.push(format!("{text} (last heard {age} s ago)"));
+            }
+        }
+        notes
     }
 
     fn wan_words(&self, w: &VrrpWan) -> String {
@@ -535,6 +579,13 @@ impl Controller {
                 _ => None,
             },
         }
+    }
+
+    /// Whether the speaker of `v` is master right now (its board, not the events still
+    /// queued); true for an instance keepalived speaks (its fifo is all there is).
+    fn speaker_master(&self, v: &Vrrp) -> bool {
+        v.speaker().is_none()
+            || speaker::view(&self.vrrp.board, &v.name).state == Some(State::Master)
     }
 
     fn vrrp_instance(&self, name: &str) -> Option<Vrrp> {
@@ -681,6 +732,9 @@ impl Controller {
         for w in v.wans.iter().filter(|w| w.master_only) {
             if self.vrrp.raised.contains(&w.wan) || !self.mastered_by_all(&w.wan, true) {
                 continue;
+            }
+            if !self.speaker_master(v) {
+                break;
             }
             let Some(wan) = self.config.wan(&w.wan).cloned() else {
                 continue;

@@ -352,7 +352,9 @@ impl Health {
         let verdict = joined(name, &mut t.trackers, |tracker| {
             let before = tracker.up();
             let manual = tracker.manual();
-            *tracker = tracker.restarted(carrier, now);
+            // The cause is the state's reason: status and explain show it ("held down: this
+            // router left VRRP MASTER"), not a start's "no carrier at start".
+            *tracker = tracker.restarted_because(carrier, false, cause, now);
             tracker.set_manual(manual, now);
             let up = tracker.up();
             (up != before).then(|| Transition {
@@ -455,5 +457,31 @@ impl From<&probe::Round> for RoundSummary {
             answers: round.outcomes.iter().map(|(_, o)| o.rtt()).collect(),
             failure: round.first_failure(),
         }
+    }
+}
+
+#[cfg(test)]
+mod restart_wan_tests {
+    use std::time::Instant;
+
+    use super::Health;
+    use crate::model::Family;
+
+    #[test]
+    fn a_wan_held_down_says_why_not_no_carrier_at_start() {
+        let t0 = Instant::now();
+        let mut health = Health::default();
+        let wan = crate::config::Wan {
+            track: crate::config::testing::icmp_track(100, 80, 3, 3),
+            ..crate::config::testing::wan("dsl", "eth1")
+        };
+        health.follow(&[wan], |_| true, t0);
+        health.restart_wan("dsl", false, "held down: this router left VRRP MASTER", t0);
+        let said = health.deciding("dsl", Family::V4).unwrap().describe(t0);
+        assert!(
+            said.contains("held down: this router left VRRP MASTER"),
+            "{said}"
+        );
+        assert!(!said.contains("no carrier at start"), "{said}");
     }
 }

@@ -9,8 +9,8 @@ use std::{
 };
 
 /// Runs `program` with `args` (and `env`) for at most `timeout`. `Ok` is how long it took
-/// when it exited with status 0; `Err` says what went wrong, with the first line of what it
-/// wrote to stderr.
+/// when it exited with status 0; `Err` says what went wrong, with what it wrote to stderr
+/// (see [`said`]).
 pub async fn run(
     program: &str,
     args: &[&str],
@@ -59,13 +59,7 @@ fn wait(mut cmd: Command, shown: &str, timeout: Duration) -> Result<Duration, St
                 if let Some(mut e) = child.stderr.take() {
                     let _ = e.read_to_string(&mut err);
                 }
-                let first = err.lines().next().unwrap_or("").trim();
-                let said = if first.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {first}")
-                };
-                return Err(format!("`{shown}` failed ({status}){said}"));
+                return Err(format!("`{shown}` failed ({status}){}", said(&err)));
             }
             Ok(None) if started.elapsed() >= timeout => {
                 let _ = child.kill();
@@ -79,6 +73,43 @@ fn wait(mut cmd: Command, shown: &str, timeout: Duration) -> Result<Duration, St
             Err(e) => return Err(format!("`{shown}`: {e}")),
         }
     }
+}
+
+/// The most a failure quotes of a program's stderr.
+const SAID_MAX: usize = 600;
+
+/// What a failed program wrote to stderr, as one line (": ..." or nothing): the lines that
+/// name an error first (conntrackd warns about an interface before it says it cannot connect),
+/// then the rest, joined with " | " and bounded to [`SAID_MAX`] characters.
+fn said(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let is_error = |l: &&str| {
+        let l = l.to_ascii_lowercase();
+        l.contains("error") || l.contains("fatal")
+    };
+    let ordered: Vec<&str> = lines
+        .iter()
+        .filter(|l| is_error(l))
+        .chain(lines.iter().filter(|l| !is_error(l)))
+        .copied()
+        .collect();
+    if ordered.is_empty() {
+        return String::new();
+    }
+    let mut text = ordered.join(" | ");
+    if text.len() > SAID_MAX {
+        let mut end = SAID_MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" ...");
+    }
+    format!(": {text}")
 }
 
 #[cfg(test)]
@@ -99,6 +130,21 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.contains("exit status: 1"), "{e}");
+        let e = shell(
+            "echo '[warning] eth2 is an invalid interface' >&2; \
+             echo \"[ERROR] can't connect: is conntrackd running?\" >&2; exit 1",
+            &[],
+            t,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.ends_with(
+                ": [ERROR] can't connect: is conntrackd running? | \
+                 [warning] eth2 is an invalid interface"
+            ),
+            "the error first: {e}"
+        );
         let e = run("/nonexistent/prog", &[], &[], t).await.unwrap_err();
         assert!(e.contains("could not start"), "{e}");
     }

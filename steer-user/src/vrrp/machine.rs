@@ -33,11 +33,20 @@
 //!   advert crosses first is a race, so a master that steps down for a better advert sends one
 //!   last advert with its own priority (keepalived's `higher_prio_send_advert`): the winner
 //!   hears a lower master either way and announces.
-//! - WAN gating: a new master says [`Action::WansClear`] once no other router has advertised
-//!   for 1.5 of that router's intervals (at once after a crash: the master-down interval has
-//!   already passed), at the latest one master-down interval after taking over. The old master
-//!   takes its master-only WANs down before anything else when it leaves, so both routers'
-//!   master-only WANs are never up together unless that step takes longer than the wait.
+//! - WAN gating: a new master says [`Action::WansClear`] only after a hold-off of one advert
+//!   interval + skew as master (two backups that time out together, equal priorities after a
+//!   LAN flap, both become master: their first adverts cross at once and one steps down well
+//!   within it; stepping down cancels the pending clear), and once no other router has
+//!   advertised for 1.5 of that router's intervals, at the latest one master-down interval
+//!   after taking over. The old master takes its master-only WANs down before anything else
+//!   when it leaves, so both routers' master-only WANs are never up together unless that step
+//!   takes longer than the wait.
+//! - Conflicts: an advert for this virtual router from a source that is not a configured peer
+//!   (dropped, a `peers` typo on one side) still shows another router claims mastership: the
+//!   WANs wait, without bound, until such adverts have stopped for 1.5 of their intervals
+//!   ([`Machine::conflict`]).
+//! - The master's interval a backup learns is capped at [`max_learnt_cs`]: one forged advert
+//!   with interval 4095 cs would otherwise keep this router out of mastership for minutes.
 
 use std::{
     net::IpAddr,
@@ -129,11 +138,21 @@ pub struct Machine {
     wans_clear_by: Option<Instant>,
     /// The last advert of another router claiming mastership: when, and its interval.
     other: Option<(Instant, Duration)>,
+    /// Until when adverts of an unconfigured source claiming this virtual router hold the
+    /// master-only WANs down.
+    conflict_until: Option<Instant>,
     fault: Option<String>,
 }
 
 fn cs(v: u16) -> Duration {
     Duration::from_millis(u64::from(v) * 10)
+}
+
+/// The longest master's interval a backup configured with `configured_cs` learns from an
+/// advert: 10 x its own, at least 1 s (keepalived's default `advert_int 1` against steer's
+/// 100 ms is learnt as it is).
+pub fn max_learnt_cs(configured_cs: u16) -> u16 {
+    configured_cs.saturating_mul(10).max(100)
 }
 
 impl Machine {
@@ -151,6 +170,7 @@ impl Machine {
             wans_clear_at: None,
             wans_clear_by: None,
             other: None,
+            conflict_until: None,
             fault: None,
         }
     }
@@ -241,14 +261,17 @@ impl Machine {
             return Vec::new();
         }
         if !self.preempting(now) || h.priority >= self.p.priority {
-            self.master_adver_cs = h.interval_cs;
+            self.master_adver_cs = h.interval_cs.min(max_learnt_cs(self.p.interval_cs));
             self.master_down_at = Some(now + self.master_down_interval());
             self.resigned = None;
             self.lower = None;
             self.master = Some(h.from);
         } else {
-            // A lower priority while preempting: discarded, the timer runs out.
+            // A lower priority while preempting: discarded, the timer runs out. It is the
+            // master on the link all the same (the one followed before may be long gone: a
+            // forged advert), so `master` names it.
             self.lower = Some((h.from, h.priority, now));
+            self.master = Some(h.from);
         }
         Vec::new()
     }
@@ -265,7 +288,7 @@ impl Machine {
             self.adver_at = None;
             self.wans_clear_at = None;
             self.wans_clear_by = None;
-            self.master_adver_cs = h.interval_cs;
+            self.master_adver_cs = h.interval_cs.min(max_learnt_cs(self.p.interval_cs));
             self.master_down_at = Some(now + self.master_down_interval());
             self.resigned = None;
             self.master = Some(h.from);
@@ -322,9 +345,13 @@ impl Machine {
                     out.push(Action::Send(self.p.priority));
                 }
                 if self.wans_clear_at.is_some_and(|t| t <= now) {
-                    self.wans_clear_at = None;
-                    self.wans_clear_by = None;
-                    out.push(Action::WansClear);
+                    if let Some(until) = self.conflict_until.filter(|t| *t > now) {
+                        self.wans_clear_at = Some(until);
+                    } else {
+                        self.wans_clear_at = None;
+                        self.wans_clear_by = None;
+                        out.push(Action::WansClear);
+                    }
                 }
             }
             _ => {}
@@ -354,10 +381,9 @@ impl Machine {
         }
         self.fault = fault;
         match (&self.fault, self.state) {
-            (Some(why), State::Fault) => {
-                let why = why.clone();
-                self.enter(State::Fault, why)
-            }
+            // Already in fault for another reason: no transition (the controller logs and shows
+            // the fault it asks for).
+            (Some(_), State::Fault) => Vec::new(),
             (Some(why), state) => {
                 let why = why.clone();
                 let mut out = Vec::new();
@@ -393,19 +419,33 @@ impl Machine {
         let mut out = vec![Action::Send(self.p.priority), Action::Announce];
         out.extend(self.enter(State::Master, why));
         let by = now + self.master_down_interval();
-        let clear = self
+        // Never at once: another backup may have timed out with us (see the module
+        // documentation); its first advert reaches us well within an interval + skew.
+        let hold = now + cs(self.p.interval_cs) + self.skew();
+        let quiet = self
             .other
             .map(|(at, interval)| at + interval * 3 / 2)
             .filter(|t| *t > now)
-            .map(|t| t.min(by));
-        match clear {
-            Some(t) => {
-                self.wans_clear_at = Some(t);
-                self.wans_clear_by = Some(by);
-            }
-            None => out.push(Action::WansClear),
-        }
+            .map_or(hold, |t| t.min(by));
+        self.wans_clear_at = Some(hold.max(quiet));
+        self.wans_clear_by = Some(by.max(hold));
         out
+    }
+
+    /// An advert of this virtual router from a source that is not a configured peer (dropped
+    /// otherwise): another router claims mastership, so the master-only WANs do not come up
+    /// before such adverts have stopped for 1.5 of their (capped) intervals.
+    pub fn conflict(&mut self, h: Heard, now: Instant) {
+        if h.priority == 0 {
+            return;
+        }
+        let interval = cs(h.interval_cs.min(max_learnt_cs(self.p.interval_cs)));
+        self.conflict_until = Some(now + interval * 3 / 2);
+    }
+
+    /// Whether adverts of an unconfigured source claim this virtual router now.
+    pub fn conflicting(&self, now: Instant) -> bool {
+        self.conflict_until.is_some_and(|t| t > now)
     }
 
     fn preempting(&self, now: Instant) -> bool {
@@ -512,7 +552,12 @@ mod tests {
         let a = m.start(t0);
         assert_eq!(a[..2], [Action::Send(255), Action::Announce]);
         assert_eq!(became(&a), Some(State::Master));
-        assert!(a.contains(&Action::WansClear), "nobody else was heard");
+        assert!(!a.contains(&Action::WansClear), "never at once");
+        let hold = ms(1000) + m.skew();
+        assert!(
+            m.tick(t0 + hold).contains(&Action::WansClear),
+            "nobody was heard"
+        );
     }
 
     #[test]
@@ -528,7 +573,12 @@ mod tests {
         let t1 = t0 + down;
         assert_eq!(m.next_deadline(), Some(t1 + ms(1000)));
         assert_eq!(m.tick(t1 + ms(1000)), [Action::Send(100)]);
-        assert_eq!(m.tick(t1 + ms(2000)), [Action::Send(100)]);
+        // The WANs wait one interval + skew as master.
+        assert_eq!(
+            m.tick(t1 + ms(2000)),
+            [Action::Send(100), Action::WansClear]
+        );
+        assert_eq!(m.tick(t1 + ms(3000)), [Action::Send(100)]);
     }
 
     #[test]
@@ -842,13 +892,149 @@ mod tests {
     }
 
     #[test]
-    fn after_a_crash_the_wans_are_clear_at_once() {
+    fn after_a_crash_the_wans_are_clear_after_one_interval_and_skew() {
         let t0 = Instant::now();
         let mut m = started(params(100), t0);
         m.receive(heard(200), t0);
         let t1 = t0 + m.master_down_interval();
         let a = m.tick(t1);
-        assert!(a.contains(&Action::WansClear), "{a:?}");
+        assert!(!a.contains(&Action::WansClear), "{a:?}");
+        let hold = t1 + ms(1000) + m.skew();
+        assert!(!m.tick(hold - ms(1)).contains(&Action::WansClear));
+        assert!(m.tick(hold).contains(&Action::WansClear));
+    }
+
+    /// Runs two machines that hear each other's adverts at once from `t0` to `end`, in steps
+    /// of 1 ms; returns when each said `WansClear`.
+    fn pair(
+        a: &mut Machine,
+        b: &mut Machine,
+        t0: Instant,
+        end: Duration,
+    ) -> (Vec<Duration>, Vec<Duration>) {
+        let (mut ca, mut cb) = (Vec::new(), Vec::new());
+        let (fa, fb) = (a.p.own.to_string(), b.p.own.to_string());
+        let mut t = t0;
+        while t <= t0 + end {
+            let acts_a = a.tick(t);
+            let acts_b = b.tick(t);
+            let mut pending = vec![(true, acts_a), (false, acts_b)];
+            while let Some((from_a, acts)) = pending.pop() {
+                if acts.contains(&Action::WansClear) {
+                    (if from_a { &mut ca } else { &mut cb }).push(t - t0);
+                }
+                let (to, from) = if from_a {
+                    (&mut *b, &fa)
+                } else {
+                    (&mut *a, &fb)
+                };
+                for h in sent(&acts, from) {
+                    let reply = to.receive(h, t);
+                    pending.push((!from_a, reply));
+                }
+            }
+            t += ms(1);
+        }
+        (ca, cb)
+    }
+
+    #[test]
+    fn equal_backups_timing_out_together_never_both_clear_their_wans() {
+        // A LAN flap (or a stranger's priority-255 adverts stopping): both routers are backup
+        // with the same timers, both time out at once and become master.
+        for (pa, pb) in [(100, 100), (99, 100), (90, 100)] {
+            let t0 = Instant::now();
+            let mut a = started(params(pa), t0);
+            let mut b = started(
+                Params {
+                    own: ip(PEER),
+                    ..params(pb)
+                },
+                t0,
+            );
+            let (ca, cb) = pair(&mut a, &mut b, t0, ms(10_000));
+            assert_eq!(a.state(), State::Backup, "{pa}/{pb}");
+            assert_eq!(b.state(), State::Master, "{pa}/{pb}");
+            assert!(
+                ca.is_empty(),
+                "{pa}/{pb}: the loser cleared its WANs at {ca:?}"
+            );
+            assert_eq!(cb.len(), 1, "{pa}/{pb}: {cb:?}");
+        }
+    }
+
+    #[test]
+    fn a_master_that_steps_down_within_the_hold_off_never_clears() {
+        let t0 = Instant::now();
+        let mut m = started(params(100), t0);
+        let t1 = t0 + m.master_down_interval();
+        assert!(!m.tick(t1).contains(&Action::WansClear), "not at once");
+        assert_eq!(m.state(), State::Master);
+        m.receive(heard(150), t1 + ms(500));
+        assert_eq!(m.state(), State::Backup);
+        for i in 0..3000 {
+            assert!(!m.tick(t1 + ms(i)).contains(&Action::WansClear), "{i} ms");
+        }
+    }
+
+    #[test]
+    fn adverts_of_an_unconfigured_source_hold_the_wans_while_they_last() {
+        // `peers` has a wrong address: the real master's adverts are dropped, so this router
+        // becomes master; they still show another master, for as long as they come.
+        let t0 = Instant::now();
+        let mut m = started(params(100), t0);
+        let stranger = Heard {
+            interval_cs: 10,
+            ..heard(150)
+        };
+        let mut t = t0;
+        let end = t0 + ms(30_000);
+        while t < end {
+            m.conflict(stranger, t);
+            assert!(m.conflicting(t));
+            assert!(!m.tick(t).contains(&Action::WansClear), "{:?}", t - t0);
+            t += ms(100);
+        }
+        assert_eq!(m.state(), State::Master, "its adverts were dropped");
+        let mut cleared = None;
+        while t < end + ms(5000) {
+            if m.tick(t).contains(&Action::WansClear) {
+                cleared = Some(t);
+                break;
+            }
+            t += ms(1);
+        }
+        let last = end - ms(100);
+        assert!(
+            cleared.is_some_and(|c| c >= last + ms(150) && c <= last + ms(1200)),
+            "{:?}",
+            cleared.map(|c| c - last)
+        );
+    }
+
+    #[test]
+    fn a_forged_long_interval_is_capped() {
+        let t0 = Instant::now();
+        let mut m = started(
+            Params {
+                interval_cs: 10,
+                ..params(150)
+            },
+            t0,
+        );
+        let forged = Heard {
+            interval_cs: 4095,
+            ..heard(254)
+        };
+        m.receive(forged, t0);
+        // 10 x 100 ms: 3 s + skew, not 3 x 40.95 s.
+        assert!(
+            m.master_down_interval() < ms(3500),
+            "{:?}",
+            m.master_down_interval()
+        );
+        assert_eq!(max_learnt_cs(100), 1000);
+        assert_eq!(max_learnt_cs(10), 100);
     }
 
     #[test]
@@ -874,5 +1060,32 @@ mod tests {
             cleared.is_some_and(|t| t <= bound + ms(500)),
             "{cleared:?} vs {bound:?}"
         );
+    }
+
+    #[test]
+    fn a_lower_master_heard_while_preempting_is_the_master_named() {
+        // A forged advert (priority 254) was followed; the real master (100, lower than our
+        // 150) is the one advertising now: status names it, not the forger.
+        let t0 = Instant::now();
+        let mut m = started(params(150), t0);
+        let forged = Heard {
+            from: ip("10.0.0.100"),
+            ..heard(254)
+        };
+        m.receive(forged, t0);
+        assert_eq!(m.master(), Some(ip("10.0.0.100")));
+        m.receive(heard(100), t0 + ms(1000));
+        assert_eq!(m.master(), Some(ip(PEER)));
+    }
+
+    #[test]
+    fn another_fault_reason_while_in_fault_is_no_transition() {
+        let t0 = Instant::now();
+        let mut m = started(params(100), t0);
+        let a = m.set_fault(Some("every WAN is down (dsl, lte)".into()), t0);
+        assert_eq!(became(&a), Some(State::Fault));
+        let a = m.set_fault(Some("every WAN is down (lte)".into()), t0 + ms(10));
+        assert_eq!(became(&a), None, "fault -> fault is no transition: {a:?}");
+        assert_eq!(m.state(), State::Fault);
     }
 }

@@ -134,6 +134,7 @@ mod tests {
             adverts_received: 3,
             dropped: [("ttl".to_owned(), 7)].into_iter().collect(),
             wans: vec![],
+            notes: vec![],
         };
         let text = render(&[v]);
         for line in [

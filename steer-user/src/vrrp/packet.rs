@@ -321,6 +321,37 @@ pub fn validate(b: &[u8], meta: Meta, expect: &Expect<'_>) -> Result<Accepted, D
     })
 }
 
+/// An advert dropped for its source alone (`peers` does not list it): what it carries, had
+/// its source been a peer. Such an advert still shows another router claiming this virtual
+/// router (a `peers` typo on one side).
+pub fn valid_but_for_source(b: &[u8], meta: Meta, expect: &Expect<'_>) -> Option<Advert> {
+    let peer = [meta.src];
+    let as_peer = Expect {
+        peers: &peer,
+        ..expect.clone()
+    };
+    validate(b, meta, &as_peer).ok().map(|ok| ok.advert)
+}
+
+/// Our virtual addresses that an advert of another virtual router (`vrid`, dropped as such)
+/// lists: each router ignores the other's adverts, so both may hold them.
+pub fn claimed_by_other_vrid(b: &[u8], meta: Meta, expect: &Expect<'_>, vrid: u8) -> Vec<IpAddr> {
+    let as_ours = Expect {
+        vrid,
+        siblings: &[],
+        ..expect.clone()
+    };
+    let addrs = match validate(b, meta, &as_ours) {
+        Ok(ok) => ok.advert.addrs,
+        Err(Dropped::Addresses { theirs }) => theirs,
+        Err(_) => Vec::new(),
+    };
+    addrs
+        .into_iter()
+        .filter(|a| expect.vips.contains(a))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,5 +582,65 @@ mod tests {
             Err(Dropped::Checksum),
             "IPv6 has no plain form"
         );
+    }
+
+    #[test]
+    fn an_advert_from_an_unconfigured_source_is_read_for_what_it_claims() {
+        let vips = [v4("10.10.0.1")];
+        let peers = [v4("10.10.0.99")];
+        let b = advert(150).encode(v4(SRC), v4("10.10.0.12"), Checksum::PseudoHeader);
+        let meta = Meta {
+            dst: v4("10.10.0.12"),
+            ..multicast(64)
+        };
+        let e = expect(&vips, &peers);
+        assert_eq!(
+            validate(&b, meta, &e).unwrap_err(),
+            Dropped::UnknownSource(v4(SRC))
+        );
+        assert_eq!(valid_but_for_source(&b, meta, &e), Some(advert(150)));
+        let mut bad = b.clone();
+        bad[6] ^= 0xff;
+        assert_eq!(
+            valid_but_for_source(&bad, meta, &e),
+            None,
+            "a bad checksum claims nothing"
+        );
+    }
+
+    #[test]
+    fn an_advert_of_another_vrid_listing_our_vip_is_found() {
+        let vips = [v4("10.10.0.1")];
+        let other = Advert {
+            vrid: 53,
+            ..advert(100)
+        };
+        let b = other.encode(v4(SRC), IpAddr::V4(GROUP_V4), Checksum::PseudoHeader);
+        let e = expect(&vips, &[]);
+        assert_eq!(
+            validate(&b, multicast(255), &e).unwrap_err(),
+            Dropped::Vrid(53)
+        );
+        assert_eq!(
+            claimed_by_other_vrid(&b, multicast(255), &e, 53),
+            vec![v4("10.10.0.1")]
+        );
+        let elsewhere = Advert {
+            vrid: 53,
+            addrs: vec![v4("10.10.0.2"), v4("10.10.0.1")],
+            ..advert(100)
+        };
+        let b = elsewhere.encode(v4(SRC), IpAddr::V4(GROUP_V4), Checksum::PseudoHeader);
+        assert_eq!(
+            claimed_by_other_vrid(&b, multicast(255), &e, 53),
+            vec![v4("10.10.0.1")]
+        );
+        let unrelated = Advert {
+            vrid: 53,
+            addrs: vec![v4("10.10.0.2")],
+            ..advert(100)
+        };
+        let b = unrelated.encode(v4(SRC), IpAddr::V4(GROUP_V4), Checksum::PseudoHeader);
+        assert!(claimed_by_other_vrid(&b, multicast(255), &e, 53).is_empty());
     }
 }

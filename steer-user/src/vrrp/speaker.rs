@@ -74,6 +74,11 @@ pub struct View {
     pub transitions: u64,
     /// When the state last changed, to what, and why.
     pub last: Option<(Instant, State, String)>,
+    /// As backup: the master followed and the priority it advertises.
+    pub following: Option<(IpAddr, u8)>,
+    /// Things worth showing, by kind (`interval`, `unknown_source`, `vrid`): when last
+    /// heard, and the words.
+    pub notes: BTreeMap<&'static str, (Instant, String)>,
 }
 
 /// The views of every instance, shared with the controller.
@@ -295,6 +300,8 @@ struct Instance {
     events: mpsc::UnboundedSender<Event>,
     board: Board,
     logged: HashMap<(IpAddr, &'static str), Instant>,
+    /// The master and interval last warned about (another interval than ours).
+    interval_warned: Option<(IpAddr, u16)>,
 }
 
 impl Instance {
@@ -331,6 +338,7 @@ impl Instance {
             events,
             board,
             logged: HashMap::new(),
+            interval_warned: None,
         }
     }
 
@@ -503,16 +511,90 @@ impl Instance {
                         )
                     });
                 }
-                self.machine.receive(
+                let now = Instant::now();
+                let acts = self.machine.receive(
                     Heard {
                         from: r.meta.src,
                         priority: ok.advert.priority,
                         interval_cs: ok.advert.interval_cs,
                     },
-                    Instant::now(),
-                )
+                    now,
+                );
+                if self.machine.state() == State::Backup
+                    && self.machine.master() == Some(r.meta.src)
+                    && ok.advert.priority > 0
+                {
+                    let following = Some((r.meta.src, ok.advert.priority));
+                    self.update(|v| v.following = following);
+                    self.check_interval(r.meta.src, ok.advert.interval_cs, now);
+                }
+                acts
             }
             Err(Dropped::Sibling) => Vec::new(),
+            Err(Dropped::UnknownSource(from)) => {
+                self.update(|v| *v.drops.entry("unknown_source").or_default() += 1);
+                // Valid but for its source: another router claims this virtual router (a
+                // `peers` typo here, or a stranger). Dropped, yet the WANs must not come up.
+                match packet::valid_but_for_source(&r.payload, r.meta, &expect) {
+                    Some(advert) if advert.priority > 0 => {
+                        let now = Instant::now();
+                        self.machine.conflict(
+                            Heard {
+                                from,
+                                priority: advert.priority,
+                                interval_cs: advert.interval_cs,
+                            },
+                            now,
+                        );
+                        let peers: Vec<String> =
+                            self.cfg.peers.iter().map(ToString::to_string).collect();
+                        let text = format!(
+                            "{from} advertises this virtual router (vrid {}, priority {}) but is \
+                             not in `peers` ({}): its adverts are dropped, so both routers may \
+                             be master; master-only WANs stay down while it advertises: fix \
+                             `peers` (on this router or that one)",
+                            self.cfg.vrid,
+                            advert.priority,
+                            peers.join(", ")
+                        );
+                        self.note("unknown_source", text.clone(), now);
+                        self.log_once(from, "unknown_source", || text);
+                    }
+                    _ => self.log_once(from, "unknown_source", || {
+                        format!("dropped: {}", Dropped::UnknownSource(from).describe(from))
+                    }),
+                }
+                Vec::new()
+            }
+            Err(Dropped::Vrid(theirs)) => {
+                self.update(|v| *v.drops.entry("vrid").or_default() += 1);
+                // Another virtual router is normal; one that claims our addresses is a second
+                // master for them.
+                let shared: Vec<String> =
+                    packet::claimed_by_other_vrid(&r.payload, r.meta, &expect, theirs)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                let from = r.meta.src;
+                if shared.is_empty() {
+                    self.log_once(from, "vrid", || {
+                        format!("dropped: {}", Dropped::Vrid(theirs).describe(from))
+                    });
+                } else {
+                    let text = format!(
+                        "{}, lists {}, a virtual address of this instance (vrid {}): each \
+                         router ignores the other's adverts, so both may hold it (a dual \
+                         master); give both routers the same vrid (keepalived: \
+                         virtual_router_id)",
+                        Dropped::Vrid(theirs).describe(from),
+                        shared.join(", "),
+                        self.cfg.vrid
+                    );
+                    self.note("vrid", text.clone(), Instant::now());
+                    self.log_once(from, "vrid_conflict", || text);
+                }
+                Vec::new()
+            }
             Err(d) => {
                 let reason = d.reason();
                 self.update(|v| *v.drops.entry(reason).or_default() += 1);
@@ -522,6 +604,49 @@ impl Instance {
                 Vec::new()
             }
         }
+    }
+
+    /// Warns once per change when the master followed advertises another interval than ours
+    /// (a takeover then waits for 3 of its intervals), and says so in the status.
+    fn check_interval(&mut self, from: IpAddr, interval_cs: u16, now: Instant) {
+        let ours = self.cfg.advert_interval_cs;
+        if interval_cs == ours {
+            self.interval_warned = None;
+            self.update(|v| {
+                v.notes.remove("interval");
+            });
+            return;
+        }
+        if self.interval_warned == Some((from, interval_cs)) {
+            return;
+        }
+        self.interval_warned = Some((from, interval_cs));
+        let cap = super::machine::max_learnt_cs(ours);
+        let capped = if interval_cs > cap {
+            format!(
+                " (taken as {} ms, the most a master's advert may impose here: a forged one \
+                 cannot hold this router back for long)",
+                u32::from(cap) * 10
+            )
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "the master {from} advertises every {} ms, not the configured {} ms \
+             (advert_interval_ms){capped}: a takeover waits ~{:.1} s; set the same interval on \
+             both routers",
+            u32::from(interval_cs) * 10,
+            u32::from(ours) * 10,
+            self.machine.master_down_interval().as_secs_f64()
+        );
+        log::warn!("vrrp {}: {text}", self.name);
+        self.note("interval", text, now);
+    }
+
+    fn note(&self, kind: &'static str, text: String, now: Instant) {
+        self.update(|v| {
+            v.notes.insert(kind, (now, text));
+        });
     }
 
     /// Logs `text` for (source, kind) once per [`LOG_AGAIN`]. Sources are the sender's to
@@ -578,6 +703,7 @@ impl Instance {
                     self.update(|v| {
                         v.state = Some(state);
                         v.master = master;
+                        v.following = None;
                         v.transitions += 1;
                         v.last = Some((Instant::now(), state, why.clone()));
                     });

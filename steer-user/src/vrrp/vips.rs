@@ -21,7 +21,7 @@ use crate::config::{Vip, Vrrp};
 /// A VIP that is an address of its interface steer did not add.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{file}: vrrp[{instance}].vips[{index}] = \"{vip}\": {addr} is already an address of \
+    "{file}{place}: vrrp[{instance}].vips[{index}] = \"{vip}\": {addr} is already an address of \
      {interface} that steer did not add (the router's own address, or one added by hand); as \
      a virtual address steer would remove it whenever this router is not master, and the \
      router would lose it and its connected route. Use a free address of the subnet for the \
@@ -32,6 +32,8 @@ use crate::config::{Vip, Vrrp};
 )]
 pub struct NotOurs {
     pub file: std::path::PathBuf,
+    /// ":line:column" of the VIP in `file` ("" when unknown).
+    pub place: String,
     pub instance: String,
     pub index: usize,
     pub vip: Vip,
@@ -73,6 +75,7 @@ pub fn clashes(
             if there.iter().any(|a| a.addr == vip.addr && !a.steer) {
                 out.push(NotOurs {
                     file: file.to_path_buf(),
+                    place: s.places.vip(index),
                     instance: v.name.clone(),
                     index,
                     vip: *vip,
@@ -116,11 +119,12 @@ pub fn outside(
                 .map(|a| format!("{}/{}", a.addr, a.prefix_len))
                 .collect();
             out.push(format!(
-                "{}: vrrp[{}].vips[{index}] = \"{vip}\" is outside every subnet of {} ({}): \
+                "{}{}: vrrp[{}].vips[{index}] = \"{vip}\" is outside every subnet of {} ({}): \
                  only hosts numbered in {vip}'s own subnet can use it, and the backup has no \
                  address there; if the network routes it to the master, set `holder` (see \
                  \"Routed VIP\" in the README)",
                 file.display(),
+                s.places.vip(index),
                 v.name,
                 s.interface,
                 listed.join(", ")
@@ -165,7 +169,45 @@ pub async fn check(file: &Path, config: &[Vrrp]) -> Result<Vec<String>, Clashes>
     if !clashes.is_empty() {
         return Err(Clashes(clashes));
     }
-    Ok(outside(file, config, &addrs))
+    let mut notes = absent(file, config, &addrs);
+    notes.extend(outside(file, config, &addrs));
+    Ok(notes)
+}
+
+/// Notes on the interfaces of `config` (`interface`, `holder`) this machine does not have, by
+/// `addrs` (every interface that exists is in it, with or without addresses): at start and
+/// reload they are logged as warnings, `steer check` shows them as notes (it may run off the
+/// router, as the WANs' and LAN's interfaces are not checked there either).
+pub fn absent(file: &Path, config: &[Vrrp], addrs: &BTreeMap<String, Vec<Address>>) -> Vec<String> {
+    let mut notes = Vec::new();
+    for v in config {
+        let Some(s) = v.speaker() else { continue };
+        for (field, interface) in [
+            ("interface", Some(&s.interface)),
+            ("holder", s.holder.as_ref()),
+        ] {
+            if let Some(i) = interface
+                && !addrs.contains_key(i)
+            {
+                notes.push(missing(file, v, field, i));
+            }
+        }
+    }
+    notes
+}
+
+/// The note on an interface of instance `v` that this machine does not have.
+fn missing(file: &Path, v: &Vrrp, field: &str, interface: &str) -> String {
+    let place = v
+        .speaker()
+        .map_or(String::new(), |s| s.places.interface(field == "holder"));
+    format!(
+        "{}{place}: vrrp[{}].{field} = \"{interface}\": there is no interface {interface} on \
+         this machine: the instance stays in fault (no adverts, never master) until it appears; \
+         on the router, check the name (`ip link`); off the router this is expected",
+        file.display(),
+        v.name
+    )
 }
 
 fn is_link_local(a: IpAddr) -> bool {
@@ -225,7 +267,7 @@ mod tests {
         let text = found[0].to_string();
         assert!(
             text.starts_with(
-                "/etc/steer.toml: vrrp[lan].vips[1] = \"192.168.77.2/24\": 192.168.77.2 is \
+                "/etc/steer.toml:14:28: vrrp[lan].vips[1] = \"192.168.77.2/24\": 192.168.77.2 is \
                  already an address of lan0 that steer did not add"
             ),
             "{text}"
@@ -251,7 +293,7 @@ mod tests {
         let notes = outside(Path::new("/etc/steer.toml"), &c, &own);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(
-            notes[0].contains("vrrp[lan].vips[0] = \"10.9.9.9/24\" is outside every subnet of lan0 (192.168.77.2/24)"),
+            notes[0].contains("/etc/steer.toml:14:9: vrrp[lan].vips[0] = \"10.9.9.9/24\" is outside every subnet of lan0 (192.168.77.2/24)"),
             "{}",
             notes[0]
         );
@@ -262,5 +304,33 @@ mod tests {
         let v6 = config("", "[\"fe80::1/64\", \"fd00:1::1/64\"]");
         let own6 = lan0(&[addr("fd00:1::2/64", false), addr("192.168.77.2/24", false)]);
         assert!(outside(Path::new("x"), &v6, &own6).is_empty());
+    }
+
+    #[test]
+    fn a_missing_interface_is_noted_with_its_place() {
+        let c = config("holder = \"vip9\"", "[\"192.168.77.1/24\"]");
+        let notes = absent(Path::new("/etc/steer.toml"), &c, &lan0(&[]));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with(
+                "/etc/steer.toml:15:10: vrrp[lan].holder = \"vip9\": there is no interface vip9"
+            ),
+            "{}",
+            notes[0]
+        );
+        let notes = absent(
+            Path::new("/etc/steer.toml"),
+            &config("", "[\"192.168.77.1/24\"]"),
+            &BTreeMap::new(),
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with(
+                "/etc/steer.toml:12:13: vrrp[lan].interface = \"lan0\": there is no interface \
+                 lan0 on this machine"
+            ),
+            "{}",
+            notes[0]
+        );
     }
 }

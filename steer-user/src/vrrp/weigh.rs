@@ -7,9 +7,10 @@
 //!   because that WAN failed does not take it back until it has been master and seen the WAN
 //!   work again; one never seen counts as up.
 //! - A master-only WAN that did not come up when this router became master counts as down.
-//! - With `all_wans_down = "fault"`, an instance whose probed WANs are all down enters the
-//!   fault state (a master resigns with priority 0); WANs not probed right now (held down, or
-//!   failed to come up) never cause it.
+//! - With `all_wans_down = "fault"`, an instance whose WANs all count as down (as above, and
+//!   at least one of them probed and down) enters the fault state (a master resigns with
+//!   priority 0). A held-down master-only WAN that was up, or was never seen, keeps a backup
+//!   out of fault: as master it brings that line up, so it must be able to take over.
 //! - keepalived's `track_file` gets the penalty, the sum of those weights (with `weight -1` in
 //!   keepalived.conf it lowers keepalived's own priority by as much), or 254 for a fault
 //!   (keepalived enters FAULT below -253).
@@ -59,7 +60,8 @@ pub fn weigh(v: &Vrrp, health: impl Fn(&VrrpWan) -> WanHealth) -> Weighed {
     let mut penalty: u32 = 0;
     let mut lost = Vec::new();
     let mut probed = 0;
-    let mut probed_down = Vec::new();
+    let mut counted_down = 0;
+    let mut down_words = Vec::new();
     for w in &v.wans {
         let h = health(w);
         let down = match h {
@@ -69,17 +71,22 @@ pub fn weigh(v: &Vrrp, health: impl Fn(&VrrpWan) -> WanHealth) -> Weighed {
         };
         if matches!(h, WanHealth::Up | WanHealth::Down) {
             probed += 1;
-            if down {
-                probed_down.push(w.wan.as_str());
-            }
+        }
+        let how = match h {
+            WanHealth::Unprobed(_) => "was down when this router left MASTER",
+            WanHealth::Failed => "did not come up",
+            _ => "down",
+        };
+        if down {
+            counted_down += 1;
+            down_words.push(if how == "down" {
+                w.wan.clone()
+            } else {
+                format!("{} {how}", w.wan)
+            });
         }
         if down && w.weight > 0 {
             penalty += u32::from(w.weight);
-            let how = match h {
-                WanHealth::Unprobed(_) => "was down when this router left MASTER",
-                WanHealth::Failed => "did not come up",
-                _ => "down",
-            };
             lost.push(format!("{} ({} {how})", w.weight, w.wan));
         }
     }
@@ -93,9 +100,13 @@ pub fn weigh(v: &Vrrp, health: impl Fn(&VrrpWan) -> WanHealth) -> Weighed {
     } else {
         format!("{base} - {} = {priority}", lost.join(" - "))
     };
+    // A held-down master-only WAN that was up (or never seen) is a line this router brings up
+    // as master: it is not WAN-less, and must be able to take over from a dead master. One
+    // that was down, or did not come up, counts as down here as in the priority; yet a probed
+    // WAN must be down too, so a router whose only WANs are master-only keeps trying them.
     let fault =
-        (v.all_wans_down == AllWansDown::Fault && probed > 0 && probed_down.len() == probed)
-            .then(|| format!("every WAN is down ({})", probed_down.join(", ")));
+        (v.all_wans_down == AllWansDown::Fault && probed > 0 && counted_down == v.wans.len())
+            .then(|| format!("every WAN is down ({})", down_words.join(", ")));
     Weighed {
         priority,
         penalty,
@@ -165,19 +176,44 @@ wans = [{{ wan = "wan1", weight = 50, master_only = true }}, {{ wan = "wan2", we
     }
 
     #[test]
-    fn an_unprobed_master_only_wan_counts_as_last_seen_and_never_faults() {
+    fn an_unprobed_master_only_wan_counts_as_last_seen() {
         let v = instance(150, "fault");
         assert_eq!(weigh(&v, states(Unprobed(None), Up)).priority, 150);
         let w = weigh(&v, states(Unprobed(Some(false)), Down));
         assert_eq!(w.priority, 70);
         assert_eq!(
             w.fault.as_deref(),
-            Some("every WAN is down (wan2)"),
-            "only the probed WAN decides"
+            Some("every WAN is down (wan1 was down when this router left MASTER, wan2)"),
         );
         let w = weigh(&v, states(Unprobed(Some(false)), Up));
         assert_eq!((w.priority, w.fault), (100, None));
         assert!(w.why.contains("was down when this router left MASTER"));
+    }
+
+    #[test]
+    fn a_backup_with_a_held_down_line_that_worked_is_not_in_fault() {
+        // Its own line is down, the shared master-only line held down (up when it last left
+        // MASTER, or never seen): when the master dies it must take over and bring it up.
+        let v = instance(100, "fault");
+        for seen in [Some(true), None] {
+            let w = weigh(&v, states(Unprobed(seen), Down));
+            assert_eq!(w.fault, None, "{seen:?}");
+            assert_eq!(w.priority, 70, "{seen:?}");
+            assert_eq!(w.track_value(), 30, "keepalived's track file: not 254");
+        }
+    }
+
+    #[test]
+    fn a_master_whose_line_did_not_come_up_and_whose_own_is_down_is_in_fault() {
+        let w = weigh(&instance(150, "fault"), states(Failed, Down));
+        assert_eq!(
+            w.fault.as_deref(),
+            Some("every WAN is down (wan1 did not come up, wan2)")
+        );
+        // Only master-only WANs, none probed: no fault, the router keeps trying them.
+        let mut v = instance(150, "fault");
+        v.wans.retain(|w| w.master_only);
+        assert_eq!(weigh(&v, |_| Failed).fault, None);
     }
 
     #[test]
