@@ -280,3 +280,20 @@ fn steer_check_says_when_it_waited_for_a_file_to_settle() {
     assert!(ok, "{err}");
     assert!(!err.contains("to settle"), "{err}");
 }
+
+/// What `steer check` notes is said at start and at a full reload too: here, a plain set that
+/// holds nothing.
+#[test]
+fn the_checks_notes_are_said_at_start_and_at_a_full_reload() {
+    let (_lab, work, daemon) = setup("notes-at-reload");
+    let note = "set `empty` holds no prefix and no domain";
+    assert!(!daemon.log_text().contains(note));
+    work.write("lists/empty.txt", "# nothing yet\n");
+    let empty =
+        "[[set]]\nname = \"empty\"\npolicy = \"wan2-first\"\nfiles = [\"lists/empty.txt\"]\n";
+    work.write("steer.toml", &config(&work, empty));
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains(note), "the reload's reply: {out}");
+    daemon.wait_log(note, Duration::from_secs(5));
+}

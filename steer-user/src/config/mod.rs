@@ -62,7 +62,7 @@ pub use list::{
 };
 pub use list_budget::{ListBudget, ListOverLimit};
 pub use names::{ifname_problem, normalize_domain, valid_name};
-pub use notes::{notes, writable_by_others};
+pub use notes::{advice, notes, writable_by_others};
 pub use read::{
     Changed, Check, Inputs, MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, Stamp, Unsettled, Wait,
     content_hash, read_file, take_waits,

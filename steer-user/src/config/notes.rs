@@ -4,8 +4,15 @@
 use super::{Config, Set};
 use crate::model::Family;
 
-/// Every note on `config`, in file order.
+/// Every note on `config`, in file order: the advice, then the files others may change.
 pub fn notes(config: &Config) -> Vec<String> {
+    let mut all = advice(config);
+    all.extend(writable_by_others(config));
+    all
+}
+
+/// What works as written but may not be what was meant.
+pub fn advice(config: &Config) -> Vec<String> {
     let wans = config.wans.iter().filter_map(one_family_probed);
     let sets = config.sets.iter().filter_map(rule_that_matches_nothing);
     let unfiltered = config
@@ -27,7 +34,6 @@ pub fn notes(config: &Config) -> Vec<String> {
         .chain(unfiltered)
         .chain(short)
         .chain(shared)
-        .chain(writable_by_others(config))
         .collect()
 }
 

@@ -1675,6 +1675,14 @@ impl Controller {
             Ok(seen) => report.notes.extend(seen.lines),
             Err(line) => report.notes.push(line),
         }
+        // What `steer check` notes (a master-only WAN two VRRP instances share, a rule that
+        // matches everything) is said at every start and full reload; files others may change
+        // are warned about.
+        report.notes.extend(
+            config::advice(&config)
+                .into_iter()
+                .map(|note| ReportLine::info(format!("note: {note}"))),
+        );
         report.notes.extend(
             config::writable_by_others(&config)
                 .into_iter()
