@@ -75,7 +75,7 @@ impl Verdicts<'_> {
             src,
             dst,
             proto: conn.proto,
-            ports: Some((conn.sport, conn.dport)),
+            ports: ports_of(conn),
             mac: None,
             ifindex: None,
         };
@@ -128,6 +128,13 @@ fn hash_of(conn: &Connection, by_source: bool) -> u32 {
     if by_source {
         src_hash(&src)
     } else {
-        flow_hash(&src, &dst, conn.proto, conn.sport, conn.dport)
+        let (sport, dport) = ports_of(conn).unwrap_or((0, 0));
+        flow_hash(&src, &dst, conn.proto, sport, dport)
     }
+}
+
+/// The ports the classifier reads of this connection's packets: conntrack also keeps ports
+/// (or call ids) for GRE and DCCP, which the classifier does not read.
+fn ports_of(conn: &Connection) -> Option<(u16, u16)> {
+    steer_common::ipproto::has_ports(conn.proto).then_some((conn.sport, conn.dport))
 }

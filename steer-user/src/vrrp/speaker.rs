@@ -551,7 +551,8 @@ impl Instance {
                         let text = format!(
                             "{from} advertises this virtual router (vrid {}, priority {}) but is \
                              not in `peers` ({}): its adverts are dropped, so both routers may \
-                             be master; master-only WANs stay down while it advertises: fix \
+                             be master; master-only WANs not up yet stay down while it \
+                             advertises (those already up stay up): fix \
                              `peers` (on this router or that one)",
                             self.cfg.vrid,
                             advert.priority,
