@@ -800,14 +800,14 @@ fn later_ordered(
     probe: &CondProbe,
     won: usize,
 ) -> Result<Vec<(usize, String)>, ExplainError> {
-    let met = maps.ordered().met(probe)?;
+    let live = maps.ordered().live_view()?;
+    let met = maps.ordered().met(&live, probe)?;
     if won == 0 || met.trailing_zeros() as usize + 1 != won {
         return Ok(Vec::new());
     }
-    let bank = maps.ordered().live()?;
     Ok((won..cond::MAX_RULES as usize)
         .filter(|i| met >> i & 1 == 1)
-        .map(|i| (i + 1, names.set(u32::from(bank.rule[i]))))
+        .map(|i| (i + 1, names.set(u32::from(live.header.rule[i]))))
         .collect())
 }
 

@@ -20,7 +20,7 @@ use steer_common::{
 use crate::{
     config::{Config, Failback},
     conntrack::Connection,
-    dataplane::ordered::{CondMaps, CondProbe, FirstMet},
+    dataplane::ordered::{CondMaps, CondProbe, FirstMet, LiveBank},
     model::{Direction, Family, LocalSet, PolicyTable, PrefixMap, PrefixSets, Rule},
 };
 
@@ -32,6 +32,9 @@ pub struct Verdicts<'a> {
     pub local: &'a LocalSet,
     pub table: &'a PolicyTable,
     pub ordered: &'a CondMaps,
+    /// The live bank of the ordered rules, read once for every connection; `None` when it
+    /// could not be read (no connection's rule can then be told).
+    pub bank: Option<LiveBank>,
     /// The rule a host learned from DNS steers to.
     pub learned: &'a dyn Fn(IpAddr) -> Option<u32>,
 }
@@ -79,7 +82,8 @@ impl Verdicts<'_> {
             mac: None,
             ifindex: None,
         };
-        match self.ordered.first_met(&probe) {
+        let bank = self.bank.as_ref()?;
+        match self.ordered.first_met(bank, &probe) {
             FirstMet::Rule(rule) => return Some(rule),
             FirstMet::Unknown => return None,
             FirstMet::None => {}

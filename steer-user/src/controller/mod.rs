@@ -1017,6 +1017,7 @@ impl Controller {
             local: self.dp.local(),
             table: &table,
             ordered: self.dp.maps().ordered(),
+            bank: self.dp.maps().ordered().live_view().ok(),
             learned: &learned,
         };
         listed

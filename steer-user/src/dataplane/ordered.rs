@@ -101,10 +101,17 @@ impl CondMaps {
 
     /// The live bank's header: its rules' bits, `any` bits, dimensions and rule ids.
     pub fn live(&self) -> Result<CondBank, DataplaneError> {
-        let bank = self.live_bank()?;
-        self.bank
-            .get(&bank, 0)
-            .map_err(map_err(names::COND_BANK, "read"))
+        Ok(self.live_view()?.header)
+    }
+
+    /// The live bank's number and header, read once for any number of [`CondMaps::met`].
+    pub fn live_view(&self) -> Result<LiveBank, DataplaneError> {
+        let no = self.live_bank()?;
+        let header = self
+            .bank
+            .get(&no, 0)
+            .map_err(map_err(names::COND_BANK, "read"))?;
+        Ok(LiveBank { no, header })
     }
 
     /// Makes `bank` the one the classifier reads.
@@ -245,71 +252,79 @@ pub struct CondProbe {
 }
 
 impl CondMaps {
-    /// The bits of the live bank's rules that `p` meets, every one of them, where the
-    /// classifier keeps only the lowest (`steer-ebpf/src/cond.rs`, which this reads the maps
-    /// as): `steer explain` names the later rules a packet also meets (and checks that the
-    /// lowest bit is the rule the classifier itself picked); failback asks which rule a
-    /// connection follows.
-    pub fn met(&self, p: &CondProbe) -> Result<u64, DataplaneError> {
-        let bank_no = self.live_bank()?;
-        let bank = self.live()?;
+    /// The bits of the rules of `live` that `p` meets, every one of them, where the classifier
+    /// keeps only the lowest (`steer-ebpf/src/cond.rs`, which this reads the maps as, looking up
+    /// only the dimensions some rule constrains while a rule is left): `steer explain` names
+    /// the later rules a packet also meets (and checks that the lowest bit is the rule the
+    /// classifier itself picked); failback asks which rule a connection follows.
+    pub fn met(&self, live: &LiveBank, p: &CondProbe) -> Result<u64, DataplaneError> {
+        let (bank_no, bank) = (live.no, &live.header);
         let family = Family::of(&p.dst);
         let mut bits = bank.used[family.index()];
-        let narrow = |bits: &mut u64, dim: u32, any: usize, hit: u64| {
-            if bank.dims & dim != 0 {
-                *bits &= bank.any[any] | hit;
-            }
-        };
-        let proto = self
-            .proto
-            .get(&cond::proto_index(bank_no, family.raw(), p.proto), 0)
-            .map_err(map_err(names::COND_PROTO, "read"))?;
-        narrow(&mut bits, cond::dims::PROTO, cond::any::PROTO, proto);
-        let (sport, dport) = match p.ports.filter(|&(s, d)| s != 0 || d != 0) {
-            Some((s, d)) => (
-                self.port_hit(bank_no, cond::SRC, s)?,
-                self.port_hit(bank_no, cond::DST, d)?,
+        let wanted = |bits: u64, dim: u32| bits != 0 && bank.dims & dim != 0;
+        if wanted(bits, cond::dims::PROTO) {
+            let hit = self
+                .proto
+                .get(&cond::proto_index(bank_no, family.raw(), p.proto), 0)
+                .map_err(map_err(names::COND_PROTO, "read"))?;
+            bits &= bank.any[cond::any::PROTO] | hit;
+        }
+        let ports = p.ports.filter(|&(s, d)| s != 0 || d != 0);
+        for (side, dim, any, port) in [
+            (
+                cond::SRC,
+                cond::dims::SPORT,
+                cond::any::SPORT,
+                ports.map(|p| p.0),
             ),
-            None => (0, 0),
-        };
-        narrow(&mut bits, cond::dims::SPORT, cond::any::SPORT, sport);
-        narrow(&mut bits, cond::dims::DPORT, cond::any::DPORT, dport);
-        if let Some(mac) = p.mac {
+            (
+                cond::DST,
+                cond::dims::DPORT,
+                cond::any::DPORT,
+                ports.map(|p| p.1),
+            ),
+        ] {
+            if wanted(bits, dim) {
+                let hit = match port {
+                    Some(port) => self.port_hit(bank_no, side, port)?,
+                    None => 0,
+                };
+                bits &= bank.any[any] | hit;
+            }
+        }
+        if let Some(mac) = p.mac.filter(|_| wanted(bits, cond::dims::MAC)) {
             let key = CondMacKey {
                 bank: bank_no as u8,
                 _pad: 0,
                 mac,
             };
             let hit = bits_or_none(self.mac.get(&key, 0), names::COND_MAC)?;
-            narrow(&mut bits, cond::dims::MAC, cond::any::MAC, hit);
+            bits &= bank.any[cond::any::MAC] | hit;
         }
-        if let Some(ifindex) = p.ifindex {
+        if let Some(ifindex) = p.ifindex.filter(|_| wanted(bits, cond::dims::IN)) {
             let key = CondIfKey {
                 bank: bank_no,
                 ifindex,
             };
             let hit = bits_or_none(self.ins.get(&key, 0), names::COND_IN)?;
-            narrow(&mut bits, cond::dims::IN, cond::any::IN, hit);
+            bits &= bank.any[cond::any::IN] | hit;
         }
         for (side, dim, any, addr) in [
             (Direction::Src, cond::dims::SRC, cond::any::SRC_V4, p.src),
             (Direction::Dst, cond::dims::DST, cond::any::DST_V4, p.dst),
         ] {
-            let hit = self.addr_hit(bank_no as u8, side, addr)?;
-            narrow(&mut bits, dim, any + family.index(), hit);
+            if wanted(bits, dim) {
+                let hit = self.addr_hit(bank_no as u8, side, addr)?;
+                bits &= bank.any[any + family.index()] | hit;
+            }
         }
         Ok(bits)
     }
 
-    /// The first ordered rule `p` meets, if it can be told.
-    pub fn first_met(&self, p: &CondProbe) -> FirstMet {
-        let Ok(bank) = self.live() else {
-            return FirstMet::Unknown;
-        };
-        if bank.used == [0, 0] {
-            return FirstMet::None;
-        }
-        let met = match self.met(p) {
+    /// The first rule of `live` that `p` meets, if it can be told.
+    pub fn first_met(&self, live: &LiveBank, p: &CondProbe) -> FirstMet {
+        let bank = &live.header;
+        let met = match self.met(live, p) {
             Ok(0) => return FirstMet::None,
             Ok(met) => met,
             Err(_) => return FirstMet::Unknown,
@@ -370,6 +385,13 @@ fn bits_or_none(
         Err(aya::maps::MapError::KeyNotFound) => Ok(0),
         Err(e) => Err(map_err(name, "read")(e)),
     }
+}
+
+/// The live bank as read once: its number and header.
+#[derive(Clone, Copy, Debug)]
+pub struct LiveBank {
+    pub no: u32,
+    pub header: CondBank,
 }
 
 /// What [`CondMaps::first_met`] found.
