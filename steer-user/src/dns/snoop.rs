@@ -101,57 +101,35 @@ pub fn install_fallback(lan: &[String], queue: u16) -> Result<(), String> {
     for bin in ["iptables", "ip6tables"] {
         let _ = xtables(bin, &["-t", "mangle", "-N", FALLBACK_CHAIN]);
         xtables(bin, &["-t", "mangle", "-F", FALLBACK_CHAIN])?;
+        // Queries in from the LAN are copied (NFLOG), answers out to it held (NFQUEUE).
+        let copy = ["-j", "NFLOG", "--nflog-group", &queue];
+        let hold = ["-j", "NFQUEUE", "--queue-num", &queue, "--queue-bypass"];
+        let ways: [(&str, &str, &str, &[&str]); 2] = [
+            ("-i", "--dport", "ORIGINAL", &copy),
+            ("-o", "--sport", "REPLY", &hold),
+        ];
         for lan in lan {
-            for proto in ["udp", "tcp"] {
-                xtables(
-                    bin,
-                    &[
+            for (interface, port, direction, target) in ways {
+                for proto in ["udp", "tcp"] {
+                    let mut rule = vec![
                         "-t",
                         "mangle",
                         "-A",
                         FALLBACK_CHAIN,
-                        "-i",
+                        interface,
                         lan,
                         "-p",
                         proto,
-                        "--dport",
+                        port,
                         "53",
                         "-m",
                         "conntrack",
                         "--ctdir",
-                        "ORIGINAL",
-                        "-j",
-                        "NFLOG",
-                        "--nflog-group",
-                        &queue,
-                    ],
-                )?;
-            }
-            for proto in ["udp", "tcp"] {
-                xtables(
-                    bin,
-                    &[
-                        "-t",
-                        "mangle",
-                        "-A",
-                        FALLBACK_CHAIN,
-                        "-o",
-                        lan,
-                        "-p",
-                        proto,
-                        "--sport",
-                        "53",
-                        "-m",
-                        "conntrack",
-                        "--ctdir",
-                        "REPLY",
-                        "-j",
-                        "NFQUEUE",
-                        "--queue-num",
-                        &queue,
-                        "--queue-bypass",
-                    ],
-                )?;
+                        direction,
+                    ];
+                    rule.extend_from_slice(target);
+                    xtables(bin, &rule)?;
+                }
             }
         }
         let jump = ["-t", "mangle", "-C", "FORWARD", "-j", FALLBACK_CHAIN];
