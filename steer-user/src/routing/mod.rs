@@ -420,13 +420,6 @@ impl std::fmt::Display for Change {
     }
 }
 
-impl std::ops::Deref for Change {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.line
-    }
-}
-
 impl PartialEq<str> for Change {
     fn eq(&self, other: &str) -> bool {
         self.line == other

@@ -527,7 +527,7 @@ mod tests {
         assert_eq!(steps.len(), 1);
         assert!(matches!(steps[0].op, Op::AddRule(_)));
         assert_eq!(
-            steps[0].change.as_deref(),
+            steps[0].change.as_ref().map(|c| c.line.as_str()),
             Some("added: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4)")
         );
     }
