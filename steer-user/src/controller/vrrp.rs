@@ -222,13 +222,14 @@ impl Controller {
                     wans_clear,
                 };
                 let line = format!("vrrp {instance}: {before} -> {state} ({why})");
-                if state == before && state != State::Master {
-                    // No change to tell: an instance that left MASTER for a reload that
-                    // restarts it (its steps are logged) and now stops, a repeated state.
-                } else if state == State::Master || before == State::Master {
-                    lines.push(ReportLine::warning(line));
-                } else {
-                    lines.push(ReportLine::info(line));
+                // A repeated state tells nothing (an instance that left MASTER for a reload
+                // that restarts it, its steps logged, and now stops).
+                if state != before || state == State::Master {
+                    lines.push(if state == State::Master || before == State::Master {
+                        ReportLine::warning(line)
+                    } else {
+                        ReportLine::info(line)
+                    });
                 }
                 if state == State::Master && before != State::Master {
                     lines.extend(self.take_over(&v).await);
