@@ -562,6 +562,65 @@ fn dhcpcd6(s: &Scenario, w: Wan) -> Service {
     Service::start(&s.lab.router, &s.work.dir, &format!("dhcpcd-{n}"), &args)
 }
 
+/// The router's ISC dhclient asking WAN `w`'s ISP for a prefix only (`-P`, ifupdown's
+/// `request_prefix 1`), with steer's hook from `contrib/dhcp/dhclient-exit-hook` sourced by its
+/// script, as dhclient-script sources `/etc/dhcp/dhclient-exit-hooks.d/`. dhclient installs no
+/// route for the prefix, so the hook is the only way steer learns it.
+fn dhclient6(s: &Scenario, w: Wan) -> Service {
+    let n = w.number();
+    let wan = Lab::wan_iface(w);
+    let hook =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/dhcp/dhclient-exit-hook");
+    let script = s.work.write(
+        &format!("dhclient6-{n}.sh"),
+        &format!(
+            "#!/bin/sh
+export STEER={} STEER_ARGS=\"--socket {}\"\n. {}\nexit 0\n",
+            steer_tests::daemon::steer_bin().display(),
+            s.work.socket.display(),
+            hook.display()
+        ),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let file = |name: &str| s.work.dir.join(name).display().to_string();
+    let script = script.display().to_string();
+    let (leases, pid) = (
+        file(&format!("dhclient6-{n}.leases")),
+        file(&format!("dhclient6-{n}.pid")),
+    );
+    let args = [
+        "dhclient", "-6", "-P", "-d", "-sf", &script, "-lf", &leases, "-pf", &pid, wan,
+    ];
+    Service::start(&s.lab.router, &s.work.dir, &format!("dhclient6-{n}"), &args)
+}
+
+#[test]
+fn a_prefix_delegated_to_dhclient_is_handed_in_by_its_hook_and_back_on_release() {
+    let s = start("pd-dhclient", NPT, ["auto", "auto"]);
+    let _server = dhcpd6(&s, Wan::Two);
+    let _client = dhclient6(&s, Wan::Two);
+    let name = Lab::wan_iface(Wan::Two);
+    let p2 = s.lab.delegation(Wan::Two);
+    wait_prefix6(
+        &s,
+        name,
+        Some(p2),
+        &format!("set by `steer wan {name} prefix6`"),
+    );
+    // Released (`dhclient -r`, ifdown): the hook hands the choice back, and with nothing
+    // delegated in the routing table wan2 waits again.
+    let n = Wan::Two.number();
+    let file = |name: &str| s.work.dir.join(name).display().to_string();
+    s.lab.router.run(&format!(
+        "dhclient -6 -P -r -sf {} -lf {} -pf {} {name}",
+        file(&format!("dhclient6-{n}.sh")),
+        file(&format!("dhclient6-{n}.leases")),
+        file(&format!("dhclient6-{n}.pid")),
+    ));
+    wait_prefix6(&s, name, None, "waiting");
+}
+
 #[test]
 fn two_lines_delegating_by_dhcpv6_each_get_their_prefix_through_dhcpcds_hook() {
     let mut s = start("pd-dhcpcd", NPT, ["auto", "auto"]);

@@ -37,18 +37,30 @@ pub const LONGEST: u8 = 64;
 /// `text` as a delegated prefix (`prefix6`, `lan_prefix`, a hook's): an IPv6 prefix of
 /// [`LONGEST`] or shorter; else what is wrong and what to write, for the caller to say where.
 pub fn delegated_prefix(text: &str) -> Result<Prefix, (String, String)> {
+    use crate::prefix::AddrError;
+    const EXAMPLE: &str = "write the prefix the ISP delegates, e.g. \"2001:db8:1::/56\"";
     let p = crate::prefix::parse_prefix(text, false).map_err(|e| match e {
         // The usual hint also offers the single address, which is no delegated prefix.
-        crate::prefix::AddrError::HostBits { network, .. } => (
+        AddrError::HostBits { network, .. } => (
             e.message(),
             format!("write `{network}`, the whole prefix the ISP delegates"),
         ),
+        // The usual hints speak of sets (`allow_default_route`, the IPv4 network to write).
+        AddrError::DefaultRoute { .. } | AddrError::Mapped { .. } => (e.message(), EXAMPLE.into()),
         e => (e.message(), e.hint()),
     })?;
     if p.is_v4() {
         return Err((
             format!("{p} is an IPv4 prefix"),
             "write an IPv6 prefix, e.g. \"2001:db8:1::/56\"".into(),
+        ));
+    }
+    if let Some(kind) = never_delegated(p) {
+        return Err((
+            format!(
+                "{p} is {kind}: no ISP delegates it, and LAN hosts cannot reach the internet from it"
+            ),
+            EXAMPLE.into(),
         ));
     }
     if p.len() > LONGEST {
@@ -60,6 +72,25 @@ pub fn delegated_prefix(text: &str) -> Result<Prefix, (String, String)> {
         ));
     }
     Ok(p)
+}
+
+/// The kind of address block `p` lies in or covers that is never a delegated (or a LAN's
+/// global) prefix: hosts would take, and the translation would write, source addresses no
+/// router forwards to or from the internet.
+fn never_delegated(p: Prefix) -> Option<&'static str> {
+    use std::net::Ipv6Addr;
+    [
+        (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "multicast"),
+        (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "link-local"),
+        (
+            Ipv6Addr::UNSPECIFIED,
+            96,
+            "in the unspecified, loopback and IPv4-compatible block ::/96",
+        ),
+    ]
+    .into_iter()
+    .find(|(addr, len, _)| Prefix::new((*addr).into(), *len).is_ok_and(|block| overlaps(p, block)))
+    .map(|(_, _, kind)| kind)
 }
 
 /// Why a prefix a hook hands in is no delegated prefix ([`delegated_prefix`]).
@@ -115,10 +146,13 @@ pub fn resolve(wans: &[Wan], system: &SystemView, hooked: &Hooked6) -> Prefixes 
                     only.origin()
                 ),
             ),
-            [] => waiting(
-                "no delegated prefix in the routing table yet (a DHCPv6 client installs an \
-                 unreachable route for the prefix its ISP delegates)",
-            ),
+            [] => waiting(format!(
+                "no delegated prefix in the routing table yet (dhcpcd, odhcp6c and \
+                 systemd-networkd install an unreachable route for the prefix the ISP \
+                 delegates; dhclient installs none: its hook hands it in with `steer wan {} \
+                 prefix6 PREFIX`)",
+                w.name
+            )),
             many => waiting(format!(
                 "{} delegated prefixes ({}) and nothing says which came by {}: hand it in from \
                  the DHCPv6 client's hook with `steer wan {} prefix6 PREFIX`",
@@ -233,6 +267,29 @@ mod tests {
 
     fn prefix(r: &Prefixes, wan: &str) -> Option<String> {
         r[wan].prefix.map(|p| p.to_string())
+    }
+
+    #[test]
+    fn multicast_link_local_loopback_and_the_default_route_are_no_delegated_prefix() {
+        for (text, says) in [
+            ("ff00::/8", "multicast"),
+            ("ff02::/64", "multicast"),
+            ("fe80::/64", "link-local"),
+            ("febf::/16", "link-local"),
+            ("::/64", "::/96"),
+            ("::/0", "default"),
+            ("::ffff:0:0/96", "IPv4"),
+        ] {
+            let e = parse_hooked(text).unwrap_err();
+            assert!(e.message.contains(says), "{text}: {e}");
+            assert!(
+                !e.hint.contains("allow_default_route") && !e.hint.contains("IPv4 network"),
+                "{text}: a set's hint: {e}"
+            );
+        }
+        for ok in ["2001:db8:1::/56", "fd10::/64", "2a00:1::/48"] {
+            assert!(parse_hooked(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]
