@@ -353,6 +353,8 @@ pub mod local_kind {
     pub const CONFIGURED: u32 = 4;
     /// Multicast or limited broadcast: delivered on the link, never through a WAN.
     pub const MULTICAST: u32 = 5;
+    /// Link-local (169.254.0.0/16, fe80::/10): never forwarded to another link.
+    pub const LINK_LOCAL: u32 = 6;
 }
 
 /// Key of `FRAGS`: one datagram being fragmented (IPv4 addresses sit in the first 4 bytes).

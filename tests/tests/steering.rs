@@ -128,6 +128,14 @@ fn a_second_lan_and_a_routed_subnet_stay_local() {
             "{explained}"
         );
     }
+    // Link-local destinations beyond the link's own fe80::/64 route are never forwarded.
+    for dst in ["febf::1", "fe80:0:0:1::1", "169.254.10.1"] {
+        let explained = s.steer(&["explain", dst]);
+        assert!(
+            explained.contains("never steered") && explained.contains("link-local"),
+            "{explained}"
+        );
+    }
 }
 
 /// Waits until `steer explain dst` says (or, with `local` false, no longer says) that `dst` is

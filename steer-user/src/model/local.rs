@@ -21,6 +21,8 @@ pub enum LocalKind {
     Configured,
     /// Multicast (224.0.0.0/4, ff00::/8) or limited broadcast (255.255.255.255): never a WAN's.
     Multicast,
+    /// Link-local (169.254.0.0/16, fe80::/10): a router never forwards it to another link.
+    LinkLocal,
 }
 
 impl LocalKind {
@@ -31,6 +33,7 @@ impl LocalKind {
             LocalKind::Route => local_kind::ROUTE,
             LocalKind::Configured => local_kind::CONFIGURED,
             LocalKind::Multicast => local_kind::MULTICAST,
+            LocalKind::LinkLocal => local_kind::LINK_LOCAL,
         }
     }
 
@@ -41,6 +44,7 @@ impl LocalKind {
             local_kind::ROUTE => Some(LocalKind::Route),
             local_kind::CONFIGURED => Some(LocalKind::Configured),
             local_kind::MULTICAST => Some(LocalKind::Multicast),
+            local_kind::LINK_LOCAL => Some(LocalKind::LinkLocal),
             _ => None,
         }
     }
@@ -53,6 +57,7 @@ impl LocalKind {
             LocalKind::Route => "a route of the main table",
             LocalKind::Configured => "listed in general.local_prefixes",
             LocalKind::Multicast => "multicast or broadcast, delivered on the link",
+            LocalKind::LinkLocal => "link-local, never forwarded to another link",
         }
     }
 }
@@ -73,7 +78,7 @@ impl LocalScope {
     /// Whether routes of this kind are local under this scope.
     pub const fn includes(self, kind: LocalKind) -> bool {
         match (self, kind) {
-            (_, LocalKind::Configured | LocalKind::Multicast) => true,
+            (_, LocalKind::Configured | LocalKind::Multicast | LocalKind::LinkLocal) => true,
             (LocalScope::Off, _) => false,
             (LocalScope::Connected, LocalKind::Route) => false,
             _ => true,
@@ -81,18 +86,33 @@ impl LocalScope {
     }
 }
 
-/// Multicast and the limited broadcast: a LAN host's mDNS, SSDP or DHCP is never a WAN's,
-/// whatever the sets say (the kernel delivers it locally; a mark would only give its
-/// connection entry a WAN).
-fn multicast() -> impl Iterator<Item = Prefix> {
+/// Multicast and the limited broadcast, and link-local destinations: a LAN host's mDNS, SSDP
+/// or DHCP, or a packet to a neighbour's fe80:: address, is never a WAN's, whatever the sets
+/// say (the kernel delivers it on the link or refuses to forward it; a mark would only give
+/// its connection entry a WAN, and `explain` would name one).
+fn on_the_link() -> impl Iterator<Item = (Prefix, LocalKind)> {
     use std::net::{Ipv4Addr, Ipv6Addr};
     [
-        (Ipv4Addr::new(224, 0, 0, 0).into(), 4),
-        (Ipv4Addr::BROADCAST.into(), 32),
-        (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0).into(), 8),
+        (Ipv4Addr::new(224, 0, 0, 0).into(), 4, LocalKind::Multicast),
+        (Ipv4Addr::BROADCAST.into(), 32, LocalKind::Multicast),
+        (
+            Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0).into(),
+            8,
+            LocalKind::Multicast,
+        ),
+        (
+            Ipv4Addr::new(169, 254, 0, 0).into(),
+            16,
+            LocalKind::LinkLocal,
+        ),
+        (
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0).into(),
+            10,
+            LocalKind::LinkLocal,
+        ),
     ]
     .into_iter()
-    .map(|(addr, len)| Prefix::new(addr, len).expect("a valid prefix"))
+    .map(|(addr, len, kind)| (Prefix::new(addr, len).expect("a valid prefix"), kind))
 }
 
 /// Local destinations: prefix -> why.
@@ -109,7 +129,7 @@ pub fn local_set(
     let all = found
         .into_iter()
         .chain(configured.iter().map(|p| (*p, LocalKind::Configured)))
-        .chain(multicast().map(|p| (p, LocalKind::Multicast)));
+        .chain(on_the_link());
     for (prefix, kind) in all.filter(|(_, k)| scope.includes(*k)) {
         set.entry(prefix)
             .and_modify(|k| *k = (*k).min(kind))
@@ -136,8 +156,8 @@ mod tests {
             (p("172.20.0.0/16"), LocalKind::Route),
         ];
         let extra = [p("192.0.2.0/24")];
-        // Multicast and the limited broadcast, under every scope.
-        let always = 3;
+        // Multicast, the limited broadcast and link-local, under every scope.
+        let always = 5;
         assert_eq!(
             local_set(LocalScope::Routes, found, &extra).len(),
             5 + always
@@ -149,9 +169,11 @@ mod tests {
         assert_eq!(
             off.into_iter().collect::<Vec<_>>(),
             [
+                (p("169.254.0.0/16"), LocalKind::LinkLocal),
                 (p("192.0.2.0/24"), LocalKind::Configured),
                 (p("224.0.0.0/4"), LocalKind::Multicast),
                 (p("255.255.255.255/32"), LocalKind::Multicast),
+                (p("fe80::/10"), LocalKind::LinkLocal),
                 (p("ff00::/8"), LocalKind::Multicast),
             ]
         );
@@ -170,6 +192,8 @@ mod tests {
             LocalKind::Connected,
             LocalKind::Route,
             LocalKind::Configured,
+            LocalKind::Multicast,
+            LocalKind::LinkLocal,
         ] {
             assert_eq!(LocalKind::from_raw(kind.raw()), Some(kind));
         }
