@@ -116,6 +116,16 @@ fn an_auto_prefix_is_the_only_delegated_one_left_and_follows_when_isp2_renumbers
     // set would send by wan2 leaves by wan1, in wan1's prefix.
     let origin = wait_prefix6(&s, "wan2", None, "waiting");
     assert!(origin.starts_with("waiting"), "{origin}");
+    // `explain` says what wan2's IPv6 waits for: its prefix (its gateway is there).
+    let explained = s.steer(&["explain", &b6().to_string()]);
+    let health = explained
+        .lines()
+        .find(|l| l.contains("IPv6 wan2:"))
+        .unwrap_or_else(|| panic!("no health line of wan2 in\n{explained}"));
+    assert!(
+        health.contains("no delegated prefix") && health.contains("(prefix6); gateway via"),
+        "{explained}"
+    );
     assert_udp_from(&s, b6(), 7301, Wan::One, client_in(p1));
     assert_no_foreign_source_reached_an_isp(&s, "while wan2 waits for its prefix");
 

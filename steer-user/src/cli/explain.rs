@@ -232,6 +232,21 @@ impl Lost {
     }
 }
 
+/// What a waiting family waits for. A family carries nothing whatever its probes say while it
+/// has no gateway, or (IPv6 under `[ipv6]` npt or source) while its WAN's prefix is unknown:
+/// the gateway may be there and the prefix be what is missing.
+fn waiting_for(status: &Status, wan: &str, f: &crate::status::FamilyStatus) -> String {
+    let prefix_missing = (f.family == Family::V6.name())
+        .then_some(status.ipv6.as_ref())
+        .flatten()
+        .filter(|v6| v6.mode != "masquerade")
+        .and_then(|v6| v6.wans.iter().find(|w| w.wan == wan && w.prefix6.is_none()));
+    match prefix_missing {
+        Some(w) => format!("{} (prefix6); gateway {}", w.origin, f.gateway),
+        None => f.gateway.clone(),
+    }
+}
+
 /// One WAN's state in one address family, as the daemon reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WanHealth {
@@ -254,12 +269,15 @@ impl Explanation {
             .iter()
             .filter_map(|w| {
                 let f = w.families.iter().find(|f| f.family == family)?;
-                // A family without a gateway carries nothing whatever its probes say.
-                let waiting = f.state == WanState::Waiting;
+                let detail = if f.state == WanState::Waiting {
+                    waiting_for(status, &w.name, f)
+                } else {
+                    f.detail.clone()
+                };
                 Some(WanHealth {
                     wan: w.name.clone(),
                     state: f.state,
-                    detail: if waiting { &f.gateway } else { &f.detail }.clone(),
+                    detail,
                 })
             })
             .collect();
