@@ -407,6 +407,65 @@ fn connection_made_during_an_outage_keeps_its_wan(s: &Scenario, port: u16) {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(server.peers().len(), 2, "no connection was made again");
+    // `explain` of that connection's packets names the WAN they keep, beside the new verdict.
+    let (client, server) = (during.local_addr(), server.addr());
+    let explained = explain_on_router(
+        s,
+        &[
+            &server.ip().to_string(),
+            "--src",
+            &client.ip().to_string(),
+            "--proto",
+            "tcp",
+            "--sport",
+            &client.port().to_string(),
+            "--dport",
+            &server.port().to_string(),
+        ],
+    );
+    assert!(
+        explained.contains("wan      wan1")
+            && explained.contains("an existing connection is marked 0x200 (wan2)"),
+        "{explained}"
+    );
+    let new_one = after.local_addr();
+    let explained = explain_on_router(
+        s,
+        &[
+            &server.ip().to_string(),
+            "--src",
+            &new_one.ip().to_string(),
+            "--proto",
+            "tcp",
+            "--sport",
+            &new_one.port().to_string(),
+            "--dport",
+            &server.port().to_string(),
+        ],
+    );
+    assert!(
+        explained.contains("an existing connection, marked 0x100 (wan1) as this verdict"),
+        "{explained}"
+    );
+}
+
+/// `steer explain ARGS` run where the daemon runs, as on a router: it reads that namespace's
+/// connection tracking.
+fn explain_on_router(s: &Scenario, args: &[&str]) -> String {
+    let out = steer_tests::daemon::steer_in(&s.lab.router)
+        .arg("explain")
+        .args(args)
+        .arg("-c")
+        .arg(s.work.config())
+        .output()
+        .expect("run steer");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "steer explain {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
 #[test]

@@ -173,6 +173,21 @@ pub struct Explanation {
     pub source: Option<String>,
     /// A balanced policy: the slot of its table the packet's hash picked, and that slot's WAN.
     pub balance: Option<Balance>,
+    /// Connections conntrack holds that this packet belongs to (or may, when the probe did not
+    /// name the whole connection): their packets keep the WAN their mark names, whatever the
+    /// verdict above says for a new connection.
+    pub held: Option<Held>,
+}
+
+/// Connections conntrack holds for the probe, grouped by the WAN their mark names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The probe named one connection: its source, and its ports where the protocol has them.
+    pub exact: bool,
+    /// (mark under the mask, its WAN in words, how many connections), marked ones only.
+    pub by_mark: Vec<(u32, String, usize)>,
+    /// Why conntrack could not be read, if so.
+    pub error: Option<String>,
 }
 
 /// How a balanced policy chose the packet's WAN.
@@ -334,6 +349,13 @@ impl Explanation {
             "generation": self.generation,
             "health": self.health.iter().map(|h| json!({ "wan": h.wan, "state": h.state.as_str(), "detail": h.detail })).collect::<Vec<_>>(),
             "source": self.source,
+            "held": self.held.as_ref().map(|h| json!({
+                "exact": h.exact,
+                "connections": h.by_mark.iter().map(|(mark, wan, n)| json!({
+                    "mark": format!("{mark:#x}"), "wan": wan, "count": n,
+                })).collect::<Vec<_>>(),
+                "error": h.error,
+            })),
             "balance": self.balance.as_ref().map(|b| json!({
                 "slot": b.slot, "of": LB_SLOTS, "by": if b.by_source { "source" } else { "flow" },
                 "wan": b.wan,
@@ -343,6 +365,48 @@ impl Explanation {
 }
 
 impl Explanation {
+    /// What conntrack holds for the probe: an existing connection keeps its WAN.
+    fn write_held(&self, f: &mut fmt::Formatter<'_>, held: &Held) -> fmt::Result {
+        if let Some(err) = &held.error {
+            return writeln!(f, "held     conntrack could not be read: {err}");
+        }
+        let mine = self.mark & self.mask;
+        match (held.exact, held.by_mark.as_slice()) {
+            (_, []) => Ok(()),
+            (true, [(mark, wan, 1)]) if *mark == mine => writeln!(
+                f,
+                "held     an existing connection, marked {mark:#x} ({wan}) as this verdict"
+            ),
+            (true, [(mark, wan, 1)]) => writeln!(
+                f,
+                "held     an existing connection is marked {mark:#x} ({wan}): its packets keep \
+                 leaving by {wan}; the verdict above is a new connection's (a connection \
+                 stays on the WAN it started on)"
+            ),
+            (_, marks) => {
+                let total: usize = marks.iter().map(|(_, _, n)| n).sum();
+                let each: Vec<String> = marks
+                    .iter()
+                    .map(|(mark, wan, n)| format!("{n} on {wan} ({mark:#x})"))
+                    .collect();
+                writeln!(
+                    f,
+                    "held     {total} existing connection(s) from {} to {} ({}) keep the WAN \
+                     they started on: {}{}",
+                    self.src,
+                    self.dst,
+                    self.proto,
+                    each.join(", "),
+                    if self.proto.has_ports() {
+                        "; give --sport and --dport to name one"
+                    } else {
+                        ""
+                    }
+                )
+            }
+        }
+    }
+
     /// The sets that also hold the packet's address, each with why it lost.
     fn write_beaten(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in &self.shadowed {
@@ -473,6 +537,9 @@ impl fmt::Display for Explanation {
         writeln!(f, "wan      {}", self.wan)?;
         if let Some(source) = &self.source {
             writeln!(f, "source   {source}")?;
+        }
+        if let Some(held) = &self.held {
+            self.write_held(f, held)?;
         }
         let family = Family::of(&self.dst).name();
         for (i, h) in self.health.iter().enumerate() {
@@ -634,6 +701,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         health: Vec::new(),
         source: None,
         balance: None,
+        held: None,
     };
     if rule == LOCAL_RULE {
         e.local = maps.local_of(dst)?;
@@ -723,7 +791,48 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
             wan: names.wan_of_mark(mark, entry.mask),
         });
     }
+    e.held = held_connections(&e, probe, transport.proto(), &names);
     Ok(e)
+}
+
+/// The marked connections conntrack holds from the probe's source to its destination (with its
+/// protocol, and its ports when the probe gave them): the `inet steer` table gives their
+/// packets the connection's mark back, so a connection stays on the WAN it started on after
+/// a failback with `keep`, a reload or a weight change. `None` without a source to look for.
+fn held_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names) -> Option<Held> {
+    probe.src?;
+    let exact_ports = probe.sport.is_some() && probe.dport.is_some();
+    let exact = !e.proto.has_ports() || exact_ports;
+    let listed = crate::conntrack::netlink::connections(0, 0, &[Family::of(&e.dst)]);
+    let conns = match listed {
+        Ok(conns) => conns,
+        Err(err) => {
+            return Some(Held {
+                exact,
+                by_mark: Vec::new(),
+                error: Some(err.to_string()),
+            });
+        }
+    };
+    let mut by_mark: std::collections::BTreeMap<u32, usize> = Default::default();
+    let ours = conns.iter().filter(|c| {
+        c.src == e.src
+            && c.dst == e.dst
+            && c.proto == proto
+            && (!exact_ports || (c.sport == e.sport && c.dport == e.dport))
+            && c.mark & e.mask != 0
+    });
+    for c in ours {
+        *by_mark.entry(c.mark & e.mask).or_default() += 1;
+    }
+    Some(Held {
+        exact,
+        by_mark: by_mark
+            .into_iter()
+            .map(|(mark, n)| (mark, names.wan_of_mark(mark, e.mask), n))
+            .collect(),
+        error: None,
+    })
 }
 
 /// The hash a balanced policy picks its slot by, as the classifier computes it (steer-common

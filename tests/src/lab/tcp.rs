@@ -118,6 +118,11 @@ impl Conversation {
     }
 
     /// Sends one line and waits for its echo; returns the address the server saw it from.
+    /// The client's end of the connection (its address and source port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.writer.local_addr().expect("a connected socket")
+    }
+
     pub fn exchange(&mut self) -> std::io::Result<String> {
         let n = self.next;
         self.next += 1;
