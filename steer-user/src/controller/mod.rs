@@ -129,6 +129,9 @@ enum Ready {
     Changed {
         config: Box<Config>,
         steps: Vec<Compiled>,
+        /// `steer check`'s advice on the configuration, taken before the compile moved its
+        /// lists' prefixes into the steps (a set's count reads 0 after that).
+        advice: Vec<String>,
         inputs: Inputs,
     },
 }
@@ -155,6 +158,13 @@ struct Compiled {
     step: Step,
     counts: HashMap<u32, usize>,
     diff: Option<(u64, Diff)>,
+}
+
+/// A reload's steps, compiled off the event loop, with the advice on the configuration they
+/// were compiled from.
+struct Precompiled {
+    steps: Vec<Compiled>,
+    advice: Vec<String>,
 }
 
 impl Compiled {
@@ -219,6 +229,7 @@ impl ReloadPlan {
             }
         }
         let (mut config, inputs) = config::load_stamped_within(&self.path, self.budget)?;
+        let advice = config::advice(&config);
         let steps = desired::steps(&mut config, &self.rule_ids, &self.wan_slots, |w, f| {
             self.up.contains(&(w.to_owned(), f))
         });
@@ -231,6 +242,7 @@ impl ReloadPlan {
         Ok(Ready::Changed {
             config: Box::new(config),
             steps,
+            advice,
             inputs,
         })
     }
@@ -483,7 +495,7 @@ impl Controller {
         &mut self,
         prepared: Prepared,
     ) -> Result<ApplyReport, ControllerError> {
-        let (config, steps, inputs) = match prepared.0 {
+        let (config, steps, advice, inputs) = match prepared.0 {
             Ready::Unchanged { inputs, checked } => {
                 return Ok(self.reload_unchanged(&inputs, checked).await);
             }
@@ -491,8 +503,9 @@ impl Controller {
             Ready::Changed {
                 config,
                 steps,
+                advice,
                 inputs,
-            } => (*config, steps, inputs),
+            } => (*config, steps, advice, inputs),
         };
         let restart = restart_only_changes(&self.config, &config);
         if !restart.is_empty() {
@@ -506,7 +519,9 @@ impl Controller {
         self.health
             .follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
         let held = self.configured_counts();
-        let mut applied = self.apply(config, false, Some(steps)).await;
+        let mut applied = self
+            .apply(config, false, Some(Precompiled { steps, advice }))
+            .await;
         match &mut applied {
             Ok(report) => {
                 report.notes.extend(self.emptied_sets(&held));
@@ -1658,7 +1673,7 @@ impl Controller {
         &mut self,
         mut config: Config,
         first: bool,
-        compiled: Option<Vec<Compiled>>,
+        compiled: Option<Precompiled>,
     ) -> Result<ApplyReport, ControllerError> {
         let started = Instant::now();
         // Gateways may change below even when the sync then fails: standbys are rebuilt.
@@ -1678,9 +1693,14 @@ impl Controller {
         }
         // What `steer check` notes (a master-only WAN two VRRP instances share, a rule that
         // matches everything) is said at every start and full reload; files others may change
-        // are warned about.
+        // are warned about. A reload's compile took the lists' prefixes out of `config`: its
+        // advice was taken before.
+        let (compiled, advice) = match compiled {
+            Some(Precompiled { steps, advice }) => (Some(steps), advice),
+            None => (None, config::advice(&config)),
+        };
         report.notes.extend(
-            config::advice(&config)
+            advice
                 .into_iter()
                 .map(|note| ReportLine::info(format!("note: {note}"))),
         );
