@@ -87,6 +87,9 @@ pub enum ControllerError {
     /// Another steer's classifier is attached to a LAN interface.
     #[error("{}", .0.join("; "))]
     ForeignClassifier(Vec<String>),
+    /// A configured gateway the WAN's table cannot take.
+    #[error(transparent)]
+    Gateways(#[from] gateways::BadGateways),
 }
 
 /// What differs between `old` and `new` that a running daemon cannot move: where its pinned
@@ -1215,6 +1218,29 @@ impl Controller {
             lines.extend(self.reconcile_routing("gateway set").await);
             return Ok(lines);
         };
+        let family = Family::of(&a);
+        let pinned = match w.next_hop(family) {
+            config::NextHop::Auto => None,
+            config::NextHop::Direct => Some("none".to_owned()),
+            config::NextHop::Via(c) => Some(c.to_string()),
+        };
+        if let Some(pinned) = pinned {
+            // The configuration wins over a hook ([`gateways::resolve`]): kept, the hand-in
+            // would only say "no change" while the route stays where the file says.
+            let field = match family {
+                Family::V4 => "gateway",
+                Family::V6 => "gateway6",
+            };
+            return Ok(vec![ReportLine::warning(format!(
+                "{name} {}: the configuration pins the gateway ({}: wan[{name}].{field} = \
+                 \"{pinned}\"), so {a} handed in is ignored and the route stays {}; to let a \
+                 DHCP hook hand the gateway in, set {field} = \"auto\" (or leave it out) and \
+                 run `steer reload`",
+                family.name(),
+                self.config.path.display(),
+                self.gateway_of(&name, family).describe()
+            ))]);
+        }
         if self.local_found.is_own_address(a) {
             return Err(GatewayRefused::Refused(format!(
                 "{a} is an address of this router, not the next hop of {name}: give the \
@@ -1263,6 +1289,36 @@ impl Controller {
             "{a} cannot be the gateway of {name}: {failed}; it stays {}; give an address on \
              {interface}'s link",
             self.gateway_of(&name, Family::of(&a)).describe()
+        )))
+    }
+
+    /// Refuses `config` when a WAN's configured gateway cannot be its next hop, by the system
+    /// as it is now ([`gateways::configured_faults`]). A system that cannot be read is not
+    /// judged: the apply's own read says so.
+    async fn check_configured_gateways(&self, config: &Config) -> Result<(), gateways::BadGateways> {
+        let configured = config.wans.iter().any(|w| {
+            Family::ALL
+                .into_iter()
+                .any(|f| matches!(w.next_hop(f), config::NextHop::Via(_)))
+        });
+        if !configured {
+            return Ok(());
+        }
+        let tables: Vec<u32> = config.wans.iter().map(|w| w.table).collect();
+        let Ok(system) = self.routing.system(&tables).await else {
+            return Ok(());
+        };
+        let faults = gateways::configured_faults(&config.path, None, &config.wans, &system);
+        if faults.is_empty() {
+            return Ok(());
+        }
+        // Read only now, to name the lines.
+        let text = std::fs::read_to_string(&config.path).ok();
+        Err(gateways::BadGateways(gateways::configured_faults(
+            &config.path,
+            text.as_deref(),
+            &config.wans,
+            &system,
         )))
     }
 
@@ -1682,6 +1738,10 @@ impl Controller {
         let old_wan_slots = self.wan_slots.clone();
         let old_sources = (self.config.ipv6.clone(), self.prefixes6.resolved.clone());
         let mut report = ApplyReport::default();
+        // Before anything changes: a configured gateway the kernel would refuse (retried on
+        // every event) or one that is the router itself refuses the start or the reload, as
+        // `steer wan NAME gateway` refuses it handed in.
+        self.check_configured_gateways(&config).await?;
         // Gateways and local destinations first: which WAN families are usable decides the
         // policy table. A family whose gateway changes here is written by the sync below.
         match self

@@ -262,6 +262,10 @@ pub(crate) struct FoundLocal {
     /// The main table's unicast routes but the default, each with the one interface it leaves
     /// by (connected subnets and routes through a gateway; not multipath ones).
     pub routes_out: Vec<(Prefix, u32)>,
+    /// The ones among them without a gateway (connected subnets, `dev X scope link` routes, a
+    /// point-to-point peer): what is on each interface's link, where the kernel takes a
+    /// gateway.
+    pub on_link: Vec<(Prefix, u32)>,
 }
 
 /// The destinations the router reaches without a WAN, from its local and main tables.
@@ -283,6 +287,9 @@ pub(crate) async fn local_routes(handle: &Handle) -> Result<FoundLocal, rtnetlin
                     && let Some(oif) = unicast_interface(&m)
                 {
                     found.routes_out.push((prefix, oif));
+                    if gateway_interface(&m).is_none() {
+                        found.on_link.push((prefix, oif));
+                    }
                 }
                 if kind == LocalKind::Route
                     && let Some(oif) = gateway_interface(&m)

@@ -627,6 +627,7 @@ impl Routing {
             delegated: found.delegated,
             addresses: found.addresses,
             routes_out: found.routes_out,
+            on_link: found.on_link,
         })
     }
 
@@ -689,6 +690,9 @@ pub struct SystemView {
     /// The main table's unicast routes but the default, with the interface each leaves by:
     /// who is behind which interface (the DNS forwarder answers the LAN's).
     pub routes_out: Vec<(crate::prefix::Prefix, u32)>,
+    /// The ones among them without a gateway, by interface: the subnets on each link (where
+    /// the kernel takes a gateway for a route through that interface).
+    pub on_link: Vec<(crate::prefix::Prefix, u32)>,
 }
 
 impl SystemView {
