@@ -1295,7 +1295,10 @@ impl Controller {
     /// Refuses `config` when a WAN's configured gateway cannot be its next hop, by the system
     /// as it is now ([`gateways::configured_faults`]). A system that cannot be read is not
     /// judged: the apply's own read says so.
-    async fn check_configured_gateways(&self, config: &Config) -> Result<(), gateways::BadGateways> {
+    async fn check_configured_gateways(
+        &self,
+        config: &Config,
+    ) -> Result<(), gateways::BadGateways> {
         let configured = config.wans.iter().any(|w| {
             Family::ALL
                 .into_iter()
@@ -2532,6 +2535,12 @@ fn routing_lines(why: &str, report: &ReconcileReport, started: Instant) -> Vec<R
                 .failures
                 .iter()
                 .map(|l| ReportLine::error(format!("routing ({why}): {l}"))),
+        )
+        .chain(
+            report
+                .shadowed
+                .iter()
+                .map(|l| ReportLine::warning(format!("routing ({why}): {l}"))),
         )
         .collect();
     if !report.changes.is_empty() {
