@@ -375,9 +375,8 @@ fn a_configured_gateway_is_checked_at_reload_and_start_and_pins_hand_ins() {
     };
     work.write("steer.toml", &with_gateway(&gw4.to_string()));
     let mut daemon = Daemon::start(&lab.router, &work);
-    let configured = |st: &serde_json::Value| {
-        gateway_is(st, "wan1", "IPv4", &format!("via {gw4} (configured)"))
-    };
+    let configured =
+        |st: &serde_json::Value| gateway_is(st, "wan1", "IPv4", &format!("via {gw4} (configured)"));
     wait_status(&work, &daemon, "the configured gateway", configured);
 
     let (ok, out, err) = work.steer(&["wan", "wan1", "gateway", "10.9.9.9"]);
@@ -399,7 +398,10 @@ fn a_configured_gateway_is_checked_at_reload_and_start_and_pins_hand_ins() {
             .expect("the gateway's line")
     };
     for (bad, why) in [
-        ("10.99.99.1".to_owned(), "10.99.99.1 is not on the link of wan1"),
+        (
+            "10.99.99.1".to_owned(),
+            "10.99.99.1 is not on the link of wan1",
+        ),
         (
             Lab::nat_addr_v4(Wan::One).to_string(),
             "is an address of this router",

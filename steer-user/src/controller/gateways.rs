@@ -428,14 +428,10 @@ mod tests {
         let prefix = |s: &str| crate::prefix::parse_prefix(s, false).unwrap();
         let mut v = view(false, vec![]);
         v.addresses.push((7, "10.71.1.2".parse().unwrap()));
-        v.local.push((
-            prefix("10.71.1.2/32"),
-            crate::model::LocalKind::Address,
-        ));
-        v.local.push((
-            prefix("10.71.1.0/24"),
-            crate::model::LocalKind::Connected,
-        ));
+        v.local
+            .push((prefix("10.71.1.2/32"), crate::model::LocalKind::Address));
+        v.local
+            .push((prefix("10.71.1.0/24"), crate::model::LocalKind::Connected));
         v.on_link.push((prefix("10.71.1.0/24"), 7));
         let text = "[general]\nlan = [\"lan0\"]\n\n[[wan]]\nname = \"wan0\"\ngateway = \"10.99.99.1\"\n\n\
                     [[wan]]\ngateway = \"10.99.99.1\" # the same\nname = \"wan1\"\n";
@@ -458,12 +454,18 @@ mod tests {
         );
         let own = faults("10.71.1.2");
         assert!(
-            own[0].why.starts_with("10.71.1.2 is an address of this router"),
+            own[0]
+                .why
+                .starts_with("10.71.1.2 is an address of this router"),
             "{}",
             own[0]
         );
         assert_eq!(own[0].place, "", "no such line in the file");
-        assert!(faults("10.71.1.255")[0].why.contains("broadcast address of 10.71.1.0/24"));
+        assert!(
+            faults("10.71.1.255")[0]
+                .why
+                .contains("broadcast address of 10.71.1.0/24")
+        );
         assert!(faults("10.71.1.1").is_empty(), "on the link");
         // Not judged without an address of the family (a DHCP lease to come) or a link.
         v.addresses.clear();
