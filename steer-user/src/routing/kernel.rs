@@ -176,9 +176,8 @@ impl ActualRule {
         match r.fwmark {
             Some((m, k)) => ((m ^ mark) & k == 0) != r.inverted,
             None => {
-                !r.inverted
-                    && !r.other_selectors
-                    && !(self.priority == 0 && r.table == Some(RT_TABLE_LOCAL))
+                let kernels_local = self.priority == 0 && r.table == Some(RT_TABLE_LOCAL);
+                !(r.inverted || r.other_selectors || kernels_local)
             }
         }
     }
