@@ -1327,3 +1327,92 @@ fn udp_answers_never_exceed_what_the_client_takes() {
     assert_eq!(addresses(&a).len(), 200, "it fits in 4,096 bytes");
     assert!(!wire::Header::parse(&a).unwrap().truncated());
 }
+
+/// An upstream reply that is no DNS message (2 bytes; the query's ID and then 0xff bytes)
+/// gets the client SERVFAIL at once, and the log says the upstream answered with a malformed
+/// reply: the client got nothing for `timeout_ms`, then SERVFAIL (often after its own
+/// timeout), and the log said the upstream did not answer in time. A reply with no query's ID
+/// (all 0xff) is named too, and so are the timeouts it leaves. Malformed queries are counted
+/// in `steer status` (they were counted, and shown nowhere).
+#[test]
+fn a_malformed_upstream_reply_gives_servfail_at_once_and_malformed_queries_are_shown() {
+    let t = DnsScenario::start("dns-malformed", "timeout_ms = 1500", records);
+    let lab = &t.s.lab;
+    let servfail_at_once = |name: &str| {
+        let started = Instant::now();
+        let a = ask(&lab.client, forwarder(), name, rtype::A).expect("an answer");
+        assert_eq!(rcode_of(&a), wire::rcode::SERVFAIL, "{name}");
+        assert!(
+            started.elapsed() < Duration::from_millis(700),
+            "{name}: {:?}\n{}",
+            started.elapsed(),
+            t.s.daemon.log_text()
+        );
+    };
+
+    let _short = bad_upstream(lab, "127.0.0.1:5996", |q| Some(q[..2].to_vec()));
+    reload_upstream(&t, "127.0.0.1:5996");
+    servfail_at_once("n10.fresh.example");
+    t.s.daemon.wait_log(
+        "upstream 127.0.0.1:5996 answered with a malformed reply (2 bytes: shorter than a DNS \
+         header); its query gets SERVFAIL",
+        Duration::from_secs(3),
+    );
+
+    let _garbage = bad_upstream(lab, "127.0.0.1:5995", |q| {
+        let mut a = vec![0xff; q.len()];
+        a[..2].copy_from_slice(&q[..2]);
+        Some(a)
+    });
+    reload_upstream(&t, "127.0.0.1:5995");
+    servfail_at_once("n11.fresh.example");
+    t.s.daemon.wait_log(
+        "upstream 127.0.0.1:5995 answered with a malformed reply",
+        Duration::from_secs(3),
+    );
+
+    let _no_id = bad_upstream(lab, "127.0.0.1:5994", |q| Some(vec![0xff; q.len()]));
+    reload_upstream(&t, "127.0.0.1:5994");
+    let a = ask(&lab.client, forwarder(), "n12.fresh.example", rtype::A).expect("an answer");
+    assert_eq!(rcode_of(&a), wire::rcode::SERVFAIL);
+    let log = t.s.daemon.log_text();
+    assert!(
+        log.contains(&format!(
+            "upstream 127.0.0.1:5994 answered with a malformed reply ({} bytes: its question \
+             cannot be read",
+            wire::query(0x4242, "n12.fresh.example", rtype::A).len()
+        )) && log.contains("it carries the ID of no query waiting for it, so it is dropped")
+            && log.contains(
+                "upstream 127.0.0.1:5994 does not answer in time: it sent 1 malformed replies \
+                 since its last good answer"
+            ),
+        "{log}"
+    );
+    assert!(t.counter("malformed_answers") >= 3);
+
+    // Queries that cannot be read: empty, short, a response, a question cut short (FORMERR).
+    let before = t.counter("malformed_queries");
+    let mut cut = wire::query(7, "n13.fresh.example", rtype::A);
+    cut.truncate(20);
+    let mut response = wire::query(8, "n13.fresh.example", rtype::A);
+    response[2] |= 0x80;
+    lab.client.enter(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for junk in [&[][..], &[1, 2, 3, 4, 5], &response, &cut] {
+            s.send_to(junk, forwarder()).unwrap();
+        }
+    });
+    wait_for(
+        "the malformed queries counted",
+        Duration::from_secs(3),
+        || t.counter("malformed_queries") == before + 4,
+    );
+    let status = t.s.steer(&["status"]);
+    assert!(
+        status.contains(&format!(
+            "{} unreadable (dropped, or answered FORMERR)",
+            before + 4
+        )),
+        "{status}"
+    );
+}

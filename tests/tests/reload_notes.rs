@@ -282,7 +282,7 @@ fn steer_check_says_when_it_waited_for_a_file_to_settle() {
 }
 
 /// What `steer check` notes is said at start and at a full reload too: here, a plain set that
-/// holds nothing.
+/// holds nothing; and not of a set whose list holds prefixes.
 #[test]
 fn the_checks_notes_are_said_at_start_and_at_a_full_reload() {
     let (_lab, work, daemon) = setup("notes-at-reload");
@@ -296,4 +296,18 @@ fn the_checks_notes_are_said_at_start_and_at_a_full_reload() {
     let out = work.steer_ok(&["reload"]);
     assert!(out.contains(note), "the reload's reply: {out}");
     daemon.wait_log(note, Duration::from_secs(5));
+    // Set `big` holds its list's 2,000 prefixes: a full reload (the compile moves them out of
+    // the configuration it reads) does not call it empty, nor does the start.
+    let false_note = "set `big` holds no prefix and no domain";
+    assert!(!out.contains(false_note), "the reload's reply: {out}");
+    work.write("steer.toml", &config(&work, &format!("{empty}# changed\n")));
+    let out = work.steer_ok(&["reload"]);
+    assert!(!out.contains("only a list"), "a full reload: {out}");
+    assert!(out.contains(note), "the reload's reply: {out}");
+    assert!(!out.contains(false_note), "the reload's reply: {out}");
+    assert!(
+        !daemon.log_text().contains(false_note),
+        "{}",
+        daemon.log_text()
+    );
 }

@@ -825,3 +825,71 @@ fn source_rules_send_each_prefix_to_its_wan_after_the_main_tables_specific_route
     // The IPv4 rules do not change.
     assert_eq!(steer_rules(&lab.router, "-4"), WANT_RULES);
 }
+
+/// A rule of someone else's that the kernel reaches before steer's rule for a WAN's mark (a
+/// leftover of mwan3 at the same priority, added first) takes that WAN's packets: `steer
+/// status` warns about it (it said `ok`), the log says it once, `steer explain` notes it
+/// under the WAN it names, and steer leaves the rule alone. Once it is deleted, the warnings go.
+#[test]
+fn a_foreign_rule_before_steers_mark_rule_is_warned_about_not_removed() {
+    let leftover = "ip rule add fwmark 0x100/0xff00 lookup 99 pref 1100";
+    let s = steer_tests::scenario::Scenario::start_on(
+        "shadowed",
+        &steer_tests::scenario::Options::default(),
+        Lab::LAN_IFACE,
+        |lab| {
+            lab.router.run(&format!(
+                "{leftover} && ip route add default via {} dev wan2 table 99",
+                Lab::gateway_v4(Wan::Two)
+            ));
+        },
+    );
+    let warning = "rule 1100 fwmark 0x100/0xff00 lookup 99 proto 0 (v4) is not steer's and \
+                   comes before steer's rule 1100 fwmark 0x100/0xff00 lookup 101 (v4): packets \
+                   with mark 0x100 are routed by it";
+    let status = s.steer(&["status"]);
+    assert!(
+        status.contains(&format!("warning: {warning}")),
+        "{status}\n{}",
+        s.daemon.log_text()
+    );
+    s.daemon.wait_log(warning, Duration::from_secs(5));
+    let explain = s.steer(&["explain", "8.8.8.8", "--src", "10.10.0.2"]);
+    assert!(
+        explain.contains("wan      wan1\n         but rule 1100 fwmark 0x100/0xff00 lookup 99 proto 0 (v4), not steer's, comes before steer's rule for mark 0x100"),
+        "{explain}"
+    );
+    // Not wan2's packets: its rule comes first.
+    let explain2 = s.steer(&[
+        "explain",
+        Lab::SERVER_B.to_string().as_str(),
+        "--src",
+        "10.10.0.2",
+    ]);
+    assert!(explain2.contains("wan      wan2"), "{explain2}");
+    assert!(!explain2.contains("but rule"), "{explain2}");
+    // A reconcile at every event: said once.
+    s.lab
+        .router
+        .run("ip rule add fwmark 0x7 lookup 98 pref 3000 && ip rule del pref 3000");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        s.daemon.log_text().matches(warning).count(),
+        1,
+        "{}",
+        s.daemon.log_text()
+    );
+    assert!(
+        all_rules(&s.lab.router).contains("1100:\tfrom all fwmark 0x100/0xff00 lookup 99"),
+        "{}",
+        all_rules(&s.lab.router)
+    );
+
+    s.lab
+        .router
+        .run("ip rule del pref 1100 fwmark 0x100/0xff00 lookup 99");
+    let status = s.steer(&["status"]);
+    assert!(!status.contains("warning: rule 1100"), "{status}");
+    let explain = s.steer(&["explain", "8.8.8.8", "--src", "10.10.0.2"]);
+    assert!(!explain.contains("but rule"), "{explain}");
+}

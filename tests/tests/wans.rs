@@ -348,6 +348,108 @@ fn a_wan_found_dead_stays_down_when_its_gateway_comes_back() {
     wait_traffic_from(&lab, a, 7303, Lab::nat_addr_v4(Wan::One).into(), &daemon);
 }
 
+/// A configured gateway is checked as a handed-in one is, before anything is written: one off
+/// the WAN's link, or the router's own address, refuses the reload (naming the file's line and
+/// the field) and the start, and the running gateway stays. It was accepted: the kernel refused
+/// the route at every event (the old one left in the table), or took the router's own address.
+/// A hand-in for a WAN whose configuration pins the gateway says it is ignored, and how to let
+/// hooks hand it in (it said "no change").
+#[test]
+fn a_configured_gateway_is_checked_at_reload_and_start_and_pins_hand_ins() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("gw-configured");
+    let gw4 = Lab::gateway_v4(Wan::One);
+    let wans = lab_wans(
+        &icmp(&[Lab::PROBE_1.to_string()]),
+        &icmp(&[Lab::PROBE_2.to_string()]),
+    );
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    let with_gateway = |gateway: &str| {
+        let wans = wans.replacen(
+            &format!("gateway = \"{gw4}\""),
+            &format!("gateway = \"{gateway}\""),
+            1,
+        );
+        config(&work, "lan0", &wans, members, "")
+    };
+    work.write("steer.toml", &with_gateway(&gw4.to_string()));
+    let mut daemon = Daemon::start(&lab.router, &work);
+    let configured =
+        |st: &serde_json::Value| gateway_is(st, "wan1", "IPv4", &format!("via {gw4} (configured)"));
+    wait_status(&work, &daemon, "the configured gateway", configured);
+
+    let (ok, out, err) = work.steer(&["wan", "wan1", "gateway", "10.9.9.9"]);
+    assert!(ok, "{out}{err}");
+    let said = out + &err;
+    assert!(
+        said.contains(&format!(
+            "wan1 IPv4: the configuration pins the gateway ({}: wan[wan1].gateway = \"{gw4}\"), \
+             so 10.9.9.9 handed in is ignored",
+            work.config().display()
+        )) && said.contains("set gateway = \"auto\""),
+        "{said}"
+    );
+
+    let line = |text: &str, needle: &str| {
+        1 + text
+            .lines()
+            .position(|l| l.contains(needle))
+            .expect("the gateway's line")
+    };
+    for (bad, why) in [
+        (
+            "10.99.99.1".to_owned(),
+            "10.99.99.1 is not on the link of wan1",
+        ),
+        (
+            Lab::nat_addr_v4(Wan::One).to_string(),
+            "is an address of this router",
+        ),
+    ] {
+        let text = with_gateway(&bad);
+        work.write("steer.toml", &text);
+        let (ok, out, err) = work.steer(&["reload"]);
+        let field = format!("wan[wan1].gateway = \"{bad}\"");
+        assert!(!ok, "refused: {out}{err}");
+        assert!(
+            err.contains(&format!(
+                "{}:{}: {field}: ",
+                work.config().display(),
+                line(&text, &format!("gateway = \"{bad}\""))
+            )) && err.contains(why)
+                && err.contains("Nothing was changed"),
+            "{err}"
+        );
+        wait_status(&work, &daemon, "the gateway stays", configured);
+        let table = lab.router.run("ip -4 route show table 101");
+        assert!(
+            table.contains(&format!("default via {gw4} dev wan1")),
+            "{table}"
+        );
+    }
+    assert!(
+        !daemon.log_text().contains("routing (reload): failed"),
+        "{}",
+        daemon.log_text()
+    );
+
+    // At start: refused the same way, nothing attached.
+    assert!(
+        daemon.signal_and_wait(libc::SIGTERM, SETTLE),
+        "the daemon stops"
+    );
+    work.write("steer.toml", &with_gateway("10.99.99.1"));
+    let mut refused = Daemon::spawn(&work, steer_tests::daemon::steer_in(&lab.router));
+    let status = refused.wait_exit(SETTLE).expect("the start is refused");
+    assert!(!status.success());
+    let log = refused.log_text();
+    assert!(
+        log.contains("wan[wan1].gateway = \"10.99.99.1\": 10.99.99.1 is not on the link of wan1"),
+        "{log}"
+    );
+}
+
 /// What a DHCP hook hands in is checked and kept: a gateway not on the WAN's link, or the
 /// router's own address or its subnet's network or broadcast address, is refused with exit
 /// status 1 and the one before stays (it was

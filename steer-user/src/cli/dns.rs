@@ -190,12 +190,14 @@ pub(crate) fn render_status(d: &DnsStatus) -> String {
     let c = |k: &str| d.counters.get(k).copied().unwrap_or(0);
     let _ = writeln!(
         out,
-        "  queries     {} UDP, {} TCP; {} answered, {} SERVFAIL, {} answered by steer",
+        "  queries     {} UDP, {} TCP; {} answered, {} SERVFAIL, {} answered by steer, {} \
+         unreadable (dropped, or answered FORMERR)",
         c("queries_udp"),
         c("queries_tcp"),
         c("answered"),
         c("servfail"),
-        c("local_answers")
+        c("local_answers"),
+        c("malformed_queries")
     );
     let _ = writeln!(
         out,

@@ -173,6 +173,9 @@ pub struct Explanation {
     pub source: Option<String>,
     /// A balanced policy: the slot of its table the packet's hash picked, and that slot's WAN.
     pub balance: Option<Balance>,
+    /// Rules steer does not own that take the packet's mark before steer's rule does, when
+    /// the daemon answered: the kernel routes the packet by them, not to the WAN's table.
+    pub routed_by: Vec<String>,
     /// Connections conntrack holds that this packet belongs to (or may, when the probe did not
     /// name the whole connection): their packets keep the WAN their mark names, whatever the
     /// verdict above says for a new connection.
@@ -276,8 +279,19 @@ impl Explanation {
         self.matched_on.map_or("default", Direction::as_str)
     }
 
-    /// Adds each WAN's state in the packet's family from the daemon's status.
+    /// Adds each WAN's state in the packet's family from the daemon's status, and the rules of
+    /// someone else's that route its mark before steer's rule does.
     pub fn with_health(mut self, status: &Status) -> Self {
+        if self.local.is_none() {
+            let family = Family::of(&self.dst);
+            self.routed_by = status
+                .routing
+                .shadowed
+                .iter()
+                .filter(|r| r.takes(family, self.mark))
+                .map(|r| r.rule.clone())
+                .collect();
+        }
         let family = Family::of(&self.dst).name();
         self.health = status
             .wans
@@ -349,6 +363,7 @@ impl Explanation {
             "generation": self.generation,
             "health": self.health.iter().map(|h| json!({ "wan": h.wan, "state": h.state.as_str(), "detail": h.detail })).collect::<Vec<_>>(),
             "source": self.source,
+            "routed_by": self.routed_by,
             "held": self.held.as_ref().map(|h| json!({
                 "exact": h.exact,
                 "connections": h.by_mark.iter().map(|(mark, wan, n)| json!({
@@ -535,6 +550,15 @@ impl fmt::Display for Explanation {
         }
         writeln!(f, "mark     {:#x} (mask {:#x})", self.mark, self.mask)?;
         writeln!(f, "wan      {}", self.wan)?;
+        for rule in &self.routed_by {
+            writeln!(
+                f,
+                "         but {rule}, not steer's, comes before steer's rule for mark {:#x}: the \
+                 kernel routes the packet by it, so it may not leave by {} (`steer status` \
+                 warns about it)",
+                self.mark, self.wan
+            )?;
+        }
         if let Some(source) = &self.source {
             writeln!(f, "source   {source}")?;
         }
@@ -701,6 +725,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         health: Vec::new(),
         source: None,
         balance: None,
+        routed_by: Vec::new(),
         held: None,
     };
     if rule == LOCAL_RULE {

@@ -5,7 +5,11 @@
 //! installed through the WAN's interface.
 //! Pure: the controller reads the system and calls [`resolve`] after every routing change.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use crate::{
     config::{NextHop, Wan},
@@ -119,6 +123,163 @@ fn best_default<'v>(
         .iter()
         .filter(|r| r.family == family && r.interface == interface)
         .min_by_key(|r| (r.table != MAIN_TABLE, r.source.is_some(), r.metric))
+}
+
+/// A configured gateway (`gateway`, `gateway6`) the WAN's table cannot take: what `steer wan
+/// NAME gateway` refuses of one handed in. Checked at start and at every reload before anything
+/// is written: the kernel would refuse the route (and steer retry it on every event), or take
+/// it and send the WAN's traffic to the router itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{file}{place}: wan[{wan}].{field} = \"{gateway}\": {why}; give the ISP's router on \
+     {interface}'s link (the lease's `router`), or \"auto\" to learn it. Nothing was changed",
+    file = file.display()
+)]
+pub struct BadGateway {
+    pub file: PathBuf,
+    /// ":line" of the field in `file` ("" when not found).
+    pub place: String,
+    pub wan: String,
+    /// `gateway` or `gateway6`.
+    pub field: &'static str,
+    pub gateway: IpAddr,
+    pub interface: String,
+    pub why: String,
+}
+
+/// Every configured gateway that is refused, refused together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct BadGateways(pub Vec<BadGateway>);
+
+/// The configured gateways of `wans` that `system` shows the WAN's table cannot take: an
+/// address of this router, a connected subnet's network or broadcast address, or (on a link
+/// that is up and holds an address of the family, so its subnets are known) an address off the
+/// link. A WAN whose interface is missing, down or without an address yet is not judged: its
+/// route goes in when the link comes, as for a handed-in gateway. `text` is the configuration
+/// file's, to name the line.
+pub fn configured_faults(
+    file: &Path,
+    text: Option<&str>,
+    wans: &[Wan],
+    system: &SystemView,
+) -> Vec<BadGateway> {
+    let local = super::local::Found::new(system, wans);
+    let mut out = Vec::new();
+    for wan in wans {
+        for (family, field) in [(Family::V4, "gateway"), (Family::V6, "gateway6")] {
+            let NextHop::Via(a) = wan.next_hop(family) else {
+                continue;
+            };
+            let Some(why) = fault(wan, a, family, system, &local) else {
+                continue;
+            };
+            out.push(BadGateway {
+                file: file.to_path_buf(),
+                place: text
+                    .and_then(|t| line_of(t, &wan.name, field, a))
+                    .map_or(String::new(), |l| format!(":{l}")),
+                wan: wan.name.clone(),
+                field,
+                gateway: a,
+                interface: wan.interface.clone(),
+                why,
+            });
+        }
+    }
+    out
+}
+
+/// Why `a` cannot be `wan`'s `family` next hop, if `system` shows it cannot.
+fn fault(
+    wan: &Wan,
+    a: IpAddr,
+    family: Family,
+    system: &SystemView,
+    local: &super::local::Found,
+) -> Option<String> {
+    if local.is_own_address(a) || system.addresses.iter().any(|(_, own)| *own == a) {
+        return Some(format!(
+            "{a} is an address of this router, not the next hop of {}: the WAN's traffic would \
+             be sent to the router itself",
+            wan.name
+        ));
+    }
+    if let Some(subnet) = local.subnet_edge_of(a) {
+        return Some(format!(
+            "{a} is the network or broadcast address of {subnet}, not a host"
+        ));
+    }
+    // A link-local IPv6 next hop is on every link.
+    if matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
+        return None;
+    }
+    let link = system.links.get(&wan.interface)?;
+    if !link.admin_up || !system.has_address(link.index, family, false) {
+        return None;
+    }
+    let subnets: Vec<String> = system
+        .on_link
+        .iter()
+        .filter(|(p, oif)| *oif == link.index && Family::of(&p.addr()) == family)
+        .map(|(p, _)| p.to_string())
+        .collect();
+    let on_link = system
+        .on_link
+        .iter()
+        .any(|(p, oif)| *oif == link.index && p.contains(a));
+    (!on_link).then(|| {
+        format!(
+            "{a} is not on the link of {} (its interface {} reaches {} directly), so the kernel \
+             refuses a route via it",
+            wan.name,
+            wan.interface,
+            if subnets.is_empty() {
+                "no subnet".to_owned()
+            } else {
+                subnets.join(", ")
+            }
+        )
+    })
+}
+
+/// The line (1-based) of `field = "a"` in the `[[wan]]` table named `wan` of the
+/// configuration's `text`; failing that, of the only such line in any table.
+fn line_of(text: &str, wan: &str, field: &str, a: IpAddr) -> Option<usize> {
+    let value = |line: &str, key: &str| -> Option<String> {
+        let (k, v) = line.split_once('=')?;
+        if k.trim() != key {
+            return None;
+        }
+        let v = v.split('#').next()?.trim();
+        Some(v.trim_matches(|c| c == '"' || c == '\'').to_owned())
+    };
+    // Per table: its name, and the line of the field holding `a`.
+    let mut tables: Vec<(Option<String>, Option<usize>)> = vec![(None, None)];
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            tables.push((None, None));
+            continue;
+        }
+        let Some(table) = tables.last_mut() else {
+            continue;
+        };
+        if let Some(name) = value(line, "name") {
+            table.0 = Some(name);
+        } else if value(line, field).and_then(|v| v.parse::<IpAddr>().ok()) == Some(a) {
+            table.1 = Some(i + 1);
+        }
+    }
+    let named = tables
+        .iter()
+        .find(|(name, line)| name.as_deref() == Some(wan) && line.is_some());
+    if let Some((_, line)) = named {
+        return *line;
+    }
+    let mut any = tables.iter().filter_map(|(_, line)| *line);
+    let first = any.next();
+    first.filter(|_| any.next().is_none())
 }
 
 #[cfg(test)]
@@ -261,5 +422,55 @@ mod tests {
             gone.gateway, None,
             "no route through an interface that is not there"
         );
+    }
+    #[test]
+    fn a_configured_gateway_off_the_link_or_of_the_router_is_refused_where_it_is_written() {
+        let prefix = |s: &str| crate::prefix::parse_prefix(s, false).unwrap();
+        let mut v = view(false, vec![]);
+        v.addresses.push((7, "10.71.1.2".parse().unwrap()));
+        v.local
+            .push((prefix("10.71.1.2/32"), crate::model::LocalKind::Address));
+        v.local
+            .push((prefix("10.71.1.0/24"), crate::model::LocalKind::Connected));
+        v.on_link.push((prefix("10.71.1.0/24"), 7));
+        let text = "[general]\nlan = [\"lan0\"]\n\n[[wan]]\nname = \"wan0\"\ngateway = \"10.99.99.1\"\n\n\
+                    [[wan]]\ngateway = \"10.99.99.1\" # the same\nname = \"wan1\"\n";
+        let faults_in = |v: &SystemView, gateway: &str| {
+            let w = Wan {
+                gateway: NextHop::Via(gateway.parse().unwrap()),
+                ..crate::config::testing::wan("wan1", "eth1")
+            };
+            configured_faults(Path::new("/etc/steer.toml"), Some(text), &[w], v)
+        };
+        let faults = |gateway: &str| faults_in(&v, gateway);
+        let off = faults("10.99.99.1");
+        assert_eq!(off.len(), 1);
+        assert_eq!(
+            off[0].to_string(),
+            "/etc/steer.toml:9: wan[wan1].gateway = \"10.99.99.1\": 10.99.99.1 is not on the link \
+             of wan1 (its interface eth1 reaches 10.71.1.0/24 directly), so the kernel refuses a \
+             route via it; give the ISP's router on eth1's link (the lease's `router`), or \
+             \"auto\" to learn it. Nothing was changed"
+        );
+        let own = faults("10.71.1.2");
+        assert!(
+            own[0]
+                .why
+                .starts_with("10.71.1.2 is an address of this router"),
+            "{}",
+            own[0]
+        );
+        assert_eq!(own[0].place, "", "no such line in the file");
+        assert!(
+            faults("10.71.1.255")[0]
+                .why
+                .contains("broadcast address of 10.71.1.0/24")
+        );
+        assert!(faults("10.71.1.1").is_empty(), "on the link");
+        // Not judged without an address of the family (a DHCP lease to come) or a link.
+        v.addresses.clear();
+        v.local.clear();
+        assert!(faults_in(&v, "10.99.99.1").is_empty());
+        assert!(configured_faults(Path::new("f"), None, &[], &SystemView::default()).is_empty());
     }
 }

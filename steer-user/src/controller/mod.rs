@@ -87,6 +87,9 @@ pub enum ControllerError {
     /// Another steer's classifier is attached to a LAN interface.
     #[error("{}", .0.join("; "))]
     ForeignClassifier(Vec<String>),
+    /// A configured gateway the WAN's table cannot take.
+    #[error(transparent)]
+    Gateways(#[from] gateways::BadGateways),
 }
 
 /// What differs between `old` and `new` that a running daemon cannot move: where its pinned
@@ -129,6 +132,9 @@ enum Ready {
     Changed {
         config: Box<Config>,
         steps: Vec<Compiled>,
+        /// `steer check`'s advice on the configuration, taken before the compile moved its
+        /// lists' prefixes into the steps (a set's count reads 0 after that).
+        advice: Vec<String>,
         inputs: Inputs,
     },
 }
@@ -155,6 +161,13 @@ struct Compiled {
     step: Step,
     counts: HashMap<u32, usize>,
     diff: Option<(u64, Diff)>,
+}
+
+/// A reload's steps, compiled off the event loop, with the advice on the configuration they
+/// were compiled from.
+struct Precompiled {
+    steps: Vec<Compiled>,
+    advice: Vec<String>,
 }
 
 impl Compiled {
@@ -219,6 +232,7 @@ impl ReloadPlan {
             }
         }
         let (mut config, inputs) = config::load_stamped_within(&self.path, self.budget)?;
+        let advice = config::advice(&config);
         let steps = desired::steps(&mut config, &self.rule_ids, &self.wan_slots, |w, f| {
             self.up.contains(&(w.to_owned(), f))
         });
@@ -231,6 +245,7 @@ impl ReloadPlan {
         Ok(Ready::Changed {
             config: Box::new(config),
             steps,
+            advice,
             inputs,
         })
     }
@@ -483,7 +498,7 @@ impl Controller {
         &mut self,
         prepared: Prepared,
     ) -> Result<ApplyReport, ControllerError> {
-        let (config, steps, inputs) = match prepared.0 {
+        let (config, steps, advice, inputs) = match prepared.0 {
             Ready::Unchanged { inputs, checked } => {
                 return Ok(self.reload_unchanged(&inputs, checked).await);
             }
@@ -491,8 +506,9 @@ impl Controller {
             Ready::Changed {
                 config,
                 steps,
+                advice,
                 inputs,
-            } => (*config, steps, inputs),
+            } => (*config, steps, advice, inputs),
         };
         let restart = restart_only_changes(&self.config, &config);
         if !restart.is_empty() {
@@ -506,7 +522,9 @@ impl Controller {
         self.health
             .follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
         let held = self.configured_counts();
-        let mut applied = self.apply(config, false, Some(steps)).await;
+        let mut applied = self
+            .apply(config, false, Some(Precompiled { steps, advice }))
+            .await;
         match &mut applied {
             Ok(report) => {
                 report.notes.extend(self.emptied_sets(&held));
@@ -1200,6 +1218,29 @@ impl Controller {
             lines.extend(self.reconcile_routing("gateway set").await);
             return Ok(lines);
         };
+        let family = Family::of(&a);
+        let pinned = match w.next_hop(family) {
+            config::NextHop::Auto => None,
+            config::NextHop::Direct => Some("none".to_owned()),
+            config::NextHop::Via(c) => Some(c.to_string()),
+        };
+        if let Some(pinned) = pinned {
+            // The configuration wins over a hook ([`gateways::resolve`]): kept, the hand-in
+            // would only say "no change" while the route stays where the file says.
+            let field = match family {
+                Family::V4 => "gateway",
+                Family::V6 => "gateway6",
+            };
+            return Ok(vec![ReportLine::warning(format!(
+                "{name} {}: the configuration pins the gateway ({}: wan[{name}].{field} = \
+                 \"{pinned}\"), so {a} handed in is ignored and the route stays {}; to let a \
+                 DHCP hook hand the gateway in, set {field} = \"auto\" (or leave it out) and \
+                 run `steer reload`",
+                family.name(),
+                self.config.path.display(),
+                self.gateway_of(&name, family).describe()
+            ))]);
+        }
         if self.local_found.is_own_address(a) {
             return Err(GatewayRefused::Refused(format!(
                 "{a} is an address of this router, not the next hop of {name}: give the \
@@ -1248,6 +1289,39 @@ impl Controller {
             "{a} cannot be the gateway of {name}: {failed}; it stays {}; give an address on \
              {interface}'s link",
             self.gateway_of(&name, Family::of(&a)).describe()
+        )))
+    }
+
+    /// Refuses `config` when a WAN's configured gateway cannot be its next hop, by the system
+    /// as it is now ([`gateways::configured_faults`]). A system that cannot be read is not
+    /// judged: the apply's own read says so.
+    async fn check_configured_gateways(
+        &self,
+        config: &Config,
+    ) -> Result<(), gateways::BadGateways> {
+        let configured = config.wans.iter().any(|w| {
+            Family::ALL
+                .into_iter()
+                .any(|f| matches!(w.next_hop(f), config::NextHop::Via(_)))
+        });
+        if !configured {
+            return Ok(());
+        }
+        let tables: Vec<u32> = config.wans.iter().map(|w| w.table).collect();
+        let Ok(system) = self.routing.system(&tables).await else {
+            return Ok(());
+        };
+        let faults = gateways::configured_faults(&config.path, None, &config.wans, &system);
+        if faults.is_empty() {
+            return Ok(());
+        }
+        // Read only now, to name the lines.
+        let text = std::fs::read_to_string(&config.path).ok();
+        Err(gateways::BadGateways(gateways::configured_faults(
+            &config.path,
+            text.as_deref(),
+            &config.wans,
+            &system,
         )))
     }
 
@@ -1658,7 +1732,7 @@ impl Controller {
         &mut self,
         mut config: Config,
         first: bool,
-        compiled: Option<Vec<Compiled>>,
+        compiled: Option<Precompiled>,
     ) -> Result<ApplyReport, ControllerError> {
         let started = Instant::now();
         // Gateways may change below even when the sync then fails: standbys are rebuilt.
@@ -1667,6 +1741,10 @@ impl Controller {
         let old_wan_slots = self.wan_slots.clone();
         let old_sources = (self.config.ipv6.clone(), self.prefixes6.resolved.clone());
         let mut report = ApplyReport::default();
+        // Before anything changes: a configured gateway the kernel would refuse (retried on
+        // every event) or one that is the router itself refuses the start or the reload, as
+        // `steer wan NAME gateway` refuses it handed in.
+        self.check_configured_gateways(&config).await?;
         // Gateways and local destinations first: which WAN families are usable decides the
         // policy table. A family whose gateway changes here is written by the sync below.
         match self
@@ -1678,9 +1756,14 @@ impl Controller {
         }
         // What `steer check` notes (a master-only WAN two VRRP instances share, a rule that
         // matches everything) is said at every start and full reload; files others may change
-        // are warned about.
+        // are warned about. A reload's compile took the lists' prefixes out of `config`: its
+        // advice was taken before.
+        let (compiled, advice) = match compiled {
+            Some(Precompiled { steps, advice }) => (Some(steps), advice),
+            None => (None, config::advice(&config)),
+        };
         report.notes.extend(
-            config::advice(&config)
+            advice
                 .into_iter()
                 .map(|note| ReportLine::info(format!("note: {note}"))),
         );
@@ -2452,6 +2535,12 @@ fn routing_lines(why: &str, report: &ReconcileReport, started: Instant) -> Vec<R
                 .failures
                 .iter()
                 .map(|l| ReportLine::error(format!("routing ({why}): {l}"))),
+        )
+        .chain(
+            report
+                .shadowed
+                .iter()
+                .map(|l| ReportLine::warning(format!("routing ({why}): {l}"))),
         )
         .collect();
     if !report.changes.is_empty() {

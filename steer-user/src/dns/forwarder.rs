@@ -19,7 +19,9 @@
 //!   `block_application_dns`), and an empty answer to AAAA questions for the names of sets
 //!   that filter AAAA. Answers to other questions (ANY) lose the IPv6 records of those names
 //!   in every section. Queries that cannot be read are dropped (not even a header) or answered
-//!   FORMERR; answers that cannot be read give SERVFAIL (nothing is learned from them).
+//!   FORMERR, and counted; answers that cannot be read give SERVFAIL (nothing is learned from
+//!   them), at once also when the reply is no DNS message at all ([`malformed`]), and the log
+//!   names the upstream.
 //!
 //! Everything runs on one thread of its own with a current-thread runtime, so answers never
 //! wait for the daemon's event loop (a reload, a routing reconcile).
@@ -322,12 +324,17 @@ struct UpstreamLog {
     logged: Option<Instant>,
     /// It answered since its failure was logged: the next failure is a new outage.
     recovered: bool,
+    /// Malformed replies since its last good answer: its timeouts are then said to be that.
+    malformed: u64,
+    /// When a malformed reply of its was last logged.
+    malformed_logged: Option<Instant>,
 }
 
 impl UpstreamLog {
     /// The upstream answered at `now`; true when that ends a failure the log named.
     fn answered(&mut self, now: Instant) -> bool {
         self.answered = Some(now);
+        self.malformed = 0;
         let back = self.logged.is_some() && !self.recovered;
         self.recovered = true;
         back
@@ -353,6 +360,37 @@ impl UpstreamLog {
         }
         due
     }
+
+    /// It sent a malformed reply at `now`; whether the log says so now (the first, then once
+    /// a minute while they go on).
+    fn malformed(&mut self, now: Instant) -> bool {
+        self.malformed += 1;
+        let due = self
+            .malformed_logged
+            .is_none_or(|at| now.duration_since(at) >= UPSTREAM_LOG_AGAIN);
+        if due {
+            self.malformed_logged = Some(now);
+        }
+        due
+    }
+}
+
+/// Why `reply` from an upstream is no DNS answer at all, if it is not: too short for a header,
+/// not a response, or a question that cannot be read. A readable answer to another question
+/// (a late one, or a forgery) is not malformed: it is ignored.
+fn malformed(reply: &[u8]) -> Option<String> {
+    let Ok(h) = wire::Header::parse(reply) else {
+        return Some("shorter than a DNS header".to_owned());
+    };
+    if !h.is_response() {
+        return Some("not a response".to_owned());
+    }
+    if h.qdcount >= 1
+        && let Err(e) = wire::question(reply)
+    {
+        return Some(format!("its question cannot be read: {e}"));
+    }
+    None
 }
 
 impl Shared {
@@ -399,6 +437,34 @@ impl Shared {
         self.learner.stats().inc(what);
     }
 
+    /// Upstream `index` sent a reply that is no DNS answer (`why`, `len` bytes): counted, and
+    /// named in the log (the first, then once a minute). `answered`: it had a query's ID, and
+    /// that query gets SERVFAIL; otherwise it answers no query and is dropped.
+    fn upstream_malformed(&self, index: usize, len: usize, why: &str, answered: bool) {
+        self.count(Count::MalformedAnswers);
+        let due = self
+            .upstream_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(index)
+            .or_default()
+            .malformed(Instant::now());
+        if !due {
+            return;
+        }
+        let fate = if answered {
+            "its query gets SERVFAIL"
+        } else {
+            "it carries the ID of no query waiting for it, so it is dropped"
+        };
+        log::warn!(
+            "dns forwarder: upstream {} answered with a malformed reply ({len} bytes: {why}); \
+             {fate} (is a DNS server listening there? counted as malformed answers in `steer \
+             status`; logged once a minute)",
+            self.upstream_addr(index)
+        );
+    }
+
     /// Whether a query from `client` is answered; one from a source that is no client is
     /// counted, and logged once a minute at most.
     fn admits(&self, client: IpAddr) -> bool {
@@ -439,9 +505,19 @@ impl Shared {
             return;
         }
         let addr = self.upstream_addr(index);
+        let malformed = self
+            .upstream_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&index)
+            .map_or(0, |l| l.malformed);
         let how = match what {
-            Count::UpstreamRefused => "refuses queries (nothing listens there?)",
-            _ => "does not answer in time",
+            Count::UpstreamRefused => "refuses queries (nothing listens there?)".to_owned(),
+            _ if malformed > 0 => format!(
+                "does not answer in time: it sent {malformed} malformed replies since its last \
+                 good answer (is a DNS server listening there?)"
+            ),
+            _ => "does not answer in time".to_owned(),
         };
         log::warn!(
             "dns forwarder: upstream {addr} {how}; queries go to the next upstream, or get \
@@ -840,19 +916,36 @@ fn same_question(answer: &[u8], query: &[u8], q: &Question) -> bool {
 }
 
 fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
-    let Some(id) = wire::id(answer) else { return };
-    let ours = st
-        .pending
-        .get(&id)
-        .is_some_and(|p| p.upstream == index && same_question(answer, &p.query, &p.question));
-    if !ours {
+    let waiting =
+        wire::id(answer).filter(|id| st.pending.get(id).is_some_and(|p| p.upstream == index));
+    let Some(id) = waiting else {
+        // No query's ID (or none at all): nothing to answer, but a reply that is no DNS
+        // message says why its queries will time out.
+        if let Some(why) = malformed(answer) {
+            shared.upstream_malformed(index, answer.len(), &why, false);
+        }
+        return;
+    };
+    let p = st.pending.get(&id).expect("present");
+    if !same_question(answer, &p.query, &p.question) {
+        // Its question cannot be read (or there is none to read): the query gets SERVFAIL
+        // now, as for an answer whose records cannot be read, not after the upstream's
+        // timeout under another name. A readable answer to another question is ignored.
+        if let Some(why) = malformed(answer) {
+            let pending = st.take(id).expect("present");
+            shared.upstream_malformed(index, answer.len(), &why, true);
+            shared.count(Count::Servfail);
+            let mut out = wire::reply(&pending.query, rcode::SERVFAIL);
+            wire::set_id(&mut out, pending.client_id);
+            st.replies.push((pending.listener, out, pending.client));
+        }
         return;
     }
     let pending = st.take(id).expect("present");
     shared.upstream_answered(index);
     let stats = shared.learner.stats();
     stats.record(Latency::Upstream, pending.sent.elapsed());
-    let mut out = relay(answer, &pending.query, shared);
+    let mut out = relay(index, answer, &pending.query, shared);
     if out.len() > pending.limit {
         // Over UDP a client gets no more than it takes: the rest would be cut by its stack,
         // or make the router an amplifier. It asks again over TCP.
@@ -867,7 +960,7 @@ fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
 /// filters AAAA (what [`local_answer`] gives when the question names the set's domain; here a
 /// CNAME chain led into it), without those IPv6 records when it answers another question
 /// (ANY; [`hide_v6`]), or SERVFAIL when it cannot be read.
-fn relay(answer: &[u8], query: &[u8], shared: &Shared) -> Vec<u8> {
+fn relay(index: usize, answer: &[u8], query: &[u8], shared: &Shared) -> Vec<u8> {
     let cut = wire::Header::parse(answer).is_ok_and(|h| h.truncated());
     if cut {
         // The client asks again over TCP; that answer is the one learned from. The records a
@@ -892,8 +985,7 @@ fn relay(answer: &[u8], query: &[u8], shared: &Shared) -> Vec<u8> {
             hidden.unwrap_or_else(|| answer.to_vec())
         }
         Err(e) => {
-            shared.count(Count::MalformedAnswers);
-            log::debug!("dns forwarder: unreadable answer ({e}): SERVFAIL");
+            shared.upstream_malformed(index, answer.len(), &e.to_string(), true);
             shared.count(Count::Servfail);
             wire::reply(query, rcode::SERVFAIL)
         }
@@ -1096,7 +1188,15 @@ async fn tcp_upstream(
                     .learner
                     .stats()
                     .record(Latency::Upstream, sent.elapsed());
-                return relay(&a, query, shared);
+                return relay(index, &a, query, shared);
+            }
+            // The connection carries this query alone: a message on it that is no DNS answer
+            // is the upstream's reply to it.
+            Some(a) if let Some(why) = malformed(&a) => {
+                shared.upstream_malformed(index, a.len(), &why, true);
+                *conn = None;
+                shared.count(Count::Servfail);
+                return wire::reply(query, rcode::SERVFAIL);
             }
             _ => {
                 shared.upstream_failed(index, Count::UpstreamTimeouts, sent);
@@ -1161,7 +1261,7 @@ mod tests {
             (q, a)
         };
         let (q, a) = chain(rtype::AAAA, (rtype::AAAA, v6.octets().to_vec()));
-        let out = relay(&a, &q, &shared);
+        let out = relay(0, &a, &q, &shared);
         assert_eq!(
             out,
             wire::reply(&q, rcode::NOERROR),
@@ -1171,16 +1271,16 @@ mod tests {
         assert_eq!((h.id, h.rcode(), h.ancount), (7, rcode::NOERROR, 0));
         // The A answer of the same chain passes unchanged.
         let (q, a) = chain(rtype::A, (rtype::A, vec![198, 19, 0, 1]));
-        assert_eq!(relay(&a, &q, &shared), a);
+        assert_eq!(relay(0, &a, &q, &shared), a);
         // An HTTPS answer whose ipv6hint leads to the IPv6 address is answered empty too (it
         // went through unchanged); one with IPv4 hints alone passes.
         let mut rdata = vec![0, 1, 0, 0, 6, 0, 16]; // priority 1, target ".", ipv6hint
         rdata.extend_from_slice(&v6.octets());
         let (q, a) = chain(rtype::HTTPS, (rtype::HTTPS, rdata));
-        assert_eq!(relay(&a, &q, &shared), wire::reply(&q, rcode::NOERROR));
+        assert_eq!(relay(0, &a, &q, &shared), wire::reply(&q, rcode::NOERROR));
         let v4_only = vec![0, 1, 0, 0, 4, 0, 4, 198, 19, 0, 1];
         let (q, a) = chain(rtype::HTTPS, (rtype::HTTPS, v4_only));
-        assert_eq!(relay(&a, &q, &shared), a);
+        assert_eq!(relay(0, &a, &q, &shared), a);
     }
 
     /// `dig ANY` for a name of a set that filters AAAA got its AAAA record past the filter:
@@ -1221,7 +1321,7 @@ mod tests {
                 ("vid.example", 16, 60, b"\x03txt".to_vec()),
             ],
         );
-        let out = relay(&a, &q, &shared);
+        let out = relay(0, &a, &q, &shared);
         let m = wire::parse(&out).unwrap();
         let types: Vec<u16> = m.answers.iter().map(|r| r.rtype).collect();
         assert_eq!(types, [rtype::A, 16]);
@@ -1245,18 +1345,18 @@ mod tests {
         a.extend_from_slice(&wire::tests::encode_name("mx.vid.example"));
         a.extend_from_slice(&[0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
         a.extend_from_slice(&v6(9));
-        let out = relay(&a, &q, &shared);
+        let out = relay(0, &a, &q, &shared);
         let h = wire::Header::parse(&out).unwrap();
         assert_eq!((h.ancount, h.arcount), (1, 0), "only the CNAME is left");
         // Another set's AAAA, and an A question's answer, pass as they are.
         let q = wire::query(7, "dual.example", rtype::ANY);
         let a = wire::tests::answer(&q, &[("dual.example", rtype::AAAA, 60, v6(10))]);
-        assert_eq!(relay(&a, &q, &shared), a);
+        assert_eq!(relay(0, &a, &q, &shared), a);
         // A cut answer loses them too.
         let q = wire::query(8, "vid.example", rtype::ANY);
         let mut a = wire::tests::answer(&q, &[("vid.example", rtype::AAAA, 60, v6(7))]);
         a[2] |= 0x02;
-        let out = relay(&a, &q, &shared);
+        let out = relay(0, &a, &q, &shared);
         assert_eq!(wire::Header::parse(&out).unwrap().ancount, 0);
     }
 
@@ -1420,9 +1520,41 @@ mod tests {
             &q,
             &[("a.video.example", rtype::A, 60, vec![198, 19, 0, 1])],
         );
-        assert_eq!(relay(&answer, &q, &shared), answer, "relayed byte for byte");
+        assert_eq!(
+            relay(0, &answer, &q, &shared),
+            answer,
+            "relayed byte for byte"
+        );
         assert_eq!(failing.stats.get(Count::InsertFailed), 1);
         assert_eq!(failing.stats.get(Count::Servfail), 0);
         assert_eq!(failing.stats.get(Count::Answered), 1);
+    }
+    #[test]
+    fn a_reply_that_is_no_dns_message_is_malformed_and_one_for_another_question_is_not() {
+        let q = wire::query(5, "a.example", rtype::A);
+        assert_eq!(
+            malformed(&q[..2]).as_deref(),
+            Some("shorter than a DNS header")
+        );
+        assert_eq!(malformed(&q).as_deref(), Some("not a response"));
+        let mut garbage = vec![0xff; q.len()];
+        garbage[..2].copy_from_slice(&q[..2]);
+        assert!(
+            malformed(&garbage).is_some_and(|w| w.starts_with("its question cannot be read")),
+            "{garbage:?}"
+        );
+        let other = wire::reply(&wire::query(5, "b.example", rtype::A), rcode::NOERROR);
+        assert_eq!(malformed(&other), None, "readable: ignored, not malformed");
+        assert_eq!(malformed(&wire::reply(&q, rcode::SERVFAIL)), None);
+        let mut log = UpstreamLog::default();
+        let now = Instant::now();
+        assert!(log.malformed(now), "the first is logged");
+        assert!(
+            !log.malformed(now + Duration::from_secs(1)),
+            "then once a minute"
+        );
+        assert_eq!(log.malformed, 2);
+        log.answered(now);
+        assert_eq!(log.malformed, 0, "a good answer starts over");
     }
 }

@@ -137,7 +137,50 @@ pub(crate) struct ActualRule {
     pub spec: Option<RuleSpec>,
     /// `ip rule`-like description.
     pub desc: String,
+    /// What it selects and does, to tell whether it takes packets before steer's rules see
+    /// them ([`ActualRule::catches`]).
+    pub reach: RuleReach,
     pub msg: RuleMessage,
+}
+
+/// A rule's selectors and action, as far as they decide which marked packets it takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RuleReach {
+    /// `fwmark M/MASK`.
+    pub fwmark: Option<(u32, u32)>,
+    /// `not ...`.
+    pub inverted: bool,
+    /// Any selector but the mark (`from`, `to`, `iif`, `oif`, `tos`, others).
+    pub other_selectors: bool,
+    /// `suppress_prefixlength` or `suppress_ifgroup`: the table's default route is not taken
+    /// from it.
+    pub suppresses: bool,
+    /// `lookup T`.
+    pub table: Option<u32>,
+    /// The packets it selects end here (`lookup`, `unreachable`, `blackhole`, `prohibit`), not
+    /// at a `goto` or `nop`.
+    pub terminal: bool,
+}
+
+impl ActualRule {
+    /// Whether this rule takes (some of) the packets carrying `mark` under `mask`, so that a
+    /// later rule for that mark does not see them: a rule for the mark (whatever its other
+    /// selectors), or one that takes every packet (`from all lookup T`, but the kernel's
+    /// `lookup local` at 0, which only delivers the router's own addresses). A rule that
+    /// suppresses its table's default route lets a default through.
+    pub(crate) fn catches(&self, mark: u32, mask: u32) -> bool {
+        let r = &self.reach;
+        if !r.terminal || r.suppresses || mask == 0 {
+            return false;
+        }
+        match r.fwmark {
+            Some((m, k)) => ((m ^ mark) & k == 0) != r.inverted,
+            None => {
+                let kernels_local = self.priority == 0 && r.table == Some(RT_TABLE_LOCAL);
+                !(r.inverted || r.other_selectors || kernels_local)
+            }
+        }
+    }
 }
 
 /// A route as found in the kernel.
@@ -262,6 +305,10 @@ pub(crate) struct FoundLocal {
     /// The main table's unicast routes but the default, each with the one interface it leaves
     /// by (connected subnets and routes through a gateway; not multipath ones).
     pub routes_out: Vec<(Prefix, u32)>,
+    /// The ones among them without a gateway (connected subnets, `dev X scope link` routes, a
+    /// point-to-point peer): what is on each interface's link, where the kernel takes a
+    /// gateway.
+    pub on_link: Vec<(Prefix, u32)>,
 }
 
 /// The destinations the router reaches without a WAN, from its local and main tables.
@@ -283,6 +330,9 @@ pub(crate) async fn local_routes(handle: &Handle) -> Result<FoundLocal, rtnetlin
                     && let Some(oif) = unicast_interface(&m)
                 {
                     found.routes_out.push((prefix, oif));
+                    if gateway_interface(&m).is_none() {
+                        found.on_link.push((prefix, oif));
+                    }
                 }
                 if kind == LocalKind::Route
                     && let Some(oif) = gateway_interface(&m)
@@ -617,6 +667,7 @@ pub(crate) fn parse_rule(msg: RuleMessage) -> Option<ActualRule> {
     }
     let (mut src, mut dst) = (None, None);
     let mut suppress = None;
+    let mut suppresses_ifgroup = false;
     for a in &msg.attributes {
         match a {
             RuleAttribute::Priority(p) => priority = *p,
@@ -638,6 +689,11 @@ pub(crate) fn parse_rule(msg: RuleMessage) -> Option<ActualRule> {
             | RuleAttribute::SuppressIfGroup(u32::MAX)
             | RuleAttribute::Goto(_) => {}
             RuleAttribute::SuppressPrefixLen(n) => suppress = u8::try_from(*n).ok(),
+            // Not one of steer's forms either (`other`).
+            RuleAttribute::SuppressIfGroup(_) => {
+                suppresses_ifgroup = true;
+                other = true;
+            }
             _ => other = true,
         }
     }
@@ -722,12 +778,31 @@ pub(crate) fn parse_rule(msg: RuleMessage) -> Option<ActualRule> {
         }),
         _ => None,
     };
+    let reach = RuleReach {
+        fwmark: fwmark.map(|m| (m, mask.unwrap_or(u32::MAX))),
+        inverted: h.flags.contains(RuleFlags::Invert),
+        other_selectors: !selectors.trim_start_matches(" not").is_empty()
+            || other
+            || h.src_len > 0
+            || h.dst_len > 0
+            || h.tos != 0,
+        suppresses: suppress.is_some() || suppresses_ifgroup,
+        table: matches!(h.action, NlRuleAction::ToTable).then_some(table),
+        terminal: matches!(
+            h.action,
+            NlRuleAction::ToTable
+                | NlRuleAction::Unreachable
+                | NlRuleAction::Blackhole
+                | NlRuleAction::Prohibit
+        ),
+    };
     Some(ActualRule {
         family,
         protocol,
         priority,
         spec,
         desc,
+        reach,
         msg,
     })
 }

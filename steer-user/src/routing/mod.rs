@@ -369,6 +369,9 @@ pub struct ReconcileReport {
     /// The default routes among the failures, with the kernel's error number: whether a
     /// gateway was refused (not on its link) or only waits (its link is down).
     pub refused_routes: Vec<RefusedRoute>,
+    /// Rules of someone else's that take steer's marked packets first ([`ShadowingRule`]),
+    /// each said once: the ones found since the last reconcile.
+    pub shadowed: Vec<String>,
 }
 
 /// One difference a reconcile put right: its report line, and whose doing it was.
@@ -465,10 +468,37 @@ impl ReconcileReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RoutingStatus {
     /// One entry per desired item (`<item>: ok`, `<item>: missing`, `<item>: differs: found
-    /// <what>`) and one per stale item steer owns (`stale: <item>`).
+    /// <what>`), one per stale item steer owns (`stale: <item>`) and one per rule of someone
+    /// else's that takes steer's marked packets first (`warning: ...`).
     pub items: Vec<String>,
     /// Every desired item is ok and nothing is stale.
     pub in_sync: bool,
+    /// The rules steer does not own that take packets with a WAN's mark before steer's rule
+    /// for it (also among `items`).
+    #[serde(default)]
+    pub shadowed: Vec<ShadowingRule>,
+}
+
+/// A rule steer does not own that the kernel reaches before steer's rule for a mark, and that
+/// takes packets with that mark: they do not leave by the WAN steer chose.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShadowingRule {
+    /// "IPv4" or "IPv6".
+    pub family: String,
+    /// The mark (under `mask`) of steer's rule it comes before.
+    pub mark: u32,
+    pub mask: u32,
+    /// The rule, as `ip rule` would show it.
+    pub rule: String,
+    /// The warning, in words.
+    pub line: String,
+}
+
+impl ShadowingRule {
+    /// Whether it takes a packet of `family` stamped `mark`.
+    pub fn takes(&self, family: Family, mark: u32) -> bool {
+        self.family == family.name() && (self.mark ^ mark) & self.mask == 0
+    }
 }
 
 /// Why routing could not start, or could not read the kernel's interfaces.
@@ -494,6 +524,9 @@ pub struct Routing {
     /// What earlier reconciles put in place: a missing item is then "repaired", otherwise
     /// "created".
     placed: std::sync::Arc<std::sync::Mutex<plan::Placed>>,
+    /// The shadowing rules the last reconcile found: a reconcile runs at every routing event,
+    /// and a warning is said once per rule, not at each.
+    shadowed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Routing {
@@ -508,6 +541,7 @@ impl Routing {
         Ok(Routing {
             handle,
             placed: Default::default(),
+            shadowed: Default::default(),
         })
     }
 
@@ -522,7 +556,17 @@ impl Routing {
                 return report;
             }
         };
-        let report = kernel::execute(&self.handle, &snapshot.links, plan.steps).await;
+        let found: Vec<String> = plan.shadowed.into_iter().map(|w| w.line).collect();
+        let mut report = kernel::execute(&self.handle, &snapshot.links, plan.steps).await;
+        {
+            let mut said = self.shadowed.lock().unwrap_or_else(|e| e.into_inner());
+            report.shadowed = found
+                .iter()
+                .filter(|w| !said.contains(w))
+                .cloned()
+                .collect();
+            *said = found;
+        }
         let failed = |item: &String| {
             let head = format!("failed: {item}: ");
             report.failures.iter().any(|f| f.starts_with(&head))
@@ -575,6 +619,7 @@ impl Routing {
                 RoutingStatus {
                     in_sync: plan.in_sync,
                     items: plan.status,
+                    shadowed: plan.shadowed,
                 }
             }
             Err(e) => RoutingStatus {
@@ -583,6 +628,7 @@ impl Routing {
                     kernel::describe_error(&e)
                 )],
                 in_sync: false,
+                shadowed: Vec::new(),
             },
         }
     }
@@ -627,6 +673,7 @@ impl Routing {
             delegated: found.delegated,
             addresses: found.addresses,
             routes_out: found.routes_out,
+            on_link: found.on_link,
         })
     }
 
@@ -689,6 +736,9 @@ pub struct SystemView {
     /// The main table's unicast routes but the default, with the interface each leaves by:
     /// who is behind which interface (the DNS forwarder answers the LAN's).
     pub routes_out: Vec<(crate::prefix::Prefix, u32)>,
+    /// The ones among them without a gateway, by interface: the subnets on each link (where
+    /// the kernel takes a gateway for a route through that interface).
+    pub on_link: Vec<(crate::prefix::Prefix, u32)>,
 }
 
 impl SystemView {

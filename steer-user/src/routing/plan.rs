@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::{
     Change,
     ChangeKind::{Added, Changed, Created, Removed, RemovedStale, Repaired, Replaced},
-    Desired, RTPROT_STEER,
+    Desired, Family, RTPROT_STEER, RuleAction, ShadowingRule,
     kernel::{ActualRule, Op, Snapshot, Step},
 };
 
@@ -52,6 +52,8 @@ pub(crate) struct Plan {
     pub steps: Vec<Step>,
     pub status: Vec<String>,
     pub in_sync: bool,
+    /// Rules steer does not own that take packets before steer's rule for their mark does.
+    pub shadowed: Vec<ShadowingRule>,
 }
 
 pub(crate) fn plan(desired: &Desired, s: &Snapshot, placed: &Placed) -> Plan {
@@ -66,11 +68,74 @@ pub(crate) fn plan(desired: &Desired, s: &Snapshot, placed: &Placed) -> Plan {
     steps.extend(rule_adds);
     steps.extend(rule_dels);
     steps.extend(route_dels);
+    let shadowed = shadowing_rules(desired, s);
+    status.extend(shadowed.iter().map(|w| format!("warning: {}", w.line)));
     Plan {
         steps,
         status,
         in_sync,
+        shadowed,
     }
+}
+
+/// The rules steer does not own that the kernel reaches before one of steer's mark rules and
+/// that take packets with its mark (see [`ActualRule::catches`]): those packets follow them,
+/// whatever steer's rule and table say (a leftover of mwan3 or of a script, when migrating).
+/// Reported, not removed: steer never touches a rule it does not own. The kernel reaches the
+/// rules in the dump's order (by priority, then in the order they were added); a missing rule
+/// of steer's goes in after those of its priority.
+fn shadowing_rules(desired: &Desired, s: &Snapshot) -> Vec<ShadowingRule> {
+    let mut out = Vec::new();
+    for d in desired
+        .rules
+        .iter()
+        .filter(|d| d.mask != 0 && d.from.is_none())
+    {
+        let at = s
+            .rules
+            .iter()
+            .position(|r| r.protocol == RTPROT_STEER && r.spec.as_ref() == Some(d));
+        for (i, r) in s.rules.iter().enumerate() {
+            let before = at.map_or(r.priority <= d.priority, |at| i < at);
+            // One that looks up steer's own table for the mark sends the packets the same way.
+            let same_way = matches!(d.action, RuleAction::Lookup(t) if r.reach.table == Some(t));
+            if r.protocol == RTPROT_STEER
+                || r.family != d.family
+                || !before
+                || same_way
+                || !r.catches(d.fwmark, d.mask)
+            {
+                continue;
+            }
+            let some = if r.reach.other_selectors {
+                "those of them it selects"
+            } else {
+                "they"
+            };
+            let delete = match r.reach.fwmark {
+                Some((m, k)) if !r.reach.inverted && !r.reach.other_selectors => format!(
+                    " (`ip{} rule del pref {} fwmark {m:#x}/{k:#x}`)",
+                    if d.family == Family::V6 { " -6" } else { "" },
+                    r.priority
+                ),
+                _ => String::new(),
+            };
+            out.push(ShadowingRule {
+                family: d.family.name().to_owned(),
+                mark: d.fwmark,
+                mask: d.mask,
+                rule: r.desc.clone(),
+                line: format!(
+                    "{} is not steer's and comes before steer's {d}: packets with mark {:#x} \
+                     are routed by it, {some} never reach steer's rule; steer does not remove \
+                     rules it does not own: delete it if it is a leftover (of mwan3, a \
+                     script){delete}, or give it a priority after {}",
+                    r.desc, d.fwmark, d.priority
+                ),
+            });
+        }
+    }
+    out
 }
 
 impl Plan {
@@ -686,6 +751,104 @@ mod tests {
                 "removed: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4)",
                 "removed: route default via 100.64.1.1 dev wan1 table 101 (v4)",
                 "removed: route default via fd64:1::1 dev wan1 table 101 (v6)",
+            ]
+        );
+    }
+    /// A rule of someone else's without a mark selector: `from all lookup T` at `prio`, with
+    /// `extra` attributes.
+    fn catch_all(prio: u32, table: u32, extra: Vec<RuleAttribute>) -> ActualRule {
+        let mut m = RuleMessage::default();
+        m.header.family = netlink_packet_route::AddressFamily::Inet;
+        m.header.action = netlink_packet_route::rule::RuleAction::ToTable;
+        m.header.table = table as u8;
+        m.attributes = vec![RuleAttribute::Table(table), RuleAttribute::Priority(prio)];
+        m.attributes.extend(extra);
+        kernel::parse_rule(m).unwrap()
+    }
+
+    #[test]
+    fn a_foreign_rule_that_takes_steers_mark_first_is_warned_about_and_left_alone() {
+        // mwan3's leftover at steer's priority, added before steer's rule: the kernel reaches
+        // it first.
+        let leftover = rule(1100, 0x100, 0xff00, 99, 4);
+        let mut rules = vec![
+            unreachable_rule(),
+            leftover,
+            rule(1100, 0x100, 0xff00, 101, 201),
+        ];
+        let s = snapshot(
+            rules.clone(),
+            in_sync().routes.iter().map(|r| r.msg.clone()).collect(),
+        );
+        let p = plan(&desired(), &s, &placed_all());
+        assert!(p.in_sync, "steer's own items are in place: {:?}", p.status);
+        assert!(
+            p.steps.is_empty(),
+            "a foreign rule is never touched: {:?}",
+            p.steps
+        );
+        assert_eq!(p.shadowed.len(), 1, "{:?}", p.shadowed);
+        let w = &p.shadowed[0];
+        assert_eq!(
+            w.rule,
+            "rule 1100 fwmark 0x100/0xff00 lookup 99 proto static (v4)"
+        );
+        assert!(w.takes(Family::V4, 0x1ab) && !w.takes(Family::V4, 0x200));
+        assert!(!w.takes(Family::V6, 0x100));
+        assert!(
+            w.line.starts_with(
+                "rule 1100 fwmark 0x100/0xff00 lookup 99 proto static (v4) is not steer's and \
+                 comes before steer's rule 1100 fwmark 0x100/0xff00 lookup 101 (v4): packets \
+                 with mark 0x100 are routed by it"
+            ) && w
+                .line
+                .contains("`ip rule del pref 1100 fwmark 0x100/0xff00`"),
+            "{}",
+            w.line
+        );
+        assert!(
+            p.status.contains(&format!("warning: {}", w.line)),
+            "{:?}",
+            p.status
+        );
+
+        // Added after steer's rule at the same priority, or at a later one: harmless.
+        rules.swap(1, 2);
+        let s = snapshot(rules, Vec::new());
+        assert!(plan(&desired(), &s, &placed_all()).shadowed.is_empty());
+        // Nor one that looks up steer's own table for the mark.
+        let later = vec![
+            unreachable_rule(),
+            rule(1095, 0x100, 0xff00, 101, 4),
+            rule(1100, 0x100, 0xff00, 101, 201),
+            rule(1000, 0x200, 0xff00, 99, 4),
+            rule(2000, 0x100, 0xff00, 99, 4),
+            catch_all(0, 255, Vec::new()),
+            catch_all(32766, 254, Vec::new()),
+            catch_all(500, 254, vec![RuleAttribute::SuppressPrefixLen(0)]),
+            catch_all(500, 254, vec![RuleAttribute::Iifname("lo".into())]),
+        ];
+        let p = plan(&desired(), &snapshot(later, Vec::new()), &placed_all());
+        assert!(p.shadowed.is_empty(), "{:?}", p.shadowed);
+
+        // `from all lookup 99` before steer's rules takes every mark, the last-resort ones too.
+        let all = vec![
+            catch_all(0, 255, Vec::new()),
+            catch_all(10, 99, Vec::new()),
+            unreachable_rule(),
+            rule(1100, 0x100, 0xff00, 101, 201),
+        ];
+        let p = plan(&desired(), &snapshot(all, Vec::new()), &placed_all());
+        let found: Vec<(u32, &str)> = p
+            .shadowed
+            .iter()
+            .map(|w| (w.mark, w.rule.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (0xff00, "rule 10 lookup 99 proto 0 (v4)"),
+                (0x100, "rule 10 lookup 99 proto 0 (v4)")
             ]
         );
     }
