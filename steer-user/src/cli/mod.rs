@@ -77,6 +77,7 @@ pub enum Command {
     /// Validate a configuration and its list files; every error is listed (exit 0 or 1).
     /// With --kernel, also check that this kernel has what steer needs.
     Check {
+        /// The configuration file to check (required unless --kernel alone is wanted).
         #[arg(short, long, value_name = "FILE", required_unless_present = "kernel")]
         config: Option<PathBuf>,
         /// Probe the running kernel (BPF maps, tcx, JIT, bpffs); every missing piece is named
@@ -124,7 +125,8 @@ pub enum Command {
     /// from a DHCPv6 client hook
     /// (`prefix6 PREFIX`, `prefix6 auto`).
     Wan {
-        /// The WAN's name; with `gateway` also its interface (what a DHCP hook knows).
+        /// The WAN's name; with `gateway` and `prefix6` also its interface (what a DHCP hook
+        /// knows).
         name: String,
         #[arg(value_enum)]
         mode: ModeArg,

@@ -810,6 +810,11 @@ pub struct DefaultRoute {
 
 impl DefaultRoute {
     /// Where it came from, in words: "table main, proto dhcp".
+    /// Who installed it, in words ("proto static").
+    pub fn protocol_text(&self) -> String {
+        format!("proto {}", kernel::protocol_name(self.protocol))
+    }
+
     pub fn origin(&self) -> String {
         let table = match self.table {
             MAIN_TABLE => "main".to_owned(),

@@ -197,14 +197,15 @@ fn hooked_or_routed(w: &Wan, system: &SystemView, hooked: &Hooked6) -> Option<Wa
         .defaults
         .iter()
         .filter(|d| d.family == Family::V6 && d.interface == w.interface)
-        .filter_map(|d| d.source)
-        .find_map(|source| {
-            let held = system.delegated.iter().find(|d| d.prefix == source)?;
+        .find_map(|d| {
+            let source = d.source?;
+            let held = system.delegated.iter().find(|h| h.prefix == source)?;
             Some(known(
                 source,
                 format!(
-                    "learned: default from {source} via {} ({})",
+                    "learned: default from {source} via {} ({}), the prefix held by an {}",
                     w.interface,
+                    d.protocol_text(),
                     held.origin()
                 ),
             ))
@@ -361,10 +362,13 @@ mod tests {
         let r = resolve(&auto_wans(), &system, &Hooked6::new());
         assert_eq!(prefix(&r, "wan1").as_deref(), Some("2001:db8:1::/56"));
         assert_eq!(prefix(&r, "wan2").as_deref(), Some("2001:db8:2::/60"));
+        // Each route in its own words: the default route's installer, then the reject route
+        // that holds the prefix.
+        let origin = &r["wan1"].origin;
         assert!(
-            r["wan1"]
-                .origin
-                .starts_with("learned: default from 2001:db8:1::/56 via eth1")
+            origin.starts_with("learned: default from 2001:db8:1::/56 via eth1 (proto ")
+                && origin.contains("), the prefix held by an unreachable route, proto "),
+            "{origin}"
         );
     }
 
