@@ -674,3 +674,27 @@ fn two_lines_delegating_by_dhcpv6_each_get_their_prefix_through_dhcpcds_hook() {
     s.work.stop_in(&s.lab.router);
     assert!(!kept.exists(), "{} after steer stop", kept.display());
 }
+
+#[test]
+fn npt_onto_the_subnet_of_the_wans_own_link_is_warned_about() {
+    // An RA-only line's /64 given as wan2's prefix: the ISP's router would look the translated
+    // addresses up by neighbour discovery on that link, where nobody answers for them.
+    let on_link = Lab::link_prefix_v6(Wan::Two);
+    let s = start(
+        "npt-on-link",
+        NPT,
+        [
+            &Lab::initial_delegation(Wan::One).to_string(),
+            &on_link.to_string(),
+        ],
+    );
+    s.daemon.wait_log(
+        &format!("wan2 ipv6: prefix {on_link} is the subnet on wan2's own link"),
+        Duration::from_secs(10),
+    );
+    let log = s.daemon.log_text();
+    assert!(
+        !log.contains("is the subnet on wan1"),
+        "wan1's delegated prefix is not on its link:\n{log}"
+    );
+}

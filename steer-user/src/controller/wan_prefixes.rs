@@ -41,6 +41,37 @@ pub enum Prefix6Refused {
     },
 }
 
+/// Under npt, a WAN prefix that is (or lies in) the subnet on the WAN's own link, as an
+/// RA-only line's /64: the ISP's router reaches the translated LAN addresses by neighbour
+/// discovery on that link, which nobody answers for them, so nothing comes back.
+fn translated_onto_its_own_link(
+    ipv6: Option<&Ipv6>,
+    wans: &[Wan],
+    system: &SystemView,
+    name: &str,
+    resolved: &wan_sources::WanPrefix,
+) -> Option<ReportLine> {
+    let npt = ipv6.is_some_and(|v6| v6.mode == crate::config::Ipv6Mode::Npt);
+    let (wan, prefix) = (wans.iter().find(|w| w.name == name)?, resolved.prefix?);
+    let link = system.links.get(&wan.interface)?;
+    let subnet = system
+        .on_link
+        .iter()
+        .find(|(p, index)| {
+            *index == link.index && (p.contains(prefix.addr()) || prefix.contains(p.addr()))
+        })
+        .map(|(p, _)| *p)
+        .filter(|_| npt)?;
+    Some(ReportLine::warning(format!(
+        "{name} ipv6: prefix {prefix} is the subnet on {}'s own link ({subnet}): the ISP's router \
+         looks translated LAN addresses up by neighbour discovery there, and nothing answers \
+         for them, so no reply comes back; give wan {name} the prefix its ISP delegates \
+         (DHCPv6-PD), or use mode = \"masquerade\" for a line that gives only a /64 by router \
+         advertisements",
+        wan.interface
+    )))
+}
+
 #[derive(Debug, Default)]
 pub(super) struct WanPrefixes {
     /// As last resolved.
@@ -118,6 +149,7 @@ impl WanPrefixes {
                         "{name} ipv6: prefix {prefix} ({})",
                         r.origin
                     )));
+                    lines.extend(translated_onto_its_own_link(ipv6, wans, system, name, r));
                 }
             }
         }
