@@ -383,7 +383,7 @@ async fn serve(
             }
             _ = periodic.tick() => {
                 ctl.unmap_after_edits();
-                log_lines("", &ctl.vrrp_tick());
+                log_lines("", &ctl.vrrp_tick().await);
                 log_lines("", ctl.retry_pending().iter());
                 log_lines("", &ctl.wan_watch_check());
                 log_lines("", &ctl.refresh_system().await);

@@ -410,6 +410,24 @@ impl Machine {
         out
     }
 
+    /// A master steps down for `why` (its sibling instance follows another router, see
+    /// `controller::vrrp`): it resigns with priority 0, so the other router takes over after
+    /// its skew time, and waits as backup a master-down interval for its adverts (following
+    /// them, at an equal priority, from then on). Nothing as any other state.
+    pub fn step_down(&mut self, why: String, now: Instant) -> Vec<Action> {
+        if self.state != State::Master {
+            return Vec::new();
+        }
+        self.clear_timers();
+        self.master_adver_cs = self.p.interval_cs;
+        self.master = None;
+        self.lower = None;
+        self.master_down_at = Some(now + self.master_down_interval());
+        let mut out = vec![Action::Send(0)];
+        out.extend(self.enter(State::Backup, why));
+        out
+    }
+
     fn become_master(&mut self, now: Instant, why: String) -> Vec<Action> {
         self.master_down_at = None;
         self.resigned = None;
@@ -1087,5 +1105,37 @@ mod tests {
         let a = m.set_fault(Some("every WAN is down (lte)".into()), t0 + ms(10));
         assert_eq!(became(&a), None, "fault -> fault is no transition: {a:?}");
         assert_eq!(m.state(), State::Fault);
+    }
+
+    /// Two instances that share a master-only line must be master on one router: one that
+    /// steps down resigns (the other router's backup takes over after its skew) and then
+    /// follows that router at the same priority, so the pair stays as it is.
+    #[test]
+    fn a_master_that_steps_down_resigns_and_then_follows_an_equal_master() {
+        let t0 = Instant::now();
+        let (mut m, t) = master(params(100), t0);
+        let acts = m.step_down("sibling follows 10.0.0.12".into(), t);
+        assert_eq!(acts[0], Action::Send(0), "{acts:?}");
+        assert_eq!(became(&acts), Some(State::Backup));
+        // The other router's backup hears priority 0 and takes over: it advertises at our
+        // priority, which we follow.
+        let mut t = t + ms(100);
+        for _ in 0..20 {
+            assert!(m.receive(heard(100), t).is_empty());
+            assert!(became(&m.tick(t)).is_none());
+            t += ms(1000);
+        }
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.master(), Some(ip(PEER)));
+        // Nobody took over: master again after a master-down interval.
+        let (mut m2, t) = master(params(100), t0);
+        m2.step_down("test".into(), t);
+        let down = m2.master_down_interval();
+        assert!(became(&m2.tick(t + down - ms(1))).is_none());
+        assert_eq!(became(&m2.tick(t + down)), Some(State::Master));
+        // A backup has nothing to step down from.
+        let mut b = started(params(100), t0);
+        assert!(b.step_down("x".into(), t0).is_empty());
+        assert_eq!(b.state(), State::Backup);
     }
 }

@@ -56,6 +56,9 @@ pub enum Command {
         preempt: bool,
         preempt_delay: Duration,
     },
+    /// As master: resign (priority 0) and become backup, for this reason (a sibling instance
+    /// that shares a master-only WAN follows another router).
+    StepDown(String),
     /// Shut down (a master resigns with priority 0); answered once the advert is out.
     Stop(oneshot::Sender<()>),
 }
@@ -418,6 +421,7 @@ impl Instance {
                 );
                 self.machine.set_fault(self.fault(), now)
             }
+            Command::StepDown(why) => self.machine.step_down(why, now),
             Command::Stop(_) => Vec::new(),
         }
     }
@@ -444,7 +448,6 @@ impl Instance {
             return;
         }
         let v6 = self.cfg.is_v6();
-        let unicast = !self.cfg.peers.is_empty();
         let src = self
             .cfg
             .unicast_src
@@ -458,7 +461,7 @@ impl Instance {
             ));
             return;
         };
-        match VrrpSocket::open(&self.cfg.interface, v6, unicast) {
+        match VrrpSocket::open(&self.cfg.interface, v6) {
             Ok(s) => {
                 self.sock = Some(s);
                 self.src = Some(src);
@@ -531,11 +534,19 @@ impl Instance {
                 acts
             }
             Err(Dropped::Sibling) => Vec::new(),
-            Err(Dropped::UnknownSource(from)) => {
-                self.update(|v| *v.drops.entry("unknown_source").or_default() += 1);
-                // Valid but for its source: another router claims this virtual router (a
-                // `peers` typo here, or a stranger). Dropped, yet the WANs must not come up.
-                match packet::valid_but_for_source(&r.payload, r.meta, &expect) {
+            Err(
+                d @ (Dropped::UnknownSource(_)
+                | Dropped::Unicast(_)
+                | Dropped::Multicast
+                | Dropped::Addresses { .. }),
+            ) => {
+                let reason = d.reason();
+                self.update(|v| *v.drops.entry(reason).or_default() += 1);
+                let from = r.meta.src;
+                // Valid but for how it was sent or what it lists: another router claims this
+                // virtual router and each drops the other's adverts. Dropped, yet the WANs must
+                // not come up, and the user must hear of it.
+                match packet::claim(&r.payload, r.meta, &d, &expect) {
                     Some(advert) if advert.priority > 0 => {
                         let now = Instant::now();
                         self.machine.conflict(
@@ -546,24 +557,11 @@ impl Instance {
                             },
                             now,
                         );
-                        let peers: Vec<String> =
-                            self.cfg.peers.iter().map(ToString::to_string).collect();
-                        let text = format!(
-                            "{from} advertises this virtual router (vrid {}, priority {}) but is \
-                             not in `peers` ({}): its adverts are dropped, so both routers may \
-                             be master; master-only WANs not up yet stay down while it \
-                             advertises (those already up stay up): fix \
-                             `peers` (on this router or that one)",
-                            self.cfg.vrid,
-                            advert.priority,
-                            peers.join(", ")
-                        );
-                        self.note("unknown_source", text.clone(), now);
-                        self.log_once(from, "unknown_source", || text);
+                        let text = self.claim_words(&d, &advert, from, r.meta.dst);
+                        self.note(reason, text.clone(), now);
+                        self.log_once(from, reason, || text);
                     }
-                    _ => self.log_once(from, "unknown_source", || {
-                        format!("dropped: {}", Dropped::UnknownSource(from).describe(from))
-                    }),
+                    _ => self.log_once(from, reason, || format!("dropped: {}", d.describe(from))),
                 }
                 Vec::new()
             }
@@ -605,6 +603,62 @@ impl Instance {
                 Vec::new()
             }
         }
+    }
+
+    /// What a dropped advert that claims this virtual router (see [`packet::claim`]) means
+    /// and what to do, for the log and the status.
+    fn claim_words(&self, d: &Dropped, advert: &Advert, from: IpAddr, dst: IpAddr) -> String {
+        let peers: Vec<String> = self.cfg.peers.iter().map(ToString::to_string).collect();
+        let (what, fix) = match d {
+            Dropped::UnknownSource(_) => (
+                format!(
+                    "{from} advertises this virtual router (vrid {}, priority {}) but is not in `peers` ({})",
+                    self.cfg.vrid,
+                    advert.priority,
+                    peers.join(", ")
+                ),
+                "fix `peers` (on this router or that one)".to_owned(),
+            ),
+            Dropped::Unicast(_) => (
+                format!(
+                    "{} advertises this virtual router (vrid {}, priority {}) by unicast to {dst} \
+                     (it has `peers`), while this instance has no `peers` and takes multicast \
+                     adverts only",
+                    from, self.cfg.vrid, advert.priority
+                ),
+                "configure `peers` on both routers or on neither".to_owned(),
+            ),
+            Dropped::Multicast => (
+                format!(
+                    "{} advertises this virtual router (vrid {}, priority {}) to the VRRP group \
+                     (it has no `peers`), while this instance has `peers` ({}) and takes \
+                     unicast adverts only",
+                    from,
+                    self.cfg.vrid,
+                    advert.priority,
+                    peers.join(", ")
+                ),
+                "configure `peers` on both routers or on neither".to_owned(),
+            ),
+            _ => (
+                format!(
+                    "{} advertises this virtual router (vrid {}, priority {}) with other virtual \
+                     addresses ({}) than this instance ({})",
+                    from,
+                    self.cfg.vrid,
+                    advert.priority,
+                    packet::list(&advert.addrs),
+                    packet::list(&self.vips)
+                ),
+                "list the same `vips` on both routers (while changing them, change the other \
+                 router right after this one)"
+                    .to_owned(),
+            ),
+        };
+        format!(
+            "{what}: its adverts are dropped, so both routers may be master; master-only WANs \
+             not up yet stay down while it advertises (those already up stay up): {fix}"
+        )
     }
 
     /// Warns once per change when the master followed advertises another interval than ours
