@@ -13,8 +13,6 @@ use steer_tests::ha::{
     wait_for,
 };
 
-/// One advert interval of the tests.
-const INTERVAL: Duration = Duration::from_millis(100);
 /// Bound on a daemon starting, a state settling at start.
 const START: Duration = Duration::from_secs(20);
 /// Bound on a takeover (many master-down intervals, for a loaded machine).
@@ -397,8 +395,8 @@ fn instances_sharing_a_line_end_on_one_router_after_equal_ties_break_apart() {
         let (sa, sb) = (states(&a), states(&b));
         let m = vec!["master".to_owned(); 2];
         let k = vec!["backup".to_owned(); 2];
-        ((sa == m && sb == k && lab.wan_up(Side::A) && !lab.wan_up(Side::B))
-            || (sb == m && sa == k && lab.wan_up(Side::B) && !lab.wan_up(Side::A)))
+        (sa == m && sb == k && lab.wan_up(Side::A) && !lab.wan_up(Side::B))
+            || (sb == m && sa == k && lab.wan_up(Side::B) && !lab.wan_up(Side::A))
     };
     wait_for("one router master of both", START, one_holds_both, ctx);
     cut_all_adverts(&lab);

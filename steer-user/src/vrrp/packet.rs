@@ -233,20 +233,30 @@ impl Dropped {
 /// order RFC 9568 section 7.1 lists the checks (the source of unicast adverts first). A drop
 /// changes nothing in the instance: its timers run on.
 pub fn validate(b: &[u8], meta: Meta, expect: &Expect<'_>) -> Result<Accepted, Dropped> {
-    if !expect.peers.is_empty() && !expect.peers.contains(&meta.src) {
-        return Err(Dropped::UnknownSource(meta.src));
-    }
-    if expect.peers.is_empty() && meta.ttl != TTL {
-        return Err(Dropped::Ttl(meta.ttl));
-    }
     let group = match meta.dst {
         IpAddr::V4(_) => IpAddr::V4(GROUP_V4),
         IpAddr::V6(_) => IpAddr::V6(GROUP_V6),
     };
-    if expect.peers.is_empty() && meta.dst != group {
+    let unicast = !expect.peers.is_empty();
+    // A unicast instance hears the group only to notice a peer configured without `peers`
+    // (its socket joins it): other virtual routers' multicast adverts are as quiet there as
+    // in multicast mode.
+    if unicast
+        && meta.dst == group
+        && let Err(d @ (Dropped::Vrid(_) | Dropped::Sibling)) = message(b, meta, expect)
+    {
+        return Err(d);
+    }
+    if unicast && !expect.peers.contains(&meta.src) {
+        return Err(Dropped::UnknownSource(meta.src));
+    }
+    if !unicast && meta.ttl != TTL {
+        return Err(Dropped::Ttl(meta.ttl));
+    }
+    if !unicast && meta.dst != group {
         return Err(Dropped::Unicast(meta.dst));
     }
-    if !expect.peers.is_empty() && meta.dst == group {
+    if unicast && meta.dst == group {
         return Err(Dropped::Multicast);
     }
     message(b, meta, expect)
@@ -671,6 +681,23 @@ mod tests {
         assert_eq!(dropped, Dropped::Multicast);
         assert_eq!(dropped.reason(), "multicast");
         assert_eq!(claim(&b, multicast(255), &dropped, &e), Some(advert(150)));
+        // Other virtual routers' multicast adverts stay quiet there, whoever sends them.
+        let other = Advert {
+            vrid: 7,
+            ..advert(150)
+        };
+        let b = other.encode(v4("10.0.9.9"), IpAddr::V4(GROUP_V4), Checksum::PseudoHeader);
+        let stranger = Meta {
+            src: v4("10.0.9.9"),
+            ..multicast(255)
+        };
+        assert_eq!(validate(&b, stranger, &e), Err(Dropped::Vrid(7)));
+        let b = Advert {
+            vrid: 52,
+            ..advert(150)
+        }
+        .encode(v4(SRC), IpAddr::V4(GROUP_V4), Checksum::PseudoHeader);
+        assert_eq!(validate(&b, multicast(255), &e), Err(Dropped::Sibling));
         // Other virtual addresses (the VIPs changed on one router first).
         let other = Advert {
             addrs: vec![v4("10.10.0.1"), v4("10.10.0.5")],
