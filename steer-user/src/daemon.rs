@@ -364,6 +364,7 @@ async fn serve(
             () = settle => {
                 due = None;
                 ctl.addresses_may_have_changed();
+                log_lines("", &ctl.vrrp_addresses_changed().await);
                 log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("netlink event").await);
             }

@@ -19,6 +19,12 @@
 //!   ([`crate::vrrp::weigh`]) and the speakers told their priority and fault (keepalived: the
 //!   track file).
 //!
+//! - **Siblings**: instances that list one master-only WAN move together (a keepalived sync
+//!   group): when the first of them becomes backup following another router, the others
+//!   step down (`Controller::step_down_siblings`); a split that persists is warned of.
+//! - **VIPs**: those steer added that the configuration no longer lists are removed at start
+//!   and reload; a master puts back a VIP deleted under it (at the periodic check).
+//!
 //! While this router is not master its master-only WANs are down: they are not probed, and
 //! their routes are left out of the desired routing (the kernel drops them anyway).
 
@@ -346,8 +352,9 @@ impl Controller {
         lines
     }
 
-    /// Ends step faults whose time is up, puts back the VIPs a master lost, and warns of
-    /// master-only WANs up nowhere because their instances are split; call periodically.
+    /// Ends step faults whose time is up, puts back the VIPs a master lost (netlink events
+    /// catch most at once: this is the check if one was lost), and warns of master-only WANs
+    /// up nowhere because their instances are split; call periodically.
     pub async fn vrrp_tick(&mut self) -> Vec<ReportLine> {
         let now = Instant::now();
         let before = self.vrrp.step_faults.len();
@@ -376,7 +383,7 @@ impl Controller {
     }
 
     /// Instances that share a master-only WAN move together (keepalived's sync group): when
-    /// the group's leader (see [`Controller::sync_leader`]) becomes backup following
+    /// the group's leader (see `Controller::sync_leader`) becomes backup following
     /// `other`, its siblings that are master here step down, so the other router holds them
     /// all and the line comes up there. Otherwise equal priorities broken by each family's own
     /// address (an IPv4 and an IPv6 instance) could leave each router master of one, and the
@@ -477,6 +484,11 @@ impl Controller {
             mine.join(", "),
             followed.join(", ")
         ))
+    }
+
+    /// Addresses changed (netlink): a master's VIP may have been deleted under it.
+    pub async fn vrrp_addresses_changed(&mut self) -> Vec<ReportLine> {
+        self.restore_vips().await
     }
 
     /// A master whose VIP was deleted (by hand, a network manager, a DHCP client flushing the

@@ -41,10 +41,12 @@
 //!   after taking over. The old master takes its master-only WANs down before anything else
 //!   when it leaves, so both routers' master-only WANs are never up together unless that step
 //!   takes longer than the wait.
-//! - Conflicts: an advert for this virtual router from a source that is not a configured peer
-//!   (dropped, a `peers` typo on one side) still shows another router claims mastership: the
-//!   WANs wait, without bound, until such adverts have stopped for 1.5 of their intervals
-//!   ([`Machine::conflict`]).
+//! - Conflicts: an advert for this virtual router dropped for how it was sent or what it lists
+//!   (a source that is not a configured peer, unicast against multicast, other VIPs: see
+//!   `packet::claim`) still shows another router claims mastership: the WANs wait, without
+//!   bound, until such adverts have stopped for 1.5 of their intervals ([`Machine::conflict`]).
+//! - Stepping down: the controller may ask a master to resign and become backup
+//!   ([`Machine::step_down`]), so that instances sharing a master-only WAN end on one router.
 //! - The master's interval a backup learns is capped at [`max_learnt_cs`]: one forged advert
 //!   with interval 4095 cs would otherwise keep this router out of mastership for minutes.
 

@@ -461,7 +461,8 @@ impl Instance {
             ));
             return;
         };
-        match VrrpSocket::open(&self.cfg.interface, v6) {
+        let unicast = !self.cfg.peers.is_empty();
+        match VrrpSocket::open(&self.cfg.interface, v6, unicast) {
             Ok(s) => {
                 self.sock = Some(s);
                 self.src = Some(src);
