@@ -508,3 +508,83 @@ fn a_reload_removing_a_sibling_instance_leaves_the_shared_line_up() {
     assert!(!a.log().contains("wan1 down in"), "{}", a.context());
     assert_eq!(a.vrrp()["effective_priority"], 150, "{}", a.context());
 }
+
+/// A reload that adds the IPv6 instance next to a healthy IPv4 master bounced the shared line
+/// (down at the reload, up again once the new instance was master). The line now waits for
+/// the new instance: up all along when it becomes master here...
+#[test]
+fn a_reload_adding_a_sibling_instance_leaves_the_shared_line_up() {
+    let lab = HaLab::new();
+    let a = SteerRouter::start(
+        &lab,
+        Side::A,
+        &SteerOptions {
+            priority: 150,
+            ..SteerOptions::default()
+        },
+    );
+    wait_for(
+        "A master with its line up and probed",
+        START,
+        || a.state() == "master" && lab.wan_up(Side::A) && a.work.wan_state("wan1") == "up",
+        || a.context(),
+    );
+    let sampler = WanSampler::start(&lab, Duration::from_millis(5));
+    a.reconfigure(&dual_stack(150, 150));
+    wait_for(
+        "A master of both",
+        TAKEOVER,
+        || states(&a) == ["master", "master"],
+        || a.context(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let downs = sampler.samples().iter().filter(|s| !s.1[0]).count();
+    drop(sampler);
+    assert_eq!(
+        downs,
+        0,
+        "the line went down at the reload\n{}",
+        a.context()
+    );
+    assert!(!a.log().contains("wan1 down in"), "{}", a.context());
+    assert_eq!(a.work.wan_state("wan1"), "up", "{}", a.context());
+}
+
+/// ... and down as soon as the new instance follows another router (which is master of it):
+/// the line is up only where every instance listing it is master.
+#[test]
+fn a_sibling_instance_added_by_reload_that_follows_the_other_router_takes_the_line_down() {
+    let lab = HaLab::new();
+    let a = SteerRouter::start(
+        &lab,
+        Side::A,
+        &SteerOptions {
+            priority: 200,
+            ..SteerOptions::default()
+        },
+    );
+    wait_for(
+        "A master with its line up",
+        START,
+        || a.state() == "master" && lab.wan_up(Side::A),
+        || a.context(),
+    );
+    // B: backup of the IPv4 instance, master of the IPv6 one A does not run yet.
+    let b = SteerRouter::start(&lab, Side::B, &dual_stack(100, 250));
+    let ctx = || format!("{}\n{}", a.context(), b.context());
+    wait_for(
+        "B master of lan6 only",
+        START,
+        || states(&b) == ["backup", "master"],
+        ctx,
+    );
+    assert!(lab.wan_up(Side::A) && !lab.wan_up(Side::B), "{}", ctx());
+    a.reconfigure(&dual_stack(200, 200));
+    wait_for(
+        "the line down on both",
+        TAKEOVER,
+        || states(&a) == ["master", "backup"] && !lab.wan_up(Side::A) && !lab.wan_up(Side::B),
+        ctx,
+    );
+    assert!(a.log().contains("vrrp lan6: wan1 down in"), "{}", ctx());
+}

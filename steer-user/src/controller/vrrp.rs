@@ -23,7 +23,8 @@
 //!   group): when the first of them becomes backup following another router, the others
 //!   step down (`Controller::step_down_siblings`); a split that persists is warned of.
 //! - **VIPs**: those steer added that the configuration no longer lists are removed at start
-//!   and reload; a master puts back a VIP deleted under it (at the periodic check).
+//!   and reload; a master puts back a VIP deleted under it (at the kernel's address event,
+//!   and at the periodic check).
 //!
 //! While this router is not master its master-only WANs are down: they are not probed, and
 //! their routes are left out of the desired routing (the kernel drops them anyway).
@@ -87,6 +88,9 @@ pub(super) struct VrrpCtl {
     /// Master-only WAN -> since when the instances listing it are split (master of some here,
     /// not of others: the line is up on neither router), and whether that was logged.
     splits: BTreeMap<String, (Instant, bool)>,
+    /// Instances a reload added next to a master that has their master-only WANs up: the WANs
+    /// stay up until each of these is master too, or follows another router (or faults).
+    joining: BTreeSet<String>,
 }
 
 /// How long master-only WANs' instances must stay split before the log says so (during a
@@ -159,6 +163,7 @@ impl Controller {
         }
         let names: Vec<String> = self.config.vrrp.iter().map(|v| v.name.clone()).collect();
         self.vrrp.roles.retain(|n, _| names.contains(n));
+        self.vrrp.joining.retain(|n| names.contains(n));
         lines.extend(self.settle().await);
         // A master that stays one may have gained master-only WANs.
         for v in self.config.vrrp.clone() {
@@ -208,6 +213,29 @@ impl Controller {
         lines.extend(self.remove_stale_vips().await);
         for w in self.master_only_wans() {
             if self.mastered_by_all(&w.wan, false) {
+                continue;
+            }
+            // Up here, and held back only by instances this reload adds: lowering it now and
+            // raising it once they are master too would bounce the line (its probes, its
+            // health) for nothing. It waits for them instead (see `joining`).
+            let listing: Vec<&Vrrp> = self
+                .config
+                .vrrp
+                .iter()
+                .filter(|v| v.holds_master_only(&w.wan))
+                .collect();
+            let (held, waiting): (Vec<&Vrrp>, Vec<&Vrrp>) = listing
+                .into_iter()
+                .partition(|v| self.vrrp_state(&v.name) == State::Master);
+            let new = |v: &Vrrp| {
+                v.speaker().is_some() && !self.vrrp.running.iter().any(|r| r.name == v.name)
+            };
+            if self.vrrp.raised.contains(&w.wan)
+                && !held.is_empty()
+                && waiting.iter().all(|v| new(v))
+            {
+                let names: Vec<String> = waiting.iter().map(|v| v.name.clone()).collect();
+                self.vrrp.joining.extend(names);
                 continue;
             }
             // Named after an instance that holds it down (not master here), with its settings.
@@ -310,6 +338,13 @@ impl Controller {
                 if let (State::Backup, Some(other)) = (state, master) {
                     lines.extend(self.step_down_siblings(&v, other));
                 }
+                // A joining instance (see `joining`) that started as backup waits on: it may
+                // still become master.
+                if self.vrrp.joining.contains(&instance)
+                    && (state != State::Backup || master.is_some())
+                {
+                    lines.extend(self.joined(&v).await);
+                }
                 self.note_splits();
             }
             Event::WansClear { instance } => {
@@ -326,6 +361,16 @@ impl Controller {
                 if role.state == State::Master {
                     lines.extend(self.raise_wans(&v).await);
                 }
+            }
+            Event::Following { instance, master } => {
+                let Some(v) = self.vrrp_instance(&instance) else {
+                    return lines;
+                };
+                lines.extend(self.step_down_siblings(&v, master));
+                if self.vrrp.joining.contains(&instance) {
+                    lines.extend(self.joined(&v).await);
+                }
+                self.note_splits();
             }
             Event::Announce { instance } => {
                 let Some(v) = self.vrrp_instance(&instance) else {
@@ -404,6 +449,7 @@ impl Controller {
                     || sib.speaker().is_none()
                     || !sib.holds_master_only(&w.wan)
                     || self.vrrp_state(&sib.name) != State::Master
+                    || !self.speaker_master(sib)
                     || !told.insert(sib.name.clone())
                 {
                     continue;
@@ -434,6 +480,22 @@ impl Controller {
             })
             .min_by(|a, b| a.0.cmp(&b.0))
             .map(|(_, v)| v.name.clone())
+    }
+
+    /// A joining instance (see `joining`) is master now, or is not going to be: the
+    /// master-only WANs it lists that are up but no longer mastered by every instance
+    /// listing them go down.
+    async fn joined(&mut self, v: &Vrrp) -> Vec<ReportLine> {
+        self.vrrp.joining.remove(&v.name);
+        let mut lines = Vec::new();
+        for w in v.wans.iter().filter(|w| w.master_only) {
+            if !self.vrrp.raised.contains(&w.wan) || self.mastered_by_all(&w.wan, false) {
+                continue;
+            }
+            let cause = format!("held down: this router is not VRRP master of {}", v.name);
+            lines.extend(self.lower_wan(v, w, &cause, false).await);
+        }
+        lines
     }
 
     /// Records which master-only WANs have their instances split now (see `splits`).
@@ -480,7 +542,8 @@ impl Controller {
         Some(format!(
             "{wan} is up on neither router: this router is master of {}, another router of {}; \
              a master-only WAN comes up only where every instance listing it is master. Give \
-             those instances the same priorities on each router (and the same `preempt`)",
+             the instances listing it one priority per router (e.g. all 150 on one router, all \
+             100 on the other) and the same `preempt`",
             mine.join(", "),
             followed.join(", ")
         ))
@@ -516,10 +579,17 @@ impl Controller {
                              it back failed: {e}",
                             s.vip_interface()
                         );
-                        lines.push(ReportLine::error(format!("vrrp {}: {text}", v.name)));
-                        self.vrrp
-                            .vip_notes
-                            .insert(v.name.clone(), (Instant::now(), text));
+                        // Every address event tries again: the same failure is logged once a
+                        // minute.
+                        let said = self.vrrp.vip_notes.get(&v.name).is_some_and(|(at, t)| {
+                            *t == text && at.elapsed() < Duration::from_secs(60)
+                        });
+                        if !said {
+                            lines.push(ReportLine::error(format!("vrrp {}: {text}", v.name)));
+                            self.vrrp
+                                .vip_notes
+                                .insert(v.name.clone(), (Instant::now(), text));
+                        }
                     }
                 }
             }

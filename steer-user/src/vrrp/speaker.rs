@@ -40,6 +40,9 @@ pub enum Event {
     WansClear { instance: String },
     /// As master: announce the addresses again (another router had claimed them).
     Announce { instance: String },
+    /// As backup: the instance follows this master now (the first advert accepted from it;
+    /// a backup that started so says nothing else).
+    Following { instance: String, master: IpAddr },
 }
 
 /// What the daemon tells an instance.
@@ -305,6 +308,8 @@ struct Instance {
     logged: HashMap<(IpAddr, &'static str), Instant>,
     /// The master and interval last warned about (another interval than ours).
     interval_warned: Option<(IpAddr, u16)>,
+    /// As backup: the master last reported as followed ([`Event::Following`]).
+    followed: Option<IpAddr>,
 }
 
 impl Instance {
@@ -342,6 +347,7 @@ impl Instance {
             board,
             logged: HashMap::new(),
             interval_warned: None,
+            followed: None,
         }
     }
 
@@ -531,6 +537,13 @@ impl Instance {
                     let following = Some((r.meta.src, ok.advert.priority));
                     self.update(|v| v.following = following);
                     self.check_interval(r.meta.src, ok.advert.interval_cs, now);
+                    if self.followed != Some(r.meta.src) {
+                        self.followed = Some(r.meta.src);
+                        let _ = self.events.send(Event::Following {
+                            instance: self.name.clone(),
+                            master: r.meta.src,
+                        });
+                    }
                 }
                 acts
             }
@@ -756,6 +769,7 @@ impl Instance {
                         self.name,
                         self.machine.params().priority
                     );
+                    self.followed = None;
                     self.update(|v| {
                         v.state = Some(state);
                         v.master = master;
