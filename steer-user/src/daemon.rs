@@ -364,6 +364,7 @@ async fn serve(
             () = settle => {
                 due = None;
                 ctl.addresses_may_have_changed();
+                log_lines("", &ctl.vrrp_addresses_changed().await);
                 log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("netlink event").await);
             }
@@ -383,7 +384,7 @@ async fn serve(
             }
             _ = periodic.tick() => {
                 ctl.unmap_after_edits();
-                log_lines("", &ctl.vrrp_tick());
+                log_lines("", &ctl.vrrp_tick().await);
                 log_lines("", ctl.retry_pending().iter());
                 log_lines("", &ctl.wan_watch_check());
                 log_lines("", &ctl.refresh_system().await);

@@ -19,6 +19,13 @@
 //!   ([`crate::vrrp::weigh`]) and the speakers told their priority and fault (keepalived: the
 //!   track file).
 //!
+//! - **Siblings**: instances that list one master-only WAN move together (a keepalived sync
+//!   group): when the first of them becomes backup following another router, the others
+//!   step down (`Controller::step_down_siblings`); a split that persists is warned of.
+//! - **VIPs**: those steer added that the configuration no longer lists are removed at start
+//!   and reload; a master puts back a VIP deleted under it (at the kernel's address event,
+//!   and at the periodic check).
+//!
 //! While this router is not master its master-only WANs are down: they are not probed, and
 //! their routes are left out of the desired routing (the kernel drops them anyway).
 
@@ -72,7 +79,27 @@ pub(super) struct VrrpCtl {
     told: BTreeMap<String, (u8, Option<String>)>,
     /// The instances as the engines run them (the configuration of the last sync).
     running: Vec<Vrrp>,
+    /// Instance -> when its addresses were last announced again because another router
+    /// claimed them: adverts queued while this router was frozen arrive together, and one
+    /// announcement per [`REANNOUNCE_EVERY`] is enough.
+    reannounced: BTreeMap<String, Instant>,
+    /// Instance -> when and what: VIPs a master found missing (added back, or not).
+    vip_notes: BTreeMap<String, (Instant, String)>,
+    /// Master-only WAN -> since when the instances listing it are split (master of some here,
+    /// not of others: the line is up on neither router), and whether that was logged.
+    splits: BTreeMap<String, (Instant, bool)>,
+    /// Instances a reload added next to a master that has their master-only WANs up: the WANs
+    /// stay up until each of these is master too, or follows another router (or faults).
+    joining: BTreeSet<String>,
 }
+
+/// How long master-only WANs' instances must stay split before the log says so (during a
+/// takeover they become master one after the other, a few milliseconds apart).
+const SPLIT_WARN_AFTER: Duration = Duration::from_secs(3);
+
+/// At most one announcement (and one log line) per instance this often when other routers'
+/// adverts keep claiming its addresses.
+const REANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 struct Role {
@@ -136,6 +163,7 @@ impl Controller {
         }
         let names: Vec<String> = self.config.vrrp.iter().map(|v| v.name.clone()).collect();
         self.vrrp.roles.retain(|n, _| names.contains(n));
+        self.vrrp.joining.retain(|n| names.contains(n));
         lines.extend(self.settle().await);
         // A master that stays one may have gained master-only WANs.
         for v in self.config.vrrp.clone() {
@@ -182,16 +210,85 @@ impl Controller {
                 lines.extend(self.remove_vips(&v).await);
             }
         }
+        lines.extend(self.remove_stale_vips().await);
         for w in self.master_only_wans() {
             if self.mastered_by_all(&w.wan, false) {
                 continue;
             }
+            // Up here, and held back only by instances this reload adds: lowering it now and
+            // raising it once they are master too would bounce the line (its probes, its
+            // health) for nothing. It waits for them instead (see `joining`).
+            let listing: Vec<&Vrrp> = self
+                .config
+                .vrrp
+                .iter()
+                .filter(|v| v.holds_master_only(&w.wan))
+                .collect();
+            let (held, waiting): (Vec<&Vrrp>, Vec<&Vrrp>) = listing
+                .into_iter()
+                .partition(|v| self.vrrp_state(&v.name) == State::Master);
+            let new = |v: &Vrrp| {
+                v.speaker().is_some() && !self.vrrp.running.iter().any(|r| r.name == v.name)
+            };
+            if self.vrrp.raised.contains(&w.wan)
+                && !held.is_empty()
+                && waiting.iter().all(|v| new(v))
+            {
+                let names: Vec<String> = waiting.iter().map(|v| v.name.clone()).collect();
+                self.vrrp.joining.extend(names);
+                continue;
+            }
+            // Named after an instance that holds it down (not master here), with its settings.
+            let Some((v, w)) = self
+                .config
+                .vrrp
+                .iter()
+                .filter(|v| self.vrrp_state(&v.name) != State::Master)
+                .find_map(|v| {
+                    let own = v.wans.iter().find(|x| x.master_only && x.wan == w.wan)?;
+                    Some((v.clone(), own.clone()))
+                })
+            else {
+                continue;
+            };
             lines.extend(
-                self.lower_wan(&w, "held down: this router is not VRRP master", false)
+                self.lower_wan(&v, &w, "held down: this router is not VRRP master", false)
                     .await,
             );
         }
         lines
+    }
+
+    /// Removes the addresses steer added as VIPs that no master instance of the configuration
+    /// holds: VIPs a reload dropped (`leave` and `remove_vips` only know the VIPs configured
+    /// now), and those an earlier run left before a restart with fewer VIPs.
+    async fn remove_stale_vips(&mut self) -> Vec<ReportLine> {
+        let Some(nl) = self.vrrp.nl.clone() else {
+            return Vec::new();
+        };
+        let keep: Vec<(String, IpAddr)> = self
+            .config
+            .vrrp
+            .iter()
+            .filter(|v| self.vrrp_state(&v.name) == State::Master)
+            .filter_map(Vrrp::speaker)
+            .flat_map(|s| {
+                s.vips
+                    .iter()
+                    .map(|vip| (s.vip_interface().to_owned(), vip.addr))
+            })
+            .collect();
+        match nl.remove_vips_except(&keep).await {
+            Ok(removed) if removed.is_empty() => Vec::new(),
+            Ok(removed) => vec![ReportLine::info(format!(
+                "vrrp: removed {}: added by steer as virtual addresses, no longer in the \
+                 configuration",
+                removed.join(", ")
+            ))],
+            Err(e) => vec![ReportLine::error(format!(
+                "vrrp: removing virtual addresses no longer configured: {e}"
+            ))],
+        }
     }
 
     /// A speaker or keepalived reported something.
@@ -238,6 +335,17 @@ impl Controller {
                 } else if state != State::Master {
                     lines.extend(self.remove_vips(&v).await);
                 }
+                if let (State::Backup, Some(other)) = (state, master) {
+                    lines.extend(self.step_down_siblings(&v, other));
+                }
+                // A joining instance (see `joining`) that started as backup waits on: it may
+                // still become master.
+                if self.vrrp.joining.contains(&instance)
+                    && (state != State::Backup || master.is_some())
+                {
+                    lines.extend(self.joined(&v).await);
+                }
+                self.note_splits();
             }
             Event::WansClear { instance } => {
                 let Some(v) = self.vrrp_instance(&instance) else {
@@ -254,12 +362,34 @@ impl Controller {
                     lines.extend(self.raise_wans(&v).await);
                 }
             }
+            Event::Following { instance, master } => {
+                let Some(v) = self.vrrp_instance(&instance) else {
+                    return lines;
+                };
+                lines.extend(self.step_down_siblings(&v, master));
+                if self.vrrp.joining.contains(&instance) {
+                    lines.extend(self.joined(&v).await);
+                }
+                self.note_splits();
+            }
             Event::Announce { instance } => {
                 let Some(v) = self.vrrp_instance(&instance) else {
                     return lines;
                 };
-                if self.vrrp_state(&instance) == State::Master {
-                    lines.extend(self.announce_vips(&v, "again (another router had claimed them)"));
+                let now = Instant::now();
+                let due = self
+                    .vrrp
+                    .reannounced
+                    .get(&instance)
+                    .is_none_or(|at| now.duration_since(*at) >= REANNOUNCE_EVERY);
+                if self.vrrp_state(&instance) == State::Master && due {
+                    self.vrrp.reannounced.insert(instance, now);
+                    let when = "again (another router had claimed them)";
+                    lines.extend(self.announce_vips(&v, when));
+                    // The other router may have brought the shared line up while it believed
+                    // it was master (a split brain, this router frozen): the modem still sends
+                    // to its MAC until this one says where the line's addresses are.
+                    lines.extend(self.announce_wans(&v, when).await);
                 }
             }
         }
@@ -267,15 +397,218 @@ impl Controller {
         lines
     }
 
-    /// Ends step faults whose time is up; call periodically.
-    pub fn vrrp_tick(&mut self) -> Vec<ReportLine> {
+    /// Ends step faults whose time is up, puts back the VIPs a master lost (netlink events
+    /// catch most at once: this is the check if one was lost), and warns of master-only WANs
+    /// up nowhere because their instances are split; call periodically.
+    pub async fn vrrp_tick(&mut self) -> Vec<ReportLine> {
         let now = Instant::now();
         let before = self.vrrp.step_faults.len();
         self.vrrp.step_faults.retain(|_, (until, _)| *until > now);
         if before != self.vrrp.step_faults.len() {
             self.vrrp_reweigh();
         }
-        Vec::new()
+        let mut lines = self.restore_vips().await;
+        self.note_splits();
+        let due: Vec<String> = self
+            .vrrp
+            .splits
+            .iter()
+            .filter(|(_, (since, warned))| !warned && since.elapsed() >= SPLIT_WARN_AFTER)
+            .map(|(w, _)| w.clone())
+            .collect();
+        for wan in due {
+            if let Some(text) = self.split_words(&wan) {
+                lines.push(ReportLine::warning(format!("vrrp: {text}")));
+            }
+            if let Some(s) = self.vrrp.splits.get_mut(&wan) {
+                s.1 = true;
+            }
+        }
+        lines
+    }
+
+    /// Instances that share a master-only WAN move together (keepalived's sync group): when
+    /// the group's leader (see `Controller::sync_leader`) becomes backup following
+    /// `other`, its siblings that are master here step down, so the other router holds them
+    /// all and the line comes up there. Otherwise equal priorities broken by each family's own
+    /// address (an IPv4 and an IPv6 instance) could leave each router master of one, and the
+    /// line down on both for good. The backups then follow the other router at an equal
+    /// priority, so the pair stays that way.
+    fn step_down_siblings(&self, v: &Vrrp, other: IpAddr) -> Vec<ReportLine> {
+        let mut lines = Vec::new();
+        let Some(engines) = &self.vrrp.engines else {
+            return lines;
+        };
+        let mut told: BTreeSet<String> = BTreeSet::new();
+        for w in v.wans.iter().filter(|w| w.master_only) {
+            if self.sync_leader(&w.wan).as_deref() != Some(v.name.as_str()) {
+                continue;
+            }
+            for sib in &self.config.vrrp {
+                if sib.name == v.name
+                    || sib.speaker().is_none()
+                    || !sib.holds_master_only(&w.wan)
+                    || self.vrrp_state(&sib.name) != State::Master
+                    || !self.speaker_master(sib)
+                    || !told.insert(sib.name.clone())
+                {
+                    continue;
+                }
+                let why = format!(
+                    "{} follows {other} and shares the master-only WAN {} with this instance: \
+                     stepping down with it, so one router is master of both",
+                    v.name, w.wan
+                );
+                lines.push(ReportLine::info(format!("vrrp {}: {why}", sib.name)));
+                engines.command(&sib.name, Command::StepDown(why));
+            }
+        }
+        lines
+    }
+
+    /// The instance whose mastership the others listing master-only WAN `wan` follow: the
+    /// IPv4 one first, then by VRID (both routers agree on these, whatever the instances are
+    /// called). Only instances steer speaks.
+    fn sync_leader(&self, wan: &str) -> Option<String> {
+        self.config
+            .vrrp
+            .iter()
+            .filter(|v| v.holds_master_only(wan))
+            .filter_map(|v| {
+                v.speaker()
+                    .map(|s| ((s.is_v6(), s.vrid, v.name.clone()), v))
+            })
+            .min_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, v)| v.name.clone())
+    }
+
+    /// A joining instance (see `joining`) is master now, or is not going to be: the
+    /// master-only WANs it lists that are up but no longer mastered by every instance
+    /// listing them go down.
+    async fn joined(&mut self, v: &Vrrp) -> Vec<ReportLine> {
+        self.vrrp.joining.remove(&v.name);
+        let mut lines = Vec::new();
+        for w in v.wans.iter().filter(|w| w.master_only) {
+            if !self.vrrp.raised.contains(&w.wan) || self.mastered_by_all(&w.wan, false) {
+                continue;
+            }
+            let cause = format!("held down: this router is not VRRP master of {}", v.name);
+            lines.extend(self.lower_wan(v, w, &cause, false).await);
+        }
+        lines
+    }
+
+    /// Records which master-only WANs have their instances split now (see `splits`).
+    fn note_splits(&mut self) {
+        let now = Instant::now();
+        let split: Vec<String> = self
+            .master_only_wans()
+            .into_iter()
+            .map(|w| w.wan)
+            .filter(|w| self.split_words(w).is_some())
+            .collect();
+        self.vrrp.splits.retain(|w, _| split.contains(w));
+        for w in split {
+            self.vrrp.splits.entry(w).or_insert((now, false));
+        }
+    }
+
+    /// Why master-only WAN `wan` is up on neither router, if its instances are split: this
+    /// router is master of some, and another router of the others.
+    fn split_words(&self, wan: &str) -> Option<String> {
+        let listing: Vec<&Vrrp> = self
+            .config
+            .vrrp
+            .iter()
+            .filter(|v| v.holds_master_only(wan))
+            .collect();
+        let (mine, theirs): (Vec<&Vrrp>, Vec<&Vrrp>) = listing
+            .iter()
+            .partition(|v| self.vrrp_state(&v.name) == State::Master);
+        let followed: Vec<String> = theirs
+            .iter()
+            .filter_map(|v| {
+                let role = self.vrrp.roles.get(&v.name)?;
+                let master = role
+                    .master
+                    .or_else(|| speaker::view(&self.vrrp.board, &v.name).master)?;
+                (role.state == State::Backup).then(|| format!("{} (master {master})", v.name))
+            })
+            .collect();
+        if mine.is_empty() || followed.is_empty() {
+            return None;
+        }
+        let mine: Vec<&str> = mine.iter().map(|v| v.name.as_str()).collect();
+        Some(format!(
+            "{wan} is up on neither router: this router is master of {}, another router of {}; \
+             a master-only WAN comes up only where every instance listing it is master. Give \
+             the instances listing it one priority per router (e.g. all 150 on one router, all \
+             100 on the other) and the same `preempt`",
+            mine.join(", "),
+            followed.join(", ")
+        ))
+    }
+
+    /// Addresses changed (netlink): a master's VIP may have been deleted under it.
+    pub async fn vrrp_addresses_changed(&mut self) -> Vec<ReportLine> {
+        self.restore_vips().await
+    }
+
+    /// A master whose VIP was deleted (by hand, a network manager, a DHCP client flushing the
+    /// interface) would go on advertising it, and the other router would never take it over,
+    /// while no host reaches it: each master instance's VIPs are added back (as keepalived
+    /// does), said loudly and shown in the status.
+    async fn restore_vips(&mut self) -> Vec<ReportLine> {
+        let Some(nl) = self.vrrp.nl.clone() else {
+            return Vec::new();
+        };
+        let mut lines = Vec::new();
+        for v in self.config.vrrp.clone() {
+            let Some(s) = v.speaker() else { continue };
+            if self.vrrp_state(&v.name) != State::Master || !self.speaker_master(&v) {
+                continue;
+            }
+            let mut back = Vec::new();
+            for vip in &s.vips {
+                match nl.add_vip(s.vip_interface(), vip).await {
+                    Ok(true) => back.push(vip.to_string()),
+                    Ok(false) | Err(AddError::NotOurs) => {}
+                    Err(AddError::Failed(e)) => {
+                        let text = format!(
+                            "{vip} is missing from {} while this router is master, and adding \
+                             it back failed: {e}",
+                            s.vip_interface()
+                        );
+                        // Every address event tries again: the same failure is logged once a
+                        // minute.
+                        let said = self.vrrp.vip_notes.get(&v.name).is_some_and(|(at, t)| {
+                            *t == text && at.elapsed() < Duration::from_secs(60)
+                        });
+                        if !said {
+                            lines.push(ReportLine::error(format!("vrrp {}: {text}", v.name)));
+                            self.vrrp
+                                .vip_notes
+                                .insert(v.name.clone(), (Instant::now(), text));
+                        }
+                    }
+                }
+            }
+            if back.is_empty() {
+                continue;
+            }
+            let text = format!(
+                "{} went missing from {} while this router is master (deleted by hand, or by a \
+                 network manager or DHCP client): added back; find what removes it",
+                back.join(", "),
+                s.vip_interface()
+            );
+            lines.push(ReportLine::warning(format!("vrrp {}: {text}", v.name)));
+            self.vrrp
+                .vip_notes
+                .insert(v.name.clone(), (Instant::now(), text));
+            lines.extend(self.announce_vips(&v, "after adding them back"));
+        }
+        lines
     }
 
     /// Stopping the daemon: every instance steer speaks leaves mastership (WANs down first,
@@ -503,6 +836,17 @@ impl Controller {
             };
             notes.push(format!("following master {master} (priority {p}; {why})"));
         }
+        for w in v.wans.iter().filter(|w| w.master_only) {
+            if let Some(text) = self.split_words(&w.wan) {
+                notes.push(text);
+            }
+        }
+        if let Some((at, text)) = self.vrrp.vip_notes.get(&v.name) {
+            let age = at.elapsed().as_secs();
+            if age < 120 {
+                notes.push(format!("{text} ({age} s ago)"));
+            }
+        }
         for (kind, (at, text)) in &view.notes {
             let age = at.elapsed().as_secs();
             if *kind == "interval" {
@@ -724,6 +1068,44 @@ impl Controller {
         }]
     }
 
+    /// Announces the addresses of the master-only WANs of `v` that are up here (as
+    /// [`Controller::raise_wans`] does when it brings one up).
+    async fn announce_wans(&mut self, v: &Vrrp, when: &str) -> Vec<ReportLine> {
+        let Some(nl) = self.vrrp.nl.clone() else {
+            return Vec::new();
+        };
+        let mut lines = Vec::new();
+        for w in v.wans.iter().filter(|w| w.master_only) {
+            if !self.vrrp.raised.contains(&w.wan) {
+                continue;
+            }
+            let Some(wan) = self.config.wan(&w.wan).cloned() else {
+                continue;
+            };
+            let addrs: Vec<IpAddr> = nl
+                .ipv4_addresses(&wan.interface)
+                .await
+                .into_iter()
+                .map(IpAddr::V4)
+                .collect();
+            if addrs.is_empty() {
+                continue;
+            }
+            self.announce_again(&wan.interface, addrs.clone());
+            lines.push(match self.vrrp.announcer.announce(&wan.interface, &addrs) {
+                Ok(n) => ReportLine::info(format!(
+                    "vrrp {}: {}'s addresses announced {when} ({n} packets on {})",
+                    v.name, wan.name, wan.interface
+                )),
+                Err(e) => ReportLine::warning(format!(
+                    "vrrp {}: announcing {}'s addresses failed: {e}",
+                    v.name, wan.name
+                )),
+            });
+        }
+        lines
+    }
+
     async fn raise_wans(&mut self, v: &Vrrp) -> Vec<ReportLine> {
         let mut lines = Vec::new();
         let Some(nl) = self.vrrp.nl.clone() else {
@@ -864,12 +1246,19 @@ impl Controller {
             r.state = to;
         }
         for w in v.wans.iter().filter(|w| w.master_only) {
+            // A reload that removed this instance (or its mention of the WAN): a WAN every
+            // instance listing it now is still master of stays as it is (lowering it flushed
+            // its connections and counted it down).
+            // A WAN the configuration no longer runs master-only is an ordinary WAN now.
+            if self.mastered_by_all(&w.wan, false) || !self.is_master_only(&w.wan) {
+                continue;
+            }
             // Its health is remembered only if it was tried here (up, or failed to come up):
             // one held down because another instance listing it was not master says nothing
             // of the line.
             let remember = self.vrrp.raised.contains(&w.wan) || self.vrrp.failed.contains(&w.wan);
             lines.extend(
-                self.lower_wan(w, "held down: this router left VRRP MASTER", remember)
+                self.lower_wan(&v, w, "held down: this router left VRRP MASTER", remember)
                     .await,
             );
         }
@@ -886,9 +1275,15 @@ impl Controller {
         lines
     }
 
-    /// Takes master-only WAN `w` down (remembering its health when `remember`), without
-    /// flushing its connections.
-    async fn lower_wan(&mut self, w: &VrrpWan, cause: &str, remember: bool) -> Vec<ReportLine> {
+    /// Takes master-only WAN `w` down for instance `v` (remembering its health when
+    /// `remember`), without flushing its connections.
+    async fn lower_wan(
+        &mut self,
+        v: &Vrrp,
+        w: &VrrpWan,
+        cause: &str,
+        remember: bool,
+    ) -> Vec<ReportLine> {
         let mut lines = Vec::new();
         let Some(wan) = self.config.wan(&w.wan).cloned() else {
             return lines;
@@ -908,15 +1303,7 @@ impl Controller {
             lines.push(self.fail_over(verdict).line());
         }
         self.vrrp.handing_over = None;
-        let owner = self
-            .config
-            .vrrp
-            .iter()
-            .find(|v| v.wans.iter().any(|x| x.wan == w.wan))
-            .cloned();
-        if let Some(v) = owner {
-            lines.extend(self.wan_down_step(&v, w, &wan).await);
-        }
+        lines.extend(self.wan_down_step(v, w, &wan).await);
         lines
     }
 

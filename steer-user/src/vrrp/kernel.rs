@@ -205,6 +205,66 @@ impl Netlink {
         Ok(removed)
     }
 
+    /// Removes every address steer added as a virtual address (see [`VIP_PROTO`]) but those
+    /// `keep` lists (interface, address): the VIPs a configuration dropped (a reload, or a
+    /// start after one) would stay otherwise, and the router would answer for them. Returns
+    /// what it removed ("address on interface"). Only where the kernel keeps an address's
+    /// protocol: before Linux 6.1 none can be told from the router's own.
+    pub async fn remove_vips_except(
+        &self,
+        keep: &[(String, IpAddr)],
+    ) -> Result<Vec<String>, String> {
+        if !keeps_address_protocol() {
+            return Ok(Vec::new());
+        }
+        let mut kept = Vec::new();
+        for (interface, addr) in keep {
+            if let Some(l) = self.link(interface).await {
+                kept.push((l.index, *addr));
+            }
+        }
+        let all: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| format!("reading addresses: {}", describe(&e)))?;
+        let mut removed = Vec::new();
+        for msg in all.into_iter().filter(is_steers) {
+            let Some(a) = address_of(&msg) else { continue };
+            let index = msg.header.index;
+            if kept.contains(&(index, a.addr)) {
+                continue;
+            }
+            let shown = format!(
+                "{}/{} on {}",
+                a.addr,
+                a.prefix_len,
+                self.link_name(index)
+                    .await
+                    .unwrap_or_else(|| index.to_string())
+            );
+            match self.handle.address().del(msg).execute().await {
+                Ok(()) => removed.push(shown),
+                Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENOENT)) => {}
+                Err(e) => return Err(format!("removing {shown}: {}", describe(&e))),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The name of the interface with index `index`.
+    async fn link_name(&self, index: u32) -> Option<String> {
+        let mut links = std::pin::pin!(self.handle.link().get().match_index(index).execute());
+        let m = links.try_next().await.ok()??;
+        m.attributes.into_iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n),
+            _ => None,
+        })
+    }
+
     /// Removes `vip` from `interface` if steer added it (see [`VIP_PROTO`]).
     pub async fn del_vip(&self, interface: &str, vip: &Vip) -> Result<Removed, String> {
         let Some(link) = self.link(interface).await else {

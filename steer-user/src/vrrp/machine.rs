@@ -41,10 +41,12 @@
 //!   after taking over. The old master takes its master-only WANs down before anything else
 //!   when it leaves, so both routers' master-only WANs are never up together unless that step
 //!   takes longer than the wait.
-//! - Conflicts: an advert for this virtual router from a source that is not a configured peer
-//!   (dropped, a `peers` typo on one side) still shows another router claims mastership: the
-//!   WANs wait, without bound, until such adverts have stopped for 1.5 of their intervals
-//!   ([`Machine::conflict`]).
+//! - Conflicts: an advert for this virtual router dropped for how it was sent or what it lists
+//!   (a source that is not a configured peer, unicast against multicast, other VIPs: see
+//!   `packet::claim`) still shows another router claims mastership: the WANs wait, without
+//!   bound, until such adverts have stopped for 1.5 of their intervals ([`Machine::conflict`]).
+//! - Stepping down: the controller may ask a master to resign and become backup
+//!   ([`Machine::step_down`]), so that instances sharing a master-only WAN end on one router.
 //! - The master's interval a backup learns is capped at [`max_learnt_cs`]: one forged advert
 //!   with interval 4095 cs would otherwise keep this router out of mastership for minutes.
 
@@ -407,6 +409,24 @@ impl Machine {
         }
         self.clear_timers();
         out.extend(self.enter(State::Initialize, "shutting down".into()));
+        out
+    }
+
+    /// A master steps down for `why` (its sibling instance follows another router, see
+    /// `controller::vrrp`): it resigns with priority 0, so the other router takes over after
+    /// its skew time, and waits as backup a master-down interval for its adverts (following
+    /// them, at an equal priority, from then on). Nothing as any other state.
+    pub fn step_down(&mut self, why: String, now: Instant) -> Vec<Action> {
+        if self.state != State::Master {
+            return Vec::new();
+        }
+        self.clear_timers();
+        self.master_adver_cs = self.p.interval_cs;
+        self.master = None;
+        self.lower = None;
+        self.master_down_at = Some(now + self.master_down_interval());
+        let mut out = vec![Action::Send(0)];
+        out.extend(self.enter(State::Backup, why));
         out
     }
 
@@ -1087,5 +1107,37 @@ mod tests {
         let a = m.set_fault(Some("every WAN is down (lte)".into()), t0 + ms(10));
         assert_eq!(became(&a), None, "fault -> fault is no transition: {a:?}");
         assert_eq!(m.state(), State::Fault);
+    }
+
+    /// Two instances that share a master-only line must be master on one router: one that
+    /// steps down resigns (the other router's backup takes over after its skew) and then
+    /// follows that router at the same priority, so the pair stays as it is.
+    #[test]
+    fn a_master_that_steps_down_resigns_and_then_follows_an_equal_master() {
+        let t0 = Instant::now();
+        let (mut m, t) = master(params(100), t0);
+        let acts = m.step_down("sibling follows 10.0.0.12".into(), t);
+        assert_eq!(acts[0], Action::Send(0), "{acts:?}");
+        assert_eq!(became(&acts), Some(State::Backup));
+        // The other router's backup hears priority 0 and takes over: it advertises at our
+        // priority, which we follow.
+        let mut t = t + ms(100);
+        for _ in 0..20 {
+            assert!(m.receive(heard(100), t).is_empty());
+            assert!(became(&m.tick(t)).is_none());
+            t += ms(1000);
+        }
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.master(), Some(ip(PEER)));
+        // Nobody took over: master again after a master-down interval.
+        let (mut m2, t) = master(params(100), t0);
+        m2.step_down("test".into(), t);
+        let down = m2.master_down_interval();
+        assert!(became(&m2.tick(t + down - ms(1))).is_none());
+        assert_eq!(became(&m2.tick(t + down)), Some(State::Master));
+        // A backup has nothing to step down from.
+        let mut b = started(params(100), t0);
+        assert!(b.step_down("x".into(), t0).is_empty());
+        assert_eq!(b.state(), State::Backup);
     }
 }

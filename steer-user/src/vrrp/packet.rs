@@ -141,9 +141,11 @@ pub struct Accepted {
 pub enum Dropped {
     /// Unicast mode: the source is not a configured peer.
     UnknownSource(IpAddr),
-    /// Multicast mode: sent to this router's own address, not to the VRRP group (a host on
-    /// the link aiming at this router alone; the other router never sees it).
+    /// Multicast mode: sent to this router's own address, not to the VRRP group (a router
+    /// configured with `peers`, or a host on the link aiming at this router alone).
     Unicast(IpAddr),
+    /// Unicast mode: sent to the VRRP group (a router configured without `peers`).
+    Multicast,
     /// A multicast advert whose TTL (hop limit) is not 255: it was forwarded by a router, or
     /// forged off-link.
     Ttl(u8),
@@ -168,12 +170,13 @@ pub enum Dropped {
 }
 
 impl Dropped {
-    /// The counter label: `unknown_source`, `unicast`, `ttl`, `truncated`, `version`, `checksum`,
+    /// The counter label: `unknown_source`, `unicast`, `multicast`, `ttl`, `truncated`, `version`, `checksum`,
     /// `vrid`, `type`, `count`, `interval`, `addresses`.
     pub fn reason(&self) -> &'static str {
         match self {
             Dropped::UnknownSource(_) => "unknown_source",
             Dropped::Unicast(_) => "unicast",
+            Dropped::Multicast => "multicast",
             Dropped::Ttl(_) => "ttl",
             Dropped::Truncated { .. } => "truncated",
             Dropped::Version(_) => "version",
@@ -193,6 +196,10 @@ impl Dropped {
             Dropped::Unicast(dst) => format!(
                 "advert from {from} sent to {dst}, not to the VRRP group: this instance has no \
                  `peers`, so it takes multicast adverts only"
+            ),
+            Dropped::Multicast => format!(
+                "advert from {from} sent to the VRRP group: this instance has `peers`, so it \
+                 takes unicast adverts only"
             ),
             Dropped::Ttl(t) if from.is_ipv6() => {
                 format!("advert from {from} with hop limit {t} (must be 255 on multicast)")
@@ -215,11 +222,7 @@ impl Dropped {
             Dropped::Interval => format!("advert from {from} with an advert interval of 0"),
             Dropped::Addresses { theirs } => format!(
                 "advert from {from} lists other virtual addresses ({}): both routers must list the same ones",
-                theirs
-                    .iter()
-                    .map(IpAddr::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                list(theirs)
             ),
             Dropped::Sibling => format!("advert of a sibling instance from {from}"),
         }
@@ -230,19 +233,37 @@ impl Dropped {
 /// order RFC 9568 section 7.1 lists the checks (the source of unicast adverts first). A drop
 /// changes nothing in the instance: its timers run on.
 pub fn validate(b: &[u8], meta: Meta, expect: &Expect<'_>) -> Result<Accepted, Dropped> {
-    if !expect.peers.is_empty() && !expect.peers.contains(&meta.src) {
-        return Err(Dropped::UnknownSource(meta.src));
-    }
-    if expect.peers.is_empty() && meta.ttl != TTL {
-        return Err(Dropped::Ttl(meta.ttl));
-    }
     let group = match meta.dst {
         IpAddr::V4(_) => IpAddr::V4(GROUP_V4),
         IpAddr::V6(_) => IpAddr::V6(GROUP_V6),
     };
-    if expect.peers.is_empty() && meta.dst != group {
+    let unicast = !expect.peers.is_empty();
+    // A unicast instance hears the group only to notice a peer configured without `peers`
+    // (its socket joins it): other virtual routers' multicast adverts are as quiet there as
+    // in multicast mode.
+    if unicast
+        && meta.dst == group
+        && let Err(d @ (Dropped::Vrid(_) | Dropped::Sibling)) = message(b, meta, expect)
+    {
+        return Err(d);
+    }
+    if unicast && !expect.peers.contains(&meta.src) {
+        return Err(Dropped::UnknownSource(meta.src));
+    }
+    if !unicast && meta.ttl != TTL {
+        return Err(Dropped::Ttl(meta.ttl));
+    }
+    if !unicast && meta.dst != group {
         return Err(Dropped::Unicast(meta.dst));
     }
+    if unicast && meta.dst == group {
+        return Err(Dropped::Multicast);
+    }
+    message(b, meta, expect)
+}
+
+/// The checks of [`validate`] on the message itself (all but its source, TTL and destination).
+fn message(b: &[u8], meta: Meta, expect: &Expect<'_>) -> Result<Accepted, Dropped> {
     if b.len() < HEADER_LEN {
         return Err(Dropped::Truncated {
             len: b.len(),
@@ -321,16 +342,45 @@ pub fn validate(b: &[u8], meta: Meta, expect: &Expect<'_>) -> Result<Accepted, D
     })
 }
 
-/// An advert dropped for its source alone (`peers` does not list it): what it carries, had
-/// its source been a peer. Such an advert still shows another router claiming this virtual
-/// router (a `peers` typo on one side).
-pub fn valid_but_for_source(b: &[u8], meta: Meta, expect: &Expect<'_>) -> Option<Advert> {
-    let peer = [meta.src];
-    let as_peer = Expect {
-        peers: &peer,
-        ..expect.clone()
-    };
-    validate(b, meta, &as_peer).ok().map(|ok| ok.advert)
+/// An advert dropped although it is valid for this virtual router (its VRID, a good checksum,
+/// a priority) but for how it was sent or what it lists: a source `peers` does not name (a
+/// `peers` typo on one side), unicast against multicast (`peers` on one router only), or
+/// other virtual addresses (the VIPs changed on one router first). Returns what it carries:
+/// another router claims this virtual router while each drops the other's adverts, so both
+/// may be master. `None` for any other drop.
+pub fn claim(b: &[u8], meta: Meta, dropped: &Dropped, expect: &Expect<'_>) -> Option<Advert> {
+    if !matches!(
+        dropped,
+        Dropped::UnknownSource(_)
+            | Dropped::Unicast(_)
+            | Dropped::Multicast
+            | Dropped::Addresses { .. }
+    ) {
+        return None;
+    }
+    match message(b, meta, expect) {
+        Ok(ok) => Some(ok.advert),
+        Err(Dropped::Addresses { theirs }) => {
+            let as_theirs = Expect {
+                vips: &theirs,
+                ..expect.clone()
+            };
+            message(b, meta, &as_theirs).ok().map(|ok| ok.advert)
+        }
+        Err(_) => None,
+    }
+}
+
+/// How many addresses [`list`] writes out: an advert may list 255, a log line need not.
+const LISTED: usize = 4;
+
+/// Addresses for a log line or a note: the first few, then how many more.
+pub fn list(addrs: &[IpAddr]) -> String {
+    let mut out: Vec<String> = addrs.iter().take(LISTED).map(ToString::to_string).collect();
+    if addrs.len() > LISTED {
+        out.push(format!("and {} more", addrs.len() - LISTED));
+    }
+    out.join(", ")
 }
 
 /// Our virtual addresses that an advert of another virtual router (`vrid`, dropped as such)
@@ -594,18 +644,85 @@ mod tests {
             ..multicast(64)
         };
         let e = expect(&vips, &peers);
-        assert_eq!(
-            validate(&b, meta, &e).unwrap_err(),
-            Dropped::UnknownSource(v4(SRC))
-        );
-        assert_eq!(valid_but_for_source(&b, meta, &e), Some(advert(150)));
+        let dropped = validate(&b, meta, &e).unwrap_err();
+        assert_eq!(dropped, Dropped::UnknownSource(v4(SRC)));
+        assert_eq!(claim(&b, meta, &dropped, &e), Some(advert(150)));
         let mut bad = b.clone();
         bad[6] ^= 0xff;
         assert_eq!(
-            valid_but_for_source(&bad, meta, &e),
+            claim(&bad, meta, &dropped, &e),
             None,
             "a bad checksum claims nothing"
         );
+    }
+
+    /// Adverts dropped for being unicast against multicast, or for listing other addresses,
+    /// still show another router claiming this virtual router: both may be master (they were
+    /// dropped without a word, and the master-only WANs came up on both routers).
+    #[test]
+    fn unicast_multicast_and_other_addresses_are_claims_a_bad_ttl_is_not() {
+        let vips = [v4("10.10.0.1")];
+        let own = v4("10.10.0.2");
+        // A router with `peers` sends to our address; we run multicast.
+        let b = advert(150).encode(v4(SRC), own, Checksum::PseudoHeader);
+        let meta = Meta {
+            dst: own,
+            ..multicast(255)
+        };
+        let e = expect(&vips, &[]);
+        let dropped = validate(&b, meta, &e).unwrap_err();
+        assert_eq!(dropped, Dropped::Unicast(own));
+        assert_eq!(claim(&b, meta, &dropped, &e), Some(advert(150)));
+        // A router without `peers` sends to the group; we run unicast with it as our peer.
+        let peers = [v4(SRC)];
+        let b = advert(150).encode(v4(SRC), IpAddr::V4(GROUP_V4), Checksum::PseudoHeader);
+        let e = expect(&vips, &peers);
+        let dropped = validate(&b, multicast(255), &e).unwrap_err();
+        assert_eq!(dropped, Dropped::Multicast);
+        assert_eq!(dropped.reason(), "multicast");
+        assert_eq!(claim(&b, multicast(255), &dropped, &e), Some(advert(150)));
+        // Other virtual routers' multicast adverts stay quiet there, whoever sends them.
+        let other = Advert {
+            vrid: 7,
+            ..advert(150)
+        };
+        let b = other.encode(v4("10.0.9.9"), IpAddr::V4(GROUP_V4), Checksum::PseudoHeader);
+        let stranger = Meta {
+            src: v4("10.0.9.9"),
+            ..multicast(255)
+        };
+        assert_eq!(validate(&b, stranger, &e), Err(Dropped::Vrid(7)));
+        let b = Advert {
+            vrid: 52,
+            ..advert(150)
+        }
+        .encode(v4(SRC), IpAddr::V4(GROUP_V4), Checksum::PseudoHeader);
+        assert_eq!(validate(&b, multicast(255), &e), Err(Dropped::Sibling));
+        // Other virtual addresses (the VIPs changed on one router first).
+        let other = Advert {
+            addrs: vec![v4("10.10.0.1"), v4("10.10.0.5")],
+            ..advert(150)
+        };
+        let b = other.encode(v4(SRC), IpAddr::V4(GROUP_V4), Checksum::PseudoHeader);
+        let e = expect(&vips, &[]);
+        let dropped = validate(&b, multicast(255), &e).unwrap_err();
+        assert_eq!(dropped.reason(), "addresses");
+        assert_eq!(claim(&b, multicast(255), &dropped, &e), Some(other));
+        // Forwarded or forged off-link: no claim.
+        let b = advert(150).encode(v4(SRC), IpAddr::V4(GROUP_V4), Checksum::PseudoHeader);
+        let dropped = validate(&b, multicast(64), &e).unwrap_err();
+        assert_eq!(claim(&b, multicast(64), &dropped, &e), None);
+    }
+
+    #[test]
+    fn a_long_address_list_is_cut_for_the_log() {
+        let addrs: Vec<IpAddr> = (0..255u8)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)))
+            .collect();
+        let text = Dropped::Addresses { theirs: addrs }.describe(v4(SRC));
+        assert!(text.contains("10.0.0.3, and 251 more"), "{text}");
+        assert!(text.len() < 300, "{} bytes: {text}", text.len());
+        assert_eq!(list(&[v4("10.0.0.1")]), "10.0.0.1");
     }
 
     #[test]

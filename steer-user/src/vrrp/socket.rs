@@ -4,6 +4,10 @@
 //!   TTL (hop limit) 255 from the interface's primary IPv4 address, or its link-local IPv6
 //!   address; our own adverts are not looped back.
 //! - Unicast: adverts go to each peer, TTL 255, from `unicast_src` (or the primary address).
+//!   The socket joins the group all the same (where the link allows it): a router configured
+//!   without `peers` sends its adverts there, and this one must hear them (to drop them, say
+//!   so and hold its master-only WANs) instead of missing them and becoming a second master
+//!   without a word.
 //!
 //! The source is set per packet (IP_PKTINFO / IPV6_PKTINFO), so a receiving socket is never
 //! bound to an address. What arrives comes with its source, destination and TTL (read from
@@ -134,7 +138,9 @@ fn each_ifaddr(interface: &str, mut f: impl FnMut(&libc::ifaddrs)) {
 }
 
 impl VrrpSocket {
-    /// A socket on `interface` for one family; joined to the VRRP group unless `unicast`.
+    /// A socket on `interface` for one family, joined to the VRRP group. When `unicast` the
+    /// group only serves to notice a peer configured without `peers` (see the module
+    /// documentation): a link that refuses it (no multicast, a tunnel) still carries unicast.
     pub fn open(interface: &str, v6: bool, unicast: bool) -> io::Result<VrrpSocket> {
         let ifindex = ifindex(interface)?;
         let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
@@ -147,16 +153,16 @@ impl VrrpSocket {
             s.set_multicast_loop_v6(false)?;
             s.set_recv_hoplimit_v6(true)?;
             set_int(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
-            if !unicast {
-                s.join_multicast_v6(&GROUP_V6, ifindex)?;
-            }
+            joined(s.join_multicast_v6(&GROUP_V6, ifindex), interface, unicast)?;
         } else {
             s.set_multicast_ttl_v4(u32::from(TTL))?;
             s.set_ttl_v4(u32::from(TTL))?;
             s.set_multicast_loop_v4(false)?;
-            if !unicast {
-                s.join_multicast_v4_n(&GROUP_V4, &InterfaceIndexOrAddress::Index(ifindex))?;
-            }
+            joined(
+                s.join_multicast_v4_n(&GROUP_V4, &InterfaceIndexOrAddress::Index(ifindex)),
+                interface,
+                unicast,
+            )?;
         }
         s.set_recv_buffer_size(1 << 20)?;
         s.set_nonblocking(true)?;
@@ -338,6 +344,20 @@ pub fn parse_v4(b: &[u8]) -> Option<Received> {
             ttl: b[8],
         },
     })
+}
+
+/// The result of joining the VRRP group: an error only counts for a multicast instance.
+fn joined(r: io::Result<()>, interface: &str, unicast: bool) -> io::Result<()> {
+    match r {
+        Err(e) if unicast => {
+            log::info!(
+                "vrrp: {interface} does not join the VRRP group ({e}): a peer configured \
+                 without `peers` would go unnoticed there"
+            );
+            Ok(())
+        }
+        r => r,
+    }
 }
 
 fn is_link_local(a: Ipv6Addr) -> bool {

@@ -40,6 +40,9 @@ pub enum Event {
     WansClear { instance: String },
     /// As master: announce the addresses again (another router had claimed them).
     Announce { instance: String },
+    /// As backup: the instance follows this master now (the first advert accepted from it;
+    /// a backup that started so says nothing else).
+    Following { instance: String, master: IpAddr },
 }
 
 /// What the daemon tells an instance.
@@ -56,6 +59,9 @@ pub enum Command {
         preempt: bool,
         preempt_delay: Duration,
     },
+    /// As master: resign (priority 0) and become backup, for this reason (a sibling instance
+    /// that shares a master-only WAN follows another router).
+    StepDown(String),
     /// Shut down (a master resigns with priority 0); answered once the advert is out.
     Stop(oneshot::Sender<()>),
 }
@@ -302,6 +308,8 @@ struct Instance {
     logged: HashMap<(IpAddr, &'static str), Instant>,
     /// The master and interval last warned about (another interval than ours).
     interval_warned: Option<(IpAddr, u16)>,
+    /// As backup: the master last reported as followed ([`Event::Following`]).
+    followed: Option<IpAddr>,
 }
 
 impl Instance {
@@ -339,6 +347,7 @@ impl Instance {
             board,
             logged: HashMap::new(),
             interval_warned: None,
+            followed: None,
         }
     }
 
@@ -418,6 +427,7 @@ impl Instance {
                 );
                 self.machine.set_fault(self.fault(), now)
             }
+            Command::StepDown(why) => self.machine.step_down(why, now),
             Command::Stop(_) => Vec::new(),
         }
     }
@@ -444,7 +454,6 @@ impl Instance {
             return;
         }
         let v6 = self.cfg.is_v6();
-        let unicast = !self.cfg.peers.is_empty();
         let src = self
             .cfg
             .unicast_src
@@ -458,6 +467,7 @@ impl Instance {
             ));
             return;
         };
+        let unicast = !self.cfg.peers.is_empty();
         match VrrpSocket::open(&self.cfg.interface, v6, unicast) {
             Ok(s) => {
                 self.sock = Some(s);
@@ -527,15 +537,30 @@ impl Instance {
                     let following = Some((r.meta.src, ok.advert.priority));
                     self.update(|v| v.following = following);
                     self.check_interval(r.meta.src, ok.advert.interval_cs, now);
+                    if self.followed != Some(r.meta.src) {
+                        self.followed = Some(r.meta.src);
+                        let _ = self.events.send(Event::Following {
+                            instance: self.name.clone(),
+                            master: r.meta.src,
+                        });
+                    }
                 }
                 acts
             }
             Err(Dropped::Sibling) => Vec::new(),
-            Err(Dropped::UnknownSource(from)) => {
-                self.update(|v| *v.drops.entry("unknown_source").or_default() += 1);
-                // Valid but for its source: another router claims this virtual router (a
-                // `peers` typo here, or a stranger). Dropped, yet the WANs must not come up.
-                match packet::valid_but_for_source(&r.payload, r.meta, &expect) {
+            Err(
+                d @ (Dropped::UnknownSource(_)
+                | Dropped::Unicast(_)
+                | Dropped::Multicast
+                | Dropped::Addresses { .. }),
+            ) => {
+                let reason = d.reason();
+                self.update(|v| *v.drops.entry(reason).or_default() += 1);
+                let from = r.meta.src;
+                // Valid but for how it was sent or what it lists: another router claims this
+                // virtual router and each drops the other's adverts. Dropped, yet the WANs must
+                // not come up, and the user must hear of it.
+                match packet::claim(&r.payload, r.meta, &d, &expect) {
                     Some(advert) if advert.priority > 0 => {
                         let now = Instant::now();
                         self.machine.conflict(
@@ -546,24 +571,11 @@ impl Instance {
                             },
                             now,
                         );
-                        let peers: Vec<String> =
-                            self.cfg.peers.iter().map(ToString::to_string).collect();
-                        let text = format!(
-                            "{from} advertises this virtual router (vrid {}, priority {}) but is \
-                             not in `peers` ({}): its adverts are dropped, so both routers may \
-                             be master; master-only WANs not up yet stay down while it \
-                             advertises (those already up stay up): fix \
-                             `peers` (on this router or that one)",
-                            self.cfg.vrid,
-                            advert.priority,
-                            peers.join(", ")
-                        );
-                        self.note("unknown_source", text.clone(), now);
-                        self.log_once(from, "unknown_source", || text);
+                        let text = self.claim_words(&d, &advert, from, r.meta.dst);
+                        self.note(reason, text.clone(), now);
+                        self.log_once(from, reason, || text);
                     }
-                    _ => self.log_once(from, "unknown_source", || {
-                        format!("dropped: {}", Dropped::UnknownSource(from).describe(from))
-                    }),
+                    _ => self.log_once(from, reason, || format!("dropped: {}", d.describe(from))),
                 }
                 Vec::new()
             }
@@ -605,6 +617,62 @@ impl Instance {
                 Vec::new()
             }
         }
+    }
+
+    /// What a dropped advert that claims this virtual router (see [`packet::claim`]) means
+    /// and what to do, for the log and the status.
+    fn claim_words(&self, d: &Dropped, advert: &Advert, from: IpAddr, dst: IpAddr) -> String {
+        let peers: Vec<String> = self.cfg.peers.iter().map(ToString::to_string).collect();
+        let (what, fix) = match d {
+            Dropped::UnknownSource(_) => (
+                format!(
+                    "{from} advertises this virtual router (vrid {}, priority {}) but is not in `peers` ({})",
+                    self.cfg.vrid,
+                    advert.priority,
+                    peers.join(", ")
+                ),
+                "fix `peers` (on this router or that one)".to_owned(),
+            ),
+            Dropped::Unicast(_) => (
+                format!(
+                    "{} advertises this virtual router (vrid {}, priority {}) by unicast to {dst} \
+                     (it has `peers`), while this instance has no `peers` and takes multicast \
+                     adverts only",
+                    from, self.cfg.vrid, advert.priority
+                ),
+                "configure `peers` on both routers or on neither".to_owned(),
+            ),
+            Dropped::Multicast => (
+                format!(
+                    "{} advertises this virtual router (vrid {}, priority {}) to the VRRP group \
+                     (it has no `peers`), while this instance has `peers` ({}) and takes \
+                     unicast adverts only",
+                    from,
+                    self.cfg.vrid,
+                    advert.priority,
+                    peers.join(", ")
+                ),
+                "configure `peers` on both routers or on neither".to_owned(),
+            ),
+            _ => (
+                format!(
+                    "{} advertises this virtual router (vrid {}, priority {}) with other virtual \
+                     addresses ({}) than this instance ({})",
+                    from,
+                    self.cfg.vrid,
+                    advert.priority,
+                    packet::list(&advert.addrs),
+                    packet::list(&self.vips)
+                ),
+                "list the same `vips` on both routers (while changing them, change the other \
+                 router right after this one)"
+                    .to_owned(),
+            ),
+        };
+        format!(
+            "{what}: its adverts are dropped, so both routers may be master; master-only WANs \
+             not up yet stay down while it advertises (those already up stay up): {fix}"
+        )
     }
 
     /// Warns once per change when the master followed advertises another interval than ours
@@ -701,6 +769,7 @@ impl Instance {
                         self.name,
                         self.machine.params().priority
                     );
+                    self.followed = None;
                     self.update(|v| {
                         v.state = Some(state);
                         v.master = master;
