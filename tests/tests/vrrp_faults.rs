@@ -1,8 +1,9 @@
-//! VRRP defects a hands-on trial of an HA pair found (two steer routers on one LAN, a shared
-//! master-only line, 100 ms adverts), each in the HA lab (`steer_tests::ha`): adverts dropped
-//! for their form or their addresses while they claim the virtual router, a thawed master that
-//! did not take its line back from the modem, VIPs left behind or lost, instances that share a
-//! master-only line split between the routers, and a reload that bounced the line.
+//! An HA pair under faults and mistakes (two steer routers on one LAN, a shared master-only
+//! line, 100 ms adverts), each in the HA lab (`steer_tests::ha`): adverts dropped for their
+//! form or their addresses while they claim the virtual router, a thawed master taking its line
+//! back from the modem, VIPs left behind or deleted by hand, instances that share a
+//! master-only line split between the routers, and reloads that add or remove a sibling
+//! instance without bouncing the line.
 
 use std::time::{Duration, Instant};
 
