@@ -300,6 +300,31 @@ fn all_wans_down_applies_the_last_resort() {
         e.contains("mark     0xff00") && e.contains("last resort: unreachable"),
         "{e}"
     );
+    // Unmarked (the bypass set's last resort is the main table): `explain`, run where the
+    // daemon runs, names the main table's default route and the WAN it leaves by, or says
+    // there is none.
+    let explain_b = || {
+        let out = steer_tests::daemon::steer_in(&s.lab.router)
+            .args(["explain", &Lab::SERVER_B.to_string(), "-c"])
+            .arg(s.work.config())
+            .output()
+            .expect("run steer");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let e = explain_b();
+    assert!(
+        e.contains("route    the main table has no IPv4 default route"),
+        "{e}"
+    );
+    s.lab.set_main_default(Wan::One);
+    let e = explain_b();
+    let want = format!(
+        "route    main table: default via {} dev {}: WAN wan1 (down)",
+        Lab::gateway_v4(Wan::One),
+        Lab::wan_iface(Wan::One)
+    );
+    assert!(e.contains(&want), "{want} in\n{e}");
+    s.lab.clear_main_default();
     // The router answers default traffic with ICMP unreachable: the client's connected
     // socket sees the error.
     let refused = s.lab.client.enter(|| {

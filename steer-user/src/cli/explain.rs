@@ -180,6 +180,8 @@ pub struct Explanation {
     /// name the whole connection): their packets keep the WAN their mark names, whatever the
     /// verdict above says for a new connection.
     pub held: Option<Held>,
+    /// An unmarked packet: the main table's default route that takes it, in words.
+    pub main_route: Option<String>,
 }
 
 /// Connections conntrack holds for the probe, grouped by the WAN their mark names.
@@ -265,6 +267,39 @@ fn waiting_for(status: &Status, wan: &str, f: &crate::status::FamilyStatus) -> S
     }
 }
 
+/// The main table's default route of `family` (the lowest metric, not source-specific), in
+/// words, with the WAN it leaves by and that WAN's state.
+fn main_default(view: &crate::routing::SystemView, family: Family, status: &Status) -> String {
+    let route = view
+        .defaults
+        .iter()
+        .filter(|d| {
+            d.family == family && d.table == crate::routing::MAIN_TABLE && d.source.is_none()
+        })
+        .min_by_key(|d| d.metric);
+    let Some(d) = route else {
+        return format!(
+            "the main table has no {} default route: the packet is dropped (network \
+             unreachable)",
+            family.name()
+        );
+    };
+    let via = d.gateway.map_or(String::new(), |g| format!("via {g} "));
+    let wan = status.wans.iter().find(|w| w.interface == d.interface);
+    let by = match wan {
+        Some(w) => {
+            let state = w
+                .families
+                .iter()
+                .find(|f| f.family == family.name())
+                .map_or(w.state, |f| f.state);
+            format!(": WAN {} ({})", w.name, state.as_str())
+        }
+        None => String::new(),
+    };
+    format!("main table: default {via}dev {}{by}", d.interface)
+}
+
 /// One WAN's state in one address family, as the daemon reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WanHealth {
@@ -310,6 +345,32 @@ impl Explanation {
                 })
             })
             .collect();
+        self
+    }
+
+    /// For a packet steer leaves unmarked (policy `main`, a last resort `default`, every WAN
+    /// down), the main table decides: adds the default route it takes and, when that leaves by
+    /// a WAN, the WAN and its state from the daemon's status.
+    pub fn with_main_route(mut self, status: &Status) -> Self {
+        if self.local.is_some() || self.mask == 0 || self.mark & self.mask != 0 {
+            return self;
+        }
+        let owned: Vec<u32> = status.wans.iter().map(|w| w.table).collect();
+        let family = Family::of(&self.dst);
+        let read = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                rt.block_on(async {
+                    let routing = crate::routing::Routing::new().map_err(|e| e.to_string())?;
+                    routing.system(&owned).await.map_err(|e| e.to_string())
+                })
+            });
+        self.main_route = Some(match read {
+            Err(e) => format!("the main table could not be read: {e}"),
+            Ok(view) => main_default(&view, family, status),
+        });
         self
     }
 
@@ -364,6 +425,7 @@ impl Explanation {
             "health": self.health.iter().map(|h| json!({ "wan": h.wan, "state": h.state.as_str(), "detail": h.detail })).collect::<Vec<_>>(),
             "source": self.source,
             "routed_by": self.routed_by,
+            "main_route": self.main_route,
             "held": self.held.as_ref().map(|h| json!({
                 "exact": h.exact,
                 "connections": h.by_mark.iter().map(|(mark, wan, n)| json!({
@@ -550,6 +612,9 @@ impl fmt::Display for Explanation {
         }
         writeln!(f, "mark     {:#x} (mask {:#x})", self.mark, self.mask)?;
         writeln!(f, "wan      {}", self.wan)?;
+        if let Some(route) = &self.main_route {
+            writeln!(f, "route    {route}")?;
+        }
         for rule in &self.routed_by {
             writeln!(
                 f,
@@ -727,6 +792,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         balance: None,
         routed_by: Vec::new(),
         held: None,
+        main_route: None,
     };
     if rule == LOCAL_RULE {
         e.local = maps.local_of(dst)?;

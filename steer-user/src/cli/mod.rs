@@ -444,7 +444,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             if let Ok(status) =
                 request(&target, Request::Status).and_then(|body| decode::<Status>(&target, body))
             {
-                e = e.with_health(&status).with_sources(&status);
+                e = e
+                    .with_health(&status)
+                    .with_sources(&status)
+                    .with_main_route(&status);
             }
             if json {
                 outln(&serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
