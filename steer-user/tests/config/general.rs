@@ -5,6 +5,20 @@ use super::*;
 const CASES: &[Case] = &[
     case(
         "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\", \"t7c*\"]",
+        "\"t7c*\"",
+        "general.lan[1]",
+        "not patterns",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\", \"t7\\\"}x\"]",
+        "\"t7",
+        "general.lan[1]",
+        "nftables cannot take it",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
         "lan = [\"br-lan\"]\nlocal = \"everything\"",
         "\"everything\"",
         "general.local",
@@ -43,7 +57,7 @@ const CASES: &[Case] = &[
         "\"br lan\"",
         "\"br lan\"",
         "general.lan[0]",
-        "cannot contain ' '",
+        "interface name contains ' '",
     ),
     case(
         "\"br-lan\"",
