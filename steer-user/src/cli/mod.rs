@@ -304,6 +304,12 @@ pub enum CliError {
         path: PathBuf,
         error: config::ReadError,
     },
+    /// `steer import` names something that is not a readable regular file of a sensible size.
+    #[error("cannot read {}: {error}; {}", path.display(), import_hint(error))]
+    ImportFile {
+        path: PathBuf,
+        error: config::ReadError,
+    },
     /// `steer set --file -` was given more than a list file may hold.
     #[error(
         "standard input holds more than the {limit} bytes a list file may have; split the \
@@ -317,6 +323,17 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// What to do about an `steer import` file that cannot be read.
+fn import_hint(error: &config::ReadError) -> &'static str {
+    match error {
+        config::ReadError::TooBig { .. } => {
+            "give the UCI file itself (/etc/config/mwan3, /etc/config/omr-bypass, \
+             /etc/config/network): those are far smaller"
+        }
+        e => e.hint(),
+    }
 }
 
 /// Socket, pin directory and WAN tables of the steer a command talks to.
