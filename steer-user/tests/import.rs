@@ -1238,3 +1238,25 @@ fn a_file_too_big_for_a_uci_file_is_refused_with_what_to_give() {
     );
     assert!(err.contains("give the UCI file itself"), "{err}");
 }
+
+#[test]
+fn control_characters_of_the_uci_file_are_escaped_in_notes_and_comments() {
+    let dir = TempDir::new("import-escape");
+    let file = dir.join("mwan3");
+    std::fs::write(
+        &file,
+        "config interface 'w\x1b[31mred'\n\toption enabled '1'\n\tlist track_ip '1.1.1.1'\n\n\
+         config member 'm1'\n\toption interface 'w\x1b[31mred'\n\toption metric '1'\n\n\
+         config policy 'p'\n\tlist use_member 'm1'\n\n\
+         config rule 'r'\n\toption dest_ip '10.0.0.0/8'\n\toption use_policy 'p'\n",
+    )
+    .unwrap();
+    let (ok, out, err) = import(&["mwan3", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(!err.contains('\x1b'), "raw ESC on stderr:\n{err}");
+    assert!(!out.contains('\x1b'), "raw ESC in the output:\n{out}");
+    assert!(err.contains("w\\u{1b}[31mred"), "{err}");
+    // The name steer check would refuse is said at once.
+    assert!(err.contains("interface name contains"), "{err}");
+    parse(&out);
+}

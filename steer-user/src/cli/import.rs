@@ -52,7 +52,8 @@ pub fn run(
         crate::errln!("note: {wait}");
     }
     let text = text?;
-    let refused = |e: import::ImportError| CliError::Refused(e.to_string());
+    // The error quotes the file's names, which may hold control characters.
+    let refused = |e: import::ImportError| CliError::Refused(import::visible(&e.to_string()));
     let network = match network {
         Some(p) => Some(
             Network::parse(&read(p)?, &p.display().to_string()).map_err(|e| refused(e.into()))?,

@@ -55,7 +55,10 @@ pub(super) fn check_object_name(
         cx.err(
             &v.span(),
             field,
-            format!("{kind} name `{name}` is already used by the {kind} at line {other}"),
+            format!(
+                "{kind} name `{}` is already used by the {kind} at line {other}",
+                escaped(name)
+            ),
             format!("give each {kind} its own name"),
         );
     }
@@ -123,14 +126,7 @@ pub(crate) fn escaped(value: &str) -> String {
     let mut out = String::new();
     let cut = value.chars().count() > crate::shown::SHOWN_CHARS;
     for c in value.chars().take(crate::shown::SHOWN_CHARS) {
-        let one = Shown(c.encode_utf8(&mut [0; 4])).to_string();
-        if one.chars().count() == 1 {
-            out.push(c);
-        } else if u32::from(c) <= 0xffff {
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
-        } else {
-            out.push_str(&format!("\\U{:08x}", u32::from(c)));
-        }
+        super::diag::push_toml_char(&mut out, c);
     }
     if cut {
         out.push_str(&format!("… ({} bytes)", value.len()));
