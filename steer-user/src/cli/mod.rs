@@ -611,6 +611,11 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             for note in config::notes(&c) {
                 crate::errln!("note: {note}");
             }
+            // Where check runs on the router: a LAN or WAN interface it does not have is
+            // most likely a typo, which the file's checks cannot see.
+            for note in config::interface_notes(&c) {
+                crate::errln!("note: {note}");
+            }
             match vrrp_vips_here(&c) {
                 Ok(notes) => notes.iter().for_each(|n| crate::errln!("note: {n}")),
                 Err(clashes) => {

@@ -62,7 +62,7 @@ pub use list::{
 };
 pub use list_budget::{ListBudget, ListOverLimit};
 pub use names::{ifname_problem, normalize_domain, valid_name};
-pub use notes::{advice, notes, writable_by_others};
+pub use notes::{advice, interface_notes, missing_interfaces, notes, writable_by_others};
 pub use read::{
     Changed, Check, Inputs, MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, Stamp, Unsettled, Wait,
     content_hash, read_file, take_waits,
@@ -146,6 +146,8 @@ impl Ipv6Mode {
 pub struct General {
     /// Interfaces whose ingress is classified.
     pub lan: Vec<String>,
+    /// Where each of `lan` is written, for notes about this machine's interfaces.
+    pub lan_places: Vec<Written>,
     /// The skb->mark bits steer owns (nonzero).
     pub mark_mask: u32,
     /// Also attach the XDP pre-classifier.
@@ -177,6 +179,8 @@ pub enum DuplicatePolicy {
 pub struct Wan {
     pub name: String,
     pub interface: String,
+    /// Where `interface` is written, for notes about this machine's interfaces.
+    pub interface_place: Written,
     /// The mark stamped for this WAN (nonzero, inside `mark_mask`, unique).
     pub mark: u32,
     /// The routing table steer keeps for this WAN (unique, not 0/253/254/255, < 2^31).
@@ -600,6 +604,28 @@ impl Set {
                 .then(|| self.all_prefixes().collect()),
             conditions,
         })
+    }
+}
+
+/// Where a value is written in the configuration file: 1-based line and column, when known.
+/// No part of what the configuration says: any two are equal, so that a reload of a file whose
+/// lines only moved changes nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written(pub Option<(usize, usize)>);
+
+impl PartialEq for Written {
+    fn eq(&self, _: &Written) -> bool {
+        true
+    }
+}
+
+impl fmt::Display for Written {
+    /// `:line:column`, or nothing when unknown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((line, column)) => write!(f, ":{line}:{column}"),
+            None => Ok(()),
+        }
     }
 }
 

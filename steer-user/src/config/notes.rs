@@ -11,6 +11,100 @@ pub fn notes(config: &Config) -> Vec<String> {
     all
 }
 
+/// Notes on the LAN and WAN interfaces of `config` this machine (network namespace) does not
+/// have ([`missing_interfaces`]); none when its interfaces cannot be listed.
+pub fn interface_notes(config: &Config) -> Vec<String> {
+    interfaces_here().map_or_else(Vec::new, |here| missing_interfaces(config, &here))
+}
+
+/// The interfaces of this network namespace, by name; `None` when they cannot be listed.
+fn interfaces_here() -> Option<Vec<String>> {
+    // SAFETY: if_nameindex has no preconditions; it returns NULL or an array ended by an
+    // entry with index 0, which if_freenameindex frees once it was read.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return None;
+        }
+        let mut names = Vec::new();
+        let mut at = list;
+        while (*at).if_index != 0 && !(*at).if_name.is_null() {
+            names.push(
+                std::ffi::CStr::from_ptr((*at).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            at = at.add(1);
+        }
+        libc::if_freenameindex(list);
+        Some(names)
+    }
+}
+
+/// Interfaces shown in a note about one that is missing, at most.
+const INTERFACES_SHOWN: usize = 24;
+
+/// The LAN and WAN interfaces of `config` that are not among `here` (this machine's): a typo
+/// there passes every check of the file, and a reload then detaches the classifier from the
+/// real LAN or leaves a WAN without routes. A note, not an error: an interface may come and go
+/// (PPP, LTE, a VPN) and `steer check` may run off the router. The daemon says so again at
+/// start and at each reload, as a warning.
+pub fn missing_interfaces(config: &Config, here: &[String]) -> Vec<String> {
+    let mut sorted: Vec<&str> = here.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    let mut shown: Vec<String> = sorted
+        .iter()
+        .take(INTERFACES_SHOWN)
+        .map(|n| crate::shown::shown(n))
+        .collect();
+    if sorted.len() > INTERFACES_SHOWN {
+        shown.push(format!("… ({} in all)", sorted.len()));
+    }
+    let existing = if shown.is_empty() {
+        "it has none".to_string()
+    } else {
+        format!("it has {}", shown.join(", "))
+    };
+    let file = config.path.display();
+    let mut out = Vec::new();
+    let lan = config.general.lan.iter().enumerate().map(|(i, name)| {
+        let place = config
+            .general
+            .lan_places
+            .get(i)
+            .copied()
+            .unwrap_or_default();
+        (
+            format!("{file}{place}: general.lan[{i}]"),
+            name,
+            "steer classifies no traffic coming in on it until it appears (a reload detaches \
+             the classifier from interfaces no longer listed)"
+                .to_string(),
+        )
+    });
+    let wans = config.wans.iter().map(|w| {
+        (
+            format!("{file}{}: wan[{}].interface", w.interface_place, w.name),
+            &w.interface,
+            format!(
+                "WAN `{}` has no routes and counts as down until it appears",
+                w.name
+            ),
+        )
+    });
+    for (field, name, effect) in lan.chain(wans) {
+        if here.iter().any(|h| h == name) {
+            continue;
+        }
+        out.push(format!(
+            "{field} = \"{name}\": there is no interface {name} on this machine ({existing}): \
+             {effect}; on the router, check the name (`ip link`); an interface that comes \
+             later (PPP, LTE, a VPN) or a check off the router may leave this as it is"
+        ));
+    }
+    out
+}
+
 /// What works as written but may not be what was meant.
 pub fn advice(config: &Config) -> Vec<String> {
     let wans = config.wans.iter().filter_map(one_family_probed);
@@ -345,6 +439,37 @@ fn one_family_probed(wan: &super::Wan) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lan_or_wan_interface_this_machine_lacks_is_noted_with_its_place() {
+        use crate::config::testing::{BASE, Scratch};
+        let dir = Scratch::new("missing-interfaces");
+        let text = BASE.replace("lan = [\"br-lan\"]", "lan = [\"br-lan\", \"t7c-nolan\"]");
+        let path = dir.write("steer.toml", &text);
+        let config = crate::config::parse(&text, &path).unwrap();
+        let here = ["lo".to_string(), "br-lan".into(), "eth0".into()];
+        let notes = super::missing_interfaces(&config, &here);
+        assert_eq!(notes.len(), 2, "{notes:#?}");
+        assert!(
+            notes[0].starts_with(&format!(
+                "{}:3:18: general.lan[1] = \"t7c-nolan\": there is no interface t7c-nolan on \
+                 this machine (it has br-lan, eth0, lo): steer classifies no traffic",
+                path.display()
+            )),
+            "{}",
+            notes[0]
+        );
+        assert!(
+            notes[1].starts_with(&format!(
+                "{}:7:13: wan[wan1].interface = \"eth1\": there is no interface eth1",
+                path.display()
+            )),
+            "{}",
+            notes[1]
+        );
+        let all = ["lo", "br-lan", "t7c-nolan", "eth1"].map(String::from);
+        assert!(super::missing_interfaces(&config, &all).is_empty());
+    }
+
     use super::*;
     use std::path::Path;
 

@@ -100,6 +100,7 @@ pub(crate) fn wan(name: &str, interface: &str) -> super::Wan {
     super::Wan {
         name: name.into(),
         interface: interface.into(),
+        interface_place: super::Written::default(),
         mark: 0x100,
         table: 101,
         gateway: NextHop::Auto,

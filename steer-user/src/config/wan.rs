@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::{
-    General, NextHop, Wan,
+    General, NextHop, Wan, Written,
     check::Claims,
     diag::Ctx,
     general,
@@ -192,9 +192,11 @@ fn wan(
         .as_ref()
         .and_then(|v| ipv6::wan_prefix(cx, v, &f("prefix6")));
     let track = track::build(cx, w.track, &f("track"));
+    let interface_place = Written(w.interface.as_ref().map(|v| cx.src.locate(v.span().start)));
     Wan {
         name,
         interface: w.interface.map(S::into_inner).unwrap_or_default(),
+        interface_place,
         mark,
         table,
         gateway,
