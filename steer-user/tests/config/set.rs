@@ -3,6 +3,43 @@
 use super::*;
 
 const CASES: &[Case] = &[
+    // `proto = []` would mean "any", silently.
+    case(
+        "prefixes = [\"10.0.0.0/8\"]",
+        "prefixes = [\"10.0.0.0/8\"]\nproto = []\ndports = [\"443\"]",
+        "[]",
+        "set[s].proto",
+        "`proto` lists nothing",
+    ),
+    case(
+        "prefixes = [\"10.0.0.0/8\"]",
+        "prefixes = [\"10.0.0.0/8\"]\nproto = [\"tcp\"]\ndports = []",
+        "[]",
+        "set[s].dports",
+        "remove `dports` for no constraint",
+    ),
+    // ICMP has no ports: the rule could never match.
+    case(
+        "prefixes = [\"10.0.0.0/8\"]",
+        "prefixes = [\"10.0.0.0/8\"]\nproto = [\"icmp\"]\ndports = [\"5060\"]",
+        "[\"icmp\"]",
+        "set[s].proto",
+        "`dports` can never match",
+    ),
+    case(
+        "prefixes = [\"10.0.0.0/8\"]",
+        "prefixes = [\"10.0.0.0/8\"]\nproto = [\"icmpv6\", \"47\"]\nsports = [\"5060\"]",
+        "[\"icmpv6\"",
+        "set[s].proto",
+        "`sports` can never match",
+    ),
+    case(
+        "prefixes = [\"10.0.0.0/8\"]",
+        "prefixes = [\"10.0.0.0/8\"]\nproto = [\"udp\"]\ndports = [\"+5060\"]",
+        "\"+5060\"",
+        "set[s].dports[0]",
+        "without sign, spaces or leading zeros: \"5060\"",
+    ),
     case(
         "name = \"s\"",
         "name = \"a-set-name-that-is-much-too-long-for-steer-to-accept\"",
