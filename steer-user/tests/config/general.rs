@@ -3,6 +3,28 @@
 use super::*;
 
 const CASES: &[Case] = &[
+    // The mask is what is wrong, not the marks: one error, on it, with a mask that fits.
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nmark_mask = 0x100",
+        "0x100",
+        "general.mark_mask",
+        "leaves no room for any WAN mark; 2 WAN(s) need a mask of at least 3 bits",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nmark_mask = 0x100",
+        "0x100",
+        "general.mark_mask",
+        "e.g. mark_mask = 0x700",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nmark_mask = 0x300",
+        "0x300",
+        "general.mark_mask",
+        "leaves room for 1 WAN mark(s); 2 WAN(s) need a mask of at least 3 bits",
+    ),
     case(
         "lan = [\"br-lan\"]",
         "lan = [\"br-lan\", \"t7c*\"]",
