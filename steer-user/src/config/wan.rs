@@ -113,6 +113,9 @@ pub(super) fn build(
                 ),
                 "remove WANs you do not need",
             );
+            // The rest is not checked: one error says it, and some checks compare every
+            // pair of WANs.
+            break;
         }
         if cx.mistyped(&label) {
             continue;
