@@ -1088,6 +1088,14 @@ mod error_text_tests {
     }
 
     #[test]
+    fn a_prefix6_that_is_a_word_gets_a_prefix6_hint() {
+        let e = super::prefix6_request("wan1".into(), "garbage").unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("domains"), "{text}");
+        assert!(text.contains("e.g. 2001:db8:1::/56, or `auto`"), "{text}");
+    }
+
+    #[test]
     fn a_cause_the_message_already_says_is_not_repeated() {
         let io = std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem);
         let said = crate::control::ControlError::Io {

@@ -15,7 +15,7 @@ use crate::{
     config::{MAX_LIST_BYTES, parse_list_bytes, read_file},
     control::{
         Request,
-        proto::{Batch, SetOp},
+        proto::{Batch, MAX_SET_TIMEOUT_SECS, SetOp},
     },
     prefix::parse_prefix,
 };
@@ -267,8 +267,9 @@ fn batch_id() -> u64 {
 fn parse_timeout(text: &str) -> Result<u64, CliError> {
     let bad = || {
         CliError::Refused(format!(
-            "--timeout `{text}`: give a time like 600, 90s, 10m, 12h or 7d (at least one \
-             second; leave --timeout out for an entry that stays until deleted)"
+            "--timeout `{}`: give a time like 600, 90s, 10m, 12h or 7d (at least one \
+             second; leave --timeout out for an entry that stays until deleted)",
+            crate::shown::shown(text)
         ))
     };
     let (digits, unit) = text
@@ -283,8 +284,13 @@ fn parse_timeout(text: &str) -> Result<u64, CliError> {
         _ => return Err(bad()),
     };
     match n.checked_mul(scale) {
-        Some(0) | None => Err(bad()),
-        Some(s) => Ok(s),
+        Some(0) => Err(bad()),
+        Some(s) if s <= MAX_SET_TIMEOUT_SECS => Ok(s),
+        _ => Err(CliError::Refused(format!(
+            "--timeout `{}`: longer than a year (365d), the most an entry may have; leave \
+             --timeout out for an entry that stays until deleted",
+            crate::shown::shown(text)
+        ))),
     }
 }
 
@@ -313,6 +319,11 @@ mod tests {
         assert_eq!(parse_timeout("10m").unwrap(), 600);
         assert_eq!(parse_timeout("2h").unwrap(), 7200);
         assert_eq!(parse_timeout("7d").unwrap(), 604_800);
+        assert_eq!(parse_timeout("365d").unwrap(), 31_536_000);
+        for long in ["366d", "100000000d", "18446744073709551615"] {
+            let e = parse_timeout(long).unwrap_err().to_string();
+            assert!(e.contains("longer than a year (365d)"), "{long}: {e}");
+        }
         for bad in ["0", "0m", "10x", "m", "", "-5", "99999999999999999999d"] {
             assert!(parse_timeout(bad).is_err(), "{bad}");
         }

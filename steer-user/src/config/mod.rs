@@ -757,6 +757,10 @@ fn read_text(path: &Path) -> Result<String, ConfigErrors> {
             ),
             match &e {
                 ReadError::Io(_) => "check the path given with -c and the file's permissions",
+                ReadError::TooBig { .. } => {
+                    "a configuration this big should keep its prefixes in list files (a set's \
+                     `files`)"
+                }
                 e => e.hint(),
             },
         )

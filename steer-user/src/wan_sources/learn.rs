@@ -43,6 +43,11 @@ pub fn delegated_prefix(text: &str) -> Result<Prefix, (String, String)> {
             e.message(),
             format!("write `{network}`, the whole prefix the ISP delegates"),
         ),
+        // The usual hint sends names to a set's `domains`: no place for a delegated prefix.
+        crate::prefix::AddrError::Name { .. } => (
+            e.message(),
+            "write the IPv6 prefix the ISP delegates, e.g. 2001:db8:1::/56, or `auto`".into(),
+        ),
         e => (e.message(), e.hint()),
     })?;
     if p.is_v4() {
