@@ -109,7 +109,7 @@ pub fn run(args: SetArgs, target: &Target) -> Result<ExitCode, CliError> {
         };
         let response = daemon.call(&request)?;
         if !response.ok {
-            return Err(CliError::Refused(response.error.unwrap_or_default()));
+            return Err(refused(response.error));
         }
         if let Some(m) = response.body["message"].as_str() {
             message = m.to_owned();
@@ -117,6 +117,17 @@ pub fn run(args: SetArgs, target: &Target) -> Result<ExitCode, CliError> {
     }
     outln(&message);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's refusal as the CLI prints it (after its own `steer: `). The daemon names the
+/// command in its log (`steer set bypass: refused, ...`); printed as it is, the reply would
+/// read `steer: steer set bypass: refused`.
+fn refused(error: Option<String>) -> CliError {
+    let error = error.unwrap_or_default();
+    CliError::Refused(match error.strip_prefix("steer set ") {
+        Some(rest) => format!("set {rest}"),
+        None => error,
+    })
 }
 
 fn list(daemon: &Resolved, args: &SetArgs) -> Result<ExitCode, CliError> {
@@ -129,7 +140,7 @@ fn list(daemon: &Resolved, args: &SetArgs) -> Result<ExitCode, CliError> {
     };
     let response = daemon.call(&request)?;
     if !response.ok {
-        return Err(CliError::Refused(response.error.unwrap_or_default()));
+        return Err(refused(response.error));
     }
     if args.json {
         outln(&serde_json::to_string_pretty(&response.body).unwrap_or_default());
@@ -312,6 +323,21 @@ fn human(mut s: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_of_the_daemon_is_not_prefixed_twice() {
+        let e = refused(Some(
+            "steer set bypass: refused, nothing changed:\n  0.0.0.0/0: ...".into(),
+        ));
+        assert_eq!(
+            e.to_string(),
+            "set bypass: refused, nothing changed:\n  0.0.0.0/0: ..."
+        );
+        assert_eq!(
+            refused(Some("no set named".into())).to_string(),
+            "no set named"
+        );
+    }
 
     #[test]
     fn timeouts_take_units_and_refuse_zero_and_junk() {
