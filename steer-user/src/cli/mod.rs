@@ -616,6 +616,10 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             for note in config::interface_notes(&c) {
                 crate::errln!("note: {note}");
             }
+            // Likewise a probe target that is an address of this machine (a WAN's own).
+            for note in config::own_address_notes(&c) {
+                crate::errln!("note: {note}");
+            }
             match vrrp_vips_here(&c) {
                 Ok(notes) => notes.iter().for_each(|n| crate::errln!("note: {n}")),
                 Err(clashes) => {

@@ -62,7 +62,10 @@ pub use list::{
 };
 pub use list_budget::{ListBudget, ListOverLimit};
 pub use names::{ifname_problem, normalize_domain, valid_name};
-pub use notes::{advice, interface_notes, missing_interfaces, notes, writable_by_others};
+pub use notes::{
+    advice, interface_notes, local_targets, missing_interfaces, notes, own_address_notes,
+    writable_by_others,
+};
 pub use read::{
     Changed, Check, Inputs, MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, Stamp, Unsettled, Wait,
     content_hash, read_file, take_waits,
@@ -244,6 +247,8 @@ pub struct Track {
     pub method: TrackMethod,
     /// Never empty; every target matches `method`.
     pub targets: Vec<ProbeTarget>,
+    /// Where each of `targets` is written, for notes about this machine's addresses.
+    pub target_places: Vec<Written>,
     pub interval_ms: u32,
     pub timeout_ms: u32,
     /// Targets that must answer for a round to pass (1..=targets.len()).

@@ -41,6 +41,79 @@ fn interfaces_here() -> Option<Vec<String>> {
     }
 }
 
+/// Notes on probe targets of `config` that are addresses of this machine ([`local_targets`]);
+/// none when its addresses cannot be read.
+pub fn own_address_notes(config: &Config) -> Vec<String> {
+    addresses_here().map_or_else(Vec::new, |here| local_targets(config, &here))
+}
+
+/// Every address of this network namespace's interfaces, with the interface it is on;
+/// `None` when they cannot be read.
+fn addresses_here() -> Option<Vec<(std::net::IpAddr, String)>> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that freeifaddrs frees once it was
+    // read; every pointer is checked before it is read, and sockaddrs are read as the type
+    // their family says.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut at = list;
+        while !at.is_null() {
+            let entry = &*at;
+            at = entry.ifa_next;
+            if entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
+                continue;
+            }
+            let addr = match i32::from((*entry.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                    std::net::IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
+                    std::net::IpAddr::from(sin6.sin6_addr.s6_addr)
+                }
+                _ => continue,
+            };
+            let name = std::ffi::CStr::from_ptr(entry.ifa_name)
+                .to_string_lossy()
+                .into_owned();
+            out.push((addr, name));
+        }
+        libc::freeifaddrs(list);
+    }
+    Some(out)
+}
+
+/// The probe targets of `config` that are addresses of this machine (`here`, each with its
+/// interface): the router answers them itself, so the WAN stays up through a dead line (or,
+/// with the probe bound to the WAN, never comes up). Only found where steer runs: a note of
+/// `steer check` on the router.
+pub fn local_targets(config: &Config, here: &[(std::net::IpAddr, String)]) -> Vec<String> {
+    let file = config.path.display();
+    let mut out = Vec::new();
+    for w in &config.wans {
+        for (i, target) in w.track.targets.iter().enumerate() {
+            let ip = target.ip();
+            let Some((_, interface)) = here.iter().find(|(a, _)| *a == ip) else {
+                continue;
+            };
+            let place = w.track.target_places.get(i).copied().unwrap_or_default();
+            out.push(format!(
+                "{file}{place}: wan[{}].track.targets[{i}] = \"{target}\": {ip} is an address \
+                 of this machine (on {}): the router answers it itself, so the probe says \
+                 nothing about the line; probe an address beyond it, e.g. 1.1.1.1 or the \
+                 ISP's next hop",
+                w.name,
+                crate::shown::shown(interface)
+            ));
+        }
+    }
+    out
+}
+
 /// Interfaces shown in a note about one that is missing, at most.
 const INTERFACES_SHOWN: usize = 24;
 
@@ -439,6 +512,34 @@ fn one_family_probed(wan: &super::Wan) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_probe_target_that_is_an_address_of_this_machine_is_noted_with_its_place() {
+        use crate::config::testing::BASE;
+        let text = BASE.replace(
+            "targets = [\"1.1.1.1\"]",
+            "targets = [\"9.9.9.9\", \"10.71.1.2\"]",
+        );
+        let path = std::path::Path::new("/etc/steer/steer.toml");
+        let config = crate::config::parse(&text, path).unwrap();
+        let here = [
+            ("127.0.0.1".parse().unwrap(), "lo".to_string()),
+            ("10.71.1.2".parse().unwrap(), "eth1".to_string()),
+        ];
+        let notes = super::local_targets(&config, &here);
+        assert_eq!(notes.len(), 1, "{notes:#?}");
+        assert!(
+            notes[0].starts_with(
+                "/etc/steer/steer.toml:11:23: wan[wan1].track.targets[1] = \"10.71.1.2\": \
+                 10.71.1.2 is an address of this machine (on eth1): the router answers it"
+            ),
+            "{}",
+            notes[0]
+        );
+        assert!(super::local_targets(&config, &here[..1]).is_empty());
+        // What this machine has is read (at least its loopback address, where one is up).
+        let _ = super::addresses_here();
+    }
+
     #[test]
     fn a_lan_or_wan_interface_this_machine_lacks_is_noted_with_its_place() {
         use crate::config::testing::{BASE, Scratch};

@@ -128,6 +128,7 @@ pub(crate) fn icmp_track(
             ProbeTarget::Icmp("192.0.2.1".parse().unwrap()),
             ProbeTarget::Icmp("192.0.2.2".parse().unwrap()),
         ],
+        target_places: Vec::new(),
         interval_ms,
         timeout_ms,
         reliability: 1,
