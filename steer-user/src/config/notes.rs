@@ -120,8 +120,8 @@ const INTERFACES_SHOWN: usize = 24;
 /// The LAN and WAN interfaces of `config` that are not among `here` (this machine's): a typo
 /// there passes every check of the file, and a reload then detaches the classifier from the
 /// real LAN or leaves a WAN without routes. A note, not an error: an interface may come and go
-/// (PPP, LTE, a VPN) and `steer check` may run off the router. The daemon says so again at
-/// start and at each reload, as a warning.
+/// (PPP, LTE, a VPN) and `steer check` may run off the router. (The daemon warns of a LAN
+/// interface it cannot attach to; it may log these notes as warnings at start and reload too.)
 pub fn missing_interfaces(config: &Config, here: &[String]) -> Vec<String> {
     let mut sorted: Vec<&str> = here.iter().map(String::as_str).collect();
     sorted.sort_unstable();
