@@ -1170,3 +1170,93 @@ config member 'm'\n\toption interface 'wan'\n";
         "{err}"
     );
 }
+
+/// Runs `steer import ARGS`, killed after a few seconds (a read without bound of `/dev/zero`
+/// would fill memory, one of a FIFO block forever); None when it had to be killed.
+fn import_bounded(args: &[&str]) -> Option<(bool, String)> {
+    let mut child = Command::new(STEER)
+        .arg("import")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run steer");
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        if child.try_wait().expect("wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            return Some((
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn a_device_or_fifo_is_refused_at_once_not_read_without_end() {
+    let dir = TempDir::new("import-fifo");
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let fifo = fifo.to_str().unwrap();
+    let mwan3 = fixture("mwan3-2wan");
+    for (args, says) in [
+        (vec!["mwan3", "/dev/zero"], "/dev/zero: it is a device"),
+        (vec!["mwan3", fifo], "it is a FIFO (named pipe)"),
+        (vec!["omr-bypass", "/dev/zero"], "/dev/zero: it is a device"),
+        (
+            vec!["mwan3", &mwan3, "--network", "/dev/zero"],
+            "/dev/zero: it is a device",
+        ),
+    ] {
+        let Some((ok, err)) = import_bounded(&args) else {
+            panic!("steer import {args:?} still reading after 10 s");
+        };
+        assert!(!ok, "{args:?} accepted");
+        assert!(err.contains(says), "{args:?}: missing `{says}` in:\n{err}");
+        assert!(err.contains("give the path of a regular file"), "{err}");
+    }
+}
+
+#[test]
+fn a_file_too_big_for_a_uci_file_is_refused_with_what_to_give() {
+    let dir = TempDir::new("import-big");
+    let big = dir.join("big");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(17 << 20).unwrap(); // sparse: no 17 MB written
+    let (ok, _, err) = import(&["mwan3", big.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("it is larger than the 16777216 bytes"),
+        "{err}"
+    );
+    assert!(err.contains("give the UCI file itself"), "{err}");
+}
+
+#[test]
+fn control_characters_of_the_uci_file_are_escaped_in_notes_and_comments() {
+    let dir = TempDir::new("import-escape");
+    let file = dir.join("mwan3");
+    std::fs::write(
+        &file,
+        "config interface 'w\x1b[31mred'\n\toption enabled '1'\n\tlist track_ip '1.1.1.1'\n\n\
+         config member 'm1'\n\toption interface 'w\x1b[31mred'\n\toption metric '1'\n\n\
+         config policy 'p'\n\tlist use_member 'm1'\n\n\
+         config rule 'r'\n\toption dest_ip '10.0.0.0/8'\n\toption use_policy 'p'\n",
+    )
+    .unwrap();
+    let (ok, out, err) = import(&["mwan3", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(!err.contains('\x1b'), "raw ESC on stderr:\n{err}");
+    assert!(!out.contains('\x1b'), "raw ESC in the output:\n{out}");
+    assert!(err.contains("w\\u{1b}[31mred"), "{err}");
+    // The name steer check would refuse is said at once.
+    assert!(err.contains("interface name contains"), "{err}");
+    parse(&out);
+}

@@ -9,7 +9,10 @@ use std::{
 use clap::ValueEnum;
 
 use super::{CliError, output::outln};
-use crate::import::{self, Network, Options};
+use crate::{
+    config::MAX_CONFIG_BYTES,
+    import::{self, Network, Options},
+};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum From {
@@ -19,12 +22,21 @@ pub enum From {
     OmrBypass,
 }
 
+/// The UCI file at `path`, read as the configuration is ([`crate::config::read_file`]): a
+/// regular file only (`/dev/zero` would fill memory, a FIFO block forever) of at most
+/// [`MAX_CONFIG_BYTES`] (an mwan3 or network file is a few kilobytes; an omr-bypass one with
+/// its lists a few hundred).
 fn read(path: &Path) -> Result<String, CliError> {
-    std::fs::read_to_string(path).map_err(|source| CliError::Io {
-        op: "read",
-        path: path.to_owned(),
-        source,
-    })
+    let bytes =
+        crate::config::read_file(path, MAX_CONFIG_BYTES).map_err(|error| CliError::ImportFile {
+            path: path.to_owned(),
+            error,
+        })?;
+    String::from_utf8(bytes).map_err(|e| CliError::Refused(format!(
+        "{} is not UTF-8 text (byte {} is not): give the UCI file itself, e.g. /etc/config/mwan3",
+        path.display(),
+        e.utf8_error().valid_up_to()
+    )))
 }
 
 /// Runs the import; exit 0 when it printed a configuration (notes or not), an error when
@@ -35,8 +47,13 @@ pub fn run(
     network: Option<&PathBuf>,
     lan: Vec<String>,
 ) -> Result<ExitCode, CliError> {
-    let text = read(file)?;
-    let refused = |e: import::ImportError| CliError::Refused(e.to_string());
+    let text = read(file);
+    for wait in crate::config::take_waits() {
+        crate::errln!("note: {wait}");
+    }
+    let text = text?;
+    // The error quotes the file's names, which may hold control characters.
+    let refused = |e: import::ImportError| CliError::Refused(import::visible(&e.to_string()));
     let network = match network {
         Some(p) => Some(
             Network::parse(&read(p)?, &p.display().to_string()).map_err(|e| refused(e.into()))?,

@@ -306,6 +306,12 @@ pub enum CliError {
         path: PathBuf,
         error: config::ReadError,
     },
+    /// `steer import` names something that is not a readable regular file of a sensible size.
+    #[error("cannot read {}: {error}; {}", path.display(), import_hint(error))]
+    ImportFile {
+        path: PathBuf,
+        error: config::ReadError,
+    },
     /// `steer set --file -` was given more than a list file may hold.
     #[error(
         "standard input holds more than the {limit} bytes a list file may have; split the \
@@ -319,6 +325,17 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// What to do about an `steer import` file that cannot be read.
+fn import_hint(error: &config::ReadError) -> &'static str {
+    match error {
+        config::ReadError::TooBig { .. } => {
+            "give the UCI file itself (/etc/config/mwan3, /etc/config/omr-bypass, \
+             /etc/config/network): those are far smaller"
+        }
+        e => e.hint(),
+    }
 }
 
 /// Socket, pin directory and WAN tables of the steer a command talks to.
@@ -597,6 +614,15 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
                 );
             }
             for note in config::notes(&c) {
+                crate::errln!("note: {note}");
+            }
+            // Where check runs on the router: a LAN or WAN interface it does not have is
+            // most likely a typo, which the file's checks cannot see.
+            for note in config::interface_notes(&c) {
+                crate::errln!("note: {note}");
+            }
+            // Likewise a probe target that is an address of this machine (a WAN's own).
+            for note in config::own_address_notes(&c) {
                 crate::errln!("note: {note}");
             }
             match vrrp_vips_here(&c) {
@@ -1068,6 +1094,14 @@ mod error_text_tests {
             ),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_prefix6_that_is_a_word_gets_a_prefix6_hint() {
+        let e = super::prefix6_request("wan1".into(), "garbage").unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("domains"), "{text}");
+        assert!(text.contains("e.g. 2001:db8:1::/56, or `auto`"), "{text}");
     }
 
     #[test]

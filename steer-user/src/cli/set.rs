@@ -15,7 +15,7 @@ use crate::{
     config::{MAX_LIST_BYTES, parse_list_bytes, read_file},
     control::{
         Request,
-        proto::{Batch, SetOp},
+        proto::{Batch, MAX_SET_TIMEOUT_SECS, SetOp},
     },
     prefix::parse_prefix,
 };
@@ -109,7 +109,7 @@ pub fn run(args: SetArgs, target: &Target) -> Result<ExitCode, CliError> {
         };
         let response = daemon.call(&request)?;
         if !response.ok {
-            return Err(CliError::Refused(response.error.unwrap_or_default()));
+            return Err(refused(response.error));
         }
         if let Some(m) = response.body["message"].as_str() {
             message = m.to_owned();
@@ -117,6 +117,17 @@ pub fn run(args: SetArgs, target: &Target) -> Result<ExitCode, CliError> {
     }
     outln(&message);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's refusal as the CLI prints it (after its own `steer: `). The daemon names the
+/// command in its log (`steer set bypass: refused, ...`); printed as it is, the reply would
+/// read `steer: steer set bypass: refused`.
+fn refused(error: Option<String>) -> CliError {
+    let error = error.unwrap_or_default();
+    CliError::Refused(match error.strip_prefix("steer set ") {
+        Some(rest) => format!("set {rest}"),
+        None => error,
+    })
 }
 
 fn list(daemon: &Resolved, args: &SetArgs) -> Result<ExitCode, CliError> {
@@ -129,7 +140,7 @@ fn list(daemon: &Resolved, args: &SetArgs) -> Result<ExitCode, CliError> {
     };
     let response = daemon.call(&request)?;
     if !response.ok {
-        return Err(CliError::Refused(response.error.unwrap_or_default()));
+        return Err(refused(response.error));
     }
     if args.json {
         outln(&serde_json::to_string_pretty(&response.body).unwrap_or_default());
@@ -267,8 +278,9 @@ fn batch_id() -> u64 {
 fn parse_timeout(text: &str) -> Result<u64, CliError> {
     let bad = || {
         CliError::Refused(format!(
-            "--timeout `{text}`: give a time like 600, 90s, 10m, 12h or 7d (at least one \
-             second; leave --timeout out for an entry that stays until deleted)"
+            "--timeout `{}`: give a time like 600, 90s, 10m, 12h or 7d (at least one \
+             second; leave --timeout out for an entry that stays until deleted)",
+            crate::shown::shown(text)
         ))
     };
     let (digits, unit) = text
@@ -283,8 +295,13 @@ fn parse_timeout(text: &str) -> Result<u64, CliError> {
         _ => return Err(bad()),
     };
     match n.checked_mul(scale) {
-        Some(0) | None => Err(bad()),
-        Some(s) => Ok(s),
+        Some(0) => Err(bad()),
+        Some(s) if s <= MAX_SET_TIMEOUT_SECS => Ok(s),
+        _ => Err(CliError::Refused(format!(
+            "--timeout `{}`: longer than a year (365d), the most an entry may have; leave \
+             --timeout out for an entry that stays until deleted",
+            crate::shown::shown(text)
+        ))),
     }
 }
 
@@ -308,11 +325,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_refusal_of_the_daemon_is_not_prefixed_twice() {
+        let e = refused(Some(
+            "steer set bypass: refused, nothing changed:\n  0.0.0.0/0: ...".into(),
+        ));
+        assert_eq!(
+            e.to_string(),
+            "set bypass: refused, nothing changed:\n  0.0.0.0/0: ..."
+        );
+        assert_eq!(
+            refused(Some("no set named".into())).to_string(),
+            "no set named"
+        );
+    }
+
+    #[test]
     fn timeouts_take_units_and_refuse_zero_and_junk() {
         assert_eq!(parse_timeout("600").unwrap(), 600);
         assert_eq!(parse_timeout("10m").unwrap(), 600);
         assert_eq!(parse_timeout("2h").unwrap(), 7200);
         assert_eq!(parse_timeout("7d").unwrap(), 604_800);
+        assert_eq!(parse_timeout("365d").unwrap(), 31_536_000);
+        for long in ["366d", "100000000d", "18446744073709551615"] {
+            let e = parse_timeout(long).unwrap_err().to_string();
+            assert!(e.contains("longer than a year (365d)"), "{long}: {e}");
+        }
         for bad in ["0", "0m", "10x", "m", "", "-5", "99999999999999999999d"] {
             assert!(parse_timeout(bad).is_err(), "{bad}");
         }

@@ -40,12 +40,36 @@ pub(super) const SOCKET: Field = opt_shown(
     Example::Pieces(&["socket = \"", DEFAULT_SOCKET, "\""]),
 );
 
+/// The longest path a Unix socket can have: `sun_path` holds 108 bytes with the closing NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Refuses a socket path the kernel cannot bind: otherwise it passes check and fails only when
+/// the daemon starts.
+fn socket_length(cx: &mut Ctx<'_>, v: &S<String>) {
+    let len = v.get_ref().len();
+    if len > MAX_SOCKET_PATH {
+        cx.err(
+            &v.span(),
+            "control.socket",
+            format!(
+                "the path is {len} bytes long; a Unix socket's path is at most \
+                 {MAX_SOCKET_PATH} bytes"
+            ),
+            format!("use a shorter path, e.g. {DEFAULT_SOCKET}"),
+        );
+    }
+}
+
 pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawControl>>) -> Control {
     let Some(c) = raw.map(S::into_inner) else {
         return Control::default();
     };
     let socket = match &c.socket {
-        Some(v) => check::absolute(cx, v, "control.socket", &format!("e.g. {DEFAULT_SOCKET}")),
+        Some(v) => {
+            let path = check::absolute(cx, v, "control.socket", &format!("e.g. {DEFAULT_SOCKET}"));
+            socket_length(cx, v);
+            path
+        }
         None => PathBuf::from(DEFAULT_SOCKET),
     };
     let metrics_public = c.metrics_public.as_ref().is_some_and(|v| *v.get_ref());
@@ -77,5 +101,26 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawControl>>) -> Control {
         socket,
         metrics,
         metrics_public,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::{BASE, errors_in};
+
+    #[test]
+    fn a_socket_path_too_long_to_bind_is_refused() {
+        let fits = format!("/{}", "s".repeat(super::MAX_SOCKET_PATH - 1));
+        let text = format!("{BASE}\n[control]\nsocket = \"{fits}\"\n");
+        assert!(crate::config::parse(&text, std::path::Path::new("s.toml")).is_ok());
+        let long = format!("/{}", "s".repeat(super::MAX_SOCKET_PATH));
+        let text = format!("{BASE}\n[control]\nsocket = \"{long}\"\n");
+        assert_eq!(
+            errors_in(&text),
+            [
+                "control.socket: the path is 108 bytes long; a Unix socket's path is at most 107 \
+              bytes"
+            ]
+        );
     }
 }

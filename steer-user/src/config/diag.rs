@@ -84,6 +84,28 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// `text` with each character that would not print as itself ([`crate::shown`]'s) written as
+/// the TOML escape a configuration file has for it (`\u001b`), at full length.
+pub(crate) fn toml_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_toml_char(&mut out, c);
+    }
+    out
+}
+
+/// [`toml_escaped`] of one character, onto `out`.
+pub(crate) fn push_toml_char(out: &mut String, c: char) {
+    let mut buf = [0; 4];
+    if shown(c.encode_utf8(&mut buf)).chars().count() == 1 {
+        out.push(c);
+    } else if u32::from(c) <= 0xffff {
+        out.push_str(&format!("\\u{:04x}", u32::from(c)));
+    } else {
+        out.push_str(&format!("\\U{:08x}", u32::from(c)));
+    }
+}
+
 /// A text with its line starts, to turn byte offsets into 1-based line and column.
 pub(crate) struct Source<'a> {
     pub text: &'a str,
@@ -191,14 +213,17 @@ impl<'a> Ctx<'a> {
         hint: impl Into<String>,
     ) {
         let (line, column) = self.src.locate(span.start);
+        // A message or hint quotes names and values of the file (a WAN's name in another
+        // WAN's error, a suggestion): whatever a check forgot to escape reaches the terminal
+        // escaped, as the file writes it.
         self.diags.push(Diagnostic {
             file: self.file.to_path_buf(),
             line,
             column,
             field: field.into(),
             value: value.into(),
-            message: message.into(),
-            hint: hint.into(),
+            message: toml_escaped(&message.into()),
+            hint: toml_escaped(&hint.into()),
         });
     }
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{
     Capacity, DEFAULT_MARK_MASK, DEFAULT_PIN_DIR, DuplicatePolicy, General, LocalScope,
-    MAX_CAPACITY,
+    MAX_CAPACITY, Written,
     check::{self, Bounds, Choices},
     diag::Ctx,
     names::ifname_problem,
@@ -135,8 +135,10 @@ const DUPLICATES: Choices<DuplicatePolicy> = Choices {
 
 pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawGeneral>>) -> General {
     let g = raw.map(S::into_inner).unwrap_or_default();
+    let (lan, lan_places) = lan(cx, &g.lan);
     General {
-        lan: lan(cx, &g.lan),
+        lan,
+        lan_places,
         mark_mask: mark_mask(cx, &g.mark_mask),
         xdp: g.xdp.as_ref().is_some_and(|v| *v.get_ref()),
         pin_dir: pin_dir(cx, &g),
@@ -161,9 +163,10 @@ pub(super) fn usable_mark_mask(cx: &Ctx<'_>, general: &General) -> Option<u32> {
     (!refused).then_some(general.mark_mask)
 }
 
-fn lan(cx: &mut Ctx<'_>, list: &Option<Strings>) -> Vec<String> {
+/// The LAN interfaces, and where each is written.
+fn lan(cx: &mut Ctx<'_>, list: &Option<Strings>) -> (Vec<String>, Vec<Written>) {
     let Some(list) = list else {
-        return Vec::new();
+        return Default::default();
     };
     if list.get_ref().is_empty() {
         cx.err(
@@ -175,6 +178,7 @@ fn lan(cx: &mut Ctx<'_>, list: &Option<Strings>) -> Vec<String> {
     }
     let mut seen = HashSet::new();
     let mut lan = Vec::new();
+    let mut places = Vec::new();
     for (i, v) in list.get_ref().iter().enumerate() {
         let field = format!("general.lan[{i}]");
         if cx.mistyped(&field) {
@@ -196,8 +200,9 @@ fn lan(cx: &mut Ctx<'_>, list: &Option<Strings>) -> Vec<String> {
             );
         }
         lan.push(v.get_ref().clone());
+        places.push(Written(Some(cx.src.locate(v.span().start))));
     }
-    lan
+    (lan, places)
 }
 
 /// The mask as written, or 0 after reporting.

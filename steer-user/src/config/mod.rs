@@ -62,7 +62,10 @@ pub use list::{
 };
 pub use list_budget::{ListBudget, ListOverLimit};
 pub use names::{ifname_problem, normalize_domain, valid_name};
-pub use notes::{advice, notes, writable_by_others};
+pub use notes::{
+    advice, interface_notes, local_targets, missing_interfaces, notes, own_address_notes,
+    writable_by_others,
+};
 pub use read::{
     Changed, Check, Inputs, MAX_CONFIG_BYTES, MAX_LIST_BYTES, ReadError, Stamp, Unsettled, Wait,
     content_hash, read_file, take_waits,
@@ -146,6 +149,8 @@ impl Ipv6Mode {
 pub struct General {
     /// Interfaces whose ingress is classified.
     pub lan: Vec<String>,
+    /// Where each of `lan` is written, for notes about this machine's interfaces.
+    pub lan_places: Vec<Written>,
     /// The skb->mark bits steer owns (nonzero).
     pub mark_mask: u32,
     /// Also attach the XDP pre-classifier.
@@ -177,6 +182,8 @@ pub enum DuplicatePolicy {
 pub struct Wan {
     pub name: String,
     pub interface: String,
+    /// Where `interface` is written, for notes about this machine's interfaces.
+    pub interface_place: Written,
     /// The mark stamped for this WAN (nonzero, inside `mark_mask`, unique).
     pub mark: u32,
     /// The routing table steer keeps for this WAN (unique, not 0/253/254/255, < 2^31).
@@ -240,6 +247,8 @@ pub struct Track {
     pub method: TrackMethod,
     /// Never empty; every target matches `method`.
     pub targets: Vec<ProbeTarget>,
+    /// Where each of `targets` is written, for notes about this machine's addresses.
+    pub target_places: Vec<Written>,
     pub interval_ms: u32,
     pub timeout_ms: u32,
     /// Targets that must answer for a round to pass (1..=targets.len()).
@@ -603,6 +612,28 @@ impl Set {
     }
 }
 
+/// Where a value is written in the configuration file: 1-based line and column, when known.
+/// No part of what the configuration says: any two are equal, so that a reload of a file whose
+/// lines only moved changes nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written(pub Option<(usize, usize)>);
+
+impl PartialEq for Written {
+    fn eq(&self, _: &Written) -> bool {
+        true
+    }
+}
+
+impl fmt::Display for Written {
+    /// `:line:column`, or nothing when unknown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((line, column)) => write!(f, ":{line}:{column}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A prefix and where it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -731,6 +762,10 @@ fn read_text(path: &Path) -> Result<String, ConfigErrors> {
             ),
             match &e {
                 ReadError::Io(_) => "check the path given with -c and the file's permissions",
+                ReadError::TooBig { .. } => {
+                    "a configuration this big should keep its prefixes in list files (a set's \
+                     `files`)"
+                }
                 e => e.hint(),
             },
         )

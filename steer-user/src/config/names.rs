@@ -30,7 +30,7 @@ fn name_problem(name: &str) -> Option<String> {
     }
     name.chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-        .map(|c| format!("the name contains {c:?}"))
+        .map(|c| format!("the name contains {}", char_shown(c)))
 }
 
 /// Checks the name of an object of `kind` (`WAN`, `policy`, `set`) and that no other object of
@@ -55,13 +55,23 @@ pub(super) fn check_object_name(
         cx.err(
             &v.span(),
             field,
-            format!("{kind} name `{name}` is already used by the {kind} at line {other}"),
+            format!(
+                "{kind} name `{}` is already used by the {kind} at line {other}",
+                escaped(name)
+            ),
             format!("give each {kind} its own name"),
         );
     }
 }
 
-/// Why `name` is not a valid Linux interface name, if it is not.
+/// Why `name` is not an interface name steer takes, if it is not.
+///
+/// Linux refuses only `/`, `:`, whitespace and `.`/`..`, but steer writes the names into its
+/// nftables table (quoted), where `"` ends the string and a trailing `*` makes a wildcard that
+/// matches other interfaces (nft then refuses the whole table, after the routes changed); and
+/// into messages, where a control character would reach the terminal. So only the characters
+/// of real interface names are taken: ASCII letters, digits, `-`, `_` and `.` (`eth0.100`,
+/// `br-lan`, `pppoe-wan`, `lte_1`).
 pub fn ifname_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("the interface name is empty".into());
@@ -75,13 +85,53 @@ pub fn ifname_problem(name: &str) -> Option<String> {
     if name == "." || name == ".." {
         return Some(format!("`{name}` cannot be an interface name"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| *c == '/' || *c == ':' || *c == '\0' || c.is_whitespace())
-    {
-        return Some(format!("interface names cannot contain {c:?}"));
+    if let Some(c) = name.chars().find(|c| !ifname_char(*c)) {
+        let why = match c {
+            '@' => {
+                "; `ip link` shows a VLAN or veth as NAME@PARENT: the interface's name is the \
+                 part before `@`"
+            }
+            '*' | '+' => "; steer takes whole interface names, not patterns: list each interface",
+            '"' | '\\' => "; nftables cannot take it in an interface name",
+            _ => "",
+        };
+        return Some(format!(
+            "interface name contains {}: steer takes letters, digits, `-`, `_` and `.` in \
+             interface names{why}",
+            char_shown(c)
+        ));
     }
     None
+}
+
+/// Whether `c` may be in an interface name steer takes (see [`ifname_problem`]).
+pub fn ifname_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+/// A character as a message shows it: quoted, and written as the file writes it (`'\u001b'`,
+/// a TOML escape, as the value itself is shown) when it would not print as itself.
+pub(crate) fn char_shown(c: char) -> String {
+    if escaped(&c.to_string()) == c.to_string() {
+        format!("{c:?}")
+    } else {
+        format!("'{}'", escaped(&c.to_string()))
+    }
+}
+
+/// A value from the configuration as a message shows it: bounded as [`Shown`] bounds it, and a
+/// character that would not print as itself written as the TOML escape the file has for it
+/// (`\u001b`), so that the message and the value it quotes (`= "w\u001b[31m"`) agree.
+pub(crate) fn escaped(value: &str) -> String {
+    let mut out = String::new();
+    let cut = value.chars().count() > crate::shown::SHOWN_CHARS;
+    for c in value.chars().take(crate::shown::SHOWN_CHARS) {
+        super::diag::push_toml_char(&mut out, c);
+    }
+    if cut {
+        out.push_str(&format!("… ({} bytes)", value.len()));
+    }
+    out
 }
 
 /// A domain as steer stores it: lowercase, no trailing dot.
@@ -200,6 +250,52 @@ mod tests {
         assert!(ifname_problem("a/b").is_some());
         assert!(ifname_problem("a b").is_some());
         assert!(ifname_problem("..").is_some());
+        for real in [
+            "eth0",
+            "eth0.100",
+            "wan-lte",
+            "br-lan",
+            "pppoe-wan",
+            "wg0",
+            "lte_1",
+        ] {
+            assert_eq!(ifname_problem(real), None, "{real}");
+        }
+    }
+
+    #[test]
+    fn interface_names_nftables_would_misread_are_refused() {
+        // `"` ends nft's quoted string (syntax error), a trailing `*` is a wildcard
+        // (conflicting intervals, or other interfaces matched); the rest never names a real
+        // interface and may reach a terminal.
+        for bad in [
+            "t7\"}x",
+            "t7c*",
+            "t7\\",
+            "a{b",
+            "a;b",
+            "a$b",
+            "a@b",
+            "a#b",
+            "a'b",
+            "ppp+",
+            "w\u{1b}[31m",
+            "wän",
+        ] {
+            let problem = ifname_problem(bad).unwrap_or_else(|| panic!("{bad:?} taken"));
+            assert!(problem.contains("letters, digits"), "{problem}");
+        }
+        assert!(
+            ifname_problem("eth0.100@eth0")
+                .unwrap()
+                .contains("before `@`")
+        );
+        assert!(ifname_problem("t7c*").unwrap().contains("not patterns"));
+        assert!(
+            ifname_problem("w\u{1b}x").unwrap().contains("'\\u001b'"),
+            "{:?}",
+            ifname_problem("w\u{1b}x")
+        );
     }
 
     #[test]

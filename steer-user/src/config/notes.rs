@@ -11,6 +11,173 @@ pub fn notes(config: &Config) -> Vec<String> {
     all
 }
 
+/// Notes on the LAN and WAN interfaces of `config` this machine (network namespace) does not
+/// have ([`missing_interfaces`]); none when its interfaces cannot be listed.
+pub fn interface_notes(config: &Config) -> Vec<String> {
+    interfaces_here().map_or_else(Vec::new, |here| missing_interfaces(config, &here))
+}
+
+/// The interfaces of this network namespace, by name; `None` when they cannot be listed.
+fn interfaces_here() -> Option<Vec<String>> {
+    // SAFETY: if_nameindex has no preconditions; it returns NULL or an array ended by an
+    // entry with index 0, which if_freenameindex frees once it was read.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return None;
+        }
+        let mut names = Vec::new();
+        let mut at = list;
+        while (*at).if_index != 0 && !(*at).if_name.is_null() {
+            names.push(
+                std::ffi::CStr::from_ptr((*at).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            at = at.add(1);
+        }
+        libc::if_freenameindex(list);
+        Some(names)
+    }
+}
+
+/// Notes on probe targets of `config` that are addresses of this machine ([`local_targets`]);
+/// none when its addresses cannot be read.
+pub fn own_address_notes(config: &Config) -> Vec<String> {
+    addresses_here().map_or_else(Vec::new, |here| local_targets(config, &here))
+}
+
+/// Every address of this network namespace's interfaces, with the interface it is on;
+/// `None` when they cannot be read.
+fn addresses_here() -> Option<Vec<(std::net::IpAddr, String)>> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that freeifaddrs frees once it was
+    // read; every pointer is checked before it is read, and sockaddrs are read as the type
+    // their family says.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut at = list;
+        while !at.is_null() {
+            let entry = &*at;
+            at = entry.ifa_next;
+            if entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
+                continue;
+            }
+            let addr = match i32::from((*entry.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                    std::net::IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
+                    std::net::IpAddr::from(sin6.sin6_addr.s6_addr)
+                }
+                _ => continue,
+            };
+            let name = std::ffi::CStr::from_ptr(entry.ifa_name)
+                .to_string_lossy()
+                .into_owned();
+            out.push((addr, name));
+        }
+        libc::freeifaddrs(list);
+    }
+    Some(out)
+}
+
+/// The probe targets of `config` that are addresses of this machine (`here`, each with its
+/// interface): the router answers them itself, so the WAN stays up through a dead line (or,
+/// with the probe bound to the WAN, never comes up). Only found where steer runs: a note of
+/// `steer check` on the router.
+pub fn local_targets(config: &Config, here: &[(std::net::IpAddr, String)]) -> Vec<String> {
+    let file = config.path.display();
+    let mut out = Vec::new();
+    for w in &config.wans {
+        for (i, target) in w.track.targets.iter().enumerate() {
+            let ip = target.ip();
+            let Some((_, interface)) = here.iter().find(|(a, _)| *a == ip) else {
+                continue;
+            };
+            let place = w.track.target_places.get(i).copied().unwrap_or_default();
+            out.push(format!(
+                "{file}{place}: wan[{}].track.targets[{i}] = \"{target}\": {ip} is an address \
+                 of this machine (on {}): the router answers it itself, so the probe says \
+                 nothing about the line; probe an address beyond it, e.g. 1.1.1.1 or the \
+                 ISP's next hop",
+                w.name,
+                crate::shown::shown(interface)
+            ));
+        }
+    }
+    out
+}
+
+/// Interfaces shown in a note about one that is missing, at most.
+const INTERFACES_SHOWN: usize = 24;
+
+/// The LAN and WAN interfaces of `config` that are not among `here` (this machine's): a typo
+/// there passes every check of the file, and a reload then detaches the classifier from the
+/// real LAN or leaves a WAN without routes. A note, not an error: an interface may come and go
+/// (PPP, LTE, a VPN) and `steer check` may run off the router. (The daemon warns of a LAN
+/// interface it cannot attach to; it may log these notes as warnings at start and reload too.)
+pub fn missing_interfaces(config: &Config, here: &[String]) -> Vec<String> {
+    let mut sorted: Vec<&str> = here.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    let mut shown: Vec<String> = sorted
+        .iter()
+        .take(INTERFACES_SHOWN)
+        .map(|n| crate::shown::shown(n))
+        .collect();
+    if sorted.len() > INTERFACES_SHOWN {
+        shown.push(format!("… ({} in all)", sorted.len()));
+    }
+    let existing = if shown.is_empty() {
+        "it has none".to_string()
+    } else {
+        format!("it has {}", shown.join(", "))
+    };
+    let file = config.path.display();
+    let mut out = Vec::new();
+    let lan = config.general.lan.iter().enumerate().map(|(i, name)| {
+        let place = config
+            .general
+            .lan_places
+            .get(i)
+            .copied()
+            .unwrap_or_default();
+        (
+            format!("{file}{place}: general.lan[{i}]"),
+            name,
+            "steer classifies no traffic coming in on it until it appears (a reload detaches \
+             the classifier from interfaces no longer listed)"
+                .to_string(),
+        )
+    });
+    let wans = config.wans.iter().map(|w| {
+        (
+            format!("{file}{}: wan[{}].interface", w.interface_place, w.name),
+            &w.interface,
+            format!(
+                "WAN `{}` has no routes and counts as down until it appears",
+                w.name
+            ),
+        )
+    });
+    for (field, name, effect) in lan.chain(wans) {
+        if here.iter().any(|h| h == name) {
+            continue;
+        }
+        out.push(format!(
+            "{field} = \"{name}\": there is no interface {name} on this machine ({existing}): \
+             {effect}; on the router, check the name (`ip link`); an interface that comes \
+             later (PPP, LTE, a VPN) or a check off the router may leave this as it is"
+        ));
+    }
+    out
+}
+
 /// What works as written but may not be what was meant.
 pub fn advice(config: &Config) -> Vec<String> {
     let wans = config.wans.iter().filter_map(one_family_probed);
@@ -345,6 +512,65 @@ fn one_family_probed(wan: &super::Wan) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_probe_target_that_is_an_address_of_this_machine_is_noted_with_its_place() {
+        use crate::config::testing::BASE;
+        let text = BASE.replace(
+            "targets = [\"1.1.1.1\"]",
+            "targets = [\"9.9.9.9\", \"10.71.1.2\"]",
+        );
+        let path = std::path::Path::new("/etc/steer/steer.toml");
+        let config = crate::config::parse(&text, path).unwrap();
+        let here = [
+            ("127.0.0.1".parse().unwrap(), "lo".to_string()),
+            ("10.71.1.2".parse().unwrap(), "eth1".to_string()),
+        ];
+        let notes = super::local_targets(&config, &here);
+        assert_eq!(notes.len(), 1, "{notes:#?}");
+        assert!(
+            notes[0].starts_with(
+                "/etc/steer/steer.toml:11:23: wan[wan1].track.targets[1] = \"10.71.1.2\": \
+                 10.71.1.2 is an address of this machine (on eth1): the router answers it"
+            ),
+            "{}",
+            notes[0]
+        );
+        assert!(super::local_targets(&config, &here[..1]).is_empty());
+        // What this machine has is read (at least its loopback address, where one is up).
+        let _ = super::addresses_here();
+    }
+
+    #[test]
+    fn a_lan_or_wan_interface_this_machine_lacks_is_noted_with_its_place() {
+        use crate::config::testing::{BASE, Scratch};
+        let dir = Scratch::new("missing-interfaces");
+        let text = BASE.replace("lan = [\"br-lan\"]", "lan = [\"br-lan\", \"t7c-nolan\"]");
+        let path = dir.write("steer.toml", &text);
+        let config = crate::config::parse(&text, &path).unwrap();
+        let here = ["lo".to_string(), "br-lan".into(), "eth0".into()];
+        let notes = super::missing_interfaces(&config, &here);
+        assert_eq!(notes.len(), 2, "{notes:#?}");
+        assert!(
+            notes[0].starts_with(&format!(
+                "{}:3:18: general.lan[1] = \"t7c-nolan\": there is no interface t7c-nolan on \
+                 this machine (it has br-lan, eth0, lo): steer classifies no traffic",
+                path.display()
+            )),
+            "{}",
+            notes[0]
+        );
+        assert!(
+            notes[1].starts_with(&format!(
+                "{}:7:13: wan[wan1].interface = \"eth1\": there is no interface eth1",
+                path.display()
+            )),
+            "{}",
+            notes[1]
+        );
+        let all = ["lo", "br-lan", "t7c-nolan", "eth1"].map(String::from);
+        assert!(super::missing_interfaces(&config, &all).is_empty());
+    }
+
     use super::*;
     use std::path::Path;
 

@@ -69,7 +69,8 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    /// What to do about it.
+    /// What to do about it, for a list file (the configuration file's reader and `steer
+    /// import` say their own for [`ReadError::TooBig`]).
     pub fn hint(&self) -> &'static str {
         match self {
             ReadError::Io(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -77,10 +78,9 @@ impl ReadError {
             }
             ReadError::Io(_) => "check the path and the file's permissions",
             ReadError::NotRegular { .. } => "give the path of a regular file",
-            ReadError::TooBig { .. } => {
-                "a list can be split into several files of the set's `files`; a configuration \
-                 this big should keep its prefixes in list files"
-            }
+            // A list file's: the configuration file says its own (`config::read_text`), and
+            // other readers theirs.
+            ReadError::TooBig { .. } => "split the list into several files of the set's `files`",
             ReadError::DanglingLink { .. } => "fix the link, or create the file it points to",
             ReadError::UntrustedLink { .. } => {
                 "replace the link by the file, or have root make the link"

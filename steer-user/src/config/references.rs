@@ -3,6 +3,7 @@
 
 use super::{
     diag::Ctx,
+    names::{escaped, valid_name},
     schema::S,
     suggest::{did_you_mean, list_names},
 };
@@ -48,8 +49,17 @@ pub(super) fn check_reference(cx: &mut Ctx<'_>, v: &S<String>, field: &str, defi
     let Defined {
         kind, plural, key, ..
     } = defined;
-    let names = || defined.names.iter().map(String::as_str);
-    let hint = if defined.names.is_empty() {
+    // Suggested and listed: the names that were taken, each once. An invalid name or a
+    // duplicate was refused where it is defined; repeating it here would offer a name that
+    // cannot be used (and print its control characters raw).
+    let mut listed: Vec<&str> = Vec::new();
+    for n in &defined.names {
+        if valid_name(n) && !listed.contains(&n.as_str()) {
+            listed.push(n);
+        }
+    }
+    let names = || listed.iter().copied();
+    let hint = if listed.is_empty() {
         format!("no {plural} are defined; define one with [[{key}]] first")
     } else {
         format!(
@@ -61,7 +71,7 @@ pub(super) fn check_reference(cx: &mut Ctx<'_>, v: &S<String>, field: &str, defi
     cx.err(
         &v.span(),
         field,
-        format!("{kind} `{name}` is not defined"),
+        format!("{kind} `{}` is not defined", escaped(name)),
         hint,
     );
 }
@@ -84,6 +94,72 @@ fn definition_mistyped(cx: &Ctx<'_>, key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use crate::config::testing::errors_in;
+
+    #[test]
+    fn a_reference_to_an_undefined_name_escapes_it_and_offers_only_names_taken() {
+        let text = r#"
+[general]
+lan = ["br-lan"]
+
+[[wan]]
+name = "w\u001b[31mred"
+interface = "eth1"
+mark = 0x100
+table = 101
+[wan.track]
+targets = ["1.1.1.1"]
+
+[[wan]]
+name = "wan1"
+interface = "eth2"
+mark = 0x200
+table = 102
+[wan.track]
+targets = ["1.1.1.1"]
+
+[[wan]]
+name = "wan1"
+interface = "eth1"
+mark = 0x300
+table = 103
+[wan.track]
+targets = ["1.1.1.1"]
+
+[[policy]]
+name = "p"
+members = [{ wan = "w\u001b[31mrex" }]
+"#;
+        let errors: Vec<String> = crate::config::parse(text, std::path::Path::new("steer.toml"))
+            .unwrap_err()
+            .errors
+            .iter()
+            .map(|d| format!("{}: {}; {}", d.field, d.message, d.hint))
+            .collect();
+        assert!(errors.iter().all(|e| !e.contains('\x1b')), "{errors:#?}");
+        let reference = errors
+            .iter()
+            .find(|e| e.starts_with("policy[p].members[0].wan"))
+            .expect("the reference is refused");
+        assert!(
+            reference.contains("WAN `w\\u001b[31mrex` is not defined"),
+            "{reference}"
+        );
+        assert!(reference.contains("defined WANs: `wan1`"), "{reference}");
+        assert!(!reference.contains("`wan1`, `wan1`"), "{reference}");
+        assert!(!reference.contains("did you mean"), "{reference}");
+        let invalid = errors
+            .iter()
+            .find(|e| e.starts_with("wan[0].name"))
+            .expect("the invalid name is refused");
+        assert!(invalid.contains("contains '\\u001b'"), "{invalid}");
+        // Any message that names the refused WAN (here: whose interface another takes).
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("interface of WAN `w\\u001b[31mred`")),
+            "{errors:#?}"
+        );
+    }
 
     #[test]
     fn a_mistyped_list_of_definitions_is_not_echoed_by_its_references() {

@@ -63,8 +63,13 @@ fn build(cx: &mut Ctx<'_>, raw: RawRoot) -> Config {
         .and_then(|g| g.get_ref().max_memory.as_ref())
         .map_or(general_span, |v| v.span());
     let capacity_spans = general::capacity_spans(raw.general.as_ref());
+    let mask_span = raw
+        .general
+        .as_ref()
+        .and_then(|g| g.get_ref().mark_mask.as_ref())
+        .map(|v| v.span());
     let general = general::build(cx, raw.general);
-    let (wans, prefix6_spans) = wan::build(cx, raw.wan, &general);
+    let (wans, prefix6_spans) = wan::build(cx, raw.wan, &general, mask_span);
     let ipv6 = ipv6::build(cx, raw.ipv6, &wans, &prefix6_spans);
     let vrrp = vrrp::build(cx, raw.vrrp, &wan::defined(&wans));
     let policies = policy::build(cx, raw.policy, &wan::defined(&wans));

@@ -100,6 +100,14 @@ fn probe_addr_ok(a: IpAddr) -> Result<(), (String, String)> {
             "use a unicast address that answers, e.g. 1.1.1.1".into(),
         ));
     }
+    // The router itself answers it, whatever the line does (or, bound to the WAN, nothing
+    // ever does): the WAN would stay up through a dead line, or down forever.
+    if a.to_canonical().is_loopback() {
+        return Err((
+            format!("{a} is a loopback address: the router itself answers it, not the line"),
+            "probe an address beyond the WAN's line, e.g. 1.1.1.1 or the ISP's next hop".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -393,6 +401,22 @@ mod tests {
         assert!(target(TrackMethod::Icmp, "9.9.9.9:53", ".").is_err());
         assert!(target(TrackMethod::Icmp, "0.0.0.0", ".").is_err());
         assert!(target(TrackMethod::Icmp, "224.0.0.1", ".").is_err());
+        for (method, looped) in [
+            (TrackMethod::Icmp, "127.0.0.1"),
+            (TrackMethod::Icmp, "127.8.9.10"),
+            (TrackMethod::Icmp, "::1"),
+            (TrackMethod::Dns, "127.0.0.53"),
+            (TrackMethod::Tcp, "127.0.0.1:80"),
+            (TrackMethod::Tcp, "[::1]:80"),
+            (TrackMethod::Http, "http://127.0.0.1/"),
+        ] {
+            let (message, hint) = target(method, looped, ".").unwrap_err();
+            assert!(
+                message.contains("is a loopback address"),
+                "{looped}: {message}"
+            );
+            assert!(hint.contains("beyond the WAN's line"), "{looped}: {hint}");
+        }
         assert!(target(TrackMethod::Icmp, "2606:4700::1111", ".").is_ok());
         assert_eq!(
             target(TrackMethod::Dns, "9.9.9.9", "example.com").unwrap(),

@@ -100,6 +100,7 @@ pub(crate) fn wan(name: &str, interface: &str) -> super::Wan {
     super::Wan {
         name: name.into(),
         interface: interface.into(),
+        interface_place: super::Written::default(),
         mark: 0x100,
         table: 101,
         gateway: NextHop::Auto,
@@ -127,6 +128,7 @@ pub(crate) fn icmp_track(
             ProbeTarget::Icmp("192.0.2.1".parse().unwrap()),
             ProbeTarget::Icmp("192.0.2.2".parse().unwrap()),
         ],
+        target_places: Vec::new(),
         interval_ms,
         timeout_ms,
         reliability: 1,

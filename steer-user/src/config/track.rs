@@ -6,7 +6,7 @@ use std::ops::RangeInclusive;
 use serde::Deserialize;
 
 use super::{
-    Pacing, ProbeTarget, StatusCodes, TcpRefused, Track, TrackMethod,
+    Pacing, ProbeTarget, StatusCodes, TcpRefused, Track, TrackMethod, Written,
     check::{self, Bounds, Choices},
     diag::Ctx,
     names::normalize_domain,
@@ -132,7 +132,7 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawTrack>>, label: &str) -> 
         tcp_refused,
         http_status: &http_status,
     };
-    let targets = targets(cx, &t.targets, label, method, &options);
+    let (targets, target_places) = targets(cx, &t.targets, label, method, &options);
     let interval_ms = check::opt_ranged(
         cx,
         &t.interval_ms,
@@ -158,6 +158,7 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawTrack>>, label: &str) -> 
     Track {
         method,
         targets,
+        target_places,
         interval_ms,
         timeout_ms,
         reliability,
@@ -177,6 +178,7 @@ fn placeholder() -> Track {
     Track {
         method: Track::DEFAULT_METHOD,
         targets: Vec::new(),
+        target_places: Vec::new(),
         interval_ms: Track::DEFAULT_INTERVAL_MS,
         timeout_ms: Track::DEFAULT_TIMEOUT_MS,
         reliability: Track::DEFAULT_RELIABILITY,
@@ -410,10 +412,11 @@ fn targets(
     label: &str,
     method: TrackMethod,
     options: &TargetOptions<'_>,
-) -> Vec<ProbeTarget> {
+) -> (Vec<ProbeTarget>, Vec<Written>) {
     let mut targets = Vec::new();
+    let mut places = Vec::new();
     let Some(list) = list else {
-        return targets;
+        return (targets, places);
     };
     if list.get_ref().is_empty() {
         cx.err(
@@ -439,12 +442,13 @@ fn targets(
                     );
                 } else {
                     targets.push(target);
+                    places.push(Written(Some(cx.src.locate(v.span().start))));
                 }
             }
             Err((m, h)) => cx.err(&v.span(), &field, m, h),
         }
     }
-    targets
+    (targets, places)
 }
 
 /// `failure_interval_ms` (10..=interval_ms), `quiet_interval_ms` (0: off, else

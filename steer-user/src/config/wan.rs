@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::{
-    General, NextHop, Wan,
+    General, NextHop, Wan, Written,
     check::Claims,
     diag::Ctx,
     general,
@@ -69,6 +69,7 @@ pub(super) fn build(
     cx: &mut Ctx<'_>,
     raw: Option<S<Vec<S<RawWan>>>>,
     general: &General,
+    mask_span: Option<std::ops::Range<usize>>,
 ) -> (Vec<Wan>, Vec<Prefix6Span>) {
     let Some(raw) = raw else {
         return (Vec::new(), Vec::new());
@@ -83,7 +84,12 @@ pub(super) fn build(
             format!("add at least one {EXAMPLE}"),
         );
     }
-    let mask = general::usable_mark_mask(cx, general);
+    // A mask without room for the WANs is the mask's error; checking each mark against it
+    // would only blame the marks.
+    let mask = general::usable_mark_mask(cx, general).filter(|&mask| {
+        let Some(span) = &mask_span else { return true };
+        mask_has_room(cx, span, mask, raw.len())
+    });
     let mut taken = Taken {
         names: Claims::new(),
         interfaces: Claims::new(),
@@ -107,6 +113,9 @@ pub(super) fn build(
                 ),
                 "remove WANs you do not need",
             );
+            // The rest is not checked: one error says it, and some checks compare every
+            // pair of WANs.
+            break;
         }
         if cx.mistyped(&label) {
             continue;
@@ -192,9 +201,11 @@ fn wan(
         .as_ref()
         .and_then(|v| ipv6::wan_prefix(cx, v, &f("prefix6")));
     let track = track::build(cx, w.track, &f("track"));
+    let interface_place = Written(w.interface.as_ref().map(|v| cx.src.locate(v.span().start)));
     Wan {
         name,
         interface: w.interface.map(S::into_inner).unwrap_or_default(),
+        interface_place,
         mark,
         table,
         gateway,
@@ -281,6 +292,43 @@ fn mark(
         );
     }
     mark
+}
+
+/// Whether `mask` holds marks for `wans` WANs besides 0 ("no WAN") and the two last resorts
+/// ([`crate::model::last_resort_marks`]); else reports it at `span` (general.mark_mask) with
+/// the bits needed.
+fn mask_has_room(cx: &mut Ctx<'_>, span: &std::ops::Range<usize>, mask: u32, wans: usize) -> bool {
+    let bits = mask.count_ones();
+    let values = 1u64 << bits;
+    let room = values.saturating_sub(3);
+    let wans = wans.max(1) as u64;
+    if room >= wans {
+        return true;
+    }
+    let need = (2..=32).find(|k| (1u64 << k) - 3 >= wans).unwrap_or(32);
+    let shift = mask.trailing_zeros().min(32 - need);
+    let example = u32::try_from(((1u64 << need) - 1) << shift).unwrap_or(0xff00);
+    let (unreachable, blackhole) = crate::model::last_resort_marks(mask);
+    let left = if room == 0 {
+        "no room for any WAN mark".to_string()
+    } else {
+        format!("room for {room} WAN mark(s)")
+    };
+    cx.err(
+        span,
+        "general.mark_mask",
+        format!(
+            "mark_mask {mask:#x} has {bits} bit(s), so {values} marks: 0 means \"no WAN\" and the \
+             two highest ({unreachable:#x}, {blackhole:#x}) are the `unreachable` and \
+             `blackhole` last resorts, which leaves {left}; {wans} WAN(s) need a mask of at \
+             least {need} bits"
+        ),
+        format!(
+            "widen the mask, e.g. mark_mask = {example:#x} (the default 0xff00 holds 253 WANs), \
+             and give each WAN a mark made of its bits"
+        ),
+    );
+    false
 }
 
 /// `, such as 0x100 or 0x200`: the lowest marks made of the mask's bits.

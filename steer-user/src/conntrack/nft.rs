@@ -124,10 +124,29 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], bridged: bool, extra: &str) -
     )
 }
 
-/// An interface name as an nftables string (names cannot hold quotes: the configuration checks
-/// them).
+/// An interface name as an nftables string. nft has no escape inside a quoted string (a `"`
+/// ends it) and reads a trailing `*` as a wildcard, so only names the configuration takes
+/// (letters, digits, `-`, `_`, `.`: [`crate::config::ifname_problem`]) may go in; anything else
+/// would change the ruleset's syntax. [`install_with`] refuses such names before rendering.
 fn quoted(name: &str) -> String {
+    assert!(
+        crate::config::ifname_problem(name).is_none(),
+        "interface name {:?} reached the nftables ruleset unchecked",
+        crate::shown::shown(name)
+    );
     format!("\"{name}\"")
+}
+
+/// The first WAN interface name of `wans` that cannot go into the ruleset, with why.
+fn unquotable(wans: &[MarkedWan]) -> Option<ConntrackError> {
+    wans.iter().find_map(|w| {
+        crate::config::ifname_problem(&w.interface).map(|problem| {
+            ConntrackError::Nft(format!(
+                "not sent to nft: WAN interface `{}`: {problem}",
+                crate::shown::shown(&w.interface)
+            ))
+        })
+    })
 }
 
 /// Installs (or replaces, in one transaction) steer's nftables table.
@@ -142,6 +161,9 @@ pub fn install_with(
     bridged: bool,
     extra: &str,
 ) -> Result<(), ConntrackError> {
+    if let Some(e) = unquotable(wans) {
+        return Err(e);
+    }
     // Declaring the table first makes the delete succeed when it does not exist yet.
     let script = format!(
         "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{}",
@@ -192,6 +214,20 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), ConntrackError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interface_name_that_would_change_the_syntax_is_never_rendered() {
+        for bad in ["t7\"}x", "t7c*", "a\\"] {
+            let wans = [MarkedWan {
+                interface: bad.into(),
+                mark: 0x100,
+            }];
+            let e = install(0xff00, &wans).unwrap_err();
+            assert!(e.to_string().contains("not sent to nft"), "{e}");
+            let rendered = std::panic::catch_unwind(|| ruleset(0xff00, &wans));
+            assert!(rendered.is_err(), "{bad:?} rendered");
+        }
+    }
 
     #[test]
     fn the_ruleset_marks_new_connections_and_restores_established_ones() {

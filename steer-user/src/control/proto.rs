@@ -83,6 +83,11 @@ pub struct Batch {
     pub last: bool,
 }
 
+/// The longest timeout of a runtime set entry, in seconds: a year. An entry meant to stay has
+/// no timeout; a bigger number is a mistake (`100000000d`, `u64::MAX`) that would be shown as
+/// expiring in 213503982334600d.
+pub const MAX_SET_TIMEOUT_SECS: u64 = 365 * 86_400;
+
 /// [`Request`] as read from the wire: struct variants, so that unknown fields are refused for
 /// every command.
 #[derive(Deserialize)]
@@ -231,6 +236,14 @@ impl TryFrom<Object> for Request {
                     family,
                 },
                 WireRequest::Prefix6 { name, prefix } => Self::Prefix6 { name, prefix },
+                WireRequest::Set {
+                    timeout: Some(t), ..
+                } if t > MAX_SET_TIMEOUT_SECS => {
+                    return Err(serde::de::Error::custom(format!(
+                        "timeout {t} s is more than a year ({MAX_SET_TIMEOUT_SECS} s); leave \
+                         it out for an entry that stays until deleted"
+                    )));
+                }
                 WireRequest::Set {
                     name,
                     op,
@@ -469,6 +482,20 @@ mod tests {
         assert!(
             serde_json::from_str::<Request>(r#"{"cmd":"set","name":"s","op":"add","timeout":1.5}"#)
                 .is_err()
+        );
+        let e = serde_json::from_str::<Request>(
+            r#"{"cmd":"set","name":"s","op":"add","timeout":18446744073709551615}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("is more than a year (31536000 s)"),
+            "{e}"
+        );
+        assert!(
+            serde_json::from_str::<Request>(
+                r#"{"cmd":"set","name":"s","op":"add","timeout":31536000}"#
+            )
+            .is_ok()
         );
     }
 

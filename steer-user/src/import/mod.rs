@@ -46,6 +46,18 @@ pub struct Note {
     pub hint: String,
 }
 
+/// `text` with every character that would not print as itself written as `\u{1b}` (as
+/// [`crate::shown::Shown`] writes it), at full length: for notes and the output's comments.
+pub(crate) fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let mut buf = [0; 4];
+        let one = crate::shown::shown(c.encode_utf8(&mut buf));
+        out.push_str(&one);
+    }
+    out
+}
+
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let tag = match self.kind {
@@ -182,12 +194,14 @@ impl Notes {
         what: impl Into<String>,
         hint: impl Into<String>,
     ) {
+        // Notes quote the UCI file's names and values, which may hold control characters:
+        // they reach the terminal and the output's comments (where TOML takes none) escaped.
         self.list.push(Note {
             kind,
-            file: file.to_owned(),
+            file: visible(file),
             line,
-            what: what.into(),
-            hint: hint.into(),
+            what: visible(&what.into()),
+            hint: visible(&hint.into()),
         });
     }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Note, NoteKind};
+use super::{Note, NoteKind, visible};
 
 /// A TOML basic string.
 pub(crate) fn quote(s: &str) -> String {
@@ -79,7 +79,7 @@ impl Out {
         let _ = writeln!(
             t,
             "# steer configuration imported from {} by `steer import`.",
-            self.source
+            visible(&self.source)
         );
         t.push_str(
             "# Check it with `steer check -c FILE`; every key is in docs/configuration.md.\n",
@@ -101,7 +101,7 @@ impl Out {
             let _ = writeln!(t, "mark_mask = {m:#x}");
         }
         for w in &self.wans {
-            let _ = writeln!(t, "\n# {}", w.comment);
+            let _ = writeln!(t, "\n# {}", visible(&w.comment));
             let _ = writeln!(
                 t,
                 "[[wan]]\nname = {}\ninterface = {}\nmark = {:#x}\ntable = {}\ngateway = \"auto\"\ngateway6 = \"auto\"\n[wan.track]",
@@ -115,7 +115,7 @@ impl Out {
             }
         }
         for p in &self.policies {
-            let _ = writeln!(t, "\n# {}", p.comment);
+            let _ = writeln!(t, "\n# {}", visible(&p.comment));
             let members: Vec<String> = p
                 .members
                 .iter()
@@ -141,10 +141,10 @@ impl Out {
                 block.push_str(l);
                 block.push('\n');
             }
-            let _ = writeln!(t, "\n# {}", s.comment);
+            let _ = writeln!(t, "\n# {}", visible(&s.comment));
             match &s.disabled {
                 Some(why) => {
-                    let _ = writeln!(t, "# NOT IMPORTED ({why}):");
+                    let _ = writeln!(t, "# NOT IMPORTED ({}):", visible(why));
                     for l in block.lines() {
                         let _ = writeln!(t, "# {l}");
                     }
@@ -153,7 +153,12 @@ impl Out {
             }
         }
         if let Some((policy, comment)) = &self.default {
-            let _ = writeln!(t, "\n# {comment}\n[default]\npolicy = {}", quote(policy));
+            let _ = writeln!(
+                t,
+                "\n# {}\n[default]\npolicy = {}",
+                visible(comment),
+                quote(policy)
+            );
         }
         if self.dns_needed {
             t.push_str(

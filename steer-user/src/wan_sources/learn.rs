@@ -45,8 +45,13 @@ pub fn delegated_prefix(text: &str) -> Result<Prefix, (String, String)> {
             e.message(),
             format!("write `{network}`, the whole prefix the ISP delegates"),
         ),
-        // The usual hints speak of sets (`allow_default_route`, the IPv4 network to write).
+        // The usual hints speak of sets (`allow_default_route`, the IPv4 network to write, a
+        // set's `domains` for a name).
         AddrError::DefaultRoute { .. } | AddrError::Mapped { .. } => (e.message(), EXAMPLE.into()),
+        AddrError::Name { .. } => (
+            e.message(),
+            "write the IPv6 prefix the ISP delegates, e.g. 2001:db8:1::/56, or `auto`".into(),
+        ),
         e => (e.message(), e.hint()),
     })?;
     if p.is_v4() {

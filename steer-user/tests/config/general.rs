@@ -3,6 +3,42 @@
 use super::*;
 
 const CASES: &[Case] = &[
+    // The mask is what is wrong, not the marks: one error, on it, with a mask that fits.
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nmark_mask = 0x100",
+        "0x100",
+        "general.mark_mask",
+        "leaves no room for any WAN mark; 2 WAN(s) need a mask of at least 3 bits",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nmark_mask = 0x100",
+        "0x100",
+        "general.mark_mask",
+        "e.g. mark_mask = 0x700",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\"]\nmark_mask = 0x300",
+        "0x300",
+        "general.mark_mask",
+        "leaves room for 1 WAN mark(s); 2 WAN(s) need a mask of at least 3 bits",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\", \"t7c*\"]",
+        "\"t7c*\"",
+        "general.lan[1]",
+        "not patterns",
+    ),
+    case(
+        "lan = [\"br-lan\"]",
+        "lan = [\"br-lan\", \"t7\\\"}x\"]",
+        "\"t7",
+        "general.lan[1]",
+        "nftables cannot take it",
+    ),
     case(
         "lan = [\"br-lan\"]",
         "lan = [\"br-lan\"]\nlocal = \"everything\"",
@@ -43,7 +79,7 @@ const CASES: &[Case] = &[
         "\"br lan\"",
         "\"br lan\"",
         "general.lan[0]",
-        "cannot contain ' '",
+        "interface name contains ' '",
     ),
     case(
         "\"br-lan\"",

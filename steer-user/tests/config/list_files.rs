@@ -154,3 +154,43 @@ fn a_million_line_list_parses_and_loads() {
         }
     );
 }
+
+/// A list file over its limit is told to be split; the configuration file over its own, to
+/// keep its prefixes in list files. (Both files are sparse: nothing that big is written.)
+#[test]
+fn a_file_too_big_is_told_what_to_do_for_its_kind() {
+    let dir = TempDir::new("too-big");
+    let list = std::fs::File::create(dir.join("big.txt")).unwrap();
+    list.set_len(config::MAX_LIST_BYTES + 1).unwrap();
+    let cfg = dir.join("steer.toml");
+    std::fs::write(
+        &cfg,
+        MIN.replacen("prefixes = [\"10.0.0.0/8\"]", "files = [\"big.txt\"]", 1),
+    )
+    .unwrap();
+    // Written over a second ago, as far as the reader can tell: no wait for it to settle.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+    for p in [dir.join("big.txt"), cfg.clone()] {
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let e = config::load(&cfg).unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{e}");
+    let hint = &e.errors[0].hint;
+    assert!(hint.contains("split the list into several files"), "{hint}");
+    assert!(!hint.contains("configuration"), "{hint}");
+
+    let huge = dir.join("huge.toml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(config::MAX_CONFIG_BYTES + 1)
+        .unwrap();
+    let e = config::load(&huge).unwrap_err();
+    let hint = &e.errors[0].hint;
+    assert!(hint.contains("a configuration this big"), "{hint}");
+    assert!(!hint.contains("split the list"), "{hint}");
+}

@@ -3,6 +3,22 @@
 use super::*;
 
 const CASES: &[Case] = &[
+    // Names nftables would read as syntax (`"`) or a wildcard (a trailing `*`): refused in
+    // check, not half-applied at a reload.
+    case(
+        "interface = \"eth2\"",
+        "interface = \"t7\\\"}x\"",
+        "\"t7",
+        "wan[wan2].interface",
+        "interface name contains '\"'",
+    ),
+    case(
+        "interface = \"eth2\"",
+        "interface = \"t7c*\"",
+        "\"t7c*\"",
+        "wan[wan2].interface",
+        "not patterns",
+    ),
     // Named like wan1's interface (the policy's `wan2` is then unknown too).
     Case {
         from: "name = \"wan2\"",

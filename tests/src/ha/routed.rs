@@ -119,7 +119,8 @@ interface = "vip0p"
 mark = 0x100
 table = 101
 [wan.track]
-targets = ["127.0.0.1"]
+# Never answers (TEST-NET-1): the WAN is not what these tests watch.
+targets = ["192.0.2.1"]
 interval_ms = 1000
 
 [[vrrp]]

@@ -40,6 +40,27 @@ pub(super) fn read(
         return None;
     }
     let f = |k: &str| format!("{label}.{k}");
+    // An empty list would silently mean "any" (no constraint), as leaving the key out does:
+    // `proto = []` reads as "no protocol", and a list emptied by an edit or a generator turns
+    // a narrow rule into one that takes everything.
+    for (key, list) in KEYS.iter().zip(lists) {
+        if let Some(list) = list.as_ref().filter(|l| l.get_ref().is_empty()) {
+            cx.err(
+                &list.span(),
+                f(key),
+                format!("`{key}` lists nothing"),
+                format!(
+                    "list at least one value, or remove `{key}` for no constraint on it{}",
+                    if *key == "proto" {
+                        " (or write proto = [\"any\"] to make the set an ordered rule for every \
+                         protocol)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+    }
     let mut c = Conditions::default();
     let mut any_proto = false;
     each(cx, &s.proto, &f("proto"), |v| {
@@ -88,6 +109,31 @@ pub(super) fn read(
     }
     if any_proto {
         c.protos.clear();
+    }
+    // Only TCP, UDP, SCTP and UDP-Lite have ports: a rule of other protocols with a port
+    // condition can never match (`steer explain` refuses a port for them as well).
+    let portless = !c.protos.is_empty()
+        && c.protos.iter().all(|p| match p {
+            Proto::Icmp => true,
+            Proto::Number(n) => !steer_common::ipproto::has_ports(*n),
+        });
+    if portless && let Some(proto) = &s.proto {
+        for (key, list) in [("sports", &s.sports), ("dports", &s.dports)] {
+            if list.as_ref().is_some_and(|l| !l.get_ref().is_empty()) {
+                cx.err(
+                    &proto.span(),
+                    f("proto"),
+                    format!(
+                        "none of these protocols has ports, so `{key}` can never match and \
+                         the set matches no packet"
+                    ),
+                    format!(
+                        "remove `{key}`, or list a protocol with ports: tcp, udp, sctp (132), \
+                         udp-lite (136)"
+                    ),
+                );
+            }
+        }
     }
     c.protos.sort_unstable();
     c.protos.dedup();
@@ -139,13 +185,33 @@ fn proto(v: &str) -> Checked<Option<Proto>> {
 
 /// `"443"` or `"10000-20000"`.
 pub(in crate::config) fn ports(v: &str) -> Checked<PortRange> {
+    // Digits only, as addresses refuse `/+24` and leading zeros: `+5060`, `05060` or ` 5060 `
+    // read as 5060 by a lenient parse would hide what the writer may have meant.
     let port = |s: &str| -> Checked<u16> {
-        match s.trim().parse::<u16>() {
-            Ok(p) if p > 0 => Ok(p),
-            _ => Err((
-                format!("{s:?} is not a port"),
-                "ports are 1-65535; a range is written \"1000-2000\"".into(),
-            )),
+        let plain = !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && !(s.len() > 1 && s.starts_with('0'));
+        match s.parse::<u16>() {
+            Ok(p) if plain && p > 0 => Ok(p),
+            _ => {
+                let meant = s
+                    .trim()
+                    .trim_start_matches('+')
+                    .trim_start_matches('0')
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0);
+                Err((
+                    format!("{s:?} is not a port"),
+                    match meant {
+                        Some(p) => format!(
+                            "write ports as plain digits, without sign, spaces or leading \
+                             zeros: \"{p}\"; a range is written \"1000-2000\""
+                        ),
+                        None => "ports are 1-65535; a range is written \"1000-2000\"".into(),
+                    },
+                ))
+            }
         }
     };
     let (first, last) = match v.split_once('-') {
@@ -211,6 +277,18 @@ mod tests {
         assert!(ports("0").unwrap_err().1.contains("1-65535"));
         assert!(ports("20-10").unwrap_err().1.contains("10-20"));
         assert!(ports("http").is_err());
+        for sloppy in [
+            "+5060",
+            "05060",
+            " 5060 ",
+            "5060 ",
+            "+5060-5061",
+            "5060-05061",
+        ] {
+            let (message, hint) = ports(sloppy).unwrap_err();
+            assert!(message.contains("is not a port"), "{sloppy:?}: {message}");
+            assert!(hint.contains("plain digits"), "{sloppy:?}: {hint}");
+        }
         assert_eq!(
             mac("AA-bb-cc-dd-ee-0F").unwrap(),
             [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x0f]

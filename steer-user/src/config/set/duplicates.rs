@@ -39,10 +39,16 @@ pub(super) fn resolve(
     let names: Vec<String> = pending.iter().map(|s| s.name.clone()).collect();
     let mut domain_owners = DomainOwners::new();
     let mut domains = Vec::with_capacity(pending.len());
+    // Each set's inline prefixes sorted once, not once for every later set it is compared
+    // with (as resolved: a set's entry is updated once its clashes are dropped).
+    let mut inline: Vec<SortedPrefixes> = pending.iter().map(PendingSet::inline_sorted).collect();
     for index in 0..pending.len() {
-        let clashes = held_by_earlier(&pending, index);
+        let clashes = held_by_earlier(&pending, &inline, index);
         report_prefix_clashes(cx, &pending, index, &clashes, policy);
         drop_clashes(&mut pending[index], &clashes);
+        if !clashes.is_empty() {
+            inline[index] = pending[index].inline_sorted();
+        }
         domains.push(keep_first_domains(
             cx,
             &mut pending[index],
@@ -89,18 +95,22 @@ type Clashes = Vec<(usize, SortedPrefixes)>;
 
 /// The prefixes of set `index` that the earlier sets of its direction hold (as resolved: each
 /// shared prefix is found against its first holder).
-fn held_by_earlier(pending: &[PendingSet], index: usize) -> Clashes {
+/// `inline` holds each set's inline prefixes, sorted.
+///
+/// Every pair of sets is compared: quadratic in the number of sets, which `build` caps
+/// (`MAX_RULES`) before this runs.
+fn held_by_earlier(pending: &[PendingSet], inline: &[SortedPrefixes], index: usize) -> Clashes {
     let (earlier, set) = (&pending[..index], &pending[index]);
-    let own_inline = set.inline_sorted();
+    let own_inline = &inline[index];
     let mut clashes = Vec::new();
     for (other, first) in earlier.iter().enumerate() {
         if first.direction != set.direction {
             continue;
         }
-        let first_inline = first.inline_sorted();
-        let mut shared = own_inline.common(&first_inline);
+        let first_inline = &inline[other];
+        let mut shared = own_inline.common(first_inline);
         shared.union(own_inline.common(&first.listed));
-        shared.union(set.listed.common(&first_inline));
+        shared.union(set.listed.common(first_inline));
         shared.union(set.listed.common(&first.listed));
         if !shared.is_empty() {
             clashes.push((other, shared));

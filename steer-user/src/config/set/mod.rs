@@ -126,12 +126,15 @@ pub(super) fn build(
         let s = s.into_inner();
         let label = item_label("", "set", i, s.name.as_ref().map(|n| n.get_ref().as_str()));
         if i == max_sets {
+            // Refused at once: the sets past the limit are not read (their list files, the
+            // duplicate check against every earlier set: quadratic in their number).
             cx.err(
                 &span,
                 &label,
                 format!("too many sets: steer supports at most {max_sets}"),
                 "merge sets that use the same policy and match",
             );
+            break;
         }
         if cx.mistyped(&label) {
             continue;

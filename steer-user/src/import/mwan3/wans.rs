@@ -154,8 +154,21 @@ pub(super) fn interfaces(
 }
 
 /// The device of mwan3 interface `name`, from the network configuration; else the logical
-/// name, reported.
+/// name, reported. A name `steer check` would refuse is reported as well.
 fn device(s: &Section, name: &str, opts: &Options, notes: &mut Notes) -> String {
+    let device = device_of(s, name, opts, notes);
+    if let Some(problem) = crate::config::ifname_problem(&device) {
+        notes.add(
+            NoteKind::Check,
+            s.line,
+            format!("interface = \"{device}\": {problem}"),
+            "set the WAN's interface to the device `ip link` shows",
+        );
+    }
+    device
+}
+
+fn device_of(s: &Section, name: &str, opts: &Options, notes: &mut Notes) -> String {
     let Some(network) = opts.network.as_ref() else {
         notes.add(
             NoteKind::Check,
