@@ -271,6 +271,16 @@ fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_set
     assert_eq!(rule("b-game")["conditions"][2], "dst in 1 prefixes");
     assert_eq!(rule("from-lan")["conditions"][1], "in lan0");
 
+    // `steer set` edits sets without conditions: an unknown name lists those only.
+    let (ok, _, err) = s.work.steer(&["set", "nope", "add", "192.0.2.1"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("`steer set` edits configured sets (bypass")
+            && !err.contains("voip")
+            && !err.contains("kid"),
+        "{err}"
+    );
+
     // A reload that moves voip to other ports moves new traffic with it.
     let text = std::fs::read_to_string(&config).expect("config");
     s.work

@@ -593,7 +593,14 @@ impl Controller {
                 allow_default_route: set.allow_default_route,
             }),
             _ => {
-                let names: Vec<&str> = self.config.sets.iter().map(|s| s.name.as_str()).collect();
+                // Sets with conditions are refused above: not among the ones to name.
+                let names: Vec<&str> = self
+                    .config
+                    .sets
+                    .iter()
+                    .filter(|s| s.conditions.is_none())
+                    .map(|s| s.name.as_str())
+                    .collect();
                 Err(format!(
                     "no set named {name:?} runs; `steer set` edits configured sets ({})",
                     if names.is_empty() {
