@@ -194,7 +194,9 @@ pub fn advice(config: &Config) -> Vec<String> {
     let everything = rule_that_matches_everything(config);
     let kept_local = prefixes_kept_local(config);
     let empty = config.sets.iter().filter_map(empty_plain_set);
+    let ipv6 = ipv6_without_sources(config);
     wans.chain(sets)
+        .chain(ipv6)
         .chain(everything)
         .chain(kept_local)
         .chain(empty)
@@ -493,6 +495,43 @@ fn empty_plain_set(set: &Set) -> Option<String> {
 
 /// A WAN probed over one family only: the other family's state follows it, so an outage of
 /// the other family alone goes unseen.
+/// IPv6 moved between WANs without `[ipv6]`: a LAN host's IPv6 source is from one ISP's
+/// prefix, which another ISP drops (BCP38) once the host's traffic fails over or is steered
+/// there. And `prefix6`, which only `[ipv6]` reads.
+fn ipv6_without_sources(config: &Config) -> Option<String> {
+    if config.ipv6.is_some() {
+        return None;
+    }
+    let names = |f: &dyn Fn(&super::Wan) -> bool| -> Vec<String> {
+        config
+            .wans
+            .iter()
+            .filter(|w| f(w))
+            .map(|w| format!("`{}`", w.name))
+            .collect()
+    };
+    let with_prefix = names(&|w| w.prefix6.is_some());
+    if !with_prefix.is_empty() {
+        return Some(format!(
+            "wan {} set prefix6, which only an [ipv6] section reads: without one it is \
+             ignored and IPv6 leaves every WAN with the LAN hosts' own sources; add [ipv6] with \
+             mode = \"npt\" (or \"source\"), see README \"IPv6 on several WANs\"",
+            with_prefix.join(", ")
+        ));
+    }
+    let probed = names(&|w| w.track.probes(Family::V6));
+    if config.wans.len() < 2 || probed.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "IPv6 moves between WANs (wan {} probes IPv6) and there is no [ipv6] section: a LAN \
+         host's IPv6 address is from one ISP's prefix, which the other ISP drops (BCP38) when \
+         its traffic fails over or is steered there; add [ipv6] with mode = \"masquerade\" (or \
+         \"npt\", \"source\"), see README \"IPv6 on several WANs\"",
+        probed.join(", ")
+    ))
+}
+
 fn one_family_probed(wan: &super::Wan) -> Option<String> {
     let (only, other) = match (wan.track.probes(Family::V4), wan.track.probes(Family::V6)) {
         (true, false) => (Family::V4, Family::V6),
@@ -512,6 +551,35 @@ fn one_family_probed(wan: &super::Wan) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ipv6_between_wans_without_an_ipv6_section_is_noted() {
+        use crate::config::testing::TWO_WANS;
+        let base = format!(
+            "[general]\nlan = [\"br-lan\"]\n{TWO_WANS}\n[[policy]]\nname = \"p\"\n\
+             members = [{{ wan = \"wan1\" }}, {{ wan = \"wan2\" }}]\n"
+        );
+        let path = std::path::Path::new("/etc/steer/steer.toml");
+        let ipv6_note = |text: &str| {
+            let config = crate::config::parse(text, path).unwrap();
+            super::advice(&config)
+                .into_iter()
+                .filter(|n| n.contains("[ipv6]"))
+                .collect::<Vec<_>>()
+        };
+        // IPv4 probes only: nothing says IPv6 is meant to move.
+        assert!(ipv6_note(&base).is_empty(), "{:?}", ipv6_note(&base));
+        let probed = base.replacen(
+            "targets = [\"192.0.2.1\"]",
+            "targets = [\"192.0.2.1\", \"2001:db8::1\"]",
+            1,
+        );
+        assert_ne!(probed, base);
+        let notes = ipv6_note(&probed);
+        assert!(notes.len() == 1 && notes[0].contains("BCP38"), "{notes:?}");
+        let sourced = format!("{probed}\n[ipv6]\nmode = \"masquerade\"\n");
+        assert!(ipv6_note(&sourced).is_empty(), "{:?}", ipv6_note(&sourced));
+    }
+
     #[test]
     fn a_probe_target_that_is_an_address_of_this_machine_is_noted_with_its_place() {
         use crate::config::testing::BASE;
@@ -673,6 +741,8 @@ name = "p"
 members = [{ wan = "dsl" }, { wan = "lte" }]
 [default]
 policy = "p"
+[ipv6]
+mode = "masquerade"
 "#,
             Path::new("steer.toml"),
         )
