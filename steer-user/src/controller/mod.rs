@@ -337,7 +337,8 @@ impl std::fmt::Debug for Controller {
 impl Controller {
     /// Opens (or adopts) the pinned dataplane, reads what the maps hold, applies `config`,
     /// attaches the classifier to the LAN interfaces, and brings connection marking and routing
-    /// in line. A WAN whose interface has carrier starts up (probes take it down if not).
+    /// in line. A WAN whose interface has carrier starts up (probes take it down if not),
+    /// unless the adopted state had it down ([`crate::health::adopted`]).
     pub async fn start(mut config: Config) -> Result<(Controller, ApplyReport), ControllerError> {
         let routing = Routing::new()?;
         let carriers = link_states(&routing, &config).await;
@@ -361,6 +362,18 @@ impl Controller {
         let (runtime, runtime_notes) = set_edits::Runtime::open(&config.control.socket);
         let mut health = Health::default();
         health.follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
+        // What the adopted state had down stays down: the first apply must not send new flows
+        // into a line found dead before the restart.
+        let held_down = match adopted.maps {
+            true => crate::health::adopted::hold_down(
+                &mut health,
+                dp.maps(),
+                &config,
+                (&rules, &wan_slots),
+                Instant::now(),
+            ),
+            false => Vec::new(),
+        };
         let mut ctl = Controller {
             rules,
             // Until the first apply commits the configuration: all of it but the sets' prefixes
@@ -402,6 +415,7 @@ impl Controller {
         };
         ctl.flush_dead_at_start();
         report.notes.splice(0..0, runtime_notes);
+        report.notes.splice(0..0, held_down);
         report
             .notes
             .splice(0..0, no_carrier_warnings(&ctl.config, &carriers));
