@@ -1119,3 +1119,49 @@ fn a_device_renamed_away_is_gone_until_its_name_returns() {
     });
     wait_traffic_from(&lab, b, 7605, via2, &daemon);
 }
+
+/// A WAN interface set down by hand (`ip link set dev wan2 down`): the kernel removes its
+/// routes and refuses them back, which is no error. Each route says once that it waits for the
+/// link, is not tried again at the periodic checks (they logged two ERROR lines every 10 s),
+/// and goes back in when the link comes up.
+#[test]
+fn routes_of_an_interface_set_down_wait_for_it_quietly_and_come_back() {
+    let s = steer_tests::scenario::Scenario::start(
+        "admin-down",
+        &steer_tests::scenario::Options::default(),
+    );
+    s.lab.router.run("ip link set dev wan2 down");
+    let waits = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("waits for wan2 to come up (wan2 is down"))
+            .count()
+    };
+    let deadline = Instant::now() + SETTLE;
+    while waits(&s.daemon.log_text()) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no line that wan2's routes wait:\n{}",
+            s.daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Past a periodic check (every 10 s): said once, and no error.
+    std::thread::sleep(Duration::from_secs(11));
+    let log = s.daemon.log_text();
+    assert_eq!(waits(&log), 2, "one line per family, once:\n{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("routing")),
+        "{log}"
+    );
+    let st = s.status();
+    let items = st["routing"]["items"].to_string();
+    assert!(
+        items.contains("dev wan2 table 102 (v4): missing (interface wan2 is down)"),
+        "{items}"
+    );
+    s.lab.router.run("ip link set dev wan2 up");
+    s.wait_until("routing in sync with wan2 up", SETTLE, |st| {
+        st["routing"]["in_sync"] == true
+    });
+}

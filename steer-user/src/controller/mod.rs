@@ -2467,6 +2467,13 @@ fn routing_lines(why: &str, report: &ReconcileReport, started: Instant) -> Vec<R
                 .iter()
                 .map(|l| ReportLine::error(format!("routing ({why}): {l}"))),
         )
+        // Not an error: its WAN's link is down (said there), and it goes in when it comes up.
+        .chain(
+            report
+                .waiting
+                .iter()
+                .map(|l| ReportLine::info(format!("routing ({why}): {l}"))),
+        )
         .collect();
     if !report.changes.is_empty() {
         lines.push(ReportLine::info(format!(
