@@ -1165,3 +1165,78 @@ fn routes_of_an_interface_set_down_wait_for_it_quietly_and_come_back() {
         st["routing"]["in_sync"] == true
     });
 }
+
+/// A reload that removes a WAN: its connections keep its mark, which no rule routes any more
+/// (they would leave by the main table's default). They are flushed once the new policy is
+/// live, as when a WAN goes down, and the log says how many; the other WAN's stay. They used
+/// to stay (idle entries with `mark=512`, no flush logged).
+#[test]
+fn a_reload_that_removes_a_wan_flushes_its_connections() {
+    let s = steer_tests::scenario::Scenario::start(
+        "remove-wan",
+        &steer_tests::scenario::Options::default(),
+    );
+    let count = |mark: &str, port: &str| {
+        let out = s
+            .lab
+            .router
+            .try_run(&format!("conntrack -L -m {mark}/0xff00 2>/dev/null"));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&format!("dport={port}")))
+            .count()
+    };
+    // The bypass destination by wan2, the default one by wan1.
+    assert_eq!(
+        steer_tests::lab::udp_via(&s.lab, Lab::SERVER_B.into(), 6201, 5),
+        [0, 5]
+    );
+    assert_eq!(
+        steer_tests::lab::udp_via(&s.lab, Lab::SERVER_A.into(), 6202, 5),
+        [5, 0]
+    );
+    assert_eq!(
+        count("0x200", "6201"),
+        1,
+        "wan2's connection carries its mark"
+    );
+    assert_eq!(
+        count("0x100", "6202"),
+        1,
+        "wan1's connection carries its mark"
+    );
+    // The same configuration without wan2.
+    let wans = lab_wans(
+        &icmp(&[Lab::PROBE_1.to_string()]),
+        &icmp(&[Lab::PROBE_2.to_string()]),
+    );
+    let wan1 = &wans[..wans.rfind("[[wan]]").expect("two WANs")];
+    s.work.write(
+        "steer.toml",
+        &format!(
+            "[general]\nlan = [\"{lan}\"]\nmark_mask = 0xff00\n{pins}\n{wan1}\n\
+             [[policy]]\nname = \"wan1-first\"\nmembers = [{{ wan = \"wan1\" }}]\n\n\
+             [default]\npolicy = \"wan1-first\"\n\n{control}",
+            lan = Lab::LAN_IFACE,
+            pins = s.work.private_paths(),
+            control = s.work.control_section(),
+        ),
+    );
+    let out = s.steer(&["reload"]);
+    assert!(
+        out.contains(
+            "wan2 (removed by the reload): 1 conntrack entries with mark 0x200/0xff00 flushed"
+        ),
+        "{out}\n{}",
+        s.daemon.log_text()
+    );
+    assert_eq!(count("0x200", "6201"), 0, "wan2's connection is gone");
+    assert_eq!(count("0x100", "6202"), 1, "wan1's connection stays");
+    assert!(
+        s.daemon
+            .log_text()
+            .contains("wan2 (removed by the reload): 1 conntrack entries"),
+        "{}",
+        s.daemon.log_text()
+    );
+}

@@ -520,9 +520,13 @@ impl Controller {
         self.health
             .follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
         let held = self.configured_counts();
+        let old_wans = (self.config.wans.clone(), self.config.general.mark_mask);
         let mut applied = self.apply(config, false, Some(steps)).await;
         match &mut applied {
             Ok(report) => {
+                // The new policy is live: connections of a WAN it removed go.
+                let gone = Flush::of_removed(&old_wans.0, &self.config.wans, old_wans.1);
+                self.flushes.extend(gone);
                 report.notes.extend(self.emptied_sets(&held));
                 self.remember_inputs(inputs);
             }
