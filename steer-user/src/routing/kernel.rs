@@ -2,7 +2,7 @@
 //! building the messages that add and remove steer's items, and carrying out a plan.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -1014,7 +1014,7 @@ pub(crate) async fn execute(
 ) -> ReconcileReport {
     let mut report = ReconcileReport::default();
     // Routes no longer in a plan (placed by someone else, no longer wanted) wait no more.
-    let mut planned = std::collections::HashSet::new();
+    let mut planned = HashSet::new();
     for step in steps {
         let route = match &step.op {
             Op::AddRoute { spec, .. } | Op::RecreateRoute { spec, .. } => Some(spec),
@@ -1032,21 +1032,21 @@ pub(crate) async fn execute(
                 waits.routes.remove(&step.item);
                 report.changes.extend(step.change);
             }
-            Err(failed) if link.is_some_and(|l| !l.admin_up || !l.carrier) => {
-                let link = link.expect("checked above");
-                let state = if link.admin_up {
-                    "has no carrier"
-                } else {
-                    "is down"
-                };
-                report.waiting.push(format!(
-                    "{} waits for {} to come up ({} {state}; the kernel said: {}): placed \
-                     when it does",
-                    step.item, link.name, link.name, failed.why
-                ));
-                waits.routes.insert(step.item.clone(), link_state(link));
-            }
             Err(failed) => {
+                if let Some(link) = link.filter(|l| !l.admin_up || !l.carrier) {
+                    let state = if link.admin_up {
+                        "has no carrier"
+                    } else {
+                        "is down"
+                    };
+                    report.waiting.push(format!(
+                        "{} waits for {} to come up ({} {state}; the kernel said: {}): placed \
+                         when it does",
+                        step.item, link.name, link.name, failed.why
+                    ));
+                    waits.routes.insert(step.item.clone(), link_state(link));
+                    continue;
+                }
                 waits.routes.remove(&step.item);
                 let mut line = format!("failed: {}: {}", step.item, failed.why);
                 if step.retry {

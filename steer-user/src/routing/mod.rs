@@ -371,7 +371,8 @@ pub struct ReconcileReport {
     /// default via 100.64.1.1 dev wan1 table 101 (v4) waits for wan1 to come up (...)`.
     pub waiting: Vec<String>,
     /// The default routes among the failures, with the kernel's error number: whether a
-    /// gateway was refused (not on its link) or only waits (its link is down).
+    /// gateway was refused (not on its link) or only waits (its link has no address of the
+    /// family yet). Routes whose link is down are in `waiting`, not here.
     pub refused_routes: Vec<RefusedRoute>,
 }
 
