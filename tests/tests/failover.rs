@@ -509,6 +509,80 @@ fn a_wan_found_down_at_start_loses_its_connections() {
     );
 }
 
+/// A daemon restarted during a silent outage (SIGTERM leaves steering in place, the line
+/// found dead is still silent) keeps that WAN down from its first apply on: new flows never go
+/// into the dead line, and probes bring it back. It used to start it up ("started with
+/// carrier") and send new flows by wan1 until down_after rounds failed again.
+#[test]
+fn a_restart_during_a_silent_outage_keeps_the_dead_wan_down() {
+    // Enough failed rounds that a WAN started up would still carry the flows sent below.
+    let options = Options {
+        down_after: 30,
+        ..Options::default()
+    };
+    let mut s = Scenario::start("restart-dead", &options);
+    s.lab.blackhole_upstream(Wan::One);
+    s.wait_wan(
+        "wan1",
+        "down",
+        probe_rounds(&options, options.down_after + 1) * 5,
+    );
+    assert!(
+        s.daemon
+            .signal_and_wait(libc::SIGTERM, Duration::from_secs(10)),
+        "steer run did not stop on SIGTERM"
+    );
+    assert_eq!(
+        udp_via(&s.lab, a(), 6096, N),
+        [0, N],
+        "steering stays while the daemon is stopped"
+    );
+    s.daemon = Daemon::start(&s.lab.router, &s.work);
+    assert_eq!(
+        udp_via(&s.lab, a(), 6097, N),
+        [0, N],
+        "new flows right after the restart leave by wan2, none into the dead line:\n{}",
+        s.daemon.log_text()
+    );
+    let st = s.status();
+    let wan1 = st["wans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["name"] == "wan1")
+        .expect("wan1 in status");
+    assert_eq!(wan1["state"], "down", "{st}");
+    assert!(
+        wan1["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("down when the daemon restarted")),
+        "{st}"
+    );
+    // Ready once the first probe rounds are in.
+    s.daemon.wait_log("ready: ", SETTLE);
+    let log = s.daemon.log_text();
+    assert!(
+        log.contains("wan1 IPv4: down when the daemon restarted"),
+        "{log}"
+    );
+    let ready = log
+        .lines()
+        .find(|l| l.contains("ready: "))
+        .unwrap_or_else(|| panic!("no ready line:\n{log}"));
+    assert!(ready.contains("WANs up: wan2; down: wan1"), "{ready}");
+    assert!(!log.contains("failed rounds in a row"), "{log}");
+    // The line works again: up_after good rounds bring it back.
+    s.lab.restore_upstream(Wan::One);
+    s.wait_wan("wan1", "up", SETTLE);
+    let log = s.daemon.log_text();
+    assert!(log.contains("wan1 up (5 good rounds in a row"), "{log}");
+    assert_eq!(
+        udp_via(&s.lab, a(), 6098, N),
+        [N, 0],
+        "traffic back on WAN 1"
+    );
+}
+
 /// A WAN whose one family went down loses that family's connections only: the kernel's delete
 /// by mark ignores the family asked for, so one family is deleted entry by entry.
 #[test]

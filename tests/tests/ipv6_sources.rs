@@ -483,6 +483,44 @@ fn a_dead_wans_prefix_is_deprecated_on_the_lan_so_new_flows_take_the_other_and_i
     assert_no_foreign_source_reached_an_isp(&s, "after wan1 came back");
 }
 
+/// A daemon restarted (SIGTERM leaves steering in place) while wan1 is down keeps wan1's
+/// prefix deprecated: it used to start wan1 up and make the router's address there preferred
+/// again until its probes failed again (`preferred again (1995s)`, then `deprecated`), so hosts
+/// could pick the dead prefix meanwhile.
+#[test]
+fn a_restart_while_a_wan_is_down_keeps_its_prefix_deprecated() {
+    let SourceLab { mut s, _ra, .. } = start_source("source-restart");
+    let (_, router1) = lan_net(s.lab.delegation(Wan::One));
+    s.lab.blackhole_upstream(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    wait_address(
+        &s,
+        &s.lab.router,
+        Lab::LAN_IFACE,
+        "the router's address in wan1's /64 deprecated",
+        SETTLE,
+        |a| a.addr == router1,
+        deprecated,
+    );
+    assert!(
+        s.daemon
+            .signal_and_wait(libc::SIGTERM, Duration::from_secs(10)),
+        "steer run did not stop on SIGTERM"
+    );
+    s.daemon = Daemon::start(&s.lab.router, &s.work);
+    s.daemon.wait_log("ready: ", SETTLE);
+    let log = s.daemon.log_text();
+    assert!(!log.contains("preferred again"), "{log}");
+    assert!(
+        addresses(&s.lab.router, Lab::LAN_IFACE)
+            .iter()
+            .any(|a| a.addr == router1 && deprecated(a)),
+        "the router's address in wan1's /64 is deprecated still\n{}",
+        router_state(&s)
+    );
+    assert_eq!(s.wan_state("wan1"), "down", "{log}");
+}
+
 #[test]
 fn after_isp2_renumbers_source_routing_sends_the_new_prefix_by_wan2() {
     let SourceLab { s, _ra, slaac: _ } = start_source("source-renumber");

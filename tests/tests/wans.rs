@@ -1221,3 +1221,124 @@ fn a_device_renamed_away_is_gone_until_its_name_returns() {
     });
     wait_traffic_from(&lab, b, 7605, via2, &daemon);
 }
+
+/// A WAN interface set down by hand (`ip link set dev wan2 down`): the kernel removes its
+/// routes and refuses them back, which is no error. Each route says once that it waits for the
+/// link, is not tried again at the periodic checks (they logged two ERROR lines every 10 s),
+/// and goes back in when the link comes up.
+#[test]
+fn routes_of_an_interface_set_down_wait_for_it_quietly_and_come_back() {
+    let s = steer_tests::scenario::Scenario::start(
+        "admin-down",
+        &steer_tests::scenario::Options::default(),
+    );
+    s.lab.router.run("ip link set dev wan2 down");
+    let waits = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("waits for wan2 to come up (wan2 is down"))
+            .count()
+    };
+    let deadline = Instant::now() + SETTLE;
+    while waits(&s.daemon.log_text()) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no line that wan2's routes wait:\n{}",
+            s.daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Past a periodic check (every 10 s): said once, and no error.
+    std::thread::sleep(Duration::from_secs(11));
+    let log = s.daemon.log_text();
+    assert_eq!(waits(&log), 2, "one line per family, once:\n{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("routing")),
+        "{log}"
+    );
+    let st = s.status();
+    let items = st["routing"]["items"].to_string();
+    assert!(
+        items.contains("dev wan2 table 102 (v4): missing (interface wan2 is down)"),
+        "{items}"
+    );
+    s.lab.router.run("ip link set dev wan2 up");
+    s.wait_until("routing in sync with wan2 up", SETTLE, |st| {
+        st["routing"]["in_sync"] == true
+    });
+}
+
+/// A reload that removes a WAN: its connections keep its mark, which no rule routes any more
+/// (they would leave by the main table's default). They are flushed once the new policy is
+/// live, as when a WAN goes down, and the log says how many; the other WAN's stay. They used
+/// to stay (idle entries with `mark=512`, no flush logged).
+#[test]
+fn a_reload_that_removes_a_wan_flushes_its_connections() {
+    let s = steer_tests::scenario::Scenario::start(
+        "remove-wan",
+        &steer_tests::scenario::Options::default(),
+    );
+    let count = |mark: &str, port: &str| {
+        let out = s
+            .lab
+            .router
+            .try_run(&format!("conntrack -L -m {mark}/0xff00 2>/dev/null"));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&format!("dport={port}")))
+            .count()
+    };
+    // The bypass destination by wan2, the default one by wan1.
+    assert_eq!(
+        steer_tests::lab::udp_via(&s.lab, Lab::SERVER_B.into(), 6201, 5),
+        [0, 5]
+    );
+    assert_eq!(
+        steer_tests::lab::udp_via(&s.lab, Lab::SERVER_A.into(), 6202, 5),
+        [5, 0]
+    );
+    assert_eq!(
+        count("0x200", "6201"),
+        1,
+        "wan2's connection carries its mark"
+    );
+    assert_eq!(
+        count("0x100", "6202"),
+        1,
+        "wan1's connection carries its mark"
+    );
+    // The same configuration without wan2.
+    let wans = lab_wans(
+        &icmp(&[Lab::PROBE_1.to_string()]),
+        &icmp(&[Lab::PROBE_2.to_string()]),
+    );
+    let wan1 = &wans[..wans.rfind("[[wan]]").expect("two WANs")];
+    s.work.write(
+        "steer.toml",
+        &format!(
+            "[general]\nlan = [\"{lan}\"]\nmark_mask = 0xff00\n{pins}\n{wan1}\n\
+             [[policy]]\nname = \"wan1-first\"\nmembers = [{{ wan = \"wan1\" }}]\n\n\
+             [default]\npolicy = \"wan1-first\"\n\n{control}",
+            lan = Lab::LAN_IFACE,
+            pins = s.work.private_paths(),
+            control = s.work.control_section(),
+        ),
+    );
+    let out = s.steer(&["reload"]);
+    assert!(
+        out.contains(
+            "wan2 (removed by the reload): 1 conntrack entries with mark 0x200/0xff00 flushed"
+        ),
+        "{out}\n{}",
+        s.daemon.log_text()
+    );
+    assert_eq!(count("0x200", "6201"), 0, "wan2's connection is gone");
+    assert_eq!(count("0x100", "6202"), 1, "wan1's connection stays");
+    assert!(
+        s.daemon
+            .log_text()
+            .contains("wan2 (removed by the reload): 1 conntrack entries"),
+        "{}",
+        s.daemon.log_text()
+    );
+}

@@ -4,6 +4,7 @@
 //! thread and logs what they say.
 
 use crate::{
+    config::Wan,
     conntrack::{self, Connection, ConntrackError},
     model::Family,
 };
@@ -54,6 +55,36 @@ impl FlowsBack {
 }
 
 impl Flush {
+    /// The flushes a reload from the WANs `old` (marked under `mask`) to the WANs `new` asks
+    /// for, once the new policy is live: the connections of a WAN it removed keep its mark,
+    /// which no rule routes any more (they would leave by the main table's default, with
+    /// their NAT binding of the gone line), for as long as they send. So do those of a WAN
+    /// given another mark or interface: their mark no longer leads to their line. A WAN kept
+    /// on its interface with its mark (renamed too) keeps its connections. One flush per
+    /// family: each is counted (the kernel's delete by mark of both families says no count),
+    /// and the log says how many went.
+    pub fn of_removed(old: &[Wan], new: &[Wan], mask: u32) -> Vec<Flush> {
+        old.iter()
+            .filter(|w| {
+                !new.iter()
+                    .any(|n| n.mark == w.mark && n.interface == w.interface)
+            })
+            .flat_map(|w| {
+                let why = if new.iter().any(|n| n.name == w.name) {
+                    "its mark or interface changed"
+                } else {
+                    "removed by the reload"
+                };
+                Family::ALL.map(|family| Flush {
+                    wan: format!("{} ({why})", w.name),
+                    mark: w.mark,
+                    mask,
+                    families: vec![family],
+                })
+            })
+            .collect()
+    }
+
     /// Deletes the entries (blocking: the kernel deletes while it answers) and says how it went;
     /// `None` when there was nothing to delete (a family that carried nothing, as one still
     /// waiting for its gateway at a start).
@@ -82,5 +113,48 @@ impl Flush {
                 self.wan
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::wan;
+
+    #[test]
+    fn a_reload_flushes_the_connections_of_a_wan_it_removed_or_moved_and_only_those() {
+        let marked = |name: &str, iface: &str, mark: u32| Wan {
+            mark,
+            ..wan(name, iface)
+        };
+        let old = [
+            marked("wan1", "eth1", 0x100),
+            marked("wan2", "eth2", 0x200),
+            marked("wan3", "eth3", 0x300),
+            marked("lte", "wwan0", 0x400),
+        ];
+        let new = [
+            marked("wan1", "eth1", 0x100),
+            // Renamed, same line and mark: its connections stay.
+            marked("dsl", "eth2", 0x200),
+            // Another mark: the old one leads nowhere.
+            marked("lte", "wwan0", 0x500),
+        ];
+        let flushes: Vec<(String, u32, u32, Vec<Family>)> = Flush::of_removed(&old, &new, 0xff00)
+            .into_iter()
+            .map(|f| (f.wan, f.mark, f.mask, f.families))
+            .collect();
+        let flush =
+            |wan: &str, mark: u32, family: Family| (wan.to_owned(), mark, 0xff00, vec![family]);
+        assert_eq!(
+            flushes,
+            [
+                flush("wan3 (removed by the reload)", 0x300, Family::V4),
+                flush("wan3 (removed by the reload)", 0x300, Family::V6),
+                flush("lte (its mark or interface changed)", 0x400, Family::V4),
+                flush("lte (its mark or interface changed)", 0x400, Family::V6),
+            ]
+        );
+        assert!(Flush::of_removed(&old, &old, 0xff00).is_empty());
     }
 }

@@ -352,7 +352,8 @@ impl std::fmt::Debug for Controller {
 impl Controller {
     /// Opens (or adopts) the pinned dataplane, reads what the maps hold, applies `config`,
     /// attaches the classifier to the LAN interfaces, and brings connection marking and routing
-    /// in line. A WAN whose interface has carrier starts up (probes take it down if not).
+    /// in line. A WAN whose interface has carrier starts up (probes take it down if not),
+    /// unless the adopted state had it down ([`crate::health::adopted`]).
     pub async fn start(mut config: Config) -> Result<(Controller, ApplyReport), ControllerError> {
         let routing = Routing::new()?;
         let carriers = link_states(&routing, &config).await;
@@ -376,6 +377,18 @@ impl Controller {
         let (runtime, runtime_notes) = set_edits::Runtime::open(&config.control.socket);
         let mut health = Health::default();
         health.follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
+        // What the adopted state had down stays down: the first apply must not send new flows
+        // into a line found dead before the restart.
+        let held_down = match adopted.maps {
+            true => crate::health::adopted::hold_down(
+                &mut health,
+                dp.maps(),
+                &config,
+                (&rules, &wan_slots),
+                Instant::now(),
+            ),
+            false => Vec::new(),
+        };
         let mut ctl = Controller {
             rules,
             // Until the first apply commits the configuration: all of it but the sets' prefixes
@@ -417,6 +430,7 @@ impl Controller {
         };
         ctl.flush_dead_at_start();
         report.notes.splice(0..0, runtime_notes);
+        report.notes.splice(0..0, held_down);
         report
             .notes
             .splice(0..0, no_carrier_warnings(&ctl.config, &carriers));
@@ -522,11 +536,15 @@ impl Controller {
         self.health
             .follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
         let held = self.configured_counts();
+        let old_wans = (self.config.wans.clone(), self.config.general.mark_mask);
         let mut applied = self
             .apply(config, false, Some(Precompiled { steps, advice }))
             .await;
         match &mut applied {
             Ok(report) => {
+                // The new policy is live: connections of a WAN it removed go.
+                let gone = Flush::of_removed(&old_wans.0, &self.config.wans, old_wans.1);
+                self.flushes.extend(gone);
                 report.notes.extend(self.emptied_sets(&held));
                 self.remember_inputs(inputs);
             }
@@ -2541,6 +2559,13 @@ fn routing_lines(why: &str, report: &ReconcileReport, started: Instant) -> Vec<R
                 .shadowed
                 .iter()
                 .map(|l| ReportLine::warning(format!("routing ({why}): {l}"))),
+        )
+        // Not an error: its WAN's link is down (said there), and it goes in when it comes up.
+        .chain(
+            report
+                .waiting
+                .iter()
+                .map(|l| ReportLine::info(format!("routing ({why}): {l}"))),
         )
         .collect();
     if !report.changes.is_empty() {

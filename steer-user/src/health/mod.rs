@@ -7,6 +7,7 @@
 //! its own follows the other one (a WAN probed over IPv4 only carries IPv6 while its IPv4 is
 //! up; `steer check` says so). Carrier and manual overrides apply to both families.
 
+pub mod adopted;
 pub mod pace;
 pub mod passive;
 pub mod probe;
@@ -166,6 +167,25 @@ impl Health {
                 p.set_down(!carrier);
             }
         }
+    }
+
+    /// `family` of WAN `name` was down in the state a restarted daemon adopted ([`adopted`]):
+    /// it starts down, as a line found dead, and only `up_after` passed rounds bring it up.
+    /// Whether that changed its start: a WAN without carrier is down already, and a family
+    /// without a tracker of its own follows the other one.
+    pub fn down_at_restart(&mut self, name: &str, family: Family, now: Instant) -> bool {
+        let Some(tracked) = self.wans.get_mut(name) else {
+            return false;
+        };
+        let Some(t) = tracked.trackers[family.index()].as_mut() else {
+            return false;
+        };
+        if !t.healthy() {
+            return false;
+        }
+        *t = t.restarted_because(t.carrier(), true, adopted::DOWN_AT_RESTART, now);
+        tracked.follow_trackers();
+        true
     }
 
     /// The carrier of `interface` changed (each WAN has its own interface).

@@ -13,7 +13,8 @@
 //!
 //! At start a WAN with carrier is taken as up (the optimistic choice mwan3 makes too: a restart
 //! must not move traffic off every line until probes have run); probes take it down within
-//! `down_after` rounds if it is not.
+//! `down_after` rounds if it is not. A daemon restarted over the pinned state of an earlier one
+//! keeps down what that state had down ([`super::adopted`]): probes bring it up.
 
 use std::{
     collections::VecDeque,

@@ -2,7 +2,7 @@
 //! building the messages that add and remove steer's items, and carrying out a plan.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -1038,20 +1038,94 @@ pub(crate) struct Step {
     pub item: String,
     /// The report line when it worked (`None`: part of a change reported by another step).
     pub change: Option<Change>,
-    /// Failures end with "retrying on the next link or address event".
+    /// Failures end with [`RETRYING`]: the daemon reconciles again then.
     pub retry: bool,
 }
 
-/// Carries out `steps` in order; one failing does not stop the others.
-pub(crate) async fn execute(handle: &Handle, links: &Links, steps: Vec<Step>) -> ReconcileReport {
+/// How a failure that is tried again ends: every link or address event reconciles, and so does
+/// the daemon's periodic check.
+pub(crate) const RETRYING: &str = "; retrying on the next link or address event and at every \
+                                   periodic check";
+
+/// Routes that could not be placed because their interface is down or has no carrier (the
+/// kernel removes a downed link's routes and refuses new ones): that is said once, as a route
+/// that waits, not as a failure, and the route is not tried again (not at the periodic check
+/// either) until its interface changes (comes up, gains carrier, is created again).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Waits {
+    /// By item (the route as reports name it): its interface's state when it was refused.
+    routes: HashMap<String, LinkState>,
+}
+
+/// What decides whether a route through a link can be placed: its index (a device created
+/// again), admin state and carrier.
+type LinkState = (u32, bool, bool);
+
+fn link_state(l: &LinkInfo) -> LinkState {
+    (l.index, l.admin_up, l.carrier)
+}
+
+impl Waits {
+    /// Whether the route `item` through `link` was refused for `link`'s state, and that state
+    /// has not changed since.
+    fn still(&self, item: &str, link: &LinkInfo) -> bool {
+        self.routes.get(item) == Some(&link_state(link))
+    }
+
+    /// Whether route `item` waits for its interface.
+    pub(crate) fn waits(&self, item: &str) -> bool {
+        self.routes.contains_key(item)
+    }
+}
+
+/// Carries out `steps` in order; one failing does not stop the others. A route that cannot
+/// be placed because its interface is down or has no carrier waits ([`Waits`]): reported once
+/// in `waiting`, then skipped until that interface changes.
+pub(crate) async fn execute(
+    handle: &Handle,
+    links: &Links,
+    steps: Vec<Step>,
+    waits: &mut Waits,
+) -> ReconcileReport {
     let mut report = ReconcileReport::default();
+    // Routes no longer in a plan (placed by someone else, no longer wanted) wait no more.
+    let mut planned = HashSet::new();
     for step in steps {
+        let route = match &step.op {
+            Op::AddRoute { spec, .. } | Op::RecreateRoute { spec, .. } => Some(spec),
+            _ => None,
+        };
+        let link = route.and_then(|spec| links.get(&spec.interface));
+        if route.is_some() {
+            planned.insert(step.item.clone());
+        }
+        if link.is_some_and(|l| waits.still(&step.item, l)) {
+            continue;
+        }
         match run(handle, links, &step.op).await {
-            Ok(()) => report.changes.extend(step.change),
+            Ok(()) => {
+                waits.routes.remove(&step.item);
+                report.changes.extend(step.change);
+            }
             Err(failed) => {
+                if let Some(link) = link.filter(|l| !l.admin_up || !l.carrier) {
+                    let state = if link.admin_up {
+                        "has no carrier"
+                    } else {
+                        "is down"
+                    };
+                    report.waiting.push(format!(
+                        "{} waits for {} to come up ({} {state}; the kernel said: {}): placed \
+                         when it does",
+                        step.item, link.name, link.name, failed.why
+                    ));
+                    waits.routes.insert(step.item.clone(), link_state(link));
+                    continue;
+                }
+                waits.routes.remove(&step.item);
                 let mut line = format!("failed: {}: {}", step.item, failed.why);
                 if step.retry {
-                    line.push_str("; retrying on the next link or address event");
+                    line.push_str(RETRYING);
                 }
                 report.failures.push(line);
                 if let Op::AddRoute { spec, .. } | Op::RecreateRoute { spec, .. } = step.op {
@@ -1064,6 +1138,7 @@ pub(crate) async fn execute(handle: &Handle, links: &Links, steps: Vec<Step>) ->
             }
         }
     }
+    waits.routes.retain(|item, _| planned.contains(item));
     report
 }
 
@@ -1115,13 +1190,7 @@ async fn add_route(
     if replace {
         req = req.replace();
     }
-    req.execute().await.map_err(|e| {
-        let mut failed = Failed::from(e);
-        if !link.admin_up {
-            failed.why = format!("interface {} is down: {}", spec.interface, failed.why);
-        }
-        failed
-    })
+    Ok(req.execute().await?)
 }
 
 /// A dumped route ready to be sent back as a deletion: only the flags a request may carry.

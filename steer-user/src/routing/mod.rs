@@ -363,11 +363,16 @@ pub struct ReconcileReport {
     /// dev wan1 table 101 (v4)`. Empty when nothing differed.
     pub changes: Vec<Change>,
     /// One line per item that could not be put right, with the reason, e.g. `failed: route
-    /// default via 100.64.1.1 dev wan1 table 101 (v4): Network is down (os error 100); retrying
-    /// on the next link or address event`.
+    /// default via 100.64.1.9 dev wan1 table 101 (v4): Network is unreachable (os error 101);
+    /// retrying on the next link or address event and at every periodic check`.
     pub failures: Vec<String>,
+    /// One line per route that cannot be placed because its interface is down or has no
+    /// carrier, said once (not a failure: it is placed when the link comes up), e.g. `route
+    /// default via 100.64.1.1 dev wan1 table 101 (v4) waits for wan1 to come up (...)`.
+    pub waiting: Vec<String>,
     /// The default routes among the failures, with the kernel's error number: whether a
-    /// gateway was refused (not on its link) or only waits (its link is down).
+    /// gateway was refused (not on its link) or only waits (its link has no address of the
+    /// family yet). Routes whose link is down are in `waiting`, not here.
     pub refused_routes: Vec<RefusedRoute>,
     /// Rules of someone else's that take steer's marked packets first ([`ShadowingRule`]),
     /// each said once: the ones found since the last reconcile.
@@ -460,7 +465,7 @@ pub struct RefusedRoute {
 impl ReconcileReport {
     /// Nothing differed and nothing failed.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.failures.is_empty()
+        self.changes.is_empty() && self.failures.is_empty() && self.waiting.is_empty()
     }
 }
 
@@ -527,6 +532,8 @@ pub struct Routing {
     /// The shadowing rules the last reconcile found: a reconcile runs at every routing event,
     /// and a warning is said once per rule, not at each.
     shadowed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Routes that wait for their interface to come up ([`kernel::Waits`]).
+    waits: std::sync::Arc<std::sync::Mutex<kernel::Waits>>,
 }
 
 impl Routing {
@@ -542,6 +549,7 @@ impl Routing {
             handle,
             placed: Default::default(),
             shadowed: Default::default(),
+            waits: Default::default(),
         })
     }
 
@@ -552,12 +560,12 @@ impl Routing {
         let (snapshot, plan) = match self.planned(desired).await {
             Ok(planned) => planned,
             Err(mut report) => {
-                report.failures[0].push_str("; retrying on the next event");
+                report.failures[0].push_str(kernel::RETRYING);
                 return report;
             }
         };
         let found: Vec<String> = plan.shadowed.into_iter().map(|w| w.line).collect();
-        let mut report = kernel::execute(&self.handle, &snapshot.links, plan.steps).await;
+        let (mut report, waits) = self.execute(&snapshot.links, plan.steps).await;
         {
             let mut said = self.shadowed.lock().unwrap_or_else(|e| e.into_inner());
             report.shadowed = found
@@ -569,7 +577,7 @@ impl Routing {
         }
         let failed = |item: &String| {
             let head = format!("failed: {item}: ");
-            report.failures.iter().any(|f| f.starts_with(&head))
+            report.failures.iter().any(|f| f.starts_with(&head)) || waits.waits(item)
         };
         // What is in place now, not everything ever placed: an item no longer desired (a WAN
         // a reload removed) that comes back later is new again, not "repaired".
@@ -586,7 +594,22 @@ impl Routing {
             Ok(planned) => planned,
             Err(report) => return report,
         };
-        kernel::execute(&self.handle, &snapshot.links, plan.additions()).await
+        self.execute(&snapshot.links, plan.additions()).await.0
+    }
+
+    /// [`kernel::execute`] with the routes that wait for their interface, kept for the next
+    /// reconcile; and what waits now.
+    async fn execute(
+        &self,
+        links: &kernel::Links,
+        steps: Vec<kernel::Step>,
+    ) -> (ReconcileReport, kernel::Waits) {
+        let lock = || self.waits.lock().unwrap_or_else(|e| e.into_inner());
+        // Not held across the kernel's answers.
+        let mut waits = lock().clone();
+        let report = kernel::execute(&self.handle, links, steps, &mut waits).await;
+        *lock() = waits.clone();
+        (report, waits)
     }
 
     /// The kernel's state and the plan from it to `desired`, or the report of a failed read.
@@ -649,7 +672,8 @@ impl Routing {
             }
         };
         let steps = plan::removal(&snapshot);
-        kernel::execute(&self.handle, &snapshot.links, steps).await
+        let mut waits = kernel::Waits::default();
+        kernel::execute(&self.handle, &snapshot.links, steps, &mut waits).await
     }
 
     /// What the system says about the WANs' surroundings, from one read: every interface,
