@@ -1213,6 +1213,13 @@ impl Controller {
                     .iter()
                     .map(|f| ReportLine::error(format!("vrrp {}: routing: {f}", v.name))),
             );
+            // A route whose link is down waits for it (said once, not an error).
+            lines.extend(
+                report
+                    .waiting
+                    .iter()
+                    .map(|w| ReportLine::info(format!("vrrp {}: routing: {w}", v.name))),
+            );
             lines.push(ReportLine::info(format!(
                 "vrrp {}: master-only WANs up and steered, {:.1} ms after becoming master",
                 v.name,
