@@ -1335,27 +1335,23 @@ fn udp_answers_never_exceed_what_the_client_takes() {
 /// (all 0xff) is named too, and so are the timeouts it leaves. Malformed queries are counted
 /// in `steer status` (they were counted, and shown nowhere).
 #[test]
-fn a_malformed_upstream_reply_gives_servfail_at_once_and_malformed_queries_are_shown() {
+fn a_malformed_upstream_reply_is_named_and_malformed_queries_are_shown() {
     let t = DnsScenario::start("dns-malformed", "timeout_ms = 1500", records);
     let lab = &t.s.lab;
-    let servfail_at_once = |name: &str| {
-        let started = Instant::now();
+    // A reply that carries a waiting query's ID but not its question does not fail the query
+    // (anyone who can spoof the upstream's address and guess the ID could): the query waits
+    // for a readable answer, gets SERVFAIL at its timeout, and the log names the replies.
+    let servfail = |name: &str| {
         let a = ask(&lab.client, forwarder(), name, rtype::A).expect("an answer");
         assert_eq!(rcode_of(&a), wire::rcode::SERVFAIL, "{name}");
-        assert!(
-            started.elapsed() < Duration::from_millis(700),
-            "{name}: {:?}\n{}",
-            started.elapsed(),
-            t.s.daemon.log_text()
-        );
     };
 
     let _short = bad_upstream(lab, "127.0.0.1:5996", |q| Some(q[..2].to_vec()));
     reload_upstream(&t, "127.0.0.1:5996");
-    servfail_at_once("n10.fresh.example");
+    servfail("n10.fresh.example");
     t.s.daemon.wait_log(
         "upstream 127.0.0.1:5996 answered with a malformed reply (2 bytes: shorter than a DNS \
-         header); its query gets SERVFAIL",
+         header); dropped; the query with its ID waits for a readable answer",
         Duration::from_secs(3),
     );
 
@@ -1365,9 +1361,9 @@ fn a_malformed_upstream_reply_gives_servfail_at_once_and_malformed_queries_are_s
         Some(a)
     });
     reload_upstream(&t, "127.0.0.1:5995");
-    servfail_at_once("n11.fresh.example");
+    servfail("n11.fresh.example");
     t.s.daemon.wait_log(
-        "upstream 127.0.0.1:5995 answered with a malformed reply",
+        "upstream 127.0.0.1:5995 does not answer in time: it sent 1 malformed replies",
         Duration::from_secs(3),
     );
 

@@ -434,18 +434,18 @@ fn a_configured_gateway_is_checked_at_reload_and_start_and_pins_hand_ins() {
         daemon.log_text()
     );
 
-    // At start: refused the same way, nothing attached.
+    // At start: said as an error, but the daemon starts (the system at boot may not be what
+    // it becomes, and the other WAN must carry the traffic meanwhile).
     assert!(
         daemon.signal_and_wait(libc::SIGTERM, SETTLE),
         "the daemon stops"
     );
     work.write("steer.toml", &with_gateway("10.99.99.1"));
-    let mut refused = Daemon::spawn(&work, steer_tests::daemon::steer_in(&lab.router));
-    let status = refused.wait_exit(SETTLE).expect("the start is refused");
-    assert!(!status.success());
-    let log = refused.log_text();
+    let started = Daemon::start(&lab.router, &work);
+    let log = started.log_text();
     assert!(
-        log.contains("wan[wan1].gateway = \"10.99.99.1\": 10.99.99.1 is not on the link of wan1"),
+        log.contains("wan[wan1].gateway = \"10.99.99.1\": 10.99.99.1 is not on the link of wan1")
+            && log.contains("steer starts all the same"),
         "{log}"
     );
 }

@@ -59,19 +59,18 @@ impl Flush {
     /// for, once the new policy is live: the connections of a WAN it removed keep its mark,
     /// which no rule routes any more (they would leave by the main table's default, with
     /// their NAT binding of the gone line), for as long as they send. So do those of a WAN
-    /// given another mark or interface: their mark no longer leads to their line. A WAN kept
-    /// on its interface with its mark (renamed too) keeps its connections. One flush per
+    /// given another mark: their mark no longer leads to their line. A mark a WAN of `new`
+    /// holds is not flushed: run after the new policy is live, it would cut that WAN's new
+    /// connections too (a line replaced by another with its mark; the old line's connections
+    /// then take the new line, where its NAT drops them at their next packet). One flush per
     /// family: each is counted (the kernel's delete by mark of both families says no count),
     /// and the log says how many went.
     pub fn of_removed(old: &[Wan], new: &[Wan], mask: u32) -> Vec<Flush> {
         old.iter()
-            .filter(|w| {
-                !new.iter()
-                    .any(|n| n.mark == w.mark && n.interface == w.interface)
-            })
+            .filter(|w| !new.iter().any(|n| n.mark & mask == w.mark & mask))
             .flat_map(|w| {
                 let why = if new.iter().any(|n| n.name == w.name) {
-                    "its mark or interface changed"
+                    "its mark changed"
                 } else {
                     "removed by the reload"
                 };
@@ -139,6 +138,8 @@ mod tests {
             marked("dsl", "eth2", 0x200),
             // Another mark: the old one leads nowhere.
             marked("lte", "wwan0", 0x500),
+            // A new line with a removed one's mark: its new connections would be cut too.
+            marked("fiber", "eth5", 0x300),
         ];
         let flushes: Vec<(String, u32, u32, Vec<Family>)> = Flush::of_removed(&old, &new, 0xff00)
             .into_iter()
@@ -149,10 +150,8 @@ mod tests {
         assert_eq!(
             flushes,
             [
-                flush("wan3 (removed by the reload)", 0x300, Family::V4),
-                flush("wan3 (removed by the reload)", 0x300, Family::V6),
-                flush("lte (its mark or interface changed)", 0x400, Family::V4),
-                flush("lte (its mark or interface changed)", 0x400, Family::V6),
+                flush("lte (its mark changed)", 0x400, Family::V4),
+                flush("lte (its mark changed)", 0x400, Family::V6),
             ]
         );
         assert!(Flush::of_removed(&old, &old, 0xff00).is_empty());

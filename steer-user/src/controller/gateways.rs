@@ -147,6 +147,25 @@ pub struct BadGateway {
     pub why: String,
 }
 
+impl BadGateway {
+    /// What a start says of it: a start is not refused for the system as it is at boot (a
+    /// modem's address before it syncs, a renumbered line): the other WANs must fail over.
+    pub fn at_start(&self) -> String {
+        format!(
+            "{}{}: wan[{}].{} = \"{}\": {}; steer starts all the same, and this WAN's route is \
+             retried at every link or address change: give the ISP's router on {}'s link (the \
+             lease's `router`), or \"auto\" to learn it, and run `steer reload`",
+            self.file.display(),
+            self.place,
+            self.wan,
+            self.field,
+            self.gateway,
+            self.why,
+            self.interface
+        )
+    }
+}
+
 /// Every configured gateway that is refused, refused together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
@@ -190,6 +209,25 @@ pub fn configured_faults(
     out
 }
 
+/// Whether `a` is the router's own address where `wan`'s route would use it. A link-local
+/// address belongs to one link: the router holding fe80::1 on its LAN (a VRRP VIP, often)
+/// does not make the ISP's fe80::1 on the WAN its own.
+pub fn is_own_next_hop(
+    wan: &Wan,
+    a: IpAddr,
+    system: &SystemView,
+    local: &super::local::Found,
+) -> bool {
+    if matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
+        let link = system.links.get(&wan.interface).map(|l| l.index);
+        return system
+            .addresses
+            .iter()
+            .any(|(index, own)| *own == a && Some(*index) == link);
+    }
+    local.is_own_address(a) || system.addresses.iter().any(|(_, own)| *own == a)
+}
+
 /// Why `a` cannot be `wan`'s `family` next hop, if `system` shows it cannot.
 fn fault(
     wan: &Wan,
@@ -198,7 +236,7 @@ fn fault(
     system: &SystemView,
     local: &super::local::Found,
 ) -> Option<String> {
-    if local.is_own_address(a) || system.addresses.iter().any(|(_, own)| *own == a) {
+    if is_own_next_hop(wan, a, system, local) {
         return Some(format!(
             "{a} is an address of this router, not the next hop of {}: the WAN's traffic would \
              be sent to the router itself",
@@ -472,5 +510,29 @@ mod tests {
         v.local.clear();
         assert!(faults_in(&v, "10.99.99.1").is_empty());
         assert!(configured_faults(Path::new("f"), None, &[], &SystemView::default()).is_empty());
+    }
+
+    #[test]
+    fn a_link_local_gateway_is_the_routers_own_only_on_the_wans_link() {
+        let fe80 = "fe80::1";
+        let faults_with = |index: u32| {
+            let mut v = view(false, vec![]);
+            // fe80::1 held on link `index`: the LAN's (a VRRP VIP), or the WAN's own (7).
+            v.addresses.push((index, fe80.parse().unwrap()));
+            let w = Wan {
+                gateway6: NextHop::Via(fe80.parse().unwrap()),
+                ..crate::config::testing::wan("wan1", "eth1")
+            };
+            configured_faults(Path::new("/etc/steer.toml"), None, &[w], &v)
+        };
+        assert!(faults_with(9).is_empty(), "the ISP's fe80::1 on eth1");
+        let own = faults_with(7);
+        assert!(
+            own.len() == 1
+                && own[0]
+                    .why
+                    .starts_with("fe80::1 is an address of this router"),
+            "{own:?}"
+        );
     }
 }

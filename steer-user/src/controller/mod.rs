@@ -1259,7 +1259,10 @@ impl Controller {
                 self.gateway_of(&name, family).describe()
             ))]);
         }
-        if self.local_found.is_own_address(a) {
+        // A link-local address is the router's on one link only (fe80::1 on the LAN, a VRRP
+        // VIP, says nothing of the ISP's fe80::1 on the WAN).
+        let link_local = matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local());
+        if !link_local && self.local_found.is_own_address(a) {
             return Err(GatewayRefused::Refused(format!(
                 "{a} is an address of this router, not the next hop of {name}: give the \
                  ISP's router (the lease's `router`); nothing was changed"
@@ -1760,9 +1763,16 @@ impl Controller {
         let old_sources = (self.config.ipv6.clone(), self.prefixes6.resolved.clone());
         let mut report = ApplyReport::default();
         // Before anything changes: a configured gateway the kernel would refuse (retried on
-        // every event) or one that is the router itself refuses the start or the reload, as
-        // `steer wan NAME gateway` refuses it handed in.
-        self.check_configured_gateways(&config).await?;
+        // every event) or one that is the router itself refuses the reload, as `steer wan NAME
+        // gateway` refuses it handed in. A start goes on with an error: the system at boot may
+        // not be what it becomes, and the other WANs must fail over meanwhile.
+        match self.check_configured_gateways(&config).await {
+            Ok(()) => {}
+            Err(bad) if first => report
+                .notes
+                .extend(bad.0.iter().map(|b| ReportLine::error(b.at_start()))),
+            Err(bad) => return Err(bad.into()),
+        }
         // Gateways and local destinations first: which WAN families are usable decides the
         // policy table. A family whose gateway changes here is written by the sync below.
         match self

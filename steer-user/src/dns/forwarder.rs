@@ -440,7 +440,7 @@ impl Shared {
     /// Upstream `index` sent a reply that is no DNS answer (`why`, `len` bytes): counted, and
     /// named in the log (the first, then once a minute). `answered`: it had a query's ID, and
     /// that query gets SERVFAIL; otherwise it answers no query and is dropped.
-    fn upstream_malformed(&self, index: usize, len: usize, why: &str, answered: bool) {
+    fn upstream_malformed(&self, index: usize, len: usize, why: &str, fate: MalformedFate) {
         self.count(Count::MalformedAnswers);
         let due = self
             .upstream_log
@@ -452,10 +452,14 @@ impl Shared {
         if !due {
             return;
         }
-        let fate = if answered {
-            "its query gets SERVFAIL"
-        } else {
-            "it carries the ID of no query waiting for it, so it is dropped"
+        let fate = match fate {
+            MalformedFate::Servfail => "its query gets SERVFAIL",
+            MalformedFate::NoQuery => {
+                "it carries the ID of no query waiting for it, so it is dropped"
+            }
+            MalformedFate::Ignored => {
+                "dropped; the query with its ID waits for a readable answer (or its timeout)"
+            }
         };
         log::warn!(
             "dns forwarder: upstream {} answered with a malformed reply ({len} bytes: {why}); \
@@ -903,6 +907,18 @@ async fn upstream_reader(
     .await;
 }
 
+/// What becomes of the query a malformed upstream reply came for (said in the log).
+#[derive(Clone, Copy, Debug)]
+enum MalformedFate {
+    /// Its query gets SERVFAIL: over TCP (the connection carries that query alone), or an
+    /// answer whose records cannot be read.
+    Servfail,
+    /// It carries no waiting query's ID.
+    NoQuery,
+    /// It carries a waiting query's ID but not its question: the query waits on.
+    Ignored,
+}
+
 /// Whether `answer` answers `q`, asked in `query`: the upstream echoes the question, its bytes
 /// compared as names compare (letter case aside) without reading them again.
 fn same_question(answer: &[u8], query: &[u8], q: &Question) -> bool {
@@ -922,22 +938,18 @@ fn on_udp_answer(index: usize, answer: &[u8], st: &mut Udp, shared: &Shared) {
         // No query's ID (or none at all): nothing to answer, but a reply that is no DNS
         // message says why its queries will time out.
         if let Some(why) = malformed(answer) {
-            shared.upstream_malformed(index, answer.len(), &why, false);
+            shared.upstream_malformed(index, answer.len(), &why, MalformedFate::NoQuery);
         }
         return;
     };
     let p = st.pending.get(&id).expect("present");
     if !same_question(answer, &p.query, &p.question) {
-        // Its question cannot be read (or there is none to read): the query gets SERVFAIL
-        // now, as for an answer whose records cannot be read, not after the upstream's
-        // timeout under another name. A readable answer to another question is ignored.
+        // Not this query's answer: its question cannot be read, or is another's. The query
+        // keeps waiting for the real answer (a datagram that only guessed the ID, from a
+        // spoofed upstream address, must not fail it); one that cannot be read is counted and
+        // said, and the timeout's line then names the malformed replies.
         if let Some(why) = malformed(answer) {
-            let pending = st.take(id).expect("present");
-            shared.upstream_malformed(index, answer.len(), &why, true);
-            shared.count(Count::Servfail);
-            let mut out = wire::reply(&pending.query, rcode::SERVFAIL);
-            wire::set_id(&mut out, pending.client_id);
-            st.replies.push((pending.listener, out, pending.client));
+            shared.upstream_malformed(index, answer.len(), &why, MalformedFate::Ignored);
         }
         return;
     }
@@ -985,7 +997,7 @@ fn relay(index: usize, answer: &[u8], query: &[u8], shared: &Shared) -> Vec<u8> 
             hidden.unwrap_or_else(|| answer.to_vec())
         }
         Err(e) => {
-            shared.upstream_malformed(index, answer.len(), &e.to_string(), true);
+            shared.upstream_malformed(index, answer.len(), &e.to_string(), MalformedFate::Servfail);
             shared.count(Count::Servfail);
             wire::reply(query, rcode::SERVFAIL)
         }
@@ -1193,7 +1205,7 @@ async fn tcp_upstream(
             // The connection carries this query alone: a message on it that is no DNS answer
             // is the upstream's reply to it.
             Some(a) if let Some(why) = malformed(&a) => {
-                shared.upstream_malformed(index, a.len(), &why, true);
+                shared.upstream_malformed(index, a.len(), &why, MalformedFate::Servfail);
                 *conn = None;
                 shared.count(Count::Servfail);
                 return wire::reply(query, rcode::SERVFAIL);

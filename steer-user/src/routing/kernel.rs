@@ -1047,7 +1047,7 @@ pub(crate) struct Step {
 pub(crate) const RETRYING: &str = "; retrying on the next link or address event and at every \
                                    periodic check";
 
-/// Routes that could not be placed because their interface is down or has no carrier (the
+/// Routes that could not be placed because their interface is set down (the
 /// kernel removes a downed link's routes and refuses new ones): that is said once, as a route
 /// that waits, not as a failure, and the route is not tried again (not at the periodic check
 /// either) until its interface changes (comes up, gains carrier, is created again).
@@ -1079,7 +1079,7 @@ impl Waits {
 }
 
 /// Carries out `steps` in order; one failing does not stop the others. A route that cannot
-/// be placed because its interface is down or has no carrier waits ([`Waits`]): reported once
+/// be placed because its interface is set down waits ([`Waits`]): reported once
 /// in `waiting`, then skipped until that interface changes.
 pub(crate) async fn execute(
     handle: &Handle,
@@ -1108,14 +1108,11 @@ pub(crate) async fn execute(
                 report.changes.extend(step.change);
             }
             Err(failed) => {
-                if let Some(link) = link.filter(|l| !l.admin_up || !l.carrier) {
-                    let state = if link.admin_up {
-                        "has no carrier"
-                    } else {
-                        "is down"
-                    };
+                // Only a link set down refuses every route; one without carrier takes them
+                // (linkdown), so a failure there has another cause and is retried as such.
+                if let Some(link) = link.filter(|l| !l.admin_up) {
                     report.waiting.push(format!(
-                        "{} waits for {} to come up ({} {state}; the kernel said: {}): placed \
+                        "{} waits for {} to come up ({} is down; the kernel said: {}): placed \
                          when it does",
                         step.item, link.name, link.name, failed.why
                     ));
