@@ -1764,13 +1764,14 @@ impl Controller {
         let mut report = ApplyReport::default();
         // Before anything changes: a configured gateway the kernel would refuse (retried on
         // every event) or one that is the router itself refuses the reload, as `steer wan NAME
-        // gateway` refuses it handed in. A start goes on with an error: the system at boot may
-        // not be what it becomes, and the other WANs must fail over meanwhile.
+        // gateway` refuses it handed in. A start goes on with a warning (an error would end
+        // it): the system at boot may not be what it becomes, and the other WANs must fail
+        // over meanwhile.
         match self.check_configured_gateways(&config).await {
             Ok(()) => {}
             Err(bad) if first => report
                 .notes
-                .extend(bad.0.iter().map(|b| ReportLine::error(b.at_start()))),
+                .extend(bad.0.iter().map(|b| ReportLine::warning(b.at_start()))),
             Err(bad) => return Err(bad.into()),
         }
         // Gateways and local destinations first: which WAN families are usable decides the
