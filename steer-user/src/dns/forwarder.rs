@@ -416,15 +416,15 @@ impl Shared {
             .map_or_else(|| "?".to_owned(), ToString::to_string)
     }
 
+    /// Upstream `index`'s log state, changed by `f`.
+    fn upstream_log<T>(&self, index: usize, f: impl FnOnce(&mut UpstreamLog) -> T) -> T {
+        let mut log = self.upstream_log.lock().unwrap_or_else(|e| e.into_inner());
+        f(log.entry(index).or_default())
+    }
+
     /// Upstream `index` answered a query.
     fn upstream_answered(&self, index: usize) {
-        let back = self
-            .upstream_log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(index)
-            .or_default()
-            .answered(Instant::now());
+        let back = self.upstream_log(index, |l| l.answered(Instant::now()));
         if back {
             log::info!(
                 "dns forwarder: upstream {} answers again",
@@ -438,17 +438,10 @@ impl Shared {
     }
 
     /// Upstream `index` sent a reply that is no DNS answer (`why`, `len` bytes): counted, and
-    /// named in the log (the first, then once a minute). `answered`: it had a query's ID, and
-    /// that query gets SERVFAIL; otherwise it answers no query and is dropped.
+    /// named in the log (the first, then once a minute) with what becomes of its query.
     fn upstream_malformed(&self, index: usize, len: usize, why: &str, fate: MalformedFate) {
         self.count(Count::MalformedAnswers);
-        let due = self
-            .upstream_log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(index)
-            .or_default()
-            .malformed(Instant::now());
+        let due = self.upstream_log(index, |l| l.malformed(Instant::now()));
         if !due {
             return;
         }
@@ -498,23 +491,13 @@ impl Shared {
     /// port) is gone gets SERVFAIL, and the log says why.
     fn upstream_failed(&self, index: usize, what: Count, sent: Instant) {
         self.count(what);
-        let due = self
-            .upstream_log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(index)
-            .or_default()
-            .failed(what, sent, Instant::now());
+        let (due, malformed) = self.upstream_log(index, |l| {
+            (l.failed(what, sent, Instant::now()), l.malformed)
+        });
         if !due {
             return;
         }
         let addr = self.upstream_addr(index);
-        let malformed = self
-            .upstream_log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&index)
-            .map_or(0, |l| l.malformed);
         let how = match what {
             Count::UpstreamRefused => "refuses queries (nothing listens there?)".to_owned(),
             _ if malformed > 0 => format!(

@@ -182,27 +182,7 @@ impl Netlink {
     /// after a crash: no daemon left them). Only where the kernel keeps an address's protocol:
     /// before Linux 6.1 none can be told from the router's own.
     pub async fn remove_every_vip(&self) -> Result<usize, String> {
-        if !keeps_address_protocol() {
-            return Ok(0);
-        }
-        let all: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| format!("reading addresses: {}", describe(&e)))?;
-        let mut removed = 0;
-        for msg in all.into_iter().filter(is_steers) {
-            let shown = address_of(&msg).map_or_else(String::new, |a| a.addr.to_string());
-            match self.handle.address().del(msg).execute().await {
-                Ok(()) => removed += 1,
-                Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENOENT)) => {}
-                Err(e) => return Err(format!("removing {shown}: {}", describe(&e))),
-            }
-        }
-        Ok(removed)
+        Ok(self.remove_vips_except(&[]).await?.len())
     }
 
     /// Removes every address steer added as a virtual address (see [`VIP_PROTO`]) but those
