@@ -163,6 +163,9 @@ pub struct LanStatus {
     pub interface: String,
     /// XDP attach mode ("native", "generic") when the XDP pre-classifier is attached.
     pub xdp: Option<String>,
+    /// Why the interface classifies nothing, or classifies in vain; `None` when it works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -475,6 +478,7 @@ mod tests {
             lan: vec![LanStatus {
                 interface: "br-lan".into(),
                 xdp: None,
+                problem: None,
             }],
             wans: vec![WanStatus {
                 name: "wan1".into(),

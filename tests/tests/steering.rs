@@ -318,6 +318,34 @@ fn a_bridge_with_its_own_nf_call_iptables_is_seen_too() {
     }
 }
 
+/// `general.lan` listing a bridge and one of its ports: the port's packets would be classified
+/// twice (the bridge's answer replacing the port's, so a set with `in` by port does not
+/// apply) and counted twice. The daemon says so, status marks the port, and a listed LAN
+/// interface that does not exist is shown, not left out; the warning is taken back when the
+/// port leaves the bridge.
+#[test]
+fn a_bridge_listed_with_its_port_is_warned_of_and_a_missing_lan_shown() {
+    let lan = Lab::LAN_IFACE;
+    let listed = format!("br-lan\", \"{lan}\", \"nolan0");
+    let s = Scenario::start_on("brport", &Options::default(), &listed, |lab| {
+        lab.bridge_lan("br-lan");
+    });
+    s.daemon
+        .wait_log(&format!("general.lan lists {lan} and br-lan"), SETTLE);
+    let status = s.steer(&["status"]);
+    assert!(
+        status.contains(&format!("{lan} (a port of br-lan, listed too"))
+            && status.contains("nolan0 (not classified: no such interface")
+            && status.contains("br-lan (tc)"),
+        "{status}"
+    );
+    s.lab.router.run(&format!("ip link set {lan} nomaster"));
+    s.daemon
+        .wait_log(&format!("{lan}: classified once again"), SETTLE);
+    let status = s.steer(&["status"]);
+    assert!(status.contains(&format!("{lan} (tc)")), "{status}");
+}
+
 #[test]
 fn connections_into_wan2_to_the_router_or_a_dmz_are_answered_via_wan2() {
     let s = Scenario::start("own-answers", &Options::default());

@@ -947,9 +947,10 @@ fn render_status(s: &Status) -> String {
     let lan: Vec<String> = s
         .lan
         .iter()
-        .map(|l| match &l.xdp {
-            Some(m) => format!("{} (tc + xdp {m})", l.interface),
-            None => format!("{} (tc)", l.interface),
+        .map(|l| match (&l.problem, &l.xdp) {
+            (Some(p), _) => format!("{} ({p})", l.interface),
+            (None, Some(m)) => format!("{} (tc + xdp {m})", l.interface),
+            (None, None) => format!("{} (tc)", l.interface),
         })
         .collect();
     let _ = writeln!(out, "LAN: {}", lan.join(", "));

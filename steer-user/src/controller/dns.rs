@@ -721,6 +721,7 @@ mod tests {
                 bridge: false,
                 bridge_nf_call: false,
                 ppp: false,
+                master: None,
             });
         }
         system.routes_out = vec![

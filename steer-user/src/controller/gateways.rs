@@ -347,6 +347,7 @@ mod tests {
             bridge: false,
             bridge_nf_call: false,
             ppp: false,
+            master: None,
         });
         v
     }

@@ -19,6 +19,7 @@ pub mod dns;
 mod failback;
 pub mod gateways;
 mod hooked_gateways;
+mod lan_ports;
 mod lists;
 mod local;
 pub mod passive;
@@ -54,7 +55,7 @@ use crate::{
     model::{Family, LocalScope, NameIds, PrefixSets, Rule},
     policy::{Outcome, Outcomes},
     prefix::Prefix,
-    routing::{self, ReconcileReport, Routing, RoutingError},
+    routing::{self, Links, ReconcileReport, Routing, RoutingError},
     status::{
         FailoverTimes, FamilyStatus, LanStatus, LastApply, LastFailover, PolicyStatus, ReportLine,
         SetStatus, ShareStatus, Status, WanState, WanStatus,
@@ -311,6 +312,8 @@ pub struct Controller {
     hooked: Hooked,
     /// Each WAN's delegated IPv6 prefix (`[ipv6]`).
     prefixes6: wan_prefixes::WanPrefixes,
+    /// LAN interfaces listed with the bridge they are ports of, at the last read of the system.
+    lan_ports: Vec<lan_ports::PortOfListedBridge>,
     /// Prefixes per rule id, counted after each sync: a status (a metrics scrape) must not
     /// walk a million prefixes.
     prefix_counts: HashMap<u32, usize>,
@@ -413,6 +416,7 @@ impl Controller {
             local_found: local::Found::default(),
             hooked: kept_gateways(&config.control.socket),
             prefixes6: wan_prefixes::WanPrefixes::open(&config.control.socket),
+            lan_ports: Vec::new(),
             prefix_counts: HashMap::new(),
             flushes: Vec::new(),
             vrrp: vrrp::VrrpCtl::default(),
@@ -1113,6 +1117,26 @@ impl Controller {
         lines
     }
 
+    /// Notes LAN interfaces listed with the bridge they are ports of ([`lan_ports`]): a warning
+    /// when such a pair appears, a line when it is gone.
+    fn follow_lan_ports(&mut self, general: &config::General, links: &Links) -> Vec<ReportLine> {
+        let now = lan_ports::ports_of_listed_bridges(&general.lan, links);
+        let mut lines: Vec<ReportLine> = now
+            .iter()
+            .filter(|p| !self.lan_ports.contains(p))
+            .map(|p| ReportLine::warning(p.warning()))
+            .collect();
+        lines.extend(self.lan_ports.iter().filter(|p| !now.contains(p)).map(|p| {
+            ReportLine::info(format!(
+                "{}: classified once again ({} and it are no longer both listed, or it is no \
+                 longer that bridge's port)",
+                p.port, p.bridge
+            ))
+        }));
+        self.lan_ports = now;
+        lines
+    }
+
     /// Reads the system and updates the local destinations, the gateways and the IPv6 prefixes
     /// of `wans` (the running configuration's, or those of one about to be applied); says what
     /// changed, and which WAN families became usable or unusable by it.
@@ -1129,6 +1153,8 @@ impl Controller {
             ))
         })?;
         let mut seen = Observed::default();
+        seen.lines
+            .extend(self.follow_lan_ports(general, &system.links));
         let now = Instant::now();
         // What decides is the gateway and the prefix together ([`Self::carries`]), before and
         // after.
@@ -2156,6 +2182,50 @@ impl Controller {
         }
     }
 
+    /// Each LAN interface of the configuration, in its order, with its classifier, or why
+    /// it classifies nothing (or classifies in vain); then any still attached but not
+    /// configured (a detach that failed).
+    fn lan_status(&self) -> Vec<LanStatus> {
+        let attached: BTreeMap<&str, Option<String>> = self
+            .dp
+            .attached()
+            .map(|(i, x)| (i, x.map(|m| m.to_string())))
+            .collect();
+        let lan = &self.config.general.lan;
+        let configured = lan.iter().map(|i| {
+            let problem = match attached.get(i.as_str()) {
+                None if crate::dataplane::ifindex(i).is_err() => Some(
+                    "not classified: no such interface; the classifier attaches when it appears"
+                        .to_owned(),
+                ),
+                None => Some(
+                    "not classified: attaching failed (see the log); steer retries when the \
+                     interface changes"
+                        .to_owned(),
+                ),
+                Some(_) => self
+                    .lan_ports
+                    .iter()
+                    .find(|p| &p.port == i)
+                    .map(|p| p.problem()),
+            };
+            LanStatus {
+                interface: i.clone(),
+                xdp: attached.get(i.as_str()).cloned().flatten(),
+                problem,
+            }
+        });
+        let stray = attached
+            .iter()
+            .filter(|(i, _)| !lan.iter().any(|l| l == *i))
+            .map(|(i, x)| LanStatus {
+                interface: (*i).to_owned(),
+                xdp: x.clone(),
+                problem: Some("not in general.lan, still attached".to_owned()),
+            });
+        configured.chain(stray).collect()
+    }
+
     /// The status document (`steer status`).
     pub async fn status(&self) -> Status {
         let maps = self.dp.maps();
@@ -2251,14 +2321,7 @@ impl Controller {
             generation: maps.active_generation().ok(),
             adopted: self.adopted.maps,
             policy_in_sync: !self.policy_dirty,
-            lan: self
-                .dp
-                .attached()
-                .map(|(i, x)| LanStatus {
-                    interface: i.to_owned(),
-                    xdp: x.map(|m| m.to_string()),
-                })
-                .collect(),
+            lan: self.lan_status(),
             wans,
             policies: self
                 .outcomes

@@ -184,6 +184,18 @@ fn xdp_kind(mode: XdpAttachMode) -> LinkKind {
     }
 }
 
+/// `e` and each error beneath it, `: `-joined: aya's attach errors keep the kernel's errno in
+/// their source.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 /// The kernel's index of interface `iface`; [`DataplaneError::NoInterface`] when there is no such
 /// interface (or the name cannot be one).
 pub fn ifindex(iface: &str) -> Result<u32, DataplaneError> {
@@ -228,7 +240,12 @@ impl Dataplane {
                 Ok(xdp) => att.xdp = Some(xdp),
                 Err(e) => report.xdp_error = Some(e.to_string()),
             },
-            (false, Some((link, _))) => link.detach()?,
+            (false, Some((link, _))) => {
+                link.detach()?;
+                log::info!(
+                    "{iface}: XDP pre-classifier detached (xdp is off); TC classifies alone"
+                );
+            }
             (false, None) => self.drop_pinned_xdp(iface)?,
         }
         report.xdp = att.xdp.as_ref().map(|(_, m)| *m);
@@ -341,7 +358,12 @@ impl Dataplane {
                 let id = xdp
                     .attach(iface, XdpMode::Skb)
                     .map_err(prog_err(program_names::XDP, format!("attach to {iface}")))?;
-                log::info!("{iface}: no native XDP ({native}); using generic XDP");
+                // The kernel's reason is the error's source (a veth refuses native XDP while
+                // its peer's MTU is above what XDP takes, a driver may lack it).
+                log::info!(
+                    "{iface}: no native XDP ({}); using generic XDP",
+                    with_causes(&native)
+                );
                 (id, XdpAttachMode::Generic)
             }
         };

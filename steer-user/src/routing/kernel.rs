@@ -58,6 +58,8 @@ pub struct LinkInfo {
     /// Other point-to-point devices (tun, raw-IP LTE) get one from the kernel whatever the
     /// line carries.
     pub ppp: bool,
+    /// The device this one is a port of (IFLA_MASTER): a bridge, or a bond.
+    pub master: Option<u32>,
 }
 
 impl LinkInfo {
@@ -74,6 +76,10 @@ impl LinkInfo {
             point_to_point: m.header.flags.contains(LinkFlags::Pointopoint)
                 || m.header.flags.contains(LinkFlags::Noarp),
             ppp: m.header.link_layer_type == LinkLayerType::Ppp,
+            master: m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Controller(index) => Some(*index),
+                _ => None,
+            }),
             bridge: link_infos(m).any(|i| matches!(i, LinkInfoAttr::Kind(InfoKind::Bridge))),
             bridge_nf_call: link_infos(m).any(|i| match i {
                 LinkInfoAttr::Data(InfoData::Bridge(options)) => options.iter().any(|o| {

@@ -248,7 +248,9 @@ fn lan_interface(v: &str, lan: &[String]) -> Checked<String> {
     Err((
         format!("{v:?} is not one of the LAN interfaces steer classifies on"),
         format!(
-            "`in` names an interface of [general] lan ({}); add it there first",
+            "`in` names an interface of [general] lan ({}); add it there first (for a port \
+             of a bridge: list the bridge's ports instead of the bridge, since a listed bridge \
+             classifies its ports' packets again)",
             lan.join(", ")
         ),
     ))
