@@ -815,6 +815,24 @@ fn session_with(lab: &Lab, work: &Workdir, subnet: u8, router_address: bool) -> 
             },
         ],
     );
+    // The session is up when its device is: what the tests time from here is steer's part,
+    // not socat's start on a loaded machine (or a name a closing session still holds).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lab
+        .router
+        .try_run("ip link show dev pppoe-wan")
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the point-to-point session did not come up: pppoe-wan is missing\n\
+             socat (ISP): {}\nsocat (router): {}",
+            isp.log_text(),
+            router.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     Session { _isp: isp, router }
 }
 
