@@ -55,8 +55,9 @@ pub mod map_names {
     pub const LOCAL_V4: &str = "LOCAL_V4";
     /// The same for IPv6.
     pub const LOCAL_V6: &str = "LOCAL_V6";
-    /// LRU hash [`crate::FragKey`] -> u32: the flow hash of a fragmented datagram, written
-    /// by its first fragment (the one with ports) for the fragments after it.
+    /// LRU hash [`crate::FragKey`] -> [`crate::FragEntry`]: the rule and the flow hash of a
+    /// fragmented datagram, written by its first fragment (the one with ports) for the
+    /// fragments after it.
     pub const FRAGS: &str = "FRAGS";
     /// Per-CPU array `[MAX_RULES * MAX_WANS]` of [`crate::Counter`]: what each rule sent to
     /// each WAN (a balanced policy's measured shares).
@@ -367,6 +368,22 @@ pub struct FragKey {
     pub id: u32,
     /// 4 or 6 in the low byte, the transport protocol in the next.
     pub family_proto: u32,
+}
+
+/// Value of `FRAGS`: what the first fragment of a datagram (the only one with the ports) was
+/// classified as, for the fragments after it, which have no ports to match a port rule or to
+/// hash. A later fragment that finds no entry (it overtook its first fragment, or the entry
+/// was evicted) is classified by its addresses alone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragEntry {
+    /// The rule the first fragment matched, or `LOCAL_RULE`. A rule id, not a mark: a later
+    /// fragment is resolved in the live generation like any packet, so a failover between the
+    /// fragments of a datagram moves the rest of it with its rule.
+    pub rule: u32,
+    /// The first fragment's [`flow_hash`], for a rule that is balanced by flow when a later
+    /// fragment comes (written whatever the rule: the generation may flip in between).
+    pub hash: u32,
 }
 
 /// One slot of a balanced rule's consistent-hash table.
@@ -764,6 +781,7 @@ const _: () = assert!(size_of::<RuleRef>() == 4);
 const _: () = assert!(size_of::<PolicyEntry>() == 24);
 const _: () = assert!(size_of::<LocalRef>() == 4);
 const _: () = assert!(size_of::<FragKey>() == 40);
+const _: () = assert!(size_of::<FragEntry>() == 8);
 const _: () = assert!(size_of::<LbSlot>() == 8);
 const _: () = assert!(size_of::<Settings>() == 8);
 const _: () = assert!(size_of::<CondBank>() == 16 + 8 * cond::any::COUNT + 8 + 128);
@@ -810,6 +828,7 @@ mod user {
         WanInfo,
         LocalRef,
         FragKey,
+        FragEntry,
         Learned,
         WanDevice,
         WanTraffic,
@@ -839,7 +858,7 @@ const fn hash_finish(mut x: u32) -> u32 {
 /// The hash a balanced rule picks its slot by (`hash & (LB_SLOTS - 1)`): over the addresses,
 /// the transport protocol and the ports, and nothing else (not the IPv6 flow label, which the
 /// sender may change mid-flow). Addresses are four words, IPv4 in the first; every fragment of
-/// a datagram gets the hash of its first fragment (see `FRAGS`). Defined once, here, so the
+/// a datagram gets the hash of its first fragment (see [`FragEntry`]). Defined once, here, so the
 /// kernel programs and userspace compute the same thing.
 #[inline(always)]
 pub const fn flow_hash(src: &[u32; 4], dst: &[u32; 4], proto: u8, sport: u16, dport: u16) -> u32 {

@@ -2,14 +2,20 @@
 //! with conditions, first match, [`crate::cond`]), source rules, hosts learned from DNS answers
 //! (exact), destination rules, the default rule. And the hashes a
 //! balanced rule picks its slot by.
+//!
+//! Fragments: only the first fragment of a datagram has the ports, so it alone can meet a port
+//! rule or be hashed by flow. Its rule and flow hash are recorded in `FRAGS`
+//! ([`steer_common::FragEntry`]) and every later fragment of the datagram takes them, so the
+//! datagram is steered and counted whole even where nothing reassembles it before routing
+//! (no connection tracking in the router's namespace).
 
 use aya_ebpf::{
     btf_maps::ArrayOfMaps,
     maps::{HashMap, LpmTrie, lpm_trie::Key},
 };
 use steer_common::{
-    AddrV4, AddrV6, DEFAULT_RULE, FragKey, LOCAL_RULE, Learned, LocalRef, flow_hash, range, range6,
-    settings_flags, src_hash, words_v4, words_v6,
+    AddrV4, AddrV6, DEFAULT_RULE, FragEntry, FragKey, LOCAL_RULE, Learned, LocalRef, MAX_RULES,
+    flow_hash, range, range6, settings_flags, src_hash, words_v4, words_v6,
 };
 
 use crate::{
@@ -18,20 +24,66 @@ use crate::{
         DST_V4, DST_V6, FRAGS, LEARNED_V4, LEARNED_V6, LOCAL_V4, LOCAL_V6, RangeBlocks, SRC_V4,
         SRC_V6,
     },
-    parse::{FragKind, Kind, Parsed, Transport},
+    parse::{FragKind, Kind, Parsed},
 };
 
 /// The rule of a parsed packet (`LOCAL_RULE` for a local destination), or `None` when it is
 /// not an IP packet the classifier can read. `flags` are `Settings::flags`: source lookups run
 /// only when there are source prefixes, learned-host lookups only when hosts of the family are
-/// learned, the ordered rules only when there are some.
+/// learned, the ordered rules only when there are some. A later fragment takes the rule its
+/// first fragment recorded; one that finds none (it overtook its first fragment, or the entry
+/// was evicted) is looked up like any packet, without ports.
 #[inline(always)]
 pub fn rule_of(parsed: &Parsed, input: &Input, flags: u32) -> Option<u32> {
-    match parsed.kind {
-        Kind::V4 => Some(rule_v4(parsed, input, flags)),
-        Kind::V6 => Some(rule_v6(parsed, input, flags)),
-        Kind::NotIp | Kind::Truncated => None,
+    if matches!(parsed.kind, Kind::NotIp | Kind::Truncated) {
+        return None;
     }
+    let recorded = if parsed.l4.frag == FragKind::Later {
+        recorded_rule(parsed)
+    } else {
+        UNRECORDED
+    };
+    if recorded != UNRECORDED {
+        return Some(recorded);
+    }
+    let rule = if parsed.kind == Kind::V6 {
+        rule_v6(parsed, input, flags)
+    } else {
+        rule_v4(parsed, input, flags)
+    };
+    if parsed.l4.frag == FragKind::First {
+        record(parsed, rule);
+    }
+    Some(rule)
+}
+
+/// What [`recorded_rule`] returns when no first fragment recorded a rule: no rule has this id,
+/// and it is not `LOCAL_RULE`.
+const UNRECORDED: u32 = MAX_RULES;
+
+// The fragment table's key and value live in frames of their own (BPF-to-BPF calls), as the
+// lookups' keys do below: the program's frame is nearly full.
+
+/// Records a first fragment's rule and flow hash for the fragments after it. A local
+/// destination is not recorded: the later fragments find it by their address as well.
+#[inline(never)]
+fn record(parsed: &Parsed, rule: u32) {
+    if rule == LOCAL_RULE {
+        return;
+    }
+    let entry = FragEntry {
+        rule,
+        hash: hash_of(parsed, false),
+    };
+    // A full table only means a later fragment is classified without its ports.
+    let _ = FRAGS.insert(frag_key(parsed), entry, 0);
+}
+
+/// The rule a later fragment's first fragment recorded, or [`UNRECORDED`].
+#[inline(never)]
+fn recorded_rule(parsed: &Parsed) -> u32 {
+    // SAFETY: the value is plain integers, one copied out at once.
+    unsafe { FRAGS.get(frag_key(parsed)) }.map_or(UNRECORDED, |e| e.rule)
 }
 
 // The lookups of each family are a function of their own (a BPF-to-BPF call): their keys live
@@ -69,60 +121,43 @@ fn rule_v6(parsed: &Parsed, input: &Input, flags: u32) -> u32 {
 
 /// The hash a balanced rule picks its slot by: the source hash with `by_source`, the flow
 /// hash otherwise. A later fragment has no ports: it takes the hash its datagram's first
-/// fragment recorded, so one flow's datagrams leave by one WAN however they were cut.
+/// fragment recorded, so one flow's datagrams leave by one WAN however they were cut; without
+/// a record, its hash is that of its addresses and protocol.
 #[inline(always)]
 pub fn hash_of(parsed: &Parsed, by_source: bool) -> u32 {
-    let (s, d, family) = match parsed.kind {
-        Kind::V4 => (words_v4(&parsed.src_v4()), words_v4(&parsed.dst_v4()), 4),
-        Kind::V6 => (words_v6(&parsed.src), words_v6(&parsed.dst), 6),
+    let (s, d) = match parsed.kind {
+        Kind::V4 => (words_v4(&parsed.src_v4()), words_v4(&parsed.dst_v4())),
+        Kind::V6 => (words_v6(&parsed.src), words_v6(&parsed.dst)),
         Kind::NotIp | Kind::Truncated => return 0,
     };
     if by_source {
         src_hash(&s)
     } else {
-        flow(&s, &d, &parsed.l4, family)
+        flow(parsed, &s, &d)
     }
 }
 
 #[inline(always)]
-fn flow(src: &[u32; 4], dst: &[u32; 4], l4: &Transport, family: u32) -> u32 {
+fn flow(parsed: &Parsed, src: &[u32; 4], dst: &[u32; 4]) -> u32 {
+    let l4 = &parsed.l4;
     let hash = flow_hash(src, dst, l4.proto, l4.sport, l4.dport);
-    match l4.frag {
-        FragKind::No => hash,
-        FragKind::First => {
-            let key = frag_key(src, dst, l4.frag_id, l4.proto, family);
-            // A full table only means a later fragment falls back to the address hash.
-            let _ = FRAGS.insert(key, hash, 0);
-            hash
-        }
-        FragKind::Later => {
-            let key = frag_key(src, dst, l4.frag_id, l4.proto, family);
-            // SAFETY: the value is a plain u32 copied out at once.
-            unsafe { FRAGS.get(key) }.copied().unwrap_or(hash)
-        }
+    if l4.frag != FragKind::Later {
+        return hash;
     }
+    // SAFETY: the value is plain integers, one copied out at once.
+    unsafe { FRAGS.get(frag_key(parsed)) }.map_or(hash, |e| e.hash)
 }
 
+/// A fragment's datagram: its addresses as parsed (IPv4 in the first 4 bytes, the rest zero),
+/// its identification, its family and transport protocol.
 #[inline(always)]
-fn frag_key(src: &[u32; 4], dst: &[u32; 4], id: u32, proto: u8, family: u32) -> FragKey {
-    let bytes = |w: &[u32; 4]| {
-        let mut out = [0u8; 16];
-        let mut i = 0;
-        while i < 4 {
-            let b = w[i].to_ne_bytes();
-            out[i * 4] = b[0];
-            out[i * 4 + 1] = b[1];
-            out[i * 4 + 2] = b[2];
-            out[i * 4 + 3] = b[3];
-            i += 1;
-        }
-        out
-    };
+fn frag_key(parsed: &Parsed) -> FragKey {
+    let family = if parsed.kind == Kind::V6 { 6 } else { 4 };
     FragKey {
-        src: bytes(src),
-        dst: bytes(dst),
-        id,
-        family_proto: family | (u32::from(proto) << 8),
+        src: parsed.src,
+        dst: parsed.dst,
+        id: parsed.l4.frag_id,
+        family_proto: family | (u32::from(parsed.l4.proto) << 8),
     }
 }
 

@@ -117,6 +117,8 @@ fn common_bits(bank_no: u32, bank: &CondBank, family: u32, parsed: &Parsed, inpu
         bits &= bank.any[cond::any::PROTO] | hit.copied().unwrap_or(0);
     }
     // A later fragment has no ports, and neither has a protocol without them: no port rule.
+    // (A later fragment comes here only when its first fragment recorded no rule for it,
+    // `crate::classify::rule_of`: it overtook it, or the record was evicted.)
     let ports = l4.frag != FragKind::Later && (l4.sport != 0 || l4.dport != 0);
     if bits != 0 && dims & cond::dims::SPORT != 0 {
         let hit = if ports {

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use steer_common::{
     AddrV4, AddrV6, CondAddrV4, CondAddrV6, CondBank, CondIfKey, CondMacKey, Counter, FAMILIES,
-    FRAGS_MAX_ENTRIES, FragKey, GENERATIONS, LB_BLOCKS, LB_SLOTS, LEARNED_MAX_ENTRIES,
+    FRAGS_MAX_ENTRIES, FragEntry, FragKey, GENERATIONS, LB_BLOCKS, LB_SLOTS, LEARNED_MAX_ENTRIES,
     LOCAL_MAX_ENTRIES, LbSlot, Learned, LocalRef, MAP_F_INNER_MAP, MAP_F_MMAPABLE,
     MAP_F_NO_PREALLOC, MAX_RULES, MAX_WANS, PolicyEntry, PortClasses, RuleInfo, Settings,
     WAN_DEVICES_MAX_ENTRIES, WanDevice, WanInfo, WanTraffic, cond, path, range,
@@ -37,7 +37,8 @@ pub static LEARNED_V4: HashMap<AddrV4, Learned> =
 pub static LEARNED_V6: HashMap<AddrV6, Learned> =
     HashMap::with_max_entries(LEARNED_MAX_ENTRIES, MAP_F_NO_PREALLOC);
 #[map]
-pub static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::with_max_entries(FRAGS_MAX_ENTRIES, 0);
+pub static FRAGS: LruHashMap<FragKey, FragEntry> =
+    LruHashMap::with_max_entries(FRAGS_MAX_ENTRIES, 0);
 
 #[map]
 pub static POLICY: Array<PolicyEntry> =

@@ -3,8 +3,8 @@
 //! the ports of TCP, UDP, SCTP and UDP-Lite. That is all classifying and balancing need.
 //!
 //! Fragments: the first fragment of a datagram carries the ports; the ones after it carry
-//! none, so they are reported with the datagram's identification and the balancer gives them
-//! the hash their first fragment recorded.
+//! none, so they are reported with the datagram's identification and the classifier gives
+//! them the rule and the hash their first fragment recorded (`crate::classify`).
 
 use steer_common::{
     AddrV4, AddrV6,

@@ -77,7 +77,7 @@ const MAPS: &[(MapType, &str, &str)] = &[
     ),
     (
         MapType::LruHash,
-        "BPF LRU hash maps (IPv6 fragments)",
+        "BPF LRU hash maps (the rule of fragmented datagrams)",
         "CONFIG_BPF_SYSCALL, Linux 4.10+",
     ),
     (

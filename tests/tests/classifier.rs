@@ -779,3 +779,193 @@ fn the_kernel_hashes_as_userspace_does_and_xdp_hands_the_hash_to_tc() {
         .unwrap();
     assert_eq!(meta.hash_kind, steer_common::XDP_HASH_NONE);
 }
+
+/// A port rule on a router that does not reassemble (no connection tracking in its namespace):
+/// only the first fragment of a datagram has the ports, yet every fragment must get its rule,
+/// its mark and its counters.
+mod fragments_of_a_port_rule {
+    use steer::{
+        model::{Conditions, Direction, OrderedRule, PortRange, Proto},
+        packet::Fragment,
+    };
+    use steer_common::GENERATIONS;
+
+    use super::*;
+
+    const PORT_RULE: u32 = 1;
+    const BALANCED_RULE: u32 = 2;
+    const PORT: u16 = 5001;
+    const BALANCED_PORT: u16 = 5002;
+    /// WAN slots: the default policy's and the port rule's.
+    const WAN1: u32 = 0;
+    const WAN2: u32 = 1;
+    const PORT_MARK: u32 = 0x0200;
+    /// A datagram of 3000 bytes at an MTU of 1500: three fragments.
+    const OFFSETS: [u16; 3] = [0, 185, 370];
+
+    fn mark_to(c: &mut Classifier, generation: u32, rule: u32, mark: u32, wan: u32) {
+        let entry = PolicyEntry {
+            action: action::MARK,
+            mark,
+            mask: MASK,
+            wan,
+            ..PolicyEntry::default()
+        };
+        for family in Family::ALL {
+            c.dp.maps_mut()
+                .set_policy(generation, family, rule, entry)
+                .unwrap();
+        }
+    }
+
+    fn udp_to(port: u16, rule: u32) -> OrderedRule {
+        OrderedRule {
+            rule,
+            direction: Direction::Dst,
+            prefixes: None,
+            conditions: Conditions {
+                protos: vec![Proto::UDP],
+                dports: vec![PortRange {
+                    first: port,
+                    last: port,
+                }],
+                ..Conditions::default()
+            },
+        }
+    }
+
+    /// Default policy by wan1, udp 5001 by wan2, udp 5002 balanced over two marks.
+    fn loaded() -> Classifier {
+        let mut c = Classifier::load();
+        for generation in 0..GENERATIONS {
+            mark_to(&mut c, generation, DEFAULT_RULE, DEFAULT_MARK, WAN1);
+            mark_to(&mut c, generation, PORT_RULE, PORT_MARK, WAN2);
+        }
+        c.balance_rule(BALANCED_RULE, &[0x0300, 0x0400], false);
+        c.ordered(&[
+            udp_to(PORT, PORT_RULE),
+            udp_to(BALANCED_PORT, BALANCED_RULE),
+        ]);
+        c
+    }
+
+    fn fragments(src: &str, dst: &str, sport: u16, dport: u16, id: u32) -> Vec<Vec<u8>> {
+        let flow = Frame::udp(ip(src), ip(dst)).with_transport(Transport::Udp { sport, dport });
+        OFFSETS
+            .iter()
+            .map(|&offset| {
+                flow.clone()
+                    .fragment(Fragment {
+                        id,
+                        offset,
+                        more: offset != OFFSETS[OFFSETS.len() - 1],
+                    })
+                    .build()
+            })
+            .collect()
+    }
+
+    const FLOWS: [(&str, &str); 2] = [
+        ("10.10.0.2", "198.51.100.10"),
+        ("fd10::2", "2001:db8:ee::10"),
+    ];
+
+    #[test]
+    fn every_fragment_takes_the_rule_and_the_counters_of_the_first() {
+        let c = loaded();
+        let datagrams = 10u32;
+        for (src, dst) in FLOWS {
+            for d in 0..datagrams {
+                for (i, frame) in fragments(src, dst, 47486, PORT, 100 + d).iter().enumerate() {
+                    let out = c.tc(frame);
+                    assert_eq!(
+                        (out.rule, out.mark),
+                        (Some(PORT_RULE), PORT_MARK),
+                        "{src} -> {dst}: fragment {i} of datagram {d}"
+                    );
+                }
+            }
+        }
+        let fragments = u64::from(datagrams) * OFFSETS.len() as u64 * FLOWS.len() as u64;
+        let maps = c.dp.maps();
+        assert_eq!(maps.rule_counter(PORT_RULE).unwrap().packets, fragments);
+        assert_eq!(maps.rule_counter(DEFAULT_RULE).unwrap().packets, 0);
+        assert_eq!(maps.wan_counter(WAN2).unwrap().packets, fragments);
+        assert_eq!(maps.wan_counter(WAN1).unwrap().packets, 0);
+        assert_eq!(
+            maps.rule_wan_counter(PORT_RULE, WAN2).unwrap().packets,
+            fragments
+        );
+        assert_eq!(
+            maps.rule_wan_counter(DEFAULT_RULE, WAN1).unwrap().packets,
+            0
+        );
+    }
+
+    #[test]
+    fn a_balanced_port_rule_keeps_a_datagram_on_one_slot() {
+        let c = loaded();
+        let mut marks_seen = std::collections::BTreeSet::new();
+        for (n, (src, dst)) in FLOWS.iter().cycle().take(100).enumerate() {
+            let frames = fragments(src, dst, 20000 + n as u16, BALANCED_PORT, 1000 + n as u32);
+            let marks: Vec<_> = frames.iter().map(|f| c.tc(f)).collect();
+            assert!(
+                marks
+                    .iter()
+                    .all(|o| o.rule == Some(BALANCED_RULE) && o.mark == marks[0].mark),
+                "{src} -> {dst}, datagram {n}: {marks:?}"
+            );
+            marks_seen.insert(marks[0].mark);
+        }
+        assert_eq!(marks_seen.len(), 2, "the datagrams used both slots");
+    }
+
+    /// The rule is remembered, not the mark: a failover between the fragments of a datagram
+    /// moves the rest of it with the rule.
+    #[test]
+    fn later_fragments_follow_a_generation_flip() {
+        let mut c = loaded();
+        for (n, (src, dst)) in FLOWS.into_iter().enumerate() {
+            let frames = fragments(src, dst, 47486, PORT, 7 + n as u32);
+            assert_eq!(c.tc(&frames[0]).mark, PORT_MARK);
+            let live = c.dp.maps().active_generation().unwrap();
+            let standby = (live + 1) % GENERATIONS;
+            mark_to(&mut c, standby, PORT_RULE, 0x0500, WAN1);
+            c.dp.maps_mut().set_active_generation(standby).unwrap();
+            for frame in &frames[1..] {
+                let out = c.tc(frame);
+                assert_eq!((out.rule, out.mark), (Some(PORT_RULE), 0x0500), "{src}");
+            }
+            mark_to(&mut c, live, PORT_RULE, PORT_MARK, WAN2);
+            c.dp.maps_mut().set_active_generation(live).unwrap();
+        }
+    }
+
+    #[test]
+    fn xdp_hands_tc_the_first_fragments_rule() {
+        let c = loaded();
+        for (n, (src, dst)) in FLOWS.into_iter().enumerate() {
+            for (i, frame) in fragments(src, dst, 47486, PORT, 300 + n as u32)
+                .iter()
+                .enumerate()
+            {
+                let meta = c.xdp(frame).meta.expect("XDP wrote its verdict");
+                assert_eq!(meta.rule, PORT_RULE, "{src} -> {dst}: fragment {i}");
+            }
+        }
+    }
+
+    /// A later fragment that comes before its first one (or after its entry was evicted) has
+    /// nothing to go by but its addresses: it is classified without ports, as it always was.
+    #[test]
+    fn a_later_fragment_before_its_first_is_classified_without_ports() {
+        let c = loaded();
+        for (n, (src, dst)) in FLOWS.into_iter().enumerate() {
+            let frames = fragments(src, dst, 47486, PORT, 500 + n as u32);
+            let out = c.tc(&frames[2]);
+            assert_eq!((out.rule, out.mark), (Some(DEFAULT_RULE), DEFAULT_MARK));
+            assert_eq!(c.tc(&frames[0]).mark, PORT_MARK);
+            assert_eq!(c.tc(&frames[1]).mark, PORT_MARK);
+        }
+    }
+}

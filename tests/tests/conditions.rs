@@ -3,12 +3,12 @@
 //! rule beats a prefix set, `steer explain` says which rule and why, and a reload that changes
 //! the rules moves new traffic.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use steer_tests::{
-    daemon::{Daemon, steer_in},
-    lab::{Lab, Wan, udp_via, udp_via_sized},
-    scenario::{Options, Scenario},
+    daemon::{Daemon, Workdir, steer_in},
+    lab::{Lab, NFT_TABLE, Wan, udp_via, udp_via_sized},
+    scenario::{Options, Scenario, config_text},
 };
 
 const N: usize = 20;
@@ -327,5 +327,134 @@ fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_set
         via(&s, a, 7002),
         Wan::Two,
         "`in` resolved by the new daemon"
+    );
+}
+
+/// `Ip: ReasmOKs` and `Ip6ReasmOKs` of the router: datagrams it reassembled, for routing
+/// (connection tracking's defragmentation) or for itself.
+fn reassemblies_both(lab: &Lab) -> (u64, u64) {
+    let snmp6 = lab.router.run("cat /proc/net/snmp6");
+    let v6 = snmp6
+        .lines()
+        .find_map(|l| l.strip_prefix("Ip6ReasmOKs"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Ip6ReasmOKs");
+    let snmp = lab.router.run("cat /proc/net/snmp");
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip.next().expect("header"), ip.next().expect("values"));
+    let v4 = names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ReasmOKs")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("ReasmOKs");
+    (v4, v6)
+}
+
+/// A router where nothing uses connection tracking (no nftables: neither steer's table nor
+/// the lab's NAT) routes each fragment of a datagram on its own. Only the first fragment has
+/// the ports, yet every fragment must leave by the WAN of the port rule, and count there.
+#[test]
+fn fragments_follow_their_port_rule_where_nothing_reassembles() {
+    const PORT: u16 = 5001;
+    const DATAGRAMS: u64 = 10;
+    // 3000 bytes of payload at an MTU of 1500: three fragments, IPv4 and IPv6.
+    const FRAGMENTS: u64 = 3;
+    let s = {
+        let lab = Lab::new();
+        // The lab's NAT is what loads connection tracking in the router's namespace.
+        lab.router
+            .run(&format!("nft delete table inet {NFT_TABLE}"));
+        let work = Workdir::new("frag");
+        let options = Options {
+            extra_sets: format!(
+                "[[set]]\nname = \"udp{PORT}\"\npolicy = \"wan2-first\"\nproto = [\"udp\"]\n\
+                 dports = [\"{PORT}\"]\n"
+            ),
+            ..Options::default()
+        };
+        work.write("steer.toml", &config_text(&work, &options));
+        // No `nft` to run: steer's connection marking (and its conntrack) stays out.
+        let no_tools = work.dir.join("no-tools");
+        std::fs::create_dir_all(&no_tools).expect("empty PATH directory");
+        let mut cmd = steer_in(&lab.router);
+        cmd.env("PATH", &no_tools);
+        let daemon = Daemon::spawn(&work, cmd).wait_up(&work);
+        Scenario { daemon, work, lab }
+    };
+    s.wait_until("routing in sync", Duration::from_secs(10), |st| {
+        st["routing"]["in_sync"] == true
+    });
+    s.wait_wan("wan2", "up", Duration::from_secs(10));
+    assert!(
+        s.daemon.log_text().contains("cannot run `nft`"),
+        "the daemon ran without nft:\n{}",
+        s.daemon.log_text()
+    );
+    let servers: [IpAddr; 2] = [Lab::SERVER_A.into(), Lab::SERVER_A6.into()];
+    for (i, server) in servers.iter().enumerate() {
+        let daddr = if server.is_ipv4() { "ip" } else { "ip6" };
+        for w in Wan::ALL {
+            s.lab.isp_watch(
+                w,
+                &format!("to_server_{i}"),
+                &format!("{daddr} daddr {server}"),
+            );
+        }
+    }
+    let reassembled = reassemblies_both(&s.lab);
+    s.lab.client.enter(|| {
+        for server in servers {
+            let sock = std::net::UdpSocket::bind(if server.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            })
+            .expect("a UDP socket in the client");
+            for _ in 0..DATAGRAMS {
+                sock.send_to(&[7u8; 3000], (server, PORT))
+                    .expect("send a datagram");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    });
+    let want = DATAGRAMS * FRAGMENTS;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let count = |w: Wan, i: usize| s.lab.isp_counter(w, &format!("to_server_{i}"));
+    for (i, server) in servers.iter().enumerate() {
+        while count(Wan::Two, i) + count(Wan::One, i) < want && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            [count(Wan::One, i), count(Wan::Two, i)],
+            [0, want],
+            "fragments of {DATAGRAMS} datagrams to {server} udp {PORT} by wan1/wan2"
+        );
+    }
+    assert_eq!(
+        reassemblies_both(&s.lab),
+        reassembled,
+        "the router reassembled nothing (IPv4, IPv6): each fragment was routed on its own"
+    );
+    // `steer status` counts every fragment under the port rule's set and WAN.
+    let st = s.status();
+    let packets = |list: &str, name: &str| {
+        st[list]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["name"] == name))
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or_else(|| panic!("no {list} row {name} with packets in {st}"))
+    };
+    let all = want * servers.len() as u64;
+    assert_eq!(
+        [
+            packets("sets", &format!("udp{PORT}")),
+            packets("sets", "default"),
+            packets("wans", "wan2"),
+            packets("wans", "wan1"),
+        ],
+        [all, 0, all, 0],
+        "set udp{PORT}, default, wan2, wan1 packets"
     );
 }

@@ -35,9 +35,16 @@ pub use nft::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConntrackError {
+    // Without steer's table nothing may use connection tracking in this namespace, and then
+    // nothing reassembles a fragmented datagram before routing: the classifier steers each
+    // fragment by the rule its first fragment recorded, but one that overtakes its first
+    // fragment has no ports to match by.
     #[error(
         "cannot run `nft` to set up connection marking ({0}); install nftables, or flows that \
-         moved off a dead WAN keep their old conntrack entries until they time out"
+         moved off a dead WAN keep their old conntrack entries until they time out, and unless \
+         something else here uses connection tracking (which reassembles fragments), a \
+         fragment that arrives before its datagram's first fragment is steered by its \
+         addresses alone, not by port rules"
     )]
     NoNft(io::Error),
     #[error("nft refused steer's table: {0}")]
@@ -55,4 +62,21 @@ pub enum ConntrackError {
         #[source]
         source: io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without nftables a router may not reassemble fragments: the warning must not leave the
+    /// owner believing a fragmented datagram always goes whole where its ports say.
+    #[test]
+    fn the_missing_nft_warning_says_what_it_means_for_fragments() {
+        let text = ConntrackError::NoNft(io::ErrorKind::NotFound.into()).to_string();
+        assert!(text.contains("install nftables"), "{text}");
+        assert!(
+            text.contains("fragment") && text.contains("port rules"),
+            "{text}"
+        );
+    }
 }
