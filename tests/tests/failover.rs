@@ -555,14 +555,17 @@ fn a_restart_during_a_silent_outage_keeps_the_dead_wan_down() {
     assert!(
         wan1["detail"]
             .as_str()
-            .is_some_and(|d| d.contains("down when the daemon restarted")),
+            .is_some_and(|d| d.contains("held down at the restart: the adopted policy table")),
         "{st}"
     );
     // Ready once the first probe rounds are in.
     s.daemon.wait_log("ready: ", SETTLE);
     let log = s.daemon.log_text();
     assert!(
-        log.contains("wan1 IPv4: down when the daemon restarted"),
+        log.contains(
+            "wan1 IPv4: the adopted policy table sent none of its traffic through it (it was \
+             down, or no policy used it, before the restart): held down until 5 probe rounds"
+        ),
         "{log}"
     );
     let ready = log
@@ -581,6 +584,80 @@ fn a_restart_during_a_silent_outage_keeps_the_dead_wan_down() {
         [N, 0],
         "traffic back on WAN 1"
     );
+}
+
+/// A restart whose configuration adds a WAN and sends traffic through it holds that WAN down
+/// until `up_after` probe rounds pass, as a WAN the adopted state had down: the adopted state
+/// says nothing of its line, and new flows must not go into a dead one. It used to start up
+/// ("started with carrier") and take the flows until `down_after` rounds failed.
+#[test]
+fn a_restart_that_adds_a_wan_holds_it_down_until_its_probes_pass() {
+    // Enough failed rounds that a WAN started up would still carry the flows sent below.
+    let options = Options {
+        down_after: 30,
+        ..Options::default()
+    };
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = steer_tests::daemon::Workdir::new("restart-new-wan");
+    // The first daemon knows wan1 only.
+    let full = steer_tests::scenario::config_text(&work, &options);
+    let wan2_at = full
+        .match_indices("[[wan]]")
+        .nth(1)
+        .map(|(i, _)| i)
+        .expect("two WANs");
+    let one_wan = format!(
+        "{}\n[[policy]]\nname = \"wan1-first\"\nmembers = [{{ wan = \"wan1\" }}]\n\
+         [default]\npolicy = \"wan1-first\"\n\n{}",
+        &full[..wan2_at],
+        work.control_section()
+    );
+    work.write("steer.toml", &one_wan);
+    let daemon = Daemon::start(&lab.router, &work);
+    let mut s = Scenario { daemon, work, lab };
+    s.wait_until("routing in sync", SETTLE, |st| {
+        st["routing"]["in_sync"] == true
+    });
+    s.daemon.kill9();
+    // wan2's line is dead (carrier up), and the new configuration sends the bypass set by it.
+    s.lab.blackhole_upstream(Wan::Two);
+    s.work.write("steer.toml", &full);
+    s.daemon = Daemon::start(&s.lab.router, &s.work);
+    assert_eq!(
+        udp_via(&s.lab, b(), 6111, N),
+        [N, 0],
+        "new flows right after the restart leave by wan1, none into the new, dead wan2:\n{}",
+        s.daemon.log_text()
+    );
+    let st = s.status();
+    let wan2 = st["wans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["name"] == "wan2")
+        .expect("wan2 in status");
+    assert_eq!(wan2["state"], "down", "{st}");
+    assert!(
+        wan2["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("held down at the restart: new in the configuration")),
+        "{st}"
+    );
+    s.daemon.wait_log("ready: ", SETTLE);
+    let log = s.daemon.log_text();
+    assert!(
+        log.contains(
+            "wan2 IPv4: new in the configuration, and its policies send traffic through it: \
+             held down until 5 probe rounds in a row pass"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("down when the daemon restarted"), "{log}");
+    // The line works: up_after good rounds bring it up.
+    s.lab.restore_upstream(Wan::Two);
+    s.wait_wan("wan2", "up", SETTLE);
+    assert_eq!(udp_via(&s.lab, b(), 6112, N), [0, N], "bypass on wan2");
 }
 
 /// A WAN whose one family went down loses that family's connections only: the kernel's delete

@@ -169,11 +169,12 @@ impl Health {
         }
     }
 
-    /// `family` of WAN `name` was down in the state a restarted daemon adopted ([`adopted`]):
-    /// it starts down, as a line found dead, and only `up_after` passed rounds bring it up.
-    /// Whether that changed its start: a WAN without carrier is down already, and a family
-    /// without a tracker of its own follows the other one.
-    pub fn down_at_restart(&mut self, name: &str, family: Family, now: Instant) -> bool {
+    /// `family` of WAN `name` carried no traffic in the state a restarted daemon adopted, or
+    /// is new ([`adopted`]; `why` says which, as the state's reason): it starts down, as a
+    /// line found dead, and only `up_after` passed rounds bring it up. Whether that changed
+    /// its start: a WAN without carrier is down already, and a family without a tracker of its
+    /// own follows the other one.
+    pub fn down_at_restart(&mut self, name: &str, family: Family, why: &str, now: Instant) -> bool {
         let Some(tracked) = self.wans.get_mut(name) else {
             return false;
         };
@@ -183,7 +184,7 @@ impl Health {
         if !t.healthy() {
             return false;
         }
-        *t = t.restarted_because(t.carrier(), true, adopted::DOWN_AT_RESTART, now);
+        *t = t.restarted_because(t.carrier(), true, why, now);
         tracked.follow_trackers();
         true
     }
