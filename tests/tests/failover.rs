@@ -586,6 +586,98 @@ fn a_restart_during_a_silent_outage_keeps_the_dead_wan_down() {
     );
 }
 
+/// `steer wan NAME down` holds until `steer wan NAME auto`, across daemon restarts (a crash,
+/// SIGTERM as `systemctl restart` sends): the forced-down WAN carries no new flow from the
+/// restarted daemon's first apply on. It used to be kept in memory only: the restarted daemon
+/// held it down for `up_after` probe rounds, then brought it up and sent traffic through it.
+#[test]
+fn a_wan_forced_down_by_hand_stays_down_across_restarts_until_auto() {
+    let options = Options::default();
+    let mut s = Scenario::start("restart-manual", &options);
+    s.steer(&["wan", "wan2", "down"]);
+    assert_eq!(
+        udp_via(&s.lab, b(), 6101, N),
+        [N, 0],
+        "forced down: bypass by wan1"
+    );
+    let after_probes = probe_rounds(&options, options.up_after * 3);
+    for (restart, port) in [("kill -9", 6102), ("SIGTERM", 6104)] {
+        if restart == "kill -9" {
+            s.daemon.kill9();
+        } else {
+            assert!(
+                s.daemon
+                    .signal_and_wait(libc::SIGTERM, Duration::from_secs(10)),
+                "steer run did not stop on SIGTERM"
+            );
+        }
+        s.daemon = Daemon::start(&s.lab.router, &s.work);
+        assert_eq!(
+            udp_via(&s.lab, b(), port, N),
+            [N, 0],
+            "after {restart}: the first flows keep off wan2:\n{}",
+            s.daemon.log_text()
+        );
+        // Its line is fine: probes pass, and the override still holds.
+        std::thread::sleep(after_probes);
+        assert_eq!(
+            udp_via(&s.lab, b(), port + 1, N),
+            [N, 0],
+            "after {restart} and {after_probes:?} of good probes: still off wan2:\n{}",
+            s.daemon.log_text()
+        );
+        let st = s.status();
+        let wan2 = st["wans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["name"] == "wan2")
+            .expect("wan2 in status");
+        assert_eq!(wan2["state"], "down", "{st}");
+        assert!(
+            wan2["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("forced down by `steer wan`")),
+            "{st}"
+        );
+        let log = s.daemon.log_text();
+        assert!(
+            log.contains("wan2: forced down by `steer wan wan2 down` before the restart"),
+            "{log}"
+        );
+    }
+    // `auto` gives it back to health tracking, and a restart then forces nothing.
+    s.steer(&["wan", "wan2", "auto"]);
+    s.wait_wan("wan2", "up", SETTLE);
+    assert_eq!(udp_via(&s.lab, b(), 6106, N), [0, N], "bypass back on wan2");
+    s.daemon.kill9();
+    s.daemon = Daemon::start(&s.lab.router, &s.work);
+    assert_eq!(
+        udp_via(&s.lab, b(), 6107, N),
+        [0, N],
+        "no override after auto:\n{}",
+        s.daemon.log_text()
+    );
+    assert!(!s.daemon.log_text().contains("forced down"));
+}
+
+/// An override that cannot be kept for a restarted daemon (its file cannot be written) is in
+/// force, and the client is told a restart would lose it: not only the daemon's log.
+#[test]
+fn an_override_that_cannot_be_kept_says_so_to_the_client() {
+    let s = Scenario::start("manual-unkept", &Options::default());
+    // A directory where the file goes: the rename over it fails.
+    let path = s.work.dir.join("steer.overrides");
+    std::fs::create_dir(&path).expect("mkdir");
+    let out = s.steer(&["wan", "wan2", "down"]);
+    assert!(
+        out.contains(&format!("writing {} failed", path.display()))
+            && out.contains("a restarted daemon would not know it"),
+        "{out}"
+    );
+    assert_eq!(s.wan_state("wan2"), "down", "in force all the same");
+}
+
 /// A restart whose configuration adds a WAN and sends traffic through it holds that WAN down
 /// until `up_after` probe rounds pass, as a WAN the adopted state had down: the adopted state
 /// says nothing of its line, and new flows must not go into a dead one. It used to start up

@@ -405,6 +405,36 @@ impl Health {
         };
         Ok(joined(wan, &mut t.trackers, |t| t.set_manual(manual, now)))
     }
+
+    /// An override set by hand before the daemon restarted ([`Self::set_manual`]), with `why`
+    /// as the state's reason (`steer status`). Whether the configuration has WAN `name`.
+    pub fn restore_manual(
+        &mut self,
+        name: &str,
+        manual: Override,
+        why: &str,
+        now: Instant,
+    ) -> bool {
+        let Some(t) = self.wans.get_mut(name) else {
+            return false;
+        };
+        for tracker in t.trackers.iter_mut().flatten() {
+            tracker.set_manual(Some(manual), now);
+            tracker.explain(why);
+        }
+        true
+    }
+
+    /// The WANs forced up or down by hand (the same override holds for both families).
+    pub fn overrides(&self) -> BTreeMap<String, Override> {
+        self.wans
+            .iter()
+            .filter_map(|(name, t)| {
+                let manual = t.trackers.iter().flatten().find_map(Tracker::manual)?;
+                Some((name.clone(), manual))
+            })
+            .collect()
+    }
 }
 
 /// Per day, for the probe cost.
