@@ -606,11 +606,16 @@ async fn handle(
                 WanMode::Auto => None,
             };
             match ctl.set_manual(&name, manual) {
-                Ok(report) => {
-                    let message = match &report {
+                Ok((report, not_kept)) => {
+                    let mut message = match &report {
                         Some(r) => r.to_string(),
                         None => format!("{name}: no change in where traffic goes"),
                     };
+                    // The override holds now; that a restart would lose it is the client's
+                    // to know too.
+                    if let Some(line) = not_kept {
+                        message = format!("{message}\n{}", line.text);
+                    }
                     after_failover(ctl, service, report, listed);
                     answer_after_flush(ctl, message, "; ")
                 }

@@ -555,14 +555,17 @@ fn a_restart_during_a_silent_outage_keeps_the_dead_wan_down() {
     assert!(
         wan1["detail"]
             .as_str()
-            .is_some_and(|d| d.contains("down when the daemon restarted")),
+            .is_some_and(|d| d.contains("held down at the restart: the adopted policy table")),
         "{st}"
     );
     // Ready once the first probe rounds are in.
     s.daemon.wait_log("ready: ", SETTLE);
     let log = s.daemon.log_text();
     assert!(
-        log.contains("wan1 IPv4: down when the daemon restarted"),
+        log.contains(
+            "wan1 IPv4: the adopted policy table sent none of its traffic through it (it was \
+             down, or no policy used it, before the restart): held down until 5 probe rounds"
+        ),
         "{log}"
     );
     let ready = log
@@ -581,6 +584,172 @@ fn a_restart_during_a_silent_outage_keeps_the_dead_wan_down() {
         [N, 0],
         "traffic back on WAN 1"
     );
+}
+
+/// `steer wan NAME down` holds until `steer wan NAME auto`, across daemon restarts (a crash,
+/// SIGTERM as `systemctl restart` sends): the forced-down WAN carries no new flow from the
+/// restarted daemon's first apply on. It used to be kept in memory only: the restarted daemon
+/// held it down for `up_after` probe rounds, then brought it up and sent traffic through it.
+#[test]
+fn a_wan_forced_down_by_hand_stays_down_across_restarts_until_auto() {
+    let options = Options::default();
+    let mut s = Scenario::start("restart-manual", &options);
+    s.steer(&["wan", "wan2", "down"]);
+    assert_eq!(
+        udp_via(&s.lab, b(), 6101, N),
+        [N, 0],
+        "forced down: bypass by wan1"
+    );
+    let after_probes = probe_rounds(&options, options.up_after * 3);
+    for (restart, port) in [("kill -9", 6102), ("SIGTERM", 6104)] {
+        if restart == "kill -9" {
+            s.daemon.kill9();
+        } else {
+            assert!(
+                s.daemon
+                    .signal_and_wait(libc::SIGTERM, Duration::from_secs(10)),
+                "steer run did not stop on SIGTERM"
+            );
+        }
+        s.daemon = Daemon::start(&s.lab.router, &s.work);
+        assert_eq!(
+            udp_via(&s.lab, b(), port, N),
+            [N, 0],
+            "after {restart}: the first flows keep off wan2:\n{}",
+            s.daemon.log_text()
+        );
+        // Its line is fine: probes pass, and the override still holds.
+        std::thread::sleep(after_probes);
+        assert_eq!(
+            udp_via(&s.lab, b(), port + 1, N),
+            [N, 0],
+            "after {restart} and {after_probes:?} of good probes: still off wan2:\n{}",
+            s.daemon.log_text()
+        );
+        let st = s.status();
+        let wan2 = st["wans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["name"] == "wan2")
+            .expect("wan2 in status");
+        assert_eq!(wan2["state"], "down", "{st}");
+        assert!(
+            wan2["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("forced down by `steer wan`")),
+            "{st}"
+        );
+        let log = s.daemon.log_text();
+        assert!(
+            log.contains("wan2: forced down by `steer wan wan2 down` before the restart"),
+            "{log}"
+        );
+    }
+    // `auto` gives it back to health tracking, and a restart then forces nothing.
+    s.steer(&["wan", "wan2", "auto"]);
+    s.wait_wan("wan2", "up", SETTLE);
+    assert_eq!(udp_via(&s.lab, b(), 6106, N), [0, N], "bypass back on wan2");
+    s.daemon.kill9();
+    s.daemon = Daemon::start(&s.lab.router, &s.work);
+    assert_eq!(
+        udp_via(&s.lab, b(), 6107, N),
+        [0, N],
+        "no override after auto:\n{}",
+        s.daemon.log_text()
+    );
+    assert!(!s.daemon.log_text().contains("forced down"));
+}
+
+/// An override that cannot be kept for a restarted daemon (its file cannot be written) is in
+/// force, and the client is told a restart would lose it: not only the daemon's log.
+#[test]
+fn an_override_that_cannot_be_kept_says_so_to_the_client() {
+    let s = Scenario::start("manual-unkept", &Options::default());
+    // A directory where the file goes: the rename over it fails.
+    let path = s.work.dir.join("steer.overrides");
+    std::fs::create_dir(&path).expect("mkdir");
+    let out = s.steer(&["wan", "wan2", "down"]);
+    assert!(
+        out.contains(&format!("writing {} failed", path.display()))
+            && out.contains("a restarted daemon would not know it"),
+        "{out}"
+    );
+    assert_eq!(s.wan_state("wan2"), "down", "in force all the same");
+}
+
+/// A restart whose configuration adds a WAN and sends traffic through it holds that WAN down
+/// until `up_after` probe rounds pass, as a WAN the adopted state had down: the adopted state
+/// says nothing of its line, and new flows must not go into a dead one. It used to start up
+/// ("started with carrier") and take the flows until `down_after` rounds failed.
+#[test]
+fn a_restart_that_adds_a_wan_holds_it_down_until_its_probes_pass() {
+    // Enough failed rounds that a WAN started up would still carry the flows sent below.
+    let options = Options {
+        down_after: 30,
+        ..Options::default()
+    };
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = steer_tests::daemon::Workdir::new("restart-new-wan");
+    // The first daemon knows wan1 only.
+    let full = steer_tests::scenario::config_text(&work, &options);
+    let wan2_at = full
+        .match_indices("[[wan]]")
+        .nth(1)
+        .map(|(i, _)| i)
+        .expect("two WANs");
+    let one_wan = format!(
+        "{}\n[[policy]]\nname = \"wan1-first\"\nmembers = [{{ wan = \"wan1\" }}]\n\
+         [default]\npolicy = \"wan1-first\"\n\n{}",
+        &full[..wan2_at],
+        work.control_section()
+    );
+    work.write("steer.toml", &one_wan);
+    let daemon = Daemon::start(&lab.router, &work);
+    let mut s = Scenario { daemon, work, lab };
+    s.wait_until("routing in sync", SETTLE, |st| {
+        st["routing"]["in_sync"] == true
+    });
+    s.daemon.kill9();
+    // wan2's line is dead (carrier up), and the new configuration sends the bypass set by it.
+    s.lab.blackhole_upstream(Wan::Two);
+    s.work.write("steer.toml", &full);
+    s.daemon = Daemon::start(&s.lab.router, &s.work);
+    assert_eq!(
+        udp_via(&s.lab, b(), 6111, N),
+        [N, 0],
+        "new flows right after the restart leave by wan1, none into the new, dead wan2:\n{}",
+        s.daemon.log_text()
+    );
+    let st = s.status();
+    let wan2 = st["wans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["name"] == "wan2")
+        .expect("wan2 in status");
+    assert_eq!(wan2["state"], "down", "{st}");
+    assert!(
+        wan2["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("held down at the restart: new in the configuration")),
+        "{st}"
+    );
+    s.daemon.wait_log("ready: ", SETTLE);
+    let log = s.daemon.log_text();
+    assert!(
+        log.contains(
+            "wan2 IPv4: new in the configuration, and its policies send traffic through it: \
+             held down until 5 probe rounds in a row pass"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("down when the daemon restarted"), "{log}");
+    // The line works: up_after good rounds bring it up.
+    s.lab.restore_upstream(Wan::Two);
+    s.wait_wan("wan2", "up", SETTLE);
+    assert_eq!(udp_via(&s.lab, b(), 6112, N), [0, N], "bypass on wan2");
 }
 
 /// A WAN whose one family went down loses that family's connections only: the kernel's delete

@@ -22,6 +22,7 @@ mod hooked_gateways;
 mod lan_ports;
 mod lists;
 mod local;
+mod overrides;
 pub mod passive;
 mod report;
 mod set_edits;
@@ -392,6 +393,8 @@ impl Controller {
             ),
             false => Vec::new(),
         };
+        // Overrides set by hand hold across the restart, from the first apply on.
+        let (restored, overrides_dropped) = overrides::restore(&mut health, &config.control.socket);
         let mut ctl = Controller {
             rules,
             // Until the first apply commits the configuration: all of it but the sets' prefixes
@@ -433,7 +436,11 @@ impl Controller {
             Err(e) => return Err(ctl.refused_start(e)),
         };
         ctl.flush_dead_at_start();
+        if overrides_dropped && let Some(line) = ctl.keep_overrides() {
+            report.notes.push(line);
+        }
         report.notes.splice(0..0, runtime_notes);
+        report.notes.splice(0..0, restored);
         report.notes.splice(0..0, held_down);
         report
             .notes
@@ -539,6 +546,7 @@ impl Controller {
         let health = self.health.clone();
         self.health
             .follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
+        let overrides = health.overrides();
         let held = self.configured_counts();
         let old_wans = (self.config.wans.clone(), self.config.general.mark_mask);
         let mut applied = self
@@ -550,6 +558,11 @@ impl Controller {
                 let gone = Flush::of_removed(&old_wans.0, &self.config.wans, old_wans.1);
                 self.flushes.extend(gone);
                 report.notes.extend(self.emptied_sets(&held));
+                // A WAN removed (or moved to another interface) lost its override: a restarted
+                // daemon must not bring it back.
+                if self.health.overrides() != overrides {
+                    report.notes.extend(self.keep_overrides());
+                }
                 self.remember_inputs(inputs);
             }
             Err(_) => {
@@ -852,14 +865,35 @@ impl Controller {
         self.health.schedule(wan, family, Instant::now())
     }
 
-    /// `steer wan NAME up|down|auto`.
+    /// `steer wan NAME up|down|auto`. The override is kept for a restarted daemon
+    /// ([`overrides`]): what says that failed is for the client too.
     pub fn set_manual(
         &mut self,
         wan: &str,
         manual: Option<Override>,
-    ) -> Result<Option<FailoverReport>, UnknownWan> {
+    ) -> Result<(Option<FailoverReport>, Option<ReportLine>), UnknownWan> {
+        let before = self.health.overrides();
         let verdict = self.health.set_manual(wan, manual, Instant::now())?;
-        Ok(verdict.map(|v| self.fail_over(v)))
+        let kept = (self.health.overrides() != before)
+            .then(|| self.keep_overrides())
+            .flatten();
+        Ok((verdict.map(|v| self.fail_over(v)), kept))
+    }
+
+    /// Writes the overrides set by hand for a restarted daemon ([`overrides`]); what failed,
+    /// if it did (also logged).
+    fn keep_overrides(&self) -> Option<ReportLine> {
+        let path = overrides::path_for(&self.config.control.socket);
+        let boot = crate::runtime_sets::journal::boot_id();
+        let e = overrides::store(&path, &boot, &self.health.overrides()).err()?;
+        let line = ReportLine::error(format!(
+            "writing {} failed: {e}; the WANs are forced up or down as asked, but a restarted \
+             daemon would not know it (it would find them as the file says): free the space \
+             (or fix the directory's permissions) and give the `steer wan` command again",
+            path.display()
+        ));
+        log::warn!("{}", line.text);
+        Some(line)
     }
 
     /// Whether `iface` is one of the LAN interfaces the classifier is on.

@@ -91,6 +91,10 @@ pub async fn teardown(
     if let Err(e) = crate::wan_sources::kept::remove(&kept) {
         log::warn!("{} could not be removed: {e}", kept.display());
     }
+    let overrides = super::overrides::path_for(socket);
+    if let Err(e) = super::overrides::remove(&overrides) {
+        log::warn!("{} could not be removed: {e}", overrides.display());
+    }
     let gateways = super::hooked_gateways::path_for(socket);
     if let Err(e) = super::hooked_gateways::remove(&gateways) {
         log::warn!("{} could not be removed: {e}", gateways.display());

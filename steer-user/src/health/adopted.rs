@@ -5,48 +5,91 @@
 //! new daemon to start that WAN up, as it starts a WAN with carrier, its first apply would send
 //! new flows into the dead line until `down_after` rounds failed again (seconds at the default
 //! interval), and under `[ipv6] mode = "source"` make its deprecated LAN prefix preferred again
-//! meanwhile. The live table says what the old daemon had decided: a WAN family that the
-//! adopted rules would send traffic through with every WAN up, and that the live table sends
-//! none through, was down (its probes, its gateway or its prefix). It starts down and comes up
-//! by `up_after` good rounds, as a line found dead does; a WAN up in the adopted state starts
-//! up as before.
+//! meanwhile. The live table says what the old daemon had decided: a WAN family that the new
+//! configuration's rules would send traffic through with every WAN up, and that the live table
+//! sends none through, was down (its probes, its gateway or its prefix) or unused (the table
+//! cannot tell which). It starts down and comes up by `up_after` good rounds, as a line found
+//! dead does; so does a WAN new in the configuration that its rules send traffic through (the
+//! adopted state says nothing of its line, and new flows would go into it at once). A WAN up
+//! in the adopted state starts up as before.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::Instant,
 };
 
-use steer_common::action;
+use steer_common::{DEFAULT_RULE, action};
 
 use super::Health;
 use crate::{
     config::Config,
     dataplane::Maps,
-    model::{Family, NameIds, PolicyTable, Rule},
+    model::{DEFAULT_RULE_NAME, Family, NameIds, PolicyTable, Rule, RuleKind},
     policy::{self, WanView},
     status::ReportLine,
 };
 
-/// The reason a WAN family held down at start gives (status, explain).
-pub const DOWN_AT_RESTART: &str = "down when the daemon restarted (the adopted policy \
-                                   table sent none of this family's traffic through it): \
-                                   probes bring it back";
+/// Why a WAN family starts held down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// The adopted live table sent none of its traffic through it: it was down, or no policy
+    /// used it.
+    Unused,
+    /// It is not in the adopted state: the restart's configuration added it.
+    New,
+}
 
-/// The WAN families `live` (the adopted live generation) had down: those `all_up` (the same
-/// rules with every WAN up) sends traffic through and `live` does not. `wan_slots` name the
-/// slots both tables use (the adopted ones).
+impl Held {
+    /// The state's reason (status, explain).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Held::Unused => {
+                "held down at the restart: the adopted policy table sent none of this \
+                 family's traffic through it (the WAN was down, or no policy used it): probes \
+                 bring it up"
+            }
+            Held::New => {
+                "held down at the restart: new in the configuration, and the adopted state \
+                 says nothing of its line: probes bring it up"
+            }
+        }
+    }
+
+    /// Why, in the start's report.
+    fn said(self) -> &'static str {
+        match self {
+            Held::Unused => {
+                "the adopted policy table sent none of its traffic through it (it was down, or \
+                 no policy used it, before the restart)"
+            }
+            Held::New => "new in the configuration, and its policies send traffic through it",
+        }
+    }
+}
+
+/// The WAN families to hold down: those `all_up` (the new rules with every WAN up, WANs in
+/// `slots`) sends traffic through and that either `live` (the adopted live generation, WANs in
+/// `adopted`) sends none through, or that `adopted` does not have (new WANs).
 pub fn down_in(
     all_up: &PolicyTable,
     live: &PolicyTable,
-    wan_slots: &NameIds,
-) -> Vec<(String, Family)> {
+    adopted: &NameIds,
+    slots: &NameIds,
+) -> Vec<(String, Family, Held)> {
     let mut down = Vec::new();
     for family in Family::ALL {
         let wanted = carried(all_up, family);
         let carried = carried(live, family);
-        for (name, slot) in wan_slots {
-            if wanted.contains(slot) && !carried.contains(slot) {
-                down.push((name.clone(), family));
+        for (name, slot) in slots {
+            if !wanted.contains(slot) {
+                continue;
+            }
+            match adopted.get(name) {
+                None => down.push((name.clone(), family, Held::New)),
+                Some(old) if !carried.contains(old) => {
+                    down.push((name.clone(), family, Held::Unused));
+                }
+                Some(_) => {}
             }
         }
     }
@@ -71,10 +114,40 @@ fn carried(table: &PolicyTable, family: Family) -> BTreeSet<u32> {
     marked.chain(balanced).collect()
 }
 
-/// Takes down, in `health`, each WAN family the pinned live generation of `maps` had down
-/// (see the module): `rules` and `wan_slots` are the adopted ones, `config` the one starting.
-/// Says which, one line each; a table that cannot be read is said too, and the WANs then start
-/// as without adopted state.
+/// The rules of `config` (the default one and one per set, with the ids they will have after
+/// `adopted`), without their prefixes: which WANs the policies use is all that is asked here,
+/// and a million prefixes are not compiled twice at start for it.
+fn rules_of(config: &Config, adopted: &BTreeMap<u32, Rule>) -> BTreeMap<u32, Rule> {
+    let ids = crate::sets::rule_ids(config, &crate::controller::desired::rule_ids(adopted)).ids;
+    let default = Rule {
+        id: DEFAULT_RULE,
+        name: DEFAULT_RULE_NAME.into(),
+        policy: config.default.as_ref().map(|d| d.policy.clone()),
+        kind: RuleKind::Default,
+    };
+    let sets = config.sets.iter().filter_map(|set| {
+        let id = *ids.get(&set.name)?;
+        let kind = match set.conditions {
+            Some(_) => RuleKind::Ordered(set.direction),
+            None => RuleKind::Set(set.direction),
+        };
+        Some(Rule {
+            id,
+            name: set.name.clone(),
+            policy: Some(set.policy.clone()),
+            kind,
+        })
+    });
+    std::iter::once(default)
+        .chain(sets)
+        .map(|r| (r.id, r))
+        .collect()
+}
+
+/// Takes down, in `health`, each WAN family to hold down at a restart over the pinned live
+/// generation of `maps` (see the module): `rules` and `wan_slots` are the adopted ones,
+/// `config` the one starting. Says which, one line each; a table that cannot be read is said
+/// too, and the WANs then start as without adopted state.
 pub fn hold_down(
     health: &mut Health,
     maps: &Maps,
@@ -91,26 +164,27 @@ pub fn hold_down(
             ))];
         }
     };
-    let (all_up, _) = policy::table(config, rules, |name, _| {
+    // The slots the first apply gives the WANs: the adopted ones keep theirs.
+    let slots = crate::sets::wan_slots(config, wan_slots);
+    let (all_up, _) = policy::table(config, &rules_of(config, rules), |name, _| {
         Some(WanView {
-            slot: *wan_slots.get(name)?,
+            slot: *slots.get(name)?,
             mark: config.wan(name)?.mark,
             up: true,
         })
     });
     let mut lines = Vec::new();
-    for (name, family) in down_in(&all_up, &live, wan_slots) {
-        if !health.down_at_restart(&name, family, now) {
+    for (name, family, held) in down_in(&all_up, &live, wan_slots, &slots) {
+        if !health.down_at_restart(&name, family, held.reason(), now) {
             continue;
         }
         let up_after = health
             .deciding(&name, family)
             .map_or(0, |t| t.track().up_after);
         lines.push(ReportLine::info(format!(
-            "{name} {}: down when the daemon restarted (the adopted policy table sent none of \
-             its traffic through it): it stays down until {up_after} probe rounds in a row \
-             pass",
-            family.name()
+            "{name} {}: {}: held down until {up_after} probe rounds in a row pass",
+            family.name(),
+            held.said()
         )));
     }
     lines
@@ -159,21 +233,21 @@ prefixes = ["203.0.113.0/24"]
     fn a_wan_family_the_live_table_steers_nothing_through_was_down() {
         let cfg = config(BALANCED_SET);
         let (all_up, slots) = table(&cfg, |_, _| true);
-        assert_eq!(down_in(&all_up, &all_up, &slots), []);
+        assert_eq!(down_in(&all_up, &all_up, &slots, &slots), []);
         // wan1's IPv4 down: the default rule marks wan2, the balanced rule has wan2's slots
         // only; its IPv6 still goes by wan1.
         let (v4_down, _) = table(&cfg, |w, f| !(w == "wan1" && f == Family::V4));
         assert_eq!(
-            down_in(&all_up, &v4_down, &slots),
-            [("wan1".to_owned(), Family::V4)]
+            down_in(&all_up, &v4_down, &slots, &slots),
+            [("wan1".to_owned(), Family::V4, Held::Unused)]
         );
         // wan2 carries only the balanced rule's share: that it has none is seen too.
         let (wan2_down, _) = table(&cfg, |w, _| w != "wan2");
         assert_eq!(
-            down_in(&all_up, &wan2_down, &slots),
+            down_in(&all_up, &wan2_down, &slots, &slots),
             [
-                ("wan2".to_owned(), Family::V4),
-                ("wan2".to_owned(), Family::V6)
+                ("wan2".to_owned(), Family::V4, Held::Unused),
+                ("wan2".to_owned(), Family::V6, Held::Unused)
             ]
         );
     }
@@ -184,16 +258,49 @@ prefixes = ["203.0.113.0/24"]
         // live table as with every WAN up. It starts as without adopted state.
         let cfg = config("");
         let (all_up, slots) = table(&cfg, |_, _| true);
-        assert_eq!(down_in(&all_up, &all_up, &slots), []);
+        assert_eq!(down_in(&all_up, &all_up, &slots, &slots), []);
         // wan1 down: wan2 carries what wan1 did (not a sign of anything), wan1 was down.
         let (wan1_down, _) = table(&cfg, |w, _| w != "wan1");
         assert_eq!(
-            down_in(&all_up, &wan1_down, &slots),
+            down_in(&all_up, &wan1_down, &slots, &slots),
             [
-                ("wan1".to_owned(), Family::V4),
-                ("wan1".to_owned(), Family::V6)
+                ("wan1".to_owned(), Family::V4, Held::Unused),
+                ("wan1".to_owned(), Family::V6, Held::Unused)
             ]
         );
+    }
+
+    #[test]
+    fn a_wan_new_in_the_configuration_that_its_policies_use_is_held_down() {
+        // The adopted state had wan1 only: wan2 is new, and the balanced set sends traffic
+        // through it. It was never in the live table, whatever that table says.
+        let cfg = config(BALANCED_SET);
+        let (all_up, slots) = table(&cfg, |_, _| true);
+        let mut adopted = slots.clone();
+        adopted.remove("wan2");
+        assert_eq!(
+            down_in(&all_up, &all_up, &adopted, &slots),
+            [
+                ("wan2".to_owned(), Family::V4, Held::New),
+                ("wan2".to_owned(), Family::V6, Held::New)
+            ]
+        );
+        // A new WAN that is only a fallback carries nothing with every WAN up: not held.
+        let cfg = config("");
+        let (all_up, slots) = table(&cfg, |_, _| true);
+        assert_eq!(down_in(&all_up, &all_up, &adopted, &slots), []);
+    }
+
+    #[test]
+    fn the_new_configurations_sets_judge_the_adopted_state() {
+        // A set the adopted state did not have counts (the restart's configuration sends its
+        // traffic through its WAN from the first apply on), with the ids the apply gives.
+        let cfg = config(BALANCED_SET);
+        let compiled = desired::desired(&cfg, &NameIds::new(), &NameIds::new(), |_, _| true);
+        assert_eq!(rules_of(&cfg, &BTreeMap::new()), compiled.rules);
+        let adopted = config("");
+        let old = desired::desired(&adopted, &NameIds::new(), &NameIds::new(), |_, _| true);
+        assert_eq!(rules_of(&adopted, &old.rules), old.rules);
     }
 
     #[test]
@@ -210,9 +317,9 @@ prefixes = ["203.0.113.0/24"]
             |i| i == "eth1",
             t0,
         );
-        assert!(health.down_at_restart("dsl", Family::V4, t0));
+        assert!(health.down_at_restart("dsl", Family::V4, Held::New.reason(), t0));
         assert!(
-            !health.down_at_restart("lte", Family::V4, t0),
+            !health.down_at_restart("lte", Family::V4, Held::New.reason(), t0),
             "without carrier it is down already"
         );
         assert!(!health.up("dsl", Family::V4));
@@ -220,7 +327,10 @@ prefixes = ["203.0.113.0/24"]
             .deciding("dsl", Family::V4)
             .expect("tracked")
             .describe(t0);
-        assert!(said.contains("down when the daemon restarted"), "{said}");
+        assert!(
+            said.contains("held down at the restart: new in the"),
+            "{said}"
+        );
         assert!(said.contains("0/2 good rounds to come back"), "{said}");
         let good = |i: u64| RoundSummary {
             started: t0 + std::time::Duration::from_millis(100 * i),

@@ -169,11 +169,12 @@ impl Health {
         }
     }
 
-    /// `family` of WAN `name` was down in the state a restarted daemon adopted ([`adopted`]):
-    /// it starts down, as a line found dead, and only `up_after` passed rounds bring it up.
-    /// Whether that changed its start: a WAN without carrier is down already, and a family
-    /// without a tracker of its own follows the other one.
-    pub fn down_at_restart(&mut self, name: &str, family: Family, now: Instant) -> bool {
+    /// `family` of WAN `name` carried no traffic in the state a restarted daemon adopted, or
+    /// is new ([`adopted`]; `why` says which, as the state's reason): it starts down, as a
+    /// line found dead, and only `up_after` passed rounds bring it up. Whether that changed
+    /// its start: a WAN without carrier is down already, and a family without a tracker of its
+    /// own follows the other one.
+    pub fn down_at_restart(&mut self, name: &str, family: Family, why: &str, now: Instant) -> bool {
         let Some(tracked) = self.wans.get_mut(name) else {
             return false;
         };
@@ -183,7 +184,7 @@ impl Health {
         if !t.healthy() {
             return false;
         }
-        *t = t.restarted_because(t.carrier(), true, adopted::DOWN_AT_RESTART, now);
+        *t = t.restarted_because(t.carrier(), true, why, now);
         tracked.follow_trackers();
         true
     }
@@ -403,6 +404,36 @@ impl Health {
             });
         };
         Ok(joined(wan, &mut t.trackers, |t| t.set_manual(manual, now)))
+    }
+
+    /// An override set by hand before the daemon restarted ([`Self::set_manual`]), with `why`
+    /// as the state's reason (`steer status`). Whether the configuration has WAN `name`.
+    pub fn restore_manual(
+        &mut self,
+        name: &str,
+        manual: Override,
+        why: &str,
+        now: Instant,
+    ) -> bool {
+        let Some(t) = self.wans.get_mut(name) else {
+            return false;
+        };
+        for tracker in t.trackers.iter_mut().flatten() {
+            tracker.set_manual(Some(manual), now);
+            tracker.explain(why);
+        }
+        true
+    }
+
+    /// The WANs forced up or down by hand (the same override holds for both families).
+    pub fn overrides(&self) -> BTreeMap<String, Override> {
+        self.wans
+            .iter()
+            .filter_map(|(name, t)| {
+                let manual = t.trackers.iter().flatten().find_map(Tracker::manual)?;
+                Some((name.clone(), manual))
+            })
+            .collect()
     }
 }
 

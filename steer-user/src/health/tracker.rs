@@ -195,6 +195,7 @@ impl Tracker {
     /// A fresh tracker with the same settings, up with `carrier` (as at start) unless
     /// `found_dead`: then only `up_after` passed rounds in a row bring it up (its line was
     /// found dead before, and a new gateway does not mend it). `why` is the state's reason.
+    /// A manual override stays: it holds until `steer wan NAME auto`, whatever the line does.
     pub fn restarted_because(
         &self,
         carrier: bool,
@@ -213,6 +214,7 @@ impl Tracker {
             healthy: carrier && !found_dead,
             reason: why.to_owned(),
             since,
+            manual: self.manual,
             ..Tracker::new(self.track.clone(), carrier, now)
         }
     }
@@ -655,5 +657,9 @@ mod tests {
         assert!(!t.up());
         assert!(t.set_manual(Some(Override::Up), t0).expect("forced up").up);
         assert!(t.describe(t0).contains("forced up"));
+        // A restart of its line (a new gateway, held down at a daemon restart) keeps it.
+        let t = t.restarted_because(true, true, "found dead", t0);
+        assert_eq!(t.manual(), Some(Override::Up));
+        assert!(t.up());
     }
 }
