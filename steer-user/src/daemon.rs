@@ -88,16 +88,22 @@ enum Exit {
 
 /// Runs the daemon until a signal or `steer stop`.
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
-    // SIGHUP is taken before anything else: its default action ends the process, so a reload
-    // asked for while the daemon starts (a list updater, a DHCP hook; the start reads lists of
-    // a million lines) would kill the start and leave its socket behind. A SIGHUP that comes
-    // before the daemon runs is kept, and reloads once it does.
+    // SIGHUP, SIGTERM and SIGINT are taken before anything else: their default action ends
+    // the process, so a reload asked for while the daemon starts (a list updater, a DHCP hook;
+    // the start reads lists of a million lines) or a `systemctl restart` would kill the start
+    // halfway, leaving its socket behind and maps pinned with no link. A SIGHUP that comes
+    // before the daemon runs is kept, and reloads once it does; SIGTERM and SIGINT end the
+    // start at its next safe point (see `serve`).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let hup = {
+    let signals = {
         let _entered = runtime.enter();
-        signal(SignalKind::hangup())?
+        Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        }
     };
     // Before a list is read: a start the limit cannot hold is refused, not OOM-killed, and so
     // is a list that cannot be read within it. Nothing is held yet (an earlier daemon's maps,
@@ -124,7 +130,28 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         log::warn!("{e}: readiness is not reported");
         None
     });
-    runtime.block_on(serve(config, inputs, notifier, hup))
+    runtime.block_on(serve(config, inputs, notifier, signals))
+}
+
+/// The signals the daemon handles, taken as it starts.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// The stop signal (SIGTERM or SIGINT) that came by now, if one did.
+    async fn stop_asked(&mut self) -> Option<&'static str> {
+        // The runtime reads the signals that came meanwhile (its self-pipe) when a task yields.
+        tokio::task::yield_now().await;
+        tokio::select! {
+            biased;
+            _ = self.term.recv() => Some("SIGTERM"),
+            _ = self.int.recv() => Some("SIGINT"),
+            () = std::future::ready(()) => None,
+        }
+    }
 }
 
 /// Which prober: a WAN and an address family.
@@ -224,7 +251,7 @@ async fn serve(
     config: Config,
     inputs: config::Inputs,
     notifier: Option<Notifier>,
-    mut hup: tokio::signal::unix::Signal,
+    mut signals: Signals,
 ) -> Result<(), DaemonError> {
     raise_fd_limit();
     // Everything that can refuse this daemon comes before the first change to the system: the
@@ -245,6 +272,13 @@ async fn serve(
     let dns = crate::dns::service::Services::bind(&config).map_err(DaemonError::Dns)?;
     for note in crate::vrrp::vips::check(&config.path, &config.vrrp).await? {
         log::warn!("{note}");
+    }
+    // The last point where a stop signal leaves the system as it was: nothing is in the
+    // kernel yet. One that comes later is handled once the start is complete (the loop
+    // below): stopping halfway would leave maps pinned with no link.
+    if let Some(sig) = signals.stop_asked().await {
+        log::info!("{sig} during the start: stopping before anything was changed in the kernel");
+        return Ok(());
     }
     let mut events = routing::watch()?;
     let (mut ctl, report) = Controller::start(config).await?;
@@ -273,8 +307,11 @@ async fn serve(
     // Expired learned hosts are removed within this of their expiry.
     let mut expiry = tokio::time::interval(Duration::from_secs(1));
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let Signals {
+        mut hup,
+        mut term,
+        mut int,
+    } = signals;
     let mut kernel_log = match ctl.kernel_logger() {
         // SAFETY: the logger owns its ring buffer's descriptor and keeps it open, unchanged,
         // for as long as the AsyncFd holds the logger.
@@ -392,12 +429,16 @@ async fn serve(
                 log_lines("", ctl.check_conntrack_marking().await.iter());
             }
             Some(call) = calls.recv() => {
-                match call.request {
-                    Request::Stop => break Exit::Stop(call.reply),
-                    Request::Reload => reloads.request(&ctl, &service, Some(call.reply)),
-                    request => handle(&mut ctl, &service, request, &listed_tx, &big_answers)
-                        .await
-                        .send(call.reply),
+                if call.client_gone() {
+                    log::warn!("{}", dropped(&call));
+                } else {
+                    match call.request {
+                        Request::Stop => break Exit::Stop(call.reply),
+                        Request::Reload => reloads.request(&ctl, &service, Some(call.reply)),
+                        request => handle(&mut ctl, &service, request, &listed_tx, &big_answers)
+                            .await
+                            .send(call.reply),
+                    }
                 }
             }
             _ = hup.recv() => {
@@ -410,8 +451,14 @@ async fn serve(
                     .finish(&mut ctl, &mut probers, &mut service, prepared, waiting)
                     .await;
             }
-            _ = term.recv() => break Exit::Leave,
-            _ = int.recv() => break Exit::Leave,
+            _ = term.recv() => {
+                log::info!("SIGTERM");
+                break Exit::Leave;
+            }
+            _ = int.recv() => {
+                log::info!("SIGINT");
+                break Exit::Leave;
+            }
             ready = readable(&mut kernel_log) => {
                 if let Ok(mut guard) = ready {
                     guard.get_inner_mut().flush();
@@ -472,6 +519,20 @@ async fn serve(
             result.map(|_| ()).map_err(DaemonError::from)
         }
     }
+}
+
+/// The log line for a call whose client hung up before the daemon got to it: the client
+/// reported a failure (its timeout) and exited, so carrying the call out now would change the
+/// router behind its user's back (a `stop` minutes after a `kill -CONT`).
+fn dropped(call: &Call) -> String {
+    format!(
+        "control: dropped `steer {}` from pid {} (uid {}): its client hung up before the daemon \
+         got to it (it gave up waiting: was the daemon stopped or busy?), so it is not carried \
+         out; run the command again if it is still wanted",
+        call.request.command(),
+        call.peer.pid,
+        call.peer.uid
+    )
 }
 
 /// Connections listed for a recovered WAN, back from the background: (the job, its listing).

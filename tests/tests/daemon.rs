@@ -254,6 +254,81 @@ fn stop_tears_down_when_the_daemon_dies_holding_the_request() {
     assert!(!work.socket.exists(), "the dead daemon's socket is removed");
 }
 
+/// A request whose client gave up (the daemon was stopped, `kill -STOP`, past the client's
+/// timeout) was carried out once the daemon went on: a `steer stop` that had reported failure
+/// stopped steering later, a `wan down` took a WAN down. The daemon drops such requests.
+#[test]
+fn a_request_whose_client_gave_up_is_not_carried_out_later() {
+    let (lab, work) = setup("gave-up");
+    let mut daemon = Daemon::start(&lab.router, &work);
+    let pid = daemon.pid() as i32;
+    // SAFETY: signals to the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let ask = |request: steer::control::Request| {
+        steer::control::client::call(&work.socket, &request, Duration::from_millis(500))
+            .expect_err("a stopped daemon does not answer")
+    };
+    let e = ask(steer::control::Request::Wan {
+        name: "wan2".into(),
+        mode: steer::control::WanMode::Down,
+    });
+    let text = e.to_string();
+    assert!(text.contains(&format!("(pid {pid})")), "{text}");
+    assert!(text.contains("within 0.5 s,"), "{text}");
+    assert!(text.contains("not carried out"), "{text}");
+    ask(steer::control::Request::Stop);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    daemon.wait_log("control: dropped `steer stop`", Duration::from_secs(5));
+    daemon.wait_log(
+        "control: dropped `steer wan wan2 down`",
+        Duration::from_secs(5),
+    );
+    assert!(
+        daemon.wait_exit(Duration::from_secs(1)).is_none(),
+        "the daemon still runs:\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(work.wan_state("wan2"), "up", "{}", daemon.log_text());
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"]);
+    stop_a_running_daemon_already_started(&lab, &work, daemon);
+}
+
+/// Stops `daemon` with `steer stop` and checks that it exited.
+fn stop_a_running_daemon_already_started(lab: &Lab, work: &Workdir, mut daemon: Daemon) {
+    let out = work.stop_in(&lab.router);
+    assert!(out.contains("steer stopped"), "{out}");
+    assert!(daemon.signal_and_wait(0, Duration::from_secs(10)));
+}
+
+/// SIGTERM or SIGINT early in the start killed the daemon by the signal's default action: no
+/// log line, and maps pinned with no link. The daemon handles them from its first moment: it
+/// stops before changing anything, or finishes the start and leaves steering running.
+#[test]
+fn a_stop_signal_during_the_start_ends_the_daemon_cleanly() {
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let (lab, work) = setup("early-term");
+        let mut daemon = Daemon::spawn(&work, steer_in(&lab.router));
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            daemon.signal_and_wait(sig, Duration::from_secs(20)),
+            "{name} ends the daemon"
+        );
+        let log = daemon.log_text();
+        assert!(log.contains(name), "no log line for {name}:\n{log}");
+        // Either nothing was made, or the whole start was, links included.
+        let links = work.pin_dir.join("links/tc-lan0");
+        let maps = std::fs::read_dir(work.pin_dir.join("maps")).map_or(0, |d| d.count());
+        assert!(
+            maps == 0 || links.exists(),
+            "maps pinned with no link after {name}:\n{log}"
+        );
+        if work.pin_dir.exists() {
+            work.stop_in(&lab.router);
+        }
+    }
+}
+
 /// `steer stop` pointed at another socket (another configuration's) while a daemon runs in
 /// the namespace: it found "no daemon" and tore down the running one's rules, table and VIPs
 /// from under it. It is refused, naming the daemon.

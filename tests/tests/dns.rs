@@ -1412,3 +1412,44 @@ fn a_malformed_upstream_reply_is_named_and_malformed_queries_are_shown() {
         "{status}"
     );
 }
+
+/// Snoop mode's iptables fallback (kernels without nftables' `queue` expression) left the
+/// `ip mangle` and `ip6 mangle` tables it made, with their hooked base chains, after `steer
+/// stop`. The tables steer made go with its chain; tables that were there before stay, and so
+/// does one another's rule went into meanwhile.
+#[test]
+fn the_snoop_fallback_removes_the_mangle_tables_it_made_and_only_those() {
+    steer_tests::require_root();
+    let ns = steer_tests::netns::Netns::new("snoop-fb");
+    let lan = vec!["lan0".to_owned()];
+    let tables = || ns.run("nft list tables");
+    ns.enter(|| steer::dns::snoop::install_fallback(&lan, 7))
+        .unwrap();
+    assert!(tables().contains("table ip mangle"), "{}", tables());
+    // Installed again (a reload, a restarted daemon), the tables are still known as steer's.
+    ns.enter(|| steer::dns::snoop::install_fallback(&lan, 7))
+        .unwrap();
+    ns.enter(steer::dns::snoop::remove_fallback);
+    assert!(!tables().contains("mangle"), "left behind:\n{}", tables());
+
+    // Made by steer, but another rule went in meanwhile: it stays, with that rule.
+    ns.enter(|| steer::dns::snoop::install_fallback(&lan, 7))
+        .unwrap();
+    ns.run("iptables -w -t mangle -A PREROUTING -j MARK --set-mark 1");
+    ns.enter(steer::dns::snoop::remove_fallback);
+    let left = ns.run("iptables -w -t mangle -S");
+    assert!(left.contains("--set-xmark 0x1"), "{left}");
+    assert!(!left.contains("STEER_DNS_SNOOP"), "{left}");
+    assert!(!tables().contains("ip6 mangle"), "{}", tables());
+    ns.run("nft delete table ip mangle");
+
+    // There before steer (empty): it stays.
+    ns.run("nft add table ip mangle");
+    ns.enter(|| steer::dns::snoop::install_fallback(&lan, 7))
+        .unwrap();
+    ns.enter(steer::dns::snoop::remove_fallback);
+    assert!(tables().contains("table ip mangle"), "{}", tables());
+    assert!(!tables().contains("ip6 mangle"), "{}", tables());
+    let left = ns.run("iptables -w -t mangle -S");
+    assert!(!left.contains("STEER_DNS_SNOOP"), "{left}");
+}

@@ -1360,3 +1360,69 @@ fn a_reload_that_removes_a_wan_flushes_its_connections() {
         s.daemon.log_text()
     );
 }
+
+/// Unmounts a test's filesystem when dropped (before its Workdir is removed).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A gateway handed in while the socket's filesystem is full was answered as a plain success
+/// (only the daemon's log said it was not saved, so a restarted daemon waits for the hook
+/// again), and a 0-byte `steer.gateways.tmp` stayed. The hook is told, as `steer set` is.
+#[test]
+fn a_gateway_that_cannot_be_saved_is_said_to_the_client() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let mut work = Workdir::new("gw-full");
+    let full = work.dir.join("full");
+    std::fs::create_dir(&full).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+        .arg(&full)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    let _unmount = Unmount(full.clone());
+    work.socket = full.join("steer.sock");
+    let wans = wans_with_auto_gateway(
+        Wan::One,
+        "gateway",
+        &icmp(&[Lab::PROBE_1.to_string()]),
+        &icmp(&[Lab::PROBE_2.to_string()]),
+    );
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    work.write("steer.toml", &config(&work, "lan0", &wans, members, ""));
+    let mut daemon = Daemon::start(&lab.router, &work);
+    // Fill the filesystem (dd ends with "No space left on device").
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "status=none"])
+        .arg(format!("of={}", full.join("fill").display()))
+        .status();
+    let out = work.steer_ok(&[
+        "wan",
+        "wan1",
+        "gateway",
+        &Lab::gateway_v4(Wan::One).to_string(),
+    ]);
+    assert!(
+        out.contains("in use but not saved")
+            && out.contains("steer.gateways")
+            && out.contains("No space left on device"),
+        "{out}"
+    );
+    assert!(
+        !full.join("steer.gateways.tmp").exists(),
+        "a temporary file was left"
+    );
+    std::fs::remove_file(full.join("fill")).unwrap();
+    let out = work.stop_in(&lab.router);
+    assert!(out.contains("steer stopped"), "{out}");
+    assert!(daemon.signal_and_wait(0, Duration::from_secs(10)));
+}

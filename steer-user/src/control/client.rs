@@ -3,7 +3,7 @@
 use std::{
     io::{ErrorKind, Read, Write},
     net::Shutdown,
-    os::unix::net::UnixStream,
+    os::{fd::AsRawFd, unix::net::UnixStream},
     path::Path,
     time::{Duration, Instant},
 };
@@ -17,16 +17,19 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// whole exchange after the connection is made.
 pub fn call(path: &Path, request: &Request, timeout: Duration) -> Result<Response, ControlError> {
     let deadline = Instant::now() + timeout;
-    let timed_out = || ControlError::Timeout {
-        path: path.into(),
-        timeout,
-    };
     let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound => ControlError::NotRunning { path: path.into() },
         ErrorKind::ConnectionRefused => ControlError::NotListening { path: path.into() },
         ErrorKind::PermissionDenied => ControlError::PermissionDenied { path: path.into() },
         _ => ControlError::io("connect to", path, e),
     })?;
+    // The daemon's pid, for a timeout to name the process that does not answer.
+    let pid = listener_pid(&stream);
+    let timed_out = || ControlError::Timeout {
+        path: path.into(),
+        timeout,
+        pid,
+    };
 
     let mut line = serde_json::to_vec(request).map_err(|e| ControlError::BadRequest {
         path: path.into(),
@@ -86,6 +89,28 @@ pub fn call(path: &Path, request: &Request, timeout: Duration) -> Result<Respons
             answer[..answer.len().min(200)].escape_ascii()
         ),
     })
+}
+
+/// The pid of the process that listens on the socket `stream` is connected to: the kernel
+/// keeps the listener's credentials for its connections (`SO_PEERCRED`).
+fn listener_pid(stream: &UnixStream) -> Option<i32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which we own, and sets `len`.
+    let done = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (done == 0 && cred.pid > 0).then_some(cred.pid)
 }
 
 fn remaining(deadline: Instant) -> Option<Duration> {

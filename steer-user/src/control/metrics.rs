@@ -175,7 +175,7 @@ async fn rendered(calls: &mpsc::Sender<Call>, snapshot: &Snapshot) -> Option<Str
 
 async fn status(calls: &mpsc::Sender<Call>) -> Option<Status> {
     let deadline = Instant::now() + TIMEOUT;
-    let response = ask(calls, Request::Status, PeerCred::own(), deadline)
+    let response = ask(calls, Request::Status, PeerCred::own(), None, deadline)
         .await
         .ok()?
         .into_response()

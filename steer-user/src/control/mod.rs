@@ -47,12 +47,27 @@ pub enum ControlError {
     #[error("permission denied on {}: run as root", path.display())]
     PermissionDenied { path: PathBuf },
 
-    /// The daemon did not answer in time.
+    /// The daemon did not answer in time. The client hangs up, and a daemon that gets to the
+    /// request later drops it (`Call::client_gone`): it is not carried out behind the user's
+    /// back. `pid` is the daemon's, from the socket (`SO_PEERCRED`).
     #[error(
-        "the steer daemon on {} did not answer within {timeout:?}; it may be busy or hung: check its log, or retry",
-        path.display()
+        "the steer daemon on {}{} did not answer within {}, so the request was not carried out \
+         and will not be (the daemon drops a request whose client has gone, unless it had \
+         started on it already); the daemon may be stopped or hung: {}, see its log, and \
+         restart its service if it stays so (steering goes on meanwhile)",
+        path.display(),
+        match pid { Some(pid) => format!(" (pid {pid})"), None => String::new() },
+        seconds(*timeout),
+        match pid {
+            Some(pid) => format!("`ps -o stat= -p {pid}` shows T when it is stopped (`kill -CONT {pid}` resumes it)"),
+            None => "`ps` shows its state (T: stopped)".to_owned(),
+        }
     )]
-    Timeout { path: PathBuf, timeout: Duration },
+    Timeout {
+        path: PathBuf,
+        timeout: Duration,
+        pid: Option<i32>,
+    },
 
     /// The daemon closed the connection without an answer: it stopped (or died) meanwhile.
     #[error(
@@ -132,6 +147,17 @@ pub enum ControlError {
     },
 }
 
+/// A duration as a user reads it: seconds, to a tenth, without the float's noise
+/// (`14.99999972s` is 15 s).
+fn seconds(d: Duration) -> String {
+    let tenths = (d.as_secs_f64() * 10.0).round() / 10.0;
+    if tenths.fract() == 0.0 {
+        format!("{tenths:.0} s")
+    } else {
+        format!("{tenths:.1} s")
+    }
+}
+
 impl ControlError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self::Io {
@@ -157,6 +183,7 @@ mod tests {
             ControlError::Timeout {
                 path: path.clone(),
                 timeout: Duration::from_secs(5),
+                pid: None,
             },
             ControlError::BadResponse {
                 path: path.clone(),
@@ -203,6 +230,11 @@ mod tests {
             "permission denied on /run/steer/test.sock: run as root"
         );
         assert!(errors[6].to_string().contains("(pid 42)"));
+        assert!(
+            errors[3].to_string().contains("within 5 s,"),
+            "{}",
+            errors[3]
+        );
         assert!(!errors[7].to_string().contains("pid"));
         assert!(
             ControlError::InsecureDirectory {
@@ -215,5 +247,28 @@ mod tests {
             .to_string()
             .contains("mode 0777")
         );
+    }
+
+    #[test]
+    fn a_timeout_reads_as_seconds_says_the_request_is_dropped_and_names_the_daemon() {
+        let e = ControlError::Timeout {
+            path: "/run/steer/steer.sock".into(),
+            timeout: Duration::from_nanos(14_999_999_720),
+            pid: Some(6209),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("(pid 6209) did not answer within 15 s,"),
+            "{text}"
+        );
+        assert!(
+            text.contains("was not carried out and will not be"),
+            "{text}"
+        );
+        assert!(text.contains("kill -CONT 6209"), "{text}");
+        assert!(text.contains("restart its service"), "{text}");
+        assert!(!text.contains("retry"), "{text}");
+        assert_eq!(seconds(Duration::from_millis(500)), "0.5 s");
+        assert_eq!(seconds(Duration::from_secs(30)), "30 s");
     }
 }

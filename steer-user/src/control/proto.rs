@@ -59,6 +59,26 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The command as a user typed it, short (no prefixes): for the log.
+    pub fn command(&self) -> String {
+        let shown = |name: &str| crate::shown::shown(name).to_string();
+        let lower = |x: &dyn std::fmt::Debug| format!("{x:?}").to_lowercase();
+        match self {
+            Request::Status => "status".into(),
+            Request::Reload => "reload".into(),
+            Request::Stop => "stop".into(),
+            Request::Wan { name, mode } => format!("wan {} {}", shown(name), lower(mode)),
+            Request::Gateway { name, gateway, .. } => match gateway {
+                Some(a) => format!("wan {} gateway {a}", shown(name)),
+                None => format!("wan {} gateway auto", shown(name)),
+            },
+            Request::Prefix6 { name, .. } => format!("wan {} prefix6", shown(name)),
+            Request::Set { name, op, .. } => format!("set {} {}", shown(name), lower(op)),
+        }
+    }
+}
+
 /// What `steer set NAME OP` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -11,7 +11,10 @@ use std::{
     collections::VecDeque,
     fs,
     io::{self, ErrorKind},
-    os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt},
+    os::{
+        fd::{AsFd, AsRawFd, OwnedFd},
+        unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt},
+    },
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -56,6 +59,33 @@ pub struct Call {
     pub peer: PeerCred,
     /// Answer here; dropping it answers "the daemon did not answer" to the client.
     pub reply: Replier,
+    /// The connection it came on (none for the daemon's own calls), to see whether its client
+    /// is still there.
+    client: Option<OwnedFd>,
+}
+
+impl Call {
+    /// Whether the client that sent the call has closed its connection (it gave up waiting
+    /// and exited: the CLI's timeout, while the daemon was stopped or busy). Such a call is
+    /// dropped, not carried out: the client told its user it failed, and a `stop` or `wan
+    /// down` that happens minutes later, unasked, is worse than one that does not happen.
+    /// The CLI only half-closes after its request, which is not a hang-up.
+    pub fn client_gone(&self) -> bool {
+        let Some(fd) = &self.client else {
+            return false;
+        };
+        let mut poll = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one pollfd we own, a descriptor that stays open while `self` lives, and a
+        // zero timeout: poll only reads the descriptor's state.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        // A Unix stream socket reports POLLHUP once both directions are shut down: the peer
+        // closed its end (which shuts ours for reading and writing alike).
+        ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0
+    }
 }
 
 /// Where the controller answers one call: a [`Response`], or an [`Answer`] encoded off the
@@ -518,7 +548,12 @@ async fn handle_connection(
             .into()
         }
         ReadOutcome::Line(line) => match serde_json::from_slice::<Request>(&line) {
-            Ok(request) => dispatch(&ctx, request, peer).await,
+            Ok(request) => {
+                // A descriptor of its own, so the controller can look at the connection
+                // while this task waits for its answer.
+                let client = stream.as_fd().try_clone_to_owned().ok();
+                dispatch(&ctx, request, peer, client).await
+            }
             Err(e) => {
                 warn!(
                     "control: malformed request from pid {} uid {}: {e} (request: \"{}\")",
@@ -539,7 +574,12 @@ pub(crate) fn malformed(e: &serde_json::Error) -> String {
 }
 
 /// Hands the request to the controller and waits for its answer, within `reply_timeout`.
-async fn dispatch(ctx: &Context, request: Request, peer: PeerCred) -> Answer {
+async fn dispatch(
+    ctx: &Context,
+    request: Request,
+    peer: PeerCred,
+    client: Option<OwnedFd>,
+) -> Answer {
     debug!(
         "control: pid {} uid {} requests {request:?}",
         peer.pid, peer.uid
@@ -548,6 +588,7 @@ async fn dispatch(ctx: &Context, request: Request, peer: PeerCred) -> Answer {
         &ctx.calls,
         request,
         peer,
+        client,
         Instant::now() + ctx.reply_timeout,
     )
     .await
@@ -592,6 +633,7 @@ pub(crate) async fn ask(
     calls: &mpsc::Sender<Call>,
     request: Request,
     peer: PeerCred,
+    client: Option<OwnedFd>,
     deadline: Instant,
 ) -> Result<Answer, Unanswered> {
     let (reply, answer) = oneshot::channel();
@@ -599,6 +641,7 @@ pub(crate) async fn ask(
         request,
         peer,
         reply: Replier(reply),
+        client,
     };
     match timeout_at(deadline, calls.send(call)).await {
         Ok(Ok(())) => {}

@@ -668,8 +668,13 @@ impl Controller {
         }
         match snoop::install_fallback(&general.lan, queue) {
             Ok(()) => {
-                log::debug!(
-                    "dns snoop: nftables has no queue expression here; using iptables chain {}",
+                // Said once per install, not in debug only: the fallback puts chains in the
+                // mangle tables of iptables, where an administrator would not look for steer.
+                log::info!(
+                    "dns snoop: nftables refused the queue rule here (no `queue` expression in \
+                     this kernel); answers are queued by the iptables fallback instead: chain \
+                     {} in the mangle tables of iptables and ip6tables, jumped to from FORWARD \
+                     (`steer stop` removes it)",
                     snoop::FALLBACK_CHAIN
                 );
                 None

@@ -1291,8 +1291,9 @@ impl Controller {
         let Some(a) = gateway else {
             self.hooked
                 .retain(|(w, f), _| *w != name || family.is_some_and(|family| *f != family));
-            self.keep_hooked();
+            let unsaved = self.keep_hooked();
             let mut lines = self.refresh_system().await;
+            lines.extend(unsaved);
             lines.extend(self.reconcile_routing("gateway set").await);
             return Ok(lines);
         };
@@ -1350,7 +1351,7 @@ impl Controller {
         // applied) or with the link down, the route goes in at the next address or link event.
         let failed = self.refused_route(&report, a, &interface);
         let Some(failed) = failed else {
-            self.keep_hooked();
+            lines.extend(self.keep_hooked());
             lines.extend(routed);
             return Ok(lines);
         };
@@ -1406,16 +1407,19 @@ impl Controller {
         )))
     }
 
-    /// Writes the handed-in gateways for a restarted daemon ([`hooked_gateways`]).
-    fn keep_hooked(&self) {
+    /// Writes the handed-in gateways for a restarted daemon ([`hooked_gateways`]). A failure
+    /// is a line for whoever handed one in (and the log), as `steer set` says its journal's:
+    /// the hook's "done" would otherwise hide that a restart loses the gateway.
+    fn keep_hooked(&self) -> Option<ReportLine> {
         let path = hooked_gateways::path_for(&self.config.control.socket);
         let boot = crate::runtime_sets::journal::boot_id();
-        if let Err(e) = hooked_gateways::store(&path, &boot, &self.hooked) {
-            log::warn!(
-                "{}: {e}; a restarted daemon waits for the DHCP hooks again",
-                path.display()
-            );
-        }
+        let e = hooked_gateways::store(&path, &boot, &self.hooked).err()?;
+        Some(ReportLine::error(format!(
+            "the handed-in gateways are in use but not saved: writing {} failed: {e}; a \
+             restarted daemon would wait for the DHCP hooks to hand them in again: free room \
+             there (or fix the error) and hand the gateway in again",
+            path.display()
+        )))
     }
 
     /// Netlink said addresses or routes changed: a DHCPv6 client may have rewritten an address
@@ -2015,7 +2019,7 @@ impl Controller {
                 ))
             })
             .collect();
-        self.keep_hooked();
+        lines.extend(self.keep_hooked());
         lines.extend(self.refresh_system().await);
         lines.extend(self.reconcile_routing("stale gateways dropped").await);
         lines

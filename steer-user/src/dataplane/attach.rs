@@ -110,9 +110,8 @@ pub(super) fn pin_is_for(path: &Path, iface: &str) -> bool {
         Ok(pinned) if pinned == index => true,
         Ok(pinned) => {
             log::warn!(
-                "{iface}: the pinned link {} is attached to interface index {pinned}, not to \
-                 {iface} (index {index}): the device was renamed; detaching it and attaching anew",
-                path.display()
+                "{}",
+                moved_link_note(path, iface, index, pinned, ifname(pinned))
             );
             std::fs::remove_file(path).ok();
             false
@@ -120,6 +119,48 @@ pub(super) fn pin_is_for(path: &Path, iface: &str) -> bool {
         // Adopting says what is wrong with it.
         Err(_) => true,
     }
+}
+
+/// Why the link pinned at `path` for `iface` (now index `index`) is not `iface`'s: the device
+/// it is attached to (index `pinned`, named `now` when it still exists) was renamed, or is gone
+/// (the kernel reports index 0 for a link whose device was deleted: `iface` is a new device
+/// that took the name, not a rename).
+fn moved_link_note(
+    path: &Path,
+    iface: &str,
+    index: u32,
+    pinned: u32,
+    now: Option<String>,
+) -> String {
+    let why = match (pinned, now) {
+        (0, _) | (_, None) => format!(
+            "the device it was attached to is gone (deleted while no daemon ran; {iface} is a \
+             new device with the same name)"
+        ),
+        (_, Some(now)) => format!("that device was renamed to {now}"),
+    };
+    format!(
+        "{iface}: the pinned link {} is attached to interface index {pinned}, not to {iface} \
+         (index {index}): {why}; detaching it and attaching anew",
+        path.display()
+    )
+}
+
+/// The name of the device with `index` in this namespace, if there is one.
+fn ifname(index: u32) -> Option<String> {
+    if index == 0 {
+        return None;
+    }
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` holds IF_NAMESIZE bytes, as if_indextoname requires; it writes a
+    // NUL-terminated name there or returns NULL.
+    let name = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname succeeded, so `buf` holds a NUL-terminated string.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// Swaps `prog` (program `name`) into the link pinned at `path`.
@@ -431,5 +472,24 @@ impl Dataplane {
     /// The interface index `iface` had when the classifier was attached to it.
     pub fn attached_index(&self, iface: &str) -> Option<u32> {
         self.attached.get(iface).map(|a| a.index)
+    }
+}
+
+#[cfg(test)]
+mod moved_link_tests {
+    use super::*;
+
+    #[test]
+    fn a_link_whose_device_is_gone_is_not_called_renamed() {
+        let path = Path::new("/sys/fs/bpf/steer/link_tc_lan0");
+        let gone = moved_link_note(path, "lan0", 126, 0, None);
+        assert!(!gone.contains("renamed"), "{gone}");
+        assert!(gone.contains("is gone"), "{gone}");
+        assert!(gone.contains("index 0"), "{gone}");
+        let renamed = moved_link_note(path, "lan0", 126, 7, Some("lan-old".into()));
+        assert!(renamed.contains("renamed to lan-old"), "{renamed}");
+        let missing = moved_link_note(path, "lan0", 126, 7, None);
+        assert!(missing.contains("is gone"), "{missing}");
+        assert_eq!(ifname(0), None);
     }
 }

@@ -35,7 +35,7 @@ const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
-    #[error("{path}: {source}")]
+    #[error("general.pin_dir: {path}: {source}{hint}", hint = io_hint(source))]
     Io {
         path: PathBuf,
         #[source]
@@ -78,6 +78,30 @@ pub enum PinError {
          until the daemon starts again)"
     )]
     Incompatible { path: PathBuf, mismatch: String },
+}
+
+/// What to do about an I/O error on the pin directory, by its cause: the raw error alone
+/// ("Read-only file system") names neither the setting nor the way out.
+fn io_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EROFS) => {
+            "; the bpffs it is on is mounted read-only, so no pin can be made there (nothing \
+             was changed in the kernel): remount it read-write (`mount -o remount,rw` on its \
+             mount point) or set general.pin_dir to a directory under /sys/fs/bpf"
+        }
+        Some(libc::EACCES | libc::EPERM) => {
+            "; steer's pins are root's: run steer as root (with CAP_BPF and CAP_SYS_ADMIN)"
+        }
+        Some(libc::ENOSPC | libc::ENOMEM) => {
+            "; the kernel is out of room for pins (memory, or the memory cgroup's limit): \
+             free memory or raise the limit, then retry"
+        }
+        Some(libc::ENOTDIR) => {
+            "; a part of the path is not a directory: set general.pin_dir to a directory \
+             under /sys/fs/bpf"
+        }
+        _ => "; check general.pin_dir (a directory on a bpffs, by default under /sys/fs/bpf)",
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PinError + '_ {
@@ -522,5 +546,30 @@ pub fn is_bpffs(path: &Path) -> bool {
     unsafe {
         let mut st: libc::statfs = std::mem::zeroed();
         libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as u32 == BPF_FS_MAGIC
+    }
+}
+
+#[cfg(test)]
+mod io_error_tests {
+    use super::*;
+
+    #[test]
+    fn a_read_only_pin_dir_names_the_setting_the_cause_and_the_way_out() {
+        let e = io_err(Path::new("/tmp/ro/pin"))(io::Error::from_raw_os_error(libc::EROFS));
+        let text = e.to_string();
+        assert!(text.starts_with("general.pin_dir: /tmp/ro/pin: "), "{text}");
+        assert!(text.contains("mounted read-only"), "{text}");
+        assert!(text.contains("nothing was changed"), "{text}");
+        assert!(text.contains("remount it read-write"), "{text}");
+        // Every other I/O error on the pin directory names the setting and what to check.
+        for errno in [libc::EACCES, libc::ENOSPC, libc::ENOTDIR, libc::EIO] {
+            let text =
+                io_err(Path::new("/sys/fs/bpf/x"))(io::Error::from_raw_os_error(errno)).to_string();
+            assert!(
+                text.starts_with("general.pin_dir: /sys/fs/bpf/x: "),
+                "{text}"
+            );
+            assert!(text.matches(';').count() >= 1, "{text}");
+        }
     }
 }

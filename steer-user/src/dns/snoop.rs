@@ -76,7 +76,16 @@ pub fn nft_chain(lan: &[String], queue: u16) -> String {
 /// target.
 pub const FALLBACK_CHAIN: &str = "STEER_DNS_SNOOP";
 
+/// The comment of the rule that marks, in [`FALLBACK_CHAIN`], that steer created the mangle
+/// table for it (on the nftables backend of iptables): the mark lives as long as the chain, so
+/// a restarted daemon or `steer stop` without one still knows the table is steer's to remove.
+const CREATED_MARK: &str = "steer created this table";
+
 fn xtables(bin: &str, args: &[&str]) -> Result<(), String> {
+    xtables_output(bin, args).map(drop)
+}
+
+fn xtables_output(bin: &str, args: &[&str]) -> Result<String, String> {
     let out = std::process::Command::new(bin)
         .arg("-w")
         .args(args)
@@ -84,7 +93,7 @@ fn xtables(bin: &str, args: &[&str]) -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run `{bin}`: {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!(
             "{bin} {}: {}",
@@ -96,11 +105,36 @@ fn xtables(bin: &str, args: &[&str]) -> Result<(), String> {
 
 /// Installs (or replaces) the fallback: the same rules as [`nft_chain`] in the chain
 /// [`FALLBACK_CHAIN`] of the mangle table, jumped to from FORWARD, for IPv4 and IPv6.
+///
+/// On the nftables backend of iptables, a mangle table that was not there before is made by
+/// this: the chain then carries [`CREATED_MARK`], so that [`remove_fallback`] takes the table
+/// (and its hooked base chains) out again when nothing else is in it.
 pub fn install_fallback(lan: &[String], queue: u16) -> Result<(), String> {
     let queue = queue.to_string();
     for bin in ["iptables", "ip6tables"] {
+        // Before anything is made: the table steer makes is steer's to remove. A chain of an
+        // earlier install keeps its mark.
+        let created = match nft_table(bin) {
+            Some(table) => !table_exists(table) || marked_created(bin),
+            None => false,
+        };
         let _ = xtables(bin, &["-t", "mangle", "-N", FALLBACK_CHAIN]);
         xtables(bin, &["-t", "mangle", "-F", FALLBACK_CHAIN])?;
+        if created {
+            xtables(
+                bin,
+                &[
+                    "-t",
+                    "mangle",
+                    "-A",
+                    FALLBACK_CHAIN,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    CREATED_MARK,
+                ],
+            )?;
+        }
         // Queries in from the LAN are copied (NFLOG), answers out to it held (NFQUEUE).
         let copy = ["-j", "NFLOG", "--nflog-group", &queue];
         let hold = ["-j", "NFQUEUE", "--queue-num", &queue, "--queue-bypass"];
@@ -152,9 +186,13 @@ pub fn remove_fallback_if_installed() {
     }
 }
 
-/// Removes the fallback chain, if it is there (`steer stop`, snoop mode switched off).
+/// Removes the fallback chain, if it is there (`steer stop`, snoop mode switched off), and the
+/// mangle table when steer created it and nothing else is in it now: its hooked base chains
+/// would otherwise stay, each packet passing through them for nothing. A table that was there
+/// before, or holds another's rules or chains, stays.
 pub fn remove_fallback() {
     for bin in ["iptables", "ip6tables"] {
+        let created = marked_created(bin);
         while xtables(
             bin,
             &["-t", "mangle", "-D", "FORWARD", "-j", FALLBACK_CHAIN],
@@ -163,7 +201,87 @@ pub fn remove_fallback() {
         {}
         let _ = xtables(bin, &["-t", "mangle", "-F", FALLBACK_CHAIN]);
         let _ = xtables(bin, &["-t", "mangle", "-X", FALLBACK_CHAIN]);
+        if let (true, Some(table)) = (created, nft_table(bin)) {
+            remove_table_if_empty(bin, table);
+        }
     }
+}
+
+/// The nftables table `bin` keeps its mangle table in, when it is the nftables variant
+/// (`iptables-nft`); none for the legacy one, whose tables are the kernel's own.
+fn nft_table(bin: &str) -> Option<&'static str> {
+    let version = xtables_version(bin)?;
+    version.contains("nf_tables").then_some(match bin {
+        "ip6tables" => "ip6 mangle",
+        _ => "ip mangle",
+    })
+}
+
+fn xtables_version(bin: &str) -> Option<String> {
+    let out = std::process::Command::new(bin)
+        .arg("-V")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn table_exists(table: &str) -> bool {
+    nft(&format!("list table {table}")).is_ok()
+}
+
+fn nft(args: &str) -> Result<(), String> {
+    let out = std::process::Command::new("nft")
+        .args(args.split(' '))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `nft`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft {args}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether [`FALLBACK_CHAIN`] carries [`CREATED_MARK`].
+fn marked_created(bin: &str) -> bool {
+    xtables_output(bin, &["-t", "mangle", "-S", FALLBACK_CHAIN])
+        .is_ok_and(|rules| rules.contains(CREATED_MARK))
+}
+
+/// Deletes `table` when `bin -S` shows nothing in it but the base chains' ACCEPT policies.
+fn remove_table_if_empty(bin: &str, table: &str) {
+    let Ok(rules) = xtables_output(bin, &["-t", "mangle", "-S"]) else {
+        return;
+    };
+    if !only_accept_policies(&rules) {
+        log::info!(
+            "dns snoop: the {table} table steer created for its iptables fallback now holds \
+             other rules; leaving it"
+        );
+        return;
+    }
+    match nft(&format!("delete table {table}")) {
+        Ok(()) => log::info!(
+            "dns snoop: removed the {table} table steer created for its iptables fallback"
+        ),
+        Err(e) => log::warn!(
+            "dns snoop: cannot remove the {table} table steer created for its iptables \
+             fallback: {e}; it is empty, `nft delete table {table}` removes it"
+        ),
+    }
+}
+
+/// Whether `iptables -S` output is nothing but ACCEPT policies of base chains.
+fn only_accept_policies(rules: &str) -> bool {
+    rules
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .all(|l| l.starts_with("-P ") && l.ends_with(" ACCEPT"))
 }
 
 /// The reader of the snoop queue; dropping it stops it (answers then pass unseen).
@@ -565,6 +683,18 @@ mod tests {
         assert!(!o.answer(&packet("9.9.9.9:53", "10.0.0.2:0", &answer_to(&query)), t0));
         assert!(o.answer(&packet("9.9.9.9:53", "10.0.0.2:10", &answer_to(&query)), t0));
         assert!(o.order.len() <= 2 * MAX_OUTSTANDING + 1);
+    }
+
+    #[test]
+    fn a_mangle_table_with_anything_but_accept_policies_is_not_empty() {
+        let empty = "-P PREROUTING ACCEPT\n-P INPUT ACCEPT\n-P FORWARD ACCEPT\n";
+        assert!(only_accept_policies(empty));
+        assert!(only_accept_policies(""));
+        assert!(!only_accept_policies(&format!("{empty}-N OTHER\n")));
+        assert!(!only_accept_policies(&format!(
+            "{empty}-A FORWARD -j MARK --set-mark 1\n"
+        )));
+        assert!(!only_accept_policies("-P FORWARD DROP\n"));
     }
 
     #[test]
