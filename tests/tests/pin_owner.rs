@@ -1,6 +1,7 @@
-//! Which pinned state a start or a command deals with: bpffs is one filesystem for every
-//! network namespace, so two routers (namespaces) given the same pin directory must not take
-//! each other's state.
+//! Which daemon and which pinned state a start or a command deals with: bpffs is one filesystem
+//! for every network namespace, so two routers (namespaces) given the same pin directory or
+//! socket path must not take each other's state; and with no daemon answering the CLI says
+//! what still steers.
 
 use std::time::Duration;
 
@@ -170,5 +171,95 @@ fn state_of_a_namespace_that_is_gone_or_of_an_older_steer_is_taken_over() {
             .ok()
             .map(|n| n > 0),
         Some(true)
+    );
+}
+
+/// Trial t8b: `steer stop -c A` reached the daemon of another configuration (another router's
+/// namespace) listening on the same socket path, stopped it and said "steer stopped". A
+/// command that changes state is refused when the daemon answering runs another pin_dir;
+/// `steer status` warns.
+#[test]
+fn commands_that_change_state_refuse_a_daemon_of_another_pin_dir() {
+    let (lab, work) = setup("owner-socket");
+    let _daemon = Daemon::start(&lab.router, &work);
+    let other_pins = format!("{}-b", work.pin_dir.display());
+    let text = std::fs::read_to_string(work.config())
+        .unwrap()
+        .replace(&work.pin_dir.display().to_string(), &other_pins);
+    let b = work.write("b.toml", &text);
+    let b = b.display().to_string();
+
+    for args in [
+        vec!["stop", "-c", &b],
+        vec!["wan", "wan1", "down", "-c", &b],
+        vec!["reload", "-c", &b],
+        vec!["set", "bypass", "add", "192.0.2.77", "-c", &b],
+    ] {
+        let (ok, _, err) = steer_there(&lab.router, &args);
+        assert!(!ok, "{args:?} succeeded: {err}");
+        assert!(
+            err.contains("is not the one of -c")
+                && err.contains(&work.pin_dir.display().to_string())
+                && err.contains("nothing was sent"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(work.wan_state("wan1"), "up", "the daemon was left alone");
+    assert_eq!(lab.lan_tcx_programs(), ["steer_tc"]);
+
+    let (ok, out, err) = steer_there(&lab.router, &["status", "-c", &b]);
+    assert!(ok && out.contains("WAN"), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("is not the one of -c"),
+        "{err}"
+    );
+    let a = work.config().display().to_string();
+    let (ok, _, err) = steer_there(&lab.router, &["status", "-c", &a]);
+    assert!(ok && !err.contains("warning"), "{err}");
+    let (ok, out, err) = steer_there(&lab.router, &["wan", "wan1", "down", "-c", &a]);
+    assert!(ok, "{out}{err}");
+}
+
+/// Trial t8b: with the socket file removed under a running daemon, `steer status` said "not
+/// running ... start it" (a start is refused); with the daemon dead, `steer explain` gave the
+/// frozen verdict as if a daemon watched the WANs, and `steer status` did not say that the
+/// last daemon's classifier still steers.
+#[test]
+fn without_an_answering_daemon_the_cli_says_what_still_steers() {
+    let (lab, work) = setup("owner-gone");
+    let mut daemon = Daemon::start(&lab.router, &work);
+    let a = work.config().display().to_string();
+
+    std::fs::remove_file(&work.socket).unwrap();
+    let (ok, _, err) = steer_there(&lab.router, &["status", "-c", &a]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("(pid {})", daemon.pid()))
+            && err.contains("was removed")
+            && err.contains("restart")
+            && !err.contains("start it with"),
+        "{err}"
+    );
+
+    daemon.kill9();
+    let (ok, _, err) = steer_there(&lab.router, &["status", "-c", &a]);
+    assert!(!ok);
+    assert!(
+        err.contains("not running")
+            && err.contains("classifier (attached to lan0")
+            && err.contains("no failover"),
+        "{err}"
+    );
+    let probe = Lab::SERVER_B.to_string();
+    let (ok, out, err) = steer_there(
+        &lab.router,
+        &["explain", &probe, "--src", "10.10.0.2", "-c", &a],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("wan      wan2")
+            && out.contains("daemon   no steer daemon answers on")
+            && out.contains("failover frozen"),
+        "{out}"
     );
 }
