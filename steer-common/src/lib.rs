@@ -103,6 +103,12 @@ pub mod map_names {
     /// and `steer explain` reads them, only in its own layout.
     pub const TABLE_FORMAT: &str = "TABLE_FORMAT";
 
+    /// Array `[1]` of [`crate::PinOwner`] that the daemon makes and pins beside the others (no
+    /// program reads it, so it is not in [`ALL`]): the network namespace whose daemon pinned
+    /// the state. bpffs is shared by every network namespace, so two routers given the same
+    /// pin directory would otherwise adopt (and detach) each other's classifier.
+    pub const PIN_OWNER: &str = "PIN_OWNER";
+
     /// Every map steer owns and pins, in the order `steer dump` shows them.
     pub const ALL: [&str; 32] = [
         DST_V4,
@@ -774,7 +780,21 @@ pub struct WanTraffic {
     pub last_answered_ns: u64,
 }
 
+/// The network namespace of the daemon that pinned the state under a pin directory
+/// (`PIN_OWNER[0]`): the device and inode of its `/proc/self/ns/net`, which identify a
+/// namespace as long as it exists, and its cookie (`SO_NETNS_COOKIE`, never reused, unlike
+/// the inode a new namespace may get once the old one is gone; 0 where the kernel has none,
+/// before 5.14). Userspace only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinOwner {
+    pub netns_dev: u64,
+    pub netns_ino: u64,
+    pub netns_cookie: u64,
+}
+
 // The kernel sees raw bytes: any change of layout must be deliberate.
+const _: () = assert!(size_of::<PinOwner>() == 24);
 const _: () = assert!(size_of::<WanDevice>() == 16);
 const _: () = assert!(size_of::<WanTraffic>() == 32);
 const _: () = assert!(size_of::<RuleRef>() == 4);
@@ -835,7 +855,8 @@ mod user {
         CondBank,
         PortClasses,
         CondMacKey,
-        CondIfKey
+        CondIfKey,
+        PinOwner
     );
 }
 

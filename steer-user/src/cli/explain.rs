@@ -182,6 +182,9 @@ pub struct Explanation {
     pub held: Option<Held>,
     /// An unmarked packet: the main table's default route that takes it, in words.
     pub main_route: Option<String>,
+    /// Why no daemon's WAN states are shown (none answers: the verdict is the frozen state
+    /// the last one left; or the one answering is another's).
+    pub daemon: Option<String>,
 }
 
 /// Connections conntrack holds for the probe, grouped by the WAN their mark names.
@@ -316,6 +319,12 @@ impl Explanation {
 
     /// Adds each WAN's state in the packet's family from the daemon's status, and the rules of
     /// someone else's that route its mark before steer's rule does.
+    /// Says why the daemon's WAN states are missing.
+    pub fn with_daemon_note(mut self, note: String) -> Self {
+        self.daemon = Some(note);
+        self
+    }
+
     pub fn with_health(mut self, status: &Status) -> Self {
         if self.local.is_none() {
             let family = Family::of(&self.dst);
@@ -426,6 +435,7 @@ impl Explanation {
             "source": self.source,
             "routed_by": self.routed_by,
             "main_route": self.main_route,
+            "daemon": self.daemon,
             "held": self.held.as_ref().map(|h| json!({
                 "exact": h.exact,
                 "connections": h.by_mark.iter().map(|(mark, wan, n)| json!({
@@ -635,6 +645,9 @@ impl fmt::Display for Explanation {
             let head = if i == 0 { "health" } else { "" };
             writeln!(f, "{head:<8} {family} {}: {}", h.wan, h.detail)?;
         }
+        if let Some(note) = &self.daemon {
+            writeln!(f, "daemon   {note}")?;
+        }
         writeln!(
             f,
             "(the real classifier ran on this packet against the live maps, policy generation {})",
@@ -793,6 +806,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         routed_by: Vec::new(),
         held: None,
         main_route: None,
+        daemon: None,
     };
     if rule == LOCAL_RULE {
         e.local = maps.local_of(dst)?;

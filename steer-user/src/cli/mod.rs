@@ -342,31 +342,215 @@ fn import_hint(error: &config::ReadError) -> &'static str {
 struct Resolved {
     socket: PathBuf,
     pin_dir: PathBuf,
+    /// Where `pin_dir` came from (`-c FILE`'s general.pin_dir, `--pin-dir`); `None` when it
+    /// is the default, which says nothing about which daemon is meant.
+    pin_dir_from: Option<String>,
     /// Routing tables of the WANs (known only with `-c`).
     tables: Vec<u32>,
     /// The `-c` file the socket was read from (not given with `--socket`).
     config: Option<PathBuf>,
+    /// The daemon on the socket was found to be the one meant ([`Resolved::check_daemon`]),
+    /// so the requests of a long `steer set` edit ask once.
+    checked: std::cell::Cell<bool>,
 }
 
 impl Resolved {
     /// Sends `request` to the daemon. A daemon not found at the socket a `-c` file gave is
     /// named with that file: a file cut short before its `[control]` table gives the default
-    /// socket, and "not running" alone hides why another daemon was asked.
+    /// socket, and "not running" alone hides why another daemon was asked. A request that
+    /// changes state goes only to the daemon of the pin directory given
+    /// ([`Resolved::check_daemon`]).
     fn call(&self, request: &Request) -> Result<control::Response, CliError> {
-        control::call(&self.socket, request, TIMEOUT).map_err(|e| match (&self.config, &e) {
-            (
-                Some(config),
-                control::ControlError::NotRunning { .. }
-                | control::ControlError::NotListening { .. },
-            ) => CliError::Refused(format!(
+        if changes_state(request) {
+            self.check_daemon()?;
+        }
+        control::call(&self.socket, request, TIMEOUT).map_err(|e| self.not_answering(e))
+    }
+
+    /// The error of a daemon that does not answer, with what the CLI can tell without it: a
+    /// daemon of this namespace whose socket was removed, and the state the last daemon left.
+    fn not_answering(&self, e: control::ControlError) -> CliError {
+        if !matches!(
+            e,
+            control::ControlError::NotRunning { .. } | control::ControlError::NotListening { .. }
+        ) {
+            return e.into();
+        }
+        if let Some(here) = daemon_here(&self.socket) {
+            return CliError::Refused(here);
+        }
+        let mut text = match &self.config {
+            Some(config) => format!(
                 "steer is not running at {} (the socket {config} gives: its `[control] socket`, \
                  or the default when it sets none); start it with `steer run -c {config}`",
                 self.socket.display(),
                 config = config.display()
-            )),
-            _ => e.into(),
+            ),
+            None => e.to_string(),
+        };
+        if let Some(left) = left_in_kernel(&self.pin_dir) {
+            text.push('\n');
+            text.push_str(&left);
+        }
+        CliError::Refused(text)
+    }
+
+    /// Refuses to go on when the daemon answering on the socket runs another pin directory
+    /// than the one given (`-c`'s general.pin_dir, `--pin-dir`): two routers (network
+    /// namespaces) given the same socket path reach whichever daemon bound it last, and a
+    /// `steer stop -c A` must not stop B's. A daemon that does not answer is let be: the
+    /// request itself says so.
+    fn check_daemon(&self) -> Result<(), CliError> {
+        let Some(from) = &self.pin_dir_from else {
+            return Ok(());
+        };
+        if self.checked.get() {
+            return Ok(());
+        }
+        let Some((theirs, config)) = self.daemon_pin_dir() else {
+            return Ok(());
+        };
+        if !self.same_daemon(&theirs, &config) {
+            return Err(CliError::Refused(format!(
+                "the steer daemon answering on {} is not the one of {from}: it runs {} with \
+                 pin_dir {}, not {} (another router's daemon on the same socket path, or \
+                 another configuration); nothing was sent to it. Give each router its own \
+                 `[control] socket`, or name the daemon meant by its own configuration",
+                self.socket.display(),
+                config.display(),
+                theirs.display(),
+                self.pin_dir.display()
+            )));
+        }
+        self.checked.set(true);
+        Ok(())
+    }
+
+    /// Whether a daemon running `config` with `pin_dir` is the one meant: the same pin
+    /// directory, or the very file given with `-c` (whose pin_dir was edited since the daemon
+    /// started: a reload says what that takes).
+    fn same_daemon(&self, pin_dir: &Path, config: &Path) -> bool {
+        same_path(pin_dir, &self.pin_dir)
+            || self
+                .config
+                .as_deref()
+                .is_some_and(|given| config.is_absolute() && same_path(given, config))
+    }
+
+    /// The pin directory and configuration of the daemon answering on the socket.
+    fn daemon_pin_dir(&self) -> Option<(PathBuf, PathBuf)> {
+        let response = control::call(&self.socket, &Request::Status, CHECK_TIMEOUT).ok()?;
+        let body = response.ok.then_some(response.body)?;
+        Some((
+            PathBuf::from(body["pin_dir"].as_str()?),
+            PathBuf::from(body["config"].as_str().unwrap_or("-")),
+        ))
+    }
+
+    /// A warning when the daemon that answered (`status`) runs another pin directory than the
+    /// one given: what it shows is another router's or configuration's.
+    fn other_daemon(&self, pin_dir: &Path, config: &Path) -> Option<String> {
+        let from = self.pin_dir_from.as_ref()?;
+        (!self.same_daemon(pin_dir, config)).then(|| {
+            format!(
+                "the daemon answering on {} is not the one of {from}: it runs {} with pin_dir \
+                 {}, not {}",
+                self.socket.display(),
+                config.display(),
+                pin_dir.display(),
+                self.pin_dir.display()
+            )
         })
     }
+}
+
+/// Whether `request` changes the daemon's state (and so must reach the daemon meant).
+fn changes_state(request: &Request) -> bool {
+    match request {
+        Request::Status => false,
+        Request::Set { op, .. } => *op != control::proto::SetOp::List,
+        Request::Reload
+        | Request::Stop
+        | Request::Wan { .. }
+        | Request::Gateway { .. }
+        | Request::Prefix6 { .. } => true,
+    }
+}
+
+/// Whether two paths name the same file (compared as written when either cannot be resolved).
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// A daemon that holds this network namespace but does not answer on `socket`: its socket
+/// file was removed (it still listens on the path, which nobody can reach any more), or it
+/// runs with another socket. `None` when no daemon runs here.
+fn daemon_here(socket: &Path) -> Option<String> {
+    let pid = crate::instance::holder()?;
+    let pid_text = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    Some(if !socket.exists() && listening_at(socket) {
+        format!(
+            "a steer daemon{pid_text} runs in this network namespace, but its control socket \
+             {} was removed (by hand, or a cleanup of its directory): no command can reach it. \
+             Steering goes on; restart the daemon to get its socket back (its service: \
+             `systemctl restart steer` or `/etc/init.d/steer restart`; or stop it{} and start it \
+             again with `steer run -c FILE`: the classifier stays in place meanwhile)",
+            socket.display(),
+            pid.map(|p| format!(" with `kill {p}`")).unwrap_or_default()
+        )
+    } else {
+        format!(
+            "a steer daemon{pid_text} runs in this network namespace but not on {}: give its \
+             configuration with -c, or its socket with --socket",
+            socket.display()
+        )
+    })
+}
+
+/// Whether a socket of this network namespace listens at `path` (`/proc/self/net/unix` keeps
+/// the path a socket was bound to after its file is gone).
+fn listening_at(path: &Path) -> bool {
+    // __SO_ACCEPTCON in the Flags column: a listening socket.
+    const LISTENING: u32 = 0x0001_0000;
+    let Ok(table) = std::fs::read_to_string("/proc/self/net/unix") else {
+        return false;
+    };
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & LISTENING != 0)
+            && Path::new(fields[7]) == path
+    })
+}
+
+/// What still steers with no daemon: the last daemon's classifier and routing, pinned under
+/// `pin_dir`, follow its last policy with nobody to watch the WANs. `None` when nothing is
+/// pinned there (or it cannot be read), or when another namespace's steer pinned it.
+fn left_in_kernel(pin_dir: &Path) -> Option<String> {
+    use dataplane::pin::{self, LinkKind};
+    if !pin::map_path(pin_dir, steer_common::map_names::POLICY).exists() {
+        return None;
+    }
+    let owner = pin::recorded_owner(pin_dir).ok()?;
+    if owner.is_some_and(|o| pin::this_namespace().is_ok_and(|here| !pin::same_namespace(o, here)))
+    {
+        return None;
+    }
+    let lan = pin::linked_interfaces(pin_dir, LinkKind::Tc).unwrap_or_default();
+    let attached = if lan.is_empty() {
+        "attached to no interface".to_owned()
+    } else {
+        format!("attached to {}", lan.join(", "))
+    };
+    Some(format!(
+        "the last daemon's classifier ({attached}; pinned at {}) and its routing are still in \
+         place: packets follow its last policy, with no health checks and no failover until a \
+         daemon runs again (`steer stop` removes them)",
+        pin_dir.display()
+    ))
 }
 
 impl Target {
@@ -377,12 +561,19 @@ impl Target {
             Some(path) => Some(config::load_endpoints(path)?),
             None => None,
         };
+        let pin_dir_from = match (&self.pin_dir, &self.config) {
+            (Some(_), _) => Some("--pin-dir".to_owned()),
+            (None, Some(config)) => Some(format!("-c {}", config.display())),
+            (None, None) => None,
+        };
         Ok(Resolved {
             socket: self
                 .socket
                 .clone()
                 .or_else(|| from_config.as_ref().map(|c| c.socket.clone()))
                 .unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            pin_dir_from,
+            checked: std::cell::Cell::new(false),
             pin_dir: self
                 .pin_dir
                 .clone()
@@ -395,6 +586,9 @@ impl Target {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the check of which daemon answers waits: one that does not answer by then is not
+/// told apart (the request itself then finds it busy or gone).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An error and its causes, as one line: a cause whose text the message already carries (most
 /// of steer's errors put their source in their own words) is not repeated.
@@ -433,6 +627,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Status { target, json } => {
             let body = request(&target, Request::Status)?;
+            if let (Some(pin_dir), Some(config)) =
+                (body["pin_dir"].as_str(), body["config"].as_str())
+                && let Some(other) = target
+                    .resolve()?
+                    .other_daemon(Path::new(pin_dir), Path::new(config))
+            {
+                crate::errln!("warning: {other}");
+            }
             if json {
                 outln(&serde_json::to_string_pretty(&body).unwrap_or_default());
             } else {
@@ -458,13 +660,45 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 dataplane::learned::boottime_secs(),
             );
             // The maps alone answer; the daemon adds the WAN states the verdict came from.
-            if let Ok(status) =
-                request(&target, Request::Status).and_then(|body| decode::<Status>(&target, body))
-            {
-                e = e
-                    .with_health(&status)
-                    .with_sources(&status)
-                    .with_main_route(&status);
+            // Without it the verdict is the state the last daemon left, frozen: say so.
+            let asked = control::call(&resolved.socket, &Request::Status, TIMEOUT)
+                .map_err(CliError::from)
+                .and_then(|answer| match answer.ok {
+                    true => decode::<Status>(&target, answer.body),
+                    false => Err(CliError::Refused(answer.error.unwrap_or_default())),
+                });
+            match asked {
+                Ok(status) => match resolved.other_daemon(&status.pin_dir, &status.config) {
+                    Some(other) => {
+                        e = e.with_daemon_note(format!("{other}: its WAN states are not shown"));
+                    }
+                    None => {
+                        e = e
+                            .with_health(&status)
+                            .with_sources(&status)
+                            .with_main_route(&status);
+                    }
+                },
+                Err(CliError::Control(control::ControlError::PermissionDenied { .. })) => {
+                    // Not root: the maps were read, the daemon may not be asked; no claim.
+                }
+                Err(err) => {
+                    let why = match err {
+                        CliError::Control(
+                            control::ControlError::NotRunning { .. }
+                            | control::ControlError::NotListening { .. },
+                        ) => String::new(),
+                        other => format!(" ({})", error_text(&other)),
+                    };
+                    e = e.with_daemon_note(match daemon_here(&resolved.socket) {
+                        Some(here) => format!("{here}; its WAN states are not shown"),
+                        None => format!(
+                            "no steer daemon answers on {}{why}: WAN health unknown and \
+                             failover frozen; this is the kernel state the last daemon left",
+                            resolved.socket.display(),
+                        ),
+                    });
+                }
             }
             if json {
                 outln(&serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
@@ -555,11 +789,7 @@ fn note_another_file_reloaded(target: &Target) {
     if status.config.is_relative() {
         return;
     }
-    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    };
-    if !same(given, &status.config) {
+    if !same_path(given, &status.config) {
         crate::errln!(
             "note: the daemon reloaded the file it runs, {}, not {} (start it with that one to \
              use it)",
@@ -768,17 +998,14 @@ fn ask_to_stop(socket: &Path) -> Result<control::Response, control::ControlError
 fn refuse_beside_a_live_daemon(socket: &Path) -> Result<(), CliError> {
     let deadline = std::time::Instant::now() + LOCK_GONE;
     loop {
-        let Some(pid) = crate::instance::holder() else {
+        if crate::instance::holder().is_none() {
             return Ok(());
-        };
+        }
         if std::time::Instant::now() >= deadline {
-            return Err(CliError::Refused(format!(
-                "a steer daemon{} runs in this network namespace but not on {}: stop it through \
-                 its own socket (`steer stop -c` with its configuration, or `--socket`); \
-                 nothing was removed",
-                pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-                socket.display()
-            )));
+            let here = daemon_here(socket).unwrap_or_else(|| {
+                "a steer daemon runs in this network namespace (it just let go)".to_owned()
+            });
+            return Err(CliError::Refused(format!("{here}; nothing was removed")));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -794,6 +1021,8 @@ fn stop(target: &Target) -> Result<ExitCode, CliError> {
         )),
         other => other,
     })?;
+    // Another router's daemon on the same socket path is not to be stopped for this one.
+    r.check_daemon()?;
     match ask_to_stop(&r.socket) {
         Ok(response) if response.ok => {
             outln("steer stopped: classifier detached, routing and pinned state removed");

@@ -49,7 +49,9 @@ pub enum TeardownError {
     Routing(#[from] RoutingError),
 }
 
-/// Removes the pinned state under `pin_dir` (refused while a daemon holds it), steer's routing
+/// Removes the pinned state under `pin_dir` (refused while a daemon holds it, and, before
+/// anything is removed, when a steer in another network namespace that still exists pinned
+/// it: [`dataplane::remove_pinned_here`]), steer's routing
 /// rules and the routes of `tables` (and steer's routes anywhere), steer's nftables table, and
 /// the runtime set journal and the IPv6 prefixes kept of the daemon with control socket
 /// `socket`. Safe to repeat: a second call finds nothing.
@@ -58,7 +60,7 @@ pub async fn teardown(
     tables: &[u32],
     socket: &Path,
 ) -> Result<Teardown, TeardownError> {
-    let pins = dataplane::remove_pinned(pin_dir)?;
+    let pins = dataplane::remove_pinned_here(pin_dir)?;
     let routing = Routing::new()?.remove_all(tables).await;
     let mut done = Teardown {
         pins,

@@ -230,9 +230,12 @@ impl Dataplane {
 
     fn open_pinned_with(root: &Path, verify: Verify) -> Result<(Self, Adopted), DataplaneError> {
         let pins = PinDir::open_locked(root)?;
+        // Before anything is adopted or created: another router's state is not this one's.
+        pin::check_owner(root, "adopting")?;
         pins.check_compatible(&expected_map_infos()?)?;
         pin::check_table_format(root)?;
         pin::record_table_format(root)?;
+        pin::record_owner(root)?;
         let adopted = Adopted {
             maps: pins.map(map_names::POLICY).exists(),
             tc_links: pins.linked_interfaces(LinkKind::Tc)?,
@@ -603,12 +606,25 @@ impl Drop for Dataplane {
 
 /// Removes all pinned steer state under `root`: links (detaching the programs), programs, maps.
 /// Takes the lock, so it refuses while a daemon runs. Returns how many pins it removed; 0 when
-/// there was nothing (stopping twice is fine).
+/// there was nothing (stopping twice is fine). Whichever network namespace pinned it: for
+/// cleaning up after tests; `steer stop` goes through [`remove_pinned_here`].
 pub fn remove_pinned(root: &Path) -> Result<usize, DataplaneError> {
     if !root.exists() {
         return Ok(0);
     }
     let pins = PinDir::open_locked(root)?;
+    Ok(pins.remove_all()?.len())
+}
+
+/// [`remove_pinned`], refused when the state was pinned by a steer in another network
+/// namespace that still exists ([`pin::check_owner`]): `steer stop` on one router must not
+/// detach another's classifier that shares the pin directory.
+pub fn remove_pinned_here(root: &Path) -> Result<usize, DataplaneError> {
+    if !root.exists() {
+        return Ok(0);
+    }
+    let pins = PinDir::open_locked(root)?;
+    pin::check_owner(root, "removing")?;
     Ok(pins.remove_all()?.len())
 }
 
