@@ -145,13 +145,18 @@ impl Workdir {
 /// The state ("up"/"down") of WAN `wan` in a `steer status --json` document; empty if the WAN
 /// is not there.
 pub fn wan_state_in(status: &serde_json::Value, wan: &str) -> String {
+    wan_in(status, wan)
+        .map(|w| w["state"].as_str().unwrap_or("?").to_owned())
+        .unwrap_or_default()
+}
+
+/// WAN `wan`'s entry in a `steer status --json` document.
+pub fn wan_in<'s>(status: &'s serde_json::Value, wan: &str) -> Option<&'s serde_json::Value> {
     status["wans"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|w| w["name"] == wan)
-        .map(|w| w["state"].as_str().unwrap_or("?").to_owned())
-        .unwrap_or_default()
 }
 
 /// Runs `cmd` to completion: (success, stdout, stderr).

@@ -41,3 +41,18 @@ pub fn unique_tag() -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{:x}{n}", std::process::id() % 0xfffff)
 }
+
+/// Unmounts a filesystem a test mounted (a bpffs, a small tmpfs) when dropped, lazily, so a
+/// panicking test still leaves none behind; declare it after the `Workdir` that holds the
+/// mount point, so it drops first.
+#[derive(Debug)]
+pub struct Unmount(pub std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}

@@ -354,18 +354,6 @@ fn stop_at_another_socket_leaves_a_running_daemon_alone() {
     assert_eq!(lab.lan_tcx_programs(), ["steer_tc"]);
 }
 
-/// Unmounts the bpffs a test mounted, on drop (before its `Workdir` removes the directory).
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A pin directory that is itself a bpffs mount point: `steer stop` failed on removing it
 /// (EBUSY) and left the routing rules, the WAN tables and the nftables table behind, while the
 /// daemon logged that it had stopped cleanly.
@@ -383,7 +371,7 @@ fn stop_works_with_the_pin_directory_at_the_root_of_a_bpffs_mount() {
         "mount a bpffs on {}",
         work.pin_dir.display()
     );
-    let _unmount = Unmount(work.pin_dir.clone());
+    let _unmount = steer_tests::Unmount(work.pin_dir.clone());
     let log = stop_a_running_daemon(&lab, &work);
     assert!(log.contains("stopped: classifier detached"), "{log}");
     // A new bpffs holds the kernel's own `maps.debug` and `progs.debug`.

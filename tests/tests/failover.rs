@@ -544,19 +544,10 @@ fn a_restart_during_a_silent_outage_keeps_the_dead_wan_down() {
         "new flows right after the restart leave by wan2, none into the dead line:\n{}",
         s.daemon.log_text()
     );
-    let st = s.status();
-    let wan1 = st["wans"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|w| w["name"] == "wan1")
-        .expect("wan1 in status");
-    assert_eq!(wan1["state"], "down", "{st}");
-    assert!(
-        wan1["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("held down at the restart: the adopted policy table")),
-        "{st}"
+    assert_down_because(
+        &s.status(),
+        "wan1",
+        "held down at the restart: the adopted policy table",
     );
     // Ready once the first probe rounds are in.
     s.daemon.wait_log("ready: ", SETTLE);
@@ -626,20 +617,7 @@ fn a_wan_forced_down_by_hand_stays_down_across_restarts_until_auto() {
             "after {restart} and {after_probes:?} of good probes: still off wan2:\n{}",
             s.daemon.log_text()
         );
-        let st = s.status();
-        let wan2 = st["wans"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|w| w["name"] == "wan2")
-            .expect("wan2 in status");
-        assert_eq!(wan2["state"], "down", "{st}");
-        assert!(
-            wan2["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("forced down by `steer wan`")),
-            "{st}"
-        );
+        assert_down_because(&s.status(), "wan2", "forced down by `steer wan`");
         let log = s.daemon.log_text();
         assert!(
             log.contains("wan2: forced down by `steer wan wan2 down` before the restart"),
@@ -722,19 +700,10 @@ fn a_restart_that_adds_a_wan_holds_it_down_until_its_probes_pass() {
         "new flows right after the restart leave by wan1, none into the new, dead wan2:\n{}",
         s.daemon.log_text()
     );
-    let st = s.status();
-    let wan2 = st["wans"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|w| w["name"] == "wan2")
-        .expect("wan2 in status");
-    assert_eq!(wan2["state"], "down", "{st}");
-    assert!(
-        wan2["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("held down at the restart: new in the configuration")),
-        "{st}"
+    assert_down_because(
+        &s.status(),
+        "wan2",
+        "held down at the restart: new in the configuration",
     );
     s.daemon.wait_log("ready: ", SETTLE);
     let log = s.daemon.log_text();
@@ -1113,4 +1082,14 @@ fn one_way_asks_never_take_a_wan_down() {
     let log = s.daemon.log_text();
     assert!(!log.contains("wan1 down"), "no false down:\n{log}");
     s.wait_wan("wan1", "up", Duration::from_secs(1));
+}
+
+/// Asserts that WAN `wan` is down in the status document `st`, with `why` in its detail.
+fn assert_down_because(st: &serde_json::Value, wan: &str, why: &str) {
+    let entry = steer_tests::daemon::wan_in(st, wan).unwrap_or_else(|| panic!("no {wan} in {st}"));
+    assert_eq!(entry["state"], "down", "{st}");
+    assert!(
+        entry["detail"].as_str().is_some_and(|d| d.contains(why)),
+        "{wan} down because of {why:?}: {st}"
+    );
 }

@@ -1361,18 +1361,6 @@ fn a_reload_that_removes_a_wan_flushes_its_connections() {
     );
 }
 
-/// Unmounts a test's filesystem when dropped (before its Workdir is removed).
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A gateway handed in while the socket's filesystem is full was answered as a plain success
 /// (only the daemon's log said it was not saved, so a restarted daemon waits for the hook
 /// again), and a 0-byte `steer.gateways.tmp` stayed. The hook is told, as `steer set` is.
@@ -1389,7 +1377,7 @@ fn a_gateway_that_cannot_be_saved_is_said_to_the_client() {
         .status()
         .unwrap();
     assert!(status.success(), "mount tmpfs");
-    let _unmount = Unmount(full.clone());
+    let _unmount = steer_tests::Unmount(full.clone());
     work.socket = full.join("steer.sock");
     let wans = wans_with_auto_gateway(
         Wan::One,
