@@ -83,6 +83,38 @@ fn setup(tag: &str) -> (Lab, Workdir) {
     (lab, work)
 }
 
+/// An upgrade whose fragment table (`FRAGS`, a cache of datagrams in flight) has another
+/// layout than the pinned one: the start replaced it and went on, instead of refusing until
+/// `steer stop` (which pauses steering and forgets the learned hosts).
+#[test]
+fn a_pinned_fragment_table_of_another_layout_is_replaced_at_start() {
+    let (lab, work) = setup("frags-layout");
+    let mut daemon = Daemon::start(&lab.router, &work);
+    daemon.kill9();
+    // The table as the steer before this one made it: a 4-byte value (the flow hash alone).
+    let frags = work.pin_dir.join("maps/FRAGS");
+    std::fs::remove_file(&frags).expect("the daemon pinned FRAGS");
+    let made = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&frags)
+        .args([
+            "type", "lru_hash", "key", "40", "value", "4", "entries", "8192",
+        ])
+        .args(["name", "FRAGS"])
+        .output()
+        .expect("bpftool");
+    assert!(made.status.success(), "{made:?}");
+    let daemon = Daemon::start(&lab.router, &work);
+    daemon.wait_log("a new one replaces it", Duration::from_secs(10));
+    let shown = std::process::Command::new("bpftool")
+        .args(["map", "show", "pinned"])
+        .arg(&frags)
+        .output()
+        .expect("bpftool");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("value 8B"), "{shown}\n{}", daemon.log_text());
+}
+
 #[test]
 fn kill9_then_restart_adopts_with_no_unclassified_packet_and_one_attachment() {
     let (lab, work) = setup("restart");

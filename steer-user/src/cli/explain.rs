@@ -317,14 +317,14 @@ impl Explanation {
         self.matched_on.map_or("default", Direction::as_str)
     }
 
-    /// Adds each WAN's state in the packet's family from the daemon's status, and the rules of
-    /// someone else's that route its mark before steer's rule does.
     /// Says why the daemon's WAN states are missing.
     pub fn with_daemon_note(mut self, note: String) -> Self {
         self.daemon = Some(note);
         self
     }
 
+    /// Adds each WAN's state in the packet's family from the daemon's status, and the rules of
+    /// someone else's that route its mark before steer's rule does.
     pub fn with_health(mut self, status: &Status) -> Self {
         if self.local.is_none() {
             let family = Family::of(&self.dst);

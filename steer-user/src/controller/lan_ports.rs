@@ -20,7 +20,10 @@ pub struct PortOfListedBridge {
 pub fn ports_of_listed_bridges(lan: &[String], links: &Links) -> Vec<PortOfListedBridge> {
     lan.iter()
         .filter_map(|port| {
-            let bridge = links.name(links.get(port)?.master?)?;
+            let master = links.get(port)?.master?;
+            let bridge = links.name(master)?;
+            // A VRF is a master too, but does not pass its devices' packets up again.
+            links.get(bridge).filter(|m| m.bridge)?;
             lan.iter().any(|l| l == bridge).then(|| PortOfListedBridge {
                 port: port.clone(),
                 bridge: bridge.to_owned(),
@@ -77,6 +80,12 @@ mod tests {
         links.insert(link(3, "lan1", Some(2)));
         links.insert(link(4, "lan2", Some(2)));
         links.insert(link(5, "guest", None));
+        let vrf = LinkInfo {
+            bridge: false,
+            ..link(6, "vrf-blue", None)
+        };
+        links.insert(vrf);
+        links.insert(link(7, "lan3", Some(6)));
         let lan = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         assert_eq!(
             ports_of_listed_bridges(&lan(&["br-lan", "lan1", "guest", "gone"]), &links),
@@ -88,5 +97,7 @@ mod tests {
         // The ports alone (sets by port), or the bridge alone: nothing to say.
         assert!(ports_of_listed_bridges(&lan(&["lan1", "lan2", "guest"]), &links).is_empty());
         assert!(ports_of_listed_bridges(&lan(&["br-lan", "guest"]), &links).is_empty());
+        // A VRF's device listed with it: not passed up again, nothing to say.
+        assert!(ports_of_listed_bridges(&lan(&["vrf-blue", "lan3"]), &links).is_empty());
     }
 }

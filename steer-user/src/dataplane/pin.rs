@@ -82,6 +82,11 @@ pub enum PinError {
     /// Boxed: it travels up through every start's error type.
     #[error(transparent)]
     OtherNamespace(Box<OtherNamespace>),
+    #[error(
+        "reading this process's network namespace ({OWN_NAMESPACE}) to record or check which \
+         router owns the pinned state: {0}; steer needs /proc mounted"
+    )]
+    OwnNamespace(#[source] io::Error),
 }
 
 /// Pinned state of a steer in another network namespace that still exists.
@@ -250,7 +255,8 @@ impl PinDir {
     }
 
     /// Refuses pinned maps whose type, key size, value size, capacity or flags differ from the
-    /// maps this binary's object defines (`expected`, one fresh map per name).
+    /// maps this binary's object defines (`expected`, one fresh map per name); a cache
+    /// ([`CACHE_MAPS`]) that differs is unpinned instead, and made anew by the load.
     pub fn check_compatible(&self, expected: &[(&'static str, MapInfo)]) -> Result<(), PinError> {
         for (name, want) in expected {
             let path = self.map(name);
@@ -258,9 +264,18 @@ impl PinDir {
                 continue;
             }
             let have = MapInfo::from_pin(&path).map_err(map_err(&path))?;
-            if let Some(mismatch) = mismatch(want, &have) {
+            let Some(mismatch) = mismatch(want, &have) else {
+                continue;
+            };
+            if !CACHE_MAPS.contains(name) {
                 return Err(PinError::Incompatible { path, mismatch });
             }
+            self.clear(&path)?;
+            log::info!(
+                "{}: {mismatch}; it only caches what is in flight, so a new one replaces it \
+                 (the running classifier keeps the old one until it is swapped)",
+                path.display()
+            );
         }
         Ok(())
     }
@@ -543,6 +558,11 @@ fn cookie_at(path: &Path) -> Option<u64> {
     })
 }
 
+/// Pinned maps that only cache what is in flight (the rule of a datagram's first fragment,
+/// for the fragments after it): an upgrade that changes their layout replaces them instead of
+/// refusing the start, since losing them costs at most the fragments in flight that moment.
+const CACHE_MAPS: [&str; 1] = [map_names::FRAGS];
+
 /// The namespace recorded under `root`, if any (state pinned by a steer that records none, or
 /// nothing pinned yet).
 pub fn recorded_owner(root: &Path) -> Result<Option<PinOwner>, PinError> {
@@ -566,11 +586,17 @@ pub fn check_owner(root: &Path, doing: &'static str) -> Result<(), PinError> {
     let Some(owner) = recorded_owner(root)? else {
         return Ok(());
     };
-    let here = this_namespace().map_err(io_err(Path::new(OWN_NAMESPACE)))?;
+    let here = this_namespace().map_err(PinError::OwnNamespace)?;
     if same_namespace(owner, here) {
         return Ok(());
     }
-    match find_namespace(owner) {
+    // This namespace's own inode under another cookie: the kernel gave the inode of the
+    // namespace that pinned the state, deleted since, to this one (a namespace deleted and
+    // made again, a container restarted); inodes of live namespaces are unique. No search:
+    // it would find this namespace itself, and a daemon whose setns is forbidden (the unit's
+    // RestrictNamespaces) could not tell it from the other.
+    let reused = (owner.netns_dev, owner.netns_ino) == (here.netns_dev, here.netns_ino);
+    match (!reused).then(|| find_namespace(owner)).flatten() {
         Some(found) => Err(PinError::OtherNamespace(Box::new(OtherNamespace {
             path: root.to_path_buf(),
             owner: found.describe(),
@@ -595,7 +621,7 @@ pub fn check_owner(root: &Path, doing: &'static str) -> Result<(), PinError> {
 /// Records this process's network namespace as the owner of the state under `root`.
 pub fn record_owner(root: &Path) -> Result<(), PinError> {
     let path = map_path(root, map_names::PIN_OWNER);
-    let here = this_namespace().map_err(io_err(Path::new(OWN_NAMESPACE)))?;
+    let here = this_namespace().map_err(PinError::OwnNamespace)?;
     if path.exists() {
         let map = MapData::from_pin(&path).map_err(map_err(&path))?;
         let mut owner =
@@ -632,7 +658,7 @@ fn find_namespace(owner: PinOwner) -> Option<FoundNamespace> {
     use std::os::unix::fs::MetadataExt;
     let is_it = |path: &Path| {
         std::fs::metadata(path)
-            .is_ok_and(|m| m.dev() == owner.netns_dev && m.ino() == owner.netns_ino)
+            .is_ok_and(|m| (m.dev(), m.ino()) == (owner.netns_dev, owner.netns_ino))
             && (owner.netns_cookie == 0
                 // One that cannot be entered is taken for it: refusing is the safe side.
                 || cookie_at(path).is_none_or(|c| c == owner.netns_cookie))

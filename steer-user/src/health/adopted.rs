@@ -69,24 +69,30 @@ impl Held {
 
 /// The WAN families to hold down: those `all_up` (the new rules with every WAN up, WANs in
 /// `slots`) sends traffic through and that either `live` (the adopted live generation, WANs in
-/// `adopted`) sends none through, or that `adopted` does not have (new WANs).
+/// `adopted`) sends none through, or that `adopted` does not have (new WANs). A WAN of another
+/// name whose mark (`mark_of`) the live table carries is an adopted WAN renamed (the mark is
+/// what its connections and routes go by): it is judged as that one, not held as new, which
+/// would send its flows to another line and flush its connections for a rename.
 pub fn down_in(
     all_up: &PolicyTable,
     live: &PolicyTable,
     adopted: &NameIds,
     slots: &NameIds,
+    mark_of: impl Fn(&str) -> Option<u32>,
 ) -> Vec<(String, Family, Held)> {
     let mut down = Vec::new();
     for family in Family::ALL {
-        let wanted = carried(all_up, family);
-        let carried = carried(live, family);
+        let wanted: BTreeSet<u32> = carried(all_up, family).map(|(slot, _)| slot).collect();
+        let (carried_slots, carried_marks): (BTreeSet<u32>, BTreeSet<u32>) =
+            carried(live, family).unzip();
         for (name, slot) in slots {
             if !wanted.contains(slot) {
                 continue;
             }
             match adopted.get(name) {
+                None if mark_of(name).is_some_and(|m| carried_marks.contains(&m)) => {}
                 None => down.push((name.clone(), family, Held::New)),
-                Some(old) if !carried.contains(old) => {
+                Some(old) if !carried_slots.contains(old) => {
                     down.push((name.clone(), family, Held::Unused));
                 }
                 Some(_) => {}
@@ -96,22 +102,23 @@ pub fn down_in(
     down
 }
 
-/// The WAN slots `family`'s half of `table` sends traffic through.
-fn carried(table: &PolicyTable, family: Family) -> BTreeSet<u32> {
+/// The WAN slots `family`'s half of `table` sends traffic through, each with the mark it
+/// stamps.
+fn carried(table: &PolicyTable, family: Family) -> impl Iterator<Item = (u32, u32)> + '_ {
     let half = table.family(family);
     let marked = half
         .entries
         .iter()
         .filter(|e| e.action == action::MARK)
-        .map(|e| e.wan);
+        .map(|e| (e.wan, e.mark));
     let balanced = half
         .entries
         .iter()
         .zip(0u32..)
         .filter(|(e, _)| e.action == action::BALANCE)
         .filter_map(|(_, rule)| half.slots.get(&rule))
-        .flat_map(|slots| slots.iter().map(|s| s.wan));
-    marked.chain(balanced).collect()
+        .flat_map(|slots| slots.iter().map(|s| (s.wan, s.mark)));
+    marked.chain(balanced)
 }
 
 /// The rules of `config` (the default one and one per set, with the ids they will have after
@@ -174,7 +181,8 @@ pub fn hold_down(
         })
     });
     let mut lines = Vec::new();
-    for (name, family, held) in down_in(&all_up, &live, wan_slots, &slots) {
+    let mark_of = |name: &str| config.wan(name).map(|w| w.mark);
+    for (name, family, held) in down_in(&all_up, &live, wan_slots, &slots, mark_of) {
         if !health.down_at_restart(&name, family, held.reason(), now) {
             continue;
         }
@@ -233,18 +241,18 @@ prefixes = ["203.0.113.0/24"]
     fn a_wan_family_the_live_table_steers_nothing_through_was_down() {
         let cfg = config(BALANCED_SET);
         let (all_up, slots) = table(&cfg, |_, _| true);
-        assert_eq!(down_in(&all_up, &all_up, &slots, &slots), []);
+        assert_eq!(down_in(&all_up, &all_up, &slots, &slots, no_marks), []);
         // wan1's IPv4 down: the default rule marks wan2, the balanced rule has wan2's slots
         // only; its IPv6 still goes by wan1.
         let (v4_down, _) = table(&cfg, |w, f| !(w == "wan1" && f == Family::V4));
         assert_eq!(
-            down_in(&all_up, &v4_down, &slots, &slots),
+            down_in(&all_up, &v4_down, &slots, &slots, no_marks),
             [("wan1".to_owned(), Family::V4, Held::Unused)]
         );
         // wan2 carries only the balanced rule's share: that it has none is seen too.
         let (wan2_down, _) = table(&cfg, |w, _| w != "wan2");
         assert_eq!(
-            down_in(&all_up, &wan2_down, &slots, &slots),
+            down_in(&all_up, &wan2_down, &slots, &slots, no_marks),
             [
                 ("wan2".to_owned(), Family::V4, Held::Unused),
                 ("wan2".to_owned(), Family::V6, Held::Unused)
@@ -258,14 +266,41 @@ prefixes = ["203.0.113.0/24"]
         // live table as with every WAN up. It starts as without adopted state.
         let cfg = config("");
         let (all_up, slots) = table(&cfg, |_, _| true);
-        assert_eq!(down_in(&all_up, &all_up, &slots, &slots), []);
+        assert_eq!(down_in(&all_up, &all_up, &slots, &slots, no_marks), []);
         // wan1 down: wan2 carries what wan1 did (not a sign of anything), wan1 was down.
         let (wan1_down, _) = table(&cfg, |w, _| w != "wan1");
         assert_eq!(
-            down_in(&all_up, &wan1_down, &slots, &slots),
+            down_in(&all_up, &wan1_down, &slots, &slots, no_marks),
             [
                 ("wan1".to_owned(), Family::V4, Held::Unused),
                 ("wan1".to_owned(), Family::V6, Held::Unused)
+            ]
+        );
+    }
+
+    /// No WAN renamed: the tests' WANs keep their names.
+    fn no_marks(_: &str) -> Option<u32> {
+        None
+    }
+
+    #[test]
+    fn a_wan_renamed_keeps_the_adopted_state_of_its_mark() {
+        // The adopted state knew wan2 as "lte"; the restart's configuration calls it wan2,
+        // with the same mark. It carried traffic: it starts up, not held as new.
+        let cfg = config(BALANCED_SET);
+        let (all_up, slots) = table(&cfg, |_, _| true);
+        let mut adopted = slots.clone();
+        let slot = adopted.remove("wan2").expect("wan2 has a slot");
+        adopted.insert("lte".to_owned(), slot);
+        let mark_of = |name: &str| cfg.wan(name).map(|w| w.mark);
+        assert_eq!(down_in(&all_up, &all_up, &adopted, &slots, mark_of), []);
+        // Renamed while it carried nothing (it was down): held, as a WAN of no state.
+        let (wan2_down, _) = table(&cfg, |w, _| w != "wan2");
+        assert_eq!(
+            down_in(&all_up, &wan2_down, &adopted, &slots, mark_of),
+            [
+                ("wan2".to_owned(), Family::V4, Held::New),
+                ("wan2".to_owned(), Family::V6, Held::New)
             ]
         );
     }
@@ -279,7 +314,7 @@ prefixes = ["203.0.113.0/24"]
         let mut adopted = slots.clone();
         adopted.remove("wan2");
         assert_eq!(
-            down_in(&all_up, &all_up, &adopted, &slots),
+            down_in(&all_up, &all_up, &adopted, &slots, no_marks),
             [
                 ("wan2".to_owned(), Family::V4, Held::New),
                 ("wan2".to_owned(), Family::V6, Held::New)
@@ -288,7 +323,7 @@ prefixes = ["203.0.113.0/24"]
         // A new WAN that is only a fallback carries nothing with every WAN up: not held.
         let cfg = config("");
         let (all_up, slots) = table(&cfg, |_, _| true);
-        assert_eq!(down_in(&all_up, &all_up, &adopted, &slots), []);
+        assert_eq!(down_in(&all_up, &all_up, &adopted, &slots, no_marks), []);
     }
 
     #[test]
