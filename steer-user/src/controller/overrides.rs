@@ -6,12 +6,14 @@
 //! written in (after a reboot every WAN starts under health tracking, as the rest of the runtime
 //! state goes), and `steer stop` removes it.
 //!
-//! One override a line, after a header:
+//! One override a line, after a header, with the interface the WAN was on: an override of a
+//! WAN the restart's configuration puts on another interface is dropped, as a reload drops it
+//! (it was about another line).
 //!
 //! ```text
 //! # boot BOOT-ID
-//! wan2 down
-//! lte up
+//! wan2 down eth2
+//! lte up wwan0
 //! ```
 
 use std::{
@@ -22,12 +24,12 @@ use std::{
 };
 
 use crate::{
-    health::{Health, Override},
+    health::{Health, Override, Restored},
     status::ReportLine,
 };
 
-/// WAN name -> its override.
-pub type Overrides = BTreeMap<String, Override>;
+/// WAN name -> its override, and the interface the WAN was on when it was set.
+pub type Overrides = BTreeMap<String, (Override, String)>;
 
 /// The header line naming the boot the file was written in.
 const BOOT: &str = "# boot ";
@@ -73,17 +75,17 @@ fn parse(path: &Path, text: &str, boot: &str) -> (Overrides, Vec<ReportLine>) {
             continue;
         }
         let mut words = line.split_whitespace();
-        let parsed = match (words.next(), words.next(), words.next()) {
-            (Some(wan), Some("up"), None) => Some((wan, Override::Up)),
-            (Some(wan), Some("down"), None) => Some((wan, Override::Down)),
+        let parsed = match (words.next(), words.next(), words.next(), words.next()) {
+            (Some(wan), Some("up"), Some(iface), None) => Some((wan, Override::Up, iface)),
+            (Some(wan), Some("down"), Some(iface), None) => Some((wan, Override::Down, iface)),
             _ => None,
         };
         match parsed {
-            Some((wan, o)) => {
-                overrides.insert(wan.to_owned(), o);
+            Some((wan, o, iface)) => {
+                overrides.insert(wan.to_owned(), (o, iface.to_owned()));
             }
             None => notes.push(ReportLine::warning(format!(
-                "{}:{}: `{}` is not `WAN up` or `WAN down`; that line is dropped (a torn write, \
+                "{}:{}: `{}` is not `WAN up|down INTERFACE`; that line is dropped (a torn write, \
                  or not steer's file): check `steer status` and force the WAN again with \
                  `steer wan NAME up|down` if it was",
                 path.display(),
@@ -102,7 +104,7 @@ pub fn restore(health: &mut Health, socket: &Path) -> (Vec<ReportLine>, bool) {
     let path = path_for(socket);
     let (kept, mut lines) = load(&path, &crate::runtime_sets::journal::boot_id());
     let mut dropped = false;
-    for (wan, manual) in kept {
+    for (wan, (manual, was_on)) in kept {
         let how = match manual {
             Override::Up => "up",
             Override::Down => "down",
@@ -112,19 +114,29 @@ pub fn restore(health: &mut Health, socket: &Path) -> (Vec<ReportLine>, bool) {
              `steer wan {wan} auto` gives it back to health tracking",
             path.display()
         );
-        if health.restore_manual(&wan, manual, &why, Instant::now()) {
-            lines.push(ReportLine::info(format!(
+        match health.restore_manual(&wan, manual, &was_on, &why, Instant::now()) {
+            Restored::Kept => lines.push(ReportLine::info(format!(
                 "{wan}: forced {how} by `steer wan {wan} {how}` before the restart (kept in \
                  {}): it stays {how} until `steer wan {wan} auto`",
                 path.display()
-            )));
-        } else {
-            dropped = true;
-            lines.push(ReportLine::info(format!(
-                "{}: `steer wan {wan} {how}` was set before the restart, but the \
-                 configuration has no WAN `{wan}` now: that override is dropped",
-                path.display()
-            )));
+            ))),
+            Restored::NoWan => {
+                dropped = true;
+                lines.push(ReportLine::info(format!(
+                    "{}: `steer wan {wan} {how}` was set before the restart, but the \
+                     configuration has no WAN `{wan}` now: that override is dropped",
+                    path.display()
+                )));
+            }
+            Restored::OtherInterface(now_on) => {
+                dropped = true;
+                lines.push(ReportLine::info(format!(
+                    "{}: `steer wan {wan} {how}` was set while {wan} was on {was_on}; the \
+                     configuration puts it on {now_on} now, another line: that override is \
+                     dropped (a reload drops it the same way), and probes judge {wan}",
+                    path.display()
+                )));
+            }
         }
     }
     (lines, dropped)
@@ -140,12 +152,12 @@ pub fn store(path: &Path, boot: &str, overrides: &Overrides) -> io::Result<()> {
         "# steer: WANs forced up or down by `steer wan NAME up|down`, until `steer wan NAME \
          auto`\n{BOOT}{boot}\n"
     );
-    for (wan, o) in overrides {
+    for (wan, (o, iface)) in overrides {
         let state = match o {
             Override::Up => "up",
             Override::Down => "down",
         };
-        text.push_str(&format!("{wan} {state}\n"));
+        text.push_str(&format!("{wan} {state} {iface}\n"));
     }
     crate::state_file::replace(path, &path.with_extension("overrides.tmp"), text.as_bytes())
 }
@@ -171,8 +183,8 @@ mod tests {
             "no file"
         );
         let overrides: Overrides = [
-            ("wan2".to_owned(), Override::Down),
-            ("lte".to_owned(), Override::Up),
+            ("wan2".to_owned(), (Override::Down, "eth2".to_owned())),
+            ("lte".to_owned(), (Override::Up, "wwan0".to_owned())),
         ]
         .into();
         store(&path, "boot-a", &overrides).unwrap();
@@ -204,8 +216,9 @@ mod tests {
         let socket = dir.join("steer.sock");
         let boot = crate::runtime_sets::journal::boot_id();
         let kept: Overrides = [
-            ("dsl".to_owned(), Override::Down),
-            ("gone".to_owned(), Override::Up),
+            ("dsl".to_owned(), (Override::Down, "eth1".to_owned())),
+            ("gone".to_owned(), (Override::Up, "eth9".to_owned())),
+            ("lte".to_owned(), (Override::Down, "wwan0".to_owned())),
         ]
         .into();
         store(&path_for(&socket), &boot, &kept).unwrap();
@@ -227,11 +240,15 @@ mod tests {
             said[1].contains("the configuration has no WAN `gone` now: that override is dropped"),
             "{said:?}"
         );
+        assert!(
+            said[2].contains("was set while lte was on wwan0; the configuration puts it on eth2"),
+            "{said:?}"
+        );
         assert!(!health.up("dsl", crate::model::Family::V4), "forced down");
         assert!(health.up("lte", crate::model::Family::V4));
         assert_eq!(
             health.overrides(),
-            Overrides::from([("dsl".to_owned(), Override::Down)])
+            Overrides::from([("dsl".to_owned(), (Override::Down, "eth1".to_owned()))])
         );
         let status = health
             .deciding("dsl", crate::model::Family::V4)

@@ -406,36 +406,55 @@ impl Health {
         Ok(joined(wan, &mut t.trackers, |t| t.set_manual(manual, now)))
     }
 
-    /// An override set by hand before the daemon restarted ([`Self::set_manual`]), with `why`
-    /// as the state's reason (`steer status`). Whether the configuration has WAN `name`.
+    /// An override set by hand before the daemon restarted ([`Self::set_manual`]) while WAN
+    /// `name` was on `interface`, with `why` as the state's reason (`steer status`). Not kept
+    /// for a WAN the configuration lacks, or puts on another interface (another line, whose
+    /// history a reload drops too: [`Self::follow`]).
     pub fn restore_manual(
         &mut self,
         name: &str,
         manual: Override,
+        interface: &str,
         why: &str,
         now: Instant,
-    ) -> bool {
+    ) -> Restored {
         let Some(t) = self.wans.get_mut(name) else {
-            return false;
+            return Restored::NoWan;
         };
+        if t.interface != interface {
+            return Restored::OtherInterface(t.interface.clone());
+        }
         for tracker in t.trackers.iter_mut().flatten() {
             tracker.set_manual(Some(manual), now);
             tracker.explain(why);
         }
-        true
+        Restored::Kept
     }
 
-    /// The WANs forced up or down by hand (the same override holds for both families).
-    pub fn overrides(&self) -> BTreeMap<String, Override> {
+    /// The WANs forced up or down by hand (the same override holds for both families), each
+    /// with its interface.
+    pub fn overrides(&self) -> BTreeMap<String, (Override, String)> {
         self.wans
             .iter()
             .filter_map(|(name, t)| {
                 let manual = t.trackers.iter().flatten().find_map(Tracker::manual)?;
-                Some((name.clone(), manual))
+                Some((name.clone(), (manual, t.interface.clone())))
             })
             .collect()
     }
 }
+
+/// What became of an override kept across a restart ([`Health::restore_manual`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restored {
+    Kept,
+    /// The configuration has no such WAN now.
+    NoWan,
+    /// The configuration puts the WAN on this other interface now.
+    OtherInterface(String),
+}
+
+impl Health {}
 
 /// Per day, for the probe cost.
 const DAY: Duration = Duration::from_secs(86_400);
