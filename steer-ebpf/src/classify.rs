@@ -35,26 +35,34 @@ use crate::{
 /// was evicted) is looked up like any packet, without ports.
 #[inline(always)]
 pub fn rule_of(parsed: &Parsed, input: &Input, flags: u32) -> Option<u32> {
-    if matches!(parsed.kind, Kind::NotIp | Kind::Truncated) {
-        return None;
-    }
-    let recorded = if parsed.l4.frag == FragKind::Later {
-        recorded_rule(parsed)
-    } else {
-        UNRECORDED
+    let rule = match parsed.kind {
+        Kind::V4 => rule_v4(parsed, input, flags),
+        Kind::V6 => rule_v6(parsed, input, flags),
+        Kind::NotIp | Kind::Truncated => return None,
     };
-    if recorded != UNRECORDED {
-        return Some(recorded);
+    Some(fragment_rule(parsed, rule))
+}
+
+/// The rule of a packet whose own lookup gave `rule`: that one, unless it is a fragment; a
+/// first fragment records it, a later one takes what its first fragment recorded (or `rule`
+/// without a record). A call of its own, taken by every packet
+/// after the lookups, not branches before them: the verifier then walks the lookups once per
+/// family, as for any packet (branching on the fragment kind first doubled the time the kernel
+/// took to verify the programs at every start). A later fragment's own lookup is wasted work
+/// when its first fragment recorded the rule; fragments are rare.
+#[inline(never)]
+fn fragment_rule(parsed: &Parsed, rule: u32) -> u32 {
+    if parsed.l4.frag == FragKind::No {
+        return rule;
     }
-    let rule = if parsed.kind == Kind::V6 {
-        rule_v6(parsed, input, flags)
-    } else {
-        rule_v4(parsed, input, flags)
-    };
     if parsed.l4.frag == FragKind::First {
         record(parsed, rule);
+        return rule;
     }
-    Some(rule)
+    match recorded_rule(parsed) {
+        UNRECORDED => rule,
+        recorded => recorded,
+    }
 }
 
 /// What [`recorded_rule`] returns when no first fragment recorded a rule: no rule has this id,

@@ -844,7 +844,9 @@ fn a_lan_device_renamed_while_steer_was_down_does_not_take_the_new_one_s_classif
         daemon.log_text()
     );
     assert!(
-        daemon.log_text().contains("that device was renamed to lanold"),
+        daemon
+            .log_text()
+            .contains("that device was renamed to lanold"),
         "{}",
         daemon.log_text()
     );

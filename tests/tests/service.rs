@@ -926,16 +926,15 @@ fn a_wan_without_carrier_does_not_hold_up_readiness() {
 /// gateway when its device does not exist).
 fn ready_without_waiting_for_wan2(lab: &Lab, work: &Workdir, said: &str) -> Daemon {
     let notify = Notifications::path(work);
-    let started = Instant::now();
     let mut cmd = steer_in(&lab.router);
     cmd.env("NOTIFY_SOCKET", &notify.address);
     let daemon = Daemon::spawn(work, cmd);
     let ready = notify.expect("READY=1", Duration::from_secs(20), &daemon);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "READY=1 after {:?}: the deadline, not the state",
-        started.elapsed()
-    );
+    // Ready by the state, not by the deadline: a readiness that waited for wan2's first probe
+    // round (none comes) says at the deadline which rounds it did not get. Not timed: the
+    // start's wait for the kernel's verifier is what a loaded machine stretches.
+    let log = daemon.log_text();
+    assert!(!log.contains("ready, but"), "{log}");
     assert!(!ready.contains("NOT IN PLACE"), "{ready:?}");
     assert!(ready.contains(said), "{ready:?}");
     daemon
