@@ -4,7 +4,8 @@
 //! A message may reach a terminal, the daemon's log and a control-socket reply. The value in
 //! it is whatever the input held: a 10 MB line would be printed at full length (twice where
 //! the message also names a part of it), and control characters (ESC sequences, NULs) would
-//! reach the terminal raw. Every value quoted in an error goes through [`Shown`].
+//! reach the terminal raw. Every value quoted in an error goes through [`Shown`]. An error
+//! with its causes is shown on one line by [`error_text`].
 
 use std::fmt;
 
@@ -57,6 +58,22 @@ fn is_hidden(c: char) -> bool {
                 | '\u{feff}'
                 | '\u{fff9}'..='\u{fffb}'
         )
+}
+
+/// An error and its causes, as one line: a cause whose text the message already carries (most
+/// of steer's errors put their source in their own words) is not repeated.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]

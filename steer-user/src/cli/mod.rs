@@ -590,21 +590,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// told apart (the request itself then finds it busy or gone).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An error and its causes, as one line: a cause whose text the message already carries (most
-/// of steer's errors put their source in their own words) is not repeated.
-pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
-}
+pub use crate::shown::error_text;
 
 /// Runs one command; the exit code is 0 on success, 1 when the command reports a failure.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {

@@ -225,18 +225,6 @@ fn xdp_kind(mode: XdpAttachMode) -> LinkKind {
     }
 }
 
-/// `e` and each error beneath it, `: `-joined: aya's attach errors keep the kernel's errno in
-/// their source.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
-}
-
 /// The kernel's index of interface `iface`; [`DataplaneError::NoInterface`] when there is no such
 /// interface (or the name cannot be one).
 pub fn ifindex(iface: &str) -> Result<u32, DataplaneError> {
@@ -403,7 +391,7 @@ impl Dataplane {
                 // its peer's MTU is above what XDP takes, a driver may lack it).
                 log::info!(
                     "{iface}: no native XDP ({}); using generic XDP",
-                    with_causes(&native)
+                    crate::shown::error_text(&native)
                 );
                 (id, XdpAttachMode::Generic)
             }
