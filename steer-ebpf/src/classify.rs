@@ -40,21 +40,20 @@ pub fn rule_of(parsed: &Parsed, input: &Input, flags: u32) -> Option<u32> {
         Kind::V6 => rule_v6(parsed, input, flags),
         Kind::NotIp | Kind::Truncated => return None,
     };
+    if parsed.l4.frag == FragKind::No {
+        return Some(rule);
+    }
     Some(fragment_rule(parsed, rule))
 }
 
-/// The rule of a packet whose own lookup gave `rule`: that one, unless it is a fragment; a
-/// first fragment records it, a later one takes what its first fragment recorded (or `rule`
-/// without a record). A call of its own, taken by every packet
+/// The rule of a fragment whose own lookup gave `rule`: a first fragment records it, a later
+/// one takes what its first fragment recorded (or `rule` without a record). A call of its own
 /// after the lookups, not branches before them: the verifier then walks the lookups once per
 /// family, as for any packet (branching on the fragment kind first doubled the time the kernel
 /// took to verify the programs at every start). A later fragment's own lookup is wasted work
 /// when its first fragment recorded the rule; fragments are rare.
 #[inline(never)]
 fn fragment_rule(parsed: &Parsed, rule: u32) -> u32 {
-    if parsed.l4.frag == FragKind::No {
-        return rule;
-    }
     if parsed.l4.frag == FragKind::First {
         record(parsed, rule);
         return rule;
