@@ -44,6 +44,7 @@ pub mod journal;
 pub mod kernel;
 pub mod memory_limit;
 pub mod model;
+pub mod netns;
 pub mod notify;
 pub mod objects;
 pub mod packet;

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use steer::dataplane::{Dataplane, DataplaneError, pin, remove_pinned_here};
+use steer::dataplane::{Dataplane, DataplaneError, pin, pin_owner, remove_pinned_here};
+use steer::netns;
 use steer_tests::{
     daemon::{Daemon, Workdir, steer_in},
     lab::Lab,
@@ -142,12 +143,12 @@ fn state_of_a_namespace_that_is_gone_or_of_an_older_steer_is_taken_over() {
     drop(
         past_forks(|| Dataplane::open_pinned(&work.pin_dir)).expect("unrecorded state is adopted"),
     );
-    let here = pin::this_namespace().unwrap();
-    let recorded = pin::recorded_owner(&work.pin_dir)
+    let here = netns::this_namespace().unwrap();
+    let recorded = pin_owner::recorded_owner(&work.pin_dir)
         .unwrap()
         .expect("recorded");
     assert!(
-        pin::same_namespace(recorded, here),
+        netns::same_namespace(recorded, here),
         "{recorded:?} vs {here:?}"
     );
 
@@ -159,11 +160,11 @@ fn state_of_a_namespace_that_is_gone_or_of_an_older_steer_is_taken_over() {
     assert!(past_forks(|| Dataplane::open_pinned(&work.pin_dir)).is_err());
     drop(other);
     drop(past_forks(|| Dataplane::open_pinned(&work.pin_dir)).expect("stale state is taken over"));
-    let recorded = pin::recorded_owner(&work.pin_dir)
+    let recorded = pin_owner::recorded_owner(&work.pin_dir)
         .unwrap()
         .expect("recorded");
     assert!(
-        pin::same_namespace(recorded, here),
+        netns::same_namespace(recorded, here),
         "{recorded:?} vs {here:?}"
     );
     assert_eq!(

@@ -534,9 +534,9 @@ fn left_in_kernel(pin_dir: &Path) -> Option<String> {
     if !pin::map_path(pin_dir, steer_common::map_names::POLICY).exists() {
         return None;
     }
-    let owner = pin::recorded_owner(pin_dir).ok()?;
-    if owner.is_some_and(|o| pin::this_namespace().is_ok_and(|here| !pin::same_namespace(o, here)))
-    {
+    let owner = dataplane::pin_owner::recorded_owner(pin_dir).ok()?;
+    let here = crate::netns::this_namespace();
+    if owner.is_some_and(|o| here.is_ok_and(|here| !crate::netns::same_namespace(o, here))) {
         return None;
     }
     let lan = pin::linked_interfaces(pin_dir, LinkKind::Tc).unwrap_or_default();

@@ -16,6 +16,7 @@ mod mapping;
 pub mod maps;
 pub mod ordered;
 pub mod pin;
+pub mod pin_owner;
 pub mod range_map;
 pub mod range_set;
 pub mod run;
@@ -231,11 +232,11 @@ impl Dataplane {
     fn open_pinned_with(root: &Path, verify: Verify) -> Result<(Self, Adopted), DataplaneError> {
         let pins = PinDir::open_locked(root)?;
         // Before anything is adopted or created: another router's state is not this one's.
-        pin::check_owner(root, "adopting")?;
+        pin_owner::check_owner(root, "adopting")?;
         pins.check_compatible(&expected_map_infos()?)?;
         pin::check_table_format(root)?;
         pin::record_table_format(root)?;
-        pin::record_owner(root)?;
+        pin_owner::record_owner(root)?;
         let adopted = Adopted {
             maps: pins.map(map_names::POLICY).exists(),
             tc_links: pins.linked_interfaces(LinkKind::Tc)?,
@@ -617,14 +618,14 @@ pub fn remove_pinned(root: &Path) -> Result<usize, DataplaneError> {
 }
 
 /// [`remove_pinned`], refused when the state was pinned by a steer in another network
-/// namespace that still exists ([`pin::check_owner`]): `steer stop` on one router must not
+/// namespace that still exists ([`pin_owner::check_owner`]): `steer stop` on one router must not
 /// detach another's classifier that shares the pin directory.
 pub fn remove_pinned_here(root: &Path) -> Result<usize, DataplaneError> {
     if !root.exists() {
         return Ok(0);
     }
     let pins = PinDir::open_locked(root)?;
-    pin::check_owner(root, "removing")?;
+    pin_owner::check_owner(root, "removing")?;
     Ok(pins.remove_all()?.len())
 }
 

@@ -5,7 +5,7 @@
 //! Layout under the pin directory (default `/sys/fs/bpf/steer`):
 //! `maps/<MAP>` for every map in `steer_common::map_names::ALL`, `maps/TABLE_FORMAT` (the
 //! range tables' layout, which decides whether their pins can be adopted) and
-//! `maps/PIN_OWNER` (the network namespace whose daemon pinned them), `progs/steer_tc`,
+//! `maps/PIN_OWNER` (the network namespace whose daemon pinned them: `pin_owner`), `progs/steer_tc`,
 //! `progs/steer_xdp`, `progs/steer_wan_egress` and `progs/steer_wan_ingress`,
 //! `links/tc-<interface>` and `links/xdp-native-<interface>` (or `xdp-generic-`) on LAN
 //! interfaces, `links/wan-egress-<interface>` and `links/wan-ingress-<interface>` on WANs.
@@ -28,7 +28,10 @@ use std::{
 };
 
 use aya::maps::{Array, Map, MapData, MapInfo};
-use steer_common::{PinOwner, map_names, range};
+use steer_common::{map_names, range};
+
+use super::pin_owner::OtherNamespace;
+use crate::netns::OWN_NAMESPACE;
 
 /// `BPF_FS_MAGIC` from linux/magic.h. Compared as 32 bits: `f_type` is a signed 32-bit word
 /// on 32-bit targets (ARM, MIPS routers), where this magic reads back negative.
@@ -87,24 +90,6 @@ pub enum PinError {
          router owns the pinned state: {0}; steer needs /proc mounted"
     )]
     OwnNamespace(#[source] io::Error),
-}
-
-/// Pinned state of a steer in another network namespace that still exists.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{path} holds the pinned state of a steer in another network namespace, {owner}, which \
-     still exists: {doing} it would detach that router's classifier and counters. Give each \
-     router its own general.pin_dir, or stop that one first (`steer stop -c` with its \
-     configuration, in its namespace{stop_there}); nothing was changed"
-)]
-pub struct OtherNamespace {
-    pub path: PathBuf,
-    /// `NAME (/run/netns/NAME)` or `net:[INODE] (pid P is in it)`.
-    pub owner: String,
-    /// `adopting` (a start) or `removing` (`steer stop`).
-    pub doing: &'static str,
-    /// `: nsenter --net=/run/netns/NAME ...` when it has a name.
-    pub stop_there: String,
 }
 
 /// What to do about an I/O error on the pin directory, by its cause: the raw error alone
@@ -494,195 +479,12 @@ pub fn record_table_format(root: &Path) -> Result<(), PinError> {
     format.pin(&path).map_err(map_err(&path))
 }
 
-const OWN_NAMESPACE: &str = "/proc/thread-self/ns/net";
-
-/// The network namespace this thread runs in (the thread's own: a thread that entered a
-/// namespace with `setns` is in it, its process's first thread may not be).
-pub fn this_namespace() -> io::Result<PinOwner> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(OWN_NAMESPACE)?;
-    Ok(PinOwner {
-        netns_dev: meta.dev(),
-        netns_ino: meta.ino(),
-        netns_cookie: current_cookie().unwrap_or(0),
-    })
-}
-
-/// Whether two records name one namespace: the same inode, and the same cookie where both
-/// have one (an inode is given again to a namespace made after the first one is gone).
-pub fn same_namespace(a: PinOwner, b: PinOwner) -> bool {
-    a.netns_dev == b.netns_dev
-        && a.netns_ino == b.netns_ino
-        && (a.netns_cookie == 0 || b.netns_cookie == 0 || a.netns_cookie == b.netns_cookie)
-}
-
-/// The cookie of this thread's network namespace, from a socket made in it.
-fn current_cookie() -> Option<u64> {
-    // SAFETY: a plain socket call; the descriptor is owned below.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` was just created and is not used elsewhere.
-    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let mut cookie = 0u64;
-    let mut len = size_of::<u64>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NETNS_COOKIE,
-            (&raw mut cookie).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0 && cookie != 0).then_some(cookie)
-}
-
-/// The cookie of the network namespace at `path` (`/proc/PID/ns/net`, `/run/netns/NAME`),
-/// read on a thread that enters it; `None` when it cannot be entered.
-fn cookie_at(path: &Path) -> Option<u64> {
-    let ns = File::open(path).ok()?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns on a descriptor we own; it moves only this short-lived thread.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return None;
-            }
-            current_cookie()
-        })
-        .join()
-        .ok()
-        .flatten()
-    })
-}
-
 /// Pinned maps that only cache what is in flight (the rule of a datagram's first fragment,
 /// for the fragments after it): an upgrade that changes their layout replaces them instead of
 /// refusing the start, since losing them costs at most the fragments in flight that moment.
 const CACHE_MAPS: [&str; 1] = [map_names::FRAGS];
 
-/// The namespace recorded under `root`, if any (state pinned by a steer that records none, or
-/// nothing pinned yet).
-pub fn recorded_owner(root: &Path) -> Result<Option<PinOwner>, PinError> {
-    let path = map_path(root, map_names::PIN_OWNER);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let map = MapData::from_pin(&path).map_err(map_err(&path))?;
-    let owner = Array::<MapData, PinOwner>::try_from(Map::Array(map)).map_err(map_err(&path))?;
-    Ok(Some(owner.get(&0, 0).map_err(map_err(&path))?))
-}
-
-/// Whether the state pinned under `root` may be taken (`doing`: adopted by a start, removed by
-/// `steer stop`) from this network namespace. Refused while the namespace that pinned it still
-/// exists: bpffs is one filesystem for every network namespace, so another router given the
-/// same pin directory finds this one's maps and links there, and adopting them would detach
-/// its classifier from its LAN. A namespace that is gone left stale state: taken over, with a
-/// warning. State without a record (an older steer's, from before the record existed) is
-/// taken as it always was: its owner cannot be told.
-pub fn check_owner(root: &Path, doing: &'static str) -> Result<(), PinError> {
-    let Some(owner) = recorded_owner(root)? else {
-        return Ok(());
-    };
-    let here = this_namespace().map_err(PinError::OwnNamespace)?;
-    if same_namespace(owner, here) {
-        return Ok(());
-    }
-    // This namespace's own inode under another cookie: the kernel gave the inode of the
-    // namespace that pinned the state, deleted since, to this one (a namespace deleted and
-    // made again, a container restarted); inodes of live namespaces are unique. No search:
-    // it would find this namespace itself, and a daemon whose setns is forbidden (the unit's
-    // RestrictNamespaces) could not tell it from the other.
-    let reused = (owner.netns_dev, owner.netns_ino) == (here.netns_dev, here.netns_ino);
-    match (!reused).then(|| find_namespace(owner)).flatten() {
-        Some(found) => Err(PinError::OtherNamespace(Box::new(OtherNamespace {
-            path: root.to_path_buf(),
-            owner: found.describe(),
-            doing,
-            stop_there: found
-                .name
-                .map(|n| format!(": `nsenter --net=/run/netns/{n} steer stop -c FILE`"))
-                .unwrap_or_default(),
-        }))),
-        None => {
-            log::warn!(
-                "{}: the pinned state was made by a steer in network namespace net:[{}], which \
-                 no longer exists; taking it over",
-                root.display(),
-                owner.netns_ino
-            );
-            Ok(())
-        }
-    }
-}
-
-/// Records this process's network namespace as the owner of the state under `root`.
-pub fn record_owner(root: &Path) -> Result<(), PinError> {
-    let path = map_path(root, map_names::PIN_OWNER);
-    let here = this_namespace().map_err(PinError::OwnNamespace)?;
-    if path.exists() {
-        let map = MapData::from_pin(&path).map_err(map_err(&path))?;
-        let mut owner =
-            Array::<MapData, PinOwner>::try_from(Map::Array(map)).map_err(map_err(&path))?;
-        return owner.set(0, here, 0).map_err(map_err(&path));
-    }
-    let mut owner = Array::<MapData, PinOwner>::create(1, 0).map_err(map_err(&path))?;
-    owner.set(0, here, 0).map_err(map_err(&path))?;
-    owner.pin(&path).map_err(map_err(&path))
-}
-
-/// A network namespace that still exists, and how to name it.
-#[derive(Debug)]
-struct FoundNamespace {
-    ino: u64,
-    /// Its name under /run/netns (`ip netns add`).
-    name: Option<String>,
-    /// A process in it (the first found).
-    pid: Option<u32>,
-}
-
-impl FoundNamespace {
-    fn describe(&self) -> String {
-        match (&self.name, self.pid) {
-            (Some(n), _) => format!("{n} (/run/netns/{n})"),
-            (None, Some(pid)) => format!("net:[{}] (pid {pid} is in it)", self.ino),
-            (None, None) => format!("net:[{}]", self.ino),
-        }
-    }
-}
-
-/// Looks for `owner` among the named namespaces (/run/netns) and those of the processes.
-fn find_namespace(owner: PinOwner) -> Option<FoundNamespace> {
-    use std::os::unix::fs::MetadataExt;
-    let is_it = |path: &Path| {
-        std::fs::metadata(path)
-            .is_ok_and(|m| (m.dev(), m.ino()) == (owner.netns_dev, owner.netns_ino))
-            && (owner.netns_cookie == 0
-                // One that cannot be entered is taken for it: refusing is the safe side.
-                || cookie_at(path).is_none_or(|c| c == owner.netns_cookie))
-    };
-    let name = std::fs::read_dir("/run/netns").ok().and_then(|entries| {
-        entries
-            .flatten()
-            .find(|e| is_it(&e.path()))
-            .and_then(|e| e.file_name().into_string().ok())
-    });
-    let pid = std::fs::read_dir("/proc").ok().and_then(|entries| {
-        entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .find(|pid| is_it(&Path::new("/proc").join(pid.to_string()).join("ns/net")))
-    });
-    (name.is_some() || pid.is_some()).then_some(FoundNamespace {
-        ino: owner.netns_ino,
-        name,
-        pid,
-    })
-}
-
-fn map_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> PinError + '_ {
+pub(super) fn map_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> PinError + '_ {
     move |e| PinError::Io {
         path: path.to_path_buf(),
         source: io::Error::other(e.to_string()),
