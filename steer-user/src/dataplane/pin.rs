@@ -5,8 +5,8 @@
 //! Layout under the pin directory (default `/sys/fs/bpf/steer`):
 //! `maps/<MAP>` for every map in `steer_common::map_names::ALL`, `maps/TABLE_FORMAT` (the
 //! range tables' layout, which decides whether their pins can be adopted) and
-//! `maps/PIN_OWNER` (the network namespace whose daemon pinned them: `pin_owner`), `progs/steer_tc`,
-//! `progs/steer_xdp`, `progs/steer_wan_egress` and `progs/steer_wan_ingress`,
+//! `maps/PIN_OWNER` (the network namespace whose daemon pinned them: `pin_owner`),
+//! `progs/steer_tc`, `progs/steer_xdp`, `progs/steer_wan_egress` and `progs/steer_wan_ingress`,
 //! `links/tc-<interface>` and `links/xdp-native-<interface>` (or `xdp-generic-`) on LAN
 //! interfaces, `links/wan-egress-<interface>` and `links/wan-ingress-<interface>` on WANs.
 //!
