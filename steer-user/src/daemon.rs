@@ -260,7 +260,7 @@ async fn serve(
     // directory's lock).
     let _instance = instance::lock_namespace()?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(32);
-    let server = control::serve(
+    let mut server = control::serve(
         ServerOptions::new(config.control.socket.clone()),
         calls_tx.clone(),
     )?;
@@ -420,6 +420,9 @@ async fn serve(
                 }
             }
             _ = periodic.tick() => {
+                if let Some(line) = server.restore_if_removed() {
+                    log::warn!("{line}");
+                }
                 ctl.unmap_after_edits();
                 log_lines("", &ctl.vrrp_tick().await);
                 log_lines("", ctl.retry_pending().iter());

@@ -922,6 +922,57 @@ fn dropping_or_shutting_down_removes_only_our_socket() {
     });
 }
 
+/// Trial t8b: a socket file removed under a running daemon (by hand, a cleanup of /run) left
+/// it unreachable until a restart, `steer stop` included. The periodic check makes it again,
+/// its directory too, and serves calls on it; a file someone else put there is left alone.
+#[test]
+fn a_removed_socket_is_made_again_and_a_foreign_file_left_alone() {
+    let dir = TempDir::new("removed");
+    let sockets = dir.join("run");
+    let path = sockets.join("steer.sock");
+    in_runtime(async || {
+        let (calls, mut incoming) = mpsc::channel::<Call>(4);
+        let mut server = {
+            let _umask = umask_lock();
+            control::serve(ServerOptions::new(&path), calls).unwrap()
+        };
+        tokio::spawn(async move {
+            while let Some(call) = incoming.recv().await {
+                let _ = call.reply.send(Response::ok(status_body()));
+            }
+        });
+        let status = async |path: &Path| {
+            let path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || control::call(&path, &Request::Status, 10 * SECOND))
+                .await
+                .unwrap()
+        };
+        assert_eq!(server.restore_if_removed(), None, "the socket is in place");
+
+        fs::remove_dir_all(&sockets).unwrap();
+        assert!(status(&path).await.is_err());
+        let line = {
+            let _umask = umask_lock();
+            server.restore_if_removed()
+        };
+        let line = line.expect("the removed socket is made again");
+        assert!(
+            line.contains("made it again") && line.contains("mode 0600"),
+            "{line}"
+        );
+        assert_eq!(mode_of(&path), 0o600);
+        assert_eq!(mode_of(&sockets), 0o700);
+        assert_eq!(status(&path).await.unwrap().body, status_body());
+        assert_eq!(server.restore_if_removed(), None, "made once");
+
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, "not ours").unwrap();
+        assert_eq!(server.restore_if_removed(), None);
+        server.shutdown().await;
+        assert_eq!(fs::read_to_string(&path).unwrap(), "not ours");
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client errors
 // ---------------------------------------------------------------------------------------------

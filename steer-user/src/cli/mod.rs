@@ -495,9 +495,10 @@ fn daemon_here(socket: &Path) -> Option<String> {
         format!(
             "a steer daemon{pid_text} runs in this network namespace, but its control socket \
              {} was removed (by hand, or a cleanup of its directory): no command can reach it. \
-             Steering goes on; restart the daemon to get its socket back (its service: \
-             `systemctl restart steer` or `/etc/init.d/steer restart`; or stop it{} and start it \
-             again with `steer run -c FILE`: the classifier stays in place meanwhile)",
+             Steering goes on, and the daemon makes its socket again at its next periodic \
+             check (within 10 s). If it does not (its log says why), restart the daemon (its \
+             service: `systemctl restart steer` or `/etc/init.d/steer restart`; or stop it{} and \
+             start it again with `steer run -c FILE`: the classifier stays in place meanwhile)",
             socket.display(),
             pid.map(|p| format!(" with `kill {p}`")).unwrap_or_default()
         )

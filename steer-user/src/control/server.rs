@@ -165,12 +165,56 @@ pub struct Server {
     identity: (u64, u64),
     accept: Option<JoinHandle<()>>,
     connections: Arc<Semaphore>,
+    ctx: Arc<Context>,
+    socket_mode: u32,
+    /// The last attempt to make the socket again failed (said once, not at every check).
+    rebind_failed: bool,
 }
 
 impl Server {
     /// The socket file being served.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Makes the socket file again when it was removed while the daemon runs (by hand, or a
+    /// cleanup of `/run`): the old listener still serves its path, but no client can reach it
+    /// any more, so no command, not even `steer stop`, could reach the daemon. Called at the
+    /// daemon's periodic check. A file someone else put at the path (another daemon's socket)
+    /// is left alone. Returns what to log: the socket made again, or why it could not be.
+    pub fn restore_if_removed(&mut self) -> Option<String> {
+        match fs::symlink_metadata(&self.path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            _ => return None,
+        }
+        let (listener, identity) =
+            match prepare_directory(&self.path).and_then(|()| bind(&self.path, self.socket_mode)) {
+                Ok(bound) => bound,
+                Err(e) => {
+                    let first = !std::mem::replace(&mut self.rebind_failed, true);
+                    return first.then(|| {
+                        format!(
+                            "control: the socket {} was removed and cannot be made again: {e}; \
+                         no command reaches this daemon until it is restarted (tried again at \
+                         every periodic check)",
+                            self.path.display()
+                        )
+                    });
+                }
+            };
+        self.rebind_failed = false;
+        if let Some(old) = self.accept.take() {
+            old.abort();
+        }
+        let accept = accept_loop(listener, self.ctx.clone(), self.connections.clone());
+        self.accept = Some(tokio::spawn(accept));
+        self.identity = identity;
+        Some(format!(
+            "control: the socket {} had been removed (by hand, or a cleanup of its directory); \
+             made it again (mode {:04o})",
+            self.path.display(),
+            self.socket_mode
+        ))
     }
 
     /// Stops accepting, removes the socket file, then waits up to [`SHUTDOWN_GRACE`] for the
@@ -237,26 +281,7 @@ pub fn serve(opts: ServerOptions, calls: mpsc::Sender<Call>) -> Result<Server, C
     }
     prepare_directory(&path)?;
     clear_stale_socket(&path)?;
-
-    let std_listener = {
-        let _umask = Umask::set(0o177);
-        std::os::unix::net::UnixListener::bind(&path)
-            .map_err(|e| ControlError::io("bind the control socket", &path, e))?
-    };
-    // From here on the file is ours: remove it again if anything below fails.
-    let cleanup = |e: ControlError| {
-        let _ = fs::remove_file(&path);
-        e
-    };
-    fs::set_permissions(&path, fs::Permissions::from_mode(opts.socket_mode))
-        .map_err(|e| cleanup(ControlError::io("set the mode of", &path, e)))?;
-    let meta =
-        fs::symlink_metadata(&path).map_err(|e| cleanup(ControlError::io("inspect", &path, e)))?;
-    std_listener
-        .set_nonblocking(true)
-        .map_err(|e| cleanup(ControlError::io("configure", &path, e)))?;
-    let listener = UnixListener::from_std(std_listener)
-        .map_err(|e| cleanup(ControlError::io("register", &path, e)))?;
+    let (listener, identity) = bind(&path, opts.socket_mode)?;
 
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let ctx = Arc::new(Context {
@@ -266,7 +291,7 @@ pub fn serve(opts: ServerOptions, calls: mpsc::Sender<Call>) -> Result<Server, C
         reply_timeout: opts.reply_timeout,
         calls,
     });
-    let accept = tokio::spawn(accept_loop(listener, ctx, connections.clone()));
+    let accept = tokio::spawn(accept_loop(listener, ctx.clone(), connections.clone()));
     info!(
         "control: serving {} (mode {:04o})",
         path.display(),
@@ -274,10 +299,38 @@ pub fn serve(opts: ServerOptions, calls: mpsc::Sender<Call>) -> Result<Server, C
     );
     Ok(Server {
         path,
-        identity: (meta.dev(), meta.ino()),
+        identity,
         accept: Some(accept),
         connections,
+        ctx,
+        socket_mode: opts.socket_mode,
+        rebind_failed: false,
     })
+}
+
+/// Binds a listening socket at `path` (where nothing is) with `mode`; returns it with the
+/// device and inode of its file. The file is removed again when a later step fails.
+fn bind(path: &Path, mode: u32) -> Result<(UnixListener, (u64, u64)), ControlError> {
+    let std_listener = {
+        let _umask = Umask::set(0o177);
+        std::os::unix::net::UnixListener::bind(path)
+            .map_err(|e| ControlError::io("bind the control socket", path, e))?
+    };
+    // From here on the file is ours: remove it again if anything below fails.
+    let cleanup = |e: ControlError| {
+        let _ = fs::remove_file(path);
+        e
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| cleanup(ControlError::io("set the mode of", path, e)))?;
+    let meta =
+        fs::symlink_metadata(path).map_err(|e| cleanup(ControlError::io("inspect", path, e)))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| cleanup(ControlError::io("configure", path, e)))?;
+    let listener = UnixListener::from_std(std_listener)
+        .map_err(|e| cleanup(ControlError::io("register", path, e)))?;
+    Ok((listener, (meta.dev(), meta.ino())))
 }
 
 /// Sets the process umask and restores the previous one when dropped.
