@@ -913,6 +913,14 @@ fn a_point_to_point_wan_comes_goes_and_comes_back_as_a_new_device() {
     let since_up = &log[log.find("ppp IPv4 up").expect("the session came up")..];
     let flushes = since_up.matches("ppp: conntrack").count();
     assert_eq!(flushes, 1, "{log}");
+    // ... and the gateway that went with the device once, in the line that says what it
+    // moved (or that it was down already, when the carrier went first): not in a line of its
+    // own as well, nor for IPv6, which it never had (trial t9b).
+    let gone: Vec<&str> = since_up
+        .lines()
+        .filter(|l| l.contains("pppoe-wan does not exist"))
+        .collect();
+    assert!(gone.len() == 1 && gone[0].contains("ppp IPv4"), "{log}");
 
     // A new session: a new device, a new index, a new address.
     let up = Instant::now();

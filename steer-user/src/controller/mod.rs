@@ -1204,18 +1204,29 @@ impl Controller {
             .extend(self.prefixes6.observe(ipv6, wans, &system));
         let mut gateways = BTreeMap::new();
         let mut new_gateway = HashSet::new();
+        // Said after the loop, unless the family's change of availability says it (its cause).
+        let mut gateway_lines = Vec::new();
         for wan in wans {
             for family in Family::ALL {
                 let resolved = gateways::resolve(wan, family, &system, &self.hooked);
                 let key = (wan.name.clone(), family);
                 let before = self.gateways.get(&key);
                 if before != Some(&resolved) {
-                    seen.lines.push(ReportLine::info(format!(
+                    let line = format!(
                         "{} {}: gateway {}",
                         wan.name,
                         family.name(),
                         resolved.describe()
-                    )));
+                    );
+                    // Waiting for another reason (its device went: a family that never had a
+                    // gateway) is no news in the log.
+                    let still_waiting =
+                        before.is_some_and(|b| b.gateway.is_none()) && resolved.gateway.is_none();
+                    if still_waiting {
+                        log::debug!("{line}");
+                    } else {
+                        gateway_lines.push((key.clone(), ReportLine::info(line)));
+                    }
                 }
                 let was = before.is_some_and(|r| r.gateway.is_some());
                 let is = resolved.gateway.is_some();
@@ -1271,6 +1282,19 @@ impl Controller {
                     .push((wan.name.clone(), family, is, cause));
             }
         }
+        let told_with_availability = |key: &(String, Family)| {
+            new_gateway.contains(key)
+                && seen
+                    .availability
+                    .iter()
+                    .any(|(w, f, ..)| (w, f) == (&key.0, &key.1))
+        };
+        let gateway_lines: Vec<ReportLine> = gateway_lines
+            .into_iter()
+            .filter(|(key, _)| !told_with_availability(key))
+            .map(|(_, line)| line)
+            .collect();
+        seen.lines.extend(gateway_lines);
         Ok(seen)
     }
 

@@ -717,9 +717,6 @@ pub(crate) fn parse_rule(msg: RuleMessage) -> Option<ActualRule> {
     if let Some(m) = fwmark {
         let _ = write!(desc, " fwmark {m:#x}/{:#x}", mask.unwrap_or(u32::MAX));
     }
-    if let Some(n) = suppress {
-        let _ = write!(desc, " suppress_prefixlength {n}");
-    }
     if other {
         desc.push_str(" (and other selectors)");
     }
@@ -757,6 +754,11 @@ pub(crate) fn parse_rule(msg: RuleMessage) -> Option<ActualRule> {
             None
         }
     };
+    // After the action, as `ip rule` prints it and as steer describes the rules it places: a
+    // rule changed from one form to the other reads the same in both.
+    if let Some(n) = suppress {
+        let _ = write!(desc, " suppress_prefixlength {n}");
+    }
     if protocol != RTPROT_STEER {
         let _ = write!(desc, " proto {}", protocol_name(protocol));
     }
