@@ -426,7 +426,7 @@ async fn serve(
                 ctl.unmap_after_edits();
                 log_lines("", &ctl.vrrp_tick().await);
                 log_lines("", ctl.retry_pending().iter());
-                log_lines("", &ctl.wan_watch_check());
+                log_lines("", &ctl.check_links());
                 log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("periodic check").await);
                 log_lines("", ctl.check_conntrack_marking().await.iter());

@@ -681,6 +681,13 @@ pub enum ExplainError {
          --in one of them"
     )]
     NotClassified { name: String, lan: String },
+    #[error(
+        "the classifier's link on {name} ({path}) is attached to no device: someone else \
+         detached it (e.g. `bpftool link detach`), or the device was deleted; packets coming in \
+         on {name} are not steered until the daemon attaches it again (its periodic check does \
+         within seconds, `steer reload` at once)"
+    )]
+    Detached { name: String, path: String },
 }
 
 impl From<ExplainError> for super::CliError {
@@ -709,6 +716,14 @@ fn classified_ifindex(pin_dir: &Path, name: &str) -> Result<u32, ExplainError> {
             } else {
                 lan.join(", ")
             },
+        });
+    }
+    // What the kernel holds, not what is pinned: a detached link stays pinned.
+    let pin = pin_dir.join("links").join(LinkKind::Tc.pin_name(name));
+    if crate::dataplane::sys::pinned_link_ifindex(&pin).is_ok_and(|i| i == 0) {
+        return Err(ExplainError::Detached {
+            name: name.to_owned(),
+            path: pin.display().to_string(),
         });
     }
     Ok(index)

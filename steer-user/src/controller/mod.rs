@@ -20,6 +20,7 @@ mod failback;
 pub mod gateways;
 mod hooked_gateways;
 mod lan_ports;
+mod link_check;
 mod lists;
 mod local;
 mod overrides;
@@ -51,7 +52,7 @@ pub use teardown::{Teardown, TeardownError, teardown};
 use crate::{
     config::{self, Check, Config, ConfigErrors, Failback, Inputs},
     conntrack,
-    dataplane::{Adopted, AttachReport, Dataplane, DataplaneError, Diff, SyncError},
+    dataplane::{Adopted, AttachReport, Dataplane, DataplaneError, Diff, LanHook, SyncError},
     health::{Health, Override, Transition, UnknownWan, Verdict, probe::Round},
     model::{Family, LocalScope, NameIds, PrefixSets, Rule},
     policy::{Outcome, Outcomes},
@@ -2213,7 +2214,8 @@ impl Controller {
             if let Some(mode) = r.xdp {
                 log::info!("{iface}: XDP pre-classifier attached ({mode})");
             }
-            if let Some(e) = r.xdp_error {
+            report.notes.extend(link_check::reattached_lines(iface, &r));
+            if let Some(e) = r.xdp_error.filter(|_| !r.xdp_was_detached) {
                 report.notes.push(ReportLine::warning(format!(
                     "{iface}: XDP could not be attached ({e}); TC classifies alone"
                 )));
@@ -2255,6 +2257,9 @@ impl Controller {
             .collect();
         let lan = &self.config.general.lan;
         let configured = lan.iter().map(|i| {
+            // What the kernel holds, not what this process made: someone else may have
+            // detached a link since ([`link_check`]).
+            let detached = self.dp.detached_hooks(i);
             let problem = match attached.get(i.as_str()) {
                 None if crate::dataplane::ifindex(i).is_err() => Some(
                     "not classified: no such interface; the classifier attaches when it appears"
@@ -2265,15 +2270,21 @@ impl Controller {
                      interface changes"
                         .to_owned(),
                 ),
-                Some(_) => self
-                    .lan_ports
-                    .iter()
-                    .find(|p| &p.port == i)
-                    .map(|p| p.problem()),
+                Some(_) => link_check::detached_problem(&detached).or_else(|| {
+                    self.lan_ports
+                        .iter()
+                        .find(|p| &p.port == i)
+                        .map(|p| p.problem())
+                }),
             };
+            let xdp = attached
+                .get(i.as_str())
+                .cloned()
+                .flatten()
+                .filter(|_| !detached.iter().any(|h| matches!(h, LanHook::Xdp(_))));
             LanStatus {
                 interface: i.clone(),
-                xdp: attached.get(i.as_str()).cloned().flatten(),
+                xdp,
                 problem,
             }
         });

@@ -50,9 +50,19 @@ fn reused_slots(before: &NameIds, after: &NameIds) -> Vec<u32> {
 /// Report lines of a reconcile. A failure is a warning: the WAN still works, it is only not
 /// watched passively (probes still are). `quiet` (the periodic retry) logs failures at debug
 /// level only: a kernel that cannot attach them would otherwise repeat the warning every time.
+/// Links someone else detached are warned of in any case, once: the next retry finds none.
 fn lines(report: WanTrafficReport, quiet: bool) -> Vec<ReportLine> {
     let mut out = Vec::new();
+    let by_others = |iface: &String| report.detached_by_others.contains(iface);
     for iface in &report.attached {
+        if by_others(iface) {
+            out.push(ReportLine::warning(format!(
+                "{iface}: a WAN traffic counter link was detached by someone else (e.g. \
+                 `bpftool link detach`): attached again (egress and ingress); its traffic was \
+                 not counted meanwhile"
+            )));
+            continue;
+        }
         let how = if report.adopted.contains(iface) {
             "adopted from the pinned links"
         } else {
@@ -68,6 +78,14 @@ fn lines(report: WanTrafficReport, quiet: bool) -> Vec<ReportLine> {
         )));
     }
     for (iface, e) in &report.failed {
+        if by_others(iface) {
+            out.push(ReportLine::warning(format!(
+                "{iface}: a WAN traffic counter link was detached by someone else (e.g. \
+                 `bpftool link detach`), and attaching them again failed ({e}); this WAN is \
+                 watched by its probes only, and the periodic check retries"
+            )));
+            continue;
+        }
         let text = format!(
             "{iface}: WAN traffic counters could not be attached ({e}); this WAN is watched by \
              its probes only"

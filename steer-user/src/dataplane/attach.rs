@@ -4,6 +4,11 @@
 //! is swapped for this one in one atomic link update, so the interface is never without a
 //! classifier and never has two. New links are pinned (`links/tc-<iface>`,
 //! `links/xdp-native-<iface>` or `links/xdp-generic-<iface>`: the pin name keeps the XDP mode).
+//!
+//! Holding a link does not keep it attached: `bpftool link detach` detaches it in place, and
+//! the kernel then reports it attached to interface index 0. Each held link keeps its kernel id
+//! so that [`Dataplane::attach`] (every reload) and [`Dataplane::reattach_detached`] (the
+//! periodic check) can ask, and make anew what was detached.
 
 use std::path::{Path, PathBuf};
 
@@ -22,9 +27,17 @@ use super::{
 };
 
 /// A link this process holds: plain (detached when dropped) or pinned (stays attached after the
-/// process exits, until `steer stop` removes the pin).
+/// process exits, until `steer stop` removes the pin), with the kernel's id of the link.
 #[derive(Debug)]
-pub(super) enum HeldLink {
+pub(super) struct HeldLink {
+    link: Held,
+    /// What asks the kernel whether the link is still attached ([`HeldLink::detached`]): the
+    /// link object lives, with this id, as long as this process holds it.
+    id: u32,
+}
+
+#[derive(Debug)]
+enum Held {
     Plain(FdLink),
     Pinned(PinnedLink, PathBuf),
 }
@@ -32,9 +45,9 @@ pub(super) enum HeldLink {
 impl HeldLink {
     /// Detaches: unpin (if pinned) and close the last descriptor.
     pub(super) fn detach(self) -> Result<(), DataplaneError> {
-        match self {
-            HeldLink::Plain(link) => drop(link),
-            HeldLink::Pinned(link, path) => {
+        match self.link {
+            Held::Plain(link) => drop(link),
+            Held::Pinned(link, path) => {
                 drop(
                     link.unpin()
                         .map_err(|source| PinError::Io { path, source })?,
@@ -42,6 +55,28 @@ impl HeldLink {
             }
         }
         Ok(())
+    }
+
+    /// Whether the kernel reports the link attached to no device: someone else detached it
+    /// (`bpftool link detach`, `BPF_LINK_DETACH`) while this process holds it, or its device
+    /// was deleted. Holding it keeps nothing attached then: it has to be made anew. A link
+    /// the kernel cannot be asked about counts as attached (nothing is torn down on a guess).
+    pub(super) fn detached(&self) -> bool {
+        match super::sys::link_ifindex(self.id) {
+            Ok(index) => index == 0,
+            Err(e) => {
+                log::debug!("asking the kernel about link {}: {e}", self.id);
+                false
+            }
+        }
+    }
+
+    /// Removes a link the kernel reports detached (its pin too), so the interface gets a new
+    /// one; what fails is said, and the new link is made all the same.
+    fn drop_dead(self, iface: &str) {
+        if let Err(e) = self.detach() {
+            log::warn!("{iface}: removing a detached link: {e}");
+        }
     }
 }
 
@@ -58,6 +93,12 @@ pub(super) struct Attachment {
 /// What attaching to one interface did.
 #[derive(Debug, Default)]
 pub struct AttachReport {
+    /// The classifier's link was found detached by someone else and was made anew (then
+    /// `tc_attached` is true too).
+    pub tc_was_detached: bool,
+    /// The XDP pre-classifier's link was found detached by someone else; `xdp` says whether it
+    /// is attached again, `xdp_error` why not.
+    pub xdp_was_detached: bool,
     /// The TC classifier was attached now (adopted or new); false when it already was.
     pub tc_attached: bool,
     /// It was adopted from a pinned link.
@@ -66,6 +107,15 @@ pub struct AttachReport {
     pub xdp: Option<XdpAttachMode>,
     /// XDP was asked for and failed: TC classifies alone.
     pub xdp_error: Option<String>,
+}
+
+/// One of the two hooks of a LAN interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LanHook {
+    /// The classifier on TC ingress.
+    Tc,
+    /// The XDP pre-classifier, attached in this mode.
+    Xdp(XdpAttachMode),
 }
 
 /// TC and XDP programs, so that adopting a pinned link and making a new one are written once.
@@ -101,7 +151,7 @@ impl Hook for Xdp {
 /// Whether the link pinned at `path` (named after `iface`) is attached to `iface`'s device. A
 /// device renamed while no daemon ran keeps its links, and a new device may have taken the
 /// name: that pin is removed (which detaches the old device, held by nothing else), so the
-/// interface gets a link of its own instead of none.
+/// interface gets a link of its own instead of none. So is the pin of a link someone detached.
 pub(super) fn pin_is_for(path: &Path, iface: &str) -> bool {
     let Ok(index) = ifindex(iface) else {
         return true;
@@ -109,9 +159,12 @@ pub(super) fn pin_is_for(path: &Path, iface: &str) -> bool {
     match super::sys::pinned_link_ifindex(path) {
         Ok(pinned) if pinned == index => true,
         Ok(pinned) => {
+            let sibling = (pinned == 0)
+                .then(|| attached_sibling(path, iface, index))
+                .flatten();
             log::warn!(
                 "{}",
-                moved_link_note(path, iface, index, pinned, ifname(pinned))
+                moved_link_note(path, iface, index, pinned, ifname(pinned), sibling)
             );
             std::fs::remove_file(path).ok();
             false
@@ -121,29 +174,59 @@ pub(super) fn pin_is_for(path: &Path, iface: &str) -> bool {
     }
 }
 
-/// Why the link pinned at `path` for `iface` (now index `index`) is not `iface`'s: the device
-/// it is attached to (index `pinned`, named `now` when it still exists) was renamed, or is gone
-/// (the kernel reports index 0 for a link whose device was deleted: `iface` is a new device
-/// that took the name, not a rename).
+/// Another link pinned beside `path` for `iface` that is still attached to `iface`'s device
+/// (index `index`): that device is the one the links were made for, not a new one of the same
+/// name. The kernel reports index 0 both for a link someone detached and for one whose device
+/// was deleted, and records nothing else that tells them apart.
+fn attached_sibling(path: &Path, iface: &str, index: u32) -> Option<String> {
+    let dir = path.parent()?;
+    LinkKind::ALL
+        .into_iter()
+        .map(|kind| dir.join(kind.pin_name(iface)))
+        .filter(|p| p != path)
+        .find(|p| super::sys::pinned_link_ifindex(p).is_ok_and(|i| i == index))
+        .map(|p| p.display().to_string())
+}
+
+/// Why the link pinned at `path` for `iface` (now index `index`) is not `iface`'s: it is
+/// attached to no device (`pinned` 0: someone detached it, or its device was deleted and
+/// `iface` is a new one of the same name; `sibling`, another of the interface's links still
+/// attached to it, says it was detached), or the device it is attached to (index `pinned`,
+/// named `now` when it still exists) was renamed.
 fn moved_link_note(
     path: &Path,
     iface: &str,
     index: u32,
     pinned: u32,
     now: Option<String>,
+    sibling: Option<String>,
 ) -> String {
-    let why = match (pinned, now) {
-        (0, _) | (_, None) => format!(
-            "the device it was attached to is gone (deleted while no daemon ran; {iface} is a \
-             new device with the same name)"
+    let path = path.display();
+    match (pinned, now, sibling) {
+        (0, _, Some(sibling)) => format!(
+            "{iface}: the pinned link {path} is attached to no device (the kernel reports \
+             interface index 0): it was detached by someone else (e.g. `bpftool link detach`) \
+             while no daemon ran; {iface} (index {index}) is the device it was made for \
+             ({sibling} is still attached to it); removing the pin and attaching anew"
         ),
-        (_, Some(now)) => format!("that device was renamed to {now}"),
-    };
-    format!(
-        "{iface}: the pinned link {} is attached to interface index {pinned}, not to {iface} \
-         (index {index}): {why}; detaching it and attaching anew",
-        path.display()
-    )
+        (0, _, None) => format!(
+            "{iface}: the pinned link {path} is attached to no device (the kernel reports \
+             interface index 0): it was detached by someone else (e.g. `bpftool link detach`), \
+             or the device it was attached to was deleted while no daemon ran and {iface} \
+             (index {index}) is a new device of the same name; removing the pin and attaching \
+             anew"
+        ),
+        (_, None, _) => format!(
+            "{iface}: the pinned link {path} is attached to interface index {pinned}, not to \
+             {iface} (index {index}): the device it was attached to is gone; removing the pin \
+             and attaching anew"
+        ),
+        (_, Some(now), _) => format!(
+            "{iface}: the pinned link {path} is attached to interface index {pinned}, not to \
+             {iface} (index {index}): that device was renamed to {now}; detaching it and \
+             attaching anew"
+        ),
+    }
 }
 
 /// The name of the device with `index` in this namespace, if there is one.
@@ -180,13 +263,17 @@ pub(super) fn adopt<P: Hook>(
         .map_err(prog_err(name, "take link"))?
         .try_into()
         .map_err(link_err)?;
+    let id = link.info().map_err(link_err)?.id();
     // The link is the kernel object the pin points at; hold it through the pin so it can be
     // unpinned later.
     drop(link);
-    Ok(HeldLink::Pinned(
-        PinnedLink::from_pin(path).map_err(link_err)?,
-        path.to_owned(),
-    ))
+    Ok(HeldLink {
+        link: Held::Pinned(
+            PinnedLink::from_pin(path).map_err(link_err)?,
+            path.to_owned(),
+        ),
+        id,
+    })
 }
 
 /// Takes a freshly attached link out of `prog` (program `name`, so dropping the program does
@@ -202,16 +289,18 @@ pub(super) fn own<P: Hook>(
         .map_err(prog_err(name, "take link"))?
         .try_into()
         .map_err(link_err)?;
-    match pin {
-        None => Ok(HeldLink::Plain(link)),
+    let id = link.info().map_err(link_err)?.id();
+    let link = match pin {
+        None => Held::Plain(link),
         Some(path) => {
             let pinned = link.pin(&path).map_err(|e| PinError::Io {
                 path: path.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            Ok(HeldLink::Pinned(pinned, path))
+            Held::Pinned(pinned, path)
         }
-    }
+    };
+    Ok(HeldLink { link, id })
 }
 
 fn link_err(e: LinkError) -> DataplaneError {
@@ -241,8 +330,9 @@ impl Dataplane {
     /// Attaches the classifier to the ingress of `iface` (TC first in its tcx chain, so every
     /// later program sees the mark) and, when `with_xdp`, the XDP pre-classifier (native where
     /// the driver has it, generic otherwise). What is already attached to this same interface
-    /// stays as it is; links of an interface that was deleted and recreated are replaced. XDP
-    /// failing leaves TC classifying alone (reported, not an error).
+    /// stays as it is; links of an interface that was deleted and recreated are replaced, and
+    /// so are links someone else detached (the report says which). XDP failing leaves TC
+    /// classifying alone (reported, not an error).
     pub fn attach(&mut self, iface: &str, with_xdp: bool) -> Result<AttachReport, DataplaneError> {
         let index = ifindex(iface)?;
         let mut report = AttachReport::default();
@@ -251,7 +341,27 @@ impl Dataplane {
             self.forget(iface);
         }
         let mut att = match self.attached.remove(iface) {
-            Some(att) => att,
+            Some(mut att) => {
+                // Held by this process, a detached link stays a kernel object attached to
+                // nothing: the interface is not classified until a new one is made.
+                if att.xdp.as_ref().is_some_and(|(link, _)| link.detached()) {
+                    if let Some((link, _)) = att.xdp.take() {
+                        link.drop_dead(iface);
+                    }
+                    report.xdp_was_detached = true;
+                }
+                if att.tc.detached() {
+                    let Attachment { tc, xdp, .. } = att;
+                    tc.drop_dead(iface);
+                    // Failing, the interface is not attached (as status says) and the XDP link
+                    // goes with the attachment (a pinned one stays, for the next attach).
+                    let (tc, _) = self.attach_tc(iface)?;
+                    report.tc_attached = true;
+                    report.tc_was_detached = true;
+                    att = Attachment { index, tc, xdp };
+                }
+                att
+            }
             None => {
                 let (tc, adopted) = self.attach_tc(iface)?;
                 report.tc_attached = true;
@@ -280,6 +390,36 @@ impl Dataplane {
         report.xdp = att.xdp.as_ref().map(|(_, m)| *m);
         self.attached.insert(iface.to_owned(), att);
         Ok(report)
+    }
+
+    /// Attaches again what someone else detached from `iface` (`bpftool link detach`), keeping
+    /// everything else as it is: the periodic check. An interface this process holds no links
+    /// of is left alone (its link events attach it).
+    pub fn reattach_detached(&mut self, iface: &str) -> Result<AttachReport, DataplaneError> {
+        let Some(att) = self.attached.get(iface) else {
+            return Ok(AttachReport::default());
+        };
+        // XDP is attached again only where it was (an XDP that failed is not retried here).
+        let with_xdp = att.xdp.is_some();
+        self.attach(iface, with_xdp)
+    }
+
+    /// The links this process holds for `iface` that the kernel reports detached (someone
+    /// else detached them, and nothing attached them again yet).
+    pub fn detached_hooks(&self, iface: &str) -> Vec<LanHook> {
+        let Some(att) = self.attached.get(iface) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if att.tc.detached() {
+            out.push(LanHook::Tc);
+        }
+        if let Some((link, mode)) = &att.xdp
+            && link.detached()
+        {
+            out.push(LanHook::Xdp(*mode));
+        }
+        out
     }
 
     /// The ids of the other steer classifiers on `iface`'s ingress: programs named like this
@@ -468,15 +608,24 @@ mod moved_link_tests {
     use super::*;
 
     #[test]
-    fn a_link_whose_device_is_gone_is_not_called_renamed() {
-        let path = Path::new("/sys/fs/bpf/steer/link_tc_lan0");
-        let gone = moved_link_note(path, "lan0", 126, 0, None);
-        assert!(!gone.contains("renamed"), "{gone}");
-        assert!(gone.contains("is gone"), "{gone}");
-        assert!(gone.contains("index 0"), "{gone}");
-        let renamed = moved_link_note(path, "lan0", 126, 7, Some("lan-old".into()));
+    fn a_link_attached_to_no_device_names_both_causes_unless_a_sibling_tells() {
+        let path = Path::new("/sys/fs/bpf/steer/links/tc-lan0");
+        let zero = moved_link_note(path, "lan0", 126, 0, None, None);
+        assert!(!zero.contains("renamed"), "{zero}");
+        assert!(zero.contains("index 0"), "{zero}");
+        assert!(zero.contains("detached by someone else"), "{zero}");
+        assert!(
+            zero.contains("or the device it was attached to was deleted"),
+            "{zero}"
+        );
+        let sibling = "/sys/fs/bpf/steer/links/xdp-native-lan0".to_owned();
+        let detached = moved_link_note(path, "lan0", 126, 0, None, Some(sibling.clone()));
+        assert!(detached.contains("detached by someone else"), "{detached}");
+        assert!(!detached.contains("deleted"), "{detached}");
+        assert!(detached.contains(&sibling), "{detached}");
+        let renamed = moved_link_note(path, "lan0", 126, 7, Some("lan-old".into()), None);
         assert!(renamed.contains("renamed to lan-old"), "{renamed}");
-        let missing = moved_link_note(path, "lan0", 126, 7, None);
+        let missing = moved_link_note(path, "lan0", 126, 7, None, None);
         assert!(missing.contains("is gone"), "{missing}");
         assert_eq!(ifname(0), None);
     }

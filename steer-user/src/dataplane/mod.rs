@@ -39,7 +39,7 @@ use aya::{
 };
 use steer_common::{map_names, program_names};
 
-pub use attach::{AttachReport, ifindex};
+pub use attach::{AttachReport, LanHook, ifindex};
 pub use generations::Standby;
 pub use maps::{Maps, WanName};
 pub use sync::{Diff, MapContents, SyncError, SyncReport};

@@ -136,6 +136,19 @@ pub enum LinkKind {
 }
 
 impl LinkKind {
+    pub const ALL: [LinkKind; 5] = [
+        LinkKind::Tc,
+        LinkKind::XdpNative,
+        LinkKind::XdpGeneric,
+        LinkKind::WanEgress,
+        LinkKind::WanIngress,
+    ];
+
+    /// The pin's name for `iface`, under `links/`.
+    pub fn pin_name(self, iface: &str) -> String {
+        format!("{}{iface}", self.prefix())
+    }
+
     fn prefix(self) -> &'static str {
         match self {
             LinkKind::Tc => "tc-",
@@ -229,9 +242,7 @@ impl PinDir {
     }
 
     pub fn link(&self, kind: LinkKind, iface: &str) -> PathBuf {
-        self.root
-            .join("links")
-            .join(format!("{}{iface}", kind.prefix()))
+        self.root.join("links").join(kind.pin_name(iface))
     }
 
     /// Interfaces that have a pinned link of `kind`.

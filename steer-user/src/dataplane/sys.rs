@@ -170,6 +170,7 @@ unsafe fn lookup_batches<K: Pod, V: Pod>(
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 
 /// The `obj_pin` member of `union bpf_attr`, for `BPF_OBJ_GET`.
 #[repr(C)]
@@ -183,6 +184,18 @@ struct ObjGetAttr {
 }
 
 const _: () = assert!(size_of::<ObjGetAttr>() == 24);
+
+/// The `get_id` member of `union bpf_attr` (`link_id` in its first word), for
+/// `BPF_LINK_GET_FD_BY_ID`.
+#[repr(C)]
+#[derive(Default)]
+struct GetIdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+const _: () = assert!(size_of::<GetIdAttr>() == 12);
 
 /// The `info` member of `union bpf_attr`, for `BPF_OBJ_GET_INFO_BY_FD`.
 #[repr(C)]
@@ -233,8 +246,33 @@ pub fn pinned_link_program(path: &std::path::Path) -> io::Result<u32> {
     pinned_link_info(path).map(|info| info.prog_id)
 }
 
+/// The interface index the XDP or TCX link with id `id` is attached to now: 0 once it is
+/// detached (`BPF_LINK_DETACH`, what `bpftool link detach` does) or its device was deleted.
+/// The link stays a kernel object, with its id, as long as a descriptor or pin holds it, so
+/// the id of a link this process holds names that link and no other.
+pub fn link_ifindex(id: u32) -> io::Result<u32> {
+    let mut get = GetIdAttr {
+        id,
+        ..GetIdAttr::default()
+    };
+    let fd = bpf_raw(BPF_LINK_GET_FD_BY_ID, &mut get)?;
+    // SAFETY: BPF_LINK_GET_FD_BY_ID returned a new descriptor that nothing else owns.
+    let fd = unsafe { owned(fd) };
+    link_info(&fd).map(|info| info.ifindex)
+}
+
+/// Takes ownership of a descriptor a bpf command returned.
+///
+/// # Safety
+/// `fd` must be a new descriptor that nothing else owns or closes.
+unsafe fn owned(fd: libc::c_long) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: passed on from the caller.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+}
+
 fn pinned_link_info(path: &std::path::Path) -> io::Result<LinkInfoHead> {
-    use std::os::{fd::FromRawFd, unix::ffi::OsStrExt};
+    use std::os::unix::ffi::OsStrExt;
     let name = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut get = ObjGetAttr {
@@ -243,7 +281,11 @@ fn pinned_link_info(path: &std::path::Path) -> io::Result<LinkInfoHead> {
     };
     let fd = bpf_raw(BPF_OBJ_GET, &mut get)?;
     // SAFETY: BPF_OBJ_GET returned a new descriptor that nothing else owns.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let fd = unsafe { owned(fd) };
+    link_info(&fd)
+}
+
+fn link_info(fd: &std::os::fd::OwnedFd) -> io::Result<LinkInfoHead> {
     let mut info = LinkInfoHead::default();
     let mut attr = InfoAttr {
         bpf_fd: fd.as_raw_fd() as u32,

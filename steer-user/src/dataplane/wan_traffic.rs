@@ -5,8 +5,9 @@
 //! The controller computes the devices it wants watched ([`WatchedWan`]: the WANs whose device
 //! exists now) and hands the whole list to [`Dataplane::reconcile_wan_traffic`], which attaches
 //! what is missing (adopting the links an earlier daemon pinned, `links/wan-egress-<iface>` and
-//! `links/wan-ingress-<iface>`), re-attaches a re-created device (a new index), detaches what is
-//! no longer wanted and brings `WAN_DEVICES` to exactly the list. Calling it again with the same
+//! `links/wan-ingress-<iface>`), re-attaches a re-created device (a new index) and links someone
+//! else detached (`bpftool link detach`), detaches what is no longer wanted and brings
+//! `WAN_DEVICES` to exactly the list. Calling it again with the same
 //! list changes nothing.
 
 use std::{collections::BTreeMap, path::Path};
@@ -73,6 +74,9 @@ pub struct WanTrafficReport {
     pub adopted: Vec<String>,
     /// Interfaces that lost them (no longer a WAN, or the device is gone).
     pub detached: Vec<String>,
+    /// Interfaces whose links someone else detached (`bpftool link detach`): they are made
+    /// anew, and are in `attached` (or `failed`) too.
+    pub detached_by_others: Vec<String>,
     /// Interfaces that failed, and why; the others were still done.
     pub failed: Vec<(String, DataplaneError)>,
 }
@@ -181,6 +185,11 @@ struct WanLinks {
 }
 
 impl WanLinks {
+    /// Whether the kernel reports either link detached ([`HeldLink::detached`]).
+    fn detached(&self) -> bool {
+        self.egress.detached() || self.ingress.detached()
+    }
+
     fn detach(self, iface: &str) {
         for link in [self.egress, self.ingress] {
             if let Err(e) = link.detach() {
@@ -291,6 +300,14 @@ impl Dataplane {
         }
         let mut devices = BTreeMap::new();
         for w in want {
+            // A link someone else detached counts nothing while this process holds it: both
+            // are made anew, as for a new device (the counts are in the maps, kept).
+            if self.wan.links.get(&w.iface).is_some_and(WanLinks::detached)
+                && let Some(links) = self.wan.links.remove(&w.iface)
+            {
+                links.detach(&w.iface);
+                report.detached_by_others.push(w.iface.clone());
+            }
             if !self.wan.links.contains_key(&w.iface) {
                 match self.attach_wan(w) {
                     Ok((links, adopted)) => {
