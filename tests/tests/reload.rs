@@ -240,6 +240,70 @@ fn a_reload_with_nothing_changed_restores_a_flushed_nftables_table() {
     );
 }
 
+/// steer's table as `nft` lists it, without handles or counter values.
+fn steer_table(lab: &Lab) -> String {
+    let out = lab.router.try_run(&format!(
+        "nft -s list table inet {}",
+        steer::conntrack::NFT_TABLE
+    ));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (bounded by `within`) until steer's table is `want` again; whether it was.
+fn table_back(lab: &Lab, want: &str, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if steer_table(lab) == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// `nft flush table inet steer` keeps the table and its chains and removes every rule: no
+/// connection is marked, and the replies of a port forward in on wan2 leave by the main
+/// table's wan1. The daemon notices an emptied table, not only a deleted one, puts every rule
+/// back with a warning that says what was wrong, and `steer status` tells of it; a reload
+/// right after a flush leaves the table whole too.
+#[test]
+fn an_emptied_nftables_table_is_restored_with_a_warning() {
+    let (lab, work, daemon) = setup("nft-flush", &text(&list()));
+    let whole = steer_table(&lab);
+    assert!(whole.contains("vmap"), "{whole}\n{}", daemon.log_text());
+    lab.router.run("nft flush table inet steer");
+    assert!(!steer_table(&lab).contains("vmap"), "flushed");
+    // The periodic check (every 10 s) at the latest.
+    assert!(
+        table_back(&lab, &whole, Duration::from_secs(15)),
+        "the emptied table was not restored:\n{}\n{}",
+        steer_table(&lab),
+        daemon.log_text()
+    );
+    daemon.wait_log(
+        "rules were removed, its chains left empty: restored",
+        Duration::from_secs(5),
+    );
+    let status = work.steer_ok(&["status"]);
+    assert!(
+        status.contains("connection marking: nftables table inet steer in place")
+            && status.contains("s ago: it had been changed: all its ")
+            && status.contains("rules were removed, its chains left empty"),
+        "{status}"
+    );
+
+    // Flushed just before a reload: the table is whole once the reload has answered.
+    lab.router.run("nft flush table inet steer");
+    let out = work.steer_ok(&["reload"]);
+    assert!(out.contains("are unchanged"), "{out}");
+    assert_eq!(
+        steer_table(&lab),
+        whole,
+        "after the reload: {out}\n{}",
+        daemon.log_text()
+    );
+}
+
 /// A reload that gives a WAN another mark and table moves its flows to the new rule and table
 /// without a gap: the classifier stamped the new mark before any rule routed it, and a stream
 /// on that WAN left by the main table's default (wan1, another NAT address) for ~15 ms.

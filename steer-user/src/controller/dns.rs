@@ -589,6 +589,7 @@ impl Controller {
             done
         };
         let line = self.install_marking_with(install);
+        self.remember_installed_marking(installed.get());
         let line = match (
             line,
             installed.get().then(|| self.keep_marks(bridged)).flatten(),
