@@ -30,7 +30,7 @@ use std::io;
 pub use netlink::{Connection, connections, delete_many, flush_mark};
 pub use nft::{
     MarkedWan, NFT_TABLE, bridge_netfilter, drift, install, install_with, installed, listing,
-    ruleset, ruleset_with, table_present, uninstall,
+    ruleset, ruleset_with, shape_drift, table_present, uninstall,
 };
 
 #[derive(Debug, thiserror::Error)]

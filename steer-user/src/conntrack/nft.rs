@@ -204,13 +204,43 @@ pub fn drift(expected: &str, actual: &str) -> Option<String> {
     if expected == actual {
         return None;
     }
-    let (want, have) = (objects(expected), objects(actual));
+    let described = differences(&objects(expected), &objects(actual), |a, b| a == b);
+    Some(described.unwrap_or_else(|| {
+        // The same objects with the same bodies in another order, or a change outside them.
+        "its listing differs from what steer installed".to_owned()
+    }))
+}
+
+/// What differs in the chains and their numbers of rules between the ruleset steer sent
+/// (`rendered`, [`ruleset_with`]'s text) and a [`listing`]: nft prints rules back in its own
+/// words, but one line per rule, in the same chains. The listing taken right after installing
+/// must pass this before the drift check takes it as its reference: something that emptied the
+/// table between the install and the listing (a firewall's next command) would otherwise be
+/// what the check holds as right.
+pub fn shape_drift(rendered: &str, listed: &str) -> Option<String> {
+    let chains = |text| -> Vec<(String, Vec<&str>)> {
+        objects(text)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("chain "))
+            .collect()
+    };
+    let (want, have) = (chains(rendered), chains(listed));
+    differences(&want, &have, |a, b| rule_count(a) == rule_count(b))
+}
+
+/// The objects of `want` missing, emptied or otherwise not `same` in `have`, and those added;
+/// `None` when there are none.
+fn differences(
+    want: &[(String, Vec<&str>)],
+    have: &[(String, Vec<&str>)],
+    same: impl Fn(&[&str], &[&str]) -> bool,
+) -> Option<String> {
     let mut found = Vec::new();
     let mut emptied = Vec::new();
-    for (name, body) in &want {
+    for (name, body) in want {
         match have.iter().find(|(n, _)| n == name) {
             None => found.push(format!("{name} is missing")),
-            Some((_, now)) if now == body => {}
+            Some((_, now)) if same(body, now) => {}
             Some((_, now)) => {
                 let (rules, left) = (rule_count(body), rule_count(now));
                 if rules > 0 && left == 0 {
@@ -245,14 +275,13 @@ pub fn drift(expected: &str, actual: &str) -> Option<String> {
         }
         found.insert(0, text);
     }
-    for (name, _) in &have {
+    for (name, _) in have {
         if !want.iter().any(|(n, _)| n == name) {
             found.push(format!("{name} was added"));
         }
     }
     if found.is_empty() {
-        // The same objects with the same bodies in another order, or a change outside them.
-        found.push("its listing differs from what steer installed".to_owned());
+        return None;
     }
     const SHOWN: usize = 4;
     let more = found.len().saturating_sub(SHOWN);
@@ -417,6 +446,57 @@ mod tests {
         assert_eq!(
             drift(LISTED, &extra).as_deref(),
             Some("chain mine was added")
+        );
+    }
+
+    /// The ruleset steer sends and nft's listing of it have the same chains and rules, in other
+    /// words; a listing taken after something emptied the table does not.
+    #[test]
+    fn the_rendered_ruleset_and_its_listing_have_the_same_shape() {
+        let wans = [MarkedWan {
+            interface: "eth1".into(),
+            mark: 0x100,
+        }];
+        let rendered = ruleset_with(0xff00, &wans, false, "\tcounter foreign_source_wan1 { }\n");
+        let listed = "table inet steer {
+\tcounter foreign_source_wan1 {
+\t}
+
+\tchain mark_connections {
+\t\ttype filter hook prerouting priority mangle + 10; policy accept;
+\t\tct mark & 0x0000ff00 . meta mark & 0x0000ff00 vmap { 0x00000100 . 0x00000100 : accept }
+\t\tct state new ct mark & 0x0000ff00 == 0x00000000 jump new_connection
+\t\tiifname != { \"eth1\" } ct mark & 0x0000ff00 vmap { 0x00000100 : jump restore_0x100 }
+\t}
+
+\tchain connection_0x100 {
+\t\tct mark set ct mark & 0xffff00ff | 0x00000100
+\t}
+
+\tchain restore_0x100 {
+\t\tmeta mark set meta mark & 0xffff00ff | 0x00000100
+\t}
+
+\tchain mark_forwarded_answers {
+\t\ttype route hook output priority mangle + 10; policy accept;
+\t\tct status dnat ct direction reply ct mark & 0x0000ff00 vmap { 0x00000100 : jump restore_0x100 }
+\t}
+
+\tchain new_connection {
+\t\tmeta mark & 0x0000ff00 vmap { 0x00000100 : goto connection_0x100 }
+\t\tiifname vmap { \"eth1\" : goto connection_0x100 }
+\t}
+}
+";
+        assert_eq!(shape_drift(&rendered, listed), None);
+        let flushed: String = listed
+            .lines()
+            .filter(|l| !l.starts_with("\t\t") || l.contains(" hook "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            shape_drift(&rendered, &flushed).as_deref(),
+            Some("all its 8 rules were removed, its chains left empty")
         );
     }
 

@@ -16,6 +16,9 @@ pub(super) struct Marking {
     /// the table with; `None` when it could not be installed or listed (the check then only
     /// sees whether the table is there).
     installed: Option<String>,
+    /// The ruleset steer sent last: without a listing to compare with, the check holds the
+    /// table's chains and their numbers of rules against it ([`conntrack::shape_drift`]).
+    rendered: Option<String>,
     /// What the last check found, and when.
     found: Option<(Instant, Found)>,
     /// The last repair: when, and what was wrong.
@@ -56,8 +59,16 @@ impl Controller {
         };
         let found = match listed {
             Ok(Some(now)) => {
-                let expected = lock(&self.marking).installed.clone();
-                match expected.and_then(|want| conntrack::drift(&want, &now)) {
+                let (listed, rendered) = {
+                    let m = lock(&self.marking);
+                    (m.installed.clone(), m.rendered.clone())
+                };
+                let drift = match (listed, rendered) {
+                    (Some(want), _) => conntrack::drift(&want, &now),
+                    (None, Some(sent)) => conntrack::shape_drift(&sent, &now),
+                    (None, None) => None,
+                };
+                match drift {
                     None => Found::InPlace,
                     Some(what) => Found::Changed(what),
                 }
@@ -97,24 +108,28 @@ impl Controller {
         }))
     }
 
-    /// Called once steer's table was installed (`installed`) or could not be: takes the
-    /// listing the drift check compares with.
-    pub(super) fn remember_installed_marking(&self, installed: bool) {
-        let listed = if installed {
-            conntrack::listing().ok().flatten()
-        } else {
-            None
+    /// Called once steer's table was installed (`rendered`: the ruleset that went in) or could
+    /// not be (`None`): takes the listing the drift check compares with. A listing that does
+    /// not have the chains and rules steer just sent (something emptied the table in between:
+    /// a firewall's next command) is not taken; the check then holds the table against the
+    /// ruleset's chains and rules alone, and finds it changed.
+    pub(super) fn remember_installed_marking(&self, rendered: Option<String>) {
+        let listed = rendered
+            .is_some()
+            .then(|| conntrack::listing().ok().flatten())
+            .flatten();
+        let found = match (&rendered, &listed) {
+            (Some(sent), Some(listed)) => match conntrack::shape_drift(sent, listed) {
+                None => Found::InPlace,
+                Some(what) => Found::Changed(what),
+            },
+            (Some(_), None) => Found::Unknown("installed, but `nft list` failed".into()),
+            (None, _) => Found::Unknown("steer could not install it (see the log)".into()),
         };
         let mut marking = lock(&self.marking);
-        marking.found = Some((
-            Instant::now(),
-            match (installed, &listed) {
-                (true, Some(_)) => Found::InPlace,
-                (true, None) => Found::Unknown("installed, but `nft list` failed".into()),
-                (false, _) => Found::Unknown("steer could not install it (see the log)".into()),
-            },
-        ));
-        marking.installed = listed;
+        marking.installed = listed.filter(|_| matches!(found, Found::InPlace));
+        marking.rendered = rendered;
+        marking.found = Some((Instant::now(), found));
     }
 
     /// Whether nftables events are watched (the daemon subscribed to them), or why not.
