@@ -24,6 +24,7 @@
 
 pub mod netlink;
 pub mod nft;
+pub mod watch;
 
 use std::io;
 
