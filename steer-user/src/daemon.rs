@@ -1,10 +1,11 @@
 //! `steer run`: the controller in a foreground event loop. Events (control requests, probe
-//! rounds, netlink link and routing events, SIGHUP, SIGTERM/SIGINT, kernel log records) are
-//! handled one at a time by the single task that owns the controller, so no state is shared
-//! (read-only snapshots aside) and nothing needs a lock. This module only turns events into
-//! controller calls and writes their reports to the log; every kernel change is the
-//! controller's. Routing is reconciled at start, shortly after every netlink event that may
-//! touch it, and every `RECONCILE_EVERY`.
+//! rounds, netlink link and routing events, nftables events, SIGHUP, SIGTERM/SIGINT, kernel log
+//! records) are handled one at a time by the single task that owns the controller, so no state
+//! is shared (read-only snapshots aside) and nothing needs a lock. This module only turns
+//! events into controller calls and writes their reports to the log; every kernel change is
+//! the controller's. Routing is reconciled at start, shortly after every netlink event that may
+//! touch it, and every `RECONCILE_EVERY`; steer's nftables table is checked shortly after every
+//! change that touches it, and as often.
 //! Work that would hold the loop is done elsewhere: a reload's reading and compiling, conntrack
 //! walks, and answers that grow with the data (`steer set NAME list`: the loop takes a snapshot
 //! that shares the entries, [`control::answer`] encodes it on a thread of its own).
@@ -53,6 +54,11 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 /// Netlink events come in bursts (a link flap touches links, addresses and routes): reconcile
 /// once the burst is over.
 const RECONCILE_SETTLE: Duration = Duration::from_millis(30);
+/// After two checks of steer's nftables table in a row that repaired it (the events of a repair
+/// bring one more check, which finds the table in place), the next one an nftables event asks
+/// for waits this long: a program that keeps rewriting the table gets it back at most this
+/// often, not in a loop of repairs and the events they cause.
+const MARKING_REPAIR_GAP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -281,7 +287,22 @@ async fn serve(
         return Ok(());
     }
     let mut events = routing::watch()?;
+    // Changes to steer's nftables table (a firewall restart flushes the ruleset): checked once
+    // their burst is over, not at the next periodic check, while port forwards' replies would
+    // leave by the main table's WAN.
+    let nft_events = crate::conntrack::watch::watch();
     let (mut ctl, report) = Controller::start(config).await?;
+    let mut nft_events = match nft_events {
+        Ok(watch) => {
+            ctl.nftables_events(Ok(()));
+            Some(watch)
+        }
+        Err(e) => {
+            log::warn!("{}", nft_events_lost(&e));
+            ctl.nftables_events(Err(e.to_string()));
+            None
+        }
+    };
     crate::heap::return_freed_memory();
     ctl.remember_inputs(inputs);
     log_lines("", &report.lines());
@@ -330,6 +351,11 @@ async fn serve(
     periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A reconcile is due at this instant (after a burst of netlink events).
     let mut due: Option<tokio::time::Instant> = None;
+    // A check of steer's nftables table is due at this instant (after a burst of nftables
+    // events), and not before `marking_quiet`; how many such checks in a row repaired it.
+    let (mut marking_due, mut marking_quiet): (Option<tokio::time::Instant>, _) =
+        (None, tokio::time::Instant::now());
+    let mut marking_repairs = 0u32;
     log::info!("steer running: control socket {}", server.path().display());
 
     let (listed_tx, mut listed) = mpsc::unbounded_channel::<Listed>();
@@ -347,6 +373,12 @@ async fn serve(
         service.status(&ctl);
         let settle = async {
             match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let marking_settle = async {
+            match marking_due {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
@@ -404,6 +436,28 @@ async fn serve(
                 log_lines("", &ctl.vrrp_addresses_changed().await);
                 log_lines("", &ctl.refresh_system().await);
                 log_lines("", &ctl.reconcile_routing("netlink event").await);
+            }
+            touched = nft_touched(&mut nft_events) => {
+                match touched {
+                    Ok(()) => {
+                        let at = tokio::time::Instant::now() + RECONCILE_SETTLE;
+                        marking_due.get_or_insert(at.max(marking_quiet));
+                    }
+                    Err(e) => {
+                        log::warn!("{}", nft_events_lost(&e));
+                        ctl.nftables_events(Err(e.to_string()));
+                        nft_events = None;
+                    }
+                }
+            }
+            () = marking_settle => {
+                marking_due = None;
+                let line = ctl.check_conntrack_marking().await;
+                marking_repairs = if line.is_some() { marking_repairs + 1 } else { 0 };
+                if marking_repairs >= 2 {
+                    marking_quiet = tokio::time::Instant::now() + MARKING_REPAIR_GAP;
+                }
+                log_lines("", line.iter());
             }
             _ = expiry.tick() => {
                 let n = ctl.expire_learned();
@@ -615,6 +669,25 @@ fn flush_connections(ctl: &mut Controller) -> Option<JoinHandle<Vec<String>>> {
         }
         lines
     }))
+}
+
+/// The next change to steer's nftables table; never, when its events are not watched.
+async fn nft_touched(watch: &mut Option<crate::conntrack::watch::Watch>) -> std::io::Result<()> {
+    match watch {
+        Some(w) => w.touched().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The log line for nftables events that cannot be watched.
+fn nft_events_lost(e: &std::io::Error) -> String {
+    format!(
+        "nftables events: cannot watch them ({e}); steer's table inet {} is checked at the \
+         periodic check only (every {} s), so a firewall restart that flushes the ruleset \
+         leaves connections unmarked until then",
+        crate::conntrack::NFT_TABLE,
+        RECONCILE_EVERY.as_secs()
+    )
 }
 
 async fn readable<T: std::os::fd::AsRawFd>(

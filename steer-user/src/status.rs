@@ -114,6 +114,28 @@ pub struct Status {
     /// WAN failures no standby covers (they fail over by writing the table, then flipping).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub standbys_missing: Vec<String>,
+    /// steer's nftables table, as the drift check last found it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_marking: Option<MarkingStatus>,
+}
+
+/// steer's nftables table `inet steer` (connection marking), as the drift check last found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkingStatus {
+    /// `in place`, `missing`, `changed (what differs)`, `unknown (why)`, `not checked yet`.
+    pub table: String,
+    pub checked_seconds_ago: Option<u64>,
+    /// The last time steer installed it again, and what was wrong.
+    pub last_repair: Option<MarkingRepair>,
+    /// When it is checked: on nftables events and at the periodic check, or the latter only
+    /// (and why).
+    pub watched: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkingRepair {
+    pub seconds_ago: u64,
+    pub what: String,
 }
 
 /// The detection and switch times of every WAN state change (the numbers of the change's log
@@ -520,6 +542,15 @@ mod tests {
             standbys: vec!["wan1 down (ipv4) -> generation 2".into()],
             standbys_missing: vec![],
             ipv6: None,
+            connection_marking: Some(MarkingStatus {
+                table: "in place".into(),
+                checked_seconds_ago: Some(2),
+                last_repair: Some(MarkingRepair {
+                    seconds_ago: 40,
+                    what: "it was missing".into(),
+                }),
+                watched: "on nftables events and at the periodic check".into(),
+            }),
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["wans"][0]["mark"], "0x100");
@@ -528,6 +559,11 @@ mod tests {
         assert_eq!(json["set_memory"]["max_memory"], 64 << 20);
         assert_eq!(json["last_apply"]["changes"][0]["severity"], "warning");
         assert_eq!(json["failover_times"]["switch"]["count"], 0);
+        assert_eq!(json["connection_marking"]["table"], "in place");
+        assert_eq!(
+            json["connection_marking"]["last_repair"]["what"],
+            "it was missing"
+        );
         assert_eq!(serde_json::from_value::<Status>(json).unwrap(), status);
     }
 }

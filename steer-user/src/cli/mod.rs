@@ -1145,6 +1145,23 @@ fn render_ipv6(v6: &crate::status::Ipv6Status) -> String {
     out
 }
 
+/// `connection marking: table inet steer in place (checked 3 s ago, ...)` and its last repair.
+fn render_marking(m: &crate::status::MarkingStatus) -> String {
+    let checked = m
+        .checked_seconds_ago
+        .map_or(String::new(), |s| format!("checked {s} s ago, "));
+    let mut out = format!(
+        "connection marking: nftables table inet {} {} ({checked}{})\n",
+        crate::conntrack::NFT_TABLE,
+        m.table,
+        m.watched
+    );
+    if let Some(r) = &m.last_repair {
+        out.push_str(&format!("  restored {} s ago: {}\n", r.seconds_ago, r.what));
+    }
+    out
+}
+
 fn render_status(s: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -1170,6 +1187,9 @@ fn render_status(s: &Status) -> String {
         })
         .collect();
     let _ = writeln!(out, "LAN: {}", lan.join(", "));
+    if let Some(m) = &s.connection_marking {
+        out.push_str(&render_marking(m));
+    }
     if !s.standbys.is_empty() || !s.standbys_missing.is_empty() {
         let ready = if s.standbys.is_empty() {
             "none ready".to_owned()

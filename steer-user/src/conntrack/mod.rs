@@ -24,13 +24,14 @@
 
 pub mod netlink;
 pub mod nft;
+pub mod watch;
 
 use std::io;
 
 pub use netlink::{Connection, connections, delete_many, flush_mark};
 pub use nft::{
-    MarkedWan, NFT_TABLE, bridge_netfilter, install, install_with, installed, ruleset,
-    ruleset_with, table_present, uninstall,
+    MarkedWan, NFT_TABLE, bridge_netfilter, drift, install, install_with, installed, listing,
+    ruleset, ruleset_with, shape_drift, table_present, uninstall,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -169,31 +169,177 @@ pub fn install_with(
         "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n{}",
         ruleset_with(mask, wans, bridged, extra)
     );
-    nft(&["-f", "-"], Some(&script))
+    nft(&["-f", "-"], Some(&script)).map(drop)
 }
 
 /// Whether steer's table is there.
 pub fn installed() -> bool {
-    matches!(table_present(), Ok(true))
+    matches!(listing(), Ok(Some(_)))
 }
 
-/// Whether steer's table is there (drift check); an error when `nft` cannot be run at all,
-/// which installing again would not mend.
+/// Whether steer's table is there; an error when `nft` cannot be run at all, which installing
+/// again would not mend.
 pub fn table_present() -> Result<bool, ConntrackError> {
-    match nft(&["list", "table", "inet", NFT_TABLE], None) {
-        Ok(()) => Ok(true),
-        Err(ConntrackError::Nft(_)) => Ok(false),
+    listing().map(|l| l.is_some())
+}
+
+/// steer's table as `nft` lists it now, without handles and without the counters' values
+/// (`-s`: they change with the traffic); `None` when it is not there. The drift check compares
+/// it with the listing taken right after installing ([`drift`]): both come from the same `nft`
+/// and the same kernel, so no rendering of ours has to match how an nft version prints a rule
+/// back (`ct mark and 0xff00` comes back as `ct mark & 0x0000ff00`).
+pub fn listing() -> Result<Option<String>, ConntrackError> {
+    match nft(&["-s", "list", "table", "inet", NFT_TABLE], None) {
+        Ok(listed) => Ok(Some(listed)),
+        Err(ConntrackError::Nft(_)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// What differs between steer's table as installed (`expected`, a [`listing`]) and as listed
+/// now (`actual`); `None` when nothing does. Says it per object of the table (chain, counter,
+/// set): an emptied chain (`nft flush table`, `nft flush chain`), one missing, one whose rules
+/// changed, one added.
+pub fn drift(expected: &str, actual: &str) -> Option<String> {
+    if expected == actual {
+        return None;
+    }
+    let described = differences(&objects(expected), &objects(actual), |a, b| a == b);
+    Some(described.unwrap_or_else(|| {
+        // The same objects with the same bodies in another order, or a change outside them.
+        "its listing differs from what steer installed".to_owned()
+    }))
+}
+
+/// What differs in the chains and their numbers of rules between the ruleset steer sent
+/// (`rendered`, [`ruleset_with`]'s text) and a [`listing`]: nft prints rules back in its own
+/// words, but one line per rule, in the same chains. The listing taken right after installing
+/// must pass this before the drift check takes it as its reference: something that emptied the
+/// table between the install and the listing (a firewall's next command) would otherwise be
+/// what the check holds as right.
+pub fn shape_drift(rendered: &str, listed: &str) -> Option<String> {
+    let chains = |text| -> Vec<(String, Vec<&str>)> {
+        objects(text)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("chain "))
+            .collect()
+    };
+    let (want, have) = (chains(rendered), chains(listed));
+    differences(&want, &have, |a, b| rule_count(a) == rule_count(b))
+}
+
+/// The objects of `want` missing, emptied or otherwise not `same` in `have`, and those added;
+/// `None` when there are none.
+fn differences(
+    want: &[(String, Vec<&str>)],
+    have: &[(String, Vec<&str>)],
+    same: impl Fn(&[&str], &[&str]) -> bool,
+) -> Option<String> {
+    let mut found = Vec::new();
+    let mut emptied = Vec::new();
+    for (name, body) in want {
+        match have.iter().find(|(n, _)| n == name) {
+            None => found.push(format!("{name} is missing")),
+            Some((_, now)) if same(body, now) => {}
+            Some((_, now)) => {
+                let (rules, left) = (rule_count(body), rule_count(now));
+                if rules > 0 && left == 0 {
+                    emptied.push(format!("{name} ({})", rules_text(rules)));
+                } else {
+                    found.push(format!(
+                        "{name} has other rules ({left} where steer put {})",
+                        rules_text(rules)
+                    ));
+                }
+            }
+        }
+    }
+    let with_rules = want.iter().filter(|(_, body)| rule_count(body) > 0).count();
+    if !emptied.is_empty() && emptied.len() == with_rules {
+        // `nft flush table`: every chain is there, and empty.
+        let rules: usize = want.iter().map(|(_, body)| rule_count(body)).sum();
+        found.insert(
+            0,
+            format!(
+                "all its {} were removed, its chains left empty",
+                rules_text(rules)
+            ),
+        );
+    } else if !emptied.is_empty() {
+        const NAMED: usize = 3;
+        let more = emptied.len().saturating_sub(NAMED);
+        emptied.truncate(NAMED);
+        let mut text = format!("emptied: {}", emptied.join(", "));
+        if more > 0 {
+            text.push_str(&format!(" and {more} more"));
+        }
+        found.insert(0, text);
+    }
+    for (name, _) in have {
+        if !want.iter().any(|(n, _)| n == name) {
+            found.push(format!("{name} was added"));
+        }
+    }
+    if found.is_empty() {
+        return None;
+    }
+    const SHOWN: usize = 4;
+    let more = found.len().saturating_sub(SHOWN);
+    found.truncate(SHOWN);
+    let mut text = found.join("; ");
+    if more > 0 {
+        text.push_str(&format!("; and {more} more"));
+    }
+    Some(text)
+}
+
+/// The objects of a table listing (`chain mark_connections`, `counter npt_inbound_refused`),
+/// each with its body: the lines between its opening line (one tab in) and its closing brace.
+fn objects(listing: &str) -> Vec<(String, Vec<&str>)> {
+    let mut out: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut open = false;
+    for line in listing.lines() {
+        let depth = line.len() - line.trim_start_matches('\t').len();
+        let text = line.trim();
+        if depth == 1 && text.ends_with('{') {
+            let name = text.trim_end_matches('{').trim();
+            out.push((name.to_owned(), Vec::new()));
+            open = true;
+        } else if depth == 1 && text == "}" {
+            open = false;
+        } else if open
+            && !text.is_empty()
+            && let Some((_, body)) = out.last_mut()
+        {
+            body.push(line);
+        }
+    }
+    out
+}
+
+fn rules_text(n: usize) -> String {
+    format!("{n} rule{}", if n == 1 { "" } else { "s" })
+}
+
+/// The rules in a chain's body: its lines one level in, but the hook declaration (`type filter
+/// hook prerouting ...`). A rule is one line.
+fn rule_count(body: &[&str]) -> usize {
+    body.iter()
+        .filter(|l| {
+            let depth = l.len() - l.trim_start_matches('\t').len();
+            depth == 2 && !l.trim_start().starts_with("type ")
+        })
+        .count()
 }
 
 /// Removes steer's table (`steer stop`); fine when it is not there.
 pub fn uninstall() -> Result<(), ConntrackError> {
     let script = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n");
-    nft(&["-f", "-"], Some(&script))
+    nft(&["-f", "-"], Some(&script)).map(drop)
 }
 
-fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), ConntrackError> {
+/// Runs `nft`; its standard output.
+fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, ConntrackError> {
     let mut command = Command::new("nft");
     command.args(args);
     let ran = crate::tool::run(command, stdin.map(str::as_bytes)).map_err(ConntrackError::NoNft)?;
@@ -204,7 +350,7 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<(), ConntrackError> {
         )));
     };
     if ran.status.success() {
-        return Ok(());
+        return Ok(String::from_utf8_lossy(&ran.stdout).into_owned());
     }
     Err(ConntrackError::Nft(
         String::from_utf8_lossy(&ran.stderr).trim().to_owned(),
@@ -227,6 +373,131 @@ mod tests {
             let rendered = std::panic::catch_unwind(|| ruleset(0xff00, &wans));
             assert!(rendered.is_err(), "{bad:?} rendered");
         }
+    }
+
+    /// `nft -s list table inet steer` after installing (abridged; nft 1.0.6 prints it so).
+    const LISTED: &str = "table inet steer {
+\tcounter foreign_source_wan1 {
+\t}
+
+\tchain mark_connections {
+\t\ttype filter hook prerouting priority mangle + 10; policy accept;
+\t\tct mark & 0x0000ff00 . meta mark & 0x0000ff00 vmap { 0x00000100 . 0x00000100 : accept }
+\t\tct state new ct mark & 0x0000ff00 == 0x00000000 jump new_connection
+\t\tiifname != { \"eth1\" } ct mark & 0x0000ff00 vmap { 0x00000100 : jump restore_0x100 }
+\t}
+
+\tchain restore_0x100 {
+\t\tmeta mark set meta mark & 0xffff01ff | 0x00000100
+\t}
+}
+";
+
+    #[test]
+    fn the_same_listing_is_no_drift() {
+        assert_eq!(drift(LISTED, LISTED), None);
+    }
+
+    /// `nft flush table inet steer` keeps the chains and removes every rule: the table is
+    /// there, and marks nothing.
+    #[test]
+    fn a_flushed_table_is_drift_that_says_its_rules_went() {
+        let flushed: String = LISTED
+            .lines()
+            .filter(|l| !l.starts_with("\t\t") || l.contains(" hook "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            drift(LISTED, &flushed).as_deref(),
+            Some("all its 4 rules were removed, its chains left empty")
+        );
+        // `nft flush chain`: that chain is named.
+        let one = LISTED.replace(
+            "\t\tmeta mark set meta mark & 0xffff01ff | 0x00000100\n",
+            "",
+        );
+        assert_eq!(
+            drift(LISTED, &one).as_deref(),
+            Some("emptied: chain restore_0x100 (1 rule)")
+        );
+    }
+
+    #[test]
+    fn a_rule_added_or_a_chain_deleted_is_drift() {
+        let added = LISTED.replace(
+            "\t\tmeta mark set",
+            "\t\tip saddr 10.0.0.1 accept\n\t\tmeta mark set",
+        );
+        assert_eq!(
+            drift(LISTED, &added).as_deref(),
+            Some("chain restore_0x100 has other rules (2 where steer put 1 rule)")
+        );
+        let start = LISTED.find("\n\tchain restore_0x100").unwrap();
+        let end = LISTED.rfind("\t}\n").unwrap() + 3;
+        let deleted = format!("{}{}", &LISTED[..start], &LISTED[end..]);
+        assert_eq!(
+            drift(LISTED, &deleted).as_deref(),
+            Some("chain restore_0x100 is missing")
+        );
+        let extra = LISTED.replace(
+            "}\n\n\tchain mark",
+            "}\n\n\tchain mine {\n\t}\n\n\tchain mark",
+        );
+        assert_eq!(
+            drift(LISTED, &extra).as_deref(),
+            Some("chain mine was added")
+        );
+    }
+
+    /// The ruleset steer sends and nft's listing of it have the same chains and rules, in other
+    /// words; a listing taken after something emptied the table does not.
+    #[test]
+    fn the_rendered_ruleset_and_its_listing_have_the_same_shape() {
+        let wans = [MarkedWan {
+            interface: "eth1".into(),
+            mark: 0x100,
+        }];
+        let rendered = ruleset_with(0xff00, &wans, false, "\tcounter foreign_source_wan1 { }\n");
+        let listed = "table inet steer {
+\tcounter foreign_source_wan1 {
+\t}
+
+\tchain mark_connections {
+\t\ttype filter hook prerouting priority mangle + 10; policy accept;
+\t\tct mark & 0x0000ff00 . meta mark & 0x0000ff00 vmap { 0x00000100 . 0x00000100 : accept }
+\t\tct state new ct mark & 0x0000ff00 == 0x00000000 jump new_connection
+\t\tiifname != { \"eth1\" } ct mark & 0x0000ff00 vmap { 0x00000100 : jump restore_0x100 }
+\t}
+
+\tchain connection_0x100 {
+\t\tct mark set ct mark & 0xffff00ff | 0x00000100
+\t}
+
+\tchain restore_0x100 {
+\t\tmeta mark set meta mark & 0xffff00ff | 0x00000100
+\t}
+
+\tchain mark_forwarded_answers {
+\t\ttype route hook output priority mangle + 10; policy accept;
+\t\tct status dnat ct direction reply ct mark & 0x0000ff00 vmap { 0x00000100 : jump restore_0x100 }
+\t}
+
+\tchain new_connection {
+\t\tmeta mark & 0x0000ff00 vmap { 0x00000100 : goto connection_0x100 }
+\t\tiifname vmap { \"eth1\" : goto connection_0x100 }
+\t}
+}
+";
+        assert_eq!(shape_drift(&rendered, listed), None);
+        let flushed: String = listed
+            .lines()
+            .filter(|l| !l.starts_with("\t\t") || l.contains(" hook "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            shape_drift(&rendered, &flushed).as_deref(),
+            Some("all its 8 rules were removed, its chains left empty")
+        );
     }
 
     #[test]

@@ -572,23 +572,31 @@ impl Controller {
         // Whether a ruleset went in: the classifier keeps marks only beside a table that
         // restores them before it and marks new connections after it.
         let installed = std::cell::Cell::new(false);
+        // The ruleset that went in last, which the drift check holds nft's listing against.
+        let rendered = std::cell::RefCell::new(None);
         let install = |extra: &str| {
             let with = format!("{sources}{extra}");
             let mask = general.mark_mask;
+            let mut sent = with.as_str();
             let done = match conntrack::install_with(mask, wans, bridged, &with) {
                 Err(e) if !sources.is_empty() => {
                     let without = conntrack::install_with(mask, wans, bridged, extra);
                     if without.is_ok() {
                         *refused.borrow_mut() = Some(e);
                     }
+                    sent = extra;
                     without
                 }
                 done => done,
             };
-            installed.set(installed.get() || done.is_ok());
+            if done.is_ok() {
+                installed.set(true);
+                *rendered.borrow_mut() = Some(conntrack::ruleset_with(mask, wans, bridged, sent));
+            }
             done
         };
         let line = self.install_marking_with(install);
+        self.remember_installed_marking(rendered.into_inner());
         let line = match (
             line,
             installed.get().then(|| self.keep_marks(bridged)).flatten(),

@@ -23,6 +23,7 @@ mod lan_ports;
 mod link_check;
 mod lists;
 mod local;
+mod marking;
 mod overrides;
 pub mod passive;
 mod report;
@@ -344,6 +345,8 @@ pub struct Controller {
     /// ([`conntrack::bridge_netfilter`]); the periodic check installs it again when that
     /// changes (Docker starting loads br_netfilter).
     marking_bridged: std::sync::atomic::AtomicBool,
+    /// What the drift check of steer's nftables table compares with and found ([`marking`]).
+    marking: std::sync::Mutex<marking::Marking>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -431,6 +434,7 @@ impl Controller {
             wan_addresses: BTreeMap::new(),
             main_defaults: BTreeMap::new(),
             marking_bridged: std::sync::atomic::AtomicBool::new(false),
+            marking: std::sync::Mutex::default(),
         };
         let mut report = match ctl.apply(config, true, None).await {
             Ok(report) => report,
@@ -1594,37 +1598,6 @@ impl Controller {
         routing_lines("reload, before the new marks", &report, started)
     }
 
-    /// Restores steer's nftables table if something removed it. `nft` runs off the event
-    /// loop, so probes and requests are not held up by it.
-    pub async fn check_conntrack_marking(&self) -> Option<ReportLine> {
-        let installed_for = self
-            .marking_bridged
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let bridged = self.bridged_lan().await;
-        if bridged != installed_for {
-            return self.install_conntrack_marking(bridged);
-        }
-        match tokio::task::spawn_blocking(conntrack::table_present).await {
-            Ok(Ok(true)) => None,
-            Ok(Ok(false)) => Some(self.install_conntrack_marking(bridged).unwrap_or_else(|| {
-                ReportLine::warning(format!(
-                    "nftables table inet {} was missing (a firewall reload flushes the \
-                     ruleset): restored",
-                    conntrack::NFT_TABLE
-                ))
-            })),
-            // Said at start and on every reload already (installing failed the same way); the
-            // periodic check only repeats it at debug level.
-            Ok(Err(e)) => {
-                log::debug!("{e}");
-                None
-            }
-            Err(e) => Some(ReportLine::warning(format!(
-                "checking the nftables table failed: {e}"
-            ))),
-        }
-    }
-
     /// The kernel-side log of the programs (aya-log).
     pub fn kernel_logger(&mut self) -> Result<EbpfLogger<&'static dyn log::Log>, DataplaneError> {
         self.dp.logger()
@@ -2422,6 +2395,7 @@ impl Controller {
             failover_times: self.failover_times.clone(),
             standbys: self.standbys.describe(),
             standbys_missing: self.standbys.uncovered.clone(),
+            connection_marking: Some(self.marking_status()),
         }
     }
 
