@@ -13,6 +13,7 @@ use steer::{
     routing::{self, Change, Desired, NetEvent, ReconcileReport, Routing, futures::StreamExt},
 };
 use steer_tests::{
+    daemon::{Daemon, Workdir, steer_in},
     lab::{
         Lab, Wan,
         sock::{enable_recverr, set_int_option, unbound_udp},
@@ -20,6 +21,7 @@ use steer_tests::{
     },
     netns::Netns,
     routing::{desired_from, lab_config, lab_desired, with_routing},
+    scenario::{Options, Scenario, config_text},
 };
 
 /// How soon a carrier change reaches the watcher: netlink pushes it, nothing polls, so this only
@@ -901,4 +903,247 @@ fn a_foreign_rule_before_steers_mark_rule_is_warned_about_not_removed() {
     assert!(!status.contains("warning: rule 1100"), "{status}");
     let explain = s.steer(&["explain", "8.8.8.8", "--src", "10.10.0.2"]);
     assert!(!explain.contains("but rule"), "{explain}");
+}
+
+/// Tailscale's routing as it sets it up on a router: its route in table 52, its bypass mark
+/// (0x80000/0xff0000) to the main and default tables (else unreachable), and `from all lookup
+/// 52` for everything else.
+fn tailscale(lab: &Lab) {
+    lab.router.run(
+        "ip link add ts0 type veth peer name ts0p && ip link set ts0 up && ip link set ts0p up && \
+         ip route add 100.100.100.100 dev ts0 table 52 && \
+         ip rule add pref 5210 fwmark 0x80000/0xff0000 lookup main && \
+         ip rule add pref 5230 fwmark 0x80000/0xff0000 lookup default && \
+         ip rule add pref 5250 fwmark 0x80000/0xff0000 unreachable && \
+         ip rule add pref 5270 lookup 52",
+    );
+}
+
+/// `steer check -c <the scenario's configuration>` on the router: (success, stdout + stderr).
+fn check_on_router(s: &Scenario) -> (bool, String) {
+    let out = steer_in(&s.lab.router)
+        .args(["check", "-c"])
+        .arg(s.work.config())
+        .output()
+        .expect("run steer check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A WAN given the table of another tool (Tailscale's 52: its rule looks it up, its route is
+/// there) is refused by `steer check` on the router and by a reload, which changes nothing. A
+/// start with it goes on (the other WAN must fail over) but leaves that table alone, says so in
+/// the log once and in `steer status`: steer's default route never lands where that tool's
+/// rule finds it, and the tool's route is never removed, even while the tool replaces it.
+#[test]
+fn a_wan_table_another_tool_uses_is_refused_and_never_taken_over() {
+    let mut s = Scenario::start_on(
+        "table-in-use",
+        &Options::default(),
+        Lab::LAN_IFACE,
+        tailscale,
+    );
+    let theirs = table(&s.lab.router, "-4", 52);
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    let text = config_text(&s.work, &Options::default()).replace("table = 102", "table = 52");
+    s.work.write("steer.toml", &text);
+
+    let (ok, out) = check_on_router(&s);
+    assert!(!ok, "{out}");
+    for needle in [
+        "wan[wan2].table = 52: table 52 is used by another tool: rule 5270 lookup 52 proto",
+        "not steer's, looks it up, and it holds routes steer did not make: route \
+         100.100.100.100/32 dev ts0 scope link table 52 proto boot (v4)",
+        "pick another `table` number for WAN wan2",
+        "1 error(s)",
+    ] {
+        assert!(out.contains(needle), "{needle}\nin:\n{out}");
+    }
+
+    let rules_before = all_rules(&s.lab.router);
+    let (ok, out, err) = s.work.steer(&["reload"]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        err.contains("wan[wan2].table = 52: table 52 is used by another tool"),
+        "{err}"
+    );
+    assert_eq!(all_rules(&s.lab.router), rules_before);
+    assert_eq!(table(&s.lab.router, "-4", 52), theirs);
+    assert_eq!(
+        table(&s.lab.router, "-4", 102),
+        ["default via 100.64.2.1 dev wan2 proto 201"]
+    );
+
+    // A start with that file (after a crash: steer's old rules and routes are still there).
+    s.daemon.kill9();
+    s.daemon = Daemon::start(&s.lab.router, &s.work);
+    let warning = "wan[wan2].table = 52: table 52 is used by another tool";
+    s.daemon
+        .wait_log("steer leaves table 52 alone", Duration::from_secs(10));
+    let status = s.steer(&["status"]);
+    for needle in [
+        "warning: ",
+        "steer leaves table 52 alone",
+        "rule 1101 fwmark 0x200/0xff00 lookup 52 (v4): withheld: table 52 is another tool's",
+    ] {
+        assert!(status.contains(needle), "{needle}\nin:\n{status}");
+    }
+    let r = &s.lab.router;
+    assert_eq!(table(r, "-4", 52), theirs);
+    assert!(table(r, "-6", 52).is_empty());
+    assert!(
+        table(r, "-4", 102).is_empty(),
+        "steer's old table is cleaned up"
+    );
+    assert!(
+        !all_rules(r).contains("lookup 52 proto 201"),
+        "{}",
+        all_rules(r)
+    );
+    let got = r.try_run("ip route get 8.8.8.8");
+    let got = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        !got.contains("wan2"),
+        "unmarked traffic must not go by wan2: {got}"
+    );
+
+    // The tool replaces its route (a moment without it): steer never touches it.
+    r.run(
+        "ip route del 100.100.100.100 dev ts0 table 52 && \
+         ip route add 100.100.100.100 dev ts0 table 52",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(table(r, "-4", 52), theirs);
+    let log = s.daemon.log_text();
+    assert!(
+        !log.contains("removed stale: route 100.100.100.100"),
+        "{log}"
+    );
+    // Nor when it adds one (a peer joining): the warning lists it, and is not said again.
+    r.run("ip route add 100.100.100.101 dev ts0 table 52");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(table(r, "-4", 52).len(), 2, "{:?}", table(r, "-4", 52));
+    let status = s.steer(&["status"]);
+    assert!(
+        status.contains("route 100.100.100.101/32 dev ts0"),
+        "{status}"
+    );
+    let log = s.daemon.log_text();
+    assert_eq!(log.matches(warning).count(), 1, "said once:\n{log}");
+}
+
+/// A route steer did not make in a WAN table that no other rule looks up is a leftover: removed
+/// once, with a warning. When it comes back, another tool keeps it there: steer leaves it alone
+/// and says so once (and in `steer status`) instead of deleting it for ever.
+#[test]
+fn a_foreign_route_that_comes_back_to_a_wan_table_is_left_alone() {
+    let s = Scenario::start("route-back", &Options::default());
+    let r = &s.lab.router;
+    let add = "ip route add 198.51.100.7 dev wan2 table 102";
+    r.run(add);
+    let route = "route 198.51.100.7/32 dev wan2 scope link table 102 proto boot (v4)";
+    let removed = format!("removed stale: {route}");
+    s.daemon.wait_log(&removed, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(100));
+    r.run(add);
+    let back = format!("{route} came back after steer removed it");
+    s.daemon.wait_log(&back, Duration::from_secs(5));
+    // A reconcile at every event: said once, never removed again.
+    r.run("ip rule add fwmark 0x7 lookup 98 pref 3000 && ip rule del pref 3000");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        table(r, "-4", 102)
+            .iter()
+            .any(|l| l.starts_with("198.51.100.7 dev wan2")),
+        "{:?}",
+        table(r, "-4", 102)
+    );
+    let log = s.daemon.log_text();
+    assert_eq!(log.matches(&removed).count(), 1, "{log}");
+    assert_eq!(log.matches(&back).count(), 1, "{log}");
+    let status = s.steer(&["status"]);
+    assert!(
+        status.contains("warning: ")
+            && status.contains(&format!(
+                "wan[wan2].table = 102: {back}: another tool keeps it"
+            )),
+        "{status}"
+    );
+}
+
+/// Another tool's rules on the mark bits steer is given (Tailscale's bypass mark under
+/// `mark_mask = 0xff0000`, and that very mark for wan2) are named by `steer check` on the
+/// router, at start and in `steer status`, with the bits that are free.
+#[test]
+fn rules_of_another_tool_on_steers_mark_bits_are_named() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    tailscale(&lab);
+    let work = Workdir::new("mark-overlap");
+    let text = config_text(&work, &Options::default())
+        .replace("mark_mask = 0xff00", "mark_mask = 0xff0000")
+        .replace("mark = 0x100", "mark = 0x10000")
+        .replace("mark = 0x200", "mark = 0x80000");
+    work.write("steer.toml", &text);
+    let warning = "rule 5210 fwmark 0x80000/0xff0000 lookup 254 proto";
+    let wan2 = "under those bits it is WAN wan2's mark";
+    let free = "e.g. general.mark_mask = 0xff00 with WAN marks 0x100, 0x200";
+
+    let out = steer_in(&lab.router)
+        .args(["check", "-c"])
+        .arg(work.config())
+        .output()
+        .expect("steer check");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    for needle in [warning, wan2, free, "general.mark_mask = 0xff0000"] {
+        assert!(text.contains(needle), "{needle}\nin:\n{text}");
+    }
+
+    let daemon = Daemon::start(&lab.router, &work);
+    daemon.wait_log(wan2, Duration::from_secs(10));
+    assert!(daemon.log_text().contains(warning), "{}", daemon.log_text());
+    let status = work.steer_ok(&["status"]);
+    assert!(status.contains(&format!("warning: {warning}")), "{status}");
+    assert!(status.contains(free), "{status}");
+}
+
+/// `ip rule flush` takes the kernel's `lookup main` rule with it: steer puts back only its own
+/// rules, and warns (log once, status) that nothing looks up the main table, saying what to
+/// run; when the rule is back, it says so and the warning goes.
+#[test]
+fn a_main_table_no_rule_looks_up_is_warned_about_not_added() {
+    let s = Scenario::start("main-flushed", &Options::default());
+    let r = &s.lab.router;
+    r.run("ip rule flush");
+    let warning = "no ip rule looks up the main table for IPv4";
+    s.daemon.wait_log(warning, Duration::from_secs(5));
+    s.wait_until("steer's rules back", Duration::from_secs(5), |st| {
+        st["routing"]["in_sync"] == true
+    });
+    let status = s.steer(&["status"]);
+    assert!(
+        status.contains(&format!("warning: {warning}"))
+            && status.contains("run `ip rule add pref 32766 lookup main`"),
+        "{status}"
+    );
+    let v4 = r.run("ip -4 rule show");
+    assert!(!v4.contains("32766"), "{v4}");
+    assert!(
+        !status.contains("for IPv6"),
+        "IPv6 was not flushed: {status}"
+    );
+
+    r.run("ip rule add pref 32766 lookup main");
+    s.daemon.wait_log(
+        "a rule looks up the main table for IPv4 again",
+        Duration::from_secs(5),
+    );
+    let status = s.steer(&["status"]);
+    assert!(!status.contains(warning), "{status}");
+    assert_eq!(s.daemon.log_text().matches(warning).count(), 1);
 }

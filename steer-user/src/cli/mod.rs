@@ -850,6 +850,15 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
+            // And the WAN tables and marks against other software's rules and routes.
+            match routing_here(&c) {
+                Ok(notes) => notes.iter().for_each(|n| crate::errln!("note: {n}")),
+                Err(in_use) => {
+                    crate::errln!("{in_use}");
+                    crate::errln!("{}: {} error(s)", path.display(), in_use.0.len());
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
             outln(&format!(
                 "{}: OK: {} WAN(s), {} policies, {} set(s) with {prefixes} prefixes and {domains} domains, LAN {}",
                 path.display(),
@@ -881,6 +890,20 @@ fn check(path: &Path) -> Result<ExitCode, CliError> {
             );
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// The WAN tables and marks against this machine's rules and routes
+/// ([`crate::routing::check`]): a table another tool uses refuses the configuration.
+fn routing_here(c: &config::Config) -> Result<Vec<String>, crate::routing::TablesInUse> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(crate::routing::check(c)),
+        Err(e) => Ok(vec![format!(
+            "routing: the WAN tables were not checked: {e}"
+        )]),
     }
 }
 

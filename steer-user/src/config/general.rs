@@ -140,6 +140,7 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawGeneral>>) -> General {
         lan,
         lan_places,
         mark_mask: mark_mask(cx, &g.mark_mask),
+        mark_mask_place: Written(g.mark_mask.as_ref().map(|v| cx.src.locate(v.span().start))),
         xdp: g.xdp.as_ref().is_some_and(|v| *v.get_ref()),
         pin_dir: pin_dir(cx, &g),
         capacity: capacity(cx, &g),

@@ -153,6 +153,8 @@ pub struct General {
     pub lan_places: Vec<Written>,
     /// The skb->mark bits steer owns (nonzero).
     pub mark_mask: u32,
+    /// Where `mark_mask` is written (nowhere: the default).
+    pub mark_mask_place: Written,
     /// Also attach the XDP pre-classifier.
     pub xdp: bool,
     pub pin_dir: PathBuf,
@@ -188,6 +190,10 @@ pub struct Wan {
     pub mark: u32,
     /// The routing table steer keeps for this WAN (unique, not 0/253/254/255, < 2^31).
     pub table: u32,
+    /// Where `mark` and `table` are written, for messages about what other software on the
+    /// router does with them ([`crate::routing`]).
+    pub mark_place: Written,
+    pub table_place: Written,
     /// The IPv4 next hop (`gateway`).
     pub gateway: NextHop,
     /// The IPv6 next hop (`gateway6`).

@@ -103,6 +103,8 @@ pub(crate) fn wan(name: &str, interface: &str) -> super::Wan {
         interface_place: super::Written::default(),
         mark: 0x100,
         table: 101,
+        mark_place: super::Written::default(),
+        table_place: super::Written::default(),
         gateway: NextHop::Auto,
         gateway6: NextHop::Auto,
         prefix6: None,

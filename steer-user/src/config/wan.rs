@@ -201,6 +201,8 @@ fn wan(
         .as_ref()
         .and_then(|v| ipv6::wan_prefix(cx, v, &f("prefix6")));
     let track = track::build(cx, w.track, &f("track"));
+    let place = |v: &Option<S<i64>>| Written(v.as_ref().map(|v| cx.src.locate(v.span().start)));
+    let (mark_place, table_place) = (place(&w.mark), place(&w.table));
     let interface_place = Written(w.interface.as_ref().map(|v| cx.src.locate(v.span().start)));
     Wan {
         name,
@@ -208,6 +210,8 @@ fn wan(
         interface_place,
         mark,
         table,
+        mark_place,
+        table_place,
         gateway,
         gateway6,
         prefix6,

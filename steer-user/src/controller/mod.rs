@@ -94,6 +94,9 @@ pub enum ControllerError {
     /// A configured gateway the WAN's table cannot take.
     #[error(transparent)]
     Gateways(#[from] gateways::BadGateways),
+    /// A WAN table another tool uses.
+    #[error(transparent)]
+    TablesInUse(#[from] routing::TablesInUse),
 }
 
 /// What differs between `old` and `new` that a running daemon cannot move: where its pinned
@@ -1836,6 +1839,13 @@ impl Controller {
                 .extend(bad.0.iter().map(|b| ReportLine::warning(b.at_start()))),
             Err(bad) => return Err(bad.into()),
         }
+        // Likewise a WAN table another tool uses refuses a reload; at start the reconcile
+        // leaves that table alone and warns (the other WANs must fail over meanwhile).
+        if !first {
+            self.routing
+                .check_tables(&self.desired_routing_of(&config))
+                .await?;
+        }
         // Gateways and local destinations first: which WAN families are usable decides the
         // policy table. A family whose gateway changes here is written by the sync below.
         match self
@@ -2677,9 +2687,15 @@ fn routing_lines(why: &str, report: &ReconcileReport, started: Instant) -> Vec<R
         )
         .chain(
             report
-                .shadowed
+                .warnings
                 .iter()
                 .map(|l| ReportLine::warning(format!("routing ({why}): {l}"))),
+        )
+        .chain(
+            report
+                .cleared
+                .iter()
+                .map(|l| ReportLine::info(format!("routing ({why}): {l}"))),
         )
         // Not an error: its WAN's link is down (said there), and it goes in when it comes up.
         .chain(

@@ -1048,6 +1048,9 @@ pub(crate) struct Step {
     pub change: Option<Change>,
     /// Failures end with [`RETRYING`]: the daemon reconciles again then.
     pub retry: bool,
+    /// The route that is not steer's that this step removes or replaces, as its description
+    /// (in the report's `taken` once done).
+    pub taken: Option<String>,
 }
 
 /// How a failure that is tried again ends: every link or address event reconciles, and so does
@@ -1114,6 +1117,7 @@ pub(crate) async fn execute(
             Ok(()) => {
                 waits.routes.remove(&step.item);
                 report.changes.extend(step.change);
+                report.taken.extend(step.taken);
             }
             Err(failed) => {
                 // Only a link set down refuses every route; one without carrier takes them

@@ -12,7 +12,13 @@
 //!   shows `proto 201`). A rule with any other protocol is never touched, even at one of
 //!   steer's priorities.
 //! - **The WAN tables**: every route in the table of a configured WAN (`wan.table`) is steer's,
-//!   whatever its protocol: a route added there by hand is removed at the next reconcile.
+//!   whatever its protocol: a route added there by hand is removed at the next reconcile. But
+//!   a table another tool uses (a rule that is not steer's looks it up, and the table holds
+//!   routes steer did not make: Tailscale's 52, a running mwan3's) is that tool's: `steer check`
+//!   on the router and a reload refuse it, and a daemon that starts with it places nothing
+//!   there (no route, no rule that looks it up) and warns ([`TableInUse`]). And a route that is
+//!   not steer's that a reconcile removed (or replaced) and that comes back is another tool's:
+//!   it is left alone, with a warning, rather than deleted for ever ([`others`]).
 //! - **Its routes elsewhere**: a route with protocol 201 in any other table (for example the
 //!   table of a WAN since removed from the configuration) is steer's and is removed. No other
 //!   route outside the WAN tables is ever touched.
@@ -81,9 +87,20 @@
 //! stops the others.
 //!
 //! `steer stop` ([`Routing::remove_all`]) removes every protocol-201 rule and every route of
-//! the WAN tables (and protocol-201 routes anywhere).
+//! the WAN tables (and protocol-201 routes anywhere), but another tool's routes in a table it
+//! uses.
+//!
+//! # Other software's routing
+//!
+//! Besides the tables, each reconcile reads what others' rules mean for steer's and warns
+//! (once; in `steer status` while it holds): a rule that takes a WAN's marked packets before
+//! steer's rule ([`ShadowingRule`]), rules whose `fwmark` uses the bits of `mark_mask` (their
+//! marked packets may follow steer's rules, and the reverse), and a family steer routes whose
+//! main table no rule looks up (`ip rule flush` removes the kernel's `32766: from all lookup
+//! main`; it is not steer's to add back, and steer says when it is back).
 
 mod kernel;
+mod others;
 mod plan;
 pub mod rp_filter;
 mod watch;
@@ -95,6 +112,7 @@ use std::{collections::HashMap, fmt, net::IpAddr};
 pub use futures;
 
 pub use kernel::{LinkInfo, Links};
+pub use others::{TableInUse, TablesInUse};
 pub use watch::{Watch, watch};
 
 /// Routing protocol number of every rule and route steer creates (`proto 201`).
@@ -216,6 +234,35 @@ pub struct Desired {
     /// The tables steer owns (every route in them is steer's): the WANs' tables, each once. The
     /// table of every route in `routes` is among them.
     pub tables: Vec<u32>,
+    /// The WANs' marks and tables as the configuration writes them, for what steer says about
+    /// other software's rules and routes ([`others`]).
+    pub wans: Vec<WanSource>,
+    /// `general.mark_mask`, as the configuration writes it.
+    pub mask: Source<u32>,
+}
+
+/// A value of the configuration and where it is written, as messages name it:
+/// `/etc/steer/steer.toml:14:9: wan[wan2].table = 52`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source<T> {
+    pub value: T,
+    /// `FILE[:LINE:COLUMN]: FIELD = VALUE`.
+    pub written: String,
+}
+
+impl<T: fmt::LowerHex> Source<T> {
+    fn hex(value: T, file: &std::path::Path, place: &crate::config::Written, field: &str) -> Self {
+        let written = format!("{}{place}: {field} = {value:#x}", file.display());
+        Source { value, written }
+    }
+}
+
+/// One WAN's mark and table, as the configuration writes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WanSource {
+    pub name: String,
+    pub mark: Source<u32>,
+    pub table: Source<u32>,
 }
 
 impl Desired {
@@ -320,6 +367,35 @@ pub fn desired(
         if !d.tables.contains(&wan.table) {
             d.tables.push(wan.table);
         }
+        let file = &config.path;
+        d.wans.push(WanSource {
+            name: wan.name.clone(),
+            mark: Source::hex(
+                wan.mark,
+                file,
+                &wan.mark_place,
+                &format!("wan[{}].mark", wan.name),
+            ),
+            table: Source {
+                value: wan.table,
+                written: format!(
+                    "{}{}: wan[{}].table = {}",
+                    file.display(),
+                    wan.table_place,
+                    wan.name,
+                    wan.table
+                ),
+            },
+        });
+    }
+    d.mask = Source::hex(
+        mask,
+        &config.path,
+        &config.general.mark_mask_place,
+        "general.mark_mask",
+    );
+    if config.general.mark_mask_place.0.is_none() {
+        d.mask.written.push_str(" (the default)");
     }
     d
 }
@@ -355,6 +431,51 @@ fn source_rules(
     rules
 }
 
+/// What `steer check` says, where it runs, of `config`'s WAN tables and marks against the
+/// rules and routes other software keeps: a table another tool uses refuses it
+/// ([`TableInUse`]); the notes name the rules of others that take steer's marked packets first
+/// or use its mark bits, and the routes steer did not make in a WAN table (steer removes them
+/// at start). Off the router (none of the WANs' interfaces is here) nothing is judged, as
+/// `steer check` may run anywhere; kernel state that cannot be read is a note. Call it inside
+/// a tokio runtime.
+pub async fn check(config: &crate::config::Config) -> Result<Vec<String>, TablesInUse> {
+    let d = desired(config, |_, _| None, |_| None);
+    let not_checked = |e: String| {
+        Ok(vec![format!(
+            "routing: the WAN tables and marks were not checked against this machine's rules: {e}"
+        )])
+    };
+    let routing = match Routing::new() {
+        Ok(r) => r,
+        Err(e) => return not_checked(e.to_string()),
+    };
+    let s = match kernel::Snapshot::read(&routing.handle, &d.tables).await {
+        Ok(s) => s,
+        Err(e) => return not_checked(kernel::describe_error(&e)),
+    };
+    if !config
+        .wans
+        .iter()
+        .any(|w| s.links.get(&w.interface).is_some())
+    {
+        return Ok(Vec::new());
+    }
+    let in_use = others::tables_in_use(&d, &s, &Default::default());
+    if !in_use.is_empty() {
+        return Err(TablesInUse(in_use));
+    }
+    let shadowed = plan::shadowing_rules(&d, &s);
+    let skip: Vec<String> = shadowed.iter().map(|w| w.rule.clone()).collect();
+    let mut notes: Vec<String> = shadowed.into_iter().map(|w| w.line).collect();
+    notes.extend(
+        others::mark_overlaps(&d, &s, &skip)
+            .into_iter()
+            .map(|w| w.line),
+    );
+    notes.extend(others::leftovers(&d, &s));
+    Ok(notes)
+}
+
 /// What a reconcile (or removal) found and did.
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileReport {
@@ -374,9 +495,17 @@ pub struct ReconcileReport {
     /// gateway was refused (not on its link) or only waits (its link has no address of the
     /// family yet). Routes whose link is down are in `waiting`, not here.
     pub refused_routes: Vec<RefusedRoute>,
-    /// Rules of someone else's that take steer's marked packets first ([`ShadowingRule`]),
-    /// each said once: the ones found since the last reconcile.
-    pub shadowed: Vec<String>,
+    /// What steer found of other software's routing, each said once: the ones found since the
+    /// last reconcile. Rules of someone else's that take steer's marked packets first
+    /// ([`ShadowingRule`]), a WAN table another tool uses ([`TableInUse`]), a route of another
+    /// tool's that came back after steer removed it, rules that use steer's mark bits, a family
+    /// no rule looks up the main table for.
+    pub warnings: Vec<String>,
+    /// Warnings said before that no longer hold, when that is news (a WAN table steer places
+    /// its routes in again, the main table looked up again).
+    pub cleared: Vec<String>,
+    /// The routes of others that this reconcile removed or replaced, as their descriptions.
+    pub taken: Vec<String>,
 }
 
 /// One difference a reconcile put right: its report line, and whose doing it was.
@@ -529,9 +658,11 @@ pub struct Routing {
     /// What earlier reconciles put in place: a missing item is then "repaired", otherwise
     /// "created".
     placed: std::sync::Arc<std::sync::Mutex<plan::Placed>>,
-    /// The shadowing rules the last reconcile found: a reconcile runs at every routing event,
-    /// and a warning is said once per rule, not at each.
-    shadowed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The warnings the last reconcile found: a reconcile runs at every routing event, and a
+    /// warning is said once, not at each.
+    said: std::sync::Arc<std::sync::Mutex<Vec<others::Warning>>>,
+    /// What earlier reconciles learned of other software's routes and tables.
+    others: std::sync::Arc<std::sync::Mutex<plan::Others>>,
     /// Routes that wait for their interface to come up ([`kernel::Waits`]).
     waits: std::sync::Arc<std::sync::Mutex<kernel::Waits>>,
 }
@@ -548,7 +679,8 @@ impl Routing {
         Ok(Routing {
             handle,
             placed: Default::default(),
-            shadowed: Default::default(),
+            said: Default::default(),
+            others: Default::default(),
             waits: Default::default(),
         })
     }
@@ -564,16 +696,24 @@ impl Routing {
                 return report;
             }
         };
-        let found: Vec<String> = plan.shadowed.into_iter().map(|w| w.line).collect();
+        let (found, shared) = (plan.warnings, plan.shared);
         let (mut report, waits) = self.execute(&snapshot.links, plan.steps).await;
         {
-            let mut said = self.shadowed.lock().unwrap_or_else(|e| e.into_inner());
-            report.shadowed = found
+            let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+            let new = |w: &&others::Warning| !said.iter().any(|s| s.about == w.about);
+            report.warnings = found.iter().filter(new).map(|w| w.line.clone()).collect();
+            let gone = |w: &&others::Warning| !found.iter().any(|f| f.about == w.about);
+            report.cleared = said
                 .iter()
-                .filter(|w| !said.contains(w))
-                .cloned()
+                .filter(gone)
+                .filter_map(|w| w.cleared.clone())
                 .collect();
             *said = found;
+        }
+        {
+            let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+            others.taken.extend(report.taken.iter().cloned());
+            others.shared = shared;
         }
         let failed = |item: &String| {
             let head = format!("failed: {item}: ");
@@ -626,19 +766,42 @@ impl Routing {
                 )],
                 ..ReconcileReport::default()
             })?;
-        let plan = {
-            let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
-            plan::plan(desired, &snapshot, &placed)
-        };
+        let plan = self.plan(desired, &snapshot);
         Ok((snapshot, plan))
+    }
+
+    fn plan(&self, desired: &Desired, snapshot: &kernel::Snapshot) -> plan::Plan {
+        let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+        let others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        plan::plan(desired, snapshot, &placed, &others)
+    }
+
+    /// Refuses `desired` (a configuration about to be applied) when one of its WAN tables is
+    /// another tool's ([`TableInUse`]): a reload then changes nothing. Kernel state that
+    /// cannot be read is not judged: the reconcile that follows says so.
+    pub async fn check_tables(&self, desired: &Desired) -> Result<(), TablesInUse> {
+        let Ok(snapshot) = kernel::Snapshot::read(&self.handle, &desired.tables).await else {
+            return Ok(());
+        };
+        let known = self
+            .others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shared
+            .clone();
+        let found = others::tables_in_use(desired, &snapshot, &known);
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(TablesInUse(found))
+        }
     }
 
     /// Desired versus actual, without changing anything.
     pub async fn status(&self, desired: &Desired) -> RoutingStatus {
         match kernel::Snapshot::read(&self.handle, &desired.tables).await {
             Ok(snapshot) => {
-                let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
-                let plan = plan::plan(desired, &snapshot, &placed);
+                let plan = self.plan(desired, &snapshot);
                 RoutingStatus {
                     in_sync: plan.in_sync,
                     items: plan.status,
@@ -671,7 +834,7 @@ impl Routing {
                 };
             }
         };
-        let steps = plan::removal(&snapshot);
+        let steps = plan::removal(&snapshot, owned_tables);
         let mut waits = kernel::Waits::default();
         kernel::execute(&self.handle, &snapshot.links, steps, &mut waits).await
     }

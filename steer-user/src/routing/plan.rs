@@ -6,7 +6,8 @@ use super::{
     Change,
     ChangeKind::{Added, Changed, Created, Removed, RemovedStale, Repaired, Replaced},
     Desired, Family, RTPROT_STEER, RuleAction, ShadowingRule,
-    kernel::{ActualRule, Op, Snapshot, Step},
+    kernel::{ActualRoute, ActualRule, Links, Op, Snapshot, Step},
+    others::{self, Warning},
 };
 
 /// The desired items (as their descriptions) that were in place at an earlier reconcile: one
@@ -44,6 +45,16 @@ fn replaced_change(found: &str, spec: Option<String>, desired: &str, placed: &Pl
     }
 }
 
+/// What steer learned of other software's routing in earlier reconciles.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Others {
+    /// The routes that are not steer's that it removed (or replaced) from a WAN table, as
+    /// their descriptions: one that comes back is another tool's, and is left alone.
+    pub taken: HashSet<String>,
+    /// The WAN tables found to be another tool's ([`others::tables_in_use`]).
+    pub shared: HashSet<u32>,
+}
+
 /// The differences between desired and actual, as status lines and as steps.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
@@ -54,12 +65,64 @@ pub(crate) struct Plan {
     pub in_sync: bool,
     /// Rules steer does not own that take packets before steer's rule for their mark does.
     pub shadowed: Vec<ShadowingRule>,
+    /// Everything steer says about others' routing, those rules first.
+    pub warnings: Vec<Warning>,
+    /// The WAN tables another tool uses: steer places nothing there.
+    pub shared: HashSet<u32>,
 }
 
-pub(crate) fn plan(desired: &Desired, s: &Snapshot, placed: &Placed) -> Plan {
+pub(crate) fn plan(desired: &Desired, s: &Snapshot, placed: &Placed, others: &Others) -> Plan {
+    let in_use = others::tables_in_use(desired, s, &others.shared);
+    let shared: HashSet<u32> = in_use.iter().map(|t| t.table).collect();
+    // Routes steer leaves alone although they are in a WAN table: another tool's, in a table
+    // it uses, and those steer took once that came back.
+    let (routes, left): (Vec<&ActualRoute>, Vec<&ActualRoute>) = s.routes.iter().partition(|r| {
+        r.protocol == RTPROT_STEER || !(shared.contains(&r.table) || others.taken.contains(&r.desc))
+    });
+    let back: Vec<&ActualRoute> = left
+        .into_iter()
+        .filter(|r| !shared.contains(&r.table))
+        .collect();
     let mut status = Vec::new();
-    let (rule_adds, rule_dels) = plan_rules(desired, s, placed, &mut status);
-    let (route_adds, route_dels) = plan_routes(desired, s, placed, &mut status);
+    let mut warnings = Vec::new();
+    // Nothing of steer's in a table another tool uses, nor in the place of a route that came
+    // back: what it would place there is withheld.
+    let mut wanted = desired.clone();
+    wanted.rules.retain(|d| match d.action {
+        RuleAction::Lookup(t) if shared.contains(&t) => {
+            status.push(format!(
+                "{d}: withheld: table {t} is another tool's (see the warning)"
+            ));
+            false
+        }
+        _ => true,
+    });
+    let mut displaced = Vec::new();
+    wanted.routes.retain(|d| {
+        if shared.contains(&d.table) {
+            status.push(format!(
+                "{d}: withheld: table {} is another tool's (see the warning)",
+                d.table
+            ));
+            return false;
+        }
+        let holder = back
+            .iter()
+            .find(|r| r.family == d.family && r.table == d.table && r.default_key);
+        match holder {
+            Some(r) => {
+                status.push(format!(
+                    "{d}: withheld: another tool's {} holds its place (see the warning)",
+                    r.desc
+                ));
+                displaced.push((r.desc.clone(), d.to_string()));
+                false
+            }
+            None => true,
+        }
+    });
+    let (rule_adds, rule_dels) = plan_rules(&wanted, s, placed, &mut status);
+    let (route_adds, route_dels) = plan_routes(&wanted, &routes, &s.links, placed, &mut status);
     let in_sync = route_adds.is_empty()
         && rule_adds.is_empty()
         && rule_dels.is_empty()
@@ -68,13 +131,27 @@ pub(crate) fn plan(desired: &Desired, s: &Snapshot, placed: &Placed) -> Plan {
     steps.extend(rule_adds);
     steps.extend(rule_dels);
     steps.extend(route_dels);
-    let shadowed = shadowing_rules(desired, s);
-    status.extend(shadowed.iter().map(|w| format!("warning: {}", w.line)));
+    let shadowed = shadowing_rules(&wanted, s);
+    warnings.extend(shadowed.iter().map(|w| Warning::new(w.line.clone())));
+    warnings.extend(in_use.iter().map(others::TableInUse::withheld));
+    for r in &back {
+        let own = displaced
+            .iter()
+            .find(|(found, _)| *found == r.desc)
+            .map(|(_, own)| own.as_str());
+        warnings.push(others::back(desired, r, own));
+    }
+    let skip: Vec<String> = shadowed.iter().map(|w| w.rule.clone()).collect();
+    warnings.extend(others::mark_overlaps(desired, s, &skip));
+    warnings.extend(others::main_lookups_missing(desired, s));
+    status.extend(warnings.iter().map(|w| format!("warning: {}", w.line)));
     Plan {
         steps,
         status,
         in_sync,
         shadowed,
+        warnings,
+        shared,
     }
 }
 
@@ -84,7 +161,7 @@ pub(crate) fn plan(desired: &Desired, s: &Snapshot, placed: &Placed) -> Plan {
 /// Reported, not removed: steer never touches a rule it does not own. The kernel reaches the
 /// rules in the dump's order (by priority, then in the order they were added); a missing rule
 /// of steer's goes in after those of its priority.
-fn shadowing_rules(desired: &Desired, s: &Snapshot) -> Vec<ShadowingRule> {
+pub(crate) fn shadowing_rules(desired: &Desired, s: &Snapshot) -> Vec<ShadowingRule> {
     let mut out = Vec::new();
     for d in desired
         .rules
@@ -228,12 +305,14 @@ fn plan_rules(
                     item: d.to_string(),
                     change: Some(replaced_change(found, spec, &d.to_string(), placed)),
                     retry: true,
+                    taken: None,
                 });
                 dels.push(Step {
                     op: Op::DelRule(Box::new(owned[i].msg.clone())),
                     item: format!("removing {found}"),
                     change: None,
                     retry: true,
+                    taken: None,
                 });
             }
             Pairing::Missing => {
@@ -243,6 +322,7 @@ fn plan_rules(
                     item: d.to_string(),
                     change: Some(missing_change(&d.to_string(), placed)),
                     retry: true,
+                    taken: None,
                 });
             }
         }
@@ -258,22 +338,23 @@ fn plan_rules(
                 placed,
             )),
             retry: true,
+            taken: None,
         });
     }
     (adds, dels)
 }
 
-/// Status lines and (additions and replacements, removals) for the routes. Every route of the
-/// snapshot is steer's (those of the owned tables and protocol 201 ones elsewhere); a default
-/// route with the default metric in the same table and family stands in a desired route's
-/// place.
+/// Status lines and (additions and replacements, removals) for the routes. Every route of
+/// `routes` is steer's (those of the owned tables and protocol 201 ones elsewhere, but those
+/// left to another tool); a default route with the default metric in the same table and
+/// family stands in a desired route's place.
 fn plan_routes(
     desired: &Desired,
-    s: &Snapshot,
+    routes: &[&ActualRoute],
+    links: &Links,
     placed: &Placed,
     status: &mut Vec<String>,
 ) -> (Vec<Step>, Vec<Step>) {
-    let routes = &s.routes;
     let (pairings, stale) = pair(
         &desired.routes,
         routes,
@@ -282,10 +363,10 @@ fn plan_routes(
     );
     let (mut adds, mut dels) = (Vec::new(), Vec::new());
     for (d, pairing) in desired.routes.iter().zip(pairings) {
-        let link = s.links.get(&d.interface);
+        let link = links.get(&d.interface);
         match pairing {
             Pairing::Exact(i) => {
-                let r = &routes[i];
+                let r = routes[i];
                 let carrier = link.is_some_and(|l| l.carrier && l.admin_up);
                 if r.linkdown && carrier {
                     status.push(format!(
@@ -307,6 +388,7 @@ fn plan_routes(
                             ),
                         )),
                         retry: true,
+                        taken: None,
                     });
                 } else if r.linkdown {
                     status.push(format!(
@@ -329,6 +411,7 @@ fn plan_routes(
                     item: d.to_string(),
                     change: Some(replaced_change(found, spec, &d.to_string(), placed)),
                     retry: true,
+                    taken: taken(routes[i]),
                 });
             }
             Pairing::Missing => {
@@ -346,11 +429,12 @@ fn plan_routes(
                     item: d.to_string(),
                     change: Some(missing_change(&d.to_string(), placed)),
                     retry: true,
+                    taken: None,
                 });
             }
         }
     }
-    for r in stale.into_iter().map(|i| &routes[i]) {
+    for r in stale.into_iter().map(|i| routes[i]) {
         status.push(format!("stale: {}", r.desc));
         dels.push(Step {
             op: Op::DelRoute(Box::new(r.msg.clone())),
@@ -361,15 +445,23 @@ fn plan_routes(
                 placed,
             )),
             retry: true,
+            taken: taken(r),
         });
     }
     (adds, dels)
 }
 
+/// A route that is not steer's, which a step removes or replaces: remembered, so that when it
+/// comes back it is known for another tool's ([`Others::taken`]).
+fn taken(r: &ActualRoute) -> Option<String> {
+    (r.protocol != RTPROT_STEER).then(|| r.desc.clone())
+}
+
 /// Everything steer owns, to remove: protocol-201 rules, then every route of the snapshot (it
 /// holds only steer's: those of the owned tables it was read for and protocol-201 ones
-/// elsewhere).
-pub(crate) fn removal(s: &Snapshot) -> Vec<Step> {
+/// elsewhere), but the routes of another tool in a table it uses ([`others::tables_used`]).
+pub(crate) fn removal(s: &Snapshot, owned_tables: &[u32]) -> Vec<Step> {
+    let shared = others::tables_used(owned_tables, s);
     let rules = s
         .rules
         .iter()
@@ -379,13 +471,19 @@ pub(crate) fn removal(s: &Snapshot) -> Vec<Step> {
             item: format!("removing {}", r.desc),
             change: Some(Change::new(Removed, format!("removed: {}", r.desc))),
             retry: false,
+            taken: None,
         });
-    let routes = s.routes.iter().map(|r| Step {
-        op: Op::DelRoute(Box::new(r.msg.clone())),
-        item: format!("removing {}", r.desc),
-        change: Some(Change::new(Removed, format!("removed: {}", r.desc))),
-        retry: false,
-    });
+    let routes = s
+        .routes
+        .iter()
+        .filter(|r| r.protocol == RTPROT_STEER || !shared.contains(&r.table))
+        .map(|r| Step {
+            op: Op::DelRoute(Box::new(r.msg.clone())),
+            item: format!("removing {}", r.desc),
+            change: Some(Change::new(Removed, format!("removed: {}", r.desc))),
+            retry: false,
+            taken: None,
+        });
     rules.chain(routes).collect()
 }
 
@@ -443,6 +541,7 @@ mod tests {
                 },
             ],
             tables: vec![101],
+            ..Desired::default()
         }
     }
 
@@ -513,7 +612,11 @@ mod tests {
 
     fn in_sync() -> Snapshot {
         snapshot(
-            vec![unreachable_rule(), rule(1100, 0x100, 0xff00, 101, 201)],
+            vec![
+                unreachable_rule(),
+                rule(1100, 0x100, 0xff00, 101, 201),
+                catch_all(32766, 254, Vec::new()),
+            ],
             vec![
                 route(false, 101, "100.64.1.1", 2, 201, 0),
                 route(true, 101, "fd64:1::1", 2, 201, 1024),
@@ -539,7 +642,7 @@ mod tests {
 
     #[test]
     fn nothing_to_do_when_in_sync() {
-        let p = plan(&desired(), &in_sync(), &placed_all());
+        let p = plan(&desired(), &in_sync(), &placed_all(), &Others::default());
         assert!(p.in_sync, "{:?}", p.status);
         assert!(p.steps.is_empty());
         assert_eq!(
@@ -558,7 +661,7 @@ mod tests {
         let mut s = in_sync();
         s.rules.push(rule(1100, 0x5, u32::MAX, 200, 3));
         s.rules.push(rule(1102, 0x300, 0xff00, 103, 201));
-        let p = plan(&desired(), &s, &placed_all());
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
         assert_eq!(
             changes(&p),
             ["removed stale: rule 1102 fwmark 0x300/0xff00 lookup 103 (v4)"]
@@ -573,7 +676,7 @@ mod tests {
     fn a_changed_mark_replaces_the_rule() {
         let mut s = in_sync();
         s.rules[1] = rule(1100, 0x400, 0xff00, 101, 201);
-        let p = plan(&desired(), &s, &placed_all());
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
         assert_eq!(
             changes(&p),
             [
@@ -589,7 +692,7 @@ mod tests {
     fn additions_alone_keep_the_old_rule_and_say_added_not_replaced() {
         let mut s = in_sync();
         s.rules[1] = rule(1100, 0x400, 0xff00, 101, 201);
-        let steps = plan(&desired(), &s, &placed_all()).additions();
+        let steps = plan(&desired(), &s, &placed_all(), &Others::default()).additions();
         assert_eq!(steps.len(), 1);
         assert!(matches!(steps[0].op, Op::AddRule(_)));
         assert_eq!(
@@ -603,7 +706,7 @@ mod tests {
         let mut d = desired();
         d.routes.truncate(1);
         d.rules[1] = RuleSpec::marked(Family::V4, 1100, (0x400, 0xff00), RuleAction::Lookup(101));
-        let p = plan(&d, &in_sync(), &placed_all());
+        let p = plan(&d, &in_sync(), &placed_all(), &Others::default());
         assert_eq!(
             changes(&p),
             [
@@ -625,7 +728,7 @@ mod tests {
         );
         let mut d = desired();
         d.routes.truncate(1);
-        let p = plan(&d, &s, &placed_all());
+        let p = plan(&d, &s, &placed_all(), &Others::default());
         assert_eq!(
             changes(&p),
             [
@@ -638,7 +741,7 @@ mod tests {
     fn an_exact_rule_found_after_a_near_one_is_kept() {
         let mut s = in_sync();
         s.rules.insert(1, rule(1100, 0x400, 0xff00, 101, 201));
-        let p = plan(&desired(), &s, &placed_all());
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
         assert_eq!(
             changes(&p),
             ["removed stale: rule 1100 fwmark 0x400/0xff00 lookup 101 (v4)"]
@@ -653,7 +756,7 @@ mod tests {
     fn a_foreign_rule_does_not_count_as_ours() {
         let mut s = in_sync();
         s.rules[1] = rule(1100, 0x100, 0xff00, 101, 4);
-        let p = plan(&desired(), &s, &placed_all());
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
         assert_eq!(
             changes(&p),
             ["repaired: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) was missing"]
@@ -675,7 +778,7 @@ mod tests {
                 route(false, 103, "100.64.3.1", 3, 201, 0),
             ],
         );
-        let p = plan(&desired(), &s, &placed_all());
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
         assert_eq!(
             changes(&p),
             [
@@ -695,7 +798,7 @@ mod tests {
         m.header.flags = RouteFlags::Linkdown;
         s.routes[0] = kernel::parse_route(m, &s.links).unwrap();
         // wan1 has carrier: the flag is stale.
-        let p = plan(&desired(), &s, &placed_all());
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
         assert_eq!(
             changes(&p),
             [
@@ -707,7 +810,7 @@ mod tests {
         let mut l = s.links.get("wan1").unwrap().clone();
         l.carrier = false;
         s.links.insert(l);
-        let p = plan(&desired(), &s, &placed_all());
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
         assert!(p.in_sync);
         assert!(p.status.contains(
             &"route default via 100.64.1.1 dev wan1 table 101 (v4): ok (linkdown: wan1 has no carrier)".into()
@@ -724,7 +827,12 @@ mod tests {
             interface: "ppp0".into(),
         });
         d.tables.push(104);
-        let p = plan(&d, &snapshot(Vec::new(), Vec::new()), &Placed::new());
+        let p = plan(
+            &d,
+            &snapshot(Vec::new(), Vec::new()),
+            &Placed::new(),
+            &Others::default(),
+        );
         assert!(!p.in_sync);
         assert_eq!(p.steps.len(), 5);
         assert!(
@@ -744,7 +852,7 @@ mod tests {
     fn removal_takes_only_what_steer_owns() {
         let mut s = in_sync();
         s.rules.push(rule(1100, 0x5, u32::MAX, 200, 3));
-        let steps = removal(&s);
+        let steps = removal(&s, &[101]);
         assert_eq!(
             lines(&steps),
             [
@@ -781,7 +889,7 @@ mod tests {
             rules.clone(),
             in_sync().routes.iter().map(|r| r.msg.clone()).collect(),
         );
-        let p = plan(&desired(), &s, &placed_all());
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
         assert!(p.in_sync, "steer's own items are in place: {:?}", p.status);
         assert!(
             p.steps.is_empty(),
@@ -816,7 +924,11 @@ mod tests {
         // Added after steer's rule at the same priority, or at a later one: harmless.
         rules.swap(1, 2);
         let s = snapshot(rules, Vec::new());
-        assert!(plan(&desired(), &s, &placed_all()).shadowed.is_empty());
+        assert!(
+            plan(&desired(), &s, &placed_all(), &Others::default())
+                .shadowed
+                .is_empty()
+        );
         // Nor one that looks up steer's own table for the mark.
         let later = vec![
             unreachable_rule(),
@@ -829,7 +941,12 @@ mod tests {
             catch_all(500, 254, vec![RuleAttribute::SuppressPrefixLen(0)]),
             catch_all(500, 254, vec![RuleAttribute::Iifname("lo".into())]),
         ];
-        let p = plan(&desired(), &snapshot(later, Vec::new()), &placed_all());
+        let p = plan(
+            &desired(),
+            &snapshot(later, Vec::new()),
+            &placed_all(),
+            &Others::default(),
+        );
         assert!(p.shadowed.is_empty(), "{:?}", p.shadowed);
 
         // `from all lookup 99` before steer's rules takes every mark, the last-resort ones too.
@@ -839,7 +956,12 @@ mod tests {
             unreachable_rule(),
             rule(1100, 0x100, 0xff00, 101, 201),
         ];
-        let p = plan(&desired(), &snapshot(all, Vec::new()), &placed_all());
+        let p = plan(
+            &desired(),
+            &snapshot(all, Vec::new()),
+            &placed_all(),
+            &Others::default(),
+        );
         let found: Vec<(u32, &str)> = p
             .shadowed
             .iter()
@@ -851,6 +973,298 @@ mod tests {
                 (0xff00, "rule 10 lookup 99 proto 0 (v4)"),
                 (0x100, "rule 10 lookup 99 proto 0 (v4)")
             ]
+        );
+    }
+
+    /// The lab's two WANs as a configuration names them, under `mask` with `marks`.
+    fn with_wans(mut d: Desired, mask: u32, marks: [u32; 2]) -> Desired {
+        let source = |value, written: &str| crate::routing::Source {
+            value,
+            written: written.to_owned(),
+        };
+        d.mask = source(mask, &format!("s.toml:3:13: general.mark_mask = {mask:#x}"));
+        d.wans = [("wan1", marks[0], 101), ("wan2", marks[1], 102)]
+            .into_iter()
+            .map(|(name, mark, table)| crate::routing::WanSource {
+                name: name.to_owned(),
+                mark: source(mark, &format!("s.toml: wan[{name}].mark = {mark:#x}")),
+                table: source(table, &format!("s.toml:9:9: wan[{name}].table = {table}")),
+            })
+            .collect();
+        d
+    }
+
+    /// `<dst> dev <oif> scope link table <table> proto <proto>`, as a VPN puts its routes.
+    fn link_route(table: u32, dst: &str, oif: u32, proto: u8) -> RouteMessage {
+        let (addr, len) = dst.split_once('/').unwrap();
+        let mut m = RouteMessage::default();
+        m.header.address_family = netlink_packet_route::AddressFamily::Inet;
+        m.header.table = table as u8;
+        m.header.protocol = RouteProtocol::from(proto);
+        m.header.scope = netlink_packet_route::route::RouteScope::Link;
+        m.header.kind = netlink_packet_route::route::RouteType::Unicast;
+        m.header.destination_prefix_length = len.parse().unwrap();
+        m.attributes = vec![
+            RouteAttribute::Table(table),
+            RouteAttribute::Destination(addr.parse::<IpAddr>().unwrap().into()),
+            RouteAttribute::Oif(oif),
+        ];
+        m
+    }
+
+    fn warnings(p: &Plan) -> Vec<&str> {
+        p.warnings.iter().map(|w| w.line.as_str()).collect()
+    }
+
+    #[test]
+    fn a_wan_table_another_tool_uses_is_left_alone_and_nothing_of_steers_goes_there() {
+        // Tailscale's: its rule looks table 101 up, its route is there; steer's route and
+        // rule for 101 are there too (placed before that tool came, or before a restart).
+        let d = with_wans(desired(), 0xff00, [0x100, 0x200]);
+        let mut s = in_sync();
+        s.rules.push(catch_all(5270, 101, Vec::new()));
+        let vpn = kernel::parse_route(link_route(101, "100.100.100.100/32", 3, 3), &s.links);
+        s.routes.push(vpn.unwrap());
+        let p = plan(&d, &s, &placed_all(), &Others::default());
+        assert_eq!(p.shared, HashSet::from([101]));
+        assert_eq!(
+            changes(&p),
+            [
+                "removed: rule 1100 fwmark 0x100/0xff00 lookup 101 (v4) (no longer wanted)",
+                "removed: route default via 100.64.1.1 dev wan1 table 101 (v4) (no longer wanted)",
+                "removed: route default via fd64:1::1 dev wan1 table 101 (v6) (no longer wanted)",
+            ],
+            "steer's own go (its default route would answer that tool's lookups); \
+             the tool's route stays"
+        );
+        assert!(p.steps.iter().all(|s| s.taken.is_none()));
+        assert!(
+            p.status.contains(
+                &"rule 1100 fwmark 0x100/0xff00 lookup 101 (v4): withheld: table 101 is \
+                  another tool's (see the warning)"
+                    .to_owned()
+            ),
+            "{:#?}",
+            p.status
+        );
+        let w = warnings(&p);
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(
+            w[0].starts_with(
+                "s.toml:9:9: wan[wan1].table = 101: table 101 is used by another tool: rule \
+                 5270 lookup 101 proto 0 (v4), not steer's, looks it up, and it holds routes \
+                 steer did not make: route 100.100.100.100/32 dev wan2 scope link table 101 \
+                 proto boot (v4); steer leaves table 101 alone"
+            ) && w[0].contains("pick another `table` number for WAN wan1"),
+            "{}",
+            w[0]
+        );
+        assert!(p.status.contains(&format!("warning: {}", w[0])));
+        // The refusal (check, reload) names the same.
+        let refused = others::tables_in_use(&d, &s, &HashSet::new());
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0]
+                .to_string()
+                .contains("steer would take the table over"),
+            "{}",
+            refused[0]
+        );
+
+        // A rule of someone else's alone sends traffic through steer's table on purpose
+        // (`from HOST lookup 101`): the table is steer's.
+        let mut own = in_sync();
+        own.rules.push(catch_all(5270, 101, Vec::new()));
+        let p = plan(&d, &own, &placed_all(), &Others::default());
+        assert!(p.shared.is_empty() && p.steps.is_empty(), "{:#?}", p.status);
+        // But one found another tool's stays so while its rule is there, its routes gone for
+        // a moment (the tool replacing them): steer does not slip its route in meanwhile.
+        let known = Others {
+            shared: HashSet::from([101]),
+            ..Others::default()
+        };
+        let p = plan(&d, &own, &placed_all(), &known);
+        assert_eq!(p.shared, HashSet::from([101]));
+        assert!(
+            warnings(&p)[0].contains("held routes steer did not make a moment ago"),
+            "{:?}",
+            warnings(&p)
+        );
+        // Its rule gone, the table is steer's again.
+        let p = plan(&d, &in_sync(), &placed_all(), &known);
+        assert!(p.shared.is_empty() && p.steps.is_empty());
+
+        // `steer stop` leaves that tool's route where it is.
+        let steps = removal(&s, &[101]);
+        assert!(
+            !lines(&steps).iter().any(|l| l.contains("100.100.100.100")),
+            "{:?}",
+            lines(&steps)
+        );
+        assert_eq!(removal(&own, &[101]).len(), 4);
+    }
+
+    #[test]
+    fn a_foreign_route_steer_removed_once_that_comes_back_is_left_alone() {
+        let mut s = in_sync();
+        let extra = kernel::parse_route(route(false, 101, "100.64.2.1", 3, 3, 50), &s.links);
+        s.routes.push(extra.unwrap());
+        let desc = "route default via 100.64.2.1 dev wan2 table 101 proto boot metric 50 (v4)";
+        // The first time: a leftover, removed, and remembered.
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
+        assert_eq!(changes(&p), [format!("removed stale: {desc}")]);
+        assert_eq!(p.steps[0].taken.as_deref(), Some(desc));
+        assert!(p.warnings.is_empty());
+        // Back: another tool's. Left alone, said.
+        let mut others = Others::default();
+        others.taken.insert(desc.to_owned());
+        let p = plan(&desired(), &s, &placed_all(), &others);
+        assert!(p.steps.is_empty(), "{:?}", changes(&p));
+        assert!(p.in_sync);
+        assert_eq!(
+            warnings(&p),
+            [format!(
+                "table 101: {desc} came back after steer removed it: another tool keeps it in \
+                 WAN (unnamed)'s table, so steer leaves it alone; pick another `table` number \
+                 for WAN (unnamed) (one that holds no route: `ip route show table N`) and run \
+                 `steer reload`, or stop that tool from adding it"
+            )]
+        );
+
+        // A default route of another tool's in the place of steer's: replaced once...
+        let mut s = in_sync();
+        let theirs = kernel::parse_route(route(false, 101, "100.64.1.9", 2, 3, 0), &s.links);
+        s.routes[0] = theirs.unwrap();
+        let desc = "route default via 100.64.1.9 dev wan1 table 101 proto boot (v4)";
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
+        assert_eq!(p.steps.len(), 1);
+        assert_eq!(p.steps[0].taken.as_deref(), Some(desc));
+        // ... and left alone when it is back, steer's own route withheld.
+        let mut others = Others::default();
+        others.taken.insert(desc.to_owned());
+        let p = plan(&desired(), &s, &placed_all(), &others);
+        assert!(p.steps.is_empty(), "{:?}", changes(&p));
+        assert!(
+            warnings(&p)[0].contains(
+                "so steer leaves it alone, and steer does not place its own route default via \
+                 100.64.1.1 dev wan1 table 101 (v4) in its stead"
+            ),
+            "{:?}",
+            warnings(&p)
+        );
+        assert!(p.status.contains(&format!(
+            "route default via 100.64.1.1 dev wan1 table 101 (v4): withheld: another \
+                 tool's {desc} holds its place (see the warning)"
+        )));
+    }
+
+    #[test]
+    fn rules_of_others_on_steers_mark_bits_are_warned_about_wherever_they_sit() {
+        // Tailscale's, after steer's rules; steer given its bits and wan2 its bypass mark.
+        let tailscale = || {
+            let mut s = in_sync();
+            s.rules.push(rule(5210, 0x80000, 0xff0000, 254, 3));
+            s.rules.push(rule(5230, 0x80000, 0xff0000, 253, 3));
+            s
+        };
+        let d = with_wans(desired(), 0xff0000, [0x10000, 0x80000]);
+        let p = plan(&d, &tailscale(), &placed_all(), &Others::default());
+        assert_eq!(
+            warnings(&p),
+            [
+                "rule 5210 fwmark 0x80000/0xff0000 lookup 254 proto boot (v4), rule 5230 fwmark \
+              0x80000/0xff0000 lookup 253 proto boot (v4), not steer's, select fwmark \
+              0x80000/0xff0000, which uses the bits 0xff0000 of steer's s.toml:3:13: \
+              general.mark_mask = 0xff0000: under those bits it is WAN wan2's mark (s.toml: \
+              wan[wan2].mark = 0x80000): packets that tool marks so are routed by steer's rule \
+              for wan2, and wan2's packets its table has no route for go on to that tool's \
+              rule; give steer marks on bits no other rule uses (other rules test the bits \
+              0xff0000; e.g. general.mark_mask = 0xff00 with WAN marks 0x100, 0x200) and run \
+              `steer reload`"
+            ]
+        );
+        assert!(p.status.contains(&format!("warning: {}", warnings(&p)[0])));
+        // The same bits, no WAN's mark: still each other's bits.
+        let d = with_wans(desired(), 0xff0000, [0x10000, 0x20000]);
+        let p = plan(&d, &tailscale(), &placed_all(), &Others::default());
+        assert!(
+            warnings(&p)[0].contains("steer's classifier rewrites those bits"),
+            "{:?}",
+            warnings(&p)
+        );
+        // Bits apart (steer's default mask): nothing to say.
+        let d = with_wans(desired(), 0xff00, [0x100, 0x200]);
+        assert!(
+            plan(&d, &tailscale(), &placed_all(), &Others::default())
+                .warnings
+                .is_empty()
+        );
+        // An exact mark that is none of steer's (wg-quick's `fwmark 0xca6c`), a rule that
+        // looks up a WAN's table on purpose, one for packets steer did not mark: nothing.
+        let mut s = in_sync();
+        s.rules.push(rule(32765, 0xca6c, u32::MAX, 51820, 3));
+        s.rules.push(rule(1095, 0x100, 0xff00, 101, 4));
+        s.rules.push(rule(3000, 0, 0xff00, 200, 4));
+        assert!(
+            plan(&d, &s, &placed_all(), &Others::default())
+                .warnings
+                .is_empty()
+        );
+        // One after steer's rule with a WAN's mark: said (before it, it is a shadowing rule).
+        s.rules.push(rule(2000, 0x100, 0xff00, 99, 4));
+        let p = plan(&d, &s, &placed_all(), &Others::default());
+        assert_eq!(p.warnings.len(), 1, "{:?}", warnings(&p));
+        assert!(warnings(&p)[0].contains("WAN wan1's mark"));
+        assert!(
+            warnings(&p)[0].contains(
+                "other rules test the bits 0xff00; e.g. general.mark_mask = 0xff with WAN marks \
+                 0x1, 0x2"
+            ),
+            "{:?}",
+            warnings(&p)
+        );
+    }
+
+    #[test]
+    fn a_family_whose_main_table_no_rule_looks_up_is_warned_about() {
+        let mut s = in_sync();
+        s.rules.retain(|r| r.priority != 32766);
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
+        assert_eq!(p.warnings.len(), 1, "{:?}", warnings(&p));
+        let w = &p.warnings[0];
+        assert!(
+            w.line
+                .starts_with("no ip rule looks up the main table for IPv4")
+                && w.line.ends_with("run `ip rule add pref 32766 lookup main`"),
+            "{}",
+            w.line
+        );
+        assert_eq!(
+            w.cleared.as_deref(),
+            Some("a rule looks up the main table for IPv4 again: its routes are reached")
+        );
+        assert!(p.steps.is_empty(), "not steer's to add");
+        // One that suppresses the default, or selects some packets only, is not it.
+        s.rules.push(catch_all(
+            1050,
+            254,
+            vec![RuleAttribute::SuppressPrefixLen(0)],
+        ));
+        s.rules.push(rule(5210, 0x80000, 0xff0000, 254, 3));
+        assert_eq!(
+            plan(&desired(), &s, &placed_all(), &Others::default())
+                .warnings
+                .len(),
+            1
+        );
+        // IPv6: the kernel shows no IPv6 rule here (disabled): not judged; and a family steer
+        // routes nothing of is not either.
+        let mut d = desired();
+        d.routes.retain(|r| r.family == Family::V6);
+        assert!(
+            plan(&d, &s, &placed_all(), &Others::default())
+                .warnings
+                .is_empty()
         );
     }
 }
