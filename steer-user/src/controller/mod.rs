@@ -2344,6 +2344,17 @@ impl Controller {
                                     probes_per_day: p.probes_per_day,
                                     bytes_per_day: p.bytes_per_day,
                                 }),
+                            targets: self
+                                .health
+                                .targets(&w.name, *f, now)
+                                .into_iter()
+                                .map(|t| crate::status::TargetStatus {
+                                    target: t.target,
+                                    sent: t.sent,
+                                    answered: t.answered,
+                                    silent_s: t.silent_for.map(|d| d.as_secs()),
+                                })
+                                .collect(),
                         })
                         .collect(),
                     carrier: tracker.is_some_and(|t| t.carrier()),

@@ -23,7 +23,7 @@ use std::{
 
 pub use pace::{Pace, Pacer, Schedule};
 pub use passive::Suspicion;
-pub use tracker::{Override, Path, RoundSummary, Tracker, Transition};
+pub use tracker::{Override, Path, RoundSummary, TargetHealth, Tracker, Transition};
 
 use crate::{config::Wan, model::Family};
 
@@ -104,7 +104,7 @@ impl Health {
                     }
                     (None, true) => {
                         let up = carrier(&wan.interface);
-                        *slot = Some(Tracker::new(wan.track.clone(), up, now));
+                        *slot = Some(Tracker::new(wan.track.clone(), up, now).of_wan(&wan.name));
                         let mut p = Pacer::new(&wan.track);
                         p.set_down(!up);
                         *pacer = Some(p);
@@ -126,6 +126,16 @@ impl Health {
     /// The tracker that decides `family` of WAN `name`.
     pub fn deciding(&self, name: &str, family: Family) -> Option<&Tracker> {
         self.wans.get(name)?.deciding(family)
+    }
+
+    /// Each probe target of `family` of WAN `name` over the loss window (none for a family
+    /// without probes of its own).
+    pub fn targets(&self, name: &str, family: Family, now: Instant) -> Vec<TargetHealth> {
+        self.wans
+            .get(name)
+            .and_then(|t| t.trackers[family.index()].as_ref())
+            .map(|t| t.targets(now))
+            .unwrap_or_default()
     }
 
     /// Whether `family` of WAN `name` has a state of its own (probes of that family).
@@ -525,6 +535,7 @@ impl From<&probe::Round> for RoundSummary {
         RoundSummary {
             started: round.started,
             answers: round.outcomes.iter().map(|(_, o)| o.rtt()).collect(),
+            targets: round.outcomes.iter().map(|(t, _)| t.to_string()).collect(),
             failure: round.first_failure(),
         }
     }
