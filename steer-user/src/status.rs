@@ -261,7 +261,8 @@ pub struct TargetStatus {
 /// The probes of one WAN family: the pace of now, what the traffic says, what they cost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeStatus {
-    /// "fast" (confirming a failure), "normal", or "quiet" (traffic proves the line).
+    /// "fast" (confirming a failure), "normal", "quiet" (traffic proves the line), or
+    /// "waiting" (not probed: the family waits for a gateway; the figures of a pace are 0).
     pub pace: String,
     /// Between rounds at that pace.
     pub interval_ms: u64,

@@ -801,9 +801,7 @@ impl Controller {
             // since the last sample must be seen first.
             self.sample_wan_traffic(wan);
         }
-        let other = family.other();
-        let decides_other = !self.health.tracks(wan, other) && !self.waiting(wan, other);
-        if self.waiting(wan, family) && !decides_other {
+        if self.unprobed(wan, family) {
             // No gateway: the probes had no way out, and say nothing of the line. The family
             // carries nothing meanwhile, and its health starts over with the gateway. (Judged
             // still when the other family, with a gateway and no probes of its own, follows
@@ -812,6 +810,15 @@ impl Controller {
         }
         let verdict = self.health.round(wan, family, round, Instant::now())?;
         Some(self.fail_over(verdict))
+    }
+
+    /// Whether the probe rounds of `family` of `wan` go unjudged: it waits for a gateway (its
+    /// probes have no way out), and the other family, with a gateway and no probes of its
+    /// own, does not follow it ([`Self::probe_round`]).
+    fn unprobed(&self, wan: &str, family: Family) -> bool {
+        let other = family.other();
+        let decides_other = !self.health.tracks(wan, other) && !self.waiting(wan, other);
+        self.waiting(wan, family) && !decides_other
     }
 
     /// Whether `family` of `wan` waits for a gateway.
@@ -828,7 +835,9 @@ impl Controller {
             "{wan} {}: probe round late ({answered} answers so far)",
             family.name()
         );
-        self.health.late(wan, family, started, answered);
+        if !self.unprobed(wan, family) {
+            self.health.late(wan, family, started, answered);
+        }
     }
 
     /// A sample of the kernel's traffic counters of `family` of `wan` (cumulative: packets
@@ -862,6 +871,9 @@ impl Controller {
 
     /// When the next probe rounds of `family` of `wan` go.
     pub fn probe_schedule(&self, wan: &str, family: Family) -> Option<crate::health::Schedule> {
+        if self.unprobed(wan, family) {
+            return self.health.waiting_schedule(wan, family);
+        }
         self.health.schedule(wan, family, Instant::now())
     }
 
@@ -2329,8 +2341,12 @@ impl Controller {
                                 .health
                                 .probing(&w.name, *f, now)
                                 .filter(|_| self.vrrp_probed(&w.name))
+                                .map(|p| match self.unprobed(&w.name, *f) {
+                                    true => p.waiting_for_gateway(),
+                                    false => p,
+                                })
                                 .map(|p| crate::status::ProbeStatus {
-                                    pace: p.pace.as_str().to_owned(),
+                                    pace: p.pace_name().to_owned(),
                                     interval_ms: p.interval.as_millis() as u64,
                                     late_after_ms: p.late_after.as_millis() as u64,
                                     passive_window_ms: p.passive_window.as_millis() as u64,
@@ -2472,6 +2488,13 @@ impl Controller {
         } else {
             format!("for its IPv6 prefix ({})", self.prefixes6.describe(wan))
         };
+        if self.unprobed(wan, family) {
+            // Its probes have no way out: a health line would be from before the wait.
+            return format!(
+                "{waits_for}; {}",
+                crate::health::unprobed_while_waiting(self.health.deciding(wan, family))
+            );
+        }
         format!("{waits_for}; the line's health meanwhile: {health}")
     }
 
