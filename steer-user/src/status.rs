@@ -262,12 +262,29 @@ pub struct FamilyStatus {
     /// The family's probes: their pace and cost (none for a family that follows the other).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<ProbeStatus>,
+    /// Its probe targets over the loss window (none for a family that follows the other).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetStatus>,
+}
+
+/// One probe target of a WAN family over the loss window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// As the configuration writes it: `1.1.1.1`, `1.1.1.1:443`, `http://...`.
+    pub target: String,
+    /// Rounds of the window that asked it, and that it answered in time.
+    pub sent: u32,
+    pub answered: u32,
+    /// How long it has not answered (its last round went unanswered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_s: Option<u64>,
 }
 
 /// The probes of one WAN family: the pace of now, what the traffic says, what they cost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeStatus {
-    /// "fast" (confirming a failure), "normal", or "quiet" (traffic proves the line).
+    /// "fast" (confirming a failure), "normal", "quiet" (traffic proves the line), or
+    /// "waiting" (not probed: the family waits for a gateway; the figures of a pace are 0).
     pub pace: String,
     /// Between rounds at that pace.
     pub interval_ms: u64,

@@ -1084,6 +1084,75 @@ fn one_way_asks_never_take_a_wan_down() {
     s.wait_wan("wan1", "up", Duration::from_secs(1));
 }
 
+/// One of two probe targets dead via one WAN (a resolver that stops answering pings from
+/// that ISP), with loss limits on: every round still passes, and the line loses nothing, so the
+/// WAN stays up. The old count of lost probes over both targets read 50% loss and took it down
+/// for good (it never fell under `recover_loss_percent`). The status names the dead target.
+#[test]
+fn a_dead_probe_target_is_not_line_loss_and_status_names_it() {
+    let options = Options::default();
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = steer_tests::daemon::Workdir::new("dead-target");
+    let one = format!("targets = [\"{}\"]", Lab::PROBE_1);
+    let config = steer_tests::scenario::config_text(&work, &options).replacen(
+        &one,
+        &format!(
+            "targets = [\"{}\", \"{}\"]\nmax_loss_percent = 20\nrecover_loss_percent = 5\n\
+             loss_window = 20",
+            Lab::PROBE_1,
+            Lab::PROBE_2
+        ),
+        1,
+    );
+    assert!(config.contains("loss_window = 20"), "{config}");
+    work.write("steer.toml", &config);
+    let daemon = Daemon::start(&lab.router, &work);
+    let s = Scenario { daemon, work, lab };
+    s.wait_wan("wan1", "up", SETTLE);
+    // Only ISP 1 drops what goes to PROBE_2: via wan2 it answers.
+    s.lab.isp(Wan::One).run(&format!(
+        "nft add rule inet {} blackhole ip daddr {} drop",
+        steer_tests::lab::NFT_TABLE,
+        Lab::PROBE_2
+    ));
+    // Three windows of 20 rounds of 100 ms: the old count took it down after one.
+    let until = Instant::now() + probe_rounds(&options, 60);
+    while Instant::now() < until {
+        assert_eq!(
+            s.wan_state("wan1"),
+            "up",
+            "a dead target is not line loss:\n{}",
+            s.daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = s.status();
+    let wan1 = steer_tests::daemon::wan_in(&st, "wan1").expect("wan1");
+    let v4 = wan1["families"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["family"] == "IPv4"))
+        .expect("IPv4 of wan1");
+    let detail = v4["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("loss 0% over 20 rounds"), "{detail}");
+    let named = format!("{} has not answered via wan1 for ", Lab::PROBE_2);
+    assert!(detail.contains(&named), "{detail}");
+    let targets = v4["targets"].as_array().expect("targets in --json");
+    let dead = targets
+        .iter()
+        .find(|t| t["target"] == Lab::PROBE_2.to_string())
+        .expect("PROBE_2 listed");
+    assert_eq!(
+        (&dead["answered"], &dead["sent"]),
+        (&0.into(), &20.into()),
+        "{v4}"
+    );
+    let text = s.steer(&["status"]);
+    assert!(text.contains(&named), "{text}");
+    // wan2 probes PROBE_2 itself, which answers via ISP 2.
+    assert_eq!(s.wan_state("wan2"), "up");
+}
+
 /// Asserts that WAN `wan` is down in the status document `st`, with `why` in its detail.
 fn assert_down_because(st: &serde_json::Value, wan: &str, why: &str) {
     let entry = steer_tests::daemon::wan_in(st, wan).unwrap_or_else(|| panic!("no {wan} in {st}"));

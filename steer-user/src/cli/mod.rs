@@ -1106,6 +1106,17 @@ pub(crate) fn txt(v: &serde_json::Value) -> String {
 /// `probes normal every 500 ms, late after 10 ms, window 50 ms; 1200 rounds, 2400 out /
 /// 2398 in, 182.3 KB; at this pace 345600 probes, 26.3 MB a day`, and the suspicion.
 fn probe_line(p: &crate::status::ProbeStatus) -> String {
+    if p.pace == "waiting" {
+        // Its probes have no way out: no pace, no cost to show.
+        return format!(
+            "not probed while waiting for a gateway; before: {} rounds, {} packets out / {} in, \
+             {}",
+            p.rounds,
+            p.packets_out,
+            p.packets_in,
+            human_bytes(p.bytes_out + p.bytes_in),
+        );
+    }
     let suspect = p
         .suspect
         .as_ref()

@@ -809,9 +809,7 @@ impl Controller {
             // since the last sample must be seen first.
             self.sample_wan_traffic(wan);
         }
-        let other = family.other();
-        let decides_other = !self.health.tracks(wan, other) && !self.waiting(wan, other);
-        if self.waiting(wan, family) && !decides_other {
+        if self.unprobed(wan, family) {
             // No gateway: the probes had no way out, and say nothing of the line. The family
             // carries nothing meanwhile, and its health starts over with the gateway. (Judged
             // still when the other family, with a gateway and no probes of its own, follows
@@ -820,6 +818,15 @@ impl Controller {
         }
         let verdict = self.health.round(wan, family, round, Instant::now())?;
         Some(self.fail_over(verdict))
+    }
+
+    /// Whether the probe rounds of `family` of `wan` go unjudged: it waits for a gateway (its
+    /// probes have no way out), and the other family, with a gateway and no probes of its
+    /// own, does not follow it ([`Self::probe_round`]).
+    fn unprobed(&self, wan: &str, family: Family) -> bool {
+        let other = family.other();
+        let decides_other = !self.health.tracks(wan, other) && !self.waiting(wan, other);
+        self.waiting(wan, family) && !decides_other
     }
 
     /// Whether `family` of `wan` waits for a gateway.
@@ -836,7 +843,9 @@ impl Controller {
             "{wan} {}: probe round late ({answered} answers so far)",
             family.name()
         );
-        self.health.late(wan, family, started, answered);
+        if !self.unprobed(wan, family) {
+            self.health.late(wan, family, started, answered);
+        }
     }
 
     /// A sample of the kernel's traffic counters of `family` of `wan` (cumulative: packets
@@ -870,6 +879,9 @@ impl Controller {
 
     /// When the next probe rounds of `family` of `wan` go.
     pub fn probe_schedule(&self, wan: &str, family: Family) -> Option<crate::health::Schedule> {
+        if self.unprobed(wan, family) {
+            return self.health.waiting_schedule(wan, family);
+        }
         self.health.schedule(wan, family, Instant::now())
     }
 
@@ -2347,8 +2359,12 @@ impl Controller {
                                 .health
                                 .probing(&w.name, *f, now)
                                 .filter(|_| self.vrrp_probed(&w.name))
+                                .map(|p| match self.unprobed(&w.name, *f) {
+                                    true => p.waiting_for_gateway(),
+                                    false => p,
+                                })
                                 .map(|p| crate::status::ProbeStatus {
-                                    pace: p.pace.as_str().to_owned(),
+                                    pace: p.pace_name().to_owned(),
                                     interval_ms: p.interval.as_millis() as u64,
                                     late_after_ms: p.late_after.as_millis() as u64,
                                     passive_window_ms: p.passive_window.as_millis() as u64,
@@ -2362,6 +2378,17 @@ impl Controller {
                                     probes_per_day: p.probes_per_day,
                                     bytes_per_day: p.bytes_per_day,
                                 }),
+                            targets: self
+                                .health
+                                .targets(&w.name, *f, now)
+                                .into_iter()
+                                .map(|t| crate::status::TargetStatus {
+                                    target: t.target,
+                                    sent: t.sent,
+                                    answered: t.answered,
+                                    silent_s: t.silent_for.map(|d| d.as_secs()),
+                                })
+                                .collect(),
                         })
                         .collect(),
                     carrier: tracker.is_some_and(|t| t.carrier()),
@@ -2480,6 +2507,13 @@ impl Controller {
         } else {
             format!("for its IPv6 prefix ({})", self.prefixes6.describe(wan))
         };
+        if self.unprobed(wan, family) {
+            // Its probes have no way out: a health line would be from before the wait.
+            return format!(
+                "{waits_for}; {}",
+                crate::health::unprobed_while_waiting(self.health.deciding(wan, family))
+            );
+        }
         format!("{waits_for}; the line's health meanwhile: {health}")
     }
 

@@ -370,6 +370,7 @@ prefixes = ["203.0.113.0/24"]
         let good = |i: u64| RoundSummary {
             started: t0 + std::time::Duration::from_millis(100 * i),
             answers: vec![Some(std::time::Duration::from_millis(10))],
+            targets: Vec::new(),
             failure: None,
         };
         let mut tracker = health.deciding("dsl", Family::V4).expect("tracked").clone();

@@ -23,7 +23,7 @@ use std::{
 
 pub use pace::{Pace, Pacer, Schedule};
 pub use passive::Suspicion;
-pub use tracker::{Override, Path, RoundSummary, Tracker, Transition};
+pub use tracker::{Override, Path, RoundSummary, TargetHealth, Tracker, Transition};
 
 use crate::{config::Wan, model::Family};
 
@@ -104,7 +104,7 @@ impl Health {
                     }
                     (None, true) => {
                         let up = carrier(&wan.interface);
-                        *slot = Some(Tracker::new(wan.track.clone(), up, now));
+                        *slot = Some(Tracker::new(wan.track.clone(), up, now).of_wan(&wan.name));
                         let mut p = Pacer::new(&wan.track);
                         p.set_down(!up);
                         *pacer = Some(p);
@@ -126,6 +126,16 @@ impl Health {
     /// The tracker that decides `family` of WAN `name`.
     pub fn deciding(&self, name: &str, family: Family) -> Option<&Tracker> {
         self.wans.get(name)?.deciding(family)
+    }
+
+    /// Each probe target of `family` of WAN `name` over the loss window (none for a family
+    /// without probes of its own).
+    pub fn targets(&self, name: &str, family: Family, now: Instant) -> Vec<TargetHealth> {
+        self.wans
+            .get(name)
+            .and_then(|t| t.trackers[family.index()].as_ref())
+            .map(|t| t.targets(now))
+            .unwrap_or_default()
     }
 
     /// Whether `family` of WAN `name` has a state of its own (probes of that family).
@@ -308,6 +318,12 @@ impl Health {
         Some(self.pacer(wan, family)?.schedule(now))
     }
 
+    /// When the rounds of `family` of `wan` go while it waits for a gateway
+    /// ([`Pacer::waiting_schedule`]).
+    pub fn waiting_schedule(&self, wan: &str, family: Family) -> Option<Schedule> {
+        Some(self.pacer(wan, family)?.waiting_schedule())
+    }
+
     /// The pace, suspicion and probe cost of `family` of `wan`, for status and metrics.
     pub fn probing(&self, wan: &str, family: Family, now: Instant) -> Option<Probing> {
         let tracked = self.wans.get(wan)?;
@@ -341,6 +357,7 @@ impl Health {
             wire: tracked.wire[i],
             probes_per_day: (rounds_per_day * per_round.packets_out as f64) as u64,
             bytes_per_day: (rounds_per_day * per_round.bytes() as f64) as u64,
+            waiting: false,
         })
     }
 
@@ -456,6 +473,23 @@ pub enum Restored {
 
 impl Health {}
 
+/// The health of a family that waits for a gateway and is not probed meanwhile, for its
+/// status: no state of its line (that would be from before the wait), but what the gateway
+/// will find ([`Health::restart`]).
+pub fn unprobed_while_waiting(tracker: Option<&Tracker>) -> String {
+    match tracker {
+        Some(t) if !t.healthy() && t.carrier() => format!(
+            "not probed meanwhile (its probes have no way out); found dead before ({}): {} good \
+             rounds in a row bring it back once it has one",
+            t.reason(),
+            t.track().up_after
+        ),
+        _ => "not probed meanwhile (its probes have no way out); its health starts over when \
+              it has one"
+            .into(),
+    }
+}
+
 /// Per day, for the probe cost.
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -480,6 +514,36 @@ pub struct Probing {
     /// Probes (requests) and bytes (both ways) a day at this pace, all answered.
     pub probes_per_day: u64,
     pub bytes_per_day: u64,
+    /// Not probed: it waits for a gateway ([`Probing::waiting_for_gateway`]).
+    pub waiting: bool,
+}
+
+impl Probing {
+    /// A family that waits for a gateway is not probed: its probes have no way out, its rounds
+    /// are not judged. Nothing of its pace holds then (the pacer, fed no rounds, would show
+    /// the last one it had, or a fast pace it never leaves); what was sent before stays.
+    pub fn waiting_for_gateway(self) -> Probing {
+        Probing {
+            interval: Duration::ZERO,
+            late_after: Duration::ZERO,
+            passive_window: Duration::ZERO,
+            suspect: None,
+            silent_for: None,
+            probes_per_day: 0,
+            bytes_per_day: 0,
+            waiting: true,
+            ..self
+        }
+    }
+
+    /// The pace's name for the status: "fast", "normal", "quiet", or "waiting" (not probed).
+    pub fn pace_name(&self) -> &'static str {
+        if self.waiting {
+            "waiting"
+        } else {
+            self.pace.as_str()
+        }
+    }
 }
 
 impl Tracked {
@@ -525,6 +589,7 @@ impl From<&probe::Round> for RoundSummary {
         RoundSummary {
             started: round.started,
             answers: round.outcomes.iter().map(|(_, o)| o.rtt()).collect(),
+            targets: round.outcomes.iter().map(|(t, _)| t.to_string()).collect(),
             failure: round.first_failure(),
         }
     }
@@ -553,5 +618,52 @@ mod restart_wan_tests {
             "{said}"
         );
         assert!(!said.contains("no carrier at start"), "{said}");
+    }
+}
+
+#[cfg(test)]
+mod waiting_tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Health, unprobed_while_waiting};
+    use crate::model::Family;
+
+    /// A family that waits for a gateway is not probed: no pace, no daily cost (it showed the
+    /// pacer's last pace, fast every 20 ms and 1.31 GB a day, with no probe on the wire), and
+    /// no health line of before the wait.
+    #[test]
+    fn a_family_waiting_for_a_gateway_shows_no_pace_nor_cost() {
+        let t0 = Instant::now();
+        let mut health = Health::default();
+        let wan = crate::config::Wan {
+            track: crate::config::testing::icmp_track(100, 80, 3, 3),
+            ..crate::config::testing::wan("dsl", "eth1")
+        };
+        health.follow(&[wan], |_| true, t0);
+        let probing = health.probing("dsl", Family::V4, t0).expect("probed");
+        assert!(probing.bytes_per_day > 0 && !probing.waiting);
+        assert_ne!(probing.pace_name(), "waiting");
+        let waiting = probing.clone().waiting_for_gateway();
+        assert_eq!(waiting.pace_name(), "waiting");
+        assert_eq!(
+            (
+                waiting.interval,
+                waiting.probes_per_day,
+                waiting.bytes_per_day
+            ),
+            (Duration::ZERO, 0, 0)
+        );
+        assert_eq!(waiting.rounds, probing.rounds, "what was sent before stays");
+        // Its rounds, unjudged, never end a fast pace: while it waits they go at the
+        // configured interval (it went fast every 20 ms for as long as it waited).
+        health.late("dsl", Family::V4, t0, 0);
+        let fast = health.schedule("dsl", Family::V4, t0).expect("paced");
+        assert!(fast.interval < Duration::from_millis(100), "{fast:?}");
+        let resting = health.waiting_schedule("dsl", Family::V4).expect("paced");
+        assert_eq!(resting.interval, Duration::from_millis(100));
+        assert_eq!(resting.answer_by, None);
+        let said = unprobed_while_waiting(health.deciding("dsl", Family::V4));
+        assert!(said.starts_with("not probed meanwhile"), "{said}");
+        assert!(!said.contains("up for"), "{said}");
     }
 }

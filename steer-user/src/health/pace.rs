@@ -176,6 +176,17 @@ impl Pacer {
         }
     }
 
+    /// The schedule while the family waits for a gateway: its rounds go unjudged (their probes
+    /// have no way out) and feed nothing here, so a fast pace would never end: the configured
+    /// interval, never late (a late round would make it fast).
+    pub fn waiting_schedule(&self) -> Schedule {
+        Schedule {
+            interval: self.interval,
+            late_after: self.timeout,
+            answer_by: None,
+        }
+    }
+
     pub fn schedule(&self, now: Instant) -> Schedule {
         let interval = match self.pace(now) {
             // The traffic already says the line is silent: the confirming rounds go as one

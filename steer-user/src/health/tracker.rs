@@ -9,6 +9,14 @@
 //!   `loss_window` rounds exceeds `max_loss_percent`.
 //! - Down -> up after `up_after` passed rounds in a row, with carrier, and (if set) the loss
 //!   over the window at most `recover_loss_percent`. One good probe never re-promotes a WAN.
+//! - The loss is the line's, not a target's: it is counted per target over the window, and
+//!   the line's loss is the lowest of them (the target that answers best). A target that is
+//!   dead or drops pings (a resolver that stops answering them from one ISP) loses 100% on its
+//!   own and says nothing of the line: it neither takes a line down nor holds it down. A
+//!   line that loses packets loses them for every target, so its best target still shows it
+//!   (over a short window a little less than the true loss: the best of several samples). A
+//!   line on which every target goes silent has 100% loss, and fails its rounds anyway.
+//!   A target that stays silent while others answer is named in the status.
 //! - A manual override (`steer wan NAME up|down`) wins over all of it until `auto`.
 //!
 //! At start a WAN with carrier is taken as up (the optimistic choice mwan3 makes too: a restart
@@ -36,6 +44,9 @@ pub enum Override {
 pub struct RoundSummary {
     pub started: Instant,
     pub answers: Vec<Option<Duration>>,
+    /// The targets of `answers`, in its order, as the configuration writes them (named in the
+    /// status when one stops answering); "target N" for any not given.
+    pub targets: Vec<String>,
     /// The first probe that failed before its timeout, as `target: why`; named in the reason
     /// of a change, so that a WAN taken down by answers that do not count (a captive portal's
     /// redirect, a refused connection) says so.
@@ -82,6 +93,28 @@ impl Path {
     }
 }
 
+/// What the tracker remembers of one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct TargetRecord {
+    name: String,
+    /// Its unanswered rounds in a row, and the start of the first of them.
+    missed: u32,
+    silent_since: Option<Instant>,
+}
+
+/// One target of a family over the loss window, for the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetHealth {
+    /// As the configuration writes it.
+    pub target: String,
+    /// Rounds of the window in which it was asked, and in which it answered in time.
+    pub sent: u32,
+    pub answered: u32,
+    /// How long it has not answered (from the start of its first unanswered round in a row),
+    /// when its last round went unanswered.
+    pub silent_for: Option<Duration>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Tracker {
     track: Track,
@@ -94,8 +127,15 @@ pub struct Tracker {
     last_passed: bool,
     /// Start of the current run of failed rounds.
     failing_since: Option<Instant>,
-    /// (probes, lost) of the last `loss_window` rounds.
-    window: VecDeque<(u32, u32)>,
+    /// The targets of the rounds, in their order in `answers`.
+    targets: Vec<TargetRecord>,
+    /// Per round of the last `loss_window`, per target: whether it answered in time.
+    window: VecDeque<Vec<bool>>,
+    /// What the last round counted ("1/2 targets answered"): the status shows it as of now,
+    /// not as of the last change.
+    last_round: Option<String>,
+    /// The WAN's name, for the status ("has not answered via wan2").
+    wan: String,
     manual: Option<Override>,
     /// When the effective state last changed, and why.
     since: Instant,
@@ -103,6 +143,12 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// A tracker of WAN `wan` (named in the status).
+    pub fn of_wan(mut self, wan: &str) -> Tracker {
+        wan.clone_into(&mut self.wan);
+        self
+    }
+
     pub fn new(track: Track, carrier: bool, now: Instant) -> Tracker {
         Tracker {
             track,
@@ -112,7 +158,10 @@ impl Tracker {
             passes: 0,
             last_passed: false,
             failing_since: None,
+            targets: Vec::new(),
             window: VecDeque::new(),
+            last_round: None,
+            wan: String::new(),
             manual: None,
             since: now,
             reason: if carrier {
@@ -150,6 +199,11 @@ impl Tracker {
         self.last_passed
     }
 
+    /// Why the state last changed.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
     /// Says why the state changed, in other words than the round's (the traffic found it).
     pub fn explain(&mut self, cause: &str) {
         cause.clone_into(&mut self.reason);
@@ -171,15 +225,57 @@ impl Tracker {
             (true, _) if self.fails > 0 => {
                 format!(", {}/{} failed rounds", self.fails, self.track.down_after)
             }
-            (false, true) => format!(
-                ", {}/{} good rounds to come back",
-                self.passes, self.track.up_after
-            ),
+            (false, true) => {
+                // Good rounds that are already enough are no progress: the loss holds it.
+                let rounds = (self.passes < self.track.up_after).then(|| {
+                    format!(
+                        "{}/{} good rounds to come back",
+                        self.passes, self.track.up_after
+                    )
+                });
+                let held = self.loss_holds_down().map(|(field, limit)| {
+                    format!(
+                        "held down: loss {:.0}% over {} rounds > {field} {limit}",
+                        self.loss_percent(),
+                        self.window.len()
+                    )
+                });
+                [rounds, held]
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!(", {p}"))
+                    .collect()
+            }
             (false, false) => ", waiting for carrier".into(),
             _ => String::new(),
         };
+        let last = self
+            .last_round
+            .as_ref()
+            .map(|l| format!("; last round: {l}"))
+            .unwrap_or_default();
+        let via = if self.wan.is_empty() {
+            "via this WAN".to_owned()
+        } else {
+            format!("via {}", self.wan)
+        };
+        let silent: String = self
+            .targets(now)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| self.silent_alone(*i))
+            .map(|(_, t)| {
+                format!(
+                    "; {} has not answered {via} for {:.0} s ({}/{} over the window)",
+                    t.target,
+                    t.silent_for.unwrap_or_default().as_secs_f64(),
+                    t.answered,
+                    t.sent
+                )
+            })
+            .collect();
         format!(
-            "{state}{manual} for {:.0} s: {}{progress}; loss {:.0}% over {} rounds",
+            "{state}{manual} for {:.0} s: {}{progress}{last}; loss {:.0}% over {} rounds{silent}",
             now.duration_since(self.since).as_secs_f64(),
             self.reason,
             self.loss_percent(),
@@ -187,9 +283,38 @@ impl Tracker {
         )
     }
 
+    /// Each target over the loss window.
+    pub fn targets(&self, now: Instant) -> Vec<TargetHealth> {
+        self.targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let (sent, answered) = self.counts(i);
+                TargetHealth {
+                    target: t.name.clone(),
+                    sent,
+                    answered,
+                    silent_for: t.silent_since.map(|s| now.saturating_duration_since(s)),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether target `i` has gone unanswered for `down_after` rounds in a row while another
+    /// target answered the last round: dead, or dropping probes via this WAN (the line itself
+    /// carries).
+    fn silent_alone(&self, i: usize) -> bool {
+        let others_answer = self.window.back().is_some_and(|r| r.iter().any(|ok| *ok));
+        others_answer
+            && self
+                .targets
+                .get(i)
+                .is_some_and(|t| t.missed >= self.track.down_after.max(1))
+    }
+
     /// A fresh tracker with the same settings, as at start.
     pub fn restarted(&self, carrier: bool, now: Instant) -> Tracker {
-        Tracker::new(self.track.clone(), carrier, now)
+        Tracker::new(self.track.clone(), carrier, now).of_wan(&self.wan)
     }
 
     /// A fresh tracker with the same settings, up with `carrier` (as at start) unless
@@ -215,14 +340,16 @@ impl Tracker {
             reason: why.to_owned(),
             since,
             manual: self.manual,
-            ..Tracker::new(self.track.clone(), carrier, now)
+            ..Tracker::new(self.track.clone(), carrier, now).of_wan(&self.wan)
         }
     }
 
     /// Takes a new track configuration (after a reload); the state is kept.
     pub fn retune(&mut self, track: Track) {
-        if track.loss_window as usize != self.track.loss_window as usize {
+        if track.loss_window != self.track.loss_window || track.targets != self.track.targets {
+            // Per target: a window of other targets says nothing of these.
             self.window.clear();
+            self.targets.clear();
         }
         self.track = track;
     }
@@ -247,16 +374,15 @@ impl Tracker {
     /// A probe round finished.
     pub fn round(&mut self, round: &RoundSummary, now: Instant) -> Option<Transition> {
         let limit = self.latency_limit();
-        let good = round
+        let answered: Vec<bool> = round
             .answers
             .iter()
-            .filter(|a| a.is_some_and(|rtt| limit.is_none_or(|l| rtt <= l)))
-            .count() as u32;
+            .map(|a| a.is_some_and(|rtt| limit.is_none_or(|l| rtt <= l)))
+            .collect();
+        let good = answered.iter().filter(|ok| **ok).count() as u32;
         let probes = round.answers.len() as u32;
-        self.window.push_back((probes, probes - good));
-        while self.window.len() > self.track.loss_window as usize {
-            self.window.pop_front();
-        }
+        self.record(round, &answered);
+
         // Targets are split by family: a family with fewer targets than `reliability` needs
         // all of its own.
         let passed = good >= self.track.reliability.min(probes);
@@ -272,6 +398,7 @@ impl Tracker {
                 .unwrap_or_default()
         );
         self.last_passed = passed;
+        self.last_round = Some(summary.clone());
         if passed {
             self.fails = 0;
             self.failing_since = None;
@@ -284,14 +411,18 @@ impl Tracker {
         if self.healthy {
             let since = self.failing_since.unwrap_or(round.started);
             if self.fails >= self.track.down_after {
-                let cause = format!("{} failed rounds in a row (last: {summary})", self.fails);
-                return self.change(
+                let reason = format!("{} failed rounds in a row", self.fails);
+                let cause = format!("{reason} (last: {summary})");
+                let changed = self.change(
                     false,
                     cause,
                     Some(now.saturating_duration_since(since)),
                     Path::Probes,
                     now,
                 );
+                // The status shows the last round as of now (`last_round`), not this one.
+                self.reason = reason;
+                return changed;
             }
             if let Some(max) = self.track.max_loss_percent
                 && self.window_full()
@@ -312,20 +443,19 @@ impl Tracker {
             }
             return None;
         }
-        let loss_ok = self
-            .track
-            .recover_loss_percent
-            .or(self.track.max_loss_percent)
-            .is_none_or(|r| self.loss_percent() <= f64::from(r));
+        let loss_ok = self.loss_holds_down().is_none();
         if self.carrier && self.passes >= self.track.up_after && loss_ok {
-            let cause = format!("{} good rounds in a row (last: {summary})", self.passes);
-            return self.change(
+            let reason = format!("{} good rounds in a row", self.passes);
+            let cause = format!("{reason} (last: {summary})");
+            let changed = self.change(
                 true,
                 cause,
                 Some(now.saturating_duration_since(round.started)),
                 Path::Probes,
                 now,
             );
+            self.reason = reason;
+            return changed;
         }
         None
     }
@@ -375,15 +505,75 @@ impl Tracker {
         self.window.len() >= self.track.loss_window as usize
     }
 
+    /// The line's loss over the window: that of its best target (see the module's doc).
     fn loss_percent(&self) -> f64 {
-        let (probes, lost) = self
-            .window
+        (0..self.targets.len())
+            .map(|i| self.counts(i))
+            .filter(|(sent, _)| *sent > 0)
+            .map(|(sent, answered)| 100.0 * f64::from(sent - answered) / f64::from(sent))
+            .reduce(f64::min)
+            .unwrap_or(0.0)
+    }
+
+    /// Rounds of the window that asked target `i`, and that it answered in time.
+    fn counts(&self, i: usize) -> (u32, u32) {
+        self.window
             .iter()
-            .fold((0u32, 0u32), |(p, l), (a, b)| (p + a, l + b));
-        if probes == 0 {
-            0.0
-        } else {
-            100.0 * f64::from(lost) / f64::from(probes)
+            .fold((0, 0), |(sent, answered), round| match round.get(i) {
+                Some(ok) => (sent + 1, answered + u32::from(*ok)),
+                None => (sent, answered),
+            })
+    }
+
+    /// The limit (its field and value) the loss over the window exceeds, keeping a WAN that
+    /// is down from coming back.
+    fn loss_holds_down(&self) -> Option<(&'static str, u32)> {
+        let (field, limit) = match (self.track.recover_loss_percent, self.track.max_loss_percent) {
+            (Some(r), _) => ("recover_loss_percent", r),
+            (None, Some(m)) => ("max_loss_percent", m),
+            (None, None) => return None,
+        };
+        (self.loss_percent() > f64::from(limit)).then_some((field, limit))
+    }
+
+    /// Takes a round's answers (in time or not) into the window and the targets' records.
+    fn record(&mut self, round: &RoundSummary, answered: &[bool]) {
+        let name = |i: usize| {
+            round
+                .targets
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("target {}", i + 1))
+        };
+        let same = self.targets.len() == answered.len()
+            && self
+                .targets
+                .iter()
+                .enumerate()
+                .all(|(i, t)| t.name == name(i));
+        if !same {
+            // Other targets (a reload): their history starts here.
+            self.window.clear();
+            self.targets = (0..answered.len())
+                .map(|i| TargetRecord {
+                    name: name(i),
+                    missed: 0,
+                    silent_since: None,
+                })
+                .collect();
+        }
+        for (t, ok) in self.targets.iter_mut().zip(answered) {
+            if *ok {
+                t.missed = 0;
+                t.silent_since = None;
+            } else {
+                t.missed = t.missed.saturating_add(1);
+                t.silent_since.get_or_insert(round.started);
+            }
+        }
+        self.window.push_back(answered.to_vec());
+        while self.window.len() > self.track.loss_window as usize {
+            self.window.pop_front();
         }
     }
 
@@ -433,8 +623,21 @@ mod tests {
                 .iter()
                 .map(|a| a.map(Duration::from_millis))
                 .collect(),
+            targets: ["192.0.2.1", "192.0.2.2"][..answers.len()]
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect(),
             failure: None,
         }
+    }
+
+    /// A track with loss limits: down over 20%, back at 5% or less.
+    fn lossy_track(down_after: u32, up_after: u32, window: u32) -> Track {
+        let mut tr = track(down_after, up_after);
+        tr.max_loss_percent = Some(20);
+        tr.recover_loss_percent = Some(5);
+        tr.loss_window = window;
+        tr
     }
 
     const GOOD: &[Option<u64>] = &[Some(10), Some(12)];
@@ -606,23 +809,20 @@ mod tests {
     #[test]
     fn loss_over_the_window_takes_it_down_and_must_heal_to_come_back() {
         let t0 = Instant::now();
-        let mut tr = track(100, 1);
-        tr.max_loss_percent = Some(20);
-        tr.recover_loss_percent = Some(5);
-        tr.loss_window = 5;
-        let mut t = Tracker::new(tr, true, t0);
-        // Half of the probes lost every round: each round passes (reliability 1), loss 50%.
-        let half: &[Option<u64>] = &[Some(10), None];
+        let mut t = Tracker::new(lossy_track(100, 1, 5), true, t0);
+        // The line loses half of the probes, to either target: each round passes (reliability
+        // 1), and the target that answers best still loses 40%.
+        let (a, b): (&[Option<u64>], &[Option<u64>]) = (&[Some(10), None], &[None, Some(10)]);
         for i in 0..4 {
-            assert_eq!(
-                t.round(&round(t0, i, half), t0),
-                None,
-                "window not full yet"
-            );
+            let r = if i % 2 == 0 { a } else { b };
+            assert_eq!(t.round(&round(t0, i, r), t0), None, "window not full yet");
         }
-        let down = t.round(&round(t0, 4, half), t0).expect("loss 50% > 20%");
-        assert!(!down.up && down.cause.contains("loss"), "{}", down.cause);
-        // Clean rounds: the lossy ones must age out of the window (<= 5% loss) first.
+        let down = t.round(&round(t0, 4, a), t0).expect("loss 40% > 20%");
+        assert!(!down.up, "{}", down.cause);
+        assert_eq!(down.cause, "loss 40% over 5 rounds exceeds 20%");
+        // Clean rounds: the lossy ones must age out of the window (<= 5% loss) first, and
+        // meanwhile the status says it is the loss that holds it down, not a count of good
+        // rounds that is met already.
         let mut came_back = None;
         for i in 5..15 {
             if let Some(up) = t.round(&round(t0, i, GOOD), t0) {
@@ -630,8 +830,121 @@ mod tests {
                 assert!(up.up);
                 break;
             }
+            let said = t.describe(t0);
+            assert!(
+                said.contains("held down: loss ") && said.contains("> recover_loss_percent 5"),
+                "{said}"
+            );
+            assert!(!said.contains("good rounds to come back"), "{said}");
         }
-        assert_eq!(came_back, Some(9), "after the whole window is clean again");
+        // The lossy round 4 was answered by 192.0.2.1: its window is clean once rounds 0-3
+        // (its losses at 1 and 3) have aged out.
+        assert_eq!(came_back, Some(8), "once the best target's window is clean");
+    }
+
+    #[test]
+    fn a_dead_target_on_a_healthy_line_is_no_loss_and_is_named() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(lossy_track(3, 5, 20), true, t0).of_wan("wan1");
+        // 192.0.2.2 drops every probe (a resolver that stopped answering pings from this
+        // ISP); 192.0.2.1 answers each one: every round passes, the line loses nothing.
+        let one: &[Option<u64>] = &[Some(10), None];
+        for i in 0..60 {
+            assert_eq!(t.round(&round(t0, i, one), t0), None, "round {i}");
+        }
+        assert!(t.up());
+        let now = t0 + Duration::from_secs(6);
+        let said = t.describe(now);
+        assert!(said.contains("loss 0% over 20 rounds"), "{said}");
+        assert!(
+            said.contains("192.0.2.2 has not answered via wan1 for 6 s (0/20 over the window)"),
+            "{said}"
+        );
+        assert!(said.contains("last round: 1/2 targets answered"), "{said}");
+        assert!(!said.contains("192.0.2.1 has not"), "{said}");
+        let targets = t.targets(now);
+        assert_eq!(
+            targets
+                .iter()
+                .map(|t| (t.target.as_str(), t.answered, t.sent))
+                .collect::<Vec<_>>(),
+            [("192.0.2.1", 20, 20), ("192.0.2.2", 0, 20)]
+        );
+        assert_eq!(targets[0].silent_for, None);
+        assert_eq!(targets[1].silent_for, Some(Duration::from_secs(6)));
+
+        // Held down by something else, it comes back with the dead target still dead.
+        let mut down = Tracker::new(lossy_track(3, 5, 20), true, t0);
+        assert!(down.round(&round(t0, 0, BAD), t0).is_none());
+        assert!(down.round(&round(t0, 1, BAD), t0).is_none());
+        assert!(!down.round(&round(t0, 2, BAD), t0).expect("down").up);
+        let back = (3..30).find_map(|i| down.round(&round(t0, i, one), t0));
+        assert!(back.expect("comes back").up);
+    }
+
+    #[test]
+    fn a_lossy_line_shows_its_loss_through_two_answering_targets() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(lossy_track(100, 5, 10), true, t0);
+        // 30% of each target's probes lost, not in the same rounds: every round passes.
+        let lost_a = [1, 4, 7];
+        let lost_b = [2, 5, 8];
+        let mut down = None;
+        for i in 0..10u64 {
+            let r = [
+                (!lost_a.contains(&i)).then_some(10),
+                (!lost_b.contains(&i)).then_some(10),
+            ];
+            if let Some(tr) = t.round(&round(t0, i, &r), t0) {
+                down = Some((i, tr));
+            }
+        }
+        let (i, tr) = down.expect("30% > 20%");
+        assert_eq!(i, 9, "when the window is full");
+        assert_eq!(tr.cause, "loss 30% over 10 rounds exceeds 20%");
+        let said = t.describe(t0);
+        assert!(!said.contains("has not answered"), "{said}");
+    }
+
+    #[test]
+    fn a_line_whose_targets_all_die_goes_down_by_its_rounds() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(lossy_track(3, 5, 20), true, t0);
+        for i in 0..2 {
+            assert_eq!(t.round(&round(t0, i, BAD), t0), None);
+        }
+        let tr = t.round(&round(t0, 2, BAD), t0).expect("down");
+        assert!(
+            tr.cause.starts_with("3 failed rounds in a row"),
+            "{}",
+            tr.cause
+        );
+        let said = t.describe(t0);
+        assert!(said.contains("loss 100% over 3 rounds"), "{said}");
+        assert!(
+            !said.contains("has not answered"),
+            "the line, not a target: {said}"
+        );
+    }
+
+    #[test]
+    fn the_status_shows_the_last_round_as_of_now_not_as_of_the_change() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(track(1, 2), true, t0);
+        assert!(t.round(&round(t0, 0, BAD), t0).is_some());
+        assert!(t.round(&round(t0, 1, GOOD), t0).is_none());
+        let up = t.round(&round(t0, 2, GOOD), t0).expect("up");
+        assert_eq!(
+            up.cause, "2 good rounds in a row (last: 2/2 targets answered)",
+            "the change says the round that made it"
+        );
+        t.round(&round(t0, 3, &[Some(10), None]), t0);
+        let said = t.describe(t0);
+        assert!(
+            said.contains("2 good rounds in a row; last round: 1/2 targets answered"),
+            "{said}"
+        );
+        assert!(!said.contains("2/2"), "{said}");
     }
 
     #[test]
