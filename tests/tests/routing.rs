@@ -1034,6 +1034,23 @@ fn a_wan_table_another_tool_uses_is_refused_and_never_taken_over() {
     );
     let log = s.daemon.log_text();
     assert_eq!(log.matches(warning).count(), 1, "said once:\n{log}");
+
+    // A reload of another change while steer leaves the table alone is not refused (the
+    // review: every reload failed, OpenWrt's reload_service included): it changes nothing there.
+    let edited = "[default]\npolicy = \"wan2-first\"";
+    s.work.write(
+        "steer.toml",
+        &text.replace("[default]\npolicy = \"wan1-first\"", edited),
+    );
+    assert!(
+        std::fs::read_to_string(s.work.config())
+            .unwrap()
+            .contains(edited)
+    );
+    let (ok, out, err) = s.work.steer(&["reload"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(table(r, "-4", 52).len(), 2, "{:?}", table(r, "-4", 52));
+    assert!(!all_rules(r).contains("lookup 52 proto 201"));
 }
 
 /// A route steer did not make in a WAN table that no other rule looks up is a leftover: removed

@@ -777,8 +777,10 @@ impl Routing {
     }
 
     /// Refuses `desired` (a configuration about to be applied) when one of its WAN tables is
-    /// another tool's ([`TableInUse`]): a reload then changes nothing. Kernel state that
-    /// cannot be read is not judged: the reconcile that follows says so.
+    /// another tool's ([`TableInUse`]): a reload then changes nothing. A table the running
+    /// daemon already leaves alone (found so at start, or since: that tool came later) is not
+    /// refused: the reload changes nothing there either, and the warning stands. Kernel state
+    /// that cannot be read is not judged: the reconcile that follows says so.
     pub async fn check_tables(&self, desired: &Desired) -> Result<(), TablesInUse> {
         let Ok(snapshot) = kernel::Snapshot::read(&self.handle, &desired.tables).await else {
             return Ok(());
@@ -789,7 +791,8 @@ impl Routing {
             .unwrap_or_else(|e| e.into_inner())
             .shared
             .clone();
-        let found = others::tables_in_use(desired, &snapshot, &known);
+        let mut found = others::tables_in_use(desired, &snapshot, &known);
+        found.retain(|t| !known.contains_key(&t.table));
         if found.is_empty() {
             Ok(())
         } else {

@@ -4,7 +4,10 @@
 //! changes a rule it does not own, nor a route that is plainly another tool's: it says what it
 //! found and what to do about it.
 
-use std::{collections::BTreeMap, collections::HashSet, fmt};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+};
 
 use super::{
     Desired, Family, MAIN_TABLE, RTPROT_STEER, WanSource,
@@ -93,8 +96,9 @@ impl TableInUse {
             ),
             about: format!("table {} in use", self.table),
             cleared: Some(format!(
-                "{}: no rule of another tool looks up table {} any more: steer places WAN {}'s \
-                 rules and routes there",
+                "{}: table {} is no other tool's any more (no rule of another tool looks it \
+                 up, or it has held none of that tool's routes for {GRACE} checks): steer \
+                 places WAN {}'s rules and routes there",
                 self.written, self.table, self.wan
             )),
         }
@@ -167,16 +171,27 @@ fn users(s: &Snapshot, table: u32) -> (Vec<String>, Vec<String>) {
     (rules, routes)
 }
 
+/// The WAN tables found to be another tool's, each with the reconciles in a row that found
+/// it without that tool's routes.
+pub(crate) type Shared = HashMap<u32, u8>;
+
+/// Reconciles in a row a table another tool uses may be found without that tool's routes and
+/// still count as its: long enough for a tool replacing its routes (a restart), short enough
+/// that a leftover removed by hand beside the owner's own rule (`from HOST lookup 101`) gives
+/// the table back to steer at a later periodic check.
+pub(crate) const GRACE: u8 = 3;
+
 /// The tables of `d` that another tool uses by `s` ([`TableInUse`]). `known` are those found
-/// so at the last reconcile: one stays another tool's while its rule is there, even when its
-/// routes are gone for a moment (a tool replacing them), so steer does not slip its default
-/// route in meanwhile.
-pub(crate) fn tables_in_use(d: &Desired, s: &Snapshot, known: &HashSet<u32>) -> Vec<TableInUse> {
+/// so by the reconciles before: one stays another tool's while its rule is there, even when
+/// its routes are gone for a moment (a tool replacing them), so steer does not slip its
+/// default route in meanwhile; for at most [`GRACE`] reconciles.
+pub(crate) fn tables_in_use(d: &Desired, s: &Snapshot, known: &Shared) -> Vec<TableInUse> {
     d.tables
         .iter()
         .filter_map(|&table| {
             let (rules, routes) = users(s, table);
-            if rules.is_empty() || (routes.is_empty() && !known.contains(&table)) {
+            let kept = known.get(&table).is_some_and(|&n| n + 1 < GRACE);
+            if rules.is_empty() || (routes.is_empty() && !kept) {
                 return None;
             }
             let (wan, written) = wan_of(d, table);
@@ -187,6 +202,20 @@ pub(crate) fn tables_in_use(d: &Desired, s: &Snapshot, known: &HashSet<u32>) -> 
                 rules,
                 routes,
             })
+        })
+        .collect()
+}
+
+/// What the next reconcile knows of `in_use`: how many in a row found each without routes.
+pub(crate) fn still_shared(in_use: &[TableInUse], known: &Shared) -> Shared {
+    in_use
+        .iter()
+        .map(|t| {
+            let without = match (t.routes.is_empty(), known.get(&t.table)) {
+                (true, Some(n)) => n + 1,
+                _ => 0,
+            };
+            (t.table, without)
         })
         .collect()
 }
@@ -217,7 +246,10 @@ pub(crate) fn leftovers(d: &Desired, s: &Snapshot) -> Vec<String> {
             }
             let (wan, written) = wan_of(d, table);
             Some(format!(
-                "{written}: table {table} holds routes steer did not make: {}; steer removes                  them when it starts, as leftovers (of mwan3, of a script); if a running tool                  keeps them there, pick another `table` number for WAN {wan}, one that holds no                  route (`ip route show table N`)",
+                "{written}: table {table} holds routes steer did not make: {}; steer removes \
+                 them when it starts, as leftovers (of mwan3, of a script); if a running tool \
+                 keeps them there, pick another `table` number for WAN {wan}, one that holds no \
+                 route (`ip route show table N`)",
                 listed(&routes)
             ))
         })
@@ -307,13 +339,18 @@ pub(crate) fn mark_overlaps(d: &Desired, s: &Snapshot, skip: &[String]) -> Vec<W
                              and a WAN mark steer uses there would take that tool's packets"
                 .to_owned(),
         };
-        out.push(Warning::new(format!(
-            "{names}, not steer's, {verb} fwmark {m:#x}/{k:#x}, which uses the bits {shared:#x} \
-             of steer's {}: {effect}; give steer marks on bits no other rule uses ({}) and run \
-             `steer reload`",
-            d.mask.written,
-            free_bits(used, d.wans.len())
-        )));
+        out.push(Warning {
+            // Said again only for a new selector: the line's free bits change with every
+            // other rule's mask (a VPN coming up).
+            about: format!("fwmark {m:#x}/{k:#x}"),
+            ..Warning::new(format!(
+                "{names}, not steer's, {verb} fwmark {m:#x}/{k:#x}, which uses the bits \
+                 {shared:#x} of steer's {}: {effect}; give steer marks on bits no other rule \
+                 uses ({}) and run `steer reload`",
+                d.mask.written,
+                free_bits(used, d.wans.len())
+            ))
+        });
     }
     out
 }

@@ -51,8 +51,9 @@ pub(crate) struct Others {
     /// The routes that are not steer's that it removed (or replaced) from a WAN table, as
     /// their descriptions: one that comes back is another tool's, and is left alone.
     pub taken: HashSet<String>,
-    /// The WAN tables found to be another tool's ([`others::tables_in_use`]).
-    pub shared: HashSet<u32>,
+    /// The WAN tables found to be another tool's ([`others::tables_in_use`]), each with the
+    /// reconciles in a row that found it without that tool's routes.
+    pub shared: others::Shared,
 }
 
 /// The differences between desired and actual, as status lines and as steps.
@@ -68,20 +69,21 @@ pub(crate) struct Plan {
     /// Everything steer says about others' routing, those rules first.
     pub warnings: Vec<Warning>,
     /// The WAN tables another tool uses: steer places nothing there.
-    pub shared: HashSet<u32>,
+    pub shared: others::Shared,
 }
 
 pub(crate) fn plan(desired: &Desired, s: &Snapshot, placed: &Placed, others: &Others) -> Plan {
     let in_use = others::tables_in_use(desired, s, &others.shared);
-    let shared: HashSet<u32> = in_use.iter().map(|t| t.table).collect();
+    let shared = others::still_shared(&in_use, &others.shared);
     // Routes steer leaves alone although they are in a WAN table: another tool's, in a table
     // it uses, and those steer took once that came back.
     let (routes, left): (Vec<&ActualRoute>, Vec<&ActualRoute>) = s.routes.iter().partition(|r| {
-        r.protocol == RTPROT_STEER || !(shared.contains(&r.table) || others.taken.contains(&r.desc))
+        r.protocol == RTPROT_STEER
+            || !(shared.contains_key(&r.table) || others.taken.contains(&r.desc))
     });
     let back: Vec<&ActualRoute> = left
         .into_iter()
-        .filter(|r| !shared.contains(&r.table))
+        .filter(|r| !shared.contains_key(&r.table))
         .collect();
     let mut status = Vec::new();
     let mut warnings = Vec::new();
@@ -89,7 +91,7 @@ pub(crate) fn plan(desired: &Desired, s: &Snapshot, placed: &Placed, others: &Ot
     // back: what it would place there is withheld.
     let mut wanted = desired.clone();
     wanted.rules.retain(|d| match d.action {
-        RuleAction::Lookup(t) if shared.contains(&t) => {
+        RuleAction::Lookup(t) if shared.contains_key(&t) => {
             status.push(format!(
                 "{d}: withheld: table {t} is another tool's (see the warning)"
             ));
@@ -99,7 +101,7 @@ pub(crate) fn plan(desired: &Desired, s: &Snapshot, placed: &Placed, others: &Ot
     });
     let mut displaced = Vec::new();
     wanted.routes.retain(|d| {
-        if shared.contains(&d.table) {
+        if shared.contains_key(&d.table) {
             status.push(format!(
                 "{d}: withheld: table {} is another tool's (see the warning)",
                 d.table
@@ -1026,7 +1028,7 @@ mod tests {
         let vpn = kernel::parse_route(link_route(101, "100.100.100.100/32", 3, 3), &s.links);
         s.routes.push(vpn.unwrap());
         let p = plan(&d, &s, &placed_all(), &Others::default());
-        assert_eq!(p.shared, HashSet::from([101]));
+        assert_eq!(p.shared, others::Shared::from([(101, 0)]));
         assert_eq!(
             changes(&p),
             [
@@ -1061,7 +1063,7 @@ mod tests {
         );
         assert!(p.status.contains(&format!("warning: {}", w[0])));
         // The refusal (check, reload) names the same.
-        let refused = others::tables_in_use(&d, &s, &HashSet::new());
+        let refused = others::tables_in_use(&d, &s, &others::Shared::new());
         assert_eq!(refused.len(), 1);
         assert!(
             refused[0]
@@ -1078,18 +1080,25 @@ mod tests {
         let p = plan(&d, &own, &placed_all(), &Others::default());
         assert!(p.shared.is_empty() && p.steps.is_empty(), "{:#?}", p.status);
         // But one found another tool's stays so while its rule is there, its routes gone for
-        // a moment (the tool replacing them): steer does not slip its route in meanwhile.
-        let known = Others {
-            shared: HashSet::from([101]),
+        // a moment (the tool replacing them): steer does not slip its route in meanwhile...
+        let mut known = Others {
+            shared: others::Shared::from([(101, 0)]),
             ..Others::default()
         };
+        for n in 1..others::GRACE {
+            let p = plan(&d, &own, &placed_all(), &known);
+            assert_eq!(p.shared, others::Shared::from([(101, n)]));
+            assert!(
+                warnings(&p)[0].contains("held routes steer did not make a moment ago"),
+                "{:?}",
+                warnings(&p)
+            );
+            known.shared = p.shared;
+        }
+        // ... nor for ever: a table whose routes stay gone (a leftover the owner removed
+        // beside their own `from HOST lookup 101`) is steer's again.
         let p = plan(&d, &own, &placed_all(), &known);
-        assert_eq!(p.shared, HashSet::from([101]));
-        assert!(
-            warnings(&p)[0].contains("held routes steer did not make a moment ago"),
-            "{:?}",
-            warnings(&p)
-        );
+        assert!(p.shared.is_empty() && p.steps.is_empty(), "{:#?}", p.status);
         // Its rule gone, the table is steer's again.
         let p = plan(&d, &in_sync(), &placed_all(), &known);
         assert!(p.shared.is_empty() && p.steps.is_empty());
