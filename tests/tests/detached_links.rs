@@ -20,6 +20,19 @@ const PERIODIC: Duration = Duration::from_secs(25);
 const LAN_REATTACHED: &str = "lan0: its classifier's link was detached by someone else (e.g. `bpftool link detach`): \
      attached again";
 
+/// Waits (bounded by [`PERIODIC`]) until the daemon has logged `needle` `n` times.
+fn wait_log_count(s: &Scenario, needle: &str, n: usize) {
+    let deadline = std::time::Instant::now() + PERIODIC;
+    while s.daemon.log_text().matches(needle).count() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`{needle}` not logged {n} times within {PERIODIC:?}:\n{}",
+            s.daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `bpftool -j link show pinned PATH`.
 fn link_json(pin: &Path) -> serde_json::Value {
     let out = Command::new("bpftool")
@@ -85,6 +98,10 @@ fn a_detached_lan_classifier_is_seen_and_attached_again_by_the_periodic_check_an
     let s = Scenario::start("detach-lan", &Options::default());
     assert_eq!(bypass_via(&s, 7601), [0, 5], "steered before");
     let tc = link_pin(&s, "tc-lan0");
+    // First a repair by the periodic check, which tells when one ran: what is observed below
+    // then happens within the 10 s before the next one (it would repair it meanwhile).
+    detach(&tc);
+    s.daemon.wait_log(LAN_REATTACHED, PERIODIC);
     detach(&tc);
     assert!(s.lab.lan_tcx_programs().is_empty(), "detached");
 
@@ -118,7 +135,7 @@ fn a_detached_lan_classifier_is_seen_and_attached_again_by_the_periodic_check_an
     );
 
     // The periodic check attaches it again, with a warning naming the interface.
-    s.daemon.wait_log(LAN_REATTACHED, PERIODIC);
+    wait_log_count(&s, LAN_REATTACHED, 2);
     assert!(tc.exists(), "a new link, pinned where the old one was");
     assert_eq!(bypass_via(&s, 7603), [0, 5], "steered again");
     assert_eq!(lan0(&s.status())["problem"], serde_json::Value::Null);
@@ -150,6 +167,20 @@ fn detached_xdp_and_wan_counter_links_are_attached_again_and_a_restart_names_the
     let xdp = link_pin(&s, &format!("xdp-{mode}-lan0"));
     let egress = link_pin(&s, "wan-egress-wan1");
     let ingress = link_pin(&s, "wan-ingress-wan2");
+
+    // The periodic check repairs the WAN counters as well; and its repair tells when one
+    // ran, so that the next one does not repair what is observed below before the reload.
+    detach(&ingress);
+    assert!(tcx_programs(&s, "wan2", TcAttachType::Ingress).is_empty());
+    s.daemon.wait_log(
+        "wan2: a WAN traffic counter link was detached by someone else",
+        PERIODIC,
+    );
+    assert_eq!(
+        tcx_programs(&s, "wan2", TcAttachType::Ingress),
+        [kernel_name(program_names::WAN_INGRESS)]
+    );
+
     for pin in [&xdp, &egress] {
         detach(pin);
     }
@@ -181,18 +212,6 @@ fn detached_xdp_and_wan_counter_links_are_attached_again_and_a_restart_names_the
     );
     assert_eq!(lan0(&s.status())["xdp"], mode.as_str());
     assert_eq!(bypass_via(&s, 7611), [0, 5], "steered");
-
-    // The periodic check repairs the WAN counters as well.
-    detach(&ingress);
-    assert!(tcx_programs(&s, "wan2", TcAttachType::Ingress).is_empty());
-    s.daemon.wait_log(
-        "wan2: a WAN traffic counter link was detached by someone else",
-        PERIODIC,
-    );
-    assert_eq!(
-        tcx_programs(&s, "wan2", TcAttachType::Ingress),
-        [kernel_name(program_names::WAN_INGRESS)]
-    );
 
     // Detached while no daemon runs: the next start says so (the XDP link, still on lan0,
     // tells it was not a new device of the same name) and attaches anew.

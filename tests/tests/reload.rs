@@ -280,8 +280,9 @@ fn an_emptied_nftables_table_is_restored_with_a_warning() {
         "{}",
         daemon.log_text()
     );
+    // Not checked emptied here: the daemon's event-driven check may restore it before a
+    // listing could run; the warning below says it found the table emptied.
     lab.router.run("nft flush table inet steer");
-    assert!(!steer_table(&lab).contains("vmap"), "flushed");
     // The periodic check (every 10 s) at the latest.
     assert!(
         table_back(&lab, &whole, Duration::from_secs(15)),
