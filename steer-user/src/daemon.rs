@@ -54,10 +54,10 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 /// Netlink events come in bursts (a link flap touches links, addresses and routes): reconcile
 /// once the burst is over.
 const RECONCILE_SETTLE: Duration = Duration::from_millis(30);
-/// After two checks of steer's nftables table in a row that repaired it (the events of a repair
-/// bring one more check, which finds the table in place), the next one an nftables event asks
-/// for waits this long: a program that keeps rewriting the table gets it back at most this
-/// often, not in a loop of repairs and the events they cause.
+/// After a check of steer's nftables table that repaired it, the next one an nftables event
+/// asks for waits this long (the repair's own events bring one, which finds the table in
+/// place): a program that keeps rewriting the table, at whatever pace, gets it back at most
+/// this often, not in a loop of repairs and the events they cause.
 const MARKING_REPAIR_GAP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
@@ -352,10 +352,9 @@ async fn serve(
     // A reconcile is due at this instant (after a burst of netlink events).
     let mut due: Option<tokio::time::Instant> = None;
     // A check of steer's nftables table is due at this instant (after a burst of nftables
-    // events), and not before `marking_quiet`; how many such checks in a row repaired it.
+    // events), and not before `marking_quiet` (a second after a repair).
     let (mut marking_due, mut marking_quiet): (Option<tokio::time::Instant>, _) =
         (None, tokio::time::Instant::now());
-    let mut marking_repairs = 0u32;
     log::info!("steer running: control socket {}", server.path().display());
 
     let (listed_tx, mut listed) = mpsc::unbounded_channel::<Listed>();
@@ -453,8 +452,7 @@ async fn serve(
             () = marking_settle => {
                 marking_due = None;
                 let line = ctl.check_conntrack_marking().await;
-                marking_repairs = if line.is_some() { marking_repairs + 1 } else { 0 };
-                if marking_repairs >= 2 {
+                if line.is_some() {
                     marking_quiet = tokio::time::Instant::now() + MARKING_REPAIR_GAP;
                 }
                 log_lines("", line.iter());

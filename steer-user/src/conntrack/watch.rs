@@ -18,7 +18,9 @@ const NFNLGRP_NFTABLES: libc::c_int = 7;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// A new generation (every transaction ends with one): says nothing of which table.
 const NFT_MSG_NEWGEN: u16 = 15;
-const NFT_MSG_TRACE: u16 = 16;
+/// A trace event (`nft monitor trace`): not a change. They come on another group; skipped
+/// should one come here.
+const NFT_MSG_TRACE: u16 = 17;
 const NFPROTO_INET: u8 = 1;
 /// The first attribute of every nftables object message is its table's name
 /// (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE,
