@@ -62,8 +62,9 @@ pub(super) fn detached_problem(hooks: &[LanHook]) -> Option<String> {
 
 impl Controller {
     /// The periodic check of the links this daemon holds: those someone else detached are
-    /// attached again, with a warning. A LAN interface it holds no links of (gone, or its
-    /// attach failed) is left to its link events.
+    /// attached again, with a warning; one whose attaching failed is tried again at every
+    /// check (said once, and when it worked). A LAN interface it holds no links of otherwise
+    /// (gone, or its first attach failed) is left to its link events.
     pub fn check_links(&mut self) -> Vec<ReportLine> {
         let held: Vec<String> = self
             .config
@@ -79,14 +80,43 @@ impl Controller {
                 Ok(r) => out.extend(reattached_lines(&iface, &r)),
                 // Gone since: its link event says so and attaches it when it is back.
                 Err(DataplaneError::NoInterface(_)) => {}
-                Err(e) => out.push(ReportLine::error(format!(
-                    "{iface}: attaching the classifier again failed: {e}; traffic entering \
-                     {iface} is not classified until that is fixed (`steer reload` retries, and \
-                     so does any change of the interface)"
-                ))),
+                Err(e) => {
+                    self.reattach_failed.insert(iface.clone());
+                    out.push(ReportLine::error(format!(
+                        "{iface}: attaching the classifier again failed: {e}; traffic entering \
+                         {iface} is not classified until that is fixed (tried again at every \
+                         periodic check, at `steer reload` and at any change of the interface)"
+                    )));
+                }
             }
         }
+        out.extend(self.retry_failed_reattach());
         out.extend(self.wan_watch_check());
+        out
+    }
+
+    /// Tries again to attach the classifier where attaching it again failed; quiet while it
+    /// still fails (said when it first did).
+    fn retry_failed_reattach(&mut self) -> Vec<ReportLine> {
+        let failed = std::mem::take(&mut self.reattach_failed);
+        let mut out = Vec::new();
+        for iface in failed {
+            let configured = self.config.general.lan.contains(&iface);
+            if !configured || self.dp.attached_index(&iface).is_some() {
+                continue;
+            }
+            match self.dp.attach(&iface, self.config.general.xdp) {
+                Ok(_) => out.push(ReportLine::info(format!(
+                    "{iface}: the classifier is attached again; traffic entering {iface} is \
+                     classified"
+                ))),
+                Err(DataplaneError::NoInterface(_)) => {}
+                Err(e) => {
+                    log::debug!("{iface}: attaching the classifier again failed again: {e}");
+                    self.reattach_failed.insert(iface);
+                }
+            }
+        }
         out
     }
 }

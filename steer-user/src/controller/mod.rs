@@ -35,7 +35,7 @@ mod wan_prefixes;
 pub mod wan_watch;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -320,6 +320,9 @@ pub struct Controller {
     prefixes6: wan_prefixes::WanPrefixes,
     /// LAN interfaces listed with the bridge they are ports of, at the last read of the system.
     lan_ports: Vec<lan_ports::PortOfListedBridge>,
+    /// LAN interfaces whose detached classifier could not be attached again: the periodic
+    /// check tries again ([`link_check`]).
+    reattach_failed: BTreeSet<String>,
     /// Prefixes per rule id, counted after each sync: a status (a metrics scrape) must not
     /// walk a million prefixes.
     prefix_counts: HashMap<u32, usize>,
@@ -427,6 +430,7 @@ impl Controller {
             hooked: kept_gateways(&config.control.socket),
             prefixes6: wan_prefixes::WanPrefixes::open(&config.control.socket),
             lan_ports: Vec::new(),
+            reattach_failed: BTreeSet::new(),
             prefix_counts: HashMap::new(),
             flushes: Vec::new(),
             vrrp: vrrp::VrrpCtl::default(),
