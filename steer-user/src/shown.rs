@@ -35,6 +35,16 @@ pub fn shown(value: &str) -> String {
     Shown(value).to_string()
 }
 
+/// The first `n` of `items` joined by `sep`, then "and N more" for the others: a line names a
+/// few (a forged advert's 255 addresses, a table's routes), not all.
+pub fn first_few<T: fmt::Display>(items: &[T], n: usize, sep: &str) -> String {
+    let mut out: Vec<String> = items.iter().take(n).map(ToString::to_string).collect();
+    if items.len() > n {
+        out.push(format!("and {} more", items.len() - n));
+    }
+    out.join(sep)
+}
+
 /// One character of a value: as itself if it prints as itself, else as `\u{..}`.
 fn write_char(f: &mut fmt::Formatter<'_>, c: char) -> fmt::Result {
     if is_hidden(c) {

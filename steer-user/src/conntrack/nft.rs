@@ -5,6 +5,7 @@
 use std::process::Command;
 
 use super::ConntrackError;
+use crate::shown::first_few;
 
 /// The nftables table steer owns (family inet).
 pub const NFT_TABLE: &str = "steer";
@@ -266,14 +267,7 @@ fn differences(
             ),
         );
     } else if !emptied.is_empty() {
-        const NAMED: usize = 3;
-        let more = emptied.len().saturating_sub(NAMED);
-        emptied.truncate(NAMED);
-        let mut text = format!("emptied: {}", emptied.join(", "));
-        if more > 0 {
-            text.push_str(&format!(" and {more} more"));
-        }
-        found.insert(0, text);
+        found.insert(0, format!("emptied: {}", first_few(&emptied, 3, ", ")));
     }
     for (name, _) in have {
         if !want.iter().any(|(n, _)| n == name) {
@@ -283,14 +277,7 @@ fn differences(
     if found.is_empty() {
         return None;
     }
-    const SHOWN: usize = 4;
-    let more = found.len().saturating_sub(SHOWN);
-    found.truncate(SHOWN);
-    let mut text = found.join("; ");
-    if more > 0 {
-        text.push_str(&format!("; and {more} more"));
-    }
-    Some(text)
+    Some(first_few(&found, 4, "; "))
 }
 
 /// The objects of a table listing (`chain mark_connections`, `counter npt_inbound_refused`),

@@ -129,17 +129,7 @@ pub struct TablesInUse(pub Vec<TableInUse>);
 const ROUTES_NAMED: usize = 3;
 
 fn listed(items: &[String]) -> String {
-    let mut out: Vec<&str> = items
-        .iter()
-        .take(ROUTES_NAMED)
-        .map(String::as_str)
-        .collect();
-    let more = items.len().saturating_sub(ROUTES_NAMED);
-    let more = format!("and {more} more");
-    if items.len() > ROUTES_NAMED {
-        out.push(&more);
-    }
-    out.join(", ")
+    crate::shown::first_few(items, ROUTES_NAMED, ", ")
 }
 
 fn foreign(r: &ActualRule) -> bool {

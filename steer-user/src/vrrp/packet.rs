@@ -376,11 +376,7 @@ const LISTED: usize = 4;
 
 /// Addresses for a log line or a note: the first few, then how many more.
 pub fn list(addrs: &[IpAddr]) -> String {
-    let mut out: Vec<String> = addrs.iter().take(LISTED).map(ToString::to_string).collect();
-    if addrs.len() > LISTED {
-        out.push(format!("and {} more", addrs.len() - LISTED));
-    }
-    out.join(", ")
+    crate::shown::first_few(addrs, LISTED, ", ")
 }
 
 /// Our virtual addresses that an advert of another virtual router (`vrid`, dropped as such)
