@@ -596,21 +596,27 @@ impl From<&probe::Round> for RoundSummary {
 }
 
 #[cfg(test)]
-mod restart_wan_tests {
-    use std::time::Instant;
+mod state_tests {
+    use std::time::{Duration, Instant};
 
-    use super::Health;
+    use super::{Health, unprobed_while_waiting};
     use crate::model::Family;
 
-    #[test]
-    fn a_wan_held_down_says_why_not_no_carrier_at_start() {
-        let t0 = Instant::now();
+    /// The health of one WAN, `dsl`, probed every 100 ms, followed from `t0`.
+    fn dsl(t0: Instant) -> Health {
         let mut health = Health::default();
         let wan = crate::config::Wan {
             track: crate::config::testing::icmp_track(100, 80, 3, 3),
             ..crate::config::testing::wan("dsl", "eth1")
         };
         health.follow(&[wan], |_| true, t0);
+        health
+    }
+
+    #[test]
+    fn a_wan_held_down_says_why_not_no_carrier_at_start() {
+        let t0 = Instant::now();
+        let mut health = dsl(t0);
         health.restart_wan("dsl", false, "held down: this router left VRRP MASTER", t0);
         let said = health.deciding("dsl", Family::V4).unwrap().describe(t0);
         assert!(
@@ -619,14 +625,6 @@ mod restart_wan_tests {
         );
         assert!(!said.contains("no carrier at start"), "{said}");
     }
-}
-
-#[cfg(test)]
-mod waiting_tests {
-    use std::time::{Duration, Instant};
-
-    use super::{Health, unprobed_while_waiting};
-    use crate::model::Family;
 
     /// A family that waits for a gateway is not probed: no pace, no daily cost (it showed the
     /// pacer's last pace, fast every 20 ms and 1.31 GB a day, with no probe on the wire), and
@@ -634,12 +632,7 @@ mod waiting_tests {
     #[test]
     fn a_family_waiting_for_a_gateway_shows_no_pace_nor_cost() {
         let t0 = Instant::now();
-        let mut health = Health::default();
-        let wan = crate::config::Wan {
-            track: crate::config::testing::icmp_track(100, 80, 3, 3),
-            ..crate::config::testing::wan("dsl", "eth1")
-        };
-        health.follow(&[wan], |_| true, t0);
+        let mut health = dsl(t0);
         let probing = health.probing("dsl", Family::V4, t0).expect("probed");
         assert!(probing.bytes_per_day > 0 && !probing.waiting);
         assert_ne!(probing.pace_name(), "waiting");
