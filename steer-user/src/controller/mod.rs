@@ -2363,9 +2363,12 @@ impl Controller {
                                 .health
                                 .probing(&w.name, *f, now)
                                 .filter(|_| self.vrrp_probed(&w.name))
-                                .map(|p| match self.unprobed(&w.name, *f) {
-                                    true => p.waiting_for_gateway(),
-                                    false => p,
+                                .map(|p| {
+                                    if self.unprobed(&w.name, *f) {
+                                        p.waiting_for_gateway()
+                                    } else {
+                                        p
+                                    }
                                 })
                                 .map(|p| crate::status::ProbeStatus {
                                     pace: p.pace_name().to_owned(),
