@@ -354,9 +354,9 @@ fn a_firewall_restart_that_flushes_the_ruleset_gets_steers_table_back_at_once() 
 }
 
 /// Something that keeps emptying steer's table (here 200 `nft flush table` in a row) does not
-/// make the daemon repair it in a loop with the events its own repairs cause: after two
-/// repairs in a row it waits a second before the next, so the warnings number about one per
-/// second of the storm; the table is whole once the storm is over.
+/// make the daemon repair it in a loop with the events its own repairs cause: after a repair
+/// it waits a second before the next, so the warnings number about one per second of the
+/// storm; the table is whole once the storm is over.
 #[test]
 fn a_storm_of_flushes_is_repaired_about_once_a_second_not_in_a_loop() {
     let (lab, _work, daemon) = setup("nft-storm", &text(&list()));
