@@ -12,6 +12,9 @@ use std::{
 
 use crate::netns::Netns;
 
+/// How long a daemon's start may take before a test gives up on it, in seconds.
+const START_BOUND_S: u64 = 60;
+
 /// The `steer` binary of this build (`cargo build -p steer-user` puts it next to the test
 /// binaries' directory; `STEER_BIN` overrides).
 pub fn steer_bin() -> PathBuf {
@@ -246,8 +249,11 @@ impl Daemon {
     /// with its log if it exits. The first answer is awaited on the socket in this process (a
     /// request sent during the start is answered as soon as the daemon serves), so the wait
     /// neither lags the daemon nor takes CPU from it by starting a CLI every few milliseconds.
+    ///
+    /// The bound is generous: a start verifies every program, which takes 1.5 s on an idle
+    /// 2-core machine and took over 20 s once while four builds shared it with the tests.
     pub fn wait_up(mut self, work: &Workdir) -> Daemon {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(START_BOUND_S);
         loop {
             if self.exited() {
                 panic!("steer run exited during start:\n{}", self.log_text());
@@ -263,7 +269,7 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "steer run did not come up in 20 s:\n{}",
+                "steer run did not come up in {START_BOUND_S} s:\n{}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
