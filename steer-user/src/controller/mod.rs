@@ -566,9 +566,10 @@ impl Controller {
             .await;
         match &mut applied {
             Ok(report) => {
-                // The new policy is live: connections of a WAN it removed go.
-                let gone = Flush::of_removed(&old_wans.0, &self.config.wans, old_wans.1);
-                self.flushes.extend(gone);
+                // The new policy is live: connections of a WAN it removed go, and those whose
+                // mark now leads to another line.
+                let changed = Flush::of_changed(&old_wans.0, &self.config.wans, old_wans.1);
+                self.queue_new_flushes(changed);
                 report.notes.extend(self.emptied_sets(&held));
                 // A WAN removed (or moved to another interface) lost its override: a restarted
                 // daemon must not bring it back.
@@ -1807,6 +1808,20 @@ impl Controller {
                 .collect();
             if !down.is_empty() && !self.vrrp_keeps_connections(&wan.name) {
                 self.flushes.extend(self.flush_of(&wan.name, &down));
+            }
+        }
+    }
+
+    /// Queues those of `flushes` not queued already: a WAN whose prefix changed has its IPv6
+    /// flushed by [`Controller::retranslate`] too, and one flush says it.
+    fn queue_new_flushes(&mut self, flushes: Vec<Flush>) {
+        for f in flushes {
+            let queued = self
+                .flushes
+                .iter()
+                .any(|q| (q.mark, q.mask, &q.families) == (f.mark, f.mask, &f.families));
+            if !queued {
+                self.flushes.push(f);
             }
         }
     }
