@@ -2225,8 +2225,12 @@ impl Controller {
                     continue;
                 }
             };
-            if let Some(mode) = r.xdp {
-                log::info!("{iface}: XDP pre-classifier attached ({mode})");
+            // A link someone else had detached, now attached again, is `reattached_lines`'.
+            if let Some(mode) = r.xdp.filter(|_| r.xdp_attached && !r.xdp_was_detached) {
+                report.xdp_attached.push((iface.clone(), mode));
+            }
+            if r.xdp_detached {
+                report.xdp_detached.push(iface.clone());
             }
             report.notes.extend(link_check::reattached_lines(iface, &r));
             if let Some(e) = r.xdp_error.filter(|_| !r.xdp_was_detached) {
