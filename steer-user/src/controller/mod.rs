@@ -265,21 +265,35 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             "general.pin_dir",
             old.general.pin_dir.display().to_string(),
             new.general.pin_dir.display().to_string(),
+            new.general.pin_dir_place,
         ),
         (
             "control.socket",
             old.control.socket.display().to_string(),
             new.control.socket.display().to_string(),
+            new.control.socket_place,
         ),
         (
             "control.metrics",
             show(old.control.metrics),
             show(new.control.metrics),
+            new.control.metrics_place,
         ),
     ]
     .into_iter()
-    .filter(|(_, was, is)| was != is)
-    .map(|(field, was, is)| format!("{field} changed from {was} to {is}"))
+    .filter(|(_, was, is, _)| was != is)
+    .map(|(field, was, is, place)| {
+        // Where the new value is written; left out, the default is what changed to.
+        let default = if place.0.is_none() {
+            " (the default)"
+        } else {
+            ""
+        };
+        format!(
+            "{}{place}: {field} changed from {was} to {is}{default}",
+            new.path.display()
+        )
+    })
     .collect()
 }
 
