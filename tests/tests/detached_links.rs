@@ -149,6 +149,49 @@ fn a_detached_lan_classifier_is_seen_and_attached_again_by_the_periodic_check_an
     assert_eq!(s.lab.lan_tcx_programs(), ["steer_tc"], "attached once");
 }
 
+/// A reload that turns XDP on or off says so in its answer and in `steer status`'s last change,
+/// as it does for a LAN classifier: it used to be in the log only.
+#[test]
+fn a_reload_that_turns_xdp_on_or_off_says_so_in_its_answer_and_status() {
+    let s = Scenario::start("xdp-toggle", &Options::default());
+    let config = std::fs::read_to_string(s.work.config()).unwrap();
+    let last_change = |s: &Scenario| s.status()["last_apply"]["changes"].to_string();
+    s.work.write(
+        "steer.toml",
+        &config.replace("lan = [\"lan0\"]", "lan = [\"lan0\"]\nxdp = true"),
+    );
+    let out = s.steer(&["reload"]);
+    assert!(xdp_on_lan0(&s));
+    let mode = lan0(&s.status())["xdp"]
+        .as_str()
+        .expect("XDP attached")
+        .to_owned();
+    let attached = format!("lan0: XDP pre-classifier attached ({mode})");
+    assert!(out.contains(&attached), "missing `{attached}` in:\n{out}");
+    let status = last_change(&s);
+    assert!(
+        status.contains(&attached),
+        "missing `{attached}` in:\n{status}"
+    );
+
+    s.work.write("steer.toml", &config);
+    let out = s.steer(&["reload"]);
+    assert!(!xdp_on_lan0(&s));
+    let detached = "lan0: XDP pre-classifier detached (xdp is off); TC classifies alone";
+    assert!(out.contains(detached), "missing `{detached}` in:\n{out}");
+    let status = last_change(&s);
+    assert!(
+        status.contains(detached),
+        "missing `{detached}` in:\n{status}"
+    );
+    assert_eq!(
+        s.daemon.log_text().matches(detached).count(),
+        1,
+        "logged once:\n{}",
+        s.daemon.log_text()
+    );
+}
+
 #[test]
 fn detached_xdp_and_wan_counter_links_are_attached_again_and_a_restart_names_the_cause() {
     let mut s = Scenario::start("detach-wan", &Options::default());

@@ -437,12 +437,16 @@ fn a_second_daemon_in_the_same_namespace_changes_nothing_before_it_is_refused() 
     assert!(work.steer(&["status"]).0, "the first still answers");
 }
 
+/// Each refusal names where the field is written (`steer.toml:L:C:`), as every other refusal
+/// of a reload does; those of these three fields named no place.
 #[test]
-fn a_reload_that_moves_the_pin_directory_or_the_socket_is_refused() {
+fn a_reload_that_moves_the_pin_directory_the_socket_or_the_metrics_is_refused() {
     let (lab, work) = setup("moving");
     let daemon = Daemon::start(&lab.router, &work);
     let original = std::fs::read_to_string(work.config()).unwrap();
     let elsewhere = work.dir.join("elsewhere.sock");
+    let socket_line = format!("socket = \"{}\"", work.socket.display());
+    assert!(original.contains(&socket_line), "{original}");
     for (from, to, says) in [
         (
             work.pin_dir.display().to_string(),
@@ -454,13 +458,28 @@ fn a_reload_that_moves_the_pin_directory_or_the_socket_is_refused() {
             elsewhere.display().to_string(),
             "control.socket changed from",
         ),
+        (
+            socket_line.clone(),
+            format!("{socket_line}\nmetrics = \"127.0.0.1:9464\""),
+            "control.metrics changed from none to 127.0.0.1:9464",
+        ),
     ] {
-        work.write("steer.toml", &original.replace(&from, &to));
+        let text = original.replace(&from, &to);
+        // Where the changed value is written: its line, and its column after `key = `.
+        let last = to.lines().last().expect("a line");
+        let (line, written) = text
+            .lines()
+            .enumerate()
+            .find(|(_, l)| l.contains(last))
+            .expect("the changed line");
+        let column = written.find('"').expect("a quoted value") + 1;
+        let place = format!("{}:{}:{column}: {says}", work.config().display(), line + 1);
+        work.write("steer.toml", &text);
         let (ok, _, err) = work.steer(&["reload"]);
         assert!(!ok, "{err}");
         assert!(
-            err.contains(says) && err.contains("a reload cannot apply this: restart steer"),
-            "{err}"
+            err.contains(&place) && err.contains("a reload cannot apply this: restart steer"),
+            "want `{place}` in: {err}"
         );
     }
     assert!(!std::path::Path::new(&format!("{}-new", work.pin_dir.display())).exists());

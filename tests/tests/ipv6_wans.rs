@@ -287,6 +287,97 @@ fn after_isp2_renumbers_a_reload_moves_wan2_flows_into_the_new_prefix() {
     );
 }
 
+/// A reload that swaps the two WANs' marks: a connection keeps its mark and its NPT binding,
+/// and the mark it carries now leads to the other WAN, whose guard drops its packets (wan1's
+/// prefix leaving by wan2) for as long as the flow sends. Nothing was flushed, since a WAN of the
+/// new file holds each mark; now a mark whose line changed is flushed, the flow starts over on
+/// its policy's WAN in that WAN's prefix, and `steer explain` shows it held by that WAN.
+#[test]
+fn a_reload_that_swaps_the_wans_marks_restarts_their_flows_on_their_own_wan() {
+    let s = start("npt-swap", NPT);
+    let p1 = s.lab.delegation(Wan::One);
+    let port = 7226;
+    let to = SocketAddr::new(a6(), port);
+    // One client socket (one flow in conntrack) before and after the swap, to A: by wan1.
+    let server = s.lab.internet.enter(|| UdpSocket::bind(to).expect("bind"));
+    let client = s
+        .lab
+        .client
+        .enter(|| UdpSocket::bind(SocketAddr::new(Lab::CLIENT_V6.into(), 0)).expect("bind"));
+    let sport = client.local_addr().expect("local address").port();
+    let send = |what: &str| {
+        for i in 0..N {
+            client
+                .send_to(format!("{what} {i}").as_bytes(), to)
+                .expect("send");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        receive(&server, N)
+    };
+    let from_wan1 = |got: &[(Vec<u8>, SocketAddr)]| {
+        got.len() == N
+            && got
+                .iter()
+                .all(|(_, from)| from.ip() == IpAddr::V6(client_in(p1)))
+    };
+    let before = send("before");
+    assert!(
+        from_wan1(&before),
+        "before: want {N} from {}: {before:?}\n{}",
+        client_in(p1),
+        router_state(&s)
+    );
+
+    let path = s.work.config();
+    let text = std::fs::read_to_string(&path).expect("config");
+    for mark in ["mark = 0x100\n", "mark = 0x200\n"] {
+        assert_eq!(text.matches(mark).count(), 1, "{mark} in {text}");
+    }
+    let swapped = text
+        .replace("mark = 0x100\n", "mark = 0x999\n")
+        .replace("mark = 0x200\n", "mark = 0x100\n")
+        .replace("mark = 0x999\n", "mark = 0x200\n");
+    s.work.write("steer.toml", &swapped);
+    let foreign_before = router_foreign(&s, Wan::Two);
+    let out = s.steer(&["reload"]);
+
+    // The same flow starts over by wan1 (now 0x200), in wan1's prefix: every datagram arrives.
+    let after = send("after");
+    assert!(
+        from_wan1(&after),
+        "after the swap: want {N} from {}: {after:?}\nrouter's foreign_source_wan2: {} (was \
+         {foreign_before})\n{}",
+        client_in(p1),
+        router_foreign(&s, Wan::Two),
+        router_state(&s)
+    );
+    assert_eq!(router_foreign(&s, Wan::Two), foreign_before);
+    assert!(
+        out.contains("wan1 (its mark is now wan2's, on wan2): 1 conntrack entries with mark 0x100"),
+        "{out}\n{}",
+        router_state(&s)
+    );
+    assert_no_foreign_source_reached_an_isp(&s, "after the swap");
+
+    let explained = steer_tests::daemon::steer_in(&s.lab.router)
+        .args(["explain", &a6().to_string(), "--src"])
+        .arg(Lab::CLIENT_V6.to_string())
+        .args(["--sport", &sport.to_string(), "--dport", &port.to_string()])
+        .args(["--json", "--socket"])
+        .arg(&s.work.socket)
+        .arg("--pin-dir")
+        .arg(&s.work.pin_dir)
+        .output()
+        .expect("run steer explain");
+    let json: serde_json::Value = serde_json::from_slice(&explained.stdout)
+        .unwrap_or_else(|e| panic!("steer explain: {e}: {}", ipv6::text(&explained)));
+    assert_eq!(
+        json["held"]["connections"],
+        serde_json::json!([{ "mark": "0x200", "wan": "wan1", "count": 1 }]),
+        "{json:#}"
+    );
+}
+
 #[test]
 fn npt_lets_the_internet_reach_the_client_at_its_address_in_each_wan_prefix_and_the_answer_returns_by_that_wan()
  {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{
-    Control, DEFAULT_SOCKET, check,
+    Control, DEFAULT_SOCKET, Written, check,
     diag::Ctx,
     schema::{
         Example, Field,
@@ -97,9 +97,12 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawControl>>) -> Control {
                 None
             }
         });
+    let place = |v: &Option<S<String>>| Written(v.as_ref().map(|v| cx.src.locate(v.span().start)));
     Control {
         socket,
         metrics,
+        socket_place: place(&c.socket),
+        metrics_place: place(&c.metrics),
         metrics_public,
     }
 }

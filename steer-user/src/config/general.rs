@@ -143,6 +143,7 @@ pub(super) fn build(cx: &mut Ctx<'_>, raw: Option<S<RawGeneral>>) -> General {
         mark_mask_place: Written(g.mark_mask.as_ref().map(|v| cx.src.locate(v.span().start))),
         xdp: g.xdp.as_ref().is_some_and(|v| *v.get_ref()),
         pin_dir: pin_dir(cx, &g),
+        pin_dir_place: Written(g.pin_dir.as_ref().map(|v| cx.src.locate(v.span().start))),
         capacity: capacity(cx, &g),
         log_packets: g.log_packets.as_ref().is_some_and(|v| *v.get_ref()),
         duplicates: check::choice(

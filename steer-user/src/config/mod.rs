@@ -158,6 +158,9 @@ pub struct General {
     /// Also attach the XDP pre-classifier.
     pub xdp: bool,
     pub pin_dir: PathBuf,
+    /// Where `pin_dir` is written (nowhere: the default), for the refusal of a reload that
+    /// changes it.
+    pub pin_dir_place: Written,
     /// The maps' capacities and `max_memory`.
     pub capacity: Capacity,
     /// Kernel-side per-packet logging (debug only).
@@ -630,6 +633,8 @@ impl PartialEq for Written {
     }
 }
 
+impl Eq for Written {}
+
 impl fmt::Display for Written {
     /// `:line:column`, or nothing when unknown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -677,6 +682,10 @@ pub struct Control {
     pub socket: PathBuf,
     /// Prometheus metrics listener; `None` = off. A loopback address unless `metrics_public`.
     pub metrics: Option<SocketAddr>,
+    /// Where `socket` and `metrics` are written (nowhere: the default), for the refusal of a
+    /// reload that changes them.
+    pub socket_place: Written,
+    pub metrics_place: Written,
     /// The metrics may be served on an address other hosts reach (opted in, warned about).
     pub metrics_public: bool,
 }
@@ -686,6 +695,8 @@ impl Default for Control {
         Control {
             socket: PathBuf::from(DEFAULT_SOCKET),
             metrics: None,
+            socket_place: Written::default(),
+            metrics_place: Written::default(),
             metrics_public: false,
         }
     }

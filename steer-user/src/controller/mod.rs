@@ -265,21 +265,35 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             "general.pin_dir",
             old.general.pin_dir.display().to_string(),
             new.general.pin_dir.display().to_string(),
+            new.general.pin_dir_place,
         ),
         (
             "control.socket",
             old.control.socket.display().to_string(),
             new.control.socket.display().to_string(),
+            new.control.socket_place,
         ),
         (
             "control.metrics",
             show(old.control.metrics),
             show(new.control.metrics),
+            new.control.metrics_place,
         ),
     ]
     .into_iter()
-    .filter(|(_, was, is)| was != is)
-    .map(|(field, was, is)| format!("{field} changed from {was} to {is}"))
+    .filter(|(_, was, is, _)| was != is)
+    .map(|(field, was, is, place)| {
+        // Where the new value is written; left out, the default is what changed to.
+        let default = if place.0.is_none() {
+            " (the default)"
+        } else {
+            ""
+        };
+        format!(
+            "{}{place}: {field} changed from {was} to {is}{default}",
+            new.path.display()
+        )
+    })
     .collect()
 }
 
@@ -566,9 +580,10 @@ impl Controller {
             .await;
         match &mut applied {
             Ok(report) => {
-                // The new policy is live: connections of a WAN it removed go.
-                let gone = Flush::of_removed(&old_wans.0, &self.config.wans, old_wans.1);
-                self.flushes.extend(gone);
+                // The new policy is live: connections of a WAN it removed go, and those whose
+                // mark now leads to another line.
+                let changed = Flush::of_changed(&old_wans.0, &self.config.wans, old_wans.1);
+                self.queue_new_flushes(changed);
                 report.notes.extend(self.emptied_sets(&held));
                 // A WAN removed (or moved to another interface) lost its override: a restarted
                 // daemon must not bring it back.
@@ -1811,6 +1826,20 @@ impl Controller {
         }
     }
 
+    /// Queues those of `flushes` not queued already: a WAN whose prefix changed has its IPv6
+    /// flushed by [`Controller::retranslate`] too, and one flush says it.
+    fn queue_new_flushes(&mut self, flushes: Vec<Flush>) {
+        for f in flushes {
+            let queued = self
+                .flushes
+                .iter()
+                .any(|q| (q.mark, q.mask, &q.families) == (f.mark, f.mask, &f.families));
+            if !queued {
+                self.flushes.push(f);
+            }
+        }
+    }
+
     /// The conntrack flush of `families` carrying `wan`'s mark.
     fn flush_of(&self, wan: &str, families: &[Family]) -> Option<Flush> {
         let w = self.config.wan(wan)?;
@@ -2210,8 +2239,12 @@ impl Controller {
                     continue;
                 }
             };
-            if let Some(mode) = r.xdp {
-                log::info!("{iface}: XDP pre-classifier attached ({mode})");
+            // A link someone else had detached, now attached again, is `reattached_lines`'.
+            if let Some(mode) = r.xdp.filter(|_| r.xdp_attached && !r.xdp_was_detached) {
+                report.xdp_attached.push((iface.clone(), mode));
+            }
+            if r.xdp_detached {
+                report.xdp_detached.push(iface.clone());
             }
             report.notes.extend(link_check::reattached_lines(iface, &r));
             if let Some(e) = r.xdp_error.filter(|_| !r.xdp_was_detached) {

@@ -3,7 +3,11 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use crate::{dataplane::SyncReport, model::Family, status::ReportLine};
+use crate::{
+    dataplane::{SyncReport, XdpAttachMode},
+    model::Family,
+    status::ReportLine,
+};
 
 /// What one apply (start or reload) changed, for the log and for `steer reload`.
 #[derive(Clone, Debug, Default)]
@@ -13,6 +17,10 @@ pub struct ApplyReport {
     pub per_set: BTreeMap<String, (usize, usize, usize)>,
     pub attached: Vec<String>,
     pub detached: Vec<String>,
+    /// LAN interfaces the XDP pre-classifier was attached to now, in its mode.
+    pub xdp_attached: Vec<(String, XdpAttachMode)>,
+    /// LAN interfaces the XDP pre-classifier was detached from, XDP being off now.
+    pub xdp_detached: Vec<String>,
     /// Warnings (XDP unavailable, a WAN without carrier, ...) and failed steps (attaching to a
     /// LAN interface, ...). Failures after the new configuration went live are not undone:
     /// they are retried when the interface changes.
@@ -52,6 +60,14 @@ impl ApplyReport {
                 .iter()
                 .map(|i| ReportLine::info(format!("{i}: classifier detached"))),
         );
+        out.extend(self.xdp_attached.iter().map(|(i, mode)| {
+            ReportLine::info(format!("{i}: XDP pre-classifier attached ({mode})"))
+        }));
+        out.extend(self.xdp_detached.iter().map(|i| {
+            ReportLine::info(format!(
+                "{i}: XDP pre-classifier detached (xdp is off); TC classifies alone"
+            ))
+        }));
         out.extend(self.notes.iter().cloned());
         out.push(ReportLine::info(format!(
             "{} prefix writes, {} policy writes in {:.1} ms ({:.2} ms of it in the kernel)",

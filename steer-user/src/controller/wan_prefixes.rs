@@ -141,13 +141,15 @@ impl WanPrefixes {
     ) -> Vec<ReportLine> {
         let mut lines = Vec::new();
         let resolved = wan_sources::resolve(wans, system, &self.hooked);
-        if ipv6.is_some() {
+        if let Some(v6) = ipv6 {
             for (name, r) in &resolved {
-                if self.resolved.get(name) != Some(r) {
+                if self.resolved.get(name) != Some(r)
+                    && let Some(wan) = wans.iter().find(|w| &w.name == name)
+                {
                     let prefix = r.prefix.map_or("none".into(), |p| p.to_string());
                     lines.push(ReportLine::info(format!(
                         "{name} ipv6: prefix {prefix} ({})",
-                        r.origin
+                        wan_sources::origin(v6, wan, Some(r))
                     )));
                     lines.extend(translated_onto_its_own_link(ipv6, wans, system, name, r));
                 }
@@ -247,5 +249,45 @@ impl WanPrefixes {
             .iter()
             .filter(move |(w, _)| w.as_str() != wan)
             .map(|(w, p)| (w.as_str(), *p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Ipv6Mode,
+        wan_sources::tests::{npt, wans},
+    };
+
+    /// Under masquerade a WAN without `prefix6` needs none: the log and a reload's answer said
+    /// "waiting: no prefix6 configured" while `steer status` said "not needed".
+    #[test]
+    fn a_wan_without_prefix6_needs_none_under_masquerade_as_status_says() {
+        let masquerade = Ipv6 {
+            mode: Ipv6Mode::Masquerade,
+            ..npt()
+        };
+        let lines = |ipv6: &Ipv6| -> Vec<String> {
+            WanPrefixes::default()
+                .observe(Some(ipv6), &wans(), &SystemView::default())
+                .into_iter()
+                .map(|l| l.text)
+                .collect()
+        };
+        assert_eq!(
+            lines(&masquerade),
+            [
+                "wan1 ipv6: prefix none (not needed)",
+                "wan2 ipv6: prefix none (not needed)"
+            ]
+        );
+        assert_eq!(
+            lines(&npt()),
+            [
+                "wan1 ipv6: prefix none (waiting: no prefix6 configured)",
+                "wan2 ipv6: prefix none (waiting: no prefix6 configured)"
+            ]
+        );
     }
 }

@@ -105,6 +105,10 @@ pub struct AttachReport {
     pub adopted: bool,
     /// XDP mode, when XDP is attached.
     pub xdp: Option<XdpAttachMode>,
+    /// The XDP pre-classifier was attached now (new or adopted); false when it already was.
+    pub xdp_attached: bool,
+    /// The XDP pre-classifier was detached now, XDP being off.
+    pub xdp_detached: bool,
     /// XDP was asked for and failed: TC classifies alone.
     pub xdp_error: Option<String>,
 }
@@ -376,14 +380,15 @@ impl Dataplane {
         match (with_xdp, att.xdp.take()) {
             (true, Some(xdp)) => att.xdp = Some(xdp),
             (true, None) => match self.attach_xdp(iface) {
-                Ok(xdp) => att.xdp = Some(xdp),
+                Ok(xdp) => {
+                    att.xdp = Some(xdp);
+                    report.xdp_attached = true;
+                }
                 Err(e) => report.xdp_error = Some(e.to_string()),
             },
             (false, Some((link, _))) => {
                 link.detach()?;
-                log::info!(
-                    "{iface}: XDP pre-classifier detached (xdp is off); TC classifies alone"
-                );
+                report.xdp_detached = true;
             }
             (false, None) => self.drop_pinned_xdp(iface)?,
         }

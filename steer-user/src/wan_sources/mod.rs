@@ -120,6 +120,17 @@ pub fn carries_ipv6(ipv6: Option<&Ipv6>, prefixes: &Prefixes, wan: &str) -> bool
     }
 }
 
+/// Where `wan`'s prefix comes from under `ipv6`, in words, for the log, a reload's answer and
+/// `steer status` alike. Masquerade translates to the WAN's own address: a WAN without
+/// `prefix6` neither needs a prefix nor waits for one.
+pub fn origin(ipv6: &Ipv6, wan: &Wan, resolved: Option<&WanPrefix>) -> String {
+    match (ipv6.mode, resolved) {
+        (Ipv6Mode::Masquerade, _) if wan.prefix6.is_none() => "not needed".to_owned(),
+        (_, Some(r)) => r.origin.clone(),
+        (_, None) => "not resolved yet".to_owned(),
+    }
+}
+
 /// The status of `ipv6` over `wans` and their `prefixes`, with the guards' `counters`
 /// ([`foreign_drops`]).
 pub fn status(
@@ -138,13 +149,7 @@ pub fn status(
         .map(|w| {
             let resolved = prefixes.get(&w.name);
             let prefix = resolved.and_then(|r| r.prefix);
-            // Masquerade translates to the WAN's own address: a prefix is neither needed nor
-            // waited for.
-            let origin = match (ipv6.mode, resolved) {
-                (Ipv6Mode::Masquerade, _) if w.prefix6.is_none() => "not needed".to_owned(),
-                (_, Some(r)) => r.origin.clone(),
-                (_, None) => "not resolved yet".to_owned(),
-            };
+            let origin = origin(ipv6, w, resolved);
             WanSourceStatus {
                 wan: w.name.clone(),
                 prefix6: prefix.map(|p| p.to_string()),
