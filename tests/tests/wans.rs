@@ -1458,3 +1458,209 @@ fn a_gateway_that_cannot_be_saved_is_said_to_the_client() {
     assert!(out.contains("steer stopped"), "{out}");
     assert!(daemon.signal_and_wait(0, Duration::from_secs(10)));
 }
+
+/// The gateways file and the overrides file next to the control socket, as text ("" when
+/// there is none).
+fn kept_files(work: &Workdir) -> (String, String) {
+    let read = |ext: &str| std::fs::read_to_string(work.socket.with_extension(ext));
+    (
+        read("gateways").unwrap_or_default(),
+        read("overrides").unwrap_or_default(),
+    )
+}
+
+/// The configuration text with WAN `from` renamed `to` (its table and every policy member).
+fn renamed(text: &str, from: &str, to: &str) -> String {
+    text.replace(&format!("name = \"{from}\""), &format!("name = \"{to}\""))
+        .replace(&format!("wan = \"{from}\""), &format!("wan = \"{to}\""))
+}
+
+/// State handed in for a line follows the line across a reload that renames its WAN on the
+/// same interface: the gateway a DHCP hook handed in for wan1 stays (its route stayed out
+/// of table 101, traffic moved to wan2 until the next renewal, and the gateways file kept the
+/// dead name for a later WAN of that name to inherit), and `steer wan wan2 down` stays (it
+/// ended silently). The reload says so; the files hold the new names only. Removing the WAN
+/// then drops its entries at once, and a WAN given the old name later inherits nothing.
+#[test]
+fn a_reload_that_renames_a_wan_keeps_its_handed_in_gateway_and_override() {
+    let (lab, work, daemon) = hand_in_lab("rename-line", false);
+    let gw4 = Lab::gateway_v4(Wan::One);
+    work.steer_ok(&["wan", "wan1", "gateway", &gw4.to_string()]);
+    work.steer_ok(&["wan", "wan2", "down"]);
+    wait_status(&work, &daemon, "the hand-in, wan2 forced down", |st| {
+        gateway_is(st, "wan1", "IPv4", &format!("via {gw4} (set by"))
+            && wan_of(st, "wan2")["state"] == "down"
+    });
+    let text = std::fs::read_to_string(work.config()).unwrap();
+    let text = renamed(&renamed(&text, "wan1", "isp1"), "wan2", "isp2");
+    work.write("steer.toml", &text);
+    let out = work.steer_ok(&["reload"]);
+    assert!(
+        out.contains(&format!(
+            "isp1: the gateway {gw4} handed in for wan1 (`steer wan wan1 gateway`) is kept: \
+             wan1 is named isp1 now, on the same interface"
+        )) && out.contains(
+            "isp2: `steer wan wan2 down` is kept: wan2 is named isp2 now, on the same interface \
+             wan2; it stays forced down until `steer wan isp2 auto`"
+        ),
+        "{out}"
+    );
+    wait_status(
+        &work,
+        &daemon,
+        "the renamed WANs keep what was handed in",
+        |st| {
+            gateway_is(st, "isp1", "IPv4", &format!("via {gw4} (set by"))
+                && wan_of(st, "isp1")["state"] == "up"
+                && wan_of(st, "isp2")["state"] == "down"
+        },
+    );
+    let table = lab.router.run("ip -4 route show table 101");
+    assert!(
+        table.contains(&format!("default via {gw4} dev wan1")),
+        "{table}"
+    );
+    let a: IpAddr = Lab::SERVER_A.into();
+    wait_traffic_from(&lab, a, 7321, Lab::nat_addr_v4(Wan::One).into(), &daemon);
+    let (gateways, overrides) = kept_files(&work);
+    assert!(
+        gateways.contains("isp1") && !gateways.contains("\"wan1\",\""),
+        "{gateways}"
+    );
+    assert!(
+        overrides.contains("isp2 down wan2") && !overrides.contains("\nwan2 "),
+        "{overrides}"
+    );
+
+    // isp2 removed: its override goes at once, and a WAN later given that name (here the
+    // same line under its old name) starts under health tracking.
+    let without = text
+        .replace("{ wan = \"isp2\", metric = 2 }", "")
+        .replace("{ wan = \"isp2\" }, ", "");
+    let start = without
+        .find("[[wan]]\nname = \"isp2\"")
+        .expect("isp2's table");
+    let end = start + without[start..].find("[[policy]]").expect("after the WANs");
+    let without = format!("{}{}", &without[..start], &without[end..]);
+    work.write("steer.toml", &without);
+    let out = work.steer_ok(&["reload"]);
+    assert!(
+        out.contains("isp2: `steer wan isp2 down` is dropped: the configuration has no WAN `isp2`"),
+        "{out}"
+    );
+    assert_eq!(kept_files(&work).1, "", "no override under a dead name");
+    work.write("steer.toml", &text);
+    work.steer_ok(&["reload"]);
+    wait_status(&work, &daemon, "a new isp2 inherits nothing", |st| {
+        wan_of(st, "isp2")["state"] == "up"
+    });
+
+    // A restart over a file renamed meanwhile says and does the same as the reload.
+    work.steer_ok(&["wan", "isp2", "down"]);
+    let mut daemon = daemon;
+    assert!(
+        daemon.signal_and_wait(libc::SIGTERM, SETTLE),
+        "the daemon stops"
+    );
+    let back = renamed(&renamed(&text, "isp1", "wan1"), "isp2", "wan2");
+    work.write("steer.toml", &back);
+    let daemon = Daemon::start(&lab.router, &work);
+    daemon.wait_log(
+        &format!(
+            "wan1: the gateway {gw4} handed in for wan1 (`steer wan isp1 gateway`) is kept: \
+             isp1 is named wan1 now, on the same interface"
+        ),
+        SETTLE,
+    );
+    daemon.wait_log(
+        "wan2: `steer wan isp2 down` is kept: isp2 is named wan2 now, on the same interface",
+        SETTLE,
+    );
+    wait_status(&work, &daemon, "kept across the restart", |st| {
+        gateway_is(st, "wan1", "IPv4", &format!("via {gw4} (set by"))
+            && wan_of(st, "wan2")["state"] == "down"
+    });
+}
+
+/// A reload that moves a WAN to another interface (another line) drops the gateway a DHCP
+/// hook handed in for the old one and its `steer wan NAME down`, and says so with what to do:
+/// the gateway was tried on the new interface ("Network is unreachable"), and the route via
+/// the old interface stayed in the WAN's table through every periodic check, so a flow held to
+/// the WAN's mark kept leaving by an interface that was no longer a WAN. A fresh start with
+/// the same file leaves the table empty; so does the reload now.
+#[test]
+fn a_reload_that_moves_a_wan_drops_its_handed_in_gateway_and_override() {
+    let (lab, work, daemon) = hand_in_lab("move-line", false);
+    lab.router.run(
+        "ip link add mv9 type veth peer name mv9p && ip link set mv9p up && \
+         ip addr add 10.104.0.2/24 dev mv9 && ip link set mv9 up",
+    );
+    let gw4 = Lab::gateway_v4(Wan::One);
+    work.steer_ok(&["wan", "wan1", "gateway", &gw4.to_string()]);
+    work.steer_ok(&["wan", "wan1", "down"]);
+    wait_status(&work, &daemon, "the hand-in", |st| {
+        gateway_is(st, "wan1", "IPv4", &format!("via {gw4} (set by"))
+    });
+    let text = std::fs::read_to_string(work.config()).unwrap();
+    work.write(
+        "steer.toml",
+        &text.replacen("interface = \"wan1\"", "interface = \"mv9\"", 1),
+    );
+    let out = work.steer_ok(&["reload"]);
+    assert!(
+        out.contains(&format!(
+            "wan1: the gateway {gw4} handed in for wan1 is dropped: wan1 is on mv9 now, another \
+             line. Its DHCP client hands a gateway in at its next renewal; to route it now, run \
+             `steer wan wan1 gateway ADDR`"
+        )) && out.contains(
+            "wan1: `steer wan wan1 down` is dropped: it was set while wan1 was on wan1, and wan1 \
+             is on mv9 now"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("Network is unreachable"), "{out}");
+    wait_status(&work, &daemon, "wan1 waits on mv9", |st| {
+        gateway_is(st, "wan1", "IPv4", "waiting for a gateway")
+    });
+    let table = lab.router.run("ip -4 route show table 101");
+    assert_eq!(table.trim(), "", "nothing via the old interface: {table}");
+    assert_eq!(kept_files(&work), (String::new(), String::new()));
+}
+
+/// A route steer placed whose replacement the kernel refuses goes all the same: moving a WAN
+/// with a configured gateway to an interface that is down (not judged at reload: its subnets
+/// are not known) left `default via GW dev wan1` in the WAN's table, through every
+/// reconcile, for an interface that is no longer the WAN's.
+#[test]
+fn a_route_whose_replacement_is_refused_does_not_stay() {
+    steer_tests::require_root();
+    let lab = Lab::new();
+    let work = Workdir::new("refused-replace");
+    let wans = lab_wans(
+        &icmp(&[Lab::PROBE_1.to_string()]),
+        &icmp(&[Lab::PROBE_2.to_string()]),
+    );
+    let members = "{ wan = \"wan1\" }, { wan = \"wan2\", metric = 2 }";
+    let text = config(&work, "lan0", &wans, members, "");
+    work.write("steer.toml", &text);
+    let daemon = Daemon::start(&lab.router, &work);
+    let gw4 = Lab::gateway_v4(Wan::One);
+    wait_status(&work, &daemon, "the configured gateway", |st| {
+        gateway_is(st, "wan1", "IPv4", &format!("via {gw4}"))
+    });
+    lab.router
+        .run("ip link add mv8 type veth peer name mv8p && ip link set mv8p up");
+    work.write(
+        "steer.toml",
+        &text.replacen("interface = \"wan1\"", "interface = \"mv8\"", 1),
+    );
+    work.steer_ok(&["reload"]);
+    let table = lab.router.run("ip -4 route show table 101");
+    assert!(!table.contains("dev wan1"), "the old route stayed: {table}");
+    // Up, with a subnet the gateway is not on: refused at every reconcile, nothing stays.
+    lab.router
+        .run("ip addr add 10.108.0.2/24 dev mv8 && ip link set mv8 up");
+    work.steer(&["status"]);
+    let table = lab.router.run("ip -4 route show table 101");
+    assert!(!table.contains("dev wan1"), "{table}");
+}

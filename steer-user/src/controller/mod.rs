@@ -20,6 +20,7 @@ mod failback;
 pub mod gateways;
 mod hooked_gateways;
 mod lan_ports;
+mod lines;
 mod link_check;
 mod lists;
 mod local;
@@ -419,6 +420,7 @@ impl Controller {
         };
         // Overrides set by hand hold across the restart, from the first apply on.
         let (restored, overrides_dropped) = overrides::restore(&mut health, &config.control.socket);
+        let (hooked, hooked_notes) = kept_gateways(&config.control.socket, &config.wans);
         let mut ctl = Controller {
             rules,
             // Until the first apply commits the configuration: all of it but the sets' prefixes
@@ -441,7 +443,7 @@ impl Controller {
             dns: std::sync::Arc::new(learner),
             gateways: BTreeMap::new(),
             local_found: local::Found::default(),
-            hooked: kept_gateways(&config.control.socket),
+            hooked,
             prefixes6: wan_prefixes::WanPrefixes::open(&config.control.socket),
             lan_ports: Vec::new(),
             reattach_failed: BTreeSet::new(),
@@ -465,6 +467,10 @@ impl Controller {
         if overrides_dropped && let Some(line) = ctl.keep_overrides() {
             report.notes.push(line);
         }
+        if !hooked_notes.is_empty() {
+            report.notes.extend(ctl.keep_hooked());
+        }
+        report.notes.splice(0..0, hooked_notes);
         report.notes.splice(0..0, runtime_notes);
         report.notes.splice(0..0, restored);
         report.notes.splice(0..0, held_down);
@@ -573,6 +579,14 @@ impl Controller {
         self.health
             .follow(&config.wans, |i| carrier_of(&carriers, i), Instant::now());
         let overrides = health.overrides();
+        // State handed in for a line follows it: before the apply, which routes by it.
+        let (old_lines, new_lines) = (
+            lines::lines_of(&self.config.wans),
+            lines::lines_of(&config.wans),
+        );
+        let mut followed = self.carry_overrides(&overrides, &old_lines, &new_lines);
+        let hooked = self.hooked.clone();
+        followed.extend(self.carry_hooked(&old_lines, &new_lines));
         let held = self.configured_counts();
         let old_wans = (self.config.wans.clone(), self.config.general.mark_mask);
         let mut applied = self
@@ -585,10 +599,14 @@ impl Controller {
                 let changed = Flush::of_changed(&old_wans.0, &self.config.wans, old_wans.1);
                 self.queue_new_flushes(changed);
                 report.notes.extend(self.emptied_sets(&held));
-                // A WAN removed (or moved to another interface) lost its override: a restarted
-                // daemon must not bring it back.
+                report.notes.extend(followed);
+                // A WAN removed (or moved to another interface) lost its override, a renamed
+                // one has it under its new name: a restarted daemon must find them so.
                 if self.health.overrides() != overrides {
                     report.notes.extend(self.keep_overrides());
+                }
+                if self.hooked != hooked {
+                    report.notes.extend(self.keep_hooked());
                 }
                 self.remember_inputs(inputs);
             }
@@ -597,6 +615,7 @@ impl Controller {
                 // the maps may not be exactly what it asks (a rollback that failed), so the
                 // next reload reads everything again.
                 self.health = health;
+                self.hooked = hooked;
                 self.inputs = None;
             }
         }
@@ -917,6 +936,45 @@ impl Controller {
             .then(|| self.keep_overrides())
             .flatten();
         Ok((verdict.map(|v| self.fail_over(v)), kept))
+    }
+
+    /// Gives the overrides set by hand (`overrides`, before the WANs changed from `old` to
+    /// `new`) to the WANs renamed on the same interface ([`lines`]): [`Health::follow`] kept
+    /// those of the WANs that did not change and dropped the others. What to say of each.
+    fn carry_overrides(
+        &mut self,
+        overrides: &overrides::Overrides,
+        old: &[lines::Line],
+        new: &[lines::Line],
+    ) -> Vec<ReportLine> {
+        let mut notes = Vec::new();
+        for (wan, (manual, interface)) in overrides {
+            let fate = lines::fate(wan, interface, old, new);
+            if let lines::Fate::Renamed(to) = &fate {
+                let why = format!(
+                    "set by hand (`steer wan {wan} {}`) before a reload renamed {wan} {to}; \
+                     `steer wan {to} auto` gives it back to health tracking",
+                    match manual {
+                        crate::health::Override::Up => "up",
+                        crate::health::Override::Down => "down",
+                    }
+                );
+                self.health
+                    .restore_manual(to, *manual, interface, &why, Instant::now());
+            }
+            notes.extend(lines::override_note(wan, *manual, interface, &fate));
+        }
+        notes
+    }
+
+    /// Gives the handed-in gateways to the WANs renamed on the same interface, and drops those
+    /// of WANs moved or removed, as the WANs change from `old` to `new` ([`lines`]). What to
+    /// say of them.
+    fn carry_hooked(&mut self, old: &[lines::Line], new: &[lines::Line]) -> Vec<ReportLine> {
+        let was_on = |wan: &str| self.config.wan(wan).map(|w| w.interface.clone());
+        let (carried, notes) = lines::carry_gateways(&self.hooked, was_on, old, new);
+        self.hooked = carried;
+        notes
     }
 
     /// Writes the overrides set by hand for a restarted daemon ([`overrides`]); what failed,
@@ -1476,7 +1534,8 @@ impl Controller {
     fn keep_hooked(&self) -> Option<ReportLine> {
         let path = hooked_gateways::path_for(&self.config.control.socket);
         let boot = crate::runtime_sets::journal::boot_id();
-        let e = hooked_gateways::store(&path, &boot, &self.hooked).err()?;
+        let interfaces = lines::interfaces_of(&self.hooked, &self.config.wans);
+        let e = hooked_gateways::store(&path, &boot, &self.hooked, &interfaces).err()?;
         Some(ReportLine::error(format!(
             "the handed-in gateways are in use but not saved: writing {} failed: {e}; a \
              restarted daemon would wait for the DHCP hooks to hand them in again: free room \
@@ -2687,10 +2746,11 @@ fn xdp_note(r: &AttachReport) -> String {
 
 /// The error for a WAN name (or interface) `wan` the configuration does not have.
 /// The gateways hooks handed in to the daemon before this one, in this boot
-/// ([`hooked_gateways`]).
-fn kept_gateways(socket: &std::path::Path) -> Hooked {
+/// ([`hooked_gateways`]), each following its line to the WANs of `wans` ([`lines`]); what to
+/// say of those renamed or dropped, and whether there are any (the file is written again).
+fn kept_gateways(socket: &std::path::Path, wans: &[config::Wan]) -> (Hooked, Vec<ReportLine>) {
     let path = hooked_gateways::path_for(socket);
-    let kept = hooked_gateways::load(&path, &crate::runtime_sets::journal::boot_id());
+    let (kept, interfaces) = hooked_gateways::load(&path, &crate::runtime_sets::journal::boot_id());
     if !kept.is_empty() {
         log::info!(
             "{}: {} gateway(s) handed in by DHCP hooks to the daemon before",
@@ -2698,7 +2758,13 @@ fn kept_gateways(socket: &std::path::Path) -> Hooked {
             kept.len()
         );
     }
-    kept
+    let old: Vec<lines::Line> = interfaces.into_iter().collect();
+    let was_on = |wan: &str| {
+        old.iter()
+            .find(|(name, _)| name == wan)
+            .map(|(_, interface)| interface.clone())
+    };
+    lines::carry_gateways(&kept, was_on, &old, &lines::lines_of(wans))
 }
 
 /// A balanced policy's packet counters per WAN when its WANs last changed.

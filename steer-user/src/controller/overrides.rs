@@ -6,9 +6,9 @@
 //! written in (after a reboot every WAN starts under health tracking, as the rest of the runtime
 //! state goes), and `steer stop` removes it.
 //!
-//! One override a line, after a header, with the interface the WAN was on: an override of a
-//! WAN the restart's configuration puts on another interface is dropped, as a reload drops it
-//! (it was about another line).
+//! One override a line, after a header, with the interface the WAN was on: an override follows
+//! its line ([`super::lines`]), as at a reload: kept for a WAN the restart's configuration
+//! renamed on that interface, dropped for one it puts on another interface (another line).
 //!
 //! ```text
 //! # boot BOOT-ID
@@ -23,6 +23,7 @@ use std::{
     time::Instant,
 };
 
+use super::lines::{Fate, Line};
 use crate::{
     health::{Health, Override, Restored},
     status::ReportLine,
@@ -98,48 +99,57 @@ fn parse(path: &Path, text: &str, boot: &str) -> (Overrides, Vec<ReportLine>) {
 }
 
 /// Gives `health` the overrides set by hand before the restart (the file next to the
-/// control socket `socket`): what the start says of them, and whether some were dropped (a
-/// WAN the configuration no longer has: the file is written again without them).
+/// control socket `socket`): what the start says of them, and whether some were dropped or
+/// renamed (the file is written again). An override follows its line ([`super::lines`]): kept
+/// for a WAN renamed on the same interface, dropped for one moved to another interface or
+/// removed, with the same words a reload uses.
 pub fn restore(health: &mut Health, socket: &Path) -> (Vec<ReportLine>, bool) {
     let path = path_for(socket);
     let (kept, mut lines) = load(&path, &crate::runtime_sets::journal::boot_id());
-    let mut dropped = false;
+    let old: Vec<Line> = kept
+        .iter()
+        .map(|(wan, (_, was_on))| (wan.clone(), was_on.clone()))
+        .collect();
+    let new = health.lines();
+    let mut changed = false;
     for (wan, (manual, was_on)) in kept {
         let how = match manual {
             Override::Up => "up",
             Override::Down => "down",
         };
+        let fate = super::lines::fate(&wan, &was_on, &old, &new);
+        let name = match &fate {
+            Fate::Same => wan.clone(),
+            Fate::Renamed(to) => to.clone(),
+            Fate::Moved(_) | Fate::Removed => {
+                changed = true;
+                lines.extend(super::lines::override_note(&wan, manual, &was_on, &fate));
+                continue;
+            }
+        };
         let why = format!(
             "set by hand (`steer wan {wan} {how}`) before the daemon restarted, kept in {}; \
-             `steer wan {wan} auto` gives it back to health tracking",
+             `steer wan {name} auto` gives it back to health tracking",
             path.display()
         );
-        match health.restore_manual(&wan, manual, &was_on, &why, Instant::now()) {
-            Restored::Kept => lines.push(ReportLine::info(format!(
+        if health.restore_manual(&name, manual, &was_on, &why, Instant::now()) != Restored::Kept {
+            // Not reached: the fate above is the configuration's.
+            changed = true;
+            continue;
+        }
+        match super::lines::override_note(&wan, manual, &was_on, &fate) {
+            Some(renamed) => {
+                changed = true;
+                lines.push(renamed);
+            }
+            None => lines.push(ReportLine::info(format!(
                 "{wan}: forced {how} by `steer wan {wan} {how}` before the restart (kept in \
                  {}): it stays {how} until `steer wan {wan} auto`",
                 path.display()
             ))),
-            Restored::NoWan => {
-                dropped = true;
-                lines.push(ReportLine::info(format!(
-                    "{}: `steer wan {wan} {how}` was set before the restart, but the \
-                     configuration has no WAN `{wan}` now: that override is dropped",
-                    path.display()
-                )));
-            }
-            Restored::OtherInterface(now_on) => {
-                dropped = true;
-                lines.push(ReportLine::info(format!(
-                    "{}: `steer wan {wan} {how}` was set while {wan} was on {was_on}; the \
-                     configuration puts it on {now_on} now, another line: that override is \
-                     dropped (a reload drops it the same way), and probes judge {wan}",
-                    path.display()
-                )));
-            }
         }
     }
-    (lines, dropped)
+    (lines, changed)
 }
 
 /// Writes `overrides` to `path` for boot `boot` (a temporary file renamed over it); none
@@ -219,6 +229,7 @@ mod tests {
             ("dsl".to_owned(), (Override::Down, "eth1".to_owned())),
             ("gone".to_owned(), (Override::Up, "eth9".to_owned())),
             ("lte".to_owned(), (Override::Down, "wwan0".to_owned())),
+            ("wan3".to_owned(), (Override::Down, "eth3".to_owned())),
         ]
         .into();
         store(&path_for(&socket), &boot, &kept).unwrap();
@@ -228,7 +239,11 @@ mod tests {
             ..crate::config::testing::wan(name, iface)
         };
         let mut health = Health::default();
-        health.follow(&[wan("dsl", "eth1"), wan("lte", "eth2")], |_| true, t0);
+        health.follow(
+            &[wan("dsl", "eth1"), wan("lte", "eth2"), wan("isp3", "eth3")],
+            |_| true,
+            t0,
+        );
         let (lines, dropped) = restore(&mut health, &socket);
         assert!(dropped);
         let said: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
@@ -237,18 +252,34 @@ mod tests {
             "{said:?}"
         );
         assert!(
-            said[1].contains("the configuration has no WAN `gone` now: that override is dropped"),
+            said[1].starts_with(
+                "gone: `steer wan gone up` is dropped: the configuration has no WAN `gone` now"
+            ),
             "{said:?}"
         );
         assert!(
-            said[2].contains("was set while lte was on wwan0; the configuration puts it on eth2"),
+            said[2].contains("it was set while lte was on wwan0, and lte is on eth2 now"),
+            "{said:?}"
+        );
+        assert!(
+            said[3].starts_with(
+                "isp3: `steer wan wan3 down` is kept: wan3 is named isp3 now, on the same \
+                 interface eth3"
+            ),
             "{said:?}"
         );
         assert!(!health.up("dsl", crate::model::Family::V4), "forced down");
         assert!(health.up("lte", crate::model::Family::V4));
+        assert!(
+            !health.up("isp3", crate::model::Family::V4),
+            "renamed, still down"
+        );
         assert_eq!(
             health.overrides(),
-            Overrides::from([("dsl".to_owned(), (Override::Down, "eth1".to_owned()))])
+            Overrides::from([
+                ("dsl".to_owned(), (Override::Down, "eth1".to_owned())),
+                ("isp3".to_owned(), (Override::Down, "eth3".to_owned())),
+            ])
         );
         let status = health
             .deciding("dsl", crate::model::Family::V4)

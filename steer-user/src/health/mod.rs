@@ -448,6 +448,14 @@ impl Health {
         Restored::Kept
     }
 
+    /// Each tracked WAN's name and interface.
+    pub fn lines(&self) -> Vec<(String, String)> {
+        self.wans
+            .iter()
+            .map(|(name, t)| (name.clone(), t.interface.clone()))
+            .collect()
+    }
+
     /// The WANs forced up or down by hand (the same override holds for both families), each
     /// with its interface.
     pub fn overrides(&self) -> BTreeMap<String, (Override, String)> {

@@ -1030,6 +1030,16 @@ pub(crate) enum Op {
         spec: RouteSpec,
         replace: bool,
     },
+    /// Replace steer's own `old` (another gateway or interface) with `spec` in place; when the
+    /// kernel refuses `spec`, delete `old` all the same: a route steer no longer wants (to an
+    /// interface that may not be this WAN's any more) is worse than none, with which the WAN's
+    /// marked packets fall through to the main table's rules.
+    ReplaceOwnRoute {
+        old: Box<RouteMessage>,
+        /// `old` as reports name it.
+        old_desc: String,
+        spec: RouteSpec,
+    },
     /// Delete `old` (the same route, but stale in the kernel) and add `spec` afresh.
     RecreateRoute {
         old: Box<RouteMessage>,
@@ -1103,7 +1113,9 @@ pub(crate) async fn execute(
     let mut planned = HashSet::new();
     for step in steps {
         let route = match &step.op {
-            Op::AddRoute { spec, .. } | Op::RecreateRoute { spec, .. } => Some(spec),
+            Op::AddRoute { spec, .. }
+            | Op::RecreateRoute { spec, .. }
+            | Op::ReplaceOwnRoute { spec, .. } => Some(spec),
             _ => None,
         };
         let link = route.and_then(|spec| links.get(&spec.interface));
@@ -1137,7 +1149,10 @@ pub(crate) async fn execute(
                     line.push_str(RETRYING);
                 }
                 report.failures.push(line);
-                if let Op::AddRoute { spec, .. } | Op::RecreateRoute { spec, .. } = step.op {
+                if let Op::AddRoute { spec, .. }
+                | Op::RecreateRoute { spec, .. }
+                | Op::ReplaceOwnRoute { spec, .. } = step.op
+                {
                     report.refused_routes.push(RefusedRoute {
                         spec,
                         errno: failed.errno,
@@ -1178,6 +1193,26 @@ async fn run(handle: &Handle, links: &Links, op: &Op) -> Result<(), Failed> {
         Op::RecreateRoute { old, spec } => {
             gone_is_fine(handle.route().del(sanitized(old)).execute().await)?;
             add_route(handle, links, spec, false).await
+        }
+        Op::ReplaceOwnRoute {
+            old,
+            old_desc,
+            spec,
+        } => {
+            let Err(mut refused) = add_route(handle, links, spec, true).await else {
+                return Ok(());
+            };
+            refused.why = match gone_is_fine(handle.route().del(sanitized(old)).execute().await) {
+                Ok(()) => format!(
+                    "{}; the route it was to replace, {old_desc}, was removed rather than kept                      (steer no longer wants it)",
+                    refused.why
+                ),
+                Err(e) => format!(
+                    "{}; removing the route it was to replace, {old_desc}, failed too: {}",
+                    refused.why, e.why
+                ),
+            };
+            Err(refused)
         }
         Op::DelRoute(msg) => gone_is_fine(handle.route().del(sanitized(msg)).execute().await),
     }

@@ -74,7 +74,10 @@
 //! A missing rule or route is added; a route that differs (another gateway, interface, protocol)
 //! is replaced in place; anything else steer owns is removed (a rule for an old mark, an extra
 //! route in a WAN table, a route for an old gateway). New and replaced items go in before stale
-//! ones are removed, so a table is never empty while it is being repaired.
+//! ones are removed, so a table is never empty while it is being repaired. A route of steer's
+//! whose replacement the kernel refuses (a gateway off a new interface's link, an interface
+//! that is down) is removed all the same: a route steer no longer wants, to an interface that
+//! may no longer be the WAN's, is worse than none.
 //!
 //! A route the kernel flags `linkdown` is left alone while its interface really has no carrier
 //! (the kernel clears the flag itself when the carrier returns); one still flagged while the

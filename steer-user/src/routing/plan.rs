@@ -405,11 +405,21 @@ fn plan_routes(
                 let found = &routes[i].desc;
                 let spec = routes[i].spec.as_ref().map(ToString::to_string);
                 status.push(format!("{d}: differs: found {found}"));
-                adds.push(Step {
-                    op: Op::AddRoute {
+                // Steer's own route gives way even when the kernel refuses its replacement
+                // (a gateway off the new interface's link): it is not what the WAN wants.
+                let op = match routes[i].protocol == RTPROT_STEER {
+                    true => Op::ReplaceOwnRoute {
+                        old: Box::new(routes[i].msg.clone()),
+                        old_desc: found.clone(),
+                        spec: d.clone(),
+                    },
+                    false => Op::AddRoute {
                         spec: d.clone(),
                         replace: true,
                     },
+                };
+                adds.push(Step {
+                    op,
                     item: d.to_string(),
                     change: Some(replaced_change(found, spec, &d.to_string(), placed)),
                     retry: true,
@@ -791,6 +801,27 @@ mod tests {
             ]
         );
         assert!(matches!(p.steps[0].op, Op::AddRoute { replace: true, .. }));
+    }
+
+    #[test]
+    fn steers_own_route_on_another_interface_is_replaced_so_that_a_refusal_removes_it() {
+        // The WAN moved from wan2 to wan1 (a reload): its old route must not outlive a
+        // replacement the kernel refuses, so the step names the old route to delete then.
+        let mut s = in_sync();
+        s.routes[0] =
+            kernel::parse_route(route(false, 101, "100.64.1.1", 3, 201, 0), &s.links).unwrap();
+        let p = plan(&desired(), &s, &placed_all(), &Others::default());
+        assert_eq!(p.steps.len(), 1, "{:?}", p.status);
+        match &p.steps[0].op {
+            Op::ReplaceOwnRoute { old_desc, spec, .. } => {
+                assert_eq!(
+                    old_desc,
+                    "route default via 100.64.1.1 dev wan2 table 101 (v4)"
+                );
+                assert_eq!(spec.interface, "wan1");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
