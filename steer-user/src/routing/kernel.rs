@@ -1204,7 +1204,8 @@ async fn run(handle: &Handle, links: &Links, op: &Op) -> Result<(), Failed> {
             };
             refused.why = match gone_is_fine(handle.route().del(sanitized(old)).execute().await) {
                 Ok(()) => format!(
-                    "{}; the route it was to replace, {old_desc}, was removed rather than kept                      (steer no longer wants it)",
+                    "{}; the route it was to replace, {old_desc}, was removed rather than \
+                     kept (steer no longer wants it)",
                     refused.why
                 ),
                 Err(e) => format!(

@@ -407,16 +407,17 @@ fn plan_routes(
                 status.push(format!("{d}: differs: found {found}"));
                 // Steer's own route gives way even when the kernel refuses its replacement
                 // (a gateway off the new interface's link): it is not what the WAN wants.
-                let op = match routes[i].protocol == RTPROT_STEER {
-                    true => Op::ReplaceOwnRoute {
+                let op = if routes[i].protocol == RTPROT_STEER {
+                    Op::ReplaceOwnRoute {
                         old: Box::new(routes[i].msg.clone()),
                         old_desc: found.clone(),
                         spec: d.clone(),
-                    },
-                    false => Op::AddRoute {
+                    }
+                } else {
+                    Op::AddRoute {
                         spec: d.clone(),
                         replace: true,
-                    },
+                    }
                 };
                 adds.push(Step {
                     op,
