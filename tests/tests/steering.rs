@@ -545,6 +545,9 @@ fn a_connection_that_started_on_the_main_table_keeps_it_through_a_reload() {
     let server = EchoServer::start(&s.lab.internet, server_a(8005));
     let mut live = Conversation::open(&s.lab.client, server.addr()).expect("connect");
     assert!(exchange(&s, &mut live, "before").starts_with(&seen_via(Wan::Two)));
+    // A one-way UDP flow too (its entry never sees a reply): its NAT binding is WAN 2's.
+    let flow = OneWayUdp::open(&s.lab, server_a(8008));
+    assert_eq!(flow.sent_via(), Lab::nat_addr_v4(Wan::Two), "before");
     let explained = explain_on_router(&s, &explain_args(&live, server.addr()));
     assert!(
         explained.contains("held     an existing connection, on the main table as this verdict"),
@@ -562,12 +565,53 @@ fn a_connection_that_started_on_the_main_table_keeps_it_through_a_reload() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(server.peers().len(), 2, "no connection was made again");
+    for _ in 0..5 {
+        assert_eq!(
+            flow.sent_via(),
+            Lab::nat_addr_v4(Wan::Two),
+            "after the reload"
+        );
+    }
     let explained = explain_on_router(&s, &explain_args(&live, server.addr()));
     assert!(
         explained.contains("wan      wan1")
             && explained.contains("an existing connection started on the main table"),
         "{explained}"
     );
+}
+
+/// A UDP flow from the client that the server never answers: one socket each side.
+struct OneWayUdp {
+    client: std::net::UdpSocket,
+    server: std::net::UdpSocket,
+}
+
+impl OneWayUdp {
+    fn open(lab: &Lab, to: SocketAddr) -> OneWayUdp {
+        let server = lab
+            .internet
+            .enter(|| std::net::UdpSocket::bind(to).expect("bind"));
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let client = lab.client.enter(|| {
+            let c = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+            c.connect(to).expect("connect");
+            c
+        });
+        OneWayUdp { client, server }
+    }
+
+    /// Sends one datagram; the address it reached the server from (the WAN's NAT address).
+    fn sent_via(&self) -> std::net::IpAddr {
+        self.client.send(b"x").expect("send");
+        let mut buf = [0u8; 16];
+        let (_, from) = self
+            .server
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("the datagram did not arrive: {e}"));
+        from.ip()
+    }
 }
 
 /// A policy whose only WAN is down sends new connections to the main table
