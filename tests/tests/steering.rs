@@ -479,7 +479,10 @@ fn connection_made_during_an_outage_keeps_its_wan(s: &Scenario, port: u16) {
 
 /// `steer explain ARGS` run where the daemon runs, as on a router: it reads that namespace's
 /// connection tracking.
-fn explain_on_router(s: &Scenario, args: &[&str]) -> String {
+fn explain_on_router<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
+    s: &Scenario,
+    args: &[S],
+) -> String {
     let out = steer_tests::daemon::steer_in(&s.lab.router)
         .arg("explain")
         .args(args)
@@ -520,6 +523,184 @@ fn a_reload_that_moves_a_destination_moves_no_live_connection() {
         let seen = exchange(&s, &mut live, "after the reload");
         assert!(seen.starts_with(&seen_via(Wan::One)), "{seen}");
     }
+}
+
+/// A connection that started on the main table (a set with `policy = "main"`) stays there when
+/// a reload gives its destination a WAN: its connection mark says so, and its packets lose the
+/// WAN mark the classifier gives them now. A new connection takes the WAN.
+#[test]
+fn a_connection_that_started_on_the_main_table_keeps_it_through_a_reload() {
+    let unsteered = format!(
+        "[[set]]\nname = \"unsteered\"\npolicy = \"main\"\nprefixes = [\"{}/32\"]\n",
+        Lab::SERVER_A
+    );
+    let o = Options {
+        extra_sets: unsteered.clone(),
+        ..Options::default()
+    };
+    let s = Scenario::start("main-kept", &o);
+    enforce_source_addresses(&s.lab);
+    // The main table leaves by WAN 2; the default policy prefers WAN 1.
+    s.lab.set_main_default(Wan::Two);
+    let server = EchoServer::start(&s.lab.internet, server_a(8005));
+    let mut live = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut live, "before").starts_with(&seen_via(Wan::Two)));
+    // A one-way UDP flow too (its entry never sees a reply): its NAT binding is WAN 2's.
+    let flow = OneWayUdp::open(&s.lab, server_a(8008));
+    assert_eq!(flow.sent_via(), Lab::nat_addr_v4(Wan::Two), "before");
+    let explained = explain_on_router(&s, &explain_args(&live, server.addr()));
+    assert!(
+        explained.contains("held     an existing connection, on the main table as this verdict"),
+        "{explained}"
+    );
+
+    let config = std::fs::read_to_string(s.work.config()).expect("config");
+    s.work.write("steer.toml", &config.replace(&unsteered, ""));
+    s.steer(&["reload"]);
+    let mut fresh = Conversation::open(&s.lab.client, server.addr()).expect("connect");
+    assert!(exchange(&s, &mut fresh, "new connection").starts_with(&seen_via(Wan::One)));
+    for _ in 0..20 {
+        let seen = exchange(&s, &mut live, "after the reload");
+        assert!(seen.starts_with(&seen_via(Wan::Two)), "{seen}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.peers().len(), 2, "no connection was made again");
+    for _ in 0..5 {
+        assert_eq!(
+            flow.sent_via(),
+            Lab::nat_addr_v4(Wan::Two),
+            "after the reload"
+        );
+    }
+    let explained = explain_on_router(&s, &explain_args(&live, server.addr()));
+    assert!(
+        explained.contains("wan      wan1")
+            && explained.contains("an existing connection started on the main table"),
+        "{explained}"
+    );
+}
+
+/// A UDP flow from the client that the server never answers: one socket each side.
+struct OneWayUdp {
+    client: std::net::UdpSocket,
+    server: std::net::UdpSocket,
+}
+
+impl OneWayUdp {
+    fn open(lab: &Lab, to: SocketAddr) -> OneWayUdp {
+        let server = lab
+            .internet
+            .enter(|| std::net::UdpSocket::bind(to).expect("bind"));
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let client = lab.client.enter(|| {
+            let c = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+            c.connect(to).expect("connect");
+            c
+        });
+        OneWayUdp { client, server }
+    }
+
+    /// Sends one datagram; the address it reached the server from (the WAN's NAT address).
+    fn sent_via(&self) -> std::net::IpAddr {
+        self.client.send(b"x").expect("send");
+        let mut buf = [0u8; 16];
+        let (_, from) = self
+            .server
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("the datagram did not arrive: {e}"));
+        from.ip()
+    }
+}
+
+/// A policy whose only WAN is down sends new connections to the main table
+/// (`last_resort = "default"`). When the WAN returns, such a connection stays on the main table
+/// with `failback = "keep"`, and is cut (so it starts over on the WAN) with `"move"`.
+#[test]
+fn a_connection_sent_to_the_main_table_by_an_outage_keeps_it_unless_failback_moves_it() {
+    let sets = format!(
+        "[[policy]]\nname = \"wan1-else-main\"\nmembers = [{{ wan = \"wan1\" }}]\n\
+         last_resort = \"default\"\n\n\
+         [[policy]]\nname = \"wan1-else-main-move\"\nmembers = [{{ wan = \"wan1\" }}]\n\
+         last_resort = \"default\"\nfailback = \"move\"\n\n\
+         [[set]]\nname = \"moving\"\npolicy = \"wan1-else-main-move\"\nproto = [\"tcp\"]\n\
+         dports = [\"8007\"]\n\n\
+         [[set]]\nname = \"kept\"\npolicy = \"wan1-else-main\"\nprefixes = [\"{}/32\"]\n",
+        Lab::SERVER_A
+    );
+    let o = Options {
+        extra_sets: sets,
+        ..Options::default()
+    };
+    let s = Scenario::start("main-outage", &o);
+    enforce_source_addresses(&s.lab);
+    // A connection whose entry is cut dies (see the failback = "move" test).
+    s.lab
+        .router
+        .run("sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0");
+    s.lab.set_main_default(Wan::Two);
+    let (kept_server, moved_server) = (
+        EchoServer::start(&s.lab.internet, server_a(8006)),
+        EchoServer::start(&s.lab.internet, server_a(8007)),
+    );
+    s.lab.cut_carrier(Wan::One);
+    s.wait_wan("wan1", "down", SETTLE);
+    let mut kept = Conversation::open(&s.lab.client, kept_server.addr()).expect("connect");
+    assert!(exchange(&s, &mut kept, "during").starts_with(&seen_via(Wan::Two)));
+    let mut moved = Conversation::open(&s.lab.client, moved_server.addr()).expect("connect");
+    assert!(exchange(&s, &mut moved, "during").starts_with(&seen_via(Wan::Two)));
+    s.lab.restore_carrier(Wan::One);
+    s.wait_wan("wan1", "up", SETTLE);
+    let mut after = Conversation::open(&s.lab.client, kept_server.addr()).expect("connect");
+    assert!(exchange(&s, &mut after, "new connection").starts_with(&seen_via(Wan::One)));
+    for _ in 0..20 {
+        let seen = exchange(&s, &mut kept, "after the return");
+        assert!(seen.starts_with(&seen_via(Wan::Two)), "{seen}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(kept_server.peers().len(), 2, "no connection was made again");
+    let explained = explain_on_router(&s, &explain_args(&kept, kept_server.addr()));
+    assert!(
+        explained.contains("an existing connection started on the main table"),
+        "{explained}"
+    );
+
+    // The one of the policy that moves flows back is cut within a few exchanges.
+    let deadline = std::time::Instant::now() + SETTLE;
+    let broke = loop {
+        match moved.exchange() {
+            Err(_) => break true,
+            Ok(seen) if !seen.starts_with(&seen_via(Wan::Two)) => break true,
+            Ok(_) if std::time::Instant::now() > deadline => break false,
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    assert!(
+        broke,
+        "the connection failback = \"move\" should cut survived:\n{}",
+        s.daemon.log_text()
+    );
+    s.daemon.wait_log("failback = \"move\" cut", SETTLE);
+    let mut again = Conversation::open(&s.lab.client, moved_server.addr()).expect("connect");
+    assert!(exchange(&s, &mut again, "reconnected").starts_with(&seen_via(Wan::One)));
+}
+
+/// `steer explain`'s arguments for the packets of `c` to `server`.
+fn explain_args(c: &Conversation, server: SocketAddr) -> Vec<String> {
+    let client = c.local_addr();
+    [
+        server.ip().to_string(),
+        "--src".into(),
+        client.ip().to_string(),
+        "--proto".into(),
+        "tcp".into(),
+        "--sport".into(),
+        client.port().to_string(),
+        "--dport".into(),
+        server.port().to_string(),
+    ]
+    .into()
 }
 
 #[test]

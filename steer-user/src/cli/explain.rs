@@ -458,8 +458,20 @@ impl Explanation {
             return writeln!(f, "held     conntrack could not be read: {err}");
         }
         let mine = self.mark & self.mask;
+        let main = crate::conntrack::main_table_mark(self.mask);
         match (held.exact, held.by_mark.as_slice()) {
             (_, []) => Ok(()),
+            (true, [(mark, _, 1)]) if *mark == main && mine == 0 => writeln!(
+                f,
+                "held     an existing connection, on the main table as this verdict (it started \
+                 there, connection mark {mark:#x})"
+            ),
+            (true, [(mark, _, 1)]) if *mark == main => writeln!(
+                f,
+                "held     an existing connection started on the main table (connection mark \
+                 {mark:#x}): its packets keep leaving by the main table; the verdict above is \
+                 a new connection's (a connection stays on the path it started on)"
+            ),
             (true, [(mark, wan, 1)]) if *mark == mine => writeln!(
                 f,
                 "held     an existing connection, marked {mark:#x} ({wan}) as this verdict"
@@ -918,7 +930,8 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
 /// The marked connections conntrack holds from the probe's source to its destination (with its
 /// protocol, and its ports when the probe gave them): the `inet steer` table gives their
 /// packets the connection's mark back, so a connection stays on the WAN it started on after
-/// a failback with `keep`, a reload or a weight change. `None` without a source to look for.
+/// a failback with `keep`, a reload or a weight change; one that started on the main table
+/// stays there ([`crate::conntrack::main_table_mark`]). `None` without a source to look for.
 fn held_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names) -> Option<Held> {
     probe.src?;
     let exact_ports = probe.sport.is_some() && probe.dport.is_some();
@@ -949,7 +962,14 @@ fn held_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names) ->
         exact,
         by_mark: by_mark
             .into_iter()
-            .map(|(mark, n)| (mark, names.wan_of_mark(mark, e.mask), n))
+            .map(|(mark, n)| {
+                let on = if mark == crate::conntrack::main_table_mark(e.mask) {
+                    "the main table".to_owned()
+                } else {
+                    names.wan_of_mark(mark, e.mask)
+                };
+                (mark, on, n)
+            })
             .collect(),
         error: None,
     })

@@ -12,6 +12,9 @@
 //!   reply) gets its connection's WAN mark back, over whatever the classifier stamped: a
 //!   connection keeps its WAN (and its NAT binding) when a verdict changes — a failback, a
 //!   reload, a balancing slot that moves, a learned address that expires;
+//! - a connection whose first packet from the LAN had no WAN mark (the main table routed it)
+//!   takes [`nft::main_table_mark`], and its later LAN packets lose their mark bits: it stays
+//!   on the main table as the others stay on their WAN;
 //! - with br_netfilter on a LAN bridge, prerouting runs before the classifier on the bridge:
 //!   the classifier then keeps the mark restored there (`settings_flags::KEEP_MARK`), and a
 //!   forward-hook chain gives a new connection the mark the classifier stamped.
@@ -31,7 +34,7 @@ use std::io;
 pub use netlink::{Connection, connections, delete_many, flush_mark};
 pub use nft::{
     MarkedWan, NFT_TABLE, bridge_netfilter, drift, install, install_with, installed, listing,
-    ruleset, ruleset_with, shape_drift, table_present, uninstall,
+    main_table_mark, ruleset, ruleset_with, shape_drift, table_present, uninstall,
 };
 
 #[derive(Debug, thiserror::Error)]

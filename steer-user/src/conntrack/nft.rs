@@ -10,6 +10,18 @@ use crate::shown::first_few;
 /// The nftables table steer owns (family inet).
 pub const NFT_TABLE: &str = "steer";
 
+/// The connection mark (under the mask) of a connection that started on the main table: its
+/// first packet, from the LAN, carried no WAN mark (a set with `policy = "main"`, a policy
+/// whose WANs were all down with `last_resort = "default"`, the default rule sending there).
+/// Its later packets from the LAN lose the mark bits the classifier gave them, so they keep
+/// leaving by the main table after a reload, a set edit or a WAN's return. It is the
+/// unreachable last-resort value ([`crate::model::last_resort_marks`]): no WAN may use it, and
+/// no ct mark held it before, since only WAN marks are copied into ct marks. It lives in
+/// connection marks only: no packet carries it to routing (which would make it unreachable).
+pub fn main_table_mark(mask: u32) -> u32 {
+    crate::model::last_resort_marks(mask).0
+}
+
 /// A WAN as the ruleset needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MarkedWan {
@@ -44,10 +56,17 @@ pub fn bridge_netfilter() -> bool {
 /// WAN by that interface. A WAN's chain writes its mark under the mask; its name carries the
 /// mark, so chains stay unique.
 ///
+/// A new connection from the LAN whose first packet has no mark under the mask (the main
+/// table routes it) takes [`main_table_mark`]; its later packets from the LAN have their mark
+/// bits cleared, so they stay on the main table whatever the classifier says by then.
+///
 /// `bridged` ([`bridge_netfilter`]): prerouting then sees a bridged LAN packet before the
 /// classifier on the bridge, so it still restores a marked connection's mark there (the
 /// classifier keeps it: `settings_flags::KEEP_MARK`), but a new connection has no mark yet:
-/// the forward hook, after the classifier and routing, gives it the packet's.
+/// the forward hook, after the classifier and routing, gives it the packet's. A connection
+/// that started on the main table is not kept there then: prerouting cannot tell the
+/// classifier so (a cleared mark is classified again, and no packet mark routes by the main
+/// table), so it keeps ct mark 0 and takes the WAN of its first packet a WAN verdict marks.
 pub fn ruleset_with(mask: u32, wans: &[MarkedWan], bridged: bool, extra: &str) -> String {
     let keep = !mask;
     let mut chains = String::new();
@@ -69,6 +88,23 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], bridged: bool, extra: &str) -
         .map(|w| format!("{mark:#x} : jump restore_{mark:#x}", mark = w.mark))
         .collect::<Vec<_>>()
         .join(", ");
+    // Connections that started on the main table (not on a bridged LAN: see above). Not in the
+    // output chain's map: that one sends the router's answers to a port forward by the WAN it
+    // came in on, and such a connection came in by none.
+    let main = main_table_mark(mask);
+    let (mut restore_lan, mut main_rule) = (restore.clone(), String::new());
+    if !bridged && !wans.is_empty() {
+        settled.push(format!("{main:#x} . 0x0 : accept"));
+        restore_lan.push_str(&format!(", {main:#x} : jump restore_main"));
+        chains.push_str(&format!(
+            "\tchain restore_main {{\n\t\tmeta mark set meta mark and {keep:#x}\n\t}}\n"
+        ));
+        // Reached by a packet from the LAN whose mark is no WAN's (those took their `goto`).
+        // A last-resort mark (unreachable, blackhole) is no path to keep.
+        main_rule = format!(
+            "\t\tmeta mark and {mask:#x} == 0 ct mark set ct mark and {keep:#x} or {main:#x}\n"
+        );
+    }
     let mut rules = String::new();
     if !wans.is_empty() {
         // `accept` ends only this chain: the other chains of the table hook on their own.
@@ -89,7 +125,7 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], bridged: bool, extra: &str) -
         // by its connection's it would turn back out.
         let wan_names: Vec<String> = wans.iter().map(|w| quoted(&w.interface)).collect();
         rules.push_str(&format!(
-            "\t\tiifname != {{ {} }} ct mark and {mask:#x} vmap {{ {restore} }}\n",
+            "\t\tiifname != {{ {} }} ct mark and {mask:#x} vmap {{ {restore_lan} }}\n",
             wan_names.join(", ")
         ));
         // The router's answers to a port forward to itself (`dnat to` its LAN address: the
@@ -106,7 +142,7 @@ pub fn ruleset_with(mask: u32, wans: &[MarkedWan], bridged: bool, extra: &str) -
         chains.push_str(&format!(
             "\tchain new_connection {{\n\
              \t\tmeta mark and {mask:#x} vmap {{ {} }}\n\
-             \t\tiifname vmap {{ {} }}\n\t}}\n",
+             \t\tiifname vmap {{ {} }}\n{main_rule}\t}}\n",
             by_mark.join(", "),
             by_interface.join(", ")
         ));
@@ -451,9 +487,9 @@ mod tests {
 
 \tchain mark_connections {
 \t\ttype filter hook prerouting priority mangle + 10; policy accept;
-\t\tct mark & 0x0000ff00 . meta mark & 0x0000ff00 vmap { 0x00000100 . 0x00000100 : accept }
+\t\tct mark & 0x0000ff00 . meta mark & 0x0000ff00 vmap { 0x0000ff00 . 0x00000000 : accept, 0x00000100 . 0x00000100 : accept }
 \t\tct state new ct mark & 0x0000ff00 == 0x00000000 jump new_connection
-\t\tiifname != { \"eth1\" } ct mark & 0x0000ff00 vmap { 0x00000100 : jump restore_0x100 }
+\t\tiifname != { \"eth1\" } ct mark & 0x0000ff00 vmap { 0x00000100 : jump restore_0x100, 0x0000ff00 : jump restore_main }
 \t}
 
 \tchain connection_0x100 {
@@ -464,6 +500,10 @@ mod tests {
 \t\tmeta mark set meta mark & 0xffff00ff | 0x00000100
 \t}
 
+\tchain restore_main {
+\t\tmeta mark set meta mark & 0xffff00ff
+\t}
+
 \tchain mark_forwarded_answers {
 \t\ttype route hook output priority mangle + 10; policy accept;
 \t\tct status dnat ct direction reply ct mark & 0x0000ff00 vmap { 0x00000100 : jump restore_0x100 }
@@ -472,6 +512,7 @@ mod tests {
 \tchain new_connection {
 \t\tmeta mark & 0x0000ff00 vmap { 0x00000100 : goto connection_0x100 }
 \t\tiifname vmap { \"eth1\" : goto connection_0x100 }
+\t\tmeta mark & 0x0000ff00 == 0x00000000 ct mark set ct mark | 0x0000ff00
 \t}
 }
 ";
@@ -483,7 +524,7 @@ mod tests {
             .collect();
         assert_eq!(
             shape_drift(&rendered, &flushed).as_deref(),
-            Some("all its 8 rules were removed, its chains left empty")
+            Some("all its 10 rules were removed, its chains left empty")
         );
     }
 
@@ -501,9 +542,9 @@ mod tests {
         ];
         let r = ruleset(0xff00, &wans);
         for line in [
-            "type filter hook prerouting priority mangle + 10; policy accept;\n\t\tct mark and 0xff00 . meta mark and 0xff00 vmap { 0x100 . 0x100 : accept, 0x200 . 0x200 : accept }\n\t\tct state new",
+            "type filter hook prerouting priority mangle + 10; policy accept;\n\t\tct mark and 0xff00 . meta mark and 0xff00 vmap { 0x100 . 0x100 : accept, 0x200 . 0x200 : accept, 0xff00 . 0x0 : accept }\n\t\tct state new",
             "ct state new ct mark and 0xff00 == 0 jump new_connection",
-            "\t\tiifname != { \"eth1\", \"wwan0\" } ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
+            "\t\tiifname != { \"eth1\", \"wwan0\" } ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200, 0xff00 : jump restore_main }",
             "type route hook output priority mangle + 10; policy accept;\n\t\tct status dnat ct direction reply ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200 }",
             "meta mark and 0xff00 vmap { 0x100 : goto connection_0x100, 0x200 : goto connection_0x200 }\n\t\tiifname vmap { \"eth1\" : goto connection_0x100, \"wwan0\" : goto connection_0x200 }",
             "chain connection_0x200 {\n\t\tct mark set ct mark and 0xffff00ff or 0x200",
@@ -512,5 +553,46 @@ mod tests {
             assert!(r.contains(line), "missing `{line}` in\n{r}");
         }
         assert!(r.contains("hook prerouting priority mangle + 10"));
+    }
+
+    /// A connection whose first packet from the LAN had no WAN mark (the main table routed it)
+    /// takes the unreachable value in its connection mark, and its later LAN packets lose the
+    /// mark bits the classifier gives them: it stays on the main table. Only connection marks
+    /// hold that value: no rule writes it into a packet mark, which routing would drop.
+    #[test]
+    fn a_connection_that_started_on_the_main_table_is_kept_there() {
+        let wans = [
+            MarkedWan {
+                interface: "eth1".into(),
+                mark: 0x100,
+            },
+            MarkedWan {
+                interface: "wwan0".into(),
+                mark: 0x200,
+            },
+        ];
+        let r = ruleset(0xff00, &wans);
+        assert_eq!(main_table_mark(0xff00), 0xff00);
+        for line in [
+            // Settled: an unsteered connection's packet the classifier also left unmarked.
+            "vmap { 0x100 . 0x100 : accept, 0x200 . 0x200 : accept, 0xff00 . 0x0 : accept }",
+            // After the WAN marks and the WAN interfaces took theirs: an unmarked first packet.
+            "iifname vmap { \"eth1\" : goto connection_0x100, \"wwan0\" : goto connection_0x200 }\n\t\tmeta mark and 0xff00 == 0 ct mark set ct mark and 0xffff00ff or 0xff00\n\t}",
+            "ct mark and 0xff00 vmap { 0x100 : jump restore_0x100, 0x200 : jump restore_0x200, 0xff00 : jump restore_main }",
+            "chain restore_main {\n\t\tmeta mark set meta mark and 0xffff00ff\n\t}",
+        ] {
+            assert!(r.contains(line), "missing `{line}` in\n{r}");
+        }
+        // The router's answers to a port forward: WAN marks only.
+        let output = r.find("chain mark_forwarded_answers").unwrap();
+        let output = &r[output..r[output..].find("\t}\n").unwrap() + output];
+        assert!(!output.contains("restore_main"), "{output}");
+        // No packet mark is ever set to it.
+        assert!(!r.contains("meta mark set meta mark and 0xffff00ff or 0xff00"));
+        // On a bridged LAN prerouting runs before the classifier: nothing is kept on the main
+        // table there (see `ruleset_with`).
+        let bridged = ruleset_with(0xff00, &wans, true, "");
+        assert!(!bridged.contains("0xff00 . 0x0") && !bridged.contains("restore_main"));
+        assert!(!bridged.contains("or 0xff00"), "{bridged}");
     }
 }

@@ -25,7 +25,8 @@ pub struct Flush {
 pub struct FlowsBack {
     pub recovered: String,
     pub mask: u32,
-    /// The marks of the other WANs.
+    /// The marks of the other WANs, and the connection mark of those that went to the main
+    /// table ([`crate::conntrack::nft::main_table_mark`]).
     pub marks: Vec<u32>,
     /// The families that recovered: only their connections are looked at (the other family's
     /// recovery moves its own, once).

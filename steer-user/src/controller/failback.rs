@@ -41,7 +41,8 @@ pub struct Verdicts<'a> {
 
 impl Verdicts<'_> {
     /// Whether `conn` belongs to a policy that moves its flows back and would be stamped with
-    /// another WAN mark now.
+    /// another WAN mark now (one on the main table, [`crate::conntrack::main_table_mark`],
+    /// when its policy's WAN is back).
     pub fn should_move(&self, conn: &Connection) -> bool {
         if conn.inbound {
             return false;

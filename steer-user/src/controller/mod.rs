@@ -1162,16 +1162,19 @@ impl Controller {
         if !wanted {
             return None;
         }
+        let mask = self.config.general.mark_mask;
+        // The other WANs' connections, and those that started on the main table: a policy
+        // with `last_resort = "default"` sends its flows there while its WANs are down.
+        let others = self
+            .config
+            .wans
+            .iter()
+            .filter(|w| w.name != recovered)
+            .map(|w| w.mark);
         Some(FlowsBack {
             recovered: recovered.to_owned(),
-            mask: self.config.general.mark_mask,
-            marks: self
-                .config
-                .wans
-                .iter()
-                .filter(|w| w.name != recovered)
-                .map(|w| w.mark)
-                .collect(),
+            mask,
+            marks: others.chain([conntrack::main_table_mark(mask)]).collect(),
             families: families.to_vec(),
         })
     }
