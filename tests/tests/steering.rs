@@ -245,6 +245,46 @@ fn a_port_forward_on_wan2_is_answered_via_wan2() {
         exchange(&s, &mut c, "port forward");
     }
     assert_eq!(lan_server.peers().len(), 1);
+    // `explain` of a reply names the WAN the connection came in on, beside the verdict a
+    // connection the LAN host started would get.
+    let peer = lan_server.peers()[0];
+    let explained = explain_on_router(
+        &s,
+        &[
+            &peer.ip().to_string(),
+            "--src",
+            &at.ip().to_string(),
+            "--proto",
+            "tcp",
+            "--sport",
+            &at.port().to_string(),
+            "--dport",
+            &peer.port().to_string(),
+        ],
+    );
+    assert!(
+        explained.contains("wan      wan1")
+            && explained.contains(
+                "this packet answers a connection that came in by wan2 (marked 0x200): its \
+                 replies leave by wan2"
+            ),
+        "{explained}"
+    );
+    // Without ports: the connections from that host that came in by a WAN, counted.
+    let explained = explain_on_router(
+        &s,
+        &[
+            &peer.ip().to_string(),
+            "--src",
+            &at.ip().to_string(),
+            "--proto",
+            "tcp",
+        ],
+    );
+    assert!(
+        explained.contains("1 connection(s) from") && explained.contains("1 by wan2 (0x200)"),
+        "{explained}"
+    );
 }
 
 /// The LAN behind a bridge with br_netfilter passing bridged packets through netfilter (Docker

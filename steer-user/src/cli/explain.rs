@@ -180,6 +180,9 @@ pub struct Explanation {
     /// name the whole connection): their packets keep the WAN their mark names, whatever the
     /// verdict above says for a new connection.
     pub held: Option<Held>,
+    /// Connections that came in from a WAN (a port forward's, a DMZ server's) that the packet
+    /// answers: their replies leave by the WAN their mark names, the one they came in on.
+    pub answers: Option<Held>,
     /// An unmarked packet: the main table's default route that takes it, in words.
     pub main_route: Option<String>,
     /// Why no daemon's WAN states are shown (none answers: the verdict is the frozen state
@@ -443,6 +446,13 @@ impl Explanation {
                 })).collect::<Vec<_>>(),
                 "error": h.error,
             })),
+            "answers": self.answers.as_ref().map(|h| json!({
+                "exact": h.exact,
+                "connections": h.by_mark.iter().map(|(mark, wan, n)| json!({
+                    "mark": format!("{mark:#x}"), "wan": wan, "count": n,
+                })).collect::<Vec<_>>(),
+                "error": h.error,
+            })),
             "balance": self.balance.as_ref().map(|b| json!({
                 "slot": b.slot, "of": LB_SLOTS, "by": if b.by_source { "source" } else { "flow" },
                 "wan": b.wan,
@@ -482,6 +492,48 @@ impl Explanation {
                      they started on: {}{}",
                     self.src,
                     self.dst,
+                    self.proto,
+                    each.join(", "),
+                    if self.proto.has_ports() {
+                        "; give --sport and --dport to name one"
+                    } else {
+                        ""
+                    }
+                )
+            }
+        }
+    }
+
+    /// The connections from a WAN the probe answers: their replies leave by the WAN they came
+    /// in on. A conntrack error was said by [`Self::write_held`] already.
+    fn write_answers(&self, f: &mut fmt::Formatter<'_>, answers: &Held) -> fmt::Result {
+        if answers.error.is_some() && self.held.as_ref().is_some_and(|h| h.error.is_some()) {
+            return Ok(());
+        }
+        if let Some(err) = &answers.error {
+            return writeln!(f, "held     conntrack could not be read: {err}");
+        }
+        match (answers.exact, answers.by_mark.as_slice()) {
+            (_, []) => Ok(()),
+            (true, [(mark, wan, 1)]) => writeln!(
+                f,
+                "held     this packet answers a connection that came in by {wan} (marked \
+                 {mark:#x}): its replies leave by {wan}, the WAN it came in on, whatever the \
+                 verdict above (which is for a connection {} starts)",
+                self.src
+            ),
+            (_, marks) => {
+                let total: usize = marks.iter().map(|(_, _, n)| n).sum();
+                let each: Vec<String> = marks
+                    .iter()
+                    .map(|(mark, wan, n)| format!("{n} by {wan} ({mark:#x})"))
+                    .collect();
+                writeln!(
+                    f,
+                    "held     {total} connection(s) from {} to {} ({}) came in by a WAN; their \
+                     replies leave by the WAN each came in on: {}{}",
+                    self.dst,
+                    self.src,
                     self.proto,
                     each.join(", "),
                     if self.proto.has_ports() {
@@ -639,6 +691,9 @@ impl fmt::Display for Explanation {
         }
         if let Some(held) = &self.held {
             self.write_held(f, held)?;
+        }
+        if let Some(answers) = &self.answers {
+            self.write_answers(f, answers)?;
         }
         let family = Family::of(&self.dst).name();
         for (i, h) in self.health.iter().enumerate() {
@@ -820,6 +875,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         balance: None,
         routed_by: Vec::new(),
         held: None,
+        answers: None,
         main_route: None,
         daemon: None,
     };
@@ -912,7 +968,49 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         });
     }
     e.held = held_connections(&e, probe, transport.proto(), &names);
+    e.answers = answered_connections(&e, probe, transport.proto(), &names);
     Ok(e)
+}
+
+/// The marked connections conntrack holds that the probe answers: ones that came in from a WAN
+/// to the probe's source (a port forward, a DMZ's server), whose reply direction is the probe
+/// (with its ports when the probe gave them). The `inet steer` table marked them with the WAN
+/// they came in on and gives their replies that mark back, so the replies leave by that WAN
+/// whatever the classifier's verdict. `None` without a source to look for.
+fn answered_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names) -> Option<Held> {
+    probe.src?;
+    let exact_ports = probe.sport.is_some() && probe.dport.is_some();
+    let exact = !e.proto.has_ports() || exact_ports;
+    let conns = match crate::conntrack::netlink::connections(0, 0, &[Family::of(&e.dst)]) {
+        Ok(conns) => conns,
+        Err(err) => {
+            return Some(Held {
+                exact,
+                by_mark: Vec::new(),
+                error: Some(err.to_string()),
+            });
+        }
+    };
+    let mut by_mark: std::collections::BTreeMap<u32, usize> = Default::default();
+    for c in conns.iter().filter(|c| {
+        c.proto == proto
+            && c.mark & e.mask != 0
+            && c.reply.is_some_and(|r| {
+                r.src == e.src
+                    && r.dst == e.dst
+                    && (!exact_ports || (r.sport == e.sport && r.dport == e.dport))
+            })
+    }) {
+        *by_mark.entry(c.mark & e.mask).or_default() += 1;
+    }
+    Some(Held {
+        exact,
+        by_mark: by_mark
+            .into_iter()
+            .map(|(mark, n)| (mark, names.wan_of_mark(mark, e.mask), n))
+            .collect(),
+        error: None,
+    })
 }
 
 /// The marked connections conntrack holds from the probe's source to its destination (with its
