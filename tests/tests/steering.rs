@@ -496,6 +496,28 @@ fn connection_made_during_an_outage_keeps_its_wan(s: &Scenario, port: u16) {
             && explained.contains("an existing connection is marked 0x200 (wan2)"),
         "{explained}"
     );
+    // From another namespace than the daemon's, its conntrack cannot be read: said, with how.
+    let elsewhere = s.steer(&[
+        "explain",
+        &server.ip().to_string(),
+        "--src",
+        &client.ip().to_string(),
+        "--proto",
+        "tcp",
+        "--sport",
+        &client.port().to_string(),
+        "--dport",
+        &server.port().to_string(),
+    ]);
+    assert!(
+        elsewhere.contains("held     connections were not checked: explain runs in another")
+            && elsewhere.contains(&format!(
+                "`ip netns exec {} steer explain",
+                s.lab.router.name
+            ))
+            && !elsewhere.contains("existing connection"),
+        "{elsewhere}"
+    );
     let new_one = after.local_addr();
     let explained = explain_on_router(
         s,

@@ -183,6 +183,9 @@ pub struct Explanation {
     /// Connections that came in from a WAN (a port forward's, a DMZ server's) that the packet
     /// answers: their replies leave by the WAN their mark names, the one they came in on.
     pub answers: Option<Held>,
+    /// Why no connection was looked up: explain runs in another network namespace than the
+    /// daemon, whose conntrack it cannot read.
+    pub unchecked: Option<String>,
     /// An unmarked packet: the main table's default route that takes it, in words.
     pub main_route: Option<String>,
     /// Why no daemon's WAN states are shown (none answers: the verdict is the frozen state
@@ -446,6 +449,7 @@ impl Explanation {
                 })).collect::<Vec<_>>(),
                 "error": h.error,
             })),
+            "connections_unchecked": self.unchecked,
             "answers": self.answers.as_ref().map(|h| json!({
                 "exact": h.exact,
                 "connections": h.by_mark.iter().map(|(mark, wan, n)| json!({
@@ -695,6 +699,9 @@ impl fmt::Display for Explanation {
         if let Some(answers) = &self.answers {
             self.write_answers(f, answers)?;
         }
+        if let Some(note) = &self.unchecked {
+            writeln!(f, "held     {note}")?;
+        }
         let family = Family::of(&self.dst).name();
         for (i, h) in self.health.iter().enumerate() {
             let head = if i == 0 { "health" } else { "" };
@@ -876,6 +883,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         routed_by: Vec::new(),
         held: None,
         answers: None,
+        unchecked: None,
         main_route: None,
         daemon: None,
     };
@@ -967,9 +975,53 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
             wan: names.wan_of_mark(mark, entry.mask),
         });
     }
-    e.held = held_connections(&e, probe, transport.proto(), &names);
-    e.answers = answered_connections(&e, probe, transport.proto(), &names);
+    match conntrack_elsewhere(pin_dir) {
+        Some(note) => e.unchecked = Some(note),
+        None => {
+            e.held = held_connections(&e, probe, transport.proto(), &names);
+            e.answers = answered_connections(&e, probe, transport.proto(), &names);
+        }
+    }
     Ok(e)
+}
+
+/// Why this namespace's conntrack is not the daemon's: the state under `pin_dir` was pinned
+/// from another network namespace (bpffs is one for all of them, and the control socket may be
+/// reachable from here too; conntrack is per namespace). `None` when it is this one's, or when
+/// the state records no namespace.
+fn conntrack_elsewhere(pin_dir: &Path) -> Option<String> {
+    let owner = crate::dataplane::pin_owner::recorded_owner(pin_dir)
+        .ok()
+        .flatten()?;
+    let here = crate::netns::this_namespace().ok()?;
+    if crate::netns::same_namespace(owner, here) {
+        return None;
+    }
+    let found = crate::netns::find_namespace(owner);
+    Some(elsewhere_note(
+        found.as_ref().map(|f| (f.describe(), f.run_there())),
+        owner.netns_ino,
+    ))
+}
+
+/// The note for connections not checked: the daemon's namespace (`found`: how it is named and
+/// the command that runs in it), or its inode when it is gone.
+fn elsewhere_note(found: Option<(String, Option<String>)>, ino: u64) -> String {
+    let head = "connections were not checked: explain runs in another network namespace than \
+                the daemon's";
+    match found {
+        Some((name, Some(run))) => format!(
+            "{head}, {name}, and conntrack is per namespace: run it there, `{run} steer \
+             explain ...`"
+        ),
+        Some((name, None)) => {
+            format!("{head}, {name}, and conntrack is per namespace: run it there")
+        }
+        None => format!(
+            "{head} (net:[{ino}], which no longer exists: the state pinned here is a stale \
+             router's)"
+        ),
+    }
 }
 
 /// The marked connections conntrack holds that the probe answers: ones that came in from a WAN
@@ -1171,4 +1223,33 @@ fn mac_text(mac: &[u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run from another namespace, explain says why it names no held connection and how to
+    /// run it where the daemon is.
+    #[test]
+    fn connections_not_checked_elsewhere_say_where_to_run_explain() {
+        let note = elsewhere_note(
+            Some((
+                "router (/run/netns/router)".into(),
+                Some("ip netns exec router".into()),
+            )),
+            7,
+        );
+        assert!(
+            note.starts_with("connections were not checked: explain runs in another network")
+                && note.contains("router (/run/netns/router)")
+                && note.contains("`ip netns exec router steer explain ...`"),
+            "{note}"
+        );
+        let gone = elsewhere_note(None, 4026532000);
+        assert!(
+            gone.contains("net:[4026532000], which no longer exists"),
+            "{gone}"
+        );
+    }
 }
