@@ -140,6 +140,9 @@ pub struct Explanation {
     pub dport: u16,
     pub src_mac: [u8; 6],
     pub input: Option<String>,
+    /// What the command line did not give that sets with conditions look at: where explain
+    /// took the input interface and source MAC from, or which sets it could not judge.
+    pub host: Vec<String>,
     /// The rule is an ordered rule (a set with conditions): which one and what it checked.
     pub ordered: Option<OrderedMatch>,
     /// The destination is local (reached without a WAN): the prefix and why. Such a packet is
@@ -416,7 +419,7 @@ impl Explanation {
         json!({
             "src": self.src, "dst": self.dst,
             "proto": self.proto.to_string(), "sport": self.sport, "dport": self.dport,
-            "src_mac": mac_text(&self.src_mac), "in": self.input,
+            "src_mac": mac_text(&self.src_mac), "in": self.input, "host": self.host,
             "ordered": self.ordered.as_ref().map(|o| json!({
                 "position": o.position, "conditions": o.met,
                 "later": o.later.iter().map(|(position, set)| json!({ "position": position, "set": set })).collect::<Vec<_>>(),
@@ -574,6 +577,9 @@ impl fmt::Display for Explanation {
         match &self.input {
             Some(i) => writeln!(f, " in {i}")?,
             None => writeln!(f)?,
+        }
+        for note in &self.host {
+            writeln!(f, "host     {note}")?;
         }
         if let Some((p, kind)) = self.local {
             writeln!(
@@ -812,6 +818,160 @@ fn ports(probe: &Probe) -> Result<(u16, u16), ExplainError> {
     Ok((probe.sport.unwrap_or(40000), probe.dport.unwrap_or(443)))
 }
 
+/// The source MAC of a probe given none.
+const PLACEHOLDER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// What the probe did not say about the host that sends it, found in the kernel.
+#[derive(Debug, Default)]
+struct UnstatedHost {
+    /// The LAN interface the route to the source leaves by (name, index).
+    input: Option<(String, u32)>,
+    /// The source's (or its gateway's) link-layer address in the neighbour table.
+    mac: Option<[u8; 6]>,
+    /// What was taken from where, and what could not be judged.
+    notes: Vec<String>,
+}
+
+/// Sets with conditions on the input interface or the source MAC cannot be judged without
+/// them: when the probe gives neither and such sets exist, the kernel of this namespace is
+/// asked, for a source on a LAN: the route to the source names the interface its packets come
+/// in on, the neighbour table its MAC. What cannot be found is said, with the set names and
+/// the option to give.
+fn unstated_host(
+    pin_dir: &Path,
+    maps: &Maps,
+    probe: &Probe,
+    family: Family,
+) -> Result<UnstatedHost, ExplainError> {
+    let bank = maps.ordered().live()?;
+    let names = Names::read(maps)?;
+    let looking_at = |any: usize| -> Vec<String> {
+        let bits = bank.used[family.index()] & !bank.any[any];
+        (0..cond::MAX_RULES as usize)
+            .filter(|i| bits >> i & 1 == 1)
+            .map(|i| names.set(u32::from(bank.rule[i])))
+            .collect()
+    };
+    let by_in = if probe.input.is_none() {
+        looking_at(cond::any::IN)
+    } else {
+        Vec::new()
+    };
+    let by_mac = if probe.src_mac.is_none() {
+        looking_at(cond::any::MAC)
+    } else {
+        Vec::new()
+    };
+    let mut host = UnstatedHost::default();
+    if by_in.is_empty() && by_mac.is_empty() {
+        return Ok(host);
+    }
+    let route = probe.src.and_then(route_to);
+    if let (Some(src), Some(r)) = (probe.src, &route) {
+        if !by_in.is_empty() {
+            match classified_ifindex(pin_dir, &r.dev) {
+                Ok(index) => {
+                    host.input = Some((r.dev.clone(), index));
+                    host.notes.push(format!(
+                        "in {} (the interface of this router's route to {src}; --in gives \
+                         another)",
+                        r.dev
+                    ));
+                }
+                Err(_) => host.notes.push(format!(
+                    "the route to {src} leaves by {}, on which steer does not classify",
+                    r.dev
+                )),
+            }
+        }
+        let neighbour = r.gateway.unwrap_or(src);
+        if !by_mac.is_empty()
+            && let Some(mac) = neighbour_mac(neighbour, &r.dev)
+        {
+            host.mac = Some(mac);
+            host.notes.push(format!(
+                "from {} ({neighbour}'s entry in the neighbour table on {}; --src-mac gives \
+                 another)",
+                mac_text(&mac),
+                r.dev
+            ));
+        }
+    }
+    if host.input.is_none() && !by_in.is_empty() {
+        host.notes.push(unjudged(
+            &by_in,
+            "the input interface",
+            "no LAN interface",
+            "--in",
+        ));
+    }
+    if host.mac.is_none() && !by_mac.is_empty() {
+        let placeholder = format!("the placeholder MAC {}", mac_text(&PLACEHOLDER_MAC));
+        host.notes.push(unjudged(
+            &by_mac,
+            "the source MAC",
+            &placeholder,
+            "--src-mac",
+        ));
+    }
+    Ok(host)
+}
+
+/// Sets `sets` that look at `what`, judged against `judged_by`: what the verdict may miss.
+fn unjudged(sets: &[String], what: &str, judged_by: &str, option: &str) -> String {
+    format!(
+        "sets with conditions on {what} ({}) were judged against {judged_by}, not the real \
+         host's: give {option} (or --src of a host on a LAN, to look it up)",
+        sets.join(", ")
+    )
+}
+
+/// This namespace's route to a host (`ip -j route get`): the interface, and the gateway when
+/// the host is not on a link of the router's.
+struct RouteTo {
+    dev: String,
+    gateway: Option<IpAddr>,
+}
+
+fn route_to(addr: IpAddr) -> Option<RouteTo> {
+    let out = ip_json(&["route", "get", &addr.to_string()])?;
+    parse_route_to(&out)
+}
+
+fn parse_route_to(json: &Value) -> Option<RouteTo> {
+    let route = json.as_array()?.first()?;
+    if route["type"].as_str().is_some_and(|t| t != "unicast") {
+        return None;
+    }
+    Some(RouteTo {
+        dev: route["dev"].as_str()?.to_owned(),
+        gateway: route["gateway"].as_str().and_then(|g| g.parse().ok()),
+    })
+}
+
+/// The link-layer address of `addr` on `dev` in the neighbour table (`ip -j neigh show`).
+fn neighbour_mac(addr: IpAddr, dev: &str) -> Option<[u8; 6]> {
+    let out = ip_json(&["neigh", "show", "to", &addr.to_string(), "dev", dev])?;
+    parse_neighbour_mac(&out)
+}
+
+fn parse_neighbour_mac(json: &Value) -> Option<[u8; 6]> {
+    json.as_array()?
+        .iter()
+        .find_map(|n| crate::model::ordered::parse_mac(n["lladdr"].as_str()?))
+}
+
+/// `ip -j ARGS`' output; `None` when `ip` cannot be run or fails.
+fn ip_json(args: &[&str]) -> Option<Value> {
+    let mut command = std::process::Command::new("ip");
+    command.arg("-j").args(args);
+    let ran = crate::tool::run(command, None).ok()??;
+    if !ran.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&ran.stdout).ok()
+}
+
 /// Runs the classifier of the steer pinned under `pin_dir` on one synthetic packet.
 pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainError> {
     let dst = probe.dst;
@@ -835,16 +995,22 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         },
         Proto::Other(n) => Transport::Other(n),
     };
-    let src_mac = probe.src_mac.unwrap_or([0x02, 0, 0, 0, 0, 0x01]);
-    let frame = Frame::udp(src, dst)
-        .with_transport(transport)
-        .with_src_mac(src_mac)
-        .build();
-    let ifindex = match &probe.input {
+    let given_ifindex = match &probe.input {
         Some(name) => Some(classified_ifindex(pin_dir, name)?),
         None => None,
     };
     let dp = Dataplane::load_beside(pin_dir)?;
+    let host = unstated_host(pin_dir, dp.maps(), probe, Family::of(&dst))?;
+    let ifindex = given_ifindex.or(host.input.as_ref().map(|(_, index)| *index));
+    let input = probe
+        .input
+        .clone()
+        .or(host.input.as_ref().map(|(name, _)| name.clone()));
+    let src_mac = probe.src_mac.or(host.mac).unwrap_or(PLACEHOLDER_MAC);
+    let frame = Frame::udp(src, dst)
+        .with_transport(transport)
+        .with_src_mac(src_mac)
+        .build();
     // The TC program, which sees the input device of a test run (XDP's would need a driver
     // queue), says which rule it applied.
     let tc = match ifindex {
@@ -862,7 +1028,8 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         sport,
         dport,
         src_mac,
-        input: probe.input.clone(),
+        input,
+        host: host.notes,
         ordered: None,
         local: None,
         rule,
@@ -1228,6 +1395,43 @@ fn mac_text(mac: &[u8; 6]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ip -j route get`: a host on a link, one behind a gateway, the router's own address.
+    #[test]
+    fn the_route_to_a_host_names_its_interface_and_gateway() {
+        let on_link: Value = serde_json::from_str(
+            r#"[{"dst":"192.168.2.10","dev":"lan2","prefsrc":"192.168.2.1","flags":[],"uid":0,"cache":[]}]"#,
+        )
+        .unwrap();
+        let r = parse_route_to(&on_link).expect("a route");
+        assert_eq!((r.dev.as_str(), r.gateway), ("lan2", None));
+        let routed: Value = serde_json::from_str(
+            r#"[{"dst":"10.9.0.5","gateway":"192.168.1.254","dev":"br0","prefsrc":"192.168.1.1","flags":[],"uid":0,"cache":[]}]"#,
+        )
+        .unwrap();
+        let r = parse_route_to(&routed).expect("a route");
+        assert_eq!(r.gateway, Some("192.168.1.254".parse().unwrap()));
+        let local: Value = serde_json::from_str(
+            r#"[{"type":"local","dst":"192.168.1.1","dev":"lo","prefsrc":"192.168.1.1","flags":[],"uid":0,"cache":["local"]}]"#,
+        )
+        .unwrap();
+        assert!(parse_route_to(&local).is_none());
+    }
+
+    #[test]
+    fn the_neighbour_table_gives_a_hosts_mac_when_it_has_one() {
+        let known: Value = serde_json::from_str(
+            r#"[{"dst":"192.168.2.10","lladdr":"02:11:22:33:44:55","state":["REACHABLE"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_neighbour_mac(&known),
+            Some([0x02, 0x11, 0x22, 0x33, 0x44, 0x55])
+        );
+        let failed: Value =
+            serde_json::from_str(r#"[{"dst":"192.168.2.10","state":["FAILED"]}]"#).unwrap();
+        assert_eq!(parse_neighbour_mac(&failed), None);
+    }
 
     /// Run from another namespace, explain says why it names no held connection and how to
     /// run it where the daemon is.
