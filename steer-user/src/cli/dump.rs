@@ -368,6 +368,9 @@ fn render_counters(v: &Value) -> String {
             txt(&w["bytes"])
         );
     }
+    if v["wans"].as_array().is_some_and(|w| !w.is_empty()) {
+        let _ = writeln!(out, "{}", super::COUNTED_AS_CLASSIFIED);
+    }
     for w in v["wans"].as_array().into_iter().flatten() {
         for family in ["ipv4", "ipv6"] {
             let t = &w["traffic"][family];
@@ -503,6 +506,17 @@ fn render_local(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The WAN rows count the classifier's verdicts, not where held connections go: said.
+    #[test]
+    fn the_wan_counters_say_they_count_the_classifiers_verdicts() {
+        let v = serde_json::json!({ "rules": [], "wans": [{ "wan": "wan1", "packets": 3, "bytes": 180 }] });
+        let text = super::render_counters(&v);
+        assert!(
+            text.contains("the packets the classifier gave each WAN; connections held to another WAN by steer's nftables table are counted where the classifier sent them"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn the_rules_table_lines_up_under_its_header() {
         let rows = serde_json::json!([

@@ -1196,6 +1196,13 @@ fn render_marking(m: &crate::status::MarkingStatus) -> String {
     out
 }
 
+/// What the per-WAN packet counters (and the measured shares made of them) count: the
+/// classifier's verdicts. A connection held to another WAN takes its mark back in the `inet
+/// steer` table, after the classifier counted it.
+pub(crate) const COUNTED_AS_CLASSIFIED: &str = "(packets and measured shares: the packets the \
+     classifier gave each WAN; connections held to another WAN by steer's nftables table are \
+     counted where the classifier sent them)";
+
 fn render_status(s: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -1270,6 +1277,7 @@ fn render_status(s: &Status) -> String {
             }
         }
     }
+    let _ = writeln!(out, "{COUNTED_AS_CLASSIFIED}");
     let _ = writeln!(out, "\npolicy          now");
     for p in &s.policies {
         let _ = writeln!(out, "{:<15} {}", p.name, p.now);
