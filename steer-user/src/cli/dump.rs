@@ -416,7 +416,9 @@ fn sets(
                 None => json!("unknown"),
                 Some(None) => json!("config"),
                 Some(Some(deadline)) => json!({
-                    "runtime": { "expires_in_s": deadline.map(|at| at.saturating_sub(now)) }
+                    "runtime": {
+                        "expires_in_s": deadline.map(|at| crate::runtime_sets::seconds_left(at, now))
+                    }
                 }),
             };
             rows.push(json!({
@@ -464,7 +466,12 @@ fn render_sets(v: &Value) -> String {
                 format!("config (set with conditions #{})", r["ordered"])
             }
             _ if r["origin"].is_string() => "config".to_owned(),
-            Value::Number(left) => format!("runtime, {left} s left"),
+            Value::Number(left) => match left.as_i64() {
+                Some(left) if left < 0 => {
+                    format!("runtime, {}", crate::runtime_sets::removal(left))
+                }
+                _ => format!("runtime, {left} s left"),
+            },
             _ => "runtime".to_owned(),
         };
         let _ = writeln!(
@@ -506,6 +513,23 @@ fn render_local(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// An expired runtime entry (no daemon ran to remove it) says so, not "0 s left".
+    #[test]
+    fn an_expired_runtime_entry_says_it_expired() {
+        let rows = serde_json::json!([
+            { "prefix": "8.8.8.0/24", "match": "dst", "set": "bypass", "policy": "p",
+              "origin": { "runtime": { "expires_in_s": -8 } } },
+            { "prefix": "9.9.9.0/24", "match": "dst", "set": "bypass", "policy": "p",
+              "origin": { "runtime": { "expires_in_s": 5 } } },
+        ]);
+        let text = super::render_sets(&rows);
+        assert!(
+            text.contains("runtime, expired 8 s ago; removed when the daemon runs")
+                && text.contains("runtime, 5 s left"),
+            "{text}"
+        );
+    }
+
     /// The WAN rows count the classifier's verdicts, not where held connections go: said.
     #[test]
     fn the_wan_counters_say_they_count_the_classifiers_verdicts() {

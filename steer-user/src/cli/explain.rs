@@ -162,7 +162,7 @@ pub struct Explanation {
     pub shadowed: Vec<Beaten>,
     /// The matched prefix is a runtime entry (`steer set`): seconds it has left, `None` until
     /// deleted.
-    pub runtime: Option<Option<u64>>,
+    pub runtime: Option<Option<i64>>,
     pub policy: String,
     /// skb->mark as the TC program left it.
     pub mark: u32,
@@ -410,7 +410,7 @@ impl Explanation {
         if let Some(p) = &self.prefix {
             self.runtime = table
                 .get(&self.set, p)
-                .map(|deadline| deadline.map(|at| at.saturating_sub(now)));
+                .map(|deadline| deadline.map(|at| crate::runtime_sets::seconds_left(at, now)));
         }
         self
     }
@@ -657,7 +657,8 @@ impl fmt::Display for Explanation {
                 match self.runtime {
                     Some(Some(left)) => writeln!(
                         f,
-                        "         {p} is a runtime entry (steer set), removed in {left} s"
+                        "         {p} is a runtime entry (steer set), {}",
+                        crate::runtime_sets::removal(left)
                     )?,
                     Some(None) => writeln!(
                         f,
