@@ -41,13 +41,18 @@ impl std::str::FromStr for Proto {
         match s.to_ascii_lowercase().as_str() {
             "tcp" => Ok(Proto::Tcp),
             "udp" => Ok(Proto::Udp),
-            "icmp" | "icmpv6" => Ok(Proto::Icmp),
+            "icmp" => Ok(Proto::Icmp),
+            // As the configuration reads them: `icmpv6` is ICMPv6 alone (IPv6 only).
+            "icmpv6" | "ipv6-icmp" => Ok(Proto::Other(IPPROTO_ICMPV6)),
+            "sctp" => Ok(Proto::Other(ipproto::IPPROTO_SCTP)),
+            "udplite" | "udp-lite" => Ok(Proto::Other(ipproto::IPPROTO_UDPLITE)),
             other => match other.parse::<u8>() {
                 Ok(6) => Ok(Proto::Tcp),
                 Ok(17) => Ok(Proto::Udp),
                 Ok(n) => Ok(Proto::Other(n)),
                 Err(_) => Err(format!(
-                    "unknown protocol {s:?}: use tcp, udp, icmp or a protocol number 0-255"
+                    "unknown protocol {s:?}: use tcp, udp, icmp (ICMPv6 for IPv6), icmpv6, sctp, \
+                     udplite or a protocol number 0-255"
                 )),
             },
         }
@@ -60,6 +65,9 @@ impl fmt::Display for Proto {
             Proto::Tcp => f.write_str("tcp"),
             Proto::Udp => f.write_str("udp"),
             Proto::Icmp => f.write_str("icmp"),
+            Proto::Other(IPPROTO_ICMPV6) => f.write_str("icmpv6"),
+            Proto::Other(ipproto::IPPROTO_SCTP) => f.write_str("sctp"),
+            Proto::Other(ipproto::IPPROTO_UDPLITE) => f.write_str("udplite"),
             Proto::Other(n) => write!(f, "protocol {n}"),
         }
     }
@@ -75,6 +83,9 @@ impl Proto {
     }
 }
 
+/// ICMPv6's protocol number.
+const IPPROTO_ICMPV6: u8 = 58;
+
 /// The synthetic packet `steer explain` classifies (its command-line arguments).
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
@@ -84,14 +95,15 @@ pub struct Probe {
     /// Source address (a LAN host); default 0.0.0.0 or ::.
     #[arg(long, value_parser = parse_address)]
     pub src: Option<IpAddr>,
-    /// Transport protocol of the synthetic packet: tcp, udp, icmp or a protocol number
-    /// (sets with `proto` conditions and balanced policies look at it).
+    /// Transport protocol of the synthetic packet: tcp, udp, icmp (ICMPv6 for IPv6), icmpv6,
+    /// sctp, udplite or a protocol number (sets with `proto` conditions and balanced policies
+    /// look at it).
     #[arg(long, default_value = "udp")]
     pub proto: Proto,
-    /// Source port (tcp, udp, sctp 132 and udp-lite 136); default 40000.
+    /// Source port (tcp, udp, sctp and udplite); default 40000.
     #[arg(long)]
     pub sport: Option<u16>,
-    /// Destination port (tcp, udp, sctp 132 and udp-lite 136); default 443.
+    /// Destination port (tcp, udp, sctp and udplite); default 443.
     #[arg(long)]
     pub dport: Option<u16>,
     /// Source MAC address of the frame (sets with `src_macs` look at it).
@@ -735,9 +747,19 @@ pub enum ExplainError {
     Family { src: IpAddr, dst: IpAddr },
     #[error(
         "{proto} has no ports, so --{option} would be left out of the packet: leave it \
-         out, or give --proto tcp, udp or a protocol with ports (sctp 132, udp-lite 136)"
+         out, or give --proto tcp, udp, sctp or udplite"
     )]
     NoPorts { proto: Proto, option: &'static str },
+    #[error(
+        "--proto {proto} is not a protocol of {family} (destination {dst}): give --proto \
+         {instead}"
+    )]
+    ProtoFamily {
+        proto: Proto,
+        family: &'static str,
+        dst: IpAddr,
+        instead: &'static str,
+    },
     #[error("running the classifier on the synthetic packet failed: {0}")]
     Run(String),
     #[error(
@@ -796,6 +818,22 @@ fn classified_ifindex(pin_dir: &Path, name: &str) -> Result<u32, ExplainError> {
         });
     }
     Ok(index)
+}
+
+/// ICMPv6 (58) in IPv4, or ICMP (1) in IPv6, is no packet a host sends: refused, as the
+/// configuration refuses `icmpv6` for IPv4, rather than classified as something else.
+fn proto_of_family(proto: Proto, dst: IpAddr) -> Result<(), ExplainError> {
+    let (family, instead) = match (proto, dst) {
+        (Proto::Other(IPPROTO_ICMPV6), IpAddr::V4(_)) => ("IPv4", "icmp"),
+        (Proto::Other(1), IpAddr::V6(_)) => ("IPv6", "icmp or icmpv6"),
+        _ => return Ok(()),
+    };
+    Err(ExplainError::ProtoFamily {
+        proto,
+        family,
+        dst,
+        instead,
+    })
 }
 
 /// The probe's ports, defaulted; a port given for a protocol without ports is refused rather
@@ -983,6 +1021,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
     if src.is_ipv4() != dst.is_ipv4() {
         return Err(ExplainError::Family { src, dst });
     }
+    proto_of_family(probe.proto, dst)?;
     let (sport, dport) = ports(probe)?;
     let transport = match probe.proto {
         Proto::Tcp => Transport::Tcp { sport, dport },
@@ -1396,6 +1435,26 @@ fn mac_text(mac: &[u8; 6]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `icmpv6` is ICMPv6 alone, refused with an IPv4 destination; sctp and udplite are taken
+    /// by name, as the ports error names them.
+    #[test]
+    fn protocols_are_taken_by_name_and_refused_in_the_wrong_family() {
+        let v4: IpAddr = "9.9.9.9".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let icmpv6: Proto = "icmpv6".parse().unwrap();
+        let err = proto_of_family(icmpv6, v4).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--proto icmpv6 is not a protocol of IPv4 (destination 9.9.9.9): give --proto icmp"
+        );
+        assert!(proto_of_family(icmpv6, v6).is_ok());
+        assert!(proto_of_family("1".parse().unwrap(), v6).is_err());
+        assert!(proto_of_family(Proto::Icmp, v6).is_ok());
+        assert_eq!("sctp".parse::<Proto>(), Ok(Proto::Other(132)));
+        assert_eq!("udplite".parse::<Proto>(), Ok(Proto::Other(136)));
+        assert!("sctp".parse::<Proto>().unwrap().has_ports());
+    }
 
     /// `ip -j route get`: a host on a link, one behind a gateway, the router's own address.
     #[test]
