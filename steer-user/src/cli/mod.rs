@@ -1203,6 +1203,25 @@ pub(crate) const COUNTED_AS_CLASSIFIED: &str = "(packets and measured shares: th
      classifier gave each WAN; connections held to another WAN by steer's nftables table are \
      counted where the classifier sent them)";
 
+/// One set's row of `steer status`; a set with conditions shows its place in the order
+/// (`ordered #2`), as `steer dump rules` does: the first one met decides.
+fn set_row(r: &crate::status::SetStatus) -> String {
+    let matches = match r.order {
+        Some(n) => format!("{} #{n}", r.matches),
+        None => r.matches.clone(),
+    };
+    format!(
+        "{:<15} {:<4} {:<11} {:<15} {:<9} {:<8} {}",
+        r.name,
+        r.rule,
+        matches,
+        r.policy.as_deref().unwrap_or("-"),
+        r.prefixes,
+        r.runtime,
+        r.packets
+    )
+}
+
 fn render_status(s: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -1301,20 +1320,10 @@ fn render_status(s: &Status) -> String {
     }
     let _ = writeln!(
         out,
-        "\nset             rule match   policy          prefixes  runtime  packets"
+        "\nset             rule match       policy          prefixes  runtime  packets"
     );
     for r in &s.sets {
-        let _ = writeln!(
-            out,
-            "{:<15} {:<4} {:<7} {:<15} {:<9} {:<8} {}",
-            r.name,
-            r.rule,
-            r.matches,
-            r.policy.as_deref().unwrap_or("-"),
-            r.prefixes,
-            r.runtime,
-            r.packets
-        );
+        let _ = writeln!(out, "{}", set_row(r));
     }
     let m = &s.set_memory;
     let _ = writeln!(
@@ -1398,5 +1407,38 @@ mod error_text_tests {
         struct Terse(#[source] std::io::Error);
         let terse = Terse(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
         assert_eq!(error_text(&terse), "loading failed: permission denied");
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::set_row;
+    use crate::status::SetStatus;
+
+    /// After a reorder the rows still read in the order the classifier tries the sets with
+    /// conditions: each shows its place.
+    #[test]
+    fn a_set_with_conditions_shows_its_place_in_the_order() {
+        let row = |name: &str, matches: &str, order| SetStatus {
+            name: name.into(),
+            rule: 1,
+            matches: matches.into(),
+            policy: Some("p".into()),
+            prefixes: 0,
+            runtime: 0,
+            packets: 0,
+            bytes: 0,
+            order,
+        };
+        let kid = set_row(&row("kid", "ordered", Some(1)));
+        assert!(
+            kid.starts_with("kid             1    ordered #1  p "),
+            "{kid}"
+        );
+        let bypass = set_row(&row("bypass", "dst", None));
+        assert!(
+            bypass.starts_with("bypass          1    dst         p "),
+            "{bypass}"
+        );
     }
 }
