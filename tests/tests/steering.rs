@@ -171,6 +171,16 @@ fn a_main_table_route_through_a_wans_gateway_is_steered_while_that_wan_is_down()
     ));
     let dst = Lab::SERVER_B.to_string();
     wait_local(&s, &dst, true);
+    // Local, never steered: explain names the route the main table takes and its WAN.
+    let explained = explain_on_router(&s, &[&dst]);
+    assert!(
+        explained.contains(&format!(
+            "route    main table: {dst} via {} dev {}: WAN wan1 (up)",
+            Lab::gateway_v4(Wan::One),
+            Lab::wan_iface(Wan::One)
+        )),
+        "{explained}"
+    );
     let mut before = Conversation::open(&s.lab.client, server.addr()).expect("connect");
     assert!(exchange(&s, &mut before, "through the route").starts_with(&seen_via(Wan::One)));
     // The line dies silently: the route stays in the main table, but following it would send

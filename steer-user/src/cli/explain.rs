@@ -324,6 +324,19 @@ fn main_default(view: &crate::routing::SystemView, family: Family, status: &Stat
     format!("main table: default {via}dev {}{by}", d.interface)
 }
 
+/// `: WAN NAME (state)` when `interface` is a WAN's, its state in `family`; empty otherwise.
+fn wan_of_interface(status: &Status, interface: &str, family: Family) -> String {
+    let Some(w) = status.wans.iter().find(|w| w.interface == interface) else {
+        return String::new();
+    };
+    let state = w
+        .families
+        .iter()
+        .find(|f| f.family == family.name())
+        .map_or(w.state, |f| f.state);
+    format!(": WAN {} ({})", w.name, state.as_str())
+}
+
 /// One WAN's state in one address family, as the daemon reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WanHealth {
@@ -400,6 +413,30 @@ impl Explanation {
         self.main_route = Some(match read {
             Err(e) => format!("the main table could not be read: {e}"),
             Ok(view) => main_default(&view, family, status),
+        });
+        self
+    }
+
+    /// A local destination is never steered: the main table routes it, and the route it takes
+    /// may leave by a WAN (a local prefix through the main default, a route through a WAN's
+    /// gateway), where the packet is lost while that WAN is down. Adds that route, with its WAN
+    /// and the WAN's state, as an unmarked packet gets.
+    pub fn with_local_route(mut self, status: &Status) -> Self {
+        if self.local.is_none() {
+            return self;
+        }
+        let family = Family::of(&self.dst);
+        self.main_route = Some(match route_to(self.dst) {
+            Some(r) => {
+                let via = r.gateway.map_or(String::new(), |g| format!("via {g} "));
+                format!(
+                    "main table: {} {via}dev {}{}",
+                    self.dst,
+                    r.dev,
+                    wan_of_interface(status, &r.dev, family)
+                )
+            }
+            None => format!("the main table has no route to {}", self.dst),
         });
         self
     }
@@ -602,6 +639,9 @@ impl fmt::Display for Explanation {
             )?;
             self.write_beaten(f)?;
             writeln!(f, "mark     {:#x} (unchanged)", self.mark)?;
+            if let Some(route) = &self.main_route {
+                writeln!(f, "route    {route}")?;
+            }
             return writeln!(
                 f,
                 "(the real classifier ran on this packet against the live maps, policy generation {})",

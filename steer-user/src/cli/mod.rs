@@ -663,7 +663,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         e = e
                             .with_health(&status)
                             .with_sources(&status)
-                            .with_main_route(&status);
+                            .with_main_route(&status)
+                            .with_local_route(&status);
                     }
                 },
                 Err(CliError::Control(control::ControlError::PermissionDenied { .. })) => {
