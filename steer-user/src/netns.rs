@@ -86,6 +86,16 @@ pub struct FoundNamespace {
 }
 
 impl FoundNamespace {
+    /// The command that runs what follows it in this namespace: `ip netns exec NAME`, or
+    /// `nsenter --net=/proc/PID/ns/net` for one without a name.
+    pub fn run_there(&self) -> Option<String> {
+        match (&self.name, self.pid) {
+            (Some(n), _) => Some(format!("ip netns exec {n}")),
+            (None, Some(pid)) => Some(format!("nsenter --net=/proc/{pid}/ns/net")),
+            (None, None) => None,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match (&self.name, self.pid) {
             (Some(n), _) => format!("{n} (/run/netns/{n})"),
@@ -122,4 +132,28 @@ pub fn find_namespace(owner: PinOwner) -> Option<FoundNamespace> {
         name,
         pid,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_found_namespace_says_how_to_run_a_command_in_it() {
+        let named = FoundNamespace {
+            ino: 7,
+            name: Some("router".into()),
+            pid: Some(42),
+        };
+        assert_eq!(named.run_there().as_deref(), Some("ip netns exec router"));
+        let by_pid = FoundNamespace {
+            ino: 7,
+            name: None,
+            pid: Some(42),
+        };
+        assert_eq!(
+            by_pid.run_there().as_deref(),
+            Some("nsenter --net=/proc/42/ns/net")
+        );
+    }
 }

@@ -415,6 +415,10 @@ pub struct SetStatus {
     pub runtime: usize,
     pub packets: u64,
     pub bytes: u64,
+    /// A set with conditions: its place in the order the classifier tries them (1 first, the
+    /// first met decides), as `steer dump rules` numbers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -541,6 +545,7 @@ mod tests {
                 runtime: 0,
                 packets: 0,
                 bytes: 0,
+                order: None,
             }],
             set_memory: SetMemory {
                 bytes: 1 << 20,

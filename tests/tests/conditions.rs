@@ -225,6 +225,34 @@ fn protocol_ports_mac_and_interface_choose_the_wan_first_match_before_prefix_set
     assert_eq!(e["set"], "kid", "{e}");
     let e = explain_in_router(&s, &[&a.to_string(), "--dport", "7002"]);
     assert_eq!(e["set"], "default", "not from lan0: {e}");
+    // Without --in, --src-mac and --src, the sets that look at them are named, with what to give.
+    let notes = e["host"].to_string();
+    assert!(
+        notes.contains("input interface (from-lan, lan-sip) were judged against no LAN interface")
+            && notes.contains("give --in")
+            && notes.contains("source MAC (kid, other-kid) were judged against the placeholder")
+            && notes.contains("give --src-mac"),
+        "{e}"
+    );
+    // With the source of a host on the LAN, its interface and MAC come from the kernel (the
+    // route to it, the neighbour table), and the verdict is the real packet's.
+    let client = Lab::CLIENT_V4.to_string();
+    s.lab.router.run(&format!("ping -c 1 -W 2 {client}"));
+    let e = explain_in_router(&s, &[&a.to_string(), "--dport", "7002", "--src", &client]);
+    assert_eq!(
+        (&e["set"], &e["in"]),
+        (&"from-lan".into(), &"lan0".into()),
+        "{e}"
+    );
+    assert!(
+        e["host"].to_string().contains(&format!(
+            "in lan0 (the interface of this router's route to {client}"
+        )),
+        "{e}"
+    );
+    let e = explain_in_router(&s, &[&a.to_string(), "--dport", "7000", "--src", &client]);
+    assert_eq!(e["set"], "kid", "{e}");
+    assert_eq!(e["src_mac"], client_mac.as_str(), "{e}");
     let e = explain_in_router(&s, &[&a.to_string(), "--dport", "7002", "--in", "lan0"]);
     assert_eq!(e["set"], "from-lan", "{e}");
     // A WAN is an interface the classifier is not on: no answer, what to give instead.

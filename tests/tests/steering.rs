@@ -171,6 +171,16 @@ fn a_main_table_route_through_a_wans_gateway_is_steered_while_that_wan_is_down()
     ));
     let dst = Lab::SERVER_B.to_string();
     wait_local(&s, &dst, true);
+    // Local, never steered: explain names the route the main table takes and its WAN.
+    let explained = explain_on_router(&s, &[&dst]);
+    assert!(
+        explained.contains(&format!(
+            "route    main table: {dst} via {} dev {}: WAN wan1 (up)",
+            Lab::gateway_v4(Wan::One),
+            Lab::wan_iface(Wan::One)
+        )),
+        "{explained}"
+    );
     let mut before = Conversation::open(&s.lab.client, server.addr()).expect("connect");
     assert!(exchange(&s, &mut before, "through the route").starts_with(&seen_via(Wan::One)));
     // The line dies silently: the route stays in the main table, but following it would send
@@ -245,6 +255,46 @@ fn a_port_forward_on_wan2_is_answered_via_wan2() {
         exchange(&s, &mut c, "port forward");
     }
     assert_eq!(lan_server.peers().len(), 1);
+    // `explain` of a reply names the WAN the connection came in on, beside the verdict a
+    // connection the LAN host started would get.
+    let peer = lan_server.peers()[0];
+    let explained = explain_on_router(
+        &s,
+        &[
+            &peer.ip().to_string(),
+            "--src",
+            &at.ip().to_string(),
+            "--proto",
+            "tcp",
+            "--sport",
+            &at.port().to_string(),
+            "--dport",
+            &peer.port().to_string(),
+        ],
+    );
+    assert!(
+        explained.contains("wan      wan1")
+            && explained.contains(
+                "this packet answers a connection that came in by wan2 (marked 0x200): its \
+                 replies leave by wan2"
+            ),
+        "{explained}"
+    );
+    // Without ports: the connections from that host that came in by a WAN, counted.
+    let explained = explain_on_router(
+        &s,
+        &[
+            &peer.ip().to_string(),
+            "--src",
+            &at.ip().to_string(),
+            "--proto",
+            "tcp",
+        ],
+    );
+    assert!(
+        explained.contains("1 connection(s) from") && explained.contains("1 by wan2 (0x200)"),
+        "{explained}"
+    );
 }
 
 /// The LAN behind a bridge with br_netfilter passing bridged packets through netfilter (Docker
@@ -455,6 +505,28 @@ fn connection_made_during_an_outage_keeps_its_wan(s: &Scenario, port: u16) {
         explained.contains("wan      wan1")
             && explained.contains("an existing connection is marked 0x200 (wan2)"),
         "{explained}"
+    );
+    // From another namespace than the daemon's, its conntrack cannot be read: said, with how.
+    let elsewhere = s.steer(&[
+        "explain",
+        &server.ip().to_string(),
+        "--src",
+        &client.ip().to_string(),
+        "--proto",
+        "tcp",
+        "--sport",
+        &client.port().to_string(),
+        "--dport",
+        &server.port().to_string(),
+    ]);
+    assert!(
+        elsewhere.contains("held     connections were not checked: explain runs in another")
+            && elsewhere.contains(&format!(
+                "`ip netns exec {} steer explain",
+                s.lab.router.name
+            ))
+            && !elsewhere.contains("existing connection"),
+        "{elsewhere}"
     );
     let new_one = after.local_addr();
     let explained = explain_on_router(

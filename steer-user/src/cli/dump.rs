@@ -368,6 +368,9 @@ fn render_counters(v: &Value) -> String {
             txt(&w["bytes"])
         );
     }
+    if v["wans"].as_array().is_some_and(|w| !w.is_empty()) {
+        let _ = writeln!(out, "{}", super::COUNTED_AS_CLASSIFIED);
+    }
     for w in v["wans"].as_array().into_iter().flatten() {
         for family in ["ipv4", "ipv6"] {
             let t = &w["traffic"][family];
@@ -413,7 +416,9 @@ fn sets(
                 None => json!("unknown"),
                 Some(None) => json!("config"),
                 Some(Some(deadline)) => json!({
-                    "runtime": { "expires_in_s": deadline.map(|at| at.saturating_sub(now)) }
+                    "runtime": {
+                        "expires_in_s": deadline.map(|at| crate::runtime_sets::seconds_left(at, now))
+                    }
                 }),
             };
             rows.push(json!({
@@ -461,7 +466,12 @@ fn render_sets(v: &Value) -> String {
                 format!("config (set with conditions #{})", r["ordered"])
             }
             _ if r["origin"].is_string() => "config".to_owned(),
-            Value::Number(left) => format!("runtime, {left} s left"),
+            Value::Number(left) => match left.as_i64() {
+                Some(left) if left < 0 => {
+                    format!("runtime, {}", crate::runtime_sets::removal(left))
+                }
+                _ => format!("runtime, {left} s left"),
+            },
             _ => "runtime".to_owned(),
         };
         let _ = writeln!(
@@ -503,6 +513,34 @@ fn render_local(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// An expired runtime entry (no daemon ran to remove it) says so, not "0 s left".
+    #[test]
+    fn an_expired_runtime_entry_says_it_expired() {
+        let rows = serde_json::json!([
+            { "prefix": "8.8.8.0/24", "match": "dst", "set": "bypass", "policy": "p",
+              "origin": { "runtime": { "expires_in_s": -8 } } },
+            { "prefix": "9.9.9.0/24", "match": "dst", "set": "bypass", "policy": "p",
+              "origin": { "runtime": { "expires_in_s": 5 } } },
+        ]);
+        let text = super::render_sets(&rows);
+        assert!(
+            text.contains("runtime, expired 8 s ago; removed when the daemon runs")
+                && text.contains("runtime, 5 s left"),
+            "{text}"
+        );
+    }
+
+    /// The WAN rows count the classifier's verdicts, not where held connections go: said.
+    #[test]
+    fn the_wan_counters_say_they_count_the_classifiers_verdicts() {
+        let v = serde_json::json!({ "rules": [], "wans": [{ "wan": "wan1", "packets": 3, "bytes": 180 }] });
+        let text = super::render_counters(&v);
+        assert!(
+            text.contains("the packets the classifier gave each WAN; connections held to another WAN by steer's nftables table are counted where the classifier sent them"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn the_rules_table_lines_up_under_its_header() {
         let rows = serde_json::json!([

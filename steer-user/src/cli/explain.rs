@@ -41,13 +41,18 @@ impl std::str::FromStr for Proto {
         match s.to_ascii_lowercase().as_str() {
             "tcp" => Ok(Proto::Tcp),
             "udp" => Ok(Proto::Udp),
-            "icmp" | "icmpv6" => Ok(Proto::Icmp),
+            "icmp" => Ok(Proto::Icmp),
+            // As the configuration reads them: `icmpv6` is ICMPv6 alone (IPv6 only).
+            "icmpv6" | "ipv6-icmp" => Ok(Proto::Other(IPPROTO_ICMPV6)),
+            "sctp" => Ok(Proto::Other(ipproto::IPPROTO_SCTP)),
+            "udplite" | "udp-lite" => Ok(Proto::Other(ipproto::IPPROTO_UDPLITE)),
             other => match other.parse::<u8>() {
                 Ok(6) => Ok(Proto::Tcp),
                 Ok(17) => Ok(Proto::Udp),
                 Ok(n) => Ok(Proto::Other(n)),
                 Err(_) => Err(format!(
-                    "unknown protocol {s:?}: use tcp, udp, icmp or a protocol number 0-255"
+                    "unknown protocol {s:?}: use tcp, udp, icmp (ICMPv6 for IPv6), icmpv6, sctp, \
+                     udplite or a protocol number 0-255"
                 )),
             },
         }
@@ -60,6 +65,9 @@ impl fmt::Display for Proto {
             Proto::Tcp => f.write_str("tcp"),
             Proto::Udp => f.write_str("udp"),
             Proto::Icmp => f.write_str("icmp"),
+            Proto::Other(IPPROTO_ICMPV6) => f.write_str("icmpv6"),
+            Proto::Other(ipproto::IPPROTO_SCTP) => f.write_str("sctp"),
+            Proto::Other(ipproto::IPPROTO_UDPLITE) => f.write_str("udplite"),
             Proto::Other(n) => write!(f, "protocol {n}"),
         }
     }
@@ -75,6 +83,9 @@ impl Proto {
     }
 }
 
+/// ICMPv6's protocol number.
+const IPPROTO_ICMPV6: u8 = 58;
+
 /// The synthetic packet `steer explain` classifies (its command-line arguments).
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
@@ -84,14 +95,15 @@ pub struct Probe {
     /// Source address (a LAN host); default 0.0.0.0 or ::.
     #[arg(long, value_parser = parse_address)]
     pub src: Option<IpAddr>,
-    /// Transport protocol of the synthetic packet: tcp, udp, icmp or a protocol number
-    /// (sets with `proto` conditions and balanced policies look at it).
+    /// Transport protocol of the synthetic packet: tcp, udp, icmp (ICMPv6 for IPv6), icmpv6,
+    /// sctp, udplite or a protocol number (sets with `proto` conditions and balanced policies
+    /// look at it).
     #[arg(long, default_value = "udp")]
     pub proto: Proto,
-    /// Source port (tcp, udp, sctp 132 and udp-lite 136); default 40000.
+    /// Source port (tcp, udp, sctp and udplite); default 40000.
     #[arg(long)]
     pub sport: Option<u16>,
-    /// Destination port (tcp, udp, sctp 132 and udp-lite 136); default 443.
+    /// Destination port (tcp, udp, sctp and udplite); default 443.
     #[arg(long)]
     pub dport: Option<u16>,
     /// Source MAC address of the frame (sets with `src_macs` look at it).
@@ -140,6 +152,9 @@ pub struct Explanation {
     pub dport: u16,
     pub src_mac: [u8; 6],
     pub input: Option<String>,
+    /// What the command line did not give that sets with conditions look at: where explain
+    /// took the input interface and source MAC from, or which sets it could not judge.
+    pub host: Vec<String>,
     /// The rule is an ordered rule (a set with conditions): which one and what it checked.
     pub ordered: Option<OrderedMatch>,
     /// The destination is local (reached without a WAN): the prefix and why. Such a packet is
@@ -159,7 +174,7 @@ pub struct Explanation {
     pub shadowed: Vec<Beaten>,
     /// The matched prefix is a runtime entry (`steer set`): seconds it has left, `None` until
     /// deleted.
-    pub runtime: Option<Option<u64>>,
+    pub runtime: Option<Option<i64>>,
     pub policy: String,
     /// skb->mark as the TC program left it.
     pub mark: u32,
@@ -180,6 +195,12 @@ pub struct Explanation {
     /// name the whole connection): their packets keep the WAN their mark names, whatever the
     /// verdict above says for a new connection.
     pub held: Option<Held>,
+    /// Connections that came in from a WAN (a port forward's, a DMZ server's) that the packet
+    /// answers: their replies leave by the WAN their mark names, the one they came in on.
+    pub answers: Option<Held>,
+    /// Why no connection was looked up: explain runs in another network namespace than the
+    /// daemon, whose conntrack it cannot read.
+    pub unchecked: Option<String>,
     /// An unmarked packet: the main table's default route that takes it, in words.
     pub main_route: Option<String>,
     /// Why no daemon's WAN states are shown (none answers: the verdict is the frozen state
@@ -303,6 +324,19 @@ fn main_default(view: &crate::routing::SystemView, family: Family, status: &Stat
     format!("main table: default {via}dev {}{by}", d.interface)
 }
 
+/// `: WAN NAME (state)` when `interface` is a WAN's, its state in `family`; empty otherwise.
+fn wan_of_interface(status: &Status, interface: &str, family: Family) -> String {
+    let Some(w) = status.wans.iter().find(|w| w.interface == interface) else {
+        return String::new();
+    };
+    let state = w
+        .families
+        .iter()
+        .find(|f| f.family == family.name())
+        .map_or(w.state, |f| f.state);
+    format!(": WAN {} ({})", w.name, state.as_str())
+}
+
 /// One WAN's state in one address family, as the daemon reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WanHealth {
@@ -383,6 +417,30 @@ impl Explanation {
         self
     }
 
+    /// A local destination is never steered: the main table routes it, and the route it takes
+    /// may leave by a WAN (a local prefix through the main default, a route through a WAN's
+    /// gateway), where the packet is lost while that WAN is down. Adds that route, with its WAN
+    /// and the WAN's state, as an unmarked packet gets.
+    pub fn with_local_route(mut self, status: &Status) -> Self {
+        if self.local.is_none() {
+            return self;
+        }
+        let family = Family::of(&self.dst);
+        self.main_route = Some(match route_to(self.dst) {
+            Some(r) => {
+                let via = r.gateway.map_or(String::new(), |g| format!("via {g} "));
+                format!(
+                    "main table: {} {via}dev {}{}",
+                    self.dst,
+                    r.dev,
+                    wan_of_interface(status, &r.dev, family)
+                )
+            }
+            None => format!("the main table has no route to {}", self.dst),
+        });
+        self
+    }
+
     /// Adds what the packet's IPv6 source becomes on its WAN (`[ipv6]`), from the daemon's
     /// status.
     pub fn with_sources(mut self, status: &Status) -> Self {
@@ -401,7 +459,7 @@ impl Explanation {
         if let Some(p) = &self.prefix {
             self.runtime = table
                 .get(&self.set, p)
-                .map(|deadline| deadline.map(|at| at.saturating_sub(now)));
+                .map(|deadline| deadline.map(|at| crate::runtime_sets::seconds_left(at, now)));
         }
         self
     }
@@ -410,7 +468,7 @@ impl Explanation {
         json!({
             "src": self.src, "dst": self.dst,
             "proto": self.proto.to_string(), "sport": self.sport, "dport": self.dport,
-            "src_mac": mac_text(&self.src_mac), "in": self.input,
+            "src_mac": mac_text(&self.src_mac), "in": self.input, "host": self.host,
             "ordered": self.ordered.as_ref().map(|o| json!({
                 "position": o.position, "conditions": o.met,
                 "later": o.later.iter().map(|(position, set)| json!({ "position": position, "set": set })).collect::<Vec<_>>(),
@@ -437,6 +495,14 @@ impl Explanation {
             "main_route": self.main_route,
             "daemon": self.daemon,
             "held": self.held.as_ref().map(|h| json!({
+                "exact": h.exact,
+                "connections": h.by_mark.iter().map(|(mark, wan, n)| json!({
+                    "mark": format!("{mark:#x}"), "wan": wan, "count": n,
+                })).collect::<Vec<_>>(),
+                "error": h.error,
+            })),
+            "connections_unchecked": self.unchecked,
+            "answers": self.answers.as_ref().map(|h| json!({
                 "exact": h.exact,
                 "connections": h.by_mark.iter().map(|(mark, wan, n)| json!({
                     "mark": format!("{mark:#x}"), "wan": wan, "count": n,
@@ -506,6 +572,48 @@ impl Explanation {
         }
     }
 
+    /// The connections from a WAN the probe answers: their replies leave by the WAN they came
+    /// in on. A conntrack error was said by [`Self::write_held`] already.
+    fn write_answers(&self, f: &mut fmt::Formatter<'_>, answers: &Held) -> fmt::Result {
+        if answers.error.is_some() && self.held.as_ref().is_some_and(|h| h.error.is_some()) {
+            return Ok(());
+        }
+        if let Some(err) = &answers.error {
+            return writeln!(f, "held     conntrack could not be read: {err}");
+        }
+        match (answers.exact, answers.by_mark.as_slice()) {
+            (_, []) => Ok(()),
+            (true, [(mark, wan, 1)]) => writeln!(
+                f,
+                "held     this packet answers a connection that came in by {wan} (marked \
+                 {mark:#x}): its replies leave by {wan}, the WAN it came in on, whatever the \
+                 verdict above (which is for a connection {} starts)",
+                self.src
+            ),
+            (_, marks) => {
+                let total: usize = marks.iter().map(|(_, _, n)| n).sum();
+                let each: Vec<String> = marks
+                    .iter()
+                    .map(|(mark, wan, n)| format!("{n} by {wan} ({mark:#x})"))
+                    .collect();
+                writeln!(
+                    f,
+                    "held     {total} connection(s) from {} to {} ({}) came in by a WAN; their \
+                     replies leave by the WAN each came in on: {}{}",
+                    self.dst,
+                    self.src,
+                    self.proto,
+                    each.join(", "),
+                    if self.proto.has_ports() {
+                        "; give --sport and --dport to name one"
+                    } else {
+                        ""
+                    }
+                )
+            }
+        }
+    }
+
     /// The sets that also hold the packet's address, each with why it lost.
     fn write_beaten(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in &self.shadowed {
@@ -531,6 +639,9 @@ impl fmt::Display for Explanation {
             Some(i) => writeln!(f, " in {i}")?,
             None => writeln!(f)?,
         }
+        for note in &self.host {
+            writeln!(f, "host     {note}")?;
+        }
         if let Some((p, kind)) = self.local {
             writeln!(
                 f,
@@ -540,6 +651,9 @@ impl fmt::Display for Explanation {
             )?;
             self.write_beaten(f)?;
             writeln!(f, "mark     {:#x} (unchanged)", self.mark)?;
+            if let Some(route) = &self.main_route {
+                writeln!(f, "route    {route}")?;
+            }
             return writeln!(
                 f,
                 "(the real classifier ran on this packet against the live maps, policy generation {})",
@@ -607,7 +721,8 @@ impl fmt::Display for Explanation {
                 match self.runtime {
                     Some(Some(left)) => writeln!(
                         f,
-                        "         {p} is a runtime entry (steer set), removed in {left} s"
+                        "         {p} is a runtime entry (steer set), {}",
+                        crate::runtime_sets::removal(left)
                     )?,
                     Some(None) => writeln!(
                         f,
@@ -652,6 +767,12 @@ impl fmt::Display for Explanation {
         if let Some(held) = &self.held {
             self.write_held(f, held)?;
         }
+        if let Some(answers) = &self.answers {
+            self.write_answers(f, answers)?;
+        }
+        if let Some(note) = &self.unchecked {
+            writeln!(f, "held     {note}")?;
+        }
         let family = Family::of(&self.dst).name();
         for (i, h) in self.health.iter().enumerate() {
             let head = if i == 0 { "health" } else { "" };
@@ -678,9 +799,19 @@ pub enum ExplainError {
     Family { src: IpAddr, dst: IpAddr },
     #[error(
         "{proto} has no ports, so --{option} would be left out of the packet: leave it \
-         out, or give --proto tcp, udp or a protocol with ports (sctp 132, udp-lite 136)"
+         out, or give --proto tcp, udp, sctp or udplite"
     )]
     NoPorts { proto: Proto, option: &'static str },
+    #[error(
+        "--proto {proto} is not a protocol of {family} (destination {dst}): give --proto \
+         {instead}"
+    )]
+    ProtoFamily {
+        proto: Proto,
+        family: &'static str,
+        dst: IpAddr,
+        instead: &'static str,
+    },
     #[error("running the classifier on the synthetic packet failed: {0}")]
     Run(String),
     #[error(
@@ -741,6 +872,22 @@ fn classified_ifindex(pin_dir: &Path, name: &str) -> Result<u32, ExplainError> {
     Ok(index)
 }
 
+/// ICMPv6 (58) in IPv4, or ICMP (1) in IPv6, is no packet a host sends: refused, as the
+/// configuration refuses `icmpv6` for IPv4, rather than classified as something else.
+fn proto_of_family(proto: Proto, dst: IpAddr) -> Result<(), ExplainError> {
+    let (family, instead) = match (proto, dst) {
+        (Proto::Other(IPPROTO_ICMPV6), IpAddr::V4(_)) => ("IPv4", "icmp"),
+        (Proto::Other(1), IpAddr::V6(_)) => ("IPv6", "icmp or icmpv6"),
+        _ => return Ok(()),
+    };
+    Err(ExplainError::ProtoFamily {
+        proto,
+        family,
+        dst,
+        instead,
+    })
+}
+
 /// The probe's ports, defaulted; a port given for a protocol without ports is refused rather
 /// than dropped without a word.
 fn ports(probe: &Probe) -> Result<(u16, u16), ExplainError> {
@@ -762,6 +909,160 @@ fn ports(probe: &Probe) -> Result<(u16, u16), ExplainError> {
     Ok((probe.sport.unwrap_or(40000), probe.dport.unwrap_or(443)))
 }
 
+/// The source MAC of a probe given none.
+const PLACEHOLDER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// What the probe did not say about the host that sends it, found in the kernel.
+#[derive(Debug, Default)]
+struct UnstatedHost {
+    /// The LAN interface the route to the source leaves by (name, index).
+    input: Option<(String, u32)>,
+    /// The source's (or its gateway's) link-layer address in the neighbour table.
+    mac: Option<[u8; 6]>,
+    /// What was taken from where, and what could not be judged.
+    notes: Vec<String>,
+}
+
+/// Sets with conditions on the input interface or the source MAC cannot be judged without
+/// them: when the probe gives neither and such sets exist, the kernel of this namespace is
+/// asked, for a source on a LAN: the route to the source names the interface its packets come
+/// in on, the neighbour table its MAC. What cannot be found is said, with the set names and
+/// the option to give.
+fn unstated_host(
+    pin_dir: &Path,
+    maps: &Maps,
+    probe: &Probe,
+    family: Family,
+) -> Result<UnstatedHost, ExplainError> {
+    let bank = maps.ordered().live()?;
+    let names = Names::read(maps)?;
+    let looking_at = |any: usize| -> Vec<String> {
+        let bits = bank.used[family.index()] & !bank.any[any];
+        (0..cond::MAX_RULES as usize)
+            .filter(|i| bits >> i & 1 == 1)
+            .map(|i| names.set(u32::from(bank.rule[i])))
+            .collect()
+    };
+    let by_in = if probe.input.is_none() {
+        looking_at(cond::any::IN)
+    } else {
+        Vec::new()
+    };
+    let by_mac = if probe.src_mac.is_none() {
+        looking_at(cond::any::MAC)
+    } else {
+        Vec::new()
+    };
+    let mut host = UnstatedHost::default();
+    if by_in.is_empty() && by_mac.is_empty() {
+        return Ok(host);
+    }
+    let route = probe.src.and_then(route_to);
+    if let (Some(src), Some(r)) = (probe.src, &route) {
+        if !by_in.is_empty() {
+            match classified_ifindex(pin_dir, &r.dev) {
+                Ok(index) => {
+                    host.input = Some((r.dev.clone(), index));
+                    host.notes.push(format!(
+                        "in {} (the interface of this router's route to {src}; --in gives \
+                         another)",
+                        r.dev
+                    ));
+                }
+                Err(_) => host.notes.push(format!(
+                    "the route to {src} leaves by {}, on which steer does not classify",
+                    r.dev
+                )),
+            }
+        }
+        let neighbour = r.gateway.unwrap_or(src);
+        if !by_mac.is_empty()
+            && let Some(mac) = neighbour_mac(neighbour, &r.dev)
+        {
+            host.mac = Some(mac);
+            host.notes.push(format!(
+                "from {} ({neighbour}'s entry in the neighbour table on {}; --src-mac gives \
+                 another)",
+                mac_text(&mac),
+                r.dev
+            ));
+        }
+    }
+    if host.input.is_none() && !by_in.is_empty() {
+        host.notes.push(unjudged(
+            &by_in,
+            "the input interface",
+            "no LAN interface",
+            "--in",
+        ));
+    }
+    if host.mac.is_none() && !by_mac.is_empty() {
+        let placeholder = format!("the placeholder MAC {}", mac_text(&PLACEHOLDER_MAC));
+        host.notes.push(unjudged(
+            &by_mac,
+            "the source MAC",
+            &placeholder,
+            "--src-mac",
+        ));
+    }
+    Ok(host)
+}
+
+/// Sets `sets` that look at `what`, judged against `judged_by`: what the verdict may miss.
+fn unjudged(sets: &[String], what: &str, judged_by: &str, option: &str) -> String {
+    format!(
+        "sets with conditions on {what} ({}) were judged against {judged_by}, not the real \
+         host's: give {option} (or --src of a host on a LAN, to look it up)",
+        sets.join(", ")
+    )
+}
+
+/// This namespace's route to a host (`ip -j route get`): the interface, and the gateway when
+/// the host is not on a link of the router's.
+struct RouteTo {
+    dev: String,
+    gateway: Option<IpAddr>,
+}
+
+fn route_to(addr: IpAddr) -> Option<RouteTo> {
+    let out = ip_json(&["route", "get", &addr.to_string()])?;
+    parse_route_to(&out)
+}
+
+fn parse_route_to(json: &Value) -> Option<RouteTo> {
+    let route = json.as_array()?.first()?;
+    if route["type"].as_str().is_some_and(|t| t != "unicast") {
+        return None;
+    }
+    Some(RouteTo {
+        dev: route["dev"].as_str()?.to_owned(),
+        gateway: route["gateway"].as_str().and_then(|g| g.parse().ok()),
+    })
+}
+
+/// The link-layer address of `addr` on `dev` in the neighbour table (`ip -j neigh show`).
+fn neighbour_mac(addr: IpAddr, dev: &str) -> Option<[u8; 6]> {
+    let out = ip_json(&["neigh", "show", "to", &addr.to_string(), "dev", dev])?;
+    parse_neighbour_mac(&out)
+}
+
+fn parse_neighbour_mac(json: &Value) -> Option<[u8; 6]> {
+    json.as_array()?
+        .iter()
+        .find_map(|n| crate::model::ordered::parse_mac(n["lladdr"].as_str()?))
+}
+
+/// `ip -j ARGS`' output; `None` when `ip` cannot be run or fails.
+fn ip_json(args: &[&str]) -> Option<Value> {
+    let mut command = std::process::Command::new("ip");
+    command.arg("-j").args(args);
+    let ran = crate::tool::run(command, None).ok()??;
+    if !ran.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&ran.stdout).ok()
+}
+
 /// Runs the classifier of the steer pinned under `pin_dir` on one synthetic packet.
 pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainError> {
     let dst = probe.dst;
@@ -772,6 +1073,7 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
     if src.is_ipv4() != dst.is_ipv4() {
         return Err(ExplainError::Family { src, dst });
     }
+    proto_of_family(probe.proto, dst)?;
     let (sport, dport) = ports(probe)?;
     let transport = match probe.proto {
         Proto::Tcp => Transport::Tcp { sport, dport },
@@ -785,16 +1087,22 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         },
         Proto::Other(n) => Transport::Other(n),
     };
-    let src_mac = probe.src_mac.unwrap_or([0x02, 0, 0, 0, 0, 0x01]);
-    let frame = Frame::udp(src, dst)
-        .with_transport(transport)
-        .with_src_mac(src_mac)
-        .build();
-    let ifindex = match &probe.input {
+    let given_ifindex = match &probe.input {
         Some(name) => Some(classified_ifindex(pin_dir, name)?),
         None => None,
     };
     let dp = Dataplane::load_beside(pin_dir)?;
+    let host = unstated_host(pin_dir, dp.maps(), probe, Family::of(&dst))?;
+    let ifindex = given_ifindex.or(host.input.as_ref().map(|(_, index)| *index));
+    let input = probe
+        .input
+        .clone()
+        .or(host.input.as_ref().map(|(name, _)| name.clone()));
+    let src_mac = probe.src_mac.or(host.mac).unwrap_or(PLACEHOLDER_MAC);
+    let frame = Frame::udp(src, dst)
+        .with_transport(transport)
+        .with_src_mac(src_mac)
+        .build();
     // The TC program, which sees the input device of a test run (XDP's would need a driver
     // queue), says which rule it applied.
     let tc = match ifindex {
@@ -812,7 +1120,8 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         sport,
         dport,
         src_mac,
-        input: probe.input.clone(),
+        input,
+        host: host.notes,
         ordered: None,
         local: None,
         rule,
@@ -832,6 +1141,8 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
         balance: None,
         routed_by: Vec::new(),
         held: None,
+        answers: None,
+        unchecked: None,
         main_route: None,
         daemon: None,
     };
@@ -923,8 +1234,94 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
             wan: names.wan_of_mark(mark, entry.mask),
         });
     }
-    e.held = held_connections(&e, probe, transport.proto(), &names);
+    match conntrack_elsewhere(pin_dir) {
+        Some(note) => e.unchecked = Some(note),
+        None => {
+            e.held = held_connections(&e, probe, transport.proto(), &names);
+            e.answers = answered_connections(&e, probe, transport.proto(), &names);
+        }
+    }
     Ok(e)
+}
+
+/// Why this namespace's conntrack is not the daemon's: the state under `pin_dir` was pinned
+/// from another network namespace (bpffs is one for all of them, and the control socket may be
+/// reachable from here too; conntrack is per namespace). `None` when it is this one's, or when
+/// the state records no namespace.
+fn conntrack_elsewhere(pin_dir: &Path) -> Option<String> {
+    let owner = crate::dataplane::pin_owner::recorded_owner(pin_dir)
+        .ok()
+        .flatten()?;
+    let here = crate::netns::this_namespace().ok()?;
+    if crate::netns::same_namespace(owner, here) {
+        return None;
+    }
+    let found = crate::netns::find_namespace(owner);
+    Some(elsewhere_note(
+        found.as_ref().map(|f| (f.describe(), f.run_there())),
+        owner.netns_ino,
+    ))
+}
+
+/// The note for connections not checked: the daemon's namespace (`found`: how it is named and
+/// the command that runs in it), or its inode when it is gone.
+fn elsewhere_note(found: Option<(String, Option<String>)>, ino: u64) -> String {
+    let head = "connections were not checked: explain runs in another network namespace than \
+                the daemon's";
+    match found {
+        Some((name, Some(run))) => format!(
+            "{head}, {name}, and conntrack is per namespace: run it there, `{run} steer \
+             explain ...`"
+        ),
+        Some((name, None)) => {
+            format!("{head}, {name}, and conntrack is per namespace: run it there")
+        }
+        None => format!(
+            "{head} (net:[{ino}], which no longer exists: the state pinned here is a stale \
+             router's)"
+        ),
+    }
+}
+
+/// The marked connections conntrack holds that the probe answers: ones that came in from a WAN
+/// to the probe's source (a port forward, a DMZ's server), whose reply direction is the probe
+/// (with its ports when the probe gave them). The `inet steer` table marked them with the WAN
+/// they came in on and gives their replies that mark back, so the replies leave by that WAN
+/// whatever the classifier's verdict. `None` without a source to look for.
+fn answered_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names) -> Option<Held> {
+    probe.src?;
+    let exact_ports = probe.sport.is_some() && probe.dport.is_some();
+    let exact = !e.proto.has_ports() || exact_ports;
+    let conns = match crate::conntrack::netlink::connections(0, 0, &[Family::of(&e.dst)]) {
+        Ok(conns) => conns,
+        Err(err) => {
+            return Some(Held {
+                exact,
+                by_mark: Vec::new(),
+                error: Some(err.to_string()),
+            });
+        }
+    };
+    let mut by_mark: std::collections::BTreeMap<u32, usize> = Default::default();
+    for c in conns.iter().filter(|c| {
+        c.proto == proto
+            && c.mark & e.mask != 0
+            && c.reply.is_some_and(|r| {
+                r.src == e.src
+                    && r.dst == e.dst
+                    && (!exact_ports || (r.sport == e.sport && r.dport == e.dport))
+            })
+    }) {
+        *by_mark.entry(c.mark & e.mask).or_default() += 1;
+    }
+    Some(Held {
+        exact,
+        by_mark: by_mark
+            .into_iter()
+            .map(|(mark, n)| (mark, names.wan_of_mark(mark, e.mask), n))
+            .collect(),
+        error: None,
+    })
 }
 
 /// The marked connections conntrack holds from the probe's source to its destination (with its
@@ -1093,4 +1490,90 @@ fn mac_text(mac: &[u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `icmpv6` is ICMPv6 alone, refused with an IPv4 destination; sctp and udplite are taken
+    /// by name, as the ports error names them.
+    #[test]
+    fn protocols_are_taken_by_name_and_refused_in_the_wrong_family() {
+        let v4: IpAddr = "9.9.9.9".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let icmpv6: Proto = "icmpv6".parse().unwrap();
+        let err = proto_of_family(icmpv6, v4).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--proto icmpv6 is not a protocol of IPv4 (destination 9.9.9.9): give --proto icmp"
+        );
+        assert!(proto_of_family(icmpv6, v6).is_ok());
+        assert!(proto_of_family("1".parse().unwrap(), v6).is_err());
+        assert!(proto_of_family(Proto::Icmp, v6).is_ok());
+        assert_eq!("sctp".parse::<Proto>(), Ok(Proto::Other(132)));
+        assert_eq!("udplite".parse::<Proto>(), Ok(Proto::Other(136)));
+        assert!("sctp".parse::<Proto>().unwrap().has_ports());
+    }
+
+    /// `ip -j route get`: a host on a link, one behind a gateway, the router's own address.
+    #[test]
+    fn the_route_to_a_host_names_its_interface_and_gateway() {
+        let on_link: Value = serde_json::from_str(
+            r#"[{"dst":"192.168.2.10","dev":"lan2","prefsrc":"192.168.2.1","flags":[],"uid":0,"cache":[]}]"#,
+        )
+        .unwrap();
+        let r = parse_route_to(&on_link).expect("a route");
+        assert_eq!((r.dev.as_str(), r.gateway), ("lan2", None));
+        let routed: Value = serde_json::from_str(
+            r#"[{"dst":"10.9.0.5","gateway":"192.168.1.254","dev":"br0","prefsrc":"192.168.1.1","flags":[],"uid":0,"cache":[]}]"#,
+        )
+        .unwrap();
+        let r = parse_route_to(&routed).expect("a route");
+        assert_eq!(r.gateway, Some("192.168.1.254".parse().unwrap()));
+        let local: Value = serde_json::from_str(
+            r#"[{"type":"local","dst":"192.168.1.1","dev":"lo","prefsrc":"192.168.1.1","flags":[],"uid":0,"cache":["local"]}]"#,
+        )
+        .unwrap();
+        assert!(parse_route_to(&local).is_none());
+    }
+
+    #[test]
+    fn the_neighbour_table_gives_a_hosts_mac_when_it_has_one() {
+        let known: Value = serde_json::from_str(
+            r#"[{"dst":"192.168.2.10","lladdr":"02:11:22:33:44:55","state":["REACHABLE"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_neighbour_mac(&known),
+            Some([0x02, 0x11, 0x22, 0x33, 0x44, 0x55])
+        );
+        let failed: Value =
+            serde_json::from_str(r#"[{"dst":"192.168.2.10","state":["FAILED"]}]"#).unwrap();
+        assert_eq!(parse_neighbour_mac(&failed), None);
+    }
+
+    /// Run from another namespace, explain says why it names no held connection and how to
+    /// run it where the daemon is.
+    #[test]
+    fn connections_not_checked_elsewhere_say_where_to_run_explain() {
+        let note = elsewhere_note(
+            Some((
+                "router (/run/netns/router)".into(),
+                Some("ip netns exec router".into()),
+            )),
+            7,
+        );
+        assert!(
+            note.starts_with("connections were not checked: explain runs in another network")
+                && note.contains("router (/run/netns/router)")
+                && note.contains("`ip netns exec router steer explain ...`"),
+            "{note}"
+        );
+        let gone = elsewhere_note(None, 4026532000);
+        assert!(
+            gone.contains("net:[4026532000], which no longer exists"),
+            "{gone}"
+        );
+    }
 }

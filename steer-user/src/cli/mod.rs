@@ -663,7 +663,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         e = e
                             .with_health(&status)
                             .with_sources(&status)
-                            .with_main_route(&status);
+                            .with_main_route(&status)
+                            .with_local_route(&status);
                     }
                 },
                 Err(CliError::Control(control::ControlError::PermissionDenied { .. })) => {
@@ -1196,6 +1197,32 @@ fn render_marking(m: &crate::status::MarkingStatus) -> String {
     out
 }
 
+/// What the per-WAN packet counters (and the measured shares made of them) count: the
+/// classifier's verdicts. A connection held to another WAN takes its mark back in the `inet
+/// steer` table, after the classifier counted it.
+pub(crate) const COUNTED_AS_CLASSIFIED: &str = "(packets and measured shares: the packets the \
+     classifier gave each WAN; connections held to another WAN by steer's nftables table are \
+     counted where the classifier sent them)";
+
+/// One set's row of `steer status`; a set with conditions shows its place in the order
+/// (`ordered #2`), as `steer dump rules` does: the first one met decides.
+fn set_row(r: &crate::status::SetStatus) -> String {
+    let matches = match r.order {
+        Some(n) => format!("{} #{n}", r.matches),
+        None => r.matches.clone(),
+    };
+    format!(
+        "{:<15} {:<4} {:<11} {:<15} {:<9} {:<8} {}",
+        r.name,
+        r.rule,
+        matches,
+        r.policy.as_deref().unwrap_or("-"),
+        r.prefixes,
+        r.runtime,
+        r.packets
+    )
+}
+
 fn render_status(s: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -1270,6 +1297,7 @@ fn render_status(s: &Status) -> String {
             }
         }
     }
+    let _ = writeln!(out, "{COUNTED_AS_CLASSIFIED}");
     let _ = writeln!(out, "\npolicy          now");
     for p in &s.policies {
         let _ = writeln!(out, "{:<15} {}", p.name, p.now);
@@ -1293,20 +1321,10 @@ fn render_status(s: &Status) -> String {
     }
     let _ = writeln!(
         out,
-        "\nset             rule match   policy          prefixes  runtime  packets"
+        "\nset             rule match       policy          prefixes  runtime  packets"
     );
     for r in &s.sets {
-        let _ = writeln!(
-            out,
-            "{:<15} {:<4} {:<7} {:<15} {:<9} {:<8} {}",
-            r.name,
-            r.rule,
-            r.matches,
-            r.policy.as_deref().unwrap_or("-"),
-            r.prefixes,
-            r.runtime,
-            r.packets
-        );
+        let _ = writeln!(out, "{}", set_row(r));
     }
     let m = &s.set_memory;
     let _ = writeln!(
@@ -1390,5 +1408,38 @@ mod error_text_tests {
         struct Terse(#[source] std::io::Error);
         let terse = Terse(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
         assert_eq!(error_text(&terse), "loading failed: permission denied");
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::set_row;
+    use crate::status::SetStatus;
+
+    /// After a reorder the rows still read in the order the classifier tries the sets with
+    /// conditions: each shows its place.
+    #[test]
+    fn a_set_with_conditions_shows_its_place_in_the_order() {
+        let row = |name: &str, matches: &str, order| SetStatus {
+            name: name.into(),
+            rule: 1,
+            matches: matches.into(),
+            policy: Some("p".into()),
+            prefixes: 0,
+            runtime: 0,
+            packets: 0,
+            bytes: 0,
+            order,
+        };
+        let kid = set_row(&row("kid", "ordered", Some(1)));
+        assert!(
+            kid.starts_with("kid             1    ordered #1  p "),
+            "{kid}"
+        );
+        let bypass = set_row(&row("bypass", "dst", None));
+        assert!(
+            bypass.starts_with("bypass          1    dst         p "),
+            "{bypass}"
+        );
     }
 }

@@ -27,6 +27,7 @@ const NFGENMSG_LEN: usize = 4;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_STATUS: u16 = 3;
 const CTA_MARK: u16 = 8;
 const CTA_ZONE: u16 = 18;
@@ -110,10 +111,22 @@ pub struct Connection {
     /// It came in to a translated destination: a port forward, or npt's way in from the
     /// internet. Such a connection belongs to the WAN it came in on.
     pub inbound: bool,
+    /// The reply direction as the kernel expects it (after NAT): what a packet answering the
+    /// connection looks like when it comes in.
+    pub reply: Option<Tuple>,
     /// The `CTA_TUPLE_ORIG` (and zone) attributes as the kernel sent them, to delete exactly
     /// this entry.
     key: Vec<u8>,
     family: u8,
+}
+
+/// One direction of a connection: addresses, and ports (0 for protocols without them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
 }
 
 /// The conntrack entries of `families` whose connection mark matches `mark` under `mask`.
@@ -280,7 +293,30 @@ fn parse_connection(payload: &[u8]) -> Option<Connection> {
             key.resize(key.len().next_multiple_of(4), 0);
         }
     }
-    let tuple = find(attrs, CTA_TUPLE_ORIG)?;
+    let (original, proto) = parse_tuple(find(attrs, CTA_TUPLE_ORIG)?)?;
+    let reply = find(attrs, CTA_TUPLE_REPLY)
+        .and_then(parse_tuple)
+        .map(|(t, _)| t);
+    Some(Connection {
+        src: original.src,
+        dst: original.dst,
+        proto,
+        sport: original.sport,
+        dport: original.dport,
+        mark: find(attrs, CTA_MARK)
+            .and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)))
+            .unwrap_or(0),
+        inbound: find(attrs, CTA_STATUS)
+            .and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)))
+            .is_some_and(|status| status & IPS_DST_NAT != 0),
+        reply,
+        key,
+        family,
+    })
+}
+
+/// A `CTA_TUPLE_ORIG` or `CTA_TUPLE_REPLY` attribute's addresses and ports, and protocol.
+fn parse_tuple(tuple: &[u8]) -> Option<(Tuple, u8)> {
     let ip = find(tuple, CTA_TUPLE_IP)?;
     let proto = find(tuple, CTA_TUPLE_PROTO)?;
     let addr = |v4: u16, v6: u16| -> Option<IpAddr> {
@@ -291,21 +327,13 @@ fn parse_connection(payload: &[u8]) -> Option<Connection> {
         let octets: [u8; 16] = find(ip, v6)?.get(..16)?.try_into().ok()?;
         Some(IpAddr::V6(Ipv6Addr::from(octets)))
     };
-    Some(Connection {
+    let t = Tuple {
         src: addr(CTA_IP_V4_SRC, CTA_IP_V6_SRC)?,
         dst: addr(CTA_IP_V4_DST, CTA_IP_V6_DST)?,
-        proto: *find(proto, CTA_PROTO_NUM)?.first()?,
         sport: find(proto, CTA_PROTO_SRC_PORT).and_then(be16).unwrap_or(0),
         dport: find(proto, CTA_PROTO_DST_PORT).and_then(be16).unwrap_or(0),
-        mark: find(attrs, CTA_MARK)
-            .and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)))
-            .unwrap_or(0),
-        inbound: find(attrs, CTA_STATUS)
-            .and_then(|v| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?)))
-            .is_some_and(|status| status & IPS_DST_NAT != 0),
-        key,
-        family,
-    })
+    };
+    Some((t, *find(proto, CTA_PROTO_NUM)?.first()?))
 }
 
 /// A raw `NETLINK_NETFILTER` socket (ctnetlink here, nfnetlink_queue for snoop mode).
@@ -496,5 +524,50 @@ mod tests {
         assert_eq!((c.proto, c.sport, c.dport, c.mark), (6, 40000, 443, 0x200));
         assert_eq!(c.key, orig, "deleting names exactly the original tuple");
         assert!(parse_connection(&[2, 0, 0, 0]).is_none());
+    }
+
+    /// A port forward: the reply direction is what the LAN server's answers look like, which
+    /// `steer explain` looks a packet up by.
+    #[test]
+    fn a_dumped_entry_gives_its_reply_tuple() {
+        let nested = 0x8000;
+        let tuple = |src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16| {
+            let ip = [attr(CTA_IP_V4_SRC, &src), attr(CTA_IP_V4_DST, &dst)].concat();
+            let proto = [
+                attr(CTA_PROTO_NUM, &[6]),
+                attr(CTA_PROTO_SRC_PORT, &sport.to_be_bytes()),
+                attr(CTA_PROTO_DST_PORT, &dport.to_be_bytes()),
+            ]
+            .concat();
+            [
+                attr(CTA_TUPLE_IP | nested, &ip),
+                attr(CTA_TUPLE_PROTO | nested, &proto),
+            ]
+            .concat()
+        };
+        let payload = [
+            vec![2, 0, 0, 0],
+            attr(
+                CTA_TUPLE_ORIG | nested,
+                &tuple([9, 9, 9, 9], [10, 0, 2, 2], 50061, 80),
+            ),
+            attr(
+                CTA_TUPLE_REPLY | nested,
+                &tuple([192, 168, 1, 10], [9, 9, 9, 9], 8080, 50061),
+            ),
+            attr(CTA_MARK, &0x300u32.to_be_bytes()),
+        ]
+        .concat();
+        let c = parse_connection(&payload).expect("an entry");
+        assert_eq!((c.src, c.sport), ("9.9.9.9".parse().unwrap(), 50061));
+        assert_eq!(
+            c.reply,
+            Some(Tuple {
+                src: "192.168.1.10".parse().unwrap(),
+                dst: "9.9.9.9".parse().unwrap(),
+                sport: 8080,
+                dport: 50061,
+            })
+        );
     }
 }

@@ -362,7 +362,7 @@ pub fn render(s: &Status) -> String {
     family(
         "steer_wan_packets_total",
         "counter",
-        "Packets steered to the WAN.",
+        "Packets the classifier gave the WAN (a connection held to another WAN by steer's nftables table is counted where the classifier sent it).",
         per_wan(&|w| w.packets.to_string()),
     );
     family(

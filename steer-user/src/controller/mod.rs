@@ -2397,6 +2397,15 @@ impl Controller {
     pub async fn status(&self) -> Status {
         let maps = self.dp.maps();
         let per_rule = &self.prefix_counts;
+        // The live condition bank numbers the sets with conditions as the classifier tries them.
+        let bank = maps.ordered().live().ok();
+        let order_of = |rule: u32| {
+            let bank = bank.as_ref()?;
+            let used = bank.used[0] | bank.used[1];
+            (0..steer_common::cond::MAX_RULES as usize)
+                .find(|i| used >> i & 1 == 1 && u32::from(bank.rule[*i]) == rule)
+                .map(|i| i + 1)
+        };
         let sets = self
             .rules
             .values()
@@ -2420,6 +2429,9 @@ impl Controller {
                     runtime: self.runtime_len(&r.name),
                     packets: counter.packets,
                     bytes: counter.bytes,
+                    order: matches!(r.kind, crate::model::RuleKind::Ordered(_))
+                        .then(|| order_of(r.id))
+                        .flatten(),
                 }
             })
             .collect();

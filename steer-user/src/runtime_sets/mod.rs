@@ -30,6 +30,26 @@ use crate::{
 /// The runtime entries of one set, with their deadlines (`None`: until deleted).
 pub type Entries = BTreeMap<Prefix, Option<u64>>;
 
+/// Seconds an entry whose deadline is `deadline` has left at `now` (both `CLOCK_BOOTTIME`
+/// seconds); negative once it has expired: the daemon removes it when it runs, and until then
+/// it still steers.
+pub fn seconds_left(deadline: u64, now: u64) -> i64 {
+    i64::try_from(i128::from(deadline) - i128::from(now)).unwrap_or(i64::MIN)
+}
+
+/// When an entry with `left` seconds goes: "removed in N s", or once expired (no daemon ran to
+/// remove it) "expired N s ago; removed when the daemon runs", as learned DNS hosts say it.
+pub fn removal(left: i64) -> String {
+    if left >= 0 {
+        format!("removed in {left} s")
+    } else {
+        format!(
+            "expired {} s ago; removed when the daemon runs",
+            left.unsigned_abs()
+        )
+    }
+}
+
 /// Every runtime entry, by set name, with its deadline (`None`: until deleted).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeSets {
@@ -365,6 +385,15 @@ impl Refusals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An entry past its deadline while no daemon runs still steers: it says so, not "0 s".
+    #[test]
+    fn an_expired_entry_says_when_it_expired_and_when_it_goes() {
+        assert_eq!(seconds_left(110, 100), 10);
+        assert_eq!(seconds_left(100, 108), -8);
+        assert_eq!(removal(10), "removed in 10 s");
+        assert_eq!(removal(-8), "expired 8 s ago; removed when the daemon runs");
+    }
 
     fn p(s: &str) -> Prefix {
         parse_prefix(s, true).unwrap()
