@@ -103,6 +103,12 @@ policy = "wan1-first"
     )
 }
 
+/// The configuration text with WAN `from` renamed `to` (its table and every policy member).
+pub fn renamed(text: &str, from: &str, to: &str) -> String {
+    text.replace(&format!("name = \"{from}\""), &format!("name = \"{to}\""))
+        .replace(&format!("wan = \"{from}\""), &format!("wan = \"{to}\""))
+}
+
 /// A lab with `steer run` on its router.
 pub struct Scenario {
     pub daemon: Daemon,

@@ -31,7 +31,7 @@ use steer_tests::{
         b6, client_in, prefix, router_state, start, text,
     },
     lab::{ISP_DOWN, Lab, Wan, udp_arrivals, udp_arrivals_from},
-    scenario::Scenario,
+    scenario::{Scenario, renamed},
     service::Service,
 };
 
@@ -734,5 +734,83 @@ fn npt_onto_the_subnet_of_the_wans_own_link_is_warned_about() {
     assert!(
         !log.contains("is the subnet on wan1"),
         "wan1's delegated prefix is not on its link:\n{log}"
+    );
+}
+
+/// The file where the daemon keeps hooked prefixes across restarts, as text ("" when there
+/// is none).
+fn kept_prefixes(s: &Scenario) -> String {
+    std::fs::read_to_string(steer::wan_sources::kept::path_for(&s.work.socket)).unwrap_or_default()
+}
+
+/// A prefix a DHCPv6 hook handed in is about the line, the interface: a reload that renamed
+/// wan2 on the same interface lost it (wan2 had no prefix, IPv6 waited for the next renewal,
+/// and the file kept it under the dead name for a later WAN of that name), and a reload that
+/// moved wan2 to another interface kept the old line's prefix. Now the rename keeps it under
+/// the new name, a restart over a renamed file does the same, and the move drops it, saying
+/// what to do.
+#[test]
+fn a_hooked_prefix_follows_a_rename_and_goes_with_a_move_to_another_interface() {
+    let mut s = start("pd-line", NPT, ["auto", "auto"]);
+    let p2 = s.lab.delegation(Wan::Two);
+    s.steer(&["wan", "wan2", "prefix6", &p2.to_string()]);
+    wait_prefix6(&s, "wan2", Some(p2), "set by `steer wan wan2 prefix6`");
+
+    let text = std::fs::read_to_string(s.work.config()).unwrap();
+    let text = renamed(&text, "wan2", "isp2");
+    s.work.write("steer.toml", &text);
+    let out = s.steer(&["reload"]);
+    assert!(
+        out.contains(&format!(
+            "isp2: the prefix {p2} handed in for wan2 (`steer wan wan2 prefix6`) is kept: wan2 \
+             is named isp2 now, on the same interface"
+        )),
+        "{out}"
+    );
+    wait_prefix6(&s, "isp2", Some(p2), "set by `steer wan isp2 prefix6`");
+    let kept = kept_prefixes(&s);
+    assert!(
+        kept.contains("[\"isp2\",") && !kept.contains("[\"wan2\","),
+        "no prefix under a dead name: {kept}"
+    );
+
+    // A restart over a file renamed meanwhile says and does the same as the reload.
+    assert!(
+        s.daemon.signal_and_wait(libc::SIGTERM, SETTLE),
+        "the daemon stops"
+    );
+    let text = renamed(&text, "isp2", "wan2");
+    s.work.write("steer.toml", &text);
+    s.daemon = Daemon::start(&s.lab.router, &s.work);
+    s.daemon.wait_log(
+        &format!(
+            "wan2: the prefix {p2} handed in for wan2 (`steer wan isp2 prefix6`) is kept: isp2 \
+             is named wan2 now, on the same interface"
+        ),
+        SETTLE,
+    );
+    wait_prefix6(&s, "wan2", Some(p2), "set by `steer wan wan2 prefix6`");
+
+    // wan2 moved to another interface (down: its subnets are not known, nothing is judged at
+    // reload): another line, whose prefix is not wan2's old one.
+    s.lab
+        .router
+        .run("ip link add mv6 type veth peer name mv6p && ip link set mv6p up");
+    let moved = text.replacen("interface = \"wan2\"", "interface = \"mv6\"", 1);
+    s.work.write("steer.toml", &moved);
+    let out = s.steer(&["reload"]);
+    assert!(
+        out.contains(&format!(
+            "wan2: the prefix {p2} handed in for wan2 is dropped: wan2 is on mv6 now, another \
+             line. Its DHCPv6 client hands a prefix in at its next renewal; to use one now, run \
+             `steer wan wan2 prefix6 PREFIX`"
+        )),
+        "{out}"
+    );
+    wait_prefix6(&s, "wan2", None, "");
+    assert!(
+        !kept_prefixes(&s).contains(&p2.to_string()),
+        "{}",
+        kept_prefixes(&s)
     );
 }

@@ -15,7 +15,7 @@ use std::{
 use steer_tests::{
     daemon::{Daemon, Workdir},
     lab::{Arrival, Lab, NFT_TABLE, Wan, udp_arrivals},
-    scenario::lab_wans,
+    scenario::{lab_wans, renamed},
     service::Service,
 };
 
@@ -1467,12 +1467,6 @@ fn kept_files(work: &Workdir) -> (String, String) {
         read("gateways").unwrap_or_default(),
         read("overrides").unwrap_or_default(),
     )
-}
-
-/// The configuration text with WAN `from` renamed `to` (its table and every policy member).
-fn renamed(text: &str, from: &str, to: &str) -> String {
-    text.replace(&format!("name = \"{from}\""), &format!("name = \"{to}\""))
-        .replace(&format!("wan = \"{from}\""), &format!("wan = \"{to}\""))
 }
 
 /// State handed in for a line follows the line across a reload that renames its WAN on the

@@ -1,16 +1,19 @@
 //! State handed in for a WAN at run time is about its line, the interface, not its name: a
-//! gateway a DHCP client hook hands in (`steer wan NAME gateway ADDR`, [`super::gateways`])
-//! and an override set by hand (`steer wan NAME up|down`, [`super::overrides`]). When the
+//! gateway a DHCP client hook hands in (`steer wan NAME gateway ADDR`, [`super::gateways`]),
+//! a prefix a DHCPv6 client hook hands in (`steer wan NAME prefix6 PREFIX`,
+//! [`super::wan_prefixes`]) and an override set by hand (`steer wan NAME up|down`, [`super::overrides`]). When the
 //! configuration changes (a reload, or a restart with the file edited meanwhile), each follows
 //! its line: a WAN renamed on the same interface keeps them under its new name, a WAN moved to
 //! another interface (another line) loses them, and a WAN removed takes them along (no entry
 //! stays under a dead name for a later WAN of that name to inherit). Reload and restart say
 //! the same. Pure: the controller calls these and writes the files.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, fmt::Display};
 
 use super::gateways::Hooked;
-use crate::{config::Wan, health::Override, status::ReportLine};
+use crate::{
+    config::Wan, health::Override, model::Family, status::ReportLine, wan_sources::Hooked6,
+};
 
 /// A WAN's name and its interface.
 pub type Line = (String, String);
@@ -60,19 +63,107 @@ pub fn fate(name: &str, interface: &str, old: &[Line], new: &[Line]) -> Fate {
     }
 }
 
+/// The key of state handed in for a WAN: it names the WAN, and is given to another name when
+/// the WAN is renamed on its line.
+pub trait ForWan: Ord + Clone {
+    /// The WAN it is for.
+    fn wan(&self) -> &str;
+    /// The same key for WAN `to`.
+    fn renamed(&self, to: &str) -> Self;
+}
+
+/// A WAN's prefix (`steer wan NAME prefix6`).
+impl ForWan for String {
+    fn wan(&self) -> &str {
+        self
+    }
+    fn renamed(&self, to: &str) -> Self {
+        to.to_owned()
+    }
+}
+
+/// A WAN's gateway of one family (`steer wan NAME gateway`).
+impl ForWan for (String, Family) {
+    fn wan(&self) -> &str {
+        &self.0
+    }
+    fn renamed(&self, to: &str) -> Self {
+        (to.to_owned(), self.1)
+    }
+}
+
+/// What a hook hands in, as the notes name it.
+pub struct Handed {
+    /// What one of them is ("gateway").
+    pub noun: &'static str,
+    /// The `steer wan NAME ...` subcommand that hands it in.
+    pub command: &'static str,
+    /// What to do once WAN `wan` is on `now_on`, another line, and lost what was handed in.
+    pub again: fn(wan: &str, now_on: &str) -> String,
+}
+
+/// The gateways a DHCP hook hands in.
+pub const GATEWAYS: Handed = Handed {
+    noun: "gateway",
+    command: "gateway",
+    again: |wan, now_on| {
+        format!(
+            "Its DHCP client hands a gateway in at its next renewal; to route it now, run \
+             `steer wan {wan} gateway ADDR` with the router on {now_on}'s link"
+        )
+    },
+};
+
+/// The delegated prefixes a DHCPv6 hook hands in.
+pub const PREFIXES: Handed = Handed {
+    noun: "prefix",
+    command: "prefix6",
+    again: |wan, now_on| {
+        format!(
+            "Its DHCPv6 client hands a prefix in at its next renewal; to use one now, run \
+             `steer wan {wan} prefix6 PREFIX` with the prefix delegated on {now_on}"
+        )
+    },
+};
+
 /// The handed-in gateways `hooked` after the WANs changed from `old` to `new`, and what to say
-/// of those that moved or went. `was_on` is the interface each WAN's gateway was handed in
-/// for (`None`: not known, a file from an older steer; then only the name decides).
+/// of those that moved or went ([`carry`]).
 pub fn carry_gateways(
     hooked: &Hooked,
     was_on: impl Fn(&str) -> Option<String>,
     old: &[Line],
     new: &[Line],
 ) -> (Hooked, Vec<ReportLine>) {
-    let mut carried = Hooked::new();
-    // Per WAN, its gateways and their fate: one line per WAN.
-    let mut by_wan: BTreeMap<&str, (Vec<IpAddr>, Option<String>, Fate)> = BTreeMap::new();
-    for ((wan, family), a) in hooked {
+    carry(&GATEWAYS, hooked, was_on, old, new)
+}
+
+/// The prefixes DHCPv6 hooks handed in (`hooked`) after the WANs changed from `old` to `new`,
+/// and what to say of those that moved or went ([`carry`]).
+pub fn carry_prefixes(
+    hooked: &Hooked6,
+    was_on: impl Fn(&str) -> Option<String>,
+    old: &[Line],
+    new: &[Line],
+) -> (Hooked6, Vec<ReportLine>) {
+    carry(&PREFIXES, hooked, was_on, old, new)
+}
+
+/// What was handed in (`handed`, of kind `kind`) after the WANs changed from `old` to `new`:
+/// under the new name of a WAN renamed on its interface, gone for one moved or removed; and
+/// what to say of those, one line a WAN. `was_on` is the interface each WAN's state was handed
+/// in for (`None`: not known, a file from an older steer; then only the name decides).
+pub fn carry<K: ForWan, V: Clone + Display>(
+    kind: &Handed,
+    handed: &BTreeMap<K, V>,
+    was_on: impl Fn(&str) -> Option<String>,
+    old: &[Line],
+    new: &[Line],
+) -> (BTreeMap<K, V>, Vec<ReportLine>) {
+    let mut carried = BTreeMap::new();
+    // Per WAN, what was handed in and its fate: one line per WAN.
+    let mut by_wan: BTreeMap<&str, (Vec<String>, Option<String>, Fate)> = BTreeMap::new();
+    for (key, value) in handed {
+        let wan = key.wan();
         let interface = was_on(wan);
         let fate = match &interface {
             Some(i) => fate(wan, i, old, new),
@@ -81,11 +172,11 @@ pub fn carry_gateways(
         };
         match &fate {
             Fate::Same => {
-                carried.insert((wan.clone(), *family), *a);
+                carried.insert(key.clone(), value.clone());
                 continue;
             }
             Fate::Renamed(to) => {
-                carried.insert((to.clone(), *family), *a);
+                carried.insert(key.renamed(to), value.clone());
             }
             Fate::Moved(_) | Fate::Removed => {}
         }
@@ -93,50 +184,59 @@ pub fn carry_gateways(
             .entry(wan)
             .or_insert_with(|| (Vec::new(), interface, fate))
             .0
-            .push(*a);
+            .push(value.to_string());
     }
     let lines = by_wan
         .into_iter()
-        .filter_map(|(wan, (gateways, interface, fate))| {
-            gateway_note(wan, &gateways, interface, &fate)
+        .filter_map(|(wan, (values, interface, fate))| {
+            handed_note(kind, wan, &values, interface, &fate)
         })
         .collect();
     (carried, lines)
 }
 
-/// What is said of `gateways` handed in for WAN `wan` (on `interface`), now that its fate is
-/// `fate` (none for [`Fate::Same`]: nothing changed).
-fn gateway_note(
+/// What is said of `values` (of kind `kind`) handed in for WAN `wan` (on `interface`), now
+/// that its fate is `fate` (none for [`Fate::Same`]: nothing changed).
+fn handed_note(
+    kind: &Handed,
     wan: &str,
-    gateways: &[IpAddr],
+    values: &[String],
     interface: Option<String>,
     fate: &Fate,
 ) -> Option<ReportLine> {
-    let list: Vec<String> = gateways.iter().map(ToString::to_string).collect();
-    let (them, it) = match list.len() {
-        1 => (format!("the gateway {}", list[0]), "it"),
-        _ => (format!("the gateways {}", list.join(" and ")), "them"),
+    let (them, it, is) = match values {
+        [one] => (format!("the {} {one}", kind.noun), "it", "is"),
+        _ => (
+            format!("the {} {}", plural(kind.noun), values.join(" and ")),
+            "them",
+            "are",
+        ),
     };
     let on = interface.map_or(String::new(), |i| format!(" for {i}"));
     Some(match fate {
         Fate::Same => return None,
         Fate::Renamed(to) => ReportLine::info(format!(
-            "{to}: {them} handed in{on} (`steer wan {wan} gateway`) {} kept: {wan} is named \
-             {to} now, on the same interface",
-            if gateways.len() == 1 { "is" } else { "are" }
+            "{to}: {them} handed in{on} (`steer wan {wan} {}`) {is} kept: {wan} is named {to} \
+             now, on the same interface",
+            kind.command
         )),
         Fate::Moved(now_on) => ReportLine::warning(format!(
-            "{wan}: {them} handed in{on} {} dropped: {wan} is on {now_on} now, another line. \
-             Its DHCP client hands a gateway in at its next renewal; to route it now, run \
-             `steer wan {wan} gateway ADDR` with the router on {now_on}'s link",
-            if gateways.len() == 1 { "is" } else { "are" }
+            "{wan}: {them} handed in{on} {is} dropped: {wan} is on {now_on} now, another line. {}",
+            (kind.again)(wan, now_on)
         )),
         Fate::Removed => ReportLine::info(format!(
-            "{wan}: {them} handed in{on} {} dropped: the configuration has no WAN `{wan}` now \
-             (a WAN given that name later does not inherit {it})",
-            if gateways.len() == 1 { "is" } else { "are" }
+            "{wan}: {them} handed in{on} {is} dropped: the configuration has no WAN `{wan}` now \
+             (a WAN given that name later does not inherit {it})"
         )),
     })
+}
+
+/// The plural of `noun` ("gateway", "prefix").
+fn plural(noun: &str) -> String {
+    match noun.ends_with('x') {
+        true => format!("{noun}es"),
+        false => format!("{noun}s"),
+    }
 }
 
 /// What is said of override `manual` set by hand for WAN `wan` on `interface`, now that its
@@ -171,19 +271,30 @@ pub fn override_note(
 
 /// The interface of each WAN of `hooked` by `wans` (what the gateways file keeps with them).
 pub fn interfaces_of(hooked: &Hooked, wans: &[Wan]) -> BTreeMap<String, String> {
-    hooked
+    interfaces_on(hooked, &lines_of(wans))
+}
+
+/// The interface of each WAN `handed` has something for, by `lines` (what a file keeps with
+/// it, for a restart to know the line).
+pub fn interfaces_on<K: ForWan, V>(
+    handed: &BTreeMap<K, V>,
+    lines: &[Line],
+) -> BTreeMap<String, String> {
+    handed
         .keys()
-        .filter_map(|(wan, _)| {
-            let w = wans.iter().find(|w| w.name == *wan)?;
-            Some((wan.clone(), w.interface.clone()))
+        .filter_map(|key| {
+            let (wan, interface) = lines.iter().find(|(n, _)| n == key.wan())?;
+            Some((wan.clone(), interface.clone()))
         })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
-    use crate::model::Family;
+    use crate::wan_sources::tests::p;
 
     fn holds(hooked: &Hooked, wan: &str, family: Family) -> bool {
         hooked.contains_key(&(wan.to_owned(), family))
@@ -251,6 +362,60 @@ mod tests {
             carried.keys().map(|k| k.0.as_str()).collect::<Vec<_>>(),
             ["isp9"]
         );
+        assert_eq!(notes.len(), 2, "wan2 and gone: dropped");
+    }
+
+    /// A prefix a DHCPv6 hook handed in stayed under a renamed WAN's old name (a later WAN of
+    /// that name inherited it) and went with a WAN moved to another line.
+    #[test]
+    fn handed_in_prefixes_follow_a_rename_and_go_with_a_move_or_a_removal() {
+        let hooked = Hooked6::from([
+            ("wan2".to_owned(), p("2001:db8:2::/56")),
+            ("isp9".to_owned(), p("2001:db8:9::/56")),
+            ("gone".to_owned(), p("2001:db8:7::/56")),
+            ("wan1".to_owned(), p("2001:db8:1::/56")),
+        ]);
+        let old = lines(&[
+            ("wan1", "eth1"),
+            ("wan2", "eth2"),
+            ("isp9", "eth9"),
+            ("gone", "eth7"),
+        ]);
+        let new = lines(&[("wan1", "eth1"), ("isp2", "eth2"), ("isp9", "eth4")]);
+        let was_on = |w: &str| old.iter().find(|(n, _)| n == w).map(|(_, i)| i.clone());
+        let (carried, notes) = carry_prefixes(&hooked, was_on, &old, &new);
+        assert_eq!(
+            carried,
+            Hooked6::from([
+                ("isp2".to_owned(), p("2001:db8:2::/56")),
+                ("wan1".to_owned(), p("2001:db8:1::/56")),
+            ])
+        );
+        let said: Vec<&str> = notes.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            said,
+            [
+                "gone: the prefix 2001:db8:7::/56 handed in for eth7 is dropped: the \
+                 configuration has no WAN `gone` now (a WAN given that name later does not \
+                 inherit it)",
+                "isp9: the prefix 2001:db8:9::/56 handed in for eth9 is dropped: isp9 is on eth4 \
+                 now, another line. Its DHCPv6 client hands a prefix in at its next renewal; to \
+                 use one now, run `steer wan isp9 prefix6 PREFIX` with the prefix delegated on \
+                 eth4",
+                "isp2: the prefix 2001:db8:2::/56 handed in for eth2 (`steer wan wan2 prefix6`) \
+                 is kept: wan2 is named isp2 now, on the same interface",
+            ]
+        );
+        assert_eq!(
+            interfaces_on(&carried, &new),
+            BTreeMap::from([
+                ("isp2".to_owned(), "eth2".to_owned()),
+                ("wan1".to_owned(), "eth1".to_owned()),
+            ])
+        );
+        // A file from an older steer: no interface, the name alone decides.
+        let (carried, notes) = carry_prefixes(&hooked, |_| None, &old, &new);
+        assert_eq!(carried.keys().collect::<Vec<_>>(), ["isp9", "wan1"]);
         assert_eq!(notes.len(), 2, "wan2 and gone: dropped");
     }
 

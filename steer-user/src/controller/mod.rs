@@ -421,6 +421,8 @@ impl Controller {
         // Overrides set by hand hold across the restart, from the first apply on.
         let (restored, overrides_dropped) = overrides::restore(&mut health, &config.control.socket);
         let (hooked, hooked_notes) = kept_gateways(&config.control.socket, &config.wans);
+        let (prefixes6, prefix_notes) =
+            wan_prefixes::WanPrefixes::open(&config.control.socket, &config.wans);
         let mut ctl = Controller {
             rules,
             // Until the first apply commits the configuration: all of it but the sets' prefixes
@@ -444,7 +446,7 @@ impl Controller {
             gateways: BTreeMap::new(),
             local_found: local::Found::default(),
             hooked,
-            prefixes6: wan_prefixes::WanPrefixes::open(&config.control.socket),
+            prefixes6,
             lan_ports: Vec::new(),
             reattach_failed: BTreeSet::new(),
             prefix_counts: HashMap::new(),
@@ -470,6 +472,7 @@ impl Controller {
         if !hooked_notes.is_empty() {
             report.notes.extend(ctl.keep_hooked());
         }
+        report.notes.splice(0..0, prefix_notes);
         report.notes.splice(0..0, hooked_notes);
         report.notes.splice(0..0, runtime_notes);
         report.notes.splice(0..0, restored);
@@ -587,6 +590,8 @@ impl Controller {
         let mut followed = self.carry_overrides(&overrides, &old_lines, &new_lines);
         let hooked = self.hooked.clone();
         followed.extend(self.carry_hooked(&old_lines, &new_lines));
+        let prefixes = self.prefixes6.handed();
+        followed.extend(self.prefixes6.follow(&old_lines, &new_lines));
         let held = self.configured_counts();
         let old_wans = (self.config.wans.clone(), self.config.general.mark_mask);
         let mut applied = self
@@ -608,6 +613,9 @@ impl Controller {
                 if self.hooked != hooked {
                     report.notes.extend(self.keep_hooked());
                 }
+                if self.prefixes6.handed() != prefixes {
+                    report.notes.extend(self.prefixes6.keep());
+                }
                 self.remember_inputs(inputs);
             }
             Err(_) => {
@@ -616,6 +624,7 @@ impl Controller {
                 // next reload reads everything again.
                 self.health = health;
                 self.hooked = hooked;
+                self.prefixes6.restore_handed(prefixes);
                 self.inputs = None;
             }
         }
@@ -1604,7 +1613,7 @@ impl Controller {
                 config: self.config.path.display().to_string(),
             });
         }
-        let name = w.name.clone();
+        let (name, interface) = (w.name.clone(), w.interface.clone());
         if let Some(p) = prefix
             && let Some(clash) = self.prefix6_clash(&name, p)
         {
@@ -1614,7 +1623,7 @@ impl Controller {
                 clash,
             });
         }
-        self.prefixes6.hook(&name, prefix);
+        self.prefixes6.hook(&name, &interface, prefix);
         let mut lines = self.refresh_system().await;
         lines.extend(self.reconcile_routing("prefix6 set").await);
         Ok(lines)

@@ -4,8 +4,9 @@
 //! IPv6 connections when a prefix changes; under `npt` a WAN whose prefix is not known carries
 //! no IPv6.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::lines::{self, Line};
 use crate::{
     config::{Ipv6, Wan},
     health::UnknownWan,
@@ -77,6 +78,9 @@ pub(super) struct WanPrefixes {
     /// As last resolved.
     pub resolved: Prefixes,
     hooked: Hooked6,
+    /// The interface of each WAN of `hooked` (kept with it: the prefix follows its line,
+    /// [`super::lines`]).
+    interfaces: BTreeMap<String, String>,
     /// WANs that cannot carry IPv6 for want of their prefix.
     blocked: BTreeSet<String>,
     /// `mode = "source"`: the prefixes deprecated on the LAN as last reconciled, the
@@ -90,8 +94,9 @@ pub(super) struct WanPrefixes {
 
 impl WanPrefixes {
     /// With what a daemon before this one kept next to the control socket `socket`
-    /// ([`kept`]).
-    pub fn open(socket: &std::path::Path) -> WanPrefixes {
+    /// ([`kept`]), each hooked prefix following its line to the WANs of `wans`
+    /// ([`super::lines`]); what to say of those renamed or dropped (the file is written again).
+    pub fn open(socket: &std::path::Path, wans: &[Wan]) -> (WanPrefixes, Vec<ReportLine>) {
         let path = kept::path_for(socket);
         let boot = crate::runtime_sets::journal::boot_id();
         let found = kept::load(&path, &boot);
@@ -103,32 +108,64 @@ impl WanPrefixes {
                 found.saved.len()
             );
         }
-        WanPrefixes {
+        let mut prefixes = WanPrefixes {
             hooked: found.hooked,
+            interfaces: found.interfaces,
             saved: found.saved,
             // What the daemon before deprecated is looked at on the first pass, not at the
             // next netlink event.
             addresses_changed: true,
             kept: Some((path, boot)),
             ..WanPrefixes::default()
+        };
+        let old: Vec<Line> = prefixes.interfaces.clone().into_iter().collect();
+        let mut notes = prefixes.follow(&old, &lines::lines_of(wans));
+        if !notes.is_empty() {
+            notes.extend(prefixes.keep());
         }
+        (prefixes, notes)
     }
 
-    /// Writes what is kept across restarts (after a change of it).
-    fn keep(&self) {
-        let Some((path, boot)) = &self.kept else {
-            return;
-        };
+    /// Writes what is kept across restarts (after a change of it); what failed, if it did
+    /// (also logged).
+    pub fn keep(&self) -> Option<ReportLine> {
+        let (path, boot) = self.kept.as_ref()?;
         let now = kept::Kept {
             hooked: self.hooked.clone(),
+            interfaces: self.interfaces.clone(),
             saved: self.saved.clone(),
         };
-        if let Err(e) = kept::store(path, boot, &now) {
-            log::warn!(
-                "{}: {e}; a restarted daemon waits for the hooks again",
-                path.display()
-            );
-        }
+        let e = kept::store(path, boot, &now).err()?;
+        let line = format!(
+            "{}: {e}; a restarted daemon waits for the hooks again",
+            path.display()
+        );
+        log::warn!("{line}");
+        Some(ReportLine::warning(line))
+    }
+
+    /// The prefixes hooks handed in, with their interfaces: taken before a reload, given back
+    /// ([`Self::restore_handed`]) when it fails.
+    pub fn handed(&self) -> (Hooked6, BTreeMap<String, String>) {
+        (self.hooked.clone(), self.interfaces.clone())
+    }
+
+    /// Gives back what [`Self::handed`] took.
+    pub fn restore_handed(&mut self, (hooked, interfaces): (Hooked6, BTreeMap<String, String>)) {
+        self.hooked = hooked;
+        self.interfaces = interfaces;
+    }
+
+    /// Gives the handed-in prefixes to the WANs renamed on the same interface, and drops those
+    /// of WANs moved or removed, as the WANs change from `old` to `new` ([`super::lines`]); the
+    /// file is not written ([`Self::keep`]). What to say of them.
+    pub fn follow(&mut self, old: &[Line], new: &[Line]) -> Vec<ReportLine> {
+        // Where the hook was for; a WAN missing (an older steer's file) is decided by name.
+        let was_on = |wan: &str| self.interfaces.get(wan).cloned();
+        let (carried, notes) = lines::carry_prefixes(&self.hooked, was_on, old, new);
+        self.interfaces = lines::interfaces_on(&carried, new);
+        self.hooked = carried;
+        notes
     }
 
     /// Resolves every WAN's prefix from `system` for `ipv6` and `wans` (the running
@@ -218,7 +255,8 @@ impl WanPrefixes {
         let changes = deprecate::plan(&addrs, (&dead, &live), &self.saved, now);
         let lines = deprecate::apply(&changes, &mut self.saved, now);
         if self.saved != before {
-            self.keep();
+            // Already logged: the deprecation holds, only a restart would not know of it.
+            let _ = self.keep();
         }
         lines.into_iter().map(ReportLine::info).collect()
     }
@@ -230,15 +268,24 @@ impl WanPrefixes {
         self.deprecate((Vec::new(), every), lan, now)
     }
 
-    /// Sets (`Some`) or clears (`None`) the prefix a DHCPv6 client hook handed in for `wan`;
-    /// kept across restarts when it changed (a DHCPv6 renewal hands in the same one).
-    pub fn hook(&mut self, wan: &str, prefix: Option<Prefix>) {
+    /// Sets (`Some`) or clears (`None`) the prefix a DHCPv6 client hook handed in for `wan`
+    /// on `interface`; kept across restarts when it changed (a DHCPv6 renewal hands in the
+    /// same one).
+    pub fn hook(&mut self, wan: &str, interface: &str, prefix: Option<Prefix>) {
         let before = match prefix {
             Some(p) => self.hooked.insert(wan.to_owned(), p),
             None => self.hooked.remove(wan),
         };
-        if before != prefix {
-            self.keep();
+        let line_changed = match prefix {
+            Some(_) => {
+                let was_on = self.interfaces.insert(wan.to_owned(), interface.to_owned());
+                was_on.as_deref() != Some(interface)
+            }
+            None => self.interfaces.remove(wan).is_some(),
+        };
+        if before != prefix || line_changed {
+            // Already logged; the prefix is in use all the same.
+            let _ = self.keep();
         }
     }
 

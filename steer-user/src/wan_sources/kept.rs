@@ -4,8 +4,12 @@
 //! crash) takes them back from a file next to the control socket (`/run/steer/steer.ipv6` by
 //! default), written whenever they change; on tmpfs it goes with a reboot, and the file names
 //! the boot it was written in, since deprecation times count from boot. `steer stop` removes it.
+//! Each hooked prefix's WAN is kept with its interface: a restart whose configuration renamed
+//! the WAN on that interface keeps the prefix, one that moved it to another interface drops it
+//! (`controller::lines`), as a reload does.
 
 use std::{
+    collections::BTreeMap,
     fs, io,
     net::Ipv6Addr,
     path::{Path, PathBuf},
@@ -25,6 +29,9 @@ pub fn path_for(socket: &Path) -> PathBuf {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Kept {
     pub hooked: Hooked6,
+    /// WAN -> the interface it was on when its prefix was handed in (empty from an older
+    /// steer's file).
+    pub interfaces: BTreeMap<String, String>,
     pub saved: Saved,
 }
 
@@ -34,6 +41,9 @@ struct File {
     hooked: Vec<(String, String)>,
     /// (interface, address, preferred lifetime it had, when: seconds since boot).
     deprecated: Vec<(String, Ipv6Addr, Option<u32>, u64)>,
+    /// WAN -> its interface (absent in a file of an older steer).
+    #[serde(default)]
+    interfaces: BTreeMap<String, String>,
 }
 
 /// What `path` keeps from this boot (`boot`); nothing when there is no file, it is another
@@ -67,7 +77,11 @@ pub fn load(path: &Path, boot: &str) -> Kept {
         .into_iter()
         .map(|(iface, addr, preferred, at)| ((iface, addr), (preferred, at)))
         .collect();
-    Kept { hooked, saved }
+    Kept {
+        hooked,
+        interfaces: file.interfaces,
+        saved,
+    }
 }
 
 /// Writes `kept` to `path` for boot `boot` (a temporary file renamed over it); an empty `kept`
@@ -88,6 +102,7 @@ pub fn store(path: &Path, boot: &str, kept: &Kept) -> io::Result<()> {
             .iter()
             .map(|((iface, addr), (preferred, at))| (iface.clone(), *addr, *preferred, *at))
             .collect(),
+        interfaces: kept.interfaces.clone(),
     };
     let text = serde_json::to_string(&file).map_err(io::Error::other)?;
     crate::state_file::replace(path, &path.with_extension("ipv6.tmp"), text.as_bytes())
@@ -110,6 +125,7 @@ mod tests {
         let path = path_for(&dir.join("steer.sock"));
         let kept = Kept {
             hooked: Hooked6::from([("wan2".to_owned(), p("2001:db8:2::/56"))]),
+            interfaces: BTreeMap::from([("wan2".to_owned(), "eth2".to_owned())]),
             saved: Saved::from([(
                 ("br-lan".to_owned(), "2001:db8:1::1".parse().unwrap()),
                 (Some(3600), 120),
@@ -119,6 +135,17 @@ mod tests {
         store(&path, "boot-a", &kept).unwrap();
         assert_eq!(load(&path, "boot-a"), kept);
         assert_eq!(load(&path, "boot-b"), Kept::default());
+        // An older steer's file: no interfaces.
+        fs::write(
+            &path,
+            r#"{"boot":"boot-a","hooked":[["wan2","2001:db8:2::/56"]],"deprecated":[]}"#,
+        )
+        .unwrap();
+        let older = Kept {
+            hooked: kept.hooked.clone(),
+            ..Kept::default()
+        };
+        assert_eq!(load(&path, "boot-a"), older);
         fs::write(&path, "not json").unwrap();
         assert_eq!(load(&path, "boot-a"), Kept::default());
         store(&path, "boot-a", &Kept::default()).unwrap();
