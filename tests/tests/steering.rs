@@ -739,15 +739,7 @@ fn a_connection_sent_to_the_main_table_by_an_outage_keeps_it_unless_failback_mov
     );
 
     // The one of the policy that moves flows back is cut within a few exchanges.
-    let deadline = std::time::Instant::now() + SETTLE;
-    let broke = loop {
-        match moved.exchange() {
-            Err(_) => break true,
-            Ok(seen) if !seen.starts_with(&seen_via(Wan::Two)) => break true,
-            Ok(_) if std::time::Instant::now() > deadline => break false,
-            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
+    let broke = leaves_wan2_within(&mut moved, SETTLE);
     assert!(
         broke,
         "the connection failback = \"move\" should cut survived:\n{}",
@@ -756,6 +748,20 @@ fn a_connection_sent_to_the_main_table_by_an_outage_keeps_it_unless_failback_mov
     s.daemon.wait_log("failback = \"move\" cut", SETTLE);
     let mut again = Conversation::open(&s.lab.client, moved_server.addr()).expect("connect");
     assert!(exchange(&s, &mut again, "reconnected").starts_with(&seen_via(Wan::One)));
+}
+
+/// Whether `c` breaks or its exchanges stop going by WAN 2 within `within` (a connection
+/// being cut: its entry gone, the next segment leaves by another WAN and is reset).
+fn leaves_wan2_within(c: &mut Conversation, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match c.exchange() {
+            Err(_) => return true,
+            Ok(seen) if !seen.starts_with(&seen_via(Wan::Two)) => return true,
+            Ok(_) if std::time::Instant::now() > deadline => return false,
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }
 
 /// `steer explain`'s arguments for the packets of `c` to `server`.
@@ -810,15 +816,7 @@ fn failback_move_cuts_the_moved_connections_when_the_wan_returns() {
     s.wait_wan("wan1", "up", SETTLE);
     // The moved connection is cut: within a few exchanges it breaks (its entry is gone, the
     // next segment leaves by WAN 1 and the server resets it).
-    let deadline = std::time::Instant::now() + SETTLE;
-    let broke = loop {
-        match during.exchange() {
-            Err(_) => break true,
-            Ok(seen) if !seen.starts_with(&seen_via(Wan::Two)) => break true,
-            Ok(_) if std::time::Instant::now() > deadline => break false,
-            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
+    let broke = leaves_wan2_within(&mut during, SETTLE);
     assert!(
         broke,
         "the moved connection survived:\n{}",

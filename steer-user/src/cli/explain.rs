@@ -1289,6 +1289,39 @@ fn elsewhere_note(found: Option<(String, Option<String>)>, ino: u64) -> String {
 /// they came in on and gives their replies that mark back, so the replies leave by that WAN
 /// whatever the classifier's verdict. `None` without a source to look for.
 fn answered_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names) -> Option<Held> {
+    connections_counted(e, probe, names, |c, exact_ports| {
+        c.proto == proto
+            && c.reply.is_some_and(|r| {
+                r.src == e.src
+                    && r.dst == e.dst
+                    && (!exact_ports || (r.sport == e.sport && r.dport == e.dport))
+            })
+    })
+}
+
+/// The marked connections conntrack holds from the probe's source to its destination (with its
+/// protocol, and its ports when the probe gave them): the `inet steer` table gives their
+/// packets the connection's mark back, so a connection stays on the WAN it started on after
+/// a failback with `keep`, a reload or a weight change; one that started on the main table
+/// stays there ([`crate::conntrack::main_table_mark`]). `None` without a source to look for.
+fn held_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names) -> Option<Held> {
+    connections_counted(e, probe, names, |c, exact_ports| {
+        c.src == e.src
+            && c.dst == e.dst
+            && c.proto == proto
+            && (!exact_ports || (c.sport == e.sport && c.dport == e.dport))
+    })
+}
+
+/// The marked connections of the probe's family that `wanted` picks (given whether the probe
+/// named both ports), counted by mark and named by the WAN (or the main table) the mark holds
+/// them on. `None` without a source to look for.
+fn connections_counted(
+    e: &Explanation,
+    probe: &Probe,
+    names: &Names,
+    wanted: impl Fn(&crate::conntrack::Connection, bool) -> bool,
+) -> Option<Held> {
     probe.src?;
     let exact_ports = probe.sport.is_some() && probe.dport.is_some();
     let exact = !e.proto.has_ports() || exact_ports;
@@ -1303,56 +1336,10 @@ fn answered_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names
         }
     };
     let mut by_mark: std::collections::BTreeMap<u32, usize> = Default::default();
-    for c in conns.iter().filter(|c| {
-        c.proto == proto
-            && c.mark & e.mask != 0
-            && c.reply.is_some_and(|r| {
-                r.src == e.src
-                    && r.dst == e.dst
-                    && (!exact_ports || (r.sport == e.sport && r.dport == e.dport))
-            })
-    }) {
-        *by_mark.entry(c.mark & e.mask).or_default() += 1;
-    }
-    Some(Held {
-        exact,
-        by_mark: by_mark
-            .into_iter()
-            .map(|(mark, n)| (mark, names.wan_of_mark(mark, e.mask), n))
-            .collect(),
-        error: None,
-    })
-}
-
-/// The marked connections conntrack holds from the probe's source to its destination (with its
-/// protocol, and its ports when the probe gave them): the `inet steer` table gives their
-/// packets the connection's mark back, so a connection stays on the WAN it started on after
-/// a failback with `keep`, a reload or a weight change; one that started on the main table
-/// stays there ([`crate::conntrack::main_table_mark`]). `None` without a source to look for.
-fn held_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names) -> Option<Held> {
-    probe.src?;
-    let exact_ports = probe.sport.is_some() && probe.dport.is_some();
-    let exact = !e.proto.has_ports() || exact_ports;
-    let listed = crate::conntrack::netlink::connections(0, 0, &[Family::of(&e.dst)]);
-    let conns = match listed {
-        Ok(conns) => conns,
-        Err(err) => {
-            return Some(Held {
-                exact,
-                by_mark: Vec::new(),
-                error: Some(err.to_string()),
-            });
-        }
-    };
-    let mut by_mark: std::collections::BTreeMap<u32, usize> = Default::default();
-    let ours = conns.iter().filter(|c| {
-        c.src == e.src
-            && c.dst == e.dst
-            && c.proto == proto
-            && (!exact_ports || (c.sport == e.sport && c.dport == e.dport))
-            && c.mark & e.mask != 0
-    });
-    for c in ours {
+    for c in conns
+        .iter()
+        .filter(|c| c.mark & e.mask != 0 && wanted(c, exact_ports))
+    {
         *by_mark.entry(c.mark & e.mask).or_default() += 1;
     }
     Some(Held {
