@@ -66,7 +66,7 @@ pub fn bridge_netfilter() -> bool {
 /// the forward hook, after the classifier and routing, gives it the packet's. A connection
 /// that started on the main table is not kept there then: prerouting cannot tell the
 /// classifier so (a cleared mark is classified again, and no packet mark routes by the main
-/// table), so it keeps ct mark 0 and takes the WAN of its first packet a WAN verdict marks.
+/// table), so it keeps ct mark 0 and moves to the WAN of the first WAN verdict its packets get.
 pub fn ruleset_with(mask: u32, wans: &[MarkedWan], bridged: bool, extra: &str) -> String {
     let keep = !mask;
     let mut chains = String::new();

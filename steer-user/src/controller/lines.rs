@@ -233,9 +233,10 @@ fn handed_note(
 
 /// The plural of `noun` ("gateway", "prefix").
 fn plural(noun: &str) -> String {
-    match noun.ends_with('x') {
-        true => format!("{noun}es"),
-        false => format!("{noun}s"),
+    if noun.ends_with('x') {
+        format!("{noun}es")
+    } else {
+        format!("{noun}s")
     }
 }
 
