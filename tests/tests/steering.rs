@@ -258,20 +258,7 @@ fn a_port_forward_on_wan2_is_answered_via_wan2() {
     // `explain` of a reply names the WAN the connection came in on, beside the verdict a
     // connection the LAN host started would get.
     let peer = lan_server.peers()[0];
-    let explained = explain_on_router(
-        &s,
-        &[
-            &peer.ip().to_string(),
-            "--src",
-            &at.ip().to_string(),
-            "--proto",
-            "tcp",
-            "--sport",
-            &at.port().to_string(),
-            "--dport",
-            &peer.port().to_string(),
-        ],
-    );
+    let explained = explain_on_router(&s, &tcp_explain_args(at, peer));
     assert!(
         explained.contains("wan      wan1")
             && explained.contains(
@@ -487,38 +474,17 @@ fn connection_made_during_an_outage_keeps_its_wan(s: &Scenario, port: u16) {
     assert_eq!(server.peers().len(), 2, "no connection was made again");
     // `explain` of that connection's packets names the WAN they keep, beside the new verdict.
     let (client, server) = (during.local_addr(), server.addr());
-    let explained = explain_on_router(
-        s,
-        &[
-            &server.ip().to_string(),
-            "--src",
-            &client.ip().to_string(),
-            "--proto",
-            "tcp",
-            "--sport",
-            &client.port().to_string(),
-            "--dport",
-            &server.port().to_string(),
-        ],
-    );
+    let explained = explain_on_router(s, &tcp_explain_args(client, server));
     assert!(
         explained.contains("wan      wan1")
             && explained.contains("an existing connection is marked 0x200 (wan2)"),
         "{explained}"
     );
     // From another namespace than the daemon's, its conntrack cannot be read: said, with how.
-    let elsewhere = s.steer(&[
-        "explain",
-        &server.ip().to_string(),
-        "--src",
-        &client.ip().to_string(),
-        "--proto",
-        "tcp",
-        "--sport",
-        &client.port().to_string(),
-        "--dport",
-        &server.port().to_string(),
-    ]);
+    let args = tcp_explain_args(client, server);
+    let mut explain = vec!["explain"];
+    explain.extend(args.iter().map(String::as_str));
+    let elsewhere = s.steer(&explain);
     assert!(
         elsewhere.contains("held     connections were not checked: explain runs in another")
             && elsewhere.contains(&format!(
@@ -529,20 +495,7 @@ fn connection_made_during_an_outage_keeps_its_wan(s: &Scenario, port: u16) {
         "{elsewhere}"
     );
     let new_one = after.local_addr();
-    let explained = explain_on_router(
-        s,
-        &[
-            &server.ip().to_string(),
-            "--src",
-            &new_one.ip().to_string(),
-            "--proto",
-            "tcp",
-            "--sport",
-            &new_one.port().to_string(),
-            "--dport",
-            &server.port().to_string(),
-        ],
-    );
+    let explained = explain_on_router(s, &tcp_explain_args(new_one, server));
     assert!(
         explained.contains("an existing connection, marked 0x100 (wan1) as this verdict"),
         "{explained}"
@@ -764,9 +717,13 @@ fn leaves_wan2_within(c: &mut Conversation, within: Duration) -> bool {
     }
 }
 
-/// `steer explain`'s arguments for the packets of `c` to `server`.
+/// `steer explain`'s arguments for the TCP packets of `c` to `server`.
 fn explain_args(c: &Conversation, server: SocketAddr) -> Vec<String> {
-    let client = c.local_addr();
+    tcp_explain_args(c.local_addr(), server)
+}
+
+/// `steer explain`'s arguments for a TCP packet from `client` to `server`.
+fn tcp_explain_args(client: SocketAddr, server: SocketAddr) -> Vec<String> {
     [
         server.ip().to_string(),
         "--src".into(),

@@ -219,6 +219,19 @@ pub struct Held {
     pub error: Option<String>,
 }
 
+impl Held {
+    /// As `--json` shows it (`held`, `answers`).
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "exact": self.exact,
+            "connections": self.by_mark.iter().map(|(mark, wan, n)| json!({
+                "mark": format!("{mark:#x}"), "wan": wan, "count": n,
+            })).collect::<Vec<_>>(),
+            "error": self.error,
+        })
+    }
+}
+
 /// How a balanced policy chose the packet's WAN.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Balance {
@@ -494,21 +507,9 @@ impl Explanation {
             "routed_by": self.routed_by,
             "main_route": self.main_route,
             "daemon": self.daemon,
-            "held": self.held.as_ref().map(|h| json!({
-                "exact": h.exact,
-                "connections": h.by_mark.iter().map(|(mark, wan, n)| json!({
-                    "mark": format!("{mark:#x}"), "wan": wan, "count": n,
-                })).collect::<Vec<_>>(),
-                "error": h.error,
-            })),
+            "held": self.held.as_ref().map(Held::to_json),
             "connections_unchecked": self.unchecked,
-            "answers": self.answers.as_ref().map(|h| json!({
-                "exact": h.exact,
-                "connections": h.by_mark.iter().map(|(mark, wan, n)| json!({
-                    "mark": format!("{mark:#x}"), "wan": wan, "count": n,
-                })).collect::<Vec<_>>(),
-                "error": h.error,
-            })),
+            "answers": self.answers.as_ref().map(Held::to_json),
             "balance": self.balance.as_ref().map(|b| json!({
                 "slot": b.slot, "of": LB_SLOTS, "by": if b.by_source { "source" } else { "flow" },
                 "wan": b.wan,
