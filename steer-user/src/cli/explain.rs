@@ -1237,10 +1237,16 @@ pub fn explain(pin_dir: &Path, probe: &Probe) -> Result<Explanation, ExplainErro
     }
     match conntrack_elsewhere(pin_dir) {
         Some(note) => e.unchecked = Some(note),
-        None => {
-            e.held = held_connections(&e, probe, transport.proto(), &names);
-            e.answers = answered_connections(&e, probe, transport.proto(), &names);
+        // Without a source there is no connection to look for.
+        None if probe.src.is_some() => {
+            // One listing serves both questions: conntrack is walked once.
+            let listed = crate::conntrack::netlink::connections(0, 0, &[Family::of(&e.dst)])
+                .map_err(|err| err.to_string());
+            let proto = transport.proto();
+            e.held = Some(held_connections(&e, probe, proto, &names, &listed));
+            e.answers = Some(answered_connections(&e, probe, proto, &names, &listed));
         }
+        None => {}
     }
     Ok(e)
 }
@@ -1288,9 +1294,15 @@ fn elsewhere_note(found: Option<(String, Option<String>)>, ino: u64) -> String {
 /// to the probe's source (a port forward, a DMZ's server), whose reply direction is the probe
 /// (with its ports when the probe gave them). The `inet steer` table marked them with the WAN
 /// they came in on and gives their replies that mark back, so the replies leave by that WAN
-/// whatever the classifier's verdict. `None` without a source to look for.
-fn answered_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names) -> Option<Held> {
-    connections_counted(e, probe, names, |c, exact_ports| {
+/// whatever the classifier's verdict.
+fn answered_connections(
+    e: &Explanation,
+    probe: &Probe,
+    proto: u8,
+    names: &Names,
+    listed: &Listed,
+) -> Held {
+    connections_counted(e, probe, names, listed, |c, exact_ports| {
         c.proto == proto
             && c.reply.is_some_and(|r| {
                 r.src == e.src
@@ -1304,9 +1316,15 @@ fn answered_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names
 /// protocol, and its ports when the probe gave them): the `inet steer` table gives their
 /// packets the connection's mark back, so a connection stays on the WAN it started on after
 /// a failback with `keep`, a reload or a weight change; one that started on the main table
-/// stays there ([`crate::conntrack::main_table_mark`]). `None` without a source to look for.
-fn held_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names) -> Option<Held> {
-    connections_counted(e, probe, names, |c, exact_ports| {
+/// stays there ([`crate::conntrack::main_table_mark`]).
+fn held_connections(
+    e: &Explanation,
+    probe: &Probe,
+    proto: u8,
+    names: &Names,
+    listed: &Listed,
+) -> Held {
+    connections_counted(e, probe, names, listed, |c, exact_ports| {
         c.src == e.src
             && c.dst == e.dst
             && c.proto == proto
@@ -1314,26 +1332,28 @@ fn held_connections(e: &Explanation, probe: &Probe, proto: u8, names: &Names) ->
     })
 }
 
-/// The marked connections of the probe's family that `wanted` picks (given whether the probe
-/// named both ports), counted by mark and named by the WAN (or the main table) the mark holds
-/// them on. `None` without a source to look for.
+/// The connections of the probe's family conntrack listed, or why it could not.
+type Listed = Result<Vec<crate::conntrack::Connection>, String>;
+
+/// The marked connections of `listed` that `wanted` picks (given whether the probe named both
+/// ports), counted by mark and named by the WAN (or the main table) the mark holds them on.
 fn connections_counted(
     e: &Explanation,
     probe: &Probe,
     names: &Names,
+    listed: &Listed,
     wanted: impl Fn(&crate::conntrack::Connection, bool) -> bool,
-) -> Option<Held> {
-    probe.src?;
+) -> Held {
     let exact_ports = probe.sport.is_some() && probe.dport.is_some();
     let exact = !e.proto.has_ports() || exact_ports;
-    let conns = match crate::conntrack::netlink::connections(0, 0, &[Family::of(&e.dst)]) {
+    let conns = match listed {
         Ok(conns) => conns,
         Err(err) => {
-            return Some(Held {
+            return Held {
                 exact,
                 by_mark: Vec::new(),
-                error: Some(err.to_string()),
-            });
+                error: Some(err.clone()),
+            };
         }
     };
     let mut by_mark: std::collections::BTreeMap<u32, usize> = Default::default();
@@ -1343,7 +1363,7 @@ fn connections_counted(
     {
         *by_mark.entry(c.mark & e.mask).or_default() += 1;
     }
-    Some(Held {
+    Held {
         exact,
         by_mark: by_mark
             .into_iter()
@@ -1357,7 +1377,7 @@ fn connections_counted(
             })
             .collect(),
         error: None,
-    })
+    }
 }
 
 /// The hash a balanced policy picks its slot by, as the classifier computes it (steer-common
